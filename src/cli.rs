@@ -1,0 +1,250 @@
+//! The command line, as clap structs that only mirror it; `argv[0]` dispatch for the seed's command names.
+//!
+//! Nothing here reads the config or touches the disk: [`crate::settings::Settings`] is built from these
+//! structs plus the config before any phase runs.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 finished with warnings,
+4 another dbackup run holds the lock, 5 no external destination present.
+
+The config is read from --config, else $DBACKUP_CONFIG, else
+$XDG_CONFIG_HOME/dbackup/config.json (~/.config/dbackup/config.json), else a built-in
+default that backs up $DDATA (or /data), ~/.config, ~/env.sh and ~/.secrets.
+Run `dbackup config init` to write that default where you can edit it.
+
+The same binary answers to backup-collect, backup-external, backup and backup-restore
+when invoked through links of those names.";
+
+/// Two-phase backup for one Linux workstation: hard-linked rsync snapshots under the backup
+/// root, then verified tar archives on a removable drive.
+#[derive(Debug, Parser)]
+#[command(name = "dbackup", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Config file (JSON, `//` and `/* */` comments allowed) [env: DBACKUP_CONFIG]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Print results as JSON on stdout (progress and logs still go to stderr)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Show what would be done, change nothing
+    #[arg(short = 'n', long, global = true)]
+    pub dry_run: bool,
+
+    /// Print less: errors only (-q) or nothing but the result (-qq)
+    #[arg(short, long, global = true, action = ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
+
+    /// Print more: each step (-v), the rsync and tar commands and their output (-vv)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Copy every backup set into a new hard-linked snapshot under the backup root (rsync --link-dest)
+    #[command(after_help = "Examples:\n  dbackup collect                 # every set\n  dbackup collect --set config    # one set\n  dbackup collect --full          # compare contents, not just size and mtime\n  dbackup --dry-run collect       # show the plan: rsync commands, snapshots to prune")]
+    Collect(CollectArgs),
+    /// Write each set's latest snapshot as a verified tar archive onto a removable drive
+    External(ExternalArgs),
+    /// Run what is due: collect, then the external phase when a drive is present
+    Backup(BackupArgs),
+    /// List, restore or verify backups, from local snapshots or from the drive
+    Restore(RestoreArgs),
+    /// Show the state of every set and destination, and what is overdue
+    Status(StatusArgs),
+    /// Check, print or create the config
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct CollectArgs {
+    /// Collect only this set (repeatable); default: every set
+    #[arg(long = "set", value_name = "NAME")]
+    pub sets: Vec<String>,
+
+    /// Compare file contents (rsync --checksum) instead of trusting size and mtime
+    #[arg(long)]
+    pub full: bool,
+
+    /// Accept a source that is empty or much smaller than its last snapshot (e.g. after a real clean-up)
+    #[arg(long)]
+    pub allow_shrink: bool,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct ExternalArgs {
+    /// Export only this set (repeatable); default: every set
+    #[arg(long = "set", value_name = "NAME")]
+    pub sets: Vec<String>,
+
+    /// Write only to this destination (by name)
+    #[arg(long, value_name = "NAME")]
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct BackupArgs {
+    /// Run both phases now, whatever the schedule says
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    Local,
+    External,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Overwrite {
+    #[default]
+    IfChanged,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct RestoreArgs {
+    /// Where to restore from: local snapshots or the drive's archives (default: both for --list, local otherwise)
+    #[arg(long, value_enum)]
+    pub source: Option<SourceKind>,
+
+    /// List the backups instead of restoring
+    #[arg(long)]
+    pub list: bool,
+
+    /// A day (2025-04-01) selects that day's newest backup; a full stamp (2025-04-01-031500) exactly that one
+    #[arg(long)]
+    pub date: Option<String>,
+
+    /// A file or directory to restore (repeatable): absolute, ~-relative or relative to the current directory
+    #[arg(long = "path", value_name = "PATH")]
+    pub paths: Vec<String>,
+
+    /// Restrict to one backup set
+    #[arg(long = "set", value_name = "NAME")]
+    pub set: Option<String>,
+
+    /// Restore under DIR instead of the original location, keeping the absolute structure
+    #[arg(long, value_name = "DIR")]
+    pub target: Option<PathBuf>,
+
+    /// What to do with files already present at the destination
+    #[arg(long, value_enum, default_value_t)]
+    pub overwrite: Overwrite,
+
+    /// Check the backup's integrity without writing anything
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Keep setuid/setgid bits (root only)
+    #[arg(long)]
+    pub preserve_special: bool,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct StatusArgs {
+    /// Exit 1 when anything is overdue or the last run failed (for monitoring)
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a config file (default: the one dbackup would use) and print the settings it gives
+    Check {
+        /// The file to check
+        path: Option<PathBuf>,
+    },
+    /// Print the JSON Schema that configs are validated against
+    Schema,
+    /// Write the built-in default config, commented, to the config path (never overwrites)
+    Init {
+        /// Where to write it (default: the path dbackup reads)
+        path: Option<PathBuf>,
+    },
+}
+
+/// The seed's command names, and the subcommand each stands for when the binary is invoked through a link.
+pub const ALIASES: &[(&str, &str)] = &[
+    ("backup-collect", "collect"),
+    ("backup-external", "external"),
+    ("backup-restore", "restore"),
+    ("backup", "backup"),
+];
+
+/// Rewrites `argv` so that `backup-collect --full` parses as `dbackup collect --full`.
+pub fn dispatch_argv0(args: Vec<OsString>) -> Vec<OsString> {
+    let Some(first) = args.first() else { return args };
+    let name = std::path::Path::new(first)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match ALIASES.iter().find(|(alias, _)| *alias == name) {
+        Some((_, sub)) => {
+            let mut out = Vec::with_capacity(args.len() + 1);
+            out.push(OsString::from("dbackup"));
+            out.push(OsString::from(*sub));
+            out.extend(args.into_iter().skip(1));
+            out
+        }
+        None => args,
+    }
+}
+
+impl Cli {
+    /// Parses the process's arguments, honouring `argv[0]` aliases.
+    pub fn parse_args() -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(dispatch_argv0(std::env::args_os().collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(dispatch_argv0(args.iter().map(OsString::from).collect())).unwrap()
+    }
+
+    #[test]
+    fn seed_names_dispatch_to_subcommands() {
+        assert!(matches!(parse(&["/usr/bin/backup-collect"]).command, Command::Collect(_)));
+        assert!(matches!(parse(&["backup-external"]).command, Command::External(_)));
+        assert!(matches!(parse(&["backup", "--force"]).command, Command::Backup(BackupArgs { force: true })));
+        let cli = parse(&["backup-restore", "--source", "external", "--date", "2025-04-01", "--path", "~/.config"]);
+        let Command::Restore(r) = cli.command else { panic!("not restore") };
+        assert_eq!(r.source, Some(SourceKind::External));
+        assert_eq!(r.paths, vec!["~/.config".to_string()]);
+    }
+
+    #[test]
+    fn global_flags_go_anywhere() {
+        let cli = parse(&["dbackup", "collect", "--dry-run", "--json", "-vv"]);
+        assert!(cli.global.dry_run && cli.global.json);
+        assert_eq!(cli.global.verbose, 2);
+    }
+}

@@ -1,0 +1,115 @@
+//! The process exit codes every command shares, and how an error maps to one.
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0 | ok |
+//! | 1 | failed |
+//! | 2 | usage or configuration error |
+//! | 3 | finished with warnings (files vanished or were unreadable, ...) |
+//! | 4 | another dbackup run holds the lock |
+//! | 5 | no external destination present |
+
+use serde::Serialize;
+
+/// The documented exit codes of `dbackup`. Every command ends with one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Exit {
+    Ok = 0,
+    Failed = 1,
+    Usage = 2,
+    Warnings = 3,
+    Locked = 4,
+    NoDestination = 5,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The worse of two outcomes, for commands that run several steps (failure beats warnings beats ok).
+    pub fn worst(self, other: Exit) -> Exit {
+        fn rank(e: Exit) -> u8 {
+            match e {
+                Exit::Ok => 0,
+                Exit::Warnings => 1,
+                Exit::NoDestination => 2,
+                Exit::Locked => 3,
+                Exit::Failed => 4,
+                Exit::Usage => 5,
+            }
+        }
+        if rank(other) > rank(self) { other } else { self }
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e.code())
+    }
+}
+
+/// An error that knows which exit code it deserves. Building blocks return their own `thiserror`
+/// enums; those that are not plain failures (exit 1) implement this trait and are listed in [`classify`].
+pub trait ExitCoded {
+    fn exit(&self) -> Exit;
+}
+
+/// Wraps any error with an explicit exit code, for the edges (`anyhow`) where no typed error exists.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct CodedError {
+    pub code: Exit,
+    pub message: String,
+}
+
+impl CodedError {
+    pub fn new(code: Exit, message: impl Into<String>) -> Self {
+        CodedError { code, message: message.into() }
+    }
+}
+
+impl ExitCoded for CodedError {
+    fn exit(&self) -> Exit {
+        self.code
+    }
+}
+
+/// The exit code an error chain deserves: the first typed error in the chain that carries one, else 1.
+pub fn classify(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<CodedError>() {
+            return e.exit();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
+            return e.exit();
+        }
+        if let Some(e) = cause.downcast_ref::<crate::lock::LockError>() {
+            return e.exit();
+        }
+        if cause.downcast_ref::<clap::Error>().is_some() {
+            return Exit::Usage;
+        }
+    }
+    Exit::Failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_prefers_failure_over_warnings() {
+        assert_eq!(Exit::Ok.worst(Exit::Warnings), Exit::Warnings);
+        assert_eq!(Exit::Warnings.worst(Exit::Failed), Exit::Failed);
+        assert_eq!(Exit::Failed.worst(Exit::Ok), Exit::Failed);
+    }
+
+    #[test]
+    fn coded_errors_keep_their_code_through_context() {
+        let err = anyhow::Error::new(CodedError::new(Exit::Locked, "held")).context("collect");
+        assert_eq!(classify(&err), Exit::Locked);
+        assert_eq!(classify(&anyhow::anyhow!("plain")), Exit::Failed);
+    }
+}

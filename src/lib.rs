@@ -1,0 +1,32 @@
+//! dbackup: two-phase backup for one Linux workstation. See ARCHITECTURE.md for the map.
+
+pub mod archive;
+pub mod cli;
+pub mod collect;
+pub mod commands;
+pub mod config;
+pub mod exit;
+pub mod expand;
+pub mod lock;
+pub mod media;
+pub mod retention;
+pub mod rsync;
+pub mod runlog;
+pub mod settings;
+pub mod snapshot;
+pub mod ui;
+
+use cli::{Cli, Command};
+use exit::Exit;
+
+/// Runs one command to completion. Errors carry their exit code (see [`exit::classify`]).
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        Command::Config(cmd) => commands::config::run(&cli.global, cmd),
+        Command::Collect(args) => commands::collect::run(&cli.global, args),
+        Command::External(_) => commands::not_implemented("external"),
+        Command::Backup(_) => commands::not_implemented("backup"),
+        Command::Restore(_) => commands::not_implemented("restore"),
+        Command::Status(_) => commands::not_implemented("status"),
+    }
+}

@@ -1,0 +1,1 @@
+//! Destinations: the only place that decides whether a drive is present (mounted, the right filesystem, writable).

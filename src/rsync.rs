@@ -1,0 +1,1 @@
+//! Running rsync: the command line for a set, its exit codes, its progress and statistics output.

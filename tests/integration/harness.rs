@@ -1,0 +1,192 @@
+//! The test builder: a private home, config and backup root per test, and the real binary run against them.
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_dbackup");
+
+/// One test's world: a temporary directory holding `home/`, `root/` (the backup root), `state/` and `config.json`.
+pub struct Test {
+    pub dir: tempfile::TempDir,
+    config: Option<PathBuf>,
+    env: Vec<(OsString, OsString)>,
+}
+
+impl Default for Test {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Test {
+    pub fn new() -> Test {
+        let dir = tempfile::Builder::new().prefix("dbackup-test-").tempdir().expect("tempdir");
+        for d in ["home", "state", "xdg-config"] {
+            std::fs::create_dir_all(dir.path().join(d)).unwrap();
+        }
+        Test { dir, config: None, env: Vec::new() }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn home(&self) -> PathBuf {
+        self.path("home")
+    }
+
+    /// The backup root every test config should point at (`{root}` in [`Test::config`]).
+    pub fn root(&self) -> PathBuf {
+        self.path("root")
+    }
+
+    /// Replaces `{tmp}`, `{home}` and `{root}` in `text` with this test's paths.
+    pub fn expand(&self, text: &str) -> String {
+        text.replace("{tmp}", &self.dir.path().display().to_string())
+            .replace("{home}", &self.home().display().to_string())
+            .replace("{root}", &self.root().display().to_string())
+    }
+
+    /// Writes `config.json` (after [`Test::expand`]) and passes it with `--config` to every command.
+    pub fn config(mut self, json: &str) -> Test {
+        let path = self.path("config.json");
+        std::fs::write(&path, self.expand(json)).unwrap();
+        self.config = Some(path);
+        self
+    }
+
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Test {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Writes a file (creating parents) under the test directory.
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
+    /// A command against this test's world; nothing runs until `status`, `output` or `spawn`.
+    pub fn cmd(&self) -> Cmd {
+        let mut command = Command::new(BIN);
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home())
+            .env("USER", "tester")
+            .env("XDG_CONFIG_HOME", self.path("xdg-config"))
+            .env("XDG_STATE_HOME", self.path("state"))
+            .env("LANG", "C.UTF-8")
+            .env("TZ", "UTC")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        Cmd { command, config: self.config.clone(), args: Vec::new(), name: String::new() }
+    }
+}
+
+/// One invocation of the binary.
+pub struct Cmd {
+    command: Command,
+    config: Option<PathBuf>,
+    args: Vec<OsString>,
+    name: String,
+}
+
+/// What a finished command printed.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// stdout parsed as JSON into `T`.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not the expected JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+impl Cmd {
+    pub fn args<I, S>(mut self, args: I) -> Cmd
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<std::ffi::OsStr>, value: impl AsRef<std::ffi::OsStr>) -> Cmd {
+        self.command.env(key, value);
+        self
+    }
+
+    /// Run without `--config` (so the lookup order is exercised).
+    pub fn no_config(mut self) -> Cmd {
+        self.config = None;
+        self
+    }
+
+    /// Invoke the binary through a link with this name (argv[0] dispatch).
+    pub fn argv0(mut self, name: &str) -> Cmd {
+        self.name = name.to_string();
+        self
+    }
+
+    fn prepare(mut self) -> Command {
+        if let Some(c) = &self.config {
+            self.command.arg("--config").arg(c);
+        }
+        self.command.args(&self.args);
+        if !self.name.is_empty() {
+            use std::os::unix::process::CommandExt;
+            self.command.arg0(&self.name);
+        }
+        self.command
+    }
+
+    pub fn output(self) -> Output {
+        let mut command = self.prepare();
+        let out = command.output().expect("run dbackup");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Runs and asserts the exit code, showing both streams when it differs.
+    #[track_caller]
+    pub fn status(self, code: i32) -> Output {
+        let out = self.output();
+        assert_eq!(out.code, code, "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}", out.stdout, out.stderr);
+        out
+    }
+
+    pub fn spawn(self) -> Child {
+        let mut command = self.prepare();
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn dbackup")
+    }
+}
+
+/// Inode number and link count of a path.
+pub fn inode(path: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.ino(), m.nlink())
+}
+
+/// Permission bits of a path.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+}

@@ -1,0 +1,10 @@
+//! The one integration-test binary: runs the real `dbackup` binary through a small builder.
+//!
+//! ```ignore
+//! let t = Test::new().config(r#"{ "backup_root": "{root}", "backup_sets": [...] }"#);
+//! t.cmd().args(["collect"]).status(0);
+//! ```
+
+mod harness;
+
+mod cli;
