@@ -117,3 +117,12 @@ pub struct DestinationSettings {
     pub retention: u32,
     pub require_mount: bool,
 }
+
+impl Settings {
+    /// Finds the config (`--config`, `$DBACKUP_CONFIG`, `$XDG_CONFIG_HOME/dbackup/config.json`, else the built-in default),
+    /// validates it and builds the settings for this run.
+    pub fn load(global: &crate::cli::GlobalArgs, env: &Env) -> Result<Settings, crate::config::ConfigError> {
+        let _ = (global, env);
+        todo!("config loader")
+    }
+}
