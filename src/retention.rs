@@ -9,7 +9,7 @@
 //! - An incomplete snapshot (some files were unreadable) is removed once a newer complete one exists, and kept otherwise.
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::RetentionPolicy;
 use crate::snapshot::SnapshotState;
@@ -25,7 +25,7 @@ pub struct SnapshotInfo {
 }
 
 /// Keep or remove one snapshot, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
     pub name: String,
     pub keep: bool,
