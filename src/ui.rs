@@ -127,6 +127,11 @@ pub fn count(n: u64) -> String {
     out
 }
 
+/// `1 entry`, `2 entries`, `1,234 files`: a count and a noun, singular or plural.
+pub fn counted(n: u64, singular: &str, plural: &str) -> String {
+    format!("{} {}", count(n), if n == 1 { singular } else { plural })
+}
+
 /// A command line as a shell would need it typed: words with special characters in single quotes.
 pub fn shell_words<S: AsRef<str>>(argv: &[S]) -> String {
     argv.iter()

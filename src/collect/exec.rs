@@ -489,8 +489,9 @@ pub fn summary_lines(report: &CollectReport) -> Vec<String> {
             let time = ui::duration(std::time::Duration::from_secs_f64(s.seconds));
             let stats = |st: &TransferStats| {
                 format!(
-                    "{} files, {} copied, {} hard-linked, {time}",
-                    ui::count(st.files),
+                    "{}, {} copied ({}), {} hard-linked, {time}",
+                    ui::counted(st.regular_files, "file", "files"),
+                    ui::count(st.transferred_files),
                     ui::bytes(st.transferred_bytes),
                     ui::bytes(st.linked_bytes)
                 )

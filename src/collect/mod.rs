@@ -53,10 +53,13 @@ pub fn dry_run(
     ui: &Ui,
 ) -> anyhow::Result<CollectPlan> {
     let world = observe::observe(settings, sets, false)?;
+    let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
+    // The stamp a real run would pick (after a run in this very second, it waits for the next one).
+    let now = snapshot::fresh_stamp(&settings.backup_root, &names, now);
     let opts = plan::RunOptions {
         args,
         policy: &settings.retention_local,
-        now: snapshot::truncate_to_second(now()),
+        now,
         progress: ui.progress,
     };
     Ok(plan::plan(&world, sets, opts))

@@ -503,7 +503,9 @@ pub fn render(plan: &CollectPlan) -> String {
             };
             let detail = match (src.kind.as_str(), src.entries) {
                 ("missing", _) => "missing: skipped".to_string(),
-                ("directory", Some(n)) => format!("directory, {} entries", ui::count(n)),
+                ("directory", Some(n)) => {
+                    format!("directory, {}", ui::counted(n, "entry", "entries"))
+                }
                 (k, _) => k.to_string(),
             };
             let _ = writeln!(out, "  source    {shown} ({detail})");
@@ -557,7 +559,12 @@ pub fn render(plan: &CollectPlan) -> String {
         let _ = writeln!(out, "  rsync     {}", ui::shell_words(&s.rsync_argv));
         for d in &s.retention {
             let verb = if d.keep { "keep" } else { "remove" };
-            let _ = writeln!(out, "  {verb:<9} {}: {}", d.name, d.reasons.join("; "));
+            let new = if d.name == s.snapshot {
+                " (this run)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  {verb:<9} {}{new}: {}", d.name, d.reasons.join("; "));
         }
     }
     out
