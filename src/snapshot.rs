@@ -499,7 +499,7 @@ pub fn clean_leftovers(root: &Path, sets: &[&str]) -> Result<Cleanup, SnapshotEr
             continue;
         };
         let path = entry.path();
-        let leftover = if name.starts_with(TRASH_PREFIX) {
+        let leftover = if name.starts_with(TRASH_PREFIX) || name.starts_with(".dbackup-probe-") {
             true
         } else if name.starts_with('.')
             && (name.ends_with("-latest.tmp") || name.contains(".json.tmp-"))

@@ -319,12 +319,21 @@ fn collect_set(
         warnings.push(format!(
             "{n} file(s) could not be read and are missing from the snapshot"
         ));
-        for p in &run.unreadable {
+        const SHOWN: usize = 20;
+        for p in run.unreadable.iter().take(SHOWN) {
             ui.warn(format_args!(
                 "{}: not copied: {}: {}",
                 set.set,
                 p.path.display(),
                 p.message
+            ));
+        }
+        if n > SHOWN {
+            ui.warn(format_args!(
+                "{}: ... and {} more not copied; all are listed in {}",
+                set.set,
+                n - SHOWN,
+                set.metadata_path.display()
             ));
         }
         if n == 0 {

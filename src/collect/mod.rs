@@ -72,6 +72,8 @@ pub fn run(
     args: &CollectArgs,
     ui: &Ui,
 ) -> anyhow::Result<(CollectPlan, CollectReport)> {
+    // Before creating anything: without rsync there is nothing to do.
+    crate::rsync::probe_rsync()?;
     let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
     let prepared = exec::prepare(&settings.backup_root, &names, ui)?;
     // Two runs in the same second would pick the same name: wait for a fresh second instead.
