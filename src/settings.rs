@@ -417,17 +417,18 @@ impl Builder<'_> {
 
     /// Names must differ even ignoring case: the drive is exFAT, which does not tell `Data` from `data`.
     fn unique_names<'n>(&mut self, names: impl Iterator<Item = &'n str>, list: &str, what: &str) {
-        let mut seen: Vec<(String, usize)> = Vec::new();
+        let mut seen: Vec<(String, &str, usize)> = Vec::new();
         for (i, name) in names.enumerate() {
             let key = name.to_lowercase();
-            match seen.iter().find(|(k, _)| *k == key) {
-                Some((_, first)) => self.problem(
+            match seen.iter().find(|(k, _, _)| *k == key) {
+                Some((_, first, at)) => self.problem(
                     format!("{list}/{i}/name"),
                     format!(
-                        "{what} name {name:?} is already used by {what} {first} (names must differ, ignoring case); rename one"
+                        "{what} name {name:?} is already taken by {what} {first:?} ({list}/{at}); names must differ \
+                         even ignoring case (the drive's exFAT does not tell them apart)"
                     ),
                 ),
-                None => seen.push((key, i)),
+                None => seen.push((key, name, i)),
             }
         }
     }
@@ -693,7 +694,7 @@ mod tests {
                 r#"{ "backup_root": "/b", "backup_sets": [
                     { "name": "data", "sources": ["/d"] }, { "name": "Data", "sources": ["/e"] } ] }"#
                     .into(),
-                &["/backup_sets/1/name: set name \"Data\" is already used by set 0"],
+                &["/backup_sets/1/name: set name \"Data\" is already taken by set \"data\" (/backup_sets/0)"],
             ),
             (
                 "source inside the root",
@@ -781,7 +782,7 @@ mod tests {
                                        { "name": "x", "path": "media/x" } ] }"#
                     .into(),
                 &[
-                    "/destinations/1/name: destination name \"t9\" is already used by destination 0",
+                    "/destinations/1/name: destination name \"t9\" is already taken by destination \"T9\" (/destinations/0)",
                     "/destinations/1/path: destinations \"T9\" and \"t9\" share the path /media/T9",
                     "/destinations/2/path: \"media/x\" is a relative path",
                 ],

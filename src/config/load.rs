@@ -444,10 +444,14 @@ fn explain(error: &ValidationError) -> Vec<Problem> {
             let expected = here
                 .map(describe)
                 .unwrap_or_else(|| "something else".into());
-            vec![Problem::new(
-                pointer,
-                format!("expected {expected}, found {}", found(instance)),
-            )]
+            let mut message = format!("expected {expected}, found {}", found(instance));
+            let wants_list = here
+                .and_then(|s| s.get("type"))
+                .is_some_and(|t| t == "array");
+            if wants_list && matches!(&**instance, Value::String(_)) {
+                message.push_str(&format!("; for one item write [{instance}]"));
+            }
+            vec![Problem::new(pointer, message)]
         }
         ValidationErrorKind::Required { property } => {
             let name = property.as_str().unwrap_or_default();
@@ -791,7 +795,7 @@ mod tests {
                 "/backup_sets/0/sources",
                 3,
                 48,
-                "expected a list of strings, found \"/x\"",
+                "expected a list of strings, found \"/x\"; for one item write [\"/x\"]",
             ),
             (
                 "/backup_sets/0/metod",
