@@ -8,3 +8,5 @@
 mod harness;
 
 mod cli;
+mod t9;
+mod t9_media;
