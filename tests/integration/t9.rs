@@ -105,26 +105,35 @@ pub fn require(fs: &[Fs]) -> bool {
     if !require_root() {
         return false;
     }
-    let mut missing: Vec<&str> = fs
+    let tools: Vec<&str> = fs.iter().flat_map(|f| f.tools().iter().copied()).collect();
+    match check_tools(&tools, in_ci()) {
+        Ok(()) => true,
+        Err(msg) => {
+            eprintln!("skipping {msg}");
+            false
+        }
+    }
+}
+
+/// `Err(why)` when a tool is missing; panics instead when `ci` (the CI command installs them, so missing is a failure).
+pub fn check_tools(tools: &[&str], ci: bool) -> Result<(), String> {
+    let mut missing: Vec<&str> = tools
         .iter()
-        .flat_map(|f| f.tools().iter().copied())
+        .copied()
         .filter(|t| tool(t).is_none())
         .collect();
     missing.sort_unstable();
     missing.dedup();
     if missing.is_empty() {
-        return true;
+        return Ok(());
     }
     let msg = format!(
         "{}: missing {} (apt-get install util-linux exfat-fuse exfatprogs xfsprogs btrfs-progs)",
         test_name(),
         missing.join(", ")
     );
-    if in_ci() {
-        panic!("{msg}; CI must install them");
-    }
-    eprintln!("skipping {msg}");
-    false
+    assert!(!ci, "{msg}; CI must install them");
+    Err(msg)
 }
 
 /// Finds a program on `$PATH` or in the sbin directories (which a non-login `$PATH` may lack).
@@ -479,6 +488,11 @@ impl Drive {
     /// The pids of the `mount.exfat-fuse` processes serving this drive: found by their open files (`/dev/fuse` and this
     /// drive's loop device), never by name.
     pub fn fuse_pids(&self) -> Vec<i32> {
+        self.holders(true)
+    }
+
+    /// Processes holding this drive's loop device open (and `/dev/fuse`, when `fuse`).
+    fn holders(&self, fuse_only: bool) -> Vec<i32> {
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return Vec::new();
         };
@@ -507,7 +521,7 @@ impl Drive {
                 fuse |= meta.file_type().is_char_device() && Some(meta.rdev()) == fuse_rdev;
                 device |= meta.file_type().is_block_device() && rdev == self.rdev;
             }
-            if fuse && device {
+            if device && (fuse || !fuse_only) && pid != std::process::id() as i32 {
                 pids.push(pid);
             }
         }
@@ -542,9 +556,10 @@ impl Drive {
         pids[0]
     }
 
+    /// Waits until no process holds this drive's device open (an unmounted fuse daemon exits on its own).
     fn wait_for_fuse_exit(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.fuse_pids().is_empty() && Instant::now() < deadline {
+        while !self.holders(false).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -680,8 +695,8 @@ impl Drive {
         std::fs::metadata(&self.image).map(|m| m.len()).unwrap_or(0)
     }
 
-    /// Detaches the loop device, but only while it is still backed by this drive's image (never someone else's device).
-    fn detach(&self) {
+    /// Whether the loop device is still attached to this drive's image.
+    fn attached(&self) -> bool {
         let name = self
             .device
             .file_name()
@@ -690,12 +705,31 @@ impl Drive {
             .into_owned();
         let backing = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"))
             .unwrap_or_default();
-        if Path::new(backing.trim_end_matches('\n')) == self.image {
-            let (ok, _, err, line) =
-                try_run("losetup", [OsStr::new("-d"), self.device.as_os_str()]);
-            if !ok {
-                eprintln!("t9 bench: {line} failed: {err}");
-            }
+        let backing = backing.trim_end_matches('\n');
+        Path::new(backing.strip_suffix(" (deleted)").unwrap_or(backing)) == self.image
+    }
+
+    /// Detaches the loop device, but only while it is still backed by this drive's image (never someone else's
+    /// device). The kernel may finish the detach after `losetup -d` returns (it waits for the last opener, such as an
+    /// exiting fuse daemon), so this waits until the device is free.
+    fn detach(&self) {
+        if !self.attached() {
+            return;
+        }
+        let (ok, _, err, line) = try_run("losetup", [OsStr::new("-d"), self.device.as_os_str()]);
+        if !ok {
+            eprintln!("t9 bench: {line} failed: {err}");
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.attached() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.attached() {
+            eprintln!(
+                "t9 bench: {} is still attached 10 s after losetup -d",
+                self.device.display()
+            );
         }
     }
 }

@@ -473,10 +473,14 @@ fn flip_byte_behind_fs_corrupts_a_file_on_exfat_and_ext4() {
     }
 }
 
+/// The image a loop device is attached to (its name without the " (deleted)" the kernel adds once it is removed).
 fn backing_file(device: &Path) -> Option<PathBuf> {
     let name = device.file_name()?.to_string_lossy().into_owned();
     let text = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).ok()?;
-    Some(PathBuf::from(text.trim_end()))
+    let text = text.trim_end();
+    Some(PathBuf::from(
+        text.strip_suffix(" (deleted)").unwrap_or(text),
+    ))
 }
 
 #[test]
@@ -536,4 +540,13 @@ fn pull_lazily_unmounts_with_files_open() {
         "not_mounted"
     );
     drop(open);
+}
+
+#[test]
+fn missing_tools_skip_outside_ci_and_fail_in_ci() {
+    assert_eq!(t9::check_tools(&["losetup"], false), Ok(()));
+    let skip = t9::check_tools(&["no-such-mkfs"], false).unwrap_err();
+    assert!(skip.contains("missing no-such-mkfs"), "{skip}");
+    let failed = std::panic::catch_unwind(|| t9::check_tools(&["no-such-mkfs"], true));
+    assert!(failed.is_err(), "in CI a missing tool fails the test");
 }
