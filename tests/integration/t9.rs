@@ -485,6 +485,31 @@ impl Drive {
         );
     }
 
+    /// Makes a read-only drive writable again (the inverse of [`Drive::remount_ro`]).
+    pub fn remount_rw(&self) {
+        match self.fs {
+            Fs::Exfat => {
+                self.unmount();
+                self.mount_with(false);
+            }
+            _ => {
+                run(
+                    "mount",
+                    [
+                        OsStr::new("-o"),
+                        OsStr::new("remount,rw"),
+                        self.mount_point.as_os_str(),
+                    ],
+                );
+            }
+        }
+        assert!(
+            self.mounted().is_some_and(|m| !m.read_only()),
+            "{} is still read-only",
+            self.mount_point.display()
+        );
+    }
+
     /// The pids of the `mount.exfat-fuse` processes serving this drive: found by their open files (`/dev/fuse` and this
     /// drive's loop device), never by name.
     pub fn fuse_pids(&self) -> Vec<i32> {

@@ -239,6 +239,8 @@ fn read_only_mounts_are_read_only() {
         let why = absent(media::detect(&settings));
         assert_eq!(why.kind(), "read_only", "{:?}: {why}", drive.fs());
         assert!(why.to_string().contains("is mounted read-only"), "{why}");
+        drive.remount_rw();
+        present(media::detect(&settings));
     }
 }
 
