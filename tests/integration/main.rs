@@ -9,3 +9,5 @@ mod harness;
 
 mod cli;
 mod config;
+mod t9;
+mod t9_media;
