@@ -9,3 +9,6 @@ mod harness;
 
 mod cli;
 mod collect;
+mod config;
+mod t9;
+mod t9_media;
