@@ -124,7 +124,7 @@ mod tests {
         let rotated = fs::metadata(dir.path().join("log.jsonl.1")).unwrap().len();
         assert!(size < MAX_BYTES + 2048, "{size}");
         assert!(
-            rotated >= MAX_BYTES && rotated < MAX_BYTES + 2048,
+            (MAX_BYTES..MAX_BYTES + 2048).contains(&rotated),
             "{rotated}"
         );
         assert!(read(dir.path()).unwrap().len() < 1500);

@@ -499,19 +499,16 @@ pub fn clean_leftovers(root: &Path, sets: &[&str]) -> Result<Cleanup, SnapshotEr
             continue;
         };
         let path = entry.path();
-        let leftover = if name.starts_with(TRASH_PREFIX) || name.starts_with(".dbackup-probe-") {
-            true
-        } else if name.starts_with('.')
-            && (name.ends_with("-latest.tmp") || name.contains(".json.tmp-"))
-        {
-            true
-        } else if let Some(stem) = name.strip_suffix(".json") {
+        let temporary = name.starts_with(TRASH_PREFIX)
+            || name.starts_with(".dbackup-probe-")
+            || (name.starts_with('.')
+                && (name.ends_with("-latest.tmp") || name.contains(".json.tmp-")));
+        let orphan_metadata = name.strip_suffix(".json").is_some_and(|stem| {
             sets.iter()
                 .any(|set| parse_snapshot_name(set, stem).is_some())
                 && fs::symlink_metadata(root.join(stem)).is_err()
-        } else {
-            false
-        };
+        });
+        let leftover = temporary || orphan_metadata;
         if leftover {
             remove_tree(&path).map_err(io_err("remove leftover", &path))?;
             cleanup.removed.push(name);

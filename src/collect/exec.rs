@@ -267,9 +267,9 @@ fn collect_set(
             if let Some(b) = &bar {
                 b.set_position(p.percent.into());
                 b.set_message(format!(
-                    "{}, {} files",
+                    "{}, {} copied",
                     ui::bytes(p.bytes),
-                    ui::count(p.files)
+                    ui::counted(p.files, "file", "files")
                 ));
             }
         }

@@ -52,7 +52,7 @@ pub fn dry_run(
     args: &CollectArgs,
     ui: &Ui,
 ) -> anyhow::Result<CollectPlan> {
-    let world = observe::observe(settings, sets, false)?;
+    let world = observe::observe(settings, sets, crate::rsync::probe_rsync()?, false)?;
     let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
     // The stamp a real run would pick (after a run in this very second, it waits for the next one).
     let now = snapshot::fresh_stamp(&settings.backup_root, &names, now);
@@ -73,12 +73,12 @@ pub fn run(
     ui: &Ui,
 ) -> anyhow::Result<(CollectPlan, CollectReport)> {
     // Before creating anything: without rsync there is nothing to do.
-    crate::rsync::probe_rsync()?;
+    let rsync = crate::rsync::probe_rsync()?;
     let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
     let prepared = exec::prepare(&settings.backup_root, &names, ui)?;
     // Two runs in the same second would pick the same name: wait for a fresh second instead.
     let now = snapshot::fresh_stamp(&settings.backup_root, &names, now);
-    let world = observe::observe(settings, sets, true)?;
+    let world = observe::observe(settings, sets, rsync, true)?;
     let opts = plan::RunOptions {
         args,
         policy: &settings.retention_local,

@@ -105,16 +105,17 @@ pub fn look_at_source(source: &SourcePath, previous: Option<&Snapshot>) -> Sourc
     }
 }
 
-/// Looks at the backup root and every selected set. `write_probe`: probe xattr support by writing (real runs only).
+/// Looks at the backup root and every selected set, for the installed `rsync` ([`rsync::probe_rsync`]).
+/// `write_probe`: probe xattr support by writing (real runs only).
 pub fn observe(
     settings: &Settings,
     sets: &[&SetSettings],
+    rsync: Capabilities,
     write_probe: bool,
 ) -> anyhow::Result<World> {
     use anyhow::Context;
     use std::os::unix::fs::PermissionsExt;
     let root = settings.backup_root.clone();
-    let rsync = rsync::probe_rsync()?;
     let root_meta = fs::metadata(&root).ok();
     let fs = rsync::probe_fs(&root, write_probe && root_meta.is_some());
     let layout = Layout::new(&root);
