@@ -788,6 +788,26 @@ mod tests {
     }
 
     #[test]
+    fn filesystems_without_xattrs_are_detected() {
+        if Path::new("/proc/self").exists() {
+            assert_eq!(
+                probe_fs(Path::new("/proc/self"), false),
+                FsSupport {
+                    acls: false,
+                    xattrs: false
+                }
+            );
+        } else {
+            eprintln!("skipped: no /proc to probe");
+        }
+        // A missing directory is probed through its nearest existing ancestor, without creating it.
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("not/yet");
+        assert_eq!(probe_fs(&missing, true), probe_fs(dir.path(), false));
+        assert!(!missing.exists());
+    }
+
+    #[test]
     fn real_rsync_copies_and_reports() {
         if probe_rsync().is_err() {
             eprintln!("skipped: rsync is not installed");

@@ -532,7 +532,10 @@ pub fn summary_lines(report: &CollectReport) -> Vec<String> {
             if !s.warnings.is_empty()
                 && matches!(s.status, SetStatus::Complete | SetStatus::Incomplete)
             {
-                line.push_str(&format!(" ({} warning(s))", s.warnings.len()));
+                line.push_str(&format!(
+                    " ({})",
+                    ui::counted(s.warnings.len() as u64, "warning", "warnings")
+                ));
             }
             line
         })

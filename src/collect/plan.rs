@@ -321,7 +321,11 @@ fn plan_set(
     if let Some(p) = previous {
         link_dest.push(p.path.clone());
     }
-    if let Some(newest) = sw.snapshots.last()
+    if let Some(newest) = sw
+        .snapshots
+        .iter()
+        .rev()
+        .find(|s| s.state() != SnapshotState::Unknown)
         && newest.state() == SnapshotState::Incomplete
         && previous.is_none_or(|p| newest.time > p.time)
     {
@@ -573,7 +577,210 @@ pub fn render(plan: &CollectPlan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rsync::{Capabilities, FsSupport};
+    use crate::settings::SourcePath;
+    use crate::snapshot::Snapshot;
     use std::path::Path;
+
+    fn snap(name: &str, complete: Option<bool>) -> Snapshot {
+        Snapshot {
+            set: "data".into(),
+            name: name.into(),
+            time: snapshot::parse_snapshot_name("data", name).unwrap(),
+            path: Path::new("/b").join(name),
+            metadata: complete.map(|c| crate::snapshot::tests::meta("data", name, c)),
+            metadata_error: complete.is_none().then(|| "missing".to_string()),
+        }
+    }
+
+    fn world(fs: FsSupport, snapshots: Vec<Snapshot>, in_progress: bool) -> (World, SetSettings) {
+        let source = SourcePath {
+            configured: "~/data".into(),
+            path: "/h/data".into(),
+            resolved: "/data".into(),
+        };
+        let set = SetSettings {
+            name: "data".into(),
+            sources: vec![source.clone()],
+            exclusions: vec![],
+            rsync_args: vec![],
+        };
+        let state = SourceState {
+            source,
+            resolved: Some("/data".into()),
+            kind: SourceKind::Directory,
+            entries: Some(10),
+            previous_entries: Some(10),
+        };
+        let w = World {
+            root: "/b".into(),
+            root_exists: true,
+            root_mode: Some(0o755),
+            rsync: Capabilities {
+                version: "3.2.7".into(),
+                acls: true,
+                xattrs: true,
+            },
+            fs,
+            sets: vec![SetWorld {
+                name: "data".into(),
+                sources: vec![state],
+                snapshots,
+                latest: None,
+                in_progress,
+                partial: false,
+            }],
+        };
+        (w, set)
+    }
+
+    fn opts(args: &CollectArgs) -> RunOptions<'_> {
+        const LAST_2: RetentionPolicy = RetentionPolicy {
+            last: Some(2),
+            hourly: None,
+            daily: None,
+            weekly: None,
+            monthly: None,
+            yearly: None,
+        };
+        RunOptions {
+            args,
+            policy: &LAST_2,
+            now: snapshot::parse_stamp("2025-04-05-000000").unwrap(),
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn without_acl_and_xattr_support_a_and_x_are_dropped_and_noted() {
+        let (w, set) = world(
+            FsSupport {
+                acls: false,
+                xattrs: false,
+            },
+            vec![],
+            false,
+        );
+        let args = CollectArgs::default();
+        let p = plan(&w, &[&set], opts(&args));
+        assert_eq!(p.sets[0].rsync_argv[1], "-aH");
+        assert!(!p.acls && !p.xattrs);
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.starts_with("ACLs are not copied (-A dropped): the filesystem of /b")),
+            "{:?}",
+            p.notes
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.starts_with("extended attributes are not copied (-X dropped)")),
+            "{:?}",
+            p.notes
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("has mode 0755") && n.contains("chmod 700 /b")),
+            "{:?}",
+            p.notes
+        );
+        let (w, set) = world(
+            FsSupport {
+                acls: true,
+                xattrs: true,
+            },
+            vec![],
+            false,
+        );
+        assert_eq!(
+            plan(&w, &[&set], opts(&args)).sets[0].rsync_argv[1],
+            "-aHAX"
+        );
+    }
+
+    #[test]
+    fn link_dest_prefers_complete_then_newer_incomplete_then_the_interrupted_copy() {
+        let snaps = vec![
+            snap("data-2025-04-01-000000", Some(true)),
+            snap("data-2025-04-02-000000", Some(true)),
+            snap("data-2025-04-03-000000", Some(false)),
+            snap("data-2025-04-04-000000", None),
+        ];
+        let (w, set) = world(
+            FsSupport {
+                acls: true,
+                xattrs: true,
+            },
+            snaps,
+            true,
+        );
+        let args = CollectArgs {
+            full: true,
+            ..Default::default()
+        };
+        let p = plan(&w, &[&set], opts(&args));
+        let s = &p.sets[0];
+        assert_eq!(s.action, SetAction::Collect);
+        assert_eq!(
+            s.link_dest,
+            [
+                PathBuf::from("/b/data-2025-04-02-000000"),
+                "/b/data-2025-04-03-000000".into(),
+                "/b/.data.partial".into()
+            ]
+        );
+        assert_eq!(
+            s.resume_from.as_deref(),
+            Some(Path::new("/b/.data.partial"))
+        );
+        assert!(s.rsync_argv.contains(&"--checksum".to_string()));
+        assert_eq!(s.snapshot, "data-2025-04-05-000000");
+        assert!(
+            s.notes[0].contains("data-2025-04-04-000000 has no usable metadata"),
+            "{:?}",
+            s.notes
+        );
+        let removed: Vec<&str> = s
+            .retention
+            .iter()
+            .filter(|d| !d.keep)
+            .map(|d| d.name.as_str())
+            .collect();
+        assert_eq!(
+            removed,
+            ["data-2025-04-03-000000", "data-2025-04-01-000000"]
+        );
+        assert_eq!(p.expected_exit(), Exit::Ok);
+    }
+
+    #[test]
+    fn a_shrunken_source_is_refused_or_allowed() {
+        let (mut w, set) = world(
+            FsSupport {
+                acls: true,
+                xattrs: true,
+            },
+            vec![snap("data-2025-04-01-000000", Some(true))],
+            false,
+        );
+        w.sets[0].sources[0].entries = Some(0);
+        let args = CollectArgs::default();
+        let p = plan(&w, &[&set], opts(&args));
+        assert_eq!(p.sets[0].action, SetAction::Refuse);
+        assert!(p.sets[0].rsync_argv.is_empty() && p.sets[0].retention.is_empty());
+        assert_eq!(p.sets[0].shrink_checks[0].verdict, "refused");
+        assert_eq!(p.expected_exit(), Exit::Failed);
+        let args = CollectArgs {
+            allow_shrink: true,
+            ..Default::default()
+        };
+        let p = plan(&w, &[&set], opts(&args));
+        assert_eq!(p.sets[0].action, SetAction::Collect);
+        assert_eq!(p.sets[0].shrink_checks[0].verdict, "allowed");
+        assert_eq!(p.expected_exit(), Exit::Warnings);
+    }
 
     #[test]
     fn shrink_guard_thresholds() {
