@@ -618,10 +618,16 @@ fn describe(s: &'static Value) -> String {
             } else {
                 "a number"
             };
-            match (s.get("minimum"), s.get("maximum")) {
+            // The bounds of the Rust type (i32::MIN, u32::MAX) go without saying.
+            let unsaid = |v: &&Value| {
+                let n = v.as_i64().unwrap_or(0);
+                n == i64::from(i32::MIN) || n == i64::from(i32::MAX) || n == i64::from(u32::MAX)
+            };
+            let lo = s.get("minimum").filter(|v| !unsaid(v));
+            let hi = s.get("maximum").filter(|v| !unsaid(v));
+            match (lo, hi) {
                 (Some(lo), Some(hi)) => format!("{noun} from {lo} to {hi}"),
-                (Some(lo), None) if lo != 0 => format!("{noun} >= {lo}"),
-                (Some(_), None) => format!("{noun} >= 0"),
+                (Some(lo), None) => format!("{noun} >= {lo}"),
                 (None, Some(hi)) => format!("{noun} <= {hi}"),
                 (None, None) => noun.into(),
             }

@@ -364,6 +364,21 @@ fn lookup_prefers_flag_then_env_then_xdg_then_built_in() {
     assert_eq!(source(&s), Some(flag));
     assert_eq!(s.backup_root, Path::new("/flag.json"));
 
+    // The built-in default depends on $DDATA and $DBACKUP, and says so when they do not work.
+    std::fs::remove_file(t.path("xdg-config/dbackup/config.json")).unwrap();
+    let out = t
+        .cmd()
+        .env("DDATA", "data")
+        .args(["config", "check"])
+        .status(2);
+    assert!(
+        out.stderr
+            .contains("the built-in default config does not work"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("$DDATA"), "{}", out.stderr);
+
     // A relative --config is taken from the current directory.
     let s = check_json(t.cmd().args(["--config", "env.json"]));
     assert_eq!(source(&s), Some(env));
