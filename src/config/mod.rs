@@ -356,8 +356,8 @@ pub enum ConfigError {
 
     /// An explicitly named config (`--config`, `$DBACKUP_CONFIG`, `config check PATH`) does not exist.
     #[error(
-        "config {path} (from {origin}) does not exist; run `dbackup config init {path}` to write a commented default there, \
-         or point {origin} at an existing file"
+        "config {path} (named by {origin}) does not exist; run `dbackup config init {path}` to write a commented \
+         default there"
     )]
     NotFound { path: PathBuf, origin: String },
 

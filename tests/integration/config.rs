@@ -399,10 +399,24 @@ fn a_named_config_that_does_not_exist_says_how_to_create_one() {
         .status(2);
     assert!(
         out.stderr
-            .contains("(from --config) does not exist; run `dbackup config init"),
+            .contains("(named by --config) does not exist; run `dbackup config init"),
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn a_dangling_default_config_is_an_error_not_the_built_in_default() {
+    let t = Test::new();
+    std::fs::create_dir_all(t.path("xdg-config/dbackup")).unwrap();
+    std::os::unix::fs::symlink(
+        t.path("dotfiles/config.json"),
+        t.path("xdg-config/dbackup/config.json"),
+    )
+    .unwrap();
+    let out = t.cmd().args(["config", "check"]).status(2);
+    assert!(out.stderr.contains("cannot read config"), "{}", out.stderr);
+    assert!(out.stderr.contains("dotfiles/config.json, which does not exist"), "{}", out.stderr);
 }
 
 #[test]
