@@ -416,7 +416,12 @@ fn a_dangling_default_config_is_an_error_not_the_built_in_default() {
     .unwrap();
     let out = t.cmd().args(["config", "check"]).status(2);
     assert!(out.stderr.contains("cannot read config"), "{}", out.stderr);
-    assert!(out.stderr.contains("dotfiles/config.json, which does not exist"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("dotfiles/config.json, which does not exist"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
