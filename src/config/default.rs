@@ -47,7 +47,7 @@ pub fn text(env: &Env) -> String {
     let (root, root_note) = match env.var("DBACKUP") {
         Some(v) => (
             json(v),
-            "the value of $DBACKUP when this file was written".to_string(),
+            "$DBACKUP, as it was when this file was written".to_string(),
         ),
         None => (
             json("~/.local/share/dbackup"),
@@ -55,7 +55,7 @@ pub fn text(env: &Env) -> String {
         ),
     };
     let data_note = match env.var("DDATA") {
-        Some(_) => "the value of $DDATA when this file was written",
+        Some(_) => "$DDATA, as it was when this file was written",
         None => "$DDATA was not set when this file was written: the seed's /data",
     };
     TEMPLATE
@@ -174,6 +174,28 @@ mod tests {
             config(&env(&[("DDATA", "/home/u/data")])).backup_sets[0].sources,
             ["/home/u/data"]
         );
+    }
+
+    #[test]
+    fn the_commented_out_examples_are_valid_when_uncommented() {
+        let env = env(&[]);
+        let uncommented: String = text(&env)
+            .lines()
+            .map(|line| {
+                let trimmed = line.trim_start();
+                match trimmed.strip_prefix("// ") {
+                    Some(rest) if rest.trim_start().starts_with(['"', '{', ']']) => {
+                        format!("{}{rest}\n", &line[..line.len() - trimmed.len()])
+                    }
+                    _ => format!("{line}\n"),
+                }
+            })
+            .collect();
+        let (parsed, _) = super::super::load::parse(Path::new("init.json"), &uncommented)
+            .unwrap_or_else(|e| panic!("{e}\n{uncommented}"));
+        assert_eq!(parsed.destinations[0].name, "T9");
+        assert_eq!(parsed.backup_sets[1].rsync_args, ["--bwlimit=50m"]);
+        assert!(parsed.notifications.desktop);
     }
 
     #[test]

@@ -131,6 +131,23 @@ pub fn load_at(path: &Path, origin: Origin, env: &Env) -> Result<Loaded, ConfigE
                 positions,
             })
         }
+        // A dangling symlink is a config that should be there (dotfiles not mounted?), not an absent one.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && std::fs::symlink_metadata(path).is_ok() =>
+        {
+            let target = std::fs::read_link(path).unwrap_or_default();
+            Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "it is a symlink to {}, which does not exist",
+                        target.display()
+                    ),
+                ),
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !origin.explicit() => Ok(Loaded {
             config: default::config(env),
             source: ConfigSource::BuiltIn,
@@ -151,7 +168,7 @@ pub fn load_at(path: &Path, origin: Origin, env: &Env) -> Result<Loaded, ConfigE
 pub fn parse(path: &Path, text: &str) -> Result<(Config, Positions), ConfigError> {
     let (value, positions, mut problems) = to_value(path, text)?;
     for error in schema::validator().iter_errors(&value) {
-        problems.extend(explain(&error));
+        problems.extend(explain(&error, &positions));
     }
     if problems.is_empty() {
         match serde_json::from_value::<Config>(value) {
@@ -201,15 +218,11 @@ impl Positions {
         }
     }
 
-    /// Fills in each problem's location (keys for unknown-key problems, values otherwise) and sorts them by it.
+    /// Locates each problem not yet located at its value, drops repeats and sorts them into file order.
     pub fn place(&self, mut problems: Vec<Problem>) -> Vec<Problem> {
         for p in &mut problems {
             if p.location.is_none() {
-                p.location = if p.message.starts_with("unknown key") {
-                    self.key(&p.pointer)
-                } else {
-                    self.value(&p.pointer)
-                };
+                p.location = self.value(&p.pointer);
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -403,7 +416,8 @@ impl Problem {
 }
 
 /// Turns one schema error into problems (one per unknown key; the matching branch's errors for `anyOf`).
-fn explain(error: &ValidationError) -> Vec<Problem> {
+/// Unknown keys are located at the key, everything else at the value (by [`Positions::place`]).
+fn explain(error: &ValidationError, positions: &Positions) -> Vec<Problem> {
     let pointer = error.instance_path().as_str().to_string();
     let instance = error.instance();
     let here = schema_at(&pointer);
@@ -418,8 +432,11 @@ fn explain(error: &ValidationError) -> Vec<Problem> {
                     if let Some(s) = suggest(key, allowed.iter().map(String::as_str)) {
                         message.push_str(&format!("; did you mean \"{s}\"?"));
                     }
-                    Problem::new(format!("{pointer}/{}", escape_pointer(key)), message)
-                        .allowed(format!("allowed keys here: {}", quote_list(&allowed)))
+                    let child = format!("{pointer}/{}", escape_pointer(key));
+                    let mut p = Problem::new(child.clone(), message)
+                        .allowed(format!("allowed keys here: {}", quote_list(&allowed)));
+                    p.location = positions.key(&child);
+                    p
                 })
                 .collect()
         }
@@ -521,7 +538,7 @@ fn explain(error: &ValidationError) -> Vec<Problem> {
                 })
                 .collect();
             if let [branch] = fitting.as_slice() {
-                branch.iter().flat_map(|e| explain(e)).collect()
+                branch.iter().flat_map(|e| explain(e, positions)).collect()
             } else {
                 let expected = here
                     .map(describe)
@@ -618,10 +635,16 @@ fn describe(s: &'static Value) -> String {
             } else {
                 "a number"
             };
-            match (s.get("minimum"), s.get("maximum")) {
+            // The bounds of the Rust type (i32::MIN, u32::MAX) go without saying.
+            let unsaid = |v: &&Value| {
+                let n = v.as_i64().unwrap_or(0);
+                n == i64::from(i32::MIN) || n == i64::from(i32::MAX) || n == i64::from(u32::MAX)
+            };
+            let lo = s.get("minimum").filter(|v| !unsaid(v));
+            let hi = s.get("maximum").filter(|v| !unsaid(v));
+            match (lo, hi) {
                 (Some(lo), Some(hi)) => format!("{noun} from {lo} to {hi}"),
-                (Some(lo), None) if lo != 0 => format!("{noun} >= {lo}"),
-                (Some(_), None) => format!("{noun} >= 0"),
+                (Some(lo), None) => format!("{noun} >= {lo}"),
                 (None, Some(hi)) => format!("{noun} <= {hi}"),
                 (None, None) => noun.into(),
             }

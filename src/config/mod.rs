@@ -347,7 +347,8 @@ pub struct Location {
 /// Everything that can be wrong with a config. Exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    /// The cause is the `source` (shown by `{:#}`, as `main` prints errors).
+    #[error("cannot read config {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -355,8 +356,8 @@ pub enum ConfigError {
 
     /// An explicitly named config (`--config`, `$DBACKUP_CONFIG`, `config check PATH`) does not exist.
     #[error(
-        "config {path} (from {origin}) does not exist; run `dbackup config init {path}` to write a commented default there, \
-         or point {origin} at an existing file"
+        "config {path} (named by {origin}) does not exist; run `dbackup config init {path}` to write a commented \
+         default there"
     )]
     NotFound { path: PathBuf, origin: String },
 
@@ -452,11 +453,19 @@ impl Problem {
 
 fn format_problems(path: &std::path::Path, problems: &[Problem]) -> String {
     let n = problems.len();
-    let mut out = format!(
-        "config {} is invalid ({n} problem{}):",
-        path.display(),
-        if n == 1 { "" } else { "s" }
-    );
+    let plural = if n == 1 { "" } else { "s" };
+    let mut out = if path == std::path::Path::new(load::BUILT_IN_NAME) {
+        format!(
+            "the built-in default config does not work in this environment ({n} problem{plural}); it takes the data \
+             set's source from $DDATA and the backup root from $DBACKUP. Fix those, or write a config to edit with \
+             `dbackup config init`:"
+        )
+    } else {
+        format!(
+            "config {} is invalid ({n} problem{plural}):",
+            path.display()
+        )
+    };
     for p in problems {
         out.push_str("\n  ");
         out.push_str(&p.render(path).replace('\n', "\n  "));

@@ -22,21 +22,36 @@ pub const SAFE_NAME_RULE: &str =
 /// Generates the schema from the Rust types (what `config/schema.json` must contain).
 pub fn generate() -> Value {
     let generator = schemars::generate::SchemaSettings::draft2020_12()
-        .with_transform(schemars::transform::RecursiveTransform(drop_null))
+        .with_transform(schemars::transform::RecursiveTransform(tighten))
         .into_generator();
     let schema = generator.into_root_schema_for::<Config>();
     schema.to_value()
 }
 
-/// Optional keys are left out, never `null`: `"type": ["string", "null"]` becomes `"type": "string"`.
-fn drop_null(schema: &mut schemars::Schema) {
-    let Some(Value::Array(types)) = schema.get_mut("type") else {
-        return;
+/// Tightens what schemars generates so the schema alone decides validity:
+/// - optional keys are left out, never `null`: `"type": ["string", "null"]` becomes `"type": "string"`;
+/// - integers get the bounds of their Rust type (`"format": "uint32"` alone is only an annotation).
+fn tighten(schema: &mut schemars::Schema) {
+    if let Some(Value::Array(types)) = schema.get_mut("type") {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            let only = types.pop().expect("one type");
+            schema.insert("type".into(), only);
+        }
+    }
+    let bounds: Option<(i64, i64)> = match schema.get("format").and_then(Value::as_str) {
+        Some("uint8") => Some((0, u8::MAX.into())),
+        Some("uint32") => Some((0, u32::MAX.into())),
+        Some("int32") => Some((i32::MIN.into(), i32::MAX.into())),
+        _ => None,
     };
-    types.retain(|t| t != "null");
-    if types.len() == 1 {
-        let only = types.pop().expect("one type");
-        schema.insert("type".into(), only);
+    if let Some((lo, hi)) = bounds {
+        if schema.get("minimum").is_none() {
+            schema.insert("minimum".into(), lo.into());
+        }
+        if schema.get("maximum").is_none() {
+            schema.insert("maximum".into(), hi.into());
+        }
     }
 }
 

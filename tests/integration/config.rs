@@ -364,6 +364,21 @@ fn lookup_prefers_flag_then_env_then_xdg_then_built_in() {
     assert_eq!(source(&s), Some(flag));
     assert_eq!(s.backup_root, Path::new("/flag.json"));
 
+    // The built-in default depends on $DDATA and $DBACKUP, and says so when they do not work.
+    std::fs::remove_file(t.path("xdg-config/dbackup/config.json")).unwrap();
+    let out = t
+        .cmd()
+        .env("DDATA", "data")
+        .args(["config", "check"])
+        .status(2);
+    assert!(
+        out.stderr
+            .contains("the built-in default config does not work"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("$DDATA"), "{}", out.stderr);
+
     // A relative --config is taken from the current directory.
     let s = check_json(t.cmd().args(["--config", "env.json"]));
     assert_eq!(source(&s), Some(env));
@@ -384,7 +399,26 @@ fn a_named_config_that_does_not_exist_says_how_to_create_one() {
         .status(2);
     assert!(
         out.stderr
-            .contains("(from --config) does not exist; run `dbackup config init"),
+            .contains("(named by --config) does not exist; run `dbackup config init"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_dangling_default_config_is_an_error_not_the_built_in_default() {
+    let t = Test::new();
+    std::fs::create_dir_all(t.path("xdg-config/dbackup")).unwrap();
+    std::os::unix::fs::symlink(
+        t.path("dotfiles/config.json"),
+        t.path("xdg-config/dbackup/config.json"),
+    )
+    .unwrap();
+    let out = t.cmd().args(["config", "check"]).status(2);
+    assert!(out.stderr.contains("cannot read config"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("dotfiles/config.json, which does not exist"),
         "{}",
         out.stderr
     );
