@@ -3,6 +3,10 @@
 //! stdout: the plan (dry run) or the paths of the new snapshots, one per line; with `--json`, the
 //! [`CollectPlan`] or the [`CollectReport`]. stderr: warnings, progress, and one summary line per set.
 //! Every real run appends a line to the run log (`<state_dir>/log.jsonl`).
+//!
+//! Exit: the worst of the sets (0 ok, 3 warnings such as a skipped source or unreadable files, 1 a failed or
+//! refused set); 4 when another run holds the lock; 2 for a bad config or an unknown `--set`. A dry run exits with
+//! what the run would at best: 1 when a set would be refused, 3 with warnings, else 0.
 
 use chrono::Local;
 
