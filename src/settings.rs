@@ -36,13 +36,19 @@ pub struct Env {
 impl Env {
     pub fn from_process() -> Env {
         let vars: BTreeMap<String, String> = std::env::vars().collect();
-        let home = vars.get("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        let home = vars
+            .get("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         Env { vars, home, cwd }
     }
 
     pub fn var(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 }
 
@@ -121,7 +127,10 @@ pub struct DestinationSettings {
 impl Settings {
     /// Finds the config (`--config`, `$DBACKUP_CONFIG`, `$XDG_CONFIG_HOME/dbackup/config.json`, else the built-in default),
     /// validates it and builds the settings for this run.
-    pub fn load(global: &crate::cli::GlobalArgs, env: &Env) -> Result<Settings, crate::config::ConfigError> {
+    pub fn load(
+        global: &crate::cli::GlobalArgs,
+        env: &Env,
+    ) -> Result<Settings, crate::config::ConfigError> {
         let _ = (global, env);
         todo!("config loader")
     }

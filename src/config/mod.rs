@@ -175,7 +175,10 @@ impl Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { local: LocalRetention::default(), external: Retention::default_external() }
+        Retention {
+            local: LocalRetention::default(),
+            external: Retention::default_external(),
+        }
     }
 }
 
@@ -292,7 +295,13 @@ pub struct Notifications {
 
 impl Notifications {
     fn default_events() -> Vec<EventKind> {
-        vec![EventKind::Failure, EventKind::Warning, EventKind::MissingMedia, EventKind::LowDisk, EventKind::Overdue]
+        vec![
+            EventKind::Failure,
+            EventKind::Warning,
+            EventKind::MissingMedia,
+            EventKind::LowDisk,
+            EventKind::Overdue,
+        ]
     }
     fn default_low_disk_percent() -> u8 {
         10
@@ -333,15 +342,26 @@ pub struct Location {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     /// The file is not valid JSON (with comments).
     #[error("{path}:{line}:{column}: {message}")]
-    Syntax { path: PathBuf, line: usize, column: usize, message: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 
     /// The file is JSON but does not match the schema (or the Rust types).
     #[error("{}", format_invalid(path, problems))]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 
     /// The values are well-formed but do not make sense together (duplicate names, source inside the root, ...).
     #[error("{path}: {message}")]
@@ -371,8 +391,20 @@ fn format_invalid(path: &std::path::Path, problems: &[Problem]) -> String {
             out.push('\n');
         }
         match &p.location {
-            Some(l) => out.push_str(&format!("{}:{}:{}: {} (at {})", path.display(), l.line, l.column, p.message, pointer_or_root(&p.pointer))),
-            None => out.push_str(&format!("{}: {} (at {})", path.display(), p.message, pointer_or_root(&p.pointer))),
+            Some(l) => out.push_str(&format!(
+                "{}:{}:{}: {} (at {})",
+                path.display(),
+                l.line,
+                l.column,
+                p.message,
+                pointer_or_root(&p.pointer)
+            )),
+            None => out.push_str(&format!(
+                "{}: {} (at {})",
+                path.display(),
+                p.message,
+                pointer_or_root(&p.pointer)
+            )),
         }
     }
     out

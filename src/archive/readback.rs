@@ -1,0 +1,162 @@
+//! Read-back verification: re-read files just written to the drive from the device, not from the page cache, and
+//! compare their length and sha256 with what was computed while writing them.
+//!
+//! Each file is fsynced, its cached pages are dropped (`posix_fadvise(DONTNEED)`), and it is read with `O_DIRECT`
+//! where the filesystem supports it; elsewhere (FUSE filesystems such as exfat-fuse often refuse `O_DIRECT`) it is
+//! read through the now-empty page cache, dropping pages behind the read so a large archive does not evict
+//! everything else. Note: a FUSE filesystem's daemon may still be served by the cache of the block device under it;
+//! [`drop_device_cache`] drops that one too, for callers that know the device.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::sink::{Digest, WrittenFile};
+
+/// How a file was read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadBackMethod {
+    /// `O_DIRECT`: straight from the device.
+    Direct,
+    /// Through the page cache, after dropping the file's cached pages.
+    DroppedCache,
+}
+
+/// A file on the drive that does not hold what was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBackError {
+    #[error("cannot read back {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path} reads back as {actual} bytes, {expected} were written; the drive lost data")]
+    Length {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+    #[error(
+        "{path} reads back with sha256 {actual}, {expected} was written; the drive corrupted it"
+    )]
+    Mismatch {
+        path: PathBuf,
+        expected: Digest,
+        actual: Digest,
+    },
+}
+
+/// Reads every file back from the drive and compares it with what was written. Returns how each was read.
+pub fn read_back(files: &[WrittenFile]) -> Result<Vec<ReadBackMethod>, ReadBackError> {
+    let mut methods = Vec::with_capacity(files.len());
+    for f in files {
+        let io_err = |source| ReadBackError::Io {
+            path: f.path.clone(),
+            source,
+        };
+        let (bytes, sha256, method) = hash_uncached(&f.path).map_err(io_err)?;
+        if bytes != f.bytes {
+            return Err(ReadBackError::Length {
+                path: f.path.clone(),
+                expected: f.bytes,
+                actual: bytes,
+            });
+        }
+        if sha256 != f.sha256 {
+            return Err(ReadBackError::Mismatch {
+                path: f.path.clone(),
+                expected: f.sha256,
+                actual: sha256,
+            });
+        }
+        methods.push(method);
+    }
+    Ok(methods)
+}
+
+const CHUNK: usize = 4 << 20;
+const ALIGN: usize = 4096;
+const DROP_BEHIND: u64 = 64 << 20;
+
+/// Length and sha256 of a file, read past the page cache (see the module docs).
+pub fn hash_uncached(path: &Path) -> io::Result<(u64, Digest, ReadBackMethod)> {
+    {
+        let f = File::open(path)?;
+        f.sync_all()?;
+        fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+    let mut store = vec![0u8; CHUNK + ALIGN];
+    let start = store.as_ptr().align_offset(ALIGN);
+    let buf = &mut store[start..start + CHUNK];
+    if let Ok(mut f) = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
+        match hash_reader(&mut f, buf, None) {
+            Ok((n, d)) => return Ok((n, d, ReadBackMethod::Direct)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut f = File::open(path)?;
+    fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
+    fadvise(&f, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    let (n, d) = hash_reader(&mut f, buf, Some(DROP_BEHIND))?;
+    Ok((n, d, ReadBackMethod::DroppedCache))
+}
+
+fn hash_reader(
+    f: &mut File,
+    buf: &mut [u8],
+    drop_behind: Option<u64>,
+) -> io::Result<(u64, Digest)> {
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut dropped = 0u64;
+    loop {
+        let n = match f.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+        if let Some(step) = drop_behind
+            && total - dropped >= step
+        {
+            fadvise(f, dropped, total - dropped, libc::POSIX_FADV_DONTNEED);
+            dropped = total;
+        }
+    }
+    if drop_behind.is_some() {
+        fadvise(f, 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+    Ok((total, Digest::of(hasher)))
+}
+
+/// Advice to the kernel about a file's cache; best effort (filesystems may ignore it).
+fn fadvise(f: &File, offset: u64, len: u64, advice: libc::c_int) {
+    // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open for the call's duration.
+    unsafe {
+        libc::posix_fadvise(
+            f.as_raw_fd(),
+            offset as libc::off_t,
+            len as libc::off_t,
+            advice,
+        );
+    }
+}
+
+/// Drops the clean cached pages of a block device (the device under a FUSE filesystem), so that reading a file
+/// back through the filesystem reaches the hardware. Needs read access to the device (root).
+pub fn drop_device_cache(device: &Path) -> io::Result<()> {
+    let f = File::open(device)?;
+    f.sync_all()?;
+    fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! End-to-end tests of the archive engine against GNU tar, sha256sum and damaged archives.
