@@ -5,8 +5,8 @@
 //! - link targets longer than 100 bytes go in a pax `linkpath` record;
 //! - sizes of 8 GiB and more, owners above 2097151, and mtimes before 1970 or with a sub-second part go in pax
 //!   `size`, `uid`/`gid` and `mtime` records (so mtimes keep their nanoseconds);
-//! - names that are not UTF-8 are stored byte for byte; when they land in a pax record, a `hdrcharset=BINARY` record
-//!   says so, as GNU tar does.
+//! - names that are not UTF-8 are stored byte for byte, in pax records too (GNU tar 1.34 reads them back as bytes
+//!   and warns about a `hdrcharset` record, so none is written).
 //!
 //! Owner names (`uname`/`gname`) are left empty: owners are numeric, as with `tar --numeric-owner`.
 
@@ -108,11 +108,6 @@ pub fn encode_header(spec: &HeaderSpec<'_>, out: &mut Vec<u8>) {
     let mut records = Vec::new();
     let split = split_ustar_path(&path);
     let link = spec.link.unwrap_or(b"");
-    let binary = (split.is_none() && std::str::from_utf8(&path).is_err())
-        || (link.len() > 100 && std::str::from_utf8(link).is_err());
-    if binary {
-        pax_record(&mut records, "hdrcharset", b"BINARY");
-    }
     if split.is_none() {
         pax_record(&mut records, "path", &path);
     }

@@ -31,7 +31,7 @@ pub struct VerifyError {
     pub entry: Option<String>,
     /// Where that entry's header starts in the tar stream, as the index says.
     pub offset: Option<u64>,
-    pub problem: VerifyProblem,
+    pub problem: Box<VerifyProblem>,
 }
 
 /// What is wrong with an archive (see [`VerifyError`]).
@@ -101,7 +101,7 @@ pub fn verify_archive(
         archive: label.to_string(),
         entry: entry.map(|e| e.display_path()),
         offset: entry.map(|e| e.header_offset),
-        problem,
+        problem: Box::new(problem),
     };
     let mut idx = IndexReader::new(index).map_err(|e| fail(None, e.into()))?;
     let reader = HashingReader {
