@@ -160,3 +160,24 @@ pub fn drop_device_cache(device: &Path) -> io::Result<()> {
     fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_sizes_read_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0usize, 1, 511, 4096, CHUNK - 1, CHUNK + 1] {
+            let p = dir.path().join(format!("f{len}"));
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            std::fs::write(&p, &bytes).unwrap();
+            let (n, d, _) = hash_uncached(&p).unwrap();
+            assert_eq!(
+                (n, d),
+                (len as u64, Digest::of_bytes(&bytes)),
+                "{len} bytes"
+            );
+        }
+    }
+}
