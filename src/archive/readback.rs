@@ -12,6 +12,7 @@ use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -88,15 +89,12 @@ pub fn hash_uncached(path: &Path) -> io::Result<(u64, Digest, ReadBackMethod)> {
         f.sync_all()?;
         fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
     }
-    let mut store = vec![0u8; CHUNK + ALIGN];
-    let start = store.as_ptr().align_offset(ALIGN);
-    let buf = &mut store[start..start + CHUNK];
     if let Ok(mut f) = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
         .open(path)
     {
-        match hash_reader(&mut f, buf, None) {
+        match hash_reader(&mut f, None) {
             Ok((n, d)) => return Ok((n, d, ReadBackMethod::Direct)),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             Err(e) => return Err(e),
@@ -105,38 +103,92 @@ pub fn hash_uncached(path: &Path) -> io::Result<(u64, Digest, ReadBackMethod)> {
     let mut f = File::open(path)?;
     fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
     fadvise(&f, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-    let (n, d) = hash_reader(&mut f, buf, Some(DROP_BEHIND))?;
+    let (n, d) = hash_reader(&mut f, Some(DROP_BEHIND))?;
     Ok((n, d, ReadBackMethod::DroppedCache))
 }
 
-fn hash_reader(
-    f: &mut File,
-    buf: &mut [u8],
-    drop_behind: Option<u64>,
-) -> io::Result<(u64, Digest)> {
-    let mut hasher = Sha256::new();
-    let mut total = 0u64;
-    let mut dropped = 0u64;
-    loop {
-        let n = match f.read(buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        total += n as u64;
-        if let Some(step) = drop_behind
-            && total - dropped >= step
-        {
-            fadvise(f, dropped, total - dropped, libc::POSIX_FADV_DONTNEED);
-            dropped = total;
+/// A buffer aligned for `O_DIRECT`.
+struct Aligned {
+    store: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new() -> Aligned {
+        let store = vec![0u8; CHUNK + ALIGN];
+        let start = store.as_ptr().align_offset(ALIGN);
+        Aligned {
+            store,
+            start,
+            len: 0,
         }
     }
-    if drop_behind.is_some() {
-        fadvise(f, 0, 0, libc::POSIX_FADV_DONTNEED);
+
+    fn buf(&mut self) -> &mut [u8] {
+        &mut self.store[self.start..self.start + CHUNK]
     }
-    Ok((total, Digest::of(hasher)))
+
+    fn data(&self) -> &[u8] {
+        &self.store[self.start..self.start + self.len]
+    }
+}
+
+/// Reads `f` to its end in [`CHUNK`]s while another thread hashes them, so the drive never waits for the hash.
+fn hash_reader(f: &mut File, drop_behind: Option<u64>) -> io::Result<(u64, Digest)> {
+    let (full_tx, full_rx) = sync_channel::<Aligned>(2);
+    let (free_tx, free_rx) = sync_channel::<Aligned>(3);
+    for _ in 0..3 {
+        free_tx.send(Aligned::new()).expect("room");
+    }
+    std::thread::scope(|scope| {
+        let hasher = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            for block in full_rx {
+                hasher.update(block.data());
+                let _ = free_tx.send(block);
+            }
+            Digest::of(hasher)
+        });
+        let mut total = 0u64;
+        let mut dropped = 0u64;
+        let read_all: io::Result<()> = (|| {
+            loop {
+                let mut block = free_rx
+                    .recv()
+                    .map_err(|_| io::Error::other("the read-back hasher stopped"))?;
+                let n = loop {
+                    match f.read(block.buf()) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        other => break other?,
+                    }
+                };
+                if n == 0 {
+                    return Ok(());
+                }
+                block.len = n;
+                total += n as u64;
+                full_tx
+                    .send(block)
+                    .map_err(|_| io::Error::other("the read-back hasher stopped"))?;
+                if let Some(step) = drop_behind
+                    && total - dropped >= step
+                {
+                    fadvise(f, dropped, total - dropped, libc::POSIX_FADV_DONTNEED);
+                    dropped = total;
+                }
+            }
+        })();
+        drop(full_tx);
+        let digest = hasher
+            .join()
+            .map_err(|_| io::Error::other("the read-back hasher panicked"))?;
+        read_all?;
+        if drop_behind.is_some() {
+            fadvise(f, 0, 0, libc::POSIX_FADV_DONTNEED);
+        }
+        Ok((total, digest))
+    })
 }
 
 /// Advice to the kernel about a file's cache; best effort (filesystems may ignore it).
