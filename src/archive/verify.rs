@@ -91,6 +91,8 @@ impl<R: Read> Read for HashingReader<R> {
 /// Checks, for every entry in order: path, type, mode, owner, mtime, size, link target, device numbers, the
 /// header and data offsets the index gives, and the sha256 of every file's content; then that the index's `end`
 /// line matches the number of entries, the stream's length and its sha256 (which covers headers and padding).
+/// A hard link's `size`, `sha256` and `data_offset` (its first name's content) are not cross-checked here, which
+/// would need a map of every file; [`read_entry`](super::read_entry) checks them when that name is restored.
 pub fn verify_archive(
     label: &str,
     archive: impl Read,

@@ -354,6 +354,9 @@ struct Pipeline {
 struct Block {
     buf: Box<[u8]>,
     len: usize,
+    /// The last block: only after it does the writer thread finish the chain (stage trailer, fsync). A thread whose
+    /// channel closes without it drops the chain unfinished, so a failed run never looks complete.
+    last: bool,
 }
 
 struct ThreadOutput {
@@ -374,6 +377,7 @@ impl Pipeline {
                 .send(Block {
                     buf: vec![0u8; WRITE_BUFFER].into_boxed_slice(),
                     len: 0,
+                    last: false,
                 })
                 .expect("room");
         }
@@ -387,14 +391,17 @@ impl Pipeline {
                         h.update(data);
                     }
                     chain.write_all(data)?;
+                    if block.last {
+                        let files = chain.finish()?;
+                        return Ok(ThreadOutput {
+                            files,
+                            tar_sha256: hasher.map(Digest::of),
+                        });
+                    }
                     block.len = 0;
                     let _ = free_tx.send(block);
                 }
-                let files = chain.finish()?;
-                Ok(ThreadOutput {
-                    files,
-                    tar_sha256: hasher.map(Digest::of),
-                })
+                Err(io::Error::other("the archive was abandoned before its end"))
             })?;
         Ok(Pipeline {
             tx: Some(tx),
@@ -403,6 +410,7 @@ impl Pipeline {
             block: Block {
                 buf: vec![0u8; WRITE_BUFFER].into_boxed_slice(),
                 len: 0,
+                last: false,
             },
             offset: 0,
             target,
@@ -511,8 +519,17 @@ impl Pipeline {
     }
 
     fn finish(mut self) -> Result<ThreadOutput, ArchiveError> {
-        if self.block.len > 0 {
-            self.send_block()?;
+        let mut last = std::mem::replace(
+            &mut self.block,
+            Block {
+                buf: Box::new([]),
+                len: 0,
+                last: false,
+            },
+        );
+        last.last = true;
+        if self.tx.as_ref().expect("pipeline open").send(last).is_err() {
+            return Err(self.thread_error());
         }
         self.tx = None;
         match self.thread.take().expect("thread").join() {
@@ -758,4 +775,67 @@ pub fn write_archive(
         warning_count,
         warnings: summary_warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Records what reaches it and whether it was finished.
+    struct Recording(Arc<Mutex<(Vec<u8>, bool)>>);
+
+    impl Write for Recording {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink for Recording {
+        fn finish(self: Box<Self>) -> io::Result<Vec<WrittenFile>> {
+            let mut s = self.0.lock().unwrap();
+            s.1 = true;
+            Ok(vec![WrittenFile {
+                path: "r".into(),
+                bytes: s.0.len() as u64,
+                sha256: Digest::of_bytes(&s.0),
+            }])
+        }
+        fn describe(&self) -> String {
+            "r".into()
+        }
+        fn single_file(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn an_abandoned_pipeline_never_finishes_its_sink() {
+        let state = Arc::new(Mutex::new((Vec::new(), false)));
+        let mut p = Pipeline::start(Box::new(Recording(state.clone())), None).unwrap();
+        p.write(&vec![7u8; WRITE_BUFFER + 10]).unwrap();
+        drop(p); // an error path
+        let s = state.lock().unwrap();
+        assert!(!s.1, "not finished");
+        assert_eq!(s.0.len(), WRITE_BUFFER, "only whole blocks were passed on");
+    }
+
+    #[test]
+    fn a_finished_pipeline_passes_everything_and_finishes() {
+        let state = Arc::new(Mutex::new((Vec::new(), false)));
+        let mut p = Pipeline::start(Box::new(Recording(state.clone())), None).unwrap();
+        p.write(&vec![7u8; WRITE_BUFFER + 10]).unwrap();
+        let out = p.finish().unwrap();
+        let s = state.lock().unwrap();
+        assert!(s.1, "finished");
+        assert_eq!(out.files[0].bytes, WRITE_BUFFER as u64 + 10);
+        assert_eq!(
+            out.tar_sha256, None,
+            "a single plain file's own hash is the stream's"
+        );
+    }
 }
