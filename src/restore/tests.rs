@@ -1,0 +1,1 @@
+//! Tests of the restore engine driven by real tar archives and real directories.
