@@ -524,25 +524,24 @@ impl<'p> Applier<'p> {
                 })
                 .map_err(Failure::from_io)?;
                 // The link must be to the very file restored (or kept) for its target, never anything else.
-                let check = match rustix::fs::statat(
-                    parent,
-                    tmp.as_str(),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                ) {
-                    Ok(st) => {
-                        let f = Found::from(st);
-                        if f.kind == FoundKind::File && (f.dev, f.ino) == expect {
-                            Ok(())
-                        } else {
-                            Err(Outcome::Refused(Refusal::ChangedAtDestination {
+                let check =
+                    match rustix::fs::statat(parent, tmp.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => {
+                            let f = Found::from(st);
+                            if f.kind == FoundKind::File && (f.dev, f.ino) == expect {
+                                Ok(())
+                            } else {
+                                Err(Outcome::Refused(Refusal::ChangedAtDestination {
                                 what:
                                     "the file this hard link points to was replaced while restoring"
                                         .into(),
                             }))
+                            }
                         }
-                    }
-                    Err(e) => return finish_temp(parent, &tmp, Err(Failure::from_io(e.into()))),
-                };
+                        Err(e) => {
+                            return finish_temp(parent, &tmp, Err(Failure::from_io(e.into())));
+                        }
+                    };
                 match check {
                     Ok(()) => {
                         let out = finish_temp(parent, &tmp, placement.place(&tmp));

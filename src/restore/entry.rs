@@ -161,8 +161,9 @@ impl RestoreEntry {
         let mut pax_mtime = None;
         let mut pax_sparse = false;
         if let Some(exts) = entry.pax_extensions()? {
-            for ext in exts {
-                let ext = ext?;
+            // The tar crate splits PAX records at newlines, so a record whose value holds one (a name with a
+            // newline) reads as malformed pieces; skip them as the crate itself does for `path`.
+            for ext in exts.flatten() {
                 match ext.key_bytes() {
                     b"mtime" => pax_mtime = Mtime::parse_pax(ext.value_bytes()),
                     key if key.starts_with(b"GNU.sparse.") => pax_sparse = true,

@@ -124,9 +124,10 @@ pub struct PlanItem {
     /// The mode it gets (setuid/setgid possibly dropped: see the notes).
     #[serde(serialize_with = "octal")]
     pub mode: u32,
+    /// Why it is refused, as data (`reason` says it in words).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<Refusal>,
-    /// Why it is skipped.
+    /// Why it is skipped or refused, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -187,6 +188,7 @@ impl PlanItem {
 
     fn refuse(&mut self, why: Refusal) {
         self.action = Action::Refuse;
+        self.reason = Some(why.to_string());
         self.refusal = Some(why);
     }
 
@@ -246,14 +248,8 @@ impl Plan {
                 continue;
             }
             let _ = write!(out, "{:<10} {}", item.action.word(), self.item_path(item));
-            if item.kind.is_dir()
-                && !item.path.is_empty()
-                && item.rel.as_ref().is_some_and(|r| !r.is_root())
-            {
+            if item.kind.is_dir() && item.rel.as_ref().is_some_and(|r| !r.is_root()) {
                 out.push('/');
-            }
-            if let Some(r) = &item.refusal {
-                let _ = write!(out, ": {r}");
             }
             if let Some(r) = &item.reason {
                 let _ = write!(out, ": {r}");

@@ -81,7 +81,7 @@ impl RelPath {
 
 /// Why an entry is not restored. Every refusal is listed in the plan and the summary and makes the restore fail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
-#[serde(tag = "reason", rename_all = "snake_case")]
+#[serde(tag = "code", rename_all = "snake_case")]
 pub enum Refusal {
     #[error("the entry has an empty name")]
     EmptyName,
