@@ -257,6 +257,11 @@ impl<'p> Applier<'p> {
         }
         self.summary.implicit_dirs += self.implicit.len() as u64;
         if plan.options.fsync {
+            for made in &self.implicit {
+                if let Some((parent, _)) = made.split_last() {
+                    self.touched.insert(parent);
+                }
+            }
             let mut touched: Vec<RelPath> = self.touched.drain().collect();
             touched.sort();
             for rel in touched {
@@ -518,7 +523,11 @@ impl<'p> Applier<'p> {
                 finish_temp(parent, &tmp, result.and_then(|()| placement.place(&tmp)))
             }
             EntryKind::Hardlink => {
-                let (tdir, tname, expect) = link_to.expect("resolved above");
+                let LinkSource {
+                    dir: tdir,
+                    name: tname,
+                    inode: expect,
+                } = link_to.expect("resolved above");
                 let tmp = with_temp_name(|t| {
                     rustix::fs::linkat(&tdir, tname.as_slice(), parent, t, AtFlags::empty())
                 })
@@ -560,11 +569,7 @@ impl<'p> Applier<'p> {
     }
 
     /// The directory handle, name and inode of the file a hard link item points to.
-    #[allow(clippy::type_complexity)]
-    fn link_target(
-        &mut self,
-        item: &PlanItem,
-    ) -> Result<(OwnedFd, Vec<u8>, (u64, u64)), Result<Outcome, Failure>> {
+    fn link_target(&mut self, item: &PlanItem) -> Result<LinkSource, Result<Outcome, Failure>> {
         let ti = item
             .link_item
             .expect("planned hard links know their target");
@@ -597,7 +602,11 @@ impl<'p> Applier<'p> {
         let trel = t.rel.as_ref().expect("checked");
         let (tparent, tname) = trel.split_last().expect("not the root");
         match self.target.dir_owned(&tparent) {
-            Ok(fd) => Ok((fd, tname.to_vec(), expect)),
+            Ok(fd) => Ok(LinkSource {
+                dir: fd,
+                name: tname.to_vec(),
+                inode: expect,
+            }),
             Err(WalkError::Symlink(p)) => {
                 Err(Ok(Outcome::Refused(Refusal::ThroughDestinationSymlink {
                     component: p.display(),
@@ -606,6 +615,13 @@ impl<'p> Applier<'p> {
             Err(e) => Err(Err(Failure::from_io(walk_io(e)))),
         }
     }
+}
+
+/// The file a hard link is made to: its directory (reached without following symlinks), name and inode.
+struct LinkSource {
+    dir: OwnedFd,
+    name: Vec<u8>,
+    inode: (u64, u64),
 }
 
 enum Outcome {

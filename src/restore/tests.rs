@@ -1011,6 +1011,7 @@ fn a_snapshot_restores_identically() {
     let o = RestoreOptions {
         preserve_special: true,
         privileged,
+        fsync: true, // the default, exercised once
         ..opts()
     };
     let (plan, summary) = restore_snapshot(&src, &env.target, o);
@@ -1798,4 +1799,25 @@ fn hard_links_to_kept_and_unchanged_files() {
         l.notes
     );
     assert_eq!(ino("l"), ino("k"));
+}
+
+#[test]
+fn sockets_in_a_snapshot_are_skipped_not_refused() {
+    let env = Env::new();
+    let src = env.base.join("src");
+    std::fs::create_dir(&src).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(src.join("agent.sock")).unwrap();
+    std::fs::write(src.join("file"), "f").unwrap();
+    let (plan, s) = restore_snapshot(&src, &env.target, opts());
+    assert!(s.is_ok(), "{}", s.render());
+    let sock = plan.items.iter().find(|i| i.path == "agent.sock").unwrap();
+    assert_eq!((sock.kind, sock.action), (EntryKind::Socket, Action::Skip));
+    assert!(
+        sock.reason
+            .as_deref()
+            .unwrap()
+            .contains("sockets are not restored")
+    );
+    assert!(env.target.join("agent.sock").symlink_metadata().is_err());
+    assert_eq!(s.counts.skip.entries, 1);
 }
