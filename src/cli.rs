@@ -67,6 +67,7 @@ pub enum Command {
     /// Run what is due: collect, then the external phase when a drive is present
     Backup(BackupArgs),
     /// List, restore or verify backups, from local snapshots or from the drive
+    #[command(after_help = RESTORE_HELP)]
     Restore(RestoreArgs),
     /// Show the state of every set and destination, and what is overdue
     Status(StatusArgs),
@@ -108,6 +109,22 @@ pub struct BackupArgs {
     pub force: bool,
 }
 
+const RESTORE_HELP: &str = "\
+Examples:
+  dbackup restore --list                                   # every backup, local and on present drives
+  dbackup restore --date 2025-04-01 --path ~/.config       # that day's newest snapshot, back where it was
+  dbackup restore --source external --path /data/x --target /tmp/r   # lands at /tmp/r/data/x
+  dbackup --dry-run restore --path ~/.secrets              # the plan: created, replaced, unchanged, skipped
+  dbackup restore --source external --date 2025-04-01 --verify       # check a backup, write nothing
+  dbackup restore --source external --drive /media/you/T9 --list     # a drive without a config
+
+Restores keep modes, mtimes, symlinks and hard links (and owners as root). Each file is written
+owner-only under a temporary name and renamed into place. Files at the destination that are not
+in the backup are left alone. An archive entry that would escape the target (`..`, absolute
+names, hard links outside, a symlink in the way) is refused, and then nothing is restored
+unless --skip-refused. Exit codes: 0 done (or intact), 1 refused, failed or damaged,
+2 bad arguments, 5 no drive present. The whole guide: docs/RESTORE.md.";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
     Local,
@@ -120,6 +137,16 @@ pub enum Overwrite {
     IfChanged,
     Always,
     Never,
+}
+
+/// How `--overwrite if-changed` tells an unchanged file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum CompareBy {
+    /// Same type, size, mode, owner and mtime (fast)
+    #[default]
+    Metadata,
+    /// Same type, size, mode, owner and sha256 of the content, whatever the mtime (reads local files; drive only)
+    Content,
 }
 
 #[derive(Debug, Clone, Args, Default)]
@@ -159,6 +186,19 @@ pub struct RestoreArgs {
     /// Keep setuid/setgid bits (root only)
     #[arg(long)]
     pub preserve_special: bool,
+
+    /// Restore what is not refused even when the backup holds refused entries (still exits 1)
+    #[arg(long)]
+    pub skip_refused: bool,
+
+    /// How --overwrite if-changed tells an unchanged file
+    #[arg(long, value_enum, default_value_t, value_name = "HOW")]
+    pub compare: CompareBy,
+
+    /// Read the drive's backups from DIR (a mount point, its backups/ directory, or one backup) instead of the
+    /// configured destinations
+    #[arg(long, value_name = "DIR")]
+    pub drive: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args, Default)]

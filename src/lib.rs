@@ -27,7 +27,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Collect(args) => commands::collect::run(&cli.global, args),
         Command::External(_) => commands::not_implemented("external"),
         Command::Backup(_) => commands::not_implemented("backup"),
-        Command::Restore(_) => commands::not_implemented("restore"),
+        Command::Restore(args) => commands::restore::run(&cli.global, args),
         Command::Status(_) => commands::not_implemented("status"),
     }
 }

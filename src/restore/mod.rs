@@ -40,11 +40,18 @@
 //! destination that are not in the backup are left alone.
 
 pub mod apply;
+pub mod catalog;
+pub mod content;
+pub mod drive;
 pub mod entry;
+pub mod job;
+pub mod list;
 pub mod plan;
 pub mod safety;
+pub mod select;
 pub mod source;
 pub mod target;
+pub mod verify;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,836 @@
+//! `dbackup restore` (also `backup-restore`): list backups, restore files or directories, or verify a backup, from
+//! local snapshots or from the drive.
+//!
+//! stdout: the listing, the plan (`--dry-run`), what was restored, or the verification report; with `--json`, the
+//! same as data ([`Listing`], [`RestoreOutput`], [`VerifyReport`]). stderr: warnings, progress, errors.
+//!
+//! Exit: 0 done (or intact); 1 anything refused, failed, not found or damaged (nothing is restored when anything is
+//! refused, unless `--skip-refused`); 2 bad arguments; 5 `--source external` with no drive present.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::archive::ArchiveFiles;
+use crate::archive::sums::{self, SUMS_FILE};
+use crate::cli::{CompareBy, GlobalArgs, RestoreArgs, SourceKind};
+use crate::exit::{CodedError, Exit};
+use crate::restore::catalog::{self, Drive};
+use crate::restore::content::SetContent;
+use crate::restore::drive::{DriveBackup, METADATA_FILE};
+use crate::restore::job::{self, Planned, SetBackup};
+use crate::restore::list::{self, Kept, Listing};
+use crate::restore::select::{self, DateQuery, NoMatch};
+use crate::restore::verify::{self, Scope, VerifyReport};
+use crate::restore::{Compare, RestoreOptions, Summary};
+use crate::settings::{Env, Settings};
+use crate::snapshot::{self, Snapshot, SnapshotState};
+use crate::ui::{self, Ui};
+
+pub fn run(global: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<Exit> {
+    let env = Env::from_process();
+    let settings = Settings::load(global, &env)?;
+    run_with_settings(&settings, &env, &args)
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    CodedError::new(Exit::Usage, msg).into()
+}
+
+fn failed(msg: impl Into<String>) -> anyhow::Error {
+    CodedError::new(Exit::Failed, msg).into()
+}
+
+/// Everything after loading the settings.
+pub fn run_with_settings(
+    settings: &Settings,
+    env: &Env,
+    args: &RestoreArgs,
+) -> anyhow::Result<Exit> {
+    let ui = Ui::new(&settings.output);
+    let query: DateQuery = match &args.date {
+        Some(d) => d.parse().map_err(usage)?,
+        None => DateQuery::Newest,
+    };
+    if args.list {
+        let mut extra = Vec::new();
+        if !args.paths.is_empty() {
+            extra.push("--path");
+        }
+        if args.target.is_some() {
+            extra.push("--target");
+        }
+        if args.verify {
+            extra.push("--verify");
+        }
+        if !extra.is_empty() {
+            return Err(usage(format!(
+                "--list shows backups and takes no {}; list first, then restore or verify with --date",
+                extra.join(" or ")
+            )));
+        }
+        return list(settings, args, &query, &ui);
+    }
+    if args.verify && args.target.is_some() {
+        return Err(usage("--verify writes nothing, so it takes no --target"));
+    }
+    if args.drive.is_some() && args.source == Some(SourceKind::Local) {
+        return Err(usage(
+            "--drive names a drive: use it with --source external",
+        ));
+    }
+    let source = match (args.source, args.drive.is_some()) {
+        (Some(s), _) => s,
+        (None, true) => SourceKind::External,
+        (None, false) => SourceKind::Local,
+    };
+    let wanted: Vec<PathBuf> = args
+        .paths
+        .iter()
+        .map(|p| select::absolute_path(p, &env.home, &env.cwd))
+        .collect::<Result<_, _>>()
+        .map_err(usage)?;
+    let backup = choose(settings, args, source, &query, &ui)?;
+    if args.verify {
+        return verify(settings, &backup, &wanted, &ui);
+    }
+    restore(settings, env, args, &backup, &wanted, &ui)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// --list
+
+fn list(
+    settings: &Settings,
+    args: &RestoreArgs,
+    query: &DateQuery,
+    ui: &Ui,
+) -> anyhow::Result<Exit> {
+    let local = args.source != Some(SourceKind::External) && args.drive.is_none();
+    let external = args.source != Some(SourceKind::Local);
+    let mut listing = Listing {
+        backup_root: None,
+        backups: Vec::new(),
+        destinations: Vec::new(),
+    };
+    if local {
+        let sets = only_set(catalog::local_set_names(settings), args.set.as_deref());
+        let snaps = catalog::local_snapshots(&settings.backup_root, &sets)?;
+        listing.backup_root = Some(settings.backup_root.clone());
+        listing
+            .backups
+            .extend(list::local_backups(&settings.backup_root, &snaps));
+    }
+    let mut no_drive = false;
+    if external {
+        let drives = catalog::drives(settings, args.drive.as_deref())?;
+        no_drive = !drives.iter().any(Drive::present);
+        listing.backups.extend(list::drive_backups(&drives));
+        listing.destinations = list::destinations(&drives);
+    }
+    if let Some(set) = &args.set {
+        listing
+            .backups
+            .retain(|b| b.sets.iter().any(|s| &s.name == set));
+        for b in &mut listing.backups {
+            b.sets.retain(|s| &s.name == set);
+            b.bytes = b.sets.iter().map(|s| s.bytes).sum();
+        }
+    }
+    match query {
+        DateQuery::Newest => {}
+        DateQuery::Day(d) => listing.backups.retain(|b| b.time.date() == *d),
+        DateQuery::Exact(t) => listing.backups.retain(|b| b.time == *t),
+    }
+    listing.sort();
+    if ui.json {
+        println!("{}", serde_json::to_string_pretty(&listing)?);
+    } else {
+        print!("{}", listing.render());
+    }
+    if external && !local && no_drive {
+        ui.warn(catalog::no_drive_message(&catalog::drives(
+            settings,
+            args.drive.as_deref(),
+        )?));
+        return Ok(Exit::NoDestination);
+    }
+    Ok(Exit::Ok)
+}
+
+fn only_set(mut sets: Vec<String>, only: Option<&str>) -> Vec<String> {
+    if let Some(o) = only {
+        sets.retain(|s| s == o);
+        if sets.is_empty() {
+            sets.push(o.to_string());
+        }
+    }
+    sets
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Choosing the backup
+
+/// The backup `--date` chose.
+enum Chosen {
+    /// Per set, its snapshot chosen by the date.
+    Local { snapshots: Vec<Snapshot> },
+    /// One backup directory on a drive.
+    External { drive: Drive, backup: DriveBackup },
+}
+
+impl Chosen {
+    fn kept(&self) -> Kept {
+        match self {
+            Chosen::Local { .. } => Kept::Local,
+            Chosen::External { .. } => Kept::External,
+        }
+    }
+
+    fn stamp(&self) -> String {
+        match self {
+            Chosen::Local { snapshots } => {
+                let mut stamps: Vec<String> =
+                    snapshots.iter().map(|s| snapshot::stamp(s.time)).collect();
+                stamps.sort();
+                stamps.dedup();
+                stamps.join(", ")
+            }
+            Chosen::External { backup, .. } => backup.name.clone(),
+        }
+    }
+
+    fn location(&self, settings: &Settings) -> PathBuf {
+        match self {
+            Chosen::Local { .. } => settings.backup_root.clone(),
+            Chosen::External { backup, .. } => backup.path.clone(),
+        }
+    }
+}
+
+fn choose(
+    settings: &Settings,
+    args: &RestoreArgs,
+    source: SourceKind,
+    query: &DateQuery,
+    ui: &Ui,
+) -> anyhow::Result<Chosen> {
+    match source {
+        SourceKind::Local => choose_local(settings, args, query, ui),
+        SourceKind::External => choose_external(settings, args, query, ui),
+    }
+}
+
+fn no_match_message(what: &str, query: &DateQuery, no: &NoMatch, stamps: &[String]) -> String {
+    format!(
+        "no {what} matches --date {query}; {}; see `dbackup restore --list`",
+        select::nearest_sentence(no, |i| stamps[i].clone())
+    )
+}
+
+fn choose_local(
+    settings: &Settings,
+    args: &RestoreArgs,
+    query: &DateQuery,
+    ui: &Ui,
+) -> anyhow::Result<Chosen> {
+    let names = catalog::local_set_names(settings);
+    if let Some(set) = &args.set
+        && !names.contains(set)
+    {
+        return Err(usage(format!(
+            "there is no backup set named {set:?}; the backup root and the config have: {}",
+            names.join(", ")
+        )));
+    }
+    let sets = only_set(names, args.set.as_deref());
+    let mut chosen = Vec::new();
+    let mut all: Vec<(String, chrono::NaiveDateTime)> = Vec::new();
+    for set in &sets {
+        let snaps: Vec<Snapshot> = snapshot::list(&settings.backup_root, set)
+            .with_context(|| format!("listing the snapshots of set {set}"))?
+            .into_iter()
+            // A snapshot without metadata is used only when named exactly.
+            .filter(|s| s.state() != SnapshotState::Unknown || matches!(query, DateQuery::Exact(_)))
+            .collect();
+        let times: Vec<_> = snaps.iter().map(|s| s.time).collect();
+        all.extend(snaps.iter().map(|s| (snapshot::stamp(s.time), s.time)));
+        if let Ok(i) = select::choose(&times, *query) {
+            let s = snaps[i].clone();
+            match s.state() {
+                SnapshotState::Incomplete => ui.warn(format_args!(
+                    "snapshot {} is incomplete: some files could not be read when it was collected",
+                    s.name
+                )),
+                SnapshotState::Unknown => ui.warn(format_args!(
+                    "snapshot {} has no readable metadata; restoring from it as it is",
+                    s.name
+                )),
+                SnapshotState::Complete => {}
+            }
+            chosen.push(s);
+        }
+    }
+    if chosen.is_empty() {
+        all.sort_by_key(|a| a.1);
+        all.dedup();
+        let times: Vec<_> = all.iter().map(|a| a.1).collect();
+        let stamps: Vec<String> = all.iter().map(|a| a.0.clone()).collect();
+        let what = match &args.set {
+            Some(s) => format!("local snapshot of set {s}"),
+            None => "local snapshot".into(),
+        };
+        if times.is_empty() {
+            return Err(failed(format!(
+                "there are no {what}s in {}; run `dbackup collect` first, or restore from the drive with \
+                 --source external",
+                settings.backup_root.display()
+            )));
+        }
+        let no = select::choose(&times, *query).expect_err("nothing was chosen");
+        return Err(failed(no_match_message(&what, query, &no, &stamps)));
+    }
+    Ok(Chosen::Local { snapshots: chosen })
+}
+
+fn choose_external(
+    settings: &Settings,
+    args: &RestoreArgs,
+    query: &DateQuery,
+    ui: &Ui,
+) -> anyhow::Result<Chosen> {
+    let drives = catalog::drives(settings, args.drive.as_deref())?;
+    if !drives.iter().any(Drive::present) {
+        return Err(
+            CodedError::new(Exit::NoDestination, catalog::no_drive_message(&drives)).into(),
+        );
+    }
+    let all = catalog::drive_backups(&drives);
+    let exact = matches!(query, DateQuery::Exact(_));
+    // Unverified backups only when named exactly.
+    let candidates: Vec<_> = all
+        .iter()
+        .filter(|(_, b)| b.verified() || exact)
+        .filter(|(_, b)| args.set.as_ref().is_none_or(|s| b.set(s).is_some()))
+        .collect();
+    let times: Vec<_> = candidates.iter().map(|(_, b)| b.time).collect();
+    match select::choose(&times, *query) {
+        Ok(i) => {
+            let (d, b) = candidates[i];
+            if !b.verified() {
+                ui.warn(format_args!(
+                    "backup {} on {} is not known to be verified ({}); its archives are read as they are",
+                    b.name,
+                    d.name,
+                    b.meta_error.as_deref().unwrap_or("no metadata")
+                ));
+            }
+            if let Some(set) = &args.set
+                && b.set(set).is_none()
+            {
+                return Err(failed(format!("backup {} has no set {set}", b.name)));
+            }
+            Ok(Chosen::External {
+                drive: (*d).clone(),
+                backup: (*b).clone(),
+            })
+        }
+        Err(no) => {
+            let stamps: Vec<String> = candidates.iter().map(|(_, b)| b.name.clone()).collect();
+            let place: Vec<String> = drives
+                .iter()
+                .filter(|d| d.present())
+                .map(|d| format!("{} ({})", d.name, d.path.display()))
+                .collect();
+            let what = match &args.set {
+                Some(s) => format!("backup of set {s} on {}", place.join(", ")),
+                None => format!("backup on {}", place.join(", ")),
+            };
+            if stamps.is_empty() {
+                return Err(failed(format!(
+                    "there is no verified backup on {}; run `dbackup external` first",
+                    place.join(", ")
+                )));
+            }
+            Err(failed(no_match_message(&what, query, &no, &stamps)))
+        }
+    }
+}
+
+/// The sets of the chosen backup, as content to read.
+fn set_backups(chosen: &Chosen, ui: &Ui) -> Vec<SetBackup> {
+    match chosen {
+        Chosen::Local { snapshots } => snapshots
+            .iter()
+            .map(|s| SetBackup {
+                set: s.set.clone(),
+                label: format!("snapshot {}", s.name),
+                sources: s
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.sources.iter().filter(|r| r.present).cloned().collect())
+                    .unwrap_or_default(),
+                content: SetContent::Snapshot {
+                    root: s.path.clone(),
+                },
+            })
+            .collect(),
+        Chosen::External { drive, backup } => backup
+            .sets
+            .iter()
+            .filter_map(|s| {
+                let archive = match ArchiveFiles::discover(&backup.path, &s.archive) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        ui.warn(format_args!(
+                            "set {} of backup {} cannot be read: {e}",
+                            s.name, backup.name
+                        ));
+                        return None;
+                    }
+                };
+                let index = s
+                    .index
+                    .as_ref()
+                    .and_then(|i| ArchiveFiles::discover(&backup.path, i).ok());
+                Some(SetBackup {
+                    set: s.name.clone(),
+                    label: format!("backup {} on {}", backup.name, drive.name),
+                    sources: s.sources.iter().filter(|r| r.present).cloned().collect(),
+                    content: SetContent::Archive { archive, index },
+                })
+            })
+            .collect(),
+    }
+}
+
+/// The names to restore (or describe) per set: the wanted paths resolved, or every source of every set.
+fn names_for(
+    sets: &[SetBackup],
+    wanted: &[PathBuf],
+) -> anyhow::Result<Vec<(usize, crate::restore::RelPath)>> {
+    if !wanted.is_empty() {
+        return Ok(job::dedupe(job::resolve(sets, wanted)?));
+    }
+    let mut out = Vec::new();
+    for (i, s) in sets.iter().enumerate() {
+        if s.sources.is_empty() {
+            out.push((i, crate::restore::RelPath::root()));
+        } else {
+            for r in &s.sources {
+                out.push((i, select::name_of(&r.resolved)));
+            }
+        }
+    }
+    Ok(job::dedupe(out))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Restore
+
+/// What `restore` prints with `--json`.
+#[derive(Debug, Serialize)]
+pub struct RestoreOutput<'a> {
+    pub source: Kept,
+    pub backup: String,
+    pub dry_run: bool,
+    pub restores: Vec<RestoreItem<'a>>,
+}
+
+/// One restored path.
+#[derive(Debug, Serialize)]
+pub struct RestoreItem<'a> {
+    pub set: &'a str,
+    pub from: &'a str,
+    pub path: &'a Path,
+    pub target: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<&'a crate::restore::Plan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<&'a Summary>,
+}
+
+/// The backup's own files must not be written: not the backup root, not the drive's backups.
+fn check_target_outside_backups(
+    settings: &Settings,
+    chosen: &Chosen,
+    target: &Path,
+) -> anyhow::Result<()> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    // The target may not exist yet: its deepest existing ancestor decides.
+    let mut probe = target.to_path_buf();
+    while !probe.exists() && probe.pop() {}
+    let t = real(&probe).join(target.strip_prefix(&probe).unwrap_or(Path::new("")));
+    let mut guarded = vec![real(&settings.backup_root)];
+    if let Chosen::External { backup, .. } = chosen
+        && let Some(parent) = backup.path.parent()
+    {
+        guarded.push(real(parent));
+    }
+    for g in guarded {
+        if t.starts_with(&g) {
+            return Err(usage(format!(
+                "{} is inside the backups ({}); restoring there would change a backup; choose another --target",
+                target.display(),
+                g.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Before restoring from a drive backup: its indexes and `backup.json` must match `verification.sha256` (they are
+/// small; the archives are checked file by file against the index as they are restored).
+fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<()> {
+    let sums_path = backup.path.join(SUMS_FILE);
+    let lines = match sums::read_sums(&sums_path) {
+        Ok(l) => l,
+        Err(sums::SumsError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            ui.warn(format_args!(
+                "{} is missing: the backup's index cannot be checked before use; run --verify",
+                sums_path.display()
+            ));
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(failed(format!(
+                "{} cannot be used: {e}; run --verify",
+                sums_path.display()
+            )));
+        }
+    };
+    let mut small: Vec<String> = backup.sets.iter().filter_map(|s| s.index.clone()).collect();
+    if backup.path.join(METADATA_FILE).exists() {
+        small.push(METADATA_FILE.to_string());
+    }
+    for name in small {
+        let path = backup.path.join(&name);
+        let Some(line) = lines.iter().find(|l| l.name == name.as_bytes()) else {
+            return Err(failed(format!(
+                "{} is not listed in {}: the backup was changed after it was written; run --verify",
+                path.display(),
+                sums_path.display()
+            )));
+        };
+        let (_, got) =
+            verify::hash_file(&path).with_context(|| format!("reading {}", path.display()))?;
+        if got != line.sha256 {
+            return Err(failed(format!(
+                "{} does not match {} (sha256 {got}, listed {}): the backup is damaged or was changed; run --verify",
+                path.display(),
+                sums_path.display(),
+                line.sha256
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn restore(
+    settings: &Settings,
+    env: &Env,
+    args: &RestoreArgs,
+    chosen: &Chosen,
+    wanted: &[PathBuf],
+    ui: &Ui,
+) -> anyhow::Result<Exit> {
+    let target = args
+        .target
+        .as_ref()
+        .map(|t| crate::expand::normalize(&env.cwd.join(t)));
+    let mut opts = RestoreOptions {
+        overwrite: args.overwrite.into(),
+        compare: match args.compare {
+            CompareBy::Metadata => Compare::Metadata,
+            CompareBy::Content => Compare::Content,
+        },
+        preserve_special: args.preserve_special,
+        apply_despite_refusals: args.skip_refused,
+        ..RestoreOptions::default()
+    };
+    if args.preserve_special && !opts.privileged {
+        ui.warn("--preserve-special only applies as root: setuid and setgid bits are dropped");
+        opts.preserve_special = false;
+    }
+    if let Chosen::External { backup, .. } = chosen {
+        check_drive_backup_metadata(backup, ui)?;
+    }
+    let sets = set_backups(chosen, ui);
+    if sets.is_empty() {
+        return Err(failed(format!(
+            "nothing to restore from backup {}",
+            chosen.stamp()
+        )));
+    }
+    for s in &sets {
+        if let SetContent::Archive {
+            index: None,
+            archive,
+        } = &s.content
+        {
+            ui.warn(format_args!(
+                "{} has no index: it is read by scanning, and its content is not checked against hashes",
+                archive.label()
+            ));
+        }
+    }
+    let names = names_for(&sets, wanted)?;
+    let mut selections = Vec::new();
+    for (set, name) in names {
+        let sel = job::place(set, name, target.as_deref())?;
+        check_target_outside_backups(settings, chosen, &sel.target)?;
+        selections.push(sel);
+    }
+    ui.step(format_args!(
+        "planning {} from {}",
+        ui::counted(selections.len() as u64, "path", "paths"),
+        chosen.stamp()
+    ));
+    let planned = job::plan_all(&sets, selections, &opts)?;
+    let refused: u64 = planned.iter().map(|p| p.plan.counts.refuse.entries).sum();
+
+    if settings.output.dry_run {
+        print_plans(chosen, &planned, ui)?;
+        return Ok(if refused > 0 { Exit::Failed } else { Exit::Ok });
+    }
+    if refused > 0 && !args.skip_refused {
+        for p in &planned {
+            for item in p.plan.refusals() {
+                ui.error(format_args!(
+                    "refused    {}: {}",
+                    p.plan.item_path(item),
+                    item.reason.as_deref().unwrap_or("refused")
+                ));
+            }
+        }
+        return Err(failed(format!(
+            "{} of the backup refused (listed above), so nothing was restored; the backup may be hostile or \
+             damaged: check it with --verify, see the whole plan with --dry-run, or restore everything else with \
+             --skip-refused",
+            ui::counted(refused, "entry", "entries")
+        )));
+    }
+
+    let total: u64 = planned
+        .iter()
+        .map(|p| p.plan.counts.create.bytes + p.plan.counts.replace.bytes)
+        .sum();
+    let bar = ui.percent_bar("restore");
+    let mut written = 0u64;
+    let mut done = |n: u64| {
+        written += n;
+        if let Some(b) = &bar
+            && total > 0
+        {
+            b.set_position(written * 100 / total);
+        }
+    };
+    let (summaries, error) = job::apply_all(&sets, &planned, &mut done);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    if ui.json {
+        let out = RestoreOutput {
+            source: chosen.kept(),
+            backup: chosen.stamp(),
+            dry_run: false,
+            restores: planned
+                .iter()
+                .zip(summaries.iter().map(Some).chain(std::iter::repeat(None)))
+                .map(|(p, s)| RestoreItem {
+                    set: &p.set,
+                    from: &p.from,
+                    path: &p.path,
+                    target: &p.plan.target,
+                    plan: None,
+                    summary: s,
+                })
+                .collect(),
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for (p, s) in planned.iter().zip(&summaries) {
+            println!("{} ({}, from {}):", p.path.display(), p.set, p.from);
+            print!("{}", indent(&s.render()));
+        }
+    }
+    if let Some(e) = error {
+        return Err(anyhow::Error::new(e).context("the restore stopped"));
+    }
+    let exit = summaries
+        .iter()
+        .map(Summary::exit)
+        .fold(Exit::Ok, Exit::worst);
+    if exit != Exit::Ok {
+        let problems: usize = summaries
+            .iter()
+            .map(|s| s.refusals.len() + s.errors.len())
+            .sum();
+        ui.error(format_args!(
+            "dbackup: error: {} not restored (listed above)",
+            ui::counted(problems as u64, "entry was", "entries were")
+        ));
+    }
+    Ok(exit)
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+fn print_plans(chosen: &Chosen, planned: &[Planned], ui: &Ui) -> anyhow::Result<()> {
+    if ui.json {
+        let out = RestoreOutput {
+            source: chosen.kept(),
+            backup: chosen.stamp(),
+            dry_run: true,
+            restores: planned
+                .iter()
+                .map(|p| RestoreItem {
+                    set: &p.set,
+                    from: &p.from,
+                    path: &p.path,
+                    target: &p.plan.target,
+                    plan: Some(&p.plan),
+                    summary: None,
+                })
+                .collect(),
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("dry run: nothing is written");
+    for p in planned {
+        println!("{} ({}, from {}):", p.path.display(), p.set, p.from);
+        print!("{}", indent(&p.plan.render(ui.verbosity >= 1)));
+    }
+    let refused: u64 = planned.iter().map(|p| p.plan.counts.refuse.entries).sum();
+    if refused > 0 {
+        println!(
+            "{} refused: a real run restores nothing (unless --skip-refused)",
+            ui::counted(refused, "entry is", "entries are")
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// --verify
+
+fn verify(
+    settings: &Settings,
+    chosen: &Chosen,
+    wanted: &[PathBuf],
+    ui: &Ui,
+) -> anyhow::Result<Exit> {
+    let sets = set_backups(chosen, ui);
+    let scope: Vec<Scope> = if wanted.is_empty() {
+        Vec::new()
+    } else {
+        let mut scope: Vec<Scope> = Vec::new();
+        for (i, name) in names_for(&sets, wanted)? {
+            match scope.iter_mut().find(|s| s.set == sets[i].set) {
+                Some(s) => s.names.push(name),
+                None => scope.push(Scope {
+                    set: sets[i].set.clone(),
+                    names: vec![name],
+                }),
+            }
+        }
+        scope
+    };
+    let list_all = ui.verbosity >= 1;
+    let bar = ui.percent_bar("verify");
+    let report = match chosen {
+        Chosen::External { backup, .. } => {
+            let total: u64 = backup
+                .sets
+                .iter()
+                .map(|s| s.file_bytes.unwrap_or(s.archive_bytes))
+                .sum();
+            let mut seen = 0u64;
+            let mut tick = |n: u64| {
+                seen += n;
+                if let Some(b) = &bar
+                    && total > 0
+                {
+                    b.set_position((seen * 100 / total).min(100));
+                }
+            };
+            verify::verify_drive_backup(backup, &scope, list_all, &mut tick)
+        }
+        Chosen::Local { snapshots } => {
+            let drives = catalog::drives(settings, None).unwrap_or_default();
+            let on_drives = catalog::drive_backups(&drives);
+            let mut report = VerifyReport {
+                source: Kept::Local,
+                backup: chosen.stamp(),
+                location: chosen.location(settings),
+                sums: None,
+                sets: Vec::new(),
+                entries: 0,
+                files: 0,
+                bytes: 0,
+                problems: Vec::new(),
+                would_restore: Vec::new(),
+                intact: false,
+            };
+            let mut tick = |_: u64| {};
+            for snap in snapshots {
+                // The newest verified drive backup made from this very snapshot.
+                let made = on_drives.iter().rev().find_map(|(d, b)| {
+                    let s = b.set(&snap.set)?;
+                    (b.verified() && s.snapshot.as_deref() == Some(snap.name.as_str()))
+                        .then_some((d, b, s))
+                });
+                let index = made.and_then(|(d, b, s)| {
+                    let files = ArchiveFiles::discover(&b.path, s.index.as_ref()?).ok()?;
+                    Some((format!("backup {} on {}", b.name, d.name), files))
+                });
+                let names: Vec<crate::restore::RelPath> = if scope.is_empty() {
+                    vec![crate::restore::RelPath::root()]
+                } else {
+                    scope
+                        .iter()
+                        .filter(|s| s.set == snap.set)
+                        .flat_map(|s| s.names.clone())
+                        .collect()
+                };
+                let (set, problems, would) = verify::verify_snapshot(
+                    snap,
+                    index.as_ref().map(|(l, f)| (l.clone(), f)),
+                    &names,
+                    list_all,
+                    &mut tick,
+                );
+                report.entries += set.entries;
+                report.files += set.files;
+                report.bytes += set.bytes;
+                report.sets.push(set);
+                report.problems.extend(problems);
+                report.would_restore.extend(would);
+            }
+            report.intact = report.problems.is_empty();
+            report
+        }
+    };
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    if ui.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", verify::render(&report, list_all));
+    }
+    if report.intact {
+        Ok(Exit::Ok)
+    } else {
+        let first = &report.problems[0];
+        Err(failed(format!(
+            "backup {} is not intact ({}): {first}",
+            report.backup,
+            ui::counted(report.problems.len() as u64, "problem", "problems")
+        )))
+    }
+}

@@ -1,0 +1,201 @@
+//! Finding backups to restore from: the local snapshots under the backup root (every set, configured or only found
+//! there), and the drives (the configured destinations that [`crate::media`] finds present, or a directory named with
+//! `--drive`) with the backups on them.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::drive::{self, DriveBackup, DriveListing};
+use crate::media::{self, Absence, Presence};
+use crate::settings::Settings;
+use crate::snapshot::{self, Snapshot};
+
+/// The set names with snapshots (or configured) in the backup root: the config's, then any other `<set>-<stamp>`
+/// directory's, sorted.
+pub fn local_set_names(settings: &Settings) -> Vec<String> {
+    let mut names: Vec<String> = settings.sets.iter().map(|s| s.name.clone()).collect();
+    let mut found = BTreeSet::new();
+    if let Ok(entries) = std::fs::read_dir(&settings.backup_root) {
+        for e in entries.flatten() {
+            let Some(n) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if n.starts_with('.') || n.len() <= snapshot::STAMP_LEN + 1 {
+                continue;
+            }
+            let (set, stamp) = n.split_at(n.len() - snapshot::STAMP_LEN);
+            if let Some(set) = set.strip_suffix('-')
+                && snapshot::parse_stamp(stamp).is_some()
+                && crate::settings::is_safe_name(set)
+                && e.file_type().is_ok_and(|t| t.is_dir())
+            {
+                found.insert(set.to_string());
+            }
+        }
+    }
+    for f in found {
+        if !names.contains(&f) {
+            names.push(f);
+        }
+    }
+    names
+}
+
+/// Every local snapshot of `sets`, oldest first within each set.
+pub fn local_snapshots(root: &Path, sets: &[String]) -> anyhow::Result<Vec<Snapshot>> {
+    let mut out = Vec::new();
+    for set in sets {
+        out.extend(snapshot::list(root, set)?);
+    }
+    Ok(out)
+}
+
+/// A place backups on a drive were looked for.
+#[derive(Debug, Clone, Serialize)]
+pub struct Drive {
+    /// The destination's name (`--drive` for a directory given on the command line).
+    pub name: String,
+    /// As configured (or given).
+    pub path: PathBuf,
+    /// The `backups/` directory read, when the drive is there.
+    pub backups_dir: Option<PathBuf>,
+    /// Why it was not read.
+    pub absent: Option<String>,
+    #[serde(skip)]
+    pub listing: DriveListing,
+    /// With `--drive` pointing at one backup's directory: only that one.
+    pub only: Option<String>,
+}
+
+impl Drive {
+    pub fn present(&self) -> bool {
+        self.backups_dir.is_some()
+    }
+
+    /// The backups that can be restored from: not being written, and (when `only` is set) the one named.
+    pub fn backups(&self) -> impl Iterator<Item = &DriveBackup> {
+        self.listing
+            .backups
+            .iter()
+            .filter(|b| !b.in_progress && self.only.as_ref().is_none_or(|o| *o == b.name))
+    }
+}
+
+/// Whether an absent destination can still be read: a read-only or full drive is the right drive, mounted.
+fn readable_anyway(why: &Absence) -> bool {
+    matches!(why, Absence::ReadOnly { .. } | Absence::Full { .. })
+}
+
+/// The drives to read: `explicit` (`--drive DIR`) alone when given, else every configured destination, with its
+/// presence decided by [`media::detect`] (a read-only or full drive is read all the same).
+pub fn drives(settings: &Settings, explicit: Option<&Path>) -> anyhow::Result<Vec<Drive>> {
+    let mut out = Vec::new();
+    if let Some(dir) = explicit {
+        let (backups_dir, only) = drive::backups_dir_of(dir);
+        let (present, absent) = if backups_dir.is_dir() {
+            (Some(backups_dir), None)
+        } else {
+            (
+                None,
+                Some(format!("{} is not a directory", backups_dir.display())),
+            )
+        };
+        let listing = match &present {
+            Some(d) => drive::list(d)
+                .map_err(|e| anyhow::anyhow!("cannot list the backups in {}: {e}", d.display()))?,
+            None => DriveListing::default(),
+        };
+        out.push(Drive {
+            name: "--drive".into(),
+            path: dir.to_path_buf(),
+            backups_dir: present,
+            absent,
+            listing,
+            only,
+        });
+        return Ok(out);
+    }
+    for d in media::detect_all(&settings.destinations) {
+        let root = match &d.presence {
+            Presence::Present(info) => Ok(info.resolved.clone()),
+            Presence::Absent(why) if readable_anyway(why) => {
+                Ok(std::fs::canonicalize(&d.destination.path)
+                    .unwrap_or_else(|_| d.destination.path.clone()))
+            }
+            Presence::Absent(why) => Err(why.to_string()),
+        };
+        let mut drive = Drive {
+            name: d.destination.name.clone(),
+            path: d.destination.path.clone(),
+            backups_dir: None,
+            absent: None,
+            listing: DriveListing::default(),
+            only: None,
+        };
+        match root {
+            Ok(root) => {
+                let dir = root.join(drive::BACKUPS_DIR);
+                match drive::list(&dir) {
+                    Ok(l) => {
+                        drive.listing = l;
+                        drive.backups_dir = Some(dir);
+                    }
+                    Err(e) => drive.absent = Some(format!("cannot list {}: {e}", dir.display())),
+                }
+            }
+            Err(why) => drive.absent = Some(why),
+        }
+        out.push(drive);
+    }
+    // Highest priority first (stable: config order on ties), so that a backup on two drives is read from the first.
+    let prio = |name: &str| {
+        settings
+            .destinations
+            .iter()
+            .find(|d| d.name == name)
+            .map_or(0, |d| d.priority)
+    };
+    out.sort_by_key(|d| std::cmp::Reverse(prio(&d.name)));
+    Ok(out)
+}
+
+/// The exit-5 message when no drive can be read.
+pub fn no_drive_message(drives: &[Drive]) -> String {
+    if drives.is_empty() {
+        return "no external destination is configured; add one to \"destinations\" in the config, or point at \
+                the drive with --drive /media/you/T9"
+            .into();
+    }
+    let mut msg = String::from("no external destination present:");
+    for d in drives {
+        msg.push_str(&format!(
+            "\n  {}: {}",
+            d.name,
+            d.absent.as_deref().unwrap_or("present")
+        ));
+    }
+    msg.push_str("\nplug in the drive, or point at it with --drive DIR");
+    msg
+}
+
+/// A backup on some drive, as candidates for `--date`: every restorable backup of every present drive, a stamp
+/// present on several drives taken from the first (highest priority).
+pub fn drive_backups(drives: &[Drive]) -> Vec<(&Drive, &DriveBackup)> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for d in drives.iter().filter(|d| d.present()) {
+        for b in d.backups() {
+            if seen.insert(b.name.clone()) {
+                out.push((d, b));
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        a.1.time
+            .cmp(&b.1.time)
+            .then_with(|| a.1.name.cmp(&b.1.name))
+    });
+    out
+}

@@ -1,0 +1,292 @@
+//! A restore from a chosen backup, in three steps: resolve what the user asked for into [`Selection`]s (which set,
+//! which name, which target directory), plan each one (nothing written), then apply the plans.
+//!
+//! Where a selection goes:
+//! - `--target DIR`: under `DIR`, keeping the absolute structure (`/data/x` lands at `DIR/data/x`); the missing
+//!   ancestors (`DIR/data`) are restored from the backup, existing ones are walked without following symlinks.
+//! - the original location: the plan's target is the deepest existing directory above the path, as the system
+//!   resolves it (so `/home -> /var/home` is followed like any program would); below it, the missing ancestors come
+//!   from the backup, and nothing is ever written through a symlink. Nothing outside the selected paths is touched:
+//!   existing ancestors keep their owner, mode and mtime.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::content::{Lookup, Selection, SetContent};
+use super::safety::RelPath;
+use super::select::{abs_of, locate_in_sources, name_of};
+use super::{Applier, Plan, Planner, RestoreError, RestoreOptions, Summary};
+use crate::exit::{CodedError, Exit};
+use crate::snapshot::SourceRecord;
+
+/// One set of the chosen backup.
+#[derive(Debug, Clone)]
+pub struct SetBackup {
+    pub set: String,
+    /// The backup it belongs to, for messages (`data-2025-04-01-031500`, `2025-04-01-031500 on T9`).
+    pub label: String,
+    /// The sources inside it (empty when unknown: then names are looked up as they are).
+    pub sources: Vec<SourceRecord>,
+    pub content: SetContent,
+}
+
+/// The path on this machine with its longest existing prefix resolved (`~/data/x` -> `/data/x` when `~/data` is a
+/// symlink to `/data`), when that differs from `abs`.
+fn live_alias(abs: &Path) -> Option<PathBuf> {
+    let mut prefix = abs.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&prefix) {
+            let mut out = real;
+            for c in rest.iter().rev() {
+                out.push(c);
+            }
+            return (out != abs).then_some(out);
+        }
+        let name = prefix.file_name()?.to_os_string();
+        rest.push(name);
+        if !prefix.pop() {
+            return None;
+        }
+    }
+}
+
+/// Finds each wanted absolute path in `sets`: under the sources (either of their names), else as it is. Sets are
+/// tried in order; `Ok` gives, per path, the set's index and the name inside it.
+pub fn resolve(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(usize, RelPath)>> {
+    // Candidates per wanted path, in preference order.
+    let mut candidates: Vec<Vec<(usize, RelPath)>> = Vec::new();
+    for abs in wanted {
+        let mut forms = vec![abs.clone()];
+        forms.extend(live_alias(abs));
+        let mut c: Vec<(usize, RelPath)> = Vec::new();
+        for form in &forms {
+            for (i, s) in sets.iter().enumerate() {
+                if let Some((name, _)) = locate_in_sources(form, &s.sources)
+                    && !c.contains(&(i, name.clone()))
+                {
+                    c.push((i, name));
+                }
+            }
+        }
+        if c.is_empty() {
+            for form in &forms {
+                for i in 0..sets.len() {
+                    let name = name_of(form);
+                    if !c.contains(&(i, name.clone())) {
+                        c.push((i, name));
+                    }
+                }
+            }
+        }
+        candidates.push(c);
+    }
+    // One lookup pass per set.
+    let mut queries: BTreeMap<usize, Vec<RelPath>> = BTreeMap::new();
+    for c in &candidates {
+        for (i, n) in c {
+            let q = queries.entry(*i).or_default();
+            if !q.contains(n) {
+                q.push(n.clone());
+            }
+        }
+    }
+    let mut answers: BTreeMap<(usize, RelPath), Lookup> = BTreeMap::new();
+    for (i, names) in queries {
+        let found = sets[i].content.lookup(&names)?;
+        for (n, l) in names.into_iter().zip(found) {
+            answers.insert((i, n), l);
+        }
+    }
+    let mut out = Vec::new();
+    for (abs, c) in wanted.iter().zip(&candidates) {
+        if let Some(hit) = c
+            .iter()
+            .find(|k| matches!(answers.get(k), Some(Lookup::Found(_))))
+        {
+            out.push(hit.clone());
+            continue;
+        }
+        let mut near: Vec<PathBuf> = Vec::new();
+        for k in c {
+            if let Some(Lookup::Missing { near: n }) = answers.get(k) {
+                for x in n {
+                    let p = abs_of(x);
+                    if !near.contains(&p) {
+                        near.push(p);
+                    }
+                }
+            }
+        }
+        near.truncate(3);
+        let by_source = sets
+            .iter()
+            .any(|s| locate_in_sources(abs, &s.sources).is_some());
+        let where_ = {
+            let mut labels: Vec<&str> = c.iter().map(|(i, _)| sets[*i].label.as_str()).collect();
+            labels.dedup();
+            labels.join(", ")
+        };
+        let mut msg = format!("{} is not in {where_}", abs.display());
+        if !by_source && sets.iter().any(|s| !s.sources.is_empty()) {
+            let sources: Vec<String> = sets
+                .iter()
+                .flat_map(|s| {
+                    s.sources
+                        .iter()
+                        .filter(|r| r.present)
+                        .map(move |r| format!("{} ({})", r.resolved.display(), s.set))
+                })
+                .collect();
+            msg.push_str(&format!(
+                "; it is under none of the backed-up sources: {}",
+                sources.join(", ")
+            ));
+        }
+        if near.is_empty() {
+            msg.push_str("; see `dbackup restore --list`, and pick another --date or --path");
+        } else {
+            let near: Vec<String> = near.iter().map(|p| p.display().to_string()).collect();
+            msg.push_str(&format!("; the nearest there: {}", near.join(", ")));
+        }
+        return Err(CodedError::new(Exit::Failed, msg).into());
+    }
+    Ok(out)
+}
+
+/// Where a name of the backup goes (see the module documentation).
+pub fn place(set: usize, name: RelPath, target: Option<&Path>) -> anyhow::Result<Selection> {
+    if name.is_root() {
+        return Ok(Selection {
+            set,
+            name,
+            target: target.map_or_else(|| PathBuf::from("/"), Path::to_path_buf),
+            strip: RelPath::root(),
+            ancestors: Vec::new(),
+        });
+    }
+    let ancestors = name.ancestors();
+    match target {
+        Some(dir) => {
+            let missing = ancestors
+                .into_iter()
+                .filter(|a| {
+                    use std::os::unix::ffi::OsStrExt;
+                    std::fs::symlink_metadata(dir.join(std::ffi::OsStr::from_bytes(a.as_bytes())))
+                        .is_err()
+                })
+                .collect();
+            Ok(Selection {
+                set,
+                name,
+                target: dir.to_path_buf(),
+                strip: RelPath::root(),
+                ancestors: missing,
+            })
+        }
+        None => {
+            let mut chain = vec![RelPath::root()];
+            chain.extend(ancestors);
+            let deepest = chain
+                .iter()
+                .rposition(|a| abs_of(a).is_dir())
+                .expect("the root directory exists");
+            let base = abs_of(&chain[deepest]);
+            let real = std::fs::canonicalize(&base).map_err(|e| {
+                anyhow::anyhow!("cannot resolve {} to restore into it: {e}", base.display())
+            })?;
+            Ok(Selection {
+                set,
+                name,
+                target: real,
+                strip: chain[deepest].clone(),
+                ancestors: chain[deepest + 1..].to_vec(),
+            })
+        }
+    }
+}
+
+/// Drops selections inside another selection of the same set (`~/.config` and `~/.config/app`: one restore).
+pub fn dedupe(mut sels: Vec<(usize, RelPath)>) -> Vec<(usize, RelPath)> {
+    sels.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.depth().cmp(&b.1.depth())));
+    let mut out: Vec<(usize, RelPath)> = Vec::new();
+    for (set, name) in sels {
+        if !out.iter().any(|(s, n)| *s == set && name.starts_with(n)) {
+            out.push((set, name));
+        }
+    }
+    out
+}
+
+/// A selection with its plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub set: String,
+    /// The backup it comes from.
+    pub from: String,
+    /// The path restored, as it was on the backed-up machine.
+    pub path: PathBuf,
+    pub plan: Plan,
+    #[serde(skip)]
+    pub selection: Selection,
+}
+
+/// Plans every selection (one read of each set's index, archive or snapshot); writes nothing.
+pub fn plan_all(
+    sets: &[SetBackup],
+    sels: Vec<Selection>,
+    opts: &RestoreOptions,
+) -> anyhow::Result<Vec<Planned>> {
+    let mut plans: Vec<Option<Plan>> = vec![None; sels.len()];
+    let mut by_set: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, s) in sels.iter().enumerate() {
+        by_set.entry(s.set).or_default().push(i);
+    }
+    for (set, idx) in by_set {
+        let these: Vec<&Selection> = idx.iter().map(|&i| &sels[i]).collect();
+        let entries = sets[set].content.gather(&these)?;
+        for (&i, entries) in idx.iter().zip(entries) {
+            let mut planner = Planner::new(&sels[i].target, opts.clone())?;
+            for e in entries {
+                planner.add(e)?;
+            }
+            plans[i] = Some(planner.finish());
+        }
+    }
+    Ok(sels
+        .into_iter()
+        .zip(plans)
+        .map(|(selection, plan)| Planned {
+            set: sets[selection.set].set.clone(),
+            from: sets[selection.set].content.label(),
+            path: abs_of(&selection.name),
+            plan: plan.expect("planned"),
+            selection,
+        })
+        .collect())
+}
+
+/// Applies every plan in turn. Returns what each did; an error stops the restore (the summaries so far come with it).
+pub fn apply_all(
+    sets: &[SetBackup],
+    planned: &[Planned],
+    done: &mut dyn FnMut(u64),
+) -> (Vec<Summary>, Option<RestoreError>) {
+    let mut out = Vec::new();
+    for p in planned {
+        let mut applier = match Applier::new(&p.plan) {
+            Ok(a) => a,
+            Err(e) => return (out, Some(e)),
+        };
+        let result = sets[p.selection.set]
+            .content
+            .apply(&p.selection, &p.plan, &mut applier, done);
+        out.push(applier.finish());
+        if let Err(e) = result {
+            return (out, Some(e));
+        }
+    }
+    (out, None)
+}

@@ -1,0 +1,349 @@
+//! `restore --list`: every backup, local snapshots (grouped by stamp) and the backups on every present drive, with
+//! date, sets, size, state and where it is; as a table for people or as [`Listing`] JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+
+use super::catalog::Drive;
+use crate::snapshot::{self, Snapshot, SnapshotState};
+use crate::ui;
+
+/// Where a backup is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kept {
+    Local,
+    External,
+}
+
+impl Kept {
+    pub fn word(self) -> &'static str {
+        match self {
+            Kept::Local => "local",
+            Kept::External => "external",
+        }
+    }
+}
+
+/// How far a backup can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// A local snapshot rsync copied completely.
+    Complete,
+    /// A local snapshot with files rsync could not read, or a drive backup still (or never finished) being written.
+    Incomplete,
+    /// A drive backup read back from the drive and matched before it was renamed into place.
+    Verified,
+    /// A drive backup directory without usable metadata: restorable when named exactly, by scanning its archives.
+    Unverified,
+    /// A local snapshot without readable metadata.
+    Unknown,
+}
+
+impl State {
+    pub fn word(self) -> &'static str {
+        match self {
+            State::Complete => "complete",
+            State::Incomplete => "incomplete",
+            State::Verified => "verified",
+            State::Unverified => "unverified",
+            State::Unknown => "unknown",
+        }
+    }
+
+    fn of_snapshot(s: &Snapshot) -> State {
+        match s.state() {
+            SnapshotState::Complete => State::Complete,
+            SnapshotState::Incomplete => State::Incomplete,
+            SnapshotState::Unknown => State::Unknown,
+        }
+    }
+
+    /// The worse of two (for a backup made of several sets).
+    fn worst(self, other: State) -> State {
+        let rank = |s: State| match s {
+            State::Verified | State::Complete => 0,
+            State::Unverified => 1,
+            State::Incomplete => 2,
+            State::Unknown => 3,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// Everything `--list` found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Listing {
+    /// Where local snapshots are (when local backups were listed).
+    pub backup_root: Option<PathBuf>,
+    /// Newest first.
+    pub backups: Vec<ListedBackup>,
+    /// Every destination looked at, present or not (when external backups were listed).
+    pub destinations: Vec<ListedDestination>,
+}
+
+/// One backup: a stamp's local snapshots, or one backup directory on a drive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListedBackup {
+    pub source: Kept,
+    /// What `--date` takes to select exactly this one.
+    pub stamp: String,
+    pub time: NaiveDateTime,
+    pub sets: Vec<ListedSet>,
+    /// Local: the size of the files in the snapshots; external: the archives' bytes on the drive.
+    pub bytes: u64,
+    pub state: State,
+    /// Local: the backup root; external: the backup's directory on the drive.
+    pub location: PathBuf,
+    /// The destination holding it (external).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// What `latest` points at (external), or some set's `<set>-latest` (local).
+    pub latest: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// One set of a listed backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListedSet {
+    pub name: String,
+    pub state: State,
+    pub bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    /// The local snapshot (local), or the snapshot the archive was made from (external).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// The snapshot directory, or the archive's first file.
+    pub path: PathBuf,
+}
+
+/// A destination and whether its backups could be read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ListedDestination {
+    pub name: String,
+    pub path: PathBuf,
+    pub present: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub backups: usize,
+}
+
+/// The local part of a listing: snapshots grouped by stamp.
+pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<ListedBackup> {
+    let mut groups: BTreeMap<NaiveDateTime, Vec<&Snapshot>> = BTreeMap::new();
+    for s in snapshots {
+        groups.entry(s.time).or_default().push(s);
+    }
+    groups
+        .into_iter()
+        .map(|(time, snaps)| {
+            let mut notes = Vec::new();
+            let sets: Vec<ListedSet> = snaps
+                .iter()
+                .map(|s| {
+                    let state = State::of_snapshot(s);
+                    if let Some(m) = &s.metadata
+                        && !m.unreadable.is_empty()
+                    {
+                        notes.push(format!(
+                            "{}: {} unreadable",
+                            s.set,
+                            ui::counted(m.unreadable.len() as u64, "file", "files")
+                        ));
+                    }
+                    if let Some(e) = &s.metadata_error {
+                        notes.push(format!("{}: {e}", s.set));
+                    }
+                    ListedSet {
+                        name: s.set.clone(),
+                        state,
+                        bytes: s.metadata.as_ref().map_or(0, |m| m.stats.total_bytes),
+                        files: s.metadata.as_ref().map(|m| m.stats.regular_files),
+                        snapshot: Some(s.name.clone()),
+                        path: s.path.clone(),
+                    }
+                })
+                .collect();
+            let latest = snaps
+                .iter()
+                .any(|s| snapshot::read_latest(root, &s.set).as_deref() == Some(&s.name));
+            ListedBackup {
+                source: Kept::Local,
+                stamp: snapshot::stamp(time),
+                time,
+                bytes: sets.iter().map(|s| s.bytes).sum(),
+                state: sets
+                    .iter()
+                    .map(|s| s.state)
+                    .fold(State::Complete, State::worst),
+                sets,
+                location: root.to_path_buf(),
+                destination: None,
+                latest,
+                notes,
+            }
+        })
+        .collect()
+}
+
+/// The external part of a listing: every backup on every present drive.
+pub fn drive_backups(drives: &[Drive]) -> Vec<ListedBackup> {
+    let mut out = Vec::new();
+    for d in drives {
+        for b in &d.listing.backups {
+            if d.only.as_ref().is_some_and(|o| *o != b.name) {
+                continue;
+            }
+            let state = if b.in_progress {
+                State::Incomplete
+            } else if b.verified() {
+                State::Verified
+            } else {
+                State::Unverified
+            };
+            let sets = b
+                .sets
+                .iter()
+                .map(|s| ListedSet {
+                    name: s.name.clone(),
+                    state,
+                    bytes: s.archive_bytes,
+                    files: s.files,
+                    snapshot: s.snapshot.clone(),
+                    path: b.path.join(&s.archive),
+                })
+                .collect();
+            out.push(ListedBackup {
+                source: Kept::External,
+                stamp: b.name.clone(),
+                time: b.time,
+                sets,
+                bytes: b.bytes(),
+                state,
+                location: b.path.clone(),
+                destination: Some(d.name.clone()),
+                latest: d.listing.latest.as_deref() == Some(b.name.as_str()),
+                notes: b.meta_error.iter().cloned().collect(),
+            });
+        }
+    }
+    out
+}
+
+/// The destinations part of a listing.
+pub fn destinations(drives: &[Drive]) -> Vec<ListedDestination> {
+    drives
+        .iter()
+        .map(|d| ListedDestination {
+            name: d.name.clone(),
+            path: d.path.clone(),
+            present: d.present(),
+            reason: d.absent.clone(),
+            backups: d
+                .listing
+                .backups
+                .iter()
+                .filter(|b| d.only.as_ref().is_none_or(|o| *o == b.name))
+                .count(),
+        })
+        .collect()
+}
+
+impl Listing {
+    /// Sorts newest first (local before external on the same second).
+    pub fn sort(&mut self) {
+        self.backups.sort_by(|a, b| {
+            b.time
+                .cmp(&a.time)
+                .then_with(|| a.source.cmp(&b.source))
+                .then_with(|| a.destination.cmp(&b.destination))
+        });
+    }
+
+    /// The table for people.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if self.backups.is_empty() {
+            out.push_str("no backups found\n");
+        } else {
+            let rows: Vec<[String; 6]> = self
+                .backups
+                .iter()
+                .map(|b| {
+                    let mut state = b.state.word().to_string();
+                    if b.latest {
+                        state.push_str(", latest");
+                    }
+                    let place = match &b.destination {
+                        Some(d) => format!("{d}: {}", b.location.display()),
+                        None => b.location.display().to_string(),
+                    };
+                    [
+                        b.stamp.clone(),
+                        b.source.word().to_string(),
+                        b.sets
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        ui::bytes(b.bytes),
+                        state,
+                        place,
+                    ]
+                })
+                .collect();
+            let header = ["DATE", "SOURCE", "SETS", "SIZE", "STATE", "WHERE"].map(String::from);
+            let mut width = [0usize; 5];
+            for r in std::iter::once(&header).chain(rows.iter()) {
+                for (w, c) in width.iter_mut().zip(r.iter()) {
+                    *w = (*w).max(c.chars().count());
+                }
+            }
+            let line = |out: &mut String, r: &[String; 6]| {
+                for (i, c) in r.iter().enumerate().take(5) {
+                    let _ = write!(out, "{c:<w$}  ", w = width[i]);
+                }
+                out.push_str(&r[5]);
+                out.push('\n');
+            };
+            line(&mut out, &header);
+            for (r, b) in rows.iter().zip(&self.backups) {
+                line(&mut out, r);
+                for n in &b.notes {
+                    let _ = writeln!(out, "    note: {n}");
+                }
+            }
+        }
+        if !self.destinations.is_empty() {
+            out.push_str("\ndestinations:\n");
+            for d in &self.destinations {
+                match &d.reason {
+                    None => {
+                        let _ = writeln!(
+                            out,
+                            "  {}: present at {}, {}",
+                            d.name,
+                            d.path.display(),
+                            ui::counted(d.backups as u64, "backup", "backups")
+                        );
+                    }
+                    Some(r) => {
+                        let _ = writeln!(out, "  {}: {r}", d.name);
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,908 @@
+//! `restore --verify`: checks a backup without writing anything, and says what a restore would write.
+//!
+//! - A drive backup: `verification.sha256` against the files (every archive part and index and `backup.json` must be
+//!   listed, and match), then every archive read once from end to end against its index ([`verify_archive`]: each
+//!   entry's header fields and content sha256, the offsets, the totals, the stream's length and sha256). The same read
+//!   gives the archive's file hash for the sums check, so each archive is read once. An archive without an index is
+//!   read through (structure, lengths) and checked against the sums only.
+//! - A local snapshot: its metadata says complete, every file reads, and where a drive backup (on a present drive)
+//!   was made from it, every file still matches that backup's index (size and sha256), none missing, none added.
+//!
+//! Every name is also checked with the restore's safety rules: a name a restore would refuse is a problem.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::content::{SetContent, open_nofollow};
+use super::drive::DriveBackup;
+use super::entry::EntryKind;
+use super::list::Kept;
+use super::safety::{self, RelPath};
+use super::select::abs_of;
+use crate::archive::index::IndexReader;
+use crate::archive::sums::{self, SUMS_FILE};
+use crate::archive::{self, ArchiveFiles, Digest, Progress, verify_archive};
+use crate::snapshot::Snapshot;
+
+/// What a verification found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub source: Kept,
+    /// The backup's stamp (local: the snapshots' stamps, comma-separated when they differ).
+    pub backup: String,
+    /// The backup's directory (external) or the backup root (local).
+    pub location: PathBuf,
+    /// The sums file check (external).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sums: Option<SumsReport>,
+    pub sets: Vec<SetReport>,
+    /// Entries, files and content bytes read and checked.
+    pub entries: u64,
+    pub files: u64,
+    pub bytes: u64,
+    /// Everything wrong, in the order found. Empty when intact.
+    pub problems: Vec<Issue>,
+    /// What a restore (of `--path`, or of everything) would write.
+    pub would_restore: Vec<WouldRestore>,
+    pub intact: bool,
+}
+
+/// The `verification.sha256` check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SumsReport {
+    pub file: PathBuf,
+    pub present: bool,
+    /// Files whose sha256 was compared with it.
+    pub checked: u64,
+    pub ok: bool,
+}
+
+/// One set's check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetReport {
+    pub set: String,
+    /// The archive (or snapshot directory) read.
+    pub checked: String,
+    /// Whether its content was checked against an index's sha256s.
+    pub indexed: bool,
+    pub entries: u64,
+    pub files: u64,
+    pub bytes: u64,
+    /// Local: the drive backup whose index the snapshot was compared with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared_with: Option<String>,
+    pub ok: bool,
+}
+
+/// A problem: where (an archive, a file) and which entry first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Issue {
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Issue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.entry {
+            Some(e) => write!(f, "{}: entry {e}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+/// What restoring one path (or a whole set) would write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WouldRestore {
+    pub set: String,
+    /// The path, where it was on the backed-up machine.
+    pub path: PathBuf,
+    pub entries: u64,
+    pub files: u64,
+    pub bytes: u64,
+    /// Every entry, with `-v`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub list: Vec<WouldEntry>,
+}
+
+/// One entry a restore would write.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WouldEntry {
+    pub path: PathBuf,
+    pub kind: String,
+    pub bytes: u64,
+}
+
+/// What to check: per set, the names whose restore is described (the root for everything).
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub set: String,
+    pub names: Vec<RelPath>,
+}
+
+/// Counts what a restore of the scoped names would write, as entries go by.
+struct Would {
+    items: Vec<WouldRestore>,
+    names: Vec<RelPath>,
+    list: bool,
+}
+
+impl Would {
+    fn new(set: &str, names: &[RelPath], list: bool) -> Would {
+        Would {
+            items: names
+                .iter()
+                .map(|n| WouldRestore {
+                    set: set.to_string(),
+                    path: abs_of(n),
+                    entries: 0,
+                    files: 0,
+                    bytes: 0,
+                    list: Vec::new(),
+                })
+                .collect(),
+            names: names.to_vec(),
+            list,
+        }
+    }
+
+    fn see(&mut self, rel: &RelPath, kind: &str, bytes: u64) {
+        for (i, n) in self.names.iter().enumerate() {
+            if rel.starts_with(n) {
+                let w = &mut self.items[i];
+                w.entries += 1;
+                if kind == "file" || kind == "hardlink" {
+                    w.files += 1;
+                    w.bytes += bytes;
+                }
+                if self.list {
+                    w.list.push(WouldEntry {
+                        path: abs_of(rel),
+                        kind: kind.to_string(),
+                        bytes,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Checks a name with the restore's rules; the refusal, if a restore would refuse it.
+fn refusal(name: &[u8], kind: EntryKind) -> Option<String> {
+    match safety::check_name(name, None) {
+        Err(r) => Some(r.to_string()),
+        Ok(_) => safety::refused_kind(kind).map(|r| r.to_string()),
+    }
+}
+
+/// The progress of [`verify_archive`]: bytes for the bar, entries for the would-restore list and the name check.
+struct Watch<'a> {
+    would: Would,
+    refused: Option<(String, String)>,
+    bar: &'a mut dyn FnMut(u64),
+}
+
+impl Progress for Watch<'_> {
+    fn entry(&mut self, path: &[u8], kind: archive::EntryKind, size: u64) {
+        let k = super::content::kind_of_index(kind);
+        if self.refused.is_none()
+            && let Some(why) = refusal(path, k)
+        {
+            self.refused = Some((super::entry::show(path), why));
+        }
+        if let Ok(rel) = safety::check_name(path, None) {
+            self.would.see(&rel, kind.name(), size);
+        }
+    }
+
+    fn bytes(&mut self, n: u64) {
+        (self.bar)(n);
+    }
+}
+
+/// Reads the parts of an archive in order as one stream, hashing each part's bytes as they go by.
+struct PartHasher {
+    parts: Vec<(PathBuf, u64)>,
+    next: usize,
+    file: Option<(File, Sha256, u64)>,
+    hash: bool,
+    /// Each part read to its end: its path, length and sha256 (when hashing).
+    done: Vec<(PathBuf, u64, Option<Digest>)>,
+}
+
+impl PartHasher {
+    fn new(archive: &ArchiveFiles, hash: bool) -> PartHasher {
+        PartHasher {
+            parts: archive.parts.clone(),
+            next: 0,
+            file: None,
+            hash,
+            done: Vec::new(),
+        }
+    }
+}
+
+impl Read for PartHasher {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.file.is_none() {
+                let Some((path, _)) = self.parts.get(self.next) else {
+                    return Ok(0);
+                };
+                self.file = Some((File::open(path)?, Sha256::new(), 0));
+            }
+            let (file, hasher, count) = self.file.as_mut().expect("opened");
+            let n = file.read(buf)?;
+            if n > 0 {
+                if self.hash {
+                    hasher.update(&buf[..n]);
+                }
+                *count += n as u64;
+                return Ok(n);
+            }
+            let (_, hasher, count) = self.file.take().expect("opened");
+            let (path, _) = self.parts[self.next].clone();
+            self.done
+                .push((path, count, self.hash.then(|| Digest::of(hasher))));
+            self.next += 1;
+        }
+    }
+}
+
+/// The length and sha256 of a file.
+pub fn hash_file(path: &Path) -> io::Result<(u64, Digest)> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((total, Digest::of(h)))
+}
+
+fn file_name(path: &Path) -> Vec<u8> {
+    path.file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .unwrap_or_default()
+}
+
+/// Verifies one drive backup. `scope` limits the would-restore list (every set, everything, when empty); `list`
+/// lists every entry; `bar` is told content bytes as they are checked.
+pub fn verify_drive_backup(
+    backup: &DriveBackup,
+    scope: &[Scope],
+    list: bool,
+    bar: &mut dyn FnMut(u64),
+) -> VerifyReport {
+    let dir = &backup.path;
+    let mut problems: Vec<Issue> = Vec::new();
+    let issue = |file: &Path, entry: Option<String>, message: String| Issue {
+        file: file.display().to_string(),
+        entry,
+        message,
+    };
+
+    // The sums file.
+    let sums_path = dir.join(SUMS_FILE);
+    let sums: Option<HashMap<Vec<u8>, Digest>> = match sums::read_sums(&sums_path) {
+        Ok(lines) => Some(lines.into_iter().map(|l| (l.name, l.sha256)).collect()),
+        Err(sums::SumsError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+            problems.push(issue(
+                &sums_path,
+                None,
+                "is missing: the backup cannot be checked against the hashes written with it"
+                    .into(),
+            ));
+            None
+        }
+        Err(e) => {
+            problems.push(issue(&sums_path, None, format!("cannot be used: {e}")));
+            None
+        }
+    };
+    let mut sums_checked = 0u64;
+    let mut sums_ok = sums.is_some();
+    // Names the sums file covers that are not archives (indexes, backup.json): hashed now.
+    let mut archive_names: Vec<Vec<u8>> = Vec::new();
+    let mut archives: Vec<(String, Option<ArchiveFiles>, Option<ArchiveFiles>)> = Vec::new();
+    for s in &backup.sets {
+        let archive = match ArchiveFiles::discover(dir, &s.archive) {
+            Ok(a) => {
+                archive_names.extend(a.parts.iter().map(|(p, _)| file_name(p)));
+                Some(a)
+            }
+            Err(e) => {
+                problems.push(issue(
+                    &dir.join(&s.archive),
+                    None,
+                    format!("is missing: {e}"),
+                ));
+                None
+            }
+        };
+        let index = match &s.index {
+            Some(i) => match ArchiveFiles::discover(dir, i) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    problems.push(issue(&dir.join(i), None, format!("is missing: {e}")));
+                    None
+                }
+            },
+            None => None,
+        };
+        archives.push((s.name.clone(), archive, index));
+    }
+    if let Some(sums) = &sums {
+        // Every file of the backup must be covered.
+        let mut covered: Vec<Vec<u8>> = archive_names.clone();
+        for (_, _, index) in &archives {
+            if let Some(i) = index {
+                covered.extend(i.parts.iter().map(|(p, _)| file_name(p)));
+            }
+        }
+        if dir.join(super::drive::METADATA_FILE).exists() {
+            covered.push(super::drive::METADATA_FILE.as_bytes().to_vec());
+        }
+        for name in &covered {
+            if !sums.contains_key(name) {
+                sums_ok = false;
+                problems.push(issue(
+                    &dir.join(std::ffi::OsStr::from_bytes(name)),
+                    None,
+                    format!(
+                        "is not listed in {SUMS_FILE}: the sums file was edited, or the file added after the backup \
+                         was written"
+                    ),
+                ));
+            }
+        }
+        let mut names: Vec<&Vec<u8>> = sums.keys().collect();
+        names.sort();
+        for name in names {
+            let shown = super::entry::show(name);
+            if name.contains(&b'/') || name == b".." || name == b"." {
+                sums_ok = false;
+                problems.push(issue(
+                    &sums_path,
+                    None,
+                    format!("names {shown}, which is not a file of this backup"),
+                ));
+                continue;
+            }
+            let path = dir.join(std::ffi::OsStr::from_bytes(name));
+            if archive_names.contains(name) {
+                continue; // hashed while the archive is verified
+            }
+            match hash_file(&path) {
+                Ok((_, got)) if got == sums[name] => sums_checked += 1,
+                Ok((_, got)) => {
+                    sums_ok = false;
+                    problems.push(issue(
+                        &path,
+                        None,
+                        format!(
+                            "its sha256 is {got}, {SUMS_FILE} says {}: it was changed or damaged",
+                            sums[name]
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    sums_ok = false;
+                    problems.push(issue(
+                        &path,
+                        None,
+                        format!("is listed in {SUMS_FILE} but cannot be read: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    // Each archive, read once.
+    let mut sets = Vec::new();
+    let mut would_all = Vec::new();
+    let (mut entries, mut files, mut bytes) = (0u64, 0u64, 0u64);
+    for (set, archive, index) in archives {
+        let names = scope_names(scope, &set);
+        let Some(archive) = archive else {
+            sets.push(SetReport {
+                set: set.clone(),
+                checked: dir
+                    .join(super::drive::archive_name(&set))
+                    .display()
+                    .to_string(),
+                indexed: false,
+                entries: 0,
+                files: 0,
+                bytes: 0,
+                compared_with: None,
+                ok: false,
+            });
+            continue;
+        };
+        let label = archive.label();
+        let single = archive.parts.len() == 1;
+        let mut watch = Watch {
+            would: Would::new(&set, &names, list),
+            refused: None,
+            bar: &mut *bar,
+        };
+        let mut parts = PartHasher::new(&archive, !single || index.is_none());
+        let mut report = SetReport {
+            set: set.clone(),
+            checked: label.clone(),
+            indexed: index.is_some(),
+            entries: 0,
+            files: 0,
+            bytes: 0,
+            compared_with: None,
+            ok: false,
+        };
+        let mut stream_hash = None;
+        let before = problems.len();
+        match &index {
+            Some(index) => {
+                let opened = index
+                    .open()
+                    .map(|r| io::BufReader::with_capacity(1 << 20, r));
+                match opened {
+                    Err(e) => problems.push(issue(
+                        Path::new(&index.label()),
+                        None,
+                        format!("cannot be read: {e}"),
+                    )),
+                    Ok(ir) => match verify_archive(&label, &mut parts, ir, &mut watch) {
+                        Ok(r) => {
+                            report.entries = r.entries;
+                            report.files = r.files;
+                            report.bytes = r.file_bytes;
+                            stream_hash = Some((r.tar_bytes, r.tar_sha256));
+                        }
+                        Err(e) => problems.push(Issue {
+                            file: e.archive.clone(),
+                            entry: e.entry.clone().map(|en| match e.offset {
+                                Some(o) => format!("{en} (offset {o})"),
+                                None => en,
+                            }),
+                            message: e.problem.to_string(),
+                        }),
+                    },
+                }
+            }
+            None => match scan_archive(&mut parts, &mut watch) {
+                Ok((n, f, b)) => {
+                    report.entries = n;
+                    report.files = f;
+                    report.bytes = b;
+                }
+                Err((entry, e)) => problems.push(Issue {
+                    file: label.clone(),
+                    entry,
+                    message: e,
+                }),
+            },
+        }
+        if let Some((entry, why)) = watch.refused.take() {
+            problems.push(Issue {
+                file: label.clone(),
+                entry: Some(entry),
+                message: format!("a restore would refuse it: {why}"),
+            });
+        }
+        // The archive's file hashes against the sums file (and backup.json).
+        if problems.len() == before {
+            let hashes: Vec<(PathBuf, u64, Option<Digest>)> = if single && index.is_some() {
+                let (p, len) = archive.parts[0].clone();
+                vec![(
+                    p,
+                    len,
+                    stream_hash.filter(|(b, _)| *b == len).map(|(_, h)| h),
+                )]
+            } else {
+                parts.done.clone()
+            };
+            let record = backup
+                .set(&set)
+                .map(|s| s.records.clone())
+                .unwrap_or_default();
+            for (path, _, got) in hashes {
+                let name = file_name(&path);
+                let Some(got) = got else {
+                    problems.push(issue(
+                        &path,
+                        None,
+                        "its sha256 could not be computed".into(),
+                    ));
+                    continue;
+                };
+                if let Some(sums) = &sums
+                    && let Some(want) = sums.get(&name)
+                {
+                    sums_checked += 1;
+                    if *want != got {
+                        sums_ok = false;
+                        problems.push(issue(
+                            &path,
+                            None,
+                            format!("its sha256 is {got}, {SUMS_FILE} says {want}: the archive was changed or damaged"),
+                        ));
+                    }
+                }
+                let shown = String::from_utf8_lossy(&name).into_owned();
+                if let Some(r) = record.iter().find(|r| r.name == shown)
+                    && r.sha256 != got.to_string()
+                {
+                    problems.push(issue(
+                        &path,
+                        None,
+                        format!(
+                            "its sha256 is {got}, {} says {}: the archive was changed or damaged",
+                            super::drive::METADATA_FILE,
+                            r.sha256
+                        ),
+                    ));
+                }
+            }
+        }
+        report.ok = problems.len() == before;
+        entries += report.entries;
+        files += report.files;
+        bytes += report.bytes;
+        would_all.extend(watch.would.items);
+        sets.push(report);
+    }
+    if !sums_ok && sums.is_some() && problems.is_empty() {
+        problems.push(issue(&sums_path, None, "does not match the backup".into()));
+    }
+    VerifyReport {
+        source: Kept::External,
+        backup: backup.name.clone(),
+        location: dir.clone(),
+        sums: Some(SumsReport {
+            file: sums_path,
+            present: sums.is_some(),
+            checked: sums_checked,
+            ok: sums.is_some() && sums_ok,
+        }),
+        sets,
+        entries,
+        files,
+        bytes,
+        intact: problems.is_empty(),
+        problems,
+        would_restore: would_all,
+    }
+}
+
+fn scope_names(scope: &[Scope], set: &str) -> Vec<RelPath> {
+    if scope.is_empty() {
+        return vec![RelPath::root()];
+    }
+    scope
+        .iter()
+        .filter(|s| s.set == set)
+        .flat_map(|s| s.names.iter().cloned())
+        .collect()
+}
+
+/// Reads a tar stream without an index through to its end: every header parses, every file's content is all
+/// there. Returns entries, files and content bytes, or the entry at fault and the problem.
+fn scan_archive(
+    reader: &mut dyn Read,
+    watch: &mut Watch<'_>,
+) -> Result<(u64, u64, u64), (Option<String>, String)> {
+    let mut ar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, reader));
+    let (mut n, mut f, mut b) = (0u64, 0u64, 0u64);
+    let mut last: Option<String> = None;
+    let mut buf = vec![0u8; 1 << 20];
+    {
+        let entries = ar.entries().map_err(|e| (None, e.to_string()))?;
+        for te in entries {
+            let mut te = te.map_err(|e| {
+                (
+                    last.clone().map(|l| format!("after {l}")),
+                    format!("the archive is damaged or truncated here: {e}"),
+                )
+            })?;
+            let Some(e) = super::entry::RestoreEntry::from_tar(&mut te)
+                .map_err(|e| (last.clone(), e.to_string()))?
+            else {
+                continue;
+            };
+            last = Some(e.display_name());
+            if watch.refused.is_none()
+                && let Some(why) = refusal(&e.name, e.kind)
+            {
+                watch.refused = Some((e.display_name(), why));
+            }
+            let size = te.size();
+            let mut got = 0u64;
+            loop {
+                let k = te
+                    .read(&mut buf)
+                    .map_err(|err| (last.clone(), format!("cannot read its content: {err}")))?;
+                if k == 0 {
+                    break;
+                }
+                got += k as u64;
+                (watch.bar)(k as u64);
+            }
+            if got != size {
+                return Err((
+                    last.clone(),
+                    format!(
+                        "the archive ends after {got} of its {size} content bytes: it is truncated"
+                    ),
+                ));
+            }
+            if let Ok(rel) = safety::check_name(&e.name, None) {
+                watch.would.see(&rel, e.kind.word(), e.size);
+            }
+            n += 1;
+            if e.kind == EntryKind::File {
+                f += 1;
+                b += size;
+            }
+        }
+    }
+    let mut rest = ar.into_inner();
+    io::copy(&mut rest, &mut io::sink())
+        .map_err(|e| (None, format!("cannot read its end: {e}")))?;
+    Ok((n, f, b))
+}
+
+/// The content of a drive backup's index, by path: kind, size and sha256 of each entry.
+pub fn load_index(
+    index: &ArchiveFiles,
+) -> Result<HashMap<Vec<u8>, (archive::EntryKind, u64, Option<Digest>)>, String> {
+    let r = index.open().map_err(|e| e.to_string())?;
+    let mut reader =
+        IndexReader::new(io::BufReader::with_capacity(1 << 20, r)).map_err(|e| e.to_string())?;
+    let mut out = HashMap::new();
+    while let Some(e) = reader.next_entry().map_err(|e| e.to_string())? {
+        out.insert(e.path, (e.kind, e.size, e.sha256));
+    }
+    Ok(out)
+}
+
+/// Verifies one local snapshot: complete, every file readable, and (with `index`, from the drive backup `with`) the
+/// same files with the same content as that backup's index.
+pub fn verify_snapshot(
+    snap: &Snapshot,
+    index: Option<(String, &ArchiveFiles)>,
+    names: &[RelPath],
+    list: bool,
+    bar: &mut dyn FnMut(u64),
+) -> (SetReport, Vec<Issue>, Vec<WouldRestore>) {
+    let root = &snap.path;
+    let mut problems = Vec::new();
+    let at = |p: &Path, entry: Option<String>, message: String| Issue {
+        file: p.display().to_string(),
+        entry,
+        message,
+    };
+    match &snap.metadata {
+        None => problems.push(at(
+            root,
+            None,
+            format!(
+                "has no readable metadata ({}): it was not made by dbackup, or its run did not finish",
+                snap.metadata_error.as_deref().unwrap_or("missing")
+            ),
+        )),
+        Some(m) if !m.complete => {
+            let first = m
+                .unreadable
+                .first()
+                .map(|p| format!(" (first: {})", p.path.display()))
+                .unwrap_or_default();
+            problems.push(at(
+                root,
+                None,
+                format!(
+                    "is incomplete: {} could not be read when it was collected{first}",
+                    crate::ui::counted(m.unreadable.len() as u64, "file", "files")
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    let mut expected = match &index {
+        Some((label, files)) => match load_index(files) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                problems.push(at(
+                    Path::new(label),
+                    None,
+                    format!("cannot read the drive backup's index: {e}"),
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let mut would = Would::new(&snap.set, names, list);
+    let mut report = SetReport {
+        set: snap.set.clone(),
+        checked: root.display().to_string(),
+        indexed: expected.is_some(),
+        entries: 0,
+        files: 0,
+        bytes: 0,
+        compared_with: index.as_ref().map(|(l, _)| l.clone()),
+        ok: false,
+    };
+    let content = SetContent::Snapshot { root: root.clone() };
+    let mut buf = vec![0u8; 1 << 20];
+    let walked = content.walk_entries(|e| {
+        report.entries += 1;
+        let shown = e.display_name();
+        let path = root.join(std::ffi::OsStr::from_bytes(&e.name));
+        let want = expected.as_mut().map(|m| m.remove(&e.name));
+        if let Some(None) = want {
+            problems.push(at(
+                root,
+                Some(shown.clone()),
+                "is in the snapshot but not in the drive backup made from it: it was added since".into(),
+            ));
+        }
+        if matches!(e.kind, EntryKind::File | EntryKind::Hardlink) {
+            let hashed = (|| -> io::Result<(u64, Digest)> {
+                let mut f = open_nofollow(&path)?;
+                let mut h = Sha256::new();
+                let mut total = 0u64;
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                    total += n as u64;
+                    bar(n as u64);
+                }
+                Ok((total, Digest::of(h)))
+            })();
+            match hashed {
+                Ok((len, got)) => {
+                    report.files += 1;
+                    report.bytes += len;
+                    if let Some(Some((_, size, Some(sha)))) = want
+                        && (size != len || sha != got)
+                    {
+                        problems.push(at(
+                            root,
+                            Some(shown.clone()),
+                            format!(
+                                "differs from the drive backup made from it: {len} bytes with sha256 {got}, the \
+                                 backup's index says {size} bytes with sha256 {sha}"
+                            ),
+                        ));
+                    }
+                }
+                Err(err) => problems.push(at(root, Some(shown.clone()), format!("cannot be read: {err}"))),
+            }
+        }
+        if let Ok(rel) = safety::check_name(&e.name, None) {
+            would.see(&rel, e.kind.word(), e.size);
+        }
+        true
+    });
+    if let Err(e) = walked {
+        problems.push(at(root, None, format!("cannot be walked: {e}")));
+    }
+    if let Some(left) = expected {
+        let mut left: Vec<Vec<u8>> = left.into_keys().collect();
+        left.sort();
+        if let Some(first) = left.first() {
+            problems.push(at(
+                root,
+                Some(super::entry::show(first)),
+                format!(
+                    "is in the drive backup made from this snapshot but missing from the snapshot ({} missing)",
+                    left.len()
+                ),
+            ));
+        }
+    }
+    report.ok = problems.is_empty();
+    (report, problems, would.items)
+}
+
+/// The report for people: what was checked, what a restore would write, the problems, the verdict.
+pub fn render(r: &VerifyReport, list: bool) -> String {
+    use crate::ui::{bytes, count, counted};
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "verify {} backup {} at {}",
+        r.source.word(),
+        r.backup,
+        r.location.display()
+    );
+    if let Some(s) = &r.sums {
+        let state = if !s.present {
+            "MISSING".to_string()
+        } else if s.ok {
+            format!("ok, {} matched", counted(s.checked, "file", "files"))
+        } else {
+            "DOES NOT MATCH".to_string()
+        };
+        let _ = writeln!(out, "  {SUMS_FILE}: {state}");
+    }
+    for s in &r.sets {
+        let how = match (&s.compared_with, s.indexed, r.source) {
+            (Some(b), _, _) => format!("every file read and compared with {b}"),
+            (None, _, Kept::Local) => {
+                "every file read (no drive backup of it is present to compare with)".into()
+            }
+            (None, true, _) => "every entry checked against its index".into(),
+            (None, false, _) => {
+                "read through; no index, so contents are checked by the sums only".into()
+            }
+        };
+        let _ = writeln!(
+            out,
+            "  {} ({}): {} entries, {}, {}: {} ({how})",
+            s.checked,
+            s.set,
+            count(s.entries),
+            counted(s.files, "file", "files"),
+            bytes(s.bytes),
+            if s.ok { "intact" } else { "DAMAGED" },
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  total: {} entries, {}, {}",
+        count(r.entries),
+        counted(r.files, "file", "files"),
+        bytes(r.bytes)
+    );
+    if !r.would_restore.is_empty() {
+        out.push_str("a restore would write:\n");
+        for w in &r.would_restore {
+            let _ = writeln!(
+                out,
+                "  {} ({}): {} entries, {}, {}",
+                w.path.display(),
+                w.set,
+                count(w.entries),
+                counted(w.files, "file", "files"),
+                bytes(w.bytes)
+            );
+            if list {
+                for e in &w.list {
+                    let _ = writeln!(out, "    {:<8} {}", e.kind, e.path.display());
+                }
+            }
+        }
+    }
+    if r.problems.is_empty() {
+        out.push_str("result: intact\n");
+    } else {
+        out.push_str("problems:\n");
+        for p in &r.problems {
+            let _ = writeln!(out, "  {p}");
+        }
+        let _ = writeln!(
+            out,
+            "result: NOT intact ({})",
+            counted(r.problems.len() as u64, "problem", "problems")
+        );
+    }
+    out
+}
