@@ -725,21 +725,17 @@ fn verify(
     ui: &Ui,
 ) -> anyhow::Result<Exit> {
     let sets = set_backups(chosen, ui);
-    let scope: Vec<Scope> = if wanted.is_empty() {
-        Vec::new()
-    } else {
-        let mut scope: Vec<Scope> = Vec::new();
-        for (i, name) in names_for(&sets, wanted)? {
-            match scope.iter_mut().find(|s| s.set == sets[i].set) {
-                Some(s) => s.names.push(name),
-                None => scope.push(Scope {
-                    set: sets[i].set.clone(),
-                    names: vec![name],
-                }),
-            }
+    // What a restore would write: the wanted paths, or every source of every set.
+    let mut scope: Vec<Scope> = Vec::new();
+    for (i, name) in names_for(&sets, wanted)? {
+        match scope.iter_mut().find(|s| s.set == sets[i].set) {
+            Some(s) => s.names.push(name),
+            None => scope.push(Scope {
+                set: sets[i].set.clone(),
+                names: vec![name],
+            }),
         }
-        scope
-    };
+    }
     let list_all = ui.verbosity >= 1;
     let bar = ui.percent_bar("verify");
     let report = match chosen {

@@ -375,7 +375,16 @@ pub fn detect_all(destinations: &[DestinationSettings]) -> Vec<Detected> {
 /// Decides whether `dest` can be written to now (see the module documentation for the checks). Writes nothing but the
 /// documented probe file, and that only on a filesystem that passed every other check.
 pub fn detect(dest: &DestinationSettings) -> Presence {
-    match examine(dest) {
+    match examine(dest, true) {
+        Ok(info) => Presence::Present(info),
+        Err(why) => Presence::Absent(why),
+    }
+}
+
+/// Decides whether `dest` can be read now (restore): checks 1 to 4 only, so a read-only or full drive is present, and
+/// nothing at all is written.
+pub fn detect_for_reading(dest: &DestinationSettings) -> Presence {
+    match examine(dest, false) {
         Ok(info) => Presence::Present(info),
         Err(why) => Presence::Absent(why),
     }
@@ -423,7 +432,7 @@ pub fn none_present_message(detected: &[Detected]) -> String {
 }
 
 #[allow(clippy::result_large_err)] // an Absence is an answer, not a rare error
-fn examine(dest: &DestinationSettings) -> Result<MediaInfo, Absence> {
+fn examine(dest: &DestinationSettings, for_writing: bool) -> Result<MediaInfo, Absence> {
     let path = dest.path.clone();
     let unreachable = |e: std::io::Error| Absence::Unreachable {
         path: dest.path.clone(),
@@ -536,7 +545,7 @@ fn examine(dest: &DestinationSettings) -> Result<MediaInfo, Absence> {
     let st = rustix::fs::statvfs(&resolved).map_err(|e| unreachable(e.into()))?;
     let read_only = entry.is_some_and(|e| e.read_only())
         || st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY);
-    if read_only {
+    if read_only && for_writing {
         return Err(Absence::ReadOnly {
             path,
             cause: "is mounted read-only; remount it read-write".to_string(),
@@ -544,7 +553,7 @@ fn examine(dest: &DestinationSettings) -> Result<MediaInfo, Absence> {
     }
     let free_bytes = st.f_bavail.saturating_mul(st.f_frsize);
     let total_bytes = st.f_blocks.saturating_mul(st.f_frsize);
-    if free_bytes < MIN_FREE_BYTES {
+    if free_bytes < MIN_FREE_BYTES && for_writing {
         return Err(Absence::Full {
             path,
             free_bytes,
@@ -552,7 +561,9 @@ fn examine(dest: &DestinationSettings) -> Result<MediaInfo, Absence> {
         });
     }
 
-    if let Err(e) = write_probe(&resolved) {
+    if !for_writing {
+        // Reading needs no more.
+    } else if let Err(e) = write_probe(&resolved) {
         return Err(match e.raw_os_error() {
             Some(libc::ENOSPC | libc::EDQUOT) => Absence::Full {
                 path,

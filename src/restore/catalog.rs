@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::drive::{self, DriveBackup, DriveListing};
-use crate::media::{self, Absence, Presence};
+use crate::media::{self, Presence};
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot};
 
@@ -83,13 +83,9 @@ impl Drive {
     }
 }
 
-/// Whether an absent destination can still be read: a read-only or full drive is the right drive, mounted.
-fn readable_anyway(why: &Absence) -> bool {
-    matches!(why, Absence::ReadOnly { .. } | Absence::Full { .. })
-}
-
 /// The drives to read: `explicit` (`--drive DIR`) alone when given, else every configured destination, with its
-/// presence decided by [`media::detect`] (a read-only or full drive is read all the same).
+/// presence decided by [`media::detect_for_reading`] (a read-only or full drive is read all the same, and nothing is
+/// written to any drive, not even detection's probe).
 pub fn drives(settings: &Settings, explicit: Option<&Path>) -> anyhow::Result<Vec<Drive>> {
     let mut out = Vec::new();
     if let Some(dir) = explicit {
@@ -117,18 +113,14 @@ pub fn drives(settings: &Settings, explicit: Option<&Path>) -> anyhow::Result<Ve
         });
         return Ok(out);
     }
-    for d in media::detect_all(&settings.destinations) {
-        let root = match &d.presence {
-            Presence::Present(info) => Ok(info.resolved.clone()),
-            Presence::Absent(why) if readable_anyway(why) => {
-                Ok(std::fs::canonicalize(&d.destination.path)
-                    .unwrap_or_else(|_| d.destination.path.clone()))
-            }
+    for dest in &settings.destinations {
+        let root = match media::detect_for_reading(dest) {
+            Presence::Present(info) => Ok(info.resolved),
             Presence::Absent(why) => Err(why.to_string()),
         };
         let mut drive = Drive {
-            name: d.destination.name.clone(),
-            path: d.destination.path.clone(),
+            name: dest.name.clone(),
+            path: dest.path.clone(),
             backups_dir: None,
             absent: None,
             listing: DriveListing::default(),

@@ -856,10 +856,10 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
         };
         let _ = writeln!(
             out,
-            "  {} ({}): {} entries, {}, {}: {} ({how})",
+            "  {} ({}): {}, {}, {}: {} ({how})",
             s.checked,
             s.set,
-            count(s.entries),
+            counted(s.entries, "entry", "entries"),
             counted(s.files, "file", "files"),
             bytes(s.bytes),
             if s.ok { "intact" } else { "DAMAGED" },
@@ -867,8 +867,8 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
     }
     let _ = writeln!(
         out,
-        "  total: {} entries, {}, {}",
-        count(r.entries),
+        "  total: {}, {}, {}",
+        counted(r.entries, "entry", "entries"),
         counted(r.files, "file", "files"),
         bytes(r.bytes)
     );

@@ -10,5 +10,6 @@ mod harness;
 mod cli;
 mod collect;
 mod config;
+mod restore;
 mod t9;
 mod t9_media;

@@ -1,0 +1,1568 @@
+//! `dbackup restore` end to end: a demo backup (real collect, dated snapshots, drive backups in the real layout),
+//! listing, date and path selection, restores that must be identical to the source, dry runs, overwrite policies,
+//! verification of intact and damaged backups, and hostile archives.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use dbackup::archive::sums::{SumLine, write_sums};
+use dbackup::archive::{self, ArchiveOptions, Digest, FileSink, NoProgress};
+use dbackup::restore::list::{Kept, Listing, State};
+use dbackup::restore::verify::VerifyReport;
+use dbackup::snapshot::{self, SnapshotMeta};
+use sha2::{Digest as _, Sha256};
+
+use crate::harness::{Output, Test};
+
+// ---------------------------------------------------------------------------------------------------------------
+// The demo backup
+
+pub const SETS: &str = r#"
+    { "name": "config", "sources": ["~/.config", "~/env.sh", "~/.secrets"] },
+    { "name": "data", "sources": ["~/data"] }"#;
+
+/// A config with the demo sets, `extra` top-level keys (e.g. destinations) appended.
+pub fn config(extra: &str) -> String {
+    format!(r#"{{ "backup_root": "{{root}}", "backup_sets": [ {SETS} ] {extra} }}"#)
+}
+
+fn set_mtime(path: &Path, sec: i64, nsec: i64) {
+    let ts = rustix::fs::Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: sec,
+            tv_nsec: nsec as _,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: sec,
+            tv_nsec: nsec as _,
+        },
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &ts,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The demo's files: `~/.config` (a relative and an absolute symlink, a hard-linked pair, an owner-only directory,
+/// nanosecond mtimes), `~/env.sh`, a 0600 `~/.secrets`, and `data` (reached through the symlink `~/data`) holding
+/// `projects/important` (with a hard link whose first name, in `photos`, is outside it), `projects/other`, `photos`.
+pub fn sample(t: &Test, data: &Path) {
+    let w = |rel: &str, content: &[u8]| {
+        let p = if let Some(r) = rel.strip_prefix("data/") {
+            data.join(r)
+        } else {
+            t.home().join(rel)
+        };
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, content).unwrap();
+        p
+    };
+    w(".config/app/settings.json", b"{\"theme\": \"dark\"}");
+    w(".config/app/state", b"1");
+    let pair = w(".config/app/pair-a", b"shared by two names");
+    fs::hard_link(&pair, t.home().join(".config/app/pair-b")).unwrap();
+    std::os::unix::fs::symlink("settings.json", t.home().join(".config/app/current")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", t.home().join(".config/hostname-link")).unwrap();
+    let private = w(".config/private/token", b"t0ken");
+    chmod(&private, 0o600);
+    chmod(private.parent().unwrap(), 0o700);
+    let env = w("env.sh", b"export A=1\n");
+    chmod(&env, 0o755);
+    let secrets = w(".secrets", b"hunter2");
+    chmod(&secrets, 0o600);
+    set_mtime(&secrets, 1_700_000_000, 123_456_789);
+
+    fs::create_dir_all(data).unwrap();
+    let a = w("data/projects/important/a.txt", b"important a");
+    set_mtime(&a, 1_600_000_000, 5);
+    w("data/projects/important/sub/b.txt", b"important b");
+    let x1 = w("data/projects/important/sub/x1", b"linked inside");
+    fs::hard_link(&x1, data.join("projects/important/sub/x2")).unwrap();
+    let mut big = vec![0u8; 1 << 20];
+    for (i, b) in big.iter_mut().enumerate() {
+        *b = (i * 7 % 251) as u8;
+    }
+    w("data/projects/important/big.bin", &big);
+    let photo = w("data/photos/p.jpg", b"jpeg bytes");
+    fs::hard_link(&photo, data.join("projects/important/also-photo")).unwrap();
+    w("data/projects/other/c.txt", b"other c");
+    chmod(&data.join("projects/important/sub"), 0o750);
+    set_mtime(&data.join("projects/important/sub"), 1_650_000_000, 0);
+    std::os::unix::fs::symlink("../other/c.txt", data.join("projects/important/to-other")).unwrap();
+    std::os::unix::fs::symlink(data, t.home().join("data")).unwrap();
+}
+
+/// Renames the newest snapshot of `set` to `stamp` (directory, metadata file and its `name`, `<set>-latest`).
+pub fn redate(root: &Path, set: &str, stamp: &str) -> String {
+    let snaps = snapshot::list(root, set).unwrap();
+    let old = snaps.last().expect("a snapshot").name.clone();
+    let new = format!("{set}-{stamp}");
+    fs::rename(root.join(&old), root.join(&new)).unwrap();
+    let mut meta: SnapshotMeta =
+        snapshot::read_metadata(&root.join(format!("{old}.json"))).unwrap();
+    meta.name = new.clone();
+    fs::remove_file(root.join(format!("{old}.json"))).unwrap();
+    snapshot::write_metadata(root, &meta).unwrap();
+    let _ = fs::remove_file(root.join(format!("{set}-latest")));
+    let newest = snapshot::list(root, set)
+        .unwrap()
+        .last()
+        .unwrap()
+        .name
+        .clone();
+    std::os::unix::fs::symlink(&newest, root.join(format!("{set}-latest"))).unwrap();
+    new
+}
+
+/// Collects now and dates the snapshots `stamp`.
+pub fn collect_as(t: &Test, stamp: &str) {
+    t.cmd().args(["collect"]).status(0);
+    for set in ["config", "data"] {
+        redate(&t.root(), set, stamp);
+    }
+}
+
+/// Writes a drive backup `<backups>/<stamp>/` in the external phase's layout from the local snapshots `<set>-<stamp>`
+/// of `root`: `<set>.tar`, `<set>.index.jsonl`, `backup.json`, `verification.sha256`, and `LATEST`.
+pub fn drive_backup(root: &Path, backups: &Path, stamp: &str, sets: &[&str]) -> PathBuf {
+    let dir = backups.join(stamp);
+    fs::create_dir_all(&dir).unwrap();
+    let mut sums = Vec::new();
+    let mut records = Vec::new();
+    for set in sets {
+        let name = format!("{set}-{stamp}");
+        let meta = snapshot::read_metadata(&root.join(format!("{name}.json"))).unwrap();
+        let plan = archive::scan(&root.join(&name), &mut NoProgress).unwrap();
+        let a = Box::new(FileSink::create(dir.join(format!("{set}.tar"))).unwrap());
+        let i = Box::new(FileSink::create(dir.join(format!("{set}.index.jsonl"))).unwrap());
+        let s = archive::write_archive(&plan, a, i, &ArchiveOptions::default(), &mut NoProgress)
+            .unwrap();
+        let rec = |f: &archive::WrittenFile| {
+            serde_json::json!({
+                "name": f.path.file_name().unwrap().to_str().unwrap(),
+                "bytes": f.bytes, "sha256": f.sha256.to_string()
+            })
+        };
+        for f in s.archive_files.iter().chain(&s.index_files) {
+            sums.push(SumLine {
+                sha256: f.sha256,
+                name: f.path.file_name().unwrap().as_encoded_bytes().to_vec(),
+            });
+        }
+        records.push(serde_json::json!({
+            "set": set, "snapshot": name, "snapshot_complete": meta.complete,
+            "sources": meta.sources,
+            "archive": s.archive_files.iter().map(rec).collect::<Vec<_>>(),
+            "index": s.index_files.iter().map(rec).collect::<Vec<_>>(),
+            "tar_bytes": s.tar_bytes, "tar_sha256": s.tar_sha256.to_string(),
+            "entries": s.entries, "files": s.files, "file_bytes": s.file_bytes, "hard_links": s.hard_links,
+            "warning_count": 0, "warnings": [], "write_seconds": 0.1, "read_back_seconds": 0.1
+        }));
+    }
+    write_metadata_and_sums(&dir, stamp, records, sums);
+    fs::write(backups.join("LATEST"), format!("{stamp}\n")).unwrap();
+    dir
+}
+
+/// `backup.json` (verified) and `verification.sha256` covering `sums` and `backup.json`.
+pub fn write_metadata_and_sums(
+    dir: &Path,
+    stamp: &str,
+    sets: Vec<serde_json::Value>,
+    mut sums: Vec<SumLine>,
+) {
+    let meta = serde_json::json!({
+        "format": 1, "stamp": stamp, "destination": "T9", "host": "demo", "dbackup_version": "0.1.0",
+        "started": "2025-04-01T03:15:00+00:00", "finished": "2025-04-01T03:16:00+00:00", "verified": true,
+        "read_back": { "methods": ["direct"], "device_cache_dropped": false },
+        "filesystem": { "fs_type": "exfat", "label": "T9" },
+        "sums_file": "verification.sha256", "sets": sets
+    });
+    let bytes = serde_json::to_vec_pretty(&meta).unwrap();
+    fs::write(dir.join("backup.json"), &bytes).unwrap();
+    sums.push(SumLine {
+        sha256: Digest::of_bytes(&bytes),
+        name: b"backup.json".to_vec(),
+    });
+    let mut out = Vec::new();
+    write_sums(&mut out, &sums).unwrap();
+    fs::write(dir.join("verification.sha256"), out).unwrap();
+}
+
+/// The demo: two days of local snapshots (2025-04-01 twice, 2025-04-02 once) and drive backups of 2025-04-01 (its
+/// last run) and 2025-04-02 in `<tmp>/T9/backups`, read through `--drive` or a destination (`require_mount: false`).
+pub struct Demo {
+    pub t: Test,
+    pub data: PathBuf,
+    pub drive: PathBuf,
+    /// Tree listings of the sources when the 2025-04-01-221500 backup was made.
+    pub at_backup: BTreeMap<String, Tree>,
+}
+
+pub fn demo() -> Demo {
+    let t = Test::new().config(&config(
+        r#", "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ]"#,
+    ));
+    let data = t.path("data");
+    sample(&t, &data);
+    collect_as(&t, "2025-04-01-031500");
+    t.write(
+        "data/projects/important/a.txt",
+        "important a, second version",
+    );
+    set_mtime(&data.join("projects/important/a.txt"), 1_600_000_100, 0);
+    collect_as(&t, "2025-04-01-221500");
+    let mut at_backup = BTreeMap::new();
+    for (key, source) in [
+        ("important", data.join("projects/important")),
+        ("config", t.home().join(".config")),
+    ] {
+        let snap = t
+            .root()
+            .join(if key == "config" {
+                "config-2025-04-01-221500"
+            } else {
+                "data-2025-04-01-221500"
+            })
+            .join(source.strip_prefix("/").unwrap());
+        at_backup.insert(key.to_string(), as_backed_up(tree(&source), &tree(&snap)));
+    }
+    t.write(
+        "data/projects/important/a.txt",
+        "important a, third version",
+    );
+    collect_as(&t, "2025-04-02-031500");
+    let drive = t.path("T9");
+    let backups = drive.join("backups");
+    fs::create_dir_all(&backups).unwrap();
+    drive_backup(
+        &t.root(),
+        &backups,
+        "2025-04-01-221500",
+        &["config", "data"],
+    );
+    drive_backup(
+        &t.root(),
+        &backups,
+        "2025-04-02-031500",
+        &["config", "data"],
+    );
+    Demo {
+        t,
+        data,
+        drive,
+        at_backup,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Comparing trees
+
+/// One entry of a tree, as a restore must reproduce it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: char,
+    pub mode: u32,
+    pub mtime: (i64, i64),
+    pub sha256: Option<String>,
+    pub link: Option<PathBuf>,
+    /// For files with several names in the tree: the first name (sorted) of the group.
+    pub group: Option<String>,
+}
+
+pub type Tree = BTreeMap<String, Node>;
+
+/// Every entry under `root` (the root itself as ""), without following symlinks.
+pub fn tree(root: &Path) -> Tree {
+    let mut out = Tree::new();
+    let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let e = e.unwrap();
+        let rel = e
+            .path()
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let m = e.path().symlink_metadata().unwrap();
+        let ft = m.file_type();
+        let kind = if ft.is_dir() {
+            'd'
+        } else if ft.is_symlink() {
+            'l'
+        } else if ft.is_file() {
+            'f'
+        } else {
+            '?'
+        };
+        let sha256 = ft.is_file().then(|| {
+            let mut h = Sha256::new();
+            h.update(fs::read(e.path()).unwrap());
+            data_encoding::HEXLOWER.encode(&h.finalize())
+        });
+        if ft.is_file() {
+            inodes.entry(m.ino()).or_default().push(rel.clone());
+        }
+        out.insert(
+            rel,
+            Node {
+                kind,
+                mode: m.mode() & 0o7777,
+                mtime: if ft.is_symlink() {
+                    (0, 0)
+                } else {
+                    (m.mtime(), m.mtime_nsec())
+                },
+                sha256,
+                link: ft.is_symlink().then(|| fs::read_link(e.path()).unwrap()),
+                group: None,
+            },
+        );
+    }
+    for names in inodes.values().filter(|n| n.len() > 1) {
+        for n in names {
+            out.get_mut(n).unwrap().group = Some(names[0].clone());
+        }
+    }
+    out
+}
+
+/// The source tree as the snapshot holds it. rsync -H makes a directory's late hard links after it has set the
+/// directory's mtime, so such directories carry the time of the copy in the snapshot (a collect matter, reported):
+/// directory mtimes are taken from the snapshot, and everything else must be equal already.
+pub fn as_backed_up(mut source: Tree, snapshot: &Tree) -> Tree {
+    for (k, n) in source.iter_mut() {
+        let s = snapshot
+            .get(k)
+            .unwrap_or_else(|| panic!("{k} is in the snapshot"));
+        if n.kind == 'd' {
+            n.mtime = s.mtime;
+        }
+        assert_eq!(n, s, "{k}: the snapshot holds the source");
+    }
+    source
+}
+
+#[track_caller]
+pub fn assert_same_tree(got: &Tree, want: &Tree) {
+    let keys = |t: &Tree| t.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(got), keys(want), "the same names");
+    for (k, w) in want {
+        assert_eq!(&got[k], w, "{k:?}");
+    }
+}
+
+/// Everything under `dir` with contents and modes (a cheap "nothing changed" check).
+pub fn snapshot_of(dir: &Path) -> Vec<(String, u32, i64, String)> {
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let e = e.unwrap();
+        let m = e.path().symlink_metadata().unwrap();
+        let content = if m.is_file() {
+            Digest::of_bytes(&fs::read(e.path()).unwrap()).to_string()
+        } else {
+            String::new()
+        };
+        out.push((
+            e.path().display().to_string(),
+            m.mode(),
+            m.mtime_nsec() + m.mtime() * 1_000_000_000,
+            content,
+        ));
+    }
+    out
+}
+
+fn without_tmp(t: &Test, text: &str) -> String {
+    text.replace(&t.dir.path().display().to_string(), "[TMP]")
+}
+
+fn filters() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (r"\d+(\.\d)? (B|KiB|MiB|GiB)\b", "[SIZE]"),
+        (r"\b[0-9a-f]{64}\b", "[SHA256]"),
+        (r"dbackup-test-\w+", "[TEST]"),
+    ]
+}
+
+fn restore(t: &Test) -> crate::harness::Cmd {
+    t.cmd().argv0("backup-restore")
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Listing
+
+#[test]
+fn list_shows_every_backup_local_and_on_the_drive() {
+    let d = demo();
+    let out = restore(&d.t).args(["--list", "--json"]).status(0);
+    let l: Listing = out.json();
+    let rows: Vec<(Kept, &str, State, bool)> = l
+        .backups
+        .iter()
+        .map(|b| (b.source, b.stamp.as_str(), b.state, b.latest))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Kept::Local, "2025-04-02-031500", State::Complete, true),
+            (Kept::External, "2025-04-02-031500", State::Verified, true),
+            (Kept::Local, "2025-04-01-221500", State::Complete, false),
+            (Kept::External, "2025-04-01-221500", State::Verified, false),
+            (Kept::Local, "2025-04-01-031500", State::Complete, false),
+        ]
+    );
+    let newest = &l.backups[0];
+    let sets: Vec<&str> = newest.sets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(sets, ["config", "data"]);
+    assert!(newest.bytes > 1 << 20, "sizes add up: {}", newest.bytes);
+    assert_eq!(newest.location, d.t.root());
+    let ext = &l.backups[1];
+    assert_eq!(ext.location, d.drive.join("backups/2025-04-02-031500"));
+    assert_eq!(ext.destination.as_deref(), Some("T9"));
+    assert_eq!(
+        ext.sets[1].snapshot.as_deref(),
+        Some("data-2025-04-02-031500")
+    );
+    assert!(ext.sets.iter().all(|s| s.bytes > 0 && s.files.is_some()));
+    assert_eq!(l.destinations.len(), 1);
+    assert!(l.destinations[0].present && l.destinations[0].backups == 2);
+
+    // Only one source, one set, one day.
+    let l: Listing = restore(&d.t)
+        .args([
+            "--source",
+            "external",
+            "--list",
+            "--json",
+            "--set",
+            "data",
+            "--date",
+            "2025-04-01",
+        ])
+        .status(0)
+        .json();
+    assert_eq!(l.backups.len(), 1);
+    assert_eq!(l.backups[0].stamp, "2025-04-01-221500");
+    assert_eq!(l.backups[0].sets.len(), 1);
+    assert!(l.backup_root.is_none());
+
+    // For people.
+    let out = restore(&d.t).args(["--list"]).status(0);
+    insta::with_settings!({ filters => filters() }, {
+        insta::assert_snapshot!("list", without_tmp(&d.t, &out.stdout));
+    });
+}
+
+#[test]
+fn list_says_why_a_drive_is_absent_and_exits_5_for_external_only() {
+    let t = Test::new().config(&config(
+        r#", "destinations": [ { "name": "T9", "path": "{tmp}/media/T9" } ]"#,
+    ));
+    fs::create_dir_all(t.path("media/T9")).unwrap();
+    sample(&t, &t.path("data"));
+    t.cmd().args(["collect"]).status(0);
+    let l: Listing = restore(&t).args(["--list", "--json"]).status(0).json();
+    assert_eq!(l.backups.len(), 1);
+    assert!(!l.destinations[0].present);
+    assert!(
+        l.destinations[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("not mounted"),
+        "{l:?}"
+    );
+    let out = restore(&t)
+        .args(["--source", "external", "--list"])
+        .status(5);
+    assert!(out.stdout.contains("no backups found"), "{}", out.stdout);
+    assert!(out.stderr.contains("T9: not mounted"), "{}", out.stderr);
+    // A restore from the drive says the same, with exit 5.
+    let out = restore(&t)
+        .args(["--source", "external", "--path", "~/.config"])
+        .status(5);
+    assert!(
+        out.stderr.contains("no external destination present"),
+        "{}",
+        out.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Choosing the backup and the paths
+
+#[test]
+fn a_day_selects_its_newest_backup_and_a_stamp_exactly_that_one() {
+    let d = demo();
+    let t = &d.t;
+    let a = d.data.join("projects/important/a.txt");
+    let target = t.path("r");
+    let read = |stamp: &str| {
+        let _ = fs::remove_dir_all(&target);
+        let mut args = vec![
+            "--path",
+            a.to_str().unwrap(),
+            "--target",
+            target.to_str().unwrap(),
+        ];
+        if !stamp.is_empty() {
+            args.extend(["--date", stamp]);
+        }
+        restore(t).args(&args).status(0);
+        fs::read_to_string(target.join(a.strip_prefix("/").unwrap())).unwrap()
+    };
+    assert_eq!(read("2025-04-01"), "important a, second version");
+    assert_eq!(read("2025-04-01-031500"), "important a");
+    assert_eq!(
+        read(""),
+        "important a, third version",
+        "the newest by default"
+    );
+    assert_eq!(read("latest"), "important a, third version");
+
+    let out = restore(t)
+        .args(["--date", "2025-04-05", "--path", "~/.config"])
+        .status(1);
+    assert!(
+        out.stderr
+            .contains("no local snapshot matches --date 2025-04-05")
+            && out.stderr.contains(
+                "the nearest before is 2025-04-02-031500, 2025-04-01-221500 (none after)"
+            ),
+        "{}",
+        out.stderr
+    );
+    let out = restore(t)
+        .args([
+            "--source",
+            "external",
+            "--date",
+            "2025-04-01-120000",
+            "--path",
+            "~/.config",
+        ])
+        .status(1);
+    assert!(
+        out.stderr
+            .contains("the nearest after is 2025-04-01-221500, 2025-04-02-031500 (none before)"),
+        "{}",
+        out.stderr
+    );
+    let out = restore(t).args(["--date", "April 1st"]).status(2);
+    assert!(
+        out.stderr.contains("give a day (2025-04-01)"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn paths_may_be_tilde_relative_or_through_a_symlinked_source() {
+    let d = demo();
+    let t = &d.t;
+    let target = t.path("r");
+    let tgt = target.to_str().unwrap();
+    // `~` as typed (not expanded by a shell), and a path relative to the current directory.
+    restore(t)
+        .args(["--path", "~/.secrets", "--target", tgt])
+        .status(0);
+    let secrets = target.join(t.home().join(".secrets").strip_prefix("/").unwrap());
+    assert_eq!(fs::read_to_string(&secrets).unwrap(), "hunter2");
+    restore(t)
+        .args(["--path", "home/env.sh", "--target", tgt])
+        .status(0); // cwd is the test directory
+    assert!(
+        target
+            .join(t.home().join("env.sh").strip_prefix("/").unwrap())
+            .is_file()
+    );
+    // ~/data is a symlink to the real data directory: its alias finds the files, which land at their real path.
+    restore(t)
+        .args(["--path", "~/data/photos", "--target", tgt])
+        .status(0);
+    assert!(
+        target
+            .join(d.data.join("photos/p.jpg").strip_prefix("/").unwrap())
+            .is_file()
+    );
+    // The same from the drive.
+    let _ = fs::remove_dir_all(&target);
+    restore(t)
+        .args([
+            "--source",
+            "external",
+            "--path",
+            "~/data/photos",
+            "--target",
+            tgt,
+        ])
+        .status(0);
+    assert!(
+        target
+            .join(d.data.join("photos/p.jpg").strip_prefix("/").unwrap())
+            .is_file()
+    );
+
+    // Not there: the nearest existing paths are named.
+    for source in ["local", "external"] {
+        let out = restore(t)
+            .args([
+                "--source",
+                source,
+                "--path",
+                "~/data/projects/importnt",
+                "--target",
+                tgt,
+            ])
+            .status(1);
+        let want = d.data.join("projects/important");
+        assert!(
+            out.stderr.contains("is not in")
+                && out
+                    .stderr
+                    .contains(&format!("the nearest there: {}", want.display())),
+            "{source}: {}",
+            out.stderr
+        );
+    }
+    let out = restore(t)
+        .args(["--path", "/etc/passwd", "--target", tgt])
+        .status(1);
+    assert!(
+        out.stderr
+            .contains("it is under none of the backed-up sources"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn set_restricts_and_unknown_sets_are_refused() {
+    let d = demo();
+    let t = &d.t;
+    let target = t.path("r");
+    restore(t)
+        .args(["--set", "config", "--target", target.to_str().unwrap()])
+        .status(0);
+    assert!(
+        target
+            .join(t.home().join(".secrets").strip_prefix("/").unwrap())
+            .is_file()
+    );
+    assert!(
+        !target.join(d.data.strip_prefix("/").unwrap()).exists(),
+        "only the config set"
+    );
+    let out = restore(t)
+        .args(["--set", "music", "--path", "~/x"])
+        .status(2);
+    assert!(
+        out.stderr.contains("no backup set named \"music\""),
+        "{}",
+        out.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Restoring
+
+#[test]
+fn a_restored_directory_is_identical_to_the_source_at_backup_time() {
+    let d = demo();
+    let t = &d.t;
+    for source in ["local", "external"] {
+        let target = t.path(&format!("r-{source}"));
+        restore(t)
+            .args([
+                "--source",
+                source,
+                "--date",
+                "2025-04-01",
+                "--path",
+                "~/data/projects/important",
+                "--path",
+                "~/.config",
+                "--target",
+                target.to_str().unwrap(),
+            ])
+            .status(0);
+        let got = tree(&target.join(d.data.join("projects/important").strip_prefix("/").unwrap()));
+        assert_same_tree(&got, &d.at_backup["important"]);
+        let got = tree(&target.join(t.home().join(".config").strip_prefix("/").unwrap()));
+        assert_same_tree(&got, &d.at_backup["config"]);
+        // The hard link whose first name (photos/p.jpg) was not restored is a file of its own.
+        let also = target.join(
+            d.data
+                .join("projects/important/also-photo")
+                .strip_prefix("/")
+                .unwrap(),
+        );
+        assert_eq!(fs::read(&also).unwrap(), b"jpeg bytes");
+    }
+}
+
+#[test]
+fn restoring_to_the_original_location_touches_nothing_else() {
+    let d = demo();
+    let t = &d.t;
+    let important = d.data.join("projects/important");
+    fs::remove_dir_all(&important).unwrap();
+    let other = d.data.join("projects/other");
+    let before_other = snapshot_of(&other);
+    let projects_meta = fs::metadata(d.data.join("projects")).unwrap();
+    restore(t)
+        .args([
+            "--date",
+            "2025-04-01",
+            "--path",
+            "~/data/projects/important",
+        ])
+        .status(0);
+    assert_same_tree(&tree(&important), &d.at_backup["important"]);
+    assert_eq!(snapshot_of(&other), before_other);
+    let after = fs::metadata(d.data.join("projects")).unwrap();
+    assert_eq!(
+        (after.mode(), after.uid()),
+        (projects_meta.mode(), projects_meta.uid()),
+        "the existing parent keeps its mode"
+    );
+
+    // A missing parent comes back with its mode and mtime from the backup.
+    fs::remove_dir_all(d.data.join("projects")).unwrap();
+    restore(t)
+        .args([
+            "--source",
+            "external",
+            "--path",
+            "~/data/projects/other/c.txt",
+        ])
+        .status(0);
+    assert_eq!(
+        fs::read_to_string(d.data.join("projects/other/c.txt")).unwrap(),
+        "other c"
+    );
+    assert!(!important.exists(), "only what was asked for");
+}
+
+#[test]
+fn files_are_copied_out_of_a_snapshot_never_linked() {
+    let d = demo();
+    let t = &d.t;
+    let target = t.path("r");
+    restore(t)
+        .args(["--path", "~/.secrets", "--target", target.to_str().unwrap()])
+        .status(0);
+    let restored = target.join(t.home().join(".secrets").strip_prefix("/").unwrap());
+    assert_eq!(fs::metadata(&restored).unwrap().nlink(), 1);
+    assert_eq!(fs::metadata(&restored).unwrap().mode() & 0o7777, 0o600);
+    fs::write(&restored, "edited").unwrap();
+    let snap = t
+        .root()
+        .join("config-2025-04-02-031500")
+        .join(t.home().join(".secrets").strip_prefix("/").unwrap());
+    assert_eq!(
+        fs::read_to_string(snap).unwrap(),
+        "hunter2",
+        "the backup is untouched"
+    );
+}
+
+#[test]
+fn a_dry_run_prints_the_plan_and_writes_nothing() {
+    let d = demo();
+    let t = &d.t;
+    // Some changes at the original location: one file edited, one removed, one new (not in the backup).
+    t.write("home/.config/app/state", "changed");
+    fs::remove_file(t.home().join(".config/app/settings.json")).unwrap();
+    t.write("home/.config/app/new-file", "not in the backup");
+    let before = snapshot_of(t.dir.path());
+    for source in ["local", "external"] {
+        let out = restore(t)
+            .args([
+                "--dry-run",
+                "--source",
+                source,
+                "--date",
+                "2025-04-01",
+                "--path",
+                "~/.config/app",
+            ])
+            .status(0);
+        assert_eq!(
+            snapshot_of(t.dir.path()),
+            before,
+            "{source}: nothing written"
+        );
+        if source == "local" {
+            insta::with_settings!({ filters => filters() }, {
+                insta::assert_snapshot!("dry_run_plan", without_tmp(t, &out.stdout));
+            });
+        }
+        let json = restore(t)
+            .args([
+                "--dry-run",
+                "--json",
+                "--source",
+                source,
+                "--path",
+                "~/.config/app",
+            ])
+            .status(0);
+        let v: serde_json::Value = json.json();
+        let counts = &v["restores"][0]["plan"]["counts"];
+        assert_eq!(counts["create"]["entries"], 1, "{source}: {counts}");
+        assert_eq!(
+            counts["replace"]["entries"], 2,
+            "{source}: the file and its directory's mtime: {counts}"
+        );
+        assert!(
+            counts["unchanged"]["entries"].as_u64().unwrap() >= 3,
+            "{source}: {counts}"
+        );
+        assert_eq!(v["dry_run"], true);
+    }
+    // Into a target that does not exist: nothing is made.
+    let target = t.path("never");
+    restore(t)
+        .args([
+            "--dry-run",
+            "--path",
+            "~/.config",
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .status(0);
+    assert!(!target.exists());
+}
+
+#[test]
+fn overwrite_policies_and_files_absent_from_the_backup() {
+    let d = demo();
+    let t = &d.t;
+    let app = t.home().join(".config/app");
+    t.write("home/.config/app/state", "changed");
+    t.write("home/.config/app/new-file", "mine");
+    restore(t)
+        .args(["--path", "~/.config/app", "--overwrite", "never"])
+        .status(0);
+    assert_eq!(
+        fs::read_to_string(app.join("state")).unwrap(),
+        "changed",
+        "never keeps it"
+    );
+    restore(t).args(["--path", "~/.config/app"]).status(0);
+    assert_eq!(
+        fs::read_to_string(app.join("state")).unwrap(),
+        "1",
+        "if-changed replaces it"
+    );
+    assert_eq!(
+        fs::read_to_string(app.join("new-file")).unwrap(),
+        "mine",
+        "left alone"
+    );
+    let ino = fs::metadata(app.join("state")).unwrap().ino();
+    restore(t).args(["--path", "~/.config/app"]).status(0);
+    assert_eq!(
+        fs::metadata(app.join("state")).unwrap().ino(),
+        ino,
+        "unchanged: not rewritten"
+    );
+    restore(t)
+        .args(["--path", "~/.config/app", "--overwrite", "always"])
+        .status(0);
+    assert_ne!(
+        fs::metadata(app.join("state")).unwrap().ino(),
+        ino,
+        "always rewrites"
+    );
+    // --compare content tells an identical file with another mtime.
+    set_mtime(&app.join("state"), 1, 0);
+    let out = restore(t)
+        .args([
+            "--dry-run",
+            "--json",
+            "--source",
+            "external",
+            "--path",
+            "~/.config/app/state",
+            "--compare",
+            "content",
+        ])
+        .status(0);
+    let v: serde_json::Value = out.json();
+    assert_eq!(
+        v["restores"][0]["plan"]["counts"]["unchanged"]["entries"], 1,
+        "{v}"
+    );
+}
+
+#[test]
+fn the_target_keeps_the_absolute_structure_and_may_not_be_a_backup() {
+    let d = demo();
+    let t = &d.t;
+    let target = t.path("restored");
+    let out = restore(t)
+        .args([
+            "--source", "external", "--path", "~/env.sh", "--target", "restored",
+        ])
+        .status(0);
+    assert!(out.stdout.contains("created"), "{}", out.stdout);
+    let file = target.join(t.home().join("env.sh").strip_prefix("/").unwrap());
+    assert_eq!(fs::read_to_string(&file).unwrap(), "export A=1\n");
+    assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, 0o755);
+    let into_backups = t.root().join("x");
+    let out = restore(t)
+        .args([
+            "--path",
+            "~/env.sh",
+            "--target",
+            into_backups.to_str().unwrap(),
+        ])
+        .status(2);
+    assert!(
+        out.stderr.contains("would change a backup"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn json_of_a_restore_says_what_was_done() {
+    let d = demo();
+    let t = &d.t;
+    let target = t.path("r");
+    let out = restore(t)
+        .args([
+            "--json",
+            "--source",
+            "external",
+            "--path",
+            "~/.config",
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .status(0);
+    let v: serde_json::Value = out.json();
+    assert_eq!(v["source"], "external");
+    assert_eq!(v["backup"], "2025-04-02-031500");
+    let s = &v["restores"][0]["summary"];
+    assert!(
+        s["counts"]["create"]["entries"].as_u64().unwrap() > 5,
+        "{s}"
+    );
+    assert_eq!(s["refusals"].as_array().unwrap().len(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reading the drive
+
+/// Breaks the header of every entry but `keep` in an archive (its checksum field), so that any reader that scans
+/// the archive fails, while one that seeks through the index to `keep` does not.
+fn break_every_header_but(archive: &Path, index: &Path, keep: &[u8]) {
+    let mut bytes = fs::read(archive).unwrap();
+    let text = fs::read_to_string(index).unwrap();
+    let mut reader = archive::IndexReader::new(text.as_bytes()).unwrap();
+    while let Some(e) = reader.next_entry().unwrap() {
+        if e.path != keep {
+            let h = e.header_offset as usize;
+            bytes[h + 148..h + 156].copy_from_slice(b"0000000\0");
+        }
+    }
+    fs::write(archive, bytes).unwrap();
+}
+
+#[test]
+fn a_file_is_reached_through_the_index_not_by_scanning() {
+    let d = demo();
+    let t = &d.t;
+    let dir = d.drive.join("backups/2025-04-02-031500");
+    let b = d.data.join("projects/important/sub/b.txt");
+    let name = b
+        .strip_prefix("/")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    break_every_header_but(&dir.join("data.tar"), &dir.join("data.index.jsonl"), &name);
+    let target = t.path("r");
+    restore(t)
+        .args([
+            "--source",
+            "external",
+            "--path",
+            b.to_str().unwrap(),
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .status(0);
+    assert_eq!(
+        fs::read_to_string(target.join(&*String::from_utf8_lossy(&name))).unwrap(),
+        "important b"
+    );
+    // Verification reads everything, and finds the damage.
+    let out = restore(t)
+        .args(["--source", "external", "--verify"])
+        .status(1);
+    assert!(out.stderr.contains("data.tar"), "{}", out.stderr);
+}
+
+#[test]
+fn an_archive_without_an_index_restores_by_scanning() {
+    let d = demo();
+    let t = &d.t;
+    // GNU tar's archive of a snapshot, in a backup directory of its own, with only a sums file.
+    let dir = t.path("gnu/backups/2025-03-01-120000");
+    fs::create_dir_all(&dir).unwrap();
+    let snap = t.root().join("data-2025-04-01-221500");
+    let status = std::process::Command::new("tar")
+        .args([
+            "--format=posix",
+            "-cf",
+            dir.join("data.tar").to_str().unwrap(),
+            "-C",
+            snap.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sums = format!(
+        "{}  data.tar\n",
+        Digest::of_bytes(&fs::read(dir.join("data.tar")).unwrap())
+    );
+    fs::write(dir.join("verification.sha256"), sums).unwrap();
+    let target = t.path("r");
+    let drive = t.path("gnu");
+    let out = restore(t)
+        .args([
+            "--source",
+            "external",
+            "--drive",
+            drive.to_str().unwrap(),
+            "--date",
+            "2025-03-01-120000",
+            "--path",
+            "~/data/projects/important",
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .status(0);
+    assert!(
+        out.stderr.contains("has no index: it is read by scanning"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("not known to be verified"),
+        "{}",
+        out.stderr
+    );
+    let got = tree(&target.join(d.data.join("projects/important").strip_prefix("/").unwrap()));
+    assert_same_tree(&got, &d.at_backup["important"]);
+    // An unverified backup is chosen only by its exact stamp.
+    let out = restore(t)
+        .args([
+            "--source",
+            "external",
+            "--drive",
+            drive.to_str().unwrap(),
+            "--path",
+            "~/.config",
+        ])
+        .status(1);
+    assert!(out.stderr.contains("no verified backup"), "{}", out.stderr);
+    // It verifies against its sums.
+    restore(t)
+        .args([
+            "--source",
+            "external",
+            "--drive",
+            dir.to_str().unwrap(),
+            "--date",
+            "2025-03-01-120000",
+            "--verify",
+        ])
+        .status(0);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Verify
+
+fn verify(t: &Test, extra: &[&str]) -> Output {
+    let mut args = vec!["--source", "external", "--date", "2025-04-01", "--verify"];
+    args.extend(extra);
+    restore(t).args(args).output()
+}
+
+#[test]
+fn an_intact_backup_verifies_and_reports_what_a_restore_would_write() {
+    let d = demo();
+    let t = &d.t;
+    let out = verify(t, &[]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    insta::with_settings!({ filters => filters() }, {
+        insta::assert_snapshot!("verify_intact", without_tmp(t, &out.stdout));
+    });
+    let r: VerifyReport = verify(t, &["--json"]).json();
+    assert!(r.intact && r.problems.is_empty());
+    assert_eq!(r.backup, "2025-04-01-221500");
+    assert!(r.sums.as_ref().unwrap().ok && r.sums.as_ref().unwrap().checked == 5);
+    assert_eq!(r.sets.len(), 2);
+    assert!(r.sets.iter().all(|s| s.ok && s.indexed));
+    assert!(r.files >= 10 && r.bytes > 1 << 20, "{r:?}");
+    // With --path, the list of what a restore would write is narrowed; with -v it lists every entry.
+    let r: VerifyReport = verify(
+        t,
+        &["--json", "-v", "--path", "~/data/projects/important/sub"],
+    )
+    .json();
+    assert!(r.intact);
+    assert_eq!(r.would_restore.len(), 1);
+    let w = &r.would_restore[0];
+    assert_eq!(w.path, d.data.join("projects/important/sub"));
+    assert_eq!((w.entries, w.files), (4, 3), "{w:?}");
+    assert_eq!(w.list.len(), 4);
+}
+
+#[test]
+fn a_flipped_byte_makes_verify_fail_naming_the_archive_and_the_entry() {
+    let d = demo();
+    let t = &d.t;
+    let tar = d.drive.join("backups/2025-04-01-221500/data.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    let at = bytes.windows(11).position(|w| w == b"important b").unwrap();
+    bytes[at + 3] ^= 0x01;
+    fs::write(&tar, bytes).unwrap();
+    let out = verify(t, &[]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let entry = d.data.join("projects/important/sub/b.txt");
+    let entry = entry.strip_prefix("/").unwrap().display().to_string();
+    assert!(
+        out.stderr
+            .contains(&format!("{}: entry {entry}", tar.display()))
+            && out.stderr.contains("content sha256"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.contains("result: NOT intact"), "{}", out.stdout);
+    // The other backup is still intact.
+    restore(t)
+        .args(["--source", "external", "--date", "2025-04-02", "--verify"])
+        .status(0);
+    // Restoring the damaged file refuses to write it.
+    let out = restore(t)
+        .args([
+            "--source",
+            "external",
+            "--date",
+            "2025-04-01",
+            "--path",
+            &format!("/{entry}"),
+            "--target",
+            "r",
+        ])
+        .status(1);
+    assert!(
+        out.stdout.contains("does not match the sha256"),
+        "{}",
+        out.stdout
+    );
+    assert!(!t.path("r").join(&entry).exists());
+}
+
+#[test]
+fn verify_detects_truncation_a_missing_or_edited_sums_file_and_an_index_that_disagrees() {
+    let d = demo();
+    let t = &d.t;
+    let dir = d.drive.join("backups/2025-04-01-221500");
+    let pristine: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let b = fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    let reset = || {
+        for (p, b) in &pristine {
+            fs::write(p, b).unwrap();
+        }
+    };
+    let fails = |what: &str, needle: &str| {
+        let out = verify(t, &[]);
+        assert_eq!(out.code, 1, "{what}: {}\n{}", out.stdout, out.stderr);
+        assert!(out.stderr.contains(needle), "{what}: {}", out.stderr);
+    };
+
+    // Truncated archive.
+    let tar = dir.join("config.tar");
+    let len = fs::metadata(&tar).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&tar)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    fails("truncated", "config.tar");
+    reset();
+
+    // Missing sums file.
+    fs::remove_file(dir.join("verification.sha256")).unwrap();
+    fails("missing sums", "verification.sha256: is missing");
+    reset();
+
+    // An edited sums file: a hash changed, or a line removed.
+    let sums = fs::read_to_string(dir.join("verification.sha256")).unwrap();
+    let edited: String = sums
+        .lines()
+        .map(|l| {
+            if l.ends_with("  data.index.jsonl") {
+                format!("{}{}", "0".repeat(64), &l[64..])
+            } else {
+                l.to_string()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    fs::write(dir.join("verification.sha256"), edited).unwrap();
+    fails("edited sums", "data.index.jsonl: its sha256 is");
+    let fewer: String = sums
+        .lines()
+        .filter(|l| !l.ends_with("  data.tar"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(dir.join("verification.sha256"), fewer).unwrap();
+    fails(
+        "a line removed",
+        "data.tar: is not listed in verification.sha256",
+    );
+    reset();
+
+    // An index that disagrees with the archive (and a sums file made to match it).
+    let index = dir.join("config.index.jsonl");
+    let text = fs::read_to_string(&index).unwrap();
+    let edited = text.replacen("\"mode\":384", "\"mode\":420", 1);
+    assert_ne!(text, edited, "the 0600 .secrets is in the index");
+    fs::write(&index, &edited).unwrap();
+    let sums: String = fs::read_to_string(dir.join("verification.sha256"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.ends_with("  config.index.jsonl") {
+                format!(
+                    "{}  config.index.jsonl\n",
+                    Digest::of_bytes(edited.as_bytes())
+                )
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(dir.join("verification.sha256"), sums).unwrap();
+    fails(
+        "index",
+        "mode differs: the index says 0644, the archive has 0600",
+    );
+    reset();
+    assert_eq!(verify(t, &[]).code, 0, "intact again");
+}
+
+#[test]
+fn local_verify_checks_the_snapshot_and_its_drive_backup() {
+    let d = demo();
+    let t = &d.t;
+    let out = restore(t)
+        .args(["--source", "local", "--date", "2025-04-01", "--verify"])
+        .status(0);
+    assert!(
+        out.stdout
+            .contains("compared with backup 2025-04-01-221500 on T9"),
+        "{}",
+        out.stdout
+    );
+    // A snapshot file changed behind dbackup's back (all hard-linked snapshots share it).
+    let f = t.root().join("config-2025-04-01-221500").join(
+        t.home()
+            .join(".config/app/state")
+            .strip_prefix("/")
+            .unwrap(),
+    );
+    let mut file = fs::OpenOptions::new().write(true).open(&f).unwrap();
+    file.write_all(b"2").unwrap();
+    drop(file);
+    let out = restore(t)
+        .args(["--source", "local", "--date", "2025-04-01", "--verify"])
+        .status(1);
+    assert!(
+        out.stderr
+            .contains("differs from the drive backup made from it")
+            && out.stderr.contains(".config/app/state"),
+        "{}",
+        out.stderr
+    );
+    // An unreadable file is a problem too.
+    let g = t
+        .root()
+        .join("data-2025-04-02-031500")
+        .join(d.data.join("photos/p.jpg").strip_prefix("/").unwrap());
+    fs::remove_file(&g).unwrap();
+    let out = restore(t)
+        .args([
+            "--source",
+            "local",
+            "--date",
+            "2025-04-02",
+            "--set",
+            "data",
+            "--verify",
+        ])
+        .status(1);
+    assert!(
+        out.stderr.contains("missing from the snapshot"),
+        "{}",
+        out.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Hostile archives: each in a drive backup whose sums match, so that it reaches the restore itself.
+
+/// One raw tar entry: the name and link are written into the header as they are (no checks, no normalisation).
+fn raw_entry(name: &[u8], typ: u8, link: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    {
+        let old = h.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name);
+        old.linkname[..link.len()].copy_from_slice(link);
+    }
+    h.set_mode(if typ == b'5' { 0o755 } else { 0o644 });
+    h.set_size(data.len() as u64);
+    h.set_mtime(1_700_000_000);
+    h.set_entry_type(tar::EntryType::new(typ));
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out
+}
+
+/// A drive with one backup holding the set `evil` made of `entries`.
+fn hostile_drive(t: &Test, entries: &[Vec<u8>]) -> PathBuf {
+    let drive = t.path("evil-drive");
+    let dir = drive.join("backups/2025-04-01-031500");
+    fs::create_dir_all(&dir).unwrap();
+    let mut tar = entries.concat();
+    tar.extend_from_slice(&[0u8; 1024]);
+    fs::write(dir.join("evil.tar"), &tar).unwrap();
+    let sha = Digest::of_bytes(&tar);
+    let set = serde_json::json!({
+        "set": "evil", "snapshot": "evil-2025-04-01-031500", "snapshot_complete": true, "sources": [],
+        "archive": [{ "name": "evil.tar", "bytes": tar.len(), "sha256": sha.to_string() }], "index": [],
+        "tar_bytes": tar.len(), "tar_sha256": sha.to_string(), "entries": entries.len(), "files": 1,
+        "file_bytes": 0, "hard_links": 0
+    });
+    write_metadata_and_sums(
+        &dir,
+        "2025-04-01-031500",
+        vec![set],
+        vec![SumLine {
+            sha256: sha,
+            name: b"evil.tar".to_vec(),
+        }],
+    );
+    drive
+}
+
+/// Restores the evil backup into `<tmp>/target`; it must exit 1 saying what was refused, and write nothing at all.
+#[track_caller]
+fn assert_refused(t: &Test, drive: &Path, why: &str) -> Output {
+    let before = snapshot_of(t.dir.path());
+    let out = restore(t)
+        .args([
+            "--source",
+            "external",
+            "--drive",
+            drive.to_str().unwrap(),
+            "--date",
+            "2025-04-01",
+            "--target",
+            t.path("target").to_str().unwrap(),
+        ])
+        .status(1);
+    assert!(
+        out.stderr.contains("refused") && out.stderr.contains(why),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("nothing was restored"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        snapshot_of(t.dir.path()),
+        before,
+        "nothing written anywhere"
+    );
+    out
+}
+
+#[test]
+fn hostile_dotdot_names_are_refused() {
+    let t = Test::new().config(&config(""));
+    let drive = hostile_drive(
+        &t,
+        &[
+            raw_entry(b"ok.txt", b'0', b"", b"fine"),
+            raw_entry(b"../escaped.txt", b'0', b"", b"evil"),
+        ],
+    );
+    assert_refused(&t, &drive, "`..` component");
+    assert!(!t.path("escaped.txt").exists());
+    // The dry run shows it too, and the verification fails on it.
+    let out = restore(&t)
+        .args([
+            "--dry-run",
+            "--source",
+            "external",
+            "--drive",
+            drive.to_str().unwrap(),
+            "--target",
+            "target",
+        ])
+        .status(1);
+    assert!(
+        out.stdout.contains("refuse     ../escaped.txt"),
+        "{}",
+        out.stdout
+    );
+    let out = restore(&t)
+        .args([
+            "--source",
+            "external",
+            "--drive",
+            drive.to_str().unwrap(),
+            "--verify",
+        ])
+        .status(1);
+    assert!(
+        out.stderr.contains("a restore would refuse it"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn hostile_absolute_names_are_refused() {
+    let t = Test::new().config(&config(""));
+    let outside = format!("/tmp/dbackup-hostile-{}", std::process::id());
+    let drive = hostile_drive(&t, &[raw_entry(outside.as_bytes(), b'0', b"", b"evil")]);
+    assert_refused(&t, &drive, "the name is absolute");
+    assert!(!Path::new(&outside).exists());
+}
+
+#[test]
+fn hostile_symlink_then_a_file_through_it_is_refused() {
+    let t = Test::new().config(&config(""));
+    let outside = t.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let drive = hostile_drive(
+        &t,
+        &[
+            raw_entry(b"door", b'2', outside.to_str().unwrap().as_bytes(), b""),
+            raw_entry(b"door/planted.txt", b'0', b"", b"evil"),
+        ],
+    );
+    assert_refused(&t, &drive, "is a symlink in the backup");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+#[test]
+fn hostile_hard_link_to_etc_passwd_is_refused() {
+    let t = Test::new().config(&config(""));
+    let before = fs::metadata("/etc/passwd").unwrap();
+    let drive = hostile_drive(&t, &[raw_entry(b"passwd", b'1', b"/etc/passwd", b"")]);
+    assert_refused(&t, &drive, "hard link to `/etc/passwd`");
+    let after = fs::metadata("/etc/passwd").unwrap();
+    assert_eq!(
+        (after.ino(), after.nlink(), after.mtime()),
+        (before.ino(), before.nlink(), before.mtime())
+    );
+}
+
+#[test]
+fn a_symlink_planted_in_the_target_is_never_written_through() {
+    let t = Test::new().config(&config(""));
+    let outside = t.path("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::create_dir_all(t.path("target")).unwrap();
+    std::os::unix::fs::symlink(&outside, t.path("target/docs")).unwrap();
+    let drive = hostile_drive(
+        &t,
+        &[
+            raw_entry(b"docs/report.txt", b'0', b"", b"benign"),
+            raw_entry(b"other.txt", b'0', b"", b"fine"),
+        ],
+    );
+    assert_refused(&t, &drive, "`docs` is a symlink at the destination");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    // --skip-refused restores the rest and still fails.
+    let out = restore(&t)
+        .args([
+            "--source",
+            "external",
+            "--drive",
+            drive.to_str().unwrap(),
+            "--target",
+            "target",
+            "--skip-refused",
+        ])
+        .status(1);
+    assert!(out.stdout.contains("refused"), "{}", out.stdout);
+    assert_eq!(
+        fs::read_to_string(t.path("target/other.txt")).unwrap(),
+        "fine"
+    );
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Command line
+
+#[test]
+fn contradictory_options_are_usage_errors() {
+    let t = Test::new().config(&config(""));
+    for (args, needle) in [
+        (&["--list", "--path", "/x"][..], "--list shows backups"),
+        (&["--verify", "--target", "/x"][..], "takes no --target"),
+        (
+            &["--source", "local", "--drive", "/x"][..],
+            "--drive names a drive",
+        ),
+        (&["--path", "~bob/x"][..], "another user's home"),
+    ] {
+        let out = restore(&t).args(args).status(2);
+        assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
+    }
+    let help = restore(&t).args(["--help"]).status(0);
+    assert!(help.stdout.contains("docs/RESTORE.md"), "{}", help.stdout);
+}
