@@ -236,7 +236,10 @@ impl Read for PartHasher {
                 let Some((path, _)) = self.parts.get(self.next) else {
                     return Ok(0);
                 };
-                self.file = Some((File::open(path)?, Sha256::new(), 0));
+                let file = File::open(path)?;
+                // Read what is on the drive, not what the page cache remembers of it.
+                let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+                self.file = Some((file, Sha256::new(), 0));
             }
             let (file, hasher, count) = self.file.as_mut().expect("opened");
             let n = file.read(buf)?;

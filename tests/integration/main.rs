@@ -13,3 +13,4 @@ mod config;
 mod restore;
 mod t9;
 mod t9_media;
+mod t9_restore;
