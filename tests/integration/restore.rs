@@ -1566,3 +1566,102 @@ fn contradictory_options_are_usage_errors() {
     let help = restore(&t).args(["--help"]).status(0);
     assert!(help.stdout.contains("docs/RESTORE.md"), "{}", help.stdout);
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The restoration guide
+
+/// The guide's shell blocks tagged `sh tar-only`, in order.
+fn guide_blocks() -> Vec<String> {
+    let guide =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/RESTORE.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in guide.lines() {
+        match &mut current {
+            None if line.trim() == "```sh tar-only" => current = Some(String::new()),
+            Some(block) if line.trim() == "```" => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    assert!(current.is_none(), "an unterminated block");
+    blocks
+}
+
+#[test]
+fn the_guide_restores_with_nothing_but_tar_and_sha256sum() {
+    let d = demo();
+    let t = &d.t;
+    let blocks = guide_blocks();
+    assert!(blocks.len() >= 5, "{blocks:?}");
+    let all = blocks.concat();
+    for needle in ["sha256sum -c verification.sha256", "tar -xpf", "-C /"] {
+        assert!(all.contains(needle), "the guide uses {needle}");
+    }
+    assert!(!all.contains("dbackup"), "tar-only blocks need no dbackup");
+    // The originals are gone: only the guide brings them back.
+    let home = t.home();
+    for p in [".config", ".secrets", "env.sh"] {
+        let p = home.join(p);
+        if p.is_dir() {
+            fs::remove_dir_all(&p).unwrap();
+        } else {
+            fs::remove_file(&p).unwrap();
+        }
+    }
+    fs::remove_dir_all(&d.data).unwrap();
+    let scratch = t.path("scratch");
+    // `sudo` is the identity here (the test owns everything it restores).
+    let script = format!("set -eu\nsudo() {{ \"$@\"; }}\n{all}");
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("USER", "tester")
+        .env("DRIVE", &d.drive)
+        .env("DEST", &scratch)
+        .env("DATA", &d.data)
+        .current_dir(t.dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("newest backup: 2025-04-02-031500"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("data.tar: OK") && stdout.contains("backup.json: OK"),
+        "{stdout}"
+    );
+
+    // In place and in the scratch directory: exactly what the backup holds.
+    let snap = |set: &str, p: &Path| {
+        tree(
+            &t.root()
+                .join(format!("{set}-2025-04-02-031500"))
+                .join(p.strip_prefix("/").unwrap()),
+        )
+    };
+    for (set, p) in [
+        ("config", home.join(".config")),
+        ("config", home.join(".secrets")),
+        ("data", d.data.clone()),
+    ] {
+        let want = snap(set, &p);
+        assert_same_tree(&tree(&p), &want);
+        assert_same_tree(&tree(&scratch.join(p.strip_prefix("/").unwrap())), &want);
+    }
+    assert_eq!(
+        fs::metadata(home.join(".secrets")).unwrap().mode() & 0o777,
+        0o600
+    );
+}
