@@ -177,7 +177,10 @@ enum Chosen {
     /// Per set, its snapshot chosen by the date.
     Local { snapshots: Vec<Snapshot> },
     /// One backup directory on a drive.
-    External { drive: Drive, backup: DriveBackup },
+    External {
+        drive: Box<Drive>,
+        backup: Box<DriveBackup>,
+    },
 }
 
 impl Chosen {
@@ -331,9 +334,13 @@ fn choose_external(
             {
                 return Err(failed(format!("backup {} has no set {set}", b.name)));
             }
+            let backup = match &args.set {
+                Some(set) => b.only(set),
+                None => (*b).clone(),
+            };
             Ok(Chosen::External {
-                drive: (*d).clone(),
-                backup: (*b).clone(),
+                drive: Box::new((*d).clone()),
+                backup: Box::new(backup),
             })
         }
         Err(no) => {

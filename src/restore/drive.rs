@@ -54,6 +54,8 @@ pub struct DriveBackup {
     pub sets: Vec<DriveSet>,
     /// A backup being written (`.tmp-<stamp>-<pid>`): listed as incomplete, never restored from.
     pub in_progress: bool,
+    /// Sets left out by `--set` (see [`DriveBackup::only`]): their files are neither read nor checked.
+    pub excluded: Vec<String>,
 }
 
 impl DriveBackup {
@@ -68,6 +70,24 @@ impl DriveBackup {
     /// The bytes of its archives on the drive.
     pub fn bytes(&self) -> u64 {
         self.sets.iter().map(|s| s.archive_bytes).sum()
+    }
+
+    /// This backup with only the set `name` (the others recorded as excluded).
+    pub fn only(&self, name: &str) -> DriveBackup {
+        let mut b = self.clone();
+        let (keep, drop): (Vec<DriveSet>, Vec<DriveSet>) =
+            b.sets.into_iter().partition(|s| s.name == name);
+        b.sets = keep;
+        b.excluded = drop.into_iter().map(|s| s.name).collect();
+        b
+    }
+
+    /// Whether a file of this backup's directory belongs to an excluded set (`<set>.tar*`, `<set>.index.jsonl`).
+    pub fn is_excluded_file(&self, name: &[u8]) -> bool {
+        self.excluded.iter().any(|set| {
+            name.strip_prefix(set.as_bytes())
+                .is_some_and(|rest| rest.starts_with(b".tar") || rest == b".index.jsonl")
+        })
     }
 }
 
@@ -215,6 +235,7 @@ pub fn read_backup(path: &Path, name: &str, time: NaiveDateTime) -> DriveBackup 
         meta_error,
         sets,
         in_progress: false,
+        excluded: Vec::new(),
     }
 }
 
@@ -326,6 +347,7 @@ pub fn list(backups_dir: &Path) -> io::Result<DriveListing> {
                 ),
                 sets: sets_from_files(&entry.path()),
                 in_progress: true,
+                excluded: Vec::new(),
             });
         }
     }

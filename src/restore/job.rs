@@ -53,8 +53,8 @@ fn live_alias(abs: &Path) -> Option<PathBuf> {
     }
 }
 
-/// Finds each wanted absolute path in `sets`: under the sources (either of their names), else as it is. Sets are
-/// tried in order; `Ok` gives, per path, the set's index and the name inside it.
+/// Finds each wanted absolute path in `sets`: under the sources (either of their names: the first set that has it),
+/// else as it is (every set that has it). `Ok` gives the sets' indexes and the names inside them.
 pub fn resolve(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(usize, RelPath)>> {
     // Candidates per wanted path, in preference order.
     let mut candidates: Vec<Vec<(usize, RelPath)>> = Vec::new();
@@ -102,11 +102,22 @@ pub fn resolve(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(us
     }
     let mut out = Vec::new();
     for (abs, c) in wanted.iter().zip(&candidates) {
-        if let Some(hit) = c
+        let found: Vec<&(usize, RelPath)> = c
             .iter()
-            .find(|k| matches!(answers.get(k), Some(Lookup::Found(_))))
-        {
-            out.push(hit.clone());
+            .filter(|k| matches!(answers.get(*k), Some(Lookup::Found(_))))
+            .collect();
+        if let Some(first) = found.first() {
+            let by_source = sets
+                .iter()
+                .any(|s| locate_in_sources(abs, &s.sources).is_some());
+            if by_source {
+                out.push((*first).clone());
+            } else {
+                // Not under a source (`--path /home`, or no metadata): every set that has it.
+                for k in found.iter().filter(|k| k.1 == first.1) {
+                    out.push((*k).clone());
+                }
+            }
             continue;
         }
         let mut near: Vec<PathBuf> = Vec::new();
@@ -289,4 +300,77 @@ pub fn apply_all(
         }
     }
     (out, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::restore::safety::check_name;
+
+    fn n(s: &str) -> RelPath {
+        check_name(s.as_bytes(), None).unwrap()
+    }
+
+    #[test]
+    fn a_target_keeps_the_structure_and_restores_missing_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("t");
+        std::fs::create_dir_all(target.join("data")).unwrap();
+        let s = place(0, n("data/projects/important"), Some(&target)).unwrap();
+        assert_eq!(s.target, target);
+        assert!(s.strip.is_root());
+        assert_eq!(
+            s.ancestors,
+            [n("data/projects")],
+            "data exists, data/projects does not"
+        );
+        assert_eq!(
+            s.rename(&n("data/projects/important/a")),
+            b"data/projects/important/a"
+        );
+        // A symlink in the target is there: not an ancestor to make, so the planner walks it (and refuses it).
+        std::os::unix::fs::symlink("/etc", target.join("data/projects")).unwrap();
+        let s = place(0, n("data/projects/important"), Some(&target)).unwrap();
+        assert!(s.ancestors.is_empty());
+    }
+
+    #[test]
+    fn the_original_location_is_planned_from_the_deepest_existing_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(real.join("home/u")).unwrap();
+        // `alias` is a symlink to `home`, as /home -> /var/home would be: the system's own path is followed.
+        std::os::unix::fs::symlink(real.join("home"), real.join("alias")).unwrap();
+        let name = name_of(&real.join("alias/u/.config/app"));
+        let s = place(3, name.clone(), None).unwrap();
+        assert_eq!(s.set, 3);
+        assert_eq!(s.target, real.join("home/u"));
+        assert_eq!(s.strip, name_of(&real.join("alias/u")));
+        assert_eq!(s.ancestors, [name_of(&real.join("alias/u/.config"))]);
+        assert_eq!(s.rename(&name), b".config/app");
+        assert_eq!(
+            s.rename(&name_of(&real.join("alias/u/.config"))),
+            b".config"
+        );
+        let s = place(0, RelPath::root(), None).unwrap();
+        assert_eq!((s.target, s.strip), (PathBuf::from("/"), RelPath::root()));
+    }
+
+    #[test]
+    fn nested_selections_are_restored_once() {
+        let got = dedupe(vec![
+            (0, n("h/u/.config/app")),
+            (1, n("h/u/.config/app")),
+            (0, n("h/u/.config")),
+            (0, n("h/u/.configx")),
+        ]);
+        assert_eq!(
+            got,
+            [
+                (0, n("h/u/.config")),
+                (0, n("h/u/.configx")),
+                (1, n("h/u/.config/app"))
+            ]
+        );
+    }
 }

@@ -87,17 +87,14 @@ pub fn choose(times: &[NaiveDateTime], query: DateQuery) -> Result<usize, NoMatc
     if let Some(i) = found {
         return Ok(i);
     }
-    let (is_before, is_after): (
-        Box<dyn Fn(NaiveDateTime) -> bool>,
-        Box<dyn Fn(NaiveDateTime) -> bool>,
-    ) = match query {
-        DateQuery::Newest => (Box::new(|_| false), Box::new(|_| false)),
-        DateQuery::Day(d) => (
-            Box::new(move |t| t.date() < d),
-            Box::new(move |t| t.date() > d),
-        ),
-        DateQuery::Exact(x) => (Box::new(move |t| t < x), Box::new(move |t| t > x)),
+    // Where a backup lies relative to what was asked: before (Less) or after (Greater).
+    let side = |t: NaiveDateTime| match query {
+        DateQuery::Newest => std::cmp::Ordering::Equal,
+        DateQuery::Day(d) => t.date().cmp(&d),
+        DateQuery::Exact(x) => t.cmp(&x),
     };
+    let is_before = |t| side(t) == std::cmp::Ordering::Less;
+    let is_after = |t| side(t) == std::cmp::Ordering::Greater;
     let mut before: Vec<usize> = (0..times.len()).filter(|&i| is_before(times[i])).collect();
     before.sort_by_key(|&i| std::cmp::Reverse(times[i]));
     before.truncate(2);

@@ -375,6 +375,9 @@ pub fn verify_drive_backup(
         let mut names: Vec<&Vec<u8>> = sums.keys().collect();
         names.sort();
         for name in names {
+            if backup.is_excluded_file(name) {
+                continue; // another set's, left out by --set
+            }
             let shown = super::entry::show(name);
             if name.contains(&b'/') || name == b".." || name == b"." {
                 sums_ok = false;
@@ -667,10 +670,11 @@ fn scan_archive(
     Ok((n, f, b))
 }
 
-/// The content of a drive backup's index, by path: kind, size and sha256 of each entry.
-pub fn load_index(
-    index: &ArchiveFiles,
-) -> Result<HashMap<Vec<u8>, (archive::EntryKind, u64, Option<Digest>)>, String> {
+/// A drive backup's index by path: kind, size and sha256 of each entry.
+pub type IndexMap = HashMap<Vec<u8>, (archive::EntryKind, u64, Option<Digest>)>;
+
+/// Reads a drive backup's index into an [`IndexMap`].
+pub fn load_index(index: &ArchiveFiles) -> Result<IndexMap, String> {
     let r = index.open().map_err(|e| e.to_string())?;
     let mut reader =
         IndexReader::new(io::BufReader::with_capacity(1 << 20, r)).map_err(|e| e.to_string())?;

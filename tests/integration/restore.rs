@@ -670,6 +670,40 @@ fn set_restricts_and_unknown_sets_are_refused() {
         !target.join(d.data.strip_prefix("/").unwrap()).exists(),
         "only the config set"
     );
+    // From the drive too, and --verify reads only that set's archive.
+    let target = t.path("r2");
+    restore(t)
+        .args([
+            "--source",
+            "external",
+            "--set",
+            "config",
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .status(0);
+    assert!(
+        target
+            .join(t.home().join(".secrets").strip_prefix("/").unwrap())
+            .is_file()
+    );
+    assert!(
+        !target.join(d.data.strip_prefix("/").unwrap()).exists(),
+        "only the config set"
+    );
+    let r: VerifyReport = restore(t)
+        .args([
+            "--source", "external", "--set", "data", "--verify", "--json",
+        ])
+        .status(0)
+        .json();
+    assert_eq!(r.sets.len(), 1);
+    assert_eq!(r.sets[0].set, "data");
+    assert_eq!(
+        r.sums.unwrap().checked,
+        3,
+        "data.tar, data.index.jsonl, backup.json"
+    );
     let out = restore(t)
         .args(["--set", "music", "--path", "~/x"])
         .status(2);
