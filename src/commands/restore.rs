@@ -779,7 +779,19 @@ fn verify(
                 would_restore: Vec::new(),
                 intact: false,
             };
-            let mut tick = |_: u64| {};
+            let total: u64 = snapshots
+                .iter()
+                .filter_map(|s| s.metadata.as_ref().map(|m| m.stats.total_bytes))
+                .sum();
+            let mut seen = 0u64;
+            let mut tick = |n: u64| {
+                seen += n;
+                if let Some(b) = &bar
+                    && total > 0
+                {
+                    b.set_position((seen * 100 / total).min(100));
+                }
+            };
             for snap in snapshots {
                 // The newest verified drive backup made from this very snapshot.
                 let made = on_drives.iter().rev().find_map(|(d, b)| {

@@ -1,6 +1,6 @@
 //! Restore on the emulated exFAT T9 (root only): the seed's four command lines exactly as written, through the
 //! `backup-restore` name, on a demo backup (local snapshots plus backups on the drive); a byte flipped on the device
-//! behind the filesystem's back is found by `--verify`.
+//! behind the filesystem's back is found by `--verify`, and a read-only drive is read.
 //!
 //! The seed restores `/data/projects/important` to its original place, so those commands run in a private mount
 //! namespace whose `/` is a copy-on-write overlay of the real one, with `/data` bound to the test's own directory and
@@ -268,7 +268,7 @@ fn the_seed_command_lines_work_as_written() {
 }
 
 #[test]
-fn a_byte_flipped_on_the_drive_is_found_by_verify() {
+fn a_byte_flipped_on_a_read_only_drive_is_found_by_verify() {
     if !t9::require(&[Fs::Exfat]) {
         return;
     }
@@ -298,6 +298,10 @@ fn a_byte_flipped_on_the_drive_is_found_by_verify() {
             .args(["--source", "external", "--date", "2025-04-01", "--verify"])
             .output()
     };
+    let out = verify(&t);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    // The drive mounted read-only, as the guide recommends for a restore: it is read all the same.
+    t9.remount_ro();
     let out = verify(&t);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
 
