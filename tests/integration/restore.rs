@@ -340,9 +340,10 @@ pub fn tree(root: &Path) -> Tree {
     out
 }
 
-/// The source tree as the snapshot holds it. rsync -H makes a directory's late hard links after it has set the
-/// directory's mtime, so such directories carry the time of the copy in the snapshot (a collect matter, reported):
-/// directory mtimes are taken from the snapshot, and everything else must be equal already.
+/// The source tree as the snapshot holds it. rsync compares times at one-second precision, so a directory changed in
+/// the same second as the copy keeps the copy's sub-second time in the snapshot (`rsync --modify-window=-1` would
+/// keep nanoseconds; a collect matter, reported): directory mtimes are taken from the snapshot, and everything else
+/// must be equal already.
 pub fn as_backed_up(mut source: Tree, snapshot: &Tree) -> Tree {
     for (k, n) in source.iter_mut() {
         let s = snapshot
