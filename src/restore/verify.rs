@@ -830,7 +830,7 @@ pub fn verify_snapshot(
 
 /// The report for people: what was checked, what a restore would write, the problems, the verdict.
 pub fn render(r: &VerifyReport, list: bool) -> String {
-    use crate::ui::{bytes, count, counted};
+    use crate::ui::{bytes, counted};
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(
@@ -854,7 +854,7 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
         let how = match (&s.compared_with, s.indexed, r.source) {
             (Some(b), _, _) => format!("every file read and compared with {b}"),
             (None, _, Kept::Local) => {
-                "every file read (no drive backup of it is present to compare with)".into()
+                "every file read; no drive backup made from it is present to compare with".into()
             }
             (None, true, _) => "every entry checked against its index".into(),
             (None, false, _) => {
@@ -863,7 +863,7 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
         };
         let _ = writeln!(
             out,
-            "  {} ({}): {}, {}, {}: {} ({how})",
+            "  {} ({}): {}, {}, {}: {}; {how}",
             s.checked,
             s.set,
             counted(s.entries, "entry", "entries"),
@@ -884,10 +884,10 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
         for w in &r.would_restore {
             let _ = writeln!(
                 out,
-                "  {} ({}): {} entries, {}, {}",
+                "  {} ({}): {}, {}, {}",
                 w.path.display(),
                 w.set,
-                count(w.entries),
+                counted(w.entries, "entry", "entries"),
                 counted(w.files, "file", "files"),
                 bytes(w.bytes)
             );
