@@ -111,19 +111,27 @@ pub struct BackupArgs {
 
 const RESTORE_HELP: &str = "\
 Examples:
-  dbackup restore --list                                   # every backup, local and on present drives
-  dbackup restore --date 2025-04-01 --path ~/.config       # that day's newest snapshot, back where it was
-  dbackup restore --source external --path /data/x --target /tmp/r   # lands at /tmp/r/data/x
-  dbackup --dry-run restore --path ~/.secrets              # the plan: created, replaced, unchanged, skipped
-  dbackup restore --source external --date 2025-04-01 --verify       # check a backup, write nothing
-  dbackup restore --source external --drive /media/you/T9 --list     # a drive without a config
+  dbackup restore --list
+      every backup: the local snapshots and the backups on present drives
+  dbackup restore --date 2025-04-01 --path ~/.config
+      that day's newest snapshot of ~/.config, back where it was
+  dbackup restore --source external --path /data/x --target /tmp/r
+      from the drive's newest backup; lands at /tmp/r/data/x
+  dbackup --dry-run restore --path ~/.secrets
+      the plan: what would be created, replaced, left unchanged or skipped
+  dbackup restore --source external --date 2025-04-01 --verify
+      check that backup completely, write nothing
+  dbackup restore --drive /media/you/T9 --list
+      a drive, without any config
 
-Restores keep modes, mtimes, symlinks and hard links (and owners as root). Each file is written
-owner-only under a temporary name and renamed into place. Files at the destination that are not
-in the backup are left alone. An archive entry that would escape the target (`..`, absolute
-names, hard links outside, a symlink in the way) is refused, and then nothing is restored
-unless --skip-refused. Exit codes: 0 done (or intact), 1 refused, failed or damaged,
-2 bad arguments, 5 no drive present. The whole guide: docs/RESTORE.md.";
+Restores keep modes, mtimes, symlinks and hard links (and owners as root). Each file is
+written owner-only under a temporary name and renamed into place. Files at the destination
+that are not in the backup are left alone. An archive entry that would escape the target
+(`..`, absolute names, hard links outside, a symlink in the way, device files) is refused,
+and then nothing is restored unless --skip-refused.
+
+Exit codes: 0 done (or intact), 1 refused, failed or damaged, 2 bad arguments, 5 no drive
+present. The full restoration guide, with and without dbackup: docs/RESTORE.md.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
@@ -151,7 +159,8 @@ pub enum CompareBy {
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct RestoreArgs {
-    /// Where to restore from: local snapshots or the drive's archives (default: both for --list, local otherwise)
+    /// Where to restore from: local snapshots or the drive's archives (default: both for --list, external with
+    /// --drive, local otherwise)
     #[arg(long, value_enum)]
     pub source: Option<SourceKind>,
 
@@ -159,7 +168,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub list: bool,
 
-    /// A day (2025-04-01) selects that day's newest backup; a full stamp (2025-04-01-031500) exactly that one
+    /// A day (2025-04-01) selects that day's newest backup; a stamp (2025-04-01-031500) exactly that one;
+    /// default: the newest
     #[arg(long)]
     pub date: Option<String>,
 
