@@ -274,6 +274,47 @@ impl Demo {
     /// Prints the backup root and checks what the README promises.
     fn show(&self) -> Result<()> {
         heading(&format!("demo: the backup root {}", self.backups.display()));
+        self.list_backup_root()?;
+
+        heading("demo: what the second run shares with the first");
+        for set in ["data", "config"] {
+            if let [.., previous, newest] = &self.snapshots(set)?[..] {
+                let (files, shared, shared_bytes) = sharing(previous, newest);
+                println!(
+                    "  {}: {files} files; {shared} of them ({}) are hard links into {}",
+                    file_name(newest),
+                    human_bytes(shared_bytes),
+                    file_name(previous),
+                );
+            }
+        }
+
+        if let Some(newest) = self.snapshots("data")?.last() {
+            heading(&format!(
+                "demo: metadata beside the snapshot: {}.json",
+                file_name(newest)
+            ));
+            match self.metadata_of(newest) {
+                Some(meta) => println!("{meta}"),
+                None => println!("  (none found)"),
+            }
+        }
+
+        heading("demo: checks");
+        let checks = self.checks()?;
+        checks.finish()?;
+        println!(
+            "\nexplore:\n  ls -l {0}\n  HOME={1} {2} --config {3} --dry-run collect",
+            self.backups.display(),
+            self.home.display(),
+            self.bin.display(),
+            self.config.display()
+        );
+        Ok(())
+    }
+
+    /// One line per entry of the backup root: snapshots with their size, metadata files, links.
+    fn list_backup_root(&self) -> Result<()> {
         let mut entries: Vec<_> =
             std::fs::read_dir(&self.backups)?.collect::<std::io::Result<_>>()?;
         entries.sort_by_key(|e| e.file_name());
@@ -292,7 +333,11 @@ impl Demo {
             };
             println!("  {name:<34} {what}");
         }
+        Ok(())
+    }
 
+    /// What the README promises, checked on the two runs.
+    fn checks(&self) -> Result<Checks> {
         let mut checks = Checks::default();
         let data_roots = [self.data.as_path(), &self.home.join("data")];
         let home_roots = [self.home.as_path()];
@@ -302,104 +347,80 @@ impl Demo {
                 snaps.len() == 2,
                 format!("{set}: two snapshots ({} found)", snaps.len()),
             );
-            let latest = std::fs::read_link(self.backups.join(format!("{set}-latest"))).ok();
-            let newest = snaps.last().and_then(|s| s.file_name()).map(PathBuf::from);
+            let latest = std::fs::read_link(self.backups.join(format!("{set}-latest")))
+                .map(|l| l.display().to_string())
+                .unwrap_or_else(|_| "missing".into());
+            let newest = snaps.last().map(|s| file_name(s)).unwrap_or_default();
             checks.check(
-                latest.is_some()
-                    && latest.as_ref().map(|l| l.file_name())
-                        == newest.as_ref().map(|n| n.file_name()),
-                format!("{set}-latest points at the newest snapshot ({latest:?})"),
+                Path::new(&latest)
+                    .file_name()
+                    .is_some_and(|l| l.to_string_lossy() == newest),
+                format!("{set}-latest -> {latest}: the newest snapshot"),
             );
-            if let [previous, newest] = &snaps[..] {
-                let (files, shared, shared_bytes) = sharing(previous, newest);
-                println!(
-                    "  {set}: {files} files in {}, {shared} of them ({}) hard-linked to the previous snapshot",
-                    newest.file_name().unwrap_or_default().to_string_lossy(),
-                    human_bytes(shared_bytes)
-                );
-            }
         }
 
         let data = self.snapshots("data")?;
         let config = self.snapshots("config")?;
-        if let ([d1, d2], [_, c2]) = (&data[..], &config[..]) {
-            let at = |snap: &Path, rel: &str| Demo::in_snapshot(snap, &data_roots, rel);
-            let (ino1, _) = inode(&at(d1, "projects/beta/assets/model-2.bin"));
-            let (ino2, links2) = inode(&at(d2, "projects/beta/assets/model-2.bin"));
+        let ([d1, d2], [_, c2]) = (&data[..], &config[..]) else {
+            return Ok(checks);
+        };
+        let at = |snap: &Path, rel: &str| Demo::in_snapshot(snap, &data_roots, rel);
+        let model = "projects/beta/assets/model-2.bin";
+        let (ino1, _) = inode(&at(d1, model));
+        let (ino2, links2) = inode(&at(d2, model));
+        checks.check(
+            ino1 == ino2 && ino1 != 0 && links2 == 2,
+            format!("unchanged {model}: one inode in both snapshots ({ino1} / {ino2}), link count {links2}"),
+        );
+        let notes = "projects/alpha/notes.md";
+        let (n1, _) = inode(&at(d1, notes));
+        let (n2, nlinks) = inode(&at(d2, notes));
+        let latest_notes = std::fs::read_to_string(at(d2, notes)).unwrap_or_default();
+        checks.check(
+            n1 != n2 && nlinks == 1 && latest_notes.contains("second idea"),
+            format!("changed {notes}: a new copy (inodes {n1} / {n2}, link count {nlinks})"),
+        );
+        checks.check(
+            at(d2, "projects/alpha/src/new.rs").is_file(),
+            "added projects/alpha/src/new.rs: in the second snapshot",
+        );
+        checks.check(
+            at(d1, "projects/beta/old-draft.txt").is_file()
+                && !at(d2, "projects/beta/old-draft.txt").exists(),
+            "deleted projects/beta/old-draft.txt: in the first snapshot only",
+        );
+        for rel in [
+            "tmp/scratch.txt",
+            "download.tmp",
+            "projects/alpha/build.log",
+        ] {
             checks.check(
-                ino1 == ino2 && ino1 != 0 && links2 == 2,
-                format!("unchanged model-2.bin: one inode in both snapshots ({ino1} / {ino2}), link count {links2}"),
+                !at(d2, rel).exists(),
+                format!("excluded ~/data/{rel}: absent"),
             );
-            let (n1, _) = inode(&at(d1, "projects/alpha/notes.md"));
-            let (n2, nlinks) = inode(&at(d2, "projects/alpha/notes.md"));
-            let latest_notes =
-                std::fs::read_to_string(at(d2, "projects/alpha/notes.md")).unwrap_or_default();
-            checks.check(
-                n1 != n2 && nlinks == 1 && latest_notes.contains("second idea"),
-                format!("changed notes.md: a new copy (inodes {n1} / {n2}, link count {nlinks})"),
-            );
-            checks.check(
-                at(d2, "projects/alpha/src/new.rs").is_file(),
-                "added src/new.rs is in the second snapshot",
-            );
-            checks.check(
-                at(d1, "projects/beta/old-draft.txt").is_file()
-                    && !at(d2, "projects/beta/old-draft.txt").exists(),
-                "deleted old-draft.txt: in the first snapshot only",
-            );
-            for rel in [
-                "tmp/scratch.txt",
-                "download.tmp",
-                "projects/alpha/build.log",
-            ] {
-                checks.check(
-                    !at(d2, rel).exists(),
-                    format!("excluded ~/data/{rel} is absent"),
-                );
-            }
-
-            let home = |rel: &str| Demo::in_snapshot(c2, &home_roots, rel);
-            let cache = home(".config/Code/Cache");
-            let cached = std::fs::read_dir(&cache).map(|r| r.count()).unwrap_or(0);
-            checks.check(
-                cached == 0,
-                format!("excluded ~/.config/Code/Cache/* is absent ({cached} entries)"),
-            );
-            checks.check(
-                home(".config/Code/User/settings.json").is_file(),
-                "~/.config/Code/User/settings.json is kept",
-            );
-            checks.check(
-                home("env.sh").is_file(),
-                "~/env.sh is in the config snapshot",
-            );
-            let mode = std::fs::symlink_metadata(home(".secrets"))
-                .map(|m| m.permissions().mode() & 0o7777)
-                .unwrap_or(0);
-            checks.check(
-                mode == 0o600,
-                format!("~/.secrets is {mode:04o} in the snapshot (0600 expected)"),
-            );
-
-            if let Some(meta) = self.metadata_of(d2) {
-                heading(&format!(
-                    "demo: metadata of {}",
-                    d2.file_name().unwrap_or_default().to_string_lossy()
-                ));
-                println!("{meta}");
-            }
         }
 
-        heading("demo: checks");
-        checks.finish()?;
-        println!(
-            "\nexplore: ls -l {0}\n         HOME={1} {2} --config {3} --dry-run collect",
-            self.backups.display(),
-            self.home.display(),
-            self.bin.display(),
-            self.config.display()
+        let home = |rel: &str| Demo::in_snapshot(c2, &home_roots, rel);
+        let cached = std::fs::read_dir(home(".config/Code/Cache"))
+            .map(|r| r.count())
+            .unwrap_or(0);
+        checks.check(
+            cached == 0,
+            format!("excluded ~/.config/Code/Cache/*: absent ({cached} entries)"),
         );
-        Ok(())
+        checks.check(
+            home(".config/Code/User/settings.json").is_file(),
+            "~/.config/Code/User/settings.json: kept",
+        );
+        checks.check(home("env.sh").is_file(), "~/env.sh: in the config snapshot");
+        let mode = std::fs::symlink_metadata(home(".secrets"))
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0);
+        checks.check(
+            mode == 0o600,
+            format!("~/.secrets: mode {mode:04o} in the snapshot (0600 expected)"),
+        );
+        Ok(checks)
     }
 
     /// The metadata file stored beside a snapshot (`<snapshot>.json`), pretty-printed.
@@ -430,6 +451,13 @@ impl Checks {
         }
         Ok(())
     }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// `YYYY-MM-DD-HHMMSS`

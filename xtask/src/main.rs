@@ -9,6 +9,8 @@ mod packages;
 mod test;
 mod util;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// dbackup's automation: `cargo xtask <task>`. Tasks that need system packages install them with apt-get
@@ -35,12 +37,20 @@ enum Task {
     Itest(itest::ItestArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().task {
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
         Task::Test(args) => test::run(args),
         Task::Demo(args) => demo::run(args),
         Task::Install(args) => install::run(args),
         Task::Bench(cmd) => bench::run(cmd),
         Task::Itest(args) => itest::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The error chain on one line, without anyhow's backtrace (RUST_BACKTRACE is often set here).
+            eprintln!("\nxtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

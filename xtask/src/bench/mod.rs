@@ -101,14 +101,15 @@ pub struct Row {
 /// Prints a table: label, baseline median (min-max), contender median (min-max), contender/baseline.
 pub fn print_table(baseline: &str, contender: &str, rows: &[Row]) {
     let ratio = format!("{contender}/{baseline}");
+    println!("seconds: median (min-max) of the repetitions");
     println!(
-        "{:<22} {:>22} {:>22} {:>16}",
-        "seconds, median (min-max)", baseline, contender, ratio
+        "{:<20} {:>20} {:>20} {:>16}",
+        "", baseline, contender, ratio
     );
     for r in rows {
         let q = r.contender.median() / r.baseline.median();
         println!(
-            "{:<22} {:>22} {:>22} {:>16}",
+            "{:<20} {:>20} {:>20} {:>16}",
             r.label,
             r.baseline.cell(),
             r.contender.cell(),
