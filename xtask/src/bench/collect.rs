@@ -408,15 +408,18 @@ impl RsyncCommand {
         })
     }
 
+    /// The command for one run. dbackup may pass several `--link-dest`s (the previous snapshot and a resumed
+    /// one); a plain rsync run has one previous run, given at the first of them.
     fn command(&self, dest: &Path, link_dest: Option<&Path>) -> Command {
         let mut c = Command::new(&self.program);
+        let mut link_dest = link_dest;
         for a in &self.args {
             match a {
                 Arg::Lit(s) => {
                     c.arg(s);
                 }
                 Arg::LinkDest(_) => {
-                    if let Some(l) = link_dest {
+                    if let Some(l) = link_dest.take() {
                         c.arg(format!("--link-dest={}", l.display()));
                     }
                 }
@@ -524,7 +527,9 @@ mod tests {
             "-aHAX",
             "--link-dest",
             "/r/data-1",
+            "--link-dest=/r/.data-2.partial",
             "--exclude=*.log",
+            "--",
             "/data",
             "/r/.data.tmp/",
         ]
@@ -533,24 +538,29 @@ mod tests {
         let cmd = RsyncCommand::from_argv(&argv).unwrap();
         assert_eq!(
             cmd.render(),
-            "rsync -aHAX --link-dest=PREVIOUS '--exclude=*.log' /data DEST"
+            "rsync -aHAX --link-dest=PREVIOUS --link-dest=PREVIOUS '--exclude=*.log' -- /data DEST"
         );
-        let c = cmd.command(Path::new("/b/2"), Some(Path::new("/b/1")));
-        let args: Vec<_> = c
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
+        let args = |c: Command| -> Vec<String> {
+            c.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
         assert_eq!(
-            args,
+            args(cmd.command(Path::new("/b/2"), Some(Path::new("/b/1")))),
             [
                 "-aHAX",
                 "--link-dest=/b/1",
                 "--exclude=*.log",
+                "--",
                 "/data",
                 "/b/2/"
-            ]
+            ],
+            "one --link-dest, to the previous run"
         );
-        let c = cmd.command(Path::new("/b/1"), None);
-        assert_eq!(c.get_args().count(), 4, "no --link-dest on a first run");
+        assert_eq!(
+            args(cmd.command(Path::new("/b/1"), None)),
+            ["-aHAX", "--exclude=*.log", "--", "/data", "/b/1/"],
+            "no --link-dest on a first run"
+        );
     }
 }
