@@ -58,7 +58,9 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Copy every backup set into a new hard-linked snapshot under the backup root (rsync --link-dest)
-    #[command(after_help = "Examples:\n  dbackup collect                 # every set\n  dbackup collect --set config    # one set\n  dbackup collect --full          # compare contents, not just size and mtime\n  dbackup --dry-run collect       # show the plan: rsync commands, snapshots to prune")]
+    #[command(
+        after_help = "Examples:\n  dbackup collect                 # every set\n  dbackup collect --set config    # one set\n  dbackup collect --full          # compare contents, not just size and mtime\n  dbackup --dry-run collect       # show the plan: rsync commands, snapshots to prune"
+    )]
     Collect(CollectArgs),
     /// Write each set's latest snapshot as a verified tar archive onto a removable drive
     External(ExternalArgs),
@@ -192,7 +194,9 @@ pub const ALIASES: &[(&str, &str)] = &[
 
 /// Rewrites `argv` so that `backup-collect --full` parses as `dbackup collect --full`.
 pub fn dispatch_argv0(args: Vec<OsString>) -> Vec<OsString> {
-    let Some(first) = args.first() else { return args };
+    let Some(first) = args.first() else {
+        return args;
+    };
     let name = std::path::Path::new(first)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -232,11 +236,30 @@ mod tests {
 
     #[test]
     fn seed_names_dispatch_to_subcommands() {
-        assert!(matches!(parse(&["/usr/bin/backup-collect"]).command, Command::Collect(_)));
-        assert!(matches!(parse(&["backup-external"]).command, Command::External(_)));
-        assert!(matches!(parse(&["backup", "--force"]).command, Command::Backup(BackupArgs { force: true })));
-        let cli = parse(&["backup-restore", "--source", "external", "--date", "2025-04-01", "--path", "~/.config"]);
-        let Command::Restore(r) = cli.command else { panic!("not restore") };
+        assert!(matches!(
+            parse(&["/usr/bin/backup-collect"]).command,
+            Command::Collect(_)
+        ));
+        assert!(matches!(
+            parse(&["backup-external"]).command,
+            Command::External(_)
+        ));
+        assert!(matches!(
+            parse(&["backup", "--force"]).command,
+            Command::Backup(BackupArgs { force: true })
+        ));
+        let cli = parse(&[
+            "backup-restore",
+            "--source",
+            "external",
+            "--date",
+            "2025-04-01",
+            "--path",
+            "~/.config",
+        ]);
+        let Command::Restore(r) = cli.command else {
+            panic!("not restore")
+        };
         assert_eq!(r.source, Some(SourceKind::External));
         assert_eq!(r.paths, vec!["~/.config".to_string()]);
     }

@@ -40,7 +40,11 @@ impl Exit {
                 Exit::Usage => 5,
             }
         }
-        if rank(other) > rank(self) { other } else { self }
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
     }
 }
 
@@ -66,7 +70,10 @@ pub struct CodedError {
 
 impl CodedError {
     pub fn new(code: Exit, message: impl Into<String>) -> Self {
-        CodedError { code, message: message.into() }
+        CodedError {
+            code,
+            message: message.into(),
+        }
     }
 }
 

@@ -1,1 +1,245 @@
 //! Expansion of `~`, `$VAR` and `${VAR}` in configured paths; an undefined variable is an error naming it.
+//!
+//! Pure over [`Env`]: nothing here reads the process environment or the disk.
+//!
+//! - `~` and `~/...` at the start become the home directory. `~user` is rejected (write the path out).
+//! - `$NAME` and `${NAME}` (NAME = letters, digits and `_`, not starting with a digit) become the variable's value;
+//!   a variable that is unset or empty is an error naming it.
+//! - `$$` is a literal `$`; a `$` not followed by a name or `{` is kept as it is.
+
+use std::path::{Component, Path, PathBuf};
+
+use crate::config::ConfigError;
+use crate::settings::Env;
+
+/// Expands `~`, `$VAR` and `${VAR}` in `value`.
+pub fn expand(value: &str, env: &Env) -> Result<String, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadPath {
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+
+    if let Some(after) = rest.strip_prefix('~') {
+        if after.is_empty() || after.starts_with('/') {
+            out.push_str(&env.home.to_string_lossy());
+            rest = after;
+        } else {
+            return Err(bad(
+                "uses `~user` (another user's home), which is not supported; write the path out (/home/user/...)",
+            ));
+        }
+    }
+
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(after_dollar) = after.strip_prefix('$') {
+            out.push('$');
+            rest = after_dollar;
+        } else if let Some(braced) = after.strip_prefix('{') {
+            let Some(end) = braced.find('}') else {
+                return Err(bad("has a `${` without a closing `}`"));
+            };
+            let name = &braced[..end];
+            if !is_name(name) {
+                return Err(bad(&format!(
+                    "has `${{{name}}}`, which is not a variable name (letters, digits and `_`, not starting with a digit)"
+                )));
+            }
+            out.push_str(lookup(name, value, env)?);
+            rest = &braced[end + 1..];
+        } else {
+            let len = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            let name = &after[..len];
+            if is_name(name) {
+                out.push_str(lookup(name, value, env)?);
+                rest = &after[len..];
+            } else {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Expands `value` and requires the result to be absolute; returns it lexically normalised
+/// (no `.`, `..`, `//` or trailing `/`). Symlinks are not resolved.
+pub fn expand_path(value: &str, env: &Env) -> Result<PathBuf, ConfigError> {
+    let expanded = expand(value, env)?;
+    let path = Path::new(&expanded);
+    if !path.is_absolute() {
+        let reason = if expanded == value {
+            "is a relative path; write it absolute (`/...`), or start it with `~` or `$VAR`"
+                .to_string()
+        } else {
+            format!("expands to {expanded:?}, a relative path; paths must be absolute")
+        };
+        return Err(ConfigError::BadPath {
+            value: value.to_string(),
+            reason,
+        });
+    }
+    Ok(normalize(path))
+}
+
+/// Lexical normalisation of an absolute path: drops `.` and empty components, applies `..` to the
+/// previous component (never above `/`).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::Prefix(_) => out.push(c.as_os_str()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push("/");
+    }
+    out
+}
+
+fn is_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn lookup<'e>(name: &str, value: &str, env: &'e Env) -> Result<&'e str, ConfigError> {
+    env.var(name).ok_or_else(|| ConfigError::UndefinedVariable {
+        name: name.to_string(),
+        value: value.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env {
+        let vars = [
+            ("DDATA", "/data"),
+            ("HOME", "/home/u"),
+            ("SUB", "a/b"),
+            ("EMPTY", ""),
+            ("X_1", "x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Env {
+            vars,
+            home: PathBuf::from("/home/u"),
+            cwd: PathBuf::from("/work"),
+        }
+    }
+
+    #[test]
+    fn expands() {
+        let cases = [
+            ("/plain/path", "/plain/path"),
+            ("~", "/home/u"),
+            ("~/", "/home/u/"),
+            ("~/.config", "/home/u/.config"),
+            ("$DDATA", "/data"),
+            ("${DDATA}", "/data"),
+            ("$DDATA/projects", "/data/projects"),
+            ("${DDATA}x", "/datax"),
+            ("/m/$SUB/c", "/m/a/b/c"),
+            ("$HOME/env.sh", "/home/u/env.sh"),
+            ("/x/${X_1}_y", "/x/x_y"),
+            ("/a/$X_1-y", "/a/x-y"),
+            ("/cost/$$DDATA", "/cost/$DDATA"),
+            ("/a/$", "/a/$"),
+            ("/a/$/b", "/a/$/b"),
+            ("/a/$1", "/a/$1"),
+            ("/a/~/b", "/a/~/b"),
+            ("*.log", "*.log"),
+            ("tmp/*", "tmp/*"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(expand(input, &env()).unwrap(), want, "expand({input:?})");
+        }
+    }
+
+    #[test]
+    fn undefined_variables_are_named() {
+        for (input, name) in [
+            ("$NOPE/x", "NOPE"),
+            ("${NOPE}", "NOPE"),
+            ("/a/$EMPTY", "EMPTY"),
+            ("$DDATA/$LATER", "LATER"),
+        ] {
+            match expand(input, &env()) {
+                Err(ConfigError::UndefinedVariable { name: n, value }) => {
+                    assert_eq!((n.as_str(), value.as_str()), (name, input));
+                }
+                other => panic!("expand({input:?}) = {other:?}"),
+            }
+        }
+        let msg = expand("$NOPE/x", &env()).unwrap_err().to_string();
+        assert!(
+            msg.contains("$NOPE") && msg.contains("\"$NOPE/x\""),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn malformed_forms_are_rejected_with_a_reason() {
+        for (input, needle) in [
+            ("~payne/x", "~user"),
+            ("${DDATA", "closing"),
+            ("${}", "not a variable name"),
+            ("${1X}", "not a variable name"),
+            ("${A-B}", "not a variable name"),
+        ] {
+            match expand(input, &env()) {
+                Err(ConfigError::BadPath { value, reason }) => {
+                    assert_eq!(value, input);
+                    assert!(reason.contains(needle), "{input:?}: {reason}");
+                }
+                other => panic!("expand({input:?}) = {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn paths_must_be_absolute_and_are_normalised() {
+        let cases = [
+            ("~/.config/", "/home/u/.config"),
+            ("/a//b/./c/", "/a/b/c"),
+            ("/a/b/../c", "/a/c"),
+            ("/../..", "/"),
+            ("$DDATA/../x", "/x"),
+            ("/", "/"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                expand_path(input, &env()).unwrap(),
+                PathBuf::from(want),
+                "expand_path({input:?})"
+            );
+        }
+        for (input, needle) in [
+            ("data", "relative path"),
+            ("./x", "relative path"),
+            ("$SUB/c", "expands to \"a/b/c\""),
+        ] {
+            match expand_path(input, &env()) {
+                Err(ConfigError::BadPath { reason, .. }) => {
+                    assert!(reason.contains(needle), "{input:?}: {reason}")
+                }
+                other => panic!("expand_path({input:?}) = {other:?}"),
+            }
+        }
+    }
+}

@@ -12,7 +12,10 @@ pub enum LockError {
     #[error("another dbackup run (pid {pid}) holds {path}; wait for it to finish, or stop it")]
     Held { path: PathBuf, pid: String },
     #[error("cannot open lock file {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl ExitCoded for LockError {
@@ -35,15 +38,32 @@ impl RunLock {
     /// Takes the lock in `dir` (which must exist) at once, or fails with [`LockError::Held`] naming the holder.
     pub fn acquire(dir: &Path) -> Result<RunLock, LockError> {
         let path = dir.join(".lock");
-        let io = |source| LockError::Io { path: path.clone(), source };
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path).map_err(io)?;
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut pid = String::new();
                 let _ = file.read_to_string(&mut pid);
                 let pid = pid.trim().to_string();
-                return Err(LockError::Held { path, pid: if pid.is_empty() { "unknown".into() } else { pid } });
+                return Err(LockError::Held {
+                    path,
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid
+                    },
+                });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }

@@ -8,7 +8,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // clap prints help/version to stdout and usage errors to stderr, with its own codes (0 or 2).
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { dbackup::exit::Exit::Usage.code() } else { 0 });
+            return ExitCode::from(if e.use_stderr() {
+                dbackup::exit::Exit::Usage.code()
+            } else {
+                0
+            });
         }
     };
     match dbackup::run(cli) {

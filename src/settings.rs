@@ -2,11 +2,17 @@
 //! paths expanded, semantic checks passed. Built once, before any phase runs.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::{ExternalMode, Notifications, RetentionPolicy, Schedule};
+use crate::cli::GlobalArgs;
+use crate::config::load::{self, Loaded};
+use crate::config::{
+    BackupSet, Config, ConfigError, Destination, ExternalMode, LocalRetention, Notifications,
+    Problem, RetentionPolicy, Schedule, schema,
+};
+use crate::expand;
 
 /// Where the config came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,13 +42,19 @@ pub struct Env {
 impl Env {
     pub fn from_process() -> Env {
         let vars: BTreeMap<String, String> = std::env::vars().collect();
-        let home = vars.get("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+        let home = vars
+            .get("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         Env { vars, home, cwd }
     }
 
     pub fn var(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 }
 
@@ -118,11 +130,883 @@ pub struct DestinationSettings {
     pub require_mount: bool,
 }
 
+impl Output {
+    /// `--json`, `--dry-run`, and `-v` count minus `-q` count.
+    pub fn from_global(global: &GlobalArgs) -> Output {
+        let verbosity = (i16::from(global.verbose) - i16::from(global.quiet))
+            .clamp(i16::from(i8::MIN), i16::from(i8::MAX));
+        Output {
+            json: global.json,
+            dry_run: global.dry_run,
+            verbosity: verbosity as i8,
+        }
+    }
+}
+
 impl Settings {
     /// Finds the config (`--config`, `$DBACKUP_CONFIG`, `$XDG_CONFIG_HOME/dbackup/config.json`, else the built-in default),
     /// validates it and builds the settings for this run.
-    pub fn load(global: &crate::cli::GlobalArgs, env: &Env) -> Result<Settings, crate::config::ConfigError> {
-        let _ = (global, env);
-        todo!("config loader")
+    pub fn load(global: &GlobalArgs, env: &Env) -> Result<Settings, ConfigError> {
+        let loaded = load::load(global.config.as_deref(), env)?;
+        Settings::from_loaded(&loaded, env, Output::from_global(global))
+    }
+
+    /// Builds settings from a loaded config: expands paths, resolves sources, classifies exclusions and runs the
+    /// semantic checks, reporting every problem found (located in the file) at once.
+    pub fn from_loaded(
+        loaded: &Loaded,
+        env: &Env,
+        output: Output,
+    ) -> Result<Settings, ConfigError> {
+        let mut b = Builder {
+            env,
+            problems: Vec::new(),
+        };
+        let config = &loaded.config;
+
+        let backup_root = b.backup_root(config);
+        let sets: Vec<SetSettings> = config
+            .backup_sets
+            .iter()
+            .enumerate()
+            .map(|(i, set)| b.set(i, set))
+            .collect();
+        b.unique_names(
+            config.backup_sets.iter().map(|s| s.name.as_str()),
+            "/backup_sets",
+            "set",
+        );
+        if let Some(root) = &backup_root {
+            b.root_and_sources(root, &sets, config);
+        }
+
+        let retention_external = config.retention.external;
+        if retention_external == 0 {
+            b.problem("/retention/external", "0 keeps no backups; keep at least 1");
+        }
+        let retention_local = b.local_retention(&config.retention.local);
+
+        let destinations: Vec<DestinationSettings> = config
+            .destinations
+            .iter()
+            .enumerate()
+            .filter_map(|(i, d)| b.destination(i, d, retention_external))
+            .collect();
+        b.unique_names(
+            config.destinations.iter().map(|d| d.name.as_str()),
+            "/destinations",
+            "destination",
+        );
+        b.unique_destination_paths(&destinations, config);
+
+        if let Some(url) = &config.notifications.http
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            b.problem(
+                "/notifications/http",
+                format!("{url:?} is not an http:// or https:// URL"),
+            );
+        }
+
+        if !b.problems.is_empty() {
+            return Err(ConfigError::Semantic {
+                path: loaded.display_path(),
+                problems: loaded.positions.place(b.problems),
+            });
+        }
+        Ok(Settings {
+            config_source: loaded.source.clone(),
+            backup_root: backup_root.expect("no problems, so a root"),
+            sets,
+            schedule: config.schedule.clone(),
+            retention_local,
+            retention_external,
+            destinations,
+            external_mode: config.external.mode,
+            notifications: config.notifications.clone(),
+            state_dir: load::xdg_dir(env, "XDG_STATE_HOME", ".local/state").join("dbackup"),
+            output,
+        })
+    }
+
+    /// The set with this name.
+    pub fn set(&self, name: &str) -> Option<&SetSettings> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+}
+
+/// Collects the problems of one config while building its settings.
+struct Builder<'a> {
+    env: &'a Env,
+    problems: Vec<Problem>,
+}
+
+impl Builder<'_> {
+    fn problem(&mut self, pointer: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem::new(pointer, message));
+    }
+
+    /// An expanded, absolute, normalised path; `None` (and a problem) when it cannot be one.
+    fn path(&mut self, pointer: String, value: &str) -> Option<PathBuf> {
+        match expand::expand_path(value, self.env) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.problem(pointer, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn backup_root(&mut self, config: &Config) -> Option<PathBuf> {
+        if let Some(root) = &config.backup_root {
+            return self.path("/backup_root".into(), root);
+        }
+        if let Some(v) = self.env.var("DBACKUP") {
+            return match expand::expand_path(v, self.env) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.problem(
+                        "/backup_root",
+                        format!("$DBACKUP (the default backup_root): {e}"),
+                    );
+                    None
+                }
+            };
+        }
+        Some(self.env.home.join(".local/share/dbackup"))
+    }
+
+    fn set(&mut self, i: usize, set: &BackupSet) -> SetSettings {
+        let at = format!("/backup_sets/{i}");
+        if !is_safe_name(&set.name) {
+            self.problem(
+                format!("{at}/name"),
+                format!(
+                    "{:?} is not a safe name; use {}",
+                    set.name,
+                    schema::SAFE_NAME_RULE
+                ),
+            );
+        }
+        if set.sources.is_empty() {
+            self.problem(
+                format!("{at}/sources"),
+                format!("set {:?} has no sources", set.name),
+            );
+        }
+
+        let mut sources: Vec<SourcePath> = Vec::new();
+        for (j, configured) in set.sources.iter().enumerate() {
+            let pointer = format!("{at}/sources/{j}");
+            let Some(path) = self.path(pointer.clone(), configured) else {
+                continue;
+            };
+            let resolved = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if let Some(first) = sources.iter().find(|s| s.resolved == resolved) {
+                self.problem(
+                    pointer,
+                    format!(
+                        "{configured:?} is the same place as {:?} ({}) in set {:?}; list it once",
+                        first.configured,
+                        resolved.display(),
+                        set.name
+                    ),
+                );
+                continue;
+            }
+            sources.push(SourcePath {
+                configured: configured.clone(),
+                path,
+                resolved,
+            });
+        }
+
+        let exclusions = set
+            .exclusions
+            .iter()
+            .enumerate()
+            .filter_map(|(k, e)| {
+                self.exclusion(format!("{at}/exclusions/{k}"), e, &set.name, &sources)
+            })
+            .collect();
+
+        for (k, arg) in set.rsync_args.iter().enumerate() {
+            if let Some(why) = refused_rsync_arg(arg) {
+                self.problem(format!("{at}/rsync_args/{k}"), why);
+            }
+        }
+
+        SetSettings {
+            name: set.name.clone(),
+            sources,
+            exclusions,
+            rsync_args: set.rsync_args.clone(),
+        }
+    }
+
+    /// An rsync pattern, or a path inside one of the set's sources turned into an anchored pattern under the
+    /// source's resolved path (rsync runs with `--relative` from `/`).
+    fn exclusion(
+        &mut self,
+        pointer: String,
+        raw: &str,
+        set: &str,
+        sources: &[SourcePath],
+    ) -> Option<Exclusion> {
+        let expanded = match expand::expand(raw, self.env) {
+            Ok(e) => e,
+            Err(e) => {
+                self.problem(pointer, e.to_string());
+                return None;
+            }
+        };
+        if expanded.is_empty() {
+            self.problem(pointer, "an empty exclusion; remove it");
+            return None;
+        }
+        if !expanded.starts_with('/') {
+            return Some(Exclusion::Pattern { pattern: expanded });
+        }
+        let dir_only = expanded.len() > 1 && expanded.ends_with('/');
+        let path = expand::normalize(Path::new(&expanded));
+        let inside = sources
+            .iter()
+            .flat_map(|s| [(&s.path, s), (&s.resolved, s)])
+            .filter(|(prefix, _)| path.starts_with(prefix))
+            .max_by_key(|(prefix, _)| prefix.components().count());
+        match inside {
+            Some((prefix, source)) if path == **prefix => {
+                self.problem(
+                    pointer,
+                    format!(
+                        "{raw:?} excludes the whole source {:?}; remove the source instead, or exclude its contents with {:?}",
+                        source.configured,
+                        format!("{}/*", raw.trim_end_matches('/'))
+                    ),
+                );
+                None
+            }
+            Some((prefix, source)) => {
+                let rest = path.strip_prefix(prefix).expect("checked by starts_with");
+                let mut pattern = source.resolved.join(rest).to_string_lossy().into_owned();
+                if dir_only {
+                    pattern.push('/');
+                }
+                Some(Exclusion::Anchored {
+                    configured: raw.to_string(),
+                    pattern,
+                })
+            }
+            None => {
+                let names: Vec<String> = sources
+                    .iter()
+                    .map(|s| format!("{:?}", s.configured))
+                    .collect();
+                self.problem(
+                    pointer,
+                    format!(
+                        "{raw:?} is not inside any source of set {set:?} ({}); a path exclusion must be inside a source, \
+                         and a pattern without a leading / (like \"Cache/*\") matches anywhere",
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Names must differ even ignoring case: the drive is exFAT, which does not tell `Data` from `data`.
+    fn unique_names<'n>(&mut self, names: impl Iterator<Item = &'n str>, list: &str, what: &str) {
+        let mut seen: Vec<(String, &str, usize)> = Vec::new();
+        for (i, name) in names.enumerate() {
+            let key = name.to_lowercase();
+            match seen.iter().find(|(k, _, _)| *k == key) {
+                Some((_, first, at)) => self.problem(
+                    format!("{list}/{i}/name"),
+                    format!(
+                        "{what} name {name:?} is already taken by {what} {first:?} ({list}/{at}); names must differ \
+                         even ignoring case (the drive's exFAT does not tell them apart)"
+                    ),
+                ),
+                None => seen.push((key, name, i)),
+            }
+        }
+    }
+
+    /// No source inside the backup root, and the root not inside a source unless an anchored exclusion covers it.
+    fn root_and_sources(&mut self, root: &Path, sets: &[SetSettings], config: &Config) {
+        let root_resolved = resolve_existing_prefix(root);
+        for (i, set) in sets.iter().enumerate() {
+            for source in &set.sources {
+                // Sources that failed to expand are not in `set.sources`: find the index in the file.
+                let j = config.backup_sets[i]
+                    .sources
+                    .iter()
+                    .position(|c| *c == source.configured)
+                    .unwrap_or(0);
+                let pointer = format!("/backup_sets/{i}/sources/{j}");
+                let pairs = [
+                    (&source.path, root),
+                    (&source.resolved, root_resolved.as_path()),
+                ];
+                if pairs.iter().any(|(s, r)| s.starts_with(r)) {
+                    self.problem(
+                        pointer,
+                        format!(
+                            "source {:?} is inside backup_root {}; dbackup would back up its own backups. \
+                             Move backup_root elsewhere or remove this source",
+                            source.configured,
+                            root.display()
+                        ),
+                    );
+                } else if pairs.iter().any(|(s, r)| r.starts_with(s)) {
+                    let covered = set.exclusions.iter().any(|e| match e {
+                        Exclusion::Anchored { pattern, .. } => {
+                            covers(pattern, &root_resolved) || covers(pattern, root)
+                        }
+                        Exclusion::Pattern { .. } => false,
+                    });
+                    if !covered {
+                        self.problem(
+                            pointer,
+                            format!(
+                                "backup_root {} is inside source {:?}; each snapshot would copy the earlier ones. \
+                                 Add \"{}\" to set {:?}'s exclusions, or move backup_root",
+                                root.display(),
+                                source.configured,
+                                root.display(),
+                                set.name
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn local_retention(&mut self, local: &LocalRetention) -> RetentionPolicy {
+        match local {
+            LocalRetention::Count(n) => {
+                if *n == 0 {
+                    self.problem("/retention/local", "0 keeps no snapshots; keep at least 1");
+                }
+                RetentionPolicy {
+                    last: Some(*n),
+                    ..Default::default()
+                }
+            }
+            LocalRetention::Policy(p) => {
+                let rules = [p.last, p.hourly, p.daily, p.weekly, p.monthly, p.yearly];
+                if !rules.iter().any(|r| r.is_some_and(|n| n > 0)) {
+                    self.problem(
+                        "/retention/local",
+                        "this policy keeps no snapshots; give at least one of \"last\", \"hourly\", \"daily\", \"weekly\", \
+                         \"monthly\", \"yearly\" a value of 1 or more",
+                    );
+                }
+                *p
+            }
+        }
+    }
+
+    fn destination(
+        &mut self,
+        i: usize,
+        d: &Destination,
+        default_retention: u32,
+    ) -> Option<DestinationSettings> {
+        let at = format!("/destinations/{i}");
+        if !is_safe_name(&d.name) {
+            self.problem(
+                format!("{at}/name"),
+                format!(
+                    "{:?} is not a safe name; use {}",
+                    d.name,
+                    schema::SAFE_NAME_RULE
+                ),
+            );
+        }
+        if d.retention == Some(0) {
+            self.problem(
+                format!("{at}/retention"),
+                "0 keeps no backups; keep at least 1",
+            );
+        }
+        let path = self.path(format!("{at}/path"), &d.path)?;
+        Some(DestinationSettings {
+            name: d.name.clone(),
+            path,
+            priority: d.priority,
+            fs_uuid: d.fs_uuid.clone(),
+            fs_label: d.fs_label.clone(),
+            retention: d.retention.unwrap_or(default_retention),
+            require_mount: d.require_mount,
+        })
+    }
+
+    fn unique_destination_paths(&mut self, destinations: &[DestinationSettings], config: &Config) {
+        for (i, d) in destinations.iter().enumerate() {
+            if let Some(first) = destinations[..i].iter().find(|e| e.path == d.path) {
+                let index = config
+                    .destinations
+                    .iter()
+                    .position(|c| c.name == d.name)
+                    .unwrap_or(i);
+                self.problem(
+                    format!("/destinations/{index}/path"),
+                    format!(
+                        "destinations {:?} and {:?} share the path {}",
+                        first.name,
+                        d.name,
+                        d.path.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// A safe file name on ext4 and exFAT: what [`schema::SAFE_NAME_PATTERN`] matches.
+pub fn is_safe_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(ok)
+        && name.len() <= 64
+}
+
+/// Whether an anchored exclusion pattern keeps `path` (and everything under it) out of the snapshot.
+/// Only literal directory patterns count (`/a/b`, `/a/b/`, `/a/b/*`, `/a/b/**`, `/a/b/***`).
+fn covers(pattern: &str, path: &Path) -> bool {
+    let dir = ["/***", "/**", "/*", "/"]
+        .iter()
+        .find_map(|s| pattern.strip_suffix(s))
+        .unwrap_or(pattern);
+    if dir.contains(['*', '?', '[']) {
+        return false;
+    }
+    let dir = Path::new(dir);
+    // `/a/b/*` excludes what is inside b, not b itself: b is copied empty, which is harmless.
+    path.starts_with(dir)
+}
+
+/// `path` with symlinks resolved in its longest existing prefix (the backup root may not exist yet).
+fn resolve_existing_prefix(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut p = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(p) {
+            return missing.iter().rev().fold(real, |acc, part| acc.join(part));
+        }
+        match (p.parent(), p.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                p = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// rsync options that would make a snapshot silently wrong or touch the sources.
+fn refused_rsync_arg(arg: &str) -> Option<String> {
+    if !arg.starts_with('-') {
+        return Some(format!(
+            "rsync argument {arg:?} is not an option; each must start with `-`, with its value after `=` (\"--bwlimit=50m\")"
+        ));
+    }
+    let long = arg.split('=').next().unwrap_or(arg);
+    let refused = [
+        ("--dry-run", "would leave the snapshot empty"),
+        (
+            "--remove-source-files",
+            "would delete your files after copying them",
+        ),
+        ("--list-only", "would leave the snapshot empty"),
+        ("--only-write-batch", "would leave the snapshot empty"),
+        ("--read-batch", "would replace the sources"),
+        ("--link-dest", "is managed by dbackup"),
+        ("--compare-dest", "would leave files out of the snapshot"),
+        ("--copy-dest", "is managed by dbackup"),
+        ("--files-from", "would replace the configured sources"),
+    ];
+    if let Some((opt, why)) = refused.iter().find(|(opt, _)| long == *opt) {
+        return Some(format!("rsync option {opt} {why}; remove it"));
+    }
+    if !arg.starts_with("--") && arg[1..].contains('n') {
+        return Some(format!(
+            "rsync option {arg:?} includes -n (--dry-run), which would leave the snapshot empty; remove it"
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(home: &Path, vars: &[(&str, &str)]) -> Env {
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env {
+            vars,
+            home: home.to_path_buf(),
+            cwd: PathBuf::from("/"),
+        }
+    }
+
+    /// Builds settings from config text, as if read from `c.json`.
+    fn build(text: &str, env: &Env) -> Result<Settings, ConfigError> {
+        let (config, positions) = load::parse(Path::new("c.json"), text)?;
+        let loaded = Loaded {
+            config,
+            source: ConfigSource::File("c.json".into()),
+            positions,
+        };
+        Settings::from_loaded(&loaded, env, Output::default())
+    }
+
+    /// The one-line messages of a config's semantic problems, with their pointers.
+    fn problems(text: &str, env: &Env) -> Vec<String> {
+        match build(text, env) {
+            Err(ConfigError::Semantic { problems, .. }) => problems
+                .iter()
+                .map(|p| format!("{}: {}", p.pointer, p.message))
+                .collect(),
+            Err(other) => panic!("expected semantic problems, got {other}"),
+            Ok(_) => panic!("expected semantic problems, got valid settings"),
+        }
+    }
+
+    fn with_set(set: &str) -> String {
+        format!(r#"{{ "backup_root": "/b", "backup_sets": [ {set} ] }}"#)
+    }
+
+    #[test]
+    fn semantic_problems() {
+        let home = Path::new("/home/u");
+        let e = env(home, &[("DDATA", "/data")]);
+        let cases: &[(&str, String, &[&str])] = &[
+            (
+                "duplicate set names, ignoring case",
+                r#"{ "backup_root": "/b", "backup_sets": [
+                    { "name": "data", "sources": ["/d"] }, { "name": "Data", "sources": ["/e"] } ] }"#
+                    .into(),
+                &["/backup_sets/1/name: set name \"Data\" is already taken by set \"data\" (/backup_sets/0)"],
+            ),
+            (
+                "source inside the root",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/b/x"] } ] }"#.into(),
+                &["/backup_sets/0/sources/0: source \"/b/x\" is inside backup_root /b"],
+            ),
+            (
+                "source equal to the root",
+                r#"{ "backup_root": "~/bk", "backup_sets": [ { "name": "a", "sources": ["~/bk/"] } ] }"#.into(),
+                &["/backup_sets/0/sources/0: source \"~/bk/\" is inside backup_root /home/u/bk"],
+            ),
+            (
+                "root inside a source",
+                r#"{ "backup_root": "~/bk", "backup_sets": [ { "name": "a", "sources": ["~"] } ] }"#.into(),
+                &["/backup_sets/0/sources/0: backup_root /home/u/bk is inside source \"~\""],
+            ),
+            (
+                "root inside a source, excluded by a pattern only",
+                r#"{ "backup_root": "~/bk", "backup_sets": [ { "name": "a", "sources": ["~"], "exclusions": ["bk"] } ] }"#
+                    .into(),
+                &["/backup_sets/0/sources/0: backup_root /home/u/bk is inside source \"~\""],
+            ),
+            (
+                "relative, undefined and ~user paths",
+                with_set(r#"{ "name": "a", "sources": ["data", "$NOPE/x", "~bob/x", "${DDATA}/ok"] }"#),
+                &[
+                    "/backup_sets/0/sources/0: \"data\" is a relative path",
+                    "/backup_sets/0/sources/1: undefined variable $NOPE in \"$NOPE/x\"",
+                    "/backup_sets/0/sources/2: \"~bob/x\" uses `~user`",
+                ],
+            ),
+            (
+                "relative backup_root",
+                r#"{ "backup_root": "backups", "backup_sets": [ { "name": "a", "sources": ["/x"] } ] }"#.into(),
+                &["/backup_root: \"backups\" is a relative path"],
+            ),
+            (
+                "exclusion outside every source",
+                with_set(r#"{ "name": "a", "sources": ["/data"], "exclusions": ["/etc/x", "~/.cache"] }"#),
+                &[
+                    "/backup_sets/0/exclusions/0: \"/etc/x\" is not inside any source of set \"a\" (\"/data\")",
+                    "/backup_sets/0/exclusions/1: \"~/.cache\" is not inside any source",
+                ],
+            ),
+            (
+                "exclusion of a whole source",
+                with_set(r#"{ "name": "a", "sources": ["/data"], "exclusions": ["$DDATA/"] }"#),
+                &["/backup_sets/0/exclusions/0: \"$DDATA/\" excludes the whole source \"/data\""],
+            ),
+            (
+                "duplicate sources",
+                with_set(r#"{ "name": "a", "sources": ["/data", "$DDATA"] }"#),
+                &["/backup_sets/0/sources/1: \"$DDATA\" is the same place as \"/data\""],
+            ),
+            (
+                "rsync args that are not options or would break the snapshot",
+                with_set(
+                    r#"{ "name": "a", "sources": ["/d"], "rsync_args": ["--bwlimit", "50m", "-avn", "--remove-source-files", "--dry-run"] }"#,
+                ),
+                &[
+                    "/backup_sets/0/rsync_args/1: rsync argument \"50m\" is not an option",
+                    "/backup_sets/0/rsync_args/2: rsync option \"-avn\" includes -n",
+                    "/backup_sets/0/rsync_args/3: rsync option --remove-source-files would delete your files",
+                    "/backup_sets/0/rsync_args/4: rsync option --dry-run would leave the snapshot empty",
+                ],
+            ),
+            (
+                "a retention policy that keeps nothing",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                     "retention": { "local": { "last": 0, "daily": 0 } } }"#
+                    .into(),
+                &["/retention/local: this policy keeps no snapshots"],
+            ),
+            (
+                "an empty retention policy",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                     "retention": { "local": {} } }"#
+                    .into(),
+                &["/retention/local: this policy keeps no snapshots"],
+            ),
+            (
+                "destinations: duplicate names and paths, relative path",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                     "destinations": [ { "name": "T9", "path": "/media/T9" }, { "name": "t9", "path": "/media/T9/" },
+                                       { "name": "x", "path": "media/x" } ] }"#
+                    .into(),
+                &[
+                    "/destinations/1/name: destination name \"t9\" is already taken by destination \"T9\" (/destinations/0)",
+                    "/destinations/1/path: destinations \"T9\" and \"t9\" share the path /media/T9",
+                    "/destinations/2/path: \"media/x\" is a relative path",
+                ],
+            ),
+            (
+                "notification URL",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                     "notifications": { "http": "ntfy.sh/x" } }"#
+                    .into(),
+                &["/notifications/http: \"ntfy.sh/x\" is not an http:// or https:// URL"],
+            ),
+        ];
+        for (what, text, want) in cases {
+            let got = problems(text, &e);
+            assert_eq!(got.len(), want.len(), "{what}: {got:#?}");
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!(g.starts_with(w), "{what}:\n  got:  {g}\n  want: {w}...");
+            }
+        }
+    }
+
+    #[test]
+    fn exclusions_are_classified_and_anchored_at_resolved_sources() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(home.join(".config")).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        std::os::unix::fs::symlink(&data, home.join("data")).unwrap();
+        let data = std::fs::canonicalize(&data).unwrap();
+        let home_real = std::fs::canonicalize(&home).unwrap();
+        let e = env(&home, &[("CACHE", "Cache")]);
+        let s = build(
+            r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["~/data", "~/.config", "~/missing"],
+                 "exclusions": ["*.log", "tmp/*", "~/.config/Code/$CACHE/*", "~/data/big/", "~/missing/x", "node_modules/"] } ] }"#,
+            &e,
+        )
+        .unwrap();
+        let set = &s.sets[0];
+        assert_eq!(set.sources[0].path, home.join("data"));
+        assert_eq!(set.sources[0].resolved, data, "a symlinked source resolves");
+        assert_eq!(
+            set.sources[2].resolved,
+            home.join("missing"),
+            "a missing source resolves to itself"
+        );
+        let got: Vec<(&str, &str)> = set
+            .exclusions
+            .iter()
+            .map(|x| match x {
+                Exclusion::Pattern { pattern } => ("pattern", pattern.as_str()),
+                Exclusion::Anchored { pattern, .. } => ("anchored", pattern.as_str()),
+            })
+            .collect();
+        let cache = format!("{}/.config/Code/Cache/*", home_real.display());
+        let big = format!("{}/big/", data.display());
+        let missing = format!("{}/missing/x", home.display());
+        assert_eq!(
+            got,
+            [
+                ("pattern", "*.log"),
+                ("pattern", "tmp/*"),
+                ("anchored", cache.as_str()),
+                ("anchored", big.as_str()),
+                ("anchored", missing.as_str()),
+                ("pattern", "node_modules/"),
+            ]
+        );
+        assert_eq!(set.exclusions[2].rsync_pattern(), cache);
+    }
+
+    #[test]
+    fn an_anchored_exclusion_lets_the_root_live_inside_a_source() {
+        let e = env(Path::new("/home/u"), &[]);
+        for exclusion in [
+            "~/bk",
+            "~/bk/",
+            "~/bk/*",
+            "~/bk/***",
+            "/home/u/bk/snapshots/..",
+        ] {
+            let text = format!(
+                r#"{{ "backup_root": "~/bk", "backup_sets": [ {{ "name": "a", "sources": ["~"], "exclusions": [{exclusion:?}] }} ] }}"#
+            );
+            assert!(build(&text, &e).is_ok(), "{exclusion} should cover ~/bk");
+        }
+        for exclusion in ["~/bk*", "~/b?/", "~/bk/snapshots"] {
+            let text = format!(
+                r#"{{ "backup_root": "~/bk", "backup_sets": [ {{ "name": "a", "sources": ["~"], "exclusions": [{exclusion:?}] }} ] }}"#
+            );
+            assert!(
+                build(&text, &e).is_err(),
+                "{exclusion} should not count as covering ~/bk"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_come_from_the_environment() {
+        let home = Path::new("/home/u");
+        let text = r#"{ "backup_sets": [ { "name": "a", "sources": ["/d"] } ] }"#;
+        let s = build(text, &env(home, &[])).unwrap();
+        assert_eq!(s.backup_root, home.join(".local/share/dbackup"));
+        assert_eq!(s.state_dir, home.join(".local/state/dbackup"));
+        assert_eq!(
+            s.retention_local,
+            RetentionPolicy {
+                last: Some(7),
+                ..Default::default()
+            }
+        );
+        assert_eq!(s.retention_external, 5);
+
+        let s = build(
+            text,
+            &env(home, &[("DBACKUP", "/srv/bk/"), ("XDG_STATE_HOME", "/st")]),
+        )
+        .unwrap();
+        assert_eq!(s.backup_root, Path::new("/srv/bk"));
+        assert_eq!(s.state_dir, Path::new("/st/dbackup"));
+
+        let s = build(text, &env(home, &[("XDG_STATE_HOME", "relative/ignored")])).unwrap();
+        assert_eq!(
+            s.state_dir,
+            home.join(".local/state/dbackup"),
+            "a relative XDG dir is ignored"
+        );
+
+        match build(text, &env(home, &[("DBACKUP", "rel")])) {
+            Err(ConfigError::Semantic { problems, .. }) => {
+                assert!(
+                    problems[0].message.starts_with(
+                        "$DBACKUP (the default backup_root): \"rel\" is a relative path"
+                    )
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn destinations_and_retention_normalise() {
+        let text = r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+            "retention": { "local": { "daily": 7, "weekly": 4 }, "external": 3 },
+            "destinations": [ { "name": "T9", "path": "$MEDIA/T9/", "fs_label": "T9" },
+                              { "name": "old", "path": "/media/old", "retention": 1, "priority": -1, "require_mount": false } ] }"#;
+        let s = build(
+            text,
+            &env(Path::new("/home/u"), &[("MEDIA", "/media/payne")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.retention_local,
+            RetentionPolicy {
+                daily: Some(7),
+                weekly: Some(4),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            s.destinations,
+            [
+                DestinationSettings {
+                    name: "T9".into(),
+                    path: "/media/payne/T9".into(),
+                    priority: 0,
+                    fs_uuid: None,
+                    fs_label: Some("T9".into()),
+                    retention: 3,
+                    require_mount: true,
+                },
+                DestinationSettings {
+                    name: "old".into(),
+                    path: "/media/old".into(),
+                    priority: -1,
+                    fs_uuid: None,
+                    fs_label: None,
+                    retention: 1,
+                    require_mount: false,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_built_in_default_builds() {
+        let home = Path::new("/home/u");
+        let loaded = Loaded {
+            config: crate::config::default::config(&env(home, &[])),
+            source: ConfigSource::BuiltIn,
+            positions: Default::default(),
+        };
+        let s = Settings::from_loaded(&loaded, &env(home, &[]), Output::default()).unwrap();
+        assert_eq!(s.sets.len(), 2);
+        assert_eq!(
+            s.sets[1].exclusions[0].rsync_pattern(),
+            "/home/u/.config/Code/Cache/*"
+        );
+    }
+
+    #[test]
+    fn output_from_flags() {
+        let g = GlobalArgs {
+            config: None,
+            json: true,
+            dry_run: true,
+            quiet: 0,
+            verbose: 2,
+        };
+        assert_eq!(
+            Output::from_global(&g),
+            Output {
+                json: true,
+                dry_run: true,
+                verbosity: 2
+            }
+        );
+        let g = GlobalArgs {
+            config: None,
+            json: false,
+            dry_run: false,
+            quiet: 2,
+            verbose: 0,
+        };
+        assert_eq!(Output::from_global(&g).verbosity, -2);
     }
 }

@@ -7,5 +7,9 @@ use crate::exit::{CodedError, Exit};
 
 /// The answer of subcommands whose issue has not landed yet.
 pub fn not_implemented(name: &str) -> anyhow::Result<Exit> {
-    Err(CodedError::new(Exit::Failed, format!("`dbackup {name}` is not implemented yet in this version")).into())
+    Err(CodedError::new(
+        Exit::Failed,
+        format!("`dbackup {name}` is not implemented yet in this version"),
+    )
+    .into())
 }

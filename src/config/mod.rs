@@ -58,10 +58,11 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct BackupSet {
     /// A safe file name: letters, digits, `_`, `-` and `.`, not starting with `.` or `-`. Names the snapshots (`<name>-<stamp>`).
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"))]
+    #[schemars(regex(pattern = schema::SAFE_NAME_PATTERN))]
     pub name: String,
 
-    /// Files or directories to copy. Absolute, or starting with `~` or `$VAR`. A symlinked source is resolved.
+    /// Files or directories to copy: absolute after expanding `~`, `$VAR` and `${VAR}`. A symlinked source is resolved.
+    /// A missing source is reported by `collect`, not here.
     #[schemars(length(min = 1))]
     pub sources: Vec<String>,
 
@@ -69,20 +70,20 @@ pub struct BackupSet {
     #[serde(default)]
     pub method: Method,
 
-    /// rsync patterns (`*.log`, `tmp/*`) or absolute/`~` paths inside one of the sources (`~/.config/Code/Cache/*`), which are anchored.
+    /// What not to copy: rsync patterns that match anywhere (`*.log`, `tmp/*`), or absolute/`~`/`$VAR` paths inside
+    /// one of the sources (`~/.config/Code/Cache/*`), which exclude exactly that place.
     #[serde(default)]
     pub exclusions: Vec<String>,
 
-    /// Extra rsync arguments, appended after dbackup's own (e.g. `--bwlimit=50m`).
+    /// Extra rsync options, appended after dbackup's own. Each must start with `-`; give values with `=` (`--bwlimit=50m`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rsync_args: Vec<String>,
 }
 
-/// How a set is copied.
+/// How a set is copied: `rsync` (into a hard-linked, `--link-dest` snapshot) is the only method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
-    /// rsync into a hard-linked (`--link-dest`) snapshot.
     #[default]
     Rsync,
 }
@@ -124,6 +125,7 @@ impl Default for Schedule {
     }
 }
 
+/// How often `collect` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Incremental {
@@ -133,6 +135,7 @@ pub enum Incremental {
     Monthly,
 }
 
+/// How often a collect compares contents (`rsync --checksum`); `never` trusts size and mtime always.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Full {
@@ -142,15 +145,15 @@ pub enum Full {
     Never,
 }
 
+/// How often the external phase runs: `always` copies on every run (and whenever the drive appears),
+/// `manual` only on `dbackup external`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExternalSchedule {
     Daily,
     Weekly,
     Monthly,
-    /// Copy on every run and whenever the drive appears.
     Always,
-    /// Only on `dbackup external`.
     Manual,
 }
 
@@ -175,7 +178,10 @@ impl Retention {
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { local: LocalRetention::default(), external: Retention::default_external() }
+        Retention {
+            local: LocalRetention::default(),
+            external: Retention::default_external(),
+        }
     }
 }
 
@@ -224,9 +230,9 @@ pub struct RetentionPolicy {
 #[serde(deny_unknown_fields)]
 pub struct Destination {
     /// A safe file name for this destination, recorded on the drive in its marker file.
-    #[schemars(regex(pattern = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"))]
+    #[schemars(regex(pattern = schema::SAFE_NAME_PATTERN))]
     pub name: String,
-    /// The drive's mount point, e.g. `/media/payne/T9`.
+    /// The drive's mount point, e.g. `/media/payne/T9`: absolute after expanding `~`, `$VAR` and `${VAR}`.
     pub path: String,
     /// Higher is preferred when `external.mode` is `first`.
     #[serde(default)]
@@ -259,6 +265,7 @@ pub struct ExternalOptions {
     pub mode: ExternalMode,
 }
 
+/// `first`: the highest-priority present destination; `all`: every present destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExternalMode {
@@ -292,7 +299,13 @@ pub struct Notifications {
 
 impl Notifications {
     fn default_events() -> Vec<EventKind> {
-        vec![EventKind::Failure, EventKind::Warning, EventKind::MissingMedia, EventKind::LowDisk, EventKind::Overdue]
+        vec![
+            EventKind::Failure,
+            EventKind::Warning,
+            EventKind::MissingMedia,
+            EventKind::LowDisk,
+            EventKind::Overdue,
+        ]
     }
     fn default_low_disk_percent() -> u8 {
         10
@@ -311,6 +324,8 @@ impl Default for Notifications {
     }
 }
 
+/// Something worth telling the user about: a run succeeded or failed, finished with warnings, found no drive,
+/// found a filesystem nearly full, or a phase is overdue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -322,8 +337,8 @@ pub enum EventKind {
     Overdue,
 }
 
-/// Where an error in a config file sits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Where an error in a config file sits: 1-based line, and 1-based column counted in characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Location {
     pub line: usize,
     pub column: usize,
@@ -332,54 +347,130 @@ pub struct Location {
 /// Everything that can be wrong with a config. Exit code 2.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    /// The cause is the `source` (shown by `{:#}`, as `main` prints errors).
+    #[error("cannot read config {path}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// An explicitly named config (`--config`, `$DBACKUP_CONFIG`, `config check PATH`) does not exist.
+    #[error(
+        "config {path} (named by {origin}) does not exist; run `dbackup config init {path}` to write a commented \
+         default there"
+    )]
+    NotFound { path: PathBuf, origin: String },
 
     /// The file is not valid JSON (with comments).
     #[error("{path}:{line}:{column}: {message}")]
-    Syntax { path: PathBuf, line: usize, column: usize, message: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
 
     /// The file is JSON but does not match the schema (or the Rust types).
-    #[error("{}", format_invalid(path, problems))]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    #[error("{}", format_problems(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 
-    /// The values are well-formed but do not make sense together (duplicate names, source inside the root, ...).
-    #[error("{path}: {message}")]
-    Semantic { path: PathBuf, message: String },
+    /// The values are well-formed but do not make sense (duplicate names, source inside the root, undefined
+    /// variables, relative paths, ...). Every problem found is listed.
+    #[error("{}", format_problems(path, problems))]
+    Semantic {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 
-    #[error("config: undefined variable ${name} in {value:?}; set it or write the path out")]
+    #[error(
+        "undefined variable ${name} in {value:?}; set it in the environment dbackup runs in, or write the path out"
+    )]
     UndefinedVariable { name: String, value: String },
+
+    /// A configured path that cannot be used: relative, `~user`, a malformed `${`.
+    #[error("{value:?} {reason}")]
+    BadPath { value: String, reason: String },
 
     #[error("{path} already exists; edit it, or move it away and run `dbackup config init` again")]
     Exists { path: PathBuf },
 }
 
-/// One schema violation, located in the file.
+/// One problem in a config, located in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
-    /// JSON pointer to the offending value (`/backup_sets/0/exclusions`).
+    /// JSON pointer to the offending value (`/backup_sets/0/exclusions`); empty for the whole document.
     pub pointer: String,
+    /// Where it is in the file (none for the built-in default).
     pub location: Option<Location>,
-    /// What is wrong, what was found and what is allowed.
+    /// What is wrong and what was found, with a "did you mean" when one is close.
     pub message: String,
+    /// What is allowed there, when that is worth a line of its own.
+    pub allowed: Option<String>,
 }
 
-fn format_invalid(path: &std::path::Path, problems: &[Problem]) -> String {
-    let mut out = String::new();
-    for (i, p) in problems.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        match &p.location {
-            Some(l) => out.push_str(&format!("{}:{}:{}: {} (at {})", path.display(), l.line, l.column, p.message, pointer_or_root(&p.pointer))),
-            None => out.push_str(&format!("{}: {} (at {})", path.display(), p.message, pointer_or_root(&p.pointer))),
+impl Problem {
+    pub fn new(pointer: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            pointer: pointer.into(),
+            location: None,
+            message: message.into(),
+            allowed: None,
         }
     }
-    out
+
+    pub fn allowed(mut self, allowed: impl Into<String>) -> Problem {
+        self.allowed = Some(allowed.into());
+        self
+    }
+
+    /// `path:line:column: /pointer: message`, then the allowed values indented on the next line.
+    pub fn render(&self, path: &std::path::Path) -> String {
+        let pointer = if self.pointer.is_empty() {
+            "/"
+        } else {
+            &self.pointer
+        };
+        let mut out = match &self.location {
+            Some(l) => format!(
+                "{}:{}:{}: {pointer}: {}",
+                path.display(),
+                l.line,
+                l.column,
+                self.message
+            ),
+            None => format!("{}: {pointer}: {}", path.display(), self.message),
+        };
+        if let Some(allowed) = &self.allowed {
+            out.push_str("\n    ");
+            out.push_str(allowed);
+        }
+        out
+    }
 }
 
-fn pointer_or_root(p: &str) -> &str {
-    if p.is_empty() { "/" } else { p }
+fn format_problems(path: &std::path::Path, problems: &[Problem]) -> String {
+    let n = problems.len();
+    let plural = if n == 1 { "" } else { "s" };
+    let mut out = if path == std::path::Path::new(load::BUILT_IN_NAME) {
+        format!(
+            "the built-in default config does not work in this environment ({n} problem{plural}); it takes the data \
+             set's source from $DDATA and the backup root from $DBACKUP. Fix those, or write a config to edit with \
+             `dbackup config init`:"
+        )
+    } else {
+        format!(
+            "config {} is invalid ({n} problem{plural}):",
+            path.display()
+        )
+    };
+    for p in problems {
+        out.push_str("\n  ");
+        out.push_str(&p.render(path).replace('\n', "\n  "));
+    }
+    out
 }
 
 impl ExitCoded for ConfigError {

@@ -5,8 +5,20 @@ use crate::harness::Test;
 #[test]
 fn help_lists_every_command_and_the_exit_codes() {
     let out = Test::new().cmd().args(["--help"]).status(0);
-    for word in ["collect", "external", "backup", "restore", "status", "config", "Exit codes"] {
-        assert!(out.stdout.contains(word), "--help lacks {word}:\n{}", out.stdout);
+    for word in [
+        "collect",
+        "external",
+        "backup",
+        "restore",
+        "status",
+        "config",
+        "Exit codes",
+    ] {
+        assert!(
+            out.stdout.contains(word),
+            "--help lacks {word}:\n{}",
+            out.stdout
+        );
     }
 }
 
@@ -18,6 +30,14 @@ fn unknown_subcommand_is_a_usage_error() {
 
 #[test]
 fn seed_command_names_dispatch_through_argv0() {
-    let out = Test::new().cmd().argv0("backup-collect").args(["--help"]).status(0);
-    assert!(out.stdout.contains("Collect only this set"), "{}", out.stdout);
+    let out = Test::new()
+        .cmd()
+        .argv0("backup-collect")
+        .args(["--help"])
+        .status(0);
+    assert!(
+        out.stdout.contains("Collect only this set"),
+        "{}",
+        out.stdout
+    );
 }

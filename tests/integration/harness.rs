@@ -23,11 +23,18 @@ impl Default for Test {
 
 impl Test {
     pub fn new() -> Test {
-        let dir = tempfile::Builder::new().prefix("dbackup-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("dbackup-test-")
+            .tempdir()
+            .expect("tempdir");
         for d in ["home", "state", "xdg-config"] {
             std::fs::create_dir_all(dir.path().join(d)).unwrap();
         }
-        Test { dir, config: None, env: Vec::new() }
+        Test {
+            dir,
+            config: None,
+            env: Vec::new(),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -88,7 +95,12 @@ impl Test {
         for (k, v) in &self.env {
             command.env(k, v);
         }
-        Cmd { command, config: self.config.clone(), args: Vec::new(), name: String::new() }
+        Cmd {
+            command,
+            config: self.config.clone(),
+            args: Vec::new(),
+            name: String::new(),
+        }
     }
 }
 
@@ -111,7 +123,8 @@ pub struct Output {
 impl Output {
     /// stdout parsed as JSON into `T`.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not the expected JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not the expected JSON ({e}):\n{}", self.stdout))
     }
 }
 
@@ -125,7 +138,11 @@ impl Cmd {
         self
     }
 
-    pub fn env(mut self, key: impl AsRef<std::ffi::OsStr>, value: impl AsRef<std::ffi::OsStr>) -> Cmd {
+    pub fn env(
+        mut self,
+        key: impl AsRef<std::ffi::OsStr>,
+        value: impl AsRef<std::ffi::OsStr>,
+    ) -> Cmd {
         self.command.env(key, value);
         self
     }
@@ -168,13 +185,21 @@ impl Cmd {
     #[track_caller]
     pub fn status(self, code: i32) -> Output {
         let out = self.output();
-        assert_eq!(out.code, code, "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}", out.stdout, out.stderr);
+        assert_eq!(
+            out.code, code,
+            "unexpected exit code\n--- stdout\n{}\n--- stderr\n{}",
+            out.stdout, out.stderr
+        );
         out
     }
 
     pub fn spawn(self) -> Child {
         let mut command = self.prepare();
-        command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn dbackup")
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn dbackup")
     }
 }
 
@@ -188,5 +213,9 @@ pub fn inode(path: &Path) -> (u64, u64) {
 /// Permission bits of a path.
 pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
 }

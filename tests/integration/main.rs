@@ -8,3 +8,6 @@
 mod harness;
 
 mod cli;
+mod config;
+mod t9;
+mod t9_media;

@@ -1,0 +1,206 @@
+//! The destination marker: `<path>/backups/.dbackup-destination.json`, written on the first backup to a drive, naming
+//! the destination it belongs to so that a drive of another destination is refused.
+//!
+//! ```json
+//! {
+//!   "format": 1,
+//!   "destination": "t9",
+//!   "fs_uuid": "FF4F-F609",
+//!   "fs_label": "T9",
+//!   "created": "2025-11-26T02:14:00+01:00",
+//!   "host": "workstation",
+//!   "dbackup_version": "0.1.0"
+//! }
+//! ```
+//!
+//! It lives inside `backups/`, the one directory dbackup owns on a drive, so nothing else appears at the drive's root.
+//! Unknown fields are ignored when reading, so later versions may add some. Only `destination` decides anything; the
+//! rest is there for people (and for a later `status`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+/// The marker's place, relative to the destination path.
+pub const MARKER_PATH: &str = "backups/.dbackup-destination.json";
+/// The directory on a destination that dbackup owns.
+pub const BACKUPS_DIR: &str = "backups";
+/// The version of the marker format this dbackup writes.
+pub const FORMAT: u32 = 1;
+
+/// What a marker records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    pub format: u32,
+    /// The `name` of the destination in the config that first wrote to this drive.
+    pub destination: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_label: Option<String>,
+    pub created: DateTime<FixedOffset>,
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub dbackup_version: String,
+}
+
+/// Reading or writing a marker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MarkerError {
+    #[error("cannot read destination marker {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("destination marker {path} is not valid: {source}; fix it or delete it")]
+    Invalid {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("cannot write destination marker {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl Marker {
+    /// A marker for destination `name` on a filesystem with this uuid and label, created `now` on `host`.
+    pub fn new(
+        name: &str,
+        fs_uuid: Option<String>,
+        fs_label: Option<String>,
+        now: DateTime<FixedOffset>,
+        host: String,
+    ) -> Marker {
+        Marker {
+            format: FORMAT,
+            destination: name.to_string(),
+            fs_uuid,
+            fs_label,
+            created: now,
+            host,
+            dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}
+
+/// The marker file of the destination at `root`.
+pub fn marker_path(root: &Path) -> PathBuf {
+    root.join(MARKER_PATH)
+}
+
+/// Reads the marker of the destination at `root`: `None` when there is none yet.
+pub fn read(root: &Path) -> Result<Option<Marker>, MarkerError> {
+    let path = marker_path(root);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(MarkerError::Read { path, source }),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| MarkerError::Invalid { path, source })
+}
+
+/// Writes the marker of the destination at `root`, creating `backups/` if needed: to a temporary name, fsynced, renamed
+/// into place, and the directory fsynced, so that a crash leaves either no marker or a whole one.
+pub fn write(root: &Path, marker: &Marker) -> Result<PathBuf, MarkerError> {
+    let path = marker_path(root);
+    let err = |source| MarkerError::Write {
+        path: path.clone(),
+        source,
+    };
+    let dir = root.join(BACKUPS_DIR);
+    match std::fs::create_dir(&dir) {
+        Ok(()) => sync_dir(root).map_err(err)?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(e)),
+    }
+    let tmp = dir.join(format!(
+        ".dbackup-destination.json.tmp-{}",
+        std::process::id()
+    ));
+    let mut json = serde_json::to_vec_pretty(marker).expect("a marker always serializes");
+    json.push(b'\n');
+    let result = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&json)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(err)?;
+    Ok(path)
+}
+
+/// fsyncs a directory so that a rename or creation in it is durable. Filesystems that cannot fsync a directory
+/// (`EINVAL`) are accepted as they are.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::File::open(dir)?.sync_all() {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339("2025-11-26T02:14:00+01:00").unwrap()
+    }
+
+    #[test]
+    fn round_trips_and_creates_backups_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read(dir.path()).unwrap(), None);
+        let m = Marker::new(
+            "t9",
+            Some("FF4F-F609".into()),
+            Some("T9".into()),
+            now(),
+            "ws".into(),
+        );
+        let path = write(dir.path(), &m).unwrap();
+        assert_eq!(path, dir.path().join("backups/.dbackup-destination.json"));
+        assert_eq!(read(dir.path()).unwrap(), Some(m.clone()));
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("backups"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            [".dbackup-destination.json"],
+            "no temporary file is left behind"
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["destination"], "t9");
+        assert_eq!(json["created"], "2025-11-26T02:14:00+01:00");
+        assert_eq!(json["format"], 1);
+    }
+
+    #[test]
+    fn tolerates_unknown_fields_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("backups")).unwrap();
+        let file = dir.path().join(MARKER_PATH);
+        std::fs::write(
+            &file,
+            r#"{"format":2,"destination":"nas","created":"2025-01-01T00:00:00Z","future":true}"#,
+        )
+        .unwrap();
+        assert_eq!(read(dir.path()).unwrap().unwrap().destination, "nas");
+        std::fs::write(&file, "{ not json").unwrap();
+        let err = read(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("is not valid"), "{err}");
+    }
+}

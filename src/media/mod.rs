@@ -1,0 +1,788 @@
+//! Destinations: the only place that decides whether a drive is present (mounted, the right filesystem, writable).
+//!
+//! [`detect`] looks at one configured destination and answers [`Presence::Present`] with what the writer needs to know
+//! about the filesystem ([`MediaInfo`]: device, real filesystem type, label, uuid, space, largest file, symlinks), or
+//! [`Presence::Absent`] with the reason ([`Absence`]), which reads as a sentence for the user. [`select`] then picks the
+//! destinations to write to by `external.mode`; it is pure.
+//!
+//! The checks, in order:
+//! 1. `path` exists (else *not mounted*) and is a directory (else *not a directory*). An error other than "not found"
+//!    (a dead fuse daemon answers `ENOTCONN`) makes it *unreachable*.
+//! 2. With `require_mount` (the default), `path` must be the root of a mounted filesystem: listed as a mount point in
+//!    `/proc/self/mountinfo` and either on the device that entry names or on a device other than its parent
+//!    directory's (a mount shadowed by a later mount over a parent does not count). Without mountinfo, only the device
+//!    comparison with the parent is used. An empty directory on the parent's filesystem is the usual "drive not
+//!    plugged in" case and is reported as such; it is never written to.
+//! 3. The filesystem's identity: for a fuse mount (`fuseblk`, as `mount.exfat-fuse` makes) the real type, and for
+//!    every block device the label and uuid, come from [`blkid`]. `fs_uuid` (case-insensitive) and `fs_label` (exact)
+//!    must match when configured, else *other drive*.
+//! 4. The marker ([`marker`]): a drive whose marker names another destination is refused.
+//! 5. Read-only mounts (`ro` in the mount or superblock options, or `ST_RDONLY`) are *read-only*; less than
+//!    [`MIN_FREE_BYTES`] available is *full*.
+//! 6. The writability probe: an empty file `.dbackup-probe-<pid>-<nanos>` is created at `path` and removed at once.
+//!    This is the only thing detection ever writes, and only on a filesystem that passed every check above.
+//!
+//! `require_mount: false` (a NAS share, a plain directory in tests) skips step 2 but keeps the others; the
+//! information then describes the filesystem that holds `path`.
+//!
+//! Writers call [`MediaInfo::check_still_present`] before they create anything, and [`ensure_marker`] on first use.
+
+pub mod blkid;
+pub mod marker;
+pub mod mountinfo;
+
+use std::fmt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, FixedOffset};
+use serde::Serialize;
+
+use crate::config::ExternalMode;
+use crate::exit::{CodedError, Exit};
+use crate::settings::DestinationSettings;
+
+pub use marker::{MARKER_PATH, Marker, MarkerError};
+
+/// Below this much available space a destination is *full*: not even the marker and an index would fit.
+pub const MIN_FREE_BYTES: u64 = 1 << 20;
+
+/// The largest file FAT12/16/32 can hold.
+pub const FAT_MAX_FILE_SIZE: u64 = (4 << 30) - 1;
+
+/// Whether a destination can be written to now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+#[allow(clippy::large_enum_variant)] // a handful per run
+pub enum Presence {
+    Present(MediaInfo),
+    Absent(Absence),
+}
+
+/// What is known about a present destination's filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MediaInfo {
+    /// The destination path as configured.
+    pub path: PathBuf,
+    /// `path` with symlinks resolved.
+    pub resolved: PathBuf,
+    /// The mount point of the filesystem holding `path` (equal to `resolved` when `require_mount`).
+    pub mount_point: PathBuf,
+    /// Whether `path` is itself the root of a mounted filesystem.
+    pub is_mount_point: bool,
+    /// The mount source as mountinfo gives it (`/dev/loop0`, `server:/export`); empty when unknown.
+    pub source: String,
+    /// The block device behind the mount, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<PathBuf>,
+    /// The filesystem type the kernel reports (`fuseblk` for a fuse-mounted exFAT drive).
+    pub mount_fs_type: String,
+    /// The real filesystem type (`exfat`, `ext4`, `xfs`, `btrfs`, `vfat`, ...).
+    pub fs_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    /// `st_dev` of `path`, to notice later that another filesystem (or none) is there.
+    pub dev: u64,
+    /// Bytes available to this process (`f_bavail`).
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// The largest file the filesystem can hold; `None` when effectively unlimited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_file_size: Option<u64>,
+    /// Whether symlinks can be created (exFAT and FAT: no; then `LATEST` is a text file).
+    pub symlinks: bool,
+    /// Whether hard links can be created (exFAT and FAT: no).
+    pub hard_links: bool,
+    /// The destination marker, when the drive has been used before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marker: Option<Marker>,
+}
+
+/// A filesystem's label and uuid: what a destination expects, or what a drive has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+}
+
+/// What was found at a destination path that is not a mounted filesystem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Found {
+    /// Nothing at all.
+    Missing,
+    /// An empty directory on the filesystem mounted at `on`: a mount point without its drive.
+    EmptyDirectory { on: PathBuf },
+    /// A directory with contents on the filesystem mounted at `on`.
+    Directory { on: PathBuf },
+}
+
+/// Why a destination is absent. `Display` gives the sentence for the user (without the destination's name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum Absence {
+    NotMounted {
+        path: PathBuf,
+        found: Found,
+    },
+    NotADirectory {
+        path: PathBuf,
+    },
+    /// `path` cannot even be looked at: an I/O error, or a dead fuse mount (`Transport endpoint is not connected`).
+    Unreachable {
+        path: PathBuf,
+        error: String,
+    },
+    OtherDrive {
+        path: PathBuf,
+        fs_type: String,
+        expected: Identity,
+        found: Identity,
+    },
+    OtherDestination {
+        path: PathBuf,
+        marker: PathBuf,
+        destination: String,
+    },
+    BadMarker {
+        path: PathBuf,
+        error: String,
+    },
+    ReadOnly {
+        path: PathBuf,
+        cause: String,
+    },
+    Full {
+        path: PathBuf,
+        free_bytes: u64,
+        total_bytes: u64,
+    },
+}
+
+impl Absence {
+    /// A short, stable name for the reason (`not_mounted`, `other_drive`, `read_only`, `full`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Absence::NotMounted { .. } => "not_mounted",
+            Absence::NotADirectory { .. } => "not_a_directory",
+            Absence::Unreachable { .. } => "unreachable",
+            Absence::OtherDrive { .. } => "other_drive",
+            Absence::OtherDestination { .. } => "other_destination",
+            Absence::BadMarker { .. } => "bad_marker",
+            Absence::ReadOnly { .. } => "read_only",
+            Absence::Full { .. } => "full",
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            Absence::NotMounted { path, .. }
+            | Absence::NotADirectory { path }
+            | Absence::Unreachable { path, .. }
+            | Absence::OtherDrive { path, .. }
+            | Absence::OtherDestination { path, .. }
+            | Absence::BadMarker { path, .. }
+            | Absence::ReadOnly { path, .. }
+            | Absence::Full { path, .. } => path,
+        }
+    }
+}
+
+impl fmt::Display for Absence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Absence::NotMounted {
+                path,
+                found: Found::Missing,
+            } => {
+                write!(
+                    f,
+                    "not mounted: {} does not exist; plug in the drive",
+                    path.display()
+                )
+            }
+            Absence::NotMounted {
+                path,
+                found: Found::EmptyDirectory { on },
+            } => {
+                write!(
+                    f,
+                    "not mounted: {} is an empty directory on {}; plug in the drive",
+                    path.display(),
+                    on.display()
+                )
+            }
+            Absence::NotMounted {
+                path,
+                found: Found::Directory { on },
+            } => write!(
+                f,
+                "not mounted: {} is a directory on {}, not a mounted drive; mount the drive there, or set \
+                 \"require_mount\": false to back up into a plain directory",
+                path.display(),
+                on.display()
+            ),
+            Absence::NotADirectory { path } => write!(
+                f,
+                "not a directory: {} is not a directory; fix \"path\" in the config",
+                path.display()
+            ),
+            Absence::Unreachable { path, error } => {
+                write!(f, "unreachable: cannot look at {}: {error}", path.display())?;
+                if error.contains("not connected") {
+                    write!(
+                        f,
+                        " (was the drive pulled out? unmount it and plug it in again)"
+                    )?;
+                }
+                Ok(())
+            }
+            Absence::OtherDrive {
+                path,
+                fs_type,
+                expected,
+                found,
+            } => write!(
+                f,
+                "other drive: the {fs_type} filesystem at {} has {}, expected {}; plug in the right drive, or fix \
+                 \"fs_label\"/\"fs_uuid\" in the config",
+                path.display(),
+                describe_identity(found, expected),
+                describe_identity(expected, expected)
+            ),
+            Absence::OtherDestination {
+                path: _,
+                marker,
+                destination,
+            } => write!(
+                f,
+                "other destination: the drive belongs to destination \"{destination}\" (see {}); plug in the right \
+                 drive, or delete that file to give this drive to this destination",
+                marker.display()
+            ),
+            Absence::BadMarker { path: _, error } => write!(f, "bad marker: {error}"),
+            Absence::ReadOnly { path, cause } => write!(f, "read-only: {} {cause}", path.display()),
+            Absence::Full {
+                path,
+                free_bytes,
+                total_bytes,
+            } => write!(
+                f,
+                "full: {} has {} free of {}; delete something from it or use another drive",
+                path.display(),
+                human_bytes(*free_bytes),
+                human_bytes(*total_bytes)
+            ),
+        }
+    }
+}
+
+/// `label "T9", uuid FF4F-F609`, showing only the parts `wanted` names (both when it names neither).
+fn describe_identity(id: &Identity, wanted: &Identity) -> String {
+    let both = wanted.label.is_none() && wanted.uuid.is_none();
+    let mut parts = Vec::new();
+    if wanted.label.is_some() || both {
+        parts.push(match &id.label {
+            Some(l) => format!("label \"{l}\""),
+            None => "no label".to_string(),
+        });
+    }
+    if wanted.uuid.is_some() || both {
+        parts.push(match &id.uuid {
+            Some(u) => format!("uuid {u}"),
+            None => "no uuid".to_string(),
+        });
+    }
+    parts.join(", ")
+}
+
+impl fmt::Display for MediaInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}", self.path.display(), self.fs_type)?;
+        if let Some(d) = &self.device {
+            write!(f, " on {}", d.display())?;
+        }
+        if let Some(l) = &self.label {
+            write!(f, ", label \"{l}\"")?;
+        }
+        write!(
+            f,
+            ", {} free of {})",
+            human_bytes(self.free_bytes),
+            human_bytes(self.total_bytes)
+        )
+    }
+}
+
+impl fmt::Display for Presence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Presence::Present(info) => write!(f, "present: {info}"),
+            Presence::Absent(why) => why.fmt(f),
+        }
+    }
+}
+
+/// One configured destination and what detection found there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Detected {
+    pub destination: DestinationSettings,
+    pub presence: Presence,
+}
+
+impl Detected {
+    pub fn info(&self) -> Option<&MediaInfo> {
+        match &self.presence {
+            Presence::Present(info) => Some(info),
+            Presence::Absent(_) => None,
+        }
+    }
+
+    pub fn absence(&self) -> Option<&Absence> {
+        match &self.presence {
+            Presence::Present(_) => None,
+            Presence::Absent(why) => Some(why),
+        }
+    }
+
+    pub fn is_present(&self) -> bool {
+        self.info().is_some()
+    }
+}
+
+impl fmt::Display for Detected {
+    /// `T9: not mounted: /media/payne/T9 is an empty directory on /; plug in the drive`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.destination.name, self.presence)
+    }
+}
+
+/// Detects every destination, in config order.
+pub fn detect_all(destinations: &[DestinationSettings]) -> Vec<Detected> {
+    destinations
+        .iter()
+        .map(|d| Detected {
+            destination: d.clone(),
+            presence: detect(d),
+        })
+        .collect()
+}
+
+/// Decides whether `dest` can be written to now (see the module documentation for the checks). Writes nothing but the
+/// documented probe file, and that only on a filesystem that passed every other check.
+pub fn detect(dest: &DestinationSettings) -> Presence {
+    match examine(dest) {
+        Ok(info) => Presence::Present(info),
+        Err(why) => Presence::Absent(why),
+    }
+}
+
+/// The destinations to write to: `first` is the present one with the highest priority (the earliest in the config on a
+/// tie); `all` is every present one, by priority, highest first. Empty when none is present.
+pub fn select(mode: ExternalMode, detected: &[Detected]) -> Vec<&Detected> {
+    let mut present: Vec<&Detected> = detected.iter().filter(|d| d.is_present()).collect();
+    // Stable: equal priorities keep config order.
+    present.sort_by_key(|d| std::cmp::Reverse(d.destination.priority));
+    match mode {
+        ExternalMode::First => present.into_iter().take(1).collect(),
+        ExternalMode::All => present,
+    }
+}
+
+/// [`select`], or the exit-5 error that says, for each destination, why it is absent.
+pub fn select_or_fail(
+    mode: ExternalMode,
+    detected: &[Detected],
+) -> Result<Vec<&Detected>, CodedError> {
+    let chosen = select(mode, detected);
+    if chosen.is_empty() {
+        Err(CodedError::new(
+            Exit::NoDestination,
+            none_present_message(detected),
+        ))
+    } else {
+        Ok(chosen)
+    }
+}
+
+/// `no external destination present:` followed by one line per destination saying why.
+pub fn none_present_message(detected: &[Detected]) -> String {
+    if detected.is_empty() {
+        return "no external destination is configured; add one to \"destinations\" in the config"
+            .to_string();
+    }
+    let mut msg = String::from("no external destination present:");
+    for d in detected {
+        msg.push_str(&format!("\n  {d}"));
+    }
+    msg
+}
+
+#[allow(clippy::result_large_err)] // an Absence is an answer, not a rare error
+fn examine(dest: &DestinationSettings) -> Result<MediaInfo, Absence> {
+    let path = dest.path.clone();
+    let unreachable = |e: std::io::Error| Absence::Unreachable {
+        path: dest.path.clone(),
+        error: io_message(&e),
+    };
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Absence::NotMounted {
+                path,
+                found: Found::Missing,
+            });
+        }
+        Err(e) => return Err(unreachable(e)),
+    };
+    if !meta.is_dir() {
+        return Err(Absence::NotADirectory { path });
+    }
+    let resolved = std::fs::canonicalize(&path).map_err(unreachable)?;
+    let dev = meta.dev();
+    let parent_dev = resolved
+        .parent()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| m.dev());
+    let mounts = mountinfo::read().ok();
+
+    let at = mounts
+        .as_deref()
+        .and_then(|m| mountinfo::mounted_at(m, &resolved, Some(dev)));
+    let is_mount_point = match (&mounts, at) {
+        // Listed there, and really what we see there (not shadowed by a mount over a parent directory).
+        (Some(_), Some(entry)) => entry.dev() == dev || parent_dev != Some(dev),
+        (Some(_), None) => false,
+        // No mountinfo: a different device than the parent's, or the root directory.
+        (None, _) => parent_dev != Some(dev) || resolved.parent().is_none(),
+    };
+    let entry = if is_mount_point {
+        at
+    } else {
+        mounts
+            .as_deref()
+            .and_then(|m| mountinfo::containing(m, &resolved, Some(dev)))
+    };
+
+    if !is_mount_point && dest.require_mount {
+        let on = entry
+            .map(|e| e.mount_point.clone())
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let empty = std::fs::read_dir(&resolved)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        let found = if empty {
+            Found::EmptyDirectory { on }
+        } else {
+            Found::Directory { on }
+        };
+        return Err(Absence::NotMounted { path, found });
+    }
+
+    let mount_fs_type = entry.map(|e| e.fs_type.clone()).unwrap_or_default();
+    let source = entry.map(|e| e.source.clone()).unwrap_or_default();
+    let device = entry.and_then(block_device);
+    let id = device.as_deref().map(blkid::probe).unwrap_or_default();
+    let fs_type = real_fs_type(&mount_fs_type, id.fs_type.as_deref());
+
+    let found = Identity {
+        label: id.label.clone(),
+        uuid: id.uuid.clone(),
+    };
+    let expected = Identity {
+        label: dest.fs_label.clone(),
+        uuid: dest.fs_uuid.clone(),
+    };
+    let uuid_ok = expected.uuid.as_ref().is_none_or(|want| {
+        found
+            .uuid
+            .as_ref()
+            .is_some_and(|u| u.eq_ignore_ascii_case(want))
+    });
+    let label_ok = expected
+        .label
+        .as_ref()
+        .is_none_or(|want| found.label.as_ref() == Some(want));
+    if !(uuid_ok && label_ok) {
+        return Err(Absence::OtherDrive {
+            path,
+            fs_type,
+            expected,
+            found,
+        });
+    }
+
+    let marker = match marker::read(&resolved) {
+        Ok(Some(m)) if m.destination != dest.name => {
+            return Err(Absence::OtherDestination {
+                marker: marker::marker_path(&path),
+                destination: m.destination,
+                path,
+            });
+        }
+        Ok(m) => m,
+        Err(e) => {
+            return Err(Absence::BadMarker {
+                path,
+                error: e.to_string(),
+            });
+        }
+    };
+
+    let st = rustix::fs::statvfs(&resolved).map_err(|e| unreachable(e.into()))?;
+    let read_only = entry.is_some_and(|e| e.read_only())
+        || st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY);
+    if read_only {
+        return Err(Absence::ReadOnly {
+            path,
+            cause: "is mounted read-only; remount it read-write".to_string(),
+        });
+    }
+    let free_bytes = st.f_bavail.saturating_mul(st.f_frsize);
+    let total_bytes = st.f_blocks.saturating_mul(st.f_frsize);
+    if free_bytes < MIN_FREE_BYTES {
+        return Err(Absence::Full {
+            path,
+            free_bytes,
+            total_bytes,
+        });
+    }
+
+    if let Err(e) = write_probe(&resolved) {
+        return Err(match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => Absence::Full {
+                path,
+                free_bytes,
+                total_bytes,
+            },
+            Some(libc::EROFS | libc::EACCES | libc::EPERM) => Absence::ReadOnly {
+                path,
+                cause: format!(
+                    "cannot be written to: creating a test file failed: {}",
+                    io_message(&e)
+                ),
+            },
+            _ => unreachable(e),
+        });
+    }
+
+    let caps = capabilities(&fs_type);
+    Ok(MediaInfo {
+        path,
+        mount_point: entry
+            .map(|e| e.mount_point.clone())
+            .unwrap_or_else(|| resolved.clone()),
+        resolved,
+        is_mount_point,
+        source,
+        device,
+        mount_fs_type,
+        fs_type,
+        label: id.label,
+        uuid: id.uuid,
+        dev,
+        free_bytes,
+        total_bytes,
+        max_file_size: caps.max_file_size,
+        symlinks: caps.symlinks,
+        hard_links: caps.hard_links,
+        marker,
+    })
+}
+
+/// Creates and removes an empty file at `dir`: the one write detection does.
+fn write_probe(dir: &Path) -> std::io::Result<()> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let probe = dir.join(format!(".dbackup-probe-{}-{nanos}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
+/// The block device behind a mount: its source when that is a block device, else the device its number names
+/// (`/sys/dev/block/<major>:<minor>`).
+fn block_device(entry: &mountinfo::MountEntry) -> Option<PathBuf> {
+    let source = Path::new(&entry.source);
+    if source.is_absolute()
+        && std::fs::metadata(source).is_ok_and(|m| m.file_type().is_block_device())
+    {
+        return Some(source.to_path_buf());
+    }
+    let uevent = std::fs::read_to_string(format!(
+        "/sys/dev/block/{}:{}/uevent",
+        entry.major, entry.minor
+    ))
+    .ok()?;
+    let name = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="))?;
+    Some(Path::new("/dev").join(name))
+}
+
+/// The filesystem's real type: what the kernel says, except for fuse mounts, where the device knows better.
+pub fn real_fs_type(mount_fs_type: &str, probed: Option<&str>) -> String {
+    match probed {
+        Some(p)
+            if mount_fs_type == "fuseblk"
+                || mount_fs_type.starts_with("fuse")
+                || mount_fs_type.is_empty() =>
+        {
+            p.to_string()
+        }
+        _ => mount_fs_type.to_string(),
+    }
+}
+
+/// What a filesystem type can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `None`: effectively unlimited (exFAT: 16 EiB; ext4 with 4 KiB blocks: 16 TiB; xfs, btrfs: 8 EiB).
+    pub max_file_size: Option<u64>,
+    pub symlinks: bool,
+    pub hard_links: bool,
+}
+
+/// The limits of a filesystem type. FAT's 4 GiB file limit is the one that matters for archives; exFAT and FAT have
+/// neither symlinks nor hard links. Unknown types are assumed to be POSIX filesystems.
+pub fn capabilities(fs_type: &str) -> Capabilities {
+    match fs_type {
+        "vfat" | "msdos" | "fat" | "fat12" | "fat16" | "fat32" | "umsdos" => Capabilities {
+            max_file_size: Some(FAT_MAX_FILE_SIZE),
+            symlinks: false,
+            hard_links: false,
+        },
+        "exfat" => Capabilities {
+            max_file_size: None,
+            symlinks: false,
+            hard_links: false,
+        },
+        _ => Capabilities {
+            max_file_size: None,
+            symlinks: true,
+            hard_links: true,
+        },
+    }
+}
+
+impl MediaInfo {
+    /// Fails unless the same filesystem is still at `path` (and still mounted there, when it was a mount point): call
+    /// it right before creating anything, so that a drive pulled since detection is never replaced by the root disk.
+    pub fn check_still_present(&self) -> Result<(), MediaError> {
+        let gone = |why: String| MediaError::Gone {
+            path: self.path.clone(),
+            why,
+        };
+        let meta = std::fs::metadata(&self.resolved).map_err(|e| gone(io_message(&e)))?;
+        if meta.dev() != self.dev {
+            return Err(gone("another filesystem is there now".to_string()));
+        }
+        if self.is_mount_point {
+            let mounts = mountinfo::read()
+                .map_err(|e| gone(format!("cannot read {}: {e}", mountinfo::MOUNTINFO)))?;
+            if mountinfo::mounted_at(&mounts, &self.resolved, Some(self.dev)).is_none() {
+                return Err(gone("it is no longer mounted".to_string()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Failures of the few writes this module does.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("destination {path} is gone: {why}; plug the drive in again and rerun")]
+    Gone { path: PathBuf, why: String },
+    #[error(
+        "the drive at {path} belongs to destination \"{destination}\" (see {marker}); plug in the right drive, or \
+         delete that file to give this drive to this destination"
+    )]
+    OtherDestination {
+        path: PathBuf,
+        marker: PathBuf,
+        destination: String,
+    },
+    #[error(transparent)]
+    Marker(#[from] MarkerError),
+}
+
+/// Makes sure the destination's marker exists and names `dest`: writes it (atomically) on first use, after checking
+/// that the drive is still there. Returns the marker now on the drive.
+pub fn ensure_marker(
+    dest: &DestinationSettings,
+    info: &MediaInfo,
+    now: DateTime<FixedOffset>,
+) -> Result<Marker, MediaError> {
+    if let Some(m) = &info.marker
+        && m.destination == dest.name
+    {
+        return Ok(m.clone());
+    }
+    info.check_still_present()?;
+    match marker::read(&info.resolved)? {
+        Some(m) if m.destination == dest.name => return Ok(m),
+        Some(m) => {
+            return Err(MediaError::OtherDestination {
+                path: info.path.clone(),
+                marker: marker::marker_path(&info.path),
+                destination: m.destination,
+            });
+        }
+        None => {}
+    }
+    let m = Marker::new(
+        &dest.name,
+        info.uuid.clone(),
+        info.label.clone(),
+        now,
+        hostname(),
+    );
+    marker::write(&info.resolved, &m)?;
+    Ok(m)
+}
+
+/// This machine's host name (`uname -n`).
+pub fn hostname() -> String {
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// An I/O error as a lower-case phrase without the `(os error N)` suffix.
+fn io_message(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or(&s);
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => s.to_string(),
+    }
+}
+
+/// `1.5 GiB`, `120 MiB`, `512 B`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else if value < 10.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.0} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,540 @@
+//! `dbackup config check|schema|init` and the config lookup, through the real binary: what users read when a
+//! config is wrong (insta snapshots, temp paths shown as `{tmp}`), and the settings a good config gives.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::harness::{Test, mode};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The parts of `config check --json` these tests look at.
+#[derive(Debug, Deserialize)]
+struct Settings {
+    config_source: Source,
+    backup_root: PathBuf,
+    sets: Vec<Set>,
+    retention_local: serde_json::Value,
+    retention_external: u32,
+    destinations: Vec<Destination>,
+    state_dir: PathBuf,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Source {
+    kind: String,
+    path: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Set {
+    name: String,
+    sources: Vec<SourcePath>,
+    exclusions: Vec<Exclusion>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SourcePath {
+    configured: String,
+    path: PathBuf,
+    resolved: PathBuf,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+struct Exclusion {
+    kind: String,
+    pattern: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Destination {
+    name: String,
+    path: PathBuf,
+    fs_label: Option<String>,
+    retention: u32,
+}
+
+/// A minimal valid set, for configs that are about something else.
+const ONE_SET: &str = r#""backup_sets": [ { "name": "home", "sources": ["~/docs"] } ]"#;
+
+/// stderr with this test's directory shown as `{tmp}`, for stable snapshots.
+fn redact(t: &Test, text: &str) -> String {
+    text.replace(&t.dir.path().display().to_string(), "{tmp}")
+}
+
+/// Runs `config check` and expects exit 2; returns stderr, redacted.
+fn check_fails(t: &Test) -> String {
+    let out = t.cmd().args(["config", "check"]).status(2);
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout when invalid: {}",
+        out.stdout
+    );
+    redact(t, &out.stderr)
+}
+
+fn check_json(cmd: crate::harness::Cmd) -> Settings {
+    cmd.args(["--json", "config", "check"]).status(0).json()
+}
+
+#[test]
+fn the_seed_example_loads() {
+    let t = Test::new();
+    let seed = format!("{REPO}/config/seed-example.json");
+    let out = t.cmd().args(["config", "check", &seed]).status(0);
+    assert!(
+        out.stdout.contains("set data") && out.stdout.contains("set config"),
+        "{}",
+        out.stdout
+    );
+
+    let s: Settings = t
+        .cmd()
+        .args(["--json", "config", "check", &seed])
+        .status(0)
+        .json();
+    assert_eq!(
+        s.config_source,
+        Source {
+            kind: "file".into(),
+            path: Some(seed.into())
+        }
+    );
+    assert_eq!(
+        s.sets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["data", "config"]
+    );
+    assert_eq!(s.sets[0].sources[0].path, Path::new("/data"));
+    let patterns: Vec<&str> = s.sets[0]
+        .exclusions
+        .iter()
+        .map(|e| e.pattern.as_str())
+        .collect();
+    assert_eq!(patterns, ["tmp/*", "*.tmp", "*.log"]);
+    assert!(s.sets[0].exclusions.iter().all(|e| e.kind == "pattern"));
+    assert_eq!(
+        s.sets[1].exclusions,
+        [Exclusion {
+            kind: "anchored".into(),
+            pattern: t.expand("{home}/.config/Code/Cache/*")
+        }]
+    );
+    assert_eq!(s.sets[1].sources[1].configured, "~/env.sh");
+    assert_eq!(s.sets[1].sources[1].path, t.home().join("env.sh"));
+    assert_eq!(
+        s.sets[1].sources[1].resolved,
+        t.home().join("env.sh"),
+        "missing, so unresolved"
+    );
+    assert_eq!(s.retention_local, serde_json::json!({ "last": 7 }));
+    assert_eq!(s.retention_external, 5);
+    assert_eq!(s.backup_root, t.home().join(".local/share/dbackup"));
+    assert_eq!(s.state_dir, t.path("state/dbackup"));
+}
+
+#[test]
+fn the_full_example_loads_with_its_destination() {
+    let t = Test::new();
+    let example = format!("{REPO}/config/example.json");
+    let s: Settings = t
+        .cmd()
+        .args(["--json", "config", "check", &example])
+        .status(0)
+        .json();
+    let d = &s.destinations[0];
+    assert_eq!(
+        (d.name.as_str(), d.path.as_path()),
+        ("T9", Path::new("/media/payne/T9"))
+    );
+    assert_eq!(d.fs_label.as_deref(), Some("T9"));
+    assert_eq!(d.retention, 5);
+    assert_eq!(
+        s.retention_local,
+        serde_json::json!({ "last": 7, "daily": 14, "weekly": 8, "monthly": 12 })
+    );
+}
+
+#[test]
+fn the_human_summary_shows_expansion_resolution_and_exclusions() {
+    let t = Test::new();
+    std::fs::create_dir_all(t.path("data/projects")).unwrap();
+    std::os::unix::fs::symlink(t.path("data"), t.home().join("data")).unwrap();
+    let t = t.config(
+        r#"{
+  "backup_root": "{root}",
+  "backup_sets": [ { "name": "data", "sources": ["~/data"], "exclusions": ["*.log", "~/data/projects/tmp/"] } ],
+  "destinations": [ { "name": "T9", "path": "/media/payne/T9", "fs_label": "T9" } ]
+}"#,
+    );
+    let out = t.cmd().args(["config", "check"]).status(0);
+    insta::assert_snapshot!("summary", redact(&t, &out.stdout));
+    let s = check_json(t.cmd());
+    assert_eq!(s.sets[0].sources[0].path, t.home().join("data"));
+    assert_eq!(
+        s.sets[0].sources[0].resolved,
+        t.path("data"),
+        "the symlinked source resolves"
+    );
+}
+
+#[test]
+fn a_misspelt_key_is_named_with_its_line_and_the_allowed_keys() {
+    let t = Test::new().config(
+        r#"{
+  // where snapshots go
+  "bakup_root": "{root}",
+  "backup_sets": [ { "name": "home", "sources": ["~/docs"] } ]
+}"#,
+    );
+    let err = check_fails(&t);
+    assert!(
+        err.contains("config.json:3:3: /bakup_root: unknown key \"bakup_root\""),
+        "{err}"
+    );
+    assert!(err.contains("did you mean \"backup_root\"?"), "{err}");
+    assert!(
+        err.contains("allowed keys here: \"$schema\", \"backup_root\", \"backup_sets\""),
+        "{err}"
+    );
+    insta::assert_snapshot!("misspelt_key", err);
+}
+
+#[test]
+fn wrong_enum_values_list_the_allowed_ones() {
+    let t = Test::new().config(&format!(
+        r#"{{
+  {ONE_SET},
+  "schedule": {{ "incremental": "nightly", "external": "wekly" }},
+  "notifications": {{ "events": ["failure", "disk_full"] }}
+}}"#
+    ));
+    insta::assert_snapshot!("wrong_enum", check_fails(&t));
+}
+
+#[test]
+fn wrong_types_say_what_was_expected_and_found() {
+    let t = Test::new().config(
+        r#"{
+  "backup_sets": [ { "name": "home", "sources": "~/docs", "exclusions": [ 7 ] } ],
+  "retention": { "local": "seven", "external": 5.5 },
+  "destinations": { "name": "T9" }
+}"#,
+    );
+    insta::assert_snapshot!("wrong_types", check_fails(&t));
+}
+
+#[test]
+fn every_schema_problem_is_reported_at_once() {
+    let t = Test::new().config(
+        r#"{
+  "backup_sets": [
+    { "name": "my data", "sources": [], "method": "tar" },
+    { "sources": ["/x"], "exclusion": ["*.log"] }
+  ],
+  "retention": { "local": { "dialy": 7 }, "external": 0 }
+}"#,
+    );
+    let err = check_fails(&t);
+    assert!(err.contains("is invalid (7 problems)"), "{err}");
+    insta::assert_snapshot!("many_problems", err);
+}
+
+#[test]
+fn syntax_errors_are_located_and_trailing_commas_refused() {
+    let t = Test::new().config(&format!("{{\n  {ONE_SET},\n}}\n"));
+    insta::assert_snapshot!("trailing_comma", check_fails(&t));
+    let t = Test::new().config("{\n  \"backup_sets\": [ { \"name\": 'home' } ]\n}\n");
+    insta::assert_snapshot!("single_quotes", check_fails(&t));
+}
+
+#[test]
+fn an_undefined_variable_is_named() {
+    let t = Test::new().config(
+        r#"{
+  "backup_root": "{root}",
+  "backup_sets": [ { "name": "data", "sources": ["$DDATA/projects", "${WORK}"] } ]
+}"#,
+    );
+    let err = check_fails(&t);
+    assert!(err.contains("undefined variable $DDATA"), "{err}");
+    insta::assert_snapshot!("undefined_variable", err);
+
+    // Set, the same file is fine.
+    std::fs::create_dir_all(t.path("d")).unwrap();
+    let d = t.path("d").display().to_string();
+    t.cmd()
+        .env("DDATA", &d)
+        .env("WORK", &d)
+        .args(["config", "check"])
+        .status(0);
+}
+
+#[test]
+fn duplicate_set_names_are_refused_even_ignoring_case() {
+    let t = Test::new().config(
+        r#"{
+  "backup_root": "{root}",
+  "backup_sets": [
+    { "name": "data", "sources": ["/a"] },
+    { "name": "Data", "sources": ["/b"] }
+  ]
+}"#,
+    );
+    insta::assert_snapshot!("duplicate_sets", check_fails(&t));
+}
+
+#[test]
+fn sources_and_the_backup_root_must_not_contain_each_other() {
+    let t = Test::new().config(
+        r#"{
+  "backup_root": "~/backups",
+  "backup_sets": [
+    { "name": "old", "sources": ["~/backups/old"] },
+    { "name": "home", "sources": ["~"], "exclusions": ["*.iso"] }
+  ]
+}"#,
+    );
+    insta::assert_snapshot!("source_inside_root", check_fails(&t));
+
+    // Excluding the root by its path makes the home set valid.
+    let t = Test::new().config(
+        r#"{
+  "backup_root": "~/backups",
+  "backup_sets": [ { "name": "home", "sources": ["~"], "exclusions": ["~/backups/"] } ]
+}"#,
+    );
+    t.cmd().args(["config", "check"]).status(0);
+}
+
+#[test]
+fn lookup_prefers_flag_then_env_then_xdg_then_built_in() {
+    let t = Test::new();
+    let file = |name: &str| {
+        let p = t.write(
+            name,
+            format!(r#"{{ "backup_root": "/{name}", {ONE_SET} }}"#),
+        );
+        p.display().to_string()
+    };
+    let source = |s: &Settings| {
+        s.config_source
+            .path
+            .clone()
+            .map(|p| p.display().to_string())
+    };
+
+    // Nothing anywhere: the built-in default.
+    let s = check_json(t.cmd());
+    assert_eq!(
+        s.config_source,
+        Source {
+            kind: "built_in".into(),
+            path: None
+        }
+    );
+    assert_eq!(
+        s.sets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+        ["data", "config"]
+    );
+
+    // $XDG_CONFIG_HOME/dbackup/config.json.
+    let xdg = file("xdg-config/dbackup/config.json");
+    assert_eq!(source(&check_json(t.cmd())), Some(xdg.clone()));
+
+    // ~/.config/dbackup/config.json when XDG_CONFIG_HOME is unset (empty).
+    let home = file("home/.config/dbackup/config.json");
+    assert_eq!(
+        source(&check_json(t.cmd().env("XDG_CONFIG_HOME", ""))),
+        Some(home)
+    );
+
+    // $DBACKUP_CONFIG beats XDG; --config beats both.
+    let env = file("env.json");
+    assert_eq!(
+        source(&check_json(t.cmd().env("DBACKUP_CONFIG", &env))),
+        Some(env.clone())
+    );
+    let flag = file("flag.json");
+    let s = check_json(
+        t.cmd()
+            .env("DBACKUP_CONFIG", &env)
+            .args(["--config", &flag]),
+    );
+    assert_eq!(source(&s), Some(flag));
+    assert_eq!(s.backup_root, Path::new("/flag.json"));
+
+    // The built-in default depends on $DDATA and $DBACKUP, and says so when they do not work.
+    std::fs::remove_file(t.path("xdg-config/dbackup/config.json")).unwrap();
+    let out = t
+        .cmd()
+        .env("DDATA", "data")
+        .args(["config", "check"])
+        .status(2);
+    assert!(
+        out.stderr
+            .contains("the built-in default config does not work"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("$DDATA"), "{}", out.stderr);
+
+    // A relative --config is taken from the current directory.
+    let s = check_json(t.cmd().args(["--config", "env.json"]));
+    assert_eq!(source(&s), Some(env));
+}
+
+#[test]
+fn a_named_config_that_does_not_exist_says_how_to_create_one() {
+    let t = Test::new();
+    let out = t
+        .cmd()
+        .env("DBACKUP_CONFIG", t.path("nope.json"))
+        .args(["config", "check"])
+        .status(2);
+    insta::assert_snapshot!("missing_env_config", redact(&t, &out.stderr));
+    let out = t
+        .cmd()
+        .args(["--config", "missing.json", "config", "check"])
+        .status(2);
+    assert!(
+        out.stderr
+            .contains("(named by --config) does not exist; run `dbackup config init"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_dangling_default_config_is_an_error_not_the_built_in_default() {
+    let t = Test::new();
+    std::fs::create_dir_all(t.path("xdg-config/dbackup")).unwrap();
+    std::os::unix::fs::symlink(
+        t.path("dotfiles/config.json"),
+        t.path("xdg-config/dbackup/config.json"),
+    )
+    .unwrap();
+    let out = t.cmd().args(["config", "check"]).status(2);
+    assert!(out.stderr.contains("cannot read config"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("dotfiles/config.json, which does not exist"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn init_writes_the_commented_default_which_loads_as_the_built_in_one() {
+    for vars in [
+        &[][..],
+        &[("DDATA", "/srv/data"), ("DBACKUP", "/srv/backup")][..],
+    ] {
+        let t = Test::new();
+        let with = |mut c: crate::harness::Cmd| {
+            for (k, v) in vars {
+                c = c.env(k, v);
+            }
+            c
+        };
+        let built_in: serde_json::Value = with(t.cmd())
+            .args(["--json", "config", "check"])
+            .status(0)
+            .json();
+
+        let out = with(t.cmd()).args(["config", "init"]).status(0);
+        let path = t.path("xdg-config/dbackup/config.json");
+        assert_eq!(out.stdout.trim(), format!("wrote {}", path.display()));
+        assert_eq!(mode(&path), 0o600);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("// Options: hourly, daily, weekly, monthly"),
+            "{text}"
+        );
+
+        let written: serde_json::Value = with(t.cmd())
+            .args(["--json", "config", "check"])
+            .status(0)
+            .json();
+        assert_eq!(
+            written["config_source"],
+            serde_json::json!({ "kind": "file", "path": path })
+        );
+        let strip = |mut v: serde_json::Value| {
+            v.as_object_mut().unwrap().remove("config_source");
+            v
+        };
+        assert_eq!(strip(written), strip(built_in), "with {vars:?}");
+    }
+}
+
+#[test]
+fn init_never_overwrites() {
+    let t = Test::new();
+    let path = t.write("xdg-config/dbackup/config.json", "{ my precious edits }");
+    let out = t.cmd().args(["config", "init"]).status(2);
+    insta::assert_snapshot!("init_exists", redact(&t, &out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{ my precious edits }"
+    );
+    let out = t.cmd().args(["--dry-run", "config", "init"]).status(2);
+    assert!(out.stderr.contains("already exists"), "{}", out.stderr);
+}
+
+#[test]
+fn init_to_a_path_creates_its_directories_and_dry_run_writes_nothing() {
+    let t = Test::new();
+    let target = t.path("new/dir/dbackup.json");
+    let out = t
+        .cmd()
+        .args(["--dry-run", "config", "init", "new/dir/dbackup.json"])
+        .status(0);
+    assert!(
+        !target.exists() && !t.path("new").exists(),
+        "dry run wrote something"
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("would write {} (mode 0600)", target.display())),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.starts_with("// dbackup configuration"),
+        "{}",
+        out.stdout
+    );
+
+    t.cmd()
+        .args(["config", "init", "new/dir/dbackup.json"])
+        .status(0);
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        out.stdout,
+        "dry run printed what init writes"
+    );
+    t.cmd()
+        .args(["config", "check", "new/dir/dbackup.json"])
+        .status(0);
+    let leftovers: Vec<_> = std::fs::read_dir(t.path("new/dir"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["dbackup.json"], "no temporary file left behind");
+
+    // --config names the file init writes, too.
+    let flagged = t.path("flagged.json");
+    t.cmd()
+        .args(["--config", "flagged.json", "config", "init"])
+        .status(0);
+    assert!(flagged.exists());
+}
+
+#[test]
+fn schema_prints_the_committed_file() {
+    let out = Test::new().cmd().args(["config", "schema"]).status(0);
+    let committed = std::fs::read_to_string(format!("{REPO}/config/schema.json")).unwrap();
+    assert_eq!(out.stdout, committed);
+    let _: serde_json::Value = serde_json::from_str(&out.stdout).expect("the schema is JSON");
+}
