@@ -1,1 +1,553 @@
 //! Retention as a pure function: (snapshots, policy, now) -> keep or remove, each with its reasons. Does no IO.
+//!
+//! Semantics (restic-like):
+//! - Only complete snapshots count towards the policy. `last: N` keeps the newest N; `hourly`/`daily`/`weekly`/
+//!   `monthly`/`yearly: N` keep the newest snapshot of each of the N most recent hours/days/ISO weeks/months/years
+//!   that have one. A snapshot is kept when any rule keeps it; every reason is given.
+//! - Never removed: the newest complete snapshot, the target of `<set>-latest`, anything newer than `now`
+//!   (a clock that went back), and snapshots without dbackup metadata (not ours to judge).
+//! - An incomplete snapshot (some files were unreadable) is removed once a newer complete one exists, and kept otherwise.
+
+use chrono::{Datelike, NaiveDateTime, Timelike};
+use serde::{Deserialize, Serialize};
+
+use crate::config::RetentionPolicy;
+use crate::snapshot::SnapshotState;
+
+/// What retention needs to know about a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub name: String,
+    pub time: NaiveDateTime,
+    pub state: SnapshotState,
+    /// `<set>-latest` points at it.
+    pub latest: bool,
+}
+
+/// Keep or remove one snapshot, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub name: String,
+    pub keep: bool,
+    pub reasons: Vec<String>,
+}
+
+/// A short description of a policy: `last 7, daily 14`.
+pub fn describe(policy: &RetentionPolicy) -> String {
+    let parts: Vec<String> = rules(policy)
+        .into_iter()
+        .filter_map(|(rule, n)| n.map(|n| format!("{} {n}", rule.name())))
+        .collect();
+    if parts.is_empty() {
+        "no rule".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    Last,
+    Hourly,
+    Daily,
+    Weekly,
+    Monthly,
+    Yearly,
+}
+
+impl Rule {
+    fn name(self) -> &'static str {
+        match self {
+            Rule::Last => "last",
+            Rule::Hourly => "hourly",
+            Rule::Daily => "daily",
+            Rule::Weekly => "weekly",
+            Rule::Monthly => "monthly",
+            Rule::Yearly => "yearly",
+        }
+    }
+
+    /// The bucket a time falls in, as a label; `None` for `last` (every snapshot is its own bucket).
+    fn bucket(self, t: NaiveDateTime) -> Option<String> {
+        match self {
+            Rule::Last => None,
+            Rule::Hourly => Some(format!("{} {:02}:00", t.date(), t.hour())),
+            Rule::Daily => Some(t.date().to_string()),
+            Rule::Weekly => {
+                let w = t.iso_week();
+                Some(format!("{}-W{:02}", w.year(), w.week()))
+            }
+            Rule::Monthly => Some(format!("{}-{:02}", t.year(), t.month())),
+            Rule::Yearly => Some(t.year().to_string()),
+        }
+    }
+}
+
+fn rules(p: &RetentionPolicy) -> [(Rule, Option<u32>); 6] {
+    [
+        (Rule::Last, p.last),
+        (Rule::Hourly, p.hourly),
+        (Rule::Daily, p.daily),
+        (Rule::Weekly, p.weekly),
+        (Rule::Monthly, p.monthly),
+        (Rule::Yearly, p.yearly),
+    ]
+}
+
+/// Decides, for every snapshot of one set, whether to keep it. The result is ordered newest first.
+pub fn decide(
+    snapshots: &[SnapshotInfo],
+    policy: &RetentionPolicy,
+    now: NaiveDateTime,
+) -> Vec<Decision> {
+    let mut order: Vec<&SnapshotInfo> = snapshots.iter().collect();
+    order.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
+    let mut verdicts: Vec<(bool, Vec<String>)> = vec![(false, Vec::new()); order.len()];
+    fn mark(verdicts: &mut [(bool, Vec<String>)], i: usize, why: String) {
+        verdicts[i].0 = true;
+        verdicts[i].1.push(why);
+    }
+
+    let is_future = |s: &SnapshotInfo| s.time > now;
+    // Complete snapshots that the policy judges, newest first (by index into `order`).
+    let complete: Vec<usize> = (0..order.len())
+        .filter(|&i| order[i].state == SnapshotState::Complete && !is_future(order[i]))
+        .collect();
+    let newest_complete = complete.first().copied();
+
+    for (i, s) in order.iter().enumerate() {
+        if is_future(s) {
+            mark(
+                &mut verdicts,
+                i,
+                format!("newer than now ({now}): the clock may have gone back"),
+            );
+        }
+        if s.latest {
+            mark(&mut verdicts, i, "target of latest".into());
+        }
+        if s.state == SnapshotState::Unknown {
+            mark(
+                &mut verdicts,
+                i,
+                "no dbackup metadata: not judged; remove it by hand if it is not needed".into(),
+            );
+        }
+    }
+    if let Some(i) = newest_complete {
+        mark(&mut verdicts, i, "newest complete snapshot".into());
+    }
+
+    let any_rule = rules(policy).iter().any(|(_, n)| n.is_some());
+    if !any_rule {
+        for &i in &complete {
+            mark(
+                &mut verdicts,
+                i,
+                "no retention rule: everything is kept".into(),
+            );
+        }
+    }
+    for (rule, n) in rules(policy) {
+        let Some(n) = n else { continue };
+        let mut used = 0u32;
+        let mut last_bucket: Option<String> = None;
+        for &i in &complete {
+            if used >= n {
+                break;
+            }
+            match rule.bucket(order[i].time) {
+                None => {
+                    used += 1;
+                    mark(&mut verdicts, i, format!("last {n}"));
+                }
+                Some(b) => {
+                    if last_bucket.as_ref() == Some(&b) {
+                        continue;
+                    }
+                    used += 1;
+                    mark(&mut verdicts, i, format!("{}: newest of {b}", rule.name()));
+                    last_bucket = Some(b);
+                }
+            }
+        }
+    }
+
+    let newest_complete_time = newest_complete.map(|i| (order[i].time, order[i].name.clone()));
+    for (i, s) in order.iter().enumerate() {
+        if verdicts[i].0 {
+            continue;
+        }
+        match s.state {
+            SnapshotState::Complete => verdicts[i]
+                .1
+                .push(format!("not kept by the policy ({})", describe(policy))),
+            SnapshotState::Incomplete => match &newest_complete_time {
+                Some((t, name)) if s.time < *t => verdicts[i].1.push(format!(
+                    "incomplete (some files were not copied) and older than the complete {name}"
+                )),
+                _ => mark(
+                    &mut verdicts,
+                    i,
+                    "incomplete, but no complete snapshot is newer".into(),
+                ),
+            },
+            SnapshotState::Unknown => unreachable!("unknown snapshots are always kept"),
+        }
+    }
+
+    order
+        .iter()
+        .zip(verdicts)
+        .map(|(s, (keep, reasons))| Decision {
+            name: s.name.clone(),
+            keep,
+            reasons,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SnapshotState::{Complete as C, Incomplete as I, Unknown as U};
+    use chrono::NaiveDate;
+
+    fn at(s: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap()
+    }
+
+    fn snaps(list: &[(&str, SnapshotState)]) -> Vec<SnapshotInfo> {
+        list.iter()
+            .map(|(t, state)| SnapshotInfo {
+                name: format!("s-{}", t.replace([' ', ':'], "-")),
+                time: at(t),
+                state: *state,
+                latest: false,
+            })
+            .collect()
+    }
+
+    fn last(n: u32) -> RetentionPolicy {
+        RetentionPolicy {
+            last: Some(n),
+            ..Default::default()
+        }
+    }
+
+    /// The times (as given) of the snapshots kept, oldest first.
+    fn kept(list: &[SnapshotInfo], policy: RetentionPolicy, now: &str) -> Vec<String> {
+        let d = decide(list, &policy, at(now));
+        let mut out: Vec<String> = list
+            .iter()
+            .filter(|s| d.iter().any(|x| x.name == s.name && x.keep))
+            .map(|s| s.time.format("%Y-%m-%d %H:%M").to_string())
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn daily(n: usize, hour: u32) -> Vec<(String, SnapshotState)> {
+        (0..n)
+            .map(|d| {
+                let t = NaiveDate::from_ymd_opt(2025, 4, 1)
+                    .unwrap()
+                    .and_hms_opt(hour, 0, 0)
+                    .unwrap()
+                    + chrono::Duration::days(d as i64);
+                (t.format("%Y-%m-%d %H:%M").to_string(), C)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn table() {
+        struct Case {
+            name: &'static str,
+            snaps: Vec<(String, SnapshotState)>,
+            latest: Option<&'static str>,
+            policy: RetentionPolicy,
+            now: &'static str,
+            kept: Vec<&'static str>,
+        }
+        let s = |v: &[(&str, SnapshotState)]| {
+            v.iter()
+                .map(|(t, st)| (t.to_string(), *st))
+                .collect::<Vec<_>>()
+        };
+        let nine = daily(9, 3);
+        let cases = vec![
+            Case {
+                name: "nine snapshots, last 7: the two oldest go",
+                snaps: nine.clone(),
+                latest: Some("2025-04-09 03:00"),
+                policy: last(7),
+                now: "2025-04-09 04:00",
+                kept: vec![
+                    "2025-04-03 03:00",
+                    "2025-04-04 03:00",
+                    "2025-04-05 03:00",
+                    "2025-04-06 03:00",
+                    "2025-04-07 03:00",
+                    "2025-04-08 03:00",
+                    "2025-04-09 03:00",
+                ],
+            },
+            Case {
+                name: "fewer than N: everything stays",
+                snaps: daily(3, 3),
+                latest: None,
+                policy: last(7),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-01 03:00", "2025-04-02 03:00", "2025-04-03 03:00"],
+            },
+            Case {
+                name: "empty list",
+                snaps: vec![],
+                latest: None,
+                policy: last(7),
+                now: "2025-05-01 00:00",
+                kept: vec![],
+            },
+            Case {
+                name: "last 1 keeps only the newest",
+                snaps: daily(4, 3),
+                latest: None,
+                policy: last(1),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-04 03:00"],
+            },
+            Case {
+                name: "the latest target is kept even when the policy would drop it",
+                snaps: daily(4, 3),
+                latest: Some("2025-04-01 03:00"),
+                policy: last(1),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-01 03:00", "2025-04-04 03:00"],
+            },
+            Case {
+                name: "incomplete snapshots do not count, and go once a newer complete one exists",
+                snaps: s(&[
+                    ("2025-04-01 03:00", C),
+                    ("2025-04-02 03:00", I),
+                    ("2025-04-03 03:00", C),
+                    ("2025-04-04 03:00", C),
+                ]),
+                latest: None,
+                policy: last(2),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-03 03:00", "2025-04-04 03:00"],
+            },
+            Case {
+                name: "an incomplete snapshot newer than every complete one stays",
+                snaps: s(&[
+                    ("2025-04-01 03:00", C),
+                    ("2025-04-02 03:00", C),
+                    ("2025-04-03 03:00", I),
+                ]),
+                latest: Some("2025-04-03 03:00"),
+                policy: last(1),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-02 03:00", "2025-04-03 03:00"],
+            },
+            Case {
+                name: "only incomplete snapshots: nothing goes",
+                snaps: s(&[("2025-04-01 03:00", I), ("2025-04-02 03:00", I)]),
+                latest: None,
+                policy: last(1),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-01 03:00", "2025-04-02 03:00"],
+            },
+            Case {
+                name: "the newest complete snapshot is kept even with last 0",
+                snaps: daily(3, 3),
+                latest: None,
+                policy: last(0),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-03 03:00"],
+            },
+            Case {
+                name: "snapshots newer than now are never removed and do not count",
+                snaps: s(&[
+                    ("2025-04-01 03:00", C),
+                    ("2025-04-02 03:00", C),
+                    ("2025-04-03 03:00", C),
+                    ("2025-06-01 03:00", C),
+                ]),
+                latest: None,
+                policy: last(1),
+                now: "2025-04-05 00:00",
+                kept: vec!["2025-04-03 03:00", "2025-06-01 03:00"],
+            },
+            Case {
+                name: "snapshots without metadata are never removed",
+                snaps: s(&[
+                    ("2025-04-01 03:00", U),
+                    ("2025-04-02 03:00", C),
+                    ("2025-04-03 03:00", C),
+                ]),
+                latest: None,
+                policy: last(1),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-01 03:00", "2025-04-03 03:00"],
+            },
+            Case {
+                name: "daily keeps the newest of each day",
+                snaps: s(&[
+                    ("2025-04-01 01:00", C),
+                    ("2025-04-01 13:00", C),
+                    ("2025-04-02 01:00", C),
+                    ("2025-04-02 13:00", C),
+                    ("2025-04-03 01:00", C),
+                ]),
+                latest: None,
+                policy: RetentionPolicy {
+                    daily: Some(2),
+                    ..Default::default()
+                },
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-02 13:00", "2025-04-03 01:00"],
+            },
+            Case {
+                name: "hourly counts hours that have a snapshot, not clock hours",
+                snaps: s(&[
+                    ("2025-04-01 01:10", C),
+                    ("2025-04-01 01:50", C),
+                    ("2025-04-01 05:00", C),
+                    ("2025-04-01 09:00", C),
+                ]),
+                latest: None,
+                policy: RetentionPolicy {
+                    hourly: Some(2),
+                    ..Default::default()
+                },
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-01 05:00", "2025-04-01 09:00"],
+            },
+            Case {
+                name: "weekly uses ISO weeks (Mon 2025-03-31 .. Sun 2025-04-06 is W14)",
+                snaps: s(&[
+                    ("2025-03-30 03:00", C),
+                    ("2025-03-31 03:00", C),
+                    ("2025-04-06 03:00", C),
+                    ("2025-04-07 03:00", C),
+                ]),
+                latest: None,
+                policy: RetentionPolicy {
+                    weekly: Some(2),
+                    ..Default::default()
+                },
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-06 03:00", "2025-04-07 03:00"],
+            },
+            Case {
+                name: "rules combine: last 2 plus monthly 3 plus yearly 2",
+                snaps: s(&[
+                    ("2023-12-31 03:00", C),
+                    ("2024-11-30 03:00", C),
+                    ("2024-12-31 03:00", C),
+                    ("2025-01-15 03:00", C),
+                    ("2025-01-31 03:00", C),
+                    ("2025-02-10 03:00", C),
+                    ("2025-02-11 03:00", C),
+                    ("2025-02-12 03:00", C),
+                ]),
+                latest: None,
+                policy: RetentionPolicy {
+                    last: Some(2),
+                    monthly: Some(3),
+                    yearly: Some(2),
+                    ..Default::default()
+                },
+                now: "2025-05-01 00:00",
+                kept: vec![
+                    "2024-12-31 03:00",
+                    "2025-01-31 03:00",
+                    "2025-02-11 03:00",
+                    "2025-02-12 03:00",
+                ],
+            },
+            Case {
+                name: "no rule at all keeps everything",
+                snaps: daily(3, 3),
+                latest: None,
+                policy: RetentionPolicy::default(),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-01 03:00", "2025-04-02 03:00", "2025-04-03 03:00"],
+            },
+        ];
+        for case in cases {
+            let refs: Vec<(&str, SnapshotState)> =
+                case.snaps.iter().map(|(t, s)| (t.as_str(), *s)).collect();
+            let mut list = snaps(&refs);
+            if let Some(l) = case.latest {
+                list.iter_mut().find(|s| s.time == at(l)).unwrap().latest = true;
+            }
+            assert_eq!(
+                kept(&list, case.policy, case.now),
+                case.kept,
+                "case: {}",
+                case.name
+            );
+        }
+    }
+
+    #[test]
+    fn every_decision_has_a_reason_and_the_order_is_newest_first() {
+        let mut list = snaps(&[
+            ("2025-04-01 03:00", I),
+            ("2025-04-02 03:00", C),
+            ("2025-04-03 03:00", C),
+            ("2025-04-04 03:00", C),
+        ]);
+        list[3].latest = true;
+        let d = decide(&list, &last(2), at("2025-05-01 00:00"));
+        let got: Vec<(&str, bool, Vec<&str>)> = d
+            .iter()
+            .map(|d| {
+                (
+                    d.name.as_str(),
+                    d.keep,
+                    d.reasons.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "s-2025-04-04-03-00",
+                    true,
+                    vec!["target of latest", "newest complete snapshot", "last 2"]
+                ),
+                ("s-2025-04-03-03-00", true, vec!["last 2"]),
+                (
+                    "s-2025-04-02-03-00",
+                    false,
+                    vec!["not kept by the policy (last 2)"]
+                ),
+                (
+                    "s-2025-04-01-03-00",
+                    false,
+                    vec![
+                        "incomplete (some files were not copied) and older than the complete s-2025-04-04-03-00"
+                    ]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn policies_describe_themselves() {
+        assert_eq!(describe(&last(7)), "last 7");
+        assert_eq!(
+            describe(&RetentionPolicy {
+                daily: Some(7),
+                weekly: Some(4),
+                ..Default::default()
+            }),
+            "daily 7, weekly 4"
+        );
+        assert_eq!(describe(&RetentionPolicy::default()), "no rule");
+    }
+}

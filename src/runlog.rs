@@ -1,1 +1,132 @@
 //! The run log: one JSON line per run appended under `$XDG_STATE_HOME/dbackup/`.
+//!
+//! `<state_dir>/log.jsonl` holds one [`RunRecord`] per line, oldest first. Past [`MAX_BYTES`] it is rotated to
+//! `log.jsonl.1` (replacing the previous one), so the log stays bounded. Dry runs are not logged.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+/// Beyond this size the log is rotated before the next line is appended.
+pub const MAX_BYTES: u64 = 1024 * 1024;
+pub const FILE_NAME: &str = "log.jsonl";
+
+/// One run of any command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// `collect`, `external`, `backup`, ...
+    pub command: String,
+    pub started: DateTime<FixedOffset>,
+    pub finished: DateTime<FixedOffset>,
+    /// The process exit code (see `src/exit.rs`).
+    pub exit: u8,
+    /// The error that ended the run, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub pid: u32,
+    pub dbackup_version: String,
+    /// Per-set results, as the command reports them (for collect: the `--json` report's `sets`).
+    #[serde(default)]
+    pub sets: serde_json::Value,
+}
+
+/// The log file in `state_dir`.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join(FILE_NAME)
+}
+
+/// Appends one record (creating `state_dir` 0700 if needed), rotating the file first when it is too big.
+pub fn append(state_dir: &Path, record: &RunRecord) -> io::Result<PathBuf> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)?;
+    let path = path(state_dir);
+    if fs::metadata(&path)
+        .map(|m| m.len() >= MAX_BYTES)
+        .unwrap_or(false)
+    {
+        fs::rename(&path, state_dir.join(format!("{FILE_NAME}.1")))?;
+    }
+    let mut line = serde_json::to_string(record).map_err(io::Error::other)?;
+    line.push('\n');
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)?;
+    // One write of the whole line: O_APPEND keeps concurrent runs' lines whole.
+    f.write_all(line.as_bytes())?;
+    Ok(path)
+}
+
+/// Reads every record of the current log file (not the rotated one); unparsable lines are skipped.
+pub fn read(state_dir: &Path) -> io::Result<Vec<RunRecord>> {
+    let text = match fs::read_to_string(path(state_dir)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u8) -> RunRecord {
+        let now = chrono::Local::now().fixed_offset();
+        RunRecord {
+            command: "collect".into(),
+            started: now,
+            finished: now,
+            exit: n,
+            error: None,
+            pid: 1,
+            dbackup_version: "0".into(),
+            sets: serde_json::json!([{ "set": "data", "pad": "x".repeat(1000) }]),
+        }
+    }
+
+    #[test]
+    fn lines_append_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state/dbackup");
+        append(&state, &record(0)).unwrap();
+        append(&state, &record(3)).unwrap();
+        let all = read(&state).unwrap();
+        assert_eq!(all.iter().map(|r| r.exit).collect::<Vec<_>>(), [0, 3]);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(
+            fs::metadata(path(&state)).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn the_log_stays_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..1500 {
+            append(dir.path(), &record(0)).unwrap();
+        }
+        let size = fs::metadata(path(dir.path())).unwrap().len();
+        let rotated = fs::metadata(dir.path().join("log.jsonl.1")).unwrap().len();
+        assert!(size < MAX_BYTES + 2048, "{size}");
+        assert!(
+            (MAX_BYTES..MAX_BYTES + 2048).contains(&rotated),
+            "{rotated}"
+        );
+        assert!(read(dir.path()).unwrap().len() < 1500);
+    }
+}

@@ -1,8 +1,96 @@
 //! `dbackup collect`: settings, lock, plan per set, then execute (or print the plan on --dry-run).
+//!
+//! stdout: the plan (dry run) or the paths of the new snapshots, one per line; with `--json`, the
+//! [`CollectPlan`] or the [`CollectReport`]. stderr: warnings, progress, and one summary line per set.
+//! Every real run appends a line to the run log (`<state_dir>/log.jsonl`).
+//!
+//! Exit: the worst of the sets (0 ok, 3 warnings such as a skipped source or unreadable files, 1 a failed or
+//! refused set); 4 when another run holds the lock; 2 for a bad config or an unknown `--set`. A dry run exits with
+//! what the run would at best: 1 when a set would be refused, 3 with warnings, else 0.
+
+use chrono::Local;
 
 use crate::cli::{CollectArgs, GlobalArgs};
+use crate::collect::{self, CollectPlan, CollectReport, SetStatus, exec};
 use crate::exit::Exit;
+use crate::runlog::{self, RunRecord};
+use crate::settings::{Env, Settings};
+use crate::ui::{self, Ui};
 
-pub fn run(_global: &GlobalArgs, _args: CollectArgs) -> anyhow::Result<Exit> {
-    todo!("collect")
+pub fn run(global: &GlobalArgs, args: CollectArgs) -> anyhow::Result<Exit> {
+    let settings = Settings::load(global, &Env::from_process())?;
+    run_with_settings(&settings, &args)
+}
+
+/// Everything after loading the settings (tests call this with hand-made settings).
+pub fn run_with_settings(settings: &Settings, args: &CollectArgs) -> anyhow::Result<Exit> {
+    let ui = Ui::new(&settings.output);
+    let sets = collect::select_sets(settings, &args.sets)?;
+    if settings.output.dry_run {
+        let plan = collect::dry_run(settings, &sets, args, &ui)?;
+        print_plan(&plan, &ui)?;
+        return Ok(plan.expected_exit());
+    }
+
+    let started = Local::now().fixed_offset();
+    let outcome = collect::run(settings, &sets, args, &ui);
+    let (exit, error, sets_value) = match &outcome {
+        Ok((_, report)) => (
+            report.exit(),
+            None,
+            serde_json::to_value(&report.sets).unwrap_or_default(),
+        ),
+        Err(e) => (
+            crate::exit::classify(e),
+            Some(ui::format_error(e)),
+            serde_json::Value::Null,
+        ),
+    };
+    let record = RunRecord {
+        command: "collect".into(),
+        started,
+        finished: Local::now().fixed_offset(),
+        exit: exit.code(),
+        error,
+        pid: std::process::id(),
+        dbackup_version: env!("CARGO_PKG_VERSION").into(),
+        sets: sets_value,
+    };
+    if let Err(e) = runlog::append(&settings.state_dir, &record) {
+        ui.warn(format_args!(
+            "cannot write the run log in {}: {e}",
+            settings.state_dir.display()
+        ));
+    }
+    let (_, report) = outcome?;
+    print_report(&report, &ui)?;
+    Ok(report.exit())
+}
+
+fn print_plan(plan: &CollectPlan, ui: &Ui) -> anyhow::Result<()> {
+    if ui.json {
+        println!("{}", serde_json::to_string_pretty(plan)?);
+    } else {
+        print!("{}", collect::plan::render(plan));
+    }
+    Ok(())
+}
+
+fn print_report(report: &CollectReport, ui: &Ui) -> anyhow::Result<()> {
+    for (set, line) in report.sets.iter().zip(exec::summary_lines(report)) {
+        match set.status {
+            SetStatus::Failed | SetStatus::Refused => ui.error(line),
+            SetStatus::Complete | SetStatus::Incomplete => ui.info(line),
+        }
+    }
+    if ui.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        for s in &report.sets {
+            if let Some(p) = &s.path {
+                println!("{}", p.display());
+            }
+        }
+    }
+    Ok(())
 }

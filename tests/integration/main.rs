@@ -8,6 +8,7 @@
 mod harness;
 
 mod cli;
+mod collect;
 mod config;
 mod t9;
 mod t9_media;

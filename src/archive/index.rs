@@ -1,0 +1,551 @@
+//! The archive index: one JSON line per archive entry (path, type, metadata, content sha256, offsets), written as
+//! the archive streams, and read back one line at a time.
+//!
+//! Format (version 1), JSON Lines:
+//! ```text
+//! {"format":"dbackup-index","version":1,"tar_format":"pax","dbackup_version":"0.1.0","created":"...","source":"/snap"}
+//! {"type":"dir","path":"home","mode":493,"uid":0,"gid":0,"mtime":1700000000,"header_offset":0,"data_offset":512}
+//! {"type":"file","path":"home/u/.secrets","size":12,"mode":384,"uid":1000,"gid":1000,"mtime":1700000000,
+//!  "mtime_nsec":5,"sha256":"…","header_offset":512,"data_offset":1536}
+//! {"type":"hardlink","path":"home/u/b","link":"home/u/a","size":12,"sha256":"…","data_offset":1536,...}
+//! {"type":"end","entries":3,"files":1,"file_bytes":12,"tar_bytes":10240,"tar_sha256":"…"}
+//! ```
+//! - Entries are in archive order, which is sorted by path component (a depth-first walk of sorted directories).
+//! - `path` is relative to the snapshot root without a trailing slash; `link` is a symlink's target or, for a hard
+//!   link, the path of the first name. Either is `path_b64`/`link_b64` (standard base64 of the raw bytes) when it is
+//!   not UTF-8, so every name round-trips.
+//! - `mode` is the permission bits (decimal), `uid`/`gid` numeric, `mtime` seconds since the epoch plus `mtime_nsec`
+//!   (left out when 0), `rdev_major`/`rdev_minor` for devices.
+//! - `header_offset` is where the entry's first header block starts in the tar stream (a pax header, if it has one);
+//!   `data_offset` where its content starts. Offsets are in the joined tar stream, before any stage (encryption).
+//! - Files and hard links carry `size` and `sha256` of the content; a hard link's `data_offset` points at the
+//!   content of its first name, so any name can be restored with one seek.
+//! - The last line, `end`, totals the archive: a missing `end` means the index is truncated.
+
+use std::io::{self, BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+
+use super::sink::Digest;
+use super::tarfmt::EntryKind;
+
+/// The `format` of an index's first line.
+pub const INDEX_FORMAT: &str = "dbackup-index";
+/// The index format version this code writes and reads.
+pub const INDEX_VERSION: u32 = 1;
+
+/// The first line of an index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexHeader {
+    pub format: String,
+    pub version: u32,
+    /// The tar dialect of the archive: always `pax`.
+    pub tar_format: String,
+    /// The dbackup version that wrote it.
+    pub dbackup_version: String,
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// The snapshot directory that was archived.
+    pub source: String,
+}
+
+impl IndexHeader {
+    pub fn new(source: impl Into<String>) -> IndexHeader {
+        IndexHeader {
+            format: INDEX_FORMAT.to_string(),
+            version: INDEX_VERSION,
+            tar_format: "pax".to_string(),
+            dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
+            created: chrono::Utc::now(),
+            source: source.into(),
+        }
+    }
+}
+
+/// One archive entry as the index records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    /// Raw path bytes, relative to the snapshot root, no trailing slash.
+    pub path: Vec<u8>,
+    pub kind: EntryKind,
+    /// Content bytes (files and hard links; 0 otherwise).
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Symlink target, or the first name of a hard-linked file.
+    pub link: Option<Vec<u8>>,
+    /// Content sha256 (files and hard links).
+    pub sha256: Option<Digest>,
+    /// Device numbers (character and block devices).
+    pub rdev: Option<(u32, u32)>,
+    pub header_offset: u64,
+    pub data_offset: u64,
+}
+
+impl IndexEntry {
+    /// The path as an OS path (relative to the snapshot root, i.e. the absolute path without its leading `/`).
+    pub fn rel_path(&self) -> &std::path::Path {
+        use std::os::unix::ffi::OsStrExt;
+        std::path::Path::new(std::ffi::OsStr::from_bytes(&self.path))
+    }
+
+    /// The path for messages (non-UTF-8 bytes shown escaped).
+    pub fn display_path(&self) -> String {
+        display_bytes(&self.path)
+    }
+}
+
+/// Bytes shown as text, with anything that is not UTF-8 escaped as `\xNN`.
+pub fn display_bytes(bytes: &[u8]) -> String {
+    bytes.utf8_chunks().fold(String::new(), |mut s, chunk| {
+        s.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            s.push_str(&format!("\\x{b:02x}"));
+        }
+        s
+    })
+}
+
+/// The last line of an index: totals of the archive it describes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexEnd {
+    pub entries: u64,
+    pub files: u64,
+    pub file_bytes: u64,
+    /// Length of the tar stream (before any stage), end-of-archive blocks and padding included.
+    pub tar_bytes: u64,
+    /// sha256 of the tar stream (before any stage).
+    pub tar_sha256: Digest,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    path_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    link: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    link_b64: Option<String>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    size: u64,
+    mode: u32,
+    uid: u64,
+    gid: u64,
+    mtime: i64,
+    #[serde(default, skip_serializing_if = "is_zero32")]
+    mtime_nsec: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rdev_major: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rdev_minor: Option<u32>,
+    header_offset: u64,
+    data_offset: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn is_zero32(v: &u32) -> bool {
+    *v == 0
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum WireLine {
+    File(WireEntry),
+    Hardlink(WireEntry),
+    Symlink(WireEntry),
+    Dir(WireEntry),
+    Fifo(WireEntry),
+    Char(WireEntry),
+    Block(WireEntry),
+    End(IndexEnd),
+}
+
+fn encode_name(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (Some(s.to_string()), None),
+        Err(_) => (None, Some(data_encoding::BASE64.encode(bytes))),
+    }
+}
+
+fn decode_name(
+    text: Option<String>,
+    b64: Option<String>,
+    what: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    match (text, b64) {
+        (Some(t), None) => Ok(Some(t.into_bytes())),
+        (None, Some(b)) => data_encoding::BASE64
+            .decode(b.as_bytes())
+            .map(Some)
+            .map_err(|e| format!("{what}_b64 is not base64: {e}")),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(format!("both {what} and {what}_b64")),
+    }
+}
+
+impl IndexEntry {
+    fn to_wire(&self) -> WireLine {
+        let (path, path_b64) = encode_name(&self.path);
+        let (link, link_b64) = match &self.link {
+            Some(l) => encode_name(l),
+            None => (None, None),
+        };
+        let w = WireEntry {
+            path,
+            path_b64,
+            link,
+            link_b64,
+            size: self.size,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime,
+            mtime_nsec: self.mtime_nsec,
+            sha256: self.sha256,
+            rdev_major: self.rdev.map(|r| r.0),
+            rdev_minor: self.rdev.map(|r| r.1),
+            header_offset: self.header_offset,
+            data_offset: self.data_offset,
+        };
+        match self.kind {
+            EntryKind::File => WireLine::File(w),
+            EntryKind::Hardlink => WireLine::Hardlink(w),
+            EntryKind::Symlink => WireLine::Symlink(w),
+            EntryKind::Dir => WireLine::Dir(w),
+            EntryKind::Fifo => WireLine::Fifo(w),
+            EntryKind::Char => WireLine::Char(w),
+            EntryKind::Block => WireLine::Block(w),
+        }
+    }
+
+    fn from_wire(kind: EntryKind, w: WireEntry) -> Result<IndexEntry, String> {
+        let path = decode_name(w.path, w.path_b64, "path")?.ok_or("entry without a path")?;
+        let link = decode_name(w.link, w.link_b64, "link")?;
+        let needs_link = matches!(kind, EntryKind::Symlink | EntryKind::Hardlink);
+        if needs_link != link.is_some() {
+            return Err(format!(
+                "a {} entry {} a link target",
+                kind.name(),
+                if needs_link { "needs" } else { "has" }
+            ));
+        }
+        let has_content = matches!(kind, EntryKind::File | EntryKind::Hardlink);
+        if has_content != w.sha256.is_some() {
+            return Err(format!(
+                "a {} entry {} a sha256",
+                kind.name(),
+                if has_content { "needs" } else { "has" }
+            ));
+        }
+        let rdev = match (w.rdev_major, w.rdev_minor) {
+            (Some(a), Some(b)) => Some((a, b)),
+            (None, None) => None,
+            _ => return Err("rdev_major without rdev_minor".into()),
+        };
+        Ok(IndexEntry {
+            path,
+            kind,
+            size: w.size,
+            mode: w.mode,
+            uid: w.uid,
+            gid: w.gid,
+            mtime: w.mtime,
+            mtime_nsec: w.mtime_nsec,
+            link,
+            sha256: w.sha256,
+            rdev,
+            header_offset: w.header_offset,
+            data_offset: w.data_offset,
+        })
+    }
+}
+
+/// Writes an index line by line. The writer should be buffered; the caller hashes what it writes.
+pub struct IndexWriter<W: Write> {
+    out: W,
+    line: Vec<u8>,
+}
+
+impl<W: Write> IndexWriter<W> {
+    /// Starts an index with its header line.
+    pub fn new(mut out: W, header: &IndexHeader) -> io::Result<Self> {
+        let mut line = serde_json::to_vec(header)?;
+        line.push(b'\n');
+        out.write_all(&line)?;
+        Ok(IndexWriter { out, line })
+    }
+
+    pub fn entry(&mut self, e: &IndexEntry) -> io::Result<()> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &e.to_wire())?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)
+    }
+
+    /// Writes the `end` line and gives the writer back.
+    pub fn finish(mut self, end: IndexEnd) -> io::Result<W> {
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &WireLine::End(end))?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)?;
+        Ok(self.out)
+    }
+
+    /// The serialized length of an entry's line (for size estimates).
+    pub(crate) fn line_len(e: &IndexEntry) -> u64 {
+        serde_json::to_vec(&e.to_wire())
+            .map(|v| v.len() as u64 + 1)
+            .unwrap_or(0)
+    }
+}
+
+/// Why an index could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("cannot read the index: {0}")]
+    Io(#[from] io::Error),
+    #[error("the index is empty")]
+    Empty,
+    #[error("line 1 is not a dbackup index header: {0}")]
+    BadHeader(String),
+    #[error(
+        "index format {format:?} version {version} is not supported (this dbackup reads {INDEX_FORMAT} version {INDEX_VERSION}); use a newer dbackup"
+    )]
+    Unsupported { format: String, version: u32 },
+    #[error("line {line} of the index is malformed: {problem}")]
+    BadLine { line: u64, problem: String },
+    #[error("the index ends at line {line} without its `end` line: it is truncated")]
+    Truncated { line: u64 },
+    #[error("line {line} of the index follows its `end` line")]
+    AfterEnd { line: u64 },
+}
+
+/// Reads an index one entry at a time; memory does not grow with the number of entries.
+pub struct IndexReader<R> {
+    input: R,
+    header: IndexHeader,
+    line_no: u64,
+    buf: Vec<u8>,
+    end: Option<IndexEnd>,
+}
+
+impl<R: BufRead> IndexReader<R> {
+    /// Reads and checks the header line.
+    pub fn new(mut input: R) -> Result<Self, IndexError> {
+        let mut buf = Vec::new();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            return Err(IndexError::Empty);
+        }
+        let header: IndexHeader =
+            serde_json::from_slice(&buf).map_err(|e| IndexError::BadHeader(e.to_string()))?;
+        if header.format != INDEX_FORMAT || header.version != INDEX_VERSION {
+            return Err(IndexError::Unsupported {
+                format: header.format,
+                version: header.version,
+            });
+        }
+        Ok(IndexReader {
+            input,
+            header,
+            line_no: 1,
+            buf,
+            end: None,
+        })
+    }
+
+    pub fn header(&self) -> &IndexHeader {
+        &self.header
+    }
+
+    /// The `end` line, once [`next_entry`](Self::next_entry) has returned `None`.
+    pub fn end(&self) -> Option<&IndexEnd> {
+        self.end.as_ref()
+    }
+
+    /// The line number of the entry last returned (for messages).
+    pub fn line(&self) -> u64 {
+        self.line_no
+    }
+
+    /// The next entry; `None` after the `end` line. A missing `end` line is an error.
+    pub fn next_entry(&mut self) -> Result<Option<IndexEntry>, IndexError> {
+        if self.end.is_some() {
+            return Ok(None);
+        }
+        self.buf.clear();
+        if self.input.read_until(b'\n', &mut self.buf)? == 0 {
+            return Err(IndexError::Truncated { line: self.line_no });
+        }
+        self.line_no += 1;
+        let line = self.line_no;
+        let bad = |problem: String| IndexError::BadLine { line, problem };
+        if self.buf.last() != Some(&b'\n') {
+            return Err(IndexError::Truncated { line });
+        }
+        let wire: WireLine = serde_json::from_slice(&self.buf).map_err(|e| bad(e.to_string()))?;
+        let (kind, w) = match wire {
+            WireLine::End(end) => {
+                self.end = Some(end);
+                self.buf.clear();
+                if self.input.read_until(b'\n', &mut self.buf)? != 0 {
+                    return Err(IndexError::AfterEnd { line: line + 1 });
+                }
+                return Ok(None);
+            }
+            WireLine::File(w) => (EntryKind::File, w),
+            WireLine::Hardlink(w) => (EntryKind::Hardlink, w),
+            WireLine::Symlink(w) => (EntryKind::Symlink, w),
+            WireLine::Dir(w) => (EntryKind::Dir, w),
+            WireLine::Fifo(w) => (EntryKind::Fifo, w),
+            WireLine::Char(w) => (EntryKind::Char, w),
+            WireLine::Block(w) => (EntryKind::Block, w),
+        };
+        IndexEntry::from_wire(kind, w).map(Some).map_err(bad)
+    }
+
+    /// Finds the entry for `path` (relative, no leading or trailing slash), reading the index as a stream.
+    pub fn find(mut self, path: &[u8]) -> Result<Option<IndexEntry>, IndexError> {
+        while let Some(e) = self.next_entry()? {
+            if e.path == path {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl<R: BufRead> Iterator for IndexReader<R> {
+    type Item = Result<IndexEntry, IndexError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_entry().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &[u8], kind: EntryKind) -> IndexEntry {
+        IndexEntry {
+            path: path.to_vec(),
+            kind,
+            size: 0,
+            mode: 0o755,
+            uid: 1,
+            gid: 2,
+            mtime: 3,
+            mtime_nsec: 0,
+            link: None,
+            sha256: None,
+            rdev: None,
+            header_offset: 0,
+            data_offset: 512,
+        }
+    }
+
+    fn end() -> IndexEnd {
+        IndexEnd {
+            entries: 3,
+            files: 1,
+            file_bytes: 5,
+            tar_bytes: 10240,
+            tar_sha256: Digest([7; 32]),
+        }
+    }
+
+    fn sample() -> (Vec<IndexEntry>, Vec<u8>) {
+        let mut file = entry(b"a/b\xff\xfe", EntryKind::File);
+        file.size = 5;
+        file.sha256 = Some(Digest::of_bytes(b"hello"));
+        file.mtime_nsec = 99;
+        let mut link = entry(b"a/l", EntryKind::Symlink);
+        link.link = Some(b"../\x80x".to_vec());
+        let entries = vec![entry(b"a", EntryKind::Dir), file, link];
+        let mut w = IndexWriter::new(Vec::new(), &IndexHeader::new("/snap")).unwrap();
+        for e in &entries {
+            w.entry(e).unwrap();
+        }
+        (entries, w.finish(end()).unwrap())
+    }
+
+    #[test]
+    fn entries_round_trip_including_non_utf8_names() {
+        let (entries, bytes) = sample();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains(r#""path_b64":"#), "{text}");
+        let mut r = IndexReader::new(&bytes[..]).unwrap();
+        assert_eq!(r.header().source, "/snap");
+        let read: Vec<IndexEntry> = r.by_ref().collect::<Result<_, _>>().unwrap();
+        assert_eq!(read, entries);
+        assert_eq!(r.end(), Some(&end()));
+        let found = IndexReader::new(&bytes[..])
+            .unwrap()
+            .find(b"a/l")
+            .unwrap()
+            .unwrap();
+        assert_eq!(found, entries[2]);
+        assert!(
+            IndexReader::new(&bytes[..])
+                .unwrap()
+                .find(b"a/x")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn truncated_or_extended_index_is_an_error() {
+        let (_, bytes) = sample();
+        let last_line = bytes[..bytes.len() - 1]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .unwrap()
+            + 1;
+        let cut = &bytes[..last_line];
+        let err = IndexReader::new(cut)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_err();
+        assert!(matches!(err, IndexError::Truncated { .. }), "{err}");
+        let cut = &bytes[..bytes.len() - 1];
+        let err = IndexReader::new(cut)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_err();
+        assert!(matches!(err, IndexError::Truncated { .. }), "{err}");
+        let mut more = bytes.clone();
+        more.extend_from_slice(b"{}\n");
+        let err = IndexReader::new(&more[..])
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap_err();
+        assert!(matches!(err, IndexError::AfterEnd { .. }), "{err}");
+    }
+
+    #[test]
+    fn other_formats_are_refused() {
+        let err = IndexReader::new(&b"{\"format\":\"x\"}\n"[..])
+            .err()
+            .unwrap();
+        assert!(matches!(err, IndexError::BadHeader(_)), "{err}");
+        let mut h = IndexHeader::new("/");
+        h.version = 99;
+        let line = serde_json::to_vec(&h).unwrap();
+        let err = IndexReader::new(&line[..]).err().unwrap();
+        assert!(
+            matches!(err, IndexError::Unsupported { version: 99, .. }),
+            "{err}"
+        );
+    }
+}

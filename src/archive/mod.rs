@@ -1,0 +1,43 @@
+//! The external archive writer: a snapshot streamed as tar through a sha256 hasher (and later other stages) onto the drive, with its index.
+//!
+//! A building block of the `external` phase (writing) and of `restore` (reading, verifying). The pieces:
+//!
+//! - [`scan`] walks a snapshot once (metadata only) and returns an [`ArchivePlan`]: the exact tar length to
+//!   expect, for the free-space check, and the few files that have several names inside the snapshot.
+//! - [`write_archive`] streams the snapshot as a POSIX pax tar ([`tarfmt`]) into a [`Sink`] (one [`FileSink`],
+//!   numbered parts with [`SplitSink`], or any writer with [`WriterSink`]), optionally through a [`Stage`]
+//!   (encryption, later), in [`WRITE_BUFFER`]-sized writes on a writer thread, and writes the [`index`] alongside.
+//!   Every byte reaching the drive is hashed as it is written; each file's content is hashed into the index.
+//! - [`read_back`] re-reads what was written, past the page cache, and compares hashes.
+//! - [`verify_archive`] checks a whole archive against its index (restore `--verify`); [`read_entry`] restores one
+//!   file with a single seek through the index; [`ArchiveFiles`] opens a single file or its parts as one stream.
+//! - [`sums`] writes and reads `verification.sha256` the way `sha256sum` does.
+//!
+//! Nothing here decides that an archive is good except verification: a failed write leaves files that look like
+//! a partial archive, never a complete one (no end-of-archive blocks, no index `end` line).
+
+pub mod index;
+pub mod readback;
+pub mod reader;
+pub mod sink;
+pub mod sums;
+pub mod tarfmt;
+pub mod verify;
+pub mod writer;
+
+#[cfg(test)]
+mod tests;
+
+pub use index::{IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter};
+pub use readback::{ReadBackError, ReadBackMethod, read_back};
+pub use reader::{ArchiveFiles, PartsReader, ReadError, read_entry};
+pub use sink::{
+    Digest, FAT32_MAX_PART_BYTES, FileSink, Sink, SplitSink, Stage, StageWriter, WRITE_BUFFER,
+    WriterSink, WrittenFile,
+};
+pub use tarfmt::EntryKind;
+pub use verify::{VerifyError, VerifyProblem, VerifyReport, verify_archive};
+pub use writer::{
+    ArchiveError, ArchiveEstimate, ArchiveOptions, ArchivePlan, ArchiveSummary, NoProgress,
+    Progress, Warning, scan, write_archive,
+};

@@ -1,0 +1,333 @@
+//! Reading archives back: an archive on disk as one seekable stream (a single file or its numbered parts), and
+//! restoring one file from it with a single seek through the index, checking its header and content sha256.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::index::{IndexEntry, display_bytes};
+use super::sink::{Digest, MAX_PARTS, SplitSink};
+use super::tarfmt::EntryKind;
+
+/// The file(s) holding one archive: `name` itself, or `name.part000`, `name.part001`, ... joined in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveFiles {
+    /// Each file with its length, in stream order.
+    pub parts: Vec<(PathBuf, u64)>,
+}
+
+impl ArchiveFiles {
+    /// Finds archive `name` in `dir`: the file itself, or its consecutive parts from `.part000`.
+    pub fn discover(dir: &Path, name: impl AsRef<OsStr>) -> io::Result<ArchiveFiles> {
+        let name = name.as_ref();
+        let single = dir.join(name);
+        let first_part = SplitSink::part_path(dir, name, 0);
+        match (single.symlink_metadata(), first_part.symlink_metadata()) {
+            (Ok(m), Err(_)) => Ok(ArchiveFiles {
+                parts: vec![(single, m.len())],
+            }),
+            (Err(_), Ok(_)) => {
+                let mut parts = Vec::new();
+                for n in 0..MAX_PARTS {
+                    let p = SplitSink::part_path(dir, name, n);
+                    match p.metadata() {
+                        Ok(m) => parts.push((p, m.len())),
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(ArchiveFiles { parts })
+            }
+            (Ok(_), Ok(_)) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "both {} and {} exist; an archive is either one file or parts, not both",
+                    single.display(),
+                    first_part.display()
+                ),
+            )),
+            (Err(e), Err(_)) => Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "no archive {} (nor {}): {e}",
+                    single.display(),
+                    first_part.display()
+                ),
+            )),
+        }
+    }
+
+    /// The file name of the first file (for messages): `data.tar` or `data.tar.part*`.
+    pub fn label(&self) -> String {
+        match self.parts.as_slice() {
+            [(p, _)] => p.display().to_string(),
+            [(p, _), ..] => p.display().to_string().replace(".part000", ".part*"),
+            [] => "(no files)".into(),
+        }
+    }
+
+    /// The length of the joined stream.
+    pub fn len(&self) -> u64 {
+        self.parts.iter().map(|p| p.1).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Opens the joined stream.
+    pub fn open(&self) -> io::Result<PartsReader> {
+        PartsReader::new(self.parts.clone())
+    }
+}
+
+/// Several files read as one stream, with seeking.
+pub struct PartsReader {
+    parts: Vec<(PathBuf, u64)>,
+    starts: Vec<u64>,
+    total: u64,
+    pos: u64,
+    open: Option<(usize, File)>,
+}
+
+impl PartsReader {
+    pub fn new(parts: Vec<(PathBuf, u64)>) -> io::Result<PartsReader> {
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut total = 0;
+        for (_, len) in &parts {
+            starts.push(total);
+            total += len;
+        }
+        Ok(PartsReader {
+            parts,
+            starts,
+            total,
+            pos: 0,
+            open: None,
+        })
+    }
+
+    fn part_at(&self, pos: u64) -> usize {
+        self.starts.partition_point(|s| *s <= pos).saturating_sub(1)
+    }
+}
+
+impl Read for PartsReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() || self.pos >= self.total || self.parts.is_empty() {
+            return Ok(0);
+        }
+        let i = self.part_at(self.pos);
+        let within = self.pos - self.starts[i];
+        let len = self.parts[i].1;
+        if self.open.as_ref().map(|o| o.0) != Some(i) {
+            let mut f = File::open(&self.parts[i].0)?;
+            f.seek(SeekFrom::Start(within))?;
+            self.open = Some((i, f));
+        }
+        let f = &mut self.open.as_mut().expect("opened").1;
+        let want = buf.len().min((len - within) as usize);
+        let n = f.read(&mut buf[..want])?;
+        if n == 0 && want > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} is shorter than when it was opened",
+                    self.parts[i].0.display()
+                ),
+            ));
+        }
+        self.pos += n as u64;
+        if self.pos - self.starts[i] == len {
+            self.open = None;
+        }
+        Ok(n)
+    }
+}
+
+impl Seek for PartsReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = match to {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.total.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start of the archive",
+            )
+        })?;
+        if new != self.pos {
+            self.pos = new;
+            self.open = None;
+        }
+        Ok(new)
+    }
+}
+
+/// Why one file could not be read back from an archive.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read the archive: {0}")]
+    Io(#[from] io::Error),
+    #[error("{path} is a {kind}, not a file; only files have content to read")]
+    NotAFile { path: String, kind: &'static str },
+    #[error(
+        "{path}: the archive header at offset {offset} does not match the index ({detail}); the archive or the index is damaged"
+    )]
+    Header {
+        path: String,
+        offset: u64,
+        detail: String,
+    },
+    #[error("{path}: the archive ends after {got} of {expected} bytes; it is truncated")]
+    Truncated {
+        path: String,
+        got: u64,
+        expected: u64,
+    },
+    #[error(
+        "{path}: content sha256 is {actual}, the index says {expected}; the archive is damaged"
+    )]
+    Content {
+        path: String,
+        expected: Digest,
+        actual: Digest,
+    },
+}
+
+/// Largest header (pax records included) accepted when checking an entry's header.
+const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// Writes the content of the file `entry` (a file or hard link from the archive's index) to `out`, reading it
+/// with one seek to its header and one to its data. Checks that the header there names the same path and size,
+/// and that the content's sha256 matches the index. On `Err`, what was written to `out` must be discarded
+/// (write to a temporary file and rename it into place only on `Ok`). Returns the number of bytes written.
+pub fn read_entry<R: Read + Seek>(
+    archive: &mut R,
+    entry: &IndexEntry,
+    out: &mut dyn Write,
+) -> Result<u64, ReadError> {
+    let path = entry.display_path();
+    let (Some(expected), EntryKind::File | EntryKind::Hardlink) = (entry.sha256, entry.kind) else {
+        return Err(ReadError::NotAFile {
+            path,
+            kind: entry.kind.name(),
+        });
+    };
+    check_header(archive, entry)?;
+    archive.seek(SeekFrom::Start(entry.data_offset))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = entry.size;
+    while left > 0 {
+        let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+        let n = match archive.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(ReadError::Truncated {
+                    path,
+                    got: entry.size - left,
+                    expected: entry.size,
+                });
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Err(ReadError::Truncated {
+                    path,
+                    got: entry.size - left,
+                    expected: entry.size,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    let actual = Digest::of(hasher);
+    if actual != expected {
+        return Err(ReadError::Content {
+            path,
+            expected,
+            actual,
+        });
+    }
+    Ok(entry.size)
+}
+
+/// Parses the header blocks at the entry's header offset and compares them with the index.
+fn check_header<R: Read + Seek>(archive: &mut R, entry: &IndexEntry) -> Result<(), ReadError> {
+    let path = entry.display_path();
+    let offset = entry.header_offset;
+    let err = |detail: String| ReadError::Header {
+        path: path.clone(),
+        offset,
+        detail,
+    };
+    let header_end = match entry.kind {
+        EntryKind::File => entry.data_offset,
+        // A hard link's data offset is its first name's; its own header is followed by no data. Read enough
+        // for a pax header and the ustar header.
+        _ => offset + MAX_HEADER_BYTES.min(8192),
+    };
+    let len = header_end
+        .checked_sub(offset)
+        .filter(|l| *l >= 512 && *l <= MAX_HEADER_BYTES && l % 512 == 0)
+        .ok_or_else(|| {
+            err(format!(
+                "header offset {offset} and data offset {} are inconsistent",
+                entry.data_offset
+            ))
+        })?;
+    archive.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    archive.by_ref().take(len).read_to_end(&mut bytes)?;
+    if entry.kind == EntryKind::File && bytes.len() as u64 != len {
+        return Err(ReadError::Truncated {
+            path,
+            got: 0,
+            expected: entry.size,
+        });
+    }
+    bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+    let mut ar = tar::Archive::new(&bytes[..]);
+    let mut entries = ar.entries().map_err(|e| err(e.to_string()))?;
+    let tar_entry = match entries.next() {
+        Some(Ok(e)) => e,
+        Some(Err(e)) => return Err(err(e.to_string())),
+        None => return Err(err("no header there".into())),
+    };
+    let tar_path = tar_entry.path_bytes();
+    let tar_path = tar_path.strip_suffix(b"/").unwrap_or(&tar_path);
+    if tar_path != entry.path.as_slice() {
+        return Err(err(format!("it names {}", display_bytes(tar_path))));
+    }
+    let kind = EntryKind::from_entry_type(tar_entry.header().entry_type());
+    if kind != Some(entry.kind) {
+        return Err(err(format!(
+            "it is a {:?} entry",
+            tar_entry.header().entry_type()
+        )));
+    }
+    if entry.kind == EntryKind::File {
+        if tar_entry.size() != entry.size {
+            return Err(err(format!(
+                "it has {} bytes, the index {}",
+                tar_entry.size(),
+                entry.size
+            )));
+        }
+        if tar_entry.raw_file_position() != len {
+            return Err(err(format!(
+                "its data starts at {}",
+                offset + tar_entry.raw_file_position()
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,428 @@
+//! Where archive bytes go: sinks that hash what reaches the drive (one file, or numbered parts of a bounded size),
+//! and the pluggable stage (compression, encryption) that sits between tar and the sink.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sha2::{Digest as _, Sha256};
+
+/// Drive writes are buffered to this size: the T9 is three times slower with 10 KiB writes than with 1 MiB ones.
+pub const WRITE_BUFFER: usize = 1 << 20;
+
+/// The largest part that fits a FAT32 file (4 GiB - 1 byte), rounded down to a whole MiB.
+pub const FAT32_MAX_PART_BYTES: u64 = (4 << 30) - (1 << 20);
+
+/// At most this many parts (`.part000` to `.part999`), so that `cat name.part*` joins them in order.
+pub const MAX_PARTS: usize = 1000;
+
+/// A sha256 digest; shown and stored as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest(pub [u8; 32]);
+
+impl Digest {
+    /// The digest of everything fed to `hasher`.
+    pub fn of(hasher: Sha256) -> Digest {
+        Digest(hasher.finalize().into())
+    }
+
+    /// The digest of `bytes`.
+    pub fn of_bytes(bytes: &[u8]) -> Digest {
+        Digest(Sha256::digest(bytes).into())
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&data_encoding::HEXLOWER.encode(&self.0))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+impl FromStr for Digest {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bytes = data_encoding::HEXLOWER_PERMISSIVE
+            .decode(s.as_bytes())
+            .map_err(|_| format!("not a sha256 digest (64 hex digits): {s:?}"))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| format!("not a sha256 digest (64 hex digits): {s:?}"))?;
+        Ok(Digest(arr))
+    }
+}
+
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One file a sink wrote, made durable, with the sha256 of its bytes as they were written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WrittenFile {
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub sha256: Digest,
+}
+
+/// The end of a write chain: it writes bytes to the drive, hashing each file it creates.
+pub trait Sink: Write + Send {
+    /// Flushes, fsyncs every file and the directory holding them, and says what was written.
+    /// Only a finished sink is complete; one dropped without `finish` leaves files that must be thrown away.
+    fn finish(self: Box<Self>) -> io::Result<Vec<WrittenFile>>;
+
+    /// What this sink writes to, for messages: a path, or `name.part*`.
+    fn describe(&self) -> String;
+
+    /// Whether the bytes written all land in one file, so that the file's hash is the stream's hash.
+    fn single_file(&self) -> bool;
+}
+
+/// A stage between tar and the sink, such as compression or encryption. The hashes in `verification.sha256` are
+/// of the bytes that reach the drive, after the stage; the index and its offsets describe the tar stream before it.
+pub trait Stage: Send + Sync {
+    /// Wraps a sink; everything written to the result is transformed and passed on to `sink`.
+    fn wrap(&self, sink: Box<dyn Sink>) -> io::Result<Box<dyn StageWriter>>;
+}
+
+/// A stage wrapped around a sink (see [`Stage`]).
+pub trait StageWriter: Write + Send {
+    /// Writes whatever the stage still holds (final chunk, trailer) and gives the sink back.
+    fn finish(self: Box<Self>) -> io::Result<Box<dyn Sink>>;
+}
+
+/// A file written under `path`, which must not exist yet.
+pub struct FileSink {
+    path: PathBuf,
+    out: BufWriter<File>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl FileSink {
+    /// Creates `path` (never overwriting an existing file).
+    pub fn create(path: impl Into<PathBuf>) -> io::Result<FileSink> {
+        let path = path.into();
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(FileSink {
+            path,
+            out: BufWriter::with_capacity(WRITE_BUFFER, file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        })
+    }
+}
+
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl Sink for FileSink {
+    fn finish(self: Box<Self>) -> io::Result<Vec<WrittenFile>> {
+        let FileSink {
+            path,
+            out,
+            hasher,
+            bytes,
+        } = *self;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        sync_parent(&path)?;
+        Ok(vec![WrittenFile {
+            path,
+            bytes,
+            sha256: Digest::of(hasher),
+        }])
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn single_file(&self) -> bool {
+        true
+    }
+}
+
+/// Splits the stream into `<base>.part000`, `<base>.part001`, ... in `dir`, each at most `max_part_bytes`, for
+/// filesystems with a file size limit (FAT32). `cat <base>.part* > <base>` joins them into the original stream.
+pub struct SplitSink {
+    dir: PathBuf,
+    base: OsString,
+    max_part_bytes: u64,
+    current: Option<FileSink>,
+    done: Vec<WrittenFile>,
+}
+
+impl SplitSink {
+    /// A sink that writes parts of at most `max_part_bytes` (at least one byte) named after `base` in `dir`.
+    pub fn new(
+        dir: impl Into<PathBuf>,
+        base: impl Into<OsString>,
+        max_part_bytes: u64,
+    ) -> io::Result<SplitSink> {
+        if max_part_bytes == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "part size must be at least one byte",
+            ));
+        }
+        Ok(SplitSink {
+            dir: dir.into(),
+            base: base.into(),
+            max_part_bytes,
+            current: None,
+            done: Vec::new(),
+        })
+    }
+
+    /// The path of part `n` of `base` in `dir`.
+    pub fn part_path(dir: &Path, base: &std::ffi::OsStr, n: usize) -> PathBuf {
+        let mut name = base.to_os_string();
+        name.push(format!(".part{n:03}"));
+        dir.join(name)
+    }
+
+    fn close_current(&mut self) -> io::Result<()> {
+        if let Some(part) = self.current.take() {
+            self.done.extend(Box::new(part).finish()?);
+        }
+        Ok(())
+    }
+}
+
+impl Write for SplitSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|p| p.bytes >= self.max_part_bytes)
+        {
+            self.close_current()?;
+        }
+        if self.current.is_none() {
+            let n = self.done.len();
+            if n >= MAX_PARTS {
+                return Err(io::Error::other(format!(
+                    "{}: more than {MAX_PARTS} parts of {} bytes; use a larger part size",
+                    self.describe(),
+                    self.max_part_bytes
+                )));
+            }
+            self.current = Some(FileSink::create(Self::part_path(&self.dir, &self.base, n))?);
+        }
+        let part = self.current.as_mut().expect("a part is open");
+        let room = (self.max_part_bytes - part.bytes).min(buf.len() as u64) as usize;
+        part.write(&buf[..room])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.current {
+            Some(p) => p.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Sink for SplitSink {
+    fn finish(mut self: Box<Self>) -> io::Result<Vec<WrittenFile>> {
+        self.close_current()?;
+        Ok(std::mem::take(&mut self.done))
+    }
+
+    fn describe(&self) -> String {
+        Self::part_path(&self.dir, &self.base, 0)
+            .display()
+            .to_string()
+            .replace(".part000", ".part*")
+    }
+
+    fn single_file(&self) -> bool {
+        false
+    }
+}
+
+/// A sink that writes to any writer and keeps no file (for measurements, or a pipe). It still hashes.
+pub struct WriterSink<W> {
+    name: String,
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write + Send> WriterSink<W> {
+    pub fn new(name: impl Into<String>, inner: W) -> Self {
+        WriterSink {
+            name: name.into(),
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+}
+
+impl<W: Write + Send> Write for WriterSink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write + Send> Sink for WriterSink<W> {
+    /// Reports the stream under its name, as if it were a file.
+    fn finish(mut self: Box<Self>) -> io::Result<Vec<WrittenFile>> {
+        self.inner.flush()?;
+        let s = *self;
+        Ok(vec![WrittenFile {
+            path: PathBuf::from(s.name),
+            bytes: s.bytes,
+            sha256: Digest::of(s.hasher),
+        }])
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    fn single_file(&self) -> bool {
+        true
+    }
+}
+
+/// fsyncs the directory holding `path`, so that the file's name is as durable as its content.
+pub fn sync_parent(path: &Path) -> io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)?.sync_all()
+}
+
+/// A write chain: an optional stage in front of a sink.
+pub(crate) enum Chain {
+    Plain(Box<dyn Sink>),
+    Staged(Box<dyn StageWriter>),
+}
+
+impl Chain {
+    pub(crate) fn new(sink: Box<dyn Sink>, stage: Option<&dyn Stage>) -> io::Result<Chain> {
+        Ok(match stage {
+            Some(stage) => Chain::Staged(stage.wrap(sink)?),
+            None => Chain::Plain(sink),
+        })
+    }
+
+    pub(crate) fn finish(self) -> io::Result<Vec<WrittenFile>> {
+        match self {
+            Chain::Plain(sink) => sink.finish(),
+            Chain::Staged(stage) => stage.finish()?.finish(),
+        }
+    }
+}
+
+impl Write for Chain {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Chain::Plain(s) => s.write(buf),
+            Chain::Staged(s) => s.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Chain::Plain(s) => s.write_all(buf),
+            Chain::Staged(s) => s.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Chain::Plain(s) => s.flush(),
+            Chain::Staged(s) => s.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_round_trips_as_hex() {
+        let d = Digest::of_bytes(b"abc");
+        let hex = d.to_string();
+        assert_eq!(
+            hex,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(hex.parse::<Digest>().unwrap(), d);
+        assert!("abc".parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn split_sink_cuts_parts_that_join_to_the_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut sink = Box::new(SplitSink::new(dir.path(), "x.tar", 3000).unwrap());
+        sink.write_all(&data[..100]).unwrap();
+        sink.write_all(&data[100..]).unwrap();
+        let parts = sink.finish().unwrap();
+        let sizes: Vec<u64> = parts.iter().map(|p| p.bytes).collect();
+        assert_eq!(sizes, [3000, 3000, 3000, 1000]);
+        let mut joined = Vec::new();
+        for (n, p) in parts.iter().enumerate() {
+            assert_eq!(p.path, dir.path().join(format!("x.tar.part{n:03}")));
+            let bytes = std::fs::read(&p.path).unwrap();
+            assert_eq!(Digest::of_bytes(&bytes), p.sha256);
+            joined.extend(bytes);
+        }
+        assert_eq!(joined, data);
+    }
+
+    #[test]
+    fn file_sink_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a");
+        std::fs::write(&p, b"old").unwrap();
+        assert!(FileSink::create(&p).is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+    }
+}

@@ -1,0 +1,388 @@
+//! Encoding one archive entry's header blocks: a POSIX ustar header, preceded by a pax extended header when a field does not fit.
+//!
+//! The format is POSIX pax (`tar --format=posix`), which GNU tar, bsdtar and the `tar` crate all read:
+//! - the path goes in the ustar `name` field, or `prefix` + `name`, and in a pax `path` record when it fits neither;
+//! - link targets longer than 100 bytes go in a pax `linkpath` record;
+//! - sizes of 8 GiB and more, owners above 2097151, and mtimes before 1970 or with a sub-second part go in pax
+//!   `size`, `uid`/`gid` and `mtime` records (so mtimes keep their nanoseconds);
+//! - names that are not UTF-8 are stored byte for byte, in pax records too (GNU tar 1.34 reads them back as bytes
+//!   and warns about a `hdrcharset` record, so none is written).
+//!
+//! Owner names (`uname`/`gname`) are left empty: owners are numeric, as with `tar --numeric-owner`.
+
+use tar::{EntryType, Header};
+
+/// The size of a tar block.
+pub const BLOCK: u64 = 512;
+/// Archives are padded to a multiple of this (GNU tar's default record size, 20 blocks).
+pub const RECORD: u64 = 10240;
+
+/// What kind of entry an archive member is (the index uses the same names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    /// A regular file; its content follows the header.
+    File,
+    /// A second name of a file archived earlier (tar type `1`); no content of its own.
+    Hardlink,
+    Symlink,
+    Dir,
+    Fifo,
+    /// A character device.
+    Char,
+    /// A block device.
+    Block,
+}
+
+impl EntryKind {
+    fn entry_type(self) -> EntryType {
+        match self {
+            EntryKind::File => EntryType::Regular,
+            EntryKind::Hardlink => EntryType::Link,
+            EntryKind::Symlink => EntryType::Symlink,
+            EntryKind::Dir => EntryType::Directory,
+            EntryKind::Fifo => EntryType::Fifo,
+            EntryKind::Char => EntryType::Char,
+            EntryKind::Block => EntryType::Block,
+        }
+    }
+
+    /// The kind of a tar entry type, for readers. `None` for types dbackup never writes.
+    pub fn from_entry_type(t: EntryType) -> Option<EntryKind> {
+        Some(match t {
+            EntryType::Regular | EntryType::Continuous => EntryKind::File,
+            EntryType::Link => EntryKind::Hardlink,
+            EntryType::Symlink => EntryKind::Symlink,
+            EntryType::Directory => EntryKind::Dir,
+            EntryType::Fifo => EntryKind::Fifo,
+            EntryType::Char => EntryKind::Char,
+            EntryType::Block => EntryKind::Block,
+            _ => return None,
+        })
+    }
+
+    /// The name used in the index and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Hardlink => "hardlink",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Dir => "dir",
+            EntryKind::Fifo => "fifo",
+            EntryKind::Char => "char",
+            EntryKind::Block => "block",
+        }
+    }
+}
+
+/// Everything a header says about one entry.
+#[derive(Debug, Clone)]
+pub struct HeaderSpec<'a> {
+    /// The path inside the archive, relative, without a trailing slash (one is added for directories).
+    pub path: &'a [u8],
+    pub kind: EntryKind,
+    /// Content bytes that follow the header (0 for everything but regular files).
+    pub size: u64,
+    /// Permission bits, including setuid/setgid/sticky.
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    /// Symlink target, or the archive path of the first name of a hard-linked file.
+    pub link: Option<&'a [u8]>,
+    /// Device numbers of character and block devices.
+    pub rdev: (u32, u32),
+}
+
+const MAX_OCTAL_7: u64 = 0o7777777;
+const MAX_OCTAL_11: u64 = 0o77777777777;
+
+/// Appends the header blocks of one entry (pax extension header and its records, if any, then the ustar header)
+/// to `out`. Its length is always a multiple of [`BLOCK`].
+pub fn encode_header(spec: &HeaderSpec<'_>, out: &mut Vec<u8>) {
+    let mut path = spec.path.to_vec();
+    if spec.kind == EntryKind::Dir {
+        path.push(b'/');
+    }
+    let mut records = Vec::new();
+    let split = split_ustar_path(&path);
+    let link = spec.link.unwrap_or(b"");
+    if split.is_none() {
+        pax_record(&mut records, "path", &path);
+    }
+    if link.len() > 100 {
+        pax_record(&mut records, "linkpath", link);
+    }
+    if spec.size > MAX_OCTAL_11 {
+        pax_record(&mut records, "size", spec.size.to_string().as_bytes());
+    }
+    if spec.uid > MAX_OCTAL_7 {
+        pax_record(&mut records, "uid", spec.uid.to_string().as_bytes());
+    }
+    if spec.gid > MAX_OCTAL_7 {
+        pax_record(&mut records, "gid", spec.gid.to_string().as_bytes());
+    }
+    let mtime_fits = spec.mtime >= 0 && (spec.mtime as u64) <= MAX_OCTAL_11;
+    if !mtime_fits || spec.mtime_nsec != 0 {
+        pax_record(
+            &mut records,
+            "mtime",
+            format_pax_time(spec.mtime, spec.mtime_nsec).as_bytes(),
+        );
+    }
+    let ustar_mtime = spec.mtime.clamp(0, MAX_OCTAL_11 as i64) as u64;
+
+    if !records.is_empty() {
+        let mut h = Header::new_ustar();
+        set_bytes(
+            &mut h.as_ustar_mut().expect("ustar").name,
+            b"././@PaxHeader",
+        );
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(ustar_mtime);
+        h.set_size(records.len() as u64);
+        h.set_entry_type(EntryType::XHeader);
+        h.set_cksum();
+        out.extend_from_slice(h.as_bytes());
+        out.extend_from_slice(&records);
+        pad_to_block(out);
+    }
+
+    let mut h = Header::new_ustar();
+    {
+        let u = h.as_ustar_mut().expect("ustar");
+        match split {
+            Some((prefix, name)) => {
+                set_bytes(&mut u.prefix, prefix);
+                set_bytes(&mut u.name, name);
+            }
+            // The pax `path` record holds the real name; the ustar field gets what fits.
+            None => set_bytes(&mut u.name, &path[..path.len().min(100)]),
+        }
+        set_bytes(&mut u.linkname, &link[..link.len().min(100)]);
+    }
+    h.set_mode(spec.mode & 0o7777);
+    h.set_uid(spec.uid.min(MAX_OCTAL_7));
+    h.set_gid(spec.gid.min(MAX_OCTAL_7));
+    h.set_size(if spec.size > MAX_OCTAL_11 {
+        0
+    } else {
+        spec.size
+    });
+    h.set_mtime(ustar_mtime);
+    h.set_entry_type(spec.kind.entry_type());
+    if matches!(spec.kind, EntryKind::Char | EntryKind::Block) {
+        // Both only fail for old-style headers; this is ustar.
+        let _ = h.set_device_major(spec.rdev.0);
+        let _ = h.set_device_minor(spec.rdev.1);
+    }
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+}
+
+/// Splits a path into ustar `prefix` and `name` (at most 155 and 100 bytes, split at a `/`), or `None` when it
+/// cannot be.
+fn split_ustar_path(path: &[u8]) -> Option<(&[u8], &[u8])> {
+    if path.len() <= 100 {
+        return Some((b"", path));
+    }
+    for (i, _) in path.iter().enumerate().filter(|(_, b)| **b == b'/') {
+        if i > 155 {
+            break;
+        }
+        let name_len = path.len() - i - 1;
+        if name_len == 0 {
+            break;
+        }
+        if name_len <= 100 && i > 0 {
+            return Some((&path[..i], &path[i + 1..]));
+        }
+    }
+    None
+}
+
+fn set_bytes(field: &mut [u8], value: &[u8]) {
+    field.fill(0);
+    field[..value.len()].copy_from_slice(value);
+}
+
+/// Appends one pax record, `"<len> <key>=<value>\n"`, where `len` counts the whole record including itself.
+fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    out.extend_from_slice(len.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(key.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+/// A pax time: seconds, and a fraction without trailing zeros; before 1970 the whole value is negative
+/// (`-1.5` is one and a half seconds before the epoch).
+pub fn format_pax_time(sec: i64, nsec: u32) -> String {
+    if nsec == 0 {
+        return sec.to_string();
+    }
+    let (sign, whole, frac) = if sec < 0 {
+        ("-", (-(sec + 1)) as u64, 1_000_000_000 - nsec)
+    } else {
+        ("", sec as u64, nsec)
+    };
+    let frac = format!("{frac:09}");
+    format!("{sign}{whole}.{}", frac.trim_end_matches('0'))
+}
+
+/// Parses a pax time as written by [`format_pax_time`] (or by GNU tar): `(seconds, nanoseconds)`.
+pub fn parse_pax_time(s: &str) -> Option<(i64, u32)> {
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let whole: i64 = whole.parse().ok()?;
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut digits = frac.as_bytes()[..frac.len().min(9)].to_vec();
+    digits.resize(9, b'0');
+    let nsec: u32 = std::str::from_utf8(&digits).ok()?.parse().ok()?;
+    Some(if !neg {
+        (whole, nsec)
+    } else if nsec == 0 {
+        (-whole, 0)
+    } else {
+        (-whole - 1, 1_000_000_000 - nsec)
+    })
+}
+
+/// Appends zeros up to the next block boundary.
+pub fn pad_to_block(out: &mut Vec<u8>) {
+    let rem = out.len() % BLOCK as usize;
+    if rem != 0 {
+        out.resize(out.len() + BLOCK as usize - rem, 0);
+    }
+}
+
+/// Bytes of zero padding after `size` content bytes.
+pub fn padding(size: u64) -> u64 {
+    (BLOCK - size % BLOCK) % BLOCK
+}
+
+/// The end of an archive written at `offset`: two zero blocks, then zeros up to a multiple of [`RECORD`].
+pub fn trailer_len(offset: u64) -> u64 {
+    let end = offset + 2 * BLOCK;
+    end + (RECORD - end % RECORD) % RECORD - offset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(path: &[u8]) -> HeaderSpec<'_> {
+        HeaderSpec {
+            path,
+            kind: EntryKind::File,
+            size: 5,
+            mode: 0o640,
+            uid: 1000,
+            gid: 100,
+            mtime: 1_700_000_000,
+            mtime_nsec: 0,
+            link: None,
+            rdev: (0, 0),
+        }
+    }
+
+    fn entry_of(bytes: &[u8]) -> (Vec<u8>, u64, u64) {
+        let mut data = bytes.to_vec();
+        data.extend_from_slice(&[0; 1024]);
+        let mut ar = tar::Archive::new(&data[..]);
+        let mut entries = ar.entries().unwrap();
+        let e = entries.next().unwrap().unwrap();
+        (
+            e.path_bytes().into_owned(),
+            e.size(),
+            e.header().uid().unwrap(),
+        )
+    }
+
+    #[test]
+    fn pax_record_length_counts_itself() {
+        for n in [0usize, 1, 5, 88, 89, 90, 95, 96, 990, 995, 996, 9990] {
+            let mut out = Vec::new();
+            pax_record(&mut out, "path", &vec![b'a'; n]);
+            let space = out.iter().position(|b| *b == b' ').unwrap();
+            let len: usize = std::str::from_utf8(&out[..space]).unwrap().parse().unwrap();
+            assert_eq!(len, out.len(), "value of {n} bytes");
+        }
+    }
+
+    #[test]
+    fn short_names_need_no_pax_header() {
+        let mut out = Vec::new();
+        encode_header(&spec(b"home/u/file"), &mut out);
+        assert_eq!(out.len(), 512);
+        assert_eq!(entry_of(&out).0, b"home/u/file");
+    }
+
+    #[test]
+    fn long_names_use_prefix_then_pax() {
+        let dir = vec![b'd'; 120];
+        let mut p = dir.clone();
+        p.extend_from_slice(b"/file");
+        let mut out = Vec::new();
+        encode_header(&spec(&p), &mut out);
+        assert_eq!(out.len(), 512, "fits prefix + name");
+        assert_eq!(entry_of(&out).0, p);
+
+        let long = vec![b'x'; 300];
+        out.clear();
+        encode_header(&spec(&long), &mut out);
+        assert_eq!(
+            out.len(),
+            1536,
+            "pax header, one record block, ustar header"
+        );
+        assert_eq!(entry_of(&out).0, long);
+    }
+
+    #[test]
+    fn big_values_go_to_pax() {
+        let mut s = spec(b"f");
+        s.uid = 5_000_000;
+        s.size = 10 << 30;
+        let mut out = Vec::new();
+        encode_header(&s, &mut out);
+        let (_, size, uid) = entry_of(&out);
+        assert_eq!((size, uid), (10 << 30, 5_000_000));
+    }
+
+    #[test]
+    fn pax_times_round_trip() {
+        for (s, ns, text) in [
+            (5, 0, "5"),
+            (5, 500_000_000, "5.5"),
+            (1_700_000_000, 123, "1700000000.000000123"),
+            (-2, 500_000_000, "-1.5"),
+            (-1, 0, "-1"),
+        ] {
+            assert_eq!(format_pax_time(s, ns), text);
+            assert_eq!(parse_pax_time(text), Some((s, ns)), "{text}");
+        }
+    }
+
+    #[test]
+    fn trailer_pads_to_a_record() {
+        assert_eq!(trailer_len(0), RECORD);
+        assert_eq!(trailer_len(512), RECORD - 512);
+        assert_eq!(trailer_len(RECORD - 1024), 1024);
+        assert_eq!(trailer_len(RECORD - 512), RECORD + 512);
+    }
+}

@@ -1,0 +1,356 @@
+//! The full verifier behind `restore --verify`: reads a whole archive and its index side by side, checking every
+//! entry's header against the index, every file's content sha256, and the whole stream's length and sha256.
+
+use std::io::{self, BufRead, BufReader, Read};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::index::{IndexEntry, IndexError, IndexReader, display_bytes};
+use super::sink::{Digest, WRITE_BUFFER};
+use super::tarfmt::{self, EntryKind};
+use super::writer::Progress;
+
+/// What a successful verification checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub entries: u64,
+    pub files: u64,
+    pub file_bytes: u64,
+    pub hard_links: u64,
+    pub tar_bytes: u64,
+    pub tar_sha256: Digest,
+}
+
+/// An archive that is not intact: which archive, the first bad entry (when one is to blame), and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("archive {archive}: {}{problem}", .entry.as_ref().map(|e| format!("entry {e} (offset {}): ", .offset.unwrap_or(0))).unwrap_or_default())]
+pub struct VerifyError {
+    pub archive: String,
+    /// The first entry found bad, as its path (non-UTF-8 bytes escaped).
+    pub entry: Option<String>,
+    /// Where that entry's header starts in the tar stream, as the index says.
+    pub offset: Option<u64>,
+    pub problem: Box<VerifyProblem>,
+}
+
+/// What is wrong with an archive (see [`VerifyError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyProblem {
+    #[error("bad index: {0}")]
+    Index(#[from] IndexError),
+    #[error("cannot read: {0}")]
+    Read(#[from] io::Error),
+    #[error("the archive is damaged here: {0}")]
+    Malformed(String),
+    #[error("the archive has an entry {found} that the index does not list here")]
+    NotInIndex { found: String },
+    #[error("the archive ends before this entry: it is truncated")]
+    Missing,
+    #[error("{field} differs: the index says {index}, the archive has {archive}")]
+    Field {
+        field: &'static str,
+        index: String,
+        archive: String,
+    },
+    #[error("the archive ends after {got} of its {expected} content bytes: it is truncated")]
+    Truncated { got: u64, expected: u64 },
+    #[error("content sha256 is {actual}, the index says {expected}: the content is damaged")]
+    Content { expected: Digest, actual: Digest },
+    #[error("the index's totals say {index}, the archive has {archive}")]
+    Totals { index: String, archive: String },
+    #[error(
+        "the archive is {actual} bytes long, the index says {expected}: it is truncated or has trailing data"
+    )]
+    Length { expected: u64, actual: u64 },
+    #[error(
+        "the archive's sha256 is {actual}, the index says {expected}: bytes outside file contents are damaged"
+    )]
+    StreamHash { expected: Digest, actual: Digest },
+}
+
+/// Counts and hashes what is read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Verifies the tar stream `archive` (already joined from its parts and through any stage) against `index`.
+/// `label` names the archive in errors. Memory does not grow with the number of entries.
+///
+/// Checks, for every entry in order: path, type, mode, owner, mtime, size, link target, device numbers, the
+/// header and data offsets the index gives, and the sha256 of every file's content; then that the index's `end`
+/// line matches the number of entries, the stream's length and its sha256 (which covers headers and padding).
+/// A hard link's `size`, `sha256` and `data_offset` (its first name's content) are not cross-checked here, which
+/// would need a map of every file; [`read_entry`](super::read_entry) checks them when that name is restored.
+pub fn verify_archive(
+    label: &str,
+    archive: impl Read,
+    index: impl BufRead,
+    progress: &mut dyn Progress,
+) -> Result<VerifyReport, VerifyError> {
+    let fail = |entry: Option<&IndexEntry>, problem: VerifyProblem| VerifyError {
+        archive: label.to_string(),
+        entry: entry.map(|e| e.display_path()),
+        offset: entry.map(|e| e.header_offset),
+        problem: Box::new(problem),
+    };
+    let mut idx = IndexReader::new(index).map_err(|e| fail(None, e.into()))?;
+    let reader = HashingReader {
+        inner: BufReader::with_capacity(WRITE_BUFFER, archive),
+        hasher: Sha256::new(),
+        count: 0,
+    };
+    let mut ar = tar::Archive::new(reader);
+    let (mut entries, mut files, mut file_bytes, mut hard_links) = (0u64, 0u64, 0u64, 0u64);
+    let mut next_offset = 0u64;
+    let mut buf = vec![0u8; WRITE_BUFFER];
+    {
+        let tar_entries = ar.entries().map_err(|e| fail(None, e.into()))?;
+        for item in tar_entries {
+            let expected = idx.next_entry().map_err(|e| fail(None, e.into()))?;
+            let mut te = match item {
+                Ok(te) => te,
+                Err(e) => {
+                    return Err(fail(
+                        expected.as_ref(),
+                        VerifyProblem::Malformed(e.to_string()),
+                    ));
+                }
+            };
+            let found = || display_bytes(&te_path(&te));
+            let Some(ie) = expected else {
+                return Err(fail(None, VerifyProblem::NotInIndex { found: found() }));
+            };
+            let bad = |problem| Err(fail(Some(&ie), problem));
+            let field = |field, index: String, archive: String| {
+                bad(VerifyProblem::Field {
+                    field,
+                    index,
+                    archive,
+                })
+            };
+
+            let path = te_path(&te);
+            if path != ie.path {
+                return bad(VerifyProblem::NotInIndex {
+                    found: display_bytes(&path),
+                });
+            }
+            let kind = EntryKind::from_entry_type(te.header().entry_type());
+            if kind != Some(ie.kind) {
+                let archive = kind
+                    .map(|k| k.name().to_string())
+                    .unwrap_or_else(|| format!("{:?}", te.header().entry_type()));
+                return field("type", ie.kind.name().into(), archive);
+            }
+            let data_offset = te.raw_file_position();
+            if ie.header_offset != next_offset {
+                return field(
+                    "header offset",
+                    ie.header_offset.to_string(),
+                    next_offset.to_string(),
+                );
+            }
+            if ie.kind != EntryKind::Hardlink && ie.data_offset != data_offset {
+                return field(
+                    "data offset",
+                    ie.data_offset.to_string(),
+                    data_offset.to_string(),
+                );
+            }
+            let h = te.header();
+            let mode = h
+                .mode()
+                .map_err(|e| fail(Some(&ie), VerifyProblem::Malformed(e.to_string())))?
+                & 0o7777;
+            if mode != ie.mode {
+                return field("mode", format!("{:04o}", ie.mode), format!("{mode:04o}"));
+            }
+            let uid = h
+                .uid()
+                .map_err(|e| fail(Some(&ie), VerifyProblem::Malformed(e.to_string())))?;
+            let gid = h
+                .gid()
+                .map_err(|e| fail(Some(&ie), VerifyProblem::Malformed(e.to_string())))?;
+            if (uid, gid) != (ie.uid, ie.gid) {
+                return field(
+                    "owner",
+                    format!("{}:{}", ie.uid, ie.gid),
+                    format!("{uid}:{gid}"),
+                );
+            }
+            let header_mtime = h
+                .mtime()
+                .map_err(|e| fail(Some(&ie), VerifyProblem::Malformed(e.to_string())))?;
+            let link = te.link_name_bytes().map(|l| l.into_owned());
+            let rdev = match ie.kind {
+                EntryKind::Char | EntryKind::Block => {
+                    let major = h.device_major().ok().flatten();
+                    let minor = h.device_minor().ok().flatten();
+                    major.zip(minor)
+                }
+                _ => None,
+            };
+            let mtime = match pax_mtime(&mut te) {
+                Ok(Some(t)) => t,
+                Ok(None) => (header_mtime as i64, 0),
+                Err(e) => return bad(VerifyProblem::Malformed(e)),
+            };
+            if mtime != (ie.mtime, ie.mtime_nsec) {
+                return field(
+                    "mtime",
+                    tarfmt::format_pax_time(ie.mtime, ie.mtime_nsec),
+                    tarfmt::format_pax_time(mtime.0, mtime.1),
+                );
+            }
+            if matches!(ie.kind, EntryKind::Symlink | EntryKind::Hardlink) && link != ie.link {
+                let show = |l: &Option<Vec<u8>>| {
+                    l.as_deref()
+                        .map(display_bytes)
+                        .unwrap_or_else(|| "none".into())
+                };
+                return field("link target", show(&ie.link), show(&link));
+            }
+            if rdev != ie.rdev {
+                return field(
+                    "device numbers",
+                    format!("{:?}", ie.rdev),
+                    format!("{rdev:?}"),
+                );
+            }
+            let size = te.size();
+            let expected_size = if ie.kind == EntryKind::File {
+                ie.size
+            } else {
+                0
+            };
+            if size != expected_size {
+                return field("size", expected_size.to_string(), size.to_string());
+            }
+            progress.entry(&ie.path, ie.kind, ie.size);
+            if ie.kind == EntryKind::File {
+                let mut hasher = Sha256::new();
+                let mut got = 0u64;
+                loop {
+                    let n = match te.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return bad(VerifyProblem::Read(e)),
+                    };
+                    hasher.update(&buf[..n]);
+                    got += n as u64;
+                    progress.bytes(n as u64);
+                }
+                if got != size {
+                    return bad(VerifyProblem::Truncated {
+                        got,
+                        expected: size,
+                    });
+                }
+                let actual = Digest::of(hasher);
+                let expected = ie.sha256.expect("index files have a sha256");
+                if actual != expected {
+                    return bad(VerifyProblem::Content { expected, actual });
+                }
+                files += 1;
+                file_bytes += size;
+            }
+            if ie.kind == EntryKind::Hardlink {
+                hard_links += 1;
+                if ie.data_offset >= ie.header_offset {
+                    return field(
+                        "data offset",
+                        ie.data_offset.to_string(),
+                        format!("the data of an earlier entry (before {})", ie.header_offset),
+                    );
+                }
+            }
+            next_offset = data_offset + size + tarfmt::padding(size);
+            entries += 1;
+        }
+    }
+    if let Some(ie) = idx.next_entry().map_err(|e| fail(None, e.into()))? {
+        return Err(fail(Some(&ie), VerifyProblem::Missing));
+    }
+    let end = idx
+        .end()
+        .expect("the index reader stops at its end line")
+        .clone();
+    let mut reader = ar.into_inner();
+    io::copy(&mut reader, &mut io::sink()).map_err(|e| fail(None, e.into()))?;
+    let ours = (entries, files, file_bytes);
+    if ours != (end.entries, end.files, end.file_bytes) {
+        return Err(fail(
+            None,
+            VerifyProblem::Totals {
+                index: format!(
+                    "{} entries, {} files, {} bytes",
+                    end.entries, end.files, end.file_bytes
+                ),
+                archive: format!("{entries} entries, {files} files, {file_bytes} bytes"),
+            },
+        ));
+    }
+    if reader.count != end.tar_bytes {
+        return Err(fail(
+            None,
+            VerifyProblem::Length {
+                expected: end.tar_bytes,
+                actual: reader.count,
+            },
+        ));
+    }
+    let actual = Digest::of(reader.hasher);
+    if actual != end.tar_sha256 {
+        return Err(fail(
+            None,
+            VerifyProblem::StreamHash {
+                expected: end.tar_sha256,
+                actual,
+            },
+        ));
+    }
+    Ok(VerifyReport {
+        entries,
+        files,
+        file_bytes,
+        hard_links,
+        tar_bytes: reader.count,
+        tar_sha256: actual,
+    })
+}
+
+/// An entry's path without the trailing slash of directories.
+fn te_path<R: Read>(te: &tar::Entry<'_, R>) -> Vec<u8> {
+    let p = te.path_bytes();
+    p.strip_suffix(b"/").unwrap_or(&p).to_vec()
+}
+
+/// The pax `mtime` record of an entry, if it has one.
+fn pax_mtime<R: Read>(te: &mut tar::Entry<'_, R>) -> Result<Option<(i64, u32)>, String> {
+    let Some(exts) = te.pax_extensions().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    for ext in exts {
+        let ext = ext.map_err(|e| e.to_string())?;
+        if ext.key_bytes() == b"mtime" {
+            let v = ext.value().map_err(|e| e.to_string())?;
+            return tarfmt::parse_pax_time(v)
+                .map(Some)
+                .ok_or_else(|| format!("bad pax mtime {v:?}"));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,841 @@
+//! Writing an archive: scan the snapshot (size estimate, hard links), then stream it as tar through the stage and
+//! sink on a writer thread, with the index written alongside.
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::index::{IndexEnd, IndexEntry, IndexHeader, IndexWriter};
+use super::sink::{Chain, Digest, Sink, Stage, WRITE_BUFFER, WrittenFile};
+use super::tarfmt::{self, EntryKind, HeaderSpec};
+
+/// Blocks in flight between the tar thread and the writer thread (each [`WRITE_BUFFER`] bytes).
+const PIPELINE_DEPTH: usize = 4;
+/// At most this many warnings are kept in a summary (all are counted and passed to [`Progress::warning`]).
+const MAX_KEPT_WARNINGS: usize = 100;
+
+/// Something the archive left out or could not do exactly, without failing (exit code 3 material).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    /// The path in the snapshot it concerns.
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+/// Receives progress of long work (scan, write, verify). Every method has a do-nothing default.
+pub trait Progress {
+    /// An entry was reached (archived, scanned or verified).
+    fn entry(&mut self, _path: &[u8], _kind: EntryKind, _size: u64) {}
+    /// `n` more content bytes were read.
+    fn bytes(&mut self, _n: u64) {}
+    /// Something was skipped or archived differently; see [`Warning`].
+    fn warning(&mut self, _warning: &Warning) {}
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Why writing an archive failed. Nothing it wrote may be used: the caller removes it.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("{path} is not a directory; give the snapshot directory to archive")]
+    NotADirectory { path: PathBuf },
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "{path} changed while it was archived ({detail}); snapshots must not change: is another program writing into it?"
+    )]
+    Changed { path: PathBuf, detail: String },
+    #[error("cannot write {target}: {source}")]
+    Write { target: String, source: io::Error },
+}
+
+/// What a scan found: the sizes to expect, before anything is written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveEstimate {
+    /// Archive entries (everything but the root and skipped sockets).
+    pub entries: u64,
+    /// Regular files whose content is archived (second names of hard-linked files not counted).
+    pub files: u64,
+    /// Content bytes of those files.
+    pub file_bytes: u64,
+    /// Entries that will be archived as hard links to an earlier name.
+    pub hard_links: u64,
+    /// The exact length of the tar stream if the snapshot does not change (before any stage).
+    pub tar_bytes: u64,
+    /// The approximate length of the index.
+    pub index_bytes: u64,
+    /// Entries that will be skipped with a warning (sockets, unreadable).
+    pub skipped: u64,
+}
+
+/// A scanned snapshot, ready to be written: see [`scan`] and [`write_archive`].
+#[derive(Debug, Clone)]
+pub struct ArchivePlan {
+    pub root: PathBuf,
+    pub estimate: ArchiveEstimate,
+    /// (dev, ino) of files with more than one name inside this snapshot, sorted. Only these are tracked while
+    /// writing, so memory stays small even though every file of a hard-linked snapshot has nlink > 1.
+    linked: Vec<(u64, u64)>,
+}
+
+/// Options of [`write_archive`].
+#[derive(Default)]
+pub struct ArchiveOptions<'a> {
+    /// A stage between tar and the sinks (encryption, compression), applied to both the archive and the index.
+    pub stage: Option<&'a dyn Stage>,
+}
+
+/// What a finished archive holds and where it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveSummary {
+    pub entries: u64,
+    pub files: u64,
+    pub file_bytes: u64,
+    pub hard_links: u64,
+    /// Length and sha256 of the tar stream (before any stage), as recorded at the end of the index.
+    pub tar_bytes: u64,
+    pub tar_sha256: Digest,
+    /// The archive file(s) as written to the drive, each with the sha256 of its bytes.
+    pub archive_files: Vec<WrittenFile>,
+    /// The index file(s).
+    pub index_files: Vec<WrittenFile>,
+    /// How many warnings there were, and the first ones.
+    pub warning_count: u64,
+    pub warnings: Vec<Warning>,
+}
+
+/// One walked path.
+struct Walked {
+    rel: Vec<u8>,
+    full: PathBuf,
+    meta: Metadata,
+}
+
+/// What the walk yields: an entry to archive or a warning.
+enum Step {
+    Entry(Walked),
+    Warn(Warning),
+}
+
+/// Walks `root` depth-first, each directory sorted by name bytes, without following symlinks: the archive order,
+/// which is the order of paths compared component by component.
+fn walk(root: &Path) -> impl Iterator<Item = Step> + '_ {
+    walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1)
+        .into_iter()
+        .map(move |item| match item {
+            Ok(e) => {
+                let full = e.path().to_path_buf();
+                let rel = full
+                    .strip_prefix(root)
+                    .expect("walk stays under its root")
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec();
+                match e.metadata() {
+                    Ok(meta) => Step::Entry(Walked { rel, full, meta }),
+                    Err(err) => Step::Warn(Warning {
+                        path: full,
+                        message: format!("skipped: {err}"),
+                    }),
+                }
+            }
+            Err(err) => {
+                let path = err.path().unwrap_or(root).to_path_buf();
+                let message = match err.io_error() {
+                    Some(io) if io.kind() == io::ErrorKind::NotFound => {
+                        "vanished while archiving; skipped".to_string()
+                    }
+                    Some(io) => format!("cannot read: {io}; archived without its contents"),
+                    None => err.to_string(),
+                };
+                Step::Warn(Warning { path, message })
+            }
+        })
+}
+
+fn kind_of(meta: &Metadata) -> Option<EntryKind> {
+    let t = meta.file_type();
+    Some(if t.is_file() {
+        EntryKind::File
+    } else if t.is_dir() {
+        EntryKind::Dir
+    } else if t.is_symlink() {
+        EntryKind::Symlink
+    } else if t.is_fifo() {
+        EntryKind::Fifo
+    } else if t.is_char_device() {
+        EntryKind::Char
+    } else if t.is_block_device() {
+        EntryKind::Block
+    } else {
+        return None; // sockets
+    })
+}
+
+fn rdev_of(meta: &Metadata) -> (u32, u32) {
+    let rdev = meta.rdev();
+    (libc::major(rdev), libc::minor(rdev))
+}
+
+fn entry_for(w: &Walked, kind: EntryKind) -> IndexEntry {
+    IndexEntry {
+        path: w.rel.clone(),
+        kind,
+        size: if kind == EntryKind::File {
+            w.meta.size()
+        } else {
+            0
+        },
+        mode: w.meta.mode() & 0o7777,
+        uid: w.meta.uid() as u64,
+        gid: w.meta.gid() as u64,
+        mtime: w.meta.mtime(),
+        mtime_nsec: w.meta.mtime_nsec() as u32,
+        link: None,
+        sha256: None,
+        rdev: matches!(kind, EntryKind::Char | EntryKind::Block).then(|| rdev_of(&w.meta)),
+        header_offset: 0,
+        data_offset: 0,
+    }
+}
+
+fn header_spec(e: &IndexEntry) -> HeaderSpec<'_> {
+    HeaderSpec {
+        path: &e.path,
+        kind: e.kind,
+        size: if e.kind == EntryKind::File { e.size } else { 0 },
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        mtime: e.mtime,
+        mtime_nsec: e.mtime_nsec,
+        link: e.link.as_deref(),
+        rdev: e.rdev.unwrap_or((0, 0)),
+    }
+}
+
+fn socket_warning(full: &Path) -> Warning {
+    Warning {
+        path: full.to_path_buf(),
+        message: "is a socket; sockets cannot be archived; skipped".into(),
+    }
+}
+
+/// Walks the snapshot once: counts entries and bytes, computes the tar length, and finds the files that have more
+/// than one name inside the snapshot. Reads metadata and symlinks, not file contents.
+pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, ArchiveError> {
+    let meta = std::fs::metadata(root).map_err(|source| ArchiveError::Read {
+        path: root.into(),
+        source,
+    })?;
+    if !meta.is_dir() {
+        return Err(ArchiveError::NotADirectory { path: root.into() });
+    }
+    let mut est = ArchiveEstimate::default();
+    // (dev, ino, content size) of every file with nlink > 1: 24 bytes each, dropped at the end of the scan.
+    let mut multi: Vec<(u64, u64, u64)> = Vec::new();
+    let mut header = Vec::with_capacity(4096);
+    let mut offset = 0u64;
+    for step in walk(root) {
+        let w = match step {
+            Step::Entry(w) => w,
+            Step::Warn(warn) => {
+                progress.warning(&warn);
+                continue;
+            }
+        };
+        let Some(kind) = kind_of(&w.meta) else {
+            est.skipped += 1;
+            progress.warning(&socket_warning(&w.full));
+            continue;
+        };
+        let mut e = entry_for(&w, kind);
+        if kind == EntryKind::Symlink {
+            match std::fs::read_link(&w.full) {
+                Ok(t) => e.link = Some(t.into_os_string().into_vec_bytes()),
+                Err(_) => {
+                    est.skipped += 1;
+                    continue;
+                }
+            }
+        }
+        if kind == EntryKind::File {
+            est.files += 1;
+            est.file_bytes += e.size;
+            if w.meta.nlink() > 1 {
+                multi.push((w.meta.dev(), w.meta.ino(), e.size));
+            }
+        }
+        header.clear();
+        tarfmt::encode_header(&header_spec(&e), &mut header);
+        e.header_offset = offset;
+        e.data_offset = offset + header.len() as u64;
+        if kind == EntryKind::File {
+            e.sha256 = Some(Digest([0; 32]));
+        }
+        offset = e.data_offset + e.size + tarfmt::padding(e.size);
+        est.index_bytes += IndexWriter::<Vec<u8>>::line_len(&e);
+        est.entries += 1;
+        progress.entry(&e.path, kind, e.size);
+    }
+    multi.sort_unstable();
+    let mut linked = Vec::new();
+    for group in multi.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
+        if group.len() > 1 {
+            linked.push((group[0].0, group[0].1));
+            let extra = group.len() as u64 - 1;
+            est.hard_links += extra;
+            est.files -= extra;
+            est.file_bytes -= extra * group[0].2;
+            // A link has no content; its header is about the size of the file's (the link target may need a
+            // pax record the file did not, so this is an estimate by a block or two per link).
+            offset -= extra * (group[0].2 + tarfmt::padding(group[0].2));
+        }
+    }
+    est.tar_bytes = offset + tarfmt::trailer_len(offset);
+    est.index_bytes += 1024;
+    Ok(ArchivePlan {
+        root: root.to_path_buf(),
+        estimate: est,
+        linked,
+    })
+}
+
+trait IntoVecBytes {
+    fn into_vec_bytes(self) -> Vec<u8>;
+}
+
+impl IntoVecBytes for std::ffi::OsString {
+    fn into_vec_bytes(self) -> Vec<u8> {
+        use std::os::unix::ffi::OsStringExt;
+        self.into_vec()
+    }
+}
+
+/// The first name of a hard-linked file, for its later names.
+struct FirstName {
+    path: Vec<u8>,
+    size: u64,
+    sha256: Digest,
+    data_offset: u64,
+}
+
+/// Streams the tar bytes to a writer thread in [`WRITE_BUFFER`]-sized blocks; the thread runs the stage and sink
+/// (and the hash of the tar stream when the sink's own hash is not it), so reading and hashing the snapshot
+/// overlaps with writing the drive.
+struct Pipeline {
+    tx: Option<SyncSender<Block>>,
+    free: Receiver<Block>,
+    thread: Option<JoinHandle<io::Result<ThreadOutput>>>,
+    block: Block,
+    offset: u64,
+    target: String,
+}
+
+struct Block {
+    buf: Box<[u8]>,
+    len: usize,
+    /// The last block: only after it does the writer thread finish the chain (stage trailer, fsync). A thread whose
+    /// channel closes without it drops the chain unfinished, so a failed run never looks complete.
+    last: bool,
+}
+
+struct ThreadOutput {
+    files: Vec<WrittenFile>,
+    /// The hash of the tar stream when the thread computed it (stage present or several files).
+    tar_sha256: Option<Digest>,
+}
+
+impl Pipeline {
+    fn start(sink: Box<dyn Sink>, stage: Option<&dyn Stage>) -> io::Result<Pipeline> {
+        let target = sink.describe();
+        let hash_stream = stage.is_some() || !sink.single_file();
+        let mut chain = Chain::new(sink, stage)?;
+        let (tx, rx) = sync_channel::<Block>(PIPELINE_DEPTH);
+        let (free_tx, free) = sync_channel::<Block>(PIPELINE_DEPTH + 1);
+        for _ in 0..PIPELINE_DEPTH {
+            free_tx
+                .send(Block {
+                    buf: vec![0u8; WRITE_BUFFER].into_boxed_slice(),
+                    len: 0,
+                    last: false,
+                })
+                .expect("room");
+        }
+        let thread = std::thread::Builder::new()
+            .name("archive-writer".into())
+            .spawn(move || {
+                let mut hasher = hash_stream.then(Sha256::new);
+                for mut block in rx {
+                    let data = &block.buf[..block.len];
+                    if let Some(h) = &mut hasher {
+                        h.update(data);
+                    }
+                    chain.write_all(data)?;
+                    if block.last {
+                        let files = chain.finish()?;
+                        return Ok(ThreadOutput {
+                            files,
+                            tar_sha256: hasher.map(Digest::of),
+                        });
+                    }
+                    block.len = 0;
+                    let _ = free_tx.send(block);
+                }
+                Err(io::Error::other("the archive was abandoned before its end"))
+            })?;
+        Ok(Pipeline {
+            tx: Some(tx),
+            free,
+            thread: Some(thread),
+            block: Block {
+                buf: vec![0u8; WRITE_BUFFER].into_boxed_slice(),
+                len: 0,
+                last: false,
+            },
+            offset: 0,
+            target,
+        })
+    }
+
+    /// The error that stopped the writer thread.
+    fn thread_error(&mut self) -> ArchiveError {
+        self.tx = None;
+        let err = match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => io::Error::other("the archive writer thread panicked"),
+            _ => io::Error::other("the archive writer thread stopped"),
+        };
+        ArchiveError::Write {
+            target: self.target.clone(),
+            source: err,
+        }
+    }
+
+    fn send_block(&mut self) -> Result<(), ArchiveError> {
+        let next = match self.free.recv() {
+            Ok(b) => b,
+            Err(_) => return Err(self.thread_error()),
+        };
+        let full = std::mem::replace(&mut self.block, next);
+        let sent = self.tx.as_ref().expect("pipeline open").send(full);
+        if sent.is_err() {
+            return Err(self.thread_error());
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, mut data: &[u8]) -> Result<(), ArchiveError> {
+        while !data.is_empty() {
+            if self.block.len == self.block.buf.len() {
+                self.send_block()?;
+            }
+            let n = data.len().min(self.block.buf.len() - self.block.len);
+            self.block.buf[self.block.len..self.block.len + n].copy_from_slice(&data[..n]);
+            self.block.len += n;
+            self.offset += n as u64;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    fn zeros(&mut self, n: u64) -> Result<(), ArchiveError> {
+        const Z: [u8; 512] = [0; 512];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(512);
+            self.write(&Z[..k as usize])?;
+            left -= k;
+        }
+        Ok(())
+    }
+
+    /// Copies exactly `size` bytes of `file` into the stream, read straight into the outgoing blocks, hashing them.
+    fn copy_file(
+        &mut self,
+        file: &mut File,
+        path: &Path,
+        size: u64,
+        progress: &mut dyn Progress,
+    ) -> Result<Digest, ArchiveError> {
+        let mut hasher = Sha256::new();
+        let mut left = size;
+        while left > 0 {
+            if self.block.len == self.block.buf.len() {
+                self.send_block()?;
+            }
+            let room =
+                (self.block.buf.len() - self.block.len).min(left.min(usize::MAX as u64) as usize);
+            let dst = &mut self.block.buf[self.block.len..self.block.len + room];
+            let n = match file.read(dst) {
+                Ok(0) => {
+                    return Err(ArchiveError::Changed {
+                        path: path.into(),
+                        detail: format!("it shrank: {} of {size} bytes read", size - left),
+                    });
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(ArchiveError::Read {
+                        path: path.into(),
+                        source,
+                    });
+                }
+            };
+            hasher.update(&dst[..n]);
+            self.block.len += n;
+            self.offset += n as u64;
+            left -= n as u64;
+            progress.bytes(n as u64);
+        }
+        let mut probe = [0u8; 1];
+        if matches!(file.read(&mut probe), Ok(n) if n > 0) {
+            return Err(ArchiveError::Changed {
+                path: path.into(),
+                detail: format!("it grew beyond {size} bytes"),
+            });
+        }
+        Ok(Digest::of(hasher))
+    }
+
+    fn finish(mut self) -> Result<ThreadOutput, ArchiveError> {
+        let mut last = std::mem::replace(
+            &mut self.block,
+            Block {
+                buf: Box::new([]),
+                len: 0,
+                last: false,
+            },
+        );
+        last.last = true;
+        if self.tx.as_ref().expect("pipeline open").send(last).is_err() {
+            return Err(self.thread_error());
+        }
+        self.tx = None;
+        match self.thread.take().expect("thread").join() {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(source)) => Err(ArchiveError::Write {
+                target: self.target.clone(),
+                source,
+            }),
+            Err(_) => Err(ArchiveError::Write {
+                target: self.target.clone(),
+                source: io::Error::other("the archive writer thread panicked"),
+            }),
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // On an error path: stop the thread without finishing the chain, so no end-of-archive is ever written.
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The index side: a buffered chain on the calling thread.
+struct IndexOut {
+    writer: IndexWriter<io::BufWriter<Chain>>,
+    target: String,
+}
+
+impl IndexOut {
+    fn err(&self, source: io::Error) -> ArchiveError {
+        ArchiveError::Write {
+            target: self.target.clone(),
+            source,
+        }
+    }
+}
+
+/// Writes the snapshot of `plan` as a tar stream to `archive` and its index to `index`, through `options.stage`.
+///
+/// Entries are the snapshot's contents relative to its root, in [`scan`]'s order; the root itself is not an entry.
+/// Symlinks are stored, never followed; files with several names in the snapshot are stored once and then as
+/// hard links; FIFOs and devices are stored; sockets are skipped with a warning, as are files that vanish or
+/// cannot be opened. A file that changes size while read is an error.
+///
+/// On error nothing is finished: no end-of-archive blocks, no `end` line, nothing fsynced. What was written must
+/// be removed; only a later read-back or verification says that an archive is good.
+pub fn write_archive(
+    plan: &ArchivePlan,
+    archive: Box<dyn Sink>,
+    index: Box<dyn Sink>,
+    options: &ArchiveOptions<'_>,
+    progress: &mut dyn Progress,
+) -> Result<ArchiveSummary, ArchiveError> {
+    let archive_single = archive.single_file() && options.stage.is_none();
+    let archive_target = archive.describe();
+    let index_target = index.describe();
+    let mut out =
+        Pipeline::start(archive, options.stage).map_err(|source| ArchiveError::Write {
+            target: archive_target.clone(),
+            source,
+        })?;
+    let index_chain = Chain::new(index, options.stage).map_err(|source| ArchiveError::Write {
+        target: index_target.clone(),
+        source,
+    })?;
+    let header = IndexHeader::new(plan.root.display().to_string());
+    let writer = IndexWriter::new(
+        io::BufWriter::with_capacity(WRITE_BUFFER, index_chain),
+        &header,
+    )
+    .map_err(|source| ArchiveError::Write {
+        target: index_target.clone(),
+        source,
+    })?;
+    let mut idx = IndexOut {
+        writer,
+        target: index_target,
+    };
+
+    let mut first_names: HashMap<(u64, u64), FirstName> = HashMap::new();
+    let mut summary_warnings = Vec::new();
+    let mut warning_count = 0u64;
+    let mut warn = |w: Warning, progress: &mut dyn Progress| {
+        progress.warning(&w);
+        warning_count += 1;
+        if summary_warnings.len() < MAX_KEPT_WARNINGS {
+            summary_warnings.push(w);
+        }
+    };
+    let (mut entries, mut files, mut file_bytes, mut hard_links) = (0u64, 0u64, 0u64, 0u64);
+    let mut header_buf = Vec::with_capacity(4096);
+
+    for step in walk(&plan.root) {
+        let w = match step {
+            Step::Entry(w) => w,
+            Step::Warn(w) => {
+                warn(w, progress);
+                continue;
+            }
+        };
+        let Some(kind) = kind_of(&w.meta) else {
+            warn(socket_warning(&w.full), progress);
+            continue;
+        };
+        let mut e = entry_for(&w, kind);
+        let mut file = None;
+        let key = (w.meta.dev(), w.meta.ino());
+        match kind {
+            EntryKind::Symlink => match std::fs::read_link(&w.full) {
+                Ok(t) => e.link = Some(t.into_os_string().into_vec_bytes()),
+                Err(err) => {
+                    warn(
+                        Warning {
+                            path: w.full,
+                            message: format!("cannot read symlink: {err}; skipped"),
+                        },
+                        progress,
+                    );
+                    continue;
+                }
+            },
+            EntryKind::File => {
+                if let Some(first) = first_names.get(&key) {
+                    e.kind = EntryKind::Hardlink;
+                    e.link = Some(first.path.clone());
+                    e.size = first.size;
+                    e.sha256 = Some(first.sha256);
+                } else {
+                    match File::open(&w.full) {
+                        Ok(f) => {
+                            // Describe the file as opened, in case it was replaced since the walk saw it.
+                            match f.metadata() {
+                                Ok(m) if m.ino() == w.meta.ino() && m.dev() == w.meta.dev() => {
+                                    e.size = m.size();
+                                    file = Some(f);
+                                }
+                                _ => {
+                                    warn(
+                                        Warning {
+                                            path: w.full,
+                                            message: "replaced while archiving; skipped".into(),
+                                        },
+                                        progress,
+                                    );
+                                    continue;
+                                }
+                            }
+                        }
+                        Err(err) => {
+                            let message = if err.kind() == io::ErrorKind::NotFound {
+                                "vanished while archiving; skipped".to_string()
+                            } else {
+                                format!("cannot open: {err}; skipped")
+                            };
+                            warn(
+                                Warning {
+                                    path: w.full,
+                                    message,
+                                },
+                                progress,
+                            );
+                            continue;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+
+        header_buf.clear();
+        tarfmt::encode_header(&header_spec(&e), &mut header_buf);
+        e.header_offset = out.offset;
+        out.write(&header_buf)?;
+        e.data_offset = out.offset;
+        progress.entry(&e.path, e.kind, e.size);
+        if let Some(mut f) = file {
+            let digest = out.copy_file(&mut f, &w.full, e.size, progress)?;
+            out.zeros(tarfmt::padding(e.size))?;
+            e.sha256 = Some(digest);
+            files += 1;
+            file_bytes += e.size;
+            if w.meta.nlink() > 1 && plan.linked.binary_search(&key).is_ok() {
+                first_names.insert(
+                    key,
+                    FirstName {
+                        path: e.path.clone(),
+                        size: e.size,
+                        sha256: digest,
+                        data_offset: e.data_offset,
+                    },
+                );
+            }
+        }
+        if e.kind == EntryKind::Hardlink {
+            e.data_offset = first_names[&key].data_offset;
+            hard_links += 1;
+        }
+        idx.writer.entry(&e).map_err(|err| idx.err(err))?;
+        entries += 1;
+    }
+
+    let end = tarfmt::trailer_len(out.offset);
+    out.zeros(end)?;
+    let tar_bytes = out.offset;
+    let thread_out = out.finish()?;
+    let tar_sha256 = match thread_out.tar_sha256 {
+        Some(d) => d,
+        None if archive_single => thread_out.files[0].sha256,
+        None => {
+            unreachable!("the writer thread hashes the stream unless one plain file is written")
+        }
+    };
+    let end = IndexEnd {
+        entries,
+        files,
+        file_bytes,
+        tar_bytes,
+        tar_sha256,
+    };
+    let IndexOut { writer, target } = idx;
+    let index_err = |source| ArchiveError::Write {
+        target: target.clone(),
+        source,
+    };
+    let buffered = writer.finish(end).map_err(index_err)?;
+    let chain = buffered
+        .into_inner()
+        .map_err(|e| index_err(e.into_error()))?;
+    let index_files = chain.finish().map_err(index_err)?;
+    Ok(ArchiveSummary {
+        entries,
+        files,
+        file_bytes,
+        hard_links,
+        tar_bytes,
+        tar_sha256,
+        archive_files: thread_out.files,
+        index_files,
+        warning_count,
+        warnings: summary_warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Records what reaches it and whether it was finished.
+    struct Recording(Arc<Mutex<(Vec<u8>, bool)>>);
+
+    impl Write for Recording {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().0.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink for Recording {
+        fn finish(self: Box<Self>) -> io::Result<Vec<WrittenFile>> {
+            let mut s = self.0.lock().unwrap();
+            s.1 = true;
+            Ok(vec![WrittenFile {
+                path: "r".into(),
+                bytes: s.0.len() as u64,
+                sha256: Digest::of_bytes(&s.0),
+            }])
+        }
+        fn describe(&self) -> String {
+            "r".into()
+        }
+        fn single_file(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn an_abandoned_pipeline_never_finishes_its_sink() {
+        let state = Arc::new(Mutex::new((Vec::new(), false)));
+        let mut p = Pipeline::start(Box::new(Recording(state.clone())), None).unwrap();
+        p.write(&vec![7u8; WRITE_BUFFER + 10]).unwrap();
+        drop(p); // an error path
+        let s = state.lock().unwrap();
+        assert!(!s.1, "not finished");
+        assert_eq!(s.0.len(), WRITE_BUFFER, "only whole blocks were passed on");
+    }
+
+    #[test]
+    fn a_finished_pipeline_passes_everything_and_finishes() {
+        let state = Arc::new(Mutex::new((Vec::new(), false)));
+        let mut p = Pipeline::start(Box::new(Recording(state.clone())), None).unwrap();
+        p.write(&vec![7u8; WRITE_BUFFER + 10]).unwrap();
+        let out = p.finish().unwrap();
+        let s = state.lock().unwrap();
+        assert!(s.1, "finished");
+        assert_eq!(out.files[0].bytes, WRITE_BUFFER as u64 + 10);
+        assert_eq!(
+            out.tar_sha256, None,
+            "a single plain file's own hash is the stream's"
+        );
+    }
+}

@@ -1,0 +1,543 @@
+//! Carrying out a collect plan: rsync into the in-progress directory, write metadata, promote by rename, move
+//! `latest`, then apply retention (crash-safe deletion through trash names). Also the run's preparation: the
+//! backup root (0700), the lock, and the clean-up of what crashed runs left behind.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use chrono::{DateTime, FixedOffset, Local};
+use serde::{Deserialize, Serialize};
+
+use super::plan::{CollectPlan, SetAction, SetPlan};
+use crate::config::RetentionPolicy;
+use crate::exit::Exit;
+use crate::lock::RunLock;
+use crate::retention::{self, SnapshotInfo};
+use crate::rsync::{self, Event, RsyncExit, TransferStats};
+use crate::snapshot::{self, FileProblem, Layout, RsyncRecord, SnapshotMeta, SourceRecord};
+use crate::ui::{self, Ui};
+
+/// What a run did, per set. Printed with `--json` and logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectReport {
+    /// The process exit code: the worst of the sets.
+    pub exit: u8,
+    pub backup_root: PathBuf,
+    pub started: DateTime<FixedOffset>,
+    pub finished: DateTime<FixedOffset>,
+    /// Leftovers of crashed runs removed before starting (trash, orphan metadata).
+    pub cleaned: Vec<String>,
+    pub sets: Vec<SetReport>,
+}
+
+/// The outcome for one set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetReport {
+    pub set: String,
+    pub status: SetStatus,
+    /// This set's exit code (0, 1 or 3).
+    pub exit: u8,
+    /// The new snapshot's name and path (complete or incomplete runs).
+    pub snapshot: Option<String>,
+    pub path: Option<PathBuf>,
+    pub full: bool,
+    pub resumed: bool,
+    /// rsync's exit code, when it ran.
+    pub rsync_exit: Option<i32>,
+    pub stats: Option<TransferStats>,
+    pub seconds: f64,
+    pub unreadable: Vec<FileProblem>,
+    pub vanished: Vec<PathBuf>,
+    pub warnings: Vec<String>,
+    /// Snapshots removed by retention, with the reason.
+    pub removed: Vec<Removed>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetStatus {
+    /// A new complete snapshot.
+    Complete,
+    /// A new snapshot without some unreadable files (rsync exit 23).
+    Incomplete,
+    /// Refused before rsync ran (all sources missing, shrunken source, ...).
+    Refused,
+    /// rsync or a later step failed; nothing was promoted.
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub name: String,
+    pub reasons: Vec<String>,
+}
+
+impl CollectReport {
+    pub fn exit(&self) -> Exit {
+        match self.exit {
+            0 => Exit::Ok,
+            3 => Exit::Warnings,
+            _ => Exit::Failed,
+        }
+    }
+}
+
+/// What holds the run together: the lock, and what was cleaned up.
+#[derive(Debug)]
+pub struct Prepared {
+    pub lock: RunLock,
+    pub cleaned: Vec<String>,
+}
+
+/// Creates the backup root (0700) if missing, warns when an existing one is open to others, takes the lock and
+/// removes leftovers of crashed runs.
+pub fn prepare(root: &Path, sets: &[&str], ui: &Ui) -> anyhow::Result<Prepared> {
+    match fs::metadata(root) {
+        Ok(m) if m.is_dir() => {
+            let mode = m.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                ui.warn(format_args!(
+                    "the backup root {} has mode {mode:04o}: other users can read your backups; run `chmod 700 {}`",
+                    root.display(),
+                    root.display()
+                ));
+            }
+        }
+        Ok(_) => anyhow::bail!(
+            "the backup root {} exists but is not a directory; move it away or set backup_root",
+            root.display()
+        ),
+        Err(_) => {
+            snapshot::create_private_dir(root).context("creating the backup root")?;
+            ui.step(format_args!(
+                "created the backup root {} (mode 0700)",
+                root.display()
+            ));
+        }
+    }
+    let lock = RunLock::acquire(root)?;
+    let cleaned = snapshot::clean_leftovers(root, sets)
+        .context("removing what an interrupted run left behind")?
+        .removed;
+    for c in &cleaned {
+        ui.step(format_args!("removed leftover {c}"));
+    }
+    Ok(Prepared { lock, cleaned })
+}
+
+/// Runs every set of the plan, one after the other. A set's failure does not stop the others.
+pub fn execute(
+    plan: &CollectPlan,
+    policy: &RetentionPolicy,
+    ui: &Ui,
+    prepared: &Prepared,
+) -> CollectReport {
+    let started = Local::now().fixed_offset();
+    for n in &plan.notes {
+        ui.step(format_args!("note: {n}"));
+    }
+    let sets: Vec<SetReport> = plan
+        .sets
+        .iter()
+        .map(|s| run_set(plan, s, policy, ui))
+        .collect();
+    let exit = sets
+        .iter()
+        .fold(Exit::Ok, |acc, s| acc.worst(exit_of(s.exit)));
+    CollectReport {
+        exit: exit.code(),
+        backup_root: plan.backup_root.clone(),
+        started,
+        finished: Local::now().fixed_offset(),
+        cleaned: prepared.cleaned.clone(),
+        sets,
+    }
+}
+
+fn exit_of(code: u8) -> Exit {
+    match code {
+        0 => Exit::Ok,
+        3 => Exit::Warnings,
+        _ => Exit::Failed,
+    }
+}
+
+fn blank_report(set: &SetPlan, full: bool) -> SetReport {
+    SetReport {
+        set: set.set.clone(),
+        status: SetStatus::Failed,
+        exit: Exit::Failed.code(),
+        snapshot: None,
+        path: None,
+        full,
+        resumed: set.resume_from.is_some(),
+        rsync_exit: None,
+        stats: None,
+        seconds: 0.0,
+        unreadable: Vec::new(),
+        vanished: Vec::new(),
+        warnings: set.warnings.clone(),
+        removed: Vec::new(),
+        error: None,
+    }
+}
+
+fn run_set(plan: &CollectPlan, set: &SetPlan, policy: &RetentionPolicy, ui: &Ui) -> SetReport {
+    let clock = Instant::now();
+    let mut report = blank_report(set, plan.full);
+    for w in &set.warnings {
+        ui.warn(format_args!("{}: {w}", set.set));
+    }
+    for n in &set.notes {
+        ui.info(format_args!("{}: note: {n}", set.set));
+    }
+    if set.action == SetAction::Refuse {
+        report.status = SetStatus::Refused;
+        report.error = set.refusal.clone();
+        return report;
+    }
+    if let Err(e) = collect_set(plan, set, policy, ui, &mut report) {
+        report.status = SetStatus::Failed;
+        report.exit = Exit::Failed.code();
+        report.error = Some(ui::format_error(&e));
+    }
+    report.seconds = clock.elapsed().as_secs_f64();
+    report
+}
+
+/// Moves an interrupted run's copy to `.<set>.partial` (replacing an older one), where the plan expects it.
+fn set_aside_interrupted(root: &Path, set: &SetPlan) -> anyhow::Result<()> {
+    let Some(partial) = &set.resume_from else {
+        return Ok(());
+    };
+    if !set.in_progress.exists() {
+        return Ok(());
+    }
+    if partial.exists() {
+        let trash = snapshot::move_to_trash(root, partial)?;
+        snapshot::remove_tree(&trash).with_context(|| format!("removing {}", trash.display()))?;
+    }
+    fs::rename(&set.in_progress, partial).with_context(|| {
+        format!(
+            "moving the interrupted run's copy {} to {}",
+            set.in_progress.display(),
+            partial.display()
+        )
+    })?;
+    Ok(())
+}
+
+fn collect_set(
+    plan: &CollectPlan,
+    set: &SetPlan,
+    policy: &RetentionPolicy,
+    ui: &Ui,
+    report: &mut SetReport,
+) -> anyhow::Result<()> {
+    let root = &plan.backup_root;
+    let started = Local::now().fixed_offset();
+    set_aside_interrupted(root, set)?;
+    snapshot::create_private_dir(&set.in_progress)?;
+    if fs::read_dir(&set.in_progress)?.next().is_some() {
+        anyhow::bail!(
+            "{} is not empty; is another run using it?",
+            set.in_progress.display()
+        );
+    }
+
+    ui.step(format_args!(
+        "{}: copying into {}",
+        set.set,
+        set.in_progress.display()
+    ));
+    ui.detail(format_args!(
+        "{}: {}",
+        set.set,
+        ui::shell_words(&set.rsync_argv)
+    ));
+    let bar = ui.percent_bar(&set.set);
+    let verbosity = ui.verbosity;
+    let name = set.set.clone();
+    let mut on_event = |e: Event| match e {
+        Event::Progress(p) => {
+            if let Some(b) = &bar {
+                b.set_position(p.percent.into());
+                b.set_message(format!(
+                    "{}, {} copied",
+                    ui::bytes(p.bytes),
+                    ui::counted(p.files, "file", "files")
+                ));
+            }
+        }
+        Event::Stdout(l) if verbosity >= 2 => eprintln!("{name}: rsync: {l}"),
+        Event::Stderr(l) if verbosity >= 1 => match &bar {
+            Some(b) => b.println(format!("{name}: {l}")),
+            None => eprintln!("{name}: {l}"),
+        },
+        _ => {}
+    };
+    let run = rsync::run(&set.rsync_argv, &mut on_event);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let run = run?;
+    report.rsync_exit = Some(run.exit.code());
+    report.stats = Some(run.stats);
+    report.unreadable = run.unreadable.clone();
+    report.vanished = run.vanished.clone();
+
+    if !run.exit.promotable() {
+        let mut msg = format!(
+            "{}; nothing was promoted and {}-latest was left alone",
+            run.exit.describe(),
+            set.set
+        );
+        if !run.errors.is_empty() {
+            msg.push_str(&format!("; rsync said: {}", run.errors.join(" | ")));
+        }
+        msg.push_str(&format!(
+            "; the copy so far stays in {} and the next run reuses it",
+            set.in_progress.display()
+        ));
+        anyhow::bail!(msg);
+    }
+
+    let complete = run.exit != RsyncExit::Partial;
+    let mut warnings = set.warnings.clone();
+    if !run.vanished.is_empty() {
+        warnings.push(format!(
+            "{} file(s) vanished while rsync ran",
+            run.vanished.len()
+        ));
+    }
+    if !complete {
+        let n = run.unreadable.len();
+        warnings.push(format!(
+            "{n} file(s) could not be read and are missing from the snapshot"
+        ));
+        const SHOWN: usize = 20;
+        for p in run.unreadable.iter().take(SHOWN) {
+            ui.warn(format_args!(
+                "{}: not copied: {}: {}",
+                set.set,
+                p.path.display(),
+                p.message
+            ));
+        }
+        if n > SHOWN {
+            ui.warn(format_args!(
+                "{}: ... and {} more not copied; all are listed in {}",
+                set.set,
+                n - SHOWN,
+                set.metadata_path.display()
+            ));
+        }
+        if n == 0 {
+            warnings.push(format!("rsync said: {}", run.errors.join(" | ")));
+        }
+    }
+
+    let meta = SnapshotMeta {
+        format: snapshot::METADATA_FORMAT,
+        set: set.set.clone(),
+        name: set.snapshot.clone(),
+        complete,
+        full: plan.full,
+        started,
+        finished: Local::now().fixed_offset(),
+        sources: set
+            .sources
+            .iter()
+            .map(|s| SourceRecord {
+                configured: s.configured.clone(),
+                path: s.path.clone(),
+                resolved: s.resolved.clone().unwrap_or_else(|| s.path.clone()),
+                in_snapshot: SourceRecord::in_snapshot_path(
+                    s.resolved.as_deref().unwrap_or(&s.path),
+                ),
+                present: s.resolved.is_some(),
+            })
+            .collect(),
+        exclusions: set
+            .rsync_argv
+            .iter()
+            .filter_map(|a| a.strip_prefix("--exclude="))
+            .map(String::from)
+            .collect(),
+        link_dest: set
+            .link_dest
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect(),
+        resumed: set.resume_from.is_some(),
+        rsync: RsyncRecord {
+            exit_code: run.exit.code(),
+            argv: set.rsync_argv.clone(),
+            version: plan.rsync_version.clone(),
+            acls: plan.acls,
+            xattrs: plan.xattrs,
+        },
+        stats: run.stats,
+        // The run's notes (ACLs or xattrs not copied, ...) are worth keeping with the snapshot, but are not warnings.
+        warnings: warnings.iter().chain(&plan.notes).cloned().collect(),
+        unreadable: run.unreadable.clone(),
+        vanished: run.vanished.clone(),
+        dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+
+    // Durable before named: flush the copy, write the metadata, then promote by rename and move `latest`.
+    snapshot::sync_filesystem(root)?;
+    snapshot::write_metadata(root, &meta)?;
+    if let Err(e) = snapshot::promote(root, &set.in_progress, &set.snapshot) {
+        let _ = fs::remove_file(Layout::new(root).metadata(&set.snapshot));
+        return Err(e.into());
+    }
+    report.snapshot = Some(set.snapshot.clone());
+    report.path = Some(set.snapshot_path.clone());
+    report.status = if complete {
+        SetStatus::Complete
+    } else {
+        SetStatus::Incomplete
+    };
+    report.exit = if complete && warnings.is_empty() {
+        Exit::Ok.code()
+    } else {
+        Exit::Warnings.code()
+    };
+    report.warnings = warnings;
+    snapshot::set_latest(root, &set.set, &set.snapshot)?;
+
+    if let Some(partial) = &set.resume_from
+        && partial.exists()
+    {
+        match snapshot::move_to_trash(root, partial)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| Ok(snapshot::remove_tree(&t)?))
+        {
+            Ok(()) => {}
+            Err(e) => report
+                .warnings
+                .push(format!("could not remove {}: {e:#}", partial.display())),
+        }
+    }
+
+    prune(root, &set.set, policy, set, ui, report);
+    Ok(())
+}
+
+/// Applies retention to the set's snapshots as they are now on disk; failures become warnings (exit 3).
+fn prune(
+    root: &Path,
+    set_name: &str,
+    policy: &RetentionPolicy,
+    set: &SetPlan,
+    ui: &Ui,
+    report: &mut SetReport,
+) {
+    let now = snapshot::parse_snapshot_name(set_name, &set.snapshot).expect("planned names parse");
+    let snapshots = match snapshot::list(root, set_name) {
+        Ok(s) => s,
+        Err(e) => {
+            report.warnings.push(format!("retention skipped: {e}"));
+            report.exit = Exit::Warnings.code();
+            return;
+        }
+    };
+    let latest = snapshot::read_latest(root, set_name);
+    let infos: Vec<SnapshotInfo> = snapshots
+        .iter()
+        .map(|s| SnapshotInfo {
+            name: s.name.clone(),
+            time: s.time,
+            state: s.state(),
+            latest: latest.as_deref() == Some(s.name.as_str()),
+        })
+        .collect();
+    for d in retention::decide(&infos, policy, now)
+        .into_iter()
+        .filter(|d| !d.keep)
+    {
+        match snapshot::delete_snapshot(root, &d.name) {
+            Ok(()) => {
+                ui.step(format_args!(
+                    "{set_name}: removed {} ({})",
+                    d.name,
+                    d.reasons.join("; ")
+                ));
+                report.removed.push(Removed {
+                    name: d.name,
+                    reasons: d.reasons,
+                });
+            }
+            Err(e) => {
+                report
+                    .warnings
+                    .push(format!("could not remove old snapshot {}: {e}", d.name));
+                report.exit = Exit::Warnings.code().max(report.exit);
+            }
+        }
+    }
+}
+
+/// One line per set for people, on stderr: `data: data-2025-04-01-031500 complete: 1,234 files, 12.3 MiB copied,
+/// 1.2 GiB hard-linked, 3.2s`.
+pub fn summary_lines(report: &CollectReport) -> Vec<String> {
+    report
+        .sets
+        .iter()
+        .map(|s| {
+            let time = ui::duration(std::time::Duration::from_secs_f64(s.seconds));
+            let stats = |st: &TransferStats| {
+                format!(
+                    "{}, {} copied ({}), {} hard-linked, {time}",
+                    ui::counted(st.regular_files, "file", "files"),
+                    ui::count(st.transferred_files),
+                    ui::bytes(st.transferred_bytes),
+                    ui::bytes(st.linked_bytes)
+                )
+            };
+            let mut line = match (s.status, &s.snapshot, &s.stats) {
+                (SetStatus::Complete, Some(n), Some(st)) => {
+                    format!("{}: {n} complete: {}", s.set, stats(st))
+                }
+                (SetStatus::Incomplete, Some(n), Some(st)) => {
+                    format!(
+                        "{}: {n} INCOMPLETE ({} unreadable): {}",
+                        s.set,
+                        s.unreadable.len(),
+                        stats(st)
+                    )
+                }
+                (SetStatus::Refused, _, _) => {
+                    format!("{}: refused: {}", s.set, s.error.as_deref().unwrap_or(""))
+                }
+                _ => format!(
+                    "{}: FAILED after {time}: {}",
+                    s.set,
+                    s.error.as_deref().unwrap_or("")
+                ),
+            };
+            if !s.removed.is_empty() {
+                line.push_str(&format!(", removed {} old", s.removed.len()));
+            }
+            if !s.warnings.is_empty()
+                && matches!(s.status, SetStatus::Complete | SetStatus::Incomplete)
+            {
+                line.push_str(&format!(
+                    " ({})",
+                    ui::counted(s.warnings.len() as u64, "warning", "warnings")
+                ));
+            }
+            line
+        })
+        .collect()
+}

@@ -1,0 +1,813 @@
+//! The collect plan: pure, serialisable, one entry per set. Built from what [`super::observe`] saw; `--dry-run`
+//! prints it (`--json`: as JSON) and [`super::exec`] carries it out.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+
+use super::observe::{SetWorld, SourceKind, SourceState, World, newest_complete};
+use crate::cli::CollectArgs;
+use crate::config::RetentionPolicy;
+use crate::exit::Exit;
+use crate::retention::{self, Decision, SnapshotInfo};
+use crate::rsync::{self, ArgvSpec};
+use crate::settings::SetSettings;
+use crate::snapshot::{self, Layout, SnapshotState, SourceRecord};
+use crate::ui;
+
+/// A shrunken source is refused when it had at least this many top-level entries before...
+pub const SHRINK_MIN_BEFORE: u64 = 4;
+/// ...and now has fewer than `before / SHRINK_FACTOR`.
+pub const SHRINK_FACTOR: u64 = 2;
+
+/// What one `dbackup collect` will do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CollectPlan {
+    pub backup_root: PathBuf,
+    /// The backup root does not exist yet and will be created with mode 0700.
+    pub create_root: bool,
+    /// The time the snapshot names carry (local time).
+    pub stamp: String,
+    /// `--full`: compare contents (`rsync --checksum`).
+    pub full: bool,
+    pub allow_shrink: bool,
+    pub rsync_version: String,
+    /// Whether ACLs (-A) and extended attributes (-X) are copied.
+    pub acls: bool,
+    pub xattrs: bool,
+    /// The local retention policy, described (`last 7`).
+    pub retention: String,
+    /// Remarks about the whole run (missing ACL support, an open backup root, ...).
+    pub notes: Vec<String>,
+    pub sets: Vec<SetPlan>,
+}
+
+/// What happens to one set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetPlan {
+    pub set: String,
+    /// `collect`, or `refuse` (with `refusal` saying why; the set fails, the others go on).
+    pub action: SetAction,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// The new snapshot's name and where it will be.
+    pub snapshot: String,
+    pub snapshot_path: PathBuf,
+    pub metadata_path: PathBuf,
+    /// Where rsync writes until the copy is promoted.
+    pub in_progress: PathBuf,
+    /// An interrupted run's copy, reused as a `--link-dest` basis (moved here from `in_progress` first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_from: Option<PathBuf>,
+    /// `--link-dest` directories, in rsync's order.
+    pub link_dest: Vec<PathBuf>,
+    pub sources: Vec<SourcePlan>,
+    pub shrink_checks: Vec<ShrinkCheck>,
+    /// The full rsync command line (argv[0] is `rsync`). Empty when the set is refused.
+    pub rsync_argv: Vec<String>,
+    /// Retention after this run, assuming the new snapshot completes: every snapshot of the set, newest first.
+    pub retention: Vec<Decision>,
+    /// Problems that make the run end with warnings (exit 3): missing sources, an accepted shrink.
+    pub warnings: Vec<String>,
+    /// Remarks that do not: snapshots without usable metadata (never used nor removed).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetAction {
+    Collect,
+    Refuse,
+}
+
+/// One source of a set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePlan {
+    pub configured: String,
+    pub path: PathBuf,
+    /// Symlinks resolved: what rsync copies. `None` when missing.
+    pub resolved: Option<PathBuf>,
+    /// `directory`, `file`, `other` or `missing` (skipped with a warning).
+    pub kind: String,
+    /// Where it lands inside the snapshot.
+    pub in_snapshot: Option<PathBuf>,
+    /// Top-level entries (directories).
+    pub entries: Option<u64>,
+}
+
+/// The shrink guard's look at one directory source against the newest complete snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShrinkCheck {
+    pub path: PathBuf,
+    pub entries: u64,
+    pub previous_entries: u64,
+    pub previous_snapshot: String,
+    /// `ok`, `refused`, or `allowed` (would be refused, but `--allow-shrink`).
+    pub verdict: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl CollectPlan {
+    /// What a run of this plan would exit with at best: 1 when a set is refused, 3 with warnings, else 0.
+    pub fn expected_exit(&self) -> Exit {
+        self.sets.iter().fold(Exit::Ok, |acc, s| {
+            acc.worst(match s.action {
+                SetAction::Refuse => Exit::Failed,
+                SetAction::Collect if !s.warnings.is_empty() => Exit::Warnings,
+                SetAction::Collect => Exit::Ok,
+            })
+        })
+    }
+}
+
+/// Why a directory that had `before` entries and now has `now` is suspicious, if it is.
+pub fn shrink_problem(
+    path: &std::path::Path,
+    now: u64,
+    before: u64,
+    snapshot: &str,
+) -> Option<String> {
+    if before == 0 {
+        return None;
+    }
+    let what = if now == 0 {
+        format!(
+            "{} is empty but the last snapshot ({snapshot}) had {} entries",
+            path.display(),
+            ui::count(before)
+        )
+    } else if before >= SHRINK_MIN_BEFORE && now * SHRINK_FACTOR < before {
+        format!(
+            "{} has {} entries but the last snapshot ({snapshot}) had {}",
+            path.display(),
+            ui::count(now),
+            ui::count(before)
+        )
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{what}: is the drive mounted? use --allow-shrink to accept"
+    ))
+}
+
+/// Everything about the run that does not depend on a set.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions<'a> {
+    pub args: &'a CollectArgs,
+    pub policy: &'a RetentionPolicy,
+    /// The time the new snapshots are named after (seconds precision), also retention's `now`.
+    pub now: NaiveDateTime,
+    /// Add `--info=progress2` (a progress bar will be drawn).
+    pub progress: bool,
+}
+
+/// Plans the run. Pure: everything it needs is in `world`.
+pub fn plan(world: &World, sets: &[&SetSettings], opts: RunOptions) -> CollectPlan {
+    let acls = world.rsync.acls && world.fs.acls;
+    let xattrs = world.rsync.xattrs && world.fs.xattrs;
+    let mut notes = Vec::new();
+    for (what, flag, by_rsync, by_fs) in [
+        ("ACLs", "-A", world.rsync.acls, world.fs.acls),
+        (
+            "extended attributes",
+            "-X",
+            world.rsync.xattrs,
+            world.fs.xattrs,
+        ),
+    ] {
+        if !by_rsync {
+            notes.push(format!(
+                "{what} are not copied ({flag} dropped): this rsync was built without them"
+            ));
+        } else if !by_fs {
+            notes.push(format!("{what} are not copied ({flag} dropped): the filesystem of {} does not support them", world.root.display()));
+        }
+    }
+    if let Some(mode) = world.root_mode
+        && mode & 0o077 != 0
+    {
+        notes.push(format!(
+            "the backup root {} has mode {mode:04o}: other users can read your backups; run `chmod 700 {}`",
+            world.root.display(),
+            world.root.display()
+        ));
+    }
+    let set_plans = sets
+        .iter()
+        .map(|set| {
+            let set_world = world
+                .sets
+                .iter()
+                .find(|w| w.name == set.name)
+                .expect("observed every selected set");
+            plan_set(world, set, set_world, &opts, acls, xattrs)
+        })
+        .collect();
+    CollectPlan {
+        backup_root: world.root.clone(),
+        create_root: !world.root_exists,
+        stamp: snapshot::stamp(opts.now),
+        full: opts.args.full,
+        allow_shrink: opts.args.allow_shrink,
+        rsync_version: world.rsync.version.clone(),
+        acls,
+        xattrs,
+        retention: retention::describe(opts.policy),
+        notes,
+        sets: set_plans,
+    }
+}
+
+fn plan_source(s: &SourceState) -> SourcePlan {
+    let kind = match s.kind {
+        SourceKind::Directory => "directory",
+        SourceKind::File => "file",
+        SourceKind::Other => "other",
+        SourceKind::Missing => "missing",
+    };
+    SourcePlan {
+        configured: s.source.configured.clone(),
+        path: s.source.path.clone(),
+        resolved: s.resolved.clone(),
+        kind: kind.into(),
+        in_snapshot: s.resolved.as_deref().map(SourceRecord::in_snapshot_path),
+        entries: s.entries,
+    }
+}
+
+fn plan_set(
+    world: &World,
+    set: &SetSettings,
+    sw: &SetWorld,
+    opts: &RunOptions,
+    acls: bool,
+    xattrs: bool,
+) -> SetPlan {
+    let layout = Layout::new(&world.root);
+    let name = snapshot::snapshot_name(&set.name, opts.now);
+    let mut warnings = Vec::new();
+    let mut notes = Vec::new();
+    let mut refusals = Vec::new();
+
+    let sources: Vec<SourcePlan> = sw.sources.iter().map(plan_source).collect();
+    let missing: Vec<&SourcePlan> = sources.iter().filter(|s| s.resolved.is_none()).collect();
+    if missing.len() == sources.len() {
+        let names: Vec<&str> = missing.iter().map(|s| s.configured.as_str()).collect();
+        refusals.push(format!(
+            "every source of set {} is missing ({}); nothing to back up",
+            set.name,
+            names.join(", ")
+        ));
+    } else {
+        for m in &missing {
+            warnings.push(format!(
+                "source {} ({}) is missing: skipped",
+                m.configured,
+                m.path.display()
+            ));
+        }
+    }
+
+    let previous = newest_complete(&sw.snapshots);
+    let mut shrink_checks = Vec::new();
+    for s in &sw.sources {
+        let (Some(resolved), Some(now), Some(before), Some(prev)) =
+            (&s.resolved, s.entries, s.previous_entries, previous)
+        else {
+            continue;
+        };
+        let problem = shrink_problem(resolved, now, before, &prev.name);
+        let verdict = match (&problem, opts.args.allow_shrink) {
+            (None, _) => "ok",
+            (Some(p), false) => {
+                refusals.push(p.clone());
+                "refused"
+            }
+            (Some(p), true) => {
+                warnings.push(format!("{p} (accepted: --allow-shrink)"));
+                "allowed"
+            }
+        };
+        shrink_checks.push(ShrinkCheck {
+            path: resolved.clone(),
+            entries: now,
+            previous_entries: before,
+            previous_snapshot: prev.name.clone(),
+            verdict: verdict.into(),
+            message: problem,
+        });
+    }
+
+    if sw.snapshots.iter().any(|s| s.name == name) {
+        refusals.push(format!(
+            "snapshot {name} already exists; run again in a second"
+        ));
+    }
+    for s in &sw.snapshots {
+        if let Some(err) = &s.metadata_error
+            && s.state() == SnapshotState::Unknown
+        {
+            notes.push(format!("snapshot {} has no usable metadata ({err}): it is never linked against nor removed", s.name));
+        }
+    }
+
+    // Link against the newest complete snapshot, then a newer incomplete one (files it has are whole), then the
+    // interrupted run's copy.
+    let mut link_dest = Vec::new();
+    if let Some(p) = previous {
+        link_dest.push(p.path.clone());
+    }
+    if let Some(newest) = sw
+        .snapshots
+        .iter()
+        .rev()
+        .find(|s| s.state() != SnapshotState::Unknown)
+        && newest.state() == SnapshotState::Incomplete
+        && previous.is_none_or(|p| newest.time > p.time)
+    {
+        link_dest.push(newest.path.clone());
+    }
+    let resume_from = (sw.in_progress || sw.partial).then(|| layout.partial(&set.name));
+    if let Some(r) = &resume_from {
+        link_dest.push(r.clone());
+    }
+
+    let refusal = (!refusals.is_empty()).then(|| refusals.join("; "));
+    let in_progress = layout.in_progress(&set.name);
+    let rsync_argv = if refusal.is_none() {
+        let present: Vec<PathBuf> = sources.iter().filter_map(|s| s.resolved.clone()).collect();
+        let exclusions: Vec<String> = set
+            .exclusions
+            .iter()
+            .map(|e| e.rsync_pattern().to_string())
+            .collect();
+        let spec = ArgvSpec {
+            sources: &present,
+            exclusions: &exclusions,
+            link_dest: &link_dest,
+            dest: &in_progress,
+            full: opts.args.full,
+            acls,
+            xattrs,
+            progress: opts.progress,
+            extra: &set.rsync_args,
+        };
+        match rsync::build_argv(&spec) {
+            Ok(argv) => argv,
+            Err(e) => {
+                return SetPlan {
+                    action: SetAction::Refuse,
+                    refusal: Some(e.to_string()),
+                    rsync_argv: Vec::new(),
+                    retention: Vec::new(),
+                    ..base_plan(
+                        set,
+                        &layout,
+                        &name,
+                        in_progress,
+                        resume_from,
+                        link_dest,
+                        sources,
+                        shrink_checks,
+                        warnings,
+                        notes,
+                    )
+                };
+            }
+        }
+    } else {
+        Vec::new()
+    };
+
+    let retention = if refusal.is_none() {
+        let mut infos: Vec<SnapshotInfo> = sw
+            .snapshots
+            .iter()
+            .map(|s| SnapshotInfo {
+                name: s.name.clone(),
+                time: s.time,
+                state: s.state(),
+                latest: false,
+            })
+            .collect();
+        infos.push(SnapshotInfo {
+            name: name.clone(),
+            time: opts.now,
+            state: SnapshotState::Complete,
+            latest: true,
+        });
+        retention::decide(&infos, opts.policy, opts.now)
+    } else {
+        Vec::new()
+    };
+
+    SetPlan {
+        action: if refusal.is_some() {
+            SetAction::Refuse
+        } else {
+            SetAction::Collect
+        },
+        refusal,
+        rsync_argv,
+        retention,
+        ..base_plan(
+            set,
+            &layout,
+            &name,
+            in_progress,
+            resume_from,
+            link_dest,
+            sources,
+            shrink_checks,
+            warnings,
+            notes,
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn base_plan(
+    set: &SetSettings,
+    layout: &Layout,
+    name: &str,
+    in_progress: PathBuf,
+    resume_from: Option<PathBuf>,
+    link_dest: Vec<PathBuf>,
+    sources: Vec<SourcePlan>,
+    shrink_checks: Vec<ShrinkCheck>,
+    warnings: Vec<String>,
+    notes: Vec<String>,
+) -> SetPlan {
+    SetPlan {
+        set: set.name.clone(),
+        action: SetAction::Collect,
+        refusal: None,
+        snapshot: name.to_string(),
+        snapshot_path: layout.snapshot(name),
+        metadata_path: layout.metadata(name),
+        in_progress,
+        resume_from,
+        link_dest,
+        sources,
+        shrink_checks,
+        rsync_argv: Vec::new(),
+        retention: Vec::new(),
+        warnings,
+        notes,
+    }
+}
+
+/// The plan for people (what `--dry-run` prints without `--json`).
+pub fn render(plan: &CollectPlan) -> String {
+    let mut out = String::new();
+    let root = plan.backup_root.display();
+    if plan.create_root {
+        let _ = writeln!(
+            out,
+            "backup root {root} (does not exist: would be created, mode 0700)"
+        );
+    } else {
+        let _ = writeln!(out, "backup root {root}");
+    }
+    let copied = match (plan.acls, plan.xattrs) {
+        (true, true) => "ACLs and xattrs copied",
+        (true, false) => "ACLs copied, xattrs not",
+        (false, true) => "xattrs copied, ACLs not",
+        (false, false) => "ACLs and xattrs not copied",
+    };
+    let _ = writeln!(
+        out,
+        "rsync {}, {copied}, retention: {}",
+        plan.rsync_version, plan.retention
+    );
+    for n in &plan.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    for s in &plan.sets {
+        out.push('\n');
+        if let Some(why) = &s.refusal {
+            let _ = writeln!(out, "set {}: refused: {why}", s.set);
+        } else {
+            let kind = if plan.full {
+                "full: contents compared"
+            } else {
+                "incremental"
+            };
+            let _ = writeln!(out, "set {}: would create {} ({kind})", s.set, s.snapshot);
+        }
+        for src in &s.sources {
+            let shown = match &src.resolved {
+                Some(r) if *r == src.path => src.configured.clone(),
+                Some(r) => format!("{} -> {}", src.configured, r.display()),
+                None => src.configured.clone(),
+            };
+            let detail = match (src.kind.as_str(), src.entries) {
+                ("missing", _) => "missing: skipped".to_string(),
+                ("directory", Some(n)) => {
+                    format!("directory, {}", ui::counted(n, "entry", "entries"))
+                }
+                (k, _) => k.to_string(),
+            };
+            let _ = writeln!(out, "  source    {shown} ({detail})");
+        }
+        for c in s.shrink_checks.iter().filter(|c| c.verdict != "ok") {
+            let _ = writeln!(
+                out,
+                "  shrink    {}: {}",
+                c.verdict,
+                c.message.as_deref().unwrap_or("")
+            );
+        }
+        for w in &s.warnings {
+            let _ = writeln!(out, "  warning   {w}");
+        }
+        for n in &s.notes {
+            let _ = writeln!(out, "  note      {n}");
+        }
+        if s.action == SetAction::Refuse {
+            continue;
+        }
+        if let Some(r) = &s.resume_from {
+            let _ = writeln!(
+                out,
+                "  resume    reusing the interrupted run's copy ({})",
+                r.display()
+            );
+        }
+        let links: Vec<String> = s
+            .link_dest
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        if links.is_empty() {
+            let _ = writeln!(
+                out,
+                "  link      nothing to link against: every file is copied"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  link      unchanged files hard-linked from {}",
+                links.join(", ")
+            );
+        }
+        let _ = writeln!(out, "  rsync     {}", ui::shell_words(&s.rsync_argv));
+        for d in &s.retention {
+            let verb = if d.keep { "keep" } else { "remove" };
+            let new = if d.name == s.snapshot {
+                " (this run)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  {verb:<9} {}{new}: {}", d.name, d.reasons.join("; "));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rsync::{Capabilities, FsSupport};
+    use crate::settings::SourcePath;
+    use crate::snapshot::Snapshot;
+    use std::path::Path;
+
+    fn snap(name: &str, complete: Option<bool>) -> Snapshot {
+        Snapshot {
+            set: "data".into(),
+            name: name.into(),
+            time: snapshot::parse_snapshot_name("data", name).unwrap(),
+            path: Path::new("/b").join(name),
+            metadata: complete.map(|c| crate::snapshot::tests::meta("data", name, c)),
+            metadata_error: complete.is_none().then(|| "missing".to_string()),
+        }
+    }
+
+    fn world(fs: FsSupport, snapshots: Vec<Snapshot>, in_progress: bool) -> (World, SetSettings) {
+        let source = SourcePath {
+            configured: "~/data".into(),
+            path: "/h/data".into(),
+            resolved: "/data".into(),
+        };
+        let set = SetSettings {
+            name: "data".into(),
+            sources: vec![source.clone()],
+            exclusions: vec![],
+            rsync_args: vec![],
+        };
+        let state = SourceState {
+            source,
+            resolved: Some("/data".into()),
+            kind: SourceKind::Directory,
+            entries: Some(10),
+            previous_entries: Some(10),
+        };
+        let w = World {
+            root: "/b".into(),
+            root_exists: true,
+            root_mode: Some(0o755),
+            rsync: Capabilities {
+                version: "3.2.7".into(),
+                acls: true,
+                xattrs: true,
+            },
+            fs,
+            sets: vec![SetWorld {
+                name: "data".into(),
+                sources: vec![state],
+                snapshots,
+                latest: None,
+                in_progress,
+                partial: false,
+            }],
+        };
+        (w, set)
+    }
+
+    fn opts(args: &CollectArgs) -> RunOptions<'_> {
+        const LAST_2: RetentionPolicy = RetentionPolicy {
+            last: Some(2),
+            hourly: None,
+            daily: None,
+            weekly: None,
+            monthly: None,
+            yearly: None,
+        };
+        RunOptions {
+            args,
+            policy: &LAST_2,
+            now: snapshot::parse_stamp("2025-04-05-000000").unwrap(),
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn without_acl_and_xattr_support_a_and_x_are_dropped_and_noted() {
+        let (w, set) = world(
+            FsSupport {
+                acls: false,
+                xattrs: false,
+            },
+            vec![],
+            false,
+        );
+        let args = CollectArgs::default();
+        let p = plan(&w, &[&set], opts(&args));
+        assert_eq!(p.sets[0].rsync_argv[1], "-aH");
+        assert!(!p.acls && !p.xattrs);
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.starts_with("ACLs are not copied (-A dropped): the filesystem of /b")),
+            "{:?}",
+            p.notes
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.starts_with("extended attributes are not copied (-X dropped)")),
+            "{:?}",
+            p.notes
+        );
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("has mode 0755") && n.contains("chmod 700 /b")),
+            "{:?}",
+            p.notes
+        );
+        let (w, set) = world(
+            FsSupport {
+                acls: true,
+                xattrs: true,
+            },
+            vec![],
+            false,
+        );
+        assert_eq!(
+            plan(&w, &[&set], opts(&args)).sets[0].rsync_argv[1],
+            "-aHAX"
+        );
+    }
+
+    #[test]
+    fn link_dest_prefers_complete_then_newer_incomplete_then_the_interrupted_copy() {
+        let snaps = vec![
+            snap("data-2025-04-01-000000", Some(true)),
+            snap("data-2025-04-02-000000", Some(true)),
+            snap("data-2025-04-03-000000", Some(false)),
+            snap("data-2025-04-04-000000", None),
+        ];
+        let (w, set) = world(
+            FsSupport {
+                acls: true,
+                xattrs: true,
+            },
+            snaps,
+            true,
+        );
+        let args = CollectArgs {
+            full: true,
+            ..Default::default()
+        };
+        let p = plan(&w, &[&set], opts(&args));
+        let s = &p.sets[0];
+        assert_eq!(s.action, SetAction::Collect);
+        assert_eq!(
+            s.link_dest,
+            [
+                PathBuf::from("/b/data-2025-04-02-000000"),
+                "/b/data-2025-04-03-000000".into(),
+                "/b/.data.partial".into()
+            ]
+        );
+        assert_eq!(
+            s.resume_from.as_deref(),
+            Some(Path::new("/b/.data.partial"))
+        );
+        assert!(s.rsync_argv.contains(&"--checksum".to_string()));
+        assert_eq!(s.snapshot, "data-2025-04-05-000000");
+        assert!(
+            s.notes[0].contains("data-2025-04-04-000000 has no usable metadata"),
+            "{:?}",
+            s.notes
+        );
+        let removed: Vec<&str> = s
+            .retention
+            .iter()
+            .filter(|d| !d.keep)
+            .map(|d| d.name.as_str())
+            .collect();
+        assert_eq!(
+            removed,
+            ["data-2025-04-03-000000", "data-2025-04-01-000000"]
+        );
+        assert_eq!(p.expected_exit(), Exit::Ok);
+    }
+
+    #[test]
+    fn a_shrunken_source_is_refused_or_allowed() {
+        let (mut w, set) = world(
+            FsSupport {
+                acls: true,
+                xattrs: true,
+            },
+            vec![snap("data-2025-04-01-000000", Some(true))],
+            false,
+        );
+        w.sets[0].sources[0].entries = Some(0);
+        let args = CollectArgs::default();
+        let p = plan(&w, &[&set], opts(&args));
+        assert_eq!(p.sets[0].action, SetAction::Refuse);
+        assert!(p.sets[0].rsync_argv.is_empty() && p.sets[0].retention.is_empty());
+        assert_eq!(p.sets[0].shrink_checks[0].verdict, "refused");
+        assert_eq!(p.expected_exit(), Exit::Failed);
+        let args = CollectArgs {
+            allow_shrink: true,
+            ..Default::default()
+        };
+        let p = plan(&w, &[&set], opts(&args));
+        assert_eq!(p.sets[0].action, SetAction::Collect);
+        assert_eq!(p.sets[0].shrink_checks[0].verdict, "allowed");
+        assert_eq!(p.expected_exit(), Exit::Warnings);
+    }
+
+    #[test]
+    fn shrink_guard_thresholds() {
+        let p = Path::new("/data");
+        assert_eq!(
+            shrink_problem(p, 0, 1234, "data-x").as_deref(),
+            Some(
+                "/data is empty but the last snapshot (data-x) had 1,234 entries: is the drive mounted? use --allow-shrink to accept"
+            )
+        );
+        assert!(
+            shrink_problem(p, 0, 1, "s").is_some(),
+            "empty after non-empty is always suspicious"
+        );
+        assert!(
+            shrink_problem(p, 1, 4, "s").is_some(),
+            "a drop by more than half from 4"
+        );
+        assert!(
+            shrink_problem(p, 2, 4, "s").is_none(),
+            "exactly half is fine"
+        );
+        assert!(
+            shrink_problem(p, 1, 3, "s").is_none(),
+            "small directories may shrink"
+        );
+        assert!(shrink_problem(p, 0, 0, "s").is_none());
+        assert!(shrink_problem(p, 10, 5, "s").is_none());
+    }
+}
