@@ -9,6 +9,7 @@ pub mod exit;
 pub mod expand;
 pub mod lock;
 pub mod media;
+pub mod restore;
 pub mod retention;
 pub mod rsync;
 pub mod runlog;
