@@ -427,7 +427,44 @@ impl Demo {
     fn metadata_of(&self, snapshot: &Path) -> Option<String> {
         let text = std::fs::read_to_string(snapshot.with_extension("json")).ok()?;
         let value: serde_json::Value = serde_json::from_str(&text).ok()?;
-        serde_json::to_string_pretty(&value).ok()
+        let mut out = String::new();
+        compact_json(&value, 0, &mut out);
+        Some(out)
+    }
+}
+
+/// Pretty JSON, but with arrays of plain values (an rsync argv, a list of patterns) on one line.
+fn compact_json(value: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value;
+    let pad = |n: usize| "  ".repeat(n);
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            out.push_str("{\n");
+            for (i, (k, v)) in map.iter().enumerate() {
+                out.push_str(&format!(
+                    "{}{}: ",
+                    pad(indent + 1),
+                    Value::String(k.clone())
+                ));
+                compact_json(v, indent + 1, out);
+                out.push_str(if i + 1 < map.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&format!("{}}}", pad(indent)));
+        }
+        Value::Array(items) if items.iter().any(|v| v.is_object() || v.is_array()) => {
+            out.push_str("[\n");
+            for (i, v) in items.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                compact_json(v, indent + 1, out);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&format!("{}]", pad(indent)));
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(Value::to_string).collect();
+            out.push_str(&format!("[{}]", items.join(", ")));
+        }
+        other => out.push_str(&other.to_string()),
     }
 }
 
@@ -547,6 +584,18 @@ fn wait_for_next_second() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_lists_of_values_stay_on_one_line() {
+        let v =
+            serde_json::json!({ "argv": ["rsync", "-a"], "sources": [{ "path": "/d" }], "n": 1 });
+        let mut out = String::new();
+        compact_json(&v, 0, &mut out);
+        assert_eq!(
+            out,
+            "{\n  \"argv\": [\"rsync\", \"-a\"],\n  \"n\": 1,\n  \"sources\": [\n    {\n      \"path\": \"/d\"\n    }\n  ]\n}"
+        );
+    }
 
     #[test]
     fn stamps_are_recognised() {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::tree::{self, TreeSpec, TreeStats};
-use super::{Cache, Row, Samples, print_table};
+use super::{Cache, Table};
 use crate::packages::{Need, ensure_packages};
 use crate::util::{
     Profile, build_dbackup, find_program, heading, human_bytes, human_duration,
@@ -101,42 +101,40 @@ pub fn run(args: CollectArgs) -> Result<()> {
         args.reps,
         args.cache.describe()
     ));
-    let mut rows = [
-        Row {
-            label: "first run (empty)".into(),
-            baseline: Samples::default(),
-            contender: Samples::default(),
-        },
-        Row {
-            label: "no-change run".into(),
-            baseline: Samples::default(),
-            contender: Samples::default(),
-        },
-    ];
+    let mut table = Table::new(
+        &["rsync", "rsync+syncfs", "dbackup"],
+        &["first run (empty)", "no-change run"],
+        &[(DBACKUP, RSYNC), (DBACKUP, RSYNC_SYNCFS)],
+    );
     for rep in 0..args.reps {
         // Alternate who goes first, so drift on a shared machine does not favour one.
-        let rsync_first = rep % 2 == 0;
-        for contender in [!rsync_first, rsync_first] {
-            let (first, again) = if contender {
-                w.measure_dbackup(args.cache, rep == 0, stats)?
+        let order = if rep % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for is_dbackup in order {
+            let check = rep == 0;
+            let runs = if is_dbackup {
+                w.measure_dbackup(args.cache, check, stats)?
             } else {
-                w.measure_rsync(&first_cmd, &next_cmd, args.cache, rep == 0, stats)?
+                w.measure_rsync(&first_cmd, &next_cmd, args.cache, check, stats)?
             };
-            let name = if contender { "dbackup" } else { "rsync" };
+            for (row, run) in runs.iter().enumerate() {
+                if is_dbackup {
+                    table.push(row, DBACKUP, run.tool);
+                } else {
+                    table.push(row, RSYNC, run.tool);
+                    table.push(row, RSYNC_SYNCFS, run.tool + run.sync);
+                }
+            }
+            let name = if is_dbackup { "dbackup" } else { "rsync" };
             eprintln!(
                 "  rep {}: {name:<7} first {:>8}  no-change {:>8}",
                 rep + 1,
-                human_duration(first),
-                human_duration(again)
+                runs[0].describe(),
+                runs[1].describe()
             );
-            let (r0, r1) = rows.split_at_mut(1);
-            for (row, d) in [(&mut r0[0], first), (&mut r1[0], again)] {
-                if contender {
-                    row.contender.push(d)
-                } else {
-                    row.baseline.push(d)
-                }
-            }
         }
     }
     remove_dir_if_exists(&w.work)?;
@@ -151,15 +149,43 @@ pub fn run(args: CollectArgs) -> Result<()> {
         rsync_version(&rsync)
     );
     println!("rsync: {}", next_cmd.render());
+    println!(
+        "rsync+syncfs: the same, then syncfs(2) of the destination, as dbackup does before promoting"
+    );
     println!();
-    print_table("rsync", "dbackup", &rows);
-    let worst = rows
-        .iter()
-        .map(|r| r.contender.median() / r.baseline.median())
+    table.print();
+    let worst = (0..table.row_count())
+        .map(|row| table.ratio(row, (DBACKUP, RSYNC)))
         .fold(0.0, f64::max);
     let verdict = if worst <= GOAL { "met" } else { "NOT met" };
     println!("\ngoal: dbackup/rsync <= {GOAL:.2}: {verdict} (worst ratio {worst:.3})");
     Ok(())
+}
+
+/// Columns of the result table.
+const RSYNC: usize = 0;
+const RSYNC_SYNCFS: usize = 1;
+const DBACKUP: usize = 2;
+
+/// The time of one run: the tool itself, and (plain rsync only) the syncfs that makes its copy durable.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    tool: Duration,
+    sync: Duration,
+}
+
+impl Run {
+    fn describe(&self) -> String {
+        if self.sync.is_zero() {
+            human_duration(self.tool)
+        } else {
+            format!(
+                "{} (+{} syncfs)",
+                human_duration(self.tool),
+                human_duration(self.sync)
+            )
+        }
+    }
 }
 
 impl World {
@@ -237,7 +263,8 @@ impl World {
         timed(&mut cmd.command(&dest, link_dest), "rsync")
     }
 
-    /// One first run and one no-change run of plain rsync, from an empty destination.
+    /// One first run and one no-change run of plain rsync, from an empty destination, each followed by a
+    /// separately timed syncfs of the destination.
     fn measure_rsync(
         &self,
         first: &RsyncCommand,
@@ -245,13 +272,19 @@ impl World {
         cache: Cache,
         check: bool,
         stats: TreeStats,
-    ) -> Result<(Duration, Duration)> {
+    ) -> Result<[Run; 2]> {
         remove_dir_if_exists(&self.rsync_root)?;
         std::fs::create_dir_all(&self.rsync_root)?;
-        cache.prepare()?;
-        let t1 = self.rsync(first, "1", None)?;
-        cache.prepare()?;
-        let t2 = self.rsync(next, "2", Some(&self.rsync_root.join("1")))?;
+        let mut runs = Vec::new();
+        for (cmd, name, link_dest) in [
+            (first, "1", None),
+            (next, "2", Some(self.rsync_root.join("1"))),
+        ] {
+            cache.prepare()?;
+            let tool = self.rsync(cmd, name, link_dest.as_deref())?;
+            let sync = syncfs(&self.rsync_root.join(name))?;
+            runs.push(Run { tool, sync });
+        }
         if check {
             check_copy(
                 "rsync",
@@ -261,16 +294,11 @@ impl World {
             )?;
         }
         remove_dir_if_exists(&self.rsync_root)?;
-        Ok((t1, t2))
+        Ok([runs[0], runs[1]])
     }
 
     /// One first run and one no-change run of `dbackup collect`, from an empty backup root.
-    fn measure_dbackup(
-        &self,
-        cache: Cache,
-        check: bool,
-        stats: TreeStats,
-    ) -> Result<(Duration, Duration)> {
+    fn measure_dbackup(&self, cache: Cache, check: bool, stats: TreeStats) -> Result<[Run; 2]> {
         remove_dir_if_exists(&self.dbackup_root)?;
         cache.prepare()?;
         let t1 = self.dbackup_collect()?;
@@ -286,7 +314,11 @@ impl World {
             check_copy("dbackup", s1, s2, stats)?;
         }
         remove_dir_if_exists(&self.dbackup_root)?;
-        Ok((t1, t2))
+        let run = |tool| Run {
+            tool,
+            sync: Duration::ZERO,
+        };
+        Ok([run(t1), run(t2)])
     }
 
     fn snapshots(&self) -> Result<Vec<PathBuf>> {
@@ -490,17 +522,27 @@ fn cores() -> usize {
 }
 
 fn rsync_version(rsync: &Path) -> String {
-    Command::new(rsync)
-        .arg("--version")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(|l| l.trim().to_string())
-        })
-        .unwrap_or_else(|| "rsync (version unknown)".into())
+    let out = Command::new(rsync).arg("--version").output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    match text.lines().next() {
+        Some(first) => first.split_whitespace().collect::<Vec<_>>().join(" "),
+        None => "rsync (version unknown)".into(),
+    }
+}
+
+/// Flushes the filesystem holding `dir` (what dbackup does once rsync is done) and returns how long it took.
+fn syncfs(dir: &Path) -> Result<Duration> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    let start = Instant::now();
+    // SAFETY: the descriptor is valid for the life of `f`.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("syncfs {}", dir.display()));
+    }
+    Ok(start.elapsed())
 }
 
 #[cfg(test)]

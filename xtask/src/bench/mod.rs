@@ -91,30 +91,66 @@ impl Samples {
     }
 }
 
-/// One row of a comparison table: a baseline and a contender, and their ratio of medians.
-pub struct Row {
-    pub label: String,
-    pub baseline: Samples,
-    pub contender: Samples,
+/// Timings by row (first run, no-change run, ...) and column (the contenders), printed with ratio columns.
+pub struct Table {
+    columns: Vec<String>,
+    rows: Vec<(String, Vec<Samples>)>,
+    /// Ratio columns, as (numerator, denominator) column indexes.
+    ratios: Vec<(usize, usize)>,
 }
 
-/// Prints a table: label, baseline median (min-max), contender median (min-max), contender/baseline.
-pub fn print_table(baseline: &str, contender: &str, rows: &[Row]) {
-    let ratio = format!("{contender}/{baseline}");
-    println!("seconds: median (min-max) of the repetitions");
-    println!(
-        "{:<20} {:>20} {:>20} {:>16}",
-        "", baseline, contender, ratio
-    );
-    for r in rows {
-        let q = r.contender.median() / r.baseline.median();
-        println!(
-            "{:<20} {:>20} {:>20} {:>16}",
-            r.label,
-            r.baseline.cell(),
-            r.contender.cell(),
-            format!("{q:.3}")
-        );
+impl Table {
+    pub fn new(columns: &[&str], rows: &[&str], ratios: &[(usize, usize)]) -> Table {
+        Table {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: rows
+                .iter()
+                .map(|r| (r.to_string(), vec![Samples::default(); columns.len()]))
+                .collect(),
+            ratios: ratios.to_vec(),
+        }
+    }
+
+    pub fn push(&mut self, row: usize, column: usize, d: Duration) {
+        self.rows[row].1[column].push(d);
+    }
+
+    /// The ratio of the medians of two columns in one row.
+    pub fn ratio(&self, row: usize, (num, den): (usize, usize)) -> f64 {
+        self.rows[row].1[num].median() / self.rows[row].1[den].median()
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn print(&self) {
+        let label_width = self.rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        let ratio_names: Vec<String> = self
+            .ratios
+            .iter()
+            .map(|&(n, d)| format!("{}/{}", self.columns[n], self.columns[d]))
+            .collect();
+        println!("seconds: median (min-max) of the repetitions");
+        let mut header = format!("{:<label_width$}", "");
+        for c in &self.columns {
+            header.push_str(&format!("  {c:>22}"));
+        }
+        for r in &ratio_names {
+            header.push_str(&format!("  {r:>w$}", w = r.len().max(8)));
+        }
+        println!("{header}");
+        for (i, (label, cells)) in self.rows.iter().enumerate() {
+            let mut line = format!("{label:<label_width$}");
+            for c in cells {
+                line.push_str(&format!("  {:>22}", c.cell()));
+            }
+            for (r, name) in self.ratios.iter().zip(&ratio_names) {
+                let q = format!("{:.3}", self.ratio(i, *r));
+                line.push_str(&format!("  {q:>w$}", w = name.len().max(8)));
+            }
+            println!("{line}");
+        }
     }
 }
 
@@ -132,5 +168,15 @@ mod tests {
         assert_eq!(samples(&[400, 100, 200, 300]).median(), 0.25);
         assert!(samples(&[]).median().is_nan());
         assert_eq!(samples(&[300, 100, 200]).min_max(), (0.1, 0.3));
+    }
+
+    #[test]
+    fn ratios_are_of_medians() {
+        let mut t = Table::new(&["a", "b"], &["row"], &[(1, 0)]);
+        for (a, b) in [(100, 300), (200, 100), (300, 500)] {
+            t.push(0, 0, Duration::from_millis(a));
+            t.push(0, 1, Duration::from_millis(b));
+        }
+        assert!((t.ratio(0, (1, 0)) - 1.5).abs() < 1e-9);
     }
 }
