@@ -106,6 +106,11 @@ pub fn run(args: CollectArgs) -> Result<()> {
         &["first run (empty)", "no-change run"],
         &[(DBACKUP, RSYNC), (DBACKUP, RSYNC_SYNCFS)],
     );
+    let mut cpu_table = Table::new(
+        &["rsync", "dbackup"],
+        &["first run (empty)", "no-change run"],
+        &[(1, 0)],
+    );
     for rep in 0..args.reps {
         // Alternate who goes first, so drift on a shared machine does not favour one.
         let order = if rep % 2 == 0 {
@@ -121,6 +126,7 @@ pub fn run(args: CollectArgs) -> Result<()> {
                 w.measure_rsync(&first_cmd, &next_cmd, args.cache, check, stats)?
             };
             for (row, run) in runs.iter().enumerate() {
+                cpu_table.push(row, usize::from(is_dbackup), run.cpu);
                 if is_dbackup {
                     table.push(row, DBACKUP, run.tool);
                 } else {
@@ -152,8 +158,12 @@ pub fn run(args: CollectArgs) -> Result<()> {
     println!(
         "rsync+syncfs: the same, then syncfs(2) of the destination, as dbackup does before promoting"
     );
-    println!();
+    println!("\nwall-clock time:");
     table.print();
+    println!(
+        "\nCPU time (user + system, with children): steadier than wall-clock on a busy machine"
+    );
+    cpu_table.print();
     let worst = (0..table.row_count())
         .map(|row| table.ratio(row, (DBACKUP, RSYNC)))
         .fold(0.0, f64::max);
@@ -167,10 +177,11 @@ const RSYNC: usize = 0;
 const RSYNC_SYNCFS: usize = 1;
 const DBACKUP: usize = 2;
 
-/// The time of one run: the tool itself, and (plain rsync only) the syncfs that makes its copy durable.
+/// The cost of one run: the tool itself, and (plain rsync only) the syncfs that makes its copy durable.
 #[derive(Debug, Clone, Copy)]
 struct Run {
     tool: Duration,
+    cpu: Duration,
     sync: Duration,
 }
 
@@ -203,7 +214,7 @@ impl World {
         c
     }
 
-    fn dbackup_collect(&self) -> Result<Duration> {
+    fn dbackup_collect(&self) -> Result<Timing> {
         let mut c = self.dbackup();
         c.arg("collect");
         timed(&mut c, "dbackup collect")
@@ -258,7 +269,7 @@ impl World {
         }
     }
 
-    fn rsync(&self, cmd: &RsyncCommand, name: &str, link_dest: Option<&Path>) -> Result<Duration> {
+    fn rsync(&self, cmd: &RsyncCommand, name: &str, link_dest: Option<&Path>) -> Result<Timing> {
         let dest = self.rsync_root.join(name);
         timed(&mut cmd.command(&dest, link_dest), "rsync")
     }
@@ -281,9 +292,13 @@ impl World {
             (next, "2", Some(self.rsync_root.join("1"))),
         ] {
             cache.prepare()?;
-            let tool = self.rsync(cmd, name, link_dest.as_deref())?;
+            let t = self.rsync(cmd, name, link_dest.as_deref())?;
             let sync = syncfs(&self.rsync_root.join(name))?;
-            runs.push(Run { tool, sync });
+            runs.push(Run {
+                tool: t.wall,
+                cpu: t.cpu,
+                sync,
+            });
         }
         if check {
             check_copy(
@@ -314,8 +329,9 @@ impl World {
             check_copy("dbackup", s1, s2, stats)?;
         }
         remove_dir_if_exists(&self.dbackup_root)?;
-        let run = |tool| Run {
-            tool,
+        let run = |t: Timing| Run {
+            tool: t.wall,
+            cpu: t.cpu,
             sync: Duration::ZERO,
         };
         Ok([run(t1), run(t2)])
@@ -374,14 +390,32 @@ fn check_copy(who: &str, first: &Path, second: &Path, stats: TreeStats) -> Resul
     Ok(())
 }
 
-/// Runs a command to completion and returns its wall-clock time; fails with its stderr when it fails.
-fn timed(cmd: &mut Command, what: &str) -> Result<Duration> {
+/// The cost of one process run: wall-clock time, and the CPU time (user + system) of it and its children.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// CPU time (user + system) of all the children this process has waited for so far.
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Runs a command to completion and returns its cost; fails with its stderr when it fails.
+fn timed(cmd: &mut Command, what: &str) -> Result<Timing> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    let cpu_before = children_cpu();
     let start = Instant::now();
     let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
-    let took = start.elapsed();
+    let wall = start.elapsed();
+    let cpu = children_cpu().saturating_sub(cpu_before);
     if !out.status.success() {
         bail!(
             "{what} failed ({}): {}",
@@ -389,7 +423,7 @@ fn timed(cmd: &mut Command, what: &str) -> Result<Duration> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(took)
+    Ok(Timing { wall, cpu })
 }
 
 /// One argument of the rsync template.
