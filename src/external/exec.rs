@@ -180,13 +180,16 @@ fn run_destination(
     match write_backup(plan, d, world, observed, ui, &mut report) {
         Ok(()) => {
             report.status = DestinationStatus::Written;
-            let warned = !report.warnings.is_empty()
-                || report.sets.iter().any(|s| s.warning_count > 0);
+            let warned =
+                !report.warnings.is_empty() || report.sets.iter().any(|s| s.warning_count > 0);
             report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
             prune(plan, d, world, ui, &mut report);
         }
         Err(e) => {
             let mut msg = ui::format_error(&e);
+            if let Err(gone) = world.info.check_still_present() {
+                msg = format!("{gone} (while writing: {msg})");
+            }
             if report.backup.is_none() {
                 msg.push_str(&format!(
                     "; nothing was promoted and older backups are intact{}",
@@ -234,7 +237,7 @@ fn write_backup(
     let info = &world.info;
     let started = Local::now().fixed_offset();
     info.check_still_present()?;
-    media::ensure_marker(&world.settings, info, started)?;
+    media::ensure_marker(&world.settings, info, started).map_err(flat)?;
 
     for l in &d.cleanup {
         info.check_still_present()?;
@@ -253,7 +256,7 @@ fn write_backup(
 
     let mut read_back = ReadBackRecord {
         methods: Vec::new(),
-        device_cache_dropped: d.drop_device_cache,
+        device_cache_dropped: d.drop_device_cache.then_some(true),
         note: None,
     };
     let mut sums: Vec<SumLine> = Vec::new();
@@ -306,27 +309,33 @@ fn write_backup(
     archive::read_back(&[
         written(&meta_path, &meta_rec),
         written(&sums_path, &sums_rec),
-    ])?;
+    ])
+    .map_err(flat)?;
 
     // Promote: the same drive must still be there, then one rename makes the backup visible.
     info.check_still_present()?;
-    snapshot::rename_no_replace(&d.temp_dir, &d.final_dir)?;
+    snapshot::rename_no_replace(&d.temp_dir, &d.final_dir).map_err(flat)?;
     layout::sync_dir(&d.backups_dir)
         .with_context(|| format!("cannot fsync {}", d.backups_dir.display()))?;
     report.backup = Some(plan.stamp.clone());
     report.backup_path = Some(d.final_dir.clone());
 
-    let kind = layout::write_latest(&d.backups_dir, &plan.stamp, d.latest.kind).with_context(
-        || {
+    let kind =
+        layout::write_latest(&d.backups_dir, &plan.stamp, d.latest.kind).with_context(|| {
             format!(
                 "backup {} is verified and in place, but {} could not be updated",
                 d.final_dir.display(),
                 d.latest.path.display()
             )
-        },
-    )?;
+        })?;
     report.latest = Some(kind);
     Ok(())
+}
+
+/// An error as one message: the building blocks put their I/O error in their own message and also give it as the
+/// `source`, which `{:#}` would print twice.
+fn flat(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }
 
 fn written(path: &Path, rec: &FileRecord) -> WrittenFile {
@@ -388,12 +397,12 @@ fn write_set(
         &mut progress,
     );
     progress.finish();
-    let summary = summary?;
+    let summary = summary.map_err(flat)?;
     let write_seconds = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     if let Err(note) = drop_cache(d) {
-        read_back.device_cache_dropped = false;
+        read_back.device_cache_dropped = Some(false);
         ui.step(format_args!("{label}: {note}"));
         read_back.note = Some(note);
     }
@@ -421,7 +430,7 @@ fn write_set(
     if let Some(s) = spinner {
         s.finish_and_clear();
     }
-    let methods = methods?;
+    let methods = methods.map_err(flat)?;
     let read_back_seconds = t.elapsed().as_secs_f64();
     for m in methods {
         if !read_back.methods.contains(&m) {
@@ -591,11 +600,9 @@ pub fn summary_line(r: &DestinationReport) -> String {
             }
             line
         }
-        (DestinationStatus::Refused, _) => format!(
-            "{}: refused: {}",
-            r.name,
-            r.error.as_deref().unwrap_or("")
-        ),
+        (DestinationStatus::Refused, _) => {
+            format!("{}: refused: {}", r.name, r.error.as_deref().unwrap_or(""))
+        }
         _ => format!(
             "{}: FAILED after {}: {}",
             r.name,

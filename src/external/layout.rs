@@ -186,8 +186,10 @@ pub struct ReadBackRecord {
     /// How the archives were read back: `direct` (O_DIRECT) or `dropped_cache` (page cache dropped first).
     pub methods: Vec<ReadBackMethod>,
     /// For a FUSE filesystem (exfat-fuse): whether the block device's cache was dropped too, so the read-back reached
-    /// the drive. False when it could not be (no device, or no permission to open it); see `note`.
-    pub device_cache_dropped: bool,
+    /// the drive; false when it could not be (no permission to open the device), see `note`. Absent for other
+    /// filesystems, where O_DIRECT or dropping the file's pages is enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_cache_dropped: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -239,11 +241,12 @@ impl BackupMeta {
 /// Why reading `backup.json` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
-    #[error("cannot {action} {path}: {source}")]
+    /// (The I/O error is part of the message, not a `source`, so that error chains do not repeat it.)
+    #[error("cannot {action} {path}: {error}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        source: io::Error,
+        error: io::Error,
     },
     #[error("{path} is not valid backup metadata: {message}")]
     BadMetadata { path: PathBuf, message: String },
@@ -251,10 +254,10 @@ pub enum LayoutError {
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LayoutError {
     let path = path.to_path_buf();
-    move |source| LayoutError::Io {
+    move |error| LayoutError::Io {
         action,
         path,
-        source,
+        error,
     }
 }
 
@@ -337,7 +340,8 @@ pub fn list(backups_dir: &Path) -> Result<DriveListing, LayoutError> {
     for entry in entries {
         let entry = entry.map_err(io_err("list", backups_dir))?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            out.other.push(entry.file_name().to_string_lossy().into_owned());
+            out.other
+                .push(entry.file_name().to_string_lossy().into_owned());
             continue;
         };
         let path = entry.path();
@@ -349,9 +353,10 @@ pub fn list(backups_dir: &Path) -> Result<DriveListing, LayoutError> {
                         None,
                         Some(format!("its {METADATA_FILE} describes backup {}", m.stamp)),
                     ),
-                    Ok(m) if !m.verified => {
-                        (None, Some(format!("its {METADATA_FILE} says it was not verified")))
-                    }
+                    Ok(m) if !m.verified => (
+                        None,
+                        Some(format!("its {METADATA_FILE} says it was not verified")),
+                    ),
                     Ok(m) => (Some(m), None),
                     Err(e) => (None, Some(e.to_string())),
                 };
@@ -501,10 +506,7 @@ fn write_latest_file(backups_dir: &Path, stamp: &str) -> Result<LatestKind, Layo
 /// Writes a new file (never replacing one), fsyncs it, and returns its record.
 pub fn write_new_file(path: &Path, bytes: &[u8]) -> Result<FileRecord, LayoutError> {
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
         f.write_all(bytes)?;
         f.sync_all()
     })();
@@ -542,7 +544,7 @@ pub fn delete_backup(backups_dir: &Path, name: &str) -> Result<(), LayoutError> 
     snapshot::rename_no_replace(&path, &trash).map_err(|e| LayoutError::Io {
         action: "move to trash",
         path: path.clone(),
-        source: io::Error::other(e.to_string()),
+        error: io::Error::other(e.to_string()),
     })?;
     sync_dir(backups_dir).map_err(io_err("fsync", backups_dir))?;
     remove_leftover(backups_dir, &trash_name(name, std::process::id()))
@@ -580,7 +582,7 @@ pub(crate) mod tests {
             verified: true,
             read_back: ReadBackRecord {
                 methods: vec![ReadBackMethod::Direct],
-                device_cache_dropped: false,
+                device_cache_dropped: None,
                 note: None,
             },
             filesystem: FilesystemRecord {
@@ -653,7 +655,10 @@ pub(crate) mod tests {
         for (name, want) in cases {
             assert_eq!(classify(name), want, "{name}");
         }
-        assert_eq!(temp_name("2025-04-01-031500", 42), ".tmp-2025-04-01-031500-42");
+        assert_eq!(
+            temp_name("2025-04-01-031500", 42),
+            ".tmp-2025-04-01-031500-42"
+        );
         assert_eq!(
             classify(&trash_name("2025-04-01-031500", 1)),
             NameKind::Leftover(LeftoverKind::Trash)
@@ -666,8 +671,11 @@ pub(crate) mod tests {
         let b = dir.path();
         let good = |stamp: &str| {
             fs::create_dir(b.join(stamp)).unwrap();
-            fs::write(b.join(stamp).join(METADATA_FILE), metadata_bytes(&meta(stamp, &["data"])))
-                .unwrap();
+            fs::write(
+                b.join(stamp).join(METADATA_FILE),
+                metadata_bytes(&meta(stamp, &["data"])),
+            )
+            .unwrap();
         };
         good("2025-04-02-000000");
         good("2025-04-01-000000");
@@ -693,7 +701,11 @@ pub(crate) mod tests {
         fs::write(b.join("2025-04-07-000000"), "file").unwrap();
         std::os::unix::fs::symlink("2025-04-01-000000", b.join("2025-04-08-000000")).unwrap();
         fs::create_dir_all(b.join(".tmp-2025-04-09-000000-5/x")).unwrap();
-        fs::write(b.join(".tmp-2025-04-09-000000-5/x/data.tar"), vec![0u8; 1000]).unwrap();
+        fs::write(
+            b.join(".tmp-2025-04-09-000000-5/x/data.tar"),
+            vec![0u8; 1000],
+        )
+        .unwrap();
         fs::create_dir(b.join(".trash-2025-03-01-000000-5")).unwrap();
         fs::create_dir(b.join("notes")).unwrap();
         std::os::unix::fs::symlink("2025-04-02-000000", b.join("latest")).unwrap();
@@ -717,11 +729,21 @@ pub(crate) mod tests {
             ]
         );
         assert!(
-            l.backups[3].meta_error.as_deref().unwrap().contains("describes backup 2025-04-01"),
+            l.backups[3]
+                .meta_error
+                .as_deref()
+                .unwrap()
+                .contains("describes backup 2025-04-01"),
             "{:?}",
             l.backups[3].meta_error
         );
-        assert!(l.backups[4].meta_error.as_deref().unwrap().contains("not verified"));
+        assert!(
+            l.backups[4]
+                .meta_error
+                .as_deref()
+                .unwrap()
+                .contains("not verified")
+        );
         assert_eq!(
             l.leftovers,
             [
@@ -751,18 +773,33 @@ pub(crate) mod tests {
             write_latest(b, "2025-04-01-000000", LatestKind::File).unwrap(),
             LatestKind::File
         );
-        assert_eq!(fs::read_to_string(b.join(LATEST_FILE)).unwrap(), "2025-04-01-000000\n");
+        assert_eq!(
+            fs::read_to_string(b.join(LATEST_FILE)).unwrap(),
+            "2025-04-01-000000\n"
+        );
         assert_eq!(read_latest(b).as_deref(), Some("2025-04-01-000000"));
         assert_eq!(
             write_latest(b, "2025-04-02-000000", LatestKind::Symlink).unwrap(),
             LatestKind::Symlink
         );
-        assert_eq!(fs::read_link(b.join(LATEST_LINK)).unwrap(), Path::new("2025-04-02-000000"));
-        assert!(!b.join(LATEST_FILE).exists(), "the stale LATEST file is gone");
+        assert_eq!(
+            fs::read_link(b.join(LATEST_LINK)).unwrap(),
+            Path::new("2025-04-02-000000")
+        );
+        assert!(
+            !b.join(LATEST_FILE).exists(),
+            "the stale LATEST file is gone"
+        );
         assert_eq!(read_latest(b).as_deref(), Some("2025-04-02-000000"));
         write_latest(b, "2025-04-03-000000", LatestKind::File).unwrap();
-        assert!(fs::symlink_metadata(b.join(LATEST_LINK)).is_err(), "the stale link is gone");
-        let left: Vec<_> = fs::read_dir(b).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(
+            fs::symlink_metadata(b.join(LATEST_LINK)).is_err(),
+            "the stale link is gone"
+        );
+        let left: Vec<_> = fs::read_dir(b)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(left, [LATEST_FILE], "no temporary left behind");
         // A LATEST that names no stamp is ignored.
         fs::write(b.join(LATEST_FILE), "../../etc\n").unwrap();
@@ -779,7 +816,10 @@ pub(crate) mod tests {
         delete_backup(b, "2025-04-01-000000").unwrap();
         assert!(delete_backup(b, "photos").is_err());
         assert!(remove_leftover(b, "photos").is_err());
-        let left: Vec<_> = fs::read_dir(b).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let left: Vec<_> = fs::read_dir(b)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(left, ["photos"]);
     }
 
@@ -798,6 +838,11 @@ pub(crate) mod tests {
         assert!(read_metadata(&p).is_ok(), "unknown fields are ignored");
         v["format"] = serde_json::json!(2);
         fs::write(&p, v.to_string()).unwrap();
-        assert!(read_metadata(&p).unwrap_err().to_string().contains("format 2"));
+        assert!(
+            read_metadata(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("format 2")
+        );
     }
 }

@@ -41,10 +41,8 @@ fn fresh_stamp(world: &plan::World, now: impl Fn() -> NaiveDateTime) -> NaiveDat
         let stamp = snapshot::stamp(t);
         world.destinations.iter().any(|d| {
             d.listing.backups.iter().any(|b| b.name == stamp)
-                || std::fs::symlink_metadata(
-                    d.info.resolved.join(layout::BACKUPS_DIR).join(&stamp),
-                )
-                .is_ok()
+                || std::fs::symlink_metadata(d.info.resolved.join(layout::BACKUPS_DIR).join(&stamp))
+                    .is_ok()
         })
     };
     let mut t = snapshot::truncate_to_second(now());

@@ -57,7 +57,7 @@ pub fn observe(
                     .unwrap_or(0),
             })
             .collect();
-        let choice = plan::choose_snapshot(&set.name, &summaries, args.allow_incomplete);
+        let choice = plan::choose_snapshot(&summaries, args.allow_incomplete);
         match &choice.snapshot {
             Some(name) => {
                 chosen.push((set.name.clone(), name.clone()));
@@ -69,7 +69,12 @@ pub fn observe(
                     metas.insert(set.name.clone(), m);
                 }
             }
-            None => skipped.extend(choice.warnings.clone()),
+            None => skipped.extend(
+                choice
+                    .warnings
+                    .iter()
+                    .map(|w| format!("set {}: {w}", set.name)),
+            ),
         }
         set_worlds.push(SetWorld {
             name: set.name.clone(),
@@ -153,7 +158,13 @@ pub fn observe(
     for d in selected {
         let info = d.info().expect("selected destinations are present").clone();
         let block_size = rustix::fs::statvfs(&info.resolved)
-            .map(|st| if st.f_frsize > 0 { st.f_frsize } else { st.f_bsize })
+            .map(|st| {
+                if st.f_frsize > 0 {
+                    st.f_frsize
+                } else {
+                    st.f_bsize
+                }
+            })
             .unwrap_or(4096);
         let backups_dir = info.resolved.join(layout::BACKUPS_DIR);
         let listing = layout::list(&backups_dir)

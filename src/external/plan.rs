@@ -203,12 +203,9 @@ pub struct SnapshotChoice {
 }
 
 /// Chooses the snapshot of a set to export: the newest complete one; with `allow_incomplete`, a newer incomplete one
-/// instead. Snapshots without metadata are never used. `snapshots` may be in any order.
-pub fn choose_snapshot(
-    set: &str,
-    snapshots: &[SnapshotSummary],
-    allow_incomplete: bool,
-) -> SnapshotChoice {
+/// instead. Snapshots without metadata are never used. `snapshots` may be in any order. The warnings do not name the
+/// set (the caller shows them under or after its name).
+pub fn choose_snapshot(snapshots: &[SnapshotSummary], allow_incomplete: bool) -> SnapshotChoice {
     let newest = |state: SnapshotState| {
         snapshots
             .iter()
@@ -251,7 +248,7 @@ pub fn choose_snapshot(
             snapshot: None,
             complete: false,
             warnings: vec![format!(
-                "set {set} skipped: it has no complete snapshot; the newest, {}, is incomplete ({} could not be \
+                "skipped: it has no complete snapshot; the newest, {}, is incomplete ({} could not be \
                  read); fix that and collect again, or use --allow-incomplete to export it",
                 i.name,
                 unreadable(i)
@@ -261,7 +258,7 @@ pub fn choose_snapshot(
             snapshot: None,
             complete: false,
             warnings: vec![format!(
-                "set {set} skipped: it has no complete snapshot yet; run `dbackup collect` first"
+                "skipped: it has no complete snapshot yet; run `dbackup collect` first"
             )],
         },
     }
@@ -316,7 +313,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         .sets
         .iter()
         .map(|s| {
-            let choice = choose_snapshot(&s.name, &s.snapshots, world.allow_incomplete);
+            let choice = choose_snapshot(&s.snapshots, world.allow_incomplete);
             let action = match (&choice.snapshot, &s.estimate) {
                 (Some(_), Some(_)) => SetAction::Export,
                 _ => SetAction::Skip,
@@ -394,7 +391,11 @@ fn part_size(bytes: u64, max: Option<u64>) -> Option<u64> {
     }
     // Whole MiB parts (FAT32: 4 GiB - 1 MiB, that is FAT32_MAX_PART_BYTES), never zero.
     let mib = 1 << 20;
-    Some(if max >= mib { max / mib * mib } else { max.max(1) })
+    Some(if max >= mib {
+        max / mib * mib
+    } else {
+        max.max(1)
+    })
 }
 
 fn destination_plan(
@@ -610,10 +611,7 @@ pub fn render(plan: &ExternalPlan) -> String {
             ui::bytes(d.needed_bytes),
             ui::bytes(d.free_bytes),
             if d.reclaimable_bytes > 0 {
-                format!(
-                    " + {} from leftovers",
-                    ui::bytes(d.reclaimable_bytes)
-                )
+                format!(" + {} from leftovers", ui::bytes(d.reclaimable_bytes))
             } else {
                 String::new()
             }

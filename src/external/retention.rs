@@ -201,7 +201,12 @@ mod tests {
                 .collect();
             removed.reverse();
             assert_eq!(removed, c.removed, "{}: {got:#?}", c.what);
-            assert_eq!(got.len(), c.backups.len(), "{}: every backup decided", c.what);
+            assert_eq!(
+                got.len(),
+                c.backups.len(),
+                "{}: every backup decided",
+                c.what
+            );
         }
     }
 

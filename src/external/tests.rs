@@ -40,10 +40,39 @@ fn snapshot_choice() {
     let d3 = snap("data", "2025-04-03-000000", Unknown, 0);
     let d0 = snap("data", "2025-03-31-000000", Incomplete, 1);
     // (what, snapshots, allow_incomplete, chosen, complete, warning fragment)
-    let cases: Vec<(&str, Vec<SnapshotSummary>, bool, Option<&str>, bool, &str)> = vec![
-        ("none at all", vec![], false, None, false, "no complete snapshot yet; run `dbackup collect` first"),
-        ("only one without metadata", vec![d3.clone()], false, None, false, "no complete snapshot yet"),
-        ("newest complete, any order", vec![d3.clone(), d1.clone(), d0.clone()], false, Some("data-2025-04-01-000000"), true, ""),
+    type Case<'a> = (
+        &'a str,
+        Vec<SnapshotSummary>,
+        bool,
+        Option<&'a str>,
+        bool,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "none at all",
+            vec![],
+            false,
+            None,
+            false,
+            "no complete snapshot yet; run `dbackup collect` first",
+        ),
+        (
+            "only one without metadata",
+            vec![d3.clone()],
+            false,
+            None,
+            false,
+            "no complete snapshot yet",
+        ),
+        (
+            "newest complete, any order",
+            vec![d3.clone(), d1.clone(), d0.clone()],
+            false,
+            Some("data-2025-04-01-000000"),
+            true,
+            "",
+        ),
         (
             "a newer incomplete one is passed over, with a warning",
             vec![d1.clone(), d2.clone()],
@@ -74,11 +103,11 @@ fn snapshot_choice() {
             false,
             None,
             false,
-            "set data skipped: it has no complete snapshot; the newest, data-2025-04-02-000000, is incomplete (3 files could not be read); fix that and collect again, or use --allow-incomplete",
+            "skipped: it has no complete snapshot; the newest, data-2025-04-02-000000, is incomplete (3 files could not be read); fix that and collect again, or use --allow-incomplete",
         ),
     ];
     for (what, snaps, allow, want, complete, warning) in cases {
-        let c = choose_snapshot("data", &snaps, allow);
+        let c = choose_snapshot(&snaps, allow);
         assert_eq!(c.snapshot.as_deref(), want, "{what}");
         assert_eq!(c.complete, complete, "{what}");
         if warning.is_empty() {
@@ -99,7 +128,11 @@ fn info(path: &str, fs_type: &str, free: u64) -> MediaInfo {
         is_mount_point: true,
         source: "/dev/sdz1".into(),
         device: Some("/dev/sdz1".into()),
-        mount_fs_type: if fs_type == "exfat" { "fuseblk".into() } else { fs_type.into() },
+        mount_fs_type: if fs_type == "exfat" {
+            "fuseblk".into()
+        } else {
+            fs_type.into()
+        },
         fs_type: fs_type.into(),
         label: Some("T9".into()),
         uuid: Some("FF4F-F609".into()),
@@ -179,7 +212,12 @@ fn world() -> World {
         sets: vec![
             SetWorld {
                 name: "data".into(),
-                snapshots: vec![snap("data", "2025-04-01-031500", SnapshotState::Complete, 0)],
+                snapshots: vec![snap(
+                    "data",
+                    "2025-04-01-031500",
+                    SnapshotState::Complete,
+                    0,
+                )],
                 estimate: Some(estimate(300 * MIB)),
             },
             SetWorld {
@@ -224,16 +262,28 @@ fn a_plan_for_the_t9() {
     assert_eq!(p.sets[0].action, SetAction::Export);
     assert_eq!(
         p.sets[0].snapshot_path.as_deref(),
-        Some(Path::new("/home/u/.local/share/dbackup/data-2025-04-01-031500"))
+        Some(Path::new(
+            "/home/u/.local/share/dbackup/data-2025-04-01-031500"
+        ))
     );
     assert_eq!(p.sets[1].action, SetAction::Skip);
-    assert_eq!(p.expected_exit(), Exit::Warnings, "a skipped set is a warning");
+    assert_eq!(
+        p.expected_exit(),
+        Exit::Warnings,
+        "a skipped set is a warning"
+    );
 
     let d = &p.destinations[0];
     assert_eq!(d.action, DestinationAction::Write);
     assert!(d.write_marker);
-    assert_eq!(d.temp_dir, Path::new("/media/T9/backups/.tmp-2025-04-02-101500-4242"));
-    assert_eq!(d.final_dir, Path::new("/media/T9/backups/2025-04-02-101500"));
+    assert_eq!(
+        d.temp_dir,
+        Path::new("/media/T9/backups/.tmp-2025-04-02-101500-4242")
+    );
+    assert_eq!(
+        d.final_dir,
+        Path::new("/media/T9/backups/2025-04-02-101500")
+    );
     assert_eq!(d.archives.len(), 1);
     assert_eq!(d.archives[0].archive, "data.tar");
     assert_eq!(d.archives[0].index, "data.index.jsonl");
@@ -241,7 +291,10 @@ fn a_plan_for_the_t9() {
     assert_eq!(d.latest.kind, LatestKind::File, "exFAT has no symlinks");
     assert_eq!(d.latest.path, Path::new("/media/T9/backups/LATEST"));
     assert_eq!(d.latest.previous.as_deref(), Some("2025-03-05-000000"));
-    assert!(d.drop_device_cache, "exfat-fuse: the device cache is dropped");
+    assert!(
+        d.drop_device_cache,
+        "exfat-fuse: the device cache is dropped"
+    );
     assert_eq!(d.reclaimable_bytes, 5 * MIB);
     assert_eq!(d.cleanup[0].name, ".tmp-2025-03-06-000000-77");
     // Needs the archive and index rounded to 128 KiB clusters, plus the margin.
@@ -272,8 +325,14 @@ fn a_plan_for_the_t9() {
             ("2025-03-01-000000", false),
         ]
     );
-    assert!(d.notes.iter().any(|n| n.starts_with("2025-03-03-000000 is not used nor removed")));
-    assert!(d.notes.iter().any(|n| n.contains("1 entry in /media/T9/backups not made by dbackup, left alone: notes")));
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.starts_with("2025-03-03-000000 is not used nor removed"))
+    );
+    assert!(d.notes.iter().any(|n| {
+        n.contains("1 entry in /media/T9/backups not made by dbackup, left alone: notes")
+    }));
 
     assert_eq!(p.unused.len(), 1);
     assert_eq!(p.unused[0].kind, "not_mounted");
@@ -298,9 +357,15 @@ fn not_enough_space_refuses_the_destination_and_says_how_much() {
     let mut w = world();
     let needed = plan::plan(&w, opts()).destinations[0].needed_bytes;
     w.destinations[0].info.free_bytes = needed - MIB;
-    assert_eq!(plan::plan(&w, opts()).destinations[0].action, DestinationAction::Write);
+    assert_eq!(
+        plan::plan(&w, opts()).destinations[0].action,
+        DestinationAction::Write
+    );
     w.destinations[0].info.free_bytes = needed - 6 * MIB;
-    assert_eq!(plan::plan(&w, opts()).destinations[0].action, DestinationAction::Refuse);
+    assert_eq!(
+        plan::plan(&w, opts()).destinations[0].action,
+        DestinationAction::Refuse
+    );
 }
 
 #[test]
@@ -328,7 +393,10 @@ fn fat32_gets_parts_and_ext4_a_symlink() {
     assert_eq!(d.latest.kind, LatestKind::Symlink);
     assert_eq!(d.latest.path, Path::new("/media/T9/backups/latest"));
     assert!(!d.write_marker, "the drive already has its marker");
-    assert!(!d.drop_device_cache, "a kernel filesystem: O_DIRECT reaches the drive");
+    assert!(
+        !d.drop_device_cache,
+        "a kernel filesystem: O_DIRECT reaches the drive"
+    );
 }
 
 #[test]
