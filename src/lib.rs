@@ -10,6 +10,7 @@ pub mod expand;
 pub mod external;
 pub mod lock;
 pub mod media;
+pub mod restore;
 pub mod retention;
 pub mod rsync;
 pub mod runlog;
