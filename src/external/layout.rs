@@ -83,6 +83,19 @@ fn parse_stamp_pid(name: &str, prefix: &str) -> Option<(NaiveDateTime, u32)> {
     Some((snapshot::parse_stamp(stamp)?, pid.parse().ok()?))
 }
 
+/// The pid in a leftover's name (`.tmp-<stamp>-<pid>`, `.trash-<stamp>-<pid>`, `.latest.tmp-<pid>`).
+pub fn leftover_pid(name: &str) -> Option<u32> {
+    if let Some((_, pid)) =
+        parse_stamp_pid(name, TEMP_PREFIX).or_else(|| parse_stamp_pid(name, TRASH_PREFIX))
+    {
+        return Some(pid);
+    }
+    [".latest.tmp-", ".LATEST.tmp-"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .and_then(|pid| pid.parse().ok())
+}
+
 /// The kinds of leftovers an interrupted run can leave in `backups/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -303,6 +316,10 @@ pub struct Leftover {
     pub name: String,
     pub kind: LeftoverKind,
     pub bytes: u64,
+    /// The dbackup process named in it is still running on this machine (another config writing to the same
+    /// drive): not a leftover yet, left alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_use: bool,
 }
 
 /// Everything in a destination's `backups/`.
@@ -370,7 +387,12 @@ pub fn list(backups_dir: &Path) -> Result<DriveListing, LayoutError> {
             }
             NameKind::Leftover(kind) => {
                 let bytes = tree_bytes(&path);
-                out.leftovers.push(Leftover { name, kind, bytes });
+                out.leftovers.push(Leftover {
+                    name,
+                    kind,
+                    bytes,
+                    in_use: false,
+                });
             }
             NameKind::Latest | NameKind::Marker => {}
             NameKind::Stamp(_) | NameKind::Other => out.other.push(name),
@@ -750,12 +772,14 @@ pub(crate) mod tests {
                 Leftover {
                     name: ".tmp-2025-04-09-000000-5".into(),
                     kind: LeftoverKind::Temporary,
-                    bytes: 1000
+                    bytes: 1000,
+                    in_use: false,
                 },
                 Leftover {
                     name: ".trash-2025-03-01-000000-5".into(),
                     kind: LeftoverKind::Trash,
-                    bytes: 0
+                    bytes: 0,
+                    in_use: false,
                 },
             ]
         );

@@ -167,8 +167,11 @@ pub fn observe(
             })
             .unwrap_or(4096);
         let backups_dir = info.resolved.join(layout::BACKUPS_DIR);
-        let listing = layout::list(&backups_dir)
+        let mut listing = layout::list(&backups_dir)
             .with_context(|| format!("looking at destination {}", d.destination.name))?;
+        for l in &mut listing.leftovers {
+            l.in_use = layout::leftover_pid(&l.name).is_some_and(is_running_dbackup);
+        }
         destinations.push(DestinationWorld {
             settings: d.destination.clone(),
             info,
@@ -191,4 +194,17 @@ pub fn observe(
         scans,
         snapshot_meta: metas,
     })
+}
+
+/// Whether `pid` is a running process of this very program (another dbackup, say with another config, writing to
+/// the same drive right now). Checked through `/proc/<pid>/exe`, so a recycled pid of another program does not count.
+fn is_running_dbackup(pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if pid == std::process::id() {
+        return false;
+    }
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let theirs = std::fs::metadata(format!("/proc/{pid}/exe")).map(id);
+    let ours = std::fs::metadata("/proc/self/exe").map(id);
+    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
 }

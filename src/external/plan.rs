@@ -436,7 +436,14 @@ fn destination_plan(
             })
         })
         .collect();
-    let reclaimable: u64 = d.listing.leftovers.iter().map(|l| l.bytes).sum();
+    let cleanup: Vec<Leftover> = d
+        .listing
+        .leftovers
+        .iter()
+        .filter(|l| !l.in_use)
+        .cloned()
+        .collect();
+    let reclaimable: u64 = cleanup.iter().map(|l| l.bytes).sum();
     let available = info.free_bytes.saturating_add(reclaimable);
     let refusal = (needed > available).then(|| {
         let mut msg = format!(
@@ -489,6 +496,13 @@ fn destination_plan(
     let decisions = drive_retention::decide(&infos, d.settings.retention, opts.now);
 
     let mut notes = Vec::new();
+    for l in d.listing.leftovers.iter().filter(|l| l.in_use) {
+        notes.push(format!(
+            "{} belongs to a dbackup run still going (pid {}); left alone",
+            l.name,
+            layout::leftover_pid(&l.name).unwrap_or(0)
+        ));
+    }
     for b in d.listing.backups.iter().filter(|b| b.meta.is_none()) {
         notes.push(format!(
             "{} is not used nor removed: {}",
@@ -527,7 +541,7 @@ fn destination_plan(
         write_marker: info.marker.is_none(),
         temp_dir: backups_dir.join(layout::temp_name(stamp, opts.pid)),
         final_dir: backups_dir.join(stamp),
-        cleanup: d.listing.leftovers.clone(),
+        cleanup,
         archives,
         needed_bytes: needed,
         free_bytes: info.free_bytes,

@@ -198,6 +198,7 @@ fn world() -> World {
             name: ".tmp-2025-03-06-000000-77".into(),
             kind: LeftoverKind::Temporary,
             bytes: 5 * MIB,
+            in_use: false,
         }],
         latest: Some("2025-03-05-000000".into()),
         other: vec!["notes".into()],
@@ -396,6 +397,23 @@ fn fat32_gets_parts_and_ext4_a_symlink() {
     assert!(
         !d.drop_device_cache,
         "a kernel filesystem: O_DIRECT reaches the drive"
+    );
+}
+
+#[test]
+fn a_temporary_directory_of_a_running_dbackup_is_left_alone() {
+    let mut w = world();
+    w.destinations[0].listing.leftovers[0].in_use = true;
+    let d = &plan::plan(&w, opts()).destinations[0];
+    assert!(d.cleanup.is_empty());
+    assert_eq!(d.reclaimable_bytes, 0);
+    assert!(
+        d.notes.contains(
+            &".tmp-2025-03-06-000000-77 belongs to a dbackup run still going (pid 77); left alone"
+                .to_string()
+        ),
+        "{:?}",
+        d.notes
     );
 }
 

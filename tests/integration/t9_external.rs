@@ -1090,3 +1090,30 @@ fn usage_and_state_errors() {
         out.stderr
     );
 }
+
+/// What people read, with what varies from run to run replaced.
+fn filters() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (r"\d{4}-\d{2}-\d{2}-\d{6}", "[STAMP]"),
+        (r"\.tmp-\[STAMP\]-\d+", ".tmp-[STAMP]-[PID]"),
+        (r"\d+(\.\d)? (B|KiB|MiB|GiB)(/s)?", "[SIZE]"),
+        (r"\d+\.\ds", "[TIME]"),
+        (r"host \S+,", "host [HOST],"),
+        (r"on /dev/[^\s)]+", "on [DEVICE]"),
+        (r"\(ext4|\(xfs|\(btrfs|\(overlay|\(tmpfs", "([FS]"),
+    ]
+}
+
+#[test]
+fn what_people_read() {
+    let (t, _dest) = plain_test(5);
+    sample(&t, 0);
+    collect(&t);
+    let tmp = t.dir.path().display().to_string();
+    let plan = t.cmd().args(["--dry-run", "external"]).status(0);
+    let run = t.cmd().args(["external"]).status(0);
+    insta::with_settings!({ filters => filters() }, {
+        insta::assert_snapshot!("dry_run", plan.stdout.replace(&tmp, "[TMP]"));
+        insta::assert_snapshot!("summary", run.stderr.replace(&tmp, "[TMP]"));
+    });
+}
