@@ -7,6 +7,7 @@
 //! temporary directory when the drive is still there (else the next run does); older backups are never touched.
 
 use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -248,7 +249,10 @@ fn write_backup(
     }
 
     info.check_still_present()?;
-    fs::create_dir(&d.temp_dir)
+    // Private, like the backup root: the archives hold everything, `~/.secrets` included (exFAT ignores modes).
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&d.temp_dir)
         .with_context(|| format!("cannot create {}", d.temp_dir.display()))?;
     layout::sync_dir(&d.backups_dir)
         .with_context(|| format!("cannot fsync {}", d.backups_dir.display()))?;

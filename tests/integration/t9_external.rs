@@ -513,6 +513,11 @@ fn ext4_destination_gets_a_latest_symlink() {
         link.join(layout::METADATA_FILE).is_file(),
         "the link resolves"
     );
+    let mode = fs::metadata(mp.join("backups").join(&second))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "a backup directory is private");
     assert!(!mp.join("backups").join(LATEST_FILE).exists());
     assert_eq!(backups(&mp), [first, second.clone()]);
     let meta = meta_of(&mp.join("backups").join(&second));
