@@ -2,6 +2,7 @@
 
 pub mod collect;
 pub mod config;
+pub mod external;
 pub mod restore;
 
 use crate::exit::{CodedError, Exit};

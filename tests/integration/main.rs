@@ -12,5 +12,6 @@ mod collect;
 mod config;
 mod restore;
 mod t9;
+mod t9_external;
 mod t9_media;
 mod t9_restore;

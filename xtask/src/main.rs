@@ -1,5 +1,56 @@
-//! `cargo xtask`: the project's automation (demo, test, install, bench, itest), written with xshell.
+//! `cargo xtask`: the project's automation (test, demo, install, bench, itest), written with xshell.
+//! This file only parses the command line and dispatches; each task lives in its own module.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("no task yet")
+mod bench;
+mod demo;
+mod install;
+mod itest;
+mod packages;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// dbackup's automation: `cargo xtask <task>`. Tasks that need system packages install them with apt-get
+/// when run as root, and otherwise print what to install.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Run every check and test: system packages, cargo fmt, clippy, cargo test (what CI runs)
+    Test(test::TestArgs),
+    /// Build a sample home under target/demo, back it up twice and show the result
+    Demo(demo::DemoArgs),
+    /// Install dbackup and its links backup, backup-collect, ... into ~/.local/bin (or --prefix)
+    Install(install::InstallArgs),
+    /// Benchmarks, never run by the tests: `bench collect` (dbackup vs plain rsync)
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+    /// Run the root-only integration tests on real loop devices (the t9 tests)
+    Itest(itest::ItestArgs),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
+        Task::Test(args) => test::run(args),
+        Task::Demo(args) => demo::run(args),
+        Task::Install(args) => install::run(args),
+        Task::Bench(cmd) => bench::run(cmd),
+        Task::Itest(args) => itest::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The error chain on one line, without anyhow's backtrace (RUST_BACKTRACE is often set here).
+            eprintln!("\nxtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

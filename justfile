@@ -1,0 +1,29 @@
+# Thin recipes over `cargo xtask` (run `cargo xtask --help` for the tasks and their options).
+
+# List the recipes
+default:
+    @just --list
+
+# Run every check and test, as CI does (installs missing system packages when root)
+test *args:
+    cargo xtask test {{args}}
+
+# Back up a sample home under target/demo and show the result
+demo:
+    cargo xtask demo
+
+# Run a benchmark: just bench collect [--reps 7 ...]
+bench what="collect" *args:
+    cargo xtask bench {{what}} {{args}}
+
+# Install dbackup and its links into ~/.local/bin (or: just install --prefix /usr/local)
+install *args:
+    cargo xtask install {{args}}
+
+# Run the root-only integration tests on real loop devices
+itest *args:
+    cargo xtask itest {{args}}
+
+# Run the backup job with the release build (uses your config)
+backup *args:
+    cargo run --release -- backup {{args}}

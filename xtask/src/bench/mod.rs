@@ -1,0 +1,182 @@
+//! `cargo xtask bench <what>`: benchmarks, one module per subject, and what they share: repetition, medians,
+//! page-cache handling and the result table. Benchmarks never run as part of the tests.
+
+mod collect;
+pub mod tree;
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCmd {
+    /// dbackup collect vs plain rsync with the same flags: first run and no-change run
+    Collect(collect::CollectArgs),
+    // Later: External (issue 3), Restore (issue 4), Status (issue 5), each in its own module.
+}
+
+pub fn run(cmd: BenchCmd) -> Result<()> {
+    match cmd {
+        BenchCmd::Collect(args) => collect::run(args),
+    }
+}
+
+/// How the page cache is treated before each timed run, the same for every contender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Cache {
+    /// Warm: an untimed run of each contender first; the source tree stays in memory (the nightly case on a
+    /// machine with enough RAM).
+    Warm,
+    /// Cold: `sync` and drop the page cache (root only) before each timed run.
+    Drop,
+}
+
+impl Cache {
+    /// Run before each timed run: flush dirty pages (so one run's writeback does not land in the next one's
+    /// time), and drop the cache when asked.
+    pub fn prepare(self) -> Result<()> {
+        // SAFETY: sync has no preconditions.
+        unsafe { libc::sync() };
+        if self == Cache::Drop {
+            std::fs::write("/proc/sys/vm/drop_caches", "3\n")
+                .context("cannot drop the page cache (needs root): use --cache warm")?;
+        }
+        Ok(())
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Cache::Warm => "warm page cache (one untimed run of each first)",
+            Cache::Drop => "page cache dropped before each timed run",
+        }
+    }
+}
+
+/// The timings of one measurement over several repetitions.
+#[derive(Debug, Default, Clone)]
+pub struct Samples(pub Vec<Duration>);
+
+impl Samples {
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    /// The median in seconds (the mean of the middle two for an even count).
+    pub fn median(&self) -> f64 {
+        let mut s: Vec<f64> = self.0.iter().map(Duration::as_secs_f64).collect();
+        s.sort_by(f64::total_cmp);
+        match s.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => s[n / 2],
+            n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+        }
+    }
+
+    pub fn min_max(&self) -> (f64, f64) {
+        let s = self.0.iter().map(Duration::as_secs_f64);
+        (
+            s.clone().fold(f64::INFINITY, f64::min),
+            s.fold(0.0, f64::max),
+        )
+    }
+
+    /// `1.234 (1.20-1.31)`
+    pub fn cell(&self) -> String {
+        let (lo, hi) = self.min_max();
+        if self.0.is_empty() {
+            "-".into()
+        } else {
+            format!("{:.3} ({lo:.2}-{hi:.2})", self.median())
+        }
+    }
+}
+
+/// Timings by row (first run, no-change run, ...) and column (the contenders), printed with ratio columns.
+pub struct Table {
+    columns: Vec<String>,
+    rows: Vec<(String, Vec<Samples>)>,
+    /// Ratio columns, as (numerator, denominator) column indexes.
+    ratios: Vec<(usize, usize)>,
+}
+
+impl Table {
+    pub fn new(columns: &[&str], rows: &[&str], ratios: &[(usize, usize)]) -> Table {
+        Table {
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            rows: rows
+                .iter()
+                .map(|r| (r.to_string(), vec![Samples::default(); columns.len()]))
+                .collect(),
+            ratios: ratios.to_vec(),
+        }
+    }
+
+    pub fn push(&mut self, row: usize, column: usize, d: Duration) {
+        self.rows[row].1[column].push(d);
+    }
+
+    /// The ratio of the medians of two columns in one row.
+    pub fn ratio(&self, row: usize, (num, den): (usize, usize)) -> f64 {
+        self.rows[row].1[num].median() / self.rows[row].1[den].median()
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn print(&self) {
+        let label_width = self.rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        let ratio_names: Vec<String> = self
+            .ratios
+            .iter()
+            .map(|&(n, d)| format!("{}/{}", self.columns[n], self.columns[d]))
+            .collect();
+        println!("seconds: median (min-max) of the repetitions");
+        let mut header = format!("{:<label_width$}", "");
+        for c in &self.columns {
+            header.push_str(&format!("  {c:>22}"));
+        }
+        for r in &ratio_names {
+            header.push_str(&format!("  {r:>w$}", w = r.len().max(8)));
+        }
+        println!("{header}");
+        for (i, (label, cells)) in self.rows.iter().enumerate() {
+            let mut line = format!("{label:<label_width$}");
+            for c in cells {
+                line.push_str(&format!("  {:>22}", c.cell()));
+            }
+            for (r, name) in self.ratios.iter().zip(&ratio_names) {
+                let q = format!("{:.3}", self.ratio(i, *r));
+                line.push_str(&format!("  {q:>w$}", w = name.len().max(8)));
+            }
+            println!("{line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(ms: &[u64]) -> Samples {
+        Samples(ms.iter().map(|&m| Duration::from_millis(m)).collect())
+    }
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(samples(&[300, 100, 200]).median(), 0.2);
+        assert_eq!(samples(&[400, 100, 200, 300]).median(), 0.25);
+        assert!(samples(&[]).median().is_nan());
+        assert_eq!(samples(&[300, 100, 200]).min_max(), (0.1, 0.3));
+    }
+
+    #[test]
+    fn ratios_are_of_medians() {
+        let mut t = Table::new(&["a", "b"], &["row"], &[(1, 0)]);
+        for (a, b) in [(100, 300), (200, 100), (300, 500)] {
+            t.push(0, 0, Duration::from_millis(a));
+            t.push(0, 1, Duration::from_millis(b));
+        }
+        assert!((t.ratio(0, (1, 0)) - 1.5).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,607 @@
+//! `cargo xtask demo`: a sample home under `target/demo/`, a config pointing at it, the main job run twice with
+//! a change in between, and a tour of the result (snapshots, `<set>-latest`, shared inodes, exclusions, modes).
+//!
+//! Every run starts from an empty `target/demo/`. The checks at the end make the demo fail loudly when
+//! dbackup does not do what the README promises.
+
+use std::collections::HashSet;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::packages::{Need, ensure_packages};
+use crate::util::{
+    Profile, Rng, build_dbackup, heading, human_bytes, remove_dir_if_exists, shell, target_dir,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {}
+
+/// The demo's world: every path is absolute and canonical.
+struct Demo {
+    bin: PathBuf,
+    /// `target/demo`
+    root: PathBuf,
+    /// The sample home; `HOME` for every dbackup command.
+    home: PathBuf,
+    /// The data directory that `~/data` links to (like the seed's `~/data -> /data`).
+    data: PathBuf,
+    backups: PathBuf,
+    config: PathBuf,
+}
+
+pub fn run(_args: DemoArgs) -> Result<()> {
+    let sh = shell()?;
+    ensure_packages(&sh, Need::Demo);
+    heading("demo: build dbackup");
+    let bin = build_dbackup(&sh, Profile::Debug)?;
+    let demo = Demo::create(bin, &target_dir(&sh)?.join("demo"))?;
+
+    heading("demo: check the config");
+    demo.dbackup(&["config", "check"])?;
+
+    heading("demo: first run");
+    demo.main_job()?;
+
+    // Snapshot names have one-second resolution; start the second run in a new second.
+    wait_for_next_second();
+    heading("demo: change some files");
+    demo.change_files()?;
+
+    heading("demo: second run");
+    demo.main_job()?;
+
+    // Later issues continue here: the external phase onto an emulated drive, then a restore from it and a verify.
+
+    demo.show()
+}
+
+impl Demo {
+    /// Builds the sample home and data from scratch, and writes the config.
+    fn create(bin: PathBuf, root: &Path) -> Result<Demo> {
+        heading(&format!("demo: sample home in {}", root.display()));
+        remove_dir_if_exists(root)?;
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("cannot create {}", root.display()))?;
+        let root = root.canonicalize()?;
+        let demo = Demo {
+            bin,
+            home: root.join("home"),
+            data: root.join("data"),
+            backups: root.join("backups"),
+            config: root.join("config.json"),
+            root,
+        };
+
+        let d = &demo.data;
+        write(
+            d,
+            "projects/alpha/README.md",
+            b"# alpha\nA project that matters.\n",
+        )?;
+        write(d, "projects/alpha/notes.md", b"- first idea\n")?;
+        write(
+            d,
+            "projects/alpha/src/main.rs",
+            b"fn main() {\n    println!(\"alpha\");\n}\n",
+        )?;
+        write(
+            d,
+            "projects/alpha/src/lib.rs",
+            b"pub fn answer() -> u32 {\n    42\n}\n",
+        )?;
+        write(
+            d,
+            "projects/alpha/build.log",
+            b"compiling alpha... (a log: excluded by *.log)\n",
+        )?;
+        write(d, "projects/beta/README.md", b"# beta\n")?;
+        write(
+            d,
+            "projects/beta/old-draft.txt",
+            b"deleted before the second run\n",
+        )?;
+        write(d, "projects/beta/measurements.csv", &csv(4000))?;
+        write(
+            d,
+            "projects/beta/assets/model-1.bin",
+            &pseudo_random(1, 4 << 20),
+        )?;
+        write(
+            d,
+            "projects/beta/assets/model-2.bin",
+            &pseudo_random(2, 8 << 20),
+        )?;
+        for i in 1..=6 {
+            write(
+                d,
+                &format!("photos/2024/img-{i:04}.jpg"),
+                &pseudo_random(10 + i, 1 << 20),
+            )?;
+        }
+        write(d, "tmp/scratch.txt", b"scratch (excluded by tmp/*)\n")?;
+        write(d, "download.tmp", b"half a download (excluded by *.tmp)\n")?;
+
+        let h = &demo.home;
+        std::fs::create_dir_all(h)?;
+        std::os::unix::fs::symlink(&demo.data, h.join("data"))?;
+        write(
+            h,
+            ".config/app/settings.json",
+            b"{ \"theme\": \"dark\", \"autosave\": true }\n",
+        )?;
+        write(
+            h,
+            ".config/git/config",
+            b"[user]\n\tname = Demo User\n\temail = demo@example.org\n",
+        )?;
+        write(
+            h,
+            ".config/Code/User/settings.json",
+            b"{ \"editor.fontSize\": 13 }\n",
+        )?;
+        write(h, ".config/Code/Cache/blob-1", &pseudo_random(30, 64 << 10))?;
+        write(h, ".config/Code/Cache/blob-2", &pseudo_random(31, 64 << 10))?;
+        write(
+            h,
+            "env.sh",
+            b"export DDATA=\"$HOME/data\"\nexport EDITOR=vi\n",
+        )?;
+        write(h, ".secrets", b"export API_TOKEN=not-a-real-token\n")?;
+        std::fs::set_permissions(h.join(".secrets"), std::fs::Permissions::from_mode(0o600))?;
+
+        std::fs::write(&demo.config, demo.config_text()).context("cannot write the demo config")?;
+        eprintln!("data:    {}  (~/data links here)", demo.data.display());
+        eprintln!("home:    {}", demo.home.display());
+        eprintln!("config:  {}", demo.config.display());
+        eprintln!("backups: {}", demo.backups.display());
+        eprintln!(
+            "every dbackup command below runs with HOME={}",
+            demo.home.display()
+        );
+        Ok(demo)
+    }
+
+    fn config_text(&self) -> String {
+        let root = serde_json::to_string(&self.backups.display().to_string())
+            .expect("a string serializes");
+        format!(
+            r#"// The config `cargo xtask demo` writes: comments are allowed.
+{{
+  "backup_root": {root},
+  "backup_sets": [
+    {{
+      // ~/data is a symlink to the data directory; dbackup resolves it.
+      "name": "data",
+      "sources": ["~/data"],
+      "method": "rsync",
+      "exclusions": ["tmp/*", "*.tmp", "*.log"]
+    }},
+    {{
+      "name": "config",
+      "sources": ["~/.config", "~/env.sh", "~/.secrets"],
+      "method": "rsync",
+      "exclusions": ["~/.config/Code/Cache/*"]
+    }}
+  ],
+  "retention": {{ "local": 7, "external": 5 }}
+}}
+"#
+        )
+    }
+
+    /// Runs dbackup against the demo's world, showing the command and letting its output through.
+    fn dbackup(&self, args: &[&str]) -> Result<()> {
+        let config = self.config.display().to_string();
+        eprintln!("$ dbackup --config {config} {}", args.join(" "));
+        let status = Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("XDG_STATE_HOME", self.root.join("state"))
+            .env_remove("DBACKUP")
+            .env_remove("DBACKUP_CONFIG")
+            .env_remove("DDATA")
+            .status()
+            .with_context(|| format!("cannot run {}", self.bin.display()))?;
+        if !status.success() {
+            bail!("`dbackup {}` failed ({status})", args.join(" "));
+        }
+        Ok(())
+    }
+
+    /// The job the demo runs twice. Later issues make it `dbackup backup` with an emulated drive attached.
+    fn main_job(&self) -> Result<()> {
+        self.dbackup(&["collect"])
+    }
+
+    fn change_files(&self) -> Result<()> {
+        let notes = self.data.join("projects/alpha/notes.md");
+        let mut text = std::fs::read_to_string(&notes)?;
+        text.push_str("- second idea\n");
+        std::fs::write(&notes, text)?;
+        write(
+            &self.data,
+            "projects/alpha/src/new.rs",
+            b"pub struct New;\n",
+        )?;
+        std::fs::remove_file(self.data.join("projects/beta/old-draft.txt"))?;
+        eprintln!("changed  ~/data/projects/alpha/notes.md");
+        eprintln!("added    ~/data/projects/alpha/src/new.rs");
+        eprintln!("deleted  ~/data/projects/beta/old-draft.txt");
+        Ok(())
+    }
+
+    /// The complete snapshots of a set, oldest first.
+    fn snapshots(&self, set: &str) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.backups)
+            .with_context(|| format!("cannot list {}", self.backups.display()))?
+        {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type()?.is_dir()
+                && name
+                    .strip_prefix(set)
+                    .and_then(|r| r.strip_prefix('-'))
+                    .is_some_and(is_stamp)
+            {
+                out.push(entry.path());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Where a source file lives inside a snapshot: the snapshot mirrors absolute paths. `roots` are the
+    /// names the source may be recorded under (resolved first, then as configured).
+    fn in_snapshot(snapshot: &Path, roots: &[&Path], rel: &str) -> PathBuf {
+        let candidates: Vec<PathBuf> = roots
+            .iter()
+            .map(|r| snapshot.join(r.strip_prefix("/").unwrap_or(r)).join(rel))
+            .collect();
+        candidates
+            .iter()
+            .find(|c| c.symlink_metadata().is_ok())
+            .unwrap_or(&candidates[0])
+            .clone()
+    }
+
+    /// Prints the backup root and checks what the README promises.
+    fn show(&self) -> Result<()> {
+        heading(&format!("demo: the backup root {}", self.backups.display()));
+        self.list_backup_root()?;
+
+        heading("demo: what the second run shares with the first");
+        for set in ["data", "config"] {
+            if let [.., previous, newest] = &self.snapshots(set)?[..] {
+                let (files, shared, shared_bytes) = sharing(previous, newest);
+                println!(
+                    "  {}: {files} files; {shared} of them ({}) are hard links into {}",
+                    file_name(newest),
+                    human_bytes(shared_bytes),
+                    file_name(previous),
+                );
+            }
+        }
+
+        if let Some(newest) = self.snapshots("data")?.last() {
+            heading(&format!(
+                "demo: metadata beside the snapshot: {}.json",
+                file_name(newest)
+            ));
+            match self.metadata_of(newest) {
+                Some(meta) => println!("{meta}"),
+                None => println!("  (none found)"),
+            }
+        }
+
+        heading("demo: checks");
+        let checks = self.checks()?;
+        checks.finish()?;
+        println!(
+            "\nexplore:\n  ls -l {0}\n  HOME={1} {2} --config {3} --dry-run collect",
+            self.backups.display(),
+            self.home.display(),
+            self.bin.display(),
+            self.config.display()
+        );
+        Ok(())
+    }
+
+    /// One line per entry of the backup root: snapshots with their size, metadata files, links.
+    fn list_backup_root(&self) -> Result<()> {
+        let mut entries: Vec<_> =
+            std::fs::read_dir(&self.backups)?.collect::<std::io::Result<_>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in &entries {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let meta = e.path().symlink_metadata()?;
+            let what = if meta.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(e.path())?.display())
+            } else if meta.is_dir() {
+                let (files, bytes) = tree_size(&e.path());
+                format!("snapshot: {files} files, {}", human_bytes(bytes))
+            } else if name.ends_with(".json") {
+                "metadata".to_string()
+            } else {
+                format!("{} bytes", meta.len())
+            };
+            println!("  {name:<34} {what}");
+        }
+        Ok(())
+    }
+
+    /// What the README promises, checked on the two runs.
+    fn checks(&self) -> Result<Checks> {
+        let mut checks = Checks::default();
+        let data_roots = [self.data.as_path(), &self.home.join("data")];
+        let home_roots = [self.home.as_path()];
+        for set in ["data", "config"] {
+            let snaps = self.snapshots(set)?;
+            checks.check(
+                snaps.len() == 2,
+                format!("{set}: two snapshots ({} found)", snaps.len()),
+            );
+            let latest = std::fs::read_link(self.backups.join(format!("{set}-latest")))
+                .map(|l| l.display().to_string())
+                .unwrap_or_else(|_| "missing".into());
+            let newest = snaps.last().map(|s| file_name(s)).unwrap_or_default();
+            checks.check(
+                Path::new(&latest)
+                    .file_name()
+                    .is_some_and(|l| l.to_string_lossy() == newest),
+                format!("{set}-latest -> {latest}: the newest snapshot"),
+            );
+        }
+
+        let data = self.snapshots("data")?;
+        let config = self.snapshots("config")?;
+        let ([d1, d2], [_, c2]) = (&data[..], &config[..]) else {
+            return Ok(checks);
+        };
+        let at = |snap: &Path, rel: &str| Demo::in_snapshot(snap, &data_roots, rel);
+        let model = "projects/beta/assets/model-2.bin";
+        let (ino1, _) = inode(&at(d1, model));
+        let (ino2, links2) = inode(&at(d2, model));
+        checks.check(
+            ino1 == ino2 && ino1 != 0 && links2 == 2,
+            format!("unchanged {model}: one inode in both snapshots ({ino1} / {ino2}), link count {links2}"),
+        );
+        let notes = "projects/alpha/notes.md";
+        let (n1, _) = inode(&at(d1, notes));
+        let (n2, nlinks) = inode(&at(d2, notes));
+        let latest_notes = std::fs::read_to_string(at(d2, notes)).unwrap_or_default();
+        checks.check(
+            n1 != n2 && nlinks == 1 && latest_notes.contains("second idea"),
+            format!("changed {notes}: a new copy (inodes {n1} / {n2}, link count {nlinks})"),
+        );
+        checks.check(
+            at(d2, "projects/alpha/src/new.rs").is_file(),
+            "added projects/alpha/src/new.rs: in the second snapshot",
+        );
+        checks.check(
+            at(d1, "projects/beta/old-draft.txt").is_file()
+                && !at(d2, "projects/beta/old-draft.txt").exists(),
+            "deleted projects/beta/old-draft.txt: in the first snapshot only",
+        );
+        for rel in [
+            "tmp/scratch.txt",
+            "download.tmp",
+            "projects/alpha/build.log",
+        ] {
+            checks.check(
+                !at(d2, rel).exists(),
+                format!("excluded ~/data/{rel}: absent"),
+            );
+        }
+
+        let home = |rel: &str| Demo::in_snapshot(c2, &home_roots, rel);
+        let cached = std::fs::read_dir(home(".config/Code/Cache"))
+            .map(|r| r.count())
+            .unwrap_or(0);
+        checks.check(
+            cached == 0,
+            format!("excluded ~/.config/Code/Cache/*: absent ({cached} entries)"),
+        );
+        checks.check(
+            home(".config/Code/User/settings.json").is_file(),
+            "~/.config/Code/User/settings.json: kept",
+        );
+        checks.check(home("env.sh").is_file(), "~/env.sh: in the config snapshot");
+        let mode = std::fs::symlink_metadata(home(".secrets"))
+            .map(|m| m.permissions().mode() & 0o7777)
+            .unwrap_or(0);
+        checks.check(
+            mode == 0o600,
+            format!("~/.secrets: mode {mode:04o} in the snapshot (0600 expected)"),
+        );
+        Ok(checks)
+    }
+
+    /// The metadata file stored beside a snapshot (`<snapshot>.json`), pretty-printed.
+    fn metadata_of(&self, snapshot: &Path) -> Option<String> {
+        let text = std::fs::read_to_string(snapshot.with_extension("json")).ok()?;
+        let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let mut out = String::new();
+        compact_json(&value, 0, &mut out);
+        Some(out)
+    }
+}
+
+/// Pretty JSON, but with arrays of plain values (an rsync argv, a list of patterns) on one line.
+fn compact_json(value: &serde_json::Value, indent: usize, out: &mut String) {
+    use serde_json::Value;
+    let pad = |n: usize| "  ".repeat(n);
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            out.push_str("{\n");
+            for (i, (k, v)) in map.iter().enumerate() {
+                out.push_str(&format!(
+                    "{}{}: ",
+                    pad(indent + 1),
+                    Value::String(k.clone())
+                ));
+                compact_json(v, indent + 1, out);
+                out.push_str(if i + 1 < map.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&format!("{}}}", pad(indent)));
+        }
+        Value::Array(items) if items.iter().any(|v| v.is_object() || v.is_array()) => {
+            out.push_str("[\n");
+            for (i, v) in items.iter().enumerate() {
+                out.push_str(&pad(indent + 1));
+                compact_json(v, indent + 1, out);
+                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
+            }
+            out.push_str(&format!("{}]", pad(indent)));
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(Value::to_string).collect();
+            out.push_str(&format!("[{}]", items.join(", ")));
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The outcome of each promise the demo checks.
+#[derive(Default)]
+struct Checks {
+    failed: usize,
+}
+
+impl Checks {
+    fn check(&mut self, ok: bool, what: impl AsRef<str>) {
+        println!("  {} {}", if ok { "✓" } else { "✗" }, what.as_ref());
+        if !ok {
+            self.failed += 1;
+        }
+    }
+
+    fn finish(&self) -> Result<()> {
+        if self.failed > 0 {
+            bail!("{} demo check(s) failed (marked ✗ above)", self.failed);
+        }
+        Ok(())
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// `YYYY-MM-DD-HHMMSS`
+fn is_stamp(s: &str) -> bool {
+    s.len() == 17
+        && s.char_indices().all(|(i, c)| {
+            if [4, 7, 10].contains(&i) {
+                c == '-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+}
+
+fn write(base: &Path, rel: &str, content: &[u8]) -> Result<()> {
+    let path = base.join(rel);
+    std::fs::create_dir_all(path.parent().expect("a file has a parent"))?;
+    std::fs::write(&path, content).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Deterministic incompressible bytes, so big files behave like photos and models.
+fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    Rng::new(seed).fill(&mut out);
+    out
+}
+
+fn csv(rows: usize) -> Vec<u8> {
+    let mut out = String::from("sample,temperature,pressure\n");
+    for i in 0..rows {
+        out.push_str(&format!(
+            "{i},{:.2},{:.1}\n",
+            20.0 + (i % 97) as f64 / 10.0,
+            1000.0 + (i % 31) as f64
+        ));
+    }
+    out.into_bytes()
+}
+
+fn inode(path: &Path) -> (u64, u64) {
+    std::fs::symlink_metadata(path)
+        .map(|m| (m.ino(), m.nlink()))
+        .unwrap_or((0, 0))
+}
+
+/// Files and bytes of the regular files under `dir`.
+fn tree_size(dir: &Path) -> (u64, u64) {
+    let files = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file());
+    files.fold((0, 0), |(n, b), e| {
+        (n + 1, b + e.metadata().map(|m| m.len()).unwrap_or(0))
+    })
+}
+
+/// Of the regular files in `newest`: how many, how many share an inode with a file in `previous`, and their bytes.
+fn sharing(previous: &Path, newest: &Path) -> (u64, u64, u64) {
+    let inodes = |dir: &Path| -> Vec<(u64, u64)> {
+        walkdir::WalkDir::new(dir)
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .filter_map(|e| e.metadata().ok().map(|m| (m.ino(), m.len())))
+            .collect()
+    };
+    let before: HashSet<u64> = inodes(previous).into_iter().map(|(ino, _)| ino).collect();
+    let now = inodes(newest);
+    let shared: Vec<_> = now.iter().filter(|(ino, _)| before.contains(ino)).collect();
+    (
+        now.len() as u64,
+        shared.len() as u64,
+        shared.iter().map(|(_, len)| len).sum(),
+    )
+}
+
+/// Sleeps until the wall clock enters a new second.
+fn wait_for_next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    std::thread::sleep(std::time::Duration::from_nanos(
+        1_000_000_000 - u64::from(now.subsec_nanos()) + 20_000_000,
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lists_of_values_stay_on_one_line() {
+        let v =
+            serde_json::json!({ "argv": ["rsync", "-a"], "sources": [{ "path": "/d" }], "n": 1 });
+        let mut out = String::new();
+        compact_json(&v, 0, &mut out);
+        assert_eq!(
+            out,
+            "{\n  \"argv\": [\"rsync\", \"-a\"],\n  \"n\": 1,\n  \"sources\": [\n    {\n      \"path\": \"/d\"\n    }\n  ]\n}"
+        );
+    }
+
+    #[test]
+    fn stamps_are_recognised() {
+        assert!(is_stamp("2025-04-01-031500"));
+        assert!(!is_stamp("2025-04-01T03:15:00"));
+        assert!(!is_stamp("latest"));
+        assert!(!is_stamp("2025-04-01-0315001"));
+    }
+}

@@ -1,0 +1,36 @@
+//! `cargo xtask itest`: the root-only integration tests on real loop devices (the emulated T9 drive and the
+//! ext4, xfs and btrfs images): the tests of `tests/integration/` whose names start with `t9`.
+
+use anyhow::{Context, Result};
+use xshell::cmd;
+
+use crate::packages::{Need, ensure_packages};
+use crate::util::{heading, is_root, shell};
+
+#[derive(Debug, clap::Args)]
+pub struct ItestArgs {
+    /// Run only the tests whose names contain this (default: every `t9` test)
+    #[arg(default_value = "t9")]
+    pub filter: String,
+}
+
+pub fn run(args: ItestArgs) -> Result<()> {
+    let sh = shell()?;
+    if !is_root() {
+        heading("itest: not running as root");
+        eprintln!(
+            "the loop-device tests need root (losetup, mkfs, mount); run `sudo -E cargo xtask itest`.\n\
+             running them anyway: each will print that it skips."
+        );
+    }
+    ensure_packages(&sh, Need::Test);
+    let filter = &args.filter;
+    heading(&format!("itest: cargo test --test integration {filter}"));
+    cmd!(
+        sh,
+        "cargo test --test integration {filter} -- --test-threads=2"
+    )
+    .run()
+    .context("integration tests failed")?;
+    Ok(())
+}

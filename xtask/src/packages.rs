@@ -1,0 +1,195 @@
+//! The system packages the project needs (one list, [`PACKAGES`]), and [`ensure_packages`], which installs the
+//! missing ones with apt-get when root and otherwise says exactly what to install.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use xshell::{Shell, cmd};
+
+use crate::util::{find_program, heading, is_root};
+
+/// What a package is needed for; each task asks for the packages of its own purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// `cargo xtask test` and `cargo xtask itest`: every test, including the loop-device bench.
+    Test,
+    /// `cargo xtask demo`.
+    Demo,
+    /// `cargo xtask bench ...`.
+    Bench,
+}
+
+use Need::{Bench, Demo, Test};
+
+/// A Debian package, and the program whose presence shows it is installed.
+#[derive(Debug)]
+pub struct Package {
+    /// The name given to `apt-get install`.
+    pub deb: &'static str,
+    /// A program the package provides (searched on `$PATH` and in the sbin directories).
+    pub program: &'static str,
+    /// Why dbackup needs it, printed when it is missing.
+    pub why: &'static str,
+    pub needed_by: &'static [Need],
+}
+
+/// Every system package the project uses. Later issues add theirs here (nix-bin, systemd, age, ...).
+pub const PACKAGES: &[Package] = &[
+    Package {
+        deb: "rsync",
+        program: "rsync",
+        why: "collect copies with rsync",
+        needed_by: &[Test, Demo, Bench],
+    },
+    Package {
+        deb: "exfat-fuse",
+        program: "mount.exfat-fuse",
+        why: "mounts the emulated exFAT drive (this kernel has no exfat module)",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "exfatprogs",
+        program: "mkfs.exfat",
+        why: "formats the emulated T9 drive",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "xfsprogs",
+        program: "mkfs.xfs",
+        why: "xfs loop-device tests",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "btrfs-progs",
+        program: "mkfs.btrfs",
+        why: "btrfs loop-device tests",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "e2fsprogs",
+        program: "mkfs.ext4",
+        why: "ext4 loop-device tests",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "util-linux",
+        program: "losetup",
+        why: "loop devices and mounts",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "acl",
+        program: "setfacl",
+        why: "tests that ACLs survive a backup",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "attr",
+        program: "setfattr",
+        why: "tests that xattrs survive a backup",
+        needed_by: &[Test],
+    },
+];
+
+/// `apt-get update` runs at most once per `cargo xtask` process.
+static APT_UPDATED: AtomicBool = AtomicBool::new(false);
+
+fn missing(need: Need) -> Vec<&'static Package> {
+    PACKAGES
+        .iter()
+        .filter(|p| p.needed_by.contains(&need) && find_program(p.program).is_none())
+        .collect()
+}
+
+fn names(packages: &[&Package]) -> Vec<&'static str> {
+    packages.iter().map(|p| p.deb).collect()
+}
+
+/// Makes sure the packages `need` calls for are installed: as root, installs the missing ones with apt-get;
+/// otherwise prints what to install. Never fails: the task goes on with what can run.
+/// Returns the packages still missing.
+pub fn ensure_packages(sh: &Shell, need: Need) -> Vec<&'static Package> {
+    let wanted: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|p| p.needed_by.contains(&need))
+        .map(|p| p.deb)
+        .collect();
+    let absent = missing(need);
+    if absent.is_empty() {
+        eprintln!("system packages present: {}", wanted.join(", "));
+        return absent;
+    }
+    heading(&format!(
+        "system packages missing: {}",
+        names(&absent).join(" ")
+    ));
+    if !is_root() {
+        explain_missing(&absent, "not running as root, so nothing was installed");
+        return absent;
+    }
+    if find_program("apt-get").is_none() {
+        explain_missing(
+            &absent,
+            "apt-get not found (not a Debian-like system?), so nothing was installed",
+        );
+        return absent;
+    }
+    if !APT_UPDATED.swap(true, Ordering::SeqCst)
+        && let Err(e) = cmd!(sh, "apt-get update")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .run()
+    {
+        eprintln!("warning: apt-get update failed ({e}); trying the install anyway");
+    }
+    let debs = names(&absent);
+    if let Err(e) = cmd!(sh, "apt-get install -y --no-install-recommends {debs...}")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()
+    {
+        eprintln!("warning: apt-get install failed: {e}");
+    }
+    let still = missing(need);
+    if !still.is_empty() {
+        explain_missing(&still, "apt-get did not install them");
+    }
+    still
+}
+
+fn explain_missing(absent: &[&Package], reason: &str) {
+    eprintln!("missing system packages ({reason}):");
+    for p in absent {
+        eprintln!(
+            "  {:<12} provides {:<18} needed for: {}",
+            p.deb, p.program, p.why
+        );
+    }
+    eprintln!(
+        "install them with:\n  sudo apt-get install -y {}",
+        names(absent).join(" ")
+    );
+    eprintln!("continuing with what can run; steps that need them will fail or skip.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_purpose_needs_rsync() {
+        for need in [Test, Demo, Bench] {
+            assert!(
+                PACKAGES
+                    .iter()
+                    .any(|p| p.deb == "rsync" && p.needed_by.contains(&need)),
+                "{need:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn package_names_are_unique() {
+        let mut debs: Vec<_> = PACKAGES.iter().map(|p| p.deb).collect();
+        debs.sort();
+        debs.dedup();
+        assert_eq!(debs.len(), PACKAGES.len());
+    }
+}

@@ -1,0 +1,173 @@
+//! `cargo xtask test`: the whole test suite, as a list of steps ([`STEPS`]) run in order, then a summary.
+//!
+//! Every step runs even when an earlier one failed (so one run shows everything that is wrong); the task
+//! fails when any step failed. Later issues add their checks (nix, systemd units, ...) to [`STEPS`].
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use xshell::{Shell, cmd};
+
+use crate::packages::{Need, ensure_packages};
+use crate::util::{has_cargo_subcommand, heading, human_duration, is_root};
+
+/// How a step ended, when it did not fail.
+pub enum Outcome {
+    /// It ran and passed; the note says anything worth knowing.
+    Passed(String),
+    /// It could not run here (a tool is missing); the note says why and what to install.
+    Skipped(String),
+}
+
+/// One step of the test run.
+pub struct Step {
+    /// Short name, shown in the summary and accepted by `--skip`.
+    pub name: &'static str,
+    pub run: fn(&Shell) -> Result<Outcome>,
+}
+
+/// The steps of `cargo xtask test`, in order. Add new checks here.
+pub const STEPS: &[Step] = &[
+    Step {
+        name: "packages",
+        run: packages,
+    },
+    Step {
+        name: "fmt",
+        run: fmt,
+    },
+    Step {
+        name: "clippy",
+        run: clippy,
+    },
+    Step {
+        name: "test",
+        run: cargo_test,
+    },
+    // Later: nix (nix-instantiate --parse / --eval of nix/), systemd (systemd-analyze verify of rendered units), ...
+];
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Skip a step (repeatable): packages, fmt, clippy, test
+    #[arg(long, value_name = "STEP")]
+    pub skip: Vec<String>,
+}
+
+pub fn run(args: TestArgs) -> Result<()> {
+    for s in &args.skip {
+        if !STEPS.iter().any(|step| step.name == s) {
+            let names: Vec<_> = STEPS.iter().map(|s| s.name).collect();
+            bail!("unknown step {s:?}; the steps are: {}", names.join(", "));
+        }
+    }
+    let sh = crate::util::shell()?;
+    let started = Instant::now();
+    let mut results: Vec<(&str, Duration, Result<Outcome>)> = Vec::new();
+    for step in STEPS {
+        if args.skip.iter().any(|s| s == step.name) {
+            results.push((
+                step.name,
+                Duration::ZERO,
+                Ok(Outcome::Skipped("--skip".into())),
+            ));
+            continue;
+        }
+        heading(&format!("test: {}", step.name));
+        let t = Instant::now();
+        let outcome = (step.run)(&sh);
+        if let Err(e) = &outcome {
+            eprintln!("step {} failed: {e:#}", step.name);
+        }
+        results.push((step.name, t.elapsed(), outcome));
+    }
+
+    heading(&format!(
+        "summary (total {})",
+        human_duration(started.elapsed())
+    ));
+    let mut failed = Vec::new();
+    for (name, took, outcome) in &results {
+        let (status, note) = match outcome {
+            Ok(Outcome::Passed(note)) => ("ok", note.clone()),
+            Ok(Outcome::Skipped(note)) => ("skipped", note.clone()),
+            Err(e) => {
+                failed.push(*name);
+                ("FAILED", format!("{e:#}"))
+            }
+        };
+        eprintln!(
+            "  {name:<10} {status:<8} {:>8}  {note}",
+            human_duration(*took)
+        );
+    }
+    if !failed.is_empty() {
+        bail!("{} failed", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn packages(sh: &Shell) -> Result<Outcome> {
+    let missing = ensure_packages(sh, Need::Test);
+    if missing.is_empty() {
+        Ok(Outcome::Passed("all present".into()))
+    } else {
+        let debs: Vec<_> = missing.iter().map(|p| p.deb).collect();
+        Ok(Outcome::Skipped(format!(
+            "missing {}: tests that need them fail or skip",
+            debs.join(" ")
+        )))
+    }
+}
+
+fn fmt(sh: &Shell) -> Result<Outcome> {
+    if !has_cargo_subcommand(sh, "fmt") {
+        return Ok(Outcome::Skipped(
+            "rustfmt not installed: rustup component add rustfmt".into(),
+        ));
+    }
+    cmd!(sh, "cargo fmt --all -- --check")
+        .run()
+        .map_err(|_| anyhow::anyhow!("not formatted: run `cargo fmt --all`"))?;
+    Ok(Outcome::Passed(String::new()))
+}
+
+fn clippy(sh: &Shell) -> Result<Outcome> {
+    if !has_cargo_subcommand(sh, "clippy") {
+        return Ok(Outcome::Skipped(
+            "clippy not installed: rustup component add clippy".into(),
+        ));
+    }
+    cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings")
+        .run()
+        .map_err(|_| anyhow::anyhow!("clippy found problems"))?;
+    Ok(Outcome::Passed(String::new()))
+}
+
+fn cargo_test(sh: &Shell) -> Result<Outcome> {
+    cmd!(sh, "cargo test --workspace")
+        .run()
+        .map_err(|_| anyhow::anyhow!("some tests failed"))?;
+    if is_root() {
+        Ok(Outcome::Passed(
+            "including the root-only loop-device tests".into(),
+        ))
+    } else {
+        Ok(Outcome::Passed(
+            "not root: the loop-device tests skipped themselves".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_names_are_unique() {
+        let mut names: Vec<_> = STEPS.iter().map(|s| s.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), STEPS.len());
+    }
+}
