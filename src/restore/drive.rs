@@ -1,53 +1,36 @@
-//! The read side of the drive for restore: the backups under `<drive>/backups/`, what each one's `backup.json` says
-//! (sets, their sources, archive and index names) and where `latest` points.
-//!
-//! Layout (written by the external phase, see `src/external/layout.rs`):
-//! `<drive>/backups/<YYYY-MM-DD-HHMMSS>/` holding `<set>.tar` (or `<set>.tar.part000`, ...), `<set>.index.jsonl`,
-//! `backup.json` and `verification.sha256`; `backups/latest` (a symlink) or `backups/LATEST` (a text file).
+//! The read side of the drive for restore, on top of the external phase's layout ([`crate::external::layout`]): the
+//! backups under `<drive>/backups/`, the sets each holds (from `backup.json`) with their sources, archive and index
+//! names, and where `latest` points.
 //!
 //! Restore is lenient where writing is strict: a stamp directory without usable metadata is still listed (as
 //! `unverified`) and can be restored when named exactly (its sets are then the `*.tar` files found in it, restored by
-//! scanning), because on the worst day a damaged `backup.json` must not hide the archives beside it.
+//! scanning when they have no index), because on the worst day a damaged `backup.json` must not hide the archives
+//! beside it. A backup still being written (`.tmp-<stamp>-<pid>`) is listed as incomplete, never restored from.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, FixedOffset, NaiveDateTime};
-use serde::{Deserialize, Serialize};
+use chrono::NaiveDateTime;
+use serde::Serialize;
 
-use crate::archive::sums::SUMS_FILE;
+use crate::external::layout::{self, BackupMeta, FileRecord, LeftoverKind, SetRecord};
 use crate::snapshot::{self, SourceRecord};
 
-/// The directory on a drive that holds the backups.
-pub const BACKUPS_DIR: &str = "backups";
-/// Each backup's metadata file.
-pub const METADATA_FILE: &str = "backup.json";
-/// The metadata format this dbackup reads.
-pub const BACKUP_FORMAT: u32 = 1;
-/// Prefix of a backup still being written (never restored from; listed as incomplete).
-const TEMP_PREFIX: &str = ".tmp-";
-
-/// `<set>.tar`.
-pub fn archive_name(set: &str) -> String {
-    format!("{set}.tar")
-}
-
-/// `<set>.index.jsonl`.
-pub fn index_name(set: &str) -> String {
-    format!("{set}.index.jsonl")
-}
+pub use crate::external::layout::{
+    BACKUPS_DIR, METADATA_FILE, SUMS_FILE, archive_name, index_name,
+};
 
 /// One backup directory on a drive.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriveBackup {
-    /// The directory name: its stamp.
+    /// The directory name: its stamp (or the temporary name of one being written).
     pub name: String,
     pub time: NaiveDateTime,
     pub path: PathBuf,
-    /// What `backup.json` says, when it is readable, names this backup, and says it was verified.
-    pub meta: Option<BackupInfo>,
+    /// Its `backup.json`, when readable, of this stamp, and verified.
+    pub meta: Option<BackupMeta>,
     /// Why there is no usable metadata.
     pub meta_error: Option<String>,
     /// The sets found: from the metadata, else from the `*.tar` files in the directory.
@@ -91,15 +74,6 @@ impl DriveBackup {
     }
 }
 
-/// What restore uses of `backup.json`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BackupInfo {
-    pub destination: String,
-    pub host: String,
-    pub dbackup_version: String,
-    pub finished: Option<DateTime<FixedOffset>>,
-}
-
 /// One set of a drive backup.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DriveSet {
@@ -119,144 +93,40 @@ pub struct DriveSet {
     pub file_bytes: Option<u64>,
     /// The metadata's records of its files (name, bytes, sha256), to cross-check the sums file.
     #[serde(skip)]
-    pub records: Vec<FileRecordWire>,
-}
-
-/// A file as `backup.json` records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileRecordWire {
-    pub name: String,
-    pub bytes: u64,
-    pub sha256: String,
-}
-
-/// The fields of `backup.json` restore reads (unknown fields are ignored, as the format allows).
-#[derive(Debug, Deserialize)]
-struct MetaWire {
-    format: u32,
-    stamp: String,
-    #[serde(default)]
-    destination: String,
-    #[serde(default)]
-    host: String,
-    #[serde(default)]
-    dbackup_version: String,
-    #[serde(default)]
-    finished: Option<DateTime<FixedOffset>>,
-    verified: bool,
-    sets: Vec<SetWire>,
-}
-
-#[derive(Debug, Deserialize)]
-struct SetWire {
-    set: String,
-    #[serde(default)]
-    snapshot: Option<String>,
-    #[serde(default)]
-    sources: Vec<SourceRecord>,
-    #[serde(default)]
-    archive: Vec<FileRecordWire>,
-    #[serde(default)]
-    index: Vec<FileRecordWire>,
-    #[serde(default)]
-    files: Option<u64>,
-    #[serde(default)]
-    file_bytes: Option<u64>,
+    pub records: Vec<FileRecord>,
 }
 
 /// The base name of a list of parts: `data.tar.part000` -> `data.tar`.
-fn base_name(records: &[FileRecordWire]) -> Option<String> {
+fn base_name(records: &[FileRecord]) -> Option<String> {
     let first = &records.first()?.name;
     Some(match first.strip_suffix(".part000") {
-        Some(base) if records.len() > 1 || first.ends_with(".part000") => base.to_string(),
-        _ => first.clone(),
+        Some(base) => base.to_string(),
+        None => first.clone(),
     })
 }
 
-/// Reads one backup directory (`path`, named `name`).
-pub fn read_backup(path: &Path, name: &str, time: NaiveDateTime) -> DriveBackup {
-    let (meta, meta_error, sets) = match read_meta(&path.join(METADATA_FILE)) {
-        Ok(m) if m.stamp != name => (
-            None,
-            Some(format!("its {METADATA_FILE} describes backup {}", m.stamp)),
-            None,
-        ),
-        Ok(m) if !m.verified => (
-            None,
-            Some(format!("its {METADATA_FILE} says it was not verified")),
-            None,
-        ),
-        Ok(m) => {
-            let info = BackupInfo {
-                destination: m.destination.clone(),
-                host: m.host.clone(),
-                dbackup_version: m.dbackup_version.clone(),
-                finished: m.finished,
-            };
-            let sets = m
-                .sets
-                .into_iter()
-                .map(|s| {
-                    let archive = base_name(&s.archive).unwrap_or_else(|| archive_name(&s.set));
-                    let index = base_name(&s.index).or_else(|| {
-                        let n = index_name(&s.set);
-                        path.join(&n).is_file().then_some(n)
-                    });
-                    let archive_bytes = if s.archive.is_empty() {
-                        archive_bytes_on_disk(path, &archive)
-                    } else {
-                        s.archive.iter().map(|r| r.bytes).sum()
-                    };
-                    let mut records = s.archive.clone();
-                    records.extend(s.index.iter().cloned());
-                    DriveSet {
-                        name: s.set,
-                        snapshot: s.snapshot,
-                        sources: s.sources,
-                        archive,
-                        index,
-                        archive_bytes,
-                        files: s.files,
-                        file_bytes: s.file_bytes,
-                        records,
-                    }
-                })
-                .collect();
-            (Some(info), None, Some(sets))
-        }
-        Err(e) => (None, Some(e), None),
+fn set_of_record(dir: &Path, s: &SetRecord) -> DriveSet {
+    let archive = base_name(&s.archive).unwrap_or_else(|| archive_name(&s.set));
+    let index = base_name(&s.index).or_else(|| {
+        let n = index_name(&s.set);
+        dir.join(&n).is_file().then_some(n)
+    });
+    let archive_bytes = if s.archive.is_empty() {
+        archive_bytes_on_disk(dir, &archive)
+    } else {
+        s.archive.iter().map(|r| r.bytes).sum()
     };
-    let sets = sets.unwrap_or_else(|| sets_from_files(path));
-    DriveBackup {
-        name: name.to_string(),
-        time,
-        path: path.to_path_buf(),
-        meta,
-        meta_error,
-        sets,
-        in_progress: false,
-        excluded: Vec::new(),
+    DriveSet {
+        name: s.set.clone(),
+        snapshot: Some(s.snapshot.clone()),
+        sources: s.sources.clone(),
+        archive,
+        index,
+        archive_bytes,
+        files: Some(s.files),
+        file_bytes: Some(s.file_bytes),
+        records: s.archive.iter().chain(&s.index).cloned().collect(),
     }
-}
-
-fn read_meta(path: &Path) -> Result<MetaWire, String> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(format!("it has no {METADATA_FILE}"));
-        }
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-    };
-    let m: MetaWire = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("{} is not valid backup metadata: {e}", path.display()))?;
-    if m.format != BACKUP_FORMAT {
-        return Err(format!(
-            "{} has format {}, this dbackup reads format {BACKUP_FORMAT}; use a newer dbackup",
-            path.display(),
-            m.format
-        ));
-    }
-    Ok(m)
 }
 
 fn archive_bytes_on_disk(dir: &Path, archive: &str) -> u64 {
@@ -304,7 +174,7 @@ fn sets_from_files(dir: &Path) -> Vec<DriveSet> {
         .collect()
 }
 
-/// What a drive's `backups/` holds.
+/// What a drive's `backups/` holds for restore.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DriveListing {
     /// Backups (stamp directories) and backups being written, oldest first.
@@ -313,62 +183,58 @@ pub struct DriveListing {
     pub latest: Option<String>,
 }
 
-/// Lists a `backups/` directory. A missing directory lists nothing.
+/// Lists a `backups/` directory (see [`layout::list`]). A missing directory lists nothing.
 pub fn list(backups_dir: &Path) -> io::Result<DriveListing> {
-    let entries = match fs::read_dir(backups_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DriveListing::default()),
-        Err(e) => return Err(e),
-    };
-    let mut out = DriveListing::default();
-    for entry in entries {
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+    let l = layout::list(backups_dir).map_err(io::Error::other)?;
+    let mut backups: Vec<DriveBackup> = l
+        .backups
+        .into_iter()
+        .map(|b| {
+            let sets = match &b.meta {
+                Some(m) => m.sets.iter().map(|s| set_of_record(&b.path, s)).collect(),
+                None => sets_from_files(&b.path),
+            };
+            DriveBackup {
+                name: b.name,
+                time: b.time,
+                path: b.path,
+                meta: b.meta,
+                meta_error: b.meta_error,
+                sets,
+                in_progress: false,
+                excluded: Vec::new(),
+            }
+        })
+        .collect();
+    for left in l.leftovers {
+        if left.kind != LeftoverKind::Temporary {
+            continue;
+        }
+        let Some(time) = left
+            .name
+            .strip_prefix(layout::TEMP_PREFIX)
+            .and_then(|r| r.get(..snapshot::STAMP_LEN))
+            .and_then(snapshot::parse_stamp)
+        else {
             continue;
         };
-        let Ok(ft) = entry.file_type() else { continue };
-        if !ft.is_dir() {
-            continue;
-        }
-        if let Some(time) = snapshot::parse_stamp(&name) {
-            out.backups.push(read_backup(&entry.path(), &name, time));
-        } else if let Some(rest) = name.strip_prefix(TEMP_PREFIX)
-            && let Some(time) = rest
-                .get(..snapshot::STAMP_LEN)
-                .and_then(snapshot::parse_stamp)
-        {
-            out.backups.push(DriveBackup {
-                name: name.clone(),
-                time,
-                path: entry.path(),
-                meta: None,
-                meta_error: Some(
-                    "it is still being written, or its writing was interrupted".into(),
-                ),
-                sets: sets_from_files(&entry.path()),
-                in_progress: true,
-                excluded: Vec::new(),
-            });
-        }
+        let path = backups_dir.join(&left.name);
+        backups.push(DriveBackup {
+            sets: sets_from_files(&path),
+            name: left.name,
+            time,
+            path,
+            meta: None,
+            meta_error: Some("it is still being written, or its writing was interrupted".into()),
+            in_progress: true,
+            excluded: Vec::new(),
+        });
     }
-    out.backups
-        .sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.name.cmp(&b.name)));
-    out.latest = read_latest(backups_dir);
-    Ok(out)
-}
-
-/// The stamp `latest` (a symlink) or `LATEST` (a text file) names, when it is a stamp.
-pub fn read_latest(backups_dir: &Path) -> Option<String> {
-    let from_link = fs::read_link(backups_dir.join("latest"))
-        .ok()
-        .and_then(|t| t.file_name().and_then(|n| n.to_str()).map(str::to_owned));
-    let from_file = || {
-        let text = fs::read_to_string(backups_dir.join("LATEST")).ok()?;
-        Some(text.lines().next()?.trim().to_string())
-    };
-    from_link
-        .or_else(from_file)
-        .filter(|s| snapshot::parse_stamp(s).is_some())
+    backups.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.name.cmp(&b.name)));
+    Ok(DriveListing {
+        backups,
+        latest: l.latest,
+    })
 }
 
 /// Where the backups are, given a path the user pointed at: a drive's mount point (holding `backups/`), a
@@ -390,30 +256,22 @@ pub fn backups_dir_of(path: &Path) -> (PathBuf, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::archive::Digest;
+    use crate::external::layout::tests::meta;
 
-    fn meta_json(stamp: &str, verified: bool) -> String {
-        serde_json::json!({
-            "format": 1, "stamp": stamp, "destination": "T9", "host": "ws", "dbackup_version": "0.1.0",
-            "started": "2025-04-01T03:15:00+00:00", "finished": "2025-04-01T03:16:00+00:00",
-            "verified": verified, "extra_field_from_later": true,
-            "sets": [{
-                "set": "data", "snapshot": "data-2025-04-01-031500",
-                "sources": [{"configured": "~/data", "path": "/home/u/data", "resolved": "/data",
-                             "in_snapshot": "data", "present": true}],
-                "archive": [{"name": "data.tar.part000", "bytes": 10, "sha256": "00"},
-                            {"name": "data.tar.part001", "bytes": 5, "sha256": "00"}],
-                "index": [{"name": "data.index.jsonl", "bytes": 3, "sha256": "00"}],
-                "files": 2, "file_bytes": 7
-            }]
-        })
-        .to_string()
+    fn record(name: &str, bytes: u64) -> FileRecord {
+        FileRecord {
+            name: name.into(),
+            bytes,
+            sha256: Digest::of_bytes(name.as_bytes()),
+        }
     }
 
     #[test]
     fn backups_are_listed_with_their_sets() {
         let dir = tempfile::tempdir().unwrap();
         let b = dir.path();
-        let mk = |name: &str, meta: Option<String>, files: &[&str]| {
+        let mk = |name: &str, meta: Option<Vec<u8>>, files: &[&str]| {
             fs::create_dir_all(b.join(name)).unwrap();
             if let Some(m) = meta {
                 fs::write(b.join(name).join(METADATA_FILE), m).unwrap();
@@ -422,25 +280,31 @@ mod tests {
                 fs::write(b.join(name).join(f), "x").unwrap();
             }
         };
-        mk(
-            "2025-04-01-031500",
-            Some(meta_json("2025-04-01-031500", true)),
-            &[],
-        );
+        let mut m = meta("2025-04-01-031500", &["data"]);
+        m.sets[0].archive = vec![
+            record("data.tar.part000", 10),
+            record("data.tar.part001", 5),
+        ];
+        m.sets[0].index = vec![record("data.index.jsonl", 3)];
+        m.sets[0].sources = vec![SourceRecord {
+            configured: "~/data".into(),
+            path: "/home/u/data".into(),
+            resolved: "/data".into(),
+            in_snapshot: "data".into(),
+            present: true,
+        }];
+        mk("2025-04-01-031500", Some(layout::metadata_bytes(&m)), &[]);
         mk(
             "2025-03-01-031500",
             None,
             &["data.tar", "config.tar.part000", "notes.txt"],
         );
+        let mut unverified = meta("2025-03-02-031500", &["data"]);
+        unverified.verified = false;
         mk(
             "2025-03-02-031500",
-            Some(meta_json("2025-03-02-031500", false)),
+            Some(layout::metadata_bytes(&unverified)),
             &["data.tar"],
-        );
-        mk(
-            "2025-03-03-031500",
-            Some(meta_json("2025-01-01-000000", true)),
-            &[],
         );
         mk(".tmp-2025-04-02-031500-77", None, &["data.tar"]);
         mk("photos", None, &["a.tar"]);
@@ -457,34 +321,25 @@ mod tests {
             [
                 ("2025-03-01-031500", false, false),
                 ("2025-03-02-031500", false, false),
-                ("2025-03-03-031500", false, false),
                 ("2025-04-01-031500", true, false),
                 (".tmp-2025-04-02-031500-77", false, true),
             ]
         );
         assert_eq!(l.latest.as_deref(), Some("2025-04-01-031500"));
-        let v = &l.backups[3];
-        assert_eq!(v.sets.len(), 1);
+        let v = &l.backups[2];
         let s = &v.sets[0];
         assert_eq!(
             (s.archive.as_str(), s.index.as_deref()),
             ("data.tar", Some("data.index.jsonl"))
         );
         assert_eq!(s.archive_bytes, 15);
+        assert_eq!(s.records.len(), 3);
         assert_eq!(s.sources[0].resolved, Path::new("/data"));
-        assert_eq!(v.meta.as_ref().unwrap().destination, "T9");
         let found: Vec<&str> = l.backups[0].sets.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             found,
             ["config", "data"],
-            "sets found from the archives when there is no metadata"
-        );
-        assert!(
-            l.backups[0]
-                .meta_error
-                .as_deref()
-                .unwrap()
-                .contains("no backup.json")
+            "sets found from the archives without metadata"
         );
         assert!(
             l.backups[1]
@@ -493,14 +348,15 @@ mod tests {
                 .unwrap()
                 .contains("not verified")
         );
-        assert!(
-            l.backups[2]
-                .meta_error
-                .as_deref()
-                .unwrap()
-                .contains("describes backup 2025-01-01")
-        );
         assert_eq!(list(&b.join("missing")).unwrap(), DriveListing::default());
+        // --set keeps one set and remembers the others' files.
+        let only = l.backups[0].only("data");
+        assert_eq!(only.sets.len(), 1);
+        assert!(
+            only.is_excluded_file(b"config.tar.part000")
+                && only.is_excluded_file(b"config.index.jsonl")
+        );
+        assert!(!only.is_excluded_file(b"data.tar") && !only.is_excluded_file(b"configx.tar"));
     }
 
     #[test]

@@ -549,7 +549,7 @@ pub fn verify_drive_backup(
                 }
                 let shown = String::from_utf8_lossy(&name).into_owned();
                 if let Some(r) = record.iter().find(|r| r.name == shown)
-                    && r.sha256 != got.to_string()
+                    && r.sha256 != got
                 {
                     problems.push(issue(
                         &path,

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 
 use dbackup::archive::sums::{SumLine, write_sums};
 use dbackup::archive::{self, ArchiveOptions, Digest, FileSink, NoProgress};
+use dbackup::external::layout::{
+    self, BackupMeta, FileRecord, FilesystemRecord, ReadBackRecord, SetRecord,
+};
 use dbackup::restore::list::{Kept, Listing, State};
 use dbackup::restore::verify::VerifyReport;
 use dbackup::snapshot::{self, SnapshotMeta};
@@ -147,11 +150,10 @@ pub fn drive_backup(root: &Path, backups: &Path, stamp: &str, sets: &[&str]) -> 
         let i = Box::new(FileSink::create(dir.join(format!("{set}.index.jsonl"))).unwrap());
         let s = archive::write_archive(&plan, a, i, &ArchiveOptions::default(), &mut NoProgress)
             .unwrap();
-        let rec = |f: &archive::WrittenFile| {
-            serde_json::json!({
-                "name": f.path.file_name().unwrap().to_str().unwrap(),
-                "bytes": f.bytes, "sha256": f.sha256.to_string()
-            })
+        let rec = |f: &archive::WrittenFile| FileRecord {
+            name: f.path.file_name().unwrap().to_str().unwrap().to_string(),
+            bytes: f.bytes,
+            sha256: f.sha256,
         };
         for f in s.archive_files.iter().chain(&s.index_files) {
             sums.push(SumLine {
@@ -159,44 +161,71 @@ pub fn drive_backup(root: &Path, backups: &Path, stamp: &str, sets: &[&str]) -> 
                 name: f.path.file_name().unwrap().as_encoded_bytes().to_vec(),
             });
         }
-        records.push(serde_json::json!({
-            "set": set, "snapshot": name, "snapshot_complete": meta.complete,
-            "sources": meta.sources,
-            "archive": s.archive_files.iter().map(rec).collect::<Vec<_>>(),
-            "index": s.index_files.iter().map(rec).collect::<Vec<_>>(),
-            "tar_bytes": s.tar_bytes, "tar_sha256": s.tar_sha256.to_string(),
-            "entries": s.entries, "files": s.files, "file_bytes": s.file_bytes, "hard_links": s.hard_links,
-            "warning_count": 0, "warnings": [], "write_seconds": 0.1, "read_back_seconds": 0.1
-        }));
+        records.push(SetRecord {
+            set: set.to_string(),
+            snapshot: name,
+            snapshot_complete: meta.complete,
+            snapshot_finished: Some(meta.finished),
+            sources: meta.sources,
+            archive: s.archive_files.iter().map(rec).collect(),
+            index: s.index_files.iter().map(rec).collect(),
+            tar_bytes: s.tar_bytes,
+            tar_sha256: s.tar_sha256,
+            entries: s.entries,
+            files: s.files,
+            file_bytes: s.file_bytes,
+            hard_links: s.hard_links,
+            warning_count: 0,
+            warnings: Vec::new(),
+            write_seconds: 0.1,
+            read_back_seconds: 0.1,
+        });
     }
     write_metadata_and_sums(&dir, stamp, records, sums);
     fs::write(backups.join("LATEST"), format!("{stamp}\n")).unwrap();
     dir
 }
 
-/// `backup.json` (verified) and `verification.sha256` covering `sums` and `backup.json`.
+/// `backup.json` (verified) and `verification.sha256` covering `sums` and `backup.json`, as the external phase
+/// writes them.
 pub fn write_metadata_and_sums(
     dir: &Path,
     stamp: &str,
-    sets: Vec<serde_json::Value>,
+    sets: Vec<SetRecord>,
     mut sums: Vec<SumLine>,
 ) {
-    let meta = serde_json::json!({
-        "format": 1, "stamp": stamp, "destination": "T9", "host": "demo", "dbackup_version": "0.1.0",
-        "started": "2025-04-01T03:15:00+00:00", "finished": "2025-04-01T03:16:00+00:00", "verified": true,
-        "read_back": { "methods": ["direct"], "device_cache_dropped": false },
-        "filesystem": { "fs_type": "exfat", "label": "T9" },
-        "sums_file": "verification.sha256", "sets": sets
-    });
-    let bytes = serde_json::to_vec_pretty(&meta).unwrap();
-    fs::write(dir.join("backup.json"), &bytes).unwrap();
+    let time = chrono::DateTime::parse_from_rfc3339("2025-04-01T03:15:00+00:00").unwrap();
+    let meta = BackupMeta {
+        format: layout::BACKUP_FORMAT,
+        stamp: stamp.to_string(),
+        destination: "T9".into(),
+        host: "demo".into(),
+        dbackup_version: env!("CARGO_PKG_VERSION").into(),
+        started: time,
+        finished: time,
+        verified: true,
+        read_back: ReadBackRecord {
+            methods: vec![archive::ReadBackMethod::Direct],
+            device_cache_dropped: None,
+            note: None,
+        },
+        filesystem: FilesystemRecord {
+            fs_type: "exfat".into(),
+            label: Some("T9".into()),
+            uuid: None,
+        },
+        sums_file: layout::SUMS_FILE.into(),
+        sets,
+    };
+    let bytes = layout::metadata_bytes(&meta);
+    fs::write(dir.join(layout::METADATA_FILE), &bytes).unwrap();
     sums.push(SumLine {
         sha256: Digest::of_bytes(&bytes),
-        name: b"backup.json".to_vec(),
+        name: layout::METADATA_FILE.as_bytes().to_vec(),
     });
     let mut out = Vec::new();
     write_sums(&mut out, &sums).unwrap();
-    fs::write(dir.join("verification.sha256"), out).unwrap();
+    fs::write(dir.join(layout::SUMS_FILE), out).unwrap();
 }
 
 /// The demo: two days of local snapshots (2025-04-01 twice, 2025-04-02 once) and drive backups of 2025-04-01 (its
@@ -1409,12 +1438,30 @@ fn hostile_drive(t: &Test, entries: &[Vec<u8>]) -> PathBuf {
     tar.extend_from_slice(&[0u8; 1024]);
     fs::write(dir.join("evil.tar"), &tar).unwrap();
     let sha = Digest::of_bytes(&tar);
-    let set = serde_json::json!({
-        "set": "evil", "snapshot": "evil-2025-04-01-031500", "snapshot_complete": true, "sources": [],
-        "archive": [{ "name": "evil.tar", "bytes": tar.len(), "sha256": sha.to_string() }], "index": [],
-        "tar_bytes": tar.len(), "tar_sha256": sha.to_string(), "entries": entries.len(), "files": 1,
-        "file_bytes": 0, "hard_links": 0
-    });
+    let record = FileRecord {
+        name: "evil.tar".into(),
+        bytes: tar.len() as u64,
+        sha256: sha,
+    };
+    let set = SetRecord {
+        set: "evil".into(),
+        snapshot: "evil-2025-04-01-031500".into(),
+        snapshot_complete: true,
+        snapshot_finished: None,
+        sources: Vec::new(),
+        archive: vec![record],
+        index: Vec::new(),
+        tar_bytes: tar.len() as u64,
+        tar_sha256: sha,
+        entries: entries.len() as u64,
+        files: 1,
+        file_bytes: 0,
+        hard_links: 0,
+        warning_count: 0,
+        warnings: Vec::new(),
+        write_seconds: 0.0,
+        read_back_seconds: 0.0,
+    };
     write_metadata_and_sums(
         &dir,
         "2025-04-01-031500",
@@ -1698,5 +1745,69 @@ fn the_guide_restores_with_nothing_but_tar_and_sha256sum() {
     assert_eq!(
         fs::metadata(home.join(".secrets")).unwrap().mode() & 0o777,
         0o600
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// With the real external phase
+
+#[test]
+fn a_backup_written_by_dbackup_external_lists_verifies_and_restores() {
+    let t = Test::new().config(&config(
+        r#", "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ]"#,
+    ));
+    fs::create_dir_all(t.path("T9")).unwrap();
+    let data = t.path("data");
+    sample(&t, &data);
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let l: Listing = restore(&t)
+        .args(["--source", "external", "--list", "--json"])
+        .status(0)
+        .json();
+    assert_eq!(l.backups.len(), 1, "{l:?}");
+    let b = &l.backups[0];
+    assert_eq!((b.state, b.latest), (State::Verified, true));
+    let stamp = b.stamp.clone();
+    let r: VerifyReport = restore(&t)
+        .args(["--source", "external", "--verify", "--json"])
+        .status(0)
+        .json();
+    assert!(r.intact && r.sums.as_ref().unwrap().ok, "{r:?}");
+    assert_eq!(r.sets.len(), 2);
+
+    let target = t.path("r");
+    restore(&t)
+        .args([
+            "--source",
+            "external",
+            "--date",
+            &stamp,
+            "--path",
+            "~/data/projects/important",
+            "--path",
+            "~/.secrets",
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .status(0);
+    let inside = |p: &Path| target.join(p.strip_prefix("/").unwrap());
+    let snap = |set: &str, p: &Path| {
+        let name = snapshot::list(&t.root(), set).unwrap().pop().unwrap().name;
+        tree(&t.root().join(name).join(p.strip_prefix("/").unwrap()))
+    };
+    let important = data.join("projects/important");
+    assert_same_tree(&tree(&inside(&important)), &snap("data", &important));
+    let secrets = t.home().join(".secrets");
+    assert_same_tree(&tree(&inside(&secrets)), &snap("config", &secrets));
+    // The local snapshot verifies against the drive backup made from it.
+    let out = restore(&t)
+        .args(["--source", "local", "--verify"])
+        .status(0);
+    assert!(
+        out.stdout
+            .contains(&format!("compared with backup {stamp} on T9")),
+        "{}",
+        out.stdout
     );
 }

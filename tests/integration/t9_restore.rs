@@ -283,19 +283,18 @@ fn a_byte_flipped_on_a_read_only_drive_is_found_by_verify() {
         "data/projects/important/needle.txt",
         "a-unique-needle-for-the-flip",
     );
-    crate::restore::collect_as(&t, "2025-04-01-031500");
+    // The real external phase writes the backup onto the exFAT drive.
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().argv0("backup-external").status(0);
     let backups = t9.mount_point().join("backups");
-    fs::create_dir_all(&backups).unwrap();
-    drive_backup(
-        &t.root(),
-        &backups,
-        "2025-04-01-031500",
-        &["config", "data"],
-    );
+    let stamp = fs::read_to_string(backups.join("LATEST"))
+        .unwrap()
+        .trim()
+        .to_string();
     let verify = |t: &Test| {
         t.cmd()
             .argv0("backup-restore")
-            .args(["--source", "external", "--date", "2025-04-01", "--verify"])
+            .args(["--source", "external", "--verify"])
             .output()
     };
     let out = verify(&t);
@@ -314,7 +313,7 @@ fn a_byte_flipped_on_a_read_only_drive_is_found_by_verify() {
     assert!(
         out.stderr.contains(&format!(
             "{}: entry {}",
-            backups.join("2025-04-01-031500/data.tar").display(),
+            backups.join(&stamp).join("data.tar").display(),
             entry.strip_prefix("/").unwrap().display()
         )),
         "{}",
