@@ -487,15 +487,18 @@ fn check_target_outside_backups(
     Ok(())
 }
 
-/// Before restoring from a drive backup: its indexes and `backup.json` must match `verification.sha256` (they are
-/// small; the archives are checked file by file against the index as they are restored).
+/// Before restoring from a drive backup: `backup.json` must match `verification.sha256`, and each index must be
+/// listed there with the size `backup.json` gives it. An index is not hashed whole before a restore (that would read
+/// all of it to restore one file): the lines a restore uses are checked instead (their order, the index's `end` line,
+/// and every entry against its header in the archive), and each file's content against its sha256. `--verify`
+/// checks everything.
 fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<()> {
     let sums_path = backup.path.join(SUMS_FILE);
     let lines = match sums::read_sums(&sums_path) {
         Ok(l) => l,
         Err(sums::SumsError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
             ui.warn(format_args!(
-                "{} is missing: the backup's index cannot be checked before use; run --verify",
+                "{} is missing: the backup cannot be checked against it; run --verify",
                 sums_path.display()
             ));
             return Ok(());
@@ -507,27 +510,46 @@ fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<
             )));
         }
     };
-    let mut small: Vec<String> = backup.sets.iter().filter_map(|s| s.index.clone()).collect();
-    if backup.path.join(METADATA_FILE).exists() {
-        small.push(METADATA_FILE.to_string());
-    }
-    for name in small {
-        let path = backup.path.join(&name);
-        let Some(line) = lines.iter().find(|l| l.name == name.as_bytes()) else {
-            return Err(failed(format!(
+    let listed = |name: &str| -> anyhow::Result<&crate::archive::sums::SumLine> {
+        lines.iter().find(|l| l.name == name.as_bytes()).ok_or_else(|| {
+            failed(format!(
                 "{} is not listed in {}: the backup was changed after it was written; run --verify",
-                path.display(),
+                backup.path.join(name).display(),
                 sums_path.display()
-            )));
-        };
+            ))
+        })
+    };
+    let meta = backup.path.join(METADATA_FILE);
+    if meta.exists() {
+        let line = listed(METADATA_FILE)?;
         let (_, got) =
-            verify::hash_file(&path).with_context(|| format!("reading {}", path.display()))?;
+            verify::hash_file(&meta).with_context(|| format!("reading {}", meta.display()))?;
         if got != line.sha256 {
             return Err(failed(format!(
                 "{} does not match {} (sha256 {got}, listed {}): the backup is damaged or was changed; run --verify",
-                path.display(),
+                meta.display(),
                 sums_path.display(),
                 line.sha256
+            )));
+        }
+    }
+    for set in &backup.sets {
+        let Some(index) = &set.index else { continue };
+        listed(index)?;
+        let want = set
+            .records
+            .iter()
+            .find(|r| &r.name == index)
+            .map(|r| r.bytes);
+        let got = std::fs::metadata(backup.path.join(index))
+            .map(|m| m.len())
+            .ok();
+        if let (Some(want), Some(got)) = (want, got)
+            && want != got
+        {
+            return Err(failed(format!(
+                "{} is {got} bytes, {METADATA_FILE} says {want}: the backup is damaged or was changed; run --verify",
+                backup.path.join(index).display()
             )));
         }
     }
@@ -659,7 +681,22 @@ fn restore(
     } else {
         for (p, s) in planned.iter().zip(&summaries) {
             println!("{} ({}, from {}):", p.path.display(), p.set, p.from);
-            print!("{}", indent(&s.render()));
+            if error.is_some() {
+                // Entries never reached because the restore stopped are counted, not listed one by one.
+                let mut s = s.clone();
+                let before = s.errors.len();
+                s.errors.retain(|e| !e.message.starts_with(NOT_HANDED_OVER));
+                print!("{}", indent(&s.render()));
+                let skipped = before - s.errors.len();
+                if skipped > 0 {
+                    println!(
+                        "  {} not restored: the restore stopped (see the error)",
+                        ui::counted(skipped as u64, "entry", "entries")
+                    );
+                }
+            } else {
+                print!("{}", indent(&s.render()));
+            }
         }
     }
     if let Some(e) = error {
@@ -681,6 +718,9 @@ fn restore(
     }
     Ok(exit)
 }
+
+/// How the engine reports an entry the restore never reached.
+const NOT_HANDED_OVER: &str = "not restored: the backup ended before";
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()

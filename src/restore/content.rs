@@ -10,10 +10,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::entry::{EntryKind, Mtime, RestoreEntry, show};
+use super::index_search::{SearchError, SortedIndex, is_under};
 use super::safety::{self, RelPath};
 use super::source::Snapshot;
-use super::{Applier, Plan, RestoreError};
-use crate::archive::index::IndexReader;
+use super::{Action, Applier, Plan, RestoreError};
 use crate::archive::{self, ArchiveFiles, IndexEntry};
 
 /// Where one set's content is read from.
@@ -31,13 +31,10 @@ pub enum SetContent {
 /// Why a set's content could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
-    #[error("cannot read the index {path}: {source}")]
-    Index {
-        path: String,
-        source: archive::IndexError,
-    },
     #[error("cannot read {path}: {source}")]
     Io { path: String, source: io::Error },
+    #[error(transparent)]
+    Search(#[from] SearchError),
     #[error(
         "cannot read the archive {path} at {after}: {source}; the archive may be truncated or damaged \
          (check it with --verify)"
@@ -97,11 +94,42 @@ pub enum Lookup {
 }
 
 /// An archive entry with what a hard link needs to become a file of its own: its first name's content.
+#[derive(Clone)]
 struct ArchEntry {
     entry: RestoreEntry,
     /// For a hard link: the data offset, size and sha256 of the content it shares.
     shared: Option<(u64, u64, Option<[u8; 32]>)>,
+    /// The index line it comes from (indexed archives): checked against the archive's header before it is applied.
+    index: Option<IndexEntry>,
 }
+
+/// Where an archive entry's content is, and the index line its header must agree with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loc {
+    pub data: u64,
+    pub index: Option<IndexEntry>,
+}
+
+/// One selection's entries, renamed for its target, in the order the planner wants them. Archive entries carry in
+/// their `locator` an index into `locs`.
+#[derive(Debug, Clone, Default)]
+pub struct Gathered {
+    pub entries: Vec<RestoreEntry>,
+    pub locs: Vec<Loc>,
+}
+
+impl Gathered {
+    fn push(&mut self, mut e: RestoreEntry, loc: Option<Loc>) {
+        e.locator = loc.map(|l| {
+            self.locs.push(l);
+            (self.locs.len() - 1) as u64
+        });
+        self.entries.push(e);
+    }
+}
+
+/// Lines of the index read at most when looking for the names near a missing one.
+const NEAR_SCAN_LIMIT: usize = 100_000;
 
 /// The engine's kind for an index (or archive writer) kind.
 pub fn kind_of_index(k: archive::EntryKind) -> EntryKind {
@@ -153,84 +181,65 @@ impl SetContent {
         matches!(self, SetContent::Archive { index: Some(_), .. })
     }
 
-    /// Visits every archive entry in archive order. `f` returns false to stop.
-    fn each_archive_entry(&self, mut f: impl FnMut(ArchEntry) -> bool) -> Result<(), ContentError> {
-        let SetContent::Archive { archive, index } = self else {
-            unreachable!("only archives have entries to visit")
+    /// Visits every entry of an archive without an index, reading its headers (contents are skipped with seeks).
+    /// `f` returns false to stop.
+    fn scan_entries(&self, mut f: impl FnMut(ArchEntry) -> bool) -> Result<(), ContentError> {
+        let SetContent::Archive { archive, .. } = self else {
+            unreachable!("only archives are scanned")
         };
-        match index {
-            Some(index) => {
-                let label = index.label();
-                let io_err = |source| ContentError::Io {
-                    path: label.clone(),
-                    source,
-                };
-                let file = index.open().map_err(io_err)?;
-                let mut reader = IndexReader::new(BufReader::with_capacity(1 << 20, file))
-                    .map_err(|source| ContentError::Index {
-                        path: label.clone(),
-                        source,
-                    })?;
-                while let Some(e) = reader.next_entry().map_err(|source| ContentError::Index {
-                    path: label.clone(),
-                    source,
-                })? {
-                    let shared = (e.kind == archive::EntryKind::Hardlink)
-                        .then(|| (e.data_offset, e.size, e.sha256.map(|d| d.0)));
-                    if !f(ArchEntry {
-                        entry: entry_of_index(&e),
-                        shared,
-                    }) {
-                        break;
+        let label = archive.label();
+        let file = archive.open().map_err(|source| ContentError::Io {
+            path: label.clone(),
+            source,
+        })?;
+        let mut ar = tar::Archive::new(BufReader::with_capacity(64 << 10, file));
+        let mut last = String::from("its start");
+        let arch_err = |after: &str, source| ContentError::Archive {
+            path: label.clone(),
+            after: after.to_string(),
+            source,
+        };
+        let entries = ar.entries_with_seek().map_err(|e| arch_err(&last, e))?;
+        // Files by name, so that a hard link to one that is not restored can become a copy of it.
+        let mut files: HashMap<RelPath, (u64, u64)> = HashMap::new();
+        for te in entries {
+            let mut te = te.map_err(|e| arch_err(&format!("the entry after {last}"), e))?;
+            let Some(e) = RestoreEntry::from_tar(&mut te).map_err(|e| arch_err(&last, e))? else {
+                continue;
+            };
+            last = e.display_name();
+            let shared = match e.kind {
+                EntryKind::File => {
+                    if let Ok(rel) = safety::check_name(&e.name, None) {
+                        files.insert(rel, (e.locator.unwrap_or(0), e.size));
                     }
+                    None
                 }
-                Ok(())
+                EntryKind::Hardlink => e
+                    .link
+                    .as_deref()
+                    .and_then(|l| safety::check_name(l, None).ok())
+                    .and_then(|t| files.get(&t))
+                    .map(|&(offset, size)| (offset, size, None)),
+                _ => None,
+            };
+            if !f(ArchEntry {
+                entry: e,
+                shared,
+                index: None,
+            }) {
+                break;
             }
-            None => {
-                let label = archive.label();
-                let file = archive.open().map_err(|source| ContentError::Io {
-                    path: label.clone(),
-                    source,
-                })?;
-                let mut ar = tar::Archive::new(BufReader::with_capacity(64 << 10, file));
-                let mut last = String::from("its start");
-                let arch_err = |after: &str, source| ContentError::Archive {
-                    path: label.clone(),
-                    after: after.to_string(),
-                    source,
-                };
-                let entries = ar.entries_with_seek().map_err(|e| arch_err(&last, e))?;
-                // Files by name, so that a hard link to one that is not restored can become a copy of it.
-                let mut files: HashMap<RelPath, (u64, u64)> = HashMap::new();
-                for te in entries {
-                    let mut te = te.map_err(|e| arch_err(&format!("the entry after {last}"), e))?;
-                    let Some(e) =
-                        RestoreEntry::from_tar(&mut te).map_err(|e| arch_err(&last, e))?
-                    else {
-                        continue;
-                    };
-                    last = e.display_name();
-                    let shared = match e.kind {
-                        EntryKind::File => {
-                            if let Ok(rel) = safety::check_name(&e.name, None) {
-                                files.insert(rel, (e.locator.unwrap_or(0), e.size));
-                            }
-                            None
-                        }
-                        EntryKind::Hardlink => e
-                            .link
-                            .as_deref()
-                            .and_then(|l| safety::check_name(l, None).ok())
-                            .and_then(|t| files.get(&t))
-                            .map(|&(offset, size)| (offset, size, None)),
-                        _ => None,
-                    };
-                    if !f(ArchEntry { entry: e, shared }) {
-                        break;
-                    }
-                }
-                Ok(())
-            }
+        }
+        Ok(())
+    }
+
+    fn search(&self) -> Result<Option<SortedIndex>, ContentError> {
+        match self {
+            SetContent::Archive {
+                index: Some(index), ..
+            } => Ok(Some(SortedIndex::open(index)?)),
+            _ => Ok(None),
         }
     }
 
@@ -242,12 +251,15 @@ impl SetContent {
                 Ok(names.iter().map(|n| lookup_dir(root, n)).collect())
             }
             SetContent::Archive { .. } => {
+                if let Some(mut idx) = self.search()? {
+                    return names.iter().map(|n| lookup_index(&mut idx, n)).collect();
+                }
                 let mut found: Vec<Option<EntryKind>> = vec![None; names.len()];
                 // Per name: the deepest ancestor seen as a directory, and the children of each ancestor.
                 let mut children: Vec<HashMap<RelPath, Vec<RelPath>>> =
                     vec![HashMap::new(); names.len()];
                 let mut dirs: Vec<Vec<RelPath>> = vec![Vec::new(); names.len()];
-                self.each_archive_entry(|a| {
+                self.scan_entries(|a| {
                     let Ok(rel) = safety::check_name(&a.entry.name, None) else {
                         return true;
                     };
@@ -289,10 +301,12 @@ impl SetContent {
     }
 
     /// Gathers the entries of each selection (which must all be of this set), renamed for their targets, in the
-    /// order the engine wants them (parents first). A name that cannot be checked (`..`, absolute, ...) is given to
-    /// the first selection as it is, so that its plan refuses it loudly.
-    pub fn gather(&self, sels: &[&Selection]) -> Result<Vec<Vec<RestoreEntry>>, ContentError> {
-        let mut out: Vec<Vec<RestoreEntry>> = vec![Vec::new(); sels.len()];
+    /// order the engine wants them (parents first). From an indexed archive, each selection's entries are found by
+    /// binary search in the index and read in order from there; an archive without one is scanned once. A name
+    /// that cannot be checked (`..`, absolute, ...) is given to the first selection as it is, so that its plan
+    /// refuses it loudly.
+    pub fn gather(&self, sels: &[&Selection]) -> Result<Vec<Gathered>, ContentError> {
+        let mut out: Vec<Gathered> = vec![Gathered::default(); sels.len()];
         match self {
             SetContent::Snapshot { root } => {
                 for (i, sel) in sels.iter().enumerate() {
@@ -301,7 +315,8 @@ impl SetContent {
                         if let Ok(meta) = std::fs::symlink_metadata(&path)
                             && meta.is_dir()
                         {
-                            out[i].push(RestoreEntry::from_metadata(sel.rename(anc), &meta, None));
+                            let e = RestoreEntry::from_metadata(sel.rename(anc), &meta, None);
+                            out[i].push(e, None);
                         }
                     }
                     let under = Path::new(std::ffi::OsStr::from_bytes(sel.name.as_bytes()));
@@ -320,63 +335,65 @@ impl SetContent {
                         {
                             e.link = Some(sel.rename(&t));
                         }
-                        out[i].push(e);
+                        out[i].push(e, None);
                     }
                 }
             }
-            SetContent::Archive { .. } => {
-                self.each_archive_entry(|a| {
-                    let ArchEntry { entry, shared } = a;
-                    let Ok(rel) = safety::check_name(&entry.name, None) else {
-                        if !out.is_empty() {
-                            out[0].push(entry);
-                        }
-                        return true;
-                    };
+            SetContent::Archive { .. } => match self.search()? {
+                Some(mut idx) => {
                     for (i, sel) in sels.iter().enumerate() {
-                        if !sel.wants(&rel) {
-                            continue;
-                        }
-                        let mut e = entry.clone();
-                        e.name = sel.rename(&rel);
-                        if e.kind == EntryKind::Hardlink {
-                            let target = e
-                                .link
-                                .as_deref()
-                                .and_then(|l| safety::check_hardlink_target(l, None).ok());
-                            match (target, shared) {
-                                // Linked to a file restored by the same plan: a hard link again.
-                                (Some(t), _) if t.starts_with(&sel.name) => {
-                                    e.link = Some(sel.rename(&t))
-                                }
-                                // Linked to a file outside what is restored: a copy of its content.
-                                (Some(_), Some((offset, size, sha256))) => {
-                                    e.kind = EntryKind::File;
-                                    e.link = None;
-                                    e.size = size;
-                                    e.sha256 = sha256;
-                                    e.locator = Some(offset);
-                                }
-                                // Anything else is left for the planner to refuse.
-                                _ => {}
+                        for anc in &sel.ancestors {
+                            if let Some(e) = idx.find(anc.as_bytes())? {
+                                take(&mut out[i], sel, arch_entry(e));
                             }
                         }
-                        out[i].push(e);
+                        let pos = idx.lower_bound(sel.name.as_bytes())?;
+                        idx.read_from(pos, |e| {
+                            if !is_under(&e.path, sel.name.as_bytes()) {
+                                return false;
+                            }
+                            let a = arch_entry(e);
+                            if safety::check_name(&a.entry.name, None).is_err() {
+                                // Below the selection but not a name that can be checked: refused by its plan.
+                                out[i].push(a.entry, None);
+                            } else {
+                                take(&mut out[i], sel, a);
+                            }
+                            true
+                        })?;
                     }
-                    true
-                })?;
-            }
+                }
+                None => {
+                    self.scan_entries(|a| {
+                        let Ok(rel) = safety::check_name(&a.entry.name, None) else {
+                            if !out.is_empty() {
+                                out[0].push(a.entry, None);
+                            }
+                            return true;
+                        };
+                        for (i, sel) in sels.iter().enumerate() {
+                            if sel.wants(&rel) {
+                                take(&mut out[i], sel, a.clone());
+                            }
+                        }
+                        true
+                    })?;
+                }
+            },
         }
         Ok(out)
     }
 
-    /// Hands every entry of `plan` (gathered from this content for `sel`) to `applier`, with the content of each
-    /// file the plan writes: read from the snapshot, or from the archive with one seek to its offset. `done` is
-    /// told the content bytes of each entry applied.
+    /// Hands every entry of `plan` (gathered from this content for `sel`, with `gathered`'s locations) to
+    /// `applier`, with the content of each file the plan writes: read from the snapshot, or from the archive with
+    /// one seek. From an indexed archive, every entry written is first checked against its header in the archive
+    /// (name, type, size, mode, owner, mtime, link): the index and the archive must agree, or the restore stops.
+    /// `done` is told the content bytes of each entry applied.
     pub fn apply(
         &self,
         sel: &Selection,
         plan: &Plan,
+        gathered: &Gathered,
         applier: &mut Applier<'_>,
         done: &mut dyn FnMut(u64),
     ) -> Result<(), RestoreError> {
@@ -402,10 +419,20 @@ impl SetContent {
             SetContent::Archive { archive, .. } => {
                 let mut reader: Option<archive::PartsReader> = None;
                 for item in plan.items.iter().filter(|i| !i.implicit) {
-                    if !item.needs_content() {
+                    let writes = matches!(item.action, Action::Create | Action::Replace);
+                    let loc = item
+                        .entry
+                        .locator
+                        .and_then(|l| gathered.locs.get(l as usize));
+                    let check = loc.and_then(|l| l.index.as_ref()).filter(|_| writes);
+                    if !item.needs_content() && check.is_none() {
                         applier.apply(&item.entry, None)?;
                         continue;
                     }
+                    let source_err = |source| RestoreError::Source {
+                        name: item.path.clone(),
+                        source,
+                    };
                     let r = match &mut reader {
                         Some(r) => r,
                         None => reader.insert(archive.open().map_err(|source| {
@@ -415,15 +442,27 @@ impl SetContent {
                             }
                         })?),
                     };
-                    let offset = item.entry.locator.ok_or_else(|| RestoreError::Source {
-                        name: item.path.clone(),
-                        source: io::Error::other("the backup gave no offset for it"),
-                    })?;
-                    r.seek(SeekFrom::Start(offset))
-                        .map_err(|source| RestoreError::Source {
-                            name: item.path.clone(),
-                            source,
+                    if let Some(ie) = check {
+                        check_header(r, ie).map_err(|problem| {
+                            source_err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!(
+                                    "the archive's header for {} at offset {} disagrees with the index: {problem}; \
+                                     the backup is damaged (check it with --verify)",
+                                    ie.display_path(),
+                                    ie.header_offset
+                                ),
+                            ))
                         })?;
+                    }
+                    if !item.needs_content() {
+                        applier.apply(&item.entry, None)?;
+                        continue;
+                    }
+                    let offset = loc.map(|l| l.data).ok_or_else(|| {
+                        source_err(io::Error::other("the backup gave no offset for it"))
+                    })?;
+                    r.seek(SeekFrom::Start(offset)).map_err(source_err)?;
                     applier.apply(&item.entry, Some(&mut r.take(item.entry.size)))?;
                     done(item.entry.size);
                 }
@@ -432,29 +471,204 @@ impl SetContent {
         Ok(())
     }
 
-    /// Every entry (full names, archive or walk order) with its kind and size, for `--verify`'s list of what a
-    /// restore would write; stops when `f` returns false.
+    /// Every entry of a snapshot (full names, walk order), for verification; stops when `f` returns false.
     pub fn walk_entries(
         &self,
         mut f: impl FnMut(&RestoreEntry) -> bool,
     ) -> Result<(), ContentError> {
-        match self {
-            SetContent::Snapshot { root } => {
-                for e in Snapshot::new(root).entries(Path::new("")) {
-                    let e = e.map_err(|e| ContentError::Io {
-                        path: root.display().to_string(),
-                        source: io::Error::other(e.to_string()),
-                    })?;
-                    if !f(&e) {
-                        break;
-                    }
-                }
-                Ok(())
+        let SetContent::Snapshot { root } = self else {
+            unreachable!("archives are verified by the archive verifier")
+        };
+        for e in Snapshot::new(root).entries(Path::new("")) {
+            let e = e.map_err(|e| ContentError::Io {
+                path: root.display().to_string(),
+                source: io::Error::other(e.to_string()),
+            })?;
+            if !f(&e) {
+                break;
             }
-            SetContent::Archive { .. } => self.each_archive_entry(|a| f(&a.entry)),
         }
+        Ok(())
     }
 }
+
+/// An index line as an archive entry.
+fn arch_entry(e: IndexEntry) -> ArchEntry {
+    let shared = (e.kind == archive::EntryKind::Hardlink)
+        .then(|| (e.data_offset, e.size, e.sha256.map(|d| d.0)));
+    ArchEntry {
+        entry: entry_of_index(&e),
+        shared,
+        index: Some(e),
+    }
+}
+
+/// Adds an archive entry (whose name checks) to a selection: renamed, and a hard link to a file outside the
+/// selection made a copy of that file's content.
+fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
+    let ArchEntry {
+        mut entry,
+        shared,
+        index,
+    } = a;
+    let Ok(rel) = safety::check_name(&entry.name, None) else {
+        out.push(entry, None);
+        return;
+    };
+    let mut data = entry.locator.unwrap_or(0);
+    entry.name = sel.rename(&rel);
+    if entry.kind == EntryKind::Hardlink {
+        let target = entry
+            .link
+            .as_deref()
+            .and_then(|l| safety::check_hardlink_target(l, None).ok());
+        match (target, shared) {
+            // Linked to a file restored by the same plan: a hard link again.
+            (Some(t), _) if t.starts_with(&sel.name) => entry.link = Some(sel.rename(&t)),
+            // Linked to a file outside what is restored: a copy of its content.
+            (Some(_), Some((offset, size, sha256))) => {
+                entry.kind = EntryKind::File;
+                entry.link = None;
+                entry.size = size;
+                entry.sha256 = sha256;
+                data = offset;
+            }
+            // Anything else is left for the planner to refuse.
+            _ => {}
+        }
+    }
+    out.push(entry, Some(Loc { data, index }));
+}
+
+/// Looks a name up in a searchable index; for a missing one, the names nearest to it: the children of its deepest
+/// ancestor that is a directory in the backup.
+fn lookup_index(idx: &mut SortedIndex, name: &RelPath) -> Result<Lookup, ContentError> {
+    if name.is_root() {
+        return Ok(Lookup::Found(EntryKind::Dir));
+    }
+    if let Some(e) = idx.find(name.as_bytes())? {
+        return Ok(Lookup::Found(kind_of_index(e.kind)));
+    }
+    let mut deepest = RelPath::root();
+    for anc in name.ancestors() {
+        match idx.find(anc.as_bytes())? {
+            Some(e) if e.kind == archive::EntryKind::Dir => deepest = anc,
+            _ => break,
+        }
+    }
+    let mut pool = Vec::new();
+    let mut seen = 0usize;
+    let pos = idx.lower_bound(deepest.as_bytes())?;
+    idx.read_from(pos, |e| {
+        seen += 1;
+        if !is_under(&e.path, deepest.as_bytes()) || seen > NEAR_SCAN_LIMIT {
+            return false;
+        }
+        if let Ok(rel) = safety::check_name(&e.path, None)
+            && rel
+                .split_last()
+                .is_some_and(|(parent, _)| parent == deepest)
+        {
+            pool.push(rel);
+        }
+        true
+    })?;
+    Ok(Lookup::Missing {
+        near: super::select::nearest_names(name, &pool, 3),
+    })
+}
+
+/// Checks the header(s) at an index entry's header offset against the index: name, type, size, mode, owner,
+/// mtime and link target. Leaves the reader just after the header (at the file's data).
+fn check_header(r: &mut archive::PartsReader, ie: &IndexEntry) -> Result<(), String> {
+    let len = match ie.kind {
+        archive::EntryKind::File => ie
+            .data_offset
+            .checked_sub(ie.header_offset)
+            .filter(|l| *l >= 512 && *l <= MAX_HEADER_BYTES && l % 512 == 0)
+            .ok_or_else(|| {
+                format!(
+                    "header offset {} and data offset {} are inconsistent",
+                    ie.header_offset, ie.data_offset
+                )
+            })?,
+        // Entries without content: enough for a pax header and the header itself.
+        _ => 8 << 10,
+    };
+    r.seek(SeekFrom::Start(ie.header_offset))
+        .map_err(|e| e.to_string())?;
+    let mut bytes = Vec::with_capacity(len as usize);
+    r.by_ref()
+        .take(len)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if ie.kind == archive::EntryKind::File && bytes.len() as u64 != len {
+        return Err("the archive ends inside it: it is truncated".into());
+    }
+    bytes.resize(bytes.len().div_ceil(512) * 512, 0);
+    let mut ar = tar::Archive::new(&bytes[..]);
+    let mut entries = ar.entries().map_err(|e| e.to_string())?;
+    let mut te = match entries.next() {
+        Some(Ok(te)) => te,
+        Some(Err(e)) => return Err(format!("no valid header there ({e})")),
+        None => return Err("no header there".into()),
+    };
+    let got = RestoreEntry::from_tar(&mut te)
+        .map_err(|e| e.to_string())?
+        .ok_or("no entry header there")?;
+    let want = entry_of_index(ie);
+    let name = got.name.strip_suffix(b"/").unwrap_or(&got.name);
+    let field = |what: &str, archive: String, index: String| {
+        Err(format!(
+            "its {what} is {archive} in the archive, {index} in the index"
+        ))
+    };
+    if name != want.name.as_slice() {
+        return field("name", show(name), show(&want.name));
+    }
+    if got.kind != want.kind {
+        return field("type", got.kind.to_string(), want.kind.to_string());
+    }
+    if got.size != want.size {
+        return field("size", got.size.to_string(), want.size.to_string());
+    }
+    if got.mode != want.mode {
+        return field(
+            "mode",
+            format!("{:04o}", got.mode),
+            format!("{:04o}", want.mode),
+        );
+    }
+    if (got.uid, got.gid) != (want.uid, want.gid) {
+        return field(
+            "owner",
+            format!("{}:{}", got.uid, got.gid),
+            format!("{}:{}", want.uid, want.gid),
+        );
+    }
+    if got.mtime != want.mtime {
+        return field(
+            "mtime",
+            format!("{}.{:09}", got.mtime.sec, got.mtime.nsec),
+            format!("{}.{:09}", want.mtime.sec, want.mtime.nsec),
+        );
+    }
+    if got.link != want.link {
+        let l = |l: &Option<Vec<u8>>| l.as_deref().map(show).unwrap_or_default();
+        return field("link target", l(&got.link), l(&want.link));
+    }
+    if ie.kind == archive::EntryKind::File && te.raw_file_position() != len {
+        return Err(format!(
+            "its data starts at {}, the index says {}",
+            ie.header_offset + te.raw_file_position(),
+            ie.data_offset
+        ));
+    }
+    Ok(())
+}
+
+/// Largest header (pax records included) accepted when checking an entry's header.
+const MAX_HEADER_BYTES: u64 = 1 << 20;
 
 /// Looks a name up in a directory tree without following symlinks on the way.
 fn lookup_dir(root: &Path, name: &RelPath) -> Lookup {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::content::{Lookup, Selection, SetContent};
+use super::content::{Gathered, Lookup, Selection, SetContent};
 use super::safety::RelPath;
 use super::select::{abs_of, locate_in_sources, name_of};
 use super::{Applier, Plan, Planner, RestoreError, RestoreOptions, Summary};
@@ -242,6 +242,9 @@ pub struct Planned {
     pub plan: Plan,
     #[serde(skip)]
     pub selection: Selection,
+    /// Where the plan's archive entries are (see [`Gathered`]).
+    #[serde(skip)]
+    pub gathered: Gathered,
 }
 
 /// Plans every selection (one read of each set's index, archive or snapshot); writes nothing.
@@ -250,31 +253,35 @@ pub fn plan_all(
     sels: Vec<Selection>,
     opts: &RestoreOptions,
 ) -> anyhow::Result<Vec<Planned>> {
-    let mut plans: Vec<Option<Plan>> = vec![None; sels.len()];
+    let mut plans: Vec<Option<(Plan, Gathered)>> = vec![None; sels.len()];
     let mut by_set: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, s) in sels.iter().enumerate() {
         by_set.entry(s.set).or_default().push(i);
     }
     for (set, idx) in by_set {
         let these: Vec<&Selection> = idx.iter().map(|&i| &sels[i]).collect();
-        let entries = sets[set].content.gather(&these)?;
-        for (&i, entries) in idx.iter().zip(entries) {
+        let gathered = sets[set].content.gather(&these)?;
+        for (&i, mut g) in idx.iter().zip(gathered) {
             let mut planner = Planner::new(&sels[i].target, opts.clone())?;
-            for e in entries {
+            for e in std::mem::take(&mut g.entries) {
                 planner.add(e)?;
             }
-            plans[i] = Some(planner.finish());
+            plans[i] = Some((planner.finish(), g));
         }
     }
     Ok(sels
         .into_iter()
         .zip(plans)
-        .map(|(selection, plan)| Planned {
-            set: sets[selection.set].set.clone(),
-            from: sets[selection.set].content.label(),
-            path: abs_of(&selection.name),
-            plan: plan.expect("planned"),
-            selection,
+        .map(|(selection, planned)| {
+            let (plan, gathered) = planned.expect("planned");
+            Planned {
+                set: sets[selection.set].set.clone(),
+                from: sets[selection.set].content.label(),
+                path: abs_of(&selection.name),
+                plan,
+                selection,
+                gathered,
+            }
         })
         .collect())
 }
@@ -291,9 +298,13 @@ pub fn apply_all(
             Ok(a) => a,
             Err(e) => return (out, Some(e)),
         };
-        let result = sets[p.selection.set]
-            .content
-            .apply(&p.selection, &p.plan, &mut applier, done);
+        let result = sets[p.selection.set].content.apply(
+            &p.selection,
+            &p.plan,
+            &p.gathered,
+            &mut applier,
+            done,
+        );
         out.push(applier.finish());
         if let Err(e) = result {
             return (out, Some(e));

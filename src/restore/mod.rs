@@ -44,6 +44,7 @@ pub mod catalog;
 pub mod content;
 pub mod drive;
 pub mod entry;
+pub mod index_search;
 pub mod job;
 pub mod list;
 pub mod plan;

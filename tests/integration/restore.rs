@@ -1038,14 +1038,15 @@ fn json_of_a_restore_says_what_was_done() {
 // ---------------------------------------------------------------------------------------------------------------
 // Reading the drive
 
-/// Breaks the header of every entry but `keep` in an archive (its checksum field), so that any reader that scans
-/// the archive fails, while one that seeks through the index to `keep` does not.
+/// Breaks the header of every entry but `keep` and its directories in an archive (its checksum field), so that any
+/// reader that scans the archive fails, while one that seeks through the index to `keep` does not.
 fn break_every_header_but(archive: &Path, index: &Path, keep: &[u8]) {
     let mut bytes = fs::read(archive).unwrap();
     let text = fs::read_to_string(index).unwrap();
     let mut reader = archive::IndexReader::new(text.as_bytes()).unwrap();
+    let kept = |p: &[u8]| p == keep || (keep.starts_with(p) && keep.get(p.len()) == Some(&b'/'));
     while let Some(e) = reader.next_entry().unwrap() {
-        if e.path != keep {
+        if !kept(&e.path) {
             let h = e.header_offset as usize;
             bytes[h + 148..h + 156].copy_from_slice(b"0000000\0");
         }
@@ -1809,5 +1810,64 @@ fn a_backup_written_by_dbackup_external_lists_verifies_and_restores() {
             .contains(&format!("compared with backup {stamp} on T9")),
         "{}",
         out.stdout
+    );
+}
+
+#[test]
+fn an_index_that_disagrees_with_the_archive_stops_the_restore() {
+    let d = demo();
+    let t = &d.t;
+    let dir = d.drive.join("backups/2025-04-02-031500");
+    // The 0600 .secrets made 0644 in the index, and the sums file made to match: only the archive's header knows.
+    let index = dir.join("config.index.jsonl");
+    let text = fs::read_to_string(&index).unwrap();
+    let secrets = format!(
+        "\"path\":\"{}\"",
+        t.home()
+            .join(".secrets")
+            .strip_prefix("/")
+            .unwrap()
+            .display()
+    );
+    let edited: String = text
+        .lines()
+        .map(|l| if l.contains(&secrets) { l.replace("\"mode\":384", "\"mode\":420") } else { l.to_string() } + "\n")
+        .collect();
+    assert_ne!(text, edited);
+    fs::write(&index, &edited).unwrap();
+    let sums: String = fs::read_to_string(dir.join("verification.sha256"))
+        .unwrap()
+        .lines()
+        .map(|l| match l.strip_suffix("  config.index.jsonl") {
+            Some(_) => format!(
+                "{}  config.index.jsonl\n",
+                Digest::of_bytes(edited.as_bytes())
+            ),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    fs::write(dir.join("verification.sha256"), sums).unwrap();
+    let target = t.path("r");
+    let out = restore(t)
+        .args([
+            "--source",
+            "external",
+            "--path",
+            "~/.secrets",
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .status(1);
+    assert!(
+        out.stderr.contains(
+            "disagrees with the index: its mode is 0600 in the archive, 0644 in the index"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !target
+            .join(t.home().join(".secrets").strip_prefix("/").unwrap())
+            .exists()
     );
 }

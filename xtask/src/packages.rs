@@ -44,13 +44,13 @@ pub const PACKAGES: &[Package] = &[
         deb: "exfat-fuse",
         program: "mount.exfat-fuse",
         why: "mounts the emulated exFAT drive (this kernel has no exfat module)",
-        needed_by: &[Test],
+        needed_by: &[Test, Bench],
     },
     Package {
         deb: "exfatprogs",
         program: "mkfs.exfat",
         why: "formats the emulated T9 drive",
-        needed_by: &[Test],
+        needed_by: &[Test, Bench],
     },
     Package {
         deb: "xfsprogs",

@@ -2,6 +2,7 @@
 //! page-cache handling and the result table. Benchmarks never run as part of the tests.
 
 mod collect;
+mod restore;
 pub mod tree;
 
 use std::time::Duration;
@@ -12,12 +13,16 @@ use anyhow::{Context, Result};
 pub enum BenchCmd {
     /// dbackup collect vs plain rsync with the same flags: first run and no-change run
     Collect(collect::CollectArgs),
-    // Later: External (issue 3), Restore (issue 4), Status (issue 5), each in its own module.
+    /// On the emulated exFAT T9 (root): one file restored by dbackup vs `tar -xf`, and the whole backup verified
+    /// by dbackup vs `sha256sum`
+    Restore(restore::RestoreArgs),
+    // Later: External (issue 3), Status (issue 5), each in its own module.
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Collect(args) => collect::run(args),
+        BenchCmd::Restore(args) => restore::run(args),
     }
 }
 
@@ -113,6 +118,11 @@ impl Table {
 
     pub fn push(&mut self, row: usize, column: usize, d: Duration) {
         self.rows[row].1[column].push(d);
+    }
+
+    /// The median of one cell, in seconds.
+    pub fn median(&self, row: usize, column: usize) -> f64 {
+        self.rows[row].1[column].median()
     }
 
     /// The ratio of the medians of two columns in one row.

@@ -1,0 +1,398 @@
+//! Random access into an archive's index: the index lists entries in archive order, which is sorted component by
+//! component (a depth-first walk of sorted directories), so a name is found by binary search over the file's bytes
+//! with a handful of small reads, and a directory's entries are the lines that follow it. Restoring one file from a
+//! backup of a million reads a few kilobytes of its index, not all of it.
+//!
+//! What is read is checked: the header line, the `end` line (a truncated index is refused), and the order of every
+//! line read in sequence (a line out of order means damage: the restore stops rather than miss entries). Every entry
+//! restored is also checked against its header in the archive (see [`super::content`]).
+
+use std::cmp::Ordering;
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
+
+use crate::archive::index::IndexReader;
+use crate::archive::{ArchiveFiles, IndexEntry, PartsReader};
+
+/// Why the index cannot be searched.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("cannot read the index {label}: {source}")]
+    Io { label: String, source: io::Error },
+    #[error("the index {label} is damaged: {problem}; check the backup with --verify")]
+    Damaged { label: String, problem: String },
+}
+
+/// Compares two paths component by component (`a/b` sorts before `a-c`, and a directory before its contents).
+pub fn cmp_paths(a: &[u8], b: &[u8]) -> Ordering {
+    let mut x = a.split(|&c| c == b'/').filter(|c| !c.is_empty());
+    let mut y = b.split(|&c| c == b'/').filter(|c| !c.is_empty());
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(p), Some(q)) => match p.cmp(q) {
+                Ordering::Equal => continue,
+                other => return other,
+            },
+        }
+    }
+}
+
+/// Whether `path` is `dir` or lies below it (component-wise; the empty `dir` holds everything).
+pub fn is_under(path: &[u8], dir: &[u8]) -> bool {
+    let mut x = path.split(|&c| c == b'/').filter(|c| !c.is_empty());
+    for d in dir.split(|&c| c == b'/').filter(|c| !c.is_empty()) {
+        if x.next() != Some(d) {
+            return false;
+        }
+    }
+    true
+}
+
+/// An index opened for searching.
+pub struct SortedIndex {
+    reader: PartsReader,
+    label: String,
+    /// The header line, newline included (to parse single lines with [`IndexReader`]).
+    header: Vec<u8>,
+    /// Where the entry lines start and where the `end` line starts.
+    start: u64,
+    end: u64,
+}
+
+/// Bytes read at a time when looking for a line.
+const CHUNK: usize = 8 << 10;
+
+impl SortedIndex {
+    pub fn open(files: &ArchiveFiles) -> Result<SortedIndex, SearchError> {
+        let label = files.label();
+        let io_err = |source| SearchError::Io {
+            label: label.clone(),
+            source,
+        };
+        let damaged = |problem: String| SearchError::Damaged {
+            label: label.clone(),
+            problem,
+        };
+        let mut reader = files.open().map_err(io_err)?;
+        let len = files.len();
+        let (header_start, header) = read_line_at(&mut reader, 0, len)
+            .map_err(io_err)?
+            .ok_or_else(|| damaged("it is empty".into()))?;
+        debug_assert_eq!(header_start, 0);
+        IndexReader::new(Cursor::new(&header)).map_err(|e| damaged(e.to_string()))?;
+        // The last line must be the `end` line: an index without it is truncated.
+        let tail = len.min(64 << 10);
+        reader.seek(SeekFrom::Start(len - tail)).map_err(io_err)?;
+        let mut buf = vec![0u8; tail as usize];
+        reader.read_exact(&mut buf).map_err(io_err)?;
+        if buf.last() != Some(&b'\n') {
+            return Err(damaged(
+                "its last line is cut short: it is truncated".into(),
+            ));
+        }
+        let body = &buf[..buf.len() - 1];
+        let last_start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let last: serde_json::Value = serde_json::from_slice(&body[last_start..])
+            .map_err(|e| damaged(format!("its last line is not JSON ({e})")))?;
+        if last["type"] != "end" {
+            return Err(damaged(
+                "it does not end with its `end` line: it is truncated".into(),
+            ));
+        }
+        let end = len - tail + last_start as u64;
+        let start = header.len() as u64;
+        if end < start {
+            return Err(damaged("its header and end lines overlap".into()));
+        }
+        Ok(SortedIndex {
+            reader,
+            label,
+            header,
+            start,
+            end,
+        })
+    }
+
+    fn damaged(&self, problem: String) -> SearchError {
+        SearchError::Damaged {
+            label: self.label.clone(),
+            problem,
+        }
+    }
+
+    fn parse(&self, line: &[u8]) -> Result<IndexEntry, SearchError> {
+        parse_line(&self.header, &self.label, line)
+    }
+
+    /// The first entry line starting at or after byte `pos`: its start, its entry, and where the next line starts.
+    /// One seek and a forward read.
+    fn line_from(&mut self, pos: u64) -> Result<Option<(u64, IndexEntry, u64)>, SearchError> {
+        // Reading from pos - 1: when that byte is a newline, a line starts at pos.
+        let (from, aligned) = if pos <= self.start {
+            (self.start, true)
+        } else {
+            (pos - 1, false)
+        };
+        if from >= self.end {
+            return Ok(None);
+        }
+        let io_err = |source| SearchError::Io {
+            label: self.label.clone(),
+            source,
+        };
+        self.reader.seek(SeekFrom::Start(from)).map_err(io_err)?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut at = from;
+        let mut line: Option<(u64, Vec<u8>)> = aligned.then(|| (from, Vec::new()));
+        while at < self.end {
+            let want = CHUNK.min((self.end - at) as usize);
+            let n = self.reader.read(&mut buf[..want]).map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            let mut chunk = &buf[..n];
+            let mut chunk_at = at;
+            if line.is_none() {
+                match chunk.iter().position(|&b| b == b'\n') {
+                    Some(i) => {
+                        line = Some((chunk_at + i as u64 + 1, Vec::new()));
+                        chunk = &chunk[i + 1..];
+                        chunk_at += i as u64 + 1;
+                    }
+                    None => {
+                        at += n as u64;
+                        continue;
+                    }
+                }
+            }
+            let (start, bytes) = line.as_mut().expect("started");
+            if *start >= self.end {
+                return Ok(None);
+            }
+            let _ = chunk_at;
+            if let Some(i) = chunk.iter().position(|&b| b == b'\n') {
+                bytes.extend_from_slice(&chunk[..=i]);
+                let (start, bytes) = line.take().expect("started");
+                let next = start + bytes.len() as u64;
+                return Ok(Some((start, self.parse(&bytes)?, next)));
+            }
+            bytes.extend_from_slice(chunk);
+            at += n as u64;
+        }
+        match line {
+            Some((start, _)) if start < self.end => {
+                Err(self.damaged("a line runs into the end line".into()))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The start of the first entry line whose path is not before `name` (or the end).
+    pub fn lower_bound(&mut self, name: &[u8]) -> Result<u64, SearchError> {
+        let (mut lo, mut hi) = (self.start, self.end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.line_from(mid)? {
+                Some((start, e, next)) if start < hi => {
+                    if cmp_paths(&e.path, name) == Ordering::Less {
+                        lo = next;
+                    } else {
+                        hi = start;
+                    }
+                }
+                // No line starts in [mid, hi): the answer is at or before mid.
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The entry named exactly `name`, if any.
+    pub fn find(&mut self, name: &[u8]) -> Result<Option<IndexEntry>, SearchError> {
+        let pos = self.lower_bound(name)?;
+        Ok(match self.line_from(pos)? {
+            Some((_, e, _)) if cmp_paths(&e.path, name) == Ordering::Equal => Some(e),
+            _ => None,
+        })
+    }
+
+    /// Visits the entries from the line starting at byte `pos` on, in order, until `f` returns false or the index
+    /// ends. Each line must sort after the one before it.
+    pub fn read_from(
+        &mut self,
+        pos: u64,
+        mut f: impl FnMut(IndexEntry) -> bool,
+    ) -> Result<(), SearchError> {
+        let pos = pos.max(self.start);
+        let label = self.label.clone();
+        let header = self.header.clone();
+        let damaged = |problem: String| SearchError::Damaged {
+            label: label.clone(),
+            problem,
+        };
+        let io_err = |source| SearchError::Io {
+            label: label.clone(),
+            source,
+        };
+        self.reader.seek(SeekFrom::Start(pos)).map_err(io_err)?;
+        let limit = self.end - pos.min(self.end);
+        let mut lines = io::BufReader::with_capacity(64 << 10, (&mut self.reader).take(limit));
+        let mut line = Vec::new();
+        let mut prev: Option<Vec<u8>> = None;
+        loop {
+            line.clear();
+            let n = io::BufRead::read_until(&mut lines, b'\n', &mut line).map_err(io_err)?;
+            if n == 0 {
+                return Ok(());
+            }
+            if line.last() != Some(&b'\n') {
+                return Err(damaged("a line runs into the end line".into()));
+            }
+            let e = parse_line(&header, &label, &line)?;
+            if let Some(p) = &prev
+                && cmp_paths(p, &e.path) != Ordering::Less
+            {
+                return Err(damaged(format!(
+                    "its entries are out of order at {}",
+                    e.display_path()
+                )));
+            }
+            prev = Some(e.path.clone());
+            if !f(e) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// One entry line, parsed by the index's own reader (after its header line).
+fn parse_line(header: &[u8], label: &str, line: &[u8]) -> Result<IndexEntry, SearchError> {
+    let damaged = |problem: String| SearchError::Damaged {
+        label: label.to_string(),
+        problem,
+    };
+    let mut text = Vec::with_capacity(header.len() + line.len());
+    text.extend_from_slice(header);
+    text.extend_from_slice(line);
+    let mut r = IndexReader::new(Cursor::new(text)).map_err(|e| damaged(e.to_string()))?;
+    match r.next_entry() {
+        Ok(Some(e)) => Ok(e),
+        Ok(None) => Err(damaged("an entry line is an `end` line".into())),
+        Err(e) => Err(damaged(e.to_string())),
+    }
+}
+
+/// The line starting at `pos` (newline included), when it ends before `limit`.
+fn read_line_at(r: &mut PartsReader, pos: u64, limit: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
+    r.seek(SeekFrom::Start(pos))?;
+    let mut line = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = pos;
+    while at < limit {
+        let want = CHUNK.min((limit - at) as usize);
+        let n = r.read(&mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        if let Some(i) = buf[..n].iter().position(|&b| b == b'\n') {
+            line.extend_from_slice(&buf[..=i]);
+            return Ok(Some((pos, line)));
+        }
+        line.extend_from_slice(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_sort_by_component() {
+        assert_eq!(cmp_paths(b"a/b", b"a-c"), Ordering::Less);
+        assert_eq!(cmp_paths(b"a", b"a/b"), Ordering::Less);
+        assert_eq!(cmp_paths(b"a/b", b"a/b"), Ordering::Equal);
+        assert_eq!(cmp_paths(b"b", b"a/z"), Ordering::Greater);
+        assert_eq!(cmp_paths(b"", b"a"), Ordering::Less);
+        assert!(is_under(b"a/b/c", b"a/b") && is_under(b"a/b", b"a/b") && is_under(b"x", b""));
+        assert!(!is_under(b"a/bc", b"a/b") && !is_under(b"a", b"a/b"));
+    }
+
+    /// An index written by the archive writer for a tree with names that sort differently bytewise and by
+    /// component, searched for every name and for names that are not there.
+    #[test]
+    fn every_name_is_found_by_binary_search() {
+        use crate::archive::{self, ArchiveOptions, FileSink, NoProgress};
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let names = [
+            "a/b/c.txt",
+            "a/b-c/d",
+            "a-b/x",
+            "a.b",
+            "a/z",
+            "b",
+            "long/deep/er/still/file",
+        ];
+        for n in names {
+            let p = src.join(n);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, n).unwrap();
+        }
+        for i in 0..300 {
+            std::fs::write(src.join(format!("a/b/many-{i:03}")), "x").unwrap();
+        }
+        let out = dir.path().join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        let plan = archive::scan(&src, &mut NoProgress).unwrap();
+        archive::write_archive(
+            &plan,
+            Box::new(FileSink::create(out.join("d.tar")).unwrap()),
+            Box::new(FileSink::create(out.join("d.index.jsonl")).unwrap()),
+            &ArchiveOptions::default(),
+            &mut NoProgress,
+        )
+        .unwrap();
+        let files = ArchiveFiles::discover(&out, "d.index.jsonl").unwrap();
+        let mut idx = SortedIndex::open(&files).unwrap();
+        let all: Vec<IndexEntry> = IndexReader::new(std::io::BufReader::new(files.open().unwrap()))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for e in &all {
+            assert_eq!(
+                idx.find(&e.path).unwrap().as_ref(),
+                Some(e),
+                "{}",
+                e.display_path()
+            );
+        }
+        for missing in ["a/b/c", "a/bb", "zz", "0", "a/b/many-9999", "long/deep/x"] {
+            assert_eq!(idx.find(missing.as_bytes()).unwrap(), None, "{missing}");
+        }
+        // A directory's entries follow it.
+        let mut under = Vec::new();
+        let pos = idx.lower_bound(b"a/b").unwrap();
+        idx.read_from(pos, |e| {
+            let keep = is_under(&e.path, b"a/b");
+            if keep {
+                under.push(e.path);
+            }
+            keep
+        })
+        .unwrap();
+        assert_eq!(under.len(), 1 + 1 + 300, "a/b, c.txt and the many");
+
+        // A truncated index is refused.
+        let text = std::fs::read(out.join("d.index.jsonl")).unwrap();
+        std::fs::write(out.join("t.index.jsonl"), &text[..text.len() - 40]).unwrap();
+        let t = ArchiveFiles::discover(&out, "t.index.jsonl").unwrap();
+        assert!(matches!(
+            SortedIndex::open(&t),
+            Err(SearchError::Damaged { .. })
+        ));
+    }
+}

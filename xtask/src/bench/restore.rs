@@ -1,0 +1,323 @@
+//! `cargo xtask bench restore` (root): on the emulated exFAT T9, a backup written by `dbackup collect` and
+//! `dbackup external` of the bench tree (at least 600 MiB), then
+//! - one file restored: `dbackup restore --path FILE` (one seek through the index) vs `tar -xf ARCHIVE FILE`
+//!   (GNU tar reads header after header, skipping contents with seeks); goal: dbackup at least 5x faster;
+//! - the whole backup verified: `dbackup restore --verify` (sums, every header and content sha256) vs
+//!   `sha256sum ARCHIVE`; goal: within 1.5x.
+//!
+//! The file is the archive's last file, the worst case for tar. The page cache is dropped before each timed run by
+//! default, so every run reads the drive (through the loop device and exfat-fuse), as a restore days later would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::tree::{self, TreeSpec};
+use super::{Cache, Table};
+use crate::packages::{Need, ensure_packages};
+use crate::util::{
+    Profile, build_dbackup, find_program, heading, human_bytes, is_root, remove_dir_if_exists,
+    shell, target_dir,
+};
+
+#[path = "../../../tests/integration/t9.rs"]
+mod t9;
+
+/// Issue 4's goals.
+const ONE_FILE_GOAL: f64 = 5.0;
+const VERIFY_GOAL: f64 = 1.5;
+/// The smallest archive the bench accepts.
+const MIN_BYTES: u64 = 600 << 20;
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub tree: TreeSpec,
+    /// Timed repetitions of each measurement (the median is reported)
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// How the page cache is treated before each timed run (the same for every contender)
+    #[arg(long, value_enum, default_value_t = Cache::Drop)]
+    pub cache: Cache,
+}
+
+/// The paths of one bench run.
+struct World {
+    bin: PathBuf,
+    work: PathBuf,
+    config: PathBuf,
+    /// The backup's `data.tar` on the drive.
+    archive: PathBuf,
+    /// The file restored: its absolute path (in the tree) and its name in the archive.
+    file: PathBuf,
+    name: String,
+}
+
+pub fn run(args: RestoreArgs) -> Result<()> {
+    anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
+    if !is_root() {
+        bail!(
+            "bench restore needs root: it makes a loop device with an exFAT filesystem (the emulated T9)"
+        );
+    }
+    let sh = shell()?;
+    ensure_packages(&sh, Need::Bench);
+    for tool in [
+        "losetup",
+        "mkfs.exfat",
+        "mount.exfat-fuse",
+        "tar",
+        "sha256sum",
+    ] {
+        find_program(tool).with_context(|| {
+            format!(
+                "{tool} is missing: apt-get install util-linux exfatprogs exfat-fuse tar coreutils"
+            )
+        })?;
+    }
+    heading("bench restore: build dbackup (release)");
+    let bin = build_dbackup(&sh, Profile::Release)?;
+    let bench = target_dir(&sh)?.join("bench");
+    std::fs::create_dir_all(&bench)?;
+    let bench = bench.canonicalize()?;
+    heading("bench restore: the tree");
+    let tree_dir = bench.join("tree");
+    let stats = tree::ensure(&tree_dir, &args.tree)?;
+    if stats.bytes < MIN_BYTES {
+        bail!(
+            "the tree holds {}; the bench needs at least {}: raise --big-files or --big-max-mib",
+            human_bytes(stats.bytes),
+            human_bytes(MIN_BYTES)
+        );
+    }
+
+    heading("bench restore: the emulated T9 (exFAT on a loop device) and a backup on it");
+    let drive_size = stats.bytes + stats.bytes / 4 + (256 << 20);
+    let t9 = t9::Drive::exfat("T9", drive_size);
+    let work = bench.join("restore");
+    remove_dir_if_exists(&work)?;
+    for d in ["home", "state", "xdg-config"] {
+        std::fs::create_dir_all(work.join(d))?;
+    }
+    let config = work.join("config.json");
+    let cfg = serde_json::json!({
+        "backup_root": work.join("root"),
+        "backup_sets": [{ "name": "data", "sources": [tree_dir], "method": "rsync" }],
+        "destinations": [{ "name": "T9", "path": t9.mount_point(), "fs_label": "T9" }],
+    });
+    std::fs::write(&config, serde_json::to_string_pretty(&cfg)?)?;
+    let mut w = World {
+        bin,
+        work,
+        config,
+        archive: PathBuf::new(),
+        file: PathBuf::new(),
+        name: String::new(),
+    };
+    timed(w.dbackup().arg("collect"), "dbackup collect")?;
+    timed(w.dbackup().arg("external"), "dbackup external")?;
+    let backups = t9.mount_point().join("backups");
+    let stamp = std::fs::read_to_string(backups.join("LATEST"))
+        .context("the external phase left no LATEST on the drive")?
+        .trim()
+        .to_string();
+    let dir = backups.join(&stamp);
+    w.archive = dir.join("data.tar");
+    w.name = last_file(&dir.join("data.index.jsonl"))?;
+    w.file = Path::new("/").join(&w.name);
+    let archive_bytes = std::fs::metadata(&w.archive)?.len();
+    eprintln!(
+        "backup {stamp}: data.tar {} on {}; the file: {}",
+        human_bytes(archive_bytes),
+        t9.mount_point().display(),
+        w.file.display()
+    );
+
+    heading(&format!(
+        "bench restore: {} repetitions, {}",
+        args.reps,
+        args.cache.describe()
+    ));
+    let mut one = Table::new(&["dbackup", "tar -xf"], &["one file"], &[(1, 0)]);
+    let mut all = Table::new(
+        &["dbackup --verify", "sha256sum"],
+        &["whole backup"],
+        &[(0, 1)],
+    );
+    for rep in 0..args.reps {
+        let order = if rep % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for theirs in order {
+            let col = usize::from(theirs);
+            args.cache.prepare()?;
+            let t = if theirs {
+                w.tar_one()?
+            } else {
+                w.dbackup_one()?
+            };
+            one.push(0, col, t);
+            if rep == 0 {
+                w.check_one(theirs)?;
+            }
+            args.cache.prepare()?;
+            let v = if theirs {
+                w.sha256sum()?
+            } else {
+                w.dbackup_verify()?
+            };
+            all.push(0, col, v);
+            eprintln!(
+                "  rep {}: {:<8} one file {:>7.3}s  whole {:>7.3}s",
+                rep + 1,
+                if theirs { "tar/sha" } else { "dbackup" },
+                t.as_secs_f64(),
+                v.as_secs_f64()
+            );
+        }
+    }
+    remove_dir_if_exists(&w.work)?;
+    drop(t9);
+
+    println!();
+    println!(
+        "bench restore: {}; on the emulated exFAT T9 (loop device, exfat-fuse)",
+        args.tree.describe(stats)
+    );
+    println!(
+        "archive: {} ({}), the file restored: its last file; {} repetitions, {}",
+        human_bytes(archive_bytes),
+        w.archive.file_name().unwrap_or_default().to_string_lossy(),
+        args.reps,
+        args.cache.describe()
+    );
+    println!("\nrestoring one file:");
+    one.print();
+    println!("\nverifying the whole backup:");
+    all.print();
+    let mb = archive_bytes as f64 / (1 << 20) as f64;
+    let median = |t: &Table, c| t.median(0, c);
+    println!(
+        "throughput: dbackup --verify {:.0} MiB/s, sha256sum {:.0} MiB/s",
+        mb / median(&all, 0),
+        mb / median(&all, 1)
+    );
+    let speedup = one.ratio(0, (1, 0));
+    let verify = all.ratio(0, (0, 1));
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!(
+        "\ngoal: one file, tar/dbackup >= {ONE_FILE_GOAL:.1}: {} ({speedup:.1}x)",
+        verdict(speedup >= ONE_FILE_GOAL)
+    );
+    println!(
+        "goal: whole backup, dbackup/sha256sum <= {VERIFY_GOAL:.1}: {} ({verify:.2})",
+        verdict(verify <= VERIFY_GOAL)
+    );
+    Ok(())
+}
+
+impl World {
+    fn dbackup(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--config")
+            .arg(&self.config)
+            .env("HOME", self.work.join("home"))
+            .env("XDG_STATE_HOME", self.work.join("state"))
+            .env("XDG_CONFIG_HOME", self.work.join("xdg-config"))
+            .env_remove("DBACKUP")
+            .env_remove("DBACKUP_CONFIG")
+            .env_remove("DDATA")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn dbackup_one(&self) -> Result<Duration> {
+        let target = self.work.join("r-dbackup");
+        remove_dir_if_exists(&target)?;
+        let mut c = self.dbackup();
+        c.args(["restore", "--source", "external", "--path"])
+            .arg(&self.file)
+            .arg("--target")
+            .arg(&target);
+        timed(&mut c, "dbackup restore")
+    }
+
+    fn tar_one(&self) -> Result<Duration> {
+        let target = self.work.join("r-tar");
+        remove_dir_if_exists(&target)?;
+        std::fs::create_dir_all(&target)?;
+        let mut c = Command::new("tar");
+        c.arg("-xf")
+            .arg(&self.archive)
+            .arg("-C")
+            .arg(&target)
+            .arg(&self.name);
+        timed(&mut c, "tar -xf")
+    }
+
+    /// Both restored the same bytes as the tree holds.
+    fn check_one(&self, tar: bool) -> Result<()> {
+        let dir = self.work.join(if tar { "r-tar" } else { "r-dbackup" });
+        let got = std::fs::read(dir.join(&self.name))
+            .with_context(|| format!("the restored file is not in {}", dir.display()))?;
+        let want = std::fs::read(&self.file)?;
+        anyhow::ensure!(
+            got == want,
+            "{} restored other bytes than {}",
+            if tar { "tar" } else { "dbackup" },
+            self.file.display()
+        );
+        Ok(())
+    }
+
+    fn dbackup_verify(&self) -> Result<Duration> {
+        let mut c = self.dbackup();
+        c.args(["restore", "--source", "external", "--verify"]);
+        timed(&mut c, "dbackup restore --verify")
+    }
+
+    fn sha256sum(&self) -> Result<Duration> {
+        let mut c = Command::new("sha256sum");
+        c.arg(&self.archive);
+        timed(&mut c, "sha256sum")
+    }
+}
+
+/// The path of the last regular file of an index (the archive's last file).
+fn last_file(index: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(index)
+        .with_context(|| format!("cannot read {}", index.display()))?;
+    let mut last = None;
+    for line in text.lines().skip(1) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).context("the index is not JSON lines")?;
+        if v["type"] == "file"
+            && let Some(p) = v["path"].as_str()
+        {
+            last = Some(p.to_string());
+        }
+    }
+    last.context("the index lists no file")
+}
+
+/// Runs a command to completion and returns its wall-clock time; fails with its stderr when it fails.
+fn timed(cmd: &mut Command, what: &str) -> Result<Duration> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
+    let wall = start.elapsed();
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(wall)
+}
