@@ -8,7 +8,9 @@
 //! restored is also checked against its header in the archive (see [`super::content`]).
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
+use std::rc::Rc;
 
 use crate::archive::index::IndexReader;
 use crate::archive::{ArchiveFiles, IndexEntry, PartsReader};
@@ -59,10 +61,16 @@ pub struct SortedIndex {
     /// Where the entry lines start and where the `end` line starts.
     start: u64,
     end: u64,
+    /// Blocks read so far, by number.
+    blocks: HashMap<u64, Rc<[u8]>>,
 }
 
 /// Bytes read at a time when looking for a line.
 const CHUNK: usize = 8 << 10;
+/// The unit of the block cache.
+const BLOCK: usize = 16 << 10;
+/// At most this many blocks are kept (64 MiB); then the cache starts over.
+const MAX_BLOCKS: usize = 4096;
 
 impl SortedIndex {
     pub fn open(files: &ArchiveFiles) -> Result<SortedIndex, SearchError> {
@@ -82,18 +90,26 @@ impl SortedIndex {
             .ok_or_else(|| damaged("it is empty".into()))?;
         debug_assert_eq!(header_start, 0);
         IndexReader::new(Cursor::new(&header)).map_err(|e| damaged(e.to_string()))?;
-        // The last line must be the `end` line: an index without it is truncated.
-        let tail = len.min(64 << 10);
-        reader.seek(SeekFrom::Start(len - tail)).map_err(io_err)?;
-        let mut buf = vec![0u8; tail as usize];
-        reader.read_exact(&mut buf).map_err(io_err)?;
-        if buf.last() != Some(&b'\n') {
-            return Err(damaged(
-                "its last line is cut short: it is truncated".into(),
-            ));
-        }
+        // The last line must be the `end` line: an index without it is truncated. It is short: read a little of the
+        // tail first, more only when the last line does not fit.
+        let mut tail = len.min(4 << 10);
+        let (buf, last_start) = loop {
+            reader.seek(SeekFrom::Start(len - tail)).map_err(io_err)?;
+            let mut buf = vec![0u8; tail as usize];
+            reader.read_exact(&mut buf).map_err(io_err)?;
+            if buf.last() != Some(&b'\n') {
+                return Err(damaged(
+                    "its last line is cut short: it is truncated".into(),
+                ));
+            }
+            let body = &buf[..buf.len() - 1];
+            match body.iter().rposition(|&b| b == b'\n') {
+                Some(i) => break (buf.clone(), i + 1),
+                None if tail == len => break (buf.clone(), 0),
+                None => tail = len.min(tail * 16),
+            }
+        };
         let body = &buf[..buf.len() - 1];
-        let last_start = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let last: serde_json::Value = serde_json::from_slice(&body[last_start..])
             .map_err(|e| damaged(format!("its last line is not JSON ({e})")))?;
         if last["type"] != "end" {
@@ -112,6 +128,7 @@ impl SortedIndex {
             header,
             start,
             end,
+            blocks: HashMap::new(),
         })
     }
 
@@ -126,65 +143,76 @@ impl SortedIndex {
         parse_line(&self.header, &self.label, line)
     }
 
-    /// The first entry line starting at or after byte `pos`: its start, its entry, and where the next line starts.
-    /// One seek and a forward read.
-    fn line_from(&mut self, pos: u64) -> Result<Option<(u64, IndexEntry, u64)>, SearchError> {
-        // Reading from pos - 1: when that byte is a newline, a line starts at pos.
-        let (from, aligned) = if pos <= self.start {
-            (self.start, true)
-        } else {
-            (pos - 1, false)
-        };
-        if from >= self.end {
-            return Ok(None);
+    /// The block `n` of the index (`BLOCK` bytes, fewer at its end), read once.
+    fn block(&mut self, n: u64) -> Result<Rc<[u8]>, SearchError> {
+        if let Some(b) = self.blocks.get(&n) {
+            return Ok(b.clone());
         }
         let io_err = |source| SearchError::Io {
             label: self.label.clone(),
             source,
         };
-        self.reader.seek(SeekFrom::Start(from)).map_err(io_err)?;
-        let mut buf = vec![0u8; CHUNK];
-        let mut at = from;
-        let mut line: Option<(u64, Vec<u8>)> = aligned.then(|| (from, Vec::new()));
+        self.reader
+            .seek(SeekFrom::Start(n * BLOCK as u64))
+            .map_err(io_err)?;
+        let mut buf = Vec::with_capacity(BLOCK);
+        (&mut self.reader)
+            .take(BLOCK as u64)
+            .read_to_end(&mut buf)
+            .map_err(io_err)?;
+        if self.blocks.len() >= MAX_BLOCKS {
+            self.blocks.clear();
+        }
+        let b: Rc<[u8]> = buf.into();
+        self.blocks.insert(n, b.clone());
+        Ok(b)
+    }
+
+    /// The first entry line starting at or after byte `pos`: its start, its entry, and where the next line starts.
+    /// Reads whole blocks, kept for the next lookups: a binary search touches a handful.
+    fn line_from(&mut self, pos: u64) -> Result<Option<(u64, IndexEntry, u64)>, SearchError> {
+        // Reading from pos - 1: when that byte is a newline, a line starts at pos.
+        let (mut at, mut start) = if pos <= self.start {
+            (self.start, Some(self.start))
+        } else {
+            (pos - 1, None)
+        };
+        let mut bytes = Vec::new();
         while at < self.end {
-            let want = CHUNK.min((self.end - at) as usize);
-            let n = self.reader.read(&mut buf[..want]).map_err(io_err)?;
-            if n == 0 {
+            let block = self.block(at / BLOCK as u64)?;
+            let off = (at % BLOCK as u64) as usize;
+            let avail = (block.len().saturating_sub(off) as u64).min(self.end - at) as usize;
+            if avail == 0 {
                 break;
             }
-            let mut chunk = &buf[..n];
-            let mut chunk_at = at;
-            if line.is_none() {
-                match chunk.iter().position(|&b| b == b'\n') {
+            let mut slice = &block[off..off + avail];
+            if start.is_none() {
+                match slice.iter().position(|&b| b == b'\n') {
                     Some(i) => {
-                        line = Some((chunk_at + i as u64 + 1, Vec::new()));
-                        chunk = &chunk[i + 1..];
-                        chunk_at += i as u64 + 1;
+                        let s = at + i as u64 + 1;
+                        if s >= self.end {
+                            return Ok(None);
+                        }
+                        start = Some(s);
+                        slice = &slice[i + 1..];
                     }
                     None => {
-                        at += n as u64;
+                        at += avail as u64;
                         continue;
                     }
                 }
             }
-            let (start, bytes) = line.as_mut().expect("started");
-            if *start >= self.end {
-                return Ok(None);
-            }
-            let _ = chunk_at;
-            if let Some(i) = chunk.iter().position(|&b| b == b'\n') {
-                bytes.extend_from_slice(&chunk[..=i]);
-                let (start, bytes) = line.take().expect("started");
+            if let Some(i) = slice.iter().position(|&b| b == b'\n') {
+                bytes.extend_from_slice(&slice[..=i]);
+                let start = start.expect("found");
                 let next = start + bytes.len() as u64;
                 return Ok(Some((start, self.parse(&bytes)?, next)));
             }
-            bytes.extend_from_slice(chunk);
-            at += n as u64;
+            bytes.extend_from_slice(slice);
+            at += avail as u64;
         }
-        match line {
-            Some((start, _)) if start < self.end => {
-                Err(self.damaged("a line runs into the end line".into()))
-            }
+        match start {
+            Some(s) if s < self.end => Err(self.damaged("a line runs into the end line".into())),
             _ => Ok(None),
         }
     }
