@@ -30,6 +30,8 @@ struct Demo {
     data: PathBuf,
     backups: PathBuf,
     config: PathBuf,
+    /// A directory standing in for the removable drive.
+    drive: PathBuf,
 }
 
 pub fn run(_args: DemoArgs) -> Result<()> {
@@ -53,10 +55,31 @@ pub fn run(_args: DemoArgs) -> Result<()> {
     heading("demo: second run");
     demo.main_job()?;
 
-    // Later issues continue here: the external phase onto an emulated drive, then a restore from it and a verify.
+    heading(
+        "demo: the external phase, onto target/demo/T9 (a directory standing in for the drive)",
+    );
+    demo.dbackup(&["external"])?;
+
+    heading("demo: lose a file, then restore it from the drive");
+    std::fs::remove_file(demo.data.join(RESTORED))?;
+    eprintln!("deleted  ~/data/{RESTORED}");
+    demo.dbackup(&["restore", "--source", "external", "--list"])?;
+    demo.dbackup(&[
+        "restore",
+        "--source",
+        "external",
+        "--path",
+        &format!("~/data/{RESTORED}"),
+    ])?;
+
+    heading("demo: verify the backup on the drive");
+    demo.dbackup(&["restore", "--source", "external", "--verify"])?;
 
     demo.show()
 }
+
+/// The file the demo deletes and restores from the drive.
+const RESTORED: &str = "projects/alpha/notes.md";
 
 impl Demo {
     /// Builds the sample home and data from scratch, and writes the config.
@@ -72,8 +95,10 @@ impl Demo {
             data: root.join("data"),
             backups: root.join("backups"),
             config: root.join("config.json"),
+            drive: root.join("T9"),
             root,
         };
+        std::fs::create_dir_all(&demo.drive)?;
 
         let d = &demo.data;
         write(
@@ -167,6 +192,8 @@ impl Demo {
     fn config_text(&self) -> String {
         let root = serde_json::to_string(&self.backups.display().to_string())
             .expect("a string serializes");
+        let drive =
+            serde_json::to_string(&self.drive.display().to_string()).expect("a string serializes");
         format!(
             r#"// The config `cargo xtask demo` writes: comments are allowed.
 {{
@@ -186,7 +213,9 @@ impl Demo {
       "exclusions": ["~/.config/Code/Cache/*"]
     }}
   ],
-  "retention": {{ "local": 7, "external": 5 }}
+  "retention": {{ "local": 7, "external": 5 }},
+  // A directory stands in for the drive here; a real drive has its mount point as path, and no require_mount.
+  "destinations": [ {{ "name": "T9", "path": {drive}, "require_mount": false }} ]
 }}
 "#
         )
@@ -419,6 +448,22 @@ impl Demo {
         checks.check(
             mode == 0o600,
             format!("~/.secrets: mode {mode:04o} in the snapshot (0600 expected)"),
+        );
+        // `latest` is a symlink where the filesystem has them, a `LATEST` text file elsewhere (exFAT).
+        let backups = self.drive.join("backups");
+        let on_drive = std::fs::read_link(backups.join("latest"))
+            .map(|l| l.display().to_string())
+            .or_else(|_| std::fs::read_to_string(backups.join("LATEST")))
+            .unwrap_or_default();
+        let on_drive = on_drive.trim();
+        checks.check(
+            !on_drive.is_empty() && backups.join(on_drive).join("data.tar").is_file(),
+            format!("the drive holds backup {on_drive} with data.tar"),
+        );
+        let restored = std::fs::read_to_string(self.data.join(RESTORED)).unwrap_or_default();
+        checks.check(
+            restored.contains("second idea"),
+            format!("~/data/{RESTORED}: restored from the drive, second version"),
         );
         Ok(checks)
     }
