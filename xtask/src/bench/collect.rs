@@ -164,11 +164,14 @@ pub fn run(args: CollectArgs) -> Result<()> {
         "\nCPU time (user + system, with children): steadier than wall-clock on a busy machine"
     );
     cpu_table.print();
-    let worst = (0..table.row_count())
-        .map(|row| table.ratio(row, (DBACKUP, RSYNC)))
-        .fold(0.0, f64::max);
-    let verdict = if worst <= GOAL { "met" } else { "NOT met" };
-    println!("\ngoal: dbackup/rsync <= {GOAL:.2}: {verdict} (worst ratio {worst:.3})");
+    let worst = |f: &dyn Fn(usize) -> f64| (0..table.row_count()).map(f).fold(0.0, f64::max);
+    let of_medians = worst(&|row| table.ratio(row, (DBACKUP, RSYNC)));
+    let paired = worst(&|row| table.paired_ratio(row, (DBACKUP, RSYNC)));
+    let verdict = if of_medians <= GOAL { "met" } else { "NOT met" };
+    println!(
+        "\ngoal: wall-clock dbackup/rsync <= {GOAL:.2}: {verdict} \
+         (worst ratio of medians {of_medians:.3}; worst paired ratio {paired:.3})"
+    );
     Ok(())
 }
 

@@ -120,6 +120,17 @@ impl Table {
         self.rows[row].1[num].median() / self.rows[row].1[den].median()
     }
 
+    /// The median of the per-repetition ratios: each repetition runs the contenders back to back, so this
+    /// cancels the slow drift of a shared machine that the ratio of medians keeps.
+    pub fn paired_ratio(&self, row: usize, (num, den): (usize, usize)) -> f64 {
+        let (n, d) = (&self.rows[row].1[num].0, &self.rows[row].1[den].0);
+        let ratios = n
+            .iter()
+            .zip(d)
+            .map(|(n, d)| Duration::from_secs_f64(n.as_secs_f64() / d.as_secs_f64()));
+        Samples(ratios.collect()).median()
+    }
+
     pub fn row_count(&self) -> usize {
         self.rows.len()
     }
@@ -131,13 +142,15 @@ impl Table {
             .iter()
             .map(|&(n, d)| format!("{}/{}", self.columns[n], self.columns[d]))
             .collect();
-        println!("seconds: median (min-max) of the repetitions");
+        println!(
+            "seconds: median (min-max) of the repetitions; ratios: of the medians [median of the per-repetition ratios]"
+        );
         let mut header = format!("{:<label_width$}", "");
         for c in &self.columns {
             header.push_str(&format!("  {c:>22}"));
         }
         for r in &ratio_names {
-            header.push_str(&format!("  {r:>w$}", w = r.len().max(8)));
+            header.push_str(&format!("  {r:>w$}", w = r.len().max(15)));
         }
         println!("{header}");
         for (i, (label, cells)) in self.rows.iter().enumerate() {
@@ -146,8 +159,8 @@ impl Table {
                 line.push_str(&format!("  {:>22}", c.cell()));
             }
             for (r, name) in self.ratios.iter().zip(&ratio_names) {
-                let q = format!("{:.3}", self.ratio(i, *r));
-                line.push_str(&format!("  {q:>w$}", w = name.len().max(8)));
+                let q = format!("{:.3} [{:.3}]", self.ratio(i, *r), self.paired_ratio(i, *r));
+                line.push_str(&format!("  {q:>w$}", w = name.len().max(15)));
             }
             println!("{line}");
         }
@@ -178,5 +191,7 @@ mod tests {
             t.push(0, 1, Duration::from_millis(b));
         }
         assert!((t.ratio(0, (1, 0)) - 1.5).abs() < 1e-9);
+        // Per repetition: 3.0, 0.5, 1.667; their median is 1.667.
+        assert!((t.paired_ratio(0, (1, 0)) - 5.0 / 3.0).abs() < 1e-6);
     }
 }
