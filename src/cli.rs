@@ -63,6 +63,17 @@ pub enum Command {
     )]
     Collect(CollectArgs),
     /// Write each set's latest snapshot as a verified tar archive onto a removable drive
+    #[command(
+        after_help = "Each run writes <drive>/backups/<YYYY-MM-DD-HHMMSS>/ holding <set>.tar and <set>.index.jsonl \
+for every set, backup.json, and verification.sha256 (check it with `sha256sum -c verification.sha256` in that \
+directory). The archives are read back from the drive and compared before the directory gets its final name; only \
+then does `latest` move (a symlink, or a LATEST text file on exFAT) and are backups beyond the retention removed.\n\n\
+Examples:\n  \
+dbackup external                    # the first present destination (external.mode)\n  \
+dbackup external --destination T9   # that drive only\n  \
+dbackup external --set config       # one set\n  \
+dbackup --dry-run external          # what would be written and removed, and the space it needs"
+    )]
     External(ExternalArgs),
     /// Run what is due: collect, then the external phase when a drive is present
     Backup(BackupArgs),
@@ -96,9 +107,14 @@ pub struct ExternalArgs {
     #[arg(long = "set", value_name = "NAME")]
     pub sets: Vec<String>,
 
-    /// Write only to this destination (by name)
+    /// Write only to this destination (by name), whatever external.mode says
     #[arg(long, value_name = "NAME")]
     pub destination: Option<String>,
+
+    /// Export a set's newest snapshot even when it is incomplete (some files could not be read when it was
+    /// made); by default only complete snapshots are exported
+    #[arg(long)]
+    pub allow_incomplete: bool,
 }
 
 #[derive(Debug, Clone, Args, Default)]

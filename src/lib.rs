@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod exit;
 pub mod expand;
+pub mod external;
 pub mod lock;
 pub mod media;
 pub mod restore;
@@ -25,7 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Config(cmd) => commands::config::run(&cli.global, cmd),
         Command::Collect(args) => commands::collect::run(&cli.global, args),
-        Command::External(_) => commands::not_implemented("external"),
+        Command::External(args) => commands::external::run(&cli.global, args),
         Command::Backup(_) => commands::not_implemented("backup"),
         Command::Restore(_) => commands::not_implemented("restore"),
         Command::Status(_) => commands::not_implemented("status"),

@@ -2,6 +2,7 @@
 
 pub mod collect;
 pub mod config;
+pub mod external;
 
 use crate::exit::{CodedError, Exit};
 

@@ -11,4 +11,5 @@ mod cli;
 mod collect;
 mod config;
 mod t9;
+mod t9_external;
 mod t9_media;

@@ -1,0 +1,98 @@
+//! `dbackup external`: settings, lock, detection, plan per destination, then execute (or print the plan on --dry-run).
+//!
+//! stdout: the plan (dry run) or the directory of each new backup, one per line; with `--json`, the [`ExternalPlan`]
+//! or the [`ExternalReport`]. stderr: warnings, progress, one summary line per set and per destination. Every real
+//! run appends a line to the run log (`<state_dir>/log.jsonl`) whose `sets` holds the report's `sets` and
+//! `destinations`.
+//!
+//! Exit: 0 ok; 3 with warnings (a set skipped or exported from an older snapshot, archive warnings, retention
+//! failures); 1 when a destination failed or was refused (not enough space) or no set has a snapshot; 2 for a bad
+//! config, an unknown `--set` or `--destination`; 4 when another run holds the lock; 5 when no destination is present.
+//! A dry run exits with what the run would at best.
+
+use chrono::Local;
+
+use crate::cli::{ExternalArgs, GlobalArgs};
+use crate::exit::Exit;
+use crate::external::{self, DestinationStatus, ExternalPlan, ExternalReport, exec};
+use crate::runlog::{self, RunRecord};
+use crate::settings::{Env, Settings};
+use crate::ui::{self, Ui};
+
+pub fn run(global: &GlobalArgs, args: ExternalArgs) -> anyhow::Result<Exit> {
+    let settings = Settings::load(global, &Env::from_process())?;
+    run_with_settings(&settings, &args)
+}
+
+/// Everything after loading the settings (tests call this with hand-made settings).
+pub fn run_with_settings(settings: &Settings, args: &ExternalArgs) -> anyhow::Result<Exit> {
+    let ui = Ui::new(&settings.output);
+    if settings.output.dry_run {
+        let plan = external::dry_run(settings, args, &ui)?;
+        print_plan(&plan, &ui)?;
+        return Ok(plan.expected_exit());
+    }
+
+    let started = Local::now().fixed_offset();
+    let outcome = external::run(settings, args, &ui);
+    let (exit, error, sets_value) = match &outcome {
+        Ok((_, report)) => (
+            report.exit(),
+            None,
+            serde_json::json!({ "sets": report.sets, "destinations": report.destinations }),
+        ),
+        Err(e) => (
+            crate::exit::classify(e),
+            Some(ui::format_error(e)),
+            serde_json::Value::Null,
+        ),
+    };
+    let record = RunRecord {
+        command: "external".into(),
+        started,
+        finished: Local::now().fixed_offset(),
+        exit: exit.code(),
+        error,
+        pid: std::process::id(),
+        dbackup_version: env!("CARGO_PKG_VERSION").into(),
+        sets: sets_value,
+    };
+    if let Err(e) = runlog::append(&settings.state_dir, &record) {
+        ui.warn(format_args!(
+            "cannot write the run log in {}: {e}",
+            settings.state_dir.display()
+        ));
+    }
+    let (_, report) = outcome?;
+    print_report(&report, &ui)?;
+    Ok(report.exit())
+}
+
+fn print_plan(plan: &ExternalPlan, ui: &Ui) -> anyhow::Result<()> {
+    if ui.json {
+        println!("{}", serde_json::to_string_pretty(plan)?);
+    } else {
+        print!("{}", external::plan::render(plan));
+    }
+    Ok(())
+}
+
+fn print_report(report: &ExternalReport, ui: &Ui) -> anyhow::Result<()> {
+    for d in &report.destinations {
+        let line = exec::summary_line(d);
+        match d.status {
+            DestinationStatus::Written => ui.info(line),
+            DestinationStatus::Failed | DestinationStatus::Refused => ui.error(line),
+        }
+    }
+    if ui.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        for d in &report.destinations {
+            if let Some(p) = &d.backup_path {
+                println!("{}", p.display());
+            }
+        }
+    }
+    Ok(())
+}

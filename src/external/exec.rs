@@ -1,0 +1,697 @@
+//! Carrying out an external plan, one destination after the other: marker, leftovers, archives streamed from the
+//! snapshots into a temporary directory on the drive, read back and compared, `backup.json` and
+//! `verification.sha256`, rename into place, `latest`, and only then retention.
+//!
+//! Nothing is promoted unless every file was read back from the drive and matched; the drive is checked to be the
+//! same mounted filesystem before anything is created and again right before the rename. A failure removes the
+//! temporary directory when the drive is still there (else the next run does); older backups are never touched.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, FixedOffset, Local};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use super::layout::{
+    self, BackupMeta, FileRecord, FilesystemRecord, LatestKind, ReadBackRecord, SetRecord,
+};
+use super::observe::Observed;
+use super::plan::{
+    ArchiveTarget, DestinationAction, DestinationPlan, DestinationWorld, ExternalPlan, SetPlan,
+};
+use super::retention::{self as drive_retention, BackupInfo};
+use crate::archive::readback::drop_device_cache;
+use crate::archive::sums::{SumLine, write_sums};
+use crate::archive::{
+    self, ArchiveOptions, EntryKind, FileSink, Progress, ReadBackMethod, Sink, SplitSink, Warning,
+    WrittenFile,
+};
+use crate::exit::Exit;
+use crate::media;
+use crate::snapshot;
+use crate::ui::{self, Ui};
+
+/// At most this many archive warnings are printed per set (all are counted and the first kept in `backup.json`).
+const SHOWN_WARNINGS: u64 = 20;
+
+/// What a run did. Printed with `--json` and logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalReport {
+    /// The process exit code: the worst of the sets and destinations.
+    pub exit: u8,
+    pub stamp: String,
+    pub started: DateTime<FixedOffset>,
+    pub finished: DateTime<FixedOffset>,
+    /// Which snapshot of each set was exported (or why it was skipped).
+    pub sets: Vec<SetPlan>,
+    pub destinations: Vec<DestinationReport>,
+}
+
+/// The outcome on one destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DestinationReport {
+    pub name: String,
+    pub path: PathBuf,
+    pub status: DestinationStatus,
+    /// This destination's exit code (0, 1 or 3).
+    pub exit: u8,
+    /// The new backup's name and directory, once renamed into place.
+    pub backup: Option<String>,
+    pub backup_path: Option<PathBuf>,
+    /// How `latest` was recorded, once it was.
+    pub latest: Option<LatestKind>,
+    /// Leftovers of interrupted runs removed first.
+    pub cleaned: Vec<String>,
+    /// What was written, per set.
+    pub sets: Vec<SetRecord>,
+    pub read_back: Option<ReadBackRecord>,
+    /// Old backups removed by retention, with the reasons.
+    pub removed: Vec<Removed>,
+    pub warnings: Vec<String>,
+    pub error: Option<String>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationStatus {
+    /// A new verified backup is in place.
+    Written,
+    /// Not enough space: nothing was written.
+    Refused,
+    /// Something failed; nothing was promoted (or, after the rename, `latest` could not be moved).
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removed {
+    pub name: String,
+    pub reasons: Vec<String>,
+}
+
+impl ExternalReport {
+    pub fn exit(&self) -> Exit {
+        exit_of(self.exit)
+    }
+}
+
+fn exit_of(code: u8) -> Exit {
+    match code {
+        0 => Exit::Ok,
+        3 => Exit::Warnings,
+        _ => Exit::Failed,
+    }
+}
+
+/// Runs the plan on every destination, one after the other. A destination's failure does not stop the others.
+pub fn execute(plan: &ExternalPlan, observed: &Observed, ui: &Ui) -> ExternalReport {
+    let started = Local::now().fixed_offset();
+    for s in &plan.sets {
+        for w in &s.warnings {
+            ui.warn(format_args!("{}: {w}", s.set));
+        }
+    }
+    for u in &plan.unused {
+        ui.step(format_args!("{}: not used: {}", u.name, u.reason));
+    }
+    let destinations: Vec<DestinationReport> = plan
+        .destinations
+        .iter()
+        .map(|d| run_destination(plan, d, observed, ui))
+        .collect();
+    let sets_exit = if plan.sets.iter().any(|s| !s.warnings.is_empty()) {
+        Exit::Warnings
+    } else {
+        Exit::Ok
+    };
+    let exit = destinations
+        .iter()
+        .fold(sets_exit, |acc, d| acc.worst(exit_of(d.exit)));
+    ExternalReport {
+        exit: exit.code(),
+        stamp: plan.stamp.clone(),
+        started,
+        finished: Local::now().fixed_offset(),
+        sets: plan.sets.clone(),
+        destinations,
+    }
+}
+
+fn run_destination(
+    plan: &ExternalPlan,
+    d: &DestinationPlan,
+    observed: &Observed,
+    ui: &Ui,
+) -> DestinationReport {
+    let clock = Instant::now();
+    let mut report = DestinationReport {
+        name: d.name.clone(),
+        path: d.path.clone(),
+        status: DestinationStatus::Failed,
+        exit: Exit::Failed.code(),
+        backup: None,
+        backup_path: None,
+        latest: None,
+        cleaned: Vec::new(),
+        sets: Vec::new(),
+        read_back: None,
+        removed: Vec::new(),
+        warnings: Vec::new(),
+        error: None,
+        seconds: 0.0,
+    };
+    if d.action == DestinationAction::Refuse {
+        report.status = DestinationStatus::Refused;
+        report.error = d.refusal.clone();
+        return report;
+    }
+    let world = observed
+        .world
+        .destinations
+        .iter()
+        .find(|w| w.settings.name == d.name)
+        .expect("planned destinations were observed");
+    for n in &d.notes {
+        ui.step(format_args!("{}: note: {n}", d.name));
+    }
+    match write_backup(plan, d, world, observed, ui, &mut report) {
+        Ok(()) => {
+            report.status = DestinationStatus::Written;
+            let warned =
+                !report.warnings.is_empty() || report.sets.iter().any(|s| s.warning_count > 0);
+            report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
+            prune(plan, d, world, ui, &mut report);
+        }
+        Err(e) => {
+            let mut msg = ui::format_error(&e);
+            if let Err(gone) = world.info.check_still_present() {
+                msg = format!("{gone} (while writing: {msg})");
+            }
+            if report.backup.is_none() {
+                msg.push_str(&format!(
+                    "; nothing was promoted and older backups are intact{}",
+                    discard_temp(d, world)
+                ));
+            }
+            report.error = Some(msg);
+        }
+    }
+    report.seconds = clock.elapsed().as_secs_f64();
+    report
+}
+
+/// Removes the temporary directory of a failed run when the drive is still there; says what became of it.
+fn discard_temp(d: &DestinationPlan, world: &DestinationWorld) -> String {
+    if fs::symlink_metadata(&d.temp_dir).is_err() {
+        return String::new();
+    }
+    let name = d
+        .temp_dir
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    if world.info.check_still_present().is_ok()
+        && layout::remove_leftover(&d.backups_dir, &name).is_ok()
+    {
+        let _ = layout::sync_dir(&d.backups_dir);
+        return format!("; the partial backup {name} was removed");
+    }
+    format!(
+        "; the partial backup {} is removed by the next run",
+        d.temp_dir.display()
+    )
+}
+
+fn write_backup(
+    plan: &ExternalPlan,
+    d: &DestinationPlan,
+    world: &DestinationWorld,
+    observed: &Observed,
+    ui: &Ui,
+    report: &mut DestinationReport,
+) -> anyhow::Result<()> {
+    let info = &world.info;
+    let started = Local::now().fixed_offset();
+    info.check_still_present()?;
+    media::ensure_marker(&world.settings, info, started).map_err(flat)?;
+
+    for l in &d.cleanup {
+        info.check_still_present()?;
+        layout::remove_leftover(&d.backups_dir, &l.name)
+            .context("removing what an interrupted run left on the drive")?;
+        ui.step(format_args!("{}: removed leftover {}", d.name, l.name));
+        report.cleaned.push(l.name.clone());
+    }
+
+    info.check_still_present()?;
+    // Private, like the backup root: the archives hold everything, `~/.secrets` included (exFAT ignores modes).
+    fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&d.temp_dir)
+        .with_context(|| format!("cannot create {}", d.temp_dir.display()))?;
+    layout::sync_dir(&d.backups_dir)
+        .with_context(|| format!("cannot fsync {}", d.backups_dir.display()))?;
+    ui.step(format_args!("{}: writing {}", d.name, d.temp_dir.display()));
+
+    let mut read_back = ReadBackRecord {
+        methods: Vec::new(),
+        device_cache_dropped: d.drop_device_cache.then_some(true),
+        note: None,
+    };
+    let mut sums: Vec<SumLine> = Vec::new();
+    for a in &d.archives {
+        info.check_still_present()?;
+        let record = write_set(d, a, observed, ui, &mut read_back)
+            .with_context(|| format!("set {}", a.set))?;
+        for f in record.archive.iter().chain(&record.index) {
+            sums.push(SumLine {
+                sha256: f.sha256,
+                name: f.name.clone().into_bytes(),
+            });
+        }
+        report.sets.push(record);
+    }
+
+    // Every archive and index read back and matched: record what this backup is.
+    let meta = BackupMeta {
+        format: layout::BACKUP_FORMAT,
+        stamp: plan.stamp.clone(),
+        destination: d.name.clone(),
+        host: plan.host.clone(),
+        dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
+        started,
+        finished: Local::now().fixed_offset(),
+        verified: true,
+        read_back: read_back.clone(),
+        filesystem: FilesystemRecord {
+            fs_type: info.fs_type.clone(),
+            label: info.label.clone(),
+            uuid: info.uuid.clone(),
+        },
+        sums_file: layout::SUMS_FILE.to_string(),
+        sets: report.sets.clone(),
+    };
+    report.read_back = Some(read_back);
+    let meta_path = d.temp_dir.join(layout::METADATA_FILE);
+    let meta_rec = layout::write_new_file(&meta_path, &layout::metadata_bytes(&meta))?;
+    sums.push(SumLine {
+        sha256: meta_rec.sha256,
+        name: meta_rec.name.clone().into_bytes(),
+    });
+    let mut sums_bytes = Vec::new();
+    write_sums(&mut sums_bytes, &sums)?;
+    let sums_path = d.temp_dir.join(layout::SUMS_FILE);
+    let sums_rec = layout::write_new_file(&sums_path, &sums_bytes)?;
+    layout::sync_dir(&d.temp_dir)
+        .with_context(|| format!("cannot fsync {}", d.temp_dir.display()))?;
+    let _ = drop_cache(d); // a failure was noted with the archives
+    archive::read_back(&[
+        written(&meta_path, &meta_rec),
+        written(&sums_path, &sums_rec),
+    ])
+    .map_err(flat)?;
+
+    // Promote: the same drive must still be there, then one rename makes the backup visible.
+    info.check_still_present()?;
+    snapshot::rename_no_replace(&d.temp_dir, &d.final_dir).map_err(flat)?;
+    layout::sync_dir(&d.backups_dir)
+        .with_context(|| format!("cannot fsync {}", d.backups_dir.display()))?;
+    report.backup = Some(plan.stamp.clone());
+    report.backup_path = Some(d.final_dir.clone());
+
+    let kind =
+        layout::write_latest(&d.backups_dir, &plan.stamp, d.latest.kind).with_context(|| {
+            format!(
+                "backup {} is verified and in place, but {} could not be updated",
+                d.final_dir.display(),
+                d.latest.path.display()
+            )
+        })?;
+    report.latest = Some(kind);
+    Ok(())
+}
+
+/// An error as one message: the building blocks put their I/O error in their own message and also give it as the
+/// `source`, which `{:#}` would print twice.
+fn flat(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+fn written(path: &Path, rec: &FileRecord) -> WrittenFile {
+    WrittenFile {
+        path: path.to_path_buf(),
+        bytes: rec.bytes,
+        sha256: rec.sha256,
+    }
+}
+
+/// Drops the block device's cache under a FUSE filesystem; false when that was not possible.
+fn drop_cache(d: &DestinationPlan) -> Result<(), String> {
+    match (&d.device, d.drop_device_cache) {
+        (Some(dev), true) => drop_device_cache(dev).map_err(|e| {
+            format!(
+                "could not drop the cache of {} ({e}): the read-back may have been answered from memory",
+                dev.display()
+            )
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Writes one set's archive and index into the temporary directory, then reads both back and compares.
+fn write_set(
+    d: &DestinationPlan,
+    a: &ArchiveTarget,
+    observed: &Observed,
+    ui: &Ui,
+    read_back: &mut ReadBackRecord,
+) -> anyhow::Result<SetRecord> {
+    let scan = &observed.scans[&a.set];
+    let sink = |name: &str, part: Option<u64>| -> anyhow::Result<Box<dyn Sink>> {
+        Ok(match part {
+            Some(p) => Box::new(
+                SplitSink::new(&d.temp_dir, name, p)
+                    .with_context(|| format!("cannot write {name} in {}", d.temp_dir.display()))?,
+            ),
+            None => {
+                let path = d.temp_dir.join(name);
+                Box::new(
+                    FileSink::create(&path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                )
+            }
+        })
+    };
+    let archive_sink = sink(&a.archive, a.part_bytes)?;
+    let index_sink = sink(&a.index, a.index_part_bytes)?;
+
+    let label = format!("{}: {}", d.name, a.set);
+    let mut progress = WriteProgress::new(ui, &label, scan.estimate.file_bytes);
+    let t = Instant::now();
+    let summary = archive::write_archive(
+        scan,
+        archive_sink,
+        index_sink,
+        &ArchiveOptions::default(),
+        &mut progress,
+    );
+    progress.finish();
+    let summary = summary.map_err(flat)?;
+    let write_seconds = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    if let Err(note) = drop_cache(d) {
+        read_back.device_cache_dropped = Some(false);
+        ui.step(format_args!("{label}: {note}"));
+        read_back.note = Some(note);
+    }
+    let files: Vec<WrittenFile> = summary
+        .archive_files
+        .iter()
+        .chain(&summary.index_files)
+        .cloned()
+        .collect();
+    let spinner = ui.progress.then(|| {
+        let s = ProgressBar::new_spinner();
+        s.set_style(
+            ProgressStyle::with_template("{prefix:.bold} {spinner} {msg} ({elapsed})")
+                .expect("valid template"),
+        );
+        s.set_prefix(label.clone());
+        s.set_message(format!(
+            "reading back {} from the drive",
+            ui::bytes(summary.tar_bytes)
+        ));
+        s.enable_steady_tick(Duration::from_millis(200));
+        s
+    });
+    let methods = archive::read_back(&files);
+    if let Some(s) = spinner {
+        s.finish_and_clear();
+    }
+    let methods = methods.map_err(flat)?;
+    let read_back_seconds = t.elapsed().as_secs_f64();
+    for m in methods {
+        if !read_back.methods.contains(&m) {
+            read_back.methods.push(m);
+        }
+    }
+
+    let meta = observed.snapshot_meta.get(&a.set);
+    let record = |f: &WrittenFile| FileRecord {
+        name: f
+            .path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+        bytes: f.bytes,
+        sha256: f.sha256,
+    };
+    let rec = SetRecord {
+        set: a.set.clone(),
+        snapshot: a.snapshot.clone(),
+        snapshot_complete: meta.is_none_or(|m| m.complete),
+        snapshot_finished: meta.map(|m| m.finished),
+        sources: meta.map(|m| m.sources.clone()).unwrap_or_default(),
+        archive: summary.archive_files.iter().map(record).collect(),
+        index: summary.index_files.iter().map(record).collect(),
+        tar_bytes: summary.tar_bytes,
+        tar_sha256: summary.tar_sha256,
+        entries: summary.entries,
+        files: summary.files,
+        file_bytes: summary.file_bytes,
+        hard_links: summary.hard_links,
+        warning_count: summary.warning_count,
+        warnings: summary.warnings.clone(),
+        write_seconds,
+        read_back_seconds,
+    };
+    ui.info(set_line(&d.name, &rec));
+    Ok(rec)
+}
+
+/// `T9: data: data-2025-04-01-031500 -> data.tar: 1,234 files, 1.2 GiB; written in 3.2s (380.1 MiB/s), read back in
+/// 1.1s (1.1 GiB/s): verified`
+pub fn set_line(destination: &str, r: &SetRecord) -> String {
+    let rate = |secs: f64| {
+        if secs > 0.0 {
+            format!("{}/s", ui::bytes((r.tar_bytes as f64 / secs) as u64))
+        } else {
+            "-".into()
+        }
+    };
+    let name = match r.archive.as_slice() {
+        [one] => one.name.clone(),
+        parts => format!(
+            "{} ({} parts)",
+            parts
+                .first()
+                .map(|p| p.name.replace(".part000", ".part*"))
+                .unwrap_or_default(),
+            parts.len()
+        ),
+    };
+    let mut line = format!(
+        "{destination}: {}: {} -> {name}: {}, {}; written in {} ({}), read back in {} ({}): verified",
+        r.set,
+        r.snapshot,
+        ui::counted(r.files, "file", "files"),
+        ui::bytes(r.tar_bytes),
+        ui::duration(Duration::from_secs_f64(r.write_seconds)),
+        rate(r.write_seconds),
+        ui::duration(Duration::from_secs_f64(r.read_back_seconds)),
+        rate(r.read_back_seconds),
+    );
+    if r.warning_count > 0 {
+        line.push_str(&format!(
+            " ({})",
+            ui::counted(r.warning_count, "warning", "warnings")
+        ));
+    }
+    line
+}
+
+/// Applies retention to the backups now on the drive. Failures become warnings (exit 3).
+fn prune(
+    plan: &ExternalPlan,
+    d: &DestinationPlan,
+    world: &DestinationWorld,
+    ui: &Ui,
+    report: &mut DestinationReport,
+) {
+    let warn = |report: &mut DestinationReport, msg: String| {
+        report.warnings.push(msg);
+        report.exit = Exit::Warnings.code().max(report.exit);
+    };
+    let now = snapshot::parse_stamp(&plan.stamp).expect("planned stamps parse");
+    let listing = match layout::list(&d.backups_dir) {
+        Ok(l) => l,
+        Err(e) => return warn(report, format!("retention skipped: {e}")),
+    };
+    let infos: Vec<BackupInfo> = listing
+        .backups
+        .iter()
+        .map(|b| BackupInfo {
+            name: b.name.clone(),
+            time: b.time,
+            verified: b.meta.is_some(),
+            sets: b.meta.as_ref().map(|m| m.set_names()).unwrap_or_default(),
+            latest: listing.latest.as_deref() == Some(b.name.as_str()),
+        })
+        .collect();
+    for x in drive_retention::decide(&infos, world.settings.retention, now)
+        .into_iter()
+        .filter(|x| !x.keep && x.name != plan.stamp)
+    {
+        if let Err(e) = world.info.check_still_present() {
+            return warn(report, format!("retention stopped: {e}"));
+        }
+        match layout::delete_backup(&d.backups_dir, &x.name) {
+            Ok(()) => {
+                ui.step(format_args!(
+                    "{}: removed old backup {} ({})",
+                    d.name,
+                    x.name,
+                    x.reasons.join("; ")
+                ));
+                report.removed.push(Removed {
+                    name: x.name,
+                    reasons: x.reasons,
+                });
+            }
+            Err(e) => warn(
+                report,
+                format!("could not remove old backup {}: {e}", x.name),
+            ),
+        }
+    }
+}
+
+/// One line per destination for people: `T9: backup 2025-04-02-101500 verified and in place at ...; LATEST updated;
+/// removed 2 old backups`.
+pub fn summary_line(r: &DestinationReport) -> String {
+    match (r.status, &r.backup_path) {
+        (DestinationStatus::Written, Some(path)) => {
+            let mut line = format!(
+                "{}: backup {} verified and in place at {}",
+                r.name,
+                r.backup.as_deref().unwrap_or(""),
+                path.display()
+            );
+            if let Some(k) = r.latest {
+                line.push_str(&format!("; {} updated", k.file_name()));
+            }
+            if !r.cleaned.is_empty() {
+                line.push_str(&format!(
+                    "; removed {} left by an interrupted run",
+                    ui::counted(r.cleaned.len() as u64, "leftover", "leftovers")
+                ));
+            }
+            if !r.removed.is_empty() {
+                line.push_str(&format!(
+                    "; removed {}",
+                    ui::counted(r.removed.len() as u64, "old backup", "old backups")
+                ));
+            }
+            for w in &r.warnings {
+                line.push_str(&format!("; warning: {w}"));
+            }
+            line
+        }
+        (DestinationStatus::Refused, _) => {
+            format!("{}: refused: {}", r.name, r.error.as_deref().unwrap_or(""))
+        }
+        _ => format!(
+            "{}: FAILED after {}: {}",
+            r.name,
+            ui::duration(Duration::from_secs_f64(r.seconds)),
+            r.error.as_deref().unwrap_or("")
+        ),
+    }
+}
+
+/// Progress of one archive: a byte bar with rate on a terminal, warnings on stderr (the first few).
+struct WriteProgress<'a> {
+    ui: &'a Ui,
+    label: String,
+    bar: Option<ProgressBar>,
+    warnings: u64,
+}
+
+impl<'a> WriteProgress<'a> {
+    fn new(ui: &'a Ui, label: &str, total: u64) -> WriteProgress<'a> {
+        let bar = ui.progress.then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_prefix(label.to_string());
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        WriteProgress {
+            ui,
+            label: label.to_string(),
+            bar,
+            warnings: 0,
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if self.warnings > SHOWN_WARNINGS {
+            self.ui.warn(format_args!(
+                "{}: ... and {} more; all are counted in {}",
+                self.label,
+                self.warnings - SHOWN_WARNINGS,
+                layout::METADATA_FILE
+            ));
+        }
+    }
+}
+
+impl Progress for WriteProgress<'_> {
+    fn entry(&mut self, _path: &[u8], _kind: EntryKind, _size: u64) {}
+
+    fn bytes(&mut self, n: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(n);
+        }
+    }
+
+    fn warning(&mut self, w: &Warning) {
+        self.warnings += 1;
+        if self.warnings > SHOWN_WARNINGS {
+            return;
+        }
+        let msg = format!("{}: {w}", self.label);
+        match &self.bar {
+            Some(b) => b.suspend(|| self.ui.warn(&msg)),
+            None => self.ui.warn(&msg),
+        }
+    }
+}
+
+/// The read-back methods, for people: `O_DIRECT` or `dropped cache`.
+pub fn describe_methods(methods: &[ReadBackMethod]) -> String {
+    methods
+        .iter()
+        .map(|m| match m {
+            ReadBackMethod::Direct => "O_DIRECT",
+            ReadBackMethod::DroppedCache => "dropped page cache",
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

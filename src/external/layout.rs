@@ -1,0 +1,872 @@
+//! The drive side of the external phase: every name dbackup uses under `<destination>/backups/`, listing them, the
+//! backup metadata file (`backup.json`, [`BackupMeta`]), `latest`/`LATEST`, and crash-safe deletion.
+//!
+//! Layout of a destination (only `backups/` belongs to dbackup; nothing else on the drive is ever touched):
+//!
+//! ```text
+//! <path>/backups/.dbackup-destination.json     the destination marker (src/media/marker.rs)
+//! <path>/backups/2025-04-01-031500/            one verified backup, named by its local-time stamp:
+//!     config.tar                               each set's snapshot as one tar (or config.tar.part000, .part001, ...
+//!     config.index.jsonl                       on filesystems with a file size limit), and its index
+//!     data.tar
+//!     data.index.jsonl
+//!     backup.json                              what this backup holds (BackupMeta); its presence makes it dbackup's
+//!     verification.sha256                      `sha256sum -c verification.sha256` checks every file above
+//! <path>/backups/latest -> 2025-04-01-031500   where the filesystem has symlinks (ext4, xfs, btrfs)
+//! <path>/backups/LATEST                        elsewhere (exFAT, FAT): a text file holding the stamp and a newline
+//! <path>/backups/.tmp-<stamp>-<pid>/           a backup being written; renamed to <stamp> only once verified
+//! <path>/backups/.trash-<stamp>-<pid>/         a backup being deleted (renamed first, so it is never half-listed)
+//! <path>/backups/.latest.tmp-<pid>             a `latest` link or `LATEST` file being replaced
+//! <path>/backups/.LATEST.tmp-<pid>
+//! ```
+//!
+//! A directory counts as a backup only when its name is exactly a stamp, it is a directory (not a symlink), and its
+//! `backup.json` is readable, of a known format, names the same stamp and says `verified: true`. Temporary, trash and
+//! `latest` temporary names of the exact shapes above are leftovers of interrupted runs, removed by the next run.
+//! Everything else in `backups/` (a directory a person made, a file) is listed as *other* and left alone.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, FixedOffset, NaiveDateTime};
+use serde::{Deserialize, Serialize};
+
+use crate::archive::{Digest, ReadBackMethod, Warning};
+use crate::snapshot::{self, SourceRecord};
+
+/// The directory on a destination that dbackup owns.
+pub const BACKUPS_DIR: &str = crate::media::marker::BACKUPS_DIR;
+/// The metadata file inside each backup.
+pub const METADATA_FILE: &str = "backup.json";
+/// The sums file inside each backup (`sha256sum -c` format).
+pub const SUMS_FILE: &str = crate::archive::sums::SUMS_FILE;
+/// The `latest` symlink (filesystems with symlinks).
+pub const LATEST_LINK: &str = "latest";
+/// The `LATEST` text file (filesystems without symlinks).
+pub const LATEST_FILE: &str = "LATEST";
+/// Prefix of a backup being written.
+pub const TEMP_PREFIX: &str = ".tmp-";
+/// Prefix of a backup being deleted.
+pub const TRASH_PREFIX: &str = ".trash-";
+/// The version of [`BackupMeta`] this dbackup writes and reads.
+pub const BACKUP_FORMAT: u32 = 1;
+
+/// `<set>.tar`: the archive's file name (parts append `.part000`, `.part001`, ...).
+pub fn archive_name(set: &str) -> String {
+    format!("{set}.tar")
+}
+
+/// `<set>.index.jsonl`: the index's file name.
+pub fn index_name(set: &str) -> String {
+    format!("{set}.index.jsonl")
+}
+
+/// `.tmp-<stamp>-<pid>`: where a run writes its backup until it is verified.
+pub fn temp_name(stamp: &str, pid: u32) -> String {
+    format!("{TEMP_PREFIX}{stamp}-{pid}")
+}
+
+/// `.trash-<stamp>-<pid>`: a backup on its way out.
+pub fn trash_name(stamp: &str, pid: u32) -> String {
+    format!("{TRASH_PREFIX}{stamp}-{pid}")
+}
+
+/// `<prefix><stamp>-<digits>` exactly.
+fn parse_stamp_pid(name: &str, prefix: &str) -> Option<(NaiveDateTime, u32)> {
+    let rest = name.strip_prefix(prefix)?;
+    let stamp = rest.get(..snapshot::STAMP_LEN)?;
+    let pid = rest.get(snapshot::STAMP_LEN..)?.strip_prefix('-')?;
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((snapshot::parse_stamp(stamp)?, pid.parse().ok()?))
+}
+
+/// The pid in a leftover's name (`.tmp-<stamp>-<pid>`, `.trash-<stamp>-<pid>`, `.latest.tmp-<pid>`).
+pub fn leftover_pid(name: &str) -> Option<u32> {
+    if let Some((_, pid)) =
+        parse_stamp_pid(name, TEMP_PREFIX).or_else(|| parse_stamp_pid(name, TRASH_PREFIX))
+    {
+        return Some(pid);
+    }
+    [".latest.tmp-", ".LATEST.tmp-"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .and_then(|pid| pid.parse().ok())
+}
+
+/// The kinds of leftovers an interrupted run can leave in `backups/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeftoverKind {
+    /// A backup that was being written (`.tmp-<stamp>-<pid>`): never verified, never promoted.
+    Temporary,
+    /// A backup that was being deleted (`.trash-<stamp>-<pid>`).
+    Trash,
+    /// A `latest` link or `LATEST` file that was being replaced (`.latest.tmp-<pid>`, `.LATEST.tmp-<pid>`).
+    LatestTemporary,
+}
+
+/// What a name in `backups/` is, by its shape alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    /// Exactly a stamp: a backup, if it is a directory with valid metadata.
+    Stamp(NaiveDateTime),
+    Leftover(LeftoverKind),
+    /// `latest` or `LATEST`.
+    Latest,
+    /// The destination marker.
+    Marker,
+    Other,
+}
+
+/// Classifies a name in `backups/` (see the module documentation).
+pub fn classify(name: &str) -> NameKind {
+    if let Some(t) = snapshot::parse_stamp(name) {
+        return NameKind::Stamp(t);
+    }
+    if parse_stamp_pid(name, TEMP_PREFIX).is_some() {
+        return NameKind::Leftover(LeftoverKind::Temporary);
+    }
+    if parse_stamp_pid(name, TRASH_PREFIX).is_some() {
+        return NameKind::Leftover(LeftoverKind::Trash);
+    }
+    for prefix in [".latest.tmp-", ".LATEST.tmp-"] {
+        if let Some(pid) = name.strip_prefix(prefix)
+            && !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+        {
+            return NameKind::Leftover(LeftoverKind::LatestTemporary);
+        }
+    }
+    match name {
+        LATEST_LINK | LATEST_FILE => NameKind::Latest,
+        _ if Some(name) == crate::media::MARKER_PATH.strip_prefix("backups/") => NameKind::Marker,
+        _ => NameKind::Other,
+    }
+}
+
+/// One file of a backup, as `backup.json` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    /// The file name inside the backup directory.
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: Digest,
+}
+
+/// One set in a backup, as `backup.json` records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetRecord {
+    pub set: String,
+    /// The local snapshot that was archived (`<set>-<stamp>`).
+    pub snapshot: String,
+    /// Whether that snapshot was complete (false only with `--allow-incomplete`).
+    pub snapshot_complete: bool,
+    /// When that snapshot was finished, when its metadata says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_finished: Option<DateTime<FixedOffset>>,
+    /// The sources inside the snapshot (and so inside the archive, at the same relative paths).
+    #[serde(default)]
+    pub sources: Vec<SourceRecord>,
+    /// The archive: one file, or its parts in order (`cat` joins them into the tar).
+    pub archive: Vec<FileRecord>,
+    /// The index (JSON lines).
+    pub index: Vec<FileRecord>,
+    /// Length and sha256 of the tar stream (equal to the archive file's when it is one plain file).
+    pub tar_bytes: u64,
+    pub tar_sha256: Digest,
+    pub entries: u64,
+    pub files: u64,
+    pub file_bytes: u64,
+    pub hard_links: u64,
+    /// Entries left out or archived differently (sockets, files that vanished), and the first of them.
+    #[serde(default)]
+    pub warning_count: u64,
+    #[serde(default)]
+    pub warnings: Vec<Warning>,
+    /// Seconds spent writing the archive and reading it back.
+    #[serde(default)]
+    pub write_seconds: f64,
+    #[serde(default)]
+    pub read_back_seconds: f64,
+}
+
+/// How a backup was verified before it was renamed into place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadBackRecord {
+    /// How the archives were read back: `direct` (O_DIRECT) or `dropped_cache` (page cache dropped first).
+    pub methods: Vec<ReadBackMethod>,
+    /// For a FUSE filesystem (exfat-fuse): whether the block device's cache was dropped too, so the read-back reached
+    /// the drive; false when it could not be (no permission to open the device), see `note`. Absent for other
+    /// filesystems, where O_DIRECT or dropping the file's pages is enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_cache_dropped: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// The filesystem a backup was written to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FilesystemRecord {
+    pub fs_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+}
+
+/// `backups/<stamp>/backup.json`: what one external backup holds. Written only after every archive and index was read
+/// back from the drive and matched; its presence (with `verified: true`) is what makes a directory a backup that
+/// restore may use and retention may judge.
+///
+/// Versioned by `format`; readers ignore fields they do not know, so fields may be added without a new format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupMeta {
+    /// Always [`BACKUP_FORMAT`] (1) for this layout.
+    pub format: u32,
+    /// The backup directory's name.
+    pub stamp: String,
+    /// The destination (config `name`) it was written for.
+    pub destination: String,
+    pub host: String,
+    pub dbackup_version: String,
+    pub started: DateTime<FixedOffset>,
+    pub finished: DateTime<FixedOffset>,
+    /// True: every archive and index was read back from the drive and matched the sha256 computed while writing.
+    pub verified: bool,
+    pub read_back: ReadBackRecord,
+    pub filesystem: FilesystemRecord,
+    /// The sums file's name (`verification.sha256`). It covers every archive part, every index and `backup.json`; it
+    /// is written after this file, so this file cannot name its hash.
+    pub sums_file: String,
+    pub sets: Vec<SetRecord>,
+}
+
+impl BackupMeta {
+    /// The names of the sets this backup holds.
+    pub fn set_names(&self) -> Vec<String> {
+        self.sets.iter().map(|s| s.set.clone()).collect()
+    }
+}
+
+/// Why reading `backup.json` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    /// (The I/O error is part of the message, not a `source`, so that error chains do not repeat it.)
+    #[error("cannot {action} {path}: {error}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        error: io::Error,
+    },
+    #[error("{path} is not valid backup metadata: {message}")]
+    BadMetadata { path: PathBuf, message: String },
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LayoutError {
+    let path = path.to_path_buf();
+    move |error| LayoutError::Io {
+        action,
+        path,
+        error,
+    }
+}
+
+/// Reads a backup's `backup.json` (format checked).
+pub fn read_metadata(path: &Path) -> Result<BackupMeta, LayoutError> {
+    let bad = |message: String| LayoutError::BadMetadata {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let meta: BackupMeta = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    if meta.format != BACKUP_FORMAT {
+        return Err(bad(format!(
+            "format {} is not supported by this dbackup (it reads format {BACKUP_FORMAT})",
+            meta.format
+        )));
+    }
+    Ok(meta)
+}
+
+/// The bytes of a `backup.json` as written: pretty JSON and a newline.
+pub fn metadata_bytes(meta: &BackupMeta) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(meta).expect("metadata serialises");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// A backup directory found in `backups/`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriveBackup {
+    pub name: String,
+    pub time: NaiveDateTime,
+    pub path: PathBuf,
+    /// Its metadata, when readable, of this stamp, and verified.
+    pub meta: Option<BackupMeta>,
+    /// Why there is no usable metadata.
+    pub meta_error: Option<String>,
+}
+
+/// A leftover of an interrupted run, with the bytes it holds (what removing it frees).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leftover {
+    pub name: String,
+    pub kind: LeftoverKind,
+    pub bytes: u64,
+    /// The dbackup process named in it is still running on this machine (another config writing to the same
+    /// drive): not a leftover yet, left alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_use: bool,
+}
+
+/// Everything in a destination's `backups/`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DriveListing {
+    /// Whether `backups/` exists.
+    pub exists: bool,
+    /// Directories named exactly a stamp, oldest first (with or without usable metadata).
+    pub backups: Vec<DriveBackup>,
+    pub leftovers: Vec<Leftover>,
+    /// What `latest`/`LATEST` names now.
+    pub latest: Option<String>,
+    /// Everything else (never touched), sorted.
+    pub other: Vec<String>,
+}
+
+impl DriveListing {
+    /// The backups that carry verified metadata.
+    pub fn verified(&self) -> impl Iterator<Item = &DriveBackup> {
+        self.backups.iter().filter(|b| b.meta.is_some())
+    }
+}
+
+/// Lists `backups_dir` (see the module documentation for what counts as what). A missing directory lists nothing.
+pub fn list(backups_dir: &Path) -> Result<DriveListing, LayoutError> {
+    let entries = match fs::read_dir(backups_dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DriveListing::default()),
+        Err(e) => return Err(io_err("list", backups_dir)(e)),
+    };
+    let mut out = DriveListing {
+        exists: true,
+        ..Default::default()
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", backups_dir))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            out.other
+                .push(entry.file_name().to_string_lossy().into_owned());
+            continue;
+        };
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(io_err("inspect", &path))?;
+        match classify(&name) {
+            NameKind::Stamp(time) if file_type.is_dir() => {
+                let (meta, meta_error) = match read_metadata(&path.join(METADATA_FILE)) {
+                    Ok(m) if m.stamp != name => (
+                        None,
+                        Some(format!("its {METADATA_FILE} describes backup {}", m.stamp)),
+                    ),
+                    Ok(m) if !m.verified => (
+                        None,
+                        Some(format!("its {METADATA_FILE} says it was not verified")),
+                    ),
+                    Ok(m) => (Some(m), None),
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                out.backups.push(DriveBackup {
+                    name,
+                    time,
+                    path,
+                    meta,
+                    meta_error,
+                });
+            }
+            NameKind::Leftover(kind) => {
+                let bytes = tree_bytes(&path);
+                out.leftovers.push(Leftover {
+                    name,
+                    kind,
+                    bytes,
+                    in_use: false,
+                });
+            }
+            NameKind::Latest | NameKind::Marker => {}
+            NameKind::Stamp(_) | NameKind::Other => out.other.push(name),
+        }
+    }
+    out.backups
+        .sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.name.cmp(&b.name)));
+    out.leftovers.sort_by(|a, b| a.name.cmp(&b.name));
+    out.other.sort();
+    out.latest = read_latest(backups_dir);
+    Ok(out)
+}
+
+/// The bytes of the files under `path` (not following symlinks); what removing it frees, roughly.
+pub fn tree_bytes(path: &Path) -> u64 {
+    walkdir::WalkDir::new(path)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// The backup `latest` (a symlink) or `LATEST` (a text file) names, when it names a stamp. The symlink wins.
+pub fn read_latest(backups_dir: &Path) -> Option<String> {
+    let from_link = fs::read_link(backups_dir.join(LATEST_LINK))
+        .ok()
+        .and_then(|t| t.file_name().and_then(|n| n.to_str()).map(str::to_owned));
+    let from_file = || {
+        let text = fs::read_to_string(backups_dir.join(LATEST_FILE)).ok()?;
+        Some(text.lines().next()?.trim().to_string())
+    };
+    from_link
+        .or_else(from_file)
+        .filter(|s| snapshot::parse_stamp(s).is_some())
+}
+
+/// How `latest` is recorded on a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatestKind {
+    /// `backups/latest -> <stamp>`.
+    Symlink,
+    /// `backups/LATEST` holding `<stamp>\n`.
+    File,
+}
+
+impl LatestKind {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            LatestKind::Symlink => LATEST_LINK,
+            LatestKind::File => LATEST_FILE,
+        }
+    }
+}
+
+/// Points `latest` at `stamp`, atomically (a new link or file at a temporary name, renamed over the old one, the
+/// directory fsynced). `Symlink` falls back to `File` when the filesystem refuses symlinks. The other kind, when it
+/// exists from an earlier run, is removed afterwards so that it cannot name an older backup. Returns the kind written.
+pub fn write_latest(
+    backups_dir: &Path,
+    stamp: &str,
+    kind: LatestKind,
+) -> Result<LatestKind, LayoutError> {
+    let pid = std::process::id();
+    let written = match kind {
+        LatestKind::Symlink => {
+            let tmp = backups_dir.join(format!(".latest.tmp-{pid}"));
+            let _ = fs::remove_file(&tmp);
+            match std::os::unix::fs::symlink(stamp, &tmp) {
+                Ok(()) => {
+                    let link = backups_dir.join(LATEST_LINK);
+                    if let Err(e) = fs::rename(&tmp, &link) {
+                        let _ = fs::remove_file(&tmp);
+                        return Err(io_err("replace", &link)(e));
+                    }
+                    LatestKind::Symlink
+                }
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
+                    ) =>
+                {
+                    write_latest_file(backups_dir, stamp)?
+                }
+                Err(e) => return Err(io_err("create symlink", &tmp)(e)),
+            }
+        }
+        LatestKind::File => write_latest_file(backups_dir, stamp)?,
+    };
+    // The other kind, if an earlier run left one, would name an older backup.
+    let other = match written {
+        LatestKind::Symlink => backups_dir.join(LATEST_FILE),
+        LatestKind::File => backups_dir.join(LATEST_LINK),
+    };
+    if let Ok(m) = fs::symlink_metadata(&other) {
+        let ours = match written {
+            LatestKind::Symlink => m.is_file(),
+            LatestKind::File => m.file_type().is_symlink(),
+        };
+        if ours {
+            fs::remove_file(&other).map_err(io_err("remove", &other))?;
+        }
+    }
+    sync_dir(backups_dir).map_err(io_err("fsync", backups_dir))?;
+    Ok(written)
+}
+
+fn write_latest_file(backups_dir: &Path, stamp: &str) -> Result<LatestKind, LayoutError> {
+    let tmp = backups_dir.join(format!(".LATEST.tmp-{}", std::process::id()));
+    let path = backups_dir.join(LATEST_FILE);
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        f.write_all(format!("{stamp}\n").as_bytes())?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, &path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err("write", &path)(e));
+    }
+    Ok(LatestKind::File)
+}
+
+/// Writes a new file (never replacing one), fsyncs it, and returns its record.
+pub fn write_new_file(path: &Path, bytes: &[u8]) -> Result<FileRecord, LayoutError> {
+    let result = (|| {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    result.map_err(io_err("write", path))?;
+    Ok(FileRecord {
+        name: path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+        bytes: bytes.len() as u64,
+        sha256: Digest::of_bytes(bytes),
+    })
+}
+
+/// fsyncs a directory; filesystems that cannot fsync a directory (some FUSE ones answer `EINVAL` or `ENOSYS`) are
+/// accepted as they are.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    match File::open(dir)?.sync_all() {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => Ok(()),
+        other => other,
+    }
+}
+
+/// Removes a backup crash-safely: renamed to `.trash-<stamp>-<pid>` first (so it is never listed half-deleted; a
+/// crash leaves a leftover the next run removes), then its tree. Only a directory named exactly a stamp is accepted.
+pub fn delete_backup(backups_dir: &Path, name: &str) -> Result<(), LayoutError> {
+    let path = backups_dir.join(name);
+    if snapshot::parse_stamp(name).is_none() {
+        return Err(io_err("delete", &path)(io::Error::other(
+            "not a backup name; refusing to delete it",
+        )));
+    }
+    let trash = backups_dir.join(trash_name(name, std::process::id()));
+    snapshot::rename_no_replace(&path, &trash).map_err(|e| LayoutError::Io {
+        action: "move to trash",
+        path: path.clone(),
+        error: io::Error::other(e.to_string()),
+    })?;
+    sync_dir(backups_dir).map_err(io_err("fsync", backups_dir))?;
+    remove_leftover(backups_dir, &trash_name(name, std::process::id()))
+}
+
+/// Removes a leftover (by name, which must have a leftover's exact shape) and its tree.
+pub fn remove_leftover(backups_dir: &Path, name: &str) -> Result<(), LayoutError> {
+    let path = backups_dir.join(name);
+    if !matches!(classify(name), NameKind::Leftover(_)) {
+        return Err(io_err("remove", &path)(io::Error::other(
+            "not a leftover of dbackup; refusing to remove it",
+        )));
+    }
+    snapshot::remove_tree(&path).map_err(io_err("remove", &path))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn t(s: &str) -> NaiveDateTime {
+        snapshot::parse_stamp(s).unwrap()
+    }
+
+    pub(crate) fn meta(stamp: &str, sets: &[&str]) -> BackupMeta {
+        let now = chrono::Local::now().fixed_offset();
+        BackupMeta {
+            format: BACKUP_FORMAT,
+            stamp: stamp.into(),
+            destination: "T9".into(),
+            host: "ws".into(),
+            dbackup_version: "0".into(),
+            started: now,
+            finished: now,
+            verified: true,
+            read_back: ReadBackRecord {
+                methods: vec![ReadBackMethod::Direct],
+                device_cache_dropped: None,
+                note: None,
+            },
+            filesystem: FilesystemRecord {
+                fs_type: "exfat".into(),
+                label: Some("T9".into()),
+                uuid: None,
+            },
+            sums_file: SUMS_FILE.into(),
+            sets: sets
+                .iter()
+                .map(|s| SetRecord {
+                    set: s.to_string(),
+                    snapshot: format!("{s}-{stamp}"),
+                    snapshot_complete: true,
+                    snapshot_finished: None,
+                    sources: vec![],
+                    archive: vec![],
+                    index: vec![],
+                    tar_bytes: 0,
+                    tar_sha256: Digest::of_bytes(b""),
+                    entries: 0,
+                    files: 0,
+                    file_bytes: 0,
+                    hard_links: 0,
+                    warning_count: 0,
+                    warnings: vec![],
+                    write_seconds: 0.0,
+                    read_back_seconds: 0.0,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn names_are_classified_by_exact_shape() {
+        let cases = [
+            ("2025-04-01-031500", NameKind::Stamp(t("2025-04-01-031500"))),
+            (
+                ".tmp-2025-04-01-031500-42",
+                NameKind::Leftover(LeftoverKind::Temporary),
+            ),
+            (
+                ".trash-2025-04-01-031500-7",
+                NameKind::Leftover(LeftoverKind::Trash),
+            ),
+            (
+                ".latest.tmp-9",
+                NameKind::Leftover(LeftoverKind::LatestTemporary),
+            ),
+            (
+                ".LATEST.tmp-9",
+                NameKind::Leftover(LeftoverKind::LatestTemporary),
+            ),
+            ("latest", NameKind::Latest),
+            ("LATEST", NameKind::Latest),
+            (".dbackup-destination.json", NameKind::Marker),
+            // Near misses are someone else's.
+            ("2025-04-01-031500x", NameKind::Other),
+            ("2025-04-01", NameKind::Other),
+            (".tmp-2025-04-01-031500", NameKind::Other),
+            (".tmp-2025-04-01-031500-", NameKind::Other),
+            (".tmp-2025-04-01-031500-4x", NameKind::Other),
+            (".tmp-photos", NameKind::Other),
+            (".trash-", NameKind::Other),
+            (".latest.tmp-", NameKind::Other),
+            ("tmp-2025-04-01-031500-1", NameKind::Other),
+            ("photos", NameKind::Other),
+            ("latest.txt", NameKind::Other),
+        ];
+        for (name, want) in cases {
+            assert_eq!(classify(name), want, "{name}");
+        }
+        assert_eq!(
+            temp_name("2025-04-01-031500", 42),
+            ".tmp-2025-04-01-031500-42"
+        );
+        assert_eq!(
+            classify(&trash_name("2025-04-01-031500", 1)),
+            NameKind::Leftover(LeftoverKind::Trash)
+        );
+    }
+
+    #[test]
+    fn listing_sorts_backups_leftovers_and_everything_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path();
+        let good = |stamp: &str| {
+            fs::create_dir(b.join(stamp)).unwrap();
+            fs::write(
+                b.join(stamp).join(METADATA_FILE),
+                metadata_bytes(&meta(stamp, &["data"])),
+            )
+            .unwrap();
+        };
+        good("2025-04-02-000000");
+        good("2025-04-01-000000");
+        // A stamp-named directory without metadata, with another stamp's, unverified, or garbage.
+        fs::create_dir(b.join("2025-04-03-000000")).unwrap();
+        fs::create_dir(b.join("2025-04-04-000000")).unwrap();
+        fs::write(
+            b.join("2025-04-04-000000").join(METADATA_FILE),
+            metadata_bytes(&meta("2025-04-01-000000", &["data"])),
+        )
+        .unwrap();
+        fs::create_dir(b.join("2025-04-05-000000")).unwrap();
+        let mut unverified = meta("2025-04-05-000000", &["data"]);
+        unverified.verified = false;
+        fs::write(
+            b.join("2025-04-05-000000").join(METADATA_FILE),
+            metadata_bytes(&unverified),
+        )
+        .unwrap();
+        fs::create_dir(b.join("2025-04-06-000000")).unwrap();
+        fs::write(b.join("2025-04-06-000000").join(METADATA_FILE), "{").unwrap();
+        // A file and a symlink with stamp names are not backups.
+        fs::write(b.join("2025-04-07-000000"), "file").unwrap();
+        std::os::unix::fs::symlink("2025-04-01-000000", b.join("2025-04-08-000000")).unwrap();
+        fs::create_dir_all(b.join(".tmp-2025-04-09-000000-5/x")).unwrap();
+        fs::write(
+            b.join(".tmp-2025-04-09-000000-5/x/data.tar"),
+            vec![0u8; 1000],
+        )
+        .unwrap();
+        fs::create_dir(b.join(".trash-2025-03-01-000000-5")).unwrap();
+        fs::create_dir(b.join("notes")).unwrap();
+        std::os::unix::fs::symlink("2025-04-02-000000", b.join("latest")).unwrap();
+
+        let l = list(b).unwrap();
+        assert!(l.exists);
+        let names: Vec<(&str, bool)> = l
+            .backups
+            .iter()
+            .map(|x| (x.name.as_str(), x.meta.is_some()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("2025-04-01-000000", true),
+                ("2025-04-02-000000", true),
+                ("2025-04-03-000000", false),
+                ("2025-04-04-000000", false),
+                ("2025-04-05-000000", false),
+                ("2025-04-06-000000", false),
+            ]
+        );
+        assert!(
+            l.backups[3]
+                .meta_error
+                .as_deref()
+                .unwrap()
+                .contains("describes backup 2025-04-01"),
+            "{:?}",
+            l.backups[3].meta_error
+        );
+        assert!(
+            l.backups[4]
+                .meta_error
+                .as_deref()
+                .unwrap()
+                .contains("not verified")
+        );
+        assert_eq!(
+            l.leftovers,
+            [
+                Leftover {
+                    name: ".tmp-2025-04-09-000000-5".into(),
+                    kind: LeftoverKind::Temporary,
+                    bytes: 1000,
+                    in_use: false,
+                },
+                Leftover {
+                    name: ".trash-2025-03-01-000000-5".into(),
+                    kind: LeftoverKind::Trash,
+                    bytes: 0,
+                    in_use: false,
+                },
+            ]
+        );
+        assert_eq!(l.other, ["2025-04-07-000000", "2025-04-08-000000", "notes"]);
+        assert_eq!(l.latest.as_deref(), Some("2025-04-02-000000"));
+        assert_eq!(list(&b.join("missing")).unwrap(), DriveListing::default());
+    }
+
+    #[test]
+    fn latest_as_symlink_or_file_replaces_the_other_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path();
+        assert_eq!(read_latest(b), None);
+        assert_eq!(
+            write_latest(b, "2025-04-01-000000", LatestKind::File).unwrap(),
+            LatestKind::File
+        );
+        assert_eq!(
+            fs::read_to_string(b.join(LATEST_FILE)).unwrap(),
+            "2025-04-01-000000\n"
+        );
+        assert_eq!(read_latest(b).as_deref(), Some("2025-04-01-000000"));
+        assert_eq!(
+            write_latest(b, "2025-04-02-000000", LatestKind::Symlink).unwrap(),
+            LatestKind::Symlink
+        );
+        assert_eq!(
+            fs::read_link(b.join(LATEST_LINK)).unwrap(),
+            Path::new("2025-04-02-000000")
+        );
+        assert!(
+            !b.join(LATEST_FILE).exists(),
+            "the stale LATEST file is gone"
+        );
+        assert_eq!(read_latest(b).as_deref(), Some("2025-04-02-000000"));
+        write_latest(b, "2025-04-03-000000", LatestKind::File).unwrap();
+        assert!(
+            fs::symlink_metadata(b.join(LATEST_LINK)).is_err(),
+            "the stale link is gone"
+        );
+        let left: Vec<_> = fs::read_dir(b)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [LATEST_FILE], "no temporary left behind");
+        // A LATEST that names no stamp is ignored.
+        fs::write(b.join(LATEST_FILE), "../../etc\n").unwrap();
+        assert_eq!(read_latest(b), None);
+    }
+
+    #[test]
+    fn deletion_goes_through_trash_and_refuses_foreign_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = dir.path();
+        fs::create_dir_all(b.join("2025-04-01-000000/sub")).unwrap();
+        fs::write(b.join("2025-04-01-000000/sub/f"), "x").unwrap();
+        fs::create_dir(b.join("photos")).unwrap();
+        delete_backup(b, "2025-04-01-000000").unwrap();
+        assert!(delete_backup(b, "photos").is_err());
+        assert!(remove_leftover(b, "photos").is_err());
+        let left: Vec<_> = fs::read_dir(b)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["photos"]);
+    }
+
+    #[test]
+    fn metadata_round_trips_and_refuses_other_formats() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(METADATA_FILE);
+        let m = meta("2025-04-01-000000", &["data", "config"]);
+        let rec = write_new_file(&p, &metadata_bytes(&m)).unwrap();
+        assert_eq!(rec.name, METADATA_FILE);
+        assert_eq!(read_metadata(&p).unwrap(), m);
+        assert!(write_new_file(&p, b"x").is_err(), "never overwrites");
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+        v["added_later"] = serde_json::json!(1);
+        fs::write(&p, v.to_string()).unwrap();
+        assert!(read_metadata(&p).is_ok(), "unknown fields are ignored");
+        v["format"] = serde_json::json!(2);
+        fs::write(&p, v.to_string()).unwrap();
+        assert!(
+            read_metadata(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("format 2")
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! The external phase: each set's latest complete snapshot written as one verified tar archive (and its index) onto
+//! a detected removable drive, under `backups/<stamp>/`, keeping the newest N.
+//!
+//! - [`layout`]: the names on the drive, listing them, `backup.json` ([`layout::BackupMeta`]), `latest`/`LATEST`.
+//! - [`observe`]: snapshots and their scans, destination detection (through [`crate::media`]), the drive listings.
+//! - [`plan`]: the pure, serialisable plan (`--dry-run` prints it) and the snapshot choice.
+//! - [`retention`]: which backups a drive keeps, as a pure function.
+//! - [`exec`]: carrying the plan out, destination by destination.
+//!
+//! Order of a real run: take the lock on the backup root, observe (exit 5 when no destination is present), pick the
+//! stamp, plan, execute. A dry run observes and plans; it takes no lock and writes nothing (detection's probe file,
+//! created and removed at once, aside).
+
+pub mod exec;
+pub mod layout;
+pub mod observe;
+pub mod plan;
+pub mod retention;
+
+use chrono::{Local, NaiveDateTime};
+
+pub use exec::{DestinationReport, DestinationStatus, ExternalReport};
+pub use layout::{BackupMeta, LatestKind};
+pub use plan::{DestinationPlan, ExternalPlan, SetAction, SetPlan};
+
+use crate::cli::ExternalArgs;
+use crate::exit::{CodedError, Exit};
+use crate::lock::RunLock;
+use crate::settings::Settings;
+use crate::snapshot;
+use crate::ui::Ui;
+
+fn now() -> NaiveDateTime {
+    Local::now().naive_local()
+}
+
+/// A stamp that no selected destination already has a backup of: now, or a moment later when a run in this very
+/// second already used it (waiting at most about a second).
+fn fresh_stamp(world: &plan::World, now: impl Fn() -> NaiveDateTime) -> NaiveDateTime {
+    let taken = |t: NaiveDateTime| {
+        let stamp = snapshot::stamp(t);
+        world.destinations.iter().any(|d| {
+            d.listing.backups.iter().any(|b| b.name == stamp)
+                || std::fs::symlink_metadata(d.info.resolved.join(layout::BACKUPS_DIR).join(&stamp))
+                    .is_ok()
+        })
+    };
+    let mut t = snapshot::truncate_to_second(now());
+    for _ in 0..30 {
+        if !taken(t) {
+            return t;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        t = snapshot::truncate_to_second(now());
+    }
+    t
+}
+
+/// Looks and plans; changes nothing.
+pub fn dry_run(settings: &Settings, args: &ExternalArgs, ui: &Ui) -> anyhow::Result<ExternalPlan> {
+    let sets = crate::collect::select_sets(settings, &args.sets)?;
+    let observed = observe::observe(settings, &sets, args, ui)?;
+    let now = fresh_stamp(&observed.world, now);
+    Ok(plan::plan(
+        &observed.world,
+        plan::RunOptions {
+            now,
+            pid: std::process::id(),
+        },
+    ))
+}
+
+/// Takes the lock, looks, plans and executes.
+pub fn run(
+    settings: &Settings,
+    args: &ExternalArgs,
+    ui: &Ui,
+) -> anyhow::Result<(ExternalPlan, ExternalReport)> {
+    let sets = crate::collect::select_sets(settings, &args.sets)?;
+    let root = &settings.backup_root;
+    if !root.is_dir() {
+        return Err(CodedError::new(
+            Exit::Failed,
+            format!(
+                "the backup root {} does not exist: nothing has been collected yet; run `dbackup collect` first",
+                root.display()
+            ),
+        )
+        .into());
+    }
+    let lock = RunLock::acquire(root)?;
+    let observed = observe::observe(settings, &sets, args, ui)?;
+    let now = fresh_stamp(&observed.world, now);
+    let plan = plan::plan(
+        &observed.world,
+        plan::RunOptions {
+            now,
+            pid: std::process::id(),
+        },
+    );
+    let report = exec::execute(&plan, &observed, ui);
+    drop(lock);
+    Ok((plan, report))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+//! Looking before planning: each set's snapshots and the scan of the one to export, which destinations are present
+//! (through [`crate::media`], the only judge of that), and what their `backups/` directories hold. Writes nothing
+//! (detection's own probe file aside, see [`crate::media`]).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+
+use super::layout;
+use super::plan::{self, DestinationWorld, SetWorld, SnapshotSummary, World};
+use crate::archive::{self, ArchivePlan, NoProgress};
+use crate::cli::ExternalArgs;
+use crate::config::ExternalMode;
+use crate::exit::{CodedError, Exit};
+use crate::media;
+use crate::settings::{SetSettings, Settings};
+use crate::snapshot::{self, SnapshotMeta};
+use crate::ui::Ui;
+
+/// What was observed, and what the executor needs beyond the plan: each exported set's scan (the writer's input)
+/// and its snapshot's metadata.
+#[derive(Debug)]
+pub struct Observed {
+    pub world: World,
+    pub scans: BTreeMap<String, ArchivePlan>,
+    pub snapshot_meta: BTreeMap<String, SnapshotMeta>,
+}
+
+/// Observes everything the plan needs. Fails with exit 1 when no set has a snapshot to export, exit 2 for an unknown
+/// `--destination`, exit 5 when no destination is present (saying, for each, why).
+pub fn observe(
+    settings: &Settings,
+    sets: &[&SetSettings],
+    args: &ExternalArgs,
+    ui: &Ui,
+) -> anyhow::Result<Observed> {
+    let root = &settings.backup_root;
+
+    // Snapshots first: without one there is nothing to do, drive or not.
+    let mut set_worlds = Vec::new();
+    let mut chosen: Vec<(String, String)> = Vec::new();
+    let mut metas = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for set in sets {
+        let found = snapshot::list(root, &set.name)
+            .with_context(|| format!("listing the snapshots of set {}", set.name))?;
+        let summaries: Vec<SnapshotSummary> = found
+            .iter()
+            .map(|s| SnapshotSummary {
+                name: s.name.clone(),
+                time: s.time,
+                state: s.state(),
+                unreadable: s
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.unreadable.len() as u64)
+                    .unwrap_or(0),
+            })
+            .collect();
+        let choice = plan::choose_snapshot(&summaries, args.allow_incomplete);
+        match &choice.snapshot {
+            Some(name) => {
+                chosen.push((set.name.clone(), name.clone()));
+                if let Some(m) = found
+                    .iter()
+                    .find(|s| &s.name == name)
+                    .and_then(|s| s.metadata.clone())
+                {
+                    metas.insert(set.name.clone(), m);
+                }
+            }
+            None => skipped.extend(
+                choice
+                    .warnings
+                    .iter()
+                    .map(|w| format!("set {}: {w}", set.name)),
+            ),
+        }
+        set_worlds.push(SetWorld {
+            name: set.name.clone(),
+            snapshots: summaries,
+            estimate: None,
+        });
+    }
+    if chosen.is_empty() {
+        return Err(CodedError::new(
+            Exit::Failed,
+            format!(
+                "nothing to export from {}: {}",
+                root.display(),
+                skipped.join("; ")
+            ),
+        )
+        .into());
+    }
+
+    // Destinations: `--destination` narrows them to one; media decides which are present.
+    let configured: Vec<_> = match &args.destination {
+        Some(name) => {
+            let d = settings
+                .destinations
+                .iter()
+                .find(|d| &d.name == name)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = settings
+                        .destinations
+                        .iter()
+                        .map(|d| d.name.as_str())
+                        .collect();
+                    CodedError::new(
+                        Exit::Usage,
+                        if known.is_empty() {
+                            format!(
+                                "there is no destination named {name:?}: the config has no destinations; add one \
+                                 to \"destinations\""
+                            )
+                        } else {
+                            format!(
+                                "there is no destination named {name:?}; the config has: {}",
+                                known.join(", ")
+                            )
+                        },
+                    )
+                })?;
+            vec![d.clone()]
+        }
+        None => settings.destinations.clone(),
+    };
+    // With one destination named, `first` and `all` choose alike.
+    let mode = if args.destination.is_some() {
+        ExternalMode::All
+    } else {
+        settings.external_mode
+    };
+    let detected = media::detect_all(&configured);
+    for d in &detected {
+        ui.step(format_args!("{d}"));
+    }
+    let selected: Vec<media::Detected> = media::select_or_fail(mode, &detected)?
+        .into_iter()
+        .cloned()
+        .collect();
+
+    // Scan the chosen snapshots (metadata only) for the exact archive sizes.
+    let mut scans = BTreeMap::new();
+    for (set, name) in &chosen {
+        let path = root.join(name);
+        ui.step(format_args!("{set}: scanning {}", path.display()));
+        let scan = archive::scan(&path, &mut NoProgress)
+            .with_context(|| format!("scanning snapshot {name} of set {set}"))?;
+        if let Some(w) = set_worlds.iter_mut().find(|w| &w.name == set) {
+            w.estimate = Some(scan.estimate.clone());
+        }
+        scans.insert(set.clone(), scan);
+    }
+
+    let mut destinations = Vec::new();
+    for d in selected {
+        let info = d.info().expect("selected destinations are present").clone();
+        let block_size = rustix::fs::statvfs(&info.resolved)
+            .map(|st| {
+                if st.f_frsize > 0 {
+                    st.f_frsize
+                } else {
+                    st.f_bsize
+                }
+            })
+            .unwrap_or(4096);
+        let backups_dir = info.resolved.join(layout::BACKUPS_DIR);
+        let mut listing = layout::list(&backups_dir)
+            .with_context(|| format!("looking at destination {}", d.destination.name))?;
+        for l in &mut listing.leftovers {
+            l.in_use = layout::leftover_pid(&l.name).is_some_and(is_running_dbackup);
+        }
+        destinations.push(DestinationWorld {
+            settings: d.destination.clone(),
+            info,
+            block_size,
+            listing,
+        });
+    }
+
+    Ok(Observed {
+        world: World {
+            backup_root: root.clone(),
+            host: media::hostname(),
+            mode: settings.external_mode,
+            only_destination: args.destination.clone(),
+            allow_incomplete: args.allow_incomplete,
+            sets: set_worlds,
+            detected,
+            destinations,
+        },
+        scans,
+        snapshot_meta: metas,
+    })
+}
+
+/// Whether `pid` is a running process of this very program (another dbackup, say with another config, writing to
+/// the same drive right now). Checked through `/proc/<pid>/exe`, so a recycled pid of another program does not count.
+fn is_running_dbackup(pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if pid == std::process::id() {
+        return false;
+    }
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let theirs = std::fs::metadata(format!("/proc/{pid}/exe")).map(id);
+    let ours = std::fs::metadata("/proc/self/exe").map(id);
+    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
+}

@@ -1,0 +1,717 @@
+//! The external plan: pure and serialisable. Built from what [`super::observe`] saw (snapshots, their scans, the
+//! destinations and what their `backups/` holds); `--dry-run` prints it (`--json`: as JSON), [`super::exec`] carries it
+//! out.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+
+use super::layout::{self, DriveListing, LatestKind, Leftover};
+use super::retention::{self as drive_retention, BackupInfo};
+use crate::archive::ArchiveEstimate;
+use crate::config::ExternalMode;
+use crate::exit::Exit;
+use crate::media::{Detected, MediaInfo};
+use crate::retention::Decision;
+use crate::settings::DestinationSettings;
+use crate::snapshot::SnapshotState;
+use crate::ui;
+
+/// Room kept free beyond the estimate: metadata, sums, directory entries and the index estimate's slack.
+pub const SPACE_MARGIN: u64 = 1 << 20;
+
+/// What one `dbackup external` will do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalPlan {
+    pub backup_root: PathBuf,
+    pub host: String,
+    pub mode: ExternalMode,
+    /// `--destination NAME`: only this destination is considered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only_destination: Option<String>,
+    /// `--allow-incomplete`: a newer incomplete snapshot may be exported instead of the newest complete one.
+    pub allow_incomplete: bool,
+    /// The name of the new backup on every destination (local time).
+    pub stamp: String,
+    pub sets: Vec<SetPlan>,
+    /// The destinations written to (or refused), in the order they are written.
+    pub destinations: Vec<DestinationPlan>,
+    /// Configured destinations that are not written to, and why (absent, or not chosen in `first` mode).
+    pub unused: Vec<UnusedDestination>,
+}
+
+/// Which snapshot of a set goes to the drive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetPlan {
+    pub set: String,
+    pub action: SetAction,
+    /// The snapshot archived (`<set>-<stamp>`), and where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_path: Option<PathBuf>,
+    /// Whether that snapshot is complete (false only with `--allow-incomplete`).
+    pub complete: bool,
+    /// The archive's size, from a scan of the snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<ArchiveEstimate>,
+    /// Why the set is skipped, or why an older snapshot than the newest is used (exit 3).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetAction {
+    Export,
+    /// No usable snapshot: a warning, the other sets go on.
+    Skip,
+}
+
+/// A configured destination that this run does not write to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnusedDestination {
+    pub name: String,
+    pub path: PathBuf,
+    pub present: bool,
+    /// `not_mounted`, `other_drive`, ... or `not_chosen` (present, but `first` mode chose another).
+    pub kind: String,
+    pub reason: String,
+}
+
+/// Everything that happens on one destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DestinationPlan {
+    pub name: String,
+    pub path: PathBuf,
+    pub fs_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<PathBuf>,
+    pub action: DestinationAction,
+    /// Why nothing is written (not enough space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// The drive has no marker yet: one naming this destination is written first.
+    pub write_marker: bool,
+    pub backups_dir: PathBuf,
+    /// Where the backup is written, then renamed to `final_dir` once verified.
+    pub temp_dir: PathBuf,
+    pub final_dir: PathBuf,
+    /// Leftovers of interrupted runs, removed before writing.
+    pub cleanup: Vec<Leftover>,
+    pub archives: Vec<ArchiveTarget>,
+    /// Bytes the new backup needs (rounded up to the filesystem's blocks, plus [`SPACE_MARGIN`]).
+    pub needed_bytes: u64,
+    pub free_bytes: u64,
+    /// Bytes the removed leftovers free.
+    pub reclaimable_bytes: u64,
+    /// For FUSE filesystems: the block device's cache is dropped before reading back, so the drive answers.
+    pub drop_device_cache: bool,
+    pub latest: LatestPlan,
+    /// Backups to keep on this destination.
+    pub retention: u32,
+    /// Retention after this run, assuming the new backup verifies: every backup on the drive, newest first.
+    pub decisions: Vec<Decision>,
+    /// Things worth knowing that change nothing (unrelated entries in `backups/`, directories without metadata).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DestinationAction {
+    Write,
+    /// Nothing is written at all (not even the marker); the run fails.
+    Refuse,
+}
+
+/// One set's files on a destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveTarget {
+    pub set: String,
+    pub snapshot: String,
+    /// `<set>.tar`; with `part_bytes`, written as `<set>.tar.part000`, `.part001`, ...
+    pub archive: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_bytes: Option<u64>,
+    /// `<set>.index.jsonl`; split like the archive when it could exceed the filesystem's file size limit.
+    pub index: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_part_bytes: Option<u64>,
+    pub tar_bytes: u64,
+    pub index_bytes: u64,
+}
+
+/// What `latest` will be after the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatestPlan {
+    pub kind: LatestKind,
+    pub path: PathBuf,
+    /// The stamp it will name.
+    pub target: String,
+    /// What it names now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+}
+
+impl ExternalPlan {
+    /// The sets that are exported.
+    pub fn exported(&self) -> impl Iterator<Item = &SetPlan> {
+        self.sets.iter().filter(|s| s.action == SetAction::Export)
+    }
+
+    /// What a run of this plan would exit with at best: 1 when a destination is refused or no set can be exported,
+    /// 3 with warnings, else 0.
+    pub fn expected_exit(&self) -> Exit {
+        if self.exported().next().is_none() {
+            return Exit::Failed;
+        }
+        let sets = if self.sets.iter().any(|s| !s.warnings.is_empty()) {
+            Exit::Warnings
+        } else {
+            Exit::Ok
+        };
+        self.destinations.iter().fold(sets, |acc, d| {
+            acc.worst(match d.action {
+                DestinationAction::Refuse => Exit::Failed,
+                DestinationAction::Write => Exit::Ok,
+            })
+        })
+    }
+}
+
+/// A snapshot as the choice needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    pub name: String,
+    pub time: NaiveDateTime,
+    pub state: SnapshotState,
+    /// Files that could not be read (incomplete snapshots).
+    pub unreadable: u64,
+}
+
+/// The snapshot chosen for a set, with the warnings the choice brings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChoice {
+    pub snapshot: Option<String>,
+    pub complete: bool,
+    pub warnings: Vec<String>,
+}
+
+/// Chooses the snapshot of a set to export: the newest complete one; with `allow_incomplete`, a newer incomplete one
+/// instead. Snapshots without metadata are never used. `snapshots` may be in any order. The warnings do not name the
+/// set (the caller shows them under or after its name).
+pub fn choose_snapshot(snapshots: &[SnapshotSummary], allow_incomplete: bool) -> SnapshotChoice {
+    let newest = |state: SnapshotState| {
+        snapshots
+            .iter()
+            .filter(|s| s.state == state)
+            .max_by(|a, b| a.time.cmp(&b.time).then_with(|| a.name.cmp(&b.name)))
+    };
+    let complete = newest(SnapshotState::Complete);
+    let incomplete = newest(SnapshotState::Incomplete)
+        .filter(|i| complete.is_none_or(|c| (i.time, &i.name) > (c.time, &c.name)));
+    let unreadable = |s: &SnapshotSummary| ui::counted(s.unreadable, "file", "files");
+    match (complete, incomplete) {
+        (_, Some(i)) if allow_incomplete => SnapshotChoice {
+            snapshot: Some(i.name.clone()),
+            complete: false,
+            warnings: vec![format!(
+                "exporting the incomplete snapshot {} ({} could not be read when it was made), as \
+                 --allow-incomplete asks",
+                i.name,
+                unreadable(i)
+            )],
+        },
+        (Some(c), Some(i)) => SnapshotChoice {
+            snapshot: Some(c.name.clone()),
+            complete: true,
+            warnings: vec![format!(
+                "the newest snapshot {} is incomplete ({} could not be read); exporting the older complete {} \
+                 instead; fix the unreadable files and collect again, or use --allow-incomplete to export {}",
+                i.name,
+                unreadable(i),
+                c.name,
+                i.name
+            )],
+        },
+        (Some(c), None) => SnapshotChoice {
+            snapshot: Some(c.name.clone()),
+            complete: true,
+            warnings: vec![],
+        },
+        (None, Some(i)) => SnapshotChoice {
+            snapshot: None,
+            complete: false,
+            warnings: vec![format!(
+                "skipped: it has no complete snapshot; the newest, {}, is incomplete ({} could not be \
+                 read); fix that and collect again, or use --allow-incomplete to export it",
+                i.name,
+                unreadable(i)
+            )],
+        },
+        (None, None) => SnapshotChoice {
+            snapshot: None,
+            complete: false,
+            warnings: vec![format!(
+                "skipped: it has no complete snapshot yet; run `dbackup collect` first"
+            )],
+        },
+    }
+}
+
+/// What observation found, for the plan.
+#[derive(Debug, Clone)]
+pub struct World {
+    pub backup_root: PathBuf,
+    pub host: String,
+    pub mode: ExternalMode,
+    pub only_destination: Option<String>,
+    pub allow_incomplete: bool,
+    pub sets: Vec<SetWorld>,
+    /// Every destination considered, with what detection found.
+    pub detected: Vec<Detected>,
+    /// The destinations selected for writing, in selection order.
+    pub destinations: Vec<DestinationWorld>,
+}
+
+/// One set: its snapshots, and the scan of the one that will be exported.
+#[derive(Debug, Clone)]
+pub struct SetWorld {
+    pub name: String,
+    pub snapshots: Vec<SnapshotSummary>,
+    pub estimate: Option<ArchiveEstimate>,
+}
+
+/// A selected destination: its settings, what detection found, and what its `backups/` holds.
+#[derive(Debug, Clone)]
+pub struct DestinationWorld {
+    pub settings: DestinationSettings,
+    pub info: MediaInfo,
+    /// The filesystem's allocation unit (files are rounded up to it).
+    pub block_size: u64,
+    pub listing: DriveListing,
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// The new backup's time (seconds precision), also retention's `now`.
+    pub now: NaiveDateTime,
+    /// The pid in the temporary directory's name.
+    pub pid: u32,
+}
+
+/// Plans the run. Pure: everything it needs is in `world`.
+pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
+    let stamp = crate::snapshot::stamp(opts.now);
+    let sets: Vec<SetPlan> = world
+        .sets
+        .iter()
+        .map(|s| {
+            let choice = choose_snapshot(&s.snapshots, world.allow_incomplete);
+            let action = match (&choice.snapshot, &s.estimate) {
+                (Some(_), Some(_)) => SetAction::Export,
+                _ => SetAction::Skip,
+            };
+            SetPlan {
+                set: s.name.clone(),
+                action,
+                snapshot_path: choice.snapshot.as_ref().map(|n| world.backup_root.join(n)),
+                snapshot: choice.snapshot,
+                complete: choice.complete,
+                estimate: s.estimate.clone().filter(|_| action == SetAction::Export),
+                warnings: choice.warnings,
+            }
+        })
+        .collect();
+
+    let chosen: Vec<&str> = world
+        .destinations
+        .iter()
+        .map(|d| d.settings.name.as_str())
+        .collect();
+    let unused = world
+        .detected
+        .iter()
+        .filter(|d| !chosen.contains(&d.destination.name.as_str()))
+        .map(|d| match d.absence() {
+            Some(why) => UnusedDestination {
+                name: d.destination.name.clone(),
+                path: d.destination.path.clone(),
+                present: false,
+                kind: why.kind().to_string(),
+                reason: why.to_string(),
+            },
+            None => UnusedDestination {
+                name: d.destination.name.clone(),
+                path: d.destination.path.clone(),
+                present: true,
+                kind: "not_chosen".into(),
+                reason: format!(
+                    "present, but external.mode is \"first\" and {} comes first (by priority)",
+                    chosen.first().copied().unwrap_or("another destination")
+                ),
+            },
+        })
+        .collect();
+
+    let destinations = world
+        .destinations
+        .iter()
+        .map(|d| destination_plan(d, &sets, &stamp, opts))
+        .collect();
+
+    ExternalPlan {
+        backup_root: world.backup_root.clone(),
+        host: world.host.clone(),
+        mode: world.mode,
+        only_destination: world.only_destination.clone(),
+        allow_incomplete: world.allow_incomplete,
+        stamp,
+        sets,
+        destinations,
+        unused,
+    }
+}
+
+fn round_up(n: u64, block: u64) -> u64 {
+    n.div_ceil(block.max(1)) * block.max(1)
+}
+
+/// The part size for a file of `bytes` on a filesystem whose largest file is `max`: `None` when it fits whole.
+fn part_size(bytes: u64, max: Option<u64>) -> Option<u64> {
+    let max = max?;
+    if bytes <= max {
+        return None;
+    }
+    // Whole MiB parts (FAT32: 4 GiB - 1 MiB, that is FAT32_MAX_PART_BYTES), never zero.
+    let mib = 1 << 20;
+    Some(if max >= mib {
+        max / mib * mib
+    } else {
+        max.max(1)
+    })
+}
+
+fn destination_plan(
+    d: &DestinationWorld,
+    sets: &[SetPlan],
+    stamp: &str,
+    opts: RunOptions,
+) -> DestinationPlan {
+    let info = &d.info;
+    // Everything is done through the resolved path (the configured one may be a symlink to the mount point).
+    let backups_dir = info.resolved.join(layout::BACKUPS_DIR);
+    let block = d.block_size.max(512);
+    let mut needed = SPACE_MARGIN + 2 * block; // the directory, backup.json and the sums file
+    let archives: Vec<ArchiveTarget> = sets
+        .iter()
+        .filter(|s| s.action == SetAction::Export)
+        .filter_map(|s| {
+            let est = s.estimate.as_ref()?;
+            let part_bytes = part_size(est.tar_bytes, info.max_file_size);
+            let index_part_bytes = part_size(est.index_bytes, info.max_file_size);
+            let files = |bytes: u64, part: Option<u64>| match part {
+                Some(p) => bytes.div_ceil(p).max(1),
+                None => 1,
+            };
+            needed += round_up(est.tar_bytes, block)
+                + files(est.tar_bytes, part_bytes) * block
+                + round_up(est.index_bytes, block)
+                + files(est.index_bytes, index_part_bytes) * block;
+            Some(ArchiveTarget {
+                set: s.set.clone(),
+                snapshot: s.snapshot.clone()?,
+                archive: layout::archive_name(&s.set),
+                part_bytes,
+                index: layout::index_name(&s.set),
+                index_part_bytes,
+                tar_bytes: est.tar_bytes,
+                index_bytes: est.index_bytes,
+            })
+        })
+        .collect();
+    let cleanup: Vec<Leftover> = d
+        .listing
+        .leftovers
+        .iter()
+        .filter(|l| !l.in_use)
+        .cloned()
+        .collect();
+    let reclaimable: u64 = cleanup.iter().map(|l| l.bytes).sum();
+    let available = info.free_bytes.saturating_add(reclaimable);
+    let refusal = (needed > available).then(|| {
+        let mut msg = format!(
+            "not enough space: the backup needs {}, {} has {} free",
+            ui::bytes(needed),
+            info.path.display(),
+            ui::bytes(info.free_bytes)
+        );
+        if reclaimable > 0 {
+            msg.push_str(&format!(
+                " (and {} in leftovers of interrupted runs)",
+                ui::bytes(reclaimable)
+            ));
+        }
+        let verified = d.listing.verified().count();
+        if verified > 1 {
+            msg.push_str(&format!(
+                "; older backups are only removed after a new one is verified: delete some of the {verified} in {} \
+                 by hand, or use a larger drive",
+                backups_dir.display()
+            ));
+        } else {
+            msg.push_str("; free up space on the drive or use a larger one");
+        }
+        msg.push_str("; nothing was written");
+        msg
+    });
+
+    // Retention after this run, with the new backup in place.
+    let exported: Vec<String> = archives.iter().map(|a| a.set.clone()).collect();
+    let mut infos: Vec<BackupInfo> = d
+        .listing
+        .backups
+        .iter()
+        .map(|b| BackupInfo {
+            name: b.name.clone(),
+            time: b.time,
+            verified: b.meta.is_some(),
+            sets: b.meta.as_ref().map(|m| m.set_names()).unwrap_or_default(),
+            latest: false,
+        })
+        .collect();
+    infos.push(BackupInfo {
+        name: stamp.to_string(),
+        time: opts.now,
+        verified: true,
+        sets: exported,
+        latest: true,
+    });
+    let decisions = drive_retention::decide(&infos, d.settings.retention, opts.now);
+
+    let mut notes = Vec::new();
+    for l in d.listing.leftovers.iter().filter(|l| l.in_use) {
+        notes.push(format!(
+            "{} belongs to a dbackup run still going (pid {}); left alone",
+            l.name,
+            layout::leftover_pid(&l.name).unwrap_or(0)
+        ));
+    }
+    for b in d.listing.backups.iter().filter(|b| b.meta.is_none()) {
+        notes.push(format!(
+            "{} is not used nor removed: {}",
+            b.name,
+            b.meta_error.as_deref().unwrap_or("no metadata")
+        ));
+    }
+    if !d.listing.other.is_empty() {
+        notes.push(format!(
+            "{} in {} not made by dbackup, left alone: {}",
+            ui::counted(d.listing.other.len() as u64, "entry", "entries"),
+            backups_dir.display(),
+            d.listing.other.join(", ")
+        ));
+    }
+    let fuse = info.mount_fs_type.starts_with("fuse");
+    if fuse && info.device.is_none() {
+        notes.push(
+            "a FUSE filesystem without a known block device: the read-back may be answered from memory".into(),
+        );
+    }
+
+    DestinationPlan {
+        name: d.settings.name.clone(),
+        path: info.path.clone(),
+        fs_type: info.fs_type.clone(),
+        label: info.label.clone(),
+        uuid: info.uuid.clone(),
+        device: info.device.clone(),
+        action: if refusal.is_some() {
+            DestinationAction::Refuse
+        } else {
+            DestinationAction::Write
+        },
+        refusal,
+        write_marker: info.marker.is_none(),
+        temp_dir: backups_dir.join(layout::temp_name(stamp, opts.pid)),
+        final_dir: backups_dir.join(stamp),
+        cleanup,
+        archives,
+        needed_bytes: needed,
+        free_bytes: info.free_bytes,
+        reclaimable_bytes: reclaimable,
+        drop_device_cache: fuse && info.device.is_some(),
+        latest: LatestPlan {
+            kind: if info.symlinks {
+                LatestKind::Symlink
+            } else {
+                LatestKind::File
+            },
+            path: backups_dir.join(if info.symlinks {
+                layout::LATEST_LINK
+            } else {
+                layout::LATEST_FILE
+            }),
+            target: stamp.to_string(),
+            previous: d.listing.latest.clone(),
+        },
+        retention: d.settings.retention,
+        decisions,
+        notes,
+        backups_dir,
+    }
+}
+
+/// The plan for people (what `--dry-run` prints without `--json`).
+pub fn render(plan: &ExternalPlan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "backup root {}, host {}, new backup {}",
+        plan.backup_root.display(),
+        plan.host,
+        plan.stamp
+    );
+    for s in &plan.sets {
+        match (&s.action, &s.snapshot, &s.estimate) {
+            (SetAction::Export, Some(name), Some(e)) => {
+                let _ = writeln!(
+                    out,
+                    "set {}: {}{}: {}, {} ({} of content), archive {}",
+                    s.set,
+                    name,
+                    if s.complete { "" } else { " (INCOMPLETE)" },
+                    ui::counted(e.entries, "entry", "entries"),
+                    ui::counted(e.files, "file", "files"),
+                    ui::bytes(e.file_bytes),
+                    ui::bytes(e.tar_bytes)
+                );
+            }
+            _ => {
+                let _ = writeln!(out, "set {}: skipped", s.set);
+            }
+        }
+        for w in &s.warnings {
+            let _ = writeln!(out, "  warning   {w}");
+        }
+    }
+    for u in &plan.unused {
+        let _ = writeln!(out, "\ndestination {}: not used: {}", u.name, u.reason);
+    }
+    for d in &plan.destinations {
+        out.push('\n');
+        let mut what = vec![d.fs_type.clone()];
+        if let Some(dev) = &d.device {
+            what.push(format!("on {}", dev.display()));
+        }
+        if let Some(l) = &d.label {
+            what.push(format!("label \"{l}\""));
+        }
+        let _ = writeln!(
+            out,
+            "destination {}: {} ({})",
+            d.name,
+            d.path.display(),
+            what.join(", ")
+        );
+        let space = format!(
+            "needs {}, {} free{}",
+            ui::bytes(d.needed_bytes),
+            ui::bytes(d.free_bytes),
+            if d.reclaimable_bytes > 0 {
+                format!(" + {} from leftovers", ui::bytes(d.reclaimable_bytes))
+            } else {
+                String::new()
+            }
+        );
+        if let Some(why) = &d.refusal {
+            let _ = writeln!(out, "  REFUSED   {why}");
+            continue;
+        }
+        let _ = writeln!(out, "  space     {space}");
+        if d.write_marker {
+            let _ = writeln!(
+                out,
+                "  marker    first use: would write {} naming destination {}",
+                d.backups_dir.join(".dbackup-destination.json").display(),
+                d.name
+            );
+        }
+        for l in &d.cleanup {
+            let _ = writeln!(
+                out,
+                "  cleanup   would remove {} (left by an interrupted run, {})",
+                l.name,
+                ui::bytes(l.bytes)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  write     {} (renamed to {} once read back and verified)",
+            d.temp_dir.display(),
+            d.final_dir.display()
+        );
+        for a in &d.archives {
+            let parts = match a.part_bytes {
+                Some(p) => format!(
+                    " in {} parts of at most {} ({}.part000, ...)",
+                    a.tar_bytes.div_ceil(p),
+                    ui::bytes(p),
+                    a.archive
+                ),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  archive   {} ({}){parts} + {} from {}",
+                a.archive,
+                ui::bytes(a.tar_bytes),
+                a.index,
+                a.snapshot
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  verify    read back{} and compare sha256; write {} and {}",
+            if d.drop_device_cache {
+                " past the page cache and the device's cache"
+            } else {
+                " past the page cache"
+            },
+            layout::METADATA_FILE,
+            layout::SUMS_FILE
+        );
+        let _ = writeln!(
+            out,
+            "  latest    {} -> {}{}",
+            d.latest.path.display(),
+            d.latest.target,
+            match d.latest.kind {
+                LatestKind::Symlink => " (symlink)",
+                LatestKind::File => " (text file: no symlinks on this filesystem)",
+            }
+        );
+        let removed: Vec<&Decision> = d.decisions.iter().filter(|x| !x.keep).collect();
+        let kept = d.decisions.iter().filter(|x| x.keep).count();
+        let _ = writeln!(
+            out,
+            "  retention keep {}: {} kept, {} removed after the new backup is verified",
+            d.retention,
+            kept,
+            removed.len()
+        );
+        for x in removed {
+            let _ = writeln!(out, "  remove    {} ({})", x.name, x.reasons.join("; "));
+        }
+        for n in &d.notes {
+            let _ = writeln!(out, "  note      {n}");
+        }
+    }
+    out
+}

@@ -1,0 +1,461 @@
+//! Unit tests of the external plan: snapshot choice, space and splitting, latest, leftovers, retention in the plan,
+//! unused destinations, and the rendered plan.
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDateTime;
+
+use super::layout::{self, DriveBackup, DriveListing, LatestKind, Leftover, LeftoverKind};
+use super::plan::{
+    self, DestinationAction, DestinationWorld, RunOptions, SetAction, SetWorld, SnapshotSummary,
+    World, choose_snapshot,
+};
+use crate::archive::ArchiveEstimate;
+use crate::config::ExternalMode;
+use crate::exit::Exit;
+use crate::media::{Absence, Detected, Found, Marker, MediaInfo, Presence};
+use crate::settings::DestinationSettings;
+use crate::snapshot::{SnapshotState, parse_stamp};
+
+const MIB: u64 = 1 << 20;
+
+fn t(s: &str) -> NaiveDateTime {
+    parse_stamp(s).unwrap()
+}
+
+fn snap(set: &str, stamp: &str, state: SnapshotState, unreadable: u64) -> SnapshotSummary {
+    SnapshotSummary {
+        name: format!("{set}-{stamp}"),
+        time: t(stamp),
+        state,
+        unreadable,
+    }
+}
+
+#[test]
+fn snapshot_choice() {
+    use SnapshotState::*;
+    let d1 = snap("data", "2025-04-01-000000", Complete, 0);
+    let d2 = snap("data", "2025-04-02-000000", Incomplete, 3);
+    let d3 = snap("data", "2025-04-03-000000", Unknown, 0);
+    let d0 = snap("data", "2025-03-31-000000", Incomplete, 1);
+    // (what, snapshots, allow_incomplete, chosen, complete, warning fragment)
+    type Case<'a> = (
+        &'a str,
+        Vec<SnapshotSummary>,
+        bool,
+        Option<&'a str>,
+        bool,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "none at all",
+            vec![],
+            false,
+            None,
+            false,
+            "no complete snapshot yet; run `dbackup collect` first",
+        ),
+        (
+            "only one without metadata",
+            vec![d3.clone()],
+            false,
+            None,
+            false,
+            "no complete snapshot yet",
+        ),
+        (
+            "newest complete, any order",
+            vec![d3.clone(), d1.clone(), d0.clone()],
+            false,
+            Some("data-2025-04-01-000000"),
+            true,
+            "",
+        ),
+        (
+            "a newer incomplete one is passed over, with a warning",
+            vec![d1.clone(), d2.clone()],
+            false,
+            Some("data-2025-04-01-000000"),
+            true,
+            "the newest snapshot data-2025-04-02-000000 is incomplete (3 files could not be read); exporting the older complete data-2025-04-01-000000",
+        ),
+        (
+            "--allow-incomplete takes it",
+            vec![d1.clone(), d2.clone()],
+            true,
+            Some("data-2025-04-02-000000"),
+            false,
+            "exporting the incomplete snapshot data-2025-04-02-000000 (3 files could not be read when it was made), as --allow-incomplete asks",
+        ),
+        (
+            "--allow-incomplete does not prefer an older incomplete one",
+            vec![d1.clone(), d0.clone()],
+            true,
+            Some("data-2025-04-01-000000"),
+            true,
+            "",
+        ),
+        (
+            "only incomplete: skipped, naming the flag",
+            vec![d2.clone()],
+            false,
+            None,
+            false,
+            "skipped: it has no complete snapshot; the newest, data-2025-04-02-000000, is incomplete (3 files could not be read); fix that and collect again, or use --allow-incomplete",
+        ),
+    ];
+    for (what, snaps, allow, want, complete, warning) in cases {
+        let c = choose_snapshot(&snaps, allow);
+        assert_eq!(c.snapshot.as_deref(), want, "{what}");
+        assert_eq!(c.complete, complete, "{what}");
+        if warning.is_empty() {
+            assert!(c.warnings.is_empty(), "{what}: {:?}", c.warnings);
+        } else {
+            assert_eq!(c.warnings.len(), 1, "{what}");
+            assert!(c.warnings[0].contains(warning), "{what}: {}", c.warnings[0]);
+        }
+    }
+}
+
+fn info(path: &str, fs_type: &str, free: u64) -> MediaInfo {
+    let caps = crate::media::capabilities(fs_type);
+    MediaInfo {
+        path: path.into(),
+        resolved: path.into(),
+        mount_point: path.into(),
+        is_mount_point: true,
+        source: "/dev/sdz1".into(),
+        device: Some("/dev/sdz1".into()),
+        mount_fs_type: if fs_type == "exfat" {
+            "fuseblk".into()
+        } else {
+            fs_type.into()
+        },
+        fs_type: fs_type.into(),
+        label: Some("T9".into()),
+        uuid: Some("FF4F-F609".into()),
+        dev: 7,
+        free_bytes: free,
+        total_bytes: 2 << 30,
+        max_file_size: caps.max_file_size,
+        symlinks: caps.symlinks,
+        hard_links: caps.hard_links,
+        marker: None,
+    }
+}
+
+fn dest(name: &str, path: &str, retention: u32) -> DestinationSettings {
+    DestinationSettings {
+        name: name.into(),
+        path: path.into(),
+        priority: 0,
+        fs_uuid: None,
+        fs_label: None,
+        retention,
+        require_mount: true,
+    }
+}
+
+fn estimate(tar_bytes: u64) -> ArchiveEstimate {
+    ArchiveEstimate {
+        entries: 120,
+        files: 100,
+        file_bytes: tar_bytes - 100 * 1024,
+        hard_links: 2,
+        tar_bytes,
+        index_bytes: 40_000,
+        skipped: 0,
+    }
+}
+
+fn backup(stamp: &str, verified: bool, sets: &[&str]) -> DriveBackup {
+    DriveBackup {
+        name: stamp.into(),
+        time: t(stamp),
+        path: PathBuf::from("/media/T9/backups").join(stamp),
+        meta: verified.then(|| layout::tests::meta(stamp, sets)),
+        meta_error: (!verified).then(|| "cannot read backup.json: no such file".to_string()),
+    }
+}
+
+/// Two sets (data with a complete snapshot, config without), one exFAT drive with four old backups, a leftover and
+/// foreign entries, retention 3.
+fn world() -> World {
+    let root = PathBuf::from("/home/u/.local/share/dbackup");
+    let t9 = dest("T9", "/media/T9", 3);
+    let listing = DriveListing {
+        exists: true,
+        backups: vec![
+            backup("2025-03-01-000000", true, &["data"]),
+            backup("2025-03-02-000000", true, &["data"]),
+            backup("2025-03-03-000000", false, &[]),
+            backup("2025-03-04-000000", true, &["data"]),
+            backup("2025-03-05-000000", true, &["data"]),
+        ],
+        leftovers: vec![Leftover {
+            name: ".tmp-2025-03-06-000000-77".into(),
+            kind: LeftoverKind::Temporary,
+            bytes: 5 * MIB,
+            in_use: false,
+        }],
+        latest: Some("2025-03-05-000000".into()),
+        other: vec!["notes".into()],
+    };
+    let nas = dest("nas", "/mnt/nas", 5);
+    World {
+        backup_root: root,
+        host: "ws".into(),
+        mode: ExternalMode::First,
+        only_destination: None,
+        allow_incomplete: false,
+        sets: vec![
+            SetWorld {
+                name: "data".into(),
+                snapshots: vec![snap(
+                    "data",
+                    "2025-04-01-031500",
+                    SnapshotState::Complete,
+                    0,
+                )],
+                estimate: Some(estimate(300 * MIB)),
+            },
+            SetWorld {
+                name: "config".into(),
+                snapshots: vec![],
+                estimate: None,
+            },
+        ],
+        detected: vec![
+            Detected {
+                destination: t9.clone(),
+                presence: Presence::Present(info("/media/T9", "exfat", 1 << 30)),
+            },
+            Detected {
+                destination: nas.clone(),
+                presence: Presence::Absent(Absence::NotMounted {
+                    path: "/mnt/nas".into(),
+                    found: Found::EmptyDirectory { on: "/".into() },
+                }),
+            },
+        ],
+        destinations: vec![DestinationWorld {
+            settings: t9,
+            info: info("/media/T9", "exfat", 1 << 30),
+            block_size: 128 * 1024,
+            listing,
+        }],
+    }
+}
+
+fn opts() -> RunOptions {
+    RunOptions {
+        now: t("2025-04-02-101500"),
+        pid: 4242,
+    }
+}
+
+#[test]
+fn a_plan_for_the_t9() {
+    let p = plan::plan(&world(), opts());
+    assert_eq!(p.stamp, "2025-04-02-101500");
+    assert_eq!(p.sets[0].action, SetAction::Export);
+    assert_eq!(
+        p.sets[0].snapshot_path.as_deref(),
+        Some(Path::new(
+            "/home/u/.local/share/dbackup/data-2025-04-01-031500"
+        ))
+    );
+    assert_eq!(p.sets[1].action, SetAction::Skip);
+    assert_eq!(
+        p.expected_exit(),
+        Exit::Warnings,
+        "a skipped set is a warning"
+    );
+
+    let d = &p.destinations[0];
+    assert_eq!(d.action, DestinationAction::Write);
+    assert!(d.write_marker);
+    assert_eq!(
+        d.temp_dir,
+        Path::new("/media/T9/backups/.tmp-2025-04-02-101500-4242")
+    );
+    assert_eq!(
+        d.final_dir,
+        Path::new("/media/T9/backups/2025-04-02-101500")
+    );
+    assert_eq!(d.archives.len(), 1);
+    assert_eq!(d.archives[0].archive, "data.tar");
+    assert_eq!(d.archives[0].index, "data.index.jsonl");
+    assert_eq!(d.archives[0].part_bytes, None, "exFAT holds big files");
+    assert_eq!(d.latest.kind, LatestKind::File, "exFAT has no symlinks");
+    assert_eq!(d.latest.path, Path::new("/media/T9/backups/LATEST"));
+    assert_eq!(d.latest.previous.as_deref(), Some("2025-03-05-000000"));
+    assert!(
+        d.drop_device_cache,
+        "exfat-fuse: the device cache is dropped"
+    );
+    assert_eq!(d.reclaimable_bytes, 5 * MIB);
+    assert_eq!(d.cleanup[0].name, ".tmp-2025-03-06-000000-77");
+    // Needs the archive and index rounded to 128 KiB clusters, plus the margin.
+    let block = 128 * 1024;
+    let want = plan::SPACE_MARGIN
+        + 2 * block
+        + 300 * MIB
+        + block
+        + 40_000u64.div_ceil(block) * block
+        + block;
+    assert_eq!(d.needed_bytes, want);
+
+    // Retention 3 with the new backup: it and the two newest old verified ones stay; the one without metadata
+    // is never touched; the older verified ones go.
+    let decided: Vec<(&str, bool)> = d
+        .decisions
+        .iter()
+        .map(|x| (x.name.as_str(), x.keep))
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            ("2025-04-02-101500", true),
+            ("2025-03-05-000000", true),
+            ("2025-03-04-000000", true),
+            ("2025-03-03-000000", true),
+            ("2025-03-02-000000", false),
+            ("2025-03-01-000000", false),
+        ]
+    );
+    assert!(
+        d.notes
+            .iter()
+            .any(|n| n.starts_with("2025-03-03-000000 is not used nor removed"))
+    );
+    assert!(d.notes.iter().any(|n| {
+        n.contains("1 entry in /media/T9/backups not made by dbackup, left alone: notes")
+    }));
+
+    assert_eq!(p.unused.len(), 1);
+    assert_eq!(p.unused[0].kind, "not_mounted");
+}
+
+#[test]
+fn not_enough_space_refuses_the_destination_and_says_how_much() {
+    let mut w = world();
+    w.destinations[0].info.free_bytes = 100 * MIB;
+    let p = plan::plan(&w, opts());
+    let d = &p.destinations[0];
+    assert_eq!(d.action, DestinationAction::Refuse);
+    let why = d.refusal.as_deref().unwrap();
+    assert!(
+        why.starts_with("not enough space: the backup needs 301.6 MiB, /media/T9 has 100.0 MiB free (and 5.0 MiB in leftovers of interrupted runs); older backups are only removed after a new one is verified"),
+        "{why}"
+    );
+    assert!(why.ends_with("nothing was written"), "{why}");
+    assert_eq!(p.expected_exit(), Exit::Failed);
+
+    // Leftovers count: what the previous run left is removed first.
+    let mut w = world();
+    let needed = plan::plan(&w, opts()).destinations[0].needed_bytes;
+    w.destinations[0].info.free_bytes = needed - MIB;
+    assert_eq!(
+        plan::plan(&w, opts()).destinations[0].action,
+        DestinationAction::Write
+    );
+    w.destinations[0].info.free_bytes = needed - 6 * MIB;
+    assert_eq!(
+        plan::plan(&w, opts()).destinations[0].action,
+        DestinationAction::Refuse
+    );
+}
+
+#[test]
+fn fat32_gets_parts_and_ext4_a_symlink() {
+    let mut w = world();
+    w.destinations[0].info = info("/media/T9", "vfat", 20 << 30);
+    w.sets[0].estimate = Some(estimate(9 << 30));
+    let p = plan::plan(&w, opts());
+    let a = &p.destinations[0].archives[0];
+    assert_eq!(a.part_bytes, Some(crate::archive::FAT32_MAX_PART_BYTES));
+    assert_eq!(a.index_part_bytes, None);
+    assert_eq!(p.destinations[0].latest.kind, LatestKind::File);
+
+    let mut w = world();
+    w.destinations[0].info = info("/media/T9", "ext4", 1 << 30);
+    w.destinations[0].info.marker = Some(Marker::new(
+        "T9",
+        None,
+        None,
+        chrono::Local::now().fixed_offset(),
+        "ws".into(),
+    ));
+    let p = plan::plan(&w, opts());
+    let d = &p.destinations[0];
+    assert_eq!(d.latest.kind, LatestKind::Symlink);
+    assert_eq!(d.latest.path, Path::new("/media/T9/backups/latest"));
+    assert!(!d.write_marker, "the drive already has its marker");
+    assert!(
+        !d.drop_device_cache,
+        "a kernel filesystem: O_DIRECT reaches the drive"
+    );
+}
+
+#[test]
+fn a_temporary_directory_of_a_running_dbackup_is_left_alone() {
+    let mut w = world();
+    w.destinations[0].listing.leftovers[0].in_use = true;
+    let d = &plan::plan(&w, opts()).destinations[0];
+    assert!(d.cleanup.is_empty());
+    assert_eq!(d.reclaimable_bytes, 0);
+    assert!(
+        d.notes.contains(
+            &".tmp-2025-03-06-000000-77 belongs to a dbackup run still going (pid 77); left alone"
+                .to_string()
+        ),
+        "{:?}",
+        d.notes
+    );
+}
+
+#[test]
+fn nothing_exported_is_a_failure() {
+    let mut w = world();
+    w.sets.truncate(1);
+    w.sets[0].snapshots.clear();
+    w.sets[0].estimate = None;
+    let p = plan::plan(&w, opts());
+    assert_eq!(p.expected_exit(), Exit::Failed);
+    assert!(p.destinations[0].archives.is_empty());
+}
+
+#[test]
+fn present_but_not_chosen_is_said() {
+    let mut w = world();
+    w.detected[1].presence = Presence::Present(info("/mnt/nas", "ext4", 1 << 40));
+    let p = plan::plan(&w, opts());
+    assert_eq!(p.unused[0].kind, "not_chosen");
+    assert_eq!(
+        p.unused[0].reason,
+        "present, but external.mode is \"first\" and T9 comes first (by priority)"
+    );
+}
+
+#[test]
+fn rendered_plan() {
+    let p = plan::plan(&world(), opts());
+    insta::assert_snapshot!(plan::render(&p));
+    let mut w = world();
+    w.destinations[0].info.free_bytes = 100 * MIB;
+    insta::assert_snapshot!("rendered_refusal", plan::render(&plan::plan(&w, opts())));
+}
+
+#[test]
+fn plan_json_round_trips() {
+    let p = plan::plan(&world(), opts());
+    let json = serde_json::to_string(&p).unwrap();
+    let back: plan::ExternalPlan = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, p);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["destinations"][0]["latest"]["kind"], "file");
+    assert_eq!(v["sets"][1]["action"], "skip");
+}

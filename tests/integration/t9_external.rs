@@ -1,0 +1,1124 @@
+//! `dbackup external` end to end: real snapshots (collected with rsync) written to emulated drives on real loop devices
+//! (exFAT through mount.exfat-fuse, ext4), checked with GNU tar and sha256sum; and every fault of the issue: drive
+//! absent, wrong drive, full before and during the write, pulled, killed fuse daemon, corruption, kill -9, two
+//! destinations. Root-only tests skip with a message; the tests at the end need no root (plain directories with
+//! `require_mount: false`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use dbackup::archive::{self, ArchiveFiles, Digest, NoProgress, WrittenFile};
+use dbackup::external::layout::{self, BackupMeta, LATEST_FILE, LATEST_LINK};
+use dbackup::external::{DestinationStatus, ExternalPlan, ExternalReport};
+use dbackup::snapshot;
+
+use crate::harness::{Output, Test};
+use crate::t9::{self, Drive, Fs};
+
+const MIB: u64 = 1 << 20;
+
+/// A destination entry for the config.
+fn destination(name: &str, path: &Path, extra: &str) -> String {
+    format!(
+        r#"{{ "name": "{name}", "path": "{}"{}{extra} }}"#,
+        path.display(),
+        if extra.is_empty() { "" } else { ", " }
+    )
+}
+
+/// A config with the sample's two sets, these destinations, `external.mode` and `retention.external`.
+fn config(destinations: &[String], mode: &str, keep: u32) -> String {
+    format!(
+        r#"{{ "backup_root": "{{root}}", "retention": {{ "local": 3, "external": {keep} }},
+             "external": {{ "mode": "{mode}" }},
+             "backup_sets": [
+               {{ "name": "config", "sources": ["~/.config", "~/.secrets"] }},
+               {{ "name": "data", "sources": ["~/data"] }} ],
+             "destinations": [ {} ] }}"#,
+        destinations.join(", ")
+    )
+}
+
+/// Deterministic bytes that differ per seed (incompressible enough, and unique per file).
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn set_mode(p: &Path, mode: u32) {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A sample home: `.config` and a 0600 `.secrets` (set config), and `data` (set data) with modes, relative, absolute
+/// and dangling symlinks, a hard-linked pair, an empty directory, odd mtimes, a unique needle, and `big` bytes of a
+/// big file when asked.
+fn sample(t: &Test, big: u64) {
+    t.write("home/.config/app/settings.json", "{\"theme\": \"dark\"}\n");
+    t.write("home/.config/app/state", "1\n");
+    let secrets = t.write("home/.secrets", "TOKEN=hunter2\n");
+    set_mode(&secrets, 0o600);
+    let data = t.home().join("data");
+    for i in 0..20 {
+        t.write(
+            &format!("home/data/projects/p{i:02}.txt"),
+            content(1000 + i * 37, i as u64),
+        );
+    }
+    t.write("home/data/projects/needle.txt", needle());
+    let tool = t.write("home/data/bin/tool", "#!/bin/sh\necho hi\n");
+    set_mode(&tool, 0o750);
+    let private = data.join("private");
+    fs::create_dir_all(&private).unwrap();
+    t.write("home/data/private/diary", "dear diary\n");
+    set_mode(&private, 0o700);
+    fs::create_dir_all(data.join("empty")).unwrap();
+    std::os::unix::fs::symlink("projects/p01.txt", data.join("link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", data.join("dangling")).unwrap();
+    t.write("home/data/projects/h1", "linked content\n");
+    fs::hard_link(data.join("projects/h1"), data.join("h2")).unwrap();
+    if big > 0 {
+        t.write("home/data/big.bin", content(big as usize, 99));
+    }
+    let old = filetime(1_500_000_000);
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        data.join("projects/p00.txt"),
+        &rustix::fs::Timestamps {
+            last_access: old,
+            last_modification: old,
+        },
+        rustix::fs::AtFlags::empty(),
+    )
+    .unwrap();
+}
+
+fn filetime(sec: i64) -> rustix::fs::Timespec {
+    rustix::fs::Timespec {
+        tv_sec: sec,
+        tv_nsec: 123_456_789,
+    }
+}
+
+/// Bytes that occur nowhere else: a file's whole content, to find it on the device.
+fn needle() -> Vec<u8> {
+    let mut n = b"NEEDLE-dbackup-external-7f3a9c1e-".to_vec();
+    n.extend(content(200, 4242));
+    n
+}
+
+fn collect(t: &Test) {
+    t.cmd().args(["collect"]).status(0);
+}
+
+fn report(out: &Output) -> ExternalReport {
+    out.json()
+}
+
+/// Runs `dbackup --json external <args>` expecting `code`, returns the report.
+#[track_caller]
+fn external(t: &Test, args: &[&str], code: i32) -> ExternalReport {
+    let out = t.cmd().args(["--json", "external"]).args(args).status(code);
+    report(&out)
+}
+
+/// Names in a directory, sorted (empty when it does not exist).
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The verified backups dbackup lists on a drive, oldest first.
+fn backups(mp: &Path) -> Vec<String> {
+    layout::list(&mp.join("backups"))
+        .unwrap()
+        .verified()
+        .map(|b| b.name.clone())
+        .collect()
+}
+
+fn sha256sum_check(dir: &Path) -> (bool, String) {
+    let out = Command::new("sha256sum")
+        .args(["-c", "verification.sha256"])
+        .current_dir(dir)
+        .output()
+        .expect("sha256sum runs");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[track_caller]
+fn assert_sums_pass(dir: &Path) {
+    let (ok, out) = sha256sum_check(dir);
+    assert!(ok, "sha256sum -c failed in {}:\n{out}", dir.display());
+}
+
+/// The local snapshot a backup's set came from.
+fn snapshot_dir(t: &Test, name: &str) -> PathBuf {
+    t.root().join(name)
+}
+
+/// Everything a tree comparison looks at, for one path.
+#[derive(Debug, PartialEq, Eq)]
+struct Node {
+    kind: u32,
+    mode: u32,
+    owner: (u32, u32),
+    mtime: (i64, i64),
+    content: Option<Digest>,
+    link: Option<PathBuf>,
+}
+
+/// Describes every path under `root` (not the root itself), and the hard-link groups.
+fn describe(root: &Path) -> (BTreeMap<PathBuf, Node>, Vec<Vec<PathBuf>>) {
+    let mut nodes = BTreeMap::new();
+    let mut inodes: BTreeMap<(u64, u64), Vec<PathBuf>> = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
+        let e = e.unwrap();
+        let m = e.path().symlink_metadata().unwrap();
+        let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
+        let ft = m.file_type();
+        if ft.is_file() {
+            inodes
+                .entry((m.dev(), m.ino()))
+                .or_default()
+                .push(rel.clone());
+        }
+        nodes.insert(
+            rel,
+            Node {
+                kind: m.mode() & libc::S_IFMT,
+                mode: m.mode() & 0o7777,
+                owner: (m.uid(), m.gid()),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                content: ft
+                    .is_file()
+                    .then(|| Digest::of_bytes(&fs::read(e.path()).unwrap())),
+                link: ft.is_symlink().then(|| fs::read_link(e.path()).unwrap()),
+            },
+        );
+    }
+    let mut groups: Vec<Vec<PathBuf>> = inodes.into_values().filter(|g| g.len() > 1).collect();
+    groups.iter_mut().for_each(|g| g.sort());
+    groups.sort();
+    (nodes, groups)
+}
+
+/// Asserts two trees are identical: the same paths, types, modes, owners, mtimes, contents, symlink targets and
+/// hard-link groups.
+#[track_caller]
+fn assert_same_tree(expected: &Path, actual: &Path) {
+    let (a, ga) = describe(expected);
+    let (b, gb) = describe(actual);
+    let missing: Vec<_> = a.keys().filter(|k| !b.contains_key(*k)).collect();
+    let extra: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
+    for (k, na) in &a {
+        assert_eq!(na, &b[k], "{}", k.display());
+    }
+    assert_eq!(ga, gb, "hard-link groups");
+}
+
+/// Extracts an archive (one file or its parts) with GNU tar into a new directory under `into`.
+fn gnu_extract(files: &ArchiveFiles, into: &Path) -> PathBuf {
+    let out = into.join("extracted");
+    fs::create_dir_all(&out).unwrap();
+    let mut child = Command::new("tar")
+        .args(["--numeric-owner", "-xpf", "-", "-C"])
+        .arg(&out)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("GNU tar runs");
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::copy(&mut files.open().unwrap(), &mut stdin).unwrap();
+    drop(stdin);
+    let res = child.wait_with_output().unwrap();
+    assert!(
+        res.status.success() && res.stderr.is_empty(),
+        "tar -x: {}\n{}",
+        res.status,
+        String::from_utf8_lossy(&res.stderr)
+    );
+    out
+}
+
+fn meta_of(dir: &Path) -> BackupMeta {
+    layout::read_metadata(&dir.join(layout::METADATA_FILE)).unwrap()
+}
+
+/// The temporary directory a running backup writes into, and the size of `file` in it.
+fn writing(mp: &Path, file: &str) -> Option<(PathBuf, u64)> {
+    for e in fs::read_dir(mp.join("backups")).ok()?.flatten() {
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            let len = fs::metadata(e.path().join(file)).map(|m| m.len()).ok()?;
+            return Some((e.path(), len));
+        }
+    }
+    None
+}
+
+/// Starts `dbackup external` and returns once `data.tar` in its temporary directory holds at least `min` bytes
+/// (the process still running), with that directory.
+fn spawn_caught_writing(t: &Test, mp: &Path, min: u64) -> (Child, PathBuf) {
+    let mut child = t.cmd().args(["external"]).spawn();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some((dir, len)) = writing(mp, "data.tar")
+            && len >= min
+        {
+            return (child, dir);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "dbackup ended ({status}) before it was caught writing:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(Instant::now() < deadline, "dbackup never started writing");
+        std::thread::sleep(Duration::from_micros(500));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not yet reaped.
+    let rc = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+}
+
+/// Waits for the child and returns (exit code, stderr).
+fn finish(child: Child) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn exfat_t9_gets_verified_archives_that_gnu_tar_extracts() {
+    if !t9::require(&[Fs::Exfat]) {
+        return;
+    }
+    let t9 = Drive::exfat("T9", 128 * MIB);
+    let mp = t9.mount_point().to_path_buf();
+    let t = Test::new().config(&config(
+        &[destination("T9", &mp, r#""fs_label": "T9""#)],
+        "first",
+        5,
+    ));
+    sample(&t, 3 * MIB);
+    collect(&t);
+
+    let r = external(&t, &[], 0);
+    assert_eq!(r.destinations.len(), 1);
+    let d = &r.destinations[0];
+    assert_eq!(d.status, DestinationStatus::Written, "{:?}", d.error);
+    let stamp = d.backup.clone().unwrap();
+    assert!(snapshot::parse_stamp(&stamp).is_some(), "{stamp}");
+    let dir = mp.join("backups").join(&stamp);
+    assert_eq!(d.backup_path.as_deref(), Some(dir.as_path()));
+    assert_eq!(
+        listing(&dir),
+        [
+            "backup.json",
+            "config.index.jsonl",
+            "config.tar",
+            "data.index.jsonl",
+            "data.tar",
+            "verification.sha256"
+        ]
+    );
+    assert_eq!(
+        listing(&mp.join("backups")),
+        [".dbackup-destination.json", &stamp, LATEST_FILE]
+    );
+    assert_eq!(
+        fs::read_to_string(mp.join("backups").join(LATEST_FILE)).unwrap(),
+        format!("{stamp}\n")
+    );
+    assert_eq!(
+        listing(&mp),
+        ["backups"],
+        "nothing else at the drive's root"
+    );
+    assert_sums_pass(&dir);
+    let sums = fs::read_to_string(dir.join("verification.sha256")).unwrap();
+    for name in [
+        "config.tar",
+        "config.index.jsonl",
+        "data.tar",
+        "data.index.jsonl",
+        "backup.json",
+    ] {
+        assert!(
+            sums.lines().any(|l| l.ends_with(&format!("  {name}"))),
+            "{name} in the sums:\n{sums}"
+        );
+    }
+
+    // backup.json says what it holds and how it was verified.
+    let meta = meta_of(&dir);
+    assert!(meta.verified);
+    assert_eq!(meta.stamp, stamp);
+    assert_eq!(meta.destination, "T9");
+    assert_eq!(meta.filesystem.fs_type, "exfat");
+    assert_eq!(meta.filesystem.label.as_deref(), Some("T9"));
+    assert_eq!(
+        meta.read_back.device_cache_dropped,
+        Some(true),
+        "exfat-fuse: the loop device's cache was dropped before reading back"
+    );
+    assert_eq!(meta.set_names(), ["config", "data"]);
+
+    // GNU tar extracts each archive to a tree identical to its snapshot; the library verifier agrees with the index.
+    for set in &meta.sets {
+        assert!(set.snapshot_complete);
+        let files = ArchiveFiles::discover(&dir, &set.archive[0].name).unwrap();
+        assert_eq!(files.len(), set.tar_bytes);
+        let work = t.path(&format!("extract-{}", set.set));
+        let out = gnu_extract(&files, &work);
+        assert_same_tree(&snapshot_dir(&t, &set.snapshot), &out);
+        let index = fs::File::open(dir.join(&set.index[0].name)).unwrap();
+        let v = archive::verify_archive(
+            &set.set,
+            files.open().unwrap(),
+            std::io::BufReader::new(index),
+            &mut NoProgress,
+        )
+        .unwrap();
+        assert_eq!(v.tar_sha256, set.tar_sha256);
+    }
+    let data = meta.sets.iter().find(|s| s.set == "data").unwrap();
+    assert_eq!(
+        data.hard_links, 1,
+        "the hard-linked pair is one file and a link"
+    );
+    assert!(
+        data.sources[0].in_snapshot.ends_with("home/data"),
+        "{:?}",
+        data.sources
+    );
+
+    // It reached the drive: pulled and plugged in again, every sum still matches.
+    t9.unmount();
+    t9.mount();
+    assert_sums_pass(&dir);
+    assert_eq!(backups(&mp), [stamp]);
+}
+
+#[test]
+fn seven_runs_keep_the_five_newest_and_leave_everything_else_alone() {
+    if !t9::require(&[Fs::Exfat]) {
+        return;
+    }
+    let t9 = Drive::exfat("T9", 128 * MIB);
+    let mp = t9.mount_point().to_path_buf();
+    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
+    sample(&t, 0);
+    collect(&t);
+    // Things that are not dbackup's.
+    fs::create_dir_all(mp.join("photos/2024")).unwrap();
+    fs::write(mp.join("photos/2024/cat.jpg"), content(5000, 1)).unwrap();
+    fs::write(mp.join("notes.txt"), "mine\n").unwrap();
+    fs::create_dir_all(mp.join("backups/my-old-stuff")).unwrap();
+    fs::write(mp.join("backups/my-old-stuff/a"), "a").unwrap();
+    fs::create_dir_all(mp.join("backups/2020-01-01-000000")).unwrap();
+    fs::write(mp.join("backups/2020-01-01-000000/hand-made"), "h").unwrap();
+    fs::write(mp.join("backups/readme.txt"), "r").unwrap();
+    let before = describe(&mp);
+
+    let mut stamps = Vec::new();
+    for run in 0..7 {
+        let r = external(&t, &[], 0);
+        let d = &r.destinations[0];
+        stamps.push(d.backup.clone().unwrap());
+        let removed: Vec<&str> = d.removed.iter().map(|x| x.name.as_str()).collect();
+        let want: &[&str] = if run >= 5 { &[&stamps[run - 5]] } else { &[] };
+        assert_eq!(removed, want, "run {run}");
+    }
+    assert_eq!(backups(&mp), stamps[2..], "the five newest");
+    assert_eq!(
+        layout::read_latest(&mp.join("backups")).as_deref(),
+        Some(stamps[6].as_str())
+    );
+    // Every file that was there before is still there, unchanged.
+    let after = describe(&mp);
+    for (path, node) in before.0.iter().filter(|(p, _)| *p != Path::new("backups")) {
+        assert_eq!(after.0.get(path), Some(node), "{} changed", path.display());
+    }
+    let mut names = listing(&mp.join("backups"));
+    names.retain(|n| !stamps.contains(n));
+    assert_eq!(
+        names,
+        [
+            ".dbackup-destination.json",
+            "2020-01-01-000000",
+            LATEST_FILE,
+            "my-old-stuff",
+            "readme.txt"
+        ]
+    );
+    // The dry run says why the stamp-named directory is left alone.
+    let out = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        out.stdout
+            .contains("note      2020-01-01-000000 is not used nor removed"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn ext4_destination_gets_a_latest_symlink() {
+    if !t9::require(&[Fs::Ext4]) {
+        return;
+    }
+    let drive = Drive::ext4("BACKUP", 64 * MIB);
+    let mp = drive.mount_point().to_path_buf();
+    let t = Test::new().config(&config(&[destination("disk", &mp, "")], "first", 5));
+    sample(&t, 0);
+    collect(&t);
+    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let link = mp.join("backups").join(LATEST_LINK);
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new(&second));
+    assert!(
+        link.join(layout::METADATA_FILE).is_file(),
+        "the link resolves"
+    );
+    let mode = fs::metadata(mp.join("backups").join(&second))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "a backup directory is private");
+    assert!(!mp.join("backups").join(LATEST_FILE).exists());
+    assert_eq!(backups(&mp), [first, second.clone()]);
+    let meta = meta_of(&mp.join("backups").join(&second));
+    assert_eq!(meta.read_back.device_cache_dropped, None);
+    assert_eq!(
+        meta.read_back.methods,
+        [dbackup::archive::ReadBackMethod::Direct],
+        "ext4 reads back with O_DIRECT"
+    );
+    assert_sums_pass(&mp.join("backups").join(&second));
+}
+
+#[test]
+fn absent_drive_writes_nothing_and_exits_5() {
+    if !t9::require(&[Fs::Exfat]) {
+        return;
+    }
+    let t9 = Drive::exfat("T9", 64 * MIB);
+    let mp = t9.mount_point().to_path_buf();
+    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
+    sample(&t, 0);
+    collect(&t);
+    t9.unmount();
+    for args in [&["external"][..], &["--dry-run", "external"]] {
+        let out = t.cmd().args(args).status(5);
+        assert!(
+            out.stderr.contains(&format!(
+                "no external destination present:\n  T9: not mounted: {} is an empty directory on",
+                mp.display()
+            )),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            listing(&mp).is_empty(),
+            "nothing written into the mount point"
+        );
+    }
+}
+
+#[test]
+fn wrong_drive_is_refused() {
+    if !t9::require(&[Fs::Exfat]) {
+        return;
+    }
+    // Another label than the destination wants.
+    let other = Drive::exfat("SANDISK", 64 * MIB);
+    let mp = other.mount_point().to_path_buf();
+    let t = Test::new().config(&config(
+        &[destination("T9", &mp, r#""fs_label": "T9""#)],
+        "first",
+        5,
+    ));
+    sample(&t, 0);
+    collect(&t);
+    let out = t.cmd().args(["external"]).status(5);
+    assert!(
+        out.stderr
+            .contains("T9: other drive: the exfat filesystem at")
+            && out
+                .stderr
+                .contains("has label \"SANDISK\", expected label \"T9\""),
+        "{}",
+        out.stderr
+    );
+    assert!(listing(&mp).is_empty());
+
+    // A drive that belongs to another destination (its marker says so).
+    let theirs = Test::new().config(&config(&[destination("OFFSITE", &mp, "")], "first", 5));
+    sample(&theirs, 0);
+    collect(&theirs);
+    external(&theirs, &[], 0);
+    let before = listing(&mp.join("backups"));
+    let t2 = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
+    sample(&t2, 0);
+    collect(&t2);
+    let out = t2.cmd().args(["external"]).status(5);
+    assert!(
+        out.stderr
+            .contains("T9: other destination: the drive belongs to destination \"OFFSITE\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(listing(&mp.join("backups")), before, "nothing written");
+}
+
+#[test]
+fn not_enough_space_is_refused_before_anything_is_written() {
+    if !t9::require(&[Fs::Exfat]) {
+        return;
+    }
+    let t9 = Drive::exfat("T9", 16 * MIB);
+    let mp = t9.mount_point().to_path_buf();
+    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
+    sample(&t, 24 * MIB);
+    collect(&t);
+    let out = t.cmd().args(["--dry-run", "external"]).status(1);
+    assert!(
+        out.stdout.contains("REFUSED   not enough space"),
+        "{}",
+        out.stdout
+    );
+    let r = external(&t, &[], 1);
+    let d = &r.destinations[0];
+    assert_eq!(d.status, DestinationStatus::Refused);
+    let why = d.error.as_deref().unwrap();
+    assert!(
+        why.starts_with("not enough space: the backup needs 2") && why.contains(" MiB free"),
+        "{why}"
+    );
+    assert!(why.ends_with("nothing was written"), "{why}");
+    assert!(
+        listing(&mp).is_empty(),
+        "not even the marker: {:?}",
+        listing(&mp)
+    );
+}
+
+/// A drive with one good backup (small data), then a big file collected: the next run writes long enough to be
+/// caught in the act.
+fn drive_with_one_backup(size: u64, big: u64) -> (Drive, Test, String) {
+    let t9 = Drive::exfat("T9", size);
+    let mp = t9.mount_point().to_path_buf();
+    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
+    sample(&t, 0);
+    collect(&t);
+    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    t.write("home/data/big.bin", content(big as usize, 7));
+    collect(&t);
+    (t9, t, first)
+}
+
+/// The old backup is whole: listed, LATEST names it, its sums pass.
+#[track_caller]
+fn assert_old_backup_intact(mp: &Path, old: &str) {
+    assert_eq!(backups(mp), [old]);
+    assert_eq!(
+        layout::read_latest(&mp.join("backups")).as_deref(),
+        Some(old)
+    );
+    assert_sums_pass(&mp.join("backups").join(old));
+}
+
+#[test]
+fn drive_full_mid_archive_fails_cleanly_and_the_next_run_succeeds() {
+    if !t9::require(&[Fs::Exfat]) {
+        return;
+    }
+    let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
+    let mp = t9.mount_point().to_path_buf();
+    // The space check passes; then, while dbackup is stopped mid-archive, another program fills the drive.
+    let (child, temp) = spawn_caught_writing(&t, &mp, 2 * MIB);
+    signal(&child, libc::SIGSTOP);
+    let fill = t9.fill(0);
+    signal(&child, libc::SIGCONT);
+    let (code, stderr) = finish(child);
+    eprintln!("{stderr}");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains("nothing was promoted and older backups are intact"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("was removed"),
+        "the drive is still there, so the partial backup goes at once: {stderr}"
+    );
+    assert!(!temp.exists());
+    assert_old_backup_intact(&mp, &old);
+
+    fs::remove_file(fill).unwrap();
+    let r = external(&t, &[], 0);
+    let new = r.destinations[0].backup.clone().unwrap();
+    assert_eq!(backups(&mp), [old, new.clone()]);
+    assert_sums_pass(&mp.join("backups").join(&new));
+}
+
+#[test]
+fn drive_pulled_mid_archive_fails_and_a_later_run_succeeds() {
+    if !t9::require(&[Fs::Exfat]) {
+        return;
+    }
+    let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
+    let mp = t9.mount_point().to_path_buf();
+    let (child, _temp) = spawn_caught_writing(&t, &mp, 2 * MIB);
+    signal(&child, libc::SIGSTOP);
+    t9.pull(); // umount -l with the archive open: writes go on into a detached filesystem
+    signal(&child, libc::SIGCONT);
+    let (code, stderr) = finish(child);
+    eprintln!("{stderr}");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("nothing was promoted and older backups are intact"),
+        "{stderr}"
+    );
+    assert!(
+        listing(&mp).is_empty(),
+        "nothing reached the root disk's mount point: {:?}",
+        listing(&mp)
+    );
+    // Plugged in again: the old backup is whole, the next run removes the leftover and succeeds.
+    t9.unmount();
+    t9.mount();
+    assert_old_backup_intact(&mp, &old);
+    let r = external(&t, &[], 0);
+    let d = &r.destinations[0];
+    let new = d.backup.clone().unwrap();
+    assert_eq!(backups(&mp), [old, new]);
+    assert!(
+        !listing(&mp.join("backups"))
+            .iter()
+            .any(|n| n.starts_with(".tmp-")),
+        "{:?}",
+        listing(&mp.join("backups"))
+    );
+}
+
+#[test]
+fn killed_fuse_daemon_mid_archive_fails_and_a_later_run_succeeds() {
+    if !t9::require(&[Fs::Exfat]) {
+        return;
+    }
+    let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
+    let mp = t9.mount_point().to_path_buf();
+    let (child, _temp) = spawn_caught_writing(&t, &mp, 2 * MIB);
+    signal(&child, libc::SIGSTOP);
+    t9.kill_fuse(); // the drive dies under the running backup
+    signal(&child, libc::SIGCONT);
+    let (code, stderr) = finish(child);
+    eprintln!("{stderr}");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("Transport endpoint is not connected")
+            || stderr.contains("transport endpoint is not connected"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("is removed by the next run"), "{stderr}");
+    t9.unmount();
+    t9.mount();
+    assert_old_backup_intact(&mp, &old);
+    let r = external(&t, &[], 0);
+    let d = &r.destinations[0];
+    assert_eq!(backups(&mp), [old, d.backup.clone().unwrap()]);
+    assert_eq!(
+        d.cleaned.len(),
+        1,
+        "the dead run's leftover was removed: {d:?}"
+    );
+    assert!(d.cleaned[0].starts_with(".tmp-"));
+}
+
+#[test]
+fn kill_9_mid_archive_is_never_listed_and_the_next_run_succeeds() {
+    if !t9::require(&[Fs::Exfat]) {
+        return;
+    }
+    let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
+    let mp = t9.mount_point().to_path_buf();
+    let (mut child, temp) = spawn_caught_writing(&t, &mp, 2 * MIB);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        temp.exists(),
+        "the half-written backup is still on the drive"
+    );
+    assert_old_backup_intact(&mp, &old);
+    let l = layout::list(&mp.join("backups")).unwrap();
+    assert_eq!(l.leftovers.len(), 1, "listed only as a leftover");
+    // A dry run says it will go.
+    let out = t.cmd().args(["--dry-run", "external"]).status(0);
+    let temp_name = temp.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        out.stdout
+            .contains(&format!("cleanup   would remove {temp_name}")),
+        "{}",
+        out.stdout
+    );
+    let r = external(&t, &[], 0);
+    let d = &r.destinations[0];
+    assert_eq!(d.cleaned, [temp_name]);
+    assert!(!temp.exists());
+    assert_eq!(backups(&mp), [old, d.backup.clone().unwrap()]);
+}
+
+#[test]
+fn corruption_behind_the_filesystem_is_detected() {
+    if !t9::require(&[Fs::Exfat]) {
+        return;
+    }
+    let t9 = Drive::exfat("T9", 64 * MIB);
+    let mp = t9.mount_point().to_path_buf();
+    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
+    sample(&t, 0);
+    collect(&t);
+    let stamp = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let dir = mp.join("backups").join(&stamp);
+    let meta = meta_of(&dir);
+    let data = meta.sets.iter().find(|s| s.set == "data").unwrap();
+
+    let found = t9.find_on_device(&needle());
+    assert_eq!(found.len(), 1, "the needle is in data.tar once: {found:?}");
+    t9.flip_byte_behind_fs(found[0] + 40);
+
+    // The read-back dbackup does before promoting (the page cache dropped, the device's too) sees it...
+    archive::readback::drop_device_cache(t9.device()).unwrap();
+    let written: Vec<WrittenFile> = data
+        .archive
+        .iter()
+        .map(|f| WrittenFile {
+            path: dir.join(&f.name),
+            bytes: f.bytes,
+            sha256: f.sha256,
+        })
+        .collect();
+    let err = archive::read_back(&written).unwrap_err();
+    assert!(
+        err.to_string().contains("data.tar reads back with sha256"),
+        "{err}"
+    );
+    // ...so do sha256sum and the verifier, which names the file.
+    t9.unmount();
+    t9.mount();
+    let (ok, out) = sha256sum_check(&dir);
+    assert!(!ok);
+    assert!(
+        out.contains("data.tar: FAILED") && out.contains("config.tar: OK"),
+        "{out}"
+    );
+    let files = ArchiveFiles::discover(&dir, "data.tar").unwrap();
+    let index = fs::File::open(dir.join("data.index.jsonl")).unwrap();
+    let err = archive::verify_archive(
+        "data.tar",
+        files.open().unwrap(),
+        std::io::BufReader::new(index),
+        &mut NoProgress,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("home/data/projects/needle.txt")
+            && err.to_string().contains("the content is damaged"),
+        "{err}"
+    );
+}
+
+#[test]
+fn two_destinations_first_absent_then_all() {
+    if !t9::require(&[Fs::Exfat, Fs::Ext4]) {
+        return;
+    }
+    let t9 = Drive::exfat("T9", 64 * MIB);
+    let spare = Drive::ext4("SPARE", 64 * MIB);
+    let (a, b) = (
+        t9.mount_point().to_path_buf(),
+        spare.mount_point().to_path_buf(),
+    );
+    let dests = [
+        destination("T9", &a, r#""priority": 10"#),
+        destination("spare", &b, r#""priority": 1"#),
+    ];
+    let t = Test::new().config(&config(&dests, "first", 5));
+    sample(&t, 0);
+    collect(&t);
+
+    // first mode, T9 absent: the spare gets it, and the report says why T9 did not.
+    t9.unmount();
+    let out = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        out.stdout
+            .contains("destination T9: not used: not mounted:"),
+        "{}",
+        out.stdout
+    );
+    let r = external(&t, &[], 0);
+    assert_eq!(r.destinations.len(), 1);
+    assert_eq!(r.destinations[0].name, "spare");
+    assert_eq!(backups(&b).len(), 1);
+    assert!(listing(&a).is_empty());
+
+    // T9 back: first mode prefers it.
+    t9.mount();
+    let r = external(&t, &[], 0);
+    assert_eq!(r.destinations[0].name, "T9");
+    assert_eq!((backups(&a).len(), backups(&b).len()), (1, 1));
+
+    // all mode writes both, under one stamp.
+    let t = Test::new().config(&config(&dests, "all", 5));
+    sample(&t, 0);
+    collect(&t);
+    let r = external(&t, &[], 0);
+    let names: Vec<&str> = r.destinations.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["T9", "spare"]);
+    assert_eq!((backups(&a).len(), backups(&b).len()), (2, 2));
+    assert_eq!(backups(&a)[1], backups(&b)[1]);
+    assert!(
+        fs::symlink_metadata(b.join("backups/latest"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(a.join("backups/LATEST").is_file());
+
+    // --destination picks one whatever the mode.
+    let r = external(&t, &["--destination", "spare"], 0);
+    assert_eq!(r.destinations.len(), 1);
+    assert_eq!(r.destinations[0].name, "spare");
+}
+
+// ---- Without root: plain directories as destinations (`require_mount: false`).
+
+fn plain(t: &Test, keep: u32) -> PathBuf {
+    let dest = t.path("dest");
+    fs::create_dir_all(&dest).unwrap();
+    let cfg = config(
+        &[destination("plain", &dest, r#""require_mount": false"#)],
+        "first",
+        keep,
+    );
+    fs::write(t.path("config.json"), t.expand(&cfg)).unwrap();
+    dest
+}
+
+fn plain_test(keep: u32) -> (Test, PathBuf) {
+    let t = Test::new().config("{}");
+    let dest = plain(&t, keep);
+    (t, dest)
+}
+
+#[test]
+fn dry_run_writes_nothing_and_shows_the_plan() {
+    let (t, dest) = plain_test(5);
+    sample(&t, 0);
+    collect(&t);
+    let out = t.cmd().args(["--dry-run", "external"]).status(0);
+    for want in [
+        "set config: config-",
+        "set data: data-",
+        "destination plain: ",
+        "  marker    first use: would write",
+        "  archive   config.tar",
+        "  archive   data.tar",
+        "  latest    ",
+        "retention keep 5: 1 kept, 0 removed",
+    ] {
+        assert!(out.stdout.contains(want), "{want:?} in:\n{}", out.stdout);
+    }
+    assert!(listing(&dest).is_empty(), "{:?}", listing(&dest));
+    let plan: ExternalPlan = t
+        .cmd()
+        .args(["--dry-run", "--json", "external", "--set", "data"])
+        .status(0)
+        .json();
+    assert_eq!(plan.sets.len(), 1);
+    assert_eq!(plan.destinations[0].archives[0].archive, "data.tar");
+    assert!(plan.destinations[0].needed_bytes > plan.sets[0].estimate.as_ref().unwrap().tar_bytes);
+    assert!(listing(&dest).is_empty());
+}
+
+#[test]
+fn a_plain_directory_gets_a_verified_backup_and_the_run_is_logged() {
+    let (t, dest) = plain_test(2);
+    sample(&t, 0);
+    collect(&t);
+    let out = t.cmd().args(["external"]).status(0);
+    let stamp = backups(&dest).pop().unwrap();
+    assert_eq!(
+        out.stdout.trim(),
+        dest.join("backups").join(&stamp).display().to_string()
+    );
+    assert!(out.stderr.contains("plain: data: data-"), "{}", out.stderr);
+    assert!(out.stderr.contains(": verified"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("plain: backup {stamp} verified and in place at")),
+        "{}",
+        out.stderr
+    );
+    assert_sums_pass(&dest.join("backups").join(&stamp));
+    let log = dbackup::runlog::read(&t.path("state/dbackup")).unwrap();
+    let last = log.last().unwrap();
+    assert_eq!((last.command.as_str(), last.exit), ("external", 0));
+    assert_eq!(last.sets["destinations"][0]["backup"], stamp.as_str());
+    // Retention 2 over three runs.
+    external(&t, &[], 0);
+    let r = external(&t, &[], 0);
+    assert_eq!(r.destinations[0].removed[0].name, stamp);
+    assert_eq!(backups(&dest).len(), 2);
+}
+
+#[test]
+fn incomplete_snapshots_are_passed_over_unless_allowed() {
+    let (t, dest) = plain_test(5);
+    sample(&t, 0);
+    collect(&t);
+    // A newer snapshot of data that could not read some files (as rsync exit 23 makes it).
+    t.write("home/data/new.txt", "new");
+    collect(&t);
+    let newest = snapshot::list(&t.root(), "data").unwrap().pop().unwrap();
+    let meta_path = t.root().join(format!("{}.json", newest.name));
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
+    v["complete"] = serde_json::json!(false);
+    fs::write(&meta_path, v.to_string()).unwrap();
+
+    let out = t.cmd().args(["--json", "external"]).status(3);
+    let r = report(&out);
+    let data = r.sets.iter().find(|s| s.set == "data").unwrap();
+    assert_ne!(data.snapshot.as_deref(), Some(newest.name.as_str()));
+    assert!(data.complete);
+    assert!(
+        out.stderr.contains(&format!(
+            "data: the newest snapshot {} is incomplete",
+            newest.name
+        )),
+        "{}",
+        out.stderr
+    );
+    let r = external(&t, &["--allow-incomplete"], 3);
+    let data = r.sets.iter().find(|s| s.set == "data").unwrap();
+    assert_eq!(data.snapshot.as_deref(), Some(newest.name.as_str()));
+    let stamp = r.destinations[0].backup.clone().unwrap();
+    let meta = meta_of(&dest.join("backups").join(stamp));
+    assert!(
+        !meta
+            .sets
+            .iter()
+            .find(|s| s.set == "data")
+            .unwrap()
+            .snapshot_complete
+    );
+}
+
+#[test]
+fn usage_and_state_errors() {
+    let (t, dest) = plain_test(5);
+    // Nothing collected yet.
+    let out = t.cmd().args(["external"]).status(1);
+    assert!(
+        out.stderr.contains("run `dbackup collect` first"),
+        "{}",
+        out.stderr
+    );
+    sample(&t, 0);
+    collect(&t);
+    let out = t
+        .cmd()
+        .args(["external", "--destination", "nope"])
+        .status(2);
+    assert!(
+        out.stderr
+            .contains("there is no destination named \"nope\"; the config has: plain"),
+        "{}",
+        out.stderr
+    );
+    let out = t.cmd().args(["external", "--set", "nope"]).status(2);
+    assert!(
+        out.stderr.contains("there is no backup set named \"nope\""),
+        "{}",
+        out.stderr
+    );
+    // Another run holds the lock.
+    let lock = dbackup::lock::RunLock::acquire(&t.root()).unwrap();
+    let out = t.cmd().args(["external"]).status(4);
+    assert!(out.stderr.contains("another dbackup run"), "{}", out.stderr);
+    drop(lock);
+    assert!(listing(&dest).is_empty());
+    // No destination configured at all.
+    let t2 = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
+    );
+    sample(&t2, 0);
+    collect(&t2);
+    let out = t2.cmd().args(["external"]).status(5);
+    assert!(
+        out.stderr.contains("no external destination is configured"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// What people read, with what varies from run to run replaced.
+fn filters() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (r"\d{4}-\d{2}-\d{2}-\d{6}", "[STAMP]"),
+        (r"\.tmp-\[STAMP\]-\d+", ".tmp-[STAMP]-[PID]"),
+        (r"\d+(\.\d)? (B|KiB|MiB|GiB)(/s)?", "[SIZE]"),
+        (r"\d+\.\ds", "[TIME]"),
+        (r"host \S+,", "host [HOST],"),
+        (r"on /dev/[^\s)]+", "on [DEVICE]"),
+        (r"\(ext4|\(xfs|\(btrfs|\(overlay|\(tmpfs", "([FS]"),
+    ]
+}
+
+#[test]
+fn what_people_read() {
+    let (t, _dest) = plain_test(5);
+    sample(&t, 0);
+    collect(&t);
+    let tmp = t.dir.path().display().to_string();
+    let plan = t.cmd().args(["--dry-run", "external"]).status(0);
+    let run = t.cmd().args(["external"]).status(0);
+    insta::with_settings!({ filters => filters() }, {
+        insta::assert_snapshot!("dry_run", plan.stdout.replace(&tmp, "[TMP]"));
+        insta::assert_snapshot!("summary", run.stderr.replace(&tmp, "[TMP]"));
+    });
+}
