@@ -13,7 +13,7 @@ use super::{Cache, Table};
 use crate::packages::{Need, ensure_packages};
 use crate::util::{
     Profile, build_dbackup, find_program, heading, human_bytes, human_duration,
-    remove_dir_if_exists, shell, target_dir,
+    remove_dir_if_exists, shell, target_dir, wait_for_next_second,
 };
 
 /// The goal of issue 2: dbackup's overhead over plain rsync stays within 10%.
@@ -81,7 +81,7 @@ pub fn run(args: CollectArgs) -> Result<()> {
     let first_cmd = w.rsync_plan()?;
     eprintln!("first run: {}", first_cmd.render());
     // Also an untimed warm-up of dbackup: it leaves a snapshot, so the next plan shows --link-dest.
-    w.wait_for_next_second();
+    wait_for_next_second();
     w.dbackup_collect()
         .context("warm-up dbackup collect failed")?;
     let next_cmd = w.rsync_plan()?;
@@ -290,7 +290,7 @@ impl World {
         cache.prepare()?;
         let t1 = self.dbackup_collect()?;
         // Snapshot names have one-second resolution (untimed).
-        self.wait_for_next_second();
+        wait_for_next_second();
         cache.prepare()?;
         let t2 = self.dbackup_collect()?;
         if check {
@@ -322,15 +322,6 @@ impl World {
             .collect();
         out.sort();
         Ok(out)
-    }
-
-    fn wait_for_next_second(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        std::thread::sleep(Duration::from_nanos(
-            1_000_000_000 - u64::from(now.subsec_nanos()) + 20_000_000,
-        ));
     }
 }
 
