@@ -33,8 +33,19 @@ const MIN_BYTES: u64 = 600 << 20;
 
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
-    #[command(flatten)]
-    pub tree: TreeSpec,
+    /// Number of small files in the tree: tar reads one header per entry, so this is what it pays for; a home
+    /// directory with its data easily holds 100,000
+    #[arg(long, default_value_t = 100_000)]
+    pub small_files: u64,
+    /// Number of big files (they make the archive at least 600 MiB)
+    #[arg(long, default_value_t = 24)]
+    pub big_files: u64,
+    /// Largest big file, in MiB
+    #[arg(long, default_value_t = 64)]
+    pub big_max_mib: u64,
+    /// Seed of the tree generator
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
     /// Timed repetitions of each measurement (the median is reported)
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
@@ -83,8 +94,16 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     std::fs::create_dir_all(&bench)?;
     let bench = bench.canonicalize()?;
     heading("bench restore: the tree");
-    let tree_dir = bench.join("tree");
-    let stats = tree::ensure(&tree_dir, &args.tree)?;
+    // Its own tree (the other benches use fewer files by default), kept between runs.
+    let spec = TreeSpec {
+        small_files: args.small_files,
+        big_files: args.big_files,
+        big_min_mib: 1,
+        big_max_mib: args.big_max_mib,
+        seed: args.seed,
+    };
+    let tree_dir = bench.join("tree-restore");
+    let stats = tree::ensure(&tree_dir, &spec)?;
     if stats.bytes < MIN_BYTES {
         bail!(
             "the tree holds {}; the bench needs at least {}: raise --big-files or --big-max-mib",
@@ -186,7 +205,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     println!();
     println!(
         "bench restore: {}; on the emulated exFAT T9 (loop device, exfat-fuse)",
-        args.tree.describe(stats)
+        spec.describe(stats)
     );
     println!(
         "archive: {} ({}), the file restored: its last file; {} repetitions, {}",
