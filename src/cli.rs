@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 finished with warnings,
@@ -84,6 +84,12 @@ dbackup --dry-run external          # what would be written and removed, and the
     /// Check, print or create the config
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Write the systemd units and udev rule that run dbackup on its schedule (for installs without Nix)
+    #[command(subcommand)]
+    Systemd(SystemdCommand),
+    /// Print shell completions or write the man pages (for packagers)
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
 }
 
 #[derive(Debug, Clone, Args, Default)]
@@ -200,6 +206,76 @@ pub enum ConfigCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SystemdCommand {
+    /// Render the units from the config: print them, or write them into a directory to install
+    #[command(after_help = SYSTEMD_RENDER_HELP)]
+    Render(SystemdRenderArgs),
+}
+
+const SYSTEMD_RENDER_HELP: &str = "\
+dbackup-collect.timer starts dbackup-collect.service (`dbackup backup`) on schedule.incremental.
+dbackup-external.service (`dbackup external`, with --if-due unless schedule.external is always) starts
+when a backup drive appears: the drive's mount unit wants it, and with --system a udev rule
+(99-dbackup.rules) starts it as soon as the drive is plugged in. schedule.external = manual
+installs no trigger. Exit 3 (warnings) and, for the external unit, 5 (no drive) are not failures.
+
+Examples:
+  dbackup systemd render --user                          # print the units
+  dbackup systemd render --user --out ~/.config/systemd/user
+  sudo dbackup systemd render --system --run-as payne --out /etc/systemd/system
+  dbackup systemd render --system --format json          # what the Nix modules are tested against";
+
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("scope").required(true).args(["user", "system"])))]
+pub struct SystemdRenderArgs {
+    /// Units for your own user manager (~/.config/systemd/user): no root needed; the drive's mount starts the copy
+    #[arg(long)]
+    pub user: bool,
+
+    /// Units for the system manager (/etc/systemd/system), run as --run-as, and a udev rule that starts the copy
+    /// when the drive is plugged in
+    #[arg(long)]
+    pub system: bool,
+
+    /// Write the files into DIR (created if missing) instead of printing them; replaces only files dbackup wrote
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Print the files as text, or everything as JSON (the units as sections of settings, and each file's text)
+    #[arg(long, value_enum, default_value_t)]
+    pub format: RenderFormat,
+
+    /// The dbackup binary the units run (default: this one)
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<PathBuf>,
+
+    /// The user the system units run as; `~` in the config is that user's home (default: $SUDO_USER, else $USER)
+    #[arg(long, value_name = "NAME", conflicts_with = "user")]
+    pub run_as: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum RenderFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Print the completion script for a shell
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (dbackup.1 and one per subcommand) into DIR
+    Man {
+        /// The directory to write into (created if missing)
+        dir: PathBuf,
+    },
+}
+
 /// The seed's command names, and the subcommand each stands for when the binary is invoked through a link.
 pub const ALIASES: &[(&str, &str)] = &[
     ("backup-collect", "collect"),
@@ -278,6 +354,23 @@ mod tests {
         };
         assert_eq!(r.source, Some(SourceKind::External));
         assert_eq!(r.paths, vec!["~/.config".to_string()]);
+    }
+
+    #[test]
+    fn systemd_render_needs_exactly_one_scope() {
+        let cli = parse(&[
+            "dbackup", "systemd", "render", "--system", "--run-as", "payne", "--format", "json",
+        ]);
+        let Command::Systemd(SystemdCommand::Render(r)) = cli.command else {
+            panic!("not systemd render")
+        };
+        assert!(r.system && !r.user);
+        assert_eq!(r.run_as.as_deref(), Some("payne"));
+        assert_eq!(r.format, RenderFormat::Json);
+        let try_parse = |args: &[&str]| Cli::try_parse_from(args.iter().map(OsString::from));
+        assert!(try_parse(&["dbackup", "systemd", "render"]).is_err());
+        assert!(try_parse(&["dbackup", "systemd", "render", "--user", "--system"]).is_err());
+        assert!(try_parse(&["dbackup", "systemd", "render", "--user", "--run-as", "x"]).is_err());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod rsync;
 pub mod runlog;
 pub mod settings;
 pub mod snapshot;
+pub mod systemd;
 pub mod ui;
 
 use cli::{Cli, Command};
@@ -30,5 +31,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Backup(_) => commands::not_implemented("backup"),
         Command::Restore(_) => commands::not_implemented("restore"),
         Command::Status(_) => commands::not_implemented("status"),
+        Command::Systemd(cmd) => commands::systemd::run(&cli.global, cmd),
+        Command::Generate(cmd) => commands::generate::run(cmd),
     }
 }

@@ -3,6 +3,8 @@
 pub mod collect;
 pub mod config;
 pub mod external;
+pub mod generate;
+pub mod systemd;
 
 use crate::exit::{CodedError, Exit};
 
