@@ -59,6 +59,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
             let mut e = env.clone();
             e.vars.insert("HOME".into(), home.display().to_string());
             e.vars.insert("USER".into(), user.clone());
+            e.vars.insert("LOGNAME".into(), user.clone());
             e.home = home;
             e
         }

@@ -293,7 +293,6 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         escape::path_word("path", &d.path).map_err(wrap)?;
         mounts.push(escape::path_unit(&d.path));
     }
-    mounts.dedup();
 
     // What both services share.
     let service = |args: &[&str], success: &str| -> BTreeMap<String, Value> {

@@ -10,6 +10,7 @@ mod harness;
 mod cli;
 mod collect;
 mod config;
+mod systemd;
 mod t9;
 mod t9_external;
 mod t9_media;
