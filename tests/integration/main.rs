@@ -14,3 +14,4 @@ mod systemd;
 mod t9;
 mod t9_external;
 mod t9_media;
+mod t9_udev;
