@@ -211,14 +211,26 @@ pub enum SystemdCommand {
     /// Render the units from the config: print them, or write them into a directory to install
     #[command(after_help = SYSTEMD_RENDER_HELP)]
     Render(SystemdRenderArgs),
+    /// Wait until a configured destination is mounted, at most --timeout seconds; always exits 0 (the first step
+    /// of dbackup-external.service, which starts when the drive appears, usually before it is mounted)
+    WaitForDrive(WaitForDriveArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WaitForDriveArgs {
+    /// Give up waiting after this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub timeout: u64,
 }
 
 const SYSTEMD_RENDER_HELP: &str = "\
 dbackup-collect.timer starts dbackup-collect.service (`dbackup backup`) on schedule.incremental.
-dbackup-external.service (`dbackup external`, with --if-due unless schedule.external is always) starts
-when a backup drive appears: the drive's mount unit wants it, and with --system a udev rule
-(99-dbackup.rules) starts it as soon as the drive is plugged in. schedule.external = manual
-installs no trigger. Exit 3 (warnings) and, for the external unit, 5 (no drive) are not failures.
+dbackup-external.service starts when a backup drive appears (the drive's mount unit wants it,
+and with --system a udev rule, 99-dbackup.rules, starts it as soon as the drive is plugged in),
+waits for the drive to be mounted, and runs `dbackup backup`, which copies to the drive when
+schedule.external says it is due. schedule.external = manual installs no trigger (the unit runs
+`dbackup external` when you start it). Exit 3 (warnings) and, for the external unit, 5 (no
+drive) are not failures.
 
 Examples:
   dbackup systemd render --user                          # print the units

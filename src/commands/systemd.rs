@@ -1,6 +1,8 @@
 //! `dbackup systemd render`: the units and udev rule of [`crate::systemd`] from the config, printed (text or JSON) or
 //! written into a directory (`--out`), with the commands that install them on stderr.
 //!
+//! `dbackup systemd wait-for-drive`: the external unit's first step, which waits for a destination's mount.
+//!
 //! The config is found as every command finds it; `~` and `$VAR` expand as they will for the user the units run as
 //! (`--run-as` for the system scope). Exit 0, or 2 when the config is invalid or cannot be put into a unit (a label
 //! udev cannot match, a path with a control character), or 1 when a file cannot be written.
@@ -11,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use crate::cli::{GlobalArgs, RenderFormat, SystemdCommand, SystemdRenderArgs};
+use crate::cli::{GlobalArgs, RenderFormat, SystemdCommand, SystemdRenderArgs, WaitForDriveArgs};
 use crate::config::load;
 use crate::exit::{CodedError, Exit};
 use crate::settings::{ConfigSource, Env, Output, Settings};
@@ -21,6 +23,45 @@ use crate::ui::Ui;
 pub fn run(global: &GlobalArgs, cmd: SystemdCommand) -> anyhow::Result<Exit> {
     match cmd {
         SystemdCommand::Render(args) => render(global, &args),
+        SystemdCommand::WaitForDrive(args) => wait_for_drive(global, &args),
+    }
+}
+
+/// Waits until one destination is mounted (or needs no mount), polling the mount table every 200 ms, at most
+/// `--timeout` seconds. Exit 0 either way: dbackup itself then decides, and reports a drive that is still missing.
+fn wait_for_drive(global: &GlobalArgs, args: &WaitForDriveArgs) -> anyhow::Result<Exit> {
+    let settings = Settings::load(global, &Env::from_process())?;
+    let ui = Ui::new(&settings.output);
+    if settings.destinations.is_empty() {
+        ui.step("no destination is configured: nothing to wait for");
+        return Ok(Exit::Ok);
+    }
+    let started = std::time::Instant::now();
+    let timeout = std::time::Duration::from_secs(args.timeout);
+    loop {
+        let table = crate::media::mountinfo::read().context("cannot read the mount table")?;
+        let ready = settings.destinations.iter().find(|d| {
+            let canonical = d.path.canonicalize().unwrap_or_else(|_| d.path.clone());
+            !d.require_mount
+                || crate::media::mountinfo::mounted_at(&table, &canonical, None).is_some()
+        });
+        if let Some(d) = ready {
+            ui.step(format_args!(
+                "destination {} is ready at {} (after {:.1}s)",
+                d.name,
+                d.path.display(),
+                started.elapsed().as_secs_f64()
+            ));
+            return Ok(Exit::Ok);
+        }
+        if started.elapsed() >= timeout {
+            ui.info(format_args!(
+                "dbackup: no destination was mounted within {}s; going on",
+                args.timeout
+            ));
+            return Ok(Exit::Ok);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
 

@@ -5,11 +5,13 @@
 //! - `dbackup-collect.timer` fires on `schedule.incremental` (`OnCalendar=hourly|daily|weekly|monthly`,
 //!   `Persistent=true`, a randomized delay) and starts `dbackup-collect.service`, a oneshot `dbackup backup` at idle CPU
 //!   and IO priority (which collects, then copies to a present drive when the external schedule says so).
-//! - `dbackup-external.service` runs `dbackup external` (with `--if-due` for a daily, weekly or monthly external
-//!   schedule) when a backup drive appears: wanted by each destination's mount unit (`media-payne-T9.mount`, both
-//!   scopes) and, for the system manager, by the drive's device through a udev rule (`ENV{SYSTEMD_WANTS}`). A start
-//!   before the drive is mounted ends with exit 5 (no destination present), which is not a failure; the mount unit
-//!   starts it again. `schedule.external = manual` installs no trigger.
+//! - `dbackup-external.service` starts when a backup drive appears: wanted by each destination's mount unit
+//!   (`media-payne-T9.mount`, both scopes) and, for the system manager, by the drive's device through a udev rule
+//!   (`ENV{SYSTEMD_WANTS}`). It first waits (at most a minute) for a destination to be mounted (`dbackup systemd
+//!   wait-for-drive`: the device appears before the desktop mounts it), then runs `dbackup backup`, whose schedule
+//!   logic copies to the drive only when `schedule.external` says it is due (and collects first when that is due).
+//!   `schedule.external = manual` installs no trigger, and the unit runs `dbackup external` when started by hand.
+//!   Exit 5 (no destination present) is not a failure.
 //! - Exit 3 (warnings) is success; exit 4 (another run holds the lock) is retried 15 minutes later.
 //!
 //! `nix/lib.nix` renders the same structure with Nix builtins; `dbackup systemd render --format json` is the golden
@@ -45,6 +47,7 @@ pub const KEY_ORDER: &[&str] = &[
     "Type",
     "User",
     "Environment",
+    "ExecStartPre",
     "ExecStart",
     "SuccessExitStatus",
     "Restart",
@@ -247,15 +250,19 @@ pub fn randomized_delay(incremental: Incremental) -> &'static str {
     }
 }
 
-/// The arguments of the external unit's `dbackup` run after the global options.
+/// The arguments of the external unit's `dbackup` run after the global options: `backup`, which decides from the
+/// schedule whether the drive is due (and collects first when that is due); `external` for a manual schedule, whose
+/// unit only ever starts by hand.
 pub fn external_args(external: ExternalSchedule) -> &'static [&'static str] {
     match external {
-        ExternalSchedule::Daily | ExternalSchedule::Weekly | ExternalSchedule::Monthly => {
-            &["external", "--if-due"]
-        }
-        ExternalSchedule::Always | ExternalSchedule::Manual => &["external"],
+        ExternalSchedule::Manual => &["external"],
+        _ => &["backup"],
     }
 }
+
+/// The triggered external unit's first step: wait until a destination is mounted (the device appears before the
+/// desktop or systemd mounts it), at most this many seconds.
+pub const WAIT_FOR_DRIVE: &[&str] = &["systemd", "wait-for-drive", "--timeout", "60"];
 
 /// Renders the units (and, for the system scope, the udev rule) for `input`.
 pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
@@ -393,6 +400,11 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
     };
     let mut after = vec![COLLECT_SERVICE.to_string()];
     after.extend(mounts.iter().cloned());
+    let triggers = triggered && !mounts.is_empty();
+    let mut external_service = service(external_args(external), "3 5");
+    if triggers {
+        external_service.insert("ExecStartPre".into(), exec(WAIT_FOR_DRIVE).into());
+    }
     let mut external_unit = Unit::from([
         (
             "Unit".to_string(),
@@ -403,12 +415,9 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
                 ("RequiresMountsFor", root.into()),
             ]),
         ),
-        (
-            "Service".to_string(),
-            service(external_args(external), "3 5"),
-        ),
+        ("Service".to_string(), external_service),
     ]);
-    if triggered && !mounts.is_empty() {
+    if triggers {
         external_unit.insert(
             "Install".to_string(),
             section(vec![("WantedBy", mounts.clone().into())]),

@@ -69,8 +69,13 @@ fn system_units_for_a_weekly_external_schedule() {
     );
     assert_eq!(
         get(&r, EXTERNAL_SERVICE, "Service", "ExecStart").cloned(),
+        one("/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json backup"),
+        "backup decides whether the drive is due"
+    );
+    assert_eq!(
+        get(&r, EXTERNAL_SERVICE, "Service", "ExecStartPre").cloned(),
         one(
-            "/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json external --if-due"
+            "/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json systemd wait-for-drive --timeout 60"
         )
     );
     assert_eq!(
@@ -137,8 +142,7 @@ fn user_units_have_no_user_no_udev_rule_and_no_namespaces() {
     assert_eq!(r.files.len(), 3);
     assert_eq!(
         get(&r, EXTERNAL_SERVICE, "Service", "ExecStart").cloned(),
-        one("/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json external"),
-        "always: every appearance copies, no due check"
+        one("/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json backup"),
     );
     assert!(get(&r, EXTERNAL_SERVICE, "Install", "WantedBy").is_some());
 }
@@ -168,6 +172,7 @@ fn no_destination_means_no_trigger() {
     i.destinations.clear();
     let r = render(&i, &target(Scope::System)).unwrap();
     assert!(!r.units[EXTERNAL_SERVICE].contains_key("Install"));
+    assert_eq!(get(&r, EXTERNAL_SERVICE, "Service", "ExecStartPre"), None);
     assert_eq!(r.udev_rules, None);
     assert_eq!(
         get(&r, EXTERNAL_SERVICE, "Unit", "After").cloned(),
@@ -262,6 +267,7 @@ fn unit_text_orders_sections_and_settings() {
             "Type",
             "User",
             "Environment",
+            "ExecStartPre",
             "ExecStart",
             "SuccessExitStatus",
             "Restart",

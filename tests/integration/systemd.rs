@@ -158,7 +158,13 @@ fn json_holds_the_units_and_the_files() {
     let config = t.path("config.json").display().to_string();
     assert_eq!(
         value(&r, EXTERNAL_SERVICE, "Service", "ExecStart"),
-        &Value::One(format!("{EXE} --config {config} external --if-due"))
+        &Value::One(format!("{EXE} --config {config} backup"))
+    );
+    assert_eq!(
+        value(&r, EXTERNAL_SERVICE, "Service", "ExecStartPre"),
+        &Value::One(format!(
+            "{EXE} --config {config} systemd wait-for-drive --timeout 60"
+        ))
     );
     assert_eq!(
         value(&r, COLLECT_SERVICE, "Service", "Environment"),
@@ -318,6 +324,58 @@ fn errors_say_what_to_do() {
     let out = t.cmd().args(["systemd", "render", "--user"]).status(0);
     assert!(out.stderr.contains("no config file"), "{}", out.stderr);
     assert!(!out.stdout.contains("--config"));
+}
+
+#[test]
+fn wait_for_drive_returns_when_a_destination_is_mounted_or_after_the_timeout() {
+    // /proc is a mount point everywhere: ready at once.
+    let t = Test::new().config(
+        r#"{ "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+             "destinations": [ { "name": "gone", "path": "{tmp}/gone" }, { "name": "proc", "path": "/proc" } ] }"#,
+    );
+    let out = t
+        .cmd()
+        .args(["-v", "systemd", "wait-for-drive", "--timeout", "30"])
+        .status(0);
+    assert!(
+        out.stderr.contains("destination proc is ready at /proc"),
+        "{}",
+        out.stderr
+    );
+
+    // Nothing mounted: it gives up after the timeout, and still exits 0.
+    let t = Test::new().config(
+        r#"{ "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+             "destinations": [ { "name": "gone", "path": "{tmp}/gone" } ] }"#,
+    );
+    let out = t
+        .cmd()
+        .args(["systemd", "wait-for-drive", "--timeout", "1"])
+        .status(0);
+    assert!(
+        out.stderr.contains("no destination was mounted within 1s"),
+        "{}",
+        out.stderr
+    );
+
+    // A destination that needs no mount is ready as it is; no destination, nothing to wait for.
+    let t = Test::new().config(
+        r#"{ "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+             "destinations": [ { "name": "dir", "path": "{tmp}/dir", "require_mount": false } ] }"#,
+    );
+    let out = t
+        .cmd()
+        .args(["-v", "systemd", "wait-for-drive", "--timeout", "30"])
+        .status(0);
+    assert!(
+        out.stderr.contains("destination dir is ready"),
+        "{}",
+        out.stderr
+    );
+    let t = Test::new().config(r#"{ "backup_sets": [ { "name": "a", "sources": ["/a"] } ] }"#);
+    t.cmd()
+        .args(["systemd", "wait-for-drive", "--timeout", "30"])
+        .status(0);
 }
 
 /// `systemd-analyze verify` of the files in `dir`; `Err` with everything it printed when it printed anything or

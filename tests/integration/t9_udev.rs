@@ -166,3 +166,34 @@ fn t9_udev_rule_wants_the_external_unit_for_the_configured_drives_only() {
         host_link_before
     );
 }
+
+#[test]
+fn t9_wait_for_drive_returns_once_the_drive_is_mounted() {
+    if !t9::require(&[Fs::Exfat]) {
+        return;
+    }
+    let t9 = Drive::exfat("T9", 16 << 20);
+    t9.unmount();
+    let t = Test::new().config(&format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "a", "sources": ["{{home}}"] }} ],
+        "destinations": [ {{ "name": "T9", "path": "{}", "fs_label": "T9" }} ] }}"#,
+        t9.mount_point().display()
+    ));
+    // Plugged in but not mounted yet, as when udev starts the unit: it waits, and returns when the mount appears.
+    let child = t
+        .cmd()
+        .args(["-v", "systemd", "wait-for-drive", "--timeout", "120"])
+        .spawn();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    t9.mount();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "destination T9 is ready at {}",
+            t9.mount_point().display()
+        )),
+        "{stderr}"
+    );
+}
