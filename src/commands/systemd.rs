@@ -350,7 +350,7 @@ mod tests {
 
     #[test]
     fn root_has_a_home_and_nonsense_does_not() {
-        assert_eq!(home_of("root"), Some(PathBuf::from("/root")));
+        assert!(home_of("root").is_some_and(|h| h.is_absolute()));
         assert_eq!(home_of("no-such-user-dbackup"), None);
         assert_eq!(home_of("nul\0byte"), None);
     }
