@@ -29,6 +29,7 @@ let
   # Stand-ins for the parts of nixpkgs the modules call. runCommand keeps its arguments so the checks can read them.
   pkgs = {
     dbackup = package;
+    stdenv.hostPlatform.system = "x86_64-linux";
     formats.json =
       { }:
       {
@@ -246,6 +247,52 @@ let
     };
   };
 
+  # The flake's outputs, with a stand-in nixpkgs: nixpkgs.lib, and stub packages that record what they are given.
+  flakeNixpkgs = {
+    inherit lib;
+    outPath = nixpkgsLib;
+    legacyPackages = lib.genAttrs [ "x86_64-linux" "aarch64-linux" ] (
+      system:
+      let
+        drv = name: extra: {
+          type = "derivation";
+          inherit name;
+          outPath = store name;
+        } // extra;
+        tools = lib.genAttrs [
+          "cargo" "rustc" "clippy" "rustfmt" "just" "rsync" "exfatprogs" "exfat" "e2fsprogs" "xfsprogs"
+          "btrfs-progs" "util-linux" "acl" "attr" "systemd" "nixfmt" "nixfmt-tree"
+        ] (n: drv n { });
+      in
+      tools
+      // {
+        stdenv.hostPlatform.system = system;
+        callPackage = file: args: drv "dbackup-0.1.0" { inherit file; };
+        mkShell = args: drv "dbackup-shell" { inherit args; };
+        runCommand = name: env: script: drv name { inherit script; };
+        testers.runNixOSTest = test: drv "vm-test" { inherit test; };
+      }
+    );
+  };
+  flake = (import ../../flake.nix).outputs {
+    self = flake;
+    nixpkgs = flakeNixpkgs;
+  };
+  vmTest = flake.checks.x86_64-linux.vm.test {
+    pkgs = flakeNixpkgs.legacyPackages.x86_64-linux;
+    inherit lib;
+  };
+  viaFlake = nixos {
+    imports = [ flake.nixosModules.default ];
+    users.users.payne.home = "/home/payne";
+    services.dbackup = {
+      enable = true;
+      user = "payne";
+      inherit settings;
+      environment.DDATA = "/data";
+    };
+  };
+
   check = name: got: want: {
     inherit name got want;
     ok = got == want;
@@ -330,6 +377,46 @@ let
     (check "home config check runs as the user" (lib.hasInfix "export HOME=${lib.escapeShellArg "/home/payne"} USER=${lib.escapeShellArg "payne"}" h1c.xdg.configFile."dbackup/config.json".source.script) true)
     (check "home manual: no trigger" (h2.config.systemd.user.services.dbackup-external ? Install) false)
     (check "home timerConfig overrides" h2.config.systemd.user.timers.dbackup-collect.Timer.OnCalendar "12:00")
+    # The flake: its outputs, and its modules default to its own package.
+    (check "flake outputs" {
+      packages = builtins.attrNames flake.packages.x86_64-linux;
+      app = flake.apps.x86_64-linux.default.program;
+      modules = map builtins.isFunction [
+        flake.nixosModules.default
+        flake.homeManagerModules.default
+        flake.homeModules.default
+      ];
+      overlay = (flake.overlays.default flake.packages.x86_64-linux.default.file { }) ? dbackup;
+      shell = flake.devShells.aarch64-linux.default.name;
+      formatter = flake.formatter.x86_64-linux.name;
+      checks = builtins.attrNames flake.checks.x86_64-linux;
+      lib = flake.lib.mountUnit "/media/payne/T9";
+    } {
+      packages = [ "dbackup" "default" ];
+      app = "${store "dbackup-0.1.0"}/bin/dbackup";
+      modules = [ true true true ];
+      overlay = true;
+      shell = "dbackup-shell";
+      formatter = "nixfmt-tree";
+      checks = [ "lib" "modules" "package" "vm" ];
+      lib = "media-payne-T9.mount";
+    })
+    (check "flake module runs the flake's package" viaFlake.config.systemd.services.dbackup-collect.serviceConfig.ExecStart
+      "${store "dbackup-0.1.0"}/bin/dbackup --config ${configPath} backup"
+    )
+    # (checks.modules is this file: evaluating it here would never end.)
+    (check "flake lib check evaluates" flake.checks.x86_64-linux.lib.script "touch $out")
+    (check "vm test" {
+      inherit (vmTest) name;
+      imports = map builtins.isFunction (vmTest.nodes.machine { }).imports;
+      user = (vmTest.nodes.machine { }).services.dbackup.user;
+      plugs = lib.hasInfix "device_add usb-storage" vmTest.testScript;
+    } {
+      name = "dbackup";
+      imports = [ true ];
+      user = "payne";
+      plugs = true;
+    })
     (check "home settings docs warn about secrets" (lib.hasInfix "Never put secrets here" h1.options.services.dbackup.settings.description) true)
   ];
 in
