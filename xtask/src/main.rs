@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod install;
 mod itest;
+mod nix;
 mod packages;
 mod test;
 mod util;
@@ -24,7 +25,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Run every check and test: system packages, cargo fmt, clippy, cargo test (what CI runs)
+    /// Run every check and test: system packages, cargo fmt, clippy, cargo test, nix (what CI runs)
     Test(test::TestArgs),
     /// Build a sample home under target/demo, back it up twice and show the result
     Demo(demo::DemoArgs),
