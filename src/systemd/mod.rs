@@ -431,11 +431,12 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         .collect();
 
     let mut udev_rules = None;
-    if system && triggered {
-        if let Some(text) = udev_text(&input.destinations)? {
-            files.insert(UDEV_RULES.to_string(), text);
-            udev_rules = Some(UDEV_RULES.to_string());
-        }
+    if system
+        && triggered
+        && let Some(text) = udev_text(&input.destinations)?
+    {
+        files.insert(UDEV_RULES.to_string(), text);
+        udev_rules = Some(UDEV_RULES.to_string());
     }
 
     Ok(Rendered {
