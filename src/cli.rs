@@ -235,7 +235,7 @@ drive) are not failures.
 Examples:
   dbackup systemd render --user                          # print the units
   dbackup systemd render --user --out ~/.config/systemd/user
-  sudo dbackup systemd render --system --run-as payne --out /etc/systemd/system
+  dbackup systemd render --system --out /tmp/units         # as you: the units run as you (--run-as)
   dbackup systemd render --system --format json          # what the Nix modules are tested against";
 
 #[derive(Debug, Clone, Args)]

@@ -726,3 +726,29 @@ fn nix_lib_refuses_what_dbackup_refuses() {
         assert!(out.stderr.contains(message), "{label:?}: {}", out.stderr);
     }
 }
+
+#[test]
+fn generate_writes_completions_and_man_pages_for_packagers() {
+    let t = Test::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = t.cmd().args(["generate", "completions", shell]).status(0);
+        assert!(out.stdout.contains("wait-for-drive"), "{shell}");
+    }
+    let dir = t.path("man");
+    let out = t.cmd().args(["generate", "man"]).args([&dir]).status(0);
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    assert_eq!(out.stdout.lines().count(), pages.len());
+    for want in ["dbackup.1", "dbackup-collect.1", "dbackup-systemd-render.1"] {
+        assert!(pages.iter().any(|p| p == want), "{want} in {pages:?}");
+    }
+    assert!(
+        pages
+            .iter()
+            .all(|p| !p.contains("help") && !p.contains("generate")),
+        "no page for clap's help or the hidden generate: {pages:?}"
+    );
+}
