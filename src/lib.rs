@@ -14,6 +14,7 @@ pub mod restore;
 pub mod retention;
 pub mod rsync;
 pub mod runlog;
+pub mod schedule;
 pub mod settings;
 pub mod snapshot;
 pub mod ui;
