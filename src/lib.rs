@@ -10,6 +10,7 @@ pub mod expand;
 pub mod external;
 pub mod lock;
 pub mod media;
+pub mod notify;
 pub mod restore;
 pub mod retention;
 pub mod rsync;
@@ -17,6 +18,7 @@ pub mod runlog;
 pub mod schedule;
 pub mod settings;
 pub mod snapshot;
+pub mod status;
 pub mod ui;
 
 use cli::{Cli, Command};
