@@ -30,8 +30,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Config(cmd) => commands::config::run(&cli.global, cmd),
         Command::Collect(args) => commands::collect::run(&cli.global, args),
         Command::External(args) => commands::external::run(&cli.global, args),
-        Command::Backup(_) => commands::not_implemented("backup"),
+        Command::Backup(args) => commands::backup::run(&cli.global, args),
         Command::Restore(_) => commands::not_implemented("restore"),
-        Command::Status(_) => commands::not_implemented("status"),
+        Command::Status(args) => commands::status::run(&cli.global, args),
     }
 }

@@ -734,6 +734,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table
     fn collect_and_full_due() {
         let daily = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Manual);
         let yesterday = seen("data-2025-04-09-031500", "2025-04-09T03:15:00+02:00");
@@ -952,6 +953,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)] // a table
     fn external_due() {
         let weekly = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Weekly);
         let always = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Always);

@@ -1,8 +1,10 @@
 //! One module per subcommand: build `Settings`, build the phase's plan, print it (dry run) or execute it.
 
+pub mod backup;
 pub mod collect;
 pub mod config;
 pub mod external;
+pub mod status;
 
 use crate::exit::{CodedError, Exit};
 

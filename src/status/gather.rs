@@ -198,7 +198,7 @@ pub fn gather(settings: &Settings, detect: bool) -> Facts {
 
 /// One `readdir` of the root sorts the snapshot names by set; then each set's metadata is read newest first, only
 /// until the newest, the newest complete and the newest compared snapshot are known.
-fn list_sets(root: &Path, names: &[&str]) -> Vec<SetFacts> {
+pub fn list_sets(root: &Path, names: &[&str]) -> Vec<SetFacts> {
     let mut found: BTreeMap<&str, Vec<(chrono::NaiveDateTime, String)>> = BTreeMap::new();
     if let Ok(entries) = fs::read_dir(root) {
         for entry in entries.flatten() {
