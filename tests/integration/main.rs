@@ -7,9 +7,11 @@
 
 mod harness;
 
+mod backup;
 mod cli;
 mod collect;
 mod config;
+mod status;
 mod t9;
 mod t9_external;
 mod t9_media;
