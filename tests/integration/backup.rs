@@ -393,7 +393,11 @@ fn a_failed_set_does_not_stop_the_others_and_is_never_exported() {
             ("config".to_string(), "complete".to_string())
         ]
     );
-    assert_eq!(snapshots(&t, "data"), [data_1.clone()], "nothing promoted");
+    assert_eq!(
+        snapshots(&t, "data"),
+        std::slice::from_ref(&data_1),
+        "nothing promoted"
+    );
 
     // The drive got the new config snapshot and the older, complete data snapshot: never a failed one.
     let backups = drive_backups(&t.path("drive"));

@@ -24,6 +24,7 @@ const NOW: &str = "2025-04-10T09:00:00+00:00";
 
 /// A snapshot of `set` started at `time`, with its metadata: `first` (no link-dest), `bytes` in all, `linked` of them
 /// hard-linked from the previous one, `unreadable` files (incomplete when more than 0).
+#[allow(clippy::too_many_arguments)] // a fixture
 fn snap(
     t: &Test,
     set: &str,
