@@ -13,5 +13,6 @@ mod collect;
 mod config;
 mod status;
 mod t9;
+mod t9_backup;
 mod t9_external;
 mod t9_media;
