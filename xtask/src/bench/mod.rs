@@ -2,6 +2,7 @@
 //! page-cache handling and the result table. Benchmarks never run as part of the tests.
 
 mod collect;
+mod status;
 pub mod tree;
 
 use std::time::Duration;
@@ -12,12 +13,15 @@ use anyhow::{Context, Result};
 pub enum BenchCmd {
     /// dbackup collect vs plain rsync with the same flags: first run and no-change run
     Collect(collect::CollectArgs),
-    // Later: External (issue 3), Restore (issue 4), Status (issue 5), each in its own module.
+    /// dbackup status with 1,000 snapshots and 50 external backups present (goal: under 200 ms)
+    Status(status::StatusArgs),
+    // Later: External (issue 3), Restore (issue 4), each in its own module.
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Collect(args) => collect::run(args),
+        BenchCmd::Status(args) => status::run(args),
     }
 }
 
@@ -118,6 +122,11 @@ impl Table {
     /// The ratio of the medians of two columns in one row.
     pub fn ratio(&self, row: usize, (num, den): (usize, usize)) -> f64 {
         self.rows[row].1[num].median() / self.rows[row].1[den].median()
+    }
+
+    /// The median of one cell, in seconds.
+    pub fn median(&self, row: usize, column: usize) -> f64 {
+        self.rows[row].1[column].median()
     }
 
     pub fn row_count(&self) -> usize {
