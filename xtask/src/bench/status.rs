@@ -345,7 +345,7 @@ impl World {
                 args.backups
             );
         }
-        if report["destinations"][1]["present"] != Value::from(false) {
+        if report["destinations"][1]["present"] != false {
             bail!("the offsite destination should be absent");
         }
         Ok(())
