@@ -784,7 +784,24 @@ fn first_failure(report: &BackupReport) -> Option<String> {
         .map(|(_, s)| s)
 }
 
+/// Appends the run to the log: the whole report when something ran; a short line when nothing was due, so that an
+/// hourly timer does not push the records of real runs (and of the drives' backups) out of the bounded log.
 fn log(settings: &Settings, report: &BackupReport, error: Option<String>, ui: &Ui) {
+    let idle =
+        report.collect.is_empty() && report.external.is_empty() && report.problems.is_empty();
+    let sets = if idle {
+        serde_json::json!({
+            "nothing_due": true,
+            "missing_media": report.missing_media,
+            "overdue": report.overdue.iter().map(|o| &o.message).collect::<Vec<_>>(),
+            "low_disk": report.low_disk.iter().map(|l| &l.message).collect::<Vec<_>>(),
+            "external_skipped": report.external_skipped,
+            "events": report.events,
+            "notifications": report.notifications,
+        })
+    } else {
+        serde_json::to_value(report).unwrap_or_default()
+    };
     let record = RunRecord {
         command: "backup".into(),
         started: report.started,
@@ -793,7 +810,7 @@ fn log(settings: &Settings, report: &BackupReport, error: Option<String>, ui: &U
         error,
         pid: std::process::id(),
         dbackup_version: env!("CARGO_PKG_VERSION").into(),
-        sets: serde_json::to_value(report).unwrap_or_default(),
+        sets,
     };
     append_log(settings, &record, ui);
 }

@@ -512,6 +512,97 @@ mod tests {
         assert_eq!(holder_in(text, libc::makedev(8, 1), 5464167), None);
     }
 
+    fn record(command: &str, sets: serde_json::Value) -> RunRecord {
+        let t = DateTime::parse_from_rfc3339("2025-04-10T03:20:00+02:00").unwrap();
+        RunRecord {
+            command: command.into(),
+            started: t,
+            finished: t,
+            exit: 0,
+            error: None,
+            pid: 1,
+            dbackup_version: "0".into(),
+            sets,
+        }
+    }
+
+    #[test]
+    fn written_backups_from_external_and_backup_records() {
+        let dest = |name: &str, status: &str, backup: &str| serde_json::json!({ "name": name, "status": status, "backup": backup });
+        let external = record(
+            "external",
+            serde_json::json!({ "sets": [], "destinations": [
+                dest("T9", "written", "2025-04-10-031500"),
+                dest("old", "failed", "2025-04-10-031500") ] }),
+        );
+        let backup = record(
+            "backup",
+            serde_json::json!({ "collect": [], "external": [
+                { "destinations": [ dest("a", "written", "2025-04-09-031500") ] },
+                { "destinations": [ dest("b", "written", "not-a-stamp") ] } ] }),
+        );
+        let got: Vec<(String, String, String)> =
+            [external, backup, record("collect", serde_json::json!([]))]
+                .iter()
+                .flat_map(written_backups)
+                .map(|(d, s)| (d, s.name, s.time.to_rfc3339()))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "T9".into(),
+                    "2025-04-10-031500".into(),
+                    "2025-04-10T03:15:00+02:00".into()
+                ),
+                (
+                    "a".into(),
+                    "2025-04-09-031500".into(),
+                    "2025-04-09T03:15:00+02:00".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_log_is_read_from_the_end_and_the_rotated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        let written = |d: &str, stamp: &str| {
+            record(
+                "external",
+                serde_json::json!({ "destinations": [
+                    { "name": d, "status": "written", "backup": stamp } ] }),
+            )
+        };
+        // The rotated file: an older backup of T9, and the only one of old.
+        let old_lines = [
+            written("T9", "2025-03-01-031500"),
+            written("old", "2025-03-02-031500"),
+        ];
+        let text: String = old_lines
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect();
+        fs::write(state.join("log.jsonl.1"), text).unwrap();
+        runlog::append(state, &written("T9", "2025-04-01-031500")).unwrap();
+        runlog::append(state, &record("collect", serde_json::json!([]))).unwrap();
+        fs::write(
+            runlog::path(state),
+            fs::read_to_string(runlog::path(state)).unwrap() + "not json\n",
+        )
+        .unwrap();
+        let facts = read_runs(state, &["T9", "old", "never"]);
+        assert_eq!(facts.last.unwrap().command, "collect");
+        assert_eq!(
+            facts.written["T9"].name, "2025-04-01-031500",
+            "the newest wins"
+        );
+        assert_eq!(facts.written["old"].name, "2025-03-02-031500");
+        assert!(!facts.written.contains_key("never"));
+        assert!(facts.error.is_none());
+    }
+
     #[test]
     fn a_held_lock_is_seen() {
         let dir = tempfile::tempdir().unwrap();

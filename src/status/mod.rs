@@ -355,8 +355,9 @@ fn percent(free: u64, total: u64) -> f64 {
 }
 
 /// Filesystems below `threshold` percent free, or without room for the next backup: the backup root's (the next
-/// snapshots need about what the newest ones copied) and each present destination's (the next backup needs about the
-/// size of its newest, else of the newest complete snapshots). A destination detected as full counts too.
+/// snapshots need about what the newest ones copied, first snapshots aside) and each present destination's (the next
+/// backup needs about the size of its newest, else of the newest complete snapshots). A destination detected as full
+/// counts too.
 pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
     let mut out = Vec::new();
     let judge = |place: &str,
@@ -394,10 +395,12 @@ pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
         }
     };
     if let Some(s) = facts.root_space {
+        // A first snapshot copied everything; the next one hard-links what did not change, so it says nothing.
         let needed: u64 = facts
             .sets
             .iter()
             .filter_map(|s| s.newest.as_ref())
+            .filter(|n| !n.first)
             .map(|n| n.transferred_bytes)
             .sum();
         judge(
@@ -762,5 +765,157 @@ fn word<T: Serialize>(v: &T) -> String {
         Ok(serde_json::Value::String(s)) => s,
         Ok(other) => other.to_string(),
         Err(_) => "?".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gather::{DestinationFacts, ListingFacts, SetFacts, SnapshotFacts, Space};
+    use super::*;
+    use crate::media::MediaInfo;
+    use crate::settings::DestinationSettings;
+
+    const G: u64 = 1 << 30;
+
+    fn snapshot(first: bool, total: u64, copied: u64) -> SnapshotFacts {
+        let t = DateTime::parse_from_rfc3339("2025-04-10T03:15:00+00:00").unwrap();
+        SnapshotFacts {
+            name: "data-2025-04-10-031500".into(),
+            started: t,
+            finished: t,
+            complete: true,
+            full: false,
+            first,
+            files: 1,
+            total_bytes: total,
+            transferred_bytes: copied,
+            linked_bytes: total - copied,
+            unreadable: 0,
+            warnings: 0,
+        }
+    }
+
+    fn facts(free: u64, total: u64, newest: SnapshotFacts) -> Facts {
+        Facts {
+            backup_root: "/b".into(),
+            root_exists: true,
+            root_space: Some(Space {
+                free_bytes: free,
+                total_bytes: total,
+            }),
+            sets: vec![SetFacts {
+                set: "data".into(),
+                count: 1,
+                newest: Some(newest.clone()),
+                newest_complete: Some(newest),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn destination(presence: Presence, newest_bytes: Option<u64>) -> DestinationFacts {
+        DestinationFacts {
+            settings: DestinationSettings {
+                name: "T9".into(),
+                path: "/media/T9".into(),
+                priority: 0,
+                fs_uuid: None,
+                fs_label: None,
+                retention: 5,
+                require_mount: true,
+            },
+            presence: Some(presence),
+            listing: newest_bytes.map(|bytes| ListingFacts {
+                verified: 1,
+                newest: Some(gather::BackupFacts {
+                    stamp: "2025-04-01-031500".into(),
+                    started: DateTime::parse_from_rfc3339("2025-04-01T03:15:00+00:00").unwrap(),
+                    finished: DateTime::parse_from_rfc3339("2025-04-01T03:35:00+00:00").unwrap(),
+                    bytes,
+                    sets: vec![],
+                }),
+                ..Default::default()
+            }),
+            listing_error: None,
+            from_log: None,
+        }
+    }
+
+    fn present(free: u64, total: u64) -> Presence {
+        Presence::Present(MediaInfo {
+            path: "/media/T9".into(),
+            resolved: "/media/T9".into(),
+            mount_point: "/media/T9".into(),
+            is_mount_point: true,
+            source: "/dev/sdb1".into(),
+            device: None,
+            mount_fs_type: "fuseblk".into(),
+            fs_type: "exfat".into(),
+            label: None,
+            uuid: None,
+            dev: 1,
+            free_bytes: free,
+            total_bytes: total,
+            max_file_size: None,
+            symlinks: false,
+            hard_links: false,
+            marker: None,
+        })
+    }
+
+    #[test]
+    fn low_disk_by_percentage_and_by_the_next_backup() {
+        let messages = |f: &Facts, pct| -> Vec<String> {
+            low_disk(f, pct).into_iter().map(|l| l.message).collect()
+        };
+        // 5% free, threshold 10%.
+        assert_eq!(
+            messages(&facts(5 * G, 100 * G, snapshot(false, G, 1 << 20)), 10),
+            [
+                "low disk: the backup root's filesystem (/b) has 5.0% free (5.0 GiB of 100.0 GiB), below notifications.low_disk_percent (10%)"
+            ]
+        );
+        assert!(messages(&facts(5 * G, 100 * G, snapshot(false, G, 1 << 20)), 5).is_empty());
+        // The last run copied 8 GiB; 6 GiB are free.
+        assert_eq!(
+            messages(&facts(6 * G, 100 * G, snapshot(false, 20 * G, 8 * G)), 0),
+            [
+                "low disk: the backup root's filesystem (/b) has 6.0 GiB free but the next backup needs about 8.0 GiB"
+            ]
+        );
+        // A first snapshot copied everything: it does not predict the next one.
+        assert!(messages(&facts(6 * G, 100 * G, snapshot(true, 20 * G, 20 * G)), 0).is_empty());
+
+        // A destination: its newest backup's size, else the snapshots' size; a full drive counts too.
+        let mut f = facts(50 * G, 100 * G, snapshot(false, 20 * G, G));
+        f.destinations = vec![destination(present(15 * G, 1000 * G), Some(18 * G))];
+        assert_eq!(
+            messages(&f, 2),
+            [
+                "low disk: destination T9 (/media/T9) has 1.5% free (15.0 GiB of 1000.0 GiB), below notifications.low_disk_percent (2%); and 15.0 GiB free but the next backup needs about 18.0 GiB"
+            ]
+        );
+        f.destinations = vec![destination(present(15 * G, 1000 * G), None)];
+        assert_eq!(
+            messages(&f, 0),
+            [
+                "low disk: destination T9 (/media/T9) has 15.0 GiB free but the next backup needs about 20.0 GiB"
+            ]
+        );
+        f.destinations = vec![destination(
+            Presence::Absent(Absence::Full {
+                path: "/media/T9".into(),
+                free_bytes: 1000,
+                total_bytes: 1000 * G,
+            }),
+            None,
+        )];
+        let got = messages(&f, 0);
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].starts_with("low disk: destination T9 is full: /media/T9 has 1000 B free"),
+            "{got:?}"
+        );
     }
 }
