@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ExternalMode, ExternalSchedule, Full, Incremental, Schedule};
 
+/// The reason of everything `--force` makes due.
+pub const FORCED: &str = "--force: now, whatever the schedule says";
+
 /// A backup dated later than `now` by more than this was made under another clock: it does not make anything "not due".
 pub const FUTURE_TOLERANCE: TimeDelta = TimeDelta::minutes(5);
 
@@ -242,7 +245,7 @@ fn set_due(schedule: &Schedule, h: &SetHistory, now: DateTime<FixedOffset>, forc
         _ => String::new(),
     };
     let (collect, reason, next) = match &h.newest_complete {
-        _ if force => (true, "--force".to_string(), None),
+        _ if force => (true, FORCED.to_string(), None),
         None => match &h.newest {
             Some(n) => (
                 true,
@@ -402,7 +405,7 @@ fn external_due(
 
     // Whether the phase is due, why, and when it will be otherwise.
     let (due, reason, next) = match (period, mode) {
-        _ if force => (true, "--force".to_string(), None),
+        _ if force => (true, FORCED.to_string(), None),
         (None, _) => (true, "schedule.external is always".to_string(), None),
         (Some(p), ExternalMode::First) => match newest_anywhere(destinations) {
             None => (
