@@ -507,7 +507,7 @@ fn own_due(
         return (
             true,
             if force {
-                "--force"
+                FORCED
             } else {
                 "schedule.external is always"
             }
