@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use crate::packages::{Need, ensure_packages};
 use crate::util::{
     Profile, Rng, build_dbackup, heading, human_bytes, remove_dir_if_exists, shell, target_dir,
+    wait_for_next_second,
 };
 
 #[derive(Debug, clap::Args)]
@@ -569,16 +570,6 @@ fn sharing(previous: &Path, newest: &Path) -> (u64, u64, u64) {
         shared.len() as u64,
         shared.iter().map(|(_, len)| len).sum(),
     )
-}
-
-/// Sleeps until the wall clock enters a new second.
-fn wait_for_next_second() {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    std::thread::sleep(std::time::Duration::from_nanos(
-        1_000_000_000 - u64::from(now.subsec_nanos()) + 20_000_000,
-    ));
 }
 
 #[cfg(test)]

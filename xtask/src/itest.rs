@@ -19,7 +19,7 @@ pub fn run(args: ItestArgs) -> Result<()> {
     if !is_root() {
         heading("itest: not running as root");
         eprintln!(
-            "the loop-device tests need root (losetup, mkfs, mount); run `sudo -E cargo xtask itest`.\n\
+            "the loop-device tests need root (losetup, mkfs, mount); run `sudo -E env \"PATH=$PATH\" cargo xtask itest`.\n\
              running them anyway: each will print that it skips."
         );
     }

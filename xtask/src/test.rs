@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
 use crate::packages::{Need, ensure_packages};
@@ -145,23 +145,92 @@ fn clippy(sh: &Shell) -> Result<Outcome> {
 }
 
 fn cargo_test(sh: &Shell) -> Result<Outcome> {
-    cmd!(sh, "cargo test --workspace")
-        .run()
-        .map_err(|_| anyhow::anyhow!("some tests failed"))?;
-    if is_root() {
-        Ok(Outcome::Passed(
-            "including the root-only loop-device tests".into(),
-        ))
+    // Run through a pipe (not xshell's `run`) to count the results while the output streams as usual.
+    eprintln!("$ cargo test --workspace");
+    let mut child = std::process::Command::new("cargo")
+        .args(["test", "--workspace"])
+        .current_dir(sh.current_dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let mut counts = TestCounts::default();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.context("cannot read cargo test's output")?;
+        println!("{line}");
+        counts.add_line(&line);
+    }
+    let status = child.wait().context("cargo test did not finish")?;
+    if !status.success() {
+        bail!("some tests failed ({counts})");
+    }
+    let root = if is_root() {
+        "including the root-only loop-device tests"
     } else {
-        Ok(Outcome::Passed(
-            "not root: the loop-device tests skipped themselves".into(),
-        ))
+        "not root: the loop-device tests skipped themselves"
+    };
+    Ok(Outcome::Passed(format!("{counts}; {root}")))
+}
+
+/// The totals of libtest's `test result:` lines.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct TestCounts {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl TestCounts {
+    /// Adds `test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 3 filtered out; finished in 0.1s`.
+    fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for TestCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} passed, {} failed, {} ignored",
+            self.passed, self.failed, self.ignored
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_results_are_summed() {
+        let mut c = TestCounts::default();
+        c.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 3 filtered out; finished in 0.10s");
+        c.add_line("test t9::x ... ok");
+        c.add_line("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
+        assert_eq!(
+            c,
+            TestCounts {
+                passed: 15,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
 
     #[test]
     fn step_names_are_unique() {

@@ -143,6 +143,17 @@ pub fn remove_dir_if_exists(path: &Path) -> Result<()> {
     }
 }
 
+/// Sleeps until the wall clock enters a new second: snapshot names have one-second resolution, so two runs
+/// meant to make two snapshots start in different seconds.
+pub fn wait_for_next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    std::thread::sleep(Duration::from_nanos(
+        1_000_000_000 - u64::from(now.subsec_nanos()) + 20_000_000,
+    ));
+}
+
 /// A small deterministic pseudo-random generator (xorshift64*) for sample and benchmark trees: the same seed
 /// gives the same files on every machine, and the bytes do not compress.
 pub struct Rng(u64);

@@ -13,7 +13,7 @@ use super::{Cache, Table};
 use crate::packages::{Need, ensure_packages};
 use crate::util::{
     Profile, build_dbackup, find_program, heading, human_bytes, human_duration,
-    remove_dir_if_exists, shell, target_dir,
+    remove_dir_if_exists, shell, target_dir, wait_for_next_second,
 };
 
 /// The goal of issue 2: dbackup's overhead over plain rsync stays within 10%.
@@ -78,17 +78,13 @@ pub fn run(args: CollectArgs) -> Result<()> {
     std::fs::write(&w.config, serde_json::to_string_pretty(&config)?)?;
 
     heading("bench collect: the rsync command dbackup runs");
-    let first_cmd = w
-        .rsync_plan()
-        .unwrap_or_else(|e| w.fallback(&rsync, &format!("{e:#}"), false));
+    let first_cmd = w.rsync_plan()?;
     eprintln!("first run: {}", first_cmd.render());
     // Also an untimed warm-up of dbackup: it leaves a snapshot, so the next plan shows --link-dest.
-    w.wait_for_next_second();
+    wait_for_next_second();
     w.dbackup_collect()
         .context("warm-up dbackup collect failed")?;
-    let next_cmd = w
-        .rsync_plan()
-        .unwrap_or_else(|e| w.fallback(&rsync, &format!("{e:#}"), true));
+    let next_cmd = w.rsync_plan()?;
     eprintln!("next runs: {}", next_cmd.render());
     remove_dir_if_exists(&w.dbackup_root)?;
     // The untimed warm-up of rsync, so both start from the same page cache.
@@ -164,11 +160,14 @@ pub fn run(args: CollectArgs) -> Result<()> {
         "\nCPU time (user + system, with children): steadier than wall-clock on a busy machine"
     );
     cpu_table.print();
-    let worst = (0..table.row_count())
-        .map(|row| table.ratio(row, (DBACKUP, RSYNC)))
-        .fold(0.0, f64::max);
-    let verdict = if worst <= GOAL { "met" } else { "NOT met" };
-    println!("\ngoal: dbackup/rsync <= {GOAL:.2}: {verdict} (worst ratio {worst:.3})");
+    let worst = |f: &dyn Fn(usize) -> f64| (0..table.row_count()).map(f).fold(0.0, f64::max);
+    let of_medians = worst(&|row| table.ratio(row, (DBACKUP, RSYNC)));
+    let paired = worst(&|row| table.paired_ratio(row, (DBACKUP, RSYNC)));
+    let verdict = if of_medians <= GOAL { "met" } else { "NOT met" };
+    println!(
+        "\ngoal: wall-clock dbackup/rsync <= {GOAL:.2}: {verdict} \
+         (worst ratio of medians {of_medians:.3}; worst paired ratio {paired:.3})"
+    );
     Ok(())
 }
 
@@ -220,7 +219,8 @@ impl World {
         timed(&mut c, "dbackup collect")
     }
 
-    /// The rsync argv of dbackup's plan for the bench set, as a template.
+    /// The rsync argv of dbackup's plan for the bench set, as a template. Without it there is nothing fair to
+    /// compare with, so failing to read it fails the bench.
     fn rsync_plan(&self) -> Result<RsyncCommand> {
         let out = self
             .dbackup()
@@ -239,34 +239,6 @@ impl World {
         let argv =
             find_rsync_argv(&plan).context("no rsync command line found in the collect plan")?;
         RsyncCommand::from_argv(&argv)
-    }
-
-    /// The flags issue 2 specifies, for when dbackup cannot print its plan.
-    fn fallback(&self, rsync: &Path, why: &str, link_dest: bool) -> RsyncCommand {
-        eprintln!(
-            "warning: using the issue's rsync flags, since dbackup's plan is not available: {why}"
-        );
-        let mut args: Vec<Arg> = [
-            "-aHAX",
-            "--numeric-ids",
-            "--delete",
-            "--block-size=131072",
-            "--relative",
-        ]
-        .into_iter()
-        .map(|a| Arg::Lit(a.to_string()))
-        .collect();
-        if link_dest {
-            args.push(Arg::LinkDest(String::new()));
-        }
-        args.push(Arg::Lit(format!("{}/", self.tree.display())));
-        args.push(Arg::Dest {
-            trailing_slash: true,
-        });
-        RsyncCommand {
-            program: rsync.display().to_string(),
-            args,
-        }
     }
 
     fn rsync(&self, cmd: &RsyncCommand, name: &str, link_dest: Option<&Path>) -> Result<Timing> {
@@ -318,7 +290,7 @@ impl World {
         cache.prepare()?;
         let t1 = self.dbackup_collect()?;
         // Snapshot names have one-second resolution (untimed).
-        self.wait_for_next_second();
+        wait_for_next_second();
         cache.prepare()?;
         let t2 = self.dbackup_collect()?;
         if check {
@@ -350,15 +322,6 @@ impl World {
             .collect();
         out.sort();
         Ok(out)
-    }
-
-    fn wait_for_next_second(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        std::thread::sleep(Duration::from_nanos(
-            1_000_000_000 - u64::from(now.subsec_nanos()) + 20_000_000,
-        ));
     }
 }
 
@@ -527,6 +490,7 @@ fn quote(s: &str) -> String {
 }
 
 /// The first array of strings in `plan` that is an rsync command line (its first element names rsync).
+/// dbackup's plan has it at `/sets/N/rsync_argv`; searching keeps the bench working if the plan's shape moves.
 fn find_rsync_argv(plan: &serde_json::Value) -> Option<Vec<String>> {
     match plan {
         serde_json::Value::Array(items) => {
@@ -585,11 +549,16 @@ mod tests {
 
     #[test]
     fn the_rsync_argv_is_found_anywhere_in_the_plan() {
+        // As dbackup prints it, and nested deeper under another name.
         let plan = serde_json::json!({
-            "sets": [{ "name": "data", "rsync": { "argv": ["/usr/bin/rsync", "-aHAX", "--link-dest=/r/data-1", "/data", "/r/.data.tmp/"] } }]
+            "stamp": "2025-04-01-031500",
+            "sets": [{ "name": "data", "rsync_argv": ["rsync", "-aHAX", "--", "/data", "/r/.data.in-progress/"] }]
         });
-        let argv = find_rsync_argv(&plan).unwrap();
-        assert_eq!(argv[1], "-aHAX");
+        assert_eq!(find_rsync_argv(&plan).unwrap()[1], "-aHAX");
+        let plan = serde_json::json!({
+            "sets": [{ "name": "data", "rsync": { "argv": ["/usr/bin/rsync", "-aH", "/data", "/r/x/"] } }]
+        });
+        assert_eq!(find_rsync_argv(&plan).unwrap()[1], "-aH");
         assert_eq!(
             find_rsync_argv(&serde_json::json!({ "argv": ["tar", "-c"] })),
             None
