@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use chrono::{DateTime, FixedOffset};
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
@@ -76,10 +77,12 @@ dbackup --dry-run external          # what would be written and removed, and the
     )]
     External(ExternalArgs),
     /// Run what is due: collect, then the external phase when a drive is present
+    #[command(after_help = BACKUP_HELP)]
     Backup(BackupArgs),
     /// List, restore or verify backups, from local snapshots or from the drive
     Restore(RestoreArgs),
     /// Show the state of every set and destination, and what is overdue
+    #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
     /// Check, print or create the config
     #[command(subcommand)]
@@ -123,11 +126,51 @@ pub struct ExternalArgs {
     pub allow_incomplete: bool,
 }
 
+const BACKUP_HELP: &str = "\
+What is due is computed from the backups that exist (their metadata), at every run:
+collect runs for a set whose newest complete snapshot is older than schedule.incremental
+allows (hourly: 50 minutes, daily: 20 hours, weekly: 6 days, monthly: 27 days), and
+compares contents (rsync --checksum) when schedule.full says the last comparison is that
+old. The external phase runs when schedule.external is always, or when the newest verified
+backup on a drive is that old; manual leaves the drive alone (use `dbackup external`).
+
+A due external phase without a drive present is not a failure: the run exits 0 (3 with
+other warnings) and sends a missing_media notification. A set whose collect fails does not
+stop the others; the drive only ever gets complete snapshots.
+
+Examples:
+  dbackup backup                  # what is due now
+  dbackup --dry-run backup        # what would run, and why (--json: as JSON)
+  dbackup backup --force          # both phases now, whatever the schedule says";
+
+const STATUS_HELP: &str = "\
+Reads metadata only (snapshot metadata files, each drive's backup.json, the run log), so it
+answers at once however many files the snapshots hold. A drive that is not plugged in is
+shown with why, and with the newest backup the run log says was written to it.
+
+Overdue: no complete snapshot of a set for 3 hours (hourly), 36 hours (daily), 10 days
+(weekly) or 45 days (monthly); likewise for external backups under schedule.external.
+
+Examples:
+  dbackup status                  # the table
+  dbackup status --json           # for scripts
+  dbackup status --check          # exit 1 when anything is overdue or the last run failed";
+
+/// A time for the hidden `--now` (RFC 3339).
+fn parse_time(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("{e}; give a time like 2025-04-10T09:00:00+02:00"))
+}
+
 #[derive(Debug, Clone, Args, Default)]
 pub struct BackupArgs {
-    /// Run both phases now, whatever the schedule says
+    /// Run both phases now, whatever the schedule says (even with "external": "manual")
     #[arg(long)]
     pub force: bool,
+
+    /// Decide what is due as if it were this time (RFC 3339); for tests
+    #[arg(long, hide = true, value_name = "TIME", value_parser = parse_time)]
+    pub now: Option<DateTime<FixedOffset>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -188,6 +231,10 @@ pub struct StatusArgs {
     /// Exit 1 when anything is overdue or the last run failed (for monitoring)
     #[arg(long)]
     pub check: bool,
+
+    /// Report as if it were this time (RFC 3339); for tests
+    #[arg(long, hide = true, value_name = "TIME", value_parser = parse_time)]
+    pub now: Option<DateTime<FixedOffset>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -350,7 +397,7 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["backup", "--force"]).command,
-            Command::Backup(BackupArgs { force: true })
+            Command::Backup(BackupArgs { force: true, .. })
         ));
         let cli = parse(&[
             "backup-restore",

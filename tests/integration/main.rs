@@ -7,11 +7,14 @@
 
 mod harness;
 
+mod backup;
 mod cli;
 mod collect;
 mod config;
+mod status;
 mod systemd;
 mod t9;
+mod t9_backup;
 mod t9_external;
 mod t9_media;
 mod t9_udev;

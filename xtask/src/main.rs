@@ -31,7 +31,7 @@ enum Task {
     Demo(demo::DemoArgs),
     /// Install dbackup and its links backup, backup-collect, ... into ~/.local/bin (or --prefix)
     Install(install::InstallArgs),
-    /// Benchmarks, never run by the tests: `bench collect` (dbackup vs plain rsync)
+    /// Benchmarks, never run by the tests: `bench collect` (dbackup vs plain rsync), `bench status`
     #[command(subcommand)]
     Bench(bench::BenchCmd),
     /// Run the root-only integration tests on real loop devices (the t9 tests)

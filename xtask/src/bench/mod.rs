@@ -3,6 +3,7 @@
 
 mod collect;
 mod external;
+mod status;
 pub mod tree;
 
 use std::time::Duration;
@@ -16,13 +17,16 @@ pub enum BenchCmd {
     /// dbackup external (with read-back verification) vs the seed's tar + rsync + sha256sum vs dd, on an emulated
     /// exFAT T9 (root: makes a loop device); and peak memory with 100,000 files
     External(external::ExternalArgs),
-    // Later: Restore (issue 4), Status (issue 5), each in its own module.
+    /// dbackup status with 1,000 snapshots and 50 external backups present (goal: under 200 ms)
+    Status(status::StatusArgs),
+    // Later: Restore (issue 4), in its own module.
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Collect(args) => collect::run(args),
         BenchCmd::External(args) => external::run(args),
+        BenchCmd::Status(args) => status::run(args),
     }
 }
 
@@ -123,6 +127,11 @@ impl Table {
     /// The ratio of the medians of two columns in one row.
     pub fn ratio(&self, row: usize, (num, den): (usize, usize)) -> f64 {
         self.rows[row].1[num].median() / self.rows[row].1[den].median()
+    }
+
+    /// The median of one cell, in seconds.
+    pub fn median(&self, row: usize, column: usize) -> f64 {
+        self.rows[row].1[column].median()
     }
 
     /// The median of the per-repetition ratios: each repetition runs the contenders back to back, so this
