@@ -27,3 +27,11 @@ itest *args:
 # Run the backup job with the release build (uses your config)
 backup *args:
     cargo run --release -- backup {{args}}
+
+# Print the systemd units and udev rule for your config: just units --user [--out ~/.config/systemd/user]
+units *args:
+    cargo run --release -- systemd render {{args}}
+
+# The Nix checks only (parse, lib tests; the module evaluation too when NIXPKGS_LIB names a nixpkgs.lib checkout)
+nix-check:
+    cargo xtask test --skip packages --skip fmt --skip clippy --skip test

@@ -1,32 +1,80 @@
-# The dbackup package, built from Cargo.lock. The NixOS and home-manager modules (issue 6) build on it.
-{ lib, rustPlatform, makeWrapper, rsync, gnutar }:
+# The dbackup package: built from Cargo.lock, with the seed's command names as links (backup, backup-collect,
+# backup-external, backup-restore), shell completions, and man pages. The NixOS and home-manager modules run it.
+{
+  lib,
+  stdenv,
+  rustPlatform,
+  makeWrapper,
+  installShellFiles,
+  rsync,
+  util-linux,
+}:
 
 let
   cargoToml = builtins.fromTOML (builtins.readFile ../Cargo.toml);
+  # Only what the build reads: no target/, no .git, no result links.
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [
+      ../Cargo.toml
+      ../Cargo.lock
+      ../README.md
+      ../src
+      ../config
+      ../tests
+      ../xtask
+    ];
+  };
 in
 rustPlatform.buildRustPackage {
   pname = "dbackup";
   version = cargoToml.package.version;
 
-  src = lib.cleanSource ../.;
+  inherit src;
   cargoLock.lockFile = ../Cargo.lock;
-  cargoBuildFlags = [ "--package" "dbackup" ];
+  cargoBuildFlags = [
+    "--package"
+    "dbackup"
+  ];
 
-  nativeBuildInputs = [ makeWrapper ];
-  nativeCheckInputs = [ rsync gnutar ];
-  # The integration tests need rsync, loop devices and root; the sandbox gives none of those reliably.
+  nativeBuildInputs = [
+    makeWrapper
+    installShellFiles
+  ];
+  # The tests run in `cargo xtask test` (CI): many need rsync, GNU tar, loop devices and root, which the build
+  # sandbox does not give.
   doCheck = false;
 
-  postInstall = ''
-    for name in backup backup-collect backup-external backup-restore; do
-      ln -s dbackup $out/bin/$name
-    done
-    wrapProgram $out/bin/dbackup --prefix PATH : ${lib.makeBinPath [ rsync ]}
-  '';
+  postInstall =
+    ''
+      for name in backup backup-collect backup-external backup-restore; do
+        ln -s dbackup $out/bin/$name
+      done
+    ''
+    + lib.optionalString (stdenv.buildPlatform.canExecute stdenv.hostPlatform) ''
+      installShellCompletion --cmd dbackup \
+        --bash <($out/bin/dbackup generate completions bash) \
+        --fish <($out/bin/dbackup generate completions fish) \
+        --zsh <($out/bin/dbackup generate completions zsh)
+      $out/bin/dbackup generate man man
+      installManPage man/*.1
+    ''
+    + ''
+      # rsync copies; blkid (util-linux) tells drives apart. The wrapper keeps argv[0], so the links still dispatch.
+      wrapProgram $out/bin/dbackup --prefix PATH : ${
+        lib.makeBinPath [
+          rsync
+          util-linux
+        ]
+      }
+    '';
 
   meta = {
     description = cargoToml.package.description;
-    license = with lib.licenses; [ mit asl20 ];
+    license = with lib.licenses; [
+      mit
+      asl20
+    ];
     mainProgram = "dbackup";
     platforms = lib.platforms.linux;
   };

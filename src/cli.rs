@@ -6,7 +6,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use chrono::{DateTime, FixedOffset};
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 finished with warnings,
@@ -76,15 +77,23 @@ dbackup --dry-run external          # what would be written and removed, and the
     )]
     External(ExternalArgs),
     /// Run what is due: collect, then the external phase when a drive is present
+    #[command(after_help = BACKUP_HELP)]
     Backup(BackupArgs),
     /// List, restore or verify backups, from local snapshots or from the drive
     #[command(after_help = RESTORE_HELP)]
     Restore(RestoreArgs),
     /// Show the state of every set and destination, and what is overdue
+    #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
     /// Check, print or create the config
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Write the systemd units and udev rule that run dbackup on its schedule (for installs without Nix)
+    #[command(subcommand)]
+    Systemd(SystemdCommand),
+    /// Print shell completions or write the man pages (for packagers)
+    #[command(subcommand, hide = true)]
+    Generate(GenerateCommand),
 }
 
 #[derive(Debug, Clone, Args, Default)]
@@ -118,11 +127,51 @@ pub struct ExternalArgs {
     pub allow_incomplete: bool,
 }
 
+const BACKUP_HELP: &str = "\
+What is due is computed from the backups that exist (their metadata), at every run:
+collect runs for a set whose newest complete snapshot is older than schedule.incremental
+allows (hourly: 50 minutes, daily: 20 hours, weekly: 6 days, monthly: 27 days), and
+compares contents (rsync --checksum) when schedule.full says the last comparison is that
+old. The external phase runs when schedule.external is always, or when the newest verified
+backup on a drive is that old; manual leaves the drive alone (use `dbackup external`).
+
+A due external phase without a drive present is not a failure: the run exits 0 (3 with
+other warnings) and sends a missing_media notification. A set whose collect fails does not
+stop the others; the drive only ever gets complete snapshots.
+
+Examples:
+  dbackup backup                  # what is due now
+  dbackup --dry-run backup        # what would run, and why (--json: as JSON)
+  dbackup backup --force          # both phases now, whatever the schedule says";
+
+const STATUS_HELP: &str = "\
+Reads metadata only (snapshot metadata files, each drive's backup.json, the run log), so it
+answers at once however many files the snapshots hold. A drive that is not plugged in is
+shown with why, and with the newest backup the run log says was written to it.
+
+Overdue: no complete snapshot of a set for 3 hours (hourly), 36 hours (daily), 10 days
+(weekly) or 45 days (monthly); likewise for external backups under schedule.external.
+
+Examples:
+  dbackup status                  # the table
+  dbackup status --json           # for scripts
+  dbackup status --check          # exit 1 when anything is overdue or the last run failed";
+
+/// A time for the hidden `--now` (RFC 3339).
+fn parse_time(s: &str) -> Result<DateTime<FixedOffset>, String> {
+    DateTime::parse_from_rfc3339(s)
+        .map_err(|e| format!("{e}; give a time like 2025-04-10T09:00:00+02:00"))
+}
+
 #[derive(Debug, Clone, Args, Default)]
 pub struct BackupArgs {
-    /// Run both phases now, whatever the schedule says
+    /// Run both phases now, whatever the schedule says (even with "external": "manual")
     #[arg(long)]
     pub force: bool,
+
+    /// Decide what is due as if it were this time (RFC 3339); for tests
+    #[arg(long, hide = true, value_name = "TIME", value_parser = parse_time)]
+    pub now: Option<DateTime<FixedOffset>>,
 }
 
 const RESTORE_HELP: &str = "\
@@ -232,6 +281,10 @@ pub struct StatusArgs {
     /// Exit 1 when anything is overdue or the last run failed (for monitoring)
     #[arg(long)]
     pub check: bool,
+
+    /// Report as if it were this time (RFC 3339); for tests
+    #[arg(long, hide = true, value_name = "TIME", value_parser = parse_time)]
+    pub now: Option<DateTime<FixedOffset>>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +300,88 @@ pub enum ConfigCommand {
     Init {
         /// Where to write it (default: the path dbackup reads)
         path: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemdCommand {
+    /// Render the units from the config: print them, or write them into a directory to install
+    #[command(after_help = SYSTEMD_RENDER_HELP)]
+    Render(SystemdRenderArgs),
+    /// Wait until a configured destination is mounted, at most --timeout seconds; always exits 0 (the first step
+    /// of dbackup-external.service, which starts when the drive appears, usually before it is mounted)
+    WaitForDrive(WaitForDriveArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WaitForDriveArgs {
+    /// Give up waiting after this many seconds
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub timeout: u64,
+}
+
+const SYSTEMD_RENDER_HELP: &str = "\
+dbackup-collect.timer starts dbackup-collect.service (`dbackup backup`) on schedule.incremental.
+dbackup-external.service starts when a backup drive appears (the drive's mount unit wants it,
+and with --system a udev rule, 99-dbackup.rules, starts it as soon as the drive is plugged in),
+waits for the drive to be mounted, and runs `dbackup backup`, which copies to the drive when
+schedule.external says it is due. schedule.external = manual installs no trigger (the unit runs
+`dbackup external` when you start it). Exit 3 (warnings) and, for the external unit, 5 (no
+drive) are not failures.
+
+Examples:
+  dbackup systemd render --user                          # print the units
+  dbackup systemd render --user --out ~/.config/systemd/user
+  dbackup systemd render --system --out /tmp/units         # as you: the units run as you (--run-as)
+  dbackup systemd render --system --format json          # what the Nix modules are tested against";
+
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("scope").required(true).args(["user", "system"])))]
+pub struct SystemdRenderArgs {
+    /// Units for your own user manager (~/.config/systemd/user): no root needed; the drive's mount starts the copy
+    #[arg(long)]
+    pub user: bool,
+
+    /// Units for the system manager (/etc/systemd/system), run as --run-as, and a udev rule that starts the copy
+    /// when the drive is plugged in
+    #[arg(long)]
+    pub system: bool,
+
+    /// Write the files into DIR (created if missing) instead of printing them; replaces only files dbackup wrote
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// Print the files as text, or everything as JSON (the units as sections of settings, and each file's text)
+    #[arg(long, value_enum, default_value_t)]
+    pub format: RenderFormat,
+
+    /// The dbackup binary the units run (default: this one)
+    #[arg(long, value_name = "PATH")]
+    pub exe: Option<PathBuf>,
+
+    /// The user the system units run as; `~` in the config is that user's home (default: $SUDO_USER, else $USER)
+    #[arg(long, value_name = "NAME", conflicts_with = "user")]
+    pub run_as: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum RenderFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// Print the completion script for a shell
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (dbackup.1 and one per subcommand) into DIR
+    Man {
+        /// The directory to write into (created if missing)
+        dir: PathBuf,
     },
 }
 
@@ -312,7 +447,7 @@ mod tests {
         ));
         assert!(matches!(
             parse(&["backup", "--force"]).command,
-            Command::Backup(BackupArgs { force: true })
+            Command::Backup(BackupArgs { force: true, .. })
         ));
         let cli = parse(&[
             "backup-restore",
@@ -328,6 +463,23 @@ mod tests {
         };
         assert_eq!(r.source, Some(SourceKind::External));
         assert_eq!(r.paths, vec!["~/.config".to_string()]);
+    }
+
+    #[test]
+    fn systemd_render_needs_exactly_one_scope() {
+        let cli = parse(&[
+            "dbackup", "systemd", "render", "--system", "--run-as", "payne", "--format", "json",
+        ]);
+        let Command::Systemd(SystemdCommand::Render(r)) = cli.command else {
+            panic!("not systemd render")
+        };
+        assert!(r.system && !r.user);
+        assert_eq!(r.run_as.as_deref(), Some("payne"));
+        assert_eq!(r.format, RenderFormat::Json);
+        let try_parse = |args: &[&str]| Cli::try_parse_from(args.iter().map(OsString::from));
+        assert!(try_parse(&["dbackup", "systemd", "render"]).is_err());
+        assert!(try_parse(&["dbackup", "systemd", "render", "--user", "--system"]).is_err());
+        assert!(try_parse(&["dbackup", "systemd", "render", "--user", "--run-as", "x"]).is_err());
     }
 
     #[test]

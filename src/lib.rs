@@ -10,12 +10,16 @@ pub mod expand;
 pub mod external;
 pub mod lock;
 pub mod media;
+pub mod notify;
 pub mod restore;
 pub mod retention;
 pub mod rsync;
 pub mod runlog;
+pub mod schedule;
 pub mod settings;
 pub mod snapshot;
+pub mod status;
+pub mod systemd;
 pub mod ui;
 
 use cli::{Cli, Command};
@@ -27,8 +31,10 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Config(cmd) => commands::config::run(&cli.global, cmd),
         Command::Collect(args) => commands::collect::run(&cli.global, args),
         Command::External(args) => commands::external::run(&cli.global, args),
-        Command::Backup(_) => commands::not_implemented("backup"),
+        Command::Backup(args) => commands::backup::run(&cli.global, args),
         Command::Restore(args) => commands::restore::run(&cli.global, args),
-        Command::Status(_) => commands::not_implemented("status"),
+        Command::Status(args) => commands::status::run(&cli.global, args),
+        Command::Systemd(cmd) => commands::systemd::run(&cli.global, cmd),
+        Command::Generate(cmd) => commands::generate::run(cmd),
     }
 }

@@ -87,6 +87,14 @@ impl Ui {
     }
 }
 
+/// True when running under systemd (`JOURNAL_STREAM` or `INVOCATION_ID` set): stderr goes to the journal, so
+/// summaries are plain lines with a syslog priority prefix, and there are no progress bars.
+pub fn journal() -> bool {
+    ["JOURNAL_STREAM", "INVOCATION_ID"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+}
+
 /// Bytes for people: `512 B`, `1.5 KiB`, `3.2 GiB`.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];

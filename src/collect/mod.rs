@@ -73,9 +73,25 @@ pub fn run(
     ui: &Ui,
 ) -> anyhow::Result<(CollectPlan, CollectReport)> {
     // Before creating anything: without rsync there is nothing to do.
-    let rsync = crate::rsync::probe_rsync()?;
+    crate::rsync::probe_rsync()?;
     let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
     let prepared = exec::prepare(&settings.backup_root, &names, ui)?;
+    let outcome = run_prepared(settings, sets, args, ui, &prepared);
+    drop(prepared);
+    outcome
+}
+
+/// Looks, plans and executes, for a caller that already holds `prepared` (the root, the lock, leftovers removed):
+/// `dbackup backup` runs both phases under one lock.
+pub fn run_prepared(
+    settings: &Settings,
+    sets: &[&SetSettings],
+    args: &CollectArgs,
+    ui: &Ui,
+    prepared: &exec::Prepared,
+) -> anyhow::Result<(CollectPlan, CollectReport)> {
+    let rsync = crate::rsync::probe_rsync()?;
+    let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
     // Two runs in the same second would pick the same name: wait for a fresh second instead.
     let now = snapshot::fresh_stamp(&settings.backup_root, &names, now);
     let world = observe::observe(settings, sets, rsync, true)?;
@@ -86,8 +102,7 @@ pub fn run(
         progress: ui.progress,
     };
     let plan = plan::plan(&world, sets, opts);
-    let report = exec::execute(&plan, &settings.retention_local, ui, &prepared);
-    drop(prepared);
+    let report = exec::execute(&plan, &settings.retention_local, ui, prepared);
     Ok((plan, report))
 }
 

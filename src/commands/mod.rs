@@ -1,9 +1,13 @@
 //! One module per subcommand: build `Settings`, build the phase's plan, print it (dry run) or execute it.
 
+pub mod backup;
 pub mod collect;
 pub mod config;
 pub mod external;
+pub mod generate;
 pub mod restore;
+pub mod status;
+pub mod systemd;
 
 use crate::exit::{CodedError, Exit};
 

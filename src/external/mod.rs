@@ -76,7 +76,8 @@ pub fn run(
     args: &ExternalArgs,
     ui: &Ui,
 ) -> anyhow::Result<(ExternalPlan, ExternalReport)> {
-    let sets = crate::collect::select_sets(settings, &args.sets)?;
+    // An unknown `--set` is a usage error before anything else.
+    crate::collect::select_sets(settings, &args.sets)?;
     let root = &settings.backup_root;
     if !root.is_dir() {
         return Err(CodedError::new(
@@ -89,6 +90,19 @@ pub fn run(
         .into());
     }
     let lock = RunLock::acquire(root)?;
+    let outcome = run_locked(settings, args, ui);
+    drop(lock);
+    outcome
+}
+
+/// Looks, plans and executes, for a caller that already holds the run lock on the backup root (which exists):
+/// `dbackup backup` runs both phases under one lock.
+pub fn run_locked(
+    settings: &Settings,
+    args: &ExternalArgs,
+    ui: &Ui,
+) -> anyhow::Result<(ExternalPlan, ExternalReport)> {
+    let sets = crate::collect::select_sets(settings, &args.sets)?;
     let observed = observe::observe(settings, &sets, args, ui)?;
     let now = fresh_stamp(&observed.world, now);
     let plan = plan::plan(
@@ -99,7 +113,6 @@ pub fn run(
         },
     );
     let report = exec::execute(&plan, &observed, ui);
-    drop(lock);
     Ok((plan, report))
 }
 

@@ -7,11 +7,16 @@
 
 mod harness;
 
+mod backup;
 mod cli;
 mod collect;
 mod config;
 mod restore;
+mod status;
+mod systemd;
 mod t9;
+mod t9_backup;
 mod t9_external;
 mod t9_media;
 mod t9_restore;
+mod t9_udev;

@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod install;
 mod itest;
+mod nix;
 mod packages;
 mod test;
 mod util;
@@ -24,13 +25,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Run every check and test: system packages, cargo fmt, clippy, cargo test (what CI runs)
+    /// Run every check and test: system packages, cargo fmt, clippy, cargo test, nix (what CI runs)
     Test(test::TestArgs),
     /// Build a sample home under target/demo, back it up twice and show the result
     Demo(demo::DemoArgs),
     /// Install dbackup and its links backup, backup-collect, ... into ~/.local/bin (or --prefix)
     Install(install::InstallArgs),
-    /// Benchmarks, never run by the tests: `bench collect` (dbackup vs plain rsync), `bench restore` (vs tar, sha256sum)
+    /// Benchmarks, never run by the tests: `bench collect` (dbackup vs plain rsync), `bench external`, `bench restore`
+    /// (vs tar, sha256sum), `bench status`
     #[command(subcommand)]
     Bench(bench::BenchCmd),
     /// Run the root-only integration tests on real loop devices (the t9 tests)

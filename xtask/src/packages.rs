@@ -32,7 +32,7 @@ pub struct Package {
     pub needed_by: &'static [Need],
 }
 
-/// Every system package the project uses. Later issues add theirs here (nix-bin, systemd, age, ...).
+/// Every system package the project uses. Later issues add theirs here.
 pub const PACKAGES: &[Package] = &[
     Package {
         deb: "rsync",
@@ -86,6 +86,30 @@ pub const PACKAGES: &[Package] = &[
         deb: "attr",
         program: "setfattr",
         why: "tests that xattrs survive a backup",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "nix-bin",
+        program: "nix-instantiate",
+        why: "parses and evaluates nix/ (lib.nix equals `dbackup systemd render`)",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "systemd",
+        program: "systemd-analyze",
+        why: "verifies the rendered units and their calendar values; systemd-escape",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "udev",
+        program: "udevadm",
+        why: "udevadm test of the rendered rule on a loop device",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "man-db",
+        program: "man",
+        why: "systemd-analyze verify resolves the units' Documentation=man:dbackup(1)",
         needed_by: &[Test],
     },
 ];

@@ -1,7 +1,7 @@
 //! `cargo xtask test`: the whole test suite, as a list of steps ([`STEPS`]) run in order, then a summary.
 //!
 //! Every step runs even when an earlier one failed (so one run shows everything that is wrong); the task
-//! fails when any step failed. Later issues add their checks (nix, systemd units, ...) to [`STEPS`].
+//! fails when any step failed. Later issues add their checks to [`STEPS`].
 
 use std::time::{Duration, Instant};
 
@@ -44,12 +44,17 @@ pub const STEPS: &[Step] = &[
         name: "test",
         run: cargo_test,
     },
-    // Later: nix (nix-instantiate --parse / --eval of nix/), systemd (systemd-analyze verify of rendered units), ...
+    // nix-instantiate --parse of every .nix file, the lib.nix tests, and (with NIXPKGS_LIB) the module evaluation.
+    // The systemd-analyze, systemd-escape, udevadm and Nix-equals-Rust checks are integration tests in `test`.
+    Step {
+        name: "nix",
+        run: crate::nix::step,
+    },
 ];
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// Skip a step (repeatable): packages, fmt, clippy, test
+    /// Skip a step (repeatable): packages, fmt, clippy, test, nix
     #[arg(long, value_name = "STEP")]
     pub skip: Vec<String>,
 }

@@ -4,6 +4,7 @@
 mod collect;
 mod external;
 mod restore;
+mod status;
 pub mod tree;
 
 use std::time::Duration;
@@ -20,7 +21,8 @@ pub enum BenchCmd {
     /// On the emulated exFAT T9 (root): one file restored by dbackup vs `tar -xf`, and the whole backup verified
     /// by dbackup vs `sha256sum`
     Restore(restore::RestoreArgs),
-    // Later: Status (issue 5), in its own module.
+    /// dbackup status with 1,000 snapshots and 50 external backups present (goal: under 200 ms)
+    Status(status::StatusArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
@@ -28,6 +30,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Collect(args) => collect::run(args),
         BenchCmd::External(args) => external::run(args),
         BenchCmd::Restore(args) => restore::run(args),
+        BenchCmd::Status(args) => status::run(args),
     }
 }
 
@@ -125,14 +128,14 @@ impl Table {
         self.rows[row].1[column].push(d);
     }
 
-    /// The median of one cell, in seconds.
-    pub fn median(&self, row: usize, column: usize) -> f64 {
-        self.rows[row].1[column].median()
-    }
-
     /// The ratio of the medians of two columns in one row.
     pub fn ratio(&self, row: usize, (num, den): (usize, usize)) -> f64 {
         self.rows[row].1[num].median() / self.rows[row].1[den].median()
+    }
+
+    /// The median of one cell, in seconds.
+    pub fn median(&self, row: usize, column: usize) -> f64 {
+        self.rows[row].1[column].median()
     }
 
     /// The median of the per-repetition ratios: each repetition runs the contenders back to back, so this

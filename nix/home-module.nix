@@ -1,0 +1,145 @@
+# home-manager module: `services.dbackup`. Your own systemd user manager runs dbackup, no root needed:
+# dbackup-collect.timer on schedule.incremental, and dbackup-external.service when a backup drive is mounted (the
+# user unit is wanted by the drive's mount unit, `run-media-<you>-T9.mount` for /run/media/<you>/T9, computed from
+# each destination's path). The units come from nix/lib.nix, which renders exactly what
+# `dbackup systemd render --user` writes for the same config.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  cfg = config.services.dbackup;
+  dlib = import ./lib.nix;
+  json = pkgs.formats.json { };
+  setting = lib.types.oneOf [
+    lib.types.str
+    lib.types.int
+    lib.types.bool
+  ];
+  user = config.home.username;
+  home = config.home.homeDirectory;
+
+  # The config, checked at build time: `dbackup config check` must accept it, or the generation does not build.
+  configFile =
+    pkgs.runCommand "dbackup-config.json"
+      (
+        {
+          nativeBuildInputs = [ cfg.package ];
+          unchecked = json.generate "dbackup-config-unchecked.json" cfg.settings;
+        }
+        // cfg.environment
+      )
+      ''
+        export HOME=${lib.escapeShellArg home} USER=${lib.escapeShellArg user} LOGNAME=${lib.escapeShellArg user}
+        dbackup --config "$unchecked" config check >&2
+        cp "$unchecked" "$out"
+      '';
+
+  rendered = dlib.render {
+    scope = "user";
+    exe = lib.getExe' cfg.package "dbackup";
+    inherit
+      configFile
+      user
+      home
+      ;
+    inherit (cfg) environment settings;
+  };
+
+  service =
+    name:
+    let
+      unit = rendered.units.${name};
+    in
+    unit // { Service = unit.Service // cfg.serviceConfig; };
+  timer =
+    let
+      unit = rendered.units."dbackup-collect.timer";
+    in
+    unit // { Timer = unit.Timer // cfg.timerConfig; };
+in
+{
+  options.services.dbackup = {
+    enable = lib.mkEnableOption "dbackup: hard-linked rsync snapshots on a timer, and verified tar archives on a removable drive when it is mounted";
+
+    package = lib.mkOption {
+      type = lib.types.package;
+      default = pkgs.dbackup;
+      defaultText = lib.literalExpression "pkgs.dbackup (the flake's homeManagerModules.default sets its own package)";
+      description = "The dbackup package the units run.";
+    };
+
+    settings = lib.mkOption {
+      type = json.type;
+      description = ''
+        The dbackup config (`dbackup config schema` prints its JSON Schema), checked at build time with
+        `dbackup config check` and linked to `~/.config/dbackup/config.json`, so `dbackup status` and the other
+        commands you run by hand use it too. `~` and `$HOME` are your home.
+
+        Never put secrets here (a notification URL with a token, a password): the settings are written to the Nix
+        store, which every user and process of the machine can read.
+
+        The timer runs on `schedule.incremental`. A destination's drive is used when it is mounted at its `path`
+        (by your desktop: `/run/media/<you>/<label>` on NixOS and most distributions, `/media/<you>/<label>` on
+        Debian and Ubuntu) and `schedule.external` says it is due (`manual`: never by itself).
+      '';
+      example = lib.literalExpression ''
+        {
+          backup_sets = [
+            { name = "data"; sources = [ "~/data" ]; exclusions = [ "*.tmp" "~/data/cache/" ]; }
+            { name = "config"; sources = [ "~/.config" "~/.secrets" ]; exclusions = [ "~/.config/Code/Cache/*" ]; }
+          ];
+          schedule = { incremental = "daily"; full = "weekly"; external = "weekly"; };
+          retention = { local = { last = 7; daily = 14; weekly = 8; monthly = 12; }; external = 5; };
+          destinations = [ { name = "T9"; path = "/run/media/payne/T9"; fs_label = "T9"; } ];
+          notifications = { events = [ "failure" "warning" "missing_media" "low_disk" "overdue" ]; desktop = true; };
+        }
+      '';
+    };
+
+    environment = lib.mkOption {
+      type = lib.types.attrsOf lib.types.str;
+      default = { };
+      example = {
+        DDATA = "/data";
+      };
+      description = ''
+        Variables that `settings` uses (`$DDATA`) other than `HOME`, `USER` and `LOGNAME`: set in the units and for
+        the build-time check. Like the settings, they end up in the world-readable Nix store.
+      '';
+    };
+
+    timerConfig = lib.mkOption {
+      type = lib.types.attrsOf setting;
+      default = { };
+      example = {
+        OnCalendar = "*-*-* 12:30:00";
+      };
+      description = ''
+        Settings for the `[Timer]` section of dbackup-collect.timer, over those from the schedule
+        (`OnCalendar=` from `schedule.incremental`, `Persistent=true`, `RandomizedDelaySec=`).
+      '';
+    };
+
+    serviceConfig = lib.mkOption {
+      type = lib.types.attrsOf (lib.types.either setting (lib.types.listOf setting));
+      default = { };
+      example = {
+        CPUQuota = "50%";
+      };
+      description = "Settings for the `[Service]` section of both units, over dbackup's own.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    home.packages = [ cfg.package ];
+    xdg.configFile."dbackup/config.json".source = configFile;
+
+    systemd.user.services.dbackup-collect = service "dbackup-collect.service";
+    systemd.user.timers.dbackup-collect = timer;
+    systemd.user.services.dbackup-external = service "dbackup-external.service";
+  };
+}

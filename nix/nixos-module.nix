@@ -1,0 +1,179 @@
+# NixOS module: `services.dbackup`. The system manager runs dbackup as `user`: dbackup-collect.timer on
+# schedule.incremental, and dbackup-external.service when a backup drive appears (a udev rule on the drive's label or
+# uuid, and the drive's mount unit). The units come from nix/lib.nix, which renders exactly what
+# `dbackup systemd render --system` writes for the same config.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  cfg = config.services.dbackup;
+  setting = lib.types.oneOf [
+    lib.types.str
+    lib.types.int
+    lib.types.bool
+  ];
+  dlib = import ./lib.nix;
+  json = pkgs.formats.json { };
+
+  # The config, checked at build time: `dbackup config check` must accept it (schema and semantics: names, paths,
+  # variables), or the system does not build.
+  configFile =
+    pkgs.runCommand "dbackup-config.json"
+      (
+        {
+          nativeBuildInputs = [ cfg.package ];
+          unchecked = json.generate "dbackup-config-unchecked.json" cfg.settings;
+        }
+        // cfg.environment
+      )
+      ''
+        export HOME=${lib.escapeShellArg cfg.home} USER=${lib.escapeShellArg cfg.user} LOGNAME=${lib.escapeShellArg cfg.user}
+        dbackup --config "$unchecked" config check >&2
+        cp "$unchecked" "$out"
+      '';
+
+  rendered = dlib.render {
+    scope = "system";
+    exe = lib.getExe' cfg.package "dbackup";
+    inherit configFile;
+    inherit (cfg) user home environment settings;
+  };
+
+  # A unit of nix/lib.nix as the options of systemd.services / systemd.timers.
+  common = unit: {
+    description = unit.Unit.Description;
+    documentation = [ unit.Unit.Documentation ];
+    after = unit.Unit.After or [ ];
+    unitConfig = builtins.removeAttrs unit.Unit [
+      "Description"
+      "Documentation"
+      "After"
+    ];
+    wantedBy = unit.Install.WantedBy or [ ];
+  };
+  service =
+    name:
+    let
+      unit = rendered.units.${name};
+    in
+    common unit
+    // {
+      serviceConfig = unit.Service // cfg.serviceConfig;
+      # Oneshot jobs that can run for hours: a rebuild must not start or restart them.
+      restartIfChanged = false;
+    };
+  timer =
+    let
+      unit = rendered.units."dbackup-collect.timer";
+    in
+    common unit // { timerConfig = unit.Timer // cfg.timerConfig; };
+in
+{
+  options.services.dbackup = {
+    enable = lib.mkEnableOption "dbackup: hard-linked rsync snapshots on a timer, and verified tar archives on a removable drive when it is plugged in";
+
+    package = lib.mkOption {
+      type = lib.types.package;
+      default = pkgs.dbackup;
+      defaultText = lib.literalExpression "pkgs.dbackup (the flake's nixosModules.default sets its own package)";
+      description = "The dbackup package the units run.";
+    };
+
+    user = lib.mkOption {
+      type = lib.types.str;
+      example = "payne";
+      description = ''
+        The user dbackup runs as. The snapshots, the run log (`~/.local/state/dbackup`) and the files on the drive
+        belong to this user, and `~` and `$HOME` in `settings` are this user's home. Use `root` only to back up
+        files that user cannot read.
+      '';
+    };
+
+    home = lib.mkOption {
+      type = lib.types.str;
+      default = config.users.users.${cfg.user}.home or "/home/${cfg.user}";
+      defaultText = lib.literalExpression "config.users.users.\${config.services.dbackup.user}.home";
+      description = "The home directory of `user`: what `~` and `$HOME` in `settings` mean.";
+    };
+
+    settings = lib.mkOption {
+      type = json.type;
+      description = ''
+        The dbackup config: what `~/.config/dbackup/config.json` holds (`dbackup config schema` prints its JSON
+        Schema). It is checked at build time with `dbackup config check`, and installed as
+        `/etc/dbackup/config.json` for running dbackup by hand (`dbackup --config /etc/dbackup/config.json status`).
+
+        Never put secrets here (a notification URL with a token, a password): the settings are written to the Nix
+        store, which every user and process of the machine can read.
+
+        The timer runs on `schedule.incremental`; the drive is used when `schedule.external` says it is due, as
+        soon as it is plugged in (`manual`: never by itself). Each destination's `fs_uuid` or `fs_label` is what the
+        udev rule recognises the drive by.
+      '';
+      example = lib.literalExpression ''
+        {
+          backup_root = "/srv/backup";
+          backup_sets = [
+            { name = "data"; sources = [ "~/data" ]; exclusions = [ "*.tmp" ]; }
+            { name = "config"; sources = [ "~/.config" "~/.secrets" ]; }
+          ];
+          schedule = { incremental = "daily"; full = "weekly"; external = "weekly"; };
+          retention = { local = { last = 7; daily = 14; weekly = 8; }; external = 5; };
+          destinations = [ { name = "T9"; path = "/run/media/payne/T9"; fs_label = "T9"; } ];
+        }
+      '';
+    };
+
+    environment = lib.mkOption {
+      type = lib.types.attrsOf lib.types.str;
+      default = { };
+      example = {
+        DDATA = "/data";
+      };
+      description = ''
+        Variables that `settings` uses (`$DDATA`) other than `HOME`, `USER` and `LOGNAME`: set in the units and for
+        the build-time check. Like the settings, they end up in the world-readable Nix store.
+      '';
+    };
+
+    timerConfig = lib.mkOption {
+      type = lib.types.attrsOf setting;
+      default = { };
+      example = {
+        OnCalendar = "*-*-* 02:30:00";
+        RandomizedDelaySec = "15min";
+      };
+      description = ''
+        Settings for the `[Timer]` section of dbackup-collect.timer, over those from the schedule
+        (`OnCalendar=` from `schedule.incremental`, `Persistent=true`, `RandomizedDelaySec=`).
+      '';
+    };
+
+    serviceConfig = lib.mkOption {
+      type = lib.types.attrsOf (lib.types.either setting (lib.types.listOf setting));
+      default = { };
+      example = {
+        Nice = "10";
+        CPUQuota = "50%";
+      };
+      description = "Settings for the `[Service]` section of both units, over dbackup's own.";
+    };
+  };
+
+  config = lib.mkIf cfg.enable {
+    environment.systemPackages = [ cfg.package ];
+    environment.etc."dbackup/config.json".source = configFile;
+
+    systemd.services.dbackup-collect = service "dbackup-collect.service";
+    systemd.timers.dbackup-collect = timer;
+    systemd.services.dbackup-external = service "dbackup-external.service";
+
+    services.udev.packages = lib.optional (rendered.udev_rules != null) (
+      pkgs.writeTextDir "lib/udev/rules.d/${rendered.udev_rules}" rendered.files.${rendered.udev_rules}
+    );
+  };
+}

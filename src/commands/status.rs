@@ -1,0 +1,44 @@
+//! `dbackup status`: the state of every set and destination from metadata only, the last run, what is due and what
+//! is overdue. stdout: the table (`--json`: the [`StatusReport`]).
+//!
+//! Exit: 0; with `--check`, 1 when anything is overdue or the last run failed (for monitoring); 2 for a bad config.
+
+use chrono::Local;
+
+use crate::cli::{GlobalArgs, StatusArgs};
+use crate::exit::Exit;
+use crate::settings::{Env, Settings};
+use crate::status::{self, StatusReport};
+
+pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
+    let settings = Settings::load(global, &Env::from_process())?;
+    let now = args.now.unwrap_or_else(|| Local::now().fixed_offset());
+    let facts = status::gather(&settings, true);
+    let report = status::build(&facts, &settings, now);
+    print(&report, global.json)?;
+    if args.check && !report.ok {
+        if global.quiet < 2 {
+            eprintln!("dbackup: status check failed: {}", problems(&report));
+        }
+        return Ok(Exit::Failed);
+    }
+    Ok(Exit::Ok)
+}
+
+fn print(report: &StatusReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", status::render(report));
+    }
+    Ok(())
+}
+
+/// What makes the check fail, in one line.
+fn problems(report: &StatusReport) -> String {
+    let mut what: Vec<String> = report.overdue.iter().map(|o| o.message.clone()).collect();
+    if let Some(l) = report.last_run.as_ref().filter(|l| l.failed) {
+        what.push(format!("the last run ({}) failed", l.command));
+    }
+    what.join("; ")
+}

@@ -1,0 +1,379 @@
+//! The sinks an event can go to: a freedesktop notification (`notify-send`, when a session bus exists), a command (the
+//! event in `DBACKUP_EVENT`, `DBACKUP_SUMMARY`, `DBACKUP_DETAILS` and as JSON on stdin), and an ntfy-style HTTP POST
+//! (the summary and details as the body, `Title`, `Priority` and `Tags` headers): `http://` through `ureq`, `https://`
+//! through `curl` (the URL goes to curl on its stdin, never on its command line, where other users could read it).
+//!
+//! Every sink has a time limit, so a hung receiver cannot hold the backup (and its lock) forever.
+
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Delivery, Event, Outcome, kind_word};
+use crate::config::{EventKind, Notifications};
+
+/// How long a notification command may run before it is killed.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an HTTP POST (or notify-send) may take.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What the sinks need from the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    /// `DBUS_SESSION_BUS_ADDRESS`: a desktop session to notify.
+    pub session_bus: bool,
+    /// `$PATH`, to find `notify-send` and `curl`.
+    pub path: Option<std::ffi::OsString>,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        Env {
+            session_bus: std::env::var_os("DBUS_SESSION_BUS_ADDRESS")
+                .is_some_and(|v| !v.is_empty()),
+            path: std::env::var_os("PATH"),
+        }
+    }
+
+    /// A program on `$PATH`.
+    pub fn find(&self, program: &str) -> Option<PathBuf> {
+        let path = self.path.as_ref()?;
+        std::env::split_paths(path)
+            .map(|d| d.join(program))
+            .find(|p| {
+                use std::os::unix::fs::PermissionsExt;
+                p.metadata()
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+    }
+}
+
+/// One configured sink, ready to deliver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    /// `notifications.desktop` with a session bus and `notify-send` found.
+    Desktop {
+        notify_send: PathBuf,
+    },
+    /// `notifications.desktop`, but no notification can be shown here, and why.
+    DesktopUnavailable {
+        why: String,
+        failure: bool,
+    },
+    Command {
+        argv: Vec<String>,
+    },
+    Http {
+        url: String,
+        curl: Option<PathBuf>,
+    },
+}
+
+/// The sinks `config` names, as they can work in `env`.
+pub fn configured(config: &Notifications, env: &Env) -> Vec<Sink> {
+    let mut out = Vec::new();
+    if config.desktop {
+        out.push(match (env.session_bus, env.find("notify-send")) {
+            (false, _) => Sink::DesktopUnavailable {
+                why: "no desktop session here (DBUS_SESSION_BUS_ADDRESS is not set)".into(),
+                failure: false,
+            },
+            (true, None) => Sink::DesktopUnavailable {
+                why: "notify-send is not installed (apt-get install libnotify-bin)".into(),
+                failure: true,
+            },
+            (true, Some(notify_send)) => Sink::Desktop { notify_send },
+        });
+    }
+    if let Some(argv) = config.command.as_ref().filter(|a| !a.is_empty()) {
+        out.push(Sink::Command { argv: argv.clone() });
+    }
+    if let Some(url) = &config.http {
+        out.push(Sink::Http {
+            url: url.clone(),
+            curl: env.find("curl"),
+        });
+    }
+    out
+}
+
+impl Sink {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sink::Desktop { .. } | Sink::DesktopUnavailable { .. } => "desktop",
+            Sink::Command { .. } => "command",
+            Sink::Http { .. } => "http",
+        }
+    }
+
+    /// Gives `event` to this sink; never fails, says what happened.
+    pub fn deliver(&self, event: &Event) -> Delivery {
+        let result = match self {
+            Sink::Desktop { notify_send } => desktop(notify_send, event),
+            Sink::DesktopUnavailable { why, failure } => {
+                return Delivery {
+                    event: event.kind,
+                    sink: self.name().into(),
+                    outcome: if *failure {
+                        Outcome::Failed
+                    } else {
+                        Outcome::Skipped
+                    },
+                    message: Some(why.clone()),
+                };
+            }
+            Sink::Command { argv } => command(argv, event, COMMAND_TIMEOUT),
+            Sink::Http { url, curl } => http(url, curl.as_deref(), event),
+        };
+        Delivery {
+            event: event.kind,
+            sink: self.name().into(),
+            outcome: if result.is_ok() {
+                Outcome::Sent
+            } else {
+                Outcome::Failed
+            },
+            message: result.err(),
+        }
+    }
+}
+
+/// `notify-send --app-name=dbackup --urgency=... summary details`.
+fn desktop(notify_send: &Path, event: &Event) -> Result<(), String> {
+    let urgency = match event.kind {
+        EventKind::Failure => "critical",
+        EventKind::Success => "low",
+        _ => "normal",
+    };
+    let mut cmd = Command::new(notify_send);
+    cmd.arg("--app-name=dbackup")
+        .arg(format!("--urgency={urgency}"))
+        .arg("--icon=drive-harddisk")
+        .arg("--")
+        .arg(&event.summary)
+        .arg(&event.details);
+    run(cmd, None, HTTP_TIMEOUT).map_err(|e| format!("notify-send: {e}"))
+}
+
+/// Runs the configured command with the event in its environment and as JSON on stdin.
+pub fn command(argv: &[String], event: &Event, timeout: Duration) -> Result<(), String> {
+    let json = serde_json::to_string(event).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env("DBACKUP_EVENT", kind_word(event.kind))
+        .env("DBACKUP_SUMMARY", &event.summary)
+        .env("DBACKUP_DETAILS", &event.details);
+    run(cmd, Some(format!("{json}\n").as_bytes()), timeout)
+        .map_err(|e| format!("{}: {e}", crate::ui::shell_words(argv)))
+}
+
+/// The HTTP POST: `http://` with ureq, `https://` with curl.
+pub fn http(url: &str, curl: Option<&Path>, event: &Event) -> Result<(), String> {
+    if url.starts_with("http://") {
+        http_ureq(url, event)
+    } else {
+        match curl {
+            Some(curl) => http_curl(curl, url, event),
+            None => Err(format!(
+                "POST to {}: https needs curl, which is not installed (apt-get install curl)",
+                redact(url)
+            )),
+        }
+    }
+}
+
+/// The request's headers and body, ntfy-style.
+pub fn request(event: &Event) -> (Vec<(&'static str, String)>, String) {
+    let (priority, tags) = match event.kind {
+        EventKind::Success => ("low", "white_check_mark"),
+        EventKind::Failure => ("high", "rotating_light"),
+        EventKind::Warning => ("default", "warning"),
+        EventKind::MissingMedia => ("default", "floppy_disk"),
+        EventKind::LowDisk => ("high", "warning"),
+        EventKind::Overdue => ("high", "hourglass"),
+    };
+    let title = ascii(&format!(
+        "dbackup on {}: {}",
+        event.host,
+        kind_word(event.kind).replace('_', " ")
+    ));
+    let headers = vec![
+        ("Title", title),
+        ("Priority", priority.to_string()),
+        ("Tags", format!("{tags},dbackup")),
+        ("X-Dbackup-Event", kind_word(event.kind).to_string()),
+        ("Content-Type", "text/plain; charset=utf-8".to_string()),
+    ];
+    let body = if event.details.is_empty() {
+        event.summary.clone()
+    } else {
+        format!("{}\n\n{}", event.summary, event.details)
+    };
+    (headers, body)
+}
+
+/// Header values must be visible ASCII.
+fn ascii(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+/// A URL without its user information (`https://user:token@host/x` -> `https://***@host/x`), for messages.
+pub fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            match authority.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+fn http_ureq(url: &str, event: &Event) -> Result<(), String> {
+    let (headers, body) = request(event);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(HTTP_TIMEOUT))
+        .build()
+        .into();
+    let mut req = agent.post(url);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    match req.send(body.as_bytes()) {
+        Ok(_) => Ok(()),
+        Err(ureq::Error::StatusCode(code)) => {
+            Err(format!("POST to {} answered HTTP {code}", redact(url)))
+        }
+        Err(e) => Err(format!("POST to {}: {e}", redact(url))),
+    }
+}
+
+/// A string as a quoted value in a curl config file.
+fn curl_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The curl config (read from stdin with `--config -`) that POSTs `event` to `url`.
+pub fn curl_config(url: &str, event: &Event) -> String {
+    let (headers, body) = request(event);
+    let mut cfg = format!("url = {}\nrequest = \"POST\"\n", curl_quote(url));
+    for (k, v) in headers {
+        cfg.push_str(&format!("header = {}\n", curl_quote(&format!("{k}: {v}"))));
+    }
+    // data-raw: a leading @ is not a file name.
+    cfg.push_str(&format!("data-raw = {}\n", curl_quote(&body)));
+    cfg
+}
+
+/// The POST through curl (used for `https://`; works for any URL curl knows).
+pub fn http_curl(curl: &Path, url: &str, event: &Event) -> Result<(), String> {
+    let mut cmd = Command::new(curl);
+    cmd.args([
+        "--config",
+        "-",
+        "--silent",
+        "--show-error",
+        "--fail",
+        "--max-time",
+    ])
+    .arg(HTTP_TIMEOUT.as_secs().to_string())
+    .args(["--output", "/dev/null"]);
+    run(
+        cmd,
+        Some(curl_config(url, event).as_bytes()),
+        HTTP_TIMEOUT + Duration::from_secs(5),
+    )
+    .map_err(|e| format!("POST to {} (curl): {e}", redact(url)))
+}
+
+/// Runs `cmd` with `stdin` (or nothing) on its standard input, its output captured (never on dbackup's stdout), and
+/// waits at most `timeout` (then kills it). Ok on exit 0; else the exit status and the end of its output.
+fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<(), String> {
+    let mut out =
+        tempfile::tempfile().map_err(|e| format!("cannot create a temporary file: {e}"))?;
+    let err = out.try_clone().map_err(|e| e.to_string())?;
+    let out_for_child = out.try_clone().map_err(|e| e.to_string())?;
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::from(out_for_child))
+    .stderr(Stdio::from(err));
+    let mut child = cmd.spawn().map_err(|e| format!("cannot run it: {e}"))?;
+    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A command that does not read its stdin may exit first: a broken pipe is not its failure.
+        match pipe.write_all(bytes) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("cannot write to its stdin: {e}"));
+            }
+        }
+    }
+    let status = wait(&mut child, timeout)?;
+    if status.success() {
+        return Ok(());
+    }
+    let mut text = String::new();
+    let _ = out.rewind();
+    let _ = out.read_to_string(&mut text);
+    let tail: String = {
+        let t = text.trim();
+        let start = t.char_indices().rev().nth(400).map(|(i, _)| i).unwrap_or(0);
+        t[start..].replace('\n', " | ")
+    };
+    let what = match status.code() {
+        Some(c) => format!("exited with {c}"),
+        None => "was killed by a signal".to_string(),
+    };
+    Err(if tail.is_empty() {
+        what
+    } else {
+        format!("{what}: {tail}")
+    })
+}
+
+fn wait(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "did not finish within {}s and was killed",
+                    timeout.as_secs_f64()
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("cannot wait for it: {e}")),
+        }
+    }
+}

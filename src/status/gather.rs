@@ -1,0 +1,615 @@
+//! Looking, for `status` and `backup`: the metadata of the newest snapshots of each set, each destination's presence
+//! and the `backup.json` of its backups, the run log, and free space. Reads metadata only: no snapshot tree is ever
+//! walked, and only as many snapshot metadata files are read as the answers need (newest first).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use crate::external::layout;
+use crate::media::{self, Presence};
+use crate::runlog::{self, RunRecord};
+use crate::schedule::{DestinationHistory, Seen, SetHistory};
+use crate::settings::{DestinationSettings, Settings};
+use crate::snapshot::{self, Layout};
+
+/// Everything `status` (and the schedule) needs, gathered once.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub backup_root: PathBuf,
+    pub root_exists: bool,
+    /// Space on the filesystem holding the backup root (or its nearest existing parent).
+    pub root_space: Option<Space>,
+    /// The pid of the dbackup run holding the lock now, if one does.
+    pub running: Option<u32>,
+    pub sets: Vec<SetFacts>,
+    pub destinations: Vec<DestinationFacts>,
+    pub runs: RunFacts,
+}
+
+/// Free and total bytes of a filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Space {
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+}
+
+/// One set's snapshots, as far as their metadata was read.
+#[derive(Debug, Clone, Default)]
+pub struct SetFacts {
+    pub set: String,
+    /// Snapshot directories of this set (with or without metadata).
+    pub count: usize,
+    /// The newest snapshot with usable metadata.
+    pub newest: Option<SnapshotFacts>,
+    /// The newest complete one (the same as `newest` when that is complete).
+    pub newest_complete: Option<SnapshotFacts>,
+    /// The newest complete snapshot whose contents were compared (`--full`, or a first snapshot).
+    pub newest_compared: Option<Seen>,
+    /// Snapshots newer than `newest` whose metadata could not be used, with why.
+    pub unusable: Vec<(String, String)>,
+    /// `.<set>.in-progress` exists.
+    pub in_progress: bool,
+}
+
+/// What one snapshot's metadata says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFacts {
+    pub name: String,
+    pub started: DateTime<FixedOffset>,
+    pub finished: DateTime<FixedOffset>,
+    pub complete: bool,
+    pub full: bool,
+    /// No `--link-dest`: everything was copied.
+    pub first: bool,
+    pub files: u64,
+    pub total_bytes: u64,
+    pub transferred_bytes: u64,
+    pub linked_bytes: u64,
+    pub unreadable: u64,
+    pub warnings: u64,
+}
+
+impl SnapshotFacts {
+    pub fn seen(&self) -> Seen {
+        Seen {
+            name: self.name.clone(),
+            time: self.started,
+        }
+    }
+}
+
+/// One destination: its presence (when it was looked at), its backups (when present) and the run log's memory of it.
+#[derive(Debug, Clone)]
+pub struct DestinationFacts {
+    pub settings: DestinationSettings,
+    /// `None` when the drive was not looked at (`schedule.external` is manual, for `backup`).
+    pub presence: Option<Presence>,
+    pub listing: Option<ListingFacts>,
+    /// Why `backups/` could not be listed, when it could not.
+    pub listing_error: Option<String>,
+    /// The newest backup the run log says was written there.
+    pub from_log: Option<Seen>,
+}
+
+/// What a present destination's `backups/` holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListingFacts {
+    pub verified: usize,
+    /// Stamp directories without usable `backup.json`.
+    pub unusable: usize,
+    pub leftovers: usize,
+    pub latest: Option<String>,
+    pub newest: Option<BackupFacts>,
+}
+
+/// The newest verified backup on a destination, from its `backup.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupFacts {
+    pub stamp: String,
+    pub started: DateTime<FixedOffset>,
+    pub finished: DateTime<FixedOffset>,
+    /// Archive and index bytes.
+    pub bytes: u64,
+    /// `set` and the snapshot it holds.
+    pub sets: Vec<(String, String)>,
+}
+
+impl DestinationFacts {
+    pub fn is_present(&self) -> bool {
+        matches!(self.presence, Some(Presence::Present(_)))
+    }
+
+    /// The newest verified backup: from the drive when it was listed, else from the run log.
+    pub fn newest(&self) -> Option<Seen> {
+        match &self.listing {
+            Some(l) => l.newest.as_ref().map(|b| Seen {
+                name: b.stamp.clone(),
+                time: b.started,
+            }),
+            None => self.from_log.clone(),
+        }
+    }
+}
+
+/// What the run log says.
+#[derive(Debug, Clone, Default)]
+pub struct RunFacts {
+    /// The newest run of `collect`, `external` or `backup`.
+    pub last: Option<RunRecord>,
+    /// Per destination, the newest backup written there.
+    pub written: BTreeMap<String, Seen>,
+    /// Why the log could not be read, when it could not.
+    pub error: Option<String>,
+}
+
+/// The commands whose runs count as backup runs.
+pub const BACKUP_COMMANDS: &[&str] = &["collect", "external", "backup"];
+
+/// Gathers the facts. `detect`: look at the destinations (`backup` does not when `schedule.external` is manual).
+pub fn gather(settings: &Settings, detect: bool) -> Facts {
+    let root = &settings.backup_root;
+    let root_exists = root.is_dir();
+    let names: Vec<&str> = settings.sets.iter().map(|s| s.name.as_str()).collect();
+    let mut sets = if root_exists {
+        list_sets(root, &names)
+    } else {
+        names
+            .iter()
+            .map(|n| SetFacts {
+                set: n.to_string(),
+                ..Default::default()
+            })
+            .collect()
+    };
+    let layout = Layout::new(root);
+    for s in &mut sets {
+        s.in_progress = root_exists && layout.in_progress(&s.set).is_dir();
+    }
+    let dest_names: Vec<&str> = settings
+        .destinations
+        .iter()
+        .map(|d| d.name.as_str())
+        .collect();
+    let runs = read_runs(&settings.state_dir, &dest_names);
+    let destinations = settings
+        .destinations
+        .iter()
+        .map(|d| destination(d, detect, &runs))
+        .collect();
+    Facts {
+        backup_root: root.clone(),
+        root_exists,
+        root_space: space(&nearest_existing(root)),
+        running: if root_exists {
+            lock_holder(&root.join(".lock"))
+        } else {
+            None
+        },
+        sets,
+        destinations,
+        runs,
+    }
+}
+
+/// One `readdir` of the root sorts the snapshot names by set; then each set's metadata is read newest first, only
+/// until the newest, the newest complete and the newest compared snapshot are known.
+pub fn list_sets(root: &Path, names: &[&str]) -> Vec<SetFacts> {
+    let mut found: BTreeMap<&str, Vec<(chrono::NaiveDateTime, String)>> = BTreeMap::new();
+    if let Ok(entries) = fs::read_dir(root) {
+        for entry in entries.flatten() {
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Some((set, time)) = names
+                .iter()
+                .find_map(|s| snapshot::parse_snapshot_name(s, &name).map(|t| (*s, t)))
+            else {
+                continue;
+            };
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                found.entry(set).or_default().push((time, name));
+            }
+        }
+    }
+    let layout = Layout::new(root);
+    names
+        .iter()
+        .map(|set| {
+            let mut snaps = found.remove(set).unwrap_or_default();
+            snaps.sort();
+            let mut facts = SetFacts {
+                set: set.to_string(),
+                count: snaps.len(),
+                ..Default::default()
+            };
+            for (_, name) in snaps.iter().rev() {
+                let meta = match snapshot::read_metadata(&layout.metadata(name)) {
+                    Ok(m) if m.name == *name && m.set == *set => m,
+                    Ok(m) => {
+                        if facts.newest.is_none() {
+                            facts.unusable.push((
+                                name.clone(),
+                                format!("its metadata describes {} of set {}", m.name, m.set),
+                            ));
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        if facts.newest.is_none() {
+                            facts.unusable.push((name.clone(), e.to_string()));
+                        }
+                        continue;
+                    }
+                };
+                let s = SnapshotFacts {
+                    name: name.clone(),
+                    started: meta.started,
+                    finished: meta.finished,
+                    complete: meta.complete,
+                    full: meta.full,
+                    first: meta.link_dest.is_empty(),
+                    files: meta.stats.regular_files,
+                    total_bytes: meta.stats.total_bytes,
+                    transferred_bytes: meta.stats.transferred_bytes,
+                    linked_bytes: meta.stats.linked_bytes,
+                    unreadable: meta.unreadable.len() as u64,
+                    warnings: meta.warnings.len() as u64,
+                };
+                if facts.newest.is_none() {
+                    facts.newest = Some(s.clone());
+                }
+                if s.complete && facts.newest_complete.is_none() {
+                    facts.newest_complete = Some(s.clone());
+                }
+                if s.complete && (s.full || s.first) {
+                    facts.newest_compared = Some(s.seen());
+                    break;
+                }
+            }
+            facts
+        })
+        .collect()
+}
+
+fn destination(d: &DestinationSettings, detect: bool, runs: &RunFacts) -> DestinationFacts {
+    let presence = detect.then(|| media::detect(d));
+    let (listing, listing_error) = match &presence {
+        Some(Presence::Present(info)) => {
+            match layout::list(&info.resolved.join(layout::BACKUPS_DIR)) {
+                Ok(l) => (Some(listing_facts(&l)), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        }
+        _ => (None, None),
+    };
+    DestinationFacts {
+        settings: d.clone(),
+        presence,
+        listing,
+        listing_error,
+        from_log: runs.written.get(&d.name).cloned(),
+    }
+}
+
+fn listing_facts(l: &layout::DriveListing) -> ListingFacts {
+    let newest = l.verified().last().and_then(|b| {
+        let m = b.meta.as_ref()?;
+        Some(BackupFacts {
+            stamp: b.name.clone(),
+            started: m.started,
+            finished: m.finished,
+            bytes: m
+                .sets
+                .iter()
+                .flat_map(|s| s.archive.iter().chain(&s.index))
+                .map(|f| f.bytes)
+                .sum(),
+            sets: m
+                .sets
+                .iter()
+                .map(|s| (s.set.clone(), s.snapshot.clone()))
+                .collect(),
+        })
+    });
+    ListingFacts {
+        verified: l.verified().count(),
+        unusable: l.backups.iter().filter(|b| b.meta.is_none()).count(),
+        leftovers: l.leftovers.len(),
+        latest: l.latest.clone(),
+        newest,
+    }
+}
+
+/// Reads the run log newest first (`log.jsonl`, then the rotated `log.jsonl.1`), only until the last backup run and a
+/// written backup of every destination are known.
+pub fn read_runs(state_dir: &Path, destinations: &[&str]) -> RunFacts {
+    let mut facts = RunFacts::default();
+    let files = [
+        runlog::path(state_dir),
+        state_dir.join(format!("{}.1", runlog::FILE_NAME)),
+    ];
+    for file in files {
+        let text = match fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                facts.error = Some(format!("cannot read the run log {}: {e}", file.display()));
+                break;
+            }
+        };
+        for line in text.lines().rev() {
+            let done =
+                facts.last.is_some() && destinations.iter().all(|d| facts.written.contains_key(*d));
+            if done {
+                return facts;
+            }
+            let wanted_last =
+                facts.last.is_none() && BACKUP_COMMANDS.iter().any(|c| line.contains(c));
+            let wanted_written = line.contains("\"written\"");
+            if !(wanted_last || wanted_written) {
+                continue;
+            }
+            let Ok(record) = serde_json::from_str::<RunRecord>(line) else {
+                continue;
+            };
+            if facts.last.is_none() && BACKUP_COMMANDS.contains(&record.command.as_str()) {
+                facts.last = Some(record.clone());
+            }
+            if wanted_written {
+                for (dest, seen) in written_backups(&record) {
+                    facts.written.entry(dest).or_insert(seen);
+                }
+            }
+        }
+    }
+    facts
+}
+
+/// The backups a run record says were written, by destination: `external` records hold the report's
+/// `destinations`; `backup` records hold a list of external reports under `external`.
+pub fn written_backups(record: &RunRecord) -> Vec<(String, Seen)> {
+    let reports: Vec<&serde_json::Value> = match record.command.as_str() {
+        "external" => vec![&record.sets],
+        "backup" => record
+            .sets
+            .get("external")
+            .and_then(|e| e.as_array())
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
+        _ => vec![],
+    };
+    let offset = *record.finished.offset();
+    let mut out = Vec::new();
+    for report in reports {
+        let Some(dests) = report.get("destinations").and_then(|d| d.as_array()) else {
+            continue;
+        };
+        for d in dests {
+            let (Some(name), Some("written"), Some(stamp)) = (
+                d.get("name").and_then(|v| v.as_str()),
+                d.get("status").and_then(|v| v.as_str()),
+                d.get("backup").and_then(|v| v.as_str()),
+            ) else {
+                continue;
+            };
+            let Some(time) =
+                snapshot::parse_stamp(stamp).and_then(|t| t.and_local_timezone(offset).single())
+            else {
+                continue;
+            };
+            out.push((
+                name.to_string(),
+                Seen {
+                    name: stamp.to_string(),
+                    time,
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// `path`, or its nearest existing parent.
+fn nearest_existing(path: &Path) -> PathBuf {
+    let mut p = path;
+    loop {
+        if p.exists() {
+            return p.to_path_buf();
+        }
+        match p.parent() {
+            Some(parent) => p = parent,
+            None => return PathBuf::from("/"),
+        }
+    }
+}
+
+/// Free (available to this user) and total bytes of the filesystem holding `path`.
+pub fn space(path: &Path) -> Option<Space> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(Space {
+        free_bytes: st.f_bavail.saturating_mul(st.f_frsize),
+        total_bytes: st.f_blocks.saturating_mul(st.f_frsize),
+    })
+}
+
+/// The pid holding an exclusive `flock` on `lock_file`, from `/proc/locks` (read only: taking the lock to test it could
+/// make a starting run fail).
+pub fn lock_holder(lock_file: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(lock_file).ok()?;
+    let text = fs::read_to_string("/proc/locks").ok()?;
+    holder_in(&text, meta.dev(), meta.ino())
+}
+
+/// The writer of an `FLOCK` on (`dev`, `ino`) in `/proc/locks` text (`1: FLOCK  ADVISORY  WRITE 1234 fe:00:5464167 0 EOF`).
+fn holder_in(text: &str, dev: u64, ino: u64) -> Option<u32> {
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    text.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // "->" marks a waiter, shifting the fields.
+        if f.get(1) != Some(&"FLOCK") || f.get(3) != Some(&"WRITE") {
+            return None;
+        }
+        let mut id = f.get(5)?.split(':');
+        let ma = u32::from_str_radix(id.next()?, 16).ok()?;
+        let mi = u32::from_str_radix(id.next()?, 16).ok()?;
+        let i: u64 = id.next()?.parse().ok()?;
+        (ma == major && mi == minor && i == ino)
+            .then(|| f.get(4)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// The schedule's view of the sets.
+pub fn set_histories(facts: &Facts) -> Vec<SetHistory> {
+    facts
+        .sets
+        .iter()
+        .map(|s| SetHistory {
+            set: s.set.clone(),
+            newest: s.newest.as_ref().map(SnapshotFacts::seen),
+            newest_complete: s.newest_complete.as_ref().map(SnapshotFacts::seen),
+            newest_compared: s.newest_compared.clone(),
+        })
+        .collect()
+}
+
+/// The schedule's view of the destinations.
+pub fn destination_histories(facts: &Facts) -> Vec<DestinationHistory> {
+    facts
+        .destinations
+        .iter()
+        .map(|d| DestinationHistory {
+            name: d.settings.name.clone(),
+            priority: d.settings.priority,
+            present: d.is_present(),
+            newest: d.newest(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_holders_come_from_proc_locks() {
+        let dev = libc::makedev(0xfe, 0);
+        let text = "1: FLOCK  ADVISORY  WRITE 27921 fe:00:5464167 0 EOF\n\
+                    2: FLOCK  ADVISORY  READ 111 fe:00:42 0 EOF\n\
+                    3: POSIX  ADVISORY  WRITE 222 fe:00:43 0 EOF\n\
+                    3: -> FLOCK  ADVISORY  WRITE 333 fe:00:44 0 EOF\n\
+                    4: FLOCK  ADVISORY  WRITE 444 fe:00:44 0 EOF\n";
+        assert_eq!(holder_in(text, dev, 5464167), Some(27921));
+        assert_eq!(holder_in(text, dev, 42), None, "a shared lock is not a run");
+        assert_eq!(holder_in(text, dev, 43), None, "not an flock");
+        assert_eq!(holder_in(text, dev, 44), Some(444), "waiters are skipped");
+        assert_eq!(holder_in(text, libc::makedev(8, 1), 5464167), None);
+    }
+
+    fn record(command: &str, sets: serde_json::Value) -> RunRecord {
+        let t = DateTime::parse_from_rfc3339("2025-04-10T03:20:00+02:00").unwrap();
+        RunRecord {
+            command: command.into(),
+            started: t,
+            finished: t,
+            exit: 0,
+            error: None,
+            pid: 1,
+            dbackup_version: "0".into(),
+            sets,
+        }
+    }
+
+    #[test]
+    fn written_backups_from_external_and_backup_records() {
+        let dest = |name: &str, status: &str, backup: &str| serde_json::json!({ "name": name, "status": status, "backup": backup });
+        let external = record(
+            "external",
+            serde_json::json!({ "sets": [], "destinations": [
+                dest("T9", "written", "2025-04-10-031500"),
+                dest("old", "failed", "2025-04-10-031500") ] }),
+        );
+        let backup = record(
+            "backup",
+            serde_json::json!({ "collect": [], "external": [
+                { "destinations": [ dest("a", "written", "2025-04-09-031500") ] },
+                { "destinations": [ dest("b", "written", "not-a-stamp") ] } ] }),
+        );
+        let got: Vec<(String, String, String)> =
+            [external, backup, record("collect", serde_json::json!([]))]
+                .iter()
+                .flat_map(written_backups)
+                .map(|(d, s)| (d, s.name, s.time.to_rfc3339()))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "T9".into(),
+                    "2025-04-10-031500".into(),
+                    "2025-04-10T03:15:00+02:00".into()
+                ),
+                (
+                    "a".into(),
+                    "2025-04-09-031500".into(),
+                    "2025-04-09T03:15:00+02:00".into()
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_log_is_read_from_the_end_and_the_rotated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        let written = |d: &str, stamp: &str| {
+            record(
+                "external",
+                serde_json::json!({ "destinations": [
+                    { "name": d, "status": "written", "backup": stamp } ] }),
+            )
+        };
+        // The rotated file: an older backup of T9, and the only one of old.
+        let old_lines = [
+            written("T9", "2025-03-01-031500"),
+            written("old", "2025-03-02-031500"),
+        ];
+        let text: String = old_lines
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect();
+        fs::write(state.join("log.jsonl.1"), text).unwrap();
+        runlog::append(state, &written("T9", "2025-04-01-031500")).unwrap();
+        runlog::append(state, &record("collect", serde_json::json!([]))).unwrap();
+        fs::write(
+            runlog::path(state),
+            fs::read_to_string(runlog::path(state)).unwrap() + "not json\n",
+        )
+        .unwrap();
+        let facts = read_runs(state, &["T9", "old", "never"]);
+        assert_eq!(facts.last.unwrap().command, "collect");
+        assert_eq!(
+            facts.written["T9"].name, "2025-04-01-031500",
+            "the newest wins"
+        );
+        assert_eq!(facts.written["old"].name, "2025-03-02-031500");
+        assert!(!facts.written.contains_key("never"));
+        assert!(facts.error.is_none());
+    }
+
+    #[test]
+    fn a_held_lock_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(lock_holder(&dir.path().join(".lock")), None);
+        let lock = crate::lock::RunLock::acquire(dir.path()).unwrap();
+        assert_eq!(lock_holder(lock.path()), Some(std::process::id()));
+        drop(lock);
+        assert_eq!(lock_holder(&dir.path().join(".lock")), None);
+    }
+}

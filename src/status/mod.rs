@@ -1,0 +1,921 @@
+//! `dbackup status`: the state of every set and destination, the last run, what is due and what is overdue.
+//!
+//! [`gather`] reads metadata only (snapshot metadata files, `backup.json`, the run log, `statvfs`); [`build`] turns
+//! those facts into a [`StatusReport`] for a given `now` (pure); [`render`] writes the human table. `--json` prints
+//! the report itself.
+
+pub mod gather;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Schedule;
+use crate::media::{Absence, Presence};
+use crate::schedule::{self, Due, Overdue};
+use crate::settings::Settings;
+use crate::snapshot::SnapshotState;
+use crate::ui;
+
+pub use gather::{Facts, gather};
+
+/// What `dbackup status` reports (`--json` prints it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub now: DateTime<FixedOffset>,
+    /// True when nothing is overdue and the last run did not fail (what `--check` exits 0 on).
+    pub ok: bool,
+    pub backup_root: PathBuf,
+    pub root_exists: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_free_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_total_bytes: Option<u64>,
+    /// The pid of a dbackup run holding the lock right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<u32>,
+    pub schedule: Schedule,
+    pub sets: Vec<SetStatus>,
+    pub destinations: Vec<DestinationStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<LastRun>,
+    /// What `dbackup backup` would run now, and why.
+    pub due: Due,
+    pub overdue: Vec<Overdue>,
+    pub low_disk: Vec<LowDisk>,
+    /// Everything else worth a look (incomplete snapshots, unreadable metadata, leftovers, low disk).
+    pub warnings: Vec<String>,
+}
+
+/// One set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetStatus {
+    pub set: String,
+    /// Snapshot directories (with or without metadata).
+    pub snapshots: usize,
+    /// The newest snapshot with metadata.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<SnapshotStatus>,
+    /// The newest complete snapshot, when the newest is not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_complete: Option<SnapshotStatus>,
+}
+
+/// One snapshot, from its metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotStatus {
+    pub name: String,
+    pub time: DateTime<FixedOffset>,
+    pub age_seconds: i64,
+    pub state: SnapshotState,
+    /// Contents were compared (`--full`).
+    pub full: bool,
+    pub files: u64,
+    /// Size of every file in it.
+    pub bytes: u64,
+    /// Bytes hard-linked from the previous snapshot (shared with it); none for a first snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_bytes: Option<u64>,
+    /// Bytes copied when it was made.
+    pub copied_bytes: u64,
+    pub unreadable: u64,
+}
+
+/// One destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DestinationStatus {
+    pub name: String,
+    pub path: PathBuf,
+    pub present: bool,
+    /// Why it is not present (`not_mounted`, `other_drive`, ...), and the sentence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absent_kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absent_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_bytes: Option<u64>,
+    /// Verified backups on the drive (present only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<ExternalStatus>,
+}
+
+/// The newest verified backup of a destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalStatus {
+    pub stamp: String,
+    pub time: DateTime<FixedOffset>,
+    pub age_seconds: i64,
+    /// `drive` (its `backup.json`) or `run_log` (the drive is not here to read).
+    pub known_from: KnownFrom,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// The sets it holds, with their snapshots (from the drive only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KnownFrom {
+    Drive,
+    RunLog,
+}
+
+/// The last run of `collect`, `external` or `backup`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastRun {
+    pub command: String,
+    pub started: DateTime<FixedOffset>,
+    pub finished: DateTime<FixedOffset>,
+    pub age_seconds: i64,
+    pub exit: u8,
+    /// `ok`, `warnings`, `failed`, `config error`, `locked`, `no destination`.
+    pub result: String,
+    /// Exit 1 or 2: the run failed (what `--check` looks at).
+    pub failed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A filesystem that is nearly full, or cannot hold the next backup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LowDisk {
+    /// `backup root`, or the destination's name.
+    pub place: String,
+    pub path: PathBuf,
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// The next backup's estimated size, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed_bytes: Option<u64>,
+    pub message: String,
+}
+
+/// The words for an exit code.
+pub fn result_word(exit: u8) -> &'static str {
+    match exit {
+        0 => "ok",
+        1 => "failed",
+        2 => "config error",
+        3 => "warnings",
+        4 => "locked",
+        5 => "no destination",
+        _ => "failed",
+    }
+}
+
+/// Builds the report for `now`. Pure.
+pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> StatusReport {
+    let age = |t: DateTime<FixedOffset>| now.signed_duration_since(t).num_seconds();
+    let snapshot = |s: &gather::SnapshotFacts| SnapshotStatus {
+        name: s.name.clone(),
+        time: s.started,
+        age_seconds: age(s.started),
+        state: if s.complete {
+            SnapshotState::Complete
+        } else {
+            SnapshotState::Incomplete
+        },
+        full: s.full,
+        files: s.files,
+        bytes: s.total_bytes,
+        shared_bytes: (!s.first).then_some(s.linked_bytes),
+        copied_bytes: s.transferred_bytes,
+        unreadable: s.unreadable,
+    };
+    let mut warnings = Vec::new();
+    let sets: Vec<SetStatus> = facts
+        .sets
+        .iter()
+        .map(|s| {
+            for (name, why) in &s.unusable {
+                warnings.push(format!(
+                    "snapshot {name} is not used (its metadata is unusable: {why})"
+                ));
+            }
+            if let Some(n) = s.newest.as_ref().filter(|n| !n.complete) {
+                warnings.push(format!(
+                    "the newest snapshot of set {}, {}, is incomplete: {} could not be read; see {}.json",
+                    s.set,
+                    n.name,
+                    ui::counted(n.unreadable, "file", "files"),
+                    facts.backup_root.join(&n.name).display()
+                ));
+            }
+            if s.in_progress && facts.running.is_none() {
+                warnings.push(format!(
+                    "an interrupted collect of set {} left .{}.in-progress in the backup root; the next run resumes it",
+                    s.set, s.set
+                ));
+            }
+            SetStatus {
+                set: s.set.clone(),
+                snapshots: s.count,
+                newest: s.newest.as_ref().map(snapshot),
+                newest_complete: s
+                    .newest_complete
+                    .as_ref()
+                    .filter(|c| s.newest.as_ref().is_some_and(|n| n.name != c.name))
+                    .map(snapshot),
+            }
+        })
+        .collect();
+
+    let destinations: Vec<DestinationStatus> = facts
+        .destinations
+        .iter()
+        .map(|d| {
+            let info = match &d.presence {
+                Some(Presence::Present(i)) => Some(i),
+                _ => None,
+            };
+            let absence = match &d.presence {
+                Some(Presence::Absent(a)) => Some(a),
+                _ => None,
+            };
+            if let Some(e) = &d.listing_error {
+                warnings.push(format!("destination {}: {e}", d.settings.name));
+            }
+            if let Some(l) = &d.listing {
+                if l.unusable > 0 {
+                    warnings.push(format!(
+                        "destination {}: {} in backups/ without usable backup.json (not counted)",
+                        d.settings.name,
+                        ui::counted(l.unusable as u64, "directory", "directories")
+                    ));
+                }
+                if l.leftovers > 0 && facts.running.is_none() {
+                    warnings.push(format!(
+                        "destination {}: {} of interrupted runs in backups/; the next external run removes them",
+                        d.settings.name,
+                        ui::counted(l.leftovers as u64, "leftover", "leftovers")
+                    ));
+                }
+            }
+            let newest = match &d.listing {
+                Some(l) => l.newest.as_ref().map(|b| ExternalStatus {
+                    stamp: b.stamp.clone(),
+                    time: b.started,
+                    age_seconds: age(b.started),
+                    known_from: KnownFrom::Drive,
+                    bytes: Some(b.bytes),
+                    sets: b.sets.iter().map(|(_, snap)| snap.clone()).collect(),
+                }),
+                None => d.from_log.as_ref().map(|s| ExternalStatus {
+                    stamp: s.name.clone(),
+                    time: s.time,
+                    age_seconds: age(s.time),
+                    known_from: KnownFrom::RunLog,
+                    bytes: None,
+                    sets: vec![],
+                }),
+            };
+            DestinationStatus {
+                name: d.settings.name.clone(),
+                path: d.settings.path.clone(),
+                present: info.is_some(),
+                absent_kind: absence.map(|a| a.kind().to_string()),
+                absent_reason: absence.map(|a| a.to_string()),
+                fs_type: info.map(|i| i.fs_type.clone()),
+                free_bytes: info.map(|i| i.free_bytes),
+                total_bytes: info.map(|i| i.total_bytes),
+                backups: d.listing.as_ref().map(|l| l.verified),
+                newest,
+            }
+        })
+        .collect();
+
+    let last_run = facts.runs.last.as_ref().map(|r| LastRun {
+        command: r.command.clone(),
+        started: r.started,
+        finished: r.finished,
+        age_seconds: age(r.finished),
+        exit: r.exit,
+        result: result_word(r.exit).to_string(),
+        failed: !matches!(r.exit, 0 | 3 | 4 | 5),
+        error: r.error.clone(),
+    });
+    if let Some(e) = &facts.runs.error {
+        warnings.push(e.clone());
+    }
+
+    let set_histories = gather::set_histories(facts);
+    let dest_histories = gather::destination_histories(facts);
+    let due = schedule::decide(
+        &settings.schedule,
+        settings.external_mode,
+        &set_histories,
+        &dest_histories,
+        now,
+        false,
+    );
+    let overdue = schedule::overdue(
+        &settings.schedule,
+        settings.external_mode,
+        &set_histories,
+        &dest_histories,
+        now,
+    );
+    let low_disk = low_disk(facts, settings.notifications.low_disk_percent);
+    warnings.extend(low_disk.iter().map(|l| l.message.clone()));
+    let ok = overdue.is_empty() && !last_run.as_ref().is_some_and(|r| r.failed);
+    StatusReport {
+        now,
+        ok,
+        backup_root: facts.backup_root.clone(),
+        root_exists: facts.root_exists,
+        root_free_bytes: facts.root_space.map(|s| s.free_bytes),
+        root_total_bytes: facts.root_space.map(|s| s.total_bytes),
+        running: facts.running,
+        schedule: settings.schedule.clone(),
+        sets,
+        destinations,
+        last_run,
+        due,
+        overdue,
+        low_disk,
+        warnings,
+    }
+}
+
+fn percent(free: u64, total: u64) -> f64 {
+    if total == 0 {
+        100.0
+    } else {
+        free as f64 * 100.0 / total as f64
+    }
+}
+
+/// Filesystems below `threshold` percent free, or without room for the next backup: the backup root's (the next
+/// snapshots need about what the newest ones copied, first snapshots aside) and each present destination's (the next
+/// backup needs about the size of its newest, else of the newest complete snapshots). A destination detected as full
+/// counts too.
+pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
+    let mut out = Vec::new();
+    let judge = |place: &str,
+                 what: String,
+                 path: &std::path::Path,
+                 free: u64,
+                 total: u64,
+                 needed: Option<u64>,
+                 out: &mut Vec<LowDisk>| {
+        let pct = percent(free, total);
+        let mut reasons = Vec::new();
+        if pct < f64::from(threshold) {
+            reasons.push(format!(
+                "{pct:.1}% free ({} of {}), below notifications.low_disk_percent ({threshold}%)",
+                ui::bytes(free),
+                ui::bytes(total)
+            ));
+        }
+        if let Some(n) = needed.filter(|n| *n > free) {
+            reasons.push(format!(
+                "{} free but the next backup needs about {}",
+                ui::bytes(free),
+                ui::bytes(n)
+            ));
+        }
+        if !reasons.is_empty() {
+            out.push(LowDisk {
+                place: place.to_string(),
+                path: path.to_path_buf(),
+                free_bytes: free,
+                total_bytes: total,
+                needed_bytes: needed,
+                message: format!("low disk: {what} has {}", reasons.join("; and ")),
+            });
+        }
+    };
+    if let Some(s) = facts.root_space {
+        // A first snapshot copied everything; the next one hard-links what did not change, so it says nothing.
+        let needed: u64 = facts
+            .sets
+            .iter()
+            .filter_map(|s| s.newest.as_ref())
+            .filter(|n| !n.first)
+            .map(|n| n.transferred_bytes)
+            .sum();
+        judge(
+            "backup root",
+            format!(
+                "the backup root's filesystem ({})",
+                facts.backup_root.display()
+            ),
+            &facts.backup_root,
+            s.free_bytes,
+            s.total_bytes,
+            (needed > 0).then_some(needed),
+            &mut out,
+        );
+    }
+    let snapshots_bytes: u64 = facts
+        .sets
+        .iter()
+        .filter_map(|s| s.newest_complete.as_ref())
+        .map(|n| n.total_bytes)
+        .sum();
+    for d in &facts.destinations {
+        let name = &d.settings.name;
+        match &d.presence {
+            Some(Presence::Present(info)) => {
+                let needed = d
+                    .listing
+                    .as_ref()
+                    .and_then(|l| l.newest.as_ref())
+                    .map(|b| b.bytes)
+                    .or((snapshots_bytes > 0).then_some(snapshots_bytes));
+                judge(
+                    name,
+                    format!("destination {name} ({})", d.settings.path.display()),
+                    &d.settings.path,
+                    info.free_bytes,
+                    info.total_bytes,
+                    needed,
+                    &mut out,
+                );
+            }
+            Some(Presence::Absent(
+                a @ Absence::Full {
+                    free_bytes,
+                    total_bytes,
+                    ..
+                },
+            )) => out.push(LowDisk {
+                place: name.clone(),
+                path: d.settings.path.clone(),
+                free_bytes: *free_bytes,
+                total_bytes: *total_bytes,
+                needed_bytes: None,
+                message: format!("low disk: destination {name} is {a}"),
+            }),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Pads each column to its widest cell (the last column is not padded).
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::from("  ");
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn when(t: DateTime<FixedOffset>) -> String {
+    t.format("%Y-%m-%d %H:%M").to_string()
+}
+
+fn age_short(seconds: i64) -> String {
+    schedule::age_short(chrono::TimeDelta::seconds(seconds))
+}
+
+/// The human report: a headline, the sets, the destinations, the last run, what is due, what is overdue, warnings.
+pub fn render(r: &StatusReport) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    let failed = r.last_run.as_ref().is_some_and(|l| l.failed);
+    if r.ok {
+        let _ = writeln!(w, "status: ok, nothing is overdue ({})", when(r.now));
+    } else {
+        let mut what = Vec::new();
+        if !r.overdue.is_empty() {
+            what.push(format!("{} overdue", r.overdue.len()));
+        }
+        if failed {
+            what.push("the last run failed".to_string());
+        }
+        let _ = writeln!(
+            w,
+            "status: ATTENTION: {} ({})",
+            what.join(", "),
+            when(r.now)
+        );
+    }
+    if let Some(pid) = r.running {
+        let _ = writeln!(w, "a dbackup run is in progress (pid {pid})");
+    }
+    let space = match (r.root_free_bytes, r.root_total_bytes) {
+        (Some(f), Some(t)) => format!(", {} free of {}", ui::bytes(f), ui::bytes(t)),
+        _ => String::new(),
+    };
+    let missing = if r.root_exists {
+        ""
+    } else {
+        " (does not exist yet)"
+    };
+    let _ = writeln!(w, "backup root {}{missing}{space}", r.backup_root.display());
+
+    let _ = writeln!(w, "\nsets:");
+    let mut rows = vec![vec![
+        "SET".to_string(),
+        "NEWEST SNAPSHOT".to_string(),
+        "AGE".to_string(),
+        "STATE".to_string(),
+        "SIZE".to_string(),
+        "SHARED WITH PREVIOUS".to_string(),
+        "SNAPSHOTS".to_string(),
+    ]];
+    for s in &r.sets {
+        match &s.newest {
+            Some(n) => {
+                let state = match n.state {
+                    SnapshotState::Complete if n.full => "complete, full",
+                    SnapshotState::Complete => "complete",
+                    SnapshotState::Incomplete => "INCOMPLETE",
+                    SnapshotState::Unknown => "unknown",
+                };
+                let shared = match n.shared_bytes {
+                    Some(b) => format!(
+                        "{} ({:.0}%)",
+                        ui::bytes(b),
+                        if n.bytes == 0 {
+                            100.0
+                        } else {
+                            b as f64 * 100.0 / n.bytes as f64
+                        }
+                    ),
+                    None => "- (first snapshot)".to_string(),
+                };
+                rows.push(vec![
+                    s.set.clone(),
+                    n.name.clone(),
+                    age_short(n.age_seconds),
+                    state.to_string(),
+                    ui::bytes(n.bytes),
+                    shared,
+                    s.snapshots.to_string(),
+                ]);
+            }
+            None => rows.push(vec![
+                s.set.clone(),
+                "none".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+                "-".to_string(),
+                s.snapshots.to_string(),
+            ]),
+        }
+        if let Some(c) = &s.newest_complete {
+            rows.push(vec![
+                String::new(),
+                c.name.clone(),
+                age_short(c.age_seconds),
+                "newest complete".to_string(),
+                ui::bytes(c.bytes),
+                String::new(),
+                String::new(),
+            ]);
+        }
+    }
+    out.push_str(&table(&rows));
+
+    let w = &mut out;
+    let _ = writeln!(w, "\ndestinations:");
+    if r.destinations.is_empty() {
+        let _ = writeln!(
+            w,
+            "  none configured (add one to \"destinations\" for the external phase)"
+        );
+    } else {
+        let mut rows = vec![vec![
+            "DESTINATION".to_string(),
+            "STATE".to_string(),
+            "FREE".to_string(),
+            "NEWEST VERIFIED BACKUP".to_string(),
+            "AGE".to_string(),
+            "BACKUPS".to_string(),
+        ]];
+        let mut notes = Vec::new();
+        for d in &r.destinations {
+            let state = if d.present {
+                format!("present ({})", d.fs_type.as_deref().unwrap_or("?"))
+            } else {
+                match &d.absent_kind {
+                    Some(k) => format!("absent ({})", k.replace('_', " ")),
+                    None => "not looked at".to_string(),
+                }
+            };
+            let free = match (d.free_bytes, d.total_bytes) {
+                (Some(f), Some(t)) => format!("{} of {}", ui::bytes(f), ui::bytes(t)),
+                _ => "-".to_string(),
+            };
+            let (newest, age) = match &d.newest {
+                Some(n) if n.known_from == KnownFrom::RunLog => {
+                    (format!("{} (run log)", n.stamp), age_short(n.age_seconds))
+                }
+                Some(n) => (n.stamp.clone(), age_short(n.age_seconds)),
+                None => ("none".to_string(), "-".to_string()),
+            };
+            rows.push(vec![
+                d.name.clone(),
+                state,
+                free,
+                newest,
+                age,
+                d.backups.map_or("-".to_string(), |b| b.to_string()),
+            ]);
+            if let Some(why) = &d.absent_reason {
+                notes.push(format!("  {}: {why}", d.name));
+            }
+        }
+        out.push_str(&table(&rows));
+        for n in notes {
+            out.push_str(&n);
+            out.push('\n');
+        }
+    }
+
+    let w = &mut out;
+    let _ = writeln!(w);
+    match &r.last_run {
+        Some(l) => {
+            let _ = write!(
+                w,
+                "last run: {} finished {} ({} ago): {}",
+                l.command,
+                when(l.finished),
+                schedule::age_words(chrono::TimeDelta::seconds(l.age_seconds)),
+                if l.failed {
+                    l.result.to_uppercase()
+                } else {
+                    l.result.clone()
+                }
+            );
+            match &l.error {
+                Some(e) => {
+                    let _ = writeln!(w, ": {}", e.lines().next().unwrap_or(""));
+                }
+                None => {
+                    let _ = writeln!(w);
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(w, "last run: none recorded in the run log");
+        }
+    }
+    let _ = writeln!(
+        w,
+        "schedule: collect {}, compare contents {}, external {}",
+        word(&r.schedule.incremental),
+        word(&r.schedule.full),
+        word(&r.schedule.external)
+    );
+    let _ = writeln!(w, "{}", due_line(&r.due, r.now));
+
+    if !r.overdue.is_empty() {
+        let _ = writeln!(w, "\noverdue:");
+        for o in &r.overdue {
+            let _ = writeln!(w, "  {}", o.message);
+        }
+    }
+    if !r.warnings.is_empty() {
+        let _ = writeln!(w, "\nwarnings:");
+        for m in &r.warnings {
+            let _ = writeln!(w, "  {m}");
+        }
+    }
+    out
+}
+
+/// `due now: collect (data, config), external (T9)` or `next: collect at 2025-04-10 23:15, external at ...`.
+pub fn due_line(due: &Due, now: DateTime<FixedOffset>) -> String {
+    let collect: Vec<&str> = due
+        .sets
+        .iter()
+        .filter(|s| s.collect)
+        .map(|s| s.set.as_str())
+        .collect();
+    let mut now_parts = Vec::new();
+    let mut later = Vec::new();
+    if !collect.is_empty() {
+        now_parts.push(format!("collect ({})", collect.join(", ")));
+    } else if let Some(next) = due.sets.iter().filter_map(|s| s.next).min() {
+        later.push(format!(
+            "collect at {} (in {})",
+            when(next),
+            schedule::age_words(next.signed_duration_since(now))
+        ));
+    }
+    use schedule::ExternalAction::*;
+    match due.external.action {
+        Write => now_parts.push(format!("external ({})", due.external.targets.join(", "))),
+        MissingMedia => now_parts.push("external (no destination present)".to_string()),
+        NotDue => {
+            if let Some(next) = due.external.next {
+                later.push(format!(
+                    "external at {} (in {})",
+                    when(next),
+                    schedule::age_words(next.signed_duration_since(now))
+                ));
+            }
+        }
+        Manual => later.push("external only by `dbackup external` (manual)".to_string()),
+        NoDestinations => {}
+    }
+    let mut line = String::new();
+    if !now_parts.is_empty() {
+        let _ = write!(line, "due now: {}", now_parts.join(", "));
+    }
+    if !later.is_empty() {
+        if !line.is_empty() {
+            line.push_str("; ");
+        }
+        let _ = write!(line, "next: {}", later.join(", "));
+    }
+    if line.is_empty() {
+        line.push_str("due now: nothing");
+    }
+    line
+}
+
+/// A unit enum value as the config spells it.
+fn word<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gather::{DestinationFacts, ListingFacts, SetFacts, SnapshotFacts, Space};
+    use super::*;
+    use crate::media::MediaInfo;
+    use crate::settings::DestinationSettings;
+
+    const G: u64 = 1 << 30;
+
+    fn snapshot(first: bool, total: u64, copied: u64) -> SnapshotFacts {
+        let t = DateTime::parse_from_rfc3339("2025-04-10T03:15:00+00:00").unwrap();
+        SnapshotFacts {
+            name: "data-2025-04-10-031500".into(),
+            started: t,
+            finished: t,
+            complete: true,
+            full: false,
+            first,
+            files: 1,
+            total_bytes: total,
+            transferred_bytes: copied,
+            linked_bytes: total - copied,
+            unreadable: 0,
+            warnings: 0,
+        }
+    }
+
+    fn facts(free: u64, total: u64, newest: SnapshotFacts) -> Facts {
+        Facts {
+            backup_root: "/b".into(),
+            root_exists: true,
+            root_space: Some(Space {
+                free_bytes: free,
+                total_bytes: total,
+            }),
+            sets: vec![SetFacts {
+                set: "data".into(),
+                count: 1,
+                newest: Some(newest.clone()),
+                newest_complete: Some(newest),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn destination(presence: Presence, newest_bytes: Option<u64>) -> DestinationFacts {
+        DestinationFacts {
+            settings: DestinationSettings {
+                name: "T9".into(),
+                path: "/media/T9".into(),
+                priority: 0,
+                fs_uuid: None,
+                fs_label: None,
+                retention: 5,
+                require_mount: true,
+            },
+            presence: Some(presence),
+            listing: newest_bytes.map(|bytes| ListingFacts {
+                verified: 1,
+                newest: Some(gather::BackupFacts {
+                    stamp: "2025-04-01-031500".into(),
+                    started: DateTime::parse_from_rfc3339("2025-04-01T03:15:00+00:00").unwrap(),
+                    finished: DateTime::parse_from_rfc3339("2025-04-01T03:35:00+00:00").unwrap(),
+                    bytes,
+                    sets: vec![],
+                }),
+                ..Default::default()
+            }),
+            listing_error: None,
+            from_log: None,
+        }
+    }
+
+    fn present(free: u64, total: u64) -> Presence {
+        Presence::Present(MediaInfo {
+            path: "/media/T9".into(),
+            resolved: "/media/T9".into(),
+            mount_point: "/media/T9".into(),
+            is_mount_point: true,
+            source: "/dev/sdb1".into(),
+            device: None,
+            mount_fs_type: "fuseblk".into(),
+            fs_type: "exfat".into(),
+            label: None,
+            uuid: None,
+            dev: 1,
+            free_bytes: free,
+            total_bytes: total,
+            max_file_size: None,
+            symlinks: false,
+            hard_links: false,
+            marker: None,
+        })
+    }
+
+    #[test]
+    fn low_disk_by_percentage_and_by_the_next_backup() {
+        let messages = |f: &Facts, pct| -> Vec<String> {
+            low_disk(f, pct).into_iter().map(|l| l.message).collect()
+        };
+        // 5% free, threshold 10%.
+        assert_eq!(
+            messages(&facts(5 * G, 100 * G, snapshot(false, G, 1 << 20)), 10),
+            [
+                "low disk: the backup root's filesystem (/b) has 5.0% free (5.0 GiB of 100.0 GiB), below notifications.low_disk_percent (10%)"
+            ]
+        );
+        assert!(messages(&facts(5 * G, 100 * G, snapshot(false, G, 1 << 20)), 5).is_empty());
+        // The last run copied 8 GiB; 6 GiB are free.
+        assert_eq!(
+            messages(&facts(6 * G, 100 * G, snapshot(false, 20 * G, 8 * G)), 0),
+            [
+                "low disk: the backup root's filesystem (/b) has 6.0 GiB free but the next backup needs about 8.0 GiB"
+            ]
+        );
+        // A first snapshot copied everything: it does not predict the next one.
+        assert!(messages(&facts(6 * G, 100 * G, snapshot(true, 20 * G, 20 * G)), 0).is_empty());
+
+        // A destination: its newest backup's size, else the snapshots' size; a full drive counts too.
+        let mut f = facts(50 * G, 100 * G, snapshot(false, 20 * G, G));
+        f.destinations = vec![destination(present(15 * G, 1000 * G), Some(18 * G))];
+        assert_eq!(
+            messages(&f, 2),
+            [
+                "low disk: destination T9 (/media/T9) has 1.5% free (15.0 GiB of 1000.0 GiB), below notifications.low_disk_percent (2%); and 15.0 GiB free but the next backup needs about 18.0 GiB"
+            ]
+        );
+        f.destinations = vec![destination(present(15 * G, 1000 * G), None)];
+        assert_eq!(
+            messages(&f, 0),
+            [
+                "low disk: destination T9 (/media/T9) has 15.0 GiB free but the next backup needs about 20.0 GiB"
+            ]
+        );
+        f.destinations = vec![destination(
+            Presence::Absent(Absence::Full {
+                path: "/media/T9".into(),
+                free_bytes: 1000,
+                total_bytes: 1000 * G,
+            }),
+            None,
+        )];
+        let got = messages(&f, 0);
+        assert_eq!(got.len(), 1);
+        assert!(
+            got[0].starts_with("low disk: destination T9 is full: /media/T9 has 1000 B free"),
+            "{got:?}"
+        );
+    }
+}

@@ -1,0 +1,338 @@
+//! Tests of the pure renderer: which units, triggers and settings each schedule and scope gets.
+
+use super::*;
+use crate::config::Full;
+
+fn input(external: ExternalSchedule) -> Input {
+    Input {
+        schedule: Schedule {
+            incremental: Incremental::Daily,
+            full: Full::Weekly,
+            external,
+        },
+        backup_root: "/srv/backup".into(),
+        destinations: vec![
+            Drive {
+                name: "T9".into(),
+                path: "/media/payne/T9".into(),
+                fs_uuid: None,
+                fs_label: Some("T9".into()),
+            },
+            Drive {
+                name: "spare".into(),
+                path: "/run/media/payne/my-spare".into(),
+                fs_uuid: Some("6be7-a7d5".into()),
+                fs_label: None,
+            },
+            Drive {
+                name: "nas".into(),
+                path: "/mnt/nas".into(),
+                fs_uuid: None,
+                fs_label: None,
+            },
+        ],
+        environment: BTreeMap::from([("DDATA".to_string(), "/data 1".to_string())]),
+    }
+}
+
+fn target(scope: Scope) -> Target {
+    Target {
+        scope,
+        exe: "/opt/dbackup/bin/dbackup".into(),
+        config: Some("/home/payne/.config/dbackup/config.json".into()),
+        user: "payne".into(),
+    }
+}
+
+fn get<'u>(r: &'u Rendered, unit: &str, section: &str, key: &str) -> Option<&'u Value> {
+    r.units.get(unit)?.get(section)?.get(key)
+}
+
+fn one(s: &str) -> Option<Value> {
+    Some(Value::One(s.to_string()))
+}
+
+fn many(items: &[&str]) -> Option<Value> {
+    Some(Value::Many(items.iter().map(|s| s.to_string()).collect()))
+}
+
+#[test]
+fn system_units_for_a_weekly_external_schedule() {
+    let r = render(&input(ExternalSchedule::Weekly), &target(Scope::System)).unwrap();
+    assert_eq!(
+        r.units.keys().collect::<Vec<_>>(),
+        [COLLECT_SERVICE, COLLECT_TIMER, EXTERNAL_SERVICE]
+    );
+    assert_eq!(
+        get(&r, COLLECT_SERVICE, "Service", "ExecStart").cloned(),
+        one("/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json backup")
+    );
+    assert_eq!(
+        get(&r, EXTERNAL_SERVICE, "Service", "ExecStart").cloned(),
+        one("/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json backup"),
+        "backup decides whether the drive is due"
+    );
+    assert_eq!(
+        get(&r, EXTERNAL_SERVICE, "Service", "ExecStartPre").cloned(),
+        one(
+            "/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json systemd wait-for-drive --timeout 60"
+        )
+    );
+    assert_eq!(
+        get(&r, COLLECT_SERVICE, "Service", "SuccessExitStatus").cloned(),
+        one("3")
+    );
+    assert_eq!(
+        get(&r, EXTERNAL_SERVICE, "Service", "SuccessExitStatus").cloned(),
+        one("3 5")
+    );
+    assert_eq!(
+        get(&r, COLLECT_SERVICE, "Service", "User").cloned(),
+        one("payne")
+    );
+    assert_eq!(
+        get(&r, COLLECT_SERVICE, "Service", "Environment").cloned(),
+        many(&["\"DDATA=/data 1\""])
+    );
+    assert_eq!(
+        get(&r, COLLECT_TIMER, "Timer", "OnCalendar").cloned(),
+        one("daily")
+    );
+    assert_eq!(
+        get(&r, COLLECT_TIMER, "Timer", "Persistent").cloned(),
+        one("true")
+    );
+    assert_eq!(
+        get(&r, EXTERNAL_SERVICE, "Unit", "After").cloned(),
+        many(&[
+            COLLECT_SERVICE,
+            "media-payne-T9.mount",
+            "run-media-payne-my\\x2dspare.mount",
+            "mnt-nas.mount"
+        ])
+    );
+    assert_eq!(
+        get(&r, EXTERNAL_SERVICE, "Install", "WantedBy").cloned(),
+        many(&[
+            "media-payne-T9.mount",
+            "run-media-payne-my\\x2dspare.mount",
+            "mnt-nas.mount"
+        ])
+    );
+    assert_eq!(r.udev_rules.as_deref(), Some(UDEV_RULES));
+    let rules = &r.files[UDEV_RULES];
+    let lines: Vec<&str> = rules.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        lines,
+        [
+            "ACTION==\"add\", SUBSYSTEM==\"block\", ENV{ID_FS_LABEL}==\"T9\", TAG+=\"systemd\", ENV{SYSTEMD_WANTS}+=\"dbackup-external.service\"",
+            "ACTION==\"add\", SUBSYSTEM==\"block\", ENV{ID_FS_UUID}==\"6[Bb][Ee]7-[Aa]7[Dd]5\", TAG+=\"systemd\", ENV{SYSTEMD_WANTS}+=\"dbackup-external.service\"",
+        ]
+    );
+    assert!(rules.contains("# destination nas: /mnt/nas: no fs_uuid or fs_label"));
+    assert_eq!(r.files.len(), 4);
+}
+
+#[test]
+fn user_units_have_no_user_no_udev_rule_and_no_namespaces() {
+    let r = render(&input(ExternalSchedule::Always), &target(Scope::User)).unwrap();
+    assert_eq!(get(&r, COLLECT_SERVICE, "Service", "User"), None);
+    assert_eq!(get(&r, COLLECT_SERVICE, "Service", "ProtectSystem"), None);
+    assert_eq!(r.udev_rules, None);
+    assert_eq!(r.files.len(), 3);
+    assert_eq!(
+        get(&r, EXTERNAL_SERVICE, "Service", "ExecStart").cloned(),
+        one("/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json backup"),
+    );
+    assert!(get(&r, EXTERNAL_SERVICE, "Install", "WantedBy").is_some());
+}
+
+#[test]
+fn manual_installs_no_trigger() {
+    for scope in [Scope::System, Scope::User] {
+        let r = render(&input(ExternalSchedule::Manual), &target(scope)).unwrap();
+        assert!(
+            !r.units[EXTERNAL_SERVICE].contains_key("Install"),
+            "{scope:?}"
+        );
+        assert_eq!(r.udev_rules, None);
+        assert!(!r.files.contains_key(UDEV_RULES));
+        assert_eq!(
+            get(&r, EXTERNAL_SERVICE, "Service", "ExecStart").cloned(),
+            one(
+                "/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json external"
+            )
+        );
+    }
+}
+
+#[test]
+fn no_destination_means_no_trigger() {
+    let mut i = input(ExternalSchedule::Weekly);
+    i.destinations.clear();
+    let r = render(&i, &target(Scope::System)).unwrap();
+    assert!(!r.units[EXTERNAL_SERVICE].contains_key("Install"));
+    assert_eq!(get(&r, EXTERNAL_SERVICE, "Service", "ExecStartPre"), None);
+    assert_eq!(r.udev_rules, None);
+    assert_eq!(
+        get(&r, EXTERNAL_SERVICE, "Unit", "After").cloned(),
+        many(&[COLLECT_SERVICE])
+    );
+    // Destinations udev cannot recognise: the mount units still trigger, but there is no rules file.
+    let mut i = input(ExternalSchedule::Weekly);
+    i.destinations.truncate(0);
+    i.destinations
+        .push(input(ExternalSchedule::Weekly).destinations[2].clone());
+    let r = render(&i, &target(Scope::System)).unwrap();
+    assert_eq!(r.udev_rules, None);
+    assert!(r.units[EXTERNAL_SERVICE].contains_key("Install"));
+}
+
+#[test]
+fn every_incremental_value_is_a_timer() {
+    for (inc, delay) in [
+        (Incremental::Hourly, "5min"),
+        (Incremental::Daily, "1h"),
+        (Incremental::Weekly, "1h"),
+        (Incremental::Monthly, "1h"),
+    ] {
+        let mut i = input(ExternalSchedule::Weekly);
+        i.schedule.incremental = inc;
+        let r = render(&i, &target(Scope::User)).unwrap();
+        assert_eq!(
+            get(&r, COLLECT_TIMER, "Timer", "OnCalendar").cloned(),
+            one(&word(&inc))
+        );
+        assert_eq!(
+            get(&r, COLLECT_TIMER, "Timer", "RandomizedDelaySec").cloned(),
+            one(delay)
+        );
+    }
+}
+
+#[test]
+fn odd_paths_are_quoted_and_bad_ones_refused() {
+    let mut t = target(Scope::System);
+    t.exe = "/opt/my tools/dbackup".into();
+    t.config = Some("/home/payne/50%/$conf.json".into());
+    let r = render(&input(ExternalSchedule::Weekly), &t).unwrap();
+    assert_eq!(
+        get(&r, COLLECT_SERVICE, "Service", "ExecStart").cloned(),
+        one("\"/opt/my tools/dbackup\" --config \"/home/payne/50%%/$$conf.json\" backup")
+    );
+    t.config = None;
+    let r = render(&input(ExternalSchedule::Weekly), &t).unwrap();
+    assert_eq!(
+        get(&r, COLLECT_SERVICE, "Service", "ExecStart").cloned(),
+        one("\"/opt/my tools/dbackup\" backup")
+    );
+
+    let mut i = input(ExternalSchedule::Weekly);
+    i.destinations[0].fs_label = Some("T*".into());
+    let err = render(&i, &target(Scope::System)).unwrap_err().to_string();
+    assert!(
+        err.starts_with("destination \"T9\": fs_label \"T*\" cannot be matched by a udev rule"),
+        "{err}"
+    );
+    // The user scope has no udev rule, so the label does not matter there.
+    assert!(render(&i, &target(Scope::User)).is_ok());
+
+    let mut i = input(ExternalSchedule::Weekly);
+    i.destinations[0].path = "/media/a\nb".into();
+    let err = render(&i, &target(Scope::User)).unwrap_err().to_string();
+    assert!(err.contains("control character"), "{err}");
+}
+
+#[test]
+fn unit_text_orders_sections_and_settings() {
+    let r = render(&input(ExternalSchedule::Weekly), &target(Scope::System)).unwrap();
+    let text = &r.files[EXTERNAL_SERVICE];
+    assert!(text.starts_with(HEADER));
+    let sections: Vec<&str> = text.lines().filter(|l| l.starts_with('[')).collect();
+    assert_eq!(sections, ["[Unit]", "[Service]", "[Install]"]);
+    let keys: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "Description",
+            "Documentation",
+            "After",
+            "After",
+            "After",
+            "After",
+            "RequiresMountsFor",
+            "Type",
+            "User",
+            "Environment",
+            "ExecStartPre",
+            "ExecStart",
+            "SuccessExitStatus",
+            "Restart",
+            "RestartPreventExitStatus",
+            "RestartSec",
+            "Nice",
+            "CPUSchedulingPolicy",
+            "IOSchedulingClass",
+            "NoNewPrivileges",
+            "ProtectSystem",
+            "WantedBy",
+            "WantedBy",
+            "WantedBy",
+        ]
+    );
+}
+
+#[test]
+fn variables_are_found_as_expand_reads_them() {
+    assert_eq!(variables("$DDATA/x"), ["DDATA"]);
+    assert_eq!(variables("${A}/$B_2/$$C/$/${9x}/$"), ["A", "B_2"]);
+    assert_eq!(variables("~/plain"), Vec::<String>::new());
+}
+
+#[test]
+fn input_carries_the_variables_the_config_uses() {
+    use crate::config::load;
+    use crate::settings::{ConfigSource, Output};
+    let text = r#"{ "backup_sets": [ { "name": "a", "sources": ["$DDATA", "~/x", "$HOME/y"], "exclusions": ["${CACHE}/*"] } ],
+        "destinations": [ { "name": "T9", "path": "$MEDIA/T9", "fs_label": "T9" } ] }"#;
+    let (config, positions) = load::parse(Path::new("c.json"), text).unwrap();
+    let env = Env {
+        vars: [
+            ("DDATA", "/data"),
+            ("CACHE", "Cache"),
+            ("MEDIA", "/media/payne"),
+            ("HOME", "/home/payne"),
+            ("DBACKUP", "/srv/bk"),
+            ("UNUSED", "x"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        home: "/home/payne".into(),
+        cwd: "/".into(),
+    };
+    let loaded = load::Loaded {
+        config: config.clone(),
+        source: ConfigSource::File("c.json".into()),
+        positions,
+    };
+    let settings = Settings::from_loaded(&loaded, &env, Output::default()).unwrap();
+    let i = Input::new(&settings, &config, &env);
+    assert_eq!(
+        i.environment,
+        BTreeMap::from(
+            [
+                ("CACHE", "Cache"),
+                ("DBACKUP", "/srv/bk"),
+                ("DDATA", "/data"),
+                ("MEDIA", "/media/payne")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        )
+    );
+    assert_eq!(i.backup_root, Path::new("/srv/bk"));
+    assert_eq!(i.destinations[0].path, Path::new("/media/payne/T9"));
+}

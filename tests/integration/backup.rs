@@ -1,0 +1,771 @@
+//! `dbackup backup` end to end without root: the schedule decided from the backups' metadata (with the hidden `--now`),
+//! both phases under one lock onto a plain directory destination (`require_mount: false`), a missing drive, `manual`,
+//! failed sets, the dry run, and every notification event through a command sink, an HTTP server on 127.0.0.1 and
+//! failing sinks. The exFAT T9 versions are in `t9_backup.rs`.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use chrono::{Local, TimeDelta};
+use dbackup::commands::backup::{BackupPlan, BackupReport};
+use dbackup::config::EventKind;
+use dbackup::external::layout;
+use dbackup::notify::{Event, Outcome};
+use dbackup::runlog;
+use dbackup::schedule::ExternalAction;
+use dbackup::snapshot;
+
+use crate::harness::{Output, Test};
+
+/// A sample home like the demo's: `~/data` is a symlink to the data directory, `.config` with a cache to exclude,
+/// `env.sh` and a 0600 `.secrets`.
+pub fn demo_home(t: &Test) {
+    for i in 0..6 {
+        t.write(
+            &format!("data/projects/p{i}/README.md"),
+            format!("# project {i}\n"),
+        );
+    }
+    t.write("data/photos/img-0001.jpg", vec![7u8; 64 << 10]);
+    t.write("data/tmp/scratch.txt", "excluded");
+    t.write("data/build.log", "excluded");
+    std::os::unix::fs::symlink(t.path("data"), t.home().join("data")).unwrap();
+    t.write(
+        "home/.config/app/settings.json",
+        "{ \"theme\": \"dark\" }\n",
+    );
+    t.write("home/.config/Code/Cache/blob", "excluded");
+    t.write("home/env.sh", "export DDATA=\"$HOME/data\"\n");
+    let secrets = t.write("home/.secrets", "export API_TOKEN=x\n");
+    fs::set_permissions(&secrets, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// The demo's two sets.
+pub const DEMO_SETS: &str = r#"
+    { "name": "data", "sources": ["~/data"], "exclusions": ["tmp/*", "*.tmp", "*.log"] },
+    { "name": "config", "sources": ["~/.config", "~/env.sh", "~/.secrets"], "exclusions": ["~/.config/Code/Cache/*"] }"#;
+
+/// Every event kind.
+pub const ALL_EVENTS: &str =
+    r#"["success", "failure", "warning", "missing_media", "low_disk", "overdue"]"#;
+
+/// A script that stores each event it gets: stdin as `<n>.json`, the three variables as `<n>.env`, in `dir`.
+pub fn sink_script(t: &Test) -> PathBuf {
+    let dir = t.path("events");
+    let script = t.write(
+        "bin/record-event",
+        format!(
+            "#!/bin/sh\nd={}\nmkdir -p \"$d\"\nn=$(ls \"$d\" | grep -c json)\ncat > \"$d/$n.json\"\n\
+             printf '%s\\n%s\\n%s' \"$DBACKUP_EVENT\" \"$DBACKUP_SUMMARY\" \"$DBACKUP_DETAILS\" > \"$d/$n.env\"\n",
+            dir.display()
+        ),
+    );
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// The `notifications` section sending `events` (JSON array text) to [`sink_script`].
+pub fn notifications(t: &Test, events: &str, low_disk_percent: u8) -> String {
+    format!(
+        r#""notifications": {{ "events": {events}, "command": ["{}"], "low_disk_percent": {low_disk_percent} }}"#,
+        sink_script(t).display()
+    )
+}
+
+/// The events the sink received, in order, each checked against its environment variables.
+#[track_caller]
+pub fn received(t: &Test) -> Vec<Event> {
+    let dir = t.path("events");
+    let mut out = Vec::new();
+    for n in 0.. {
+        let Ok(json) = fs::read_to_string(dir.join(format!("{n}.json"))) else {
+            break;
+        };
+        let e: Event = serde_json::from_str(&json).unwrap_or_else(|err| panic!("{err}: {json}"));
+        let env = fs::read_to_string(dir.join(format!("{n}.env"))).unwrap();
+        let kind = serde_json::to_value(e.kind).unwrap();
+        assert_eq!(
+            env,
+            format!("{}\n{}\n{}", kind.as_str().unwrap(), e.summary, e.details),
+            "the variables say what the JSON says"
+        );
+        assert_eq!(e.command, "backup");
+        out.push(e);
+    }
+    out
+}
+
+pub fn kinds(events: &[Event]) -> Vec<EventKind> {
+    events.iter().map(|e| e.kind).collect()
+}
+
+fn report(out: &Output) -> BackupReport {
+    out.json()
+}
+
+/// `dbackup --json backup <args>` expecting `code`.
+#[track_caller]
+fn backup(t: &Test, args: &[&str], code: i32) -> BackupReport {
+    report(&t.cmd().args(["--json", "backup"]).args(args).status(code))
+}
+
+/// An RFC 3339 time `days` from now.
+fn days_from_now(days: i64) -> String {
+    (Local::now().fixed_offset() + TimeDelta::days(days)).to_rfc3339()
+}
+
+fn snapshots(t: &Test, set: &str) -> Vec<String> {
+    snapshot::list(&t.root(), set)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect()
+}
+
+/// The verified backups in a destination directory, oldest first.
+fn drive_backups(dest: &Path) -> Vec<layout::DriveBackup> {
+    layout::list(&dest.join("backups"))
+        .unwrap()
+        .verified()
+        .cloned()
+        .collect()
+}
+
+/// A config with the demo's sets, a plain-directory destination at `{tmp}/drive` (absent unless created), the given
+/// `schedule.external`, and `notifications`.
+fn demo_config(t: &Test, external: &str, notifications: &str) -> String {
+    format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ],
+             "schedule": {{ "external": "{external}" }},
+             "destinations": [ {{ "name": "drive", "path": "{}", "require_mount": false }} ],
+             {notifications} }}"#,
+        t.path("drive").display()
+    )
+}
+
+#[test]
+fn the_schedule_decides_from_the_backups_metadata() {
+    let t = Test::new();
+    demo_home(&t);
+    let n = notifications(&t, ALL_EVENTS, 0);
+    let c = demo_config(&t, "weekly", &n);
+    let t = t.config(&c);
+    fs::create_dir_all(t.path("drive")).unwrap();
+
+    // The first run: everything is due; a first snapshot copies everything, so contents are not compared.
+    let first = backup(&t, &[], 0);
+    let sets: Vec<(&str, bool, bool)> = first
+        .due
+        .sets
+        .iter()
+        .map(|s| (s.set.as_str(), s.collect, s.full))
+        .collect();
+    assert_eq!(sets, [("data", true, false), ("config", true, false)]);
+    assert_eq!(first.due.external.action, ExternalAction::Write);
+    assert_eq!(first.due.external.targets, ["drive"]);
+    assert_eq!(first.external.len(), 1);
+    let on_drive = drive_backups(&t.path("drive"));
+    assert_eq!(on_drive.len(), 1);
+    let meta = on_drive[0].meta.as_ref().unwrap();
+    assert_eq!(
+        meta.sets
+            .iter()
+            .map(|s| s.snapshot.clone())
+            .collect::<Vec<_>>(),
+        [
+            snapshots(&t, "data")[0].clone(),
+            snapshots(&t, "config")[0].clone()
+        ]
+    );
+    assert_eq!(kinds(&received(&t)), [EventKind::Success]);
+
+    // At once again: nothing is due, nothing is written, no event.
+    let again = backup(&t, &[], 0);
+    assert!(again.due.sets.iter().all(|s| !s.collect), "{:?}", again.due);
+    assert_eq!(again.due.external.action, ExternalAction::NotDue);
+    assert!(again.collect.is_empty() && again.external.is_empty());
+    assert_eq!(snapshots(&t, "data").len(), 1);
+    assert_eq!(received(&t).len(), 1, "nothing ran: no success event");
+
+    // Two days later: collect, by size and mtime (the first snapshot's contents count as compared); no external.
+    let later = backup(&t, &["--now", &days_from_now(2)], 0);
+    assert!(later.due.sets.iter().all(|s| s.collect && !s.full));
+    assert!(
+        later.due.sets[0]
+            .reason
+            .contains("is 2 days old; schedule.incremental is daily"),
+        "{}",
+        later.due.sets[0].reason
+    );
+    assert_eq!(later.due.external.action, ExternalAction::NotDue);
+    assert_eq!(snapshots(&t, "data").len(), 2);
+    let newest = snapshots(&t, "data").pop().unwrap();
+    let m = snapshot::read_metadata(&t.root().join(format!("{newest}.json"))).unwrap();
+    assert!(!m.full && !m.rsync.argv.contains(&"--checksum".to_string()));
+
+    // Eight days later: collect compares contents (weekly full), and the external phase is due again.
+    let week = backup(&t, &["--now", &days_from_now(8)], 0);
+    assert!(week.due.sets.iter().all(|s| s.collect && s.full));
+    assert!(
+        week.due.sets[0]
+            .full_reason
+            .as_deref()
+            .unwrap()
+            .starts_with("contents were last compared 8 days ago"),
+        "{:?}",
+        week.due.sets[0].full_reason
+    );
+    assert_eq!(week.due.external.action, ExternalAction::Write);
+    let newest = snapshots(&t, "data").pop().unwrap();
+    let m = snapshot::read_metadata(&t.root().join(format!("{newest}.json"))).unwrap();
+    assert!(m.full && m.rsync.argv.contains(&"--checksum".to_string()));
+    assert_eq!(drive_backups(&t.path("drive")).len(), 2);
+
+    // --force: both phases now, whatever the schedule says.
+    let forced = backup(&t, &["--force"], 0);
+    assert!(forced.due.forced && forced.due.sets.iter().all(|s| s.collect));
+    assert_eq!(forced.external.len(), 1);
+    assert_eq!(drive_backups(&t.path("drive")).len(), 3);
+
+    // Every run is in the run log.
+    let log = runlog::read(&t.path("state/dbackup")).unwrap();
+    let runs: Vec<(&str, u8)> = log.iter().map(|r| (r.command.as_str(), r.exit)).collect();
+    assert_eq!(runs, [("backup", 0); 5]);
+}
+
+#[test]
+fn without_the_drive_it_collects_exits_0_and_raises_missing_media() {
+    let t = Test::new();
+    demo_home(&t);
+    let n = notifications(&t, ALL_EVENTS, 0);
+    let c = demo_config(&t, "weekly", &n);
+    let t = t.config(&c);
+    let out = t.cmd().args(["--json", "backup"]).status(0);
+    let r = report(&out);
+    assert_eq!(r.due.external.action, ExternalAction::MissingMedia);
+    assert!(r.external.is_empty());
+    assert_eq!(snapshots(&t, "data").len(), 1);
+    assert_eq!(snapshots(&t, "config").len(), 1);
+    assert!(
+        !t.path("drive").exists(),
+        "nothing was created for the drive"
+    );
+    assert!(
+        out.stderr.contains("external: no drive present: no external backup yet; schedule.external is weekly; but no destination is present"),
+        "{}",
+        out.stderr
+    );
+
+    let events = received(&t);
+    assert_eq!(
+        kinds(&events),
+        [
+            EventKind::Success,
+            EventKind::MissingMedia,
+            EventKind::Overdue
+        ]
+    );
+    let missing = &events[1];
+    assert!(
+        missing
+            .summary
+            .ends_with("the external backup is due but no drive is present (drive)"),
+        "{}",
+        missing.summary
+    );
+    assert!(
+        missing.details.contains(&format!(
+            "drive: not mounted: {} does not exist; plug in the drive",
+            t.path("drive").display()
+        )),
+        "{}",
+        missing.details
+    );
+    assert_eq!(
+        events[2].details,
+        "no external backup yet, schedule is weekly"
+    );
+
+    // With other warnings the exit is 3, and missing_media is still raised.
+    fs::remove_file(t.home().join("env.sh")).unwrap();
+    let r = backup(&t, &["--force"], 3);
+    assert!(r.missing_media.is_some());
+    assert_eq!(
+        kinds(&received(&t)[3..]),
+        [
+            EventKind::Warning,
+            EventKind::MissingMedia,
+            EventKind::Overdue
+        ]
+    );
+}
+
+#[test]
+fn manual_never_looks_at_the_drive() {
+    let t = Test::new();
+    demo_home(&t);
+    let n = notifications(&t, ALL_EVENTS, 0);
+    let c = demo_config(&t, "manual", &n);
+    let t = t.config(&c);
+    let drive = t.path("drive");
+    fs::create_dir_all(&drive).unwrap();
+    let before = fs::metadata(&drive).unwrap().modified().unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let r = backup(&t, &[], 0);
+    assert_eq!(r.due.external.action, ExternalAction::Manual);
+    assert!(r.due.external.destinations.is_empty());
+    assert_eq!(snapshots(&t, "data").len(), 1);
+    assert!(
+        fs::read_dir(&drive).unwrap().next().is_none(),
+        "nothing on the drive"
+    );
+    assert_eq!(
+        fs::metadata(&drive).unwrap().modified().unwrap(),
+        before,
+        "not even detection's probe file was created there"
+    );
+    assert_eq!(kinds(&received(&t)), [EventKind::Success]);
+    // The dry run does not look either.
+    let plan: BackupPlan = t
+        .cmd()
+        .args(["--json", "--dry-run", "backup", "--now", &days_from_now(30)])
+        .status(0)
+        .json();
+    assert_eq!(plan.destinations[0].present, None);
+    assert_eq!(fs::metadata(&drive).unwrap().modified().unwrap(), before);
+    // `dbackup external` is how a manual schedule writes.
+    t.cmd().args(["external"]).status(0);
+    assert_eq!(drive_backups(&drive).len(), 1);
+}
+
+#[test]
+fn a_failed_set_does_not_stop_the_others_and_is_never_exported() {
+    let t = Test::new();
+    demo_home(&t);
+    let n = notifications(&t, ALL_EVENTS, 0);
+    let c = demo_config(&t, "always", &n);
+    let t = t.config(&c);
+    fs::create_dir_all(t.path("drive")).unwrap();
+    let first = backup(&t, &[], 0);
+    let data_1 = first.collect[0].sets[0].snapshot.clone().unwrap();
+    assert!(data_1.starts_with("data-"));
+
+    // ~/data now looks like an unmounted disk: the shrink guard refuses the set; config goes on.
+    for e in fs::read_dir(t.path("data")).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            fs::remove_dir_all(&p).unwrap();
+        } else {
+            fs::remove_file(&p).unwrap();
+        }
+    }
+    t.write(
+        "home/.config/app/settings.json",
+        "{ \"theme\": \"light\" }\n",
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = t.cmd().args(["--json", "backup", "--force"]).status(1);
+    let r = report(&out);
+    let statuses: Vec<(String, String)> = r
+        .collect
+        .iter()
+        .flat_map(|c| &c.sets)
+        .map(|s| {
+            (
+                s.set.clone(),
+                serde_json::to_value(s.status)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            ("data".to_string(), "refused".to_string()),
+            ("config".to_string(), "complete".to_string())
+        ]
+    );
+    assert_eq!(
+        snapshots(&t, "data"),
+        std::slice::from_ref(&data_1),
+        "nothing promoted"
+    );
+
+    // The drive got the new config snapshot and the older, complete data snapshot: never a failed one.
+    let backups = drive_backups(&t.path("drive"));
+    assert_eq!(backups.len(), 2);
+    let sets: Vec<(String, String)> = backups[1]
+        .meta
+        .as_ref()
+        .unwrap()
+        .sets
+        .iter()
+        .map(|s| (s.set.clone(), s.snapshot.clone()))
+        .collect();
+    assert_eq!(
+        sets,
+        [
+            ("data".to_string(), data_1),
+            ("config".to_string(), snapshots(&t, "config")[1].clone())
+        ]
+    );
+    let events = received(&t);
+    assert_eq!(kinds(&events[1..]), [EventKind::Failure]);
+    assert!(
+        events[1]
+            .summary
+            .contains("FAILED: collect data: refused: "),
+        "{}",
+        events[1].summary
+    );
+    let log = runlog::read(&t.path("state/dbackup")).unwrap();
+    assert_eq!(log.last().unwrap().exit, 1);
+    assert!(
+        log.last()
+            .unwrap()
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("collect data: refused: "),
+        "{:?}",
+        log.last().unwrap().error
+    );
+}
+
+#[test]
+fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
+    let t = Test::new();
+    demo_home(&t);
+    let c = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ],
+             "schedule": {{ "external": "always" }},
+             "destinations": [ {{ "name": "drive", "path": "{}", "require_mount": false }} ] }}"#,
+        t.path("drive").display()
+    );
+    let t = t.config(&c);
+    fs::create_dir_all(t.path("drive")).unwrap();
+    backup(&t, &[], 0);
+    // Collect is not due (daily), the drive already holds the newest snapshots: nothing to write.
+    let r = backup(&t, &[], 0);
+    assert!(r.collect.is_empty() && r.external.is_empty());
+    assert_eq!(r.external_skipped.len(), 1, "{r:?}");
+    assert!(
+        r.external_skipped[0].contains("already holds these snapshots"),
+        "{}",
+        r.external_skipped[0]
+    );
+    assert_eq!(drive_backups(&t.path("drive")).len(), 1);
+}
+
+#[test]
+fn the_dry_run_says_what_would_run_and_why_and_changes_nothing() {
+    let t = Test::new();
+    demo_home(&t);
+    let n = notifications(&t, ALL_EVENTS, 0);
+    let c = demo_config(&t, "weekly", &n);
+    let t = t.config(&c);
+    fs::create_dir_all(t.path("drive")).unwrap();
+    let plan: BackupPlan = t
+        .cmd()
+        .args(["--json", "--dry-run", "backup"])
+        .status(0)
+        .json();
+    assert!(plan.due.sets.iter().all(|s| s.collect));
+    assert_eq!(plan.collect.len(), 1);
+    assert_eq!(plan.collect[0].sets.len(), 2);
+    assert_eq!(plan.due.external.action, ExternalAction::Write);
+    assert!(plan.destinations[0].target && plan.destinations[0].present == Some(true));
+    assert!(!t.root().exists(), "a dry run creates nothing");
+    assert!(!t.path("state/dbackup").exists(), "nor logs");
+    assert!(received(&t).is_empty(), "nor notifies");
+
+    let human = t.cmd().args(["--dry-run", "backup"]).status(0).stdout;
+    let expected_start = format!(
+        "  collect data: yes, size and mtime: no snapshot yet\n    contents: nothing to compare with: this snapshot copies every file\n  collect config: yes, size and mtime: no snapshot yet\n    contents: nothing to compare with: this snapshot copies every file\n  external: yes, to drive: no external backup yet; schedule.external is weekly\n    drive (would be written): present: {} (",
+        t.path("drive").display()
+    );
+    assert!(human.contains(&expected_start), "{human}");
+    assert!(human.contains("\ncollect:\nbackup root "), "{human}");
+}
+
+#[test]
+fn each_event_kind_reaches_the_command_sink() {
+    // warning (a missing source), missing_media, overdue (no external backup yet).
+    let t = Test::new();
+    demo_home(&t);
+    let n = notifications(&t, ALL_EVENTS, 0);
+    let sets = r#"{ "name": "ok", "sources": ["~/.config", "~/not-there"] }"#;
+    let c = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {sets} ],
+             "destinations": [ {{ "name": "T9", "path": "{{tmp}}/media/T9" }} ], {n} }}"#
+    );
+    let t = t.config(&c);
+    backup(&t, &[], 3);
+    // failure (every source missing), low_disk (below 100% free), overdue (a set without any snapshot).
+    let n = notifications(&t, ALL_EVENTS, 100);
+    let sets = r#"{ "name": "ok", "sources": ["~/.config"] }, { "name": "broken", "sources": ["~/gone"] }"#;
+    let c = format!(r#"{{ "backup_root": "{{root}}", "backup_sets": [ {sets} ], {n} }}"#);
+    let t = t.config(&c);
+    backup(&t, &["--force"], 1);
+    // success.
+    let c = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "ok", "sources": ["~/.config"] }} ], {} }}"#,
+        notifications(&t, ALL_EVENTS, 0)
+    );
+    let t = t.config(&c);
+    backup(&t, &["--force"], 0);
+
+    let events = received(&t);
+    assert_eq!(
+        kinds(&events),
+        [
+            EventKind::Warning,
+            EventKind::MissingMedia,
+            EventKind::Overdue,
+            EventKind::Failure,
+            EventKind::LowDisk,
+            EventKind::Overdue,
+            EventKind::Success,
+        ]
+    );
+    let summaries: Vec<&str> = events.iter().map(|e| e.summary.as_str()).collect();
+    let host = &events[0].host;
+    let expect = [
+        format!("dbackup backup on {host} finished with warnings: collect ok: ok-"),
+        format!(
+            "dbackup backup on {host}: the external backup is due but no drive is present (T9)"
+        ),
+        format!("dbackup backup on {host}: no external backup yet, schedule is weekly"),
+        format!(
+            "dbackup backup on {host} FAILED: collect broken: refused: every source of set broken is missing (~/gone); nothing to back up"
+        ),
+        format!("dbackup backup on {host}: low disk: the backup root's filesystem ("),
+        format!("dbackup backup on {host}: set broken has no snapshot yet, schedule is daily"),
+        format!("dbackup backup on {host}: ok: collected ok"),
+    ];
+    for (got, want) in summaries.iter().zip(&expect) {
+        assert!(got.starts_with(want.as_str()), "got  {got}\nwant {want}...");
+    }
+    assert_eq!(
+        events.iter().map(|e| e.exit).collect::<Vec<_>>(),
+        [Some(3), None, None, Some(1), None, None, Some(0)]
+    );
+    assert!(
+        events[4]
+            .details
+            .contains("below notifications.low_disk_percent (100%)"),
+        "{}",
+        events[4].details
+    );
+}
+
+#[test]
+fn the_events_filter_decides_what_is_sent() {
+    let t = Test::new();
+    demo_home(&t);
+    // The default events: no success.
+    let c = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ],
+             "notifications": {{ "command": ["{}"], "low_disk_percent": 0 }} }}"#,
+        sink_script(&t).display()
+    );
+    let t = t.config(&c);
+    backup(&t, &[], 0);
+    assert!(received(&t).is_empty());
+}
+
+#[test]
+fn a_failing_sink_does_not_change_the_exit_code() {
+    let t = Test::new();
+    demo_home(&t);
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let notifications = format!(
+        r#""notifications": {{ "events": {ALL_EVENTS}, "desktop": true, "low_disk_percent": 0,
+              "command": ["sh", "-c", "echo cannot mail >&2; exit 7"],
+              "http": "http://127.0.0.1:{port}/topic" }}"#
+    );
+    let c = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ], {notifications} }}"#
+    );
+    let t = t.config(&c);
+    let out = t.cmd().args(["--json", "backup"]).status(0);
+    let r = report(&out);
+    let got: Vec<(&str, Outcome)> = r
+        .notifications
+        .iter()
+        .map(|d| (d.sink.as_str(), d.outcome))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("desktop", Outcome::Skipped),
+            ("command", Outcome::Failed),
+            ("http", Outcome::Failed)
+        ]
+    );
+    assert!(
+        out.stderr.contains(
+            "dbackup: warning: notification success could not be sent (command sink): sh -c 'echo cannot mail >&2; exit 7': exited with 7: cannot mail"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "dbackup: warning: notification success could not be sent (http sink): POST to http://127.0.0.1:{port}/topic: "
+        )),
+        "{}",
+        out.stderr
+    );
+    // Logged with the run.
+    let log = runlog::read(&t.path("state/dbackup")).unwrap();
+    let logged: BackupReport = serde_json::from_value(log[0].sets.clone()).unwrap();
+    assert_eq!(logged.notifications, r.notifications);
+    assert_eq!(log[0].exit, 0);
+
+    // A run with warnings keeps its 3.
+    fs::remove_file(t.home().join("env.sh")).unwrap();
+    backup(&t, &["--force"], 3);
+}
+
+/// A one-request HTTP server on 127.0.0.1; returns the URL and the request's head and body.
+fn http_server() -> (String, mpsc::Receiver<(String, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/dbackup", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if line.trim_end().is_empty() {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or(0);
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body).unwrap();
+        let mut stream = stream;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let _ = tx.send((head, String::from_utf8(body).unwrap()));
+    });
+    (url, rx)
+}
+
+#[test]
+fn the_http_sink_posts_ntfy_style() {
+    let t = Test::new();
+    demo_home(&t);
+    let (url, rx) = http_server();
+    let c = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ],
+             "notifications": {{ "events": ["success"], "http": "{url}" }} }}"#
+    );
+    let t = t.config(&c);
+    let r = backup(&t, &[], 0);
+    assert_eq!(r.notifications[0].outcome, Outcome::Sent);
+    let (head, body) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(head.starts_with("POST /dbackup HTTP/1.1\r\n"), "{head}");
+    let host = dbackup::media::hostname();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("title: dbackup on {host}: success\r\n")),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-dbackup-event: success\r\n")
+    );
+    assert!(
+        body.starts_with(&format!(
+            "dbackup backup on {host}: ok: collected data, config\n\ncollect data: data-"
+        )),
+        "{body}"
+    );
+}
+
+#[test]
+fn another_run_holding_the_lock_is_exit_4_without_a_failure_event() {
+    let t = Test::new();
+    demo_home(&t);
+    let n = notifications(&t, ALL_EVENTS, 0);
+    let c = format!(r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ], {n} }}"#);
+    let t = t.config(&c);
+    fs::create_dir_all(t.root()).unwrap();
+    let lock = dbackup::lock::RunLock::acquire(&t.root()).unwrap();
+    let out = t.cmd().args(["backup"]).status(4);
+    assert!(
+        out.stderr.contains("another dbackup run (pid"),
+        "{}",
+        out.stderr
+    );
+    assert!(received(&t).is_empty());
+    drop(lock);
+    let log = runlog::read(&t.path("state/dbackup")).unwrap();
+    assert_eq!(log[0].exit, 4);
+}
+
+#[test]
+fn under_systemd_the_summary_is_plain_lines_with_priorities() {
+    let t = Test::new();
+    demo_home(&t);
+    let c = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS}, {{ "name": "gone", "sources": ["~/gone"] }} ] }}"#
+    );
+    let t = t.config(&c);
+    let out = t
+        .cmd()
+        .env("JOURNAL_STREAM", "8:12345")
+        .args(["backup"])
+        .status(1);
+    let summary: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with('<')).collect();
+    assert!(
+        summary[0].starts_with("<6>collect data: data-"),
+        "{summary:?}"
+    );
+    assert!(
+        summary[1].starts_with("<6>collect config: config-"),
+        "{summary:?}"
+    );
+    assert!(
+        summary[2].starts_with("<3>collect gone: refused: every source of set gone is missing"),
+        "{summary:?}"
+    );
+    assert_eq!(summary.last().unwrap(), &"<3>backup: FAILED (exit 1)");
+    assert!(!out.stderr.contains('\u{1b}'), "no escape sequences");
+}
+
+#[test]
+fn backup_answers_to_its_seed_name() {
+    let t = Test::new();
+    demo_home(&t);
+    let c = format!(r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ] }}"#);
+    let t = t.config(&c);
+    let out = t.cmd().argv0("backup").args(["--json"]).status(0);
+    let r: BackupReport = out.json();
+    assert_eq!(r.collect[0].sets.len(), 2);
+}

@@ -1,0 +1,497 @@
+//! `dbackup status` on fixtures with chosen timestamps (snapshot metadata, `backup.json` on a plain-directory
+//! destination, run log records), reported for a chosen `--now`: ages, overdue, the last run, `--check`, the table.
+
+use std::fs;
+use std::path::Path;
+
+use chrono::{DateTime, FixedOffset};
+use dbackup::archive::{Digest, ReadBackMethod};
+use dbackup::external::layout::{
+    self, BackupMeta, FileRecord, FilesystemRecord, ReadBackRecord, SetRecord,
+};
+use dbackup::rsync::TransferStats;
+use dbackup::runlog::{self, RunRecord};
+use dbackup::snapshot::{self, RsyncRecord, SnapshotMeta, SnapshotState};
+use dbackup::status::{KnownFrom, StatusReport};
+
+use crate::harness::Test;
+
+fn at(s: &str) -> DateTime<FixedOffset> {
+    DateTime::parse_from_rfc3339(s).unwrap()
+}
+
+const NOW: &str = "2025-04-10T09:00:00+00:00";
+
+/// A snapshot of `set` started at `time`, with its metadata: `first` (no link-dest), `bytes` in all, `linked` of them
+/// hard-linked from the previous one, `unreadable` files (incomplete when more than 0).
+#[allow(clippy::too_many_arguments)] // a fixture
+fn snap(
+    t: &Test,
+    set: &str,
+    time: &str,
+    first: bool,
+    full: bool,
+    bytes: u64,
+    linked: u64,
+    unreadable: u64,
+) -> String {
+    let started = at(time);
+    let name = snapshot::snapshot_name(set, started.naive_local());
+    // Content that is never looked at.
+    t.write(&format!("root/{name}/data/file"), "x");
+    let meta = SnapshotMeta {
+        format: snapshot::METADATA_FORMAT,
+        set: set.into(),
+        name: name.clone(),
+        complete: unreadable == 0,
+        full,
+        started,
+        finished: started + chrono::TimeDelta::minutes(3),
+        sources: vec![],
+        exclusions: vec![],
+        link_dest: if first {
+            vec![]
+        } else {
+            vec!["previous".into()]
+        },
+        resumed: false,
+        rsync: RsyncRecord {
+            exit_code: if unreadable == 0 { 0 } else { 23 },
+            argv: vec![],
+            version: "3.2.7".into(),
+            acls: true,
+            xattrs: true,
+        },
+        stats: TransferStats {
+            files: 120,
+            regular_files: 100,
+            directories: 20,
+            transferred_files: 10,
+            total_bytes: bytes,
+            transferred_bytes: bytes - linked,
+            linked_bytes: linked,
+        },
+        warnings: vec![],
+        unreadable: (0..unreadable)
+            .map(|i| snapshot::FileProblem {
+                path: format!("/data/locked-{i}").into(),
+                message: "Permission denied (13)".into(),
+            })
+            .collect(),
+        vanished: vec![],
+        dbackup_version: "0.1.0".into(),
+    };
+    snapshot::write_metadata(&t.root(), &meta).unwrap();
+    name
+}
+
+/// A verified backup on a destination directory, started at `time`, holding `sets` (set, snapshot).
+fn drive_backup(dest: &Path, time: &str, sets: &[(&str, &str)], bytes: u64) -> String {
+    let started = at(time);
+    let stamp = snapshot::stamp(started.naive_local());
+    let dir = dest.join("backups").join(&stamp);
+    fs::create_dir_all(&dir).unwrap();
+    let file = |name: String| FileRecord {
+        name,
+        bytes: bytes / 2,
+        sha256: Digest::of_bytes(b""),
+    };
+    let meta = BackupMeta {
+        format: layout::BACKUP_FORMAT,
+        stamp: stamp.clone(),
+        destination: "T9".into(),
+        host: "workstation".into(),
+        dbackup_version: "0.1.0".into(),
+        started,
+        finished: started + chrono::TimeDelta::minutes(20),
+        verified: true,
+        read_back: ReadBackRecord {
+            methods: vec![ReadBackMethod::Direct],
+            device_cache_dropped: None,
+            note: None,
+        },
+        filesystem: FilesystemRecord {
+            fs_type: "exfat".into(),
+            label: Some("T9".into()),
+            uuid: None,
+        },
+        sums_file: layout::SUMS_FILE.into(),
+        sets: sets
+            .iter()
+            .map(|(set, snapshot)| SetRecord {
+                set: set.to_string(),
+                snapshot: snapshot.to_string(),
+                snapshot_complete: true,
+                snapshot_finished: None,
+                sources: vec![],
+                archive: vec![file(layout::archive_name(set))],
+                index: vec![],
+                tar_bytes: bytes / 2,
+                tar_sha256: Digest::of_bytes(b""),
+                entries: 1,
+                files: 1,
+                file_bytes: 1,
+                hard_links: 0,
+                warning_count: 0,
+                warnings: vec![],
+                write_seconds: 1.0,
+                read_back_seconds: 1.0,
+            })
+            .collect(),
+    };
+    fs::write(
+        dir.join(layout::METADATA_FILE),
+        layout::metadata_bytes(&meta),
+    )
+    .unwrap();
+    stamp
+}
+
+/// Appends a run to the log.
+fn log_run(
+    t: &Test,
+    command: &str,
+    started: &str,
+    exit: u8,
+    error: Option<&str>,
+    sets: serde_json::Value,
+) {
+    let started = at(started);
+    runlog::append(
+        &t.path("state/dbackup"),
+        &RunRecord {
+            command: command.into(),
+            started,
+            finished: started + chrono::TimeDelta::minutes(5),
+            exit,
+            error: error.map(String::from),
+            pid: 1,
+            dbackup_version: "0.1.0".into(),
+            sets,
+        },
+    )
+    .unwrap();
+}
+
+/// The fixture: `data` fresh, `config` with an incomplete newest snapshot and a 3-day-old complete one, the T9
+/// (present, a plain directory) with backups 21 and 12 days old, `old` absent, last written 16 days ago per the log.
+fn fixture() -> Test {
+    let t = Test::new();
+    let t9 = t.path("media/T9");
+    fs::create_dir_all(&t9).unwrap();
+    let c = format!(
+        r#"{{ "backup_root": "{{root}}",
+             "backup_sets": [ {{ "name": "data", "sources": ["/data"] }}, {{ "name": "config", "sources": ["~/.config"] }} ],
+             "schedule": {{ "incremental": "daily", "full": "weekly", "external": "weekly" }},
+             "destinations": [ {{ "name": "T9", "path": "{}", "require_mount": false, "priority": 10 }},
+                               {{ "name": "old", "path": "{{tmp}}/media/old" }} ],
+             "notifications": {{ "low_disk_percent": 0 }} }}"#,
+        t9.display()
+    );
+    let t = t.config(&c);
+    let g = 1 << 30;
+    snap(
+        &t,
+        "data",
+        "2025-04-08T03:15:00+00:00",
+        true,
+        false,
+        10 * g,
+        0,
+        0,
+    );
+    snap(
+        &t,
+        "data",
+        "2025-04-09T03:15:00+00:00",
+        false,
+        false,
+        10 * g,
+        9 * g,
+        0,
+    );
+    snap(
+        &t,
+        "data",
+        "2025-04-10T03:15:00+00:00",
+        false,
+        true,
+        10 * g,
+        9 * g,
+        0,
+    );
+    let c1 = snap(
+        &t,
+        "config",
+        "2025-04-07T03:15:00+00:00",
+        true,
+        false,
+        20 << 20,
+        0,
+        0,
+    );
+    snap(
+        &t,
+        "config",
+        "2025-04-10T03:15:00+00:00",
+        false,
+        false,
+        20 << 20,
+        19 << 20,
+        2,
+    );
+    drive_backup(
+        &t9,
+        "2025-03-20T03:15:00+00:00",
+        &[("data", "data-2025-03-20-031500"), ("config", "x")],
+        8 * g,
+    );
+    drive_backup(
+        &t9,
+        "2025-03-29T03:15:00+00:00",
+        &[("data", "data-2025-03-29-031500"), ("config", &c1)],
+        9 * g,
+    );
+    // The log: an external run that wrote to `old`, a failed collect, then the last backup run with warnings.
+    log_run(
+        &t,
+        "external",
+        "2025-03-25T03:15:00+00:00",
+        0,
+        None,
+        serde_json::json!({ "sets": [], "destinations": [
+            { "name": "old", "status": "written", "backup": "2025-03-25-031500" } ] }),
+    );
+    log_run(
+        &t,
+        "collect",
+        "2025-04-09T12:00:00+00:00",
+        1,
+        Some("boom"),
+        serde_json::json!([]),
+    );
+    log_run(
+        &t,
+        "backup",
+        "2025-04-10T03:15:00+00:00",
+        3,
+        None,
+        serde_json::json!({}),
+    );
+    t
+}
+
+fn status(t: &Test, now: &str) -> StatusReport {
+    t.cmd()
+        .args(["--json", "status", "--now", now])
+        .status(0)
+        .json()
+}
+
+#[test]
+fn status_reports_ages_and_overdue_for_chosen_times() {
+    let t = fixture();
+    let r = status(&t, NOW);
+    assert_eq!(r.now, at(NOW));
+    assert!(!r.ok);
+
+    let data = &r.sets[0];
+    assert_eq!(data.snapshots, 3);
+    let n = data.newest.as_ref().unwrap();
+    assert_eq!(n.name, "data-2025-04-10-031500");
+    assert_eq!(n.age_seconds, 5 * 3600 + 45 * 60);
+    assert_eq!(n.state, SnapshotState::Complete);
+    assert!(n.full);
+    assert_eq!(
+        (n.bytes, n.shared_bytes, n.copied_bytes),
+        (10 << 30, Some(9 << 30), 1 << 30)
+    );
+    assert!(data.newest_complete.is_none(), "the newest is complete");
+
+    let config = &r.sets[1];
+    let n = config.newest.as_ref().unwrap();
+    assert_eq!((n.state, n.unreadable), (SnapshotState::Incomplete, 2));
+    let c = config.newest_complete.as_ref().unwrap();
+    assert_eq!(c.name, "config-2025-04-07-031500");
+    assert_eq!(c.age_seconds, 3 * 86400 + 5 * 3600 + 45 * 60);
+    assert_eq!(c.shared_bytes, None, "a first snapshot shares nothing");
+
+    let t9 = &r.destinations[0];
+    assert!(t9.present);
+    assert_eq!(t9.backups, Some(2));
+    let b = t9.newest.as_ref().unwrap();
+    assert_eq!(b.stamp, "2025-03-29-031500");
+    assert_eq!(b.age_seconds, 12 * 86400 + 5 * 3600 + 45 * 60);
+    assert_eq!(b.known_from, KnownFrom::Drive);
+    assert_eq!(b.bytes, Some(9 << 30));
+    let old = &r.destinations[1];
+    assert!(!old.present);
+    assert_eq!(old.absent_kind.as_deref(), Some("not_mounted"));
+    let b = old.newest.as_ref().unwrap();
+    assert_eq!(
+        (b.stamp.as_str(), b.known_from),
+        ("2025-03-25-031500", KnownFrom::RunLog)
+    );
+    assert_eq!(b.age_seconds, 16 * 86400 + 5 * 3600 + 45 * 60);
+
+    let last = r.last_run.as_ref().unwrap();
+    assert_eq!(
+        (last.command.as_str(), last.exit, last.failed),
+        ("backup", 3, false)
+    );
+    assert_eq!(last.result, "warnings");
+    assert_eq!(last.age_seconds, 5 * 3600 + 40 * 60);
+
+    let overdue: Vec<&str> = r.overdue.iter().map(|o| o.message.as_str()).collect();
+    assert_eq!(
+        overdue,
+        [
+            "no complete snapshot of set config for 3 days, schedule is daily",
+            "no external backup for 12 days, schedule is weekly",
+        ]
+    );
+    assert!(
+        r.warnings.iter().any(|w| w.starts_with(
+            "the newest snapshot of set config, config-2025-04-10-031500, is incomplete: 2 files could not be read"
+        )),
+        "{:?}",
+        r.warnings
+    );
+    // What `backup` would do now: config (its newest complete snapshot is 3 days old) and the T9.
+    let collect: Vec<(&str, bool)> = r
+        .due
+        .sets
+        .iter()
+        .map(|s| (s.set.as_str(), s.collect))
+        .collect();
+    assert_eq!(collect, [("data", false), ("config", true)]);
+    assert_eq!(r.due.external.targets, ["T9"]);
+
+    // Two days later, measured from that `now`: data is overdue too, and the external backups are two days older.
+    let r = status(&t, "2025-04-12T09:00:00+00:00");
+    let overdue: Vec<&str> = r.overdue.iter().map(|o| o.message.as_str()).collect();
+    assert_eq!(
+        overdue,
+        [
+            "no complete snapshot of set data for 2 days, schedule is daily",
+            "no complete snapshot of set config for 5 days, schedule is daily",
+            "no external backup for 14 days, schedule is weekly",
+        ]
+    );
+    assert_eq!(
+        r.sets[0].newest.as_ref().unwrap().age_seconds,
+        2 * 86400 + 5 * 3600 + 45 * 60
+    );
+}
+
+#[test]
+fn check_exits_1_when_overdue_or_the_last_run_failed() {
+    let t = fixture();
+    let out = t.cmd().args(["status", "--check", "--now", NOW]).status(1);
+    assert!(out.stdout.contains("\noverdue:\n  no complete snapshot of set config for 3 days, schedule is daily\n  no external backup for 12 days, schedule is weekly\n"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("dbackup: status check failed: no complete snapshot of set config for 3 days, schedule is daily; no external backup for 12 days, schedule is weekly"),
+        "{}",
+        out.stderr
+    );
+    // Without --check the same state exits 0.
+    t.cmd().args(["status", "--now", NOW]).status(0);
+
+    // Nothing overdue, the last run ok: 0; then a failed run: 1.
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["/data"] } ],
+             "notifications": { "low_disk_percent": 0 } }"#,
+    );
+    snap(
+        &t,
+        "data",
+        "2025-04-10T03:15:00+00:00",
+        true,
+        false,
+        100,
+        0,
+        0,
+    );
+    log_run(
+        &t,
+        "backup",
+        "2025-04-10T03:15:00+00:00",
+        0,
+        None,
+        serde_json::json!({}),
+    );
+    let r: StatusReport = t
+        .cmd()
+        .args(["--json", "status", "--check", "--now", NOW])
+        .status(0)
+        .json();
+    assert!(r.ok && r.overdue.is_empty());
+    log_run(
+        &t,
+        "collect",
+        "2025-04-10T08:00:00+00:00",
+        1,
+        Some("collect data: rsync failed"),
+        serde_json::json!([]),
+    );
+    let out = t.cmd().args(["status", "--check", "--now", NOW]).status(1);
+    assert!(out.stdout.contains("last run: collect finished 2025-04-10 08:05 (55 minutes ago): FAILED: collect data: rsync failed\n"), "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("status check failed: the last run (collect) failed"),
+        "{}",
+        out.stderr
+    );
+    // A run that found the lock held is not a failure.
+    log_run(
+        &t,
+        "backup",
+        "2025-04-10T08:30:00+00:00",
+        4,
+        Some("another dbackup run holds it"),
+        serde_json::json!({}),
+    );
+    t.cmd().args(["status", "--check", "--now", NOW]).status(0);
+}
+
+#[test]
+fn the_table_reads_at_a_glance() {
+    let t = fixture();
+    let mut r = status(&t, NOW);
+    // What depends on this machine: the test's directory, free space, the filesystem type.
+    let tmp = t.dir.path().display().to_string();
+    let text = serde_json::to_string(&r).unwrap().replace(&tmp, "/tmp/t");
+    r = serde_json::from_str(&text).unwrap();
+    r.root_free_bytes = Some(120 << 30);
+    r.root_total_bytes = Some(500 << 30);
+    r.destinations[0].free_bytes = Some(412 << 30);
+    r.destinations[0].total_bytes = Some(1863 << 30);
+    r.destinations[0].fs_type = Some("exfat".into());
+    insta::assert_snapshot!("status_table", dbackup::status::render(&r));
+
+    // The binary prints the same table.
+    let out = t.cmd().args(["status", "--now", NOW]).status(0).stdout;
+    assert!(
+        out.starts_with("status: ATTENTION: 2 overdue (2025-04-10 09:00)\n"),
+        "{out}"
+    );
+    assert!(out.contains("  T9           present ("), "{out}");
+}
+
+#[test]
+fn status_of_a_fresh_install() {
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["/data"] } ],
+             "notifications": { "low_disk_percent": 0 } }"#,
+    );
+    let out = t.cmd().args(["status", "--now", NOW]).status(0).stdout;
+    let root = t.root().display().to_string();
+    let out = out.replace(&root, "/root");
+    let free = out.lines().nth(1).unwrap().to_string();
+    assert!(
+        free.starts_with("backup root /root (does not exist yet), "),
+        "{free}"
+    );
+    let rest: Vec<&str> = out.lines().skip(2).collect();
+    insta::assert_snapshot!("status_fresh", rest.join("\n"));
+}

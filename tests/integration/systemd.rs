@@ -1,0 +1,754 @@
+//! `dbackup systemd render` through the real binary: the units and rule people install (insta snapshots), `--out`,
+//! the errors; and the checks by the real tools: `systemd-analyze verify` (system and user, no warning allowed),
+//! `systemd-analyze calendar` of every schedule value, `systemd-escape --path`, and `nix/lib.nix` (evaluated with
+//! `nix-instantiate`), whose `render` must equal `dbackup systemd render --format json` for the same config.
+//!
+//! The tools come from Debian's systemd and nix-bin (`cargo xtask test` installs them when root). A test whose tool
+//! is missing says so and skips; under CI (`CI=true`) a missing tool fails it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use dbackup::systemd::{
+    COLLECT_SERVICE, COLLECT_TIMER, EXTERNAL_SERVICE, HEADER, Rendered, Scope, UDEV_RULES, Value,
+};
+
+use crate::harness::{BIN, Output, Test, mode};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A fixed binary path for snapshots (`--exe`): the units do not depend on where the test binary was built.
+const EXE: &str = "/usr/local/bin/dbackup";
+
+/// Three destinations: matched by label, by uuid (its mount point has a space and a dash), and by neither.
+const CONFIG: &str = r#"{
+  "backup_root": "/srv/backup",
+  "backup_sets": [ { "name": "data", "sources": ["~/data", "$DDATA"] } ],
+  "schedule": { "incremental": "daily", "external": "weekly" },
+  "destinations": [
+    { "name": "T9", "path": "/media/payne/T9", "fs_label": "T9" },
+    { "name": "spare", "path": "/run/media/payne/my spare-disk", "fs_uuid": "6be7-a7d5" },
+    { "name": "nas", "path": "/mnt/nas" }
+  ]
+}"#;
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Finds a program on `$PATH` or in the sbin directories.
+fn tool(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// True when every tool is installed; otherwise prints that the test skips (and fails under CI, whose command
+/// installs them).
+fn require(tools: &[&str], package: &str) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| tool(t).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("this test")
+        .to_string();
+    let msg = format!(
+        "{test}: missing {} (apt-get install {package}; `cargo xtask test` does it when root)",
+        missing.join(", ")
+    );
+    assert!(!ci(), "{msg}; CI must install it");
+    eprintln!("skipping {msg}");
+    false
+}
+
+/// Runs a program; returns (exit code, stdout, stderr).
+fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(tool(program).unwrap_or_else(|| PathBuf::from(program)));
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn redact(t: &Test, text: &str) -> String {
+    text.replace(&t.dir.path().display().to_string(), "{tmp}")
+}
+
+fn test_with(config: &str) -> Test {
+    Test::new().config(config).env("DDATA", "/data")
+}
+
+fn render(t: &Test, args: &[&str]) -> Output {
+    t.cmd()
+        .args(["systemd", "render"])
+        .args(args.iter().copied())
+        .status(0)
+}
+
+fn render_json(t: &Test, args: &[&str]) -> Rendered {
+    let mut all = vec!["--format", "json"];
+    all.extend_from_slice(args);
+    render(t, &all).json()
+}
+
+fn value<'r>(r: &'r Rendered, unit: &str, section: &str, key: &str) -> &'r Value {
+    &r.units[unit][section][key]
+}
+
+#[test]
+fn system_units_and_udev_rule() {
+    let t = test_with(CONFIG);
+    let out = render(&t, &["--system", "--run-as", "root", "--exe", EXE]);
+    insta::assert_snapshot!("system", redact(&t, &out.stdout));
+    assert!(
+        out.stderr
+            .contains("sudo cp DIR/99-dbackup.rules /etc/udev/rules.d/"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn user_units() {
+    let t = test_with(&CONFIG.replace(
+        r#""incremental": "daily", "external": "weekly""#,
+        r#""incremental": "hourly", "external": "always""#,
+    ));
+    let out = render(&t, &["--user", "--exe", EXE]);
+    insta::assert_snapshot!("user", redact(&t, &out.stdout));
+    assert!(
+        out.stderr
+            .contains("systemctl --user enable dbackup-external.service"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn json_holds_the_units_and_the_files() {
+    let t = test_with(CONFIG);
+    let r = render_json(&t, &["--system", "--run-as", "root", "--exe", EXE]);
+    assert_eq!(r.scope, Scope::System);
+    assert_eq!(r.udev_rules.as_deref(), Some(UDEV_RULES));
+    assert_eq!(
+        r.files.keys().collect::<Vec<_>>(),
+        [UDEV_RULES, COLLECT_SERVICE, COLLECT_TIMER, EXTERNAL_SERVICE]
+    );
+    let config = t.path("config.json").display().to_string();
+    assert_eq!(
+        value(&r, EXTERNAL_SERVICE, "Service", "ExecStart"),
+        &Value::One(format!("{EXE} --config {config} backup"))
+    );
+    assert_eq!(
+        value(&r, EXTERNAL_SERVICE, "Service", "ExecStartPre"),
+        &Value::One(format!(
+            "{EXE} --config {config} systemd wait-for-drive --timeout 60"
+        ))
+    );
+    assert_eq!(
+        value(&r, COLLECT_SERVICE, "Service", "Environment"),
+        &Value::Many(vec!["DDATA=/data".into()]),
+        "the variables the config uses are set in the units"
+    );
+    assert_eq!(
+        value(&r, EXTERNAL_SERVICE, "Install", "WantedBy"),
+        &Value::Many(vec![
+            "media-payne-T9.mount".into(),
+            "run-media-payne-my\\x20spare\\x2ddisk.mount".into(),
+            "mnt-nas.mount".into()
+        ])
+    );
+    // The text form prints the same files.
+    let text = render(&t, &["--system", "--run-as", "root", "--exe", EXE]).stdout;
+    for (name, body) in &r.files {
+        assert!(text.contains(&format!("### {name}\n{body}")), "{name}");
+    }
+}
+
+#[test]
+fn user_scope_expands_home_and_runs_as_whoever_runs_it() {
+    let t = test_with(
+        r#"{ "backup_sets": [ { "name": "a", "sources": ["~/a"] } ],
+             "destinations": [ { "name": "T9", "path": "~/mnt/T9", "fs_label": "T9" } ] }"#,
+    );
+    let r = render_json(&t, &["--user", "--exe", EXE]);
+    let home = t.home().display().to_string();
+    let root = format!("{home}/.local/share/dbackup");
+    assert_eq!(
+        value(&r, COLLECT_SERVICE, "Unit", "RequiresMountsFor"),
+        &Value::One(root)
+    );
+    assert!(!r.units[COLLECT_SERVICE]["Service"].contains_key("User"));
+    let mount = dbackup::systemd::escape::path_unit(&t.home().join("mnt/T9"));
+    assert_eq!(
+        value(&r, EXTERNAL_SERVICE, "Install", "WantedBy"),
+        &Value::Many(vec![mount])
+    );
+    assert_eq!(r.udev_rules, None);
+}
+
+#[test]
+fn manual_installs_no_trigger() {
+    let t = test_with(&CONFIG.replace(r#""external": "weekly""#, r#""external": "manual""#));
+    let out = render(&t, &["--system", "--run-as", "root", "--exe", EXE]);
+    assert!(
+        !out.stdout.contains("[Install]\nWantedBy=media"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains(UDEV_RULES));
+    assert!(
+        !out.stderr.contains("enable dbackup-external.service"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn out_writes_the_files_and_replaces_only_its_own() {
+    let t = test_with(CONFIG);
+    let dir = t.path("units");
+    let dir_s = dir.display().to_string();
+    let args = [
+        "--system", "--run-as", "root", "--exe", EXE, "--out", &dir_s,
+    ];
+
+    // A dry run writes nothing.
+    let out = render(&t, &[&args[..], &["--dry-run"]].concat());
+    assert!(!dir.exists());
+    assert!(out.stderr.contains("would write"), "{}", out.stderr);
+
+    let out = render(&t, &args);
+    let listed: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(listed.len(), 4, "{}", out.stdout);
+    for name in [UDEV_RULES, COLLECT_SERVICE, COLLECT_TIMER, EXTERNAL_SERVICE] {
+        let path = dir.join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(HEADER), "{name}");
+        assert_eq!(mode(&path), 0o644, "{name}");
+        assert!(listed.contains(&path.to_str().unwrap()));
+    }
+    assert!(
+        std::fs::read_dir(&dir).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with('.')),
+        "no temporary file left"
+    );
+
+    // Rendering again replaces them; the rule goes when the schedule no longer needs it.
+    std::fs::write(
+        t.path("config.json"),
+        CONFIG.replace(r#""external": "weekly""#, r#""external": "manual""#),
+    )
+    .unwrap();
+    let out = render(&t, &args);
+    assert!(!dir.join(UDEV_RULES).exists());
+    assert!(out.stderr.contains("removed"), "{}", out.stderr);
+    assert!(
+        !std::fs::read_to_string(dir.join(EXTERNAL_SERVICE))
+            .unwrap()
+            .contains("[Install]")
+    );
+
+    // A file dbackup did not write is never replaced.
+    std::fs::write(dir.join(COLLECT_TIMER), "[Timer]\nOnCalendar=mine\n").unwrap();
+    let out = t.cmd().args(["systemd", "render"]).args(args).status(2);
+    assert!(
+        out.stderr.contains("exists and was not written by dbackup"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join(COLLECT_TIMER)).unwrap(),
+        "[Timer]\nOnCalendar=mine\n"
+    );
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let t = test_with(&CONFIG.replace(r#""fs_label": "T9""#, r#""fs_label": "T9*""#));
+    let out = t
+        .cmd()
+        .args(["systemd", "render", "--system", "--run-as", "root"])
+        .status(2);
+    insta::assert_snapshot!("bad_label", redact(&t, &out.stderr));
+    // The user scope has no udev rule, so the label is no problem there.
+    render(&t, &["--user"]);
+
+    let t = test_with(CONFIG);
+    let out = t
+        .cmd()
+        .args([
+            "systemd",
+            "render",
+            "--system",
+            "--run-as",
+            "no-such-user-dbackup",
+        ])
+        .status(2);
+    assert!(
+        out.stderr
+            .contains("user \"no-such-user-dbackup\" does not exist"),
+        "{}",
+        out.stderr
+    );
+
+    let out = t.cmd().args(["systemd", "render"]).status(2);
+    assert!(out.stderr.contains("--user"), "{}", out.stderr);
+
+    // No config file: the built-in default, with a warning.
+    let t = Test::new();
+    let out = t.cmd().args(["systemd", "render", "--user"]).status(0);
+    assert!(out.stderr.contains("no config file"), "{}", out.stderr);
+    assert!(!out.stdout.contains("--config"));
+}
+
+#[test]
+fn wait_for_drive_returns_when_a_destination_is_mounted_or_after_the_timeout() {
+    // /proc is a mount point everywhere: ready at once.
+    let t = Test::new().config(
+        r#"{ "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+             "destinations": [ { "name": "gone", "path": "{tmp}/gone" }, { "name": "proc", "path": "/proc" } ] }"#,
+    );
+    let out = t
+        .cmd()
+        .args(["-v", "systemd", "wait-for-drive", "--timeout", "30"])
+        .status(0);
+    assert!(
+        out.stderr.contains("destination proc is ready at /proc"),
+        "{}",
+        out.stderr
+    );
+
+    // Nothing mounted: it gives up after the timeout, and still exits 0.
+    let t = Test::new().config(
+        r#"{ "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+             "destinations": [ { "name": "gone", "path": "{tmp}/gone" } ] }"#,
+    );
+    let out = t
+        .cmd()
+        .args(["systemd", "wait-for-drive", "--timeout", "1"])
+        .status(0);
+    assert!(
+        out.stderr.contains("no destination was mounted within 1s"),
+        "{}",
+        out.stderr
+    );
+
+    // A destination that needs no mount is ready as it is; no destination, nothing to wait for.
+    let t = Test::new().config(
+        r#"{ "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+             "destinations": [ { "name": "dir", "path": "{tmp}/dir", "require_mount": false } ] }"#,
+    );
+    let out = t
+        .cmd()
+        .args(["-v", "systemd", "wait-for-drive", "--timeout", "30"])
+        .status(0);
+    assert!(
+        out.stderr.contains("destination dir is ready"),
+        "{}",
+        out.stderr
+    );
+    let t = Test::new().config(r#"{ "backup_sets": [ { "name": "a", "sources": ["/a"] } ] }"#);
+    t.cmd()
+        .args(["systemd", "wait-for-drive", "--timeout", "30"])
+        .status(0);
+}
+
+/// `systemd-analyze verify` of the files in `dir`; `Err` with everything it printed when it printed anything or
+/// failed.
+fn verify(scope: Scope, dir: &Path, man: &Path, runtime: &Path) -> Result<(), String> {
+    let units: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "service" || e == "timer")
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut args = Vec::new();
+    if scope == Scope::User {
+        args.push("--user");
+    }
+    args.push("verify");
+    args.extend(units.iter().map(String::as_str));
+    let (code, stdout, stderr) = run(
+        "systemd-analyze",
+        &args,
+        &[
+            ("MANPATH", &man.display().to_string()),
+            ("XDG_RUNTIME_DIR", &runtime.display().to_string()),
+            ("SYSTEMD_LOG_COLOR", "0"),
+        ],
+    );
+    if code == 0 && stdout.trim().is_empty() && stderr.trim().is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "systemd-analyze {} exited {code}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            args.join(" ")
+        ))
+    }
+}
+
+#[test]
+fn systemd_analyze_verifies_the_units_without_a_warning() {
+    if !require(&["systemd-analyze", "man"], "systemd man-db") {
+        return;
+    }
+    let t = test_with(CONFIG);
+    // Documentation=man:dbackup(1) must resolve: the man pages dbackup generates.
+    let man = t.path("man");
+    t.cmd()
+        .args(["generate", "man"])
+        .args([man.join("man1")])
+        .status(0);
+    assert!(man.join("man1/dbackup.1").is_file());
+    let runtime = t.path("runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+
+    for (scope, flag) in [(Scope::System, "--system"), (Scope::User, "--user")] {
+        let dir = t.path(&format!("units-{flag}"));
+        let dir_s = dir.display().to_string();
+        // The default --exe: this binary, which exists (verify checks ExecStart's program).
+        let mut args = vec![flag, "--out", &dir_s];
+        if scope == Scope::System {
+            args.extend(["--run-as", "root"]);
+        }
+        render(&t, &args);
+        verify(scope, &dir, &man, &runtime).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    // The check can fail: a warning alone (an unknown setting) is enough.
+    let bad = t.path("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("dbackup-bad.service"),
+        format!("[Service]\nType=oneshot\nExecStart={BIN} backup\nNiceness=19\n"),
+    )
+    .unwrap();
+    let err = verify(Scope::System, &bad, &man, &runtime).unwrap_err();
+    assert!(err.contains("Niceness"), "{err}");
+}
+
+#[test]
+fn systemd_analyze_accepts_every_schedule_value() {
+    if !require(&["systemd-analyze"], "systemd") {
+        return;
+    }
+    for (incremental, normalized) in [
+        ("hourly", "*-*-* *:00:00"),
+        ("daily", "*-*-* 00:00:00"),
+        ("weekly", "Mon *-*-* 00:00:00"),
+        ("monthly", "*-*-01 00:00:00"),
+    ] {
+        let t = test_with(&CONFIG.replace(
+            r#""incremental": "daily""#,
+            &format!(r#""incremental": "{incremental}""#),
+        ));
+        let r = render_json(&t, &["--user", "--exe", EXE]);
+        let Value::One(on_calendar) = value(&r, COLLECT_TIMER, "Timer", "OnCalendar") else {
+            panic!("one OnCalendar")
+        };
+        let (code, stdout, stderr) = run("systemd-analyze", &["calendar", on_calendar], &[]);
+        assert_eq!(code, 0, "{on_calendar}: {stderr}");
+        assert!(
+            stdout.contains(&format!("Normalized form: {normalized}")),
+            "{on_calendar}: {stdout}"
+        );
+        let Value::One(delay) = value(&r, COLLECT_TIMER, "Timer", "RandomizedDelaySec") else {
+            panic!("one RandomizedDelaySec")
+        };
+        let (code, _, stderr) = run("systemd-analyze", &["timespan", delay], &[]);
+        assert_eq!(code, 0, "{delay}: {stderr}");
+    }
+    // And the check can fail.
+    let (code, ..) = run("systemd-analyze", &["calendar", "nightly"], &[]);
+    assert_ne!(code, 0);
+}
+
+/// Paths with what systemd escapes: dashes, spaces, a leading dot, non-ASCII (2, 3 and 4 bytes), specifiers.
+const PATHS: &[&str] = &[
+    "/media/payne/T9",
+    "/run/media/payne/T9",
+    "/media/payne/my-drive",
+    "/run/media/x y/T9",
+    "/",
+    "/.hidden/x",
+    "/a/.b",
+    "/é/ü",
+    "/日本/𝄞",
+    "/a_b:c.d/e+f@g~h",
+    "/%x/$y/\\z",
+];
+
+#[test]
+fn path_escaping_matches_systemd_escape() {
+    if !require(&["systemd-escape"], "systemd") {
+        return;
+    }
+    for p in PATHS {
+        let (code, stdout, stderr) = run("systemd-escape", &["--path", "--suffix=mount", p], &[]);
+        assert_eq!(code, 0, "{p}: {stderr}");
+        assert_eq!(
+            dbackup::systemd::escape::path_unit(Path::new(p)),
+            stdout.trim_end(),
+            "{p}"
+        );
+    }
+}
+
+/// Evaluates a Nix expression (`--eval --strict --json`) with the repository's `nix/` at hand.
+fn nix_eval(args: &[&str]) -> Result<serde_json::Value, String> {
+    let mut all = vec!["--eval", "--strict", "--json"];
+    all.extend_from_slice(args);
+    let (code, stdout, stderr) = run("nix-instantiate", &all, &[]);
+    if code != 0 {
+        return Err(stderr);
+    }
+    serde_json::from_str(&stdout).map_err(|e| format!("not JSON ({e}): {stdout}"))
+}
+
+#[test]
+fn nix_lib_escapes_paths_like_dbackup() {
+    if !require(&["nix-instantiate"], "nix-bin") {
+        return;
+    }
+    let lib = format!("{REPO}/nix/lib.nix");
+    let list = serde_json::to_string(PATHS).unwrap();
+    let got = nix_eval(&[
+        "--expr",
+        &format!("map (import {lib}).mountUnit (builtins.fromJSON ''{list}'')"),
+    ])
+    .unwrap();
+    let want: Vec<String> = PATHS
+        .iter()
+        .map(|p| dbackup::systemd::escape::path_unit(Path::new(p)))
+        .collect();
+    assert_eq!(got, serde_json::json!(want));
+}
+
+/// One comparison: the config, the scope and the environment the render runs in.
+struct Case {
+    name: &'static str,
+    config: String,
+    scope: Scope,
+    env: &'static [(&'static str, &'static str)],
+}
+
+fn cases() -> Vec<Case> {
+    let weekly = CONFIG.to_string();
+    let with = |from: &str, to: &str| CONFIG.replace(from, to);
+    vec![
+        Case {
+            name: "system, weekly, three kinds of destination",
+            config: weekly.clone(),
+            scope: Scope::System,
+            env: &[("DDATA", "/data")],
+        },
+        Case {
+            name: "user, the same",
+            config: weekly,
+            scope: Scope::User,
+            env: &[("DDATA", "/data")],
+        },
+        Case {
+            name: "system, hourly, always",
+            config: with(
+                r#""incremental": "daily", "external": "weekly""#,
+                r#""incremental": "hourly", "external": "always""#,
+            ),
+            scope: Scope::System,
+            env: &[("DDATA", "/data")],
+        },
+        Case {
+            name: "system, monthly, manual",
+            config: with(
+                r#""incremental": "daily", "external": "weekly""#,
+                r#""incremental": "monthly", "external": "manual""#,
+            ),
+            scope: Scope::System,
+            env: &[("DDATA", "/data")],
+        },
+        Case {
+            name: "user, defaults, ~ and $VAR paths, DBACKUP, odd characters",
+            config: r#"{ "backup_sets": [ { "name": "a", "sources": ["~/a", "${DDATA}/x"], "exclusions": ["$$literal", "*.tmp"] } ],
+                "destinations": [ { "name": "T9", "path": "$MEDIA/50% off/./x-y/../T9", "fs_label": "  Big  Disk ", "fs_uuid": "ABCD-12ef" },
+                                  { "name": "home-drive", "path": "~/mnt/é" } ] }"#
+                .to_string(),
+            scope: Scope::User,
+            env: &[("DDATA", "/data"), ("MEDIA", "/media/payne"), ("DBACKUP", "~/bk")],
+        },
+        Case {
+            name: "system, a label with spaces, a uuid in mixed case, $VAR paths",
+            config: r#"{ "backup_root": "${DDATA}/../srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+                "destinations": [ { "name": "T9", "path": "$MEDIA/50% off/T9", "fs_label": "  Big  Disk ", "fs_uuid": "ABCD-12ef" } ] }"#
+                .to_string(),
+            scope: Scope::System,
+            env: &[("DDATA", "/data"), ("MEDIA", "/media/payne")],
+        },
+        Case {
+            name: "system, no destinations, daily",
+            config: r#"{ "backup_root": "$HOME/backups", "backup_sets": [ { "name": "a", "sources": ["~/a"] } ],
+                "schedule": { "external": "daily" } }"#
+                .to_string(),
+            scope: Scope::System,
+            env: &[],
+        },
+    ]
+}
+
+#[test]
+fn nix_lib_renders_exactly_what_dbackup_renders() {
+    if !require(&["nix-instantiate"], "nix-bin") {
+        return;
+    }
+    let render_nix = format!("{REPO}/nix/tests/render.nix");
+    for case in cases() {
+        let mut t = Test::new().config(&case.config);
+        for (k, v) in case.env {
+            t = t.env(*k, *v);
+        }
+        let (flag, user, home) = match case.scope {
+            Scope::System => ("--system", "root".to_string(), "/root".to_string()),
+            Scope::User => (
+                "--user",
+                "tester".to_string(),
+                t.home().display().to_string(),
+            ),
+        };
+        let mut args = vec![flag, "--exe", EXE];
+        if case.scope == Scope::System {
+            args.extend(["--run-as", "root"]);
+        }
+        let rust: serde_json::Value =
+            render(&t, &[&["--format", "json"], &args[..]].concat()).json();
+
+        let environment: BTreeMap<&str, &str> = case.env.iter().copied().collect();
+        let settings: serde_json::Value = serde_json::from_str(&case.config).unwrap();
+        let case_file = t.path("case.json");
+        std::fs::write(
+            &case_file,
+            serde_json::to_string(&serde_json::json!({
+                "scope": flag.trim_start_matches("--"),
+                "exe": EXE,
+                "configFile": t.path("config.json"),
+                "user": user,
+                "home": home,
+                "environment": environment,
+                "settings": settings,
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        let nix = nix_eval(&[
+            &render_nix,
+            "--argstr",
+            "caseFile",
+            case_file.to_str().unwrap(),
+        ])
+        .unwrap_or_else(|e| panic!("{}: nix-instantiate failed:\n{e}", case.name));
+        if nix != rust {
+            let (a, b) = (
+                serde_json::to_string_pretty(&rust).unwrap(),
+                serde_json::to_string_pretty(&nix).unwrap(),
+            );
+            let diff: Vec<String> = a
+                .lines()
+                .zip(b.lines())
+                .filter(|(x, y)| x != y)
+                .take(10)
+                .map(|(x, y)| format!("  dbackup: {x}\n  nix:     {y}"))
+                .collect();
+            panic!(
+                "{}: nix/lib.nix renders something else than dbackup:\n{}\n--- dbackup\n{a}\n--- nix\n{b}",
+                case.name,
+                diff.join("\n")
+            );
+        }
+    }
+}
+
+#[test]
+fn nix_lib_refuses_what_dbackup_refuses() {
+    if !require(&["nix-instantiate"], "nix-bin") {
+        return;
+    }
+    let lib = format!("{REPO}/nix/lib.nix");
+    for (label, message) in [
+        ("T9*", "cannot be matched by a udev rule"),
+        ("   ", "fs_label is empty"),
+    ] {
+        let settings = serde_json::json!({
+            "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+            "destinations": [ { "name": "T9", "path": "/media/T9", "fs_label": label } ],
+        });
+        let expr = format!(
+            "(import {lib}).render {{ scope = \"system\"; exe = \"/bin/dbackup\"; home = \"/root\"; settings = builtins.fromJSON ''{settings}''; }}"
+        );
+        let err = nix_eval(&["--expr", &expr]).unwrap_err();
+        assert!(err.contains(message), "{label:?}: {err}");
+
+        let t = Test::new().config(&settings.to_string());
+        let out = t
+            .cmd()
+            .args(["systemd", "render", "--system", "--run-as", "root"])
+            .status(2);
+        assert!(out.stderr.contains(message), "{label:?}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn generate_writes_completions_and_man_pages_for_packagers() {
+    let t = Test::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = t.cmd().args(["generate", "completions", shell]).status(0);
+        assert!(out.stdout.contains("wait-for-drive"), "{shell}");
+    }
+    let dir = t.path("man");
+    let out = t.cmd().args(["generate", "man"]).args([&dir]).status(0);
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    assert_eq!(out.stdout.lines().count(), pages.len());
+    for want in ["dbackup.1", "dbackup-collect.1", "dbackup-systemd-render.1"] {
+        assert!(pages.iter().any(|p| p == want), "{want} in {pages:?}");
+    }
+    assert!(
+        pages
+            .iter()
+            .all(|p| !p.contains("help") && !p.contains("generate")),
+        "no page for clap's help or the hidden generate: {pages:?}"
+    );
+}
