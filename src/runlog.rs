@@ -34,6 +34,28 @@ pub struct RunRecord {
     pub sets: serde_json::Value,
 }
 
+impl RunRecord {
+    /// A record of a run of `command` that started at `started` and finishes now, in this process.
+    pub fn new(
+        command: &str,
+        started: DateTime<FixedOffset>,
+        exit: u8,
+        error: Option<String>,
+        sets: serde_json::Value,
+    ) -> RunRecord {
+        RunRecord {
+            command: command.into(),
+            started,
+            finished: chrono::Local::now().fixed_offset(),
+            exit,
+            error,
+            pid: std::process::id(),
+            dbackup_version: env!("CARGO_PKG_VERSION").into(),
+            sets,
+        }
+    }
+}
+
 /// The log file in `state_dir`.
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE_NAME)

@@ -27,7 +27,7 @@ use crate::exit::{self, Exit};
 use crate::external::{self, DestinationStatus, ExternalReport};
 use crate::media::Presence;
 use crate::notify::{self, Delivery, Event, Outcome};
-use crate::runlog::{self, RunRecord};
+use crate::runlog::RunRecord;
 use crate::schedule::{self, Due, ExternalAction, Overdue, Seen};
 use crate::settings::{Env, SetSettings, Settings};
 use crate::status::{self, Facts, LowDisk, gather};
@@ -182,17 +182,14 @@ pub fn run_with_settings(settings: &Settings, args: &BackupArgs) -> anyhow::Resu
             };
             let deliveries = notify::send(&settings.notifications, &events);
             show_deliveries(&deliveries, &ui);
-            let record = RunRecord {
-                command: "backup".into(),
+            let record = RunRecord::new(
+                "backup",
                 started,
-                finished: Local::now().fixed_offset(),
-                exit: code.code(),
-                error: Some(message),
-                pid: std::process::id(),
-                dbackup_version: env!("CARGO_PKG_VERSION").into(),
-                sets: serde_json::json!({ "due": due, "notifications": deliveries }),
-            };
-            append_log(settings, &record, &ui);
+                code.code(),
+                Some(message),
+                serde_json::json!({ "due": due, "notifications": deliveries }),
+            );
+            super::append_log(settings, &record, &ui);
             Err(e)
         }
     }
@@ -803,25 +800,10 @@ fn log(settings: &Settings, report: &BackupReport, error: Option<String>, ui: &U
         serde_json::to_value(report).unwrap_or_default()
     };
     let record = RunRecord {
-        command: "backup".into(),
-        started: report.started,
         finished: report.finished,
-        exit: report.exit,
-        error,
-        pid: std::process::id(),
-        dbackup_version: env!("CARGO_PKG_VERSION").into(),
-        sets,
+        ..RunRecord::new("backup", report.started, report.exit, error, sets)
     };
-    append_log(settings, &record, ui);
-}
-
-fn append_log(settings: &Settings, record: &RunRecord, ui: &Ui) {
-    if let Err(e) = runlog::append(&settings.state_dir, record) {
-        ui.warn(format_args!(
-            "cannot write the run log in {}: {e}",
-            settings.state_dir.display()
-        ));
-    }
+    super::append_log(settings, &record, ui);
 }
 
 /// The summary on stderr (for people on a terminal, with priorities for the journal), the result on stdout.

@@ -13,9 +13,8 @@ use chrono::Local;
 use crate::cli::{CollectArgs, GlobalArgs};
 use crate::collect::{self, CollectPlan, CollectReport, SetStatus, exec};
 use crate::exit::Exit;
-use crate::runlog::{self, RunRecord};
 use crate::settings::{Env, Settings};
-use crate::ui::{self, Ui};
+use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: CollectArgs) -> anyhow::Result<Exit> {
     let settings = Settings::load(global, &Env::from_process())?;
@@ -34,34 +33,19 @@ pub fn run_with_settings(settings: &Settings, args: &CollectArgs) -> anyhow::Res
 
     let started = Local::now().fixed_offset();
     let outcome = collect::run(settings, &sets, args, &ui);
-    let (exit, error, sets_value) = match &outcome {
-        Ok((_, report)) => (
-            report.exit(),
-            None,
-            serde_json::to_value(&report.sets).unwrap_or_default(),
-        ),
-        Err(e) => (
-            crate::exit::classify(e),
-            Some(ui::format_error(e)),
-            serde_json::Value::Null,
-        ),
-    };
-    let record = RunRecord {
-        command: "collect".into(),
+    super::log_run(
+        settings,
+        &ui,
+        "collect",
         started,
-        finished: Local::now().fixed_offset(),
-        exit: exit.code(),
-        error,
-        pid: std::process::id(),
-        dbackup_version: env!("CARGO_PKG_VERSION").into(),
-        sets: sets_value,
-    };
-    if let Err(e) = runlog::append(&settings.state_dir, &record) {
-        ui.warn(format_args!(
-            "cannot write the run log in {}: {e}",
-            settings.state_dir.display()
-        ));
-    }
+        match &outcome {
+            Ok((_, report)) => Ok((
+                report.exit(),
+                serde_json::to_value(&report.sets).unwrap_or_default(),
+            )),
+            Err(e) => Err(e),
+        },
+    );
     let (_, report) = outcome?;
     print_report(&report, &ui)?;
     Ok(report.exit())

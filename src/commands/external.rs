@@ -15,9 +15,8 @@ use chrono::Local;
 use crate::cli::{ExternalArgs, GlobalArgs};
 use crate::exit::Exit;
 use crate::external::{self, DestinationStatus, ExternalPlan, ExternalReport, exec};
-use crate::runlog::{self, RunRecord};
 use crate::settings::{Env, Settings};
-use crate::ui::{self, Ui};
+use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: ExternalArgs) -> anyhow::Result<Exit> {
     let settings = Settings::load(global, &Env::from_process())?;
@@ -35,34 +34,19 @@ pub fn run_with_settings(settings: &Settings, args: &ExternalArgs) -> anyhow::Re
 
     let started = Local::now().fixed_offset();
     let outcome = external::run(settings, args, &ui);
-    let (exit, error, sets_value) = match &outcome {
-        Ok((_, report)) => (
-            report.exit(),
-            None,
-            serde_json::json!({ "sets": report.sets, "destinations": report.destinations }),
-        ),
-        Err(e) => (
-            crate::exit::classify(e),
-            Some(ui::format_error(e)),
-            serde_json::Value::Null,
-        ),
-    };
-    let record = RunRecord {
-        command: "external".into(),
+    super::log_run(
+        settings,
+        &ui,
+        "external",
         started,
-        finished: Local::now().fixed_offset(),
-        exit: exit.code(),
-        error,
-        pid: std::process::id(),
-        dbackup_version: env!("CARGO_PKG_VERSION").into(),
-        sets: sets_value,
-    };
-    if let Err(e) = runlog::append(&settings.state_dir, &record) {
-        ui.warn(format_args!(
-            "cannot write the run log in {}: {e}",
-            settings.state_dir.display()
-        ));
-    }
+        match &outcome {
+            Ok((_, report)) => Ok((
+                report.exit(),
+                serde_json::json!({ "sets": report.sets, "destinations": report.destinations }),
+            )),
+            Err(e) => Err(e),
+        },
+    );
     let (_, report) = outcome?;
     print_report(&report, &ui)?;
     Ok(report.exit())
