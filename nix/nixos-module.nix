@@ -11,30 +11,15 @@
 
 let
   cfg = config.services.dbackup;
-  setting = lib.types.oneOf [
-    lib.types.str
-    lib.types.int
-    lib.types.bool
-  ];
+  shared = import ./common.nix { inherit lib pkgs; };
   dlib = import ./lib.nix;
   json = pkgs.formats.json { };
 
-  # The config, checked at build time: `dbackup config check` must accept it (schema and semantics: names, paths,
-  # variables), or the system does not build.
-  configFile =
-    pkgs.runCommand "dbackup-config.json"
-      (
-        {
-          nativeBuildInputs = [ cfg.package ];
-          unchecked = json.generate "dbackup-config-unchecked.json" cfg.settings;
-        }
-        // cfg.environment
-      )
-      ''
-        export HOME=${lib.escapeShellArg cfg.home} USER=${lib.escapeShellArg cfg.user} LOGNAME=${lib.escapeShellArg cfg.user}
-        dbackup --config "$unchecked" config check >&2
-        cp "$unchecked" "$out"
-      '';
+  configFile = shared.configFile {
+    inherit cfg;
+    user = cfg.user;
+    home = cfg.home;
+  };
 
   rendered = dlib.render {
     scope = "system";
@@ -128,40 +113,10 @@ in
       '';
     };
 
-    environment = lib.mkOption {
-      type = lib.types.attrsOf lib.types.str;
-      default = { };
-      example = {
-        DDATA = "/data";
-      };
-      description = ''
-        Variables that `settings` uses (`$DDATA`) other than `HOME`, `USER` and `LOGNAME`: set in the units and for
-        the build-time check. Like the settings, they end up in the world-readable Nix store.
-      '';
-    };
-
-    timerConfig = lib.mkOption {
-      type = lib.types.attrsOf setting;
-      default = { };
-      example = {
-        OnCalendar = "*-*-* 02:30:00";
-        RandomizedDelaySec = "15min";
-      };
-      description = ''
-        Settings for the `[Timer]` section of dbackup-collect.timer, over those from the schedule
-        (`OnCalendar=` from `schedule.incremental`, `Persistent=true`, `RandomizedDelaySec=`).
-      '';
-    };
-
-    serviceConfig = lib.mkOption {
-      type = lib.types.attrsOf (lib.types.either setting (lib.types.listOf setting));
-      default = { };
-      example = {
-        Nice = "10";
-        CPUQuota = "50%";
-      };
-      description = "Settings for the `[Service]` section of both units, over dbackup's own.";
-    };
+  }
+  // shared.unitOptions {
+    timerExample = { OnCalendar = "*-*-* 02:30:00"; RandomizedDelaySec = "15min"; };
+    serviceExample = { Nice = "10"; CPUQuota = "50%"; };
   };
 
   config = lib.mkIf cfg.enable {
