@@ -471,13 +471,7 @@ impl<'p> Applier<'p> {
                     .map_err(Failure::from_io)?;
                 let result = (|| {
                     if opts.privileged {
-                        rustix::fs::chownat(
-                            parent,
-                            tmp.as_str(),
-                            Some(uid(item.entry.uid)),
-                            Some(gid(item.entry.gid)),
-                            AtFlags::SYMLINK_NOFOLLOW,
-                        )?;
+                        chown_temp(parent, &tmp, &item.entry)?;
                     }
                     rustix::fs::utimensat(
                         parent,
@@ -497,13 +491,7 @@ impl<'p> Applier<'p> {
                 .map_err(Failure::from_io)?;
                 let result = (|| {
                     if opts.privileged {
-                        rustix::fs::chownat(
-                            parent,
-                            tmp.as_str(),
-                            Some(uid(item.entry.uid)),
-                            Some(gid(item.entry.gid)),
-                            AtFlags::SYMLINK_NOFOLLOW,
-                        )?;
+                        chown_temp(parent, &tmp, &item.entry)?;
                     }
                     rustix::fs::chmodat(
                         parent,
@@ -863,6 +851,17 @@ fn times(m: Mtime) -> Timestamps {
             tv_nsec: m.nsec as _,
         },
     }
+}
+
+/// Gives a temporary entry (a symlink or fifo, never followed) the entry's owner; callers do this only when privileged.
+fn chown_temp(parent: impl rustix::fd::AsFd, tmp: &str, entry: &RestoreEntry) -> Result<(), Errno> {
+    rustix::fs::chownat(
+        parent,
+        tmp,
+        Some(uid(entry.uid)),
+        Some(gid(entry.gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
 }
 
 fn uid(u: u32) -> rustix::fs::Uid {
