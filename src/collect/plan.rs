@@ -336,7 +336,7 @@ fn plan_set(
         link_dest.push(r.clone());
     }
 
-    let refusal = (!refusals.is_empty()).then(|| refusals.join("; "));
+    let mut refusal = (!refusals.is_empty()).then(|| refusals.join("; "));
     let in_progress = layout.in_progress(&set.name);
     let rsync_argv = if refusal.is_none() {
         let present: Vec<PathBuf> = sources.iter().filter_map(|s| s.resolved.clone()).collect();
@@ -356,29 +356,10 @@ fn plan_set(
             progress: opts.progress,
             extra: &set.rsync_args,
         };
-        match rsync::build_argv(&spec) {
-            Ok(argv) => argv,
-            Err(e) => {
-                return SetPlan {
-                    action: SetAction::Refuse,
-                    refusal: Some(e.to_string()),
-                    rsync_argv: Vec::new(),
-                    retention: Vec::new(),
-                    ..base_plan(
-                        set,
-                        &layout,
-                        &name,
-                        in_progress,
-                        resume_from,
-                        link_dest,
-                        sources,
-                        shrink_checks,
-                        warnings,
-                        notes,
-                    )
-                };
-            }
-        }
+        rsync::build_argv(&spec).unwrap_or_else(|e| {
+            refusal = Some(e.to_string());
+            Vec::new()
+        })
     } else {
         Vec::new()
     };
