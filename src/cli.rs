@@ -85,6 +85,9 @@ dbackup --dry-run external          # what would be written and removed, and the
     /// Show the state of every set and destination, and what is overdue
     #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
+    /// Create an age key pair for encrypted backups: the identity (secret) in a 0600 file, the recipient printed
+    #[command(after_help = KEYGEN_HELP)]
+    Keygen(KeygenArgs),
     /// Check, print or create the config
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -94,6 +97,23 @@ dbackup --dry-run external          # what would be written and removed, and the
     /// Print shell completions or write the man pages (for packagers)
     #[command(subcommand, hide = true)]
     Generate(GenerateCommand),
+}
+
+const KEYGEN_HELP: &str = "The identity file is what `age-keygen` writes: a comment with the public key, then the \
+AGE-SECRET-KEY-1... line. It never goes on the drive: put only the printed age1... recipient in the config \
+(`encryption.recipients`); backups then need no secret at all. Keep a copy of the identity somewhere other than the \
+drive and this computer (a password manager, a printout in a drawer): without it, encrypted backups cannot be \
+restored by anyone, dbackup included.\n\n\
+Examples:\n  \
+dbackup keygen                              # writes ~/.config/dbackup/identity.txt\n  \
+dbackup keygen --out /media/usb-key/dbackup.key\n  \
+age -d -i ~/.config/dbackup/identity.txt data.tar.age | tar -xpf - -C /   # restore without dbackup";
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct KeygenArgs {
+    /// Where to write the identity (never overwritten); default: $XDG_CONFIG_HOME/dbackup/identity.txt
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args, Default)]

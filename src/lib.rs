@@ -29,6 +29,7 @@ use exit::Exit;
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Config(cmd) => commands::config::run(&cli.global, cmd),
+        Command::Keygen(args) => commands::keygen::run(&cli.global, &args),
         Command::Collect(args) => commands::collect::run(&cli.global, args),
         Command::External(args) => commands::external::run(&cli.global, args),
         Command::Backup(args) => commands::backup::run(&cli.global, args),

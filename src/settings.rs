@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::cli::GlobalArgs;
 use crate::config::load::{self, Loaded};
 use crate::config::{
-    BackupSet, Config, ConfigError, Destination, ExternalMode, LocalRetention, Notifications,
-    Problem, RetentionPolicy, Schedule, schema,
+    BackupSet, Config, ConfigError, Destination, Encryption, ExternalMode, LocalRetention,
+    Notifications, Problem, RetentionPolicy, Schedule, schema,
 };
 use crate::expand;
 
@@ -72,6 +72,8 @@ pub struct Settings {
     pub destinations: Vec<DestinationSettings>,
     pub external_mode: ExternalMode,
     pub notifications: Notifications,
+    /// The top-level `encryption` (each destination already carries its own or this one).
+    pub encryption: Option<EncryptionSettings>,
     /// Where the run log lives: `$XDG_STATE_HOME/dbackup` (`~/.local/state/dbackup`).
     pub state_dir: PathBuf,
     #[serde(skip)]
@@ -128,6 +130,23 @@ pub struct DestinationSettings {
     pub fs_label: Option<String>,
     pub retention: u32,
     pub require_mount: bool,
+    /// How this destination's archives are encrypted, if they are.
+    pub encryption: Option<EncryptionSettings>,
+}
+
+/// A destination's encryption, validated and expanded. Inline recipients are checked here; files are read when the
+/// external phase starts (see `archive::crypt`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EncryptionSettings {
+    /// Public recipients as configured (each parses as an age or ssh recipient).
+    pub recipients: Vec<String>,
+    pub recipients_file: Option<PathBuf>,
+    /// The identity restore and verify decrypt with.
+    pub identity_file: Option<PathBuf>,
+    /// Encrypt to a passphrase instead of recipients.
+    pub passphrase: bool,
+    /// Where the passphrase is read from when backing up unattended.
+    pub passphrase_file: Option<PathBuf>,
 }
 
 impl Output {
@@ -186,11 +205,15 @@ impl Settings {
         }
         let retention_local = b.local_retention(&config.retention.local);
 
+        let global_encryption = config
+            .encryption
+            .as_ref()
+            .and_then(|e| b.encryption("/encryption", e));
         let destinations: Vec<DestinationSettings> = config
             .destinations
             .iter()
             .enumerate()
-            .filter_map(|(i, d)| b.destination(i, d, retention_external))
+            .filter_map(|(i, d)| b.destination(i, d, retention_external, &global_encryption))
             .collect();
         b.unique_names(
             config.destinations.iter().map(|d| d.name.as_str()),
@@ -224,6 +247,7 @@ impl Settings {
             destinations,
             external_mode: config.external.mode,
             notifications: config.notifications.clone(),
+            encryption: global_encryption,
             state_dir: load::xdg_dir(env, "XDG_STATE_HOME", ".local/state").join("dbackup"),
             output,
         })
@@ -514,6 +538,7 @@ impl Builder<'_> {
         i: usize,
         d: &Destination,
         default_retention: u32,
+        global_encryption: &Option<EncryptionSettings>,
     ) -> Option<DestinationSettings> {
         let at = format!("/destinations/{i}");
         if !is_safe_name(&d.name) {
@@ -532,6 +557,10 @@ impl Builder<'_> {
                 "0 keeps no backups; keep at least 1",
             );
         }
+        let encryption = match &d.encryption {
+            Some(e) => self.encryption(&format!("{at}/encryption"), e),
+            None => global_encryption.clone(),
+        };
         let path = self.path(format!("{at}/path"), &d.path)?;
         Some(DestinationSettings {
             name: d.name.clone(),
@@ -541,6 +570,48 @@ impl Builder<'_> {
             fs_label: d.fs_label.clone(),
             retention: d.retention.unwrap_or(default_retention),
             require_mount: d.require_mount,
+            encryption,
+        })
+    }
+
+    /// Checks an `encryption` object: recipients or a passphrase (not both), each inline recipient a public key.
+    fn encryption(&mut self, at: &str, e: &Encryption) -> Option<EncryptionSettings> {
+        let before = self.problems.len();
+        for (i, r) in e.recipients.iter().enumerate() {
+            if let Err(err) = r.parse::<crate::archive::crypt::Recipient>() {
+                self.problem(format!("{at}/recipients/{i}"), err.to_string());
+            }
+        }
+        let has_recipients = !e.recipients.is_empty() || e.recipients_file.is_some();
+        if e.passphrase && has_recipients {
+            self.problem(
+                at,
+                "age encrypts to a passphrase or to recipients, not both: remove `passphrase` or the recipients",
+            );
+        } else if !e.passphrase && !has_recipients {
+            self.problem(
+                at,
+                "encryption needs `recipients` (age1... or ssh public keys), a `recipients_file`, or                  `passphrase: true`; `dbackup keygen` creates a key pair",
+            );
+        }
+        if e.passphrase_file.is_some() && !e.passphrase {
+            self.problem(
+                format!("{at}/passphrase_file"),
+                "`passphrase_file` is only used with `passphrase: true`",
+            );
+        }
+        let path = |b: &mut Self, key: &str, v: &Option<String>| {
+            v.as_ref().and_then(|v| b.path(format!("{at}/{key}"), v))
+        };
+        let recipients_file = path(self, "recipients_file", &e.recipients_file);
+        let identity_file = path(self, "identity_file", &e.identity_file);
+        let passphrase_file = path(self, "passphrase_file", &e.passphrase_file);
+        (self.problems.len() == before).then(|| EncryptionSettings {
+            recipients: e.recipients.clone(),
+            recipients_file,
+            identity_file,
+            passphrase: e.passphrase,
+            passphrase_file,
         })
     }
 
@@ -953,6 +1024,7 @@ mod tests {
                     fs_label: Some("T9".into()),
                     retention: 3,
                     require_mount: true,
+                    encryption: None,
                 },
                 DestinationSettings {
                     name: "old".into(),
@@ -962,6 +1034,7 @@ mod tests {
                     fs_label: None,
                     retention: 1,
                     require_mount: false,
+                    encryption: None,
                 },
             ]
         );

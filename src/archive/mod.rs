@@ -16,6 +16,7 @@
 //! Nothing here decides that an archive is good except verification: a failed write leaves files that look like
 //! a partial archive, never a complete one (no end-of-archive blocks, no index `end` line).
 
+pub mod crypt;
 pub mod index;
 pub mod readback;
 pub mod reader;
@@ -28,6 +29,7 @@ pub mod writer;
 #[cfg(test)]
 mod tests;
 
+pub use crypt::{ArchiveReader, EncryptTo, EncryptionRecord, Keys};
 pub use index::{IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter};
 pub use readback::{ReadBackError, ReadBackMethod, read_back};
 pub use reader::{ArchiveFiles, PartsReader, ReadError, read_entry};

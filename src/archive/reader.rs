@@ -5,19 +5,32 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
+use super::crypt::{ArchiveReader, CryptError, Keys, is_encrypted_name};
 use super::index::{IndexEntry, display_bytes};
 use super::sink::{Digest, MAX_PARTS, SplitSink};
 use super::tarfmt::EntryKind;
 
 /// The file(s) holding one archive: `name` itself, or `name.part000`, `name.part001`, ... joined in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A name ending in `.age` is encrypted: [`ArchiveFiles::open`] decrypts it with the keys given by
+/// [`ArchiveFiles::with_keys`].
+#[derive(Debug, Clone)]
 pub struct ArchiveFiles {
     /// Each file with its length, in stream order.
     pub parts: Vec<(PathBuf, u64)>,
+    /// The identities that decrypt it, when it is encrypted.
+    pub keys: Option<Arc<Keys>>,
 }
+
+impl PartialEq for ArchiveFiles {
+    fn eq(&self, other: &ArchiveFiles) -> bool {
+        self.parts == other.parts
+    }
+}
+impl Eq for ArchiveFiles {}
 
 impl ArchiveFiles {
     /// Finds archive `name` in `dir`: the file itself, or its consecutive parts from `.part000`.
@@ -28,6 +41,7 @@ impl ArchiveFiles {
         match (single.symlink_metadata(), first_part.symlink_metadata()) {
             (Ok(m), Err(_)) => Ok(ArchiveFiles {
                 parts: vec![(single, m.len())],
+                keys: None,
             }),
             (Err(_), Ok(_)) => {
                 let mut parts = Vec::new();
@@ -39,7 +53,7 @@ impl ArchiveFiles {
                         Err(e) => return Err(e),
                     }
                 }
-                Ok(ArchiveFiles { parts })
+                Ok(ArchiveFiles { parts, keys: None })
             }
             (Ok(_), Ok(_)) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -78,8 +92,58 @@ impl ArchiveFiles {
         self.len() == 0
     }
 
-    /// Opens the joined stream.
-    pub fn open(&self) -> io::Result<PartsReader> {
+    /// The keys that decrypt this archive (kept only when it is encrypted).
+    pub fn with_keys(mut self, keys: Option<Arc<Keys>>) -> ArchiveFiles {
+        self.keys = keys.filter(|_| self.encrypted());
+        self
+    }
+
+    /// Whether this archive is age-encrypted (its name ends in `.age`).
+    pub fn encrypted(&self) -> bool {
+        let Some((first, _)) = self.parts.first() else {
+            return false;
+        };
+        let name = first.file_name().unwrap_or_default().as_encoded_bytes();
+        let base = match name.len().checked_sub(".part000".len()) {
+            Some(n) if self.parts.len() > 1 || name[n..].starts_with(b".part") => &name[..n],
+            _ => name,
+        };
+        is_encrypted_name(base)
+    }
+
+    /// Opens the joined stream as its plaintext: decrypted when the archive is encrypted (an error naming the
+    /// archive when no key or no matching key was given, or its header is damaged).
+    pub fn open(&self) -> io::Result<ArchiveReader> {
+        let raw = self.open_raw()?;
+        if !self.encrypted() {
+            return Ok(ArchiveReader::Plain(raw));
+        }
+        let label = self.label();
+        let keys = match &self.keys {
+            Some(k) => k.as_ref(),
+            None => {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    CryptError::NoIdentity {
+                        archive: label,
+                        passphrase: "",
+                    },
+                ));
+            }
+        };
+        keys.open(raw, &label)
+            .map(|r| ArchiveReader::Age(Box::new(r)))
+            .map_err(|e| {
+                let kind = match e {
+                    CryptError::NotAge { .. } => io::ErrorKind::InvalidData,
+                    _ => io::ErrorKind::PermissionDenied,
+                };
+                io::Error::new(kind, e)
+            })
+    }
+
+    /// Opens the joined stream as it is on the drive (the ciphertext of an encrypted archive).
+    pub fn open_raw(&self) -> io::Result<PartsReader> {
         PartsReader::new(self.parts.clone())
     }
 }

@@ -48,6 +48,7 @@ impl World {
             destinations: vec![],
             external_mode: ExternalMode::First,
             notifications: Notifications::default(),
+            encryption: None,
             state_dir: self.dir.path().join("state"),
             output: Output {
                 json: false,

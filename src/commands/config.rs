@@ -240,7 +240,7 @@ fn init(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<E
 
 /// Writes `text` to a new file at `target`, mode 0600, creating parent directories; never replaces a file.
 /// The text goes to a temporary file first, which is linked into place only when complete.
-fn write_new(target: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_new(target: &Path, text: &str) -> anyhow::Result<()> {
     let parent = target.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;

@@ -37,6 +37,7 @@ pub fn config(env: &Env) -> Config {
         retention: Retention::default(),
         destinations: vec![],
         external: Default::default(),
+        encryption: None,
         notifications: Notifications::default(),
     }
 }

@@ -48,6 +48,10 @@ pub struct Config {
     #[serde(default)]
     pub external: ExternalOptions,
 
+    /// Encrypt the archives written to every destination with age (a destination's own `encryption` replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+
     /// Who hears about successes, failures and missing drives.
     #[serde(default)]
     pub notifications: Notifications,
@@ -250,6 +254,33 @@ pub struct Destination {
     /// Refuse to write unless `path` is the root of a mounted filesystem (default true).
     #[serde(default = "default_true")]
     pub require_mount: bool,
+    /// Encrypt this destination's archives with age (replaces the top-level `encryption`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// age encryption (age-encryption.org/v1) of the archives on a drive: to public recipients (backing up needs no
+/// secret), or to a passphrase. Archives become `<set>.tar.age` and `<set>.index.age`; they open with the stock
+/// `age` tool. Never put a secret key (`AGE-SECRET-KEY-...`) or a passphrase in this file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    /// Public keys to encrypt to: age X25519 keys (`age1...`, as `dbackup keygen` prints) or `ssh-ed25519`/`ssh-rsa` public keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    /// A file of recipients, one per line, `#` comments allowed (the format of `age -R`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients_file: Option<String>,
+    /// The identity file (secret key) that restore and verify decrypt with; never read when backing up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<String>,
+    /// Encrypt to a passphrase (age's scrypt) instead of recipients: for people who keep no key file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passphrase: bool,
+    /// With `passphrase`: a file (mode 0600) whose first line is the passphrase, so unattended backups can run;
+    /// without it the passphrase is asked on the terminal (or read from the file `$DBACKUP_PASSPHRASE_FILE` names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<String>,
 }
 
 fn default_true() -> bool {

@@ -237,6 +237,22 @@ fn write_backup(
 ) -> anyhow::Result<()> {
     let info = &world.info;
     let started = Local::now().fixed_offset();
+    // The encryption first: a passphrase that cannot be read stops the run before anything is written.
+    let encrypt = d
+        .encryption
+        .as_ref()
+        .map(|r| {
+            crate::archive::crypt::encrypt_to(
+                r,
+                world
+                    .settings
+                    .encryption
+                    .as_ref()
+                    .and_then(|e| e.passphrase_file.as_deref()),
+            )
+        })
+        .transpose()
+        .map_err(flat)?;
     info.check_still_present()?;
     media::ensure_marker(&world.settings, info, started).map_err(flat)?;
 
@@ -266,7 +282,7 @@ fn write_backup(
     let mut sums: Vec<SumLine> = Vec::new();
     for a in &d.archives {
         info.check_still_present()?;
-        let record = write_set(d, a, observed, ui, &mut read_back)
+        let record = write_set(d, a, encrypt.as_ref(), observed, ui, &mut read_back)
             .with_context(|| format!("set {}", a.set))?;
         for f in record.archive.iter().chain(&record.index) {
             sums.push(SumLine {
@@ -367,6 +383,7 @@ fn drop_cache(d: &DestinationPlan) -> Result<(), String> {
 fn write_set(
     d: &DestinationPlan,
     a: &ArchiveTarget,
+    encrypt: Option<&crate::archive::EncryptTo>,
     observed: &Observed,
     ui: &Ui,
     read_back: &mut ReadBackRecord,
@@ -397,7 +414,9 @@ fn write_set(
         scan,
         archive_sink,
         index_sink,
-        &ArchiveOptions::default(),
+        &ArchiveOptions {
+            stage: encrypt.map(|e| e as &dyn archive::Stage),
+        },
         &mut progress,
     );
     progress.finish();
@@ -468,9 +487,15 @@ fn write_set(
         file_bytes: summary.file_bytes,
         hard_links: summary.hard_links,
         warning_count: summary.warning_count,
-        warnings: summary.warnings.clone(),
+        // File names are data too: an encrypted set's warnings (which name files) stay off the drive's metadata.
+        warnings: if encrypt.is_some() {
+            Vec::new()
+        } else {
+            summary.warnings.clone()
+        },
         write_seconds,
         read_back_seconds,
+        encryption: encrypt.map(|e| e.record()),
     };
     ui.info(set_line(&d.name, &rec));
     Ok(rec)

@@ -52,14 +52,22 @@ pub const TRASH_PREFIX: &str = ".trash-";
 /// The version of [`BackupMeta`] this dbackup writes and reads.
 pub const BACKUP_FORMAT: u32 = 1;
 
-/// `<set>.tar`: the archive's file name (parts append `.part000`, `.part001`, ...).
-pub fn archive_name(set: &str) -> String {
-    format!("{set}.tar")
+/// `<set>.tar` (`<set>.tar.age` encrypted): the archive's file name (parts append `.part000`, `.part001`, ...).
+pub fn archive_name(set: &str, encrypted: bool) -> String {
+    if encrypted {
+        format!("{set}.tar.age")
+    } else {
+        format!("{set}.tar")
+    }
 }
 
-/// `<set>.index.jsonl`: the index's file name.
-pub fn index_name(set: &str) -> String {
-    format!("{set}.index.jsonl")
+/// `<set>.index.jsonl` (`<set>.index.age` encrypted): the index's file name.
+pub fn index_name(set: &str, encrypted: bool) -> String {
+    if encrypted {
+        format!("{set}.index.age")
+    } else {
+        format!("{set}.index.jsonl")
+    }
 }
 
 /// `.tmp-<stamp>-<pid>`: where a run writes its backup until it is verified.
@@ -191,6 +199,9 @@ pub struct SetRecord {
     pub write_seconds: f64,
     #[serde(default)]
     pub read_back_seconds: f64,
+    /// How the archive and index are encrypted (public recipients only); none when they are plain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::archive::EncryptionRecord>,
 }
 
 /// How a backup was verified before it was renamed into place.
@@ -633,6 +644,7 @@ pub(crate) mod tests {
                     warnings: vec![],
                     write_seconds: 0.0,
                     read_back_seconds: 0.0,
+                    encryption: None,
                 })
                 .collect(),
         }

@@ -172,11 +172,24 @@ pub fn observe(
         for l in &mut listing.leftovers {
             l.in_use = layout::leftover_pid(&l.name).is_some_and(is_running_dbackup);
         }
+        let encryption = d
+            .destination
+            .encryption
+            .as_ref()
+            .map(crate::archive::crypt::resolve_record)
+            .transpose()
+            .with_context(|| {
+                format!(
+                    "destination {}: its encryption settings cannot be used (nothing was written)",
+                    d.destination.name
+                )
+            })?;
         destinations.push(DestinationWorld {
             settings: d.destination.clone(),
             info,
             block_size,
             listing,
+            encryption,
         });
     }
 

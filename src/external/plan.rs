@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::{self, DriveListing, LatestKind, Leftover};
 use super::retention::{self as drive_retention, BackupInfo};
-use crate::archive::ArchiveEstimate;
+use crate::archive::{ArchiveEstimate, EncryptionRecord};
 use crate::config::ExternalMode;
 use crate::exit::Exit;
 use crate::media::{Detected, MediaInfo};
@@ -119,6 +119,9 @@ pub struct DestinationPlan {
     pub decisions: Vec<Decision>,
     /// Things worth knowing that change nothing (unrelated entries in `backups/`, directories without metadata).
     pub notes: Vec<String>,
+    /// Whom the archives are encrypted to (public recipients, or a passphrase); none when they are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionRecord>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +147,9 @@ pub struct ArchiveTarget {
     pub index_part_bytes: Option<u64>,
     pub tar_bytes: u64,
     pub index_bytes: u64,
+    /// Encrypted with age (`<set>.tar.age`, `<set>.index.age`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 /// What `latest` will be after the run.
@@ -295,6 +301,8 @@ pub struct DestinationWorld {
     /// The filesystem's allocation unit (files are rounded up to it).
     pub block_size: u64,
     pub listing: DriveListing,
+    /// The destination's encryption, recipients files read.
+    pub encryption: Option<EncryptionRecord>,
 }
 
 /// Options of one run.
@@ -409,11 +417,21 @@ fn destination_plan(
     let backups_dir = info.resolved.join(layout::BACKUPS_DIR);
     let block = d.block_size.max(512);
     let mut needed = SPACE_MARGIN + 2 * block; // the directory, backup.json and the sums file
+    let enc = d.encryption.as_ref();
+    let sized = |plain: u64| match enc {
+        Some(e) => crate::archive::crypt::encrypted_len(plain, e.recipients.len()),
+        None => plain,
+    };
     let archives: Vec<ArchiveTarget> = sets
         .iter()
         .filter(|s| s.action == SetAction::Export)
         .filter_map(|s| {
             let est = s.estimate.as_ref()?;
+            let est = &ArchiveEstimate {
+                tar_bytes: sized(est.tar_bytes),
+                index_bytes: sized(est.index_bytes),
+                ..est.clone()
+            };
             let part_bytes = part_size(est.tar_bytes, info.max_file_size);
             let index_part_bytes = part_size(est.index_bytes, info.max_file_size);
             let files = |bytes: u64, part: Option<u64>| match part {
@@ -427,12 +445,13 @@ fn destination_plan(
             Some(ArchiveTarget {
                 set: s.set.clone(),
                 snapshot: s.snapshot.clone()?,
-                archive: layout::archive_name(&s.set),
+                archive: layout::archive_name(&s.set, enc.is_some()),
                 part_bytes,
-                index: layout::index_name(&s.set),
+                index: layout::index_name(&s.set, enc.is_some()),
                 index_part_bytes,
                 tar_bytes: est.tar_bytes,
                 index_bytes: est.index_bytes,
+                encrypted: enc.is_some(),
             })
         })
         .collect();
@@ -565,6 +584,7 @@ fn destination_plan(
         decisions,
         notes,
         backups_dir,
+        encryption: d.encryption.clone(),
     }
 }
 
@@ -657,6 +677,14 @@ pub fn render(plan: &ExternalPlan) -> String {
             d.temp_dir.display(),
             d.final_dir.display()
         );
+        if let Some(e) = &d.encryption {
+            let to = if e.passphrase {
+                "a passphrase (scrypt)".to_string()
+            } else {
+                e.recipients.join(", ")
+            };
+            let _ = writeln!(out, "  encrypt   with age to {to}");
+        }
         for a in &d.archives {
             let parts = match a.part_bytes {
                 Some(p) => format!(

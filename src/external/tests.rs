@@ -155,6 +155,7 @@ fn dest(name: &str, path: &str, retention: u32) -> DestinationSettings {
         fs_label: None,
         retention,
         require_mount: true,
+        encryption: None,
     }
 }
 
@@ -245,6 +246,7 @@ fn world() -> World {
             info: info("/media/T9", "exfat", 1 << 30),
             block_size: 128 * 1024,
             listing,
+            encryption: None,
         }],
     }
 }

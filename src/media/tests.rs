@@ -11,6 +11,7 @@ fn dest(name: &str, path: &Path, priority: i32) -> DestinationSettings {
         fs_label: None,
         retention: 5,
         require_mount: true,
+        encryption: None,
     }
 }
 

@@ -417,7 +417,7 @@ impl SetContent {
                 }
             }
             SetContent::Archive { archive, .. } => {
-                let mut reader: Option<archive::PartsReader> = None;
+                let mut reader: Option<archive::ArchiveReader> = None;
                 for item in plan.items.iter().filter(|i| !i.implicit) {
                     let writes = matches!(item.action, Action::Create | Action::Replace);
                     let loc = item
@@ -580,7 +580,7 @@ fn lookup_index(idx: &mut SortedIndex, name: &RelPath) -> Result<Lookup, Content
 
 /// Checks the header(s) at an index entry's header offset against the index: name, type, size, mode, owner,
 /// mtime and link target. Leaves the reader just after the header (at the file's data).
-fn check_header(r: &mut archive::PartsReader, ie: &IndexEntry) -> Result<(), String> {
+fn check_header(r: &mut archive::ArchiveReader, ie: &IndexEntry) -> Result<(), String> {
     let len = match ie.kind {
         archive::EntryKind::File => ie
             .data_offset

@@ -7,7 +7,7 @@
 //! scanning when they have no index), because on the worst day a damaged `backup.json` must not hide the archives
 //! beside it. A backup still being written (`.tmp-<stamp>-<pid>`) is listed as incomplete, never restored from.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -106,9 +106,10 @@ fn base_name(records: &[FileRecord]) -> Option<String> {
 }
 
 fn set_of_record(dir: &Path, s: &SetRecord) -> DriveSet {
-    let archive = base_name(&s.archive).unwrap_or_else(|| archive_name(&s.set));
+    let encrypted = s.encryption.is_some();
+    let archive = base_name(&s.archive).unwrap_or_else(|| archive_name(&s.set, encrypted));
     let index = base_name(&s.index).or_else(|| {
-        let n = index_name(&s.set);
+        let n = index_name(&s.set, encrypted);
         dir.join(&n).is_file().then_some(n)
     });
     let archive_bytes = if s.archive.is_empty() {
@@ -135,30 +136,34 @@ fn archive_bytes_on_disk(dir: &Path, archive: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The sets of a backup without metadata: every `<set>.tar` or `<set>.tar.part000` in it.
+/// The sets of a backup without metadata: every `<set>.tar` or `<set>.tar.part000` in it, or the same encrypted
+/// with age (`<set>.tar.age`, `<set>.tar.age.part000`).
 fn sets_from_files(dir: &Path) -> Vec<DriveSet> {
-    let mut names = BTreeSet::new();
+    let mut names = BTreeMap::new();
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
             let Some(n) = e.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            let stem = n
+            let plain = n
                 .strip_suffix(".tar.part000")
                 .or_else(|| n.strip_suffix(".tar"));
-            if let Some(stem) = stem
+            let encrypted = n
+                .strip_suffix(".tar.age.part000")
+                .or_else(|| n.strip_suffix(".tar.age"));
+            if let Some((stem, enc)) = plain.map(|s| (s, false)).or(encrypted.map(|s| (s, true)))
                 && !stem.is_empty()
                 && !stem.starts_with('.')
             {
-                names.insert(stem.to_string());
+                names.insert(stem.to_string(), enc);
             }
         }
     }
     names
         .into_iter()
-        .map(|set| {
-            let archive = archive_name(&set);
-            let index = index_name(&set);
+        .map(|(set, encrypted)| {
+            let archive = archive_name(&set, encrypted);
+            let index = index_name(&set, encrypted);
             DriveSet {
                 archive_bytes: archive_bytes_on_disk(dir, &archive),
                 index: dir.join(&index).is_file().then_some(index),

@@ -13,7 +13,7 @@ use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::rc::Rc;
 
 use crate::archive::index::IndexReader;
-use crate::archive::{ArchiveFiles, IndexEntry, PartsReader};
+use crate::archive::{ArchiveFiles, ArchiveReader, IndexEntry};
 
 /// Why the index cannot be searched.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,7 @@ pub fn is_under(path: &[u8], dir: &[u8]) -> bool {
 
 /// An index opened for searching.
 pub struct SortedIndex {
-    reader: PartsReader,
+    reader: ArchiveReader,
     label: String,
     /// The header line, newline included (to parse single lines with [`IndexReader`]).
     header: Vec<u8>,
@@ -84,7 +84,8 @@ impl SortedIndex {
             problem,
         };
         let mut reader = files.open().map_err(io_err)?;
-        let len = files.len();
+        // The plaintext length: for an encrypted index, finding it reads (and authenticates) the final chunk.
+        let len = reader.seek(SeekFrom::End(0)).map_err(io_err)?;
         let (header_start, header) = read_line_at(&mut reader, 0, len)
             .map_err(io_err)?
             .ok_or_else(|| damaged("it is empty".into()))?;
@@ -313,7 +314,7 @@ fn parse_line(header: &[u8], label: &str, line: &[u8]) -> Result<IndexEntry, Sea
 }
 
 /// The line starting at `pos` (newline included), when it ends before `limit`.
-fn read_line_at(r: &mut PartsReader, pos: u64, limit: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
+fn read_line_at(r: &mut ArchiveReader, pos: u64, limit: u64) -> io::Result<Option<(u64, Vec<u8>)>> {
     r.seek(SeekFrom::Start(pos))?;
     let mut line = Vec::new();
     let mut buf = vec![0u8; CHUNK];

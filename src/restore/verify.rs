@@ -427,7 +427,7 @@ pub fn verify_drive_backup(
             sets.push(SetReport {
                 set: set.clone(),
                 checked: dir
-                    .join(super::drive::archive_name(&set))
+                    .join(super::drive::archive_name(&set, false))
                     .display()
                     .to_string(),
                 indexed: false,

@@ -824,6 +824,7 @@ mod tests {
                 fs_label: None,
                 retention: 5,
                 require_mount: true,
+                encryption: None,
             },
             presence: Some(presence),
             listing: newest_bytes.map(|bytes| ListingFacts {

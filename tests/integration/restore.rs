@@ -179,6 +179,7 @@ pub fn drive_backup(root: &Path, backups: &Path, stamp: &str, sets: &[&str]) -> 
             warnings: Vec::new(),
             write_seconds: 0.1,
             read_back_seconds: 0.1,
+            encryption: None,
         });
     }
     write_metadata_and_sums(&dir, stamp, records, sums);
@@ -1462,6 +1463,7 @@ fn hostile_drive(t: &Test, entries: &[Vec<u8>]) -> PathBuf {
         warnings: Vec::new(),
         write_seconds: 0.0,
         read_back_seconds: 0.0,
+        encryption: None,
     };
     write_metadata_and_sums(
         &dir,

@@ -124,7 +124,7 @@ fn drive_backup(dest: &Path, time: &str, sets: &[(&str, &str)], bytes: u64) -> S
                 snapshot_complete: true,
                 snapshot_finished: None,
                 sources: vec![],
-                archive: vec![file(layout::archive_name(set))],
+                archive: vec![file(layout::archive_name(set, false))],
                 index: vec![],
                 tar_bytes: bytes / 2,
                 tar_sha256: Digest::of_bytes(b""),
@@ -136,6 +136,7 @@ fn drive_backup(dest: &Path, time: &str, sets: &[(&str, &str)], bytes: u64) -> S
                 warnings: vec![],
                 write_seconds: 1.0,
                 read_back_seconds: 1.0,
+                encryption: None,
             })
             .collect(),
     };

@@ -1,0 +1,732 @@
+//! age encryption (age-encryption.org/v1) of archives: the recipients an archive is encrypted to, the [`Stage`] that
+//! encrypts the tar stream and the index on their way to the drive, the identities restore and verify read, and the
+//! decrypting reader that seeks through age's 64 KiB STREAM chunks.
+//!
+//! Backing up needs only public recipients (`age1...`, `ssh-ed25519 ...`, `ssh-rsa ...`) or a passphrase (scrypt);
+//! identities are read only to restore or verify. Nothing secret is ever written anywhere by this module: the
+//! identity stays in memory, and error messages name files and line numbers, never their contents.
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use age::secrecy::SecretString;
+use age::stream::{StreamReader, StreamWriter};
+use serde::{Deserialize, Serialize};
+
+use super::reader::PartsReader;
+use super::sink::{Sink, Stage, StageWriter};
+
+/// What an encrypted file's name ends with: `data.tar.age`, `data.index.age`.
+pub const AGE_SUFFIX: &str = ".age";
+
+/// The format written, as `backup.json` records it.
+pub const AGE_FORMAT: &str = "age-encryption.org/v1";
+
+/// The most scrypt work (log2 N) a passphrase-encrypted archive may ask for when it is opened: age's own limit for
+/// interactive use is about 2^22 (a few seconds); a damaged or hostile header asking for more is refused.
+const MAX_SCRYPT_LOG_N: u8 = 22;
+
+/// Why encryption or decryption could not even start. Damage found while reading comes as an I/O error of the
+/// reader (see [`ArchiveReader`]), named after the archive by its caller.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptError {
+    #[error(
+        "{value:?} is not an age recipient: {reason}; expected an age public key (age1...), or an ssh-ed25519 or ssh-rsa public key"
+    )]
+    Recipient { value: String, reason: String },
+    #[error(
+        "{path}, line {line}: not an age recipient ({reason}); each line must be an age1... or ssh-ed25519/ssh-rsa public key, or a # comment"
+    )]
+    RecipientsFileLine {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("cannot read the recipients file {path}: {source}")]
+    RecipientsFile { path: PathBuf, source: io::Error },
+    #[error("{path} holds no recipients; add at least one age1... or ssh public key")]
+    NoRecipients { path: PathBuf },
+    #[error("cannot read the identity file {path}: {detail}")]
+    IdentityFile { path: PathBuf, detail: String },
+    #[error(
+        "{archive} is encrypted with age and no identity was given to decrypt it: pass --identity FILE (the file \
+         `dbackup keygen` wrote), or set encryption.identity_file in the config{passphrase}"
+    )]
+    NoIdentity {
+        archive: String,
+        /// A hint when the archive was encrypted to a passphrase.
+        passphrase: &'static str,
+    },
+    #[error(
+        "none of the identities given ({identities}) can decrypt {archive}: it was encrypted to other recipients; \
+         pass the identity that belongs to one of them with --identity FILE"
+    )]
+    NoMatchingIdentity { archive: String, identities: String },
+    #[error(
+        "the passphrase does not decrypt {archive}; try again with the passphrase used when it was written"
+    )]
+    WrongPassphrase { archive: String },
+    #[error(
+        "{archive} is not a readable age file ({detail}): it is damaged, or not an age file at all"
+    )]
+    NotAge { archive: String, detail: String },
+    #[error("cannot read the passphrase: {0}")]
+    Passphrase(String),
+    #[error("cannot encrypt: {0}")]
+    Encrypt(String),
+}
+
+/// One recipient as configured: its public text (recorded in `backup.json`) and the parsed key.
+pub struct Recipient {
+    text: String,
+    key: Box<dyn age::Recipient + Send + Sync>,
+}
+
+impl fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Recipient").field(&self.text).finish()
+    }
+}
+
+impl Recipient {
+    /// The public key as written in the config (for an ssh key, type and base64 without the comment).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl FromStr for Recipient {
+    type Err = CryptError;
+
+    /// Parses an age X25519 public key (`age1...`) or an `ssh-ed25519`/`ssh-rsa` public key line.
+    fn from_str(s: &str) -> Result<Recipient, CryptError> {
+        let s = s.trim();
+        let err = |reason: &str| CryptError::Recipient {
+            value: s.to_string(),
+            reason: reason.to_string(),
+        };
+        if s.starts_with("age1") {
+            // Bech32 data never holds a '1': a second one separates a plugin's name (age1name1...).
+            if s.as_bytes()[4..].contains(&b'1') {
+                return Err(err(
+                    "age plugin recipients are not supported; use an age1... X25519 key",
+                ));
+            }
+            let key = age::x25519::Recipient::from_str(s).map_err(&err)?;
+            return Ok(Recipient {
+                text: key.to_string(),
+                key: Box::new(key),
+            });
+        }
+        if s.starts_with("ssh-") {
+            use age::ssh::ParseRecipientKeyError as P;
+            let key = age::ssh::Recipient::from_str(s).map_err(|e| match e {
+                P::Ignore => err("this ssh key type cannot be used"),
+                P::Invalid(why) => err(why),
+                P::RsaModulusTooLarge => err("the ssh-rsa key is larger than age supports"),
+                P::RsaModulusTooSmall => err("the ssh-rsa key is weaker than 2048 bits"),
+                P::Unsupported(t) => err(&format!("ssh key type {t} is not supported")),
+                _ => err("not a usable ssh public key"),
+            })?;
+            // Type and key, without the comment (which may name a user or host).
+            let text = s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            return Ok(Recipient {
+                text,
+                key: Box::new(key),
+            });
+        }
+        if s.starts_with("AGE-SECRET-KEY-") {
+            return Err(CryptError::Recipient {
+                value: "AGE-SECRET-KEY-...".into(),
+                reason: "this is a secret identity, not a public recipient: never put it in the config; use the \
+                         age1... line `dbackup keygen` printed (or `age-keygen -y FILE`)"
+                    .into(),
+            });
+        }
+        Err(err("unknown key type"))
+    }
+}
+
+/// An estimate of the encrypted length of `plain` bytes: age adds a header (about 200 bytes per recipient) and a
+/// 16-byte tag to every 64 KiB chunk.
+pub fn encrypted_len(plain: u64, recipients: usize) -> u64 {
+    const CHUNK: u64 = 64 << 10;
+    let chunks = plain.div_ceil(CHUNK).max(1);
+    plain + chunks * 16 + 16 + 256 * recipients.max(1) as u64 + 128
+}
+
+/// The public side of a destination's encryption, as the external phase records it: inline recipients and those of
+/// `recipients_file` (read now), or a passphrase. Reads no secret.
+pub fn resolve_record(
+    e: &crate::settings::EncryptionSettings,
+) -> Result<EncryptionRecord, CryptError> {
+    let mut recipients = Vec::new();
+    for r in &e.recipients {
+        recipients.push(r.parse::<Recipient>()?.text);
+    }
+    if let Some(file) = &e.recipients_file {
+        recipients.extend(read_recipients_file(file)?.into_iter().map(|r| r.text));
+    }
+    recipients.dedup();
+    Ok(EncryptionRecord {
+        format: AGE_FORMAT.to_string(),
+        recipients,
+        passphrase: e.passphrase,
+    })
+}
+
+/// What encrypts a destination's archives: the recorded recipients, or the passphrase (read now, from
+/// `passphrase_file`, `$DBACKUP_PASSPHRASE_FILE`, or the terminal).
+pub fn encrypt_to(
+    record: &EncryptionRecord,
+    passphrase_file: Option<&Path>,
+) -> Result<EncryptTo, CryptError> {
+    if record.passphrase {
+        return Ok(EncryptTo::Passphrase(read_passphrase(
+            passphrase_file,
+            "passphrase to encrypt the backup with: ",
+        )?));
+    }
+    let list = record
+        .recipients
+        .iter()
+        .map(|r| r.parse::<Recipient>())
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EncryptTo::Recipients(list))
+}
+
+/// Parses a recipients file (`age -R` format): one recipient per line, `#` comments and blank lines ignored.
+pub fn read_recipients_file(path: &Path) -> Result<Vec<Recipient>, CryptError> {
+    let file = std::fs::File::open(path).map_err(|source| CryptError::RecipientsFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| CryptError::RecipientsFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let r = line.parse::<Recipient>().map_err(|e| match e {
+            CryptError::Recipient { reason, .. } => CryptError::RecipientsFileLine {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason,
+            },
+            other => other,
+        })?;
+        out.push(r);
+    }
+    if out.is_empty() {
+        return Err(CryptError::NoRecipients {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(out)
+}
+
+/// Who can open what is written: public recipients, or a passphrase (age's scrypt recipient, which stands alone).
+pub enum EncryptTo {
+    Recipients(Vec<Recipient>),
+    Passphrase(SecretString),
+}
+
+impl fmt::Debug for EncryptTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EncryptTo::Recipients(r) => f.debug_tuple("Recipients").field(r).finish(),
+            EncryptTo::Passphrase(_) => f.write_str("Passphrase(..)"),
+        }
+    }
+}
+
+/// What `backup.json` says of an encrypted set: the format and the public recipients, never anything secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionRecord {
+    /// `age-encryption.org/v1`.
+    pub format: String,
+    /// The public recipients (empty for a passphrase).
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// Encrypted to a passphrase (scrypt) instead of recipients.
+    #[serde(default)]
+    pub passphrase: bool,
+}
+
+impl EncryptTo {
+    /// The record of this encryption for `backup.json`.
+    pub fn record(&self) -> EncryptionRecord {
+        EncryptionRecord {
+            format: AGE_FORMAT.to_string(),
+            recipients: match self {
+                EncryptTo::Recipients(r) => r.iter().map(|r| r.text.clone()).collect(),
+                EncryptTo::Passphrase(_) => Vec::new(),
+            },
+            passphrase: matches!(self, EncryptTo::Passphrase(_)),
+        }
+    }
+
+    fn encryptor(&self) -> Result<age::Encryptor, CryptError> {
+        match self {
+            EncryptTo::Recipients(list) => {
+                age::Encryptor::with_recipients(list.iter().map(|r| r.key.as_ref() as _))
+                    .map_err(|e| CryptError::Encrypt(e.to_string()))
+            }
+            EncryptTo::Passphrase(p) => Ok(age::Encryptor::with_user_passphrase(p.clone())),
+        }
+    }
+
+    /// Encrypts everything written to `out` (which must be finished with [`AgeWriter::finish`]).
+    pub fn writer<W: Write>(&self, out: W) -> io::Result<AgeWriter<W>> {
+        let enc = self.encryptor().map_err(io::Error::other)?;
+        Ok(AgeWriter(enc.wrap_output(out)?))
+    }
+}
+
+/// An age stream being written; only [`AgeWriter::finish`] writes the final chunk.
+pub struct AgeWriter<W: Write>(StreamWriter<W>);
+
+impl<W: Write> Write for AgeWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<W: Write> AgeWriter<W> {
+    /// Writes the final chunk and gives the output back.
+    pub fn finish(self) -> io::Result<W> {
+        self.0.finish()
+    }
+}
+
+impl Stage for EncryptTo {
+    fn wrap(&self, sink: Box<dyn Sink>) -> io::Result<Box<dyn StageWriter>> {
+        Ok(Box::new(self.writer(sink)?))
+    }
+}
+
+impl StageWriter for AgeWriter<Box<dyn Sink>> {
+    fn finish(self: Box<Self>) -> io::Result<Box<dyn Sink>> {
+        (*self).finish()
+    }
+}
+
+/// Identities that decrypt: from identity files (age's `AGE-SECRET-KEY-1...` lines, or an unencrypted OpenSSH
+/// private key) and/or a passphrase. Where they came from is kept for messages; the keys never leave memory.
+#[derive(Default)]
+pub struct Keys {
+    identities: Vec<Box<dyn age::Identity + Send + Sync>>,
+    passphrase: Option<SecretString>,
+    sources: Vec<String>,
+}
+
+impl fmt::Debug for Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keys")
+            .field("sources", &self.sources)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keys {
+    /// No keys yet.
+    pub fn new() -> Keys {
+        Keys::default()
+    }
+
+    /// Whether no identity and no passphrase was given.
+    pub fn is_empty(&self) -> bool {
+        self.identities.is_empty() && self.passphrase.is_none()
+    }
+
+    /// Where the keys came from, for messages: file names and "a passphrase".
+    pub fn describe(&self) -> String {
+        if self.sources.is_empty() {
+            "none".into()
+        } else {
+            self.sources.join(", ")
+        }
+    }
+
+    /// Adds the identities of an identity file: age's format (what `dbackup keygen` and `age-keygen` write) or an
+    /// unencrypted OpenSSH private key (ssh-ed25519, ssh-rsa).
+    pub fn add_identity_file(&mut self, path: &Path) -> Result<(), CryptError> {
+        let err = |detail: String| CryptError::IdentityFile {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let text_start = bytes
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .map(|i| &bytes[i..])
+            .unwrap_or_default();
+        if text_start.starts_with(b"-----BEGIN") {
+            let id = age::ssh::Identity::from_buffer(&bytes[..], Some(path.display().to_string()))
+                .map_err(|e| err(e.to_string()))?;
+            match id {
+                age::ssh::Identity::Unencrypted(_) => {}
+                age::ssh::Identity::Encrypted(_) => {
+                    return Err(err("this ssh key is protected by a passphrase, which dbackup cannot ask for; \
+                                    use an age identity (`dbackup keygen`) or an unencrypted copy of the key"
+                        .into()));
+                }
+                age::ssh::Identity::Unsupported(_) => {
+                    return Err(err(
+                        "this ssh key type is not supported by age (use ssh-ed25519 or ssh-rsa)"
+                            .into(),
+                    ));
+                }
+            }
+            self.identities.push(Box::new(id));
+        } else {
+            let file = age::IdentityFile::from_buffer(&bytes[..]).map_err(|e| {
+                // age's message names a line number, never the line.
+                err(e.to_string())
+            })?;
+            let ids = file.into_identities().map_err(|e| err(e.to_string()))?;
+            if ids.is_empty() {
+                return Err(err(
+                    "it holds no identity (expected an AGE-SECRET-KEY-1... line, as `dbackup keygen` writes)"
+                        .into(),
+                ));
+            }
+            self.identities.extend(ids);
+        }
+        self.sources.push(path.display().to_string());
+        Ok(())
+    }
+
+    /// Adds a passphrase, for archives encrypted to one.
+    pub fn add_passphrase(&mut self, passphrase: SecretString) {
+        self.passphrase = Some(passphrase);
+        self.sources.push("a passphrase".into());
+    }
+
+    /// Opens an age stream (`input` at its start) for reading: parses the header and unwraps the file key.
+    /// `label` names the archive in errors.
+    pub fn open<R: Read + Seek>(
+        &self,
+        input: R,
+        label: &str,
+    ) -> Result<StreamReader<R>, CryptError> {
+        let dec = age::Decryptor::new(input).map_err(|e| CryptError::NotAge {
+            archive: label.to_string(),
+            detail: e.to_string(),
+        })?;
+        if dec.is_scrypt() {
+            let Some(p) = &self.passphrase else {
+                return Err(CryptError::NoIdentity {
+                    archive: label.to_string(),
+                    passphrase: "; it was encrypted to a passphrase: set DBACKUP_PASSPHRASE_FILE to a file \
+                                 holding it, or run on a terminal to be asked",
+                });
+            };
+            let mut id = age::scrypt::Identity::new(p.clone());
+            id.set_max_work_factor(MAX_SCRYPT_LOG_N);
+            return dec
+                .decrypt(std::iter::once(&id as &dyn age::Identity))
+                .map_err(|e| match e {
+                    age::DecryptError::DecryptionFailed
+                    | age::DecryptError::KeyDecryptionFailed => CryptError::WrongPassphrase {
+                        archive: label.to_string(),
+                    },
+                    other => CryptError::NotAge {
+                        archive: label.to_string(),
+                        detail: other.to_string(),
+                    },
+                });
+        }
+        if self.identities.is_empty() {
+            return Err(CryptError::NoIdentity {
+                archive: label.to_string(),
+                passphrase: "",
+            });
+        }
+        dec.decrypt(
+            self.identities
+                .iter()
+                .map(|i| i.as_ref() as &dyn age::Identity),
+        )
+        .map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => CryptError::NoMatchingIdentity {
+                archive: label.to_string(),
+                identities: self.describe(),
+            },
+            other => CryptError::NotAge {
+                archive: label.to_string(),
+                detail: other.to_string(),
+            },
+        })
+    }
+}
+
+/// Whether a file name is that of an age-encrypted archive or index.
+pub fn is_encrypted_name(name: &[u8]) -> bool {
+    name.ends_with(AGE_SUFFIX.as_bytes())
+}
+
+/// The reader of an archive as its plaintext: the files themselves, or their decryption. Seeking in an encrypted
+/// archive decrypts only the 64 KiB chunk that holds the target; every chunk is authenticated before any of its
+/// bytes are returned, and a damaged chunk, a missing final chunk or trailing bytes are read errors.
+pub enum ArchiveReader {
+    Plain(PartsReader),
+    Age(Box<StreamReader<PartsReader>>),
+}
+
+impl ArchiveReader {
+    /// Whether this reader decrypts.
+    pub fn encrypted(&self) -> bool {
+        matches!(self, ArchiveReader::Age(_))
+    }
+}
+
+/// Turns age's terse stream errors into ones that say what they mean for a backup.
+fn age_read_error(e: io::Error) -> io::Error {
+    let text = e.to_string();
+    let detail = if text.contains("decryption error") {
+        "an encrypted chunk does not authenticate: the archive was altered or damaged (a flipped byte, or bytes \
+         added at its end)"
+            .to_string()
+    } else if text.contains("truncated") || e.kind() == io::ErrorKind::UnexpectedEof {
+        "the encrypted archive is truncated: its final chunk is missing".to_string()
+    } else if text.contains("last chunk") || text.contains("Last chunk") {
+        format!(
+            "the encrypted archive does not end with a valid final chunk ({text}): truncated or damaged"
+        )
+    } else {
+        return e;
+    };
+    io::Error::new(io::ErrorKind::InvalidData, format!("age: {detail}"))
+}
+
+impl Read for ArchiveReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ArchiveReader::Plain(r) => r.read(buf),
+            ArchiveReader::Age(r) => r.read(buf).map_err(age_read_error),
+        }
+    }
+}
+
+impl Seek for ArchiveReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        match self {
+            ArchiveReader::Plain(r) => r.seek(to),
+            ArchiveReader::Age(r) => r.seek(to).map_err(age_read_error),
+        }
+    }
+}
+
+/// Reads a passphrase: from the file named by `DBACKUP_PASSPHRASE_FILE` (or `file`), else from the terminal.
+/// Never from the command line or the environment itself, so it appears in no process listing.
+pub fn read_passphrase(file: Option<&Path>, prompt: &str) -> Result<SecretString, CryptError> {
+    let from_env = std::env::var_os("DBACKUP_PASSPHRASE_FILE").map(PathBuf::from);
+    if let Some(path) = from_env.as_deref().or(file) {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CryptError::Passphrase(format!("{}: {e}", path.display())))?;
+        let line = text.lines().next().unwrap_or_default();
+        if line.is_empty() {
+            return Err(CryptError::Passphrase(format!(
+                "{} is empty; its first line is the passphrase",
+                path.display()
+            )));
+        }
+        return Ok(SecretString::from(line.to_string()));
+    }
+    let p = rpassword::prompt_password(prompt).map_err(|e| {
+        CryptError::Passphrase(format!(
+            "{e}; without a terminal, set DBACKUP_PASSPHRASE_FILE to a file (mode 0600) holding it"
+        ))
+    })?;
+    if p.is_empty() {
+        return Err(CryptError::Passphrase("an empty passphrase".into()));
+    }
+    Ok(SecretString::from(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use age::secrecy::ExposeSecret;
+    use std::io::Cursor;
+
+    fn fail<T>(r: Result<T, CryptError>) -> CryptError {
+        match r {
+            Ok(_) => panic!("opened"),
+            Err(e) => e,
+        }
+    }
+
+    fn pair() -> (String, age::x25519::Identity) {
+        let id = age::x25519::Identity::generate();
+        (id.to_public().to_string(), id)
+    }
+
+    fn encrypt(to: &EncryptTo, data: &[u8]) -> Vec<u8> {
+        let mut w = to.writer(Vec::new()).unwrap();
+        w.write_all(data).unwrap();
+        w.finish().unwrap()
+    }
+
+    fn keys_for(id: &age::x25519::Identity, dir: &Path) -> Keys {
+        let path = dir.join("key.txt");
+        std::fs::write(
+            &path,
+            format!("# test\n{}\n", id.to_string().expose_secret()),
+        )
+        .unwrap();
+        let mut k = Keys::new();
+        k.add_identity_file(&path).unwrap();
+        k
+    }
+
+    #[test]
+    fn recipients_parse_and_refuse_secrets() {
+        let (pk, _) = pair();
+        assert_eq!(pk.parse::<Recipient>().unwrap().text(), pk);
+        let ssh = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@rust";
+        assert_eq!(
+            ssh.parse::<Recipient>().unwrap().text(),
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN"
+        );
+        let secret = age::x25519::Identity::generate().to_string();
+        let e = secret
+            .expose_secret()
+            .parse::<Recipient>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("secret identity") && !e.contains(secret.expose_secret()),
+            "{e}"
+        );
+        assert!("age1nope".parse::<Recipient>().is_err());
+        assert!(
+            "gpg:1234"
+                .parse::<Recipient>()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown key type")
+        );
+    }
+
+    #[test]
+    fn a_recipients_file_names_the_bad_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pk, _) = pair();
+        let p = dir.path().join("r.txt");
+        std::fs::write(&p, format!("# mine\n\n{pk}\nnot-a-key\n")).unwrap();
+        let e = read_recipients_file(&p).unwrap_err().to_string();
+        assert!(e.contains("line 4"), "{e}");
+        std::fs::write(&p, format!("# mine\n{pk}\n")).unwrap();
+        assert_eq!(read_recipients_file(&p).unwrap().len(), 1);
+        std::fs::write(&p, "# nothing\n").unwrap();
+        assert!(matches!(
+            read_recipients_file(&p),
+            Err(CryptError::NoRecipients { .. })
+        ));
+    }
+
+    #[test]
+    fn round_trip_with_seeks_into_the_middle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pk, id) = pair();
+        let to = EncryptTo::Recipients(vec![pk.parse().unwrap()]);
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let ct = encrypt(&to, &data);
+        let keys = keys_for(&id, dir.path());
+        let mut r = keys.open(Cursor::new(&ct), "t.tar.age").unwrap();
+        for &at in &[200_000u64, 5, 65_536, 131_071, 299_999] {
+            r.seek(SeekFrom::Start(at)).unwrap();
+            let mut b = [0u8; 1];
+            r.read_exact(&mut b).unwrap();
+            assert_eq!(b[0], data[at as usize], "at {at}");
+        }
+        assert_eq!(r.seek(SeekFrom::End(0)).unwrap(), data.len() as u64);
+    }
+
+    #[test]
+    fn opening_fails_clearly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pk, _) = pair();
+        let (_, other) = pair();
+        let ct = encrypt(&EncryptTo::Recipients(vec![pk.parse().unwrap()]), b"hello");
+        let e = fail(Keys::new().open(Cursor::new(&ct), "x.tar.age"));
+        assert!(matches!(e, CryptError::NoIdentity { .. }), "{e}");
+        let e = fail(keys_for(&other, dir.path()).open(Cursor::new(&ct), "x.tar.age"));
+        assert!(matches!(e, CryptError::NoMatchingIdentity { .. }), "{e}");
+        assert!(e.to_string().contains("x.tar.age"));
+        let e = fail(
+            keys_for(&other, dir.path()).open(Cursor::new(b"plain tar".to_vec()), "y.tar.age"),
+        );
+        assert!(matches!(e, CryptError::NotAge { .. }), "{e}");
+    }
+
+    #[test]
+    fn passphrase_round_trip_and_wrong_passphrase() {
+        let to = EncryptTo::Passphrase(SecretString::from("correct horse".to_string()));
+        assert!(to.record().passphrase && to.record().recipients.is_empty());
+        let ct = encrypt(&to, b"secret data");
+        let mut k = Keys::new();
+        k.add_passphrase(SecretString::from("correct horse".to_string()));
+        let mut out = Vec::new();
+        k.open(Cursor::new(&ct), "p.age")
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"secret data");
+        let mut wrong = Keys::new();
+        wrong.add_passphrase(SecretString::from("battery staple".to_string()));
+        assert!(matches!(
+            wrong.open(Cursor::new(&ct), "p.age"),
+            Err(CryptError::WrongPassphrase { .. })
+        ));
+        let e = fail(Keys::new().open(Cursor::new(&ct), "p.age"));
+        assert!(e.to_string().contains("passphrase"), "{e}");
+    }
+
+    #[test]
+    fn damage_is_a_read_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pk, id) = pair();
+        let to = EncryptTo::Recipients(vec![pk.parse().unwrap()]);
+        let data = vec![7u8; 200_000];
+        let ct = encrypt(&to, &data);
+        let keys = keys_for(&id, dir.path());
+        let read_all = |bytes: Vec<u8>| -> io::Result<Vec<u8>> {
+            let files_dir = tempfile::tempdir().unwrap();
+            let p = files_dir.path().join("a.age");
+            std::fs::write(&p, &bytes).unwrap();
+            let parts = PartsReader::new(vec![(p, bytes.len() as u64)]).unwrap();
+            let mut r = ArchiveReader::Age(Box::new(keys.open(parts, "a.age").unwrap()));
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).map(|_| out)
+        };
+        assert_eq!(read_all(ct.clone()).unwrap(), data);
+        let mut flipped = ct.clone();
+        let n = flipped.len();
+        flipped[n / 2] ^= 1;
+        let e = read_all(flipped).unwrap_err().to_string();
+        assert!(e.contains("does not authenticate"), "{e}");
+        let e = read_all(ct[..ct.len() - 100].to_vec())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("age:"), "{e}");
+        let mut garbage = ct.clone();
+        garbage.extend_from_slice(b"trailing garbage");
+        assert!(read_all(garbage).is_err());
+        // Cut exactly at a chunk boundary: the final chunk is missing.
+        let header_len = ct.len() - (2 * (65_536 + 16) + (200_000 - 2 * 65_536) + 16);
+        let e = read_all(ct[..header_len + 2 * (65_536 + 16)].to_vec()).unwrap_err();
+        assert!(e.to_string().starts_with("age:"), "{e}");
+    }
+}

@@ -1,0 +1,69 @@
+//! `dbackup keygen`: a new age X25519 identity written to a 0600 file (never overwritten), its recipient printed.
+
+use std::path::PathBuf;
+
+use age::secrecy::ExposeSecret;
+use anyhow::Context;
+
+use crate::cli::{GlobalArgs, KeygenArgs};
+use crate::config::load;
+use crate::exit::Exit;
+use crate::settings::Env;
+
+/// The identity file's text, in `age-keygen`'s format.
+fn identity_text(id: &age::x25519::Identity, created: &str) -> String {
+    format!(
+        "# created: {created}\n# public key: {}\n# dbackup: keep a copy of this file somewhere other than the backup drive.\n{}\n",
+        id.to_public(),
+        id.to_string().expose_secret()
+    )
+}
+
+pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
+    let env = Env::from_process();
+    let target: PathBuf = match &args.out {
+        Some(p) => crate::expand::normalize(&env.cwd.join(p)),
+        None => load::xdg_dir(&env, "XDG_CONFIG_HOME", ".config")
+            .join("dbackup")
+            .join("identity.txt"),
+    };
+    if std::fs::symlink_metadata(&target).is_ok() {
+        anyhow::bail!(
+            "{} already exists; dbackup never overwrites an identity (backups encrypted to it would be lost): \
+             choose another --out, or move the old file away first",
+            target.display()
+        );
+    }
+    let id = age::x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    if global.dry_run {
+        eprintln!(
+            "dbackup: dry run: would write a new identity to {} (mode 0600) and print its recipient",
+            target.display()
+        );
+        return Ok(Exit::Ok);
+    }
+    let created = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    super::config::write_new(&target, &identity_text(&id, &created))
+        .with_context(|| format!("cannot write the identity to {}", target.display()))?;
+    if global.json {
+        println!(
+            "{}",
+            serde_json::json!({ "identity_file": target, "recipient": recipient })
+        );
+    } else {
+        println!("{recipient}");
+    }
+    if global.quiet == 0 {
+        eprintln!(
+            "dbackup: wrote the identity (secret key) to {} (mode 0600); the line above is its public recipient.\n\
+             dbackup: put the recipient in the config: \"encryption\": {{ \"recipients\": [\"{recipient}\"], \
+             \"identity_file\": \"{}\" }}\n\
+             dbackup: keep a copy of the identity somewhere other than the backup drive and this computer \
+             (a password manager, a printout): without it the encrypted backups cannot be restored.",
+            target.display(),
+            target.display()
+        );
+    }
+    Ok(Exit::Ok)
+}
