@@ -78,6 +78,20 @@ impl Test {
         path
     }
 
+    /// A new age key pair made by `dbackup keygen --out <tmp>/<name>`: the identity file and its recipient (`age1...`).
+    pub fn keygen(&self, name: &str) -> (PathBuf, String) {
+        let path = self.path(name);
+        let out = self
+            .cmd()
+            .no_config()
+            .args(["keygen", "--out"])
+            .args([&path])
+            .status(0);
+        let recipient = out.stdout.trim().to_string();
+        assert!(recipient.starts_with("age1"), "{}", out.stdout);
+        (path, recipient)
+    }
+
     /// A command against this test's world; nothing runs until `status`, `output` or `spawn`.
     pub fn cmd(&self) -> Cmd {
         let mut command = Command::new(BIN);
