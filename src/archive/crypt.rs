@@ -413,12 +413,8 @@ impl Keys {
     }
 
     /// Opens an age stream (`input` at its start) for reading: parses the header and unwraps the file key.
-    /// `label` names the archive in errors.
-    pub fn open<R: Read + Seek>(
-        &self,
-        input: R,
-        label: &str,
-    ) -> Result<StreamReader<R>, CryptError> {
+    /// `label` names the archive in errors. The reader seeks when `input` does.
+    pub fn open<R: Read>(&self, input: R, label: &str) -> Result<StreamReader<R>, CryptError> {
         let dec = age::Decryptor::new(input).map_err(|e| CryptError::NotAge {
             archive: label.to_string(),
             detail: e.to_string(),
@@ -490,8 +486,14 @@ impl ArchiveReader {
     }
 }
 
+/// Whether the age file read from `input` (at its start) is encrypted to a passphrase (scrypt); `None` when its
+/// header cannot be parsed. Reads the header only.
+pub fn is_passphrase_encrypted<R: Read>(input: R) -> Option<bool> {
+    age::Decryptor::new(input).ok().map(|d| d.is_scrypt())
+}
+
 /// Turns age's terse stream errors into ones that say what they mean for a backup.
-fn age_read_error(e: io::Error) -> io::Error {
+pub fn age_read_error(e: io::Error) -> io::Error {
     let text = e.to_string();
     let detail = if text.contains("decryption error") {
         "an encrypted chunk does not authenticate: the archive was altered or damaged (a flipped byte, or bytes \

@@ -46,6 +46,7 @@ pub mod drive;
 pub mod entry;
 pub mod index_search;
 pub mod job;
+pub mod keys;
 pub mod list;
 pub mod plan;
 pub mod safety;
