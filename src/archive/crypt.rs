@@ -499,12 +499,14 @@ pub fn age_read_error(e: io::Error) -> io::Error {
         "an encrypted chunk does not authenticate: the archive was altered or damaged (a flipped byte, or bytes \
          added at its end)"
             .to_string()
+    } else if text.contains("last chunk") || text.contains("Last chunk") {
+        // Found when the end is authenticated (seeking to it): a cut, a flipped byte in the final chunk, or bytes
+        // added after it all look the same.
+        "the encrypted archive's final chunk does not authenticate: it is truncated, damaged, or has bytes \
+         added after its end"
+            .to_string()
     } else if text.contains("truncated") || e.kind() == io::ErrorKind::UnexpectedEof {
         "the encrypted archive is truncated: its final chunk is missing".to_string()
-    } else if text.contains("last chunk") || text.contains("Last chunk") {
-        format!(
-            "the encrypted archive does not end with a valid final chunk ({text}): truncated or damaged"
-        )
     } else {
         return e;
     };

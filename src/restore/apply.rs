@@ -334,7 +334,7 @@ impl<'p> Applier<'p> {
                 });
                 Err(RestoreError::Source {
                     name: item.path.clone(),
-                    source,
+                    error: source,
                 })
             }
             Err(Failure::Fatal(source)) => {

@@ -407,7 +407,7 @@ impl SetContent {
                             snap.open(&item.entry)
                                 .map_err(|source| RestoreError::Source {
                                     name: show(&item.entry.name),
-                                    source,
+                                    error: source,
                                 })?;
                         applier.apply(&item.entry, Some(&mut file))?;
                         done(item.entry.size);
@@ -417,60 +417,12 @@ impl SetContent {
                 }
             }
             SetContent::Archive { archive, .. } => {
-                let mut reader: Option<archive::ArchiveReader> = None;
-                for item in plan.items.iter().filter(|i| !i.implicit) {
-                    let writes = matches!(item.action, Action::Create | Action::Replace);
-                    let loc = item
-                        .entry
-                        .locator
-                        .and_then(|l| gathered.locs.get(l as usize));
-                    let check = loc.and_then(|l| l.index.as_ref()).filter(|_| writes);
-                    if !item.needs_content() && check.is_none() {
-                        applier.apply(&item.entry, None)?;
-                        continue;
-                    }
-                    let source_err = |source| RestoreError::Source {
-                        name: item.path.clone(),
-                        source,
-                    };
-                    let r = match &mut reader {
-                        Some(r) => r,
-                        None => reader.insert(archive.open().map_err(|source| {
-                            RestoreError::Source {
-                                name: archive.label(),
-                                source,
-                            }
-                        })?),
-                    };
-                    if let Some(ie) = check {
-                        check_header(r, ie).map_err(|problem| {
-                            source_err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                format!(
-                                    "the archive's header for {} at offset {} disagrees with the index: {problem}; \
-                                     the backup is damaged (check it with --verify)",
-                                    ie.display_path(),
-                                    ie.header_offset
-                                ),
-                            ))
-                        })?;
-                    }
-                    if !item.needs_content() {
-                        applier.apply(&item.entry, None)?;
-                        continue;
-                    }
-                    let offset = loc.map(|l| l.data).ok_or_else(|| {
-                        source_err(io::Error::other("the backup gave no offset for it"))
-                    })?;
-                    r.seek(SeekFrom::Start(offset)).map_err(source_err)?;
-                    applier.apply(&item.entry, Some(&mut r.take(item.entry.size)))?;
-                    done(item.entry.size);
-                }
+                apply_archive(archive, plan, gathered, applier, done)
+                    .map_err(|e| in_archive(e, &archive.label()))?;
             }
         }
         Ok(())
     }
-
     /// Every entry of a snapshot (full names, walk order), for verification; stops when `f` returns false.
     pub fn walk_entries(
         &self,
@@ -489,6 +441,75 @@ impl SetContent {
             }
         }
         Ok(())
+    }
+}
+
+/// Feeds an archive's entries to `applier` (see [`SetContent::apply`]).
+fn apply_archive(
+    archive: &ArchiveFiles,
+    plan: &Plan,
+    gathered: &Gathered,
+    applier: &mut Applier<'_>,
+    done: &mut dyn FnMut(u64),
+) -> Result<(), RestoreError> {
+    let mut reader: Option<archive::ArchiveReader> = None;
+    for item in plan.items.iter().filter(|i| !i.implicit) {
+        let writes = matches!(item.action, Action::Create | Action::Replace);
+        let loc = item
+            .entry
+            .locator
+            .and_then(|l| gathered.locs.get(l as usize));
+        let check = loc.and_then(|l| l.index.as_ref()).filter(|_| writes);
+        if !item.needs_content() && check.is_none() {
+            applier.apply(&item.entry, None)?;
+            continue;
+        }
+        let source_err = |source| RestoreError::Source {
+            name: item.path.clone(),
+            error: source,
+        };
+        let r = match &mut reader {
+            Some(r) => r,
+            None => reader.insert(archive.open().map_err(|source| RestoreError::Source {
+                name: archive.label(),
+                error: source,
+            })?),
+        };
+        if let Some(ie) = check {
+            check_header(r, ie).map_err(|problem| {
+                            source_err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!(
+                                    "the archive's header for {} at offset {} disagrees with the index: {problem}; \
+                                     the backup is damaged (check it with --verify)",
+                                    ie.display_path(),
+                                    ie.header_offset
+                                ),
+                            ))
+                        })?;
+        }
+        if !item.needs_content() {
+            applier.apply(&item.entry, None)?;
+            continue;
+        }
+        let offset = loc
+            .map(|l| l.data)
+            .ok_or_else(|| source_err(io::Error::other("the backup gave no offset for it")))?;
+        r.seek(SeekFrom::Start(offset)).map_err(source_err)?;
+        applier.apply(&item.entry, Some(&mut r.take(item.entry.size)))?;
+        done(item.entry.size);
+    }
+    Ok(())
+}
+
+/// Names the archive in an error reading it.
+fn in_archive(e: RestoreError, label: &str) -> RestoreError {
+    match e {
+        RestoreError::Source { name, error } if !name.contains(label) => RestoreError::Source {
+            name: format!("{name} in {label}"),
+            error,
+        },
+        other => other,
     }
 }
 
@@ -517,6 +538,10 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
     };
     let mut data = entry.locator.unwrap_or(0);
     entry.name = sel.rename(&rel);
+    if entry.name.is_empty() {
+        // The archive's root (`./`, as `tar -C dir .` writes it): the target directory itself.
+        entry.name = b".".to_vec();
+    }
     if entry.kind == EntryKind::Hardlink {
         let target = entry
             .link

@@ -225,7 +225,7 @@ mod tests {
             .unwrap();
         assert!(e.to_string().contains("nope.txt"), "{e}");
 
-        let ring = KeyRing::with_identities(&[key.clone()]);
+        let ring = KeyRing::with_identities(std::slice::from_ref(&key));
         let keys = ring
             .keys_for(&[&enc], false, Ask::Always)
             .unwrap()
