@@ -796,9 +796,17 @@ fn restore(
             .iter()
             .map(|s| s.refusals.len() + s.errors.len())
             .sum();
+        let mut from: Vec<&str> = planned
+            .iter()
+            .zip(&summaries)
+            .filter(|(_, s)| !s.errors.is_empty() || !s.refusals.is_empty())
+            .map(|(p, _)| p.from.as_str())
+            .collect();
+        from.dedup();
         ui.error(format_args!(
-            "dbackup: error: {} not restored (listed above)",
-            ui::counted(problems as u64, "entry was", "entries were")
+            "dbackup: error: {} not restored (listed above), from {}",
+            ui::counted(problems as u64, "entry was", "entries were"),
+            from.join(", ")
         ));
     }
     Ok(exit)

@@ -476,17 +476,32 @@ fn apply_archive(
             })?),
         };
         if let Some(ie) = check {
-            check_header(r, ie).map_err(|problem| {
-                            source_err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                format!(
-                                    "the archive's header for {} at offset {} disagrees with the index: {problem}; \
-                                     the backup is damaged (check it with --verify)",
-                                    ie.display_path(),
-                                    ie.header_offset
-                                ),
-                            ))
-                        })?;
+            match check_header(r, ie) {
+                Ok(()) => {}
+                // Its part of the archive is damaged (an encrypted chunk that does not authenticate): this entry is
+                // not restored, the others still are.
+                Err(HeaderError::Read(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                    applier.fail(
+                        &item.entry,
+                        format!("its header in the backup is damaged ({e}); not restored"),
+                    )?;
+                    // age's reader is not to be trusted after a failed chunk: the next entry gets a fresh one.
+                    reader = None;
+                    continue;
+                }
+                Err(HeaderError::Read(e)) => return Err(source_err(e)),
+                Err(HeaderError::Mismatch(problem)) => {
+                    return Err(source_err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the archive's header for {} at offset {} disagrees with the index: {problem}; the \
+                             backup is damaged (check it with --verify)",
+                            ie.display_path(),
+                            ie.header_offset
+                        ),
+                    )));
+                }
+            }
         }
         if !item.needs_content() {
             applier.apply(&item.entry, None)?;
@@ -496,7 +511,12 @@ fn apply_archive(
             .map(|l| l.data)
             .ok_or_else(|| source_err(io::Error::other("the backup gave no offset for it")))?;
         r.seek(SeekFrom::Start(offset)).map_err(source_err)?;
+        let failed_before = applier.summary().errors.len();
         applier.apply(&item.entry, Some(&mut r.take(item.entry.size)))?;
+        if applier.summary().errors.len() > failed_before {
+            // Its content could not be read whole (a damaged chunk): read the next entry with a fresh reader.
+            reader = None;
+        }
         done(item.entry.size);
     }
     Ok(())
@@ -605,28 +625,44 @@ fn lookup_index(idx: &mut SortedIndex, name: &RelPath) -> Result<Lookup, Content
 
 /// Checks the header(s) at an index entry's header offset against the index: name, type, size, mode, owner,
 /// mtime and link target. Leaves the reader just after the header (at the file's data).
-fn check_header(r: &mut archive::ArchiveReader, ie: &IndexEntry) -> Result<(), String> {
+fn check_header(r: &mut archive::ArchiveReader, ie: &IndexEntry) -> Result<(), HeaderError> {
     let len = match ie.kind {
         archive::EntryKind::File => ie
             .data_offset
             .checked_sub(ie.header_offset)
             .filter(|l| *l >= 512 && *l <= MAX_HEADER_BYTES && l % 512 == 0)
             .ok_or_else(|| {
-                format!(
+                HeaderError::Mismatch(format!(
                     "header offset {} and data offset {} are inconsistent",
                     ie.header_offset, ie.data_offset
-                )
+                ))
             })?,
         // Entries without content: enough for a pax header and the header itself.
         _ => 8 << 10,
     };
     r.seek(SeekFrom::Start(ie.header_offset))
-        .map_err(|e| e.to_string())?;
+        .map_err(HeaderError::Read)?;
     let mut bytes = Vec::with_capacity(len as usize);
-    r.by_ref()
-        .take(len)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    match r.by_ref().take(len).read_to_end(&mut bytes) {
+        Ok(_) => compare_header(bytes, ie, len).map_err(HeaderError::Mismatch),
+        // An entry without content read a margin past its header: what was read before the error may be enough.
+        Err(e) if ie.kind != archive::EntryKind::File && !bytes.is_empty() => {
+            compare_header(bytes, ie, len).map_err(|_| HeaderError::Read(e))
+        }
+        Err(e) => Err(HeaderError::Read(e)),
+    }
+}
+
+/// Why an entry's header could not be checked.
+enum HeaderError {
+    /// It could not be read (a damaged encrypted chunk is `InvalidData`).
+    Read(io::Error),
+    /// It disagrees with the index.
+    Mismatch(String),
+}
+
+/// Compares the header bytes read at an index entry's header offset (`len` wanted) with the index.
+fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> Result<(), String> {
     if ie.kind == archive::EntryKind::File && bytes.len() as u64 != len {
         return Err("the archive ends inside it: it is truncated".into());
     }
