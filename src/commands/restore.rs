@@ -4,8 +4,16 @@
 //! stdout: the listing, the plan (`--dry-run`), what was restored, or the verification report; with `--json`, the
 //! same as data ([`Listing`], [`RestoreOutput`], [`VerifyReport`]). stderr: warnings, progress, errors.
 //!
+//! Encrypted (age) drive backups: the keys come from `--identity FILE` and the config's `identity_file`s (or a
+//! passphrase), read only once an encrypted archive is about to be opened ([`KeyRing`]); every encrypted archive and
+//! index of the chosen backup is opened and its final chunk authenticated before anything is written, so a wrong
+//! or missing key, a truncated archive or bytes added to it stop the restore with nothing written. A chunk that does
+//! not authenticate in the middle fails only the entries it holds (nothing partial is left), and the rest is
+//! restored. `--verify` without a key hashes the encrypted files only and says the contents were not checked.
+//!
 //! Exit: 0 done (or intact); 1 anything refused, failed, not found or damaged (nothing is restored when anything is
-//! refused, unless `--skip-refused`); 2 bad arguments; 5 `--source external` with no drive present.
+//! refused, unless `--skip-refused`); 2 bad arguments; 3 `--verify` of an encrypted backup without its key (the
+//! encrypted files are intact, the contents were not checked); 5 `--source external` with no drive present.
 
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};

@@ -602,6 +602,22 @@ fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environme
         .join(t.home().strip_prefix("/").unwrap())
         .join(".secrets");
     assert_eq!(fs::read_to_string(secret).unwrap(), "hunter2");
+    // --verify reads the passphrase the same way and checks every file.
+    let report: VerifyReport = t
+        .cmd()
+        .args(["--json", "restore", "--source", "external", "--verify"])
+        .status(0)
+        .json();
+    assert!(
+        report.intact && report.content_checked && report.files >= 5,
+        "{report:?}"
+    );
+    let listing: Listing = t
+        .cmd()
+        .args(["--json", "restore", "--source", "external", "--list"])
+        .status(0)
+        .json();
+    assert!(listing.backups[0].sets[0].passphrase);
     // A wrong passphrase: a clear error naming the archive, and nothing written.
     let wrong = t.write("wrong.txt", "not it\n");
     let out = t
