@@ -44,7 +44,13 @@ pub enum CryptError {
         line: usize,
         reason: String,
     },
-    #[error("cannot read the recipients file {path}: {source}")]
+    #[error(
+        "this is a secret age identity (AGE-SECRET-KEY-1...), not a public recipient: {SECRET_KEY_ADVICE}"
+    )]
+    SecretKey,
+    #[error(
+        "cannot read the recipients file {path}: {source}; fix `encryption.recipients_file` in the config, or the file"
+    )]
     RecipientsFile { path: PathBuf, source: io::Error },
     #[error("{path} holds no recipients; add at least one age1... or ssh public key")]
     NoRecipients { path: PathBuf },
@@ -78,6 +84,10 @@ pub enum CryptError {
     Encrypt(String),
 }
 
+/// What to do when a secret key is where a recipient belongs.
+const SECRET_KEY_ADVICE: &str = "never put it in the config or a recipients file (keep it in the identity file, off \
+the drive); use the age1... line `dbackup keygen` printed, or `age-keygen -y FILE`";
+
 /// One recipient as configured: its public text (recorded in `backup.json`) and the parsed key.
 pub struct Recipient {
     text: String,
@@ -104,7 +114,7 @@ impl FromStr for Recipient {
     fn from_str(s: &str) -> Result<Recipient, CryptError> {
         let s = s.trim();
         let err = |reason: &str| CryptError::Recipient {
-            value: s.to_string(),
+            value: shown(s),
             reason: reason.to_string(),
         };
         if s.starts_with("age1") {
@@ -137,15 +147,24 @@ impl FromStr for Recipient {
                 key: Box::new(key),
             });
         }
-        if s.starts_with("AGE-SECRET-KEY-") {
-            return Err(CryptError::Recipient {
-                value: "AGE-SECRET-KEY-...".into(),
-                reason: "this is a secret identity, not a public recipient: never put it in the config; use the \
-                         age1... line `dbackup keygen` printed (or `age-keygen -y FILE`)"
-                    .into(),
-            });
+        let upper = s.to_ascii_uppercase();
+        if upper.starts_with("AGE-SECRET-KEY-") || upper.contains("PRIVATE KEY") {
+            // Never echoed, not even in part.
+            return Err(CryptError::SecretKey);
         }
         Err(err("unknown key type"))
+    }
+}
+
+/// A configured value as error messages may show it: public keys whole; anything else (which may be a secret put
+/// in the wrong place, such as a passphrase) only by its first characters.
+fn shown(value: &str) -> String {
+    if value.starts_with("age1") || value.starts_with("ssh-") {
+        return value.to_string();
+    }
+    match value.char_indices().nth(6) {
+        Some((at, _)) => format!("{}...", &value[..at]),
+        None => value.to_string(),
     }
 }
 
@@ -218,6 +237,13 @@ pub fn read_recipients_file(path: &Path) -> Result<Vec<Recipient>, CryptError> {
                 path: path.to_path_buf(),
                 line: i + 1,
                 reason,
+            },
+            CryptError::SecretKey => CryptError::RecipientsFileLine {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason: format!(
+                    "a secret age identity, not a public recipient: {SECRET_KEY_ADVICE}"
+                ),
             },
             other => other,
         })?;
@@ -606,10 +632,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("secret identity") && !e.contains(secret.expose_secret()),
+            e.contains("secret age identity") && !e.contains(&secret.expose_secret()[15..]),
             "{e}"
         );
         assert!("age1nope".parse::<Recipient>().is_err());
+        // Neither an ssh private key nor what may be a misplaced passphrase is echoed.
+        let e = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+            .parse::<Recipient>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("secret") && !e.contains("b3BlbnNz"), "{e}");
+        let e = "correct horse battery staple"
+            .parse::<Recipient>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"correc...\"") && !e.contains("horse"), "{e}");
         assert!(
             "gpg:1234"
                 .parse::<Recipient>()
