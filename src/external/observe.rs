@@ -178,10 +178,15 @@ pub fn observe(
             .as_ref()
             .map(crate::archive::crypt::resolve_record)
             .transpose()
-            .with_context(|| {
-                format!(
-                    "destination {}: its encryption settings cannot be used (nothing was written)",
-                    d.destination.name
+            .map_err(|e| {
+                // A config problem (exit 2), found only now because the recipients file is read when backing up:
+                // restore and verify on another computer must not need it.
+                CodedError::new(
+                    Exit::Usage,
+                    format!(
+                        "destination {}: its encryption settings cannot be used (nothing was written): {e}",
+                        d.destination.name
+                    ),
                 )
             })?;
         destinations.push(DestinationWorld {
