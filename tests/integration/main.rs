@@ -11,6 +11,7 @@ mod backup;
 mod cli;
 mod collect;
 mod config;
+mod encryption;
 mod restore;
 mod status;
 mod systemd;
