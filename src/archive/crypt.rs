@@ -168,12 +168,13 @@ fn shown(value: &str) -> String {
     }
 }
 
-/// An estimate of the encrypted length of `plain` bytes: age adds a header (about 200 bytes per recipient) and a
-/// 16-byte tag to every 64 KiB chunk.
+/// An upper bound of the encrypted length of `plain` bytes: age adds a header (a stanza per recipient: about 100
+/// bytes for X25519 or ssh-ed25519, up to about 800 for a 4096-bit ssh-rsa key) and a 16-byte tag to every 64 KiB
+/// chunk.
 pub fn encrypted_len(plain: u64, recipients: usize) -> u64 {
     const CHUNK: u64 = 64 << 10;
     let chunks = plain.div_ceil(CHUNK).max(1);
-    plain + chunks * 16 + 16 + 256 * recipients.max(1) as u64 + 128
+    plain + chunks * 16 + 16 + 1024 * recipients.max(1) as u64 + 128
 }
 
 /// The public side of a destination's encryption, as the external phase records it: inline recipients and those of
@@ -188,7 +189,9 @@ pub fn resolve_record(
     if let Some(file) = &e.recipients_file {
         recipients.extend(read_recipients_file(file)?.into_iter().map(|r| r.text));
     }
-    recipients.dedup();
+    // The same key inline and in the file (or twice in the file) is encrypted to once; the order is kept.
+    let mut seen = std::collections::HashSet::new();
+    recipients.retain(|r| seen.insert(r.clone()));
     Ok(EncryptionRecord {
         format: AGE_FORMAT.to_string(),
         recipients,
@@ -203,10 +206,7 @@ pub fn encrypt_to(
     passphrase_file: Option<&Path>,
 ) -> Result<EncryptTo, CryptError> {
     if record.passphrase {
-        return Ok(EncryptTo::Passphrase(read_passphrase(
-            passphrase_file,
-            "passphrase to encrypt the backup with: ",
-        )?));
+        return Ok(EncryptTo::Passphrase(read_new_passphrase(passphrase_file)?));
     }
     let list = record
         .recipients
@@ -553,6 +553,23 @@ impl Seek for ArchiveReader {
     }
 }
 
+/// Reads the passphrase to encrypt with: from a file as [`read_passphrase`] does, or typed twice on the terminal
+/// (a typo in a passphrase typed once would make the backup unreadable).
+pub fn read_new_passphrase(file: Option<&Path>) -> Result<SecretString, CryptError> {
+    use age::secrecy::ExposeSecret;
+    if std::env::var_os("DBACKUP_PASSPHRASE_FILE").is_some() || file.is_some() {
+        return read_passphrase(file, "");
+    }
+    let first = read_passphrase(None, "passphrase to encrypt the backup with: ")?;
+    let again = read_passphrase(None, "the same passphrase again: ")?;
+    if first.expose_secret() != again.expose_secret() {
+        return Err(CryptError::Passphrase(
+            "the two passphrases differ; nothing was written, run again".into(),
+        ));
+    }
+    Ok(first)
+}
+
 /// Reads a passphrase: from the file named by `DBACKUP_PASSPHRASE_FILE` (or `file`), else from the terminal.
 /// Never from the command line or the environment itself, so it appears in no process listing.
 pub fn read_passphrase(file: Option<&Path>, prompt: &str) -> Result<SecretString, CryptError> {
@@ -654,6 +671,45 @@ mod tests {
                 .to_string()
                 .contains("unknown key type")
         );
+    }
+
+    #[test]
+    fn the_length_estimate_bounds_the_ciphertext() {
+        let rsa = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAACAQDan23UVqPgTgYy+Ja9eBNzT3MHJPEaiNEq5At09+GMc8UW8WkFDBVtO3gbLJZIsLX/Crv4HnagPhvHvINNjJoyTcacQCxPD39pPlTbVV7HeJZpfhzhL57F1QSVCpxwA5Hlgl6zpGRCV+Y1BKJ95Y9acByk3bb91yS4abg8Lgyxi7Z/ibHcxqvEUbA0LzHAE7DXIKscPlJxe0J7EG9AQTUjofgC+uYKW6PSGEIQTzNdpkhfDv+9yXOwid9DrQK3tgJHF8qwx98iHE+yzprSsd3pkfbz1gN4WZJZlUxGiAMYdln+N1iteREAtXPdRZZpKG4RhpaXzrXLM7yRR5Z9jppQxsZ219ZttO0OTLqLsdPcTaS5djcpRmKomqPpui3qkYhlCUfdHDlb8PZk9tYD50941GHCuXknALVGHsiyfzpUyhC9vVMqqE52wHOYbGjl1NDMdNtktzT6b3RkXNpaeBwlmNg5zCyHSxPb3m3vckmYjTZTEFqYORbkfjNXYGi/910MEryIOpZZqc8ObCFvs8otPNptMkTSaLnCpIQ/YgbfYLx8P8cZsK1cxlQ1Qq6eaShAJSxKdPFmbnw353RO/OexAVx+c2ZvHuXQJJzPakePK3BRoHnEZbZydfSqaIkEWoE2Oz+ABsM0/3lqVcYmZaNNzxgCdX7oxw8IERKAHsOeLQ==";
+        for to in [
+            EncryptTo::Recipients(vec![pair().0.parse().unwrap(), rsa.parse().unwrap()]),
+            EncryptTo::Passphrase(SecretString::from("p".to_string())),
+        ] {
+            let n = match &to {
+                EncryptTo::Recipients(r) => r.len(),
+                EncryptTo::Passphrase(_) => 0,
+            };
+            for len in [0usize, 1, 65_536, 65_537, 300_000] {
+                let ct = encrypt(&to, &vec![1u8; len]).len() as u64;
+                let bound = encrypted_len(len as u64, n);
+                assert!(
+                    ct <= bound && bound - ct < 2048 * n.max(1) as u64,
+                    "{len}: {ct} > {bound}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_recipient_given_twice_is_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _) = pair();
+        let (b, _) = pair();
+        let p = dir.path().join("r.txt");
+        std::fs::write(&p, format!("{b}\n{a}\n{b}\n")).unwrap();
+        let e = crate::settings::EncryptionSettings {
+            recipients: vec![a.clone()],
+            recipients_file: Some(p),
+            identity_file: None,
+            passphrase: false,
+            passphrase_file: None,
+        };
+        assert_eq!(resolve_record(&e).unwrap().recipients, [a, b]);
     }
 
     #[test]
