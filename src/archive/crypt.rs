@@ -80,6 +80,8 @@ pub enum CryptError {
     NotAge { archive: String, detail: String },
     #[error("cannot read the passphrase: {0}")]
     Passphrase(String),
+    #[error("the two passphrases typed differ; run again and type the same one twice")]
+    PassphraseMismatch,
     #[error("cannot encrypt: {0}")]
     Encrypt(String),
 }
@@ -563,9 +565,7 @@ pub fn read_new_passphrase(file: Option<&Path>) -> Result<SecretString, CryptErr
     let first = read_passphrase(None, "passphrase to encrypt the backup with: ")?;
     let again = read_passphrase(None, "the same passphrase again: ")?;
     if first.expose_secret() != again.expose_secret() {
-        return Err(CryptError::Passphrase(
-            "the two passphrases differ; nothing was written, run again".into(),
-        ));
+        return Err(CryptError::PassphraseMismatch);
     }
     Ok(first)
 }

@@ -575,6 +575,78 @@ fn a_passphrase_that_cannot_be_read_stops_before_anything_is_written() {
     );
 }
 
+/// Runs `dbackup --config <config> -q external` on a pseudo-terminal (`script`), typing `typed`; (exit code, output).
+fn external_on_a_terminal(t: &Test, typed: &str) -> (i32, String) {
+    let line = format!(
+        "{} --config {} -q external",
+        harness::BIN,
+        t.path("config.json").display()
+    );
+    let mut child = Command::new("timeout")
+        .args(["120", "script", "-qec", &line, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", t.home())
+        .env("XDG_CONFIG_HOME", t.path("xdg-config"))
+        .env("XDG_STATE_HOME", t.path("state"))
+        .env("LANG", "C.UTF-8")
+        .env("TZ", "UTC")
+        .current_dir(t.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(typed.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_passphrase_typed_on_a_terminal_is_asked_twice() {
+    if !have_age() {
+        return;
+    }
+    if t9::tool("script").is_none() || t9::tool("timeout").is_none() {
+        eprintln!("skipping: script (util-linux) is needed for a pseudo-terminal");
+        return;
+    }
+    let t = collected();
+    let drive = write_config(&t, &encryption(r#""passphrase": true"#));
+
+    // Two different passphrases: nothing is written.
+    let (code, out) = external_on_a_terminal(&t, "one passphrase\nanother\n");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("passphrase to encrypt the backup with:"),
+        "{out}"
+    );
+    assert!(out.contains("the same passphrase again:"), "{out}");
+    assert!(out.contains("the two passphrases typed differ"), "{out}");
+    assert_eq!(listing(&drive), Vec::<String>::new(), "nothing written");
+
+    // The same one twice: the archives open with it.
+    let (code, out) = external_on_a_terminal(&t, "tr0ub4dor&3\ntr0ub4dor&3\n");
+    assert_eq!(code, 0, "{out}");
+    let dir = newest(&drive);
+    json_lines(&scrypt_decrypt(
+        &dir.join("config.index.age"),
+        "tr0ub4dor&3",
+    ));
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Config errors
 
