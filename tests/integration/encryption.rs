@@ -800,6 +800,33 @@ fn keygen_writes_an_age_keygen_identity_once() {
 }
 
 #[test]
+fn keygen_refuses_to_put_the_identity_on_a_destination() {
+    let t = Test::new().config("{}");
+    sample(&t, 0);
+    let drive = write_config(&t, r#""require_mount": false"#);
+    fs::create_dir_all(t.path("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(&drive, t.path("elsewhere/drive-link")).unwrap();
+    for out in [
+        drive.join("key.txt"),
+        t.path("elsewhere/drive-link/sub/key.txt"),
+    ] {
+        let r = t.cmd().args(["keygen", "--out"]).args([&out]).status(2);
+        assert!(
+            r.stderr.contains("is on backup destination drive") && r.stdout.is_empty(),
+            "{}",
+            r.stderr
+        );
+        assert!(!out.exists());
+    }
+    assert_eq!(listing(&drive), Vec::<String>::new());
+    // Beside it is fine.
+    t.cmd()
+        .args(["keygen", "--out"])
+        .args([t.path("drive-key.txt")])
+        .status(0);
+}
+
+#[test]
 fn keygen_help_reads_well() {
     let t = Test::new();
     let out = t.cmd().args(["keygen", "--help"]).status(0);
