@@ -696,6 +696,31 @@ mod tests {
     }
 
     #[test]
+    fn an_unfinished_stream_never_reads_as_complete() {
+        // A run that fails mid-archive drops the writer without `finish`: what reached the drive must not decrypt
+        // to a shorter archive that looks whole, at any length.
+        let dir = tempfile::tempdir().unwrap();
+        let (pk, id) = pair();
+        let to = EncryptTo::Recipients(vec![pk.parse().unwrap()]);
+        let keys = keys_for(&id, dir.path());
+        for len in [0usize, 10, 65_536, 65_537, 200_000] {
+            let mut out = Vec::new();
+            let mut w = to.writer(&mut out).unwrap();
+            w.write_all(&vec![3u8; len]).unwrap();
+            w.flush().unwrap();
+            drop(w);
+            let read = keys
+                .open(Cursor::new(&out), "u.tar.age")
+                .map_err(|e| e.to_string())
+                .and_then(|mut r| {
+                    let mut plain = Vec::new();
+                    r.read_to_end(&mut plain).map_err(|e| e.to_string())
+                });
+            assert!(read.is_err(), "{len} bytes written, unfinished: {read:?}");
+        }
+    }
+
+    #[test]
     fn a_recipient_given_twice_is_recorded_once() {
         let dir = tempfile::tempdir().unwrap();
         let (a, _) = pair();
