@@ -4,14 +4,18 @@
 //! (loop devices); skips with a message otherwise.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use dbackup::external::DestinationStatus;
 
 use crate::encryption::have_age;
 use crate::harness::Test;
 use crate::t9::{self, Drive, Fs};
-use crate::t9_external::{content, destination, external, set_mode};
+use crate::t9_external::{
+    assert_old_backup_intact, assert_sums_pass, backups, content, destination, external, finish,
+    set_mode, signal, spawn_caught_writing_file,
+};
 
 const MIB: u64 = 1 << 20;
 
@@ -84,7 +88,7 @@ fn an_encrypted_backup_leaves_no_canary_on_the_exfat_drive() {
         .join(r.destinations[0].backup.as_ref().unwrap());
     assert!(dir.join("secrets.tar.age").is_file() && !dir.join("secrets.tar").exists());
     // Before looking at the raw bytes: the archive does hold the canary (decrypted with the identity).
-    let plain = std::process::Command::new("age")
+    let plain = Command::new("age")
         .arg("-d")
         .arg("-i")
         .arg(&identity)
@@ -144,4 +148,81 @@ fn a_plain_backup_does_leave_the_canary_on_the_exfat_drive() {
             "{needle} is on the drive after a plain backup"
         );
     }
+}
+
+/// An encrypted drive with one older backup, and a new 96 MiB file collected since: (drive, test, old backup, the test
+/// holding the identity, the identity).
+fn encrypted_drive_with_one_backup() -> (Drive, Test, String, Test, PathBuf) {
+    let t9 = Drive::exfat("T9", 256 * MIB);
+    let mp = t9.mount_point().to_path_buf();
+    let keys = Test::new();
+    let (identity, recipient) = keys.keygen("key.txt");
+    let t = test_for(
+        &mp,
+        &format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#),
+    );
+    let old = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    t.write("home/data/big.bin", content(96 << 20, 8));
+    t.cmd().args(["collect"]).status(0);
+    (t9, t, old, keys, identity)
+}
+
+/// Whether `age -d -i <identity> <file>` succeeds.
+fn age_accepts(identity: &Path, file: &Path) -> bool {
+    Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[test]
+fn an_encrypted_write_that_fails_midway_leaves_nothing_that_decrypts() {
+    if !t9::require(&[Fs::Exfat]) || !have_age() {
+        return;
+    }
+    let (t9, t, old, _keys, identity) = encrypted_drive_with_one_backup();
+    let mp = t9.mount_point().to_path_buf();
+
+    // Killed mid-archive: the partial data.tar.age is not an archive age accepts, and the next run removes it.
+    let (mut child, temp) = spawn_caught_writing_file(&t, &mp, "data.tar.age", 2 * MIB);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !age_accepts(&identity, &temp.join("data.tar.age")),
+        "a killed run's partial archive decrypts as if complete"
+    );
+    assert_old_backup_intact(&mp, &old);
+    let r = external(&t, &[], 0);
+    assert!(!temp.exists());
+    let second = r.destinations[0].backup.clone().unwrap();
+    assert_eq!(backups(&mp), [old, second.clone()]);
+    assert!(age_accepts(
+        &identity,
+        &mp.join("backups").join(&second).join("data.tar.age")
+    ));
+
+    // The drive fills up mid-archive: a clear failure, the partial backup removed at once, the others intact.
+    t.write("home/data/notes.txt", "changed\n");
+    t.cmd().args(["collect"]).status(0);
+    let (child, temp) = spawn_caught_writing_file(&t, &mp, "data.tar.age", 2 * MIB);
+    signal(&child, libc::SIGSTOP);
+    let fill = t9.fill(0);
+    signal(&child, libc::SIGCONT);
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains("nothing was promoted and older backups are intact"),
+        "{stderr}"
+    );
+    assert!(!temp.exists(), "{stderr}");
+    assert_eq!(backups(&mp).last(), Some(&second));
+    assert_sums_pass(&mp.join("backups").join(&second));
+    fs::remove_file(fill).unwrap();
 }

@@ -145,7 +145,7 @@ pub(crate) fn listing(dir: &Path) -> Vec<String> {
 }
 
 /// The verified backups dbackup lists on a drive, oldest first.
-fn backups(mp: &Path) -> Vec<String> {
+pub(crate) fn backups(mp: &Path) -> Vec<String> {
     layout::list(&mp.join("backups"))
         .unwrap()
         .verified()
@@ -286,10 +286,20 @@ fn writing(mp: &Path, file: &str) -> Option<(PathBuf, u64)> {
 /// Starts `dbackup external` and returns once `data.tar` in its temporary directory holds at least `min` bytes
 /// (the process still running), with that directory.
 fn spawn_caught_writing(t: &Test, mp: &Path, min: u64) -> (Child, PathBuf) {
+    spawn_caught_writing_file(t, mp, "data.tar", min)
+}
+
+/// [`spawn_caught_writing`] watching `file`.
+pub(crate) fn spawn_caught_writing_file(
+    t: &Test,
+    mp: &Path,
+    file: &str,
+    min: u64,
+) -> (Child, PathBuf) {
     let mut child = t.cmd().args(["external"]).spawn();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Some((dir, len)) = writing(mp, "data.tar")
+        if let Some((dir, len)) = writing(mp, file)
             && len >= min
         {
             return (child, dir);
@@ -306,14 +316,14 @@ fn spawn_caught_writing(t: &Test, mp: &Path, min: u64) -> (Child, PathBuf) {
     }
 }
 
-fn signal(child: &Child, sig: i32) {
+pub(crate) fn signal(child: &Child, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not yet reaped.
     let rc = unsafe { libc::kill(child.id() as i32, sig) };
     assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
 }
 
 /// Waits for the child and returns (exit code, stderr).
-fn finish(child: Child) -> (i32, String) {
+pub(crate) fn finish(child: Child) -> (i32, String) {
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -652,7 +662,7 @@ fn drive_with_one_backup(size: u64, big: u64) -> (Drive, Test, String) {
 
 /// The old backup is whole: listed, LATEST names it, its sums pass.
 #[track_caller]
-fn assert_old_backup_intact(mp: &Path, old: &str) {
+pub(crate) fn assert_old_backup_intact(mp: &Path, old: &str) {
     assert_eq!(backups(mp), [old]);
     assert_eq!(
         layout::read_latest(&mp.join("backups")).as_deref(),
