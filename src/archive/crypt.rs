@@ -555,11 +555,18 @@ impl Seek for ArchiveReader {
     }
 }
 
+/// The file a passphrase is read from: `$DBACKUP_PASSPHRASE_FILE`, else `file`; none means the terminal.
+pub fn passphrase_source(file: Option<&Path>) -> Option<PathBuf> {
+    std::env::var_os("DBACKUP_PASSPHRASE_FILE")
+        .map(PathBuf::from)
+        .or_else(|| file.map(Path::to_path_buf))
+}
+
 /// Reads the passphrase to encrypt with: from a file as [`read_passphrase`] does, or typed twice on the terminal
 /// (a typo in a passphrase typed once would make the backup unreadable).
 pub fn read_new_passphrase(file: Option<&Path>) -> Result<SecretString, CryptError> {
     use age::secrecy::ExposeSecret;
-    if std::env::var_os("DBACKUP_PASSPHRASE_FILE").is_some() || file.is_some() {
+    if passphrase_source(file).is_some() {
         return read_passphrase(file, "");
     }
     let first = read_passphrase(None, "passphrase to encrypt the backup with: ")?;

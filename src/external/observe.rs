@@ -189,12 +189,17 @@ pub fn observe(
                     ),
                 )
             })?;
+        let passphrase_file =
+            d.destination.encryption.as_ref().and_then(|e| {
+                crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref())
+            });
         destinations.push(DestinationWorld {
             settings: d.destination.clone(),
             info,
             block_size,
             listing,
             encryption,
+            passphrase_file,
         });
     }
 

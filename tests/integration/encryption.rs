@@ -875,6 +875,47 @@ fn the_dry_run_shows_the_encryption_and_the_age_names() {
     ] }, {
         insta::assert_snapshot!("dry_run", text);
     });
+
+    // A passphrase: where it will come from.
+    let pass = t.path("pass.txt");
+    write_config(
+        &t,
+        &encryption(&format!(
+            r#""passphrase": true, "passphrase_file": "{}""#,
+            pass.display()
+        )),
+    );
+    let out = t.cmd().args(["--dry-run", "external"]).status(0);
+    let want = format!(
+        "  encrypt   with age to a passphrase (scrypt) read from {}\n",
+        pass.display()
+    );
+    assert!(out.stdout.contains(&want), "{}", out.stdout);
+    let from_env = t.path("env-pass.txt");
+    let out = t
+        .cmd()
+        .env("DBACKUP_PASSPHRASE_FILE", &from_env)
+        .args(["--dry-run", "external"])
+        .status(0);
+    let want = format!(
+        "  encrypt   with age to a passphrase (scrypt) read from {}\n",
+        from_env.display()
+    );
+    assert!(out.stdout.contains(&want), "{}", out.stdout);
+    write_config(&t, &encryption(r#""passphrase": true"#));
+    let out = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        out.stdout.contains(
+            "  encrypt   with age to a passphrase (scrypt) asked on the terminal, twice\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        listing(&drive),
+        Vec::<String>::new(),
+        "a dry run writes nothing"
+    );
 }
 
 trait ArgPath {
