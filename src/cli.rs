@@ -106,8 +106,9 @@ drive and this computer (a password manager, a printout in a drawer): without it
 restored by anyone, dbackup included.\n\n\
 Examples:\n  \
 dbackup keygen                              # writes ~/.config/dbackup/identity.txt\n  \
-dbackup keygen --out /media/usb-key/dbackup.key\n  \
-age -d -i ~/.config/dbackup/identity.txt data.tar.age | tar -xpf - -C /   # restore without dbackup";
+dbackup keygen --out /media/usb-key/dbackup.key\n\n\
+Restoring without dbackup (from a backup directory on the drive):\n  \
+age -d -i ~/.config/dbackup/identity.txt data.tar.age | tar -xpf - -C /";
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct KeygenArgs {
