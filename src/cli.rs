@@ -221,13 +221,15 @@ and then nothing is restored unless --skip-refused.
 Encrypted backups (*.tar.age) need the identity: --identity FILE (repeatable), or
 encryption.identity_file in the config; a passphrase-encrypted one asks for its passphrase
 (or reads the file named by $DBACKUP_PASSPHRASE_FILE). The identity is read from its file
-only, never from the command line. An archive is authenticated before anything is written:
-a wrong identity, a truncated or altered archive stops the restore with nothing partial left
-behind. --verify without the identity checks the encrypted files against
-verification.sha256 only, says the contents were NOT checked, and exits 3.
+only, never from the command line. A wrong identity, a truncated archive or bytes added to
+it stop the restore before anything is written; a damaged chunk fails only the files it
+holds, and no partial file is left behind. --verify without the identity checks the
+encrypted files against verification.sha256 only, says the contents were NOT checked, and
+exits 3.
 
-Exit codes: 0 done (or intact), 1 refused, failed or damaged, 2 bad arguments, 3 verified
-without the identity (contents not checked), 5 no drive present. The full restoration guide, with and without dbackup: docs/RESTORE.md.";
+Exit codes: 0 done (or intact), 1 refused, failed or damaged, 2 bad arguments,
+3 verified without the identity (contents not checked), 5 no drive present. The full
+restoration guide, with and without dbackup: docs/RESTORE.md.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
