@@ -11,8 +11,11 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use age::secrecy::SecretString;
+use std::sync::Mutex;
+
+use age::secrecy::{ExposeSecret as _, SecretBox, SecretString};
 use age::stream::{StreamReader, StreamWriter};
+use age_core::format::{FILE_KEY_BYTES, FileKey, Stanza};
 use serde::{Deserialize, Serialize};
 
 use super::reader::PartsReader;
@@ -353,7 +356,7 @@ impl StageWriter for AgeWriter<Box<dyn Sink>> {
 #[derive(Default)]
 pub struct Keys {
     identities: Vec<Box<dyn age::Identity + Send + Sync>>,
-    passphrase: Option<SecretString>,
+    passphrase: Option<PassphraseIdentity>,
     sources: Vec<String>,
 }
 
@@ -436,7 +439,7 @@ impl Keys {
 
     /// Adds a passphrase, for archives encrypted to one.
     pub fn add_passphrase(&mut self, passphrase: SecretString) {
-        self.passphrase = Some(passphrase);
+        self.passphrase = Some(PassphraseIdentity::new(passphrase));
         self.sources.push("a passphrase".into());
     }
 
@@ -455,10 +458,8 @@ impl Keys {
                                  holding it, or run on a terminal to be asked",
                 });
             };
-            let mut id = age::scrypt::Identity::new(p.clone());
-            id.set_max_work_factor(MAX_SCRYPT_LOG_N);
             return dec
-                .decrypt(std::iter::once(&id as &dyn age::Identity))
+                .decrypt(std::iter::once(p as &dyn age::Identity))
                 .map_err(|e| match e {
                     age::DecryptError::DecryptionFailed
                     | age::DecryptError::KeyDecryptionFailed => CryptError::WrongPassphrase {
@@ -511,6 +512,60 @@ impl ArchiveReader {
     /// Whether this reader decrypts.
     pub fn encrypted(&self) -> bool {
         matches!(self, ArchiveReader::Age(_))
+    }
+}
+
+/// age's scrypt identity, remembering the file keys it unwrapped: restore opens each encrypted file several times
+/// (header checks, index, content), and scrypt costs about a second each time by design. The keys stay in memory,
+/// zeroed when dropped, like the passphrase itself.
+struct PassphraseIdentity {
+    inner: age::scrypt::Identity,
+    unwrapped: Mutex<Vec<(Vec<StanzaKey>, SecretBox<[u8; FILE_KEY_BYTES]>)>>,
+    /// How many times scrypt ran (for tests).
+    derived: std::sync::atomic::AtomicUsize,
+}
+
+/// A stanza as a comparable value (age's `Stanza` is neither `Clone` nor `PartialEq`).
+type StanzaKey = (String, Vec<String>, Vec<u8>);
+
+fn stanza_keys(stanzas: &[Stanza]) -> Vec<StanzaKey> {
+    stanzas
+        .iter()
+        .map(|s| (s.tag.clone(), s.args.clone(), s.body.clone()))
+        .collect()
+}
+
+impl PassphraseIdentity {
+    fn new(passphrase: SecretString) -> PassphraseIdentity {
+        let mut inner = age::scrypt::Identity::new(passphrase);
+        inner.set_max_work_factor(MAX_SCRYPT_LOG_N);
+        PassphraseIdentity {
+            inner,
+            unwrapped: Mutex::new(Vec::new()),
+            derived: Default::default(),
+        }
+    }
+}
+
+impl age::Identity for PassphraseIdentity {
+    fn unwrap_stanza(&self, stanza: &Stanza) -> Option<Result<FileKey, age::DecryptError>> {
+        self.unwrap_stanzas(std::slice::from_ref(stanza))
+    }
+
+    fn unwrap_stanzas(&self, stanzas: &[Stanza]) -> Option<Result<FileKey, age::DecryptError>> {
+        let mut cache = self.unwrapped.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted = stanza_keys(stanzas);
+        if let Some((_, key)) = cache.iter().find(|(s, _)| *s == wanted) {
+            return Some(Ok(FileKey::new(Box::new(*key.expose_secret()))));
+        }
+        // age's own checks (a scrypt stanza must stand alone, the work factor bound) run on every new header.
+        let key = self.inner.unwrap_stanzas(stanzas)?;
+        self.derived
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(k) = &key {
+            cache.push((wanted, SecretBox::new(Box::new(*k.expose_secret()))));
+        }
+        Some(key)
     }
 }
 
@@ -813,6 +868,15 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, b"secret data");
+        // Opened again (restore opens each file several times): scrypt ran once.
+        k.open(Cursor::new(&ct), "p.age").unwrap();
+        let derived = k
+            .passphrase
+            .as_ref()
+            .unwrap()
+            .derived
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(derived, 1);
         let mut wrong = Keys::new();
         wrong.add_passphrase(SecretString::from("battery staple".to_string()));
         assert!(matches!(
