@@ -520,13 +520,16 @@ impl ArchiveReader {
 /// zeroed when dropped, like the passphrase itself.
 struct PassphraseIdentity {
     inner: age::scrypt::Identity,
-    unwrapped: Mutex<Vec<(Vec<StanzaKey>, SecretBox<[u8; FILE_KEY_BYTES]>)>>,
+    unwrapped: Mutex<Vec<(Vec<StanzaKey>, SecretKey)>>,
     /// How many times scrypt ran (for tests).
     derived: std::sync::atomic::AtomicUsize,
 }
 
 /// A stanza as a comparable value (age's `Stanza` is neither `Clone` nor `PartialEq`).
 type StanzaKey = (String, Vec<String>, Vec<u8>);
+
+/// An unwrapped file key, zeroed when dropped.
+type SecretKey = SecretBox<[u8; FILE_KEY_BYTES]>;
 
 fn stanza_keys(stanzas: &[Stanza]) -> Vec<StanzaKey> {
     stanzas
