@@ -218,7 +218,10 @@ mod tests {
 
     #[test]
     fn the_tests_and_benches_get_debians_age() {
-        let age = PACKAGES.iter().find(|p| p.deb == "age").expect("age listed");
+        let age = PACKAGES
+            .iter()
+            .find(|p| p.deb == "age")
+            .expect("age listed");
         assert_eq!(age.program, "age");
         assert!(age.needed_by.contains(&Test) && age.needed_by.contains(&Bench));
     }
