@@ -388,17 +388,28 @@ fn execute(
             .filter_map(|s| s.newest_complete.map(|c| (s.set, c.name)))
             .collect();
         for target in &due.external.targets {
-            let on_drive: Option<(String, BTreeMap<String, String>)> = facts
+            let dest = facts
                 .destinations
                 .iter()
-                .find(|d| &d.settings.name == target)
+                .find(|d| &d.settings.name == target);
+            let newest = dest
                 .and_then(|d| d.listing.as_ref())
-                .and_then(|l| l.newest.as_ref())
-                .map(|b| (b.stamp.clone(), b.sets.iter().cloned().collect()));
+                .and_then(|l| l.newest.as_ref());
+            let on_drive: Option<(String, BTreeMap<String, String>)> =
+                newest.map(|b| (b.stamp.clone(), b.sets.iter().cloned().collect()));
+            // A backup encrypted otherwise than the config now says (encryption just turned on, a recipient
+            // added) does not count as holding these snapshots: the drive gets one written the new way.
+            let same_encryption = match (dest, newest) {
+                (Some(d), Some(b)) => {
+                    same_encryption(d.settings.encryption.as_ref(), b.encryption.as_ref())
+                }
+                _ => true,
+            };
             if let Some((stamp, sets)) = on_drive
                 && !force
                 && !exported.is_empty()
                 && sets == exported
+                && same_encryption
             {
                 report.external_skipped.push(format!(
                     "{target}: its newest backup {stamp} already holds these snapshots ({}); nothing new to write",
@@ -855,4 +866,72 @@ fn print_report(report: &BackupReport, ui: &Ui, journal: bool) -> anyhow::Result
         }
     }
     Ok(())
+}
+
+/// Whether a backup encrypted as `written` matches what the config asks for now (recipients compared as sets).
+/// A recipients file that cannot be read counts as a change, so the external phase runs and reports it.
+fn same_encryption(
+    now: Option<&crate::settings::EncryptionSettings>,
+    written: Option<&crate::archive::EncryptionRecord>,
+) -> bool {
+    match (now, written) {
+        (None, None) => true,
+        (Some(now), Some(written)) => match crate::archive::crypt::resolve_record(now) {
+            Ok(now) => {
+                let set = |r: &crate::archive::EncryptionRecord| {
+                    r.recipients
+                        .iter()
+                        .cloned()
+                        .collect::<std::collections::BTreeSet<_>>()
+                };
+                now.passphrase == written.passphrase && set(&now) == set(written)
+            }
+            Err(_) => false,
+        },
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_encryption;
+    use crate::archive::EncryptionRecord;
+    use crate::settings::EncryptionSettings;
+
+    const A: &str = "age1z80aqjc05k265e6ytny08074m4xtyelt8su0fglg8yh3grtff4wsq8u4cu";
+    const B: &str = "age10ylq4uhfnf4tzmjqk24kyxfhgcne7u752xyfrutf44atuqnhvpyqfn56rp";
+
+    fn now(recipients: &[&str], passphrase: bool) -> EncryptionSettings {
+        EncryptionSettings {
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            recipients_file: None,
+            identity_file: None,
+            passphrase,
+            passphrase_file: None,
+        }
+    }
+
+    fn written(recipients: &[&str], passphrase: bool) -> EncryptionRecord {
+        EncryptionRecord {
+            format: "age-encryption.org/v1".into(),
+            recipients: recipients.iter().map(|r| r.to_string()).collect(),
+            passphrase,
+        }
+    }
+
+    #[test]
+    fn a_backup_counts_only_when_encrypted_as_configured_now() {
+        let cases: &[(Option<EncryptionSettings>, Option<EncryptionRecord>, bool)] = &[
+            (None, None, true),
+            (Some(now(&[A], false)), None, false),
+            (None, Some(written(&[A], false)), false),
+            (Some(now(&[A, B], false)), Some(written(&[B, A], false)), true),
+            (Some(now(&[A, B], false)), Some(written(&[A], false)), false),
+            (Some(now(&[], true)), Some(written(&[], true)), true),
+            (Some(now(&[], true)), Some(written(&[A], false)), false),
+        ];
+        for (i, (n, w, same)) in cases.iter().enumerate() {
+            assert_eq!(same_encryption(n.as_ref(), w.as_ref()), *same, "case {i}");
+        }
+    }
 }

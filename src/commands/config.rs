@@ -163,6 +163,31 @@ pub fn summary(s: &Settings, env: &Env) -> String {
                 d.path.display(),
                 facts.join(", ")
             );
+            if let Some(e) = &d.encryption {
+                let mut to: Vec<String> = e.recipients.clone();
+                if let Some(f) = &e.recipients_file {
+                    to.push(format!("the recipients in {}", f.display()));
+                }
+                if e.passphrase {
+                    to.push(match &e.passphrase_file {
+                        Some(f) => format!("a passphrase (read from {})", f.display()),
+                        None => "a passphrase (asked on the terminal)".into(),
+                    });
+                }
+                let _ = writeln!(w, "      encrypted with age to {}", to.join(", "));
+                match &e.identity_file {
+                    Some(f) => {
+                        let _ = writeln!(w, "      restore decrypts with {}", f.display());
+                    }
+                    None if !e.passphrase => {
+                        let _ = writeln!(
+                            w,
+                            "      restore needs --identity FILE (no identity_file configured)"
+                        );
+                    }
+                    None => {}
+                }
+            }
         }
     }
 

@@ -537,6 +537,32 @@ fn destination_plan(
             d.listing.other.join(", ")
         ));
     }
+    if d.encryption.is_some() {
+        let plain: Vec<&str> = d
+            .listing
+            .verified()
+            .filter(|b| {
+                b.meta
+                    .as_ref()
+                    .is_some_and(|m| m.sets.iter().any(|s| s.encryption.is_none()))
+            })
+            .map(|b| b.name.as_str())
+            .collect();
+        if !plain.is_empty() {
+            let (is, them) = if plain.len() == 1 {
+                ("is", "it")
+            } else {
+                ("are", "them")
+            };
+            notes.push(format!(
+                "{} on this drive {is} not encrypted ({}): retention removes {them} as encrypted backups replace \
+                 {them}; until then anyone holding the drive can read {them}. Delete {them} by hand to be rid of \
+                 {them} now",
+                ui::counted(plain.len() as u64, "older backup", "older backups"),
+                plain.join(", "),
+            ));
+        }
+    }
     let fuse = info.mount_fs_type.starts_with("fuse");
     if fuse && info.device.is_none() {
         notes.push(

@@ -117,6 +117,8 @@ pub struct BackupFacts {
     pub bytes: u64,
     /// `set` and the snapshot it holds.
     pub sets: Vec<(String, String)>,
+    /// How its archives are encrypted (the first set's record; a destination encrypts all its sets alike).
+    pub encryption: Option<crate::archive::EncryptionRecord>,
 }
 
 impl DestinationFacts {
@@ -314,6 +316,7 @@ fn listing_facts(l: &layout::DriveListing) -> ListingFacts {
                 .iter()
                 .map(|s| (s.set.clone(), s.snapshot.clone()))
                 .collect(),
+            encryption: m.sets.first().and_then(|s| s.encryption.clone()),
         })
     });
     ListingFacts {

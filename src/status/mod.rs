@@ -835,6 +835,7 @@ mod tests {
                     finished: DateTime::parse_from_rfc3339("2025-04-01T03:35:00+00:00").unwrap(),
                     bytes,
                     sets: vec![],
+                    encryption: None,
                 }),
                 ..Default::default()
             }),
