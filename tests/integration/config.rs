@@ -161,7 +161,9 @@ fn the_full_example_loads_with_its_destination() {
         .json();
     let recipients = &v["encryption"]["recipients"];
     assert!(
-        recipients[0].as_str().is_some_and(|r| r.starts_with("age1")),
+        recipients[0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("age1")),
         "{v}"
     );
     assert_eq!(

@@ -210,6 +210,12 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             );
         }
     }
+    let plain_name = w
+        .archive
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
 
     // The encrypted half, on the same drive and tree: `--identity` is what restore reads the key from.
     let mut one_age = Table::new(&["dbackup", "age -d | tar -xf"], &["one file"], &[(1, 0)]);
@@ -279,7 +285,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     println!(
         "archive: {} ({}), the file restored: its last file; {} repetitions, {}",
         human_bytes(archive_bytes),
-        w.archive.file_name().unwrap_or_default().to_string_lossy(),
+        plain_name,
         args.reps,
         args.cache.describe()
     );
