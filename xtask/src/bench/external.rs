@@ -49,7 +49,11 @@ const MIB: u64 = 1 << 20;
 /// with age. Who goes first rotates, so drift on a shared machine favours nobody; plain and encrypted dbackup always
 /// run back to back (which of them first alternates), so their per-repetition ratio sees the same machine.
 fn run_order(rep: usize) -> Vec<usize> {
-    let pair = if rep % 2 == 0 { [0, 4] } else { [4, 0] };
+    let pair = if rep.is_multiple_of(2) {
+        [0, 4]
+    } else {
+        [4, 0]
+    };
     let mut units: Vec<Vec<usize>> = vec![pair.to_vec(), vec![1], vec![2], vec![3]];
     units.rotate_left(rep % 4);
     units.concat()
