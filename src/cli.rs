@@ -111,8 +111,9 @@ drive and this computer (a password manager, a printout in a drawer): without it
 restored by anyone, dbackup included.\n\n\
 Examples:\n  \
 dbackup keygen                              # writes ~/.config/dbackup/identity.txt\n  \
-dbackup keygen --out /media/usb-key/dbackup.key\n  \
-age -d -i ~/.config/dbackup/identity.txt data.tar.age | tar -xpf - -C /   # restore without dbackup";
+dbackup keygen --out /media/usb-key/dbackup.key\n\n\
+Restoring without dbackup (from a backup directory on the drive):\n  \
+age -d -i ~/.config/dbackup/identity.txt data.tar.age | tar -xpf - -C /";
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct KeygenArgs {
@@ -213,6 +214,8 @@ Examples:
       check that backup completely, write nothing
   dbackup restore --drive /media/you/T9 --list
       a drive, without any config
+  dbackup restore --drive /media/you/T9 --identity ~/key.txt --path ~/.ssh --target /tmp/r
+      from an encrypted backup (data.tar.age): the identity decrypts it on the fly
 
 Restores keep modes, mtimes, symlinks and hard links (and owners as root). Each file is
 written owner-only under a temporary name and renamed into place. Files at the destination
@@ -220,8 +223,18 @@ that are not in the backup are left alone. An archive entry that would escape th
 (`..`, absolute names, hard links outside, a symlink in the way, device files) is refused,
 and then nothing is restored unless --skip-refused.
 
-Exit codes: 0 done (or intact), 1 refused, failed or damaged, 2 bad arguments, 5 no drive
-present. The full restoration guide, with and without dbackup: docs/RESTORE.md.";
+Encrypted backups (*.tar.age) need the identity: --identity FILE (repeatable), or
+encryption.identity_file in the config; a passphrase-encrypted one asks for its passphrase
+(or reads the file named by $DBACKUP_PASSPHRASE_FILE). The identity is read from its file
+only, never from the command line. A wrong identity, a truncated archive or bytes added to
+it stop the restore before anything is written; a damaged chunk fails only the files it
+holds, and no partial file is left behind. --verify without the identity checks the
+encrypted files against verification.sha256 only, says the contents were NOT checked, and
+exits 3.
+
+Exit codes: 0 done (or intact), 1 refused, failed or damaged, 2 bad arguments,
+3 verified without the identity (contents not checked), 5 no drive present. The full
+restoration guide, with and without dbackup: docs/RESTORE.md.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {
@@ -299,6 +312,12 @@ pub struct RestoreArgs {
     /// configured destinations
     #[arg(long, value_name = "DIR")]
     pub drive: Option<PathBuf>,
+
+    /// An age identity file that decrypts encrypted backups (repeatable; the file `dbackup keygen` wrote, an
+    /// `age-keygen` file, or an unencrypted OpenSSH private key). Added to the config's encryption.identity_file;
+    /// read only when an encrypted archive is opened
+    #[arg(long = "identity", value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args, Default)]

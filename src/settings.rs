@@ -591,7 +591,8 @@ impl Builder<'_> {
         } else if !e.passphrase && !has_recipients {
             self.problem(
                 at,
-                "encryption needs `recipients` (age1... or ssh public keys), a `recipients_file`, or                  `passphrase: true`; `dbackup keygen` creates a key pair",
+                "encryption needs `recipients` (age1... or ssh public keys), a `recipients_file`, or \
+                 `passphrase: true`; `dbackup keygen` creates a key pair",
             );
         }
         if e.passphrase_file.is_some() && !e.passphrase {

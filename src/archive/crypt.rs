@@ -44,7 +44,13 @@ pub enum CryptError {
         line: usize,
         reason: String,
     },
-    #[error("cannot read the recipients file {path}: {source}")]
+    #[error(
+        "this is a secret age identity (AGE-SECRET-KEY-1...), not a public recipient: {SECRET_KEY_ADVICE}"
+    )]
+    SecretKey,
+    #[error(
+        "cannot read the recipients file {path}: {source}; fix `encryption.recipients_file` in the config, or the file"
+    )]
     RecipientsFile { path: PathBuf, source: io::Error },
     #[error("{path} holds no recipients; add at least one age1... or ssh public key")]
     NoRecipients { path: PathBuf },
@@ -74,9 +80,15 @@ pub enum CryptError {
     NotAge { archive: String, detail: String },
     #[error("cannot read the passphrase: {0}")]
     Passphrase(String),
+    #[error("the two passphrases typed differ; run again and type the same one twice")]
+    PassphraseMismatch,
     #[error("cannot encrypt: {0}")]
     Encrypt(String),
 }
+
+/// What to do when a secret key is where a recipient belongs.
+const SECRET_KEY_ADVICE: &str = "never put it in the config or a recipients file (keep it in the identity file, off \
+the drive); use the age1... line `dbackup keygen` printed, or `age-keygen -y FILE`";
 
 /// One recipient as configured: its public text (recorded in `backup.json`) and the parsed key.
 pub struct Recipient {
@@ -104,7 +116,7 @@ impl FromStr for Recipient {
     fn from_str(s: &str) -> Result<Recipient, CryptError> {
         let s = s.trim();
         let err = |reason: &str| CryptError::Recipient {
-            value: s.to_string(),
+            value: shown(s),
             reason: reason.to_string(),
         };
         if s.starts_with("age1") {
@@ -137,24 +149,34 @@ impl FromStr for Recipient {
                 key: Box::new(key),
             });
         }
-        if s.starts_with("AGE-SECRET-KEY-") {
-            return Err(CryptError::Recipient {
-                value: "AGE-SECRET-KEY-...".into(),
-                reason: "this is a secret identity, not a public recipient: never put it in the config; use the \
-                         age1... line `dbackup keygen` printed (or `age-keygen -y FILE`)"
-                    .into(),
-            });
+        let upper = s.to_ascii_uppercase();
+        if upper.starts_with("AGE-SECRET-KEY-") || upper.contains("PRIVATE KEY") {
+            // Never echoed, not even in part.
+            return Err(CryptError::SecretKey);
         }
         Err(err("unknown key type"))
     }
 }
 
-/// An estimate of the encrypted length of `plain` bytes: age adds a header (about 200 bytes per recipient) and a
-/// 16-byte tag to every 64 KiB chunk.
+/// A configured value as error messages may show it: public keys whole; anything else (which may be a secret put
+/// in the wrong place, such as a passphrase) only by its first characters.
+fn shown(value: &str) -> String {
+    if value.starts_with("age1") || value.starts_with("ssh-") {
+        return value.to_string();
+    }
+    match value.char_indices().nth(6) {
+        Some((at, _)) => format!("{}...", &value[..at]),
+        None => value.to_string(),
+    }
+}
+
+/// An upper bound of the encrypted length of `plain` bytes: age adds a header (a stanza per recipient: about 100
+/// bytes for X25519 or ssh-ed25519, up to about 800 for a 4096-bit ssh-rsa key) and a 16-byte tag to every 64 KiB
+/// chunk.
 pub fn encrypted_len(plain: u64, recipients: usize) -> u64 {
     const CHUNK: u64 = 64 << 10;
     let chunks = plain.div_ceil(CHUNK).max(1);
-    plain + chunks * 16 + 16 + 256 * recipients.max(1) as u64 + 128
+    plain + chunks * 16 + 16 + 1024 * recipients.max(1) as u64 + 128
 }
 
 /// The public side of a destination's encryption, as the external phase records it: inline recipients and those of
@@ -169,7 +191,9 @@ pub fn resolve_record(
     if let Some(file) = &e.recipients_file {
         recipients.extend(read_recipients_file(file)?.into_iter().map(|r| r.text));
     }
-    recipients.dedup();
+    // The same key inline and in the file (or twice in the file) is encrypted to once; the order is kept.
+    let mut seen = std::collections::HashSet::new();
+    recipients.retain(|r| seen.insert(r.clone()));
     Ok(EncryptionRecord {
         format: AGE_FORMAT.to_string(),
         recipients,
@@ -184,10 +208,7 @@ pub fn encrypt_to(
     passphrase_file: Option<&Path>,
 ) -> Result<EncryptTo, CryptError> {
     if record.passphrase {
-        return Ok(EncryptTo::Passphrase(read_passphrase(
-            passphrase_file,
-            "passphrase to encrypt the backup with: ",
-        )?));
+        return Ok(EncryptTo::Passphrase(read_new_passphrase(passphrase_file)?));
     }
     let list = record
         .recipients
@@ -218,6 +239,13 @@ pub fn read_recipients_file(path: &Path) -> Result<Vec<Recipient>, CryptError> {
                 path: path.to_path_buf(),
                 line: i + 1,
                 reason,
+            },
+            CryptError::SecretKey => CryptError::RecipientsFileLine {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason: format!(
+                    "a secret age identity, not a public recipient: {SECRET_KEY_ADVICE}"
+                ),
             },
             other => other,
         })?;
@@ -413,12 +441,8 @@ impl Keys {
     }
 
     /// Opens an age stream (`input` at its start) for reading: parses the header and unwraps the file key.
-    /// `label` names the archive in errors.
-    pub fn open<R: Read + Seek>(
-        &self,
-        input: R,
-        label: &str,
-    ) -> Result<StreamReader<R>, CryptError> {
+    /// `label` names the archive in errors. The reader seeks when `input` does.
+    pub fn open<R: Read>(&self, input: R, label: &str) -> Result<StreamReader<R>, CryptError> {
         let dec = age::Decryptor::new(input).map_err(|e| CryptError::NotAge {
             archive: label.to_string(),
             detail: e.to_string(),
@@ -490,19 +514,27 @@ impl ArchiveReader {
     }
 }
 
+/// Whether the age file read from `input` (at its start) is encrypted to a passphrase (scrypt); `None` when its
+/// header cannot be parsed. Reads the header only.
+pub fn is_passphrase_encrypted<R: Read>(input: R) -> Option<bool> {
+    age::Decryptor::new(input).ok().map(|d| d.is_scrypt())
+}
+
 /// Turns age's terse stream errors into ones that say what they mean for a backup.
-fn age_read_error(e: io::Error) -> io::Error {
+pub fn age_read_error(e: io::Error) -> io::Error {
     let text = e.to_string();
     let detail = if text.contains("decryption error") {
         "an encrypted chunk does not authenticate: the archive was altered or damaged (a flipped byte, or bytes \
          added at its end)"
             .to_string()
+    } else if text.contains("last chunk") || text.contains("Last chunk") {
+        // Found when the end is authenticated (seeking to it): a cut, a flipped byte in the final chunk, or bytes
+        // added after it all look the same.
+        "the encrypted archive's final chunk does not authenticate: it is truncated, damaged, or has bytes \
+         added after its end"
+            .to_string()
     } else if text.contains("truncated") || e.kind() == io::ErrorKind::UnexpectedEof {
         "the encrypted archive is truncated: its final chunk is missing".to_string()
-    } else if text.contains("last chunk") || text.contains("Last chunk") {
-        format!(
-            "the encrypted archive does not end with a valid final chunk ({text}): truncated or damaged"
-        )
     } else {
         return e;
     };
@@ -525,6 +557,28 @@ impl Seek for ArchiveReader {
             ArchiveReader::Age(r) => r.seek(to).map_err(age_read_error),
         }
     }
+}
+
+/// The file a passphrase is read from: `$DBACKUP_PASSPHRASE_FILE`, else `file`; none means the terminal.
+pub fn passphrase_source(file: Option<&Path>) -> Option<PathBuf> {
+    std::env::var_os("DBACKUP_PASSPHRASE_FILE")
+        .map(PathBuf::from)
+        .or_else(|| file.map(Path::to_path_buf))
+}
+
+/// Reads the passphrase to encrypt with: from a file as [`read_passphrase`] does, or typed twice on the terminal
+/// (a typo in a passphrase typed once would make the backup unreadable).
+pub fn read_new_passphrase(file: Option<&Path>) -> Result<SecretString, CryptError> {
+    use age::secrecy::ExposeSecret;
+    if passphrase_source(file).is_some() {
+        return read_passphrase(file, "");
+    }
+    let first = read_passphrase(None, "passphrase to encrypt the backup with: ")?;
+    let again = read_passphrase(None, "the same passphrase again: ")?;
+    if first.expose_secret() != again.expose_secret() {
+        return Err(CryptError::PassphraseMismatch);
+    }
+    Ok(first)
 }
 
 /// Reads a passphrase: from the file named by `DBACKUP_PASSPHRASE_FILE` (or `file`), else from the terminal.
@@ -606,10 +660,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("secret identity") && !e.contains(secret.expose_secret()),
+            e.contains("secret age identity") && !e.contains(&secret.expose_secret()[15..]),
             "{e}"
         );
         assert!("age1nope".parse::<Recipient>().is_err());
+        // Neither an ssh private key nor what may be a misplaced passphrase is echoed.
+        let e = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+            .parse::<Recipient>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("secret") && !e.contains("b3BlbnNz"), "{e}");
+        let e = "correct horse battery staple"
+            .parse::<Recipient>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"correc...\"") && !e.contains("horse"), "{e}");
         assert!(
             "gpg:1234"
                 .parse::<Recipient>()
@@ -617,6 +682,70 @@ mod tests {
                 .to_string()
                 .contains("unknown key type")
         );
+    }
+
+    #[test]
+    fn the_length_estimate_bounds_the_ciphertext() {
+        let rsa = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAACAQDan23UVqPgTgYy+Ja9eBNzT3MHJPEaiNEq5At09+GMc8UW8WkFDBVtO3gbLJZIsLX/Crv4HnagPhvHvINNjJoyTcacQCxPD39pPlTbVV7HeJZpfhzhL57F1QSVCpxwA5Hlgl6zpGRCV+Y1BKJ95Y9acByk3bb91yS4abg8Lgyxi7Z/ibHcxqvEUbA0LzHAE7DXIKscPlJxe0J7EG9AQTUjofgC+uYKW6PSGEIQTzNdpkhfDv+9yXOwid9DrQK3tgJHF8qwx98iHE+yzprSsd3pkfbz1gN4WZJZlUxGiAMYdln+N1iteREAtXPdRZZpKG4RhpaXzrXLM7yRR5Z9jppQxsZ219ZttO0OTLqLsdPcTaS5djcpRmKomqPpui3qkYhlCUfdHDlb8PZk9tYD50941GHCuXknALVGHsiyfzpUyhC9vVMqqE52wHOYbGjl1NDMdNtktzT6b3RkXNpaeBwlmNg5zCyHSxPb3m3vckmYjTZTEFqYORbkfjNXYGi/910MEryIOpZZqc8ObCFvs8otPNptMkTSaLnCpIQ/YgbfYLx8P8cZsK1cxlQ1Qq6eaShAJSxKdPFmbnw353RO/OexAVx+c2ZvHuXQJJzPakePK3BRoHnEZbZydfSqaIkEWoE2Oz+ABsM0/3lqVcYmZaNNzxgCdX7oxw8IERKAHsOeLQ==";
+        for to in [
+            EncryptTo::Recipients(vec![pair().0.parse().unwrap(), rsa.parse().unwrap()]),
+            EncryptTo::Passphrase(SecretString::from("p".to_string())),
+        ] {
+            let n = match &to {
+                EncryptTo::Recipients(r) => r.len(),
+                EncryptTo::Passphrase(_) => 0,
+            };
+            for len in [0usize, 1, 65_536, 65_537, 300_000] {
+                let ct = encrypt(&to, &vec![1u8; len]).len() as u64;
+                let bound = encrypted_len(len as u64, n);
+                assert!(
+                    ct <= bound && bound - ct < 2048 * n.max(1) as u64,
+                    "{len}: {ct} > {bound}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unfinished_stream_never_reads_as_complete() {
+        // A run that fails mid-archive drops the writer without `finish`: what reached the drive must not decrypt
+        // to a shorter archive that looks whole, at any length.
+        let dir = tempfile::tempdir().unwrap();
+        let (pk, id) = pair();
+        let to = EncryptTo::Recipients(vec![pk.parse().unwrap()]);
+        let keys = keys_for(&id, dir.path());
+        for len in [0usize, 10, 65_536, 65_537, 200_000] {
+            let mut out = Vec::new();
+            let mut w = to.writer(&mut out).unwrap();
+            w.write_all(&vec![3u8; len]).unwrap();
+            w.flush().unwrap();
+            drop(w);
+            let read = keys
+                .open(Cursor::new(&out), "u.tar.age")
+                .map_err(|e| e.to_string())
+                .and_then(|mut r| {
+                    let mut plain = Vec::new();
+                    r.read_to_end(&mut plain).map_err(|e| e.to_string())
+                });
+            assert!(read.is_err(), "{len} bytes written, unfinished: {read:?}");
+        }
+    }
+
+    #[test]
+    fn a_recipient_given_twice_is_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _) = pair();
+        let (b, _) = pair();
+        let p = dir.path().join("r.txt");
+        std::fs::write(&p, format!("{b}\n{a}\n{b}\n")).unwrap();
+        let e = crate::settings::EncryptionSettings {
+            recipients: vec![a.clone()],
+            recipients_file: Some(p),
+            identity_file: None,
+            passphrase: false,
+            passphrase_file: None,
+        };
+        assert_eq!(resolve_record(&e).unwrap().recipients, [a, b]);
     }
 
     #[test]

@@ -925,7 +925,11 @@ mod tests {
             (None, None, true),
             (Some(now(&[A], false)), None, false),
             (None, Some(written(&[A], false)), false),
-            (Some(now(&[A, B], false)), Some(written(&[B, A], false)), true),
+            (
+                Some(now(&[A, B], false)),
+                Some(written(&[B, A], false)),
+                true,
+            ),
             (Some(now(&[A, B], false)), Some(written(&[A], false)), false),
             (Some(now(&[], true)), Some(written(&[], true)), true),
             (Some(now(&[], true)), Some(written(&[A], false)), false),

@@ -1,6 +1,6 @@
 //! `dbackup keygen`: a new age X25519 identity written to a 0600 file (never overwritten), its recipient printed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use age::secrecy::ExposeSecret;
 use anyhow::Context;
@@ -19,6 +19,35 @@ fn identity_text(id: &age::x25519::Identity, created: &str) -> String {
     )
 }
 
+/// The configured destination (name, path) that `target` is under, when a valid config names one. Symlinks in
+/// either path are resolved as far as they exist. No config, or an invalid one, is no reason to refuse a key.
+fn on_a_destination(global: &GlobalArgs, env: &Env, target: &Path) -> Option<(String, PathBuf)> {
+    let settings = crate::settings::Settings::load(global, env).ok()?;
+    let resolve = |p: &Path| -> PathBuf {
+        // The longest existing ancestor, canonicalized, with the rest appended.
+        let mut base = p.to_path_buf();
+        let mut rest = Vec::new();
+        while !base.exists() {
+            match (base.parent(), base.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_os_string());
+                    base = parent.to_path_buf();
+                }
+                _ => return p.to_path_buf(),
+            }
+        }
+        let mut out = std::fs::canonicalize(&base).unwrap_or(base);
+        out.extend(rest.iter().rev());
+        out
+    };
+    let target = resolve(target);
+    settings
+        .destinations
+        .iter()
+        .find(|d| target.starts_with(resolve(&d.path)))
+        .map(|d| (d.name.clone(), d.path.clone()))
+}
+
 pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();
     let target: PathBuf = match &args.out {
@@ -27,6 +56,17 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
             .join("dbackup")
             .join("identity.txt"),
     };
+    if let Some((name, path)) = on_a_destination(global, &env, &target) {
+        return Err(anyhow::Error::new(crate::exit::CodedError::new(
+            Exit::Usage,
+            format!(
+                "{} is on backup destination {name} ({}): whoever finds the drive would have the key to its backups; \
+                 choose an --out elsewhere (this computer, a separate USB key), and keep a copy off the drive",
+                target.display(),
+                path.display()
+            ),
+        )));
+    }
     if std::fs::symlink_metadata(&target).is_ok() {
         anyhow::bail!(
             "{} already exists; dbackup never overwrites an identity (backups encrypted to it would be lost): \

@@ -4,22 +4,33 @@
 //! stdout: the listing, the plan (`--dry-run`), what was restored, or the verification report; with `--json`, the
 //! same as data ([`Listing`], [`RestoreOutput`], [`VerifyReport`]). stderr: warnings, progress, errors.
 //!
+//! Encrypted (age) drive backups: the keys come from `--identity FILE` and the config's `identity_file`s (or a
+//! passphrase), read only once an encrypted archive is about to be opened ([`KeyRing`]); every encrypted archive and
+//! index of the chosen backup is opened and its final chunk authenticated before anything is written, so a wrong
+//! or missing key, a truncated archive or bytes added to it stop the restore with nothing written. A chunk that does
+//! not authenticate in the middle fails only the entries it holds (nothing partial is left), and the rest is
+//! restored. `--verify` without a key hashes the encrypted files only and says the contents were not checked.
+//!
 //! Exit: 0 done (or intact); 1 anything refused, failed, not found or damaged (nothing is restored when anything is
-//! refused, unless `--skip-refused`); 2 bad arguments; 5 `--source external` with no drive present.
+//! refused, unless `--skip-refused`); 2 bad arguments; 3 `--verify` of an encrypted backup without its key (the
+//! encrypted files are intact, the contents were not checked); 5 `--source external` with no drive present.
 
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::archive::ArchiveFiles;
 use crate::archive::sums::{self, SUMS_FILE};
+use crate::archive::{ArchiveFiles, Keys};
 use crate::cli::{CompareBy, GlobalArgs, RestoreArgs, SourceKind};
 use crate::exit::{CodedError, Exit};
 use crate::restore::catalog::{self, Drive};
 use crate::restore::content::SetContent;
 use crate::restore::drive::{DriveBackup, METADATA_FILE};
 use crate::restore::job::{self, Planned, SetBackup};
+use crate::restore::keys::{Ask, KeyRing};
 use crate::restore::list::{self, Kept, Listing};
 use crate::restore::select::{self, DateQuery, NoMatch};
 use crate::restore::verify::{self, Scope, VerifyReport};
@@ -92,10 +103,11 @@ pub fn run_with_settings(
         .collect::<Result<_, _>>()
         .map_err(usage)?;
     let backup = choose(settings, args, source, &query, &ui)?;
+    let ring = KeyRing::new(settings, &args.identities);
     if args.verify {
-        return verify(settings, &backup, &wanted, &ui);
+        return verify(settings, &backup, &wanted, &ring, &ui);
     }
-    restore(settings, env, args, &backup, &wanted, &ui)
+    restore(settings, env, args, &backup, &wanted, &ring, &ui)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -365,8 +377,72 @@ fn choose_external(
     }
 }
 
-/// The sets of the chosen backup, as content to read.
-fn set_backups(chosen: &Chosen, ui: &Ui) -> Vec<SetBackup> {
+/// The keys that open the chosen backup's encrypted archives and indexes, read now (`None` when nothing in it is
+/// encrypted: then no identity file is read at all).
+fn keys_for_backup(
+    chosen: &Chosen,
+    ring: &KeyRing,
+    ask: Ask,
+    ui: &Ui,
+) -> anyhow::Result<Option<Arc<Keys>>> {
+    let Chosen::External { backup, .. } = chosen else {
+        return Ok(None);
+    };
+    let mut files = Vec::new();
+    for s in &backup.sets {
+        files.extend(ArchiveFiles::discover(&backup.path, &s.archive).ok());
+        if let Some(i) = &s.index {
+            files.extend(ArchiveFiles::discover(&backup.path, i).ok());
+        }
+    }
+    let recorded = backup
+        .sets
+        .iter()
+        .any(|s| s.encryption.as_ref().is_some_and(|e| e.passphrase));
+    let found = ring
+        .keys_for(&files.iter().collect::<Vec<_>>(), recorded, ask)
+        .map_err(|e| failed(format!("backup {} is encrypted: {e}", backup.name)))?;
+    for w in &found.warnings {
+        ui.warn(w);
+    }
+    Ok(found.keys)
+}
+
+/// Opens every encrypted archive and index of `sets` with its keys and authenticates its final chunk (which also
+/// tells its length): a missing or wrong identity, a truncated archive, a missing final chunk or bytes added after
+/// it stop the restore here, before anything is written.
+fn authenticate(sets: &[SetBackup]) -> anyhow::Result<()> {
+    for s in sets {
+        let SetContent::Archive { archive, index } = &s.content else {
+            continue;
+        };
+        for files in std::iter::once(archive).chain(index) {
+            if !files.encrypted() {
+                continue;
+            }
+            let label = files.label();
+            let checked = files
+                .open()
+                .and_then(|mut r| r.seek(SeekFrom::End(0)).map(|_| ()));
+            if let Err(e) = checked {
+                let msg = e.to_string();
+                let msg = if msg.contains(&label) {
+                    msg
+                } else {
+                    format!("{label}: {msg}")
+                };
+                return Err(failed(format!(
+                    "set {} cannot be restored: {msg}; nothing was written (check the backup with --verify)",
+                    s.set
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sets of the chosen backup, as content to read; encrypted archives and indexes carry `keys`.
+fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<SetBackup> {
     match chosen {
         Chosen::Local { snapshots } => snapshots
             .iter()
@@ -388,7 +464,7 @@ fn set_backups(chosen: &Chosen, ui: &Ui) -> Vec<SetBackup> {
             .iter()
             .filter_map(|s| {
                 let archive = match ArchiveFiles::discover(&backup.path, &s.archive) {
-                    Ok(a) => a,
+                    Ok(a) => a.with_keys(keys.cloned()),
                     Err(e) => {
                         ui.warn(format_args!(
                             "set {} of backup {} cannot be read: {e}",
@@ -400,7 +476,8 @@ fn set_backups(chosen: &Chosen, ui: &Ui) -> Vec<SetBackup> {
                 let index = s
                     .index
                     .as_ref()
-                    .and_then(|i| ArchiveFiles::discover(&backup.path, i).ok());
+                    .and_then(|i| ArchiveFiles::discover(&backup.path, i).ok())
+                    .map(|i| i.with_keys(keys.cloned()));
                 Some(SetBackup {
                     set: s.name.clone(),
                     label: format!("backup {} on {}", backup.name, drive.name),
@@ -562,6 +639,7 @@ fn restore(
     args: &RestoreArgs,
     chosen: &Chosen,
     wanted: &[PathBuf],
+    ring: &KeyRing,
     ui: &Ui,
 ) -> anyhow::Result<Exit> {
     let target = args
@@ -585,13 +663,15 @@ fn restore(
     if let Chosen::External { backup, .. } = chosen {
         check_drive_backup_metadata(backup, ui)?;
     }
-    let sets = set_backups(chosen, ui);
+    let keys = keys_for_backup(chosen, ring, Ask::Always, ui)?;
+    let sets = set_backups(chosen, ui, keys.as_ref());
     if sets.is_empty() {
         return Err(failed(format!(
             "nothing to restore from backup {}",
             chosen.stamp()
         )));
     }
+    authenticate(&sets)?;
     for s in &sets {
         if let SetContent::Archive {
             index: None,
@@ -700,7 +780,20 @@ fn restore(
         }
     }
     if let Some(e) = error {
-        return Err(anyhow::Error::new(e).context("the restore stopped"));
+        let restored: u64 = summaries
+            .iter()
+            .map(|s| s.counts.create.entries + s.counts.replace.entries)
+            .sum();
+        let what = if restored == 0 {
+            "the restore stopped before anything was restored".to_string()
+        } else {
+            format!(
+                "the restore stopped after restoring {} (listed above); those are complete and were checked as \
+                 they were read, the entry being written was removed, and the rest was not restored",
+                ui::counted(restored, "entry", "entries")
+            )
+        };
+        return Err(anyhow::Error::new(e).context(what));
     }
     let exit = summaries
         .iter()
@@ -711,9 +804,17 @@ fn restore(
             .iter()
             .map(|s| s.refusals.len() + s.errors.len())
             .sum();
+        let mut from: Vec<&str> = planned
+            .iter()
+            .zip(&summaries)
+            .filter(|(_, s)| !s.errors.is_empty() || !s.refusals.is_empty())
+            .map(|(p, _)| p.from.as_str())
+            .collect();
+        from.dedup();
         ui.error(format_args!(
-            "dbackup: error: {} not restored (listed above)",
-            ui::counted(problems as u64, "entry was", "entries were")
+            "dbackup: error: {} not restored (listed above), from {}",
+            ui::counted(problems as u64, "entry was", "entries were"),
+            from.join(", ")
         ));
     }
     Ok(exit)
@@ -769,9 +870,11 @@ fn verify(
     settings: &Settings,
     chosen: &Chosen,
     wanted: &[PathBuf],
+    ring: &KeyRing,
     ui: &Ui,
 ) -> anyhow::Result<Exit> {
-    let sets = set_backups(chosen, ui);
+    let keys = keys_for_backup(chosen, ring, Ask::IfAvailable, ui)?;
+    let sets = set_backups(chosen, ui, keys.as_ref());
     // What a restore would write: the wanted paths, or every source of every set.
     let mut scope: Vec<Scope> = Vec::new();
     for (i, name) in names_for(&sets, wanted)? {
@@ -801,7 +904,7 @@ fn verify(
                     b.set_position((seen * 100 / total).min(100));
                 }
             };
-            verify::verify_drive_backup(backup, &scope, list_all, &mut tick)
+            verify::verify_drive_backup(backup, keys.as_ref(), &scope, list_all, &mut tick)
         }
         Chosen::Local { snapshots } => {
             let drives = catalog::drives(settings, None).unwrap_or_default();
@@ -818,6 +921,8 @@ fn verify(
                 problems: Vec::new(),
                 would_restore: Vec::new(),
                 intact: false,
+                content_checked: true,
+                warnings: Vec::new(),
             };
             let total: u64 = snapshots
                 .iter()
@@ -841,7 +946,28 @@ fn verify(
                 });
                 let index = made.and_then(|(d, b, s)| {
                     let files = ArchiveFiles::discover(&b.path, s.index.as_ref()?).ok()?;
-                    Some((format!("backup {} on {}", b.name, d.name), files))
+                    let label = format!("backup {} on {}", b.name, d.name);
+                    if !files.encrypted() {
+                        return Some((label, files));
+                    }
+                    // An encrypted index is compared with only when it can be decrypted.
+                    let recorded = s.encryption.as_ref().is_some_and(|e| e.passphrase);
+                    let keys = match ring.keys_for(&[&files], recorded, Ask::IfAvailable) {
+                        Ok(f) => f.keys.filter(|k| !k.is_empty()),
+                        Err(e) => {
+                            ui.warn(format_args!("{e}"));
+                            None
+                        }
+                    };
+                    if keys.is_none() {
+                        ui.warn(format_args!(
+                            "{label} was made from snapshot {} but is encrypted, and no identity was given: the \
+                             snapshot is not compared with it (pass --identity FILE)",
+                            snap.name
+                        ));
+                        return None;
+                    }
+                    Some((label, files.with_keys(keys)))
                 });
                 let names: Vec<crate::restore::RelPath> = if scope.is_empty() {
                     vec![crate::restore::RelPath::root()]
@@ -878,7 +1004,12 @@ fn verify(
     } else {
         print!("{}", verify::render(&report, list_all));
     }
-    if report.intact {
+    for w in &report.warnings {
+        ui.warn(w);
+    }
+    if report.intact && !report.content_checked {
+        Ok(Exit::Warnings)
+    } else if report.intact {
         Ok(Exit::Ok)
     } else {
         let first = &report.problems[0];

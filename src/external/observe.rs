@@ -178,18 +178,28 @@ pub fn observe(
             .as_ref()
             .map(crate::archive::crypt::resolve_record)
             .transpose()
-            .with_context(|| {
-                format!(
-                    "destination {}: its encryption settings cannot be used (nothing was written)",
-                    d.destination.name
+            .map_err(|e| {
+                // A config problem (exit 2), found only now because the recipients file is read when backing up:
+                // restore and verify on another computer must not need it.
+                CodedError::new(
+                    Exit::Usage,
+                    format!(
+                        "destination {}: its encryption settings cannot be used (nothing was written): {e}",
+                        d.destination.name
+                    ),
                 )
             })?;
+        let passphrase_file =
+            d.destination.encryption.as_ref().and_then(|e| {
+                crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref())
+            });
         destinations.push(DestinationWorld {
             settings: d.destination.clone(),
             info,
             block_size,
             listing,
             encryption,
+            passphrase_file,
         });
     }
 

@@ -122,6 +122,10 @@ pub struct DestinationPlan {
     /// Whom the archives are encrypted to (public recipients, or a passphrase); none when they are not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<EncryptionRecord>,
+    /// With a passphrase: the file it is read from (`$DBACKUP_PASSPHRASE_FILE` or `passphrase_file`); none: it is
+    /// asked on the terminal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,6 +307,8 @@ pub struct DestinationWorld {
     pub listing: DriveListing,
     /// The destination's encryption, recipients files read.
     pub encryption: Option<EncryptionRecord>,
+    /// With a passphrase: the file it will be read from (none: asked on the terminal).
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// Options of one run.
@@ -611,6 +617,11 @@ fn destination_plan(
         notes,
         backups_dir,
         encryption: d.encryption.clone(),
+        passphrase_file: d
+            .encryption
+            .as_ref()
+            .filter(|e| e.passphrase)
+            .and(d.passphrase_file.clone()),
     }
 }
 
@@ -705,7 +716,10 @@ pub fn render(plan: &ExternalPlan) -> String {
         );
         if let Some(e) = &d.encryption {
             let to = if e.passphrase {
-                "a passphrase (scrypt)".to_string()
+                match &d.passphrase_file {
+                    Some(f) => format!("a passphrase (scrypt) read from {}", f.display()),
+                    None => "a passphrase (scrypt) asked on the terminal, twice".to_string(),
+                }
             } else {
                 e.recipients.join(", ")
             };

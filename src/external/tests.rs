@@ -247,6 +247,7 @@ fn world() -> World {
             block_size: 128 * 1024,
             listing,
             encryption: None,
+            passphrase_file: None,
         }],
     }
 }

@@ -208,6 +208,27 @@ impl<'p> Applier<'p> {
         }
     }
 
+    /// Records that `entry` (the next one of the plan with its name) cannot be restored because its part of the
+    /// backup is damaged (an encrypted chunk that does not authenticate): it is counted as an error, nothing is
+    /// written for it, and the restore goes on with the next entry.
+    pub fn fail(&mut self, entry: &RestoreEntry, message: String) -> Result<(), RestoreError> {
+        let name = entry.name.as_slice();
+        let Some(idx) = self.by_name.get_mut(name).and_then(|q| q.pop_front()) else {
+            return Err(RestoreError::NotInPlan { name: show(name) });
+        };
+        let item = &self.plan.items[idx];
+        self.state[idx] = State::Failed;
+        if matches!(item.action, Action::Create | Action::Replace) {
+            self.summary.errors.push(Problem {
+                path: self.plan.item_path(item),
+                message,
+            });
+        } else {
+            self.summary.counts.add(item.action, item.bytes());
+        }
+        Ok(())
+    }
+
     /// Finishes: directories get their owner, mode and mtime (deepest first), directories are fsynced, and the
     /// entries never handed over are reported. Returns what was done.
     pub fn finish(mut self) -> Summary {
@@ -334,7 +355,7 @@ impl<'p> Applier<'p> {
                 });
                 Err(RestoreError::Source {
                     name: item.path.clone(),
-                    source,
+                    error: source,
                 })
             }
             Err(Failure::Fatal(source)) => {
@@ -757,6 +778,13 @@ fn write_file(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // The source says its data is invalid (an encrypted chunk that does not authenticate): this entry's
+            // content is damaged, the rest of the backup may not be.
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(Failure::Entry(format!(
+                    "its content in the backup is damaged ({e}); not restored"
+                )));
+            }
             Err(e) => return Err(Failure::Source(e)),
         };
         total += n as u64;

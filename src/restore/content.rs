@@ -407,7 +407,7 @@ impl SetContent {
                             snap.open(&item.entry)
                                 .map_err(|source| RestoreError::Source {
                                     name: show(&item.entry.name),
-                                    source,
+                                    error: source,
                                 })?;
                         applier.apply(&item.entry, Some(&mut file))?;
                         done(item.entry.size);
@@ -417,60 +417,12 @@ impl SetContent {
                 }
             }
             SetContent::Archive { archive, .. } => {
-                let mut reader: Option<archive::ArchiveReader> = None;
-                for item in plan.items.iter().filter(|i| !i.implicit) {
-                    let writes = matches!(item.action, Action::Create | Action::Replace);
-                    let loc = item
-                        .entry
-                        .locator
-                        .and_then(|l| gathered.locs.get(l as usize));
-                    let check = loc.and_then(|l| l.index.as_ref()).filter(|_| writes);
-                    if !item.needs_content() && check.is_none() {
-                        applier.apply(&item.entry, None)?;
-                        continue;
-                    }
-                    let source_err = |source| RestoreError::Source {
-                        name: item.path.clone(),
-                        source,
-                    };
-                    let r = match &mut reader {
-                        Some(r) => r,
-                        None => reader.insert(archive.open().map_err(|source| {
-                            RestoreError::Source {
-                                name: archive.label(),
-                                source,
-                            }
-                        })?),
-                    };
-                    if let Some(ie) = check {
-                        check_header(r, ie).map_err(|problem| {
-                            source_err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                format!(
-                                    "the archive's header for {} at offset {} disagrees with the index: {problem}; \
-                                     the backup is damaged (check it with --verify)",
-                                    ie.display_path(),
-                                    ie.header_offset
-                                ),
-                            ))
-                        })?;
-                    }
-                    if !item.needs_content() {
-                        applier.apply(&item.entry, None)?;
-                        continue;
-                    }
-                    let offset = loc.map(|l| l.data).ok_or_else(|| {
-                        source_err(io::Error::other("the backup gave no offset for it"))
-                    })?;
-                    r.seek(SeekFrom::Start(offset)).map_err(source_err)?;
-                    applier.apply(&item.entry, Some(&mut r.take(item.entry.size)))?;
-                    done(item.entry.size);
-                }
+                apply_archive(archive, plan, gathered, applier, done)
+                    .map_err(|e| in_archive(e, &archive.label()))?;
             }
         }
         Ok(())
     }
-
     /// Every entry of a snapshot (full names, walk order), for verification; stops when `f` returns false.
     pub fn walk_entries(
         &self,
@@ -489,6 +441,95 @@ impl SetContent {
             }
         }
         Ok(())
+    }
+}
+
+/// Feeds an archive's entries to `applier` (see [`SetContent::apply`]).
+fn apply_archive(
+    archive: &ArchiveFiles,
+    plan: &Plan,
+    gathered: &Gathered,
+    applier: &mut Applier<'_>,
+    done: &mut dyn FnMut(u64),
+) -> Result<(), RestoreError> {
+    let mut reader: Option<archive::ArchiveReader> = None;
+    for item in plan.items.iter().filter(|i| !i.implicit) {
+        let writes = matches!(item.action, Action::Create | Action::Replace);
+        let loc = item
+            .entry
+            .locator
+            .and_then(|l| gathered.locs.get(l as usize));
+        let check = loc.and_then(|l| l.index.as_ref()).filter(|_| writes);
+        if !item.needs_content() && check.is_none() {
+            applier.apply(&item.entry, None)?;
+            continue;
+        }
+        let source_err = |source| RestoreError::Source {
+            name: item.path.clone(),
+            error: source,
+        };
+        let r = match &mut reader {
+            Some(r) => r,
+            None => reader.insert(archive.open().map_err(|source| RestoreError::Source {
+                name: archive.label(),
+                error: source,
+            })?),
+        };
+        if let Some(ie) = check {
+            match check_header(r, ie) {
+                Ok(()) => {}
+                // Its part of the archive is damaged (an encrypted chunk that does not authenticate): this entry is
+                // not restored, the others still are.
+                Err(HeaderError::Read(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                    applier.fail(
+                        &item.entry,
+                        format!("its header in the backup is damaged ({e}); not restored"),
+                    )?;
+                    // age's reader is not to be trusted after a failed chunk: the next entry gets a fresh one.
+                    reader = None;
+                    continue;
+                }
+                Err(HeaderError::Read(e)) => return Err(source_err(e)),
+                Err(HeaderError::Mismatch(problem)) => {
+                    return Err(source_err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the archive's header for {} at offset {} disagrees with the index: {problem}; the \
+                             backup is damaged (check it with --verify)",
+                            ie.display_path(),
+                            ie.header_offset
+                        ),
+                    )));
+                }
+            }
+        }
+        if !item.needs_content() {
+            applier.apply(&item.entry, None)?;
+            continue;
+        }
+        let offset = loc
+            .map(|l| l.data)
+            .ok_or_else(|| source_err(io::Error::other("the backup gave no offset for it")))?;
+        r.seek(SeekFrom::Start(offset)).map_err(source_err)?;
+        let failed_before = applier.summary().errors.len();
+        applier.apply(&item.entry, Some(&mut r.take(item.entry.size)))?;
+        if applier.summary().errors.len() > failed_before {
+            // Its content could not be read whole (a damaged chunk): read the next entry with a fresh reader.
+            reader = None;
+        }
+        done(item.entry.size);
+    }
+    Ok(())
+}
+
+/// Names the archive in an error reading it.
+fn in_archive(e: RestoreError, label: &str) -> RestoreError {
+    match e {
+        RestoreError::Source { name, error } if !name.contains(label) => RestoreError::Source {
+            name: format!("{name} in {label}"),
+            error,
+        },
+        other => other,
     }
 }
 
@@ -517,6 +558,10 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
     };
     let mut data = entry.locator.unwrap_or(0);
     entry.name = sel.rename(&rel);
+    if entry.name.is_empty() {
+        // The archive's root (`./`, as `tar -C dir .` writes it): the target directory itself.
+        entry.name = b".".to_vec();
+    }
     if entry.kind == EntryKind::Hardlink {
         let target = entry
             .link
@@ -580,28 +625,44 @@ fn lookup_index(idx: &mut SortedIndex, name: &RelPath) -> Result<Lookup, Content
 
 /// Checks the header(s) at an index entry's header offset against the index: name, type, size, mode, owner,
 /// mtime and link target. Leaves the reader just after the header (at the file's data).
-fn check_header(r: &mut archive::ArchiveReader, ie: &IndexEntry) -> Result<(), String> {
+fn check_header(r: &mut archive::ArchiveReader, ie: &IndexEntry) -> Result<(), HeaderError> {
     let len = match ie.kind {
         archive::EntryKind::File => ie
             .data_offset
             .checked_sub(ie.header_offset)
             .filter(|l| *l >= 512 && *l <= MAX_HEADER_BYTES && l % 512 == 0)
             .ok_or_else(|| {
-                format!(
+                HeaderError::Mismatch(format!(
                     "header offset {} and data offset {} are inconsistent",
                     ie.header_offset, ie.data_offset
-                )
+                ))
             })?,
         // Entries without content: enough for a pax header and the header itself.
         _ => 8 << 10,
     };
     r.seek(SeekFrom::Start(ie.header_offset))
-        .map_err(|e| e.to_string())?;
+        .map_err(HeaderError::Read)?;
     let mut bytes = Vec::with_capacity(len as usize);
-    r.by_ref()
-        .take(len)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
+    match r.by_ref().take(len).read_to_end(&mut bytes) {
+        Ok(_) => compare_header(bytes, ie, len).map_err(HeaderError::Mismatch),
+        // An entry without content read a margin past its header: what was read before the error may be enough.
+        Err(e) if ie.kind != archive::EntryKind::File && !bytes.is_empty() => {
+            compare_header(bytes, ie, len).map_err(|_| HeaderError::Read(e))
+        }
+        Err(e) => Err(HeaderError::Read(e)),
+    }
+}
+
+/// Why an entry's header could not be checked.
+enum HeaderError {
+    /// It could not be read (a damaged encrypted chunk is `InvalidData`).
+    Read(io::Error),
+    /// It disagrees with the index.
+    Mismatch(String),
+}
+
+/// Compares the header bytes read at an index entry's header offset (`len` wanted) with the index.
+fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> Result<(), String> {
     if ie.kind == archive::EntryKind::File && bytes.len() as u64 != len {
         return Err("the archive ends inside it: it is truncated".into());
     }

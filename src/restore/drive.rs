@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
+use crate::archive::EncryptionRecord;
 use crate::external::layout::{self, BackupMeta, FileRecord, LeftoverKind, SetRecord};
 use crate::snapshot::{self, SourceRecord};
 
@@ -68,8 +69,9 @@ impl DriveBackup {
     /// Whether a file of this backup's directory belongs to an excluded set (`<set>.tar*`, `<set>.index.jsonl`).
     pub fn is_excluded_file(&self, name: &[u8]) -> bool {
         self.excluded.iter().any(|set| {
-            name.strip_prefix(set.as_bytes())
-                .is_some_and(|rest| rest.starts_with(b".tar") || rest == b".index.jsonl")
+            name.strip_prefix(set.as_bytes()).is_some_and(|rest| {
+                rest.starts_with(b".tar") || rest == b".index.jsonl" || rest == b".index.age"
+            })
         })
     }
 }
@@ -94,6 +96,17 @@ pub struct DriveSet {
     /// The metadata's records of its files (name, bytes, sha256), to cross-check the sums file.
     #[serde(skip)]
     pub records: Vec<FileRecord>,
+    /// How it is encrypted, as `backup.json` says (public recipients, or a passphrase); without metadata, an
+    /// archive named `*.age` is encrypted all the same (see [`DriveSet::encrypted`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionRecord>,
+}
+
+impl DriveSet {
+    /// Whether its archive is encrypted with age (its name ends in `.age`).
+    pub fn encrypted(&self) -> bool {
+        crate::archive::crypt::is_encrypted_name(self.archive.as_bytes())
+    }
 }
 
 /// The base name of a list of parts: `data.tar.part000` -> `data.tar`.
@@ -127,6 +140,7 @@ fn set_of_record(dir: &Path, s: &SetRecord) -> DriveSet {
         files: Some(s.files),
         file_bytes: Some(s.file_bytes),
         records: s.archive.iter().chain(&s.index).cloned().collect(),
+        encryption: s.encryption.clone(),
     }
 }
 
@@ -174,6 +188,7 @@ fn sets_from_files(dir: &Path) -> Vec<DriveSet> {
                 files: None,
                 file_bytes: None,
                 records: Vec::new(),
+                encryption: None,
             }
         })
         .collect()
@@ -362,6 +377,9 @@ mod tests {
                 && only.is_excluded_file(b"config.index.jsonl")
         );
         assert!(!only.is_excluded_file(b"data.tar") && !only.is_excluded_file(b"configx.tar"));
+        assert!(
+            only.is_excluded_file(b"config.tar.age") && only.is_excluded_file(b"config.index.age")
+        );
     }
 
     #[test]

@@ -126,6 +126,13 @@ pub struct ListedSet {
     pub snapshot: Option<String>,
     /// The snapshot directory, or the archive's first file.
     pub path: PathBuf,
+    /// Encrypted with age (external): restoring or fully verifying it needs the identity (`--identity FILE`) or
+    /// the passphrase.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// Encrypted to a passphrase rather than to recipients.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passphrase: bool,
 }
 
 /// A destination and whether its backups could be read.
@@ -172,6 +179,8 @@ pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<List
                         files: s.metadata.as_ref().map(|m| m.stats.regular_files),
                         snapshot: Some(s.name.clone()),
                         path: s.path.clone(),
+                        encrypted: false,
+                        passphrase: false,
                     }
                 })
                 .collect();
@@ -222,6 +231,8 @@ pub fn drive_backups(drives: &[Drive]) -> Vec<ListedBackup> {
                     files: s.files,
                     snapshot: s.snapshot.clone(),
                     path: b.path.join(&s.archive),
+                    encrypted: s.encrypted(),
+                    passphrase: s.encryption.as_ref().is_some_and(|e| e.passphrase),
                 })
                 .collect();
             out.push(ListedBackup {
@@ -294,7 +305,11 @@ impl Listing {
                         b.source.word().to_string(),
                         b.sets
                             .iter()
-                            .map(|s| s.name.as_str())
+                            .map(|s| match (s.encrypted, s.passphrase) {
+                                (false, _) => s.name.clone(),
+                                (true, false) => format!("{} (age)", s.name),
+                                (true, true) => format!("{} (age, passphrase)", s.name),
+                            })
                             .collect::<Vec<_>>()
                             .join(", "),
                         ui::bytes(b.bytes),

@@ -46,6 +46,7 @@ pub mod drive;
 pub mod entry;
 pub mod index_search;
 pub mod job;
+pub mod keys;
 pub mod list;
 pub mod plan;
 pub mod safety;
@@ -56,6 +57,8 @@ pub mod verify;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_age;
 
 use std::path::PathBuf;
 
@@ -167,11 +170,9 @@ pub enum RestoreError {
         first: String,
         target: PathBuf,
     },
-    #[error("cannot read the backup at {name}: {source}; the archive may be truncated or damaged")]
-    Source {
-        name: String,
-        source: std::io::Error,
-    },
+    /// (`error` is not the error's `source`: its text is in the message already.)
+    #[error("cannot read the backup at {name}: {error}; the archive may be truncated or damaged")]
+    Source { name: String, error: std::io::Error },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,

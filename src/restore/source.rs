@@ -83,7 +83,7 @@ pub fn apply_tar_selected<R: Read>(
 fn source_error(name: &str, source: io::Error) -> RestoreError {
     RestoreError::Source {
         name: name.to_string(),
-        source,
+        error: source,
     }
 }
 
@@ -183,7 +183,7 @@ impl Snapshot {
                     .open(&item.entry)
                     .map_err(|source| RestoreError::Source {
                         name: show(&item.entry.name),
-                        source,
+                        error: source,
                     })?;
                 applier.apply(&item.entry, Some(&mut file))?;
             } else {

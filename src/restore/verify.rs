@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -25,9 +26,10 @@ use super::entry::EntryKind;
 use super::list::Kept;
 use super::safety::{self, RelPath};
 use super::select::abs_of;
+use crate::archive::crypt::age_read_error;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
-use crate::archive::{self, ArchiveFiles, Digest, Progress, verify_archive};
+use crate::archive::{self, ArchiveFiles, Digest, Keys, Progress, verify_archive};
 use crate::snapshot::Snapshot;
 
 /// What a verification found.
@@ -51,6 +53,17 @@ pub struct VerifyReport {
     /// What a restore (of `--path`, or of everything) would write.
     pub would_restore: Vec<WouldRestore>,
     pub intact: bool,
+    /// Whether the contents were checked: false when an encrypted archive was checked without its identity (its
+    /// encrypted files against `verification.sha256` only). `restore --verify` then exits 3.
+    #[serde(default = "yes")]
+    pub content_checked: bool,
+    /// What was not checked, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The `verification.sha256` check.
@@ -78,6 +91,12 @@ pub struct SetReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compared_with: Option<String>,
     pub ok: bool,
+    /// Encrypted with age.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+    /// Whether its contents were checked (false: encrypted, and checked without the identity).
+    #[serde(default = "yes")]
+    pub content_checked: bool,
 }
 
 /// A problem: where (an archive, a file) and which entry first.
@@ -259,6 +278,30 @@ impl Read for PartHasher {
     }
 }
 
+/// The plaintext of an age stream read in order, with age's errors told as what they mean for a backup.
+struct Decrypting<R: Read>(age::stream::StreamReader<R>);
+
+impl<R: Read> Read for Decrypting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(age_read_error)
+    }
+}
+
+/// The plaintext of an archive read in order: its parts, decrypted with `keys` when given.
+fn plaintext<'p>(
+    keys: Option<&Arc<Keys>>,
+    parts: &'p mut PartHasher,
+    label: &str,
+) -> Result<Box<dyn Read + 'p>, String> {
+    match keys {
+        Some(k) => match k.open(parts, label) {
+            Ok(r) => Ok(Box::new(Decrypting(r))),
+            Err(e) => Err(e.to_string()),
+        },
+        None => Ok(Box::new(parts)),
+    }
+}
+
 /// The length and sha256 of a file.
 pub fn hash_file(path: &Path) -> io::Result<(u64, Digest)> {
     let mut f = File::open(path)?;
@@ -282,10 +325,13 @@ fn file_name(path: &Path) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Verifies one drive backup. `scope` limits the would-restore list (every set, everything, when empty); `list`
+/// Verifies one drive backup. `keys` decrypt its encrypted archives: without them (or with no identity in them),
+/// an encrypted archive's files are only hashed against the sums and `backup.json`, and the report says that the
+/// contents were not checked. `scope` limits the would-restore list (every set, everything, when empty); `list`
 /// lists every entry; `bar` is told content bytes as they are checked.
 pub fn verify_drive_backup(
     backup: &DriveBackup,
+    keys: Option<&Arc<Keys>>,
     scope: &[Scope],
     list: bool,
     bar: &mut dyn FnMut(u64),
@@ -325,7 +371,7 @@ pub fn verify_drive_backup(
         let archive = match ArchiveFiles::discover(dir, &s.archive) {
             Ok(a) => {
                 archive_names.extend(a.parts.iter().map(|(p, _)| file_name(p)));
-                Some(a)
+                Some(a.with_keys(keys.cloned()))
             }
             Err(e) => {
                 problems.push(issue(
@@ -338,7 +384,7 @@ pub fn verify_drive_backup(
         };
         let index = match &s.index {
             Some(i) => match ArchiveFiles::discover(dir, i) {
-                Ok(a) => Some(a),
+                Ok(a) => Some(a.with_keys(keys.cloned())),
                 Err(e) => {
                     problems.push(issue(&dir.join(i), None, format!("is missing: {e}")));
                     None
@@ -420,6 +466,7 @@ pub fn verify_drive_backup(
     // Each archive, read once.
     let mut sets = Vec::new();
     let mut would_all = Vec::new();
+    let mut unchecked: Vec<String> = Vec::new();
     let (mut entries, mut files, mut bytes) = (0u64, 0u64, 0u64);
     for (set, archive, index) in archives {
         let names = scope_names(scope, &set);
@@ -427,7 +474,10 @@ pub fn verify_drive_backup(
             sets.push(SetReport {
                 set: set.clone(),
                 checked: dir
-                    .join(super::drive::archive_name(&set, false))
+                    .join(backup.set(&set).map_or_else(
+                        || super::drive::archive_name(&set, false),
+                        |s| s.archive.clone(),
+                    ))
                     .display()
                     .to_string(),
                 indexed: false,
@@ -436,6 +486,8 @@ pub fn verify_drive_backup(
                 bytes: 0,
                 compared_with: None,
                 ok: false,
+                encrypted: false,
+                content_checked: true,
             });
             continue;
         };
@@ -446,7 +498,12 @@ pub fn verify_drive_backup(
             refused: None,
             bar: &mut *bar,
         };
-        let mut parts = PartHasher::new(&archive, !single || index.is_none());
+        let encrypted = archive.encrypted();
+        // Without an identity an encrypted archive's plaintext cannot be read: its files are hashed only.
+        let decrypt = archive.keys.as_ref().filter(|k| encrypted && !k.is_empty());
+        // The archive's file hashes come from the parts as they are read, except for a single plain indexed
+        // archive, whose tar stream hash (checked against the index) is its file hash.
+        let mut parts = PartHasher::new(&archive, encrypted || !single || index.is_none());
         let mut report = SetReport {
             set: set.clone(),
             checked: label.clone(),
@@ -456,50 +513,53 @@ pub fn verify_drive_backup(
             bytes: 0,
             compared_with: None,
             ok: false,
+            encrypted,
+            content_checked: !encrypted || decrypt.is_some(),
         };
         let mut stream_hash = None;
         let before = problems.len();
-        match &index {
-            Some(index) => {
-                let opened = index
-                    .open()
-                    .map(|r| io::BufReader::with_capacity(1 << 20, r));
-                match opened {
+        if encrypted && decrypt.is_none() {
+            let mut counted = CountingRead {
+                inner: &mut parts,
+                bar: &mut *watch.bar,
+            };
+            if let Err(e) = io::copy(&mut counted, &mut io::sink()) {
+                problems.push(issue(
+                    Path::new(&label),
+                    None,
+                    format!("cannot be read: {e}"),
+                ));
+            }
+            unchecked.push(label.clone());
+        } else {
+            match plaintext(decrypt, &mut parts, &label) {
+                Err(e) => problems.push(issue(Path::new(&label), None, e)),
+                Ok(plain) => check_stream(
+                    &label,
+                    plain,
+                    index.as_ref(),
+                    &mut watch,
+                    &mut report,
+                    &mut stream_hash,
+                    &mut problems,
+                ),
+            }
+            // Everything after the final chunk is read too: trailing bytes are damage.
+            if encrypted && problems.len() == before {
+                match io::copy(&mut parts, &mut io::sink()) {
+                    Ok(0) => {}
+                    Ok(n) => problems.push(issue(
+                        Path::new(&label),
+                        None,
+                        format!("{n} bytes follow the encrypted archive's final chunk: it was altered or damaged"),
+                    )),
                     Err(e) => problems.push(issue(
-                        Path::new(&index.label()),
+                        Path::new(&label),
                         None,
                         format!("cannot be read: {e}"),
                     )),
-                    Ok(ir) => match verify_archive(&label, &mut parts, ir, &mut watch) {
-                        Ok(r) => {
-                            report.entries = r.entries;
-                            report.files = r.files;
-                            report.bytes = r.file_bytes;
-                            stream_hash = Some((r.tar_bytes, r.tar_sha256));
-                        }
-                        Err(e) => problems.push(Issue {
-                            file: e.archive.clone(),
-                            entry: e.entry.clone().map(|en| match e.offset {
-                                Some(o) => format!("{en} (offset {o})"),
-                                None => en,
-                            }),
-                            message: e.problem.to_string(),
-                        }),
-                    },
                 }
             }
-            None => match scan_archive(&mut parts, &mut watch) {
-                Ok((n, f, b)) => {
-                    report.entries = n;
-                    report.files = f;
-                    report.bytes = b;
-                }
-                Err((entry, e)) => problems.push(Issue {
-                    file: label.clone(),
-                    entry,
-                    message: e,
-                }),
-            },
         }
         if let Some((entry, why)) = watch.refused.take() {
             problems.push(Issue {
@@ -508,60 +568,31 @@ pub fn verify_drive_backup(
                 message: format!("a restore would refuse it: {why}"),
             });
         }
+        if !report.content_checked {
+            watch.would.items.clear();
+        }
         // The archive's file hashes against the sums file (and backup.json).
         if problems.len() == before {
-            let hashes: Vec<(PathBuf, u64, Option<Digest>)> = if single && index.is_some() {
-                let (p, len) = archive.parts[0].clone();
-                vec![(
-                    p,
-                    len,
-                    stream_hash.filter(|(b, _)| *b == len).map(|(_, h)| h),
-                )]
-            } else {
-                parts.done.clone()
-            };
-            let record = backup
-                .set(&set)
-                .map(|s| s.records.clone())
-                .unwrap_or_default();
-            for (path, _, got) in hashes {
-                let name = file_name(&path);
-                let Some(got) = got else {
-                    problems.push(issue(
-                        &path,
-                        None,
-                        "its sha256 could not be computed".into(),
-                    ));
-                    continue;
+            let hashes: Vec<(PathBuf, u64, Option<Digest>)> =
+                if single && index.is_some() && !encrypted {
+                    let (p, len) = archive.parts[0].clone();
+                    vec![(
+                        p,
+                        len,
+                        stream_hash.filter(|(b, _)| *b == len).map(|(_, h)| h),
+                    )]
+                } else {
+                    parts.done.clone()
                 };
-                if let Some(sums) = &sums
-                    && let Some(want) = sums.get(&name)
-                {
-                    sums_checked += 1;
-                    if *want != got {
-                        sums_ok = false;
-                        problems.push(issue(
-                            &path,
-                            None,
-                            format!("its sha256 is {got}, {SUMS_FILE} says {want}: the archive was changed or damaged"),
-                        ));
-                    }
-                }
-                let shown = String::from_utf8_lossy(&name).into_owned();
-                if let Some(r) = record.iter().find(|r| r.name == shown)
-                    && r.sha256 != got
-                {
-                    problems.push(issue(
-                        &path,
-                        None,
-                        format!(
-                            "its sha256 is {got}, {} says {}: the archive was changed or damaged",
-                            super::drive::METADATA_FILE,
-                            r.sha256
-                        ),
-                    ));
-                }
-            }
+            check_file_hashes(
+                backup,
+                &set,
+                &sums,
+                hashes,
+                &mut sums_checked,
+                &mut sums_ok,
+                &mut problems,
+            );
         }
         report.ok = problems.len() == before;
         entries += report.entries;
@@ -572,6 +603,20 @@ pub fn verify_drive_backup(
     }
     if !sums_ok && sums.is_some() && problems.is_empty() {
         problems.push(issue(&sums_path, None, "does not match the backup".into()));
+    }
+    let mut warnings = Vec::new();
+    if !unchecked.is_empty() {
+        warnings.push(format!(
+            "the contents of backup {} were NOT checked: {} encrypted and no identity was given, so only the \
+             encrypted files were checked against {SUMS_FILE}; pass --identity FILE (or set \
+             encryption.identity_file) to check every file",
+            backup.name,
+            if unchecked.len() == 1 {
+                format!("{} is", unchecked[0])
+            } else {
+                format!("{} are", unchecked.join(", "))
+            }
+        ));
     }
     VerifyReport {
         source: Kept::External,
@@ -590,6 +635,140 @@ pub fn verify_drive_backup(
         intact: problems.is_empty(),
         problems,
         would_restore: would_all,
+        content_checked: unchecked.is_empty(),
+        warnings,
+    }
+}
+
+/// A reader that tells `bar` how many bytes went through it.
+struct CountingRead<'a, R: Read> {
+    inner: R,
+    bar: &'a mut dyn FnMut(u64),
+}
+
+impl<R: Read> Read for CountingRead<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.bar)(n as u64);
+        Ok(n)
+    }
+}
+
+/// Reads one archive's plaintext `plain` through: against its index (every entry), or without one (its structure).
+fn check_stream(
+    label: &str,
+    plain: Box<dyn Read + '_>,
+    index: Option<&ArchiveFiles>,
+    watch: &mut Watch<'_>,
+    report: &mut SetReport,
+    stream_hash: &mut Option<(u64, Digest)>,
+    problems: &mut Vec<Issue>,
+) {
+    let issue = |file: &Path, message: String| Issue {
+        file: file.display().to_string(),
+        entry: None,
+        message,
+    };
+    let mut plain = plain;
+    match index {
+        Some(index) => {
+            let opened = index
+                .open()
+                .map(|r| io::BufReader::with_capacity(1 << 20, r));
+            match opened {
+                Err(e) => problems.push(issue(
+                    Path::new(&index.label()),
+                    format!("cannot be read: {e}"),
+                )),
+                Ok(ir) => match verify_archive(label, &mut plain, ir, &mut *watch) {
+                    Ok(r) => {
+                        report.entries = r.entries;
+                        report.files = r.files;
+                        report.bytes = r.file_bytes;
+                        *stream_hash = Some((r.tar_bytes, r.tar_sha256));
+                    }
+                    Err(e) => problems.push(Issue {
+                        file: e.archive.clone(),
+                        entry: e.entry.clone().map(|en| match e.offset {
+                            Some(o) => format!("{en} (offset {o})"),
+                            None => en,
+                        }),
+                        message: e.problem.to_string(),
+                    }),
+                },
+            }
+        }
+        None => match scan_archive(&mut plain, watch) {
+            Ok((n, f, b)) => {
+                report.entries = n;
+                report.files = f;
+                report.bytes = b;
+            }
+            Err((entry, e)) => problems.push(Issue {
+                file: label.to_string(),
+                entry,
+                message: e,
+            }),
+        },
+    }
+}
+
+/// Compares an archive's file hashes with the sums file and `backup.json`.
+fn check_file_hashes(
+    backup: &DriveBackup,
+    set: &str,
+    sums: &Option<HashMap<Vec<u8>, Digest>>,
+    hashes: Vec<(PathBuf, u64, Option<Digest>)>,
+    sums_checked: &mut u64,
+    sums_ok: &mut bool,
+    problems: &mut Vec<Issue>,
+) {
+    let issue = |file: &Path, entry: Option<String>, message: String| Issue {
+        file: file.display().to_string(),
+        entry,
+        message,
+    };
+    let record = backup
+        .set(set)
+        .map(|s| s.records.clone())
+        .unwrap_or_default();
+    for (path, _, got) in hashes {
+        let name = file_name(&path);
+        let Some(got) = got else {
+            problems.push(issue(
+                &path,
+                None,
+                "its sha256 could not be computed".into(),
+            ));
+            continue;
+        };
+        if let Some(sums) = &sums
+            && let Some(want) = sums.get(&name)
+        {
+            *sums_checked += 1;
+            if *want != got {
+                *sums_ok = false;
+                problems.push(issue(
+                    &path,
+                    None,
+                    format!("its sha256 is {got}, {SUMS_FILE} says {want}: the archive was changed or damaged"),
+                ));
+            }
+        }
+        let shown = String::from_utf8_lossy(&name).into_owned();
+        if let Some(r) = record.iter().find(|r| r.name == shown)
+            && r.sha256 != got
+        {
+            problems.push(issue(
+                &path,
+                None,
+                format!(
+                    "its sha256 is {got}, {} says {}: the archive was changed or damaged",
+                    super::drive::METADATA_FILE,
+                    r.sha256
+                ),
+            ));
+        }
     }
 }
 
@@ -751,6 +930,8 @@ pub fn verify_snapshot(
         bytes: 0,
         compared_with: index.as_ref().map(|(l, _)| l.clone()),
         ok: false,
+        encrypted: false,
+        content_checked: true,
     };
     let content = SetContent::Snapshot { root: root.clone() };
     let mut buf = vec![0u8; 1 << 20];
@@ -852,6 +1033,17 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
     }
     for s in &r.sets {
         let how = match (&s.compared_with, s.indexed, r.source) {
+            _ if !s.content_checked => format!(
+                "encrypted, and no identity was given: its encrypted files checked against {SUMS_FILE}, its \
+                 contents NOT checked"
+            ),
+            (None, true, _) if s.encrypted => {
+                "decrypted, and every entry checked against its index".into()
+            }
+            (None, false, _) if s.encrypted => {
+                "decrypted and read through; no index, so contents are checked by the sums only"
+                    .into()
+            }
             (Some(b), _, _) => format!("every file read and compared with {b}"),
             (None, _, Kept::Local) => {
                 "every file read; no drive backup made from it is present to compare with".into()
@@ -898,7 +1090,12 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
             }
         }
     }
-    if r.problems.is_empty() {
+    if r.problems.is_empty() && !r.content_checked {
+        out.push_str(
+            "result: the encrypted files are intact; their contents were NOT checked (no identity: pass \
+             --identity FILE)\n",
+        );
+    } else if r.problems.is_empty() {
         out.push_str("result: intact\n");
     } else {
         out.push_str("problems:\n");

@@ -22,7 +22,7 @@ use crate::t9::{self, Drive, Fs};
 const MIB: u64 = 1 << 20;
 
 /// A destination entry for the config.
-fn destination(name: &str, path: &Path, extra: &str) -> String {
+pub(crate) fn destination(name: &str, path: &Path, extra: &str) -> String {
     format!(
         r#"{{ "name": "{name}", "path": "{}"{}{extra} }}"#,
         path.display(),
@@ -31,7 +31,7 @@ fn destination(name: &str, path: &Path, extra: &str) -> String {
 }
 
 /// A config with the sample's two sets, these destinations, `external.mode` and `retention.external`.
-fn config(destinations: &[String], mode: &str, keep: u32) -> String {
+pub(crate) fn config(destinations: &[String], mode: &str, keep: u32) -> String {
     format!(
         r#"{{ "backup_root": "{{root}}", "retention": {{ "local": 3, "external": {keep} }},
              "external": {{ "mode": "{mode}" }},
@@ -44,7 +44,7 @@ fn config(destinations: &[String], mode: &str, keep: u32) -> String {
 }
 
 /// Deterministic bytes that differ per seed (incompressible enough, and unique per file).
-fn content(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn content(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
@@ -56,14 +56,14 @@ fn content(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn set_mode(p: &Path, mode: u32) {
+pub(crate) fn set_mode(p: &Path, mode: u32) {
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// A sample home: `.config` and a 0600 `.secrets` (set config), and `data` (set data) with modes, relative, absolute
 /// and dangling symlinks, a hard-linked pair, an empty directory, odd mtimes, a unique needle, and `big` bytes of a
 /// big file when asked.
-fn sample(t: &Test, big: u64) {
+pub(crate) fn sample(t: &Test, big: u64) {
     t.write("home/.config/app/settings.json", "{\"theme\": \"dark\"}\n");
     t.write("home/.config/app/state", "1\n");
     let secrets = t.write("home/.secrets", "TOKEN=hunter2\n");
@@ -111,13 +111,13 @@ fn filetime(sec: i64) -> rustix::fs::Timespec {
 }
 
 /// Bytes that occur nowhere else: a file's whole content, to find it on the device.
-fn needle() -> Vec<u8> {
+pub(crate) fn needle() -> Vec<u8> {
     let mut n = b"NEEDLE-dbackup-external-7f3a9c1e-".to_vec();
     n.extend(content(200, 4242));
     n
 }
 
-fn collect(t: &Test) {
+pub(crate) fn collect(t: &Test) {
     t.cmd().args(["collect"]).status(0);
 }
 
@@ -127,13 +127,13 @@ fn report(out: &Output) -> ExternalReport {
 
 /// Runs `dbackup --json external <args>` expecting `code`, returns the report.
 #[track_caller]
-fn external(t: &Test, args: &[&str], code: i32) -> ExternalReport {
+pub(crate) fn external(t: &Test, args: &[&str], code: i32) -> ExternalReport {
     let out = t.cmd().args(["--json", "external"]).args(args).status(code);
     report(&out)
 }
 
 /// Names in a directory, sorted (empty when it does not exist).
-fn listing(dir: &Path) -> Vec<String> {
+pub(crate) fn listing(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .map(|d| {
             d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -145,7 +145,7 @@ fn listing(dir: &Path) -> Vec<String> {
 }
 
 /// The verified backups dbackup lists on a drive, oldest first.
-fn backups(mp: &Path) -> Vec<String> {
+pub(crate) fn backups(mp: &Path) -> Vec<String> {
     layout::list(&mp.join("backups"))
         .unwrap()
         .verified()
@@ -153,7 +153,7 @@ fn backups(mp: &Path) -> Vec<String> {
         .collect()
 }
 
-fn sha256sum_check(dir: &Path) -> (bool, String) {
+pub(crate) fn sha256sum_check(dir: &Path) -> (bool, String) {
     let out = Command::new("sha256sum")
         .args(["-c", "verification.sha256"])
         .current_dir(dir)
@@ -170,7 +170,7 @@ fn sha256sum_check(dir: &Path) -> (bool, String) {
 }
 
 #[track_caller]
-fn assert_sums_pass(dir: &Path) {
+pub(crate) fn assert_sums_pass(dir: &Path) {
     let (ok, out) = sha256sum_check(dir);
     assert!(ok, "sha256sum -c failed in {}:\n{out}", dir.display());
 }
@@ -182,7 +182,7 @@ fn snapshot_dir(t: &Test, name: &str) -> PathBuf {
 
 /// Everything a tree comparison looks at, for one path.
 #[derive(Debug, PartialEq, Eq)]
-struct Node {
+pub(crate) struct Node {
     kind: u32,
     mode: u32,
     owner: (u32, u32),
@@ -192,7 +192,7 @@ struct Node {
 }
 
 /// Describes every path under `root` (not the root itself), and the hard-link groups.
-fn describe(root: &Path) -> (BTreeMap<PathBuf, Node>, Vec<Vec<PathBuf>>) {
+pub(crate) fn describe(root: &Path) -> (BTreeMap<PathBuf, Node>, Vec<Vec<PathBuf>>) {
     let mut nodes = BTreeMap::new();
     let mut inodes: BTreeMap<(u64, u64), Vec<PathBuf>> = BTreeMap::new();
     for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
@@ -229,7 +229,7 @@ fn describe(root: &Path) -> (BTreeMap<PathBuf, Node>, Vec<Vec<PathBuf>>) {
 /// Asserts two trees are identical: the same paths, types, modes, owners, mtimes, contents, symlink targets and
 /// hard-link groups.
 #[track_caller]
-fn assert_same_tree(expected: &Path, actual: &Path) {
+pub(crate) fn assert_same_tree(expected: &Path, actual: &Path) {
     let (a, ga) = describe(expected);
     let (b, gb) = describe(actual);
     let missing: Vec<_> = a.keys().filter(|k| !b.contains_key(*k)).collect();
@@ -268,7 +268,7 @@ fn gnu_extract(files: &ArchiveFiles, into: &Path) -> PathBuf {
     out
 }
 
-fn meta_of(dir: &Path) -> BackupMeta {
+pub(crate) fn meta_of(dir: &Path) -> BackupMeta {
     layout::read_metadata(&dir.join(layout::METADATA_FILE)).unwrap()
 }
 
@@ -286,10 +286,20 @@ fn writing(mp: &Path, file: &str) -> Option<(PathBuf, u64)> {
 /// Starts `dbackup external` and returns once `data.tar` in its temporary directory holds at least `min` bytes
 /// (the process still running), with that directory.
 fn spawn_caught_writing(t: &Test, mp: &Path, min: u64) -> (Child, PathBuf) {
+    spawn_caught_writing_file(t, mp, "data.tar", min)
+}
+
+/// [`spawn_caught_writing`] watching `file`.
+pub(crate) fn spawn_caught_writing_file(
+    t: &Test,
+    mp: &Path,
+    file: &str,
+    min: u64,
+) -> (Child, PathBuf) {
     let mut child = t.cmd().args(["external"]).spawn();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        if let Some((dir, len)) = writing(mp, "data.tar")
+        if let Some((dir, len)) = writing(mp, file)
             && len >= min
         {
             return (child, dir);
@@ -306,14 +316,14 @@ fn spawn_caught_writing(t: &Test, mp: &Path, min: u64) -> (Child, PathBuf) {
     }
 }
 
-fn signal(child: &Child, sig: i32) {
+pub(crate) fn signal(child: &Child, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not yet reaped.
     let rc = unsafe { libc::kill(child.id() as i32, sig) };
     assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
 }
 
 /// Waits for the child and returns (exit code, stderr).
-fn finish(child: Child) -> (i32, String) {
+pub(crate) fn finish(child: Child) -> (i32, String) {
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -652,7 +662,7 @@ fn drive_with_one_backup(size: u64, big: u64) -> (Drive, Test, String) {
 
 /// The old backup is whole: listed, LATEST names it, its sums pass.
 #[track_caller]
-fn assert_old_backup_intact(mp: &Path, old: &str) {
+pub(crate) fn assert_old_backup_intact(mp: &Path, old: &str) {
     assert_eq!(backups(mp), [old]);
     assert_eq!(
         layout::read_latest(&mp.join("backups")).as_deref(),

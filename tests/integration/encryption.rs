@@ -1,0 +1,929 @@
+//! Encrypted external backups (issue 7), the write side, through the real binary and without root: plain directories
+//! as drives (`require_mount: false`). What lands on the drive (`<set>.tar.age`, `<set>.index.age`, sums anyone can
+//! check, `backup.json` naming recipients and nothing secret), interop with Debian's `age` CLI and GNU tar, recipients
+//! files, several and ssh recipients, the passphrase mode, config errors, `dbackup keygen`, and the identity never
+//! reaching the drive or the run log. The exFAT canary test is in `t9_encryption.rs`.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use dbackup::archive::EncryptionRecord;
+use dbackup::external::DestinationStatus;
+use dbackup::external::layout::{self, BackupMeta};
+
+use crate::harness::{self, Test};
+use crate::t9;
+use crate::t9_external::{
+    assert_same_tree, assert_sums_pass, collect, config, destination, external, listing, meta_of,
+    sample, set_mode,
+};
+
+/// True when Debian's `age` and `age-keygen` are installed; otherwise says why the test skips (and fails in CI, whose
+/// command installs them).
+pub(crate) fn have_age() -> bool {
+    let missing: Vec<&str> = ["age", "age-keygen", "tar", "sha256sum"]
+        .into_iter()
+        .filter(|t| t9::tool(t).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!(
+        "skipping {}: missing {} (apt-get install age tar coreutils)",
+        std::thread::current().name().unwrap_or("test"),
+        missing.join(", ")
+    );
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+        "{msg}; CI must install them"
+    );
+    eprintln!("{msg}");
+    false
+}
+
+/// An `encryption` object's text for the destination.
+fn encryption(body: &str) -> String {
+    format!(r#""require_mount": false, "encryption": {{ {body} }}"#)
+}
+
+/// (Re)writes the test's config: the sample's two sets and one plain-directory drive `{tmp}/drive` with `extra` keys.
+fn write_config(t: &Test, extra: &str) -> PathBuf {
+    let drive = t.path("drive");
+    fs::create_dir_all(&drive).unwrap();
+    let cfg = config(&[destination("drive", &drive, extra)], "first", 5);
+    fs::write(t.path("config.json"), t.expand(&cfg)).unwrap();
+    drive
+}
+
+/// A test with the sample home (a 300 KiB file, so archives span several 64 KiB age chunks), collected once.
+fn collected() -> Test {
+    let t = Test::new().config("{}");
+    sample(&t, 300 << 10);
+    write_config(&t, r#""require_mount": false"#);
+    collect(&t);
+    t
+}
+
+/// The newest verified backup directory on the drive.
+fn newest(drive: &Path) -> PathBuf {
+    layout::list(&drive.join("backups"))
+        .unwrap()
+        .verified()
+        .last()
+        .expect("a verified backup")
+        .path
+        .clone()
+}
+
+/// `age -d -i <identity> <file>`: the plaintext.
+#[track_caller]
+fn age_decrypt(identity: &Path, file: &Path) -> Vec<u8> {
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(identity)
+        .arg(file)
+        .output()
+        .expect("age runs");
+    assert!(
+        out.status.success(),
+        "age -d -i {} {}: {}",
+        identity.display(),
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `age -d -i <identity> <archive> | tar -xpf - -C <into>` as the restoration guide says; `into` is created.
+#[track_caller]
+fn age_tar_extract(identity: &Path, archive: &Path, into: &Path) {
+    fs::create_dir_all(into).unwrap();
+    let out = Command::new("bash")
+        .args([
+            "-c",
+            r#"set -o pipefail; age -d -i "$1" "$2" | tar --numeric-owner -xpf - -C "$3""#,
+            "sh",
+        ])
+        .args([identity, archive, into])
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "age -d | tar -x: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every line of a decrypted index is a JSON value; returns how many there are.
+#[track_caller]
+fn json_lines(plain: &[u8]) -> usize {
+    let text = std::str::from_utf8(plain).expect("the index is UTF-8");
+    let mut n = 0;
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        n += 1;
+    }
+    assert!(n > 2, "an index has a header, entries and an end line");
+    n
+}
+
+/// The archive files of a backup directory.
+fn names(dir: &Path) -> Vec<String> {
+    listing(dir)
+}
+
+/// The paths under `dirs` whose name or content holds `needle`.
+fn holders(dirs: &[&Path], needle: &[u8]) -> Vec<PathBuf> {
+    let has = |hay: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let mut out = Vec::new();
+    for dir in dirs {
+        for e in walkdir::WalkDir::new(dir).follow_links(false) {
+            let e = e.unwrap();
+            let in_content = e.file_type().is_file() && has(&fs::read(e.path()).unwrap());
+            if in_content || has(e.file_name().as_encoded_bytes()) {
+                out.push(e.path().to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+/// Asserts no file under `dirs` holds any of `needles` (in its content or its name).
+#[track_caller]
+fn assert_nowhere(dirs: &[&Path], needles: &[(&str, &[u8])]) {
+    for (what, needle) in needles {
+        let found = holders(dirs, needle);
+        assert!(found.is_empty(), "{what} is in {found:?}");
+    }
+}
+
+/// The secret line of an identity file (`AGE-SECRET-KEY-1...`).
+fn secret_of(identity: &Path) -> String {
+    fs::read_to_string(identity)
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .expect("an AGE-SECRET-KEY line")
+        .to_string()
+}
+
+/// What backup.json says of each set's encryption.
+fn records(meta: &BackupMeta) -> Vec<(String, Option<EncryptionRecord>)> {
+    meta.sets
+        .iter()
+        .map(|s| (s.set.clone(), s.encryption.clone()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// What lands on the drive
+
+#[test]
+fn an_encrypted_external_writes_only_ciphertext_that_age_and_tar_restore() {
+    if !have_age() {
+        return;
+    }
+    let t = collected();
+    let (identity, recipient) = t.keygen("key.txt");
+    let drive = write_config(
+        &t,
+        &encryption(&format!(r#""recipients": ["{recipient}"]"#)),
+    );
+
+    let r = external(&t, &[], 0);
+    assert_eq!(r.destinations[0].status, DestinationStatus::Written);
+    let dir = newest(&drive);
+    assert_eq!(
+        names(&dir),
+        [
+            "backup.json",
+            "config.index.age",
+            "config.tar.age",
+            "data.index.age",
+            "data.tar.age",
+            "verification.sha256"
+        ],
+        "no plaintext .tar or .jsonl"
+    );
+
+    // Anyone can check integrity: the sums cover the ciphertext files.
+    assert_sums_pass(&dir);
+    let sums = fs::read_to_string(dir.join("verification.sha256")).unwrap();
+    for f in [
+        "config.tar.age",
+        "config.index.age",
+        "data.tar.age",
+        "data.index.age",
+        "backup.json",
+    ] {
+        assert!(
+            sums.contains(&format!("  {f}\n")),
+            "{f} in the sums:\n{sums}"
+        );
+    }
+
+    // backup.json: format and recipients per set, nothing secret.
+    let meta = meta_of(&dir);
+    let want = EncryptionRecord {
+        format: "age-encryption.org/v1".into(),
+        recipients: vec![recipient.clone()],
+        passphrase: false,
+    };
+    assert_eq!(
+        records(&meta),
+        [
+            ("config".to_string(), Some(want.clone())),
+            ("data".to_string(), Some(want))
+        ]
+    );
+    let raw = fs::read_to_string(dir.join("backup.json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        value["sets"][0]["encryption"]["recipients"][0].as_str(),
+        Some(recipient.as_str())
+    );
+    assert!(!raw.contains("AGE-SECRET-KEY"), "{raw}");
+    assert!(!raw.contains(&identity.display().to_string()), "{raw}");
+
+    // Interop: Debian's age and GNU tar give back the snapshot exactly.
+    for set in &meta.sets {
+        let out = t.path(&format!("extracted-{}", set.set));
+        age_tar_extract(&identity, &dir.join(format!("{}.tar.age", set.set)), &out);
+        assert_same_tree(&t.root().join(&set.snapshot), &out);
+        let lines = json_lines(&age_decrypt(
+            &identity,
+            &dir.join(format!("{}.index.age", set.set)),
+        ));
+        assert!(
+            lines as u64 >= set.entries,
+            "{lines} lines, {} entries",
+            set.entries
+        );
+    }
+    // The sample has what a tree comparison must see: a big file over several chunks, links, modes, an empty dir.
+    let data = t
+        .path("extracted-data")
+        .join(t.home().strip_prefix("/").unwrap())
+        .join("data");
+    assert!(fs::metadata(data.join("big.bin")).unwrap().len() > 4 * (64 << 10));
+    assert!(
+        fs::symlink_metadata(data.join("link"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(fs::read_dir(data.join("empty")).unwrap().next().is_none());
+    assert_eq!(
+        harness::inode(&data.join("h2")).1,
+        2,
+        "h2 and projects/h1 are one file"
+    );
+    let config_home = t
+        .path("extracted-config")
+        .join(t.home().strip_prefix("/").unwrap());
+    assert_eq!(harness::mode(&config_home.join(".secrets")), 0o600);
+
+    // The identity is nowhere on the drive or in the run log.
+    let secret = secret_of(&identity);
+    let whole = fs::read(&identity).unwrap();
+    assert_nowhere(
+        &[&drive, &t.path("state")],
+        &[
+            ("the secret key", secret.as_bytes()),
+            ("the identity file", &whole),
+        ],
+    );
+    // The search works: the run log exists and names the backup, and the drive holds the recipient.
+    let stamp = dir.file_name().unwrap().as_encoded_bytes();
+    assert!(!holders(&[&t.path("state")], stamp).is_empty());
+    assert!(!holders(&[&drive], recipient.as_bytes()).is_empty());
+}
+
+#[test]
+fn an_encrypted_backup_run_writes_age_files_and_reports_them() {
+    if !have_age() {
+        return;
+    }
+    let t = Test::new().config("{}");
+    sample(&t, 0);
+    let (identity, recipient) = t.keygen("key.txt");
+    let drive = t.path("drive");
+    fs::create_dir_all(&drive).unwrap();
+    let cfg = format!(
+        r#"{{ "backup_root": "{{root}}", "schedule": {{ "external": "always" }},
+             "encryption": {{ "recipients": ["{recipient}"] }},
+             "backup_sets": [ {{ "name": "data", "sources": ["~/data"] }} ],
+             "destinations": [ {{ "name": "drive", "path": "{}", "require_mount": false }} ] }}"#,
+        drive.display()
+    );
+    fs::write(t.path("config.json"), t.expand(&cfg)).unwrap();
+    let out = t.cmd().args(["--json", "backup"]).status(0);
+    let report: dbackup::commands::backup::BackupReport = out.json();
+    let written = &report.external[0].destinations[0];
+    assert_eq!(written.status, DestinationStatus::Written);
+    let names: Vec<&str> = written.sets[0]
+        .archive
+        .iter()
+        .chain(&written.sets[0].index)
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(names, ["data.tar.age", "data.index.age"]);
+    assert_eq!(
+        written.sets[0]
+            .encryption
+            .as_ref()
+            .map(|e| e.recipients.clone()),
+        Some(vec![recipient])
+    );
+    let dir = newest(&drive);
+    assert_sums_pass(&dir);
+    let out_dir = t.path("x");
+    age_tar_extract(&identity, &dir.join("data.tar.age"), &out_dir);
+    assert_same_tree(&t.root().join(&written.sets[0].snapshot), &out_dir);
+    assert_nowhere(
+        &[&drive, &t.path("state")],
+        &[("the secret key", secret_of(&identity).as_bytes())],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Recipients
+
+#[test]
+fn every_recipient_of_a_recipients_file_can_decrypt() {
+    if !have_age() {
+        return;
+    }
+    let t = collected();
+    let (id1, r1) = t.keygen("one.txt");
+    let (id2, r2) = t.keygen("two.txt");
+    let (id3, r3) = t.keygen("three.txt");
+    let mut ids = vec![(id1, r1.clone()), (id2, r2.clone()), (id3, r3.clone())];
+    // An ssh-ed25519 key too, when ssh-keygen is there.
+    let ssh = t9::tool("ssh-keygen").map(|_| {
+        let key = t.path("id_ed25519");
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "tester@host", "-f"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let public = fs::read_to_string(key.with_extension("pub")).unwrap();
+        (key, public.trim().to_string())
+    });
+    if ssh.is_none() {
+        eprintln!(
+            "ssh-keygen is not installed: the ssh-ed25519 recipient is not tested (apt-get install openssh-client)"
+        );
+    }
+    let mut file = format!("# the home server\n{r1}\n\n  # the laptop, indented\n  {r2}  \n");
+    if let Some((_, public)) = &ssh {
+        file.push_str(&format!("# ssh\n{public}\n"));
+    }
+    let recipients_file = t.write("recipients.txt", file);
+    let drive = write_config(
+        &t,
+        &encryption(&format!(
+            r#""recipients": ["{r3}"], "recipients_file": "{}""#,
+            recipients_file.display()
+        )),
+    );
+    external(&t, &[], 0);
+    let dir = newest(&drive);
+    let rec = meta_of(&dir).sets[0].encryption.clone().unwrap();
+    let mut want = vec![r3.clone(), r1, r2];
+    if let Some((key, public)) = ssh {
+        // Recorded without the comment (which may name a user or a host).
+        let bare: Vec<&str> = public.split_whitespace().take(2).collect();
+        want.push(bare.join(" "));
+        ids.push((key, String::new()));
+    }
+    assert_eq!(rec.recipients, want);
+    assert!(
+        !fs::read_to_string(dir.join("backup.json"))
+            .unwrap()
+            .contains("tester@host")
+    );
+    let plain = age_decrypt(&ids[0].0, &dir.join("config.tar.age"));
+    for (id, _) in &ids {
+        assert_eq!(
+            age_decrypt(id, &dir.join("config.tar.age")),
+            plain,
+            "{}",
+            id.display()
+        );
+        json_lines(&age_decrypt(id, &dir.join("config.index.age")));
+    }
+    // A stranger's identity cannot.
+    let (stranger, _) = t.keygen("stranger.txt");
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&stranger)
+        .arg(dir.join("config.tar.age"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Passphrase
+
+/// Decrypts an age file encrypted to a passphrase, with the `age` crate (`age -d` would insist on a terminal).
+fn scrypt_decrypt(file: &Path, passphrase: &str) -> Vec<u8> {
+    let dec = age::Decryptor::new(std::io::BufReader::new(fs::File::open(file).unwrap())).unwrap();
+    assert!(
+        dec.is_scrypt(),
+        "{} is encrypted to a passphrase",
+        file.display()
+    );
+    let id = age::scrypt::Identity::new(age::secrecy::SecretString::from(passphrase.to_string()));
+    let mut r = dec
+        .decrypt(std::iter::once(&id as &dyn age::Identity))
+        .unwrap();
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn a_passphrase_encrypts_to_scrypt_and_records_no_recipient() {
+    if !have_age() {
+        return;
+    }
+    let t = collected();
+    let pass = t.write("pass.txt", "correct horse battery staple\n");
+    set_mode(&pass, 0o600);
+    let drive = write_config(
+        &t,
+        &encryption(&format!(
+            r#""passphrase": true, "passphrase_file": "{}""#,
+            pass.display()
+        )),
+    );
+    external(&t, &[], 0);
+    let dir = newest(&drive);
+    assert_sums_pass(&dir);
+    let head = fs::read(dir.join("data.tar.age")).unwrap();
+    let header = String::from_utf8_lossy(&head[..200]);
+    assert!(
+        header.starts_with("age-encryption.org/v1\n-> scrypt "),
+        "{header}"
+    );
+    let meta = meta_of(&dir);
+    for s in &meta.sets {
+        let e = s.encryption.as_ref().unwrap();
+        assert!(e.passphrase && e.recipients.is_empty(), "{e:?}");
+    }
+    let raw = fs::read_to_string(dir.join("backup.json")).unwrap();
+    assert!(
+        !raw.contains("correct horse") && !raw.contains("pass.txt"),
+        "{raw}"
+    );
+
+    // The plaintext is the snapshot: extract it with GNU tar from the decrypted stream.
+    let data = meta.sets.iter().find(|s| s.set == "data").unwrap();
+    let plain = scrypt_decrypt(&dir.join("data.tar.age"), "correct horse battery staple");
+    let out = t.path("x");
+    fs::create_dir_all(&out).unwrap();
+    let mut tar = Command::new("tar")
+        .args(["--numeric-owner", "-xpf", "-", "-C"])
+        .arg(&out)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tar.stdin.take().unwrap().write_all(&plain).unwrap();
+    assert!(tar.wait().unwrap().success());
+    assert_same_tree(&t.root().join(&data.snapshot), &out);
+    json_lines(&scrypt_decrypt(
+        &dir.join("data.index.age"),
+        "correct horse battery staple",
+    ));
+    assert_nowhere(
+        &[&drive, &t.path("state")],
+        &[("the passphrase", b"correct horse")],
+    );
+}
+
+#[test]
+fn a_passphrase_that_cannot_be_read_stops_before_anything_is_written() {
+    let t = collected();
+    // An older, plain backup.
+    let drive = write_config(&t, r#""require_mount": false"#);
+    external(&t, &[], 0);
+    let old = newest(&drive);
+    let before = listing(&drive.join("backups"));
+    let sums_before = fs::read(old.join("verification.sha256")).unwrap();
+
+    let missing = t.path("no-such-passphrase");
+    write_config(
+        &t,
+        &encryption(&format!(
+            r#""passphrase": true, "passphrase_file": "{}""#,
+            missing.display()
+        )),
+    );
+    let out = t.cmd().args(["external"]).status(1);
+    assert!(
+        out.stderr.contains("cannot read the passphrase")
+            && out.stderr.contains("no-such-passphrase"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("older backups are intact"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        listing(&drive.join("backups")),
+        before,
+        "no temporary directory"
+    );
+    assert_eq!(
+        fs::read(old.join("verification.sha256")).unwrap(),
+        sums_before
+    );
+    assert_sums_pass(&old);
+
+    // No file and no terminal (stdin is null; the test may still have a controlling terminal, then this is skipped).
+    if fs::File::open("/dev/tty").is_ok() {
+        eprintln!("a terminal is attached: the no-terminal case is not tested here");
+        return;
+    }
+    write_config(&t, &encryption(r#""passphrase": true"#));
+    let out = t.cmd().args(["external"]).status(1);
+    assert!(
+        out.stderr.contains("cannot read the passphrase")
+            && out.stderr.contains("DBACKUP_PASSPHRASE_FILE"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        listing(&drive.join("backups")),
+        before,
+        "no temporary directory"
+    );
+}
+
+/// Runs `dbackup --config <config> -q external` on a pseudo-terminal (`script`), typing `typed`; (exit code, output).
+fn external_on_a_terminal(t: &Test, typed: &str) -> (i32, String) {
+    let line = format!(
+        "{} --config {} -q external",
+        harness::BIN,
+        t.path("config.json").display()
+    );
+    let mut child = Command::new("timeout")
+        .args(["120", "script", "-qec", &line, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", t.home())
+        .env("XDG_CONFIG_HOME", t.path("xdg-config"))
+        .env("XDG_STATE_HOME", t.path("state"))
+        .env("LANG", "C.UTF-8")
+        .env("TZ", "UTC")
+        .current_dir(t.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(typed.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_passphrase_typed_on_a_terminal_is_asked_twice() {
+    if !have_age() {
+        return;
+    }
+    if t9::tool("script").is_none() || t9::tool("timeout").is_none() {
+        eprintln!("skipping: script (util-linux) is needed for a pseudo-terminal");
+        return;
+    }
+    let t = collected();
+    let drive = write_config(&t, &encryption(r#""passphrase": true"#));
+
+    // Two different passphrases: nothing is written.
+    let (code, out) = external_on_a_terminal(&t, "one passphrase\nanother\n");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("passphrase to encrypt the backup with:"),
+        "{out}"
+    );
+    assert!(out.contains("the same passphrase again:"), "{out}");
+    assert!(out.contains("the two passphrases typed differ"), "{out}");
+    assert_eq!(listing(&drive), Vec::<String>::new(), "nothing written");
+
+    // The same one twice: the archives open with it.
+    let (code, out) = external_on_a_terminal(&t, "tr0ub4dor&3\ntr0ub4dor&3\n");
+    assert_eq!(code, 0, "{out}");
+    let dir = newest(&drive);
+    json_lines(&scrypt_decrypt(
+        &dir.join("config.index.age"),
+        "tr0ub4dor&3",
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Config errors
+
+/// `config check` expecting exit 2; stderr with the test's directory replaced.
+#[track_caller]
+fn check_fails(t: &Test) -> String {
+    let out = t.cmd().args(["config", "check"]).status(2);
+    out.stderr
+        .replace(&t.dir.path().display().to_string(), "{tmp}")
+}
+
+#[test]
+fn a_secret_key_in_recipients_is_refused_without_echoing_it() {
+    let t = Test::new().config("{}");
+    let (identity, _) = t.keygen("key.txt");
+    let secret = secret_of(&identity);
+    write_config(&t, &encryption(&format!(r#""recipients": ["{secret}"]"#)));
+    let err = check_fails(&t);
+    assert!(!err.contains(&secret), "{err}");
+    assert!(!err.contains(&secret[15..]), "not even part of it: {err}");
+    insta::assert_snapshot!("secret_in_recipients", err);
+    // The external phase refuses it the same way, before touching the drive.
+    let out = t.cmd().args(["external"]).status(2);
+    assert!(!out.stderr.contains(&secret[15..]), "{}", out.stderr);
+    assert_eq!(listing(&t.path("drive")), Vec::<String>::new());
+}
+
+#[test]
+fn passphrase_and_recipients_together_or_neither_are_refused() {
+    let t = Test::new().config("{}");
+    let (_, recipient) = t.keygen("key.txt");
+    write_config(
+        &t,
+        &encryption(&format!(
+            r#""passphrase": true, "recipients": ["{recipient}"]"#
+        )),
+    );
+    insta::assert_snapshot!(
+        "passphrase_and_recipients",
+        check_fails(&t).replace(&recipient, "[RECIPIENT]")
+    );
+    write_config(&t, &encryption(r#""identity_file": "~/key.txt""#));
+    insta::assert_snapshot!("no_recipients", check_fails(&t));
+}
+
+#[test]
+fn a_bad_recipients_file_is_named_with_its_line_and_nothing_is_written() {
+    let t = collected();
+    let (_, recipient) = t.keygen("key.txt");
+    let file = t.write(
+        "recipients.txt",
+        format!("# mine\n{recipient}\nage1notakey\n"),
+    );
+    let drive = write_config(
+        &t,
+        &encryption(&format!(r#""recipients_file": "{}""#, file.display())),
+    );
+    let out = t.cmd().args(["external"]).status(2);
+    let err = out
+        .stderr
+        .replace(&t.dir.path().display().to_string(), "{tmp}");
+    assert!(err.contains("recipients.txt, line 3"), "{err}");
+    insta::assert_snapshot!("garbage_recipients_file", err);
+    assert_eq!(listing(&drive), Vec::<String>::new(), "nothing written");
+
+    // Unreadable (missing): named too.
+    fs::remove_file(&file).unwrap();
+    let out = t.cmd().args(["external"]).status(2);
+    let err = out
+        .stderr
+        .replace(&t.dir.path().display().to_string(), "{tmp}");
+    assert!(err.contains("{tmp}/recipients.txt"), "{err}");
+    insta::assert_snapshot!("missing_recipients_file", err);
+    assert_eq!(listing(&drive), Vec::<String>::new(), "nothing written");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// keygen
+
+#[test]
+fn keygen_writes_an_age_keygen_identity_once() {
+    if !have_age() {
+        return;
+    }
+    let t = Test::new();
+    let (identity, recipient) = t.keygen("key.txt");
+    assert_eq!(harness::mode(&identity), 0o600);
+    let text = fs::read_to_string(&identity).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.contains(&format!("# public key: {recipient}").as_str()),
+        "{text}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("AGE-SECRET-KEY-1"))
+            .count(),
+        1,
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with('#') || l.starts_with("AGE-SECRET-KEY-1")),
+        "{text}"
+    );
+    let y = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&identity)
+        .output()
+        .unwrap();
+    assert!(y.status.success());
+    assert_eq!(String::from_utf8_lossy(&y.stdout).trim(), recipient);
+
+    // Never overwritten.
+    let out = t
+        .cmd()
+        .args(["keygen", "--out"])
+        .arg_path(&identity)
+        .output();
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("already exists"), "{}", out.stderr);
+    assert!(out.stdout.is_empty());
+    assert_eq!(fs::read_to_string(&identity).unwrap(), text);
+
+    // --json.
+    let other = t.path("other.txt");
+    let out = t
+        .cmd()
+        .args(["--json", "keygen", "--out"])
+        .arg_path(&other)
+        .status(0);
+    let v: serde_json::Value = out.json();
+    let r = v["recipient"].as_str().unwrap();
+    assert!(r.starts_with("age1"), "{v}");
+    assert_eq!(v["identity_file"].as_str(), Some(other.to_str().unwrap()));
+    assert!(fs::read_to_string(&other).unwrap().contains(r));
+    assert_eq!(harness::mode(&other), 0o600);
+
+    // --dry-run writes nothing.
+    let dry = t.path("dry.txt");
+    let out = t
+        .cmd()
+        .args(["--dry-run", "keygen", "--out"])
+        .arg_path(&dry)
+        .status(0);
+    assert!(!dry.exists());
+    assert!(out.stderr.contains("dry run"), "{}", out.stderr);
+    assert!(!out.stdout.contains("AGE-SECRET-KEY"), "{}", out.stdout);
+}
+
+#[test]
+fn keygen_refuses_to_put_the_identity_on_a_destination() {
+    let t = Test::new().config("{}");
+    sample(&t, 0);
+    let drive = write_config(&t, r#""require_mount": false"#);
+    fs::create_dir_all(t.path("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(&drive, t.path("elsewhere/drive-link")).unwrap();
+    for out in [
+        drive.join("key.txt"),
+        t.path("elsewhere/drive-link/sub/key.txt"),
+    ] {
+        let r = t.cmd().args(["keygen", "--out"]).args([&out]).status(2);
+        assert!(
+            r.stderr.contains("is on backup destination drive") && r.stdout.is_empty(),
+            "{}",
+            r.stderr
+        );
+        assert!(!out.exists());
+    }
+    assert_eq!(listing(&drive), Vec::<String>::new());
+    // Beside it is fine.
+    t.cmd()
+        .args(["keygen", "--out"])
+        .args([t.path("drive-key.txt")])
+        .status(0);
+}
+
+#[test]
+fn keygen_help_reads_well() {
+    let t = Test::new();
+    let out = t.cmd().args(["keygen", "--help"]).status(0);
+    insta::assert_snapshot!("keygen_help", out.stdout);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Dry run
+
+#[test]
+fn the_dry_run_shows_the_encryption_and_the_age_names() {
+    let t = collected();
+    let (_, recipient) = t.keygen("key.txt");
+    let drive = write_config(
+        &t,
+        &encryption(&format!(r#""recipients": ["{recipient}"]"#)),
+    );
+    let out = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        out.stdout
+            .contains(&format!("  encrypt   with age to {recipient}")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("  archive   data.tar.age ("),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("data.index.age"), "{}", out.stdout);
+    assert_eq!(
+        listing(&drive),
+        Vec::<String>::new(),
+        "a dry run writes nothing"
+    );
+    let text = out
+        .stdout
+        .replace(&t.dir.path().display().to_string(), "[TMP]")
+        .replace(&recipient, "[RECIPIENT]");
+    insta::with_settings!({ filters => vec![
+        (r"\d{4}-\d{2}-\d{2}-\d{6}", "[STAMP]"),
+        (r"\.tmp-\[STAMP\]-\d+", ".tmp-[STAMP]-[PID]"),
+        (r"\d+(\.\d)? (B|KiB|MiB|GiB)\b", "[SIZE]"),
+        (r"host \S+,", "host [HOST],"),
+        (r"\(\w+, on [^)]*\)", "([FS])"),
+    ] }, {
+        insta::assert_snapshot!("dry_run", text);
+    });
+
+    // A passphrase: where it will come from.
+    let pass = t.path("pass.txt");
+    write_config(
+        &t,
+        &encryption(&format!(
+            r#""passphrase": true, "passphrase_file": "{}""#,
+            pass.display()
+        )),
+    );
+    let out = t.cmd().args(["--dry-run", "external"]).status(0);
+    let want = format!(
+        "  encrypt   with age to a passphrase (scrypt) read from {}\n",
+        pass.display()
+    );
+    assert!(out.stdout.contains(&want), "{}", out.stdout);
+    let from_env = t.path("env-pass.txt");
+    let out = t
+        .cmd()
+        .env("DBACKUP_PASSPHRASE_FILE", &from_env)
+        .args(["--dry-run", "external"])
+        .status(0);
+    let want = format!(
+        "  encrypt   with age to a passphrase (scrypt) read from {}\n",
+        from_env.display()
+    );
+    assert!(out.stdout.contains(&want), "{}", out.stdout);
+    write_config(&t, &encryption(r#""passphrase": true"#));
+    let out = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        out.stdout.contains(
+            "  encrypt   with age to a passphrase (scrypt) asked on the terminal, twice\n"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        listing(&drive),
+        Vec::<String>::new(),
+        "a dry run writes nothing"
+    );
+}
+
+trait ArgPath {
+    fn arg_path(self, p: &Path) -> Self;
+}
+
+impl ArgPath for harness::Cmd {
+    fn arg_path(self, p: &Path) -> Self {
+        self.args([p])
+    }
+}

@@ -1,0 +1,790 @@
+//! Restoring and verifying encrypted (age) backups end to end, without root: a real collect and `external` onto a
+//! plain directory (`require_mount: false`) with `encryption.recipients`, then `restore` with `--identity` or the
+//! config's `identity_file`: listing, whole sets, one path, `--date`, `--verify` with and without the identity, every
+//! failure (wrong or missing identity, truncation, a missing final chunk, trailing garbage, a flipped byte in the
+//! archive or the index) with nothing partial left at the target, and archives that Debian's `age -e` wrote.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use dbackup::external::layout;
+use dbackup::restore::list::Listing;
+use dbackup::restore::verify::VerifyReport;
+
+use crate::harness::Test;
+use crate::restore::{assert_same_tree, config, drive_backup, sample, tree};
+
+/// age's STREAM: 64 KiB of plaintext per chunk, and a 16-byte tag.
+const CHUNK: u64 = 64 << 10;
+const TAG: u64 = 16;
+
+/// A collected demo with one encrypted backup on the plain directory `<tmp>/T9`.
+struct Enc {
+    t: Test,
+    key: PathBuf,
+    recipient: String,
+    stamp: String,
+    /// `<tmp>/T9/backups/<stamp>`.
+    dir: PathBuf,
+}
+
+impl Enc {
+    /// The snapshot directory of `set` this backup was made from, and `abs` inside it.
+    fn in_snapshot(&self, set: &str, abs: &Path) -> PathBuf {
+        let meta = layout::read_metadata(&self.dir.join(layout::METADATA_FILE)).unwrap();
+        let s = meta.sets.iter().find(|s| s.set == set).unwrap();
+        self.t
+            .root()
+            .join(&s.snapshot)
+            .join(abs.strip_prefix("/").unwrap())
+    }
+
+    fn data(&self) -> PathBuf {
+        fs::canonicalize(self.t.path("data")).unwrap()
+    }
+
+    /// A copy of the backup under `<tmp>/<name>/backups/<stamp>`, to damage.
+    fn copy_drive(&self, name: &str) -> PathBuf {
+        let drive = self.t.path(name);
+        let to = drive.join("backups").join(&self.stamp);
+        fs::create_dir_all(&to).unwrap();
+        for e in fs::read_dir(&self.dir).unwrap() {
+            let e = e.unwrap();
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+        drive
+    }
+}
+
+/// `extra` goes into the `encryption` object (after `recipients`).
+fn encrypted_backup(extra: &str) -> Enc {
+    let t = Test::new();
+    let (key, recipient) = t.keygen("key.txt");
+    let t = t.config(&config(&format!(
+        r#", "destinations": [ {{ "name": "T9", "path": "{{tmp}}/T9", "require_mount": false }} ],
+            "encryption": {{ "recipients": ["{recipient}"] {extra} }}"#
+    )));
+    sample(&t, &t.path("data"));
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let stamp = layout::list(&t.path("T9/backups"))
+        .unwrap()
+        .verified()
+        .last()
+        .expect("a verified backup")
+        .name
+        .clone();
+    let dir = t.path("T9/backups").join(&stamp);
+    for f in [
+        "config.tar.age",
+        "config.index.age",
+        "data.tar.age",
+        "data.index.age",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} in {}", dir.display());
+    }
+    assert!(!dir.join("data.tar").exists());
+    Enc {
+        t,
+        key,
+        recipient,
+        stamp,
+        dir,
+    }
+}
+
+/// Names under `dir` that a restore writes while a file is unfinished.
+fn temp_leftovers(dir: &Path) -> Vec<String> {
+    if !dir.exists() {
+        return Vec::new();
+    }
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".dbackup-restore"))
+        .collect()
+}
+
+/// Every file under `target` (restored from `--target`) has the content of the same file in the local snapshot:
+/// nothing partial, nothing else.
+#[track_caller]
+fn assert_only_whole_files(e: &Enc, target: &Path) -> usize {
+    assert_eq!(
+        temp_leftovers(target),
+        Vec::<String>::new(),
+        "temporary files left"
+    );
+    let mut files = 0;
+    if !target.exists() {
+        return 0;
+    }
+    for entry in walkdir::WalkDir::new(target).follow_links(false) {
+        let entry = entry.unwrap();
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let abs = Path::new("/").join(entry.path().strip_prefix(target).unwrap());
+        let set = if abs.starts_with(e.data()) {
+            "data"
+        } else {
+            "config"
+        };
+        let want = fs::read(e.in_snapshot(set, &abs)).unwrap();
+        assert_eq!(
+            fs::read(entry.path()).unwrap(),
+            want,
+            "{} is whole",
+            abs.display()
+        );
+        files += 1;
+    }
+    files
+}
+
+fn without_tmp(t: &Test, text: &str) -> String {
+    text.replace(&t.dir.path().display().to_string(), "[TMP]")
+}
+
+fn filters() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (r"\d+(\.\d)? (B|KiB|MiB|GiB)\b", "[SIZE]"),
+        (r"\b[0-9a-f]{64}\b", "[SHA256]"),
+        (r"\d{4}-\d\d-\d\d-\d{6}", "[STAMP]"),
+        (r"\bage1[0-9a-z]+", "[RECIPIENT]"),
+    ]
+}
+
+/// Whether Debian's `age` is here; without it the interop tests skip (and fail under CI=true).
+fn have_age(test: &str) -> bool {
+    let ok = Command::new("age").arg("--version").output().is_ok();
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: the age CLI is missing (apt-get install age)"
+        );
+        eprintln!("{test}: skipped, the age CLI is not installed");
+    }
+    ok
+}
+
+fn age_encrypt(recipient: &str, from: &Path, to: &Path) {
+    let out = Command::new("age")
+        .args(["-e", "-r", recipient, "-o"])
+        .arg(to)
+        .arg(from)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "age -e: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Restoring
+
+#[test]
+fn an_encrypted_backup_is_listed_and_restored_whole_by_path_and_by_date() {
+    let e = encrypted_backup("");
+    let t = &e.t;
+
+    // The listing reads metadata only: no identity needed, and it says which sets are encrypted.
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--list"])
+        .status(0);
+    assert!(
+        out.stdout.contains("config (age), data (age)"),
+        "{}",
+        out.stdout
+    );
+    let listing: Listing = t
+        .cmd()
+        .args(["--json", "restore", "--source", "external", "--list"])
+        .status(0)
+        .json();
+    let sets = &listing.backups[0].sets;
+    assert!(
+        sets.iter().all(|s| s.encrypted && !s.passphrase),
+        "{sets:?}"
+    );
+    assert!(sets[0].path.to_string_lossy().ends_with(".tar.age"));
+
+    // The whole backup, into a target.
+    let whole = t.path("whole");
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--identity"])
+        .args([&e.key])
+        .args(["--target"])
+        .args([&whole])
+        .status(0);
+    assert!(out.stdout.contains("data.tar.age"), "{}", out.stdout);
+    let data = e.data();
+    assert_same_tree(
+        &tree(&whole.join(data.strip_prefix("/").unwrap())),
+        &tree(&e.in_snapshot("data", &data)),
+    );
+    let config_dir = t.home().join(".config");
+    assert_same_tree(
+        &tree(&whole.join(config_dir.strip_prefix("/").unwrap())),
+        &tree(&e.in_snapshot("config", &config_dir)),
+    );
+
+    // One file, by --date, through --drive (no destination needed).
+    let one = t.path("one");
+    let file = data.join("projects/important/sub/b.txt");
+    t.cmd()
+        .args(["restore", "--drive"])
+        .args([t.path("T9")])
+        .args(["--date", &e.stamp, "--identity"])
+        .args([&e.key])
+        .args(["--path"])
+        .args([&file])
+        .args(["--target"])
+        .args([&one])
+        .status(0);
+    let got = one.join(file.strip_prefix("/").unwrap());
+    assert_eq!(fs::read_to_string(got).unwrap(), "important b");
+    assert_eq!(assert_only_whole_files(&e, &one), 1);
+}
+
+#[test]
+fn the_config_identity_is_read_only_when_an_encrypted_archive_is_opened() {
+    let e = encrypted_backup(r#", "identity_file": "{tmp}/config-key.txt""#);
+    let t = &e.t;
+    // The configured identity file does not exist: local restores and plain listings never read it.
+    let local = t.path("local");
+    t.cmd()
+        .args(["restore", "--target"])
+        .args([&local])
+        .args(["--path", "~/.secrets"])
+        .status(0);
+    t.cmd().args(["restore", "--list"]).status(0);
+    // Reading the drive needs it, and says which file is missing.
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--target"])
+        .args([t.path("x")])
+        .status(1);
+    assert!(
+        out.stderr.contains("config-key.txt") && out.stderr.contains("--identity"),
+        "{}",
+        out.stderr
+    );
+    assert!(!t.path("x").exists());
+    // Once it is there, it is used.
+    fs::copy(&e.key, t.path("config-key.txt")).unwrap();
+    let out = t
+        .cmd()
+        .args([
+            "restore",
+            "--source",
+            "external",
+            "--path",
+            "~/.secrets",
+            "--target",
+        ])
+        .args([t.path("y")])
+        .status(0);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    // A missing configured identity is passed over (with a warning) when --identity is given.
+    fs::remove_file(t.path("config-key.txt")).unwrap();
+    let out = t
+        .cmd()
+        .args([
+            "restore",
+            "--source",
+            "external",
+            "--path",
+            "~/.secrets",
+            "--identity",
+        ])
+        .args([&e.key])
+        .args(["--target"])
+        .args([t.path("z")])
+        .status(0);
+    assert!(out.stderr.contains("config-key.txt"), "{}", out.stderr);
+    let secret = t
+        .path("z")
+        .join(t.home().strip_prefix("/").unwrap())
+        .join(".secrets");
+    assert_eq!(fs::read_to_string(secret).unwrap(), "hunter2");
+    // The identity never appears in what dbackup prints.
+    let secret_key = fs::read_to_string(&e.key).unwrap();
+    let line = secret_key
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap();
+    assert!(!out.stderr.contains(line) && !out.stdout.contains(line));
+}
+
+#[test]
+fn verify_without_the_identity_checks_the_ciphertext_only_and_says_so() {
+    let e = encrypted_backup("");
+    let t = &e.t;
+    let drive = t.path("T9");
+    let out = t
+        .cmd()
+        .args(["restore", "--drive"])
+        .args([&drive])
+        .args(["--verify"])
+        .status(3);
+    insta::with_settings!({ filters => filters() }, {
+        insta::assert_snapshot!("verify_encrypted_without_identity", without_tmp(t, &out.stdout));
+        insta::assert_snapshot!("verify_encrypted_without_identity_stderr", without_tmp(t, &out.stderr));
+    });
+    let report: VerifyReport = t
+        .cmd()
+        .args(["--json", "restore", "--drive"])
+        .args([&drive])
+        .args(["--verify"])
+        .status(3)
+        .json();
+    assert!(report.intact && !report.content_checked, "{report:?}");
+    assert!(
+        report
+            .sets
+            .iter()
+            .all(|s| s.encrypted && !s.content_checked)
+    );
+    assert!(
+        report.warnings[0].contains("NOT checked"),
+        "{:?}",
+        report.warnings
+    );
+    let sums = report.sums.unwrap();
+    assert!(
+        sums.ok && sums.checked == 5,
+        "4 encrypted files and backup.json"
+    );
+
+    // With the identity: every entry, decrypted, against its index.
+    let report: VerifyReport = t
+        .cmd()
+        .args(["--json", "restore", "--drive"])
+        .args([&drive])
+        .args(["--verify", "--identity"])
+        .args([&e.key])
+        .status(0)
+        .json();
+    assert!(report.intact && report.content_checked, "{report:?}");
+    assert!(report.files >= 10 && report.sets.iter().all(|s| s.content_checked));
+    assert!(report.warnings.is_empty());
+
+    // Without the identity a changed ciphertext is still found.
+    let damaged = e.copy_drive("bad");
+    let a = damaged
+        .join("backups")
+        .join(&e.stamp)
+        .join("config.tar.age");
+    let mut bytes = fs::read(&a).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 1;
+    fs::write(&a, bytes).unwrap();
+    let out = t
+        .cmd()
+        .args(["restore", "--drive"])
+        .args([&damaged])
+        .args(["--verify"])
+        .status(1);
+    assert!(out.stderr.contains("config.tar.age"), "{}", out.stderr);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Failures: each an error naming the archive, nothing partial left behind
+
+/// The damage done to a copy of the backup, and the file whose name the error must give.
+struct Damage {
+    name: &'static str,
+    file: &'static str,
+    apply: fn(&Path, &Enc),
+}
+
+fn flip_middle(path: &Path, _: &Enc) {
+    let mut b = fs::read(path).unwrap();
+    let n = b.len();
+    b[n / 2] ^= 0x20;
+    fs::write(path, b).unwrap();
+}
+
+fn cut(path: &Path, len: u64) {
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_len(len).unwrap();
+}
+
+/// The ciphertext length of an age file's header, from the plaintext length `backup.json` records.
+fn header_len(e: &Enc, path: &Path) -> u64 {
+    let meta = layout::read_metadata(&e.dir.join(layout::METADATA_FILE)).unwrap();
+    let plain = meta
+        .sets
+        .iter()
+        .find(|s| s.set == "data")
+        .unwrap()
+        .tar_bytes;
+    let chunks = plain.div_ceil(CHUNK).max(1);
+    fs::metadata(path).unwrap().len() - plain - chunks * TAG
+}
+
+const DAMAGES: &[Damage] = &[
+    Damage {
+        name: "truncated",
+        file: "data.tar.age",
+        apply: |p, _| cut(p, fs::metadata(p).unwrap().len() - 1000),
+    },
+    Damage {
+        name: "missing final chunk",
+        file: "data.tar.age",
+        apply: |p, e| {
+            let header = header_len(e, p);
+            let full = (fs::metadata(p).unwrap().len() - header) / (CHUNK + TAG);
+            assert!(full >= 2, "the archive spans several chunks");
+            cut(p, header + full * (CHUNK + TAG));
+        },
+    },
+    Damage {
+        name: "trailing garbage",
+        file: "data.tar.age",
+        apply: |p, _| {
+            let mut b = fs::read(p).unwrap();
+            b.extend_from_slice(b"trailing garbage");
+            fs::write(p, b).unwrap();
+        },
+    },
+    Damage {
+        name: "flipped byte in the archive",
+        file: "data.tar.age",
+        apply: flip_middle,
+    },
+    Damage {
+        name: "flipped byte in the index",
+        file: "data.index.age",
+        apply: flip_middle,
+    },
+];
+
+#[test]
+fn a_damaged_encrypted_backup_fails_naming_the_archive_and_leaves_nothing_partial() {
+    let e = encrypted_backup("");
+    let t = &e.t;
+    for (i, d) in DAMAGES.iter().enumerate() {
+        let drive = e.copy_drive(&format!("drive{i}"));
+        (d.apply)(&drive.join("backups").join(&e.stamp).join(d.file), &e);
+        let target = t.path(&format!("target{i}"));
+        let out = t
+            .cmd()
+            .args(["restore", "--drive"])
+            .args([&drive])
+            .args(["--identity"])
+            .args([&e.key])
+            .args(["--target"])
+            .args([&target])
+            .output();
+        assert_eq!(out.code, 1, "{}: {}", d.name, out.stderr);
+        assert!(
+            out.stderr.contains(d.file),
+            "{}: the error names {}: {}",
+            d.name,
+            d.file,
+            out.stderr
+        );
+        let restored = assert_only_whole_files(&e, &target);
+        if d.name == "flipped byte in the archive" {
+            // Only what is in the damaged chunk is lost: listed, and everything else (authentic) is restored.
+            let failed: Vec<&str> = out
+                .stdout
+                .lines()
+                .filter(|l| l.trim_start().starts_with("failed"))
+                .collect();
+            assert_eq!(failed.len(), 1, "{}", out.stdout);
+            assert!(
+                failed[0].contains("big.bin") && failed[0].contains("does not authenticate"),
+                "{}",
+                out.stdout
+            );
+            assert!(restored >= 5, "{restored} files restored\n{}", out.stdout);
+            assert!(
+                !target
+                    .join(e.data().strip_prefix("/").unwrap())
+                    .join("projects/important/big.bin")
+                    .exists()
+            );
+        } else {
+            // Found before anything is written.
+            assert_eq!(restored, 0, "{}: {}", d.name, out.stderr);
+        }
+        // --verify with the identity finds it too.
+        let out = t
+            .cmd()
+            .args(["restore", "--drive"])
+            .args([&drive])
+            .args(["--identity"])
+            .args([&e.key])
+            .args(["--verify"])
+            .output();
+        assert_eq!(out.code, 1, "{}: {}", d.name, out.stdout);
+        assert!(out.stderr.contains(d.file), "{}: {}", d.name, out.stderr);
+    }
+}
+
+#[test]
+fn a_wrong_or_missing_identity_is_an_error_naming_the_archive() {
+    let e = encrypted_backup("");
+    let t = &e.t;
+    let (other, _) = t.keygen("other.txt");
+    let drive = t.path("T9");
+    let target = t.path("target");
+    let wrong = t
+        .cmd()
+        .args(["restore", "--drive"])
+        .args([&drive])
+        .args(["--identity"])
+        .args([&other])
+        .args(["--target"])
+        .args([&target])
+        .status(1);
+    let missing = t
+        .cmd()
+        .args(["restore", "--drive"])
+        .args([&drive])
+        .args(["--target"])
+        .args([&target])
+        .status(1);
+    let absent_file = t
+        .cmd()
+        .args(["restore", "--drive"])
+        .args([&drive])
+        .args(["--identity", "nowhere.txt", "--target"])
+        .args([&target])
+        .status(1);
+    insta::with_settings!({ filters => filters() }, {
+        insta::assert_snapshot!("wrong_identity", without_tmp(t, &wrong.stderr));
+        insta::assert_snapshot!("missing_identity", without_tmp(t, &missing.stderr));
+        insta::assert_snapshot!("absent_identity_file", without_tmp(t, &absent_file.stderr));
+    });
+    assert!(!target.exists(), "nothing written");
+    // The recipient is recorded; the identity is not on the drive.
+    let meta = fs::read_to_string(e.dir.join(layout::METADATA_FILE)).unwrap();
+    assert!(meta.contains(&e.recipient));
+    assert!(!meta.contains("AGE-SECRET-KEY"));
+}
+
+#[test]
+fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environment() {
+    let t = Test::new();
+    let pass = t.write("pass.txt", "correct horse battery staple\n");
+    let t = t
+        .config(&config(
+            r#", "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ],
+                "encryption": { "passphrase": true }"#,
+        ))
+        .env("DBACKUP_PASSPHRASE_FILE", &pass);
+    sample(&t, &t.path("data"));
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external", "--set", "config"]).status(0);
+    let target = t.path("target");
+    t.cmd()
+        .args([
+            "restore",
+            "--source",
+            "external",
+            "--path",
+            "~/.secrets",
+            "--target",
+        ])
+        .args([&target])
+        .status(0);
+    let secret = target
+        .join(t.home().strip_prefix("/").unwrap())
+        .join(".secrets");
+    assert_eq!(fs::read_to_string(secret).unwrap(), "hunter2");
+    // --verify reads the passphrase the same way and checks every file.
+    let report: VerifyReport = t
+        .cmd()
+        .args(["--json", "restore", "--source", "external", "--verify"])
+        .status(0)
+        .json();
+    assert!(
+        report.intact && report.content_checked && report.files >= 5,
+        "{report:?}"
+    );
+    let listing: Listing = t
+        .cmd()
+        .args(["--json", "restore", "--source", "external", "--list"])
+        .status(0)
+        .json();
+    assert!(listing.backups[0].sets[0].passphrase);
+    // A wrong passphrase: a clear error naming the archive, and nothing written.
+    let wrong = t.write("wrong.txt", "not it\n");
+    let out = t
+        .cmd()
+        .env("DBACKUP_PASSPHRASE_FILE", &wrong)
+        .args(["restore", "--source", "external", "--target"])
+        .args([t.path("t2")])
+        .status(1);
+    assert!(
+        out.stderr.contains("passphrase does not decrypt") && out.stderr.contains("config.tar.age"),
+        "{}",
+        out.stderr
+    );
+    assert!(!t.path("t2").exists());
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Interop: what Debian's age wrote
+
+#[test]
+fn a_gnu_tar_archive_encrypted_by_age_restores_by_scanning() {
+    if !have_age("a_gnu_tar_archive_encrypted_by_age_restores_by_scanning") {
+        return;
+    }
+    let t = Test::new();
+    let (key, recipient) = t.keygen("key.txt");
+    let src = t.path("src");
+    t.write("src/docs/a.txt", "alpha");
+    t.write("src/docs/deep/b.txt", "beta");
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    t.write("src/big.bin", &big);
+    std::os::unix::fs::symlink("docs/a.txt", src.join("link")).unwrap();
+    let stamp = "2025-04-01-031500";
+    let dir = t.path("drive/backups").join(stamp);
+    fs::create_dir_all(&dir).unwrap();
+    let tar = t.path("plain.tar");
+    let out = Command::new("tar")
+        .args(["--format=posix", "-cf"])
+        .arg(&tar)
+        .args(["-C"])
+        .arg(&src)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    age_encrypt(&recipient, &tar, &dir.join("data.tar.age"));
+
+    let target = t.path("target");
+    let out = t
+        .cmd()
+        .no_config()
+        .args(["restore", "--drive"])
+        .args([t.path("drive")])
+        .args(["--date", stamp, "--identity"])
+        .args([&key])
+        .args(["--target"])
+        .args([&target])
+        .status(0);
+    assert!(out.stderr.contains("has no index"), "{}", out.stderr);
+    // Everything below the target (the target directory itself is left as it is).
+    let below = |dir: &Path| {
+        let mut t = tree(dir);
+        t.remove("");
+        t
+    };
+    assert_same_tree(&below(&target), &below(&src));
+    // One path of it.
+    let one = t.path("one");
+    t.cmd()
+        .no_config()
+        .args(["restore", "--drive"])
+        .args([t.path("drive")])
+        .args(["--date", stamp, "--identity"])
+        .args([&key])
+        .args(["--path", "/docs/deep", "--target"])
+        .args([&one])
+        .status(0);
+    assert_eq!(
+        fs::read_to_string(one.join("docs/deep/b.txt")).unwrap(),
+        "beta"
+    );
+    assert!(!one.join("docs/a.txt").exists());
+    // Verify with the identity reads it through (and fails only for the missing verification.sha256).
+    let report: VerifyReport = t
+        .cmd()
+        .no_config()
+        .args(["--json", "restore", "--drive"])
+        .args([t.path("drive")])
+        .args(["--date", stamp, "--verify", "--identity"])
+        .args([&key])
+        .status(1)
+        .json();
+    assert!(
+        report.content_checked && report.sets[0].entries >= 6,
+        "{report:?}"
+    );
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert!(report.problems[0].file.ends_with("verification.sha256"));
+}
+
+#[test]
+fn a_dbackup_backup_reencrypted_by_age_restores_through_its_index() {
+    if !have_age("a_dbackup_backup_reencrypted_by_age_restores_through_its_index") {
+        return;
+    }
+    let t = Test::new();
+    let (key, recipient) = t.keygen("key.txt");
+    let t = t.config(&config(""));
+    let data = t.path("data");
+    sample(&t, &data);
+    crate::restore::collect_as(&t, "2025-04-01-031500");
+    let backups = t.path("T9/backups");
+    fs::create_dir_all(&backups).unwrap();
+    let dir = drive_backup(&t.root(), &backups, "2025-04-01-031500", &["data"]);
+    age_encrypt(&recipient, &dir.join("data.tar"), &dir.join("data.tar.age"));
+    age_encrypt(
+        &recipient,
+        &dir.join("data.index.jsonl"),
+        &dir.join("data.index.age"),
+    );
+    for f in [
+        "data.tar",
+        "data.index.jsonl",
+        "backup.json",
+        "verification.sha256",
+    ] {
+        fs::remove_file(dir.join(f)).unwrap();
+    }
+    let data = fs::canonicalize(&data).unwrap();
+    let file = data.join("projects/important/big.bin");
+    let target = t.path("target");
+    let out = t
+        .cmd()
+        .args(["restore", "--drive"])
+        .args([t.path("T9")])
+        .args(["--date", "2025-04-01-031500", "--identity"])
+        .args([&key])
+        .args(["--path"])
+        .args([&file])
+        .args(["--target"])
+        .args([&target])
+        .status(0);
+    assert!(!out.stderr.contains("has no index"), "{}", out.stderr);
+    assert_eq!(
+        fs::read(target.join(file.strip_prefix("/").unwrap())).unwrap(),
+        fs::read(&file).unwrap()
+    );
+    // And all of it, checked against the index while it is restored.
+    let whole = t.path("whole");
+    t.cmd()
+        .args(["restore", "--drive"])
+        .args([t.path("T9")])
+        .args(["--date", "2025-04-01-031500", "--identity"])
+        .args([&key])
+        .args(["--target"])
+        .args([&whole])
+        .status(0);
+    let snap = t
+        .root()
+        .join("data-2025-04-01-031500")
+        .join(data.strip_prefix("/").unwrap());
+    assert_same_tree(
+        &tree(&whole.join(data.strip_prefix("/").unwrap())),
+        &tree(&snap),
+    );
+}
