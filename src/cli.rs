@@ -69,7 +69,12 @@ pub enum Command {
 for every set, backup.json, and verification.sha256 (check it with `sha256sum -c verification.sha256` in that \
 directory). The archives are read back from the drive and compared before the directory gets its final name; only \
 then does `latest` move (a symlink, or a LATEST text file on exFAT) and are backups beyond the retention removed.\n\n\
+With `encryption` in the config (or in the destination's entry) the archives are encrypted with age on the way to \
+the drive, in the same pass: <set>.tar.age and <set>.index.age, and verification.sha256 covers those encrypted \
+files (checkable without the key). Only the public recipients are needed; the identity is never read here. \
+Without dbackup: `age -d -i identity.txt <set>.tar.age | tar -xpf - -C /` (docs/RESTORE.md).\n\n\
 Examples:\n  \
+dbackup keygen                      # once: an identity and its age1... recipient for `encryption.recipients`\n  \
 dbackup external                    # the first present destination (external.mode)\n  \
 dbackup external --destination T9   # that drive only\n  \
 dbackup external --set config       # one set\n  \

@@ -339,10 +339,14 @@ struct FirstName {
     data_offset: u64,
 }
 
-/// Streams the tar bytes to a writer thread in [`WRITE_BUFFER`]-sized blocks; the thread runs the stage and sink
-/// (and the hash of the tar stream when the sink's own hash is not it), so reading and hashing the snapshot
-/// overlaps with writing the drive.
+/// Streams the tar bytes to a writer thread in [`WRITE_BUFFER`]-sized blocks; the thread runs the stage and sink, so
+/// reading and hashing the snapshot overlaps with encrypting, hashing and writing what reaches the drive. When the
+/// sink's own hash is not the tar stream's (a stage, or several parts), the stream is hashed here, on the calling
+/// thread, as each block is sent: the writer thread already hashes the sink's bytes and runs the stage, and it is
+/// the slower of the two (with age, a second hash there made encrypted backups a third slower on two cores).
 struct Pipeline {
+    /// The hash of the tar stream, when the sink's own hash is not it.
+    hasher: Option<Sha256>,
     tx: Option<SyncSender<Block>>,
     free: Receiver<Block>,
     thread: Option<JoinHandle<io::Result<ThreadOutput>>>,
@@ -361,7 +365,7 @@ struct Block {
 
 struct ThreadOutput {
     files: Vec<WrittenFile>,
-    /// The hash of the tar stream when the thread computed it (stage present or several files).
+    /// The hash of the tar stream when the pipeline computed it (stage present or several files).
     tar_sha256: Option<Digest>,
 }
 
@@ -384,18 +388,13 @@ impl Pipeline {
         let thread = std::thread::Builder::new()
             .name("archive-writer".into())
             .spawn(move || {
-                let mut hasher = hash_stream.then(Sha256::new);
                 for mut block in rx {
-                    let data = &block.buf[..block.len];
-                    if let Some(h) = &mut hasher {
-                        h.update(data);
-                    }
-                    chain.write_all(data)?;
+                    chain.write_all(&block.buf[..block.len])?;
                     if block.last {
                         let files = chain.finish()?;
                         return Ok(ThreadOutput {
                             files,
-                            tar_sha256: hasher.map(Digest::of),
+                            tar_sha256: None,
                         });
                     }
                     block.len = 0;
@@ -404,6 +403,7 @@ impl Pipeline {
                 Err(io::Error::other("the archive was abandoned before its end"))
             })?;
         Ok(Pipeline {
+            hasher: hash_stream.then(Sha256::new),
             tx: Some(tx),
             free,
             thread: Some(thread),
@@ -437,6 +437,9 @@ impl Pipeline {
             Err(_) => return Err(self.thread_error()),
         };
         let full = std::mem::replace(&mut self.block, next);
+        if let Some(h) = &mut self.hasher {
+            h.update(&full.buf[..full.len]);
+        }
         let sent = self.tx.as_ref().expect("pipeline open").send(full);
         if sent.is_err() {
             return Err(self.thread_error());
@@ -528,12 +531,18 @@ impl Pipeline {
             },
         );
         last.last = true;
+        if let Some(h) = &mut self.hasher {
+            h.update(&last.buf[..last.len]);
+        }
         if self.tx.as_ref().expect("pipeline open").send(last).is_err() {
             return Err(self.thread_error());
         }
         self.tx = None;
         match self.thread.take().expect("thread").join() {
-            Ok(Ok(out)) => Ok(out),
+            Ok(Ok(out)) => Ok(ThreadOutput {
+                tar_sha256: self.hasher.take().map(Digest::of),
+                ..out
+            }),
             Ok(Err(source)) => Err(ArchiveError::Write {
                 target: self.target.clone(),
                 source,
@@ -743,7 +752,7 @@ pub fn write_archive(
         Some(d) => d,
         None if archive_single => thread_out.files[0].sha256,
         None => {
-            unreachable!("the writer thread hashes the stream unless one plain file is written")
+            unreachable!("the pipeline hashes the stream unless one plain file is written")
         }
     };
     let end = IndexEnd {
@@ -837,5 +846,43 @@ mod tests {
             out.tar_sha256, None,
             "a single plain file's own hash is the stream's"
         );
+    }
+
+    /// A stage that passes bytes on unchanged.
+    struct Pass;
+    struct PassWriter(Box<dyn Sink>);
+    impl Write for PassWriter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.0.flush()
+        }
+    }
+    impl super::super::sink::StageWriter for PassWriter {
+        fn finish(self: Box<Self>) -> io::Result<Box<dyn Sink>> {
+            Ok(self.0)
+        }
+    }
+    impl Stage for Pass {
+        fn wrap(
+            &self,
+            sink: Box<dyn Sink>,
+        ) -> io::Result<Box<dyn super::super::sink::StageWriter>> {
+            Ok(Box::new(PassWriter(sink)))
+        }
+    }
+
+    #[test]
+    fn with_a_stage_the_stream_is_hashed_block_by_block_to_its_last_byte() {
+        let state = Arc::new(Mutex::new((Vec::new(), false)));
+        let mut p = Pipeline::start(Box::new(Recording(state.clone())), Some(&Pass)).unwrap();
+        let data: Vec<u8> = (0..2 * WRITE_BUFFER + 777)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        p.write(&data).unwrap();
+        let out = p.finish().unwrap();
+        assert_eq!(state.lock().unwrap().0, data);
+        assert_eq!(out.tar_sha256, Some(Digest::of_bytes(&data)));
     }
 }

@@ -109,6 +109,11 @@ const TEMPLATE: &str = r#"// dbackup configuration, written by `dbackup config i
   //   { "name": "T9", "path": "/media/payne/T9", "fs_label": "T9" }
   // ],
 
+  // Encrypt the archives on the drives with age (<set>.tar.age): run `dbackup keygen`, put the
+  // age1... line it prints in "recipients", keep a copy of the identity away from the drive and
+  // this computer (backing up never reads it; restore does); uncomment and adapt:
+  // "encryption": { "recipients": ["age1..."], "identity_file": "~/.config/dbackup/identity.txt" },
+
   // Who hears about failures, warnings and a missing drive; uncomment and adapt:
   // "notifications": { "desktop": true, "command": ["/usr/local/bin/notify-me"] },
 
@@ -197,6 +202,12 @@ mod tests {
         assert_eq!(parsed.destinations[0].name, "T9");
         assert_eq!(parsed.backup_sets[1].rsync_args, ["--bwlimit=50m"]);
         assert!(parsed.notifications.desktop);
+        let encryption = parsed.encryption.expect("the encryption example");
+        assert_eq!(encryption.recipients, ["age1..."]);
+        assert_eq!(
+            encryption.identity_file.as_deref(),
+            Some("~/.config/dbackup/identity.txt")
+        );
     }
 
     #[test]

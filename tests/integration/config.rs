@@ -153,6 +153,26 @@ fn the_full_example_loads_with_its_destination() {
         s.retention_local,
         serde_json::json!({ "last": 7, "daily": 14, "weekly": 8, "monthly": 12 })
     );
+    // Its encryption example is a valid recipient (checked when loading) with the identity beside the config.
+    let v: serde_json::Value = t
+        .cmd()
+        .args(["--json", "config", "check", &example])
+        .status(0)
+        .json();
+    let recipients = &v["encryption"]["recipients"];
+    assert!(
+        recipients[0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("age1")),
+        "{v}"
+    );
+    assert_eq!(
+        v["encryption"]["identity_file"],
+        t.home()
+            .join(".config/dbackup/identity.txt")
+            .to_str()
+            .unwrap()
+    );
 }
 
 #[test]

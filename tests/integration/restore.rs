@@ -1655,15 +1655,16 @@ fn contradictory_options_are_usage_errors() {
 // ---------------------------------------------------------------------------------------------------------------
 // The restoration guide
 
-/// The guide's shell blocks tagged `sh tar-only`, in order.
-fn guide_blocks() -> Vec<String> {
+/// The guide's shell blocks tagged `sh <tag>` (`tar-only`, `age-only`), in order.
+fn guide_blocks(tag: &str) -> Vec<String> {
+    let fence = format!("```sh {tag}");
     let guide =
         fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/RESTORE.md")).unwrap();
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in guide.lines() {
         match &mut current {
-            None if line.trim() == "```sh tar-only" => current = Some(String::new()),
+            None if line.trim() == fence => current = Some(String::new()),
             Some(block) if line.trim() == "```" => {
                 blocks.push(std::mem::take(block));
                 current = None;
@@ -1683,7 +1684,7 @@ fn guide_blocks() -> Vec<String> {
 fn the_guide_restores_with_nothing_but_tar_and_sha256sum() {
     let d = demo();
     let t = &d.t;
-    let blocks = guide_blocks();
+    let blocks = guide_blocks("tar-only");
     assert!(blocks.len() >= 5, "{blocks:?}");
     let all = blocks.concat();
     for needle in ["sha256sum -c verification.sha256", "tar -xpf", "-C /"] {
@@ -1702,23 +1703,11 @@ fn the_guide_restores_with_nothing_but_tar_and_sha256sum() {
     }
     fs::remove_dir_all(&d.data).unwrap();
     let scratch = t.path("scratch");
-    // `sudo` is the identity here (the test owns everything it restores).
-    let script = format!("set -eu\nsudo() {{ \"$@\"; }}\n{all}");
-    let out = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .env("USER", "tester")
-        .env("DRIVE", &d.drive)
-        .env("DEST", &scratch)
-        .env("DATA", &d.data)
-        .current_dir(t.dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let stdout = run_guide(
+        t,
+        &all,
+        &[("DRIVE", &d.drive), ("DEST", &scratch), ("DATA", &d.data)],
+    );
     assert!(
         stdout.contains("newest backup: 2025-04-02-031500"),
         "{stdout}"
@@ -1748,6 +1737,146 @@ fn the_guide_restores_with_nothing_but_tar_and_sha256sum() {
     assert_eq!(
         fs::metadata(home.join(".secrets")).unwrap().mode() & 0o777,
         0o600
+    );
+}
+
+/// Runs guide blocks with `sh`, `sudo` being the identity (the test owns everything it restores); fails with the
+/// script's output when it fails. Returns stdout.
+fn run_guide(t: &Test, script: &str, env: &[(&str, &Path)]) -> String {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", &format!("set -eu\nsudo() {{ \"$@\"; }}\n{script}")])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", t.home())
+        .env("USER", "tester")
+        .current_dir(t.dir.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{script}\n{stdout}\n{stderr}");
+    stdout
+}
+
+#[test]
+fn the_guide_restores_an_encrypted_backup_with_nothing_but_age_and_tar() {
+    // Debian's age: the test command installs it, so in CI its absence fails the test.
+    if let Err(why) = crate::t9::check_tools(&["age"], crate::t9::in_ci()) {
+        eprintln!("skipping {why}");
+        return;
+    }
+    let t = Test::new();
+    let (key, recipient) = t.keygen("identity.txt");
+    let t = t.config(&config(&format!(
+        r#", "encryption": {{ "recipients": ["{recipient}"] }},
+            "destinations": [ {{ "name": "T9", "path": "{{tmp}}/T9", "require_mount": false }} ]"#
+    )));
+    let drive = t.path("T9");
+    fs::create_dir_all(&drive).unwrap();
+    let data = t.path("data");
+    sample(&t, &data);
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    // A plain directory has symlinks: `latest`, which the guide reads when there is no `LATEST`.
+    let link = fs::read_link(drive.join("backups/latest")).unwrap();
+    let stamp = link.file_name().unwrap().to_string_lossy().into_owned();
+    let dir = drive.join("backups").join(&stamp);
+    for f in ["config.tar.age", "data.tar.age", "data.index.age"] {
+        assert!(dir.join(f).is_file(), "{f} in {}", dir.display());
+    }
+    assert!(!dir.join("data.tar").exists());
+    let snapshots: BTreeMap<&str, PathBuf> = ["config", "data"]
+        .into_iter()
+        .map(|set| {
+            let name = snapshot::list(&t.root(), set).unwrap().pop().unwrap().name;
+            (set, t.root().join(name))
+        })
+        .collect();
+    let snap = |set: &str, p: &Path| tree(&snapshots[set].join(p.strip_prefix("/").unwrap()));
+    let home = t.home();
+    let wanted = [
+        ("config", home.join(".config")),
+        ("config", home.join(".secrets")),
+        ("data", data.clone()),
+    ];
+    let want: Vec<Tree> = wanted.iter().map(|(set, p)| snap(set, p)).collect();
+
+    let blocks = guide_blocks("age-only");
+    assert!(blocks.len() >= 5, "{blocks:?}");
+    let all = blocks.concat();
+    for needle in [
+        "sha256sum -c verification.sha256",
+        "age -d -i \"$KEY\"",
+        "| tar -xpf - -C /",
+        ".part* | age -d",
+    ] {
+        assert!(all.contains(needle), "the guide uses {needle}");
+    }
+    assert!(!all.contains("dbackup"), "age-only blocks need no dbackup");
+    // The originals are gone: only the guide brings them back.
+    for p in [".config", ".secrets", "env.sh"] {
+        let p = home.join(p);
+        if p.is_dir() {
+            fs::remove_dir_all(&p).unwrap();
+        } else {
+            fs::remove_file(&p).unwrap();
+        }
+    }
+    fs::remove_dir_all(&data).unwrap();
+    let scratch = t.path("scratch");
+    let stdout = run_guide(
+        &t,
+        &all,
+        &[
+            ("DRIVE", &drive),
+            ("KEY", &key),
+            ("DEST", &scratch),
+            ("DATA", &data),
+        ],
+    );
+    assert!(
+        stdout.contains(&format!("newest backup: {stamp}")),
+        "{stdout}"
+    );
+    // The sums are of the ciphertext, checked without the key.
+    for f in [
+        "data.tar.age: OK",
+        "config.index.age: OK",
+        "backup.json: OK",
+    ] {
+        assert!(stdout.contains(f), "{f}: {stdout}");
+    }
+    for ((_, p), want) in wanted.iter().zip(&want) {
+        assert_same_tree(&tree(p), want);
+        assert_same_tree(&tree(&scratch.join(p.strip_prefix("/").unwrap())), want);
+    }
+    assert_eq!(
+        fs::metadata(home.join(".secrets")).unwrap().mode() & 0o777,
+        0o600
+    );
+
+    // Split archives (FAT32 drives): the scratch block joins the parts before age.
+    let split = t.path("split");
+    fs::create_dir_all(&split).unwrap();
+    let bytes = fs::read(dir.join("data.tar.age")).unwrap();
+    for (i, part) in bytes.chunks(bytes.len() / 3 + 1).enumerate() {
+        fs::write(split.join(format!("data.tar.age.part{i:03}")), part).unwrap();
+    }
+    let scratch_block = blocks
+        .iter()
+        .find(|b| b.contains(".part000"))
+        .expect("a block for split archives");
+    let joined = t.path("joined");
+    run_guide(
+        &t,
+        &format!("cd \"$SPLIT\"\n{scratch_block}"),
+        &[("SPLIT", &split), ("KEY", &key), ("DEST", &joined)],
+    );
+    assert_same_tree(
+        &tree(&joined.join(data.strip_prefix("/").unwrap())),
+        &want[2],
     );
 }
 

@@ -80,7 +80,7 @@ fn test_name() -> String {
         .to_string()
 }
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
@@ -128,7 +128,7 @@ pub fn check_tools(tools: &[&str], ci: bool) -> Result<(), String> {
         return Ok(());
     }
     let msg = format!(
-        "{}: missing {} (apt-get install util-linux exfat-fuse exfatprogs xfsprogs btrfs-progs)",
+        "{}: missing {} (apt-get install util-linux exfat-fuse exfatprogs xfsprogs btrfs-progs age)",
         test_name(),
         missing.join(", ")
     );

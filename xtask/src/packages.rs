@@ -53,6 +53,13 @@ pub const PACKAGES: &[Package] = &[
         needed_by: &[Test, Bench],
     },
     Package {
+        deb: "age",
+        program: "age",
+        why: "interop of encrypted backups with Debian's age (age -d of dbackup's archives, age -e read back); \
+              the restoration guide's no-dbackup path; bench restore's age -d | tar",
+        needed_by: &[Test, Bench],
+    },
+    Package {
         deb: "xfsprogs",
         program: "mkfs.xfs",
         why: "xfs loop-device tests",
@@ -207,6 +214,16 @@ mod tests {
                 "{need:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_tests_and_benches_get_debians_age() {
+        let age = PACKAGES
+            .iter()
+            .find(|p| p.deb == "age")
+            .expect("age listed");
+        assert_eq!(age.program, "age");
+        assert!(age.needed_by.contains(&Test) && age.needed_by.contains(&Bench));
     }
 
     #[test]

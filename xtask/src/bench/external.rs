@@ -6,6 +6,10 @@
 //!
 //! Goals (issue 3): at least 2x faster than the three passes, within 1.5x of dd, under 64 MiB with 100,000 files.
 //!
+//! A fifth contender, `dbackup external` encrypting with age (the same snapshot and drive, a config whose
+//! `encryption.recipients` holds the recipient of an identity made by `dbackup keygen`), is compared with the plain
+//! one (issue 7's goal: encrypted/plain within 1.2x).
+//!
 //! A fourth row, `tar -c | dd` (GNU tar streaming the snapshot straight into 1 MiB writes on the drive, fsynced, no
 //! hashing and no read-back), shows what streaming this snapshot costs at all: reading many small files competes with
 //! the drive's FUSE daemon for the CPU, which dd writing one stream of zeros does not.
@@ -34,10 +38,26 @@ mod t9;
 const GOAL_THREE_PASS: f64 = 2.0;
 /// At most this much slower than dd writing and reading the same bytes.
 const GOAL_DD: f64 = 1.5;
+/// Encrypted with age at most this much slower than plain.
+const GOAL_AGE: f64 = 1.2;
 /// Peak memory with 100,000 files.
 const GOAL_MEMORY: u64 = 64 << 20;
 
 const MIB: u64 = 1 << 20;
+
+/// The contenders of one repetition, in the order they run: 0 dbackup, 1 three-pass, 2 tar | dd, 3 dd, 4 dbackup
+/// with age. Who goes first rotates, so drift on a shared machine favours nobody; plain and encrypted dbackup always
+/// run back to back (which of them first alternates), so their per-repetition ratio sees the same machine.
+fn run_order(rep: usize) -> Vec<usize> {
+    let pair = if rep.is_multiple_of(2) {
+        [0, 4]
+    } else {
+        [4, 0]
+    };
+    let mut units: Vec<Vec<usize>> = vec![pair.to_vec(), vec![1], vec![2], vec![3]];
+    units.rotate_left(rep % 4);
+    units.concat()
+}
 
 #[derive(Debug, clap::Args)]
 pub struct ExternalArgs {
@@ -137,8 +157,23 @@ pub fn run(args: ExternalArgs) -> Result<()> {
     );
 
     heading("bench external: the snapshot (dbackup collect)");
-    let config = write_config(&work, "bench", &bench.join("tree"), drive.mount_point())?;
+    let config = write_config(
+        &work,
+        "bench",
+        &bench.join("tree"),
+        drive.mount_point(),
+        None,
+    )?;
     let snapshot = collect(&bin, &work, &config, "bench")?;
+    // The same set, root (so the same snapshot) and drive, encrypted to a new identity's recipient.
+    let recipient = keygen(&bin, &work)?;
+    let config_age = write_config(
+        &work,
+        "bench",
+        &bench.join("tree"),
+        drive.mount_point(),
+        Some(&recipient),
+    )?;
     let w = World {
         bin,
         local_tar: work.join("seed.tar"),
@@ -152,6 +187,16 @@ pub fn run(args: ExternalArgs) -> Result<()> {
     let tar_bytes = report.tar_bytes;
     let sets_ok = report.verified;
     anyhow::ensure!(sets_ok, "the warm-up backup was not written and verified");
+    w.clear_drive()?;
+    let report = w.dbackup(&config_age)?;
+    anyhow::ensure!(
+        report.verified && report.tar_bytes == tar_bytes,
+        "the encrypted warm-up backup was not written and verified, or archived another snapshot"
+    );
+    anyhow::ensure!(
+        w.has_encrypted_archive("bench")?,
+        "the encrypted backup left no bench.tar.age on the drive"
+    );
     w.clear_drive()?;
     w.three_pass()?;
     w.clear_drive()?;
@@ -168,26 +213,35 @@ pub fn run(args: ExternalArgs) -> Result<()> {
     let mut seed = Timings::default();
     let mut dd = Timings::default();
     let mut stream = Timings::default();
+    let mut age = Timings::default();
+    // Plain and encrypted back to back in each repetition, so their per-repetition ratio sees the same machine.
+    let mut age_ratios = Samples::default();
     for rep in 0..args.reps {
-        // Rotate who goes first, so drift on a shared machine favours nobody.
-        for k in 0..4 {
+        for who in run_order(rep) {
             let cpu_before = children_cpu();
-            let who = (rep + k) % 4;
             match who {
-                0 => {
+                0 | 4 => {
+                    let (config, t, name) = if who == 0 {
+                        (&config, &mut dbackup, "dbackup    ")
+                    } else {
+                        (&config_age, &mut age, "dbackup age")
+                    };
                     args.cache.prepare()?;
                     let start = Instant::now();
-                    let r = w.dbackup(&config)?;
+                    let r = w.dbackup(config)?;
                     let total = start.elapsed();
                     anyhow::ensure!(r.verified, "dbackup external did not verify its backup");
-                    dbackup.total.push(total);
-                    dbackup.part("write (tar, sha256)", secs(r.write_seconds));
-                    dbackup.part("read back, compare", secs(r.read_back_seconds));
-                    eprintln!(
-                        "  rep {}: dbackup     {:>8}",
-                        rep + 1,
-                        human_duration(total)
+                    t.total.push(total);
+                    t.part(
+                        if who == 0 {
+                            "write (tar, sha256)"
+                        } else {
+                            "write (tar, age, sha256)"
+                        },
+                        secs(r.write_seconds),
                     );
+                    t.part("read back, compare", secs(r.read_back_seconds));
+                    eprintln!("  rep {}: {name} {:>8}", rep + 1, human_duration(total));
                 }
                 1 => {
                     args.cache.prepare()?;
@@ -227,11 +281,15 @@ pub fn run(args: ExternalArgs) -> Result<()> {
                 }
             }
             let cpu = children_cpu().saturating_sub(cpu_before);
-            [&mut dbackup, &mut seed, &mut stream, &mut dd][who]
+            [&mut dbackup, &mut seed, &mut stream, &mut dd, &mut age][who]
                 .cpu
                 .push(cpu);
             w.clear_drive()?;
         }
+        let (plain, enc) = (&dbackup.total.0[rep], &age.total.0[rep]);
+        age_ratios.push(Duration::from_secs_f64(
+            enc.as_secs_f64() / plain.as_secs_f64(),
+        ));
     }
 
     let memory = if args.memory_files > 0 {
@@ -277,6 +335,7 @@ pub fn run(args: ExternalArgs) -> Result<()> {
     let base = dbackup.total.median();
     let rows = [
         ("dbackup external", &dbackup),
+        ("dbackup external, age", &age),
         ("three-pass (seed)", &seed),
         ("dd bs=1M (limit)", &dd),
         ("tar -c | dd (stream only)", &stream),
@@ -320,6 +379,14 @@ pub fn run(args: ExternalArgs) -> Result<()> {
         verdict(vs_dd <= GOAL_DD),
         best(&dbackup) / best(&dd)
     );
+    let vs_plain = age.total.median() / base;
+    println!(
+        "goal: encrypted/plain (dbackup external with age / without) <= {GOAL_AGE:.1}: {} ({vs_plain:.2}; \
+         median of the per-repetition ratios {:.2}; fastest runs {:.2})",
+        verdict(vs_plain <= GOAL_AGE),
+        age_ratios.median(),
+        best(&age) / best(&dbackup)
+    );
     if let Some((files, peak)) = memory {
         println!(
             "goal: peak memory of dbackup external with {files} files < {}: {} ({})",
@@ -339,14 +406,26 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
 
-/// A config with one set and the drive as its only destination (retention 1: the drive holds one backup).
-fn write_config(work: &Path, set: &str, source: &Path, mount_point: &Path) -> Result<PathBuf> {
-    let config = serde_json::json!({
+/// A config with one set and the drive as its only destination (retention 1: the drive holds one backup), encrypted
+/// to `recipient` when given (the same backup root either way, so both archive the same snapshot).
+fn write_config(
+    work: &Path,
+    set: &str,
+    source: &Path,
+    mount_point: &Path,
+    recipient: Option<&str>,
+) -> Result<PathBuf> {
+    let mut config = serde_json::json!({
         "backup_root": work.join(format!("root-{set}")),
         "backup_sets": [{ "name": set, "sources": [source] }],
         "destinations": [{ "name": "T9", "path": mount_point, "fs_label": "T9", "retention": 1 }],
     });
-    let path = work.join(format!("config-{set}.json"));
+    let mut name = format!("config-{set}.json");
+    if let Some(r) = recipient {
+        config["encryption"] = serde_json::json!({ "recipients": [r] });
+        name = format!("config-{set}-age.json");
+    }
+    let path = work.join(name);
     std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
     for d in ["home", "state", "xdg-config"] {
         std::fs::create_dir_all(work.join(d))?;
@@ -393,6 +472,31 @@ fn collect(bin: &Path, work: &Path, config: &Path, set: &str) -> Result<PathBuf>
     Ok(path)
 }
 
+/// `dbackup keygen` writes a new identity into the work directory; returns its recipient. Backing up reads only the
+/// recipient: the identity is not in the config.
+fn keygen(bin: &Path, work: &Path) -> Result<String> {
+    let identity = work.join("identity.txt");
+    let _ = std::fs::remove_file(&identity);
+    let out = Command::new(bin)
+        .arg("keygen")
+        .arg("--out")
+        .arg(&identity)
+        .env("HOME", work.join("home"))
+        .env("XDG_CONFIG_HOME", work.join("xdg-config"))
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run dbackup keygen")?;
+    let recipient = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || !recipient.starts_with("age1") {
+        bail!(
+            "dbackup keygen failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(recipient)
+}
+
 /// What the bench needs from a `dbackup --json external` report.
 struct Report {
     verified: bool,
@@ -435,6 +539,18 @@ impl World {
             );
         }
         parse_report(&out.stdout)
+    }
+
+    /// Whether the drive's newest backup holds `<set>.tar.age` (and no plain `<set>.tar`).
+    fn has_encrypted_archive(&self, set: &str) -> Result<bool> {
+        let backups = self.mount_point().join("backups");
+        let stamp = std::fs::read_to_string(backups.join("LATEST"))
+            .context("the external phase left no LATEST on the drive")?;
+        let dir = backups.join(stamp.trim());
+        Ok(
+            dir.join(format!("{set}.tar.age")).is_file()
+                && !dir.join(format!("{set}.tar")).exists(),
+        )
     }
 
     /// The seed's three passes: (tar, rsync, sha256sum).
@@ -544,7 +660,7 @@ impl World {
     fn memory(&self, bench: &Path, time: &Path, files: u64) -> Result<(u64, u64)> {
         let source = bench.join(format!("memtree-{files}"));
         ensure_memory_tree(&source, files)?;
-        let config = write_config(&self.work, "mem", &source, self.mount_point())?;
+        let config = write_config(&self.work, "mem", &source, self.mount_point(), None)?;
         collect(&self.bin, &self.work, &config, "mem")?;
         let out = Command::new(time)
             .arg("-v")
@@ -636,5 +752,25 @@ mod tests {
         assert_eq!((r.write_seconds, r.read_back_seconds), (2.0, 0.75));
         let failed = br#"{ "destinations": [ { "status": "failed", "sets": [] } ] }"#;
         assert!(!parse_report(failed).unwrap().verified);
+    }
+
+    #[test]
+    fn every_contender_runs_once_per_repetition_with_plain_and_age_adjacent() {
+        for rep in 0..8 {
+            let order = run_order(rep);
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, [0, 1, 2, 3, 4], "rep {rep}: {order:?}");
+            let (p, a) = (
+                order.iter().position(|&w| w == 0).unwrap(),
+                order.iter().position(|&w| w == 4).unwrap(),
+            );
+            assert_eq!(p.abs_diff(a), 1, "rep {rep}: {order:?}");
+        }
+        assert_eq!(run_order(0)[0], 0);
+        assert_eq!(run_order(1)[0], 1);
+        assert_eq!(run_order(3)[0], 3);
+        assert_eq!(run_order(4)[..2], [0, 4]);
+        assert_eq!(run_order(5)[3..], [4, 0]);
     }
 }

@@ -15,11 +15,11 @@ use anyhow::{Context, Result};
 pub enum BenchCmd {
     /// dbackup collect vs plain rsync with the same flags: first run and no-change run
     Collect(collect::CollectArgs),
-    /// dbackup external (with read-back verification) vs the seed's tar + rsync + sha256sum vs dd, on an emulated
-    /// exFAT T9 (root: makes a loop device); and peak memory with 100,000 files
+    /// dbackup external (with read-back verification) vs the seed's tar + rsync + sha256sum vs dd, and encrypted
+    /// with age vs plain, on an emulated exFAT T9 (root: makes a loop device); and peak memory with 100,000 files
     External(external::ExternalArgs),
-    /// On the emulated exFAT T9 (root): one file restored by dbackup vs `tar -xf`, and the whole backup verified
-    /// by dbackup vs `sha256sum`
+    /// On the emulated exFAT T9 (root): one file restored by dbackup vs `tar -xf`, the whole backup verified by
+    /// dbackup vs `sha256sum`, and one file from an encrypted backup by dbackup vs `age -d | tar -xf`
     Restore(restore::RestoreArgs),
     /// dbackup status with 1,000 snapshots and 50 external backups present (goal: under 200 ms)
     Status(status::StatusArgs),
