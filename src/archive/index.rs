@@ -116,8 +116,9 @@ pub struct IndexEnd {
     pub file_bytes: u64,
     /// Length of the tar stream (before any stage), end-of-archive blocks and padding included.
     pub tar_bytes: u64,
-    /// sha256 of the tar stream (before any stage).
-    pub tar_sha256: Digest,
+    /// sha256 of the tar stream (before any stage); none for an encrypted archive, whose stream age authenticates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tar_sha256: Option<Digest>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -460,7 +461,7 @@ mod tests {
             files: 1,
             file_bytes: 5,
             tar_bytes: 10240,
-            tar_sha256: Digest([7; 32]),
+            tar_sha256: Some(Digest([7; 32])),
         }
     }
 

@@ -313,14 +313,10 @@ pub fn verify_archive(
         ));
     }
     let actual = Digest::of(reader.hasher);
-    if actual != end.tar_sha256 {
-        return Err(fail(
-            None,
-            VerifyProblem::StreamHash {
-                expected: end.tar_sha256,
-                actual,
-            },
-        ));
+    if let Some(expected) = end.tar_sha256
+        && actual != expected
+    {
+        return Err(fail(None, VerifyProblem::StreamHash { expected, actual }));
     }
     Ok(VerifyReport {
         entries,

@@ -108,9 +108,10 @@ pub struct ArchiveSummary {
     pub files: u64,
     pub file_bytes: u64,
     pub hard_links: u64,
-    /// Length and sha256 of the tar stream (before any stage), as recorded at the end of the index.
+    /// Length and sha256 of the tar stream (before any stage), as recorded at the end of the index. No hash for an
+    /// encrypted archive (age authenticates the stream; a plaintext hash would let a guess be confirmed).
     pub tar_bytes: u64,
-    pub tar_sha256: Digest,
+    pub tar_sha256: Option<Digest>,
     /// The archive file(s) as written to the drive, each with the sha256 of its bytes.
     pub archive_files: Vec<WrittenFile>,
     /// The index file(s).
@@ -372,7 +373,10 @@ struct ThreadOutput {
 impl Pipeline {
     fn start(sink: Box<dyn Sink>, stage: Option<&dyn Stage>) -> io::Result<Pipeline> {
         let target = sink.describe();
-        let hash_stream = stage.is_some() || !sink.single_file();
+        // A plain archive in parts gets a hash of the whole stream. An encrypted one does not: age authenticates
+        // every chunk and the end of the stream, and a hash of the plaintext beside the ciphertext would let anyone
+        // holding the drive confirm a guess of the contents (it would also cost a third sha256 pass).
+        let hash_stream = stage.is_none() && !sink.single_file();
         let mut chain = Chain::new(sink, stage)?;
         let (tx, rx) = sync_channel::<Block>(PIPELINE_DEPTH);
         let (free_tx, free) = sync_channel::<Block>(PIPELINE_DEPTH + 1);
@@ -749,11 +753,9 @@ pub fn write_archive(
     let tar_bytes = out.offset;
     let thread_out = out.finish()?;
     let tar_sha256 = match thread_out.tar_sha256 {
-        Some(d) => d,
-        None if archive_single => thread_out.files[0].sha256,
-        None => {
-            unreachable!("the pipeline hashes the stream unless one plain file is written")
-        }
+        Some(d) => Some(d),
+        None if archive_single => Some(thread_out.files[0].sha256),
+        None => None, // encrypted: see Pipeline::start
     };
     let end = IndexEnd {
         entries,
@@ -822,6 +824,28 @@ mod tests {
         }
     }
 
+    /// A [`Recording`] that says it writes several files (as numbered parts do).
+    struct RecordingParts(Recording);
+    impl Write for RecordingParts {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            self.0.flush()
+        }
+    }
+    impl Sink for RecordingParts {
+        fn finish(self: Box<Self>) -> io::Result<Vec<WrittenFile>> {
+            Box::new(self.0).finish()
+        }
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+        fn single_file(&self) -> bool {
+            false
+        }
+    }
+
     #[test]
     fn an_abandoned_pipeline_never_finishes_its_sink() {
         let state = Arc::new(Mutex::new((Vec::new(), false)));
@@ -874,9 +898,10 @@ mod tests {
     }
 
     #[test]
-    fn with_a_stage_the_stream_is_hashed_block_by_block_to_its_last_byte() {
+    fn in_parts_the_stream_is_hashed_block_by_block_to_its_last_byte() {
         let state = Arc::new(Mutex::new((Vec::new(), false)));
-        let mut p = Pipeline::start(Box::new(Recording(state.clone())), Some(&Pass)).unwrap();
+        let parts = RecordingParts(Recording(state.clone()));
+        let mut p = Pipeline::start(Box::new(parts), None).unwrap();
         let data: Vec<u8> = (0..2 * WRITE_BUFFER + 777)
             .map(|i| (i % 251) as u8)
             .collect();
@@ -884,5 +909,19 @@ mod tests {
         let out = p.finish().unwrap();
         assert_eq!(state.lock().unwrap().0, data);
         assert_eq!(out.tar_sha256, Some(Digest::of_bytes(&data)));
+    }
+
+    #[test]
+    fn through_a_stage_the_plaintext_stream_is_not_hashed() {
+        let state = Arc::new(Mutex::new((Vec::new(), false)));
+        let parts = RecordingParts(Recording(state.clone()));
+        let mut p = Pipeline::start(Box::new(parts), Some(&Pass)).unwrap();
+        p.write(&[1u8; 1000]).unwrap();
+        let out = p.finish().unwrap();
+        assert_eq!(state.lock().unwrap().0, [1u8; 1000]);
+        assert_eq!(
+            out.tar_sha256, None,
+            "an encrypted archive records no plaintext hash"
+        );
     }
 }

@@ -182,9 +182,11 @@ pub struct SetRecord {
     pub archive: Vec<FileRecord>,
     /// The index (JSON lines).
     pub index: Vec<FileRecord>,
-    /// Length and sha256 of the tar stream (equal to the archive file's when it is one plain file).
+    /// Length and sha256 of the tar stream (equal to the archive file's when it is one plain file; no hash when
+    /// encrypted: age authenticates the stream, and a plaintext hash would let a guess of the contents be confirmed).
     pub tar_bytes: u64,
-    pub tar_sha256: Digest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tar_sha256: Option<Digest>,
     pub entries: u64,
     pub files: u64,
     pub file_bytes: u64,
@@ -635,7 +637,7 @@ pub(crate) mod tests {
                     archive: vec![],
                     index: vec![],
                     tar_bytes: 0,
-                    tar_sha256: Digest::of_bytes(b""),
+                    tar_sha256: Some(Digest::of_bytes(b"")),
                     entries: 0,
                     files: 0,
                     file_bytes: 0,

@@ -249,16 +249,25 @@ fn an_encrypted_external_writes_only_ciphertext_that_age_and_tar_restore() {
     );
     assert!(!raw.contains("AGE-SECRET-KEY"), "{raw}");
     assert!(!raw.contains(&identity.display().to_string()), "{raw}");
+    // No hash of the plaintext either (it would let anyone holding the drive confirm a guess of the contents), nor
+    // the names of files that had warnings.
+    for set in &meta.sets {
+        assert_eq!(set.tar_sha256, None, "{}", set.set);
+        assert!(set.warnings.is_empty(), "{}", set.set);
+    }
+    assert!(!raw.contains("tar_sha256"), "{raw}");
 
     // Interop: Debian's age and GNU tar give back the snapshot exactly.
     for set in &meta.sets {
         let out = t.path(&format!("extracted-{}", set.set));
         age_tar_extract(&identity, &dir.join(format!("{}.tar.age", set.set)), &out);
         assert_same_tree(&t.root().join(&set.snapshot), &out);
-        let lines = json_lines(&age_decrypt(
-            &identity,
-            &dir.join(format!("{}.index.age", set.set)),
-        ));
+        let index = age_decrypt(&identity, &dir.join(format!("{}.index.age", set.set)));
+        assert!(
+            !String::from_utf8_lossy(&index).contains("tar_sha256"),
+            "the encrypted index's end line has no plaintext hash either"
+        );
+        let lines = json_lines(&index);
         assert!(
             lines as u64 >= set.entries,
             "{lines} lines, {} entries",

@@ -1454,7 +1454,7 @@ fn hostile_drive(t: &Test, entries: &[Vec<u8>]) -> PathBuf {
         archive: vec![record],
         index: Vec::new(),
         tar_bytes: tar.len() as u64,
-        tar_sha256: sha,
+        tar_sha256: Some(sha),
         entries: entries.len() as u64,
         files: 1,
         file_bytes: 0,

@@ -423,7 +423,7 @@ fn exfat_t9_gets_verified_archives_that_gnu_tar_extracts() {
             &mut NoProgress,
         )
         .unwrap();
-        assert_eq!(v.tar_sha256, set.tar_sha256);
+        assert_eq!(Some(v.tar_sha256), set.tar_sha256);
     }
     let data = meta.sets.iter().find(|s| s.set == "data").unwrap();
     assert_eq!(
