@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -107,10 +107,57 @@ pub trait StageWriter: Write + Send {
     fn finish(self: Box<Self>) -> io::Result<Box<dyn Sink>>;
 }
 
+/// Writes to a file in whole [`WRITE_BUFFER`]s at offsets that are multiples of it, whatever sizes it is given
+/// (age hands over 64 KiB + 16 byte chunks): on exFAT through FUSE, writes that start and end mid-cluster cost a
+/// read-modify-write of the clusters they touch. Only the last write of the file is shorter. `flush` passes on
+/// only whole buffers; the rest is written by [`BlockWriter::into_inner`].
+struct BlockWriter<W: Write = File> {
+    file: W,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> BlockWriter<W> {
+    fn new(file: W) -> BlockWriter<W> {
+        BlockWriter {
+            file,
+            buf: Vec::with_capacity(WRITE_BUFFER),
+        }
+    }
+
+    /// Writes what is buffered and gives the file back.
+    fn into_inner(mut self) -> io::Result<W> {
+        self.file.write_all(&self.buf)?;
+        self.buf.clear();
+        Ok(self.file)
+    }
+}
+
+impl<W: Write> Write for BlockWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.is_empty() && data.len() >= WRITE_BUFFER {
+            // Whole buffers straight from the caller, no copy.
+            let whole = data.len() / WRITE_BUFFER * WRITE_BUFFER;
+            self.file.write_all(&data[..whole])?;
+            return Ok(whole);
+        }
+        let n = data.len().min(WRITE_BUFFER - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == WRITE_BUFFER {
+            self.file.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// A file written under `path`, which must not exist yet.
 pub struct FileSink {
     path: PathBuf,
-    out: BufWriter<File>,
+    out: BlockWriter,
     hasher: Sha256,
     bytes: u64,
 }
@@ -125,7 +172,7 @@ impl FileSink {
             .open(&path)?;
         Ok(FileSink {
             path,
-            out: BufWriter::with_capacity(WRITE_BUFFER, file),
+            out: BlockWriter::new(file),
             hasher: Sha256::new(),
             bytes: 0,
         })
@@ -153,7 +200,7 @@ impl Sink for FileSink {
             hasher,
             bytes,
         } = *self;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
+        let file = out.into_inner()?;
         file.sync_all()?;
         drop(file);
         sync_parent(&path)?;
@@ -383,6 +430,37 @@ impl Write for Chain {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_file_is_written_in_whole_buffers_whatever_the_sizes_given() {
+        /// Records the size of every write it gets.
+        struct Sizes(Vec<usize>);
+        impl std::io::Write for Sizes {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.push(b.len());
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = super::BlockWriter::new(Sizes(Vec::new()));
+        let chunk = vec![1u8; 65_536 + 16]; // what age hands over
+        for _ in 0..40 {
+            std::io::Write::write_all(&mut w, &chunk).unwrap();
+            std::io::Write::flush(&mut w).unwrap();
+        }
+        std::io::Write::write_all(&mut w, &vec![2u8; 3 * super::WRITE_BUFFER]).unwrap();
+        let sizes = w.into_inner().unwrap().0;
+        let total: usize = sizes.iter().sum();
+        assert_eq!(total, 40 * chunk.len() + 3 * super::WRITE_BUFFER);
+        let (last, whole) = sizes.split_last().unwrap();
+        assert!(
+            whole.iter().all(|&n| n % super::WRITE_BUFFER == 0),
+            "{sizes:?}"
+        );
+        assert!(*last < super::WRITE_BUFFER);
+    }
+
     use super::*;
 
     #[test]

@@ -34,6 +34,34 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
     }
 }
 
+/// Waits (at most 30 s) until the kernel has written back what earlier runs left dirty: a loop device's image sits
+/// in the host's page cache, and `sync` returning does not mean its writeback to the disk under it is over; a run
+/// that starts during it pays for the previous run's writes (seen in `bench external`: whichever of two
+/// back-to-back runs came second was up to 1.5 s slower).
+fn settle_writeback() {
+    let pending = || -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let kib = |key: &str| -> Option<u64> {
+            let line = text.lines().find(|l| l.starts_with(key))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        };
+        Some(kib("Dirty:")? + kib("Writeback:")?)
+    };
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        match pending() {
+            Some(kib) if kib > 16 << 10 => {
+                // SAFETY: sync has no preconditions.
+                unsafe { libc::sync() };
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            _ => break,
+        }
+    }
+    // The disk under a VM may still be busy with what it acknowledged: a short pause evens that out.
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 /// How the page cache is treated before each timed run, the same for every contender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Cache {
@@ -50,6 +78,7 @@ impl Cache {
     pub fn prepare(self) -> Result<()> {
         // SAFETY: sync has no preconditions.
         unsafe { libc::sync() };
+        settle_writeback();
         if self == Cache::Drop {
             std::fs::write("/proc/sys/vm/drop_caches", "3\n")
                 .context("cannot drop the page cache (needs root): use --cache warm")?;
