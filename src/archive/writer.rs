@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::index::{IndexEnd, IndexEntry, IndexHeader, IndexWriter};
-use super::sink::{Chain, Digest, Sink, Stage, WRITE_BUFFER, WrittenFile};
+use super::sink::{Chain, Digest, Sink, Stage, ThreadedSink, WRITE_BUFFER, WrittenFile};
 use super::tarfmt::{self, EntryKind, HeaderSpec};
 
 /// Blocks in flight between the tar thread and the writer thread (each [`WRITE_BUFFER`] bytes).
@@ -377,6 +377,12 @@ impl Pipeline {
         // every chunk and the end of the stream, and a hash of the plaintext beside the ciphertext would let anyone
         // holding the drive confirm a guess of the contents (it would also cost a third sha256 pass).
         let hash_stream = stage.is_none() && !sink.single_file();
+        // Behind a stage, the sink (its hash and the writes) gets a thread of its own: the stage alone keeps one
+        // core busy.
+        let sink: Box<dyn Sink> = match stage {
+            Some(_) => Box::new(ThreadedSink::spawn(sink)?),
+            None => sink,
+        };
         let mut chain = Chain::new(sink, stage)?;
         let (tx, rx) = sync_channel::<Block>(PIPELINE_DEPTH);
         let (free_tx, free) = sync_channel::<Block>(PIPELINE_DEPTH + 1);
@@ -909,6 +915,29 @@ mod tests {
         let out = p.finish().unwrap();
         assert_eq!(state.lock().unwrap().0, data);
         assert_eq!(out.tar_sha256, Some(Digest::of_bytes(&data)));
+    }
+
+    #[test]
+    fn behind_a_stage_the_sink_thread_gets_everything_in_order_or_is_never_finished() {
+        let data: Vec<u8> = (0..3 * WRITE_BUFFER + 12_345)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let state = Arc::new(Mutex::new((Vec::new(), false)));
+        let mut p = Pipeline::start(Box::new(Recording(state.clone())), Some(&Pass)).unwrap();
+        for piece in data.chunks(65_552) {
+            p.write(piece).unwrap();
+        }
+        let out = p.finish().unwrap();
+        let s = state.lock().unwrap();
+        assert!(s.1, "finished");
+        assert_eq!(s.0, data);
+        assert_eq!(out.files[0].bytes, data.len() as u64);
+
+        let state = Arc::new(Mutex::new((Vec::new(), false)));
+        let mut p = Pipeline::start(Box::new(Recording(state.clone())), Some(&Pass)).unwrap();
+        p.write(&data).unwrap();
+        drop(p); // an error path
+        assert!(!state.lock().unwrap().1, "an abandoned sink is never finished");
     }
 
     #[test]
