@@ -537,29 +537,18 @@ fn a_wrong_or_missing_identity_is_an_error_naming_the_archive() {
     let (other, _) = t.keygen("other.txt");
     let drive = t.path("T9");
     let target = t.path("target");
-    let wrong = t
-        .cmd()
-        .args(["restore", "--drive"])
-        .args([&drive])
-        .args(["--identity"])
-        .args([&other])
-        .args(["--target"])
-        .args([&target])
-        .status(1);
-    let missing = t
-        .cmd()
-        .args(["restore", "--drive"])
-        .args([&drive])
-        .args(["--target"])
-        .args([&target])
-        .status(1);
-    let absent_file = t
-        .cmd()
-        .args(["restore", "--drive"])
-        .args([&drive])
-        .args(["--identity", "nowhere.txt", "--target"])
-        .args([&target])
-        .status(1);
+    let restore = |identity: &[&std::ffi::OsStr]| {
+        t.cmd()
+            .args(["restore", "--drive"])
+            .args([&drive])
+            .args(identity)
+            .args(["--target"])
+            .args([&target])
+            .status(1)
+    };
+    let wrong = restore(&["--identity".as_ref(), other.as_os_str()]);
+    let missing = restore(&[]);
+    let absent_file = restore(&["--identity".as_ref(), "nowhere.txt".as_ref()]);
     insta::with_settings!({ filters => filters() }, {
         insta::assert_snapshot!("wrong_identity", without_tmp(t, &wrong.stderr));
         insta::assert_snapshot!("missing_identity", without_tmp(t, &missing.stderr));
