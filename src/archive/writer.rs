@@ -937,7 +937,10 @@ mod tests {
         let mut p = Pipeline::start(Box::new(Recording(state.clone())), Some(&Pass)).unwrap();
         p.write(&data).unwrap();
         drop(p); // an error path
-        assert!(!state.lock().unwrap().1, "an abandoned sink is never finished");
+        assert!(
+            !state.lock().unwrap().1,
+            "an abandoned sink is never finished"
+        );
     }
 
     #[test]
