@@ -120,6 +120,9 @@ pub struct ExternalStatus {
     /// The sets it holds, with their snapshots (from the drive only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sets: Vec<String>,
+    /// Encrypted with age (from the drive only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,6 +271,7 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
                     known_from: KnownFrom::Drive,
                     bytes: Some(b.bytes),
                     sets: b.sets.iter().map(|(_, snap)| snap.clone()).collect(),
+                    encrypted: b.encryption.is_some(),
                 }),
                 None => d.from_log.as_ref().map(|s| ExternalStatus {
                     stamp: s.name.clone(),
@@ -276,6 +280,7 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
                     known_from: KnownFrom::RunLog,
                     bytes: None,
                     sets: vec![],
+                    encrypted: false,
                 }),
             };
             DestinationStatus {
@@ -633,6 +638,7 @@ pub fn render(r: &StatusReport) -> String {
                 Some(n) if n.known_from == KnownFrom::RunLog => {
                     (format!("{} (run log)", n.stamp), age_short(n.age_seconds))
                 }
+                Some(n) if n.encrypted => (format!("{} (age)", n.stamp), age_short(n.age_seconds)),
                 Some(n) => (n.stamp.clone(), age_short(n.age_seconds)),
                 None => ("none".to_string(), "-".to_string()),
             };

@@ -358,6 +358,13 @@ fn an_encrypted_backup_run_writes_age_files_and_reports_them() {
         &[&drive, &t.path("state")],
         &[("the secret key", secret_of(&identity).as_bytes())],
     );
+
+    // status says the drive's newest backup is encrypted (from backup.json; nothing is decrypted).
+    let status: dbackup::status::StatusReport = t.cmd().args(["--json", "status"]).status(0).json();
+    let newest = status.destinations[0].newest.as_ref().unwrap();
+    assert!(newest.encrypted, "{newest:?}");
+    let text = t.cmd().args(["status"]).status(0).stdout;
+    assert!(text.contains(&format!("{} (age)", newest.stamp)), "{text}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
