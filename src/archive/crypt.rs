@@ -644,7 +644,23 @@ pub fn read_new_passphrase(file: Option<&Path>) -> Result<SecretString, CryptErr
 pub fn read_passphrase(file: Option<&Path>, prompt: &str) -> Result<SecretString, CryptError> {
     let from_env = std::env::var_os("DBACKUP_PASSPHRASE_FILE").map(PathBuf::from);
     if let Some(path) = from_env.as_deref().or(file) {
-        let text = std::fs::read_to_string(path)
+        let file = std::fs::File::open(path)
+            .map_err(|e| CryptError::Passphrase(format!("{}: {e}", path.display())))?;
+        // Like ssh with its keys: a secret others can read is refused, not used.
+        let mode = file
+            .metadata()
+            .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+            .unwrap_or(0);
+        if mode & 0o077 != 0 {
+            return Err(CryptError::Passphrase(format!(
+                "{} can be read by other users (mode {:04o}); run `chmod 600 {}` and try again",
+                path.display(),
+                mode & 0o7777,
+                path.display()
+            )));
+        }
+        let mut text = String::new();
+        io::Read::read_to_string(&mut &file, &mut text)
             .map_err(|e| CryptError::Passphrase(format!("{}: {e}", path.display())))?;
         let line = text.lines().next().unwrap_or_default();
         if line.is_empty() {
@@ -856,6 +872,23 @@ mod tests {
             keys_for(&other, dir.path()).open(Cursor::new(b"plain tar".to_vec()), "y.tar.age"),
         );
         assert!(matches!(e, CryptError::NotAge { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_passphrase_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pass");
+        std::fs::write(&p, "correct horse\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read_passphrase(Some(&p), "").unwrap_err().to_string();
+        assert!(e.contains("mode 0644") && e.contains("chmod 600"), "{e}");
+        assert!(!e.contains("correct horse"), "{e}");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            read_passphrase(Some(&p), "").unwrap().expose_secret(),
+            "correct horse"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::harness::{self, Test};
 use crate::t9;
 use crate::t9_external::{
     assert_same_tree, assert_sums_pass, collect, config, destination, external, listing, meta_of,
-    sample, set_mode,
+    sample,
 };
 
 /// True when Debian's `age` and `age-keygen` are installed; otherwise says why the test skips (and fails in CI, whose
@@ -477,8 +477,7 @@ fn a_passphrase_encrypts_to_scrypt_and_records_no_recipient() {
         return;
     }
     let t = collected();
-    let pass = t.write("pass.txt", "correct horse battery staple\n");
-    set_mode(&pass, 0o600);
+    let pass = t.write_secret("pass.txt", "correct horse battery staple\n");
     let drive = write_config(
         &t,
         &encryption(&format!(

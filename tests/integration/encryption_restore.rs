@@ -564,7 +564,7 @@ fn a_wrong_or_missing_identity_is_an_error_naming_the_archive() {
 #[test]
 fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environment() {
     let t = Test::new();
-    let pass = t.write("pass.txt", "correct horse battery staple\n");
+    let pass = t.write_secret("pass.txt", "correct horse battery staple\n");
     let t = t
         .config(&config(
             r#", "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ],
@@ -608,7 +608,7 @@ fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environme
         .json();
     assert!(listing.backups[0].sets[0].passphrase);
     // A wrong passphrase: a clear error naming the archive, and nothing written.
-    let wrong = t.write("wrong.txt", "not it\n");
+    let wrong = t.write_secret("wrong.txt", "not it\n");
     let out = t
         .cmd()
         .env("DBACKUP_PASSPHRASE_FILE", &wrong)

@@ -78,6 +78,14 @@ impl Test {
         path
     }
 
+    /// Writes a secret (a passphrase file) with mode 0600: dbackup refuses one that other users can read.
+    pub fn write_secret(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.write(rel, content);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
     /// A new age key pair made by `dbackup keygen --out <tmp>/<name>`: the identity file and its recipient (`age1...`).
     pub fn keygen(&self, name: &str) -> (PathBuf, String) {
         let path = self.path(name);
