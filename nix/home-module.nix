@@ -66,7 +66,9 @@ in
         commands you run by hand use it too. `~` and `$HOME` are your home.
 
         Never put secrets here (a notification URL with a token, a password): the settings are written to the Nix
-        store, which every user and process of the machine can read.
+        store, which every user and process of the machine can read. Encrypted backups need no secret at all to be
+        written: `encryption.recipients` holds public keys (`dbackup keygen` prints one), and `identity_file` or
+        `passphrase_file` only name files kept outside the store (mode 0600).
 
         The timer runs on `schedule.incremental`. A destination's drive is used when it is mounted at its `path`
         (by your desktop: `/run/media/<you>/<label>` on NixOS and most distributions, `/media/<you>/<label>` on
@@ -81,6 +83,7 @@ in
           schedule = { incremental = "daily"; full = "weekly"; external = "weekly"; };
           retention = { local = { last = 7; daily = 14; weekly = 8; monthly = 12; }; external = 5; };
           destinations = [ { name = "T9"; path = "/run/media/payne/T9"; fs_label = "T9"; } ];
+          encryption = { recipients = [ "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p" ]; };
           notifications = { events = [ "failure" "warning" "missing_media" "low_disk" "overdue" ]; desktop = true; };
         }
       '';

@@ -93,7 +93,9 @@ in
         `/etc/dbackup/config.json` for running dbackup by hand (`dbackup --config /etc/dbackup/config.json status`).
 
         Never put secrets here (a notification URL with a token, a password): the settings are written to the Nix
-        store, which every user and process of the machine can read.
+        store, which every user and process of the machine can read. Encrypted backups need no secret at all to be
+        written: `encryption.recipients` holds public keys (`dbackup keygen` prints one), and `identity_file` or
+        `passphrase_file` only name files kept outside the store (mode 0600).
 
         The timer runs on `schedule.incremental`; the drive is used when `schedule.external` says it is due, as
         soon as it is plugged in (`manual`: never by itself). Each destination's `fs_uuid` or `fs_label` is what the
@@ -109,6 +111,7 @@ in
           schedule = { incremental = "daily"; full = "weekly"; external = "weekly"; };
           retention = { local = { last = 7; daily = 14; weekly = 8; }; external = 5; };
           destinations = [ { name = "T9"; path = "/run/media/payne/T9"; fs_label = "T9"; } ];
+          encryption = { recipients = [ "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p" ]; };
         }
       '';
     };
