@@ -559,10 +559,6 @@ fn filters() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-fn without_tmp(t: &Test, text: &str) -> String {
-    text.replace(&t.dir.path().display().to_string(), "[TMP]")
-}
-
 #[test]
 fn the_dry_run_plan_reads_well() {
     let t = Test::new().config(&config(SAMPLE_SETS, 2));
@@ -572,7 +568,7 @@ fn the_dry_run_plan_reads_well() {
     fs::remove_file(t.home().join("env.sh")).unwrap();
     let out = t.cmd().args(["--dry-run", "collect"]).status(3);
     insta::with_settings!({ filters => filters() }, {
-        insta::assert_snapshot!("dry_run_plan", without_tmp(&t, &out.stdout));
+        insta::assert_snapshot!("dry_run_plan", t.without_tmp(&out.stdout));
     });
 }
 
@@ -584,7 +580,7 @@ fn the_summary_reads_well() {
     t.write("home/.config/app/state", "changed");
     let out = t.cmd().args(["collect"]).status(0);
     insta::with_settings!({ filters => filters() }, {
-        insta::assert_snapshot!("summary", without_tmp(&t, &out.stderr));
-        insta::assert_snapshot!("result", without_tmp(&t, &out.stdout));
+        insta::assert_snapshot!("summary", t.without_tmp(&out.stderr));
+        insta::assert_snapshot!("result", t.without_tmp(&out.stdout));
     });
 }

@@ -143,10 +143,6 @@ fn assert_only_whole_files(e: &Enc, target: &Path) -> usize {
     files
 }
 
-fn without_tmp(t: &Test, text: &str) -> String {
-    text.replace(&t.dir.path().display().to_string(), "[TMP]")
-}
-
 fn filters() -> Vec<(&'static str, &'static str)> {
     vec![
         (r"\d+(\.\d)? (B|KiB|MiB|GiB)\b", "[SIZE]"),
@@ -334,8 +330,8 @@ fn verify_without_the_identity_checks_the_ciphertext_only_and_says_so() {
         .args(["--verify"])
         .status(3);
     insta::with_settings!({ filters => filters() }, {
-        insta::assert_snapshot!("verify_encrypted_without_identity", without_tmp(t, &out.stdout));
-        insta::assert_snapshot!("verify_encrypted_without_identity_stderr", without_tmp(t, &out.stderr));
+        insta::assert_snapshot!("verify_encrypted_without_identity", t.without_tmp(&out.stdout));
+        insta::assert_snapshot!("verify_encrypted_without_identity_stderr", t.without_tmp(&out.stderr));
     });
     let report: VerifyReport = t
         .cmd()
@@ -550,9 +546,9 @@ fn a_wrong_or_missing_identity_is_an_error_naming_the_archive() {
     let missing = restore(&[]);
     let absent_file = restore(&["--identity".as_ref(), "nowhere.txt".as_ref()]);
     insta::with_settings!({ filters => filters() }, {
-        insta::assert_snapshot!("wrong_identity", without_tmp(t, &wrong.stderr));
-        insta::assert_snapshot!("missing_identity", without_tmp(t, &missing.stderr));
-        insta::assert_snapshot!("absent_identity_file", without_tmp(t, &absent_file.stderr));
+        insta::assert_snapshot!("wrong_identity", t.without_tmp(&wrong.stderr));
+        insta::assert_snapshot!("missing_identity", t.without_tmp(&missing.stderr));
+        insta::assert_snapshot!("absent_identity_file", t.without_tmp(&absent_file.stderr));
     });
     assert!(!target.exists(), "nothing written");
     // The recipient is recorded; the identity is not on the drive.

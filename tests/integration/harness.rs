@@ -78,6 +78,11 @@ impl Test {
         path
     }
 
+    /// `text` with this test's directory written `[TMP]`, for snapshots.
+    pub fn without_tmp(&self, text: &str) -> String {
+        text.replace(&self.dir.path().display().to_string(), "[TMP]")
+    }
+
     /// Writes a secret (a passphrase file) with mode 0600: dbackup refuses one that other users can read.
     pub fn write_secret(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;

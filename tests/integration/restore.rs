@@ -420,10 +420,6 @@ pub fn snapshot_of(dir: &Path) -> Vec<(String, u32, i64, String)> {
     out
 }
 
-fn without_tmp(t: &Test, text: &str) -> String {
-    text.replace(&t.dir.path().display().to_string(), "[TMP]")
-}
-
 fn filters() -> Vec<(&'static str, &'static str)> {
     vec![
         (r"\d+(\.\d)? (B|KiB|MiB|GiB)\b", "[SIZE]"),
@@ -497,7 +493,7 @@ fn list_shows_every_backup_local_and_on_the_drive() {
     // For people.
     let out = restore(&d.t).args(["--list"]).status(0);
     insta::with_settings!({ filters => filters() }, {
-        insta::assert_snapshot!("list", without_tmp(&d.t, &out.stdout));
+        insta::assert_snapshot!("list", d.t.without_tmp(&out.stdout));
     });
 }
 
@@ -877,7 +873,7 @@ fn a_dry_run_prints_the_plan_and_writes_nothing() {
         );
         if source == "local" {
             insta::with_settings!({ filters => filters() }, {
-                insta::assert_snapshot!("dry_run_plan", without_tmp(t, &out.stdout));
+                insta::assert_snapshot!("dry_run_plan", t.without_tmp(&out.stdout));
             });
         }
         let json = restore(t)
@@ -1186,7 +1182,7 @@ fn an_intact_backup_verifies_and_reports_what_a_restore_would_write() {
     let out = verify(t, &[]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     insta::with_settings!({ filters => filters() }, {
-        insta::assert_snapshot!("verify_intact", without_tmp(t, &out.stdout));
+        insta::assert_snapshot!("verify_intact", t.without_tmp(&out.stdout));
     });
     let r: VerifyReport = verify(t, &["--json"]).json();
     assert!(r.intact && r.problems.is_empty());

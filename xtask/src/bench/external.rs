@@ -475,26 +475,11 @@ fn collect(bin: &Path, work: &Path, config: &Path, set: &str) -> Result<PathBuf>
 /// `dbackup keygen` writes a new identity into the work directory; returns its recipient. Backing up reads only the
 /// recipient: the identity is not in the config.
 fn keygen(bin: &Path, work: &Path) -> Result<String> {
-    let identity = work.join("identity.txt");
-    let _ = std::fs::remove_file(&identity);
-    let out = Command::new(bin)
-        .arg("keygen")
-        .arg("--out")
-        .arg(&identity)
+    let mut dbackup = Command::new(bin);
+    dbackup
         .env("HOME", work.join("home"))
-        .env("XDG_CONFIG_HOME", work.join("xdg-config"))
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run dbackup keygen")?;
-    let recipient = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if !out.status.success() || !recipient.starts_with("age1") {
-        bail!(
-            "dbackup keygen failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(recipient)
+        .env("XDG_CONFIG_HOME", work.join("xdg-config"));
+    super::keygen(dbackup, &work.join("identity.txt"))
 }
 
 /// What the bench needs from a `dbackup --json external` report.

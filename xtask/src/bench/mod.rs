@@ -214,6 +214,28 @@ impl Table {
     }
 }
 
+/// Runs `dbackup keygen --out IDENTITY` through `dbackup` (the binary with its environment) after removing an old
+/// identity there; returns the recipient it printed.
+pub fn keygen(mut dbackup: std::process::Command, identity: &std::path::Path) -> Result<String> {
+    let _ = std::fs::remove_file(identity);
+    let out = dbackup
+        .arg("keygen")
+        .arg("--out")
+        .arg(identity)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("cannot run dbackup keygen")?;
+    let recipient = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || !recipient.starts_with("age1") {
+        anyhow::bail!(
+            "dbackup keygen failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(recipient)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

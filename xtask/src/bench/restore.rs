@@ -373,22 +373,7 @@ impl World {
 
     /// `dbackup keygen` writes the identity into the work directory; returns its recipient.
     fn keygen(&self) -> Result<String> {
-        let out = self
-            .dbackup()
-            .arg("keygen")
-            .arg("--out")
-            .arg(&self.identity)
-            .output()
-            .context("cannot run dbackup keygen")?;
-        let recipient = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if !out.status.success() || !recipient.starts_with("age1") {
-            bail!(
-                "dbackup keygen failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(recipient)
+        super::keygen(self.dbackup(), &self.identity)
     }
 
     /// One file from the encrypted backup: dbackup seeks to the chunks that hold it.
