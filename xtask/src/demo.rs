@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: a sample home under `target/demo/`, a config pointing at it, the main job run twice with
-//! a change in between, and a tour of the result (snapshots, `<set>-latest`, shared inodes, exclusions, modes).
+//! a change in between, the external phase onto a stand-in drive (plain, then encrypted with age), a restore and
+//! a verification from each, and a tour of the result (snapshots, `<set>-latest`, shared inodes, exclusions, modes).
 //!
 //! Every run starts from an empty `target/demo/`. The checks at the end make the demo fail loudly when
 //! dbackup does not do what the README promises.
@@ -33,6 +34,10 @@ struct Demo {
     config: PathBuf,
     /// A directory standing in for the removable drive.
     drive: PathBuf,
+    /// A second stand-in drive, for the backups encrypted with age.
+    drive_age: PathBuf,
+    /// The age identity `dbackup keygen` writes (`target/demo/identity.txt`).
+    identity: PathBuf,
 }
 
 pub fn run(_args: DemoArgs) -> Result<()> {
@@ -76,11 +81,39 @@ pub fn run(_args: DemoArgs) -> Result<()> {
     heading("demo: verify the backup on the drive");
     demo.dbackup(&["restore", "--source", "external", "--verify"])?;
 
+    heading("demo: encrypt with age: a key pair, then the backup onto target/demo/T9-age");
+    let age_config = demo.age_config()?;
+    demo.dbackup_with(&age_config, &["external"])?;
+    heading(
+        "demo: restore a file from the encrypted backup (one 64 KiB chunk decrypted), and verify it",
+    );
+    let restored_age = demo.root.join("restored-age");
+    demo.dbackup_with(
+        &age_config,
+        &[
+            "restore",
+            "--source",
+            "external",
+            "--path",
+            &format!("~/data/{AGE_RESTORED}"),
+            "--target",
+            &restored_age.display().to_string(),
+        ],
+    )?;
+    demo.dbackup_with(
+        &age_config,
+        &["restore", "--source", "external", "--verify"],
+    )?;
+
     demo.show()
 }
 
 /// The file the demo deletes and restores from the drive.
 const RESTORED: &str = "projects/alpha/notes.md";
+
+/// The file the demo restores from the encrypted backup, and a line of it that must not be on that drive in the clear.
+const AGE_RESTORED: &str = "projects/alpha/README.md";
+const AGE_CANARY: &str = "A project that matters.";
 
 impl Demo {
     /// Builds the sample home and data from scratch, and writes the config.
@@ -97,9 +130,12 @@ impl Demo {
             backups: root.join("backups"),
             config: root.join("config.json"),
             drive: root.join("T9"),
+            drive_age: root.join("T9-age"),
+            identity: root.join("identity.txt"),
             root,
         };
         std::fs::create_dir_all(&demo.drive)?;
+        std::fs::create_dir_all(&demo.drive_age)?;
 
         let d = &demo.data;
         write(
@@ -224,24 +260,71 @@ impl Demo {
 
     /// Runs dbackup against the demo's world, showing the command and letting its output through.
     fn dbackup(&self, args: &[&str]) -> Result<()> {
-        let config = self.config.display().to_string();
-        eprintln!("$ dbackup --config {config} {}", args.join(" "));
-        let status = Command::new(&self.bin)
+        self.dbackup_with(&self.config, args)
+    }
+
+    /// [`Demo::dbackup`] with another config.
+    fn dbackup_with(&self, config: &Path, args: &[&str]) -> Result<()> {
+        eprintln!("$ dbackup --config {} {}", config.display(), args.join(" "));
+        let status = self
+            .command()
             .arg("--config")
-            .arg(&self.config)
+            .arg(config)
             .args(args)
-            .env("HOME", &self.home)
-            .env("XDG_CONFIG_HOME", self.home.join(".config"))
-            .env("XDG_STATE_HOME", self.root.join("state"))
-            .env_remove("DBACKUP")
-            .env_remove("DBACKUP_CONFIG")
-            .env_remove("DDATA")
             .status()
             .with_context(|| format!("cannot run {}", self.bin.display()))?;
         if !status.success() {
             bail!("`dbackup {}` failed ({status})", args.join(" "));
         }
         Ok(())
+    }
+
+    /// The binary in the demo's environment.
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("XDG_STATE_HOME", self.root.join("state"))
+            .env_remove("DBACKUP")
+            .env_remove("DBACKUP_CONFIG")
+            .env_remove("DBACKUP_PASSPHRASE_FILE")
+            .env_remove("DDATA");
+        c
+    }
+
+    /// `dbackup keygen` writes the identity; the config for the encrypted drive names its recipient (public) and,
+    /// for restore, the identity file. Returns that config's path.
+    fn age_config(&self) -> Result<PathBuf> {
+        eprintln!("$ dbackup keygen --out {}", self.identity.display());
+        let out = self
+            .command()
+            .arg("keygen")
+            .arg("--out")
+            .arg(&self.identity)
+            .output()
+            .context("cannot run dbackup keygen")?;
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        let recipient = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !out.status.success() || !recipient.starts_with("age1") {
+            bail!("`dbackup keygen` failed ({})", out.status);
+        }
+        println!("{recipient}");
+        let json = |p: &Path| serde_json::to_string(&p.display().to_string()).expect("a string");
+        let text = self
+            .config_text()
+            .replace(&json(&self.drive), &json(&self.drive_age))
+            .trim_end()
+            .strip_suffix('}')
+            .expect("the config is an object")
+            .to_string()
+            + &format!(
+                "  ,\n  // Public key only: backing up needs no secret. The identity is read by restore and verify.\n  \
+                 \"encryption\": {{ \"recipients\": [\"{recipient}\"], \"identity_file\": {} }}\n}}\n",
+                json(&self.identity)
+            );
+        let path = self.root.join("config-age.json");
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(path)
     }
 
     /// The job the demo runs twice. Later issues make it `dbackup backup` with an emulated drive attached.
@@ -466,6 +549,39 @@ impl Demo {
             restored.contains("second idea"),
             format!("~/data/{RESTORED}: restored from the drive, second version"),
         );
+
+        // The encrypted drive: age files only, nothing of the data in the clear, the file restored whole.
+        let backups = self.drive_age.join("backups");
+        let newest = std::fs::read_link(backups.join("latest"))
+            .map(|l| l.display().to_string())
+            .unwrap_or_default();
+        let dir = backups.join(&newest);
+        checks.check(
+            !newest.is_empty()
+                && dir.join("data.tar.age").is_file()
+                && dir.join("data.index.age").is_file()
+                && !dir.join("data.tar").exists(),
+            format!("the encrypted drive holds backup {newest} with data.tar.age and data.index.age only"),
+        );
+        let clear = files_under(&self.drive_age).iter().any(|f| {
+            std::fs::read(f).is_ok_and(|b| {
+                b.windows(AGE_CANARY.len())
+                    .any(|w| w == AGE_CANARY.as_bytes())
+            })
+        });
+        checks.check(
+            !clear,
+            format!(
+                "{AGE_CANARY:?} (from ~/data/{AGE_RESTORED}) is in no file on the encrypted drive"
+            ),
+        );
+        let restored = files_under(&self.root.join("restored-age"))
+            .iter()
+            .any(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains(AGE_CANARY)));
+        checks.check(
+            restored,
+            format!("~/data/{AGE_RESTORED}: restored from the encrypted drive into target/demo/restored-age"),
+        );
         Ok(checks)
     }
 
@@ -534,6 +650,22 @@ impl Checks {
         }
         Ok(())
     }
+}
+
+/// Every regular file below `dir`.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => todo.push(e.path()),
+                Ok(t) if t.is_file() => out.push(e.path()),
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 fn file_name(path: &Path) -> String {
