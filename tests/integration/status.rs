@@ -468,6 +468,8 @@ fn the_table_reads_at_a_glance() {
     r.destinations[0].free_bytes = Some(412 << 30);
     r.destinations[0].total_bytes = Some(1863 << 30);
     r.destinations[0].fs_type = Some("exfat".into());
+    // Low-disk warnings come from this machine's real free space (a nearly full disk here added one).
+    r.warnings.retain(|w| !w.starts_with("low disk"));
     insta::assert_snapshot!("status_table", dbackup::status::render(&r));
 
     // The binary prints the same table.
