@@ -219,7 +219,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
 
     // The encrypted half, on the same drive and tree: `--identity` is what restore reads the key from.
     let mut one_age = Table::new(&["dbackup", "age -d | tar -xf"], &["one file"], &[(1, 0)]);
-    let age_archive = if w.restore_takes_identity()? {
+    let age_bytes = {
         heading("bench restore: the same tree backed up encrypted with age");
         let recipient = w.keygen()?;
         let mut cfg_age = cfg.clone();
@@ -270,9 +270,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
                 );
             }
         }
-        Some(bytes)
-    } else {
-        None
+        bytes
     };
     remove_dir_if_exists(&w.work)?;
     drop(t9);
@@ -311,23 +309,16 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         "goal: whole backup, dbackup/sha256sum <= {VERIFY_GOAL:.1}: {} ({verify:.2})",
         verdict(verify <= VERIFY_GOAL)
     );
-    match age_archive {
-        Some(bytes) => {
-            println!(
-                "\nrestoring one file from the encrypted backup (data.tar.age, {}; dbackup --identity vs age -d | tar):",
-                human_bytes(bytes)
-            );
-            one_age.print();
-            let speedup = one_age.ratio(0, (1, 0));
-            println!(
-                "\ngoal: one file encrypted, (age -d | tar)/dbackup >= {ONE_FILE_GOAL:.1}: {} ({speedup:.1}x)",
-                verdict(speedup >= ONE_FILE_GOAL)
-            );
-        }
-        None => println!(
-            "\nencrypted one-file restore: not measured (this dbackup's restore has no --identity option yet)"
-        ),
-    }
+    println!(
+        "\nrestoring one file from the encrypted backup (data.tar.age, {}; dbackup --identity vs age -d | tar):",
+        human_bytes(age_bytes)
+    );
+    one_age.print();
+    let speedup = one_age.ratio(0, (1, 0));
+    println!(
+        "\ngoal: one file encrypted, (age -d | tar)/dbackup >= {ONE_FILE_GOAL:.1}: {} ({speedup:.1}x)",
+        verdict(speedup >= ONE_FILE_GOAL)
+    );
     Ok(())
 }
 
@@ -359,16 +350,6 @@ impl World {
             .arg("--target")
             .arg(&target);
         timed(&mut c, "dbackup restore")
-    }
-
-    /// Whether `dbackup restore` reads an identity from `--identity FILE`.
-    fn restore_takes_identity(&self) -> Result<bool> {
-        let out = self
-            .dbackup()
-            .args(["restore", "--help"])
-            .output()
-            .context("cannot run dbackup restore --help")?;
-        Ok(String::from_utf8_lossy(&out.stdout).contains("--identity"))
     }
 
     /// `dbackup keygen` writes the identity into the work directory; returns its recipient.
