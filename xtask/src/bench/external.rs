@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::tree::{self, TreeSpec};
-use super::{Cache, Samples};
+use super::{Cache, Samples, timed};
 use crate::packages::{Need, ensure_packages};
 use crate::util::{
     Profile, build_dbackup, find_program, heading, human_bytes, human_duration, is_root,
@@ -702,24 +702,6 @@ fn children_cpu() -> Duration {
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// Runs a command to completion and returns its wall-clock time; fails with its stderr when it fails.
-fn timed(cmd: &mut Command, what: &str) -> Result<Duration> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let start = Instant::now();
-    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
-    let took = start.elapsed();
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(took)
 }
 
 #[cfg(test)]

@@ -236,6 +236,24 @@ pub fn keygen(mut dbackup: std::process::Command, identity: &std::path::Path) ->
     Ok(recipient)
 }
 
+/// Runs a command to completion and returns its wall-clock time; fails with its stderr when it fails.
+pub fn timed(cmd: &mut std::process::Command, what: &str) -> Result<Duration> {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let start = std::time::Instant::now();
+    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
+    let wall = start.elapsed();
+    if !out.status.success() {
+        anyhow::bail!(
+            "{what} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(wall)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,12 +14,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
 use super::tree::{self, TreeSpec};
-use super::{Cache, Table};
+use super::{Cache, Table, timed};
 use crate::packages::{Need, ensure_packages};
 use crate::util::{
     Profile, build_dbackup, find_program, heading, human_bytes, is_root, remove_dir_if_exists,
@@ -443,22 +443,4 @@ fn last_file(index: &Path) -> Result<String> {
         }
     }
     last.context("the index lists no file")
-}
-
-/// Runs a command to completion and returns its wall-clock time; fails with its stderr when it fails.
-fn timed(cmd: &mut Command, what: &str) -> Result<Duration> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let start = Instant::now();
-    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
-    let wall = start.elapsed();
-    if !out.status.success() {
-        bail!(
-            "{what} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(wall)
 }
