@@ -19,6 +19,7 @@ pub mod schedule;
 pub mod settings;
 pub mod snapshot;
 pub mod status;
+pub mod stdx;
 pub mod systemd;
 pub mod ui;
 

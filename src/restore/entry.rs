@@ -267,32 +267,7 @@ fn kind_of_tar(t: tar::EntryType) -> EntryKind {
     }
 }
 
-/// A name as people should see it: UTF-8 as is, other bytes as `\xNN`, and control characters escaped, so a
-/// hostile name (`"x\ncreate /etc/passwd"`) can never forge a line of a plan or a report.
-pub fn show(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len());
-    for chunk in bytes.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\n' => out.push_str("\\n"),
-                '\t' => out.push_str("\\t"),
-                '\r' => out.push_str("\\r"),
-                '\\' => out.push_str("\\\\"),
-                c if c.is_control() => {
-                    let mut buf = [0u8; 4];
-                    for b in c.encode_utf8(&mut buf).bytes() {
-                        out.push_str(&format!("\\x{b:02x}"));
-                    }
-                }
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
+pub use crate::stdx::show;
 
 #[cfg(test)]
 mod tests {
@@ -317,15 +292,5 @@ mod tests {
         assert_eq!(Mtime::parse_pax(b"x"), None);
         assert_eq!(Mtime::parse_pax(b"1.x"), None);
         assert_eq!(Mtime::parse_pax(b""), None);
-    }
-
-    #[test]
-    fn names_are_shown_safely() {
-        assert_eq!(show(b"a/b c"), "a/b c");
-        assert_eq!(show("d\u{e9}j\u{e0}".as_bytes()), "d\u{e9}j\u{e0}");
-        assert_eq!(show(b"x\ncreate /etc/passwd"), "x\\ncreate /etc/passwd");
-        assert_eq!(show(b"\xff\xfeok"), "\\xff\\xfeok");
-        assert_eq!(show(b"a\x1b[2Jb"), "a\\x1b[2Jb");
-        assert_eq!(show(b"back\\slash"), "back\\\\slash");
     }
 }
