@@ -29,11 +29,7 @@ pub enum FsError {
         path: PathBuf,
         error: io::Error,
     },
-    #[error(
-        "{} is a symbolic link{}: refused, dbackup follows no link it finds there",
-        shown(.path),
-        .target.as_deref().map(|t| format!(" (to {})", show(t))).unwrap_or_default()
-    )]
+    #[error("{} {}: refused, dbackup follows no link it finds there", shown(.path), self.what())]
     Symlink {
         path: PathBuf,
         target: Option<Vec<u8>>,
@@ -44,12 +40,7 @@ pub enum FsError {
         found: &'static str,
         wanted: &'static str,
     },
-    #[error(
-        "{} is on another filesystem than {} (something is mounted there): refused, dbackup crosses no mount \
-         point it finds there",
-        shown(.path),
-        shown(.parent)
-    )]
+    #[error("{} {}: refused, dbackup crosses no mount point it finds there", shown(.path), self.what())]
     OtherFilesystem { path: PathBuf, parent: PathBuf },
     #[error("{} is {size} bytes, more than the {limit} bytes it may have: refused", shown(.path))]
     TooBig { path: PathBuf, size: u64, limit: u64 },
@@ -88,6 +79,29 @@ impl FsError {
             | FsError::OtherFilesystem { path, .. }
             | FsError::TooBig { path, .. }
             | FsError::TooDeep { path } => path,
+        }
+    }
+
+    /// What was found at the path, as a phrase to follow it: `is a symbolic link (to /etc)`.
+    pub fn what(&self) -> String {
+        match self {
+            FsError::Io { error, .. } => format!("cannot be used: {}", message(error)),
+            FsError::Symlink { target, .. } => format!(
+                "is a symbolic link{}",
+                target
+                    .as_deref()
+                    .map(|t| format!(" (to {})", show(t)))
+                    .unwrap_or_default()
+            ),
+            FsError::WrongKind { found, wanted, .. } => format!("is a {found}, not a {wanted}"),
+            FsError::OtherFilesystem { parent, .. } => format!(
+                "is a mount point (another filesystem or mount than {})",
+                shown(parent)
+            ),
+            FsError::TooBig { size, limit, .. } => {
+                format!("is {size} bytes, more than the {limit} bytes it may have")
+            }
+            FsError::TooDeep { .. } => format!("is nested more than {MAX_DEPTH} directories deep"),
         }
     }
 
@@ -146,13 +160,24 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
 
-/// An open directory: the handle everything below it is reached through, its path (for messages) and its device.
-/// Cheap to clone (the descriptor is shared).
+/// An open directory: the handle everything below it is reached through, its path (for messages), its device and
+/// its mount. Cheap to clone (the descriptor is shared).
 #[derive(Debug, Clone)]
 pub struct Dir {
     fd: Arc<OwnedFd>,
     path: PathBuf,
     dev: u64,
+    /// The mount it is on (`statx` `STATX_MNT_ID`, Linux 5.8), which tells a bind mount of the same filesystem apart.
+    mnt: Option<u64>,
+}
+
+/// The mount id of an open file, when the kernel tells it.
+fn mount_id(fd: &OwnedFd) -> Option<u64> {
+    use rustix::fs::StatxFlags;
+    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, StatxFlags::MNT_ID).ok()?;
+    StatxFlags::from_bits_retain(st.stx_mask)
+        .contains(StatxFlags::MNT_ID)
+        .then_some(st.stx_mnt_id)
 }
 
 impl AsFd for Dir {
@@ -177,6 +202,7 @@ impl Dir {
     fn from_fd(fd: OwnedFd, path: PathBuf) -> Result<Dir, FsError> {
         let st = rustix::fs::fstat(&fd).map_err(io_err("inspect", path.clone()))?;
         Ok(Dir {
+            mnt: mount_id(&fd),
             fd: Arc::new(fd),
             path,
             dev: dev_of(&st),
@@ -231,7 +257,8 @@ impl Dir {
             Err(e) => return Err(io_err("open", path)(e)),
         };
         let dir = Dir::from_fd(fd, path)?;
-        if dir.dev != self.dev {
+        let other_mount = matches!((dir.mnt, self.mnt), (Some(a), Some(b)) if a != b);
+        if dir.dev != self.dev || other_mount {
             return Err(FsError::OtherFilesystem {
                 path: dir.path,
                 parent: self.path.clone(),
