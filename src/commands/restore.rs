@@ -618,7 +618,7 @@ fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<
             .iter()
             .find(|r| &r.name == index)
             .map(|r| r.bytes);
-        let got = std::fs::metadata(backup.path.join(index))
+        let got = std::fs::symlink_metadata(backup.path.join(index))
             .map(|m| m.len())
             .ok();
         if let (Some(want), Some(got)) = (want, got)
@@ -684,7 +684,10 @@ fn restore(
             ));
         }
     }
-    let names = names_for(&sets, wanted)?;
+    let mut names = names_for(&sets, wanted)?;
+    if target.is_none() {
+        names = job::in_place_names(&settings.sets, &sets, names)?;
+    }
     let mut selections = Vec::new();
     for (set, name) in names {
         let sel = job::place(set, name, target.as_deref())?;

@@ -729,7 +729,7 @@ pub(crate) mod tests {
     use super::*;
     use std::fs;
 
-    fn dir(p: &Path) -> Dir {
+    fn open(p: &Path) -> Dir {
         Dir::open(p).unwrap()
     }
 
@@ -941,7 +941,7 @@ pub(crate) mod tests {
         let b = dir.path();
         assert_eq!(read_latest(b), None);
         assert_eq!(
-            write_latest(&dir(b), "2025-04-01-000000", LatestKind::File).unwrap(),
+            write_latest(&open(b), "2025-04-01-000000", LatestKind::File).unwrap(),
             LatestKind::File
         );
         assert_eq!(
@@ -950,7 +950,7 @@ pub(crate) mod tests {
         );
         assert_eq!(read_latest(b).as_deref(), Some("2025-04-01-000000"));
         assert_eq!(
-            write_latest(&dir(b), "2025-04-02-000000", LatestKind::Symlink).unwrap(),
+            write_latest(&open(b), "2025-04-02-000000", LatestKind::Symlink).unwrap(),
             LatestKind::Symlink
         );
         assert_eq!(
@@ -962,7 +962,7 @@ pub(crate) mod tests {
             "the stale LATEST file is gone"
         );
         assert_eq!(read_latest(b).as_deref(), Some("2025-04-02-000000"));
-        write_latest(&dir(b), "2025-04-03-000000", LatestKind::File).unwrap();
+        write_latest(&open(b), "2025-04-03-000000", LatestKind::File).unwrap();
         assert!(
             fs::symlink_metadata(b.join(LATEST_LINK)).is_err(),
             "the stale link is gone"
@@ -984,9 +984,9 @@ pub(crate) mod tests {
         fs::create_dir_all(b.join("2025-04-01-000000/sub")).unwrap();
         fs::write(b.join("2025-04-01-000000/sub/f"), "x").unwrap();
         fs::create_dir(b.join("photos")).unwrap();
-        delete_backup(&dir(b), "2025-04-01-000000").unwrap();
-        assert!(delete_backup(&dir(b), "photos").is_err());
-        assert!(remove_leftover(&dir(b), "photos").is_err());
+        delete_backup(&open(b), "2025-04-01-000000").unwrap();
+        assert!(delete_backup(&open(b), "photos").is_err());
+        assert!(remove_leftover(&open(b), "photos").is_err());
         let left: Vec<_> = fs::read_dir(b)
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -999,7 +999,7 @@ pub(crate) mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let p = tmp.path().join(METADATA_FILE);
         let m = meta("2025-04-01-000000", &["data", "config"]);
-        let rec = write_new_file(&dir(tmp.path()), METADATA_FILE, &metadata_bytes(&m)).unwrap();
+        let rec = write_new_file(&open(tmp.path()), METADATA_FILE, &metadata_bytes(&m)).unwrap();
         assert_eq!(rec.name, METADATA_FILE);
         assert_eq!(read_metadata(&p).unwrap(), m);
         assert!(

@@ -340,7 +340,7 @@ mod tests {
         mk("photos", None, &["a.tar"]);
         fs::write(b.join("LATEST"), "2025-04-01-031500\n").unwrap();
 
-        let l = list(b).unwrap();
+        let l = list(&Dir::open(b).unwrap()).unwrap();
         let names: Vec<(&str, bool, bool)> = l
             .backups
             .iter()
@@ -378,7 +378,11 @@ mod tests {
                 .unwrap()
                 .contains("not verified")
         );
-        assert_eq!(list(&b.join("missing")).unwrap(), DriveListing::default());
+        fs::create_dir(b.join("empty")).unwrap();
+        assert_eq!(
+            list(&Dir::open(&b.join("empty")).unwrap()).unwrap(),
+            DriveListing::default()
+        );
         // --set keeps one set and remembers the others' files.
         let only = l.backups[0].only("data");
         assert_eq!(only.sets.len(), 1);

@@ -255,7 +255,8 @@ impl Read for PartHasher {
                 let Some((path, _)) = self.parts.get(self.next) else {
                     return Ok(0);
                 };
-                let file = File::open(path)?;
+                // Never through a symlink, and only a regular file.
+                let file = crate::stdx::fs::open_regular(path)?;
                 // Read what is on the drive, not what the page cache remembers of it.
                 let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
                 self.file = Some((file, Sha256::new(), 0));
@@ -304,7 +305,7 @@ fn plaintext<'p>(
 
 /// The length and sha256 of a file.
 pub fn hash_file(path: &Path) -> io::Result<(u64, Digest)> {
-    let mut f = File::open(path)?;
+    let mut f = crate::stdx::fs::open_regular(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
