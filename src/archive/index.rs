@@ -40,7 +40,10 @@ pub const MAX_LINE_BYTES: usize = 16 << 20;
 pub const MAX_OFFSET: u64 = i64::MAX as u64;
 
 /// Reads one line (newline included) into `buf`, at most [`MAX_LINE_BYTES`]: `Ok(None)` for a longer one.
-pub fn read_line_bounded<R: BufRead>(input: &mut R, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+pub fn read_line_bounded<R: BufRead>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<usize>> {
     let n = input
         .take(MAX_LINE_BYTES as u64 + 1)
         .read_until(b'\n', buf)?;
@@ -262,7 +265,10 @@ impl IndexEntry {
             ));
         }
         // Offsets and sizes are used to seek and to add up: they must fit a file.
-        let end = w.data_offset.checked_add(w.size).filter(|e| *e <= MAX_OFFSET);
+        let end = w
+            .data_offset
+            .checked_add(w.size)
+            .filter(|e| *e <= MAX_OFFSET);
         if end.is_none() || w.header_offset > MAX_OFFSET {
             return Err(format!(
                 "size {} at data_offset {} (header_offset {}) lies past the largest possible archive",

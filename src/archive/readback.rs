@@ -61,11 +61,15 @@ pub fn read_back(files: &[WrittenFile]) -> Result<Vec<ReadBackMethod>, ReadBackE
 
 /// [`read_back`] of files that were written in the open directory `dir` (each opened there by its file name, never
 /// through a symlink).
-pub fn read_back_in(dir: &Dir, files: &[WrittenFile]) -> Result<Vec<ReadBackMethod>, ReadBackError> {
+pub fn read_back_in(
+    dir: &Dir,
+    files: &[WrittenFile],
+) -> Result<Vec<ReadBackMethod>, ReadBackError> {
     read_back_with(files, |f| {
-        let name = f.path.file_name().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "no file name")
-        })?;
+        let name = f
+            .path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
         hash_uncached_in(dir, name)
     })
 }

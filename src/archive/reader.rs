@@ -39,7 +39,11 @@ impl ArchiveFiles {
     pub fn discover(dir: &Path, name: impl AsRef<OsStr>) -> io::Result<ArchiveFiles> {
         let name = name.as_ref();
         let bytes = name.as_encoded_bytes();
-        if bytes.is_empty() || bytes.contains(&b'/') || bytes.contains(&0) || bytes == b"." || bytes == b".."
+        if bytes.is_empty()
+            || bytes.contains(&b'/')
+            || bytes.contains(&0)
+            || bytes == b"."
+            || bytes == b".."
         {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

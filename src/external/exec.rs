@@ -185,7 +185,8 @@ fn run_destination(
     for n in &d.notes {
         ui.step(format_args!("{}: note: {n}", d.name));
     }
-    match write_backup(plan, d, world, observed, ui, &mut report) {
+    let mut temp_created = false;
+    match write_backup(plan, d, world, observed, ui, &mut report, &mut temp_created) {
         Ok(()) => {
             report.status = DestinationStatus::Written;
             let warned =
@@ -201,7 +202,7 @@ fn run_destination(
             if report.backup.is_none() {
                 msg.push_str(&format!(
                     "; nothing was promoted and older backups are intact{}",
-                    discard_temp(d, world)
+                    discard_temp(d, world, temp_created)
                 ));
             }
             report.error = Some(msg);
@@ -212,20 +213,20 @@ fn run_destination(
 }
 
 /// Removes the temporary directory of a failed run when the drive is still there; says what became of it.
-fn discard_temp(d: &DestinationPlan, world: &DestinationWorld) -> String {
+fn discard_temp(d: &DestinationPlan, world: &DestinationWorld, created: bool) -> String {
+    if !created {
+        return String::new();
+    }
     let name = temp_name(d);
     let backups = world
         .info
         .open_root()
         .ok()
         .and_then(|root| layout::open_backups(&root).ok().flatten());
-    let Some(backups) = backups else {
-        return String::new();
-    };
-    if !matches!(backups.file_type(&name), Ok(Some(_))) {
-        return String::new();
-    }
-    if world.info.check_still_present().is_ok() && layout::remove_leftover(&backups, &name).is_ok() {
+    if let Some(backups) = backups
+        && world.info.check_still_present().is_ok()
+        && layout::remove_leftover(&backups, &name).is_ok()
+    {
         let _ = backups.fsync();
         return format!("; the partial backup {name} was removed");
     }
@@ -263,6 +264,7 @@ fn write_backup(
     observed: &Observed,
     ui: &Ui,
     report: &mut DestinationReport,
+    temp_created: &mut bool,
 ) -> anyhow::Result<()> {
     let info = &world.info;
     let started = Local::now().fixed_offset();
@@ -300,6 +302,7 @@ fn write_backup(
     // Private, like the backup root: the archives hold everything, `~/.secrets` included (exFAT ignores modes).
     let temp_name = temp_name(d);
     let temp = backups.create_sub(&temp_name, 0o700).map_err(flat)?;
+    *temp_created = true;
     backups.fsync().map_err(flat)?;
     ui.step(format_args!("{}: writing {}", d.name, d.temp_dir.display()));
 

@@ -579,14 +579,20 @@ pub fn read_latest(backups_dir: &Path) -> Option<String> {
 /// The backup `latest` (a symlink, never followed) or `LATEST` (a regular file of at most [`MAX_LATEST_BYTES`])
 /// names, when it names a stamp. The symlink wins.
 pub fn read_latest_in(backups: &Dir) -> Option<String> {
-    let from_link = backups.read_link(LATEST_LINK).ok().flatten().and_then(|t| {
-        let t = PathBuf::from(std::ffi::OsString::from_vec(t));
-        t.file_name().and_then(|n| n.to_str()).map(str::to_owned)
-    });
+    let from_link = backups
+        .read_link(LATEST_LINK)
+        .ok()
+        .flatten()
+        .and_then(|t| latest_from_link(&t));
     let from_file = || parse_latest(&backups.read_bounded(LATEST_FILE, MAX_LATEST_BYTES).ok()?);
-    from_link
-        .or_else(from_file)
-        .filter(|s| snapshot::parse_stamp(s).is_some())
+    from_link.or_else(from_file)
+}
+
+/// The stamp a `latest` link's target names: its last component, when that is a stamp.
+pub fn latest_from_link(target: &[u8]) -> Option<String> {
+    let t = PathBuf::from(std::ffi::OsString::from_vec(target.to_vec()));
+    let name = t.file_name()?.to_str()?;
+    snapshot::parse_stamp(name).map(|_| name.to_string())
 }
 
 /// The stamp a `LATEST` file holds: its first line, trimmed, when that is a stamp.
@@ -618,7 +624,11 @@ impl LatestKind {
 /// Points `latest` at `stamp`, atomically (a new link or file at a temporary name, renamed over the old one, the
 /// directory fsynced). `Symlink` falls back to `File` when the filesystem refuses symlinks. The other kind, when it
 /// exists from an earlier run, is removed afterwards so that it cannot name an older backup. Returns the kind written.
-pub fn write_latest(backups: &Dir, stamp: &str, kind: LatestKind) -> Result<LatestKind, LayoutError> {
+pub fn write_latest(
+    backups: &Dir,
+    stamp: &str,
+    kind: LatestKind,
+) -> Result<LatestKind, LayoutError> {
     let pid = std::process::id();
     let written = match kind {
         LatestKind::Symlink => {

@@ -10,9 +10,9 @@ use serde::Serialize;
 use super::drive::{self, DriveBackup, DriveListing};
 use crate::external::layout;
 use crate::media::{self, Presence};
-use crate::stdx::fs::Dir;
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot};
+use crate::stdx::fs::Dir;
 
 /// The set names with snapshots (or configured) in the backup root: the config's, then any other `<set>-<stamp>`
 /// directory's, sorted.

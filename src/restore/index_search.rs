@@ -224,9 +224,7 @@ impl SortedIndex {
             }
             bytes.extend_from_slice(slice);
             if bytes.len() > MAX_LINE_BYTES {
-                return Err(self.damaged(format!(
-                    "a line is longer than {MAX_LINE_BYTES} bytes"
-                )));
+                return Err(self.damaged(format!("a line is longer than {MAX_LINE_BYTES} bytes")));
             }
             at += avail as u64;
         }

@@ -43,7 +43,11 @@ pub enum FsError {
     #[error("{} {}: refused, dbackup crosses no mount point it finds there", shown(.path), self.what())]
     OtherFilesystem { path: PathBuf, parent: PathBuf },
     #[error("{} is {size} bytes, more than the {limit} bytes it may have: refused", shown(.path))]
-    TooBig { path: PathBuf, size: u64, limit: u64 },
+    TooBig {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     #[error("{} is nested more than {MAX_DEPTH} directories deep: refused", shown(.path))]
     TooDeep { path: PathBuf },
 }
@@ -249,10 +253,12 @@ impl Dir {
         let fd = match rustix::fs::openat(self, name, DIR_FLAGS, Mode::empty()) {
             Ok(fd) => fd,
             Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
-                return Err(match rustix::fs::statat(self, name, AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => self.refusal(name, &st, "directory"),
-                    Err(_) => io_err("open", path)(e),
-                });
+                return Err(
+                    match rustix::fs::statat(self, name, AtFlags::SYMLINK_NOFOLLOW) {
+                        Ok(st) => self.refusal(name, &st, "directory"),
+                        Err(_) => io_err("open", path)(e),
+                    },
+                );
             }
             Err(e) => return Err(io_err("open", path)(e)),
         };
@@ -276,7 +282,11 @@ impl Dir {
     }
 
     /// [`Dir::sub`], creating the directory first when it is missing. Returns whether it was created.
-    pub fn sub_or_create(&self, name: impl AsRef<OsStr>, mode: u32) -> Result<(Dir, bool), FsError> {
+    pub fn sub_or_create(
+        &self,
+        name: impl AsRef<OsStr>,
+        mode: u32,
+    ) -> Result<(Dir, bool), FsError> {
         let name = name.as_ref();
         match rustix::fs::mkdirat(self, name, Mode::from_raw_mode(mode)) {
             Ok(()) => Ok((self.sub(name)?, true)),
@@ -417,7 +427,8 @@ impl Dir {
     /// Removes the file or symlink `name` (not a directory).
     pub fn unlink(&self, name: impl AsRef<OsStr>) -> Result<(), FsError> {
         let name = name.as_ref();
-        rustix::fs::unlinkat(self, name, AtFlags::empty()).map_err(io_err("remove", self.join(name)))
+        rustix::fs::unlinkat(self, name, AtFlags::empty())
+            .map_err(io_err("remove", self.join(name)))
     }
 
     /// fsyncs the directory, so that creations and renames in it are durable. Filesystems that cannot fsync a
@@ -491,7 +502,8 @@ impl Dir {
             }
         }
         drop(sub);
-        rustix::fs::unlinkat(self, name, AtFlags::REMOVEDIR).map_err(io_err("remove", self.join(name)))
+        rustix::fs::unlinkat(self, name, AtFlags::REMOVEDIR)
+            .map_err(io_err("remove", self.join(name)))
     }
 
     /// The bytes of the regular files under `name` (itself when it is one), not following symlinks and staying on
@@ -596,7 +608,14 @@ mod tests {
         assert_eq!(read_bounded(&tmp.path().join("f"), 5).unwrap(), b"12345");
         let err = read_bounded(&tmp.path().join("f"), 4).unwrap_err();
         assert!(
-            matches!(err, FsError::TooBig { size: 5, limit: 4, .. }),
+            matches!(
+                err,
+                FsError::TooBig {
+                    size: 5,
+                    limit: 4,
+                    ..
+                }
+            ),
             "{err}"
         );
         assert!(
@@ -661,7 +680,10 @@ mod tests {
         assert!(root.sub("real").is_ok());
         let err = root.sub("alias").unwrap_err();
         assert!(err.is_redirect(), "{err}");
-        assert!(err.to_string().contains("alias is a symbolic link (to "), "{err}");
+        assert!(
+            err.to_string().contains("alias is a symbolic link (to "),
+            "{err}"
+        );
         assert!(matches!(
             root.sub("file").unwrap_err(),
             FsError::WrongKind {
