@@ -473,11 +473,23 @@ fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<SetBac
                         return None;
                     }
                 };
-                let index = s
+                // An index that is missing means scanning; one that is there but refused (a link, a FIFO) means
+                // the set cannot be trusted.
+                let index = match s
                     .index
                     .as_ref()
-                    .and_then(|i| ArchiveFiles::discover(&backup.path, i).ok())
-                    .map(|i| i.with_keys(keys.cloned()));
+                    .map(|i| ArchiveFiles::discover(&backup.path, i))
+                {
+                    Some(Ok(i)) => Some(i.with_keys(keys.cloned())),
+                    Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                        ui.warn(format_args!(
+                            "set {} of backup {} cannot be read: {e}",
+                            s.name, backup.name
+                        ));
+                        return None;
+                    }
+                    _ => None,
+                };
                 Some(SetBackup {
                     set: s.name.clone(),
                     label: format!("backup {} on {}", backup.name, drive.name),
@@ -618,9 +630,12 @@ fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<
             .iter()
             .find(|r| &r.name == index)
             .map(|r| r.bytes);
-        let got = std::fs::symlink_metadata(backup.path.join(index))
-            .map(|m| m.len())
-            .ok();
+        // A regular file of the backup's own directory, or nothing: a link or a FIFO there is refused.
+        let got = match crate::stdx::fs::open_regular(&backup.path.join(index)) {
+            Ok(f) => f.metadata().map(|m| m.len()).ok(),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(failed(format!("{e}; the backup is damaged or hostile"))),
+        };
         if let (Some(want), Some(got)) = (want, got)
             && want != got
         {

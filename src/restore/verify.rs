@@ -320,6 +320,15 @@ pub fn hash_file(path: &Path) -> io::Result<(u64, Digest)> {
     Ok((total, Digest::of(h)))
 }
 
+/// Why an archive or index could not be opened: missing, or refused (a symlink, a FIFO...).
+fn missing_or_refused(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::NotFound {
+        format!("is missing: {e}")
+    } else {
+        format!("cannot be used: {e}")
+    }
+}
+
 fn file_name(path: &Path) -> Vec<u8> {
     path.file_name()
         .map(|n| n.as_bytes().to_vec())
@@ -375,11 +384,7 @@ pub fn verify_drive_backup(
                 Some(a.with_keys(keys.cloned()))
             }
             Err(e) => {
-                problems.push(issue(
-                    &dir.join(&s.archive),
-                    None,
-                    format!("is missing: {e}"),
-                ));
+                problems.push(issue(&dir.join(&s.archive), None, missing_or_refused(&e)));
                 None
             }
         };
@@ -387,7 +392,7 @@ pub fn verify_drive_backup(
             Some(i) => match ArchiveFiles::discover(dir, i) {
                 Ok(a) => Some(a.with_keys(keys.cloned())),
                 Err(e) => {
-                    problems.push(issue(&dir.join(i), None, format!("is missing: {e}")));
+                    problems.push(issue(&dir.join(i), None, missing_or_refused(&e)));
                     None
                 }
             },
