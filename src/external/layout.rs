@@ -24,6 +24,11 @@
 //! `backup.json` is readable, of a known format, names the same stamp and says `verified: true`. Temporary, trash and
 //! `latest` temporary names of the exact shapes above are leftovers of interrupted runs, removed by the next run.
 //! Everything else in `backups/` (a directory a person made, a file) is listed as *other* and left alone.
+//!
+//! The drive is hostile until checked: `backups/` is opened with [`open_backups`] (never through a symlink, only on
+//! the destination's own mount), everything below it through that handle ([`crate::stdx::fs::Dir`]); `backup.json`
+//! is read with a size limit and checked ([`parse_metadata`]: plain file names, the config's set-name rules, sizes
+//! whose sums fit) before anything acts on it.
 
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStringExt;

@@ -16,7 +16,9 @@
 //! 3. The filesystem's identity: for a fuse mount (`fuseblk`, as `mount.exfat-fuse` makes) the real type, and for
 //!    every block device the label and uuid, come from [`blkid`]. `fs_uuid` (case-insensitive) and `fs_label` (exact)
 //!    must match when configured, else *other drive*.
-//! 4. The marker ([`marker`]): a drive whose marker names another destination is refused.
+//! 4. `backups/` (when it exists) must be a directory of this filesystem and mount, not a symlink nor a mount point:
+//!    else *redirected*, since every read and write there would go somewhere else than the drive. Then the marker
+//!    ([`marker`], a regular file of at most 64 KiB): a drive whose marker names another destination is refused.
 //! 5. Read-only mounts (`ro` in the mount or superblock options, or `ST_RDONLY`) are *read-only*; less than
 //!    [`MIN_FREE_BYTES`] available is *full*.
 //! 6. The writability probe: an empty file `.dbackup-probe-<pid>-<nanos>` is created at `path` and removed at once.
