@@ -166,7 +166,7 @@ fn sample() -> &'static Sample {
         };
         rustix::fs::utimensat(
             rustix::fs::CWD,
-            &data.join("a.txt"),
+            data.join("a.txt"),
             &rustix::fs::Timestamps {
                 last_access: t,
                 last_modification: t,
@@ -1087,7 +1087,7 @@ fn check_marker(bytes: &[u8]) {
     if let Ok(m) = parsed {
         let again = marker::parse(&serde_json::to_vec(&m).unwrap(), Path::new("m")).unwrap();
         assert_eq!(again, m);
-        let text = format!("{}", crate::stdx::show_str(&m.destination));
+        let text = crate::stdx::show_str(&m.destination);
         assert!(!text.contains(['\n', '\x1b']));
     }
 }

@@ -147,7 +147,11 @@ fn list(
             .retain(|b| b.sets.iter().any(|s| &s.name == set));
         for b in &mut listing.backups {
             b.sets.retain(|s| &s.name == set);
-            b.bytes = b.sets.iter().map(|s| s.bytes).sum();
+            b.bytes = b
+                .sets
+                .iter()
+                .map(|s| s.bytes)
+                .fold(0u64, u64::saturating_add);
         }
     }
     match query {
@@ -741,8 +745,14 @@ fn restore(
 
     let total: u64 = planned
         .iter()
-        .map(|p| p.plan.counts.create.bytes + p.plan.counts.replace.bytes)
-        .sum();
+        .map(|p| {
+            p.plan
+                .counts
+                .create
+                .bytes
+                .saturating_add(p.plan.counts.replace.bytes)
+        })
+        .fold(0u64, u64::saturating_add);
     let bar = ui.percent_bar("restore");
     let mut written = 0u64;
     let mut done = |n: u64| {
@@ -750,7 +760,7 @@ fn restore(
         if let Some(b) = &bar
             && total > 0
         {
-            b.set_position(written * 100 / total);
+            b.set_position(written.saturating_mul(100) / total);
         }
     };
     let (summaries, error) = job::apply_all(&sets, &planned, &mut done);
@@ -912,14 +922,14 @@ fn verify(
                 .sets
                 .iter()
                 .map(|s| s.file_bytes.unwrap_or(s.archive_bytes))
-                .sum();
+                .fold(0u64, u64::saturating_add);
             let mut seen = 0u64;
             let mut tick = |n: u64| {
                 seen += n;
                 if let Some(b) = &bar
                     && total > 0
                 {
-                    b.set_position((seen * 100 / total).min(100));
+                    b.set_position((seen.saturating_mul(100) / total).min(100));
                 }
             };
             verify::verify_drive_backup(backup, keys.as_ref(), &scope, list_all, &mut tick)
@@ -945,14 +955,14 @@ fn verify(
             let total: u64 = snapshots
                 .iter()
                 .filter_map(|s| s.metadata.as_ref().map(|m| m.stats.total_bytes))
-                .sum();
+                .fold(0u64, u64::saturating_add);
             let mut seen = 0u64;
             let mut tick = |n: u64| {
                 seen += n;
                 if let Some(b) = &bar
                     && total > 0
                 {
-                    b.set_position((seen * 100 / total).min(100));
+                    b.set_position((seen.saturating_mul(100) / total).min(100));
                 }
             };
             for snap in snapshots {

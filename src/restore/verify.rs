@@ -179,7 +179,7 @@ impl Would {
                 w.entries += 1;
                 if kind == "file" || kind == "hardlink" {
                     w.files += 1;
-                    w.bytes += bytes;
+                    w.bytes = w.bytes.saturating_add(bytes);
                 }
                 if self.list {
                     w.list.push(WouldEntry {
@@ -603,7 +603,7 @@ pub fn verify_drive_backup(
         report.ok = problems.len() == before;
         entries += report.entries;
         files += report.files;
-        bytes += report.bytes;
+        bytes = bytes.saturating_add(report.bytes);
         would_all.extend(watch.would.items);
         sets.push(report);
     }
@@ -845,7 +845,7 @@ fn scan_archive(
             n += 1;
             if e.kind == EntryKind::File {
                 f += 1;
-                b += size;
+                b = b.saturating_add(size);
             }
         }
     }
@@ -972,7 +972,7 @@ pub fn verify_snapshot(
             match hashed {
                 Ok((len, got)) => {
                     report.files += 1;
-                    report.bytes += len;
+                    report.bytes = report.bytes.saturating_add(len);
                     if let Some(Some((_, size, Some(sha)))) = want
                         && (size != len || sha != got)
                     {

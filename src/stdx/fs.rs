@@ -486,6 +486,7 @@ impl Dir {
             });
         }
         let sub = self.sub(name)?;
+        #[allow(clippy::unnecessary_cast)] // st_mode's type differs between architectures
         let mode = st.st_mode as u32 & 0o7777;
         if mode & 0o700 != 0o700 {
             rustix::fs::fchmod(&sub, Mode::from_raw_mode(mode | 0o700))
@@ -634,7 +635,7 @@ mod tests {
         symlink("/dev/zero", tmp.path().join("zero")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &tmp.path().join("fifo"),
+            tmp.path().join("fifo"),
             FileType::Fifo,
             Mode::from_raw_mode(0o600),
             0,
