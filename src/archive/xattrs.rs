@@ -197,25 +197,169 @@ pub fn parse_pax(mut data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
 }
 
 /// The content of the pax extended header (`x`) among an entry's header blocks, if it has one. `headers` starts
-/// at the entry's first header block; extension headers (`x`, GNU `L`/`K`, ...) are walked by their sizes up to the
-/// last block, the entry's own header.
+/// at the entry's first header block; extension headers (`x`, GNU `L`/`K`, ...) are walked by their sizes and must
+/// lead to the last block, the entry's own header.
 pub fn extended_header_data(headers: &[u8]) -> Result<Option<&[u8]>, String> {
+    let walked = walk_extension_headers(headers)?;
+    if walked.end + 512 != headers.len() {
+        return Err("its extension headers do not lead to its header".into());
+    }
+    Ok(walked.pax)
+}
+
+/// A reader that remembers the header blocks a tar reader (the `tar` crate) reads through it, so that an entry's
+/// attributes can be parsed from its raw pax records ([`Attrs::from_headers`]) once the crate has handed the entry
+/// over. Content is not kept: after each entry the caller says where the next header starts ([`TapHandle::take`]),
+/// and nothing before it is recorded.
+pub struct HeaderTap<R> {
+    inner: R,
+    pos: u64,
+    state: std::rc::Rc<std::cell::RefCell<TapState>>,
+}
+
+/// The caller's side of a [`HeaderTap`].
+#[derive(Clone)]
+pub struct TapHandle(std::rc::Rc<std::cell::RefCell<TapState>>);
+
+#[derive(Default)]
+struct TapState {
+    /// The stream offset of `bytes[0]`.
+    start: u64,
+    bytes: Vec<u8>,
+    /// Nothing before this offset is recorded.
+    resume_at: u64,
+    /// More than [`TAP_LIMIT`] bytes of headers came: they were not all kept.
+    overflow: bool,
+}
+
+/// Header bytes kept at most for one entry (its pax records are bounded by [`MAX_ATTR_BYTES`], and more).
+const TAP_LIMIT: usize = 4 * MAX_ATTR_BYTES;
+
+impl<R> HeaderTap<R> {
+    /// Taps `inner`, which is at stream offset `pos` (a header's start).
+    pub fn new(inner: R, pos: u64) -> (HeaderTap<R>, TapHandle) {
+        let state = std::rc::Rc::new(std::cell::RefCell::new(TapState {
+            start: pos,
+            resume_at: pos,
+            ..TapState::default()
+        }));
+        (
+            HeaderTap {
+                inner,
+                pos,
+                state: state.clone(),
+            },
+            TapHandle(state),
+        )
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+impl<R: io::Read> io::Read for HeaderTap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut st = self.state.borrow_mut();
+        let end = self.pos + n as u64;
+        if end > st.resume_at {
+            let from = st.resume_at.max(self.pos);
+            if st.bytes.is_empty() {
+                st.start = from;
+            }
+            let piece = &buf[(from - self.pos) as usize..n];
+            if st.bytes.len() + piece.len() <= TAP_LIMIT {
+                st.bytes.extend_from_slice(piece);
+            } else {
+                st.overflow = true;
+            }
+        }
+        self.pos = end;
+        Ok(n)
+    }
+}
+
+impl<R: io::Seek> io::Seek for HeaderTap<R> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let pos = self.inner.seek(to)?;
+        if pos != self.pos {
+            let mut st = self.state.borrow_mut();
+            st.bytes.clear();
+            st.start = pos;
+            st.overflow = false;
+            self.pos = pos;
+        }
+        Ok(pos)
+    }
+}
+
+impl TapHandle {
+    /// The attributes of the entry just handed over, whose own (last) header block is at `header` and whose data
+    /// starts at `data` (the `tar` crate's `raw_header_position` and `raw_file_position`); `next` is where the
+    /// header after it starts (its data and padding skipped): nothing before that is recorded. An error when the
+    /// entry's header blocks were not all seen (then they cannot be trusted to say it has no attributes).
+    pub fn take(&self, header: u64, data: u64, next: u64) -> Result<Attrs, String> {
+        let mut st = self.0.borrow_mut();
+        let result = (|| {
+            if st.overflow {
+                return Err(format!(
+                    "its header blocks are larger than {} MiB",
+                    TAP_LIMIT >> 20
+                ));
+            }
+            let end = data.checked_sub(st.start).map(|e| e as usize);
+            let own = header.checked_sub(st.start).map(|h| h as usize);
+            match (own, end) {
+                (Some(own), Some(end)) if end <= st.bytes.len() && own + 512 == end => {
+                    let blocks = &st.bytes[..end];
+                    let walked = walk_extension_headers(blocks)?;
+                    if walked.end != own {
+                        return Err("its extension headers do not lead to its header".into());
+                    }
+                    match walked.pax {
+                        Some(data) => Attrs::from_pax(&parse_pax(data)?),
+                        None => Ok(Attrs::default()),
+                    }
+                }
+                _ => Err("its header blocks were not all read".into()),
+            }
+        })();
+        st.bytes.clear();
+        st.overflow = false;
+        st.resume_at = next;
+        st.start = next;
+        result
+    }
+}
+
+/// What [`walk_extension_headers`] found.
+struct Walked<'a> {
+    /// The pax extended header's data, if there is one.
+    pax: Option<&'a [u8]>,
+    /// Where the walk stopped: the entry's own header.
+    end: usize,
+}
+
+/// Walks the extension headers (`x`, `g`, GNU `L`/`K`, ...) at the start of `blocks` by their sizes, up to the last
+/// block (the entry's own header).
+fn walk_extension_headers(blocks: &[u8]) -> Result<Walked<'_>, String> {
     let mut at = 0usize;
-    let mut found = None;
-    while at + 512 < headers.len() {
-        let block = &headers[at..at + 512];
+    let mut pax = None;
+    while at + 512 < blocks.len() {
+        let block = &blocks[at..at + 512];
         let size = octal(&block[124..136]).ok_or("an extension header with a bad size")?;
         let start = at + 512;
         let end = start
             .checked_add(usize::try_from(size).map_err(|_| "an extension header too large")?)
-            .filter(|e| *e <= headers.len())
+            .filter(|e| *e <= blocks.len())
             .ok_or("an extension header larger than the headers")?;
         if block[156] == b'x' {
-            found = Some(&headers[start..end]);
+            pax = Some(&blocks[start..end]);
         }
         at = end.div_ceil(512) * 512;
     }
-    Ok(found)
+    Ok(Walked { pax, end: at })
 }
 
 /// A tar octal number field (NUL/space terminated), or base-256.
