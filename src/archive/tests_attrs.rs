@@ -21,7 +21,11 @@ pub(crate) fn getfattr_dump(root: &Path) -> String {
         .args(&paths)
         .output()
         .expect("getfattr runs (the attr package)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).replace(&format!("{}/", root.display()), "")
 }
 
@@ -31,7 +35,11 @@ fn setfacl(args: &[&str], path: &Path) {
         .arg(path)
         .output()
         .expect("setfacl runs (the acl package)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn setxattr(path: &Path, name: &str, value: &[u8]) {
@@ -48,12 +56,23 @@ fn tree() -> tempfile::TempDir {
     fs::write(root.join("shared/plain"), b"no attributes").unwrap();
     fs::write(root.join("shared/f"), b"hello").unwrap();
     fs::write(root.join("g"), b"world").unwrap();
-    setxattr(&root.join("shared/f"), "user.note", b"one\n13 path=evil\n12 size=99\nx");
-    setxattr(&root.join("shared/f"), "user.bin", &[0, 0xff, b'\n', b'=', 0]);
+    setxattr(
+        &root.join("shared/f"),
+        "user.note",
+        b"one\n13 path=evil\n12 size=99\nx",
+    );
+    setxattr(
+        &root.join("shared/f"),
+        "user.bin",
+        &[0, 0xff, b'\n', b'=', 0],
+    );
     setxattr(&root.join("shared/f"), "user.a=b%c", b"odd name");
     setxattr(&root.join("shared"), "user.dir", b"on a directory");
     setfacl(&["-m", "u:1000:rwx,g:100:r-x"], &root.join("shared/f"));
-    setfacl(&["-m", "u:1001:r-x", "-d", "-m", "u:1000:rwx"], &root.join("shared"));
+    setfacl(
+        &["-m", "u:1001:r-x", "-d", "-m", "u:1000:rwx"],
+        &root.join("shared"),
+    );
     // With a newline in its name and an ACL: the name's record is broken for the tar crate too.
     let odd = root.join("shared/new\nline");
     fs::write(&odd, b"odd").unwrap();
@@ -107,13 +126,23 @@ fn gnu_tar_restores_the_attributes_and_acls_of_an_archive() {
     let out = tempfile::tempdir().unwrap();
     let tar = dir.path().join("data.tar");
     let run = Command::new("tar")
-        .args(["--xattrs", "--xattrs-include=*", "--acls", "--numeric-owner", "-xpf"])
+        .args([
+            "--xattrs",
+            "--xattrs-include=*",
+            "--acls",
+            "--numeric-owner",
+            "-xpf",
+        ])
         .arg(&tar)
         .arg("-C")
         .arg(out.path())
         .output()
         .unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let want = getfattr_dump(src.path());
     assert!(want.contains("system.posix_acl_default"), "{want}");
     assert_eq!(getfattr_dump(out.path()), want);
@@ -142,7 +171,14 @@ fn the_verifier_reads_every_record_whatever_the_values_hold() {
         a.acl_default.as_deref(),
         Some("user::rwx\nuser:1000:rwx\ngroup::r-x\nmask::rwx\nother::r-x")
     );
-    assert!(entries.iter().find(|e| e.path == b"shared/plain").unwrap().attrs.is_none());
+    assert!(
+        entries
+            .iter()
+            .find(|e| e.path == b"shared/plain")
+            .unwrap()
+            .attrs
+            .is_none()
+    );
 
     let mut ar = tar::Archive::new(fs::File::open(dir.path().join("data.tar")).unwrap());
     let names: Vec<Vec<u8>> = ar
