@@ -4,7 +4,8 @@
 //! external (a plain drive and an age-encrypted one), and comes back equal to the source (`getfacl -R`,
 //! `getfattr -d -m -`, `stat`, content) restored from the local snapshot, from each drive, and extracted from the
 //! plain drive's archive by GNU tar `--xattrs --acls`. On ext4 and on xfs: the source, the backup root, the restore
-//! targets and the drives are all of the filesystem under test.
+//! targets and the drives are all of the filesystem under test. Restored onto exFAT, which holds no xattrs, a file
+//! gives one warning with the count (exit 3).
 //!
 //! Before issue 12 the archives held no xattrs and no ACLs, and no restore applied any: every drive leg lost them.
 
@@ -453,6 +454,38 @@ fn matrix(fs_kind: Fs) {
         ],
     );
     assert_same(&src, &under(&out), "extracted by GNU tar", false);
+
+    // Onto a filesystem that holds no xattrs (exFAT): one warning with the count, exit 3, the file itself there.
+    if fs_kind == Fs::Ext4 && t9::require(&[Fs::Exfat]) {
+        let usb = Drive::exfat("USB", 16 * MIB);
+        let out = usb.mount_point().join("restored");
+        let file = src.join("tagged.txt");
+        // Its parents there already (exFAT cannot take /tmp's sticky bit, which restoring them would set).
+        fs::create_dir_all(under(&out)).unwrap();
+        let o = t
+            .cmd()
+            .args(["restore", "--drive", plain.mount_point().to_str().unwrap()])
+            .args(["--path", file.to_str().unwrap(), "--target"])
+            .args([&out])
+            .status(3);
+        let warnings: Vec<&str> = o
+            .stderr
+            .lines()
+            .filter(|l| l.contains("not restored"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{}", o.stderr);
+        assert!(
+            warnings[0]
+                .contains("3 extended attributes or ACLs were not restored: the filesystem of")
+                && warnings[0].contains("cannot hold them"),
+            "{}",
+            o.stderr
+        );
+        assert_eq!(
+            fs::read(under(&out).join("tagged.txt")).unwrap(),
+            b"tagged\n"
+        );
+    }
 }
 
 #[test]
