@@ -57,7 +57,7 @@ pub fn is_minimal(binary: &[u8]) -> bool {
 
 fn decode(binary: &[u8]) -> Result<Vec<Entry>, AclError> {
     let bad = |s: &str| AclError::Binary(s.to_string());
-    if binary.len() < 4 || (binary.len() - 4) % 8 != 0 {
+    if binary.len() < 4 || !(binary.len() - 4).is_multiple_of(8) {
         return Err(bad("its length is not 4 + 8 per entry"));
     }
     let version = u32::from_le_bytes(binary[..4].try_into().expect("4 bytes"));

@@ -80,7 +80,7 @@ impl Attrs {
 
     /// The attributes in parsed pax records (other records are ignored). GNU tar stores the ACLs twice, as text
     /// and as their binary xattrs: the text wins, and the binary form is used only when there is no text.
-    pub fn from_pax(records: &[(&[u8], &[u8])]) -> Result<Attrs, String> {
+    pub fn from_pax(records: &[PaxRecord<'_>]) -> Result<Attrs, String> {
         let mut a = Attrs::default();
         let mut binary_acls: [Option<&[u8]>; 2] = [None, None];
         for (key, value) in records {
@@ -164,8 +164,11 @@ pub fn record(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     out.push(b'\n');
 }
 
-/// Parses pax extended header data into `(key, value)` records by their lengths (values may hold newlines).
-pub fn parse_pax(mut data: &[u8]) -> Result<Vec<(&[u8], &[u8])>, String> {
+/// One pax record: keyword and value.
+pub type PaxRecord<'a> = (&'a [u8], &'a [u8]);
+
+/// Parses pax extended header data into records by their lengths (values may hold newlines).
+pub fn parse_pax(mut data: &[u8]) -> Result<Vec<PaxRecord<'_>>, String> {
     let mut out = Vec::new();
     while !data.is_empty() {
         // Trailing NULs pad some writers' data to a block.

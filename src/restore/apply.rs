@@ -490,8 +490,7 @@ impl<'p> Applier<'p> {
                     content,
                     &item.entry,
                     item.mode,
-                    opts.privileged,
-                    opts.fsync,
+                    opts,
                     &mut self.buf,
                     &mut self.summary.attrs,
                 );
@@ -812,11 +811,11 @@ fn write_file(
     content: &mut dyn Read,
     entry: &RestoreEntry,
     mode: u32,
-    privileged: bool,
-    fsync: bool,
+    opts: &super::RestoreOptions,
     buf: &mut [u8],
     tally: &mut AttrTally,
 ) -> Result<(u64, u64), Failure> {
+    let (privileged, fsync) = (opts.privileged, opts.fsync);
     let mut hasher = entry.sha256.map(|_| Sha256::new());
     let mut total: u64 = 0;
     // One byte more than expected tells a source that grew.

@@ -746,7 +746,6 @@ fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> Result<(), S
         ));
     }
     let end = usize::try_from(te.raw_file_position()).unwrap_or(usize::MAX);
-    drop(entries);
     let attrs = Attrs::from_headers(bytes.get(..end).ok_or("its header is cut short")?)
         .map_err(|e| format!("its extended attributes cannot be read: {e}"))?;
     let listed = ie.attrs.as_deref().cloned().unwrap_or_default();
