@@ -152,7 +152,9 @@ let
   keyOrder = [
     "Description" "Documentation" "After" "RequiresMountsFor" "Type" "User" "Environment" "ExecStartPre" "ExecStart"
     "SuccessExitStatus" "Restart" "RestartPreventExitStatus" "RestartSec" "Nice" "CPUSchedulingPolicy"
-    "IOSchedulingClass" "NoNewPrivileges" "ProtectSystem" "OnCalendar" "Persistent" "RandomizedDelaySec" "WantedBy"
+    "IOSchedulingClass" "NoNewPrivileges" "ProtectSystem" "ReadWritePaths" "PrivateTmp" "ProtectKernelTunables"
+    "ProtectKernelModules" "ProtectKernelLogs" "ProtectControlGroups" "ProtectHostname" "CapabilityBoundingSet" "LockPersonality"
+    "RestrictRealtime" "SystemCallArchitectures" "OnCalendar" "Persistent" "RandomizedDelaySec" "WantedBy"
   ];
   sectionOrder = [ "Unit" "Service" "Timer" "Install" ];
 
@@ -216,8 +218,26 @@ let
         else normalize (home + "/.local/share/dbackup");
       root = pathWord "backup_root" backupRoot;
 
+      # The run log's directory under the units: $XDG_STATE_HOME/dbackup with the units' environment.
+      stateHome = unitEnvironment.XDG_STATE_HOME or "";
+      stateDir =
+        if hasPrefix "/" stateHome then normalize (stateHome + "/dbackup")
+        else normalize (home + "/.local/state/dbackup");
+
       drives = map (d: d // { path = expandPath env d.path; }) destinations;
       mounts = map (d: builtins.seq (pathWord "path" d.path) (mountUnit d.path)) drives;
+      # What the system units may write: the root, the run log, the drives (`-`: absent is no error).
+      writable = [ root (pathWord "the state directory" stateDir) ]
+        ++ map (d: settingWord "path" "-${d.path}") drives;
+
+      # The programs the units' runs start by name (src/systemd Input::programs, notify::sinks::programs).
+      notifications = settings.notifications or { };
+      notifyCommand = notifications.command or [ ];
+      programs = builtins.attrNames (listToAttrs (map (name: { inherit name; value = null; }) (
+        [ "rsync" ]
+        ++ optional (destinations != [ ]) "blkid"
+        ++ optional (notifications.desktop or false) "notify-send"
+        ++ optional (notifyCommand != [ ]) (head notifyCommand))));
 
       command = [ (execWord "the dbackup binary" exe) ]
         ++ (if configFile == null then [ ] else [ "--config" (execWord "the config path" (toString configFile)) ]);
@@ -235,10 +255,23 @@ let
         CPUSchedulingPolicy = "idle";
         IOSchedulingClass = "idle";
         NoNewPrivileges = "yes";
+        LockPersonality = "yes";
+        RestrictRealtime = "yes";
+        SystemCallArchitectures = "native";
         Environment = environmentWords;
       } // optionalAttrs system {
         User = user;
-        ProtectSystem = "full";
+        ProtectSystem = "strict";
+        ReadWritePaths = writable;
+        PrivateTmp = "yes";
+        ProtectKernelTunables = "yes";
+        ProtectKernelModules = "yes";
+        ProtectKernelLogs = "yes";
+        ProtectControlGroups = "yes";
+        ProtectHostname = "yes";
+      } // optionalAttrs (system && user != "root") {
+        # A user other than root has no capability to keep; root keeps them all.
+        CapabilityBoundingSet = "";
       });
       documentation = "man:dbackup(1)";
 
@@ -301,7 +334,7 @@ let
         + concatStringsSep "" (map (r: r.text) rules);
     in
     {
-      inherit scope units;
+      inherit scope units programs;
       udev_rules = if hasRules then names.udevRules else null;
       files = builtins.mapAttrs (_: unitText) units // optionalAttrs hasRules { ${names.udevRules} = udevText; };
     };

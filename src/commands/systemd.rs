@@ -142,7 +142,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
             print!("{}", text(&rendered));
         }
         if !json {
-            ui.info(instructions(&rendered, None));
+            ui.info(instructions(&rendered, &input, &target.user, None));
         }
         return Ok(Exit::Ok);
     };
@@ -191,7 +191,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
         for p in &written {
             println!("{}", p.display());
         }
-        ui.info(instructions(&rendered, Some(&dir)));
+        ui.info(instructions(&rendered, &input, &target.user, Some(&dir)));
     }
     Ok(Exit::Ok)
 }
@@ -208,8 +208,9 @@ pub fn text(r: &Rendered) -> String {
     out
 }
 
-/// The commands that install and enable the files (from `dir`, or from a directory the user saves them to).
-pub fn instructions(r: &Rendered, dir: Option<&Path>) -> String {
+/// The commands that install and enable the files (from `dir`, or from a directory the user saves them to); for the
+/// system scope, first the directories the units may write (`ProtectSystem=strict` needs them to exist).
+pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>) -> String {
     let from = dir
         .map(|d| d.display().to_string())
         .unwrap_or_else(|| "DIR".to_string());
@@ -225,6 +226,15 @@ pub fn instructions(r: &Rendered, dir: Option<&Path>) -> String {
     }
     match r.scope {
         Scope::System => {
+            let quote = |p: &Path| crate::ui::shell_words(&[p.display().to_string()]);
+            lines.push(format!(
+                "  sudo install -d -m 0700 -o {user} {}   # if missing: the units write only there,",
+                quote(&input.backup_root)
+            ));
+            lines.push(format!(
+                "  sudo -u {user} mkdir -p {}   # in the run log's directory and on the drives",
+                quote(&input.state_dir)
+            ));
             lines.push(format!(
                 "  sudo cp {} /etc/systemd/system/",
                 units.join(" ")

@@ -13,6 +13,16 @@
 //!   `schedule.external = manual` installs no trigger, and the unit runs `dbackup external` when started by hand.
 //!   Exit 5 (no destination present) is not a failure.
 //! - Exit 3 (warnings) is success; exit 4 (another run holds the lock) is retried 15 minutes later.
+//! - Hardened like nixpkgs' borgbackup module. Both scopes: `NoNewPrivileges`, `LockPersonality`,
+//!   `RestrictRealtime`, `SystemCallArchitectures=native` (seccomp, no namespace needed). The system scope also gets
+//!   namespaces: `ProtectSystem=strict` with `ReadWritePaths=` for the backup root, the state directory (the run log)
+//!   and each destination (`-`: a drive may be absent; one mounted later is writable anyway), `PrivateTmp`,
+//!   `ProtectKernelTunables`, `ProtectKernelModules`, `ProtectKernelLogs`, `ProtectControlGroups`, `ProtectHostname`,
+//!   and, for a user other than root, an empty `CapabilityBoundingSet` (root keeps its capabilities: it reads and
+//!   copies everyone's files with their owners, ACLs and xattrs).
+//!   Not `ProtectHome` (it backs up `/home`), not `PrivateDevices` or `ProtectClock` (`blkid` reads the drives'
+//!   block devices), not `RestrictSUIDSGID` (rsync copies setuid and setgid bits), not `RestrictNamespaces` or
+//!   `MemoryDenyWriteExecute` (a notification command may need them).
 //!
 //! `nix/lib.nix` renders the same structure with Nix builtins; `dbackup systemd render --format json` is the golden
 //! reference the Nix output is compared with (tests/integration/systemd.rs).
@@ -58,6 +68,17 @@ pub const KEY_ORDER: &[&str] = &[
     "IOSchedulingClass",
     "NoNewPrivileges",
     "ProtectSystem",
+    "ReadWritePaths",
+    "PrivateTmp",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectHostname",
+    "CapabilityBoundingSet",
+    "LockPersonality",
+    "RestrictRealtime",
+    "SystemCallArchitectures",
     "OnCalendar",
     "Persistent",
     "RandomizedDelaySec",
@@ -95,10 +116,16 @@ pub struct Input {
     pub schedule: Schedule,
     /// Absolute, expanded: the units require its mount.
     pub backup_root: PathBuf,
+    /// Where the run log is written under the units (`$XDG_STATE_HOME/dbackup` with the units' environment:
+    /// `~/.local/state/dbackup` unless the config sets `XDG_STATE_HOME` through a variable it uses).
+    pub state_dir: PathBuf,
     pub destinations: Vec<Drive>,
     /// Variables the config uses (other than `HOME`, `USER` and `LOGNAME`, which systemd sets), with their values
     /// now: the units set them, so the config expands the same under systemd as where it was rendered.
     pub environment: BTreeMap<String, String>,
+    /// The programs the units' runs start by name, sorted: `rsync`, `blkid` (with destinations) and what the
+    /// enabled notification sinks run ([`crate::notify::sinks::programs`]).
+    pub programs: Vec<String>,
 }
 
 /// A destination: where it mounts, how udev recognises it.
@@ -131,14 +158,30 @@ impl Input {
         if config.backup_root.is_none() && env.var("DBACKUP").is_some() {
             names.insert("DBACKUP".to_string());
         }
-        let environment = names
+        let environment: BTreeMap<String, String> = names
             .into_iter()
             .filter(|n| !SET_BY_SYSTEMD.contains(&n.as_str()))
             .filter_map(|n| env.var(&n).map(|v| (n.clone(), v.to_string())))
             .collect();
+        // The environment the units have: what they set, and HOME.
+        let unit_env = Env {
+            vars: environment.clone(),
+            home: env.home.clone(),
+            cwd: "/".into(),
+        };
+        let state_dir = crate::expand::normalize(
+            &crate::config::load::xdg_dir(&unit_env, "XDG_STATE_HOME", ".local/state")
+                .join("dbackup"),
+        );
+        let mut programs = BTreeSet::from(["rsync".to_string()]);
+        if !settings.destinations.is_empty() {
+            programs.insert("blkid".to_string());
+        }
+        programs.extend(crate::notify::sinks::programs(&settings.notifications));
         Input {
             schedule: settings.schedule.clone(),
             backup_root: settings.backup_root.clone(),
+            state_dir,
             destinations: settings
                 .destinations
                 .iter()
@@ -150,6 +193,7 @@ impl Input {
                 })
                 .collect(),
             environment,
+            programs: programs.into_iter().collect(),
         }
     }
 }
@@ -223,6 +267,8 @@ pub struct Rendered {
     pub udev_rules: Option<String>,
     /// File name -> its text: every unit, and the udev rules.
     pub files: BTreeMap<String, String>,
+    /// The programs the units' dbackup starts by name (their `PATH` must hold them): [`Input::programs`].
+    pub programs: Vec<String>,
 }
 
 /// Why the units cannot be rendered.
@@ -292,12 +338,16 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         .collect::<Result<_, _>>()?;
 
     let mut mounts = Vec::new();
+    // What the system units may write: the root, the run log, the drives (`-`: absent is no error).
+    let mut writable = vec![root.clone(), escape::path_word("the state directory", &input.state_dir)?];
     for d in &input.destinations {
         let wrap = |source| RenderError::Destination {
             name: d.name.clone(),
             source,
         };
+        let path = path_str(&d.path).map_err(wrap)?;
         escape::path_word("path", &d.path).map_err(wrap)?;
+        writable.push(escape::setting_word("path", &format!("-{path}")).map_err(wrap)?);
         mounts.push(escape::path_unit(&d.path));
     }
 
@@ -315,12 +365,31 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         s.insert("CPUSchedulingPolicy".into(), "idle".into());
         s.insert("IOSchedulingClass".into(), "idle".into());
         s.insert("NoNewPrivileges".into(), "yes".into());
+        s.insert("LockPersonality".into(), "yes".into());
+        s.insert("RestrictRealtime".into(), "yes".into());
+        s.insert("SystemCallArchitectures".into(), "native".into());
         if !environment.is_empty() {
             s.insert("Environment".into(), environment.clone().into());
         }
         if system {
             s.insert("User".into(), target.user.clone().into());
-            s.insert("ProtectSystem".into(), "full".into());
+            s.insert("ProtectSystem".into(), "strict".into());
+            s.insert("ReadWritePaths".into(), writable.clone().into());
+            for key in [
+                "PrivateTmp",
+                "ProtectKernelTunables",
+                "ProtectKernelModules",
+                "ProtectKernelLogs",
+                "ProtectControlGroups",
+                "ProtectHostname",
+            ] {
+                s.insert(key.into(), "yes".into());
+            }
+            // A user other than root has no capability to keep; root keeps them all (it reads and copies
+            // everyone's files, with their owners, modes, ACLs and xattrs).
+            if target.user != "root" {
+                s.insert("CapabilityBoundingSet".into(), "".into());
+            }
         }
         s
     };
@@ -444,6 +513,7 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         units,
         udev_rules,
         files,
+        programs: input.programs.clone(),
     })
 }
 

@@ -565,6 +565,15 @@ struct Case {
     env: &'static [(&'static str, &'static str)],
 }
 
+/// The user the system units of a case run as, and that user's home (from the password database).
+fn run_as(case: &Case) -> (&'static str, &'static str) {
+    if case.name.contains("as nobody") {
+        ("nobody", "/nonexistent")
+    } else {
+        ("root", "/root")
+    }
+}
+
 fn cases() -> Vec<Case> {
     let weekly = CONFIG.to_string();
     let with = |from: &str, to: &str| CONFIG.replace(from, to);
@@ -609,12 +618,20 @@ fn cases() -> Vec<Case> {
             env: &[("DDATA", "/data"), ("MEDIA", "/media/payne"), ("DBACKUP", "~/bk")],
         },
         Case {
-            name: "system, a label with spaces, a uuid in mixed case, $VAR paths",
+            name: "system as nobody, a label with spaces, a uuid in mixed case, $VAR paths",
             config: r#"{ "backup_root": "${DDATA}/../srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
                 "destinations": [ { "name": "T9", "path": "$MEDIA/50% off/T9", "fs_label": "  Big  Disk ", "fs_uuid": "ABCD-12ef" } ] }"#
                 .to_string(),
             scope: Scope::System,
             env: &[("DDATA", "/data"), ("MEDIA", "/media/payne")],
+        },
+        Case {
+            name: "system, every notification sink, a config that uses XDG_STATE_HOME (the run log moves)",
+            config: r#"{ "backup_sets": [ { "name": "a", "sources": ["$XDG_STATE_HOME/notes"] } ],
+                "notifications": { "desktop": true, "command": ["logger", "-t", "dbackup"], "http": "https://ntfy.sh/x" } }"#
+                .to_string(),
+            scope: Scope::System,
+            env: &[("XDG_STATE_HOME", "/var/lib/state of payne")],
         },
         Case {
             name: "system, no destinations, daily",
@@ -639,7 +656,11 @@ fn nix_lib_renders_exactly_what_dbackup_renders() {
             t = t.env(*k, *v);
         }
         let (flag, user, home) = match case.scope {
-            Scope::System => ("--system", "root".to_string(), "/root".to_string()),
+            Scope::System => (
+                "--system",
+                run_as(&case).0.to_string(),
+                run_as(&case).1.to_string(),
+            ),
             Scope::User => (
                 "--user",
                 "tester".to_string(),
@@ -648,7 +669,7 @@ fn nix_lib_renders_exactly_what_dbackup_renders() {
         };
         let mut args = vec![flag, "--exe", EXE];
         if case.scope == Scope::System {
-            args.extend(["--run-as", "root"]);
+            args.extend(["--run-as", run_as(&case).0]);
         }
         let rust: serde_json::Value =
             render(&t, &[&["--format", "json"], &args[..]].concat()).json();
