@@ -184,6 +184,34 @@ let
 
   setBySystemd = [ "HOME" "USER" "LOGNAME" ];
 
+  # What the units see of the settings, for the arguments of `render` (below): the variables the config uses and
+  # the units therefore set (`environment`), the expanded backup root, and the run log's directory
+  # ($XDG_STATE_HOME/dbackup with the units' environment).
+  dirs =
+    { user ? "root", home, environment ? { }, settings, ... }:
+    let
+      env = environment // { HOME = home; USER = user; LOGNAME = user; };
+      configStrings =
+        optional (settings ? backup_root) settings.backup_root
+        ++ builtins.concatLists (map (s: (s.sources or [ ]) ++ (s.exclusions or [ ])) (settings.backup_sets or [ ]))
+        ++ map (d: d.path) (settings.destinations or [ ]);
+      used = builtins.concatLists (map variables configStrings)
+        ++ optional (!(settings ? backup_root) && (environment.DBACKUP or "") != "") "DBACKUP";
+      unitEnvironment = listToAttrs (map (name: { inherit name; value = env.${name} or (throw "dbackup: the config uses \$${name}: set it in the module's `environment` option"); })
+        (filter (n: !(elem n setBySystemd)) used));
+      stateHome = unitEnvironment.XDG_STATE_HOME or "";
+    in
+    {
+      environment = unitEnvironment;
+      backupRoot =
+        if settings ? backup_root then expandPath env settings.backup_root
+        else if (environment.DBACKUP or "") != "" then expandPath env environment.DBACKUP
+        else normalize (home + "/.local/share/dbackup");
+      stateDir =
+        if hasPrefix "/" stateHome then normalize (stateHome + "/dbackup")
+        else normalize (home + "/.local/state/dbackup");
+    };
+
   # Everything `dbackup systemd render --format json` prints, for:
   #   scope       "system" or "user"
   #   exe         the dbackup binary the units run
@@ -193,7 +221,7 @@ let
   #   environment other variables the settings use (`$DDATA`), set in the units
   #   settings    the config, as the JSON file holds it
   render =
-    { scope, exe, configFile ? null, user ? "root", home, environment ? { }, settings }:
+    args@{ scope, exe, configFile ? null, user ? "root", home, environment ? { }, settings }:
     let
       system = scope == "system";
       schedule = { incremental = "daily"; full = "weekly"; external = "weekly"; } // (settings.schedule or { });
@@ -203,26 +231,10 @@ let
       env = environment // { HOME = home; USER = user; LOGNAME = user; };
       destinations = settings.destinations or [ ];
 
-      configStrings =
-        optional (settings ? backup_root) settings.backup_root
-        ++ builtins.concatLists (map (s: (s.sources or [ ]) ++ (s.exclusions or [ ])) (settings.backup_sets or [ ]))
-        ++ map (d: d.path) destinations;
-      used = builtins.concatLists (map variables configStrings)
-        ++ optional (!(settings ? backup_root) && (environment.DBACKUP or "") != "") "DBACKUP";
-      unitEnvironment = listToAttrs (map (name: { inherit name; value = env.${name} or (throw "dbackup: the config uses \$${name}: set it in the module's `environment` option"); })
-        (filter (n: !(elem n setBySystemd)) used));
-
-      backupRoot =
-        if settings ? backup_root then expandPath env settings.backup_root
-        else if (environment.DBACKUP or "") != "" then expandPath env environment.DBACKUP
-        else normalize (home + "/.local/share/dbackup");
-      root = pathWord "backup_root" backupRoot;
-
-      # The run log's directory under the units: $XDG_STATE_HOME/dbackup with the units' environment.
-      stateHome = unitEnvironment.XDG_STATE_HOME or "";
-      stateDir =
-        if hasPrefix "/" stateHome then normalize (stateHome + "/dbackup")
-        else normalize (home + "/.local/state/dbackup");
+      seen = dirs args;
+      unitEnvironment = seen.environment;
+      root = pathWord "backup_root" seen.backupRoot;
+      stateDir = seen.stateDir;
 
       drives = map (d: d // { path = expandPath env d.path; }) destinations;
       mounts = map (d: builtins.seq (pathWord "path" d.path) (mountUnit d.path)) drives;
@@ -247,9 +259,9 @@ let
       service = args: success: compact ({
         Type = "oneshot";
         ExecStart = exec args;
-        SuccessExitStatus = success;
+        SuccessExitStatus = [ success ];
         Restart = "on-failure";
-        RestartPreventExitStatus = "1 2";
+        RestartPreventExitStatus = [ "1 2" ];
         RestartSec = "15min";
         Nice = "19";
         CPUSchedulingPolicy = "idle";
@@ -273,7 +285,7 @@ let
         # A user other than root has no capability to keep; root keeps them all.
         CapabilityBoundingSet = "";
       });
-      documentation = "man:dbackup(1)";
+      documentation = [ "man:dbackup(1)" ];
 
       description =
         if external == "always" then "dbackup: copy the latest snapshots to a backup drive whenever one appears"
@@ -285,7 +297,7 @@ let
           Unit = {
             Description = "dbackup: snapshot every backup set, then copy to a present drive when due";
             Documentation = documentation;
-            RequiresMountsFor = root;
+            RequiresMountsFor = [ root ];
           };
           Service = service [ "backup" ] "3";
         };
@@ -306,9 +318,9 @@ let
             Description = description;
             Documentation = documentation;
             After = [ names.collectService ] ++ mounts;
-            RequiresMountsFor = root;
+            RequiresMountsFor = [ root ];
           };
-          Service = service (externalArgs external) "3 5" // optionalAttrs triggers { ExecStartPre = exec waitForDrive; };
+          Service = service (externalArgs external) "3 5" // optionalAttrs triggers { ExecStartPre = [ (exec waitForDrive) ]; };
         } // optionalAttrs triggers { Install.WantedBy = mounts; };
       };
 
@@ -341,5 +353,5 @@ let
 in
 {
   inherit normalize escapePath mountUnit variables expand expandPath execWord settingWord udevLabel udevUuid names
-    header keyOrder sectionOrder unitText randomizedDelay externalArgs waitForDrive render;
+    header keyOrder sectionOrder unitText randomizedDelay externalArgs waitForDrive dirs render;
 }

@@ -154,7 +154,7 @@ let
     (case "render: the external unit waits for the drive, then runs backup" {
       inherit (system.units."dbackup-external.service".Service) ExecStartPre ExecStart;
     } {
-      ExecStartPre = "/bin/dbackup systemd wait-for-drive --timeout 60";
+      ExecStartPre = [ "/bin/dbackup systemd wait-for-drive --timeout 60" ];
       ExecStart = "/bin/dbackup backup";
     })
     (case "render: manual has no trigger" {

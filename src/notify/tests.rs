@@ -102,11 +102,11 @@ fn tls_server(status: u16) -> (String, Vec<u8>, mpsc::Receiver<Request>) {
         .unwrap();
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
-    .with_single_cert(
-        vec![cert.der().clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    )
-    .unwrap();
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("https://{}/dbackup-topic", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();
@@ -167,7 +167,8 @@ fn https_posts_the_same_through_rustls_with_nothing_on_path() {
     );
     assert!(sinks::programs(&config).is_empty());
     let e = event(EventKind::MissingMedia);
-    let roots = ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_der(&ca).to_owned()]);
+    let roots =
+        ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_der(&ca).to_owned()]);
     assert_eq!(sinks::post(&url, &e, roots), Ok(()));
     assert_ntfy_request(&received(&rx), &e);
 }
@@ -224,7 +225,6 @@ fn http_failures_are_deliveries_not_errors() {
         "{m}"
     );
     assert!(!m.contains("secret"), "{m}");
-
 
     // https to nothing: a failed delivery too, the secret left out.
     let d = Sink::Http {

@@ -228,7 +228,11 @@ pub fn variables(s: &str) -> Vec<String> {
     out
 }
 
-/// A setting's value: one line, or one line per item (`After=`, `Environment=`, `WantedBy=`).
+/// A setting's value: one line, or one line per item. The settings systemd accumulates over lines are lists
+/// (`After=`, `Documentation=`, `RequiresMountsFor=`, `Environment=`, `ExecStartPre=`, `SuccessExitStatus=`,
+/// `RestartPreventExitStatus=`, `ReadWritePaths=`, `WantedBy=`), even of one item: the Nix modules give them to
+/// the module system as lists, which the user's definitions add to, and the single values at `lib.mkDefault`, which
+/// the user's replace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Value {
@@ -339,7 +343,10 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
 
     let mut mounts = Vec::new();
     // What the system units may write: the root, the run log, the drives (`-`: absent is no error).
-    let mut writable = vec![root.clone(), escape::path_word("the state directory", &input.state_dir)?];
+    let mut writable = vec![
+        root.clone(),
+        escape::path_word("the state directory", &input.state_dir)?,
+    ];
     for d in &input.destinations {
         let wrap = |source| RenderError::Destination {
             name: d.name.clone(),
@@ -356,10 +363,13 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         let mut s: BTreeMap<String, Value> = BTreeMap::new();
         s.insert("Type".into(), "oneshot".into());
         s.insert("ExecStart".into(), exec(args).into());
-        s.insert("SuccessExitStatus".into(), success.into());
+        s.insert("SuccessExitStatus".into(), vec![success.to_string()].into());
         // Exit 4: another run holds the lock; try again later. 1 (failed) and 2 (config) are not retried.
         s.insert("Restart".into(), "on-failure".into());
-        s.insert("RestartPreventExitStatus".into(), "1 2".into());
+        s.insert(
+            "RestartPreventExitStatus".into(),
+            vec!["1 2".to_string()].into(),
+        );
         s.insert("RestartSec".into(), "15min".into());
         s.insert("Nice".into(), "19".into());
         s.insert("CPUSchedulingPolicy".into(), "idle".into());
@@ -400,7 +410,7 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
             .map(|(k, v)| (k.to_string(), v))
             .collect()
     };
-    let doc = || Value::from("man:dbackup(1)");
+    let doc = || Value::from(vec!["man:dbackup(1)".to_string()]);
 
     let mut units = BTreeMap::new();
 
@@ -417,7 +427,7 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
                             .into(),
                     ),
                     ("Documentation", doc()),
-                    ("RequiresMountsFor", root.clone().into()),
+                    ("RequiresMountsFor", vec![root.clone()].into()),
                 ]),
             ),
             ("Service".to_string(), service(&["backup"], "3")),
@@ -472,7 +482,7 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
     let triggers = triggered && !mounts.is_empty();
     let mut external_service = service(external_args(external), "3 5");
     if triggers {
-        external_service.insert("ExecStartPre".into(), exec(WAIT_FOR_DRIVE).into());
+        external_service.insert("ExecStartPre".into(), vec![exec(WAIT_FOR_DRIVE)].into());
     }
     let mut external_unit = Unit::from([
         (
@@ -481,7 +491,7 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
                 ("Description", description.into()),
                 ("Documentation", doc()),
                 ("After", after.into()),
-                ("RequiresMountsFor", root.into()),
+                ("RequiresMountsFor", vec![root].into()),
             ]),
         ),
         ("Service".to_string(), external_service),

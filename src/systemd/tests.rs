@@ -76,17 +76,17 @@ fn system_units_for_a_weekly_external_schedule() {
     );
     assert_eq!(
         get(&r, EXTERNAL_SERVICE, "Service", "ExecStartPre").cloned(),
-        one(
+        many(&[
             "/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json systemd wait-for-drive --timeout 60"
-        )
+        ])
     );
     assert_eq!(
         get(&r, COLLECT_SERVICE, "Service", "SuccessExitStatus").cloned(),
-        one("3")
+        many(&["3"])
     );
     assert_eq!(
         get(&r, EXTERNAL_SERVICE, "Service", "SuccessExitStatus").cloned(),
-        one("3 5")
+        many(&["3 5"])
     );
     assert_eq!(
         get(&r, COLLECT_SERVICE, "Service", "User").cloned(),
@@ -155,7 +155,11 @@ fn system_units_are_hardened_and_write_only_the_root_the_state_and_the_drives() 
             ("RestrictRealtime", "yes"),
             ("SystemCallArchitectures", "native"),
         ] {
-            assert_eq!(get(&r, unit, "Service", key).cloned(), one(want), "{unit} {key}");
+            assert_eq!(
+                get(&r, unit, "Service", key).cloned(),
+                one(want),
+                "{unit} {key}"
+            );
         }
         assert_eq!(
             get(&r, unit, "Service", "ReadWritePaths").cloned(),
@@ -169,17 +173,28 @@ fn system_units_are_hardened_and_write_only_the_root_the_state_and_the_drives() 
             "{unit}"
         );
         // It backs up /home, and blkid reads the drives' devices.
-        for absent in ["ProtectHome", "PrivateDevices", "ProtectClock", "RestrictSUIDSGID"] {
+        for absent in [
+            "ProtectHome",
+            "PrivateDevices",
+            "ProtectClock",
+            "RestrictSUIDSGID",
+        ] {
             assert_eq!(get(&r, unit, "Service", absent), None, "{unit} {absent}");
         }
     }
     assert_eq!(r.programs, ["blkid", "rsync"]);
     // payne has no capability to keep; root keeps its own.
-    assert_eq!(get(&r, COLLECT_SERVICE, "Service", "CapabilityBoundingSet").cloned(), one(""));
+    assert_eq!(
+        get(&r, COLLECT_SERVICE, "Service", "CapabilityBoundingSet").cloned(),
+        one("")
+    );
     let mut root = target(Scope::System);
     root.user = "root".into();
     let r = render(&input(ExternalSchedule::Weekly), &root).unwrap();
-    assert_eq!(get(&r, COLLECT_SERVICE, "Service", "CapabilityBoundingSet"), None);
+    assert_eq!(
+        get(&r, COLLECT_SERVICE, "Service", "CapabilityBoundingSet"),
+        None
+    );
 
     // A path that needs quoting is quoted, the `-` inside the quotes.
     let mut i = input(ExternalSchedule::Weekly);
@@ -208,11 +223,19 @@ fn user_units_have_no_user_no_udev_rule_and_no_namespaces() {
         "ProtectControlGroups",
         "ProtectHostname",
     ] {
-        assert_eq!(get(&r, COLLECT_SERVICE, "Service", namespaced), None, "{namespaced}");
+        assert_eq!(
+            get(&r, COLLECT_SERVICE, "Service", namespaced),
+            None,
+            "{namespaced}"
+        );
     }
     // seccomp needs no namespace: the user units get these too.
     for key in ["NoNewPrivileges", "LockPersonality", "RestrictRealtime"] {
-        assert_eq!(get(&r, COLLECT_SERVICE, "Service", key).cloned(), one("yes"), "{key}");
+        assert_eq!(
+            get(&r, COLLECT_SERVICE, "Service", key).cloned(),
+            one("yes"),
+            "{key}"
+        );
     }
     assert_eq!(r.udev_rules, None);
     assert_eq!(r.files.len(), 3);

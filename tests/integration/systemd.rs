@@ -162,9 +162,9 @@ fn json_holds_the_units_and_the_files() {
     );
     assert_eq!(
         value(&r, EXTERNAL_SERVICE, "Service", "ExecStartPre"),
-        &Value::One(format!(
+        &Value::Many(vec![format!(
             "{EXE} --config {config} systemd wait-for-drive --timeout 60"
-        ))
+        )])
     );
     assert_eq!(
         value(&r, COLLECT_SERVICE, "Service", "Environment"),
@@ -197,7 +197,7 @@ fn user_scope_expands_home_and_runs_as_whoever_runs_it() {
     let root = format!("{home}/.local/share/dbackup");
     assert_eq!(
         value(&r, COLLECT_SERVICE, "Unit", "RequiresMountsFor"),
-        &Value::One(root)
+        &Value::Many(vec![root])
     );
     assert!(!r.units[COLLECT_SERVICE]["Service"].contains_key("User"));
     let mount = dbackup::systemd::escape::path_unit(&t.home().join("mnt/T9"));
