@@ -134,6 +134,27 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
     let rendered = systemd::render(&input, &target)
         .map_err(|e| usage(format!("cannot render the units: {e}")))?;
     let json = args.format == RenderFormat::Json || global.json;
+    // The units find what they start on their PATH, which here is much like this one.
+    let sinks = crate::notify::sinks::Env::from_process();
+    for program in &rendered.programs {
+        let found = if program.starts_with('/') {
+            Path::new(program).is_file()
+        } else {
+            sinks.find(program).is_some()
+        };
+        if !found {
+            ui.warn(format_args!(
+                "the units start {}, which is not installed here{}",
+                crate::stdx::show_str(program),
+                match program.as_str() {
+                    "rsync" => " (apt-get install rsync)",
+                    "blkid" => " (apt-get install util-linux)",
+                    "notify-send" => " (apt-get install libnotify-bin)",
+                    _ => "",
+                }
+            ));
+        }
+    }
 
     let Some(dir) = &args.out else {
         if json {

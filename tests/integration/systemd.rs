@@ -127,6 +127,39 @@ fn system_units_and_udev_rule() {
         "{}",
         out.stderr
     );
+    // ProtectSystem=strict: what the units write must exist before they start.
+    for line in [
+        "sudo install -d -m 0700 -o root /srv/backup",
+        "sudo -u root mkdir -p /root/.local/state/dbackup",
+    ] {
+        assert!(out.stderr.contains(line), "{line}: {}", out.stderr);
+    }
+}
+
+/// What the units start by name is checked where they are rendered: a program the enabled sinks need and this
+/// machine lacks is a warning, and the JSON lists them all (main neither listed nor checked them, and ran curl,
+/// which the Nix package did not provide, for https notifications).
+#[test]
+fn render_names_the_programs_the_units_start_and_warns_of_missing_ones() {
+    let t = test_with(&CONFIG.replace(
+        r#""schedule""#,
+        r#""notifications": { "desktop": true, "command": ["dbackup-no-such-notifier", "-x"], "http": "https://ntfy.sh/x" },
+  "schedule""#,
+    ));
+    let r = render_json(&t, &["--user", "--exe", EXE]);
+    assert_eq!(
+        r.programs,
+        ["blkid", "dbackup-no-such-notifier", "notify-send", "rsync"]
+    );
+    let out = render(&t, &["--user", "--exe", EXE]);
+    assert!(
+        out.stderr.contains(
+            "warning: the units start dbackup-no-such-notifier, which is not installed here"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("curl"), "{}", out.stderr);
 }
 
 #[test]
