@@ -498,6 +498,8 @@ pub fn run(
         io::ErrorKind::NotFound => RsyncError::Missing,
         _ => RsyncError::Spawn(e),
     })?;
+    // SIGINT and SIGTERM reach rsync too (it stops, and the copy so far stays for the next run).
+    let watch = crate::interrupt::watch_child(child.id());
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
 
@@ -535,6 +537,7 @@ pub fn run(
             }
         }
     }
+    drop(watch); // before the wait reaps it: a reaped pid may name another process
     let status = child.wait().map_err(RsyncError::Spawn)?;
     out_thread
         .join()

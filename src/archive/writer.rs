@@ -442,6 +442,11 @@ impl Pipeline {
     }
 
     fn send_block(&mut self) -> Result<(), ArchiveError> {
+        // A natural point to stop at: SIGINT or SIGTERM ends the archive here (it is never promoted).
+        crate::interrupt::check_io().map_err(|source| ArchiveError::Write {
+            target: self.target.clone(),
+            source,
+        })?;
         let next = match self.free.recv() {
             Ok(b) => b,
             Err(_) => return Err(self.thread_error()),

@@ -157,9 +157,9 @@ fn list(
     }
     listing.sort();
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(&listing)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&listing)?);
     } else {
-        print!("{}", listing.render());
+        crate::out!("{}", listing.render());
     }
     if external && !local && no_drive {
         ui.warn(catalog::no_drive_message(&catalog::drives(
@@ -725,6 +725,8 @@ fn restore(
         .iter()
         .map(|p| p.plan.counts.create.bytes + p.plan.counts.replace.bytes)
         .sum();
+    // From here on SIGINT and SIGTERM stop the restore between entries, with a run log line.
+    super::begin_run(settings, ui, "restore");
     let bar = ui.percent_bar("restore");
     let mut written = 0u64;
     let mut done = |n: u64| {
@@ -739,6 +741,9 @@ fn restore(
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    // Interrupted: `main` says so in one line and writes the run log line; a restore that ran to its end logs none.
+    crate::interrupt::check()?;
+    crate::runlog::end();
     if ui.json {
         let out = RestoreOutput {
             source: chosen.kept(),
@@ -757,25 +762,25 @@ fn restore(
                 })
                 .collect(),
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for (p, s) in planned.iter().zip(&summaries) {
-            println!("{} ({}, from {}):", p.path.display(), p.set, p.from);
+            crate::outln!("{} ({}, from {}):", p.path.display(), p.set, p.from);
             if error.is_some() {
                 // Entries never reached because the restore stopped are counted, not listed one by one.
                 let mut s = s.clone();
                 let before = s.errors.len();
                 s.errors.retain(|e| !e.message.starts_with(NOT_HANDED_OVER));
-                print!("{}", indent(&s.render()));
+                crate::out!("{}", indent(&s.render()));
                 let skipped = before - s.errors.len();
                 if skipped > 0 {
-                    println!(
+                    crate::outln!(
                         "  {} not restored: the restore stopped (see the error)",
                         ui::counted(skipped as u64, "entry", "entries")
                     );
                 }
             } else {
-                print!("{}", indent(&s.render()));
+                crate::out!("{}", indent(&s.render()));
             }
         }
     }
@@ -845,17 +850,17 @@ fn print_plans(chosen: &Chosen, planned: &[Planned], ui: &Ui) -> anyhow::Result<
                 })
                 .collect(),
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("dry run: nothing is written");
+    crate::outln!("dry run: nothing is written");
     for p in planned {
-        println!("{} ({}, from {}):", p.path.display(), p.set, p.from);
-        print!("{}", indent(&p.plan.render(ui.verbosity >= 1)));
+        crate::outln!("{} ({}, from {}):", p.path.display(), p.set, p.from);
+        crate::out!("{}", indent(&p.plan.render(ui.verbosity >= 1)));
     }
     let refused: u64 = planned.iter().map(|p| p.plan.counts.refuse.entries).sum();
     if refused > 0 {
-        println!(
+        crate::outln!(
             "{} refused: a real run restores nothing (unless --skip-refused)",
             ui::counted(refused, "entry is", "entries are")
         );
@@ -1000,9 +1005,9 @@ fn verify(
         b.finish_and_clear();
     }
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", verify::render(&report, list_all));
+        crate::out!("{}", verify::render(&report, list_all));
     }
     for w in &report.warnings {
         ui.warn(w);
