@@ -122,10 +122,7 @@ pub struct ChildGuard(i32);
 pub fn watch_child(pid: u32) -> ChildGuard {
     let pid = i32::try_from(pid).unwrap_or(0);
     if pid > 0 {
-        CHILDREN
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(pid);
+        CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
         if let Some(Interrupted(s)) = requested() {
             // SAFETY: as in `forward`: our own child, not yet reaped.
             unsafe { libc::kill(pid, s) };

@@ -65,11 +65,7 @@ pub fn finish(outcome: std::thread::Result<anyhow::Result<Exit>>) -> ExitCode {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone()
                 .unwrap_or_default();
-            crate::runlog::abandon(
-                Exit::Failed.code(),
-                format!("internal error: {what}"),
-                None,
-            );
+            crate::runlog::abandon(Exit::Failed.code(), format!("internal error: {what}"), None);
             Exit::Failed.code()
         }
     };

@@ -35,7 +35,7 @@ impl Kept {
 pub enum State {
     /// A local snapshot rsync copied completely.
     Complete,
-    /// A local snapshot with files rsync could not read, or a drive backup still (or never finished) being written.
+    /// A local snapshot with files rsync could not read.
     Incomplete,
     /// A drive backup read back from the drive and matched before it was renamed into place.
     Verified,
@@ -211,12 +211,11 @@ pub fn drive_backups(drives: &[Drive]) -> Vec<ListedBackup> {
     let mut out = Vec::new();
     for d in drives {
         for b in &d.listing.backups {
-            if d.only.as_ref().is_some_and(|o| *o != b.name) {
+            // A backup still (or never finished) being written is no backup: never listed, never restored from.
+            if b.in_progress || d.only.as_ref().is_some_and(|o| *o != b.name) {
                 continue;
             }
-            let state = if b.in_progress {
-                State::Incomplete
-            } else if b.verified() {
+            let state = if b.verified() {
                 State::Verified
             } else {
                 State::Unverified
@@ -265,7 +264,7 @@ pub fn destinations(drives: &[Drive]) -> Vec<ListedDestination> {
                 .listing
                 .backups
                 .iter()
-                .filter(|b| d.only.as_ref().is_none_or(|o| *o == b.name))
+                .filter(|b| !b.in_progress && d.only.as_ref().is_none_or(|o| *o == b.name))
                 .count(),
         })
         .collect()
