@@ -32,7 +32,13 @@ pub struct Warning {
 
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.message)
+        // A file name of the snapshot: escaped, so a name holding a newline or ESC cannot forge a line.
+        write!(
+            f,
+            "{}: {}",
+            crate::stdx::show_path(&self.path),
+            self.message
+        )
     }
 }
 

@@ -329,8 +329,8 @@ fn collect_set(
             ui.warn(format_args!(
                 "{}: not copied: {}: {}",
                 set.set,
-                p.path.display(),
-                p.message
+                crate::stdx::show_path(&p.path),
+                crate::stdx::show_str(&p.message)
             ));
         }
         if n > SHOWN {

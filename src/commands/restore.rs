@@ -37,6 +37,7 @@ use crate::restore::verify::{self, Scope, VerifyReport};
 use crate::restore::{Compare, RestoreOptions, Summary};
 use crate::settings::{Env, Settings};
 use crate::snapshot::{self, Snapshot, SnapshotState};
+use crate::stdx::{show_path, show_str};
 use crate::ui::{self, Ui};
 
 pub fn run(global: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<Exit> {
@@ -591,7 +592,7 @@ fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<
         lines.iter().find(|l| l.name == name.as_bytes()).ok_or_else(|| {
             failed(format!(
                 "{} is not listed in {}: the backup was changed after it was written; run --verify",
-                backup.path.join(name).display(),
+                show_path(&backup.path.join(name)),
                 sums_path.display()
             ))
         })
@@ -626,7 +627,7 @@ fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<
         {
             return Err(failed(format!(
                 "{} is {got} bytes, {METADATA_FILE} says {want}: the backup is damaged or was changed; run --verify",
-                backup.path.join(index).display()
+                show_path(&backup.path.join(index))
             )));
         }
     }
@@ -765,7 +766,12 @@ fn restore(
         crate::outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for (p, s) in planned.iter().zip(&summaries) {
-            crate::outln!("{} ({}, from {}):", p.path.display(), p.set, p.from);
+            crate::outln!(
+                "{} ({}, from {}):",
+                show_path(&p.path),
+                show_str(&p.set),
+                show_str(&p.from)
+            );
             if error.is_some() {
                 // Entries never reached because the restore stopped are counted, not listed one by one.
                 let mut s = s.clone();
@@ -809,11 +815,11 @@ fn restore(
             .iter()
             .map(|s| s.refusals.len() + s.errors.len())
             .sum();
-        let mut from: Vec<&str> = planned
+        let mut from: Vec<String> = planned
             .iter()
             .zip(&summaries)
             .filter(|(_, s)| !s.errors.is_empty() || !s.refusals.is_empty())
-            .map(|(p, _)| p.from.as_str())
+            .map(|(p, _)| show_str(&p.from))
             .collect();
         from.dedup();
         ui.error(format_args!(
@@ -855,7 +861,12 @@ fn print_plans(chosen: &Chosen, planned: &[Planned], ui: &Ui) -> anyhow::Result<
     }
     crate::outln!("dry run: nothing is written");
     for p in planned {
-        crate::outln!("{} ({}, from {}):", p.path.display(), p.set, p.from);
+        crate::outln!(
+            "{} ({}, from {}):",
+            show_path(&p.path),
+            show_str(&p.set),
+            show_str(&p.from)
+        );
         crate::out!("{}", indent(&p.plan.render(ui.verbosity >= 1)));
     }
     let refused: u64 = planned.iter().map(|p| p.plan.counts.refuse.entries).sum();

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::Drive;
 use crate::snapshot::{self, Snapshot, SnapshotState};
+use crate::stdx::{show_path, show_str};
 use crate::ui;
 
 /// Where a backup is kept.
@@ -295,9 +296,10 @@ impl Listing {
                     if b.latest {
                         state.push_str(", latest");
                     }
+                    // Set names and paths may come from a drive: shown escaped (see `crate::stdx::show`).
                     let place = match &b.destination {
-                        Some(d) => format!("{d}: {}", b.location.display()),
-                        None => b.location.display().to_string(),
+                        Some(d) => format!("{d}: {}", show_path(&b.location)),
+                        None => show_path(&b.location),
                     };
                     [
                         b.stamp.clone(),
@@ -305,9 +307,9 @@ impl Listing {
                         b.sets
                             .iter()
                             .map(|s| match (s.encrypted, s.passphrase) {
-                                (false, _) => s.name.clone(),
-                                (true, false) => format!("{} (age)", s.name),
-                                (true, true) => format!("{} (age, passphrase)", s.name),
+                                (false, _) => show_str(&s.name),
+                                (true, false) => format!("{} (age)", show_str(&s.name)),
+                                (true, true) => format!("{} (age, passphrase)", show_str(&s.name)),
                             })
                             .collect::<Vec<_>>()
                             .join(", "),
@@ -335,7 +337,7 @@ impl Listing {
             for (r, b) in rows.iter().zip(&self.backups) {
                 line(&mut out, r);
                 for n in &b.notes {
-                    let _ = writeln!(out, "    note: {n}");
+                    let _ = writeln!(out, "    note: {}", show_str(n));
                 }
             }
         }

@@ -5,5 +5,5 @@ mod escape;
 pub mod out;
 mod secret;
 
-pub use escape::{show, show_str};
+pub use escape::{show, show_path, show_str};
 pub use secret::{redact_url, redact_url_in};

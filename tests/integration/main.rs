@@ -13,6 +13,7 @@ mod collect;
 mod config;
 mod encryption;
 mod encryption_restore;
+mod escape;
 mod process;
 mod restore;
 mod status;
