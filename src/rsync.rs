@@ -801,7 +801,7 @@ mod tests {
                 }
             );
         } else {
-            eprintln!("skipped: no /proc to probe");
+            crate::stdx::skip::skip("no /proc to probe");
         }
         // A missing directory is probed through its nearest existing ancestor, without creating it.
         let dir = tempfile::tempdir().unwrap();
@@ -813,8 +813,7 @@ mod tests {
     #[test]
     fn real_rsync_copies_and_reports() {
         if probe_rsync().is_err() {
-            eprintln!("skipped: rsync is not installed");
-            return;
+            return crate::stdx::skip::skip("rsync is not installed");
         }
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");

@@ -112,8 +112,7 @@ fn http_posts_ntfy_style_through_ureq() {
 #[test]
 fn http_posts_the_same_through_curl() {
     let Some(curl) = Env::from_process().find("curl") else {
-        eprintln!("skipping: curl is not installed");
-        return;
+        return crate::stdx::skip::skip("curl is not installed");
     };
     let (url, rx) = server(200);
     let e = event(EventKind::MissingMedia);

@@ -4,6 +4,8 @@
 mod escape;
 pub mod out;
 mod secret;
+#[cfg(test)]
+pub(crate) mod skip;
 
 pub use escape::{show, show_path, show_str};
 pub use secret::{redact_url, redact_url_in};
