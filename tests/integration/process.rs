@@ -218,9 +218,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// it. Before: dbackup died of the signal at once (no line, no run log line, exit by signal).
 #[test]
 fn sigint_during_collect_stops_rsync_and_the_next_run_resumes() {
-    let t = Test::new().config(&format!(
-        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "data", "sources": ["~/data"], "rsync_args": ["--bwlimit=200"] }} ] }}"#
-    ));
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"], "rsync_args": ["--bwlimit=200"] } ] }"#,
+    );
     for i in 0..40 {
         t.write(
             &format!("home/data/f{i:02}"),
