@@ -13,6 +13,8 @@ pub mod lock;
 pub mod media;
 pub mod notify;
 pub mod process;
+#[cfg(test)]
+mod proptests;
 pub mod restore;
 pub mod retention;
 pub mod rsync;

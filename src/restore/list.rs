@@ -192,7 +192,7 @@ pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<List
                 source: Kept::Local,
                 stamp: snapshot::stamp(time),
                 time,
-                bytes: sets.iter().map(|s| s.bytes).sum(),
+                bytes: sets.iter().map(|s| s.bytes).fold(0u64, u64::saturating_add),
                 state: sets
                     .iter()
                     .map(|s| s.state)
@@ -336,8 +336,9 @@ impl Listing {
             line(&mut out, &header);
             for (r, b) in rows.iter().zip(&self.backups) {
                 line(&mut out, r);
+                // Notes are messages whose untrusted parts were escaped where they were made.
                 for n in &b.notes {
-                    let _ = writeln!(out, "    note: {}", show_str(n));
+                    let _ = writeln!(out, "    note: {n}");
                 }
             }
         }

@@ -1,7 +1,9 @@
-//! Small shared helpers with one home (rust-analyzer's `stdx`): the escaper for untrusted names, output that never
-//! panics, secrets shown safely, and friends.
+//! Small shared helpers with one home (rust-analyzer's `stdx`): the escaper for untrusted names, reading and writing
+//! below a directory without being redirected ([`fs`]), output that never panics ([`out`]), secrets shown safely,
+//! and friends.
 
 mod escape;
+pub mod fs;
 pub mod out;
 mod secret;
 #[cfg(test)]

@@ -96,9 +96,10 @@ fn file_names_with_control_characters_are_escaped() {
     assert!(out.stdout.contains("nl\\nFORGED line"), "{}", out.stdout);
 }
 
-/// A drive whose `backup.json` (sums adjusted) names its set `da<ESC>[31mta<LF>FORGED...`: `restore --list`,
-/// `restore --verify`, a restore's output and a "not in the backup" error show it escaped. Before: each printed it
-/// raw, so the drive could colour the terminal and print a line of its choosing.
+/// A drive whose `backup.json` (sums adjusted) names its set `da<ESC>[31mta<LF>FORGED...`: `restore --list` (which
+/// now refuses the name, quoting it escaped), `restore --verify`, a restore's output and a "not in the backup" error
+/// never print it raw. Before: each printed it raw, so the drive could colour the terminal and print a line of its
+/// choosing.
 #[test]
 fn set_names_from_a_drive_are_escaped() {
     let t = Test::new().config(&config());
@@ -124,7 +125,6 @@ fn set_names_from_a_drive_are_escaped() {
         .args(["restore", "--verify", "--source", "external"])
         .output();
     assert_escaped("restore --verify", &out);
-    assert!(out.stdout.contains(shown), "{}", out.stdout);
 
     let target = t.path("target");
     let out = t
