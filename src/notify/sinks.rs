@@ -208,24 +208,16 @@ fn ascii(s: &str) -> String {
         .collect()
 }
 
-/// A URL without its user information (`https://user:token@host/x` -> `https://***@host/x`), for messages.
+/// A URL as messages show it: scheme and host only (see [`crate::stdx::redact_url`]).
 pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            match authority.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    }
+    crate::stdx::redact_url(url)
 }
 
 /// The HTTP POST, `http://` and `https://` alike (rustls; the server's certificate must chain to one of Mozilla's
-/// roots, which the binary carries, so it works the same in a unit, a container or the Nix build sandbox).
+/// roots, which the binary carries, so it works the same in a unit, a container or the Nix build sandbox). The URL's
+/// secrets (user info, path, query) appear in no message: whatever ureq said is cleaned of them too.
 pub fn http(url: &str, event: &Event) -> Result<(), String> {
-    post(url, event, ureq::tls::RootCerts::WebPki)
+    post(url, event, ureq::tls::RootCerts::WebPki).map_err(|e| crate::stdx::redact_url_in(&e, url))
 }
 
 /// The POST of [`http`], trusting `roots` (the tests' own certificate authority).
