@@ -326,6 +326,11 @@ pub struct StatusArgs {
     #[arg(long)]
     pub check: bool,
 
+    /// With --json: add the history the status page draws: the last N runs, N snapshots of each set, the backups on
+    /// each present drive (metadata only, like the rest)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub history: Option<u32>,
+
     /// Report as if it were this time (RFC 3339); for tests
     #[arg(long, hide = true, value_name = "TIME", value_parser = parse_time)]
     pub now: Option<DateTime<FixedOffset>>,

@@ -29,6 +29,19 @@ pub struct Facts {
     pub sets: Vec<SetFacts>,
     pub destinations: Vec<DestinationFacts>,
     pub runs: RunFacts,
+    /// How many recent runs and snapshots per set were read for the history (0: none, as for `status`).
+    pub history: usize,
+}
+
+/// Whether and how the destinations are looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// Not at all (`backup` with `schedule.external: manual`).
+    Skip,
+    /// Every check, the writability probe included (what `status` and `backup` do).
+    Probe,
+    /// Every check but the probe: nothing is written to a drive (the status page, `dbackup serve`).
+    Read,
 }
 
 /// Free and total bytes of a filesystem.
@@ -54,6 +67,8 @@ pub struct SetFacts {
     pub unusable: Vec<(String, String)>,
     /// `.<set>.in-progress` exists.
     pub in_progress: bool,
+    /// The newest snapshots with usable metadata, newest first, as many as the history asks for.
+    pub recent: Vec<SnapshotFacts>,
 }
 
 /// What one snapshot's metadata says.
@@ -105,6 +120,8 @@ pub struct ListingFacts {
     pub leftovers: usize,
     pub latest: Option<String>,
     pub newest: Option<BackupFacts>,
+    /// Every verified backup, oldest first (the newest is `newest`).
+    pub backups: Vec<BackupFacts>,
 }
 
 /// The newest verified backup on a destination, from its `backup.json`.
@@ -147,6 +164,18 @@ pub struct RunFacts {
     pub written: BTreeMap<String, Seen>,
     /// Why the log could not be read, when it could not.
     pub error: Option<String>,
+    /// For the history: runs of `collect`, `external` and `backup`, newest first, those that found nothing to do
+    /// left out; read back until as many as asked for are known and they reach `RunWants::until`.
+    pub recent: Vec<RunRecord>,
+}
+
+/// How far back [`read_runs_for`] reads for the history.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunWants {
+    /// Runs wanted.
+    pub count: usize,
+    /// Runs finished after this are all wanted too (failures since the last good snapshot).
+    pub until: Option<DateTime<FixedOffset>>,
 }
 
 /// The commands whose runs count as backup runs.
@@ -154,11 +183,17 @@ pub const BACKUP_COMMANDS: &[&str] = &["collect", "external", "backup"];
 
 /// Gathers the facts. `detect`: look at the destinations (`backup` does not when `schedule.external` is manual).
 pub fn gather(settings: &Settings, detect: bool) -> Facts {
+    gather_for(settings, if detect { Look::Probe } else { Look::Skip }, 0)
+}
+
+/// Gathers the facts, looking at the destinations as `look` says, with a history of `history` runs and snapshots
+/// per set (the status page; 0 for none).
+pub fn gather_for(settings: &Settings, look: Look, history: usize) -> Facts {
     let root = &settings.backup_root;
     let root_exists = root.is_dir();
     let names: Vec<&str> = settings.sets.iter().map(|s| s.name.as_str()).collect();
     let mut sets = if root_exists {
-        list_sets(root, &names)
+        list_sets_with(root, &names, history)
     } else {
         names
             .iter()
@@ -177,11 +212,23 @@ pub fn gather(settings: &Settings, detect: bool) -> Facts {
         .iter()
         .map(|d| d.name.as_str())
         .collect();
-    let runs = read_runs(&settings.state_dir, &dest_names);
+    let wants = RunWants {
+        count: history,
+        // Failures since each set's newest complete snapshot: back to the oldest of those (or every run there is).
+        until: if history == 0 {
+            None
+        } else {
+            sets.iter()
+                .map(|s| s.newest_complete.as_ref().map(|c| c.started))
+                .collect::<Option<Vec<_>>>()
+                .and_then(|t| t.into_iter().min())
+        },
+    };
+    let runs = read_runs_for(&settings.state_dir, &dest_names, wants);
     let destinations = settings
         .destinations
         .iter()
-        .map(|d| destination(d, detect, &runs))
+        .map(|d| destination(d, look, &runs))
         .collect();
     Facts {
         backup_root: root.clone(),
@@ -195,12 +242,18 @@ pub fn gather(settings: &Settings, detect: bool) -> Facts {
         sets,
         destinations,
         runs,
+        history,
     }
 }
 
 /// One `readdir` of the root sorts the snapshot names by set; then each set's metadata is read newest first, only
 /// until the newest, the newest complete and the newest compared snapshot are known.
 pub fn list_sets(root: &Path, names: &[&str]) -> Vec<SetFacts> {
+    list_sets_with(root, names, 0)
+}
+
+/// [`list_sets`], reading on until `history` snapshots of each set are known too (newest first, in `recent`).
+pub fn list_sets_with(root: &Path, names: &[&str], history: usize) -> Vec<SetFacts> {
     let mut found: BTreeMap<&str, Vec<(chrono::NaiveDateTime, String)>> = BTreeMap::new();
     if let Ok(entries) = fs::read_dir(root) {
         for entry in entries.flatten() {
@@ -268,8 +321,13 @@ pub fn list_sets(root: &Path, names: &[&str]) -> Vec<SetFacts> {
                 if s.complete && facts.newest_complete.is_none() {
                     facts.newest_complete = Some(s.clone());
                 }
-                if s.complete && (s.full || s.first) {
+                if facts.recent.len() < history {
+                    facts.recent.push(s.clone());
+                }
+                if s.complete && (s.full || s.first) && facts.newest_compared.is_none() {
                     facts.newest_compared = Some(s.seen());
+                }
+                if facts.newest_compared.is_some() && facts.recent.len() >= history {
                     break;
                 }
             }
@@ -278,8 +336,12 @@ pub fn list_sets(root: &Path, names: &[&str]) -> Vec<SetFacts> {
         .collect()
 }
 
-fn destination(d: &DestinationSettings, detect: bool, runs: &RunFacts) -> DestinationFacts {
-    let presence = detect.then(|| media::detect(d));
+fn destination(d: &DestinationSettings, look: Look, runs: &RunFacts) -> DestinationFacts {
+    let presence = match look {
+        Look::Skip => None,
+        Look::Probe => Some(media::detect(d)),
+        Look::Read => Some(media::detect_for_reading(d)),
+    };
     let (listing, listing_error) = match &presence {
         Some(Presence::Present(info)) => {
             match layout::list(&info.resolved.join(layout::BACKUPS_DIR)) {
@@ -299,7 +361,20 @@ fn destination(d: &DestinationSettings, detect: bool, runs: &RunFacts) -> Destin
 }
 
 fn listing_facts(l: &layout::DriveListing) -> ListingFacts {
-    let newest = l.verified().last().and_then(|b| {
+    let backups: Vec<BackupFacts> = l.verified().filter_map(backup_facts).collect();
+    ListingFacts {
+        verified: l.verified().count(),
+        unusable: l.backups.iter().filter(|b| b.meta.is_none()).count(),
+        leftovers: l.leftovers.len(),
+        latest: l.latest.clone(),
+        newest: backups.last().cloned(),
+        backups,
+    }
+}
+
+/// What `status` keeps of one verified backup's `backup.json`.
+pub fn backup_facts(b: &layout::DriveBackup) -> Option<BackupFacts> {
+    {
         let m = b.meta.as_ref()?;
         Some(BackupFacts {
             stamp: b.name.clone(),
@@ -318,20 +393,28 @@ fn listing_facts(l: &layout::DriveListing) -> ListingFacts {
                 .collect(),
             encryption: m.sets.first().and_then(|s| s.encryption.clone()),
         })
-    });
-    ListingFacts {
-        verified: l.verified().count(),
-        unusable: l.backups.iter().filter(|b| b.meta.is_none()).count(),
-        leftovers: l.leftovers.len(),
-        latest: l.latest.clone(),
-        newest,
     }
 }
 
 /// Reads the run log newest first (`log.jsonl`, then the rotated `log.jsonl.1`), only until the last backup run and a
 /// written backup of every destination are known.
 pub fn read_runs(state_dir: &Path, destinations: &[&str]) -> RunFacts {
+    read_runs_for(state_dir, destinations, RunWants::default())
+}
+
+/// A run that found nothing to do (a `backup` with nothing due and no drive missing): not shown in the history.
+pub fn is_idle(record: &RunRecord) -> bool {
+    let v = &record.sets;
+    record.exit == 0
+        && v.get("nothing_due").and_then(|n| n.as_bool()) == Some(true)
+        && v.get("missing_media").is_none_or(|m| m.is_null())
+}
+
+/// [`read_runs`], reading on for the history as `wants` says.
+pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -> RunFacts {
     let mut facts = RunFacts::default();
+    // The history is complete once it holds `count` runs and reaches back past `until`.
+    let mut history_done = wants.count == 0;
     let files = [
         runlog::path(state_dir),
         state_dir.join(format!("{}.1", runlog::FILE_NAME)),
@@ -348,11 +431,11 @@ pub fn read_runs(state_dir: &Path, destinations: &[&str]) -> RunFacts {
         for line in text.lines().rev() {
             let done =
                 facts.last.is_some() && destinations.iter().all(|d| facts.written.contains_key(*d));
-            if done {
+            if done && history_done {
                 return facts;
             }
-            let wanted_last =
-                facts.last.is_none() && BACKUP_COMMANDS.iter().any(|c| line.contains(c));
+            let wanted_last = (facts.last.is_none() || !history_done)
+                && BACKUP_COMMANDS.iter().any(|c| line.contains(c));
             let wanted_written = line.contains("\"written\"");
             if !(wanted_last || wanted_written) {
                 continue;
@@ -360,8 +443,14 @@ pub fn read_runs(state_dir: &Path, destinations: &[&str]) -> RunFacts {
             let Ok(record) = serde_json::from_str::<RunRecord>(line) else {
                 continue;
             };
-            if facts.last.is_none() && BACKUP_COMMANDS.contains(&record.command.as_str()) {
+            let backup_run = BACKUP_COMMANDS.contains(&record.command.as_str());
+            if facts.last.is_none() && backup_run {
                 facts.last = Some(record.clone());
+            }
+            if !history_done && backup_run && !is_idle(&record) {
+                let old_enough = wants.until.is_none_or(|u| record.finished < u);
+                facts.recent.push(record.clone());
+                history_done = facts.recent.len() >= wants.count && old_enough;
             }
             if wanted_written {
                 for (dest, seen) in written_backups(&record) {
