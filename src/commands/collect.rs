@@ -46,6 +46,7 @@ pub fn run_with_settings(settings: &Settings, args: &CollectArgs) -> anyhow::Res
             Err(e) => Err(e),
         },
     );
+    super::refresh_report(settings, &ui);
     let (_, report) = outcome?;
     print_report(&report, &ui)?;
     Ok(report.exit())

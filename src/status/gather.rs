@@ -31,6 +31,8 @@ pub struct Facts {
     pub runs: RunFacts,
     /// How many recent runs and snapshots per set were read for the history (0: none, as for `status`).
     pub history: usize,
+    /// The machine's name (read for the history only).
+    pub host: String,
 }
 
 /// Whether and how the destinations are looked at.
@@ -243,6 +245,11 @@ pub fn gather_for(settings: &Settings, look: Look, history: usize) -> Facts {
         destinations,
         runs,
         history,
+        host: if history > 0 {
+            media::hostname()
+        } else {
+            String::new()
+        },
     }
 }
 

@@ -22,6 +22,11 @@ pub const OUTLIER_FLOOR: u64 = 10 << 20;
 /// What the status page draws beyond the status report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct History {
+    /// The machine's name.
+    pub host: String,
+    /// The config file the settings came from (none: the built-in default), for the restore commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
     /// How many runs (and snapshots per set) were asked for.
     pub limit: usize,
     /// Past this age the page is stale (the collect schedule's overdue threshold): its script shows a banner.
@@ -226,6 +231,11 @@ pub fn build(facts: &Facts, settings: &Settings, due: &Due) -> History {
         })
         .collect();
     History {
+        host: facts.host.clone(),
+        config: match &settings.config_source {
+            crate::settings::ConfigSource::File(p) => Some(p.clone()),
+            crate::settings::ConfigSource::BuiltIn => None,
+        },
         limit,
         stale_after_seconds: collect_overdue.num_seconds(),
         runs,
