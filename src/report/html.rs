@@ -98,7 +98,7 @@ p { margin: .3rem 0; }
 .muted, .meta { color: var(--muted); }
 .verdict { border-left: .5rem solid var(--ok); background: var(--card); padding: .8rem 1rem; border-radius: .4rem;
   box-shadow: 0 0 0 1px var(--line); }
-.verdict.bad { border-left-color: var(--bad); }
+.verdict.attention { border-left-color: var(--bad); }
 .verdict ul { margin: .4rem 0 0; padding-left: 1.2rem; }
 .banner { padding: .6rem 1rem; border-radius: .4rem; margin-bottom: .8rem; font-weight: 600;
   background: var(--bad); color: #fff; }

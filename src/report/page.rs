@@ -24,8 +24,8 @@ pub fn render(r: &StatusReport) -> String {
     // The verdict.
     let _ = write!(
         b,
-        "<header class=\"verdict {}\" id=\"verdict\">\n",
-        if verdict.ok { "ok" } else { "bad" }
+        "<header class=\"verdict{}\" id=\"verdict\">\n",
+        if verdict.ok { "" } else { " attention" }
     );
     if verdict.ok {
         b.push_str("<h1 class=\"ok\">Backups are good</h1>\n<p>Nothing is overdue and the last run did not fail.</p>\n");
