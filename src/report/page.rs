@@ -13,7 +13,7 @@ use crate::status::{self, DestinationStatus, KnownFrom, SetStatus, StatusReport}
 use crate::ui;
 
 /// How many restore dates are offered per set.
-const RESTORE_DATES: usize = 5;
+const RESTORE_DATES: usize = 3;
 
 /// The page for `r` (its `history`, when present, adds the trends, the run strip and the restore commands).
 pub fn render(r: &StatusReport) -> String {

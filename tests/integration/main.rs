@@ -13,6 +13,7 @@ mod collect;
 mod config;
 mod encryption;
 mod encryption_restore;
+mod report;
 mod restore;
 mod status;
 mod systemd;
