@@ -351,3 +351,117 @@ pub fn set_failure(r: &RunRecord, set: &str) -> Option<String> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    fn record(command: &str, exit: u8, error: Option<&str>, sets: serde_json::Value) -> RunRecord {
+        RunRecord {
+            command: command.into(),
+            started: at("2025-04-10T03:00:00+00:00"),
+            finished: at("2025-04-10T03:05:00+00:00"),
+            exit,
+            error: error.map(String::from),
+            pid: 1,
+            dbackup_version: "0".into(),
+            sets,
+        }
+    }
+
+    #[test]
+    fn runs_are_classified_for_the_strip() {
+        let cases = [
+            (record("backup", 0, None, serde_json::json!({})), RunOutcome::Ok, None),
+            (record("collect", 3, None, serde_json::json!([])), RunOutcome::Warning, None),
+            (record("collect", 1, Some("boom\nmore"), serde_json::json!([])), RunOutcome::Failed, Some("boom")),
+            (record("backup", 2, Some("bad config"), serde_json::json!({})), RunOutcome::Failed, Some("bad config")),
+            (record("external", 5, Some("no destination"), serde_json::json!(null)), RunOutcome::MissingDrive, Some("no destination")),
+            (
+                record("backup", 0, None, serde_json::json!({ "nothing_due": true, "missing_media": "due\nT9: not mounted" })),
+                RunOutcome::MissingDrive,
+                Some("due"),
+            ),
+            (record("backup", 4, Some("locked"), serde_json::json!({})), RunOutcome::Locked, Some("locked")),
+        ];
+        for (r, outcome, message) in cases {
+            let e = run_entry(&r);
+            assert_eq!((e.outcome, e.message.as_deref()), (outcome, message), "{r:?}");
+        }
+        assert!(gather_is_idle(&record("backup", 0, None, serde_json::json!({ "nothing_due": true, "missing_media": null }))));
+        assert!(!gather_is_idle(&record("backup", 0, None, serde_json::json!({ "nothing_due": true, "missing_media": "x" }))));
+        assert!(!gather_is_idle(&record("backup", 0, None, serde_json::json!({ "collect": [] }))));
+    }
+
+    fn gather_is_idle(r: &RunRecord) -> bool {
+        super::super::gather::is_idle(r)
+    }
+
+    #[test]
+    fn a_set_fails_in_its_own_entry_a_backup_problem_or_a_whole_run() {
+        let collect = record(
+            "collect",
+            1,
+            Some("x"),
+            serde_json::json!([ { "set": "data", "status": "failed", "error": "rsync exited 12" },
+                 { "set": "config", "status": "complete" } ]),
+        );
+        assert_eq!(set_failure(&collect, "data").as_deref(), Some("collect failed: rsync exited 12"));
+        assert_eq!(set_failure(&collect, "config"), None);
+        let backup = record(
+            "backup",
+            1,
+            None,
+            serde_json::json!({ "collect": [ { "sets": [ { "set": "data", "status": "refused", "error": "source shrank" } ] } ],
+                 "problems": [ { "phase": "collect", "subject": "config, other", "exit": 1, "message": "rsync missing" } ] }),
+        );
+        assert_eq!(set_failure(&backup, "data").as_deref(), Some("collect refused: source shrank"));
+        assert_eq!(set_failure(&backup, "config").as_deref(), Some("rsync missing"));
+        assert_eq!(set_failure(&backup, "other").as_deref(), Some("rsync missing"));
+        let whole = record("backup", 1, Some("cannot lock\nthe root"), serde_json::json!({ "due": {} }));
+        assert_eq!(set_failure(&whole, "data").as_deref(), Some("cannot lock"));
+        let external = record("external", 1, Some("drive failed"), serde_json::json!(null));
+        assert_eq!(set_failure(&external, "data"), None, "a drive's failure is not a set's");
+        assert_eq!(set_failure(&record("collect", 0, None, serde_json::json!([])), "data"), None);
+    }
+
+    fn snap(first: bool, copied: u64) -> SnapshotFacts {
+        let t = at("2025-04-10T03:15:00+00:00");
+        SnapshotFacts {
+            name: "s".into(),
+            started: t,
+            finished: t,
+            complete: true,
+            full: false,
+            first,
+            files: 1,
+            total_bytes: 100 << 30,
+            transferred_bytes: copied,
+            linked_bytes: 0,
+            unreadable: 0,
+            warnings: 0,
+        }
+    }
+
+    #[test]
+    fn outliers_are_jumps_far_above_the_median() {
+        const M: u64 = 1 << 20;
+        let flags = |s: &[SnapshotFacts]| -> Vec<bool> { points(s).iter().map(|p| p.outlier).collect() };
+        // A first snapshot copies everything: never an outlier, and not part of the median.
+        assert_eq!(
+            flags(&[snap(false, 100 * M), snap(false, 900 * M), snap(false, 110 * M), snap(false, 90 * M), snap(true, 50_000 * M)]),
+            [false, true, false, false, false]
+        );
+        // Four times a small median but only a few MiB more: not flagged.
+        assert_eq!(
+            flags(&[snap(false, 9 * M), snap(false, M), snap(false, M), snap(false, M)]),
+            [false; 4]
+        );
+        // Too few snapshots to judge.
+        assert_eq!(flags(&[snap(false, 900 * M), snap(false, M)]), [false, false]);
+    }
+}
