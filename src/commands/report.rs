@@ -23,9 +23,7 @@ pub fn run(global: &GlobalArgs, args: ReportArgs) -> anyhow::Result<Exit> {
     }
     let settings = Settings::load(global, &Env::from_process())?;
     let ui = Ui::new(&settings.output);
-    let history = args
-        .history
-        .map_or(settings.report.history, |h| h as usize);
+    let history = args.history.map_or(settings.report.history, |h| h as usize);
     let data = report::gather(&settings, now, history);
     if global.json {
         println!("{}", serde_json::to_string_pretty(&data)?);
@@ -100,9 +98,6 @@ fn drive(
         .into());
     }
     let html = report::drive::render(None, &listing, now);
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("-"));
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("-"));
     emit(&output, &ui, &out, &html)
 }

@@ -13,7 +13,11 @@ use crate::status::{self, StatusReport};
 pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
     let settings = Settings::load(global, &Env::from_process())?;
     let now = args.now.unwrap_or_else(|| Local::now().fixed_offset());
-    let facts = status::gather_for(&settings, status::Look::Probe, args.history.unwrap_or(0) as usize);
+    let facts = status::gather_for(
+        &settings,
+        status::Look::Probe,
+        args.history.unwrap_or(0) as usize,
+    );
     let report = status::build(&facts, &settings, now);
     print(&report, global.json)?;
     if args.check && !report.ok {

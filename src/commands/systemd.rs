@@ -17,7 +17,9 @@ use crate::cli::{GlobalArgs, RenderFormat, SystemdCommand, SystemdRenderArgs, Wa
 use crate::config::load;
 use crate::exit::{CodedError, Exit};
 use crate::settings::{ConfigSource, Env, Output, Settings};
-use crate::systemd::{self, EXTERNAL_SERVICE, HEADER, Input, Rendered, SERVE_SERVICE, Scope, Target};
+use crate::systemd::{
+    self, EXTERNAL_SERVICE, HEADER, Input, Rendered, SERVE_SERVICE, Scope, Target,
+};
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, cmd: SystemdCommand) -> anyhow::Result<Exit> {

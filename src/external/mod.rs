@@ -124,7 +124,11 @@ pub fn run_locked(
 fn drive_pages(world: &plan::World, report: &mut ExternalReport, ui: &Ui) {
     let now = chrono::Local::now().fixed_offset();
     for d in &mut report.destinations {
-        let Some(w) = world.destinations.iter().find(|w| w.settings.name == d.name) else {
+        let Some(w) = world
+            .destinations
+            .iter()
+            .find(|w| w.settings.name == d.name)
+        else {
             continue;
         };
         if w.info.check_still_present().is_err() {
@@ -135,7 +139,10 @@ fn drive_pages(world: &plan::World, report: &mut ExternalReport, ui: &Ui) {
             Err(e) => {
                 let msg = format!(
                     "cannot write {} on the drive: {e}",
-                    w.info.resolved.join(crate::report::drive::FILE_NAME).display()
+                    w.info
+                        .resolved
+                        .join(crate::report::drive::FILE_NAME)
+                        .display()
                 );
                 ui.warn(format_args!("{}: {msg}", d.name));
                 if d.status == DestinationStatus::Written {

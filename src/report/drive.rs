@@ -25,7 +25,11 @@ const TEMP_PREFIX: &str = ".REPORT.html.tmp-";
 const SHOWN: usize = 50;
 
 /// The drive's page from its listing (`destination`: the name it was written for, when known), at `now`.
-pub fn render(destination: Option<&str>, listing: &DriveListing, now: DateTime<FixedOffset>) -> String {
+pub fn render(
+    destination: Option<&str>,
+    listing: &DriveListing,
+    now: DateTime<FixedOffset>,
+) -> String {
     let mut metas: Vec<&BackupMeta> = listing.verified().filter_map(|b| b.meta.as_ref()).collect();
     metas.reverse();
     let mut b = String::new();
@@ -38,7 +42,10 @@ pub fn render(destination: Option<&str>, listing: &DriveListing, now: DateTime<F
         h.dedup();
         h
     };
-    let _ = write!(b, "<header class=\"verdict\">\n<h1>dbackup backups on this drive</h1>\n<p>");
+    let _ = write!(
+        b,
+        "<header class=\"verdict\">\n<h1>dbackup backups on this drive</h1>\n<p>"
+    );
     match &name {
         Some(n) => {
             let _ = write!(b, "Backup drive <strong>{}</strong>", esc(n));
@@ -53,7 +60,11 @@ pub fn render(destination: Option<&str>, listing: &DriveListing, now: DateTime<F
             let _ = write!(
                 b,
                 ": {} in <code>backups/</code>, the newest made {} ({}).</p>\n",
-                esc(&ui::counted(metas.len() as u64, "verified backup", "verified backups")),
+                esc(&ui::counted(
+                    metas.len() as u64,
+                    "verified backup",
+                    "verified backups"
+                )),
                 time(newest.started),
                 ago(newest.started, now)
             );
@@ -136,11 +147,19 @@ pub fn render(destination: Option<&str>, listing: &DriveListing, now: DateTime<F
                 );
             }
         }
-        let _ = writeln!(b, "</td><td class=\"num\">{}</td></tr>", esc(&ui::bytes(bytes)));
+        let _ = writeln!(
+            b,
+            "</td><td class=\"num\">{}</td></tr>",
+            esc(&ui::bytes(bytes))
+        );
     }
     b.push_str("</tbody>\n</table>\n");
     if metas.len() > SHOWN {
-        let _ = writeln!(b, "<p class=\"muted\">and {} older ones.</p>", metas.len() - SHOWN);
+        let _ = writeln!(
+            b,
+            "<p class=\"muted\">and {} older ones.</p>",
+            metas.len() - SHOWN
+        );
     }
     b.push_str("</section>\n");
 
@@ -149,7 +168,10 @@ pub fn render(destination: Option<&str>, listing: &DriveListing, now: DateTime<F
         restore(&mut b, newest);
     }
     html::document(
-        &format!("dbackup drive{}", name.map(|n| format!(" {n}")).unwrap_or_default()),
+        &format!(
+            "dbackup drive{}",
+            name.map(|n| format!(" {n}")).unwrap_or_default()
+        ),
         now,
         0,
         &b,

@@ -235,7 +235,10 @@ mod tests {
     #[test]
     fn the_policy_allows_exactly_the_inline_style_and_script() {
         let csp = content_security_policy();
-        assert!(csp.starts_with("default-src 'none'; style-src 'sha256-"), "{csp}");
+        assert!(
+            csp.starts_with("default-src 'none'; style-src 'sha256-"),
+            "{csp}"
+        );
         assert!(csp.contains(&csp_hash(SCRIPT)));
         assert!(!csp.contains("unsafe"));
     }

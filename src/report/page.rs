@@ -39,7 +39,9 @@ pub fn render(r: &StatusReport) -> String {
         for o in &r.overdue {
             let hint = match o.phase {
                 Phase::Collect => "run <code>dbackup backup</code>, and check that its timer runs",
-                Phase::External => "plug in a backup drive: the copy starts by itself (or run <code>dbackup backup</code>)",
+                Phase::External => {
+                    "plug in a backup drive: the copy starts by itself (or run <code>dbackup backup</code>)"
+                }
             };
             let _ = writeln!(
                 b,
@@ -75,7 +77,10 @@ pub fn render(r: &StatusReport) -> String {
         esc(&word(&r.schedule.external))
     );
     if let Some(pid) = r.running {
-        let _ = writeln!(b, "<p class=\"warn\">A dbackup run is in progress (pid {pid}).</p>");
+        let _ = writeln!(
+            b,
+            "<p class=\"warn\">A dbackup run is in progress (pid {pid}).</p>"
+        );
     }
     b.push_str("</header>\n");
 
@@ -137,19 +142,29 @@ fn sets(b: &mut String, r: &StatusReport) {
 
 fn set_row(b: &mut String, r: &StatusReport, s: &SetStatus) {
     let t = trend(r, &s.set);
-    let good = s
-        .newest_complete
+    let good = s.newest_complete.as_ref().or(s
+        .newest
         .as_ref()
-        .or(s.newest.as_ref().filter(|n| n.state == crate::snapshot::SnapshotState::Complete));
+        .filter(|n| n.state == crate::snapshot::SnapshotState::Complete));
     let overdue = r
         .overdue
         .iter()
         .any(|o| o.phase == Phase::Collect && o.subject.as_deref() == Some(s.set.as_str()));
-    let _ = write!(b, "<tr id=\"set-{}\"><td><strong>{}</strong></td>", attr(&s.set), esc(&s.set));
+    let _ = write!(
+        b,
+        "<tr id=\"set-{}\"><td><strong>{}</strong></td>",
+        attr(&s.set),
+        esc(&s.set)
+    );
     // Last good snapshot.
     match good {
         Some(g) => {
-            let _ = write!(b, "<td>{}<br><span class=\"muted\">{}", time(g.time), esc(&g.name));
+            let _ = write!(
+                b,
+                "<td>{}<br><span class=\"muted\">{}",
+                time(g.time),
+                esc(&g.name)
+            );
             if g.full {
                 b.push_str(", contents compared");
             }
@@ -157,7 +172,11 @@ fn set_row(b: &mut String, r: &StatusReport, s: &SetStatus) {
         }
         None => b.push_str("<td><span class=\"bad\">none</span>"),
     }
-    if let Some(n) = s.newest.as_ref().filter(|n| n.state != crate::snapshot::SnapshotState::Complete) {
+    if let Some(n) = s
+        .newest
+        .as_ref()
+        .filter(|n| n.state != crate::snapshot::SnapshotState::Complete)
+    {
         let _ = write!(
             b,
             "<br><span class=\"warn\">newer: {} is incomplete ({} unreadable)</span>",
@@ -222,7 +241,11 @@ fn set_row(b: &mut String, r: &StatusReport, s: &SetStatus) {
     let due = r.due.sets.iter().find(|d| d.set == s.set);
     match due {
         Some(d) if d.collect => {
-            let _ = write!(b, "<td class=\"warn\">due now<br><span class=\"muted\">{}</span></td>", esc(&d.reason));
+            let _ = write!(
+                b,
+                "<td class=\"warn\">due now<br><span class=\"muted\">{}</span></td>",
+                esc(&d.reason)
+            );
         }
         Some(d) => match d.next {
             Some(n) => {
@@ -286,13 +309,20 @@ fn destinations(b: &mut String, r: &StatusReport) {
         return;
     }
     let e = &r.due.external;
-    let _ = write!(b, "<p>External copy: <span class=\"{}\">{}</span>", if e.is_due() { "warn" } else { "" }, esc(&e.reason));
+    let _ = write!(
+        b,
+        "<p>External copy: <span class=\"{}\">{}</span>",
+        if e.is_due() { "warn" } else { "" },
+        esc(&e.reason)
+    );
     if let Some(n) = e.next {
         let _ = write!(b, "; next {}", time(n));
     }
     b.push_str(".</p>\n");
-    b.push_str("<table>\n<thead><tr><th>Drive</th><th>State</th><th>Last verified backup</th><th>Free</th>\
-        <th>Next backup fits</th><th>Backups on it</th></tr></thead>\n<tbody>\n");
+    b.push_str(
+        "<table>\n<thead><tr><th>Drive</th><th>State</th><th>Last verified backup</th><th>Free</th>\
+        <th>Next backup fits</th><th>Backups on it</th></tr></thead>\n<tbody>\n",
+    );
     for d in &r.destinations {
         destination_row(b, r, d);
     }
@@ -305,7 +335,8 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
         .as_ref()
         .and_then(|h| h.destinations.iter().find(|x| x.name == d.name));
     let overdue = r.overdue.iter().any(|o| {
-        o.phase == Phase::External && (o.subject.is_none() || o.subject.as_deref() == Some(d.name.as_str()))
+        o.phase == Phase::External
+            && (o.subject.is_none() || o.subject.as_deref() == Some(d.name.as_str()))
     });
     let _ = write!(
         b,
@@ -357,7 +388,14 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
                     svg::meter(
                         n.age_seconds as f64,
                         limit as f64 * 1.5,
-                        if overdue { "over" } else { "bar" },
+                        if overdue {
+                            "over"
+                        } else if n.age_seconds > limit {
+                            // Old, but not overdue: another drive holds a newer copy (external.mode first).
+                            "due"
+                        } else {
+                            "bar"
+                        },
                         Some(limit as f64),
                         &format!(
                             "{} old; overdue after {}",
@@ -403,7 +441,11 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
             );
             match (fits, needed) {
                 (Some(true), Some(n)) => {
-                    let _ = write!(b, "<td class=\"ok\">yes<br><span class=\"muted\">needs about {}</span></td>", esc(&ui::bytes(n)));
+                    let _ = write!(
+                        b,
+                        "<td class=\"ok\">yes<br><span class=\"muted\">needs about {}</span></td>",
+                        esc(&ui::bytes(n))
+                    );
                 }
                 (Some(false), Some(n)) => {
                     let _ = write!(
@@ -420,10 +462,7 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
     // Backups on it.
     match (d.backups, h) {
         (Some(n), Some(h)) if !h.backups.is_empty() => {
-            let _ = write!(
-                b,
-                "<td><details><summary>{n}</summary><table>",
-            );
+            let _ = write!(b, "<td><details><summary>{n}</summary><table>",);
             for bk in h.backups.iter().take(20) {
                 let sets: Vec<&str> = bk.sets.iter().map(|(s, _)| s.as_str()).collect();
                 let _ = write!(
@@ -432,7 +471,11 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
                     esc(&bk.stamp),
                     esc(&ui::bytes(bk.bytes)),
                     esc(&sets.join(", ")),
-                    if bk.encrypted { " <span class=\"tag\">age</span>" } else { "" }
+                    if bk.encrypted {
+                        " <span class=\"tag\">age</span>"
+                    } else {
+                        ""
+                    }
                 );
             }
             b.push_str("</table></details></td>");
@@ -516,7 +559,9 @@ fn runs(b: &mut String, r: &StatusReport) {
                 esc(&l.result)
             );
         }
-        None => b.push_str("<p class=\"muted\">No run of collect, external or backup in the run log yet.</p>\n"),
+        None => b.push_str(
+            "<p class=\"muted\">No run of collect, external or backup in the run log yet.</p>\n",
+        ),
     }
     let _ = writeln!(b, "<p>{}</p>", esc(&status::due_line(&r.due, r.now)));
     if !r.warnings.is_empty() {
@@ -563,7 +608,11 @@ fn restore(b: &mut String, h: &History) {
             ));
         }
         for d in &h.destinations {
-            if let Some(bk) = d.backups.iter().find(|bk| bk.sets.iter().any(|(s, _)| *s == t.set)) {
+            if let Some(bk) = d
+                .backups
+                .iter()
+                .find(|bk| bk.sets.iter().any(|(s, _)| *s == t.set))
+            {
                 lines.push(format!(
                     "# from drive {}: its newest backup{}\ndbackup{config} restore --source external --set {} --date {}{paths} --target ~/restored",
                     d.name,
@@ -576,7 +625,11 @@ fn restore(b: &mut String, h: &History) {
         if lines.is_empty() {
             b.push_str("<p class=\"muted\">No complete snapshot to restore yet.</p>\n");
         } else {
-            let _ = writeln!(b, "<pre><code>{}</code></pre>", esc_multiline(&lines.join("\n\n")));
+            let _ = writeln!(
+                b,
+                "<pre><code>{}</code></pre>",
+                esc_multiline(&lines.join("\n\n"))
+            );
         }
     }
     b.push_str("</section>\n");

@@ -297,8 +297,17 @@ mod tests {
         for m in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
             assert_eq!(route(m, "/", host, l).unwrap_err().status, 405, "{m}");
         }
-        assert_eq!(route("GET", "/", Some("evil.example:8422"), l).unwrap_err().status, 421);
+        assert_eq!(
+            route("GET", "/", Some("evil.example:8422"), l)
+                .unwrap_err()
+                .status,
+            421
+        );
         assert_eq!(route("GET", "/", None, l).unwrap_err().status, 421);
-        assert_eq!(route("POST", "/", Some("evil:1"), l).unwrap_err().status, 421, "the Host first");
+        assert_eq!(
+            route("POST", "/", Some("evil:1"), l).unwrap_err().status,
+            421,
+            "the Host first"
+        );
     }
 }

@@ -76,8 +76,8 @@ pub fn strip(runs_newest_first: &[RunEntry], slots: usize) -> String {
 }
 
 /// New bytes per snapshot (what each copied; the rest is hard-linked), oldest on the left. First snapshots copied
-/// everything: drawn full height in grey and left out of the scale, so that they do not flatten the others.
-/// Incomplete snapshots are amber, outliers red.
+/// everything: drawn full height in grey and left out of the scale, so that they do not flatten the others; outliers
+/// likewise, in red. Incomplete snapshots are amber.
 pub fn sparkline(points_newest_first: &[SnapshotPoint]) -> String {
     const H: f64 = 28.0;
     const BAR: f64 = 5.0;
@@ -87,9 +87,10 @@ pub fn sparkline(points_newest_first: &[SnapshotPoint]) -> String {
         return String::new();
     }
     let width = (n as f64 * (BAR + GAP) - GAP).max(BAR);
+    // Outliers are drawn full height too, so that one jump does not flatten the rest.
     let max = points_newest_first
         .iter()
-        .filter(|p| !p.first)
+        .filter(|p| !p.first && !p.outlier)
         .map(|p| p.copied_bytes)
         .max()
         .unwrap_or(0)
@@ -102,7 +103,7 @@ pub fn sparkline(points_newest_first: &[SnapshotPoint]) -> String {
     );
     for (i, p) in points_newest_first.iter().rev().enumerate() {
         let x = i as f64 * (BAR + GAP);
-        let h = if p.first {
+        let h = if p.first || p.outlier {
             H
         } else {
             ((p.copied_bytes as f64 / max) * H).max(1.0)
@@ -146,7 +147,13 @@ pub fn sparkline(points_newest_first: &[SnapshotPoint]) -> String {
 pub fn meter(value: f64, max: f64, class: &str, mark: Option<f64>, title: &str) -> String {
     const W: f64 = 120.0;
     const H: f64 = 10.0;
-    let frac = |v: f64| if max > 0.0 { (v / max).clamp(0.0, 1.0) } else { 0.0 };
+    let frac = |v: f64| {
+        if max > 0.0 {
+            (v / max).clamp(0.0, 1.0)
+        } else {
+            0.0
+        }
+    };
     let mut out = format!(
         "<svg class=\"meter\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{}\">\
          <title>{}</title><rect class=\"track\" x=\"0\" y=\"0\" width=\"{W}\" height=\"{H}\" rx=\"2\"/>\

@@ -306,7 +306,11 @@ pub fn run_entry(r: &RunRecord) -> RunEntry {
 /// as a whole before any set ran.
 pub fn set_failure(r: &RunRecord, set: &str) -> Option<String> {
     let entries: Vec<&serde_json::Value> = match r.command.as_str() {
-        "collect" => r.sets.as_array().map(|a| a.iter().collect()).unwrap_or_default(),
+        "collect" => r
+            .sets
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
         "backup" => r
             .sets
             .get("collect")
@@ -376,25 +380,78 @@ mod tests {
     #[test]
     fn runs_are_classified_for_the_strip() {
         let cases = [
-            (record("backup", 0, None, serde_json::json!({})), RunOutcome::Ok, None),
-            (record("collect", 3, None, serde_json::json!([])), RunOutcome::Warning, None),
-            (record("collect", 1, Some("boom\nmore"), serde_json::json!([])), RunOutcome::Failed, Some("boom")),
-            (record("backup", 2, Some("bad config"), serde_json::json!({})), RunOutcome::Failed, Some("bad config")),
-            (record("external", 5, Some("no destination"), serde_json::json!(null)), RunOutcome::MissingDrive, Some("no destination")),
             (
-                record("backup", 0, None, serde_json::json!({ "nothing_due": true, "missing_media": "due\nT9: not mounted" })),
+                record("backup", 0, None, serde_json::json!({})),
+                RunOutcome::Ok,
+                None,
+            ),
+            (
+                record("collect", 3, None, serde_json::json!([])),
+                RunOutcome::Warning,
+                None,
+            ),
+            (
+                record("collect", 1, Some("boom\nmore"), serde_json::json!([])),
+                RunOutcome::Failed,
+                Some("boom"),
+            ),
+            (
+                record("backup", 2, Some("bad config"), serde_json::json!({})),
+                RunOutcome::Failed,
+                Some("bad config"),
+            ),
+            (
+                record(
+                    "external",
+                    5,
+                    Some("no destination"),
+                    serde_json::json!(null),
+                ),
+                RunOutcome::MissingDrive,
+                Some("no destination"),
+            ),
+            (
+                record(
+                    "backup",
+                    0,
+                    None,
+                    serde_json::json!({ "nothing_due": true, "missing_media": "due\nT9: not mounted" }),
+                ),
                 RunOutcome::MissingDrive,
                 Some("due"),
             ),
-            (record("backup", 4, Some("locked"), serde_json::json!({})), RunOutcome::Locked, Some("locked")),
+            (
+                record("backup", 4, Some("locked"), serde_json::json!({})),
+                RunOutcome::Locked,
+                Some("locked"),
+            ),
         ];
         for (r, outcome, message) in cases {
             let e = run_entry(&r);
-            assert_eq!((e.outcome, e.message.as_deref()), (outcome, message), "{r:?}");
+            assert_eq!(
+                (e.outcome, e.message.as_deref()),
+                (outcome, message),
+                "{r:?}"
+            );
         }
-        assert!(gather_is_idle(&record("backup", 0, None, serde_json::json!({ "nothing_due": true, "missing_media": null }))));
-        assert!(!gather_is_idle(&record("backup", 0, None, serde_json::json!({ "nothing_due": true, "missing_media": "x" }))));
-        assert!(!gather_is_idle(&record("backup", 0, None, serde_json::json!({ "collect": [] }))));
+        assert!(gather_is_idle(&record(
+            "backup",
+            0,
+            None,
+            serde_json::json!({ "nothing_due": true, "missing_media": null })
+        )));
+        assert!(!gather_is_idle(&record(
+            "backup",
+            0,
+            None,
+            serde_json::json!({ "nothing_due": true, "missing_media": "x" })
+        )));
+        assert!(!gather_is_idle(&record(
+            "backup",
+            0,
+            None,
+            serde_json::json!({ "collect": [] })
+        )));
     }
 
     fn gather_is_idle(r: &RunRecord) -> bool {
@@ -410,7 +467,10 @@ mod tests {
             serde_json::json!([ { "set": "data", "status": "failed", "error": "rsync exited 12" },
                  { "set": "config", "status": "complete" } ]),
         );
-        assert_eq!(set_failure(&collect, "data").as_deref(), Some("collect failed: rsync exited 12"));
+        assert_eq!(
+            set_failure(&collect, "data").as_deref(),
+            Some("collect failed: rsync exited 12")
+        );
         assert_eq!(set_failure(&collect, "config"), None);
         let backup = record(
             "backup",
@@ -419,14 +479,35 @@ mod tests {
             serde_json::json!({ "collect": [ { "sets": [ { "set": "data", "status": "refused", "error": "source shrank" } ] } ],
                  "problems": [ { "phase": "collect", "subject": "config, other", "exit": 1, "message": "rsync missing" } ] }),
         );
-        assert_eq!(set_failure(&backup, "data").as_deref(), Some("collect refused: source shrank"));
-        assert_eq!(set_failure(&backup, "config").as_deref(), Some("rsync missing"));
-        assert_eq!(set_failure(&backup, "other").as_deref(), Some("rsync missing"));
-        let whole = record("backup", 1, Some("cannot lock\nthe root"), serde_json::json!({ "due": {} }));
+        assert_eq!(
+            set_failure(&backup, "data").as_deref(),
+            Some("collect refused: source shrank")
+        );
+        assert_eq!(
+            set_failure(&backup, "config").as_deref(),
+            Some("rsync missing")
+        );
+        assert_eq!(
+            set_failure(&backup, "other").as_deref(),
+            Some("rsync missing")
+        );
+        let whole = record(
+            "backup",
+            1,
+            Some("cannot lock\nthe root"),
+            serde_json::json!({ "due": {} }),
+        );
         assert_eq!(set_failure(&whole, "data").as_deref(), Some("cannot lock"));
         let external = record("external", 1, Some("drive failed"), serde_json::json!(null));
-        assert_eq!(set_failure(&external, "data"), None, "a drive's failure is not a set's");
-        assert_eq!(set_failure(&record("collect", 0, None, serde_json::json!([])), "data"), None);
+        assert_eq!(
+            set_failure(&external, "data"),
+            None,
+            "a drive's failure is not a set's"
+        );
+        assert_eq!(
+            set_failure(&record("collect", 0, None, serde_json::json!([])), "data"),
+            None
+        );
     }
 
     fn snap(first: bool, copied: u64) -> SnapshotFacts {
@@ -450,18 +531,33 @@ mod tests {
     #[test]
     fn outliers_are_jumps_far_above_the_median() {
         const M: u64 = 1 << 20;
-        let flags = |s: &[SnapshotFacts]| -> Vec<bool> { points(s).iter().map(|p| p.outlier).collect() };
+        let flags =
+            |s: &[SnapshotFacts]| -> Vec<bool> { points(s).iter().map(|p| p.outlier).collect() };
         // A first snapshot copies everything: never an outlier, and not part of the median.
         assert_eq!(
-            flags(&[snap(false, 100 * M), snap(false, 900 * M), snap(false, 110 * M), snap(false, 90 * M), snap(true, 50_000 * M)]),
+            flags(&[
+                snap(false, 100 * M),
+                snap(false, 900 * M),
+                snap(false, 110 * M),
+                snap(false, 90 * M),
+                snap(true, 50_000 * M)
+            ]),
             [false, true, false, false, false]
         );
         // Four times a small median but only a few MiB more: not flagged.
         assert_eq!(
-            flags(&[snap(false, 9 * M), snap(false, M), snap(false, M), snap(false, M)]),
+            flags(&[
+                snap(false, 9 * M),
+                snap(false, M),
+                snap(false, M),
+                snap(false, M)
+            ]),
             [false; 4]
         );
         // Too few snapshots to judge.
-        assert_eq!(flags(&[snap(false, 900 * M), snap(false, M)]), [false, false]);
+        assert_eq!(
+            flags(&[snap(false, 900 * M), snap(false, M)]),
+            [false, false]
+        );
     }
 }

@@ -457,7 +457,8 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
                     section(vec![
                         (
                             "Description",
-                            format!("dbackup: the status page at http://{listen}/ (read-only)").into(),
+                            format!("dbackup: the status page at http://{listen}/ (read-only)")
+                                .into(),
                         ),
                         ("Documentation", doc()),
                     ]),
@@ -467,8 +468,15 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
                     "Install".to_string(),
                     section(vec![(
                         "WantedBy",
-                        vec![if system { "multi-user.target" } else { "default.target" }.to_string()]
-                            .into(),
+                        vec![
+                            if system {
+                                "multi-user.target"
+                            } else {
+                                "default.target"
+                            }
+                            .to_string(),
+                        ]
+                        .into(),
                     )]),
                 ),
             ]),

@@ -350,7 +350,9 @@ fn the_serve_unit_only_when_asked_for() {
         let service = &unit["Service"];
         assert_eq!(
             service["ExecStart"],
-            Value::from("/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json serve")
+            Value::from(
+                "/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json serve"
+            )
         );
         assert_eq!(service["Type"], Value::from("exec"));
         assert_eq!(
@@ -361,10 +363,15 @@ fn the_serve_unit_only_when_asked_for() {
             Scope::System => "multi-user.target",
             Scope::User => "default.target",
         };
-        assert_eq!(unit["Install"]["WantedBy"], Value::Many(vec![wanted.into()]));
+        assert_eq!(
+            unit["Install"]["WantedBy"],
+            Value::Many(vec![wanted.into()])
+        );
         assert_eq!(
             service.get("ProtectSystem"),
-            (scope == Scope::System).then(|| Value::from("strict")).as_ref()
+            (scope == Scope::System)
+                .then(|| Value::from("strict"))
+                .as_ref()
         );
         assert!(r.files[SERVE_SERVICE].contains("ExecStart="));
     }

@@ -68,21 +68,52 @@ fn fine() -> Test {
         let first = day == 4;
         // One jump in data: a download folder that should not be there.
         let copied = if day == 8 { 6 * G } else { 200 * M };
-        snap(&t, "data", &time, first, day == 7, 20 * G, if first { 0 } else { 20 * G - copied }, 0);
-        snap(&t, "config", &time, first, false, 50 * M, if first { 0 } else { 49 * M }, 0);
-        log_run(&t, "backup", &format!("2025-04-{day:02}T03:14:00+00:00"), 0, None, serde_json::json!({}));
+        snap(
+            &t,
+            "data",
+            &time,
+            first,
+            day == 7,
+            20 * G,
+            if first { 0 } else { 20 * G - copied },
+            0,
+        );
+        snap(
+            &t,
+            "config",
+            &time,
+            first,
+            false,
+            50 * M,
+            if first { 0 } else { 49 * M },
+            0,
+        );
+        log_run(
+            &t,
+            "backup",
+            &format!("2025-04-{day:02}T03:14:00+00:00"),
+            0,
+            None,
+            serde_json::json!({}),
+        );
     }
     let t9 = t.path("media/T9");
     drive_backup(
         &t9,
         "2025-04-06T03:20:00+00:00",
-        &[("data", "data-2025-04-06-031500"), ("config", "config-2025-04-06-031500")],
+        &[
+            ("data", "data-2025-04-06-031500"),
+            ("config", "config-2025-04-06-031500"),
+        ],
         21 * G,
     );
     drive_backup(
         &t9,
         "2025-04-09T03:20:00+00:00",
-        &[("data", "data-2025-04-09-031500"), ("config", "config-2025-04-09-031500")],
+        &[
+            ("data", "data-2025-04-09-031500"),
+            ("config", "config-2025-04-09-031500"),
+        ],
         21 * G,
     );
     t
@@ -91,10 +122,7 @@ fn fine() -> Test {
 /// The report with its history from the binary, with what depends on this machine made fixed: the test's directory,
 /// free space, the host name, the filesystem type.
 fn report(t: &Test, now: &str) -> StatusReport {
-    let out = t
-        .cmd()
-        .args(["--json", "report", "--now", now])
-        .status(0);
+    let out = t.cmd().args(["--json", "report", "--now", now]).status(0);
     let tmp = t.dir.path().display().to_string();
     let mut r: StatusReport = serde_json::from_str(&out.stdout.replace(&tmp, "/tmp/t")).unwrap();
     r.root_free_bytes = Some(120 * G);
@@ -155,7 +183,10 @@ fn page_when_everything_is_fine() {
         .map(|p| p.name.as_str())
         .collect();
     assert_eq!(outliers, ["data-2025-04-08-031500"]);
-    assert_eq!((data.local_restore_points, data.drive_restore_points), (7, 2));
+    assert_eq!(
+        (data.local_restore_points, data.drive_restore_points),
+        (7, 2)
+    );
     assert_eq!(h.runs.len(), 8);
 }
 
@@ -166,9 +197,14 @@ fn page_when_a_set_is_overdue() {
     let later = "2025-04-12T09:00:00+00:00";
     let r = report(&t, later);
     assert!(!r.ok);
-    t.cmd().args(["status", "--check", "--now", later]).status(1);
+    t.cmd()
+        .args(["status", "--check", "--now", later])
+        .status(1);
     let html = page(&r);
-    assert!(html.contains("<h1 class=\"bad\">Attention: 2 problems</h1>"), "{html}");
+    assert!(
+        html.contains("<h1 class=\"bad\">Attention: 2 problems</h1>"),
+        "{html}"
+    );
     insta::assert_snapshot!("page_overdue", readable(&html));
 }
 
@@ -202,10 +238,23 @@ fn page_when_the_last_run_failed() {
 fn page_when_no_drive_was_ever_seen() {
     let t = world(true);
     fs::remove_dir_all(t.path("media/T9")).unwrap();
-    snap(&t, "data", "2025-04-10T03:15:00+00:00", true, false, 5 * G, 0, 0);
+    snap(
+        &t,
+        "data",
+        "2025-04-10T03:15:00+00:00",
+        true,
+        false,
+        5 * G,
+        0,
+        0,
+    );
     let r = report(&t, NOW);
     assert!(!r.ok);
-    assert!(r.destinations.iter().all(|d| !d.present && d.newest.is_none()));
+    assert!(
+        r.destinations
+            .iter()
+            .all(|d| !d.present && d.newest.is_none())
+    );
     let html = page(&r);
     assert!(html.contains("no external backup yet"), "{html}");
     insta::assert_snapshot!("page_no_drive_ever", readable(&html));
@@ -216,7 +265,8 @@ fn page_when_no_drive_was_ever_seen() {
 fn encrypt_on_drive(drive: &Path, set: &str) {
     for e in fs::read_dir(drive.join("backups")).unwrap() {
         let path = e.unwrap().path().join("backup.json");
-        let mut meta: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         for s in meta["sets"].as_array_mut().unwrap() {
             let name = s["set"].as_str().unwrap().to_string();
             s["sources"] = serde_json::json!([{
@@ -239,8 +289,24 @@ fn encrypt_on_drive(drive: &Path, set: &str) {
 fn drive_page_with_an_encrypted_set() {
     let t = Test::new();
     let drive = t.path("T9");
-    drive_backup(&drive, "2025-04-01T03:20:00+00:00", &[("data", "data-2025-04-01-031500"), ("config", "config-2025-04-01-031500")], 8 * G);
-    drive_backup(&drive, "2025-04-09T03:20:00+00:00", &[("data", "data-2025-04-09-031500"), ("config", "config-2025-04-09-031500")], 9 * G);
+    drive_backup(
+        &drive,
+        "2025-04-01T03:20:00+00:00",
+        &[
+            ("data", "data-2025-04-01-031500"),
+            ("config", "config-2025-04-01-031500"),
+        ],
+        8 * G,
+    );
+    drive_backup(
+        &drive,
+        "2025-04-09T03:20:00+00:00",
+        &[
+            ("data", "data-2025-04-09-031500"),
+            ("config", "config-2025-04-09-031500"),
+        ],
+        9 * G,
+    );
     encrypt_on_drive(&drive, "data");
     let html = t
         .cmd()
@@ -250,8 +316,14 @@ fn drive_page_with_an_encrypted_set() {
         .args(["--now", NOW, "--out", "-"])
         .status(0)
         .stdout;
-    assert!(!html.contains("data-secret-folder"), "an encrypted set's sources are on the page");
-    assert!(html.contains("/home/payne/config-secret-folder"), "a plain set's sources help restore it");
+    assert!(
+        !html.contains("data-secret-folder"),
+        "an encrypted set's sources are on the page"
+    );
+    assert!(
+        html.contains("/home/payne/config-secret-folder"),
+        "a plain set's sources help restore it"
+    );
     assert!(html.contains("age -d -i ~/identity.txt data.tar.age | tar -xpf - -C ~/restored"));
     insta::assert_snapshot!("drive_page_encrypted", readable(&html));
 }
@@ -273,11 +345,17 @@ fn the_page_is_regenerated_after_every_run() {
     assert!(page.contains("id=\"set-data\""), "{page}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
-        fs::metadata(t.path("state/dbackup/report.html")).unwrap().permissions().mode() & 0o777,
+        fs::metadata(t.path("state/dbackup/report.html"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
         0o600
     );
 
-    let t = t.config(&config(r#", "report": { "path": "{tmp}/www/backups.html" }"#));
+    let t = t.config(&config(
+        r#", "report": { "path": "{tmp}/www/backups.html" }"#,
+    ));
     t.cmd().args(["collect"]).status(0);
     assert!(t.path("www/backups.html").is_file());
 
@@ -291,7 +369,11 @@ fn the_page_is_regenerated_after_every_run() {
     // A dry run writes nothing.
     let t = t.config(&config(""));
     let out = t.cmd().args(["--dry-run", "report"]).status(0);
-    assert!(out.stderr.contains("would write the status page"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("would write the status page"),
+        "{}",
+        out.stderr
+    );
     assert!(!t.path("state/dbackup/report.html").exists());
 }
 
@@ -318,11 +400,17 @@ fn external_writes_the_drive_page_never_through_a_symlink() {
     t.cmd().args(["external"]).status(0);
     assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
     let meta = fs::symlink_metadata(drive.join("REPORT.html")).unwrap();
-    assert!(meta.file_type().is_file(), "the symlink was replaced by the page");
+    assert!(
+        meta.file_type().is_file(),
+        "the symlink was replaced by the page"
+    );
     let html = fs::read_to_string(drive.join("REPORT.html")).unwrap();
     assert!(html.contains("dbackup backups on this drive"));
     assert!(!html.contains("very-secret-name"));
-    assert!(!html.contains("src/data"), "the encrypted set's source is not on the page");
+    assert!(
+        !html.contains("src/data"),
+        "the encrypted set's source is not on the page"
+    );
     assert!(html.contains("<strong>plain</strong>"));
     // No temporary file is left in the drive's root.
     let names: Vec<String> = fs::read_dir(&drive)
@@ -406,7 +494,10 @@ fn chromium_shows_the_page_and_a_stale_banner() {
         .args([&old])
         .status(0);
     let dom = run_chromium(&bin, &t, &["--dump-dom".into()], &old);
-    assert!(dom.contains("<h1 class=\"ok\">Backups are good</h1>"), "{dom}");
+    assert!(
+        dom.contains("<h1 class=\"ok\">Backups are good</h1>"),
+        "{dom}"
+    );
     let banner = dom
         .split("<div id=\"stale\"")
         .nth(1)
@@ -422,14 +513,20 @@ fn chromium_shows_the_page_and_a_stale_banner() {
     let fresh = t.path("fresh.html");
     t.cmd().args(["report", "--out"]).args([&fresh]).status(0);
     let dom = run_chromium(&bin, &t, &["--dump-dom".into()], &fresh);
-    assert!(dom.contains("<div id=\"stale\" class=\"banner\" role=\"alert\" hidden=\"\"></div>"), "{dom}");
+    assert!(
+        dom.contains("<div id=\"stale\" class=\"banner\" role=\"alert\" hidden=\"\"></div>"),
+        "{dom}"
+    );
 
     // The screenshot: many colours, and much of it not background.
     let png = t.path("shot.png");
     run_chromium(
         &bin,
         &t,
-        &[format!("--screenshot={}", png.display()), "--window-size=1200,1000".into()],
+        &[
+            format!("--screenshot={}", png.display()),
+            "--window-size=1200,1000".into(),
+        ],
         &old,
     );
     let decoder = png::Decoder::new(std::io::BufReader::new(fs::File::open(&png).unwrap()));
@@ -479,10 +576,7 @@ fn http(addr: &str, method: &str, path: &str, host: &str) -> (u16, String, Strin
 #[test]
 fn serve_answers_read_only_and_stops_on_sigterm() {
     let t = fine();
-    let mut child = t
-        .cmd()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .spawn();
+    let mut child = t.cmd().args(["serve", "--listen", "127.0.0.1:0"]).spawn();
     // The URL on stdout once listening.
     let mut stdout = child.stdout.take().unwrap();
     let mut line = Vec::new();
@@ -500,8 +594,14 @@ fn serve_answers_read_only_and_stops_on_sigterm() {
     let (code, head, body) = http(&addr, "GET", "/", &addr);
     assert_eq!(code, 200, "{head}");
     assert!(body.starts_with("<!DOCTYPE html>"));
-    assert!(head.contains("Content-Security-Policy: default-src 'none'"), "{head}");
-    assert!(head.to_lowercase().contains("cache-control: no-store"), "{head}");
+    assert!(
+        head.contains("Content-Security-Policy: default-src 'none'"),
+        "{head}"
+    );
+    assert!(
+        head.to_lowercase().contains("cache-control: no-store"),
+        "{head}"
+    );
     assert!(!head.to_lowercase().contains("set-cookie"));
     let port = addr.rsplit(':').next().unwrap();
     let (code, _, body) = http(&addr, "GET", "/status.json", &format!("localhost:{port}"));
@@ -526,11 +626,19 @@ fn serve_answers_read_only_and_stops_on_sigterm() {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "serve did not stop on SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "serve did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("stopped (SIGTERM)"), "{stderr}");
 }
@@ -542,8 +650,20 @@ fn serve_refuses_a_non_loopback_address_without_the_flag() {
     let out: Output = t.cmd().args(["serve", "--listen", "0.0.0.0:0"]).status(2);
     assert!(out.stderr.contains("--allow-remote"), "{}", out.stderr);
     let text = fs::read_to_string(t.path("config.json")).unwrap();
-    let t = t.config(&text.replacen('{', r#"{ "report": { "serve": { "listen": "0.0.0.0:8422" } },"#, 1));
+    let t = t.config(&text.replacen(
+        '{',
+        r#"{ "report": { "serve": { "listen": "0.0.0.0:8422" } },"#,
+        1,
+    ));
     let out = t.cmd().args(["serve"]).status(2);
-    assert!(out.stderr.contains("/report/serve/listen"), "{}", out.stderr);
-    assert!(out.stderr.contains("is not a loopback address"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("/report/serve/listen"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("is not a loopback address"),
+        "{}",
+        out.stderr
+    );
 }
