@@ -57,9 +57,9 @@ pub fn render(
     }
     match metas.first() {
         Some(newest) => {
-            let _ = write!(
+            let _ = writeln!(
                 b,
-                ": {} in <code>backups/</code>, the newest made {} ({}).</p>\n",
+                ": {} in <code>backups/</code>, the newest made {} ({}).</p>",
                 esc(&ui::counted(
                     metas.len() as u64,
                     "verified backup",

@@ -22,9 +22,9 @@ pub fn render(r: &StatusReport) -> String {
     let mut b = String::new();
 
     // The verdict.
-    let _ = write!(
+    let _ = writeln!(
         b,
-        "<header class=\"verdict{}\" id=\"verdict\">\n",
+        "<header class=\"verdict{}\" id=\"verdict\">",
         if verdict.ok { "" } else { " attention" }
     );
     if verdict.ok {
@@ -68,9 +68,9 @@ pub fn render(r: &StatusReport) -> String {
     if !host.is_empty() {
         let _ = write!(b, "{} · ", esc(host));
     }
-    let _ = write!(
+    let _ = writeln!(
         b,
-        "as of {} · schedule: collect {}, compare contents {}, external {}</p>\n",
+        "as of {} · schedule: collect {}, compare contents {}, external {}</p>",
         time(r.now),
         esc(&word(&r.schedule.incremental)),
         esc(&word(&r.schedule.full)),
@@ -92,10 +92,10 @@ pub fn render(r: &StatusReport) -> String {
     }
 
     // Footer: where the data came from.
-    let _ = write!(
+    let _ = writeln!(
         b,
         "<footer><p>Backup root {}{}. Made by dbackup {} from <code>dbackup --json status --history {}</code> (metadata \
-         only). This page loads nothing and sends nothing.</p></footer>\n",
+         only). This page loads nothing and sends nothing.</p></footer>",
         esc(&r.backup_root.display().to_string()),
         match (r.root_free_bytes, r.root_total_bytes) {
             (Some(f), Some(t)) => esc(&format!(": {} free of {}", ui::bytes(f), ui::bytes(t))),
