@@ -46,7 +46,10 @@ pub fn run_with_settings(settings: &Settings, args: &CollectArgs) -> anyhow::Res
             Err(e) => Err(e),
         },
     );
-    super::refresh_report(settings, &ui);
+    // The drives as `backup` would look at them (not at all when schedule.external is manual).
+    let drives = !settings.destinations.is_empty()
+        && settings.schedule.external != crate::config::ExternalSchedule::Manual;
+    super::refresh_report(settings, &ui, drives);
     let (_, report) = outcome?;
     print_report(&report, &ui)?;
     Ok(report.exit())

@@ -47,7 +47,7 @@ pub fn run_with_settings(settings: &Settings, args: &ExternalArgs) -> anyhow::Re
             Err(e) => Err(e),
         },
     );
-    super::refresh_report(settings, &ui);
+    super::refresh_report(settings, &ui, true);
     let (_, report) = outcome?;
     print_report(&report, &ui)?;
     Ok(report.exit())

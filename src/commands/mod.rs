@@ -62,8 +62,18 @@ pub(crate) fn append_log(
 }
 
 /// After a run: regenerates the status page (`report.path`), warning (never failing) when it cannot be written.
-pub(crate) fn refresh_report(settings: &crate::settings::Settings, ui: &crate::ui::Ui) {
-    match crate::report::refresh_local(settings) {
+/// `drives`: look at the destinations (without writing to them) for it.
+pub(crate) fn refresh_report(
+    settings: &crate::settings::Settings,
+    ui: &crate::ui::Ui,
+    drives: bool,
+) {
+    let look = if drives {
+        crate::status::Look::Read
+    } else {
+        crate::status::Look::Skip
+    };
+    match crate::report::refresh_local(settings, look) {
         Ok(Some(path)) => ui.step(format_args!("status page: {}", path.display())),
         Ok(None) => {}
         Err(e) => ui.warn(format_args!("{}", crate::ui::format_error(&e))),

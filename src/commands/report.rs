@@ -24,7 +24,7 @@ pub fn run(global: &GlobalArgs, args: ReportArgs) -> anyhow::Result<Exit> {
     let settings = Settings::load(global, &Env::from_process())?;
     let ui = Ui::new(&settings.output);
     let history = args.history.map_or(settings.report.history, |h| h as usize);
-    let data = report::gather(&settings, now, history);
+    let data = report::gather(&settings, now, history, crate::status::Look::Read);
     if global.json {
         println!("{}", serde_json::to_string_pretty(&data)?);
         return Ok(Exit::Ok);

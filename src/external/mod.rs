@@ -119,11 +119,16 @@ pub fn run_locked(
     Ok((plan, report))
 }
 
-/// Writes `REPORT.html` on each destination this run used, while `media/` says it is still the drive detected. A page
-/// that cannot be written makes a written destination's run end with warnings; nothing else depends on it.
+/// Writes `REPORT.html` on each destination this run wrote a backup to, while `media/` says it is still the drive
+/// detected (a refused or failed destination gets nothing more). A page that cannot be written makes the run end with
+/// warnings; nothing else depends on it.
 fn drive_pages(world: &plan::World, report: &mut ExternalReport, ui: &Ui) {
     let now = chrono::Local::now().fixed_offset();
-    for d in &mut report.destinations {
+    for d in report
+        .destinations
+        .iter_mut()
+        .filter(|d| d.status == DestinationStatus::Written)
+    {
         let Some(w) = world
             .destinations
             .iter()
@@ -145,10 +150,8 @@ fn drive_pages(world: &plan::World, report: &mut ExternalReport, ui: &Ui) {
                         .display()
                 );
                 ui.warn(format_args!("{}: {msg}", d.name));
-                if d.status == DestinationStatus::Written {
-                    d.warnings.push(msg);
-                    d.exit = worst_code(d.exit, Exit::Warnings.code());
-                }
+                d.warnings.push(msg);
+                d.exit = worst_code(d.exit, Exit::Warnings.code());
             }
         }
     }

@@ -24,15 +24,26 @@ use chrono::{DateTime, FixedOffset};
 use crate::settings::Settings;
 use crate::status::{self, Look, StatusReport};
 
-/// The report with its history at `now`, looking at the drives without writing to them.
-pub fn gather(settings: &Settings, now: DateTime<FixedOffset>, history: usize) -> StatusReport {
-    let facts = status::gather_for(settings, Look::Read, history);
+/// The report with its history at `now`, looking at the drives as `look` says (never with the probe: `Read` or
+/// `Skip`).
+pub fn gather(
+    settings: &Settings,
+    now: DateTime<FixedOffset>,
+    history: usize,
+    look: Look,
+) -> StatusReport {
+    let look = if look == Look::Probe {
+        Look::Read
+    } else {
+        look
+    };
+    let facts = status::gather_for(settings, look, history);
     status::build(&facts, settings, now)
 }
 
 /// The page for `settings` at `now`.
-pub fn page(settings: &Settings, now: DateTime<FixedOffset>) -> String {
-    page::render(&gather(settings, now, settings.report.history))
+pub fn page(settings: &Settings, now: DateTime<FixedOffset>, look: Look) -> String {
+    page::render(&gather(settings, now, settings.report.history, look))
 }
 
 /// Writes `html` to `path` (its directory created owner-only when missing) under a temporary name renamed into place.
@@ -50,13 +61,14 @@ pub fn write_file(path: &Path, html: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write the status page {}", path.display()))
 }
 
-/// After a run: regenerates the page at `report.path` (unless `report.write` is off). Returns where it went; a
-/// failure is the caller's warning, never a failure of the run.
-pub fn refresh_local(settings: &Settings) -> anyhow::Result<Option<PathBuf>> {
+/// After a run: regenerates the page at `report.path` (unless `report.write` is off), looking at the drives as
+/// `look` says (`backup` does not look at them when `schedule.external` is manual). Returns where it went; a failure
+/// is the caller's warning, never a failure of the run.
+pub fn refresh_local(settings: &Settings, look: Look) -> anyhow::Result<Option<PathBuf>> {
     let Some(path) = &settings.report.path else {
         return Ok(None);
     };
     let now = chrono::Local::now().fixed_offset();
-    write_file(path, &page(settings, now))?;
+    write_file(path, &page(settings, now, look))?;
     Ok(Some(path.clone()))
 }

@@ -212,7 +212,12 @@ fn answer(settings: &Settings, listen: SocketAddr, request: tiny_http::Request, 
     let (status, content_type, body) = match route(&method, &url, host.as_deref(), listen) {
         Ok(route) => {
             let now = Local::now().fixed_offset();
-            let report = super::gather(settings, now, settings.report.history);
+            let report = super::gather(
+                settings,
+                now,
+                settings.report.history,
+                crate::status::Look::Read,
+            );
             match route {
                 Route::Page => (
                     200,
