@@ -154,7 +154,8 @@ fn page(r: &StatusReport) -> String {
     dbackup::report::page::render(r)
 }
 
-/// Everything fine: the verdict, the sets with their sparkline (the jump flagged), the drives, the runs.
+/// Everything fine: the verdict, the sets with their sparkline (the jump flagged), the drives, the runs. (Before:
+/// no `report` command and no `--history`.)
 #[test]
 fn page_when_everything_is_fine() {
     let t = fine();
@@ -190,7 +191,8 @@ fn page_when_everything_is_fine() {
     assert_eq!(h.runs.len(), 8);
 }
 
-/// Two days without a snapshot: the page says ATTENTION, as `status --check` exits 1 on it.
+/// Two days without a snapshot: the page says ATTENTION, as `status --check` exits 1 on it (one function decides
+/// both). (Before: no page.)
 #[test]
 fn page_when_a_set_is_overdue() {
     let t = fine();
@@ -208,7 +210,8 @@ fn page_when_a_set_is_overdue() {
     insta::assert_snapshot!("page_overdue", readable(&html));
 }
 
-/// The last run failed: the verdict says so, the set shows the failure since its last good snapshot.
+/// The last run failed: the verdict says so, the set shows the failure since its last good snapshot. (Before: no
+/// page; `status` showed only the last run.)
 #[test]
 fn page_when_the_last_run_failed() {
     let t = fine();
@@ -233,7 +236,8 @@ fn page_when_the_last_run_failed() {
     insta::assert_snapshot!("page_last_run_failed", readable(&html));
 }
 
-/// A fresh install with drives configured but never plugged in, and nothing in the log.
+/// A fresh install with drives configured but never plugged in, and nothing in the log: ATTENTION, each drive
+/// absent with why and "none yet". (Before: no page.)
 #[test]
 fn page_when_no_drive_was_ever_seen() {
     let t = world(true);
@@ -284,7 +288,8 @@ fn encrypt_on_drive(drive: &Path, set: &str) {
     }
 }
 
-/// A drive's REPORT.html, from its backup.json files only: the encrypted set's sources never appear.
+/// A drive's REPORT.html, from its backup.json files only: the encrypted set's sources never appear, the plain
+/// set's do, with restore commands for both. (Before: nothing on the drive explained it.)
 #[test]
 fn drive_page_with_an_encrypted_set() {
     let t = Test::new();
@@ -481,7 +486,7 @@ fn run_chromium(bin: &Path, t: &Test, args: &[String], page: &Path) -> String {
 }
 
 /// Chromium renders the page; after its script ran, a page dated in the past shows the STALE banner and the ages are
-/// recomputed from now; a page made now shows none. The screenshot is not blank.
+/// recomputed from now; a page made now shows none. The screenshot is not blank. (Before: no page.)
 #[test]
 fn chromium_shows_the_page_and_a_stale_banner() {
     let Some(bin) = require_chromium() else {
@@ -572,7 +577,7 @@ fn http(addr: &str, method: &str, path: &str, host: &str) -> (u16, String, Strin
 }
 
 /// `dbackup serve` on a free loopback port: 200 for GET and HEAD (no body), the JSON, 405 for POST, 421 for a
-/// foreign Host, 404 elsewhere; it stops cleanly (exit 0) on SIGTERM.
+/// foreign Host, 404 elsewhere; it stops cleanly (exit 0) on SIGTERM. (Before: no `serve`.)
 #[test]
 fn serve_answers_read_only_and_stops_on_sigterm() {
     let t = fine();
@@ -643,7 +648,8 @@ fn serve_answers_read_only_and_stops_on_sigterm() {
     assert!(stderr.contains("stopped (SIGTERM)"), "{stderr}");
 }
 
-/// A non-loopback address needs --allow-remote (exit 2 without); the config refuses one outright.
+/// A non-loopback address needs --allow-remote (exit 2 without); the config refuses one outright. (Before: no
+/// `serve`, and `report` was an unknown config key.)
 #[test]
 fn serve_refuses_a_non_loopback_address_without_the_flag() {
     let t = fine();
