@@ -441,13 +441,20 @@ pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -
             if done && history_done {
                 return facts;
             }
-            let wanted_last = (facts.last.is_none() || !history_done)
-                && BACKUP_COMMANDS.iter().any(|c| line.contains(c));
-            let wanted_written = line.contains("\"written\"");
-            if !(wanted_last || wanted_written) {
+            let backup_line = BACKUP_COMMANDS.iter().any(|c| line.contains(c));
+            let wanted_last = facts.last.is_none() && backup_line;
+            let wanted_written = line.contains("\"written\"")
+                && !destinations.iter().all(|d| facts.written.contains_key(*d));
+            let wanted_history = !history_done && backup_line;
+            if !(wanted_last || wanted_written || wanted_history) {
                 continue;
             }
-            let Ok(record) = serde_json::from_str::<RunRecord>(line) else {
+            let parsed = if wanted_last || wanted_written {
+                serde_json::from_str::<RunRecord>(line).ok()
+            } else {
+                history_record(line)
+            };
+            let Some(record) = parsed else {
                 continue;
             };
             let backup_run = BACKUP_COMMANDS.contains(&record.command.as_str());
@@ -467,6 +474,41 @@ pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -
         }
     }
     facts
+}
+
+/// The head of a run record (what the history needs of most lines).
+#[derive(Deserialize)]
+struct RunHead {
+    command: String,
+    started: DateTime<FixedOffset>,
+    finished: DateTime<FixedOffset>,
+    exit: u8,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+/// A run record for the history only: its per-set value is parsed only when the history needs it (a failed run's
+/// sets, a missing drive, a run that found nothing to do); the rest of a long line is skipped, not built.
+fn history_record(line: &str) -> Option<RunRecord> {
+    let head: RunHead = serde_json::from_str(line).ok()?;
+    let needs_sets = matches!(head.exit, 1 | 2)
+        || line.contains("\"missing_media\":\"")
+        || line.contains("\"nothing_due\":true");
+    let sets = if needs_sets {
+        serde_json::from_str::<RunRecord>(line).ok()?.sets
+    } else {
+        serde_json::Value::Null
+    };
+    Some(RunRecord {
+        command: head.command,
+        started: head.started,
+        finished: head.finished,
+        exit: head.exit,
+        error: head.error,
+        pid: 0,
+        dbackup_version: String::new(),
+        sets,
+    })
 }
 
 /// The backups a run record says were written, by destination: `external` records hold the report's
@@ -700,6 +742,78 @@ mod tests {
         assert_eq!(facts.written["old"].name, "2025-03-02-031500");
         assert!(!facts.written.contains_key("never"));
         assert!(facts.error.is_none());
+    }
+
+    #[test]
+    fn the_history_reads_on_past_idle_runs_and_keeps_what_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        let mut failed = record(
+            "collect",
+            serde_json::json!([ { "set": "data", "status": "failed", "error": "boom" } ]),
+        );
+        failed.exit = 1;
+        runlog::append(state, &failed).unwrap();
+        runlog::append(
+            state,
+            &record(
+                "collect",
+                serde_json::json!([ { "set": "data", "status": "complete" } ]),
+            ),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            runlog::append(
+                state,
+                &record(
+                    "backup",
+                    serde_json::json!({ "nothing_due": true, "missing_media": null }),
+                ),
+            )
+            .unwrap();
+        }
+        runlog::append(
+            state,
+            &record(
+                "backup",
+                serde_json::json!({ "nothing_due": true, "missing_media": "due" }),
+            ),
+        )
+        .unwrap();
+        let facts = read_runs_for(
+            state,
+            &[],
+            RunWants {
+                count: 10,
+                until: None,
+            },
+        );
+        let got: Vec<(&str, u8)> = facts
+            .recent
+            .iter()
+            .map(|r| (r.command.as_str(), r.exit))
+            .collect();
+        assert_eq!(
+            got,
+            [("backup", 0), ("collect", 0), ("collect", 1)],
+            "idle runs left out"
+        );
+        assert_eq!(facts.recent[0].sets["missing_media"], "due");
+        assert_eq!(
+            facts.recent[2].sets[0]["error"], "boom",
+            "a failed run keeps its sets"
+        );
+        assert_eq!(facts.last.unwrap().sets["missing_media"], "due");
+        // Two wanted: the reading stops there.
+        let facts = read_runs_for(
+            state,
+            &[],
+            RunWants {
+                count: 2,
+                until: None,
+            },
+        );
+        assert_eq!(facts.recent.len(), 2);
     }
 
     #[test]
