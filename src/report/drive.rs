@@ -2,20 +2,19 @@
 //! a drive found in a drawer explains itself (what it holds, from which machine, how to restore with and without
 //! dbackup). An encrypted set's file names never appear (nor its sources): only its name, sizes and counts.
 //!
-//! Written like every drive write: only when `media/` says the drive is still the one detected, under a temporary
-//! name in the drive's root opened without following symlinks, then renamed over `REPORT.html` (a symlink of that name
-//! is replaced, never written through).
+//! Written like every drive write: only when `media/` says the drive is still the one detected, through a handle on
+//! the drive's root (`stdx::fs::Dir`: nothing below it is followed), under a temporary name, then renamed over
+//! `REPORT.html` (a symlink of that name is replaced, never written through).
 
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset};
-use rustix::fs::{AtFlags, Mode, OFlags};
 
 use super::html::{self, ago, esc, shell_word, time};
 use crate::external::layout::{self, BackupMeta, DriveListing};
+use crate::stdx::fs::Dir;
 use crate::ui;
 
 /// The page's name in the drive's root.
@@ -91,12 +90,7 @@ pub fn render(
     b.push_str("<section id=\"backups\">\n<h2>Backups</h2>\n<table>\n<thead><tr><th>Backup</th><th>Made</th>\
         <th>Sets</th><th>Size</th></tr></thead>\n<tbody>\n");
     for m in metas.iter().take(SHOWN) {
-        let bytes: u64 = m
-            .sets
-            .iter()
-            .flat_map(|s| s.archive.iter().chain(&s.index))
-            .map(|f| f.bytes)
-            .sum();
+        let bytes = m.file_bytes_on_drive();
         let _ = write!(
             b,
             "<tr><td><code>backups/{}</code></td><td>{}<br><span class=\"muted\">{}</span></td><td>",
@@ -243,47 +237,34 @@ pub fn refresh(root: &Path, destination: &str, now: DateTime<FixedOffset>) -> io
     write(root, page.as_bytes())
 }
 
-/// Writes `bytes` as `<root>/REPORT.html`: a new temporary file in `root` (opened with `O_NOFOLLOW`, relative to a
-/// handle on `root` itself opened with `O_NOFOLLOW | O_DIRECTORY`), fsynced, renamed over the old page.
+/// Writes `bytes` as `<root>/REPORT.html`: a new temporary file created in a handle on `root` (nothing below it
+/// followed: `stdx::fs::Dir`), fsynced, renamed over the old page (a symlink of that name is replaced, not followed).
 pub fn write(root: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
-    let dir = rustix::fs::open(
-        root,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    remove_stale_temporaries(root, &dir);
+    let dir = Dir::open(root).map_err(io::Error::other)?;
+    remove_stale_temporaries(&dir);
     let tmp = format!("{TEMP_PREFIX}{}", std::process::id());
-    let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+    let _ = dir.unlink(&tmp);
     let result = (|| -> io::Result<()> {
-        let fd = rustix::fs::openat(
-            &dir,
-            tmp.as_str(),
-            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
-        )?;
-        let mut f = File::from(fd);
+        let mut f = dir.create_file(&tmp, 0o600).map_err(io::Error::other)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        rustix::fs::renameat(&dir, tmp.as_str(), &dir, FILE_NAME)?;
-        Ok(())
+        dir.rename(&tmp, FILE_NAME, false).map_err(io::Error::other)
     })();
     if let Err(e) = result {
-        let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+        let _ = dir.unlink(&tmp);
         return Err(e);
     }
-    // Some FUSE filesystems cannot fsync a directory; the rename is done either way.
-    let _ = rustix::fs::fsync(&dir);
+    dir.fsync().map_err(io::Error::other)?;
     Ok(root.join(FILE_NAME))
 }
 
 /// Removes `.REPORT.html.tmp-<pid>` files of processes that no longer run (a run killed while writing the page).
-fn remove_stale_temporaries(root: &Path, dir: &rustix::fd::OwnedFd) {
-    let Ok(entries) = std::fs::read_dir(root) else {
+fn remove_stale_temporaries(dir: &Dir) {
+    let Ok(entries) = dir.entries() else {
         return;
     };
-    for e in entries.flatten() {
-        let name = e.file_name();
+    for (name, _) in entries {
         let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
             continue;
         };
@@ -291,7 +272,7 @@ fn remove_stale_temporaries(root: &Path, dir: &rustix::fd::OwnedFd) {
             continue;
         }
         if !Path::new("/proc").join(pid).exists() {
-            let _ = rustix::fs::unlinkat(dir, name.as_os_str(), AtFlags::empty());
+            let _ = dir.unlink(&name);
         }
     }
 }

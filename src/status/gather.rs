@@ -351,7 +351,11 @@ fn destination(d: &DestinationSettings, look: Look, runs: &RunFacts) -> Destinat
     };
     let (listing, listing_error) = match &presence {
         Some(Presence::Present(info)) => {
-            match layout::list(&info.resolved.join(layout::BACKUPS_DIR)) {
+            let listed = layout::open_backups_at(&info.resolved).and_then(|b| match b {
+                Some(b) => layout::list_in(&b),
+                None => Ok(layout::DriveListing::default()),
+            });
+            match listed {
                 Ok(l) => (Some(listing_facts(&l)), None),
                 Err(e) => (None, Some(e.to_string())),
             }
@@ -381,26 +385,19 @@ fn listing_facts(l: &layout::DriveListing) -> ListingFacts {
 
 /// What `status` keeps of one verified backup's `backup.json`.
 pub fn backup_facts(b: &layout::DriveBackup) -> Option<BackupFacts> {
-    {
-        let m = b.meta.as_ref()?;
-        Some(BackupFacts {
-            stamp: b.name.clone(),
-            started: m.started,
-            finished: m.finished,
-            bytes: m
-                .sets
-                .iter()
-                .flat_map(|s| s.archive.iter().chain(&s.index))
-                .map(|f| f.bytes)
-                .sum(),
-            sets: m
-                .sets
-                .iter()
-                .map(|s| (s.set.clone(), s.snapshot.clone()))
-                .collect(),
-            encryption: m.sets.first().and_then(|s| s.encryption.clone()),
-        })
-    }
+    let m = b.meta.as_ref()?;
+    Some(BackupFacts {
+        stamp: b.name.clone(),
+        started: m.started,
+        finished: m.finished,
+        bytes: m.file_bytes_on_drive(),
+        sets: m
+            .sets
+            .iter()
+            .map(|s| (s.set.clone(), s.snapshot.clone()))
+            .collect(),
+        encryption: m.sets.first().and_then(|s| s.encryption.clone()),
+    })
 }
 
 /// Reads the run log newest first (`log.jsonl`, then the rotated `log.jsonl.1`), only until the last backup run and a

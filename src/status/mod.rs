@@ -440,7 +440,7 @@ pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
             .filter_map(|s| s.newest.as_ref())
             .filter(|n| !n.first)
             .map(|n| n.transferred_bytes)
-            .sum();
+            .fold(0u64, u64::saturating_add);
         judge(
             "backup root",
             format!(
@@ -497,7 +497,7 @@ pub fn needed_on(facts: &Facts, d: &gather::DestinationFacts) -> Option<u64> {
         .iter()
         .filter_map(|s| s.newest_complete.as_ref())
         .map(|n| n.total_bytes)
-        .sum();
+        .fold(0u64, u64::saturating_add);
     d.listing
         .as_ref()
         .and_then(|l| l.newest.as_ref())
