@@ -167,7 +167,7 @@ pub struct RunFacts {
     /// Why the log could not be read, when it could not.
     pub error: Option<String>,
     /// For the history: runs of `collect`, `external` and `backup`, newest first, those that found nothing to do
-    /// left out; read back until as many as asked for are known and they reach `RunWants::until`.
+    /// left out: the newest `RunWants::count`, then the failed ones back to `RunWants::until`.
     pub recent: Vec<RunRecord>,
 }
 
@@ -419,6 +419,7 @@ pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -
     let mut facts = RunFacts::default();
     // The history is complete once it holds `count` runs and reaches back past `until`.
     let mut history_done = wants.count == 0;
+    let mut counted = 0;
     let files = [
         runlog::path(state_dir),
         state_dir.join(format!("{}.1", runlog::FILE_NAME)),
@@ -455,22 +456,47 @@ pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -
                 continue;
             };
             let backup_run = BACKUP_COMMANDS.contains(&record.command.as_str());
-            if facts.last.is_none() && backup_run {
-                facts.last = Some(record.clone());
-            }
-            if !history_done && backup_run && !is_idle(&record) {
-                let old_enough = wants.until.is_none_or(|u| record.finished < u);
-                facts.recent.push(record.clone());
-                history_done = facts.recent.len() >= wants.count && old_enough;
-            }
             if wanted_written {
                 for (dest, seen) in written_backups(&record) {
                     facts.written.entry(dest).or_insert(seen);
                 }
             }
+            if !history_done && backup_run && !is_idle(&record) {
+                let old_enough = wants.until.is_none_or(|u| record.finished < u);
+                // The newest `count` for the strip; past them only failed runs (the failures since the last good
+                // snapshot), each without the per-set value unless the history reads it.
+                if counted < wants.count || matches!(record.exit, 1 | 2) {
+                    facts.recent.push(for_history(&record));
+                }
+                counted += 1;
+                history_done = counted >= wants.count && old_enough;
+            }
+            if facts.last.is_none() && backup_run {
+                facts.last = Some(record);
+            }
         }
     }
     facts
+}
+
+/// What the history keeps of a record: its per-set value only when it reads it (a failed run, a missing drive).
+fn for_history(r: &RunRecord) -> RunRecord {
+    let keep =
+        matches!(r.exit, 1 | 2) || r.sets.get("missing_media").is_some_and(|m| m.is_string());
+    RunRecord {
+        command: r.command.clone(),
+        started: r.started,
+        finished: r.finished,
+        exit: r.exit,
+        error: r.error.clone(),
+        pid: r.pid,
+        dbackup_version: String::new(),
+        sets: if keep {
+            r.sets.clone()
+        } else {
+            serde_json::Value::Null
+        },
+    }
 }
 
 /// The head of a run record (what the history needs of most lines).
