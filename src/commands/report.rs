@@ -26,7 +26,7 @@ pub fn run(global: &GlobalArgs, args: ReportArgs) -> anyhow::Result<Exit> {
     let history = args.history.map_or(settings.report.history, |h| h as usize);
     let data = report::gather(&settings, now, history, crate::status::Look::Read);
     if global.json {
-        println!("{}", serde_json::to_string_pretty(&data)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&data)?);
         return Ok(Exit::Ok);
     }
     let out = match (&args.out, &settings.report.path) {
@@ -47,7 +47,7 @@ pub fn run(global: &GlobalArgs, args: ReportArgs) -> anyhow::Result<Exit> {
 /// Writes the page to `out` (`-`: stdout), or says where on a dry run.
 fn emit(output: &Output, ui: &Ui, out: &Path, html: &str) -> anyhow::Result<Exit> {
     if out == Path::new("-") {
-        print!("{html}");
+        crate::out!("{html}");
         return Ok(Exit::Ok);
     }
     if output.dry_run {
@@ -59,7 +59,7 @@ fn emit(output: &Output, ui: &Ui, out: &Path, html: &str) -> anyhow::Result<Exit
         return Ok(Exit::Ok);
     }
     report::write_file(out, html)?;
-    println!("{}", out.display());
+    crate::outln!("{}", out.display());
     Ok(Exit::Ok)
 }
 

@@ -139,9 +139,9 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
 
     let Some(dir) = &args.out else {
         if json {
-            println!("{}", serde_json::to_string_pretty(&rendered)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&rendered)?);
         } else {
-            print!("{}", text(&rendered));
+            crate::out!("{}", text(&rendered));
         }
         if !json {
             ui.info(instructions(&rendered, None));
@@ -181,7 +181,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
     }
     let written: Vec<&PathBuf> = plan.write.iter().map(|(p, _)| p).collect();
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "dry_run": global.dry_run,
@@ -191,7 +191,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
         );
     } else {
         for p in &written {
-            println!("{}", p.display());
+            crate::outln!("{}", p.display());
         }
         ui.info(instructions(&rendered, Some(&dir)));
     }

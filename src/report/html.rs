@@ -115,7 +115,7 @@ pre { background: var(--card); box-shadow: 0 0 0 1px var(--line); border-radius:
   overflow-x: auto; margin: .3rem 0; white-space: pre-wrap; word-break: break-all; }
 svg { vertical-align: middle; }
 svg .ok { fill: var(--ok); } svg .warning { fill: var(--warn); } svg .failed { fill: var(--bad); }
-svg .missing_drive { fill: var(--drive); } svg .locked { fill: var(--idle); } svg .track { fill: var(--bar); }
+svg .missing_drive { fill: var(--drive); } svg .locked, svg .interrupted { fill: var(--idle); } svg .track { fill: var(--bar); }
 svg .bar { fill: var(--ok); } svg .bar.first { fill: var(--idle); } svg .bar.incomplete { fill: var(--warn); }
 svg .bar.outlier { fill: var(--bad); } svg .mark { stroke: var(--fg); stroke-width: 2; }
 svg .due { fill: var(--warn); } svg .over { fill: var(--bad); }
@@ -124,7 +124,7 @@ svg .due { fill: var(--warn); } svg .over { fill: var(--bad); }
   vertical-align: -.1rem; }
 .legend .ok { background: var(--ok); } .legend .warning { background: var(--warn); }
 .legend .failed { background: var(--bad); } .legend .missing_drive { background: var(--drive); }
-.legend .locked { background: var(--idle); }
+.legend .locked, .legend .interrupted { background: var(--idle); }
 footer { margin-top: 2.5rem; font-size: .8rem; color: var(--muted); }
 @media print {
   body { max-width: none; font-size: 11pt; background: #fff; color: #000; }

@@ -505,6 +505,7 @@ fn runs(b: &mut String, r: &StatusReport) {
                 RunOutcome::Failed,
                 RunOutcome::MissingDrive,
                 RunOutcome::Locked,
+                RunOutcome::Interrupted,
             ] {
                 let n = h.runs.iter().filter(|x| x.outcome == o).count();
                 let _ = write!(

@@ -4,11 +4,10 @@
 //! `localhost` is refused with 421, so that a web page elsewhere cannot reach it through DNS rebinding.
 //!
 //! The server is `tiny_http`: small and synchronous, like the rest of dbackup (no async runtime for a page a person
-//! opens now and then). Requests are answered one after the other; SIGTERM or SIGINT stops the loop within
-//! [`POLL`], and the run exits 0.
+//! opens now and then). Requests are answered one after the other; SIGTERM or SIGINT (caught by `crate::interrupt`)
+//! stops the loop within [`POLL`], and the run exits 0.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Local;
@@ -18,35 +17,6 @@ use crate::ui::Ui;
 
 /// How often the loop looks at the stop flag while no request comes.
 pub const POLL: Duration = Duration::from_millis(200);
-
-/// Set by SIGTERM and SIGINT.
-static STOP: AtomicBool = AtomicBool::new(false);
-/// The signal that set [`STOP`].
-static SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-extern "C" fn on_signal(sig: libc::c_int) {
-    SIGNAL.store(sig, Ordering::SeqCst);
-    STOP.store(true, Ordering::SeqCst);
-}
-
-/// Makes SIGTERM and SIGINT set the stop flag instead of killing the process.
-fn catch_signals() -> std::io::Result<()> {
-    for sig in [libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: the handler only stores into atomics (async-signal-safe); the sigaction struct is zeroed and then
-        // filled in as sigaction(2) documents.
-        let rc = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigaction(sig, &action, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
-}
 
 /// What a request gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,16 +144,17 @@ pub fn bind(listen: SocketAddr, allow_remote: bool) -> anyhow::Result<TcpListene
 /// Serves until SIGTERM or SIGINT. Prints the URL on stdout once listening.
 pub fn run(settings: &Settings, listener: TcpListener, ui: &Ui) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
-    catch_signals()?;
+    // SIGTERM and SIGINT set a flag (`crate::interrupt`) that the loop looks at between requests.
+    crate::interrupt::install()?;
     let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|e| anyhow::anyhow!("cannot serve on {listen}: {e}"))?;
-    println!("http://{listen}/");
+    crate::outln!("http://{listen}/");
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     ui.info(format_args!(
         "dbackup serve: the status page is at http://{listen}/ (read-only; SIGTERM or Ctrl-C stops)"
     ));
-    while !STOP.load(Ordering::SeqCst) {
+    while crate::interrupt::requested().is_none() {
         let request = match server.recv_timeout(POLL) {
             Ok(Some(r)) => r,
             Ok(None) => continue,
@@ -192,11 +163,8 @@ pub fn run(settings: &Settings, listener: TcpListener, ui: &Ui) -> anyhow::Resul
         };
         answer(settings, listen, request, ui);
     }
-    let sig = match SIGNAL.load(Ordering::SeqCst) {
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGINT => "SIGINT",
-        _ => "a signal",
-    };
+    // The signal is how a server ends: the run ends ok, not "interrupted".
+    let sig = crate::interrupt::acknowledge().map_or("a signal", |i| i.signal_name());
     ui.info(format_args!("dbackup serve: stopped ({sig})"));
     Ok(())
 }

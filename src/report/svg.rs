@@ -16,6 +16,7 @@ pub fn outcome_class(o: RunOutcome) -> &'static str {
         RunOutcome::Failed => "failed",
         RunOutcome::MissingDrive => "missing_drive",
         RunOutcome::Locked => "locked",
+        RunOutcome::Interrupted => "interrupted",
     }
 }
 
@@ -27,6 +28,7 @@ pub fn outcome_words(o: RunOutcome) -> &'static str {
         RunOutcome::Failed => "failed",
         RunOutcome::MissingDrive => "no drive",
         RunOutcome::Locked => "another run held the lock",
+        RunOutcome::Interrupted => "interrupted",
     }
 }
 

@@ -496,6 +496,7 @@ fn for_history(r: &RunRecord) -> RunRecord {
         } else {
             serde_json::Value::Null
         },
+        interrupted: r.interrupted.clone(),
     }
 }
 
@@ -508,6 +509,8 @@ struct RunHead {
     exit: u8,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    interrupted: Option<String>,
 }
 
 /// A run record for the history only: its per-set value is parsed only when the history needs it (a failed run's
@@ -531,6 +534,7 @@ fn history_record(line: &str) -> Option<RunRecord> {
         pid: 0,
         dbackup_version: String::new(),
         sets,
+        interrupted: head.interrupted,
     })
 }
 
@@ -687,6 +691,7 @@ mod tests {
             pid: 1,
             dbackup_version: "0".into(),
             sets,
+            interrupted: None,
         }
     }
 

@@ -60,6 +60,8 @@ pub enum RunOutcome {
     MissingDrive,
     /// Another run held the lock (exit 4): nothing was done, nothing failed.
     Locked,
+    /// Stopped by SIGINT or SIGTERM (exit 130, 143): the next run resumes.
+    Interrupted,
 }
 
 /// One set over time.
@@ -286,6 +288,12 @@ pub fn run_entry(r: &RunRecord) -> RunEntry {
         .map(first_line);
     let (outcome, message) = match r.exit {
         4 => (RunOutcome::Locked, r.error.as_deref().map(first_line)),
+        130 | 143 => (
+            RunOutcome::Interrupted,
+            r.interrupted
+                .clone()
+                .or_else(|| r.error.as_deref().map(first_line)),
+        ),
         5 => (RunOutcome::MissingDrive, r.error.as_deref().map(first_line)),
         0 | 3 if missing.is_some() => (RunOutcome::MissingDrive, missing),
         0 => (RunOutcome::Ok, None),
@@ -374,6 +382,7 @@ mod tests {
             pid: 1,
             dbackup_version: "0".into(),
             sets,
+            interrupted: None,
         }
     }
 
