@@ -187,6 +187,14 @@ in
     systemd.services.dbackup-collect = service "dbackup-collect.service";
     systemd.timers.dbackup-collect = timer;
     systemd.services.dbackup-external = service "dbackup-external.service";
+    # The status page's server (`settings.report.serve.unit = true`; off by default): long-running, so it restarts
+    # with the system like any daemon, and the oneshot jobs' `serviceConfig` does not apply to it.
+    systemd.services.dbackup-serve = lib.mkIf (rendered.units ? "dbackup-serve.service") (
+      let
+        unit = rendered.units."dbackup-serve.service";
+      in
+      common unit // { serviceConfig = unit.Service; }
+    );
 
     systemd.tmpfiles.settings."10-dbackup" =
       lib.genAttrs (between cfg.home seen.stateDir) (_: dir "0755")

@@ -522,6 +522,29 @@ let
 
   off = nixos { services.dbackup.user = "payne"; };
 
+  # The status page's server, asked for in the settings.
+  serving = lib.recursiveUpdate settings { report.serve.unit = true; };
+  nServe = nixos (
+    payne
+    // {
+      services.dbackup = {
+        enable = true;
+        user = "payne";
+        settings = serving;
+        environment.DDATA = "/data";
+      };
+    }
+  );
+  hServe = home {
+    home.username = "payne";
+    home.homeDirectory = "/home/payne";
+    services.dbackup = {
+      enable = true;
+      settings = serving;
+      environment.DDATA = "/data";
+    };
+  };
+
   badSettings = nixos {
     services.dbackup = {
       enable = true;
@@ -774,6 +797,21 @@ let
     };
   checks = [
     # NixOS: the units are nix/lib.nix's, mapped onto systemd.services options.
+    (check "nixos serve: off by default" (n1c.systemd.services ? dbackup-serve) false)
+    (check "nixos serve: the unit when report.serve.unit" nServe.config.systemd.services.dbackup-serve.serviceConfig
+      (dlib.render {
+        scope = "system";
+        inherit exe;
+        settings = serving;
+        configFile = configPath;
+        user = "payne";
+        home = "/home/payne";
+        environment.DDATA = "/data";
+      }).units."dbackup-serve.service".Service)
+    (check "nixos serve: started with the system" nServe.config.systemd.services.dbackup-serve.wantedBy [ "multi-user.target" ])
+    (check "home serve: off by default" (h1c.systemd.user.services ? dbackup-serve) false)
+    (check "home serve: the unit when report.serve.unit" hServe.config.systemd.user.services.dbackup-serve.Service.ExecStart
+      "${exe} --config ${configPath} serve")
     (check "nixos collect ExecStart" collect.serviceConfig.ExecStart "${exe} --config ${configPath} backup")
     (check "nixos collect runs as the user" collect.serviceConfig.User "payne")
     (check "nixos collect serviceConfig is lib.render's" collect.serviceConfig
