@@ -810,8 +810,8 @@ let
       }).units."dbackup-serve.service".Service)
     (check "nixos serve: started with the system" nServe.config.systemd.services.dbackup-serve.wantedBy [ "multi-user.target" ])
     (check "home serve: off by default" (h1c.systemd.user.services ? dbackup-serve) false)
-    (check "home serve: the unit when report.serve.unit" hServe.config.systemd.user.services.dbackup-serve.Service.ExecStart
-      "${exe} --config ${configPath} serve")
+    (check "home serve: the unit when report.serve.unit" (lib.toList hServe.config.systemd.user.services.dbackup-serve.Service.ExecStart)
+      [ "${exe} --config ${configPath} serve" ])
     (check "nixos collect ExecStart" collect.serviceConfig.ExecStart "${exe} --config ${configPath} backup")
     (check "nixos collect runs as the user" collect.serviceConfig.User "payne")
     (check "nixos collect serviceConfig is lib.render's" collect.serviceConfig
