@@ -8,6 +8,7 @@ pub mod config;
 pub mod exit;
 pub mod expand;
 pub mod external;
+pub mod image;
 pub mod lock;
 pub mod media;
 pub mod notify;
@@ -37,6 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Restore(args) => commands::restore::run(&cli.global, args),
         Command::Status(args) => commands::status::run(&cli.global, args),
         Command::Systemd(cmd) => commands::systemd::run(&cli.global, cmd),
+        Command::Image(cmd) => commands::image::run(&cli.global, cmd),
         Command::Generate(cmd) => commands::generate::run(cmd),
     }
 }

@@ -76,8 +76,17 @@ pub struct Settings {
     pub encryption: Option<EncryptionSettings>,
     /// Where the run log lives: `$XDG_STATE_HOME/dbackup` (`~/.local/state/dbackup`).
     pub state_dir: PathBuf,
+    /// The recovery kit and partition images of each external backup.
+    pub image: ImageSettings,
     #[serde(skip)]
     pub output: Output,
+}
+
+/// The `image` section, validated: device paths absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageSettings {
+    pub kit: bool,
+    pub devices: Vec<PathBuf>,
 }
 
 /// One backup set, validated.
@@ -231,6 +240,21 @@ impl Settings {
             );
         }
 
+        let mut image_devices = Vec::new();
+        for (i, d) in config.image.devices.iter().enumerate() {
+            let p = PathBuf::from(d);
+            if !p.is_absolute() {
+                b.problem(
+                    format!("/image/devices/{i}"),
+                    format!("{d:?} is not an absolute device path; give one like /dev/nvme0n1p1 or /dev/disk/by-uuid/..."),
+                );
+            } else if image_devices.contains(&p) {
+                b.problem(format!("/image/devices/{i}"), format!("{d:?} is listed twice"));
+            } else {
+                image_devices.push(p);
+            }
+        }
+
         if !b.problems.is_empty() {
             return Err(ConfigError::Semantic {
                 path: loaded.display_path(),
@@ -249,6 +273,10 @@ impl Settings {
             notifications: config.notifications.clone(),
             encryption: global_encryption,
             state_dir: load::xdg_dir(env, "XDG_STATE_HOME", ".local/state").join("dbackup"),
+            image: ImageSettings {
+                kit: config.image.kit,
+                devices: image_devices,
+            },
             output,
         })
     }

@@ -255,6 +255,9 @@ pub struct BackupMeta {
     /// is written after this file, so this file cannot name its hash.
     pub sums_file: String,
     pub sets: Vec<SetRecord>,
+    /// The `system/` folder: the recovery kit and partition images (`crate::image`), when written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<crate::image::SystemRecord>,
 }
 
 impl BackupMeta {
@@ -649,6 +652,7 @@ pub(crate) mod tests {
                     encryption: None,
                 })
                 .collect(),
+            system: None,
         }
     }
 

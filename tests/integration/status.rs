@@ -139,6 +139,7 @@ fn drive_backup(dest: &Path, time: &str, sets: &[(&str, &str)], bytes: u64) -> S
                 encryption: None,
             })
             .collect(),
+        system: None,
     };
     fs::write(
         dir.join(layout::METADATA_FILE),
