@@ -141,9 +141,10 @@ pub fn plan_system(
         let d = match d {
             Ok(d) => d,
             Err(e) => {
+                let (device, reason) = e.split_once(": ").unwrap_or(("", e.as_str()));
                 plan.refused.push(Refusal {
-                    device: e.split(':').next().unwrap_or("").to_string(),
-                    reason: e.clone(),
+                    device: device.to_string(),
+                    reason: reason.to_string(),
                 });
                 continue;
             }
