@@ -249,7 +249,10 @@ impl Settings {
                     format!("{d:?} is not an absolute device path; give one like /dev/nvme0n1p1 or /dev/disk/by-uuid/..."),
                 );
             } else if image_devices.contains(&p) {
-                b.problem(format!("/image/devices/{i}"), format!("{d:?} is listed twice"));
+                b.problem(
+                    format!("/image/devices/{i}"),
+                    format!("{d:?} is listed twice"),
+                );
             } else {
                 image_devices.push(p);
             }

@@ -41,7 +41,10 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
                         p.name,
                         p.status,
                         p.source,
-                        p.note.as_deref().map(|n| format!(": {n}")).unwrap_or_default()
+                        p.note
+                            .as_deref()
+                            .map(|n| format!(": {n}"))
+                            .unwrap_or_default()
                     );
                     ui.info(crate::stdx::show_str(&line));
                 }
@@ -54,12 +57,16 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
             if ui.json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "facts": k.facts, "pieces": pieces })
+                    )?
                 );
             } else {
                 print!(
                     "{}",
-                    std::fs::read_to_string(dir.path().join("kit").join(image::layout::RESTORE_DOC))?
+                    std::fs::read_to_string(
+                        dir.path().join("kit").join(image::layout::RESTORE_DOC)
+                    )?
                 );
             }
         }
@@ -142,7 +149,8 @@ fn keys(settings: Option<&Settings>, given: &[PathBuf]) -> anyhow::Result<Keys> 
         }
     }
     for f in &files {
-        keys.add_identity_file(f).map_err(|e| anyhow::anyhow!("{e}"))?;
+        keys.add_identity_file(f)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     if let Some(file) = crate::archive::crypt::passphrase_source(None) {
         let p = crate::archive::crypt::read_passphrase(Some(&file), "passphrase: ")
@@ -180,7 +188,10 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
         if plan.refused() {
             return Err(CodedError::new(
                 Exit::Failed,
-                format!("image restore refused; nothing was written: {}", plan.refusals.join("; ")),
+                format!(
+                    "image restore refused; nothing was written: {}",
+                    plan.refusals.join("; ")
+                ),
             )
             .into());
         }

@@ -47,7 +47,10 @@ fn disk_section(out: &mut String, d: &Disk) {
         "- `/dev/{}`: {}{}{}",
         d.name,
         ui::bytes(d.bytes),
-        d.model.as_deref().map(|m| format!(", {m}")).unwrap_or_default(),
+        d.model
+            .as_deref()
+            .map(|m| format!(", {m}"))
+            .unwrap_or_default(),
         d.table
             .as_deref()
             .map(|t| format!(", {t} partition table"))
@@ -105,7 +108,11 @@ pub fn render(input: &DocInput) -> String {
 
     let _ = writeln!(o, "## The disks as they were\n");
     if f.disks.is_empty() {
-        let _ = writeln!(o, "lsblk listed no disk; see `{}`.", file(input, "lsblk.json"));
+        let _ = writeln!(
+            o,
+            "lsblk listed no disk; see `{}`.",
+            file(input, "lsblk.json")
+        );
     }
     for d in &f.disks {
         disk_section(&mut o, d);
@@ -168,7 +175,10 @@ pub fn render(input: &DocInput) -> String {
             "Filesystems that have no image are recreated empty (next step) and filled from the backup sets.\n"
         );
     } else {
-        let _ = writeln!(o, "This backup holds no partition images: recreate the layout, then the filesystems.\n");
+        let _ = writeln!(
+            o,
+            "This backup holds no partition images: recreate the layout, then the filesystems.\n"
+        );
     }
     let dumps: Vec<&KitRecord> = input
         .pieces
@@ -246,12 +256,21 @@ pub fn render(input: &DocInput) -> String {
         let _ = writeln!(
             o,
             "NixOS: copy the kit's configuration back to `/mnt/etc/nixos/` ({}) and install:\n",
-            ["nixos-flake.nix", "nixos-flake.lock", "nixos-configuration.nix", "nixos-hardware-configuration.nix"]
-                .iter()
-                .filter(|n| have(input, n))
-                .map(|n| format!("`{}` as `{}`", file(input, n), n.trim_start_matches("nixos-")))
-                .collect::<Vec<_>>()
-                .join(", ")
+            [
+                "nixos-flake.nix",
+                "nixos-flake.lock",
+                "nixos-configuration.nix",
+                "nixos-hardware-configuration.nix"
+            ]
+            .iter()
+            .filter(|n| have(input, n))
+            .map(|n| format!(
+                "`{}` as `{}`",
+                file(input, n),
+                n.trim_start_matches("nixos-")
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
         );
         if f.flake {
             let _ = writeln!(o, "    nixos-install --flake /mnt/etc/nixos#{}\n", f.host);
@@ -285,7 +304,10 @@ pub fn render(input: &DocInput) -> String {
 
     let _ = writeln!(o, "## 4. Your data\n");
     if input.sets.is_empty() {
-        let _ = writeln!(o, "Restore the backup sets with `dbackup restore --drive /mnt/backup --list` to see them.\n");
+        let _ = writeln!(
+            o,
+            "Restore the backup sets with `dbackup restore --drive /mnt/backup --list` to see them.\n"
+        );
     } else {
         let _ = writeln!(
             o,
@@ -312,7 +334,10 @@ pub fn render(input: &DocInput) -> String {
              in the machine, not on the disk. From the new system (`chroot /mnt`, with /boot or /boot/efi mounted):\n"
         );
         if have(input, "bootctl-status.txt") {
-            let _ = writeln!(o, "    bootctl install          # systemd-boot, as `bootctl-status.txt` shows");
+            let _ = writeln!(
+                o,
+                "    bootctl install          # systemd-boot, as `bootctl-status.txt` shows"
+            );
         }
         let _ = writeln!(
             o,
@@ -327,7 +352,10 @@ pub fn render(input: &DocInput) -> String {
             );
         }
         if f.nixos {
-            let _ = writeln!(o, "On NixOS, `nixos-install` installs the boot loader itself.\n");
+            let _ = writeln!(
+                o,
+                "On NixOS, `nixos-install` installs the boot loader itself.\n"
+            );
         }
     } else {
         let _ = writeln!(
@@ -392,7 +420,14 @@ mod tests {
     fn facts(nixos: bool) -> Facts {
         Facts {
             host: "ws".into(),
-            os: Some(if nixos { "NixOS 25.05 (Warbler)" } else { "Debian GNU/Linux 12 (bookworm)" }.into()),
+            os: Some(
+                if nixos {
+                    "NixOS 25.05 (Warbler)"
+                } else {
+                    "Debian GNU/Linux 12 (bookworm)"
+                }
+                .into(),
+            ),
             efi: true,
             debian: !nixos,
             nixos,
@@ -429,13 +464,43 @@ mod tests {
     fn pieces() -> Vec<KitRecord> {
         vec![
             piece("lsblk.json", "command: lsblk --json", "ok", None),
-            piece("sfdisk-nvme0n1.dump", "command: sfdisk --dump /dev/nvme0n1", "ok", None),
-            piece("fstab", "file: /etc/fstab", "ok", Some("1 password option value(s) replaced by REDACTED")),
-            piece("crypttab", "file: /etc/crypttab", "missing", Some("no /etc/crypttab")),
-            piece("lvm.json", "command: lvm fullreport", "missing", Some("lvm is not installed: this system uses no LVM")),
+            piece(
+                "sfdisk-nvme0n1.dump",
+                "command: sfdisk --dump /dev/nvme0n1",
+                "ok",
+                None,
+            ),
+            piece(
+                "fstab",
+                "file: /etc/fstab",
+                "ok",
+                Some("1 password option value(s) replaced by REDACTED"),
+            ),
+            piece(
+                "crypttab",
+                "file: /etc/crypttab",
+                "missing",
+                Some("no /etc/crypttab"),
+            ),
+            piece(
+                "lvm.json",
+                "command: lvm fullreport",
+                "missing",
+                Some("lvm is not installed: this system uses no LVM"),
+            ),
             piece("bootctl-status.txt", "command: bootctl status", "ok", None),
-            piece("efibootmgr.txt", "command: efibootmgr -v", "failed", Some("exit 2: EFI variables are not supported")),
-            piece("dpkg-selections.txt", "command: dpkg --get-selections", "ok", None),
+            piece(
+                "efibootmgr.txt",
+                "command: efibootmgr -v",
+                "failed",
+                Some("exit 2: EFI variables are not supported"),
+            ),
+            piece(
+                "dpkg-selections.txt",
+                "command: dpkg --get-selections",
+                "ok",
+                None,
+            ),
             piece("apt-manual.txt", "command: apt-mark showmanual", "ok", None),
             piece("nixos-flake.nix", "file: /etc/nixos/flake.nix", "ok", None),
         ]
@@ -469,7 +534,10 @@ mod tests {
             file: rec("nvme0n1.sfdisk").unwrap(),
         }];
         let sets = vec![
-            ("config".to_string(), vec!["/home/payne/.config".to_string()]),
+            (
+                "config".to_string(),
+                vec!["/home/payne/.config".to_string()],
+            ),
             ("data".to_string(), vec!["/data".to_string()]),
         ];
         let text = render(&DocInput {

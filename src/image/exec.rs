@@ -26,8 +26,8 @@ use super::doc::{self, DocInput};
 use super::header::{self, ImageHeader};
 use super::kit::Kit;
 use super::layout::{self, ImageRecord, KitRecord, SystemRecord, TableRecord};
-use super::plan::{ImagePlan, RestorePlan, SystemPlan};
 use super::observe::TargetKind;
+use super::plan::{ImagePlan, RestorePlan, SystemPlan};
 use crate::archive::crypt::EncryptTo;
 use crate::archive::sink::{Chain, FileSink, Sink, Stage, ThreadedSink};
 use crate::archive::sums::SumLine;
@@ -100,7 +100,12 @@ fn stderr_tail(child: &mut Child) -> std::thread::JoinHandle<String> {
 }
 
 /// Writes `bytes` as `system/<name>` (age-encrypted to `<name>.age` when `encrypt`), fsynced; returns its record.
-fn write_small(dir: &Path, name: &str, bytes: &[u8], encrypt: Option<&EncryptTo>) -> anyhow::Result<FileRecord> {
+fn write_small(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    encrypt: Option<&EncryptTo>,
+) -> anyhow::Result<FileRecord> {
     let stored = layout::stored_name(name, encrypt.is_some());
     let data = match encrypt {
         Some(e) => {
@@ -160,8 +165,9 @@ pub fn write_system(
     }
     for (disk, bytes) in disks {
         let dump = sfdisk_dump(disk)?;
-        let table = super::table::parse(&dump)
-            .with_context(|| format!("the partition table of /dev/{disk} as sfdisk --dump printed it"))?;
+        let table = super::table::parse(&dump).with_context(|| {
+            format!("the partition table of /dev/{disk} as sfdisk --dump printed it")
+        })?;
         let rec = write_small(&dir, &layout::table_file(disk), &dump, encrypt)?;
         note(&rec);
         record.tables.push(TableRecord {
@@ -172,7 +178,8 @@ pub fn write_system(
         });
     }
     for i in &plan.images {
-        let rec = write_image(i, &dir, encrypt, ui).with_context(|| format!("image of {}", i.device))?;
+        let rec =
+            write_image(i, &dir, encrypt, ui).with_context(|| format!("image of {}", i.device))?;
         record.images.push(rec);
     }
 
@@ -189,7 +196,9 @@ pub fn write_system(
             };
             pieces.push(p.record(file));
         }
-        let generated = chrono::Local::now().format("%Y-%m-%d %H:%M:%S %:z").to_string();
+        let generated = chrono::Local::now()
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string();
         let text = doc::render(&DocInput {
             facts: &kit.facts,
             pieces: &pieces,
@@ -224,7 +233,8 @@ pub fn write_system(
         });
         record.kit = pieces;
     }
-    crate::external::layout::sync_dir(&dir).with_context(|| format!("cannot fsync {}", dir.display()))?;
+    crate::external::layout::sync_dir(&dir)
+        .with_context(|| format!("cannot fsync {}", dir.display()))?;
     crate::archive::read_back(&written).map_err(|e| anyhow::anyhow!("{e}"))?;
     let sums = record
         .files()
@@ -238,10 +248,12 @@ pub fn write_system(
 
 /// `sfdisk --dump /dev/<disk>`.
 fn sfdisk_dump(disk: &str) -> anyhow::Result<Vec<u8>> {
-    let sfdisk = crate::stdx::find_program("sfdisk")
-        .context("sfdisk is not installed (Debian package fdisk): the partition table cannot be recorded")?;
+    let sfdisk = crate::stdx::find_program("sfdisk").context(
+        "sfdisk is not installed (Debian package fdisk): the partition table cannot be recorded",
+    )?;
     let mut cmd = Command::new(sfdisk);
-    cmd.args(["--dump", &format!("/dev/{disk}")]).env("LC_ALL", "C");
+    cmd.args(["--dump", &format!("/dev/{disk}")])
+        .env("LC_ALL", "C");
     let out = crate::stdx::run_bounded(cmd, Duration::from_secs(60), super::table::MAX_DUMP_BYTES)?;
     if !out.ok() {
         bail!("sfdisk --dump /dev/{disk} failed: {}", out.failure());
@@ -258,9 +270,9 @@ struct Tee<W: Write> {
 impl<W: Write> Write for Tee<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.chain.write_all(buf)?;
-        self.check
-            .write_all(buf)
-            .map_err(|e| io::Error::new(e.kind(), format!("partclone.chkimg stopped reading: {e}")))?;
+        self.check.write_all(buf).map_err(|e| {
+            io::Error::new(e.kind(), format!("partclone.chkimg stopped reading: {e}"))
+        })?;
         Ok(buf.len())
     }
 
@@ -306,7 +318,9 @@ fn write_image(
     let chkimg_err = stderr_tail(chkimg.child());
     let chkimg_in = chkimg.child().stdin.take().expect("piped");
 
-    let sink: Box<dyn Sink> = Box::new(FileSink::create(&path).with_context(|| format!("cannot create {}", path.display()))?);
+    let sink: Box<dyn Sink> = Box::new(
+        FileSink::create(&path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
     let sink: Box<dyn Sink> = Box::new(ThreadedSink::spawn(sink)?);
     let chain = Chain::new(sink, encrypt.map(|e| e as &dyn Stage))?;
     let tee = Tee {
@@ -349,7 +363,8 @@ fn write_image(
                 parsed = Some(h);
             }
         }
-        enc.write_all(&buf[..n]).with_context(|| format!("writing {}", path.display()))?;
+        enc.write_all(&buf[..n])
+            .with_context(|| format!("writing {}", path.display()))?;
         stream_bytes += n as u64;
         if let Some(b) = &bar {
             b.inc(n as u64);
@@ -365,11 +380,15 @@ fn write_image(
         bail!("{} failed ({status}): {source_msg}", i.tool.display());
     }
     let head = parsed.context("partclone's stream ended before its header")?;
-    let tee = enc.finish().with_context(|| format!("writing {}", path.display()))?;
+    let tee = enc
+        .finish()
+        .with_context(|| format!("writing {}", path.display()))?;
     let Tee { chain, mut check } = tee;
     check.flush().context("partclone.chkimg stopped reading")?;
     drop(check.into_inner());
-    let files = chain.finish().with_context(|| format!("writing {}", path.display()))?;
+    let files = chain
+        .finish()
+        .with_context(|| format!("writing {}", path.display()))?;
     let checked = chkimg.wait()?;
     let chk_msg = chkimg_err.join().unwrap_or_default();
     if !checked.success() {
@@ -395,7 +414,12 @@ fn write_image(
         name: i.name.clone(),
         device: format!("{} ({})", i.device, i.path.display()),
         fs_type: i.fs_type.clone(),
-        tool: i.tool.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        tool: i
+            .tool
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
         uuid: i.uuid.clone(),
         label: i.label.clone(),
         partuuid: i.partuuid.clone(),
@@ -420,14 +444,22 @@ fn open_plain(path: &Path, encrypted: bool, keys: &Keys) -> anyhow::Result<Box<d
     let file = io::BufReader::with_capacity(BLOCK, file);
     if encrypted {
         let label = path.display().to_string();
-        Ok(Box::new(keys.open(file, &label).map_err(|e| anyhow::anyhow!("{e}"))?))
+        Ok(Box::new(
+            keys.open(file, &label)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ))
     } else {
         Ok(Box::new(file))
     }
 }
 
 /// Reads a small `system/` file (a table) as plaintext, bounded.
-pub fn read_small(path: &Path, encrypted: bool, keys: &Keys, max: usize) -> anyhow::Result<Vec<u8>> {
+pub fn read_small(
+    path: &Path,
+    encrypted: bool,
+    keys: &Keys,
+    max: usize,
+) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::new();
     open_plain(path, encrypted, keys)?
         .take(max as u64 + 1)
@@ -527,16 +559,29 @@ impl RestoreReport {
 }
 
 /// Runs a tool to completion (stdin closed), failing with the end of its output.
-fn run_tool(program: &str, args: &[&std::ffi::OsStr], input: Option<&[u8]>, ui: &Ui) -> anyhow::Result<String> {
-    let path = crate::stdx::find_program(program).with_context(|| format!("{program} is not installed"))?;
+fn run_tool(
+    program: &str,
+    args: &[&std::ffi::OsStr],
+    input: Option<&[u8]>,
+    ui: &Ui,
+) -> anyhow::Result<String> {
+    let path = crate::stdx::find_program(program)
+        .with_context(|| format!("{program} is not installed"))?;
     ui.detail(format_args!(
         "running {program} {}",
-        args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
     ));
     let mut child = Command::new(path)
         .args(args)
         .env("LC_ALL", "C")
-        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -549,7 +594,11 @@ fn run_tool(program: &str, args: &[&std::ffi::OsStr], input: Option<&[u8]>, ui: 
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let last: Vec<&str> = err.lines().chain(text.lines()).filter(|l| !l.trim().is_empty()).collect();
+        let last: Vec<&str> = err
+            .lines()
+            .chain(text.lines())
+            .filter(|l| !l.trim().is_empty())
+            .collect();
         bail!(
             "{program} failed ({}): {}",
             out.status,
@@ -571,26 +620,34 @@ impl Drop for OwnLoop {
         // SAFETY: sync has no preconditions.
         unsafe { libc::sync() };
         if crate::media::devices::loops_backed_by(&self.file).contains(&self.device) {
-            let _ = Command::new(crate::stdx::find_program("losetup").unwrap_or_else(|| "losetup".into()))
-                .arg("-d")
-                .arg(&self.device)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let _ = Command::new(
+                crate::stdx::find_program("losetup").unwrap_or_else(|| "losetup".into()),
+            )
+            .arg("-d")
+            .arg(&self.device)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         }
     }
 }
 
 /// The node of partition `n` of `disk`, from sysfs; `partx -a` when the kernel has not made it yet.
 fn partition_node(disk: &Path, n: u32, ui: &Ui) -> anyhow::Result<PathBuf> {
-    let kname = disk.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let kname = disk
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
     let find = || {
-        crate::media::devices::partitions_of(&kname).into_iter().find(|p| {
-            let name = p.file_name().unwrap_or_default();
-            std::fs::read_to_string(Path::new("/sys/class/block").join(name).join("partition"))
-                .is_ok_and(|s| s.trim() == n.to_string())
-        })
+        crate::media::devices::partitions_of(&kname)
+            .into_iter()
+            .find(|p| {
+                let name = p.file_name().unwrap_or_default();
+                std::fs::read_to_string(Path::new("/sys/class/block").join(name).join("partition"))
+                    .is_ok_and(|s| s.trim() == n.to_string())
+            })
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut asked = false;
@@ -603,7 +660,10 @@ fn partition_node(disk: &Path, n: u32, ui: &Ui) -> anyhow::Result<PathBuf> {
             let _ = run_tool("partx", &["-a".as_ref(), disk.as_os_str()], None, ui);
         }
         if Instant::now() > deadline {
-            bail!("the kernel shows no partition {n} of {} after writing the table", disk.display());
+            bail!(
+                "the kernel shows no partition {n} of {} after writing the table",
+                disk.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -628,7 +688,10 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
         ui,
     )
     .context("writing the partition table")?;
-    ui.step(format_args!("{}: partition table written", plan.target.display()));
+    ui.step(format_args!(
+        "{}: partition table written",
+        plan.target.display()
+    ));
     let mut own_loop = None;
     let disk: PathBuf = match plan.target_kind {
         TargetKind::BlockDevice => {
@@ -638,7 +701,12 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
         TargetKind::File => {
             let dev = run_tool(
                 "losetup",
-                &["--find".as_ref(), "--show".as_ref(), "-P".as_ref(), plan.target.as_os_str()],
+                &[
+                    "--find".as_ref(),
+                    "--show".as_ref(),
+                    "-P".as_ref(),
+                    plan.target.as_os_str(),
+                ],
                 None,
                 ui,
             )
@@ -663,7 +731,8 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
         write_partition(&path, item.encrypted, keys, &item.tool, &node, ui)
             .with_context(|| format!("restoring {} onto {}", item.file, node.display()))?;
         if item.grow {
-            grow(&node, &item.fs_type, ui).with_context(|| format!("growing the filesystem on {}", node.display()))?;
+            grow(&node, &item.fs_type, ui)
+                .with_context(|| format!("growing the filesystem on {}", node.display()))?;
         }
         let fsck_clean = fsck(&node, &item.fs_type, ui);
         let id = crate::media::blkid::probe(&node);
@@ -691,8 +760,16 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
             node.display(),
             p.fs_type,
             item.file,
-            if p.grown { ", grown to the end of the disk" } else { "" },
-            if p.fsck_clean { "clean" } else { "FOUND PROBLEMS" },
+            if p.grown {
+                ", grown to the end of the disk"
+            } else {
+                ""
+            },
+            if p.fsck_clean {
+                "clean"
+            } else {
+                "FOUND PROBLEMS"
+            },
             p.uuid.as_deref().unwrap_or("none"),
             if p.uuid_kept { " kept" } else { " DIFFERS" },
             p.partuuid.as_deref().unwrap_or("none"),
@@ -714,7 +791,8 @@ fn write_partition(
     node: &Path,
     ui: &Ui,
 ) -> anyhow::Result<()> {
-    let program = crate::stdx::find_program(tool).with_context(|| format!("{tool} is not installed (Debian package partclone)"))?;
+    let program = crate::stdx::find_program(tool)
+        .with_context(|| format!("{tool} is not installed (Debian package partclone)"))?;
     let mut sink = Reaped(Some(
         Command::new(program)
             .args(["-r", "-s", "-", "-o"])
@@ -747,15 +825,40 @@ fn grow(node: &Path, fs: &str, ui: &Ui) -> anyhow::Result<()> {
     match fs {
         "ext2" | "ext3" | "ext4" => {
             // resize2fs wants a freshly checked filesystem.
-            let _ = run_tool("e2fsck", &["-f".as_ref(), "-p".as_ref(), node.as_os_str()], None, ui);
+            let _ = run_tool(
+                "e2fsck",
+                &["-f".as_ref(), "-p".as_ref(), node.as_os_str()],
+                None,
+                ui,
+            );
             run_tool("resize2fs", &[node.as_os_str()], None, ui)?;
         }
         "btrfs" | "xfs" => {
             // Both grow only while mounted: on a private mount point of ours, unmounted right after.
             let dir = tempfile::Builder::new().prefix("dbackup-grow-").tempdir()?;
-            run_tool("mount", &["-t".as_ref(), fs.as_ref(), node.as_os_str(), dir.path().as_os_str()], None, ui)?;
+            run_tool(
+                "mount",
+                &[
+                    "-t".as_ref(),
+                    fs.as_ref(),
+                    node.as_os_str(),
+                    dir.path().as_os_str(),
+                ],
+                None,
+                ui,
+            )?;
             let grown = if fs == "btrfs" {
-                run_tool("btrfs", &["filesystem".as_ref(), "resize".as_ref(), "max".as_ref(), dir.path().as_os_str()], None, ui)
+                run_tool(
+                    "btrfs",
+                    &[
+                        "filesystem".as_ref(),
+                        "resize".as_ref(),
+                        "max".as_ref(),
+                        dir.path().as_os_str(),
+                    ],
+                    None,
+                    ui,
+                )
             } else {
                 run_tool("xfs_growfs", &[dir.path().as_os_str()], None, ui)
             };
@@ -772,13 +875,23 @@ fn grow(node: &Path, fs: &str, ui: &Ui) -> anyhow::Result<()> {
 fn fsck(node: &Path, fs: &str, ui: &Ui) -> bool {
     let n = node.as_os_str();
     let r = match fs {
-        "ext2" | "ext3" | "ext4" => run_tool("e2fsck", &["-f".as_ref(), "-n".as_ref(), n], None, ui),
+        "ext2" | "ext3" | "ext4" => {
+            run_tool("e2fsck", &["-f".as_ref(), "-n".as_ref(), n], None, ui)
+        }
         "vfat" | "msdos" => run_tool("fsck.fat", &["-n".as_ref(), n], None, ui),
-        "btrfs" => run_tool("btrfs", &["check".as_ref(), "--readonly".as_ref(), n], None, ui),
+        "btrfs" => run_tool(
+            "btrfs",
+            &["check".as_ref(), "--readonly".as_ref(), n],
+            None,
+            ui,
+        ),
         "xfs" => run_tool("xfs_repair", &["-n".as_ref(), n], None, ui),
         "exfat" => run_tool("fsck.exfat", &["-n".as_ref(), n], None, ui),
         other => {
-            ui.warn(format_args!("no read-only fsck known for {other}: {} not checked", node.display()));
+            ui.warn(format_args!(
+                "no read-only fsck known for {other}: {} not checked",
+                node.display()
+            ));
             return false;
         }
     };

@@ -38,7 +38,9 @@ pub enum HeaderError {
     Short(usize),
     #[error("not a partclone image (no partclone-image magic)")]
     Magic,
-    #[error("partclone image format {0:?} is not supported (only 0002, written by partclone 0.3 and later)")]
+    #[error(
+        "partclone image format {0:?} is not supported (only 0002, written by partclone 0.3 and later)"
+    )]
     Version(String),
     #[error("the partclone image header is inconsistent: {0}")]
     Inconsistent(&'static str),
@@ -77,13 +79,20 @@ pub fn parse(bytes: &[u8]) -> Result<ImageHeader, HeaderError> {
         block_size: u32::from_le_bytes(bytes[84..88].try_into().expect("4 bytes")),
     };
     if h.block_size == 0 || !h.block_size.is_power_of_two() {
-        return Err(HeaderError::Inconsistent("the block size is not a power of two"));
+        return Err(HeaderError::Inconsistent(
+            "the block size is not a power of two",
+        ));
     }
     if h.used_blocks > h.total_blocks {
         return Err(HeaderError::Inconsistent("more blocks used than there are"));
     }
-    if h.total_blocks.checked_mul(u64::from(h.block_size)).is_none_or(|b| b > h.device_bytes) {
-        return Err(HeaderError::Inconsistent("the blocks do not fit the device size"));
+    if h.total_blocks
+        .checked_mul(u64::from(h.block_size))
+        .is_none_or(|b| b > h.device_bytes)
+    {
+        return Err(HeaderError::Inconsistent(
+            "the blocks do not fit the device size",
+        ));
     }
     Ok(h)
 }

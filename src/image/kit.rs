@@ -174,7 +174,10 @@ fn package_of(program: &str) -> &'static str {
 }
 
 fn command_piece(name: &str, program: &str, args: &[&str], absent: Option<&str>) -> Piece {
-    let source = format!("command: {}", crate::ui::shell_words(&[&[program], args].concat()));
+    let source = format!(
+        "command: {}",
+        crate::ui::shell_words(&[&[program], args].concat())
+    );
     let mut piece = Piece {
         name: name.to_string(),
         source,
@@ -197,7 +200,10 @@ fn command_piece(name: &str, program: &str, args: &[&str], absent: Option<&str>)
         Ok(out) if out.ok() => {
             if out.truncated {
                 piece.status = Status::Truncated;
-                piece.note = Some(format!("longer than {} MiB: the beginning is kept", MAX_PIECE_BYTES >> 20));
+                piece.note = Some(format!(
+                    "longer than {} MiB: the beginning is kept",
+                    MAX_PIECE_BYTES >> 20
+                ));
             }
             piece.bytes = out.stdout;
         }
@@ -222,7 +228,12 @@ fn is_root() -> bool {
 }
 
 /// A copy of a file; `redact` rewrites its text (fstab's passwords).
-fn file_piece(name: &str, path: &Path, absent: &str, redact: Option<fn(&str) -> (String, usize)>) -> Piece {
+fn file_piece(
+    name: &str,
+    path: &Path,
+    absent: &str,
+    redact: Option<fn(&str) -> (String, usize)>,
+) -> Piece {
     let mut piece = Piece {
         name: name.to_string(),
         source: format!("file: {}", path.display()),
@@ -261,7 +272,10 @@ fn file_piece(name: &str, path: &Path, absent: &str, redact: Option<fn(&str) -> 
             if bytes.len() > MAX_PIECE_BYTES {
                 bytes.truncate(MAX_PIECE_BYTES);
                 piece.status = Status::Truncated;
-                piece.note = Some(format!("longer than {} MiB: the beginning is kept", MAX_PIECE_BYTES >> 20));
+                piece.note = Some(format!(
+                    "longer than {} MiB: the beginning is kept",
+                    MAX_PIECE_BYTES >> 20
+                ));
             }
             if let Some(redact) = redact {
                 let (text, n) = redact(&String::from_utf8_lossy(&bytes));
@@ -302,7 +316,12 @@ pub fn redact_fstab(text: &str) -> (String, usize) {
         let options: Vec<String> = fields[3]
             .split(',')
             .map(|o| match o.split_once('=') {
-                Some((k, _)) if matches!(k.to_ascii_lowercase().as_str(), "password" | "pass" | "passwd") => {
+                Some((k, _))
+                    if matches!(
+                        k.to_ascii_lowercase().as_str(),
+                        "password" | "pass" | "passwd"
+                    ) =>
+                {
                     n += 1;
                     format!("{k}=REDACTED")
                 }
@@ -327,6 +346,7 @@ fn physical_disks() -> Vec<String> {
         .flatten()
         .filter(|e| e.path().join("device").exists())
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with("zram") && !n.starts_with("ram"))
         .filter(|n| super::layout::is_plain_name(n))
         .collect();
     out.sort();
@@ -349,7 +369,10 @@ pub fn disks_from_lsblk(json: &[u8]) -> Vec<Disk> {
     let s = |d: &serde_json::Value, k: &str| d.get(k).and_then(|x| x.as_str()).map(str::to_string);
     let n = |d: &serde_json::Value, k: &str| {
         d.get(k)
-            .and_then(|x| x.as_u64().or_else(|| x.as_str().and_then(|s| s.parse().ok())))
+            .and_then(|x| {
+                x.as_u64()
+                    .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+            })
             .unwrap_or(0)
     };
     let part = |p: &serde_json::Value| DiskPartition {
@@ -362,18 +385,32 @@ pub fn disks_from_lsblk(json: &[u8]) -> Vec<Disk> {
         mount_points: p
             .get("mountpoints")
             .and_then(|m| m.as_array())
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default(),
     };
     let mut disks = Vec::new();
-    for d in v.get("blockdevices").and_then(|b| b.as_array()).into_iter().flatten() {
+    for d in v
+        .get("blockdevices")
+        .and_then(|b| b.as_array())
+        .into_iter()
+        .flatten()
+    {
         if s(d, "type").as_deref() != Some("disk") {
             continue;
         }
         let children: Vec<DiskPartition> = d
             .get("children")
             .and_then(|c| c.as_array())
-            .map(|a| a.iter().filter(|c| s(c, "type").as_deref() == Some("part")).map(part).collect())
+            .map(|a| {
+                a.iter()
+                    .filter(|c| s(c, "type").as_deref() == Some("part"))
+                    .map(part)
+                    .collect()
+            })
             .unwrap_or_default();
         let partitions = if children.is_empty() && s(d, "fstype").is_some() {
             vec![part(d)]
@@ -383,7 +420,9 @@ pub fn disks_from_lsblk(json: &[u8]) -> Vec<Disk> {
         disks.push(Disk {
             name: s(d, "name").unwrap_or_default(),
             bytes: n(d, "size"),
-            model: s(d, "model").map(|m| m.trim().to_string()).filter(|m| !m.is_empty()),
+            model: s(d, "model")
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty()),
             table: s(d, "pttype"),
             partitions,
         });
@@ -410,17 +449,36 @@ pub fn collect() -> Kit {
     pieces.push(command_piece("blkid.txt", "blkid", &[], None));
     let mut names: Vec<String> = physical_disks();
     for d in &disks {
-        if !names.contains(&d.name) && super::layout::is_plain_name(&d.name) {
+        if !names.contains(&d.name)
+            && super::layout::is_plain_name(&d.name)
+            && !d.name.starts_with("zram")
+            && !d.name.starts_with("ram")
+        {
             names.push(d.name.clone());
         }
     }
     names.sort();
     for disk in &names {
         let dev = format!("/dev/{disk}");
-        pieces.push(command_piece(&format!("sfdisk-{disk}.dump"), "sfdisk", &["--dump", &dev], None));
-        pieces.push(command_piece(&format!("sfdisk-{disk}.json"), "sfdisk", &["--json", &dev], None));
+        pieces.push(command_piece(
+            &format!("sfdisk-{disk}.dump"),
+            "sfdisk",
+            &["--dump", &dev],
+            None,
+        ));
+        pieces.push(command_piece(
+            &format!("sfdisk-{disk}.json"),
+            "sfdisk",
+            &["--json", &dev],
+            None,
+        ));
     }
-    let mut fstab = file_piece("fstab", Path::new("/etc/fstab"), "this system has no /etc/fstab", Some(redact_fstab));
+    let mut fstab = file_piece(
+        "fstab",
+        Path::new("/etc/fstab"),
+        "this system has no /etc/fstab",
+        Some(redact_fstab),
+    );
     fstab.private = false; // made safe by the redaction
     pieces.push(fstab);
     pieces.push(file_piece(
@@ -444,7 +502,11 @@ pub fn collect() -> Kit {
         .collect();
     lvm_backups.sort();
     for p in lvm_backups.iter().take(MAX_LVM_BACKUPS) {
-        let vg = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let vg = p
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         let name = format!("lvm-backup-{vg}");
         if super::layout::is_plain_name(&name) {
             let mut piece = file_piece(&name, p, "", None);
@@ -469,14 +531,30 @@ pub fn collect() -> Kit {
             "efibootmgr is not installed, and this system did not boot with UEFI (no /sys/firmware/efi)"
         }),
     ));
-    let os_release = file_piece("os-release", Path::new("/etc/os-release"), "no /etc/os-release", None);
+    let os_release = file_piece(
+        "os-release",
+        Path::new("/etc/os-release"),
+        "no /etc/os-release",
+        None,
+    );
     let os = pretty_name(&String::from_utf8_lossy(&os_release.bytes));
     pieces.push(os_release);
-    let nixos = Path::new("/etc/NIXOS").exists() || Path::new("/run/current-system/nixos-version").exists();
+    let nixos =
+        Path::new("/etc/NIXOS").exists() || Path::new("/run/current-system/nixos-version").exists();
     let debian = !nixos && Path::new("/etc/debian_version").exists();
     if debian {
-        pieces.push(command_piece("dpkg-selections.txt", "dpkg", &["--get-selections"], None));
-        pieces.push(command_piece("apt-manual.txt", "apt-mark", &["showmanual"], None));
+        pieces.push(command_piece(
+            "dpkg-selections.txt",
+            "dpkg",
+            &["--get-selections"],
+            None,
+        ));
+        pieces.push(command_piece(
+            "apt-manual.txt",
+            "apt-mark",
+            &["showmanual"],
+            None,
+        ));
     } else {
         let why = "not a Debian system (no /etc/debian_version)";
         for (name, source) in [
@@ -495,7 +573,12 @@ pub fn collect() -> Kit {
     }
     let flake = Path::new("/etc/nixos/flake.nix").exists();
     if nixos {
-        pieces.push(command_piece("nixos-version.json", "nixos-version", &["--json"], None));
+        pieces.push(command_piece(
+            "nixos-version.json",
+            "nixos-version",
+            &["--json"],
+            None,
+        ));
         let mut current = Piece {
             name: "current-system.txt".into(),
             source: "file: /run/current-system (the link's target)".into(),
@@ -513,14 +596,24 @@ pub fn collect() -> Kit {
         }
         pieces.push(current);
     }
-    for file in ["flake.nix", "flake.lock", "configuration.nix", "hardware-configuration.nix"] {
+    for file in [
+        "flake.nix",
+        "flake.lock",
+        "configuration.nix",
+        "hardware-configuration.nix",
+    ] {
         let absent = if nixos {
             format!("/etc/nixos has no {file}")
         } else {
             "not a NixOS system (no /etc/NIXOS)".to_string()
         };
         if nixos || Path::new("/etc/nixos").join(file).exists() {
-            pieces.push(file_piece(&format!("nixos-{file}"), &Path::new("/etc/nixos").join(file), &absent, None));
+            pieces.push(file_piece(
+                &format!("nixos-{file}"),
+                &Path::new("/etc/nixos").join(file),
+                &absent,
+                None,
+            ));
         } else {
             pieces.push(Piece {
                 name: format!("nixos-{file}"),
@@ -557,7 +650,10 @@ mod tests {
         assert_eq!(n, 1);
         assert!(!out.contains("hunter2"), "{out}");
         assert!(out.contains("password=REDACTED,uid=1"), "{out}");
-        assert!(out.starts_with("# <fs> <mp>\nUUID=1\t/\text4\tdefaults\t0\t1\n"), "{out}");
+        assert!(
+            out.starts_with("# <fs> <mp>\nUUID=1\t/\text4\tdefaults\t0\t1\n"),
+            "{out}"
+        );
     }
 
     #[test]

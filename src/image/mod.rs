@@ -74,7 +74,10 @@ fn sets_of(settings: &Settings) -> Vec<(String, Vec<String>)> {
         .map(|s| {
             (
                 s.name.clone(),
-                s.sources.iter().map(|p| p.path.display().to_string()).collect(),
+                s.sources
+                    .iter()
+                    .map(|p| p.path.display().to_string())
+                    .collect(),
             )
         })
         .collect()
@@ -148,7 +151,9 @@ fn choose_destination(
     let d = chosen[0];
     Ok((
         d.destination.clone(),
-        d.info().cloned().expect("selected destinations are present"),
+        d.info()
+            .cloned()
+            .expect("selected destinations are present"),
     ))
 }
 
@@ -170,7 +175,12 @@ fn fresh_stamp(backups_dir: &Path) -> String {
 pub fn plan_create(
     settings: &Settings,
     opts: &CreateOptions,
-) -> anyhow::Result<(CreatePlan, SystemInput, crate::settings::DestinationSettings, MediaInfo)> {
+) -> anyhow::Result<(
+    CreatePlan,
+    SystemInput,
+    crate::settings::DestinationSettings,
+    MediaInfo,
+)> {
     let input = observe_system(settings, &opts.devices).unwrap_or_default();
     if input.devices.is_empty() {
         return Err(CodedError::new(
@@ -260,11 +270,24 @@ pub fn create(settings: &Settings, opts: &CreateOptions, ui: &Ui) -> anyhow::Res
             if let Err(gone) = info.check_still_present() {
                 msg = format!("{gone} (while writing: {msg})");
             }
-            let name = plan.temp_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let backups_dir = plan.temp_dir.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let name = plan
+                .temp_dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let backups_dir = plan
+                .temp_dir
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .to_path_buf();
             if std::fs::symlink_metadata(&plan.temp_dir).is_ok() {
-                if info.check_still_present().is_ok() && drive_layout::remove_leftover(&backups_dir, &name).is_ok() {
-                    msg.push_str(&format!("; nothing was promoted; the partial backup {name} was removed"));
+                if info.check_still_present().is_ok()
+                    && drive_layout::remove_leftover(&backups_dir, &name).is_ok()
+                {
+                    msg.push_str(&format!(
+                        "; nothing was promoted; the partial backup {name} was removed"
+                    ));
                 } else {
                     msg.push_str(&format!(
                         "; nothing was promoted; the partial backup {} is removed by the next run",
@@ -291,7 +314,8 @@ fn write_create(
     let started = Local::now().fixed_offset();
     let encrypt = match &dest.encryption {
         Some(e) => {
-            let record = crate::archive::crypt::resolve_record(e).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let record =
+                crate::archive::crypt::resolve_record(e).map_err(|e| anyhow::anyhow!("{e}"))?;
             Some(
                 crate::archive::crypt::encrypt_to(&record, e.passphrase_file.as_deref())
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -301,7 +325,10 @@ fn write_create(
     };
     info.check_still_present()?;
     media::ensure_marker(dest, info, started).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let backups_dir = plan.temp_dir.parent().context("a temporary directory has a parent")?;
+    let backups_dir = plan
+        .temp_dir
+        .parent()
+        .context("a temporary directory has a parent")?;
     info.check_still_present()?;
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -355,8 +382,9 @@ fn write_create(
     });
     let mut sums_bytes = Vec::new();
     write_sums(&mut sums_bytes, &sums)?;
-    let sums_rec = drive_layout::write_new_file(&plan.temp_dir.join(drive_layout::SUMS_FILE), &sums_bytes)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sums_rec =
+        drive_layout::write_new_file(&plan.temp_dir.join(drive_layout::SUMS_FILE), &sums_bytes)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     drive_layout::sync_dir(&plan.temp_dir)?;
     crate::archive::read_back(&[
         crate::archive::WrittenFile {
@@ -372,14 +400,18 @@ fn write_create(
     ])
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     info.check_still_present()?;
-    crate::snapshot::rename_no_replace(&plan.temp_dir, &plan.final_dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::snapshot::rename_no_replace(&plan.temp_dir, &plan.final_dir)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     drive_layout::sync_dir(backups_dir)?;
     Ok(system)
 }
 
 /// `dbackup image kit --out DIR`: the kit of this machine written into a new directory (owner-only files included:
 /// the directory is the user's own, mode 0700). Returns the kit.
-pub fn kit_to_dir(settings: Option<&Settings>, out: &Path) -> anyhow::Result<(kit::Kit, Vec<layout::KitRecord>)> {
+pub fn kit_to_dir(
+    settings: Option<&Settings>,
+    out: &Path,
+) -> anyhow::Result<(kit::Kit, Vec<layout::KitRecord>)> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -421,9 +453,11 @@ pub fn kit_to_dir(settings: Option<&Settings>, out: &Path) -> anyhow::Result<(ki
         note: None,
         file: Some(rec),
     });
-    let mut bytes = serde_json::to_vec_pretty(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?;
+    let mut bytes =
+        serde_json::to_vec_pretty(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?;
     bytes.push(b'\n');
-    let rec = drive_layout::write_new_file(&out.join(layout::KIT_MANIFEST), &bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rec = drive_layout::write_new_file(&out.join(layout::KIT_MANIFEST), &bytes)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     pieces.push(layout::KitRecord {
         name: layout::KIT_MANIFEST.into(),
         source: "generated: every piece and where it came from".into(),
@@ -457,7 +491,9 @@ fn find_backup(settings: Option<&Settings>, src: &RestoreSource) -> anyhow::Resu
     }
     let mut roots: Vec<PathBuf> = Vec::new();
     if let Some(d) = &src.drive {
-        if d.file_name().is_some_and(|n| n.to_string_lossy() == src.from) {
+        if d.file_name()
+            .is_some_and(|n| n.to_string_lossy() == src.from)
+        {
             return Ok(d.clone());
         }
         roots.push(d.join(drive_layout::BACKUPS_DIR));
@@ -484,7 +520,11 @@ fn find_backup(settings: Option<&Settings>, src: &RestoreSource) -> anyhow::Resu
             anyhow::anyhow!(
                 "no backup {} with a backup.json in {}",
                 src.from,
-                roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+                roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
 }
@@ -494,10 +534,14 @@ pub fn read_system(
     dir: &Path,
     keys: &Keys,
 ) -> anyhow::Result<(SystemRecord, Vec<(String, table::Table)>)> {
-    let meta = drive_layout::read_metadata(&dir.join(drive_layout::METADATA_FILE)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let meta = drive_layout::read_metadata(&dir.join(drive_layout::METADATA_FILE))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let system = meta.system.unwrap_or_default();
     for f in system.files() {
-        let plain = f.name.strip_suffix(crate::archive::crypt::AGE_SUFFIX).unwrap_or(&f.name);
+        let plain = f
+            .name
+            .strip_suffix(crate::archive::crypt::AGE_SUFFIX)
+            .unwrap_or(&f.name);
         if !layout::is_plain_name(plain) {
             anyhow::bail!(
                 "{}: backup.json names a system file {}, which is not a plain file name; refusing the backup",
@@ -507,16 +551,30 @@ pub fn read_system(
         }
     }
     for i in &system.images {
-        if !layout::is_plain_name(&i.name) || i.disk.as_deref().is_some_and(|d| !layout::is_plain_name(d)) {
-            anyhow::bail!("{}: backup.json names an image or disk that is not a plain name", dir.display());
+        if !layout::is_plain_name(&i.name)
+            || i.disk.as_deref().is_some_and(|d| !layout::is_plain_name(d))
+        {
+            anyhow::bail!(
+                "{}: backup.json names an image or disk that is not a plain name",
+                dir.display()
+            );
         }
     }
     let mut tables = Vec::new();
     for t in &system.tables {
         let path = dir.join(layout::SYSTEM_DIR).join(&t.file.name);
-        let bytes = exec::read_small(&path, system.encryption.is_some(), keys, table::MAX_DUMP_BYTES)?;
-        if crate::archive::Digest::of_bytes(&bytes) != t.file.sha256 && system.encryption.is_none() {
-            anyhow::bail!("{} is damaged: its sha256 differs from backup.json's", path.display());
+        let bytes = exec::read_small(
+            &path,
+            system.encryption.is_some(),
+            keys,
+            table::MAX_DUMP_BYTES,
+        )?;
+        if crate::archive::Digest::of_bytes(&bytes) != t.file.sha256 && system.encryption.is_none()
+        {
+            anyhow::bail!(
+                "{} is damaged: its sha256 differs from backup.json's",
+                path.display()
+            );
         }
         let parsed = table::parse(&bytes).with_context(|| path.display().to_string())?;
         tables.push((t.disk.clone(), parsed));

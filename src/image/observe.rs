@@ -185,7 +185,11 @@ pub fn target(path: &Path) -> Result<TargetFacts, String> {
     }
     let d = device(&path.to_string_lossy())?;
     let mut holds = Vec::new();
-    if let Some(s) = d.fs_type.as_ref().and(describe(&crate::media::blkid::probe(&d.path))) {
+    if let Some(s) = d
+        .fs_type
+        .as_ref()
+        .and(describe(&crate::media::blkid::probe(&d.path)))
+    {
         holds.push(format!("{}: {s}", d.path.display()));
     }
     for p in &d.partitions {

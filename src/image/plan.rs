@@ -85,7 +85,9 @@ fn refusal(d: &DeviceFacts, destination_device: Option<&std::path::Path>) -> Opt
         ));
     }
     if !d.usage.swap.is_empty() {
-        return Some("it is active swap: nothing to image (the kit records its UUID for mkswap -U)".into());
+        return Some(
+            "it is active swap: nothing to image (the kit records its UUID for mkswap -U)".into(),
+        );
     }
     if !d.usage.holders.is_empty() {
         return Some(format!(
@@ -103,14 +105,20 @@ fn refusal(d: &DeviceFacts, destination_device: Option<&std::path::Path>) -> Opt
         return Some("blkid finds no filesystem on it".into());
     };
     match fs {
-        "swap" => return Some("it is swap: nothing to image (the kit records its UUID for mkswap -U)".into()),
+        "swap" => {
+            return Some(
+                "it is swap: nothing to image (the kit records its UUID for mkswap -U)".into(),
+            );
+        }
         "crypto_LUKS" => {
             return Some(
                 "it is a LUKS container: partclone cannot see inside it; image the opened /dev/mapper device instead"
                     .into(),
             );
         }
-        "LVM2_member" => return Some("it is an LVM physical volume: image its logical volumes instead".into()),
+        "LVM2_member" => {
+            return Some("it is an LVM physical volume: image its logical volumes instead".into());
+        }
         _ => {}
     }
     match super::observe::partclone_for(fs) {
@@ -340,7 +348,10 @@ pub fn plan_restore(
         );
     };
     let Some((_, table)) = tables.iter().find(|(d, _)| d == disk) else {
-        return Err(format!("backup {from} has no partition table of disk {}", crate::stdx::show_str(disk)));
+        return Err(format!(
+            "backup {from} has no partition table of disk {}",
+            crate::stdx::show_str(disk)
+        ));
     };
     let table_rec = system.tables.iter().find(|t| t.disk == disk);
     let mut refusals = Vec::new();
@@ -349,7 +360,10 @@ pub fn plan_restore(
     let last = table.last().map(|p| p.number);
     for i in &chosen {
         let Some(n) = i.partition else {
-            refusals.push(format!("image {} has no partition number", crate::stdx::show_str(&i.name)));
+            refusals.push(format!(
+                "image {} has no partition number",
+                crate::stdx::show_str(&i.name)
+            ));
             continue;
         };
         let Some(p) = table.partitions.iter().find(|p| p.number == n) else {
@@ -370,7 +384,10 @@ pub fn plan_restore(
         }
         let tool = super::observe::partclone_for(&i.fs_type);
         if tool.is_none() {
-            refusals.push(format!("partclone cannot restore a {} filesystem", crate::stdx::show_str(&i.fs_type)));
+            refusals.push(format!(
+                "partclone cannot restore a {} filesystem",
+                crate::stdx::show_str(&i.fs_type)
+            ));
         }
         items.push(RestoreItem {
             name: i.name.clone(),
@@ -401,7 +418,10 @@ pub fn plan_restore(
             Some(_) => {}
         }
         if table.has_extended() {
-            refusals.push("--grow cannot grow a logical partition of a dos table; restore without --grow".into());
+            refusals.push(
+                "--grow cannot grow a logical partition of a dos table; restore without --grow"
+                    .into(),
+            );
         }
     }
     if let Some(parent) = &target.partition_of {
@@ -441,7 +461,10 @@ pub fn plan_restore(
     }
     let mut overwritten = target.holds.clone();
     if target.kind == TargetKind::BlockDevice && overwritten.is_empty() {
-        overwritten.push(format!("{}: no partitions or filesystems blkid knows", target.path.display()));
+        overwritten.push(format!(
+            "{}: no partitions or filesystems blkid knows",
+            target.path.display()
+        ));
     }
     Ok(RestorePlan {
         from: from.to_string(),
@@ -492,7 +515,11 @@ pub fn render_restore(p: &RestorePlan) -> String {
         p.disk,
         p.table.label_id.as_deref().unwrap_or("no id"),
         p.table.partitions.len(),
-        if p.grow { "; the last grown to the end" } else { "" },
+        if p.grow {
+            "; the last grown to the end"
+        } else {
+            ""
+        },
         p.table_file
     );
     for part in &p.table.partitions {
@@ -597,7 +624,11 @@ mod tests {
         );
         assert_eq!(plan.images.len(), 1);
         assert_eq!(plan.images[0].file, "loop9p1.img.zst.age");
-        let reasons: Vec<String> = plan.refused.iter().map(|r| format!("{}: {}", r.device, r.reason)).collect();
+        let reasons: Vec<String> = plan
+            .refused
+            .iter()
+            .map(|r| format!("{}: {}", r.device, r.reason))
+            .collect();
         let mut text = String::new();
         render_system(&plan, &mut text, "  ");
         insta::assert_snapshot!(text);
@@ -670,7 +701,15 @@ mod tests {
             names: vec![],
             grow: true,
         };
-        let p = plan_restore("2026-12-05-031500", "/d/b".into(), &sys, &tables, &target(400 << 20), &opts).unwrap();
+        let p = plan_restore(
+            "2026-12-05-031500",
+            "/d/b".into(),
+            &sys,
+            &tables,
+            &target(400 << 20),
+            &opts,
+        )
+        .unwrap();
         assert!(!p.refused(), "{:?}", p.refusals);
         assert_eq!(p.items.len(), 2);
         assert!(p.items[1].grow && !p.items[0].grow);
@@ -696,16 +735,36 @@ mod tests {
         let text = p.refusals.join("\n");
         assert_eq!(p.refusals.len(), 4, "{text}");
         assert!(text.contains("smaller than the"), "{text}");
-        assert!(text.contains("is in use: /dev/loop7p2 is mounted read-only at /mnt"), "{text}");
+        assert!(
+            text.contains("is in use: /dev/loop7p2 is mounted read-only at /mnt"),
+            "{text}"
+        );
         assert!(text.contains("no image of it"), "{text}");
         assert!(text.contains("4096-byte sectors"), "{text}");
         opts.names = vec!["nope".into()];
         let e = plan_restore("s", "/d".into(), &sys, &tables, &t, &opts).unwrap_err();
-        assert!(e.contains("has no image nope; it holds loop9p1, loop9p2"), "{e}");
+        assert!(
+            e.contains("has no image nope; it holds loop9p1, loop9p2"),
+            "{e}"
+        );
         // A vfat last partition cannot grow.
         let (mut sys, tables) = system();
         sys.images[1].fs_type = "vfat".into();
-        let p = plan_restore("s", "/d".into(), &sys, &tables, &target(1 << 30), &RestoreOptions { names: vec![], grow: true }).unwrap();
-        assert_eq!(p.refusals, ["--grow cannot grow a vfat filesystem; restore without --grow"]);
+        let p = plan_restore(
+            "s",
+            "/d".into(),
+            &sys,
+            &tables,
+            &target(1 << 30),
+            &RestoreOptions {
+                names: vec![],
+                grow: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            p.refusals,
+            ["--grow cannot grow a vfat filesystem; restore without --grow"]
+        );
     }
 }

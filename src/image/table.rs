@@ -76,8 +76,7 @@ fn number(v: &str) -> Option<u64> {
 fn plain(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 128
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b':' | b'_' | b'.'))
 }
 
@@ -113,8 +112,8 @@ pub fn parse(text: &[u8]) -> Result<Table, TableError> {
     if text.len() > MAX_DUMP_BYTES {
         return Err(TableError::TooLong);
     }
-    let text = std::str::from_utf8(text)
-        .map_err(|_| TableError::Whole("is not UTF-8 text".into()))?;
+    let text =
+        std::str::from_utf8(text).map_err(|_| TableError::Whole("is not UTF-8 text".into()))?;
     let mut t = Table {
         label: String::new(),
         label_id: None,
@@ -158,13 +157,17 @@ pub fn parse(text: &[u8]) -> Result<Table, TableError> {
                     p.bootable = true;
                     continue;
                 }
-                let (k, v) = f
-                    .split_once('=')
-                    .ok_or_else(|| bad(format!("{:?} is not key=value", crate::stdx::show_str(f))))?;
+                let (k, v) = f.split_once('=').ok_or_else(|| {
+                    bad(format!("{:?} is not key=value", crate::stdx::show_str(f)))
+                })?;
                 let v = v.trim();
                 match k.trim() {
-                    "start" => start = Some(number(v).ok_or_else(|| bad("start is not a number".into()))?),
-                    "size" => size = Some(number(v).ok_or_else(|| bad("size is not a number".into()))?),
+                    "start" => {
+                        start = Some(number(v).ok_or_else(|| bad("start is not a number".into()))?)
+                    }
+                    "size" => {
+                        size = Some(number(v).ok_or_else(|| bad("size is not a number".into()))?)
+                    }
                     "type" if plain(v) => p.type_ = v.to_string(),
                     "uuid" if plain(v) => p.uuid = Some(v.to_string()),
                     "attrs" => {
@@ -180,7 +183,9 @@ pub fn parse(text: &[u8]) -> Result<Table, TableError> {
                             .and_then(|v| v.strip_suffix('"'))
                             .unwrap_or(v);
                         if !name_ok(inner) {
-                            return Err(bad("the partition name holds unexpected characters".into()));
+                            return Err(bad(
+                                "the partition name holds unexpected characters".into()
+                            ));
                         }
                         p.name = Some(inner.to_string());
                     }
@@ -199,7 +204,9 @@ pub fn parse(text: &[u8]) -> Result<Table, TableError> {
                 return Err(bad("a partition without type".into()));
             }
             if p.size == 0 || p.start.checked_add(p.size).is_none() {
-                return Err(bad("a partition of size 0, or past the end of any disk".into()));
+                return Err(bad(
+                    "a partition of size 0, or past the end of any disk".into()
+                ));
             }
             t.partitions.push(p);
             continue;
@@ -222,7 +229,9 @@ pub fn parse(text: &[u8]) -> Result<Table, TableError> {
             "sector-size" => {
                 let n = num(v)?;
                 if !matches!(n, 512 | 1024 | 2048 | 4096) {
-                    return Err(bad(format!("sector size {n} is not 512, 1024, 2048 or 4096")));
+                    return Err(bad(format!(
+                        "sector size {n} is not 512, 1024, 2048 or 4096"
+                    )));
                 }
                 t.sector_size = n;
             }
@@ -258,7 +267,11 @@ impl Table {
 
     /// The smallest disk, in bytes, that holds every partition at its place and size (and GPT's backup header).
     pub fn needed_bytes(&self) -> u64 {
-        let tail = if self.label == "gpt" { GPT_TAIL_SECTORS } else { 0 };
+        let tail = if self.label == "gpt" {
+            GPT_TAIL_SECTORS
+        } else {
+            0
+        };
         self.end_sector()
             .saturating_add(tail)
             .saturating_mul(self.sector_size)
@@ -366,29 +379,53 @@ disk.img2 : start=      133120, size=      389120, type=0FC63DAF-8483-4772-8E79-
         assert_eq!(t.end_sector(), 522240);
         assert_eq!(t.needed_bytes(), (522240 + 33) * 512);
         let script = t.script(true);
-        assert!(!script.contains("last-lba") && !script.contains("device:"), "{script}");
+        assert!(
+            !script.contains("last-lba") && !script.contains("device:"),
+            "{script}"
+        );
         assert!(script.contains("start=133120, type=0FC63DAF"), "{script}");
         assert!(t.script(false).contains("start=133120, size=389120,"));
-        assert_eq!(parse(t.dump("/dev/sda").as_bytes()).unwrap().partitions, t.partitions);
+        assert_eq!(
+            parse(t.dump("/dev/sda").as_bytes()).unwrap().partitions,
+            t.partitions
+        );
     }
 
     #[test]
     fn hostile_dumps_are_refused_with_the_line() {
         let cases = [
-            ("label: gpt\nunit: sectors\n/dev/a1 : start=1, size=2, type=83, bogus=1\n", "line 3"),
-            ("label: gpt\nunit: sectors\n/dev/a1 : start=1, size=2\n", "without type"),
+            (
+                "label: gpt\nunit: sectors\n/dev/a1 : start=1, size=2, type=83, bogus=1\n",
+                "line 3",
+            ),
+            (
+                "label: gpt\nunit: sectors\n/dev/a1 : start=1, size=2\n",
+                "without type",
+            ),
             ("label: sun\n", "only gpt and dos"),
             ("label: gpt\nunit: sectors\n", "no partition"),
-            ("label: gpt\nunit: sectors\n/dev/a1 : start=1, size=2, type=83, name=\"a\nb\"\n", "line 3"),
-            ("label: gpt\nunit: sectors\n/dev/a1 : start=18446744073709551615, size=2, type=83\n", "past the end"),
-            ("label: gpt\nunit: sectors\n/dev/a1 : start=1, size=2, type=8\"3\n", "line 3"),
+            (
+                "label: gpt\nunit: sectors\n/dev/a1 : start=1, size=2, type=83, name=\"a\nb\"\n",
+                "line 3",
+            ),
+            (
+                "label: gpt\nunit: sectors\n/dev/a1 : start=18446744073709551615, size=2, type=83\n",
+                "past the end",
+            ),
+            (
+                "label: gpt\nunit: sectors\n/dev/a1 : start=1, size=2, type=8\"3\n",
+                "line 3",
+            ),
             ("label: gpt\nsector-size: 7\n", "sector size 7"),
         ];
         for (text, want) in cases {
             let e = parse(text.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");
         }
-        assert_eq!(parse(&vec![b'a'; MAX_DUMP_BYTES + 1]), Err(TableError::TooLong));
+        assert_eq!(
+            parse(&vec![b'a'; MAX_DUMP_BYTES + 1]),
+            Err(TableError::TooLong)
+        );
     }
 
     fn arb_partition() -> impl Strategy<Value = Partition> {

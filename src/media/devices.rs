@@ -50,7 +50,11 @@ impl DeviceUse {
                 format!(
                     "{} is mounted {} at {}",
                     m.device.display(),
-                    if m.read_only { "read-only" } else { "read-write" },
+                    if m.read_only {
+                        "read-only"
+                    } else {
+                        "read-write"
+                    },
                     crate::stdx::show(m.mount_point.as_os_str().as_encoded_bytes())
                 )
             })
@@ -132,17 +136,19 @@ pub fn device_use(device: &Path) -> std::io::Result<DeviceUse> {
             });
         }
         let in_swap = swaps.lines().skip(1).any(|l| {
-            l.split_whitespace()
-                .next()
-                .is_some_and(|s| std::fs::canonicalize(mountinfo_unescape(s)).is_ok_and(|s| &s == dev))
+            l.split_whitespace().next().is_some_and(|s| {
+                std::fs::canonicalize(mountinfo_unescape(s)).is_ok_and(|s| &s == dev)
+            })
         });
         if in_swap {
             out.swap.push(dev.clone());
         }
         let name = dev.file_name().unwrap_or_default();
         if let Ok(h) = std::fs::read_dir(Path::new("/sys/class/block").join(name).join("holders")) {
-            out.holders
-                .extend(h.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            out.holders.extend(
+                h.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
         }
     }
     Ok(out)
@@ -150,7 +156,9 @@ pub fn device_use(device: &Path) -> std::io::Result<DeviceUse> {
 
 fn mountinfo_unescape(s: &str) -> PathBuf {
     use std::os::unix::ffi::OsStringExt;
-    PathBuf::from(std::ffi::OsString::from_vec(mountinfo::unescape(s.as_bytes())))
+    PathBuf::from(std::ffi::OsString::from_vec(mountinfo::unescape(
+        s.as_bytes(),
+    )))
 }
 
 /// The loop devices attached to `file` (a disk image), from `/sys/block/loop*/loop/backing_file`.

@@ -299,26 +299,35 @@ fn destination(d: &DestinationSettings, detect: bool, runs: &RunFacts) -> Destin
 }
 
 fn listing_facts(l: &layout::DriveListing) -> ListingFacts {
-    let newest = l.verified().last().and_then(|b| {
-        let m = b.meta.as_ref()?;
-        Some(BackupFacts {
-            stamp: b.name.clone(),
-            started: m.started,
-            finished: m.finished,
-            bytes: m
-                .sets
-                .iter()
-                .flat_map(|s| s.archive.iter().chain(&s.index))
-                .map(|f| f.bytes)
-                .sum(),
-            sets: m
-                .sets
-                .iter()
-                .map(|s| (s.set.clone(), s.snapshot.clone()))
-                .collect(),
-            encryption: m.sets.first().and_then(|s| s.encryption.clone()),
+    // The newest backup of the sets: one of partition images only (`dbackup image create`) does not count.
+    let newest = l
+        .verified()
+        .filter(|b| {
+            b.meta
+                .as_ref()
+                .is_some_and(|m| !m.sets.is_empty() || m.system.is_none())
         })
-    });
+        .last()
+        .and_then(|b| {
+            let m = b.meta.as_ref()?;
+            Some(BackupFacts {
+                stamp: b.name.clone(),
+                started: m.started,
+                finished: m.finished,
+                bytes: m
+                    .sets
+                    .iter()
+                    .flat_map(|s| s.archive.iter().chain(&s.index))
+                    .map(|f| f.bytes)
+                    .sum(),
+                sets: m
+                    .sets
+                    .iter()
+                    .map(|s| (s.set.clone(), s.snapshot.clone()))
+                    .collect(),
+                encryption: m.sets.first().and_then(|s| s.encryption.clone()),
+            })
+        });
     ListingFacts {
         verified: l.verified().count(),
         unusable: l.backups.iter().filter(|b| b.meta.is_none()).count(),

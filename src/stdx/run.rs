@@ -54,7 +54,11 @@ const STDERR_TAIL: usize = 4096;
 
 /// Runs `cmd` (stdin closed) for at most `limit`, keeping at most `max_bytes` of its stdout and the end of its
 /// stderr; a run over time is killed (by its own pid: it is our child) and reported as `timed_out`.
-pub fn run_bounded(mut cmd: Command, limit: Duration, max_bytes: usize) -> std::io::Result<Bounded> {
+pub fn run_bounded(
+    mut cmd: Command,
+    limit: Duration,
+    max_bytes: usize,
+) -> std::io::Result<Bounded> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
