@@ -311,6 +311,7 @@ fn write_backup(
                 stamp: Some(plan.stamp.clone()),
                 destination: Some(d.name.clone()),
                 sets: input.sets.clone(),
+                device_cache: d.device.clone().filter(|_| d.drop_device_cache),
             };
             info.check_still_present()?;
             let (rec, lines) = crate::image::exec::write_system(

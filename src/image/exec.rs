@@ -31,7 +31,7 @@ use super::plan::{ImagePlan, RestorePlan, SystemPlan};
 use crate::archive::crypt::EncryptTo;
 use crate::archive::sink::{Chain, FileSink, Sink, Stage, ThreadedSink};
 use crate::archive::sums::SumLine;
-use crate::archive::{Digest, Keys, WrittenFile};
+use crate::archive::{Keys, WrittenFile};
 use crate::external::layout::FileRecord;
 use crate::ui::{self, Ui};
 
@@ -45,6 +45,9 @@ pub struct DocContext {
     pub stamp: Option<String>,
     pub destination: Option<String>,
     pub sets: Vec<(String, Vec<String>)>,
+    /// The drive's block device under a FUSE filesystem: its cache is dropped before each read-back, so the drive
+    /// answers (as for the archives).
+    pub device_cache: Option<PathBuf>,
 }
 
 /// Kills and reaps a child process of ours when dropped before it was waited for (an error path).
@@ -179,7 +182,7 @@ pub fn write_system(
     }
     for i in &plan.images {
         let rec =
-            write_image(i, &dir, encrypt, ui).with_context(|| format!("image of {}", i.device))?;
+            write_image(i, &dir, encrypt, ctx.device_cache.as_deref(), ui).with_context(|| format!("image of {}", i.device))?;
         record.images.push(rec);
     }
 
@@ -246,6 +249,19 @@ pub fn write_system(
     Ok((record, sums))
 }
 
+/// Drops the FUSE drive's block device cache before a read-back; a failure is said (the read-back may then have
+/// been answered from memory), never fatal.
+fn drop_device_cache(device: Option<&Path>, ui: &Ui) {
+    if let Some(d) = device
+        && let Err(e) = crate::archive::readback::drop_device_cache(d)
+    {
+        ui.step(format_args!(
+            "could not drop the cache of {} ({e}): the read-back may have been answered from memory",
+            d.display()
+        ));
+    }
+}
+
 /// `sfdisk --dump /dev/<disk>`.
 fn sfdisk_dump(disk: &str) -> anyhow::Result<Vec<u8>> {
     let sfdisk = crate::stdx::find_program("sfdisk").context(
@@ -286,6 +302,7 @@ fn write_image(
     i: &ImagePlan,
     dir: &Path,
     encrypt: Option<&EncryptTo>,
+    device_cache: Option<&Path>,
     ui: &Ui,
 ) -> anyhow::Result<ImageRecord> {
     let clock = Instant::now();
@@ -397,6 +414,7 @@ fn write_image(
     let [file] = files.as_slice() else {
         bail!("the image was written as {} files", files.len());
     };
+    drop_device_cache(device_cache, ui);
     crate::archive::read_back(std::slice::from_ref(file)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let seconds = clock.elapsed().as_secs_f64();
     ui.info(format_args!(
@@ -902,9 +920,4 @@ fn fsck(node: &Path, fs: &str, ui: &Ui) -> bool {
             false
         }
     }
-}
-
-/// The files of `system/` a backup records, for a listing.
-pub fn digest_of(rec: &FileRecord) -> Digest {
-    rec.sha256
 }

@@ -341,6 +341,7 @@ fn write_create(
         stamp: Some(plan.stamp.clone()),
         destination: Some(dest.name.clone()),
         sets: sets_of(settings),
+        device_cache: info.device.clone().filter(|_| info.mount_fs_type.starts_with("fuse")),
     };
     let (system, mut sums) = exec::write_system(
         &plan.system,

@@ -363,7 +363,7 @@ fn t9_image_refusals() {
     let t9 = Drive::exfat("T9", 1 << 30);
     let t = t.config(&config(&t9, ""));
     let tree = t.path("tree");
-    root_tree(&tree, 160 << 20);
+    root_tree(&tree, 96 << 20);
     let disk = make_disk(&t.path("old.img"), 320 * MIB);
     let root_dev = disk.part(2);
     t9::run("mkfs.ext4", ["-q".as_ref(), "-F".as_ref(), "-d".as_ref(), tree.as_os_str(), root_dev.as_os_str()]);
