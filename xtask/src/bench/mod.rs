@@ -3,6 +3,7 @@
 
 mod collect;
 mod external;
+mod image;
 mod restore;
 mod status;
 pub mod tree;
@@ -23,6 +24,9 @@ pub enum BenchCmd {
     Restore(restore::RestoreArgs),
     /// dbackup status with 1,000 snapshots and 50 external backups present (goal: under 200 ms)
     Status(status::StatusArgs),
+    /// (root) A 1 GiB ext4 partition, 60% used, imaged to the emulated exFAT T9 by dbackup vs `partclone | zstd |
+    /// tee | sha256sum` and a read-back (goal: within 1.2x); restored by dbackup vs `zstd -dc | partclone -r`
+    Image(image::ImageArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
@@ -31,6 +35,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::External(args) => external::run(args),
         BenchCmd::Restore(args) => restore::run(args),
         BenchCmd::Status(args) => status::run(args),
+        BenchCmd::Image(args) => image::run(args),
     }
 }
 
