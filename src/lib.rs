@@ -12,6 +12,8 @@ pub mod image;
 pub mod lock;
 pub mod media;
 pub mod notify;
+#[cfg(test)]
+mod proptests;
 pub mod restore;
 pub mod retention;
 pub mod rsync;

@@ -12,9 +12,7 @@
 //! its partclone header read, before anything is written; then the partition table, each image through
 //! `partclone -r`, the growth of the last filesystem, fsck, and the UUID/PARTUUID checks.
 
-use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,6 +31,7 @@ use crate::archive::sink::{Chain, FileSink, Sink, Stage, ThreadedSink};
 use crate::archive::sums::SumLine;
 use crate::archive::{Keys, WrittenFile};
 use crate::external::layout::FileRecord;
+use crate::stdx::fs::Dir;
 use crate::ui::{self, Ui};
 
 /// zstd's level for images: its default, fast enough to keep up with a USB drive on one core.
@@ -104,7 +103,7 @@ fn stderr_tail(child: &mut Child) -> std::thread::JoinHandle<String> {
 
 /// Writes `bytes` as `system/<name>` (age-encrypted to `<name>.age` when `encrypt`), fsynced; returns its record.
 fn write_small(
-    dir: &Path,
+    dir: &Dir,
     name: &str,
     bytes: &[u8],
     encrypt: Option<&EncryptTo>,
@@ -118,31 +117,23 @@ fn write_small(
         }
         None => bytes.to_vec(),
     };
-    let path = dir.join(&stored);
-    crate::external::layout::write_new_file(&path, &data)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .map(|mut r| {
-            r.name = stored;
-            r
-        })
+    crate::external::layout::write_new_file(dir, &stored, &data).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Writes into `system/` what `plan` says (the kit from `kit`, and the images), reads every file back, and returns
-/// the record for `backup.json` with the sums lines (`system/<file>`). `backup_dir` is the temporary backup
-/// directory; `drive_device` the drive's own block device (never imaged onto itself).
+/// the record for `backup.json` with the sums lines (`system/<file>`). `temp` is the temporary backup directory,
+/// opened as the external phase opens it (nothing below it is reached through a symlink).
 pub fn write_system(
     plan: &SystemPlan,
     kit: Option<&Kit>,
-    backup_dir: &Path,
+    temp: &Dir,
     encrypt: Option<&EncryptTo>,
     ctx: &DocContext,
     ui: &Ui,
 ) -> anyhow::Result<(SystemRecord, Vec<SumLine>)> {
-    let dir = backup_dir.join(layout::SYSTEM_DIR);
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = temp
+        .create_sub(layout::SYSTEM_DIR, 0o700)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut record = SystemRecord {
         refused: plan.refused.clone(),
         encryption: encrypt.map(|e| e.record()),
@@ -181,8 +172,8 @@ pub fn write_system(
         });
     }
     for i in &plan.images {
-        let rec =
-            write_image(i, &dir, encrypt, ctx.device_cache.as_deref(), ui).with_context(|| format!("image of {}", i.device))?;
+        let rec = write_image(i, &dir, encrypt, ctx.device_cache.as_deref(), ui)
+            .with_context(|| format!("image of {}", i.device))?;
         record.images.push(rec);
     }
 
@@ -236,9 +227,9 @@ pub fn write_system(
         });
         record.kit = pieces;
     }
-    crate::external::layout::sync_dir(&dir)
-        .with_context(|| format!("cannot fsync {}", dir.display()))?;
-    crate::archive::read_back(&written).map_err(|e| anyhow::anyhow!("{e}"))?;
+    dir.fsync().map_err(|e| anyhow::anyhow!("{e}"))?;
+    drop_device_cache(ctx.device_cache.as_deref(), ui);
+    crate::archive::read_back_in(&dir, &written).map_err(|e| anyhow::anyhow!("{e}"))?;
     let sums = record
         .files()
         .map(|f| SumLine {
@@ -300,7 +291,7 @@ impl<W: Write> Write for Tee<W> {
 /// Images one device into `system/`: see the module docs.
 fn write_image(
     i: &ImagePlan,
-    dir: &Path,
+    dir: &Dir,
     encrypt: Option<&EncryptTo>,
     device_cache: Option<&Path>,
     ui: &Ui,
@@ -336,7 +327,8 @@ fn write_image(
     let chkimg_in = chkimg.child().stdin.take().expect("piped");
 
     let sink: Box<dyn Sink> = Box::new(
-        FileSink::create(&path).with_context(|| format!("cannot create {}", path.display()))?,
+        FileSink::create_in(dir, &i.file)
+            .with_context(|| format!("cannot create {}", path.display()))?,
     );
     let sink: Box<dyn Sink> = Box::new(ThreadedSink::spawn(sink)?);
     let chain = Chain::new(sink, encrypt.map(|e| e as &dyn Stage))?;
@@ -415,7 +407,8 @@ fn write_image(
         bail!("the image was written as {} files", files.len());
     };
     drop_device_cache(device_cache, ui);
-    crate::archive::read_back(std::slice::from_ref(file)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::archive::read_back_in(dir, std::slice::from_ref(file))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let seconds = clock.elapsed().as_secs_f64();
     ui.info(format_args!(
         "image {}: {} ({}, {} used) -> system/{}: {} in {} ({}/s), checked with partclone.chkimg, read back: verified",
@@ -458,7 +451,8 @@ fn write_image(
 
 /// Opens a `system/` file as its plaintext: the file itself, or its age decryption.
 fn open_plain(path: &Path, encrypted: bool, keys: &Keys) -> anyhow::Result<Box<dyn Read + Send>> {
-    let file = fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let (dir, name) = system_handle(path)?;
+    let file = dir.open_file(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
     let file = io::BufReader::with_capacity(BLOCK, file);
     if encrypted {
         let label = path.display().to_string();
@@ -469,6 +463,34 @@ fn open_plain(path: &Path, encrypted: bool, keys: &Keys) -> anyhow::Result<Box<d
     } else {
         Ok(Box::new(file))
     }
+}
+
+/// The `system/` folder holding `path` (`<backups>/<stamp>/system/<file>`), and the file's name: `<backups>` opened
+/// as the system resolves it (the drive the user named), the stamp and `system` below it never through a symlink
+/// nor onto another filesystem, so a hostile drive cannot redirect what is restored.
+fn system_handle(path: &Path) -> anyhow::Result<(Dir, std::ffi::OsString)> {
+    let parts = (|| {
+        let name = path.file_name()?;
+        let system = path.parent()?;
+        let backup = system.parent()?;
+        Some((
+            name,
+            system.file_name()?,
+            backup.file_name()?,
+            backup.parent()?,
+        ))
+    })();
+    let Some((name, system, backup, backups)) = parts else {
+        bail!(
+            "{} is not a file of a backup's system folder",
+            path.display()
+        );
+    };
+    let dir = Dir::open(backups)
+        .and_then(|d| d.sub(backup))
+        .and_then(|d| d.sub(system))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((dir, name.to_os_string()))
 }
 
 /// Reads a small `system/` file (a table) as plaintext, bounded.
@@ -505,7 +527,8 @@ pub fn verify_images(
             .context("planned images are recorded")?;
         let path = plan.backup_dir.join(layout::SYSTEM_DIR).join(&item.file);
         let t = Instant::now();
-        let (bytes, sha, _) = crate::archive::readback::hash_uncached(&path)
+        let (dir, name) = system_handle(&path)?;
+        let (bytes, sha, _) = crate::archive::readback::hash_uncached_in(&dir, &name)
             .with_context(|| format!("cannot read {}", path.display()))?;
         if bytes != rec.file.bytes || sha != rec.file.sha256 {
             bail!(

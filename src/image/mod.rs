@@ -270,32 +270,24 @@ pub fn create(settings: &Settings, opts: &CreateOptions, ui: &Ui) -> anyhow::Res
             if let Err(gone) = info.check_still_present() {
                 msg = format!("{gone} (while writing: {msg})");
             }
-            let name = plan
-                .temp_dir
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            let backups_dir = plan
-                .temp_dir
-                .parent()
-                .unwrap_or(Path::new("/"))
-                .to_path_buf();
-            if std::fs::symlink_metadata(&plan.temp_dir).is_ok() {
-                if info.check_still_present().is_ok()
-                    && drive_layout::remove_leftover(&backups_dir, &name).is_ok()
-                {
-                    msg.push_str(&format!(
-                        "; nothing was promoted; the partial backup {name} was removed"
-                    ));
-                } else {
-                    msg.push_str(&format!(
-                        "; nothing was promoted; the partial backup {} is removed by the next run",
-                        plan.temp_dir.display()
-                    ));
-                }
+            let name = drive_layout::temp_name(&plan.stamp, std::process::id());
+            let removed = info.check_still_present().is_ok()
+                && info
+                    .open_root()
+                    .ok()
+                    .and_then(|root| drive_layout::open_backups(&root).ok().flatten())
+                    .is_some_and(|backups| match backups.stat(&name) {
+                        Ok(None) => true,
+                        Ok(Some(_)) => drive_layout::remove_leftover(&backups, &name).is_ok(),
+                        Err(_) => false,
+                    });
+            if removed {
+                msg.push_str("; nothing was promoted (no partial backup is left on the drive)");
             } else {
-                msg.push_str("; nothing was promoted");
+                msg.push_str(&format!(
+                    "; nothing was promoted; the partial backup {} is removed by the next run",
+                    plan.temp_dir.display()
+                ));
             }
             report.error = Some(msg);
         }
@@ -325,28 +317,30 @@ fn write_create(
     };
     info.check_still_present()?;
     media::ensure_marker(dest, info, started).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let backups_dir = plan
-        .temp_dir
-        .parent()
-        .context("a temporary directory has a parent")?;
+    // Everything below is reached through directory handles, as the external phase writes.
+    let root = info.open_root().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let backups = drive_layout::open_backups(&root)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("{} is gone", root.join(drive_layout::BACKUPS_DIR).display()))?;
+    let temp_name = drive_layout::temp_name(&plan.stamp, std::process::id());
     info.check_still_present()?;
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&plan.temp_dir)
-            .with_context(|| format!("cannot create {}", plan.temp_dir.display()))?;
-    }
+    let temp = backups
+        .create_sub(&temp_name, 0o700)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    backups.fsync().map_err(|e| anyhow::anyhow!("{e}"))?;
     let ctx = exec::DocContext {
         stamp: Some(plan.stamp.clone()),
         destination: Some(dest.name.clone()),
         sets: sets_of(settings),
-        device_cache: info.device.clone().filter(|_| info.mount_fs_type.starts_with("fuse")),
+        device_cache: info
+            .device
+            .clone()
+            .filter(|_| info.mount_fs_type.starts_with("fuse")),
     };
     let (system, mut sums) = exec::write_system(
         &plan.system,
         input.kit.as_ref(),
-        &plan.temp_dir,
+        &temp,
         encrypt.as_ref(),
         &ctx,
         ui,
@@ -374,36 +368,33 @@ fn write_create(
         sets: vec![],
         system: Some(system.clone()),
     };
-    let meta_path = plan.temp_dir.join(drive_layout::METADATA_FILE);
-    let meta_rec = drive_layout::write_new_file(&meta_path, &drive_layout::metadata_bytes(&meta))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let meta_rec = drive_layout::write_new_file(
+        &temp,
+        drive_layout::METADATA_FILE,
+        &drive_layout::metadata_bytes(&meta),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     sums.push(SumLine {
         sha256: meta_rec.sha256,
         name: meta_rec.name.clone().into_bytes(),
     });
     let mut sums_bytes = Vec::new();
     write_sums(&mut sums_bytes, &sums)?;
-    let sums_rec =
-        drive_layout::write_new_file(&plan.temp_dir.join(drive_layout::SUMS_FILE), &sums_bytes)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    drive_layout::sync_dir(&plan.temp_dir)?;
-    crate::archive::read_back(&[
-        crate::archive::WrittenFile {
-            path: meta_path,
-            bytes: meta_rec.bytes,
-            sha256: meta_rec.sha256,
-        },
-        crate::archive::WrittenFile {
-            path: plan.temp_dir.join(drive_layout::SUMS_FILE),
-            bytes: sums_rec.bytes,
-            sha256: sums_rec.sha256,
-        },
-    ])
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    info.check_still_present()?;
-    crate::snapshot::rename_no_replace(&plan.temp_dir, &plan.final_dir)
+    let sums_rec = drive_layout::write_new_file(&temp, drive_layout::SUMS_FILE, &sums_bytes)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    drive_layout::sync_dir(backups_dir)?;
+    temp.fsync().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let written = |r: &crate::external::layout::FileRecord| crate::archive::WrittenFile {
+        path: temp.join(&r.name),
+        bytes: r.bytes,
+        sha256: r.sha256,
+    };
+    crate::archive::read_back_in(&temp, &[written(&meta_rec), written(&sums_rec)])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    info.check_still_present()?;
+    backups
+        .rename(&temp_name, &plan.stamp, true)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    backups.fsync().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(system)
 }
 
@@ -419,12 +410,13 @@ pub fn kit_to_dir(
         .recursive(true)
         .create(out)
         .with_context(|| format!("cannot create {}", out.display()))?;
+    let dir = crate::stdx::fs::Dir::open(out).map_err(|e| anyhow::anyhow!("{e}"))?;
     let k = kit::collect();
     let mut pieces = Vec::new();
     for p in &k.pieces {
         let file = if p.has_file() {
             Some(
-                drive_layout::write_new_file(&out.join(&p.name), &p.bytes)
+                drive_layout::write_new_file(&dir, &p.name, &p.bytes)
                     .map_err(|e| anyhow::anyhow!("{e}; write the kit into a new directory"))?,
             )
         } else {
@@ -445,7 +437,7 @@ pub fn kit_to_dir(
         encrypted: false,
         generated: &generated,
     });
-    let rec = drive_layout::write_new_file(&out.join(layout::RESTORE_DOC), text.as_bytes())
+    let rec = drive_layout::write_new_file(&dir, layout::RESTORE_DOC, text.as_bytes())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     pieces.push(layout::KitRecord {
         name: layout::RESTORE_DOC.into(),
@@ -457,7 +449,7 @@ pub fn kit_to_dir(
     let mut bytes =
         serde_json::to_vec_pretty(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?;
     bytes.push(b'\n');
-    let rec = drive_layout::write_new_file(&out.join(layout::KIT_MANIFEST), &bytes)
+    let rec = drive_layout::write_new_file(&dir, layout::KIT_MANIFEST, &bytes)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     pieces.push(layout::KitRecord {
         name: layout::KIT_MANIFEST.into(),

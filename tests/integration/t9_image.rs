@@ -49,7 +49,9 @@ fn require() -> bool {
     match t9::check_tools(TOOLS, t9::in_ci()) {
         Ok(()) => true,
         Err(msg) => {
-            eprintln!("skipping {msg} (apt-get install partclone dosfstools fdisk e2fsprogs btrfs-progs attr)");
+            eprintln!(
+                "skipping {msg} (apt-get install partclone dosfstools fdisk e2fsprogs btrfs-progs attr)"
+            );
             false
         }
     }
@@ -64,7 +66,15 @@ struct LoopDisk {
 
 impl LoopDisk {
     fn attach(image: &Path) -> LoopDisk {
-        let dev = t9::run("losetup", ["--find".as_ref(), "--show".as_ref(), "-P".as_ref(), image.as_os_str()]);
+        let dev = t9::run(
+            "losetup",
+            [
+                "--find".as_ref(),
+                "--show".as_ref(),
+                "-P".as_ref(),
+                image.as_os_str(),
+            ],
+        );
         let disk = LoopDisk {
             image: fs::canonicalize(image).unwrap(),
             device: PathBuf::from(dev.trim()),
@@ -89,8 +99,14 @@ impl LoopDisk {
     }
 
     fn attached(&self) -> bool {
-        let name = self.device.file_name().unwrap().to_string_lossy().into_owned();
-        let backing = fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
+        let name = self
+            .device
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let backing =
+            fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
         Path::new(backing.trim_end_matches('\n')) == self.image
     }
 }
@@ -109,7 +125,15 @@ struct RoMount(PathBuf);
 impl RoMount {
     fn new(dev: &Path, at: &Path) -> RoMount {
         fs::create_dir_all(at).unwrap();
-        t9::run("mount", ["-o".as_ref(), "ro".as_ref(), dev.as_os_str(), at.as_os_str()]);
+        t9::run(
+            "mount",
+            [
+                "-o".as_ref(),
+                "ro".as_ref(),
+                dev.as_os_str(),
+                at.as_os_str(),
+            ],
+        );
         RoMount(at.to_path_buf())
     }
 }
@@ -127,7 +151,11 @@ fn root_tree(dir: &Path, big: usize) {
     fs::create_dir_all(dir.join("home/u/empty")).unwrap();
     fs::write(dir.join("etc/hostname"), "ws\n").unwrap();
     for i in 0..30 {
-        fs::write(dir.join(format!("home/u/f{i:02}")), content(3000 + i * 101, i as u64)).unwrap();
+        fs::write(
+            dir.join(format!("home/u/f{i:02}")),
+            content(3000 + i * 101, i as u64),
+        )
+        .unwrap();
     }
     fs::write(dir.join("home/u/big"), content(big, 7)).unwrap();
     std::os::unix::fs::symlink("../../etc/hostname", dir.join("home/u/rel")).unwrap();
@@ -141,7 +169,13 @@ fn root_tree(dir: &Path, big: usize) {
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
     t9::run(
         "setfattr",
-        ["-n".as_ref(), "user.dbackup".as_ref(), "-v".as_ref(), "kept".as_ref(), dir.join("home/u/f01").as_os_str()],
+        [
+            "-n".as_ref(),
+            "user.dbackup".as_ref(),
+            "-v".as_ref(),
+            "kept".as_ref(),
+            dir.join("home/u/f01").as_os_str(),
+        ],
     );
 }
 
@@ -166,12 +200,27 @@ fn manifest(root: &Path) -> BTreeMap<String, String> {
             "dir".to_string()
         } else {
             let bytes = fs::read(e.path()).unwrap();
-            format!("file {} {}", bytes.len(), dbackup::archive::Digest::of_bytes(&bytes))
+            format!(
+                "file {} {}",
+                bytes.len(),
+                dbackup::archive::Digest::of_bytes(&bytes)
+            )
         };
         let mut xattrs: Vec<String> = Vec::new();
         if !ft.is_symlink() {
-            let (_, list, _, _) = t9::try_run("getfattr", ["-d".as_ref(), "--absolute-names".as_ref(), e.path().as_os_str()]);
-            xattrs.extend(list.lines().filter(|l| l.starts_with("user.")).map(str::to_string));
+            let (_, list, _, _) = t9::try_run(
+                "getfattr",
+                [
+                    "-d".as_ref(),
+                    "--absolute-names".as_ref(),
+                    e.path().as_os_str(),
+                ],
+            );
+            xattrs.extend(
+                list.lines()
+                    .filter(|l| l.starts_with("user."))
+                    .map(str::to_string),
+            );
         }
         let link = if ft.is_file() && m.nlink() > 1 {
             let first = inodes.entry(m.ino()).or_insert_with(|| rel.clone()).clone();
@@ -181,7 +230,13 @@ fn manifest(root: &Path) -> BTreeMap<String, String> {
         };
         out.insert(
             rel,
-            format!("{what} mode {:o} {}:{}{link} {}", m.mode() & 0o7777, m.uid(), m.gid(), xattrs.join(",")),
+            format!(
+                "{what} mode {:o} {}:{}{link} {}",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                xattrs.join(",")
+            ),
         );
     }
     out
@@ -202,17 +257,37 @@ fn make_disk(path: &Path, size: u64) -> LoopDisk {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
     assert!(child.wait().unwrap().success());
     let disk = LoopDisk::attach(path);
-    t9::run("mkfs.fat", ["-F".as_ref(), "32".as_ref(), "-n".as_ref(), "ESP".as_ref(), disk.part(1).as_os_str()]);
+    t9::run(
+        "mkfs.fat",
+        [
+            "-F".as_ref(),
+            "32".as_ref(),
+            "-n".as_ref(),
+            "ESP".as_ref(),
+            disk.part(1).as_os_str(),
+        ],
+    );
     disk
 }
 
 fn blkid(dev: &Path, what: &str) -> String {
-    t9::run("blkid", ["-c", "/dev/null", "-s", what, "-o", "value"].iter().map(std::ffi::OsStr::new).chain([dev.as_os_str()]))
-        .trim()
-        .to_string()
+    t9::run(
+        "blkid",
+        ["-c", "/dev/null", "-s", what, "-o", "value"]
+            .iter()
+            .map(std::ffi::OsStr::new)
+            .chain([dev.as_os_str()]),
+    )
+    .trim()
+    .to_string()
 }
 
 fn config(t9: &Drive, extra: &str) -> String {
@@ -228,7 +303,14 @@ fn image_backup(t9: &Drive) -> (PathBuf, BackupMeta) {
     let listing = layout::list(&t9.mount_point().join("backups")).unwrap();
     let b = listing
         .verified()
-        .filter(|b| b.meta.as_ref().unwrap().system.as_ref().is_some_and(|s| !s.images.is_empty()))
+        .filter(|b| {
+            b.meta
+                .as_ref()
+                .unwrap()
+                .system
+                .as_ref()
+                .is_some_and(|s| !s.images.is_empty())
+        })
         .last()
         .expect("a backup with images");
     (b.path.clone(), b.meta.clone().unwrap())
@@ -252,8 +334,30 @@ fn round_trip(root: Root) {
     let disk = make_disk(&t.path("old.img"), 320 * MIB);
     let root_dev = disk.part(2);
     match root {
-        Root::Ext4 => t9::run("mkfs.ext4", ["-q".as_ref(), "-F".as_ref(), "-L".as_ref(), "root".as_ref(), "-d".as_ref(), tree.as_os_str(), root_dev.as_os_str()]),
-        Root::Btrfs => t9::run("mkfs.btrfs", ["-q".as_ref(), "-f".as_ref(), "-L".as_ref(), "root".as_ref(), "--rootdir".as_ref(), tree.as_os_str(), root_dev.as_os_str()]),
+        Root::Ext4 => t9::run(
+            "mkfs.ext4",
+            [
+                "-q".as_ref(),
+                "-F".as_ref(),
+                "-L".as_ref(),
+                "root".as_ref(),
+                "-d".as_ref(),
+                tree.as_os_str(),
+                root_dev.as_os_str(),
+            ],
+        ),
+        Root::Btrfs => t9::run(
+            "mkfs.btrfs",
+            [
+                "-q".as_ref(),
+                "-f".as_ref(),
+                "-L".as_ref(),
+                "root".as_ref(),
+                "--rootdir".as_ref(),
+                tree.as_os_str(),
+                root_dev.as_os_str(),
+            ],
+        ),
     };
     let fs_name = if root == Root::Ext4 { "ext4" } else { "btrfs" };
 
@@ -275,7 +379,10 @@ fn round_trip(root: Root) {
     }
     assert!(dir.join("system/RESTORE-SYSTEM.md").is_file());
     assert_sums_pass(&dir);
-    assert!(!listing_has_latest(&t9), "an image-only backup does not move latest");
+    assert!(
+        !listing_has_latest(&t9),
+        "an image-only backup does not move latest"
+    );
 
     let new = t.path("new.img");
     fs::File::create(&new).unwrap().set_len(640 * MIB).unwrap();
@@ -286,8 +393,16 @@ fn round_trip(root: Root) {
         .args([&new])
         .args(["--grow"])
         .status(0);
-    assert!(dry.stdout.contains("the last grown to the end"), "{}", dry.stdout);
-    assert_eq!(fs::read(&new).unwrap().iter().filter(|b| **b != 0).count(), 0, "a dry run writes nothing");
+    assert!(
+        dry.stdout.contains("the last grown to the end"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        fs::read(&new).unwrap().iter().filter(|b| **b != 0).count(),
+        0,
+        "a dry run writes nothing"
+    );
     let out = t
         .cmd()
         .args(["--json", "image", "restore", "--from", &stamp, "--to"])
@@ -300,20 +415,50 @@ fn round_trip(root: Root) {
 
     let restored = LoopDisk::attach(&new);
     for n in [1, 2] {
-        assert_eq!(blkid(&restored.part(n), "UUID"), blkid(&disk.part(n), "UUID"), "partition {n}");
-        assert_eq!(blkid(&restored.part(n), "PARTUUID"), blkid(&disk.part(n), "PARTUUID"), "partition {n}");
+        assert_eq!(
+            blkid(&restored.part(n), "UUID"),
+            blkid(&disk.part(n), "UUID"),
+            "partition {n}"
+        );
+        assert_eq!(
+            blkid(&restored.part(n), "PARTUUID"),
+            blkid(&disk.part(n), "PARTUUID"),
+            "partition {n}"
+        );
     }
     t9::run("fsck.fat", ["-n".as_ref(), restored.part(1).as_os_str()]);
     match root {
-        Root::Ext4 => t9::run("e2fsck", ["-f".as_ref(), "-n".as_ref(), restored.part(2).as_os_str()]),
-        Root::Btrfs => t9::run("btrfs", ["check".as_ref(), "--readonly".as_ref(), restored.part(2).as_os_str()]),
+        Root::Ext4 => t9::run(
+            "e2fsck",
+            ["-f".as_ref(), "-n".as_ref(), restored.part(2).as_os_str()],
+        ),
+        Root::Btrfs => t9::run(
+            "btrfs",
+            [
+                "check".as_ref(),
+                "--readonly".as_ref(),
+                restored.part(2).as_os_str(),
+            ],
+        ),
     };
     // The ESP: the same bytes (both were blank sparse files before).
     let esp = |d: &LoopDisk| fs::read(d.part(1)).unwrap();
     assert!(esp(&disk) == esp(&restored), "the ESP differs");
     // The root: grown, and every file the same.
-    let size = |d: &LoopDisk| fs::read_to_string(format!("/sys/class/block/{}/size", d.part(2).file_name().unwrap().to_string_lossy())).unwrap().trim().parse::<u64>().unwrap();
-    assert!(size(&restored) > size(&disk) + 200 * 2048, "the last partition was grown");
+    let size = |d: &LoopDisk| {
+        fs::read_to_string(format!(
+            "/sys/class/block/{}/size",
+            d.part(2).file_name().unwrap().to_string_lossy()
+        ))
+        .unwrap()
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+    };
+    assert!(
+        size(&restored) > size(&disk) + 200 * 2048,
+        "the last partition was grown"
+    );
     // One at a time: btrfs does not mount two filesystems with the same UUID at once.
     let look = |d: &LoopDisk, at: &str| {
         let m = RoMount::new(&d.part(2), &t.path(at));
@@ -323,14 +468,23 @@ fn round_trip(root: Root) {
     let (ma, size_a) = look(&disk, "mnt/old");
     let (mb, size_b) = look(&restored, "mnt/new");
     assert!(ma.len() > 35, "{ma:#?}");
-    assert!(ma.values().any(|v| v.contains("user.dbackup=\"kept\"")), "{ma:#?}");
+    assert!(
+        ma.values().any(|v| v.contains("user.dbackup=\"kept\"")),
+        "{ma:#?}"
+    );
     assert!(ma.get("home/u/secret").unwrap().contains("mode 600"));
     assert_eq!(ma, mb);
-    assert!(size_b > size_a + 200 * MIB, "the filesystem was grown: {size_a} -> {size_b}");
+    assert!(
+        size_b > size_a + 200 * MIB,
+        "the filesystem was grown: {size_a} -> {size_b}"
+    );
 }
 
 fn listing_has_latest(t9: &Drive) -> bool {
-    layout::list(&t9.mount_point().join("backups")).unwrap().latest.is_some()
+    layout::list(&t9.mount_point().join("backups"))
+        .unwrap()
+        .latest
+        .is_some()
 }
 
 /// An ESP and an ext4 root, imaged and restored onto a larger disk image (see [`round_trip`]).
@@ -366,34 +520,68 @@ fn t9_image_refusals() {
     root_tree(&tree, 96 << 20);
     let disk = make_disk(&t.path("old.img"), 320 * MIB);
     let root_dev = disk.part(2);
-    t9::run("mkfs.ext4", ["-q".as_ref(), "-F".as_ref(), "-d".as_ref(), tree.as_os_str(), root_dev.as_os_str()]);
+    t9::run(
+        "mkfs.ext4",
+        [
+            "-q".as_ref(),
+            "-F".as_ref(),
+            "-d".as_ref(),
+            tree.as_os_str(),
+            root_dev.as_os_str(),
+        ],
+    );
     let dev = |n: u32| disk.part(n).display().to_string();
-    let stamps = || crate::t9_external::listing(&t9.mount_point().join("backups")).into_iter().filter(|n| n.starts_with("20")).collect::<Vec<_>>();
+    let stamps = || {
+        crate::t9_external::listing(&t9.mount_point().join("backups"))
+            .into_iter()
+            .filter(|n| n.starts_with("20"))
+            .collect::<Vec<_>>()
+    };
 
     // Mounted read-write: refused with the reason, nothing written.
     let mp = t.path("mnt/rw");
     fs::create_dir_all(&mp).unwrap();
     t9::run("mount", [root_dev.as_os_str(), mp.as_os_str()]);
-    let out = t.cmd().args(["image", "create", "--device", &dev(2)]).output();
+    let out = t
+        .cmd()
+        .args(["image", "create", "--device", &dev(2)])
+        .output();
     t9::run("umount", [mp.as_os_str()]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stderr.contains("mounted read-write at"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("mounted read-write at"),
+        "{}",
+        out.stderr
+    );
     assert!(stamps().is_empty(), "{:?}", stamps());
 
     // A drive pulled while the image is written: nothing promoted.
-    let mut child = t.cmd().args(["image", "create", "--device", &dev(2)]).spawn();
+    let mut child = t
+        .cmd()
+        .args(["image", "create", "--device", &dev(2)])
+        .spawn();
     let backups = t9.mount_point().join("backups");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let growing = fs::read_dir(&backups).into_iter().flatten().flatten().any(|e| {
-            e.file_name().to_string_lossy().starts_with(".tmp-")
-                && fs::metadata(e.path().join("system").join(format!("{}.img.zst", disk.part(2).file_name().unwrap().to_string_lossy())))
+        let growing = fs::read_dir(&backups)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().starts_with(".tmp-")
+                    && fs::metadata(e.path().join("system").join(format!(
+                        "{}.img.zst",
+                        disk.part(2).file_name().unwrap().to_string_lossy()
+                    )))
                     .is_ok_and(|m| m.len() > 4 * MIB)
-        });
+            });
         if growing {
             break;
         }
-        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "the image never grew");
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "the image never grew"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     t9.pull();
@@ -406,28 +594,59 @@ fn t9_image_refusals() {
     assert!(stamps().is_empty(), "{:?}", stamps());
 
     // A good image, then the restore refusals.
-    t.cmd().args(["image", "create", "--device", &dev(1), "--device", &dev(2)]).status(0);
+    t.cmd()
+        .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
+        .status(0);
     let (dir, meta) = image_backup(&t9);
     let small = t.path("small.img");
-    fs::File::create(&small).unwrap().set_len(200 * MIB).unwrap();
-    let out = t.cmd().args(["image", "restore", "--from", &meta.stamp, "--to"]).args([&small]).status(1);
+    fs::File::create(&small)
+        .unwrap()
+        .set_len(200 * MIB)
+        .unwrap();
+    let out = t
+        .cmd()
+        .args(["image", "restore", "--from", &meta.stamp, "--to"])
+        .args([&small])
+        .status(1);
     assert!(out.stderr.contains("smaller than the"), "{}", out.stderr);
     let mounted = Drive::ext4("busy", 400 * MIB);
-    let out = t.cmd().args(["image", "restore", "--yes", "--from", &meta.stamp, "--to"]).args([mounted.device()]).status(1);
-    assert!(out.stderr.contains("is in use") && out.stderr.contains("mounted read-write"), "{}", out.stderr);
+    let out = t
+        .cmd()
+        .args(["image", "restore", "--yes", "--from", &meta.stamp, "--to"])
+        .args([mounted.device()])
+        .status(1);
+    assert!(
+        out.stderr.contains("is in use") && out.stderr.contains("mounted read-write"),
+        "{}",
+        out.stderr
+    );
     assert!(mounted.is_mounted());
 
     // A flipped byte in the middle of the root's image: found before anything is written.
-    let image = dir.join("system").join(&meta.system.as_ref().unwrap().images[1].file.name);
+    let image = dir
+        .join("system")
+        .join(&meta.system.as_ref().unwrap().images[1].file.name);
     let mut bytes = fs::read(&image).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     fs::write(&image, &bytes).unwrap();
     let new = t.path("new.img");
     fs::File::create(&new).unwrap().set_len(400 * MIB).unwrap();
-    let out = t.cmd().args(["image", "restore", "--from", &meta.stamp, "--to"]).args([&new]).status(1);
-    assert!(out.stderr.contains("is damaged") && out.stderr.contains("nothing was written"), "{}", out.stderr);
-    assert_eq!(fs::read(&new).unwrap().iter().filter(|b| **b != 0).count(), 0, "the target was not touched");
+    let out = t
+        .cmd()
+        .args(["image", "restore", "--from", &meta.stamp, "--to"])
+        .args([&new])
+        .status(1);
+    assert!(
+        out.stderr.contains("is damaged") && out.stderr.contains("nothing was written"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        fs::read(&new).unwrap().iter().filter(|b| **b != 0).count(),
+        0,
+        "the target was not touched"
+    );
 }
 
 /// The kit of this machine (no root needed): every piece is a file of the recorded size or says why it is absent,
@@ -436,7 +655,12 @@ fn t9_image_refusals() {
 fn image_kit_on_this_machine_explains_every_piece() {
     let t = Test::new();
     let out_dir = t.path("kit");
-    let out = t.cmd().no_config().args(["--json", "image", "kit", "--out"]).args([&out_dir]).status(0);
+    let out = t
+        .cmd()
+        .no_config()
+        .args(["--json", "image", "kit", "--out"])
+        .args([&out_dir])
+        .status(0);
     let pieces: Vec<serde_json::Value> = out.json();
     assert!(pieces.len() >= 10, "{pieces:#?}");
     for p in &pieces {
@@ -493,7 +717,11 @@ fn external_runs_write_the_kit_plain_and_encrypted() {
         let system = meta.system.as_ref().expect("a system record");
         assert_eq!(system.encryption.is_some(), encrypted);
         let names: Vec<&str> = system.files().map(|f| f.name.as_str()).collect();
-        let guide = if encrypted { "RESTORE-SYSTEM.md.age" } else { "RESTORE-SYSTEM.md" };
+        let guide = if encrypted {
+            "RESTORE-SYSTEM.md.age"
+        } else {
+            "RESTORE-SYSTEM.md"
+        };
         assert!(names.contains(&guide), "{names:?}");
         for n in &names {
             assert_eq!(n.ends_with(".age"), encrypted, "{n}");

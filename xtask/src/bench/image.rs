@@ -20,8 +20,8 @@ use anyhow::{Context, Result, bail};
 use super::{Cache, Table, timed};
 use crate::packages::{Need, ensure_packages};
 use crate::util::{
-    Profile, Rng, build_dbackup, find_program, heading, human_bytes, is_root, remove_dir_if_exists, shell,
-    target_dir,
+    Profile, Rng, build_dbackup, find_program, heading, human_bytes, is_root, remove_dir_if_exists,
+    shell, target_dir,
 };
 
 #[path = "../../../tests/integration/t9.rs"]
@@ -59,7 +59,11 @@ impl Loop {
             .args(["--find", "--show", "-P"])
             .arg(file)
             .output()?;
-        anyhow::ensure!(out.status.success(), "losetup failed: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "losetup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(Loop {
             device: PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()),
             file: file.canonicalize()?,
@@ -84,8 +88,14 @@ impl Loop {
 
 impl Drop for Loop {
     fn drop(&mut self) {
-        let name = self.device.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let backing = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
+        let name = self
+            .device
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let backing = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"))
+            .unwrap_or_default();
         if Path::new(backing.trim_end_matches('\n')) == self.file {
             let _ = Command::new("losetup").arg("-d").arg(&self.device).status();
         }
@@ -147,11 +157,23 @@ fn fill(mp: &Path, bytes: u64) -> Result<()> {
 pub fn run(args: ImageArgs) -> Result<()> {
     anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
     if !is_root() {
-        bail!("bench image needs root: loop devices, partclone reading a block device, the emulated T9");
+        bail!(
+            "bench image needs root: loop devices, partclone reading a block device, the emulated T9"
+        );
     }
     let shell = shell()?;
     ensure_packages(&shell, Need::Bench);
-    for tool in ["losetup", "sfdisk", "partx", "mkfs.ext4", "mkfs.exfat", "mount.exfat-fuse", "partclone.extfs", "zstd", "sha256sum"] {
+    for tool in [
+        "losetup",
+        "sfdisk",
+        "partx",
+        "mkfs.ext4",
+        "mkfs.exfat",
+        "mount.exfat-fuse",
+        "partclone.extfs",
+        "zstd",
+        "sha256sum",
+    ] {
         find_program(tool).with_context(|| {
             format!("{tool} is missing: apt-get install util-linux fdisk e2fsprogs exfatprogs exfat-fuse partclone zstd")
         })?;
@@ -177,10 +199,19 @@ fn bench(args: &ImageArgs, bin: &Path, work: &Path) -> Result<()> {
     let part = source.part1()?;
     let run = |c: &mut Command, what: &str| -> Result<()> {
         let out = c.output().with_context(|| format!("cannot run {what}"))?;
-        anyhow::ensure!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Ok(())
     };
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "bench"]).arg(&part), "mkfs.ext4")?;
+    run(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "bench"])
+            .arg(&part),
+        "mkfs.ext4",
+    )?;
     let mp = work.join("mnt");
     std::fs::create_dir_all(&mp)?;
     run(Command::new("mount").arg(&part).arg(&mp), "mount")?;
@@ -222,11 +253,19 @@ fn bench(args: &ImageArgs, bin: &Path, work: &Path) -> Result<()> {
         v
     };
 
-    heading(&format!("bench image: imaging, {} repetitions, {}", args.reps, args.cache.describe()));
+    heading(&format!(
+        "bench image: imaging, {} repetitions, {}",
+        args.reps,
+        args.cache.describe()
+    ));
     let mut create = Table::new(&["dbackup", "by hand"], &["image 1 GiB ext4"], &[(0, 1)]);
     let mut hand_bytes = 0;
     for rep in 0..args.reps {
-        let order = if rep % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if rep % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for theirs in order {
             args.cache.prepare()?;
             let t = if theirs {
@@ -238,7 +277,10 @@ fn bench(args: &ImageArgs, bin: &Path, work: &Path) -> Result<()> {
                 for s in stamps() {
                     std::fs::remove_dir_all(backups.join(s))?;
                 }
-                timed(dbackup().args(["image", "create", "--device"]).arg(&part), "dbackup image create")?
+                timed(
+                    dbackup().args(["image", "create", "--device"]).arg(&part),
+                    "dbackup image create",
+                )?
             };
             create.push(0, usize::from(theirs), t);
             eprintln!(
@@ -250,8 +292,15 @@ fn bench(args: &ImageArgs, bin: &Path, work: &Path) -> Result<()> {
         }
     }
     let stamp = stamps().pop().context("dbackup left no backup")?;
-    let name = part.file_name().unwrap_or_default().to_string_lossy().into_owned();
-    let image = backups.join(&stamp).join("system").join(format!("{name}.img.zst"));
+    let name = part
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let image = backups
+        .join(&stamp)
+        .join("system")
+        .join(format!("{name}.img.zst"));
     let image_bytes = std::fs::metadata(&image)?.len();
 
     heading("bench image: restoring onto a blank disk");
@@ -263,9 +312,17 @@ fn bench(args: &ImageArgs, bin: &Path, work: &Path) -> Result<()> {
         image = image.display(),
         part = target_part.display()
     );
-    let mut restore = Table::new(&["dbackup", "zstd|partclone"], &["restore 1 GiB ext4"], &[(0, 1)]);
+    let mut restore = Table::new(
+        &["dbackup", "zstd|partclone"],
+        &["restore 1 GiB ext4"],
+        &[(0, 1)],
+    );
     for rep in 0..args.reps {
-        let order = if rep % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if rep % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for theirs in order {
             args.cache.prepare()?;
             let t = if theirs {
@@ -305,15 +362,22 @@ fn bench(args: &ImageArgs, bin: &Path, work: &Path) -> Result<()> {
         args.reps,
         args.cache.describe()
     );
-    println!("\nimaging (dbackup also runs partclone.chkimg on the stream and reads the file back past the cache):");
+    println!(
+        "\nimaging (dbackup also runs partclone.chkimg on the stream and reads the file back past the cache):"
+    );
     create.print();
-    println!("\nrestoring (dbackup also hashes the image first, writes the table, runs fsck and checks the UUIDs):");
+    println!(
+        "\nrestoring (dbackup also hashes the image first, writes the table, runs fsck and checks the UUIDs):"
+    );
     restore.print();
     let ratio = create.ratio(0, (0, 1));
     println!(
         "\ngoal: imaging dbackup/by hand <= {GOAL:.1}: {} ({ratio:.2})",
         if ratio <= GOAL { "met" } else { "NOT met" }
     );
-    println!("restore dbackup/(zstd|partclone): {:.2}", restore.ratio(0, (0, 1)));
+    println!(
+        "restore dbackup/(zstd|partclone): {:.2}",
+        restore.ratio(0, (0, 1))
+    );
     Ok(())
 }
