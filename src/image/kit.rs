@@ -227,13 +227,11 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
+/// Rewrites a file's text, returning how many values it replaced.
+type Redact = fn(&str) -> (String, usize);
+
 /// A copy of a file; `redact` rewrites its text (fstab's passwords).
-fn file_piece(
-    name: &str,
-    path: &Path,
-    absent: &str,
-    redact: Option<fn(&str) -> (String, usize)>,
-) -> Piece {
+fn file_piece(name: &str, path: &Path, absent: &str, redact: Option<Redact>) -> Piece {
     let mut piece = Piece {
         name: name.to_string(),
         source: format!("file: {}", path.display()),

@@ -75,11 +75,10 @@ impl LoopDisk {
                 image.as_os_str(),
             ],
         );
-        let disk = LoopDisk {
+        LoopDisk {
             image: fs::canonicalize(image).unwrap(),
             device: PathBuf::from(dev.trim()),
-        };
-        disk
+        }
     }
 
     /// The node of partition `n`, waiting for it (and asking `partx -a` once).
