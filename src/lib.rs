@@ -9,9 +9,11 @@ pub mod exit;
 pub mod expand;
 pub mod external;
 pub mod image;
+pub mod interrupt;
 pub mod lock;
 pub mod media;
 pub mod notify;
+pub mod process;
 #[cfg(test)]
 mod proptests;
 pub mod restore;

@@ -49,9 +49,9 @@ fn require() -> bool {
     match t9::check_tools(TOOLS, t9::in_ci()) {
         Ok(()) => true,
         Err(msg) => {
-            eprintln!(
-                "skipping {msg} (apt-get install partclone dosfstools fdisk e2fsprogs btrfs-progs attr)"
-            );
+            t9::skip(&format!(
+                "{msg} (apt-get install partclone dosfstools fdisk e2fsprogs btrfs-progs attr)"
+            ));
             false
         }
     }
