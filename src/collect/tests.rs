@@ -54,6 +54,7 @@ impl World {
                 kit: false,
                 devices: vec![],
             },
+            report: crate::settings::ReportSettings::default_in(&self.dir.path().join("state")),
             output: Output {
                 json: false,
                 dry_run: false,
