@@ -14,6 +14,7 @@ pub mod notify;
 pub mod restore;
 pub mod retention;
 pub mod rsync;
+pub mod rsync_args;
 pub mod runlog;
 pub mod schedule;
 pub mod settings;

@@ -1,7 +1,8 @@
 //! `dbackup status`: the state of every set and destination from metadata only, the last run, what is due and what
 //! is overdue. stdout: the table (`--json`: the [`StatusReport`]).
 //!
-//! Exit: 0; with `--check`, 1 when anything is overdue or the last run failed (for monitoring); 2 for a bad config.
+//! Exit: 0; with `--check`, 1 when anything is overdue, the last run failed or a set's newest snapshot lacks a source
+//! (for monitoring); 2 for a bad config.
 
 use chrono::Local;
 
@@ -39,6 +40,16 @@ fn problems(report: &StatusReport) -> String {
     let mut what: Vec<String> = report.overdue.iter().map(|o| o.message.clone()).collect();
     if let Some(l) = report.last_run.as_ref().filter(|l| l.failed) {
         what.push(format!("the last run ({}) failed", l.command));
+    }
+    for s in &report.sets {
+        if let Some(n) = s.newest.as_ref().filter(|n| !n.missing_sources.is_empty()) {
+            what.push(format!(
+                "the newest snapshot of set {}, {}, lacks {} (missing when it was made)",
+                s.set,
+                n.name,
+                n.missing_sources.join(", ")
+            ));
+        }
     }
     what.join("; ")
 }

@@ -25,7 +25,8 @@ pub use gather::{Facts, gather};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub now: DateTime<FixedOffset>,
-    /// True when nothing is overdue and the last run did not fail (what `--check` exits 0 on).
+    /// True when nothing is overdue, the last run did not fail and no set's newest snapshot lacks a source (what
+    /// `--check` exits 0 on).
     pub ok: bool,
     pub backup_root: PathBuf,
     pub root_exists: bool,
@@ -81,6 +82,9 @@ pub struct SnapshotStatus {
     /// Bytes copied when it was made.
     pub copied_bytes: u64,
     pub unreadable: u64,
+    /// Sources that were missing when it was made (as configured): it lacks their data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_sources: Vec<String>,
 }
 
 /// One destination.
@@ -193,6 +197,7 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
         shared_bytes: (!s.first).then_some(s.linked_bytes),
         copied_bytes: s.transferred_bytes,
         unreadable: s.unreadable,
+        missing_sources: s.missing_sources.clone(),
     };
     let mut warnings = Vec::new();
     let sets: Vec<SetStatus> = facts
@@ -206,10 +211,10 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
             }
             if let Some(n) = s.newest.as_ref().filter(|n| !n.complete) {
                 warnings.push(format!(
-                    "the newest snapshot of set {}, {}, is incomplete: {} could not be read; see {}.json",
+                    "the newest snapshot of set {}, {}, is incomplete: {}; see {}.json",
                     s.set,
                     n.name,
-                    ui::counted(n.unreadable, "file", "files"),
+                    n.incompleteness,
                     facts.backup_root.join(&n.name).display()
                 ));
             }
@@ -331,7 +336,13 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     );
     let low_disk = low_disk(facts, settings.notifications.low_disk_percent);
     warnings.extend(low_disk.iter().map(|l| l.message.clone()));
-    let ok = overdue.is_empty() && !last_run.as_ref().is_some_and(|r| r.failed);
+    // A source missing from the newest snapshot is not being backed up: that fails the check at once.
+    let lacking = sets.iter().any(|s| {
+        s.newest
+            .as_ref()
+            .is_some_and(|n| !n.missing_sources.is_empty())
+    });
+    let ok = overdue.is_empty() && !last_run.as_ref().is_some_and(|r| r.failed) && !lacking;
     StatusReport {
         now,
         ok,
@@ -798,6 +809,8 @@ mod tests {
             linked_bytes: total - copied,
             unreadable: 0,
             warnings: 0,
+            missing_sources: vec![],
+            incompleteness: String::new(),
         }
     }
 
