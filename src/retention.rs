@@ -187,7 +187,13 @@ pub fn decide(
             );
         }
         let view: Vec<usize> = counted.iter().copied().filter(holds).collect();
-        apply_policy(&order, &view, policy, &mut verdicts, &format!("for {shown}: "));
+        apply_policy(
+            &order,
+            &view,
+            policy,
+            &mut verdicts,
+            &format!("for {shown}: "),
+        );
     }
 
     let newest_counted = counted.first().map(|&i| order[i]);
@@ -203,7 +209,10 @@ pub fn decide(
                 } else {
                     ""
                 };
-                format!("incomplete (some files were not copied) and older than {which}{}", n.name)
+                format!(
+                    "incomplete (some files were not copied) and older than {which}{}",
+                    n.name
+                )
             }
             (false, _) => {
                 mark(
@@ -260,7 +269,11 @@ fn apply_policy(
                         continue;
                     }
                     used += 1;
-                    mark(verdicts, i, format!("{prefix}{}: newest of {b}", rule.name()));
+                    mark(
+                        verdicts,
+                        i,
+                        format!("{prefix}{}: newest of {b}", rule.name()),
+                    );
                     last_bucket = Some(b);
                 }
             }
@@ -636,7 +649,10 @@ mod tests {
             time: at(t),
             state,
             latest: false,
-            holds: holds.chars().map(|c| PathBuf::from(format!("/{c}"))).collect(),
+            holds: holds
+                .chars()
+                .map(|c| PathBuf::from(format!("/{c}")))
+                .collect(),
             unreadable,
         }
     }
@@ -708,7 +724,10 @@ mod tests {
                 policy: last(1),
                 now: "2025-05-01 00:00",
                 kept: vec!["2025-04-01 03:00", "2025-04-02 03:00", "2025-04-03 03:00"],
-                why: vec![("2025-04-02 03:00", "newest copy of /b, which is missing now")],
+                why: vec![(
+                    "2025-04-02 03:00",
+                    "newest copy of /b, which is missing now",
+                )],
             },
             Case {
                 name: "a snapshot with unreadable files goes once a newer one that counts exists",
@@ -792,7 +811,12 @@ mod tests {
             assert_eq!(kept, case.kept, "case: {}", case.name);
             for (t, want) in &case.why {
                 let name = format!("s-{}", t.replace([' ', ':'], "-"));
-                let got = d.iter().find(|x| x.name == name).unwrap().reasons.join("; ");
+                let got = d
+                    .iter()
+                    .find(|x| x.name == name)
+                    .unwrap()
+                    .reasons
+                    .join("; ");
                 assert_eq!(got, *want, "case: {}: reasons of {t}", case.name);
             }
         }
@@ -811,7 +835,10 @@ mod tests {
         let d = decide(&list, &last(1), &[], at("2025-05-01 00:00"));
         let same = d.iter().find(|x| x.name == "s-same").unwrap();
         assert!(same.keep, "{same:?}");
-        assert_eq!(same.reasons, ["incomplete, but no newer snapshot copied every file"]);
+        assert_eq!(
+            same.reasons,
+            ["incomplete, but no newer snapshot copied every file"]
+        );
     }
 
     #[test]

@@ -635,11 +635,9 @@ mod tests {
         let argv = build_argv(&spec).unwrap();
         assert_eq!(argv[1], "-aH");
         assert!(argv.contains(&"--info=progress2".to_string()));
-        assert!(
-            !argv
-                .iter()
-                .any(|a| a.starts_with("--link-dest") || a.starts_with("--filter") || a == "--checksum")
-        );
+        assert!(!argv.iter().any(|a| a.starts_with("--link-dest")
+            || a.starts_with("--filter")
+            || a == "--checksum"));
         assert_eq!(
             filter_rules(&["*.log".into(), "#*#".into(), "/h/a b/".into()]),
             "- *.log\n- #*#\n- /h/a b/\n"
@@ -875,7 +873,10 @@ mod tests {
         );
         assert!(!inside.join("Code/Cache/junk").exists());
         for gone in ["#autosave#", ";semi", "space "] {
-            assert!(!inside.join("Code").join(gone).exists(), "{gone} is excluded");
+            assert!(
+                !inside.join("Code").join(gone).exists(),
+                "{gone} is excluded"
+            );
         }
         assert!(inside.join("Code/space").is_file());
         assert_eq!(run.stats.regular_files, 2);

@@ -356,7 +356,10 @@ impl Builder<'_> {
 
         let (rsync_args, refused) = crate::rsync_args::check(&set.rsync_args, &ArgsHost(self.env));
         for r in refused {
-            self.problem(format!("{at}/rsync_args/{}", r.index), r.message);
+            self.problems.push(
+                Problem::new(format!("{at}/rsync_args/{}", r.index), r.message)
+                    .allowed(crate::rsync_args::allowed_list()),
+            );
         }
 
         SetSettings {
@@ -385,6 +388,15 @@ impl Builder<'_> {
         };
         if expanded.is_empty() {
             self.problem(pointer, "an empty exclusion; remove it");
+            return None;
+        }
+        if expanded.contains(['\n', '\r', '\0']) {
+            self.problem(
+                pointer,
+                format!(
+                    "{raw:?} holds a line break or NUL, which no file name pattern needs; remove it"
+                ),
+            );
             return None;
         }
         if !expanded.starts_with('/') {
@@ -814,6 +826,11 @@ mod tests {
                     "/backup_sets/0/exclusions/0: \"/etc/x\" is not inside any source of set \"a\" (\"/data\")",
                     "/backup_sets/0/exclusions/1: \"~/.cache\" is not inside any source",
                 ],
+            ),
+            (
+                "exclusion with a line break (it would split into two rules)",
+                with_set(r#"{ "name": "a", "sources": ["/data"], "exclusions": ["a\nb"] }"#),
+                &["/backup_sets/0/exclusions/0: \"a\\nb\" holds a line break"],
             ),
             (
                 "exclusion of a whole source",

@@ -564,9 +564,7 @@ pub fn clean_leftovers(root: &Path, sets: &[&str]) -> Result<Cleanup, SnapshotEr
             || name.starts_with(".dbackup-probe-")
             || (name.starts_with('.')
                 && (name.ends_with("-latest.tmp") || name.contains(".json.tmp-")));
-        let filter = sets
-            .iter()
-            .any(|set| name == format!(".{set}.filter"));
+        let filter = sets.iter().any(|set| name == format!(".{set}.filter"));
         let orphan_metadata = name.strip_suffix(".json").is_some_and(|stem| {
             sets.iter()
                 .any(|set| parse_snapshot_name(set, stem).is_some())

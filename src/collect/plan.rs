@@ -531,7 +531,10 @@ pub fn render(plan: &CollectPlan) -> String {
                 .map(|p| ui::shell_words(&[p.as_str()]))
                 .collect();
             if s.exclusions.len() > SHOWN {
-                shown.push(format!("and {} more", ui::count((s.exclusions.len() - SHOWN) as u64)));
+                shown.push(format!(
+                    "and {} more",
+                    ui::count((s.exclusions.len() - SHOWN) as u64)
+                ));
             }
             let _ = writeln!(out, "  exclude   {}", shown.join(" "));
         }

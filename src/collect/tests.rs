@@ -269,7 +269,10 @@ fn missing_sources_warn_and_all_missing_fails_only_that_set() {
     assert!(meta.sources.iter().any(|s| !s.present));
     assert!(!meta.complete && !meta.has_unreadable());
     assert_eq!(snap.state(), crate::snapshot::SnapshotState::Incomplete);
-    assert_eq!(meta.incompleteness(), format!("source {} was missing", w.home().join("gone").display()));
+    assert_eq!(
+        meta.incompleteness(),
+        format!("source {} was missing", w.home().join("gone").display())
+    );
 }
 
 #[test]

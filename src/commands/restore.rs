@@ -277,7 +277,10 @@ fn choose_local(
                 SnapshotState::Incomplete => ui.warn(format_args!(
                     "snapshot {} is incomplete: {} when it was collected",
                     s.name,
-                    s.metadata.as_ref().map(|m| m.incompleteness()).unwrap_or_default()
+                    s.metadata
+                        .as_ref()
+                        .map(|m| m.incompleteness())
+                        .unwrap_or_default()
                 )),
                 SnapshotState::Unknown => ui.warn(format_args!(
                     "snapshot {} has no readable metadata; restoring from it as it is",

@@ -228,7 +228,10 @@ pub fn choose_snapshot(snapshots: &[SnapshotSummary], allow_incomplete: bool) ->
     let incomplete = newest(SnapshotState::Incomplete)
         .filter(|i| complete.is_none_or(|c| (i.time, &i.name) > (c.time, &c.name)));
     let unreadable = |s: &SnapshotSummary| {
-        let files = format!("{} could not be read", ui::counted(s.unreadable, "file", "files"));
+        let files = format!(
+            "{} could not be read",
+            ui::counted(s.unreadable, "file", "files")
+        );
         match s.missing_sources.as_slice() {
             [] => files,
             [one] if s.unreadable == 0 => format!("source {one} was missing"),
