@@ -5,9 +5,11 @@ mod bench;
 mod demo;
 mod install;
 mod itest;
+mod mutants;
 mod nix;
 mod packages;
 mod test;
+mod tools;
 mod util;
 
 use std::process::ExitCode;
@@ -37,6 +39,9 @@ enum Task {
     Bench(bench::BenchCmd),
     /// Run the root-only integration tests on real loop devices (the t9 tests)
     Itest(itest::ItestArgs),
+    /// Mutation testing of the pure core (retention, schedule, drive retention, index, expansion) with cargo-mutants,
+    /// unit tests only; the score per file. Slow (about an hour); not part of `test`
+    Mutants(mutants::MutantsArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +51,7 @@ fn main() -> ExitCode {
         Task::Install(args) => install::run(args),
         Task::Bench(cmd) => bench::run(cmd),
         Task::Itest(args) => itest::run(args),
+        Task::Mutants(args) => mutants::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
