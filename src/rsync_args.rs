@@ -735,7 +735,9 @@ mod tests {
 
     #[test]
     fn everything_else_is_refused_with_the_option_named() {
-        let cases: &[(&[&str], &[(usize, &str)])] = &[
+        /// The args, and the refusals expected: (index, start of the message).
+        type Case<'a> = (&'a [&'a str], &'a [(usize, &'a str)]);
+        let cases: &[Case] = &[
             (
                 &["--remove-source-files"],
                 &[(
