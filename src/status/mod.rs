@@ -529,6 +529,21 @@ pub fn render(r: &StatusReport) -> String {
         if failed {
             what.push("the last run failed".to_string());
         }
+        let lacking = r
+            .sets
+            .iter()
+            .filter(|s| {
+                s.newest
+                    .as_ref()
+                    .is_some_and(|n| !n.missing_sources.is_empty())
+            })
+            .count();
+        if lacking > 0 {
+            what.push(format!(
+                "{} without a source",
+                ui::counted(lacking as u64, "set", "sets")
+            ));
+        }
         let _ = writeln!(
             w,
             "status: ATTENTION: {} ({})",

@@ -310,7 +310,9 @@ fn a_missing_source_makes_the_snapshot_incomplete_and_its_last_copy_stays() {
     );
     let out = t.cmd().args(["status"]).status(0);
     assert!(
-        out.stdout.contains("source ~/photos was missing"),
+        out.stdout
+            .starts_with("status: ATTENTION: 1 set without a source")
+            && out.stdout.contains("source ~/photos was missing"),
         "{}",
         out.stdout
     );
