@@ -20,11 +20,14 @@ pub trait Host {
     fn read_file(&self, path: &Path) -> Result<String, String>;
 }
 
-/// One refused argument: its index in `rsync_args`, and why (the allowed list is [`allowed_list`]).
+/// One refused argument: its index in `rsync_args`, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub index: usize,
     pub message: String,
+    /// The option is not on the allow-list (rather than an allowed option with a bad value): the message should
+    /// be followed by [`allowed_list`].
+    pub off_list: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,64 +73,44 @@ const ALLOWED: &[Allowed] = &[
         Some("one-file-system"),
         Some('x'),
         Value::Nothing,
-        "--one-file-system (-x)",
+        "-x/--one-file-system",
     ),
     allow(
         Some("exclude-from"),
         None,
         Value::File,
-        "--exclude-from=FILE (FILE must exist)",
+        "--exclude-from=FILE",
     ),
     allow(
         Some("filter"),
         Some('f'),
         Value::Filter,
-        "--filter='merge FILE' or --filter='dir-merge NAME' (-f; FILE must exist)",
+        "--filter='merge FILE' or 'dir-merge NAME'",
     ),
-    allow(
-        None,
-        Some('F'),
-        Value::Nothing,
-        "-F (the .rsync-filter files)",
-    ),
+    allow(None, Some('F'), Value::Nothing, "-F"),
     allow(
         Some("whole-file"),
         Some('W'),
         Value::Nothing,
-        "--whole-file (-W)",
+        "-W/--whole-file",
     ),
-    allow(Some("sparse"), Some('S'), Value::Nothing, "--sparse (-S)"),
+    allow(Some("sparse"), Some('S'), Value::Nothing, "-S/--sparse"),
     allow(
         Some("no-hard-links"),
         None,
         Value::Nothing,
-        "--no-hard-links (--no-H)",
+        "--no-hard-links",
     ),
-    allow(Some("no-acls"), None, Value::Nothing, "--no-acls (--no-A)"),
-    allow(
-        Some("no-xattrs"),
-        None,
-        Value::Nothing,
-        "--no-xattrs (--no-X)",
-    ),
+    allow(Some("no-acls"), None, Value::Nothing, "--no-acls"),
+    allow(Some("no-xattrs"), None, Value::Nothing, "--no-xattrs"),
     allow(
         Some("no-numeric-ids"),
         None,
         Value::Nothing,
         "--no-numeric-ids",
     ),
-    allow(
-        Some("no-owner"),
-        None,
-        Value::Nothing,
-        "--no-owner (--no-o)",
-    ),
-    allow(
-        Some("no-group"),
-        None,
-        Value::Nothing,
-        "--no-group (--no-g)",
-    ),
+    allow(Some("no-owner"), None, Value::Nothing, "--no-owner"),
+    allow(Some("no-group"), None, Value::Nothing, "--no-group"),
     // dbackup's own flags (-aH): repeating them changes nothing.
     allow(Some("archive"), Some('a'), Value::Nothing, ""),
     allow(Some("recursive"), Some('r'), Value::Nothing, ""),
@@ -299,8 +282,7 @@ pub fn allowed_list() -> String {
         .filter(|s| !s.is_empty())
         .collect();
     format!(
-        "allowed (options that cannot change what rsync deletes, where it writes or which files it copies): {}; \
-         and dbackup's own -a -r -l -p -t -g -o -D -H, already on",
+        "allowed: {} (options that cannot change what rsync deletes, where it writes or which files it copies)",
         shown.join(", ")
     )
 }
@@ -325,11 +307,18 @@ pub fn check(args: &[String], host: &dyn Host) -> (Vec<String>, Vec<Refusal>) {
         let arg = &args[i];
         let at = i;
         i += 1;
-        let mut refuse = |message: String| refusals.push(Refusal { index: at, message });
+        let mut refuse = |message: String, off_list: bool| {
+            refusals.push(Refusal {
+                index: at,
+                message,
+                off_list,
+            })
+        };
         if arg == "--" {
             refuse(
                 "rsync argument \"--\" ends the options: what follows would be taken as sources"
                     .into(),
+                true,
             );
         } else if let Some(long) = arg.strip_prefix("--") {
             let (name, inline) = match long.split_once('=') {
@@ -342,7 +331,7 @@ pub fn check(args: &[String], host: &dyn Host) -> (Vec<String>, Vec<Refusal>) {
                 .map_or(name, |(_, real)| *real);
             match ALLOWED.iter().find(|a| a.long == Some(name)) {
                 Some(a) if a.value == Value::Nothing => match inline {
-                    Some(_) => refuse(format!("rsync option --{name} takes no value")),
+                    Some(_) => refuse(format!("rsync option --{name} takes no value"), false),
                     None => out.push(format!("--{name}")),
                 },
                 Some(a) => {
@@ -355,14 +344,14 @@ pub fn check(args: &[String], host: &dyn Host) -> (Vec<String>, Vec<Refusal>) {
                         None => None,
                     };
                     match value {
-                        None => refuse(format!("rsync option --{name} needs a value")),
+                        None => refuse(format!("rsync option --{name} needs a value"), false),
                         Some(v) => match checked_value(name, a.value, &v, host) {
                             Ok(v) => out.push(format!("--{name}={v}")),
-                            Err(why) => refuse(why),
+                            Err(e) => refuse(e.message, e.off_list),
                         },
                     }
                 }
-                None => refuse(refused_long(name)),
+                None => refuse(refused_long(name), true),
             }
         } else if let Some(bundle) = arg.strip_prefix('-').filter(|b| !b.is_empty()) {
             // Every letter up to one that takes a value (which takes the rest of the bundle, or the next argument).
@@ -383,7 +372,7 @@ pub fn check(args: &[String], host: &dyn Host) -> (Vec<String>, Vec<Refusal>) {
                 }
             }
             if !unknown.is_empty() {
-                refuse(refused_short(arg, &unknown));
+                refuse(refused_short(arg, &unknown), true);
                 continue;
             }
             out.extend(flags);
@@ -398,18 +387,21 @@ pub fn check(args: &[String], host: &dyn Host) -> (Vec<String>, Vec<Refusal>) {
                 };
                 let long = a.long.unwrap_or_default();
                 match value {
-                    None => refuse(format!("rsync option -{c} needs a value")),
+                    None => refuse(format!("rsync option -{c} needs a value"), false),
                     Some(v) => match checked_value(long, a.value, &v, host) {
                         Ok(v) => out.push(format!("--{long}={v}")),
-                        Err(why) => refuse(why),
+                        Err(e) => refuse(e.message, e.off_list),
                     },
                 }
             }
         } else {
-            refuse(format!(
-                "rsync argument {arg:?} is not an option (it would be taken as a source); options start with `-`, \
-                 and a value follows `=` (\"--bwlimit=50m\") or comes as the next argument"
-            ));
+            refuse(
+                format!(
+                    "rsync argument {arg:?} is not an option (it would be taken as a source); options start with \
+                     `-`, and a value follows `=` (\"--bwlimit=50m\") or comes as the next argument"
+                ),
+                true,
+            );
         }
     }
     (out, refusals)
@@ -446,15 +438,35 @@ fn refused_short(arg: &str, letters: &[char]) -> String {
     format!("{of}{}; remove it", whys.join(", and "))
 }
 
+/// Why a value was refused: a bad value of an allowed option, or (`off_list`) a form of it that is not allowed.
+struct ValueError {
+    message: String,
+    off_list: bool,
+}
+
+impl From<String> for ValueError {
+    fn from(message: String) -> ValueError {
+        ValueError {
+            message,
+            off_list: false,
+        }
+    }
+}
+
 /// Checks one value; returns it expanded (files: the absolute path).
-fn checked_value(name: &str, kind: Value, raw: &str, host: &dyn Host) -> Result<String, String> {
+fn checked_value(
+    name: &str,
+    kind: Value,
+    raw: &str,
+    host: &dyn Host,
+) -> Result<String, ValueError> {
     let value = host
         .expand(raw)
         .map_err(|e| format!("rsync option --{name}: {e}"))?;
     if value.contains(['\n', '\r', '\0']) {
-        return Err(format!(
-            "rsync option --{name}: the value {raw:?} holds a line break or NUL"
-        ));
+        return Err(
+            format!("rsync option --{name}: the value {raw:?} holds a line break or NUL").into(),
+        );
     }
     match kind {
         Value::Nothing => Ok(value),
@@ -464,7 +476,8 @@ fn checked_value(name: &str, kind: Value, raw: &str, host: &dyn Host) -> Result<
             } else {
                 Err(format!(
                     "rsync option --{name}={raw} is not a size: write a number with an optional unit (\"50m\", \"1.5G\", \"100K\")"
-                ))
+                )
+                .into())
             }
         }
         Value::File => {
@@ -510,8 +523,12 @@ pub fn is_size(s: &str) -> bool {
 
 /// A `--filter` rule: `merge[,MODS] FILE` / `.[MODS] FILE` with FILE existing, or `dir-merge[,MODS] NAME` /
 /// `:[MODS] NAME`. Modifiers: `-` `+` `e` `n` `w`. Returns the rule with FILE absolute.
-fn filter_rule(rule: &str, raw: &str, host: &dyn Host) -> Result<String, String> {
-    let refused = |why: &str| format!("rsync option --filter={raw:?} {why}");
+fn filter_rule(rule: &str, raw: &str, host: &dyn Host) -> Result<String, ValueError> {
+    let refused = |why: &str| ValueError::from(format!("rsync option --filter={raw:?} {why}"));
+    let off_list = |why: &str| ValueError {
+        off_list: true,
+        ..refused(why)
+    };
     let (merge, after) = if let Some(r) = rule.strip_prefix("dir-merge") {
         (false, r.strip_prefix(',').unwrap_or(r))
     } else if let Some(r) = rule.strip_prefix("merge") {
@@ -521,7 +538,7 @@ fn filter_rule(rule: &str, raw: &str, host: &dyn Host) -> Result<String, String>
     } else if let Some(r) = rule.strip_prefix('.') {
         (true, r)
     } else {
-        return Err(refused(
+        return Err(off_list(
             "is not allowed: only merge (.) and dir-merge (:) rules may be given here; exclude patterns belong in \
              the set's `exclusions`, and other rules could change what rsync deletes or clear dbackup's exclusions",
         ));
@@ -531,7 +548,7 @@ fn filter_rule(rule: &str, raw: &str, host: &dyn Host) -> Result<String, String>
     })?;
     let (mods, arg) = (&after[..sep], &after[sep + 1..]);
     if let Some(m) = mods.chars().find(|m| !"-+enw".contains(*m)) {
-        return Err(refused(&format!(
+        return Err(off_list(&format!(
             "uses the modifier {m:?}; only - + e n w are allowed"
         )));
     }
@@ -678,7 +695,22 @@ mod tests {
     fn refused(args: &[&str]) -> Vec<(usize, String)> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let (_, refused) = check(&args, &fake());
-        refused.into_iter().map(|r| (r.index, r.message)).collect()
+        refused
+            .into_iter()
+            .map(|r| {
+                // Bad values of allowed options do not need the list; everything else does.
+                let value_problem = r.message.starts_with("rsync option --exclude-from:")
+                    || r.message.starts_with("rsync option --filter:")
+                    || r.message.starts_with("rsync option --bwlimit")
+                    || r.message.contains("needs a value")
+                    || r.message.contains("takes no value")
+                    || (r.message.starts_with("rsync option --filter=\"")
+                        && !r.message.contains("is not allowed")
+                        && !r.message.contains("uses the modifier"));
+                assert_eq!(r.off_list, !value_problem, "{}", r.message);
+                (r.index, r.message)
+            })
+            .collect()
     }
 
     #[test]

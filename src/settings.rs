@@ -356,10 +356,12 @@ impl Builder<'_> {
 
         let (rsync_args, refused) = crate::rsync_args::check(&set.rsync_args, &ArgsHost(self.env));
         for r in refused {
-            self.problems.push(
-                Problem::new(format!("{at}/rsync_args/{}", r.index), r.message)
-                    .allowed(crate::rsync_args::allowed_list()),
-            );
+            let problem = Problem::new(format!("{at}/rsync_args/{}", r.index), r.message);
+            self.problems.push(if r.off_list {
+                problem.allowed(crate::rsync_args::allowed_list())
+            } else {
+                problem
+            });
         }
 
         SetSettings {

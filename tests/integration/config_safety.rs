@@ -39,10 +39,10 @@ fn an_option_that_deletes_the_sources_is_refused_by_every_command() {
             && out
                 .stderr
                 .contains("rsync option --remove-sent-files would delete your files")
-            && out
-                .stderr
-                .contains("allowed (options that cannot change what rsync deletes")
-            && out.stderr.contains("--bwlimit=RATE")
+            && out.stderr.contains("allowed: --bwlimit=RATE")
+            && out.stderr.contains(
+                "(options that cannot change what rsync deletes, where it writes or which files"
+            )
             && out.stderr.contains("--exclude-from=FILE"),
         "{}",
         out.stderr
