@@ -146,7 +146,7 @@ pub struct SnapshotMeta {
     pub finished: DateTime<FixedOffset>,
     /// Every configured source, present or not, with where it sits inside the snapshot.
     pub sources: Vec<SourceRecord>,
-    /// The rsync `--exclude` patterns used.
+    /// The exclusion patterns rsync was given (one `- <pattern>` rule each, through its filter file), in order.
     #[serde(default)]
     pub exclusions: Vec<String>,
     /// Names of the snapshots (or the interrupted run's `.partial` directory) unchanged files were hard-linked from.
