@@ -1,8 +1,9 @@
-//! `cargo xtask`: the project's automation (test, demo, install, bench, itest), written with xshell.
+//! `cargo xtask`: the project's automation (test, demo, install, bench, itest, fuzz), written with xshell.
 //! This file only parses the command line and dispatches; each task lives in its own module.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod install;
 mod itest;
 mod mutants;
@@ -39,8 +40,10 @@ enum Task {
     Bench(bench::BenchCmd),
     /// Run the root-only integration tests on real loop devices (the t9 tests)
     Itest(itest::ItestArgs),
+    /// Run the property-based tests of every drive-side parser with many cases (`--cases N`, default 10,000)
+    Fuzz(fuzz::FuzzArgs),
     /// Mutation testing of the pure core (retention, schedule, drive retention, index, expansion) with cargo-mutants,
-    /// unit tests only; the score per file. Slow (about an hour); not part of `test`
+    /// unit tests only; the score per file. Slow (one to two hours); not part of `test`
     Mutants(mutants::MutantsArgs),
 }
 
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Task::Install(args) => install::run(args),
         Task::Bench(cmd) => bench::run(cmd),
         Task::Itest(args) => itest::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
         Task::Mutants(args) => mutants::run(args),
     };
     match result {
