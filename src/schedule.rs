@@ -1250,6 +1250,16 @@ mod tests {
                     "{ahead} {mode:?}: {:?}",
                     got.external
                 );
+                // Due because of the clock, and saying so (not "is in the future old").
+                let external_reason = match mode {
+                    ExternalMode::First => &got.external.reason,
+                    ExternalMode::All => &got.external.destinations[0].reason,
+                };
+                let said = [
+                    got.sets[0].reason.contains("is dated in the future"),
+                    external_reason.contains("is dated in the future"),
+                ];
+                assert_eq!(said, [due, due], "{ahead} {mode:?}: {got:?}");
             }
         }
         // Overdue: exactly 36 hours is not (daily), a second more is; the same per drive in mode all and for
