@@ -439,17 +439,21 @@ impl Builder<'_> {
             })
             .collect();
 
-        for (k, arg) in set.rsync_args.iter().enumerate() {
-            if let Some(why) = refused_rsync_arg(arg) {
-                self.problem(format!("{at}/rsync_args/{k}"), why);
-            }
+        let (rsync_args, refused) = crate::rsync_args::check(&set.rsync_args, &ArgsHost(self.env));
+        for r in refused {
+            let problem = Problem::new(format!("{at}/rsync_args/{}", r.index), r.message);
+            self.problems.push(if r.off_list {
+                problem.allowed(crate::rsync_args::allowed_list())
+            } else {
+                problem
+            });
         }
 
         SetSettings {
             name: set.name.clone(),
             sources,
             exclusions,
-            rsync_args: set.rsync_args.clone(),
+            rsync_args,
         }
     }
 
@@ -471,6 +475,15 @@ impl Builder<'_> {
         };
         if expanded.is_empty() {
             self.problem(pointer, "an empty exclusion; remove it");
+            return None;
+        }
+        if expanded.contains(['\n', '\r', '\0']) {
+            self.problem(
+                pointer,
+                format!(
+                    "{raw:?} holds a line break or NUL, which no file name pattern needs; remove it"
+                ),
+            );
             return None;
         }
         if !expanded.starts_with('/') {
@@ -801,37 +814,42 @@ fn resolve_existing_prefix(path: &Path) -> PathBuf {
     }
 }
 
-/// rsync options that would make a snapshot silently wrong or touch the sources.
-fn refused_rsync_arg(arg: &str) -> Option<String> {
-    if !arg.starts_with('-') {
-        return Some(format!(
-            "rsync argument {arg:?} is not an option; each must start with `-`, with its value after `=` (\"--bwlimit=50m\")"
-        ));
+/// What the `rsync_args` check reads: this run's environment, and the files options name.
+struct ArgsHost<'a>(&'a Env);
+
+/// The largest file an rsync option may name (exclude patterns, filter rules): read whole to check it.
+const RSYNC_FILE_LIMIT: u64 = 16 << 20;
+
+impl crate::rsync_args::Host for ArgsHost<'_> {
+    fn expand(&self, value: &str) -> Result<String, String> {
+        expand::expand(value, self.0).map_err(|e| e.to_string())
     }
-    let long = arg.split('=').next().unwrap_or(arg);
-    let refused = [
-        ("--dry-run", "would leave the snapshot empty"),
-        (
-            "--remove-source-files",
-            "would delete your files after copying them",
-        ),
-        ("--list-only", "would leave the snapshot empty"),
-        ("--only-write-batch", "would leave the snapshot empty"),
-        ("--read-batch", "would replace the sources"),
-        ("--link-dest", "is managed by dbackup"),
-        ("--compare-dest", "would leave files out of the snapshot"),
-        ("--copy-dest", "is managed by dbackup"),
-        ("--files-from", "would replace the configured sources"),
-    ];
-    if let Some((opt, why)) = refused.iter().find(|(opt, _)| long == *opt) {
-        return Some(format!("rsync option {opt} {why}; remove it"));
+
+    fn expand_path(&self, value: &str) -> Result<PathBuf, String> {
+        expand::expand_path(value, self.0).map_err(|e| e.to_string())
     }
-    if !arg.starts_with("--") && arg[1..].contains('n') {
-        return Some(format!(
-            "rsync option {arg:?} includes -n (--dry-run), which would leave the snapshot empty; remove it"
-        ));
+
+    fn read_file(&self, path: &Path) -> Result<String, String> {
+        use std::io::Read;
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "does not exist".to_string(),
+            _ => e.to_string(),
+        })?;
+        if !meta.is_file() {
+            return Err("is not a regular file".into());
+        }
+        if meta.len() > RSYNC_FILE_LIMIT {
+            return Err(format!(
+                "is larger than {} MiB; is it the right file?",
+                RSYNC_FILE_LIMIT >> 20
+            ));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(RSYNC_FILE_LIMIT + 1).read_to_end(&mut bytes))
+            .map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
-    None
 }
 
 #[cfg(test)]
@@ -933,6 +951,11 @@ mod tests {
                 ],
             ),
             (
+                "exclusion with a line break (it would split into two rules)",
+                with_set(r#"{ "name": "a", "sources": ["/data"], "exclusions": ["a\nb"] }"#),
+                &["/backup_sets/0/exclusions/0: \"a\\nb\" holds a line break"],
+            ),
+            (
                 "exclusion of a whole source",
                 with_set(r#"{ "name": "a", "sources": ["/data"], "exclusions": ["$DDATA/"] }"#),
                 &["/backup_sets/0/exclusions/0: \"$DDATA/\" excludes the whole source \"/data\""],
@@ -943,13 +966,12 @@ mod tests {
                 &["/backup_sets/0/sources/1: \"$DDATA\" is the same place as \"/data\""],
             ),
             (
-                "rsync args that are not options or would break the snapshot",
+                "rsync args off the allow-list (`--bwlimit 50m` is one option with its value)",
                 with_set(
                     r#"{ "name": "a", "sources": ["/d"], "rsync_args": ["--bwlimit", "50m", "-avn", "--remove-source-files", "--dry-run"] }"#,
                 ),
                 &[
-                    "/backup_sets/0/rsync_args/1: rsync argument \"50m\" is not an option",
-                    "/backup_sets/0/rsync_args/2: rsync option \"-avn\" includes -n",
+                    "/backup_sets/0/rsync_args/2: rsync option \"-avn\" includes -v (--verbose)",
                     "/backup_sets/0/rsync_args/3: rsync option --remove-source-files would delete your files",
                     "/backup_sets/0/rsync_args/4: rsync option --dry-run would leave the snapshot empty",
                 ],

@@ -280,8 +280,12 @@ fn choose_local(
             let s = snaps[i].clone();
             match s.state() {
                 SnapshotState::Incomplete => ui.warn(format_args!(
-                    "snapshot {} is incomplete: some files could not be read when it was collected",
-                    s.name
+                    "snapshot {} is incomplete: {} when it was collected",
+                    s.name,
+                    s.metadata
+                        .as_ref()
+                        .map(|m| m.incompleteness())
+                        .unwrap_or_default()
                 )),
                 SnapshotState::Unknown => ui.warn(format_args!(
                     "snapshot {} has no readable metadata; restoring from it as it is",

@@ -903,7 +903,7 @@ pub fn verify_snapshot(
                 snap.metadata_error.as_deref().unwrap_or("missing")
             ),
         )),
-        Some(m) if !m.complete => {
+        Some(m) if !m.is_complete() => {
             let first = m
                 .unreadable
                 .first()
@@ -913,8 +913,8 @@ pub fn verify_snapshot(
                 root,
                 None,
                 format!(
-                    "is incomplete: {} could not be read when it was collected{first}",
-                    crate::ui::counted(m.unreadable.len() as u64, "file", "files")
+                    "is incomplete: {} when it was collected{first}",
+                    m.incompleteness()
                 ),
             ));
         }

@@ -11,6 +11,7 @@ mod backup;
 mod cli;
 mod collect;
 mod config;
+mod config_safety;
 mod encryption;
 mod encryption_restore;
 mod escape;
