@@ -440,8 +440,9 @@ fn entry_of(index: &Path, path: &[u8]) -> IndexEntry {
 
 fn verify_files(tar: &Path, index: &Path) -> Result<VerifyReport, VerifyError> {
     let archive = fs::File::open(tar).unwrap();
+    let links = HardLinkTargets::read(io::BufReader::new(fs::File::open(index).unwrap())).unwrap();
     let index = io::BufReader::new(fs::File::open(index).unwrap());
-    verify_archive("data.tar", archive, index, &mut NoProgress)
+    verify_archive("data.tar", archive, index, &links, &mut NoProgress)
 }
 
 fn flip(path: &Path, offset: u64) {
@@ -692,8 +693,11 @@ fn split_parts_join_into_the_same_archive() {
     // The readers work across parts.
     let files = ArchiveFiles::discover(dir.path(), "data.tar").unwrap();
     assert_eq!(files.parts.len(), s.archive_files.len());
-    let index = io::BufReader::new(fs::File::open(dir.path().join("data.index.jsonl")).unwrap());
-    verify_archive("data.tar", files.open().unwrap(), index, &mut NoProgress).unwrap();
+    let index_path = dir.path().join("data.index.jsonl");
+    let links =
+        HardLinkTargets::read(io::BufReader::new(fs::File::open(&index_path).unwrap())).unwrap();
+    let index = io::BufReader::new(fs::File::open(&index_path).unwrap());
+    verify_archive("data.tar", files.open().unwrap(), index, &links, &mut NoProgress).unwrap();
     let e = entry_of(
         &dir.path().join("data.index.jsonl"),
         b"data/projects/important/big.bin",
@@ -948,11 +952,15 @@ fn memory_stays_flat_with_100k_files() {
     assert_eq!(s.files, 100_000);
     let after_write = peak_rss_kib();
     println!("written in {:?}", t0.elapsed());
-    let index = io::BufReader::new(fs::File::open(out.path().join("data.index.jsonl")).unwrap());
+    let index_path = out.path().join("data.index.jsonl");
+    let links =
+        HardLinkTargets::read(io::BufReader::new(fs::File::open(&index_path).unwrap())).unwrap();
+    let index = io::BufReader::new(fs::File::open(&index_path).unwrap());
     verify_archive(
         "data.tar",
         fs::File::open(out.path().join("data.tar")).unwrap(),
         index,
+        &links,
         &mut NoProgress,
     )
     .unwrap();

@@ -29,7 +29,7 @@ use super::select::abs_of;
 use crate::archive::crypt::age_read_error;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
-use crate::archive::{self, ArchiveFiles, Digest, Keys, Progress, verify_archive};
+use crate::archive::{self, ArchiveFiles, Digest, HardLinkTargets, Keys, Progress, verify_archive};
 use crate::snapshot::Snapshot;
 
 /// What a verification found.
@@ -672,15 +672,24 @@ fn check_stream(
     let mut plain = plain;
     match index {
         Some(index) => {
-            let opened = index
+            // A first read of the index: the names hard links point to, so that each hard link is checked
+            // against the file the archive links it to.
+            let links = index
                 .open()
-                .map(|r| io::BufReader::with_capacity(1 << 20, r));
+                .map_err(|e| format!("cannot be read: {e}"))
+                .and_then(|r| {
+                    HardLinkTargets::read(io::BufReader::with_capacity(1 << 20, r))
+                        .map_err(|e| e.to_string())
+                });
+            let opened = links.and_then(|links| {
+                index
+                    .open()
+                    .map(|r| (links, io::BufReader::with_capacity(1 << 20, r)))
+                    .map_err(|e| format!("cannot be read: {e}"))
+            });
             match opened {
-                Err(e) => problems.push(issue(
-                    Path::new(&index.label()),
-                    format!("cannot be read: {e}"),
-                )),
-                Ok(ir) => match verify_archive(label, &mut plain, ir, &mut *watch) {
+                Err(e) => problems.push(issue(Path::new(&index.label()), e)),
+                Ok((links, ir)) => match verify_archive(label, &mut plain, ir, &links, &mut *watch) {
                     Ok(r) => {
                         report.entries = r.entries;
                         report.files = r.files;
