@@ -697,7 +697,14 @@ fn split_parts_join_into_the_same_archive() {
     let links =
         HardLinkTargets::read(io::BufReader::new(fs::File::open(&index_path).unwrap())).unwrap();
     let index = io::BufReader::new(fs::File::open(&index_path).unwrap());
-    verify_archive("data.tar", files.open().unwrap(), index, &links, &mut NoProgress).unwrap();
+    verify_archive(
+        "data.tar",
+        files.open().unwrap(),
+        index,
+        &links,
+        &mut NoProgress,
+    )
+    .unwrap();
     let e = entry_of(
         &dir.path().join("data.index.jsonl"),
         b"data/projects/important/big.bin",

@@ -63,7 +63,9 @@ pub enum VerifyProblem {
          its content"
     )]
     LinkTarget { target: String },
-    #[error("the index lists more hard-linked names than verify keeps track of ({0}): the index is not plausible")]
+    #[error(
+        "the index lists more hard-linked names than verify keeps track of ({0}): the index is not plausible"
+    )]
     TooManyLinks(usize),
     #[error("the index's totals say {index}, the archive has {archive}")]
     Totals { index: String, archive: String },
@@ -347,7 +349,9 @@ pub fn verify_archive(
                 if ie.sha256 != Some(digest) {
                     return field(
                         "sha256",
-                        ie.sha256.map(|d| d.to_string()).unwrap_or_else(|| "none".into()),
+                        ie.sha256
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|| "none".into()),
                         format!("{digest} (the content of {})", display_bytes(&target)),
                     );
                 }

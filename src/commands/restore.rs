@@ -28,6 +28,7 @@ use crate::cli::{CompareBy, GlobalArgs, RestoreArgs, SourceKind};
 use crate::exit::{CodedError, Exit};
 use crate::restore::catalog::{self, Drive};
 use crate::restore::content::SetContent;
+use crate::restore::displace;
 use crate::restore::drive::{DriveBackup, METADATA_FILE};
 use crate::restore::job::{self, Planned, SetBackup};
 use crate::restore::keys::{Ask, KeyRing};
@@ -75,6 +76,9 @@ pub fn run_with_settings(
         if args.verify {
             extra.push("--verify");
         }
+        if args.all {
+            extra.push("--all");
+        }
         if !extra.is_empty() {
             return Err(usage(format!(
                 "--list shows backups and takes no {}; list first, then restore or verify with --date",
@@ -89,6 +93,30 @@ pub fn run_with_settings(
     if args.drive.is_some() && args.source == Some(SourceKind::Local) {
         return Err(usage(
             "--drive names a drive: use it with --source external",
+        ));
+    }
+    if args.all && (!args.paths.is_empty() || args.set.is_some()) {
+        return Err(usage(
+            "--all restores every set of the backup: it takes no --path or --set (give those alone)",
+        ));
+    }
+    if args.no_keep && args.overwrite != crate::cli::Overwrite::Always {
+        return Err(usage(
+            "--no-keep replaces files without keeping what was there, so it goes only with --overwrite always; \
+             without it, a file that differs from the backup is kept in <backup_root>/displaced/ before it is \
+             replaced",
+        ));
+    }
+    if !args.verify
+        && !args.all
+        && args.paths.is_empty()
+        && args.set.is_none()
+        && args.target.is_none()
+    {
+        return Err(usage(
+            "say what to restore: --path PATH (repeatable) for files or directories, --set NAME for one set's \
+             sources, or --all for every set, back where they were; or --target DIR to restore everything \
+             under DIR; `dbackup restore --list` shows the backups",
         ));
     }
     let source = match (args.source, args.drive.is_some()) {
@@ -107,7 +135,33 @@ pub fn run_with_settings(
     if args.verify {
         return verify(settings, &backup, &wanted, &ring, &ui);
     }
-    restore(settings, env, args, &backup, &wanted, &ring, &ui)
+    if settings.output.dry_run {
+        return restore(settings, env, args, &backup, &wanted, &ring, &ui, &mut None);
+    }
+    // A restore that writes is logged: what was restored from where, and every file kept in displaced/.
+    let started = chrono::Local::now().fixed_offset();
+    let mut logged = None;
+    let outcome = restore(
+        settings,
+        env,
+        args,
+        &backup,
+        &wanted,
+        &ring,
+        &ui,
+        &mut logged,
+    );
+    super::log_run(
+        settings,
+        &ui,
+        "restore",
+        started,
+        match &outcome {
+            Ok(exit) => Ok((*exit, logged.unwrap_or_default())),
+            Err(e) => Err(e),
+        },
+    );
+    outcome
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -633,6 +687,20 @@ fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<
     Ok(())
 }
 
+/// One restored path as the run log records it.
+#[derive(Debug, Serialize)]
+struct Logged<'a> {
+    set: &'a str,
+    from: &'a str,
+    path: &'a Path,
+    target: &'a Path,
+    counts: &'a crate::restore::Counts,
+    refused: usize,
+    failed: usize,
+    displaced: &'a [crate::restore::displace::Displaced],
+}
+
+#[allow(clippy::too_many_arguments)]
 fn restore(
     settings: &Settings,
     env: &Env,
@@ -641,6 +709,7 @@ fn restore(
     wanted: &[PathBuf],
     ring: &KeyRing,
     ui: &Ui,
+    logged: &mut Option<serde_json::Value>,
 ) -> anyhow::Result<Exit> {
     let target = args
         .target
@@ -659,6 +728,10 @@ fn restore(
     if args.preserve_special && !opts.privileged {
         ui.warn("--preserve-special only applies as root: setuid and setgid bits are dropped");
         opts.preserve_special = false;
+    }
+    if !args.no_keep {
+        let stamp = snapshot::stamp(chrono::Local::now().naive_local());
+        opts.keep_displaced = Some(displace::run_dir(&settings.backup_root, &stamp));
     }
     if let Chosen::External { backup, .. } = chosen {
         check_drive_backup_metadata(backup, ui)?;
@@ -738,6 +811,33 @@ fn restore(
     let (summaries, error) = job::apply_all(&sets, &planned, &mut done);
     if let Some(b) = &bar {
         b.finish_and_clear();
+    }
+    let log: Vec<Logged> = planned
+        .iter()
+        .zip(&summaries)
+        .map(|(p, s)| Logged {
+            set: &p.set,
+            from: &p.from,
+            path: &p.path,
+            target: &p.plan.target,
+            counts: &s.counts,
+            refused: s.refusals.len(),
+            failed: s.errors.len(),
+            displaced: &s.displaced,
+        })
+        .collect();
+    *logged = serde_json::to_value(&log).ok();
+    let kept: usize = summaries.iter().map(|s| s.displaced.len()).sum();
+    if kept > 0
+        && let Some(dir) = &opts.keep_displaced
+    {
+        ui.info(format_args!(
+            "kept in {}: {} that differed from the backup before the restore replaced {} (listed above; copy \
+             back with cp -a)",
+            dir.display(),
+            ui::counted(kept as u64, "file", "files"),
+            if kept == 1 { "it" } else { "them" },
+        ));
     }
     if ui.json {
         let out = RestoreOutput {

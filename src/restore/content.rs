@@ -384,7 +384,9 @@ impl SetContent {
                         })?;
                         // What is restored under a directory is exactly what the archive holds there.
                         let dir = sel.name.is_root()
-                            || run.first().is_some_and(|e| e.kind == archive::EntryKind::Dir);
+                            || run
+                                .first()
+                                .is_some_and(|e| e.kind == archive::EntryKind::Dir);
                         if dir {
                             check.run(&sel.name, &run)?;
                         }
@@ -887,7 +889,9 @@ impl RunCheck<'_> {
                 loop {
                     match entries.next() {
                         None => return Ok(None),
-                        Some(Err(e)) => return Err(read_err(format!("the entry after {after}"), e)),
+                        Some(Err(e)) => {
+                            return Err(read_err(format!("the entry after {after}"), e));
+                        }
                         Some(Ok(mut te)) => {
                             let got = RestoreEntry::from_tar(&mut te)
                                 .map_err(|e| read_err(after.to_string(), e))?;
@@ -909,7 +913,7 @@ impl RunCheck<'_> {
                             ie.path.clone(),
                             format!(
                                 "the index lists {} at offset {}, and the archive ends before it",
-                                ie.display_path(),
+                                abs_shown(&ie.path),
                                 ie.header_offset
                             ),
                         ));
@@ -917,18 +921,19 @@ impl RunCheck<'_> {
                     }
                     Some((got, data)) => {
                         if got.name != ie.path {
-                            let what = if cmp_names(&got.name, &ie.path) == std::cmp::Ordering::Less {
+                            let what = if cmp_names(&got.name, &ie.path) == std::cmp::Ordering::Less
+                            {
                                 format!(
-                                    "the archive holds {} before offset {data}, which the index leaves out",
-                                    show(&got.name)
+                                    "the archive holds {} (its data at offset {data}), which the index leaves out",
+                                    abs_shown(&got.name)
                                 )
                             } else {
                                 format!(
                                     "the index lists {} at offset {}, which the archive does not hold \
                                      there (it has {})",
-                                    ie.display_path(),
+                                    abs_shown(&ie.path),
                                     ie.header_offset,
-                                    show(&got.name)
+                                    abs_shown(&got.name)
                                 )
                             };
                             problem = Some((ie.path.clone(), what));
@@ -945,10 +950,8 @@ impl RunCheck<'_> {
                             Ok(())
                         };
                         if let Err(why) = offset.and_then(|()| compare_entry(&got, ie)) {
-                            problem = Some((
-                                ie.path.clone(),
-                                format!("{}: {why}", ie.display_path()),
-                            ));
+                            problem =
+                                Some((ie.path.clone(), format!("{}: {why}", abs_shown(&ie.path))));
                             break;
                         }
                         after = format!("{} (offset {})", ie.display_path(), ie.header_offset);
@@ -962,8 +965,8 @@ impl RunCheck<'_> {
                 problem = Some((
                     got.name.clone(),
                     format!(
-                        "the archive holds {} (before offset {data}), which the index leaves out",
-                        show(&got.name)
+                        "the archive holds {} (its data at offset {data}), which the index leaves out",
+                        abs_shown(&got.name)
                     ),
                 ));
             }

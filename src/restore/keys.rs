@@ -122,10 +122,11 @@ impl KeyRing {
         if need_identity {
             for f in &self.given {
                 keys.add_identity_file(f)?;
+                found.warnings.extend(exposed(f));
             }
             for f in &self.configured {
                 match keys.add_identity_file(f) {
-                    Ok(()) => {}
+                    Ok(()) => found.warnings.extend(exposed(f)),
                     Err(e) if !self.given.is_empty() => found.warnings.push(format!(
                         "{e} (the config's encryption.identity_file); using the --identity given"
                     )),
@@ -173,6 +174,21 @@ impl KeyRing {
         *self.passphrase.borrow_mut() = Some(p.clone());
         Ok(p)
     }
+}
+
+/// The warning for an identity file that users other than its owner may read (its group, or anyone), as ssh warns
+/// about a private key: whoever can read it can decrypt every backup encrypted to it.
+fn exposed(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the identity file {} can be read by other users (mode {mode:04o}): anyone who can read it can decrypt \
+             every backup encrypted to it; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )
+    })
 }
 
 fn detail_of(e: CryptError) -> String {

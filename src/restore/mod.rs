@@ -42,6 +42,7 @@
 pub mod apply;
 pub mod catalog;
 pub mod content;
+pub mod displace;
 pub mod drive;
 pub mod entry;
 pub mod index_search;
@@ -123,6 +124,10 @@ pub struct RestoreOptions {
     pub apply_despite_refusals: bool,
     /// fsync every file before renaming it into place, and the directories at the end.
     pub fsync: bool,
+    /// Where a file the restore replaces is kept first when it differs from the backup (the run's directory under
+    /// `<backup_root>/displaced/`, see [`displace`]); `None` replaces without keeping (`--no-keep`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_displaced: Option<PathBuf>,
 }
 
 impl Default for RestoreOptions {
@@ -136,6 +141,7 @@ impl Default for RestoreOptions {
             refuse_escaping_symlinks: false,
             apply_despite_refusals: false,
             fsync: true,
+            keep_displaced: None,
         }
     }
 }

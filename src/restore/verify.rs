@@ -689,7 +689,8 @@ fn check_stream(
             });
             match opened {
                 Err(e) => problems.push(issue(Path::new(&index.label()), e)),
-                Ok((links, ir)) => match verify_archive(label, &mut plain, ir, &links, &mut *watch) {
+                Ok((links, ir)) => match verify_archive(label, &mut plain, ir, &links, &mut *watch)
+                {
                     Ok(r) => {
                         report.entries = r.entries;
                         report.files = r.files;
