@@ -133,7 +133,7 @@ pub fn run_with_settings(
     let backup = choose(settings, args, source, &query, &ui)?;
     let ring = KeyRing::new(settings, &args.identities);
     if args.verify {
-        return verify(settings, &backup, &wanted, &ring, &ui);
+        return verify(settings, args, &backup, &wanted, &ring, &ui);
     }
     if settings.output.dry_run {
         return restore(settings, env, args, &backup, &wanted, &ring, &ui, &mut None);
@@ -564,6 +564,130 @@ fn names_for(
     Ok(job::dedupe(out))
 }
 
+/// [`names_for`], and when a wanted path is not in the chosen backup, the error names the newest older backup that
+/// holds it (and the `--date` that picks it).
+fn names_or_older(
+    settings: &Settings,
+    args: &RestoreArgs,
+    chosen: &Chosen,
+    sets: &[SetBackup],
+    wanted: &[PathBuf],
+    keys: Option<&Arc<Keys>>,
+    ui: &Ui,
+) -> anyhow::Result<Vec<(usize, crate::restore::RelPath)>> {
+    let err = match names_for(sets, wanted) {
+        Ok(names) => return Ok(names),
+        Err(e) => e,
+    };
+    let Some(missing) = err.downcast_ref::<job::NotInBackup>() else {
+        return Err(err);
+    };
+    match older_holding(settings, args, chosen, &missing.path, keys, ui) {
+        Some((stamp, place)) => Err(failed(format!(
+            "{}; it is in an older backup: the newest that holds it is {stamp} ({place}); restore it from there \
+             with --date {stamp}{}",
+            missing.head, missing.rest
+        ))),
+        None => Err(err),
+    }
+}
+
+/// At most this many older backups are looked into for a missing path (per set for snapshots).
+const OLDER_LOOKUPS: usize = 400;
+
+/// The newest backup older than the chosen one that holds `path` (its stamp, and where it is), from the same kind of
+/// source: local snapshots, or the verified backups on the drives present. Looked up only, never read through:
+/// a snapshot by a walk down to the path, an archive through its index (one without an index is passed over).
+fn older_holding(
+    settings: &Settings,
+    args: &RestoreArgs,
+    chosen: &Chosen,
+    path: &Path,
+    keys: Option<&Arc<Keys>>,
+    ui: &Ui,
+) -> Option<(String, String)> {
+    let holds = |sets: &[SetBackup]| -> bool {
+        job::resolve(sets, std::slice::from_ref(&path.to_path_buf())).is_ok()
+    };
+    match chosen {
+        Chosen::Local { snapshots } => {
+            let mut best: Option<&Snapshot> = None;
+            let mut all = Vec::new();
+            for chosen_snap in snapshots {
+                let Ok(list) = snapshot::list(&settings.backup_root, &chosen_snap.set) else {
+                    continue;
+                };
+                all.push(list);
+            }
+            for (list, chosen_snap) in all.iter().zip(snapshots) {
+                for s in list
+                    .iter()
+                    .rev()
+                    .filter(|s| s.time < chosen_snap.time && s.state() != SnapshotState::Unknown)
+                    .filter(|s| best.is_none_or(|b| s.time > b.time))
+                    .take(OLDER_LOOKUPS)
+                {
+                    let set = SetBackup {
+                        set: s.set.clone(),
+                        label: format!("snapshot {}", s.name),
+                        sources: s
+                            .metadata
+                            .as_ref()
+                            .map(|m| m.sources.iter().filter(|r| r.present).cloned().collect())
+                            .unwrap_or_default(),
+                        content: SetContent::Snapshot {
+                            root: s.path.clone(),
+                        },
+                    };
+                    if holds(std::slice::from_ref(&set)) {
+                        best = Some(s);
+                        break;
+                    }
+                }
+            }
+            best.map(|s| {
+                (
+                    snapshot::stamp(s.time),
+                    format!("local snapshot {}", s.name),
+                )
+            })
+        }
+        Chosen::External { backup, .. } => {
+            let drives = catalog::drives(settings, args.drive.as_deref()).ok()?;
+            let all = catalog::drive_backups(&drives);
+            for (d, b) in all
+                .iter()
+                .rev()
+                .filter(|(_, b)| b.verified() && b.time < backup.time)
+                .filter(|(_, b)| args.set.as_ref().is_none_or(|s| b.set(s).is_some()))
+                .take(OLDER_LOOKUPS)
+            {
+                let b = match &args.set {
+                    Some(set) => b.only(set),
+                    None => (*b).clone(),
+                };
+                let older = Chosen::External {
+                    drive: Box::new((*d).clone()),
+                    backup: Box::new(b),
+                };
+                let quiet = Ui {
+                    verbosity: -2,
+                    ..*ui
+                };
+                // Only indexed sets: a set without an index would be read through to find one name.
+                let sets: Vec<SetBackup> = set_backups(&older, &quiet, keys)
+                    .into_iter()
+                    .filter(|s| s.content.indexed())
+                    .collect();
+                if holds(&sets) {
+                    return Some((older.stamp(), format!("on {}", d.name)));
+                }
+            }
+            None
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Restore
 
@@ -757,7 +881,7 @@ fn restore(
             ));
         }
     }
-    let names = names_for(&sets, wanted)?;
+    let names = names_or_older(settings, args, chosen, &sets, wanted, keys.as_ref(), ui)?;
     let mut selections = Vec::new();
     for (set, name) in names {
         let sel = job::place(set, name, target.as_deref())?;
@@ -968,6 +1092,7 @@ fn print_plans(chosen: &Chosen, planned: &[Planned], ui: &Ui) -> anyhow::Result<
 
 fn verify(
     settings: &Settings,
+    args: &RestoreArgs,
     chosen: &Chosen,
     wanted: &[PathBuf],
     ring: &KeyRing,
@@ -977,7 +1102,7 @@ fn verify(
     let sets = set_backups(chosen, ui, keys.as_ref());
     // What a restore would write: the wanted paths, or every source of every set.
     let mut scope: Vec<Scope> = Vec::new();
-    for (i, name) in names_for(&sets, wanted)? {
+    for (i, name) in names_or_older(settings, args, chosen, &sets, wanted, keys.as_ref(), ui)? {
         match scope.iter_mut().find(|s| s.set == sets[i].set) {
             Some(s) => s.names.push(name),
             None => scope.push(Scope {

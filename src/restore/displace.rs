@@ -260,3 +260,112 @@ fn copy(
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn found(dir: &Path, name: &str) -> Found {
+        Found::from(rustix::fs::lstat(dir.join(name)).unwrap())
+    }
+
+    #[test]
+    fn a_run_directory_is_never_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = run_dir(tmp.path(), "2025-04-01-031500");
+        assert_eq!(first, tmp.path().join("displaced/2025-04-01-031500"));
+        std::fs::create_dir_all(&first).unwrap();
+        assert_eq!(
+            run_dir(tmp.path(), "2025-04-01-031500"),
+            tmp.path().join("displaced/2025-04-01-031500-2")
+        );
+        assert_eq!(
+            kept_path(&first, Path::new("/home/u/x")),
+            first.join("home/u/x")
+        );
+    }
+
+    #[test]
+    fn files_symlinks_and_fifos_are_kept_as_they_were() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("file"), b"newer work").unwrap();
+        std::fs::set_permissions(dest.join("file"), std::fs::Permissions::from_mode(0o640))
+            .unwrap();
+        std::os::unix::fs::symlink("somewhere", dest.join("link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dest.join("fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let parent =
+            rustix::fs::open(&dest, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let run = tmp.path().join("root/displaced/1");
+        let mut keeper = Keeper::new(&run, false, false).unwrap();
+
+        // Same filesystem: the very file, linked.
+        let f = found(&dest, "file");
+        keeper
+            .keep(parent.as_fd(), b"file", &f, &dest.join("file"))
+            .unwrap();
+        let kept = kept_path(&run, &dest.join("file"));
+        assert_eq!(std::fs::metadata(&kept).unwrap().ino(), f.ino);
+        assert_eq!(keeper.kept[0].how, "link");
+        // A second keep of the same path is refused, never overwritten.
+        let err = keeper
+            .keep(parent.as_fd(), b"file", &f, &dest.join("file"))
+            .unwrap_err();
+        assert!(err.contains("exists already"), "{err}");
+        let mode = std::fs::metadata(run.parent().unwrap()).unwrap().mode();
+        assert_eq!(mode & 0o077, 0, "displaced/ is owner-only");
+
+        // Copies (another filesystem): content, mode and mtime, whatever the kind.
+        let into = tmp.path().join("copies");
+        std::fs::create_dir(&into).unwrap();
+        let dparent =
+            rustix::fs::open(&into, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for name in ["file", "link", "fifo"] {
+            let f = found(&dest, name);
+            copy(
+                parent.as_fd(),
+                name.as_bytes(),
+                &f,
+                dparent.as_fd(),
+                name.as_bytes(),
+                false,
+                true,
+            )
+            .unwrap();
+            let c = found(&into, name);
+            assert_eq!(
+                (c.kind, c.mode, c.mtime),
+                (f.kind, f.mode, f.mtime),
+                "{name}"
+            );
+            assert_ne!(c.ino, f.ino);
+        }
+        assert_eq!(std::fs::read(into.join("file")).unwrap(), b"newer work");
+        assert_eq!(
+            std::fs::read_link(into.join("link")).unwrap(),
+            Path::new("somewhere")
+        );
+        assert!(
+            copy(
+                parent.as_fd(),
+                b"file",
+                &found(&dest, "file"),
+                dparent.as_fd(),
+                b"file",
+                false,
+                true
+            )
+            .is_err(),
+            "never over an existing name"
+        );
+    }
+}

@@ -18,7 +18,6 @@ use super::content::{Gathered, Lookup, Selection, SetContent};
 use super::safety::RelPath;
 use super::select::{abs_of, locate_in_sources, name_of};
 use super::{Applier, Plan, Planner, RestoreError, RestoreOptions, Summary};
-use crate::exit::{CodedError, Exit};
 use crate::snapshot::SourceRecord;
 
 /// One set of the chosen backup.
@@ -140,7 +139,8 @@ pub fn resolve(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(us
             labels.dedup();
             labels.join(", ")
         };
-        let mut msg = format!("{} is not in {where_}", abs.display());
+        let head = format!("{} is not in {where_}", abs.display());
+        let mut msg = String::new();
         if !by_source && sets.iter().any(|s| !s.sources.is_empty()) {
             let sources: Vec<String> = sets
                 .iter()
@@ -162,9 +162,24 @@ pub fn resolve(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(us
             let near: Vec<String> = near.iter().map(|p| p.display().to_string()).collect();
             msg.push_str(&format!("; the nearest there: {}", near.join(", ")));
         }
-        return Err(CodedError::new(Exit::Failed, msg).into());
+        return Err(NotInBackup {
+            path: abs.clone(),
+            head,
+            rest: msg,
+        }
+        .into());
     }
     Ok(out)
+}
+
+/// A wanted path that the chosen backup does not hold: `head` says so, `rest` what is near it there (the caller may
+/// put which older backup holds it in between).
+#[derive(Debug, thiserror::Error)]
+#[error("{head}{rest}")]
+pub struct NotInBackup {
+    pub path: PathBuf,
+    pub head: String,
+    pub rest: String,
 }
 
 /// Where a name of the backup goes (see the module documentation).

@@ -226,6 +226,8 @@ mod tests {
         let id = age::x25519::Identity::generate();
         let key = dir.path().join("key.txt");
         std::fs::write(&key, format!("{}\n", id.to_string().expose_secret())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(dir.path().join("data.tar"), b"plain").unwrap();
         let plain = ArchiveFiles::discover(dir.path(), "data.tar").unwrap();
         let to = crypt::EncryptTo::Recipients(vec![id.to_public().to_string().parse().unwrap()]);
@@ -256,6 +258,18 @@ mod tests {
             .read_to_string(&mut out)
             .unwrap();
         assert_eq!(out, "content");
+
+        // One that others can read is used, with a warning.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let found = ring.keys_for(&[&enc], false, Ask::Always).unwrap();
+        assert!(found.keys.is_some());
+        assert_eq!(found.warnings.len(), 1, "{:?}", found.warnings);
+        assert!(
+            found.warnings[0].contains("can be read by other users (mode 0644)"),
+            "{:?}",
+            found.warnings
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
 
         // A configured identity that is missing is passed over when one was given.
         let ring = KeyRing {

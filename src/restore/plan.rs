@@ -655,10 +655,20 @@ impl Planner {
             }
             Overwrite::Always => {
                 // What differs from the backup is kept; what is the same (by --compare) is only rewritten.
-                if !entry_dir
-                    && (self.opts.keep_displaced.is_none() || !self.same(item, rel, &f)?)
-                {
-                    self.keep(item, rel);
+                if !entry_dir && self.opts.keep_displaced.is_some() {
+                    let identical = match item.kind {
+                        // Another name of the file found for its link target, which was judged the same.
+                        EntryKind::Hardlink => {
+                            let t = &self.items[item.link_item.expect("checked")];
+                            t.found.is_some_and(|tf| (tf.dev, tf.ino) == (f.dev, f.ino))
+                                && t.displaced_to.is_none()
+                                && t.action != Action::Refuse
+                        }
+                        _ => self.same(item, rel, &f)?,
+                    };
+                    if !identical {
+                        self.keep(item, rel);
+                    }
                 }
                 Action::Replace
             }
