@@ -501,6 +501,16 @@ fn a_bare_restore_asks_what_to_restore() {
         "{}",
         out.stderr
     );
+    // --help teaches all of it.
+    let help = restore(t).args(["--help"]).status(0).stdout;
+    for needle in [
+        "--all",
+        "--no-keep",
+        "<backup_root>/displaced/<stamp>/",
+        "cp -a",
+    ] {
+        assert!(help.contains(needle), "{needle}: {help}");
+    }
 
     // --target DIR alone: everything, there.
     let target = t.path("everything");
