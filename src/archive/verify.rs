@@ -96,10 +96,24 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// The names that hard links point to, from a first read of an index ([`verify_archive`] needs them to check each
-/// hard link against the very file the archive links it to).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HardLinkTargets(HashSet<Vec<u8>>);
+/// The files whose data offset, size and sha256 [`verify_archive_with`] keeps as it reads, to check each hard link
+/// against the very file the archive links it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HardLinkTargets {
+    /// Every file (memory grows with the number of files: tests, small archives).
+    All,
+    /// The names hard links point to, from a first read of the same index ([`HardLinkTargets::read`]).
+    Named(HashSet<Vec<u8>>),
+}
+
+impl HardLinkTargets {
+    fn wants(&self, path: &[u8]) -> bool {
+        match self {
+            HardLinkTargets::All => true,
+            HardLinkTargets::Named(names) => names.contains(path),
+        }
+    }
+}
 
 /// At most this many bytes of hard-link target names are kept (about a million names): an index that lists more is
 /// refused as implausible rather than let grow memory without bound.
@@ -122,13 +136,19 @@ impl HardLinkTargets {
                 names.insert(l);
             }
         }
-        Ok(HardLinkTargets(names))
+        Ok(HardLinkTargets::Named(names))
     }
+}
 
-    /// No hard links (an index known to have none).
-    pub fn none() -> HardLinkTargets {
-        HardLinkTargets::default()
-    }
+/// [`verify_archive_with`] keeping every file for the hard links to be checked against (memory grows with the
+/// number of files). `restore --verify` reads the hard links' targets from the index first instead.
+pub fn verify_archive(
+    label: &str,
+    archive: impl Read,
+    index: impl BufRead,
+    progress: &mut dyn Progress,
+) -> Result<VerifyReport, VerifyError> {
+    verify_archive_with(label, archive, index, &HardLinkTargets::All, progress)
 }
 
 /// Verifies the tar stream `archive` (already joined from its parts and through any stage) against `index`.
@@ -142,7 +162,7 @@ impl HardLinkTargets {
 /// restore reads a hard link's content there); then that the index's `end` line matches the number of entries, the
 /// stream's length and its sha256 (which covers headers and padding). A hard link whose target is not in `links`
 /// fails: read `links` from the same index.
-pub fn verify_archive(
+pub fn verify_archive_with(
     label: &str,
     archive: impl Read,
     index: impl BufRead,
@@ -336,7 +356,7 @@ pub fn verify_archive(
                 if actual != expected {
                     return bad(VerifyProblem::Content { expected, actual });
                 }
-                if links.0.contains(&ie.path) {
+                if links.wants(&ie.path) {
                     linked.insert(ie.path.clone(), (data_offset, size, actual));
                 }
                 files += 1;

@@ -416,15 +416,10 @@ fn exfat_t9_gets_verified_archives_that_gnu_tar_extracts() {
         let out = gnu_extract(&files, &work);
         assert_same_tree(&snapshot_dir(&t, &set.snapshot), &out);
         let index = fs::File::open(dir.join(&set.index[0].name)).unwrap();
-        let links = archive::HardLinkTargets::read(std::io::BufReader::new(
-            fs::File::open(dir.join(&set.index[0].name)).unwrap(),
-        ))
-        .unwrap();
         let v = archive::verify_archive(
             &set.set,
             files.open().unwrap(),
             std::io::BufReader::new(index),
-            &links,
             &mut NoProgress,
         )
         .unwrap();
@@ -865,15 +860,10 @@ fn corruption_behind_the_filesystem_is_detected() {
     );
     let files = ArchiveFiles::discover(&dir, "data.tar").unwrap();
     let index = fs::File::open(dir.join("data.index.jsonl")).unwrap();
-    let links = archive::HardLinkTargets::read(std::io::BufReader::new(
-        fs::File::open(dir.join("data.index.jsonl")).unwrap(),
-    ))
-    .unwrap();
     let err = archive::verify_archive(
         "data.tar",
         files.open().unwrap(),
         std::io::BufReader::new(index),
-        &links,
         &mut NoProgress,
     )
     .unwrap_err();
