@@ -910,34 +910,44 @@ impl RunCheck<'_> {
             let r = self.reader()?;
             r.seek(SeekFrom::Start(base))
                 .map_err(|e| read_err(first.display_path(), e))?;
-            let mut ar = tar::Archive::new(FromOffset { inner: r, base });
+            let mut ar = tar::Archive::new(FromOffset::new(r, base));
             let mut entries = ar
                 .entries_with_seek()
                 .map_err(|e| read_err(first.display_path(), e))?;
             // The next entry of the archive that describes a file (PAX global headers are skipped).
-            let mut next = |after: &str| -> Result<Option<(RestoreEntry, u64)>, ContentError> {
-                loop {
-                    match entries.next() {
-                        None => return Ok(None),
-                        Some(Err(e)) => {
-                            return Err(read_err(format!("the entry after {after}"), e));
-                        }
-                        Some(Ok(mut te)) => {
-                            let got = RestoreEntry::from_tar(&mut te)
-                                .map_err(|e| read_err(after.to_string(), e))?;
-                            if let Some(mut got) = got {
-                                if let Some(n) = got.name.strip_suffix(b"/") {
-                                    got.name = n.to_vec();
+            // `after`: the entry before (named in an error); none before the first.
+            let mut next =
+                |after: Option<&IndexEntry>| -> Result<Option<(RestoreEntry, u64)>, ContentError> {
+                    let shown = || match after {
+                        Some(e) => format!(
+                            "the entry after {} (offset {})",
+                            e.display_path(),
+                            e.header_offset
+                        ),
+                        None => format!("{} (offset {base})", first.display_path()),
+                    };
+                    loop {
+                        match entries.next() {
+                            None => return Ok(None),
+                            Some(Err(e)) => {
+                                return Err(read_err(shown(), e));
+                            }
+                            Some(Ok(mut te)) => {
+                                let got = RestoreEntry::from_tar(&mut te)
+                                    .map_err(|e| read_err(shown(), e))?;
+                                if let Some(mut got) = got {
+                                    if let Some(n) = got.name.strip_suffix(b"/") {
+                                        got.name = n.to_vec();
+                                    }
+                                    return Ok(Some((got, base + te.raw_file_position())));
                                 }
-                                return Ok(Some((got, base + te.raw_file_position())));
                             }
                         }
                     }
-                }
-            };
-            let mut after = format!("{} (offset {base})", first.display_path());
+                };
+            let mut after = None;
             for ie in run {
-                match next(&after)? {
+                match next(after)? {
                     None => {
                         problem = Some((
                             ie.path.clone(),
@@ -984,12 +994,12 @@ impl RunCheck<'_> {
                                 Some((ie.path.clone(), format!("{}: {why}", abs_shown(&ie.path))));
                             break;
                         }
-                        after = format!("{} (offset {})", ie.display_path(), ie.header_offset);
+                        after = Some(ie);
                     }
                 }
             }
             if problem.is_none()
-                && let Some((got, data)) = next(&after)?
+                && let Some((got, data)) = next(after)?
                 && is_under(&got.name, name.as_bytes())
             {
                 problem = Some((
@@ -1098,32 +1108,55 @@ impl RunCheck<'_> {
     }
 }
 
-/// A reader seen from `base` on: position 0 is `base` of `inner` (the `tar` crate takes a seekable archive's
-/// positions as its own offsets from its start).
+/// A buffered reader seen from `base` on: position 0 is `base` of `inner` (the `tar` crate takes a seekable
+/// archive's positions as its own offsets from its start). The short forward seeks over small files' contents stay
+/// inside the buffer, so walking the headers of many small files costs few reads.
 struct FromOffset<R> {
-    inner: R,
+    inner: io::BufReader<R>,
     base: u64,
+    /// The position, relative to `base`.
+    pos: u64,
+}
+
+impl<R: Read + Seek> FromOffset<R> {
+    /// `inner` must be positioned at `base`.
+    fn new(inner: R, base: u64) -> FromOffset<R> {
+        FromOffset {
+            inner: io::BufReader::with_capacity(64 << 10, inner),
+            base,
+            pos: 0,
+        }
+    }
 }
 
 impl<R: Read> Read for FromOffset<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
 impl<R: Seek> Seek for FromOffset<R> {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let to = match to {
-            SeekFrom::Start(n) => SeekFrom::Start(
-                self.base
-                    .checked_add(n)
-                    .ok_or_else(|| io::Error::other("seek position out of range"))?,
-            ),
-            other => other,
-        };
-        let at = self.inner.seek(to)?;
-        at.checked_sub(self.base)
-            .ok_or_else(|| io::Error::other("seek before the start of the entries checked"))
+        let out_of_range = || io::Error::other("seek position out of range");
+        match to {
+            SeekFrom::Current(d) => {
+                let pos = self.pos.checked_add_signed(d).ok_or_else(out_of_range)?;
+                self.inner.seek_relative(d)?;
+                self.pos = pos;
+            }
+            SeekFrom::Start(n) => {
+                let at = self.base.checked_add(n).ok_or_else(out_of_range)?;
+                self.inner.seek(SeekFrom::Start(at))?;
+                self.pos = n;
+            }
+            SeekFrom::End(_) => {
+                let at = self.inner.seek(to)?;
+                self.pos = at.checked_sub(self.base).ok_or_else(out_of_range)?;
+            }
+        }
+        Ok(self.pos)
     }
 }
 
