@@ -50,6 +50,7 @@ impl World {
             notifications: Notifications::default(),
             encryption: None,
             state_dir: self.dir.path().join("state"),
+            report: crate::settings::ReportSettings::default_in(&self.dir.path().join("state")),
             output: Output {
                 json: false,
                 dry_run: false,
@@ -92,7 +93,7 @@ fn collect(settings: &Settings, args: &CollectArgs) -> CollectReport {
 fn rsync_present() -> bool {
     let ok = crate::rsync::probe_rsync().is_ok();
     if !ok {
-        eprintln!("skipped: rsync is not installed");
+        crate::stdx::skip::skip("rsync is not installed");
     }
     ok
 }

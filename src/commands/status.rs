@@ -13,12 +13,16 @@ use crate::status::{self, StatusReport};
 pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
     let settings = Settings::load(global, &Env::from_process())?;
     let now = args.now.unwrap_or_else(|| Local::now().fixed_offset());
-    let facts = status::gather(&settings, true);
+    let facts = status::gather_for(
+        &settings,
+        status::Look::Probe,
+        args.history.unwrap_or(0) as usize,
+    );
     let report = status::build(&facts, &settings, now);
     print(&report, global.json)?;
     if args.check && !report.ok {
         if global.quiet < 2 {
-            eprintln!("dbackup: status check failed: {}", problems(&report));
+            crate::errln!("dbackup: status check failed: {}", problems(&report));
         }
         return Ok(Exit::Failed);
     }
@@ -27,18 +31,14 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
 
 fn print(report: &StatusReport, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print!("{}", status::render(report));
+        crate::out!("{}", status::render(report));
     }
     Ok(())
 }
 
 /// What makes the check fail, in one line.
 fn problems(report: &StatusReport) -> String {
-    let mut what: Vec<String> = report.overdue.iter().map(|o| o.message.clone()).collect();
-    if let Some(l) = report.last_run.as_ref().filter(|l| l.failed) {
-        what.push(format!("the last run ({}) failed", l.command));
-    }
-    what.join("; ")
+    status::verdict(report).problems.join("; ")
 }
