@@ -11,16 +11,6 @@ use dbackup::external::layout;
 use crate::harness::Test;
 use crate::restore::demo;
 
-/// Says why a test cannot run here and that it skips; under CI (`CI=true`), where every prerequisite is installed,
-/// it fails instead.
-fn skip(why: &str) {
-    assert!(
-        !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
-        "{why}; CI must provide it"
-    );
-    eprintln!("skipping: {why}");
-}
-
 fn restore(t: &Test) -> crate::harness::Cmd {
     t.cmd().args(["restore"])
 }
@@ -422,13 +412,13 @@ fn a_file_on_another_filesystem_is_kept_by_a_copy() {
         .prefix("dbackup-test-")
         .tempdir_in("/dev/shm")
     else {
-        skip("no /dev/shm to restore into another filesystem");
+        crate::t9::skip("no /dev/shm to restore into another filesystem");
         return;
     };
     if fs::metadata(shm.path()).unwrap().dev()
         == fs::metadata(t.root().parent().unwrap()).unwrap().dev()
     {
-        skip("/dev/shm is on the same filesystem as the test directory");
+        crate::t9::skip("/dev/shm is on the same filesystem as the test directory");
         return;
     }
     let target = shm.path().to_str().unwrap();
