@@ -982,18 +982,6 @@ fn restore(
         })
         .collect();
     *logged = serde_json::to_value(&log).ok();
-    let kept: usize = summaries.iter().map(|s| s.displaced.len()).sum();
-    if kept > 0
-        && let Some(dir) = &opts.keep_displaced
-    {
-        ui.info(format_args!(
-            "kept in {}: {} that differed from the backup before the restore replaced {} (listed above; copy \
-             back with cp -a)",
-            dir.display(),
-            ui::counted(kept as u64, "file", "files"),
-            if kept == 1 { "it" } else { "them" },
-        ));
-    }
     // Interrupted: the run's line (with what was restored and kept) is written by `run_with_settings`, marked
     // `interrupted`; `main` says so in one line.
     crate::interrupt::check()?;
@@ -1041,6 +1029,18 @@ fn restore(
                 crate::out!("{}", indent(&s.render()));
             }
         }
+    }
+    let kept: usize = summaries.iter().map(|s| s.displaced.len()).sum();
+    if kept > 0
+        && let Some(dir) = &opts.keep_displaced
+    {
+        ui.info(format_args!(
+            "kept in {}: {} that differed from the backup before the restore replaced {} (listed above; copy \
+             back with cp -a)",
+            dir.display(),
+            ui::counted(kept as u64, "file", "files"),
+            if kept == 1 { "it" } else { "them" },
+        ));
     }
     if let Some(e) = error {
         let restored: u64 = summaries
