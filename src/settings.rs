@@ -741,6 +741,17 @@ impl Builder<'_> {
         let recipients_file = path(self, "recipients_file", &e.recipients_file);
         let identity_file = path(self, "identity_file", &e.identity_file);
         let passphrase_file = path(self, "passphrase_file", &e.passphrase_file);
+        for (key, file) in [
+            ("identity_file", &identity_file),
+            ("passphrase_file", &passphrase_file),
+        ] {
+            if let Some(why) = file
+                .as_deref()
+                .and_then(|f| secret_in_store(f, Path::new(NIX_STORE)))
+            {
+                self.problem(format!("{at}/{key}"), why);
+            }
+        }
         (self.problems.len() == before).then(|| EncryptionSettings {
             recipients: e.recipients.clone(),
             recipients_file,
@@ -770,6 +781,28 @@ impl Builder<'_> {
             }
         }
     }
+}
+
+/// The Nix store: world-readable, and copied to binary caches and other machines.
+pub const NIX_STORE: &str = "/nix/store";
+
+/// Why a secret file (an identity, a passphrase) at `path` may not be used: it lies in the Nix store `store`, by its
+/// name or through a symlink (home-manager links its files there). `None` when it does not.
+pub fn secret_in_store(path: &Path, store: &Path) -> Option<String> {
+    let why = "which every user of this machine can read (and which is copied to binary caches and other \
+               machines): a secret there is no secret; keep the file outside the store (mode 0600, e.g. \
+               ~/.config/dbackup/identity.txt, or a secrets manager's file under /run) and name that file here";
+    if path.starts_with(store) {
+        return Some(format!("{} is in the Nix store, {why}", path.display()));
+    }
+    let real = std::fs::canonicalize(path).ok()?;
+    real.starts_with(store).then(|| {
+        format!(
+            "{} is a link into the Nix store ({}), {why}",
+            path.display(),
+            real.display()
+        )
+    })
 }
 
 /// A safe file name on ext4 and exFAT: what [`schema::SAFE_NAME_PATTERN`] matches.
@@ -889,6 +922,45 @@ mod tests {
             Err(other) => panic!("expected semantic problems, got {other}"),
             Ok(_) => panic!("expected semantic problems, got valid settings"),
         }
+    }
+
+    #[test]
+    fn secret_files_in_the_nix_store_are_refused() {
+        let e = env(Path::new("/home/u"), &[]);
+        let got = problems(
+            r#"{ "backup_root": "/b", "backup_sets": [ { "name": "d", "sources": ["/d"] } ],
+                 "encryption": { "recipients": ["age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"],
+                                 "identity_file": "/nix/store/abc-identity.txt" },
+                 "destinations": [ { "name": "T9", "path": "/media/T9",
+                   "encryption": { "passphrase": true, "passphrase_file": "/nix/store/abc-pass" } } ] }"#,
+            &e,
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "/encryption/identity_file: /nix/store/abc-identity.txt is in the Nix store"
+            ) && got[0].contains("every user of this machine can read"),
+            "{got:?}"
+        );
+        assert!(
+            got[1].starts_with("/destinations/0/encryption/passphrase_file: /nix/store/abc-pass"),
+            "{got:?}"
+        );
+        // A link into the store (as home-manager makes them) is refused too; a file outside is fine.
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("store");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::write(store.join("abc-identity.txt"), "AGE-SECRET-KEY-1").unwrap();
+        let link = tmp.path().join("identity.txt");
+        std::os::unix::fs::symlink(store.join("abc-identity.txt"), &link).unwrap();
+        let why = secret_in_store(&link, &store).expect("refused");
+        assert!(why.contains("is a link into the Nix store"), "{why}");
+        std::fs::write(tmp.path().join("own.txt"), "x").unwrap();
+        assert_eq!(secret_in_store(&tmp.path().join("own.txt"), &store), None);
+        assert_eq!(
+            secret_in_store(&tmp.path().join("missing.txt"), &store),
+            None
+        );
     }
 
     fn with_set(set: &str) -> String {

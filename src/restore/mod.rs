@@ -43,6 +43,7 @@ pub mod apply;
 pub mod attrs;
 pub mod catalog;
 pub mod content;
+pub mod displace;
 pub mod drive;
 pub mod entry;
 pub mod index_search;
@@ -124,6 +125,10 @@ pub struct RestoreOptions {
     pub apply_despite_refusals: bool,
     /// fsync every file before renaming it into place, and the directories at the end.
     pub fsync: bool,
+    /// Where a file the restore replaces is kept first when it differs from the backup (the run's directory under
+    /// `<backup_root>/displaced/`, see [`displace`]); `None` replaces without keeping (`--no-keep`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_displaced: Option<PathBuf>,
 }
 
 impl Default for RestoreOptions {
@@ -137,6 +142,7 @@ impl Default for RestoreOptions {
             refuse_escaping_symlinks: false,
             apply_despite_refusals: false,
             fsync: true,
+            keep_displaced: None,
         }
     }
 }

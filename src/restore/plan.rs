@@ -146,6 +146,10 @@ pub struct PlanItem {
     /// For a hard link: the item it links to.
     #[serde(skip)]
     pub(crate) link_item: Option<usize>,
+    /// What is there now differs from the backup and is kept here before it is replaced (see
+    /// [`super::displace`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub displaced_to: Option<PathBuf>,
 }
 
 impl PlanItem {
@@ -164,6 +168,7 @@ impl PlanItem {
             rel: None,
             found: None,
             link_item: None,
+            displaced_to: None,
         }
     }
 
@@ -243,6 +248,22 @@ impl Plan {
             out.push_str(" (does not exist yet: it will be made, owner-only)");
         }
         let _ = writeln!(out, ": {}", self.counts.sentence(true));
+        let kept = self
+            .items
+            .iter()
+            .filter(|i| i.displaced_to.is_some())
+            .count();
+        if let Some(dir) = &self.options.keep_displaced
+            && kept > 0
+        {
+            let _ = writeln!(
+                out,
+                "{kept} {} to replace {} from the backup: kept first, under {}",
+                if kept == 1 { "file" } else { "files" },
+                if kept == 1 { "differs" } else { "differ" },
+                show(dir.as_os_str().as_encoded_bytes()),
+            );
+        }
         for item in &self.items {
             if item.action == Action::Unchanged && !verbose {
                 continue;
@@ -256,6 +277,9 @@ impl Plan {
             }
             if !item.notes.is_empty() {
                 let _ = write!(out, " ({})", item.notes.join("; "));
+            }
+            if item.displaced_to.is_some() {
+                out.push_str(" (kept first)");
             }
             out.push('\n');
         }
@@ -615,6 +639,7 @@ impl Planner {
             } else if overwrite == Overwrite::Always {
                 item.action = Action::Replace;
                 item.notes.push(format!("replaces a {}", f.kind.word()));
+                self.keep(item, rel);
             } else {
                 item.refuse(Refusal::KindConflict {
                     existing: f.kind.word().into(),
@@ -628,16 +653,47 @@ impl Planner {
                 item.skip("it exists and --overwrite is never");
                 return Ok(());
             }
-            Overwrite::Always => Action::Replace,
+            Overwrite::Always => {
+                // What differs from the backup is kept; what is the same (by --compare) is only rewritten.
+                if !entry_dir && self.opts.keep_displaced.is_some() {
+                    let identical = match item.kind {
+                        // Another name of the file found for its link target, which was judged the same.
+                        EntryKind::Hardlink => {
+                            let t = &self.items[item.link_item.expect("checked")];
+                            t.found.is_some_and(|tf| (tf.dev, tf.ino) == (f.dev, f.ino))
+                                && t.displaced_to.is_none()
+                                && t.action != Action::Refuse
+                        }
+                        _ => self.same(item, rel, &f)?,
+                    };
+                    if !identical {
+                        self.keep(item, rel);
+                    }
+                }
+                Action::Replace
+            }
             Overwrite::IfChanged => {
                 if self.same(item, rel, &f)? {
                     Action::Unchanged
                 } else {
+                    if !entry_dir {
+                        self.keep(item, rel);
+                    }
                     Action::Replace
                 }
             }
         };
         Ok(())
+    }
+
+    /// Marks what is at `rel` (not a directory: it is replaced, not merged) to be kept before it is replaced,
+    /// unless the options say it is not kept.
+    fn keep(&self, item: &mut PlanItem, rel: &RelPath) {
+        if let Some(dir) = &self.opts.keep_displaced
+            && item.found.is_some_and(|f| f.kind != FoundKind::Dir)
+        {
+            item.displaced_to = Some(super::displace::kept_path(dir, &self.target.full_path(rel)));
+        }
     }
 
     /// Whether what is at the destination is what the backup holds (for `if-changed`).

@@ -1,7 +1,7 @@
 //! `restore --verify`: checks a backup without writing anything, and says what a restore would write.
 //!
 //! - A drive backup: `verification.sha256` against the files (every archive part and index and `backup.json` must be
-//!   listed, and match), then every archive read once from end to end against its index ([`verify_archive`]: each
+//!   listed, and match), then every archive read once from end to end against its index ([`verify_archive_with`]: each
 //!   entry's header fields and content sha256, the offsets, the totals, the stream's length and sha256). The same read
 //!   gives the archive's file hash for the sums check, so each archive is read once. An archive without an index is
 //!   read through (structure, lengths) and checked against the sums only.
@@ -29,7 +29,9 @@ use super::select::abs_of;
 use crate::archive::crypt::age_read_error;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
-use crate::archive::{self, ArchiveFiles, Digest, Keys, Progress, verify_archive};
+use crate::archive::{
+    self, ArchiveFiles, Digest, HardLinkTargets, Keys, Progress, verify_archive_with,
+};
 use crate::snapshot::Snapshot;
 
 /// What a verification found.
@@ -201,7 +203,7 @@ fn refusal(name: &[u8], kind: EntryKind) -> Option<String> {
     }
 }
 
-/// The progress of [`verify_archive`]: bytes for the bar, entries for the would-restore list and the name check.
+/// The progress of [`verify_archive_with`]: bytes for the bar, entries for the would-restore list and the name check.
 struct Watch<'a> {
     would: Would,
     refused: Option<(String, String)>,
@@ -686,30 +688,41 @@ fn check_stream(
     let mut plain = plain;
     match index {
         Some(index) => {
-            let opened = index
+            // A first read of the index: the names hard links point to, so that each hard link is checked
+            // against the file the archive links it to.
+            let links = index
                 .open()
-                .map(|r| io::BufReader::with_capacity(1 << 20, r));
+                .map_err(|e| format!("cannot be read: {e}"))
+                .and_then(|r| {
+                    HardLinkTargets::read(io::BufReader::with_capacity(1 << 20, r))
+                        .map_err(|e| e.to_string())
+                });
+            let opened = links.and_then(|links| {
+                index
+                    .open()
+                    .map(|r| (links, io::BufReader::with_capacity(1 << 20, r)))
+                    .map_err(|e| format!("cannot be read: {e}"))
+            });
             match opened {
-                Err(e) => problems.push(issue(
-                    Path::new(&index.label()),
-                    format!("cannot be read: {e}"),
-                )),
-                Ok(ir) => match verify_archive(label, &mut plain, ir, &mut *watch) {
-                    Ok(r) => {
-                        report.entries = r.entries;
-                        report.files = r.files;
-                        report.bytes = r.file_bytes;
-                        *stream_hash = Some((r.tar_bytes, r.tar_sha256));
-                    }
-                    Err(e) => problems.push(Issue {
-                        file: e.archive.clone(),
-                        entry: e.entry.clone().map(|en| match e.offset {
-                            Some(o) => format!("{en} (offset {o})"),
-                            None => en,
+                Err(e) => problems.push(issue(Path::new(&index.label()), e)),
+                Ok((links, ir)) => {
+                    match verify_archive_with(label, &mut plain, ir, &links, &mut *watch) {
+                        Ok(r) => {
+                            report.entries = r.entries;
+                            report.files = r.files;
+                            report.bytes = r.file_bytes;
+                            *stream_hash = Some((r.tar_bytes, r.tar_sha256));
+                        }
+                        Err(e) => problems.push(Issue {
+                            file: e.archive.clone(),
+                            entry: e.entry.clone().map(|en| match e.offset {
+                                Some(o) => format!("{en} (offset {o})"),
+                                None => en,
+                            }),
+                            message: e.problem.to_string(),
                         }),
-                        message: e.problem.to_string(),
-                    }),
-                },
+                    }
+                }
             }
         }
         None => match scan_archive(&mut plain, watch) {

@@ -19,6 +19,7 @@ mod hostile_drive;
 mod process;
 mod report;
 mod restore;
+mod restore_hardening;
 mod status;
 mod systemd;
 mod t9;
