@@ -53,6 +53,7 @@ pub mod safety;
 pub mod select;
 pub mod source;
 pub mod target;
+pub mod tarscan;
 pub mod verify;
 
 #[cfg(test)]
