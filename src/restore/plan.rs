@@ -13,6 +13,7 @@ use serde::{Serialize, Serializer};
 use super::entry::{EntryKind, RestoreEntry, show};
 use super::safety::{self, Refusal, RelPath};
 use super::target::{Found, FoundKind, TargetDir, WalkError, full_path};
+use super::tarscan::HeaderCounts;
 use super::{Compare, Overwrite, RestoreError, RestoreOptions};
 
 /// What restoring an entry does.
@@ -210,10 +211,30 @@ pub struct Plan {
     pub target_exists: bool,
     pub options: RestoreOptions,
     pub counts: Counts,
+    /// For an archive without an index: every header the scan read. Each entry is an item of this plan unless a
+    /// `--path` left it out; nothing is dropped silently.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scanned: Option<HeaderCounts>,
     pub items: Vec<PlanItem>,
 }
 
 impl Plan {
+    /// What a hard link item finally links to (the first name of its chain), or the item itself.
+    pub fn link_root(&self, mut idx: usize) -> &PlanItem {
+        for _ in 0..self.items.len() {
+            match self.items[idx].link_item {
+                Some(next) if self.items[idx].kind == EntryKind::Hardlink => idx = next,
+                _ => break,
+            }
+        }
+        &self.items[idx]
+    }
+
+    /// The items that stand for an entry of the backup (not the directories made to hold them).
+    pub fn entries(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| !i.implicit)
+    }
+
     pub fn refusals(&self) -> impl Iterator<Item = &PlanItem> {
         self.items.iter().filter(|i| i.action == Action::Refuse)
     }
@@ -243,6 +264,14 @@ impl Plan {
             out.push_str(" (does not exist yet: it will be made, owner-only)");
         }
         let _ = writeln!(out, ": {}", self.counts.sentence(true));
+        if let Some(h) = &self.scanned {
+            let _ = writeln!(
+                out,
+                "read from the archive: {}; {} of the entries in this plan",
+                h.sentence(),
+                self.entries().count()
+            );
+        }
         for item in &self.items {
             if item.action == Action::Unchanged && !verbose {
                 continue;
@@ -340,6 +369,7 @@ impl Planner {
             target_exists: self.target.exists(),
             options: self.opts,
             counts,
+            scanned: None,
             items: self.items,
         }
     }
@@ -438,8 +468,17 @@ impl Planner {
                     item.refuse(Refusal::HardlinkTargetRefused { target: shown });
                     return Ok(());
                 }
+                // A file, or a symlink or fifo: GNU tar links those too (`ln -P`, `cp -al` and `rsync -H` make
+                // hard links to symlinks).
                 Some((i, t))
-                    if !t.implicit && matches!(t.kind, EntryKind::File | EntryKind::Hardlink) =>
+                    if !t.implicit
+                        && matches!(
+                            t.kind,
+                            EntryKind::File
+                                | EntryKind::Hardlink
+                                | EntryKind::Symlink
+                                | EntryKind::Fifo
+                        ) =>
                 {
                     if t.action == Action::Skip {
                         item.notes.push(format!(

@@ -115,7 +115,7 @@ pub enum Refusal {
     ParentNotDirAtDestination { component: String, kind: String },
     #[error("hard link to `{target}`, which is outside the target")]
     HardlinkOutside { target: String },
-    #[error("hard link to `{target}`, which is not a file restored by this run")]
+    #[error("hard link to `{target}`, which is not a file or symlink restored by this run")]
     HardlinkTargetNotRestored { target: String },
     #[error("hard link to `{target}`, which was refused")]
     HardlinkTargetRefused { target: String },

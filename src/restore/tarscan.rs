@@ -280,7 +280,11 @@ fn skip_by_reading<R: Read>(r: &mut R, n: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Short skips are read (through a buffered reader, that costs no system call); longer ones seek.
 fn skip_by_seeking<R: Read + Seek>(r: &mut R, n: u64) -> io::Result<()> {
+    if n <= 64 << 10 {
+        return skip_by_reading(r, n);
+    }
     let n = i64::try_from(n).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     r.seek(SeekFrom::Current(n)).map(|_| ())
 }
