@@ -47,6 +47,7 @@ pub mod entry;
 pub mod index_search;
 pub mod job;
 pub mod keys;
+pub mod links;
 pub mod list;
 pub mod plan;
 pub mod safety;
@@ -118,7 +119,8 @@ pub struct RestoreOptions {
     /// made with `tar -P`); without it an absolute name is refused.
     #[serde(serialize_with = "ser_opt_bytes")]
     pub strip_prefix: Option<Vec<u8>>,
-    /// Refuse symlinks whose target (absolute, or climbing with `..`) points outside the target.
+    /// Refuse the symlinks that lead outside the target once the restore is done (resolved against the plan and
+    /// the target: [`links`]), rather than restoring them as they are and listing them.
     pub refuse_escaping_symlinks: bool,
     /// Apply the entries that were not refused when the plan refuses some (the summary still fails).
     pub apply_despite_refusals: bool,

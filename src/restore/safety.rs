@@ -120,9 +120,9 @@ pub enum Refusal {
     #[error("hard link to `{target}`, which was refused")]
     HardlinkTargetRefused { target: String },
     #[error(
-        "symlink to `{target}`, which points outside the target (refused by the strict symlink rule)"
+        "symlink to `{target}`, which leads outside the target, to {leads_to} (--no-escaping-links)"
     )]
-    SymlinkOutside { target: String },
+    SymlinkOutside { target: String, leads_to: String },
     #[error("a non-empty directory is in the way; it may hold files that are not in the backup")]
     NonEmptyDirInTheWay,
     #[error("a {existing} is in the way of this {kind}; replace it with --overwrite always")]
