@@ -23,3 +23,4 @@ mod t9_external;
 mod t9_media;
 mod t9_restore;
 mod t9_udev;
+mod tarcompat;
