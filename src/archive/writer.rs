@@ -16,6 +16,7 @@ use sha2::{Digest as _, Sha256};
 use super::index::{IndexEnd, IndexEntry, IndexHeader, IndexWriter};
 use super::sink::{Chain, Digest, Sink, Stage, ThreadedSink, WRITE_BUFFER, WrittenFile};
 use super::tarfmt::{self, EntryKind, HeaderSpec};
+use super::xattrs;
 
 /// Blocks in flight between the tar thread and the writer thread (each [`WRITE_BUFFER`] bytes).
 const PIPELINE_DEPTH: usize = 4;
@@ -214,6 +215,7 @@ fn entry_for(w: &Walked, kind: EntryKind) -> IndexEntry {
         link: None,
         sha256: None,
         rdev: matches!(kind, EntryKind::Char | EntryKind::Block).then(|| rdev_of(&w.meta)),
+        attrs: None,
         header_offset: 0,
         data_offset: 0,
     }
@@ -231,6 +233,7 @@ fn header_spec(e: &IndexEntry) -> HeaderSpec<'_> {
         mtime_nsec: e.mtime_nsec,
         link: e.link.as_deref(),
         rdev: e.rdev.unwrap_or((0, 0)),
+        attrs: e.attrs.as_deref(),
     }
 }
 
@@ -279,6 +282,8 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
                 }
             }
         }
+        // (An error is warned about when writing.)
+        e.attrs = xattrs::read(&w.full).ok().flatten();
         if kind == EntryKind::File {
             est.files += 1;
             est.file_bytes += e.size;
@@ -721,6 +726,21 @@ pub fn write_archive(
             }
             _ => {}
         }
+        e.attrs = match xattrs::read(&w.full) {
+            Ok(a) => a,
+            Err(err) => {
+                warn(
+                    Warning {
+                        path: w.full.clone(),
+                        message: format!(
+                            "cannot read its extended attributes and ACLs: {err}; archived without them"
+                        ),
+                    },
+                    progress,
+                );
+                None
+            }
+        };
 
         header_buf.clear();
         tarfmt::encode_header(&header_spec(&e), &mut header_buf);

@@ -17,6 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::RestoreError;
+use super::attrs::{self, AttrTally, On};
 use super::entry::{EntryKind, Mtime, RestoreEntry, show};
 use super::plan::{Action, Counts, Plan, PlanItem};
 use super::safety::{Refusal, RelPath};
@@ -46,6 +47,8 @@ pub struct Summary {
     pub implicit_dirs: u64,
     pub refusals: Vec<Problem>,
     pub errors: Vec<Problem>,
+    /// Extended attributes and ACLs set, and those that could not be (counted, warned about once).
+    pub attrs: AttrTally,
 }
 
 impl Summary {
@@ -54,9 +57,22 @@ impl Summary {
         self.refusals.is_empty() && self.errors.is_empty()
     }
 
-    /// 0 when everything was restored; 1 when anything was refused or failed.
+    /// 0 when everything was restored; 1 when anything was refused or failed; 3 when only attributes were not
+    /// (see [`Summary::warnings`]).
     pub fn exit(&self) -> Exit {
-        if self.is_ok() { Exit::Ok } else { Exit::Failed }
+        if !self.is_ok() {
+            Exit::Failed
+        } else if !self.warnings().is_empty() {
+            Exit::Warnings
+        } else {
+            Exit::Ok
+        }
+    }
+
+    /// What was restored incompletely without being an error: one line per kind, with counts (stderr material).
+    pub fn warnings(&self) -> Vec<String> {
+        self.attrs
+            .warnings(&show(self.target.as_os_str().as_encoded_bytes()))
     }
 
     /// For people: the counts, then every refusal and error.
@@ -143,6 +159,7 @@ impl<'p> Applier<'p> {
             implicit_dirs: 0,
             refusals: Vec::new(),
             errors: Vec::new(),
+            attrs: AttrTally::default(),
         };
         for (i, item) in plan.items.iter().enumerate() {
             if !item.implicit {
@@ -309,6 +326,13 @@ impl<'p> Applier<'p> {
                 rustix::fs::fchown(fd, Some(uid(item.entry.uid)), Some(gid(item.entry.gid)))?;
             }
             rustix::fs::fchmod(fd, Mode::from_raw_mode(item.mode))?;
+            attrs::apply(
+                On::Fd(fd),
+                item.entry.attrs.as_deref(),
+                true,
+                opts.privileged,
+                &mut self.summary.attrs,
+            );
         }
         rustix::fs::futimens(fd, &times(item.entry.mtime))?;
         Ok(())
@@ -466,9 +490,9 @@ impl<'p> Applier<'p> {
                     content,
                     &item.entry,
                     item.mode,
-                    opts.privileged,
-                    opts.fsync,
+                    opts,
                     &mut self.buf,
+                    &mut self.summary.attrs,
                 );
                 let result = result.and_then(|ino| placement.place(&tmp.0).map(|o| (o, ino)));
                 match result {
@@ -493,6 +517,18 @@ impl<'p> Applier<'p> {
                 let result = (|| {
                     if opts.privileged {
                         chown_temp(parent, &tmp, &item.entry)?;
+                    }
+                    if item.entry.attrs.is_some() {
+                        attrs::apply(
+                            On::Name {
+                                dir: parent,
+                                name: &tmp,
+                            },
+                            item.entry.attrs.as_deref(),
+                            false,
+                            opts.privileged,
+                            &mut self.summary.attrs,
+                        );
                     }
                     rustix::fs::utimensat(
                         parent,
@@ -524,6 +560,16 @@ impl<'p> Applier<'p> {
                         Mode::from_raw_mode(item.mode),
                         AtFlags::empty(),
                     )?;
+                    attrs::apply(
+                        On::Name {
+                            dir: parent,
+                            name: &tmp,
+                        },
+                        item.entry.attrs.as_deref(),
+                        false,
+                        opts.privileged,
+                        &mut self.summary.attrs,
+                    );
                     rustix::fs::utimensat(
                         parent,
                         tmp.as_str(),
@@ -801,10 +847,11 @@ fn write_file(
     content: &mut dyn Read,
     entry: &RestoreEntry,
     mode: u32,
-    privileged: bool,
-    fsync: bool,
+    opts: &super::RestoreOptions,
     buf: &mut [u8],
+    tally: &mut AttrTally,
 ) -> Result<(u64, u64), Failure> {
+    let (privileged, fsync) = (opts.privileged, opts.fsync);
     let mut hasher = entry.sha256.map(|_| Sha256::new());
     let mut total: u64 = 0;
     // One byte more than expected tells a source that grew.
@@ -860,6 +907,7 @@ fn write_file(
             rustix::fs::fchown(fd, Some(uid(entry.uid)), Some(gid(entry.gid)))?;
         }
         rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
+        attrs::apply(On::Fd(fd), entry.attrs.as_deref(), false, privileged, tally);
         rustix::fs::futimens(fd, &times(entry.mtime))?;
         let st = rustix::fs::fstat(fd)?;
         let f = Found::from(st);

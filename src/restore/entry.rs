@@ -7,6 +7,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use serde::{Serialize, Serializer};
 
+use crate::archive::xattrs::Attrs;
+
 /// The type of a backup entry, as the archive or the snapshot describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EntryKind {
@@ -124,6 +126,8 @@ pub struct RestoreEntry {
     /// Opaque to the engine: where the source keeps this entry (an offset in the archive, ...), for callers that
     /// walk a [`super::Plan`] and fetch content by random access.
     pub locator: Option<u64>,
+    /// Extended attributes and ACLs (`None`: none), applied after the owner and mode ([`super::attrs`]).
+    pub attrs: Option<Box<Attrs>>,
 }
 
 impl RestoreEntry {
@@ -140,6 +144,7 @@ impl RestoreEntry {
             link: None,
             sha256: None,
             locator: None,
+            attrs: None,
         }
     }
 
@@ -162,11 +167,20 @@ impl RestoreEntry {
         let mut pax_sparse = false;
         if let Some(exts) = entry.pax_extensions()? {
             // The tar crate splits PAX records at newlines, so a record whose value holds one (a name with a
-            // newline) reads as malformed pieces; skip them as the crate itself does for `path`.
-            for ext in exts.flatten() {
+            // newline, an ACL, any xattr) reads as malformed pieces, and a piece of a value may look like a record
+            // of its own (`"\n13 mtime=..."` inside an xattr). The first `mtime` is taken (writers put it first;
+            // dbackup does whenever an entry has attributes), and `GNU.sparse.*` only before any broken piece.
+            let mut clean = true;
+            for ext in exts {
+                let Ok(ext) = ext else {
+                    clean = false;
+                    continue;
+                };
                 match ext.key_bytes() {
-                    b"mtime" => pax_mtime = Mtime::parse_pax(ext.value_bytes()),
-                    key if key.starts_with(b"GNU.sparse.") => pax_sparse = true,
+                    b"mtime" if pax_mtime.is_none() => {
+                        pax_mtime = Mtime::parse_pax(ext.value_bytes())
+                    }
+                    key if clean && key.starts_with(b"GNU.sparse.") => pax_sparse = true,
                     _ => {}
                 }
             }
@@ -195,6 +209,7 @@ impl RestoreEntry {
             },
             sha256: None,
             locator,
+            attrs: None,
         }))
     }
 
@@ -240,6 +255,7 @@ impl RestoreEntry {
             link,
             sha256: None,
             locator: None,
+            attrs: None,
         }
     }
 

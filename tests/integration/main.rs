@@ -17,6 +17,7 @@ mod restore;
 mod status;
 mod systemd;
 mod t9;
+mod t9_attrs;
 mod t9_backup;
 mod t9_encryption;
 mod t9_external;
