@@ -37,6 +37,7 @@ use std::io::{self, Read, Seek, SeekFrom};
 use serde::Serialize;
 
 use super::entry::{EntryKind, Mtime, RestoreEntry};
+use crate::archive::Attrs;
 
 /// The size of a tar block.
 pub const BLOCK: u64 = 512;
@@ -181,10 +182,28 @@ impl Member {
         }
     }
 
+    /// The extended attributes and ACLs its pax records hold (`SCHILY.xattr.*`, `SCHILY.acl.*`: GNU tar's
+    /// `--xattrs --acls`, star's, bsdtar's).
+    pub fn attrs(&self) -> Result<Option<Box<Attrs>>, String> {
+        let records: Vec<(&[u8], &[u8])> = self
+            .records
+            .iter()
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
+            .collect();
+        Attrs::from_pax(&records).map(Attrs::boxed)
+    }
+
     /// The entry the restore engine plans: owners by name when `owners` knows the name (as GNU tar restores them
-    /// unless `--numeric-owner`), else by number; `locator` is the content's offset.
+    /// unless `--numeric-owner`), else by number; its extended attributes and ACLs; `locator` is the content's
+    /// offset.
     pub fn entry(&self, owners: &mut Owners) -> RestoreEntry {
-        let kind = self.kind();
+        let (attrs, kind) = match self.attrs() {
+            Ok(a) => (a, self.kind()),
+            Err(_) => (
+                None,
+                EntryKind::Other("entry whose extended attributes or ACLs cannot be read"),
+            ),
+        };
         let uid = owners
             .user(&self.uname)
             .unwrap_or_else(|| u32::try_from(self.uid).unwrap_or(u32::MAX));
@@ -207,6 +226,7 @@ impl Member {
                 .then(|| self.link.clone()),
             sha256: None,
             locator: Some(self.data_offset),
+            attrs,
         }
     }
 }
@@ -793,34 +813,15 @@ pub fn number(field: &[u8]) -> Option<i128> {
 }
 
 /// Parses pax records (`<length> <key>=<value>\n`, the length counting the whole record, so a value may hold
-/// newlines). Trailing NUL padding is tolerated.
-pub fn parse_pax(mut data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ()> {
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        if data.iter().all(|&b| b == 0) {
-            break;
-        }
-        let space = data.iter().position(|&b| b == b' ').ok_or(())?;
-        let digits = &data[..space];
-        if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
-            return Err(());
-        }
-        let len: usize = std::str::from_utf8(digits)
-            .map_err(|_| ())?
-            .parse()
-            .map_err(|_| ())?;
-        if len <= space + 2 || len > data.len() || data[len - 1] != b'\n' {
-            return Err(());
-        }
-        let record = &data[space + 1..len - 1];
-        let eq = record.iter().position(|&b| b == b'=').ok_or(())?;
-        if eq == 0 {
-            return Err(());
-        }
-        out.push((record[..eq].to_vec(), record[eq + 1..].to_vec()));
-        data = &data[len..];
-    }
-    Ok(out)
+/// newlines) with the crate's one pax parser ([`crate::archive::xattrs::parse_pax`]), into owned pairs.
+pub fn parse_pax(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ()> {
+    crate::archive::xattrs::parse_pax(data)
+        .map(|r| {
+            r.into_iter()
+                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                .collect()
+        })
+        .map_err(|_| ())
 }
 
 /// Applies `new` records over `into`: a key given again replaces the old value; an empty value removes the key.

@@ -438,9 +438,9 @@ fn gnu_tar_format_v7() {
     );
 }
 
-/// `--xattrs --acls` (posix): the extra pax records (`SCHILY.xattr.*`, `SCHILY.acl.*`) do not get in the way; the
-/// tree restores as `tar --xattrs --acls -xpf` gives it (applying the attributes themselves is issue 12's ACL and
-/// xattr part). Before: refused (the hard link to a symlink), nothing restored.
+/// `--xattrs --acls` (posix): the `SCHILY.xattr.*` and `SCHILY.acl.*` records are restored, and the tree with its
+/// attributes (`getfattr`, `getfacl`) is what `tar --xattrs --acls -xpf` gives. Before: refused (the hard link to a
+/// symlink), nothing restored.
 #[test]
 fn gnu_tar_with_xattrs_and_acls() {
     if check_tools(&["setfattr", "setfacl"], in_ci()).is_err() {
@@ -466,6 +466,47 @@ fn gnu_tar_with_xattrs_and_acls() {
     let tar = gnu_tar(&t, "posix", &src, &["--xattrs", "--acls"]);
     let (_, plan) = restores_as_gnu_tar_extracts(&t, &tar, &["--xattrs", "--acls"]);
     assert_every_header_counted(&plan);
+    // The attributes themselves, as getfattr and getfacl show them.
+    let attrs = |dir: &Path| {
+        let dump = |cmd: &str, args: &[&str]| {
+            let out = Command::new(cmd)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // Without the target itself (GNU tar gives it the mode of the archive's `./`, dbackup leaves it).
+            String::from_utf8_lossy(&out.stdout)
+                .split("\n\n")
+                .filter(|block| !block.starts_with("# file: .\n"))
+                .collect::<Vec<_>>()
+                .join("\n\n")
+        };
+        (
+            dump("getfattr", &["-R", "-h", "-d", "-m", "-", "."]),
+            dump("getfacl", &["-R", "-P", "-p", "."]),
+        )
+    };
+    let got = attrs(&t.path("restored"));
+    assert!(got.0.contains("user.note=\"hello\""), "{}", got.0);
+    assert!(
+        got.1.contains("user:1234:rw-") && got.1.contains("default:group:2345:r-x"),
+        "{}",
+        got.1
+    );
+    let want = attrs(&t.path("gnu-tar"));
+    assert_eq!(got.0, want.0);
+    let diff = |a: &str, b: &str| {
+        a.lines()
+            .zip(b.lines())
+            .find(|(x, y)| x != y)
+            .map(|(x, y)| format!("{x} / {y}"))
+    };
+    assert_eq!(got.1, want.1, "{:?}", diff(&got.1, &want.1));
 }
 
 /// bsdtar's formats, extracted by GNU tar for the reference. Before: refused (the hard link to a symlink).
