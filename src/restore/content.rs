@@ -230,7 +230,7 @@ impl SetContent {
         // Files and symlinks by name, so that a hard link to one that is not restored can become a copy of it.
         let mut shared: HashMap<RelPath, Shared> = HashMap::new();
         while let Some(m) = scanner
-            .next()
+            .next_member()
             .map_err(|e| arch_err(&format!("the entry after {last}"), e.into_io()))?
         {
             let e = m.entry(&mut owners);

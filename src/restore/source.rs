@@ -37,7 +37,7 @@ pub fn plan_tar_selected<R: Read + Seek>(
     let mut owners = Owners::by_name();
     let mut last = String::from("the start of the archive");
     while let Some(m) = scanner
-        .next()
+        .next_member()
         .map_err(|e| source_error(&format!("the entry after {last}"), e.into_io()))?
     {
         let e = m.entry(&mut owners);
@@ -64,7 +64,7 @@ pub fn apply_tar_selected<R: Read>(
     let mut owners = Owners::by_name();
     let mut last = String::from("the start of the archive");
     while let Some(m) = scanner
-        .next()
+        .next_member()
         .map_err(|e| source_error(&format!("the entry after {last}"), e.into_io()))?
     {
         let e = m.entry(&mut owners);

@@ -55,7 +55,7 @@ pub struct HeaderCounts {
     /// Every header read (the end-of-archive zero blocks and old-GNU sparse maps excluded):
     /// `entries + extensions + labels`.
     pub headers: u64,
-    /// Headers describing an entry: each one is handed over ([`Scanner::next`]).
+    /// Headers describing an entry: each one is handed over ([`Scanner::next_member`]).
     pub entries: u64,
     /// Extension headers of the entry after them: pax (`x`, `g`), Solaris (`X`), GNU long names (`L`, `K`).
     pub extensions: u64,
@@ -144,7 +144,7 @@ pub struct Member {
     pub size: u64,
     /// The pax records in effect (global ones first, then the entry's own), for extended attributes, ACLs and sparse
     /// maps.
-    pub records: Vec<(Vec<u8>, Vec<u8>)>,
+    pub records: Records,
     /// The entry's header block as read.
     pub header: Box<[u8; 512]>,
     /// Old-GNU sparse extension blocks that followed the header.
@@ -275,7 +275,7 @@ impl Owners {
     }
 }
 
-/// Reads an archive header by header. [`Scanner::next`] gives each entry; its content can then be read with
+/// Reads an archive header by header. [`Scanner::next_member`] gives each entry; its content can then be read with
 /// [`Scanner::content`], or is skipped (by seeking, for a [`Scanner::seekable`] source) by the next call.
 pub struct Scanner<R> {
     src: R,
@@ -287,7 +287,7 @@ pub struct Scanner<R> {
     /// Content bytes of the current member not read yet, then its padding.
     left: u64,
     pad: u64,
-    global: Vec<(Vec<u8>, Vec<u8>)>,
+    global: Records,
     counts: HeaderCounts,
     done: bool,
 }
@@ -335,7 +335,7 @@ impl<R: Read> Scanner<R> {
         Content { scanner: self }
     }
 
-    /// The underlying reader, just after the end of the archive when [`Scanner::next`] gave `None`.
+    /// The underlying reader, just after the end of the archive when [`Scanner::next_member`] gave `None`.
     pub fn into_inner(self) -> R {
         self.src
     }
@@ -434,12 +434,12 @@ impl<R: Read> Scanner<R> {
 
     /// The next entry, or `None` at the end of the archive. Extension headers and labels are read (and counted)
     /// on the way; the previous entry's unread content is skipped first.
-    pub fn next(&mut self) -> Result<Option<Member>, ScanError> {
+    pub fn next_member(&mut self) -> Result<Option<Member>, ScanError> {
         if self.done {
             return Ok(None);
         }
         self.skip_rest()?;
-        let mut local: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut local: Records = Vec::new();
         let mut long_name: Option<Vec<u8>> = None;
         let mut long_link: Option<Vec<u8>> = None;
         let mut problem: Option<&'static str> = None;
@@ -488,7 +488,7 @@ impl<R: Read> Scanner<R> {
                     match parse_pax(&data) {
                         Ok(records) if typeflag == b'g' => merge(&mut self.global, records),
                         Ok(records) => merge(&mut local, records),
-                        Err(()) => problem = Some("entry whose pax extended header is malformed"),
+                        Err(_) => problem = Some("entry whose pax extended header is malformed"),
                     }
                 }
                 b'L' | b'K' => {
@@ -708,7 +708,7 @@ impl<R: Read + Seek> Scanner<R> {
     }
 }
 
-/// The content of the member [`Scanner::next`] gave last.
+/// The content of the member [`Scanner::next_member`] gave last.
 pub struct Content<'a, R> {
     scanner: &'a mut Scanner<R>,
 }
@@ -814,18 +814,19 @@ pub fn number(field: &[u8]) -> Option<i128> {
 
 /// Parses pax records (`<length> <key>=<value>\n`, the length counting the whole record, so a value may hold
 /// newlines) with the crate's one pax parser ([`crate::archive::xattrs::parse_pax`]), into owned pairs.
-pub fn parse_pax(data: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ()> {
-    crate::archive::xattrs::parse_pax(data)
-        .map(|r| {
-            r.into_iter()
-                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                .collect()
-        })
-        .map_err(|_| ())
+pub fn parse_pax(data: &[u8]) -> Result<Records, String> {
+    crate::archive::xattrs::parse_pax(data).map(|r| {
+        r.into_iter()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect()
+    })
 }
 
+/// Pax records, keyword and value, in order.
+pub type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Applies `new` records over `into`: a key given again replaces the old value; an empty value removes the key.
-fn merge(into: &mut Vec<(Vec<u8>, Vec<u8>)>, new: Vec<(Vec<u8>, Vec<u8>)>) {
+fn merge(into: &mut Records, new: Records) {
     for (k, v) in new {
         // Repeated keys of PAX sparse 0.0 (offset, numbytes pairs) are a list, kept in order.
         let repeated = matches!(&k[..], b"GNU.sparse.offset" | b"GNU.sparse.numbytes");

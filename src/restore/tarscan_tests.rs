@@ -156,10 +156,13 @@ pub(crate) fn archive(parts: &[Vec<u8>]) -> Vec<u8> {
 }
 
 /// Every member with its content, and the counts.
-fn scan(bytes: &[u8]) -> Result<(Vec<(Member, Vec<u8>)>, HeaderCounts), ScanError> {
+/// Members with their content.
+type Scanned = Vec<(Member, Vec<u8>)>;
+
+fn scan(bytes: &[u8]) -> Result<(Scanned, HeaderCounts), ScanError> {
     let mut s = Scanner::new(bytes);
     let mut out = Vec::new();
-    while let Some(m) = s.next()? {
+    while let Some(m) = s.next_member()? {
         let mut content = Vec::new();
         s.content().read_to_end(&mut content).unwrap();
         out.push((m, content));
@@ -264,8 +267,8 @@ fn base_256_numbers() {
     a.extend(big.bytes());
     let (ms, counts) = {
         let mut s = Scanner::new(Cursor::new(&a));
-        let m1 = s.next().unwrap().unwrap();
-        let m2 = s.next().unwrap().unwrap();
+        let m1 = s.next_member().unwrap().unwrap();
+        let m2 = s.next_member().unwrap().unwrap();
         (vec![m1, m2], s.counts())
     };
     assert_eq!(ms[0].mtime, Mtime::new(-315_360_000, 0));
@@ -275,8 +278,8 @@ fn base_256_numbers() {
     assert_eq!(counts.entries, 2);
     // From a file whose length is known, the missing 9 GiB are found at once.
     let mut s = Scanner::seekable(Cursor::new(&a)).unwrap();
-    s.next().unwrap();
-    assert!(matches!(s.next(), Err(ScanError::Truncated { .. })));
+    s.next_member().unwrap();
+    assert!(matches!(s.next_member(), Err(ScanError::Truncated { .. })));
 }
 
 #[test]
@@ -426,18 +429,18 @@ fn truncations_and_dangling_extension_headers() {
     // Cut inside a's content: found when the content is read, or from the length when seeking.
     let cut = &whole[..800];
     let mut s = Scanner::new(cut);
-    s.next().unwrap().unwrap();
+    s.next_member().unwrap().unwrap();
     let mut buf = Vec::new();
     assert_eq!(
         s.content().read_to_end(&mut buf).unwrap_err().kind(),
         io::ErrorKind::UnexpectedEof
     );
     let mut s = Scanner::seekable(Cursor::new(cut)).unwrap();
-    assert!(matches!(s.next(), Err(ScanError::Truncated { .. })));
+    assert!(matches!(s.next_member(), Err(ScanError::Truncated { .. })));
     // Cut inside a header.
     let mut s = Scanner::new(&whole[..1536 + 100]);
-    s.next().unwrap();
-    assert!(matches!(s.next(), Err(ScanError::Truncated { .. })));
+    s.next_member().unwrap();
+    assert!(matches!(s.next_member(), Err(ScanError::Truncated { .. })));
     // An archive ending at a block boundary without its zero blocks ends there (GNU tar says nothing either).
     let (ms, _) = scan(&whole[..2560]).unwrap();
     assert_eq!(ms.len(), 2);
@@ -677,27 +680,22 @@ fn check_bounded(bytes: &[u8]) -> Result<(), TestCaseError> {
             Scanner::new(Cursor::new(bytes))
         };
         let mut n = 0u64;
-        loop {
-            match s.next() {
-                Ok(Some(m)) => {
-                    n += 1;
-                    prop_assert!(m.header_offset < bytes.len() as u64);
-                    if seekable {
-                        prop_assert!(m.data_offset + m.data_len <= bytes.len() as u64);
-                    }
-                    let mut content = Vec::new();
-                    match s.content().read_to_end(&mut content) {
-                        Ok(_) => prop_assert_eq!(
-                            &content[..],
-                            &bytes[m.data_offset as usize..(m.data_offset + m.data_len) as usize]
-                        ),
-                        Err(e) => {
-                            prop_assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
-                            break;
-                        }
-                    }
+        while let Ok(Some(m)) = s.next_member() {
+            n += 1;
+            prop_assert!(m.header_offset < bytes.len() as u64);
+            if seekable {
+                prop_assert!(m.data_offset + m.data_len <= bytes.len() as u64);
+            }
+            let mut content = Vec::new();
+            match s.content().read_to_end(&mut content) {
+                Ok(_) => prop_assert_eq!(
+                    &content[..],
+                    &bytes[m.data_offset as usize..(m.data_offset + m.data_len) as usize]
+                ),
+                Err(e) => {
+                    prop_assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+                    break;
                 }
-                Ok(None) | Err(_) => break,
             }
         }
         let c = s.counts();

@@ -797,7 +797,7 @@ fn scan_archive(
     let mut last: Option<String> = None;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let m = match scanner.next() {
+        let m = match scanner.next_member() {
             Ok(Some(m)) => m,
             Ok(None) => break,
             Err(e) => {
