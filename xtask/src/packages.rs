@@ -96,6 +96,12 @@ pub const PACKAGES: &[Package] = &[
         needed_by: &[Test],
     },
     Package {
+        deb: "libarchive-tools",
+        program: "bsdtar",
+        why: "archives made by bsdtar must restore through the scan path as GNU tar extracts them",
+        needed_by: &[Test],
+    },
+    Package {
         deb: "nix-bin",
         program: "nix-instantiate",
         why: "parses and evaluates nix/ (lib.nix equals `dbackup systemd render`)",
