@@ -33,6 +33,7 @@
 
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -42,9 +43,12 @@ use crate::archive::Attrs;
 /// The size of a tar block.
 pub const BLOCK: u64 = 512;
 
-/// Largest extension header (pax records, GNU long name) read into memory. GNU tar has no limit; names are at most
-/// a few KiB and a file's extended attributes and ACLs rarely reach one MiB.
+/// Most bytes of extension headers (pax records, GNU long names) read into memory for one entry. GNU tar has no
+/// limit; names are at most a few KiB and a file's extended attributes and ACLs rarely reach one MiB.
 pub const MAX_EXTENSION: u64 = 16 << 20;
+
+/// Largest set of pax global records kept (they apply to every entry after them; GNU tar writes a few dozen bytes).
+pub const MAX_GLOBAL: u64 = 1 << 20;
 
 /// Most old-GNU sparse extension blocks after one header (21 chunks each: 1.3 million data extents).
 pub const MAX_SPARSE_BLOCKS: usize = 1 << 16;
@@ -142,9 +146,10 @@ pub struct Member {
     pub mtime: Mtime,
     /// The size the headers give (the pax `size`, else the header's).
     pub size: u64,
-    /// The pax records in effect (global ones first, then the entry's own), for extended attributes, ACLs and sparse
-    /// maps.
+    /// The entry's own pax records (its `x` and `X` headers), for extended attributes, ACLs and sparse maps.
     pub records: Records,
+    /// The pax global records in effect (`g` headers before it), shared by the entries after them.
+    pub global: Arc<Records>,
     /// The entry's header block as read.
     pub header: Box<[u8; 512]>,
     /// Old-GNU sparse extension blocks that followed the header.
@@ -185,12 +190,16 @@ impl Member {
     /// The extended attributes and ACLs its pax records hold (`SCHILY.xattr.*`, `SCHILY.acl.*`: GNU tar's
     /// `--xattrs --acls`, star's, bsdtar's).
     pub fn attrs(&self) -> Result<Option<Box<Attrs>>, String> {
-        let records: Vec<(&[u8], &[u8])> = self
-            .records
-            .iter()
-            .map(|(k, v)| (k.as_slice(), v.as_slice()))
-            .collect();
+        let records: Vec<(&[u8], &[u8])> = self.all_records().collect();
         Attrs::from_pax(&records).map(Attrs::boxed)
+    }
+
+    /// Every pax record in effect, global ones first: a later record with the same key says the last word.
+    pub fn all_records(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.global
+            .iter()
+            .chain(&self.records)
+            .map(|(k, v)| (k.as_slice(), v.as_slice()))
     }
 
     /// The entry the restore engine plans: owners by name when `owners` knows the name (as GNU tar restores them
@@ -287,7 +296,7 @@ pub struct Scanner<R> {
     /// Content bytes of the current member not read yet, then its padding.
     left: u64,
     pad: u64,
-    global: Records,
+    global: Arc<Records>,
     counts: HeaderCounts,
     done: bool,
 }
@@ -319,7 +328,7 @@ impl<R: Read> Scanner<R> {
             pos: 0,
             left: 0,
             pad: 0,
-            global: Vec::new(),
+            global: Arc::new(Vec::new()),
             counts: HeaderCounts::default(),
             done: false,
         }
@@ -403,13 +412,14 @@ impl<R: Read> Scanner<R> {
         }
     }
 
-    /// Reads `len` bytes of an extension header's content and its padding.
-    fn extension_data(&mut self, len: u64, at: u64) -> Result<Vec<u8>, ScanError> {
-        if len > MAX_EXTENSION {
+    /// Reads `len` bytes of an extension header's content and its padding; `total` is what the entry's extension
+    /// headers hold with this one.
+    fn extension_data(&mut self, total: u64, len: u64, at: u64) -> Result<Vec<u8>, ScanError> {
+        if total > MAX_EXTENSION {
             return Err(ScanError::Damaged {
                 offset: at,
                 why: format!(
-                    "its extended header holds {len} bytes, more than the {} MiB dbackup reads",
+                    "the extended headers of one entry hold {total} bytes, more than the {} MiB dbackup reads",
                     MAX_EXTENSION >> 20
                 ),
             });
@@ -444,6 +454,8 @@ impl<R: Read> Scanner<R> {
         let mut long_link: Option<Vec<u8>> = None;
         let mut problem: Option<&'static str> = None;
         let mut extensions = 0u64;
+        // Bytes of extension headers read for this entry: at most MAX_EXTENSION in all.
+        let mut extension_bytes = 0u64;
         loop {
             let at = self.pos;
             let what = if extensions > 0 {
@@ -482,17 +494,33 @@ impl<R: Read> Scanner<R> {
                 })? as u64;
             match typeflag {
                 b'x' | b'X' | b'g' => {
-                    let data = self.extension_data(header_size, at)?;
+                    extension_bytes += header_size;
+                    let data = self.extension_data(extension_bytes, header_size, at)?;
                     extensions += 1;
                     self.count(|c| &mut c.extensions);
                     match parse_pax(&data) {
-                        Ok(records) if typeflag == b'g' => merge(&mut self.global, records),
+                        Ok(records) if typeflag == b'g' => {
+                            let global = Arc::make_mut(&mut self.global);
+                            merge(global, records);
+                            let held: usize = global.iter().map(|(k, v)| k.len() + v.len()).sum();
+                            if held as u64 > MAX_GLOBAL {
+                                return Err(ScanError::Damaged {
+                                    offset: at,
+                                    why: format!(
+                                        "its pax global records hold {held} bytes, more than the {} KiB dbackup \
+                                         reads",
+                                        MAX_GLOBAL >> 10
+                                    ),
+                                });
+                            }
+                        }
                         Ok(records) => merge(&mut local, records),
                         Err(_) => problem = Some("entry whose pax extended header is malformed"),
                     }
                 }
                 b'L' | b'K' => {
-                    let data = self.extension_data(header_size, at)?;
+                    extension_bytes += header_size;
+                    let data = self.extension_data(extension_bytes, header_size, at)?;
                     extensions += 1;
                     self.count(|c| &mut c.extensions);
                     let value = cstr(&data).to_vec();
@@ -588,11 +616,11 @@ impl<R: Read> Scanner<R> {
             });
         let mut size = header_size;
 
-        let mut records = self.global.clone();
-        merge(&mut records, local.to_vec());
+        let records = local.to_vec();
+        let global = self.global.clone();
         let mut sparse = (typeflag == b'S').then_some(Sparse::OldGnu);
         let mut sparse_name = None;
-        for (key, value) in &records {
+        for (key, value) in global.iter().chain(&records) {
             let decimal = || {
                 std::str::from_utf8(value)
                     .ok()
@@ -686,6 +714,7 @@ impl<R: Read> Scanner<R> {
             mtime,
             size,
             records,
+            global,
             header: h,
             sparse_blocks,
             sparse,

@@ -464,6 +464,19 @@ fn truncations_and_dangling_extension_headers() {
 }
 
 #[test]
+fn extension_headers_are_bounded_per_entry_and_globally() {
+    // Two extended headers of 9 MiB each before one entry: over the 16 MiB an entry may have.
+    let big = record(b"comment", &vec![b'x'; 9 << 20]);
+    let a = archive(&[ext(b'x', &big), ext(b'x', &big), file(b"f", b"")]);
+    let err = scan(&a).unwrap_err();
+    assert!(err.to_string().contains("more than the 16 MiB"), "{err}");
+    // Global records over 1 MiB in all.
+    let g = record(b"comment", &vec![b'x'; 2 << 20]);
+    let err = scan(&archive(&[ext(b'g', &g), file(b"f", b"")])).unwrap_err();
+    assert!(err.to_string().contains("global records"), "{err}");
+}
+
+#[test]
 fn owners_by_name_as_gnu_tar() {
     let mut x = h(b"u", b'0');
     x.uid = 4242;
