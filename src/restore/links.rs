@@ -16,6 +16,7 @@
 //! plan says about each link, and whether `--no-escaping-links` refuses it.
 
 use std::collections::{HashMap, VecDeque};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::entry::{EntryKind, show};
@@ -53,6 +54,8 @@ struct World<'a> {
     target: &'a mut TargetDir,
     /// The target's canonical path.
     real: PathBuf,
+    /// The plan's symlinks followed by the last [`World::resolve`] (by item).
+    followed: Vec<usize>,
 }
 
 impl World<'_> {
@@ -66,7 +69,10 @@ impl World<'_> {
             let root = link_root(self.items, i);
             return match root.kind {
                 EntryKind::Dir => Node::Dir,
-                EntryKind::Symlink => Node::Link(root.entry.link.clone().unwrap_or_default()),
+                EntryKind::Symlink => {
+                    self.followed.push(i);
+                    Node::Link(root.entry.link.clone().unwrap_or_default())
+                }
                 _ => Node::Other,
             };
         }
@@ -85,6 +91,7 @@ impl World<'_> {
 
     /// Where a symlink with target `text`, in directory `dir`, leads.
     fn resolve(&mut self, dir: &RelPath, text: &[u8]) -> Reach {
+        self.followed.clear();
         let mut stack: Vec<Vec<u8>> = dir.components().map(<[u8]>::to_vec).collect();
         let mut todo: VecDeque<Vec<u8>> = VecDeque::new();
         if let Some(outside) = self.enter(text, &mut stack, &mut todo) {
@@ -98,7 +105,15 @@ impl World<'_> {
                 b"" | b"." => {}
                 b".." => {
                     if stack.pop().is_none() {
-                        return Reach::Outside(self.above(todo));
+                        // Above the target's root: on through the real directories above it, which may lead back
+                        // in (`../target/x`), read as an absolute path.
+                        let above = self.above(std::mem::take(&mut todo));
+                        if let Some(outside) =
+                            self.enter(above.as_os_str().as_bytes(), &mut stack, &mut todo)
+                        {
+                            return outside;
+                        }
+                        lexical = false;
                     }
                 }
                 name => {
@@ -147,7 +162,7 @@ impl World<'_> {
                     break;
                 }
                 let Some(c) = rest.next() else {
-                    return Some(Reach::Outside(abs_of(&at, std::iter::empty())));
+                    return Some(Reach::Outside(abs_of(&at)));
                 };
                 match &c[..] {
                     b"" | b"." => {}
@@ -157,11 +172,15 @@ impl World<'_> {
                     _ => {
                         at.push(c);
                         if !real.starts_with(&at) {
-                            let rest: Vec<Vec<u8>> = rest.collect();
-                            return Some(Reach::Outside(abs_of(
-                                &at,
-                                rest.iter().chain(todo.iter()),
-                            )));
+                            // Off the target's path: where it goes from there is not followed here, so the rest
+                            // is shown as it is written.
+                            let mut out = abs_of(&at);
+                            for c in rest.chain(todo.drain(..)) {
+                                if !matches!(&c[..], b"" | b".") {
+                                    out.push(std::ffi::OsStr::from_bytes(&c));
+                                }
+                            }
+                            return Some(Reach::Outside(out));
                         }
                     }
                 }
@@ -175,11 +194,15 @@ impl World<'_> {
         None
     }
 
-    /// The path reached by going above the target's root, then on through `rest` (as written).
+    /// The path above the target's root, then `rest` as written (not resolved).
     fn above(&self, rest: VecDeque<Vec<u8>>) -> PathBuf {
         let mut at = components(&self.real);
         at.pop();
-        abs_of(&at, rest.iter())
+        let mut out = abs_of(&at);
+        for c in rest {
+            out.push(std::ffi::OsStr::from_bytes(&c));
+        }
+        out
     }
 }
 
@@ -199,21 +222,10 @@ fn components(p: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// `/` + `at`, then `rest` read as written (`..` removes the last name).
-fn abs_of<'a>(at: &[Vec<u8>], rest: impl Iterator<Item = &'a Vec<u8>>) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
-    let mut parts: Vec<&[u8]> = at.iter().map(Vec::as_slice).collect();
-    for c in rest {
-        match &c[..] {
-            b"" | b"." => {}
-            b".." => {
-                parts.pop();
-            }
-            name => parts.push(name),
-        }
-    }
+/// `/` + `at`.
+fn abs_of(at: &[Vec<u8>]) -> PathBuf {
     let mut out = b"/".to_vec();
-    out.extend_from_slice(&parts.join(&b'/'));
+    out.extend_from_slice(&at.join(&b'/'));
     PathBuf::from(std::ffi::OsStr::from_bytes(&out))
 }
 
@@ -235,6 +247,21 @@ fn canonical(target: &Path) -> PathBuf {
     }
 }
 
+/// Rounds of judging again after refusals (each round refuses the links that lead outside once the ones refused
+/// before are not made); past them, what still goes through a refused link is refused as undecidable.
+const MAX_ROUNDS: usize = 8;
+
+/// One link's verdict in a round.
+struct Verdict {
+    item: usize,
+    text: Vec<u8>,
+    reach: Reach,
+    /// A symlink kept at the destination (`--overwrite never`): noted, never refused.
+    kept: bool,
+    /// The plan's symlinks its resolution went through.
+    followed: Vec<usize>,
+}
+
 /// Judges every symlink the plan creates or keeps (and every hard link to one): where it leads is noted on the
 /// item ([`PlanItem::escapes_to`] and a note) when that is outside the target; with `refuse`, such links that the
 /// plan would create, replace or leave as they are refused (then the judgement is made again without them, and hard
@@ -246,67 +273,37 @@ pub fn judge(
     refuse: bool,
 ) {
     let real = canonical(target.path());
-    loop {
-        let mut verdicts: Vec<(usize, Vec<u8>, Reach, bool)> = Vec::new();
-        {
-            let mut world = World {
-                items,
-                by_path,
-                target,
-                real: real.clone(),
-            };
-            for i in 0..world.items.len() {
-                let it = &world.items[i];
-                let Some(rel) = it.rel.clone() else { continue };
-                let root = link_root(world.items, i);
-                if root.kind != EntryKind::Symlink || root.action == Action::Refuse {
-                    continue;
-                }
-                let (text, kept) = match it.action {
-                    Action::Create | Action::Replace | Action::Unchanged => {
-                        (root.entry.link.clone().unwrap_or_default(), false)
-                    }
-                    // Skipped: what is there is kept; a symlink there is judged as it is.
-                    Action::Skip if it.found.is_some_and(|f| f.kind == FoundKind::Symlink) => {
-                        match world.target.read_link(&rel) {
-                            Ok(t) => (t, true),
-                            Err(_) => continue,
-                        }
-                    }
-                    _ => continue,
-                };
-                let (dir, _) = rel.split_last().expect("the root is not a symlink");
-                let reach = world.resolve(&dir, &text);
-                verdicts.push((i, text, reach, kept));
-            }
-        }
+    for round in 0.. {
+        let verdicts = verdicts(items, by_path, target, &real);
         let mut refused_now = false;
-        for (i, text, reach, kept) in verdicts {
-            let to = match &reach {
-                Reach::Inside(_) => {
-                    items[i].escapes_to = None;
-                    continue;
-                }
-                Reach::Outside(p) => show(p.as_os_str().as_encoded_bytes()),
-                Reach::Unknown(why) => format!("somewhere it cannot tell: {why}"),
+        let last_round = round + 1 >= MAX_ROUNDS;
+        for v in verdicts {
+            let i = v.item;
+            let mut to = match &v.reach {
+                Reach::Inside(_) => None,
+                Reach::Outside(p) => Some(show(p.as_os_str().as_encoded_bytes())),
+                Reach::Unknown(why) => Some(format!("somewhere it cannot tell: {why}")),
             };
-            if refuse && !kept && items[i].action != Action::Refuse {
+            if refuse
+                && last_round
+                && to.is_none()
+                && v.followed
+                    .iter()
+                    .any(|&f| items[f].action == Action::Refuse)
+            {
+                to = Some("somewhere it cannot tell: it goes through symlinks refused".into());
+            }
+            items[i].escapes_to = to.clone();
+            if let Some(to) = to
+                && refuse
+                && !v.kept
+            {
                 items[i].refuse(Refusal::SymlinkOutside {
-                    target: show(&text),
-                    leads_to: to.clone(),
+                    target: show(&v.text),
+                    leads_to: to,
                 });
                 refused_now = true;
-            } else if items[i].escapes_to.is_none() {
-                let note = if kept {
-                    format!("the symlink kept there leads outside the target, to {to}")
-                } else {
-                    format!(
-                        "leads outside the target, to {to}: recreated as a symlink, never followed"
-                    )
-                };
-                items[i].notes.push(note);
             }
-            items[i].escapes_to = Some(to);
         }
         // Hard links to a refused symlink are refused with it.
         for i in 0..items.len() {
@@ -320,10 +317,67 @@ pub fn judge(
                 refused_now = true;
             }
         }
-        if !refused_now {
-            return;
+        if !refused_now || last_round {
+            break;
         }
     }
+    for item in items.iter_mut().filter(|i| i.action != Action::Refuse) {
+        let Some(to) = &item.escapes_to else { continue };
+        let kept = item.action == Action::Skip;
+        item.notes.push(if kept {
+            format!("the symlink kept there leads outside the target, to {to}")
+        } else {
+            format!("leads outside the target, to {to}: recreated as a symlink, never followed")
+        });
+    }
+}
+
+/// Where each symlink the plan creates or keeps (and each hard link to one) leads, as the plan stands.
+fn verdicts(
+    items: &[PlanItem],
+    by_path: &HashMap<RelPath, usize>,
+    target: &mut TargetDir,
+    real: &Path,
+) -> Vec<Verdict> {
+    let mut world = World {
+        items,
+        by_path,
+        target,
+        real: real.to_path_buf(),
+        followed: Vec::new(),
+    };
+    let mut out = Vec::new();
+    for i in 0..items.len() {
+        let it = &items[i];
+        let Some(rel) = it.rel.clone() else { continue };
+        let root = link_root(items, i);
+        if root.kind != EntryKind::Symlink || root.action == Action::Refuse {
+            continue;
+        }
+        let (text, kept) = match it.action {
+            Action::Create | Action::Replace | Action::Unchanged => {
+                (root.entry.link.clone().unwrap_or_default(), false)
+            }
+            // Skipped: what is there is kept; a symlink there is judged as it is.
+            Action::Skip if it.found.is_some_and(|f| f.kind == FoundKind::Symlink) => {
+                match world.target.read_link(&rel) {
+                    Ok(t) => (t, true),
+                    Err(_) => continue,
+                }
+            }
+            _ => continue,
+        };
+        let (dir, _) = rel.split_last().expect("the root is not a symlink");
+        let reach = world.resolve(&dir, &text);
+        out.push(Verdict {
+            item: i,
+            text,
+            reach,
+            kept,
+            followed: std::mem::take(&mut world.followed),
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -462,6 +516,9 @@ mod tests {
                 link("dangling", "nothing/here"),
                 link("missing-climb", "nothing/../../x"),
                 link("through-a-file", "d/f/../../../y"),
+                link("back-in", "../target/d/f"),
+                link("out-and-back", "../other/../target/x"),
+                link("out", "../other/x"),
             ],
             false,
         );
@@ -474,6 +531,9 @@ mod tests {
         assert_eq!(get("dangling"), "-");
         assert_eq!(get("missing-climb"), at(&s.base, "/x"));
         assert_eq!(get("through-a-file"), at(&s.base, "/y"));
+        assert_eq!(get("back-in"), "-");
+        assert_eq!(get("out-and-back"), at(&s.base, "/other/../target/x"));
+        assert_eq!(get("out"), at(&s.base, "/other/x"));
     }
 
     #[test]
