@@ -11,6 +11,8 @@ pub mod external;
 pub mod lock;
 pub mod media;
 pub mod notify;
+#[cfg(test)]
+mod proptests;
 pub mod restore;
 pub mod retention;
 pub mod rsync;

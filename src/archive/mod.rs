@@ -37,7 +37,7 @@ mod tests_attrs;
 
 pub use crypt::{ArchiveReader, EncryptTo, EncryptionRecord, Keys};
 pub use index::{IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter};
-pub use readback::{ReadBackError, ReadBackMethod, read_back};
+pub use readback::{ReadBackError, ReadBackMethod, read_back, read_back_in};
 pub use reader::{ArchiveFiles, PartsReader, ReadError, read_entry};
 pub use sink::{
     Digest, FAT32_MAX_PART_BYTES, FileSink, Sink, SplitSink, Stage, StageWriter, WRITE_BUFFER,

@@ -285,7 +285,7 @@ pub fn verify_archive(
                     return bad(VerifyProblem::Content { expected, actual });
                 }
                 files += 1;
-                file_bytes += size;
+                file_bytes = file_bytes.saturating_add(size);
             }
             if ie.kind == EntryKind::Hardlink {
                 hard_links += 1;
@@ -297,7 +297,17 @@ pub fn verify_archive(
                     );
                 }
             }
-            next_offset = data_offset + size + tarfmt::padding(size);
+            next_offset = match data_offset
+                .checked_add(size)
+                .and_then(|n| n.checked_add(tarfmt::padding(size)))
+            {
+                Some(n) => n,
+                None => {
+                    return bad(VerifyProblem::Malformed(format!(
+                        "its size {size} at offset {data_offset} lies past the largest possible archive"
+                    )));
+                }
+            };
             entries += 1;
         }
     }

@@ -354,10 +354,25 @@ fn execute(
         }
         report.missing_media = Some(why);
     }
+    // A drive that would redirect dbackup elsewhere (a `backups` symlink or mount point) is a failure, not an
+    // absent drive.
+    for d in &facts.destinations {
+        if let Some(Presence::Absent(a @ crate::media::Absence::Redirected { .. })) = &d.presence {
+            report.problems.push(Problem {
+                phase: "external".into(),
+                subject: d.settings.name.clone(),
+                exit: Exit::Failed.code(),
+                message: a.to_string(),
+            });
+        }
+    }
     let groups = collect_groups(settings, due);
     let writes = due.external.action == ExternalAction::Write;
     if groups.is_empty() && !writes {
         ui.step("nothing is due");
+        if !report.problems.is_empty() {
+            report.exit = Exit::Failed.code();
+        }
         return Ok(report);
     }
 

@@ -147,7 +147,11 @@ fn list(
             .retain(|b| b.sets.iter().any(|s| &s.name == set));
         for b in &mut listing.backups {
             b.sets.retain(|s| &s.name == set);
-            b.bytes = b.sets.iter().map(|s| s.bytes).sum();
+            b.bytes = b
+                .sets
+                .iter()
+                .map(|s| s.bytes)
+                .fold(0u64, u64::saturating_add);
         }
     }
     match query {
@@ -473,11 +477,23 @@ fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<SetBac
                         return None;
                     }
                 };
-                let index = s
+                // An index that is missing means scanning; one that is there but refused (a link, a FIFO) means
+                // the set cannot be trusted.
+                let index = match s
                     .index
                     .as_ref()
-                    .and_then(|i| ArchiveFiles::discover(&backup.path, i).ok())
-                    .map(|i| i.with_keys(keys.cloned()));
+                    .map(|i| ArchiveFiles::discover(&backup.path, i))
+                {
+                    Some(Ok(i)) => Some(i.with_keys(keys.cloned())),
+                    Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                        ui.warn(format_args!(
+                            "set {} of backup {} cannot be read: {e}",
+                            s.name, backup.name
+                        ));
+                        return None;
+                    }
+                    _ => None,
+                };
                 Some(SetBackup {
                     set: s.name.clone(),
                     label: format!("backup {} on {}", backup.name, drive.name),
@@ -618,9 +634,12 @@ fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<
             .iter()
             .find(|r| &r.name == index)
             .map(|r| r.bytes);
-        let got = std::fs::metadata(backup.path.join(index))
-            .map(|m| m.len())
-            .ok();
+        // A regular file of the backup's own directory, or nothing: a link or a FIFO there is refused.
+        let got = match crate::stdx::fs::open_regular(&backup.path.join(index)) {
+            Ok(f) => f.metadata().map(|m| m.len()).ok(),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(failed(format!("{e}; the backup is damaged or hostile"))),
+        };
         if let (Some(want), Some(got)) = (want, got)
             && want != got
         {
@@ -685,7 +704,10 @@ fn restore(
             ));
         }
     }
-    let names = names_for(&sets, wanted)?;
+    let mut names = names_for(&sets, wanted)?;
+    if target.is_none() {
+        names = job::in_place_names(&settings.sets, &sets, names)?;
+    }
     let mut selections = Vec::new();
     for (set, name) in names {
         let sel = job::place(set, name, target.as_deref())?;
@@ -725,8 +747,14 @@ fn restore(
     report_escaping_links(&planned, ui);
     let total: u64 = planned
         .iter()
-        .map(|p| p.plan.counts.create.bytes + p.plan.counts.replace.bytes)
-        .sum();
+        .map(|p| {
+            p.plan
+                .counts
+                .create
+                .bytes
+                .saturating_add(p.plan.counts.replace.bytes)
+        })
+        .fold(0u64, u64::saturating_add);
     let bar = ui.percent_bar("restore");
     let mut written = 0u64;
     let mut done = |n: u64| {
@@ -734,7 +762,7 @@ fn restore(
         if let Some(b) = &bar
             && total > 0
         {
-            b.set_position(written * 100 / total);
+            b.set_position(written.saturating_mul(100) / total);
         }
     };
     let (summaries, error) = job::apply_all(&sets, &planned, &mut done);
@@ -933,14 +961,14 @@ fn verify(
                 .sets
                 .iter()
                 .map(|s| s.file_bytes.unwrap_or(s.archive_bytes))
-                .sum();
+                .fold(0u64, u64::saturating_add);
             let mut seen = 0u64;
             let mut tick = |n: u64| {
                 seen += n;
                 if let Some(b) = &bar
                     && total > 0
                 {
-                    b.set_position((seen * 100 / total).min(100));
+                    b.set_position((seen.saturating_mul(100) / total).min(100));
                 }
             };
             verify::verify_drive_backup(backup, keys.as_ref(), &scope, list_all, &mut tick)
@@ -966,14 +994,14 @@ fn verify(
             let total: u64 = snapshots
                 .iter()
                 .filter_map(|s| s.metadata.as_ref().map(|m| m.stats.total_bytes))
-                .sum();
+                .fold(0u64, u64::saturating_add);
             let mut seen = 0u64;
             let mut tick = |n: u64| {
                 seen += n;
                 if let Some(b) = &bar
                     && total > 0
                 {
-                    b.set_position((seen * 100 / total).min(100));
+                    b.set_position((seen.saturating_mul(100) / total).min(100));
                 }
             };
             for snap in snapshots {

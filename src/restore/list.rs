@@ -191,7 +191,7 @@ pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<List
                 source: Kept::Local,
                 stamp: snapshot::stamp(time),
                 time,
-                bytes: sets.iter().map(|s| s.bytes).sum(),
+                bytes: sets.iter().map(|s| s.bytes).fold(0u64, u64::saturating_add),
                 state: sets
                     .iter()
                     .map(|s| s.state)

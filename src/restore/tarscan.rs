@@ -363,10 +363,10 @@ impl<R: Read> Scanner<R> {
     }
 
     fn skip_rest(&mut self) -> Result<(), ScanError> {
-        let n = self.left + self.pad;
+        let n = self.left.saturating_add(self.pad);
         if n > 0 {
-            let end = self.pos + n;
-            if self.len.is_some_and(|len| end > len) {
+            let end = self.pos.saturating_add(n);
+            if self.len.is_some_and(|len| end > len) || end == u64::MAX {
                 return Err(ScanError::Truncated {
                     offset: self.len.unwrap_or(end),
                     what: "an entry's content",
@@ -632,7 +632,8 @@ impl<R: Read> Scanner<R> {
                 b"linkpath" => link = value.clone(),
                 b"uname" => uname = value.clone(),
                 b"gname" => gname = value.clone(),
-                b"size" => match decimal() {
+                // An off_t: at most i64::MAX.
+                b"size" => match decimal().filter(|n| i64::try_from(*n).is_ok()) {
                     Some(n) => size = n,
                     None => bad("entry whose pax size record is not a number"),
                 },
@@ -692,7 +693,7 @@ impl<R: Read> Scanner<R> {
         self.left = data_len;
         self.pad = padding(data_len);
         if let Some(len) = self.len
-            && self.pos + data_len > len
+            && self.pos.saturating_add(data_len) > len
         {
             return Err(ScanError::Truncated {
                 offset: len,

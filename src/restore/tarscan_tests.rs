@@ -477,6 +477,33 @@ fn extension_headers_are_bounded_per_entry_and_globally() {
 }
 
 #[test]
+fn huge_sizes_are_refused_not_overflowed() {
+    // A pax size past an off_t: the entry is refused, its header's size is kept to find the next one.
+    let a = archive(&[
+        ext(b'x', &record(b"size", b"18446744073709551615")),
+        file(b"f", b"abc"),
+        file(b"g", b"gg"),
+    ]);
+    let (ms, _) = scan(&a).unwrap();
+    assert_eq!(
+        names(&ms),
+        ["f entry whose pax size record is not a number", "g file"]
+    );
+    // The largest off_t, in a file: truncated, found from the length (no arithmetic overflow on the way).
+    let a = archive(&[
+        ext(b'x', &record(b"size", b"9223372036854775807")),
+        file(b"f", b"abc"),
+    ]);
+    let mut s = Scanner::seekable(Cursor::new(&a)).unwrap();
+    assert!(matches!(s.next_member(), Err(ScanError::Truncated { .. })));
+    let mut s = Scanner::new(&a[..]);
+    let m = s.next_member().unwrap().unwrap();
+    assert_eq!(m.data_len, i64::MAX as u64);
+    assert!(s.content().read_to_end(&mut Vec::new()).is_err());
+    assert!(s.next_member().is_err());
+}
+
+#[test]
 fn owners_by_name_as_gnu_tar() {
     let mut x = h(b"u", b'0');
     x.uid = 4242;

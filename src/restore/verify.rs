@@ -180,7 +180,7 @@ impl Would {
                 w.entries += 1;
                 if kind == "file" || kind == "hardlink" {
                     w.files += 1;
-                    w.bytes += bytes;
+                    w.bytes = w.bytes.saturating_add(bytes);
                 }
                 if self.list {
                     w.list.push(WouldEntry {
@@ -256,7 +256,8 @@ impl Read for PartHasher {
                 let Some((path, _)) = self.parts.get(self.next) else {
                     return Ok(0);
                 };
-                let file = File::open(path)?;
+                // Never through a symlink, and only a regular file.
+                let file = crate::stdx::fs::open_regular(path)?;
                 // Read what is on the drive, not what the page cache remembers of it.
                 let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
                 self.file = Some((file, Sha256::new(), 0));
@@ -305,7 +306,7 @@ fn plaintext<'p>(
 
 /// The length and sha256 of a file.
 pub fn hash_file(path: &Path) -> io::Result<(u64, Digest)> {
-    let mut f = File::open(path)?;
+    let mut f = crate::stdx::fs::open_regular(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -318,6 +319,15 @@ pub fn hash_file(path: &Path) -> io::Result<(u64, Digest)> {
         total += n as u64;
     }
     Ok((total, Digest::of(h)))
+}
+
+/// Why an archive or index could not be opened: missing, or refused (a symlink, a FIFO...).
+fn missing_or_refused(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::NotFound {
+        format!("is missing: {e}")
+    } else {
+        format!("cannot be used: {e}")
+    }
 }
 
 fn file_name(path: &Path) -> Vec<u8> {
@@ -375,11 +385,7 @@ pub fn verify_drive_backup(
                 Some(a.with_keys(keys.cloned()))
             }
             Err(e) => {
-                problems.push(issue(
-                    &dir.join(&s.archive),
-                    None,
-                    format!("is missing: {e}"),
-                ));
+                problems.push(issue(&dir.join(&s.archive), None, missing_or_refused(&e)));
                 None
             }
         };
@@ -387,7 +393,7 @@ pub fn verify_drive_backup(
             Some(i) => match ArchiveFiles::discover(dir, i) {
                 Ok(a) => Some(a.with_keys(keys.cloned())),
                 Err(e) => {
-                    problems.push(issue(&dir.join(i), None, format!("is missing: {e}")));
+                    problems.push(issue(&dir.join(i), None, missing_or_refused(&e)));
                     None
                 }
             },
@@ -598,7 +604,7 @@ pub fn verify_drive_backup(
         report.ok = problems.len() == before;
         entries += report.entries;
         files += report.files;
-        bytes += report.bytes;
+        bytes = bytes.saturating_add(report.bytes);
         would_all.extend(watch.would.items);
         sets.push(report);
     }
@@ -841,7 +847,7 @@ fn scan_archive(
         n += 1;
         if e.kind == EntryKind::File {
             f += 1;
-            b += size;
+            b = b.saturating_add(size);
         }
     }
     let mut rest = scanner.into_inner();
@@ -970,7 +976,7 @@ pub fn verify_snapshot(
             match hashed {
                 Ok((len, got)) => {
                     report.files += 1;
-                    report.bytes += len;
+                    report.bytes = report.bytes.saturating_add(len);
                     if let Some(Some((_, size, Some(sha)))) = want
                         && (size != len || sha != got)
                     {

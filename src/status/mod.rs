@@ -407,7 +407,7 @@ pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
             .filter_map(|s| s.newest.as_ref())
             .filter(|n| !n.first)
             .map(|n| n.transferred_bytes)
-            .sum();
+            .fold(0u64, u64::saturating_add);
         judge(
             "backup root",
             format!(
@@ -426,7 +426,7 @@ pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
         .iter()
         .filter_map(|s| s.newest_complete.as_ref())
         .map(|n| n.total_bytes)
-        .sum();
+        .fold(0u64, u64::saturating_add);
     for d in &facts.destinations {
         let name = &d.settings.name;
         match &d.presence {
