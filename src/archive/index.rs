@@ -120,15 +120,10 @@ impl IndexEntry {
     }
 }
 
-/// Bytes shown as text, with anything that is not UTF-8 escaped as `\xNN`.
+/// Bytes shown as text: [`crate::stdx::show`], the one escaper of untrusted names (non-UTF-8 bytes as `\xNN`,
+/// control characters made visible).
 pub fn display_bytes(bytes: &[u8]) -> String {
-    bytes.utf8_chunks().fold(String::new(), |mut s, chunk| {
-        s.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            s.push_str(&format!("\\x{b:02x}"));
-        }
-        s
-    })
+    crate::stdx::show(bytes)
 }
 
 /// The last line of an index: totals of the archive it describes.

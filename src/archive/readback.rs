@@ -194,6 +194,8 @@ fn hash_reader(f: &mut File, drop_behind: Option<u64>) -> io::Result<(u64, Diges
         let mut dropped = 0u64;
         let read_all: io::Result<()> = (|| {
             loop {
+                // SIGINT or SIGTERM: stop between chunks (what was being read back is not promoted).
+                crate::interrupt::check_io()?;
                 let mut block = free_rx
                     .recv()
                     .map_err(|_| io::Error::other("the read-back hasher stopped"))?;

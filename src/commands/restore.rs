@@ -37,6 +37,7 @@ use crate::restore::verify::{self, Scope, VerifyReport};
 use crate::restore::{Compare, RestoreOptions, Summary};
 use crate::settings::{Env, Settings};
 use crate::snapshot::{self, Snapshot, SnapshotState};
+use crate::stdx::{show_path, show_str};
 use crate::ui::{self, Ui};
 
 pub fn run(global: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<Exit> {
@@ -161,9 +162,9 @@ fn list(
     }
     listing.sort();
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(&listing)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&listing)?);
     } else {
-        print!("{}", listing.render());
+        crate::out!("{}", listing.render());
     }
     if external && !local && no_drive {
         ui.warn(catalog::no_drive_message(&catalog::drives(
@@ -607,7 +608,7 @@ fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<
         lines.iter().find(|l| l.name == name.as_bytes()).ok_or_else(|| {
             failed(format!(
                 "{} is not listed in {}: the backup was changed after it was written; run --verify",
-                backup.path.join(name).display(),
+                show_path(&backup.path.join(name)),
                 sums_path.display()
             ))
         })
@@ -645,7 +646,7 @@ fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<
         {
             return Err(failed(format!(
                 "{} is {got} bytes, {METADATA_FILE} says {want}: the backup is damaged or was changed; run --verify",
-                backup.path.join(index).display()
+                show_path(&backup.path.join(index))
             )));
         }
     }
@@ -755,6 +756,8 @@ fn restore(
                 .saturating_add(p.plan.counts.replace.bytes)
         })
         .fold(0u64, u64::saturating_add);
+    // From here on SIGINT and SIGTERM stop the restore between entries, with a run log line.
+    super::begin_run(settings, ui, "restore");
     let bar = ui.percent_bar("restore");
     let mut written = 0u64;
     let mut done = |n: u64| {
@@ -769,6 +772,9 @@ fn restore(
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    // Interrupted: `main` says so in one line and writes the run log line; a restore that ran to its end logs none.
+    crate::interrupt::check()?;
+    crate::runlog::end();
     if ui.json {
         let out = RestoreOutput {
             source: chosen.kept(),
@@ -787,25 +793,30 @@ fn restore(
                 })
                 .collect(),
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for (p, s) in planned.iter().zip(&summaries) {
-            println!("{} ({}, from {}):", p.path.display(), p.set, p.from);
+            crate::outln!(
+                "{} ({}, from {}):",
+                show_path(&p.path),
+                show_str(&p.set),
+                show_str(&p.from)
+            );
             if error.is_some() {
                 // Entries never reached because the restore stopped are counted, not listed one by one.
                 let mut s = s.clone();
                 let before = s.errors.len();
                 s.errors.retain(|e| !e.message.starts_with(NOT_HANDED_OVER));
-                print!("{}", indent(&s.render()));
+                crate::out!("{}", indent(&s.render()));
                 let skipped = before - s.errors.len();
                 if skipped > 0 {
-                    println!(
+                    crate::outln!(
                         "  {} not restored: the restore stopped (see the error)",
                         ui::counted(skipped as u64, "entry", "entries")
                     );
                 }
             } else {
-                print!("{}", indent(&s.render()));
+                crate::out!("{}", indent(&s.render()));
             }
         }
     }
@@ -839,11 +850,11 @@ fn restore(
             .iter()
             .map(|s| s.refusals.len() + s.errors.len())
             .sum();
-        let mut from: Vec<&str> = planned
+        let mut from: Vec<String> = planned
             .iter()
             .zip(&summaries)
             .filter(|(_, s)| !s.errors.is_empty() || !s.refusals.is_empty())
-            .map(|(p, _)| p.from.as_str())
+            .map(|(p, _)| show_str(&p.from))
             .collect();
         from.dedup();
         ui.error(format_args!(
@@ -912,17 +923,22 @@ fn print_plans(chosen: &Chosen, planned: &[Planned], ui: &Ui) -> anyhow::Result<
                 })
                 .collect(),
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("dry run: nothing is written");
+    crate::outln!("dry run: nothing is written");
     for p in planned {
-        println!("{} ({}, from {}):", p.path.display(), p.set, p.from);
-        print!("{}", indent(&p.plan.render(ui.verbosity >= 1)));
+        crate::outln!(
+            "{} ({}, from {}):",
+            show_path(&p.path),
+            show_str(&p.set),
+            show_str(&p.from)
+        );
+        crate::out!("{}", indent(&p.plan.render(ui.verbosity >= 1)));
     }
     let refused: u64 = planned.iter().map(|p| p.plan.counts.refuse.entries).sum();
     if refused > 0 {
-        println!(
+        crate::outln!(
             "{} refused: a real run restores nothing (unless --skip-refused)",
             ui::counted(refused, "entry is", "entries are")
         );
@@ -1067,9 +1083,9 @@ fn verify(
         b.finish_and_clear();
     }
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", verify::render(&report, list_all));
+        crate::out!("{}", verify::render(&report, list_all));
     }
     for w in &report.warnings {
         ui.warn(w);

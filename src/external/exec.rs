@@ -122,11 +122,14 @@ pub fn execute(plan: &ExternalPlan, observed: &Observed, ui: &Ui) -> ExternalRep
             ui.step(format_args!("{}: not used: {}", u.name, u.reason));
         }
     }
-    let destinations: Vec<DestinationReport> = plan
-        .destinations
-        .iter()
-        .map(|d| run_destination(plan, d, observed, ui))
-        .collect();
+    let mut destinations: Vec<DestinationReport> = Vec::new();
+    for d in &plan.destinations {
+        // Interrupted: the destinations not started are left for the next run.
+        if crate::interrupt::requested().is_some() {
+            break;
+        }
+        destinations.push(run_destination(plan, d, observed, ui));
+    }
     let sets_exit = if plan.unused.iter().any(UnusedDestination::refused) {
         // A drive that tried to redirect dbackup is a failure, even when another destination was written.
         Exit::Failed
@@ -192,7 +195,10 @@ fn run_destination(
             let warned =
                 !report.warnings.is_empty() || report.sets.iter().any(|s| s.warning_count > 0);
             report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
-            prune(plan, d, world, ui, &mut report);
+            // Retention waits for a run that was not interrupted.
+            if crate::interrupt::requested().is_none() {
+                prune(plan, d, world, ui, &mut report);
+            }
         }
         Err(e) => {
             let mut msg = ui::format_error(&e);
@@ -313,6 +319,7 @@ fn write_backup(
     };
     let mut sums: Vec<SumLine> = Vec::new();
     for a in &d.archives {
+        crate::interrupt::check()?;
         info.check_still_present()?;
         let record = write_set(d, a, &temp, encrypt.as_ref(), observed, ui, &mut read_back)
             .with_context(|| format!("set {}", a.set))?;
@@ -362,7 +369,8 @@ fn write_backup(
     )
     .map_err(flat)?;
 
-    // Promote: the same drive must still be there, then one rename makes the backup visible.
+    // Promote: not interrupted, the same drive still there, then one rename makes the backup visible.
+    crate::interrupt::check()?;
     info.check_still_present()?;
     backups
         .rename(&temp_name, &plan.stamp, true)

@@ -5,7 +5,8 @@
 //! Restore is lenient where writing is strict: a stamp directory without usable metadata is still listed (as
 //! `unverified`) and can be restored when named exactly (its sets are then the `*.tar` files found in it, restored by
 //! scanning when they have no index), because on the worst day a damaged `backup.json` must not hide the archives
-//! beside it. A backup still being written (`.tmp-<stamp>-<pid>`) is listed as incomplete, never restored from.
+//! beside it. A backup still being written (`.tmp-<stamp>-<pid>`) is kept here for what needs to know of it, but is
+//! never listed by `--list` and never restored from.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -37,7 +38,7 @@ pub struct DriveBackup {
     pub meta_error: Option<String>,
     /// The sets found: from the metadata, else from the `*.tar` files in the directory.
     pub sets: Vec<DriveSet>,
-    /// A backup being written (`.tmp-<stamp>-<pid>`): listed as incomplete, never restored from.
+    /// A backup being written (`.tmp-<stamp>-<pid>`): never listed, never restored from.
     pub in_progress: bool,
     /// Sets left out by `--set` (see [`DriveBackup::only`]): their files are neither read nor checked.
     pub excluded: Vec<String>,

@@ -21,6 +21,7 @@ use super::{Applier, Plan, Planner, RestoreError, RestoreOptions, Summary};
 use crate::exit::{CodedError, Exit};
 use crate::settings::SetSettings;
 use crate::snapshot::SourceRecord;
+use crate::stdx::{show_path, show_str};
 
 /// One set of the chosen backup.
 #[derive(Debug, Clone)]
@@ -139,19 +140,18 @@ pub fn resolve(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(us
         let where_ = {
             let mut labels: Vec<&str> = c.iter().map(|(i, _)| sets[*i].label.as_str()).collect();
             labels.dedup();
-            labels.join(", ")
+            show_str(&labels.join(", "))
         };
-        let mut msg = format!("{} is not in {where_}", abs.display());
+        let mut msg = format!("{} is not in {where_}", show_path(abs));
         if !by_source && sets.iter().any(|s| !s.sources.is_empty()) {
-            let sources: Vec<String> = sets
-                .iter()
-                .flat_map(|s| {
-                    s.sources
-                        .iter()
-                        .filter(|r| r.present)
-                        .map(move |r| format!("{} ({})", r.resolved.display(), s.set))
-                })
-                .collect();
+            let sources: Vec<String> =
+                sets.iter()
+                    .flat_map(|s| {
+                        s.sources.iter().filter(|r| r.present).map(move |r| {
+                            format!("{} ({})", show_path(&r.resolved), show_str(&s.set))
+                        })
+                    })
+                    .collect();
             msg.push_str(&format!(
                 "; it is under none of the backed-up sources: {}",
                 sources.join(", ")
@@ -160,7 +160,7 @@ pub fn resolve(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(us
         if near.is_empty() {
             msg.push_str("; see `dbackup restore --list`, and pick another --date or --path");
         } else {
-            let near: Vec<String> = near.iter().map(|p| p.display().to_string()).collect();
+            let near: Vec<String> = near.iter().map(|p| show_path(p)).collect();
             msg.push_str(&format!("; the nearest there: {}", near.join(", ")));
         }
         return Err(CodedError::new(Exit::Failed, msg).into());

@@ -1021,6 +1021,7 @@ pub fn verify_snapshot(
 
 /// The report for people: what was checked, what a restore would write, the problems, the verdict.
 pub fn render(r: &VerifyReport, list: bool) -> String {
+    use crate::stdx::{show_path, show_str};
     use crate::ui::{bytes, counted};
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -1028,8 +1029,8 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
         out,
         "verify {} backup {} at {}",
         r.source.word(),
-        r.backup,
-        r.location.display()
+        show_str(&r.backup),
+        show_path(&r.location)
     );
     if let Some(s) = &r.sums {
         let state = if !s.present {
@@ -1066,8 +1067,8 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
         let _ = writeln!(
             out,
             "  {} ({}): {}, {}, {}: {}; {how}",
-            s.checked,
-            s.set,
+            show_str(&s.checked),
+            show_str(&s.set),
             counted(s.entries, "entry", "entries"),
             counted(s.files, "file", "files"),
             bytes(s.bytes),
@@ -1087,15 +1088,15 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
             let _ = writeln!(
                 out,
                 "  {} ({}): {}, {}, {}",
-                w.path.display(),
-                w.set,
+                show_path(&w.path),
+                show_str(&w.set),
                 counted(w.entries, "entry", "entries"),
                 counted(w.files, "file", "files"),
                 bytes(w.bytes)
             );
             if list {
                 for e in &w.list {
-                    let _ = writeln!(out, "    {:<8} {}", e.kind, e.path.display());
+                    let _ = writeln!(out, "    {:<8} {}", e.kind, show_path(&e.path));
                 }
             }
         }

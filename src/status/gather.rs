@@ -525,6 +525,7 @@ mod tests {
             pid: 1,
             dbackup_version: "0".into(),
             sets,
+            interrupted: None,
         }
     }
 

@@ -1,9 +1,15 @@
 //! Small shared helpers with one home (rust-analyzer's `stdx`): the escaper for untrusted names, reading and writing
-//! below a directory without being redirected ([`fs`]), and friends.
+//! below a directory without being redirected ([`fs`]), output that never panics ([`out`]), secrets shown safely,
+//! and friends.
 
 mod escape;
 pub mod fs;
+pub mod out;
 mod owners;
+mod secret;
+#[cfg(test)]
+pub(crate) mod skip;
 
-pub use escape::{show, show_str};
+pub use escape::{show, show_path, show_str};
 pub use owners::{gid_of_name, uid_of_name};
+pub use secret::{redact_url, redact_url_in};

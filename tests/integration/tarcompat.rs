@@ -16,7 +16,7 @@ use dbackup::archive::Digest;
 
 use crate::harness::Test;
 use crate::restore::config;
-use crate::t9::{check_tools, in_ci};
+use crate::t9::{check_tools, in_ci, skip};
 
 const STAMP: &str = "2025-03-01-120000";
 
@@ -443,8 +443,8 @@ fn gnu_tar_format_v7() {
 /// symlink), nothing restored.
 #[test]
 fn gnu_tar_with_xattrs_and_acls() {
-    if check_tools(&["setfattr", "setfacl"], in_ci()).is_err() {
-        return;
+    if let Err(why) = check_tools(&["setfattr", "setfacl", "getfattr", "getfacl"], in_ci()) {
+        return skip(&why);
     }
     let t = Test::new().config(&config(""));
     let src = t.path("src");
@@ -512,8 +512,8 @@ fn gnu_tar_with_xattrs_and_acls() {
 /// bsdtar's formats, extracted by GNU tar for the reference. Before: refused (the hard link to a symlink).
 #[test]
 fn bsdtar_formats() {
-    if check_tools(&["bsdtar"], in_ci()).is_err() {
-        return;
+    if let Err(why) = check_tools(&["bsdtar"], in_ci()) {
+        return skip(&why);
     }
     for (format, holds) in [
         ("pax", EVERYTHING),
