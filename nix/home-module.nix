@@ -102,5 +102,7 @@ in
     systemd.user.services.dbackup-collect = service "dbackup-collect.service";
     systemd.user.timers.dbackup-collect = timer;
     systemd.user.services.dbackup-external = service "dbackup-external.service";
+    # The status page's server (`settings.report.serve.unit = true`; off by default).
+    systemd.user.services.dbackup-serve = lib.mkIf (rendered.units ? "dbackup-serve.service") rendered.units."dbackup-serve.service";
   };
 }

@@ -144,6 +144,7 @@ let
     collectService = "dbackup-collect.service";
     collectTimer = "dbackup-collect.timer";
     externalService = "dbackup-external.service";
+    serveService = "dbackup-serve.service";
     udevRules = "99-dbackup.rules";
   };
 
@@ -200,6 +201,10 @@ let
       triggers = triggered && mounts != [ ];
       env = environment // { HOME = home; USER = user; LOGNAME = user; };
       destinations = settings.destinations or [ ];
+      # `report.serve`: the status page's server, a unit only when `unit` asks for it (off by default).
+      serve = (settings.report or { }).serve or { };
+      serveUnit = serve.unit or false;
+      serveListen = serve.listen or "127.0.0.1:8422";
 
       configStrings =
         optional (settings ? backup_root) settings.backup_root
@@ -277,6 +282,25 @@ let
           };
           Service = service (externalArgs external) "3 5" // optionalAttrs triggers { ExecStartPre = exec waitForDrive; };
         } // optionalAttrs triggers { Install.WantedBy = mounts; };
+      } // optionalAttrs serveUnit {
+        ${names.serveService} = {
+          Unit = {
+            Description = "dbackup: the status page at http://${serveListen}/ (read-only)";
+            Documentation = documentation;
+          };
+          Service = compact ({
+            Type = "exec";
+            ExecStart = exec [ "serve" ];
+            Restart = "on-failure";
+            RestartSec = "5s";
+            NoNewPrivileges = "yes";
+            Environment = environmentWords;
+          } // optionalAttrs system {
+            User = user;
+            ProtectSystem = "strict";
+          });
+          Install.WantedBy = [ (if system then "multi-user.target" else "default.target") ];
+        };
       };
 
       ruleFor = d:

@@ -129,6 +129,14 @@ in
     systemd.services.dbackup-collect = service "dbackup-collect.service";
     systemd.timers.dbackup-collect = timer;
     systemd.services.dbackup-external = service "dbackup-external.service";
+    # The status page's server (`settings.report.serve.unit = true`; off by default): long-running, so it restarts
+    # with the system like any daemon, and the oneshot jobs' `serviceConfig` does not apply to it.
+    systemd.services.dbackup-serve = lib.mkIf (rendered.units ? "dbackup-serve.service") (
+      let
+        unit = rendered.units."dbackup-serve.service";
+      in
+      common unit // { serviceConfig = unit.Service; }
+    );
 
     services.udev.packages = lib.optional (rendered.udev_rules != null) (
       pkgs.writeTextDir "lib/udev/rules.d/${rendered.udev_rules}" rendered.files.${rendered.udev_rules}

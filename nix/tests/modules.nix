@@ -200,6 +200,27 @@ let
 
   off = nixos { services.dbackup.user = "payne"; };
 
+  # The status page's server, asked for in the settings.
+  serving = lib.recursiveUpdate settings { report.serve.unit = true; };
+  n4 = nixos {
+    users.users.payne.home = "/home/payne";
+    services.dbackup = {
+      enable = true;
+      user = "payne";
+      settings = serving;
+      environment.DDATA = "/data";
+    };
+  };
+  h4 = home {
+    home.username = "payne";
+    home.homeDirectory = "/home/payne";
+    services.dbackup = {
+      enable = true;
+      settings = serving;
+      environment.DDATA = "/data";
+    };
+  };
+
   badSettings = nixos {
     services.dbackup = {
       enable = true;
@@ -358,6 +379,21 @@ let
       timers = { };
       udev = [ ];
     })
+    (check "nixos serve: off by default" (n1c.systemd.services ? dbackup-serve) false)
+    (check "nixos serve: the unit when report.serve.unit" n4.config.systemd.services.dbackup-serve.serviceConfig
+      (dlib.render {
+        scope = "system";
+        inherit exe;
+        settings = serving;
+        configFile = configPath;
+        user = "payne";
+        home = "/home/payne";
+        environment.DDATA = "/data";
+      }).units."dbackup-serve.service".Service)
+    (check "nixos serve: started with the system" n4.config.systemd.services.dbackup-serve.wantedBy [ "multi-user.target" ])
+    (check "home serve: off by default" (h1c.systemd.user.services ? dbackup-serve) false)
+    (check "home serve: the unit when report.serve.unit" h4.config.systemd.user.services.dbackup-serve.Service.ExecStart
+      "${exe} --config ${configPath} serve")
     (check "nixos settings must be JSON" (builtins.tryEval (builtins.deepSeq badSettings.config.services.dbackup.settings true)).success false)
     (check "nixos settings docs warn about secrets" (lib.hasInfix "Never put secrets here" n1.options.services.dbackup.settings.description && lib.hasInfix "every user" n1.options.services.dbackup.settings.description) true)
 

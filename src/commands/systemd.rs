@@ -17,7 +17,9 @@ use crate::cli::{GlobalArgs, RenderFormat, SystemdCommand, SystemdRenderArgs, Wa
 use crate::config::load;
 use crate::exit::{CodedError, Exit};
 use crate::settings::{ConfigSource, Env, Output, Settings};
-use crate::systemd::{self, EXTERNAL_SERVICE, HEADER, Input, Rendered, Scope, Target};
+use crate::systemd::{
+    self, EXTERNAL_SERVICE, HEADER, Input, Rendered, SERVE_SERVICE, Scope, Target,
+};
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, cmd: SystemdCommand) -> anyhow::Result<Exit> {
@@ -239,6 +241,9 @@ pub fn instructions(r: &Rendered, dir: Option<&Path>) -> String {
             if triggered {
                 lines.push(format!("  sudo systemctl enable {EXTERNAL_SERVICE}"));
             }
+            if r.units.contains_key(SERVE_SERVICE) {
+                lines.push(format!("  sudo systemctl enable --now {SERVE_SERVICE}"));
+            }
         }
         Scope::User => {
             lines.push(format!(
@@ -249,6 +254,9 @@ pub fn instructions(r: &Rendered, dir: Option<&Path>) -> String {
             lines.push("  systemctl --user enable --now dbackup-collect.timer".to_string());
             if triggered {
                 lines.push(format!("  systemctl --user enable {EXTERNAL_SERVICE}"));
+            }
+            if r.units.contains_key(SERVE_SERVICE) {
+                lines.push(format!("  systemctl --user enable --now {SERVE_SERVICE}"));
             }
             lines.push(
                 "  loginctl enable-linger \"$USER\"   # optional: run the timer while you are logged out"

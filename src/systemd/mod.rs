@@ -32,6 +32,8 @@ pub use escape::EscapeError;
 pub const COLLECT_SERVICE: &str = "dbackup-collect.service";
 pub const COLLECT_TIMER: &str = "dbackup-collect.timer";
 pub const EXTERNAL_SERVICE: &str = "dbackup-external.service";
+/// `dbackup serve`, when `report.serve.unit` asks for it.
+pub const SERVE_SERVICE: &str = "dbackup-serve.service";
 pub const UDEV_RULES: &str = "99-dbackup.rules";
 
 /// The first line of every rendered file; `--out` only replaces files that start with it.
@@ -99,6 +101,8 @@ pub struct Input {
     /// Variables the config uses (other than `HOME`, `USER` and `LOGNAME`, which systemd sets), with their values
     /// now: the units set them, so the config expands the same under systemd as where it was rendered.
     pub environment: BTreeMap<String, String>,
+    /// `report.serve.listen` as written, when `report.serve.unit` asks for `dbackup-serve.service`.
+    pub serve: Option<String>,
 }
 
 /// A destination: where it mounts, how udev recognises it.
@@ -150,6 +154,11 @@ impl Input {
                 })
                 .collect(),
             environment,
+            serve: config
+                .report
+                .serve
+                .unit
+                .then(|| config.report.serve.listen.clone()),
         }
     }
 }
@@ -424,6 +433,55 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         );
     }
     units.insert(EXTERNAL_SERVICE.to_string(), external_unit);
+
+    if let Some(listen) = &input.serve {
+        // Long-running and read-only: restarted when it fails, and (system) allowed to write nowhere.
+        let mut s: BTreeMap<String, Value> = BTreeMap::new();
+        s.insert("Type".into(), "exec".into());
+        s.insert("ExecStart".into(), exec(&["serve"]).into());
+        s.insert("Restart".into(), "on-failure".into());
+        s.insert("RestartSec".into(), "5s".into());
+        s.insert("NoNewPrivileges".into(), "yes".into());
+        if !environment.is_empty() {
+            s.insert("Environment".into(), environment.clone().into());
+        }
+        if system {
+            s.insert("User".into(), target.user.clone().into());
+            s.insert("ProtectSystem".into(), "strict".into());
+        }
+        units.insert(
+            SERVE_SERVICE.to_string(),
+            Unit::from([
+                (
+                    "Unit".to_string(),
+                    section(vec![
+                        (
+                            "Description",
+                            format!("dbackup: the status page at http://{listen}/ (read-only)")
+                                .into(),
+                        ),
+                        ("Documentation", doc()),
+                    ]),
+                ),
+                ("Service".to_string(), s),
+                (
+                    "Install".to_string(),
+                    section(vec![(
+                        "WantedBy",
+                        vec![
+                            if system {
+                                "multi-user.target"
+                            } else {
+                                "default.target"
+                            }
+                            .to_string(),
+                        ]
+                        .into(),
+                    )]),
+                ),
+            ]),
+        );
+    }
 
     let mut files: BTreeMap<String, String> = units
         .iter()

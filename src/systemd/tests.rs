@@ -32,6 +32,7 @@ fn input(external: ExternalSchedule) -> Input {
             },
         ],
         environment: BTreeMap::from([("DDATA".to_string(), "/data 1".to_string())]),
+        serve: None,
     }
 }
 
@@ -335,4 +336,43 @@ fn input_carries_the_variables_the_config_uses() {
     );
     assert_eq!(i.backup_root, Path::new("/srv/bk"));
     assert_eq!(i.destinations[0].path, Path::new("/media/payne/T9"));
+}
+
+#[test]
+fn the_serve_unit_only_when_asked_for() {
+    for scope in [Scope::System, Scope::User] {
+        let r = render(&input(ExternalSchedule::Weekly), &target(scope)).unwrap();
+        assert!(!r.units.contains_key(SERVE_SERVICE), "off by default");
+        let mut i = input(ExternalSchedule::Weekly);
+        i.serve = Some("127.0.0.1:8422".into());
+        let r = render(&i, &target(scope)).unwrap();
+        let unit = &r.units[SERVE_SERVICE];
+        let service = &unit["Service"];
+        assert_eq!(
+            service["ExecStart"],
+            Value::from(
+                "/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json serve"
+            )
+        );
+        assert_eq!(service["Type"], Value::from("exec"));
+        assert_eq!(
+            unit["Unit"]["Description"],
+            Value::from("dbackup: the status page at http://127.0.0.1:8422/ (read-only)")
+        );
+        let wanted = match scope {
+            Scope::System => "multi-user.target",
+            Scope::User => "default.target",
+        };
+        assert_eq!(
+            unit["Install"]["WantedBy"],
+            Value::Many(vec![wanted.into()])
+        );
+        assert_eq!(
+            service.get("ProtectSystem"),
+            (scope == Scope::System)
+                .then(|| Value::from("strict"))
+                .as_ref()
+        );
+        assert!(r.files[SERVE_SERVICE].contains("ExecStart="));
+    }
 }

@@ -410,7 +410,11 @@ fn systemd_analyze_verifies_the_units_without_a_warning() {
     if !require(&["systemd-analyze", "man"], "systemd man-db") {
         return;
     }
-    let t = test_with(CONFIG);
+    // With the status page's server too (report.serve.unit).
+    let t = test_with(&CONFIG.replace(
+        r#""schedule""#,
+        r#""report": { "serve": { "unit": true } }, "schedule""#,
+    ));
     // Documentation=man:dbackup(1) must resolve: the man pages dbackup generates.
     let man = t.path("man");
     t.cmd()
@@ -435,6 +439,7 @@ fn systemd_analyze_verifies_the_units_without_a_warning() {
             args.extend(["--run-as", "root"]);
         }
         render(&t, &args);
+        assert!(dir.join("dbackup-serve.service").is_file());
         verify(scope, &dir, &man, &runtime).unwrap_or_else(|e| panic!("{e}"));
     }
 
@@ -605,6 +610,21 @@ fn cases() -> Vec<Case> {
                 .to_string(),
             scope: Scope::System,
             env: &[("DDATA", "/data"), ("MEDIA", "/media/payne")],
+        },
+        Case {
+            name: "system, the status page's server (report.serve.unit)",
+            config: CONFIG.replace(
+                r#""schedule""#,
+                r#""report": { "serve": { "unit": true, "listen": "127.0.0.1:9099" } }, "schedule""#,
+            ),
+            scope: Scope::System,
+            env: &[("DDATA", "/data")],
+        },
+        Case {
+            name: "user, the status page's server on the default address",
+            config: CONFIG.replace(r#""schedule""#, r#""report": { "serve": { "unit": true } }, "schedule""#),
+            scope: Scope::User,
+            env: &[("DDATA", "/data")],
         },
         Case {
             name: "system, no destinations, daily",

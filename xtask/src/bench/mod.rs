@@ -3,6 +3,7 @@
 
 mod collect;
 mod external;
+mod report;
 mod restore;
 mod status;
 pub mod tree;
@@ -23,6 +24,8 @@ pub enum BenchCmd {
     Restore(restore::RestoreArgs),
     /// dbackup status with 1,000 snapshots and 50 external backups present (goal: under 200 ms)
     Status(status::StatusArgs),
+    /// The status page with 1,000 snapshots and 50 external backups present (goal: under 100 ms)
+    Report(report::ReportArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
@@ -31,6 +34,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::External(args) => external::run(args),
         BenchCmd::Restore(args) => restore::run(args),
         BenchCmd::Status(args) => status::run(args),
+        BenchCmd::Report(args) => report::run(args),
     }
 }
 
