@@ -232,7 +232,11 @@ Restores keep modes, mtimes, symlinks and hard links (and owners as root). Each 
 written owner-only under a temporary name and renamed into place. Files at the destination
 that are not in the backup are left alone. An archive entry that would escape the target
 (`..`, absolute names, hard links outside, a symlink in the way, device files) is refused,
-and then nothing is restored unless --skip-refused.
+and then nothing is restored unless --skip-refused. Symlinks are restored as they are (a
+backup may hold ~/data -> /data for a reason); those that lead outside the target once
+restored, through other symlinks too, are listed in the plan (--dry-run), and refused with
+--no-escaping-links. Archives without an index (GNU tar's, bsdtar's) are read as GNU tar
+reads them.
 
 Nothing is lost by restoring: a file at the destination that would be replaced and differs
 from the backup (newer work, say) is first kept, with its mode and mtime, at
@@ -334,6 +338,11 @@ pub struct RestoreArgs {
     /// Restore what is not refused even when the backup holds refused entries (still exits 1)
     #[arg(long)]
     pub skip_refused: bool,
+
+    /// Refuse the symlinks that would lead outside the target once restored (resolved through the other symlinks
+    /// restored and those already there); by default they are restored as they are, and listed in the plan
+    #[arg(long)]
+    pub no_escaping_links: bool,
 
     /// How --overwrite if-changed tells an unchanged file
     #[arg(long, value_enum, default_value_t, value_name = "HOW")]

@@ -956,13 +956,23 @@ fn check_tar(tar: &[u8], index: &[u8], entries: &[IndexEntry]) {
             let _ = crate::restore::content::compare_header(tar[start..end].to_vec(), e, len);
         });
     }
-    // The scan path (archives without an index): every header, as restore reads it.
+    // The scan path (archives without an index): every header, as restore reads it (restore::tarscan, whose own
+    // properties are in its tests), from a file and as a stream.
     bounded(buffers, "scanning", || {
-        let mut ar = tar::Archive::new(tar);
-        if let Ok(it) = ar.entries() {
-            for te in it.take(10_000) {
-                let Ok(mut te) = te else { break };
-                let _ = crate::restore::RestoreEntry::from_tar(&mut te);
+        use crate::restore::tarscan::{Owners, Scanner};
+        let mut owners = Owners::numeric();
+        if let Ok(mut s) = Scanner::seekable(Cursor::new(tar)) {
+            for _ in 0..10_000 {
+                let Ok(Some(m)) = s.next_member() else { break };
+                let _ = m.entry(&mut owners);
+            }
+        }
+        let mut s = Scanner::new(tar);
+        for _ in 0..10_000 {
+            let Ok(Some(m)) = s.next_member() else { break };
+            let _ = m.entry(&mut owners);
+            if std::io::copy(&mut s.content(), &mut std::io::sink()).is_err() {
+                break;
             }
         }
     });

@@ -871,6 +871,7 @@ fn restore(
         },
         preserve_special: args.preserve_special,
         apply_despite_refusals: args.skip_refused,
+        refuse_escaping_symlinks: args.no_escaping_links,
         ..RestoreOptions::default()
     };
     if args.preserve_special && !opts.privileged {
@@ -945,6 +946,7 @@ fn restore(
         )));
     }
 
+    report_escaping_links(&planned, ui);
     let total: u64 = planned
         .iter()
         .map(|p| {
@@ -1097,6 +1099,38 @@ const NOT_HANDED_OVER: &str = "not restored: the backup ended before";
 
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// Before a real restore: the symlinks it makes that lead outside the target (one line; each of them with `-v`).
+fn report_escaping_links(planned: &[Planned], ui: &Ui) {
+    let made = |i: &&crate::restore::PlanItem| {
+        matches!(
+            i.action,
+            crate::restore::Action::Create | crate::restore::Action::Replace
+        )
+    };
+    let n = planned
+        .iter()
+        .flat_map(|p| p.plan.escaping().filter(made))
+        .count();
+    if n == 0 {
+        return;
+    }
+    ui.info(format_args!(
+        "{} outside the target once restored: restored as {}, never followed (the plan lists them: \
+         --dry-run; --no-escaping-links refuses them)",
+        ui::counted(n as u64, "symlink leads", "symlinks lead"),
+        if n == 1 { "it is" } else { "they are" }
+    ));
+    for p in planned {
+        for item in p.plan.escaping().filter(made) {
+            ui.step(format_args!(
+                "  {} -> {}",
+                p.plan.item_path(item),
+                item.escapes_to.as_deref().unwrap_or_default()
+            ));
+        }
+    }
 }
 
 fn print_plans(chosen: &Chosen, planned: &[Planned], ui: &Ui) -> anyhow::Result<()> {

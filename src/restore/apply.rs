@@ -575,10 +575,14 @@ impl<'p> Applier<'p> {
                         &times(item.entry.mtime),
                         AtFlags::SYMLINK_NOFOLLOW,
                     )?;
-                    Ok(())
+                    inode_of(parent, &tmp)
                 })()
                 .map_err(|e: Errno| Failure::from_io(e.into()));
-                finish_temp(parent, &tmp, result.and_then(|()| placement.place(&tmp)))
+                let (out, ino) = place_made(result, &placement, &tmp);
+                if let Some(ino) = ino {
+                    self.inodes.insert(idx, ino);
+                }
+                finish_temp(parent, &tmp, out)
             }
             EntryKind::Fifo => {
                 let tmp = with_temp_name(|t| {
@@ -611,10 +615,14 @@ impl<'p> Applier<'p> {
                         &times(item.entry.mtime),
                         AtFlags::SYMLINK_NOFOLLOW,
                     )?;
-                    Ok(())
+                    inode_of(parent, &tmp)
                 })()
                 .map_err(|e: Errno| Failure::from_io(e.into()));
-                finish_temp(parent, &tmp, result.and_then(|()| placement.place(&tmp)))
+                let (out, ino) = place_made(result, &placement, &tmp);
+                if let Some(ino) = ino {
+                    self.inodes.insert(idx, ino);
+                }
+                finish_temp(parent, &tmp, out)
             }
             EntryKind::Hardlink => {
                 let LinkSource {
@@ -626,12 +634,18 @@ impl<'p> Applier<'p> {
                     rustix::fs::linkat(&tdir, tname.as_slice(), parent, t, AtFlags::empty())
                 })
                 .map_err(Failure::from_io)?;
-                // The link must be to the very file restored (or kept) for its target, never anything else.
+                // The link must be to the very file (or symlink, or fifo) restored or kept for its target, never
+                // anything else.
+                let kind = match plan.link_root(idx).kind {
+                    EntryKind::Symlink => FoundKind::Symlink,
+                    EntryKind::Fifo => FoundKind::Fifo,
+                    _ => FoundKind::File,
+                };
                 let check =
                     match rustix::fs::statat(parent, tmp.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
                         Ok(st) => {
                             let f = Found::from(st);
-                            if f.kind == FoundKind::File && (f.dev, f.ino) == expect {
+                            if f.kind == kind && (f.dev, f.ino) == expect {
                                 Ok(())
                             } else {
                                 Err(Outcome::Refused(Refusal::ChangedAtDestination {
@@ -823,6 +837,28 @@ impl Placement<'_> {
             .map_err(|e| Failure::from_io(e.into()))?;
         Ok(Outcome::Done)
     }
+}
+
+/// Places a temporary whose making gave its inode: the outcome, and the inode when it was placed.
+fn place_made(
+    made: Result<(u64, u64), Failure>,
+    placement: &Placement<'_>,
+    tmp: &str,
+) -> (Result<Outcome, Failure>, Option<(u64, u64)>) {
+    match made {
+        Ok(ino) => {
+            let out = placement.place(tmp);
+            let placed = matches!(out, Ok(Outcome::Done)).then_some(ino);
+            (out, placed)
+        }
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// The (device, inode) of a name in `parent`, not following a symlink.
+fn inode_of(parent: BorrowedFd<'_>, name: &str) -> Result<(u64, u64), Errno> {
+    let f = Found::from(rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)?);
+    Ok((f.dev, f.ino))
 }
 
 /// Removes the temporary unless the outcome placed it.

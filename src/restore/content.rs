@@ -13,6 +13,7 @@ use super::entry::{EntryKind, Mtime, RestoreEntry, show};
 use super::index_search::{SearchError, SortedIndex, is_under};
 use super::safety::{self, RelPath};
 use super::source::Snapshot;
+use super::tarscan::{HeaderCounts, Owners, Scanner};
 use super::{Action, Applier, Plan, RestoreError};
 use crate::archive::{self, ArchiveFiles, Attrs, IndexEntry};
 
@@ -105,14 +106,33 @@ pub enum Lookup {
     },
 }
 
-/// An archive entry with what a hard link needs to become a file of its own: its first name's content.
+/// What a hard link shares with its first name: a file's content, or a symlink's target.
+#[derive(Debug, Clone)]
+enum Shared {
+    /// The data offset, size and sha256 of a file's content.
+    Content(u64, u64, Option<[u8; 32]>),
+    /// A symlink's target, its mode, owner and mtime.
+    Symlink(RestoreEntry),
+}
+
+impl Shared {
+    /// What a later hard link to `e` (a file or a symlink) shares with it.
+    fn of(e: &RestoreEntry) -> Shared {
+        match e.kind {
+            EntryKind::Symlink => Shared::Symlink(e.clone()),
+            _ => Shared::Content(e.locator.unwrap_or(0), e.size, e.sha256),
+        }
+    }
+}
+
+/// An archive entry with what a hard link needs to become an entry of its own: what its first name holds.
 #[derive(Clone)]
 struct ArchEntry {
     entry: RestoreEntry,
-    /// For a hard link: the data offset, size and sha256 of the content it shares, as the archive itself gives
-    /// them (a scanned archive: the first name's header; an indexed one: the first name's index line, checked
-    /// against its header, see [`RunCheck::link_outside`]). `None` leaves the hard link for the planner.
-    shared: Option<(u64, u64, Option<[u8; 32]>)>,
+    /// For a hard link: what it shares with its first name, as the archive itself gives it (a scanned archive: the
+    /// first name's header; an indexed one: the first name's index line, checked against its header, see
+    /// [`RunCheck::link_outside`]). `None` leaves the hard link for the planner.
+    shared: Option<Shared>,
     /// The index line it comes from (indexed archives): checked against the archive's header before it is applied.
     index: Option<IndexEntry>,
     /// The index line of the file whose content `shared` is (indexed archives).
@@ -136,6 +156,8 @@ pub struct Loc {
 pub struct Gathered {
     pub entries: Vec<RestoreEntry>,
     pub locs: Vec<Loc>,
+    /// For an archive read by scanning: every header it read (each entry is in `entries` or outside the selection).
+    pub scanned: Option<HeaderCounts>,
 }
 
 impl Gathered {
@@ -202,9 +224,12 @@ impl SetContent {
         matches!(self, SetContent::Archive { index: Some(_), .. })
     }
 
-    /// Visits every entry of an archive without an index, reading its headers (contents are skipped with seeks).
-    /// `f` returns false to stop.
-    fn scan_entries(&self, mut f: impl FnMut(ArchEntry) -> bool) -> Result<(), ContentError> {
+    /// Visits every entry of an archive without an index, reading its headers as GNU tar does ([`Scanner`]:
+    /// contents are skipped with seeks). `f` returns false to stop. Returns the headers read.
+    fn scan_entries(
+        &self,
+        mut f: impl FnMut(ArchEntry) -> bool,
+    ) -> Result<HeaderCounts, ContentError> {
         let SetContent::Archive { archive, .. } = self else {
             unreachable!("only archives are scanned")
         };
@@ -213,26 +238,27 @@ impl SetContent {
             path: label.clone(),
             source,
         })?;
-        let mut ar = tar::Archive::new(BufReader::with_capacity(64 << 10, file));
         let mut last = String::from("its start");
         let arch_err = |after: &str, source| ContentError::Archive {
             path: label.clone(),
             after: after.to_string(),
             source,
         };
-        let entries = ar.entries_with_seek().map_err(|e| arch_err(&last, e))?;
-        // Files by name, so that a hard link to one that is not restored can become a copy of it.
-        let mut files: HashMap<RelPath, (u64, u64)> = HashMap::new();
-        for te in entries {
-            let mut te = te.map_err(|e| arch_err(&format!("the entry after {last}"), e))?;
-            let Some(e) = RestoreEntry::from_tar(&mut te).map_err(|e| arch_err(&last, e))? else {
-                continue;
-            };
+        let mut scanner = Scanner::seekable(BufReader::with_capacity(64 << 10, file))
+            .map_err(|e| arch_err(&last, e))?;
+        let mut owners = Owners::by_name();
+        // Files and symlinks by name, so that a hard link to one that is not restored can become a copy of it.
+        let mut shared: HashMap<RelPath, Shared> = HashMap::new();
+        while let Some(m) = scanner
+            .next_member()
+            .map_err(|e| arch_err(&format!("the entry after {last}"), e.into_io()))?
+        {
+            let e = m.entry(&mut owners);
             last = e.display_name();
-            let shared = match e.kind {
-                EntryKind::File => {
+            let copy = match e.kind {
+                EntryKind::File | EntryKind::Symlink => {
                     if let Ok(rel) = safety::check_name(&e.name, None) {
-                        files.insert(rel, (e.locator.unwrap_or(0), e.size));
+                        shared.insert(rel, Shared::of(&e));
                     }
                     None
                 }
@@ -240,20 +266,20 @@ impl SetContent {
                     .link
                     .as_deref()
                     .and_then(|l| safety::check_name(l, None).ok())
-                    .and_then(|t| files.get(&t))
-                    .map(|&(offset, size)| (offset, size, None)),
+                    .and_then(|t| shared.get(&t))
+                    .cloned(),
                 _ => None,
             };
             if !f(ArchEntry {
                 entry: e,
-                shared,
+                shared: copy,
                 index: None,
                 content: None,
             }) {
                 break;
             }
         }
-        Ok(())
+        Ok(scanner.counts())
     }
 
     fn search(&self) -> Result<Option<SortedIndex>, ContentError> {
@@ -410,7 +436,7 @@ impl SetContent {
                     }
                 }
                 None => {
-                    self.scan_entries(|a| {
+                    let counts = self.scan_entries(|a| {
                         let Ok(rel) = safety::check_name(&a.entry.name, None) else {
                             if !out.is_empty() {
                                 out[0].push(a.entry, None);
@@ -424,6 +450,9 @@ impl SetContent {
                         }
                         true
                     })?;
+                    for g in &mut out {
+                        g.scanned = Some(counts);
+                    }
                 }
             },
         }
@@ -655,12 +684,19 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
                 content = None;
             }
             // Linked to a file outside what is restored: a copy of its content.
-            (Some(_), Some((offset, size, sha256))) => {
+            (Some(_), Some(Shared::Content(offset, size, sha256))) => {
                 entry.kind = EntryKind::File;
                 entry.link = None;
                 entry.size = size;
                 entry.sha256 = sha256;
                 data = offset;
+            }
+            // Linked to a symlink outside what is restored: a symlink of its own, with the same target.
+            (Some(_), Some(Shared::Symlink(first))) => {
+                entry.kind = EntryKind::Symlink;
+                entry.link = first.link;
+                entry.size = 0;
+                entry.sha256 = None;
             }
             // Anything else is left for the planner to refuse.
             _ => content = None,
@@ -1102,7 +1138,7 @@ impl RunCheck<'_> {
                 ));
             }
         }
-        a.shared = Some((t.data_offset, t.size, t.sha256.map(|d| d.0)));
+        a.shared = Some(Shared::Content(t.data_offset, t.size, t.sha256.map(|d| d.0)));
         a.content = Some(t);
         Ok(a)
     }

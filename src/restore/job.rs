@@ -359,7 +359,9 @@ pub fn plan_all(
             for e in std::mem::take(&mut g.entries) {
                 planner.add(e)?;
             }
-            plans[i] = Some((planner.finish(), g));
+            let mut plan = planner.finish();
+            plan.scanned = g.scanned;
+            plans[i] = Some((plan, g));
         }
     }
     Ok(sels

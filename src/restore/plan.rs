@@ -13,6 +13,7 @@ use serde::{Serialize, Serializer};
 use super::entry::{EntryKind, RestoreEntry, show};
 use super::safety::{self, Refusal, RelPath};
 use super::target::{Found, FoundKind, TargetDir, WalkError, full_path};
+use super::tarscan::HeaderCounts;
 use super::{Compare, Overwrite, RestoreError, RestoreOptions};
 
 /// What restoring an entry does.
@@ -132,6 +133,10 @@ pub struct PlanItem {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// For a symlink (or a hard link to one) that leads outside the target once the restore is done: where to, as
+    /// resolved against the plan and the target ([`super::links`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escapes_to: Option<String>,
     /// A missing parent directory the backup does not describe, made (owner-only) to hold what it does.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub implicit: bool,
@@ -163,6 +168,7 @@ impl PlanItem {
             refusal: None,
             reason: None,
             notes: Vec::new(),
+            escapes_to: None,
             implicit: false,
             entry,
             rel: None,
@@ -191,7 +197,7 @@ impl PlanItem {
         }
     }
 
-    fn refuse(&mut self, why: Refusal) {
+    pub(crate) fn refuse(&mut self, why: Refusal) {
         self.action = Action::Refuse;
         self.reason = Some(why.to_string());
         self.refusal = Some(why);
@@ -215,10 +221,29 @@ pub struct Plan {
     pub target_exists: bool,
     pub options: RestoreOptions,
     pub counts: Counts,
+    /// For an archive without an index: every header the scan read. Each entry is an item of this plan unless a
+    /// `--path` left it out; nothing is dropped silently.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scanned: Option<HeaderCounts>,
     pub items: Vec<PlanItem>,
 }
 
 impl Plan {
+    /// What a hard link item finally links to (the first name of its chain), or the item itself.
+    pub fn link_root(&self, idx: usize) -> &PlanItem {
+        link_root(&self.items, idx)
+    }
+
+    /// The symlinks (and hard links to one) that lead outside the target.
+    pub fn escaping(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| i.escapes_to.is_some())
+    }
+
+    /// The items that stand for an entry of the backup (not the directories made to hold them).
+    pub fn entries(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| !i.implicit)
+    }
+
     pub fn refusals(&self) -> impl Iterator<Item = &PlanItem> {
         self.items.iter().filter(|i| i.action == Action::Refuse)
     }
@@ -248,6 +273,27 @@ impl Plan {
             out.push_str(" (does not exist yet: it will be made, owner-only)");
         }
         let _ = writeln!(out, ": {}", self.counts.sentence(true));
+        if let Some(h) = &self.scanned {
+            let _ = writeln!(
+                out,
+                "read from the archive: {}; {} of the entries in this plan",
+                h.sentence(),
+                self.entries().count()
+            );
+        }
+        let escaping = self.escaping().count();
+        if escaping > 0 {
+            let _ = writeln!(
+                out,
+                "{escaping} {} outside the target once restored (marked below): restored as they are, never \
+                 followed; --no-escaping-links refuses them",
+                if escaping == 1 {
+                    "symlink leads"
+                } else {
+                    "symlinks lead"
+                }
+            );
+        }
         let kept = self
             .items
             .iter()
@@ -265,7 +311,7 @@ impl Plan {
             );
         }
         for item in &self.items {
-            if item.action == Action::Unchanged && !verbose {
+            if item.action == Action::Unchanged && !verbose && item.escapes_to.is_none() {
                 continue;
             }
             let _ = write!(out, "{:<10} {}", item.action.word(), self.item_path(item));
@@ -285,6 +331,17 @@ impl Plan {
         }
         out
     }
+}
+
+/// What a hard link item finally links to (the first name of its chain), or the item itself.
+pub(crate) fn link_root(items: &[PlanItem], mut idx: usize) -> &PlanItem {
+    for _ in 0..items.len() {
+        match items[idx].link_item {
+            Some(next) if items[idx].kind == EntryKind::Hardlink => idx = next,
+            _ => break,
+        }
+    }
+    &items[idx]
 }
 
 /// Where the entries under a directory go, as far as planning knows.
@@ -354,7 +411,13 @@ impl Planner {
         Ok(action)
     }
 
-    pub fn finish(self) -> Plan {
+    pub fn finish(mut self) -> Plan {
+        super::links::judge(
+            &mut self.items,
+            &self.by_path,
+            &mut self.target,
+            self.opts.refuse_escaping_symlinks,
+        );
         let mut counts = Counts::default();
         for item in &self.items {
             counts.add(item.action, item.bytes());
@@ -364,6 +427,7 @@ impl Planner {
             target_exists: self.target.exists(),
             options: self.opts,
             counts,
+            scanned: None,
             items: self.items,
         }
     }
@@ -434,17 +498,7 @@ impl Planner {
                 });
                 return Ok(());
             }
-            if !safety::symlink_stays_inside(&rel, target) {
-                if self.opts.refuse_escaping_symlinks {
-                    item.refuse(Refusal::SymlinkOutside {
-                        target: show(target),
-                    });
-                    return Ok(());
-                }
-                item.notes.push(
-                    "points outside the target: recreated as a symlink, never followed".into(),
-                );
-            }
+            // Where it leads is judged once the whole plan is known: see `links::judge`.
         }
         if kind == EntryKind::Hardlink {
             let raw = e.link.as_deref().unwrap_or_default();
@@ -462,8 +516,17 @@ impl Planner {
                     item.refuse(Refusal::HardlinkTargetRefused { target: shown });
                     return Ok(());
                 }
+                // A file, or a symlink or fifo: GNU tar links those too (`ln -P`, `cp -al` and `rsync -H` make
+                // hard links to symlinks).
                 Some((i, t))
-                    if !t.implicit && matches!(t.kind, EntryKind::File | EntryKind::Hardlink) =>
+                    if !t.implicit
+                        && matches!(
+                            t.kind,
+                            EntryKind::File
+                                | EntryKind::Hardlink
+                                | EntryKind::Symlink
+                                | EntryKind::Fifo
+                        ) =>
                 {
                     if t.action == Action::Skip {
                         item.notes.push(format!(

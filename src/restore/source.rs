@@ -13,6 +13,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::entry::{RestoreEntry, show};
+use super::tarscan::{Owners, Scanner};
 use super::{Applier, Plan, Planner, RestoreError};
 
 /// Which entries to restore: `|_| true` for all. The same selection must be used for both passes.
@@ -20,7 +21,7 @@ pub trait Select: FnMut(&RestoreEntry) -> bool {}
 impl<F: FnMut(&RestoreEntry) -> bool> Select for F {}
 
 /// Pass 1 over a tar archive that can seek (a file): every selected entry's header is planned; content is
-/// skipped with seeks, so this costs one read per header.
+/// skipped with seeks, so this costs one read per header. The archive is read as GNU tar reads it ([`Scanner`]).
 pub fn plan_tar<R: Read + Seek>(archive: R, planner: &mut Planner) -> Result<(), RestoreError> {
     plan_tar_selected(archive, planner, |_: &RestoreEntry| true)
 }
@@ -31,17 +32,15 @@ pub fn plan_tar_selected<R: Read + Seek>(
     planner: &mut Planner,
     mut select: impl Select,
 ) -> Result<(), RestoreError> {
-    let mut archive = tar::Archive::new(archive);
-    let entries = archive
-        .entries_with_seek()
-        .map_err(|e| source_error("the start of the archive", e))?;
+    let mut scanner =
+        Scanner::seekable(archive).map_err(|e| source_error("the start of the archive", e))?;
+    let mut owners = Owners::by_name();
     let mut last = String::from("the start of the archive");
-    for entry in entries {
-        let mut entry = entry.map_err(|e| source_error(&format!("the entry after {last}"), e))?;
-        let Some(e) = RestoreEntry::from_tar(&mut entry).map_err(|e| source_error(&last, e))?
-        else {
-            continue;
-        };
+    while let Some(m) = scanner
+        .next_member()
+        .map_err(|e| source_error(&format!("the entry after {last}"), e.into_io()))?
+    {
+        let e = m.entry(&mut owners);
         last = e.display_name();
         if select(&e) {
             planner.add(e)?;
@@ -61,20 +60,17 @@ pub fn apply_tar_selected<R: Read>(
     applier: &mut Applier<'_>,
     mut select: impl Select,
 ) -> Result<(), RestoreError> {
-    let mut archive = tar::Archive::new(archive);
-    let entries = archive
-        .entries()
-        .map_err(|e| source_error("the start of the archive", e))?;
+    let mut scanner = Scanner::new(archive);
+    let mut owners = Owners::by_name();
     let mut last = String::from("the start of the archive");
-    for entry in entries {
-        let mut entry = entry.map_err(|e| source_error(&format!("the entry after {last}"), e))?;
-        let Some(e) = RestoreEntry::from_tar(&mut entry).map_err(|e| source_error(&last, e))?
-        else {
-            continue;
-        };
+    while let Some(m) = scanner
+        .next_member()
+        .map_err(|e| source_error(&format!("the entry after {last}"), e.into_io()))?
+    {
+        let e = m.entry(&mut owners);
         last = e.display_name();
         if select(&e) {
-            applier.apply(&e, Some(&mut entry))?;
+            applier.apply(&e, Some(&mut scanner.content()))?;
         }
     }
     Ok(())
@@ -136,7 +132,24 @@ impl Snapshot {
                     .as_os_str()
                     .as_bytes()
                     .to_vec();
-                let link = if meta.file_type().is_symlink() {
+                let ft = meta.file_type();
+                // The second and later names of a file or symlink with several (`rsync -H` keeps hard-linked
+                // symlinks): hard links to the first.
+                if (ft.is_file() || ft.is_symlink()) && meta.nlink() > 1 {
+                    match first_names.get(&(meta.dev(), meta.ino())) {
+                        Some(first) => {
+                            let mut e = RestoreEntry::from_metadata(name, &meta, None);
+                            e.kind = super::EntryKind::Hardlink;
+                            e.link = Some(first.clone());
+                            e.size = 0;
+                            return Ok(e);
+                        }
+                        None => {
+                            first_names.insert((meta.dev(), meta.ino()), name.clone());
+                        }
+                    }
+                }
+                let link = if ft.is_symlink() {
                     Some(
                         std::fs::read_link(e.path())
                             .map_err(walk_err)?
@@ -144,14 +157,6 @@ impl Snapshot {
                             .as_bytes()
                             .to_vec(),
                     )
-                } else if meta.file_type().is_file() && meta.nlink() > 1 {
-                    match first_names.get(&(meta.dev(), meta.ino())) {
-                        Some(first) => Some(first.clone()),
-                        None => {
-                            first_names.insert((meta.dev(), meta.ino()), name.clone());
-                            None
-                        }
-                    }
                 } else {
                     None
                 };

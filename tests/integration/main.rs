@@ -32,3 +32,4 @@ mod t9_image;
 mod t9_media;
 mod t9_restore;
 mod t9_udev;
+mod tarcompat;
