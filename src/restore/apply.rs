@@ -578,7 +578,7 @@ impl<'p> Applier<'p> {
                     inode_of(parent, &tmp)
                 })()
                 .map_err(|e: Errno| Failure::from_io(e.into()));
-                let (out, ino) = place_made(result, &placement, &tmp);
+                let (out, ino) = place_made(result, &mut placement, &tmp);
                 if let Some(ino) = ino {
                     self.inodes.insert(idx, ino);
                 }
@@ -618,7 +618,7 @@ impl<'p> Applier<'p> {
                     inode_of(parent, &tmp)
                 })()
                 .map_err(|e: Errno| Failure::from_io(e.into()));
-                let (out, ino) = place_made(result, &placement, &tmp);
+                let (out, ino) = place_made(result, &mut placement, &tmp);
                 if let Some(ino) = ino {
                     self.inodes.insert(idx, ino);
                 }
@@ -842,7 +842,7 @@ impl Placement<'_> {
 /// Places a temporary whose making gave its inode: the outcome, and the inode when it was placed.
 fn place_made(
     made: Result<(u64, u64), Failure>,
-    placement: &Placement<'_>,
+    placement: &mut Placement<'_>,
     tmp: &str,
 ) -> (Result<Outcome, Failure>, Option<(u64, u64)>) {
     match made {

@@ -1138,7 +1138,11 @@ impl RunCheck<'_> {
                 ));
             }
         }
-        a.shared = Some(Shared::Content(t.data_offset, t.size, t.sha256.map(|d| d.0)));
+        a.shared = Some(Shared::Content(
+            t.data_offset,
+            t.size,
+            t.sha256.map(|d| d.0),
+        ));
         a.content = Some(t);
         Ok(a)
     }
