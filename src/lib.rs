@@ -1,6 +1,7 @@
 //! dbackup: two-phase backup for one Linux workstation. See ARCHITECTURE.md for the map.
 
 pub mod archive;
+pub mod backup;
 pub mod cli;
 pub mod collect;
 pub mod commands;

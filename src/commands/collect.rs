@@ -11,26 +11,31 @@
 use crate::cli::{CollectArgs, GlobalArgs};
 use crate::collect::{self, CollectPlan, CollectReport, SetStatus, exec};
 use crate::exit::Exit;
-use crate::settings::{Env, Settings};
+use crate::settings::Settings;
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: CollectArgs) -> anyhow::Result<Exit> {
-    let settings = Settings::load(global, &Env::from_process())?;
-    run_with_settings(&settings, &args)
+    let settings = super::load_settings(global)?;
+    let options = collect::Options {
+        sets: args.sets,
+        full: args.full,
+        allow_shrink: args.allow_shrink,
+    };
+    run_with_settings(&settings, &options)
 }
 
 /// Everything after loading the settings (tests call this with hand-made settings).
-pub fn run_with_settings(settings: &Settings, args: &CollectArgs) -> anyhow::Result<Exit> {
+pub fn run_with_settings(settings: &Settings, options: &collect::Options) -> anyhow::Result<Exit> {
     let ui = Ui::new(&settings.output);
-    let sets = collect::select_sets(settings, &args.sets)?;
+    let sets = collect::select_sets(settings, &options.sets)?;
     if settings.output.dry_run {
-        let plan = collect::dry_run(settings, &sets, args, &ui)?;
+        let plan = collect::dry_run(settings, &sets, options, &ui)?;
         print_plan(&plan, &ui)?;
         return Ok(plan.expected_exit());
     }
 
     let started = super::begin_run(settings, &ui, "collect");
-    let outcome = collect::run(settings, &sets, args, &ui);
+    let outcome = collect::run(settings, &sets, options, &ui);
     super::log_run(
         settings,
         &ui,

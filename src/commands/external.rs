@@ -13,25 +13,30 @@
 use crate::cli::{ExternalArgs, GlobalArgs};
 use crate::exit::Exit;
 use crate::external::{self, DestinationStatus, ExternalPlan, ExternalReport, exec};
-use crate::settings::{Env, Settings};
+use crate::settings::Settings;
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: ExternalArgs) -> anyhow::Result<Exit> {
-    let settings = Settings::load(global, &Env::from_process())?;
-    run_with_settings(&settings, &args)
+    let settings = super::load_settings(global)?;
+    let options = external::Options {
+        sets: args.sets,
+        destination: args.destination,
+        allow_incomplete: args.allow_incomplete,
+    };
+    run_with_settings(&settings, &options)
 }
 
 /// Everything after loading the settings (tests call this with hand-made settings).
-pub fn run_with_settings(settings: &Settings, args: &ExternalArgs) -> anyhow::Result<Exit> {
+pub fn run_with_settings(settings: &Settings, options: &external::Options) -> anyhow::Result<Exit> {
     let ui = Ui::new(&settings.output);
     if settings.output.dry_run {
-        let plan = external::dry_run(settings, args, &ui)?;
+        let plan = external::dry_run(settings, options, &ui)?;
         print_plan(&plan, &ui)?;
         return Ok(plan.expected_exit());
     }
 
     let started = super::begin_run(settings, &ui, "external");
-    let outcome = external::run(settings, args, &ui);
+    let outcome = external::run(settings, options, &ui);
     super::log_run(
         settings,
         &ui,

@@ -26,9 +26,9 @@ pub fn run(global: &GlobalArgs, cmd: ImageCommand) -> anyhow::Result<Exit> {
 }
 
 fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
-    let ui = Ui::new(&Output::from_global(global));
+    let ui = Ui::new(&super::output(global));
     // The sets are only named in the guide: a config that does not load is no reason to withhold the kit.
-    let settings = Settings::load(global, &Env::from_process()).ok();
+    let settings = super::load_settings(global).ok();
     match &args.out {
         Some(out) => {
             let (_, pieces) = image::kit_to_dir(settings.as_ref(), out)?;
@@ -75,7 +75,7 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
 }
 
 fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
-    let settings = Settings::load(global, &Env::from_process())?;
+    let settings = super::load_settings(global)?;
     let ui = Ui::new(&settings.output);
     let opts = CreateOptions {
         devices: args.devices.clone(),
@@ -161,10 +161,10 @@ fn keys(settings: Option<&Settings>, given: &[PathBuf]) -> anyhow::Result<Keys> 
 }
 
 fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit> {
-    let output = Output::from_global(global);
+    let output = super::output(global);
     let ui = Ui::new(&output);
     // From rescue media there may be no config: --drive is enough.
-    let settings = match Settings::load(global, &Env::from_process()) {
+    let settings = match super::load_settings(global) {
         Ok(s) => Some(s),
         Err(_) if args.drive.is_some() && global.config.is_none() => None,
         Err(e) => return Err(e.into()),

@@ -22,7 +22,7 @@ fn identity_text(id: &age::x25519::Identity, created: &str) -> String {
 /// The configured destination (name, path) that `target` is under, when a valid config names one. Symlinks in
 /// either path are resolved as far as they exist. No config, or an invalid one, is no reason to refuse a key.
 fn on_a_destination(global: &GlobalArgs, env: &Env, target: &Path) -> Option<(String, PathBuf)> {
-    let settings = crate::settings::Settings::load(global, env).ok()?;
+    let settings = crate::settings::Settings::load(global.config.as_deref(), super::output(global), env).ok()?;
     let resolve = |p: &Path| -> PathBuf {
         // The longest existing ancestor, canonicalized, with the rest appended.
         let mut base = p.to_path_buf();
@@ -84,7 +84,7 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     let created = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    super::config::write_new(&target, &identity_text(&id, &created))
+    crate::config::init::write_new(&target, &identity_text(&id, &created))
         .with_context(|| format!("cannot write the identity to {}", target.display()))?;
     if global.json {
         crate::outln!(

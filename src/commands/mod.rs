@@ -13,7 +13,31 @@ pub mod serve;
 pub mod status;
 pub mod systemd;
 
+use crate::cli::GlobalArgs;
+use crate::config::ConfigError;
 use crate::exit::{CodedError, Exit};
+use crate::settings::{Env, Output, Settings};
+
+/// The global flags as the phases see them: `--json`, `--dry-run`, and the `-v` count minus the `-q` count.
+pub(crate) fn output(global: &GlobalArgs) -> Output {
+    let verbosity = (i16::from(global.verbose) - i16::from(global.quiet))
+        .clamp(i16::from(i8::MIN), i16::from(i8::MAX));
+    Output {
+        json: global.json,
+        dry_run: global.dry_run,
+        verbosity: verbosity as i8,
+    }
+}
+
+/// The settings of this run: the config `--config` names (or the one found by the usual rules), in the process's
+/// environment.
+pub(crate) fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError> {
+    Settings::load(
+        global.config.as_deref(),
+        output(global),
+        &Env::from_process(),
+    )
+}
 
 /// The answer of subcommands whose issue has not landed yet.
 pub fn not_implemented(name: &str) -> anyhow::Result<Exit> {
@@ -111,5 +135,37 @@ pub(crate) fn refresh_report(
         Ok(Some(path)) => ui.step(format_args!("status page: {}", path.display())),
         Ok(None) => {}
         Err(e) => ui.warn(format_args!("{}", crate::ui::format_error(&e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_from_flags() {
+        let g = GlobalArgs {
+            config: None,
+            json: true,
+            dry_run: true,
+            quiet: 0,
+            verbose: 2,
+        };
+        assert_eq!(
+            output(&g),
+            Output {
+                json: true,
+                dry_run: true,
+                verbosity: 2
+            }
+        );
+        let g = GlobalArgs {
+            config: None,
+            json: false,
+            dry_run: false,
+            quiet: 2,
+            verbose: 0,
+        };
+        assert_eq!(output(&g).verbosity, -2);
     }
 }

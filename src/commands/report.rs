@@ -21,7 +21,7 @@ pub fn run(global: &GlobalArgs, args: ReportArgs) -> anyhow::Result<Exit> {
     if let Some(dir) = &args.drive {
         return drive(global, &args, dir, now);
     }
-    let settings = Settings::load(global, &Env::from_process())?;
+    let settings = super::load_settings(global)?;
     let ui = Ui::new(&settings.output);
     let history = args.history.map_or(settings.report.history, |h| h as usize);
     let data = report::gather(&settings, now, history, crate::status::Look::Read);
@@ -70,7 +70,7 @@ fn drive(
     dir: &Path,
     now: chrono::DateTime<chrono::FixedOffset>,
 ) -> anyhow::Result<Exit> {
-    let output = Output::from_global(global);
+    let output = super::output(global);
     let ui = Ui::new(&output);
     if global.json {
         return Err(CodedError::new(

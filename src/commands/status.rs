@@ -12,7 +12,7 @@ use crate::settings::{Env, Settings};
 use crate::status::{self, StatusReport};
 
 pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
-    let settings = Settings::load(global, &Env::from_process())?;
+    let settings = super::load_settings(global)?;
     let now = args.now.unwrap_or_else(|| Local::now().fixed_offset());
     let facts = status::gather_for(
         &settings,

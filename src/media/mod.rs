@@ -408,6 +408,28 @@ pub fn detect_for_reading(dest: &DestinationSettings) -> Presence {
     }
 }
 
+/// Waits until one of `destinations` is mounted (or needs no mount), polling the mount table every 200 ms, at most
+/// `timeout`. Returns the first one ready, or `None` when the time ran out (`dbackup systemd wait-for-drive`: the
+/// device appears before the desktop mounts it).
+pub fn wait_for_mount(
+    destinations: &[DestinationSettings],
+    timeout: std::time::Duration,
+) -> anyhow::Result<Option<&DestinationSettings>> {
+    use anyhow::Context as _;
+    let started = std::time::Instant::now();
+    loop {
+        let table = mountinfo::read().context("cannot read the mount table")?;
+        let ready = destinations.iter().find(|d| {
+            let canonical = d.path.canonicalize().unwrap_or_else(|_| d.path.clone());
+            !d.require_mount || mountinfo::mounted_at(&table, &canonical, None).is_some()
+        });
+        if ready.is_some() || started.elapsed() >= timeout {
+            return Ok(ready);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// The destinations to write to: `first` is the present one with the highest priority (the earliest in the config on a
 /// tie); `all` is every present one, by priority, highest first. Empty when none is present.
 pub fn select(mode: ExternalMode, detected: &[Detected]) -> Vec<&Detected> {

@@ -28,6 +28,7 @@
 //! reference the Nix output is compared with (tests/integration/systemd.rs).
 
 pub mod escape;
+pub mod install;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
