@@ -38,11 +38,7 @@ pub fn run_with_settings(settings: &Settings, options: &backup::Options) -> anyh
     let observed = backup::observe(settings, options);
     if settings.output.dry_run {
         let plan = backup::dry_run(settings, &observed, &ui)?;
-        if ui.json {
-            crate::outln!("{}", serde_json::to_string_pretty(&plan)?);
-        } else {
-            crate::out!("{}", backup::plan::render_plan(&plan));
-        }
+        super::print(&plan, ui.json, backup::plan::render_plan)?;
         return Ok(plan.expected_exit());
     }
 

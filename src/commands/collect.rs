@@ -9,7 +9,7 @@
 //! what the run would at best: 1 when a set would be refused, 3 with warnings, else 0.
 
 use crate::cli::{CollectArgs, GlobalArgs};
-use crate::collect::{self, CollectPlan, CollectReport, SetStatus, exec};
+use crate::collect::{self, CollectReport, SetStatus, exec};
 use crate::exit::Exit;
 use crate::settings::Settings;
 use crate::ui::Ui;
@@ -30,7 +30,7 @@ pub fn run_with_settings(settings: &Settings, options: &collect::Options) -> any
     let sets = collect::select_sets(settings, &options.sets)?;
     if settings.output.dry_run {
         let plan = collect::dry_run(settings, &sets, options, &ui)?;
-        print_plan(&plan, &ui)?;
+        super::print(&plan, ui.json, collect::plan::render)?;
         return Ok(plan.expected_exit());
     }
 
@@ -58,15 +58,6 @@ pub fn run_with_settings(settings: &Settings, options: &collect::Options) -> any
     crate::interrupt::check()?;
     print_report(&report, &ui)?;
     Ok(report.exit())
-}
-
-fn print_plan(plan: &CollectPlan, ui: &Ui) -> anyhow::Result<()> {
-    if ui.json {
-        crate::outln!("{}", serde_json::to_string_pretty(plan)?);
-    } else {
-        crate::out!("{}", collect::plan::render(plan));
-    }
-    Ok(())
 }
 
 fn print_report(report: &CollectReport, ui: &Ui) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@
 
 use crate::cli::{ExternalArgs, GlobalArgs};
 use crate::exit::Exit;
-use crate::external::{self, DestinationStatus, ExternalPlan, ExternalReport, exec};
+use crate::external::{self, DestinationStatus, ExternalReport, exec};
 use crate::settings::Settings;
 use crate::ui::Ui;
 
@@ -31,7 +31,7 @@ pub fn run_with_settings(settings: &Settings, options: &external::Options) -> an
     let ui = Ui::new(&settings.output);
     if settings.output.dry_run {
         let plan = external::dry_run(settings, options, &ui)?;
-        print_plan(&plan, &ui)?;
+        super::print(&plan, ui.json, external::plan::render)?;
         return Ok(plan.expected_exit());
     }
 
@@ -56,15 +56,6 @@ pub fn run_with_settings(settings: &Settings, options: &external::Options) -> an
     crate::interrupt::check()?;
     print_report(&report, &ui)?;
     Ok(report.exit())
-}
-
-fn print_plan(plan: &ExternalPlan, ui: &Ui) -> anyhow::Result<()> {
-    if ui.json {
-        crate::outln!("{}", serde_json::to_string_pretty(plan)?);
-    } else {
-        crate::out!("{}", external::plan::render(plan));
-    }
-    Ok(())
 }
 
 fn print_report(report: &ExternalReport, ui: &Ui) -> anyhow::Result<()> {

@@ -6,15 +6,12 @@
 //! device was refused but others imaged; 1 refused or failed; 2 bad arguments; 5 no drive present.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::archive::Keys;
 use crate::cli::{GlobalArgs, ImageCommand, ImageCreateArgs, ImageKitArgs, ImageRestoreArgs};
 use crate::exit::{CodedError, Exit};
 use crate::image::{self, CreateOptions, RestoreOptions, RestoreSource};
-use crate::settings::{Env, Output, Settings};
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, cmd: ImageCommand) -> anyhow::Result<Exit> {
@@ -88,13 +85,7 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
         } else {
             print!("{}", image::render_create(&plan));
         }
-        return Ok(if plan.system.images.is_empty() {
-            Exit::Failed
-        } else if plan.system.refused.is_empty() {
-            Exit::Ok
-        } else {
-            Exit::Warnings
-        });
+        return Ok(plan.expected_exit());
     }
     let started = chrono::Local::now().fixed_offset();
     let report = image::create(&settings, &opts, &ui);
@@ -130,36 +121,6 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
     Ok(report.exit())
 }
 
-/// The identities given, and the config's `identity_file`s (read only when an encrypted image is opened).
-fn keys(settings: Option<&Settings>, given: &[PathBuf]) -> anyhow::Result<Keys> {
-    let mut keys = Keys::new();
-    let mut files: Vec<PathBuf> = given.to_vec();
-    if let Some(s) = settings {
-        for e in s
-            .encryption
-            .iter()
-            .chain(s.destinations.iter().filter_map(|d| d.encryption.as_ref()))
-        {
-            if let Some(f) = &e.identity_file
-                && !files.contains(f)
-                && f.exists()
-            {
-                files.push(f.clone());
-            }
-        }
-    }
-    for f in &files {
-        keys.add_identity_file(f)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    if let Some(file) = crate::archive::crypt::passphrase_source(None) {
-        let p = crate::archive::crypt::read_passphrase(Some(&file), "passphrase: ")
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        keys.add_passphrase(p);
-    }
-    Ok(keys)
-}
-
 fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit> {
     let output = super::output(global);
     let ui = Ui::new(&output);
@@ -169,7 +130,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
         Err(_) if args.drive.is_some() && global.config.is_none() => None,
         Err(e) => return Err(e.into()),
     };
-    let keys = keys(settings.as_ref(), &args.identities)?;
+    let keys = image::restore_keys(settings.as_ref(), &args.identities)?;
     let src = RestoreSource {
         drive: args.drive.clone(),
         from: args.from.clone(),

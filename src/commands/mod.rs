@@ -39,6 +39,20 @@ pub(crate) fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError
     )
 }
 
+/// Prints a result on stdout: as JSON with `--json`, else as `text` says it.
+pub(crate) fn print<T: serde::Serialize>(
+    value: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        crate::outln!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        crate::out!("{}", text(value));
+    }
+    Ok(())
+}
+
 /// The answer of subcommands whose issue has not landed yet.
 pub fn not_implemented(name: &str) -> anyhow::Result<Exit> {
     Err(CodedError::new(

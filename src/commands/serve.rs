@@ -6,7 +6,6 @@
 use crate::cli::{GlobalArgs, ServeArgs};
 use crate::exit::Exit;
 use crate::report::serve;
-use crate::settings::{Env, Settings};
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Exit> {

@@ -237,6 +237,31 @@ pub fn refresh(root: &Path, destination: &str, now: DateTime<FixedOffset>) -> io
     write(root, page.as_bytes())
 }
 
+/// `dbackup report --drive DIR`: the page of the drive at `dir` (its root, holding `backups/`, or its `backups/`
+/// itself). Read only; a directory without `backups/` is a usage error (give the mount point).
+pub fn page_for_dir(dir: &Path, now: DateTime<FixedOffset>) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let backups: PathBuf = if dir.join(layout::BACKUPS_DIR).is_dir() {
+        dir.join(layout::BACKUPS_DIR)
+    } else {
+        dir.to_path_buf()
+    };
+    let listing = layout::list(&backups)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot read the backups in {}", backups.display()))?;
+    if !listing.exists {
+        return Err(crate::exit::CodedError::new(
+            crate::exit::Exit::Usage,
+            format!(
+                "{} holds no backups/ directory: give the drive's mount point",
+                dir.display()
+            ),
+        )
+        .into());
+    }
+    Ok(render(None, &listing, now))
+}
+
 /// Writes `bytes` as `<root>/REPORT.html`: a new temporary file created in a handle on `root` (nothing below it
 /// followed: `stdx::fs::Dir`), fsynced, renamed over the old page (a symlink of that name is replaced, not followed).
 pub fn write(root: &Path, bytes: &[u8]) -> io::Result<PathBuf> {

@@ -333,6 +333,31 @@ impl Settings {
     pub fn set(&self, name: &str) -> Option<&SetSettings> {
         self.sets.iter().find(|s| s.name == name)
     }
+
+    /// The destination that `path` is under. Symlinks in either path are resolved as far as they exist.
+    pub fn destination_holding(&self, path: &Path) -> Option<&DestinationSettings> {
+        let resolve = |p: &Path| -> PathBuf {
+            // The longest existing ancestor, canonicalized, with the rest appended.
+            let mut base = p.to_path_buf();
+            let mut rest = Vec::new();
+            while !base.exists() {
+                match (base.parent(), base.file_name()) {
+                    (Some(parent), Some(name)) => {
+                        rest.push(name.to_os_string());
+                        base = parent.to_path_buf();
+                    }
+                    _ => return p.to_path_buf(),
+                }
+            }
+            let mut out = std::fs::canonicalize(&base).unwrap_or(base);
+            out.extend(rest.iter().rev());
+            out
+        };
+        let path = resolve(path);
+        self.destinations
+            .iter()
+            .find(|d| path.starts_with(resolve(&d.path)))
+    }
 }
 
 /// Collects the problems of one config while building its settings.
