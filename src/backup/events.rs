@@ -250,33 +250,22 @@ pub fn events(report: &BackupReport, before: &Facts) -> Vec<Event> {
             time,
         ));
     }
-    if let Some(first) = report.low_disk.first() {
-        out.push(Event::new(
-            EventKind::LowDisk,
-            "backup",
-            format!("dbackup backup on {host}: {}", first.message),
-            report
-                .low_disk
-                .iter()
-                .map(|l| l.message.as_str())
-                .collect::<Vec<_>>()
-                .join("\n"),
-            time,
-        ));
-    }
-    if let Some(first) = report.overdue.first() {
-        out.push(Event::new(
-            EventKind::Overdue,
-            "backup",
-            format!("dbackup backup on {host}: {}", first.message),
-            report
-                .overdue
-                .iter()
-                .map(|o| o.message.as_str())
-                .collect::<Vec<_>>()
-                .join("\n"),
-            time,
-        ));
+    // One event per kind: the first message its title, every message its body.
+    let low_disk: Vec<&str> = report.low_disk.iter().map(|l| l.message.as_str()).collect();
+    let overdue: Vec<&str> = report.overdue.iter().map(|o| o.message.as_str()).collect();
+    for (kind, messages) in [
+        (EventKind::LowDisk, low_disk),
+        (EventKind::Overdue, overdue),
+    ] {
+        if let Some(first) = messages.first() {
+            out.push(Event::new(
+                kind,
+                "backup",
+                format!("dbackup backup on {host}: {first}"),
+                messages.join("\n"),
+                time,
+            ));
+        }
     }
     out
 }
@@ -313,13 +302,7 @@ pub fn run_record(report: &BackupReport, error: Option<String>) -> RunRecord {
     };
     RunRecord {
         finished: report.finished,
-        ..RunRecord::new(
-            "backup",
-            report.started,
-            report.exit,
-            error,
-            sets,
-        )
+        ..RunRecord::new("backup", report.started, report.exit, error, sets)
     }
 }
 

@@ -182,7 +182,10 @@ fn external_step(
 
 /// What the newest backup on `target` holds, as the run looked at it before starting.
 fn on_drive(facts: &Facts, target: &str) -> Option<OnDrive> {
-    let dest = facts.destinations.iter().find(|d| d.settings.name == target)?;
+    let dest = facts
+        .destinations
+        .iter()
+        .find(|d| d.settings.name == target)?;
     let newest = dest.listing.as_ref()?.newest.as_ref()?;
     Some(OnDrive {
         stamp: newest.stamp.clone(),
@@ -327,4 +330,3 @@ mod tests {
         }
     }
 }
-

@@ -210,7 +210,8 @@ mod tests {
         let older = &[("config", "config-1"), ("data", "data-2")];
         let fewer = &[("data", "data-2")];
         // (exported, what the drive's newest backup holds, --force, skipped)
-        let cases: &[(&[(&str, &str)], Option<OnDrive>, bool, bool)] = &[
+        type Sets<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Sets, Option<OnDrive>, bool, bool)] = &[
             (now, Some(drive(now, true)), false, true),
             (now, Some(drive(now, true)), true, false),
             (now, Some(drive(now, false)), false, false),

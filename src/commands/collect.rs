@@ -35,27 +35,13 @@ pub fn run_with_settings(settings: &Settings, options: &collect::Options) -> any
     }
 
     let started = super::begin_run(settings, &ui, "collect");
-    let outcome = collect::run(settings, &sets, options, &ui);
-    super::log_run(
-        settings,
-        &ui,
-        "collect",
-        started,
-        match &outcome {
-            Ok((_, report)) => Ok((
-                report.exit(),
-                serde_json::to_value(&report.sets).unwrap_or_default(),
-            )),
-            Err(e) => Err(e),
-        },
-    );
+    let outcome = collect::run(settings, &sets, options, &ui).map(|(_, report)| report);
     // The drives as `backup` would look at them (not at all when schedule.external is manual).
     let drives = !settings.destinations.is_empty()
         && settings.schedule.external != crate::config::ExternalSchedule::Manual;
-    super::refresh_report(settings, &ui, drives);
-    let (_, report) = outcome?;
-    // Interrupted: the run log says so; stderr gets one line (from `main`), and there is no result to print.
-    crate::interrupt::check()?;
+    let report = super::end_run(settings, &ui, "collect", started, drives, outcome, |r| {
+        (r.exit(), serde_json::to_value(&r.sets).unwrap_or_default())
+    })?;
     print_report(&report, &ui)?;
     Ok(report.exit())
 }

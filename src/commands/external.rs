@@ -36,24 +36,11 @@ pub fn run_with_settings(settings: &Settings, options: &external::Options) -> an
     }
 
     let started = super::begin_run(settings, &ui, "external");
-    let outcome = external::run(settings, options, &ui);
-    super::log_run(
-        settings,
-        &ui,
-        "external",
-        started,
-        match &outcome {
-            Ok((_, report)) => Ok((
-                report.exit(),
-                serde_json::json!({ "sets": report.sets, "destinations": report.destinations }),
-            )),
-            Err(e) => Err(e),
-        },
-    );
-    super::refresh_report(settings, &ui, true);
-    let (_, report) = outcome?;
-    // Interrupted: the run log says so; stderr gets one line (from `main`), and there is no result to print.
-    crate::interrupt::check()?;
+    let outcome = external::run(settings, options, &ui).map(|(_, report)| report);
+    let report = super::end_run(settings, &ui, "external", started, true, outcome, |r| {
+        let sets = serde_json::json!({ "sets": r.sets, "destinations": r.destinations });
+        (r.exit(), sets)
+    })?;
     print_report(&report, &ui)?;
     Ok(report.exit())
 }

@@ -20,7 +20,10 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
     };
     // No config, or an invalid one, is no reason to refuse a key.
     let settings = Settings::load(global.config.as_deref(), super::output(global), &env).ok();
-    if let Some(d) = settings.as_ref().and_then(|s| s.destination_holding(&target)) {
+    if let Some(d) = settings
+        .as_ref()
+        .and_then(|s| s.destination_holding(&target))
+    {
         let (name, path) = (&d.name, &d.path);
         return Err(anyhow::Error::new(crate::exit::CodedError::new(
             Exit::Usage,

@@ -113,6 +113,25 @@ pub(crate) fn log_run(
     append_log(settings, &record, ui);
 }
 
+/// Ends a phase's run: its line in the run log (`logged`: the exit and value of a finished run), the status page
+/// refreshed (`drives`: looking at the destinations). Then the result, unless the run was interrupted: the run log
+/// says so, stderr gets one line (from `main`), and there is no result to print.
+pub(crate) fn end_run<R>(
+    settings: &crate::settings::Settings,
+    ui: &crate::ui::Ui,
+    command: &str,
+    started: chrono::DateTime<chrono::FixedOffset>,
+    drives: bool,
+    outcome: anyhow::Result<R>,
+    logged: impl FnOnce(&R) -> (Exit, serde_json::Value),
+) -> anyhow::Result<R> {
+    log_run(settings, ui, command, started, outcome.as_ref().map(logged));
+    refresh_report(settings, ui, drives);
+    let result = outcome?;
+    crate::interrupt::check()?;
+    Ok(result)
+}
+
 /// Appends one record to the run log, warning (not failing) when it cannot be written. The run's line: a run that a
 /// signal interrupted is recorded as such (exit 128 + the signal, `interrupted`).
 pub(crate) fn append_log(

@@ -87,9 +87,8 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
         config,
         user,
     };
-    let rendered = systemd::render(&input, &target).map_err(|e| {
-        CodedError::new(Exit::Usage, format!("cannot render the units: {e}"))
-    })?;
+    let rendered = systemd::render(&input, &target)
+        .map_err(|e| CodedError::new(Exit::Usage, format!("cannot render the units: {e}")))?;
     let json = args.format == RenderFormat::Json || global.json;
     for warning in install::missing_programs(&rendered) {
         ui.warn(warning);
@@ -109,7 +108,10 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
     let plan = install::plan_writes(&rendered, &dir)?;
     if global.dry_run {
         for (path, _) in &plan.write {
-            ui.info(format_args!("dbackup: dry run: would write {}", path.display()));
+            ui.info(format_args!(
+                "dbackup: dry run: would write {}",
+                path.display()
+            ));
         }
         for path in &plan.remove {
             ui.info(format_args!(
@@ -134,7 +136,12 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
         for p in &written {
             crate::outln!("{}", p.display());
         }
-        ui.info(install::instructions(&rendered, &input, &target.user, Some(&dir)));
+        ui.info(install::instructions(
+            &rendered,
+            &input,
+            &target.user,
+            Some(&dir),
+        ));
     }
     Ok(Exit::Ok)
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 
-use super::{Options, layout};
 use super::plan::{self, DestinationWorld, SetWorld, SnapshotSummary, World};
+use super::{Options, layout};
 use crate::archive::{self, ArchivePlan, NoProgress};
 use crate::config::ExternalMode;
 use crate::exit::{CodedError, Exit};

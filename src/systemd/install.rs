@@ -18,7 +18,11 @@ fn usage(message: String) -> CodedError {
 
 /// The user the units run as (`run_as` for the system scope, else `$SUDO_USER`, `$USER`, root; the user scope's own
 /// user), and the environment the config expands in for that user (their `HOME`, `USER`, `LOGNAME`).
-pub fn unit_user(scope: Scope, run_as: Option<&str>, env: &Env) -> Result<(String, Env), CodedError> {
+pub fn unit_user(
+    scope: Scope,
+    run_as: Option<&str>,
+    env: &Env,
+) -> Result<(String, Env), CodedError> {
     let user = match scope {
         Scope::System => run_as
             .map(str::to_string)
