@@ -50,7 +50,9 @@ pub fn run_with_settings(settings: &Settings, options: &backup::Options) -> anyh
             report.started = started;
             report.finished = Local::now().fixed_offset();
             super::append_log(settings, &events::run_record(&report, None), &ui);
-            Err(crate::interrupt::check().unwrap_err().into())
+            Err(crate::interrupt::check()
+                .expect_err("an interruption was requested (the guard above)")
+                .into())
         }
         Ok(mut report) => {
             report.started = started;
