@@ -7,7 +7,8 @@ use std::io::{self, BufRead, BufReader, Read};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::index::{IndexEntry, IndexError, IndexReader, display_bytes};
+use super::index::{IndexEntry, IndexError, IndexReader};
+use crate::stdx::show;
 use super::sink::{Digest, WRITE_BUFFER};
 use super::tarfmt::{self, EntryKind};
 use super::writer::Progress;
@@ -201,7 +202,7 @@ pub fn verify_archive_with(
                     ));
                 }
             };
-            let found = || display_bytes(&te_path(&te));
+            let found = || show(&te_path(&te));
             let Some(ie) = expected else {
                 return Err(fail(None, VerifyProblem::NotInIndex { found: found() }));
             };
@@ -217,7 +218,7 @@ pub fn verify_archive_with(
             let path = te_path(&te);
             if path != ie.path {
                 return bad(VerifyProblem::NotInIndex {
-                    found: display_bytes(&path),
+                    found: show(&path),
                 });
             }
             let kind = EntryKind::from_entry_type(te.header().entry_type());
@@ -290,7 +291,7 @@ pub fn verify_archive_with(
             if matches!(ie.kind, EntryKind::Symlink | EntryKind::Hardlink) && link != ie.link {
                 let show = |l: &Option<Vec<u8>>| {
                     l.as_deref()
-                        .map(display_bytes)
+                        .map(show)
                         .unwrap_or_else(|| "none".into())
                 };
                 return field("link target", show(&ie.link), show(&link));
@@ -330,26 +331,17 @@ pub fn verify_archive_with(
             }
             progress.entry(&ie.path, ie.kind, ie.size);
             if ie.kind == EntryKind::File {
-                let mut hasher = Sha256::new();
-                let mut got = 0u64;
-                loop {
-                    let n = match te.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                let (got, actual) =
+                    match crate::stdx::sha256_reader(&mut te, &mut buf, |n| progress.bytes(n)) {
+                        Ok((got, sum)) => (got, Digest(sum)),
                         Err(e) => return bad(VerifyProblem::Read(e)),
                     };
-                    hasher.update(&buf[..n]);
-                    got += n as u64;
-                    progress.bytes(n as u64);
-                }
                 if got != size {
                     return bad(VerifyProblem::Truncated {
                         got,
                         expected: size,
                     });
                 }
-                let actual = Digest::of(hasher);
                 let Some(expected) = ie.sha256 else {
                     return field("sha256", "none".into(), actual.to_string());
                 };
@@ -369,21 +361,21 @@ pub fn verify_archive_with(
                 let target = ie.link.clone().unwrap_or_default();
                 let Some(&(offset, tsize, digest)) = linked.get(&target) else {
                     return bad(VerifyProblem::LinkTarget {
-                        target: display_bytes(&target),
+                        target: show(&target),
                     });
                 };
                 if ie.data_offset != offset {
                     return field(
                         "data offset",
                         ie.data_offset.to_string(),
-                        format!("{offset} (the data of {})", display_bytes(&target)),
+                        format!("{offset} (the data of {})", show(&target)),
                     );
                 }
                 if ie.size != tsize {
                     return field(
                         "size",
                         ie.size.to_string(),
-                        format!("{tsize} (the size of {})", display_bytes(&target)),
+                        format!("{tsize} (the size of {})", show(&target)),
                     );
                 }
                 if ie.sha256 != Some(digest) {
@@ -392,7 +384,7 @@ pub fn verify_archive_with(
                         ie.sha256
                             .map(|d| d.to_string())
                             .unwrap_or_else(|| "none".into()),
-                        format!("{digest} (the content of {})", display_bytes(&target)),
+                        format!("{digest} (the content of {})", show(&target)),
                     );
                 }
             }

@@ -19,6 +19,7 @@ use crate::retention::{self, SnapshotInfo};
 use crate::rsync::{self, Event, RsyncExit, TransferStats};
 use crate::snapshot::{self, FileProblem, Layout, RsyncRecord, SnapshotMeta, SourceRecord};
 use crate::ui::{self, Ui};
+use crate::stdx;
 
 /// What a run did, per set. Printed with `--json` and logged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,8 +285,8 @@ fn collect_set(
                 b.set_position(p.percent.into());
                 b.set_message(format!(
                     "{}, {} copied",
-                    ui::bytes(p.bytes),
-                    ui::counted(p.files, "file", "files")
+                    stdx::bytes(p.bytes),
+                    stdx::counted(p.files, "file", "files")
                 ));
             }
         }
@@ -534,14 +535,14 @@ pub fn summary_lines(report: &CollectReport) -> Vec<String> {
         .sets
         .iter()
         .map(|s| {
-            let time = ui::duration(std::time::Duration::from_secs_f64(s.seconds));
+            let time = stdx::duration(std::time::Duration::from_secs_f64(s.seconds));
             let stats = |st: &TransferStats| {
                 format!(
                     "{}, {} copied ({}), {} hard-linked, {time}",
-                    ui::counted(st.regular_files, "file", "files"),
-                    ui::count(st.transferred_files),
-                    ui::bytes(st.transferred_bytes),
-                    ui::bytes(st.linked_bytes)
+                    stdx::counted(st.regular_files, "file", "files"),
+                    stdx::count(st.transferred_files),
+                    stdx::bytes(st.transferred_bytes),
+                    stdx::bytes(st.linked_bytes)
                 )
             };
             let mut line = match (s.status, &s.snapshot, &s.stats) {
@@ -580,7 +581,7 @@ pub fn summary_lines(report: &CollectReport) -> Vec<String> {
             {
                 line.push_str(&format!(
                     " ({})",
-                    ui::counted(s.warnings.len() as u64, "warning", "warnings")
+                    stdx::counted(s.warnings.len() as u64, "warning", "warnings")
                 ));
             }
             line

@@ -17,7 +17,7 @@ use crate::media::{Detected, MediaInfo};
 use crate::retention::Decision;
 use crate::settings::DestinationSettings;
 use crate::snapshot::SnapshotState;
-use crate::ui;
+use crate::stdx;
 
 /// Room kept free beyond the estimate: metadata, sums, directory entries and the index estimate's slack.
 pub const SPACE_MARGIN: u64 = 1 << 20;
@@ -244,7 +244,7 @@ pub fn choose_snapshot(snapshots: &[SnapshotSummary], allow_incomplete: bool) ->
     let unreadable = |s: &SnapshotSummary| {
         let files = format!(
             "{} could not be read",
-            ui::counted(s.unreadable, "file", "files")
+            stdx::counted(s.unreadable, "file", "files")
         );
         match s.missing_sources.as_slice() {
             [] => files,
@@ -500,14 +500,14 @@ fn destination_plan(
     let refusal = (needed > available).then(|| {
         let mut msg = format!(
             "not enough space: the backup needs {}, {} has {} free",
-            ui::bytes(needed),
+            stdx::bytes(needed),
             info.path.display(),
-            ui::bytes(info.free_bytes)
+            stdx::bytes(info.free_bytes)
         );
         if reclaimable > 0 {
             msg.push_str(&format!(
                 " (and {} in leftovers of interrupted runs)",
-                ui::bytes(reclaimable)
+                stdx::bytes(reclaimable)
             ));
         }
         let verified = d.listing.verified().count();
@@ -565,7 +565,7 @@ fn destination_plan(
     if !d.listing.other.is_empty() {
         notes.push(format!(
             "{} in {} not made by dbackup, left alone: {}",
-            ui::counted(d.listing.other.len() as u64, "entry", "entries"),
+            stdx::counted(d.listing.other.len() as u64, "entry", "entries"),
             backups_dir.display(),
             d.listing.other.join(", ")
         ));
@@ -591,7 +591,7 @@ fn destination_plan(
                 "{} on this drive {is} not encrypted ({}): retention removes {them} as encrypted backups replace \
                  {them}; until then anyone holding the drive can read {them}. Delete {them} by hand to be rid of \
                  {them} now",
-                ui::counted(plain.len() as u64, "older backup", "older backups"),
+                stdx::counted(plain.len() as u64, "older backup", "older backups"),
                 plain.join(", "),
             ));
         }
@@ -671,10 +671,10 @@ pub fn render(plan: &ExternalPlan) -> String {
                     s.set,
                     name,
                     if s.complete { "" } else { " (INCOMPLETE)" },
-                    ui::counted(e.entries, "entry", "entries"),
-                    ui::counted(e.files, "file", "files"),
-                    ui::bytes(e.file_bytes),
-                    ui::bytes(e.tar_bytes)
+                    stdx::counted(e.entries, "entry", "entries"),
+                    stdx::counted(e.files, "file", "files"),
+                    stdx::bytes(e.file_bytes),
+                    stdx::bytes(e.tar_bytes)
                 );
             }
             _ => {
@@ -710,10 +710,10 @@ pub fn render(plan: &ExternalPlan) -> String {
         );
         let space = format!(
             "needs {}, {} free{}",
-            ui::bytes(d.needed_bytes),
-            ui::bytes(d.free_bytes),
+            stdx::bytes(d.needed_bytes),
+            stdx::bytes(d.free_bytes),
             if d.reclaimable_bytes > 0 {
-                format!(" + {} from leftovers", ui::bytes(d.reclaimable_bytes))
+                format!(" + {} from leftovers", stdx::bytes(d.reclaimable_bytes))
             } else {
                 String::new()
             }
@@ -736,7 +736,7 @@ pub fn render(plan: &ExternalPlan) -> String {
                 out,
                 "  cleanup   would remove {} (left by an interrupted run, {})",
                 l.name,
-                ui::bytes(l.bytes)
+                stdx::bytes(l.bytes)
             );
         }
         let _ = writeln!(
@@ -761,7 +761,7 @@ pub fn render(plan: &ExternalPlan) -> String {
                 Some(p) => format!(
                     " in {} parts of at most {} ({}.part000, ...)",
                     a.tar_bytes.div_ceil(p),
-                    ui::bytes(p),
+                    stdx::bytes(p),
                     a.archive
                 ),
                 None => String::new(),
@@ -770,7 +770,7 @@ pub fn render(plan: &ExternalPlan) -> String {
                 out,
                 "  archive   {} ({}){parts} + {} from {}",
                 a.archive,
-                ui::bytes(a.tar_bytes),
+                stdx::bytes(a.tar_bytes),
                 a.index,
                 a.snapshot
             );

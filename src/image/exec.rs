@@ -33,6 +33,7 @@ use crate::archive::{Keys, WrittenFile};
 use crate::external::layout::FileRecord;
 use crate::stdx::fs::Dir;
 use crate::ui::{self, Ui};
+use crate::stdx;
 
 /// zstd's level for images: its default, fast enough to keep up with a USB drive on one core.
 pub const ZSTD_LEVEL: i32 = 3;
@@ -341,11 +342,7 @@ fn write_image(
     let bar = ui.progress.then(|| {
         let b = indicatif::ProgressBar::new(i.device_bytes);
         b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:.bold} [{bar:30}] {bytes} {binary_bytes_per_sec} ({elapsed})",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+            ui::bytes_style("{prefix:.bold} [{bar:30}] {bytes} {bytes_per_sec} ({elapsed})"),
         );
         b.set_prefix(format!("image {}", i.name));
         b
@@ -415,11 +412,11 @@ fn write_image(
         i.name,
         i.device,
         i.fs_type,
-        ui::bytes(head.used_bytes()),
+        stdx::bytes(head.used_bytes()),
         i.file,
-        ui::bytes(file.bytes),
-        ui::duration(Duration::from_secs_f64(seconds)),
-        ui::bytes((stream_bytes as f64 / seconds.max(0.001)) as u64)
+        stdx::bytes(file.bytes),
+        stdx::duration(Duration::from_secs_f64(seconds)),
+        stdx::bytes((stream_bytes as f64 / seconds.max(0.001)) as u64)
     ));
     Ok(ImageRecord {
         name: i.name.clone(),
@@ -548,17 +545,17 @@ pub fn verify_images(
             bail!(
                 "{}: the filesystem is {} but partition {} is {}",
                 path.display(),
-                ui::bytes(h.device_bytes),
+                stdx::bytes(h.device_bytes),
                 item.partition,
-                ui::bytes(item.partition_bytes)
+                stdx::bytes(item.partition_bytes)
             );
         }
         ui.step(format_args!(
             "{}: {} {} (sha256 matches backup.json, read in {})",
             item.file,
             h.fs,
-            ui::bytes(h.used_bytes()),
-            ui::duration(t.elapsed())
+            stdx::bytes(h.used_bytes()),
+            stdx::duration(t.elapsed())
         ));
         heads.push(h);
     }

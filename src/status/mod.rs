@@ -18,7 +18,7 @@ use crate::media::{Absence, Presence};
 use crate::schedule::{self, Due, Overdue};
 use crate::settings::Settings;
 use crate::snapshot::SnapshotState;
-use crate::ui;
+use crate::stdx;
 
 pub use gather::{Facts, Look, gather, gather_for};
 pub use history::History;
@@ -263,14 +263,14 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
                     warnings.push(format!(
                         "destination {}: {} in backups/ without usable backup.json (not counted)",
                         d.settings.name,
-                        ui::counted(l.unusable as u64, "directory", "directories")
+                        stdx::counted(l.unusable as u64, "directory", "directories")
                     ));
                 }
                 if l.leftovers > 0 && facts.running.is_none() {
                     warnings.push(format!(
                         "destination {}: {} of interrupted runs in backups/; the next external run removes them",
                         d.settings.name,
-                        ui::counted(l.leftovers as u64, "leftover", "leftovers")
+                        stdx::counted(l.leftovers as u64, "leftover", "leftovers")
                     ));
                 }
             }
@@ -429,15 +429,15 @@ pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
         if pct < f64::from(threshold) {
             reasons.push(format!(
                 "{pct:.1}% free ({} of {}), below notifications.low_disk_percent ({threshold}%)",
-                ui::bytes(free),
-                ui::bytes(total)
+                stdx::bytes(free),
+                stdx::bytes(total)
             ));
         }
         if let Some(n) = needed.filter(|n| *n > free) {
             reasons.push(format!(
                 "{} free but the next backup needs about {}",
-                ui::bytes(free),
-                ui::bytes(n)
+                stdx::bytes(free),
+                stdx::bytes(n)
             ));
         }
         if !reasons.is_empty() {
@@ -557,7 +557,7 @@ fn when(t: DateTime<FixedOffset>) -> String {
 }
 
 fn age_short(seconds: i64) -> String {
-    schedule::age_short(chrono::TimeDelta::seconds(seconds))
+    stdx::age_short(chrono::TimeDelta::seconds(seconds))
 }
 
 /// The human report: a headline, the sets, the destinations, the last run, what is due, what is overdue, warnings.
@@ -587,7 +587,7 @@ pub fn render(r: &StatusReport) -> String {
         if lacking > 0 {
             what.push(format!(
                 "{} without a source",
-                ui::counted(lacking as u64, "set", "sets")
+                stdx::counted(lacking as u64, "set", "sets")
             ));
         }
         let _ = writeln!(
@@ -601,7 +601,7 @@ pub fn render(r: &StatusReport) -> String {
         let _ = writeln!(w, "a dbackup run is in progress (pid {pid})");
     }
     let space = match (r.root_free_bytes, r.root_total_bytes) {
-        (Some(f), Some(t)) => format!(", {} free of {}", ui::bytes(f), ui::bytes(t)),
+        (Some(f), Some(t)) => format!(", {} free of {}", stdx::bytes(f), stdx::bytes(t)),
         _ => String::new(),
     };
     let missing = if r.root_exists {
@@ -633,7 +633,7 @@ pub fn render(r: &StatusReport) -> String {
                 let shared = match n.shared_bytes {
                     Some(b) => format!(
                         "{} ({:.0}%)",
-                        ui::bytes(b),
+                        stdx::bytes(b),
                         if n.bytes == 0 {
                             100.0
                         } else {
@@ -647,7 +647,7 @@ pub fn render(r: &StatusReport) -> String {
                     n.name.clone(),
                     age_short(n.age_seconds),
                     state.to_string(),
-                    ui::bytes(n.bytes),
+                    stdx::bytes(n.bytes),
                     shared,
                     s.snapshots.to_string(),
                 ]);
@@ -668,7 +668,7 @@ pub fn render(r: &StatusReport) -> String {
                 c.name.clone(),
                 age_short(c.age_seconds),
                 "newest complete".to_string(),
-                ui::bytes(c.bytes),
+                stdx::bytes(c.bytes),
                 String::new(),
                 String::new(),
             ]);
@@ -703,7 +703,7 @@ pub fn render(r: &StatusReport) -> String {
                 }
             };
             let free = match (d.free_bytes, d.total_bytes) {
-                (Some(f), Some(t)) => format!("{} of {}", ui::bytes(f), ui::bytes(t)),
+                (Some(f), Some(t)) => format!("{} of {}", stdx::bytes(f), stdx::bytes(t)),
                 _ => "-".to_string(),
             };
             let (newest, age) = match &d.newest {
@@ -742,7 +742,7 @@ pub fn render(r: &StatusReport) -> String {
                 "last run: {} finished {} ({} ago): {}",
                 l.command,
                 when(l.finished),
-                schedule::age_words(chrono::TimeDelta::seconds(l.age_seconds)),
+                stdx::age_words(chrono::TimeDelta::seconds(l.age_seconds)),
                 if l.failed {
                     l.result.to_uppercase()
                 } else {
@@ -802,7 +802,7 @@ pub fn due_line(due: &Due, now: DateTime<FixedOffset>) -> String {
         later.push(format!(
             "collect at {} (in {})",
             when(next),
-            schedule::age_words(next.signed_duration_since(now))
+            stdx::age_words(next.signed_duration_since(now))
         ));
     }
     use schedule::ExternalAction::*;
@@ -814,7 +814,7 @@ pub fn due_line(due: &Due, now: DateTime<FixedOffset>) -> String {
                 later.push(format!(
                     "external at {} (in {})",
                     when(next),
-                    schedule::age_words(next.signed_duration_since(now))
+                    stdx::age_words(next.signed_duration_since(now))
                 ));
             }
         }
