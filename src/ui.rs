@@ -108,12 +108,18 @@ pub fn bytes_style(template: &str) -> ProgressStyle {
         .with_key("bytes", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
             let _ = w.write_str(&crate::stdx::bytes(s.pos()));
         })
-        .with_key("total_bytes", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = w.write_str(&crate::stdx::bytes(s.len().unwrap_or(0)));
-        })
-        .with_key("bytes_per_sec", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-            let _ = write!(w, "{}/s", crate::stdx::bytes(s.per_sec() as u64));
-        })
+        .with_key(
+            "total_bytes",
+            |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&crate::stdx::bytes(s.len().unwrap_or(0)));
+            },
+        )
+        .with_key(
+            "bytes_per_sec",
+            |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", crate::stdx::bytes(s.per_sec() as u64));
+            },
+        )
         .progress_chars("=> ")
 }
 

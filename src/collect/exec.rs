@@ -18,8 +18,8 @@ use crate::lock::RunLock;
 use crate::retention::{self, SnapshotInfo};
 use crate::rsync::{self, Event, RsyncExit, TransferStats};
 use crate::snapshot::{self, FileProblem, Layout, RsyncRecord, SnapshotMeta, SourceRecord};
-use crate::ui::{self, Ui};
 use crate::stdx;
+use crate::ui::{self, Ui};
 
 /// What a run did, per set. Printed with `--json` and logged.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,6 +257,87 @@ fn collect_set(
         );
     }
 
+    let run = run_rsync(set, ui)?;
+    // Interrupted (rsync heard the signal too): nothing is promoted; the copy stays where the next run resumes it.
+    crate::interrupt::check()?;
+    report.rsync_exit = Some(run.exit.code());
+    report.stats = Some(run.stats);
+    report.unreadable = run.unreadable.clone();
+    report.vanished = run.vanished.clone();
+
+    if !run.exit.promotable() {
+        let mut msg = format!(
+            "{}; nothing was promoted and {}-latest was left alone",
+            run.exit.describe(),
+            set.set
+        );
+        if !run.errors.is_empty() {
+            msg.push_str(&format!("; rsync said: {}", run.errors.join(" | ")));
+        }
+        msg.push_str(&format!(
+            "; the copy so far stays in {} and the next run reuses it",
+            set.in_progress.display()
+        ));
+        anyhow::bail!(msg);
+    }
+
+    let missing: Vec<&str> = set
+        .sources
+        .iter()
+        .filter(|s| s.resolved.is_none())
+        .map(|s| s.configured.as_str())
+        .collect();
+    let complete = run.exit != RsyncExit::Partial && missing.is_empty();
+    report.missing_sources = missing.iter().map(|m| m.to_string()).collect();
+    let warnings = run_warnings(set, &run, ui);
+    let meta = snapshot_meta(plan, set, &run, complete, started, &warnings);
+
+    // Durable before named: flush the copy, write the metadata, then promote by rename and move `latest`.
+    snapshot::sync_filesystem(root)?;
+    crate::interrupt::check()?;
+    snapshot::write_metadata(root, &meta)?;
+    if let Err(e) = snapshot::promote(root, &set.in_progress, &set.snapshot) {
+        let _ = fs::remove_file(Layout::new(root).metadata(&set.snapshot));
+        return Err(e.into());
+    }
+    report.snapshot = Some(set.snapshot.clone());
+    report.path = Some(set.snapshot_path.clone());
+    report.status = if complete {
+        SetStatus::Complete
+    } else {
+        SetStatus::Incomplete
+    };
+    report.exit = if complete && warnings.is_empty() {
+        Exit::Ok.code()
+    } else {
+        Exit::Warnings.code()
+    };
+    report.warnings = warnings;
+    snapshot::set_latest(root, &set.set, &set.snapshot)?;
+
+    if let Some(partial) = &set.resume_from
+        && partial.exists()
+    {
+        match snapshot::move_to_trash(root, partial)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| Ok(snapshot::remove_tree(&t)?))
+        {
+            Ok(()) => {}
+            Err(e) => report
+                .warnings
+                .push(format!("could not remove {}: {e:#}", partial.display())),
+        }
+    }
+
+    // Retention waits for a run that was not interrupted.
+    if crate::interrupt::requested().is_none() {
+        prune(root, &set.set, policy, set, ui, report);
+    }
+    Ok(())
+}
+
+/// Runs the set's rsync into its in-progress copy, with its filter file beside it and a progress bar on a terminal.
+fn run_rsync(set: &SetPlan, ui: &Ui) -> anyhow::Result<rsync::RsyncRun> {
     ui.step(format_args!(
         "{}: copying into {}",
         set.set,
@@ -302,38 +383,12 @@ fn collect_set(
         b.finish_and_clear();
     }
     drop(filter);
-    let run = run?;
-    // Interrupted (rsync heard the signal too): nothing is promoted; the copy stays where the next run resumes it.
-    crate::interrupt::check()?;
-    report.rsync_exit = Some(run.exit.code());
-    report.stats = Some(run.stats);
-    report.unreadable = run.unreadable.clone();
-    report.vanished = run.vanished.clone();
+    Ok(run?)
+}
 
-    if !run.exit.promotable() {
-        let mut msg = format!(
-            "{}; nothing was promoted and {}-latest was left alone",
-            run.exit.describe(),
-            set.set
-        );
-        if !run.errors.is_empty() {
-            msg.push_str(&format!("; rsync said: {}", run.errors.join(" | ")));
-        }
-        msg.push_str(&format!(
-            "; the copy so far stays in {} and the next run reuses it",
-            set.in_progress.display()
-        ));
-        anyhow::bail!(msg);
-    }
-
-    let missing: Vec<&str> = set
-        .sources
-        .iter()
-        .filter(|s| s.resolved.is_none())
-        .map(|s| s.configured.as_str())
-        .collect();
-    let complete = run.exit != RsyncExit::Partial && missing.is_empty();
-    report.missing_sources = missing.iter().map(|m| m.to_string()).collect();
+/// The set's warnings after its rsync ran: the plan's, files that vanished, files that could not be read (the first
+/// of them shown on stderr).
+fn run_warnings(set: &SetPlan, run: &rsync::RsyncRun, ui: &Ui) -> Vec<String> {
     let mut warnings = set.warnings.clone();
     if !run.vanished.is_empty() {
         warnings.push(format!(
@@ -367,8 +422,19 @@ fn collect_set(
             warnings.push(format!("rsync said: {}", run.errors.join(" | ")));
         }
     }
+    warnings
+}
 
-    let meta = SnapshotMeta {
+/// What is written beside the snapshot: its sources, the exclusions of the plan (not rsync's argv), how rsync ran.
+fn snapshot_meta(
+    plan: &CollectPlan,
+    set: &SetPlan,
+    run: &rsync::RsyncRun,
+    complete: bool,
+    started: DateTime<FixedOffset>,
+    warnings: &[String],
+) -> SnapshotMeta {
+    SnapshotMeta {
         format: snapshot::METADATA_FORMAT,
         set: set.set.clone(),
         name: set.snapshot.clone(),
@@ -415,50 +481,7 @@ fn collect_set(
         unreadable: run.unreadable.clone(),
         vanished: run.vanished.clone(),
         dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-
-    // Durable before named: flush the copy, write the metadata, then promote by rename and move `latest`.
-    snapshot::sync_filesystem(root)?;
-    crate::interrupt::check()?;
-    snapshot::write_metadata(root, &meta)?;
-    if let Err(e) = snapshot::promote(root, &set.in_progress, &set.snapshot) {
-        let _ = fs::remove_file(Layout::new(root).metadata(&set.snapshot));
-        return Err(e.into());
     }
-    report.snapshot = Some(set.snapshot.clone());
-    report.path = Some(set.snapshot_path.clone());
-    report.status = if complete {
-        SetStatus::Complete
-    } else {
-        SetStatus::Incomplete
-    };
-    report.exit = if complete && warnings.is_empty() {
-        Exit::Ok.code()
-    } else {
-        Exit::Warnings.code()
-    };
-    report.warnings = warnings;
-    snapshot::set_latest(root, &set.set, &set.snapshot)?;
-
-    if let Some(partial) = &set.resume_from
-        && partial.exists()
-    {
-        match snapshot::move_to_trash(root, partial)
-            .map_err(anyhow::Error::from)
-            .and_then(|t| Ok(snapshot::remove_tree(&t)?))
-        {
-            Ok(()) => {}
-            Err(e) => report
-                .warnings
-                .push(format!("could not remove {}: {e:#}", partial.display())),
-        }
-    }
-
-    // Retention waits for a run that was not interrupted.
-    if crate::interrupt::requested().is_none() {
-        prune(root, &set.set, policy, set, ui, report);
-    }
-    Ok(())
 }
 
 /// The filter file of a running rsync: removed when dropped, whatever happened.

@@ -16,8 +16,8 @@ use crate::rsync::{self, ArgvSpec};
 use crate::rsync_args;
 use crate::settings::SetSettings;
 use crate::snapshot::{self, Layout, SnapshotState, SourceRecord};
-use crate::ui;
 use crate::stdx;
+use crate::ui;
 
 /// A shrunken source is refused when it had at least this many top-level entries before...
 pub const SHRINK_MIN_BEFORE: u64 = 4;

@@ -32,9 +32,9 @@ use crate::archive::{
 use crate::exit::Exit;
 use crate::media;
 use crate::snapshot;
+use crate::stdx;
 use crate::stdx::fs::Dir;
 use crate::ui::{self, Ui};
-use crate::stdx;
 
 /// At most this many archive warnings are printed per set (all are counted and the first kept in `backup.json`).
 const SHOWN_WARNINGS: u64 = 20;
@@ -731,11 +731,9 @@ impl<'a> WriteProgress<'a> {
     fn new(ui: &'a Ui, label: &str, total: u64) -> WriteProgress<'a> {
         let bar = ui.progress.then(|| {
             let bar = ProgressBar::new(total);
-            bar.set_style(
-                ui::bytes_style(
-                    "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-                ),
-            );
+            bar.set_style(ui::bytes_style(
+                "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            ));
             bar.set_prefix(label.to_string());
             bar.enable_steady_tick(Duration::from_millis(200));
             bar

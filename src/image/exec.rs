@@ -31,9 +31,9 @@ use crate::archive::sink::{Chain, FileSink, Sink, Stage, ThreadedSink};
 use crate::archive::sums::SumLine;
 use crate::archive::{Keys, WrittenFile};
 use crate::external::layout::FileRecord;
+use crate::stdx;
 use crate::stdx::fs::Dir;
 use crate::ui::{self, Ui};
-use crate::stdx;
 
 /// zstd's level for images: its default, fast enough to keep up with a USB drive on one core.
 pub const ZSTD_LEVEL: i32 = 3;
@@ -341,9 +341,9 @@ fn write_image(
 
     let bar = ui.progress.then(|| {
         let b = indicatif::ProgressBar::new(i.device_bytes);
-        b.set_style(
-            ui::bytes_style("{prefix:.bold} [{bar:30}] {bytes} {bytes_per_sec} ({elapsed})"),
-        );
+        b.set_style(ui::bytes_style(
+            "{prefix:.bold} [{bar:30}] {bytes} {bytes_per_sec} ({elapsed})",
+        ));
         b.set_prefix(format!("image {}", i.name));
         b
     });

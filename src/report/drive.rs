@@ -14,8 +14,8 @@ use chrono::{DateTime, FixedOffset};
 
 use super::html::{self, ago, esc, shell_word, time};
 use crate::external::layout::{self, BackupMeta, DriveListing};
-use crate::stdx::fs::Dir;
 use crate::stdx;
+use crate::stdx::fs::Dir;
 
 /// The page's name in the drive's root.
 pub const FILE_NAME: &str = "REPORT.html";
