@@ -711,6 +711,7 @@ mod tests {
 
     #[test]
     #[allow(clippy::type_complexity)] // a table
+    // Stays long: a table of cases, one per entry.
     fn collect_and_full_due() {
         let daily = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Manual);
         let yesterday = seen("data-2025-04-09-031500", "2025-04-09T03:15:00+02:00");
@@ -930,6 +931,7 @@ mod tests {
 
     #[test]
     #[allow(clippy::type_complexity)] // a table
+    // Stays long: a table of cases, one per entry.
     fn external_due() {
         let weekly = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Weekly);
         let always = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Always);

@@ -264,6 +264,7 @@ fn open_backups(world: &DestinationWorld) -> anyhow::Result<Dir> {
     })
 }
 
+// Stays long: one drive's backup in the order it must happen (write, read back, record, promote, latest), commented.
 fn write_backup(
     plan: &ExternalPlan,
     d: &DestinationPlan,

@@ -78,6 +78,7 @@ fn disk_section(out: &mut String, d: &Disk) {
 }
 
 /// The guide's text.
+// Stays long: one document written top to bottom in reading order; its pieces already live in the helpers above.
 pub fn render(input: &DocInput) -> String {
     let f = input.facts;
     let mut o = String::new();

@@ -290,6 +290,7 @@ impl<W: Write> Write for Tee<W> {
 }
 
 /// Images one device into `system/`: see the module docs.
+// Stays long: one pipeline (partclone -> zstd -> age -> drive, with the check on the side) set up and drained.
 fn write_image(
     i: &ImagePlan,
     dir: &Dir,

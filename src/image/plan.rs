@@ -294,6 +294,7 @@ pub fn can_grow(fs: &str) -> bool {
 
 /// Plans a restore of the images of `system` (from the backup `from` in `backup_dir`) onto `target`. `tables` are
 /// the parsed partition tables of the backup, by disk name.
+// Stays long: the disk and each partition checked against the target in one pass, every refusal with its reason.
 pub fn plan_restore(
     from: &str,
     backup_dir: PathBuf,

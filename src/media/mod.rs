@@ -450,6 +450,7 @@ pub fn none_present_message(detected: &[Detected]) -> String {
 }
 
 #[allow(clippy::result_large_err)] // an Absence is an answer, not a rare error
+// Stays long: the detection checks in the order they must run (each one an early return with its Absence).
 fn examine(dest: &DestinationSettings, for_writing: bool) -> Result<MediaInfo, Absence> {
     let path = dest.path.clone();
     let unreachable = |e: std::io::Error| Absence::Unreachable {

@@ -140,6 +140,7 @@ fn sets(b: &mut String, r: &StatusReport) {
     b.push_str("</tbody>\n</table>\n</section>\n");
 }
 
+// Stays long: one table row, cell after cell in the order the page shows them.
 fn set_row(b: &mut String, r: &StatusReport, s: &SetStatus) {
     let t = trend(r, &s.set);
     let good = s.newest_complete.as_ref().or(s
@@ -329,6 +330,7 @@ fn destinations(b: &mut String, r: &StatusReport) {
     b.push_str("</tbody>\n</table>\n</section>\n");
 }
 
+// Stays long: one table row, cell after cell in the order the page shows them.
 fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
     let h = r
         .history
