@@ -16,6 +16,7 @@ use crate::rsync::{self, ArgvSpec};
 use crate::rsync_args;
 use crate::settings::SetSettings;
 use crate::snapshot::{self, Layout, SnapshotState, SourceRecord};
+use crate::stdx;
 use crate::ui;
 
 /// A shrunken source is refused when it had at least this many top-level entries before...
@@ -144,14 +145,14 @@ pub fn shrink_problem(
         format!(
             "{} is empty but the last snapshot ({snapshot}) had {} entries",
             path.display(),
-            ui::count(before)
+            stdx::count(before)
         )
     } else if before >= SHRINK_MIN_BEFORE && now * SHRINK_FACTOR < before {
         format!(
             "{} has {} entries but the last snapshot ({snapshot}) had {}",
             path.display(),
-            ui::count(now),
-            ui::count(before)
+            stdx::count(now),
+            stdx::count(before)
         )
     } else {
         return None;
@@ -516,7 +517,7 @@ pub fn render(plan: &CollectPlan) -> String {
             let detail = match (src.kind.as_str(), src.entries) {
                 ("missing", _) => "missing: skipped".to_string(),
                 ("directory", Some(n)) => {
-                    format!("directory, {}", ui::counted(n, "entry", "entries"))
+                    format!("directory, {}", stdx::counted(n, "entry", "entries"))
                 }
                 (k, _) => k.to_string(),
             };
@@ -533,7 +534,7 @@ pub fn render(plan: &CollectPlan) -> String {
             if s.exclusions.len() > SHOWN {
                 shown.push(format!(
                     "and {} more",
-                    ui::count((s.exclusions.len() - SHOWN) as u64)
+                    stdx::count((s.exclusions.len() - SHOWN) as u64)
                 ));
             }
             let _ = writeln!(out, "  exclude   {}", shown.join(" "));

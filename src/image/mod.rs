@@ -237,8 +237,8 @@ pub fn render_create(p: &CreatePlan) -> String {
         p.destination,
         p.path.display(),
         p.stamp,
-        crate::ui::bytes(p.free_bytes),
-        crate::ui::bytes(p.device_bytes)
+        crate::stdx::bytes(p.free_bytes),
+        crate::stdx::bytes(p.device_bytes)
     );
     plan::render_system(&p.system, &mut out, "  ");
     out.push_str(&format!(

@@ -14,8 +14,8 @@ use chrono::{DateTime, FixedOffset};
 
 use super::html::{self, ago, esc, shell_word, time};
 use crate::external::layout::{self, BackupMeta, DriveListing};
+use crate::stdx;
 use crate::stdx::fs::Dir;
-use crate::ui;
 
 /// The page's name in the drive's root.
 pub const FILE_NAME: &str = "REPORT.html";
@@ -59,7 +59,7 @@ pub fn render(
             let _ = writeln!(
                 b,
                 ": {} in <code>backups/</code>, the newest made {} ({}).</p>",
-                esc(&ui::counted(
+                esc(&stdx::counted(
                     metas.len() as u64,
                     "verified backup",
                     "verified backups"
@@ -75,7 +75,7 @@ pub fn render(
         let _ = writeln!(
             b,
             "<p class=\"warn\">{} in <code>backups/</code> without a usable <code>backup.json</code> (not counted, never used).</p>",
-            esc(&ui::counted(unusable as u64, "directory", "directories"))
+            esc(&stdx::counted(unusable as u64, "directory", "directories"))
         );
     }
     let _ = write!(
@@ -108,13 +108,13 @@ pub fn render(
                     let to = if e.passphrase {
                         "a passphrase".to_string()
                     } else {
-                        ui::counted(e.recipients.len() as u64, "recipient", "recipients")
+                        stdx::counted(e.recipients.len() as u64, "recipient", "recipients")
                     };
                     let _ = write!(
                         b,
                         "<span class=\"tag\">age</span> <span class=\"muted\">encrypted to {}; {}</span>",
                         esc(&to),
-                        esc(&ui::counted(s.files, "file", "files"))
+                        esc(&stdx::counted(s.files, "file", "files"))
                     );
                 }
                 None => {
@@ -127,7 +127,7 @@ pub fn render(
                     let _ = write!(
                         b,
                         "<span class=\"muted\">{}{}{}</span>",
-                        esc(&ui::counted(s.files, "file", "files")),
+                        esc(&stdx::counted(s.files, "file", "files")),
                         if sources.is_empty() { "" } else { " of " },
                         esc(&sources.join(", "))
                     );
@@ -137,14 +137,14 @@ pub fn render(
                 let _ = write!(
                     b,
                     " <span class=\"warn\">{}</span>",
-                    esc(&ui::counted(s.warning_count, "warning", "warnings"))
+                    esc(&stdx::counted(s.warning_count, "warning", "warnings"))
                 );
             }
         }
         let _ = writeln!(
             b,
             "</td><td class=\"num\">{}</td></tr>",
-            esc(&ui::bytes(bytes))
+            esc(&stdx::bytes(bytes))
         );
     }
     b.push_str("</tbody>\n</table>\n");
