@@ -354,6 +354,7 @@ fn plan_set(
             acls,
             xattrs,
             progress: opts.progress,
+            sparse: rsync::sparse_allowed(&world.rsync.version, &set.rsync_args),
             extra: &set.rsync_args,
         };
         rsync::build_argv(&spec).unwrap_or_else(|e| {
