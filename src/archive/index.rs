@@ -20,6 +20,11 @@
 //!   `data_offset` where its content starts. Offsets are in the joined tar stream, before any stage (encryption).
 //! - Files and hard links carry `size` and `sha256` of the content; a hard link's `data_offset` points at the
 //!   content of its first name, so any name can be restored with one seek.
+//! - A file stored as a GNU PAX 1.0 sparse member ([`super::sparse`]) also has
+//!   `"sparse":{"stored":N,"stored_sha256":"…"}`: its `size` and `sha256` are still those of the file's content
+//!   (holes read as zeros), `data_offset` is where its map starts, and `stored`/`stored_sha256` are the length and
+//!   hash of the map and data as stored, so that a restore checks what it reads without hashing the holes. A hard
+//!   link to it carries the same record.
 //! - The last line, `end`, totals the archive: a missing `end` means the index is truncated.
 
 use std::io::{self, BufRead, Write};
@@ -82,6 +87,16 @@ pub struct IndexEntry {
     pub rdev: Option<(u32, u32)>,
     pub header_offset: u64,
     pub data_offset: u64,
+    /// Set when the file is stored as a sparse member (files and hard links).
+    pub sparse: Option<SparseRecord>,
+}
+
+/// How a sparse file is stored: the bytes of its member (map and data, without the padding) and their sha256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparseRecord {
+    pub stored: u64,
+    pub stored_sha256: Digest,
 }
 
 impl IndexEntry {
@@ -148,6 +163,8 @@ struct WireEntry {
     rdev_minor: Option<u32>,
     header_offset: u64,
     data_offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sparse: Option<SparseRecord>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -217,6 +234,7 @@ impl IndexEntry {
             rdev_minor: self.rdev.map(|r| r.1),
             header_offset: self.header_offset,
             data_offset: self.data_offset,
+            sparse: self.sparse,
         };
         match self.kind {
             EntryKind::File => WireLine::File(w),
@@ -248,6 +266,9 @@ impl IndexEntry {
                 if has_content { "needs" } else { "has" }
             ));
         }
+        if w.sparse.is_some() && !has_content {
+            return Err(format!("a {} entry has a sparse record", kind.name()));
+        }
         let rdev = match (w.rdev_major, w.rdev_minor) {
             (Some(a), Some(b)) => Some((a, b)),
             (None, None) => None,
@@ -267,6 +288,7 @@ impl IndexEntry {
             rdev,
             header_offset: w.header_offset,
             data_offset: w.data_offset,
+            sparse: w.sparse,
         })
     }
 }
@@ -452,6 +474,7 @@ mod tests {
             rdev: None,
             header_offset: 0,
             data_offset: 512,
+            sparse: None,
         }
     }
 
@@ -470,9 +493,16 @@ mod tests {
         file.size = 5;
         file.sha256 = Some(Digest::of_bytes(b"hello"));
         file.mtime_nsec = 99;
+        let mut holey = entry(b"a/disk.img", EntryKind::File);
+        holey.size = 10 << 30;
+        holey.sha256 = Some(Digest([3; 32]));
+        holey.sparse = Some(SparseRecord {
+            stored: 1024,
+            stored_sha256: Digest([4; 32]),
+        });
         let mut link = entry(b"a/l", EntryKind::Symlink);
         link.link = Some(b"../\x80x".to_vec());
-        let entries = vec![entry(b"a", EntryKind::Dir), file, link];
+        let entries = vec![entry(b"a", EntryKind::Dir), file, holey, link];
         let mut w = IndexWriter::new(Vec::new(), &IndexHeader::new("/snap")).unwrap();
         for e in &entries {
             w.entry(e).unwrap();
@@ -495,7 +525,8 @@ mod tests {
             .find(b"a/l")
             .unwrap()
             .unwrap();
-        assert_eq!(found, entries[2]);
+        assert_eq!(found, entries[3]);
+        assert!(text.contains(r#""sparse":{"stored":1024,"stored_sha256":"#), "{text}");
         assert!(
             IndexReader::new(&bytes[..])
                 .unwrap()

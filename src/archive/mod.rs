@@ -12,6 +12,7 @@
 //! - [`verify_archive`] checks a whole archive against its index (restore `--verify`); [`read_entry`] restores one
 //!   file with a single seek through the index; [`ArchiveFiles`] opens a single file or its parts as one stream.
 //! - [`sums`] writes and reads `verification.sha256` the way `sha256sum` does.
+//! - [`sparse`] finds files' holes, writes them as GNU PAX 1.0 sparse members and reads every GNU sparse format.
 //!
 //! Nothing here decides that an archive is good except verification: a failed write leaves files that look like
 //! a partial archive, never a complete one (no end-of-archive blocks, no index `end` line).
@@ -21,6 +22,7 @@ pub mod index;
 pub mod readback;
 pub mod reader;
 pub mod sink;
+pub mod sparse;
 pub mod sums;
 pub mod tarfmt;
 pub mod verify;
@@ -30,7 +32,9 @@ pub mod writer;
 mod tests;
 
 pub use crypt::{ArchiveReader, EncryptTo, EncryptionRecord, Keys};
-pub use index::{IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter};
+pub use index::{
+    IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter, SparseRecord,
+};
 pub use readback::{ReadBackError, ReadBackMethod, read_back};
 pub use reader::{ArchiveFiles, PartsReader, ReadError, read_entry};
 pub use sink::{

@@ -93,6 +93,10 @@ pub struct HeaderSpec<'a> {
     pub link: Option<&'a [u8]>,
     /// Device numbers of character and block devices.
     pub rdev: (u32, u32),
+    /// For a file stored as a PAX 1.0 sparse member ([`super::sparse`]): its real size (`size` is then what is
+    /// stored, the map and the data). The header is named `<dir>/GNUSparseFile.0/<name>` and `GNU.sparse.*`
+    /// records give the real name and size.
+    pub sparse: Option<u64>,
 }
 
 const MAX_OCTAL_7: u64 = 0o7777777;
@@ -101,7 +105,10 @@ const MAX_OCTAL_11: u64 = 0o77777777777;
 /// Appends the header blocks of one entry (pax extension header and its records, if any, then the ustar header)
 /// to `out`. Its length is always a multiple of [`BLOCK`].
 pub fn encode_header(spec: &HeaderSpec<'_>, out: &mut Vec<u8>) {
-    let mut path = spec.path.to_vec();
+    let mut path = match spec.sparse {
+        Some(_) => super::sparse::fake_name(spec.path),
+        None => spec.path.to_vec(),
+    };
     if spec.kind == EntryKind::Dir {
         path.push(b'/');
     }
@@ -130,6 +137,12 @@ pub fn encode_header(spec: &HeaderSpec<'_>, out: &mut Vec<u8>) {
             "mtime",
             format_pax_time(spec.mtime, spec.mtime_nsec).as_bytes(),
         );
+    }
+    if let Some(real_size) = spec.sparse {
+        // After `path`: GNU tar applies records in order, and the real name must win over the fake one.
+        super::sparse::pax_records(spec.path, real_size, |k, v| {
+            pax_record(&mut records, k, v)
+        });
     }
     let ustar_mtime = spec.mtime.clamp(0, MAX_OCTAL_11 as i64) as u64;
 
@@ -297,6 +310,7 @@ mod tests {
             mtime_nsec: 0,
             link: None,
             rdev: (0, 0),
+            sparse: None,
         }
     }
 

@@ -8,6 +8,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::index::{IndexEntry, IndexError, IndexReader, display_bytes};
 use super::sink::{Digest, WRITE_BUFFER};
+use super::sparse::{self, TarSparse};
 use super::tarfmt::{self, EntryKind};
 use super::writer::Progress;
 
@@ -128,9 +129,43 @@ pub fn verify_archive(
                     ));
                 }
             };
-            let found = || display_bytes(&te_path(&te));
+            // A sparse member is named by its `GNU.sparse.name` record (its header holds `GNUSparseFile.0/...`).
+            let sparse = match sparse::inspect(&mut te) {
+                Ok(s) => s,
+                Err(e) => {
+                    return Err(fail(
+                        expected.as_ref(),
+                        VerifyProblem::Malformed(e.to_string()),
+                    ));
+                }
+            };
+            let (path, sparse) = match sparse {
+                TarSparse::No => (te_path(&te), None),
+                TarSparse::Pax(p) if p.version == (1, 0) => {
+                    (p.name.clone().unwrap_or_else(|| te_path(&te)), Some(p))
+                }
+                TarSparse::Bad(e) => {
+                    return Err(fail(
+                        expected.as_ref(),
+                        VerifyProblem::Malformed(e.to_string()),
+                    ));
+                }
+                TarSparse::OldGnu | TarSparse::Pax(_) => {
+                    return Err(fail(
+                        expected.as_ref(),
+                        VerifyProblem::Malformed(
+                            "a sparse member in a format dbackup does not write".into(),
+                        ),
+                    ));
+                }
+            };
             let Some(ie) = expected else {
-                return Err(fail(None, VerifyProblem::NotInIndex { found: found() }));
+                return Err(fail(
+                    None,
+                    VerifyProblem::NotInIndex {
+                        found: display_bytes(&path),
+                    },
+                ));
             };
             let bad = |problem| Err(fail(Some(&ie), problem));
             let field = |field, index: String, archive: String| {
@@ -141,7 +176,6 @@ pub fn verify_archive(
                 })
             };
 
-            let path = te_path(&te);
             if path != ie.path {
                 return bad(VerifyProblem::NotInIndex {
                     found: display_bytes(&path),
@@ -230,16 +264,52 @@ pub fn verify_archive(
                 );
             }
             let size = te.size();
-            let expected_size = if ie.kind == EntryKind::File {
-                ie.size
-            } else {
-                0
+            let show_sparse = |s: Option<u64>| match s {
+                Some(n) => format!("a sparse member of {n} bytes"),
+                None => "not sparse".to_string(),
+            };
+            let index_sparse = ie.sparse.filter(|_| ie.kind == EntryKind::File);
+            if sparse.as_ref().map(|_| size) != index_sparse.map(|r| r.stored) {
+                return field(
+                    "storage",
+                    show_sparse(index_sparse.map(|r| r.stored)),
+                    show_sparse(sparse.as_ref().map(|_| size)),
+                );
+            }
+            let (size, expected_size) = match (&sparse, ie.kind) {
+                (Some(p), _) => (p.size, ie.size),
+                (None, EntryKind::File) => (size, ie.size),
+                (None, _) => (size, 0),
             };
             if size != expected_size {
                 return field("size", expected_size.to_string(), size.to_string());
             }
             progress.entry(&ie.path, ie.kind, ie.size);
-            if ie.kind == EntryKind::File {
+            if let (Some(record), Some(p)) = (index_sparse, &sparse) {
+                let (logical, stored) =
+                    sparse::hash_v1(&mut te, record.stored, p.size, &mut |n| progress.bytes(n))
+                        .map_err(|e| match e {
+                            sparse::MapError::Io(e) => fail(Some(&ie), VerifyProblem::Read(e)),
+                            sparse::MapError::Bad(b) => {
+                                fail(Some(&ie), VerifyProblem::Malformed(b.to_string()))
+                            }
+                        })?;
+                if stored != record.stored_sha256 {
+                    return bad(VerifyProblem::Content {
+                        expected: record.stored_sha256,
+                        actual: stored,
+                    });
+                }
+                let expected = ie.sha256.expect("index files have a sha256");
+                if logical != expected {
+                    return bad(VerifyProblem::Content {
+                        expected,
+                        actual: logical,
+                    });
+                }
+                files += 1;
+                file_bytes += p.size;
+            } else if ie.kind == EntryKind::File {
                 let mut hasher = Sha256::new();
                 let mut got = 0u64;
                 loop {
@@ -277,7 +347,8 @@ pub fn verify_archive(
                     );
                 }
             }
-            next_offset = data_offset + size + tarfmt::padding(size);
+            let stored = te.size();
+            next_offset = data_offset + stored + tarfmt::padding(stored);
             entries += 1;
         }
     }

@@ -14,6 +14,7 @@ use super::index_search::{SearchError, SortedIndex, is_under};
 use super::safety::{self, RelPath};
 use super::source::Snapshot;
 use super::{Action, Applier, Plan, RestoreError};
+use crate::archive::sparse::{self, MapError, SparseLoc};
 use crate::archive::{self, ArchiveFiles, IndexEntry};
 
 /// Where one set's content is read from.
@@ -97,10 +98,12 @@ pub enum Lookup {
 #[derive(Clone)]
 struct ArchEntry {
     entry: RestoreEntry,
-    /// For a hard link: the data offset, size and sha256 of the content it shares.
-    shared: Option<(u64, u64, Option<[u8; 32]>)>,
+    /// For a hard link: the data offset, size, sha256 and (when sparse) location of the content it shares.
+    shared: Option<(u64, u64, Option<[u8; 32]>, Option<SparseLoc>)>,
     /// The index line it comes from (indexed archives): checked against the archive's header before it is applied.
     index: Option<IndexEntry>,
+    /// A sparse file's map and data.
+    sparse: Option<SparseLoc>,
 }
 
 /// Where an archive entry's content is, and the index line its header must agree with.
@@ -108,6 +111,8 @@ struct ArchEntry {
 pub struct Loc {
     pub data: u64,
     pub index: Option<IndexEntry>,
+    /// A sparse file's content: its map and data segments, restored with holes (`data` is then unused).
+    pub sparse: Option<SparseLoc>,
 }
 
 /// One selection's entries, renamed for its target, in the order the planner wants them. Archive entries carry in
@@ -201,17 +206,40 @@ impl SetContent {
         };
         let entries = ar.entries_with_seek().map_err(|e| arch_err(&last, e))?;
         // Files by name, so that a hard link to one that is not restored can become a copy of it.
-        let mut files: HashMap<RelPath, (u64, u64)> = HashMap::new();
+        let mut files: HashMap<RelPath, (u64, u64, Option<SparseLoc>)> = HashMap::new();
+        // A second reader of the archive, opened only for old-GNU sparse members with extension headers.
+        let mut side: Option<archive::ArchiveReader> = None;
+        let mut read_at = |pos: u64, buf: &mut [u8]| -> io::Result<()> {
+            let r = match &mut side {
+                Some(r) => r,
+                None => side.insert(archive.open()?),
+            };
+            r.seek(SeekFrom::Start(pos))?;
+            r.read_exact(buf)
+        };
         for te in entries {
             let mut te = te.map_err(|e| arch_err(&format!("the entry after {last}"), e))?;
-            let Some(e) = RestoreEntry::from_tar(&mut te).map_err(|e| arch_err(&last, e))? else {
+            let Some(mut e) = RestoreEntry::from_tar(&mut te).map_err(|e| arch_err(&last, e))?
+            else {
                 continue;
             };
             last = e.display_name();
+            // A sparse member: its map is read (and checked) now, so that a bad one is refused by the plan.
+            let mut sparse_loc = None;
+            if e.kind == EntryKind::File {
+                match sparse::locate(&mut te, &mut read_at) {
+                    Ok(loc) => sparse_loc = loc,
+                    Err(MapError::Bad(b)) => {
+                        e.kind = EntryKind::Other(b.kind_word());
+                        e.size = 0;
+                    }
+                    Err(MapError::Io(err)) => return Err(arch_err(&last, err)),
+                }
+            }
             let shared = match e.kind {
                 EntryKind::File => {
                     if let Ok(rel) = safety::check_name(&e.name, None) {
-                        files.insert(rel, (e.locator.unwrap_or(0), e.size));
+                        files.insert(rel, (e.locator.unwrap_or(0), e.size, sparse_loc.clone()));
                     }
                     None
                 }
@@ -220,13 +248,14 @@ impl SetContent {
                     .as_deref()
                     .and_then(|l| safety::check_name(l, None).ok())
                     .and_then(|t| files.get(&t))
-                    .map(|&(offset, size)| (offset, size, None)),
+                    .map(|(offset, size, sp)| (*offset, *size, None, sp.clone())),
                 _ => None,
             };
             if !f(ArchEntry {
                 entry: e,
                 shared,
                 index: None,
+                sparse: sparse_loc,
             }) {
                 break;
             }
@@ -403,13 +432,13 @@ impl SetContent {
                 let snap = Snapshot::new(base);
                 for item in plan.items.iter().filter(|i| !i.implicit) {
                     if item.needs_content() {
-                        let mut file =
+                        let file =
                             snap.open(&item.entry)
                                 .map_err(|source| RestoreError::Source {
                                     name: show(&item.entry.name),
                                     error: source,
                                 })?;
-                        applier.apply(&item.entry, Some(&mut file))?;
+                        applier.apply_file(&item.entry, &file)?;
                         done(item.entry.size);
                     } else {
                         applier.apply(&item.entry, None)?;
@@ -507,11 +536,30 @@ fn apply_archive(
             applier.apply(&item.entry, None)?;
             continue;
         }
+        let failed_before = applier.summary().errors.len();
+        if let Some(sp) = loc.and_then(|l| l.sparse.as_ref()) {
+            match sparse::open(r, sp) {
+                Ok((map, mut data)) => applier.apply_sparse(&item.entry, &map, &mut data)?,
+                Err(MapError::Io(e)) if e.kind() != io::ErrorKind::InvalidData => {
+                    return Err(source_err(e));
+                }
+                // The map does not read back as the index describes it (or its encrypted chunk is damaged): this
+                // entry is not restored, the others still are.
+                Err(e) => applier.fail(
+                    &item.entry,
+                    format!("its sparse map in the backup is damaged ({e}); not restored"),
+                )?,
+            }
+            if applier.summary().errors.len() > failed_before {
+                reader = None;
+            }
+            done(item.entry.size);
+            continue;
+        }
         let offset = loc
             .map(|l| l.data)
             .ok_or_else(|| source_err(io::Error::other("the backup gave no offset for it")))?;
         r.seek(SeekFrom::Start(offset)).map_err(source_err)?;
-        let failed_before = applier.summary().errors.len();
         applier.apply(&item.entry, Some(&mut r.take(item.entry.size)))?;
         if applier.summary().errors.len() > failed_before {
             // Its content could not be read whole (a damaged chunk): read the next entry with a fresh reader.
@@ -535,12 +583,19 @@ fn in_archive(e: RestoreError, label: &str) -> RestoreError {
 
 /// An index line as an archive entry.
 fn arch_entry(e: IndexEntry) -> ArchEntry {
-    let shared = (e.kind == archive::EntryKind::Hardlink)
-        .then(|| (e.data_offset, e.size, e.sha256.map(|d| d.0)));
+    let sparse = e.sparse.map(|r| SparseLoc::Indexed {
+        data: e.data_offset,
+        stored: r.stored,
+        size: e.size,
+        sha256: r.stored_sha256,
+    });
+    let hardlink = e.kind == archive::EntryKind::Hardlink;
+    let shared = hardlink.then(|| (e.data_offset, e.size, e.sha256.map(|d| d.0), sparse.clone()));
     ArchEntry {
         entry: entry_of_index(&e),
         shared,
         index: Some(e),
+        sparse: if hardlink { None } else { sparse },
     }
 }
 
@@ -551,6 +606,7 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
         mut entry,
         shared,
         index,
+        mut sparse,
     } = a;
     let Ok(rel) = safety::check_name(&entry.name, None) else {
         out.push(entry, None);
@@ -571,18 +627,26 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
             // Linked to a file restored by the same plan: a hard link again.
             (Some(t), _) if t.starts_with(&sel.name) => entry.link = Some(sel.rename(&t)),
             // Linked to a file outside what is restored: a copy of its content.
-            (Some(_), Some((offset, size, sha256))) => {
+            (Some(_), Some((offset, size, sha256, shared_sparse))) => {
                 entry.kind = EntryKind::File;
                 entry.link = None;
                 entry.size = size;
                 entry.sha256 = sha256;
                 data = offset;
+                sparse = shared_sparse;
             }
             // Anything else is left for the planner to refuse.
             _ => {}
         }
     }
-    out.push(entry, Some(Loc { data, index }));
+    out.push(
+        entry,
+        Some(Loc {
+            data,
+            index,
+            sparse,
+        }),
+    );
 }
 
 /// Looks a name up in a searchable index; for a missing one, the names nearest to it: the children of its deepest
@@ -717,6 +781,14 @@ fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> Result<(), S
     if got.link != want.link {
         let l = |l: &Option<Vec<u8>>| l.as_deref().map(show).unwrap_or_default();
         return field("link target", l(&got.link), l(&want.link));
+    }
+    let stored = ie.sparse.map_or(ie.size, |r| r.stored);
+    if ie.kind == archive::EntryKind::File && te.size() != stored {
+        return Err(format!(
+            "it stores {} bytes, the index says {stored}{}",
+            te.size(),
+            if ie.sparse.is_some() { " (a sparse member's map and data)" } else { "" }
+        ));
     }
     if ie.kind == archive::EntryKind::File && te.raw_file_position() != len {
         return Err(format!(

@@ -12,8 +12,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::entry::{RestoreEntry, show};
+use super::entry::{EntryKind, RestoreEntry, show};
 use super::{Applier, Plan, Planner, RestoreError};
+use crate::archive::sparse::{self, MapError, TarSparse};
 
 /// Which entries to restore: `|_| true` for all. The same selection must be used for both passes.
 pub trait Select: FnMut(&RestoreEntry) -> bool {}
@@ -38,16 +39,42 @@ pub fn plan_tar_selected<R: Read + Seek>(
     let mut last = String::from("the start of the archive");
     for entry in entries {
         let mut entry = entry.map_err(|e| source_error(&format!("the entry after {last}"), e))?;
-        let Some(e) = RestoreEntry::from_tar(&mut entry).map_err(|e| source_error(&last, e))?
+        let Some(mut e) = RestoreEntry::from_tar(&mut entry).map_err(|e| source_error(&last, e))?
         else {
             continue;
         };
         last = e.display_name();
         if select(&e) {
+            // A PAX 1.0 sparse member keeps its map in its data: read and checked now, refused by the plan if bad.
+            if e.kind == EntryKind::File
+                && let Err(bad) = v1_map(&mut entry).map_err(|e| source_error(&last, e))?
+            {
+                e.kind = EntryKind::Other(bad.kind_word());
+                e.size = 0;
+            }
             planner.add(e)?;
         }
     }
     Ok(())
+}
+
+/// The map of a sparse member in PAX form, read from the entry when it is there (1.0); `Ok(Ok(None))` for any
+/// other member. Old-GNU members come out of the tar crate whole (holes as zeros).
+fn v1_map<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+) -> io::Result<Result<Option<sparse::SparseMap>, sparse::SparseError>> {
+    let TarSparse::Pax(p) = sparse::inspect(entry)? else {
+        return Ok(Ok(None));
+    };
+    let stored = entry.size();
+    match p.map {
+        Some(map) => Ok(Ok(Some(map))),
+        None => match sparse::read_v1_map(entry, stored, p.size) {
+            Ok((map, _)) => Ok(Ok(Some(map))),
+            Err(MapError::Bad(b)) => Ok(Err(b)),
+            Err(MapError::Io(e)) => Err(e),
+        },
+    }
 }
 
 /// Pass 2: streams a tar archive and applies each selected entry with its content.
@@ -74,6 +101,23 @@ pub fn apply_tar_selected<R: Read>(
         };
         last = e.display_name();
         if select(&e) {
+            if e.kind == EntryKind::File {
+                match v1_map(&mut entry).map_err(|err| source_error(&last, err))? {
+                    Ok(Some(map)) => {
+                        applier.apply_sparse(&e, &map, &mut entry)?;
+                        continue;
+                    }
+                    Ok(None) => {}
+                    // Refused by the plan, as in pass 1.
+                    Err(bad) => {
+                        let mut e = e;
+                        e.kind = EntryKind::Other(bad.kind_word());
+                        e.size = 0;
+                        applier.apply(&e, None)?;
+                        continue;
+                    }
+                }
+            }
             applier.apply(&e, Some(&mut entry))?;
         }
     }
@@ -179,13 +223,13 @@ impl Snapshot {
     pub fn apply(&self, plan: &Plan, applier: &mut Applier<'_>) -> Result<(), RestoreError> {
         for item in plan.items.iter().filter(|i| !i.implicit) {
             if item.needs_content() {
-                let mut file = self
+                let file = self
                     .open(&item.entry)
                     .map_err(|source| RestoreError::Source {
                         name: show(&item.entry.name),
                         error: source,
                     })?;
-                applier.apply(&item.entry, Some(&mut file))?;
+                applier.apply_file(&item.entry, &file)?;
             } else {
                 applier.apply(&item.entry, None)?;
             }
