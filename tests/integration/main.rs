@@ -14,6 +14,7 @@ mod config;
 mod encryption;
 mod encryption_restore;
 mod restore;
+mod sparse;
 mod status;
 mod systemd;
 mod t9;
