@@ -4,6 +4,7 @@
 mod collect;
 mod external;
 mod restore;
+mod sparse;
 mod status;
 pub mod tree;
 
@@ -23,6 +24,9 @@ pub enum BenchCmd {
     Restore(restore::RestoreArgs),
     /// dbackup status with 1,000 snapshots and 50 external backups present (goal: under 200 ms)
     Status(status::StatusArgs),
+    /// A 10 GiB sparse file with 100 MiB of data (and one a tenth of the size with the same data) through dbackup
+    /// collect, external and a one-file restore vs GNU tar --sparse (and rsync --sparse): time and space
+    Sparse(sparse::SparseArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
@@ -31,6 +35,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::External(args) => external::run(args),
         BenchCmd::Restore(args) => restore::run(args),
         BenchCmd::Status(args) => status::run(args),
+        BenchCmd::Sparse(args) => sparse::run(args),
     }
 }
 
@@ -160,6 +165,11 @@ impl Table {
     /// The ratio of the medians of two columns in one row.
     pub fn ratio(&self, row: usize, (num, den): (usize, usize)) -> f64 {
         self.rows[row].1[num].median() / self.rows[row].1[den].median()
+    }
+
+    /// The last sample of one cell.
+    pub fn last(&self, row: usize, column: usize) -> Option<Duration> {
+        self.rows[row].1[column].0.last().copied()
     }
 
     /// The median of one cell, in seconds.

@@ -1,0 +1,405 @@
+//! `cargo xtask bench sparse`: one sparse file (10 GiB with 100 MiB of data by default) through `dbackup collect`,
+//! `dbackup external` and a one-file `dbackup restore`, against GNU tar `--sparse` in the same run (and plain
+//! `rsync --sparse` for collect): time, and space on the drive and on disk. The same is measured for a file a tenth
+//! of the size holding the same data, so the growth column says whether a cost follows the data (about 1x) or the
+//! size (about 10x).
+//!
+//! The drive is a plain directory on the machine's disk (`require_mount: false`): what is measured is what the
+//! sparse file costs, not a drive's speed. Without root, use `--cache warm`.
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Cache, Table, timed};
+use crate::packages::{Need, ensure_packages};
+use crate::util::{
+    Profile, Rng, build_dbackup, find_program, heading, human_bytes, remove_dir_if_exists, shell,
+    target_dir, wait_for_next_second,
+};
+
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+
+#[derive(Debug, clap::Args)]
+pub struct SparseArgs {
+    /// Size of the sparse file, in GiB (a second file a tenth of this size holds the same data)
+    #[arg(long, default_value_t = 10)]
+    pub size_gib: u64,
+    /// Data in the file, in MiB, written as 1 MiB extents spread evenly over it
+    #[arg(long, default_value_t = 100)]
+    pub data_mib: u64,
+    /// Timed repetitions of each measurement (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// How the page cache is treated before each timed run (the same for every contender)
+    #[arg(long, value_enum, default_value_t = Cache::Drop)]
+    pub cache: Cache,
+}
+
+/// Rows of each file's table.
+const COLLECT: usize = 0;
+const EXTERNAL: usize = 1;
+const RESTORE: usize = 2;
+/// Columns.
+const DBACKUP: usize = 0;
+const TAR: usize = 1;
+const RSYNC: usize = 2;
+
+/// One file's world: its own home, backup root, drive and GNU tar's files, under `work`.
+struct World {
+    bin: PathBuf,
+    work: PathBuf,
+    config: PathBuf,
+    /// The sparse file.
+    file: PathBuf,
+    size: u64,
+}
+
+/// What one file's run measured.
+struct Measured {
+    size: u64,
+    table: Table,
+    /// Bytes allocated (du) to the source, the snapshot's copy, dbackup's and tar's restored copies.
+    source: u64,
+    snapshot: u64,
+    restored: u64,
+    tar_restored: u64,
+    /// dbackup's backup on the drive (archive, index, backup.json, sums); GNU tar's archive.
+    drive: u64,
+    tar_archive: u64,
+}
+
+pub fn run(args: SparseArgs) -> Result<()> {
+    anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
+    anyhow::ensure!(
+        args.size_gib >= 1 && args.data_mib >= 1 && args.data_mib * MIB * 10 <= args.size_gib * GIB,
+        "the data must fit ten times in the smaller file: raise --size-gib or lower --data-mib"
+    );
+    let sh = shell()?;
+    ensure_packages(&sh, Need::Bench);
+    for tool in ["rsync", "tar", "cmp", "bash"] {
+        find_program(tool).with_context(|| format!("{tool} is missing"))?;
+    }
+    heading("bench sparse: build dbackup (release)");
+    let bin = build_dbackup(&sh, Profile::Release)?;
+    let bench = target_dir(&sh)?.join("bench");
+    std::fs::create_dir_all(&bench)?;
+    let root = bench.canonicalize()?.join("sparse");
+    remove_dir_if_exists(&root)?;
+
+    let big = args.size_gib * GIB;
+    let data = args.data_mib * MIB;
+    let mut results = Vec::new();
+    for (label, size) in [("small", big / 10), ("big", big)] {
+        heading(&format!(
+            "bench sparse: a {} file with {} of data, {} repetitions, {}",
+            human_bytes(size),
+            human_bytes(data),
+            args.reps,
+            args.cache.describe()
+        ));
+        let w = World::new(&bin, &root.join(label), size, data)?;
+        let m = w.measure(&args);
+        remove_dir_if_exists(&w.work)?;
+        results.push(m?);
+    }
+    remove_dir_if_exists(&root)?;
+
+    println!();
+    println!(
+        "bench sparse: one sparse file with {} of data in {} extents of 1 MiB; {} repetitions, {}; \
+         the drive is a plain directory on the same disk",
+        human_bytes(data),
+        args.data_mib,
+        args.reps,
+        args.cache.describe()
+    );
+    println!(
+        "dbackup: collect (rsync --sparse), external (PAX 1.0 sparse member, read back), restore --path (one seek \
+         through the index)"
+    );
+    println!(
+        "GNU tar --sparse: tar -c | tar -x for collect, tar --sparse --format=posix -cf onto the drive for external, \
+         tar -xf ARCHIVE FILE for restore; rsync: rsync -a --sparse for collect"
+    );
+    for m in &results {
+        println!("\na {} file with {} of data:", human_bytes(m.size), human_bytes(data));
+        m.table.print();
+        println!(
+            "space: source {} allocated; snapshot {}; drive: dbackup {} (archive, index, metadata), GNU tar {}; \
+             restored: dbackup {}, GNU tar {}",
+            human_bytes(m.source),
+            human_bytes(m.snapshot),
+            human_bytes(m.drive),
+            human_bytes(m.tar_archive),
+            human_bytes(m.restored),
+            human_bytes(m.tar_restored)
+        );
+    }
+    let (small, big) = (&results[0], &results[1]);
+    println!(
+        "\ngrowth from the {} file to the {} one ({}x the size, the same data): time of the big / time of the small \
+         (about 1 when a cost follows the data, about {} when it follows the size)",
+        human_bytes(small.size),
+        human_bytes(big.size),
+        big.size / small.size,
+        big.size / small.size
+    );
+    let growth = |row: usize, col: usize| big.table.median(row, col) / small.table.median(row, col);
+    for (row, name) in [
+        (COLLECT, "collect"),
+        (EXTERNAL, "external"),
+        (RESTORE, "restore one file"),
+    ] {
+        let mut line = format!(
+            "  {name:<17} dbackup {:>6.2}x   GNU tar {:>6.2}x",
+            growth(row, DBACKUP),
+            growth(row, TAR)
+        );
+        if row == COLLECT {
+            line.push_str(&format!("   rsync {:>6.2}x", growth(row, RSYNC)));
+        }
+        println!("{line}");
+    }
+    println!(
+        "  drive space       dbackup {:>6.2}x   GNU tar {:>6.2}x",
+        big.drive as f64 / small.drive as f64,
+        big.tar_archive as f64 / small.tar_archive as f64
+    );
+    Ok(())
+}
+
+impl World {
+    /// Writes the sparse file (`data` bytes in 1 MiB extents spread evenly over `size`) and the config.
+    fn new(bin: &Path, work: &Path, size: u64, data: u64) -> Result<World> {
+        for d in ["home/vm", "state", "xdg-config", "drive"] {
+            std::fs::create_dir_all(work.join(d))?;
+        }
+        let file = work.join("home/vm/disk.img");
+        let f = File::create(&file)?;
+        f.set_len(size)?;
+        let extents = data / MIB;
+        let stride = size / extents;
+        let mut rng = Rng::new(size);
+        let mut buf = vec![0u8; MIB as usize];
+        for i in 0..extents {
+            rng.fill(&mut buf);
+            f.write_all_at(&buf, i * stride)?;
+        }
+        f.sync_all()?;
+        let allocated = f.metadata()?.blocks() * 512;
+        if allocated > 2 * data + 16 * MIB {
+            bail!(
+                "{} has {} allocated for {} of data: this filesystem does not make holes",
+                file.display(),
+                human_bytes(allocated),
+                human_bytes(data)
+            );
+        }
+        let config = work.join("config.json");
+        let cfg = serde_json::json!({
+            "backup_root": work.join("root"),
+            "backup_sets": [{ "name": "vm", "sources": [work.join("home/vm")] }],
+            "destinations": [{ "name": "T9", "path": work.join("drive"), "require_mount": false }],
+        });
+        std::fs::write(&config, serde_json::to_string_pretty(&cfg)?)?;
+        Ok(World {
+            bin: bin.to_path_buf(),
+            work: work.to_path_buf(),
+            config,
+            file,
+            size,
+        })
+    }
+
+    fn dbackup(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--config")
+            .arg(&self.config)
+            .env("HOME", self.work.join("home"))
+            .env("XDG_STATE_HOME", self.work.join("state"))
+            .env("XDG_CONFIG_HOME", self.work.join("xdg-config"))
+            .env_remove("DBACKUP")
+            .env_remove("DBACKUP_CONFIG")
+            .env_remove("DDATA")
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn measure(&self, args: &SparseArgs) -> Result<Measured> {
+        let mut table = Table::new(
+            &["dbackup", "GNU tar --sparse", "rsync --sparse"],
+            &["collect", "external", "restore one file"],
+            &[(DBACKUP, TAR)],
+        );
+        let name = "disk.img";
+        let tar_archive = self.work.join("drive/gnu.tar");
+        for rep in 0..args.reps {
+            let order = if rep % 2 == 0 {
+                [false, true]
+            } else {
+                [true, false]
+            };
+            for theirs in order {
+                // collect: a fresh backup root (or destination) each time, so every run copies the file.
+                let root = self.work.join("root");
+                let copy = self.work.join("copy");
+                remove_dir_if_exists(&root)?;
+                remove_dir_if_exists(&copy)?;
+                if theirs {
+                    std::fs::create_dir_all(&copy)?;
+                    args.cache.prepare()?;
+                    let t = timed(
+                        Command::new("bash")
+                            .arg("-c")
+                            .arg(r#"set -eo pipefail; tar --sparse -cf - -C "$1" . | tar -xf - -C "$2""#)
+                            .arg("bash")
+                            .arg(self.file.parent().unwrap())
+                            .arg(&copy),
+                        "tar -c | tar -x",
+                    )?;
+                    table.push(COLLECT, TAR, t);
+                    remove_dir_if_exists(&copy)?;
+                    std::fs::create_dir_all(&copy)?;
+                    args.cache.prepare()?;
+                    let t = timed(
+                        Command::new("rsync")
+                            .args(["-a", "--sparse"])
+                            .arg(&self.file)
+                            .arg(&copy),
+                        "rsync --sparse",
+                    )?;
+                    table.push(COLLECT, RSYNC, t);
+                    remove_dir_if_exists(&copy)?;
+                } else {
+                    args.cache.prepare()?;
+                    let t = timed(self.dbackup().arg("collect"), "dbackup collect")?;
+                    table.push(COLLECT, DBACKUP, t);
+                }
+
+                // external: dbackup's from the snapshot (kept from its collect), GNU tar's from the source.
+                if theirs {
+                    let _ = std::fs::remove_file(&tar_archive);
+                    args.cache.prepare()?;
+                    let t = timed(
+                        Command::new("tar")
+                            .args(["--sparse", "--format=posix", "-cf"])
+                            .arg(&tar_archive)
+                            .arg("-C")
+                            .arg(self.file.parent().unwrap())
+                            .arg(name),
+                        "tar --sparse -cf",
+                    )?;
+                    table.push(EXTERNAL, TAR, t);
+                } else {
+                    remove_dir_if_exists(&self.work.join("drive/backups"))?;
+                    args.cache.prepare()?;
+                    let t = timed(self.dbackup().arg("external"), "dbackup external")?;
+                    table.push(EXTERNAL, DBACKUP, t);
+                }
+
+                // restore one file.
+                let target = self.work.join(if theirs { "r-tar" } else { "r-dbackup" });
+                remove_dir_if_exists(&target)?;
+                std::fs::create_dir_all(&target)?;
+                args.cache.prepare()?;
+                let t = if theirs {
+                    timed(
+                        Command::new("tar")
+                            .arg("-xf")
+                            .arg(&tar_archive)
+                            .arg("-C")
+                            .arg(&target)
+                            .arg(name),
+                        "tar -xf",
+                    )?
+                } else {
+                    timed(
+                        self.dbackup()
+                            .args(["restore", "--source", "external", "--path"])
+                            .arg(&self.file)
+                            .arg("--target")
+                            .arg(&target),
+                        "dbackup restore --path",
+                    )?
+                };
+                table.push(RESTORE, usize::from(theirs), t);
+                eprintln!(
+                    "  rep {}: {:<7} collect {:>7.3}s  external {:>7.3}s  restore {:>7.3}s",
+                    rep + 1,
+                    if theirs { "GNU tar" } else { "dbackup" },
+                    table_last(&table, COLLECT, usize::from(theirs)),
+                    table_last(&table, EXTERNAL, usize::from(theirs)),
+                    t.as_secs_f64()
+                );
+                if rep == 0 {
+                    self.check(theirs)?;
+                }
+                // Snapshot names have one-second resolution.
+                wait_for_next_second();
+            }
+        }
+        let allocated = |p: &Path| -> Result<u64> {
+            Ok(std::fs::metadata(p)
+                .with_context(|| format!("{} is missing", p.display()))?
+                .blocks()
+                * 512)
+        };
+        let rel = self.file.strip_prefix("/").unwrap();
+        let snapshot = self.work.join("root/vm-latest").join(rel);
+        let drive: u64 = walkdir::WalkDir::new(self.work.join("drive/backups"))
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum();
+        Ok(Measured {
+            size: self.size,
+            table,
+            source: allocated(&self.file)?,
+            snapshot: allocated(&snapshot)?,
+            restored: allocated(&self.work.join("r-dbackup").join(rel))?,
+            tar_restored: allocated(&self.work.join("r-tar").join(name))?,
+            drive,
+            tar_archive: std::fs::metadata(&tar_archive)?.len(),
+        })
+    }
+
+    /// Once: what each contender restored (and dbackup's snapshot) is the file, byte for byte.
+    fn check(&self, theirs: bool) -> Result<()> {
+        let rel = self.file.strip_prefix("/").unwrap();
+        let copies = if theirs {
+            vec![self.work.join("r-tar/disk.img")]
+        } else {
+            vec![
+                self.work.join("root/vm-latest").join(rel),
+                self.work.join("r-dbackup").join(rel),
+            ]
+        };
+        for copy in copies {
+            let status = Command::new("cmp")
+                .arg("--quiet")
+                .arg(&self.file)
+                .arg(&copy)
+                .status()
+                .context("cannot run cmp")?;
+            anyhow::ensure!(
+                status.success(),
+                "{} differs from {}",
+                copy.display(),
+                self.file.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The last sample pushed into a cell, in seconds (for the progress lines).
+fn table_last(t: &Table, row: usize, col: usize) -> f64 {
+    t.last(row, col).map_or(f64::NAN, |d: Duration| d.as_secs_f64())
+}
