@@ -223,9 +223,15 @@ pub fn worth_checking_any(meta: &Metadata) -> bool {
     meta.is_file() && meta.blocks().saturating_mul(512) < meta.size()
 }
 
-/// The data segments of the first `size` bytes of `file`, found with `SEEK_DATA`/`SEEK_HOLE` (which move the file
-/// offset: read it with `read_at`, or seek back). A filesystem without them reports the whole file as data.
+/// The data segments of the first `size` bytes of `file`, found with `SEEK_DATA`/`SEEK_HOLE`; the file offset is
+/// back at 0 afterwards. A filesystem without them reports the whole file as data.
 pub fn map_file(file: &File, size: u64) -> io::Result<SparseMap> {
+    let map = seek_map(file, size);
+    rustix::fs::seek(file, rustix::fs::SeekFrom::Start(0))?;
+    map
+}
+
+fn seek_map(file: &File, size: u64) -> io::Result<SparseMap> {
     use rustix::fs::{SeekFrom as S, seek};
     use rustix::io::Errno;
     let mut segments = Vec::new();

@@ -806,12 +806,8 @@ pub fn write_archive(
                             match f.metadata() {
                                 Ok(m) if m.ino() == w.meta.ino() && m.dev() == w.meta.dev() => {
                                     e.size = m.size();
-                                    map = sparse_map(&f, &m, &e.path).map_err(|source| {
-                                        ArchiveError::Read {
-                                            path: w.full.clone(),
-                                            source,
-                                        }
-                                    })?;
+                                    // A file whose holes cannot be found is stored whole.
+                                    map = sparse_map(&f, &m, &e.path).unwrap_or(None);
                                     e.sparse = map.as_ref().map(sparse_record);
                                     file = Some(f);
                                 }

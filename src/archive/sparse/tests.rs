@@ -268,6 +268,9 @@ fn holes_of_a_real_file_are_found_and_its_data_read() {
     assert_eq!(segs.len(), 2, "{segs:?}");
     assert!(segs[0].offset <= 1 << 20 && segs[0].end() >= (1 << 20) + 5000);
     assert_eq!(segs[1].end(), 8 << 20);
+    let mut whole = Vec::new();
+    (&f).read_to_end(&mut whole).unwrap();
+    assert_eq!(whole.len() as u64, 8 << 20, "mapping leaves the file offset at 0");
     let mut data = Vec::new();
     SegmentsReader::new(&f, &map).read_to_end(&mut data).unwrap();
     assert_eq!(data.len() as u64, map.data_bytes());
