@@ -316,7 +316,11 @@ pub fn sparse_allowed(version: &str, extra: &[String]) -> bool {
     let mut parts = version
         .split(|c: char| !c.is_ascii_digit())
         .map(|p| p.parse::<u32>().ok());
-    match (parts.next().flatten(), parts.next().flatten(), parts.next().flatten()) {
+    match (
+        parts.next().flatten(),
+        parts.next().flatten(),
+        parts.next().flatten(),
+    ) {
         (Some(major), Some(minor), patch) => (major, minor, patch.unwrap_or(0)) >= (3, 1, 3),
         _ => false,
     }

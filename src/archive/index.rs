@@ -25,6 +25,10 @@
 //!   (holes read as zeros), `data_offset` is where its map starts, and `stored`/`stored_sha256` are the length and
 //!   hash of the map and data as stored, so that a restore checks what it reads without hashing the holes. A hard
 //!   link to it carries the same record.
+//! - `xattrs` (an object: name, with `%` and bytes that are not UTF-8 as `%XX`, to the value in standard base64),
+//!   `acl_access` and `acl_default` (ACLs in text form, numeric ids) hold an entry's extended attributes and ACLs,
+//!   as its `SCHILY.*` pax records do ([`super::xattrs`]); left out when it has none (indexes written before they
+//!   existed read as entries without any).
 //! - The last line, `end`, totals the archive: a missing `end` means the index is truncated.
 
 use std::io::{self, BufRead, Write};
@@ -33,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sink::Digest;
 use super::tarfmt::EntryKind;
+use super::xattrs::{self, Attrs};
 
 /// The `format` of an index's first line.
 pub const INDEX_FORMAT: &str = "dbackup-index";
@@ -85,6 +90,8 @@ pub struct IndexEntry {
     pub sha256: Option<Digest>,
     /// Device numbers (character and block devices).
     pub rdev: Option<(u32, u32)>,
+    /// Extended attributes and ACLs (`None`: none).
+    pub attrs: Option<Box<Attrs>>,
     pub header_offset: u64,
     pub data_offset: u64,
     /// Set when the file is stored as a sparse member (files and hard links).
@@ -161,6 +168,12 @@ struct WireEntry {
     rdev_major: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rdev_minor: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    xattrs: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    acl_access: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    acl_default: Option<String>,
     header_offset: u64,
     data_offset: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -232,6 +245,18 @@ impl IndexEntry {
             sha256: self.sha256,
             rdev_major: self.rdev.map(|r| r.0),
             rdev_minor: self.rdev.map(|r| r.1),
+            xattrs: self
+                .attrs
+                .as_ref()
+                .filter(|a| !a.xattrs.is_empty())
+                .map(|a| {
+                    a.xattrs
+                        .iter()
+                        .map(|(k, v)| (xattrs::index_key(k), data_encoding::BASE64.encode(v)))
+                        .collect()
+                }),
+            acl_access: self.attrs.as_ref().and_then(|a| a.acl_access.clone()),
+            acl_default: self.attrs.as_ref().and_then(|a| a.acl_default.clone()),
             header_offset: self.header_offset,
             data_offset: self.data_offset,
             sparse: self.sparse,
@@ -274,6 +299,17 @@ impl IndexEntry {
             (None, None) => None,
             _ => return Err("rdev_major without rdev_minor".into()),
         };
+        let mut attrs = Attrs {
+            acl_access: w.acl_access,
+            acl_default: w.acl_default,
+            ..Attrs::default()
+        };
+        for (k, v) in w.xattrs.unwrap_or_default() {
+            let value = data_encoding::BASE64
+                .decode(v.as_bytes())
+                .map_err(|e| format!("the value of xattr {k:?} is not base64: {e}"))?;
+            attrs.xattrs.insert(xattrs::from_index_key(&k)?, value);
+        }
         Ok(IndexEntry {
             path,
             kind,
@@ -286,6 +322,7 @@ impl IndexEntry {
             link,
             sha256: w.sha256,
             rdev,
+            attrs: attrs.boxed(),
             header_offset: w.header_offset,
             data_offset: w.data_offset,
             sparse: w.sparse,
@@ -472,6 +509,7 @@ mod tests {
             link: None,
             sha256: None,
             rdev: None,
+            attrs: None,
             header_offset: 0,
             data_offset: 512,
             sparse: None,
@@ -500,6 +538,15 @@ mod tests {
             stored: 1024,
             stored_sha256: Digest([4; 32]),
         });
+        let mut attrs = Attrs::default();
+        attrs
+            .xattrs
+            .insert(b"user.\xff%".to_vec(), b"\0\n\xff".to_vec());
+        attrs
+            .xattrs
+            .insert(b"security.capability".to_vec(), vec![1, 0, 0, 2]);
+        attrs.acl_access = Some("user::rw-\nuser:7:r--\ngroup::r--\nmask::r--\nother::---".into());
+        file.attrs = Some(Box::new(attrs));
         let mut link = entry(b"a/l", EntryKind::Symlink);
         link.link = Some(b"../\x80x".to_vec());
         let entries = vec![entry(b"a", EntryKind::Dir), file, holey, link];
@@ -508,6 +555,21 @@ mod tests {
             w.entry(e).unwrap();
         }
         (entries, w.finish(end()).unwrap())
+    }
+
+    /// A line written before attributes were recorded reads as an entry without any.
+    #[test]
+    fn old_lines_read_without_attributes() {
+        let line = br#"{"format":"dbackup-index","version":1,"tar_format":"pax","dbackup_version":"0.1.0","created":"2025-01-01T00:00:00Z","source":"/s"}
+{"type":"file","path":"f","size":1,"mode":420,"uid":0,"gid":0,"mtime":5,"sha256":"0000000000000000000000000000000000000000000000000000000000000000","header_offset":0,"data_offset":512}
+{"type":"end","entries":1,"files":1,"file_bytes":1,"tar_bytes":10240}
+"#;
+        let e = IndexReader::new(&line[..])
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.attrs, None);
     }
 
     #[test]
@@ -526,7 +588,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(found, entries[3]);
-        assert!(text.contains(r#""sparse":{"stored":1024,"stored_sha256":"#), "{text}");
+        assert!(
+            text.contains(r#""sparse":{"stored":1024,"stored_sha256":"#),
+            "{text}"
+        );
         assert!(
             IndexReader::new(&bytes[..])
                 .unwrap()

@@ -11,12 +11,15 @@
 //! - [`read_back`] re-reads what was written, past the page cache, and compares hashes.
 //! - [`verify_archive`] checks a whole archive against its index (restore `--verify`); [`read_entry`] restores one
 //!   file with a single seek through the index; [`ArchiveFiles`] opens a single file or its parts as one stream.
+//! - [`xattrs`] reads an entry's extended attributes and ACLs ([`acl`]: their text form) and stores them as GNU
+//!   tar does, in `SCHILY.*` pax records; the index records them too.
 //! - [`sums`] writes and reads `verification.sha256` the way `sha256sum` does.
 //! - [`sparse`] finds files' holes, writes them as GNU PAX 1.0 sparse members and reads every GNU sparse format.
 //!
 //! Nothing here decides that an archive is good except verification: a failed write leaves files that look like
 //! a partial archive, never a complete one (no end-of-archive blocks, no index `end` line).
 
+pub mod acl;
 pub mod crypt;
 pub mod index;
 pub mod readback;
@@ -27,9 +30,12 @@ pub mod sums;
 pub mod tarfmt;
 pub mod verify;
 pub mod writer;
+pub mod xattrs;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_attrs;
 
 pub use crypt::{ArchiveReader, EncryptTo, EncryptionRecord, Keys};
 pub use index::{
@@ -47,3 +53,4 @@ pub use writer::{
     ArchiveError, ArchiveEstimate, ArchiveOptions, ArchivePlan, ArchiveSummary, NoProgress,
     Progress, Warning, scan, write_archive,
 };
+pub use xattrs::Attrs;

@@ -383,7 +383,9 @@ fn read_sparse<R: Read + Seek>(
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => return Err(damaged(e.to_string())),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Err(damaged(e.to_string()));
+                }
                 Err(e) => return Err(e.into()),
             };
             hasher.update(&buf[..n]);
@@ -450,7 +452,11 @@ fn check_header<R: Read + Seek>(archive: &mut R, entry: &IndexEntry) -> Result<(
         Ok(TarSparse::No) => None,
         Ok(TarSparse::Pax(p)) if p.version == (1, 0) => Some(p),
         Ok(TarSparse::Bad(e)) => return Err(err(e.to_string())),
-        Ok(_) => return Err(err("a sparse member in a format dbackup does not write".into())),
+        Ok(_) => {
+            return Err(err(
+                "a sparse member in a format dbackup does not write".into()
+            ));
+        }
         Err(e) => return Err(err(e.to_string())),
     };
     let tar_path = match sparse.as_ref().and_then(|p| p.name.clone()) {

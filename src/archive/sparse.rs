@@ -197,7 +197,9 @@ impl SparseMap {
             let mut out: Vec<Segment> = Vec::with_capacity(self.segments.len());
             for s in &self.segments {
                 match out.last_mut() {
-                    Some(last) if s.offset - last.end() < min_hole => last.len = s.end() - last.offset,
+                    Some(last) if s.offset - last.end() < min_hole => {
+                        last.len = s.end() - last.offset
+                    }
                     _ => out.push(*s),
                 }
             }
@@ -214,7 +216,12 @@ impl SparseMap {
 /// Whether a file may have holes worth a sparse member, from its metadata alone: fewer blocks allocated than its
 /// size by at least [`MIN_HOLE_BYTES`]. Only such files are mapped (one `open` and a few `lseek`s).
 pub fn worth_checking(meta: &Metadata) -> bool {
-    meta.is_file() && meta.blocks().saturating_mul(512).saturating_add(MIN_HOLE_BYTES) <= meta.size()
+    meta.is_file()
+        && meta
+            .blocks()
+            .saturating_mul(512)
+            .saturating_add(MIN_HOLE_BYTES)
+            <= meta.size()
 }
 
 /// Whether a file may have holes at all, from its metadata alone (fewer blocks allocated than its size): a
@@ -307,7 +314,9 @@ impl Read for SegmentsReader<'_> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let want = buf.len().min((seg.len - self.done).min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min((seg.len - self.done).min(usize::MAX as u64) as usize);
         let n = self
             .file
             .read_at(&mut buf[..want], seg.offset + self.done)?;
@@ -405,8 +414,9 @@ fn parse_num(value: &[u8], key: &str) -> Result<u64, SparseError> {
 }
 
 impl PaxSparse {
-    /// Reads the `GNU.sparse.*` records among a pax header's (`Err` items are records that could not be parsed).
-    /// `Ok(None)` when there are none: not a sparse member.
+    /// Reads the `GNU.sparse.*` records among a pax header's (`Err` items are records that could not be parsed: the
+    /// `tar` crate splits records at newlines; `GNU.sparse.*` records after such a piece are not trusted, as they may
+    /// be pieces of another record's value). `Ok(None)` when there are none: not a sparse member.
     pub fn from_records<'a>(
         records: impl IntoIterator<Item = io::Result<(&'a [u8], &'a [u8])>>,
     ) -> Result<Option<PaxSparse>, SparseError> {
@@ -427,6 +437,11 @@ impl PaxSparse {
             let Some(k) = key.strip_prefix(b"GNU.sparse.") else {
                 continue;
             };
+            // After a piece that is no record, what looks like one may be a piece of a value (an xattr holding
+            // `"\n22 GNU.sparse.major=1"`): not trusted (see `xattrs`).
+            if malformed {
+                continue;
+            }
             any = true;
             match k {
                 b"major" => major = Some(parse_num(value, "GNU.sparse.major")?),
@@ -437,7 +452,9 @@ impl PaxSparse {
                 b"map" => map_text = Some(value.to_vec()),
                 b"offset" => {
                     if pending_offset.is_some() {
-                        return Err(bad("two GNU.sparse.offset records without a numbytes between"));
+                        return Err(bad(
+                            "two GNU.sparse.offset records without a numbytes between",
+                        ));
                     }
                     pending_offset = Some(parse_num(value, "GNU.sparse.offset")?);
                 }
@@ -466,7 +483,10 @@ impl PaxSparse {
         let version = match (major, minor) {
             (Some(1), Some(0)) => (1, 0),
             (Some(ma), mi) => {
-                return Err(SparseError::Unsupported(format!("{ma}.{}", mi.unwrap_or(0))));
+                return Err(SparseError::Unsupported(format!(
+                    "{ma}.{}",
+                    mi.unwrap_or(0)
+                )));
             }
             (None, _) if map_text.is_some() => (0, 1),
             (None, _) if !pairs.is_empty() => (0, 0),
@@ -548,11 +568,7 @@ impl From<MapError> for io::Error {
 /// Reads a PAX 1.0 map from the start of a member's data (`stored` bytes in all) for a file of `size` bytes.
 /// Returns the map and the bytes it took (a whole number of blocks); the data follows. The data the map names
 /// must be exactly what the member stores after it.
-pub fn read_v1_map(
-    r: &mut dyn Read,
-    stored: u64,
-    size: u64,
-) -> Result<(SparseMap, u64), MapError> {
+pub fn read_v1_map(r: &mut dyn Read, stored: u64, size: u64) -> Result<(SparseMap, u64), MapError> {
     let mut block = [0u8; 512];
     let mut taken = 0u64; // bytes of map read (whole blocks)
     let mut pos = 512usize; // position in `block`
@@ -567,29 +583,30 @@ pub fn read_v1_map(
         *taken += 512;
         Ok(())
     };
-    let mut number = |block: &mut [u8; 512], pos: &mut usize, taken: &mut u64| -> Result<u64, MapError> {
-        let mut digits = 0u32;
-        let mut value = 0u64;
-        loop {
-            if *pos == 512 {
-                next_block(block, taken)?;
-                *pos = 0;
-            }
-            let b = block[*pos];
-            *pos += 1;
-            match b {
-                b'0'..=b'9' => {
-                    digits += 1;
-                    value = value
-                        .checked_mul(10)
-                        .and_then(|v| v.checked_add(u64::from(b - b'0')))
-                        .ok_or_else(|| bad("a number in the map is out of range"))?;
+    let mut number =
+        |block: &mut [u8; 512], pos: &mut usize, taken: &mut u64| -> Result<u64, MapError> {
+            let mut digits = 0u32;
+            let mut value = 0u64;
+            loop {
+                if *pos == 512 {
+                    next_block(block, taken)?;
+                    *pos = 0;
                 }
-                b'\n' if digits > 0 => return Ok(value),
-                _ => return Err(bad("the map is not decimal numbers, one per line").into()),
+                let b = block[*pos];
+                *pos += 1;
+                match b {
+                    b'0'..=b'9' => {
+                        digits += 1;
+                        value = value
+                            .checked_mul(10)
+                            .and_then(|v| v.checked_add(u64::from(b - b'0')))
+                            .ok_or_else(|| bad("a number in the map is out of range"))?;
+                    }
+                    b'\n' if digits > 0 => return Ok(value),
+                    _ => return Err(bad("the map is not decimal numbers, one per line").into()),
+                }
             }
-        }
-    };
+        };
     let count = number(&mut block, &mut pos, &mut taken)?;
     if count > MAX_SEGMENTS as u64 + 1 {
         return Err(SparseError::TooLong.into());
@@ -644,12 +661,13 @@ pub fn old_gnu_map(
     let mut more = header.is_extended();
     while more {
         let mut e = tar::GnuExtSparseHeader::new();
-        ext.read_exact(e.as_mut_bytes()).map_err(|err| match err.kind() {
-            io::ErrorKind::UnexpectedEof => {
-                MapError::Bad(bad("the archive ends inside its extension headers"))
-            }
-            _ => MapError::Io(err),
-        })?;
+        ext.read_exact(e.as_mut_bytes())
+            .map_err(|err| match err.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    MapError::Bad(bad("the archive ends inside its extension headers"))
+                }
+                _ => MapError::Io(err),
+            })?;
         read += 512;
         for h in e.sparse() {
             take(h, &mut segs)?;

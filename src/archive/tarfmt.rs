@@ -5,6 +5,8 @@
 //! - link targets longer than 100 bytes go in a pax `linkpath` record;
 //! - sizes of 8 GiB and more, owners above 2097151, and mtimes before 1970 or with a sub-second part go in pax
 //!   `size`, `uid`/`gid` and `mtime` records (so mtimes keep their nanoseconds);
+//! - extended attributes and ACLs go in `SCHILY.xattr.*` and `SCHILY.acl.*` records, as GNU tar writes them
+//!   ([`super::xattrs`]); an entry that has them gets every other record too, before them;
 //! - names that are not UTF-8 are stored byte for byte, in pax records too (GNU tar 1.34 reads them back as bytes
 //!   and warns about a `hdrcharset` record, so none is written).
 //!
@@ -97,6 +99,8 @@ pub struct HeaderSpec<'a> {
     /// stored, the map and the data). The header is named `<dir>/GNUSparseFile.0/<name>` and `GNU.sparse.*`
     /// records give the real name and size.
     pub sparse: Option<u64>,
+    /// Extended attributes and ACLs, as `SCHILY.*` pax records.
+    pub attrs: Option<&'a super::xattrs::Attrs>,
 }
 
 const MAX_OCTAL_7: u64 = 0o7777777;
@@ -115,34 +119,41 @@ pub fn encode_header(spec: &HeaderSpec<'_>, out: &mut Vec<u8>) {
     let mut records = Vec::new();
     let split = split_ustar_path(&path);
     let link = spec.link.unwrap_or(b"");
-    if split.is_none() {
-        pax_record(&mut records, "path", &path);
-    }
-    if link.len() > 100 {
-        pax_record(&mut records, "linkpath", link);
-    }
-    if spec.size > MAX_OCTAL_11 {
+    // With attribute records (whose values may hold newlines, which the `tar` crate splits records at), every
+    // field a reader takes from pax records is written, and before them: see `xattrs`.
+    let attrs = spec.attrs.filter(|a| !a.is_empty());
+    let all = attrs.is_some();
+    // Numbers first, then names (a name may hold a newline too).
+    if spec.size > MAX_OCTAL_11 || all {
         pax_record(&mut records, "size", spec.size.to_string().as_bytes());
     }
-    if spec.uid > MAX_OCTAL_7 {
+    if spec.uid > MAX_OCTAL_7 || all {
         pax_record(&mut records, "uid", spec.uid.to_string().as_bytes());
     }
-    if spec.gid > MAX_OCTAL_7 {
+    if spec.gid > MAX_OCTAL_7 || all {
         pax_record(&mut records, "gid", spec.gid.to_string().as_bytes());
     }
     let mtime_fits = spec.mtime >= 0 && (spec.mtime as u64) <= MAX_OCTAL_11;
-    if !mtime_fits || spec.mtime_nsec != 0 {
+    if !mtime_fits || spec.mtime_nsec != 0 || all {
         pax_record(
             &mut records,
             "mtime",
             format_pax_time(spec.mtime, spec.mtime_nsec).as_bytes(),
         );
     }
+    if split.is_none() || all {
+        pax_record(&mut records, "path", &path);
+    }
+    if link.len() > 100 || (all && spec.link.is_some()) {
+        pax_record(&mut records, "linkpath", link);
+    }
     if let Some(real_size) = spec.sparse {
-        // After `path`: GNU tar applies records in order, and the real name must win over the fake one.
-        super::sparse::pax_records(spec.path, real_size, |k, v| {
-            pax_record(&mut records, k, v)
-        });
+        // After `path` (GNU tar applies records in order, and the real name must win over the fake one), before the
+        // attribute records (see `xattrs`; a sparse member's name never holds a newline: `sparse::name_allows_sparse`).
+        super::sparse::pax_records(spec.path, real_size, |k, v| pax_record(&mut records, k, v));
+    }
+    if let Some(a) = attrs {
+        a.pax_records(&mut records);
     }
     let ustar_mtime = spec.mtime.clamp(0, MAX_OCTAL_11 as i64) as u64;
 
@@ -311,6 +322,7 @@ mod tests {
             link: None,
             rdev: (0, 0),
             sparse: None,
+            attrs: None,
         }
     }
 

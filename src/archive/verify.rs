@@ -11,6 +11,7 @@ use super::sink::{Digest, WRITE_BUFFER};
 use super::sparse::{self, TarSparse};
 use super::tarfmt::{self, EntryKind};
 use super::writer::Progress;
+use super::xattrs::HeaderTap;
 
 /// What a successful verification checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,7 +90,8 @@ impl<R: Read> Read for HashingReader<R> {
 /// Verifies the tar stream `archive` (already joined from its parts and through any stage) against `index`.
 /// `label` names the archive in errors. Memory does not grow with the number of entries.
 ///
-/// Checks, for every entry in order: path, type, mode, owner, mtime, size, link target, device numbers, the
+/// Checks, for every entry in order: path, type, mode, owner, mtime, size, link target, device numbers, extended
+/// attributes and ACLs (parsed from the raw pax records, [`super::xattrs::HeaderTap`]), the
 /// header and data offsets the index gives, and the sha256 of every file's content; then that the index's `end`
 /// line matches the number of entries, the stream's length and its sha256 (which covers headers and padding).
 /// A hard link's `size`, `sha256` and `data_offset` (its first name's content) are not cross-checked here, which
@@ -112,6 +114,7 @@ pub fn verify_archive(
         hasher: Sha256::new(),
         count: 0,
     };
+    let (reader, tap) = HeaderTap::new(reader, 0);
     let mut ar = tar::Archive::new(reader);
     let (mut entries, mut files, mut file_bytes, mut hard_links) = (0u64, 0u64, 0u64, 0u64);
     let mut next_offset = 0u64;
@@ -284,6 +287,24 @@ pub fn verify_archive(
             if size != expected_size {
                 return field("size", expected_size.to_string(), size.to_string());
             }
+            // What the entry stores (a sparse member's map and data), then its padding.
+            let next = data_offset + te.size() + tarfmt::padding(te.size());
+            let attrs = tap
+                .take(te.raw_header_position(), data_offset, next)
+                .map_err(|e| {
+                    fail(
+                        Some(&ie),
+                        VerifyProblem::Malformed(format!("its extended attributes: {e}")),
+                    )
+                })?;
+            let listed = ie.attrs.as_deref().cloned().unwrap_or_default();
+            if let Some(what) = listed.difference(&attrs) {
+                return field(
+                    "extended attributes",
+                    format!("{} attributes", listed.count()),
+                    format!("{} attributes ({what} differs)", attrs.count()),
+                );
+            }
             progress.entry(&ie.path, ie.kind, ie.size);
             if let (Some(record), Some(p)) = (index_sparse, &sparse) {
                 let (logical, stored) =
@@ -347,8 +368,7 @@ pub fn verify_archive(
                     );
                 }
             }
-            let stored = te.size();
-            next_offset = data_offset + stored + tarfmt::padding(stored);
+            next_offset = next;
             entries += 1;
         }
     }
@@ -359,7 +379,7 @@ pub fn verify_archive(
         .end()
         .expect("the index reader stops at its end line")
         .clone();
-    let mut reader = ar.into_inner();
+    let mut reader = ar.into_inner().into_inner();
     io::copy(&mut reader, &mut io::sink()).map_err(|e| fail(None, e.into()))?;
     let ours = (entries, files, file_bytes);
     if ours != (end.entries, end.files, end.file_bytes) {
@@ -410,8 +430,9 @@ fn pax_mtime<R: Read>(te: &mut tar::Entry<'_, R>) -> Result<Option<(i64, u32)>, 
     let Some(exts) = te.pax_extensions().map_err(|e| e.to_string())? else {
         return Ok(None);
     };
-    for ext in exts {
-        let ext = ext.map_err(|e| e.to_string())?;
+    // The first `mtime` (pieces of records whose values hold newlines, which the crate cannot parse, are not
+    // records: see `xattrs`).
+    for ext in exts.flatten() {
         if ext.key_bytes() == b"mtime" {
             let v = ext.value().map_err(|e| e.to_string())?;
             return tarfmt::parse_pax_time(v)

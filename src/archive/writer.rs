@@ -17,6 +17,7 @@ use super::index::{IndexEnd, IndexEntry, IndexHeader, IndexWriter, SparseRecord}
 use super::sink::{Chain, Digest, Sink, Stage, ThreadedSink, WRITE_BUFFER, WrittenFile};
 use super::sparse::{self, SparseMap};
 use super::tarfmt::{self, EntryKind, HeaderSpec};
+use super::xattrs;
 
 /// Blocks in flight between the tar thread and the writer thread (each [`WRITE_BUFFER`] bytes).
 const PIPELINE_DEPTH: usize = 4;
@@ -215,6 +216,7 @@ fn entry_for(w: &Walked, kind: EntryKind) -> IndexEntry {
         link: None,
         sha256: None,
         rdev: matches!(kind, EntryKind::Char | EntryKind::Block).then(|| rdev_of(&w.meta)),
+        attrs: None,
         header_offset: 0,
         data_offset: 0,
         sparse: None,
@@ -259,6 +261,7 @@ fn header_spec(e: &IndexEntry) -> HeaderSpec<'_> {
         link: e.link.as_deref(),
         rdev: e.rdev.unwrap_or((0, 0)),
         sparse: (e.kind == EntryKind::File && e.sparse.is_some()).then_some(e.size),
+        attrs: e.attrs.as_deref(),
     }
 }
 
@@ -308,6 +311,8 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
                 }
             }
         }
+        // (An error is warned about when writing.)
+        e.attrs = xattrs::read(&w.full).ok().flatten();
         if kind == EntryKind::File {
             // A sparse file is opened and mapped now, so that the length predicted is the length written.
             if sparse::worth_checking(&w.meta)
@@ -843,6 +848,21 @@ pub fn write_archive(
             }
             _ => {}
         }
+        e.attrs = match xattrs::read(&w.full) {
+            Ok(a) => a,
+            Err(err) => {
+                warn(
+                    Warning {
+                        path: w.full.clone(),
+                        message: format!(
+                            "cannot read its extended attributes and ACLs: {err}; archived without them"
+                        ),
+                    },
+                    progress,
+                );
+                None
+            }
+        };
 
         header_buf.clear();
         tarfmt::encode_header(&header_spec(&e), &mut header_buf);

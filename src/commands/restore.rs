@@ -795,11 +795,16 @@ fn restore(
         };
         return Err(anyhow::Error::new(e).context(what));
     }
+    for s in &summaries {
+        for w in s.warnings() {
+            ui.warn(w);
+        }
+    }
     let exit = summaries
         .iter()
         .map(Summary::exit)
         .fold(Exit::Ok, Exit::worst);
-    if exit != Exit::Ok {
+    if exit == Exit::Failed {
         let problems: usize = summaries
             .iter()
             .map(|s| s.refusals.len() + s.errors.len())

@@ -17,6 +17,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::RestoreError;
+use super::attrs::{self, AttrTally, On};
 use super::entry::{EntryKind, Mtime, RestoreEntry, show};
 use super::plan::{Action, Counts, Plan, PlanItem};
 use super::safety::{Refusal, RelPath};
@@ -47,6 +48,8 @@ pub struct Summary {
     pub implicit_dirs: u64,
     pub refusals: Vec<Problem>,
     pub errors: Vec<Problem>,
+    /// Extended attributes and ACLs set, and those that could not be (counted, warned about once).
+    pub attrs: AttrTally,
 }
 
 impl Summary {
@@ -55,9 +58,22 @@ impl Summary {
         self.refusals.is_empty() && self.errors.is_empty()
     }
 
-    /// 0 when everything was restored; 1 when anything was refused or failed.
+    /// 0 when everything was restored; 1 when anything was refused or failed; 3 when only attributes were not
+    /// (see [`Summary::warnings`]).
     pub fn exit(&self) -> Exit {
-        if self.is_ok() { Exit::Ok } else { Exit::Failed }
+        if !self.is_ok() {
+            Exit::Failed
+        } else if !self.warnings().is_empty() {
+            Exit::Warnings
+        } else {
+            Exit::Ok
+        }
+    }
+
+    /// What was restored incompletely without being an error: one line per kind, with counts (stderr material).
+    pub fn warnings(&self) -> Vec<String> {
+        self.attrs
+            .warnings(&show(self.target.as_os_str().as_encoded_bytes()))
     }
 
     /// For people: the counts, then every refusal and error.
@@ -144,6 +160,7 @@ impl<'p> Applier<'p> {
             implicit_dirs: 0,
             refusals: Vec::new(),
             errors: Vec::new(),
+            attrs: AttrTally::default(),
         };
         for (i, item) in plan.items.iter().enumerate() {
             if !item.implicit {
@@ -355,6 +372,13 @@ impl<'p> Applier<'p> {
                 rustix::fs::fchown(fd, Some(uid(item.entry.uid)), Some(gid(item.entry.gid)))?;
             }
             rustix::fs::fchmod(fd, Mode::from_raw_mode(item.mode))?;
+            attrs::apply(
+                On::Fd(fd),
+                item.entry.attrs.as_deref(),
+                true,
+                opts.privileged,
+                &mut self.summary.attrs,
+            );
         }
         rustix::fs::futimens(fd, &times(item.entry.mtime))?;
         Ok(())
@@ -508,7 +532,9 @@ impl<'p> Applier<'p> {
                 };
                 let tmp = create_temp_file(parent).map_err(Failure::from_io)?;
                 let written = match content {
-                    Content::Stream(content) => write_file(&tmp.1, content, &item.entry, &mut self.buf),
+                    Content::Stream(content) => {
+                        write_file(&tmp.1, content, &item.entry, &mut self.buf)
+                    }
                     Content::Sparse(map, data) => {
                         write_sparse(&tmp.1, map, data, &item.entry, &mut self.buf)
                     }
@@ -518,8 +544,8 @@ impl<'p> Applier<'p> {
                         &tmp.1,
                         &item.entry,
                         item.mode,
-                        opts.privileged,
-                        opts.fsync,
+                        opts,
+                        &mut self.summary.attrs,
                     )
                 });
                 let result = result.and_then(|ino| placement.place(&tmp.0).map(|o| (o, ino)));
@@ -545,6 +571,18 @@ impl<'p> Applier<'p> {
                 let result = (|| {
                     if opts.privileged {
                         chown_temp(parent, &tmp, &item.entry)?;
+                    }
+                    if item.entry.attrs.is_some() {
+                        attrs::apply(
+                            On::Name {
+                                dir: parent,
+                                name: &tmp,
+                            },
+                            item.entry.attrs.as_deref(),
+                            false,
+                            opts.privileged,
+                            &mut self.summary.attrs,
+                        );
                     }
                     rustix::fs::utimensat(
                         parent,
@@ -572,6 +610,16 @@ impl<'p> Applier<'p> {
                         Mode::from_raw_mode(item.mode),
                         AtFlags::empty(),
                     )?;
+                    attrs::apply(
+                        On::Name {
+                            dir: parent,
+                            name: &tmp,
+                        },
+                        item.entry.attrs.as_deref(),
+                        false,
+                        opts.privileged,
+                        &mut self.summary.attrs,
+                    );
                     rustix::fs::utimensat(
                         parent,
                         tmp.as_str(),
@@ -943,14 +991,15 @@ fn write_sparse(
     Ok(())
 }
 
-/// Syncs a written file and gives it its owner, mode and mtime. Returns its (dev, ino).
+/// Syncs a written file and gives it its owner, mode, attributes and mtime. Returns its (dev, ino).
 fn finish_file(
     file: &File,
     entry: &RestoreEntry,
     mode: u32,
-    privileged: bool,
-    fsync: bool,
+    opts: &super::RestoreOptions,
+    tally: &mut AttrTally,
 ) -> Result<(u64, u64), Failure> {
+    let (privileged, fsync) = (opts.privileged, opts.fsync);
     if fsync {
         rustix::fs::fsync(file).map_err(|e| Failure::from_io(e.into()))?;
     }
@@ -961,6 +1010,7 @@ fn finish_file(
             rustix::fs::fchown(fd, Some(uid(entry.uid)), Some(gid(entry.gid)))?;
         }
         rustix::fs::fchmod(fd, Mode::from_raw_mode(mode))?;
+        attrs::apply(On::Fd(fd), entry.attrs.as_deref(), false, privileged, tally);
         rustix::fs::futimens(fd, &times(entry.mtime))?;
         let st = rustix::fs::fstat(fd)?;
         let f = Found::from(st);

@@ -15,7 +15,7 @@ use super::safety::{self, RelPath};
 use super::source::Snapshot;
 use super::{Action, Applier, Plan, RestoreError};
 use crate::archive::sparse::{self, MapError, SparseLoc};
-use crate::archive::{self, ArchiveFiles, IndexEntry};
+use crate::archive::{self, ArchiveFiles, Attrs, IndexEntry};
 
 /// Where one set's content is read from.
 #[derive(Debug, Clone)]
@@ -164,6 +164,7 @@ pub fn entry_of_index(e: &IndexEntry) -> RestoreEntry {
         link: e.link.clone(),
         sha256: if file { e.sha256.map(|d| d.0) } else { None },
         locator: Some(e.data_offset),
+        attrs: e.attrs.clone(),
     }
 }
 
@@ -344,7 +345,13 @@ impl SetContent {
                         if let Ok(meta) = std::fs::symlink_metadata(&path)
                             && meta.is_dir()
                         {
-                            let e = RestoreEntry::from_metadata(sel.rename(anc), &meta, None);
+                            let mut e = RestoreEntry::from_metadata(sel.rename(anc), &meta, None);
+                            e.attrs = crate::archive::xattrs::read(&path).map_err(|source| {
+                                ContentError::Io {
+                                    path: path.display().to_string(),
+                                    source,
+                                }
+                            })?;
                             out[i].push(e, None);
                         }
                     }
@@ -701,8 +708,21 @@ fn check_header(r: &mut archive::ArchiveReader, ie: &IndexEntry) -> Result<(), H
                     ie.header_offset, ie.data_offset
                 ))
             })?,
-        // Entries without content: enough for a pax header and the header itself.
-        _ => 8 << 10,
+        // A hard link's data offset is its first name's: enough for a pax header (with its attribute records)
+        // and the header itself.
+        archive::EntryKind::Hardlink => {
+            let mut records = Vec::new();
+            if let Some(a) = &ie.attrs {
+                a.pax_records(&mut records);
+            }
+            (8 << 10) + 2 * records.len() as u64
+        }
+        // Other entries without content end where the index says their data would start.
+        _ => ie
+            .data_offset
+            .checked_sub(ie.header_offset)
+            .filter(|l| *l >= 512 && *l <= MAX_HEADER_BYTES && l % 512 == 0)
+            .unwrap_or(8 << 10),
     };
     r.seek(SeekFrom::Start(ie.header_offset))
         .map_err(HeaderError::Read)?;
@@ -787,7 +807,11 @@ fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> Result<(), S
         return Err(format!(
             "it stores {} bytes, the index says {stored}{}",
             te.size(),
-            if ie.sparse.is_some() { " (a sparse member's map and data)" } else { "" }
+            if ie.sparse.is_some() {
+                " (a sparse member's map and data)"
+            } else {
+                ""
+            }
         ));
     }
     if ie.kind == archive::EntryKind::File && te.raw_file_position() != len {
@@ -795,6 +819,15 @@ fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> Result<(), S
             "its data starts at {}, the index says {}",
             ie.header_offset + te.raw_file_position(),
             ie.data_offset
+        ));
+    }
+    let end = usize::try_from(te.raw_file_position()).unwrap_or(usize::MAX);
+    let attrs = Attrs::from_headers(bytes.get(..end).ok_or("its header is cut short")?)
+        .map_err(|e| format!("its extended attributes cannot be read: {e}"))?;
+    let listed = ie.attrs.as_deref().cloned().unwrap_or_default();
+    if let Some(what) = listed.difference(&attrs) {
+        return Err(format!(
+            "its extended attributes differ from the index's ({what})"
         ));
     }
     Ok(())

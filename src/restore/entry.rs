@@ -8,6 +8,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use serde::{Serialize, Serializer};
 
 use crate::archive::sparse::TarSparse;
+use crate::archive::xattrs::Attrs;
 
 /// The type of a backup entry, as the archive or the snapshot describes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,6 +128,8 @@ pub struct RestoreEntry {
     /// Opaque to the engine: where the source keeps this entry (an offset in the archive, ...), for callers that
     /// walk a [`super::Plan`] and fetch content by random access.
     pub locator: Option<u64>,
+    /// Extended attributes and ACLs (`None`: none), applied after the owner and mode ([`super::attrs`]).
+    pub attrs: Option<Box<Attrs>>,
 }
 
 impl RestoreEntry {
@@ -143,6 +146,7 @@ impl RestoreEntry {
             link: None,
             sha256: None,
             locator: None,
+            attrs: None,
         }
     }
 
@@ -166,10 +170,16 @@ impl RestoreEntry {
         let mut pax_mtime = None;
         if let Some(exts) = entry.pax_extensions()? {
             // The tar crate splits PAX records at newlines, so a record whose value holds one (a name with a
-            // newline) reads as malformed pieces; skip them as the crate itself does for `path`.
+            // newline, an ACL, any xattr) reads as malformed pieces, and a piece of a value may look like a record
+            // of its own (`"\n13 mtime=..."` inside an xattr). The first `mtime` is taken (writers put it first;
+            // dbackup does whenever an entry has attributes); `GNU.sparse.*` count only before any broken piece
+            // (`archive::sparse::inspect`).
             for ext in exts.flatten() {
-                if ext.key_bytes() == b"mtime" {
-                    pax_mtime = Mtime::parse_pax(ext.value_bytes());
+                match ext.key_bytes() {
+                    b"mtime" if pax_mtime.is_none() => {
+                        pax_mtime = Mtime::parse_pax(ext.value_bytes())
+                    }
+                    _ => {}
                 }
             }
         }
@@ -184,7 +194,9 @@ impl RestoreEntry {
                 }
                 size = p.size;
             }
-            TarSparse::Pax(_) => kind = EntryKind::Other("sparse records on an entry that is not a file"),
+            TarSparse::Pax(_) => {
+                kind = EntryKind::Other("sparse records on an entry that is not a file")
+            }
             TarSparse::Bad(e) => kind = EntryKind::Other(e.kind_word()),
             TarSparse::No | TarSparse::OldGnu => {}
         }
@@ -207,6 +219,7 @@ impl RestoreEntry {
             },
             sha256: None,
             locator,
+            attrs: None,
         }))
     }
 
@@ -252,6 +265,7 @@ impl RestoreEntry {
             link,
             sha256: None,
             locator: None,
+            attrs: None,
         }
     }
 

@@ -40,6 +40,7 @@
 //! destination that are not in the backup are left alone.
 
 pub mod apply;
+pub mod attrs;
 pub mod catalog;
 pub mod content;
 pub mod drive;

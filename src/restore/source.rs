@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::entry::{EntryKind, RestoreEntry, show};
@@ -199,7 +199,16 @@ impl Snapshot {
                 } else {
                     None
                 };
-                Ok(RestoreEntry::from_metadata(name, &meta, link))
+                let mut entry = RestoreEntry::from_metadata(name, &meta, link);
+                if !meta.file_type().is_socket() {
+                    entry.attrs = crate::archive::xattrs::read(e.path()).map_err(|source| {
+                        walk_err(io::Error::new(
+                            source.kind(),
+                            format!("cannot read its extended attributes and ACLs: {source}"),
+                        ))
+                    })?;
+                }
+                Ok(entry)
             })
     }
 

@@ -18,6 +18,7 @@ mod sparse;
 mod status;
 mod systemd;
 mod t9;
+mod t9_attrs;
 mod t9_backup;
 mod t9_encryption;
 mod t9_external;

@@ -132,7 +132,9 @@ impl RoundTrip {
         }
         let key = age.then(|| t.keygen("key.txt"));
         let extra = match &key {
-            Some((_, recipient)) => format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#),
+            Some((_, recipient)) => {
+                format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#)
+            }
             None => String::new(),
         };
         let t = t.config(&config_with(&extra));
@@ -189,15 +191,28 @@ fn round_trip(age: bool) {
     // One file, through the index; then the whole set; then from the local snapshot.
     let one = t.path("one");
     rt.restore(
-        &["--source", "external", "--path", rt.disk.to_str().unwrap(), "--target", one.to_str().unwrap()],
+        &[
+            "--source",
+            "external",
+            "--path",
+            rt.disk.to_str().unwrap(),
+            "--target",
+            one.to_str().unwrap(),
+        ],
         0,
     );
     assert_sparse_copy(&rt.disk, &rt.restored(&one));
     let whole = t.path("whole");
-    rt.restore(&["--source", "external", "--target", whole.to_str().unwrap()], 0);
+    rt.restore(
+        &["--source", "external", "--target", whole.to_str().unwrap()],
+        0,
+    );
     assert_sparse_copy(&rt.disk, &rt.restored(&whole));
     let local = t.path("local");
-    rt.restore(&["--source", "local", "--target", local.to_str().unwrap()], 0);
+    rt.restore(
+        &["--source", "local", "--target", local.to_str().unwrap()],
+        0,
+    );
     assert_sparse_copy(&rt.disk, &rt.restored(&local));
     // The full verification reads the sparse member against both its hashes.
     let out = rt.restore(&["--source", "external", "--verify"], 0);
@@ -231,7 +246,11 @@ fn gnu_tar_extracts_the_drives_archive_with_its_holes() {
         .arg(&into)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_sparse_copy(&rt.disk, &rt.restored(&into));
 }
 
@@ -262,7 +281,14 @@ fn a_one_file_restore_of_a_sparse_file_seeks_and_damage_is_caught() {
     };
     let t = &rt.t;
     let dir = rt.backup_dir();
-    let name = rt.disk.strip_prefix("/").unwrap().to_str().unwrap().as_bytes().to_vec();
+    let name = rt
+        .disk
+        .strip_prefix("/")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .as_bytes()
+        .to_vec();
     let pristine = fs::read(dir.join("vm.tar")).unwrap();
     break_every_header_but(&dir.join("vm.tar"), &dir.join("vm.index.jsonl"), &name);
     // The sums no longer match: name the backup by its stamp, as for any backup being rescued.
@@ -304,7 +330,10 @@ fn a_one_file_restore_of_a_sparse_file_seeks_and_damage_is_caught() {
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let out = rt.restore(&a, 1);
     let said = format!("{}{}", out.stdout, out.stderr);
-    assert!(said.contains("disk.img") && said.contains("damaged"), "{said}");
+    assert!(
+        said.contains("disk.img") && said.contains("damaged"),
+        "{said}"
+    );
     assert!(!rt.restored(&two).exists(), "nothing written for it");
 }
 
@@ -385,7 +414,11 @@ fn gnu_source(dir: &Path) {
         3 * MIB + 17,
         &[(3 * MIB, &pattern(17, 9))],
     );
-    fs::write(dir.join("z-after.txt"), "the member after the sparse ones\n").unwrap();
+    fs::write(
+        dir.join("z-after.txt"),
+        "the member after the sparse ones\n",
+    )
+    .unwrap();
 }
 
 /// Compares a restore with GNU tar's own extraction of the same archive: the same files, contents and holes.
@@ -440,7 +473,11 @@ fn archives_gnu_tar_writes_with_sparse_restore_as_gnu_tar_extracts_them() {
             .args(FILES)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{label}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         check_archive(&t, label, &tar);
     }
 }
@@ -456,7 +493,11 @@ fn check_archive(t: &Test, label: &str, tar: &Path) {
         .arg(&gnu)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{label}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{label}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let drive = drive_with(t, &format!("{label}-drive"), &fs::read(tar).unwrap());
     let ours = t.path(&format!("{label}-ours"));
     restore_drive(t, &drive, &ours, 0);
@@ -492,9 +533,16 @@ fn archives_bsdtar_writes_with_sparse_restore_as_gnu_tar_extracts_them() {
         .args(FILES)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&fs::read(&tar).unwrap()).into_owned();
-    assert!(text.contains("GNU.sparse.major=1"), "bsdtar wrote sparse members");
+    assert!(
+        text.contains("GNU.sparse.major=1"),
+        "bsdtar wrote sparse members"
+    );
     check_archive(&t, "bsdtar", &tar);
 }
 

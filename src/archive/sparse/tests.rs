@@ -14,7 +14,11 @@ fn seg(offset: u64, len: u64) -> Segment {
 #[test]
 fn maps_are_ordered_inside_the_file_and_normalised() {
     let m = SparseMap::new(100, [seg(0, 10), seg(10, 5), seg(20, 0), seg(50, 50)]).unwrap();
-    assert_eq!(m.segments(), &[seg(0, 15), seg(50, 50)], "joined, empty dropped");
+    assert_eq!(
+        m.segments(),
+        &[seg(0, 15), seg(50, 50)],
+        "joined, empty dropped"
+    );
     assert_eq!((m.data_bytes(), m.hole_bytes()), (65, 35));
     for (segs, why) in [
         (vec![seg(10, 5), seg(0, 5)], "precedes"),
@@ -51,7 +55,12 @@ fn a_v1_map_that_disagrees_with_the_member_is_refused() {
         (block.clone(), 512 + 100, 99, "past the file's size"),
         (block[..100].to_vec(), 612, 1000, "ends inside the map"),
         (b"2\n0\n10\nx".to_vec(), 612, 1000, "not decimal numbers"),
-        (b"99999999999999999999999\n".to_vec(), 612, 1000, "out of range"),
+        (
+            b"99999999999999999999999\n".to_vec(),
+            612,
+            1000,
+            "out of range",
+        ),
         (b"2000000\n".to_vec(), 1 << 40, 1000, "more than"),
         (b"\n".to_vec(), 612, 1000, "not decimal"),
     ];
@@ -65,7 +74,10 @@ fn a_v1_map_that_disagrees_with_the_member_is_refused() {
     }
     // A map longer than its member.
     let err = read_v1_map(&mut Cursor::new(&block), 100, 1000).unwrap_err();
-    assert!(err.to_string().contains("past the end of the member"), "{err}");
+    assert!(
+        err.to_string().contains("past the end of the member"),
+        "{err}"
+    );
 }
 
 /// A pax record list for [`PaxSparse::from_records`].
@@ -91,7 +103,10 @@ fn every_pax_version_is_read() {
     ]))
     .unwrap()
     .unwrap();
-    assert_eq!((p.version, p.name.as_deref(), p.size), ((0, 0), None, 5 << 20));
+    assert_eq!(
+        (p.version, p.name.as_deref(), p.size),
+        ((0, 0), None, 5 << 20)
+    );
     let want = SparseMap::new(5 << 20, [seg(1 << 20, 4096), seg(2 << 20, 4096)]).unwrap();
     assert_eq!(p.map.as_ref(), Some(&want));
     // 0.1: one map record and the real name.
@@ -129,25 +144,58 @@ fn every_pax_version_is_read() {
 fn pax_sparse_records_that_cannot_be_trusted_are_refused() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (
-            &[("GNU.sparse.major", "2"), ("GNU.sparse.minor", "0"), ("GNU.sparse.realsize", "1")],
+            &[
+                ("GNU.sparse.major", "2"),
+                ("GNU.sparse.minor", "0"),
+                ("GNU.sparse.realsize", "1"),
+            ],
             "format 2.0",
         ),
-        (&[("GNU.sparse.name", "x"), ("GNU.sparse.size", "1")], "without a map"),
-        (&[("GNU.sparse.map", "0,1")], "no GNU.sparse.realsize"),
-        (&[("GNU.sparse.size", "10"), ("GNU.sparse.map", "0,1,5")], "odd number"),
-        (&[("GNU.sparse.size", "10"), ("GNU.sparse.map", "0,x")], "not a number"),
-        (&[("GNU.sparse.size", "10"), ("GNU.sparse.map", "5,1,0,1")], "precedes"),
-        (&[("GNU.sparse.size", "10"), ("GNU.sparse.map", "5,10")], "past the file's size"),
         (
-            &[("GNU.sparse.size", "10"), ("GNU.sparse.numblocks", "5"), ("GNU.sparse.map", "0,1")],
+            &[("GNU.sparse.name", "x"), ("GNU.sparse.size", "1")],
+            "without a map",
+        ),
+        (&[("GNU.sparse.map", "0,1")], "no GNU.sparse.realsize"),
+        (
+            &[("GNU.sparse.size", "10"), ("GNU.sparse.map", "0,1,5")],
+            "odd number",
+        ),
+        (
+            &[("GNU.sparse.size", "10"), ("GNU.sparse.map", "0,x")],
+            "not a number",
+        ),
+        (
+            &[("GNU.sparse.size", "10"), ("GNU.sparse.map", "5,1,0,1")],
+            "precedes",
+        ),
+        (
+            &[("GNU.sparse.size", "10"), ("GNU.sparse.map", "5,10")],
+            "past the file's size",
+        ),
+        (
+            &[
+                ("GNU.sparse.size", "10"),
+                ("GNU.sparse.numblocks", "5"),
+                ("GNU.sparse.map", "0,1"),
+            ],
             "numblocks says 5",
         ),
-        (&[("GNU.sparse.size", "10"), ("GNU.sparse.numbytes", "1")], "without its offset"),
         (
-            &[("GNU.sparse.size", "10"), ("GNU.sparse.offset", "1"), ("GNU.sparse.offset", "2")],
+            &[("GNU.sparse.size", "10"), ("GNU.sparse.numbytes", "1")],
+            "without its offset",
+        ),
+        (
+            &[
+                ("GNU.sparse.size", "10"),
+                ("GNU.sparse.offset", "1"),
+                ("GNU.sparse.offset", "2"),
+            ],
             "two GNU.sparse.offset",
         ),
-        (&[("GNU.sparse.size", "10"), ("GNU.sparse.offset", "1")], "without its numbytes"),
+        (
+            &[("GNU.sparse.size", "10"), ("GNU.sparse.offset", "1")],
+            "without its numbytes",
+        ),
         (
             &[
                 ("GNU.sparse.major", "1"),
@@ -159,7 +207,9 @@ fn pax_sparse_records_that_cannot_be_trusted_are_refused() {
         ),
     ];
     for (kv, why) in cases {
-        let err = PaxSparse::from_records(records(kv)).unwrap_err().to_string();
+        let err = PaxSparse::from_records(records(kv))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(why), "{kv:?}: {err}");
     }
     // A name record the pax parser could not read (a newline in it) is not silently replaced by the fake name.
@@ -170,7 +220,20 @@ fn pax_sparse_records_that_cannot_be_trusted_are_refused() {
     ]);
     r.push(Err(io::Error::other("malformed pax extension")));
     let err = PaxSparse::from_records(r).unwrap_err().to_string();
-    assert!(err.contains("GNU.sparse.name record cannot be read"), "{err}");
+    assert!(
+        err.contains("GNU.sparse.name record cannot be read"),
+        "{err}"
+    );
+    // Records after a broken piece may be pieces of a value (an xattr holding "\n22 GNU.sparse.major=1"): a member
+    // whose only sparse records come after one is not sparse.
+    let mut r: Vec<io::Result<(&[u8], &[u8])>> =
+        vec![Err(io::Error::other("malformed pax extension"))];
+    r.extend(records(&[
+        ("GNU.sparse.major", "1"),
+        ("GNU.sparse.minor", "0"),
+        ("GNU.sparse.realsize", "10"),
+    ]));
+    assert_eq!(PaxSparse::from_records(r).unwrap(), None);
 }
 
 /// An old-GNU header with `entries` in its map (the first four in the header, the rest in extension headers).
@@ -203,10 +266,17 @@ fn old_gnu(size: u64, entries: &[Segment], stored: u64) -> (tar::Header, Vec<u8>
 
 #[test]
 fn old_gnu_maps_come_from_the_header_and_its_extension_headers() {
-    let entries: Vec<Segment> = (0..30).map(|i| seg(i * 8192, 512)).chain([seg(300_000, 0)]).collect();
+    let entries: Vec<Segment> = (0..30)
+        .map(|i| seg(i * 8192, 512))
+        .chain([seg(300_000, 0)])
+        .collect();
     let stored = 30 * 512;
     let (h, ext) = old_gnu(300_000, &entries, stored);
-    assert_eq!(ext.len(), 2 * 512, "26 more entries take two extension headers");
+    assert_eq!(
+        ext.len(),
+        2 * 512,
+        "26 more entries take two extension headers"
+    );
     let mut tail = ext.clone();
     tail.extend_from_slice(b"data that follows");
     let (map, read) = old_gnu_map(h.as_gnu().unwrap(), stored, &mut Cursor::new(&tail)).unwrap();
@@ -215,7 +285,11 @@ fn old_gnu_maps_come_from_the_header_and_its_extension_headers() {
     assert_eq!(map.size(), 300_000);
     // Truncated extension headers, and a map that names more data than stored.
     let err = old_gnu_map(h.as_gnu().unwrap(), stored, &mut Cursor::new(&ext[..600])).unwrap_err();
-    assert!(err.to_string().contains("ends inside its extension headers"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("ends inside its extension headers"),
+        "{err}"
+    );
     let (h, ext) = old_gnu(300_000, &entries, stored - 1);
     let err = old_gnu_map(h.as_gnu().unwrap(), stored - 1, &mut Cursor::new(&ext)).unwrap_err();
     assert!(err.to_string().contains("names 15360 bytes"), "{err}");
@@ -231,7 +305,9 @@ fn the_fake_name_is_gnu_tars() {
 
 #[test]
 fn too_many_extents_have_their_smallest_holes_stored() {
-    let segs: Vec<Segment> = (0..100).map(|i| seg(i * 10_000, 100 + (i % 3) * 4000)).collect();
+    let segs: Vec<Segment> = (0..100)
+        .map(|i| seg(i * 10_000, 100 + (i % 3) * 4000))
+        .collect();
     let m = SparseMap::new(1_000_000, segs).unwrap();
     let c = m.clone().coarsened(40);
     assert!(c.segments().len() <= 40, "{}", c.segments().len());
@@ -239,7 +315,9 @@ fn too_many_extents_have_their_smallest_holes_stored() {
     // Every byte that was data is still data.
     for s in m.segments() {
         assert!(
-            c.segments().iter().any(|t| t.offset <= s.offset && s.end() <= t.end()),
+            c.segments()
+                .iter()
+                .any(|t| t.offset <= s.offset && s.end() <= t.end()),
             "{s:?}"
         );
     }
@@ -259,7 +337,10 @@ fn holes_of_a_real_file_are_found_and_its_data_read() {
     let meta = f.metadata().unwrap();
     let map = map_file(&f, meta.len()).unwrap();
     if map.hole_bytes() == 0 {
-        eprintln!("skipped: the filesystem of {} reports no holes", dir.path().display());
+        eprintln!(
+            "skipped: the filesystem of {} reports no holes",
+            dir.path().display()
+        );
         return;
     }
     assert!(worth_checking(&meta) && worth_checking_any(&meta));
@@ -270,18 +351,29 @@ fn holes_of_a_real_file_are_found_and_its_data_read() {
     assert_eq!(segs[1].end(), 8 << 20);
     let mut whole = Vec::new();
     (&f).read_to_end(&mut whole).unwrap();
-    assert_eq!(whole.len() as u64, 8 << 20, "mapping leaves the file offset at 0");
+    assert_eq!(
+        whole.len() as u64,
+        8 << 20,
+        "mapping leaves the file offset at 0"
+    );
     let mut data = Vec::new();
-    SegmentsReader::new(&f, &map).read_to_end(&mut data).unwrap();
+    SegmentsReader::new(&f, &map)
+        .read_to_end(&mut data)
+        .unwrap();
     assert_eq!(data.len() as u64, map.data_bytes());
     let start = ((1 << 20) - segs[0].offset) as usize;
     assert_eq!(&data[start..start + 5000], &a[..]);
     assert!(data.ends_with(b"tail"));
     assert!(detect(&f, meta.len(), MIN_HOLE_BYTES).unwrap().is_some());
-    assert!(detect(&f, meta.len(), 64 << 20).unwrap().is_none(), "not enough holes");
+    assert!(
+        detect(&f, meta.len(), 64 << 20).unwrap().is_none(),
+        "not enough holes"
+    );
     // A file that shrank under its map.
     let short = SparseMap::new(16 << 20, [seg(12 << 20, 10)]).unwrap();
-    let err = SegmentsReader::new(&f, &short).read_to_end(&mut Vec::new()).unwrap_err();
+    let err = SegmentsReader::new(&f, &short)
+        .read_to_end(&mut Vec::new())
+        .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
 }
 
@@ -312,13 +404,22 @@ fn an_indexed_member_is_checked_against_its_stored_hash() {
     logical[100..150].fill(7);
     logical[9000..9010].fill(7);
     let mut seen = 0;
-    let (l, s) = hash_v1(&mut Cursor::new(&member), member.len() as u64, 10_000, &mut |n| seen += n).unwrap();
+    let (l, s) = hash_v1(
+        &mut Cursor::new(&member),
+        member.len() as u64,
+        10_000,
+        &mut |n| seen += n,
+    )
+    .unwrap();
     assert_eq!((l, s, seen), (Digest::of_bytes(&logical), good, 10_000));
 }
 
 fn any_map() -> impl Strategy<Value = SparseMap> {
-    (1u64..1 << 40, proptest::collection::vec((0u64..1 << 20, 0u64..1 << 20), 0..60)).prop_map(
-        |(size, gaps)| {
+    (
+        1u64..1 << 40,
+        proptest::collection::vec((0u64..1 << 20, 0u64..1 << 20), 0..60),
+    )
+        .prop_map(|(size, gaps)| {
             let mut segs = Vec::new();
             let mut at = 0u64;
             for (gap, len) in gaps {
@@ -330,8 +431,7 @@ fn any_map() -> impl Strategy<Value = SparseMap> {
                 at = offset + len;
             }
             SparseMap::new(size, segs).unwrap()
-        },
-    )
+        })
 }
 
 proptest! {
@@ -408,7 +508,9 @@ mod archives {
     }
 
     fn pattern(n: usize, seed: u8) -> Vec<u8> {
-        (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1).collect()
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) | 1)
+            .collect()
     }
 
     /// Blocks allocated to a file, in bytes.
@@ -431,29 +533,49 @@ mod archives {
         holey(
             &disk,
             64 * MIB,
-            &[(0, &pattern(100_000, 1)), (30 * MIB, &pattern(4096, 2)), (64 * MIB - 3, b"end")],
+            &[
+                (0, &pattern(100_000, 1)),
+                (30 * MIB, &pattern(4096, 2)),
+                (64 * MIB - 3, b"end"),
+            ],
         );
         fs::hard_link(&disk, root.join("home/u/zz-link.img")).unwrap();
         holey(&root.join("top.img"), 3 * MIB, &[(2 * MIB, b"x")]);
-        holey(&root.join("home/u/small-holes"), 2 * MIB + 100, &[(0, &pattern(MIB as usize + 100, 3)), (2 * MIB + 50, b"z")]);
+        holey(
+            &root.join("home/u/small-holes"),
+            2 * MIB + 100,
+            &[(0, &pattern(MIB as usize + 100, 3)), (2 * MIB + 50, b"z")],
+        );
         fs::write(root.join("home/u/plain.txt"), b"plain\n").unwrap();
         let f = File::open(&disk).unwrap();
         if map_file(&f, 64 * MIB).unwrap().hole_bytes() == 0 {
-            eprintln!("skipped: {} has no holes on this filesystem", disk.display());
+            eprintln!(
+                "skipped: {} has no holes on this filesystem",
+                disk.display()
+            );
             return None;
         }
         let out = dir.path().join("out");
         fs::create_dir(&out).unwrap();
-        Some(Snap { _dir: dir, root, out })
+        Some(Snap {
+            _dir: dir,
+            root,
+            out,
+        })
     }
 
     fn write(snap: &Snap) -> (ArchivePlan, ArchiveSummary) {
         let plan = scan(&snap.root, &mut NoProgress).unwrap();
         let archive = Box::new(FileSink::create(snap.out.join("data.tar")).unwrap());
         let index = Box::new(FileSink::create(snap.out.join("data.index.jsonl")).unwrap());
-        let summary =
-            write_archive(&plan, archive, index, &ArchiveOptions::default(), &mut NoProgress)
-                .unwrap();
+        let summary = write_archive(
+            &plan,
+            archive,
+            index,
+            &ArchiveOptions::default(),
+            &mut NoProgress,
+        )
+        .unwrap();
         (plan, summary)
     }
 
@@ -463,7 +585,10 @@ mod archives {
     }
 
     fn entry<'a>(entries: &'a [IndexEntry], path: &str) -> &'a IndexEntry {
-        entries.iter().find(|e| e.path == path.as_bytes()).expect(path)
+        entries
+            .iter()
+            .find(|e| e.path == path.as_bytes())
+            .expect(path)
     }
 
     /// Before: a sparse file was stored whole (64 MiB in the archive for 100 KiB of data).
@@ -471,22 +596,43 @@ mod archives {
     fn sparse_files_are_stored_as_gnu_pax_1_0_with_the_size_predicted_and_the_content_hashed() {
         let Some(snap) = snapshot() else { return };
         let (plan, summary) = write(&snap);
-        assert_eq!(plan.estimate.tar_bytes, summary.tar_bytes, "the scan predicts the sparse members");
-        assert_eq!(fs::metadata(snap.out.join("data.tar")).unwrap().len(), summary.tar_bytes);
-        assert!(summary.tar_bytes < 3 * MIB, "{} bytes stored", summary.tar_bytes);
+        assert_eq!(
+            plan.estimate.tar_bytes, summary.tar_bytes,
+            "the scan predicts the sparse members"
+        );
+        assert_eq!(
+            fs::metadata(snap.out.join("data.tar")).unwrap().len(),
+            summary.tar_bytes
+        );
+        assert!(
+            summary.tar_bytes < 3 * MIB,
+            "{} bytes stored",
+            summary.tar_bytes
+        );
         assert_eq!(summary.file_bytes, plan.estimate.file_bytes);
         let entries = index_entries(&snap);
         let disk = entry(&entries, "home/u/vm/disk.img");
         let logical = fs::read(snap.root.join("home/u/vm/disk.img")).unwrap();
         assert_eq!(disk.size, 64 * MIB);
-        assert_eq!(disk.sha256, Some(Digest::of_bytes(&logical)), "the hash is of the content, holes as zeros");
+        assert_eq!(
+            disk.sha256,
+            Some(Digest::of_bytes(&logical)),
+            "the hash is of the content, holes as zeros"
+        );
         let record = disk.sparse.expect("stored sparse");
         assert!(record.stored < MIB, "{record:?}");
         let link = entry(&entries, "home/u/zz-link.img");
         assert_eq!(link.kind, EntryKind::Hardlink);
-        assert_eq!((link.sparse, link.data_offset, link.sha256), (disk.sparse, disk.data_offset, disk.sha256));
+        assert_eq!(
+            (link.sparse, link.data_offset, link.sha256),
+            (disk.sparse, disk.data_offset, disk.sha256)
+        );
         assert!(entry(&entries, "top.img").sparse.is_some());
-        assert_eq!(entry(&entries, "home/u/small-holes").sparse, None, "under 1 MiB of holes: stored whole");
+        assert_eq!(
+            entry(&entries, "home/u/small-holes").sparse,
+            None,
+            "under 1 MiB of holes: stored whole"
+        );
         assert_eq!(entry(&entries, "home/u/plain.txt").sparse, None);
 
         // The member's header is GNU's: the fake name, the GNU.sparse records.
@@ -511,7 +657,10 @@ mod archives {
             &mut NoProgress,
         )
         .unwrap();
-        assert_eq!((report.files, report.file_bytes), (summary.files, summary.file_bytes));
+        assert_eq!(
+            (report.files, report.file_bytes),
+            (summary.files, summary.file_bytes)
+        );
         let files = ArchiveFiles::discover(&snap.out, "data.tar").unwrap();
         for e in [disk, link] {
             let mut got = Vec::new();
@@ -532,7 +681,9 @@ mod archives {
         } else {
             let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
             assert!(!ci, "bsdtar is missing; CI installs libarchive-tools");
-            eprintln!("bsdtar is not installed (apt-get install libarchive-tools): only GNU tar is checked here");
+            eprintln!(
+                "bsdtar is not installed (apt-get install libarchive-tools): only GNU tar is checked here"
+            );
         }
         for tool in tools {
             let into = snap.out.join(tool);
@@ -544,13 +695,29 @@ mod archives {
                 .arg(&into)
                 .output()
                 .unwrap();
-            assert!(out.status.success() && out.stderr.is_empty(), "{tool}: {}", String::from_utf8_lossy(&out.stderr));
-            for rel in ["home/u/vm/disk.img", "home/u/zz-link.img", "top.img", "home/u/small-holes", "home/u/plain.txt"] {
+            assert!(
+                out.status.success() && out.stderr.is_empty(),
+                "{tool}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for rel in [
+                "home/u/vm/disk.img",
+                "home/u/zz-link.img",
+                "top.img",
+                "home/u/small-holes",
+                "home/u/plain.txt",
+            ] {
                 let (a, b) = (snap.root.join(rel), into.join(rel));
-                assert!(fs::read(&a).unwrap() == fs::read(&b).unwrap(), "{tool}: {rel}");
+                assert!(
+                    fs::read(&a).unwrap() == fs::read(&b).unwrap(),
+                    "{tool}: {rel}"
+                );
             }
             let got = allocated(&into.join("home/u/vm/disk.img"));
-            assert!(got < 2 * MIB, "{tool} allocated {got} bytes for 104 KiB of data");
+            assert!(
+                got < 2 * MIB,
+                "{tool} allocated {got} bytes for 104 KiB of data"
+            );
             assert!(!into.join("home/u/vm/GNUSparseFile.0").exists(), "{tool}");
         }
     }
@@ -565,7 +732,10 @@ mod archives {
         let tar_path = snap.out.join("data.tar");
         let pristine = fs::read(&tar_path).unwrap();
         // The map's first digit, then a data byte.
-        for (at, what) in [(disk.data_offset + 2, "map"), (disk.data_offset + 512 + 5000, "data")] {
+        for (at, what) in [
+            (disk.data_offset + 2, "map"),
+            (disk.data_offset + 512 + 5000, "data"),
+        ] {
             let mut bytes = pristine.clone();
             bytes[at as usize] ^= 0x01;
             fs::write(&tar_path, &bytes).unwrap();
@@ -576,7 +746,11 @@ mod archives {
                 &mut NoProgress,
             )
             .unwrap_err();
-            assert_eq!(err.entry.as_deref(), Some("home/u/vm/disk.img"), "{what}: {err}");
+            assert_eq!(
+                err.entry.as_deref(),
+                Some("home/u/vm/disk.img"),
+                "{what}: {err}"
+            );
             let files = ArchiveFiles::discover(&snap.out, "data.tar").unwrap();
             let err = read_entry(&mut files.open().unwrap(), &disk, &mut io::sink()).unwrap_err();
             assert!(

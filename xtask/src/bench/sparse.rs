@@ -128,7 +128,11 @@ pub fn run(args: SparseArgs) -> Result<()> {
          tar -xf ARCHIVE FILE for restore; rsync: rsync -a --sparse for collect"
     );
     for m in &results {
-        println!("\na {} file with {} of data:", human_bytes(m.size), human_bytes(data));
+        println!(
+            "\na {} file with {} of data:",
+            human_bytes(m.size),
+            human_bytes(data)
+        );
         m.table.print();
         println!(
             "space: source {} allocated; snapshot {}; drive: dbackup {} (archive, index, metadata), GNU tar {}; \
@@ -401,5 +405,6 @@ impl World {
 
 /// The last sample pushed into a cell, in seconds (for the progress lines).
 fn table_last(t: &Table, row: usize, col: usize) -> f64 {
-    t.last(row, col).map_or(f64::NAN, |d: Duration| d.as_secs_f64())
+    t.last(row, col)
+        .map_or(f64::NAN, |d: Duration| d.as_secs_f64())
 }
