@@ -246,6 +246,25 @@ pub fn keygen(mut dbackup: std::process::Command, identity: &std::path::Path) ->
     Ok(recipient)
 }
 
+/// CPU time (user + system) of all the children this process has waited for so far (grandchildren included, once
+/// their parents waited for them).
+pub fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to an rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// [`timed`], also returning the CPU time (user + system) the command and its children used: steadier than the
+/// wall-clock time on a busy machine.
+pub fn timed_cpu(cmd: &mut std::process::Command, what: &str) -> Result<(Duration, Duration)> {
+    let before = children_cpu();
+    let wall = timed(cmd, what)?;
+    Ok((wall, children_cpu().saturating_sub(before)))
+}
+
 /// Runs a command to completion and returns its wall-clock time; fails with its stderr when it fails.
 pub fn timed(cmd: &mut std::process::Command, what: &str) -> Result<Duration> {
     cmd.stdin(std::process::Stdio::null())

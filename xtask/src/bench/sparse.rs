@@ -4,8 +4,11 @@
 //! of the size holding the same data, so the growth column says whether a cost follows the data (about 1x) or the
 //! size (about 10x).
 //!
-//! The drive is a plain directory on the machine's disk (`require_mount: false`): what is measured is what the
-//! sparse file costs, not a drive's speed. Without root, use `--cache warm`.
+//! Everything (the home, the backup root, the drive as a plain directory with `require_mount: false`, GNU tar's
+//! archive and every copy) lives on one ext4 loop device made by the bench (root only), so that the `syncfs` dbackup
+//! does before promoting a snapshot or an archive flushes the bench's writes, not those of everything else on the
+//! machine; GNU tar's and rsync's runs end with `sync -f` of their destination, so that both sides pay for
+//! durable writes. What is measured is what the sparse file costs, not a drive's speed.
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -15,12 +18,18 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Cache, Table, timed};
+use super::{Cache, Table, timed_cpu};
 use crate::packages::{Need, ensure_packages};
 use crate::util::{
-    Profile, Rng, build_dbackup, find_program, heading, human_bytes, remove_dir_if_exists, shell,
-    target_dir, wait_for_next_second,
+    Profile, Rng, build_dbackup, find_program, heading, human_bytes, is_root, remove_dir_if_exists,
+    shell, wait_for_next_second,
 };
+
+/// The loop-device drive guards of the tests: an ext4 image mounted for the bench, unmounted and detached when
+/// dropped (only the device this bench made).
+#[path = "../../../tests/integration/t9.rs"]
+#[allow(dead_code, clippy::all)]
+mod t9;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -63,7 +72,9 @@ struct World {
 /// What one file's run measured.
 struct Measured {
     size: u64,
+    /// Wall-clock and CPU (user + system) times.
     table: Table,
+    cpu: Table,
     /// Bytes allocated (du) to the source, the snapshot's copy, dbackup's and tar's restored copies.
     source: u64,
     snapshot: u64,
@@ -80,17 +91,19 @@ pub fn run(args: SparseArgs) -> Result<()> {
         args.size_gib >= 1 && args.data_mib >= 1 && args.data_mib * MIB * 10 <= args.size_gib * GIB,
         "the data must fit ten times in the smaller file: raise --size-gib or lower --data-mib"
     );
+    if !is_root() {
+        bail!("bench sparse needs root: it makes an ext4 loop device to work on");
+    }
     let sh = shell()?;
     ensure_packages(&sh, Need::Bench);
-    for tool in ["rsync", "tar", "cmp", "bash"] {
+    for tool in ["rsync", "tar", "cmp", "bash", "sync", "losetup", "mkfs.ext4"] {
         find_program(tool).with_context(|| format!("{tool} is missing"))?;
     }
     heading("bench sparse: build dbackup (release)");
     let bin = build_dbackup(&sh, Profile::Release)?;
-    let bench = target_dir(&sh)?.join("bench");
-    std::fs::create_dir_all(&bench)?;
-    let root = bench.canonicalize()?.join("sparse");
-    remove_dir_if_exists(&root)?;
+    // Room for every copy of the data (the files' holes take none); the image itself is sparse.
+    let disk = t9::Drive::ext4("SPARSE", 16 * (args.data_mib * MIB) + 512 * MIB);
+    let root = disk.mount_point().join("bench");
 
     let big = args.size_gib * GIB;
     let data = args.data_mib * MIB;
@@ -108,12 +121,11 @@ pub fn run(args: SparseArgs) -> Result<()> {
         remove_dir_if_exists(&w.work)?;
         results.push(m?);
     }
-    remove_dir_if_exists(&root)?;
+    drop(disk);
 
     println!();
     println!(
-        "bench sparse: one sparse file with {} of data in {} extents of 1 MiB; {} repetitions, {}; \
-         the drive is a plain directory on the same disk",
+        "bench sparse: one sparse file with {} of data in {} extents of 1 MiB; {} repetitions, {}",
         human_bytes(data),
         args.data_mib,
         args.reps,
@@ -125,7 +137,7 @@ pub fn run(args: SparseArgs) -> Result<()> {
     );
     println!(
         "GNU tar --sparse: tar -c | tar -x for collect, tar --sparse --format=posix -cf onto the drive for external, \
-         tar -xf ARCHIVE FILE for restore; rsync: rsync -a --sparse for collect"
+         tar -xf ARCHIVE FILE for restore; rsync: rsync -a --sparse for collect; each then sync -f"
     );
     for m in &results {
         println!(
@@ -154,24 +166,31 @@ pub fn run(args: SparseArgs) -> Result<()> {
         big.size / small.size,
         big.size / small.size
     );
-    let growth = |row: usize, col: usize| big.table.median(row, col) / small.table.median(row, col);
-    for (row, name) in [
-        (COLLECT, "collect"),
-        (EXTERNAL, "external"),
-        (RESTORE, "restore one file"),
-    ] {
-        let mut line = format!(
-            "  {name:<17} dbackup {:>6.2}x   GNU tar {:>6.2}x",
-            growth(row, DBACKUP),
-            growth(row, TAR)
-        );
-        if row == COLLECT {
-            line.push_str(&format!("   rsync {:>6.2}x", growth(row, RSYNC)));
+    for (what, pick) in [("wall-clock", false), ("CPU", true)] {
+        println!("  {what}:");
+        fn t(m: &Measured, cpu: bool) -> &Table {
+            if cpu { &m.cpu } else { &m.table }
         }
-        println!("{line}");
+        let growth =
+            |row: usize, col: usize| t(big, pick).median(row, col) / t(small, pick).median(row, col);
+        for (row, name) in [
+            (COLLECT, "collect"),
+            (EXTERNAL, "external"),
+            (RESTORE, "restore one file"),
+        ] {
+            let mut line = format!(
+                "    {name:<17} dbackup {:>6.2}x   GNU tar {:>6.2}x",
+                growth(row, DBACKUP),
+                growth(row, TAR)
+            );
+            if row == COLLECT {
+                line.push_str(&format!("   rsync {:>6.2}x", growth(row, RSYNC)));
+            }
+            println!("{line}");
+        }
     }
     println!(
-        "  drive space       dbackup {:>6.2}x   GNU tar {:>6.2}x",
+        "  drive space         dbackup {:>6.2}x   GNU tar {:>6.2}x",
         big.drive as f64 / small.drive as f64,
         big.tar_archive as f64 / small.tar_archive as f64
     );
@@ -236,11 +255,19 @@ impl World {
     }
 
     fn measure(&self, args: &SparseArgs) -> Result<Measured> {
-        let mut table = Table::new(
-            &["dbackup", "GNU tar --sparse", "rsync --sparse"],
-            &["collect", "external", "restore one file"],
-            &[(DBACKUP, TAR)],
-        );
+        let new_table = || {
+            Table::new(
+                &["dbackup", "GNU tar --sparse", "rsync --sparse"],
+                &["collect", "external", "restore one file"],
+                &[(DBACKUP, TAR)],
+            )
+        };
+        let (mut table, mut cpu) = (new_table(), new_table());
+        let mut push = |table: &mut Table, row: usize, col: usize, (wall, used): (Duration, Duration)| {
+            table.push(row, col, wall);
+            cpu.push(row, col, used);
+            wall
+        };
         let name = "disk.img";
         let tar_archive = self.work.join("drive/gnu.tar");
         for rep in 0..args.reps {
@@ -251,60 +278,57 @@ impl World {
             };
             for theirs in order {
                 // collect: a fresh backup root (or destination) each time, so every run copies the file.
-                let root = self.work.join("root");
-                let copy = self.work.join("copy");
-                remove_dir_if_exists(&root)?;
-                remove_dir_if_exists(&copy)?;
                 if theirs {
-                    std::fs::create_dir_all(&copy)?;
-                    args.cache.prepare()?;
-                    let t = timed(
-                        Command::new("bash")
-                            .arg("-c")
-                            .arg(r#"set -eo pipefail; tar --sparse -cf - -C "$1" . | tar -xf - -C "$2""#)
-                            .arg("bash")
-                            .arg(self.file.parent().unwrap())
-                            .arg(&copy),
-                        "tar -c | tar -x",
-                    )?;
-                    table.push(COLLECT, TAR, t);
-                    remove_dir_if_exists(&copy)?;
-                    std::fs::create_dir_all(&copy)?;
-                    args.cache.prepare()?;
-                    let t = timed(
-                        Command::new("rsync")
-                            .args(["-a", "--sparse"])
-                            .arg(&self.file)
-                            .arg(&copy),
-                        "rsync --sparse",
-                    )?;
-                    table.push(COLLECT, RSYNC, t);
+                    let copy = self.work.join("copy");
+                    for (col, script) in [
+                        (
+                            TAR,
+                            r#"set -eo pipefail; tar --sparse -cf - -C "$1" . | tar -xf - -C "$2"; sync -f "$2""#,
+                        ),
+                        (RSYNC, r#"set -e; rsync -a --sparse "$1/" "$2/"; sync -f "$2""#),
+                    ] {
+                        remove_dir_if_exists(&copy)?;
+                        std::fs::create_dir_all(&copy)?;
+                        args.cache.prepare()?;
+                        let t = timed_cpu(
+                            Command::new("bash")
+                                .arg("-c")
+                                .arg(script)
+                                .arg("bash")
+                                .arg(self.file.parent().unwrap())
+                                .arg(&copy),
+                            "the copy by GNU tar or rsync",
+                        )?;
+                        push(&mut table, COLLECT, col, t);
+                    }
                     remove_dir_if_exists(&copy)?;
                 } else {
+                    remove_dir_if_exists(&self.work.join("root"))?;
                     args.cache.prepare()?;
-                    let t = timed(self.dbackup().arg("collect"), "dbackup collect")?;
-                    table.push(COLLECT, DBACKUP, t);
+                    let t = timed_cpu(self.dbackup().arg("collect"), "dbackup collect")?;
+                    push(&mut table, COLLECT, DBACKUP, t);
                 }
 
                 // external: dbackup's from the snapshot (kept from its collect), GNU tar's from the source.
                 if theirs {
                     let _ = std::fs::remove_file(&tar_archive);
                     args.cache.prepare()?;
-                    let t = timed(
-                        Command::new("tar")
-                            .args(["--sparse", "--format=posix", "-cf"])
+                    let t = timed_cpu(
+                        Command::new("bash")
+                            .arg("-c")
+                            .arg(r#"set -e; tar --sparse --format=posix -cf "$1" -C "$2" "$3"; sync -f "$1""#)
+                            .arg("bash")
                             .arg(&tar_archive)
-                            .arg("-C")
                             .arg(self.file.parent().unwrap())
                             .arg(name),
                         "tar --sparse -cf",
                     )?;
-                    table.push(EXTERNAL, TAR, t);
+                    push(&mut table, EXTERNAL, TAR, t);
                 } else {
                     remove_dir_if_exists(&self.work.join("drive/backups"))?;
                     args.cache.prepare()?;
-                    let t = timed(self.dbackup().arg("external"), "dbackup external")?;
-                    table.push(EXTERNAL, DBACKUP, t);
+                    let t = timed_cpu(self.dbackup().arg("external"), "dbackup external")?;
+                    push(&mut table, EXTERNAL, DBACKUP, t);
                 }
 
                 // restore one file.
@@ -313,17 +337,18 @@ impl World {
                 std::fs::create_dir_all(&target)?;
                 args.cache.prepare()?;
                 let t = if theirs {
-                    timed(
-                        Command::new("tar")
-                            .arg("-xf")
+                    timed_cpu(
+                        Command::new("bash")
+                            .arg("-c")
+                            .arg(r#"set -e; tar -xf "$1" -C "$2" "$3"; sync -f "$2""#)
+                            .arg("bash")
                             .arg(&tar_archive)
-                            .arg("-C")
                             .arg(&target)
                             .arg(name),
                         "tar -xf",
                     )?
                 } else {
-                    timed(
+                    timed_cpu(
                         self.dbackup()
                             .args(["restore", "--source", "external", "--path"])
                             .arg(&self.file)
@@ -332,14 +357,15 @@ impl World {
                         "dbackup restore --path",
                     )?
                 };
-                table.push(RESTORE, usize::from(theirs), t);
+                let restored = push(&mut table, RESTORE, usize::from(theirs), t);
+                let col = usize::from(theirs);
                 eprintln!(
                     "  rep {}: {:<7} collect {:>7.3}s  external {:>7.3}s  restore {:>7.3}s",
                     rep + 1,
                     if theirs { "GNU tar" } else { "dbackup" },
-                    table_last(&table, COLLECT, usize::from(theirs)),
-                    table_last(&table, EXTERNAL, usize::from(theirs)),
-                    t.as_secs_f64()
+                    table_last(&table, COLLECT, col),
+                    table_last(&table, EXTERNAL, col),
+                    restored.as_secs_f64()
                 );
                 if rep == 0 {
                     self.check(theirs)?;
@@ -365,6 +391,7 @@ impl World {
         Ok(Measured {
             size: self.size,
             table,
+            cpu,
             source: allocated(&self.file)?,
             snapshot: allocated(&snapshot)?,
             restored: allocated(&self.work.join("r-dbackup").join(rel))?,
