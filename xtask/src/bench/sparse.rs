@@ -96,7 +96,15 @@ pub fn run(args: SparseArgs) -> Result<()> {
     }
     let sh = shell()?;
     ensure_packages(&sh, Need::Bench);
-    for tool in ["rsync", "tar", "cmp", "bash", "sync", "losetup", "mkfs.ext4"] {
+    for tool in [
+        "rsync",
+        "tar",
+        "cmp",
+        "bash",
+        "sync",
+        "losetup",
+        "mkfs.ext4",
+    ] {
         find_program(tool).with_context(|| format!("{tool} is missing"))?;
     }
     heading("bench sparse: build dbackup (release)");
@@ -141,11 +149,15 @@ pub fn run(args: SparseArgs) -> Result<()> {
     );
     for m in &results {
         println!(
-            "\na {} file with {} of data:",
+            "\na {} file with {} of data, wall-clock time:",
             human_bytes(m.size),
             human_bytes(data)
         );
         m.table.print();
+        println!(
+            "CPU time (user + system, with children): steadier than wall-clock on a busy machine"
+        );
+        m.cpu.print();
         println!(
             "space: source {} allocated; snapshot {}; drive: dbackup {} (archive, index, metadata), GNU tar {}; \
              restored: dbackup {}, GNU tar {}",
@@ -171,8 +183,9 @@ pub fn run(args: SparseArgs) -> Result<()> {
         fn t(m: &Measured, cpu: bool) -> &Table {
             if cpu { &m.cpu } else { &m.table }
         }
-        let growth =
-            |row: usize, col: usize| t(big, pick).median(row, col) / t(small, pick).median(row, col);
+        let growth = |row: usize, col: usize| {
+            t(big, pick).median(row, col) / t(small, pick).median(row, col)
+        };
         for (row, name) in [
             (COLLECT, "collect"),
             (EXTERNAL, "external"),
@@ -263,11 +276,12 @@ impl World {
             )
         };
         let (mut table, mut cpu) = (new_table(), new_table());
-        let mut push = |table: &mut Table, row: usize, col: usize, (wall, used): (Duration, Duration)| {
-            table.push(row, col, wall);
-            cpu.push(row, col, used);
-            wall
-        };
+        let mut push =
+            |table: &mut Table, row: usize, col: usize, (wall, used): (Duration, Duration)| {
+                table.push(row, col, wall);
+                cpu.push(row, col, used);
+                wall
+            };
         let name = "disk.img";
         let tar_archive = self.work.join("drive/gnu.tar");
         for rep in 0..args.reps {
@@ -285,7 +299,10 @@ impl World {
                             TAR,
                             r#"set -eo pipefail; tar --sparse -cf - -C "$1" . | tar -xf - -C "$2"; sync -f "$2""#,
                         ),
-                        (RSYNC, r#"set -e; rsync -a --sparse "$1/" "$2/"; sync -f "$2""#),
+                        (
+                            RSYNC,
+                            r#"set -e; rsync -a --sparse "$1/" "$2/"; sync -f "$2""#,
+                        ),
                     ] {
                         remove_dir_if_exists(&copy)?;
                         std::fs::create_dir_all(&copy)?;
