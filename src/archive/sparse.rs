@@ -531,7 +531,7 @@ fn parse_map_01(text: &[u8]) -> Result<Vec<Segment>, SparseError> {
         return Ok(Vec::new());
     }
     let nums: Vec<&[u8]> = text.split(|b| *b == b',').collect();
-    if nums.len() % 2 != 0 {
+    if !nums.len().is_multiple_of(2) {
         return Err(bad("GNU.sparse.map has an odd number of values"));
     }
     if nums.len() / 2 > MAX_SEGMENTS + 1 {

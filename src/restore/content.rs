@@ -98,11 +98,20 @@ pub enum Lookup {
 #[derive(Clone)]
 struct ArchEntry {
     entry: RestoreEntry,
-    /// For a hard link: the data offset, size, sha256 and (when sparse) location of the content it shares.
-    shared: Option<(u64, u64, Option<[u8; 32]>, Option<SparseLoc>)>,
+    /// For a hard link: the content it shares.
+    shared: Option<Shared>,
     /// The index line it comes from (indexed archives): checked against the archive's header before it is applied.
     index: Option<IndexEntry>,
     /// A sparse file's map and data.
+    sparse: Option<SparseLoc>,
+}
+
+/// The content a hard link shares with its first name: where it is, its size and sha256, and (when sparse) its map.
+#[derive(Clone)]
+struct Shared {
+    data: u64,
+    size: u64,
+    sha256: Option<[u8; 32]>,
     sparse: Option<SparseLoc>,
 }
 
@@ -249,7 +258,12 @@ impl SetContent {
                     .as_deref()
                     .and_then(|l| safety::check_name(l, None).ok())
                     .and_then(|t| files.get(&t))
-                    .map(|(offset, size, sp)| (*offset, *size, None, sp.clone())),
+                    .map(|(offset, size, sp)| Shared {
+                        data: *offset,
+                        size: *size,
+                        sha256: None,
+                        sparse: sp.clone(),
+                    }),
                 _ => None,
             };
             if !f(ArchEntry {
@@ -597,7 +611,12 @@ fn arch_entry(e: IndexEntry) -> ArchEntry {
         sha256: r.stored_sha256,
     });
     let hardlink = e.kind == archive::EntryKind::Hardlink;
-    let shared = hardlink.then(|| (e.data_offset, e.size, e.sha256.map(|d| d.0), sparse.clone()));
+    let shared = hardlink.then(|| Shared {
+        data: e.data_offset,
+        size: e.size,
+        sha256: e.sha256.map(|d| d.0),
+        sparse: sparse.clone(),
+    });
     ArchEntry {
         entry: entry_of_index(&e),
         shared,
@@ -634,13 +653,13 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
             // Linked to a file restored by the same plan: a hard link again.
             (Some(t), _) if t.starts_with(&sel.name) => entry.link = Some(sel.rename(&t)),
             // Linked to a file outside what is restored: a copy of its content.
-            (Some(_), Some((offset, size, sha256, shared_sparse))) => {
+            (Some(_), Some(shared)) => {
                 entry.kind = EntryKind::File;
                 entry.link = None;
-                entry.size = size;
-                entry.sha256 = sha256;
-                data = offset;
-                sparse = shared_sparse;
+                entry.size = shared.size;
+                entry.sha256 = shared.sha256;
+                data = shared.data;
+                sparse = shared.sparse;
             }
             // Anything else is left for the planner to refuse.
             _ => {}

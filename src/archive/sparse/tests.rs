@@ -466,10 +466,10 @@ proptest! {
             "GNU.sparse.realsize", "GNU.sparse.size", "GNU.sparse.numblocks", "GNU.sparse.offset",
             "GNU.sparse.numbytes", "GNU.sparse.map", "path"]), "[0-9,x]{0,12}"), 0..12)) {
         let kv: Vec<(&str, &str)> = kv.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        if let Ok(Some(p)) = PaxSparse::from_records(records(&kv)) {
-            if let Some(map) = p.map {
-                prop_assert!(map.segments().iter().all(|s| s.end() <= p.size));
-            }
+        if let Ok(Some(p)) = PaxSparse::from_records(records(&kv))
+            && let Some(map) = p.map
+        {
+            prop_assert!(map.segments().iter().all(|s| s.end() <= p.size));
         }
     }
 
