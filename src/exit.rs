@@ -8,6 +8,7 @@
 //! | 3 | finished with warnings (files vanished or were unreadable, ...) |
 //! | 4 | another dbackup run holds the lock |
 //! | 5 | no external destination present |
+//! | 130, 143 | interrupted by SIGINT or SIGTERM (128 + the signal; see `crate::interrupt`) |
 
 use serde::Serialize;
 

@@ -8,9 +8,13 @@ pub mod config;
 pub mod exit;
 pub mod expand;
 pub mod external;
+pub mod interrupt;
 pub mod lock;
 pub mod media;
 pub mod notify;
+pub mod process;
+#[cfg(test)]
+mod proptests;
 pub mod restore;
 pub mod retention;
 pub mod rsync;

@@ -1,8 +1,10 @@
 //! The `dbackup` binary: parse the command line, run, map the outcome to a documented exit code.
 
+use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    dbackup::process::install();
     let cli = match dbackup::cli::Cli::parse_args() {
         Ok(cli) => cli,
         Err(e) => {
@@ -15,11 +17,7 @@ fn main() -> ExitCode {
             });
         }
     };
-    match dbackup::run(cli) {
-        Ok(exit) => exit.into(),
-        Err(err) => {
-            eprintln!("dbackup: error: {}", dbackup::ui::format_error(&err));
-            dbackup::exit::classify(&err).into()
-        }
-    }
+    // A panic is caught here: `process::finish` turns it into "internal error" and exit 1.
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| dbackup::run(cli)));
+    dbackup::process::finish(outcome)
 }

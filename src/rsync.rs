@@ -532,6 +532,8 @@ pub fn run(
         io::ErrorKind::NotFound => RsyncError::Missing,
         _ => RsyncError::Spawn(e),
     })?;
+    // SIGINT and SIGTERM reach rsync too (it stops, and the copy so far stays for the next run).
+    let watch = crate::interrupt::watch_child(child.id());
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
 
@@ -569,6 +571,7 @@ pub fn run(
             }
         }
     }
+    drop(watch); // before the wait reaps it: a reaped pid may name another process
     let status = child.wait().map_err(RsyncError::Spawn)?;
     out_thread
         .join()
@@ -854,7 +857,7 @@ mod tests {
                 }
             );
         } else {
-            eprintln!("skipped: no /proc to probe");
+            crate::stdx::skip::skip("no /proc to probe");
         }
         // A missing directory is probed through its nearest existing ancestor, without creating it.
         let dir = tempfile::tempdir().unwrap();
@@ -866,8 +869,7 @@ mod tests {
     #[test]
     fn real_rsync_copies_and_reports() {
         if probe_rsync().is_err() {
-            eprintln!("skipped: rsync is not installed");
-            return;
+            return crate::stdx::skip::skip("rsync is not installed");
         }
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("src");

@@ -7,9 +7,12 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
+
+use crate::interrupt::Interrupted;
 
 /// Beyond this size the log is rotated before the next line is appended.
 pub const MAX_BYTES: u64 = 1024 * 1024;
@@ -32,6 +35,9 @@ pub struct RunRecord {
     /// Per-set results, as the command reports them (for collect: the `--json` report's `sets`).
     #[serde(default)]
     pub sets: serde_json::Value,
+    /// The signal that interrupted the run (`SIGINT`, `SIGTERM`); its exit is then 128 + the signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interrupted: Option<String>,
 }
 
 impl RunRecord {
@@ -52,8 +58,69 @@ impl RunRecord {
             pid: std::process::id(),
             dbackup_version: env!("CARGO_PKG_VERSION").into(),
             sets,
+            interrupted: None,
         }
     }
+
+    /// This record as the line of a run that `why` interrupted: exit 128 + the signal, the signal named, and an
+    /// error saying so (unless one is already there).
+    pub fn interrupted_by(mut self, why: Interrupted) -> RunRecord {
+        self.exit = why.exit_code();
+        self.interrupted = Some(why.signal_name().to_string());
+        if self.error.is_none() {
+            self.error = Some(format!("{why}; the next run resumes"));
+        }
+        self
+    }
+}
+
+/// The run this process is doing, registered by the commands that log their runs ([`begin`]) until its line is
+/// written ([`end`]), so that a panic or a second signal still leaves a line ([`abandon`]).
+struct Current {
+    state_dir: PathBuf,
+    command: String,
+    started: DateTime<FixedOffset>,
+}
+
+static CURRENT: Mutex<Option<Current>> = Mutex::new(None);
+
+fn current() -> std::sync::MutexGuard<'static, Option<Current>> {
+    CURRENT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Registers the run of `command` that starts now; returns its start time.
+pub fn begin(state_dir: &Path, command: &str) -> DateTime<FixedOffset> {
+    let started = chrono::Local::now().fixed_offset();
+    *current() = Some(Current {
+        state_dir: state_dir.to_path_buf(),
+        command: command.to_string(),
+        started,
+    });
+    started
+}
+
+/// The run's line is being written the ordinary way: nothing is left for [`abandon`].
+pub fn end() {
+    current().take();
+}
+
+/// Writes the line of a registered run that ends abnormally (a panic, a second signal), if its line was not written
+/// yet. Returns whether a line was written. Best effort: the process is ending.
+pub fn abandon(exit: u8, error: String, interrupted: Option<Interrupted>) -> bool {
+    let Some(run) = current().take() else {
+        return false;
+    };
+    let mut record = RunRecord::new(
+        &run.command,
+        run.started,
+        exit,
+        Some(error),
+        serde_json::Value::Null,
+    );
+    if let Some(why) = interrupted {
+        record = record.interrupted_by(why);
+    }
+    append(&run.state_dir, &record).is_ok()
 }
 
 /// The log file in `state_dir`.
@@ -114,6 +181,7 @@ mod tests {
             pid: 1,
             dbackup_version: "0".into(),
             sets: serde_json::json!([{ "set": "data", "pad": "x".repeat(1000) }]),
+            interrupted: None,
         }
     }
 

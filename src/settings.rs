@@ -58,6 +58,16 @@ impl Env {
     }
 }
 
+/// `notifications` as output shows them: the URL's user info, path and query are secrets.
+fn notifications_redacted<S: serde::Serializer>(
+    n: &Notifications,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut shown = n.clone();
+    shown.http = shown.http.as_deref().map(crate::stdx::redact_url);
+    shown.serialize(s)
+}
+
 /// Validated settings for one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
@@ -71,6 +81,8 @@ pub struct Settings {
     pub retention_external: u32,
     pub destinations: Vec<DestinationSettings>,
     pub external_mode: ExternalMode,
+    /// Serialised with the URL's secrets hidden (`config check --json`): see [`crate::stdx::redact_url`].
+    #[serde(serialize_with = "notifications_redacted")]
     pub notifications: Notifications,
     /// The top-level `encryption` (each destination already carries its own or this one).
     pub encryption: Option<EncryptionSettings>,
@@ -227,7 +239,10 @@ impl Settings {
         {
             b.problem(
                 "/notifications/http",
-                format!("{url:?} is not an http:// or https:// URL"),
+                format!(
+                    "\"{}\" is not an http:// or https:// URL",
+                    crate::stdx::redact_url(url)
+                ),
             );
         }
 
@@ -864,7 +879,7 @@ mod tests {
                 r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
                      "notifications": { "http": "ntfy.sh/x" } }"#
                     .into(),
-                &["/notifications/http: \"ntfy.sh/x\" is not an http:// or https:// URL"],
+                &["/notifications/http: \"ntfy.sh/***\" is not an http:// or https:// URL"],
             ),
         ];
         for (what, text, want) in cases {

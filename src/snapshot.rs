@@ -284,16 +284,26 @@ pub fn list(root: &Path, set: &str) -> Result<Vec<Snapshot>, SnapshotError> {
     Ok(out)
 }
 
-/// Reads a metadata file.
+/// The largest snapshot metadata file read (checked before reading). It lists every unreadable and vanished file,
+/// so it grows with them; a million of them is about 150 MiB.
+pub const MAX_METADATA_BYTES: u64 = 256 << 20;
+
+/// Reads a metadata file: a regular file (never through a symlink, never a FIFO or a device) of at most
+/// [`MAX_METADATA_BYTES`].
 pub fn read_metadata(path: &Path) -> Result<SnapshotMeta, SnapshotError> {
-    let text = fs::read_to_string(path).map_err(|e| SnapshotError::BadMetadata {
-        path: path.to_path_buf(),
-        message: e.to_string(),
+    let text = crate::stdx::fs::read_bounded(path, MAX_METADATA_BYTES).map_err(|e| {
+        SnapshotError::BadMetadata {
+            path: path.to_path_buf(),
+            message: match &e {
+                crate::stdx::fs::FsError::Io { error, .. } => error.to_string(),
+                other => other.what(),
+            },
+        }
     })?;
     let meta: SnapshotMeta =
-        serde_json::from_str(&text).map_err(|e| SnapshotError::BadMetadata {
+        serde_json::from_slice(&text).map_err(|e| SnapshotError::BadMetadata {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: crate::stdx::show_str(&e.to_string()),
         })?;
     if meta.format != METADATA_FORMAT {
         return Err(SnapshotError::BadMetadata {

@@ -38,35 +38,35 @@ impl Ui {
     /// Something the user should look at; shown unless `-q`.
     pub fn warn(&self, msg: impl Display) {
         if self.verbosity >= 0 {
-            eprintln!("dbackup: warning: {msg}");
+            crate::errln!("dbackup: warning: {msg}");
         }
     }
 
     /// An error that does not end the run (a set failed); shown unless `-qq`.
     pub fn error(&self, msg: impl Display) {
         if self.verbosity >= -1 {
-            eprintln!("{msg}");
+            crate::errln!("{msg}");
         }
     }
 
     /// A summary line; shown unless `-q`.
     pub fn info(&self, msg: impl Display) {
         if self.verbosity >= 0 {
-            eprintln!("{msg}");
+            crate::errln!("{msg}");
         }
     }
 
     /// Each step (`-v`).
     pub fn step(&self, msg: impl Display) {
         if self.verbosity >= 1 {
-            eprintln!("{msg}");
+            crate::errln!("{msg}");
         }
     }
 
     /// Commands and their output (`-vv`).
     pub fn detail(&self, msg: impl Display) {
         if self.verbosity >= 2 {
-            eprintln!("{msg}");
+            crate::errln!("{msg}");
         }
     }
 

@@ -31,7 +31,7 @@
 //!   existed read as entries without any).
 //! - The last line, `end`, totals the archive: a missing `end` means the index is truncated.
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,22 @@ use super::xattrs::{self, Attrs};
 pub const INDEX_FORMAT: &str = "dbackup-index";
 /// The index format version this code writes and reads.
 pub const INDEX_VERSION: u32 = 1;
+/// The longest line an index reader accepts (an entry with a 4 KiB path and link target, base64-encoded, is under
+/// 12 KiB): memory stays bounded whatever the index holds.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+/// The largest offset or offset plus size an index may give: the largest file (`off_t`).
+pub const MAX_OFFSET: u64 = i64::MAX as u64;
+
+/// Reads one line (newline included) into `buf`, at most [`MAX_LINE_BYTES`]: `Ok(None)` for a longer one.
+pub fn read_line_bounded<R: BufRead>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<usize>> {
+    let n = input
+        .take(MAX_LINE_BYTES as u64 + 1)
+        .read_until(b'\n', buf)?;
+    Ok((buf.len() <= MAX_LINE_BYTES).then_some(n))
+}
 
 /// The first line of an index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,15 +135,10 @@ impl IndexEntry {
     }
 }
 
-/// Bytes shown as text, with anything that is not UTF-8 escaped as `\xNN`.
+/// Bytes shown as text: [`crate::stdx::show`], the one escaper of untrusted names (non-UTF-8 bytes as `\xNN`,
+/// control characters made visible).
 pub fn display_bytes(bytes: &[u8]) -> String {
-    bytes.utf8_chunks().fold(String::new(), |mut s, chunk| {
-        s.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            s.push_str(&format!("\\x{b:02x}"));
-        }
-        s
-    })
+    crate::stdx::show(bytes)
 }
 
 /// The last line of an index: totals of the archive it describes.
@@ -291,8 +302,37 @@ impl IndexEntry {
                 if has_content { "needs" } else { "has" }
             ));
         }
-        if w.sparse.is_some() && !has_content {
-            return Err(format!("a {} entry has a sparse record", kind.name()));
+        if let Some(r) = &w.sparse {
+            if !has_content {
+                return Err(format!("a {} entry has a sparse record", kind.name()));
+            }
+            if w.data_offset
+                .checked_add(r.stored)
+                .filter(|e| *e <= MAX_OFFSET)
+                .is_none()
+            {
+                return Err(format!(
+                    "a sparse member of {} bytes at data_offset {} lies past the largest possible archive",
+                    r.stored, w.data_offset
+                ));
+            }
+        }
+        // Offsets and sizes are used to seek and to add up: they must fit a file.
+        let end = w
+            .data_offset
+            .checked_add(w.size)
+            .filter(|e| *e <= MAX_OFFSET);
+        if end.is_none() || w.header_offset > MAX_OFFSET {
+            return Err(format!(
+                "size {} at data_offset {} (header_offset {}) lies past the largest possible archive",
+                w.size, w.data_offset, w.header_offset
+            ));
+        }
+        if w.mtime_nsec >= 1_000_000_000 {
+            return Err(format!(
+                "mtime_nsec {} is not below one second",
+                w.mtime_nsec
+            ));
         }
         let rdev = match (w.rdev_major, w.rdev_minor) {
             (Some(a), Some(b)) => Some((a, b)),
@@ -388,6 +428,8 @@ pub enum IndexError {
     Truncated { line: u64 },
     #[error("line {line} of the index follows its `end` line")]
     AfterEnd { line: u64 },
+    #[error("line {line} of the index is longer than {MAX_LINE_BYTES} bytes: the index is damaged")]
+    LineTooLong { line: u64 },
 }
 
 /// Reads an index one entry at a time; memory does not grow with the number of entries.
@@ -403,11 +445,13 @@ impl<R: BufRead> IndexReader<R> {
     /// Reads and checks the header line.
     pub fn new(mut input: R) -> Result<Self, IndexError> {
         let mut buf = Vec::new();
-        if input.read_until(b'\n', &mut buf)? == 0 {
-            return Err(IndexError::Empty);
+        match read_line_bounded(&mut input, &mut buf)? {
+            Some(0) => return Err(IndexError::Empty),
+            Some(_) => {}
+            None => return Err(IndexError::LineTooLong { line: 1 }),
         }
-        let header: IndexHeader =
-            serde_json::from_slice(&buf).map_err(|e| IndexError::BadHeader(e.to_string()))?;
+        let header: IndexHeader = serde_json::from_slice(&buf)
+            .map_err(|e| IndexError::BadHeader(crate::stdx::show_str(&e.to_string())))?;
         if header.format != INDEX_FORMAT || header.version != INDEX_VERSION {
             return Err(IndexError::Unsupported {
                 format: header.format,
@@ -443,22 +487,28 @@ impl<R: BufRead> IndexReader<R> {
             return Ok(None);
         }
         self.buf.clear();
-        if self.input.read_until(b'\n', &mut self.buf)? == 0 {
-            return Err(IndexError::Truncated { line: self.line_no });
+        let line = self.line_no.saturating_add(1);
+        match read_line_bounded(&mut self.input, &mut self.buf)? {
+            Some(0) => return Err(IndexError::Truncated { line: self.line_no }),
+            Some(_) => {}
+            None => return Err(IndexError::LineTooLong { line }),
         }
-        self.line_no += 1;
-        let line = self.line_no;
+        self.line_no = line;
         let bad = |problem: String| IndexError::BadLine { line, problem };
         if self.buf.last() != Some(&b'\n') {
             return Err(IndexError::Truncated { line });
         }
-        let wire: WireLine = serde_json::from_slice(&self.buf).map_err(|e| bad(e.to_string()))?;
+        let wire: WireLine = serde_json::from_slice(&self.buf)
+            .map_err(|e| bad(crate::stdx::show_str(&e.to_string())))?;
         let (kind, w) = match wire {
             WireLine::End(end) => {
                 self.end = Some(end);
                 self.buf.clear();
-                if self.input.read_until(b'\n', &mut self.buf)? != 0 {
-                    return Err(IndexError::AfterEnd { line: line + 1 });
+                let mut one = [0u8; 1];
+                if self.input.read(&mut one)? != 0 {
+                    return Err(IndexError::AfterEnd {
+                        line: line.saturating_add(1),
+                    });
                 }
                 return Ok(None);
             }

@@ -7,10 +7,10 @@
 //! everything else. Note: a FUSE filesystem's daemon may still be served by the cache of the block device under it;
 //! [`drop_device_cache`] drops that one too, for callers that know the device.
 
-use std::fs::{File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 
@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::sink::{Digest, WrittenFile};
+use crate::stdx::fs::Dir;
 
 /// How a file was read back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,13 +53,38 @@ pub enum ReadBackError {
 
 /// Reads every file back from the drive and compares it with what was written. Returns how each was read.
 pub fn read_back(files: &[WrittenFile]) -> Result<Vec<ReadBackMethod>, ReadBackError> {
+    read_back_with(files, |f| {
+        let (dir, name) = split(&f.path)?;
+        hash_uncached_in(&dir, name)
+    })
+}
+
+/// [`read_back`] of files that were written in the open directory `dir` (each opened there by its file name, never
+/// through a symlink).
+pub fn read_back_in(
+    dir: &Dir,
+    files: &[WrittenFile],
+) -> Result<Vec<ReadBackMethod>, ReadBackError> {
+    read_back_with(files, |f| {
+        let name = f
+            .path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+        hash_uncached_in(dir, name)
+    })
+}
+
+fn read_back_with(
+    files: &[WrittenFile],
+    hash: impl Fn(&WrittenFile) -> io::Result<(u64, Digest, ReadBackMethod)>,
+) -> Result<Vec<ReadBackMethod>, ReadBackError> {
     let mut methods = Vec::with_capacity(files.len());
     for f in files {
         let io_err = |source| ReadBackError::Io {
             path: f.path.clone(),
             source,
         };
-        let (bytes, sha256, method) = hash_uncached(&f.path).map_err(io_err)?;
+        let (bytes, sha256, method) = hash(f).map_err(io_err)?;
         if bytes != f.bytes {
             return Err(ReadBackError::Length {
                 path: f.path.clone(),
@@ -82,25 +108,39 @@ const CHUNK: usize = 4 << 20;
 const ALIGN: usize = 4096;
 const DROP_BEHIND: u64 = 64 << 20;
 
+/// The directory holding `path`, opened, and the file name.
+fn split(path: &Path) -> io::Result<(Dir, &OsStr)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Ok((Dir::open(parent)?, name))
+}
+
 /// Length and sha256 of a file, read past the page cache (see the module docs).
 pub fn hash_uncached(path: &Path) -> io::Result<(u64, Digest, ReadBackMethod)> {
+    let (dir, name) = split(path)?;
+    hash_uncached_in(&dir, name)
+}
+
+/// [`hash_uncached`] of the regular file `name` in `dir`, never opened through a symlink.
+pub fn hash_uncached_in(dir: &Dir, name: &OsStr) -> io::Result<(u64, Digest, ReadBackMethod)> {
     {
-        let f = File::open(path)?;
+        let f = dir.open_file(name)?;
         f.sync_all()?;
         fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
     }
-    if let Ok(mut f) = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-    {
+    if let Ok(mut f) = dir.open_file_with(name, rustix::fs::OFlags::DIRECT) {
         match hash_reader(&mut f, None) {
             Ok((n, d)) => return Ok((n, d, ReadBackMethod::Direct)),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             Err(e) => return Err(e),
         }
     }
-    let mut f = File::open(path)?;
+    let mut f = dir.open_file(name)?;
     fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
     fadvise(&f, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
     let (n, d) = hash_reader(&mut f, Some(DROP_BEHIND))?;
@@ -154,6 +194,8 @@ fn hash_reader(f: &mut File, drop_behind: Option<u64>) -> io::Result<(u64, Diges
         let mut dropped = 0u64;
         let read_all: io::Result<()> = (|| {
             loop {
+                // SIGINT or SIGTERM: stop between chunks (what was being read back is not promoted).
+                crate::interrupt::check_io()?;
                 let mut block = free_rx
                     .recv()
                     .map_err(|_| io::Error::other("the read-back hasher stopped"))?;

@@ -14,6 +14,7 @@ use super::index::{IndexEntry, display_bytes};
 use super::sink::{Digest, MAX_PARTS, SplitSink};
 use super::sparse::{self, SparseLoc, TarSparse};
 use super::tarfmt::EntryKind;
+use crate::stdx::fs::Dir;
 
 /// The file(s) holding one archive: `name` itself, or `name.part000`, `name.part001`, ... joined in order.
 /// A name ending in `.age` is encrypted: [`ArchiveFiles::open`] decrypts it with the keys given by
@@ -34,29 +35,57 @@ impl PartialEq for ArchiveFiles {
 impl Eq for ArchiveFiles {}
 
 impl ArchiveFiles {
-    /// Finds archive `name` in `dir`: the file itself, or its consecutive parts from `.part000`.
+    /// Finds archive `name` in `dir`: the file itself, or its consecutive parts from `.part000`. `name` must be a
+    /// plain file name, and every file a regular file (a symlink, a FIFO or a device is refused, never opened).
     pub fn discover(dir: &Path, name: impl AsRef<OsStr>) -> io::Result<ArchiveFiles> {
         let name = name.as_ref();
+        let bytes = name.as_encoded_bytes();
+        if bytes.is_empty()
+            || bytes.contains(&b'/')
+            || bytes.contains(&0)
+            || bytes == b"."
+            || bytes == b".."
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is not a plain file name: an archive is a file in the backup's own directory",
+                    crate::stdx::show(bytes)
+                ),
+            ));
+        }
+        let d = Dir::open(dir)?;
+        // The length of a regular file there; `None` when there is nothing by that name.
+        let regular = |n: &OsStr| -> io::Result<Option<u64>> {
+            match d.open_file(n) {
+                Ok(f) => Ok(Some(f.metadata()?.len())),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        };
         let single = dir.join(name);
         let first_part = SplitSink::part_path(dir, name, 0);
-        match (single.symlink_metadata(), first_part.symlink_metadata()) {
-            (Ok(m), Err(_)) => Ok(ArchiveFiles {
-                parts: vec![(single, m.len())],
+        let part_name = |n: usize| {
+            let mut p = name.to_os_string();
+            p.push(format!(".part{n:03}"));
+            p
+        };
+        match (regular(name)?, regular(&part_name(0))?) {
+            (Some(len), None) => Ok(ArchiveFiles {
+                parts: vec![(single, len)],
                 keys: None,
             }),
-            (Err(_), Ok(_)) => {
+            (None, Some(_)) => {
                 let mut parts = Vec::new();
                 for n in 0..MAX_PARTS {
-                    let p = SplitSink::part_path(dir, name, n);
-                    match p.metadata() {
-                        Ok(m) => parts.push((p, m.len())),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                        Err(e) => return Err(e),
+                    match regular(&part_name(n))? {
+                        Some(len) => parts.push((SplitSink::part_path(dir, name, n), len)),
+                        None => break,
                     }
                 }
                 Ok(ArchiveFiles { parts, keys: None })
             }
-            (Ok(_), Ok(_)) => Err(io::Error::new(
+            (Some(_), Some(_)) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
                     "both {} and {} exist; an archive is either one file or parts, not both",
@@ -64,10 +93,10 @@ impl ArchiveFiles {
                     first_part.display()
                 ),
             )),
-            (Err(e), Err(_)) => Err(io::Error::new(
-                e.kind(),
+            (None, None) => Err(io::Error::new(
+                io::ErrorKind::NotFound,
                 format!(
-                    "no archive {} (nor {}): {e}",
+                    "no archive {} (nor {}): no such file",
                     single.display(),
                     first_part.display()
                 ),
@@ -86,7 +115,7 @@ impl ArchiveFiles {
 
     /// The length of the joined stream.
     pub fn len(&self) -> u64 {
-        self.parts.iter().map(|p| p.1).sum()
+        self.parts.iter().fold(0u64, |t, p| t.saturating_add(p.1))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -161,10 +190,18 @@ pub struct PartsReader {
 impl PartsReader {
     pub fn new(parts: Vec<(PathBuf, u64)>) -> io::Result<PartsReader> {
         let mut starts = Vec::with_capacity(parts.len());
-        let mut total = 0;
-        for (_, len) in &parts {
+        let mut total = 0u64;
+        for (path, len) in &parts {
             starts.push(total);
-            total += len;
+            total = total.checked_add(*len).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: the parts add up to more bytes than a stream can have",
+                        path.display()
+                    ),
+                )
+            })?;
         }
         Ok(PartsReader {
             parts,
@@ -189,7 +226,8 @@ impl Read for PartsReader {
         let within = self.pos - self.starts[i];
         let len = self.parts[i].1;
         if self.open.as_ref().map(|o| o.0) != Some(i) {
-            let mut f = File::open(&self.parts[i].0)?;
+            // Never through a symlink, and only a regular file.
+            let mut f = crate::stdx::fs::open_regular(&self.parts[i].0)?;
             f.seek(SeekFrom::Start(within))?;
             self.open = Some((i, f));
         }
@@ -419,7 +457,7 @@ fn check_header<R: Read + Seek>(archive: &mut R, entry: &IndexEntry) -> Result<(
         EntryKind::File => entry.data_offset,
         // A hard link's data offset is its first name's; its own header is followed by no data. Read enough
         // for a pax header and the ustar header.
-        _ => offset + MAX_HEADER_BYTES.min(8192),
+        _ => offset.saturating_add(MAX_HEADER_BYTES.min(8192)),
     };
     let len = header_end
         .checked_sub(offset)

@@ -1,9 +1,9 @@
 //! Where archive bytes go: sinks that hash what reaches the drive (one file, or numbered parts of a bounded size),
 //! and the pluggable stage (compression, encryption) that sits between tar and the sink.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -11,6 +11,8 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use sha2::{Digest as _, Sha256};
+
+use crate::stdx::fs::Dir;
 
 /// Drive writes are buffered to this size: the T9 is three times slower with 10 KiB writes than with 1 MiB ones.
 pub const WRITE_BUFFER: usize = 1 << 20;
@@ -278,6 +280,8 @@ impl<W: Write> Write for BlockWriter<W> {
 /// A file written under `path`, which must not exist yet.
 pub struct FileSink {
     path: PathBuf,
+    /// The directory holding it: created and fsynced through this handle, never through a symlink.
+    dir: Dir,
     out: BlockWriter,
     hasher: Sha256,
     bytes: u64,
@@ -287,12 +291,24 @@ impl FileSink {
     /// Creates `path` (never overwriting an existing file).
     pub fn create(path: impl Into<PathBuf>) -> io::Result<FileSink> {
         let path = path.into();
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let name = path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?
+            .to_os_string();
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        FileSink::create_in(&Dir::open(parent)?, name)
+    }
+
+    /// Creates `name` in the open directory `dir` (never overwriting, never through a symlink).
+    pub fn create_in(dir: &Dir, name: impl AsRef<OsStr>) -> io::Result<FileSink> {
+        let name = name.as_ref();
+        let file = dir.create_file(name, 0o666)?;
         Ok(FileSink {
-            path,
+            path: dir.join(name),
+            dir: dir.clone(),
             out: BlockWriter::new(file),
             hasher: Sha256::new(),
             bytes: 0,
@@ -317,6 +333,7 @@ impl Sink for FileSink {
     fn finish(self: Box<Self>) -> io::Result<Vec<WrittenFile>> {
         let FileSink {
             path,
+            dir,
             out,
             hasher,
             bytes,
@@ -324,7 +341,7 @@ impl Sink for FileSink {
         let file = out.into_inner()?;
         file.sync_all()?;
         drop(file);
-        sync_parent(&path)?;
+        dir.fsync()?;
         Ok(vec![WrittenFile {
             path,
             bytes,
@@ -344,7 +361,7 @@ impl Sink for FileSink {
 /// Splits the stream into `<base>.part000`, `<base>.part001`, ... in `dir`, each at most `max_part_bytes`, for
 /// filesystems with a file size limit (FAT32). `cat <base>.part* > <base>` joins them into the original stream.
 pub struct SplitSink {
-    dir: PathBuf,
+    dir: Dir,
     base: OsString,
     max_part_bytes: u64,
     current: Option<FileSink>,
@@ -358,6 +375,15 @@ impl SplitSink {
         base: impl Into<OsString>,
         max_part_bytes: u64,
     ) -> io::Result<SplitSink> {
+        SplitSink::new_in(Dir::open(&dir.into())?, base, max_part_bytes)
+    }
+
+    /// [`SplitSink::new`] in an open directory: every part is created through `dir`, never through a symlink.
+    pub fn new_in(
+        dir: Dir,
+        base: impl Into<OsString>,
+        max_part_bytes: u64,
+    ) -> io::Result<SplitSink> {
         if max_part_bytes == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -365,7 +391,7 @@ impl SplitSink {
             ));
         }
         Ok(SplitSink {
-            dir: dir.into(),
+            dir,
             base: base.into(),
             max_part_bytes,
             current: None,
@@ -409,7 +435,9 @@ impl Write for SplitSink {
                     self.max_part_bytes
                 )));
             }
-            self.current = Some(FileSink::create(Self::part_path(&self.dir, &self.base, n))?);
+            let mut name = self.base.clone();
+            name.push(format!(".part{n:03}"));
+            self.current = Some(FileSink::create_in(&self.dir, name)?);
         }
         let part = self.current.as_mut().expect("a part is open");
         let room = (self.max_part_bytes - part.bytes).min(buf.len() as u64) as usize;
@@ -431,7 +459,7 @@ impl Sink for SplitSink {
     }
 
     fn describe(&self) -> String {
-        Self::part_path(&self.dir, &self.base, 0)
+        Self::part_path(self.dir.path(), &self.base, 0)
             .display()
             .to_string()
             .replace(".part000", ".part*")
@@ -493,15 +521,6 @@ impl<W: Write + Send> Sink for WriterSink<W> {
     fn single_file(&self) -> bool {
         true
     }
-}
-
-/// fsyncs the directory holding `path`, so that the file's name is as durable as its content.
-pub fn sync_parent(path: &Path) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    File::open(dir)?.sync_all()
 }
 
 /// A write chain: an optional stage in front of a sink.

@@ -123,9 +123,13 @@ fn unescape(name: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Reads and parses the sums file at `path`.
+/// The largest sums file read (checked before reading): a line per archive part, index and `backup.json`.
+pub const MAX_SUMS_BYTES: u64 = 16 << 20;
+
+/// Reads and parses the sums file at `path`: a regular file (never through a symlink) of at most
+/// [`MAX_SUMS_BYTES`].
 pub fn read_sums(path: &Path) -> Result<Vec<SumLine>, SumsError> {
-    parse_sums(&std::fs::read(path)?)
+    parse_sums(&crate::stdx::fs::read_bounded(path, MAX_SUMS_BYTES).map_err(io::Error::from)?)
 }
 
 #[cfg(test)]

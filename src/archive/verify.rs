@@ -288,7 +288,18 @@ pub fn verify_archive(
                 return field("size", expected_size.to_string(), size.to_string());
             }
             // What the entry stores (a sparse member's map and data), then its padding.
-            let next = data_offset + te.size() + tarfmt::padding(te.size());
+            let stored = te.size();
+            let next = match data_offset
+                .checked_add(stored)
+                .and_then(|n| n.checked_add(tarfmt::padding(stored)))
+            {
+                Some(n) => n,
+                None => {
+                    return bad(VerifyProblem::Malformed(format!(
+                        "its size {stored} at offset {data_offset} lies past the largest possible archive"
+                    )));
+                }
+            };
             let attrs = tap
                 .take(te.raw_header_position(), data_offset, next)
                 .map_err(|e| {
@@ -356,7 +367,7 @@ pub fn verify_archive(
                     return bad(VerifyProblem::Content { expected, actual });
                 }
                 files += 1;
-                file_bytes += size;
+                file_bytes = file_bytes.saturating_add(size);
             }
             if ie.kind == EntryKind::Hardlink {
                 hard_links += 1;

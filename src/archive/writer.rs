@@ -34,7 +34,13 @@ pub struct Warning {
 
 impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.message)
+        // A file name of the snapshot: escaped, so a name holding a newline or ESC cannot forge a line.
+        write!(
+            f,
+            "{}: {}",
+            crate::stdx::show_path(&self.path),
+            self.message
+        )
     }
 }
 
@@ -485,6 +491,11 @@ impl Pipeline {
     }
 
     fn send_block(&mut self) -> Result<(), ArchiveError> {
+        // A natural point to stop at: SIGINT or SIGTERM ends the archive here (it is never promoted).
+        crate::interrupt::check_io().map_err(|source| ArchiveError::Write {
+            target: self.target.clone(),
+            source,
+        })?;
         let next = match self.free.recv() {
             Ok(b) => b,
             Err(_) => return Err(self.thread_error()),

@@ -140,11 +140,14 @@ pub fn execute(
     for n in &plan.notes {
         ui.step(format_args!("note: {n}"));
     }
-    let sets: Vec<SetReport> = plan
-        .sets
-        .iter()
-        .map(|s| run_set(plan, s, policy, ui))
-        .collect();
+    let mut sets: Vec<SetReport> = Vec::new();
+    for s in &plan.sets {
+        // Interrupted: the sets not started are left for the next run.
+        if crate::interrupt::requested().is_some() {
+            break;
+        }
+        sets.push(run_set(plan, s, policy, ui));
+    }
     let exit = sets
         .iter()
         .fold(Exit::Ok, |acc, s| acc.worst(exit_of(s.exit)));
@@ -273,10 +276,10 @@ fn collect_set(
                 ));
             }
         }
-        Event::Stdout(l) if verbosity >= 2 => eprintln!("{name}: rsync: {l}"),
+        Event::Stdout(l) if verbosity >= 2 => crate::errln!("{name}: rsync: {l}"),
         Event::Stderr(l) if verbosity >= 1 => match &bar {
             Some(b) => b.println(format!("{name}: {l}")),
-            None => eprintln!("{name}: {l}"),
+            None => crate::errln!("{name}: {l}"),
         },
         _ => {}
     };
@@ -285,6 +288,8 @@ fn collect_set(
         b.finish_and_clear();
     }
     let run = run?;
+    // Interrupted (rsync heard the signal too): nothing is promoted; the copy stays where the next run resumes it.
+    crate::interrupt::check()?;
     report.rsync_exit = Some(run.exit.code());
     report.stats = Some(run.stats);
     report.unreadable = run.unreadable.clone();
@@ -324,8 +329,8 @@ fn collect_set(
             ui.warn(format_args!(
                 "{}: not copied: {}: {}",
                 set.set,
-                p.path.display(),
-                p.message
+                crate::stdx::show_path(&p.path),
+                crate::stdx::show_str(&p.message)
             ));
         }
         if n > SHOWN {
@@ -396,6 +401,7 @@ fn collect_set(
 
     // Durable before named: flush the copy, write the metadata, then promote by rename and move `latest`.
     snapshot::sync_filesystem(root)?;
+    crate::interrupt::check()?;
     snapshot::write_metadata(root, &meta)?;
     if let Err(e) = snapshot::promote(root, &set.in_progress, &set.snapshot) {
         let _ = fs::remove_file(Layout::new(root).metadata(&set.snapshot));
@@ -430,7 +436,10 @@ fn collect_set(
         }
     }
 
-    prune(root, &set.set, policy, set, ui, report);
+    // Retention waits for a run that was not interrupted.
+    if crate::interrupt::requested().is_none() {
+        prune(root, &set.set, policy, set, ui, report);
+    }
     Ok(())
 }
 

@@ -92,7 +92,7 @@ fn collect(settings: &Settings, args: &CollectArgs) -> CollectReport {
 fn rsync_present() -> bool {
     let ok = crate::rsync::probe_rsync().is_ok();
     if !ok {
-        eprintln!("skipped: rsync is not installed");
+        crate::stdx::skip::skip("rsync is not installed");
     }
     ok
 }

@@ -142,9 +142,9 @@ pub fn run_with_settings(settings: &Settings, args: &BackupArgs) -> anyhow::Resu
     if settings.output.dry_run {
         let plan = dry_run(settings, due, &facts, &ui)?;
         if ui.json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
-            print!("{}", render_plan(&plan));
+            crate::out!("{}", render_plan(&plan));
         }
         return Ok(plan
             .collect
@@ -152,8 +152,16 @@ pub fn run_with_settings(settings: &Settings, args: &BackupArgs) -> anyhow::Resu
             .fold(Exit::Ok, |acc, p| acc.worst(p.expected_exit())));
     }
 
-    let started = Local::now().fixed_offset();
+    let started = super::begin_run(settings, &ui, "backup");
     match execute(settings, &due, &facts, &ui, args.force) {
+        Ok(mut report) if crate::interrupt::requested().is_some() => {
+            // Interrupted: no events and no notifications (stopping is not a failure of the backups); the run log
+            // says what was done and that it was interrupted, and `main` the one line.
+            report.started = started;
+            report.finished = Local::now().fixed_offset();
+            log(settings, &report, None, &ui);
+            Err(crate::interrupt::check().unwrap_err().into())
+        }
         Ok(mut report) => {
             report.started = started;
             finish(settings, &mut report, &facts, drives, args.now, &ui);
@@ -165,8 +173,8 @@ pub fn run_with_settings(settings: &Settings, args: &BackupArgs) -> anyhow::Resu
         Err(e) => {
             let code = exit::classify(&e);
             let message = ui::format_error(&e);
-            // Another run holding the lock is not a failure of the backups.
-            let events = if code == Exit::Locked {
+            // Another run holding the lock is not a failure of the backups, and neither is an interruption.
+            let events = if code == Exit::Locked || crate::interrupt::requested().is_some() {
                 vec![]
             } else {
                 vec![
@@ -354,10 +362,25 @@ fn execute(
         }
         report.missing_media = Some(why);
     }
+    // A drive that would redirect dbackup elsewhere (a `backups` symlink or mount point) is a failure, not an
+    // absent drive.
+    for d in &facts.destinations {
+        if let Some(Presence::Absent(a @ crate::media::Absence::Redirected { .. })) = &d.presence {
+            report.problems.push(Problem {
+                phase: "external".into(),
+                subject: d.settings.name.clone(),
+                exit: Exit::Failed.code(),
+                message: a.to_string(),
+            });
+        }
+    }
     let groups = collect_groups(settings, due);
     let writes = due.external.action == ExternalAction::Write;
     if groups.is_empty() && !writes {
         ui.step("nothing is due");
+        if !report.problems.is_empty() {
+            report.exit = Exit::Failed.code();
+        }
         return Ok(report);
     }
 
@@ -370,6 +393,9 @@ fn execute(
             subject.join(", "),
             if *full { " (compare contents)" } else { "" }
         ));
+        if crate::interrupt::requested().is_some() {
+            break;
+        }
         match collect::run_prepared(settings, sets, &collect_args(*full, sets), ui, &prepared) {
             Ok((_, r)) => report.collect.push(r),
             Err(e) => report.problems.push(Problem {
@@ -381,7 +407,7 @@ fn execute(
         }
     }
 
-    if writes {
+    if writes && crate::interrupt::requested().is_none() {
         // What the external phase would export now: each set's newest complete snapshot.
         let exported: BTreeMap<String, String> = gather::list_sets(&settings.backup_root, &names)
             .into_iter()
@@ -416,6 +442,9 @@ fn execute(
                     exported.values().cloned().collect::<Vec<_>>().join(", ")
                 ));
                 continue;
+            }
+            if crate::interrupt::requested().is_some() {
+                break;
             }
             ui.step(format_args!("external: {target}"));
             let args = ExternalArgs {
@@ -828,7 +857,7 @@ fn print_report(report: &BackupReport, ui: &Ui, journal: bool) -> anyhow::Result
     lines.push((level, format!("backup: {}", verdict(report))));
     let terminal = !journal && ui.progress;
     if terminal && ui.verbosity >= 0 {
-        eprintln!();
+        crate::errln!();
     }
     for (level, line) in &lines {
         let shown = match level {
@@ -839,29 +868,29 @@ fn print_report(report: &BackupReport, ui: &Ui, journal: bool) -> anyhow::Result
             continue;
         }
         if journal {
-            eprintln!("{}{line}", level.prefix());
+            crate::errln!("{}{line}", level.prefix());
         } else if terminal {
             let mark = match level {
                 Level::Error => "✗ ",
                 Level::Warning => "! ",
                 Level::Info => "  ",
             };
-            eprintln!("{mark}{line}");
+            crate::errln!("{mark}{line}");
         } else {
-            eprintln!("{line}");
+            crate::errln!("{line}");
         }
     }
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(report)?);
     } else {
         for s in report.collect.iter().flat_map(|c| &c.sets) {
             if let Some(p) = &s.path {
-                println!("{}", p.display());
+                crate::outln!("{}", p.display());
             }
         }
         for d in report.external.iter().flat_map(|e| &e.destinations) {
             if let Some(p) = &d.backup_path {
-                println!("{}", p.display());
+                crate::outln!("{}", p.display());
             }
         }
     }

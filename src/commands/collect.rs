@@ -8,8 +8,6 @@
 //! refused set); 4 when another run holds the lock; 2 for a bad config or an unknown `--set`. A dry run exits with
 //! what the run would at best: 1 when a set would be refused, 3 with warnings, else 0.
 
-use chrono::Local;
-
 use crate::cli::{CollectArgs, GlobalArgs};
 use crate::collect::{self, CollectPlan, CollectReport, SetStatus, exec};
 use crate::exit::Exit;
@@ -31,7 +29,7 @@ pub fn run_with_settings(settings: &Settings, args: &CollectArgs) -> anyhow::Res
         return Ok(plan.expected_exit());
     }
 
-    let started = Local::now().fixed_offset();
+    let started = super::begin_run(settings, &ui, "collect");
     let outcome = collect::run(settings, &sets, args, &ui);
     super::log_run(
         settings,
@@ -47,15 +45,17 @@ pub fn run_with_settings(settings: &Settings, args: &CollectArgs) -> anyhow::Res
         },
     );
     let (_, report) = outcome?;
+    // Interrupted: the run log says so; stderr gets one line (from `main`), and there is no result to print.
+    crate::interrupt::check()?;
     print_report(&report, &ui)?;
     Ok(report.exit())
 }
 
 fn print_plan(plan: &CollectPlan, ui: &Ui) -> anyhow::Result<()> {
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(plan)?);
+        crate::outln!("{}", serde_json::to_string_pretty(plan)?);
     } else {
-        print!("{}", collect::plan::render(plan));
+        crate::out!("{}", collect::plan::render(plan));
     }
     Ok(())
 }
@@ -68,11 +68,11 @@ fn print_report(report: &CollectReport, ui: &Ui) -> anyhow::Result<()> {
         }
     }
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(report)?);
     } else {
         for s in &report.sets {
             if let Some(p) = &s.path {
-                println!("{}", p.display());
+                crate::outln!("{}", p.display());
             }
         }
     }

@@ -17,7 +17,7 @@ pub fn run(global: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<Exit> {
     match cmd {
         ConfigCommand::Check { path } => check(global, path.as_deref(), &env),
         ConfigCommand::Schema => {
-            print!("{}", schema::EMBEDDED);
+            crate::out!("{}", schema::EMBEDDED);
             Ok(Exit::Ok)
         }
         ConfigCommand::Init { path } => init(global, path.as_deref(), &env),
@@ -35,9 +35,9 @@ fn check(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<
     };
     let settings = Settings::from_loaded(&loaded, env, Output::from_global(global))?;
     if global.json {
-        println!("{}", serde_json::to_string_pretty(&settings)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&settings)?);
     } else {
-        print!("{}", summary(&settings, env));
+        crate::out!("{}", summary(&settings, env));
     }
     Ok(Exit::Ok)
 }
@@ -201,7 +201,7 @@ pub fn summary(s: &Settings, env: &Env) -> String {
         to.push(format!("command {}", c.join(" ")));
     }
     if let Some(u) = &n.http {
-        to.push(format!("POST {u}"));
+        to.push(format!("POST {}", crate::stdx::redact_url(u)));
     }
     let to = if to.is_empty() {
         "nowhere (the run log only)".to_string()
@@ -244,20 +244,20 @@ fn init(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<E
         return Err(ConfigError::Exists { path: target }.into());
     }
     if global.dry_run {
-        eprintln!(
+        crate::errln!(
             "dbackup: dry run: would write {} (mode 0600):",
             target.display()
         );
-        print!("{text}");
+        crate::out!("{text}");
         return Ok(Exit::Ok);
     }
     write_new(&target, &text)?;
     if global.json {
-        println!("{}", serde_json::json!({ "written": target }));
+        crate::outln!("{}", serde_json::json!({ "written": target }));
     } else {
-        println!("wrote {}", target.display());
+        crate::outln!("wrote {}", target.display());
         if global.quiet == 0 {
-            eprintln!("dbackup: edit it, then run `dbackup config check` to see what it means");
+            crate::errln!("dbackup: edit it, then run `dbackup config check` to see what it means");
         }
     }
     Ok(Exit::Ok)

@@ -10,8 +10,6 @@
 //! config, an unknown `--set` or `--destination`; 4 when another run holds the lock; 5 when no destination is present.
 //! A dry run exits with what the run would at best.
 
-use chrono::Local;
-
 use crate::cli::{ExternalArgs, GlobalArgs};
 use crate::exit::Exit;
 use crate::external::{self, DestinationStatus, ExternalPlan, ExternalReport, exec};
@@ -32,7 +30,7 @@ pub fn run_with_settings(settings: &Settings, args: &ExternalArgs) -> anyhow::Re
         return Ok(plan.expected_exit());
     }
 
-    let started = Local::now().fixed_offset();
+    let started = super::begin_run(settings, &ui, "external");
     let outcome = external::run(settings, args, &ui);
     super::log_run(
         settings,
@@ -48,15 +46,17 @@ pub fn run_with_settings(settings: &Settings, args: &ExternalArgs) -> anyhow::Re
         },
     );
     let (_, report) = outcome?;
+    // Interrupted: the run log says so; stderr gets one line (from `main`), and there is no result to print.
+    crate::interrupt::check()?;
     print_report(&report, &ui)?;
     Ok(report.exit())
 }
 
 fn print_plan(plan: &ExternalPlan, ui: &Ui) -> anyhow::Result<()> {
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(plan)?);
+        crate::outln!("{}", serde_json::to_string_pretty(plan)?);
     } else {
-        print!("{}", external::plan::render(plan));
+        crate::out!("{}", external::plan::render(plan));
     }
     Ok(())
 }
@@ -70,11 +70,11 @@ fn print_report(report: &ExternalReport, ui: &Ui) -> anyhow::Result<()> {
         }
     }
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(report)?);
     } else {
         for d in &report.destinations {
             if let Some(p) = &d.backup_path {
-                println!("{}", p.display());
+                crate::outln!("{}", p.display());
             }
         }
     }

@@ -31,7 +31,7 @@ pub fn run(cmd: GenerateCommand) -> anyhow::Result<Exit> {
             command.build();
             let written = man_pages(&command, &dir)?;
             for page in written {
-                println!("{}", page);
+                crate::outln!("{}", page);
             }
         }
     }

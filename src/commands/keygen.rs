@@ -77,7 +77,7 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
     let id = age::x25519::Identity::generate();
     let recipient = id.to_public().to_string();
     if global.dry_run {
-        eprintln!(
+        crate::errln!(
             "dbackup: dry run: would write a new identity to {} (mode 0600) and print its recipient",
             target.display()
         );
@@ -87,15 +87,15 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
     super::config::write_new(&target, &identity_text(&id, &created))
         .with_context(|| format!("cannot write the identity to {}", target.display()))?;
     if global.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::json!({ "identity_file": target, "recipient": recipient })
         );
     } else {
-        println!("{recipient}");
+        crate::outln!("{recipient}");
     }
     if global.quiet == 0 {
-        eprintln!(
+        crate::errln!(
             "dbackup: wrote the identity (secret key) to {} (mode 0600); the line above is its public recipient.\n\
              dbackup: put the recipient in the config: \"encryption\": {{ \"recipients\": [\"{recipient}\"], \
              \"identity_file\": \"{}\" }}\n\

@@ -21,6 +21,33 @@ pub fn not_implemented(name: &str) -> anyhow::Result<Exit> {
     .into())
 }
 
+/// Starts a run that is logged: registers it with the run log (a panic or a second signal still leaves its line) and
+/// catches SIGINT and SIGTERM from now on (see [`crate::interrupt`]). Returns its start time.
+pub(crate) fn begin_run(
+    settings: &crate::settings::Settings,
+    ui: &crate::ui::Ui,
+    command: &str,
+) -> chrono::DateTime<chrono::FixedOffset> {
+    if let Err(e) = crate::interrupt::install() {
+        ui.warn(format_args!(
+            "cannot catch SIGINT and SIGTERM ({e}): an interruption ends the run at once"
+        ));
+    }
+    let started = crate::runlog::begin(&settings.state_dir, command);
+    test_panic(command);
+    started
+}
+
+/// For the tests of the top-level catch, in debug builds only: `DBACKUP_TEST_PANIC=<command>` panics as that
+/// command's run starts.
+fn test_panic(command: &str) {
+    if cfg!(debug_assertions)
+        && std::env::var_os("DBACKUP_TEST_PANIC").is_some_and(|c| c == command)
+    {
+        panic!("DBACKUP_TEST_PANIC={command} (a test of the top-level catch)");
+    }
+}
+
 /// Appends a run's line to the run log: the exit code and per-set value of a finished run, or the error that ended
 /// it. A log that cannot be written is a warning, never a failure of the run.
 pub(crate) fn log_run(
@@ -45,13 +72,19 @@ pub(crate) fn log_run(
     append_log(settings, &record, ui);
 }
 
-/// Appends one record to the run log, warning (not failing) when it cannot be written.
+/// Appends one record to the run log, warning (not failing) when it cannot be written. The run's line: a run that a
+/// signal interrupted is recorded as such (exit 128 + the signal, `interrupted`).
 pub(crate) fn append_log(
     settings: &crate::settings::Settings,
     record: &crate::runlog::RunRecord,
     ui: &crate::ui::Ui,
 ) {
-    if let Err(e) = crate::runlog::append(&settings.state_dir, record) {
+    crate::runlog::end();
+    let record = match crate::interrupt::requested() {
+        Some(why) => record.clone().interrupted_by(why),
+        None => record.clone(),
+    };
+    if let Err(e) = crate::runlog::append(&settings.state_dir, &record) {
         ui.warn(format_args!(
             "cannot write the run log in {}: {e}",
             settings.state_dir.display()

@@ -37,6 +37,7 @@ use crate::restore::verify::{self, Scope, VerifyReport};
 use crate::restore::{Compare, RestoreOptions, Summary};
 use crate::settings::{Env, Settings};
 use crate::snapshot::{self, Snapshot, SnapshotState};
+use crate::stdx::{show_path, show_str};
 use crate::ui::{self, Ui};
 
 pub fn run(global: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<Exit> {
@@ -147,7 +148,11 @@ fn list(
             .retain(|b| b.sets.iter().any(|s| &s.name == set));
         for b in &mut listing.backups {
             b.sets.retain(|s| &s.name == set);
-            b.bytes = b.sets.iter().map(|s| s.bytes).sum();
+            b.bytes = b
+                .sets
+                .iter()
+                .map(|s| s.bytes)
+                .fold(0u64, u64::saturating_add);
         }
     }
     match query {
@@ -157,9 +162,9 @@ fn list(
     }
     listing.sort();
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(&listing)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&listing)?);
     } else {
-        print!("{}", listing.render());
+        crate::out!("{}", listing.render());
     }
     if external && !local && no_drive {
         ui.warn(catalog::no_drive_message(&catalog::drives(
@@ -473,11 +478,23 @@ fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<SetBac
                         return None;
                     }
                 };
-                let index = s
+                // An index that is missing means scanning; one that is there but refused (a link, a FIFO) means
+                // the set cannot be trusted.
+                let index = match s
                     .index
                     .as_ref()
-                    .and_then(|i| ArchiveFiles::discover(&backup.path, i).ok())
-                    .map(|i| i.with_keys(keys.cloned()));
+                    .map(|i| ArchiveFiles::discover(&backup.path, i))
+                {
+                    Some(Ok(i)) => Some(i.with_keys(keys.cloned())),
+                    Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                        ui.warn(format_args!(
+                            "set {} of backup {} cannot be read: {e}",
+                            s.name, backup.name
+                        ));
+                        return None;
+                    }
+                    _ => None,
+                };
                 Some(SetBackup {
                     set: s.name.clone(),
                     label: format!("backup {} on {}", backup.name, drive.name),
@@ -591,7 +608,7 @@ fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<
         lines.iter().find(|l| l.name == name.as_bytes()).ok_or_else(|| {
             failed(format!(
                 "{} is not listed in {}: the backup was changed after it was written; run --verify",
-                backup.path.join(name).display(),
+                show_path(&backup.path.join(name)),
                 sums_path.display()
             ))
         })
@@ -618,15 +635,18 @@ fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<
             .iter()
             .find(|r| &r.name == index)
             .map(|r| r.bytes);
-        let got = std::fs::metadata(backup.path.join(index))
-            .map(|m| m.len())
-            .ok();
+        // A regular file of the backup's own directory, or nothing: a link or a FIFO there is refused.
+        let got = match crate::stdx::fs::open_regular(&backup.path.join(index)) {
+            Ok(f) => f.metadata().map(|m| m.len()).ok(),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(failed(format!("{e}; the backup is damaged or hostile"))),
+        };
         if let (Some(want), Some(got)) = (want, got)
             && want != got
         {
             return Err(failed(format!(
                 "{} is {got} bytes, {METADATA_FILE} says {want}: the backup is damaged or was changed; run --verify",
-                backup.path.join(index).display()
+                show_path(&backup.path.join(index))
             )));
         }
     }
@@ -684,7 +704,10 @@ fn restore(
             ));
         }
     }
-    let names = names_for(&sets, wanted)?;
+    let mut names = names_for(&sets, wanted)?;
+    if target.is_none() {
+        names = job::in_place_names(&settings.sets, &sets, names)?;
+    }
     let mut selections = Vec::new();
     for (set, name) in names {
         let sel = job::place(set, name, target.as_deref())?;
@@ -723,8 +746,16 @@ fn restore(
 
     let total: u64 = planned
         .iter()
-        .map(|p| p.plan.counts.create.bytes + p.plan.counts.replace.bytes)
-        .sum();
+        .map(|p| {
+            p.plan
+                .counts
+                .create
+                .bytes
+                .saturating_add(p.plan.counts.replace.bytes)
+        })
+        .fold(0u64, u64::saturating_add);
+    // From here on SIGINT and SIGTERM stop the restore between entries, with a run log line.
+    super::begin_run(settings, ui, "restore");
     let bar = ui.percent_bar("restore");
     let mut written = 0u64;
     let mut done = |n: u64| {
@@ -732,13 +763,16 @@ fn restore(
         if let Some(b) = &bar
             && total > 0
         {
-            b.set_position(written * 100 / total);
+            b.set_position(written.saturating_mul(100) / total);
         }
     };
     let (summaries, error) = job::apply_all(&sets, &planned, &mut done);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    // Interrupted: `main` says so in one line and writes the run log line; a restore that ran to its end logs none.
+    crate::interrupt::check()?;
+    crate::runlog::end();
     if ui.json {
         let out = RestoreOutput {
             source: chosen.kept(),
@@ -757,25 +791,30 @@ fn restore(
                 })
                 .collect(),
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for (p, s) in planned.iter().zip(&summaries) {
-            println!("{} ({}, from {}):", p.path.display(), p.set, p.from);
+            crate::outln!(
+                "{} ({}, from {}):",
+                show_path(&p.path),
+                show_str(&p.set),
+                show_str(&p.from)
+            );
             if error.is_some() {
                 // Entries never reached because the restore stopped are counted, not listed one by one.
                 let mut s = s.clone();
                 let before = s.errors.len();
                 s.errors.retain(|e| !e.message.starts_with(NOT_HANDED_OVER));
-                print!("{}", indent(&s.render()));
+                crate::out!("{}", indent(&s.render()));
                 let skipped = before - s.errors.len();
                 if skipped > 0 {
-                    println!(
+                    crate::outln!(
                         "  {} not restored: the restore stopped (see the error)",
                         ui::counted(skipped as u64, "entry", "entries")
                     );
                 }
             } else {
-                print!("{}", indent(&s.render()));
+                crate::out!("{}", indent(&s.render()));
             }
         }
     }
@@ -809,11 +848,11 @@ fn restore(
             .iter()
             .map(|s| s.refusals.len() + s.errors.len())
             .sum();
-        let mut from: Vec<&str> = planned
+        let mut from: Vec<String> = planned
             .iter()
             .zip(&summaries)
             .filter(|(_, s)| !s.errors.is_empty() || !s.refusals.is_empty())
-            .map(|(p, _)| p.from.as_str())
+            .map(|(p, _)| show_str(&p.from))
             .collect();
         from.dedup();
         ui.error(format_args!(
@@ -850,17 +889,22 @@ fn print_plans(chosen: &Chosen, planned: &[Planned], ui: &Ui) -> anyhow::Result<
                 })
                 .collect(),
         };
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("dry run: nothing is written");
+    crate::outln!("dry run: nothing is written");
     for p in planned {
-        println!("{} ({}, from {}):", p.path.display(), p.set, p.from);
-        print!("{}", indent(&p.plan.render(ui.verbosity >= 1)));
+        crate::outln!(
+            "{} ({}, from {}):",
+            show_path(&p.path),
+            show_str(&p.set),
+            show_str(&p.from)
+        );
+        crate::out!("{}", indent(&p.plan.render(ui.verbosity >= 1)));
     }
     let refused: u64 = planned.iter().map(|p| p.plan.counts.refuse.entries).sum();
     if refused > 0 {
-        println!(
+        crate::outln!(
             "{} refused: a real run restores nothing (unless --skip-refused)",
             ui::counted(refused, "entry is", "entries are")
         );
@@ -899,14 +943,14 @@ fn verify(
                 .sets
                 .iter()
                 .map(|s| s.file_bytes.unwrap_or(s.archive_bytes))
-                .sum();
+                .fold(0u64, u64::saturating_add);
             let mut seen = 0u64;
             let mut tick = |n: u64| {
                 seen += n;
                 if let Some(b) = &bar
                     && total > 0
                 {
-                    b.set_position((seen * 100 / total).min(100));
+                    b.set_position((seen.saturating_mul(100) / total).min(100));
                 }
             };
             verify::verify_drive_backup(backup, keys.as_ref(), &scope, list_all, &mut tick)
@@ -932,14 +976,14 @@ fn verify(
             let total: u64 = snapshots
                 .iter()
                 .filter_map(|s| s.metadata.as_ref().map(|m| m.stats.total_bytes))
-                .sum();
+                .fold(0u64, u64::saturating_add);
             let mut seen = 0u64;
             let mut tick = |n: u64| {
                 seen += n;
                 if let Some(b) = &bar
                     && total > 0
                 {
-                    b.set_position((seen * 100 / total).min(100));
+                    b.set_position((seen.saturating_mul(100) / total).min(100));
                 }
             };
             for snap in snapshots {
@@ -1005,9 +1049,9 @@ fn verify(
         b.finish_and_clear();
     }
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", verify::render(&report, list_all));
+        crate::out!("{}", verify::render(&report, list_all));
     }
     for w in &report.warnings {
         ui.warn(w);

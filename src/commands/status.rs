@@ -18,7 +18,7 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
     print(&report, global.json)?;
     if args.check && !report.ok {
         if global.quiet < 2 {
-            eprintln!("dbackup: status check failed: {}", problems(&report));
+            crate::errln!("dbackup: status check failed: {}", problems(&report));
         }
         return Ok(Exit::Failed);
     }
@@ -27,9 +27,9 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
 
 fn print(report: &StatusReport, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print!("{}", status::render(report));
+        crate::out!("{}", status::render(report));
     }
     Ok(())
 }

@@ -137,9 +137,9 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
 
     let Some(dir) = &args.out else {
         if json {
-            println!("{}", serde_json::to_string_pretty(&rendered)?);
+            crate::outln!("{}", serde_json::to_string_pretty(&rendered)?);
         } else {
-            print!("{}", text(&rendered));
+            crate::out!("{}", text(&rendered));
         }
         if !json {
             ui.info(instructions(&rendered, None));
@@ -179,7 +179,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
     }
     let written: Vec<&PathBuf> = plan.write.iter().map(|(p, _)| p).collect();
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "dry_run": global.dry_run,
@@ -189,7 +189,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
         );
     } else {
         for p in &written {
-            println!("{}", p.display());
+            crate::outln!("{}", p.display());
         }
         ui.info(instructions(&rendered, Some(&dir)));
     }

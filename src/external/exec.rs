@@ -6,9 +6,7 @@
 //! same mounted filesystem before anything is created and again right before the rename. A failure removes the
 //! temporary directory when the drive is still there (else the next run does); older backups are never touched.
 
-use std::fs;
-use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -22,6 +20,7 @@ use super::layout::{
 use super::observe::Observed;
 use super::plan::{
     ArchiveTarget, DestinationAction, DestinationPlan, DestinationWorld, ExternalPlan, SetPlan,
+    UnusedDestination,
 };
 use super::retention::{self as drive_retention, BackupInfo};
 use crate::archive::readback::drop_device_cache;
@@ -33,6 +32,7 @@ use crate::archive::{
 use crate::exit::Exit;
 use crate::media;
 use crate::snapshot;
+use crate::stdx::fs::Dir;
 use crate::ui::{self, Ui};
 
 /// At most this many archive warnings are printed per set (all are counted and the first kept in `backup.json`).
@@ -116,14 +116,24 @@ pub fn execute(plan: &ExternalPlan, observed: &Observed, ui: &Ui) -> ExternalRep
         }
     }
     for u in &plan.unused {
-        ui.step(format_args!("{}: not used: {}", u.name, u.reason));
+        if u.refused() {
+            ui.error(format_args!("{}: {}", u.name, u.reason));
+        } else {
+            ui.step(format_args!("{}: not used: {}", u.name, u.reason));
+        }
     }
-    let destinations: Vec<DestinationReport> = plan
-        .destinations
-        .iter()
-        .map(|d| run_destination(plan, d, observed, ui))
-        .collect();
-    let sets_exit = if plan.sets.iter().any(|s| !s.warnings.is_empty()) {
+    let mut destinations: Vec<DestinationReport> = Vec::new();
+    for d in &plan.destinations {
+        // Interrupted: the destinations not started are left for the next run.
+        if crate::interrupt::requested().is_some() {
+            break;
+        }
+        destinations.push(run_destination(plan, d, observed, ui));
+    }
+    let sets_exit = if plan.unused.iter().any(UnusedDestination::refused) {
+        // A drive that tried to redirect dbackup is a failure, even when another destination was written.
+        Exit::Failed
+    } else if plan.sets.iter().any(|s| !s.warnings.is_empty()) {
         Exit::Warnings
     } else {
         Exit::Ok
@@ -178,13 +188,17 @@ fn run_destination(
     for n in &d.notes {
         ui.step(format_args!("{}: note: {n}", d.name));
     }
-    match write_backup(plan, d, world, observed, ui, &mut report) {
+    let mut temp_created = false;
+    match write_backup(plan, d, world, observed, ui, &mut report, &mut temp_created) {
         Ok(()) => {
             report.status = DestinationStatus::Written;
             let warned =
                 !report.warnings.is_empty() || report.sets.iter().any(|s| s.warning_count > 0);
             report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
-            prune(plan, d, world, ui, &mut report);
+            // Retention waits for a run that was not interrupted.
+            if crate::interrupt::requested().is_none() {
+                prune(plan, d, world, ui, &mut report);
+            }
         }
         Err(e) => {
             let mut msg = ui::format_error(&e);
@@ -194,7 +208,7 @@ fn run_destination(
             if report.backup.is_none() {
                 msg.push_str(&format!(
                     "; nothing was promoted and older backups are intact{}",
-                    discard_temp(d, world)
+                    discard_temp(d, world, temp_created)
                 ));
             }
             report.error = Some(msg);
@@ -205,26 +219,48 @@ fn run_destination(
 }
 
 /// Removes the temporary directory of a failed run when the drive is still there; says what became of it.
-fn discard_temp(d: &DestinationPlan, world: &DestinationWorld) -> String {
-    if fs::symlink_metadata(&d.temp_dir).is_err() {
+fn discard_temp(d: &DestinationPlan, world: &DestinationWorld, created: bool) -> String {
+    if !created {
         return String::new();
     }
-    let name = d
-        .temp_dir
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .into_owned();
-    if world.info.check_still_present().is_ok()
-        && layout::remove_leftover(&d.backups_dir, &name).is_ok()
+    let name = temp_name(d);
+    let backups = world
+        .info
+        .open_root()
+        .ok()
+        .and_then(|root| layout::open_backups(&root).ok().flatten());
+    if let Some(backups) = backups
+        && world.info.check_still_present().is_ok()
+        && layout::remove_leftover(&backups, &name).is_ok()
     {
-        let _ = layout::sync_dir(&d.backups_dir);
+        let _ = backups.fsync();
         return format!("; the partial backup {name} was removed");
     }
     format!(
         "; the partial backup {} is removed by the next run",
         d.temp_dir.display()
     )
+}
+
+/// The temporary directory's name (`.tmp-<stamp>-<pid>`) in `backups/`.
+fn temp_name(d: &DestinationPlan) -> String {
+    d.temp_dir
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The destination's `backups/`, opened through the root detection found: never through a symlink, never on another
+/// filesystem.
+fn open_backups(world: &DestinationWorld) -> anyhow::Result<Dir> {
+    let root = world.info.open_root().map_err(flat)?;
+    layout::open_backups(&root).map_err(flat)?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{} is gone; plug the drive in again and rerun",
+            root.join(layout::BACKUPS_DIR).display()
+        )
+    })
 }
 
 fn write_backup(
@@ -234,6 +270,7 @@ fn write_backup(
     observed: &Observed,
     ui: &Ui,
     report: &mut DestinationReport,
+    temp_created: &mut bool,
 ) -> anyhow::Result<()> {
     let info = &world.info;
     let started = Local::now().fixed_offset();
@@ -255,10 +292,13 @@ fn write_backup(
         .map_err(flat)?;
     info.check_still_present()?;
     media::ensure_marker(&world.settings, info, started).map_err(flat)?;
+    // From here on everything is reached through this handle: a `backups` that is (or becomes) a symlink or a mount
+    // point is refused, and nothing below it is ever opened through a symlink.
+    let backups = open_backups(world)?;
 
     for l in &d.cleanup {
         info.check_still_present()?;
-        layout::remove_leftover(&d.backups_dir, &l.name)
+        layout::remove_leftover(&backups, &l.name)
             .context("removing what an interrupted run left on the drive")?;
         ui.step(format_args!("{}: removed leftover {}", d.name, l.name));
         report.cleaned.push(l.name.clone());
@@ -266,12 +306,10 @@ fn write_backup(
 
     info.check_still_present()?;
     // Private, like the backup root: the archives hold everything, `~/.secrets` included (exFAT ignores modes).
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&d.temp_dir)
-        .with_context(|| format!("cannot create {}", d.temp_dir.display()))?;
-    layout::sync_dir(&d.backups_dir)
-        .with_context(|| format!("cannot fsync {}", d.backups_dir.display()))?;
+    let temp_name = temp_name(d);
+    let temp = backups.create_sub(&temp_name, 0o700).map_err(flat)?;
+    *temp_created = true;
+    backups.fsync().map_err(flat)?;
     ui.step(format_args!("{}: writing {}", d.name, d.temp_dir.display()));
 
     let mut read_back = ReadBackRecord {
@@ -281,8 +319,9 @@ fn write_backup(
     };
     let mut sums: Vec<SumLine> = Vec::new();
     for a in &d.archives {
+        crate::interrupt::check()?;
         info.check_still_present()?;
-        let record = write_set(d, a, encrypt.as_ref(), observed, ui, &mut read_back)
+        let record = write_set(d, a, &temp, encrypt.as_ref(), observed, ui, &mut read_back)
             .with_context(|| format!("set {}", a.set))?;
         for f in record.archive.iter().chain(&record.index) {
             sums.push(SumLine {
@@ -313,41 +352,40 @@ fn write_backup(
         sets: report.sets.clone(),
     };
     report.read_back = Some(read_back);
-    let meta_path = d.temp_dir.join(layout::METADATA_FILE);
-    let meta_rec = layout::write_new_file(&meta_path, &layout::metadata_bytes(&meta))?;
+    let meta_rec =
+        layout::write_new_file(&temp, layout::METADATA_FILE, &layout::metadata_bytes(&meta))?;
     sums.push(SumLine {
         sha256: meta_rec.sha256,
         name: meta_rec.name.clone().into_bytes(),
     });
     let mut sums_bytes = Vec::new();
     write_sums(&mut sums_bytes, &sums)?;
-    let sums_path = d.temp_dir.join(layout::SUMS_FILE);
-    let sums_rec = layout::write_new_file(&sums_path, &sums_bytes)?;
-    layout::sync_dir(&d.temp_dir)
-        .with_context(|| format!("cannot fsync {}", d.temp_dir.display()))?;
+    let sums_rec = layout::write_new_file(&temp, layout::SUMS_FILE, &sums_bytes)?;
+    temp.fsync().map_err(flat)?;
     let _ = drop_cache(d); // a failure was noted with the archives
-    archive::read_back(&[
-        written(&meta_path, &meta_rec),
-        written(&sums_path, &sums_rec),
-    ])
+    archive::read_back_in(
+        &temp,
+        &[written(&temp, &meta_rec), written(&temp, &sums_rec)],
+    )
     .map_err(flat)?;
 
-    // Promote: the same drive must still be there, then one rename makes the backup visible.
+    // Promote: not interrupted, the same drive still there, then one rename makes the backup visible.
+    crate::interrupt::check()?;
     info.check_still_present()?;
-    snapshot::rename_no_replace(&d.temp_dir, &d.final_dir).map_err(flat)?;
-    layout::sync_dir(&d.backups_dir)
-        .with_context(|| format!("cannot fsync {}", d.backups_dir.display()))?;
+    backups
+        .rename(&temp_name, &plan.stamp, true)
+        .map_err(flat)?;
+    backups.fsync().map_err(flat)?;
     report.backup = Some(plan.stamp.clone());
     report.backup_path = Some(d.final_dir.clone());
 
-    let kind =
-        layout::write_latest(&d.backups_dir, &plan.stamp, d.latest.kind).with_context(|| {
-            format!(
-                "backup {} is verified and in place, but {} could not be updated",
-                d.final_dir.display(),
-                d.latest.path.display()
-            )
-        })?;
+    let kind = layout::write_latest(&backups, &plan.stamp, d.latest.kind).with_context(|| {
+        format!(
+            "backup {} is verified and in place, but {} could not be updated",
+            d.final_dir.display(),
+            d.latest.path.display()
+        )
+    })?;
     report.latest = Some(kind);
     Ok(())
 }
@@ -358,9 +396,9 @@ fn flat(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
-fn written(path: &Path, rec: &FileRecord) -> WrittenFile {
+fn written(dir: &Dir, rec: &FileRecord) -> WrittenFile {
     WrittenFile {
-        path: path.to_path_buf(),
+        path: dir.join(&rec.name),
         bytes: rec.bytes,
         sha256: rec.sha256,
     }
@@ -383,6 +421,7 @@ fn drop_cache(d: &DestinationPlan) -> Result<(), String> {
 fn write_set(
     d: &DestinationPlan,
     a: &ArchiveTarget,
+    temp: &Dir,
     encrypt: Option<&crate::archive::EncryptTo>,
     observed: &Observed,
     ui: &Ui,
@@ -392,16 +431,13 @@ fn write_set(
     let sink = |name: &str, part: Option<u64>| -> anyhow::Result<Box<dyn Sink>> {
         Ok(match part {
             Some(p) => Box::new(
-                SplitSink::new(&d.temp_dir, name, p)
+                SplitSink::new_in(temp.clone(), name, p)
                     .with_context(|| format!("cannot write {name} in {}", d.temp_dir.display()))?,
             ),
-            None => {
-                let path = d.temp_dir.join(name);
-                Box::new(
-                    FileSink::create(&path)
-                        .with_context(|| format!("cannot create {}", path.display()))?,
-                )
-            }
+            None => Box::new(
+                FileSink::create_in(temp, name)
+                    .with_context(|| format!("cannot create {}", temp.join(name).display()))?,
+            ),
         })
     };
     let archive_sink = sink(&a.archive, a.part_bytes)?;
@@ -449,7 +485,7 @@ fn write_set(
         s.enable_steady_tick(Duration::from_millis(200));
         s
     });
-    let methods = archive::read_back(&files);
+    let methods = archive::read_back_in(temp, &files);
     if let Some(s) = spinner {
         s.finish_and_clear();
     }
@@ -555,9 +591,13 @@ fn prune(
         report.exit = Exit::Warnings.code().max(report.exit);
     };
     let now = snapshot::parse_stamp(&plan.stamp).expect("planned stamps parse");
-    let listing = match layout::list(&d.backups_dir) {
-        Ok(l) => l,
-        Err(e) => return warn(report, format!("retention skipped: {e}")),
+    let listed = open_backups(world).and_then(|b| {
+        let l = layout::list_in(&b).map_err(flat)?;
+        Ok((b, l))
+    });
+    let (backups, listing) = match listed {
+        Ok(x) => x,
+        Err(e) => return warn(report, format!("retention skipped: {e:#}")),
     };
     let infos: Vec<BackupInfo> = listing
         .backups
@@ -577,7 +617,7 @@ fn prune(
         if let Err(e) = world.info.check_still_present() {
             return warn(report, format!("retention stopped: {e}"));
         }
-        match layout::delete_backup(&d.backups_dir, &x.name) {
+        match layout::delete_backup(&backups, &x.name) {
             Ok(()) => {
                 ui.step(format_args!(
                     "{}: removed old backup {} ({})",

@@ -24,9 +24,14 @@
 //! `backup.json` is readable, of a known format, names the same stamp and says `verified: true`. Temporary, trash and
 //! `latest` temporary names of the exact shapes above are leftovers of interrupted runs, removed by the next run.
 //! Everything else in `backups/` (a directory a person made, a file) is listed as *other* and left alone.
+//!
+//! The drive is hostile until checked: `backups/` is opened with [`open_backups`] (never through a symlink, only on
+//! the destination's own mount), everything below it through that handle ([`crate::stdx::fs::Dir`]); `backup.json`
+//! is read with a size limit and checked ([`parse_metadata`]: plain file names, the config's set-name rules, sizes
+//! whose sums fit) before anything acts on it.
 
-use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
@@ -34,6 +39,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::archive::{Digest, ReadBackMethod, Warning};
 use crate::snapshot::{self, SourceRecord};
+use crate::stdx::fs::{Dir, FsError};
+use crate::stdx::show;
 
 /// The directory on a destination that dbackup owns.
 pub const BACKUPS_DIR: &str = crate::media::marker::BACKUPS_DIR;
@@ -51,6 +58,13 @@ pub const TEMP_PREFIX: &str = ".tmp-";
 pub const TRASH_PREFIX: &str = ".trash-";
 /// The version of [`BackupMeta`] this dbackup writes and reads.
 pub const BACKUP_FORMAT: u32 = 1;
+/// The largest `backup.json` read (checked before reading): a backup of a thousand sets with a thousand parts each
+/// and every warning kept is a few MiB.
+pub const MAX_METADATA_BYTES: u64 = 64 << 20;
+/// The largest `LATEST` file read: a stamp and a newline.
+pub const MAX_LATEST_BYTES: u64 = 4 << 10;
+/// The largest byte count or total `backup.json` may give: what a file can hold (`off_t`), so that sums of them fit.
+pub const MAX_RECORDED_BYTES: u64 = i64::MAX as u64;
 
 /// `<set>.tar` (`<set>.tar.age` encrypted): the archive's file name (parts append `.part000`, `.part001`, ...).
 pub fn archive_name(set: &str, encrypted: bool) -> String {
@@ -268,14 +282,17 @@ impl BackupMeta {
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
     /// (The I/O error is part of the message, not a `source`, so that error chains do not repeat it.)
-    #[error("cannot {action} {path}: {error}")]
+    #[error("cannot {action} {}: {error}", show(.path.as_os_str().as_encoded_bytes()))]
     Io {
         action: &'static str,
         path: PathBuf,
         error: io::Error,
     },
-    #[error("{path} is not valid backup metadata: {message}")]
+    #[error("{} is not valid backup metadata: {message}", show(.path.as_os_str().as_encoded_bytes()))]
     BadMetadata { path: PathBuf, message: String },
+    /// Something on the drive is not what dbackup reads or writes: a symlink, a mount point, a FIFO, too large.
+    #[error(transparent)]
+    Refused(#[from] FsError),
 }
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LayoutError {
@@ -287,21 +304,130 @@ fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Layout
     }
 }
 
-/// Reads a backup's `backup.json` (format checked).
+/// Reads a backup's `backup.json` (see [`parse_metadata`]): a regular file, not a symlink, at most
+/// [`MAX_METADATA_BYTES`].
 pub fn read_metadata(path: &Path) -> Result<BackupMeta, LayoutError> {
+    let bytes = crate::stdx::fs::read_bounded(path, MAX_METADATA_BYTES)?;
+    parse_metadata(&bytes, path)
+}
+
+/// Reads `backup.json` in a backup's directory (see [`read_metadata`]).
+pub fn read_metadata_in(dir: &Dir) -> Result<BackupMeta, LayoutError> {
+    let bytes = dir.read_bounded(METADATA_FILE, MAX_METADATA_BYTES)?;
+    parse_metadata(&bytes, &dir.join(METADATA_FILE))
+}
+
+/// Parses the bytes of a `backup.json` found at `path` (named in errors): the format checked, then every name and
+/// number that is used to open files or add up sizes ([`BackupMeta::check`]).
+pub fn parse_metadata(bytes: &[u8], path: &Path) -> Result<BackupMeta, LayoutError> {
     let bad = |message: String| LayoutError::BadMetadata {
         path: path.to_path_buf(),
         message,
     };
-    let text = fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let meta: BackupMeta = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    let meta: BackupMeta = serde_json::from_slice(bytes).map_err(|e| bad(show_str_err(&e)))?;
     if meta.format != BACKUP_FORMAT {
         return Err(bad(format!(
             "format {} is not supported by this dbackup (it reads format {BACKUP_FORMAT})",
             meta.format
         )));
     }
+    meta.check().map_err(bad)?;
     Ok(meta)
+}
+
+/// A JSON error as text safe to print (serde quotes what it found, which comes from the drive).
+fn show_str_err(e: &serde_json::Error) -> String {
+    crate::stdx::show_str(&e.to_string())
+}
+
+/// Whether `name` is a plain file name: not empty, no `/`, not `.` or `..`, no NUL, at most 255 bytes. Every name
+/// `backup.json` gives for a file to open must be one, so that it names a file inside the backup's own directory.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name.len() <= 255
+        && !name.contains(['/', '\0'])
+}
+
+impl BackupMeta {
+    /// Checks what readers act on: the sums file and every archive and index name are plain names
+    /// ([`is_plain_name`]); set names follow the config's rules (`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`, at most 64) and
+    /// appear once; byte counts and their sums stay within [`MAX_RECORDED_BYTES`]. The error names the field.
+    pub fn check(&self) -> Result<(), String> {
+        if !is_plain_name(&self.sums_file) {
+            return Err(format!(
+                "sums_file \"{}\" is not a plain file name",
+                show(self.sums_file.as_bytes())
+            ));
+        }
+        let mut total = 0u64;
+        let add = |total: u64, n: u64, field: &dyn Fn() -> String| {
+            total
+                .checked_add(n)
+                .filter(|t| *t <= MAX_RECORDED_BYTES)
+                .ok_or_else(|| {
+                    format!(
+                        "{} is {n}: the sizes add up to more than {MAX_RECORDED_BYTES} bytes",
+                        field()
+                    )
+                })
+        };
+        let mut sums = [0u64; 4];
+        for (i, s) in self.sets.iter().enumerate() {
+            if !crate::settings::is_safe_name(&s.set) {
+                return Err(format!(
+                    "sets[{i}].set \"{}\" is not a set name (letters, digits, `_`, `-` and `.`, starting with a \
+                     letter, digit or `_`, at most 64 bytes)",
+                    show(s.set.as_bytes())
+                ));
+            }
+            if self.sets[..i].iter().any(|o| o.set == s.set) {
+                return Err(format!("sets[{i}].set \"{}\" appears twice", s.set));
+            }
+            for (what, files) in [("archive", &s.archive), ("index", &s.index)] {
+                for (j, f) in files.iter().enumerate() {
+                    if !is_plain_name(&f.name) {
+                        return Err(format!(
+                            "sets[{i}].{what}[{j}].name \"{}\" is not a plain file name (it must name a file in the \
+                             backup's own directory)",
+                            show(f.name.as_bytes())
+                        ));
+                    }
+                    total = add(total, f.bytes, &|| format!("sets[{i}].{what}[{j}].bytes"))?;
+                }
+            }
+            for (k, (field, n)) in [
+                ("tar_bytes", s.tar_bytes),
+                ("file_bytes", s.file_bytes),
+                ("entries", s.entries),
+                ("files", s.files),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                sums[k] = add(sums[k], n, &|| format!("sets[{i}].{field}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The bytes of every archive and index file (fits: [`BackupMeta::check`]).
+    pub fn file_bytes_on_drive(&self) -> u64 {
+        self.sets
+            .iter()
+            .flat_map(|s| s.archive.iter().chain(&s.index))
+            .fold(0u64, |t, f| t.saturating_add(f.bytes))
+    }
+}
+
+impl SetRecord {
+    /// The bytes of its archive file(s) (fits: [`BackupMeta::check`]).
+    pub fn archive_bytes(&self) -> u64 {
+        self.archive
+            .iter()
+            .fold(0u64, |t, f| t.saturating_add(f.bytes))
+    }
 }
 
 /// The bytes of a `backup.json` as written: pretty JSON and a newline.
@@ -356,32 +482,63 @@ impl DriveListing {
     }
 }
 
-/// Lists `backups_dir` (see the module documentation for what counts as what). A missing directory lists nothing.
+/// Opens `<root>/backups` for reading or writing: `None` when it does not exist. Refused (with the path named) when
+/// it is a symlink, not a directory, or on another filesystem than `root`: everything dbackup reads or writes on a
+/// destination stays inside it.
+pub fn open_backups(root: &Dir) -> Result<Option<Dir>, LayoutError> {
+    match root.sub(BACKUPS_DIR) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`open_backups`] of the destination at `root` (opened as the system resolves it: the configured path).
+pub fn open_backups_at(root: &Path) -> Result<Option<Dir>, LayoutError> {
+    open_backups(&Dir::open(root)?)
+}
+
+/// Lists the `backups/` directory at `backups_dir`, the path trusted as given (tests, tools). dbackup itself lists
+/// what [`open_backups`] opened, with [`list_in`]. A missing directory lists nothing.
 pub fn list(backups_dir: &Path) -> Result<DriveListing, LayoutError> {
-    let entries = match fs::read_dir(backups_dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(DriveListing::default()),
-        Err(e) => return Err(io_err("list", backups_dir)(e)),
-    };
+    match Dir::open(backups_dir) {
+        Ok(d) => list_in(&d),
+        Err(e) if e.is_not_found() => Ok(DriveListing::default()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Lists an open `backups/` (see the module documentation for what counts as what). Each backup's directory is
+/// reached without following a symlink and on the same filesystem (else it is *other*), and its `backup.json` read
+/// as [`read_metadata_in`] does.
+pub fn list_in(backups: &Dir) -> Result<DriveListing, LayoutError> {
     let mut out = DriveListing {
         exists: true,
         ..Default::default()
     };
-    for entry in entries {
-        let entry = entry.map_err(io_err("list", backups_dir))?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            out.other
-                .push(entry.file_name().to_string_lossy().into_owned());
+    for (name, file_type) in backups.entries()? {
+        let Some(name) = name.to_str().map(str::to_owned) else {
+            out.other.push(show(name.as_encoded_bytes()));
             continue;
         };
-        let path = entry.path();
-        let file_type = entry.file_type().map_err(io_err("inspect", &path))?;
+        let path = backups.join(&name);
         match classify(&name) {
-            NameKind::Stamp(time) if file_type.is_dir() => {
-                let (meta, meta_error) = match read_metadata(&path.join(METADATA_FILE)) {
+            NameKind::Stamp(time) if file_type == rustix::fs::FileType::Directory => {
+                let dir = match backups.sub(&name) {
+                    Ok(d) => d,
+                    // A mount point, or swapped for a link since the listing: not a backup, never touched.
+                    Err(_) => {
+                        out.other.push(name);
+                        continue;
+                    }
+                };
+                let (meta, meta_error) = match read_metadata_in(&dir) {
                     Ok(m) if m.stamp != name => (
                         None,
-                        Some(format!("its {METADATA_FILE} describes backup {}", m.stamp)),
+                        Some(format!(
+                            "its {METADATA_FILE} describes backup {}",
+                            show(m.stamp.as_bytes())
+                        )),
                     ),
                     Ok(m) if !m.verified => (
                         None,
@@ -399,7 +556,7 @@ pub fn list(backups_dir: &Path) -> Result<DriveListing, LayoutError> {
                 });
             }
             NameKind::Leftover(kind) => {
-                let bytes = tree_bytes(&path);
+                let bytes = backups.tree_bytes(&name);
                 out.leftovers.push(Leftover {
                     name,
                     kind,
@@ -408,41 +565,46 @@ pub fn list(backups_dir: &Path) -> Result<DriveListing, LayoutError> {
                 });
             }
             NameKind::Latest | NameKind::Marker => {}
-            NameKind::Stamp(_) | NameKind::Other => out.other.push(name),
+            NameKind::Stamp(_) | NameKind::Other => out.other.push(show(name.as_bytes())),
         }
     }
     out.backups
         .sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.name.cmp(&b.name)));
     out.leftovers.sort_by(|a, b| a.name.cmp(&b.name));
     out.other.sort();
-    out.latest = read_latest(backups_dir);
+    out.latest = read_latest_in(backups);
     Ok(out)
 }
 
-/// The bytes of the files under `path` (not following symlinks); what removing it frees, roughly.
-pub fn tree_bytes(path: &Path) -> u64 {
-    walkdir::WalkDir::new(path)
-        .follow_links(false)
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file())
-        .map(|m| m.len())
-        .sum()
+/// The backup `latest` (a symlink) or `LATEST` (a text file) in `backups_dir` names (see [`read_latest_in`]).
+pub fn read_latest(backups_dir: &Path) -> Option<String> {
+    read_latest_in(&Dir::open(backups_dir).ok()?)
 }
 
-/// The backup `latest` (a symlink) or `LATEST` (a text file) names, when it names a stamp. The symlink wins.
-pub fn read_latest(backups_dir: &Path) -> Option<String> {
-    let from_link = fs::read_link(backups_dir.join(LATEST_LINK))
+/// The backup `latest` (a symlink, never followed) or `LATEST` (a regular file of at most [`MAX_LATEST_BYTES`])
+/// names, when it names a stamp. The symlink wins.
+pub fn read_latest_in(backups: &Dir) -> Option<String> {
+    let from_link = backups
+        .read_link(LATEST_LINK)
         .ok()
-        .and_then(|t| t.file_name().and_then(|n| n.to_str()).map(str::to_owned));
-    let from_file = || {
-        let text = fs::read_to_string(backups_dir.join(LATEST_FILE)).ok()?;
-        Some(text.lines().next()?.trim().to_string())
-    };
-    from_link
-        .or_else(from_file)
-        .filter(|s| snapshot::parse_stamp(s).is_some())
+        .flatten()
+        .and_then(|t| latest_from_link(&t));
+    let from_file = || parse_latest(&backups.read_bounded(LATEST_FILE, MAX_LATEST_BYTES).ok()?);
+    from_link.or_else(from_file)
+}
+
+/// The stamp a `latest` link's target names: its last component, when that is a stamp.
+pub fn latest_from_link(target: &[u8]) -> Option<String> {
+    let t = PathBuf::from(std::ffi::OsString::from_vec(target.to_vec()));
+    let name = t.file_name()?.to_str()?;
+    snapshot::parse_stamp(name).map(|_| name.to_string())
+}
+
+/// The stamp a `LATEST` file holds: its first line, trimmed, when that is a stamp.
+pub fn parse_latest(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let line = text.lines().next()?.trim();
+    snapshot::parse_stamp(line).map(|_| line.to_string())
 }
 
 /// How `latest` is recorded on a destination.
@@ -468,21 +630,20 @@ impl LatestKind {
 /// directory fsynced). `Symlink` falls back to `File` when the filesystem refuses symlinks. The other kind, when it
 /// exists from an earlier run, is removed afterwards so that it cannot name an older backup. Returns the kind written.
 pub fn write_latest(
-    backups_dir: &Path,
+    backups: &Dir,
     stamp: &str,
     kind: LatestKind,
 ) -> Result<LatestKind, LayoutError> {
     let pid = std::process::id();
     let written = match kind {
         LatestKind::Symlink => {
-            let tmp = backups_dir.join(format!(".latest.tmp-{pid}"));
-            let _ = fs::remove_file(&tmp);
-            match std::os::unix::fs::symlink(stamp, &tmp) {
+            let tmp = format!(".latest.tmp-{pid}");
+            let _ = backups.unlink(&tmp);
+            match backups.symlink(stamp, &tmp) {
                 Ok(()) => {
-                    let link = backups_dir.join(LATEST_LINK);
-                    if let Err(e) = fs::rename(&tmp, &link) {
-                        let _ = fs::remove_file(&tmp);
-                        return Err(io_err("replace", &link)(e));
+                    if let Err(e) = backups.rename(&tmp, LATEST_LINK, false) {
+                        let _ = backups.unlink(&tmp);
+                        return Err(e.into());
                     }
                     LatestKind::Symlink
                 }
@@ -492,113 +653,100 @@ pub fn write_latest(
                         Some(libc::EPERM | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL)
                     ) =>
                 {
-                    write_latest_file(backups_dir, stamp)?
+                    write_latest_file(backups, stamp)?
                 }
-                Err(e) => return Err(io_err("create symlink", &tmp)(e)),
+                Err(e) => return Err(io_err("create symlink", &backups.join(&tmp))(e)),
             }
         }
-        LatestKind::File => write_latest_file(backups_dir, stamp)?,
+        LatestKind::File => write_latest_file(backups, stamp)?,
     };
     // The other kind, if an earlier run left one, would name an older backup.
     let other = match written {
-        LatestKind::Symlink => backups_dir.join(LATEST_FILE),
-        LatestKind::File => backups_dir.join(LATEST_LINK),
+        LatestKind::Symlink => LATEST_FILE,
+        LatestKind::File => LATEST_LINK,
     };
-    if let Ok(m) = fs::symlink_metadata(&other) {
+    if let Some(t) = backups.file_type(other)? {
         let ours = match written {
-            LatestKind::Symlink => m.is_file(),
-            LatestKind::File => m.file_type().is_symlink(),
+            LatestKind::Symlink => t == rustix::fs::FileType::RegularFile,
+            LatestKind::File => t == rustix::fs::FileType::Symlink,
         };
         if ours {
-            fs::remove_file(&other).map_err(io_err("remove", &other))?;
+            backups.unlink(other)?;
         }
     }
-    sync_dir(backups_dir).map_err(io_err("fsync", backups_dir))?;
+    backups.fsync()?;
     Ok(written)
 }
 
-fn write_latest_file(backups_dir: &Path, stamp: &str) -> Result<LatestKind, LayoutError> {
-    let tmp = backups_dir.join(format!(".LATEST.tmp-{}", std::process::id()));
-    let path = backups_dir.join(LATEST_FILE);
+fn write_latest_file(backups: &Dir, stamp: &str) -> Result<LatestKind, LayoutError> {
+    let tmp = format!(".LATEST.tmp-{}", std::process::id());
+    let _ = backups.unlink(&tmp);
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(format!("{stamp}\n").as_bytes())?;
-        f.sync_all()?;
+        let mut f = backups.create_file(&tmp, 0o644)?;
+        f.write_all(format!("{stamp}\n").as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io_err("write", &backups.join(&tmp))(e))?;
         drop(f);
-        fs::rename(&tmp, &path)
+        backups.rename(&tmp, LATEST_FILE, false)?;
+        Ok(())
     })();
     if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_err("write", &path)(e));
+        let _ = backups.unlink(&tmp);
+        return Err(e);
     }
     Ok(LatestKind::File)
 }
 
-/// Writes a new file (never replacing one), fsyncs it, and returns its record.
-pub fn write_new_file(path: &Path, bytes: &[u8]) -> Result<FileRecord, LayoutError> {
-    let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })();
-    result.map_err(io_err("write", path))?;
+/// Writes a new file `name` in `dir` (never replacing one, never through a symlink), fsyncs it, and returns its
+/// record.
+pub fn write_new_file(dir: &Dir, name: &str, bytes: &[u8]) -> Result<FileRecord, LayoutError> {
+    let mut f = dir.create_file(name, 0o600)?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(io_err("write", &dir.join(name)))?;
     Ok(FileRecord {
-        name: path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
+        name: name.to_string(),
         bytes: bytes.len() as u64,
         sha256: Digest::of_bytes(bytes),
     })
 }
 
-/// fsyncs a directory; filesystems that cannot fsync a directory (some FUSE ones answer `EINVAL` or `ENOSYS`) are
-/// accepted as they are.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    match File::open(dir)?.sync_all() {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => Ok(()),
-        other => other,
-    }
-}
-
 /// Removes a backup crash-safely: renamed to `.trash-<stamp>-<pid>` first (so it is never listed half-deleted; a
 /// crash leaves a leftover the next run removes), then its tree. Only a directory named exactly a stamp is accepted.
-pub fn delete_backup(backups_dir: &Path, name: &str) -> Result<(), LayoutError> {
-    let path = backups_dir.join(name);
+pub fn delete_backup(backups: &Dir, name: &str) -> Result<(), LayoutError> {
     if snapshot::parse_stamp(name).is_none() {
-        return Err(io_err("delete", &path)(io::Error::other(
+        return Err(io_err("delete", &backups.join(name))(io::Error::other(
             "not a backup name; refusing to delete it",
         )));
     }
-    let trash = backups_dir.join(trash_name(name, std::process::id()));
-    snapshot::rename_no_replace(&path, &trash).map_err(|e| LayoutError::Io {
-        action: "move to trash",
-        path: path.clone(),
-        error: io::Error::other(e.to_string()),
-    })?;
-    sync_dir(backups_dir).map_err(io_err("fsync", backups_dir))?;
-    remove_leftover(backups_dir, &trash_name(name, std::process::id()))
+    // A directory on this filesystem, never a link or a mount point.
+    drop(backups.sub(name)?);
+    let trash = trash_name(name, std::process::id());
+    backups.rename(name, &trash, true)?;
+    backups.fsync()?;
+    remove_leftover(backups, &trash)
 }
 
-/// Removes a leftover (by name, which must have a leftover's exact shape) and its tree.
-pub fn remove_leftover(backups_dir: &Path, name: &str) -> Result<(), LayoutError> {
-    let path = backups_dir.join(name);
+/// Removes a leftover (by name, which must have a leftover's exact shape) and its tree, following no symlink and
+/// crossing no mount point.
+pub fn remove_leftover(backups: &Dir, name: &str) -> Result<(), LayoutError> {
     if !matches!(classify(name), NameKind::Leftover(_)) {
-        return Err(io_err("remove", &path)(io::Error::other(
+        return Err(io_err("remove", &backups.join(name))(io::Error::other(
             "not a leftover of dbackup; refusing to remove it",
         )));
     }
-    snapshot::remove_tree(&path).map_err(io_err("remove", &path))
+    backups.remove_tree(name)?;
+    Ok(())
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::fs;
+
+    fn open(p: &Path) -> Dir {
+        Dir::open(p).unwrap()
+    }
 
     fn t(s: &str) -> NaiveDateTime {
         snapshot::parse_stamp(s).unwrap()
@@ -808,7 +956,7 @@ pub(crate) mod tests {
         let b = dir.path();
         assert_eq!(read_latest(b), None);
         assert_eq!(
-            write_latest(b, "2025-04-01-000000", LatestKind::File).unwrap(),
+            write_latest(&open(b), "2025-04-01-000000", LatestKind::File).unwrap(),
             LatestKind::File
         );
         assert_eq!(
@@ -817,7 +965,7 @@ pub(crate) mod tests {
         );
         assert_eq!(read_latest(b).as_deref(), Some("2025-04-01-000000"));
         assert_eq!(
-            write_latest(b, "2025-04-02-000000", LatestKind::Symlink).unwrap(),
+            write_latest(&open(b), "2025-04-02-000000", LatestKind::Symlink).unwrap(),
             LatestKind::Symlink
         );
         assert_eq!(
@@ -829,7 +977,7 @@ pub(crate) mod tests {
             "the stale LATEST file is gone"
         );
         assert_eq!(read_latest(b).as_deref(), Some("2025-04-02-000000"));
-        write_latest(b, "2025-04-03-000000", LatestKind::File).unwrap();
+        write_latest(&open(b), "2025-04-03-000000", LatestKind::File).unwrap();
         assert!(
             fs::symlink_metadata(b.join(LATEST_LINK)).is_err(),
             "the stale link is gone"
@@ -851,9 +999,9 @@ pub(crate) mod tests {
         fs::create_dir_all(b.join("2025-04-01-000000/sub")).unwrap();
         fs::write(b.join("2025-04-01-000000/sub/f"), "x").unwrap();
         fs::create_dir(b.join("photos")).unwrap();
-        delete_backup(b, "2025-04-01-000000").unwrap();
-        assert!(delete_backup(b, "photos").is_err());
-        assert!(remove_leftover(b, "photos").is_err());
+        delete_backup(&open(b), "2025-04-01-000000").unwrap();
+        assert!(delete_backup(&open(b), "photos").is_err());
+        assert!(remove_leftover(&open(b), "photos").is_err());
         let left: Vec<_> = fs::read_dir(b)
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -863,13 +1011,16 @@ pub(crate) mod tests {
 
     #[test]
     fn metadata_round_trips_and_refuses_other_formats() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join(METADATA_FILE);
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join(METADATA_FILE);
         let m = meta("2025-04-01-000000", &["data", "config"]);
-        let rec = write_new_file(&p, &metadata_bytes(&m)).unwrap();
+        let rec = write_new_file(&open(tmp.path()), METADATA_FILE, &metadata_bytes(&m)).unwrap();
         assert_eq!(rec.name, METADATA_FILE);
         assert_eq!(read_metadata(&p).unwrap(), m);
-        assert!(write_new_file(&p, b"x").is_err(), "never overwrites");
+        assert!(
+            write_new_file(&Dir::open(tmp.path()).unwrap(), METADATA_FILE, b"x").is_err(),
+            "never overwrites"
+        );
         let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
         v["added_later"] = serde_json::json!(1);
         fs::write(&p, v.to_string()).unwrap();

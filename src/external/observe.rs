@@ -166,9 +166,13 @@ pub fn observe(
                 }
             })
             .unwrap_or(4096);
-        let backups_dir = info.resolved.join(layout::BACKUPS_DIR);
-        let mut listing = layout::list(&backups_dir)
-            .with_context(|| format!("looking at destination {}", d.destination.name))?;
+        let mut listing = match layout::open_backups_at(&info.resolved)
+            .with_context(|| format!("looking at destination {}", d.destination.name))?
+        {
+            Some(backups) => layout::list_in(&backups)
+                .with_context(|| format!("looking at destination {}", d.destination.name))?,
+            None => layout::DriveListing::default(),
+        };
         for l in &mut listing.leftovers {
             l.in_use = layout::leftover_pid(&l.name).is_some_and(is_running_dbackup);
         }

@@ -80,6 +80,14 @@ pub struct UnusedDestination {
     pub reason: String,
 }
 
+impl UnusedDestination {
+    /// A drive that is there but refused because it would redirect dbackup's reads and writes elsewhere (a
+    /// `backups` symlink or mount point): a failure of the run, unlike a drive that is simply not plugged in.
+    pub fn refused(&self) -> bool {
+        self.kind == "redirected"
+    }
+}
+
 /// Everything that happens on one destination.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DestinationPlan {
@@ -174,13 +182,16 @@ impl ExternalPlan {
         self.sets.iter().filter(|s| s.action == SetAction::Export)
     }
 
-    /// What a run of this plan would exit with at best: 1 when a destination is refused or no set can be exported,
+    /// What a run of this plan would exit with at best: 1 when a destination is refused (for space, or because its
+    /// drive would redirect the writes) or no set can be exported,
     /// 3 with warnings, else 0.
     pub fn expected_exit(&self) -> Exit {
         if self.exported().next().is_none() {
             return Exit::Failed;
         }
-        let sets = if self.sets.iter().any(|s| !s.warnings.is_empty()) {
+        let sets = if self.unused.iter().any(UnusedDestination::refused) {
+            Exit::Failed
+        } else if self.sets.iter().any(|s| !s.warnings.is_empty()) {
             Exit::Warnings
         } else {
             Exit::Ok

@@ -23,10 +23,17 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
+use crate::stdx::fs::{Dir, FsError};
+use crate::stdx::show;
+
 /// The marker's place, relative to the destination path.
 pub const MARKER_PATH: &str = "backups/.dbackup-destination.json";
 /// The directory on a destination that dbackup owns.
 pub const BACKUPS_DIR: &str = "backups";
+/// The marker's file name inside `backups/`.
+pub const MARKER_NAME: &str = ".dbackup-destination.json";
+/// The largest marker read (checked before reading); one is a few hundred bytes.
+pub const MAX_MARKER_BYTES: u64 = 64 << 10;
 /// The version of the marker format this dbackup writes.
 pub const FORMAT: u32 = 1;
 
@@ -50,21 +57,32 @@ pub struct Marker {
 /// Reading or writing a marker failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MarkerError {
-    #[error("cannot read destination marker {path}: {source}")]
+    #[error("cannot read destination marker {}: {source}", shown(.path))]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("destination marker {path} is not valid: {source}; fix it or delete it")]
+    #[error(
+        "destination marker {} is not valid: {}; fix it or delete it",
+        shown(.path),
+        crate::stdx::show_str(&.source.to_string())
+    )]
     Invalid {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("cannot write destination marker {path}: {source}")]
+    #[error("cannot write destination marker {}: {source}", shown(.path))]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `backups/` or the marker is a symlink, a mount point, a FIFO, too large...
+    #[error(transparent)]
+    Refused(#[from] FsError),
+}
+
+fn shown(path: &Path) -> String {
+    show(path.as_os_str().as_encoded_bytes())
 }
 
 impl Marker {
@@ -95,59 +113,71 @@ pub fn marker_path(root: &Path) -> PathBuf {
 
 /// Reads the marker of the destination at `root`: `None` when there is none yet.
 pub fn read(root: &Path) -> Result<Option<Marker>, MarkerError> {
-    let path = marker_path(root);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(MarkerError::Read { path, source }),
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|source| MarkerError::Invalid { path, source })
+    read_in(&Dir::open(root)?)
 }
 
-/// Writes the marker of the destination at `root`, creating `backups/` if needed: to a temporary name, fsynced, renamed
-/// into place, and the directory fsynced, so that a crash leaves either no marker or a whole one.
+/// Reads the marker of the destination opened as `root`: `backups/` reached without following a symlink and on the
+/// same filesystem, the marker a regular file of at most [`MAX_MARKER_BYTES`]. `None` when there is none yet.
+pub fn read_in(root: &Dir) -> Result<Option<Marker>, MarkerError> {
+    let backups = match root.sub(BACKUPS_DIR) {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let bytes = match backups.read_bounded(MARKER_NAME, MAX_MARKER_BYTES) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    parse(&bytes, &backups.join(MARKER_NAME)).map(Some)
+}
+
+/// Parses the bytes of a marker found at `path` (named in errors).
+pub fn parse(bytes: &[u8], path: &Path) -> Result<Marker, MarkerError> {
+    serde_json::from_slice(bytes).map_err(|source| MarkerError::Invalid {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes the marker of the destination at `root` (see [`write_in`]).
 pub fn write(root: &Path, marker: &Marker) -> Result<PathBuf, MarkerError> {
-    let path = marker_path(root);
+    write_in(&Dir::open(root)?, marker)
+}
+
+/// Writes the marker of the destination opened as `root`, creating `backups/` if needed (an existing `backups/` that
+/// is a symlink or a mount point is refused): to a temporary name, fsynced, renamed into place, and the directory
+/// fsynced, so that a crash leaves either no marker or a whole one.
+pub fn write_in(root: &Dir, marker: &Marker) -> Result<PathBuf, MarkerError> {
+    let path = root.join(MARKER_PATH);
     let err = |source| MarkerError::Write {
         path: path.clone(),
         source,
     };
-    let dir = root.join(BACKUPS_DIR);
-    match std::fs::create_dir(&dir) {
-        Ok(()) => sync_dir(root).map_err(err)?,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(err(e)),
+    let (dir, created) = root.sub_or_create(BACKUPS_DIR, 0o755)?;
+    if created {
+        root.fsync()?;
     }
-    let tmp = dir.join(format!(
-        ".dbackup-destination.json.tmp-{}",
-        std::process::id()
-    ));
+    let tmp = format!("{MARKER_NAME}.tmp-{}", std::process::id());
+    let _ = dir.unlink(&tmp);
+    // A marker is a few fields of strings and numbers: serialising it cannot fail.
     let mut json = serde_json::to_vec_pretty(marker).expect("a marker always serializes");
     json.push(b'\n');
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&json)?;
-        file.sync_all()?;
+    let result = (|| -> Result<(), MarkerError> {
+        let mut file = dir.create_file(&tmp, 0o644)?;
+        file.write_all(&json)
+            .and_then(|()| file.sync_all())
+            .map_err(err)?;
         drop(file);
-        std::fs::rename(&tmp, &path)?;
-        sync_dir(&dir)
+        dir.rename(&tmp, MARKER_NAME, false)?;
+        dir.fsync()?;
+        Ok(())
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = dir.unlink(&tmp);
     }
-    result.map_err(err)?;
+    result?;
     Ok(path)
-}
-
-/// fsyncs a directory so that a rename or creation in it is durable. Filesystems that cannot fsync a directory
-/// (`EINVAL`) are accepted as they are.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    match std::fs::File::open(dir)?.sync_all() {
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(()),
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@
 //! 3. The filesystem's identity: for a fuse mount (`fuseblk`, as `mount.exfat-fuse` makes) the real type, and for
 //!    every block device the label and uuid, come from [`blkid`]. `fs_uuid` (case-insensitive) and `fs_label` (exact)
 //!    must match when configured, else *other drive*.
-//! 4. The marker ([`marker`]): a drive whose marker names another destination is refused.
+//! 4. `backups/` (when it exists) must be a directory of this filesystem and mount, not a symlink nor a mount point:
+//!    else *redirected*, since every read and write there would go somewhere else than the drive. Then the marker
+//!    ([`marker`], a regular file of at most 64 KiB): a drive whose marker names another destination is refused.
 //! 5. Read-only mounts (`ro` in the mount or superblock options, or `ST_RDONLY`) are *read-only*; less than
 //!    [`MIN_FREE_BYTES`] available is *full*.
 //! 6. The writability probe: an empty file `.dbackup-probe-<pid>-<nanos>` is created at `path` and removed at once.
@@ -152,6 +154,13 @@ pub enum Absence {
         path: PathBuf,
         error: String,
     },
+    /// `backups/` is a symlink or a mount point: writing or reading there would go somewhere else than this drive.
+    /// `link` is the redirecting path, `what` says what it is (`is a symbolic link (to /root)`).
+    Redirected {
+        path: PathBuf,
+        link: PathBuf,
+        what: String,
+    },
     ReadOnly {
         path: PathBuf,
         cause: String,
@@ -173,6 +182,7 @@ impl Absence {
             Absence::OtherDrive { .. } => "other_drive",
             Absence::OtherDestination { .. } => "other_destination",
             Absence::BadMarker { .. } => "bad_marker",
+            Absence::Redirected { .. } => "redirected",
             Absence::ReadOnly { .. } => "read_only",
             Absence::Full { .. } => "full",
         }
@@ -186,6 +196,7 @@ impl Absence {
             | Absence::OtherDrive { path, .. }
             | Absence::OtherDestination { path, .. }
             | Absence::BadMarker { path, .. }
+            | Absence::Redirected { path, .. }
             | Absence::ReadOnly { path, .. }
             | Absence::Full { path, .. } => path,
         }
@@ -265,6 +276,12 @@ impl fmt::Display for Absence {
                 marker.display()
             ),
             Absence::BadMarker { path: _, error } => write!(f, "bad marker: {error}"),
+            Absence::Redirected { link, what, .. } => write!(
+                f,
+                "redirected: {} {what}; dbackup reads and writes only inside the drive: remove it from the drive \
+                 (or unmount it) and rerun; nothing was written",
+                crate::stdx::show(link.as_os_str().as_encoded_bytes())
+            ),
             Absence::ReadOnly { path, cause } => write!(f, "read-only: {} {cause}", path.display()),
             Absence::Full {
                 path,
@@ -525,7 +542,19 @@ fn examine(dest: &DestinationSettings, for_writing: bool) -> Result<MediaInfo, A
         });
     }
 
-    let marker = match marker::read(&resolved) {
+    // `backups/` must be a directory of this filesystem: a symlink or a mount point there would take every read
+    // and write elsewhere.
+    let root = crate::stdx::fs::Dir::open(&resolved).map_err(|e| unreachable(e.into()))?;
+    if let Err(e) = root.sub(marker::BACKUPS_DIR)
+        && e.is_redirect()
+    {
+        return Err(Absence::Redirected {
+            link: path.join(marker::BACKUPS_DIR),
+            what: e.what(),
+            path,
+        });
+    }
+    let marker = match marker::read_in(&root) {
         Ok(Some(m)) if m.destination != dest.name => {
             return Err(Absence::OtherDestination {
                 marker: marker::marker_path(&path),
@@ -683,6 +712,20 @@ pub fn capabilities(fs_type: &str) -> Capabilities {
 }
 
 impl MediaInfo {
+    /// Opens the destination's root for writing below it: the same filesystem detection found (else
+    /// [`MediaError::Gone`]). Everything below is reached through this handle, never by path again.
+    pub fn open_root(&self) -> Result<crate::stdx::fs::Dir, MediaError> {
+        let gone = |why: String| MediaError::Gone {
+            path: self.path.clone(),
+            why,
+        };
+        let root = crate::stdx::fs::Dir::open(&self.resolved).map_err(|e| gone(e.to_string()))?;
+        if root.dev() != self.dev {
+            return Err(gone("another filesystem is there now".to_string()));
+        }
+        Ok(root)
+    }
+
     /// Fails unless the same filesystem is still at `path` (and still mounted there, when it was a mount point): call
     /// it right before creating anything, so that a drive pulled since detection is never replaced by the root disk.
     pub fn check_still_present(&self) -> Result<(), MediaError> {
@@ -736,7 +779,8 @@ pub fn ensure_marker(
         return Ok(m.clone());
     }
     info.check_still_present()?;
-    match marker::read(&info.resolved)? {
+    let root = info.open_root()?;
+    match marker::read_in(&root)? {
         Some(m) if m.destination == dest.name => return Ok(m),
         Some(m) => {
             return Err(MediaError::OtherDestination {
@@ -754,7 +798,7 @@ pub fn ensure_marker(
         now,
         hostname(),
     );
-    marker::write(&info.resolved, &m)?;
+    marker::write_in(&root, &m)?;
     Ok(m)
 }
 

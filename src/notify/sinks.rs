@@ -168,9 +168,10 @@ pub fn command(argv: &[String], event: &Event, timeout: Duration) -> Result<(), 
         .map_err(|e| format!("{}: {e}", crate::ui::shell_words(argv)))
 }
 
-/// The HTTP POST: `http://` with ureq, `https://` with curl.
+/// The HTTP POST: `http://` with ureq, `https://` with curl. The URL's secrets (user info, path, query) appear in no
+/// message: whatever ureq or curl said is cleaned of them too.
 pub fn http(url: &str, curl: Option<&Path>, event: &Event) -> Result<(), String> {
-    if url.starts_with("http://") {
+    let result = if url.starts_with("http://") {
         http_ureq(url, event)
     } else {
         match curl {
@@ -180,7 +181,8 @@ pub fn http(url: &str, curl: Option<&Path>, event: &Event) -> Result<(), String>
                 redact(url)
             )),
         }
-    }
+    };
+    result.map_err(|e| crate::stdx::redact_url_in(&e, url))
 }
 
 /// The request's headers and body, ntfy-style.
@@ -226,18 +228,9 @@ fn ascii(s: &str) -> String {
         .collect()
 }
 
-/// A URL without its user information (`https://user:token@host/x` -> `https://***@host/x`), for messages.
+/// A URL as messages show it: scheme and host only (see [`crate::stdx::redact_url`]).
 pub fn redact(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            match authority.rsplit_once('@') {
-                Some((_, host)) => format!("{scheme}://***@{host}{path}"),
-                None => url.to_string(),
-            }
-        }
-        None => url.to_string(),
-    }
+    crate::stdx::redact_url(url)
 }
 
 fn http_ureq(url: &str, event: &Event) -> Result<(), String> {

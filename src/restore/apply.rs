@@ -249,6 +249,8 @@ impl<'p> Applier<'p> {
         entry: &RestoreEntry,
         content: Option<Content<'_>>,
     ) -> Result<(), RestoreError> {
+        // A natural point to stop at (SIGINT, SIGTERM): between entries.
+        crate::interrupt::check()?;
         let name = entry.name.as_slice();
         let Some(idx) = self.by_name.get_mut(name).and_then(|q| q.pop_front()) else {
             return Err(RestoreError::NotInPlan { name: show(name) });
@@ -878,6 +880,8 @@ fn write_file(
     // One byte more than expected tells a source that grew.
     let mut limited = content.take(entry.size.saturating_add(1));
     loop {
+        // SIGINT or SIGTERM: stop between blocks; the temporary file is removed, nothing half-written is placed.
+        crate::interrupt::check_io().map_err(Failure::Fatal)?;
         let n = match limited.read(buf) {
             Ok(0) => break,
             Ok(n) => n,

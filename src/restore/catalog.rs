@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::drive::{self, DriveBackup, DriveListing};
+use crate::external::layout;
 use crate::media::{self, Presence};
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot};
+use crate::stdx::fs::Dir;
 
 /// The set names with snapshots (or configured) in the backup root: the config's, then any other `<set>-<stamp>`
 /// directory's, sorted.
@@ -90,17 +92,31 @@ pub fn drives(settings: &Settings, explicit: Option<&Path>) -> anyhow::Result<Ve
     let mut out = Vec::new();
     if let Some(dir) = explicit {
         let (backups_dir, only) = drive::backups_dir_of(dir);
-        let (present, absent) = if backups_dir.is_dir() {
-            (Some(backups_dir), None)
+        // A drive's own `backups` is opened as dbackup opens it on a destination (never through a symlink, never on
+        // another filesystem); a directory named directly is the user's choice.
+        let opened = if backups_dir == dir.join(drive::BACKUPS_DIR) {
+            layout::open_backups_at(dir).map_err(|e| e.to_string())
         } else {
-            (
+            match Dir::open(&backups_dir) {
+                Ok(d) => Ok(Some(d)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        let opened = opened.map_err(|e| {
+            anyhow::anyhow!("cannot list the backups in {}: {e}", backups_dir.display())
+        })?;
+        let (present, absent) = match &opened {
+            Some(_) => (Some(backups_dir), None),
+            None => (
                 None,
                 Some(format!("{} is not a directory", backups_dir.display())),
-            )
+            ),
         };
-        let listing = match &present {
-            Some(d) => drive::list(d)
-                .map_err(|e| anyhow::anyhow!("cannot list the backups in {}: {e}", d.display()))?,
+        let listing = match &opened {
+            Some(d) => drive::list(d).map_err(|e| {
+                anyhow::anyhow!("cannot list the backups in {}: {e}", d.path().display())
+            })?,
             None => DriveListing::default(),
         };
         out.push(Drive {
@@ -129,7 +145,13 @@ pub fn drives(settings: &Settings, explicit: Option<&Path>) -> anyhow::Result<Ve
         match root {
             Ok(root) => {
                 let dir = root.join(drive::BACKUPS_DIR);
-                match drive::list(&dir) {
+                let listed = layout::open_backups_at(&root)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| match b {
+                        Some(b) => drive::list(&b).map_err(|e| e.to_string()),
+                        None => Ok(DriveListing::default()),
+                    });
+                match listed {
                     Ok(l) => {
                         drive.listing = l;
                         drive.backups_dir = Some(dir);

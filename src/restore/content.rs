@@ -765,7 +765,7 @@ enum HeaderError {
 }
 
 /// Compares the header bytes read at an index entry's header offset (`len` wanted) with the index.
-fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> Result<(), String> {
+pub(crate) fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> Result<(), String> {
     if ie.kind == archive::EntryKind::File && bytes.len() as u64 != len {
         return Err("the archive ends inside it: it is truncated".into());
     }

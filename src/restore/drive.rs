@@ -5,7 +5,8 @@
 //! Restore is lenient where writing is strict: a stamp directory without usable metadata is still listed (as
 //! `unverified`) and can be restored when named exactly (its sets are then the `*.tar` files found in it, restored by
 //! scanning when they have no index), because on the worst day a damaged `backup.json` must not hide the archives
-//! beside it. A backup still being written (`.tmp-<stamp>-<pid>`) is listed as incomplete, never restored from.
+//! beside it. A backup still being written (`.tmp-<stamp>-<pid>`) is kept here for what needs to know of it, but is
+//! never listed by `--list` and never restored from.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,6 +19,7 @@ use serde::Serialize;
 use crate::archive::EncryptionRecord;
 use crate::external::layout::{self, BackupMeta, FileRecord, LeftoverKind, SetRecord};
 use crate::snapshot::{self, SourceRecord};
+use crate::stdx::fs::Dir;
 
 pub use crate::external::layout::{
     BACKUPS_DIR, METADATA_FILE, SUMS_FILE, archive_name, index_name,
@@ -36,7 +38,7 @@ pub struct DriveBackup {
     pub meta_error: Option<String>,
     /// The sets found: from the metadata, else from the `*.tar` files in the directory.
     pub sets: Vec<DriveSet>,
-    /// A backup being written (`.tmp-<stamp>-<pid>`): listed as incomplete, never restored from.
+    /// A backup being written (`.tmp-<stamp>-<pid>`): never listed, never restored from.
     pub in_progress: bool,
     /// Sets left out by `--set` (see [`DriveBackup::only`]): their files are neither read nor checked.
     pub excluded: Vec<String>,
@@ -53,7 +55,9 @@ impl DriveBackup {
 
     /// The bytes of its archives on the drive.
     pub fn bytes(&self) -> u64 {
-        self.sets.iter().map(|s| s.archive_bytes).sum()
+        self.sets
+            .iter()
+            .fold(0u64, |t, s| t.saturating_add(s.archive_bytes))
     }
 
     /// This backup with only the set `name` (the others recorded as excluded).
@@ -123,12 +127,12 @@ fn set_of_record(dir: &Path, s: &SetRecord) -> DriveSet {
     let archive = base_name(&s.archive).unwrap_or_else(|| archive_name(&s.set, encrypted));
     let index = base_name(&s.index).or_else(|| {
         let n = index_name(&s.set, encrypted);
-        dir.join(&n).is_file().then_some(n)
+        is_regular(&dir.join(&n)).then_some(n)
     });
     let archive_bytes = if s.archive.is_empty() {
         archive_bytes_on_disk(dir, &archive)
     } else {
-        s.archive.iter().map(|r| r.bytes).sum()
+        s.archive_bytes()
     };
     DriveSet {
         name: s.set.clone(),
@@ -142,6 +146,11 @@ fn set_of_record(dir: &Path, s: &SetRecord) -> DriveSet {
         records: s.archive.iter().chain(&s.index).cloned().collect(),
         encryption: s.encryption.clone(),
     }
+}
+
+/// Whether `path` is a regular file (a symlink is not looked through).
+fn is_regular(path: &Path) -> bool {
+    path.symlink_metadata().is_ok_and(|m| m.is_file())
 }
 
 fn archive_bytes_on_disk(dir: &Path, archive: &str) -> u64 {
@@ -165,9 +174,9 @@ fn sets_from_files(dir: &Path) -> Vec<DriveSet> {
             let encrypted = n
                 .strip_suffix(".tar.age.part000")
                 .or_else(|| n.strip_suffix(".tar.age"));
+            // Set names follow the config's rules, wherever they come from.
             if let Some((stem, enc)) = plain.map(|s| (s, false)).or(encrypted.map(|s| (s, true)))
-                && !stem.is_empty()
-                && !stem.starts_with('.')
+                && crate::settings::is_safe_name(stem)
             {
                 names.insert(stem.to_string(), enc);
             }
@@ -180,7 +189,7 @@ fn sets_from_files(dir: &Path) -> Vec<DriveSet> {
             let index = index_name(&set, encrypted);
             DriveSet {
                 archive_bytes: archive_bytes_on_disk(dir, &archive),
-                index: dir.join(&index).is_file().then_some(index),
+                index: is_regular(&dir.join(&index)).then_some(index),
                 archive,
                 name: set,
                 snapshot: None,
@@ -203,10 +212,10 @@ pub struct DriveListing {
     pub latest: Option<String>,
 }
 
-/// Lists a `backups/` directory (see [`layout::list`]). A missing directory lists nothing.
-pub fn list(backups_dir: &Path) -> io::Result<DriveListing> {
-    let l = layout::list(backups_dir).map_err(io::Error::other)?;
-    let mut backups: Vec<DriveBackup> = l
+/// Lists an open `backups/` directory (see [`layout::list_in`]).
+pub fn list(backups: &Dir) -> io::Result<DriveListing> {
+    let l = layout::list_in(backups).map_err(io::Error::other)?;
+    let mut all: Vec<DriveBackup> = l
         .backups
         .into_iter()
         .map(|b| {
@@ -238,8 +247,8 @@ pub fn list(backups_dir: &Path) -> io::Result<DriveListing> {
         else {
             continue;
         };
-        let path = backups_dir.join(&left.name);
-        backups.push(DriveBackup {
+        let path = backups.join(&left.name);
+        all.push(DriveBackup {
             sets: sets_from_files(&path),
             name: left.name,
             time,
@@ -250,9 +259,9 @@ pub fn list(backups_dir: &Path) -> io::Result<DriveListing> {
             excluded: Vec::new(),
         });
     }
-    backups.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.name.cmp(&b.name)));
+    all.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.name.cmp(&b.name)));
     Ok(DriveListing {
-        backups,
+        backups: all,
         latest: l.latest,
     })
 }
@@ -260,12 +269,14 @@ pub fn list(backups_dir: &Path) -> io::Result<DriveListing> {
 /// Where the backups are, given a path the user pointed at: a drive's mount point (holding `backups/`), a
 /// `backups/` directory, or one backup's directory (returned as its parent, with the backup's name).
 pub fn backups_dir_of(path: &Path) -> (PathBuf, Option<String>) {
-    if path.join(BACKUPS_DIR).is_dir() {
+    // Looked at without following links: a `backups` symlink on the drive is the drive's, and refused when opened.
+    let there = |p: PathBuf| p.symlink_metadata().is_ok();
+    if there(path.join(BACKUPS_DIR)) {
         return (path.join(BACKUPS_DIR), None);
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if snapshot::parse_stamp(name).is_some()
-        && (path.join(METADATA_FILE).exists() || path.join(SUMS_FILE).exists())
+        && (there(path.join(METADATA_FILE)) || there(path.join(SUMS_FILE)))
         && let Some(parent) = path.parent()
     {
         return (parent.to_path_buf(), Some(name.to_string()));
@@ -330,7 +341,7 @@ mod tests {
         mk("photos", None, &["a.tar"]);
         fs::write(b.join("LATEST"), "2025-04-01-031500\n").unwrap();
 
-        let l = list(b).unwrap();
+        let l = list(&Dir::open(b).unwrap()).unwrap();
         let names: Vec<(&str, bool, bool)> = l
             .backups
             .iter()
@@ -368,7 +379,11 @@ mod tests {
                 .unwrap()
                 .contains("not verified")
         );
-        assert_eq!(list(&b.join("missing")).unwrap(), DriveListing::default());
+        fs::create_dir(b.join("empty")).unwrap();
+        assert_eq!(
+            list(&Dir::open(&b.join("empty")).unwrap()).unwrap(),
+            DriveListing::default()
+        );
         // --set keeps one set and remembers the others' files.
         let only = l.backups[0].only("data");
         assert_eq!(only.sets.len(), 1);

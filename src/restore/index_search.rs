@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::rc::Rc;
 
-use crate::archive::index::IndexReader;
+use crate::archive::index::{IndexReader, MAX_LINE_BYTES, read_line_bounded};
 use crate::archive::{ArchiveFiles, ArchiveReader, IndexEntry};
 
 /// Why the index cannot be searched.
@@ -71,6 +71,8 @@ const CHUNK: usize = 8 << 10;
 const BLOCK: usize = 16 << 10;
 /// At most this many blocks are kept (64 MiB); then the cache starts over.
 const MAX_BLOCKS: usize = 4096;
+/// The longest line read (one more byte than an index line may have, to tell a longer one).
+const MAX_LINE: u64 = MAX_LINE_BYTES as u64 + 1;
 
 impl SortedIndex {
     pub fn open(files: &ArchiveFiles) -> Result<SortedIndex, SearchError> {
@@ -86,9 +88,15 @@ impl SortedIndex {
         let mut reader = files.open().map_err(io_err)?;
         // The plaintext length: for an encrypted index, finding it reads (and authenticates) the final chunk.
         let len = reader.seek(SeekFrom::End(0)).map_err(io_err)?;
-        let (header_start, header) = read_line_at(&mut reader, 0, len)
+        let (header_start, header) = read_line_at(&mut reader, 0, len.min(MAX_LINE))
             .map_err(io_err)?
-            .ok_or_else(|| damaged("it is empty".into()))?;
+            .ok_or_else(|| {
+                damaged(if len == 0 {
+                    "it is empty".into()
+                } else {
+                    format!("its first line does not end within {MAX_LINE_BYTES} bytes")
+                })
+            })?;
         debug_assert_eq!(header_start, 0);
         IndexReader::new(Cursor::new(&header)).map_err(|e| damaged(e.to_string()))?;
         // The last line must be the `end` line: an index without it is truncated. It is short: read a little of the
@@ -107,7 +115,12 @@ impl SortedIndex {
             match body.iter().rposition(|&b| b == b'\n') {
                 Some(i) => break (buf.clone(), i + 1),
                 None if tail == len => break (buf.clone(), 0),
-                None => tail = len.min(tail * 16),
+                None if tail >= MAX_LINE => {
+                    return Err(damaged(format!(
+                        "its last line is longer than {MAX_LINE_BYTES} bytes"
+                    )));
+                }
+                None => tail = len.min(tail.saturating_mul(16)).min(MAX_LINE),
             }
         };
         let body = &buf[..buf.len() - 1];
@@ -210,6 +223,9 @@ impl SortedIndex {
                 return Ok(Some((start, self.parse(&bytes)?, next)));
             }
             bytes.extend_from_slice(slice);
+            if bytes.len() > MAX_LINE_BYTES {
+                return Err(self.damaged(format!("a line is longer than {MAX_LINE_BYTES} bytes")));
+            }
             at += avail as u64;
         }
         match start {
@@ -272,9 +288,14 @@ impl SortedIndex {
         let mut prev: Option<Vec<u8>> = None;
         loop {
             line.clear();
-            let n = io::BufRead::read_until(&mut lines, b'\n', &mut line).map_err(io_err)?;
-            if n == 0 {
-                return Ok(());
+            match read_line_bounded(&mut lines, &mut line).map_err(io_err)? {
+                Some(0) => return Ok(()),
+                Some(_) => {}
+                None => {
+                    return Err(damaged(format!(
+                        "a line is longer than {MAX_LINE_BYTES} bytes"
+                    )));
+                }
             }
             if line.last() != Some(&b'\n') {
                 return Err(damaged("a line runs into the end line".into()));

@@ -19,7 +19,9 @@ use super::safety::RelPath;
 use super::select::{abs_of, locate_in_sources, name_of};
 use super::{Applier, Plan, Planner, RestoreError, RestoreOptions, Summary};
 use crate::exit::{CodedError, Exit};
+use crate::settings::SetSettings;
 use crate::snapshot::SourceRecord;
+use crate::stdx::{show_path, show_str};
 
 /// One set of the chosen backup.
 #[derive(Debug, Clone)]
@@ -138,19 +140,18 @@ pub fn resolve(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(us
         let where_ = {
             let mut labels: Vec<&str> = c.iter().map(|(i, _)| sets[*i].label.as_str()).collect();
             labels.dedup();
-            labels.join(", ")
+            show_str(&labels.join(", "))
         };
-        let mut msg = format!("{} is not in {where_}", abs.display());
+        let mut msg = format!("{} is not in {where_}", show_path(abs));
         if !by_source && sets.iter().any(|s| !s.sources.is_empty()) {
-            let sources: Vec<String> = sets
-                .iter()
-                .flat_map(|s| {
-                    s.sources
-                        .iter()
-                        .filter(|r| r.present)
-                        .map(move |r| format!("{} ({})", r.resolved.display(), s.set))
-                })
-                .collect();
+            let sources: Vec<String> =
+                sets.iter()
+                    .flat_map(|s| {
+                        s.sources.iter().filter(|r| r.present).map(move |r| {
+                            format!("{} ({})", show_path(&r.resolved), show_str(&s.set))
+                        })
+                    })
+                    .collect();
             msg.push_str(&format!(
                 "; it is under none of the backed-up sources: {}",
                 sources.join(", ")
@@ -159,7 +160,7 @@ pub fn resolve(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(us
         if near.is_empty() {
             msg.push_str("; see `dbackup restore --list`, and pick another --date or --path");
         } else {
-            let near: Vec<String> = near.iter().map(|p| p.display().to_string()).collect();
+            let near: Vec<String> = near.iter().map(|p| show_path(p)).collect();
             msg.push_str(&format!("; the nearest there: {}", near.join(", ")));
         }
         return Err(CodedError::new(Exit::Failed, msg).into());
@@ -217,6 +218,82 @@ pub fn place(set: usize, name: RelPath, target: Option<&Path>) -> anyhow::Result
             })
         }
     }
+}
+
+/// An in-place restore (no `--target`) writes only under the sources the config names now for each set (as
+/// configured and expanded, or with their symlinks resolved): the backup's own record of its sources (a drive's
+/// `backup.json`) never chooses where a restore writes. A name above some of the set's sources (`--path ~`) becomes
+/// those sources; a name elsewhere, or of a set the config does not have, fails saying why (exit 2: `--target`).
+pub fn in_place_names(
+    configured: &[SetSettings],
+    sets: &[SetBackup],
+    names: Vec<(usize, RelPath)>,
+) -> anyhow::Result<Vec<(usize, RelPath)>> {
+    let mut out = Vec::new();
+    for (i, name) in names {
+        let set = &sets[i];
+        let abs = abs_of(&name);
+        let Some(conf) = configured.iter().find(|c| c.name == set.set) else {
+            return Err(CodedError::new(
+                Exit::Usage,
+                format!(
+                    "set {} of {} is not in the config, so it has no place to be restored to: an in-place restore \
+                     writes only under the sources the config names for a set; restore it under another directory \
+                     with --target DIR",
+                    crate::stdx::show_str(&set.set),
+                    set.label
+                ),
+            )
+            .into());
+        };
+        // Each source under both its names (as configured, and as the system resolves it now).
+        let roots: Vec<PathBuf> = conf
+            .sources
+            .iter()
+            .flat_map(|src| {
+                let mut r = vec![src.path.clone(), src.resolved.clone()];
+                r.extend(std::fs::canonicalize(&src.path));
+                r
+            })
+            .collect();
+        if roots.iter().any(|root| abs.starts_with(root)) {
+            out.push((i, name));
+            continue;
+        }
+        let below: Vec<RelPath> = conf
+            .sources
+            .iter()
+            .map(|src| name_of(&src.resolved))
+            .filter(|n| *n != name && n.starts_with(&name))
+            .collect();
+        if !below.is_empty() {
+            out.extend(below.into_iter().map(|n| (i, n)));
+            continue;
+        }
+        let sources: Vec<String> = conf
+            .sources
+            .iter()
+            .map(|s| s.path.display().to_string())
+            .collect();
+        return Err(CodedError::new(
+            Exit::Usage,
+            format!(
+                "{} (set {}, from {}) is not under the set's sources in the config ({}): an in-place restore writes \
+                 only there, whatever the backup records as its sources; restore it under another directory with \
+                 --target DIR and move what you need from there",
+                crate::stdx::show(abs.as_os_str().as_encoded_bytes()),
+                set.set,
+                set.label,
+                if sources.is_empty() {
+                    "none".to_string()
+                } else {
+                    sources.join(", ")
+                }
+            ),
+        )
+        .into());
+    }
+    Ok(dedupe(out))
 }
 
 /// Drops selections inside another selection of the same set (`~/.config` and `~/.config/app`: one restore).

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::Drive;
 use crate::snapshot::{self, Snapshot, SnapshotState};
+use crate::stdx::{show_path, show_str};
 use crate::ui;
 
 /// Where a backup is kept.
@@ -35,7 +36,7 @@ impl Kept {
 pub enum State {
     /// A local snapshot rsync copied completely.
     Complete,
-    /// A local snapshot with files rsync could not read, or a drive backup still (or never finished) being written.
+    /// A local snapshot with files rsync could not read.
     Incomplete,
     /// A drive backup read back from the drive and matched before it was renamed into place.
     Verified,
@@ -191,7 +192,7 @@ pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<List
                 source: Kept::Local,
                 stamp: snapshot::stamp(time),
                 time,
-                bytes: sets.iter().map(|s| s.bytes).sum(),
+                bytes: sets.iter().map(|s| s.bytes).fold(0u64, u64::saturating_add),
                 state: sets
                     .iter()
                     .map(|s| s.state)
@@ -211,12 +212,11 @@ pub fn drive_backups(drives: &[Drive]) -> Vec<ListedBackup> {
     let mut out = Vec::new();
     for d in drives {
         for b in &d.listing.backups {
-            if d.only.as_ref().is_some_and(|o| *o != b.name) {
+            // A backup still (or never finished) being written is no backup: never listed, never restored from.
+            if b.in_progress || d.only.as_ref().is_some_and(|o| *o != b.name) {
                 continue;
             }
-            let state = if b.in_progress {
-                State::Incomplete
-            } else if b.verified() {
+            let state = if b.verified() {
                 State::Verified
             } else {
                 State::Unverified
@@ -265,7 +265,7 @@ pub fn destinations(drives: &[Drive]) -> Vec<ListedDestination> {
                 .listing
                 .backups
                 .iter()
-                .filter(|b| d.only.as_ref().is_none_or(|o| *o == b.name))
+                .filter(|b| !b.in_progress && d.only.as_ref().is_none_or(|o| *o == b.name))
                 .count(),
         })
         .collect()
@@ -296,9 +296,10 @@ impl Listing {
                     if b.latest {
                         state.push_str(", latest");
                     }
+                    // Set names and paths may come from a drive: shown escaped (see `crate::stdx::show`).
                     let place = match &b.destination {
-                        Some(d) => format!("{d}: {}", b.location.display()),
-                        None => b.location.display().to_string(),
+                        Some(d) => format!("{d}: {}", show_path(&b.location)),
+                        None => show_path(&b.location),
                     };
                     [
                         b.stamp.clone(),
@@ -306,9 +307,9 @@ impl Listing {
                         b.sets
                             .iter()
                             .map(|s| match (s.encrypted, s.passphrase) {
-                                (false, _) => s.name.clone(),
-                                (true, false) => format!("{} (age)", s.name),
-                                (true, true) => format!("{} (age, passphrase)", s.name),
+                                (false, _) => show_str(&s.name),
+                                (true, false) => format!("{} (age)", show_str(&s.name)),
+                                (true, true) => format!("{} (age, passphrase)", show_str(&s.name)),
                             })
                             .collect::<Vec<_>>()
                             .join(", "),
@@ -335,6 +336,7 @@ impl Listing {
             line(&mut out, &header);
             for (r, b) in rows.iter().zip(&self.backups) {
                 line(&mut out, r);
+                // Notes are messages whose untrusted parts were escaped where they were made.
                 for n in &b.notes {
                     let _ = writeln!(out, "    note: {n}");
                 }

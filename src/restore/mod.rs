@@ -196,4 +196,8 @@ pub enum RestoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// SIGINT or SIGTERM: the restore stopped between entries (or blocks); what was restored is in place, the entry
+    /// being written is not (its temporary file is removed).
+    #[error(transparent)]
+    Interrupted(#[from] crate::interrupt::Interrupted),
 }

@@ -89,7 +89,7 @@ impl Counts {
             Action::Refuse => &mut self.refuse,
         };
         t.entries += 1;
-        t.bytes += bytes;
+        t.bytes = t.bytes.saturating_add(bytes);
     }
 
     /// `3 to create (1.2 KiB), 1 to replace (10 B), 4 unchanged, 0 skipped, 2 refused`.

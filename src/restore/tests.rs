@@ -24,7 +24,9 @@ fn skip_unless_root(test: &str) -> bool {
     if is_root() {
         return false;
     }
-    eprintln!("{test}: skipped, needs root (it restores owners, setuid bits and device entries)");
+    crate::stdx::skip::skip(&format!(
+        "{test}: needs root (it restores owners, setuid bits and device entries)"
+    ));
     true
 }
 
@@ -955,9 +957,7 @@ fn a_gnu_tar_archive_restores_identically() {
 
     for (privileged, preserve) in [(true, true), (true, false), (false, false)] {
         if privileged && !is_root() {
-            eprintln!(
-                "a_gnu_tar_archive_restores_identically: privileged cases skipped, needs root"
-            );
+            crate::stdx::skip::skip("its privileged cases need root");
             continue;
         }
         let target = env.base.join(format!("restored-{privileged}-{preserve}"));

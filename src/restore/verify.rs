@@ -179,7 +179,7 @@ impl Would {
                 w.entries += 1;
                 if kind == "file" || kind == "hardlink" {
                     w.files += 1;
-                    w.bytes += bytes;
+                    w.bytes = w.bytes.saturating_add(bytes);
                 }
                 if self.list {
                     w.list.push(WouldEntry {
@@ -255,7 +255,8 @@ impl Read for PartHasher {
                 let Some((path, _)) = self.parts.get(self.next) else {
                     return Ok(0);
                 };
-                let file = File::open(path)?;
+                // Never through a symlink, and only a regular file.
+                let file = crate::stdx::fs::open_regular(path)?;
                 // Read what is on the drive, not what the page cache remembers of it.
                 let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
                 self.file = Some((file, Sha256::new(), 0));
@@ -304,7 +305,7 @@ fn plaintext<'p>(
 
 /// The length and sha256 of a file.
 pub fn hash_file(path: &Path) -> io::Result<(u64, Digest)> {
-    let mut f = File::open(path)?;
+    let mut f = crate::stdx::fs::open_regular(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -317,6 +318,15 @@ pub fn hash_file(path: &Path) -> io::Result<(u64, Digest)> {
         total += n as u64;
     }
     Ok((total, Digest::of(h)))
+}
+
+/// Why an archive or index could not be opened: missing, or refused (a symlink, a FIFO...).
+fn missing_or_refused(e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::NotFound {
+        format!("is missing: {e}")
+    } else {
+        format!("cannot be used: {e}")
+    }
 }
 
 fn file_name(path: &Path) -> Vec<u8> {
@@ -374,11 +384,7 @@ pub fn verify_drive_backup(
                 Some(a.with_keys(keys.cloned()))
             }
             Err(e) => {
-                problems.push(issue(
-                    &dir.join(&s.archive),
-                    None,
-                    format!("is missing: {e}"),
-                ));
+                problems.push(issue(&dir.join(&s.archive), None, missing_or_refused(&e)));
                 None
             }
         };
@@ -386,7 +392,7 @@ pub fn verify_drive_backup(
             Some(i) => match ArchiveFiles::discover(dir, i) {
                 Ok(a) => Some(a.with_keys(keys.cloned())),
                 Err(e) => {
-                    problems.push(issue(&dir.join(i), None, format!("is missing: {e}")));
+                    problems.push(issue(&dir.join(i), None, missing_or_refused(&e)));
                     None
                 }
             },
@@ -597,7 +603,7 @@ pub fn verify_drive_backup(
         report.ok = problems.len() == before;
         entries += report.entries;
         files += report.files;
-        bytes += report.bytes;
+        bytes = bytes.saturating_add(report.bytes);
         would_all.extend(watch.would.items);
         sets.push(report);
     }
@@ -839,7 +845,7 @@ fn scan_archive(
             n += 1;
             if e.kind == EntryKind::File {
                 f += 1;
-                b += size;
+                b = b.saturating_add(size);
             }
         }
     }
@@ -966,7 +972,7 @@ pub fn verify_snapshot(
             match hashed {
                 Ok((len, got)) => {
                     report.files += 1;
-                    report.bytes += len;
+                    report.bytes = report.bytes.saturating_add(len);
                     if let Some(Some((_, size, Some(sha)))) = want
                         && (size != len || sha != got)
                     {
@@ -1011,6 +1017,7 @@ pub fn verify_snapshot(
 
 /// The report for people: what was checked, what a restore would write, the problems, the verdict.
 pub fn render(r: &VerifyReport, list: bool) -> String {
+    use crate::stdx::{show_path, show_str};
     use crate::ui::{bytes, counted};
     use std::fmt::Write as _;
     let mut out = String::new();
@@ -1018,8 +1025,8 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
         out,
         "verify {} backup {} at {}",
         r.source.word(),
-        r.backup,
-        r.location.display()
+        show_str(&r.backup),
+        show_path(&r.location)
     );
     if let Some(s) = &r.sums {
         let state = if !s.present {
@@ -1056,8 +1063,8 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
         let _ = writeln!(
             out,
             "  {} ({}): {}, {}, {}: {}; {how}",
-            s.checked,
-            s.set,
+            show_str(&s.checked),
+            show_str(&s.set),
             counted(s.entries, "entry", "entries"),
             counted(s.files, "file", "files"),
             bytes(s.bytes),
@@ -1077,15 +1084,15 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
             let _ = writeln!(
                 out,
                 "  {} ({}): {}, {}, {}",
-                w.path.display(),
-                w.set,
+                show_path(&w.path),
+                show_str(&w.set),
                 counted(w.entries, "entry", "entries"),
                 counted(w.files, "file", "files"),
                 bytes(w.bytes)
             );
             if list {
                 for e in &w.list {
-                    let _ = writeln!(out, "    {:<8} {}", e.kind, e.path.display());
+                    let _ = writeln!(out, "    {:<8} {}", e.kind, show_path(&e.path));
                 }
             }
         }

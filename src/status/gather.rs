@@ -282,7 +282,11 @@ fn destination(d: &DestinationSettings, detect: bool, runs: &RunFacts) -> Destin
     let presence = detect.then(|| media::detect(d));
     let (listing, listing_error) = match &presence {
         Some(Presence::Present(info)) => {
-            match layout::list(&info.resolved.join(layout::BACKUPS_DIR)) {
+            let listed = layout::open_backups_at(&info.resolved).and_then(|b| match b {
+                Some(b) => layout::list_in(&b),
+                None => Ok(layout::DriveListing::default()),
+            });
+            match listed {
                 Ok(l) => (Some(listing_facts(&l)), None),
                 Err(e) => (None, Some(e.to_string())),
             }
@@ -305,12 +309,7 @@ fn listing_facts(l: &layout::DriveListing) -> ListingFacts {
             stamp: b.name.clone(),
             started: m.started,
             finished: m.finished,
-            bytes: m
-                .sets
-                .iter()
-                .flat_map(|s| s.archive.iter().chain(&s.index))
-                .map(|f| f.bytes)
-                .sum(),
+            bytes: m.file_bytes_on_drive(),
             sets: m
                 .sets
                 .iter()
@@ -526,6 +525,7 @@ mod tests {
             pid: 1,
             dbackup_version: "0".into(),
             sets,
+            interrupted: None,
         }
     }
 

@@ -140,7 +140,7 @@ pub struct LastRun {
     pub finished: DateTime<FixedOffset>,
     pub age_seconds: i64,
     pub exit: u8,
-    /// `ok`, `warnings`, `failed`, `config error`, `locked`, `no destination`.
+    /// `ok`, `warnings`, `failed`, `config error`, `locked`, `no destination`, `interrupted`.
     pub result: String,
     /// Exit 1 or 2: the run failed (what `--check` looks at).
     pub failed: bool,
@@ -171,6 +171,7 @@ pub fn result_word(exit: u8) -> &'static str {
         3 => "warnings",
         4 => "locked",
         5 => "no destination",
+        130 | 143 => "interrupted",
         _ => "failed",
     }
 }
@@ -305,7 +306,8 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
         age_seconds: age(r.finished),
         exit: r.exit,
         result: result_word(r.exit).to_string(),
-        failed: !matches!(r.exit, 0 | 3 | 4 | 5),
+        // Interrupted (130, 143) is not failed: the next run resumes, and what is overdue is reported as such.
+        failed: !matches!(r.exit, 0 | 3 | 4 | 5 | 130 | 143),
         error: r.error.clone(),
     });
     if let Some(e) = &facts.runs.error {
@@ -407,7 +409,7 @@ pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
             .filter_map(|s| s.newest.as_ref())
             .filter(|n| !n.first)
             .map(|n| n.transferred_bytes)
-            .sum();
+            .fold(0u64, u64::saturating_add);
         judge(
             "backup root",
             format!(
@@ -426,7 +428,7 @@ pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
         .iter()
         .filter_map(|s| s.newest_complete.as_ref())
         .map(|n| n.total_bytes)
-        .sum();
+        .fold(0u64, u64::saturating_add);
     for d in &facts.destinations {
         let name = &d.settings.name;
         match &d.presence {

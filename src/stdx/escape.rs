@@ -35,6 +35,11 @@ pub fn show_str(s: &str) -> String {
     show(s.as_bytes())
 }
 
+/// [`show`] for a path (a file name from a snapshot, a path built from names a drive gave).
+pub fn show_path(path: &std::path::Path) -> String {
+    show(path.as_os_str().as_encoded_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,13 @@
-//! Small shared helpers with one home (rust-analyzer's `stdx`): the escaper for untrusted names, and friends.
+//! Small shared helpers with one home (rust-analyzer's `stdx`): the escaper for untrusted names, reading and writing
+//! below a directory without being redirected ([`fs`]), output that never panics ([`out`]), secrets shown safely,
+//! and friends.
 
 mod escape;
+pub mod fs;
+pub mod out;
+mod secret;
+#[cfg(test)]
+pub(crate) mod skip;
 
-pub use escape::{show, show_str};
+pub use escape::{show, show_path, show_str};
+pub use secret::{redact_url, redact_url_in};

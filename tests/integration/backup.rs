@@ -624,7 +624,7 @@ fn a_failing_sink_does_not_change_the_exit_code() {
     );
     assert!(
         out.stderr.contains(&format!(
-            "dbackup: warning: notification success could not be sent (http sink): POST to http://127.0.0.1:{port}/topic: "
+            "dbackup: warning: notification success could not be sent (http sink): POST to http://127.0.0.1:{port}/***: "
         )),
         "{}",
         out.stderr

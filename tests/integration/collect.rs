@@ -375,10 +375,9 @@ fn an_unreadable_file_gives_an_incomplete_snapshot_and_exit_3() {
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
     let out = if is_root() {
         if Command::new("setpriv").arg("--version").output().is_err() {
-            println!(
-                "skipped: running as root and setpriv (util-linux) is missing, so no file can be unreadable"
+            return crate::t9::skip(
+                "running as root and setpriv (util-linux) is missing, so no file can be unreadable",
             );
-            return;
         }
         // Let `nobody` into the test's world: its own home, state and backup root.
         fs::set_permissions(t.path(""), fs::Permissions::from_mode(0o755)).unwrap();

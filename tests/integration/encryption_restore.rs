@@ -156,11 +156,9 @@ fn filters() -> Vec<(&'static str, &'static str)> {
 fn have_age(test: &str) -> bool {
     let ok = Command::new("age").arg("--version").output().is_ok();
     if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: the age CLI is missing (apt-get install age)"
-        );
-        eprintln!("{test}: skipped, the age CLI is not installed");
+        crate::t9::skip(&format!(
+            "{test}: the age CLI is not installed (apt-get install age)"
+        ));
     }
     ok
 }

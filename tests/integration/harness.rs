@@ -180,6 +180,21 @@ impl Cmd {
         self
     }
 
+    /// Run in a session of its own: no controlling terminal, so `/dev/tty` cannot be opened (as under systemd).
+    pub fn no_terminal(mut self) -> Cmd {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: setsid is async-signal-safe and touches no memory of this process.
+        unsafe {
+            self.command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
     /// Invoke the binary through a link with this name (argv[0] dispatch).
     pub fn argv0(mut self, name: &str) -> Cmd {
         self.name = name.to_string();

@@ -169,6 +169,7 @@ fn log_run(
             pid: 1,
             dbackup_version: "0.1.0".into(),
             sets,
+            interrupted: None,
         },
     )
     .unwrap();

@@ -80,16 +80,55 @@ fn test_name() -> String {
         .to_string()
 }
 
+/// Whether this is CI (`CI` set to a true value: `true`, `1`, `yes`), where a skipped test is a failure.
 pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+    std::env::var("CI")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
 }
 
-/// True when running as root; otherwise prints `skipping <test>: needs root for loop devices` and returns false.
+/// Where `cargo xtask test` collects the skip records (one line per skip: `<test>\t<why>`).
+pub const SKIPS_ENV: &str = "DBACKUP_TEST_SKIPS";
+
+/// The running test cannot run here, and says why: prints `skipping <test>: <why>`, leaves a record for the
+/// summary of `cargo xtask test` (in `$DBACKUP_TEST_SKIPS`), and under CI fails the test instead (CI installs
+/// everything and runs as root, so a skip there is a hole in the suite). A skipped test is never a silent pass.
+/// The test returns right after: `if !ok { return t9::skip("..."); }`.
+#[track_caller]
+pub fn skip(why: &str) {
+    let dir = std::env::var_os(SKIPS_ENV).map(PathBuf::from);
+    skip_with(why, in_ci(), dir.as_deref());
+}
+
+/// [`skip`] with CI and the record directory given (for its own test).
+#[track_caller]
+pub fn skip_with(why: &str, ci: bool, records: Option<&Path>) {
+    let test = test_name();
+    assert!(
+        !ci,
+        "{test}: skipped under CI ({why}); CI must be able to run every test"
+    );
+    eprintln!("skipping {test}: {why}");
+    if let Some(dir) = records {
+        use std::io::Write;
+        let line = format!("{test}\t{}\n", why.replace(['\t', '\n'], " "));
+        // One write of the whole line with O_APPEND: parallel tests' lines stay whole.
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join(format!("{}.skips", std::process::id())))
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            eprintln!("cannot record the skip in {}: {e}", dir.display());
+        }
+    }
+}
+
+/// True when running as root; otherwise skips (see [`skip`]: fails under CI) and returns false.
 pub fn require_root() -> bool {
     if is_root() {
         return true;
     }
-    eprintln!("skipping {}: needs root for loop devices", test_name());
+    skip("needs root for loop devices");
     false
 }
 
@@ -98,9 +137,8 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// True when the bench can make drives of every filesystem in `fs`: root, and the tools installed. Otherwise prints
-/// why and returns false so the test can return early; but in CI (`CI=true`) as root, missing tools fail the test,
-/// because the CI command installs them.
+/// True when the bench can make drives of every filesystem in `fs`: root, and the tools installed. Otherwise skips
+/// (see [`skip`]: fails under CI, whose command installs the tools and runs as root) and returns false.
 pub fn require(fs: &[Fs]) -> bool {
     if !require_root() {
         return false;
@@ -109,7 +147,7 @@ pub fn require(fs: &[Fs]) -> bool {
     match check_tools(&tools, in_ci()) {
         Ok(()) => true,
         Err(msg) => {
-            eprintln!("skipping {msg}");
+            skip(&msg);
             false
         }
     }
@@ -128,8 +166,7 @@ pub fn check_tools(tools: &[&str], ci: bool) -> Result<(), String> {
         return Ok(());
     }
     let msg = format!(
-        "{}: missing {} (apt-get install util-linux exfat-fuse exfatprogs xfsprogs btrfs-progs age)",
-        test_name(),
+        "missing {} (apt-get install util-linux exfat-fuse exfatprogs xfsprogs btrfs-progs age)",
         missing.join(", ")
     );
     assert!(!ci, "{msg}; CI must install them");
@@ -736,29 +773,31 @@ impl Drive {
 
     /// Detaches the loop device, but only while it is still backed by this drive's image (never someone else's
     /// device). The kernel may finish the detach after `losetup -d` returns (it waits for the last opener, such as an
-    /// exiting fuse daemon), so this waits until the device is free.
-    fn detach(&self) {
+    /// exiting fuse daemon), so this waits until the device is free. `Err` says what was left attached.
+    fn detach(&self) -> Result<(), String> {
         if !self.attached() {
-            return;
+            return Ok(());
         }
         let (ok, _, err, line) = try_run("losetup", [OsStr::new("-d"), self.device.as_os_str()]);
         if !ok {
-            eprintln!("t9 bench: {line} failed: {err}");
-            return;
+            return Err(format!("{line} failed: {}", err.trim()));
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.attached() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
         if self.attached() {
-            eprintln!(
-                "t9 bench: {} is still attached 10 s after losetup -d",
+            return Err(format!(
+                "{} is still attached 10 s after losetup -d",
                 self.device.display()
-            );
+            ));
         }
+        Ok(())
     }
 }
 
+/// Cleans up what the drive made. Anything left behind (a mount, the loop device, a fuse process) fails the test
+/// that leaked it, naming it (unless the test is failing already: then it is printed, as a second panic would abort).
 impl Drop for Drive {
     fn drop(&mut self) {
         for _ in 0..5 {
@@ -773,17 +812,37 @@ impl Drop for Drive {
         if self.fs == Fs::Exfat {
             self.wait_for_fuse_exit();
         }
-        self.detach();
+        let mut leaks = Vec::new();
+        // Before the detach: afterwards the device number may already be another drive's.
+        let holders = self.holders(false);
+        if !holders.is_empty() {
+            leaks.push(format!(
+                "processes {holders:?} still hold {} open",
+                self.device.display()
+            ));
+        }
+        if let Err(e) = self.detach() {
+            leaks.push(e);
+        }
         if self.mounted().is_some() {
             // Never let the temporary directory's removal recurse into a drive that is still mounted.
-            eprintln!(
-                "t9 bench: {} is still mounted; leaving {} in place",
+            leaks.push(format!(
+                "{} is still mounted; {} is left in place",
                 self.mount_point.display(),
                 self.dir().display()
-            );
+            ));
             if let Some(dir) = self.dir.take() {
                 let _ = dir.keep();
             }
+        }
+        if leaks.is_empty() {
+            return;
+        }
+        let msg = format!("t9 bench: {} leaked: {}", self.label, leaks.join("; "));
+        if std::thread::panicking() {
+            eprintln!("{msg}");
+        } else {
+            panic!("{msg}");
         }
     }
 }

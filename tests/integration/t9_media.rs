@@ -1,6 +1,7 @@
 //! Destination detection (`dbackup::media`) on real loop devices: the emulated exFAT T9 and ext4, xfs, btrfs drives,
 //! plugged, pulled, read-only, full, foreign or dead; and the bench's own guards.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use dbackup::config::ExternalMode;
@@ -552,4 +553,52 @@ fn missing_tools_skip_outside_ci_and_fail_in_ci() {
     assert!(skip.contains("missing no-such-mkfs"), "{skip}");
     let failed = std::panic::catch_unwind(|| t9::check_tools(&["no-such-mkfs"], true));
     assert!(failed.is_err(), "in CI a missing tool fails the test");
+}
+
+/// A skip says why, leaves a record for the summary of `cargo xtask test` (which lists skipped tests by reason), and
+/// under CI fails the test. Before: a skipping test printed a line (or nothing) and libtest reported it as passed,
+/// even under CI for the 37 root-only tests.
+#[test]
+fn a_skip_is_recorded_and_fails_under_ci() {
+    let dir = tempfile::tempdir().unwrap();
+    t9::skip_with("needs something\tthat\nis missing", false, Some(dir.path()));
+    let records: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert_eq!(
+        records,
+        ["t9_media::a_skip_is_recorded_and_fails_under_ci\tneeds something that is missing\n"]
+    );
+    let failed = std::panic::catch_unwind(|| t9::skip_with("needs root", true, Some(dir.path())));
+    assert!(failed.is_err(), "under CI a skip fails the test");
+}
+
+/// A drive whose loop device a process still holds when the test ends fails that test, naming the process (the
+/// guard used to print a line and let the test pass, leaving the device behind). Root only.
+#[test]
+fn a_leaked_drive_fails_the_test_that_leaked_it() {
+    if !t9::require(&[Fs::Ext4]) {
+        return;
+    }
+    let drive = Drive::ext4("LEAK", 8 << 20);
+    drive.unmount();
+    let device = drive.device().to_path_buf();
+    let holder = std::process::Command::new("sleep")
+        .arg("60")
+        .stdin(fs::File::open(&device).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = holder.id();
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(drive)));
+    let mut holder = holder;
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let msg = dropped.expect_err("the leak fails the test");
+    let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains("LEAK leaked") && msg.contains(&format!("processes [{pid}]")),
+        "{msg}"
+    );
 }

@@ -23,13 +23,13 @@ fn can_isolate() -> bool {
     }
     for tool in ["unshare", "chroot", "mount"] {
         if t9::tool(tool).is_none() {
-            eprintln!("skipping: {tool} is missing");
+            t9::skip(&format!("{tool} is missing"));
             return false;
         }
     }
     let overlay = fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay"));
     if !overlay {
-        eprintln!("skipping: the kernel has no overlayfs");
+        t9::skip("the kernel has no overlayfs");
     }
     overlay
 }

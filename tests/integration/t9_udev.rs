@@ -68,11 +68,8 @@ fn t9_udev_rule_wants_the_external_unit_for_the_configured_drives_only() {
     if !t9::require(&[Fs::Exfat]) {
         return;
     }
-    if let Err(msg) = t9::check_tools(
-        &["udevadm", "unshare"],
-        std::env::var("CI").is_ok_and(|v| v == "true"),
-    ) {
-        eprintln!("skipping {msg} (apt-get install udev util-linux)");
+    if let Err(msg) = t9::check_tools(&["udevadm", "unshare"], t9::in_ci()) {
+        t9::skip(&format!("{msg} (apt-get install udev util-linux)"));
         return;
     }
     let host_rules = Path::new("/run/udev/rules.d/99-dbackup.rules");

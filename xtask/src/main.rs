@@ -1,8 +1,9 @@
-//! `cargo xtask`: the project's automation (test, demo, install, bench, itest), written with xshell.
+//! `cargo xtask`: the project's automation (test, demo, install, bench, itest, fuzz), written with xshell.
 //! This file only parses the command line and dispatches; each task lives in its own module.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod install;
 mod itest;
 mod nix;
@@ -37,6 +38,8 @@ enum Task {
     Bench(bench::BenchCmd),
     /// Run the root-only integration tests on real loop devices (the t9 tests)
     Itest(itest::ItestArgs),
+    /// Run the property-based tests of every drive-side parser with many cases (`--cases N`, default 10,000)
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,7 @@ fn main() -> ExitCode {
         Task::Install(args) => install::run(args),
         Task::Bench(cmd) => bench::run(cmd),
         Task::Itest(args) => itest::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,7 +22,7 @@ pub const NIXPKGS_LIB: &str = "NIXPKGS_LIB";
 pub fn step(sh: &Shell) -> Result<Outcome> {
     if find_program("nix-instantiate").is_none() {
         let msg = "nix-instantiate not installed (apt-get install nix-bin)";
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") && is_root() {
+        if crate::util::in_ci() && is_root() {
             bail!("{msg}; CI must have it (the packages step installs it)");
         }
         return Ok(Outcome::Skipped(msg.into()));

@@ -149,11 +149,20 @@ fn clippy(sh: &Shell) -> Result<Outcome> {
     Ok(Outcome::Passed(String::new()))
 }
 
+/// The variable through which tests record that they skipped (see `t9::skip` and `stdx::skip`): a directory where
+/// each test process appends `<test>\t<why>` lines to `<pid>.skips`.
+const SKIPS_ENV: &str = "DBACKUP_TEST_SKIPS";
+
 fn cargo_test(sh: &Shell) -> Result<Outcome> {
+    let skips_dir = tempfile::Builder::new()
+        .prefix("dbackup-test-skips-")
+        .tempdir()
+        .context("cannot create a directory for the skip records")?;
     // Run through a pipe (not xshell's `run`) to count the results while the output streams as usual.
     eprintln!("$ cargo test --workspace");
     let mut child = std::process::Command::new("cargo")
         .args(["test", "--workspace"])
+        .env(SKIPS_ENV, skips_dir.path())
         .current_dir(sh.current_dir())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -166,15 +175,87 @@ fn cargo_test(sh: &Shell) -> Result<Outcome> {
         counts.add_line(&line);
     }
     let status = child.wait().context("cargo test did not finish")?;
+    let skips = Skips::read(skips_dir.path())?;
+    skips.print();
     if !status.success() {
-        bail!("some tests failed ({counts})");
+        bail!("some tests failed ({counts}{})", skips.note());
+    }
+    if crate::util::in_ci() && skips.count() > 0 {
+        // The tests fail themselves under CI; this is the belt to their braces.
+        bail!(
+            "{} under CI, where every test must run",
+            skips.note().trim_start_matches("; ")
+        );
     }
     let root = if is_root() {
-        "including the root-only loop-device tests"
+        "root: the loop-device tests ran"
     } else {
-        "not root: the loop-device tests skipped themselves"
+        "not root: the loop-device tests skipped (see above)"
     };
-    Ok(Outcome::Passed(format!("{counts}; {root}")))
+    Ok(Outcome::Passed(format!("{counts}{}; {root}", skips.note())))
+}
+
+/// The tests that skipped, grouped by reason: libtest reports them as passed, so the summary says which they are.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Skips {
+    /// Reason -> the tests that skipped for it.
+    by_reason: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Skips {
+    /// Reads every `*.skips` file in `dir`.
+    fn read(dir: &std::path::Path) -> Result<Skips> {
+        let mut skips = Skips::default();
+        for entry in std::fs::read_dir(dir).context("cannot read the skip records")? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "skips") {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                skips.add_lines(&text);
+            }
+        }
+        Ok(skips)
+    }
+
+    /// Adds `<test>\t<why>` lines.
+    fn add_lines(&mut self, text: &str) {
+        for line in text.lines() {
+            let (test, why) = line.split_once('\t').unwrap_or((line, "no reason given"));
+            let tests = self.by_reason.entry(why.to_string()).or_default();
+            tests.push(test.to_string());
+            tests.sort();
+            tests.dedup();
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.by_reason.values().map(Vec::len).sum()
+    }
+
+    /// `; 37 of them skipped` (libtest counts a skipped test as passed), or nothing.
+    fn note(&self) -> String {
+        match self.count() {
+            0 => String::new(),
+            n => format!("; {n} of them skipped"),
+        }
+    }
+
+    /// The skipped tests by reason, on stderr.
+    fn print(&self) {
+        if self.count() == 0 {
+            return;
+        }
+        heading(&format!(
+            "{} tests skipped (reported as passed by libtest)",
+            self.count()
+        ));
+        for (why, tests) in &self.by_reason {
+            eprintln!("  {why} ({}):", tests.len());
+            for t in tests {
+                eprintln!("    {t}");
+            }
+        }
+    }
 }
 
 /// The totals of libtest's `test result:` lines.
@@ -235,6 +316,20 @@ mod tests {
                 ignored: 1
             }
         );
+    }
+
+    #[test]
+    fn skips_are_grouped_by_reason() {
+        let mut s = Skips::default();
+        s.add_lines("t9::a\tneeds root for loop devices\nt9::b\tneeds root for loop devices\n");
+        s.add_lines("notify::curl\tcurl is not installed\nt9::a\tneeds root for loop devices\n");
+        assert_eq!(s.count(), 3);
+        assert_eq!(
+            s.by_reason["needs root for loop devices"],
+            ["t9::a", "t9::b"]
+        );
+        assert_eq!(s.note(), "; 3 of them skipped");
+        assert_eq!(Skips::default().note(), "");
     }
 
     #[test]

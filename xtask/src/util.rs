@@ -62,6 +62,12 @@ pub fn build_dbackup(sh: &Shell, profile: Profile) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// Whether this is CI (`CI` set to a true value: `true`, `1`, `yes`): a skipped test or check is a failure there.
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
+}
+
 /// True when running as root (uid 0): apt-get, loop devices, mounts and dropping caches are possible.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

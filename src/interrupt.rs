@@ -1,0 +1,156 @@
+//! Interruptions: SIGINT and SIGTERM (systemd stops units with SIGTERM) during collect, external, backup or restore
+//! become a flag that the long loops check at their natural points (between sets, files and blocks, before a
+//! promotion), so nothing half-written is ever promoted. The running child (rsync) hears the signal too, the run
+//! log gets an `interrupted` line, and the process ends with one line on stderr and 128 + the signal (130, 143).
+//!
+//! A second signal stops at once: the children are killed, the run log line is written, and the process exits.
+//! Until [`install`] is called (dry runs, `status`, `config`, ...) the signals keep their default action.
+
+use std::sync::Mutex;
+use std::sync::Once;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+static INSTALL: Once = Once::new();
+
+/// The run was interrupted by a signal: what the checks return, through every layer up to `main`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("interrupted by {}", signal_name(*.0))]
+pub struct Interrupted(pub i32);
+
+impl Interrupted {
+    /// The process exit code: 128 + the signal (130 for SIGINT, 143 for SIGTERM).
+    pub fn exit_code(self) -> u8 {
+        u8::try_from(128 + self.0).unwrap_or(1)
+    }
+
+    pub fn signal_name(self) -> &'static str {
+        signal_name(self.0)
+    }
+}
+
+pub fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        _ => "a signal",
+    }
+}
+
+/// Catches SIGINT and SIGTERM from now on (once per process). A failure to install leaves the default action (the
+/// process dies, as before; the next run resumes all the same) and is returned for a warning.
+pub fn install() -> std::io::Result<()> {
+    let mut result = Ok(());
+    INSTALL.call_once(|| {
+        match signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM]) {
+            Ok(mut signals) => {
+                let spawned = std::thread::Builder::new()
+                    .name("signals".into())
+                    .spawn(move || {
+                        for signal in signals.forever() {
+                            on_signal(signal);
+                        }
+                    });
+                if let Err(e) = spawned {
+                    result = Err(e);
+                }
+            }
+            Err(e) => result = Err(e),
+        }
+    });
+    result
+}
+
+fn on_signal(signal: i32) {
+    let first = SIGNAL
+        .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok();
+    if first {
+        forward(signal);
+        return;
+    }
+    // The second signal: the user (or systemd) will not wait for the next safe point.
+    forward(libc::SIGKILL);
+    let why = Interrupted(SIGNAL.load(Ordering::SeqCst));
+    crate::runlog::abandon(why.exit_code(), why.to_string(), Some(why));
+    crate::errln!(
+        "dbackup: interrupted ({}, twice); stopped at once; the next run resumes",
+        why.signal_name()
+    );
+    let _ = crate::stdx::out::finish();
+    std::process::exit(i32::from(why.exit_code()));
+}
+
+fn forward(signal: i32) {
+    let children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
+    for &pid in children.iter() {
+        // SAFETY: kill has no memory-safety preconditions; the pid is a child of ours that has not been waited
+        // for (it is unregistered before it is reaped), so it cannot name another process.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// The signal that interrupted this run, if one did.
+pub fn requested() -> Option<Interrupted> {
+    match SIGNAL.load(Ordering::Relaxed) {
+        0 => None,
+        s => Some(Interrupted(s)),
+    }
+}
+
+/// `Err` once a signal came: the check at a natural point of a long loop.
+pub fn check() -> Result<(), Interrupted> {
+    match requested() {
+        None => Ok(()),
+        Some(i) => Err(i),
+    }
+}
+
+/// [`check`] for code that speaks `io::Error` (sinks, readers): the [`Interrupted`] inside an `Other` error (never
+/// `ErrorKind::Interrupted`, which `write_all` and friends would retry).
+pub fn check_io() -> std::io::Result<()> {
+    check().map_err(std::io::Error::other)
+}
+
+/// A child process that hears the signals dbackup gets, while this guard lives. Drop it before reaping the child
+/// (`wait`): until then its pid cannot name another process.
+#[must_use = "the child hears the signals only while the guard lives"]
+pub struct ChildGuard(i32);
+
+/// Registers a child (by its pid) to hear SIGINT and SIGTERM; if one already came, the child gets it now.
+pub fn watch_child(pid: u32) -> ChildGuard {
+    let pid = i32::try_from(pid).unwrap_or(0);
+    if pid > 0 {
+        CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+        if let Some(Interrupted(s)) = requested() {
+            // SAFETY: as in `forward`: our own child, not yet reaped.
+            unsafe { libc::kill(pid, s) };
+        }
+    }
+    ChildGuard(pid)
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        CHILDREN
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&p| p != self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_128_plus_the_signal() {
+        assert_eq!(Interrupted(libc::SIGINT).exit_code(), 130);
+        assert_eq!(Interrupted(libc::SIGTERM).exit_code(), 143);
+        assert_eq!(
+            Interrupted(libc::SIGTERM).to_string(),
+            "interrupted by SIGTERM"
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! How the process ends, whatever happened: the result's exit code, an error on one line, an interrupted run's
+//! one line (130/143), a panic caught at the top ("internal error: ... please report", exit 1, a run log line, no
+//! backtrace unless `RUST_BACKTRACE` asks for one), and stdout flushed with a closed pipe taken as the reader's
+//! choice (see [`crate::stdx::out`]).
+
+use std::panic::PanicHookInfo;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use crate::exit::Exit;
+use crate::interrupt::{self, Interrupted};
+
+/// The first panic's message and place, for the run log.
+static PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Installs the panic hook. Call first thing in `main`.
+pub fn install() {
+    std::panic::set_hook(Box::new(on_panic));
+}
+
+fn on_panic(info: &PanicHookInfo<'_>) {
+    let message = info
+        .payload()
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string());
+    let place = info
+        .location()
+        .map(|l| format!(" at {}:{}", l.file(), l.line()))
+        .unwrap_or_default();
+    let what = format!("{message}{place}");
+    crate::errln!(
+        "dbackup: internal error: {what}; this is a bug in dbackup: please report it, with this message and the \
+         command you ran"
+    );
+    // Only when asked, as Rust's own hook does: `RUST_BACKTRACE=1`.
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        crate::errln!("{backtrace}");
+    }
+    PANIC
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert(what);
+}
+
+/// The exit code for what [`crate::run`] (under `catch_unwind`) came to; says what went wrong on stderr, writes the
+/// run log line of a run that panicked or was interrupted and did not write its own.
+pub fn finish(outcome: std::thread::Result<anyhow::Result<Exit>>) -> ExitCode {
+    let mut why = interrupt::requested();
+    let mut code = match outcome {
+        Ok(Ok(exit)) => exit.code(),
+        Ok(Err(err)) => {
+            why = why.or_else(|| interrupted(&err));
+            // An interrupted run's error (rsync stopped by the signal, ...) is the interruption: one line below.
+            if why.is_none() {
+                crate::errln!("dbackup: error: {}", crate::ui::format_error(&err));
+            }
+            crate::exit::classify(&err).code()
+        }
+        Err(_) => {
+            let what = PANIC
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+                .unwrap_or_default();
+            crate::runlog::abandon(Exit::Failed.code(), format!("internal error: {what}"), None);
+            Exit::Failed.code()
+        }
+    };
+    if let Some(why) = why {
+        crate::runlog::abandon(why.exit_code(), why.to_string(), Some(why));
+        crate::errln!(
+            "dbackup: interrupted ({}); the next run resumes",
+            why.signal_name()
+        );
+        code = why.exit_code();
+    }
+    if let Err(e) = crate::stdx::out::finish() {
+        crate::errln!("dbackup: error: cannot write the output: {e}");
+        if code == Exit::Ok.code() || code == Exit::Warnings.code() {
+            code = Exit::Failed.code();
+        }
+    }
+    ExitCode::from(code)
+}
+
+/// The interruption an error chain carries, if any.
+fn interrupted(err: &anyhow::Error) -> Option<Interrupted> {
+    err.chain().find_map(|c| {
+        c.downcast_ref::<Interrupted>().copied().or_else(|| {
+            c.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<Interrupted>())
+                .copied()
+        })
+    })
+}

@@ -1,0 +1,82 @@
+//! Secrets as messages may show them. A notification URL's user info, path and query are secrets (an ntfy topic is
+//! a password, `?token=` is one): only its scheme and host are ever shown.
+
+use super::show_str;
+
+/// The parts of a URL: `(scheme, user info, host[:port], the rest)`; without `://`, the scheme is empty.
+fn split(url: &str) -> (&str, &str, &str, &str) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (user, host) = authority.rsplit_once('@').unwrap_or(("", authority));
+    (scheme, user, host, tail)
+}
+
+/// A URL as every message, listing and log shows it: `https://user:pw@ntfy.sh/topic?token=x` ->
+/// `https://ntfy.sh/***`. Scheme and host (with its port) stay; user info, path, query and fragment become `***`.
+/// Something that is not a URL keeps only what would be its host (`ntfy.sh/topic` -> `ntfy.sh/***`).
+pub fn redact_url(url: &str) -> String {
+    let (scheme, user, host, tail) = split(url);
+    let mut out = String::new();
+    if !scheme.is_empty() || url.contains("://") {
+        out.push_str(&show_str(scheme));
+        out.push_str("://");
+    }
+    out.push_str(&show_str(host));
+    if !user.is_empty() || url[..url.len() - tail.len()].ends_with('@') || !tail.is_empty() {
+        out.push_str("/***");
+    }
+    out
+}
+
+/// `text` (an error message from an HTTP client or curl) with every secret part of `url` it quotes replaced:
+/// the whole URL by [`redact_url`], its user info and its path and query by `***`.
+pub fn redact_url_in(text: &str, url: &str) -> String {
+    let (_, user, _, tail) = split(url);
+    let mut out = text.replace(url, &redact_url(url));
+    for secret in [user, tail] {
+        // One character (`/`) is no secret, and replacing it would garble the message.
+        if secret.len() > 1 {
+            out = out.replace(secret, "***");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_scheme_and_host_are_shown() {
+        for (url, shown) in [
+            ("https://ntfy.sh/my-topic", "https://ntfy.sh/***"),
+            (
+                "https://user:pass@ntfy.example.org:8443/t?token=abc#x",
+                "https://ntfy.example.org:8443/***",
+            ),
+            ("http://127.0.0.1:9/?token=abc", "http://127.0.0.1:9/***"),
+            ("https://ntfy.sh?token=abc", "https://ntfy.sh/***"),
+            ("https://ntfy.sh", "https://ntfy.sh"),
+            ("https://tok@ntfy.sh", "https://ntfy.sh/***"),
+            ("ntfy.sh/topic", "ntfy.sh/***"),
+            ("https://h\x1b[2J/x", "https://h\\x1b[2J/***"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn quoted_secrets_are_replaced_in_messages() {
+        let url = "https://u:pw@ntfy.sh/secret-topic?token=abc";
+        assert_eq!(
+            redact_url_in(&format!("POST to {url} failed"), url),
+            "POST to https://ntfy.sh/*** failed"
+        );
+        assert_eq!(
+            redact_url_in("error at /secret-topic?token=abc (u:pw)", url),
+            "error at *** (***)"
+        );
+        assert_eq!(redact_url_in("a/b", "https://h/"), "a/b");
+    }
+}

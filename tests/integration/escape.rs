@@ -1,0 +1,149 @@
+//! Untrusted names as output shows them, through the real binary: file names of the user's data (in archive
+//! warnings and `--verify` listings) and set names from a drive's `backup.json` (in `restore --list`, `--verify`,
+//! restore output and errors) all pass through the one escaper (`dbackup::stdx::show`): no ESC reaches the
+//! terminal, and no name can forge a line.
+
+use std::fs;
+use std::path::Path;
+
+use dbackup::archive::Digest;
+use dbackup::archive::sums::{parse_sums, write_sums};
+
+use crate::harness::{Output, Test};
+
+const ESC_NAME: &str = "esc\x1b[31mred";
+const NL_NAME: &str = "nl\nFORGED line";
+
+fn config() -> String {
+    r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ],
+         "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ] }"#
+        .to_string()
+}
+
+/// Neither stream holds an ESC byte or a line that starts with `FORGED`.
+#[track_caller]
+fn assert_escaped(what: &str, out: &Output) {
+    for (stream, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(
+            !text.contains('\x1b'),
+            "{what}: a raw ESC on {stream}:\n{text}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("FORGED")),
+            "{what}: a forged line on {stream}:\n{text}"
+        );
+    }
+}
+
+/// The newest backup directory on the test's drive.
+fn backup_dir(t: &Test) -> std::path::PathBuf {
+    let mut dirs: Vec<_> = fs::read_dir(t.path("T9/backups"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("20"))
+        .collect();
+    dirs.sort();
+    dirs.pop().expect("a backup on the drive")
+}
+
+/// Rewrites `backup.json` with `edit`, and its line in `verification.sha256` to match (as a hostile drive would).
+fn rewrite_metadata(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("backup.json");
+    let mut meta: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    edit(&mut meta);
+    let bytes = serde_json::to_vec_pretty(&meta).unwrap();
+    fs::write(&path, &bytes).unwrap();
+    let sums_path = dir.join("verification.sha256");
+    let mut sums = parse_sums(&fs::read(&sums_path).unwrap()).unwrap();
+    for l in &mut sums {
+        if l.name == b"backup.json" {
+            l.sha256 = Digest::of_bytes(&bytes);
+        }
+    }
+    let mut out = Vec::new();
+    write_sums(&mut out, &sums).unwrap();
+    fs::write(&sums_path, out).unwrap();
+}
+
+/// File names holding ESC and a newline (legal on Linux): the archive's warning about a socket so named, and the
+/// entries `-v restore --verify` lists, show them escaped (`esc\x1b[31mred`). Before: `external` printed the socket's
+/// name raw in its warning, and `--verify -v` listed every name raw (the ESC reached the terminal, the newline
+/// started a forged line).
+#[test]
+fn file_names_with_control_characters_are_escaped() {
+    let t = Test::new().config(&config());
+    t.write(&format!("home/data/{ESC_NAME}"), "a");
+    t.write(&format!("home/data/{NL_NAME}"), "b");
+    fs::create_dir_all(t.path("T9")).unwrap();
+    let _socket =
+        std::os::unix::net::UnixListener::bind(t.home().join("data/sock\x1b[2J")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    let out = t.cmd().args(["external"]).status(3);
+    assert_escaped("external", &out);
+    assert!(
+        out.stderr.contains("sock\\x1b[2J: is a socket"),
+        "{}",
+        out.stderr
+    );
+
+    let out = t
+        .cmd()
+        .args(["-v", "restore", "--verify", "--source", "external"])
+        .status(0);
+    assert_escaped("-v restore --verify", &out);
+    assert!(out.stdout.contains("esc\\x1b[31mred"), "{}", out.stdout);
+    assert!(out.stdout.contains("nl\\nFORGED line"), "{}", out.stdout);
+}
+
+/// A drive whose `backup.json` (sums adjusted) names its set `da<ESC>[31mta<LF>FORGED...`: `restore --list` (which
+/// now refuses the name, quoting it escaped), `restore --verify`, a restore's output and a "not in the backup" error
+/// never print it raw. Before: each printed it raw, so the drive could colour the terminal and print a line of its
+/// choosing.
+#[test]
+fn set_names_from_a_drive_are_escaped() {
+    let t = Test::new().config(&config());
+    t.write("home/data/file", "x");
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let hostile = "da\x1b[31mta\nFORGED line from the drive";
+    rewrite_metadata(&backup_dir(&t), |m| {
+        m["sets"][0]["set"] = hostile.into();
+    });
+    let shown = "da\\x1b[31mta\\nFORGED line from the drive";
+
+    let out = t
+        .cmd()
+        .args(["restore", "--list", "--source", "external"])
+        .status(0);
+    assert_escaped("restore --list", &out);
+    assert!(out.stdout.contains(shown), "{}", out.stdout);
+
+    let out = t
+        .cmd()
+        .args(["restore", "--verify", "--source", "external"])
+        .output();
+    assert_escaped("restore --verify", &out);
+
+    let target = t.path("target");
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--target"])
+        .args([&target])
+        .output();
+    assert_escaped("restore", &out);
+
+    let out = t
+        .cmd()
+        .args([
+            "restore",
+            "--source",
+            "external",
+            "--path",
+            "/nowhere/at/all",
+        ])
+        .output();
+    assert_ne!(out.code, 0);
+    assert_escaped("restore --path not in the backup", &out);
+}

@@ -1,0 +1,557 @@
+//! A drive that tries to redirect, hang, exhaust or crash dbackup (issue 11, sections 1 and 2), on plain directory
+//! destinations (`require_mount: false`), through the real binary: a `backups` symlink, archives, indexes and
+//! `backup.json` that are symlinks to a secret, FIFOs and `/dev/zero` where metadata should be, a `backup.json` that
+//! names files outside the backup or records sources the config does not have, hostile set names and sizes of
+//! 2^64-1. The same on a real ext4 drive (mount points included) is in `t9_hostile.rs`.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dbackup::archive::Digest;
+use dbackup::archive::sums::{SumLine, write_sums};
+use dbackup::external::ExternalReport;
+
+use crate::harness::{Cmd, Output, Test};
+use crate::t9_external::listing;
+
+/// The secret a hostile drive points at: it must never appear in anything dbackup prints.
+pub(crate) const SECRET: &str = "root:$6$hunter2hunter2hunter2:20228:0:99999:7:::\n";
+
+/// One set (`data`, `~/data`) and the destinations given (plain directories), `external.mode` `all`.
+pub(crate) fn config(destinations: &[&str]) -> String {
+    let dests: Vec<String> = destinations
+        .iter()
+        .map(|d| format!(r#"{{ "name": "{d}", "path": "{{tmp}}/{d}", "require_mount": false }}"#))
+        .collect();
+    format!(
+        r#"{{ "backup_root": "{{root}}", "external": {{ "mode": "all" }},
+             "backup_sets": [ {{ "name": "data", "sources": ["~/data"] }} ],
+             "destinations": [ {} ] }}"#,
+        dests.join(", ")
+    )
+}
+
+/// A test world with `~/data` collected once and the destination directories made.
+pub(crate) fn world(destinations: &[&str]) -> Test {
+    let t = Test::new().config(&config(destinations));
+    t.write("home/data/notes.txt", "my notes\n");
+    t.write("home/data/deep/er/file.bin", vec![7u8; 3000]);
+    for d in destinations {
+        fs::create_dir_all(t.path(d)).unwrap();
+    }
+    t.cmd().args(["collect"]).status(0);
+    t
+}
+
+/// A secret file outside every backup (mode 0600).
+pub(crate) fn secret(t: &Test) -> PathBuf {
+    t.write_secret("elsewhere/shadow", SECRET.repeat(20))
+}
+
+/// The one backup directory on destination `d`.
+pub(crate) fn backup_dir(t: &Test, d: &str) -> PathBuf {
+    let backups = t.path(d).join("backups");
+    let stamps: Vec<String> = listing(&backups)
+        .into_iter()
+        .filter(|n| dbackup::snapshot::parse_stamp(n).is_some())
+        .collect();
+    assert_eq!(stamps.len(), 1, "{stamps:?}");
+    backups.join(&stamps[0])
+}
+
+/// Rewrites `verification.sha256` to match the files as they are now, as a hostile drive would.
+pub(crate) fn reseal(dir: &Path) {
+    let mut lines = Vec::new();
+    for name in listing(dir) {
+        if name == "verification.sha256" {
+            continue;
+        }
+        let p = dir.join(&name);
+        if p.symlink_metadata().unwrap().is_file() {
+            lines.push(SumLine {
+                sha256: Digest::of_bytes(&fs::read(&p).unwrap()),
+                name: name.into_bytes(),
+            });
+        }
+    }
+    let mut out = Vec::new();
+    write_sums(&mut out, &lines).unwrap();
+    fs::write(dir.join("verification.sha256"), out).unwrap();
+}
+
+/// Edits `backup.json` in `dir` (and reseals the sums).
+pub(crate) fn edit_meta(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("backup.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+    f(&mut v);
+    fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    reseal(dir);
+}
+
+/// Runs `cmd`, killing it (by its own pid) if it has not finished within `secs`; fails the test then.
+#[track_caller]
+pub(crate) fn within(secs: u64, what: &str, cmd: Cmd) -> Output {
+    let child = cmd.spawn();
+    let pid = child.id() as i32;
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(secs);
+            while Instant::now() < deadline {
+                if done.load(Ordering::SeqCst) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if done.load(Ordering::SeqCst) {
+                return false;
+            }
+            // SAFETY: kill has no memory effects; the pid is our own child's, which we have not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            true
+        })
+    };
+    let out = child.wait_with_output().expect("wait for dbackup");
+    done.store(true, Ordering::SeqCst);
+    let killed = watchdog.join().unwrap();
+    let out = Output {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(
+        !killed,
+        "{what} did not finish within {secs} s and was killed\n--- stderr\n{}",
+        out.stderr
+    );
+    out
+}
+
+/// Asserts that nothing dbackup printed shows the secret, a panic or a raw control character.
+#[track_caller]
+pub(crate) fn assert_clean(out: &Output) {
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(!all.contains("hunter2"), "the secret leaked:\n{all}");
+    assert!(
+        !all.contains("panicked") && out.code != 101,
+        "dbackup panicked:\n{all}"
+    );
+    assert!(
+        !all.contains('\x1b'),
+        "a raw escape reached the terminal:\n{all:?}"
+    );
+}
+
+/// `backups` on the drive is a symlink to a directory elsewhere: `external` refuses that destination naming the
+/// link and writes nothing through it (exit 5 alone, exit 1 when another destination was written), `backup` fails,
+/// and `status` and `restore --list` say why the drive is not used.
+///
+/// Before: `external` wrote the whole backup, marker and `latest` into the link's target, reported it verified
+/// "on the drive" with exit 0, and `status` listed it there.
+#[test]
+fn a_backups_symlink_on_the_drive_is_refused_and_nothing_is_written_through_it() {
+    let t = world(&["evil", "good"]);
+    let elsewhere = t.path("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    symlink(&elsewhere, t.path("evil/backups")).unwrap();
+
+    let out = t
+        .cmd()
+        .args(["external", "--destination", "evil"])
+        .status(5);
+    assert_clean(&out);
+    let link = t.path("evil/backups").display().to_string();
+    assert!(
+        out.stderr.contains(&format!(
+            "evil: redirected: {link} is a symbolic link (to {})",
+            elsewhere.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("nothing was written"), "{}", out.stderr);
+    assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
+
+    // With another destination present, that one is written and the run still fails.
+    let out = t.cmd().args(["--json", "external"]).status(1);
+    let r: ExternalReport = out.json();
+    let names: Vec<&str> = r.destinations.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["good"]);
+    assert!(r.destinations[0].backup.is_some());
+    assert!(out.stderr.contains("evil: redirected: "), "{}", out.stderr);
+    assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
+
+    let out = t.cmd().args(["backup", "--force"]).status(1);
+    assert!(
+        out.stderr.contains("external evil: FAILED: redirected: "),
+        "{}",
+        out.stderr
+    );
+    assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
+
+    let out = t.cmd().args(["status"]).output();
+    assert_clean(&out);
+    assert!(out.stdout.contains("redirected"), "{}", out.stdout);
+    let out = t.cmd().args(["restore", "--list"]).status(0);
+    assert!(
+        out.stdout
+            .contains(&format!("evil: redirected: {link} is a symbolic link")),
+        "{}",
+        out.stdout
+    );
+}
+
+/// An archive, an index or `backup.json` on the drive that is a symlink to a secret, and a `backup.json` that names
+/// the secret's path as an archive: every read is refused, naming the file, and no byte of the secret is printed.
+///
+/// Before: `restore --verify` printed the first ~100 bytes of the link's target in its error (the tar reader quoted
+/// the "header" it found there), and so did a restore of a file from it.
+#[test]
+fn drive_files_that_lead_elsewhere_are_refused_without_showing_a_byte_of_them() {
+    let t = world(&["T9"]);
+    let secret = secret(&t);
+    t.cmd().args(["external"]).status(0);
+    let dir = backup_dir(&t, "T9");
+    let file = t.home().join("data/notes.txt");
+    let restore_one = |t: &Test| {
+        t.cmd()
+            .args(["restore", "--source", "external", "--target"])
+            .args([&t.path("out")])
+            .args(["--path"])
+            .args([&file])
+            .output()
+    };
+
+    for name in ["data.tar", "data.index.jsonl"] {
+        let real = dir.join(format!("{name}.real"));
+        fs::rename(dir.join(name), &real).unwrap();
+        symlink(&secret, dir.join(name)).unwrap();
+        let out = restore_one(&t);
+        assert_clean(&out);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("{name} is a symbolic link")),
+            "{name}: {}",
+            out.stderr
+        );
+        let out = t
+            .cmd()
+            .args(["restore", "--source", "external", "--verify"])
+            .output();
+        assert_clean(&out);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(
+            format!("{}{}", out.stdout, out.stderr).contains("is a symbolic link"),
+            "{name}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        fs::remove_file(dir.join(name)).unwrap();
+        fs::rename(&real, dir.join(name)).unwrap();
+    }
+
+    // backup.json itself a link: the backup is listed as unusable, saying why.
+    let meta = dir.join("backup.json");
+    let real = dir.join("backup.json.real");
+    fs::rename(&meta, &real).unwrap();
+    symlink(&secret, &meta).unwrap();
+    let out = t.cmd().args(["restore", "--list"]).output();
+    assert_clean(&out);
+    assert!(
+        out.stdout.contains("backup.json is a symbolic link"),
+        "{}",
+        out.stdout
+    );
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--verify"])
+        .output();
+    assert_clean(&out);
+    fs::remove_file(&meta).unwrap();
+    fs::rename(&real, &meta).unwrap();
+
+    // A backup.json that names the secret as the archive (and sums that agree with it).
+    let abs = secret.display().to_string();
+    edit_meta(&dir, |v| {
+        v["sets"][0]["archive"][0]["name"] = abs.clone().into()
+    });
+    let out = t.cmd().args(["restore", "--list"]).output();
+    assert_clean(&out);
+    assert!(
+        out.stdout.contains(&format!(
+            "sets[0].archive[0].name \"{abs}\" is not a plain file name"
+        )),
+        "{}",
+        out.stdout
+    );
+    let out = restore_one(&t);
+    assert_clean(&out);
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--verify"])
+        .output();
+    assert_clean(&out);
+    assert_ne!(out.code, 0);
+}
+
+/// A FIFO or `/dev/zero` where `backup.json`, `LATEST` or a snapshot's metadata should be: `status`, `restore
+/// --list`, `external --dry-run` and `collect` answer at once, and `status` still reports every other set and drive.
+///
+/// Before: `status`, `backup`, `external` and `restore --list` hung forever on a FIFO `backup.json`; `restore --list`
+/// grew to 9 GB on a `backup.json -> /dev/zero`, and `status` and `collect` to 13 GB on a snapshot metadata file
+/// linked to `/dev/zero`.
+#[test]
+fn fifos_and_endless_files_in_place_of_metadata_are_refused_at_once() {
+    let t = world(&["A", "B"]);
+    t.cmd().args(["external"]).status(0);
+    let a = backup_dir(&t, "A");
+    let b = backup_dir(&t, "B");
+    let stamp_b = b.file_name().unwrap().to_string_lossy().into_owned();
+    fs::remove_file(a.join("backup.json")).unwrap();
+    mkfifo(&a.join("backup.json"));
+    fs::remove_file(t.path("A/backups/latest")).unwrap();
+    mkfifo(&t.path("A/backups/LATEST"));
+    // A second set whose newest snapshot's metadata is endless.
+    let cfg = fs::read_to_string(t.path("config.json")).unwrap().replace(
+        r#"{ "name": "data", "sources": ["~/data"] }"#,
+        r#"{ "name": "data", "sources": ["~/data"] }, { "name": "more", "sources": ["~/more"] }"#,
+    );
+    fs::write(t.path("config.json"), cfg).unwrap();
+    t.write("home/more/x", "x");
+    t.cmd().args(["collect", "--set", "more"]).status(0);
+    let more = dbackup::snapshot::list(&t.root(), "more")
+        .unwrap()
+        .pop()
+        .unwrap();
+    let meta = t.root().join(format!("{}.json", more.name));
+    fs::remove_file(&meta).unwrap();
+    symlink("/dev/zero", &meta).unwrap();
+
+    let out = within(60, "status", t.cmd().args(["status"]));
+    assert_clean(&out);
+    assert!(
+        out.stdout.contains(&stamp_b),
+        "drive B is still reported:\n{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("data-"), "{}", out.stdout);
+    let out = within(60, "status --json", t.cmd().args(["status", "--json"]));
+    assert_clean(&out);
+    let out = within(60, "restore --list", t.cmd().args(["restore", "--list"]));
+    assert_clean(&out);
+    assert!(out.stdout.contains(&stamp_b), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("backup.json is a FIFO, not a regular file"),
+        "{}",
+        out.stdout
+    );
+    let out = within(
+        60,
+        "external --dry-run",
+        t.cmd().args(["--dry-run", "external"]),
+    );
+    assert_clean(&out);
+    let out = within(60, "collect", t.cmd().args(["collect", "--set", "more"]));
+    assert_clean(&out);
+
+    // backup.json -> /dev/zero: refused as a link, at once.
+    fs::remove_file(a.join("backup.json")).unwrap();
+    symlink("/dev/zero", a.join("backup.json")).unwrap();
+    let out = within(60, "restore --list", t.cmd().args(["restore", "--list"]));
+    assert_clean(&out);
+    assert!(out.stdout.contains(&stamp_b), "{}", out.stdout);
+    let out = within(60, "status", t.cmd().args(["status"]));
+    assert_clean(&out);
+}
+
+/// A backup whose `backup.json` records a source the config no longer names for its set (here a `.ssh` directory):
+/// an in-place restore refuses to write there and says to use `--target`; under `--target` it is restored, and an
+/// in-place restore of what the config does name still works.
+///
+/// Before: the in-place restore wrote the recorded source back (a drive could record `/root/.ssh` and have
+/// `authorized_keys` created there).
+#[test]
+fn an_in_place_restore_writes_only_under_the_sources_the_config_names() {
+    let t = Test::new();
+    let ssh = t.path("victim/.ssh");
+    t.write("victim/.ssh/authorized_keys", "ssh-ed25519 AAAA attacker\n");
+    t.write("home/data/notes.txt", "my notes\n");
+    fs::create_dir_all(t.path("T9")).unwrap();
+    let with_ssh = config(&["T9"]).replace(
+        r#""sources": ["~/data"]"#,
+        &format!(r#""sources": ["~/data", "{}"]"#, ssh.display()),
+    );
+    let t = t.config(&with_ssh);
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    // The config now backs up ~/data only; the key file is the user's own again.
+    let t = t.config(&config(&["T9"]));
+    t.write("victim/.ssh/authorized_keys", "ssh-ed25519 BBBB mine\n");
+    t.write("home/data/notes.txt", "changed\n");
+
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--set", "data"])
+        .status(2);
+    assert!(
+        out.stderr
+            .contains(&format!("{} (set data, from backup ", ssh.display()))
+            && out
+                .stderr
+                .contains("is not under the set's sources in the config")
+            && out.stderr.contains("--target DIR"),
+        "{}",
+        out.stderr
+    );
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--path"])
+        .args([&ssh.join("authorized_keys")])
+        .status(2);
+    assert!(out.stderr.contains("--target"), "{}", out.stderr);
+    assert_eq!(
+        fs::read_to_string(ssh.join("authorized_keys")).unwrap(),
+        "ssh-ed25519 BBBB mine\n",
+        "nothing was written there"
+    );
+
+    // What the config names is restored in place; the rest under --target.
+    t.cmd()
+        .args(["restore", "--source", "external", "--path"])
+        .args([&t.home().join("data")])
+        .status(0);
+    assert_eq!(
+        fs::read_to_string(t.home().join("data/notes.txt")).unwrap(),
+        "my notes\n"
+    );
+    let out_dir = t.path("out");
+    t.cmd()
+        .args([
+            "restore", "--source", "external", "--set", "data", "--target",
+        ])
+        .args([&out_dir])
+        .status(0);
+    assert_eq!(
+        fs::read_to_string(
+            out_dir
+                .join(ssh.strip_prefix("/").unwrap())
+                .join("authorized_keys")
+        )
+        .unwrap(),
+        "ssh-ed25519 AAAA attacker\n"
+    );
+}
+
+/// Set names and numbers read from a drive: a set name that the config could not have (an escape sequence, a path)
+/// and byte counts of 2^64-1 make the backup unusable with a message naming the file and the field; a size of
+/// 2^64-1 in the index stops that file's restore with an error; nothing panics and nothing prints a raw escape.
+///
+/// Before: sizes of 2^64-1 in `backup.json` panicked `status`, `status --check` and `restore` (exit 101), and a set
+/// name in `backup.json` printed raw on the terminal.
+#[test]
+fn set_names_and_numbers_from_the_drive_are_checked() {
+    let t = world(&["T9"]);
+    t.cmd().args(["external"]).status(0);
+    let dir = backup_dir(&t, "T9");
+    let original = fs::read(dir.join("backup.json")).unwrap();
+
+    edit_meta(&dir, |v| {
+        v["sets"][0]["archive"][0]["bytes"] = u64::MAX.into();
+        v["sets"][0]["index"][0]["bytes"] = u64::MAX.into();
+    });
+    for args in [
+        &["status"][..],
+        &["status", "--check"],
+        &["status", "--json"],
+        &["restore", "--list"],
+    ] {
+        let out = t.cmd().args(args).output();
+        assert_clean(&out);
+    }
+    let out = t.cmd().args(["restore", "--list"]).output();
+    assert!(
+        out.stdout
+            .contains("sets[0].archive[0].bytes is 18446744073709551615"),
+        "{}",
+        out.stdout
+    );
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--verify"])
+        .output();
+    assert_clean(&out);
+
+    fs::write(dir.join("backup.json"), &original).unwrap();
+    edit_meta(&dir, |v| v["sets"][0]["set"] = "x\u{1b}[2J\nforged".into());
+    let out = t.cmd().args(["restore", "--list"]).output();
+    assert_clean(&out);
+    assert!(
+        out.stdout
+            .contains(r#"sets[0].set "x\x1b[2J\nforged" is not a set name"#),
+        "{}",
+        out.stdout
+    );
+    fs::write(dir.join("backup.json"), &original).unwrap();
+    reseal(&dir);
+
+    // The index says a file is 2^64-1 bytes long.
+    let index = dir.join("data.index.jsonl");
+    let text = fs::read_to_string(&index).unwrap();
+    let hostile: String = text
+        .lines()
+        .map(|l| {
+            if l.contains("notes.txt") {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["size"] = u64::MAX.into();
+                v.to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    fs::write(&index, hostile).unwrap();
+    edit_meta(&dir, |v| {
+        v["sets"][0]["index"][0]["bytes"] = fs::metadata(&index).unwrap().len().into()
+    });
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--target"])
+        .args([&t.path("out")])
+        .args(["--path"])
+        .args([&t.home().join("data/notes.txt")])
+        .output();
+    assert_clean(&out);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("size 18446744073709551615 at data_offset"),
+        "{}",
+        out.stderr
+    );
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--verify"])
+        .output();
+    assert_clean(&out);
+    assert_eq!(out.code, 1);
+}
+
+fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}

@@ -1,0 +1,450 @@
+//! How a run ends, through the real binary: a closed stdout pipe, a panic caught at the top, SIGINT and SIGTERM
+//! during collect, external and restore (130/143, one line, an `interrupted` run log line, nothing half-written
+//! promoted or listed), and notification URLs whose secrets appear in no output and no log.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use dbackup::restore::list::Listing;
+use dbackup::runlog::{self, RunRecord};
+
+use crate::harness::Test;
+
+fn config(extra: &str) -> String {
+    format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "data", "sources": ["~/data"] }} ] {extra} }}"#
+    )
+}
+
+const DRIVE: &str =
+    r#", "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ]"#;
+
+fn log(t: &Test) -> Vec<RunRecord> {
+    runlog::read(&t.path("state/dbackup")).unwrap()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not yet waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+/// Waits for `child`; (exit code, or 128 + the signal that killed it; stderr).
+fn finish(mut child: Child) -> (i32, String) {
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap());
+    (code, stderr)
+}
+
+/// What a panic or a backtrace looks like in Rust's own words.
+fn assert_no_panic(stderr: &str) {
+    for raw in [
+        "panicked at",
+        "stack backtrace",
+        "RUST_BACKTRACE",
+        "Broken pipe",
+    ] {
+        assert!(!stderr.contains(raw), "{raw:?} in stderr:\n{stderr}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Closed pipes
+
+/// Every printing command writes into a pipe whose reader is gone (`dbackup status | true`, `dbackup --json restore
+/// --list | head -1` when head exits first): each ends quietly with its own exit code (0 here). Before: every one
+/// panicked in `println!` ("failed printing to stdout: Broken pipe"), exit 101.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let t = Test::new().config(&config(DRIVE));
+    t.write("home/data/file", "x");
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    for args in [
+        &["status"][..],
+        &["--json", "status"],
+        &["--json", "restore", "--list"],
+        &["restore", "--list"],
+        &["config", "check"],
+        &["--dry-run", "collect"],
+        &["collect"],
+        &["systemd", "render", "--user"],
+    ] {
+        let mut child = t.cmd().args(args).spawn();
+        drop(child.stdout.take()); // the reader is gone before anything is written
+        let (code, stderr) = finish(child);
+        assert_eq!(code, 0, "dbackup {args:?}: {stderr}");
+        assert_no_panic(&stderr);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// A panic caught at the top
+
+/// A panic (provoked in debug builds with `DBACKUP_TEST_PANIC=<command>` as the run starts) ends with exit 1, one
+/// "internal error: ... please report" line and no backtrace, and the run log gets the run's line; with
+/// `RUST_BACKTRACE=1` the backtrace is shown. Before: Rust's own "thread 'main' panicked at" message and its
+/// backtrace note, exit 101, and no run log line (the variable did nothing, and `status` on a `backup.json` with
+/// sizes of 2^64-1 panicked so).
+#[test]
+fn a_panic_is_an_internal_error_with_a_run_log_line() {
+    let t = Test::new().config(&config(""));
+    t.write("home/data/file", "x");
+    let out = t
+        .cmd()
+        .env("DBACKUP_TEST_PANIC", "collect")
+        .args(["collect"])
+        .status(1);
+    assert_no_panic(&out.stderr);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(
+        lines[0].starts_with("dbackup: internal error: DBACKUP_TEST_PANIC=collect")
+            && lines[0].contains("please report it"),
+        "{}",
+        out.stderr
+    );
+    let log = log(&t);
+    assert_eq!(log.len(), 1);
+    assert_eq!((log[0].command.as_str(), log[0].exit), ("collect", 1));
+    assert!(
+        log[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("internal error: DBACKUP_TEST_PANIC=collect")),
+        "{:?}",
+        log[0]
+    );
+
+    let out = t
+        .cmd()
+        .env("DBACKUP_TEST_PANIC", "collect")
+        .env("RUST_BACKTRACE", "1")
+        .args(["collect"])
+        .status(1);
+    assert!(
+        out.stderr.contains("dbackup::commands::"),
+        "a backtrace when asked for:\n{}",
+        out.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// SIGINT and SIGTERM
+
+/// The interrupted run's stderr: exactly the one line, with the signal's name.
+fn assert_one_line(stderr: &str, signal: &str) {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.contains("has mode 07")) // the backup root's mode warning, from before
+        .collect();
+    assert_eq!(
+        lines,
+        [format!(
+            "dbackup: interrupted ({signal}); the next run resumes"
+        )],
+        "{stderr}"
+    );
+}
+
+/// The run log's last line is the interrupted run's.
+fn assert_logged(t: &Test, command: &str, signal: &str, exit: u8) {
+    let log = log(t);
+    let last = log.last().expect("a run log line");
+    assert_eq!(
+        (
+            last.command.as_str(),
+            last.exit,
+            last.interrupted.as_deref()
+        ),
+        (command, exit, Some(signal)),
+        "{last:?}"
+    );
+}
+
+/// rsync processes working for this test (their command line names its backup root).
+fn rsyncs_of(t: &Test) -> Vec<u32> {
+    let root = t.root().display().to_string();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.starts_with("rsync ") && cmdline.contains(&root)).then_some(pid)
+        })
+        .collect()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    walk(dir).into_iter().filter(|p| p.is_file()).collect()
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// SIGINT while rsync copies: rsync is stopped with dbackup (none is left when dbackup has exited), one line on
+/// stderr, exit 130, an `interrupted` run log line, nothing promoted and the copy kept where the next run resumes
+/// it. Before: dbackup died of the signal at once (no line, no run log line, exit by signal).
+#[test]
+fn sigint_during_collect_stops_rsync_and_the_next_run_resumes() {
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"], "rsync_args": ["--bwlimit=200"] } ] }"#,
+    );
+    for i in 0..40 {
+        t.write(
+            &format!("home/data/f{i:02}"),
+            vec![b'a' + i as u8 % 26; 50_000],
+        );
+    }
+    let child = t.cmd().args(["collect"]).spawn();
+    let in_progress = t.root().join(".data.in-progress");
+    wait_for("rsync to copy a file", Duration::from_secs(60), || {
+        files_under(&in_progress).len() >= 2
+    });
+    assert!(!rsyncs_of(&t).is_empty(), "rsync is running");
+    signal(&child, libc::SIGINT); // to dbackup alone: it hands the signal on to rsync
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 130, "{stderr}");
+    assert!(rsyncs_of(&t).is_empty(), "rsync stopped with dbackup");
+    assert_one_line(&stderr, "SIGINT");
+    assert_logged(&t, "collect", "SIGINT", 130);
+    let names: Vec<String> = fs::read_dir(t.root())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("data-"))
+        .collect();
+    assert!(names.is_empty(), "nothing promoted: {names:?}");
+    assert!(in_progress.is_dir(), "the copy so far is kept");
+
+    fs::write(t.path("config.json"), t.expand(&config(""))).unwrap();
+    let out = t.cmd().args(["--json", "collect"]).status(0);
+    let r: dbackup::collect::CollectReport = out.json();
+    assert!(r.sets[0].resumed, "the next run resumes");
+}
+
+/// Makes `n` files of 4 MiB under `~/data`: enough for an archive or a restore to be caught while it writes.
+fn bulk(t: &Test, n: usize) {
+    for i in 0..n {
+        t.write(&format!("home/data/big{i:02}"), vec![i as u8; 4 << 20]);
+    }
+}
+
+/// Stops `child` (SIGSTOP) as soon as `ready`, so a signal sent next arrives in the middle of the work whatever the
+/// machine's speed; `resume` sends SIGCONT.
+fn freeze_when(child: &Child, what: &str, ready: impl FnMut() -> bool) {
+    wait_for(what, Duration::from_secs(120), ready);
+    signal(child, libc::SIGSTOP);
+}
+
+/// SIGTERM while the archive is written to the drive: exit 143, one line, an `interrupted` run log line, and the
+/// drive holds no new backup and no temporary directory (the partial one is removed); a `.tmp-...` directory that
+/// a killed run left is not listed by `restore --list`. Before: dbackup died of SIGTERM at once, leaving
+/// `.tmp-<stamp>-<pid>` on the drive with no run log line, and `restore --list` showed that directory as an
+/// (incomplete) backup.
+#[test]
+fn sigterm_during_external_promotes_nothing_and_lists_nothing_half_written() {
+    let t = Test::new().config(&config(DRIVE));
+    bulk(&t, 24);
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    let backups = t.path("T9/backups");
+    let child = t.cmd().args(["external"]).spawn();
+    let temp = |b: &Path| {
+        fs::read_dir(b)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+    };
+    freeze_when(&child, "the archive to be written", || temp(&backups));
+    signal(&child, libc::SIGTERM);
+    signal(&child, libc::SIGCONT);
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 143, "{stderr}");
+    assert_one_line(&stderr, "SIGTERM");
+    assert_logged(&t, "external", "SIGTERM", 143);
+    let left: Vec<String> = fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.iter()
+            .all(|n| !n.starts_with(".tmp-") && !n.starts_with("20")),
+        "nothing promoted, nothing half-written left: {left:?}"
+    );
+
+    // A complete backup, then what a kill -9 in the middle of the next one leaves: never listed.
+    t.cmd().args(["external"]).status(0);
+    let done: Vec<PathBuf> = fs::read_dir(&backups)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("20"))
+        .collect();
+    assert_eq!(done.len(), 1, "{done:?}");
+    let stamp = done[0].file_name().unwrap().to_string_lossy().into_owned();
+    let tmp = backups.join(format!(".tmp-{stamp}-999999"));
+    fs::create_dir(&tmp).unwrap();
+    fs::copy(done[0].join("data.tar"), tmp.join("data.tar")).unwrap();
+    let listing: Listing = t
+        .cmd()
+        .args(["--json", "restore", "--list", "--source", "external"])
+        .status(0)
+        .json();
+    let stamps: Vec<&str> = listing.backups.iter().map(|b| b.stamp.as_str()).collect();
+    assert_eq!(stamps, [stamp.as_str()], "{listing:?}");
+    assert_eq!(listing.destinations[0].backups, 1);
+    let table = t.cmd().args(["restore", "--list"]).status(0).stdout;
+    assert!(!table.contains(".tmp-"), "{table}");
+}
+
+/// SIGTERM while a restore writes: exit 143, one line, an `interrupted` run log line; every file in the target is
+/// either whole or absent, and no temporary file is left. Before: dbackup died of the signal at once, with no run
+/// log line and the temporary file being written left in the target.
+#[test]
+fn sigterm_during_restore_leaves_whole_files_only() {
+    let t = Test::new().config(&config(""));
+    bulk(&t, 24);
+    t.cmd().args(["collect"]).status(0);
+    let target = t.path("target");
+    let child = t
+        .cmd()
+        .args(["restore", "--path", "~/data", "--target"])
+        .args([&target])
+        .spawn();
+    freeze_when(&child, "the restore to write", || {
+        !files_under(&target).is_empty()
+    });
+    signal(&child, libc::SIGTERM);
+    signal(&child, libc::SIGCONT);
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 143, "{stderr}");
+    assert_one_line(&stderr, "SIGTERM");
+    assert_logged(&t, "restore", "SIGTERM", 143);
+    let files = files_under(&target);
+    assert!(files.len() < 24, "the restore stopped early: {files:?}");
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let i: u8 = name
+            .strip_prefix("big")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("a file that is not the backup's: {}", f.display()));
+        assert!(
+            fs::read(f).unwrap() == vec![i; 4 << 20],
+            "{} is not whole",
+            f.display()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Secrets in notification URLs
+
+/// A notification URL with user info, a secret topic and a `?token=` (its server down, so delivery fails): only
+/// `http://127.0.0.1:<port>/***` is shown by `config check` (text and JSON), `--dry-run backup`, `backup`'s warning,
+/// `status`, and the run log. Before: `config check` printed `user:hunter2` and the whole URL, `--json config check`
+/// too, and the path and `?token=` appeared in the warning and the run log; a URL without a scheme was quoted whole
+/// in the config error.
+#[test]
+fn notification_url_secrets_appear_nowhere() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://user:hunter2@127.0.0.1:{port}/secret-topic?token=tk_abc123");
+    let t = Test::new().config(&config(&format!(
+        r#", "notifications": {{ "http": "{url}", "events": ["success", "failure", "warning"] }}"#
+    )));
+    t.write("home/data/file", "x");
+    let shown = format!("http://127.0.0.1:{port}/***");
+    let secrets = ["hunter2", "secret-topic", "tk_abc123", "token="];
+    let clean = |what: &str, text: &str| {
+        for s in secrets {
+            assert!(!text.contains(s), "{what} shows {s:?}:\n{text}");
+        }
+    };
+    let out = t.cmd().args(["config", "check"]).status(0);
+    assert!(
+        out.stdout.contains(&format!("POST {shown}")),
+        "{}",
+        out.stdout
+    );
+    clean("config check", &out.stdout);
+    let out = t.cmd().args(["--json", "config", "check"]).status(0);
+    let json: serde_json::Value = out.json();
+    assert_eq!(json["notifications"]["http"], shown.as_str());
+    clean("--json config check", &out.stdout);
+    for args in [
+        &["--dry-run", "backup"][..],
+        &["--json", "--dry-run", "backup"],
+    ] {
+        let out = t.cmd().args(args).status(0);
+        clean("--dry-run backup", &(out.stdout + &out.stderr));
+    }
+    let out = t.cmd().args(["backup"]).status(0);
+    assert!(
+        out.stderr
+            .contains(&format!("(http sink): POST to {shown}: ")),
+        "{}",
+        out.stderr
+    );
+    clean("backup", &(out.stdout + &out.stderr));
+    for args in [&["status"][..], &["--json", "status"]] {
+        let out = t.cmd().args(args).status(0);
+        clean("status", &(out.stdout + &out.stderr));
+    }
+    let logged = fs::read_to_string(t.path("state/dbackup/log.jsonl")).unwrap();
+    assert!(logged.contains(&shown), "{logged}");
+    clean("the run log", &logged);
+
+    // Not a URL at all: the error quotes only what would be its host.
+    fs::write(
+        t.path("config.json"),
+        t.expand(&config(
+            r#", "notifications": { "http": "ntfy.sh/secret-topic" }"#,
+        )),
+    )
+    .unwrap();
+    let out = t.cmd().args(["config", "check"]).status(2);
+    assert!(
+        out.stderr
+            .contains("\"ntfy.sh/***\" is not an http:// or https:// URL"),
+        "{}",
+        out.stderr
+    );
+    clean("the config error", &out.stderr);
+}
