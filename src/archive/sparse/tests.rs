@@ -414,6 +414,7 @@ fn an_indexed_member_is_checked_against_its_stored_hash() {
     assert_eq!((l, s, seen), (Digest::of_bytes(&logical), good, 10_000));
 }
 
+/// Maps of any shape: up to 60 segments with gaps, in a file of up to 1 TiB.
 fn any_map() -> impl Strategy<Value = SparseMap> {
     (
         1u64..1 << 40,
@@ -435,6 +436,7 @@ fn any_map() -> impl Strategy<Value = SparseMap> {
 }
 
 proptest! {
+    /// What the writer encodes, the reader reads back (hostile inputs: `src/proptests.rs`, `cargo xtask fuzz`).
     #[test]
     fn v1_maps_round_trip(map in any_map()) {
         let block = map.encode_v1();
@@ -443,43 +445,6 @@ proptest! {
         let (back, taken) = read_v1_map(&mut Cursor::new(&block), stored, map.size()).unwrap();
         prop_assert_eq!(back, map);
         prop_assert_eq!(taken, block.len() as u64);
-    }
-
-    #[test]
-    fn v1_maps_from_hostile_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048),
-                                              stored in 0u64..1 << 30, size in 0u64..1 << 30) {
-        if let Ok((map, taken)) = read_v1_map(&mut Cursor::new(&bytes), stored, size) {
-            // Whatever is accepted is consistent.
-            prop_assert_eq!(taken + map.data_bytes(), stored);
-            prop_assert!(map.segments().iter().all(|s| s.end() <= size));
-        }
-    }
-
-    #[test]
-    fn v1_maps_of_digits_and_newlines_never_panic(text in "[0-9\n]{0,600}", stored in 0u64..1 << 20) {
-        let _ = read_v1_map(&mut Cursor::new(text.as_bytes()), stored, 1 << 20);
-    }
-
-    #[test]
-    fn pax_records_never_panic(kv in proptest::collection::vec(
-        (prop::sample::select(vec!["GNU.sparse.major", "GNU.sparse.minor", "GNU.sparse.name",
-            "GNU.sparse.realsize", "GNU.sparse.size", "GNU.sparse.numblocks", "GNU.sparse.offset",
-            "GNU.sparse.numbytes", "GNU.sparse.map", "path"]), "[0-9,x]{0,12}"), 0..12)) {
-        let kv: Vec<(&str, &str)> = kv.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        if let Ok(Some(p)) = PaxSparse::from_records(records(&kv))
-            && let Some(map) = p.map
-        {
-            prop_assert!(map.segments().iter().all(|s| s.end() <= p.size));
-        }
-    }
-
-    #[test]
-    fn old_gnu_headers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 512..2048)) {
-        let mut h = tar::Header::new_gnu();
-        h.as_mut_bytes().copy_from_slice(&bytes[..512]);
-        if let Some(gnu) = h.as_gnu() {
-            let _ = old_gnu_map(gnu, 4096, &mut Cursor::new(&bytes[512..]));
-        }
     }
 }
 
