@@ -86,8 +86,12 @@
       checks = forAllSystems (pkgs: {
         package = packageFor pkgs;
         lib = evalCheck pkgs "dbackup-nix-lib" (import ./nix/tests/lib.nix);
+        # The modules with nixpkgs' module system and NixOS's own systemd option types and unit-file code.
         modules = evalCheck pkgs "dbackup-nix-modules" (
-          import ./nix/tests/modules.nix { nixpkgsLib = nixpkgs.outPath; }
+          import ./nix/tests/modules.nix {
+            nixpkgsLib = nixpkgs.outPath;
+            nixpkgs = nixpkgs.outPath;
+          }
         );
         # The NixOS module on a real NixOS (evaluated and built), plus a USB drive plugged in at run time.
         vm = pkgs.testers.runNixOSTest (import ./nix/tests/vm.nix { inherit self; });

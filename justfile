@@ -32,6 +32,7 @@ backup *args:
 units *args:
     cargo run --release -- systemd render {{args}}
 
-# The Nix checks only (parse, lib tests; the module evaluation too when NIXPKGS_LIB names a nixpkgs.lib checkout)
+# The Nix checks only (parse, lib tests; the module evaluation too when NIXPKGS_LIB names a nixpkgs.lib checkout,
+# against NixOS's and home-manager's own unit types with NIXPKGS and HOME_MANAGER: see nix/tests/README.md)
 nix-check:
     cargo xtask test --skip packages --skip fmt --skip clippy --skip test

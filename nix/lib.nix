@@ -144,6 +144,7 @@ let
     collectService = "dbackup-collect.service";
     collectTimer = "dbackup-collect.timer";
     externalService = "dbackup-external.service";
+    serveService = "dbackup-serve.service";
     udevRules = "99-dbackup.rules";
   };
 
@@ -152,7 +153,9 @@ let
   keyOrder = [
     "Description" "Documentation" "After" "RequiresMountsFor" "Type" "User" "Environment" "ExecStartPre" "ExecStart"
     "SuccessExitStatus" "Restart" "RestartPreventExitStatus" "RestartSec" "Nice" "CPUSchedulingPolicy"
-    "IOSchedulingClass" "NoNewPrivileges" "ProtectSystem" "OnCalendar" "Persistent" "RandomizedDelaySec" "WantedBy"
+    "IOSchedulingClass" "NoNewPrivileges" "ProtectSystem" "ReadWritePaths" "PrivateTmp" "ProtectKernelTunables"
+    "ProtectKernelModules" "ProtectKernelLogs" "ProtectControlGroups" "ProtectHostname" "CapabilityBoundingSet" "LockPersonality"
+    "RestrictRealtime" "SystemCallArchitectures" "OnCalendar" "Persistent" "RandomizedDelaySec" "WantedBy"
   ];
   sectionOrder = [ "Unit" "Service" "Timer" "Install" ];
 
@@ -182,6 +185,34 @@ let
 
   setBySystemd = [ "HOME" "USER" "LOGNAME" ];
 
+  # What the units see of the settings, for the arguments of `render` (below): the variables the config uses and
+  # the units therefore set (`environment`), the expanded backup root, and the run log's directory
+  # ($XDG_STATE_HOME/dbackup with the units' environment).
+  dirs =
+    { user ? "root", home, environment ? { }, settings, ... }:
+    let
+      env = environment // { HOME = home; USER = user; LOGNAME = user; };
+      configStrings =
+        optional (settings ? backup_root) settings.backup_root
+        ++ builtins.concatLists (map (s: (s.sources or [ ]) ++ (s.exclusions or [ ])) (settings.backup_sets or [ ]))
+        ++ map (d: d.path) (settings.destinations or [ ]);
+      used = builtins.concatLists (map variables configStrings)
+        ++ optional (!(settings ? backup_root) && (environment.DBACKUP or "") != "") "DBACKUP";
+      unitEnvironment = listToAttrs (map (name: { inherit name; value = env.${name} or (throw "dbackup: the config uses \$${name}: set it in the module's `environment` option"); })
+        (filter (n: !(elem n setBySystemd)) used));
+      stateHome = unitEnvironment.XDG_STATE_HOME or "";
+    in
+    {
+      environment = unitEnvironment;
+      backupRoot =
+        if settings ? backup_root then expandPath env settings.backup_root
+        else if (environment.DBACKUP or "") != "" then expandPath env environment.DBACKUP
+        else normalize (home + "/.local/share/dbackup");
+      stateDir =
+        if hasPrefix "/" stateHome then normalize (stateHome + "/dbackup")
+        else normalize (home + "/.local/state/dbackup");
+    };
+
   # Everything `dbackup systemd render --format json` prints, for:
   #   scope       "system" or "user"
   #   exe         the dbackup binary the units run
@@ -191,7 +222,7 @@ let
   #   environment other variables the settings use (`$DDATA`), set in the units
   #   settings    the config, as the JSON file holds it
   render =
-    { scope, exe, configFile ? null, user ? "root", home, environment ? { }, settings }:
+    args@{ scope, exe, configFile ? null, user ? "root", home, environment ? { }, settings }:
     let
       system = scope == "system";
       schedule = { incremental = "daily"; full = "weekly"; external = "weekly"; } // (settings.schedule or { });
@@ -200,24 +231,30 @@ let
       triggers = triggered && mounts != [ ];
       env = environment // { HOME = home; USER = user; LOGNAME = user; };
       destinations = settings.destinations or [ ];
+      # `report.serve`: the status page's server, a unit only when `unit` asks for it (off by default).
+      serve = (settings.report or { }).serve or { };
+      serveUnit = serve.unit or false;
+      serveListen = serve.listen or "127.0.0.1:8422";
 
-      configStrings =
-        optional (settings ? backup_root) settings.backup_root
-        ++ builtins.concatLists (map (s: (s.sources or [ ]) ++ (s.exclusions or [ ])) (settings.backup_sets or [ ]))
-        ++ map (d: d.path) destinations;
-      used = builtins.concatLists (map variables configStrings)
-        ++ optional (!(settings ? backup_root) && (environment.DBACKUP or "") != "") "DBACKUP";
-      unitEnvironment = listToAttrs (map (name: { inherit name; value = env.${name} or (throw "dbackup: the config uses \$${name}: set it in the module's `environment` option"); })
-        (filter (n: !(elem n setBySystemd)) used));
-
-      backupRoot =
-        if settings ? backup_root then expandPath env settings.backup_root
-        else if (environment.DBACKUP or "") != "" then expandPath env environment.DBACKUP
-        else normalize (home + "/.local/share/dbackup");
-      root = pathWord "backup_root" backupRoot;
+      seen = dirs args;
+      unitEnvironment = seen.environment;
+      root = pathWord "backup_root" seen.backupRoot;
+      stateDir = seen.stateDir;
 
       drives = map (d: d // { path = expandPath env d.path; }) destinations;
       mounts = map (d: builtins.seq (pathWord "path" d.path) (mountUnit d.path)) drives;
+      # What the system units may write: the root, the run log, the drives (`-`: absent is no error).
+      writable = [ root (pathWord "the state directory" stateDir) ]
+        ++ map (d: settingWord "path" "-${d.path}") drives;
+
+      # The programs the units' runs start by name (src/systemd Input::programs, notify::sinks::programs).
+      notifications = settings.notifications or { };
+      notifyCommand = notifications.command or [ ];
+      programs = builtins.attrNames (listToAttrs (map (name: { inherit name; value = null; }) (
+        [ "rsync" ]
+        ++ optional (destinations != [ ]) "blkid"
+        ++ optional (notifications.desktop or false) "notify-send"
+        ++ optional (notifyCommand != [ ]) (head notifyCommand))));
 
       command = [ (execWord "the dbackup binary" exe) ]
         ++ (if configFile == null then [ ] else [ "--config" (execWord "the config path" (toString configFile)) ]);
@@ -227,20 +264,33 @@ let
       service = args: success: compact ({
         Type = "oneshot";
         ExecStart = exec args;
-        SuccessExitStatus = success;
+        SuccessExitStatus = [ success ];
         Restart = "on-failure";
-        RestartPreventExitStatus = "1 2";
+        RestartPreventExitStatus = [ "1 2" ];
         RestartSec = "15min";
         Nice = "19";
         CPUSchedulingPolicy = "idle";
         IOSchedulingClass = "idle";
         NoNewPrivileges = "yes";
+        LockPersonality = "yes";
+        RestrictRealtime = "yes";
+        SystemCallArchitectures = "native";
         Environment = environmentWords;
       } // optionalAttrs system {
         User = user;
-        ProtectSystem = "full";
+        ProtectSystem = "strict";
+        ReadWritePaths = writable;
+        PrivateTmp = "yes";
+        ProtectKernelTunables = "yes";
+        ProtectKernelModules = "yes";
+        ProtectKernelLogs = "yes";
+        ProtectControlGroups = "yes";
+        ProtectHostname = "yes";
+      } // optionalAttrs (system && user != "root") {
+        # A user other than root has no capability to keep; root keeps them all.
+        CapabilityBoundingSet = "";
       });
-      documentation = "man:dbackup(1)";
+      documentation = [ "man:dbackup(1)" ];
 
       description =
         if external == "always" then "dbackup: copy the latest snapshots to a backup drive whenever one appears"
@@ -252,7 +302,7 @@ let
           Unit = {
             Description = "dbackup: snapshot every backup set, then copy to a present drive when due";
             Documentation = documentation;
-            RequiresMountsFor = root;
+            RequiresMountsFor = [ root ];
           };
           Service = service [ "backup" ] "3";
         };
@@ -273,10 +323,29 @@ let
             Description = description;
             Documentation = documentation;
             After = [ names.collectService ] ++ mounts;
-            RequiresMountsFor = root;
+            RequiresMountsFor = [ root ];
           };
-          Service = service (externalArgs external) "3 5" // optionalAttrs triggers { ExecStartPre = exec waitForDrive; };
+          Service = service (externalArgs external) "3 5" // optionalAttrs triggers { ExecStartPre = [ (exec waitForDrive) ]; };
         } // optionalAttrs triggers { Install.WantedBy = mounts; };
+      } // optionalAttrs serveUnit {
+        ${names.serveService} = {
+          Unit = {
+            Description = "dbackup: the status page at http://${serveListen}/ (read-only)";
+            Documentation = documentation;
+          };
+          Service = compact ({
+            Type = "exec";
+            ExecStart = exec [ "serve" ];
+            Restart = "on-failure";
+            RestartSec = "5s";
+            NoNewPrivileges = "yes";
+            Environment = environmentWords;
+          } // optionalAttrs system {
+            User = user;
+            ProtectSystem = "strict";
+          });
+          Install.WantedBy = [ (if system then "multi-user.target" else "default.target") ];
+        };
       };
 
       ruleFor = d:
@@ -301,12 +370,12 @@ let
         + concatStringsSep "" (map (r: r.text) rules);
     in
     {
-      inherit scope units;
+      inherit scope units programs;
       udev_rules = if hasRules then names.udevRules else null;
       files = builtins.mapAttrs (_: unitText) units // optionalAttrs hasRules { ${names.udevRules} = udevText; };
     };
 in
 {
   inherit normalize escapePath mountUnit variables expand expandPath execWord settingWord udevLabel udevUuid names
-    header keyOrder sectionOrder unitText randomizedDelay externalArgs waitForDrive render;
+    header keyOrder sectionOrder unitText randomizedDelay externalArgs waitForDrive dirs render;
 }

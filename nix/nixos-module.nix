@@ -1,7 +1,8 @@
 # NixOS module: `services.dbackup`. The system manager runs dbackup as `user`: dbackup-collect.timer on
 # schedule.incremental, and dbackup-external.service when a backup drive appears (a udev rule on the drive's label or
 # uuid, and the drive's mount unit). The units come from nix/lib.nix, which renders exactly what
-# `dbackup systemd render --system` writes for the same config.
+# `dbackup systemd render --system` writes for the same config, and are given to systemd.services and
+# systemd.timers as definitions that merge with yours: lists add, single values are lib.mkDefault.
 {
   config,
   lib,
@@ -13,7 +14,6 @@ let
   cfg = config.services.dbackup;
   shared = import ./common.nix { inherit lib pkgs; };
   dlib = import ./lib.nix;
-  json = pkgs.formats.json { };
 
   configFile = shared.configFile {
     inherit cfg;
@@ -30,14 +30,16 @@ let
 
   # A unit of nix/lib.nix as the options of systemd.services / systemd.timers.
   common = unit: {
-    description = unit.Unit.Description;
-    documentation = [ unit.Unit.Documentation ];
+    description = lib.mkDefault unit.Unit.Description;
+    documentation = unit.Unit.Documentation;
     after = unit.Unit.After or [ ];
-    unitConfig = builtins.removeAttrs unit.Unit [
-      "Description"
-      "Documentation"
-      "After"
-    ];
+    unitConfig = shared.soft (
+      builtins.removeAttrs unit.Unit [
+        "Description"
+        "Documentation"
+        "After"
+      ]
+    );
     wantedBy = unit.Install.WantedBy or [ ];
   };
   service =
@@ -45,28 +47,59 @@ let
     let
       unit = rendered.units.${name};
     in
-    common unit
-    // {
-      serviceConfig = unit.Service // cfg.serviceConfig;
-      # Oneshot jobs that can run for hours: a rebuild must not start or restart them.
-      restartIfChanged = false;
-    };
+    lib.mkMerge [
+      (common unit)
+      {
+        serviceConfig = shared.soft unit.Service;
+        # Oneshot jobs that can run for hours: a rebuild must not start or restart them.
+        restartIfChanged = lib.mkDefault false;
+      }
+      { serviceConfig = cfg.serviceConfig; }
+    ];
   timer =
     let
       unit = rendered.units."dbackup-collect.timer";
     in
-    common unit // { timerConfig = unit.Timer // cfg.timerConfig; };
+    lib.mkMerge [
+      (common unit)
+      { timerConfig = shared.soft unit.Timer; }
+      { timerConfig = cfg.timerConfig; }
+    ];
+
+  # ProtectSystem=strict: what the units may write must exist before they start (ReadWritePaths=). The backup
+  # root and the run log's directory (with its parents below the home, owned by the user) are made at boot and
+  # on each switch; `:` leaves the mode and owner of one that exists alone.
+  group =
+    let
+      g = config.users.users.${cfg.user}.group or "";
+    in
+    if g == "" then "-" else ":${g}";
+  dir = mode: {
+    d = {
+      mode = ":${mode}";
+      user = ":${cfg.user}";
+      inherit group;
+    };
+  };
+  seen = dlib.dirs { inherit (cfg) user home environment settings; };
+  # The directories between the home and `path`, which the user must own (`~/.local`, `~/.local/state`).
+  between =
+    home: path:
+    let
+      prefix = if dlib.normalize home == "/" then "/" else dlib.normalize home + "/";
+      parts = lib.splitString "/" (lib.removePrefix prefix path);
+    in
+    lib.optionals (lib.hasPrefix prefix path) (
+      lib.genList (i: prefix + lib.concatStringsSep "/" (lib.take (i + 1) parts)) (lib.length parts - 1)
+    );
 in
 {
-  options.services.dbackup = {
-    enable = lib.mkEnableOption "dbackup: hard-linked rsync snapshots on a timer, and verified tar archives on a removable drive when it is plugged in";
+  meta.maintainers = [ ];
 
-    package = lib.mkOption {
-      type = lib.types.package;
-      default = pkgs.dbackup;
-      defaultText = lib.literalExpression "pkgs.dbackup (the flake's nixosModules.default sets its own package)";
-      description = "The dbackup package the units run.";
-    };
+  options.services.dbackup = {
+    enable = lib.mkEnableOption "dbackup backups";
+
+    package = lib.mkPackageOption pkgs "dbackup" { };
 
     user = lib.mkOption {
       type = lib.types.str;
@@ -85,8 +118,7 @@ in
       description = "The home directory of `user`: what `~` and `$HOME` in `settings` mean.";
     };
 
-    settings = lib.mkOption {
-      type = json.type;
+    settings = shared.settingsOption {
       description = ''
         The dbackup config: what `~/.config/dbackup/config.json` holds (`dbackup config schema` prints its JSON
         Schema). It is checked at build time with `dbackup config check`, and installed as
@@ -95,11 +127,14 @@ in
         Never put secrets here (a notification URL with a token, a password): the settings are written to the Nix
         store, which every user and process of the machine can read. Encrypted backups need no secret at all to be
         written: `encryption.recipients` holds public keys (`dbackup keygen` prints one), and `identity_file` or
-        `passphrase_file` only name files kept outside the store (mode 0600).
+        `passphrase_file` only name files kept outside the store (mode 0600), as strings: a Nix path there is
+        refused.
 
         The timer runs on `schedule.incremental`; the drive is used when `schedule.external` says it is due, as
         soon as it is plugged in (`manual`: never by itself). Each destination's `fs_uuid` or `fs_label` is what the
-        udev rule recognises the drive by.
+        udev rule recognises the drive by. The units may write only the backup root, the run log's directory and
+        the destinations (`ProtectSystem=strict`); a notification `command` is looked up on the units' `PATH`
+        (dbackup's own tools, and `systemd.services.<name>.path`), or give its store path.
       '';
       example = lib.literalExpression ''
         {
@@ -118,17 +153,55 @@ in
 
   }
   // shared.unitOptions {
-    timerExample = { OnCalendar = "*-*-* 02:30:00"; RandomizedDelaySec = "15min"; };
-    serviceExample = { Nice = "10"; CPUQuota = "50%"; };
+    timerExample = {
+      OnCalendar = "*-*-* 02:30:00";
+      RandomizedDelaySec = "15min";
+    };
+    serviceExample = {
+      Nice = 10;
+      CPUQuota = "50%";
+      ReadWritePaths = [ "/var/lib/my-notifier" ];
+    };
   };
 
   config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = config.users.users ? ${cfg.user};
+        message = "services.dbackup.user is ${builtins.toJSON cfg.user}, which is not a user of this system: declare it in users.users, or name an existing one.";
+      }
+    ]
+    ++ shared.secretAssertions {
+      option = "services.dbackup.settings";
+      inherit (cfg)
+        settings
+        environment
+        user
+        home
+        ;
+    };
+
     environment.systemPackages = [ cfg.package ];
     environment.etc."dbackup/config.json".source = configFile;
 
     systemd.services.dbackup-collect = service "dbackup-collect.service";
     systemd.timers.dbackup-collect = timer;
     systemd.services.dbackup-external = service "dbackup-external.service";
+    # The status page's server (`settings.report.serve.unit = true`; off by default): long-running, so it restarts
+    # with the system like any daemon, and the oneshot jobs' `serviceConfig` does not apply to it.
+    systemd.services.dbackup-serve = lib.mkIf (rendered.units ? "dbackup-serve.service") (
+      let
+        unit = rendered.units."dbackup-serve.service";
+      in
+      common unit // { serviceConfig = unit.Service; }
+    );
+
+    systemd.tmpfiles.settings."10-dbackup" =
+      lib.genAttrs (between cfg.home seen.stateDir) (_: dir "0755")
+      // {
+        ${seen.stateDir} = dir "0700";
+        ${seen.backupRoot} = dir "0700";
+      };
 
     services.udev.packages = lib.optional (rendered.udev_rules != null) (
       pkgs.writeTextDir "lib/udev/rules.d/${rendered.udev_rules}" rendered.files.${rendered.udev_rules}

@@ -8,6 +8,7 @@
   installShellFiles,
   rsync,
   util-linux,
+  libnotify,
 }:
 
 let
@@ -60,11 +61,14 @@ rustPlatform.buildRustPackage {
       installManPage man/*.1
     ''
     + ''
-      # rsync copies; blkid (util-linux) tells drives apart. The wrapper keeps argv[0], so the links still dispatch.
+      # What dbackup starts by name (`dbackup systemd render --format json` lists it as `programs`): rsync copies,
+      # blkid (util-linux) tells drives apart, notify-send (libnotify) shows desktop notifications. https
+      # notifications need nothing: dbackup speaks TLS itself. The wrapper keeps argv[0], so the links still dispatch.
       wrapProgram $out/bin/dbackup --prefix PATH : ${
         lib.makeBinPath [
           rsync
           util-linux
+          libnotify
         ]
       }
     '';

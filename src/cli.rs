@@ -90,6 +90,12 @@ dbackup --dry-run external          # what would be written and removed, and the
     /// Show the state of every set and destination, and what is overdue
     #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
+    /// Write the status page: one self-contained HTML file that says whether the backups are good
+    #[command(after_help = REPORT_HELP)]
+    Report(ReportArgs),
+    /// Serve the status page on a local address (read-only), fresh for each request
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
     /// Create an age key pair for encrypted backups: the identity (secret) in a 0600 file, the recipient printed
     #[command(after_help = KEYGEN_HELP)]
     Keygen(KeygenArgs),
@@ -320,11 +326,86 @@ pub struct RestoreArgs {
     pub identities: Vec<PathBuf>,
 }
 
+const REPORT_HELP: &str = "\
+The page holds the verdict of `dbackup status --check`, and per set the last good snapshot
+and its age against the schedule, failures since, what runs next, the restore points that
+exist and the new bytes of each snapshot; per drive the last verified backup, free space and
+whether the next backup fits; the last runs; and restore commands to copy. It is built from
+`dbackup --json status --history N` (metadata only), loads nothing from the network, reads
+without scripts, and shows a STALE banner when opened long after it was made.
+
+dbackup also regenerates it after every backup, collect and external run (report.path in the
+config, default $XDG_STATE_HOME/dbackup/report.html; report.write: false turns that off), and
+writes REPORT.html next to backups/ on each drive it backs up to (report.drives).
+
+Examples:
+  dbackup report                         # write the page to report.path, print where
+  dbackup report --out /tmp/backups.html
+  dbackup report --out - > page.html     # to stdout
+  dbackup --json report                  # the data the page is drawn from
+  dbackup report --drive /media/you/T9 --out -   # what that drive's REPORT.html says";
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct ReportArgs {
+    /// HTML (the default and only page format; --json prints the data instead)
+    #[arg(long)]
+    pub html: bool,
+
+    /// Where to write the page (replaced atomically), or - for stdout; default: report.path in the config
+    /// ($XDG_STATE_HOME/dbackup/report.html)
+    #[arg(long, short, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// The page of a drive instead, as its REPORT.html holds it: from its backup.json files only, without a config
+    #[arg(long, value_name = "DIR")]
+    pub drive: Option<PathBuf>,
+
+    /// How many runs, and snapshots per set, the page shows (default: report.history, 30)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub history: Option<u32>,
+
+    /// Report as if it were this time (RFC 3339); for tests
+    #[arg(long, hide = true, value_name = "TIME", value_parser = parse_time)]
+    pub now: Option<DateTime<FixedOffset>>,
+}
+
+const SERVE_HELP: &str = "\
+Serves the status page at / (made fresh for each request) and its data at /status.json.
+Read-only: GET and HEAD only; no cookies, no state; drives are looked at without writing to
+them. Requests whose Host is not the listen address or localhost are refused (421), so a web
+page elsewhere cannot reach the server through DNS rebinding. SIGTERM or Ctrl-C stops it.
+
+It listens on report.serve.listen (default 127.0.0.1:8422). The page has no login: to see it
+from another machine, forward the port over ssh instead of listening elsewhere:
+  ssh -L 8422:127.0.0.1:8422 this-machine      # then open http://localhost:8422/
+With report.serve.unit: true, `dbackup systemd render` (and the Nix modules) add
+dbackup-serve.service, which runs it.
+
+Examples:
+  dbackup serve
+  dbackup serve --listen 127.0.0.1:0    # any free port; the URL is printed on stdout";
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct ServeArgs {
+    /// The address and port to listen on (default: report.serve.listen, 127.0.0.1:8422); port 0 picks a free one
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Allow an address other than loopback: anyone who can reach it sees the state of your backups (prints a warning)
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
 #[derive(Debug, Clone, Args, Default)]
 pub struct StatusArgs {
     /// Exit 1 when anything is overdue or the last run failed (for monitoring)
     #[arg(long)]
     pub check: bool,
+
+    /// With --json: add the history the status page draws: the last N runs, N snapshots of each set, the backups on
+    /// each present drive (metadata only, like the rest)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub history: Option<u32>,
 
     /// Report as if it were this time (RFC 3339); for tests
     #[arg(long, hide = true, value_name = "TIME", value_parser = parse_time)]

@@ -99,6 +99,15 @@ pub fn requested() -> Option<Interrupted> {
     }
 }
 
+/// Takes the signal as handled, for a command whose normal end is a signal (`dbackup serve`, stopped by systemd's
+/// SIGTERM): the process then ends as the command's result says, not as interrupted. Returns the signal.
+pub fn acknowledge() -> Option<Interrupted> {
+    match SIGNAL.swap(0, Ordering::SeqCst) {
+        0 => None,
+        s => Some(Interrupted(s)),
+    }
+}
+
 /// `Err` once a signal came: the check at a natural point of a long loop.
 pub fn check() -> Result<(), Interrupted> {
     match requested() {

@@ -15,6 +15,7 @@ pub mod notify;
 pub mod process;
 #[cfg(test)]
 mod proptests;
+pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod rsync;
@@ -40,6 +41,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Backup(args) => commands::backup::run(&cli.global, args),
         Command::Restore(args) => commands::restore::run(&cli.global, args),
         Command::Status(args) => commands::status::run(&cli.global, args),
+        Command::Report(args) => commands::report::run(&cli.global, args),
+        Command::Serve(args) => commands::serve::run(&cli.global, args),
         Command::Systemd(cmd) => commands::systemd::run(&cli.global, cmd),
         Command::Generate(cmd) => commands::generate::run(cmd),
     }

@@ -88,8 +88,43 @@ pub struct Settings {
     pub encryption: Option<EncryptionSettings>,
     /// Where the run log lives: `$XDG_STATE_HOME/dbackup` (`~/.local/state/dbackup`).
     pub state_dir: PathBuf,
+    /// The status page.
+    pub report: ReportSettings,
     #[serde(skip)]
     pub output: Output,
+}
+
+/// The status page (`report` in the config), validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportSettings {
+    /// Where the page is regenerated after every run; `None` when `report.write` is false.
+    pub path: Option<PathBuf>,
+    /// Write `REPORT.html` on each drive the external phase used.
+    pub drives: bool,
+    /// Recent runs (and snapshots per set) shown.
+    pub history: usize,
+    /// Where `dbackup serve` listens (a loopback address).
+    pub listen: std::net::SocketAddr,
+    /// `systemd render` and the Nix modules add `dbackup-serve.service`.
+    pub unit: bool,
+}
+
+impl ReportSettings {
+    /// The name of the page under the state directory.
+    pub const FILE_NAME: &str = "report.html";
+
+    /// The defaults, with the page under `state_dir` (for tests that build settings by hand).
+    pub fn default_in(state_dir: &Path) -> ReportSettings {
+        ReportSettings {
+            path: Some(state_dir.join(Self::FILE_NAME)),
+            drives: true,
+            history: 30,
+            listen: crate::config::Serve::DEFAULT_LISTEN
+                .parse()
+                .expect("the default address parses"),
+            unit: false,
+        }
+    }
 }
 
 /// One backup set, validated.
@@ -246,6 +281,9 @@ impl Settings {
             );
         }
 
+        let state_dir = load::xdg_dir(env, "XDG_STATE_HOME", ".local/state").join("dbackup");
+        let report = b.report(&config.report, &state_dir);
+
         if !b.problems.is_empty() {
             return Err(ConfigError::Semantic {
                 path: loaded.display_path(),
@@ -263,7 +301,8 @@ impl Settings {
             external_mode: config.external.mode,
             notifications: config.notifications.clone(),
             encryption: global_encryption,
-            state_dir: load::xdg_dir(env, "XDG_STATE_HOME", ".local/state").join("dbackup"),
+            state_dir,
+            report,
             output,
         })
     }
@@ -521,6 +560,42 @@ impl Builder<'_> {
                 }
             }
         }
+    }
+
+    /// The status page: its path expanded, `serve.listen` a loopback address and port.
+    fn report(&mut self, r: &crate::config::Report, state_dir: &Path) -> ReportSettings {
+        let mut out = ReportSettings::default_in(state_dir);
+        out.drives = r.drives;
+        out.unit = r.serve.unit;
+        out.history = r.history as usize;
+        if r.history == 0 {
+            self.problem("/report/history", "0 shows no history; show at least 1");
+        }
+        out.path = match (&r.path, r.write) {
+            (_, false) => None,
+            (Some(p), true) => self.path("/report/path".into(), p),
+            (None, true) => Some(state_dir.join(ReportSettings::FILE_NAME)),
+        };
+        match r.serve.listen.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => out.listen = a,
+            Ok(a) => self.problem(
+                "/report/serve/listen",
+                format!(
+                    "{a} is not a loopback address, and the page has no login; listen on 127.0.0.1 and reach it \
+                     from elsewhere through `ssh -L {port}:127.0.0.1:{port} this-machine` (or run \
+                     `dbackup serve --listen {a} --allow-remote` by hand, knowing anyone who can reach it sees it)",
+                    port = a.port()
+                ),
+            ),
+            Err(_) => self.problem(
+                "/report/serve/listen",
+                format!(
+                    "{:?} is not an address and port; write it like \"127.0.0.1:8422\" or \"[::1]:8422\"",
+                    r.serve.listen
+                ),
+            ),
+        }
+        out
     }
 
     fn local_retention(&mut self, local: &LocalRetention) -> RetentionPolicy {

@@ -154,7 +154,7 @@ let
     (case "render: the external unit waits for the drive, then runs backup" {
       inherit (system.units."dbackup-external.service".Service) ExecStartPre ExecStart;
     } {
-      ExecStartPre = "/bin/dbackup systemd wait-for-drive --timeout 60";
+      ExecStartPre = [ "/bin/dbackup systemd wait-for-drive --timeout 60" ];
       ExecStart = "/bin/dbackup backup";
     })
     (case "render: manual has no trigger" {
@@ -182,6 +182,49 @@ let
       install = false;
       after = [ "dbackup-collect.service" ];
     })
+    (case "render: the system units are sandboxed, writing only the root, the run log and the drives" {
+      inherit (system.units."dbackup-collect.service".Service)
+        ProtectSystem ReadWritePaths PrivateTmp ProtectKernelTunables ProtectKernelModules ProtectKernelLogs
+        ProtectControlGroups ProtectHostname CapabilityBoundingSet LockPersonality RestrictRealtime
+        SystemCallArchitectures NoNewPrivileges;
+    } {
+      ProtectSystem = "strict";
+      ReadWritePaths = [ "/srv/b" "/home/u/.local/state/dbackup" "-/media/u/T9" ];
+      PrivateTmp = "yes";
+      ProtectKernelTunables = "yes";
+      ProtectKernelModules = "yes";
+      ProtectKernelLogs = "yes";
+      ProtectControlGroups = "yes";
+      ProtectHostname = "yes";
+      CapabilityBoundingSet = "";
+      LockPersonality = "yes";
+      RestrictRealtime = "yes";
+      SystemCallArchitectures = "native";
+      NoNewPrivileges = "yes";
+    })
+    (case "render: root keeps its capabilities"
+      ((lib.render { scope = "system"; exe = "/bin/dbackup"; user = "root"; home = "/root"; inherit settings; })
+        .units."dbackup-collect.service".Service ? CapabilityBoundingSet)
+      false)
+    (case "render: the user units have the seccomp settings, no namespace" (builtins.attrNames
+      (builtins.removeAttrs user.units."dbackup-collect.service".Service [ "Type" "ExecStart" "SuccessExitStatus" "Restart" "RestartPreventExitStatus" "RestartSec" "Nice" "CPUSchedulingPolicy" "IOSchedulingClass" ]))
+      [ "LockPersonality" "NoNewPrivileges" "RestrictRealtime" "SystemCallArchitectures" ])
+    (case "render: the programs the units start" [
+      system.programs
+      noDrive.programs
+      (render "user" { notifications = { desktop = true; command = [ "/bin/notify-me" "x" ]; http = "https://ntfy.sh/x"; }; }).programs
+    ] [
+      [ "blkid" "rsync" ]
+      [ "rsync" ]
+      [ "/bin/notify-me" "blkid" "notify-send" "rsync" ]
+    ])
+    (case "dirs: the root, the run log's directory, the variables the units set" [
+      (lib.dirs { home = "/home/u"; inherit settings; })
+      (lib.dirs { home = "/home/u/"; environment = { DBACKUP = "~/bk"; XDG_STATE_HOME = "/st"; }; settings = { backup_sets = [ { name = "a"; sources = [ "$XDG_STATE_HOME/x" ]; } ]; }; })
+    ] [
+      { backupRoot = "/srv/b"; stateDir = "/home/u/.local/state/dbackup"; environment = { }; }
+      { backupRoot = "/home/u/bk"; stateDir = "/st/dbackup"; environment = { DBACKUP = "~/bk"; XDG_STATE_HOME = "/st"; }; }
+    ])
     (case "render: a variable the settings use must be given" (fails (render "user" {
       backup_sets = [
         {

@@ -61,6 +61,9 @@ in
 
     machine.wait_for_unit("multi-user.target")
     machine.succeed("systemctl is-enabled dbackup-collect.timer")
+    # Sandboxed: the backup root and the run log's directory exist (tmpfiles), the rest of the system is read-only.
+    machine.succeed("systemctl show -P ProtectSystem dbackup-collect.service | grep -qx strict")
+    machine.succeed("test -d /home/payne/.local/state/dbackup && test -d /home/payne/backups")
     machine.succeed("grep -q 'ENV{SYSTEMD_WANTS}+=\"dbackup-external.service\"' /etc/udev/rules.d/99-dbackup.rules")
 
     with subtest("the timer's service collects a snapshot"):

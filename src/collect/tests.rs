@@ -50,6 +50,7 @@ impl World {
             notifications: Notifications::default(),
             encryption: None,
             state_dir: self.dir.path().join("state"),
+            report: crate::settings::ReportSettings::default_in(&self.dir.path().join("state")),
             output: Output {
                 json: false,
                 dry_run: false,

@@ -167,6 +167,7 @@ pub fn run_with_settings(settings: &Settings, args: &BackupArgs) -> anyhow::Resu
             finish(settings, &mut report, &facts, drives, args.now, &ui);
             let exit = report.exit();
             log(settings, &report, first_failure(&report), &ui);
+            super::refresh_report(settings, &ui, drives);
             print_report(&report, &ui, journal)?;
             Ok(exit)
         }
@@ -198,6 +199,7 @@ pub fn run_with_settings(settings: &Settings, args: &BackupArgs) -> anyhow::Resu
                 serde_json::json!({ "due": due, "notifications": deliveries }),
             );
             super::append_log(settings, &record, &ui);
+            super::refresh_report(settings, &ui, drives);
             Err(e)
         }
     }

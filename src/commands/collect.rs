@@ -44,6 +44,10 @@ pub fn run_with_settings(settings: &Settings, args: &CollectArgs) -> anyhow::Res
             Err(e) => Err(e),
         },
     );
+    // The drives as `backup` would look at them (not at all when schedule.external is manual).
+    let drives = !settings.destinations.is_empty()
+        && settings.schedule.external != crate::config::ExternalSchedule::Manual;
+    super::refresh_report(settings, &ui, drives);
     let (_, report) = outcome?;
     // Interrupted: the run log says so; stderr gets one line (from `main`), and there is no result to print.
     crate::interrupt::check()?;

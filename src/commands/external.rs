@@ -45,6 +45,7 @@ pub fn run_with_settings(settings: &Settings, args: &ExternalArgs) -> anyhow::Re
             Err(e) => Err(e),
         },
     );
+    super::refresh_report(settings, &ui, true);
     let (_, report) = outcome?;
     // Interrupted: the run log says so; stderr gets one line (from `main`), and there is no result to print.
     crate::interrupt::check()?;

@@ -6,7 +6,9 @@ pub mod config;
 pub mod external;
 pub mod generate;
 pub mod keygen;
+pub mod report;
 pub mod restore;
+pub mod serve;
 pub mod status;
 pub mod systemd;
 
@@ -89,5 +91,24 @@ pub(crate) fn append_log(
             "cannot write the run log in {}: {e}",
             settings.state_dir.display()
         ));
+    }
+}
+
+/// After a run: regenerates the status page (`report.path`), warning (never failing) when it cannot be written.
+/// `drives`: look at the destinations (without writing to them) for it.
+pub(crate) fn refresh_report(
+    settings: &crate::settings::Settings,
+    ui: &crate::ui::Ui,
+    drives: bool,
+) {
+    let look = if drives {
+        crate::status::Look::Read
+    } else {
+        crate::status::Look::Skip
+    };
+    match crate::report::refresh_local(settings, look) {
+        Ok(Some(path)) => ui.step(format_args!("status page: {}", path.display())),
+        Ok(None) => {}
+        Err(e) => ui.warn(format_args!("{}", crate::ui::format_error(&e))),
     }
 }

@@ -13,7 +13,11 @@ use crate::status::{self, StatusReport};
 pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
     let settings = Settings::load(global, &Env::from_process())?;
     let now = args.now.unwrap_or_else(|| Local::now().fixed_offset());
-    let facts = status::gather(&settings, true);
+    let facts = status::gather_for(
+        &settings,
+        status::Look::Probe,
+        args.history.unwrap_or(0) as usize,
+    );
     let report = status::build(&facts, &settings, now);
     print(&report, global.json)?;
     if args.check && !report.ok {
@@ -36,9 +40,5 @@ fn print(report: &StatusReport, json: bool) -> anyhow::Result<()> {
 
 /// What makes the check fail, in one line.
 fn problems(report: &StatusReport) -> String {
-    let mut what: Vec<String> = report.overdue.iter().map(|o| o.message.clone()).collect();
-    if let Some(l) = report.last_run.as_ref().filter(|l| l.failed) {
-        what.push(format!("the last run ({}) failed", l.command));
-    }
-    what.join("; ")
+    status::verdict(report).problems.join("; ")
 }

@@ -17,7 +17,9 @@ use crate::cli::{GlobalArgs, RenderFormat, SystemdCommand, SystemdRenderArgs, Wa
 use crate::config::load;
 use crate::exit::{CodedError, Exit};
 use crate::settings::{ConfigSource, Env, Output, Settings};
-use crate::systemd::{self, EXTERNAL_SERVICE, HEADER, Input, Rendered, Scope, Target};
+use crate::systemd::{
+    self, EXTERNAL_SERVICE, HEADER, Input, Rendered, SERVE_SERVICE, Scope, Target,
+};
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, cmd: SystemdCommand) -> anyhow::Result<Exit> {
@@ -134,6 +136,27 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
     let rendered = systemd::render(&input, &target)
         .map_err(|e| usage(format!("cannot render the units: {e}")))?;
     let json = args.format == RenderFormat::Json || global.json;
+    // The units find what they start on their PATH, which here is much like this one.
+    let sinks = crate::notify::sinks::Env::from_process();
+    for program in &rendered.programs {
+        let found = if program.starts_with('/') {
+            Path::new(program).is_file()
+        } else {
+            sinks.find(program).is_some()
+        };
+        if !found {
+            ui.warn(format_args!(
+                "the units start {}, which is not installed here{}",
+                crate::stdx::show_str(program),
+                match program.as_str() {
+                    "rsync" => " (apt-get install rsync)",
+                    "blkid" => " (apt-get install util-linux)",
+                    "notify-send" => " (apt-get install libnotify-bin)",
+                    _ => "",
+                }
+            ));
+        }
+    }
 
     let Some(dir) = &args.out else {
         if json {
@@ -142,7 +165,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
             crate::out!("{}", text(&rendered));
         }
         if !json {
-            ui.info(instructions(&rendered, None));
+            ui.info(instructions(&rendered, &input, &target.user, None));
         }
         return Ok(Exit::Ok);
     };
@@ -191,7 +214,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
         for p in &written {
             crate::outln!("{}", p.display());
         }
-        ui.info(instructions(&rendered, Some(&dir)));
+        ui.info(instructions(&rendered, &input, &target.user, Some(&dir)));
     }
     Ok(Exit::Ok)
 }
@@ -208,8 +231,9 @@ pub fn text(r: &Rendered) -> String {
     out
 }
 
-/// The commands that install and enable the files (from `dir`, or from a directory the user saves them to).
-pub fn instructions(r: &Rendered, dir: Option<&Path>) -> String {
+/// The commands that install and enable the files (from `dir`, or from a directory the user saves them to); for the
+/// system scope, first the directories the units may write (`ProtectSystem=strict` needs them to exist).
+pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>) -> String {
     let from = dir
         .map(|d| d.display().to_string())
         .unwrap_or_else(|| "DIR".to_string());
@@ -225,6 +249,15 @@ pub fn instructions(r: &Rendered, dir: Option<&Path>) -> String {
     }
     match r.scope {
         Scope::System => {
+            let quote = |p: &Path| crate::ui::shell_words(&[p.display().to_string()]);
+            lines.push(format!(
+                "  sudo install -d -m 0700 -o {user} {}   # if missing: the units write only there,",
+                quote(&input.backup_root)
+            ));
+            lines.push(format!(
+                "  sudo -u {user} mkdir -p {}   # in the run log's directory and on the drives",
+                quote(&input.state_dir)
+            ));
             lines.push(format!(
                 "  sudo cp {} /etc/systemd/system/",
                 units.join(" ")
@@ -239,6 +272,9 @@ pub fn instructions(r: &Rendered, dir: Option<&Path>) -> String {
             if triggered {
                 lines.push(format!("  sudo systemctl enable {EXTERNAL_SERVICE}"));
             }
+            if r.units.contains_key(SERVE_SERVICE) {
+                lines.push(format!("  sudo systemctl enable --now {SERVE_SERVICE}"));
+            }
         }
         Scope::User => {
             lines.push(format!(
@@ -249,6 +285,9 @@ pub fn instructions(r: &Rendered, dir: Option<&Path>) -> String {
             lines.push("  systemctl --user enable --now dbackup-collect.timer".to_string());
             if triggered {
                 lines.push(format!("  systemctl --user enable {EXTERNAL_SERVICE}"));
+            }
+            if r.units.contains_key(SERVE_SERVICE) {
+                lines.push(format!("  systemctl --user enable --now {SERVE_SERVICE}"));
             }
             lines.push(
                 "  loginctl enable-linger \"$USER\"   # optional: run the timer while you are logged out"

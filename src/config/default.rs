@@ -39,6 +39,7 @@ pub fn config(env: &Env) -> Config {
         external: Default::default(),
         encryption: None,
         notifications: Notifications::default(),
+        report: Default::default(),
     }
 }
 
@@ -116,6 +117,10 @@ const TEMPLATE: &str = r#"// dbackup configuration, written by `dbackup config i
 
   // Who hears about failures, warnings and a missing drive; uncomment and adapt:
   // "notifications": { "desktop": true, "command": ["/usr/local/bin/notify-me"] },
+
+  // The status page, rewritten after every run at ~/.local/state/dbackup/report.html (`dbackup report`,
+  // `dbackup serve`); uncomment to move it or to have `dbackup systemd render` add a unit that serves it:
+  // "report": { "path": "~/backups.html", "serve": { "listen": "127.0.0.1:8422", "unit": true } },
 
   "retention": {
     "local": 7, // Snapshots kept per set; or a policy such as { "last": 7, "daily": 14, "weekly": 8, "monthly": 12 }

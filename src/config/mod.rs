@@ -55,6 +55,10 @@ pub struct Config {
     /// Who hears about successes, failures and missing drives.
     #[serde(default)]
     pub notifications: Notifications,
+
+    /// The status page: kept up to date after every run, written on each drive, served by `dbackup serve`.
+    #[serde(default)]
+    pub report: Report,
 }
 
 /// One backup set: a name and the paths it copies.
@@ -351,6 +355,77 @@ impl Default for Notifications {
             command: None,
             http: None,
             low_disk_percent: Notifications::default_low_disk_percent(),
+        }
+    }
+}
+
+/// The status page (`dbackup report`): one self-contained HTML file that answers "are my backups good?".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// Regenerate the page after every `backup`, `collect` and `external` run (default true).
+    #[serde(default = "default_true")]
+    pub write: bool,
+    /// Where that page is written (default `$XDG_STATE_HOME/dbackup/report.html`); `~`, `$VAR` and `${VAR}` expand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Write `REPORT.html` next to `backups/` on each drive the external phase used, from what its `backup.json`
+    /// files hold (default true): a drive found in a drawer explains itself.
+    #[serde(default = "default_true")]
+    pub drives: bool,
+    /// How many recent runs (and snapshots per set) the page shows (default 30).
+    #[serde(default = "Report::default_history")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub history: u32,
+    /// `dbackup serve`, the read-only local server of the page.
+    #[serde(default)]
+    pub serve: Serve,
+}
+
+impl Report {
+    fn default_history() -> u32 {
+        30
+    }
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Report {
+            write: true,
+            path: None,
+            drives: true,
+            history: Report::default_history(),
+            serve: Serve::default(),
+        }
+    }
+}
+
+/// `dbackup serve`: where it listens, and whether a unit runs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Serve {
+    /// A loopback address and port (default `127.0.0.1:8422`). The page has no login: to see it from elsewhere,
+    /// use `ssh -L 8422:127.0.0.1:8422 this-machine`.
+    #[serde(default = "Serve::default_listen")]
+    pub listen: String,
+    /// Add `dbackup-serve.service` to what `dbackup systemd render` and the Nix modules install (default false).
+    #[serde(default)]
+    pub unit: bool,
+}
+
+impl Serve {
+    /// The default address of `dbackup serve`.
+    pub const DEFAULT_LISTEN: &str = "127.0.0.1:8422";
+    fn default_listen() -> String {
+        Serve::DEFAULT_LISTEN.to_string()
+    }
+}
+
+impl Default for Serve {
+    fn default() -> Self {
+        Serve {
+            listen: Serve::default_listen(),
+            unit: false,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The drive side of the external phase: every name dbackup uses under `<destination>/backups/`, listing them, the
 //! backup metadata file (`backup.json`, [`BackupMeta`]), `latest`/`LATEST`, and crash-safe deletion.
 //!
-//! Layout of a destination (only `backups/` belongs to dbackup; nothing else on the drive is ever touched):
+//! Layout of a destination (only `backups/` belongs to dbackup, and `REPORT.html` beside it, the drive's page written
+//! by `report::drive` from the `backup.json` files; nothing else on the drive is ever touched):
 //!
 //! ```text
 //! <path>/backups/.dbackup-destination.json     the destination marker (src/media/marker.rs)

@@ -112,8 +112,64 @@ pub fn run_locked(
             pid: std::process::id(),
         },
     );
-    let report = exec::execute(&plan, &observed, ui);
+    let mut report = exec::execute(&plan, &observed, ui);
+    if settings.report.drives {
+        drive_pages(&observed.world, &mut report, ui);
+    }
     Ok((plan, report))
+}
+
+/// Writes `REPORT.html` on each destination this run wrote a backup to, while `media/` says it is still the drive
+/// detected (a refused or failed destination gets nothing more). A page that cannot be written makes the run end with
+/// warnings; nothing else depends on it.
+fn drive_pages(world: &plan::World, report: &mut ExternalReport, ui: &Ui) {
+    let now = chrono::Local::now().fixed_offset();
+    for d in report
+        .destinations
+        .iter_mut()
+        .filter(|d| d.status == DestinationStatus::Written)
+    {
+        let Some(w) = world
+            .destinations
+            .iter()
+            .find(|w| w.settings.name == d.name)
+        else {
+            continue;
+        };
+        if w.info.check_still_present().is_err() {
+            continue;
+        }
+        match crate::report::drive::refresh(&w.info.resolved, &d.name, now) {
+            Ok(path) => ui.step(format_args!("{}: wrote {}", d.name, path.display())),
+            Err(e) => {
+                let msg = format!(
+                    "cannot write {} on the drive: {e}",
+                    w.info
+                        .resolved
+                        .join(crate::report::drive::FILE_NAME)
+                        .display()
+                );
+                ui.warn(format_args!("{}: {msg}", d.name));
+                d.warnings.push(msg);
+                d.exit = worst_code(d.exit, Exit::Warnings.code());
+            }
+        }
+    }
+    report.exit = report
+        .destinations
+        .iter()
+        .map(|d| d.exit)
+        .fold(report.exit, worst_code);
+}
+
+/// The worse of two exit codes of destinations (1 failed over 3 warnings over 0).
+fn worst_code(a: u8, b: u8) -> u8 {
+    let rank = |c: u8| match c {
+        0 => 0,
+        3 => 1,
+        _ => 2,
+    };
+    if rank(b) > rank(a) { b } else { a }
 }
 
 #[cfg(test)]

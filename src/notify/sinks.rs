@@ -1,7 +1,8 @@
 //! The sinks an event can go to: a freedesktop notification (`notify-send`, when a session bus exists), a command (the
 //! event in `DBACKUP_EVENT`, `DBACKUP_SUMMARY`, `DBACKUP_DETAILS` and as JSON on stdin), and an ntfy-style HTTP POST
-//! (the summary and details as the body, `Title`, `Priority` and `Tags` headers): `http://` through `ureq`, `https://`
-//! through `curl` (the URL goes to curl on its stdin, never on its command line, where other users could read it).
+//! (the summary and details as the body, `Title`, `Priority` and `Tags` headers) through `ureq`, `https://` with
+//! rustls and Mozilla's root certificates built in: no other program runs for it, so nothing but the units' own
+//! binary needs to be on `PATH` for it (see [`programs`]).
 //!
 //! Every sink has a time limit, so a hung receiver cannot hold the backup (and its lock) forever.
 
@@ -23,7 +24,7 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct Env {
     /// `DBUS_SESSION_BUS_ADDRESS`: a desktop session to notify.
     pub session_bus: bool,
-    /// `$PATH`, to find `notify-send` and `curl`.
+    /// `$PATH`, to find `notify-send`.
     pub path: Option<std::ffi::OsString>,
 }
 
@@ -66,7 +67,6 @@ pub enum Sink {
     },
     Http {
         url: String,
-        curl: Option<PathBuf>,
     },
 }
 
@@ -90,10 +90,7 @@ pub fn configured(config: &Notifications, env: &Env) -> Vec<Sink> {
         out.push(Sink::Command { argv: argv.clone() });
     }
     if let Some(url) = &config.http {
-        out.push(Sink::Http {
-            url: url.clone(),
-            curl: env.find("curl"),
-        });
+        out.push(Sink::Http { url: url.clone() });
     }
     out
 }
@@ -124,7 +121,7 @@ impl Sink {
                 };
             }
             Sink::Command { argv } => command(argv, event, COMMAND_TIMEOUT),
-            Sink::Http { url, curl } => http(url, curl.as_deref(), event),
+            Sink::Http { url } => http(url, event),
         };
         Delivery {
             event: event.kind,
@@ -166,23 +163,6 @@ pub fn command(argv: &[String], event: &Event, timeout: Duration) -> Result<(), 
         .env("DBACKUP_DETAILS", &event.details);
     run(cmd, Some(format!("{json}\n").as_bytes()), timeout)
         .map_err(|e| format!("{}: {e}", crate::ui::shell_words(argv)))
-}
-
-/// The HTTP POST: `http://` with ureq, `https://` with curl. The URL's secrets (user info, path, query) appear in no
-/// message: whatever ureq or curl said is cleaned of them too.
-pub fn http(url: &str, curl: Option<&Path>, event: &Event) -> Result<(), String> {
-    let result = if url.starts_with("http://") {
-        http_ureq(url, event)
-    } else {
-        match curl {
-            Some(curl) => http_curl(curl, url, event),
-            None => Err(format!(
-                "POST to {}: https needs curl, which is not installed (apt-get install curl)",
-                redact(url)
-            )),
-        }
-    };
-    result.map_err(|e| crate::stdx::redact_url_in(&e, url))
 }
 
 /// The request's headers and body, ntfy-style.
@@ -233,10 +213,19 @@ pub fn redact(url: &str) -> String {
     crate::stdx::redact_url(url)
 }
 
-fn http_ureq(url: &str, event: &Event) -> Result<(), String> {
+/// The HTTP POST, `http://` and `https://` alike (rustls; the server's certificate must chain to one of Mozilla's
+/// roots, which the binary carries, so it works the same in a unit, a container or the Nix build sandbox). The URL's
+/// secrets (user info, path, query) appear in no message: whatever ureq said is cleaned of them too.
+pub fn http(url: &str, event: &Event) -> Result<(), String> {
+    post(url, event, ureq::tls::RootCerts::WebPki).map_err(|e| crate::stdx::redact_url_in(&e, url))
+}
+
+/// The POST of [`http`], trusting `roots` (the tests' own certificate authority).
+pub(crate) fn post(url: &str, event: &Event, roots: ureq::tls::RootCerts) -> Result<(), String> {
     let (headers, body) = request(event);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(HTTP_TIMEOUT))
+        .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
         .build()
         .into();
     let mut req = agent.post(url);
@@ -252,54 +241,18 @@ fn http_ureq(url: &str, event: &Event) -> Result<(), String> {
     }
 }
 
-/// A string as a quoted value in a curl config file.
-fn curl_quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c => out.push(c),
-        }
+/// The programs the sinks `config` enables start, as they are looked up on `PATH`: `notify-send` for
+/// `desktop`, the first word of `command`. The HTTP sink starts none. `dbackup systemd render` lists them with the
+/// units' other programs, so the Nix package and modules can be checked to put each on the units' `PATH`.
+pub fn programs(config: &Notifications) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.desktop {
+        out.push("notify-send".to_string());
     }
-    out.push('"');
+    if let Some(program) = config.command.as_ref().and_then(|argv| argv.first()) {
+        out.push(program.clone());
+    }
     out
-}
-
-/// The curl config (read from stdin with `--config -`) that POSTs `event` to `url`.
-pub fn curl_config(url: &str, event: &Event) -> String {
-    let (headers, body) = request(event);
-    let mut cfg = format!("url = {}\nrequest = \"POST\"\n", curl_quote(url));
-    for (k, v) in headers {
-        cfg.push_str(&format!("header = {}\n", curl_quote(&format!("{k}: {v}"))));
-    }
-    // data-raw: a leading @ is not a file name.
-    cfg.push_str(&format!("data-raw = {}\n", curl_quote(&body)));
-    cfg
-}
-
-/// The POST through curl (used for `https://`; works for any URL curl knows).
-pub fn http_curl(curl: &Path, url: &str, event: &Event) -> Result<(), String> {
-    let mut cmd = Command::new(curl);
-    cmd.args([
-        "--config",
-        "-",
-        "--silent",
-        "--show-error",
-        "--fail",
-        "--max-time",
-    ])
-    .arg(HTTP_TIMEOUT.as_secs().to_string())
-    .args(["--output", "/dev/null"]);
-    run(
-        cmd,
-        Some(curl_config(url, event).as_bytes()),
-        HTTP_TIMEOUT + Duration::from_secs(5),
-    )
-    .map_err(|e| format!("POST to {} (curl): {e}", redact(url)))
 }
 
 /// Runs `cmd` with `stdin` (or nothing) on its standard input, its output captured (never on dbackup's stdout), and

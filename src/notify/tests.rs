@@ -35,6 +35,43 @@ impl Request {
     }
 }
 
+/// Reads one HTTP request from `stream` and answers `status`; `None` when the client went away first (a TLS
+/// client that refused the certificate).
+fn answer<S: Read + Write>(mut stream: S, status: u16) -> Option<Request> {
+    let mut reader = BufReader::new(&mut stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end().to_string();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    write!(
+        stream,
+        "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    )
+    .ok()?;
+    stream.flush().ok()?;
+    Some(Request {
+        line: line.trim_end().to_string(),
+        headers,
+        body: String::from_utf8(body).unwrap(),
+    })
+}
+
 /// A one-request HTTP server on 127.0.0.1 answering `status`; returns its URL and what it received.
 fn server(status: u16) -> (String, mpsc::Receiver<Request>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -42,40 +79,45 @@ fn server(status: u16) -> (String, mpsc::Receiver<Request>) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let mut headers = Vec::new();
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h).unwrap();
-            let h = h.trim_end().to_string();
-            if h.is_empty() {
-                break;
-            }
-            let (k, v) = h.split_once(':').unwrap();
-            headers.push((k.trim().to_string(), v.trim().to_string()));
+        if let Some(r) = answer(stream, status) {
+            let _ = tx.send(r);
         }
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .map(|(_, v)| v.parse().unwrap())
-            .unwrap_or(0);
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body).unwrap();
-        let mut stream = stream;
-        write!(
-            stream,
-            "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-        )
-        .unwrap();
-        let _ = tx.send(Request {
-            line: line.trim_end().to_string(),
-            headers,
-            body: String::from_utf8(body).unwrap(),
-        });
     });
     (url, rx)
+}
+
+/// A one-request HTTPS server on 127.0.0.1 (rustls), whose certificate for 127.0.0.1 is signed by a certificate
+/// authority made here; returns its URL, the authority's certificate (DER) and what it received.
+fn tls_server(status: u16) -> (String, Vec<u8>, mpsc::Receiver<Request>) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/dbackup-topic", listener.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        let conn = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+        if let Some(r) = answer(rustls::StreamOwned::new(conn, tcp), status) {
+            let _ = tx.send(r);
+        }
+    });
+    (url, ca.der().to_vec(), rx)
 }
 
 fn received(rx: &mpsc::Receiver<Request>) -> Request {
@@ -100,36 +142,70 @@ fn assert_ntfy_request(r: &Request, e: &Event) {
 fn http_posts_ntfy_style_through_ureq() {
     let (url, rx) = server(200);
     let e = event(EventKind::MissingMedia);
-    let d = Sink::Http {
-        url: url.clone(),
-        curl: None,
-    }
-    .deliver(&e);
+    let d = Sink::Http { url: url.clone() }.deliver(&e);
     assert_eq!(d.outcome, Outcome::Sent, "{d:?}");
     assert_ntfy_request(&received(&rx), &e);
 }
 
+/// https goes through ureq and rustls inside dbackup: the same request reaches a TLS server on 127.0.0.1 whose
+/// certificate chains to a trusted authority, with no program on `PATH` (main ran `curl` from `PATH` for https,
+/// which the Nix package's wrapper did not provide, so https notifications failed from the units).
 #[test]
-fn http_posts_the_same_through_curl() {
-    let Some(curl) = Env::from_process().find("curl") else {
-        return crate::stdx::skip::skip("curl is not installed");
+fn https_posts_the_same_through_rustls_with_nothing_on_path() {
+    let (url, ca, rx) = tls_server(200);
+    let config = Notifications {
+        http: Some(url.clone()),
+        ..Notifications::default()
     };
-    let (url, rx) = server(200);
+    let nothing = Env {
+        session_bus: false,
+        path: Some(std::ffi::OsString::new()),
+    };
+    assert_eq!(
+        sinks::configured(&config, &nothing),
+        [Sink::Http { url: url.clone() }]
+    );
+    assert!(sinks::programs(&config).is_empty());
     let e = event(EventKind::MissingMedia);
-    assert_eq!(sinks::http_curl(&curl, &url, &e), Ok(()));
+    let roots =
+        ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_der(&ca).to_owned()]);
+    assert_eq!(sinks::post(&url, &e, roots), Ok(()));
     assert_ntfy_request(&received(&rx), &e);
+}
 
-    let (url, rx) = server(404);
-    let r = sinks::http_curl(&curl, &url, &e);
-    let m = r.unwrap_err();
-    assert!(m.contains("(curl): exited with 22"), "{m}");
-    let _ = received(&rx);
+/// The certificate is checked: with the roots the binary carries (Mozilla's), a server whose authority is not
+/// among them is refused, and nothing is sent.
+#[test]
+fn https_refuses_a_certificate_no_known_authority_signed() {
+    let (url, _ca, rx) = tls_server(200);
+    let d = Sink::Http { url: url.clone() }.deliver(&event(EventKind::Failure));
+    assert_eq!(d.outcome, Outcome::Failed, "{d:?}");
+    let m = d.message.unwrap();
+    assert!(
+        m.starts_with(&format!("POST to {}: ", sinks::redact(&url))),
+        "{m}"
+    );
+    assert!(m.to_lowercase().contains("certificate"), "{m}");
+    assert!(rx.recv_timeout(Duration::from_secs(2)).is_err());
+}
+
+/// The programs the enabled sinks start, which the units must find on their `PATH`.
+#[test]
+fn programs_are_what_the_enabled_sinks_start() {
+    assert!(sinks::programs(&Notifications::default()).is_empty());
+    let config = Notifications {
+        desktop: true,
+        command: Some(vec!["logger".into(), "-t".into(), "dbackup".into()]),
+        http: Some("https://ntfy.sh/x".into()),
+        ..Notifications::default()
+    };
+    assert_eq!(sinks::programs(&config), ["notify-send", "logger"]);
 }
 
 #[test]
 fn http_failures_are_deliveries_not_errors() {
     let (url, rx) = server(500);
-    let d = Sink::Http { url, curl: None }.deliver(&event(EventKind::Failure));
+    let d = Sink::Http { url }.deliver(&event(EventKind::Failure));
     assert_eq!(d.outcome, Outcome::Failed);
     let m = d.message.unwrap();
     assert!(m.ends_with("answered HTTP 500"), "{m}");
@@ -143,7 +219,6 @@ fn http_failures_are_deliveries_not_errors() {
         .port();
     let d = Sink::Http {
         url: format!("http://user:secret@127.0.0.1:{port}/x"),
-        curl: None,
     }
     .deliver(&event(EventKind::Failure));
     assert_eq!(d.outcome, Outcome::Failed);
@@ -154,17 +229,14 @@ fn http_failures_are_deliveries_not_errors() {
     );
     assert!(!m.contains("secret"), "{m}");
 
+    // https to nothing: a failed delivery too, the secret left out.
     let d = Sink::Http {
-        url: "https://ntfy.example/x".into(),
-        curl: None,
+        url: format!("https://user:secret@127.0.0.1:{port}/x"),
     }
     .deliver(&event(EventKind::Failure));
     assert_eq!(d.outcome, Outcome::Failed);
-    assert!(
-        d.message
-            .unwrap()
-            .contains("https needs curl, which is not installed"),
-    );
+    let m = d.message.unwrap();
+    assert!(!m.contains("secret"), "{m}");
 }
 
 #[test]

@@ -29,6 +29,21 @@ pub struct Facts {
     pub sets: Vec<SetFacts>,
     pub destinations: Vec<DestinationFacts>,
     pub runs: RunFacts,
+    /// How many recent runs and snapshots per set were read for the history (0: none, as for `status`).
+    pub history: usize,
+    /// The machine's name (read for the history only).
+    pub host: String,
+}
+
+/// Whether and how the destinations are looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// Not at all (`backup` with `schedule.external: manual`).
+    Skip,
+    /// Every check, the writability probe included (what `status` and `backup` do).
+    Probe,
+    /// Every check but the probe: nothing is written to a drive (the status page, `dbackup serve`).
+    Read,
 }
 
 /// Free and total bytes of a filesystem.
@@ -54,6 +69,8 @@ pub struct SetFacts {
     pub unusable: Vec<(String, String)>,
     /// `.<set>.in-progress` exists.
     pub in_progress: bool,
+    /// The newest snapshots with usable metadata, newest first, as many as the history asks for.
+    pub recent: Vec<SnapshotFacts>,
 }
 
 /// What one snapshot's metadata says.
@@ -105,6 +122,8 @@ pub struct ListingFacts {
     pub leftovers: usize,
     pub latest: Option<String>,
     pub newest: Option<BackupFacts>,
+    /// Every verified backup, oldest first (the newest is `newest`).
+    pub backups: Vec<BackupFacts>,
 }
 
 /// The newest verified backup on a destination, from its `backup.json`.
@@ -147,6 +166,18 @@ pub struct RunFacts {
     pub written: BTreeMap<String, Seen>,
     /// Why the log could not be read, when it could not.
     pub error: Option<String>,
+    /// For the history: runs of `collect`, `external` and `backup`, newest first, those that found nothing to do
+    /// left out: the newest `RunWants::count`, then the failed ones back to `RunWants::until`.
+    pub recent: Vec<RunRecord>,
+}
+
+/// How far back [`read_runs_for`] reads for the history.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunWants {
+    /// Runs wanted.
+    pub count: usize,
+    /// Runs finished after this are all wanted too (failures since the last good snapshot).
+    pub until: Option<DateTime<FixedOffset>>,
 }
 
 /// The commands whose runs count as backup runs.
@@ -154,11 +185,17 @@ pub const BACKUP_COMMANDS: &[&str] = &["collect", "external", "backup"];
 
 /// Gathers the facts. `detect`: look at the destinations (`backup` does not when `schedule.external` is manual).
 pub fn gather(settings: &Settings, detect: bool) -> Facts {
+    gather_for(settings, if detect { Look::Probe } else { Look::Skip }, 0)
+}
+
+/// Gathers the facts, looking at the destinations as `look` says, with a history of `history` runs and snapshots
+/// per set (the status page; 0 for none).
+pub fn gather_for(settings: &Settings, look: Look, history: usize) -> Facts {
     let root = &settings.backup_root;
     let root_exists = root.is_dir();
     let names: Vec<&str> = settings.sets.iter().map(|s| s.name.as_str()).collect();
     let mut sets = if root_exists {
-        list_sets(root, &names)
+        list_sets_with(root, &names, history)
     } else {
         names
             .iter()
@@ -177,11 +214,23 @@ pub fn gather(settings: &Settings, detect: bool) -> Facts {
         .iter()
         .map(|d| d.name.as_str())
         .collect();
-    let runs = read_runs(&settings.state_dir, &dest_names);
+    let wants = RunWants {
+        count: history,
+        // Failures since each set's newest complete snapshot: back to the oldest of those (or every run there is).
+        until: if history == 0 {
+            None
+        } else {
+            sets.iter()
+                .map(|s| s.newest_complete.as_ref().map(|c| c.started))
+                .collect::<Option<Vec<_>>>()
+                .and_then(|t| t.into_iter().min())
+        },
+    };
+    let runs = read_runs_for(&settings.state_dir, &dest_names, wants);
     let destinations = settings
         .destinations
         .iter()
-        .map(|d| destination(d, detect, &runs))
+        .map(|d| destination(d, look, &runs))
         .collect();
     Facts {
         backup_root: root.clone(),
@@ -195,12 +244,23 @@ pub fn gather(settings: &Settings, detect: bool) -> Facts {
         sets,
         destinations,
         runs,
+        history,
+        host: if history > 0 {
+            media::hostname()
+        } else {
+            String::new()
+        },
     }
 }
 
 /// One `readdir` of the root sorts the snapshot names by set; then each set's metadata is read newest first, only
 /// until the newest, the newest complete and the newest compared snapshot are known.
 pub fn list_sets(root: &Path, names: &[&str]) -> Vec<SetFacts> {
+    list_sets_with(root, names, 0)
+}
+
+/// [`list_sets`], reading on until `history` snapshots of each set are known too (newest first, in `recent`).
+pub fn list_sets_with(root: &Path, names: &[&str], history: usize) -> Vec<SetFacts> {
     let mut found: BTreeMap<&str, Vec<(chrono::NaiveDateTime, String)>> = BTreeMap::new();
     if let Ok(entries) = fs::read_dir(root) {
         for entry in entries.flatten() {
@@ -268,8 +328,13 @@ pub fn list_sets(root: &Path, names: &[&str]) -> Vec<SetFacts> {
                 if s.complete && facts.newest_complete.is_none() {
                     facts.newest_complete = Some(s.clone());
                 }
-                if s.complete && (s.full || s.first) {
+                if facts.recent.len() < history {
+                    facts.recent.push(s.clone());
+                }
+                if s.complete && (s.full || s.first) && facts.newest_compared.is_none() {
                     facts.newest_compared = Some(s.seen());
+                }
+                if facts.newest_compared.is_some() && facts.recent.len() >= history {
                     break;
                 }
             }
@@ -278,8 +343,12 @@ pub fn list_sets(root: &Path, names: &[&str]) -> Vec<SetFacts> {
         .collect()
 }
 
-fn destination(d: &DestinationSettings, detect: bool, runs: &RunFacts) -> DestinationFacts {
-    let presence = detect.then(|| media::detect(d));
+fn destination(d: &DestinationSettings, look: Look, runs: &RunFacts) -> DestinationFacts {
+    let presence = match look {
+        Look::Skip => None,
+        Look::Probe => Some(media::detect(d)),
+        Look::Read => Some(media::detect_for_reading(d)),
+    };
     let (listing, listing_error) = match &presence {
         Some(Presence::Present(info)) => {
             let listed = layout::open_backups_at(&info.resolved).and_then(|b| match b {
@@ -303,34 +372,54 @@ fn destination(d: &DestinationSettings, detect: bool, runs: &RunFacts) -> Destin
 }
 
 fn listing_facts(l: &layout::DriveListing) -> ListingFacts {
-    let newest = l.verified().last().and_then(|b| {
-        let m = b.meta.as_ref()?;
-        Some(BackupFacts {
-            stamp: b.name.clone(),
-            started: m.started,
-            finished: m.finished,
-            bytes: m.file_bytes_on_drive(),
-            sets: m
-                .sets
-                .iter()
-                .map(|s| (s.set.clone(), s.snapshot.clone()))
-                .collect(),
-            encryption: m.sets.first().and_then(|s| s.encryption.clone()),
-        })
-    });
+    let backups: Vec<BackupFacts> = l.verified().filter_map(backup_facts).collect();
     ListingFacts {
         verified: l.verified().count(),
         unusable: l.backups.iter().filter(|b| b.meta.is_none()).count(),
         leftovers: l.leftovers.len(),
         latest: l.latest.clone(),
-        newest,
+        newest: backups.last().cloned(),
+        backups,
     }
+}
+
+/// What `status` keeps of one verified backup's `backup.json`.
+pub fn backup_facts(b: &layout::DriveBackup) -> Option<BackupFacts> {
+    let m = b.meta.as_ref()?;
+    Some(BackupFacts {
+        stamp: b.name.clone(),
+        started: m.started,
+        finished: m.finished,
+        bytes: m.file_bytes_on_drive(),
+        sets: m
+            .sets
+            .iter()
+            .map(|s| (s.set.clone(), s.snapshot.clone()))
+            .collect(),
+        encryption: m.sets.first().and_then(|s| s.encryption.clone()),
+    })
 }
 
 /// Reads the run log newest first (`log.jsonl`, then the rotated `log.jsonl.1`), only until the last backup run and a
 /// written backup of every destination are known.
 pub fn read_runs(state_dir: &Path, destinations: &[&str]) -> RunFacts {
+    read_runs_for(state_dir, destinations, RunWants::default())
+}
+
+/// A run that found nothing to do (a `backup` with nothing due and no drive missing): not shown in the history.
+pub fn is_idle(record: &RunRecord) -> bool {
+    let v = &record.sets;
+    record.exit == 0
+        && v.get("nothing_due").and_then(|n| n.as_bool()) == Some(true)
+        && v.get("missing_media").is_none_or(|m| m.is_null())
+}
+
+/// [`read_runs`], reading on for the history as `wants` says.
+pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -> RunFacts {
     let mut facts = RunFacts::default();
+    // The history is complete once it holds `count` runs and reaches back past `until`.
+    let mut history_done = wants.count == 0;
+    let mut counted = 0;
     let files = [
         runlog::path(state_dir),
         state_dir.join(format!("{}.1", runlog::FILE_NAME)),
@@ -347,29 +436,106 @@ pub fn read_runs(state_dir: &Path, destinations: &[&str]) -> RunFacts {
         for line in text.lines().rev() {
             let done =
                 facts.last.is_some() && destinations.iter().all(|d| facts.written.contains_key(*d));
-            if done {
+            if done && history_done {
                 return facts;
             }
-            let wanted_last =
-                facts.last.is_none() && BACKUP_COMMANDS.iter().any(|c| line.contains(c));
-            let wanted_written = line.contains("\"written\"");
-            if !(wanted_last || wanted_written) {
+            let backup_line = BACKUP_COMMANDS.iter().any(|c| line.contains(c));
+            let wanted_last = facts.last.is_none() && backup_line;
+            let wanted_written = line.contains("\"written\"")
+                && !destinations.iter().all(|d| facts.written.contains_key(*d));
+            let wanted_history = !history_done && backup_line;
+            if !(wanted_last || wanted_written || wanted_history) {
                 continue;
             }
-            let Ok(record) = serde_json::from_str::<RunRecord>(line) else {
+            let parsed = if wanted_last || wanted_written {
+                serde_json::from_str::<RunRecord>(line).ok()
+            } else {
+                history_record(line)
+            };
+            let Some(record) = parsed else {
                 continue;
             };
-            if facts.last.is_none() && BACKUP_COMMANDS.contains(&record.command.as_str()) {
-                facts.last = Some(record.clone());
-            }
+            let backup_run = BACKUP_COMMANDS.contains(&record.command.as_str());
             if wanted_written {
                 for (dest, seen) in written_backups(&record) {
                     facts.written.entry(dest).or_insert(seen);
                 }
             }
+            if !history_done && backup_run && !is_idle(&record) {
+                let old_enough = wants.until.is_none_or(|u| record.finished < u);
+                // The newest `count` for the strip; past them only failed runs (the failures since the last good
+                // snapshot), each without the per-set value unless the history reads it.
+                if counted < wants.count || matches!(record.exit, 1 | 2) {
+                    facts.recent.push(for_history(&record));
+                }
+                counted += 1;
+                history_done = counted >= wants.count && old_enough;
+            }
+            if facts.last.is_none() && backup_run {
+                facts.last = Some(record);
+            }
         }
     }
     facts
+}
+
+/// What the history keeps of a record: its per-set value only when it reads it (a failed run, a missing drive).
+fn for_history(r: &RunRecord) -> RunRecord {
+    let keep =
+        matches!(r.exit, 1 | 2) || r.sets.get("missing_media").is_some_and(|m| m.is_string());
+    RunRecord {
+        command: r.command.clone(),
+        started: r.started,
+        finished: r.finished,
+        exit: r.exit,
+        error: r.error.clone(),
+        pid: r.pid,
+        dbackup_version: String::new(),
+        sets: if keep {
+            r.sets.clone()
+        } else {
+            serde_json::Value::Null
+        },
+        interrupted: r.interrupted.clone(),
+    }
+}
+
+/// The head of a run record (what the history needs of most lines).
+#[derive(Deserialize)]
+struct RunHead {
+    command: String,
+    started: DateTime<FixedOffset>,
+    finished: DateTime<FixedOffset>,
+    exit: u8,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    interrupted: Option<String>,
+}
+
+/// A run record for the history only: its per-set value is parsed only when the history needs it (a failed run's
+/// sets, a missing drive, a run that found nothing to do); the rest of a long line is skipped, not built.
+fn history_record(line: &str) -> Option<RunRecord> {
+    let head: RunHead = serde_json::from_str(line).ok()?;
+    let needs_sets = matches!(head.exit, 1 | 2)
+        || line.contains("\"missing_media\":\"")
+        || line.contains("\"nothing_due\":true");
+    let sets = if needs_sets {
+        serde_json::from_str::<RunRecord>(line).ok()?.sets
+    } else {
+        serde_json::Value::Null
+    };
+    Some(RunRecord {
+        command: head.command,
+        started: head.started,
+        finished: head.finished,
+        exit: head.exit,
+        error: head.error,
+        pid: 0,
+        dbackup_version: String::new(),
+        sets,
+        interrupted: head.interrupted,
+    })
 }
 
 /// The backups a run record says were written, by destination: `external` records hold the report's
@@ -604,6 +770,78 @@ mod tests {
         assert_eq!(facts.written["old"].name, "2025-03-02-031500");
         assert!(!facts.written.contains_key("never"));
         assert!(facts.error.is_none());
+    }
+
+    #[test]
+    fn the_history_reads_on_past_idle_runs_and_keeps_what_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        let mut failed = record(
+            "collect",
+            serde_json::json!([ { "set": "data", "status": "failed", "error": "boom" } ]),
+        );
+        failed.exit = 1;
+        runlog::append(state, &failed).unwrap();
+        runlog::append(
+            state,
+            &record(
+                "collect",
+                serde_json::json!([ { "set": "data", "status": "complete" } ]),
+            ),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            runlog::append(
+                state,
+                &record(
+                    "backup",
+                    serde_json::json!({ "nothing_due": true, "missing_media": null }),
+                ),
+            )
+            .unwrap();
+        }
+        runlog::append(
+            state,
+            &record(
+                "backup",
+                serde_json::json!({ "nothing_due": true, "missing_media": "due" }),
+            ),
+        )
+        .unwrap();
+        let facts = read_runs_for(
+            state,
+            &[],
+            RunWants {
+                count: 10,
+                until: None,
+            },
+        );
+        let got: Vec<(&str, u8)> = facts
+            .recent
+            .iter()
+            .map(|r| (r.command.as_str(), r.exit))
+            .collect();
+        assert_eq!(
+            got,
+            [("backup", 0), ("collect", 0), ("collect", 1)],
+            "idle runs left out"
+        );
+        assert_eq!(facts.recent[0].sets["missing_media"], "due");
+        assert_eq!(
+            facts.recent[2].sets[0]["error"], "boom",
+            "a failed run keeps its sets"
+        );
+        assert_eq!(facts.last.unwrap().sets["missing_media"], "due");
+        // Two wanted: the reading stops there.
+        let facts = read_runs_for(
+            state,
+            &[],
+            RunWants {
+                count: 2,
+                until: None,
+            },
+        );
+        assert_eq!(facts.recent.len(), 2);
     }
 
     #[test]

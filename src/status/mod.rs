@@ -5,6 +5,7 @@
 //! the report itself.
 
 pub mod gather;
+pub mod history;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -19,7 +20,8 @@ use crate::settings::Settings;
 use crate::snapshot::SnapshotState;
 use crate::ui;
 
-pub use gather::{Facts, gather};
+pub use gather::{Facts, Look, gather, gather_for};
+pub use history::History;
 
 /// What `dbackup status` reports (`--json` prints it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +49,9 @@ pub struct StatusReport {
     pub low_disk: Vec<LowDisk>,
     /// Everything else worth a look (incomplete snapshots, unreadable metadata, leftovers, low disk).
     pub warnings: Vec<String>,
+    /// With `--history N`: recent runs, snapshots and drive backups (what the status page draws).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
 }
 
 /// One set.
@@ -333,7 +338,8 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     );
     let low_disk = low_disk(facts, settings.notifications.low_disk_percent);
     warnings.extend(low_disk.iter().map(|l| l.message.clone()));
-    let ok = overdue.is_empty() && !last_run.as_ref().is_some_and(|r| r.failed);
+    let ok = verdict_of(&overdue, last_run.as_ref()).ok;
+    let history = (facts.history > 0).then(|| history::build(facts, settings, &due));
     StatusReport {
         now,
         ok,
@@ -350,6 +356,33 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
         overdue,
         low_disk,
         warnings,
+        history,
+    }
+}
+
+/// Whether the backups are good, and if not what is wrong: what `status --check` exits on, the status page's
+/// headline, and `ok` in `status --json`. One function, so that they can never disagree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Nothing is overdue and the last run did not fail.
+    pub ok: bool,
+    /// What makes it not ok, one sentence each: everything overdue, then the failed last run.
+    pub problems: Vec<String>,
+}
+
+/// The verdict of a report.
+pub fn verdict(r: &StatusReport) -> Verdict {
+    verdict_of(&r.overdue, r.last_run.as_ref())
+}
+
+fn verdict_of(overdue: &[Overdue], last_run: Option<&LastRun>) -> Verdict {
+    let mut problems: Vec<String> = overdue.iter().map(|o| o.message.clone()).collect();
+    if let Some(l) = last_run.filter(|l| l.failed) {
+        problems.push(format!("the last run ({}) failed", l.command));
+    }
+    Verdict {
+        ok: problems.is_empty(),
+        problems,
     }
 }
 
@@ -423,22 +456,11 @@ pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
             &mut out,
         );
     }
-    let snapshots_bytes: u64 = facts
-        .sets
-        .iter()
-        .filter_map(|s| s.newest_complete.as_ref())
-        .map(|n| n.total_bytes)
-        .fold(0u64, u64::saturating_add);
     for d in &facts.destinations {
         let name = &d.settings.name;
         match &d.presence {
             Some(Presence::Present(info)) => {
-                let needed = d
-                    .listing
-                    .as_ref()
-                    .and_then(|l| l.newest.as_ref())
-                    .map(|b| b.bytes)
-                    .or((snapshots_bytes > 0).then_some(snapshots_bytes));
+                let needed = needed_on(facts, d);
                 judge(
                     name,
                     format!("destination {name} ({})", d.settings.path.display()),
@@ -467,6 +489,22 @@ pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
         }
     }
     out
+}
+
+/// About what the next backup on a destination needs: the size of its newest backup, else the size of the newest
+/// complete snapshots (none when neither is known).
+pub fn needed_on(facts: &Facts, d: &gather::DestinationFacts) -> Option<u64> {
+    let snapshots_bytes: u64 = facts
+        .sets
+        .iter()
+        .filter_map(|s| s.newest_complete.as_ref())
+        .map(|n| n.total_bytes)
+        .fold(0u64, u64::saturating_add);
+    d.listing
+        .as_ref()
+        .and_then(|l| l.newest.as_ref())
+        .map(|b| b.bytes)
+        .or((snapshots_bytes > 0).then_some(snapshots_bytes))
 }
 
 /// Pads each column to its widest cell (the last column is not padded).

@@ -29,7 +29,7 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// `text` (an error message from an HTTP client or curl) with every secret part of `url` it quotes replaced:
+/// `text` (an error message from the HTTP client) with every secret part of `url` it quotes replaced:
 /// the whole URL by [`redact_url`], its user info and its path and query by `***`.
 pub fn redact_url_in(text: &str, url: &str) -> String {
     let (_, user, _, tail) = split(url);

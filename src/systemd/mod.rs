@@ -13,6 +13,16 @@
 //!   `schedule.external = manual` installs no trigger, and the unit runs `dbackup external` when started by hand.
 //!   Exit 5 (no destination present) is not a failure.
 //! - Exit 3 (warnings) is success; exit 4 (another run holds the lock) is retried 15 minutes later.
+//! - Hardened like nixpkgs' borgbackup module. Both scopes: `NoNewPrivileges`, `LockPersonality`,
+//!   `RestrictRealtime`, `SystemCallArchitectures=native` (seccomp, no namespace needed). The system scope also gets
+//!   namespaces: `ProtectSystem=strict` with `ReadWritePaths=` for the backup root, the state directory (the run log)
+//!   and each destination (`-`: a drive may be absent; one mounted later is writable anyway), `PrivateTmp`,
+//!   `ProtectKernelTunables`, `ProtectKernelModules`, `ProtectKernelLogs`, `ProtectControlGroups`, `ProtectHostname`,
+//!   and, for a user other than root, an empty `CapabilityBoundingSet` (root keeps its capabilities: it reads and
+//!   copies everyone's files with their owners, ACLs and xattrs).
+//!   Not `ProtectHome` (it backs up `/home`), not `PrivateDevices` or `ProtectClock` (`blkid` reads the drives'
+//!   block devices), not `RestrictSUIDSGID` (rsync copies setuid and setgid bits), not `RestrictNamespaces` or
+//!   `MemoryDenyWriteExecute` (a notification command may need them).
 //!
 //! `nix/lib.nix` renders the same structure with Nix builtins; `dbackup systemd render --format json` is the golden
 //! reference the Nix output is compared with (tests/integration/systemd.rs).
@@ -32,6 +42,8 @@ pub use escape::EscapeError;
 pub const COLLECT_SERVICE: &str = "dbackup-collect.service";
 pub const COLLECT_TIMER: &str = "dbackup-collect.timer";
 pub const EXTERNAL_SERVICE: &str = "dbackup-external.service";
+/// `dbackup serve`, when `report.serve.unit` asks for it.
+pub const SERVE_SERVICE: &str = "dbackup-serve.service";
 pub const UDEV_RULES: &str = "99-dbackup.rules";
 
 /// The first line of every rendered file; `--out` only replaces files that start with it.
@@ -58,6 +70,17 @@ pub const KEY_ORDER: &[&str] = &[
     "IOSchedulingClass",
     "NoNewPrivileges",
     "ProtectSystem",
+    "ReadWritePaths",
+    "PrivateTmp",
+    "ProtectKernelTunables",
+    "ProtectKernelModules",
+    "ProtectKernelLogs",
+    "ProtectControlGroups",
+    "ProtectHostname",
+    "CapabilityBoundingSet",
+    "LockPersonality",
+    "RestrictRealtime",
+    "SystemCallArchitectures",
     "OnCalendar",
     "Persistent",
     "RandomizedDelaySec",
@@ -95,10 +118,18 @@ pub struct Input {
     pub schedule: Schedule,
     /// Absolute, expanded: the units require its mount.
     pub backup_root: PathBuf,
+    /// Where the run log is written under the units (`$XDG_STATE_HOME/dbackup` with the units' environment:
+    /// `~/.local/state/dbackup` unless the config sets `XDG_STATE_HOME` through a variable it uses).
+    pub state_dir: PathBuf,
     pub destinations: Vec<Drive>,
     /// Variables the config uses (other than `HOME`, `USER` and `LOGNAME`, which systemd sets), with their values
     /// now: the units set them, so the config expands the same under systemd as where it was rendered.
     pub environment: BTreeMap<String, String>,
+    /// The programs the units' runs start by name, sorted: `rsync`, `blkid` (with destinations) and what the
+    /// enabled notification sinks run ([`crate::notify::sinks::programs`]).
+    pub programs: Vec<String>,
+    /// `report.serve.listen` as written, when `report.serve.unit` asks for `dbackup-serve.service`.
+    pub serve: Option<String>,
 }
 
 /// A destination: where it mounts, how udev recognises it.
@@ -131,14 +162,30 @@ impl Input {
         if config.backup_root.is_none() && env.var("DBACKUP").is_some() {
             names.insert("DBACKUP".to_string());
         }
-        let environment = names
+        let environment: BTreeMap<String, String> = names
             .into_iter()
             .filter(|n| !SET_BY_SYSTEMD.contains(&n.as_str()))
             .filter_map(|n| env.var(&n).map(|v| (n.clone(), v.to_string())))
             .collect();
+        // The environment the units have: what they set, and HOME.
+        let unit_env = Env {
+            vars: environment.clone(),
+            home: env.home.clone(),
+            cwd: "/".into(),
+        };
+        let state_dir = crate::expand::normalize(
+            &crate::config::load::xdg_dir(&unit_env, "XDG_STATE_HOME", ".local/state")
+                .join("dbackup"),
+        );
+        let mut programs = BTreeSet::from(["rsync".to_string()]);
+        if !settings.destinations.is_empty() {
+            programs.insert("blkid".to_string());
+        }
+        programs.extend(crate::notify::sinks::programs(&settings.notifications));
         Input {
             schedule: settings.schedule.clone(),
             backup_root: settings.backup_root.clone(),
+            state_dir,
             destinations: settings
                 .destinations
                 .iter()
@@ -150,6 +197,12 @@ impl Input {
                 })
                 .collect(),
             environment,
+            programs: programs.into_iter().collect(),
+            serve: config
+                .report
+                .serve
+                .unit
+                .then(|| config.report.serve.listen.clone()),
         }
     }
 }
@@ -184,7 +237,11 @@ pub fn variables(s: &str) -> Vec<String> {
     out
 }
 
-/// A setting's value: one line, or one line per item (`After=`, `Environment=`, `WantedBy=`).
+/// A setting's value: one line, or one line per item. The settings systemd accumulates over lines are lists
+/// (`After=`, `Documentation=`, `RequiresMountsFor=`, `Environment=`, `ExecStartPre=`, `SuccessExitStatus=`,
+/// `RestartPreventExitStatus=`, `ReadWritePaths=`, `WantedBy=`), even of one item: the Nix modules give them to
+/// the module system as lists, which the user's definitions add to, and the single values at `lib.mkDefault`, which
+/// the user's replace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Value {
@@ -223,6 +280,8 @@ pub struct Rendered {
     pub udev_rules: Option<String>,
     /// File name -> its text: every unit, and the udev rules.
     pub files: BTreeMap<String, String>,
+    /// The programs the units' dbackup starts by name (their `PATH` must hold them): [`Input::programs`].
+    pub programs: Vec<String>,
 }
 
 /// Why the units cannot be rendered.
@@ -292,12 +351,19 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         .collect::<Result<_, _>>()?;
 
     let mut mounts = Vec::new();
+    // What the system units may write: the root, the run log, the drives (`-`: absent is no error).
+    let mut writable = vec![
+        root.clone(),
+        escape::path_word("the state directory", &input.state_dir)?,
+    ];
     for d in &input.destinations {
         let wrap = |source| RenderError::Destination {
             name: d.name.clone(),
             source,
         };
+        let path = path_str(&d.path).map_err(wrap)?;
         escape::path_word("path", &d.path).map_err(wrap)?;
+        writable.push(escape::setting_word("path", &format!("-{path}")).map_err(wrap)?);
         mounts.push(escape::path_unit(&d.path));
     }
 
@@ -306,21 +372,43 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         let mut s: BTreeMap<String, Value> = BTreeMap::new();
         s.insert("Type".into(), "oneshot".into());
         s.insert("ExecStart".into(), exec(args).into());
-        s.insert("SuccessExitStatus".into(), success.into());
+        s.insert("SuccessExitStatus".into(), vec![success.to_string()].into());
         // Exit 4: another run holds the lock; try again later. 1 (failed) and 2 (config) are not retried.
         s.insert("Restart".into(), "on-failure".into());
-        s.insert("RestartPreventExitStatus".into(), "1 2".into());
+        s.insert(
+            "RestartPreventExitStatus".into(),
+            vec!["1 2".to_string()].into(),
+        );
         s.insert("RestartSec".into(), "15min".into());
         s.insert("Nice".into(), "19".into());
         s.insert("CPUSchedulingPolicy".into(), "idle".into());
         s.insert("IOSchedulingClass".into(), "idle".into());
         s.insert("NoNewPrivileges".into(), "yes".into());
+        s.insert("LockPersonality".into(), "yes".into());
+        s.insert("RestrictRealtime".into(), "yes".into());
+        s.insert("SystemCallArchitectures".into(), "native".into());
         if !environment.is_empty() {
             s.insert("Environment".into(), environment.clone().into());
         }
         if system {
             s.insert("User".into(), target.user.clone().into());
-            s.insert("ProtectSystem".into(), "full".into());
+            s.insert("ProtectSystem".into(), "strict".into());
+            s.insert("ReadWritePaths".into(), writable.clone().into());
+            for key in [
+                "PrivateTmp",
+                "ProtectKernelTunables",
+                "ProtectKernelModules",
+                "ProtectKernelLogs",
+                "ProtectControlGroups",
+                "ProtectHostname",
+            ] {
+                s.insert(key.into(), "yes".into());
+            }
+            // A user other than root has no capability to keep; root keeps them all (it reads and copies
+            // everyone's files, with their owners, modes, ACLs and xattrs).
+            if target.user != "root" {
+                s.insert("CapabilityBoundingSet".into(), "".into());
+            }
         }
         s
     };
@@ -331,7 +419,7 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
             .map(|(k, v)| (k.to_string(), v))
             .collect()
     };
-    let doc = || Value::from("man:dbackup(1)");
+    let doc = || Value::from(vec!["man:dbackup(1)".to_string()]);
 
     let mut units = BTreeMap::new();
 
@@ -348,7 +436,7 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
                             .into(),
                     ),
                     ("Documentation", doc()),
-                    ("RequiresMountsFor", root.clone().into()),
+                    ("RequiresMountsFor", vec![root.clone()].into()),
                 ]),
             ),
             ("Service".to_string(), service(&["backup"], "3")),
@@ -403,7 +491,7 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
     let triggers = triggered && !mounts.is_empty();
     let mut external_service = service(external_args(external), "3 5");
     if triggers {
-        external_service.insert("ExecStartPre".into(), exec(WAIT_FOR_DRIVE).into());
+        external_service.insert("ExecStartPre".into(), vec![exec(WAIT_FOR_DRIVE)].into());
     }
     let mut external_unit = Unit::from([
         (
@@ -412,7 +500,7 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
                 ("Description", description.into()),
                 ("Documentation", doc()),
                 ("After", after.into()),
-                ("RequiresMountsFor", root.into()),
+                ("RequiresMountsFor", vec![root].into()),
             ]),
         ),
         ("Service".to_string(), external_service),
@@ -424,6 +512,55 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         );
     }
     units.insert(EXTERNAL_SERVICE.to_string(), external_unit);
+
+    if let Some(listen) = &input.serve {
+        // Long-running and read-only: restarted when it fails, and (system) allowed to write nowhere.
+        let mut s: BTreeMap<String, Value> = BTreeMap::new();
+        s.insert("Type".into(), "exec".into());
+        s.insert("ExecStart".into(), exec(&["serve"]).into());
+        s.insert("Restart".into(), "on-failure".into());
+        s.insert("RestartSec".into(), "5s".into());
+        s.insert("NoNewPrivileges".into(), "yes".into());
+        if !environment.is_empty() {
+            s.insert("Environment".into(), environment.clone().into());
+        }
+        if system {
+            s.insert("User".into(), target.user.clone().into());
+            s.insert("ProtectSystem".into(), "strict".into());
+        }
+        units.insert(
+            SERVE_SERVICE.to_string(),
+            Unit::from([
+                (
+                    "Unit".to_string(),
+                    section(vec![
+                        (
+                            "Description",
+                            format!("dbackup: the status page at http://{listen}/ (read-only)")
+                                .into(),
+                        ),
+                        ("Documentation", doc()),
+                    ]),
+                ),
+                ("Service".to_string(), s),
+                (
+                    "Install".to_string(),
+                    section(vec![(
+                        "WantedBy",
+                        vec![
+                            if system {
+                                "multi-user.target"
+                            } else {
+                                "default.target"
+                            }
+                            .to_string(),
+                        ]
+                        .into(),
+                    )]),
+                ),
+            ]),
+        );
+    }
 
     let mut files: BTreeMap<String, String> = units
         .iter()
@@ -444,6 +581,7 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         units,
         udev_rules,
         files,
+        programs: input.programs.clone(),
     })
 }
 

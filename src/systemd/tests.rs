@@ -11,6 +11,7 @@ fn input(external: ExternalSchedule) -> Input {
             external,
         },
         backup_root: "/srv/backup".into(),
+        state_dir: "/home/payne/.local/state/dbackup".into(),
         destinations: vec![
             Drive {
                 name: "T9".into(),
@@ -32,6 +33,8 @@ fn input(external: ExternalSchedule) -> Input {
             },
         ],
         environment: BTreeMap::from([("DDATA".to_string(), "/data 1".to_string())]),
+        programs: vec!["blkid".into(), "rsync".into()],
+        serve: None,
     }
 }
 
@@ -74,17 +77,17 @@ fn system_units_for_a_weekly_external_schedule() {
     );
     assert_eq!(
         get(&r, EXTERNAL_SERVICE, "Service", "ExecStartPre").cloned(),
-        one(
+        many(&[
             "/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json systemd wait-for-drive --timeout 60"
-        )
+        ])
     );
     assert_eq!(
         get(&r, COLLECT_SERVICE, "Service", "SuccessExitStatus").cloned(),
-        one("3")
+        many(&["3"])
     );
     assert_eq!(
         get(&r, EXTERNAL_SERVICE, "Service", "SuccessExitStatus").cloned(),
-        one("3 5")
+        many(&["3 5"])
     );
     assert_eq!(
         get(&r, COLLECT_SERVICE, "Service", "User").cloned(),
@@ -133,11 +136,108 @@ fn system_units_for_a_weekly_external_schedule() {
     assert_eq!(r.files.len(), 4);
 }
 
+/// Item 5 of issue 14: the system units are hardened like nixpkgs' borgbackup module, and may write only the backup
+/// root, the run log's directory and the drives (main had `ProtectSystem=full` alone: all of /home, /srv and /var
+/// writable, kernel tunables, modules, logs and control groups reachable).
+#[test]
+fn system_units_are_hardened_and_write_only_the_root_the_state_and_the_drives() {
+    let r = render(&input(ExternalSchedule::Weekly), &target(Scope::System)).unwrap();
+    for unit in [COLLECT_SERVICE, EXTERNAL_SERVICE] {
+        for (key, want) in [
+            ("NoNewPrivileges", "yes"),
+            ("ProtectSystem", "strict"),
+            ("PrivateTmp", "yes"),
+            ("ProtectKernelTunables", "yes"),
+            ("ProtectKernelModules", "yes"),
+            ("ProtectKernelLogs", "yes"),
+            ("ProtectControlGroups", "yes"),
+            ("ProtectHostname", "yes"),
+            ("LockPersonality", "yes"),
+            ("RestrictRealtime", "yes"),
+            ("SystemCallArchitectures", "native"),
+        ] {
+            assert_eq!(
+                get(&r, unit, "Service", key).cloned(),
+                one(want),
+                "{unit} {key}"
+            );
+        }
+        assert_eq!(
+            get(&r, unit, "Service", "ReadWritePaths").cloned(),
+            many(&[
+                "/srv/backup",
+                "/home/payne/.local/state/dbackup",
+                "-/media/payne/T9",
+                "-/run/media/payne/my-spare",
+                "-/mnt/nas",
+            ]),
+            "{unit}"
+        );
+        // It backs up /home, and blkid reads the drives' devices.
+        for absent in [
+            "ProtectHome",
+            "PrivateDevices",
+            "ProtectClock",
+            "RestrictSUIDSGID",
+        ] {
+            assert_eq!(get(&r, unit, "Service", absent), None, "{unit} {absent}");
+        }
+    }
+    assert_eq!(r.programs, ["blkid", "rsync"]);
+    // payne has no capability to keep; root keeps its own.
+    assert_eq!(
+        get(&r, COLLECT_SERVICE, "Service", "CapabilityBoundingSet").cloned(),
+        one("")
+    );
+    let mut root = target(Scope::System);
+    root.user = "root".into();
+    let r = render(&input(ExternalSchedule::Weekly), &root).unwrap();
+    assert_eq!(
+        get(&r, COLLECT_SERVICE, "Service", "CapabilityBoundingSet"),
+        None
+    );
+
+    // A path that needs quoting is quoted, the `-` inside the quotes.
+    let mut i = input(ExternalSchedule::Weekly);
+    i.destinations.truncate(1);
+    i.destinations[0].path = "/media/payne/My 50% Disk".into();
+    let r = render(&i, &target(Scope::System)).unwrap();
+    assert_eq!(
+        get(&r, COLLECT_SERVICE, "Service", "ReadWritePaths").cloned(),
+        many(&[
+            "/srv/backup",
+            "/home/payne/.local/state/dbackup",
+            "\"-/media/payne/My 50%% Disk\"",
+        ])
+    );
+}
+
 #[test]
 fn user_units_have_no_user_no_udev_rule_and_no_namespaces() {
     let r = render(&input(ExternalSchedule::Always), &target(Scope::User)).unwrap();
     assert_eq!(get(&r, COLLECT_SERVICE, "Service", "User"), None);
-    assert_eq!(get(&r, COLLECT_SERVICE, "Service", "ProtectSystem"), None);
+    for namespaced in [
+        "ProtectSystem",
+        "ReadWritePaths",
+        "PrivateTmp",
+        "ProtectKernelTunables",
+        "ProtectControlGroups",
+        "ProtectHostname",
+    ] {
+        assert_eq!(
+            get(&r, COLLECT_SERVICE, "Service", namespaced),
+            None,
+            "{namespaced}"
+        );
+    }
+    // seccomp needs no namespace: the user units get these too.
+    for key in ["NoNewPrivileges", "LockPersonality", "RestrictRealtime"] {
+        assert_eq!(
+            get(&r, COLLECT_SERVICE, "Service", key).cloned(),
+            one("yes"),
+            "{key}"
+        );
+    }
     assert_eq!(r.udev_rules, None);
     assert_eq!(r.files.len(), 3);
     assert_eq!(
@@ -278,6 +378,21 @@ fn unit_text_orders_sections_and_settings() {
             "IOSchedulingClass",
             "NoNewPrivileges",
             "ProtectSystem",
+            "ReadWritePaths",
+            "ReadWritePaths",
+            "ReadWritePaths",
+            "ReadWritePaths",
+            "ReadWritePaths",
+            "PrivateTmp",
+            "ProtectKernelTunables",
+            "ProtectKernelModules",
+            "ProtectKernelLogs",
+            "ProtectControlGroups",
+            "ProtectHostname",
+            "CapabilityBoundingSet",
+            "LockPersonality",
+            "RestrictRealtime",
+            "SystemCallArchitectures",
             "WantedBy",
             "WantedBy",
             "WantedBy",
@@ -334,5 +449,46 @@ fn input_carries_the_variables_the_config_uses() {
         )
     );
     assert_eq!(i.backup_root, Path::new("/srv/bk"));
+    assert_eq!(i.state_dir, Path::new("/home/payne/.local/state/dbackup"));
+    assert_eq!(i.programs, ["blkid", "rsync"]);
     assert_eq!(i.destinations[0].path, Path::new("/media/payne/T9"));
+}
+
+#[test]
+fn the_serve_unit_only_when_asked_for() {
+    for scope in [Scope::System, Scope::User] {
+        let r = render(&input(ExternalSchedule::Weekly), &target(scope)).unwrap();
+        assert!(!r.units.contains_key(SERVE_SERVICE), "off by default");
+        let mut i = input(ExternalSchedule::Weekly);
+        i.serve = Some("127.0.0.1:8422".into());
+        let r = render(&i, &target(scope)).unwrap();
+        let unit = &r.units[SERVE_SERVICE];
+        let service = &unit["Service"];
+        assert_eq!(
+            service["ExecStart"],
+            Value::from(
+                "/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json serve"
+            )
+        );
+        assert_eq!(service["Type"], Value::from("exec"));
+        assert_eq!(
+            unit["Unit"]["Description"],
+            Value::from("dbackup: the status page at http://127.0.0.1:8422/ (read-only)")
+        );
+        let wanted = match scope {
+            Scope::System => "multi-user.target",
+            Scope::User => "default.target",
+        };
+        assert_eq!(
+            unit["Install"]["WantedBy"],
+            Value::Many(vec![wanted.into()])
+        );
+        assert_eq!(
+            service.get("ProtectSystem"),
+            (scope == Scope::System)
+                .then(|| Value::from("strict"))
+                .as_ref()
+        );
+        assert!(r.files[SERVE_SERVICE].contains("ExecStart="));
+    }
 }

@@ -16,6 +16,7 @@ mod encryption_restore;
 mod escape;
 mod hostile_drive;
 mod process;
+mod report;
 mod restore;
 mod sparse;
 mod status;

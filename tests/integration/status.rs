@@ -16,7 +16,7 @@ use dbackup::status::{KnownFrom, StatusReport};
 
 use crate::harness::Test;
 
-fn at(s: &str) -> DateTime<FixedOffset> {
+pub(crate) fn at(s: &str) -> DateTime<FixedOffset> {
     DateTime::parse_from_rfc3339(s).unwrap()
 }
 
@@ -25,7 +25,7 @@ const NOW: &str = "2025-04-10T09:00:00+00:00";
 /// A snapshot of `set` started at `time`, with its metadata: `first` (no link-dest), `bytes` in all, `linked` of them
 /// hard-linked from the previous one, `unreadable` files (incomplete when more than 0).
 #[allow(clippy::too_many_arguments)] // a fixture
-fn snap(
+pub(crate) fn snap(
     t: &Test,
     set: &str,
     time: &str,
@@ -86,7 +86,7 @@ fn snap(
 }
 
 /// A verified backup on a destination directory, started at `time`, holding `sets` (set, snapshot).
-fn drive_backup(dest: &Path, time: &str, sets: &[(&str, &str)], bytes: u64) -> String {
+pub(crate) fn drive_backup(dest: &Path, time: &str, sets: &[(&str, &str)], bytes: u64) -> String {
     let started = at(time);
     let stamp = snapshot::stamp(started.naive_local());
     let dir = dest.join("backups").join(&stamp);
@@ -149,7 +149,7 @@ fn drive_backup(dest: &Path, time: &str, sets: &[(&str, &str)], bytes: u64) -> S
 }
 
 /// Appends a run to the log.
-fn log_run(
+pub(crate) fn log_run(
     t: &Test,
     command: &str,
     started: &str,

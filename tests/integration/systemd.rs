@@ -117,6 +117,39 @@ fn system_units_and_udev_rule() {
         "{}",
         out.stderr
     );
+    // ProtectSystem=strict: what the units write must exist before they start.
+    for line in [
+        "sudo install -d -m 0700 -o root /srv/backup",
+        "sudo -u root mkdir -p /root/.local/state/dbackup",
+    ] {
+        assert!(out.stderr.contains(line), "{line}: {}", out.stderr);
+    }
+}
+
+/// What the units start by name is checked where they are rendered: a program the enabled sinks need and this
+/// machine lacks is a warning, and the JSON lists them all (main neither listed nor checked them, and ran curl,
+/// which the Nix package did not provide, for https notifications).
+#[test]
+fn render_names_the_programs_the_units_start_and_warns_of_missing_ones() {
+    let t = test_with(&CONFIG.replace(
+        r#""schedule""#,
+        r#""notifications": { "desktop": true, "command": ["dbackup-no-such-notifier", "-x"], "http": "https://ntfy.sh/x" },
+  "schedule""#,
+    ));
+    let r = render_json(&t, &["--user", "--exe", EXE]);
+    assert_eq!(
+        r.programs,
+        ["blkid", "dbackup-no-such-notifier", "notify-send", "rsync"]
+    );
+    let out = render(&t, &["--user", "--exe", EXE]);
+    assert!(
+        out.stderr.contains(
+            "warning: the units start dbackup-no-such-notifier, which is not installed here"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("curl"), "{}", out.stderr);
 }
 
 #[test]
@@ -152,9 +185,9 @@ fn json_holds_the_units_and_the_files() {
     );
     assert_eq!(
         value(&r, EXTERNAL_SERVICE, "Service", "ExecStartPre"),
-        &Value::One(format!(
+        &Value::Many(vec![format!(
             "{EXE} --config {config} systemd wait-for-drive --timeout 60"
-        ))
+        )])
     );
     assert_eq!(
         value(&r, COLLECT_SERVICE, "Service", "Environment"),
@@ -187,7 +220,7 @@ fn user_scope_expands_home_and_runs_as_whoever_runs_it() {
     let root = format!("{home}/.local/share/dbackup");
     assert_eq!(
         value(&r, COLLECT_SERVICE, "Unit", "RequiresMountsFor"),
-        &Value::One(root)
+        &Value::Many(vec![root])
     );
     assert!(!r.units[COLLECT_SERVICE]["Service"].contains_key("User"));
     let mount = dbackup::systemd::escape::path_unit(&t.home().join("mnt/T9"));
@@ -410,7 +443,11 @@ fn systemd_analyze_verifies_the_units_without_a_warning() {
     if !require(&["systemd-analyze", "man"], "systemd man-db") {
         return;
     }
-    let t = test_with(CONFIG);
+    // With the status page's server too (report.serve.unit).
+    let t = test_with(&CONFIG.replace(
+        r#""schedule""#,
+        r#""report": { "serve": { "unit": true } }, "schedule""#,
+    ));
     // Documentation=man:dbackup(1) must resolve: the man pages dbackup generates.
     let man = t.path("man");
     t.cmd()
@@ -435,6 +472,7 @@ fn systemd_analyze_verifies_the_units_without_a_warning() {
             args.extend(["--run-as", "root"]);
         }
         render(&t, &args);
+        assert!(dir.join("dbackup-serve.service").is_file());
         verify(scope, &dir, &man, &runtime).unwrap_or_else(|e| panic!("{e}"));
     }
 
@@ -555,6 +593,15 @@ struct Case {
     env: &'static [(&'static str, &'static str)],
 }
 
+/// The user the system units of a case run as, and that user's home (from the password database).
+fn run_as(case: &Case) -> (&'static str, &'static str) {
+    if case.name.contains("as nobody") {
+        ("nobody", "/nonexistent")
+    } else {
+        ("root", "/root")
+    }
+}
+
 fn cases() -> Vec<Case> {
     let weekly = CONFIG.to_string();
     let with = |from: &str, to: &str| CONFIG.replace(from, to);
@@ -599,12 +646,35 @@ fn cases() -> Vec<Case> {
             env: &[("DDATA", "/data"), ("MEDIA", "/media/payne"), ("DBACKUP", "~/bk")],
         },
         Case {
-            name: "system, a label with spaces, a uuid in mixed case, $VAR paths",
+            name: "system as nobody, a label with spaces, a uuid in mixed case, $VAR paths",
             config: r#"{ "backup_root": "${DDATA}/../srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
                 "destinations": [ { "name": "T9", "path": "$MEDIA/50% off/T9", "fs_label": "  Big  Disk ", "fs_uuid": "ABCD-12ef" } ] }"#
                 .to_string(),
             scope: Scope::System,
             env: &[("DDATA", "/data"), ("MEDIA", "/media/payne")],
+        },
+        Case {
+            name: "system, every notification sink, a config that uses XDG_STATE_HOME (the run log moves)",
+            config: r#"{ "backup_sets": [ { "name": "a", "sources": ["$XDG_STATE_HOME/notes"] } ],
+                "notifications": { "desktop": true, "command": ["logger", "-t", "dbackup"], "http": "https://ntfy.sh/x" } }"#
+                .to_string(),
+            scope: Scope::System,
+            env: &[("XDG_STATE_HOME", "/var/lib/state of payne")],
+        },
+        Case {
+            name: "system, the status page's server (report.serve.unit)",
+            config: CONFIG.replace(
+                r#""schedule""#,
+                r#""report": { "serve": { "unit": true, "listen": "127.0.0.1:9099" } }, "schedule""#,
+            ),
+            scope: Scope::System,
+            env: &[("DDATA", "/data")],
+        },
+        Case {
+            name: "user, the status page's server on the default address",
+            config: CONFIG.replace(r#""schedule""#, r#""report": { "serve": { "unit": true } }, "schedule""#),
+            scope: Scope::User,
+            env: &[("DDATA", "/data")],
         },
         Case {
             name: "system, no destinations, daily",
@@ -629,7 +699,11 @@ fn nix_lib_renders_exactly_what_dbackup_renders() {
             t = t.env(*k, *v);
         }
         let (flag, user, home) = match case.scope {
-            Scope::System => ("--system", "root".to_string(), "/root".to_string()),
+            Scope::System => (
+                "--system",
+                run_as(&case).0.to_string(),
+                run_as(&case).1.to_string(),
+            ),
             Scope::User => (
                 "--user",
                 "tester".to_string(),
@@ -638,7 +712,7 @@ fn nix_lib_renders_exactly_what_dbackup_renders() {
         };
         let mut args = vec![flag, "--exe", EXE];
         if case.scope == Scope::System {
-            args.extend(["--run-as", "root"]);
+            args.extend(["--run-as", run_as(&case).0]);
         }
         let rust: serde_json::Value =
             render(&t, &[&["--format", "json"], &args[..]].concat()).json();

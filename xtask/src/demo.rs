@@ -105,6 +105,9 @@ pub fn run(_args: DemoArgs) -> Result<()> {
         &["restore", "--source", "external", "--verify"],
     )?;
 
+    heading("demo: the status page (regenerated after every run; REPORT.html on each drive)");
+    demo.dbackup(&["report"])?;
+
     demo.show()
 }
 
@@ -581,6 +584,21 @@ impl Demo {
         checks.check(
             restored,
             format!("~/data/{AGE_RESTORED}: restored from the encrypted drive into target/demo/restored-age"),
+        );
+        let page = std::fs::read_to_string(self.root.join("state/dbackup/report.html"))
+            .unwrap_or_default();
+        checks.check(
+            page.contains("id=\"set-data\"") && page.contains("Content-Security-Policy"),
+            "the status page: target/demo/state/dbackup/report.html (open it in a browser)",
+        );
+        let drive_page =
+            std::fs::read_to_string(self.drive_age.join("REPORT.html")).unwrap_or_default();
+        checks.check(
+            drive_page.contains("dbackup backups on this drive")
+                && !drive_page.contains("projects")
+                && !drive_page.contains(&self.data.display().to_string())
+                && !drive_page.contains(&self.home.join("data").display().to_string()),
+            "target/demo/T9-age/REPORT.html explains the drive without naming the encrypted set's files or sources",
         );
         Ok(checks)
     }

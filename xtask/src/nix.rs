@@ -1,9 +1,11 @@
 //! The `nix` step of `cargo xtask test`: with Debian's nix-bin (offline: no nixpkgs to fetch),
 //! 1. `nix-instantiate --parse` of every `.nix` file of the repository;
 //! 2. `nix-instantiate --eval --strict` of `nix/tests/lib.nix`, the builtins-only tests of `nix/lib.nix`;
-//! 3. when `NIXPKGS_LIB` names a checkout of nixpkgs.lib (or nixpkgs), `nix/tests/modules.nix`: the NixOS and
-//!    home-manager modules and the flake's outputs evaluated with nixpkgs' real module system. Without it the step
-//!    says it skipped that part (see nix/tests/README.md).
+//! 3. when `NIXPKGS_LIB` names a checkout of nixpkgs.lib (or `NIXPKGS` one of nixpkgs), `nix/tests/modules.nix`:
+//!    the NixOS and home-manager modules and the flake's outputs evaluated with nixpkgs' real module system; with
+//!    `NIXPKGS`, against NixOS's own systemd option types and unit-file code too, and with `HOME_MANAGER` (a
+//!    checkout of home-manager) against home-manager's own `modules/systemd.nix`. Without them the step says what
+//!    it skipped (see nix/tests/README.md).
 //!
 //! The checks that compare `nix/lib.nix` with `dbackup systemd render`, and those with systemd-analyze, systemd-escape
 //! and udevadm, are integration tests (tests/integration/systemd.rs, t9_udev.rs): they run in the `test` step.
@@ -18,6 +20,25 @@ use crate::util::{find_program, is_root, project_root};
 
 /// The variable that points the module evaluation at nixpkgs' lib.
 pub const NIXPKGS_LIB: &str = "NIXPKGS_LIB";
+/// A checkout of nixpkgs: its `lib/`, and NixOS's systemd option types (`nixos/lib/systemd-*.nix`).
+pub const NIXPKGS: &str = "NIXPKGS";
+/// A checkout of home-manager: its `modules/systemd.nix` and `lib.hm`.
+pub const HOME_MANAGER: &str = "HOME_MANAGER";
+
+/// A directory named by `var` that must hold `file`; `None` when the variable is unset or empty.
+fn checkout(var: &str, file: &str, what: &str) -> Result<Option<PathBuf>> {
+    let Some(dir) = std::env::var_os(var).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let dir = PathBuf::from(dir);
+    if !dir.join(file).is_file() {
+        bail!(
+            "{var}={} holds no {file}: point it at a checkout of {what}",
+            dir.display()
+        );
+    }
+    Ok(Some(dir))
+}
 
 pub fn step(sh: &Shell) -> Result<Outcome> {
     if find_program("nix-instantiate").is_none() {
@@ -59,7 +80,9 @@ pub fn step(sh: &Shell) -> Result<Outcome> {
         "{} files parse; nix/tests/lib.nix passes",
         files.len()
     )];
-    match std::env::var_os(NIXPKGS_LIB).filter(|v| !v.is_empty()) {
+    let nixpkgs = checkout(NIXPKGS, "nixos/lib/systemd-unit-options.nix", "nixpkgs")?;
+    let home_manager = checkout(HOME_MANAGER, "modules/systemd.nix", "home-manager")?;
+    let lib = match std::env::var_os(NIXPKGS_LIB).filter(|v| !v.is_empty()) {
         Some(dir) => {
             let dir = PathBuf::from(dir);
             if !dir.join("lib/default.nix").is_file() && !dir.join("default.nix").is_file() {
@@ -68,23 +91,53 @@ pub fn step(sh: &Shell) -> Result<Outcome> {
                     dir.display()
                 );
             }
+            Some(dir)
+        }
+        None => nixpkgs.clone(),
+    };
+    match lib {
+        Some(dir) => {
             let modules = root.join("nix/tests/modules.nix");
+            let mut extra: Vec<String> = Vec::new();
+            for (arg, value) in [("nixpkgs", &nixpkgs), ("homeManager", &home_manager)] {
+                if let Some(v) = value {
+                    extra.extend([
+                        "--arg".to_string(),
+                        arg.to_string(),
+                        v.display().to_string(),
+                    ]);
+                }
+            }
             eval_tests(
                 "nix/tests/modules.nix",
                 cmd!(
                     sh,
-                    "nix-instantiate --eval --strict --json {modules} --arg nixpkgsLib {dir}"
+                    "nix-instantiate --eval --strict --json {modules} --arg nixpkgsLib {dir} {extra...}"
                 ),
             )?;
             notes.push(format!(
                 "modules and flake evaluate against {}",
                 dir.display()
             ));
+            notes.push(match &nixpkgs {
+                Some(d) => format!(
+                    "NixOS units with NixOS's own systemd types from {}",
+                    d.display()
+                ),
+                None => format!("NixOS's systemd types stood in for ({NIXPKGS} unset)"),
+            });
+            notes.push(match &home_manager {
+                Some(d) => format!(
+                    "home units with home-manager's own types from {}",
+                    d.display()
+                ),
+                None => format!("home-manager's systemd types stood in for ({HOME_MANAGER} unset)"),
+            });
         }
         None => {
             eprintln!(
-                "skipping nix/tests/modules.nix: set {NIXPKGS_LIB}=/path/to/nixpkgs.lib to evaluate the modules with \
-                 nixpkgs' module system (see nix/tests/README.md)"
+                "skipping nix/tests/modules.nix: set {NIXPKGS_LIB}=/path/to/nixpkgs.lib (or {NIXPKGS}=/path/to/nixpkgs) \
+                 to evaluate the modules with nixpkgs' module system (see nix/tests/README.md)"
             );
             notes.push(format!("module evaluation skipped ({NIXPKGS_LIB} unset)"));
         }

@@ -25,7 +25,8 @@ use Need::{Bench, Demo, Test};
 pub struct Package {
     /// The name given to `apt-get install`.
     pub deb: &'static str,
-    /// A program the package provides (searched on `$PATH` and in the sbin directories).
+    /// A program the package provides (searched on `$PATH` and in the sbin directories), or, for a package without
+    /// one (fonts), an absolute path of a file it installs.
     pub program: &'static str,
     /// Why dbackup needs it, printed when it is missing.
     pub why: &'static str,
@@ -121,6 +122,18 @@ pub const PACKAGES: &[Package] = &[
         needed_by: &[Test],
     },
     Package {
+        deb: "chromium",
+        program: "chromium",
+        why: "renders the status page in a real browser: the DOM after its script ran (STALE banner), a screenshot",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "fonts-dejavu-core",
+        program: "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        why: "a font for headless Chromium's screenshot of the status page",
+        needed_by: &[Test],
+    },
+    Package {
         deb: "man-db",
         program: "man",
         why: "systemd-analyze verify resolves the units' Documentation=man:dbackup(1)",
@@ -131,10 +144,19 @@ pub const PACKAGES: &[Package] = &[
 /// `apt-get update` runs at most once per `cargo xtask` process.
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
+/// Whether the package's program (or file) is there.
+fn installed(p: &Package) -> bool {
+    if p.program.starts_with('/') {
+        std::path::Path::new(p.program).is_file()
+    } else {
+        find_program(p.program).is_some()
+    }
+}
+
 fn missing(need: Need) -> Vec<&'static Package> {
     PACKAGES
         .iter()
-        .filter(|p| p.needed_by.contains(&need) && find_program(p.program).is_none())
+        .filter(|p| p.needed_by.contains(&need) && !installed(p))
         .collect()
 }
 
@@ -231,6 +253,14 @@ mod tests {
             .expect("age listed");
         assert_eq!(age.program, "age");
         assert!(age.needed_by.contains(&Test) && age.needed_by.contains(&Bench));
+    }
+
+    #[test]
+    fn the_tests_get_a_browser_and_a_font() {
+        for deb in ["chromium", "fonts-dejavu-core"] {
+            let p = PACKAGES.iter().find(|p| p.deb == deb).expect("listed");
+            assert!(p.needed_by.contains(&Test), "{deb}");
+        }
     }
 
     #[test]

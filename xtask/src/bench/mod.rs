@@ -3,6 +3,7 @@
 
 mod collect;
 mod external;
+mod report;
 mod restore;
 mod sparse;
 mod status;
@@ -24,6 +25,8 @@ pub enum BenchCmd {
     Restore(restore::RestoreArgs),
     /// dbackup status with 1,000 snapshots and 50 external backups present (goal: under 200 ms)
     Status(status::StatusArgs),
+    /// The status page with 1,000 snapshots and 50 external backups present (goal: under 100 ms)
+    Report(report::ReportArgs),
     /// A 10 GiB sparse file with 100 MiB of data (and one a tenth of the size with the same data) through dbackup
     /// collect, external and a one-file restore vs GNU tar --sparse (and rsync --sparse): time and space
     Sparse(sparse::SparseArgs),
@@ -35,6 +38,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::External(args) => external::run(args),
         BenchCmd::Restore(args) => restore::run(args),
         BenchCmd::Status(args) => status::run(args),
+        BenchCmd::Report(args) => report::run(args),
         BenchCmd::Sparse(args) => sparse::run(args),
     }
 }

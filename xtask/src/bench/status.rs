@@ -48,26 +48,22 @@ pub struct StatusArgs {
     pub cache: Cache,
 }
 
-/// The paths of the bench, under `target/bench/status`.
-struct World {
+/// The paths of the bench, under `target/bench/<name>`.
+pub(super) struct World {
     bin: PathBuf,
-    work: PathBuf,
+    pub(super) work: PathBuf,
     config: PathBuf,
     root: PathBuf,
     drive: PathBuf,
 }
 
-pub fn run(args: StatusArgs) -> Result<()> {
-    anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
-    anyhow::ensure!(
-        args.snapshots >= SETS.len() && args.backups >= 1,
-        "--snapshots must be at least 2 and --backups at least 1"
-    );
+/// Builds the release binary and the fixture under `target/bench/<name>` (see the module documentation), checked.
+pub(super) fn fixture(name: &str, args: &StatusArgs) -> Result<World> {
     let sh = shell()?;
     ensure_packages(&sh, Need::Bench);
-    heading("bench status: build dbackup (release)");
+    heading(&format!("bench {name}: build dbackup (release)"));
     let bin = build_dbackup(&sh, Profile::Release)?;
-    let work = target_dir(&sh)?.join("bench/status");
+    let work = target_dir(&sh)?.join("bench").join(name);
     remove_dir_if_exists(&work)?;
     std::fs::create_dir_all(&work)?;
     let work = work.canonicalize()?;
@@ -78,10 +74,9 @@ pub fn run(args: StatusArgs) -> Result<()> {
         drive: work.join("drive"),
         work,
     };
-
-    heading("bench status: the fixture");
+    heading(&format!("bench {name}: the fixture"));
     let started = Instant::now();
-    w.make_fixture(&args)?;
+    w.make_fixture(args)?;
     eprintln!(
         "made in {:.1}s: {} snapshots ({} files each, {} in the newest of each set), {} external backups, a full run log",
         started.elapsed().as_secs_f64(),
@@ -90,7 +85,17 @@ pub fn run(args: StatusArgs) -> Result<()> {
         args.newest_files,
         args.backups
     );
-    w.check(&args)?;
+    w.check(args)?;
+    Ok(w)
+}
+
+pub fn run(args: StatusArgs) -> Result<()> {
+    anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
+    anyhow::ensure!(
+        args.snapshots >= SETS.len() && args.backups >= 1,
+        "--snapshots must be at least 2 and --backups at least 1"
+    );
+    let w = fixture("status", &args)?;
 
     heading(&format!(
         "bench status: {} repetitions, {}",
@@ -191,13 +196,26 @@ impl World {
         if json {
             c.arg("--json");
         }
-        c.arg("status").stdout(Stdio::null()).stderr(Stdio::piped());
+        c.arg("status");
+        self.timed(c)
+    }
+
+    /// One timed run of dbackup with these arguments (after the config).
+    pub(super) fn time_args(&self, args: &[&str]) -> Result<Duration> {
+        let mut c = self.dbackup();
+        c.args(args);
+        self.timed(c)
+    }
+
+    /// Runs `c` (stdout discarded) and times it; fails when it fails.
+    fn timed(&self, mut c: Command) -> Result<Duration> {
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
         let start = Instant::now();
-        let out = c.output().context("cannot run dbackup status")?;
+        let out = c.output().context("cannot run dbackup")?;
         let took = start.elapsed();
         if !out.status.success() {
             bail!(
-                "dbackup status failed ({}): {}",
+                "dbackup failed ({}): {}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             );

@@ -1,0 +1,103 @@
+//! `dbackup report`: the status page ([`crate::report`]) written to a file (`--out`, default `report.path`) or stdout
+//! (`--out -`); `--json` prints the data it is drawn from; `--drive DIR` the page a drive's `REPORT.html` holds.
+//!
+//! stdout: the path written (or the page, or the JSON). Exit 0; 1 when the page cannot be written; 2 for a bad
+//! config or arguments. A dry run says where the page would go and writes nothing.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::Local;
+
+use crate::cli::{GlobalArgs, ReportArgs};
+use crate::exit::{CodedError, Exit};
+use crate::external::layout;
+use crate::report;
+use crate::settings::{Env, Output, Settings};
+use crate::ui::Ui;
+
+pub fn run(global: &GlobalArgs, args: ReportArgs) -> anyhow::Result<Exit> {
+    let now = args.now.unwrap_or_else(|| Local::now().fixed_offset());
+    if let Some(dir) = &args.drive {
+        return drive(global, &args, dir, now);
+    }
+    let settings = Settings::load(global, &Env::from_process())?;
+    let ui = Ui::new(&settings.output);
+    let history = args.history.map_or(settings.report.history, |h| h as usize);
+    let data = report::gather(&settings, now, history, crate::status::Look::Read);
+    if global.json {
+        crate::outln!("{}", serde_json::to_string_pretty(&data)?);
+        return Ok(Exit::Ok);
+    }
+    let out = match (&args.out, &settings.report.path) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) => p.clone(),
+        (None, None) => {
+            return Err(CodedError::new(
+                Exit::Usage,
+                "report.write is false in the config, so there is no default place for the page; give one with \
+                 --out FILE (or --out - for stdout)",
+            )
+            .into());
+        }
+    };
+    emit(&settings.output, &ui, &out, &report::page::render(&data))
+}
+
+/// Writes the page to `out` (`-`: stdout), or says where on a dry run.
+fn emit(output: &Output, ui: &Ui, out: &Path, html: &str) -> anyhow::Result<Exit> {
+    if out == Path::new("-") {
+        crate::out!("{html}");
+        return Ok(Exit::Ok);
+    }
+    if output.dry_run {
+        ui.info(format_args!(
+            "dry run: would write the status page ({} bytes) to {}",
+            html.len(),
+            out.display()
+        ));
+        return Ok(Exit::Ok);
+    }
+    report::write_file(out, html)?;
+    crate::outln!("{}", out.display());
+    Ok(Exit::Ok)
+}
+
+/// `--drive DIR`: DIR is the drive's root (holding `backups/`) or its `backups/` itself. Read only.
+fn drive(
+    global: &GlobalArgs,
+    args: &ReportArgs,
+    dir: &Path,
+    now: chrono::DateTime<chrono::FixedOffset>,
+) -> anyhow::Result<Exit> {
+    let output = Output::from_global(global);
+    let ui = Ui::new(&output);
+    if global.json {
+        return Err(CodedError::new(
+            Exit::Usage,
+            "--json prints the data of the status page; a drive's page has none beyond its backup.json files",
+        )
+        .into());
+    }
+    let backups: PathBuf = if dir.join(layout::BACKUPS_DIR).is_dir() {
+        dir.join(layout::BACKUPS_DIR)
+    } else {
+        dir.to_path_buf()
+    };
+    let listing = layout::list(&backups)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot read the backups in {}", backups.display()))?;
+    if !listing.exists {
+        return Err(CodedError::new(
+            Exit::Usage,
+            format!(
+                "{} holds no backups/ directory: give the drive's mount point",
+                dir.display()
+            ),
+        )
+        .into());
+    }
+    let html = report::drive::render(None, &listing, now);
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("-"));
+    emit(&output, &ui, &out, &html)
+}

@@ -1,0 +1,278 @@
+//! `REPORT.html` on each drive, next to `backups/`: built only from the `backup.json` files the drive holds, so that
+//! a drive found in a drawer explains itself (what it holds, from which machine, how to restore with and without
+//! dbackup). An encrypted set's file names never appear (nor its sources): only its name, sizes and counts.
+//!
+//! Written like every drive write: only when `media/` says the drive is still the one detected, through a handle on
+//! the drive's root (`stdx::fs::Dir`: nothing below it is followed), under a temporary name, then renamed over
+//! `REPORT.html` (a symlink of that name is replaced, never written through).
+
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, FixedOffset};
+
+use super::html::{self, ago, esc, shell_word, time};
+use crate::external::layout::{self, BackupMeta, DriveListing};
+use crate::stdx::fs::Dir;
+use crate::ui;
+
+/// The page's name in the drive's root.
+pub const FILE_NAME: &str = "REPORT.html";
+const TEMP_PREFIX: &str = ".REPORT.html.tmp-";
+/// At most this many backups are described (newest first); the others are counted.
+const SHOWN: usize = 50;
+
+/// The drive's page from its listing (`destination`: the name it was written for, when known), at `now`.
+pub fn render(
+    destination: Option<&str>,
+    listing: &DriveListing,
+    now: DateTime<FixedOffset>,
+) -> String {
+    let mut metas: Vec<&BackupMeta> = listing.verified().filter_map(|b| b.meta.as_ref()).collect();
+    metas.reverse();
+    let mut b = String::new();
+    let name = destination
+        .map(str::to_string)
+        .or_else(|| metas.first().map(|m| m.destination.clone()));
+    let hosts: Vec<String> = {
+        let mut h: Vec<String> = metas.iter().map(|m| m.host.clone()).collect();
+        h.sort();
+        h.dedup();
+        h
+    };
+    let _ = write!(
+        b,
+        "<header class=\"verdict\">\n<h1>dbackup backups on this drive</h1>\n<p>"
+    );
+    match &name {
+        Some(n) => {
+            let _ = write!(b, "Backup drive <strong>{}</strong>", esc(n));
+        }
+        None => b.push_str("A backup drive"),
+    }
+    if !hosts.is_empty() {
+        let _ = write!(b, " of <strong>{}</strong>", esc(&hosts.join(", ")));
+    }
+    match metas.first() {
+        Some(newest) => {
+            let _ = writeln!(
+                b,
+                ": {} in <code>backups/</code>, the newest made {} ({}).</p>",
+                esc(&ui::counted(
+                    metas.len() as u64,
+                    "verified backup",
+                    "verified backups"
+                )),
+                time(newest.started),
+                ago(newest.started, now)
+            );
+        }
+        None => b.push_str(": no verified backup yet.</p>\n"),
+    }
+    let unusable = listing.backups.iter().filter(|x| x.meta.is_none()).count();
+    if unusable > 0 {
+        let _ = writeln!(
+            b,
+            "<p class=\"warn\">{} in <code>backups/</code> without a usable <code>backup.json</code> (not counted, never used).</p>",
+            esc(&ui::counted(unusable as u64, "directory", "directories"))
+        );
+    }
+    let _ = write!(
+        b,
+        "<p class=\"meta\">Written {} by dbackup {} from the <code>backup.json</code> of each backup; every backup \
+         was read back from this drive and compared before it got its name.</p>\n</header>\n",
+        time(now),
+        env!("CARGO_PKG_VERSION")
+    );
+
+    // The backups.
+    b.push_str("<section id=\"backups\">\n<h2>Backups</h2>\n<table>\n<thead><tr><th>Backup</th><th>Made</th>\
+        <th>Sets</th><th>Size</th></tr></thead>\n<tbody>\n");
+    for m in metas.iter().take(SHOWN) {
+        let bytes = m.file_bytes_on_drive();
+        let _ = write!(
+            b,
+            "<tr><td><code>backups/{}</code></td><td>{}<br><span class=\"muted\">{}</span></td><td>",
+            esc(&m.stamp),
+            time(m.started),
+            ago(m.started, now)
+        );
+        for (i, s) in m.sets.iter().enumerate() {
+            if i > 0 {
+                b.push_str("<br>");
+            }
+            let _ = write!(b, "<strong>{}</strong> ", esc(&s.set));
+            match &s.encryption {
+                Some(e) => {
+                    let to = if e.passphrase {
+                        "a passphrase".to_string()
+                    } else {
+                        ui::counted(e.recipients.len() as u64, "recipient", "recipients")
+                    };
+                    let _ = write!(
+                        b,
+                        "<span class=\"tag\">age</span> <span class=\"muted\">encrypted to {}; {}</span>",
+                        esc(&to),
+                        esc(&ui::counted(s.files, "file", "files"))
+                    );
+                }
+                None => {
+                    let sources: Vec<String> = s
+                        .sources
+                        .iter()
+                        .filter(|x| x.present)
+                        .map(|x| x.path.display().to_string())
+                        .collect();
+                    let _ = write!(
+                        b,
+                        "<span class=\"muted\">{}{}{}</span>",
+                        esc(&ui::counted(s.files, "file", "files")),
+                        if sources.is_empty() { "" } else { " of " },
+                        esc(&sources.join(", "))
+                    );
+                }
+            }
+            if s.warning_count > 0 {
+                let _ = write!(
+                    b,
+                    " <span class=\"warn\">{}</span>",
+                    esc(&ui::counted(s.warning_count, "warning", "warnings"))
+                );
+            }
+        }
+        let _ = writeln!(
+            b,
+            "</td><td class=\"num\">{}</td></tr>",
+            esc(&ui::bytes(bytes))
+        );
+    }
+    b.push_str("</tbody>\n</table>\n");
+    if metas.len() > SHOWN {
+        let _ = writeln!(
+            b,
+            "<p class=\"muted\">and {} older ones.</p>",
+            metas.len() - SHOWN
+        );
+    }
+    b.push_str("</section>\n");
+
+    // How to restore.
+    if let Some(newest) = metas.first() {
+        restore(&mut b, newest);
+    }
+    html::document(
+        &format!(
+            "dbackup drive{}",
+            name.map(|n| format!(" {n}")).unwrap_or_default()
+        ),
+        now,
+        0,
+        &b,
+    )
+}
+
+fn restore(b: &mut String, m: &BackupMeta) {
+    let stamp = shell_word(&m.stamp);
+    b.push_str("<section id=\"restore\">\n<h2>Restore with dbackup</h2>\n<p class=\"muted\">Mount the drive, then \
+        (with the drive's mount point for <code>/media/you/DRIVE</code>):</p>\n<pre><code>");
+    let mut lines = vec![
+        "# every backup on the drive".to_string(),
+        "dbackup restore --drive /media/you/DRIVE --list".to_string(),
+    ];
+    for s in &m.sets {
+        let set = shell_word(&s.set);
+        let identity = match &s.encryption {
+            Some(e) if !e.passphrase => " --identity ~/identity.txt",
+            _ => "",
+        };
+        let paths: String = if s.encryption.is_some() {
+            String::new()
+        } else {
+            s.sources
+                .iter()
+                .filter(|x| x.present)
+                .map(|x| format!(" --path {}", shell_word(&x.path.display().to_string())))
+                .collect()
+        };
+        lines.push(format!("# set {} of the newest backup", s.set));
+        lines.push(format!(
+            "dbackup restore --drive /media/you/DRIVE --date {stamp} --set {set}{paths}{identity} --target ~/restored"
+        ));
+    }
+    b.push_str(&lines.iter().map(|l| esc(l)).collect::<Vec<_>>().join("\n"));
+    b.push_str("</code></pre>\n<h2>Restore without dbackup</h2>\n<p class=\"muted\">Each backup directory is plain \
+        tar (encrypted ones: age), checkable with <code>sha256sum</code>:</p>\n<pre><code>");
+    let mut lines = vec![
+        format!("cd /media/you/DRIVE/backups/{stamp}"),
+        "sha256sum -c verification.sha256".to_string(),
+        "mkdir -p ~/restored".to_string(),
+    ];
+    for s in &m.sets {
+        let split = s.archive.len() > 1;
+        let encrypted = s.encryption.is_some();
+        let file = shell_word(&layout::archive_name(&s.set, encrypted));
+        let decrypt = match &s.encryption {
+            Some(e) if e.passphrase => "age -d",
+            Some(_) => "age -d -i ~/identity.txt",
+            None => "",
+        };
+        let line = match (encrypted, split) {
+            (true, true) => format!("cat {file}.part* | {decrypt} | tar -xpf - -C ~/restored"),
+            (true, false) => format!("{decrypt} {file} | tar -xpf - -C ~/restored"),
+            (false, true) => format!("cat {file}.part* | tar -xpf - -C ~/restored"),
+            (false, false) => format!("tar -xpf {file} -C ~/restored"),
+        };
+        lines.push(line);
+    }
+    b.push_str(&lines.iter().map(|l| esc(l)).collect::<Vec<_>>().join("\n"));
+    b.push_str("</code></pre>\n</section>\n");
+}
+
+/// Lists the drive whose root is `root` and writes its page there (see the module documentation). The caller has
+/// just checked, through `media/`, that the drive is present.
+pub fn refresh(root: &Path, destination: &str, now: DateTime<FixedOffset>) -> io::Result<PathBuf> {
+    let listing = layout::list(&root.join(layout::BACKUPS_DIR)).map_err(io::Error::other)?;
+    let page = render(Some(destination), &listing, now);
+    write(root, page.as_bytes())
+}
+
+/// Writes `bytes` as `<root>/REPORT.html`: a new temporary file created in a handle on `root` (nothing below it
+/// followed: `stdx::fs::Dir`), fsynced, renamed over the old page (a symlink of that name is replaced, not followed).
+pub fn write(root: &Path, bytes: &[u8]) -> io::Result<PathBuf> {
+    let dir = Dir::open(root).map_err(io::Error::other)?;
+    remove_stale_temporaries(&dir);
+    let tmp = format!("{TEMP_PREFIX}{}", std::process::id());
+    let _ = dir.unlink(&tmp);
+    let result = (|| -> io::Result<()> {
+        let mut f = dir.create_file(&tmp, 0o600).map_err(io::Error::other)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        dir.rename(&tmp, FILE_NAME, false).map_err(io::Error::other)
+    })();
+    if let Err(e) = result {
+        let _ = dir.unlink(&tmp);
+        return Err(e);
+    }
+    dir.fsync().map_err(io::Error::other)?;
+    Ok(root.join(FILE_NAME))
+}
+
+/// Removes `.REPORT.html.tmp-<pid>` files of processes that no longer run (a run killed while writing the page).
+fn remove_stale_temporaries(dir: &Dir) {
+    let Ok(entries) = dir.entries() else {
+        return;
+    };
+    for (name, _) in entries {
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
+            continue;
+        };
+        if pid.is_empty() || !pid.bytes().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = dir.unlink(&name);
+        }
+    }
+}

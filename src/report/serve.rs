@@ -1,0 +1,286 @@
+//! `dbackup serve`: the status page over HTTP, made fresh for each request, and `/status.json` (the report with its
+//! history). Read-only and stateless: GET and HEAD only (405 otherwise), no cookies, nothing written anywhere (drives
+//! are looked at without the writability probe). A request whose `Host` is neither the listen address nor
+//! `localhost` is refused with 421, so that a web page elsewhere cannot reach it through DNS rebinding.
+//!
+//! The server is `tiny_http`: small and synchronous, like the rest of dbackup (no async runtime for a page a person
+//! opens now and then). Requests are answered one after the other; SIGTERM or SIGINT (caught by `crate::interrupt`)
+//! stops the loop within [`POLL`], and the run exits 0.
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::time::Duration;
+
+use chrono::Local;
+
+use crate::settings::Settings;
+use crate::ui::Ui;
+
+/// How often the loop looks at the stop flag while no request comes.
+pub const POLL: Duration = Duration::from_millis(200);
+
+/// What a request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Page,
+    Json,
+}
+
+/// Why a request is refused: its status and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+}
+
+/// Decides a request from its method, URL and `Host` header (pure).
+pub fn route(
+    method: &str,
+    url: &str,
+    host: Option<&str>,
+    listen: SocketAddr,
+) -> Result<Route, Refusal> {
+    match host {
+        Some(h) if host_allowed(h, listen) => {}
+        _ => {
+            return Err(Refusal {
+                status: 421,
+                message: format!(
+                    "this server answers only to Host {listen} or localhost:{} (a foreign Host is how DNS rebinding \
+                     reaches a local server)",
+                    listen.port()
+                ),
+            });
+        }
+    }
+    if method != "GET" && method != "HEAD" {
+        return Err(Refusal {
+            status: 405,
+            message: format!("{method} is not allowed: this server is read-only (GET and HEAD)"),
+        });
+    }
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    match path {
+        "/" | "/index.html" => Ok(Route::Page),
+        "/status.json" => Ok(Route::Json),
+        _ => Err(Refusal {
+            status: 404,
+            message: "not found: the page is at / and its data at /status.json".to_string(),
+        }),
+    }
+}
+
+/// `Host` is `localhost` or the listen address's IP (any IP literal when listening on every address: an IP cannot be
+/// rebound), with the listen port (or none, for port 80).
+pub fn host_allowed(host: &str, listen: SocketAddr) -> bool {
+    let (name, port) = if let Some(rest) = host.strip_prefix('[') {
+        let Some((ip, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return false,
+        };
+        (ip, port)
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        }
+    };
+    let port_ok = match port {
+        Some(p) => p.parse::<u16>().ok() == Some(listen.port()),
+        None => listen.port() == 80,
+    };
+    if !port_ok {
+        return false;
+    }
+    if name.eq_ignore_ascii_case("localhost") {
+        return listen.ip().is_loopback() || listen.ip().is_unspecified();
+    }
+    match name.parse::<IpAddr>() {
+        Ok(ip) => ip == listen.ip() || listen.ip().is_unspecified(),
+        Err(_) => false,
+    }
+}
+
+fn header(name: &str, value: &str) -> tiny_http::Header {
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
+}
+
+/// The headers of every answer: no caching, no sniffing, no framing, no referrer, and the page's policy.
+fn common_headers() -> Vec<tiny_http::Header> {
+    vec![
+        header("Cache-Control", "no-store"),
+        header("X-Content-Type-Options", "nosniff"),
+        header("X-Frame-Options", "DENY"),
+        header("Referrer-Policy", "no-referrer"),
+        header(
+            "Content-Security-Policy",
+            &format!(
+                "{}; frame-ancestors 'none'",
+                super::html::content_security_policy()
+            ),
+        ),
+    ]
+}
+
+/// Binds `listen`: refused (with why) when it is not loopback and `allow_remote` is not given.
+pub fn bind(listen: SocketAddr, allow_remote: bool) -> anyhow::Result<TcpListener> {
+    if !listen.ip().is_loopback() && !allow_remote {
+        return Err(crate::exit::CodedError::new(
+            crate::exit::Exit::Usage,
+            format!(
+                "{listen} is not a loopback address, and the page has no login; add --allow-remote if anyone who can \
+                 reach {listen} may see the state of your backups (or use `ssh -L {port}:127.0.0.1:{port}`)",
+                port = listen.port()
+            ),
+        )
+        .into());
+    }
+    TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))
+}
+
+/// Serves until SIGTERM or SIGINT. Prints the URL on stdout once listening.
+pub fn run(settings: &Settings, listener: TcpListener, ui: &Ui) -> anyhow::Result<()> {
+    let listen = listener.local_addr()?;
+    // SIGTERM and SIGINT set a flag (`crate::interrupt`) that the loop looks at between requests.
+    crate::interrupt::install()?;
+    let server = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| anyhow::anyhow!("cannot serve on {listen}: {e}"))?;
+    crate::outln!("http://{listen}/");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    ui.info(format_args!(
+        "dbackup serve: the status page is at http://{listen}/ (read-only; SIGTERM or Ctrl-C stops)"
+    ));
+    while crate::interrupt::requested().is_none() {
+        let request = match server.recv_timeout(POLL) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(anyhow::anyhow!("cannot accept a request on {listen}: {e}")),
+        };
+        answer(settings, listen, request, ui);
+    }
+    // The signal is how a server ends: the run ends ok, not "interrupted".
+    let sig = crate::interrupt::acknowledge().map_or("a signal", |i| i.signal_name());
+    ui.info(format_args!("dbackup serve: stopped ({sig})"));
+    Ok(())
+}
+
+fn answer(settings: &Settings, listen: SocketAddr, request: tiny_http::Request, ui: &Ui) {
+    let method = request.method().as_str().to_string();
+    let url = request.url().to_string();
+    let host = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Host"))
+        .map(|h| h.value.as_str().to_string());
+    let (status, content_type, body) = match route(&method, &url, host.as_deref(), listen) {
+        Ok(route) => {
+            let now = Local::now().fixed_offset();
+            let report = super::gather(
+                settings,
+                now,
+                settings.report.history,
+                crate::status::Look::Read,
+            );
+            match route {
+                Route::Page => (
+                    200,
+                    "text/html; charset=utf-8",
+                    super::page::render(&report).into_bytes(),
+                ),
+                Route::Json => match serde_json::to_vec_pretty(&report) {
+                    Ok(b) => (200, "application/json", b),
+                    Err(e) => (500, "text/plain; charset=utf-8", e.to_string().into_bytes()),
+                },
+            }
+        }
+        Err(refusal) => (
+            refusal.status,
+            "text/plain; charset=utf-8",
+            format!("{}\n", refusal.message).into_bytes(),
+        ),
+    };
+    ui.step(format_args!(
+        "{method} {} -> {status}",
+        crate::stdx::show_str(&url)
+    ));
+    let mut response = tiny_http::Response::from_data(body).with_status_code(status);
+    for h in common_headers() {
+        response.add_header(h);
+    }
+    response.add_header(header("Content-Type", content_type));
+    if status == 405 {
+        response.add_header(header("Allow", "GET, HEAD"));
+    }
+    if let Err(e) = request.respond(response) {
+        ui.step(format_args!("could not answer {method} {url}: {e}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn hosts() {
+        let l = at("127.0.0.1:8422");
+        for ok in ["127.0.0.1:8422", "localhost:8422", "LocalHost:8422"] {
+            assert!(host_allowed(ok, l), "{ok}");
+        }
+        for bad in [
+            "evil.example:8422",
+            "127.0.0.1:8423",
+            "127.0.0.2:8422",
+            "localhost",
+            "127.0.0.1",
+            "[::1]:8422",
+            "",
+            "localhost.:8422",
+            "127.0.0.1:8422:1",
+        ] {
+            assert!(!host_allowed(bad, l), "{bad}");
+        }
+        let v6 = at("[::1]:8422");
+        assert!(host_allowed("[::1]:8422", v6));
+        assert!(host_allowed("localhost:8422", v6));
+        assert!(!host_allowed("[::1]", v6));
+        assert!(!host_allowed("[::1]x", v6));
+        let any = at("0.0.0.0:80");
+        assert!(host_allowed("192.168.1.5", any));
+        assert!(host_allowed("192.168.1.5:80", any));
+        assert!(!host_allowed("nas.local", any), "a name can be rebound");
+    }
+
+    #[test]
+    fn routes() {
+        let l = at("127.0.0.1:8422");
+        let host = Some("127.0.0.1:8422");
+        assert_eq!(route("GET", "/", host, l), Ok(Route::Page));
+        assert_eq!(route("HEAD", "/?refresh=1", host, l), Ok(Route::Page));
+        assert_eq!(route("GET", "/status.json", host, l), Ok(Route::Json));
+        assert_eq!(route("GET", "/x", host, l).unwrap_err().status, 404);
+        for m in ["POST", "PUT", "DELETE", "OPTIONS", "PATCH"] {
+            assert_eq!(route(m, "/", host, l).unwrap_err().status, 405, "{m}");
+        }
+        assert_eq!(
+            route("GET", "/", Some("evil.example:8422"), l)
+                .unwrap_err()
+                .status,
+            421
+        );
+        assert_eq!(route("GET", "/", None, l).unwrap_err().status, 421);
+        assert_eq!(
+            route("POST", "/", Some("evil:1"), l).unwrap_err().status,
+            421,
+            "the Host first"
+        );
+    }
+}

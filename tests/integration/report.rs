@@ -1,0 +1,671 @@
+//! The status page through the real binary: insta snapshots of what it says for fixtures with fixed times (all
+//! fine, a set overdue, the last run failed, no drive ever seen, an encrypted set on a drive's REPORT.html), the page
+//! kept up to date after every run (and where the config says), REPORT.html written on the drive by the external
+//! phase (never through a symlink the drive holds; an encrypted set's names never on it), headless Chromium reading it
+//! (the DOM after scripts, the STALE banner, a screenshot that is not blank), and `dbackup serve` (200, 405, 421,
+//! HEAD, a clean stop on SIGTERM).
+//!
+//! Chromium comes from Debian's `chromium` package (with `fonts-dejavu-core`), which `cargo xtask test` installs
+//! when root. Without it the browser tests say why they skip; under CI (`CI=true`) they fail.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dbackup::status::StatusReport;
+
+use crate::harness::{Output, Test};
+use crate::status::{drive_backup, log_run, snap};
+
+const NOW: &str = "2025-04-10T09:00:00+00:00";
+const G: u64 = 1 << 30;
+const M: u64 = 1 << 20;
+
+/// A config with the sets `data` and `config`, the T9 (a plain directory here) and `old` (never plugged in).
+fn world(drives: bool) -> Test {
+    let t = Test::new();
+    let t9 = t.path("media/T9");
+    fs::create_dir_all(&t9).unwrap();
+    let destinations = if drives {
+        format!(
+            r#", "destinations": [ {{ "name": "T9", "path": "{}", "require_mount": false, "priority": 10 }},
+                               {{ "name": "old", "path": "{{tmp}}/media/old" }} ]"#,
+            t9.display()
+        )
+    } else {
+        String::new()
+    };
+    t.config(&format!(
+        r#"{{ "backup_root": "{{root}}",
+             "backup_sets": [ {{ "name": "data", "sources": ["/data"] }}, {{ "name": "config", "sources": ["~/.config", "~/my files"] }} ],
+             "schedule": {{ "incremental": "daily", "full": "weekly", "external": "weekly" }},
+             "notifications": {{ "low_disk_percent": 0 }}{destinations} }}"#
+    ))
+}
+
+/// Daily snapshots of both sets for a week up to 2025-04-10 03:15, the drive's backups, and ok runs in the log.
+fn fine() -> Test {
+    let t = world(true);
+    // `old` was last written a month ago, per the log.
+    log_run(
+        &t,
+        "external",
+        "2025-03-10T03:15:00+00:00",
+        0,
+        None,
+        serde_json::json!({ "sets": [], "destinations": [
+            { "name": "old", "status": "written", "backup": "2025-03-10-031500" } ] }),
+    );
+    for day in 4..=10 {
+        let time = format!("2025-04-{day:02}T03:15:00+00:00");
+        let first = day == 4;
+        // One jump in data: a download folder that should not be there.
+        let copied = if day == 8 { 6 * G } else { 200 * M };
+        snap(
+            &t,
+            "data",
+            &time,
+            first,
+            day == 7,
+            20 * G,
+            if first { 0 } else { 20 * G - copied },
+            0,
+        );
+        snap(
+            &t,
+            "config",
+            &time,
+            first,
+            false,
+            50 * M,
+            if first { 0 } else { 49 * M },
+            0,
+        );
+        log_run(
+            &t,
+            "backup",
+            &format!("2025-04-{day:02}T03:14:00+00:00"),
+            0,
+            None,
+            serde_json::json!({}),
+        );
+    }
+    let t9 = t.path("media/T9");
+    drive_backup(
+        &t9,
+        "2025-04-06T03:20:00+00:00",
+        &[
+            ("data", "data-2025-04-06-031500"),
+            ("config", "config-2025-04-06-031500"),
+        ],
+        21 * G,
+    );
+    drive_backup(
+        &t9,
+        "2025-04-09T03:20:00+00:00",
+        &[
+            ("data", "data-2025-04-09-031500"),
+            ("config", "config-2025-04-09-031500"),
+        ],
+        21 * G,
+    );
+    t
+}
+
+/// The report with its history from the binary, with what depends on this machine made fixed: the test's directory,
+/// free space, the host name, the filesystem type.
+fn report(t: &Test, now: &str) -> StatusReport {
+    let out = t.cmd().args(["--json", "report", "--now", now]).status(0);
+    let tmp = t.dir.path().display().to_string();
+    let mut r: StatusReport = serde_json::from_str(&out.stdout.replace(&tmp, "/tmp/t")).unwrap();
+    r.root_free_bytes = Some(120 * G);
+    r.root_total_bytes = Some(500 * G);
+    for d in r.destinations.iter_mut().filter(|d| d.present) {
+        d.free_bytes = Some(412 * G);
+        d.total_bytes = Some(1863 * G);
+        d.fs_type = Some("exfat".into());
+    }
+    let h = r.history.as_mut().expect("report --json holds the history");
+    h.host = "workstation".into();
+    for d in &mut h.destinations {
+        if let Some(n) = d.needed_bytes {
+            d.fits = Some(412 * G >= n);
+        }
+    }
+    r.warnings.retain(|w| !w.starts_with("low disk"));
+    r
+}
+
+/// What people read: the body, without the script (the same on every page, tested in the browser).
+fn readable(html: &str) -> String {
+    let start = html.find("<body").expect("a body");
+    let end = html.find("<script>").expect("a script");
+    html[start..end].to_string()
+}
+
+fn page(r: &StatusReport) -> String {
+    dbackup::report::page::render(r)
+}
+
+/// Everything fine: the verdict, the sets with their sparkline (the jump flagged), the drives, the runs. (Before:
+/// no `report` command and no `--history`.)
+#[test]
+fn page_when_everything_is_fine() {
+    let t = fine();
+    let r = report(&t, NOW);
+    assert!(r.ok);
+    let html = page(&r);
+    assert!(html.contains("<h1 class=\"ok\">Backups are good</h1>"));
+    insta::assert_snapshot!("page_fine", readable(&html));
+
+    // The binary's page is this renderer over the same data (the verdict and the structure agree).
+    let out = t
+        .cmd()
+        .args(["report", "--now", NOW, "--out", "-"])
+        .status(0)
+        .stdout;
+    assert!(out.starts_with("<!DOCTYPE html>"), "{out}");
+    assert!(out.contains("<h1 class=\"ok\">Backups are good</h1>"));
+    assert!(out.contains("data-generated=\"2025-04-10T09:00:00+00:00\""));
+    let h = r.history.as_ref().unwrap();
+    let data = &h.sets[0];
+    assert_eq!(data.snapshots.len(), 7);
+    let outliers: Vec<&str> = data
+        .snapshots
+        .iter()
+        .filter(|p| p.outlier)
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(outliers, ["data-2025-04-08-031500"]);
+    assert_eq!(
+        (data.local_restore_points, data.drive_restore_points),
+        (7, 2)
+    );
+    assert_eq!(h.runs.len(), 8);
+}
+
+/// Two days without a snapshot: the page says ATTENTION, as `status --check` exits 1 on it (one function decides
+/// both). (Before: no page.)
+#[test]
+fn page_when_a_set_is_overdue() {
+    let t = fine();
+    let later = "2025-04-12T09:00:00+00:00";
+    let r = report(&t, later);
+    assert!(!r.ok);
+    t.cmd()
+        .args(["status", "--check", "--now", later])
+        .status(1);
+    let html = page(&r);
+    assert!(
+        html.contains("<h1 class=\"bad\">Attention: 2 problems</h1>"),
+        "{html}"
+    );
+    insta::assert_snapshot!("page_overdue", readable(&html));
+}
+
+/// The last run failed: the verdict says so, the set shows the failure since its last good snapshot. (Before: no
+/// page; `status` showed only the last run.)
+#[test]
+fn page_when_the_last_run_failed() {
+    let t = fine();
+    log_run(
+        &t,
+        "collect",
+        "2025-04-10T08:00:00+00:00",
+        1,
+        Some("collect data: rsync failed: connection unexpectedly closed"),
+        serde_json::json!([
+            { "set": "data", "status": "failed", "error": "rsync exited 12: connection unexpectedly closed" },
+            { "set": "config", "status": "complete" } ]),
+    );
+    let r = report(&t, NOW);
+    assert!(!r.ok);
+    t.cmd().args(["status", "--check", "--now", NOW]).status(1);
+    let h = r.history.as_ref().unwrap();
+    assert_eq!(h.sets[0].failures.len(), 1);
+    assert!(h.sets[1].failures.is_empty());
+    let html = page(&r);
+    assert!(html.contains("the last run (collect) failed"));
+    insta::assert_snapshot!("page_last_run_failed", readable(&html));
+}
+
+/// A fresh install with drives configured but never plugged in, and nothing in the log: ATTENTION, each drive
+/// absent with why and "none yet". (Before: no page.)
+#[test]
+fn page_when_no_drive_was_ever_seen() {
+    let t = world(true);
+    fs::remove_dir_all(t.path("media/T9")).unwrap();
+    snap(
+        &t,
+        "data",
+        "2025-04-10T03:15:00+00:00",
+        true,
+        false,
+        5 * G,
+        0,
+        0,
+    );
+    let r = report(&t, NOW);
+    assert!(!r.ok);
+    assert!(
+        r.destinations
+            .iter()
+            .all(|d| !d.present && d.newest.is_none())
+    );
+    let html = page(&r);
+    assert!(html.contains("no external backup yet"), "{html}");
+    insta::assert_snapshot!("page_no_drive_ever", readable(&html));
+}
+
+/// Marks the backups' `set` as encrypted in their `backup.json` (as an encrypted run writes it: recipients, no
+/// plaintext hash), and gives the other sets their sources.
+fn encrypt_on_drive(drive: &Path, set: &str) {
+    for e in fs::read_dir(drive.join("backups")).unwrap() {
+        let path = e.unwrap().path().join("backup.json");
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        for s in meta["sets"].as_array_mut().unwrap() {
+            let name = s["set"].as_str().unwrap().to_string();
+            s["sources"] = serde_json::json!([{
+                "configured": format!("~/{name}-secret-folder"), "path": format!("/home/payne/{name}-secret-folder"),
+                "resolved": format!("/home/payne/{name}-secret-folder"), "in_snapshot": format!("{name}-secret-folder"),
+                "present": true }]);
+            if name == set {
+                s["encryption"] = serde_json::json!({ "format": "age-encryption.org/v1",
+                    "recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"] });
+                s["tar_sha256"] = serde_json::Value::Null;
+                s["archive"][0]["name"] = serde_json::json!(format!("{set}.tar.age"));
+            }
+        }
+        fs::write(&path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+    }
+}
+
+/// A drive's REPORT.html, from its backup.json files only: the encrypted set's sources never appear, the plain
+/// set's do, with restore commands for both. (Before: nothing on the drive explained it.)
+#[test]
+fn drive_page_with_an_encrypted_set() {
+    let t = Test::new();
+    let drive = t.path("T9");
+    drive_backup(
+        &drive,
+        "2025-04-01T03:20:00+00:00",
+        &[
+            ("data", "data-2025-04-01-031500"),
+            ("config", "config-2025-04-01-031500"),
+        ],
+        8 * G,
+    );
+    drive_backup(
+        &drive,
+        "2025-04-09T03:20:00+00:00",
+        &[
+            ("data", "data-2025-04-09-031500"),
+            ("config", "config-2025-04-09-031500"),
+        ],
+        9 * G,
+    );
+    encrypt_on_drive(&drive, "data");
+    let html = t
+        .cmd()
+        .no_config()
+        .args(["report", "--drive"])
+        .args([&drive])
+        .args(["--now", NOW, "--out", "-"])
+        .status(0)
+        .stdout;
+    assert!(
+        !html.contains("data-secret-folder"),
+        "an encrypted set's sources are on the page"
+    );
+    assert!(
+        html.contains("/home/payne/config-secret-folder"),
+        "a plain set's sources help restore it"
+    );
+    assert!(html.contains("age -d -i ~/identity.txt data.tar.age | tar -xpf - -C ~/restored"));
+    insta::assert_snapshot!("drive_page_encrypted", readable(&html));
+}
+
+/// After `collect` the page is regenerated at $XDG_STATE_HOME/dbackup/report.html; `report.path` moves it and
+/// `report.write: false` turns it off. (Before: no page at all.)
+#[test]
+fn the_page_is_regenerated_after_every_run() {
+    let t = Test::new();
+    t.write("src/data/a", "a");
+    let config = |extra: &str| {
+        format!(
+            r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "data", "sources": ["{{tmp}}/src/data"] }} ]{extra} }}"#
+        )
+    };
+    let t = t.config(&config(""));
+    t.cmd().args(["collect"]).status(0);
+    let page = fs::read_to_string(t.path("state/dbackup/report.html")).unwrap();
+    assert!(page.contains("id=\"set-data\""), "{page}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(t.path("state/dbackup/report.html"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    let t = t.config(&config(
+        r#", "report": { "path": "{tmp}/www/backups.html" }"#,
+    ));
+    t.cmd().args(["collect"]).status(0);
+    assert!(t.path("www/backups.html").is_file());
+
+    fs::remove_file(t.path("state/dbackup/report.html")).unwrap();
+    let t = t.config(&config(r#", "report": { "write": false }"#));
+    t.cmd().args(["collect"]).status(0);
+    assert!(!t.path("state/dbackup/report.html").exists());
+    // Without report.write there is no default place: `report` asks for --out.
+    let out = t.cmd().args(["report"]).status(2);
+    assert!(out.stderr.contains("--out FILE"), "{}", out.stderr);
+    // A dry run writes nothing.
+    let t = t.config(&config(""));
+    let out = t.cmd().args(["--dry-run", "report"]).status(0);
+    assert!(
+        out.stderr.contains("would write the status page"),
+        "{}",
+        out.stderr
+    );
+    assert!(!t.path("state/dbackup/report.html").exists());
+}
+
+/// The external phase writes REPORT.html next to backups/ on the drive: replacing a symlink the drive holds, never
+/// writing through it; an encrypted set's file names and sources are not on it. (Before: no page on the drive.)
+#[test]
+fn external_writes_the_drive_page_never_through_a_symlink() {
+    let t = Test::new();
+    let (_, recipient) = t.keygen("identity.txt");
+    t.write("src/data/very-secret-name.txt", "x");
+    t.write("src/plain/visible.txt", "y");
+    let drive = t.path("T9");
+    fs::create_dir_all(&drive).unwrap();
+    // The drive holds a REPORT.html symlink pointing at a file of this machine.
+    let victim = t.write("victim.txt", "untouched");
+    std::os::unix::fs::symlink(&victim, drive.join("REPORT.html")).unwrap();
+    let t = t.config(&format!(
+        r#"{{ "backup_root": "{{root}}",
+             "backup_sets": [ {{ "name": "data", "sources": ["{{tmp}}/src/data"] }}, {{ "name": "plain", "sources": ["{{tmp}}/src/plain"] }} ],
+             "destinations": [ {{ "name": "T9", "path": "{{tmp}}/T9", "require_mount": false,
+                                 "encryption": {{ "recipients": ["{recipient}"] }} }} ] }}"#
+    ));
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "untouched");
+    let meta = fs::symlink_metadata(drive.join("REPORT.html")).unwrap();
+    assert!(
+        meta.file_type().is_file(),
+        "the symlink was replaced by the page"
+    );
+    let html = fs::read_to_string(drive.join("REPORT.html")).unwrap();
+    assert!(html.contains("dbackup backups on this drive"));
+    assert!(!html.contains("very-secret-name"));
+    assert!(
+        !html.contains("src/data"),
+        "the encrypted set's source is not on the page"
+    );
+    assert!(html.contains("<strong>plain</strong>"));
+    // No temporary file is left in the drive's root.
+    let names: Vec<String> = fs::read_dir(&drive)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+
+    // report.drives: false leaves the drive alone.
+    fs::remove_file(drive.join("REPORT.html")).unwrap();
+    let text = fs::read_to_string(t.path("config.json")).unwrap();
+    let t = t.config(&text.replacen('{', r#"{ "report": { "drives": false },"#, 1));
+    t.write("src/data/more.txt", "z");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    assert!(!drive.join("REPORT.html").exists());
+}
+
+// ---- a real browser --------------------------------------------------------------------------------------------
+
+fn chromium() -> Option<PathBuf> {
+    ["chromium", "chromium-browser"].iter().find_map(|name| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Chromium, or why the test skips (recorded; a failure under CI, whose command installs it).
+fn require_chromium() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        crate::t9::skip(
+            "chromium is not installed (apt-get install chromium fonts-dejavu-core; `cargo xtask test` does it when \
+             root)",
+        );
+    }
+    found
+}
+
+/// Runs headless Chromium on a file with a fresh profile; returns stdout.
+fn run_chromium(bin: &Path, t: &Test, args: &[String], page: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .env("HOME", t.home())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Chromium renders the page; after its script ran, a page dated in the past shows the STALE banner and the ages are
+/// recomputed from now; a page made now shows none. The screenshot is not blank. (Before: no page.)
+#[test]
+fn chromium_shows_the_page_and_a_stale_banner() {
+    let Some(bin) = require_chromium() else {
+        return;
+    };
+    let t = fine();
+    let old = t.path("old.html");
+    t.cmd()
+        .args(["report", "--now", NOW, "--out"])
+        .args([&old])
+        .status(0);
+    let dom = run_chromium(&bin, &t, &["--dump-dom".into()], &old);
+    assert!(
+        dom.contains("<h1 class=\"ok\">Backups are good</h1>"),
+        "{dom}"
+    );
+    let banner = dom
+        .split("<div id=\"stale\"")
+        .nth(1)
+        .and_then(|s| s.split("</div>").next())
+        .expect("the banner element");
+    assert!(!banner.contains("hidden"), "the banner is shown: {banner}");
+    assert!(banner.contains("STALE: this page was made"), "{banner}");
+    assert!(dom.contains("<body data-generated=\"2025-04-10T09:00:00+00:00\" data-stale-after=\"129600\" class=\"stale\">"));
+    // Ages were recomputed: nothing of the page's time ("5 hours ago") is left where a `data-since` is.
+    assert!(!dom.contains(">5 hours ago<"), "ages not recomputed");
+
+    // A page made now is not stale.
+    let fresh = t.path("fresh.html");
+    t.cmd().args(["report", "--out"]).args([&fresh]).status(0);
+    let dom = run_chromium(&bin, &t, &["--dump-dom".into()], &fresh);
+    assert!(
+        dom.contains("<div id=\"stale\" class=\"banner\" role=\"alert\" hidden=\"\"></div>"),
+        "{dom}"
+    );
+
+    // The screenshot: many colours, and much of it not background.
+    let png = t.path("shot.png");
+    run_chromium(
+        &bin,
+        &t,
+        &[
+            format!("--screenshot={}", png.display()),
+            "--window-size=1200,1000".into(),
+        ],
+        &old,
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let bytes = &buf[..info.buffer_size()];
+    let px = info.color_type.samples();
+    let pixels: Vec<&[u8]> = bytes.chunks(px).collect();
+    let background = pixels[pixels.len() - 1];
+    let different = pixels.iter().filter(|p| *p != &background).count();
+    let mut colours: Vec<&[u8]> = pixels.clone();
+    colours.sort();
+    colours.dedup();
+    assert!(
+        different * 20 > pixels.len(),
+        "only {different} of {} pixels differ from the background",
+        pixels.len()
+    );
+    assert!(colours.len() > 50, "{} colours", colours.len());
+}
+
+// ---- dbackup serve ---------------------------------------------------------------------------------------------
+
+/// One HTTP/1.1 request on a new connection; returns the status code, the headers and the body.
+fn http(addr: &str, method: &str, path: &str, host: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, head.to_string(), body.to_string())
+}
+
+/// `dbackup serve` on a free loopback port: 200 for GET and HEAD (no body), the JSON, 405 for POST, 421 for a
+/// foreign Host, 404 elsewhere; it stops cleanly (exit 0) on SIGTERM. (Before: no `serve`.)
+#[test]
+fn serve_answers_read_only_and_stops_on_sigterm() {
+    let t = fine();
+    let mut child = t.cmd().args(["serve", "--listen", "127.0.0.1:0"]).spawn();
+    // The URL on stdout once listening.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    let url = String::from_utf8(line).unwrap();
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|u| u.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("no URL printed: {url:?}"))
+        .to_string();
+
+    let (code, head, body) = http(&addr, "GET", "/", &addr);
+    assert_eq!(code, 200, "{head}");
+    assert!(body.starts_with("<!DOCTYPE html>"));
+    assert!(
+        head.contains("Content-Security-Policy: default-src 'none'"),
+        "{head}"
+    );
+    assert!(
+        head.to_lowercase().contains("cache-control: no-store"),
+        "{head}"
+    );
+    assert!(!head.to_lowercase().contains("set-cookie"));
+    let port = addr.rsplit(':').next().unwrap();
+    let (code, _, body) = http(&addr, "GET", "/status.json", &format!("localhost:{port}"));
+    assert_eq!(code, 200);
+    let r: StatusReport = serde_json::from_str(&body).unwrap();
+    assert!(r.history.is_some());
+    let (code, head, body) = http(&addr, "HEAD", "/", &addr);
+    assert_eq!((code, body.as_str()), (200, ""), "{head}");
+    let (code, head, _) = http(&addr, "POST", "/", &addr);
+    assert_eq!(code, 405);
+    assert!(head.contains("Allow: GET, HEAD"), "{head}");
+    let (code, _, body) = http(&addr, "GET", "/", &format!("evil.example:{port}"));
+    assert_eq!(code, 421);
+    assert!(!body.contains("<html"));
+    assert_eq!(http(&addr, "GET", "/etc/passwd", &addr).0, 404);
+
+    // SIGTERM: a clean stop, exit 0, within a second or so.
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("stopped (SIGTERM)"), "{stderr}");
+}
+
+/// A non-loopback address needs --allow-remote (exit 2 without); the config refuses one outright. (Before: no
+/// `serve`, and `report` was an unknown config key.)
+#[test]
+fn serve_refuses_a_non_loopback_address_without_the_flag() {
+    let t = fine();
+    let out: Output = t.cmd().args(["serve", "--listen", "0.0.0.0:0"]).status(2);
+    assert!(out.stderr.contains("--allow-remote"), "{}", out.stderr);
+    let text = fs::read_to_string(t.path("config.json")).unwrap();
+    let t = t.config(&text.replacen(
+        '{',
+        r#"{ "report": { "serve": { "listen": "0.0.0.0:8422" } },"#,
+        1,
+    ));
+    let out = t.cmd().args(["serve"]).status(2);
+    assert!(
+        out.stderr.contains("/report/serve/listen"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("is not a loopback address"),
+        "{}",
+        out.stderr
+    );
+}
