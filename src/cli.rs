@@ -99,6 +99,9 @@ dbackup --dry-run external          # what would be written and removed, and the
     /// Create an age key pair for encrypted backups: the identity (secret) in a 0600 file, the recipient printed
     #[command(after_help = KEYGEN_HELP)]
     Keygen(KeygenArgs),
+    /// The full-system image: the recovery kit, partition images, and their restore onto a blank disk
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Check, print or create the config
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -410,6 +413,115 @@ pub struct StatusArgs {
     /// Report as if it were this time (RFC 3339); for tests
     #[arg(long, hide = true, value_name = "TIME", value_parser = parse_time)]
     pub now: Option<DateTime<FixedOffset>>,
+}
+
+const IMAGE_KIT_HELP: &str = "\
+Every external backup holds the kit in its system/ folder (image.kit in the config, on by
+default): the partition tables (sfdisk, needs root), lsblk and blkid output, fstab (password
+options redacted), crypttab as written (never the key files), LVM metadata, the boot loader
+facts (bootctl, efibootmgr), the package selection (Debian: dpkg, apt-mark) or the system's
+configuration (NixOS: /etc/nixos's flake, flake.lock, configuration.nix and
+hardware-configuration.nix, nixos-version), and RESTORE-SYSTEM.md, the rebuild of this
+machine step by step. A missing tool or file is a line in kit.json and in the guide.
+
+Examples:
+  dbackup image kit                    # print RESTORE-SYSTEM.md for this machine
+  sudo dbackup image kit --out /tmp/kit   # write every piece into a new directory";
+
+const IMAGE_CREATE_HELP: &str = "\
+Each device is imaged with partclone (only its used blocks), compressed with zstd, encrypted
+with age when the destination encrypts, and hashed on the way into
+<drive>/backups/<stamp>/system/<name>.img.zst, beside its disk's partition table
+(<disk>.sfdisk) and the recovery kit. While it is written, the stream is decompressed again
+and checked with partclone.chkimg; then the file is read back from the drive. Only then is the
+backup renamed into place. `latest` is not moved: it names the newest backup of the sets.
+
+A filesystem mounted read-write is refused: its image would be inconsistent. Image the ESP,
+/boot or a data partition mounted read-only or unmounted, or any partition from rescue media.
+Needs root (partclone reads the device).
+
+Examples:
+  sudo dbackup image create --device /dev/nvme0n1p1
+  sudo dbackup --dry-run image create --device /dev/disk/by-label/ESP --destination T9";
+
+const IMAGE_RESTORE_HELP: &str = "\
+Plans first: the partition table written onto the target (the old disk's, without its
+last-lba, so a larger disk keeps its own end), each partition's image, and everything on the
+target that is overwritten. Every image is hashed and compared with backup.json before
+anything is written. Then: the table (sfdisk), each partition (partclone -r), the last
+filesystem grown to the end of the disk with --grow (ext4, btrfs, xfs), fsck of each, and
+their UUIDs and PARTUUIDs checked against the backup's. A target smaller than the layout
+needs, or in use (mounted, swap), is refused. A block device is only written after you
+confirm (or with --yes); a disk image FILE must exist at its size (truncate -s 20G disk.img)
+and is attached to a loop device for the restore (root). The boot loader is not reinstalled:
+RESTORE-SYSTEM.md in the backup's system/ folder says how.
+
+Examples:
+  sudo dbackup --dry-run image restore --from 2026-12-05-031500 --to /dev/sdb
+  sudo dbackup image restore --drive /mnt/T9 --from 2026-12-05-031500 --to /dev/sdb --grow
+  sudo dbackup image restore --from 2026-12-05-031500 --to disk.img --name nvme0n1p2";
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Collect the recovery kit of this machine: print its RESTORE-SYSTEM.md, or write every piece into a directory
+    #[command(after_help = IMAGE_KIT_HELP)]
+    Kit(ImageKitArgs),
+    /// Image partitions with partclone into a new verified backup on the drive (with the kit)
+    #[command(after_help = IMAGE_CREATE_HELP)]
+    Create(ImageCreateArgs),
+    /// Restore a backup's partition images, with their partition table, onto a disk or a disk image file
+    #[command(after_help = IMAGE_RESTORE_HELP)]
+    Restore(ImageRestoreArgs),
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct ImageKitArgs {
+    /// Write the kit's files into DIR (created; existing files are never replaced) instead of printing the guide
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct ImageCreateArgs {
+    /// A partition to image (repeatable), besides the config's image.devices
+    #[arg(long = "device", value_name = "DEV")]
+    pub devices: Vec<String>,
+
+    /// Write to this destination (by name) instead of the first present one
+    #[arg(long, value_name = "NAME")]
+    pub destination: Option<String>,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct ImageRestoreArgs {
+    /// The backup holding the images (its stamp, as `dbackup restore --list` shows)
+    #[arg(long, value_name = "STAMP")]
+    pub from: String,
+
+    /// The disk (a whole block device) or disk image file to restore onto; everything on it is overwritten
+    #[arg(long, value_name = "DEV|FILE")]
+    pub to: PathBuf,
+
+    /// Restore only this image (repeatable; default: every image of the backup, which must come from one disk)
+    #[arg(long = "name", value_name = "NAME")]
+    pub names: Vec<String>,
+
+    /// Grow the last partition and its filesystem to the end of a larger target
+    #[arg(long)]
+    pub grow: bool,
+
+    /// Do not ask before overwriting a block device
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Read the backup from DIR (a drive's mount point, its backups/ directory, or the backup) instead of the
+    /// configured destinations
+    #[arg(long, value_name = "DIR")]
+    pub drive: Option<PathBuf>,
+
+    /// An age identity file that decrypts encrypted images (repeatable)
+    #[arg(long = "identity", value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

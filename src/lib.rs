@@ -8,6 +8,7 @@ pub mod config;
 pub mod exit;
 pub mod expand;
 pub mod external;
+pub mod image;
 pub mod interrupt;
 pub mod lock;
 pub mod media;
@@ -44,6 +45,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Report(args) => commands::report::run(&cli.global, args),
         Command::Serve(args) => commands::serve::run(&cli.global, args),
         Command::Systemd(cmd) => commands::systemd::run(&cli.global, cmd),
+        Command::Image(cmd) => commands::image::run(&cli.global, cmd),
         Command::Generate(cmd) => commands::generate::run(cmd),
     }
 }

@@ -88,10 +88,19 @@ pub struct Settings {
     pub encryption: Option<EncryptionSettings>,
     /// Where the run log lives: `$XDG_STATE_HOME/dbackup` (`~/.local/state/dbackup`).
     pub state_dir: PathBuf,
+    /// The recovery kit and partition images of each external backup.
+    pub image: ImageSettings,
     /// The status page.
     pub report: ReportSettings,
     #[serde(skip)]
     pub output: Output,
+}
+
+/// The `image` section, validated: device paths absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageSettings {
+    pub kit: bool,
+    pub devices: Vec<PathBuf>,
 }
 
 /// The status page (`report` in the config), validated.
@@ -281,6 +290,24 @@ impl Settings {
             );
         }
 
+        let mut image_devices = Vec::new();
+        for (i, d) in config.image.devices.iter().enumerate() {
+            let p = PathBuf::from(d);
+            if !p.is_absolute() {
+                b.problem(
+                    format!("/image/devices/{i}"),
+                    format!("{d:?} is not an absolute device path; give one like /dev/nvme0n1p1 or /dev/disk/by-uuid/..."),
+                );
+            } else if image_devices.contains(&p) {
+                b.problem(
+                    format!("/image/devices/{i}"),
+                    format!("{d:?} is listed twice"),
+                );
+            } else {
+                image_devices.push(p);
+            }
+        }
+
         let state_dir = load::xdg_dir(env, "XDG_STATE_HOME", ".local/state").join("dbackup");
         let report = b.report(&config.report, &state_dir);
 
@@ -303,6 +330,10 @@ impl Settings {
             encryption: global_encryption,
             state_dir,
             report,
+            image: ImageSettings {
+                kit: config.image.kit,
+                devices: image_devices,
+            },
             output,
         })
     }

@@ -50,6 +50,10 @@ impl World {
             notifications: Notifications::default(),
             encryption: None,
             state_dir: self.dir.path().join("state"),
+            image: crate::settings::ImageSettings {
+                kit: false,
+                devices: vec![],
+            },
             report: crate::settings::ReportSettings::default_in(&self.dir.path().join("state")),
             output: Output {
                 json: false,

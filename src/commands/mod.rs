@@ -5,6 +5,7 @@ pub mod collect;
 pub mod config;
 pub mod external;
 pub mod generate;
+pub mod image;
 pub mod keygen;
 pub mod report;
 pub mod restore;

@@ -39,6 +39,7 @@ pub fn config(env: &Env) -> Config {
         external: Default::default(),
         encryption: None,
         notifications: Notifications::default(),
+        image: super::ImageConfig::default(),
         report: Default::default(),
     }
 }

@@ -56,9 +56,38 @@ pub struct Config {
     #[serde(default)]
     pub notifications: Notifications,
 
+    /// The recovery kit and partition images written into every external backup's `system/` folder.
+    #[serde(default)]
+    pub image: ImageConfig,
+
     /// The status page: kept up to date after every run, written on each drive, served by `dbackup serve`.
     #[serde(default)]
     pub report: Report,
+}
+
+/// The full-system part of each external backup (`backups/<stamp>/system/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Write the recovery kit into every external backup: partition tables, `lsblk`, `blkid`, fstab, crypttab, LVM
+    /// metadata, boot loader facts, the package selection (Debian) or system configuration (NixOS), and a generated
+    /// `RESTORE-SYSTEM.md`. Read-only, small; encrypted like the sets.
+    #[serde(default = "default_true")]
+    pub kit: bool,
+    /// Partitions imaged with partclone into every external backup (`/dev/nvme0n1p1`, `/dev/disk/by-uuid/...`).
+    /// A filesystem mounted read-write is not imaged (a warning): list the ESP, /boot, or partitions that are
+    /// unmounted or mounted read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            kit: true,
+            devices: Vec::new(),
+        }
+    }
 }
 
 /// One backup set: a name and the paths it copies.

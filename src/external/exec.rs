@@ -332,6 +332,42 @@ fn write_backup(
         report.sets.push(record);
     }
 
+    // The recovery kit and partition images, written and read back like the archives.
+    let system = match (&plan.system, &observed.system) {
+        (Some(sp), Some(input)) => {
+            let sp = crate::image::plan::plan_system(
+                sp.kit,
+                &input.devices,
+                d.device.as_deref(),
+                encrypt.is_some(),
+            );
+            for r in &sp.refused {
+                report
+                    .warnings
+                    .push(format!("not imaged: {}: {}", r.device, r.reason));
+            }
+            let ctx = crate::image::exec::DocContext {
+                stamp: Some(plan.stamp.clone()),
+                destination: Some(d.name.clone()),
+                sets: input.sets.clone(),
+                device_cache: d.device.clone().filter(|_| d.drop_device_cache),
+            };
+            info.check_still_present()?;
+            let (rec, lines) = crate::image::exec::write_system(
+                &sp,
+                input.kit.as_ref(),
+                &temp,
+                encrypt.as_ref(),
+                &ctx,
+                ui,
+            )
+            .context("the system folder (recovery kit and partition images)")?;
+            sums.extend(lines);
+            Some(rec)
+        }
+        _ => None,
+    };
+
     // Every archive and index read back and matched: record what this backup is.
     let meta = BackupMeta {
         format: layout::BACKUP_FORMAT,
@@ -350,6 +386,7 @@ fn write_backup(
         },
         sums_file: layout::SUMS_FILE.to_string(),
         sets: report.sets.clone(),
+        system,
     };
     report.read_back = Some(read_back);
     let meta_rec =

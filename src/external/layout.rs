@@ -270,6 +270,9 @@ pub struct BackupMeta {
     /// is written after this file, so this file cannot name its hash.
     pub sums_file: String,
     pub sets: Vec<SetRecord>,
+    /// The `system/` folder: the recovery kit and partition images (`crate::image`), when written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<crate::image::SystemRecord>,
 }
 
 impl BackupMeta {
@@ -408,6 +411,20 @@ impl BackupMeta {
             .enumerate()
             {
                 sums[k] = add(sums[k], n, &|| format!("sets[{i}].{field}"))?;
+            }
+        }
+        // The `system/` folder (crate::image): plain names, sizes within bounds.
+        if let Some(system) = &self.system {
+            for f in system.files() {
+                if !is_plain_name(&f.name) {
+                    return Err(format!(
+                        "system file \"{}\" is not a plain file name",
+                        show(f.name.as_bytes())
+                    ));
+                }
+                total = add(total, f.bytes, &|| {
+                    format!("system file {}", show(f.name.as_bytes()))
+                })?;
             }
         }
         Ok(())
@@ -798,6 +815,7 @@ pub(crate) mod tests {
                     encryption: None,
                 })
                 .collect(),
+            system: None,
         }
     }
 

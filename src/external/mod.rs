@@ -61,12 +61,30 @@ pub fn dry_run(settings: &Settings, args: &ExternalArgs, ui: &Ui) -> anyhow::Res
     let sets = crate::collect::select_sets(settings, &args.sets)?;
     let observed = observe::observe(settings, &sets, args, ui)?;
     let now = fresh_stamp(&observed.world, now);
-    Ok(plan::plan(
+    let mut plan = plan::plan(
         &observed.world,
         plan::RunOptions {
             now,
             pid: std::process::id(),
         },
+    );
+    plan.system = system_plan(settings, &observed, &plan);
+    Ok(plan)
+}
+
+/// The `system/` plan shown in the external plan (each destination re-plans it for its own drive and encryption).
+fn system_plan(
+    settings: &Settings,
+    observed: &observe::Observed,
+    plan: &ExternalPlan,
+) -> Option<crate::image::SystemPlan> {
+    let input = observed.system.as_ref()?;
+    let first = plan.destinations.first();
+    Some(crate::image::plan::plan_system(
+        settings.image.kit,
+        &input.devices,
+        first.and_then(|d| d.device.as_deref()),
+        first.is_some_and(|d| d.encryption.is_some()),
     ))
 }
 
@@ -105,13 +123,14 @@ pub fn run_locked(
     let sets = crate::collect::select_sets(settings, &args.sets)?;
     let observed = observe::observe(settings, &sets, args, ui)?;
     let now = fresh_stamp(&observed.world, now);
-    let plan = plan::plan(
+    let mut plan = plan::plan(
         &observed.world,
         plan::RunOptions {
             now,
             pid: std::process::id(),
         },
     );
+    plan.system = system_plan(settings, &observed, &plan);
     let mut report = exec::execute(&plan, &observed, ui);
     if settings.report.drives {
         drive_pages(&observed.world, &mut report, ui);

@@ -40,6 +40,9 @@ pub struct ExternalPlan {
     pub destinations: Vec<DestinationPlan>,
     /// Configured destinations that are not written to, and why (absent, or not chosen in `first` mode).
     pub unused: Vec<UnusedDestination>,
+    /// The `system/` folder of each backup: the recovery kit and partition images (`image` in the config).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<crate::image::SystemPlan>,
 }
 
 /// Which snapshot of a set goes to the drive.
@@ -401,6 +404,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         sets,
         destinations,
         unused,
+        system: None,
     }
 }
 
@@ -668,6 +672,10 @@ pub fn render(plan: &ExternalPlan) -> String {
         for w in &s.warnings {
             let _ = writeln!(out, "  warning   {w}");
         }
+    }
+    if let Some(system) = &plan.system {
+        let _ = writeln!(out, "system (into each backup's system/ folder):");
+        crate::image::plan::render_system(system, &mut out, "  ");
     }
     for u in &plan.unused {
         let _ = writeln!(out, "\ndestination {}: not used: {}", u.name, u.reason);

@@ -21,6 +21,9 @@ pub struct FsIdentity {
     pub label: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
+    /// The partition's UUID (GPT) or `<disk id>-<n>` (dos), for a partition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partuuid: Option<String>,
 }
 
 /// Identifies the filesystem on `device`; never fails, but may know nothing.
@@ -64,6 +67,7 @@ pub fn parse_export(text: &str) -> FsIdentity {
             "TYPE" => id.fs_type = Some(value),
             "LABEL" => id.label = Some(value),
             "UUID" => id.uuid = Some(value),
+            "PARTUUID" => id.partuuid = Some(value),
             _ => {}
         }
     }
@@ -104,6 +108,7 @@ pub fn from_udev_links(device: &Path, dir: &Path) -> FsIdentity {
         fs_type: None,
         uuid: find("by-uuid"),
         label: find("by-label"),
+        partuuid: None,
     }
 }
 

@@ -30,6 +30,7 @@
 //! Writers call [`MediaInfo::check_still_present`] before they create anything, and [`ensure_marker`] on first use.
 
 pub mod blkid;
+pub mod devices;
 pub mod marker;
 pub mod mountinfo;
 

@@ -218,6 +218,12 @@ pub fn list(backups: &Dir) -> io::Result<DriveListing> {
     let mut all: Vec<DriveBackup> = l
         .backups
         .into_iter()
+        // A backup of partition images only (`dbackup image create`) holds no set: `dbackup image restore` reads it.
+        .filter(|b| {
+            b.meta
+                .as_ref()
+                .is_none_or(|m| !m.sets.is_empty() || m.system.is_none())
+        })
         .map(|b| {
             let sets = match &b.meta {
                 Some(m) => m.sets.iter().map(|s| set_of_record(&b.path, s)).collect(),

@@ -411,6 +411,9 @@ pub fn verify_drive_backup(
         if dir.join(super::drive::METADATA_FILE).exists() {
             covered.push(super::drive::METADATA_FILE.as_bytes().to_vec());
         }
+        if let Some(system) = backup.meta.as_ref().and_then(|m| m.system.as_ref()) {
+            covered.extend(crate::image::sums_of(system).into_iter().map(|l| l.name));
+        }
         for name in &covered {
             if !sums.contains_key(name) {
                 sums_ok = false;
@@ -431,7 +434,12 @@ pub fn verify_drive_backup(
                 continue; // another set's, left out by --set
             }
             let shown = super::entry::show(name);
-            if name.contains(&b'/') || name == b".." || name == b"." {
+            // `system/<file>`: the recovery kit and partition images (crate::image), one plain name deep.
+            let in_system = name
+                .strip_prefix(b"system/")
+                .and_then(|rest| std::str::from_utf8(rest).ok())
+                .is_some_and(crate::image::layout::is_plain_name);
+            if (name.contains(&b'/') && !in_system) || name == b".." || name == b"." {
                 sums_ok = false;
                 problems.push(issue(
                     &sums_path,

@@ -373,12 +373,22 @@ fn destination(d: &DestinationSettings, look: Look, runs: &RunFacts) -> Destinat
 
 fn listing_facts(l: &layout::DriveListing) -> ListingFacts {
     let backups: Vec<BackupFacts> = l.verified().filter_map(backup_facts).collect();
+    // The newest backup of the sets: one of partition images only (`dbackup image create`) does not count.
+    let newest = l
+        .verified()
+        .filter(|b| {
+            b.meta
+                .as_ref()
+                .is_some_and(|m| !m.sets.is_empty() || m.system.is_none())
+        })
+        .filter_map(backup_facts)
+        .last();
     ListingFacts {
         verified: l.verified().count(),
         unusable: l.backups.iter().filter(|b| b.meta.is_none()).count(),
         leftovers: l.leftovers.len(),
         latest: l.latest.clone(),
-        newest: backups.last().cloned(),
+        newest,
         backups,
     }
 }

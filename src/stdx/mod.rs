@@ -5,9 +5,11 @@
 mod escape;
 pub mod fs;
 pub mod out;
+pub mod run;
 mod secret;
 #[cfg(test)]
 pub(crate) mod skip;
 
 pub use escape::{show, show_path, show_str};
+pub use run::{Bounded, find_program, run_bounded};
 pub use secret::{redact_url, redact_url_in};

@@ -200,10 +200,15 @@ fn an_encrypted_external_writes_only_ciphertext_that_age_and_tar_restore() {
             "config.tar.age",
             "data.index.age",
             "data.tar.age",
+            "system",
             "verification.sha256"
         ],
         "no plaintext .tar or .jsonl"
     );
+    // The recovery kit in system/ is encrypted to the same recipients, file by file.
+    for name in names(&dir.join("system")) {
+        assert!(name.ends_with(".age"), "system/{name} is not encrypted");
+    }
 
     // Anyone can check integrity: the sums cover the ciphertext files.
     assert_sums_pass(&dir);

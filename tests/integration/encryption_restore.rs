@@ -57,13 +57,15 @@ impl Enc {
     }
 }
 
-/// `extra` goes into the `encryption` object (after `recipients`).
+/// `extra` goes into the `encryption` object (after `recipients`). Without the recovery kit: these tests count the
+/// backup's files.
 fn encrypted_backup(extra: &str) -> Enc {
     let t = Test::new();
     let (key, recipient) = t.keygen("key.txt");
     let t = t.config(&config(&format!(
         r#", "destinations": [ {{ "name": "T9", "path": "{{tmp}}/T9", "require_mount": false }} ],
-            "encryption": {{ "recipients": ["{recipient}"] {extra} }}"#
+            "encryption": {{ "recipients": ["{recipient}"] {extra} }},
+            "image": {{ "kit": false }}"#
     )));
     sample(&t, &t.path("data"));
     fs::create_dir_all(t.path("T9")).unwrap();

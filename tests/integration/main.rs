@@ -27,6 +27,7 @@ mod t9_backup;
 mod t9_encryption;
 mod t9_external;
 mod t9_hostile;
+mod t9_image;
 mod t9_media;
 mod t9_restore;
 mod t9_udev;

@@ -217,6 +217,7 @@ pub fn write_metadata_and_sums(
         },
         sums_file: layout::SUMS_FILE.into(),
         sets,
+        system: None,
     };
     let bytes = layout::metadata_bytes(&meta);
     fs::write(dir.join(layout::METADATA_FILE), &bytes).unwrap();

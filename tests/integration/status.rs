@@ -139,6 +139,7 @@ pub(crate) fn drive_backup(dest: &Path, time: &str, sets: &[(&str, &str)], bytes
                 encryption: None,
             })
             .collect(),
+        system: None,
     };
     fs::write(
         dir.join(layout::METADATA_FILE),

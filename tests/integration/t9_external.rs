@@ -362,6 +362,7 @@ fn exfat_t9_gets_verified_archives_that_gnu_tar_extracts() {
             "config.tar",
             "data.index.jsonl",
             "data.tar",
+            "system",
             "verification.sha256"
         ]
     );

@@ -82,8 +82,8 @@ pub const PACKAGES: &[Package] = &[
     Package {
         deb: "e2fsprogs",
         program: "mkfs.ext4",
-        why: "ext4 loop-device tests",
-        needed_by: &[Test],
+        why: "ext4 loop-device tests; bench image's ext4 filesystem",
+        needed_by: &[Test, Bench],
     },
     Package {
         deb: "util-linux",
@@ -102,6 +102,30 @@ pub const PACKAGES: &[Package] = &[
         program: "setfattr",
         why: "tests that xattrs survive a backup",
         needed_by: &[Test],
+    },
+    Package {
+        deb: "partclone",
+        program: "partclone.extfs",
+        why: "partition images (dbackup image create/restore, partclone.chkimg) and their tests and bench",
+        needed_by: &[Test, Bench],
+    },
+    Package {
+        deb: "fdisk",
+        program: "sfdisk",
+        why: "partition tables: the recovery kit (sfdisk --dump), image restore, the GPT disks of the image tests",
+        needed_by: &[Test, Bench],
+    },
+    Package {
+        deb: "dosfstools",
+        program: "mkfs.fat",
+        why: "the ESP (vfat) of the image tests, and fsck.fat after a restore",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "zstd",
+        program: "zstd",
+        why: "bench image: the hand pipeline partclone | zstd | tee | sha256sum it is measured against",
+        needed_by: &[Bench],
     },
     Package {
         deb: "nix-bin",

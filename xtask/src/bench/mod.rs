@@ -3,6 +3,7 @@
 
 mod collect;
 mod external;
+mod image;
 mod report;
 mod restore;
 mod sparse;
@@ -25,6 +26,9 @@ pub enum BenchCmd {
     Restore(restore::RestoreArgs),
     /// dbackup status with 1,000 snapshots and 50 external backups present (goal: under 200 ms)
     Status(status::StatusArgs),
+    /// (root) A 1 GiB ext4 partition, 60% used, imaged to the emulated exFAT T9 by dbackup vs `partclone | zstd |
+    /// tee | sha256sum` and a read-back (goal: within 1.2x); restored by dbackup vs `zstd -dc | partclone -r`
+    Image(image::ImageArgs),
     /// The status page with 1,000 snapshots and 50 external backups present (goal: under 100 ms)
     Report(report::ReportArgs),
     /// A 10 GiB sparse file with 100 MiB of data (and one a tenth of the size with the same data) through dbackup
@@ -38,6 +42,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::External(args) => external::run(args),
         BenchCmd::Restore(args) => restore::run(args),
         BenchCmd::Status(args) => status::run(args),
+        BenchCmd::Image(args) => image::run(args),
         BenchCmd::Report(args) => report::run(args),
         BenchCmd::Sparse(args) => sparse::run(args),
     }

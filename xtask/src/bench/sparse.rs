@@ -242,6 +242,8 @@ impl World {
             "backup_root": work.join("root"),
             "backup_sets": [{ "name": "vm", "sources": [work.join("home/vm")] }],
             "destinations": [{ "name": "T9", "path": work.join("drive"), "require_mount": false }],
+            // What is measured is the sparse file, not the recovery kit every backup also gets by default.
+            "image": { "kit": false },
         });
         std::fs::write(&config, serde_json::to_string_pretty(&cfg)?)?;
         Ok(World {

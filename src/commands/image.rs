@@ -1,0 +1,251 @@
+//! `dbackup image kit|create|restore`: clap args converted to the image room's own options, plan, print (dry run),
+//! or execute and report.
+//!
+//! stdout: the guide (`image kit`), the new backup's directory (`create`), the restored partitions (`restore`);
+//! with `--json`, the kit manifest, the [`crate::image::CreateReport`] or the plan/report. Exit: 0 ok; 3 when a
+//! device was refused but others imaged; 1 refused or failed; 2 bad arguments; 5 no drive present.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use crate::archive::Keys;
+use crate::cli::{GlobalArgs, ImageCommand, ImageCreateArgs, ImageKitArgs, ImageRestoreArgs};
+use crate::exit::{CodedError, Exit};
+use crate::image::{self, CreateOptions, RestoreOptions, RestoreSource};
+use crate::settings::{Env, Output, Settings};
+use crate::ui::Ui;
+
+pub fn run(global: &GlobalArgs, cmd: ImageCommand) -> anyhow::Result<Exit> {
+    match cmd {
+        ImageCommand::Kit(args) => kit(global, &args),
+        ImageCommand::Create(args) => create(global, &args),
+        ImageCommand::Restore(args) => restore(global, &args),
+    }
+}
+
+fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
+    let ui = Ui::new(&Output::from_global(global));
+    // The sets are only named in the guide: a config that does not load is no reason to withhold the kit.
+    let settings = Settings::load(global, &Env::from_process()).ok();
+    match &args.out {
+        Some(out) => {
+            let (_, pieces) = image::kit_to_dir(settings.as_ref(), out)?;
+            if ui.json {
+                println!("{}", serde_json::to_string_pretty(&pieces)?);
+            } else {
+                for p in &pieces {
+                    let line = format!(
+                        "{:<28} {:<9} {}{}",
+                        p.name,
+                        p.status,
+                        p.source,
+                        p.note
+                            .as_deref()
+                            .map(|n| format!(": {n}"))
+                            .unwrap_or_default()
+                    );
+                    ui.info(crate::stdx::show_str(&line));
+                }
+                println!("{}", out.display());
+            }
+        }
+        None => {
+            let dir = tempfile::Builder::new().prefix("dbackup-kit-").tempdir()?;
+            let (k, pieces) = image::kit_to_dir(settings.as_ref(), &dir.path().join("kit"))?;
+            if ui.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({ "facts": k.facts, "pieces": pieces })
+                    )?
+                );
+            } else {
+                print!(
+                    "{}",
+                    std::fs::read_to_string(
+                        dir.path().join("kit").join(image::layout::RESTORE_DOC)
+                    )?
+                );
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
+    let settings = Settings::load(global, &Env::from_process())?;
+    let ui = Ui::new(&settings.output);
+    let opts = CreateOptions {
+        devices: args.devices.clone(),
+        destination: args.destination.clone(),
+    };
+    if settings.output.dry_run {
+        let (plan, ..) = image::plan_create(&settings, &opts)?;
+        if ui.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!("{}", image::render_create(&plan));
+        }
+        return Ok(if plan.system.images.is_empty() {
+            Exit::Failed
+        } else if plan.system.refused.is_empty() {
+            Exit::Ok
+        } else {
+            Exit::Warnings
+        });
+    }
+    let started = chrono::Local::now().fixed_offset();
+    let report = image::create(&settings, &opts, &ui);
+    super::log_run(
+        &settings,
+        &ui,
+        "image create",
+        started,
+        match &report {
+            Ok(r) => Ok((r.exit(), serde_json::json!({ "image": r }))),
+            Err(e) => Err(e),
+        },
+    );
+    let report = report?;
+    if ui.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    match (&report.error, &report.backup_path) {
+        (Some(e), _) => ui.error(format_args!("image create: FAILED: {e}")),
+        (None, Some(p)) => {
+            ui.info(format_args!(
+                "{}: backup {} verified and in place at {}",
+                report.plan.destination,
+                report.plan.stamp,
+                p.display()
+            ));
+            if !ui.json {
+                println!("{}", p.display());
+            }
+        }
+        _ => {}
+    }
+    Ok(report.exit())
+}
+
+/// The identities given, and the config's `identity_file`s (read only when an encrypted image is opened).
+fn keys(settings: Option<&Settings>, given: &[PathBuf]) -> anyhow::Result<Keys> {
+    let mut keys = Keys::new();
+    let mut files: Vec<PathBuf> = given.to_vec();
+    if let Some(s) = settings {
+        for e in s
+            .encryption
+            .iter()
+            .chain(s.destinations.iter().filter_map(|d| d.encryption.as_ref()))
+        {
+            if let Some(f) = &e.identity_file
+                && !files.contains(f)
+                && f.exists()
+            {
+                files.push(f.clone());
+            }
+        }
+    }
+    for f in &files {
+        keys.add_identity_file(f)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    if let Some(file) = crate::archive::crypt::passphrase_source(None) {
+        let p = crate::archive::crypt::read_passphrase(Some(&file), "passphrase: ")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        keys.add_passphrase(p);
+    }
+    Ok(keys)
+}
+
+fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit> {
+    let output = Output::from_global(global);
+    let ui = Ui::new(&output);
+    // From rescue media there may be no config: --drive is enough.
+    let settings = match Settings::load(global, &Env::from_process()) {
+        Ok(s) => Some(s),
+        Err(_) if args.drive.is_some() && global.config.is_none() => None,
+        Err(e) => return Err(e.into()),
+    };
+    let keys = keys(settings.as_ref(), &args.identities)?;
+    let src = RestoreSource {
+        drive: args.drive.clone(),
+        from: args.from.clone(),
+    };
+    let opts = RestoreOptions {
+        names: args.names.clone(),
+        grow: args.grow,
+    };
+    let (plan, system) = image::plan_restore(settings.as_ref(), &src, &args.to, &opts, &keys)?;
+    if output.dry_run || plan.refused() {
+        if ui.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!("{}", image::plan::render_restore(&plan));
+        }
+        if plan.refused() {
+            return Err(CodedError::new(
+                Exit::Failed,
+                format!(
+                    "image restore refused; nothing was written: {}",
+                    plan.refusals.join("; ")
+                ),
+            )
+            .into());
+        }
+        return Ok(Exit::Ok);
+    }
+    if !ui.json {
+        eprint!("{}", image::plan::render_restore(&plan));
+    }
+    image::exec::verify_images(&plan, &system.images, &keys, &ui)
+        .context("checking the images before writing anything")?;
+    if plan.confirm && !args.yes {
+        confirm(&plan)?;
+    }
+    let report = image::exec::restore(&plan, &keys, &ui)?;
+    if ui.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for p in &report.partitions {
+            println!("{}\t{}\t{}", p.partition, p.fs_type, p.node.display());
+        }
+    }
+    if report.ok() {
+        Ok(Exit::Ok)
+    } else {
+        Err(CodedError::new(
+            Exit::Failed,
+            "the images were written, but a check failed (fsck or a UUID/PARTUUID differs): see above",
+        )
+        .into())
+    }
+}
+
+/// Asks on the terminal before a block device is overwritten.
+fn confirm(plan: &image::RestorePlan) -> anyhow::Result<()> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CodedError::new(
+            Exit::Usage,
+            format!(
+                "{} is a block device and there is no terminal to confirm on; pass --yes to overwrite it",
+                plan.target.display()
+            ),
+        )
+        .into());
+    }
+    eprint!(
+        "Everything on {} will be overwritten. Type the device name ({}) to go on: ",
+        plan.target.display(),
+        plan.target.display()
+    );
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != plan.target.to_string_lossy() {
+        return Err(CodedError::new(Exit::Failed, "not confirmed; nothing was written").into());
+    }
+    Ok(())
+}

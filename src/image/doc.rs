@@ -1,0 +1,574 @@
+//! `RESTORE-SYSTEM.md`: the rebuild of this machine, step by step, generated from the kit's facts (a pure function;
+//! its output is pinned by a snapshot with fixed inputs). Boot loader reinstallation is printed as steps, never
+//! automated.
+
+use std::fmt::Write as _;
+
+use super::kit::{Disk, Facts};
+use super::layout::{ImageRecord, KitRecord, TableRecord};
+use crate::ui;
+
+/// Everything the guide is made from.
+#[derive(Debug, Clone)]
+pub struct DocInput<'a> {
+    pub facts: &'a Facts,
+    pub pieces: &'a [KitRecord],
+    pub images: &'a [ImageRecord],
+    pub tables: &'a [TableRecord],
+    /// The backup it sits in, and the destination (none for `dbackup image kit --out`).
+    pub stamp: Option<&'a str>,
+    pub destination: Option<&'a str>,
+    /// The sets (name and sources) the config backs up.
+    pub sets: &'a [(String, Vec<String>)],
+    /// The kit is encrypted (every file ends in `.age`).
+    pub encrypted: bool,
+    /// When it was generated (shown as given).
+    pub generated: &'a str,
+}
+
+fn have(input: &DocInput, name: &str) -> bool {
+    input
+        .pieces
+        .iter()
+        .any(|p| p.name == name && p.file.is_some())
+}
+
+fn file(input: &DocInput, name: &str) -> String {
+    if input.encrypted {
+        format!("{name}.age")
+    } else {
+        name.to_string()
+    }
+}
+
+fn disk_section(out: &mut String, d: &Disk) {
+    let _ = writeln!(
+        out,
+        "- `/dev/{}`: {}{}{}",
+        d.name,
+        ui::bytes(d.bytes),
+        d.model
+            .as_deref()
+            .map(|m| format!(", {m}"))
+            .unwrap_or_default(),
+        d.table
+            .as_deref()
+            .map(|t| format!(", {t} partition table"))
+            .unwrap_or_default()
+    );
+    for p in &d.partitions {
+        let mut line = format!("  - `{}` {}", p.name, ui::bytes(p.bytes));
+        if let Some(fs) = &p.fs_type {
+            let _ = write!(line, " {fs}");
+        }
+        if let Some(u) = &p.uuid {
+            let _ = write!(line, " UUID={u}");
+        }
+        if let Some(l) = &p.label {
+            let _ = write!(line, " LABEL={l}");
+        }
+        if let Some(u) = &p.partuuid {
+            let _ = write!(line, " PARTUUID={u}");
+        }
+        if !p.mount_points.is_empty() {
+            let _ = write!(line, " mounted at {}", p.mount_points.join(", "));
+        }
+        let _ = writeln!(out, "{}", crate::stdx::show_str(&line));
+    }
+}
+
+/// The guide's text.
+pub fn render(input: &DocInput) -> String {
+    let f = input.facts;
+    let mut o = String::new();
+    let _ = writeln!(o, "# Rebuilding {}\n", f.host);
+    let _ = writeln!(
+        o,
+        "Written by dbackup {} on {}{}.",
+        env!("CARGO_PKG_VERSION"),
+        input.generated,
+        match (input.stamp, input.destination) {
+            (Some(s), Some(d)) => format!(" into backup {s} on destination {d}"),
+            _ => String::new(),
+        }
+    );
+    let _ = writeln!(
+        o,
+        "System: {}; booted with {}.\n",
+        f.os.as_deref().unwrap_or("unknown (no /etc/os-release)"),
+        if f.efi { "UEFI" } else { "BIOS (legacy)" }
+    );
+    if input.encrypted {
+        let _ = writeln!(
+            o,
+            "Every file of this kit is encrypted with age to the same recipients as the backup sets: read one with \
+             `age -d -i identity.txt FILE.age`.\n"
+        );
+    }
+
+    let _ = writeln!(o, "## The disks as they were\n");
+    if f.disks.is_empty() {
+        let _ = writeln!(
+            o,
+            "lsblk listed no disk; see `{}`.",
+            file(input, "lsblk.json")
+        );
+    }
+    for d in &f.disks {
+        disk_section(&mut o, d);
+    }
+    let _ = writeln!(
+        o,
+        "\nThe exact layout of each disk is in `sfdisk-<disk>.dump` (`sfdisk --dump`), the filesystems in `blkid.txt` \
+         and `lsblk.json`, the mounts in `fstab`.\n"
+    );
+
+    let _ = writeln!(o, "## 1. Start from rescue media\n");
+    let _ = writeln!(
+        o,
+        "Boot a live system (the {} installer or any Linux live USB), plug in the backup drive and mount it \
+         (exFAT: `mount.exfat-fuse /dev/sdX1 /mnt/backup`). Get dbackup onto the live system (`cargo install --path .` \
+         from its source, or copy the binary from another machine).\n",
+        if f.nixos { "NixOS" } else { "Debian" }
+    );
+
+    let _ = writeln!(o, "## 2. Partitions and filesystems\n");
+    if !input.images.is_empty() {
+        let disks: Vec<&str> = input.tables.iter().map(|t| t.disk.as_str()).collect();
+        let _ = writeln!(
+            o,
+            "This backup holds partition images{}. Restore them, with their partition table, onto the new disk \
+             (it must be at least as large; `--grow` grows the last filesystem to the end of a larger one):\n",
+            if disks.is_empty() {
+                String::new()
+            } else {
+                format!(" of {}", disks.join(", "))
+            }
+        );
+        let _ = writeln!(
+            o,
+            "    dbackup image restore --drive /mnt/backup --from {} --to /dev/NEWDISK --dry-run\n    \
+             dbackup image restore --drive /mnt/backup --from {} --to /dev/NEWDISK --grow\n",
+            input.stamp.unwrap_or("STAMP"),
+            input.stamp.unwrap_or("STAMP")
+        );
+        let _ = writeln!(o, "| image | filesystem | UUID | size | in use |");
+        let _ = writeln!(o, "|---|---|---|---|---|");
+        for i in input.images {
+            let _ = writeln!(
+                o,
+                "| `{}` | {} | {} | {} | {} |",
+                file(input, &i.file_name_plain()),
+                i.fs_type,
+                i.uuid.as_deref().unwrap_or("-"),
+                ui::bytes(i.device_bytes),
+                ui::bytes(i.used_bytes)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\nWithout dbackup: `sfdisk /dev/NEWDISK < <disk>.sfdisk` (after deleting its `last-lba:` line), then per \
+             partition `zstd -dc <name>.img.zst | partclone.<fs> -r -s - -o /dev/NEWDISKpN`.\n"
+        );
+        let _ = writeln!(
+            o,
+            "Filesystems that have no image are recreated empty (next step) and filled from the backup sets.\n"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "This backup holds no partition images: recreate the layout, then the filesystems.\n"
+        );
+    }
+    let dumps: Vec<&KitRecord> = input
+        .pieces
+        .iter()
+        .filter(|p| p.name.starts_with("sfdisk-") && p.name.ends_with(".dump") && p.file.is_some())
+        .collect();
+    if dumps.is_empty() {
+        let _ = writeln!(
+            o,
+            "No partition table was recorded (sfdisk needs root: run `dbackup image kit` as root once); recreate the \
+             partitions from the sizes above with `fdisk` or `gdisk`.\n"
+        );
+    } else {
+        for p in dumps {
+            let _ = writeln!(
+                o,
+                "- `{}`: delete its `last-lba:` line (a new disk has its own end) and run `sfdisk /dev/NEWDISK < {}`; \
+                 this keeps the partition UUIDs that `/etc/fstab` or the boot loader may name.",
+                file(input, &p.name),
+                p.name
+            );
+        }
+        let _ = writeln!(o);
+    }
+    let _ = writeln!(
+        o,
+        "Recreate each filesystem with its old UUID and label, so `/etc/fstab` and the boot loader find it again:\n"
+    );
+    for d in &f.disks {
+        for p in &d.partitions {
+            let (Some(fs), Some(uuid)) = (&p.fs_type, &p.uuid) else {
+                continue;
+            };
+            let label = p.label.as_deref();
+            let cmd = match fs.as_str() {
+                "ext2" | "ext3" | "ext4" => format!(
+                    "mkfs.{fs} -U {uuid}{} /dev/NEWDISK-{}",
+                    label.map(|l| format!(" -L '{l}'")).unwrap_or_default(),
+                    p.name
+                ),
+                "vfat" => format!(
+                    "mkfs.fat -F 32 -i {}{} /dev/NEWDISK-{}",
+                    uuid.replace('-', ""),
+                    label.map(|l| format!(" -n '{l}'")).unwrap_or_default(),
+                    p.name
+                ),
+                "btrfs" => format!(
+                    "mkfs.btrfs -U {uuid}{} /dev/NEWDISK-{}",
+                    label.map(|l| format!(" -L '{l}'")).unwrap_or_default(),
+                    p.name
+                ),
+                "xfs" => format!(
+                    "mkfs.xfs -m uuid={uuid}{} /dev/NEWDISK-{}",
+                    label.map(|l| format!(" -L '{l}'")).unwrap_or_default(),
+                    p.name
+                ),
+                "swap" => format!("mkswap -U {uuid} /dev/NEWDISK-{}", p.name),
+                "crypto_LUKS" => format!(
+                    "cryptsetup luksFormat --uuid {uuid} /dev/NEWDISK-{} (then open it as /etc/crypttab says)",
+                    p.name
+                ),
+                _ => continue,
+            };
+            let _ = writeln!(o, "    {}", crate::stdx::show_str(&cmd));
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\n(`/dev/NEWDISK-<name>` stands for the new partition that takes the place of `<name>`.) Then mount them \
+         under `/mnt` as `fstab` says.\n"
+    );
+
+    let _ = writeln!(o, "## 3. The operating system\n");
+    if f.nixos {
+        let _ = writeln!(
+            o,
+            "NixOS: copy the kit's configuration back to `/mnt/etc/nixos/` ({}) and install:\n",
+            [
+                "nixos-flake.nix",
+                "nixos-flake.lock",
+                "nixos-configuration.nix",
+                "nixos-hardware-configuration.nix"
+            ]
+            .iter()
+            .filter(|n| have(input, n))
+            .map(|n| format!(
+                "`{}` as `{}`",
+                file(input, n),
+                n.trim_start_matches("nixos-")
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+        );
+        if f.flake {
+            let _ = writeln!(o, "    nixos-install --flake /mnt/etc/nixos#{}\n", f.host);
+        } else {
+            let _ = writeln!(o, "    nixos-install\n");
+        }
+        let _ = writeln!(
+            o,
+            "`nixos-version.json` and `current-system.txt` name the exact system that ran; with the flake's \
+             `flake.lock` the same inputs are built again. If the disks changed, regenerate \
+             `hardware-configuration.nix` with `nixos-generate-config --root /mnt` and compare.\n"
+        );
+    } else if f.debian {
+        let _ = writeln!(
+            o,
+            "Debian: install the same release (see `os-release`) onto the new filesystems (the installer, or \
+             `debootstrap`), then bring back the package selection inside the new system (`chroot /mnt`):\n"
+        );
+        let _ = writeln!(
+            o,
+            "    dpkg --set-selections < {}\n    apt-get dselect-upgrade\n    apt-mark manual $(cat {})\n",
+            file(input, "dpkg-selections.txt"),
+            file(input, "apt-manual.txt")
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "Install the same system (see `os-release`) onto the new filesystems, or restore the images above.\n"
+        );
+    }
+
+    let _ = writeln!(o, "## 4. Your data\n");
+    if input.sets.is_empty() {
+        let _ = writeln!(
+            o,
+            "Restore the backup sets with `dbackup restore --drive /mnt/backup --list` to see them.\n"
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "Restore each backup set from the drive into the new system (`--target /mnt` keeps the absolute paths \
+             under it; `--dry-run` first shows what would be written):\n"
+        );
+        for (name, sources) in input.sets {
+            for s in sources {
+                let _ = writeln!(
+                    o,
+                    "    dbackup restore --drive /mnt/backup --set {name} --path {} --target /mnt",
+                    crate::stdx::show_str(s)
+                );
+            }
+        }
+        let _ = writeln!(o);
+    }
+
+    let _ = writeln!(o, "## 5. The boot loader (by hand)\n");
+    if f.efi {
+        let _ = writeln!(
+            o,
+            "UEFI: the ESP's files come back with its image (or reinstall them), but the firmware's boot entries live \
+             in the machine, not on the disk. From the new system (`chroot /mnt`, with /boot or /boot/efi mounted):\n"
+        );
+        if have(input, "bootctl-status.txt") {
+            let _ = writeln!(
+                o,
+                "    bootctl install          # systemd-boot, as `bootctl-status.txt` shows"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "    grub-install --target=x86_64-efi --efi-directory=/boot/efi   # GRUB\n    update-grub\n"
+        );
+        if have(input, "efibootmgr.txt") {
+            let _ = writeln!(
+                o,
+                "The old entries are in `{}`; add a missing one with `efibootmgr --create --disk /dev/NEWDISK --part N \
+                 --label NAME --loader '\\EFI\\...'`.\n",
+                file(input, "efibootmgr.txt")
+            );
+        }
+        if f.nixos {
+            let _ = writeln!(
+                o,
+                "On NixOS, `nixos-install` installs the boot loader itself.\n"
+            );
+        }
+    } else {
+        let _ = writeln!(
+            o,
+            "BIOS: reinstall GRUB into the new disk's boot sector from the new system (`chroot /mnt`):\n\n    \
+             grub-install /dev/NEWDISK\n    update-grub\n"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "Before rebooting, check that every UUID in `/mnt/etc/fstab` (and `/mnt/etc/crypttab`) is in `blkid` \
+         output.\n"
+    );
+
+    let _ = writeln!(o, "## What this kit holds\n");
+    for p in input.pieces {
+        let what = match (&p.file, p.status.as_str()) {
+            (Some(_), _) => format!("`{}`", file(input, &p.name)),
+            _ => format!("{} (none)", p.name),
+        };
+        let mut line = format!("- {what}: {} ({})", p.source, p.status);
+        if let Some(n) = &p.note {
+            let _ = write!(line, ": {n}");
+        }
+        let _ = writeln!(o, "{}", crate::stdx::show_str(&line));
+    }
+    o
+}
+
+impl ImageRecord {
+    /// The image's file name before encryption.
+    pub fn file_name_plain(&self) -> String {
+        super::layout::image_file(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::Digest;
+    use crate::external::layout::FileRecord;
+    use crate::image::kit::DiskPartition;
+
+    fn rec(name: &str) -> Option<FileRecord> {
+        Some(FileRecord {
+            name: name.into(),
+            bytes: 10,
+            sha256: Digest::of_bytes(name.as_bytes()),
+        })
+    }
+
+    fn piece(name: &str, source: &str, status: &str, note: Option<&str>) -> KitRecord {
+        KitRecord {
+            name: name.into(),
+            source: source.into(),
+            status: status.into(),
+            note: note.map(str::to_string),
+            file: (status == "ok").then(|| rec(name)).flatten(),
+        }
+    }
+
+    fn facts(nixos: bool) -> Facts {
+        Facts {
+            host: "ws".into(),
+            os: Some(
+                if nixos {
+                    "NixOS 25.05 (Warbler)"
+                } else {
+                    "Debian GNU/Linux 12 (bookworm)"
+                }
+                .into(),
+            ),
+            efi: true,
+            debian: !nixos,
+            nixos,
+            flake: nixos,
+            disks: vec![Disk {
+                name: "nvme0n1".into(),
+                bytes: 512 << 30,
+                model: Some("Samsung SSD 980".into()),
+                table: Some("gpt".into()),
+                partitions: vec![
+                    DiskPartition {
+                        name: "nvme0n1p1".into(),
+                        bytes: 512 << 20,
+                        fs_type: Some("vfat".into()),
+                        uuid: Some("ABCD-1234".into()),
+                        label: Some("ESP".into()),
+                        partuuid: Some("b56ed884-12d8-2145-8e4b-8d0e1495c7a2".into()),
+                        mount_points: vec!["/boot/efi".into()],
+                    },
+                    DiskPartition {
+                        name: "nvme0n1p2".into(),
+                        bytes: 511 << 30,
+                        fs_type: Some("ext4".into()),
+                        uuid: Some("bb62494d-55d0-4a8c-a592-c4d9bed6278f".into()),
+                        label: None,
+                        partuuid: Some("c66e023f-60c0-4c4a-af13-36d8983fe910".into()),
+                        mount_points: vec!["/".into()],
+                    },
+                ],
+            }],
+        }
+    }
+
+    fn pieces() -> Vec<KitRecord> {
+        vec![
+            piece("lsblk.json", "command: lsblk --json", "ok", None),
+            piece(
+                "sfdisk-nvme0n1.dump",
+                "command: sfdisk --dump /dev/nvme0n1",
+                "ok",
+                None,
+            ),
+            piece(
+                "fstab",
+                "file: /etc/fstab",
+                "ok",
+                Some("1 password option value(s) replaced by REDACTED"),
+            ),
+            piece(
+                "crypttab",
+                "file: /etc/crypttab",
+                "missing",
+                Some("no /etc/crypttab"),
+            ),
+            piece(
+                "lvm.json",
+                "command: lvm fullreport",
+                "missing",
+                Some("lvm is not installed: this system uses no LVM"),
+            ),
+            piece("bootctl-status.txt", "command: bootctl status", "ok", None),
+            piece(
+                "efibootmgr.txt",
+                "command: efibootmgr -v",
+                "failed",
+                Some("exit 2: EFI variables are not supported"),
+            ),
+            piece(
+                "dpkg-selections.txt",
+                "command: dpkg --get-selections",
+                "ok",
+                None,
+            ),
+            piece("apt-manual.txt", "command: apt-mark showmanual", "ok", None),
+            piece("nixos-flake.nix", "file: /etc/nixos/flake.nix", "ok", None),
+        ]
+    }
+
+    #[test]
+    fn the_guide_for_a_debian_machine_with_images() {
+        let f = facts(false);
+        let pieces = pieces();
+        let images = vec![ImageRecord {
+            name: "nvme0n1p1".into(),
+            device: "/dev/nvme0n1p1".into(),
+            fs_type: "vfat".into(),
+            tool: "partclone.vfat".into(),
+            uuid: Some("ABCD-1234".into()),
+            label: Some("ESP".into()),
+            partuuid: Some("b56ed884-12d8-2145-8e4b-8d0e1495c7a2".into()),
+            disk: Some("nvme0n1".into()),
+            partition: Some(1),
+            device_bytes: 512 << 20,
+            used_bytes: 30 << 20,
+            stream_bytes: 31 << 20,
+            checked: true,
+            file: rec("nvme0n1p1.img.zst").unwrap(),
+            seconds: 1.0,
+        }];
+        let tables = vec![TableRecord {
+            disk: "nvme0n1".into(),
+            label: "gpt".into(),
+            disk_bytes: 512 << 30,
+            file: rec("nvme0n1.sfdisk").unwrap(),
+        }];
+        let sets = vec![
+            (
+                "config".to_string(),
+                vec!["/home/payne/.config".to_string()],
+            ),
+            ("data".to_string(), vec!["/data".to_string()]),
+        ];
+        let text = render(&DocInput {
+            facts: &f,
+            pieces: &pieces,
+            images: &images,
+            tables: &tables,
+            stamp: Some("2026-12-05-031500"),
+            destination: Some("T9"),
+            sets: &sets,
+            encrypted: false,
+            generated: "2026-12-05 03:15:00 +01:00",
+        });
+        insta::assert_snapshot!(text.replace(env!("CARGO_PKG_VERSION"), "[VERSION]"));
+    }
+
+    #[test]
+    fn the_guide_for_an_encrypted_nixos_kit() {
+        let f = facts(true);
+        let pieces = pieces();
+        let text = render(&DocInput {
+            facts: &f,
+            pieces: &pieces,
+            images: &[],
+            tables: &[],
+            stamp: None,
+            destination: None,
+            sets: &[],
+            encrypted: true,
+            generated: "2026-12-05 03:15:00 +01:00",
+        });
+        insta::assert_snapshot!(text.replace(env!("CARGO_PKG_VERSION"), "[VERSION]"));
+    }
+}

@@ -1,0 +1,946 @@
+//! The only part of the image room that runs partclone and sfdisk or writes to a block device.
+//!
+//! Writing a backup's `system/` folder ([`write_system`]): each partition image is partclone's stream (`-c -o -`)
+//! read by dbackup, its header parsed, compressed with zstd, encrypted with age when the destination encrypts, and
+//! hashed on its way to the drive; at the same time the compressed bytes are decompressed again and fed to
+//! `partclone.chkimg`, so the stream that reached the file is checked block by block. Then the file is read back from
+//! the drive past the page cache and its sha256 compared. The kit's pieces, the tables and `RESTORE-SYSTEM.md` are
+//! small files written and read back the same way. Nothing here renames anything into place: the caller promotes
+//! the backup after everything was read back.
+//!
+//! Restoring ([`verify_images`], then [`restore`]): every image file is hashed and compared with `backup.json`, and
+//! its partclone header read, before anything is written; then the partition table, each image through
+//! `partclone -r`, the growth of the last filesystem, fsck, and the UUID/PARTUUID checks.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+use super::doc::{self, DocInput};
+use super::header::{self, ImageHeader};
+use super::kit::Kit;
+use super::layout::{self, ImageRecord, KitRecord, SystemRecord, TableRecord};
+use super::observe::TargetKind;
+use super::plan::{ImagePlan, RestorePlan, SystemPlan};
+use crate::archive::crypt::EncryptTo;
+use crate::archive::sink::{Chain, FileSink, Sink, Stage, ThreadedSink};
+use crate::archive::sums::SumLine;
+use crate::archive::{Keys, WrittenFile};
+use crate::external::layout::FileRecord;
+use crate::stdx::fs::Dir;
+use crate::ui::{self, Ui};
+
+/// zstd's level for images: its default, fast enough to keep up with a USB drive on one core.
+pub const ZSTD_LEVEL: i32 = 3;
+const BLOCK: usize = 1 << 20;
+
+/// What the rebuild guide says besides the kit: where it is, and the sets.
+#[derive(Debug, Clone, Default)]
+pub struct DocContext {
+    pub stamp: Option<String>,
+    pub destination: Option<String>,
+    pub sets: Vec<(String, Vec<String>)>,
+    /// The drive's block device under a FUSE filesystem: its cache is dropped before each read-back, so the drive
+    /// answers (as for the archives).
+    pub device_cache: Option<PathBuf>,
+}
+
+/// Kills and reaps a child process of ours when dropped before it was waited for (an error path).
+struct Reaped(Option<Child>);
+
+impl Reaped {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("not yet waited for")
+    }
+
+    fn wait(mut self) -> io::Result<std::process::ExitStatus> {
+        self.0.take().expect("not yet waited for").wait()
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Collects the end of a child's stderr on a thread (partclone draws progress there with `\r`).
+fn stderr_tail(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let mut err = child.stderr.take().expect("piped");
+    std::thread::spawn(move || {
+        let mut tail: Vec<u8> = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            tail.extend_from_slice(&buf[..n]);
+            if tail.len() > 16384 {
+                tail.drain(..tail.len() - 8192);
+            }
+        }
+        let text = String::from_utf8_lossy(&tail).replace('\r', "\n");
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| {
+                !l.is_empty()
+                    && !l.starts_with("Elapsed")
+                    && !l.starts_with("current block")
+                    && !l.starts_with("Remaining")
+            })
+            .collect();
+        crate::stdx::show_str(&lines[lines.len().saturating_sub(3)..].join("; "))
+    })
+}
+
+/// Writes `bytes` as `system/<name>` (age-encrypted to `<name>.age` when `encrypt`), fsynced; returns its record.
+fn write_small(
+    dir: &Dir,
+    name: &str,
+    bytes: &[u8],
+    encrypt: Option<&EncryptTo>,
+) -> anyhow::Result<FileRecord> {
+    let stored = layout::stored_name(name, encrypt.is_some());
+    let data = match encrypt {
+        Some(e) => {
+            let mut w = e.writer(Vec::new())?;
+            w.write_all(bytes)?;
+            w.finish()?
+        }
+        None => bytes.to_vec(),
+    };
+    crate::external::layout::write_new_file(dir, &stored, &data).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Writes into `system/` what `plan` says (the kit from `kit`, and the images), reads every file back, and returns
+/// the record for `backup.json` with the sums lines (`system/<file>`). `temp` is the temporary backup directory,
+/// opened as the external phase opens it (nothing below it is reached through a symlink).
+pub fn write_system(
+    plan: &SystemPlan,
+    kit: Option<&Kit>,
+    temp: &Dir,
+    encrypt: Option<&EncryptTo>,
+    ctx: &DocContext,
+    ui: &Ui,
+) -> anyhow::Result<(SystemRecord, Vec<SumLine>)> {
+    let dir = temp
+        .create_sub(layout::SYSTEM_DIR, 0o700)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut record = SystemRecord {
+        refused: plan.refused.clone(),
+        encryption: encrypt.map(|e| e.record()),
+        ..SystemRecord::default()
+    };
+    let mut written: Vec<WrittenFile> = Vec::new();
+    let mut note = |rec: &FileRecord| {
+        written.push(WrittenFile {
+            path: dir.join(&rec.name),
+            bytes: rec.bytes,
+            sha256: rec.sha256,
+        })
+    };
+
+    // The tables of the imaged disks, then the images.
+    let mut disks: Vec<(&str, u64)> = Vec::new();
+    for i in &plan.images {
+        if let (Some(d), Some(b)) = (i.disk.as_deref(), i.disk_bytes)
+            && !disks.iter().any(|(x, _)| *x == d)
+        {
+            disks.push((d, b));
+        }
+    }
+    for (disk, bytes) in disks {
+        let dump = sfdisk_dump(disk)?;
+        let table = super::table::parse(&dump).with_context(|| {
+            format!("the partition table of /dev/{disk} as sfdisk --dump printed it")
+        })?;
+        let rec = write_small(&dir, &layout::table_file(disk), &dump, encrypt)?;
+        note(&rec);
+        record.tables.push(TableRecord {
+            disk: disk.to_string(),
+            label: table.label,
+            disk_bytes: bytes,
+            file: rec,
+        });
+    }
+    for i in &plan.images {
+        let rec = write_image(i, &dir, encrypt, ctx.device_cache.as_deref(), ui)
+            .with_context(|| format!("image of {}", i.device))?;
+        record.images.push(rec);
+    }
+
+    if let Some(kit) = kit.filter(|_| plan.kit) {
+        let mut pieces: Vec<KitRecord> = Vec::new();
+        for p in &kit.pieces {
+            let p = p.for_drive(encrypt.is_some());
+            let file = if p.has_file() {
+                let rec = write_small(&dir, &p.name, &p.bytes, encrypt)?;
+                note(&rec);
+                Some(rec)
+            } else {
+                None
+            };
+            pieces.push(p.record(file));
+        }
+        let generated = chrono::Local::now()
+            .format("%Y-%m-%d %H:%M:%S %:z")
+            .to_string();
+        let text = doc::render(&DocInput {
+            facts: &kit.facts,
+            pieces: &pieces,
+            images: &record.images,
+            tables: &record.tables,
+            stamp: ctx.stamp.as_deref(),
+            destination: ctx.destination.as_deref(),
+            sets: &ctx.sets,
+            encrypted: encrypt.is_some(),
+            generated: &generated,
+        });
+        let rec = write_small(&dir, layout::RESTORE_DOC, text.as_bytes(), encrypt)?;
+        note(&rec);
+        pieces.push(KitRecord {
+            name: layout::RESTORE_DOC.into(),
+            source: "generated from the kit".into(),
+            status: "ok".into(),
+            note: None,
+            file: Some(rec),
+        });
+        let manifest = serde_json::json!({ "facts": kit.facts, "pieces": pieces });
+        let mut bytes = serde_json::to_vec_pretty(&manifest)?;
+        bytes.push(b'\n');
+        let rec = write_small(&dir, layout::KIT_MANIFEST, &bytes, encrypt)?;
+        note(&rec);
+        pieces.push(KitRecord {
+            name: layout::KIT_MANIFEST.into(),
+            source: "generated: every piece and where it came from".into(),
+            status: "ok".into(),
+            note: None,
+            file: Some(rec),
+        });
+        record.kit = pieces;
+    }
+    dir.fsync().map_err(|e| anyhow::anyhow!("{e}"))?;
+    drop_device_cache(ctx.device_cache.as_deref(), ui);
+    crate::archive::read_back_in(&dir, &written).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sums = record
+        .files()
+        .map(|f| SumLine {
+            sha256: f.sha256,
+            name: format!("{}/{}", layout::SYSTEM_DIR, f.name).into_bytes(),
+        })
+        .collect();
+    Ok((record, sums))
+}
+
+/// Drops the FUSE drive's block device cache before a read-back; a failure is said (the read-back may then have
+/// been answered from memory), never fatal.
+fn drop_device_cache(device: Option<&Path>, ui: &Ui) {
+    if let Some(d) = device
+        && let Err(e) = crate::archive::readback::drop_device_cache(d)
+    {
+        ui.step(format_args!(
+            "could not drop the cache of {} ({e}): the read-back may have been answered from memory",
+            d.display()
+        ));
+    }
+}
+
+/// `sfdisk --dump /dev/<disk>`.
+fn sfdisk_dump(disk: &str) -> anyhow::Result<Vec<u8>> {
+    let sfdisk = crate::stdx::find_program("sfdisk").context(
+        "sfdisk is not installed (Debian package fdisk): the partition table cannot be recorded",
+    )?;
+    let mut cmd = Command::new(sfdisk);
+    cmd.args(["--dump", &format!("/dev/{disk}")])
+        .env("LC_ALL", "C");
+    let out = crate::stdx::run_bounded(cmd, Duration::from_secs(60), super::table::MAX_DUMP_BYTES)?;
+    if !out.ok() {
+        bail!("sfdisk --dump /dev/{disk} failed: {}", out.failure());
+    }
+    Ok(out.stdout)
+}
+
+/// Everything written goes to the chain (to the drive) and, decompressed again, to `partclone.chkimg`.
+struct Tee<W: Write> {
+    chain: Chain,
+    check: zstd::stream::write::Decoder<'static, W>,
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.chain.write_all(buf)?;
+        self.check.write_all(buf).map_err(|e| {
+            io::Error::new(e.kind(), format!("partclone.chkimg stopped reading: {e}"))
+        })?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.chain.flush()
+    }
+}
+
+/// Images one device into `system/`: see the module docs.
+fn write_image(
+    i: &ImagePlan,
+    dir: &Dir,
+    encrypt: Option<&EncryptTo>,
+    device_cache: Option<&Path>,
+    ui: &Ui,
+) -> anyhow::Result<ImageRecord> {
+    let clock = Instant::now();
+    let path = dir.join(&i.file);
+    let mut source = Reaped(Some(
+        Command::new(&i.tool)
+            .args(["-c", "-s"])
+            .arg(&i.path)
+            .args(["-o", "-", "-L", "/dev/null"])
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", i.tool.display()))?,
+    ));
+    let source_err = stderr_tail(source.child());
+    let chkimg_path = crate::stdx::find_program("partclone.chkimg")
+        .context("partclone.chkimg is not installed (Debian package partclone)")?;
+    let mut chkimg = Reaped(Some(
+        Command::new(chkimg_path)
+            .args(["-s", "-", "-L", "/dev/null"])
+            .env("LC_ALL", "C")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run partclone.chkimg")?,
+    ));
+    let chkimg_err = stderr_tail(chkimg.child());
+    let chkimg_in = chkimg.child().stdin.take().expect("piped");
+
+    let sink: Box<dyn Sink> = Box::new(
+        FileSink::create_in(dir, &i.file)
+            .with_context(|| format!("cannot create {}", path.display()))?,
+    );
+    let sink: Box<dyn Sink> = Box::new(ThreadedSink::spawn(sink)?);
+    let chain = Chain::new(sink, encrypt.map(|e| e as &dyn Stage))?;
+    let tee = Tee {
+        chain,
+        check: zstd::stream::write::Decoder::new(chkimg_in)?,
+    };
+    let mut enc = zstd::stream::write::Encoder::new(tee, ZSTD_LEVEL)?;
+
+    let bar = ui.progress.then(|| {
+        let b = indicatif::ProgressBar::new(i.device_bytes);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:.bold} [{bar:30}] {bytes} {binary_bytes_per_sec} ({elapsed})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b.set_prefix(format!("image {}", i.name));
+        b
+    });
+    let mut out = source.child().stdout.take().expect("piped");
+    let mut buf = vec![0u8; BLOCK];
+    let mut head: Vec<u8> = Vec::new();
+    let mut parsed: Option<ImageHeader> = None;
+    let mut stream_bytes = 0u64;
+    loop {
+        let n = match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading partclone's stream"),
+        };
+        if parsed.is_none() {
+            head.extend_from_slice(&buf[..n.min(header::HEADER_BYTES)]);
+            if head.len() >= header::HEADER_BYTES {
+                let h = header::parse(&head).context("partclone's stream")?;
+                if let Some(b) = &bar {
+                    b.set_length(h.used_bytes());
+                }
+                parsed = Some(h);
+            }
+        }
+        enc.write_all(&buf[..n])
+            .with_context(|| format!("writing {}", path.display()))?;
+        stream_bytes += n as u64;
+        if let Some(b) = &bar {
+            b.inc(n as u64);
+        }
+    }
+    drop(out);
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let status = source.wait()?;
+    let source_msg = source_err.join().unwrap_or_default();
+    if !status.success() {
+        bail!("{} failed ({status}): {source_msg}", i.tool.display());
+    }
+    let head = parsed.context("partclone's stream ended before its header")?;
+    let tee = enc
+        .finish()
+        .with_context(|| format!("writing {}", path.display()))?;
+    let Tee { chain, mut check } = tee;
+    check.flush().context("partclone.chkimg stopped reading")?;
+    drop(check.into_inner());
+    let files = chain
+        .finish()
+        .with_context(|| format!("writing {}", path.display()))?;
+    let checked = chkimg.wait()?;
+    let chk_msg = chkimg_err.join().unwrap_or_default();
+    if !checked.success() {
+        bail!("partclone.chkimg found the image damaged ({checked}): {chk_msg}");
+    }
+    let [file] = files.as_slice() else {
+        bail!("the image was written as {} files", files.len());
+    };
+    drop_device_cache(device_cache, ui);
+    crate::archive::read_back_in(dir, std::slice::from_ref(file))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let seconds = clock.elapsed().as_secs_f64();
+    ui.info(format_args!(
+        "image {}: {} ({}, {} used) -> system/{}: {} in {} ({}/s), checked with partclone.chkimg, read back: verified",
+        i.name,
+        i.device,
+        i.fs_type,
+        ui::bytes(head.used_bytes()),
+        i.file,
+        ui::bytes(file.bytes),
+        ui::duration(Duration::from_secs_f64(seconds)),
+        ui::bytes((stream_bytes as f64 / seconds.max(0.001)) as u64)
+    ));
+    Ok(ImageRecord {
+        name: i.name.clone(),
+        device: format!("{} ({})", i.device, i.path.display()),
+        fs_type: i.fs_type.clone(),
+        tool: i
+            .tool
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+        uuid: i.uuid.clone(),
+        label: i.label.clone(),
+        partuuid: i.partuuid.clone(),
+        disk: i.disk.clone(),
+        partition: i.partition,
+        device_bytes: head.device_bytes,
+        used_bytes: head.used_bytes(),
+        stream_bytes,
+        checked: true,
+        file: FileRecord {
+            name: i.file.clone(),
+            bytes: file.bytes,
+            sha256: file.sha256,
+        },
+        seconds,
+    })
+}
+
+/// Opens a `system/` file as its plaintext: the file itself, or its age decryption.
+fn open_plain(path: &Path, encrypted: bool, keys: &Keys) -> anyhow::Result<Box<dyn Read + Send>> {
+    let (dir, name) = system_handle(path)?;
+    let file = dir.open_file(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let file = io::BufReader::with_capacity(BLOCK, file);
+    if encrypted {
+        let label = path.display().to_string();
+        Ok(Box::new(
+            keys.open(file, &label)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ))
+    } else {
+        Ok(Box::new(file))
+    }
+}
+
+/// The `system/` folder holding `path` (`<backups>/<stamp>/system/<file>`), and the file's name: `<backups>` opened
+/// as the system resolves it (the drive the user named), the stamp and `system` below it never through a symlink
+/// nor onto another filesystem, so a hostile drive cannot redirect what is restored.
+fn system_handle(path: &Path) -> anyhow::Result<(Dir, std::ffi::OsString)> {
+    let parts = (|| {
+        let name = path.file_name()?;
+        let system = path.parent()?;
+        let backup = system.parent()?;
+        Some((
+            name,
+            system.file_name()?,
+            backup.file_name()?,
+            backup.parent()?,
+        ))
+    })();
+    let Some((name, system, backup, backups)) = parts else {
+        bail!(
+            "{} is not a file of a backup's system folder",
+            path.display()
+        );
+    };
+    let dir = Dir::open(backups)
+        .and_then(|d| d.sub(backup))
+        .and_then(|d| d.sub(system))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((dir, name.to_os_string()))
+}
+
+/// Reads a small `system/` file (a table) as plaintext, bounded.
+pub fn read_small(
+    path: &Path,
+    encrypted: bool,
+    keys: &Keys,
+    max: usize,
+) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    open_plain(path, encrypted, keys)?
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if out.len() > max {
+        bail!("{} is larger than {max} bytes", path.display());
+    }
+    Ok(out)
+}
+
+/// Checks every image of the plan before anything is written: the file's length and sha256 against `backup.json`
+/// (a flipped byte anywhere is found here), and its partclone header (the filesystem fits its partition).
+pub fn verify_images(
+    plan: &RestorePlan,
+    records: &[ImageRecord],
+    keys: &Keys,
+    ui: &Ui,
+) -> anyhow::Result<Vec<ImageHeader>> {
+    let mut heads = Vec::new();
+    for item in &plan.items {
+        let rec = records
+            .iter()
+            .find(|r| r.name == item.name)
+            .context("planned images are recorded")?;
+        let path = plan.backup_dir.join(layout::SYSTEM_DIR).join(&item.file);
+        let t = Instant::now();
+        let (dir, name) = system_handle(&path)?;
+        let (bytes, sha, _) = crate::archive::readback::hash_uncached_in(&dir, &name)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if bytes != rec.file.bytes || sha != rec.file.sha256 {
+            bail!(
+                "{} is damaged: it has {bytes} bytes with sha256 {sha}, backup.json says {} bytes with sha256 {}; \
+                 nothing was written",
+                path.display(),
+                rec.file.bytes,
+                rec.file.sha256
+            );
+        }
+        let mut dec = zstd::stream::read::Decoder::new(open_plain(&path, item.encrypted, keys)?)?;
+        let mut head = vec![0u8; header::HEADER_BYTES];
+        dec.read_exact(&mut head)
+            .with_context(|| format!("{}: cannot read the image's header", path.display()))?;
+        let h = header::parse(&head).with_context(|| path.display().to_string())?;
+        if h.device_bytes > item.partition_bytes {
+            bail!(
+                "{}: the filesystem is {} but partition {} is {}",
+                path.display(),
+                ui::bytes(h.device_bytes),
+                item.partition,
+                ui::bytes(item.partition_bytes)
+            );
+        }
+        ui.step(format_args!(
+            "{}: {} {} (sha256 matches backup.json, read in {})",
+            item.file,
+            h.fs,
+            ui::bytes(h.used_bytes()),
+            ui::duration(t.elapsed())
+        ));
+        heads.push(h);
+    }
+    Ok(heads)
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreReport {
+    pub target: PathBuf,
+    pub partitions: Vec<RestoredPartition>,
+    pub seconds: f64,
+}
+
+/// One restored partition and its checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoredPartition {
+    pub name: String,
+    pub partition: u32,
+    /// The node it was written to during the restore (a loop device's partition for a file target).
+    pub node: PathBuf,
+    pub fs_type: String,
+    pub grown: bool,
+    /// `fsck -n` found nothing to fix.
+    pub fsck_clean: bool,
+    pub uuid: Option<String>,
+    pub partuuid: Option<String>,
+    pub uuid_kept: bool,
+    pub partuuid_kept: bool,
+    pub seconds: f64,
+}
+
+impl RestoreReport {
+    pub fn ok(&self) -> bool {
+        self.partitions
+            .iter()
+            .all(|p| p.fsck_clean && p.uuid_kept && p.partuuid_kept)
+    }
+}
+
+/// Runs a tool to completion (stdin closed), failing with the end of its output.
+fn run_tool(
+    program: &str,
+    args: &[&std::ffi::OsStr],
+    input: Option<&[u8]>,
+    ui: &Ui,
+) -> anyhow::Result<String> {
+    let path = crate::stdx::find_program(program)
+        .with_context(|| format!("{program} is not installed"))?;
+    ui.detail(format_args!(
+        "running {program} {}",
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    let mut child = Command::new(path)
+        .args(args)
+        .env("LC_ALL", "C")
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {program}"))?;
+    if let Some(bytes) = input {
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(bytes)?;
+    }
+    let out = child.wait_with_output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last: Vec<&str> = err
+            .lines()
+            .chain(text.lines())
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        bail!(
+            "{program} failed ({}): {}",
+            out.status,
+            crate::stdx::show_str(&last[last.len().saturating_sub(3)..].join("; "))
+        );
+    }
+    Ok(text)
+}
+
+/// A loop device this restore attached to a disk image file; detached (only while still backed by that file) on
+/// drop.
+struct OwnLoop {
+    device: PathBuf,
+    file: PathBuf,
+}
+
+impl Drop for OwnLoop {
+    fn drop(&mut self) {
+        // SAFETY: sync has no preconditions.
+        unsafe { libc::sync() };
+        if crate::media::devices::loops_backed_by(&self.file).contains(&self.device) {
+            let _ = Command::new(
+                crate::stdx::find_program("losetup").unwrap_or_else(|| "losetup".into()),
+            )
+            .arg("-d")
+            .arg(&self.device)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        }
+    }
+}
+
+/// The node of partition `n` of `disk`, from sysfs; `partx -a` when the kernel has not made it yet.
+fn partition_node(disk: &Path, n: u32, ui: &Ui) -> anyhow::Result<PathBuf> {
+    let kname = disk
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let find = || {
+        crate::media::devices::partitions_of(&kname)
+            .into_iter()
+            .find(|p| {
+                let name = p.file_name().unwrap_or_default();
+                std::fs::read_to_string(Path::new("/sys/class/block").join(name).join("partition"))
+                    .is_ok_and(|s| s.trim() == n.to_string())
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut asked = false;
+    loop {
+        if let Some(p) = find().filter(|p| p.exists()) {
+            return Ok(p);
+        }
+        if !asked {
+            asked = true;
+            let _ = run_tool("partx", &["-a".as_ref(), disk.as_os_str()], None, ui);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the kernel shows no partition {n} of {} after writing the table",
+                disk.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Restores the plan onto its target (the caller verified the images and asked for confirmation).
+pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<RestoreReport> {
+    let clock = Instant::now();
+    anyhow::ensure!(!plan.refused(), "the plan was refused");
+    // The table: sfdisk writes it onto the disk (or the file), wiping old signatures.
+    run_tool(
+        "sfdisk",
+        &[
+            "--quiet".as_ref(),
+            "--wipe".as_ref(),
+            "always".as_ref(),
+            "--wipe-partitions".as_ref(),
+            "always".as_ref(),
+            plan.target.as_os_str(),
+        ],
+        Some(plan.script.as_bytes()),
+        ui,
+    )
+    .context("writing the partition table")?;
+    ui.step(format_args!(
+        "{}: partition table written",
+        plan.target.display()
+    ));
+    let mut own_loop = None;
+    let disk: PathBuf = match plan.target_kind {
+        TargetKind::BlockDevice => {
+            let _ = run_tool("partx", &["-u".as_ref(), plan.target.as_os_str()], None, ui);
+            plan.target.clone()
+        }
+        TargetKind::File => {
+            let dev = run_tool(
+                "losetup",
+                &[
+                    "--find".as_ref(),
+                    "--show".as_ref(),
+                    "-P".as_ref(),
+                    plan.target.as_os_str(),
+                ],
+                None,
+                ui,
+            )
+            .context("attaching the disk image file to a loop device (needs root)")?;
+            let dev = PathBuf::from(dev.trim());
+            own_loop = Some(OwnLoop {
+                device: dev.clone(),
+                file: std::fs::canonicalize(&plan.target)?,
+            });
+            dev
+        }
+    };
+    let mut report = RestoreReport {
+        target: plan.target.clone(),
+        partitions: Vec::new(),
+        seconds: 0.0,
+    };
+    for item in &plan.items {
+        let t = Instant::now();
+        let node = partition_node(&disk, item.partition, ui)?;
+        let path = plan.backup_dir.join(layout::SYSTEM_DIR).join(&item.file);
+        write_partition(&path, item.encrypted, keys, &item.tool, &node, ui)
+            .with_context(|| format!("restoring {} onto {}", item.file, node.display()))?;
+        if item.grow {
+            grow(&node, &item.fs_type, ui)
+                .with_context(|| format!("growing the filesystem on {}", node.display()))?;
+        }
+        let fsck_clean = fsck(&node, &item.fs_type, ui);
+        let id = crate::media::blkid::probe(&node);
+        let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            (None, _) => true,
+            _ => false,
+        };
+        let p = RestoredPartition {
+            name: item.name.clone(),
+            partition: item.partition,
+            node: node.clone(),
+            fs_type: item.fs_type.clone(),
+            grown: item.grow,
+            fsck_clean,
+            uuid_kept: same(&item.uuid, &id.uuid),
+            partuuid_kept: same(&item.partuuid, &id.partuuid),
+            uuid: id.uuid,
+            partuuid: id.partuuid,
+            seconds: t.elapsed().as_secs_f64(),
+        };
+        ui.info(format_args!(
+            "partition {} ({}): {} restored from system/{}{}; fsck {}; UUID {}{}; PARTUUID {}{}",
+            p.partition,
+            node.display(),
+            p.fs_type,
+            item.file,
+            if p.grown {
+                ", grown to the end of the disk"
+            } else {
+                ""
+            },
+            if p.fsck_clean {
+                "clean"
+            } else {
+                "FOUND PROBLEMS"
+            },
+            p.uuid.as_deref().unwrap_or("none"),
+            if p.uuid_kept { " kept" } else { " DIFFERS" },
+            p.partuuid.as_deref().unwrap_or("none"),
+            if p.partuuid_kept { " kept" } else { " DIFFERS" },
+        ));
+        report.partitions.push(p);
+    }
+    drop(own_loop);
+    report.seconds = clock.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Streams an image file (decrypted, decompressed) into `partclone -r` writing `node`, hashing the file again.
+fn write_partition(
+    path: &Path,
+    encrypted: bool,
+    keys: &Keys,
+    tool: &str,
+    node: &Path,
+    ui: &Ui,
+) -> anyhow::Result<()> {
+    let program = crate::stdx::find_program(tool)
+        .with_context(|| format!("{tool} is not installed (Debian package partclone)"))?;
+    let mut sink = Reaped(Some(
+        Command::new(program)
+            .args(["-r", "-s", "-", "-o"])
+            .arg(node)
+            .args(["-L", "/dev/null"])
+            .env("LC_ALL", "C")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {tool}"))?,
+    ));
+    let err = stderr_tail(sink.child());
+    let mut stdin = sink.child().stdin.take().expect("piped");
+    let mut dec = zstd::stream::read::Decoder::new(open_plain(path, encrypted, keys)?)?;
+    let copied = io::copy(&mut dec, &mut stdin);
+    drop(stdin);
+    let status = sink.wait()?;
+    let msg = err.join().unwrap_or_default();
+    if !status.success() {
+        bail!("{tool} -r failed ({status}): {msg}");
+    }
+    copied.with_context(|| format!("reading {}", path.display()))?;
+    ui.detail(format_args!("{tool}: {msg}"));
+    Ok(())
+}
+
+/// Grows the filesystem on `node` to the end of its (grown) partition.
+fn grow(node: &Path, fs: &str, ui: &Ui) -> anyhow::Result<()> {
+    match fs {
+        "ext2" | "ext3" | "ext4" => {
+            // resize2fs wants a freshly checked filesystem.
+            let _ = run_tool(
+                "e2fsck",
+                &["-f".as_ref(), "-p".as_ref(), node.as_os_str()],
+                None,
+                ui,
+            );
+            run_tool("resize2fs", &[node.as_os_str()], None, ui)?;
+        }
+        "btrfs" | "xfs" => {
+            // Both grow only while mounted: on a private mount point of ours, unmounted right after.
+            let dir = tempfile::Builder::new().prefix("dbackup-grow-").tempdir()?;
+            run_tool(
+                "mount",
+                &[
+                    "-t".as_ref(),
+                    fs.as_ref(),
+                    node.as_os_str(),
+                    dir.path().as_os_str(),
+                ],
+                None,
+                ui,
+            )?;
+            let grown = if fs == "btrfs" {
+                run_tool(
+                    "btrfs",
+                    &[
+                        "filesystem".as_ref(),
+                        "resize".as_ref(),
+                        "max".as_ref(),
+                        dir.path().as_os_str(),
+                    ],
+                    None,
+                    ui,
+                )
+            } else {
+                run_tool("xfs_growfs", &[dir.path().as_os_str()], None, ui)
+            };
+            let unmounted = run_tool("umount", &[dir.path().as_os_str()], None, ui);
+            grown?;
+            unmounted?;
+        }
+        other => bail!("cannot grow a {other} filesystem"),
+    }
+    Ok(())
+}
+
+/// `fsck -n` (read-only) of the filesystem on `node`: true when clean.
+fn fsck(node: &Path, fs: &str, ui: &Ui) -> bool {
+    let n = node.as_os_str();
+    let r = match fs {
+        "ext2" | "ext3" | "ext4" => {
+            run_tool("e2fsck", &["-f".as_ref(), "-n".as_ref(), n], None, ui)
+        }
+        "vfat" | "msdos" => run_tool("fsck.fat", &["-n".as_ref(), n], None, ui),
+        "btrfs" => run_tool(
+            "btrfs",
+            &["check".as_ref(), "--readonly".as_ref(), n],
+            None,
+            ui,
+        ),
+        "xfs" => run_tool("xfs_repair", &["-n".as_ref(), n], None, ui),
+        "exfat" => run_tool("fsck.exfat", &["-n".as_ref(), n], None, ui),
+        other => {
+            ui.warn(format_args!(
+                "no read-only fsck known for {other}: {} not checked",
+                node.display()
+            ));
+            return false;
+        }
+    };
+    match r {
+        Ok(_) => true,
+        Err(e) => {
+            ui.warn(format_args!("{e:#}"));
+            false
+        }
+    }
+}

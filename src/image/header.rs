@@ -1,0 +1,152 @@
+//! The header of a partclone image (format 0002, what partclone 0.3 writes): the filesystem, the device size it was
+//! taken from, the block size and how many blocks are in use. Read from the first bytes of the stream when an image
+//! is written (to record the used size) and when one is restored (to check the target partition is large enough).
+//! The bytes come from a drive: the parser is bounded and never panics.
+
+use serde::{Deserialize, Serialize};
+
+/// `partclone-image\0`.
+const MAGIC: &[u8; 16] = b"partclone-image\0";
+/// Bytes of the header this parser reads.
+pub const HEADER_BYTES: usize = 88;
+
+/// What a partclone image says of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageHeader {
+    /// The partclone version that wrote it (`0.3.23`).
+    pub partclone: String,
+    /// partclone's name of the filesystem (`EXTFS`, `FAT32`, `BTRFS`).
+    pub fs: String,
+    /// Bytes of the device the image was taken from: a restore target must be at least this large.
+    pub device_bytes: u64,
+    pub block_size: u32,
+    pub total_blocks: u64,
+    pub used_blocks: u64,
+}
+
+impl ImageHeader {
+    /// Bytes in use in the filesystem (what the image carries).
+    pub fn used_bytes(&self) -> u64 {
+        self.used_blocks.saturating_mul(u64::from(self.block_size))
+    }
+}
+
+/// Why the first bytes are not a partclone image this dbackup can restore.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    #[error("too short for a partclone image header ({0} bytes)")]
+    Short(usize),
+    #[error("not a partclone image (no partclone-image magic)")]
+    Magic,
+    #[error(
+        "partclone image format {0:?} is not supported (only 0002, written by partclone 0.3 and later)"
+    )]
+    Version(String),
+    #[error("the partclone image header is inconsistent: {0}")]
+    Inconsistent(&'static str),
+}
+
+fn text(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    crate::stdx::show(&b[..end])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Parses the header at the start of `bytes` (a decompressed image stream).
+pub fn parse(bytes: &[u8]) -> Result<ImageHeader, HeaderError> {
+    if bytes.len() < HEADER_BYTES {
+        return Err(HeaderError::Short(bytes.len()));
+    }
+    if &bytes[..16] != MAGIC {
+        return Err(HeaderError::Magic);
+    }
+    let version = &bytes[30..34];
+    if version != b"0002" {
+        return Err(HeaderError::Version(text(version)));
+    }
+    if u16::from_le_bytes([bytes[34], bytes[35]]) != 0xC0DE {
+        return Err(HeaderError::Inconsistent("written on a big-endian machine"));
+    }
+    let h = ImageHeader {
+        partclone: text(&bytes[16..30]),
+        fs: text(&bytes[36..52]),
+        device_bytes: u64_at(bytes, 52),
+        total_blocks: u64_at(bytes, 60),
+        used_blocks: u64_at(bytes, 68),
+        block_size: u32::from_le_bytes(bytes[84..88].try_into().expect("4 bytes")),
+    };
+    if h.block_size == 0 || !h.block_size.is_power_of_two() {
+        return Err(HeaderError::Inconsistent(
+            "the block size is not a power of two",
+        ));
+    }
+    if h.used_blocks > h.total_blocks {
+        return Err(HeaderError::Inconsistent("more blocks used than there are"));
+    }
+    if h.total_blocks
+        .checked_mul(u64::from(h.block_size))
+        .is_none_or(|b| b > h.device_bytes)
+    {
+        return Err(HeaderError::Inconsistent(
+            "the blocks do not fit the device size",
+        ));
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The first 88 bytes of `partclone.ext4 -c` of a 190 MiB ext4 filesystem with 1 KiB blocks.
+    fn sample() -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(MAGIC);
+        b.extend_from_slice(b"0.3.23\0\0\0\0\0\0\0\0");
+        b.extend_from_slice(b"0002");
+        b.extend_from_slice(&0xC0DEu16.to_le_bytes());
+        b.extend_from_slice(b"EXTFS\0\0\0\0\0\0\0\0\0\0\0");
+        b.extend_from_slice(&199_229_440u64.to_le_bytes());
+        b.extend_from_slice(&194_560u64.to_le_bytes());
+        b.extend_from_slice(&48_581u64.to_le_bytes());
+        b.extend_from_slice(&48_581u64.to_le_bytes());
+        b.extend_from_slice(&1024u32.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn partclones_header_is_read() {
+        let h = parse(&sample()).unwrap();
+        assert_eq!(h.fs, "EXTFS");
+        assert_eq!(h.partclone, "0.3.23");
+        assert_eq!(h.device_bytes, 199_229_440);
+        assert_eq!(h.used_bytes(), 48_581 * 1024);
+        let mut bad = sample();
+        bad[31] = b'1';
+        assert!(matches!(parse(&bad), Err(HeaderError::Version(_))));
+        let mut bad = sample();
+        bad[0] = b'P';
+        assert_eq!(parse(&bad), Err(HeaderError::Magic));
+        let mut bad = sample();
+        bad[68..76].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(matches!(parse(&bad), Err(HeaderError::Inconsistent(_))));
+        assert_eq!(parse(&sample()[..40]), Err(HeaderError::Short(40)));
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_after_the_magic_parse_or_fail_without_panicking(
+            rest in proptest::collection::vec(any::<u8>(), 0..120),
+        ) {
+            let mut b = MAGIC.to_vec();
+            b.extend(rest);
+            if let Ok(h) = parse(&b) {
+                prop_assert!(h.used_blocks <= h.total_blocks);
+            }
+        }
+    }
+}

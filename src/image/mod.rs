@@ -1,0 +1,603 @@
+//! The full-system image room: the recovery kit written into every external backup (`system/`), partition images
+//! taken with partclone, and their restore onto a blank disk.
+//!
+//! - [`kit`]: the kit's pieces, each from a tool (time-limited, output bounded) or a file; a missing tool is a line.
+//! - [`doc`]: `RESTORE-SYSTEM.md`, generated from the kit's facts (pure).
+//! - [`observe`]: block devices and restore targets, read-only (mounts through [`crate::media::devices`]).
+//! - [`plan`]: pure plans: what goes into `system/` (images or refusals), and what a restore writes.
+//! - [`table`]: `sfdisk --dump` parsed, measured and rewritten for a new disk; [`header`]: partclone's image header.
+//! - [`layout`]: the names in `system/` and what `backup.json` records of them.
+//! - [`exec`]: the only code that runs partclone or sfdisk, or writes to a block device.
+//!
+//! `dbackup external` (and `backup`) write the kit (and the configured `image.devices`) into the backup before it is
+//! verified and promoted; `dbackup image create` writes a backup of its own holding only `system/` (it does not move
+//! `latest`, which names the newest backup of the sets); `dbackup image restore` plans, checks every image, then
+//! writes.
+
+pub mod doc;
+pub mod exec;
+pub mod header;
+pub mod kit;
+pub mod layout;
+pub mod observe;
+pub mod plan;
+pub mod table;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::Local;
+use serde::{Deserialize, Serialize};
+
+use crate::archive::Keys;
+use crate::archive::sums::{SumLine, write_sums};
+use crate::exit::{CodedError, Exit};
+use crate::external::layout::{self as drive_layout, BackupMeta, FilesystemRecord, ReadBackRecord};
+use crate::media::{self, MediaInfo};
+use crate::settings::Settings;
+use crate::ui::Ui;
+
+pub use layout::SystemRecord;
+pub use plan::{RestoreOptions, RestorePlan, SystemPlan};
+
+/// What the external phase needs to write `system/`: the kit (collected once per run) and the devices to image.
+#[derive(Debug, Clone, Default)]
+pub struct SystemInput {
+    pub kit: Option<kit::Kit>,
+    pub devices: Vec<Result<observe::DeviceFacts, String>>,
+    pub sets: Vec<(String, Vec<String>)>,
+}
+
+/// Observes what `settings.image` asks for (none when the kit is off and no device is configured).
+pub fn observe_system(settings: &Settings, extra_devices: &[String]) -> Option<SystemInput> {
+    let devices: Vec<String> = settings
+        .image
+        .devices
+        .iter()
+        .map(|d| d.display().to_string())
+        .chain(extra_devices.iter().cloned())
+        .collect();
+    if !settings.image.kit && devices.is_empty() {
+        return None;
+    }
+    Some(SystemInput {
+        kit: settings.image.kit.then(kit::collect),
+        devices: devices.iter().map(|d| observe::device(d)).collect(),
+        sets: sets_of(settings),
+    })
+}
+
+fn sets_of(settings: &Settings) -> Vec<(String, Vec<String>)> {
+    settings
+        .sets
+        .iter()
+        .map(|s| {
+            (
+                s.name.clone(),
+                s.sources
+                    .iter()
+                    .map(|p| p.path.display().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// What `dbackup image create` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// Devices to image besides the config's `image.devices`.
+    pub devices: Vec<String>,
+    /// Only this destination (by name).
+    pub destination: Option<String>,
+}
+
+/// The plan of `dbackup image create`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreatePlan {
+    pub destination: String,
+    pub path: PathBuf,
+    pub stamp: String,
+    pub temp_dir: PathBuf,
+    pub final_dir: PathBuf,
+    pub system: SystemPlan,
+    /// An upper bound of what the images need (their devices' sizes) and what the drive has free.
+    pub device_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// What `dbackup image create` did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CreateReport {
+    pub plan: CreatePlan,
+    pub backup_path: Option<PathBuf>,
+    pub system: Option<SystemRecord>,
+    pub error: Option<String>,
+}
+
+impl CreateReport {
+    pub fn exit(&self) -> Exit {
+        match (&self.error, &self.system) {
+            (None, Some(s)) if s.refused.is_empty() => Exit::Ok,
+            (None, Some(_)) => Exit::Warnings,
+            _ => Exit::Failed,
+        }
+    }
+}
+
+/// The destination to write to: `--destination`, else the first present by `external.mode`.
+fn choose_destination(
+    settings: &Settings,
+    only: Option<&str>,
+) -> anyhow::Result<(crate::settings::DestinationSettings, MediaInfo)> {
+    let candidates: Vec<_> = match only {
+        Some(name) => {
+            let d = settings
+                .destinations
+                .iter()
+                .find(|d| d.name == name)
+                .ok_or_else(|| {
+                    CodedError::new(
+                        Exit::Usage,
+                        format!("no destination {name:?} in the config"),
+                    )
+                })?;
+            vec![d.clone()]
+        }
+        None => settings.destinations.clone(),
+    };
+    let detected = media::detect_all(&candidates);
+    let chosen = media::select_or_fail(crate::config::ExternalMode::First, &detected)?;
+    let d = chosen[0];
+    Ok((
+        d.destination.clone(),
+        d.info()
+            .cloned()
+            .expect("selected destinations are present"),
+    ))
+}
+
+/// A stamp no backup on the drive has yet.
+fn fresh_stamp(backups_dir: &Path) -> String {
+    let mut t = crate::snapshot::truncate_to_second(Local::now().naive_local());
+    for _ in 0..30 {
+        let stamp = crate::snapshot::stamp(t);
+        if std::fs::symlink_metadata(backups_dir.join(&stamp)).is_err() {
+            return stamp;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        t = crate::snapshot::truncate_to_second(Local::now().naive_local());
+    }
+    crate::snapshot::stamp(t)
+}
+
+/// Observes and plans `dbackup image create` (writes nothing but detection's probe).
+pub fn plan_create(
+    settings: &Settings,
+    opts: &CreateOptions,
+) -> anyhow::Result<(
+    CreatePlan,
+    SystemInput,
+    crate::settings::DestinationSettings,
+    MediaInfo,
+)> {
+    let input = observe_system(settings, &opts.devices).unwrap_or_default();
+    if input.devices.is_empty() {
+        return Err(CodedError::new(
+            Exit::Usage,
+            "nothing to image: give --device DEV, or list devices in the config's image.devices",
+        )
+        .into());
+    }
+    let (dest, info) = choose_destination(settings, opts.destination.as_deref())?;
+    let encryption = dest
+        .encryption
+        .as_ref()
+        .map(crate::archive::crypt::resolve_record)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let system = plan::plan_system(
+        settings.image.kit,
+        &input.devices,
+        info.device.as_deref(),
+        encryption.is_some(),
+    );
+    let backups_dir = info.resolved.join(drive_layout::BACKUPS_DIR);
+    let stamp = fresh_stamp(&backups_dir);
+    let plan = CreatePlan {
+        destination: dest.name.clone(),
+        path: dest.path.clone(),
+        temp_dir: backups_dir.join(drive_layout::temp_name(&stamp, std::process::id())),
+        final_dir: backups_dir.join(&stamp),
+        stamp,
+        device_bytes: system.device_bytes(),
+        free_bytes: info.free_bytes,
+        system,
+    };
+    Ok((plan, input, dest, info))
+}
+
+/// The create plan for people.
+pub fn render_create(p: &CreatePlan) -> String {
+    let mut out = format!(
+        "image create on {} ({}): backup {} ({} free; the images take at most {})\n",
+        p.destination,
+        p.path.display(),
+        p.stamp,
+        crate::ui::bytes(p.free_bytes),
+        crate::ui::bytes(p.device_bytes)
+    );
+    plan::render_system(&p.system, &mut out, "  ");
+    out.push_str(&format!(
+        "  written into {}, read back, then renamed to {}\n",
+        p.temp_dir.display(),
+        p.final_dir.display()
+    ));
+    out
+}
+
+/// Runs `dbackup image create`: plan, then write `system/` into a temporary backup directory, read it back, write
+/// `backup.json` and the sums, and rename it into place. Nothing is promoted when anything failed.
+pub fn create(settings: &Settings, opts: &CreateOptions, ui: &Ui) -> anyhow::Result<CreateReport> {
+    let lock = if settings.backup_root.is_dir() {
+        Some(crate::lock::RunLock::acquire(&settings.backup_root)?)
+    } else {
+        None
+    };
+    let (plan, input, dest, info) = plan_create(settings, opts)?;
+    for r in &plan.system.refused {
+        ui.warn(format_args!("not imaged: {}: {}", r.device, r.reason));
+    }
+    let mut report = CreateReport {
+        plan: plan.clone(),
+        backup_path: None,
+        system: None,
+        error: None,
+    };
+    if plan.system.images.is_empty() {
+        report.error = Some("no device can be imaged; nothing was written".into());
+        return Ok(report);
+    }
+    let result = write_create(settings, &plan, &input, &dest, &info, ui);
+    drop(lock);
+    match result {
+        Ok(system) => {
+            report.backup_path = Some(plan.final_dir.clone());
+            report.system = Some(system);
+        }
+        Err(e) => {
+            let mut msg = crate::ui::format_error(&e);
+            if let Err(gone) = info.check_still_present() {
+                msg = format!("{gone} (while writing: {msg})");
+            }
+            let name = drive_layout::temp_name(&plan.stamp, std::process::id());
+            let removed = info.check_still_present().is_ok()
+                && info
+                    .open_root()
+                    .ok()
+                    .and_then(|root| drive_layout::open_backups(&root).ok().flatten())
+                    .is_some_and(|backups| match backups.stat(&name) {
+                        Ok(None) => true,
+                        Ok(Some(_)) => drive_layout::remove_leftover(&backups, &name).is_ok(),
+                        Err(_) => false,
+                    });
+            if removed {
+                msg.push_str("; nothing was promoted (no partial backup is left on the drive)");
+            } else {
+                msg.push_str(&format!(
+                    "; nothing was promoted; the partial backup {} is removed by the next run",
+                    plan.temp_dir.display()
+                ));
+            }
+            report.error = Some(msg);
+        }
+    }
+    Ok(report)
+}
+
+fn write_create(
+    settings: &Settings,
+    plan: &CreatePlan,
+    input: &SystemInput,
+    dest: &crate::settings::DestinationSettings,
+    info: &MediaInfo,
+    ui: &Ui,
+) -> anyhow::Result<SystemRecord> {
+    let started = Local::now().fixed_offset();
+    let encrypt = match &dest.encryption {
+        Some(e) => {
+            let record =
+                crate::archive::crypt::resolve_record(e).map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some(
+                crate::archive::crypt::encrypt_to(&record, e.passphrase_file.as_deref())
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            )
+        }
+        None => None,
+    };
+    info.check_still_present()?;
+    media::ensure_marker(dest, info, started).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Everything below is reached through directory handles, as the external phase writes.
+    let root = info.open_root().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let backups = drive_layout::open_backups(&root)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_context(|| format!("{} is gone", root.join(drive_layout::BACKUPS_DIR).display()))?;
+    let temp_name = drive_layout::temp_name(&plan.stamp, std::process::id());
+    info.check_still_present()?;
+    let temp = backups
+        .create_sub(&temp_name, 0o700)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    backups.fsync().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ctx = exec::DocContext {
+        stamp: Some(plan.stamp.clone()),
+        destination: Some(dest.name.clone()),
+        sets: sets_of(settings),
+        device_cache: info
+            .device
+            .clone()
+            .filter(|_| info.mount_fs_type.starts_with("fuse")),
+    };
+    let (system, mut sums) = exec::write_system(
+        &plan.system,
+        input.kit.as_ref(),
+        &temp,
+        encrypt.as_ref(),
+        &ctx,
+        ui,
+    )?;
+    let meta = BackupMeta {
+        format: drive_layout::BACKUP_FORMAT,
+        stamp: plan.stamp.clone(),
+        destination: dest.name.clone(),
+        host: media::hostname(),
+        dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
+        started,
+        finished: Local::now().fixed_offset(),
+        verified: true,
+        read_back: ReadBackRecord {
+            methods: vec![],
+            device_cache_dropped: None,
+            note: None,
+        },
+        filesystem: FilesystemRecord {
+            fs_type: info.fs_type.clone(),
+            label: info.label.clone(),
+            uuid: info.uuid.clone(),
+        },
+        sums_file: drive_layout::SUMS_FILE.to_string(),
+        sets: vec![],
+        system: Some(system.clone()),
+    };
+    let meta_rec = drive_layout::write_new_file(
+        &temp,
+        drive_layout::METADATA_FILE,
+        &drive_layout::metadata_bytes(&meta),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    sums.push(SumLine {
+        sha256: meta_rec.sha256,
+        name: meta_rec.name.clone().into_bytes(),
+    });
+    let mut sums_bytes = Vec::new();
+    write_sums(&mut sums_bytes, &sums)?;
+    let sums_rec = drive_layout::write_new_file(&temp, drive_layout::SUMS_FILE, &sums_bytes)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    temp.fsync().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let written = |r: &crate::external::layout::FileRecord| crate::archive::WrittenFile {
+        path: temp.join(&r.name),
+        bytes: r.bytes,
+        sha256: r.sha256,
+    };
+    crate::archive::read_back_in(&temp, &[written(&meta_rec), written(&sums_rec)])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    info.check_still_present()?;
+    backups
+        .rename(&temp_name, &plan.stamp, true)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    backups.fsync().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(system)
+}
+
+/// `dbackup image kit --out DIR`: the kit of this machine written into a new directory (owner-only files included:
+/// the directory is the user's own, mode 0700). Returns the kit.
+pub fn kit_to_dir(
+    settings: Option<&Settings>,
+    out: &Path,
+) -> anyhow::Result<(kit::Kit, Vec<layout::KitRecord>)> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(out)
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    let dir = crate::stdx::fs::Dir::open(out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let k = kit::collect();
+    let mut pieces = Vec::new();
+    for p in &k.pieces {
+        let file = if p.has_file() {
+            Some(
+                drive_layout::write_new_file(&dir, &p.name, &p.bytes)
+                    .map_err(|e| anyhow::anyhow!("{e}; write the kit into a new directory"))?,
+            )
+        } else {
+            None
+        };
+        pieces.push(p.record(file));
+    }
+    let sets = settings.map(sets_of).unwrap_or_default();
+    let generated = Local::now().format("%Y-%m-%d %H:%M:%S %:z").to_string();
+    let text = doc::render(&doc::DocInput {
+        facts: &k.facts,
+        pieces: &pieces,
+        images: &[],
+        tables: &[],
+        stamp: None,
+        destination: None,
+        sets: &sets,
+        encrypted: false,
+        generated: &generated,
+    });
+    let rec = drive_layout::write_new_file(&dir, layout::RESTORE_DOC, text.as_bytes())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    pieces.push(layout::KitRecord {
+        name: layout::RESTORE_DOC.into(),
+        source: "generated from the kit".into(),
+        status: "ok".into(),
+        note: None,
+        file: Some(rec),
+    });
+    let mut bytes =
+        serde_json::to_vec_pretty(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?;
+    bytes.push(b'\n');
+    let rec = drive_layout::write_new_file(&dir, layout::KIT_MANIFEST, &bytes)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    pieces.push(layout::KitRecord {
+        name: layout::KIT_MANIFEST.into(),
+        source: "generated: every piece and where it came from".into(),
+        status: "ok".into(),
+        note: None,
+        file: Some(rec),
+    });
+    Ok((k, pieces))
+}
+
+/// Where `dbackup image restore` reads from.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreSource {
+    /// `--drive DIR`: a mount point, its `backups/`, or the backup itself.
+    pub drive: Option<PathBuf>,
+    /// `--from STAMP`.
+    pub from: String,
+}
+
+/// The backup directory of `from` on `--drive DIR` or on a present configured destination (read-only detection).
+fn find_backup(settings: Option<&Settings>, src: &RestoreSource) -> anyhow::Result<PathBuf> {
+    if crate::snapshot::parse_stamp(&src.from).is_none() {
+        return Err(CodedError::new(
+            Exit::Usage,
+            format!(
+                "--from {} is not a backup's stamp (like 2026-12-05-031500); `dbackup restore --list` shows them",
+                crate::stdx::show_str(&src.from)
+            ),
+        )
+        .into());
+    }
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Some(d) = &src.drive {
+        if d.file_name()
+            .is_some_and(|n| n.to_string_lossy() == src.from)
+        {
+            return Ok(d.clone());
+        }
+        roots.push(d.join(drive_layout::BACKUPS_DIR));
+        roots.push(d.clone());
+    } else if let Some(s) = settings {
+        for d in &s.destinations {
+            if let media::Presence::Present(info) = media::detect_for_reading(d) {
+                roots.push(info.resolved.join(drive_layout::BACKUPS_DIR));
+            }
+        }
+        if roots.is_empty() {
+            return Err(CodedError::new(
+                Exit::NoDestination,
+                "no destination is present to read from; plug in the drive, or name it with --drive DIR",
+            )
+            .into());
+        }
+    }
+    roots
+        .iter()
+        .map(|r| r.join(&src.from))
+        .find(|p| p.join(drive_layout::METADATA_FILE).is_file())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no backup {} with a backup.json in {}",
+                src.from,
+                roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+/// Reads the backup's `system` record (names checked: every one a plain file name) and parses its tables.
+pub fn read_system(
+    dir: &Path,
+    keys: &Keys,
+) -> anyhow::Result<(SystemRecord, Vec<(String, table::Table)>)> {
+    let meta = drive_layout::read_metadata(&dir.join(drive_layout::METADATA_FILE))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let system = meta.system.unwrap_or_default();
+    for f in system.files() {
+        let plain = f
+            .name
+            .strip_suffix(crate::archive::crypt::AGE_SUFFIX)
+            .unwrap_or(&f.name);
+        if !layout::is_plain_name(plain) {
+            anyhow::bail!(
+                "{}: backup.json names a system file {}, which is not a plain file name; refusing the backup",
+                dir.display(),
+                crate::stdx::show_str(&f.name)
+            );
+        }
+    }
+    for i in &system.images {
+        if !layout::is_plain_name(&i.name)
+            || i.disk.as_deref().is_some_and(|d| !layout::is_plain_name(d))
+        {
+            anyhow::bail!(
+                "{}: backup.json names an image or disk that is not a plain name",
+                dir.display()
+            );
+        }
+    }
+    let mut tables = Vec::new();
+    for t in &system.tables {
+        let path = dir.join(layout::SYSTEM_DIR).join(&t.file.name);
+        let bytes = exec::read_small(
+            &path,
+            system.encryption.is_some(),
+            keys,
+            table::MAX_DUMP_BYTES,
+        )?;
+        if crate::archive::Digest::of_bytes(&bytes) != t.file.sha256 && system.encryption.is_none()
+        {
+            anyhow::bail!(
+                "{} is damaged: its sha256 differs from backup.json's",
+                path.display()
+            );
+        }
+        let parsed = table::parse(&bytes).with_context(|| path.display().to_string())?;
+        tables.push((t.disk.clone(), parsed));
+    }
+    Ok((system, tables))
+}
+
+/// Observes and plans `dbackup image restore`.
+pub fn plan_restore(
+    settings: Option<&Settings>,
+    src: &RestoreSource,
+    target: &Path,
+    opts: &RestoreOptions,
+    keys: &Keys,
+) -> anyhow::Result<(RestorePlan, SystemRecord)> {
+    let dir = find_backup(settings, src)?;
+    let (system, tables) = read_system(&dir, keys)?;
+    let facts = observe::target(target).map_err(|e| CodedError::new(Exit::Failed, e))?;
+    let plan = plan::plan_restore(&src.from, dir, &system, &tables, &facts, opts)
+        .map_err(|e| CodedError::new(Exit::Failed, e))?;
+    Ok((plan, system))
+}
+
+/// The sums lines of `system/` files, for callers assembling `verification.sha256`.
+pub fn sums_of(system: &SystemRecord) -> Vec<SumLine> {
+    system
+        .files()
+        .map(|f| SumLine {
+            sha256: f.sha256,
+            name: format!("{}/{}", layout::SYSTEM_DIR, f.name).into_bytes(),
+        })
+        .collect()
+}

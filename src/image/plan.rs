@@ -1,0 +1,770 @@
+//! Pure plans of the image room: what goes into a backup's `system/` folder (the kit, which devices are imaged and
+//! which are refused, and why), and what an image restore will do to its target (the partition table, each image,
+//! the growth of the last filesystem, what is overwritten, refusals). Built from observed facts only; `--dry-run`
+//! prints them (`--json`: as JSON) and stops.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::layout::{self, ImageRecord, Refusal, SystemRecord};
+use super::observe::{DeviceFacts, TargetFacts, TargetKind};
+use super::table::Table;
+use crate::ui;
+
+/// One partition (or whole-device filesystem) to image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImagePlan {
+    /// The image's name (the kernel name: `nvme0n1p2`).
+    pub name: String,
+    pub device: String,
+    pub path: PathBuf,
+    pub fs_type: String,
+    /// The partclone program.
+    pub tool: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partuuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
+    pub device_bytes: u64,
+    /// The image file in `system/` (`<name>.img.zst`, `.age` when encrypted).
+    pub file: String,
+    /// Mounted read-only: imaged as it is (a read-only mount does not change).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mounted_read_only: Option<PathBuf>,
+}
+
+/// What goes into `system/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemPlan {
+    /// The recovery kit is written.
+    pub kit: bool,
+    pub images: Vec<ImagePlan>,
+    /// Devices that are not imaged, and why.
+    pub refused: Vec<Refusal>,
+    pub encrypted: bool,
+}
+
+impl SystemPlan {
+    /// Nothing to write.
+    pub fn is_empty(&self) -> bool {
+        !self.kit && self.images.is_empty()
+    }
+
+    /// An upper bound of the bytes the images take on the drive: their devices' sizes (partclone stores only used
+    /// blocks, and zstd compresses them, so the real size is usually far less).
+    pub fn device_bytes(&self) -> u64 {
+        self.images.iter().map(|i| i.device_bytes).sum()
+    }
+}
+
+/// Why one device cannot be imaged, or `None`.
+fn refusal(d: &DeviceFacts, destination_device: Option<&std::path::Path>) -> Option<String> {
+    if let Some(dest) = destination_device {
+        let dest = std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf());
+        if dest == d.path || d.partitions.iter().any(|p| std::path::Path::new(p) == dest) {
+            return Some("it holds the backup drive itself".into());
+        }
+    }
+    if let Some(m) = d.usage.read_write() {
+        return Some(format!(
+            "it is mounted read-write at {}: an image of a filesystem in use is inconsistent; remount it read-only \
+             (mount -o remount,ro {}), unmount it, or image it from rescue media",
+            crate::stdx::show(m.mount_point.as_os_str().as_encoded_bytes()),
+            crate::stdx::show(m.mount_point.as_os_str().as_encoded_bytes())
+        ));
+    }
+    if !d.usage.swap.is_empty() {
+        return Some(
+            "it is active swap: nothing to image (the kit records its UUID for mkswap -U)".into(),
+        );
+    }
+    if !d.usage.holders.is_empty() {
+        return Some(format!(
+            "it is held by {} (device-mapper, LVM or RAID): image the device on top of it instead",
+            d.usage.holders.join(", ")
+        ));
+    }
+    let Some(fs) = d.fs_type.as_deref() else {
+        if !d.partitions.is_empty() {
+            return Some(format!(
+                "it is a whole disk: name its partitions instead ({})",
+                d.partitions.join(", ")
+            ));
+        }
+        return Some("blkid finds no filesystem on it".into());
+    };
+    match fs {
+        "swap" => {
+            return Some(
+                "it is swap: nothing to image (the kit records its UUID for mkswap -U)".into(),
+            );
+        }
+        "crypto_LUKS" => {
+            return Some(
+                "it is a LUKS container: partclone cannot see inside it; image the opened /dev/mapper device instead"
+                    .into(),
+            );
+        }
+        "LVM2_member" => {
+            return Some("it is an LVM physical volume: image its logical volumes instead".into());
+        }
+        _ => {}
+    }
+    match super::observe::partclone_for(fs) {
+        None => Some(format!("partclone cannot image a {fs} filesystem")),
+        Some(tool) if d.tool.is_none() => Some(format!(
+            "{tool} is not installed (Debian package partclone)"
+        )),
+        Some(_) => None,
+    }
+}
+
+/// The system plan: the kit when `kit`, and each device imaged or refused. `destination_device` is the backup
+/// drive's own device (never imaged onto itself).
+pub fn plan_system(
+    kit: bool,
+    devices: &[Result<DeviceFacts, String>],
+    destination_device: Option<&std::path::Path>,
+    encrypted: bool,
+) -> SystemPlan {
+    let mut plan = SystemPlan {
+        kit,
+        images: Vec::new(),
+        refused: Vec::new(),
+        encrypted,
+    };
+    let mut names = BTreeSet::new();
+    for d in devices {
+        let d = match d {
+            Ok(d) => d,
+            Err(e) => {
+                let (device, reason) = e.split_once(": ").unwrap_or(("", e.as_str()));
+                plan.refused.push(Refusal {
+                    device: device.to_string(),
+                    reason: reason.to_string(),
+                });
+                continue;
+            }
+        };
+        let refuse = |plan: &mut SystemPlan, reason: String| {
+            plan.refused.push(Refusal {
+                device: d.given.clone(),
+                reason,
+            })
+        };
+        if let Some(why) = refusal(d, destination_device) {
+            refuse(&mut plan, why);
+            continue;
+        }
+        if !layout::is_plain_name(&d.kname) || !names.insert(d.kname.clone()) {
+            refuse(&mut plan, format!("{} is named twice", d.kname));
+            continue;
+        }
+        plan.images.push(ImagePlan {
+            name: d.kname.clone(),
+            device: d.given.clone(),
+            path: d.path.clone(),
+            fs_type: d.fs_type.clone().unwrap_or_default(),
+            tool: d.tool.clone().unwrap_or_default(),
+            uuid: d.uuid.clone(),
+            label: d.label.clone(),
+            partuuid: d.partuuid.clone(),
+            disk: d.disk.clone(),
+            disk_bytes: d.disk_bytes,
+            partition: d.partition,
+            device_bytes: d.bytes,
+            file: layout::stored_name(&layout::image_file(&d.kname), encrypted),
+            mounted_read_only: d.usage.mounts.first().map(|m| m.mount_point.clone()),
+        });
+    }
+    plan
+}
+
+/// The lines of a system plan, for the dry run.
+pub fn render_system(plan: &SystemPlan, out: &mut String, indent: &str) {
+    if plan.kit {
+        let _ = writeln!(
+            out,
+            "{indent}kit       system/: partition tables, lsblk, blkid, fstab, crypttab, LVM, boot loader, packages, \
+             RESTORE-SYSTEM.md{}",
+            if plan.encrypted { " (encrypted)" } else { "" }
+        );
+    }
+    for i in &plan.images {
+        let _ = writeln!(
+            out,
+            "{indent}image     {} ({} {}, {}{}) with {} -> system/{}",
+            i.device,
+            i.fs_type,
+            i.uuid.as_deref().unwrap_or("no uuid"),
+            ui::bytes(i.device_bytes),
+            i.mounted_read_only
+                .as_ref()
+                .map(|m| format!(", mounted read-only at {}", m.display()))
+                .unwrap_or_default(),
+            i.tool.file_name().unwrap_or_default().to_string_lossy(),
+            i.file
+        );
+    }
+    for r in &plan.refused {
+        let _ = writeln!(out, "{indent}REFUSED   {}: {}", r.device, r.reason);
+    }
+}
+
+/// What `dbackup image restore` was asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Only these images (default: every image of the backup, which must come from one disk).
+    pub names: Vec<String>,
+    /// Grow the last partition and its filesystem to the end of the target.
+    pub grow: bool,
+}
+
+/// One image to restore.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestoreItem {
+    pub name: String,
+    /// The file in `system/` (`<name>.img.zst[.age]`).
+    pub file: String,
+    pub encrypted: bool,
+    pub fs_type: String,
+    /// The partclone program (`partclone.extfs`).
+    pub tool: String,
+    /// Its partition number on the target.
+    pub partition: u32,
+    /// The partition's size on the target (after `--grow` for the last one: at least this).
+    pub partition_bytes: u64,
+    pub device_bytes: u64,
+    pub used_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partuuid: Option<String>,
+    /// Grown to the end of the target after it is restored.
+    pub grow: bool,
+}
+
+/// What an image restore will do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestorePlan {
+    /// The backup's stamp and directory.
+    pub from: String,
+    pub backup_dir: PathBuf,
+    pub target: PathBuf,
+    pub target_kind: TargetKind,
+    pub target_bytes: u64,
+    /// The disk the images came from, and its table (written first).
+    pub disk: String,
+    pub table_file: String,
+    pub table: Table,
+    /// The `sfdisk` script written onto the target.
+    pub script: String,
+    pub needed_bytes: u64,
+    pub items: Vec<RestoreItem>,
+    pub grow: bool,
+    /// What the target holds now, all of which is overwritten.
+    pub overwritten: Vec<String>,
+    /// Why nothing will be written (the run fails listing them).
+    pub refusals: Vec<String>,
+    /// A block device: asks for confirmation unless `--yes`.
+    pub confirm: bool,
+}
+
+impl RestorePlan {
+    pub fn refused(&self) -> bool {
+        !self.refusals.is_empty()
+    }
+}
+
+/// Filesystems dbackup can grow after a restore, and how.
+pub fn can_grow(fs: &str) -> bool {
+    matches!(fs, "ext2" | "ext3" | "ext4" | "btrfs" | "xfs")
+}
+
+/// Plans a restore of the images of `system` (from the backup `from` in `backup_dir`) onto `target`. `tables` are
+/// the parsed partition tables of the backup, by disk name.
+pub fn plan_restore(
+    from: &str,
+    backup_dir: PathBuf,
+    system: &SystemRecord,
+    tables: &[(String, Table)],
+    target: &TargetFacts,
+    opts: &RestoreOptions,
+) -> Result<RestorePlan, String> {
+    let encrypted = system.encryption.is_some();
+    if system.images.is_empty() {
+        return Err(format!("backup {from} holds no partition images"));
+    }
+    let chosen: Vec<&ImageRecord> = if opts.names.is_empty() {
+        system.images.iter().collect()
+    } else {
+        let mut out = Vec::new();
+        for n in &opts.names {
+            match system.images.iter().find(|i| &i.name == n) {
+                Some(i) => out.push(i),
+                None => {
+                    return Err(format!(
+                        "backup {from} has no image {}; it holds {}",
+                        crate::stdx::show_str(n),
+                        system
+                            .images
+                            .iter()
+                            .map(|i| crate::stdx::show_str(&i.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+        out
+    };
+    let disks: BTreeSet<Option<&str>> = chosen.iter().map(|i| i.disk.as_deref()).collect();
+    if disks.len() > 1 {
+        return Err(format!(
+            "backup {from} holds images of several disks ({}); restore one disk at a time with --name",
+            disks
+                .iter()
+                .map(|d| d.unwrap_or("no partition table").to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let Some(disk) = disks.into_iter().next().flatten() else {
+        return Err(
+            "these images are of filesystems without a partition table; restoring them onto a disk is not supported \
+             (restore one by hand: zstd -dc NAME.img.zst | partclone.<fs> -r -s - -o DEVICE)"
+                .into(),
+        );
+    };
+    let Some((_, table)) = tables.iter().find(|(d, _)| d == disk) else {
+        return Err(format!(
+            "backup {from} has no partition table of disk {}",
+            crate::stdx::show_str(disk)
+        ));
+    };
+    let table_rec = system.tables.iter().find(|t| t.disk == disk);
+    let mut refusals = Vec::new();
+    let needed = table.needed_bytes();
+    let mut items = Vec::new();
+    let last = table.last().map(|p| p.number);
+    for i in &chosen {
+        let Some(n) = i.partition else {
+            refusals.push(format!(
+                "image {} has no partition number",
+                crate::stdx::show_str(&i.name)
+            ));
+            continue;
+        };
+        let Some(p) = table.partitions.iter().find(|p| p.number == n) else {
+            refusals.push(format!(
+                "image {} is of partition {n}, which its disk's table does not have",
+                crate::stdx::show_str(&i.name)
+            ));
+            continue;
+        };
+        let partition_bytes = p.size.saturating_mul(table.sector_size);
+        if i.device_bytes > partition_bytes {
+            refusals.push(format!(
+                "image {} was taken from {} but partition {n} is {}: the backup's metadata is inconsistent",
+                crate::stdx::show_str(&i.name),
+                ui::bytes(i.device_bytes),
+                ui::bytes(partition_bytes)
+            ));
+        }
+        let tool = super::observe::partclone_for(&i.fs_type);
+        if tool.is_none() {
+            refusals.push(format!(
+                "partclone cannot restore a {} filesystem",
+                crate::stdx::show_str(&i.fs_type)
+            ));
+        }
+        items.push(RestoreItem {
+            name: i.name.clone(),
+            file: i.file.name.clone(),
+            encrypted,
+            fs_type: i.fs_type.clone(),
+            tool: tool.unwrap_or_default().to_string(),
+            partition: n,
+            partition_bytes,
+            device_bytes: i.device_bytes,
+            used_bytes: i.used_bytes,
+            uuid: i.uuid.clone(),
+            partuuid: p.uuid.clone().or_else(|| i.partuuid.clone()),
+            grow: opts.grow && Some(n) == last,
+        });
+    }
+    items.sort_by_key(|i| i.partition);
+    if opts.grow {
+        match items.iter().find(|i| i.grow) {
+            None => refusals.push(format!(
+                "--grow grows the last partition ({}) and its filesystem, but this backup has no image of it",
+                last.map(|n| n.to_string()).unwrap_or_default()
+            )),
+            Some(i) if !can_grow(&i.fs_type) => refusals.push(format!(
+                "--grow cannot grow a {} filesystem; restore without --grow",
+                crate::stdx::show_str(&i.fs_type)
+            )),
+            Some(_) => {}
+        }
+        if table.has_extended() {
+            refusals.push(
+                "--grow cannot grow a logical partition of a dos table; restore without --grow"
+                    .into(),
+            );
+        }
+    }
+    if let Some(parent) = &target.partition_of {
+        refusals.push(format!(
+            "{} is a partition of {parent}: give the whole disk; its partition table is rewritten",
+            target.path.display()
+        ));
+    }
+    if target.usage.busy() {
+        refusals.push(format!(
+            "{} is in use: {}; unmount it first",
+            target.path.display(),
+            target.usage.describe()
+        ));
+    }
+    if target.bytes < needed {
+        refusals.push(format!(
+            "{} is {}, smaller than the {} its partitions need: partclone restores each filesystem at its original \
+             size, so the target must be at least as large as the disk's used layout{}",
+            target.path.display(),
+            ui::bytes(target.bytes),
+            ui::bytes(needed),
+            if target.kind == TargetKind::File && target.bytes == 0 {
+                format!(" (create the file first: truncate -s {} FILE)", needed)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if target.sector_size != table.sector_size {
+        refusals.push(format!(
+            "{} has {}-byte sectors, the table was made for {}-byte sectors",
+            target.path.display(),
+            target.sector_size,
+            table.sector_size
+        ));
+    }
+    let mut overwritten = target.holds.clone();
+    if target.kind == TargetKind::BlockDevice && overwritten.is_empty() {
+        overwritten.push(format!(
+            "{}: no partitions or filesystems blkid knows",
+            target.path.display()
+        ));
+    }
+    Ok(RestorePlan {
+        from: from.to_string(),
+        backup_dir,
+        target: target.path.clone(),
+        target_kind: target.kind,
+        target_bytes: target.bytes,
+        disk: disk.to_string(),
+        table_file: table_rec.map(|t| t.file.name.clone()).unwrap_or_default(),
+        table: table.clone(),
+        script: table.script(opts.grow),
+        needed_bytes: needed,
+        items,
+        grow: opts.grow,
+        overwritten,
+        refusals,
+        confirm: target.kind == TargetKind::BlockDevice,
+    })
+}
+
+/// The restore plan for people.
+pub fn render_restore(p: &RestorePlan) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "image restore from backup {} ({})",
+        p.from,
+        p.backup_dir.display()
+    );
+    let _ = writeln!(
+        o,
+        "  target    {} ({}, {}); the layout needs {}",
+        p.target.display(),
+        match p.target_kind {
+            TargetKind::BlockDevice => "block device",
+            TargetKind::File => "disk image file",
+        },
+        ui::bytes(p.target_bytes),
+        ui::bytes(p.needed_bytes)
+    );
+    for w in &p.overwritten {
+        let _ = writeln!(o, "  OVERWRITES {w}");
+    }
+    let _ = writeln!(
+        o,
+        "  table     {} of disk {} ({}, {} partitions{}), from system/{}",
+        p.table.label,
+        p.disk,
+        p.table.label_id.as_deref().unwrap_or("no id"),
+        p.table.partitions.len(),
+        if p.grow {
+            "; the last grown to the end"
+        } else {
+            ""
+        },
+        p.table_file
+    );
+    for part in &p.table.partitions {
+        let item = p.items.iter().find(|i| i.partition == part.number);
+        let _ = writeln!(
+            o,
+            "    {:>2}  start {:>10}  {:>10}  {}{}",
+            part.number,
+            part.start,
+            ui::bytes(part.size.saturating_mul(p.table.sector_size)),
+            part.name
+                .as_deref()
+                .map(|n| format!("\"{}\" ", crate::stdx::show_str(n)))
+                .unwrap_or_default(),
+            match item {
+                Some(i) => format!(
+                    "<- system/{} ({} {}, {} used{})",
+                    i.file,
+                    i.fs_type,
+                    i.uuid.as_deref().unwrap_or("no uuid"),
+                    ui::bytes(i.used_bytes),
+                    if i.grow { ", grown" } else { "" }
+                ),
+                None => "(left empty: no image)".to_string(),
+            }
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  then      fsck of each restored filesystem; its UUID and the PARTUUIDs checked"
+    );
+    if p.refused() {
+        for r in &p.refusals {
+            let _ = writeln!(o, "  REFUSED   {r}");
+        }
+    } else if p.confirm {
+        let _ = writeln!(o, "  asks for confirmation before writing (--yes to skip)");
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::Digest;
+    use crate::external::layout::FileRecord;
+    use crate::image::layout::TableRecord;
+    use crate::media::devices::{DeviceUse, MountUse};
+
+    fn facts(kname: &str, fs: Option<&str>) -> DeviceFacts {
+        DeviceFacts {
+            given: format!("/dev/{kname}"),
+            path: format!("/dev/{kname}").into(),
+            kname: kname.into(),
+            bytes: 64 << 20,
+            sector_size: 512,
+            partition: Some(1),
+            disk: Some("loop9".into()),
+            disk_bytes: Some(256 << 20),
+            fs_type: fs.map(str::to_string),
+            uuid: Some("6806-B8C3".into()),
+            tool: Some("/usr/sbin/partclone.fat".into()),
+            ..DeviceFacts::default()
+        }
+    }
+
+    #[test]
+    fn devices_are_imaged_or_refused_with_the_reason() {
+        let mut rw = facts("loop9p2", Some("ext4"));
+        rw.usage = DeviceUse {
+            mounts: vec![MountUse {
+                device: "/dev/loop9p2".into(),
+                mount_point: "/".into(),
+                read_only: false,
+            }],
+            ..DeviceUse::default()
+        };
+        let mut ro = facts("loop9p1", Some("vfat"));
+        ro.usage.mounts.push(MountUse {
+            device: "/dev/loop9p1".into(),
+            mount_point: "/boot/efi".into(),
+            read_only: true,
+        });
+        let mut no_tool = facts("loop9p3", Some("ext4"));
+        no_tool.tool = None;
+        let mut disk = facts("loop9", None);
+        disk.partitions = vec!["/dev/loop9p1".into()];
+        let plan = plan_system(
+            true,
+            &[
+                Ok(ro.clone()),
+                Ok(rw),
+                Ok(facts("loop9p4", Some("swap"))),
+                Ok(facts("loop9p5", Some("crypto_LUKS"))),
+                Ok(no_tool),
+                Ok(disk),
+                Ok(ro),
+                Err("/dev/nope: No such file or directory".into()),
+            ],
+            None,
+            true,
+        );
+        assert_eq!(plan.images.len(), 1);
+        assert_eq!(plan.images[0].file, "loop9p1.img.zst.age");
+        let reasons: Vec<String> = plan
+            .refused
+            .iter()
+            .map(|r| format!("{}: {}", r.device, r.reason))
+            .collect();
+        let mut text = String::new();
+        render_system(&plan, &mut text, "  ");
+        insta::assert_snapshot!(text);
+        assert_eq!(reasons.len(), 7, "{reasons:#?}");
+    }
+
+    fn system() -> (SystemRecord, Vec<(String, Table)>) {
+        let dump = "label: gpt\nlabel-id: D6DA4891-2B7A-824D-8793-3DCF3807D0C6\nunit: sectors\nfirst-lba: 2048\n\
+                    last-lba: 524254\nsector-size: 512\n\n\
+                    /dev/loop9p1 : start=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=B56ED884-12D8-2145-8E4B-8D0E1495C7A2, name=\"EFI\"\n\
+                    /dev/loop9p2 : start=133120, size=389120, type=0FC63DAF-8483-4772-8E79-3D69D84F8E4F, uuid=C66E023F-60C0-4C4A-AF13-36D8983FE910, name=\"root\"\n";
+        let table = super::super::table::parse(dump.as_bytes()).unwrap();
+        let file = |n: &str| FileRecord {
+            name: n.into(),
+            bytes: 1,
+            sha256: Digest::of_bytes(n.as_bytes()),
+        };
+        let image = |name: &str, fs: &str, n: u32, bytes: u64| ImageRecord {
+            name: name.into(),
+            device: format!("/dev/{name}"),
+            fs_type: fs.into(),
+            tool: "partclone".into(),
+            uuid: Some(format!("uuid-{name}")),
+            label: None,
+            partuuid: None,
+            disk: Some("loop9".into()),
+            partition: Some(n),
+            device_bytes: bytes,
+            used_bytes: bytes / 4,
+            stream_bytes: 0,
+            checked: true,
+            file: file(&format!("{name}.img.zst")),
+            seconds: 0.0,
+        };
+        (
+            SystemRecord {
+                images: vec![
+                    image("loop9p1", "vfat", 1, 131072 * 512),
+                    image("loop9p2", "ext4", 2, 389120 * 512),
+                ],
+                tables: vec![TableRecord {
+                    disk: "loop9".into(),
+                    label: "gpt".into(),
+                    disk_bytes: 256 << 20,
+                    file: file("loop9.sfdisk"),
+                }],
+                ..SystemRecord::default()
+            },
+            vec![("loop9".to_string(), table)],
+        )
+    }
+
+    fn target(bytes: u64) -> TargetFacts {
+        TargetFacts {
+            path: "/tmp/big.img".into(),
+            kind: TargetKind::File,
+            bytes,
+            sector_size: 512,
+            partition_of: None,
+            holds: vec![],
+            usage: DeviceUse::default(),
+            loops: vec![],
+        }
+    }
+
+    #[test]
+    fn a_restore_onto_a_larger_disk_grows_the_last_partition() {
+        let (sys, tables) = system();
+        let opts = RestoreOptions {
+            names: vec![],
+            grow: true,
+        };
+        let p = plan_restore(
+            "2026-12-05-031500",
+            "/d/b".into(),
+            &sys,
+            &tables,
+            &target(400 << 20),
+            &opts,
+        )
+        .unwrap();
+        assert!(!p.refused(), "{:?}", p.refusals);
+        assert_eq!(p.items.len(), 2);
+        assert!(p.items[1].grow && !p.items[0].grow);
+        assert!(!p.script.contains("size=389120"), "{}", p.script);
+        insta::assert_snapshot!(render_restore(&p));
+    }
+
+    #[test]
+    fn restores_are_refused_with_every_reason() {
+        let (sys, tables) = system();
+        let mut t = target(200 << 20);
+        t.usage.mounts.push(MountUse {
+            device: "/dev/loop7p2".into(),
+            mount_point: "/mnt".into(),
+            read_only: true,
+        });
+        t.sector_size = 4096;
+        let mut opts = RestoreOptions {
+            names: vec!["loop9p1".into()],
+            grow: true,
+        };
+        let p = plan_restore("s", "/d".into(), &sys, &tables, &t, &opts).unwrap();
+        let text = p.refusals.join("\n");
+        assert_eq!(p.refusals.len(), 4, "{text}");
+        assert!(text.contains("smaller than the"), "{text}");
+        assert!(
+            text.contains("is in use: /dev/loop7p2 is mounted read-only at /mnt"),
+            "{text}"
+        );
+        assert!(text.contains("no image of it"), "{text}");
+        assert!(text.contains("4096-byte sectors"), "{text}");
+        opts.names = vec!["nope".into()];
+        let e = plan_restore("s", "/d".into(), &sys, &tables, &t, &opts).unwrap_err();
+        assert!(
+            e.contains("has no image nope; it holds loop9p1, loop9p2"),
+            "{e}"
+        );
+        // A vfat last partition cannot grow.
+        let (mut sys, tables) = system();
+        sys.images[1].fs_type = "vfat".into();
+        let p = plan_restore(
+            "s",
+            "/d".into(),
+            &sys,
+            &tables,
+            &target(1 << 30),
+            &RestoreOptions {
+                names: vec![],
+                grow: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            p.refusals,
+            ["--grow cannot grow a vfat filesystem; restore without --grow"]
+        );
+    }
+}
