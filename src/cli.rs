@@ -215,6 +215,8 @@ Examples:
       every backup: the local snapshots and the backups on present drives
   dbackup restore --date 2025-04-01 --path ~/.config
       that day's newest snapshot of ~/.config, back where it was
+  dbackup restore --set config
+      every source of one set, back where it was (--all: every set)
   dbackup restore --source external --path /data/x --target /tmp/r
       from the drive's newest backup; lands at /tmp/r/data/x
   dbackup --dry-run restore --path ~/.secrets
@@ -230,7 +232,19 @@ Restores keep modes, mtimes, symlinks and hard links (and owners as root). Each 
 written owner-only under a temporary name and renamed into place. Files at the destination
 that are not in the backup are left alone. An archive entry that would escape the target
 (`..`, absolute names, hard links outside, a symlink in the way, device files) is refused,
-and then nothing is restored unless --skip-refused.
+and then nothing is restored unless --skip-refused. Symlinks are restored as they are (a
+backup may hold ~/data -> /data for a reason); those that lead outside the target once
+restored, through other symlinks too, are listed in the plan (--dry-run), and refused with
+--no-escaping-links. Archives without an index (GNU tar's, bsdtar's) are read as GNU tar
+reads them.
+
+Nothing is lost by restoring: a file at the destination that would be replaced and differs
+from the backup (newer work, say) is first kept, with its mode and mtime, at
+<backup_root>/displaced/<stamp>/<its absolute path> (a hard link on the same filesystem, a
+copy otherwise), and listed in the output, --json and the run log; copy it back with cp -a.
+The dry run says what would be kept. Only --overwrite always --no-keep replaces without
+keeping. Without --path, --set or --target, restore asks what to restore: --all restores
+every set in place.
 
 Encrypted backups (*.tar.age) need the identity: --identity FILE (repeatable), or
 encryption.identity_file in the config; a passphrase-encrypted one asks for its passphrase
@@ -253,9 +267,12 @@ pub enum SourceKind {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Overwrite {
+    /// Replace what differs from the backup (keeping it first), leave what is the same
     #[default]
     IfChanged,
+    /// Rewrite everything; what differs from the backup is kept first, unless --no-keep
     Always,
+    /// Leave whatever is there
     Never,
 }
 
@@ -297,9 +314,18 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     pub target: Option<PathBuf>,
 
-    /// What to do with files already present at the destination
+    /// Restore everything the backup holds, in place (without --path, --set or --target a restore asks for this)
+    #[arg(long)]
+    pub all: bool,
+
+    /// What to do with files already present at the destination; a file that is replaced and differs from the
+    /// backup is first kept in <backup_root>/displaced/<stamp>/ (see --no-keep)
     #[arg(long, value_enum, default_value_t)]
     pub overwrite: Overwrite,
+
+    /// With --overwrite always: replace without keeping what was there (it is lost)
+    #[arg(long)]
+    pub no_keep: bool,
 
     /// Check the backup's integrity without writing anything
     #[arg(long)]
@@ -312,6 +338,11 @@ pub struct RestoreArgs {
     /// Restore what is not refused even when the backup holds refused entries (still exits 1)
     #[arg(long)]
     pub skip_refused: bool,
+
+    /// Refuse the symlinks that would lead outside the target once restored (resolved through the other symlinks
+    /// restored and those already there); by default they are restored as they are, and listed in the plan
+    #[arg(long)]
+    pub no_escaping_links: bool,
 
     /// How --overwrite if-changed tells an unchanged file
     #[arg(long, value_enum, default_value_t, value_name = "HOW")]

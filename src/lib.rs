@@ -20,6 +20,7 @@ pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod rsync;
+pub mod rsync_args;
 pub mod runlog;
 pub mod schedule;
 pub mod settings;

@@ -7,7 +7,8 @@
 //!       [--sparse]                    holes stay holes in the snapshot (see [`sparse_allowed`])
 //!       [--info=progress2]            only when progress is shown (stderr is a terminal)
 //!       [--checksum]                  --full
-//!       --exclude=<pattern>...        Exclusion::rsync_pattern(), anchored ones start with /
+//!       [--filter=merge <file>]       the set's exclusions, one `- <pattern>` rule a line (filter_rules): an
+//!                                     argument list would overflow with a few thousand of them
 //!       --link-dest=<abs dir>...      newest complete snapshot (and newer incomplete one / interrupted run's copy)
 //!       <rsync_args of the set>...
 //!       -- <resolved absolute source>... <backup_root>/.<set>.in-progress/
@@ -229,8 +230,8 @@ pub fn probe_fs(dir: &Path, write: bool) -> FsSupport {
 pub struct ArgvSpec<'a> {
     /// Absolute, resolved; copied with `--relative` so `/data/x` lands at `<dest>/data/x`.
     pub sources: &'a [PathBuf],
-    /// `--exclude` patterns, in order.
-    pub exclusions: &'a [String],
+    /// The file holding the set's exclusions as filter rules ([`filter_rules`]), when it has any.
+    pub filter: Option<&'a Path>,
     /// `--link-dest` directories (absolute), in the order rsync should try them.
     pub link_dest: &'a [PathBuf],
     pub dest: &'a Path,
@@ -281,7 +282,9 @@ pub fn build_argv(spec: &ArgvSpec) -> Result<Vec<String>, RsyncError> {
     if spec.full {
         argv.push("--checksum".into());
     }
-    argv.extend(spec.exclusions.iter().map(|p| format!("--exclude={p}")));
+    if let Some(f) = spec.filter {
+        argv.push(format!("--filter=merge {}", utf8(f)?));
+    }
     for dir in spec.link_dest {
         argv.push(format!("--link-dest={}", utf8(dir)?));
     }
@@ -303,9 +306,10 @@ pub fn build_argv(spec: &ArgvSpec) -> Result<Vec<String>, RsyncError> {
 /// `--sparse` makes rsync seek over runs of zeros instead of writing them, so a sparse file (a VM disk, a database)
 /// costs its data in the snapshot, not its size. rsync before 3.1.3 refuses it together with `--inplace` (which
 /// `--write-devices` implies): "--sparse cannot be used with --inplace"; 3.1.3 and later accept every combination
-/// (with `--inplace` or `--preallocate` they punch the holes). dbackup itself passes neither, so only a set whose
-/// `rsync_args` ask for in-place writes on an old rsync goes without. An unknown version is treated as old. A
-/// set's own `--no-sparse` comes after dbackup's flags and wins.
+/// (with `--inplace` or `--preallocate` they punch the holes). dbackup itself passes neither, and the allow-list of
+/// a set's `rsync_args` ([`crate::rsync_args`]) refuses both today, so this holds for every config that loads; it
+/// stays the one place that knows the combination, should the list ever allow in-place writes. An unknown version
+/// is treated as old.
 pub fn sparse_allowed(version: &str, extra: &[String]) -> bool {
     let inplace = extra
         .iter()
@@ -324,6 +328,19 @@ pub fn sparse_allowed(version: &str, extra: &[String]) -> bool {
         (Some(major), Some(minor), patch) => (major, minor, patch.unwrap_or(0)) >= (3, 1, 3),
         _ => false,
     }
+}
+
+/// The text of a filter file for `--filter=merge FILE`: one exclude rule (`- <pattern>`) per exclusion, in order.
+/// Unlike an `--exclude-from` file, a rule line is never taken for a comment (`#*#` stays a pattern).
+/// Patterns hold no line break (the config check refuses them).
+pub fn filter_rules(patterns: &[String]) -> String {
+    let mut out = String::with_capacity(patterns.iter().map(|p| p.len() + 3).sum());
+    for p in patterns {
+        out.push_str("- ");
+        out.push_str(p);
+        out.push('\n');
+    }
+    out
 }
 
 /// Parses a number as rsync prints it: `1,234,567`, `1.234.567` (other locales) or, with `-h`, `1.23M`.
@@ -624,15 +641,11 @@ mod tests {
     #[test]
     fn argv_has_the_documented_shape() {
         let sources = vec![PathBuf::from("/data"), PathBuf::from("/home/u/env.sh")];
-        let excl = vec![
-            "*.log".to_string(),
-            "/home/u/.config/Code/Cache/*".to_string(),
-        ];
         let link = vec![PathBuf::from("/b/data-2025-04-01-000000")];
         let extra = vec!["--bwlimit=50m".to_string()];
         let spec = ArgvSpec {
             sources: &sources,
-            exclusions: &excl,
+            filter: Some(Path::new("/b/.data.filter")),
             link_dest: &link,
             dest: Path::new("/b/.data.in-progress"),
             full: true,
@@ -645,7 +658,7 @@ mod tests {
         assert_eq!(
             build_argv(&spec).unwrap().join(" "),
             "rsync -aHAX --numeric-ids --delete --delete-excluded --block-size=131072 --relative --stats --sparse --checksum \
-             --exclude=*.log --exclude=/home/u/.config/Code/Cache/* --link-dest=/b/data-2025-04-01-000000 --bwlimit=50m \
+             --filter=merge /b/.data.filter --link-dest=/b/data-2025-04-01-000000 --bwlimit=50m \
              -- /data /home/u/env.sh /b/.data.in-progress/"
         );
         let spec = ArgvSpec {
@@ -656,16 +669,19 @@ mod tests {
             sparse: false,
             link_dest: &[],
             extra: &[],
+            filter: None,
             ..spec
         };
         let argv = build_argv(&spec).unwrap();
         assert_eq!(argv[1], "-aH");
         assert!(!argv.contains(&"--sparse".to_string()));
         assert!(argv.contains(&"--info=progress2".to_string()));
-        assert!(
-            !argv
-                .iter()
-                .any(|a| a.starts_with("--link-dest") || a == "--checksum")
+        assert!(!argv.iter().any(|a| a.starts_with("--link-dest")
+            || a.starts_with("--filter")
+            || a == "--checksum"));
+        assert_eq!(
+            filter_rules(&["*.log".into(), "#*#".into(), "/h/a b/".into()]),
+            "- *.log\n- #*#\n- /h/a b/\n"
         );
     }
 
@@ -880,10 +896,22 @@ mod tests {
         let dest = dir.path().join("dest");
         std::fs::create_dir(&dest).unwrap();
         let sources = vec![src.clone()];
-        let excl = vec![format!("{}/Code/Cache/*", src.display())];
+        // Patterns a comment-reading exclude file would drop or trim: `#...`, `;...`, a trailing space.
+        std::fs::write(src.join("Code/#autosave#"), "x").unwrap();
+        std::fs::write(src.join("Code/;semi"), "x").unwrap();
+        std::fs::write(src.join("Code/space "), "x").unwrap();
+        std::fs::write(src.join("Code/space"), "keep").unwrap();
+        let excl = vec![
+            format!("{}/Code/Cache/*", src.display()),
+            "#*#".to_string(),
+            ";semi".to_string(),
+            "space ".to_string(),
+        ];
+        let filter = dir.path().join("filter");
+        std::fs::write(&filter, filter_rules(&excl)).unwrap();
         let spec = ArgvSpec {
             sources: &sources,
-            exclusions: &excl,
+            filter: Some(&filter),
             link_dest: &[],
             dest: &dest,
             full: false,
@@ -904,7 +932,14 @@ mod tests {
             "the anchored pattern excludes the contents, not the directory"
         );
         assert!(!inside.join("Code/Cache/junk").exists());
-        assert_eq!(run.stats.regular_files, 1);
-        assert_eq!(run.stats.total_bytes, 4);
+        for gone in ["#autosave#", ";semi", "space "] {
+            assert!(
+                !inside.join("Code").join(gone).exists(),
+                "{gone} is excluded"
+            );
+        }
+        assert!(inside.join("Code/space").is_file());
+        assert_eq!(run.stats.regular_files, 2);
+        assert_eq!(run.stats.total_bytes, 8);
     }
 }

@@ -1187,6 +1187,117 @@ mod tests {
     }
 
     #[test]
+    fn mode_all_judges_each_drive_and_says_when_the_next_is_due() {
+        let weekly = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Weekly);
+        // Both younger than 6 days: the next due time is the earlier drive's backup plus 6 days.
+        let dests = [
+            dest("a", 0, true, seen("a-1", "2025-04-08T03:15:00+02:00")),
+            dest("b", 0, true, seen("b-1", "2025-04-06T03:15:00+02:00")),
+        ];
+        let due = decide(&weekly, ExternalMode::All, &[], &dests, at(NOW), false);
+        assert_eq!(due.external.action, ExternalAction::NotDue);
+        assert_eq!(due.external.next, Some(at("2025-04-12T03:15:00+02:00")));
+        // A drive whose newest backup is dated in the future (another clock) is due, as in mode first.
+        let dests = [
+            dest("a", 0, true, seen("a-1", "2025-04-08T03:15:00+02:00")),
+            dest("b", 0, true, seen("b-1", "2030-01-01T00:00:00+02:00")),
+        ];
+        let due = decide(&weekly, ExternalMode::All, &[], &dests, at(NOW), false);
+        assert_eq!(due.external.action, ExternalAction::Write);
+        assert_eq!(due.external.targets, ["b"]);
+        let b = &due.external.destinations[1];
+        assert!(
+            b.due && b.reason == "its newest backup b-1 is dated in the future",
+            "{b:?}"
+        );
+        assert_eq!(due.external.next, None);
+    }
+
+    #[test]
+    fn thresholds_are_exact() {
+        let now = at(NOW);
+        let weekly = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Weekly);
+        let ago = |d: TimeDelta| (now - d).to_rfc3339();
+        // Mode all: exactly 6 days old is due, a second less is not.
+        for (age, due) in [
+            (TimeDelta::days(6), true),
+            (TimeDelta::days(6) - TimeDelta::seconds(1), false),
+        ] {
+            let d = [dest("a", 0, true, seen("a-1", &ago(age)))];
+            let e = decide(&weekly, ExternalMode::All, &[], &d, now, false).external;
+            assert_eq!(e.destinations[0].due, due, "{age}: {e:?}");
+            assert_eq!(e.is_due(), due, "{age}");
+        }
+        // Exactly FUTURE_TOLERANCE ahead is clock jitter (not due); a second more is another clock (due).
+        let daily = sched(Incremental::Daily, Full::Never, ExternalSchedule::Daily);
+        for (ahead, due) in [
+            (FUTURE_TOLERANCE, false),
+            (FUTURE_TOLERANCE + TimeDelta::seconds(1), true),
+        ] {
+            let t = (now + ahead).to_rfc3339();
+            let h = history(seen("data-x", &t), seen("data-x", &t), None);
+            let d = [dest("a", 0, true, seen("a-1", &t))];
+            for mode in [ExternalMode::First, ExternalMode::All] {
+                let got = decide(&daily, mode, std::slice::from_ref(&h), &d, now, false);
+                assert_eq!(
+                    got.sets[0].collect, due,
+                    "{ahead} {mode:?}: {:?}",
+                    got.sets[0]
+                );
+                assert_eq!(
+                    got.external.is_due(),
+                    due,
+                    "{ahead} {mode:?}: {:?}",
+                    got.external
+                );
+                // Due because of the clock, and saying so (not "is in the future old").
+                let external_reason = match mode {
+                    ExternalMode::First => &got.external.reason,
+                    ExternalMode::All => &got.external.destinations[0].reason,
+                };
+                let said = [
+                    got.sets[0].reason.contains("is dated in the future"),
+                    external_reason.contains("is dated in the future"),
+                ];
+                assert_eq!(said, [due, due], "{ahead} {mode:?}: {got:?}");
+            }
+        }
+        // Overdue: exactly 36 hours is not (daily), a second more is; the same per drive in mode all and for
+        // the external phase in mode first (weekly: 10 days).
+        for (age, overdue_now) in [
+            (TimeDelta::hours(36), false),
+            (TimeDelta::hours(36) + TimeDelta::seconds(1), true),
+        ] {
+            let t = ago(age);
+            let h = history(seen("data-x", &t), seen("data-x", &t), None);
+            let got = overdue(&weekly, ExternalMode::First, &[h], &[], now);
+            assert_eq!(!got.is_empty(), overdue_now, "{age}: {got:?}");
+        }
+        for (age, overdue_now) in [
+            (TimeDelta::days(10), false),
+            (TimeDelta::days(10) + TimeDelta::seconds(1), true),
+        ] {
+            let d = [dest("a", 0, true, seen("a-1", &ago(age)))];
+            for mode in [ExternalMode::First, ExternalMode::All] {
+                let got = overdue(&weekly, mode, &[], &d, now);
+                assert_eq!(!got.is_empty(), overdue_now, "{age} {mode:?}: {got:?}");
+            }
+        }
+        // Full: compared exactly 6 days ago is due (weekly), a second less is not.
+        let full = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Manual);
+        for (age, due) in [
+            (TimeDelta::days(6), true),
+            (TimeDelta::days(6) - TimeDelta::seconds(1), false),
+        ] {
+            let old = seen("data-old", &ago(TimeDelta::days(2)));
+            let h = history(old.clone(), old, seen("data-c", &ago(age)));
+            let got = decide(&full, ExternalMode::First, &[h], &[], now, false);
+            assert!(got.sets[0].collect);
+            assert_eq!(got.sets[0].full, due, "{age}: {:?}", got.sets[0]);
+        }
+    }
+
+    #[test]
     fn overdue_items() {
         let weekly = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Weekly);
         let sets = [

@@ -439,17 +439,21 @@ impl Builder<'_> {
             })
             .collect();
 
-        for (k, arg) in set.rsync_args.iter().enumerate() {
-            if let Some(why) = refused_rsync_arg(arg) {
-                self.problem(format!("{at}/rsync_args/{k}"), why);
-            }
+        let (rsync_args, refused) = crate::rsync_args::check(&set.rsync_args, &ArgsHost(self.env));
+        for r in refused {
+            let problem = Problem::new(format!("{at}/rsync_args/{}", r.index), r.message);
+            self.problems.push(if r.off_list {
+                problem.allowed(crate::rsync_args::allowed_list())
+            } else {
+                problem
+            });
         }
 
         SetSettings {
             name: set.name.clone(),
             sources,
             exclusions,
-            rsync_args: set.rsync_args.clone(),
+            rsync_args,
         }
     }
 
@@ -471,6 +475,15 @@ impl Builder<'_> {
         };
         if expanded.is_empty() {
             self.problem(pointer, "an empty exclusion; remove it");
+            return None;
+        }
+        if expanded.contains(['\n', '\r', '\0']) {
+            self.problem(
+                pointer,
+                format!(
+                    "{raw:?} holds a line break or NUL, which no file name pattern needs; remove it"
+                ),
+            );
             return None;
         }
         if !expanded.starts_with('/') {
@@ -728,6 +741,17 @@ impl Builder<'_> {
         let recipients_file = path(self, "recipients_file", &e.recipients_file);
         let identity_file = path(self, "identity_file", &e.identity_file);
         let passphrase_file = path(self, "passphrase_file", &e.passphrase_file);
+        for (key, file) in [
+            ("identity_file", &identity_file),
+            ("passphrase_file", &passphrase_file),
+        ] {
+            if let Some(why) = file
+                .as_deref()
+                .and_then(|f| secret_in_store(f, Path::new(NIX_STORE)))
+            {
+                self.problem(format!("{at}/{key}"), why);
+            }
+        }
         (self.problems.len() == before).then(|| EncryptionSettings {
             recipients: e.recipients.clone(),
             recipients_file,
@@ -757,6 +781,28 @@ impl Builder<'_> {
             }
         }
     }
+}
+
+/// The Nix store: world-readable, and copied to binary caches and other machines.
+pub const NIX_STORE: &str = "/nix/store";
+
+/// Why a secret file (an identity, a passphrase) at `path` may not be used: it lies in the Nix store `store`, by its
+/// name or through a symlink (home-manager links its files there). `None` when it does not.
+pub fn secret_in_store(path: &Path, store: &Path) -> Option<String> {
+    let why = "which every user of this machine can read (and which is copied to binary caches and other \
+               machines): a secret there is no secret; keep the file outside the store (mode 0600, e.g. \
+               ~/.config/dbackup/identity.txt, or a secrets manager's file under /run) and name that file here";
+    if path.starts_with(store) {
+        return Some(format!("{} is in the Nix store, {why}", path.display()));
+    }
+    let real = std::fs::canonicalize(path).ok()?;
+    real.starts_with(store).then(|| {
+        format!(
+            "{} is a link into the Nix store ({}), {why}",
+            path.display(),
+            real.display()
+        )
+    })
 }
 
 /// A safe file name on ext4 and exFAT: what [`schema::SAFE_NAME_PATTERN`] matches.
@@ -801,37 +847,42 @@ fn resolve_existing_prefix(path: &Path) -> PathBuf {
     }
 }
 
-/// rsync options that would make a snapshot silently wrong or touch the sources.
-fn refused_rsync_arg(arg: &str) -> Option<String> {
-    if !arg.starts_with('-') {
-        return Some(format!(
-            "rsync argument {arg:?} is not an option; each must start with `-`, with its value after `=` (\"--bwlimit=50m\")"
-        ));
+/// What the `rsync_args` check reads: this run's environment, and the files options name.
+struct ArgsHost<'a>(&'a Env);
+
+/// The largest file an rsync option may name (exclude patterns, filter rules): read whole to check it.
+const RSYNC_FILE_LIMIT: u64 = 16 << 20;
+
+impl crate::rsync_args::Host for ArgsHost<'_> {
+    fn expand(&self, value: &str) -> Result<String, String> {
+        expand::expand(value, self.0).map_err(|e| e.to_string())
     }
-    let long = arg.split('=').next().unwrap_or(arg);
-    let refused = [
-        ("--dry-run", "would leave the snapshot empty"),
-        (
-            "--remove-source-files",
-            "would delete your files after copying them",
-        ),
-        ("--list-only", "would leave the snapshot empty"),
-        ("--only-write-batch", "would leave the snapshot empty"),
-        ("--read-batch", "would replace the sources"),
-        ("--link-dest", "is managed by dbackup"),
-        ("--compare-dest", "would leave files out of the snapshot"),
-        ("--copy-dest", "is managed by dbackup"),
-        ("--files-from", "would replace the configured sources"),
-    ];
-    if let Some((opt, why)) = refused.iter().find(|(opt, _)| long == *opt) {
-        return Some(format!("rsync option {opt} {why}; remove it"));
+
+    fn expand_path(&self, value: &str) -> Result<PathBuf, String> {
+        expand::expand_path(value, self.0).map_err(|e| e.to_string())
     }
-    if !arg.starts_with("--") && arg[1..].contains('n') {
-        return Some(format!(
-            "rsync option {arg:?} includes -n (--dry-run), which would leave the snapshot empty; remove it"
-        ));
+
+    fn read_file(&self, path: &Path) -> Result<String, String> {
+        use std::io::Read;
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "does not exist".to_string(),
+            _ => e.to_string(),
+        })?;
+        if !meta.is_file() {
+            return Err("is not a regular file".into());
+        }
+        if meta.len() > RSYNC_FILE_LIMIT {
+            return Err(format!(
+                "is larger than {} MiB; is it the right file?",
+                RSYNC_FILE_LIMIT >> 20
+            ));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(RSYNC_FILE_LIMIT + 1).read_to_end(&mut bytes))
+            .map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
-    None
 }
 
 #[cfg(test)]
@@ -871,6 +922,45 @@ mod tests {
             Err(other) => panic!("expected semantic problems, got {other}"),
             Ok(_) => panic!("expected semantic problems, got valid settings"),
         }
+    }
+
+    #[test]
+    fn secret_files_in_the_nix_store_are_refused() {
+        let e = env(Path::new("/home/u"), &[]);
+        let got = problems(
+            r#"{ "backup_root": "/b", "backup_sets": [ { "name": "d", "sources": ["/d"] } ],
+                 "encryption": { "recipients": ["age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"],
+                                 "identity_file": "/nix/store/abc-identity.txt" },
+                 "destinations": [ { "name": "T9", "path": "/media/T9",
+                   "encryption": { "passphrase": true, "passphrase_file": "/nix/store/abc-pass" } } ] }"#,
+            &e,
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "/encryption/identity_file: /nix/store/abc-identity.txt is in the Nix store"
+            ) && got[0].contains("every user of this machine can read"),
+            "{got:?}"
+        );
+        assert!(
+            got[1].starts_with("/destinations/0/encryption/passphrase_file: /nix/store/abc-pass"),
+            "{got:?}"
+        );
+        // A link into the store (as home-manager makes them) is refused too; a file outside is fine.
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("store");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::write(store.join("abc-identity.txt"), "AGE-SECRET-KEY-1").unwrap();
+        let link = tmp.path().join("identity.txt");
+        std::os::unix::fs::symlink(store.join("abc-identity.txt"), &link).unwrap();
+        let why = secret_in_store(&link, &store).expect("refused");
+        assert!(why.contains("is a link into the Nix store"), "{why}");
+        std::fs::write(tmp.path().join("own.txt"), "x").unwrap();
+        assert_eq!(secret_in_store(&tmp.path().join("own.txt"), &store), None);
+        assert_eq!(
+            secret_in_store(&tmp.path().join("missing.txt"), &store),
+            None
+        );
     }
 
     fn with_set(set: &str) -> String {
@@ -933,6 +1023,11 @@ mod tests {
                 ],
             ),
             (
+                "exclusion with a line break (it would split into two rules)",
+                with_set(r#"{ "name": "a", "sources": ["/data"], "exclusions": ["a\nb"] }"#),
+                &["/backup_sets/0/exclusions/0: \"a\\nb\" holds a line break"],
+            ),
+            (
                 "exclusion of a whole source",
                 with_set(r#"{ "name": "a", "sources": ["/data"], "exclusions": ["$DDATA/"] }"#),
                 &["/backup_sets/0/exclusions/0: \"$DDATA/\" excludes the whole source \"/data\""],
@@ -943,13 +1038,12 @@ mod tests {
                 &["/backup_sets/0/sources/1: \"$DDATA\" is the same place as \"/data\""],
             ),
             (
-                "rsync args that are not options or would break the snapshot",
+                "rsync args off the allow-list (`--bwlimit 50m` is one option with its value)",
                 with_set(
                     r#"{ "name": "a", "sources": ["/d"], "rsync_args": ["--bwlimit", "50m", "-avn", "--remove-source-files", "--dry-run"] }"#,
                 ),
                 &[
-                    "/backup_sets/0/rsync_args/1: rsync argument \"50m\" is not an option",
-                    "/backup_sets/0/rsync_args/2: rsync option \"-avn\" includes -n",
+                    "/backup_sets/0/rsync_args/2: rsync option \"-avn\" includes -v (--verbose)",
                     "/backup_sets/0/rsync_args/3: rsync option --remove-source-files would delete your files",
                     "/backup_sets/0/rsync_args/4: rsync option --dry-run would leave the snapshot empty",
                 ],

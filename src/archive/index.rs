@@ -681,6 +681,61 @@ mod tests {
     }
 
     #[test]
+    fn line_len_is_the_written_line_length() {
+        // The space check estimates an index's size from line_len: it must be exactly what the writer writes.
+        let (entries, bytes) = sample();
+        let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
+        assert_eq!(lines.len(), entries.len() + 2, "header, entries, end");
+        for (e, line) in entries.iter().zip(&lines[1..]) {
+            assert_eq!(IndexWriter::<Vec<u8>>::line_len(e), line.len() as u64);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_right_line() {
+        // header = line 1, entries = lines 2..=5, end = line 6.
+        let (_, bytes) = sample();
+        let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
+        let read_all = |b: &[u8]| IndexReader::new(b).unwrap().collect::<Result<Vec<_>, _>>();
+
+        let mut r = IndexReader::new(&bytes[..]).unwrap();
+        assert_eq!(r.line(), 1);
+        for want in 2..=5 {
+            r.next_entry().unwrap().unwrap();
+            assert_eq!(r.line(), want);
+        }
+        assert!(r.next_entry().unwrap().is_none());
+
+        let no_end = lines[..5].concat();
+        match read_all(&no_end) {
+            Err(IndexError::Truncated { line: 5 }) => {}
+            other => panic!("{other:?}"),
+        }
+        let cut_end = &bytes[..bytes.len() - 1];
+        match read_all(cut_end) {
+            Err(IndexError::Truncated { line: 6 }) => {}
+            other => panic!("{other:?}"),
+        }
+        let mut extended = bytes.clone();
+        extended.extend_from_slice(b"{}\n");
+        let err = read_all(&extended).unwrap_err();
+        assert!(matches!(err, IndexError::AfterEnd { line: 7 }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "line 7 of the index follows its `end` line"
+        );
+        let mut bad = lines.clone();
+        bad[2] = b"{\"not\": \"an entry\"}\n";
+        let err = read_all(&bad.concat()).unwrap_err();
+        assert!(matches!(err, IndexError::BadLine { line: 3, .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("line 3 of the index is malformed: "),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn other_formats_are_refused() {
         let err = IndexReader::new(&b"{\"format\":\"x\"}\n"[..])
             .err()

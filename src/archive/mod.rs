@@ -48,7 +48,9 @@ pub use sink::{
     WriterSink, WrittenFile,
 };
 pub use tarfmt::EntryKind;
-pub use verify::{VerifyError, VerifyProblem, VerifyReport, verify_archive};
+pub use verify::{
+    HardLinkTargets, VerifyError, VerifyProblem, VerifyReport, verify_archive, verify_archive_with,
+};
 pub use writer::{
     ArchiveError, ArchiveEstimate, ArchiveOptions, ArchivePlan, ArchiveSummary, NoProgress,
     Progress, Warning, scan, write_archive,

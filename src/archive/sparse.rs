@@ -525,6 +525,20 @@ impl PaxSparse {
     }
 }
 
+impl PaxSparse {
+    /// A 0.0 or 0.1 map (in the records) must name exactly the `stored` bytes of the member's data; a 1.0 map is
+    /// checked when it is read ([`read_v1_map`]).
+    pub fn check_stored(&self, stored: u64) -> Result<(), SparseError> {
+        match &self.map {
+            Some(map) if map.data_bytes() != stored => Err(bad(format!(
+                "the map names {} bytes of data, the member stores {stored}",
+                map.data_bytes()
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// `GNU.sparse.map`'s value: `offset,length,offset,length,...`.
 fn parse_map_01(text: &[u8]) -> Result<Vec<Segment>, SparseError> {
     if text.is_empty() {
@@ -629,19 +643,25 @@ pub fn read_v1_map(r: &mut dyn Read, stored: u64, size: u64) -> Result<(SparseMa
     Ok((map, taken))
 }
 
-/// The map of an old-GNU sparse member (type `S`): the entries of its header, then, when it says so, those of the
-/// extension headers read from `ext` (which starts right after the header). Returns the map and the bytes of
-/// extension headers read; the data follows them. `stored` is the header's size field.
+/// The map of an old-GNU sparse member (type `S`): the four entries of its header, then the 21 of each extension
+/// block in `ext` (the blocks that followed the header, as many as the header's and each block's `isextended`
+/// flag said: the scanner follows that chain, [`crate::restore::tarscan`]). `stored` is the header's size field:
+/// the data the member stores after the blocks, which the map must name exactly. A header without GNU tar's magic
+/// has no sparse fields (GNU tar does not read it as sparse either).
 pub fn old_gnu_map(
-    header: &tar::GnuHeader,
+    header: &[u8; 512],
+    ext: &[Box<[u8; 512]>],
     stored: u64,
-    ext: &mut dyn Read,
-) -> Result<(SparseMap, u64), MapError> {
-    let size = header
+) -> Result<SparseMap, SparseError> {
+    let header = tar::Header::from_byte_slice(header);
+    let gnu = header
+        .as_gnu()
+        .ok_or_else(|| bad("a type S header without GNU tar's magic"))?;
+    let size = gnu
         .real_size()
         .map_err(|e| bad(format!("its real size: {e}")))?;
     let mut segs = Vec::new();
-    let take = |h: &tar::GnuSparseHeader, segs: &mut Vec<Segment>| -> Result<(), SparseError> {
+    let mut take = |h: &tar::GnuSparseHeader| -> Result<(), SparseError> {
         if h.is_empty() {
             return Ok(());
         }
@@ -654,38 +674,30 @@ pub fn old_gnu_map(
         });
         Ok(())
     };
-    for h in &header.sparse {
-        take(h, &mut segs)?;
+    for h in &gnu.sparse {
+        take(h)?;
     }
-    let mut read = 0u64;
-    let mut more = header.is_extended();
-    while more {
-        let mut e = tar::GnuExtSparseHeader::new();
-        ext.read_exact(e.as_mut_bytes())
-            .map_err(|err| match err.kind() {
-                io::ErrorKind::UnexpectedEof => {
-                    MapError::Bad(bad("the archive ends inside its extension headers"))
-                }
-                _ => MapError::Io(err),
-            })?;
-        read += 512;
+    let mut e = tar::GnuExtSparseHeader::new();
+    for block in ext {
+        e.as_mut_bytes().copy_from_slice(&block[..]);
         for h in e.sparse() {
-            take(h, &mut segs)?;
+            take(h)?;
         }
-        more = e.is_extended();
     }
     let map = SparseMap::new(size, segs)?;
     if map.data_bytes() != stored {
         return Err(bad(format!(
             "the map names {} bytes of data, the member stores {stored}",
             map.data_bytes()
-        ))
-        .into());
+        )));
     }
-    Ok((map, read))
+    Ok(map)
 }
 
-/// What a tar entry's headers say about sparseness, without reading its content.
+/// What a tar entry's headers say about sparseness, without reading its content: for the readers of dbackup's own
+/// archives through the `tar` crate (index checks, verification, single-entry reads). Archives without an index
+/// are read by [`crate::restore::tarscan`], which calls the same parsers ([`PaxSparse::from_records`],
+/// [`old_gnu_map`], [`read_v1_map`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TarSparse {
     /// Not a sparse member.
@@ -709,13 +721,9 @@ pub fn inspect<R: Read>(te: &mut tar::Entry<'_, R>) -> io::Result<TarSparse> {
     let records = exts.map(|r| r.map(|e| (e.key_bytes(), e.value_bytes())));
     Ok(match PaxSparse::from_records(records) {
         Ok(None) => TarSparse::No,
-        Ok(Some(p)) => match &p.map {
-            Some(map) if map.data_bytes() != te.size() => TarSparse::Bad(bad(format!(
-                "the map names {} bytes of data, the member stores {}",
-                map.data_bytes(),
-                te.size()
-            ))),
-            _ => TarSparse::Pax(p),
+        Ok(Some(p)) => match p.check_stored(te.size()) {
+            Ok(()) => TarSparse::Pax(p),
+            Err(e) => TarSparse::Bad(e),
         },
         Err(e) => TarSparse::Bad(e),
     })
@@ -735,73 +743,6 @@ pub enum SparseLoc {
         size: u64,
         sha256: Digest,
     },
-}
-
-/// Finds the map and data of a sparse member while scanning an archive, for a later restore by seeking. `te` is
-/// the entry just read (its content not yet read); `read_at(position, buffer)` fills `buffer` from that position
-/// of the archive (only old-GNU members with extension headers need it). `Ok(None)` for a member that is not
-/// sparse.
-pub fn locate<R: Read>(
-    te: &mut tar::Entry<'_, R>,
-    read_at: &mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
-) -> Result<Option<SparseLoc>, MapError> {
-    match inspect(te)? {
-        TarSparse::No => Ok(None),
-        TarSparse::Bad(e) => Err(e.into()),
-        TarSparse::OldGnu => {
-            let header = te.header().clone();
-            let gnu = header
-                .as_gnu()
-                .ok_or_else(|| bad("a type S member without a GNU header"))?;
-            let stored = header
-                .entry_size()
-                .map_err(|e| bad(format!("its size: {e}")))?;
-            let ext_at = te.raw_header_position() + 512;
-            let mut reader = AtReader {
-                read_at,
-                pos: ext_at,
-            };
-            let (map, ext) = old_gnu_map(gnu, stored, &mut reader)?;
-            Ok(Some(SparseLoc::Mapped {
-                data: ext_at + ext,
-                map: Arc::new(map),
-            }))
-        }
-        TarSparse::Pax(p) => {
-            let stored = te.size();
-            let start = te.raw_file_position();
-            match p.map {
-                Some(map) => {
-                    // `inspect` checked that the map names as many bytes as are stored.
-                    Ok(Some(SparseLoc::Mapped {
-                        data: start,
-                        map: Arc::new(map),
-                    }))
-                }
-                None => {
-                    let (map, taken) = read_v1_map(te, stored, p.size)?;
-                    Ok(Some(SparseLoc::Mapped {
-                        data: start + taken,
-                        map: Arc::new(map),
-                    }))
-                }
-            }
-        }
-    }
-}
-
-/// A reader over a `read_at` function, from a position on.
-struct AtReader<'a> {
-    read_at: &'a mut dyn FnMut(u64, &mut [u8]) -> io::Result<()>,
-    pos: u64,
-}
-
-impl Read for AtReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (self.read_at)(self.pos, buf)?;
-        self.pos += buf.len() as u64;
-        Ok(buf.len())
-    }
 }
 
 /// Opens a sparse member of a seekable archive for a restore: its map, and a reader of its data segments one after

@@ -1,12 +1,13 @@
 //! The full verifier behind `restore --verify`: reads a whole archive and its index side by side, checking every
 //! entry's header against the index, every file's content sha256, and the whole stream's length and sha256.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::index::{IndexEntry, IndexError, IndexReader, display_bytes};
+use super::index::{IndexEntry, IndexError, IndexReader, SparseRecord, display_bytes};
 use super::sink::{Digest, WRITE_BUFFER};
 use super::sparse::{self, TarSparse};
 use super::tarfmt::{self, EntryKind};
@@ -59,6 +60,15 @@ pub enum VerifyProblem {
     Truncated { got: u64, expected: u64 },
     #[error("content sha256 is {actual}, the index says {expected}: the content is damaged")]
     Content { expected: Digest, actual: Digest },
+    #[error(
+        "it is a hard link to {target}, which is not a file earlier in the archive: a restore could not vouch for \
+         its content"
+    )]
+    LinkTarget { target: String },
+    #[error(
+        "the index lists more hard-linked names than verify keeps track of ({0}): the index is not plausible"
+    )]
+    TooManyLinks(usize),
     #[error("the index's totals say {index}, the archive has {archive}")]
     Totals { index: String, archive: String },
     #[error(
@@ -87,21 +97,82 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Verifies the tar stream `archive` (already joined from its parts and through any stage) against `index`.
-/// `label` names the archive in errors. Memory does not grow with the number of entries.
-///
-/// Checks, for every entry in order: path, type, mode, owner, mtime, size, link target, device numbers, extended
-/// attributes and ACLs (parsed from the raw pax records, [`super::xattrs::HeaderTap`]), the
-/// header and data offsets the index gives, and the sha256 of every file's content; then that the index's `end`
-/// line matches the number of entries, the stream's length and its sha256 (which covers headers and padding).
-/// A hard link's `size`, `sha256` and `data_offset` (its first name's content) are not cross-checked here, which
-/// would need a map of every file; [`read_entry`](super::read_entry) checks them when that name is restored.
+/// The files whose data offset, size and sha256 [`verify_archive_with`] keeps as it reads, to check each hard link
+/// against the very file the archive links it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HardLinkTargets {
+    /// Every file (memory grows with the number of files: tests, small archives).
+    All,
+    /// The names hard links point to, from a first read of the same index ([`HardLinkTargets::read`]).
+    Named(HashSet<Vec<u8>>),
+}
+
+impl HardLinkTargets {
+    fn wants(&self, path: &[u8]) -> bool {
+        match self {
+            HardLinkTargets::All => true,
+            HardLinkTargets::Named(names) => names.contains(path),
+        }
+    }
+}
+
+/// At most this many bytes of hard-link target names are kept (about a million names): an index that lists more is
+/// refused as implausible rather than let grow memory without bound.
+const MAX_LINK_TARGET_BYTES: usize = 256 << 20;
+
+impl HardLinkTargets {
+    /// Reads `index` through and keeps the `link` of every hard-link line.
+    pub fn read(index: impl BufRead) -> Result<HardLinkTargets, VerifyProblem> {
+        let mut idx = IndexReader::new(index)?;
+        let mut names = HashSet::new();
+        let mut bytes = 0usize;
+        while let Some(e) = idx.next_entry()? {
+            if e.kind == EntryKind::Hardlink
+                && let Some(l) = e.link
+            {
+                bytes = bytes.saturating_add(l.len() + 64);
+                if bytes > MAX_LINK_TARGET_BYTES {
+                    return Err(VerifyProblem::TooManyLinks(names.len()));
+                }
+                names.insert(l);
+            }
+        }
+        Ok(HardLinkTargets::Named(names))
+    }
+}
+
+/// [`verify_archive_with`] keeping every file for the hard links to be checked against (memory grows with the
+/// number of files). `restore --verify` reads the hard links' targets from the index first instead.
 pub fn verify_archive(
     label: &str,
     archive: impl Read,
     index: impl BufRead,
     progress: &mut dyn Progress,
 ) -> Result<VerifyReport, VerifyError> {
+    verify_archive_with(label, archive, index, &HardLinkTargets::All, progress)
+}
+
+/// Verifies the tar stream `archive` (already joined from its parts and through any stage) against `index`.
+/// `label` names the archive in errors. Memory grows with the number of hard-linked files only (`links`, read
+/// from the same index first with [`HardLinkTargets::read`]), never with the number of entries.
+///
+/// Checks, for every entry in order: path, type, mode, owner, mtime, size, link target, device numbers, extended
+/// attributes and ACLs (parsed from the raw pax records, [`super::xattrs::HeaderTap`]), the header and data offsets
+/// the index gives, and the sha256 of every file's content; for a hard link, that the file the archive links it to
+/// is a file earlier in the archive whose data offset, size and sha256 are the ones the index gives the link (a
+/// restore reads a hard link's content there); then that the index's `end` line matches the number of entries, the
+/// stream's length and its sha256 (which covers headers and padding). A hard link whose target is not in `links`
+/// fails: read `links` from the same index.
+pub fn verify_archive_with(
+    label: &str,
+    archive: impl Read,
+    index: impl BufRead,
+    links: &HardLinkTargets,
+    progress: &mut dyn Progress,
+) -> Result<VerifyReport, VerifyError> {
+    // The files hard links point to, as the archive has them: data offset, size, content sha256.
+    // Per file a hard link may point to: its data offset, size, sha256 and (stored sparse) its sparse record.
+    let mut linked: HashMap<Vec<u8>, (u64, u64, Digest, Option<SparseRecord>)> = HashMap::new();
     let fail = |entry: Option<&IndexEntry>, problem: VerifyProblem| VerifyError {
         archive: label.to_string(),
         entry: entry.map(|e| e.display_path()),
@@ -339,6 +410,12 @@ pub fn verify_archive(
                         actual: logical,
                     });
                 }
+                if links.wants(&ie.path) {
+                    linked.insert(
+                        ie.path.clone(),
+                        (data_offset, p.size, logical, Some(record)),
+                    );
+                }
                 files += 1;
                 file_bytes += p.size;
             } else if ie.kind == EntryKind::File {
@@ -362,20 +439,60 @@ pub fn verify_archive(
                     });
                 }
                 let actual = Digest::of(hasher);
-                let expected = ie.sha256.expect("index files have a sha256");
+                let Some(expected) = ie.sha256 else {
+                    return field("sha256", "none".into(), actual.to_string());
+                };
                 if actual != expected {
                     return bad(VerifyProblem::Content { expected, actual });
+                }
+                if links.wants(&ie.path) {
+                    linked.insert(ie.path.clone(), (data_offset, size, actual, None));
                 }
                 files += 1;
                 file_bytes = file_bytes.saturating_add(size);
             }
             if ie.kind == EntryKind::Hardlink {
                 hard_links += 1;
-                if ie.data_offset >= ie.header_offset {
+                // The archive's own link (checked equal to the index's above) names the file whose content this
+                // name shares: the index must point at that file's data, with its size and sha256.
+                let target = ie.link.clone().unwrap_or_default();
+                let Some(&(offset, tsize, digest, tsparse)) = linked.get(&target) else {
+                    return bad(VerifyProblem::LinkTarget {
+                        target: display_bytes(&target),
+                    });
+                };
+                if ie.data_offset != offset {
                     return field(
                         "data offset",
                         ie.data_offset.to_string(),
-                        format!("the data of an earlier entry (before {})", ie.header_offset),
+                        format!("{offset} (the data of {})", display_bytes(&target)),
+                    );
+                }
+                if ie.size != tsize {
+                    return field(
+                        "size",
+                        ie.size.to_string(),
+                        format!("{tsize} (the size of {})", display_bytes(&target)),
+                    );
+                }
+                if ie.sha256 != Some(digest) {
+                    return field(
+                        "sha256",
+                        ie.sha256
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|| "none".into()),
+                        format!("{digest} (the content of {})", display_bytes(&target)),
+                    );
+                }
+                if ie.sparse != tsparse {
+                    let shown = |r: Option<SparseRecord>| match r {
+                        Some(r) => format!("a sparse member of {} bytes", r.stored),
+                        None => "not sparse".to_string(),
+                    };
+                    return field(
+                        "storage",
+                        shown(ie.sparse),
+                        format!("{} (as {} is stored)", shown(tsparse), display_bytes(&target)),
                     );
                 }
             }

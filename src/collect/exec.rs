@@ -51,6 +51,9 @@ pub struct SetReport {
     pub seconds: f64,
     pub unreadable: Vec<FileProblem>,
     pub vanished: Vec<PathBuf>,
+    /// Sources that were missing (as configured): the snapshot lacks them, so it is incomplete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_sources: Vec<String>,
     pub warnings: Vec<String>,
     /// Snapshots removed by retention, with the reason.
     pub removed: Vec<Removed>,
@@ -183,6 +186,7 @@ fn blank_report(set: &SetPlan, full: bool) -> SetReport {
         seconds: 0.0,
         unreadable: Vec::new(),
         vanished: Vec::new(),
+        missing_sources: Vec::new(),
         warnings: set.warnings.clone(),
         removed: Vec::new(),
         error: None,
@@ -262,6 +266,15 @@ fn collect_set(
         set.set,
         ui::shell_words(&set.rsync_argv)
     ));
+    // The exclusions reach rsync as a file of filter rules, not as arguments (thousands would overflow the
+    // argument list); it lives beside the in-progress copy while rsync runs.
+    let filter = match &set.filter_file {
+        Some(path) => {
+            snapshot::write_atomic(path, rsync::filter_rules(&set.exclusions).as_bytes(), 0o600)?;
+            Some(FilterFile(path))
+        }
+        None => None,
+    };
     let bar = ui.percent_bar(&set.set);
     let verbosity = ui.verbosity;
     let name = set.set.clone();
@@ -287,6 +300,7 @@ fn collect_set(
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    drop(filter);
     let run = run?;
     // Interrupted (rsync heard the signal too): nothing is promoted; the copy stays where the next run resumes it.
     crate::interrupt::check()?;
@@ -311,7 +325,14 @@ fn collect_set(
         anyhow::bail!(msg);
     }
 
-    let complete = run.exit != RsyncExit::Partial;
+    let missing: Vec<&str> = set
+        .sources
+        .iter()
+        .filter(|s| s.resolved.is_none())
+        .map(|s| s.configured.as_str())
+        .collect();
+    let complete = run.exit != RsyncExit::Partial && missing.is_empty();
+    report.missing_sources = missing.iter().map(|m| m.to_string()).collect();
     let mut warnings = set.warnings.clone();
     if !run.vanished.is_empty() {
         warnings.push(format!(
@@ -319,7 +340,7 @@ fn collect_set(
             run.vanished.len()
         ));
     }
-    if !complete {
+    if run.exit == RsyncExit::Partial {
         let n = run.unreadable.len();
         warnings.push(format!(
             "{n} file(s) could not be read and are missing from the snapshot"
@@ -367,12 +388,7 @@ fn collect_set(
                 present: s.resolved.is_some(),
             })
             .collect(),
-        exclusions: set
-            .rsync_argv
-            .iter()
-            .filter_map(|a| a.strip_prefix("--exclude="))
-            .map(String::from)
-            .collect(),
+        exclusions: set.exclusions.clone(),
         link_dest: set
             .link_dest
             .iter()
@@ -388,8 +404,9 @@ fn collect_set(
             exit_code: run.exit.code(),
             argv: set.rsync_argv.clone(),
             version: plan.rsync_version.clone(),
-            acls: plan.acls,
-            xattrs: plan.xattrs,
+            // `-A`/`-X` in the flags: where the root keeps them, unless the set's rsync_args turned them off.
+            acls: set.rsync_argv.get(1).is_some_and(|f| f.contains('A')),
+            xattrs: set.rsync_argv.get(1).is_some_and(|f| f.contains('X')),
         },
         stats: run.stats,
         // The run's notes (ACLs or xattrs not copied, ...) are worth keeping with the snapshot, but are not warnings.
@@ -443,6 +460,15 @@ fn collect_set(
     Ok(())
 }
 
+/// The filter file of a running rsync: removed when dropped, whatever happened.
+struct FilterFile<'a>(&'a Path);
+
+impl Drop for FilterFile<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(self.0);
+    }
+}
+
 /// Applies retention to the set's snapshots as they are now on disk; failures become warnings (exit 3).
 fn prune(
     root: &Path,
@@ -465,13 +491,17 @@ fn prune(
     let infos: Vec<SnapshotInfo> = snapshots
         .iter()
         .map(|s| SnapshotInfo {
-            name: s.name.clone(),
-            time: s.time,
-            state: s.state(),
             latest: latest.as_deref() == Some(s.name.as_str()),
+            ..super::plan::retention_info(s)
         })
         .collect();
-    for d in retention::decide(&infos, policy, now)
+    let missing: Vec<PathBuf> = set
+        .sources
+        .iter()
+        .filter(|s| s.resolved.is_none())
+        .map(|s| s.path.clone())
+        .collect();
+    for d in retention::decide(&infos, policy, &missing, now)
         .into_iter()
         .filter(|d| !d.keep)
     {
@@ -519,10 +549,17 @@ pub fn summary_lines(report: &CollectReport) -> Vec<String> {
                     format!("{}: {n} complete: {}", s.set, stats(st))
                 }
                 (SetStatus::Incomplete, Some(n), Some(st)) => {
+                    let mut why = Vec::new();
+                    if !s.missing_sources.is_empty() {
+                        why.push(format!("{} missing", s.missing_sources.join(", ")));
+                    }
+                    if s.rsync_exit == Some(RsyncExit::Partial.code()) {
+                        why.push(format!("{} unreadable", s.unreadable.len()));
+                    }
                     format!(
-                        "{}: {n} INCOMPLETE ({} unreadable): {}",
+                        "{}: {n} INCOMPLETE ({}): {}",
                         s.set,
-                        s.unreadable.len(),
+                        why.join(", "),
                         stats(st)
                     )
                 }

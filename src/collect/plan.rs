@@ -13,6 +13,7 @@ use crate::config::RetentionPolicy;
 use crate::exit::Exit;
 use crate::retention::{self, Decision, SnapshotInfo};
 use crate::rsync::{self, ArgvSpec};
+use crate::rsync_args;
 use crate::settings::SetSettings;
 use crate::snapshot::{self, Layout, SnapshotState, SourceRecord};
 use crate::ui;
@@ -64,6 +65,12 @@ pub struct SetPlan {
     /// `--link-dest` directories, in rsync's order.
     pub link_dest: Vec<PathBuf>,
     pub sources: Vec<SourcePlan>,
+    /// The rsync patterns excluded, in order (recorded in the snapshot's metadata).
+    #[serde(default)]
+    pub exclusions: Vec<String>,
+    /// Where they are written as filter rules for rsync (`--filter=merge`) while it runs, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_file: Option<PathBuf>,
     pub shrink_checks: Vec<ShrinkCheck>,
     /// The full rsync command line (argv[0] is `rsync`). Empty when the set is refused.
     pub rsync_argv: Vec<String>,
@@ -163,6 +170,18 @@ pub struct RunOptions<'a> {
     pub now: NaiveDateTime,
     /// Add `--info=progress2` (a progress bar will be drawn).
     pub progress: bool,
+}
+
+/// What retention needs to know about an existing snapshot.
+pub fn retention_info(s: &snapshot::Snapshot) -> SnapshotInfo {
+    SnapshotInfo {
+        name: s.name.clone(),
+        time: s.time,
+        state: s.state(),
+        latest: false,
+        holds: s.metadata.as_ref().map(|m| m.holds()).unwrap_or_default(),
+        unreadable: s.metadata.as_ref().is_some_and(|m| m.has_unreadable()),
+    }
 }
 
 /// Plans the run. Pure: everything it needs is in `world`.
@@ -265,7 +284,8 @@ fn plan_set(
     } else {
         for m in &missing {
             warnings.push(format!(
-                "source {} ({}) is missing: skipped",
+                "source {} ({}) is missing: skipped, so the snapshot will be incomplete and the newest copy of it \
+                 is kept; is its drive mounted?",
                 m.configured,
                 m.path.display()
             ));
@@ -338,21 +358,22 @@ fn plan_set(
 
     let mut refusal = (!refusals.is_empty()).then(|| refusals.join("; "));
     let in_progress = layout.in_progress(&set.name);
+    let exclusions: Vec<String> = set
+        .exclusions
+        .iter()
+        .map(|e| e.rsync_pattern().to_string())
+        .collect();
+    let filter_file = (!exclusions.is_empty()).then(|| layout.filter(&set.name));
     let rsync_argv = if refusal.is_none() {
         let present: Vec<PathBuf> = sources.iter().filter_map(|s| s.resolved.clone()).collect();
-        let exclusions: Vec<String> = set
-            .exclusions
-            .iter()
-            .map(|e| e.rsync_pattern().to_string())
-            .collect();
         let spec = ArgvSpec {
             sources: &present,
-            exclusions: &exclusions,
+            filter: filter_file.as_deref(),
             link_dest: &link_dest,
             dest: &in_progress,
             full: opts.args.full,
-            acls,
-            xattrs,
+            acls: acls && !rsync_args::turns_off(&set.rsync_args, 'A'),
+            xattrs: xattrs && !rsync_args::turns_off(&set.rsync_args, 'X'),
             progress: opts.progress,
             sparse: rsync::sparse_allowed(&world.rsync.version, &set.rsync_args),
             extra: &set.rsync_args,
@@ -366,23 +387,25 @@ fn plan_set(
     };
 
     let retention = if refusal.is_none() {
-        let mut infos: Vec<SnapshotInfo> = sw
-            .snapshots
-            .iter()
-            .map(|s| SnapshotInfo {
-                name: s.name.clone(),
-                time: s.time,
-                state: s.state(),
-                latest: false,
-            })
-            .collect();
+        let mut infos: Vec<SnapshotInfo> = sw.snapshots.iter().map(retention_info).collect();
         infos.push(SnapshotInfo {
             name: name.clone(),
             time: opts.now,
-            state: SnapshotState::Complete,
+            state: if missing.is_empty() {
+                SnapshotState::Complete
+            } else {
+                SnapshotState::Incomplete
+            },
             latest: true,
+            holds: sources
+                .iter()
+                .filter(|s| s.resolved.is_some())
+                .map(|s| s.path.clone())
+                .collect(),
+            unreadable: false,
         });
-        retention::decide(&infos, opts.policy, opts.now)
+        let missing: Vec<PathBuf> = missing.iter().map(|s| s.path.clone()).collect();
+        retention::decide(&infos, opts.policy, &missing, opts.now)
     } else {
         Vec::new()
     };
@@ -396,6 +419,8 @@ fn plan_set(
         refusal,
         rsync_argv,
         retention,
+        exclusions,
+        filter_file,
         ..base_plan(
             set,
             &layout,
@@ -435,6 +460,8 @@ fn base_plan(
         resume_from,
         link_dest,
         sources,
+        exclusions: Vec::new(),
+        filter_file: None,
         shrink_checks,
         rsync_argv: Vec::new(),
         retention: Vec::new(),
@@ -495,6 +522,22 @@ pub fn render(plan: &CollectPlan) -> String {
                 (k, _) => k.to_string(),
             };
             let _ = writeln!(out, "  source    {shown} ({detail})");
+        }
+        if !s.exclusions.is_empty() {
+            const SHOWN: usize = 8;
+            let mut shown: Vec<String> = s
+                .exclusions
+                .iter()
+                .take(SHOWN)
+                .map(|p| ui::shell_words(&[p.as_str()]))
+                .collect();
+            if s.exclusions.len() > SHOWN {
+                shown.push(format!(
+                    "and {} more",
+                    ui::count((s.exclusions.len() - SHOWN) as u64)
+                ));
+            }
+            let _ = writeln!(out, "  exclude   {}", shown.join(" "));
         }
         for c in s.shrink_checks.iter().filter(|c| c.verdict != "ok") {
             let _ = writeln!(

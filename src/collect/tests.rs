@@ -262,14 +262,22 @@ fn missing_sources_warn_and_all_missing_fails_only_that_set() {
         "{:?}",
         report.sets[0].error
     );
-    assert_eq!(report.sets[1].status, SetStatus::Complete);
+    assert_eq!(
+        report.sets[1].status,
+        SetStatus::Incomplete,
+        "a snapshot without one of its sources is incomplete"
+    );
     assert_eq!(report.sets[1].exit, 3, "a skipped source is a warning");
     assert!(report.sets[1].warnings[0].contains("is missing: skipped"));
-    let meta = crate::snapshot::list(&w.root(), "some").unwrap()[0]
-        .metadata
-        .clone()
-        .unwrap();
+    let snap = &crate::snapshot::list(&w.root(), "some").unwrap()[0];
+    let meta = snap.metadata.clone().unwrap();
     assert!(meta.sources.iter().any(|s| !s.present));
+    assert!(!meta.complete && !meta.has_unreadable());
+    assert_eq!(snap.state(), crate::snapshot::SnapshotState::Incomplete);
+    assert_eq!(
+        meta.incompleteness(),
+        format!("source {} was missing", w.home().join("gone").display())
+    );
 }
 
 #[test]

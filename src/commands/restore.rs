@@ -28,6 +28,7 @@ use crate::cli::{CompareBy, GlobalArgs, RestoreArgs, SourceKind};
 use crate::exit::{CodedError, Exit};
 use crate::restore::catalog::{self, Drive};
 use crate::restore::content::SetContent;
+use crate::restore::displace;
 use crate::restore::drive::{DriveBackup, METADATA_FILE};
 use crate::restore::job::{self, Planned, SetBackup};
 use crate::restore::keys::{Ask, KeyRing};
@@ -76,6 +77,9 @@ pub fn run_with_settings(
         if args.verify {
             extra.push("--verify");
         }
+        if args.all {
+            extra.push("--all");
+        }
         if !extra.is_empty() {
             return Err(usage(format!(
                 "--list shows backups and takes no {}; list first, then restore or verify with --date",
@@ -92,6 +96,30 @@ pub fn run_with_settings(
             "--drive names a drive: use it with --source external",
         ));
     }
+    if args.all && (!args.paths.is_empty() || args.set.is_some()) {
+        return Err(usage(
+            "--all restores every set of the backup: it takes no --path or --set (give those alone)",
+        ));
+    }
+    if args.no_keep && args.overwrite != crate::cli::Overwrite::Always {
+        return Err(usage(
+            "--no-keep replaces files without keeping what was there, so it goes only with --overwrite always; \
+             without it, a file that differs from the backup is kept in <backup_root>/displaced/ before it is \
+             replaced",
+        ));
+    }
+    if !args.verify
+        && !args.all
+        && args.paths.is_empty()
+        && args.set.is_none()
+        && args.target.is_none()
+    {
+        return Err(usage(
+            "say what to restore: --path PATH (repeatable) for files or directories, --set NAME for one set's \
+             sources, or --all for every set, back where they were; or --target DIR to restore everything \
+             under DIR; `dbackup restore --list` shows the backups",
+        ));
+    }
     let source = match (args.source, args.drive.is_some()) {
         (Some(s), _) => s,
         (None, true) => SourceKind::External,
@@ -106,9 +134,35 @@ pub fn run_with_settings(
     let backup = choose(settings, args, source, &query, &ui)?;
     let ring = KeyRing::new(settings, &args.identities);
     if args.verify {
-        return verify(settings, &backup, &wanted, &ring, &ui);
+        return verify(settings, args, &backup, &wanted, &ring, &ui);
     }
-    restore(settings, env, args, &backup, &wanted, &ring, &ui)
+    if settings.output.dry_run {
+        return restore(settings, env, args, &backup, &wanted, &ring, &ui, &mut None);
+    }
+    // A restore that writes is logged: what was restored from where, and every file kept in displaced/.
+    let started = chrono::Local::now().fixed_offset();
+    let mut logged = None;
+    let outcome = restore(
+        settings,
+        env,
+        args,
+        &backup,
+        &wanted,
+        &ring,
+        &ui,
+        &mut logged,
+    );
+    super::log_run(
+        settings,
+        &ui,
+        "restore",
+        started,
+        match &outcome {
+            Ok(exit) => Ok((*exit, logged.unwrap_or_default())),
+            Err(e) => Err(e),
+        },
+    );
+    outcome
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -280,8 +334,12 @@ fn choose_local(
             let s = snaps[i].clone();
             match s.state() {
                 SnapshotState::Incomplete => ui.warn(format_args!(
-                    "snapshot {} is incomplete: some files could not be read when it was collected",
-                    s.name
+                    "snapshot {} is incomplete: {} when it was collected",
+                    s.name,
+                    s.metadata
+                        .as_ref()
+                        .map(|m| m.incompleteness())
+                        .unwrap_or_default()
                 )),
                 SnapshotState::Unknown => ui.warn(format_args!(
                     "snapshot {} has no readable metadata; restoring from it as it is",
@@ -527,6 +585,130 @@ fn names_for(
     Ok(job::dedupe(out))
 }
 
+/// [`names_for`], and when a wanted path is not in the chosen backup, the error names the newest older backup that
+/// holds it (and the `--date` that picks it).
+fn names_or_older(
+    settings: &Settings,
+    args: &RestoreArgs,
+    chosen: &Chosen,
+    sets: &[SetBackup],
+    wanted: &[PathBuf],
+    keys: Option<&Arc<Keys>>,
+    ui: &Ui,
+) -> anyhow::Result<Vec<(usize, crate::restore::RelPath)>> {
+    let err = match names_for(sets, wanted) {
+        Ok(names) => return Ok(names),
+        Err(e) => e,
+    };
+    let Some(missing) = err.downcast_ref::<job::NotInBackup>() else {
+        return Err(err);
+    };
+    match older_holding(settings, args, chosen, &missing.path, keys, ui) {
+        Some((stamp, place)) => Err(failed(format!(
+            "{}; it is in an older backup: the newest that holds it is {stamp} ({place}); restore it from there \
+             with --date {stamp}{}",
+            missing.head, missing.rest
+        ))),
+        None => Err(err),
+    }
+}
+
+/// At most this many older backups are looked into for a missing path (per set for snapshots).
+const OLDER_LOOKUPS: usize = 400;
+
+/// The newest backup older than the chosen one that holds `path` (its stamp, and where it is), from the same kind of
+/// source: local snapshots, or the verified backups on the drives present. Looked up only, never read through:
+/// a snapshot by a walk down to the path, an archive through its index (one without an index is passed over).
+fn older_holding(
+    settings: &Settings,
+    args: &RestoreArgs,
+    chosen: &Chosen,
+    path: &Path,
+    keys: Option<&Arc<Keys>>,
+    ui: &Ui,
+) -> Option<(String, String)> {
+    let holds = |sets: &[SetBackup]| -> bool {
+        job::resolve(sets, std::slice::from_ref(&path.to_path_buf())).is_ok()
+    };
+    match chosen {
+        Chosen::Local { snapshots } => {
+            let mut best: Option<&Snapshot> = None;
+            let mut all = Vec::new();
+            for chosen_snap in snapshots {
+                let Ok(list) = snapshot::list(&settings.backup_root, &chosen_snap.set) else {
+                    continue;
+                };
+                all.push(list);
+            }
+            for (list, chosen_snap) in all.iter().zip(snapshots) {
+                for s in list
+                    .iter()
+                    .rev()
+                    .filter(|s| s.time < chosen_snap.time && s.state() != SnapshotState::Unknown)
+                    .filter(|s| best.is_none_or(|b| s.time > b.time))
+                    .take(OLDER_LOOKUPS)
+                {
+                    let set = SetBackup {
+                        set: s.set.clone(),
+                        label: format!("snapshot {}", s.name),
+                        sources: s
+                            .metadata
+                            .as_ref()
+                            .map(|m| m.sources.iter().filter(|r| r.present).cloned().collect())
+                            .unwrap_or_default(),
+                        content: SetContent::Snapshot {
+                            root: s.path.clone(),
+                        },
+                    };
+                    if holds(std::slice::from_ref(&set)) {
+                        best = Some(s);
+                        break;
+                    }
+                }
+            }
+            best.map(|s| {
+                (
+                    snapshot::stamp(s.time),
+                    format!("local snapshot {}", s.name),
+                )
+            })
+        }
+        Chosen::External { backup, .. } => {
+            let drives = catalog::drives(settings, args.drive.as_deref()).ok()?;
+            let all = catalog::drive_backups(&drives);
+            for (d, b) in all
+                .iter()
+                .rev()
+                .filter(|(_, b)| b.verified() && b.time < backup.time)
+                .filter(|(_, b)| args.set.as_ref().is_none_or(|s| b.set(s).is_some()))
+                .take(OLDER_LOOKUPS)
+            {
+                let b = match &args.set {
+                    Some(set) => b.only(set),
+                    None => (*b).clone(),
+                };
+                let older = Chosen::External {
+                    drive: Box::new((*d).clone()),
+                    backup: Box::new(b),
+                };
+                let quiet = Ui {
+                    verbosity: -2,
+                    ..*ui
+                };
+                // Only indexed sets: a set without an index would be read through to find one name.
+                let sets: Vec<SetBackup> = set_backups(&older, &quiet, keys)
+                    .into_iter()
+                    .filter(|s| s.content.indexed())
+                    .collect();
+                if holds(&sets) {
+                    return Some((older.stamp(), format!("on {}", d.name)));
+                }
+            }
+            None
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Restore
 
@@ -653,6 +835,20 @@ fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<
     Ok(())
 }
 
+/// One restored path as the run log records it.
+#[derive(Debug, Serialize)]
+struct Logged<'a> {
+    set: &'a str,
+    from: &'a str,
+    path: &'a Path,
+    target: &'a Path,
+    counts: &'a crate::restore::Counts,
+    refused: usize,
+    failed: usize,
+    displaced: &'a [crate::restore::displace::Displaced],
+}
+
+#[allow(clippy::too_many_arguments)]
 fn restore(
     settings: &Settings,
     env: &Env,
@@ -661,6 +857,7 @@ fn restore(
     wanted: &[PathBuf],
     ring: &KeyRing,
     ui: &Ui,
+    logged: &mut Option<serde_json::Value>,
 ) -> anyhow::Result<Exit> {
     let target = args
         .target
@@ -674,11 +871,16 @@ fn restore(
         },
         preserve_special: args.preserve_special,
         apply_despite_refusals: args.skip_refused,
+        refuse_escaping_symlinks: args.no_escaping_links,
         ..RestoreOptions::default()
     };
     if args.preserve_special && !opts.privileged {
         ui.warn("--preserve-special only applies as root: setuid and setgid bits are dropped");
         opts.preserve_special = false;
+    }
+    if !args.no_keep {
+        let stamp = snapshot::stamp(chrono::Local::now().naive_local());
+        opts.keep_displaced = Some(displace::run_dir(&settings.backup_root, &stamp));
     }
     if let Chosen::External { backup, .. } = chosen {
         check_drive_backup_metadata(backup, ui)?;
@@ -704,7 +906,7 @@ fn restore(
             ));
         }
     }
-    let mut names = names_for(&sets, wanted)?;
+    let mut names = names_or_older(settings, args, chosen, &sets, wanted, keys.as_ref(), ui)?;
     if target.is_none() {
         names = job::in_place_names(&settings.sets, &sets, names)?;
     }
@@ -744,6 +946,7 @@ fn restore(
         )));
     }
 
+    report_escaping_links(&planned, ui);
     let total: u64 = planned
         .iter()
         .map(|p| {
@@ -770,9 +973,24 @@ fn restore(
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    // Interrupted: `main` says so in one line and writes the run log line; a restore that ran to its end logs none.
+    let log: Vec<Logged> = planned
+        .iter()
+        .zip(&summaries)
+        .map(|(p, s)| Logged {
+            set: &p.set,
+            from: &p.from,
+            path: &p.path,
+            target: &p.plan.target,
+            counts: &s.counts,
+            refused: s.refusals.len(),
+            failed: s.errors.len(),
+            displaced: &s.displaced,
+        })
+        .collect();
+    *logged = serde_json::to_value(&log).ok();
+    // Interrupted: the run's line (with what was restored and kept) is written by `run_with_settings`, marked
+    // `interrupted`; `main` says so in one line.
     crate::interrupt::check()?;
-    crate::runlog::end();
     if ui.json {
         let out = RestoreOutput {
             source: chosen.kept(),
@@ -817,6 +1035,18 @@ fn restore(
                 crate::out!("{}", indent(&s.render()));
             }
         }
+    }
+    let kept: usize = summaries.iter().map(|s| s.displaced.len()).sum();
+    if kept > 0
+        && let Some(dir) = &opts.keep_displaced
+    {
+        ui.info(format_args!(
+            "kept in {}: {} that differed from the backup before the restore replaced {} (listed above; copy \
+             back with cp -a)",
+            dir.display(),
+            ui::counted(kept as u64, "file", "files"),
+            if kept == 1 { "it" } else { "them" },
+        ));
     }
     if let Some(e) = error {
         let restored: u64 = summaries
@@ -871,6 +1101,38 @@ fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
 
+/// Before a real restore: the symlinks it makes that lead outside the target (one line; each of them with `-v`).
+fn report_escaping_links(planned: &[Planned], ui: &Ui) {
+    let made = |i: &&crate::restore::PlanItem| {
+        matches!(
+            i.action,
+            crate::restore::Action::Create | crate::restore::Action::Replace
+        )
+    };
+    let n = planned
+        .iter()
+        .flat_map(|p| p.plan.escaping().filter(made))
+        .count();
+    if n == 0 {
+        return;
+    }
+    ui.info(format_args!(
+        "{} outside the target once restored: restored as {}, never followed (the plan lists them: \
+         --dry-run; --no-escaping-links refuses them)",
+        ui::counted(n as u64, "symlink leads", "symlinks lead"),
+        if n == 1 { "it is" } else { "they are" }
+    ));
+    for p in planned {
+        for item in p.plan.escaping().filter(made) {
+            ui.step(format_args!(
+                "  {} -> {}",
+                p.plan.item_path(item),
+                item.escapes_to.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+}
+
 fn print_plans(chosen: &Chosen, planned: &[Planned], ui: &Ui) -> anyhow::Result<()> {
     if ui.json {
         let out = RestoreOutput {
@@ -917,6 +1179,7 @@ fn print_plans(chosen: &Chosen, planned: &[Planned], ui: &Ui) -> anyhow::Result<
 
 fn verify(
     settings: &Settings,
+    args: &RestoreArgs,
     chosen: &Chosen,
     wanted: &[PathBuf],
     ring: &KeyRing,
@@ -926,7 +1189,7 @@ fn verify(
     let sets = set_backups(chosen, ui, keys.as_ref());
     // What a restore would write: the wanted paths, or every source of every set.
     let mut scope: Vec<Scope> = Vec::new();
-    for (i, name) in names_for(&sets, wanted)? {
+    for (i, name) in names_or_older(settings, args, chosen, &sets, wanted, keys.as_ref(), ui)? {
         match scope.iter_mut().find(|s| s.set == sets[i].set) {
             Some(s) => s.names.push(name),
             None => scope.push(Scope {

@@ -1,7 +1,8 @@
 //! `dbackup status`: the state of every set and destination from metadata only, the last run, what is due and what
 //! is overdue. stdout: the table (`--json`: the [`StatusReport`]).
 //!
-//! Exit: 0; with `--check`, 1 when anything is overdue or the last run failed (for monitoring); 2 for a bad config.
+//! Exit: 0; with `--check`, 1 when anything is overdue, the last run failed or a set's newest snapshot lacks a source
+//! (for monitoring); 2 for a bad config.
 
 use chrono::Local;
 

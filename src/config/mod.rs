@@ -112,7 +112,11 @@ pub struct BackupSet {
     #[serde(default)]
     pub exclusions: Vec<String>,
 
-    /// Extra rsync options, appended after dbackup's own. Each must start with `-`; give values with `=` (`--bwlimit=50m`).
+    /// Extra rsync options, after dbackup's own, from an allow-list of those that cannot change what rsync deletes,
+    /// where it writes or which files it copies: `--bwlimit=RATE`, `--max-size=SIZE`, `--min-size=SIZE`,
+    /// `--one-file-system`, `--exclude-from=FILE`, `--filter=merge FILE` or `--filter=dir-merge NAME`, `-F`,
+    /// `--whole-file`, `--sparse`, `--no-hard-links`, `--no-acls`, `--no-xattrs`, `--no-numeric-ids`, `--no-owner`,
+    /// `--no-group`. Values follow `=` or come as the next item; `~` and `$VAR` expand in them; a named file must exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rsync_args: Vec<String>,
 }

@@ -548,7 +548,7 @@ fn write_set(
     let rec = SetRecord {
         set: a.set.clone(),
         snapshot: a.snapshot.clone(),
-        snapshot_complete: meta.is_none_or(|m| m.complete),
+        snapshot_complete: meta.is_none_or(|m| m.is_complete()),
         snapshot_finished: meta.map(|m| m.finished),
         sources: meta.map(|m| m.sources.clone()).unwrap_or_default(),
         archive: summary.archive_files.iter().map(record).collect(),

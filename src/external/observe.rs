@@ -57,6 +57,11 @@ pub fn observe(
                     .as_ref()
                     .map(|m| m.unreadable.len() as u64)
                     .unwrap_or(0),
+                missing_sources: s
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.missing_sources().into_iter().map(String::from).collect())
+                    .unwrap_or_default(),
             })
             .collect();
         let choice = plan::choose_snapshot(&summaries, args.allow_incomplete);

@@ -216,6 +216,8 @@ pub struct SnapshotSummary {
     pub state: SnapshotState,
     /// Files that could not be read (incomplete snapshots).
     pub unreadable: u64,
+    /// Sources that were missing when it was made (incomplete snapshots).
+    pub missing_sources: Vec<String>,
 }
 
 /// The snapshot chosen for a set, with the warnings the choice brings.
@@ -239,14 +241,24 @@ pub fn choose_snapshot(snapshots: &[SnapshotSummary], allow_incomplete: bool) ->
     let complete = newest(SnapshotState::Complete);
     let incomplete = newest(SnapshotState::Incomplete)
         .filter(|i| complete.is_none_or(|c| (i.time, &i.name) > (c.time, &c.name)));
-    let unreadable = |s: &SnapshotSummary| ui::counted(s.unreadable, "file", "files");
+    let unreadable = |s: &SnapshotSummary| {
+        let files = format!(
+            "{} could not be read",
+            ui::counted(s.unreadable, "file", "files")
+        );
+        match s.missing_sources.as_slice() {
+            [] => files,
+            [one] if s.unreadable == 0 => format!("source {one} was missing"),
+            many if s.unreadable == 0 => format!("sources {} were missing", many.join(", ")),
+            many => format!("{} missing, {files}", many.join(", ")),
+        }
+    };
     match (complete, incomplete) {
         (_, Some(i)) if allow_incomplete => SnapshotChoice {
             snapshot: Some(i.name.clone()),
             complete: false,
             warnings: vec![format!(
-                "exporting the incomplete snapshot {} ({} could not be read when it was made), as \
-                 --allow-incomplete asks",
+                "exporting the incomplete snapshot {} ({} when it was made), as --allow-incomplete asks",
                 i.name,
                 unreadable(i)
             )],
@@ -255,8 +267,8 @@ pub fn choose_snapshot(snapshots: &[SnapshotSummary], allow_incomplete: bool) ->
             snapshot: Some(c.name.clone()),
             complete: true,
             warnings: vec![format!(
-                "the newest snapshot {} is incomplete ({} could not be read); exporting the older complete {} \
-                 instead; fix the unreadable files and collect again, or use --allow-incomplete to export {}",
+                "the newest snapshot {} is incomplete ({}); exporting the older complete {} instead; fix that \
+                 and collect again, or use --allow-incomplete to export {}",
                 i.name,
                 unreadable(i),
                 c.name,
@@ -272,8 +284,8 @@ pub fn choose_snapshot(snapshots: &[SnapshotSummary], allow_incomplete: bool) ->
             snapshot: None,
             complete: false,
             warnings: vec![format!(
-                "skipped: it has no complete snapshot; the newest, {}, is incomplete ({} could not be \
-                 read); fix that and collect again, or use --allow-incomplete to export it",
+                "skipped: it has no complete snapshot; the newest, {}, is incomplete ({}); fix that and \
+                 collect again, or use --allow-incomplete to export it",
                 i.name,
                 unreadable(i)
             )],

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::RestoreError;
 use super::attrs::{self, AttrTally, On};
+use super::displace::{Displaced, Keeper};
 use super::entry::{EntryKind, Mtime, RestoreEntry, show};
 use super::plan::{Action, Counts, Plan, PlanItem};
 use super::safety::{Refusal, RelPath};
@@ -48,6 +49,8 @@ pub struct Summary {
     pub implicit_dirs: u64,
     pub refusals: Vec<Problem>,
     pub errors: Vec<Problem>,
+    /// Files replaced that differed from the backup, and where the ones that were there are kept.
+    pub displaced: Vec<Displaced>,
     /// Extended attributes and ACLs set, and those that could not be (counted, warned about once).
     pub attrs: AttrTally,
 }
@@ -83,6 +86,12 @@ impl Summary {
             show(self.target.as_os_str().as_encoded_bytes()),
             self.counts.sentence(false)
         );
+        for d in &self.displaced {
+            out.push_str(&format!(
+                "kept       {}: the one that was there is now {}\n",
+                d.path, d.kept
+            ));
+        }
         for p in &self.refusals {
             out.push_str(&format!("refused    {}: {}\n", p.path, p.message));
         }
@@ -126,6 +135,8 @@ pub struct Applier<'p> {
     implicit: HashSet<RelPath>,
     summary: Summary,
     buf: Vec<u8>,
+    /// Keeps what is replaced (when the plan says so): the keeper, or why there is none.
+    keeper: Result<Keeper, String>,
 }
 
 impl<'p> Applier<'p> {
@@ -160,7 +171,19 @@ impl<'p> Applier<'p> {
             implicit_dirs: 0,
             refusals: Vec::new(),
             errors: Vec::new(),
+            displaced: Vec::new(),
             attrs: AttrTally::default(),
+        };
+        let keeper = match &plan.options.keep_displaced {
+            Some(dir) => {
+                Keeper::new(dir, plan.options.privileged, plan.options.fsync).map_err(|e| {
+                    format!(
+                        "cannot open {}: {e}",
+                        show(dir.as_os_str().as_encoded_bytes())
+                    )
+                })
+            }
+            None => Err("nothing is kept (--no-keep)".into()),
         };
         for (i, item) in plan.items.iter().enumerate() {
             if !item.implicit {
@@ -187,6 +210,7 @@ impl<'p> Applier<'p> {
             implicit: HashSet::new(),
             summary,
             buf: vec![0; 1 << 20],
+            keeper,
         })
     }
 
@@ -340,6 +364,9 @@ impl<'p> Applier<'p> {
                 };
                 self.summary.errors.push(problem);
             }
+        }
+        if let Ok(k) = &mut self.keeper {
+            self.summary.displaced.append(&mut k.kept);
         }
         self.summary.implicit_dirs += self.implicit.len() as u64;
         if plan.options.fsync {
@@ -507,11 +534,20 @@ impl<'p> Applier<'p> {
             return Ok(Outcome::Refused(Refusal::ChangedAtDestination { what }));
         }
         let replace_dir = live.is_some_and(|l| l.kind == FoundKind::Dir);
-        let placement = Placement {
+        let keep = match (&item.displaced_to, live) {
+            (Some(_), Some(l)) if l.kind != FoundKind::Dir => Some(Keep {
+                keeper: &mut self.keeper,
+                found: l,
+                original: super::target::full_path(&plan.target, rel),
+            }),
+            _ => None,
+        };
+        let mut placement = Placement {
             parent,
             name,
             create: live.is_none(),
             replace_dir,
+            keep,
         };
 
         match item.kind {
@@ -520,6 +556,7 @@ impl<'p> Applier<'p> {
                     return Ok(Outcome::Done); // metadata at the end
                 }
                 if live.is_some() {
+                    placement.keep_first()?;
                     rustix::fs::unlinkat(parent, name, AtFlags::empty())
                         .map_err(|e| Failure::from_io(e.into()))?;
                 }
@@ -592,10 +629,14 @@ impl<'p> Applier<'p> {
                         &times(item.entry.mtime),
                         AtFlags::SYMLINK_NOFOLLOW,
                     )?;
-                    Ok(())
+                    inode_of(parent, &tmp)
                 })()
                 .map_err(|e: Errno| Failure::from_io(e.into()));
-                finish_temp(parent, &tmp, result.and_then(|()| placement.place(&tmp)))
+                let (out, ino) = place_made(result, &mut placement, &tmp);
+                if let Some(ino) = ino {
+                    self.inodes.insert(idx, ino);
+                }
+                finish_temp(parent, &tmp, out)
             }
             EntryKind::Fifo => {
                 let tmp = with_temp_name(|t| {
@@ -628,10 +669,14 @@ impl<'p> Applier<'p> {
                         &times(item.entry.mtime),
                         AtFlags::SYMLINK_NOFOLLOW,
                     )?;
-                    Ok(())
+                    inode_of(parent, &tmp)
                 })()
                 .map_err(|e: Errno| Failure::from_io(e.into()));
-                finish_temp(parent, &tmp, result.and_then(|()| placement.place(&tmp)))
+                let (out, ino) = place_made(result, &mut placement, &tmp);
+                if let Some(ino) = ino {
+                    self.inodes.insert(idx, ino);
+                }
+                finish_temp(parent, &tmp, out)
             }
             EntryKind::Hardlink => {
                 let LinkSource {
@@ -643,12 +688,18 @@ impl<'p> Applier<'p> {
                     rustix::fs::linkat(&tdir, tname.as_slice(), parent, t, AtFlags::empty())
                 })
                 .map_err(Failure::from_io)?;
-                // The link must be to the very file restored (or kept) for its target, never anything else.
+                // The link must be to the very file (or symlink, or fifo) restored or kept for its target, never
+                // anything else.
+                let kind = match plan.link_root(idx).kind {
+                    EntryKind::Symlink => FoundKind::Symlink,
+                    EntryKind::Fifo => FoundKind::Fifo,
+                    _ => FoundKind::File,
+                };
                 let check =
                     match rustix::fs::statat(parent, tmp.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
                         Ok(st) => {
                             let f = Found::from(st);
-                            if f.kind == FoundKind::File && (f.dev, f.ino) == expect {
+                            if f.kind == kind && (f.dev, f.ino) == expect {
                                 Ok(())
                             } else {
                                 Err(Outcome::Refused(Refusal::ChangedAtDestination {
@@ -766,10 +817,42 @@ struct Placement<'a> {
     create: bool,
     /// An (empty) directory is there, to be removed first (`--overwrite always`).
     replace_dir: bool,
+    /// What is there differs from the backup: it is kept before it is replaced.
+    keep: Option<Keep<'a>>,
+}
+
+/// A file to keep before it is replaced.
+struct Keep<'a> {
+    keeper: &'a mut Result<Keeper, String>,
+    /// What is there (checked against the plan just before).
+    found: Found,
+    /// Its absolute path.
+    original: PathBuf,
 }
 
 impl Placement<'_> {
-    fn place(&self, tmp: &str) -> Result<Outcome, Failure> {
+    /// Keeps what is there, if the plan says so; an error leaves it in place and fails the entry.
+    fn keep_first(&mut self) -> Result<(), Failure> {
+        let Some(k) = self.keep.take() else {
+            return Ok(());
+        };
+        let kept = match k.keeper {
+            Ok(keeper) => keeper.keep(self.parent, self.name, &k.found, &k.original),
+            Err(why) => Err(why.clone()),
+        };
+        kept.map_err(|why| {
+            Failure::Entry(format!(
+                "not replaced: the file there differs from the backup and could not be kept first ({why}); it \
+                 is left as it was (make room in the backup root, or replace without keeping with --overwrite \
+                 always --no-keep)"
+            ))
+        })
+    }
+
+    fn place(&mut self, tmp: &str) -> Result<Outcome, Failure> {
+        if !self.create && !self.replace_dir {
+            self.keep_first()?;
+        }
         if self.create {
             match rustix::fs::renameat_with(
                 self.parent,
@@ -810,6 +893,28 @@ impl Placement<'_> {
     }
 }
 
+/// Places a temporary whose making gave its inode: the outcome, and the inode when it was placed.
+fn place_made(
+    made: Result<(u64, u64), Failure>,
+    placement: &mut Placement<'_>,
+    tmp: &str,
+) -> (Result<Outcome, Failure>, Option<(u64, u64)>) {
+    match made {
+        Ok(ino) => {
+            let out = placement.place(tmp);
+            let placed = matches!(out, Ok(Outcome::Done)).then_some(ino);
+            (out, placed)
+        }
+        Err(e) => (Err(e), None),
+    }
+}
+
+/// The (device, inode) of a name in `parent`, not following a symlink.
+fn inode_of(parent: BorrowedFd<'_>, name: &str) -> Result<(u64, u64), Errno> {
+    let f = Found::from(rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)?);
+    Ok((f.dev, f.ino))
+}
+
 /// Removes the temporary unless the outcome placed it.
 fn finish_temp(
     parent: BorrowedFd<'_>,
@@ -833,7 +938,9 @@ fn temp_name() -> String {
 }
 
 /// Runs `make` with fresh temporary names until one is free.
-fn with_temp_name(mut make: impl FnMut(&str) -> Result<(), Errno>) -> io::Result<String> {
+pub(super) fn with_temp_name(
+    mut make: impl FnMut(&str) -> Result<(), Errno>,
+) -> io::Result<String> {
     loop {
         let name = temp_name();
         match make(&name) {
@@ -1059,7 +1166,7 @@ fn differs(given: &RestoreEntry, planned: &RestoreEntry) -> Option<&'static str>
     }
 }
 
-fn times(m: Mtime) -> Timestamps {
+pub(super) fn times(m: Mtime) -> Timestamps {
     Timestamps {
         last_access: Timespec {
             tv_sec: 0,

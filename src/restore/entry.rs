@@ -155,8 +155,9 @@ impl RestoreEntry {
     ///
     /// Long and non-UTF-8 names (GNU `L`/`K` records, PAX `path`/`linkpath`) come through as raw bytes; PAX
     /// `uid`, `gid` and `size` are already applied by the `tar` crate. A GNU sparse member (old GNU or PAX) is a
-    /// file with its real name and size; its content is not at `locator` as it is: see
-    /// [`crate::archive::sparse::locate`]. `locator` is the entry's content offset.
+    /// file with its real name and size; a PAX one's content at `locator` is its map and data
+    /// ([`crate::archive::sparse::open`]). `locator` is the entry's content offset. Archives without an index are
+    /// read by [`super::tarscan`], not through here.
     /// `None` for records that describe no file (a PAX global header, a GNU volume label).
     pub fn from_tar<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Option<RestoreEntry>> {
         let t = entry.header().entry_type();

@@ -8,8 +8,8 @@
 //! 2. **Apply** ([`Applier`]): the same entries are handed over again, in the same order, each file with a reader
 //!    for its content; the applier writes what the plan says, and [`Applier::finish`] gives a [`Summary`].
 //!
-//! A tar archive without an index is read twice: headers only for the plan (`Archive::entries_with_seek` skips
-//! the content with seeks), then streamed. An indexed archive plans from its index and applies by seeking to each
+//! A tar archive without an index is read twice, by [`tarscan`] (GNU tar's rules, every header counted): headers
+//! only for the plan (content skipped with seeks), then streamed (or read by seeking to each file). An indexed archive plans from its index and applies by seeking to each
 //! entry that needs content ([`RestoreEntry::locator`]). A snapshot is walked, then each planned file is opened.
 //! [`source`] has the helpers for all three.
 //!
@@ -24,9 +24,11 @@
 //!   planning and applying cannot redirect a write; the plan's checks are a first line, this is the guarantee.
 //! - **Symlinks are data**: a symlink is recreated with its target verbatim, absolute or not (a backup of
 //!   `/home/u` legitimately holds `~/.config/x -> /etc/foo`, and restoring to the original location must bring it
-//!   back); it is never followed by the restore. One that points outside the target is noted in the plan, and
-//!   refused under [`RestoreOptions::refuse_escaping_symlinks`].
-//! - **Hard links** may only point at a file restored (or found unchanged) by the same run, inside the target.
+//!   back); it is never followed by the restore. One that leads outside the target once the restore is done
+//!   (resolved through the plan's own symlinks and those already in the target: [`links`]) is listed in the plan
+//!   with where it leads, and refused under [`RestoreOptions::refuse_escaping_symlinks`].
+//! - **Hard links** may only point at a file, symlink or fifo restored (or found unchanged) by the same run, inside
+//!   the target.
 //! - Names with `..`, absolute names (unless the caller strips a known prefix, [`RestoreOptions::strip_prefix`]),
 //!   empty names, NUL, device files and unknown entry types are refused. Setuid/setgid bits are dropped unless
 //!   privileged with `preserve_special` ([`safety::restored_mode`]).
@@ -45,17 +47,20 @@ pub mod apply;
 pub mod attrs;
 pub mod catalog;
 pub mod content;
+pub mod displace;
 pub mod drive;
 pub mod entry;
 pub mod index_search;
 pub mod job;
 pub mod keys;
+pub mod links;
 pub mod list;
 pub mod plan;
 pub mod safety;
 pub mod select;
 pub mod source;
 pub mod target;
+pub mod tarscan;
 pub mod verify;
 
 #[cfg(test)]
@@ -120,12 +125,17 @@ pub struct RestoreOptions {
     /// made with `tar -P`); without it an absolute name is refused.
     #[serde(serialize_with = "ser_opt_bytes")]
     pub strip_prefix: Option<Vec<u8>>,
-    /// Refuse symlinks whose target (absolute, or climbing with `..`) points outside the target.
+    /// Refuse the symlinks that lead outside the target once the restore is done (resolved against the plan and
+    /// the target: [`links`]), rather than restoring them as they are and listing them.
     pub refuse_escaping_symlinks: bool,
     /// Apply the entries that were not refused when the plan refuses some (the summary still fails).
     pub apply_despite_refusals: bool,
     /// fsync every file before renaming it into place, and the directories at the end.
     pub fsync: bool,
+    /// Where a file the restore replaces is kept first when it differs from the backup (the run's directory under
+    /// `<backup_root>/displaced/`, see [`displace`]); `None` replaces without keeping (`--no-keep`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_displaced: Option<PathBuf>,
 }
 
 impl Default for RestoreOptions {
@@ -139,6 +149,7 @@ impl Default for RestoreOptions {
             refuse_escaping_symlinks: false,
             apply_despite_refusals: false,
             fsync: true,
+            keep_displaced: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use serde::{Serialize, Serializer};
 use super::entry::{EntryKind, RestoreEntry, show};
 use super::safety::{self, Refusal, RelPath};
 use super::target::{Found, FoundKind, TargetDir, WalkError, full_path};
+use super::tarscan::HeaderCounts;
 use super::{Compare, Overwrite, RestoreError, RestoreOptions};
 
 /// What restoring an entry does.
@@ -132,6 +133,10 @@ pub struct PlanItem {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// For a symlink (or a hard link to one) that leads outside the target once the restore is done: where to, as
+    /// resolved against the plan and the target ([`super::links`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escapes_to: Option<String>,
     /// A missing parent directory the backup does not describe, made (owner-only) to hold what it does.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub implicit: bool,
@@ -146,6 +151,10 @@ pub struct PlanItem {
     /// For a hard link: the item it links to.
     #[serde(skip)]
     pub(crate) link_item: Option<usize>,
+    /// What is there now differs from the backup and is kept here before it is replaced (see
+    /// [`super::displace`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub displaced_to: Option<PathBuf>,
 }
 
 impl PlanItem {
@@ -159,11 +168,13 @@ impl PlanItem {
             refusal: None,
             reason: None,
             notes: Vec::new(),
+            escapes_to: None,
             implicit: false,
             entry,
             rel: None,
             found: None,
             link_item: None,
+            displaced_to: None,
         }
     }
 
@@ -186,7 +197,7 @@ impl PlanItem {
         }
     }
 
-    fn refuse(&mut self, why: Refusal) {
+    pub(crate) fn refuse(&mut self, why: Refusal) {
         self.action = Action::Refuse;
         self.reason = Some(why.to_string());
         self.refusal = Some(why);
@@ -210,10 +221,29 @@ pub struct Plan {
     pub target_exists: bool,
     pub options: RestoreOptions,
     pub counts: Counts,
+    /// For an archive without an index: every header the scan read. Each entry is an item of this plan unless a
+    /// `--path` left it out; nothing is dropped silently.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scanned: Option<HeaderCounts>,
     pub items: Vec<PlanItem>,
 }
 
 impl Plan {
+    /// What a hard link item finally links to (the first name of its chain), or the item itself.
+    pub fn link_root(&self, idx: usize) -> &PlanItem {
+        link_root(&self.items, idx)
+    }
+
+    /// The symlinks (and hard links to one) that lead outside the target.
+    pub fn escaping(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| i.escapes_to.is_some())
+    }
+
+    /// The items that stand for an entry of the backup (not the directories made to hold them).
+    pub fn entries(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| !i.implicit)
+    }
+
     pub fn refusals(&self) -> impl Iterator<Item = &PlanItem> {
         self.items.iter().filter(|i| i.action == Action::Refuse)
     }
@@ -243,8 +273,45 @@ impl Plan {
             out.push_str(" (does not exist yet: it will be made, owner-only)");
         }
         let _ = writeln!(out, ": {}", self.counts.sentence(true));
+        if let Some(h) = &self.scanned {
+            let _ = writeln!(
+                out,
+                "read from the archive: {}; {} of the entries in this plan",
+                h.sentence(),
+                self.entries().count()
+            );
+        }
+        let escaping = self.escaping().count();
+        if escaping > 0 {
+            let _ = writeln!(
+                out,
+                "{escaping} {} outside the target once restored (marked below): restored as they are, never \
+                 followed; --no-escaping-links refuses them",
+                if escaping == 1 {
+                    "symlink leads"
+                } else {
+                    "symlinks lead"
+                }
+            );
+        }
+        let kept = self
+            .items
+            .iter()
+            .filter(|i| i.displaced_to.is_some())
+            .count();
+        if let Some(dir) = &self.options.keep_displaced
+            && kept > 0
+        {
+            let _ = writeln!(
+                out,
+                "{kept} {} to replace {} from the backup: kept first, under {}",
+                if kept == 1 { "file" } else { "files" },
+                if kept == 1 { "differs" } else { "differ" },
+                show(dir.as_os_str().as_encoded_bytes()),
+            );
+        }
         for item in &self.items {
-            if item.action == Action::Unchanged && !verbose {
+            if item.action == Action::Unchanged && !verbose && item.escapes_to.is_none() {
                 continue;
             }
             let _ = write!(out, "{:<10} {}", item.action.word(), self.item_path(item));
@@ -257,10 +324,24 @@ impl Plan {
             if !item.notes.is_empty() {
                 let _ = write!(out, " ({})", item.notes.join("; "));
             }
+            if item.displaced_to.is_some() {
+                out.push_str(" (kept first)");
+            }
             out.push('\n');
         }
         out
     }
+}
+
+/// What a hard link item finally links to (the first name of its chain), or the item itself.
+pub(crate) fn link_root(items: &[PlanItem], mut idx: usize) -> &PlanItem {
+    for _ in 0..items.len() {
+        match items[idx].link_item {
+            Some(next) if items[idx].kind == EntryKind::Hardlink => idx = next,
+            _ => break,
+        }
+    }
+    &items[idx]
 }
 
 /// Where the entries under a directory go, as far as planning knows.
@@ -330,7 +411,13 @@ impl Planner {
         Ok(action)
     }
 
-    pub fn finish(self) -> Plan {
+    pub fn finish(mut self) -> Plan {
+        super::links::judge(
+            &mut self.items,
+            &self.by_path,
+            &mut self.target,
+            self.opts.refuse_escaping_symlinks,
+        );
         let mut counts = Counts::default();
         for item in &self.items {
             counts.add(item.action, item.bytes());
@@ -340,6 +427,7 @@ impl Planner {
             target_exists: self.target.exists(),
             options: self.opts,
             counts,
+            scanned: None,
             items: self.items,
         }
     }
@@ -410,17 +498,7 @@ impl Planner {
                 });
                 return Ok(());
             }
-            if !safety::symlink_stays_inside(&rel, target) {
-                if self.opts.refuse_escaping_symlinks {
-                    item.refuse(Refusal::SymlinkOutside {
-                        target: show(target),
-                    });
-                    return Ok(());
-                }
-                item.notes.push(
-                    "points outside the target: recreated as a symlink, never followed".into(),
-                );
-            }
+            // Where it leads is judged once the whole plan is known: see `links::judge`.
         }
         if kind == EntryKind::Hardlink {
             let raw = e.link.as_deref().unwrap_or_default();
@@ -438,8 +516,17 @@ impl Planner {
                     item.refuse(Refusal::HardlinkTargetRefused { target: shown });
                     return Ok(());
                 }
+                // A file, or a symlink or fifo: GNU tar links those too (`ln -P`, `cp -al` and `rsync -H` make
+                // hard links to symlinks).
                 Some((i, t))
-                    if !t.implicit && matches!(t.kind, EntryKind::File | EntryKind::Hardlink) =>
+                    if !t.implicit
+                        && matches!(
+                            t.kind,
+                            EntryKind::File
+                                | EntryKind::Hardlink
+                                | EntryKind::Symlink
+                                | EntryKind::Fifo
+                        ) =>
                 {
                     if t.action == Action::Skip {
                         item.notes.push(format!(
@@ -615,6 +702,7 @@ impl Planner {
             } else if overwrite == Overwrite::Always {
                 item.action = Action::Replace;
                 item.notes.push(format!("replaces a {}", f.kind.word()));
+                self.keep(item, rel);
             } else {
                 item.refuse(Refusal::KindConflict {
                     existing: f.kind.word().into(),
@@ -628,16 +716,47 @@ impl Planner {
                 item.skip("it exists and --overwrite is never");
                 return Ok(());
             }
-            Overwrite::Always => Action::Replace,
+            Overwrite::Always => {
+                // What differs from the backup is kept; what is the same (by --compare) is only rewritten.
+                if !entry_dir && self.opts.keep_displaced.is_some() {
+                    let identical = match item.kind {
+                        // Another name of the file found for its link target, which was judged the same.
+                        EntryKind::Hardlink => {
+                            let t = &self.items[item.link_item.expect("checked")];
+                            t.found.is_some_and(|tf| (tf.dev, tf.ino) == (f.dev, f.ino))
+                                && t.displaced_to.is_none()
+                                && t.action != Action::Refuse
+                        }
+                        _ => self.same(item, rel, &f)?,
+                    };
+                    if !identical {
+                        self.keep(item, rel);
+                    }
+                }
+                Action::Replace
+            }
             Overwrite::IfChanged => {
                 if self.same(item, rel, &f)? {
                     Action::Unchanged
                 } else {
+                    if !entry_dir {
+                        self.keep(item, rel);
+                    }
                     Action::Replace
                 }
             }
         };
         Ok(())
+    }
+
+    /// Marks what is at `rel` (not a directory: it is replaced, not merged) to be kept before it is replaced,
+    /// unless the options say it is not kept.
+    fn keep(&self, item: &mut PlanItem, rel: &RelPath) {
+        if let Some(dir) = &self.opts.keep_displaced
+            && item.found.is_some_and(|f| f.kind != FoundKind::Dir)
+        {
+            item.displaced_to = Some(super::displace::kept_path(dir, &self.target.full_path(rel)));
+        }
     }
 
     /// Whether what is at the destination is what the backup holds (for `if-changed`).

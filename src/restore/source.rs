@@ -13,15 +13,15 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::entry::{EntryKind, RestoreEntry, show};
+use super::tarscan::{Owners, Scanner};
 use super::{Applier, Plan, Planner, RestoreError};
-use crate::archive::sparse::{self, MapError, TarSparse};
 
 /// Which entries to restore: `|_| true` for all. The same selection must be used for both passes.
 pub trait Select: FnMut(&RestoreEntry) -> bool {}
 impl<F: FnMut(&RestoreEntry) -> bool> Select for F {}
 
 /// Pass 1 over a tar archive that can seek (a file): every selected entry's header is planned; content is
-/// skipped with seeks, so this costs one read per header.
+/// skipped with seeks, so this costs one read per header. The archive is read as GNU tar reads it ([`Scanner`]).
 pub fn plan_tar<R: Read + Seek>(archive: R, planner: &mut Planner) -> Result<(), RestoreError> {
     plan_tar_selected(archive, planner, |_: &RestoreEntry| true)
 }
@@ -32,49 +32,21 @@ pub fn plan_tar_selected<R: Read + Seek>(
     planner: &mut Planner,
     mut select: impl Select,
 ) -> Result<(), RestoreError> {
-    let mut archive = tar::Archive::new(archive);
-    let entries = archive
-        .entries_with_seek()
-        .map_err(|e| source_error("the start of the archive", e))?;
+    let mut scanner =
+        Scanner::seekable(archive).map_err(|e| source_error("the start of the archive", e))?;
+    let mut owners = Owners::by_name();
     let mut last = String::from("the start of the archive");
-    for entry in entries {
-        let mut entry = entry.map_err(|e| source_error(&format!("the entry after {last}"), e))?;
-        let Some(mut e) = RestoreEntry::from_tar(&mut entry).map_err(|e| source_error(&last, e))?
-        else {
-            continue;
-        };
+    while let Some(m) = scanner
+        .next_member()
+        .map_err(|e| source_error(&format!("the entry after {last}"), e.into_io()))?
+    {
+        let e = m.entry(&mut owners);
         last = e.display_name();
         if select(&e) {
-            // A PAX 1.0 sparse member keeps its map in its data: read and checked now, refused by the plan if bad.
-            if e.kind == EntryKind::File
-                && let Err(bad) = v1_map(&mut entry).map_err(|e| source_error(&last, e))?
-            {
-                e.kind = EntryKind::Other(bad.kind_word());
-                e.size = 0;
-            }
             planner.add(e)?;
         }
     }
     Ok(())
-}
-
-/// The map of a sparse member in PAX form, read from the entry when it is there (1.0); `Ok(Ok(None))` for any
-/// other member. Old-GNU members come out of the tar crate whole (holes as zeros).
-fn v1_map<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-) -> io::Result<Result<Option<sparse::SparseMap>, sparse::SparseError>> {
-    let TarSparse::Pax(p) = sparse::inspect(entry)? else {
-        return Ok(Ok(None));
-    };
-    let stored = entry.size();
-    match p.map {
-        Some(map) => Ok(Ok(Some(map))),
-        None => match sparse::read_v1_map(entry, stored, p.size) {
-            Ok((map, _)) => Ok(Ok(Some(map))),
-            Err(MapError::Bad(b)) => Ok(Err(b)),
-            Err(MapError::Io(e)) => Err(e),
-        },
-    }
 }
 
 /// Pass 2: streams a tar archive and applies each selected entry with its content.
@@ -88,37 +60,21 @@ pub fn apply_tar_selected<R: Read>(
     applier: &mut Applier<'_>,
     mut select: impl Select,
 ) -> Result<(), RestoreError> {
-    let mut archive = tar::Archive::new(archive);
-    let entries = archive
-        .entries()
-        .map_err(|e| source_error("the start of the archive", e))?;
+    let mut scanner = Scanner::new(archive);
+    let mut owners = Owners::by_name();
     let mut last = String::from("the start of the archive");
-    for entry in entries {
-        let mut entry = entry.map_err(|e| source_error(&format!("the entry after {last}"), e))?;
-        let Some(e) = RestoreEntry::from_tar(&mut entry).map_err(|e| source_error(&last, e))?
-        else {
-            continue;
-        };
+    while let Some(m) = scanner
+        .next_member()
+        .map_err(|e| source_error(&format!("the entry after {last}"), e.into_io()))?
+    {
+        let e = m.entry(&mut owners);
         last = e.display_name();
         if select(&e) {
-            if e.kind == EntryKind::File {
-                match v1_map(&mut entry).map_err(|err| source_error(&last, err))? {
-                    Ok(Some(map)) => {
-                        applier.apply_sparse(&e, &map, &mut entry)?;
-                        continue;
-                    }
-                    Ok(None) => {}
-                    // Refused by the plan, as in pass 1.
-                    Err(bad) => {
-                        let mut e = e;
-                        e.kind = EntryKind::Other(bad.kind_word());
-                        e.size = 0;
-                        applier.apply(&e, None)?;
-                        continue;
-                    }
-                }
+            // A sparse member: the scanner read its map; its content is its data segments, written with holes.
+            match m.sparse_map().filter(|_| e.kind == EntryKind::File) {
+                Some(map) => applier.apply_sparse(&e, map, &mut scanner.content())?,
+                None => applier.apply(&e, Some(&mut scanner.content()))?,
             }
-            applier.apply(&e, Some(&mut entry))?;
         }
     }
     Ok(())
@@ -180,7 +136,24 @@ impl Snapshot {
                     .as_os_str()
                     .as_bytes()
                     .to_vec();
-                let link = if meta.file_type().is_symlink() {
+                let ft = meta.file_type();
+                // The second and later names of a file or symlink with several (`rsync -H` keeps hard-linked
+                // symlinks): hard links to the first.
+                if (ft.is_file() || ft.is_symlink()) && meta.nlink() > 1 {
+                    match first_names.get(&(meta.dev(), meta.ino())) {
+                        Some(first) => {
+                            let mut e = RestoreEntry::from_metadata(name, &meta, None);
+                            e.kind = super::EntryKind::Hardlink;
+                            e.link = Some(first.clone());
+                            e.size = 0;
+                            return Ok(e);
+                        }
+                        None => {
+                            first_names.insert((meta.dev(), meta.ino()), name.clone());
+                        }
+                    }
+                }
+                let link = if ft.is_symlink() {
                     Some(
                         std::fs::read_link(e.path())
                             .map_err(walk_err)?
@@ -188,14 +161,6 @@ impl Snapshot {
                             .as_bytes()
                             .to_vec(),
                     )
-                } else if meta.file_type().is_file() && meta.nlink() > 1 {
-                    match first_names.get(&(meta.dev(), meta.ino())) {
-                        Some(first) => Some(first.clone()),
-                        None => {
-                            first_names.insert((meta.dev(), meta.ino()), name.clone());
-                            None
-                        }
-                    }
                 } else {
                     None
                 };

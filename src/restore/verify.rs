@@ -1,7 +1,7 @@
 //! `restore --verify`: checks a backup without writing anything, and says what a restore would write.
 //!
 //! - A drive backup: `verification.sha256` against the files (every archive part and index and `backup.json` must be
-//!   listed, and match), then every archive read once from end to end against its index ([`verify_archive`]: each
+//!   listed, and match), then every archive read once from end to end against its index ([`verify_archive_with`]: each
 //!   entry's header fields and content sha256, the offsets, the totals, the stream's length and sha256). The same read
 //!   gives the archive's file hash for the sums check, so each archive is read once. An archive without an index is
 //!   read through (structure, lengths) and checked against the sums only.
@@ -26,10 +26,13 @@ use super::entry::EntryKind;
 use super::list::Kept;
 use super::safety::{self, RelPath};
 use super::select::abs_of;
+use super::tarscan::{Owners, Scanner};
 use crate::archive::crypt::age_read_error;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
-use crate::archive::{self, ArchiveFiles, Digest, Keys, Progress, verify_archive};
+use crate::archive::{
+    self, ArchiveFiles, Digest, HardLinkTargets, Keys, Progress, verify_archive_with,
+};
 use crate::snapshot::Snapshot;
 
 /// What a verification found.
@@ -201,7 +204,7 @@ fn refusal(name: &[u8], kind: EntryKind) -> Option<String> {
     }
 }
 
-/// The progress of [`verify_archive`]: bytes for the bar, entries for the would-restore list and the name check.
+/// The progress of [`verify_archive_with`]: bytes for the bar, entries for the would-restore list and the name check.
 struct Watch<'a> {
     would: Would,
     refused: Option<(String, String)>,
@@ -686,30 +689,41 @@ fn check_stream(
     let mut plain = plain;
     match index {
         Some(index) => {
-            let opened = index
+            // A first read of the index: the names hard links point to, so that each hard link is checked
+            // against the file the archive links it to.
+            let links = index
                 .open()
-                .map(|r| io::BufReader::with_capacity(1 << 20, r));
+                .map_err(|e| format!("cannot be read: {e}"))
+                .and_then(|r| {
+                    HardLinkTargets::read(io::BufReader::with_capacity(1 << 20, r))
+                        .map_err(|e| e.to_string())
+                });
+            let opened = links.and_then(|links| {
+                index
+                    .open()
+                    .map(|r| (links, io::BufReader::with_capacity(1 << 20, r)))
+                    .map_err(|e| format!("cannot be read: {e}"))
+            });
             match opened {
-                Err(e) => problems.push(issue(
-                    Path::new(&index.label()),
-                    format!("cannot be read: {e}"),
-                )),
-                Ok(ir) => match verify_archive(label, &mut plain, ir, &mut *watch) {
-                    Ok(r) => {
-                        report.entries = r.entries;
-                        report.files = r.files;
-                        report.bytes = r.file_bytes;
-                        *stream_hash = Some((r.tar_bytes, r.tar_sha256));
-                    }
-                    Err(e) => problems.push(Issue {
-                        file: e.archive.clone(),
-                        entry: e.entry.clone().map(|en| match e.offset {
-                            Some(o) => format!("{en} (offset {o})"),
-                            None => en,
+                Err(e) => problems.push(issue(Path::new(&index.label()), e)),
+                Ok((links, ir)) => {
+                    match verify_archive_with(label, &mut plain, ir, &links, &mut *watch) {
+                        Ok(r) => {
+                            report.entries = r.entries;
+                            report.files = r.files;
+                            report.bytes = r.file_bytes;
+                            *stream_hash = Some((r.tar_bytes, r.tar_sha256));
+                        }
+                        Err(e) => problems.push(Issue {
+                            file: e.archive.clone(),
+                            entry: e.entry.clone().map(|en| match e.offset {
+                                Some(o) => format!("{en} (offset {o})"),
+                                None => en,
+                            }),
+                            message: e.problem.to_string(),
                         }),
-                        message: e.problem.to_string(),
-                    }),
-                },
+                    }
+                }
             }
         }
         None => match scan_archive(&mut plain, watch) {
@@ -797,67 +811,67 @@ fn scope_names(scope: &[Scope], set: &str) -> Vec<RelPath> {
         .collect()
 }
 
-/// Reads a tar stream without an index through to its end: every header parses, every file's content is all
-/// there. Returns entries, files and content bytes, or the entry at fault and the problem.
+/// Reads a tar stream without an index through to its end, as GNU tar reads it ([`Scanner`]): every header
+/// parses, every file's content is all there. Returns entries, files and content bytes, or the entry at fault and
+/// the problem.
 fn scan_archive(
     reader: &mut dyn Read,
     watch: &mut Watch<'_>,
 ) -> Result<(u64, u64, u64), (Option<String>, String)> {
-    let mut ar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, reader));
+    let mut scanner = Scanner::new(io::BufReader::with_capacity(1 << 20, reader));
+    let mut owners = Owners::numeric();
     let (mut n, mut f, mut b) = (0u64, 0u64, 0u64);
     let mut last: Option<String> = None;
     let mut buf = vec![0u8; 1 << 20];
-    {
-        let entries = ar.entries().map_err(|e| (None, e.to_string()))?;
-        for te in entries {
-            let mut te = te.map_err(|e| {
-                (
+    loop {
+        let m = match scanner.next_member() {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                return Err((
                     last.clone().map(|l| format!("after {l}")),
                     format!("the archive is damaged or truncated here: {e}"),
-                )
-            })?;
-            let Some(e) = super::entry::RestoreEntry::from_tar(&mut te)
-                .map_err(|e| (last.clone(), e.to_string()))?
-            else {
-                continue;
-            };
-            last = Some(e.display_name());
-            if watch.refused.is_none()
-                && let Some(why) = refusal(&e.name, e.kind)
-            {
-                watch.refused = Some((e.display_name(), why));
-            }
-            let size = te.size();
-            let mut got = 0u64;
-            loop {
-                let k = te
-                    .read(&mut buf)
-                    .map_err(|err| (last.clone(), format!("cannot read its content: {err}")))?;
-                if k == 0 {
-                    break;
-                }
-                got += k as u64;
-                (watch.bar)(k as u64);
-            }
-            if got != size {
-                return Err((
-                    last.clone(),
-                    format!(
-                        "the archive ends after {got} of its {size} content bytes: it is truncated"
-                    ),
                 ));
             }
-            if let Ok(rel) = safety::check_name(&e.name, None) {
-                watch.would.see(&rel, e.kind.word(), e.size);
+        };
+        let e = m.entry(&mut owners);
+        last = Some(e.display_name());
+        if watch.refused.is_none()
+            && let Some(why) = refusal(&e.name, e.kind)
+        {
+            watch.refused = Some((e.display_name(), why));
+        }
+        let size = m.data_len;
+        let mut got = 0u64;
+        let mut content = scanner.content();
+        loop {
+            let k = content
+                .read(&mut buf)
+                .map_err(|err| (last.clone(), format!("cannot read its content: {err}")))?;
+            if k == 0 {
+                break;
             }
-            n += 1;
-            if e.kind == EntryKind::File {
-                f += 1;
-                b = b.saturating_add(size);
-            }
+            got += k as u64;
+            (watch.bar)(k as u64);
+        }
+        if got != size {
+            return Err((
+                last.clone(),
+                format!(
+                    "the archive ends after {got} of its {size} content bytes: it is truncated"
+                ),
+            ));
+        }
+        if let Ok(rel) = safety::check_name(&e.name, None) {
+            watch.would.see(&rel, e.kind.word(), e.size);
+        }
+        n += 1;
+        if e.kind == EntryKind::File {
+            f += 1;
+            b = b.saturating_add(size);
         }
     }
-    let mut rest = ar.into_inner();
+    let mut rest = scanner.into_inner();
     io::copy(&mut rest, &mut io::sink())
         .map_err(|e| (None, format!("cannot read its end: {e}")))?;
     Ok((n, f, b))
@@ -903,7 +917,7 @@ pub fn verify_snapshot(
                 snap.metadata_error.as_deref().unwrap_or("missing")
             ),
         )),
-        Some(m) if !m.complete => {
+        Some(m) if !m.is_complete() => {
             let first = m
                 .unreadable
                 .first()
@@ -913,8 +927,8 @@ pub fn verify_snapshot(
                 root,
                 None,
                 format!(
-                    "is incomplete: {} could not be read when it was collected{first}",
-                    crate::ui::counted(m.unreadable.len() as u64, "file", "files")
+                    "is incomplete: {} when it was collected{first}",
+                    m.incompleteness()
                 ),
             ));
         }
@@ -961,7 +975,10 @@ pub fn verify_snapshot(
                 "is in the snapshot but not in the drive backup made from it: it was added since".into(),
             ));
         }
-        if matches!(e.kind, EntryKind::File | EntryKind::Hardlink) {
+        // A hard link to a symlink (`rsync -H` keeps them) has no content to hash.
+        let linked_symlink = e.kind == EntryKind::Hardlink
+            && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        if matches!(e.kind, EntryKind::File | EntryKind::Hardlink) && !linked_symlink {
             let hashed = (|| -> io::Result<(u64, Digest)> {
                 let mut f = open_nofollow(&path)?;
                 let mut h = Sha256::new();

@@ -27,7 +27,8 @@ pub use history::History;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub now: DateTime<FixedOffset>,
-    /// True when nothing is overdue and the last run did not fail (what `--check` exits 0 on).
+    /// True when nothing is overdue, the last run did not fail and no set's newest snapshot lacks a source (what
+    /// `--check` exits 0 on).
     pub ok: bool,
     pub backup_root: PathBuf,
     pub root_exists: bool,
@@ -86,6 +87,9 @@ pub struct SnapshotStatus {
     /// Bytes copied when it was made.
     pub copied_bytes: u64,
     pub unreadable: u64,
+    /// Sources that were missing when it was made (as configured): it lacks their data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_sources: Vec<String>,
 }
 
 /// One destination.
@@ -199,6 +203,7 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
         shared_bytes: (!s.first).then_some(s.linked_bytes),
         copied_bytes: s.transferred_bytes,
         unreadable: s.unreadable,
+        missing_sources: s.missing_sources.clone(),
     };
     let mut warnings = Vec::new();
     let sets: Vec<SetStatus> = facts
@@ -212,10 +217,10 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
             }
             if let Some(n) = s.newest.as_ref().filter(|n| !n.complete) {
                 warnings.push(format!(
-                    "the newest snapshot of set {}, {}, is incomplete: {} could not be read; see {}.json",
+                    "the newest snapshot of set {}, {}, is incomplete: {}; see {}.json",
                     s.set,
                     n.name,
-                    ui::counted(n.unreadable, "file", "files"),
+                    n.incompleteness,
                     facts.backup_root.join(&n.name).display()
                 ));
             }
@@ -338,7 +343,7 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     );
     let low_disk = low_disk(facts, settings.notifications.low_disk_percent);
     warnings.extend(low_disk.iter().map(|l| l.message.clone()));
-    let ok = verdict_of(&overdue, last_run.as_ref()).ok;
+    let ok = verdict_of(&overdue, last_run.as_ref(), &sets).ok;
     let history = (facts.history > 0).then(|| history::build(facts, settings, &due));
     StatusReport {
         now,
@@ -372,13 +377,25 @@ pub struct Verdict {
 
 /// The verdict of a report.
 pub fn verdict(r: &StatusReport) -> Verdict {
-    verdict_of(&r.overdue, r.last_run.as_ref())
+    verdict_of(&r.overdue, r.last_run.as_ref(), &r.sets)
 }
 
-fn verdict_of(overdue: &[Overdue], last_run: Option<&LastRun>) -> Verdict {
+/// Overdue work, a failed last run, and a source missing from a set's newest snapshot (that source is not being
+/// backed up: it fails the check at once).
+fn verdict_of(overdue: &[Overdue], last_run: Option<&LastRun>, sets: &[SetStatus]) -> Verdict {
     let mut problems: Vec<String> = overdue.iter().map(|o| o.message.clone()).collect();
     if let Some(l) = last_run.filter(|l| l.failed) {
         problems.push(format!("the last run ({}) failed", l.command));
+    }
+    for s in sets {
+        if let Some(n) = s.newest.as_ref().filter(|n| !n.missing_sources.is_empty()) {
+            problems.push(format!(
+                "the newest snapshot of set {}, {}, lacks {} (missing when it was made)",
+                s.set,
+                n.name,
+                n.missing_sources.join(", ")
+            ));
+        }
     }
     Verdict {
         ok: problems.is_empty(),
@@ -557,6 +574,21 @@ pub fn render(r: &StatusReport) -> String {
         }
         if failed {
             what.push("the last run failed".to_string());
+        }
+        let lacking = r
+            .sets
+            .iter()
+            .filter(|s| {
+                s.newest
+                    .as_ref()
+                    .is_some_and(|n| !n.missing_sources.is_empty())
+            })
+            .count();
+        if lacking > 0 {
+            what.push(format!(
+                "{} without a source",
+                ui::counted(lacking as u64, "set", "sets")
+            ));
         }
         let _ = writeln!(
             w,
@@ -838,6 +870,8 @@ mod tests {
             linked_bytes: total - copied,
             unreadable: 0,
             warnings: 0,
+            missing_sources: vec![],
+            incompleteness: String::new(),
         }
     }
 

@@ -543,7 +543,8 @@ fn each_event_kind_reaches_the_command_sink() {
         format!(
             "dbackup backup on {host}: the external backup is due but no drive is present (T9)"
         ),
-        format!("dbackup backup on {host}: no external backup yet, schedule is weekly"),
+        // A snapshot without one of its sources is incomplete: the set has no complete snapshot, which is overdue.
+        format!("dbackup backup on {host}: set ok has no complete snapshot (the newest, ok-"),
         format!(
             "dbackup backup on {host} FAILED: collect broken: refused: every source of set broken is missing (~/gone); nothing to back up"
         ),
@@ -564,6 +565,13 @@ fn each_event_kind_reaches_the_command_sink() {
             .contains("below notifications.low_disk_percent (100%)"),
         "{}",
         events[4].details
+    );
+    assert!(
+        events[2]
+            .details
+            .ends_with("\nno external backup yet, schedule is weekly"),
+        "{}",
+        events[2].details
     );
 }
 

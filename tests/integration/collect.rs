@@ -491,8 +491,17 @@ fn dry_run_writes_nothing() {
     let argv = &plan.sets[0].rsync_argv;
     assert_eq!(argv[0], "rsync");
     assert!(
-        argv.iter()
-            .any(|a| a.starts_with("--exclude=/") && a.ends_with("/.config/Code/Cache/*")),
+        plan.sets[0]
+            .exclusions
+            .iter()
+            .any(|a| a.starts_with('/') && a.ends_with("/.config/Code/Cache/*")),
+        "{:?}",
+        plan.sets[0].exclusions
+    );
+    let filter = t.root().join(".config.filter");
+    assert_eq!(plan.sets[0].filter_file.as_deref(), Some(filter.as_path()));
+    assert!(
+        argv.contains(&format!("--filter=merge {}", filter.display())),
         "{argv:?}"
     );
     assert!(argv.last().unwrap().ends_with("/.config.in-progress/"));

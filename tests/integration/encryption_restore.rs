@@ -20,9 +20,9 @@ const CHUNK: u64 = 64 << 10;
 const TAG: u64 = 16;
 
 /// A collected demo with one encrypted backup on the plain directory `<tmp>/T9`.
-struct Enc {
-    t: Test,
-    key: PathBuf,
+pub(crate) struct Enc {
+    pub(crate) t: Test,
+    pub(crate) key: PathBuf,
     recipient: String,
     stamp: String,
     /// `<tmp>/T9/backups/<stamp>`.
@@ -59,7 +59,7 @@ impl Enc {
 
 /// `extra` goes into the `encryption` object (after `recipients`). Without the recovery kit: these tests count the
 /// backup's files.
-fn encrypted_backup(extra: &str) -> Enc {
+pub(crate) fn encrypted_backup(extra: &str) -> Enc {
     let t = Test::new();
     let (key, recipient) = t.keygen("key.txt");
     let t = t.config(&config(&format!(

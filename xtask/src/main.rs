@@ -6,9 +6,11 @@ mod demo;
 mod fuzz;
 mod install;
 mod itest;
+mod mutants;
 mod nix;
 mod packages;
 mod test;
+mod tools;
 mod util;
 
 use std::process::ExitCode;
@@ -41,6 +43,9 @@ enum Task {
     Itest(itest::ItestArgs),
     /// Run the property-based tests of every drive-side parser with many cases (`--cases N`, default 10,000)
     Fuzz(fuzz::FuzzArgs),
+    /// Mutation testing of the pure core (retention, schedule, drive retention, index, expansion) with cargo-mutants,
+    /// unit tests only; the score per file. Slow (one to two hours); not part of `test`
+    Mutants(mutants::MutantsArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
         Task::Bench(cmd) => bench::run(cmd),
         Task::Itest(args) => itest::run(args),
         Task::Fuzz(args) => fuzz::run(args),
+        Task::Mutants(args) => mutants::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

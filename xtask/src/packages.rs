@@ -104,6 +104,12 @@ pub const PACKAGES: &[Package] = &[
         needed_by: &[Test],
     },
     Package {
+        deb: "libarchive-tools",
+        program: "bsdtar",
+        why: "archives made by bsdtar must restore through the scan path as GNU tar extracts them",
+        needed_by: &[Test],
+    },
+    Package {
         deb: "partclone",
         program: "partclone.extfs",
         why: "partition images (dbackup image create/restore, partclone.chkimg) and their tests and bench",

@@ -272,8 +272,16 @@ fn old_gnu(size: u64, entries: &[Segment], stored: u64) -> (tar::Header, Vec<u8>
     (h, ext)
 }
 
-/// An old-GNU map longer than its header's four entries continues in extension headers; a truncated one or one
-/// naming other data than stored is refused. (Main handed over the stored chunks and then the next member's bytes.)
+/// The extension blocks as the scanner hands them over: 512 bytes each.
+fn blocks(ext: &[u8]) -> Vec<Box<[u8; 512]>> {
+    ext.chunks(512)
+        .map(|c| Box::new(<[u8; 512]>::try_from(c).unwrap()))
+        .collect()
+}
+
+/// An old-GNU map longer than its header's four entries continues in extension headers; one naming other data than
+/// stored, or a type S header without GNU tar's magic, is refused. (Main handed over the stored chunks and then the
+/// next member's bytes; a truncated chain of extension blocks is the scanner's to find, `restore::tarscan`.)
 #[test]
 fn old_gnu_maps_come_from_the_header_and_its_extension_headers() {
     let entries: Vec<Segment> = (0..30)
@@ -287,22 +295,21 @@ fn old_gnu_maps_come_from_the_header_and_its_extension_headers() {
         2 * 512,
         "26 more entries take two extension headers"
     );
-    let mut tail = ext.clone();
-    tail.extend_from_slice(b"data that follows");
-    let (map, read) = old_gnu_map(h.as_gnu().unwrap(), stored, &mut Cursor::new(&tail)).unwrap();
-    assert_eq!(read, 1024);
+    let header: &[u8; 512] = h.as_bytes();
+    let map = old_gnu_map(header, &blocks(&ext), stored).unwrap();
     assert_eq!(map.segments().len(), 30);
     assert_eq!(map.size(), 300_000);
-    // Truncated extension headers, and a map that names more data than stored.
-    let err = old_gnu_map(h.as_gnu().unwrap(), stored, &mut Cursor::new(&ext[..600])).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("ends inside its extension headers"),
-        "{err}"
-    );
+    // Without its second extension block, the map names less data than stored.
+    let err = old_gnu_map(header, &blocks(&ext[..512]), stored).unwrap_err();
+    assert!(err.to_string().contains("names 12800 bytes"), "{err}");
     let (h, ext) = old_gnu(300_000, &entries, stored - 1);
-    let err = old_gnu_map(h.as_gnu().unwrap(), stored - 1, &mut Cursor::new(&ext)).unwrap_err();
+    let err = old_gnu_map(h.as_bytes(), &blocks(&ext), stored - 1).unwrap_err();
     assert!(err.to_string().contains("names 15360 bytes"), "{err}");
+    // A ustar header of type S has no sparse fields.
+    let mut u = tar::Header::new_ustar();
+    u.set_entry_type(tar::EntryType::GNUSparse);
+    let err = old_gnu_map(u.as_bytes(), &[], 0).unwrap_err();
+    assert!(err.to_string().contains("without GNU tar's magic"), "{err}");
 }
 
 /// The header name of a sparse member is GNU tar's `<dir>/GNUSparseFile.0/<name>`; a name with a newline is never
