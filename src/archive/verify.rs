@@ -492,7 +492,11 @@ pub fn verify_archive_with(
                     return field(
                         "storage",
                         shown(ie.sparse),
-                        format!("{} (as {} is stored)", shown(tsparse), display_bytes(&target)),
+                        format!(
+                            "{} (as {} is stored)",
+                            shown(tsparse),
+                            display_bytes(&target)
+                        ),
                     );
                 }
             }

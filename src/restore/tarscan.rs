@@ -694,7 +694,9 @@ impl<R: Read> Scanner<R> {
             match pax {
                 Ok(None) => {}
                 // GNU tar reads a sparse map for regular files only.
-                Ok(Some(_)) if !regular => bad("entry of another type than a file with sparse records"),
+                Ok(Some(_)) if !regular => {
+                    bad("entry of another type than a file with sparse records")
+                }
                 Ok(Some(p)) => {
                     let format = match p.version {
                         (1, _) => Sparse::Pax10,

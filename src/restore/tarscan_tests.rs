@@ -573,13 +573,19 @@ fn old_gnu_sparse_members_are_read_with_their_map() {
     let m = &ms[0].0;
     assert_eq!(m.sparse_blocks.len(), 1);
     assert_eq!(map_of(m), (entries.clone(), 100_000));
-    assert_eq!(m.sparse.as_ref().unwrap().as_ref().unwrap().format, Sparse::OldGnu);
+    assert_eq!(
+        m.sparse.as_ref().unwrap().as_ref().unwrap().format,
+        Sparse::OldGnu
+    );
     assert_eq!(m.size, 100_000);
     assert_eq!(m.entry(&mut Owners::numeric()).size, 100_000);
     assert_eq!((m.data_offset, m.data_len), (1024, 12));
     assert_eq!(ms[0].1, b"aabbccddeeff");
     assert_eq!(ms[1].1, b"x");
-    assert_eq!(counts.headers, 2, "the extension block is part of its header");
+    assert_eq!(
+        counts.headers, 2,
+        "the extension block is part of its header"
+    );
 }
 
 /// A sparse member whose map cannot be trusted is handed over as an entry the plan refuses (never dropped), and
@@ -596,10 +602,7 @@ fn sparse_members_with_bad_maps_are_refused_not_dropped() {
         content.extend_from_slice(stored);
         vec![ext(b'x', &recs), file(b"./GNUSparseFile.0/v1", &content)]
     };
-    let mut parts = vec![
-        old_gnu_sparse(b"short", 1000, 3, &[(0, 4)]),
-        data(b"abc"),
-    ];
+    let mut parts = vec![old_gnu_sparse(b"short", 1000, 3, &[(0, 4)]), data(b"abc")];
     parts.push({
         let mut u = old_gnu_sparse(b"ustar", 1000, 3, &[(0, 3)]);
         u[257..265].copy_from_slice(b"ustar\x0000");
@@ -676,7 +679,12 @@ fn pax_sparse_members_are_read_with_their_map() {
     let (ms, counts) = scan(&a).unwrap();
     assert_eq!(
         names(&ms),
-        ["real-name file", "zero-one file", "zero-zero file", "after file"]
+        [
+            "real-name file",
+            "zero-one file",
+            "zero-zero file",
+            "after file"
+        ]
     );
     let formats: Vec<Sparse> = ms[..3]
         .iter()
@@ -686,7 +694,11 @@ fn pax_sparse_members_are_read_with_their_map() {
     assert_eq!(map_of(&ms[0].0), (vec![(0, 3), (997, 3)], 1000));
     assert_eq!(ms[0].1, b"abcxyz", "the data after the map");
     assert_eq!(ms[0].0.data_len, 6);
-    assert_eq!(ms[0].0.data_offset, 1024 + 1024, "after the pax header, the header and the map");
+    assert_eq!(
+        ms[0].0.data_offset,
+        1024 + 1024,
+        "after the pax header, the header and the map"
+    );
     assert_eq!(map_of(&ms[1].0), (vec![(10, 2), (400, 1)], 500));
     assert_eq!(ms[1].1, b"ppq");
     assert_eq!(map_of(&ms[2].0), (vec![(0, 1), (299, 1)], 300));

@@ -273,6 +273,7 @@ fn old_gnu(size: u64, entries: &[Segment], stored: u64) -> (tar::Header, Vec<u8>
 }
 
 /// The extension blocks as the scanner hands them over: 512 bytes each.
+#[allow(clippy::vec_box)] // the scanner's `Member::sparse_blocks`
 fn blocks(ext: &[u8]) -> Vec<Box<[u8; 512]>> {
     ext.chunks(512)
         .map(|c| Box::new(<[u8; 512]>::try_from(c).unwrap()))
