@@ -61,13 +61,6 @@ pub const PACKAGES: &[Package] = &[
         needed_by: &[Test, Bench],
     },
     Package {
-        deb: "libarchive-tools",
-        program: "bsdtar",
-        why: "archives made by bsdtar (sparse files among them) restore as GNU tar extracts them, and bsdtar extracts \
-              dbackup's sparse members",
-        needed_by: &[Test],
-    },
-    Package {
         deb: "xfsprogs",
         program: "mkfs.xfs",
         why: "xfs loop-device tests",
@@ -106,7 +99,8 @@ pub const PACKAGES: &[Package] = &[
     Package {
         deb: "libarchive-tools",
         program: "bsdtar",
-        why: "archives made by bsdtar must restore through the scan path as GNU tar extracts them",
+        why: "archives made by bsdtar (sparse files among them) must restore through the scan path as GNU tar \
+              extracts them, and bsdtar extracts dbackup's sparse members",
         needed_by: &[Test],
     },
     Package {
