@@ -20,6 +20,7 @@ mod process;
 mod report;
 mod restore;
 mod restore_hardening;
+mod sparse;
 mod status;
 mod systemd;
 mod t9;
