@@ -13,6 +13,7 @@ pub mod expand;
 pub mod external;
 pub mod image;
 pub mod interrupt;
+pub mod json;
 pub mod lock;
 pub mod media;
 pub mod notify;

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
 use super::observe::{SetWorld, SourceKind, SourceState, World, newest_complete};
@@ -30,8 +30,10 @@ pub struct CollectPlan {
     pub backup_root: PathBuf,
     /// The backup root does not exist yet and will be created with mode 0700.
     pub create_root: bool,
-    /// The time the snapshot names carry (local time).
+    /// The time the snapshot names carry (local time, `YYYY-MM-DD-HHMMSS`).
     pub stamp: String,
+    /// The same time, RFC 3339 with the local offset.
+    pub time: DateTime<FixedOffset>,
     /// `--full`: compare contents (`rsync --checksum`).
     pub full: bool,
     pub allow_shrink: bool,
@@ -231,6 +233,7 @@ pub fn plan(world: &World, sets: &[&SetSettings], opts: RunOptions) -> CollectPl
         backup_root: world.root.clone(),
         create_root: !world.root_exists,
         stamp: snapshot::stamp(opts.now),
+        time: crate::json::localize(opts.now),
         full: opts.options.full,
         allow_shrink: opts.options.allow_shrink,
         rsync_version: world.rsync.version.clone(),

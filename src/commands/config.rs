@@ -32,7 +32,7 @@ fn check(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<
     };
     let settings = Settings::from_loaded(&loaded, env, super::output(global))?;
     if global.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&settings)?);
+        super::print_json(&settings)?;
     } else {
         crate::out!("{}", crate::settings::summary(&settings, env));
     }
@@ -55,7 +55,7 @@ fn init(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<E
     }
     init::write_new(&target, &text)?;
     if global.json {
-        crate::outln!("{}", serde_json::json!({ "written": target }));
+        super::print_json(&serde_json::json!({ "written": target }))?;
     } else {
         crate::outln!("wrote {}", target.display());
         if global.quiet == 0 {

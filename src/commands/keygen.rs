@@ -54,10 +54,7 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
     crate::config::init::write_new(&target, &identity)
         .with_context(|| format!("cannot write the identity to {}", target.display()))?;
     if global.json {
-        crate::outln!(
-            "{}",
-            serde_json::json!({ "identity_file": target, "recipient": recipient })
-        );
+        super::print_json(&serde_json::json!({ "identity_file": target, "recipient": recipient }))?;
     } else {
         crate::outln!("{recipient}");
     }

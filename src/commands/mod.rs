@@ -46,10 +46,17 @@ pub(crate) fn print<T: serde::Serialize>(
     text: impl FnOnce(&T) -> String,
 ) -> anyhow::Result<()> {
     if json {
-        crate::outln!("{}", serde_json::to_string_pretty(value)?);
+        print_json(value)?;
     } else {
         crate::out!("{}", text(value));
     }
+    Ok(())
+}
+
+/// Prints one `--json` result on stdout, as the JSON contract says (see [`crate::json`]): an object whose first
+/// member is `"format": 1`.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    crate::outln!("{}", crate::json::to_text(value)?);
     Ok(())
 }
 

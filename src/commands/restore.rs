@@ -216,7 +216,7 @@ fn list(
     }
     listing.sort();
     if ui.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&listing)?);
+        super::print_json(&listing)?;
     } else {
         crate::out!("{}", listing.render());
     }
@@ -1009,7 +1009,7 @@ fn restore(
                 })
                 .collect(),
         };
-        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
+        super::print_json(&out)?;
     } else {
         for (p, s) in planned.iter().zip(&summaries) {
             crate::outln!(
@@ -1151,7 +1151,7 @@ fn print_plans(chosen: &Chosen, planned: &[Planned], ui: &Ui) -> anyhow::Result<
                 })
                 .collect(),
         };
-        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
+        super::print_json(&out)?;
         return Ok(());
     }
     crate::outln!("dry run: nothing is written");
@@ -1312,7 +1312,7 @@ fn verify(
         b.finish_and_clear();
     }
     if ui.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     } else {
         crate::out!("{}", verify::render(&report, list_all));
     }
