@@ -83,8 +83,9 @@ struct Versioned<'a, T: ?Sized> {
 #[schemars(title = "dbackup error (--json)")]
 pub struct ErrorObject {
     /// Always 1 (see the README's "JSON output").
+    #[schemars(extend("const" = 1))]
     pub format: u32,
-    /// What went wrong, on one line (the same text stderr gets after `dbackup: error:`).
+    /// What went wrong: the text stderr gets after `dbackup: error:` (a config error spans several lines).
     pub error: String,
     /// The process's exit code (see `dbackup --help`: 1 failed, 2 usage or config, 4 locked, 5 no destination,
     /// 130/143 interrupted).
@@ -124,9 +125,35 @@ pub fn error_text(error: &str, exit: u8) -> String {
     .unwrap_or_default()
 }
 
+/// The text of `docs/json/error.json`: the error object's schema, generated from [`ErrorObject`].
+pub fn error_schema_text() -> String {
+    let schema = schemars::schema_for!(ErrorObject);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+    text.push('\n');
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `docs/json/error.json` is generated from `ErrorObject` (the other files of `docs/json/` are written by hand
+    /// and checked against real outputs by `tests/integration/json.rs`).
+    #[test]
+    fn committed_error_schema_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/json/error.json");
+        let generated = error_schema_text();
+        if std::env::var_os("DBACKUP_UPDATE_SCHEMA").is_some_and(|v| v == "1") {
+            std::fs::write(path, &generated).expect("write docs/json/error.json");
+            return;
+        }
+        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/json/error.json differs from the schema of json::ErrorObject.\n\
+             Regenerate it with:  DBACKUP_UPDATE_SCHEMA=1 cargo test committed_error_schema_is_current"
+        );
+    }
 
     #[test]
     fn format_comes_first_and_members_keep_their_order() {

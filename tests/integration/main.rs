@@ -16,6 +16,7 @@ mod encryption;
 mod encryption_restore;
 mod escape;
 mod hostile_drive;
+mod json;
 mod process;
 mod report;
 mod restore;
