@@ -28,9 +28,17 @@ pub fn enabled() -> bool {
 /// one JSON document, never two); its exit code and stderr say it failed.
 static PRINTED: AtomicBool = AtomicBool::new(false);
 
-/// Whether [`to_text`] made a result's text for stdout.
+/// Whether [`print`] printed a result.
 pub fn printed() -> bool {
     PRINTED.load(Ordering::Relaxed)
+}
+
+/// Prints one result on stdout as [`to_text`] makes it, and remembers that it did (see [`printed`]).
+pub fn print<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<()> {
+    let text = to_text(value)?;
+    PRINTED.store(true, Ordering::Relaxed);
+    crate::outln!("{text}");
+    Ok(())
 }
 
 /// Whether an argument list asks for JSON: a `--json` before any `--`. For a command line clap refused, whose
@@ -95,12 +103,10 @@ pub struct ErrorObject {
 /// The pretty-printed JSON of one result: `value`'s members after `"format": 1`. `value` must serialise as an
 /// object (a struct or a map); a list is an error, so wrap it in a struct that names it.
 pub fn to_text<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<String> {
-    let text = serde_json::to_string_pretty(&Versioned {
+    serde_json::to_string_pretty(&Versioned {
         format: FORMAT,
         body: value,
-    })?;
-    PRINTED.store(true, Ordering::Relaxed);
-    Ok(text)
+    })
 }
 
 /// Prints the error object of a failed run on stdout (the caller checks [`enabled`] and [`printed`]).

@@ -56,7 +56,7 @@ pub(crate) fn print<T: serde::Serialize>(
 /// Prints one `--json` result on stdout, as the JSON contract says (see [`crate::json`]): an object whose first
 /// member is `"format": 1`.
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    crate::outln!("{}", crate::json::to_text(value)?);
+    crate::json::print(value)?;
     Ok(())
 }
 

@@ -716,7 +716,11 @@ fn older_holding(
 #[derive(Debug, Serialize)]
 pub struct RestoreOutput<'a> {
     pub source: Kept,
+    /// The backup's stamp (what `--date` takes).
     pub backup: String,
+    /// The stamp's local time, RFC 3339 with its offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<chrono::DateTime<chrono::FixedOffset>>,
     pub dry_run: bool,
     pub restores: Vec<RestoreItem<'a>>,
 }
@@ -995,6 +999,7 @@ fn restore(
         let out = RestoreOutput {
             source: chosen.kept(),
             backup: chosen.stamp(),
+            time: crate::snapshot::parse_stamp(&chosen.stamp()).map(crate::json::localize),
             dry_run: false,
             restores: planned
                 .iter()
@@ -1138,6 +1143,7 @@ fn print_plans(chosen: &Chosen, planned: &[Planned], ui: &Ui) -> anyhow::Result<
         let out = RestoreOutput {
             source: chosen.kept(),
             backup: chosen.stamp(),
+            time: crate::snapshot::parse_stamp(&chosen.stamp()).map(crate::json::localize),
             dry_run: true,
             restores: planned
                 .iter()

@@ -37,7 +37,7 @@ fn schema_path(name: &str) -> std::path::PathBuf {
         .join(format!("{name}.json"))
 }
 
-fn validator(name: &str) -> jsonschema::Validator {
+pub fn validator(name: &str) -> jsonschema::Validator {
     let text = std::fs::read_to_string(schema_path(name))
         .unwrap_or_else(|e| panic!("docs/json/{name}.json: {e}"));
     let schema: Value = serde_json::from_str(&text).unwrap();
@@ -263,4 +263,59 @@ fn schemas_are_listed_and_require_the_format() {
             "README.md does not list docs/json/{name}.json"
         );
     }
+}
+
+/// A panic caught at the top is a failure like any other: with `--json`, stdout holds the error object ("internal
+/// error", exit 1). Before: stdout was empty.
+#[test]
+fn a_panic_is_an_error_object_too() {
+    let t = world();
+    let out = t
+        .cmd()
+        .env("DBACKUP_TEST_PANIC", "collect")
+        .args(["--json", "collect"])
+        .status(1);
+    let v: Value = out.json();
+    assert!(validator("error").is_valid(&v), "{}", out.stdout);
+    assert_eq!(v["exit"], 1);
+    assert!(
+        v["error"].as_str().unwrap().starts_with("internal error: "),
+        "{}",
+        out.stdout
+    );
+}
+
+/// The same schemas hold for the other shapes of each output: nothing collected yet (no `last_run`, no backups), a
+/// set whose sources are all missing (refused: collect exits 1), a destination that is absent (external exits 3), a
+/// forced backup that fails, in a zone west of UTC. Before: no `format`, no schemas.
+#[test]
+fn outputs_of_empty_and_partial_runs_match_too() {
+    let t = Test::new()
+        .config(
+            r#"{ "backup_root": "{root}",
+                 "backup_sets": [ { "name": "data", "sources": ["~/data"] },
+                                  { "name": "gone", "sources": ["~/missing"] } ],
+                 "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false },
+                                   { "name": "USB", "path": "{tmp}/USB" } ] }"#,
+        )
+        .env("TZ", "America/New_York");
+    t.write("home/data/a.txt", "a");
+    std::fs::create_dir_all(t.path("T9")).unwrap();
+    let run =
+        |schema: &str, args: &[&str], code: i32| check(schema, &t.cmd().args(args).status(code));
+    run("status", &["--json", "status"], 0);
+    run("report", &["--json", "report"], 0);
+    run("restore-list", &["--json", "restore", "--list"], 0);
+    run("collect-plan", &["--json", "--dry-run", "collect"], 1);
+    run("collect", &["--json", "collect"], 1);
+    let plan = run("external-plan", &["--json", "--dry-run", "external"], 3);
+    assert!(
+        plan["time"].as_str().unwrap().ends_with("-05:00")
+            || plan["time"].as_str().unwrap().ends_with("-04:00")
+    );
+    run("external", &["--json", "external"], 3);
+    run("backup", &["--json", "backup", "--force"], 1);
+    run("status", &["--json", "status", "--history", "5"], 0);
+    run("restore-list", &["--json", "restore", "--list"], 0);
+    run("restore-verify", &["--json", "restore", "--verify"], 0);
 }
