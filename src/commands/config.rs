@@ -50,7 +50,15 @@ fn init(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<E
             "dbackup: dry run: would write {} (mode 0600):",
             target.display()
         );
-        crate::out!("{text}");
+        if global.json {
+            super::print_json(&serde_json::json!({
+                "dry_run": true,
+                "would_write": target,
+                "text": text,
+            }))?;
+        } else {
+            crate::out!("{text}");
+        }
         return Ok(Exit::Ok);
     }
     init::write_new(&target, &text)?;

@@ -119,7 +119,8 @@ fn world() -> Test {
 /// Every `--json` output of the phases, the restore, status, report and config, run for real on a set backed up to a
 /// directory destination, matches its schema in `docs/json/`, with `"format": 1` first and RFC 3339 timestamps.
 /// Before: no output had `format`, and `restore --list` wrote its backups' `time` without an offset
-/// (`"2025-04-01T03:15:00"`), the collect and external plans their time only as a stamp (`2025-04-01-031500`).
+/// (`"2025-04-01T03:15:00"`), the collect and external plans their time only as a stamp (`2025-04-01-031500`);
+/// `config init --dry-run --json` printed the config as text and `keygen --dry-run --json` nothing.
 #[test]
 fn every_output_matches_its_schema() {
     let t = world();
@@ -154,15 +155,25 @@ fn every_output_matches_its_schema() {
     run("restore", &[&["--json"], &args[..]].concat());
     run("config-check", &["--json", "config", "check"]);
     let new = t.path("new-config.json");
+    let dry = run(
+        "config-init",
+        &[
+            "--json",
+            "--dry-run",
+            "config",
+            "init",
+            new.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(dry["dry_run"], true, "{dry}");
     run(
         "config-init",
         &["--json", "config", "init", new.to_str().unwrap()],
     );
     let key = t.path("key.txt");
-    run(
-        "keygen",
-        &["--json", "keygen", "--out", key.to_str().unwrap()],
-    );
+    let args = ["keygen", "--out", key.to_str().unwrap()];
+    run("keygen", &[&["--json", "--dry-run"], &args[..]].concat());
+    run("keygen", &[&["--json"], &args[..]].concat());
     run(
         "systemd-render",
         &["systemd", "render", "--user", "--format", "json"],
