@@ -191,6 +191,11 @@ fn every_output_matches_its_schema() {
         ],
     );
     run("image-kit", &["--json", "image", "kit"]);
+    let kit = t.path("kit");
+    run(
+        "image-kit",
+        &["--json", "image", "kit", "--out", kit.to_str().unwrap()],
+    );
 }
 
 /// A failed `--json` run prints the error object on stdout (and still the error on stderr), with the exit code it
