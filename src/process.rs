@@ -81,10 +81,11 @@ pub fn finish(outcome: std::thread::Result<anyhow::Result<Exit>>) -> ExitCode {
         error = Some(text);
         code = why.exit_code();
     }
-    if let Some(error) = error {
-        if crate::json::enabled() && !crate::json::printed() {
-            crate::json::print_error(&error, code);
-        }
+    if let Some(error) = error
+        && crate::json::enabled()
+        && !crate::json::printed()
+    {
+        crate::json::print_error(&error, code);
     }
     if let Err(e) = crate::stdx::out::finish() {
         crate::errln!("dbackup: error: cannot write the output: {e}");
