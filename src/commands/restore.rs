@@ -28,7 +28,7 @@ use crate::cli::{CompareBy, GlobalArgs, RestoreArgs, SourceKind};
 use crate::exit::{CodedError, Exit};
 use crate::restore::catalog::{self, Drive};
 use crate::restore::content::SetContent;
-use crate::restore::displace;
+use crate::restore::engine::displace;
 use crate::restore::drive::{DriveBackup, METADATA_FILE};
 use crate::restore::job::{self, Planned, SetBackup};
 use crate::restore::keys::{Ask, KeyRing};
@@ -845,7 +845,7 @@ struct Logged<'a> {
     counts: &'a crate::restore::Counts,
     refused: usize,
     failed: usize,
-    displaced: &'a [crate::restore::displace::Displaced],
+    displaced: &'a [crate::restore::engine::displace::Displaced],
 }
 
 #[allow(clippy::too_many_arguments)]

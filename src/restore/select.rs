@@ -8,7 +8,7 @@ use std::str::FromStr;
 use chrono::{NaiveDate, NaiveDateTime};
 use serde::Serialize;
 
-use super::safety::{self, RelPath};
+use super::engine::safety::{self, RelPath};
 use crate::snapshot::{self, SourceRecord};
 
 /// What `--date` asks for.

@@ -22,11 +22,11 @@ use sha2::{Digest as _, Sha256};
 
 use super::content::{SetContent, open_nofollow};
 use super::drive::DriveBackup;
-use super::entry::EntryKind;
+use super::engine::entry::EntryKind;
 use super::list::Kept;
-use super::safety::{self, RelPath};
+use super::engine::safety::{self, RelPath};
 use super::select::abs_of;
-use super::tarscan::{Owners, Scanner};
+use super::engine::tarscan::{Owners, Scanner};
 use crate::archive::crypt::age_read_error;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
@@ -217,7 +217,7 @@ impl Progress for Watch<'_> {
         if self.refused.is_none()
             && let Some(why) = refusal(path, k)
         {
-            self.refused = Some((super::entry::show(path), why));
+            self.refused = Some((super::engine::entry::show(path), why));
         }
         if let Ok(rel) = safety::check_name(path, None) {
             self.would.see(&rel, kind.name(), size);
@@ -436,7 +436,7 @@ pub fn verify_drive_backup(
             if backup.is_excluded_file(name) {
                 continue; // another set's, left out by --set
             }
-            let shown = super::entry::show(name);
+            let shown = super::engine::entry::show(name);
             // `system/<file>`: the recovery kit and partition images (crate::image), one plain name deep.
             let in_system = name
                 .strip_prefix(b"system/")
@@ -1028,7 +1028,7 @@ pub fn verify_snapshot(
         if let Some(first) = left.first() {
             problems.push(at(
                 root,
-                Some(super::entry::show(first)),
+                Some(super::engine::entry::show(first)),
                 format!(
                     "is in the drive backup made from this snapshot but missing from the snapshot ({} missing)",
                     left.len()
