@@ -9,6 +9,7 @@
 //!   [`list`] (`--list`), [`select`] (pure: dates, paths), [`index_search`], [`keys`], [`verify`] (`--verify`).
 
 pub mod catalog;
+pub mod choose;
 pub mod content;
 pub mod drive;
 pub mod engine;
@@ -28,3 +29,49 @@ pub use engine::{
     Action, Applier, Compare, Counts, EntryKind, Mtime, Overwrite, Plan, PlanItem, Planner, Problem,
     Refusal, RelPath, RestoreEntry, RestoreError, RestoreOptions, Summary, Tally, show,
 };
+
+use std::path::PathBuf;
+
+use list::Kept;
+use select::DateQuery;
+
+/// What `restore` is asked (to list, verify or restore): the command line converted once, by `commands/restore.rs`,
+/// into plain values. Nothing below the command sees a clap type.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `--source`: local snapshots or the drive's backups; `None` lets [`Request::source`] decide (and `--list`
+    /// show both).
+    pub source: Option<Kept>,
+    /// `--date`.
+    pub date: DateQuery,
+    /// `--set`: one set only.
+    pub set: Option<String>,
+    /// `--drive`: the drive's backups read from this directory instead of the configured destinations.
+    pub drive: Option<PathBuf>,
+    /// `--path`, made absolute: what to restore (or describe), or every source when empty.
+    pub paths: Vec<PathBuf>,
+    /// `--target`, made absolute: restore under it, or in place when `None`.
+    pub target: Option<PathBuf>,
+    /// `--identity`: age identity files, beside the config's.
+    pub identities: Vec<PathBuf>,
+    pub overwrite: Overwrite,
+    pub compare: Compare,
+    pub preserve_special: bool,
+    /// `--skip-refused`: restore what is not refused.
+    pub skip_refused: bool,
+    /// `--no-escaping-links`.
+    pub refuse_escaping_links: bool,
+    /// Keep what a restore replaces in `displaced/` (unless `--no-keep`).
+    pub keep: bool,
+}
+
+impl Request {
+    /// Where to read from: `--source`, else the drive with `--drive`, else the local snapshots.
+    pub fn source(&self) -> Kept {
+        match (self.source, &self.drive) {
+            (Some(s), _) => s,
+            (None, Some(_)) => Kept::External,
+            (None, None) => Kept::Local,
+        }
+    }
+}

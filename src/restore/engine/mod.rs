@@ -62,38 +62,30 @@ pub use entry::{EntryKind, Mtime, RestoreEntry, show};
 pub use plan::{Action, Counts, Plan, PlanItem, Planner};
 pub use safety::{Refusal, RelPath};
 
-/// What to do with an entry that already exists at the destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+/// What to do with an entry that already exists at the destination (`--overwrite`: the variants' comments are its
+/// `--help`). "Differs" is told by [`Compare`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Overwrite {
-    /// Replace it when it differs from the backup (see [`Compare`]); leave it when identical.
+    /// Replace what differs from the backup (keeping it first), leave what is the same
     #[default]
     IfChanged,
-    /// Replace it, identical or not.
+    /// Rewrite everything; what differs from the backup is kept first, unless --no-keep
     Always,
-    /// Leave it as it is.
+    /// Leave whatever is there
     Never,
 }
 
-impl From<crate::cli::Overwrite> for Overwrite {
-    fn from(o: crate::cli::Overwrite) -> Overwrite {
-        match o {
-            crate::cli::Overwrite::IfChanged => Overwrite::IfChanged,
-            crate::cli::Overwrite::Always => Overwrite::Always,
-            crate::cli::Overwrite::Never => Overwrite::Never,
-        }
-    }
-}
-
-/// How `if-changed` tells an unchanged file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+/// How `--overwrite if-changed` tells an unchanged file (`--compare`: the variants' comments are its `--help`).
+/// `Metadata`: the owner only when privileged, the mtime to the nanosecond. `Content` needs the backup's hash
+/// ([`RestoreEntry::sha256`]); an entry without one is compared by metadata, with a note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compare {
-    /// Same kind, size, mtime (to the nanosecond), mode (and owner when privileged).
+    /// Same type, size, mode, owner and mtime (fast)
     #[default]
     Metadata,
-    /// Same kind, size, mode (and owner) and sha256, whatever the mtime. Needs the backup's hash
-    /// ([`RestoreEntry::sha256`]); an entry without one is compared by metadata, with a note.
+    /// Same type, size, mode, owner and sha256 of the content, whatever the mtime (reads local files; drive only)
     Content,
 }
 
