@@ -15,22 +15,20 @@
 //! refused, unless `--skip-refused`); 2 bad arguments; 3 `--verify` of an encrypted backup without its key (the
 //! encrypted files are intact, the contents were not checked); 5 `--source external` with no drive present.
 
-use std::path::{Path, PathBuf};
-
-use serde::Serialize;
+use std::path::PathBuf;
 
 use crate::cli::{GlobalArgs, RestoreArgs};
 use crate::exit::{CodedError, Exit};
 use crate::restore::catalog;
 use crate::restore::choose::{self, Chosen, Prepared};
-use crate::restore::job::{self, Planned};
+use crate::restore::job::{self, Planned, SetBackup};
 use crate::restore::keys::{Ask, KeyRing};
 use crate::restore::list::{self, Kept};
 use crate::restore::select::{self, DateQuery};
 use crate::restore::verify;
-use crate::restore::{Overwrite, Request, Summary};
+use crate::restore::outcome::{self, RestoreOutput};
+use crate::restore::{Overwrite, Request, RestoreError, Summary};
 use crate::settings::{Env, Settings};
-use crate::stdx::{show_path, show_str};
 use crate::ui::{self, Ui};
 
 pub fn run(global: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<Exit> {
@@ -196,41 +194,6 @@ fn list(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Exit> {
 // ---------------------------------------------------------------------------------------------------------------
 // Restore
 
-/// What `restore` prints with `--json`.
-#[derive(Debug, Serialize)]
-pub struct RestoreOutput<'a> {
-    pub source: Kept,
-    pub backup: String,
-    pub dry_run: bool,
-    pub restores: Vec<RestoreItem<'a>>,
-}
-
-/// One restored path.
-#[derive(Debug, Serialize)]
-pub struct RestoreItem<'a> {
-    pub set: &'a str,
-    pub from: &'a str,
-    pub path: &'a Path,
-    pub target: &'a Path,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub plan: Option<&'a crate::restore::Plan>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub summary: Option<&'a Summary>,
-}
-
-/// One restored path as the run log records it.
-#[derive(Debug, Serialize)]
-struct Logged<'a> {
-    set: &'a str,
-    from: &'a str,
-    path: &'a Path,
-    target: &'a Path,
-    counts: &'a crate::restore::Counts,
-    refused: usize,
-    failed: usize,
-    displaced: &'a [crate::restore::engine::displace::Displaced],
-}
-
 fn restore(
     settings: &Settings,
     req: &Request,
@@ -247,7 +210,12 @@ fn restore(
     let refused: u64 = planned.iter().map(|p| p.plan.counts.refuse.entries).sum();
 
     if settings.output.dry_run {
-        print_plans(chosen, &planned, ui)?;
+        if ui.json {
+            let out = RestoreOutput::new(chosen.kept(), chosen.stamp(), &planned, None);
+            crate::outln!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            crate::out!("{}", outcome::render_plans(&planned, ui.verbosity >= 1));
+        }
         return Ok(if refused > 0 { Exit::Failed } else { Exit::Ok });
     }
     if refused > 0 && !req.skip_refused {
@@ -267,124 +235,35 @@ fn restore(
             ui::counted(refused, "entry", "entries")
         )));
     }
-
-    report_escaping_links(&planned, ui);
-    let total: u64 = planned
-        .iter()
-        .map(|p| {
-            p.plan
-                .counts
-                .create
-                .bytes
-                .saturating_add(p.plan.counts.replace.bytes)
-        })
-        .fold(0u64, u64::saturating_add);
+    if let Some((head, each)) = outcome::escaping_links(&planned) {
+        ui.info(head);
+        for line in each {
+            ui.step(line);
+        }
+    }
     // From here on SIGINT and SIGTERM stop the restore between entries, with a run log line.
     super::begin_run(settings, ui, "restore");
-    let bar = ui.percent_bar("restore");
-    let mut written = 0u64;
-    let mut done = |n: u64| {
-        written += n;
-        if let Some(b) = &bar
-            && total > 0
-        {
-            b.set_position(written.saturating_mul(100) / total);
-        }
-    };
-    let (summaries, error) = job::apply_all(&sets, &planned, &mut done);
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let log: Vec<Logged> = planned
-        .iter()
-        .zip(&summaries)
-        .map(|(p, s)| Logged {
-            set: &p.set,
-            from: &p.from,
-            path: &p.path,
-            target: &p.plan.target,
-            counts: &s.counts,
-            refused: s.refusals.len(),
-            failed: s.errors.len(),
-            displaced: &s.displaced,
-        })
-        .collect();
-    *logged = serde_json::to_value(&log).ok();
+    let (summaries, error) = apply(&sets, &planned, ui);
+    *logged = outcome::logged(&planned, &summaries);
     // Interrupted: the run's line (with what was restored and kept) is written by `run_with_settings`, marked
     // `interrupted`; `main` says so in one line.
     crate::interrupt::check()?;
     if ui.json {
-        let out = RestoreOutput {
-            source: chosen.kept(),
-            backup: chosen.stamp(),
-            dry_run: false,
-            restores: planned
-                .iter()
-                .zip(summaries.iter().map(Some).chain(std::iter::repeat(None)))
-                .map(|(p, s)| RestoreItem {
-                    set: &p.set,
-                    from: &p.from,
-                    path: &p.path,
-                    target: &p.plan.target,
-                    plan: None,
-                    summary: s,
-                })
-                .collect(),
-        };
+        let out = RestoreOutput::new(chosen.kept(), chosen.stamp(), &planned, Some(&summaries));
         crate::outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        for (p, s) in planned.iter().zip(&summaries) {
-            crate::outln!(
-                "{} ({}, from {}):",
-                show_path(&p.path),
-                show_str(&p.set),
-                show_str(&p.from)
-            );
-            if error.is_some() {
-                // Entries never reached because the restore stopped are counted, not listed one by one.
-                let mut s = s.clone();
-                let before = s.errors.len();
-                s.errors.retain(|e| !e.message.starts_with(NOT_HANDED_OVER));
-                crate::out!("{}", indent(&s.render()));
-                let skipped = before - s.errors.len();
-                if skipped > 0 {
-                    crate::outln!(
-                        "  {} not restored: the restore stopped (see the error)",
-                        ui::counted(skipped as u64, "entry", "entries")
-                    );
-                }
-            } else {
-                crate::out!("{}", indent(&s.render()));
-            }
-        }
+        crate::out!(
+            "{}",
+            outcome::render_restored(&planned, &summaries, error.is_some())
+        );
     }
-    let kept: usize = summaries.iter().map(|s| s.displaced.len()).sum();
-    if kept > 0
-        && let Some(dir) = &opts.keep_displaced
+    if let Some(dir) = &opts.keep_displaced
+        && let Some(line) = outcome::kept_line(&summaries, dir)
     {
-        ui.info(format_args!(
-            "kept in {}: {} that differed from the backup before the restore replaced {} (listed above; copy \
-             back with cp -a)",
-            dir.display(),
-            ui::counted(kept as u64, "file", "files"),
-            if kept == 1 { "it" } else { "them" },
-        ));
+        ui.info(line);
     }
     if let Some(e) = error {
-        let restored: u64 = summaries
-            .iter()
-            .map(|s| s.counts.create.entries + s.counts.replace.entries)
-            .sum();
-        let what = if restored == 0 {
-            "the restore stopped before anything was restored".to_string()
-        } else {
-            format!(
-                "the restore stopped after restoring {} (listed above); those are complete and were checked as \
-                 they were read, the entry being written was removed, and the rest was not restored",
-                ui::counted(restored, "entry", "entries")
-            )
-        };
-        return Err(anyhow::Error::new(e).context(what));
+        return Err(anyhow::Error::new(e).context(outcome::stopped_context(&summaries)));
     }
     for s in &summaries {
         for w in s.warnings() {
@@ -396,104 +275,42 @@ fn restore(
         .map(Summary::exit)
         .fold(Exit::Ok, Exit::worst);
     if exit == Exit::Failed {
-        let problems: usize = summaries
-            .iter()
-            .map(|s| s.refusals.len() + s.errors.len())
-            .sum();
-        let mut from: Vec<String> = planned
-            .iter()
-            .zip(&summaries)
-            .filter(|(_, s)| !s.errors.is_empty() || !s.refusals.is_empty())
-            .map(|(p, _)| show_str(&p.from))
-            .collect();
-        from.dedup();
-        ui.error(format_args!(
-            "dbackup: error: {} not restored (listed above), from {}",
-            ui::counted(problems as u64, "entry was", "entries were"),
-            from.join(", ")
-        ));
+        ui.error(outcome::not_restored_line(&planned, &summaries));
     }
     Ok(exit)
 }
 
-/// How the engine reports an entry the restore never reached.
-const NOT_HANDED_OVER: &str = "not restored: the backup ended before";
-
-fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("  {l}\n")).collect()
-}
-
-/// Before a real restore: the symlinks it makes that lead outside the target (one line; each of them with `-v`).
-fn report_escaping_links(planned: &[Planned], ui: &Ui) {
-    let made = |i: &&crate::restore::PlanItem| {
-        matches!(
-            i.action,
-            crate::restore::Action::Create | crate::restore::Action::Replace
-        )
-    };
-    let n = planned
+/// Applies the plans with a progress bar over the bytes they write.
+fn apply(
+    sets: &[SetBackup],
+    planned: &[Planned],
+    ui: &Ui,
+) -> (Vec<Summary>, Option<RestoreError>) {
+    let total: u64 = planned
         .iter()
-        .flat_map(|p| p.plan.escaping().filter(made))
-        .count();
-    if n == 0 {
-        return;
-    }
-    ui.info(format_args!(
-        "{} outside the target once restored: restored as {}, never followed (the plan lists them: \
-         --dry-run; --no-escaping-links refuses them)",
-        ui::counted(n as u64, "symlink leads", "symlinks lead"),
-        if n == 1 { "it is" } else { "they are" }
-    ));
-    for p in planned {
-        for item in p.plan.escaping().filter(made) {
-            ui.step(format_args!(
-                "  {} -> {}",
-                p.plan.item_path(item),
-                item.escapes_to.as_deref().unwrap_or_default()
-            ));
+        .map(|p| {
+            p.plan
+                .counts
+                .create
+                .bytes
+                .saturating_add(p.plan.counts.replace.bytes)
+        })
+        .fold(0u64, u64::saturating_add);
+    let bar = ui.percent_bar("restore");
+    let mut written = 0u64;
+    let mut done = |n: u64| {
+        written += n;
+        if let Some(b) = &bar
+            && total > 0
+        {
+            b.set_position(written.saturating_mul(100) / total);
         }
+    };
+    let applied = job::apply_all(sets, planned, &mut done);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
     }
-}
-
-fn print_plans(chosen: &Chosen, planned: &[Planned], ui: &Ui) -> anyhow::Result<()> {
-    if ui.json {
-        let out = RestoreOutput {
-            source: chosen.kept(),
-            backup: chosen.stamp(),
-            dry_run: true,
-            restores: planned
-                .iter()
-                .map(|p| RestoreItem {
-                    set: &p.set,
-                    from: &p.from,
-                    path: &p.path,
-                    target: &p.plan.target,
-                    plan: Some(&p.plan),
-                    summary: None,
-                })
-                .collect(),
-        };
-        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
-    }
-    crate::outln!("dry run: nothing is written");
-    for p in planned {
-        crate::outln!(
-            "{} ({}, from {}):",
-            show_path(&p.path),
-            show_str(&p.set),
-            show_str(&p.from)
-        );
-        crate::out!("{}", indent(&p.plan.render(ui.verbosity >= 1)));
-    }
-    let refused: u64 = planned.iter().map(|p| p.plan.counts.refuse.entries).sum();
-    if refused > 0 {
-        crate::outln!(
-            "{} refused: a real run restores nothing (unless --skip-refused)",
-            ui::counted(refused, "entry is", "entries are")
-        );
-    }
-    Ok(())
+    applied
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 //! - Around it, what a restore reads and how it is chosen: [`catalog`] (local snapshots, drives present for
 //!   reading), [`drive`] (a drive's backups), [`choose`] (the backup `--date` picks, its keys, the checks before
 //!   anything is written), [`content`] (a set's snapshot or archive), [`job`] (selections, targets, plan, apply),
-//!   [`list`] (`--list`), [`select`] (pure: dates, paths), [`index_search`], [`keys`], [`verify`] (`--verify`).
+//!   [`list`] (`--list`), [`outcome`] (what a restore planned or did, as text and JSON), [`select`] (pure: dates, paths), [`index_search`], [`keys`], [`verify`] (`--verify`).
 
 pub mod catalog;
 pub mod choose;
@@ -17,6 +17,7 @@ pub mod index_search;
 pub mod job;
 pub mod keys;
 pub mod list;
+pub mod outcome;
 pub mod select;
 pub mod verify;
 
