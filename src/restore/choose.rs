@@ -64,14 +64,14 @@ impl Chosen {
                 stamps.dedup();
                 stamps.join(", ")
             }
-            Chosen::External { backup, .. } => backup.name.clone(),
+            Chosen::External { backup, .. } => backup.dir.name.clone(),
         }
     }
 
     pub fn location(&self, settings: &Settings) -> PathBuf {
         match self {
             Chosen::Local { .. } => settings.backup_root.clone(),
-            Chosen::External { backup, .. } => backup.path.clone(),
+            Chosen::External { backup, .. } => backup.dir.path.clone(),
         }
     }
 }
@@ -180,22 +180,22 @@ fn choose_external(
         .filter(|(_, b)| b.verified() || exact)
         .filter(|(_, b)| req.set.as_ref().is_none_or(|s| b.set(s).is_some()))
         .collect();
-    let times: Vec<_> = candidates.iter().map(|(_, b)| b.time).collect();
+    let times: Vec<_> = candidates.iter().map(|(_, b)| b.dir.time).collect();
     match select::choose(&times, *query) {
         Ok(i) => {
             let (d, b) = candidates[i];
             if !b.verified() {
                 ui.warn(format_args!(
                     "backup {} on {} is not known to be verified ({}); its archives are read as they are",
-                    b.name,
+                    b.dir.name,
                     d.name,
-                    b.meta_error.as_deref().unwrap_or("no metadata")
+                    b.dir.meta_error.as_deref().unwrap_or("no metadata")
                 ));
             }
             if let Some(set) = &req.set
                 && b.set(set).is_none()
             {
-                return Err(failed(format!("backup {} has no set {set}", b.name)));
+                return Err(failed(format!("backup {} has no set {set}", b.dir.name)));
             }
             let backup = match &req.set {
                 Some(set) => b.only(set),
@@ -207,7 +207,7 @@ fn choose_external(
             })
         }
         Err(no) => {
-            let stamps: Vec<String> = candidates.iter().map(|(_, b)| b.name.clone()).collect();
+            let stamps: Vec<String> = candidates.iter().map(|(_, b)| b.dir.name.clone()).collect();
             let place: Vec<String> = drives
                 .iter()
                 .filter(|d| d.present())
@@ -241,9 +241,9 @@ pub fn keys_for_backup(
     };
     let mut files = Vec::new();
     for s in &backup.sets {
-        files.extend(ArchiveFiles::discover(&backup.path, &s.archive).ok());
+        files.extend(ArchiveFiles::discover(&backup.dir.path, &s.archive).ok());
         if let Some(i) = &s.index {
-            files.extend(ArchiveFiles::discover(&backup.path, i).ok());
+            files.extend(ArchiveFiles::discover(&backup.dir.path, i).ok());
         }
     }
     let recorded = backup
@@ -252,7 +252,7 @@ pub fn keys_for_backup(
         .any(|s| s.encryption.as_ref().is_some_and(|e| e.passphrase));
     let found = ring
         .keys_for(&files.iter().collect::<Vec<_>>(), recorded, ask)
-        .map_err(|e| failed(format!("backup {} is encrypted: {e}", backup.name)))?;
+        .map_err(|e| failed(format!("backup {} is encrypted: {e}", backup.dir.name)))?;
     for w in &found.warnings {
         ui.warn(w);
     }
@@ -314,12 +314,12 @@ pub fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<Se
             .sets
             .iter()
             .filter_map(|s| {
-                let archive = match ArchiveFiles::discover(&backup.path, &s.archive) {
+                let archive = match ArchiveFiles::discover(&backup.dir.path, &s.archive) {
                     Ok(a) => a.with_keys(keys.cloned()),
                     Err(e) => {
                         ui.warn(format_args!(
                             "set {} of backup {} cannot be read: {e}",
-                            s.name, backup.name
+                            s.name, backup.dir.name
                         ));
                         return None;
                     }
@@ -329,13 +329,13 @@ pub fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<Se
                 let index = match s
                     .index
                     .as_ref()
-                    .map(|i| ArchiveFiles::discover(&backup.path, i))
+                    .map(|i| ArchiveFiles::discover(&backup.dir.path, i))
                 {
                     Some(Ok(i)) => Some(i.with_keys(keys.cloned())),
                     Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
                         ui.warn(format_args!(
                             "set {} of backup {} cannot be read: {e}",
-                            s.name, backup.name
+                            s.name, backup.dir.name
                         ));
                         return None;
                     }
@@ -343,7 +343,7 @@ pub fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<Se
                 };
                 Some(SetBackup {
                     set: s.name.clone(),
-                    label: format!("backup {} on {}", backup.name, drive.name),
+                    label: format!("backup {} on {}", backup.dir.name, drive.name),
                     sources: s.sources.iter().filter(|r| r.present).cloned().collect(),
                     content: SetContent::Archive { archive, index },
                 })
@@ -466,7 +466,7 @@ fn older_holding(
             for (d, b) in all
                 .iter()
                 .rev()
-                .filter(|(_, b)| b.verified() && b.time < backup.time)
+                .filter(|(_, b)| b.verified() && b.dir.time < backup.dir.time)
                 .filter(|(_, b)| req.set.as_ref().is_none_or(|s| b.set(s).is_some()))
                 .take(OLDER_LOOKUPS)
             {
@@ -509,7 +509,7 @@ pub fn check_target_outside_backups(
     let t = real(&probe).join(target.strip_prefix(&probe).unwrap_or(Path::new("")));
     let mut guarded = vec![real(&settings.backup_root)];
     if let Chosen::External { backup, .. } = chosen
-        && let Some(parent) = backup.path.parent()
+        && let Some(parent) = backup.dir.path.parent()
     {
         guarded.push(real(parent));
     }
@@ -531,7 +531,7 @@ pub fn check_target_outside_backups(
 /// and every entry against its header in the archive), and each file's content against its sha256. `--verify`
 /// checks everything.
 pub fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<()> {
-    let sums = match verify::Sums::read(&backup.path) {
+    let sums = match verify::Sums::read(&backup.dir.path) {
         (_, Ok(Some(sums))) => sums,
         (path, Ok(None)) => {
             ui.warn(format_args!(
@@ -550,13 +550,13 @@ pub fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Res
     let unlisted = |name: &str| {
         failed(format!(
             "{} is not listed in {}: the backup was changed after it was written; run --verify",
-            show_path(&backup.path.join(name)),
+            show_path(&backup.dir.path.join(name)),
             sums.path.display()
         ))
     };
-    let meta = backup.path.join(METADATA_FILE);
+    let meta = backup.dir.path.join(METADATA_FILE);
     if meta.exists() {
-        match sums.check_file(&backup.path, METADATA_FILE.as_bytes()) {
+        match sums.check_file(&backup.dir.path, METADATA_FILE.as_bytes()) {
             verify::FileCheck::Matches => {}
             verify::FileCheck::Unlisted => return Err(unlisted(METADATA_FILE)),
             verify::FileCheck::Differs { got, listed } => {
@@ -583,7 +583,7 @@ pub fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Res
             .find(|r| &r.name == index)
             .map(|r| r.bytes);
         // A regular file of the backup's own directory, or nothing: a link or a FIFO there is refused.
-        let got = match crate::stdx::fs::open_regular(&backup.path.join(index)) {
+        let got = match crate::stdx::fs::open_regular(&backup.dir.path.join(index)) {
             Ok(f) => f.metadata().map(|m| m.len()).ok(),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(failed(format!("{e}; the backup is damaged or hostile"))),
@@ -593,7 +593,7 @@ pub fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Res
         {
             return Err(failed(format!(
                 "{} is {got} bytes, {METADATA_FILE} says {want}: the backup is damaged or was changed; run --verify",
-                show_path(&backup.path.join(index))
+                show_path(&backup.dir.path.join(index))
             )));
         }
     }

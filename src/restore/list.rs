@@ -265,7 +265,7 @@ pub fn drive_backups(drives: &[Drive]) -> Vec<ListedBackup> {
     for d in drives {
         for b in &d.listing.backups {
             // A backup still (or never finished) being written is no backup: never listed, never restored from.
-            if b.in_progress || d.only.as_ref().is_some_and(|o| *o != b.name) {
+            if b.in_progress || d.only.as_ref().is_some_and(|o| *o != b.dir.name) {
                 continue;
             }
             let state = if b.verified() {
@@ -282,22 +282,22 @@ pub fn drive_backups(drives: &[Drive]) -> Vec<ListedBackup> {
                     bytes: s.archive_bytes,
                     files: s.files,
                     snapshot: s.snapshot.clone(),
-                    path: b.path.join(&s.archive),
+                    path: b.dir.path.join(&s.archive),
                     encrypted: s.encrypted(),
                     passphrase: s.encryption.as_ref().is_some_and(|e| e.passphrase),
                 })
                 .collect();
             out.push(ListedBackup {
                 source: Kept::External,
-                stamp: b.name.clone(),
-                time: b.time,
+                stamp: b.dir.name.clone(),
+                time: b.dir.time,
                 sets,
                 bytes: b.bytes(),
                 state,
-                location: b.path.clone(),
+                location: b.dir.path.clone(),
                 destination: Some(d.name.clone()),
-                latest: d.listing.latest.as_deref() == Some(b.name.as_str()),
-                notes: b.meta_error.iter().cloned().collect(),
+                latest: d.listing.latest.as_deref() == Some(b.dir.name.as_str()),
+                notes: b.dir.meta_error.iter().cloned().collect(),
             });
         }
     }
@@ -317,7 +317,7 @@ pub fn destinations(drives: &[Drive]) -> Vec<ListedDestination> {
                 .listing
                 .backups
                 .iter()
-                .filter(|b| !b.in_progress && d.only.as_ref().is_none_or(|o| *o == b.name))
+                .filter(|b| !b.in_progress && d.only.as_ref().is_none_or(|o| *o == b.dir.name))
                 .count(),
         })
         .collect()

@@ -409,7 +409,7 @@ pub fn verify_drive_backup(
     list: bool,
     bar: &mut dyn FnMut(u64),
 ) -> VerifyReport {
-    let dir = &backup.path;
+    let dir = &backup.dir.path;
     let mut found = Findings::default();
     let (sums_path, read) = Sums::read(dir);
     let sums = match read {
@@ -475,7 +475,7 @@ pub fn verify_drive_backup(
             "the contents of backup {} were NOT checked: {} encrypted and no identity was given, so only the \
              encrypted files were checked against {SUMS_FILE}; pass --identity FILE (or set \
              encryption.identity_file) to check every file",
-            backup.name,
+            backup.dir.name,
             if unchecked.len() == 1 {
                 format!("{} is", unchecked[0])
             } else {
@@ -485,7 +485,7 @@ pub fn verify_drive_backup(
     }
     VerifyReport {
         source: Kept::External,
-        backup: backup.name.clone(),
+        backup: backup.dir.name.clone(),
         location: dir.clone(),
         sums: Some(SumsReport {
             file: sums_path,
@@ -534,7 +534,7 @@ fn discover_archives(
     keys: Option<&Arc<Keys>>,
     problems: &mut Vec<Issue>,
 ) -> (Vec<Vec<u8>>, Vec<SetFiles>) {
-    let dir = &backup.path;
+    let dir = &backup.dir.path;
     let mut archive_names: Vec<Vec<u8>> = Vec::new();
     let mut archives = Vec::new();
     for s in &backup.sets {
@@ -573,7 +573,7 @@ fn check_sums(
     archives: &[SetFiles],
     found: &mut Findings,
 ) {
-    let dir = &backup.path;
+    let dir = &backup.dir.path;
     let mut covered: Vec<Vec<u8>> = archive_names.to_vec();
     for (_, _, index) in archives {
         if let Some(i) = index {
@@ -583,7 +583,7 @@ fn check_sums(
     if dir.join(super::drive::METADATA_FILE).exists() {
         covered.push(super::drive::METADATA_FILE.as_bytes().to_vec());
     }
-    if let Some(system) = backup.meta.as_ref().and_then(|m| m.system.as_ref()) {
+    if let Some(system) = backup.dir.meta.as_ref().and_then(|m| m.system.as_ref()) {
         covered.extend(crate::image::sums_of(system).into_iter().map(|l| l.name));
     }
     for name in &covered {
@@ -646,7 +646,7 @@ fn unreadable_set(backup: &DriveBackup, set: &str) -> SetReport {
     SetReport {
         set: set.to_string(),
         checked: backup
-            .path
+            .dir.path
             .join(backup.set(set).map_or_else(
                 || super::drive::archive_name(set, false),
                 |s| s.archive.clone(),
@@ -1074,8 +1074,8 @@ fn index_made_from(local: &Local<'_>, snap: &Snapshot) -> Option<(String, Archiv
         let s = b.set(&snap.set)?;
         (b.verified() && s.snapshot.as_deref() == Some(snap.name.as_str())).then_some((d, b, s))
     })?;
-    let files = ArchiveFiles::discover(&b.path, s.index.as_ref()?).ok()?;
-    let label = format!("backup {} on {}", b.name, d.name);
+    let files = ArchiveFiles::discover(&b.dir.path, s.index.as_ref()?).ok()?;
+    let label = format!("backup {} on {}", b.dir.name, d.name);
     if !files.encrypted() {
         return Some((label, files));
     }
