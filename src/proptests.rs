@@ -956,7 +956,7 @@ fn check_tar(tar: &[u8], index: &[u8], entries: &[IndexEntry]) {
             let _ = crate::restore::content::compare_header(tar[start..end].to_vec(), e, len);
         });
     }
-    // The scan path (archives without an index): every header, as restore reads it (restore::tarscan, whose own
+    // The scan path (archives without an index): every header, as restore reads it (restore::engine::tarscan, whose own
     // properties are in its tests), from a file and as a stream.
     bounded(buffers, "scanning", || {
         use crate::restore::engine::tarscan::{Owners, Scanner};
