@@ -24,9 +24,9 @@ use crate::restore::choose::{self, Chosen, Prepared};
 use crate::restore::job::{self, Planned, SetBackup};
 use crate::restore::keys::{Ask, KeyRing};
 use crate::restore::list::{self, Kept};
+use crate::restore::outcome::{self, RestoreOutput};
 use crate::restore::select::{self, DateQuery};
 use crate::restore::verify;
-use crate::restore::outcome::{self, RestoreOutput};
 use crate::restore::{Overwrite, Request, RestoreError, Summary};
 use crate::settings::{Env, Settings};
 use crate::ui::{self, Ui};
@@ -281,11 +281,7 @@ fn restore(
 }
 
 /// Applies the plans with a progress bar over the bytes they write.
-fn apply(
-    sets: &[SetBackup],
-    planned: &[Planned],
-    ui: &Ui,
-) -> (Vec<Summary>, Option<RestoreError>) {
+fn apply(sets: &[SetBackup], planned: &[Planned], ui: &Ui) -> (Vec<Summary>, Option<RestoreError>) {
     let total: u64 = planned
         .iter()
         .map(|p| {

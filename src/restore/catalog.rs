@@ -207,7 +207,8 @@ pub fn drive_backups(drives: &[Drive]) -> Vec<(&Drive, &DriveBackup)> {
         }
     }
     out.sort_by(|a, b| {
-        a.1.dir.time
+        a.1.dir
+            .time
             .cmp(&b.1.dir.time)
             .then_with(|| a.1.dir.name.cmp(&b.1.dir.name))
     });

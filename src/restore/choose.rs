@@ -7,18 +7,17 @@ use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-
 use anyhow::Context;
 
 use super::catalog::{self, Drive};
 use super::content::SetContent;
 use super::drive::{DriveBackup, METADATA_FILE};
+use super::engine::displace;
+use super::job::Planned;
 use super::job::{self, SetBackup};
 use super::keys::{Ask, KeyRing};
 use super::list::Kept;
 use super::select::{self, DateQuery, NoMatch};
-use super::engine::displace;
-use super::job::Planned;
 use super::verify::{self, Scope};
 use super::{RelPath, Request, RestoreOptions};
 use crate::archive::{ArchiveFiles, Keys};
@@ -353,10 +352,7 @@ pub fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<Se
 }
 
 /// The names to restore (or describe) per set: the wanted paths resolved, or every source of every set.
-fn names_for(
-    sets: &[SetBackup],
-    wanted: &[PathBuf],
-) -> anyhow::Result<Vec<(usize, RelPath)>> {
+fn names_for(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(usize, RelPath)>> {
     if !wanted.is_empty() {
         return Ok(job::dedupe(job::resolve(sets, wanted)?));
     }

@@ -10,10 +10,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::engine::entry::{EntryKind, Mtime, RestoreEntry, show};
-use super::index_search::{SearchError, SortedIndex, is_under};
 use super::engine::safety::{self, RelPath};
 use super::engine::source::Snapshot;
 use super::engine::tarscan::{HeaderCounts, Owners, Scanner};
+use super::index_search::{SearchError, SortedIndex, is_under};
 use super::{Action, Applier, Plan, RestoreError};
 use crate::archive::{self, ArchiveFiles, Attrs, IndexEntry};
 

@@ -250,9 +250,7 @@ pub fn list(backups: &Dir) -> io::Result<DriveListing> {
             excluded: Vec::new(),
         });
     }
-    all.sort_by(|a, b| {
-        (a.dir.time.cmp(&b.dir.time)).then_with(|| a.dir.name.cmp(&b.dir.name))
-    });
+    all.sort_by(|a, b| (a.dir.time.cmp(&b.dir.time)).then_with(|| a.dir.name.cmp(&b.dir.name)));
     Ok(DriveListing {
         exists: l.exists,
         backups: all,
@@ -370,7 +368,8 @@ mod tests {
         );
         assert!(
             l.backups[1]
-                .dir.meta_error
+                .dir
+                .meta_error
                 .as_deref()
                 .unwrap()
                 .contains("not verified")

@@ -17,7 +17,9 @@ use crate::stdx::{show_path, show_str};
 use crate::ui;
 
 /// Where a backup is kept (also `restore --source`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Kept {
     Local,

@@ -27,8 +27,8 @@ mod tests;
 mod tests_age;
 
 pub use engine::{
-    Action, Applier, Compare, Counts, EntryKind, Mtime, Overwrite, Plan, PlanItem, Planner, Problem,
-    Refusal, RelPath, RestoreEntry, RestoreError, RestoreOptions, Summary, Tally, show,
+    Action, Applier, Compare, Counts, EntryKind, Mtime, Overwrite, Plan, PlanItem, Planner,
+    Problem, Refusal, RelPath, RestoreEntry, RestoreError, RestoreOptions, Summary, Tally, show,
 };
 
 use std::path::PathBuf;

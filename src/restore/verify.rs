@@ -20,15 +20,15 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::content::{SetContent, open_nofollow};
 use super::catalog::Drive;
+use super::content::{SetContent, open_nofollow};
 use super::drive::DriveBackup;
-use super::keys::{Ask, KeyRing};
 use super::engine::entry::EntryKind;
-use super::list::Kept;
 use super::engine::safety::{self, RelPath};
-use super::select::abs_of;
 use super::engine::tarscan::{Owners, Scanner};
+use super::keys::{Ask, KeyRing};
+use super::list::Kept;
+use super::select::abs_of;
 use crate::archive::crypt::age_read_error;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
@@ -629,9 +629,9 @@ fn check_sums(
                 found.sums_checked += 1;
                 continue;
             }
-            FileCheck::Differs { got, listed } => format!(
-                "its sha256 is {got}, {SUMS_FILE} says {listed}: it was changed or damaged"
-            ),
+            FileCheck::Differs { got, listed } => {
+                format!("its sha256 is {got}, {SUMS_FILE} says {listed}: it was changed or damaged")
+            }
             FileCheck::Unreadable(e) => {
                 format!("is listed in {SUMS_FILE} but cannot be read: {e}")
             }
@@ -646,7 +646,8 @@ fn unreadable_set(backup: &DriveBackup, set: &str) -> SetReport {
     SetReport {
         set: set.to_string(),
         checked: backup
-            .dir.path
+            .dir
+            .path
             .join(backup.set(set).map_or_else(
                 || super::drive::archive_name(set, false),
                 |s| s.archive.clone(),

@@ -16,13 +16,13 @@ use rustix::io::Errno;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{RestoreError, RestoreOptions};
 use super::attrs::{self, AttrTally, On};
 use super::displace::{Displaced, Keeper};
 use super::entry::{EntryKind, Mtime, RestoreEntry, show};
 use super::plan::{Action, Counts, Plan, PlanItem};
 use super::safety::{Refusal, RelPath};
 use super::target::{Found, FoundKind, TargetDir, WalkError};
+use super::{RestoreError, RestoreOptions};
 use crate::exit::Exit;
 
 pub use super::plan::Tally;
@@ -774,7 +774,12 @@ fn make_hardlink(placement: &mut Placement<'_>, to: LinkSource, root: EntryKind)
     };
     let f = match rustix::fs::statat(parent, tmp.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => Found::from(st),
-        Err(e) => return (finish_temp(parent, &tmp, Err(Failure::from_io(e.into()))), None),
+        Err(e) => {
+            return (
+                finish_temp(parent, &tmp, Err(Failure::from_io(e.into()))),
+                None,
+            );
+        }
     };
     if f.kind != kind || (f.dev, f.ino) != expect {
         let changed = Outcome::Refused(Refusal::ChangedAtDestination {
