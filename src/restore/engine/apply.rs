@@ -637,7 +637,7 @@ fn write_file_entry(
     content: &mut dyn Read,
     item: &PlanItem,
     opts: &RestoreOptions,
-    buf: &mut Vec<u8>,
+    buf: &mut [u8],
     attrs: &mut AttrTally,
 ) -> Made {
     let parent = placement.parent;
