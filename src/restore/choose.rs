@@ -294,21 +294,7 @@ pub fn authenticate(sets: &[SetBackup]) -> anyhow::Result<()> {
 /// The sets of the chosen backup, as content to read; encrypted archives and indexes carry `keys`.
 pub fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<SetBackup> {
     match chosen {
-        Chosen::Local { snapshots } => snapshots
-            .iter()
-            .map(|s| SetBackup {
-                set: s.set.clone(),
-                label: format!("snapshot {}", s.name),
-                sources: s
-                    .metadata
-                    .as_ref()
-                    .map(|m| m.sources.iter().filter(|r| r.present).cloned().collect())
-                    .unwrap_or_default(),
-                content: SetContent::Snapshot {
-                    root: s.path.clone(),
-                },
-            })
-            .collect(),
+        Chosen::Local { snapshots } => snapshots.iter().map(snapshot_set).collect(),
         Chosen::External { drive, backup } => backup
             .sets
             .iter()
@@ -348,6 +334,22 @@ pub fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<Se
                 })
             })
             .collect(),
+    }
+}
+
+/// A local snapshot as a set to read: its sources present when it was collected, its directory.
+fn snapshot_set(s: &Snapshot) -> SetBackup {
+    SetBackup {
+        set: s.set.clone(),
+        label: format!("snapshot {}", s.name),
+        sources: s
+            .metadata
+            .as_ref()
+            .map(|m| m.sources.iter().filter(|r| r.present).cloned().collect())
+            .unwrap_or_default(),
+        content: SetContent::Snapshot {
+            root: s.path.clone(),
+        },
     }
 }
 
@@ -431,18 +433,7 @@ fn older_holding(
                     .filter(|s| best.is_none_or(|b| s.time > b.time))
                     .take(OLDER_LOOKUPS)
                 {
-                    let set = SetBackup {
-                        set: s.set.clone(),
-                        label: format!("snapshot {}", s.name),
-                        sources: s
-                            .metadata
-                            .as_ref()
-                            .map(|m| m.sources.iter().filter(|r| r.present).cloned().collect())
-                            .unwrap_or_default(),
-                        content: SetContent::Snapshot {
-                            root: s.path.clone(),
-                        },
-                    };
+                    let set = snapshot_set(s);
                     if holds(std::slice::from_ref(&set)) {
                         best = Some(s);
                         break;

@@ -111,7 +111,7 @@ enum State {
 /// Executes a [`Plan`]: hand it every entry again, in the order planned, with a reader for each file's content.
 ///
 /// ```no_run
-/// # use dbackup::restore::*;
+/// # use dbackup::restore::engine::*;
 /// # fn demo(archive: &std::path::Path, target: &std::path::Path) -> Result<(), RestoreError> {
 /// let mut planner = Planner::new(target, RestoreOptions::default())?;
 /// source::plan_tar(std::fs::File::open(archive).unwrap(), &mut planner)?;
