@@ -105,7 +105,7 @@ fn choose_local(
             names.join(", ")
         )));
     }
-    let sets = only_set(names, req.set.as_deref());
+    let sets = select::only_set(names, req.set.as_deref());
     let mut chosen = Vec::new();
     let mut all: Vec<(String, chrono::NaiveDateTime)> = Vec::new();
     for set in &sets {
@@ -585,16 +585,6 @@ pub fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Res
         }
     }
     Ok(())
-}
-
-pub fn only_set(mut sets: Vec<String>, only: Option<&str>) -> Vec<String> {
-    if let Some(o) = only {
-        sets.retain(|s| s == o);
-        if sets.is_empty() {
-            sets.push(o.to_string());
-        }
-    }
-    sets
 }
 
 /// What a restore will do, planned (nothing written yet).

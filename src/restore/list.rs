@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
+use super::Request;
 use super::catalog::{self, Drive};
-use super::select::DateQuery;
-use super::{Request, choose};
+use super::select::{self, DateQuery};
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot, SnapshotState};
 use crate::stdx::{show_path, show_str};
@@ -97,7 +97,7 @@ pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Op
         destinations: Vec::new(),
     };
     if local {
-        let sets = choose::only_set(catalog::local_set_names(settings), req.set.as_deref());
+        let sets = select::only_set(catalog::local_set_names(settings), req.set.as_deref());
         let snaps = catalog::local_snapshots(&settings.backup_root, &sets)?;
         listing.backup_root = Some(settings.backup_root.clone());
         listing

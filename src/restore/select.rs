@@ -211,6 +211,17 @@ pub fn nearest_names(wanted: &RelPath, candidates: &[RelPath], n: usize) -> Vec<
     scored.into_iter().take(n).map(|(_, c)| c.clone()).collect()
 }
 
+/// The set names with only `only` kept (itself when it is none of them, so that it is looked for and reported).
+pub fn only_set(mut sets: Vec<String>, only: Option<&str>) -> Vec<String> {
+    if let Some(o) = only {
+        sets.retain(|s| s == o);
+        if sets.is_empty() {
+            sets.push(o.to_string());
+        }
+    }
+    sets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
