@@ -1,13 +1,12 @@
 //! `dbackup backup` end to end without root: the schedule decided from the backups' metadata (with the hidden `--now`),
 //! both phases under one lock onto a plain directory destination (`require_mount: false`), a missing drive, `manual`,
 //! failed sets, the dry run, and every notification event through a command sink, an HTTP server on 127.0.0.1 and
-//! failing sinks. The exFAT T9 versions are in `t9_backup.rs`.
+//! failing sinks. The exFAT T9 versions are in `loopdev_backup.rs`.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -15,94 +14,15 @@ use chrono::{Local, TimeDelta};
 use dbackup::commands::backup::{BackupPlan, BackupReport};
 use dbackup::config::EventKind;
 use dbackup::external::layout;
-use dbackup::notify::{Event, Outcome};
+use dbackup::notify::Outcome;
 use dbackup::runlog;
 use dbackup::schedule::ExternalAction;
 use dbackup::snapshot;
 
+use crate::fixtures::backup::{
+    ALL_EVENTS, DEMO_SETS, demo_home, kinds, notifications, received, sink_script,
+};
 use crate::harness::{Output, Test};
-
-/// A sample home like the demo's: `~/data` is a symlink to the data directory, `.config` with a cache to exclude,
-/// `env.sh` and a 0600 `.secrets`.
-pub fn demo_home(t: &Test) {
-    for i in 0..6 {
-        t.write(
-            &format!("data/projects/p{i}/README.md"),
-            format!("# project {i}\n"),
-        );
-    }
-    t.write("data/photos/img-0001.jpg", vec![7u8; 64 << 10]);
-    t.write("data/tmp/scratch.txt", "excluded");
-    t.write("data/build.log", "excluded");
-    std::os::unix::fs::symlink(t.path("data"), t.home().join("data")).unwrap();
-    t.write(
-        "home/.config/app/settings.json",
-        "{ \"theme\": \"dark\" }\n",
-    );
-    t.write("home/.config/Code/Cache/blob", "excluded");
-    t.write("home/env.sh", "export DDATA=\"$HOME/data\"\n");
-    let secrets = t.write("home/.secrets", "export API_TOKEN=x\n");
-    fs::set_permissions(&secrets, fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-/// The demo's two sets.
-pub const DEMO_SETS: &str = r#"
-    { "name": "data", "sources": ["~/data"], "exclusions": ["tmp/*", "*.tmp", "*.log"] },
-    { "name": "config", "sources": ["~/.config", "~/env.sh", "~/.secrets"], "exclusions": ["~/.config/Code/Cache/*"] }"#;
-
-/// Every event kind.
-pub const ALL_EVENTS: &str =
-    r#"["success", "failure", "warning", "missing_media", "low_disk", "overdue"]"#;
-
-/// A script that stores each event it gets: stdin as `<n>.json`, the three variables as `<n>.env`, in `dir`.
-pub fn sink_script(t: &Test) -> PathBuf {
-    let dir = t.path("events");
-    let script = t.write(
-        "bin/record-event",
-        format!(
-            "#!/bin/sh\nd={}\nmkdir -p \"$d\"\nn=$(ls \"$d\" | grep -c json)\ncat > \"$d/$n.json\"\n\
-             printf '%s\\n%s\\n%s' \"$DBACKUP_EVENT\" \"$DBACKUP_SUMMARY\" \"$DBACKUP_DETAILS\" > \"$d/$n.env\"\n",
-            dir.display()
-        ),
-    );
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    script
-}
-
-/// The `notifications` section sending `events` (JSON array text) to [`sink_script`].
-pub fn notifications(t: &Test, events: &str, low_disk_percent: u8) -> String {
-    format!(
-        r#""notifications": {{ "events": {events}, "command": ["{}"], "low_disk_percent": {low_disk_percent} }}"#,
-        sink_script(t).display()
-    )
-}
-
-/// The events the sink received, in order, each checked against its environment variables.
-#[track_caller]
-pub fn received(t: &Test) -> Vec<Event> {
-    let dir = t.path("events");
-    let mut out = Vec::new();
-    for n in 0.. {
-        let Ok(json) = fs::read_to_string(dir.join(format!("{n}.json"))) else {
-            break;
-        };
-        let e: Event = serde_json::from_str(&json).unwrap_or_else(|err| panic!("{err}: {json}"));
-        let env = fs::read_to_string(dir.join(format!("{n}.env"))).unwrap();
-        let kind = serde_json::to_value(e.kind).unwrap();
-        assert_eq!(
-            env,
-            format!("{}\n{}\n{}", kind.as_str().unwrap(), e.summary, e.details),
-            "the variables say what the JSON says"
-        );
-        assert_eq!(e.command, "backup");
-        out.push(e);
-    }
-    out
-}
-
-pub fn kinds(events: &[Event]) -> Vec<EventKind> {
-    events.iter().map(|e| e.kind).collect()
-}
 
 fn report(out: &Output) -> BackupReport {
     out.json()

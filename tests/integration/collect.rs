@@ -375,7 +375,7 @@ fn an_unreadable_file_gives_an_incomplete_snapshot_and_exit_3() {
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
     let out = if is_root() {
         if Command::new("setpriv").arg("--version").output().is_err() {
-            return crate::t9::skip(
+            return testkit::skip(
                 "running as root and setpriv (util-linux) is missing, so no file can be unreadable",
             );
         }

@@ -2,7 +2,7 @@
 //! as drives (`require_mount: false`). What lands on the drive (`<set>.tar.age`, `<set>.index.age`, sums anyone can
 //! check, `backup.json` naming recipients and nothing secret), interop with Debian's `age` CLI and GNU tar, recipients
 //! files, several and ssh recipients, the passphrase mode, config errors, `dbackup keygen`, and the identity never
-//! reaching the drive or the run log. The exFAT canary test is in `t9_encryption.rs`.
+//! reaching the drive or the run log. The exFAT canary test is in `loopdev_encryption.rs`.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -13,29 +13,12 @@ use dbackup::archive::EncryptionRecord;
 use dbackup::external::DestinationStatus;
 use dbackup::external::layout::{self, BackupMeta};
 
-use crate::harness::{self, Test};
-use crate::t9;
-use crate::t9_external::{
+use crate::fixtures::age::have_age;
+use crate::fixtures::drive::{
     assert_same_tree, assert_sums_pass, collect, config, destination, external, listing, meta_of,
     sample,
 };
-
-/// True when Debian's `age` and `age-keygen` are installed; otherwise says why the test skips (and fails in CI, whose
-/// command installs them).
-pub(crate) fn have_age() -> bool {
-    let missing: Vec<&str> = ["age", "age-keygen", "tar", "sha256sum"]
-        .into_iter()
-        .filter(|t| t9::tool(t).is_none())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    t9::skip(&format!(
-        "missing {} (apt-get install age tar coreutils)",
-        missing.join(", ")
-    ));
-    false
-}
+use crate::harness::{self, Test};
 
 /// An `encryption` object's text for the destination.
 fn encryption(body: &str) -> String {
@@ -380,7 +363,7 @@ fn every_recipient_of_a_recipients_file_can_decrypt() {
     let (id3, r3) = t.keygen("three.txt");
     let mut ids = vec![(id1, r1.clone()), (id2, r2.clone()), (id3, r3.clone())];
     // An ssh-ed25519 key too, when ssh-keygen is there.
-    let ssh = t9::tool("ssh-keygen").map(|_| {
+    let ssh = testkit::tool("ssh-keygen").map(|_| {
         let key = t.path("id_ed25519");
         let out = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "tester@host", "-f"])
@@ -629,8 +612,8 @@ fn a_passphrase_typed_on_a_terminal_is_asked_twice() {
     if !have_age() {
         return;
     }
-    if t9::tool("script").is_none() || t9::tool("timeout").is_none() {
-        return t9::skip(
+    if testkit::tool("script").is_none() || testkit::tool("timeout").is_none() {
+        return testkit::skip(
             "script and timeout (util-linux, coreutils) are needed for a pseudo-terminal",
         );
     }

@@ -5,97 +5,21 @@
 //! archive or the index) with nothing partial left at the target, and archives that Debian's `age -e` wrote.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use dbackup::external::layout;
 use dbackup::restore::list::Listing;
 use dbackup::restore::verify::VerifyReport;
 
+use crate::fixtures::age::{Enc, encrypted_backup};
+use crate::fixtures::demo::{config, drive_backup, sample};
+use crate::fixtures::tree::{assert_same_tree, tree};
 use crate::harness::Test;
-use crate::restore::{assert_same_tree, config, drive_backup, sample, tree};
 
 /// age's STREAM: 64 KiB of plaintext per chunk, and a 16-byte tag.
 const CHUNK: u64 = 64 << 10;
 const TAG: u64 = 16;
-
-/// A collected demo with one encrypted backup on the plain directory `<tmp>/T9`.
-pub(crate) struct Enc {
-    pub(crate) t: Test,
-    pub(crate) key: PathBuf,
-    recipient: String,
-    stamp: String,
-    /// `<tmp>/T9/backups/<stamp>`.
-    dir: PathBuf,
-}
-
-impl Enc {
-    /// The snapshot directory of `set` this backup was made from, and `abs` inside it.
-    fn in_snapshot(&self, set: &str, abs: &Path) -> PathBuf {
-        let meta = layout::read_metadata(&self.dir.join(layout::METADATA_FILE)).unwrap();
-        let s = meta.sets.iter().find(|s| s.set == set).unwrap();
-        self.t
-            .root()
-            .join(&s.snapshot)
-            .join(abs.strip_prefix("/").unwrap())
-    }
-
-    fn data(&self) -> PathBuf {
-        fs::canonicalize(self.t.path("data")).unwrap()
-    }
-
-    /// A copy of the backup under `<tmp>/<name>/backups/<stamp>`, to damage.
-    fn copy_drive(&self, name: &str) -> PathBuf {
-        let drive = self.t.path(name);
-        let to = drive.join("backups").join(&self.stamp);
-        fs::create_dir_all(&to).unwrap();
-        for e in fs::read_dir(&self.dir).unwrap() {
-            let e = e.unwrap();
-            fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-        drive
-    }
-}
-
-/// `extra` goes into the `encryption` object (after `recipients`). Without the recovery kit: these tests count the
-/// backup's files.
-pub(crate) fn encrypted_backup(extra: &str) -> Enc {
-    let t = Test::new();
-    let (key, recipient) = t.keygen("key.txt");
-    let t = t.config(&config(&format!(
-        r#", "destinations": [ {{ "name": "T9", "path": "{{tmp}}/T9", "require_mount": false }} ],
-            "encryption": {{ "recipients": ["{recipient}"] {extra} }},
-            "image": {{ "kit": false }}"#
-    )));
-    sample(&t, &t.path("data"));
-    fs::create_dir_all(t.path("T9")).unwrap();
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
-    let stamp = layout::list(&t.path("T9/backups"))
-        .unwrap()
-        .verified()
-        .last()
-        .expect("a verified backup")
-        .name
-        .clone();
-    let dir = t.path("T9/backups").join(&stamp);
-    for f in [
-        "config.tar.age",
-        "config.index.age",
-        "data.tar.age",
-        "data.index.age",
-    ] {
-        assert!(dir.join(f).is_file(), "{f} in {}", dir.display());
-    }
-    assert!(!dir.join("data.tar").exists());
-    Enc {
-        t,
-        key,
-        recipient,
-        stamp,
-        dir,
-    }
-}
 
 /// Names under `dir` that a restore writes while a file is unfinished.
 fn temp_leftovers(dir: &Path) -> Vec<String> {
@@ -158,7 +82,7 @@ fn filters() -> Vec<(&'static str, &'static str)> {
 fn have_age(test: &str) -> bool {
     let ok = Command::new("age").arg("--version").output().is_ok();
     if !ok {
-        crate::t9::skip(&format!(
+        testkit::skip(&format!(
             "{test}: the age CLI is not installed (apt-get install age)"
         ));
     }
@@ -717,7 +641,7 @@ fn a_dbackup_backup_reencrypted_by_age_restores_through_its_index() {
     let t = t.config(&config(""));
     let data = t.path("data");
     sample(&t, &data);
-    crate::restore::collect_as(&t, "2025-04-01-031500");
+    crate::fixtures::demo::collect_as(&t, "2025-04-01-031500");
     let backups = t.path("T9/backups");
     fs::create_dir_all(&backups).unwrap();
     let dir = drive_backup(&t.root(), &backups, "2025-04-01-031500", &["data"]);

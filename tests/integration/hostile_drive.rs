@@ -2,150 +2,19 @@
 //! destinations (`require_mount: false`), through the real binary: a `backups` symlink, archives, indexes and
 //! `backup.json` that are symlinks to a secret, FIFOs and `/dev/zero` where metadata should be, a `backup.json` that
 //! names files outside the backup or records sources the config does not have, hostile set names and sizes of
-//! 2^64-1. The same on a real ext4 drive (mount points included) is in `t9_hostile.rs`.
+//! 2^64-1. The same on a real ext4 drive (mount points included) is in `loopdev_hostile.rs`.
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use dbackup::archive::Digest;
-use dbackup::archive::sums::{SumLine, write_sums};
 use dbackup::external::ExternalReport;
 
-use crate::harness::{Cmd, Output, Test};
-use crate::t9_external::listing;
-
-/// The secret a hostile drive points at: it must never appear in anything dbackup prints.
-pub(crate) const SECRET: &str = "root:$6$hunter2hunter2hunter2:20228:0:99999:7:::\n";
-
-/// One set (`data`, `~/data`) and the destinations given (plain directories), `external.mode` `all`.
-pub(crate) fn config(destinations: &[&str]) -> String {
-    let dests: Vec<String> = destinations
-        .iter()
-        .map(|d| format!(r#"{{ "name": "{d}", "path": "{{tmp}}/{d}", "require_mount": false }}"#))
-        .collect();
-    format!(
-        r#"{{ "backup_root": "{{root}}", "external": {{ "mode": "all" }},
-             "backup_sets": [ {{ "name": "data", "sources": ["~/data"] }} ],
-             "destinations": [ {} ] }}"#,
-        dests.join(", ")
-    )
-}
-
-/// A test world with `~/data` collected once and the destination directories made.
-pub(crate) fn world(destinations: &[&str]) -> Test {
-    let t = Test::new().config(&config(destinations));
-    t.write("home/data/notes.txt", "my notes\n");
-    t.write("home/data/deep/er/file.bin", vec![7u8; 3000]);
-    for d in destinations {
-        fs::create_dir_all(t.path(d)).unwrap();
-    }
-    t.cmd().args(["collect"]).status(0);
-    t
-}
-
-/// A secret file outside every backup (mode 0600).
-pub(crate) fn secret(t: &Test) -> PathBuf {
-    t.write_secret("elsewhere/shadow", SECRET.repeat(20))
-}
-
-/// The one backup directory on destination `d`.
-pub(crate) fn backup_dir(t: &Test, d: &str) -> PathBuf {
-    let backups = t.path(d).join("backups");
-    let stamps: Vec<String> = listing(&backups)
-        .into_iter()
-        .filter(|n| dbackup::snapshot::parse_stamp(n).is_some())
-        .collect();
-    assert_eq!(stamps.len(), 1, "{stamps:?}");
-    backups.join(&stamps[0])
-}
-
-/// Rewrites `verification.sha256` to match the files as they are now, as a hostile drive would.
-pub(crate) fn reseal(dir: &Path) {
-    let mut lines = Vec::new();
-    for name in listing(dir) {
-        if name == "verification.sha256" {
-            continue;
-        }
-        let p = dir.join(&name);
-        if p.symlink_metadata().unwrap().is_file() {
-            lines.push(SumLine {
-                sha256: Digest::of_bytes(&fs::read(&p).unwrap()),
-                name: name.into_bytes(),
-            });
-        }
-    }
-    let mut out = Vec::new();
-    write_sums(&mut out, &lines).unwrap();
-    fs::write(dir.join("verification.sha256"), out).unwrap();
-}
-
-/// Edits `backup.json` in `dir` (and reseals the sums).
-pub(crate) fn edit_meta(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let p = dir.join("backup.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
-    f(&mut v);
-    fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
-    reseal(dir);
-}
-
-/// Runs `cmd`, killing it (by its own pid) if it has not finished within `secs`; fails the test then.
-#[track_caller]
-pub(crate) fn within(secs: u64, what: &str, cmd: Cmd) -> Output {
-    let child = cmd.spawn();
-    let pid = child.id() as i32;
-    let done = Arc::new(AtomicBool::new(false));
-    let watchdog = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(secs);
-            while Instant::now() < deadline {
-                if done.load(Ordering::SeqCst) {
-                    return false;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if done.load(Ordering::SeqCst) {
-                return false;
-            }
-            // SAFETY: kill has no memory effects; the pid is our own child's, which we have not reaped yet.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            true
-        })
-    };
-    let out = child.wait_with_output().expect("wait for dbackup");
-    done.store(true, Ordering::SeqCst);
-    let killed = watchdog.join().unwrap();
-    let out = Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !killed,
-        "{what} did not finish within {secs} s and was killed\n--- stderr\n{}",
-        out.stderr
-    );
-    out
-}
-
-/// Asserts that nothing dbackup printed shows the secret, a panic or a raw control character.
-#[track_caller]
-pub(crate) fn assert_clean(out: &Output) {
-    let all = format!("{}{}", out.stdout, out.stderr);
-    assert!(!all.contains("hunter2"), "the secret leaked:\n{all}");
-    assert!(
-        !all.contains("panicked") && out.code != 101,
-        "dbackup panicked:\n{all}"
-    );
-    assert!(
-        !all.contains('\x1b'),
-        "a raw escape reached the terminal:\n{all:?}"
-    );
-}
+use crate::fixtures::drive::listing;
+use crate::fixtures::hostile::{
+    assert_clean, backup_dir, config, edit_meta, reseal, secret, within, world,
+};
+use crate::harness::Test;
 
 /// `backups` on the drive is a symlink to a directory elsewhere: `external` refuses that destination naming the
 /// link and writes nothing through it (exit 5 alone, exit 1 when another destination was written), `backup` fails,

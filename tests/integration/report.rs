@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use dbackup::status::StatusReport;
 
+use crate::fixtures::history::{drive_backup, log_run, snap};
 use crate::harness::{Output, Test};
-use crate::status::{drive_backup, log_run, snap};
 
 const NOW: &str = "2025-04-10T09:00:00+00:00";
 const G: u64 = 1 << 30;
@@ -445,7 +445,7 @@ fn chromium() -> Option<PathBuf> {
 fn require_chromium() -> Option<PathBuf> {
     let found = chromium();
     if found.is_none() {
-        crate::t9::skip(
+        testkit::skip(
             "chromium is not installed (apt-get install chromium fonts-dejavu-core; `cargo xtask test` does it when \
              root)",
         );

@@ -8,8 +8,8 @@ use dbackup::archive::Digest;
 use dbackup::archive::sums::{SumLine, read_sums, write_sums};
 use dbackup::external::layout;
 
+use crate::fixtures::demo::demo;
 use crate::harness::Test;
-use crate::restore::demo;
 
 fn restore(t: &Test) -> crate::harness::Cmd {
     t.cmd().args(["restore"])
@@ -412,13 +412,13 @@ fn a_file_on_another_filesystem_is_kept_by_a_copy() {
         .prefix("dbackup-test-")
         .tempdir_in("/dev/shm")
     else {
-        crate::t9::skip("no /dev/shm to restore into another filesystem");
+        testkit::skip("no /dev/shm to restore into another filesystem");
         return;
     };
     if fs::metadata(shm.path()).unwrap().dev()
         == fs::metadata(t.root().parent().unwrap()).unwrap().dev()
     {
-        crate::t9::skip("/dev/shm is on the same filesystem as the test directory");
+        testkit::skip("/dev/shm is on the same filesystem as the test directory");
         return;
     }
     let target = shm.path().to_str().unwrap();
@@ -538,8 +538,8 @@ fn a_path_only_in_older_backups_names_the_newest_that_holds_it() {
     let t = &d.t;
     let settings = t.home().join(".config/app/settings.json");
     fs::remove_file(&settings).unwrap();
-    crate::restore::collect_as(t, "2025-04-03-031500");
-    crate::restore::drive_backup(
+    crate::fixtures::demo::collect_as(t, "2025-04-03-031500");
+    crate::fixtures::demo::drive_backup(
         &t.root(),
         &d.drive.join("backups"),
         "2025-04-03-031500",
@@ -609,7 +609,7 @@ fn a_path_only_in_older_backups_names_the_newest_that_holds_it() {
 #[test]
 fn an_identity_file_others_can_read_gets_a_warning() {
     use std::os::unix::fs::PermissionsExt;
-    let e = crate::encryption_restore::encrypted_backup("");
+    let e = crate::fixtures::age::encrypted_backup("");
     let t = &e.t;
     let key = e.key.to_str().unwrap();
     for (mode, warns) in [(0o644, true), (0o640, true), (0o600, false)] {
@@ -653,7 +653,7 @@ fn secret_files_under_the_nix_store_are_refused_by_the_config() {
                 .to_string(),
         ),
     ] {
-        let t = Test::new().config(&crate::restore::config(&format!(
+        let t = Test::new().config(&crate::fixtures::demo::config(&format!(
             r#", "encryption": {encryption}"#
         )));
         let out = t.cmd().args(["config", "check"]).status(2);

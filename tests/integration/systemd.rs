@@ -57,7 +57,7 @@ fn require(tools: &[&str], package: &str) -> bool {
     if missing.is_empty() {
         return true;
     }
-    crate::t9::skip(&format!(
+    testkit::skip(&format!(
         "missing {} (apt-get install {package}; `cargo xtask test` does it when root)",
         missing.join(", ")
     ));

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dbackup::archive::Digest;
+use testkit::{check_tools, in_ci, skip};
 
+use crate::fixtures::demo::config;
 use crate::harness::Test;
-use crate::restore::config;
-use crate::t9::{check_tools, in_ci, skip};
 
 const STAMP: &str = "2025-03-01-120000";
 

@@ -14,10 +14,10 @@ use dbackup::external::layout::{self, LATEST_FILE};
 use dbackup::schedule::ExternalAction;
 use dbackup::snapshot;
 use dbackup::status::{KnownFrom, StatusReport};
+use testkit::loopdev::{self, Drive, Fs};
 
-use crate::backup::{ALL_EVENTS, DEMO_SETS, demo_home, kinds, notifications, received};
+use crate::fixtures::backup::{ALL_EVENTS, DEMO_SETS, demo_home, kinds, notifications, received};
 use crate::harness::Test;
-use crate::t9::{self, Drive, Fs};
 
 const MIB: u64 = 1 << 20;
 
@@ -57,7 +57,7 @@ fn mtime(p: &Path) -> SystemTime {
 
 #[test]
 fn demo_backup_with_the_t9_present_collects_and_writes_a_verified_backup() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 128 * MIB);
@@ -135,7 +135,7 @@ fn demo_backup_with_the_t9_present_collects_and_writes_a_verified_backup() {
 
 #[test]
 fn demo_backup_with_the_t9_unplugged_collects_exits_0_and_raises_missing_media() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 128 * MIB);
@@ -203,7 +203,7 @@ fn demo_backup_with_the_t9_unplugged_collects_exits_0_and_raises_missing_media()
 
 #[test]
 fn demo_backup_with_external_manual_never_touches_the_t9() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 128 * MIB);
