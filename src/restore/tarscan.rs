@@ -870,5 +870,4 @@ fn merge(into: &mut Records, new: Records) {
 }
 
 #[cfg(test)]
-#[path = "tarscan_tests.rs"]
 mod tests;
