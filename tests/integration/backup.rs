@@ -22,6 +22,7 @@ use dbackup::snapshot;
 use crate::fixtures::backup::{
     ALL_EVENTS, DEMO_SETS, demo_home, kinds, notifications, received, sink_script,
 };
+use crate::fixtures::snapshots;
 use crate::harness::{Output, Test};
 
 fn report(out: &Output) -> BackupReport {
@@ -39,14 +40,6 @@ fn days_from_now(days: i64) -> String {
     (Local::now().fixed_offset() + TimeDelta::days(days)).to_rfc3339()
 }
 
-fn snapshots(t: &Test, set: &str) -> Vec<String> {
-    snapshot::list(&t.root(), set)
-        .unwrap()
-        .into_iter()
-        .map(|s| s.name)
-        .collect()
-}
-
 /// The verified backups in a destination directory, oldest first.
 fn drive_backups(dest: &Path) -> Vec<layout::DriveBackup> {
     layout::list(&dest.join("backups"))
@@ -58,6 +51,16 @@ fn drive_backups(dest: &Path) -> Vec<layout::DriveBackup> {
 
 /// A config with the demo's sets, a plain-directory destination at `{tmp}/drive` (absent unless created), the given
 /// `schedule.external`, and `notifications`.
+/// The demo home with every event sent to the sink, backing up to the plain directory `<tmp>/drive` on `external`'s
+/// schedule; the directory is not made (the drive is absent until a test makes it).
+fn demo_world(external: &str) -> Test {
+    let t = Test::new();
+    demo_home(&t);
+    let n = notifications(&t, ALL_EVENTS, 0);
+    let c = demo_config(&t, external, &n);
+    t.config(&c)
+}
+
 fn demo_config(t: &Test, external: &str, notifications: &str) -> String {
     format!(
         r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ],
@@ -70,11 +73,7 @@ fn demo_config(t: &Test, external: &str, notifications: &str) -> String {
 
 #[test]
 fn the_schedule_decides_from_the_backups_metadata() {
-    let t = Test::new();
-    demo_home(&t);
-    let n = notifications(&t, ALL_EVENTS, 0);
-    let c = demo_config(&t, "weekly", &n);
-    let t = t.config(&c);
+    let t = demo_world("weekly");
     fs::create_dir_all(t.path("drive")).unwrap();
 
     // The first run: everything is due; a first snapshot copies everything, so contents are not compared.
@@ -160,11 +159,7 @@ fn the_schedule_decides_from_the_backups_metadata() {
 
 #[test]
 fn without_the_drive_it_collects_exits_0_and_raises_missing_media() {
-    let t = Test::new();
-    demo_home(&t);
-    let n = notifications(&t, ALL_EVENTS, 0);
-    let c = demo_config(&t, "weekly", &n);
-    let t = t.config(&c);
+    let t = demo_world("weekly");
     let out = t.cmd().args(["--json", "backup"]).status(0);
     let r = report(&out);
     assert_eq!(r.due.external.action, ExternalAction::MissingMedia);
@@ -175,11 +170,7 @@ fn without_the_drive_it_collects_exits_0_and_raises_missing_media() {
         !t.path("drive").exists(),
         "nothing was created for the drive"
     );
-    assert!(
-        out.stderr.contains("external: no drive present: no external backup yet; schedule.external is weekly; but no destination is present"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("external: no drive present: no external backup yet; schedule.external is weekly; but no destination is present");
 
     let events = received(&t);
     assert_eq!(
@@ -227,11 +218,7 @@ fn without_the_drive_it_collects_exits_0_and_raises_missing_media() {
 
 #[test]
 fn manual_never_looks_at_the_drive() {
-    let t = Test::new();
-    demo_home(&t);
-    let n = notifications(&t, ALL_EVENTS, 0);
-    let c = demo_config(&t, "manual", &n);
-    let t = t.config(&c);
+    let t = demo_world("manual");
     let drive = t.path("drive");
     fs::create_dir_all(&drive).unwrap();
     let before = fs::metadata(&drive).unwrap().modified().unwrap();
@@ -265,11 +252,7 @@ fn manual_never_looks_at_the_drive() {
 
 #[test]
 fn a_failed_set_does_not_stop_the_others_and_is_never_exported() {
-    let t = Test::new();
-    demo_home(&t);
-    let n = notifications(&t, ALL_EVENTS, 0);
-    let c = demo_config(&t, "always", &n);
-    let t = t.config(&c);
+    let t = demo_world("always");
     fs::create_dir_all(t.path("drive")).unwrap();
     let first = backup(&t, &[], 0);
     let data_1 = first.collect[0].sets[0].snapshot.clone().unwrap();
@@ -387,11 +370,7 @@ fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
 
 #[test]
 fn the_dry_run_says_what_would_run_and_why_and_changes_nothing() {
-    let t = Test::new();
-    demo_home(&t);
-    let n = notifications(&t, ALL_EVENTS, 0);
-    let c = demo_config(&t, "weekly", &n);
-    let t = t.config(&c);
+    let t = demo_world("weekly");
     fs::create_dir_all(t.path("drive")).unwrap();
     let plan: BackupPlan = t
         .cmd()
@@ -543,20 +522,10 @@ fn a_failing_sink_does_not_change_the_exit_code() {
             ("http", Outcome::Failed)
         ]
     );
-    assert!(
-        out.stderr.contains(
-            "dbackup: warning: notification success could not be sent (command sink): sh -c 'echo cannot mail >&2; exit 7': exited with 7: cannot mail"
-        ),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(&format!(
+    out.stderr_has("dbackup: warning: notification success could not be sent (command sink): sh -c 'echo cannot mail >&2; exit 7': exited with 7: cannot mail");
+    out.stderr_has(&format!(
             "dbackup: warning: notification success could not be sent (http sink): POST to http://127.0.0.1:{port}/***: "
-        )),
-        "{}",
-        out.stderr
-    );
+        ));
     // Logged with the run.
     let log = runlog::read(&t.path("state/dbackup")).unwrap();
     let logged: BackupReport = serde_json::from_value(log[0].sets.clone()).unwrap();
@@ -646,11 +615,7 @@ fn another_run_holding_the_lock_is_exit_4_without_a_failure_event() {
     fs::create_dir_all(t.root()).unwrap();
     let lock = dbackup::lock::RunLock::acquire(&t.root()).unwrap();
     let out = t.cmd().args(["backup"]).status(4);
-    assert!(
-        out.stderr.contains("another dbackup run (pid"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("another dbackup run (pid");
     assert!(received(&t).is_empty());
     drop(lock);
     let log = runlog::read(&t.path("state/dbackup")).unwrap();

@@ -530,17 +530,9 @@ fn a_passphrase_that_cannot_be_read_stops_before_anything_is_written() {
         )),
     );
     let out = t.cmd().args(["external"]).status(1);
-    assert!(
-        out.stderr.contains("cannot read the passphrase")
-            && out.stderr.contains("no-such-passphrase"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("older backups are intact"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("cannot read the passphrase")
+        .stderr_has("no-such-passphrase");
+    out.stderr_has("older backups are intact");
     assert_eq!(
         listing(&drive.join("backups")),
         before,
@@ -555,12 +547,8 @@ fn a_passphrase_that_cannot_be_read_stops_before_anything_is_written() {
     // No file and no terminal: stdin is null, and the run is in a session of its own (no controlling terminal).
     write_config(&t, &encryption(r#""passphrase": true"#));
     let out = t.cmd().no_terminal().args(["external"]).status(1);
-    assert!(
-        out.stderr.contains("cannot read the passphrase")
-            && out.stderr.contains("DBACKUP_PASSPHRASE_FILE"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("cannot read the passphrase")
+        .stderr_has("DBACKUP_PASSPHRASE_FILE");
     assert_eq!(
         listing(&drive.join("backups")),
         before,
@@ -671,7 +659,7 @@ fn a_secret_key_in_recipients_is_refused_without_echoing_it() {
     });
     // The external phase refuses it the same way, before touching the drive.
     let out = t.cmd().args(["external"]).status(2);
-    assert!(!out.stderr.contains(&secret[15..]), "{}", out.stderr);
+    out.stderr_lacks(&secret[15..]);
     assert_eq!(listing(&t.path("drive")), Vec::<String>::new());
 }
 
@@ -774,7 +762,7 @@ fn keygen_writes_an_age_keygen_identity_once() {
         .arg_path(&identity)
         .output();
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("already exists"), "{}", out.stderr);
+    out.stderr_has("already exists");
     assert!(out.stdout.is_empty());
     assert_eq!(fs::read_to_string(&identity).unwrap(), text);
 
@@ -800,8 +788,8 @@ fn keygen_writes_an_age_keygen_identity_once() {
         .arg_path(&dry)
         .status(0);
     assert!(!dry.exists());
-    assert!(out.stderr.contains("dry run"), "{}", out.stderr);
-    assert!(!out.stdout.contains("AGE-SECRET-KEY"), "{}", out.stdout);
+    out.stderr_has("dry run");
+    out.stdout_lacks("AGE-SECRET-KEY");
 }
 
 #[test]
@@ -850,18 +838,9 @@ fn the_dry_run_shows_the_encryption_and_the_age_names() {
         &encryption(&format!(r#""recipients": ["{recipient}"]"#)),
     );
     let out = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        out.stdout
-            .contains(&format!("  encrypt   with age to {recipient}")),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("  archive   data.tar.age ("),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stdout.contains("data.index.age"), "{}", out.stdout);
+    out.stdout_has(&format!("  encrypt   with age to {recipient}"));
+    out.stdout_has("  archive   data.tar.age (");
+    out.stdout_has("data.index.age");
     assert_eq!(
         listing(&drive),
         Vec::<String>::new(),
@@ -897,7 +876,7 @@ fn the_dry_run_shows_the_encryption_and_the_age_names() {
         "  encrypt   with age to a passphrase (scrypt) read from {}\n",
         pass.display()
     );
-    assert!(out.stdout.contains(&want), "{}", out.stdout);
+    out.stdout_has(&want);
     let from_env = t.path("env-pass.txt");
     let out = t
         .cmd()
@@ -908,16 +887,10 @@ fn the_dry_run_shows_the_encryption_and_the_age_names() {
         "  encrypt   with age to a passphrase (scrypt) read from {}\n",
         from_env.display()
     );
-    assert!(out.stdout.contains(&want), "{}", out.stdout);
+    out.stdout_has(&want);
     write_config(&t, &encryption(r#""passphrase": true"#));
     let out = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        out.stdout.contains(
-            "  encrypt   with age to a passphrase (scrypt) asked on the terminal, twice\n"
-        ),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("  encrypt   with age to a passphrase (scrypt) asked on the terminal, twice\n");
     assert_eq!(
         listing(&drive),
         Vec::<String>::new(),

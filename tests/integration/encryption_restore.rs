@@ -78,17 +78,6 @@ fn filters() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// Whether Debian's `age` is here; without it the interop tests skip (and fail under CI=true).
-fn have_age(test: &str) -> bool {
-    let ok = Command::new("age").arg("--version").output().is_ok();
-    if !ok {
-        testkit::skip(&format!(
-            "{test}: the age CLI is not installed (apt-get install age)"
-        ));
-    }
-    ok
-}
-
 fn age_encrypt(recipient: &str, from: &Path, to: &Path) {
     let out = Command::new("age")
         .args(["-e", "-r", recipient, "-o"])
@@ -116,11 +105,7 @@ fn an_encrypted_backup_is_listed_and_restored_whole_by_path_and_by_date() {
         .cmd()
         .args(["restore", "--source", "external", "--list"])
         .status(0);
-    assert!(
-        out.stdout.contains("config (age), data (age)"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("config (age), data (age)");
     let listing: Listing = t
         .cmd()
         .args(["--json", "restore", "--source", "external", "--list"])
@@ -142,7 +127,7 @@ fn an_encrypted_backup_is_listed_and_restored_whole_by_path_and_by_date() {
         .args(["--target"])
         .args([&whole])
         .status(0);
-    assert!(out.stdout.contains("data.tar.age"), "{}", out.stdout);
+    out.stdout_has("data.tar.age");
     let data = e.data();
     assert_same_tree(
         &tree(&whole.join(data.strip_prefix("/").unwrap())),
@@ -190,11 +175,7 @@ fn the_config_identity_is_read_only_when_an_encrypted_archive_is_opened() {
         .args(["restore", "--source", "external", "--target"])
         .args([t.path("x")])
         .status(1);
-    assert!(
-        out.stderr.contains("config-key.txt") && out.stderr.contains("--identity"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("config-key.txt").stderr_has("--identity");
     assert!(!t.path("x").exists());
     // Once it is there, it is used.
     fs::copy(&e.key, t.path("config-key.txt")).unwrap();
@@ -210,7 +191,7 @@ fn the_config_identity_is_read_only_when_an_encrypted_archive_is_opened() {
         ])
         .args([t.path("y")])
         .status(0);
-    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    out.stderr_lacks("warning");
     // A missing configured identity is passed over (with a warning) when --identity is given.
     fs::remove_file(t.path("config-key.txt")).unwrap();
     let out = t
@@ -227,7 +208,7 @@ fn the_config_identity_is_read_only_when_an_encrypted_archive_is_opened() {
         .args(["--target"])
         .args([t.path("z")])
         .status(0);
-    assert!(out.stderr.contains("config-key.txt"), "{}", out.stderr);
+    out.stderr_has("config-key.txt");
     let secret = t
         .path("z")
         .join(t.home().strip_prefix("/").unwrap())
@@ -311,7 +292,7 @@ fn verify_without_the_identity_checks_the_ciphertext_only_and_says_so() {
         .args([&damaged])
         .args(["--verify"])
         .status(1);
-    assert!(out.stderr.contains("config.tar.age"), "{}", out.stderr);
+    out.stderr_has("config.tar.age");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -535,11 +516,8 @@ fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environme
         .args(["restore", "--source", "external", "--target"])
         .args([t.path("t2")])
         .status(1);
-    assert!(
-        out.stderr.contains("passphrase does not decrypt") && out.stderr.contains("config.tar.age"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("passphrase does not decrypt")
+        .stderr_has("config.tar.age");
     assert!(!t.path("t2").exists());
 }
 
@@ -548,7 +526,7 @@ fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environme
 
 #[test]
 fn a_gnu_tar_archive_encrypted_by_age_restores_by_scanning() {
-    if !have_age("a_gnu_tar_archive_encrypted_by_age_restores_by_scanning") {
+    if !testkit::require_tools(&["age"], "apt-get install age") {
         return;
     }
     let t = Test::new();
@@ -589,7 +567,7 @@ fn a_gnu_tar_archive_encrypted_by_age_restores_by_scanning() {
         .args(["--target"])
         .args([&target])
         .status(0);
-    assert!(out.stderr.contains("has no index"), "{}", out.stderr);
+    out.stderr_has("has no index");
     // Everything below the target (the target directory itself is left as it is).
     let below = |dir: &Path| {
         let mut t = tree(dir);
@@ -633,7 +611,7 @@ fn a_gnu_tar_archive_encrypted_by_age_restores_by_scanning() {
 
 #[test]
 fn a_dbackup_backup_reencrypted_by_age_restores_through_its_index() {
-    if !have_age("a_dbackup_backup_reencrypted_by_age_restores_through_its_index") {
+    if !testkit::require_tools(&["age"], "apt-get install age") {
         return;
     }
     let t = Test::new();
@@ -673,7 +651,7 @@ fn a_dbackup_backup_reencrypted_by_age_restores_through_its_index() {
         .args(["--target"])
         .args([&target])
         .status(0);
-    assert!(!out.stderr.contains("has no index"), "{}", out.stderr);
+    out.stderr_lacks("has no index");
     assert_eq!(
         fs::read(target.join(file.strip_prefix("/").unwrap())).unwrap(),
         fs::read(&file).unwrap()

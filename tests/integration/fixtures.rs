@@ -9,3 +9,14 @@ pub mod drive;
 pub mod history;
 pub mod hostile;
 pub mod tree;
+
+use crate::harness::Test;
+
+/// The names of a set's snapshots as dbackup lists them, oldest first.
+pub fn snapshots(t: &Test, set: &str) -> Vec<String> {
+    dbackup::snapshot::list(&t.root(), set)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect()
+}

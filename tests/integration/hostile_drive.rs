@@ -35,15 +35,11 @@ fn a_backups_symlink_on_the_drive_is_refused_and_nothing_is_written_through_it()
         .status(5);
     assert_clean(&out);
     let link = t.path("evil/backups").display().to_string();
-    assert!(
-        out.stderr.contains(&format!(
-            "evil: redirected: {link} is a symbolic link (to {})",
-            elsewhere.display()
-        )),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("nothing was written"), "{}", out.stderr);
+    out.stderr_has(&format!(
+        "evil: redirected: {link} is a symbolic link (to {})",
+        elsewhere.display()
+    ));
+    out.stderr_has("nothing was written");
     assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
 
     // With another destination present, that one is written and the run still fails.
@@ -52,27 +48,18 @@ fn a_backups_symlink_on_the_drive_is_refused_and_nothing_is_written_through_it()
     let names: Vec<&str> = r.destinations.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["good"]);
     assert!(r.destinations[0].backup.is_some());
-    assert!(out.stderr.contains("evil: redirected: "), "{}", out.stderr);
+    out.stderr_has("evil: redirected: ");
     assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
 
     let out = t.cmd().args(["backup", "--force"]).status(1);
-    assert!(
-        out.stderr.contains("external evil: FAILED: redirected: "),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("external evil: FAILED: redirected: ");
     assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
 
     let out = t.cmd().args(["status"]).output();
     assert_clean(&out);
-    assert!(out.stdout.contains("redirected"), "{}", out.stdout);
+    out.stdout_has("redirected");
     let out = t.cmd().args(["restore", "--list"]).status(0);
-    assert!(
-        out.stdout
-            .contains(&format!("evil: redirected: {link} is a symbolic link")),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&format!("evil: redirected: {link} is a symbolic link"));
 }
 
 /// An archive, an index or `backup.json` on the drive that is a symlink to a secret, and a `backup.json` that names
@@ -131,11 +118,7 @@ fn drive_files_that_lead_elsewhere_are_refused_without_showing_a_byte_of_them() 
     symlink(&secret, &meta).unwrap();
     let out = t.cmd().args(["restore", "--list"]).output();
     assert_clean(&out);
-    assert!(
-        out.stdout.contains("backup.json is a symbolic link"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("backup.json is a symbolic link");
     let out = t
         .cmd()
         .args(["restore", "--source", "external", "--verify"])
@@ -151,13 +134,9 @@ fn drive_files_that_lead_elsewhere_are_refused_without_showing_a_byte_of_them() 
     });
     let out = t.cmd().args(["restore", "--list"]).output();
     assert_clean(&out);
-    assert!(
-        out.stdout.contains(&format!(
-            "sets[0].archive[0].name \"{abs}\" is not a plain file name"
-        )),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&format!(
+        "sets[0].archive[0].name \"{abs}\" is not a plain file name"
+    ));
     let out = restore_one(&t);
     assert_clean(&out);
     assert_ne!(out.code, 0, "{}", out.stderr);
@@ -209,18 +188,13 @@ fn fifos_and_endless_files_in_place_of_metadata_are_refused_at_once() {
         "drive B is still reported:\n{}",
         out.stdout
     );
-    assert!(out.stdout.contains("data-"), "{}", out.stdout);
+    out.stdout_has("data-");
     let out = within(60, "status --json", t.cmd().args(["status", "--json"]));
     assert_clean(&out);
     let out = within(60, "restore --list", t.cmd().args(["restore", "--list"]));
     assert_clean(&out);
-    assert!(out.stdout.contains(&stamp_b), "{}", out.stdout);
-    assert!(
-        out.stdout
-            .contains("backup.json is a FIFO, not a regular file"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&stamp_b);
+    out.stdout_has("backup.json is a FIFO, not a regular file");
     let out = within(
         60,
         "external --dry-run",
@@ -235,7 +209,7 @@ fn fifos_and_endless_files_in_place_of_metadata_are_refused_at_once() {
     symlink("/dev/zero", a.join("backup.json")).unwrap();
     let out = within(60, "restore --list", t.cmd().args(["restore", "--list"]));
     assert_clean(&out);
-    assert!(out.stdout.contains(&stamp_b), "{}", out.stdout);
+    out.stdout_has(&stamp_b);
     let out = within(60, "status", t.cmd().args(["status"]));
     assert_clean(&out);
 }
@@ -269,22 +243,15 @@ fn an_in_place_restore_writes_only_under_the_sources_the_config_names() {
         .cmd()
         .args(["restore", "--source", "external", "--set", "data"])
         .status(2);
-    assert!(
-        out.stderr
-            .contains(&format!("{} (set data, from backup ", ssh.display()))
-            && out
-                .stderr
-                .contains("is not under the set's sources in the config")
-            && out.stderr.contains("--target DIR"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!("{} (set data, from backup ", ssh.display()))
+        .stderr_has("is not under the set's sources in the config")
+        .stderr_has("--target DIR");
     let out = t
         .cmd()
         .args(["restore", "--source", "external", "--path"])
         .args([&ssh.join("authorized_keys")])
         .status(2);
-    assert!(out.stderr.contains("--target"), "{}", out.stderr);
+    out.stderr_has("--target");
     assert_eq!(
         fs::read_to_string(ssh.join("authorized_keys")).unwrap(),
         "ssh-ed25519 BBBB mine\n",
@@ -345,12 +312,7 @@ fn set_names_and_numbers_from_the_drive_are_checked() {
         assert_clean(&out);
     }
     let out = t.cmd().args(["restore", "--list"]).output();
-    assert!(
-        out.stdout
-            .contains("sets[0].archive[0].bytes is 18446744073709551615"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("sets[0].archive[0].bytes is 18446744073709551615");
     let out = t
         .cmd()
         .args(["restore", "--source", "external", "--verify"])
@@ -361,12 +323,7 @@ fn set_names_and_numbers_from_the_drive_are_checked() {
     edit_meta(&dir, |v| v["sets"][0]["set"] = "x\u{1b}[2J\nforged".into());
     let out = t.cmd().args(["restore", "--list"]).output();
     assert_clean(&out);
-    assert!(
-        out.stdout
-            .contains(r#"sets[0].set "x\x1b[2J\nforged" is not a set name"#),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(r#"sets[0].set "x\x1b[2J\nforged" is not a set name"#);
     fs::write(dir.join("backup.json"), &original).unwrap();
     reseal(&dir);
 
@@ -400,12 +357,7 @@ fn set_names_and_numbers_from_the_drive_are_checked() {
         .output();
     assert_clean(&out);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("size 18446744073709551615 at data_offset"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("size 18446744073709551615 at data_offset");
     let out = t
         .cmd()
         .args(["restore", "--source", "external", "--verify"])

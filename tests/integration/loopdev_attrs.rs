@@ -27,18 +27,10 @@ const MIB: u64 = 1 << 20;
 
 /// The tools the comparison needs (the `acl` and `attr` packages, which `cargo xtask test` installs).
 fn have_attr_tools() -> bool {
-    let missing: Vec<&str> = ["getfacl", "setfacl", "getfattr", "setfattr", "tar"]
-        .into_iter()
-        .filter(|t| testkit::tool(t).is_none())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    testkit::skip(&format!(
-        "{} missing (apt-get install acl attr tar; the CI command installs them)",
-        missing.join(", ")
-    ));
-    false
+    testkit::require_tools(
+        &["getfacl", "setfacl", "getfattr", "setfattr", "tar"],
+        "apt-get install acl attr tar; the CI command installs them",
+    )
 }
 
 fn sh(cmd: &str, args: &[&OsStr]) {

@@ -13,7 +13,7 @@ use testkit::loopdev::{self, Drive, Fs};
 use crate::fixtures::age::have_age;
 use crate::fixtures::drive::{
     assert_old_backup_intact, assert_sums_pass, backups, content, destination, external, finish,
-    set_mode, signal, spawn_caught_writing_file,
+    new_backup, set_mode, signal, spawn_caught_writing_file,
 };
 use crate::harness::Test;
 
@@ -161,7 +161,7 @@ fn encrypted_drive_with_one_backup() -> (Drive, Test, String, Test, PathBuf) {
         &mp,
         &format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#),
     );
-    let old = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let old = new_backup(&t);
     t.write("home/data/big.bin", content(96 << 20, 8));
     t.cmd().args(["collect"]).status(0);
     (t9, t, old, keys, identity)

@@ -15,9 +15,10 @@ use dbackup::snapshot;
 use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::drive::{
-    assert_old_backup_intact, assert_same_tree, assert_sums_pass, backups, collect, config,
-    content, describe, destination, external, finish, gnu_extract, listing, meta_of, needle,
-    report, sample, sha256sum_check, signal, snapshot_dir, spawn_caught_writing,
+    assert_old_backup_intact, assert_same_tree, assert_sums_pass, backups, collect, collected_for,
+    config, content, describe, destination, external, finish, gnu_extract, listing, meta_of,
+    needle, new_backup, report, sample, sha256sum_check, signal, snapshot_dir,
+    spawn_caught_writing,
 };
 use crate::harness::Test;
 
@@ -143,9 +144,7 @@ fn seven_runs_keep_the_five_newest_and_leave_everything_else_alone() {
     }
     let t9 = Drive::exfat("T9", 128 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
-    sample(&t, 0);
-    collect(&t);
+    let t = collected_for("T9", &mp, 0);
     // Things that are not dbackup's.
     fs::create_dir_all(mp.join("photos/2024")).unwrap();
     fs::write(mp.join("photos/2024/cat.jpg"), content(5000, 1)).unwrap();
@@ -190,12 +189,7 @@ fn seven_runs_keep_the_five_newest_and_leave_everything_else_alone() {
     );
     // The dry run says why the stamp-named directory is left alone.
     let out = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        out.stdout
-            .contains("note      2020-01-01-000000 is not used nor removed"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("note      2020-01-01-000000 is not used nor removed");
 }
 
 #[test]
@@ -205,11 +199,9 @@ fn ext4_destination_gets_a_latest_symlink() {
     }
     let drive = Drive::ext4("BACKUP", 64 * MIB);
     let mp = drive.mount_point().to_path_buf();
-    let t = Test::new().config(&config(&[destination("disk", &mp, "")], "first", 5));
-    sample(&t, 0);
-    collect(&t);
-    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
-    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let t = collected_for("disk", &mp, 0);
+    let first = new_backup(&t);
+    let second = new_backup(&t);
     let link = mp.join("backups").join(LATEST_LINK);
     assert_eq!(fs::read_link(&link).unwrap(), Path::new(&second));
     assert!(
@@ -240,20 +232,14 @@ fn absent_drive_writes_nothing_and_exits_5() {
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
-    sample(&t, 0);
-    collect(&t);
+    let t = collected_for("T9", &mp, 0);
     t9.unmount();
     for args in [&["external"][..], &["--dry-run", "external"]] {
         let out = t.cmd().args(args).status(5);
-        assert!(
-            out.stderr.contains(&format!(
-                "no external destination present:\n  T9: not mounted: {} is an empty directory on",
-                mp.display()
-            )),
-            "{}",
-            out.stderr
-        );
+        out.stderr_has(&format!(
+            "no external destination present:\n  T9: not mounted: {} is an empty directory on",
+            mp.display()
+        ));
         assert!(
             listing(&mp).is_empty(),
             "nothing written into the mount point"
@@ -277,15 +263,8 @@ fn wrong_drive_is_refused() {
     sample(&t, 0);
     collect(&t);
     let out = t.cmd().args(["external"]).status(5);
-    assert!(
-        out.stderr
-            .contains("T9: other drive: the exfat filesystem at")
-            && out
-                .stderr
-                .contains("has label \"SANDISK\", expected label \"T9\""),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("T9: other drive: the exfat filesystem at")
+        .stderr_has("has label \"SANDISK\", expected label \"T9\"");
     assert!(listing(&mp).is_empty());
 
     // A drive that belongs to another destination (its marker says so).
@@ -298,12 +277,7 @@ fn wrong_drive_is_refused() {
     sample(&t2, 0);
     collect(&t2);
     let out = t2.cmd().args(["external"]).status(5);
-    assert!(
-        out.stderr
-            .contains("T9: other destination: the drive belongs to destination \"OFFSITE\""),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("T9: other destination: the drive belongs to destination \"OFFSITE\"");
     assert_eq!(listing(&mp.join("backups")), before, "nothing written");
 }
 
@@ -314,15 +288,9 @@ fn not_enough_space_is_refused_before_anything_is_written() {
     }
     let t9 = Drive::exfat("T9", 16 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
-    sample(&t, 24 * MIB);
-    collect(&t);
+    let t = collected_for("T9", &mp, 24 * MIB);
     let out = t.cmd().args(["--dry-run", "external"]).status(1);
-    assert!(
-        out.stdout.contains("REFUSED   not enough space"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("REFUSED   not enough space");
     let r = external(&t, &[], 1);
     let d = &r.destinations[0];
     assert_eq!(d.status, DestinationStatus::Refused);
@@ -344,10 +312,8 @@ fn not_enough_space_is_refused_before_anything_is_written() {
 fn drive_with_one_backup(size: u64, big: u64) -> (Drive, Test, String) {
     let t9 = Drive::exfat("T9", size);
     let mp = t9.mount_point().to_path_buf();
-    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
-    sample(&t, 0);
-    collect(&t);
-    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let t = collected_for("T9", &mp, 0);
+    let first = new_backup(&t);
     t.write("home/data/big.bin", content(big as usize, 7));
     collect(&t);
     (t9, t, first)
@@ -483,12 +449,7 @@ fn kill_9_mid_archive_is_never_listed_and_the_next_run_succeeds() {
     // A dry run says it will go.
     let out = t.cmd().args(["--dry-run", "external"]).status(0);
     let temp_name = temp.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(
-        out.stdout
-            .contains(&format!("cleanup   would remove {temp_name}")),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&format!("cleanup   would remove {temp_name}"));
     let r = external(&t, &[], 0);
     let d = &r.destinations[0];
     assert_eq!(d.cleaned, [temp_name]);
@@ -503,10 +464,8 @@ fn corruption_behind_the_filesystem_is_detected() {
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
-    sample(&t, 0);
-    collect(&t);
-    let stamp = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let t = collected_for("T9", &mp, 0);
+    let stamp = new_backup(&t);
     let dir = mp.join("backups").join(&stamp);
     let meta = meta_of(&dir);
     let data = meta.sets.iter().find(|s| s.set == "data").unwrap();
@@ -578,12 +537,7 @@ fn two_destinations_first_absent_then_all() {
     // first mode, T9 absent: the spare gets it, and the report says why T9 did not.
     t9.unmount();
     let out = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        out.stdout
-            .contains("destination T9: not used: not mounted:"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("destination T9: not used: not mounted:");
     let r = external(&t, &[], 0);
     assert_eq!(r.destinations.len(), 1);
     assert_eq!(r.destinations[0].name, "spare");
@@ -680,14 +634,9 @@ fn a_plain_directory_gets_a_verified_backup_and_the_run_is_logged() {
         out.stdout.trim(),
         dest.join("backups").join(&stamp).display().to_string()
     );
-    assert!(out.stderr.contains("plain: data: data-"), "{}", out.stderr);
-    assert!(out.stderr.contains(": verified"), "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains(&format!("plain: backup {stamp} verified and in place at")),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("plain: data: data-");
+    out.stderr_has(": verified");
+    out.stderr_has(&format!("plain: backup {stamp} verified and in place at"));
     assert_sums_pass(&dest.join("backups").join(&stamp));
     let log = dbackup::runlog::read(&t.path("state/dbackup")).unwrap();
     let last = log.last().unwrap();
@@ -719,14 +668,10 @@ fn incomplete_snapshots_are_passed_over_unless_allowed() {
     let data = r.sets.iter().find(|s| s.set == "data").unwrap();
     assert_ne!(data.snapshot.as_deref(), Some(newest.name.as_str()));
     assert!(data.complete);
-    assert!(
-        out.stderr.contains(&format!(
-            "data: the newest snapshot {} is incomplete",
-            newest.name
-        )),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!(
+        "data: the newest snapshot {} is incomplete",
+        newest.name
+    ));
     let r = external(&t, &["--allow-incomplete"], 3);
     let data = r.sets.iter().find(|s| s.set == "data").unwrap();
     assert_eq!(data.snapshot.as_deref(), Some(newest.name.as_str()));
@@ -747,33 +692,20 @@ fn usage_and_state_errors() {
     let (t, dest) = plain_test(5);
     // Nothing collected yet.
     let out = t.cmd().args(["external"]).status(1);
-    assert!(
-        out.stderr.contains("run `dbackup collect` first"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("run `dbackup collect` first");
     sample(&t, 0);
     collect(&t);
     let out = t
         .cmd()
         .args(["external", "--destination", "nope"])
         .status(2);
-    assert!(
-        out.stderr
-            .contains("there is no destination named \"nope\"; the config has: plain"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("there is no destination named \"nope\"; the config has: plain");
     let out = t.cmd().args(["external", "--set", "nope"]).status(2);
-    assert!(
-        out.stderr.contains("there is no backup set named \"nope\""),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("there is no backup set named \"nope\"");
     // Another run holds the lock.
     let lock = dbackup::lock::RunLock::acquire(&t.root()).unwrap();
     let out = t.cmd().args(["external"]).status(4);
-    assert!(out.stderr.contains("another dbackup run"), "{}", out.stderr);
+    out.stderr_has("another dbackup run");
     drop(lock);
     assert!(listing(&dest).is_empty());
     // No destination configured at all.
@@ -783,11 +715,7 @@ fn usage_and_state_errors() {
     sample(&t2, 0);
     collect(&t2);
     let out = t2.cmd().args(["external"]).status(5);
-    assert!(
-        out.stderr.contains("no external destination is configured"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("no external destination is configured");
 }
 
 /// What people read, with what varies from run to run replaced.

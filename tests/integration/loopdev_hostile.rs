@@ -94,18 +94,14 @@ fn t9_ext4_a_drive_cannot_send_writes_or_deletions_off_it() {
     symlink(&elsewhere, mp.join("backups")).unwrap();
     let out = t.cmd().args(["external"]).status(5);
     assert_clean(&out);
-    assert!(
-        out.stderr.contains(&format!(
-            "T9: redirected: {} is a symbolic link (to {})",
-            mp.join("backups").display(),
-            elsewhere.display()
-        )),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!(
+        "T9: redirected: {} is a symbolic link (to {})",
+        mp.join("backups").display(),
+        elsewhere.display()
+    ));
     assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
     let out = t.cmd().args(["status"]).output();
-    assert!(out.stdout.contains("absent (redirected)"), "{}", out.stdout);
+    out.stdout_has("absent (redirected)");
 
     fs::remove_file(mp.join("backups")).unwrap();
     fs::create_dir(mp.join("backups")).unwrap();
@@ -113,14 +109,10 @@ fn t9_ext4_a_drive_cannot_send_writes_or_deletions_off_it() {
         let _over = Mounted::tmpfs(&mp.join("backups"));
         let out = t.cmd().args(["external"]).status(5);
         assert_clean(&out);
-        assert!(
-            out.stderr.contains(&format!(
-                "T9: redirected: {} is a mount point",
-                mp.join("backups").display()
-            )),
-            "{}",
-            out.stderr
-        );
+        out.stderr_has(&format!(
+            "T9: redirected: {} is a mount point",
+            mp.join("backups").display()
+        ));
         assert!(
             listing(&mp.join("backups")).is_empty(),
             "nothing on the tmpfs: {:?}",
@@ -137,13 +129,8 @@ fn t9_ext4_a_drive_cannot_send_writes_or_deletions_off_it() {
         fs::write(leftover.join("x/precious"), "keep me").unwrap();
         let out = t.cmd().args(["external"]).status(1);
         assert_clean(&out);
-        assert!(
-            out.stderr
-                .contains("removing what an interrupted run left on the drive")
-                && out.stderr.contains("is a mount point"),
-            "{}",
-            out.stderr
-        );
+        out.stderr_has("removing what an interrupted run left on the drive")
+            .stderr_has("is a mount point");
         assert_eq!(
             fs::read_to_string(leftover.join("x/precious")).unwrap(),
             "keep me"
@@ -174,13 +161,9 @@ fn t9_a_bind_mount_over_backups_is_refused() {
     let _bound = Mounted::bind(&elsewhere, &dest.join("backups"));
     let out = t.cmd().args(["external"]).status(5);
     assert_clean(&out);
-    assert!(
-        out.stderr.contains(&format!(
-            "T9: redirected: {} is a mount point",
-            dest.join("backups").display()
-        )),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!(
+        "T9: redirected: {} is a mount point",
+        dest.join("backups").display()
+    ));
     assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
 }

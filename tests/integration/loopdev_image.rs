@@ -392,11 +392,7 @@ fn round_trip(root: Root) {
         .args([&new])
         .args(["--grow"])
         .status(0);
-    assert!(
-        dry.stdout.contains("the last grown to the end"),
-        "{}",
-        dry.stdout
-    );
+    dry.stdout_has("the last grown to the end");
     assert_eq!(
         fs::read(&new).unwrap().iter().filter(|b| **b != 0).count(),
         0,
@@ -547,11 +543,7 @@ fn t9_image_refusals() {
         .output();
     testkit::run("umount", [mp.as_os_str()]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("mounted read-write at"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("mounted read-write at");
     assert!(stamps().is_empty(), "{:?}", stamps());
 
     // A drive pulled while the image is written: nothing promoted.
@@ -607,18 +599,14 @@ fn t9_image_refusals() {
         .args(["image", "restore", "--from", &meta.stamp, "--to"])
         .args([&small])
         .status(1);
-    assert!(out.stderr.contains("smaller than the"), "{}", out.stderr);
+    out.stderr_has("smaller than the");
     let mounted = Drive::ext4("busy", 400 * MIB);
     let out = t
         .cmd()
         .args(["image", "restore", "--yes", "--from", &meta.stamp, "--to"])
         .args([mounted.device()])
         .status(1);
-    assert!(
-        out.stderr.contains("is in use") && out.stderr.contains("mounted read-write"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("is in use").stderr_has("mounted read-write");
     assert!(mounted.is_mounted());
 
     // A flipped byte in the middle of the root's image: found before anything is written.
@@ -636,11 +624,8 @@ fn t9_image_refusals() {
         .args(["image", "restore", "--from", &meta.stamp, "--to"])
         .args([&new])
         .status(1);
-    assert!(
-        out.stderr.contains("is damaged") && out.stderr.contains("nothing was written"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("is damaged")
+        .stderr_has("nothing was written");
     assert_eq!(
         fs::read(&new).unwrap().iter().filter(|b| **b != 0).count(),
         0,

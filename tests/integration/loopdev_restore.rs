@@ -225,12 +225,7 @@ fn the_seed_command_lines_work_as_written() {
         "{}",
         out.stdout
     );
-    assert!(
-        out.stdout
-            .contains(&format!("T9: present at {}", d.t9.mount_point().display())),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&format!("T9: present at {}", d.t9.mount_point().display()));
 
     // 3. ~/.config from the drive, to the original place.
     t.write("home/.config/app/state", "edited since");
@@ -263,7 +258,7 @@ fn the_seed_command_lines_work_as_written() {
         ),
         "seed line 4",
     );
-    assert!(out.stdout.contains("result: intact"), "{}", out.stdout);
+    out.stdout_has("result: intact");
 }
 
 #[test]
@@ -309,15 +304,11 @@ fn a_byte_flipped_on_a_read_only_drive_is_found_by_verify() {
     let out = verify(&t);
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     let entry = data.join("projects/important/needle.txt");
-    assert!(
-        out.stderr.contains(&format!(
-            "{}: entry {}",
-            backups.join(&stamp).join("data.tar").display(),
-            entry.strip_prefix("/").unwrap().display()
-        )),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!(
+        "{}: entry {}",
+        backups.join(&stamp).join("data.tar").display(),
+        entry.strip_prefix("/").unwrap().display()
+    ));
     // Restoring that file refuses the damaged content; the others still come back.
     let target = t.path("r");
     let out = t

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use dbackup::status::StatusReport;
 
 use crate::fixtures::history::{drive_backup, log_run, snap};
-use crate::harness::{Output, Test};
+use crate::harness::{self, Output, Test};
 
 const NOW: &str = "2025-04-10T09:00:00+00:00";
 const G: u64 = 1 << 30;
@@ -366,15 +366,11 @@ fn the_page_is_regenerated_after_every_run() {
     assert!(!t.path("state/dbackup/report.html").exists());
     // Without report.write there is no default place: `report` asks for --out.
     let out = t.cmd().args(["report"]).status(2);
-    assert!(out.stderr.contains("--out FILE"), "{}", out.stderr);
+    out.stderr_has("--out FILE");
     // A dry run writes nothing.
     let t = t.config(&config(""));
     let out = t.cmd().args(["--dry-run", "report"]).status(0);
-    assert!(
-        out.stderr.contains("would write the status page"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("would write the status page");
     assert!(!t.path("state/dbackup/report.html").exists());
 }
 
@@ -633,13 +629,7 @@ fn serve_answers_read_only_and_stops_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = harness::read_stderr(&mut child);
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("stopped (SIGTERM)"), "{stderr}");
 }
@@ -650,7 +640,7 @@ fn serve_answers_read_only_and_stops_on_sigterm() {
 fn serve_refuses_a_non_loopback_address_without_the_flag() {
     let t = fine();
     let out: Output = t.cmd().args(["serve", "--listen", "0.0.0.0:0"]).status(2);
-    assert!(out.stderr.contains("--allow-remote"), "{}", out.stderr);
+    out.stderr_has("--allow-remote");
     let text = fs::read_to_string(t.path("config.json")).unwrap();
     let t = t.config(&text.replacen(
         '{',
@@ -658,14 +648,6 @@ fn serve_refuses_a_non_loopback_address_without_the_flag() {
         1,
     ));
     let out = t.cmd().args(["serve"]).status(2);
-    assert!(
-        out.stderr.contains("/report/serve/listen"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("is not a loopback address"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("/report/serve/listen");
+    out.stderr_has("is not a loopback address");
 }

@@ -122,17 +122,13 @@ fn list_says_why_a_drive_is_absent_and_exits_5_for_external_only() {
     let out = restore(&t)
         .args(["--source", "external", "--list"])
         .status(5);
-    assert!(out.stdout.contains("no backups found"), "{}", out.stdout);
-    assert!(out.stderr.contains("T9: not mounted"), "{}", out.stderr);
+    out.stdout_has("no backups found");
+    out.stderr_has("T9: not mounted");
     // A restore from the drive says the same, with exit 5.
     let out = restore(&t)
         .args(["--source", "external", "--path", "~/.config"])
         .status(5);
-    assert!(
-        out.stderr.contains("no external destination present"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("no external destination present");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -170,15 +166,8 @@ fn a_day_selects_its_newest_backup_and_a_stamp_exactly_that_one() {
     let out = restore(t)
         .args(["--date", "2025-04-05", "--path", "~/.config"])
         .status(1);
-    assert!(
-        out.stderr
-            .contains("no local snapshot matches --date 2025-04-05")
-            && out.stderr.contains(
-                "the nearest before is 2025-04-02-031500, 2025-04-01-221500 (none after)"
-            ),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("no local snapshot matches --date 2025-04-05")
+        .stderr_has("the nearest before is 2025-04-02-031500, 2025-04-01-221500 (none after)");
     let out = restore(t)
         .args([
             "--source",
@@ -189,18 +178,9 @@ fn a_day_selects_its_newest_backup_and_a_stamp_exactly_that_one() {
             "~/.config",
         ])
         .status(1);
-    assert!(
-        out.stderr
-            .contains("the nearest after is 2025-04-01-221500, 2025-04-02-031500 (none before)"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("the nearest after is 2025-04-01-221500, 2025-04-02-031500 (none before)");
     let out = restore(t).args(["--date", "April 1st"]).status(2);
-    assert!(
-        out.stderr.contains("give a day (2025-04-01)"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("give a day (2025-04-01)");
 }
 
 #[test]
@@ -275,12 +255,7 @@ fn paths_may_be_tilde_relative_or_through_a_symlinked_source() {
     let out = restore(t)
         .args(["--path", "/etc/passwd", "--target", tgt])
         .status(1);
-    assert!(
-        out.stderr
-            .contains("it is under none of the backed-up sources"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("it is under none of the backed-up sources");
 }
 
 #[test]
@@ -337,11 +312,7 @@ fn set_restricts_and_unknown_sets_are_refused() {
     let out = restore(t)
         .args(["--set", "music", "--path", "~/x"])
         .status(2);
-    assert!(
-        out.stderr.contains("no backup set named \"music\""),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("no backup set named \"music\"");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -588,7 +559,7 @@ fn the_target_keeps_the_absolute_structure_and_may_not_be_a_backup() {
             "--source", "external", "--path", "~/env.sh", "--target", "restored",
         ])
         .status(0);
-    assert!(out.stdout.contains("created"), "{}", out.stdout);
+    out.stdout_has("created");
     let file = target.join(t.home().join("env.sh").strip_prefix("/").unwrap());
     assert_eq!(fs::read_to_string(&file).unwrap(), "export A=1\n");
     assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, 0o755);
@@ -601,11 +572,7 @@ fn the_target_keeps_the_absolute_structure_and_may_not_be_a_backup() {
             into_backups.to_str().unwrap(),
         ])
         .status(2);
-    assert!(
-        out.stderr.contains("would change a backup"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("would change a backup");
 }
 
 #[test]
@@ -687,7 +654,7 @@ fn a_file_is_reached_through_the_index_not_by_scanning() {
     let out = restore(t)
         .args(["--source", "external", "--verify"])
         .status(1);
-    assert!(out.stderr.contains("data.tar"), "{}", out.stderr);
+    out.stderr_has("data.tar");
 }
 
 #[test]
@@ -731,16 +698,8 @@ fn an_archive_without_an_index_restores_by_scanning() {
             target.to_str().unwrap(),
         ])
         .status(0);
-    assert!(
-        out.stderr.contains("has no index: it is read by scanning"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("not known to be verified"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("has no index: it is read by scanning");
+    out.stderr_has("not known to be verified");
     let got = tree(&target.join(d.data.join("projects/important").strip_prefix("/").unwrap()));
     assert_same_tree(&got, &d.at_backup["important"]);
     // An unverified backup is chosen only by its exact stamp.
@@ -754,7 +713,7 @@ fn an_archive_without_an_index_restores_by_scanning() {
             "~/.config",
         ])
         .status(1);
-    assert!(out.stderr.contains("no verified backup"), "{}", out.stderr);
+    out.stderr_has("no verified backup");
     // It verifies against its sums.
     restore(t)
         .args([
@@ -824,14 +783,9 @@ fn a_flipped_byte_makes_verify_fail_naming_the_archive_and_the_entry() {
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     let entry = d.data.join("projects/important/sub/b.txt");
     let entry = entry.strip_prefix("/").unwrap().display().to_string();
-    assert!(
-        out.stderr
-            .contains(&format!("{}: entry {entry}", tar.display()))
-            && out.stderr.contains("content sha256"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stdout.contains("result: NOT intact"), "{}", out.stdout);
+    out.stderr_has(&format!("{}: entry {entry}", tar.display()))
+        .stderr_has("content sha256");
+    out.stdout_has("result: NOT intact");
     // The other backup is still intact.
     restore(t)
         .args(["--source", "external", "--date", "2025-04-02", "--verify"])
@@ -849,11 +803,7 @@ fn a_flipped_byte_makes_verify_fail_naming_the_archive_and_the_entry() {
             "r",
         ])
         .status(1);
-    assert!(
-        out.stdout.contains("does not match the sha256"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("does not match the sha256");
     assert!(!t.path("r").join(&entry).exists());
 }
 
@@ -961,12 +911,7 @@ fn local_verify_checks_the_snapshot_and_its_drive_backup() {
     let out = restore(t)
         .args(["--source", "local", "--date", "2025-04-01", "--verify"])
         .status(0);
-    assert!(
-        out.stdout
-            .contains("compared with backup 2025-04-01-221500 on T9"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("compared with backup 2025-04-01-221500 on T9");
     // A snapshot file changed behind dbackup's back (all hard-linked snapshots share it).
     let f = t.root().join("config-2025-04-01-221500").join(
         t.home()
@@ -980,13 +925,8 @@ fn local_verify_checks_the_snapshot_and_its_drive_backup() {
     let out = restore(t)
         .args(["--source", "local", "--date", "2025-04-01", "--verify"])
         .status(1);
-    assert!(
-        out.stderr
-            .contains("differs from the drive backup made from it")
-            && out.stderr.contains(".config/app/state"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("differs from the drive backup made from it")
+        .stderr_has(".config/app/state");
     // An unreadable file is a problem too.
     let g = t
         .root()
@@ -1004,11 +944,7 @@ fn local_verify_checks_the_snapshot_and_its_drive_backup() {
             "--verify",
         ])
         .status(1);
-    assert!(
-        out.stderr.contains("missing from the snapshot"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("missing from the snapshot");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1095,16 +1031,8 @@ fn assert_refused(t: &Test, drive: &Path, why: &str) -> Output {
             t.path("target").to_str().unwrap(),
         ])
         .status(1);
-    assert!(
-        out.stderr.contains("refused") && out.stderr.contains(why),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("nothing was restored"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("refused").stderr_has(why);
+    out.stderr_has("nothing was restored");
     // The run log (under state/) records the failed run.
     let outside_state = |v: Vec<(String, u32, i64, String)>| -> Vec<_> {
         let state = t.path("state").display().to_string();
@@ -1142,11 +1070,7 @@ fn hostile_dotdot_names_are_refused() {
             "target",
         ])
         .status(1);
-    assert!(
-        out.stdout.contains("refuse     ../escaped.txt"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("refuse     ../escaped.txt");
     let out = restore(&t)
         .args([
             "--source",
@@ -1156,11 +1080,7 @@ fn hostile_dotdot_names_are_refused() {
             "--verify",
         ])
         .status(1);
-    assert!(
-        out.stderr.contains("a restore would refuse it"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("a restore would refuse it");
 }
 
 #[test]
@@ -1229,7 +1149,7 @@ fn a_symlink_planted_in_the_target_is_never_written_through() {
             "--skip-refused",
         ])
         .status(1);
-    assert!(out.stdout.contains("refused"), "{}", out.stdout);
+    out.stdout_has("refused");
     assert_eq!(
         fs::read_to_string(t.path("target/other.txt")).unwrap(),
         "fine"
@@ -1256,7 +1176,7 @@ fn contradictory_options_are_usage_errors() {
         assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
     }
     let help = restore(&t).args(["--help"]).status(0);
-    assert!(help.stdout.contains("docs/RESTORE.md"), "{}", help.stdout);
+    help.stdout_has("docs/RESTORE.md");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1542,12 +1462,7 @@ fn a_backup_written_by_dbackup_external_lists_verifies_and_restores() {
     let out = restore(&t)
         .args(["--source", "local", "--verify"])
         .status(0);
-    assert!(
-        out.stdout
-            .contains(&format!("compared with backup {stamp} on T9")),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&format!("compared with backup {stamp} on T9"));
 }
 
 #[test]
@@ -1595,13 +1510,7 @@ fn an_index_that_disagrees_with_the_archive_stops_the_restore() {
             target.to_str().unwrap(),
         ])
         .status(1);
-    assert!(
-        out.stderr.contains(
-            "disagrees with the index: its mode is 0600 in the archive, 0644 in the index"
-        ),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("disagrees with the index: its mode is 0600 in the archive, 0644 in the index");
     assert!(
         !target
             .join(t.home().join(".secrets").strip_prefix("/").unwrap())

@@ -108,12 +108,9 @@ fn a_hard_link_line_pointing_at_another_files_data_fails_verify_and_stops_the_re
     let out = restore(t)
         .args(["--source", "external", "--verify"])
         .status(1);
-    assert!(
-        out.stderr.contains(&format!("entry {link}")) && out.stderr.contains("data offset differs"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stdout.contains("NOT intact"), "{}", out.stdout);
+    out.stderr_has(&format!("entry {link}"))
+        .stderr_has("data offset differs");
+    out.stdout_has("NOT intact");
 
     let target = t.path("r");
     let out = restore(t)
@@ -126,16 +123,8 @@ fn a_hard_link_line_pointing_at_another_files_data_fails_verify_and_stops_the_re
             target.to_str().unwrap(),
         ])
         .status(1);
-    assert!(
-        out.stderr.contains("the hard link") && out.stderr.contains(&link),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("nothing was restored"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("the hard link").stderr_has(&link);
+    out.stderr_has("nothing was restored");
     assert!(!target.exists(), "nothing written");
 }
 
@@ -175,21 +164,12 @@ fn an_index_that_leaves_out_or_adds_an_entry_stops_the_restore_of_that_path() {
         line_of(l, &b).is_none().then(|| l.to_string())
     });
     let out = restore_important();
-    assert!(
-        out.stderr
-            .contains(&format!("the archive holds /{b} (its data at offset"))
-            && out.stderr.contains("which the index leaves out"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(&format!(
-            "cannot restore {}",
-            d.data.join("projects/important").display()
-        )),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!("the archive holds /{b} (its data at offset"))
+        .stderr_has("which the index leaves out");
+    out.stderr_has(&format!(
+        "cannot restore {}",
+        d.data.join("projects/important").display()
+    ));
     assert!(!target.exists(), "nothing written");
     restore(t)
         .args(["--source", "external", "--verify"])
@@ -219,12 +199,8 @@ fn an_index_that_leaves_out_or_adds_an_entry_stops_the_restore_of_that_path() {
         None => Some(l.to_string()),
     });
     let out = restore_important();
-    assert!(
-        out.stderr.contains(&format!("the index lists /{forged}"))
-            && out.stderr.contains("which the archive does not hold there"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!("the index lists /{forged}"))
+        .stderr_has("which the archive does not hold there");
     assert!(!target.exists(), "nothing written");
     restore(t)
         .args(["--source", "external", "--verify"])
@@ -294,15 +270,8 @@ fn newer_work_replaced_by_a_restore_is_kept_in_displaced() {
         .cmd()
         .args(["--dry-run", "restore", "--path", "~/.config/app"])
         .status(0);
-    assert!(
-        out.stdout
-            .contains(&format!("replace    {} (kept first)", state.display()))
-            && out
-                .stdout
-                .contains("1 file to replace differs from the backup: kept first, under"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&format!("replace    {} (kept first)", state.display()))
+        .stdout_has("1 file to replace differs from the backup: kept first, under");
     let v: serde_json::Value = t
         .cmd()
         .args(["--dry-run", "--json", "restore", "--path", "~/.config/app"])
@@ -333,16 +302,12 @@ fn newer_work_replaced_by_a_restore_is_kept_in_displaced() {
     assert_eq!(fs::read_to_string(&kept_path).unwrap(), "my newer work");
     let m = fs::metadata(&kept_path).unwrap();
     assert_eq!((m.mode() & 0o7777, m.mtime()), (0o640, 1_750_000_000));
-    assert!(
-        out.stdout.contains(&format!(
-            "kept       {}: the one that was there is now {}",
-            state.display(),
-            kept_path.display()
-        )),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stderr.contains("kept in"), "{}", out.stderr);
+    out.stdout_has(&format!(
+        "kept       {}: the one that was there is now {}",
+        state.display(),
+        kept_path.display()
+    ));
+    out.stderr_has("kept in");
     let log = last_log_record(t);
     assert_eq!(log["command"], "restore");
     assert_eq!(log["exit"], 0);
@@ -386,7 +351,7 @@ fn newer_work_replaced_by_a_restore_is_kept_in_displaced() {
     let out = restore(t)
         .args(["--path", "~/.config/app/state", "--no-keep"])
         .status(2);
-    assert!(out.stderr.contains("--overwrite always"), "{}", out.stderr);
+    out.stderr_has("--overwrite always");
     assert_eq!(fs::read_to_string(&state).unwrap(), "throw this away");
     restore(t)
         .args([
@@ -469,28 +434,20 @@ fn a_bare_restore_asks_what_to_restore() {
             c = c.args(["--dry-run"]);
         }
         let out = c.args(["restore"]).status(2);
-        assert!(
-            out.stderr.contains("say what to restore")
-                && out.stderr.contains("--path")
-                && out.stderr.contains("--set")
-                && out.stderr.contains("--all"),
-            "{}",
-            out.stderr
-        );
+        out.stderr_has("say what to restore")
+            .stderr_has("--path")
+            .stderr_has("--set")
+            .stderr_has("--all");
     }
     let out = restore(t).args(["--source", "external"]).status(2);
-    assert!(out.stderr.contains("say what to restore"), "{}", out.stderr);
+    out.stderr_has("say what to restore");
     assert_eq!(
         fs::read_to_string(&state).unwrap(),
         "mine",
         "nothing restored"
     );
     let out = restore(t).args(["--all", "--set", "config"]).status(2);
-    assert!(
-        out.stderr.contains("takes no --path or --set"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("takes no --path or --set");
     // --help teaches all of it.
     let help = restore(t).args(["--help"]).status(0).stdout;
     for needle in [
@@ -597,7 +554,7 @@ fn a_path_only_in_older_backups_names_the_newest_that_holds_it() {
     let out = restore(t)
         .args(["--path", "~/.config/app/nothing-like-it"])
         .status(1);
-    assert!(!out.stderr.contains("older backup"), "{}", out.stderr);
+    out.stderr_lacks("older backup");
 }
 
 // ---------------------------------------------------------------------------------------------------------------

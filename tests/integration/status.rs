@@ -226,12 +226,8 @@ fn status_reports_ages_and_overdue_for_chosen_times() {
 fn check_exits_1_when_overdue_or_the_last_run_failed() {
     let t = fixture();
     let out = t.cmd().args(["status", "--check", "--now", NOW]).status(1);
-    assert!(out.stdout.contains("\noverdue:\n  no complete snapshot of set config for 3 days, schedule is daily\n  no external backup for 12 days, schedule is weekly\n"), "{}", out.stdout);
-    assert!(
-        out.stderr.contains("dbackup: status check failed: no complete snapshot of set config for 3 days, schedule is daily; no external backup for 12 days, schedule is weekly"),
-        "{}",
-        out.stderr
-    );
+    out.stdout_has("\noverdue:\n  no complete snapshot of set config for 3 days, schedule is daily\n  no external backup for 12 days, schedule is weekly\n");
+    out.stderr_has("dbackup: status check failed: no complete snapshot of set config for 3 days, schedule is daily; no external backup for 12 days, schedule is weekly");
     // Without --check the same state exits 0.
     t.cmd().args(["status", "--now", NOW]).status(0);
 
@@ -273,13 +269,8 @@ fn check_exits_1_when_overdue_or_the_last_run_failed() {
         serde_json::json!([]),
     );
     let out = t.cmd().args(["status", "--check", "--now", NOW]).status(1);
-    assert!(out.stdout.contains("last run: collect finished 2025-04-10 08:05 (55 minutes ago): FAILED: collect data: rsync failed\n"), "{}", out.stdout);
-    assert!(
-        out.stderr
-            .contains("status check failed: the last run (collect) failed"),
-        "{}",
-        out.stderr
-    );
+    out.stdout_has("last run: collect finished 2025-04-10 08:05 (55 minutes ago): FAILED: collect data: rsync failed\n");
+    out.stderr_has("status check failed: the last run (collect) failed");
     // A run that found the lock held is not a failure.
     log_run(
         &t,

@@ -322,7 +322,9 @@ mod tests {
     fn skips_are_grouped_by_reason() {
         let mut s = Skips::default();
         s.add_lines("loopdev_media::a\tneeds root for loop devices\nloopdev_media::b\tneeds root for loop devices\n");
-        s.add_lines("notify::curl\tcurl is not installed\nloopdev_media::a\tneeds root for loop devices\n");
+        s.add_lines(
+            "notify::curl\tcurl is not installed\nloopdev_media::a\tneeds root for loop devices\n",
+        );
         assert_eq!(s.count(), 3);
         assert_eq!(
             s.by_reason["needs root for loop devices"],

@@ -81,13 +81,7 @@ fn is_root() -> bool {
 
 /// `Err(why)` when a tool is missing; panics instead when `ci` (the CI command installs them, so missing is a failure).
 pub fn check_tools(tools: &[&str], ci: bool) -> Result<(), String> {
-    let mut missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| tool(t).is_none())
-        .collect();
-    missing.sort_unstable();
-    missing.dedup();
+    let missing = missing(tools);
     if missing.is_empty() {
         return Ok(());
     }
@@ -97,6 +91,29 @@ pub fn check_tools(tools: &[&str], ci: bool) -> Result<(), String> {
     );
     assert!(!ci, "{msg}; CI must install them");
     Err(msg)
+}
+
+/// True when every tool is installed; otherwise skips (see [`skip`]: fails under CI, whose command installs them)
+/// naming the missing ones and `install`, how to get them, and returns false.
+pub fn require_tools(tools: &[&str], install: &str) -> bool {
+    let missing = missing(tools);
+    if missing.is_empty() {
+        return true;
+    }
+    skip(&format!("missing {} ({install})", missing.join(", ")));
+    false
+}
+
+/// The tools of `tools` that are not installed, sorted, each once.
+fn missing<'a>(tools: &[&'a str]) -> Vec<&'a str> {
+    let mut missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| tool(t).is_none())
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    missing
 }
 
 /// Finds a program on `$PATH` or in the sbin directories (which a non-login `$PATH` may lack).
