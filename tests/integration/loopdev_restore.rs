@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 
 use testkit::loopdev::{self, Drive, Fs};
 
-use crate::fixtures::demo::{drive_backup, redate, sample};
+use crate::fixtures::demo::{drive_backup, from_external, redate, restore, sample};
 use crate::fixtures::tree::{Tree, as_backed_up, assert_same_tree, tree};
 use crate::harness::{BIN, Output, Test};
 
@@ -311,18 +311,7 @@ fn a_byte_flipped_on_a_read_only_drive_is_found_by_verify() {
     ));
     // Restoring that file refuses the damaged content; the others still come back.
     let target = t.path("r");
-    let out = t
-        .cmd()
-        .argv0("backup-restore")
-        .args([
-            "--source",
-            "external",
-            "--path",
-            "~/data/projects/important",
-            "--target",
-            target.to_str().unwrap(),
-        ])
-        .output();
+    let out = from_external(restore(&t), "~/data/projects/important", &target).output();
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     let inside = |p: &Path| target.join(p.strip_prefix("/").unwrap());
     assert!(!inside(&entry).exists());

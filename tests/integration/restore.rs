@@ -15,7 +15,9 @@ use dbackup::restore::list::{Kept, Listing, State};
 use dbackup::restore::verify::VerifyReport;
 use dbackup::snapshot::{self};
 
-use crate::fixtures::demo::{config, demo, sample, set_mtime, write_metadata_and_sums};
+use crate::fixtures::demo::{
+    config, demo, from_external, restore, sample, set_mtime, write_metadata_and_sums,
+};
 use crate::fixtures::tree::{Tree, assert_same_tree, snapshot_of, tree};
 use crate::harness::{Output, Test};
 
@@ -29,10 +31,6 @@ fn filters() -> Vec<(&'static str, &'static str)> {
             "displaced/[STAMP]",
         ),
     ]
-}
-
-fn restore(t: &Test) -> crate::harness::Cmd {
-    t.cmd().argv0("backup-restore")
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1500,16 +1498,7 @@ fn an_index_that_disagrees_with_the_archive_stops_the_restore() {
         .collect();
     fs::write(dir.join("verification.sha256"), sums).unwrap();
     let target = t.path("r");
-    let out = restore(t)
-        .args([
-            "--source",
-            "external",
-            "--path",
-            "~/.secrets",
-            "--target",
-            target.to_str().unwrap(),
-        ])
-        .status(1);
+    let out = from_external(restore(t), "~/.secrets", &target).status(1);
     out.stderr_has("disagrees with the index: its mode is 0600 in the archive, 0644 in the index");
     assert!(
         !target

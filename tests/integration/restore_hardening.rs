@@ -8,7 +8,7 @@ use dbackup::archive::Digest;
 use dbackup::archive::sums::{SumLine, read_sums, write_sums};
 use dbackup::external::layout;
 
-use crate::fixtures::demo::demo;
+use crate::fixtures::demo::{demo, from_external};
 use crate::harness::Test;
 
 fn restore(t: &Test) -> crate::harness::Cmd {
@@ -113,16 +113,7 @@ fn a_hard_link_line_pointing_at_another_files_data_fails_verify_and_stops_the_re
     out.stdout_has("NOT intact");
 
     let target = t.path("r");
-    let out = restore(t)
-        .args([
-            "--source",
-            "external",
-            "--path",
-            "~/data/projects/important",
-            "--target",
-            target.to_str().unwrap(),
-        ])
-        .status(1);
+    let out = from_external(restore(t), "~/data/projects/important", &target).status(1);
     out.stderr_has("the hard link").stderr_has(&link);
     out.stderr_has("nothing was restored");
     assert!(!target.exists(), "nothing written");
@@ -147,18 +138,8 @@ fn an_index_that_leaves_out_or_adds_an_entry_stops_the_restore_of_that_path() {
         .collect();
     let b = data_name(&d.data, "projects/important/sub/b.txt");
     let target = t.path("r");
-    let restore_important = || {
-        restore(t)
-            .args([
-                "--source",
-                "external",
-                "--path",
-                "~/data/projects/important",
-                "--target",
-                target.to_str().unwrap(),
-            ])
-            .status(1)
-    };
+    let restore_important =
+        || from_external(restore(t), "~/data/projects/important", &target).status(1);
 
     forge_index(&dir, "data", |l| {
         line_of(l, &b).is_none().then(|| l.to_string())
@@ -175,16 +156,7 @@ fn an_index_that_leaves_out_or_adds_an_entry_stops_the_restore_of_that_path() {
         .args(["--source", "external", "--verify"])
         .status(1);
     // A restore of something else in the same backup is not affected.
-    restore(t)
-        .args([
-            "--source",
-            "external",
-            "--path",
-            "~/data/projects/other",
-            "--target",
-            target.to_str().unwrap(),
-        ])
-        .status(0);
+    from_external(restore(t), "~/data/projects/other", &target).status(0);
     fs::remove_dir_all(&target).unwrap();
 
     for (p, bytes) in &pristine {
