@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use dbackup::status::StatusReport;
 
-use crate::fixtures::history::{drive_backup, log_run, snap};
+use crate::fixtures::history::{drive_backup, log_run, log_written, snap};
 use crate::harness::{self, Output, Test};
 
 const NOW: &str = "2025-04-10T09:00:00+00:00";
@@ -50,15 +50,7 @@ fn world(drives: bool) -> Test {
 fn fine() -> Test {
     let t = world(true);
     // `old` was last written a month ago, per the log.
-    log_run(
-        &t,
-        "external",
-        "2025-03-10T03:15:00+00:00",
-        0,
-        None,
-        serde_json::json!({ "sets": [], "destinations": [
-            { "name": "old", "status": "written", "backup": "2025-03-10-031500" } ] }),
-    );
+    log_written(&t, "old", "2025-03-10T03:15:00+00:00");
     for day in 4..=10 {
         let time = format!("2025-04-{day:02}T03:15:00+00:00");
         let first = day == 4;

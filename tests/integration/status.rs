@@ -6,7 +6,7 @@ use std::fs;
 use dbackup::snapshot::SnapshotState;
 use dbackup::status::{KnownFrom, StatusReport};
 
-use crate::fixtures::history::{at, drive_backup, log_run, snap};
+use crate::fixtures::history::{at, drive_backup, log_run, log_written, snap};
 use crate::harness::Test;
 
 const NOW: &str = "2025-04-10T09:00:00+00:00";
@@ -91,15 +91,7 @@ fn fixture() -> Test {
         9 * g,
     );
     // The log: an external run that wrote to `old`, a failed collect, then the last backup run with warnings.
-    log_run(
-        &t,
-        "external",
-        "2025-03-25T03:15:00+00:00",
-        0,
-        None,
-        serde_json::json!({ "sets": [], "destinations": [
-            { "name": "old", "status": "written", "backup": "2025-03-25-031500" } ] }),
-    );
+    log_written(&t, "old", "2025-03-25T03:15:00+00:00");
     log_run(
         &t,
         "collect",
