@@ -1,4 +1,6 @@
 //! dbackup: two-phase backup for one Linux workstation. See ARCHITECTURE.md for the map.
+// Outside tests, a fallible value is never unwrapped bare: each `expect` states the invariant that makes it safe.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod archive;
 pub mod cli;

@@ -160,7 +160,9 @@ pub fn run_with_settings(settings: &Settings, args: &BackupArgs) -> anyhow::Resu
             report.started = started;
             report.finished = Local::now().fixed_offset();
             log(settings, &report, None, &ui);
-            Err(crate::interrupt::check().unwrap_err().into())
+            Err(crate::interrupt::check()
+                .expect_err("an interruption was requested (the guard above)")
+                .into())
         }
         Ok(mut report) => {
             report.started = started;
