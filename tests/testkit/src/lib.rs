@@ -2,9 +2,11 @@
 //! cannot run here (and failing it under CI), finding and running system tools, and in [`loopdev`] real loop devices
 //! with real filesystems.
 //!
-//! ```ignore
-//! if let Err(why) = testkit::check_tools(&["age"], testkit::in_ci()) { return testkit::skip(&why); }
-//! let out = testkit::run("blkid", ["-o", "value", "-s", "TYPE", "/dev/loop0"]);
+//! ```no_run
+//! if !testkit::require_tools(&["age"], "apt-get install age") {
+//!     return; // skipped, and recorded for the summary of `cargo xtask test` (failed under CI)
+//! }
+//! let version = testkit::run("age", ["--version"]);
 //! ```
 
 pub mod loopdev;

@@ -1,7 +1,8 @@
 //! The loop-device bench: real loop devices with real filesystems (exFAT through `mount.exfat-fuse`, ext4, xfs, btrfs), each
 //! a guard that unmounts and detaches what it created when dropped, even when the test panics.
 //!
-//! ```ignore
+//! ```no_run
+//! # use testkit::loopdev::{self, Drive, Fs};
 //! if !loopdev::require(&[Fs::Exfat]) { return; }     // prints why and skips when not root or tools are missing
 //! let t9 = Drive::exfat("T9", 128 << 20);              // sparse image, loop device, mkfs.exfat -L T9, mounted by fuse
 //! let mp = t9.mount_point();                           // <tmp>/media/payne/T9
