@@ -3,6 +3,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod archive;
+pub mod backup;
 pub mod cli;
 pub mod collect;
 pub mod commands;

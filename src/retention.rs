@@ -337,6 +337,7 @@ mod tests {
     }
 
     #[test]
+    // Stays long: a table of cases, one per entry.
     fn table() {
         struct Case {
             name: &'static str,
@@ -658,6 +659,7 @@ mod tests {
     }
 
     #[test]
+    // Stays long: a table of cases, one per entry.
     fn retention_counts_per_source() {
         struct Case {
             name: &'static str,

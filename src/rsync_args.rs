@@ -766,6 +766,7 @@ mod tests {
     }
 
     #[test]
+    // Stays long: a table of cases, one per line.
     fn everything_else_is_refused_with_the_option_named() {
         /// The args, and the refusals expected: (index, start of the message).
         type Case<'a> = (&'a [&'a str], &'a [(usize, &'a str)]);

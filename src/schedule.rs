@@ -20,6 +20,7 @@ use chrono::{DateTime, FixedOffset, TimeDelta};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ExternalMode, ExternalSchedule, Full, Incremental, Schedule};
+use crate::stdx::age_words;
 
 /// The reason of everything `--force` makes due.
 pub const FORCED: &str = "--force: now, whatever the schedule says";
@@ -674,34 +675,6 @@ pub fn overdue(
     out
 }
 
-/// An age for people, rounded down: `less than a minute`, `1 minute`, `50 minutes`, `23 hours`, `12 days`. Hours up
-/// to 48, then days. A negative age (dated in the future) reads `in the future`.
-pub fn age_words(age: TimeDelta) -> String {
-    let s = age.num_seconds();
-    if s < 0 {
-        return "in the future".to_string();
-    }
-    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    match s {
-        0..60 => "less than a minute".to_string(),
-        60..3600 => plural(s / 60, "minute"),
-        3600..172_800 => plural(s / 3600, "hour"),
-        _ => plural(s / 86_400, "day"),
-    }
-}
-
-/// A short age for tables: `<1m`, `50m`, `23h`, `12d`; `future` when negative.
-pub fn age_short(age: TimeDelta) -> String {
-    let s = age.num_seconds();
-    match s {
-        ..0 => "future".to_string(),
-        0..60 => "<1m".to_string(),
-        60..3600 => format!("{}m", s / 60),
-        3600..172_800 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,6 +711,7 @@ mod tests {
 
     #[test]
     #[allow(clippy::type_complexity)] // a table
+    // Stays long: a table of cases, one per entry.
     fn collect_and_full_due() {
         let daily = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Manual);
         let yesterday = seen("data-2025-04-09-031500", "2025-04-09T03:15:00+02:00");
@@ -957,6 +931,7 @@ mod tests {
 
     #[test]
     #[allow(clippy::type_complexity)] // a table
+    // Stays long: a table of cases, one per entry.
     fn external_due() {
         let weekly = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Weekly);
         let always = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Always);
@@ -1393,24 +1368,5 @@ mod tests {
             assert!(overdue(&s, ExternalMode::All, &[], &dests, at(NOW)).is_empty());
         }
         assert!(overdue(&weekly, ExternalMode::First, &[], &[], at(NOW)).is_empty());
-    }
-
-    #[test]
-    fn ages_read_well() {
-        let cases = [
-            (-5, "in the future", "future"),
-            (0, "less than a minute", "<1m"),
-            (59, "less than a minute", "<1m"),
-            (60, "1 minute", "1m"),
-            (3599, "59 minutes", "59m"),
-            (3600, "1 hour", "1h"),
-            (47 * 3600 + 3599, "47 hours", "47h"),
-            (48 * 3600, "2 days", "2d"),
-            (12 * 86400 + 100, "12 days", "12d"),
-        ];
-        for (s, words, short) in cases {
-            assert_eq!(age_words(TimeDelta::seconds(s)), words, "{s}");
-            assert_eq!(age_short(TimeDelta::seconds(s)), short, "{s}");
-        }
     }
 }

@@ -251,7 +251,7 @@ impl SnapshotMeta {
         if self.has_unreadable() {
             why.push(format!(
                 "{} could not be read",
-                crate::ui::counted(self.unreadable.len() as u64, "file", "files")
+                crate::stdx::counted(self.unreadable.len() as u64, "file", "files")
             ));
         }
         why.join("; ")

@@ -116,14 +116,8 @@ impl IndexEntry {
 
     /// The path for messages (non-UTF-8 bytes shown escaped).
     pub fn display_path(&self) -> String {
-        display_bytes(&self.path)
+        crate::stdx::show(&self.path)
     }
-}
-
-/// Bytes shown as text: [`crate::stdx::show`], the one escaper of untrusted names (non-UTF-8 bytes as `\xNN`,
-/// control characters made visible).
-pub fn display_bytes(bytes: &[u8]) -> String {
-    crate::stdx::show(bytes)
 }
 
 /// The last line of an index: totals of the archive it describes.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 use super::crypt::{ArchiveReader, CryptError, Keys, is_encrypted_name};
-use super::index::{IndexEntry, display_bytes};
+use super::index::IndexEntry;
 use super::sink::{Digest, MAX_PARTS, SplitSink};
 use super::tarfmt::EntryKind;
 use crate::stdx::fs::Dir;
@@ -407,7 +407,7 @@ fn check_header<R: Read + Seek>(archive: &mut R, entry: &IndexEntry) -> Result<(
     let tar_path = tar_entry.path_bytes();
     let tar_path = tar_path.strip_suffix(b"/").unwrap_or(&tar_path);
     if tar_path != entry.path.as_slice() {
-        return Err(err(format!("it names {}", display_bytes(tar_path))));
+        return Err(err(format!("it names {}", crate::stdx::show(tar_path))));
     }
     let kind = EntryKind::from_entry_type(tar_entry.header().entry_type());
     if kind != Some(entry.kind) {

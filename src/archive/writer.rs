@@ -615,6 +615,7 @@ impl IndexOut {
 ///
 /// On error nothing is finished: no end-of-archive blocks, no `end` line, nothing fsynced. What was written must
 /// be removed; only a later read-back or verification says that an archive is good.
+// Stays long: one loop holds the tar stream, the index and the hard-link table together; each step is a helper.
 pub fn write_archive(
     plan: &ArchivePlan,
     archive: Box<dyn Sink>,

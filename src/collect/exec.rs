@@ -18,6 +18,7 @@ use crate::lock::RunLock;
 use crate::retention::{self, SnapshotInfo};
 use crate::rsync::{self, Event, RsyncExit, TransferStats};
 use crate::snapshot::{self, FileProblem, Layout, RsyncRecord, SnapshotMeta, SourceRecord};
+use crate::stdx;
 use crate::ui::{self, Ui};
 
 /// What a run did, per set. Printed with `--json` and logged.
@@ -256,52 +257,7 @@ fn collect_set(
         );
     }
 
-    ui.step(format_args!(
-        "{}: copying into {}",
-        set.set,
-        set.in_progress.display()
-    ));
-    ui.detail(format_args!(
-        "{}: {}",
-        set.set,
-        ui::shell_words(&set.rsync_argv)
-    ));
-    // The exclusions reach rsync as a file of filter rules, not as arguments (thousands would overflow the
-    // argument list); it lives beside the in-progress copy while rsync runs.
-    let filter = match &set.filter_file {
-        Some(path) => {
-            snapshot::write_atomic(path, rsync::filter_rules(&set.exclusions).as_bytes(), 0o600)?;
-            Some(FilterFile(path))
-        }
-        None => None,
-    };
-    let bar = ui.percent_bar(&set.set);
-    let verbosity = ui.verbosity;
-    let name = set.set.clone();
-    let mut on_event = |e: Event| match e {
-        Event::Progress(p) => {
-            if let Some(b) = &bar {
-                b.set_position(p.percent.into());
-                b.set_message(format!(
-                    "{}, {} copied",
-                    ui::bytes(p.bytes),
-                    ui::counted(p.files, "file", "files")
-                ));
-            }
-        }
-        Event::Stdout(l) if verbosity >= 2 => crate::errln!("{name}: rsync: {l}"),
-        Event::Stderr(l) if verbosity >= 1 => match &bar {
-            Some(b) => b.println(format!("{name}: {l}")),
-            None => crate::errln!("{name}: {l}"),
-        },
-        _ => {}
-    };
-    let run = rsync::run(&set.rsync_argv, &mut on_event);
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    drop(filter);
-    let run = run?;
+    let run = run_rsync(set, ui)?;
     // Interrupted (rsync heard the signal too): nothing is promoted; the copy stays where the next run resumes it.
     crate::interrupt::check()?;
     report.rsync_exit = Some(run.exit.code());
@@ -333,6 +289,106 @@ fn collect_set(
         .collect();
     let complete = run.exit != RsyncExit::Partial && missing.is_empty();
     report.missing_sources = missing.iter().map(|m| m.to_string()).collect();
+    let warnings = run_warnings(set, &run, ui);
+    let meta = snapshot_meta(plan, set, &run, complete, started, &warnings);
+
+    // Durable before named: flush the copy, write the metadata, then promote by rename and move `latest`.
+    snapshot::sync_filesystem(root)?;
+    crate::interrupt::check()?;
+    snapshot::write_metadata(root, &meta)?;
+    if let Err(e) = snapshot::promote(root, &set.in_progress, &set.snapshot) {
+        let _ = fs::remove_file(Layout::new(root).metadata(&set.snapshot));
+        return Err(e.into());
+    }
+    report.snapshot = Some(set.snapshot.clone());
+    report.path = Some(set.snapshot_path.clone());
+    report.status = if complete {
+        SetStatus::Complete
+    } else {
+        SetStatus::Incomplete
+    };
+    report.exit = if complete && warnings.is_empty() {
+        Exit::Ok.code()
+    } else {
+        Exit::Warnings.code()
+    };
+    report.warnings = warnings;
+    snapshot::set_latest(root, &set.set, &set.snapshot)?;
+
+    if let Some(partial) = &set.resume_from
+        && partial.exists()
+    {
+        match snapshot::move_to_trash(root, partial)
+            .map_err(anyhow::Error::from)
+            .and_then(|t| Ok(snapshot::remove_tree(&t)?))
+        {
+            Ok(()) => {}
+            Err(e) => report
+                .warnings
+                .push(format!("could not remove {}: {e:#}", partial.display())),
+        }
+    }
+
+    // Retention waits for a run that was not interrupted.
+    if crate::interrupt::requested().is_none() {
+        prune(root, &set.set, policy, set, ui, report);
+    }
+    Ok(())
+}
+
+/// Runs the set's rsync into its in-progress copy, with its filter file beside it and a progress bar on a terminal.
+fn run_rsync(set: &SetPlan, ui: &Ui) -> anyhow::Result<rsync::RsyncRun> {
+    ui.step(format_args!(
+        "{}: copying into {}",
+        set.set,
+        set.in_progress.display()
+    ));
+    ui.detail(format_args!(
+        "{}: {}",
+        set.set,
+        ui::shell_words(&set.rsync_argv)
+    ));
+    // The exclusions reach rsync as a file of filter rules, not as arguments (thousands would overflow the
+    // argument list); it lives beside the in-progress copy while rsync runs.
+    let filter = match &set.filter_file {
+        Some(path) => {
+            snapshot::write_atomic(path, rsync::filter_rules(&set.exclusions).as_bytes(), 0o600)?;
+            Some(FilterFile(path))
+        }
+        None => None,
+    };
+    let bar = ui.percent_bar(&set.set);
+    let verbosity = ui.verbosity;
+    let name = set.set.clone();
+    let mut on_event = |e: Event| match e {
+        Event::Progress(p) => {
+            if let Some(b) = &bar {
+                b.set_position(p.percent.into());
+                b.set_message(format!(
+                    "{}, {} copied",
+                    stdx::bytes(p.bytes),
+                    stdx::counted(p.files, "file", "files")
+                ));
+            }
+        }
+        Event::Stdout(l) if verbosity >= 2 => crate::errln!("{name}: rsync: {l}"),
+        Event::Stderr(l) if verbosity >= 1 => match &bar {
+            Some(b) => b.println(format!("{name}: {l}")),
+            None => crate::errln!("{name}: {l}"),
+        },
+        _ => {}
+    };
+    let run = rsync::run(&set.rsync_argv, &mut on_event);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    drop(filter);
+    Ok(run?)
+}
+
+/// The set's warnings after its rsync ran: the plan's, files that vanished, files that could not be read (the first
+/// of them shown on stderr).
+fn run_warnings(set: &SetPlan, run: &rsync::RsyncRun, ui: &Ui) -> Vec<String> {
     let mut warnings = set.warnings.clone();
     if !run.vanished.is_empty() {
         warnings.push(format!(
@@ -366,8 +422,19 @@ fn collect_set(
             warnings.push(format!("rsync said: {}", run.errors.join(" | ")));
         }
     }
+    warnings
+}
 
-    let meta = SnapshotMeta {
+/// What is written beside the snapshot: its sources, the exclusions of the plan (not rsync's argv), how rsync ran.
+fn snapshot_meta(
+    plan: &CollectPlan,
+    set: &SetPlan,
+    run: &rsync::RsyncRun,
+    complete: bool,
+    started: DateTime<FixedOffset>,
+    warnings: &[String],
+) -> SnapshotMeta {
+    SnapshotMeta {
         format: snapshot::METADATA_FORMAT,
         set: set.set.clone(),
         name: set.snapshot.clone(),
@@ -414,50 +481,7 @@ fn collect_set(
         unreadable: run.unreadable.clone(),
         vanished: run.vanished.clone(),
         dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
-
-    // Durable before named: flush the copy, write the metadata, then promote by rename and move `latest`.
-    snapshot::sync_filesystem(root)?;
-    crate::interrupt::check()?;
-    snapshot::write_metadata(root, &meta)?;
-    if let Err(e) = snapshot::promote(root, &set.in_progress, &set.snapshot) {
-        let _ = fs::remove_file(Layout::new(root).metadata(&set.snapshot));
-        return Err(e.into());
     }
-    report.snapshot = Some(set.snapshot.clone());
-    report.path = Some(set.snapshot_path.clone());
-    report.status = if complete {
-        SetStatus::Complete
-    } else {
-        SetStatus::Incomplete
-    };
-    report.exit = if complete && warnings.is_empty() {
-        Exit::Ok.code()
-    } else {
-        Exit::Warnings.code()
-    };
-    report.warnings = warnings;
-    snapshot::set_latest(root, &set.set, &set.snapshot)?;
-
-    if let Some(partial) = &set.resume_from
-        && partial.exists()
-    {
-        match snapshot::move_to_trash(root, partial)
-            .map_err(anyhow::Error::from)
-            .and_then(|t| Ok(snapshot::remove_tree(&t)?))
-        {
-            Ok(()) => {}
-            Err(e) => report
-                .warnings
-                .push(format!("could not remove {}: {e:#}", partial.display())),
-        }
-    }
-
-    // Retention waits for a run that was not interrupted.
-    if crate::interrupt::requested().is_none() {
-        prune(root, &set.set, policy, set, ui, report);
-    }
-    Ok(())
 }
 
 /// The filter file of a running rsync: removed when dropped, whatever happened.
@@ -534,14 +558,14 @@ pub fn summary_lines(report: &CollectReport) -> Vec<String> {
         .sets
         .iter()
         .map(|s| {
-            let time = ui::duration(std::time::Duration::from_secs_f64(s.seconds));
+            let time = stdx::duration(std::time::Duration::from_secs_f64(s.seconds));
             let stats = |st: &TransferStats| {
                 format!(
                     "{}, {} copied ({}), {} hard-linked, {time}",
-                    ui::counted(st.regular_files, "file", "files"),
-                    ui::count(st.transferred_files),
-                    ui::bytes(st.transferred_bytes),
-                    ui::bytes(st.linked_bytes)
+                    stdx::counted(st.regular_files, "file", "files"),
+                    stdx::count(st.transferred_files),
+                    stdx::bytes(st.transferred_bytes),
+                    stdx::bytes(st.linked_bytes)
                 )
             };
             let mut line = match (s.status, &s.snapshot, &s.stats) {
@@ -580,7 +604,7 @@ pub fn summary_lines(report: &CollectReport) -> Vec<String> {
             {
                 line.push_str(&format!(
                     " ({})",
-                    ui::counted(s.warnings.len() as u64, "warning", "warnings")
+                    stdx::counted(s.warnings.len() as u64, "warning", "warnings")
                 ));
             }
             line

@@ -8,7 +8,7 @@ use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
 use super::observe::{SetWorld, SourceKind, SourceState, World, newest_complete};
-use crate::cli::CollectArgs;
+use crate::collect::Options;
 use crate::config::RetentionPolicy;
 use crate::exit::Exit;
 use crate::retention::{self, Decision, SnapshotInfo};
@@ -16,6 +16,7 @@ use crate::rsync::{self, ArgvSpec};
 use crate::rsync_args;
 use crate::settings::SetSettings;
 use crate::snapshot::{self, Layout, SnapshotState, SourceRecord};
+use crate::stdx;
 use crate::ui;
 
 /// A shrunken source is refused when it had at least this many top-level entries before...
@@ -144,14 +145,14 @@ pub fn shrink_problem(
         format!(
             "{} is empty but the last snapshot ({snapshot}) had {} entries",
             path.display(),
-            ui::count(before)
+            stdx::count(before)
         )
     } else if before >= SHRINK_MIN_BEFORE && now * SHRINK_FACTOR < before {
         format!(
             "{} has {} entries but the last snapshot ({snapshot}) had {}",
             path.display(),
-            ui::count(now),
-            ui::count(before)
+            stdx::count(now),
+            stdx::count(before)
         )
     } else {
         return None;
@@ -164,7 +165,7 @@ pub fn shrink_problem(
 /// Everything about the run that does not depend on a set.
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions<'a> {
-    pub args: &'a CollectArgs,
+    pub options: &'a Options,
     pub policy: &'a RetentionPolicy,
     /// The time the new snapshots are named after (seconds precision), also retention's `now`.
     pub now: NaiveDateTime,
@@ -230,8 +231,8 @@ pub fn plan(world: &World, sets: &[&SetSettings], opts: RunOptions) -> CollectPl
         backup_root: world.root.clone(),
         create_root: !world.root_exists,
         stamp: snapshot::stamp(opts.now),
-        full: opts.args.full,
-        allow_shrink: opts.args.allow_shrink,
+        full: opts.options.full,
+        allow_shrink: opts.options.allow_shrink,
         rsync_version: world.rsync.version.clone(),
         acls,
         xattrs,
@@ -301,7 +302,7 @@ fn plan_set(
             continue;
         };
         let problem = shrink_problem(resolved, now, before, &prev.name);
-        let verdict = match (&problem, opts.args.allow_shrink) {
+        let verdict = match (&problem, opts.options.allow_shrink) {
             (None, _) => "ok",
             (Some(p), false) => {
                 refusals.push(p.clone());
@@ -371,7 +372,7 @@ fn plan_set(
             filter: filter_file.as_deref(),
             link_dest: &link_dest,
             dest: &in_progress,
-            full: opts.args.full,
+            full: opts.options.full,
             acls: acls && !rsync_args::turns_off(&set.rsync_args, 'A'),
             xattrs: xattrs && !rsync_args::turns_off(&set.rsync_args, 'X'),
             progress: opts.progress,
@@ -516,7 +517,7 @@ pub fn render(plan: &CollectPlan) -> String {
             let detail = match (src.kind.as_str(), src.entries) {
                 ("missing", _) => "missing: skipped".to_string(),
                 ("directory", Some(n)) => {
-                    format!("directory, {}", ui::counted(n, "entry", "entries"))
+                    format!("directory, {}", stdx::counted(n, "entry", "entries"))
                 }
                 (k, _) => k.to_string(),
             };
@@ -533,7 +534,7 @@ pub fn render(plan: &CollectPlan) -> String {
             if s.exclusions.len() > SHOWN {
                 shown.push(format!(
                     "and {} more",
-                    ui::count((s.exclusions.len() - SHOWN) as u64)
+                    stdx::count((s.exclusions.len() - SHOWN) as u64)
                 ));
             }
             let _ = writeln!(out, "  exclude   {}", shown.join(" "));
@@ -658,7 +659,7 @@ mod tests {
         (w, set)
     }
 
-    fn opts(args: &CollectArgs) -> RunOptions<'_> {
+    fn opts(options: &Options) -> RunOptions<'_> {
         const LAST_2: RetentionPolicy = RetentionPolicy {
             last: Some(2),
             hourly: None,
@@ -668,7 +669,7 @@ mod tests {
             yearly: None,
         };
         RunOptions {
-            args,
+            options,
             policy: &LAST_2,
             now: snapshot::parse_stamp("2025-04-05-000000").unwrap(),
             progress: false,
@@ -685,7 +686,7 @@ mod tests {
             vec![],
             false,
         );
-        let args = CollectArgs::default();
+        let args = Options::default();
         let p = plan(&w, &[&set], opts(&args));
         assert_eq!(p.sets[0].rsync_argv[1], "-aH");
         assert!(!p.acls && !p.xattrs);
@@ -740,7 +741,7 @@ mod tests {
             snaps,
             true,
         );
-        let args = CollectArgs {
+        let args = Options {
             full: true,
             ..Default::default()
         };
@@ -790,13 +791,13 @@ mod tests {
             false,
         );
         w.sets[0].sources[0].entries = Some(0);
-        let args = CollectArgs::default();
+        let args = Options::default();
         let p = plan(&w, &[&set], opts(&args));
         assert_eq!(p.sets[0].action, SetAction::Refuse);
         assert!(p.sets[0].rsync_argv.is_empty() && p.sets[0].retention.is_empty());
         assert_eq!(p.sets[0].shrink_checks[0].verdict, "refused");
         assert_eq!(p.expected_exit(), Exit::Failed);
-        let args = CollectArgs {
+        let args = Options {
             allow_shrink: true,
             ..Default::default()
         };

@@ -13,7 +13,45 @@ pub mod serve;
 pub mod status;
 pub mod systemd;
 
+use crate::cli::GlobalArgs;
+use crate::config::ConfigError;
 use crate::exit::{CodedError, Exit};
+use crate::settings::{Env, Output, Settings};
+
+/// The global flags as the phases see them: `--json`, `--dry-run`, and the `-v` count minus the `-q` count.
+pub(crate) fn output(global: &GlobalArgs) -> Output {
+    let verbosity = (i16::from(global.verbose) - i16::from(global.quiet))
+        .clamp(i16::from(i8::MIN), i16::from(i8::MAX));
+    Output {
+        json: global.json,
+        dry_run: global.dry_run,
+        verbosity: verbosity as i8,
+    }
+}
+
+/// The settings of this run: the config `--config` names (or the one found by the usual rules), in the process's
+/// environment.
+pub(crate) fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError> {
+    Settings::load(
+        global.config.as_deref(),
+        output(global),
+        &Env::from_process(),
+    )
+}
+
+/// Prints a result on stdout: as JSON with `--json`, else as `text` says it.
+pub(crate) fn print<T: serde::Serialize>(
+    value: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        crate::outln!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        crate::out!("{}", text(value));
+    }
+    Ok(())
+}
 
 /// The answer of subcommands whose issue has not landed yet.
 pub fn not_implemented(name: &str) -> anyhow::Result<Exit> {
@@ -75,6 +113,25 @@ pub(crate) fn log_run(
     append_log(settings, &record, ui);
 }
 
+/// Ends a phase's run: its line in the run log (`logged`: the exit and value of a finished run), the status page
+/// refreshed (`drives`: looking at the destinations). Then the result, unless the run was interrupted: the run log
+/// says so, stderr gets one line (from `main`), and there is no result to print.
+pub(crate) fn end_run<R>(
+    settings: &crate::settings::Settings,
+    ui: &crate::ui::Ui,
+    command: &str,
+    started: chrono::DateTime<chrono::FixedOffset>,
+    drives: bool,
+    outcome: anyhow::Result<R>,
+    logged: impl FnOnce(&R) -> (Exit, serde_json::Value),
+) -> anyhow::Result<R> {
+    log_run(settings, ui, command, started, outcome.as_ref().map(logged));
+    refresh_report(settings, ui, drives);
+    let result = outcome?;
+    crate::interrupt::check()?;
+    Ok(result)
+}
+
 /// Appends one record to the run log, warning (not failing) when it cannot be written. The run's line: a run that a
 /// signal interrupted is recorded as such (exit 128 + the signal, `interrupted`).
 pub(crate) fn append_log(
@@ -111,5 +168,37 @@ pub(crate) fn refresh_report(
         Ok(Some(path)) => ui.step(format_args!("status page: {}", path.display())),
         Ok(None) => {}
         Err(e) => ui.warn(format_args!("{}", crate::ui::format_error(&e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_from_flags() {
+        let g = GlobalArgs {
+            config: None,
+            json: true,
+            dry_run: true,
+            quiet: 0,
+            verbose: 2,
+        };
+        assert_eq!(
+            output(&g),
+            Output {
+                json: true,
+                dry_run: true,
+                verbosity: 2
+            }
+        );
+        let g = GlobalArgs {
+            config: None,
+            json: false,
+            dry_run: false,
+            quiet: 2,
+            verbose: 0,
+        };
+        assert_eq!(output(&g).verbosity, -2);
     }
 }

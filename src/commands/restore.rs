@@ -43,7 +43,7 @@ use crate::ui::{self, Ui};
 
 pub fn run(global: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();
-    let settings = Settings::load(global, &env)?;
+    let settings = Settings::load(global.config.as_deref(), super::output(global), &env)?;
     run_with_settings(&settings, &env, &args)
 }
 

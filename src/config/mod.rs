@@ -5,6 +5,7 @@
 //! turns them into validated, expanded settings.
 
 pub mod default;
+pub mod init;
 pub mod load;
 pub mod schema;
 

@@ -32,6 +32,7 @@ use crate::archive::{
 use crate::exit::Exit;
 use crate::media;
 use crate::snapshot;
+use crate::stdx;
 use crate::stdx::fs::Dir;
 use crate::ui::{self, Ui};
 
@@ -263,6 +264,7 @@ fn open_backups(world: &DestinationWorld) -> anyhow::Result<Dir> {
     })
 }
 
+// Stays long: one drive's backup in the order it must happen (write, read back, record, promote, latest), commented.
 fn write_backup(
     plan: &ExternalPlan,
     d: &DestinationPlan,
@@ -517,7 +519,7 @@ fn write_set(
         s.set_prefix(label.clone());
         s.set_message(format!(
             "reading back {} from the drive",
-            ui::bytes(summary.tar_bytes)
+            stdx::bytes(summary.tar_bytes)
         ));
         s.enable_steady_tick(Duration::from_millis(200));
         s
@@ -579,7 +581,7 @@ fn write_set(
 pub fn set_line(destination: &str, r: &SetRecord) -> String {
     let rate = |secs: f64| {
         if secs > 0.0 {
-            format!("{}/s", ui::bytes((r.tar_bytes as f64 / secs) as u64))
+            format!("{}/s", stdx::bytes((r.tar_bytes as f64 / secs) as u64))
         } else {
             "-".into()
         }
@@ -599,17 +601,17 @@ pub fn set_line(destination: &str, r: &SetRecord) -> String {
         "{destination}: {}: {} -> {name}: {}, {}; written in {} ({}), read back in {} ({}): verified",
         r.set,
         r.snapshot,
-        ui::counted(r.files, "file", "files"),
-        ui::bytes(r.tar_bytes),
-        ui::duration(Duration::from_secs_f64(r.write_seconds)),
+        stdx::counted(r.files, "file", "files"),
+        stdx::bytes(r.tar_bytes),
+        stdx::duration(Duration::from_secs_f64(r.write_seconds)),
         rate(r.write_seconds),
-        ui::duration(Duration::from_secs_f64(r.read_back_seconds)),
+        stdx::duration(Duration::from_secs_f64(r.read_back_seconds)),
         rate(r.read_back_seconds),
     );
     if r.warning_count > 0 {
         line.push_str(&format!(
             " ({})",
-            ui::counted(r.warning_count, "warning", "warnings")
+            stdx::counted(r.warning_count, "warning", "warnings")
         ));
     }
     line
@@ -692,13 +694,13 @@ pub fn summary_line(r: &DestinationReport) -> String {
             if !r.cleaned.is_empty() {
                 line.push_str(&format!(
                     "; removed {} left by an interrupted run",
-                    ui::counted(r.cleaned.len() as u64, "leftover", "leftovers")
+                    stdx::counted(r.cleaned.len() as u64, "leftover", "leftovers")
                 ));
             }
             if !r.removed.is_empty() {
                 line.push_str(&format!(
                     "; removed {}",
-                    ui::counted(r.removed.len() as u64, "old backup", "old backups")
+                    stdx::counted(r.removed.len() as u64, "old backup", "old backups")
                 ));
             }
             for w in &r.warnings {
@@ -712,7 +714,7 @@ pub fn summary_line(r: &DestinationReport) -> String {
         _ => format!(
             "{}: FAILED after {}: {}",
             r.name,
-            ui::duration(Duration::from_secs_f64(r.seconds)),
+            stdx::duration(Duration::from_secs_f64(r.seconds)),
             r.error.as_deref().unwrap_or("")
         ),
     }
@@ -730,13 +732,9 @@ impl<'a> WriteProgress<'a> {
     fn new(ui: &'a Ui, label: &str, total: u64) -> WriteProgress<'a> {
         let bar = ui.progress.then(|| {
             let bar = ProgressBar::new(total);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
+            bar.set_style(ui::bytes_style(
+                "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            ));
             bar.set_prefix(label.to_string());
             bar.enable_steady_tick(Duration::from_millis(200));
             bar

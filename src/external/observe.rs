@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 
-use super::layout;
 use super::plan::{self, DestinationWorld, SetWorld, SnapshotSummary, World};
+use super::{Options, layout};
 use crate::archive::{self, ArchivePlan, NoProgress};
-use crate::cli::ExternalArgs;
 use crate::config::ExternalMode;
 use crate::exit::{CodedError, Exit};
 use crate::media;
@@ -33,7 +32,7 @@ pub struct Observed {
 pub fn observe(
     settings: &Settings,
     sets: &[&SetSettings],
-    args: &ExternalArgs,
+    options: &Options,
     ui: &Ui,
 ) -> anyhow::Result<Observed> {
     let root = &settings.backup_root;
@@ -64,7 +63,7 @@ pub fn observe(
                     .unwrap_or_default(),
             })
             .collect();
-        let choice = plan::choose_snapshot(&summaries, args.allow_incomplete);
+        let choice = plan::choose_snapshot(&summaries, options.allow_incomplete);
         match &choice.snapshot {
             Some(name) => {
                 chosen.push((set.name.clone(), name.clone()));
@@ -102,7 +101,7 @@ pub fn observe(
     }
 
     // Destinations: `--destination` narrows them to one; media decides which are present.
-    let configured: Vec<_> = match &args.destination {
+    let configured: Vec<_> = match &options.destination {
         Some(name) => {
             let d = settings
                 .destinations
@@ -134,7 +133,7 @@ pub fn observe(
         None => settings.destinations.clone(),
     };
     // With one destination named, `first` and `all` choose alike.
-    let mode = if args.destination.is_some() {
+    let mode = if options.destination.is_some() {
         ExternalMode::All
     } else {
         settings.external_mode
@@ -219,8 +218,8 @@ pub fn observe(
             backup_root: root.clone(),
             host: media::hostname(),
             mode: settings.external_mode,
-            only_destination: args.destination.clone(),
-            allow_incomplete: args.allow_incomplete,
+            only_destination: options.destination.clone(),
+            allow_incomplete: options.allow_incomplete,
             sets: set_worlds,
             detected,
             destinations,

@@ -103,9 +103,9 @@ impl Counts {
         format!(
             "{} {c} ({}), {} {r} ({}), {} unchanged, {} skipped, {} refused",
             self.create.entries,
-            human_bytes(self.create.bytes),
+            crate::stdx::bytes(self.create.bytes),
             self.replace.entries,
-            human_bytes(self.replace.bytes),
+            crate::stdx::bytes(self.replace.bytes),
             self.unchanged.entries,
             self.skip.entries,
             self.refuse.entries
@@ -825,33 +825,5 @@ impl Planner {
             path: self.target.full_path(&rel),
             source,
         }
-    }
-}
-
-/// `0 B`, `512 B`, `1.5 KiB`, `3.1 MiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
     }
 }

@@ -7,12 +7,11 @@
 //! list a directory's entries together), and is dropped below any path the applier removes or replaces.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
-use sha2::{Digest, Sha256};
 
 use super::entry::Mtime;
 use super::safety::RelPath;
@@ -274,18 +273,9 @@ impl TargetDir {
         )
         .map_err(|e| WalkError::Io(rel.clone(), e.into()))?;
         let mut file = File::from(fd);
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = file
-                .read(&mut buf)
-                .map_err(|e| WalkError::Io(rel.clone(), e))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        Ok(hasher.finalize().into())
+        let (_, sum) = crate::stdx::sha256_reader(&mut file, &mut vec![0u8; 256 * 1024], |_| {})
+            .map_err(|e| WalkError::Io(rel.clone(), e))?;
+        Ok(sum)
     }
 
     /// Forgets cached handles at and below `rel` (call before removing or replacing anything at `rel`).

@@ -309,18 +309,8 @@ fn plaintext<'p>(
 /// The length and sha256 of a file.
 pub fn hash_file(path: &Path) -> io::Result<(u64, Digest)> {
     let mut f = crate::stdx::fs::open_regular(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((total, Digest::of(h)))
+    let (total, sum) = crate::stdx::sha256_reader(&mut f, &mut vec![0u8; 1 << 20], |_| {})?;
+    Ok((total, Digest(sum)))
 }
 
 /// Why an archive or index could not be opened: missing, or refused (a symlink, a FIFO...).

@@ -6,13 +6,16 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::cli::GlobalArgs;
 use crate::config::load::{self, Loaded};
 use crate::config::{
     BackupSet, Config, ConfigError, Destination, Encryption, ExternalMode, LocalRetention,
     Notifications, Problem, RetentionPolicy, Schedule, schema,
 };
 use crate::expand;
+
+mod summary;
+
+pub use summary::summary;
 
 /// Where the config came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -205,25 +208,13 @@ pub struct EncryptionSettings {
     pub passphrase_file: Option<PathBuf>,
 }
 
-impl Output {
-    /// `--json`, `--dry-run`, and `-v` count minus `-q` count.
-    pub fn from_global(global: &GlobalArgs) -> Output {
-        let verbosity = (i16::from(global.verbose) - i16::from(global.quiet))
-            .clamp(i16::from(i8::MIN), i16::from(i8::MAX));
-        Output {
-            json: global.json,
-            dry_run: global.dry_run,
-            verbosity: verbosity as i8,
-        }
-    }
-}
-
 impl Settings {
     /// Finds the config (`--config`, `$DBACKUP_CONFIG`, `$XDG_CONFIG_HOME/dbackup/config.json`, else the built-in default),
     /// validates it and builds the settings for this run.
-    pub fn load(global: &GlobalArgs, env: &Env) -> Result<Settings, ConfigError> {
-        let loaded = load::load(global.config.as_deref(), env)?;
-        Settings::from_loaded(&loaded, env, Output::from_global(global))
+    /// `config`: the `--config` path, when given.
+    pub fn load(config: Option<&Path>, output: Output, env: &Env) -> Result<Settings, ConfigError> {
+        let loaded = load::load(config, env)?;
+        Settings::from_loaded(&loaded, env, output)
     }
 
     /// Builds settings from a loaded config: expands paths, resolves sources, classifies exclusions and runs the
@@ -341,6 +332,31 @@ impl Settings {
     /// The set with this name.
     pub fn set(&self, name: &str) -> Option<&SetSettings> {
         self.sets.iter().find(|s| s.name == name)
+    }
+
+    /// The destination that `path` is under. Symlinks in either path are resolved as far as they exist.
+    pub fn destination_holding(&self, path: &Path) -> Option<&DestinationSettings> {
+        let resolve = |p: &Path| -> PathBuf {
+            // The longest existing ancestor, canonicalized, with the rest appended.
+            let mut base = p.to_path_buf();
+            let mut rest = Vec::new();
+            while !base.exists() {
+                match (base.parent(), base.file_name()) {
+                    (Some(parent), Some(name)) => {
+                        rest.push(name.to_os_string());
+                        base = parent.to_path_buf();
+                    }
+                    _ => return p.to_path_buf(),
+                }
+            }
+            let mut out = std::fs::canonicalize(&base).unwrap_or(base);
+            out.extend(rest.iter().rev());
+            out
+        };
+        let path = resolve(path);
+        self.destinations
+            .iter()
+            .find(|d| path.starts_with(resolve(&d.path)))
     }
 }
 
@@ -1270,32 +1286,5 @@ mod tests {
             s.sets[1].exclusions[0].rsync_pattern(),
             "/home/u/.config/Code/Cache/*"
         );
-    }
-
-    #[test]
-    fn output_from_flags() {
-        let g = GlobalArgs {
-            config: None,
-            json: true,
-            dry_run: true,
-            quiet: 0,
-            verbose: 2,
-        };
-        assert_eq!(
-            Output::from_global(&g),
-            Output {
-                json: true,
-                dry_run: true,
-                verbosity: 2
-            }
-        );
-        let g = GlobalArgs {
-            config: None,
-            json: false,
-            dry_run: false,
-            quiet: 2,
-            verbose: 0,
-        };
-        assert_eq!(Output::from_global(&g).verbosity, -2);
     }
 }
