@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! rsync -aHAX --numeric-ids --delete --delete-excluded --block-size=131072 --relative --stats
+//!       [--sparse]                    holes stay holes in the snapshot (see [`sparse_allowed`])
 //!       [--info=progress2]            only when progress is shown (stderr is a terminal)
 //!       [--checksum]                  --full
 //!       [--filter=merge <file>]       the set's exclusions, one `- <pattern>` rule a line (filter_rules): an
@@ -240,6 +241,8 @@ pub struct ArgvSpec<'a> {
     pub xattrs: bool,
     /// Add `--info=progress2` (only when a progress bar is shown).
     pub progress: bool,
+    /// Add `--sparse` (see [`sparse_allowed`]).
+    pub sparse: bool,
     /// The set's own `rsync_args`, after dbackup's.
     pub extra: &'a [String],
 }
@@ -270,6 +273,9 @@ pub fn build_argv(spec: &ArgvSpec) -> Result<Vec<String>, RsyncError> {
         ]
         .map(String::from),
     );
+    if spec.sparse {
+        argv.push("--sparse".into());
+    }
     if spec.progress {
         argv.push("--info=progress2".into());
     }
@@ -293,6 +299,35 @@ pub fn build_argv(spec: &ArgvSpec) -> Result<Vec<String>, RsyncError> {
     }
     argv.push(dest);
     Ok(argv)
+}
+
+/// Whether `--sparse` may be passed to this rsync together with the set's own `rsync_args`.
+///
+/// `--sparse` makes rsync seek over runs of zeros instead of writing them, so a sparse file (a VM disk, a database)
+/// costs its data in the snapshot, not its size. rsync before 3.1.3 refuses it together with `--inplace` (which
+/// `--write-devices` implies): "--sparse cannot be used with --inplace"; 3.1.3 and later accept every combination
+/// (with `--inplace` or `--preallocate` they punch the holes). dbackup itself passes neither, and the allow-list of
+/// a set's `rsync_args` ([`crate::rsync_args`]) refuses both today, so this holds for every config that loads; it
+/// stays the one place that knows the combination, should the list ever allow in-place writes. An unknown version
+/// is treated as old.
+pub fn sparse_allowed(version: &str, extra: &[String]) -> bool {
+    let inplace = extra
+        .iter()
+        .any(|a| a == "--inplace" || a == "--write-devices");
+    if !inplace {
+        return true;
+    }
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (
+        parts.next().flatten(),
+        parts.next().flatten(),
+        parts.next().flatten(),
+    ) {
+        (Some(major), Some(minor), patch) => (major, minor, patch.unwrap_or(0)) >= (3, 1, 3),
+        _ => false,
+    }
 }
 
 /// The text of a filter file for `--filter=merge FILE`: one exclude rule (`- <pattern>`) per exclusion, in order.
@@ -617,11 +652,12 @@ mod tests {
             acls: true,
             xattrs: true,
             progress: false,
+            sparse: true,
             extra: &extra,
         };
         assert_eq!(
             build_argv(&spec).unwrap().join(" "),
-            "rsync -aHAX --numeric-ids --delete --delete-excluded --block-size=131072 --relative --stats --checksum \
+            "rsync -aHAX --numeric-ids --delete --delete-excluded --block-size=131072 --relative --stats --sparse --checksum \
              --filter=merge /b/.data.filter --link-dest=/b/data-2025-04-01-000000 --bwlimit=50m \
              -- /data /home/u/env.sh /b/.data.in-progress/"
         );
@@ -630,6 +666,7 @@ mod tests {
             xattrs: false,
             full: false,
             progress: true,
+            sparse: false,
             link_dest: &[],
             extra: &[],
             filter: None,
@@ -637,6 +674,7 @@ mod tests {
         };
         let argv = build_argv(&spec).unwrap();
         assert_eq!(argv[1], "-aH");
+        assert!(!argv.contains(&"--sparse".to_string()));
         assert!(argv.contains(&"--info=progress2".to_string()));
         assert!(!argv.iter().any(|a| a.starts_with("--link-dest")
             || a.starts_with("--filter")
@@ -645,6 +683,25 @@ mod tests {
             filter_rules(&["*.log".into(), "#*#".into(), "/h/a b/".into()]),
             "- *.log\n- #*#\n- /h/a b/\n"
         );
+    }
+
+    #[test]
+    fn sparse_is_passed_unless_an_old_rsync_writes_in_place() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for (version, extra, want) in [
+            ("3.2.7", args(&[]), true),
+            ("3.0.9", args(&["--bwlimit=50m"]), true),
+            ("3.2.7", args(&["--inplace"]), true),
+            ("3.1.3", args(&["--inplace"]), true),
+            ("3.5.0", args(&["--write-devices"]), true),
+            ("3.1.2", args(&["--inplace"]), false),
+            ("3.0.9", args(&["--write-devices"]), false),
+            ("3.1", args(&["--inplace"]), false),
+            ("unknown", args(&["--inplace"]), false),
+            ("unknown", args(&[]), true),
+        ] {
+            assert_eq!(sparse_allowed(version, &extra), want, "{version} {extra:?}");
+        }
     }
 
     #[test]
@@ -861,6 +918,7 @@ mod tests {
             acls: false,
             xattrs: false,
             progress: false,
+            sparse: true,
             extra: &[],
         };
         let mut lines = 0;

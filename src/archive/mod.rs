@@ -14,6 +14,7 @@
 //! - [`xattrs`] reads an entry's extended attributes and ACLs ([`acl`]: their text form) and stores them as GNU
 //!   tar does, in `SCHILY.*` pax records; the index records them too.
 //! - [`sums`] writes and reads `verification.sha256` the way `sha256sum` does.
+//! - [`sparse`] finds files' holes, writes them as GNU PAX 1.0 sparse members and reads every GNU sparse format.
 //!
 //! Nothing here decides that an archive is good except verification: a failed write leaves files that look like
 //! a partial archive, never a complete one (no end-of-archive blocks, no index `end` line).
@@ -24,6 +25,7 @@ pub mod index;
 pub mod readback;
 pub mod reader;
 pub mod sink;
+pub mod sparse;
 pub mod sums;
 pub mod tarfmt;
 pub mod verify;
@@ -32,11 +34,11 @@ pub mod xattrs;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_attrs;
 
 pub use crypt::{ArchiveReader, EncryptTo, EncryptionRecord, Keys};
-pub use index::{IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter};
+pub use index::{
+    IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter, SparseRecord,
+};
 pub use readback::{ReadBackError, ReadBackMethod, read_back, read_back_in};
 pub use reader::{ArchiveFiles, PartsReader, ReadError, read_entry};
 pub use sink::{

@@ -11,6 +11,8 @@ use std::process::Command;
 
 use super::*;
 
+mod attrs;
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
@@ -623,7 +625,8 @@ fn the_verifier_catches_an_index_that_disagrees() {
 
 /// A hard link's line pointed at another file's data, with that file's size and sha256: the archive links the name
 /// to `data/h3`, so the verifier (keeping every file, or only the linked ones read from the index first) says which
-/// field differs from what the archive gives.
+/// field differs from what the archive gives. A hard link's line with a sparse record its target's storage does not
+/// have is caught the same way (before the merge with h-sparse's verifier, a hard link's record went unchecked).
 #[test]
 fn the_verifier_checks_a_hard_link_against_the_file_it_links_to() {
     let fx = Fixture::new();
@@ -684,6 +687,34 @@ fn the_verifier_checks_a_hard_link_against_the_file_it_links_to() {
     .unwrap_err();
     assert!(
         matches!(&*err.problem, VerifyProblem::LinkTarget { .. }),
+        "{err}"
+    );
+    // A hard link's line saying its content is stored sparse, where the file it links to is stored whole: the
+    // index must describe the storage of the very member the link shares (a restore reads it by that record).
+    let forged: String = text
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if v["path"] == "home/u/h2" {
+                v["sparse"] = serde_json::json!({
+                    "stored": 512,
+                    "stored_sha256": link.sha256.unwrap().to_string(),
+                });
+            }
+            v.to_string() + "\n"
+        })
+        .collect();
+    fs::write(&index, forged).unwrap();
+    let err = verify_files(&w.tar(), &index).unwrap_err();
+    assert_eq!(err.entry.as_deref(), Some("home/u/h2"), "{err}");
+    assert!(
+        matches!(
+            &*err.problem,
+            VerifyProblem::Field {
+                field: "storage",
+                ..
+            }
+        ),
         "{err}"
     );
 }

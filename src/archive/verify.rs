@@ -7,8 +7,9 @@ use std::io::{self, BufRead, BufReader, Read};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::index::{IndexEntry, IndexError, IndexReader};
+use super::index::{IndexEntry, IndexError, IndexReader, SparseRecord};
 use super::sink::{Digest, WRITE_BUFFER};
+use super::sparse::{self, PaxSparse, TarSparse};
 use super::tarfmt::{self, EntryKind};
 use super::writer::Progress;
 use super::xattrs::HeaderTap;
@@ -204,11 +205,13 @@ pub fn verify_archive_with(
                     ));
                 }
             };
+            // A sparse member is named by its `GNU.sparse.name` record (its header holds `GNUSparseFile.0/...`).
+            let (path, sparse) = sparse_member(&mut te).map_err(|p| fail(expected.as_ref(), p))?;
             let Some(ie) = expected else {
-                let found = show(&te_path(&te));
+                let found = show(&path);
                 return Err(fail(None, VerifyProblem::NotInIndex { found }));
             };
-            walk.entry(&mut te, &ie, &tap, progress)
+            walk.entry(&mut te, &ie, &path, sparse.as_ref(), &tap, progress)
                 .map_err(|p| fail(Some(&ie), p))?;
         }
     }
@@ -280,6 +283,23 @@ impl Totals {
     }
 }
 
+/// A member's name and, when it is stored sparse (PAX 1.0, the format dbackup writes), its sparse description;
+/// other sparse formats and bad sparse records are malformed here.
+fn sparse_member<R: Read>(
+    te: &mut tar::Entry<'_, R>,
+) -> Result<(Vec<u8>, Option<PaxSparse>), VerifyProblem> {
+    match sparse::inspect(te).map_err(malformed)? {
+        TarSparse::No => Ok((te_path(te), None)),
+        TarSparse::Pax(p) if p.version == (1, 0) => {
+            Ok((p.name.clone().unwrap_or_else(|| te_path(te)), Some(p)))
+        }
+        TarSparse::Bad(e) => Err(malformed(e)),
+        TarSparse::OldGnu | TarSparse::Pax(_) => Err(malformed(
+            "a sparse member in a format dbackup does not write",
+        )),
+    }
+}
+
 /// A field that differs between the index and the archive.
 fn differs(field: &'static str, index: String, archive: String) -> VerifyProblem {
     VerifyProblem::Field {
@@ -296,8 +316,9 @@ fn malformed(e: impl std::fmt::Display) -> VerifyProblem {
 /// The state of one walk through an archive beside its index.
 struct Walk<'l> {
     links: &'l HardLinkTargets,
-    /// The files hard links point to, as the archive has them: data offset, size, content sha256.
-    linked: HashMap<Vec<u8>, (u64, u64, Digest)>,
+    /// The files hard links point to, as the archive has them: data offset, size, content sha256 and (stored
+    /// sparse) the sparse record.
+    linked: HashMap<Vec<u8>, (u64, u64, Digest, Option<SparseRecord>)>,
     totals: Totals,
     /// Where the next entry's header must start.
     next_offset: u64,
@@ -310,21 +331,43 @@ impl Walk<'_> {
         &mut self,
         te: &mut tar::Entry<'_, R>,
         ie: &IndexEntry,
+        path: &[u8],
+        sparse: Option<&PaxSparse>,
         tap: &super::xattrs::TapHandle,
         progress: &mut dyn Progress,
     ) -> Result<(), VerifyProblem> {
         let data_offset = te.raw_file_position();
-        check_header(te, ie, self.next_offset)?;
-        let size = te.size();
-        let expected_size = if ie.kind == EntryKind::File {
-            ie.size
-        } else {
-            0
+        check_header(te, ie, path, self.next_offset)?;
+        // What the entry stores (a sparse member's map and data), then its padding.
+        let stored = te.size();
+        let show_sparse = |s: Option<u64>| match s {
+            Some(n) => format!("a sparse member of {n} bytes"),
+            None => "not sparse".to_string(),
+        };
+        let index_sparse = ie.sparse.filter(|_| ie.kind == EntryKind::File);
+        if sparse.map(|_| stored) != index_sparse.map(|r| r.stored) {
+            return Err(differs(
+                "storage",
+                show_sparse(index_sparse.map(|r| r.stored)),
+                show_sparse(sparse.map(|_| stored)),
+            ));
+        }
+        let (size, expected_size) = match (sparse, ie.kind) {
+            (Some(p), _) => (p.size, ie.size),
+            (None, EntryKind::File) => (stored, ie.size),
+            (None, _) => (stored, 0),
         };
         if size != expected_size {
             return Err(differs("size", expected_size.to_string(), size.to_string()));
         }
-        let next = data_offset + size + tarfmt::padding(size);
+        let next = data_offset
+            .checked_add(stored)
+            .and_then(|n| n.checked_add(tarfmt::padding(stored)))
+            .ok_or_else(|| {
+                malformed(format!(
+                    "its size {stored} at offset {data_offset} lies past the largest possible archive"
+                ))
+            })?;
         let attrs = tap
             .take(te.raw_header_position(), data_offset, next)
             .map_err(|e| malformed(format!("its extended attributes: {e}")))?;
@@ -337,22 +380,61 @@ impl Walk<'_> {
             ));
         }
         progress.entry(&ie.path, ie.kind, ie.size);
-        if ie.kind == EntryKind::File {
+        if let (Some(record), Some(p)) = (index_sparse, sparse) {
+            self.check_sparse_content(te, ie, record, p, data_offset, progress)?;
+        } else if ie.kind == EntryKind::File {
             self.check_content(te, ie, data_offset, progress)?;
         }
         if ie.kind == EntryKind::Hardlink {
             self.totals.hard_links += 1;
             self.check_link_target(ie)?;
         }
-        self.next_offset = data_offset
-            .checked_add(size)
-            .and_then(|n| n.checked_add(tarfmt::padding(size)))
-            .ok_or_else(|| {
-                malformed(format!(
-                    "its size {size} at offset {data_offset} lies past the largest possible archive"
-                ))
-            })?;
+        self.next_offset = next;
         self.totals.entries += 1;
+        Ok(())
+    }
+
+    /// A sparse member's content: the stored map and data against the sparse record's sha256, the file it stands
+    /// for (holes as zeros) against the index's; kept when a hard link may point to it.
+    fn check_sparse_content<R: Read>(
+        &mut self,
+        te: &mut tar::Entry<'_, R>,
+        ie: &IndexEntry,
+        record: SparseRecord,
+        p: &PaxSparse,
+        data_offset: u64,
+        progress: &mut dyn Progress,
+    ) -> Result<(), VerifyProblem> {
+        let (logical, stored) =
+            sparse::hash_v1(te, record.stored, p.size, &mut |n| progress.bytes(n)).map_err(
+                |e| match e {
+                    sparse::MapError::Io(e) => VerifyProblem::Read(e),
+                    sparse::MapError::Bad(b) => malformed(b),
+                },
+            )?;
+        if stored != record.stored_sha256 {
+            return Err(VerifyProblem::Content {
+                expected: record.stored_sha256,
+                actual: stored,
+            });
+        }
+        let Some(expected) = ie.sha256 else {
+            return Err(differs("sha256", "none".into(), logical.to_string()));
+        };
+        if logical != expected {
+            return Err(VerifyProblem::Content {
+                expected,
+                actual: logical,
+            });
+        }
+        if self.links.wants(&ie.path) {
+            self.linked.insert(
+                ie.path.clone(),
+                (data_offset, p.size, logical, Some(record)),
+            );
+        }
+        self.totals.files += 1;
+        self.totals.file_bytes = self.totals.file_bytes.saturating_add(p.size);
         Ok(())
     }
 
@@ -381,7 +463,7 @@ impl Walk<'_> {
         }
         if self.links.wants(&ie.path) {
             self.linked
-                .insert(ie.path.clone(), (data_offset, size, actual));
+                .insert(ie.path.clone(), (data_offset, size, actual, None));
         }
         self.totals.files += 1;
         self.totals.file_bytes = self.totals.file_bytes.saturating_add(size);
@@ -392,7 +474,7 @@ impl Walk<'_> {
     /// shares, and the index must point at that file's data, with its size and sha256.
     fn check_link_target(&self, ie: &IndexEntry) -> Result<(), VerifyProblem> {
         let target = ie.link.clone().unwrap_or_default();
-        let Some(&(offset, tsize, digest)) = self.linked.get(&target) else {
+        let Some(&(offset, tsize, digest, tsparse)) = self.linked.get(&target) else {
             return Err(VerifyProblem::LinkTarget {
                 target: show(&target),
             });
@@ -420,6 +502,17 @@ impl Walk<'_> {
                 format!("{digest} (the content of {})", show(&target)),
             ));
         }
+        if ie.sparse != tsparse {
+            let shown = |r: Option<SparseRecord>| match r {
+                Some(r) => format!("a sparse member of {} bytes", r.stored),
+                None => "not sparse".to_string(),
+            };
+            return Err(differs(
+                "storage",
+                shown(ie.sparse),
+                format!("{} (as {} is stored)", shown(tsparse), show(&target)),
+            ));
+        }
         Ok(())
     }
 }
@@ -429,11 +522,11 @@ impl Walk<'_> {
 fn check_header<R: Read>(
     te: &mut tar::Entry<'_, R>,
     ie: &IndexEntry,
+    path: &[u8],
     next_offset: u64,
 ) -> Result<(), VerifyProblem> {
-    let path = te_path(te);
     if path != ie.path {
-        return Err(VerifyProblem::NotInIndex { found: show(&path) });
+        return Err(VerifyProblem::NotInIndex { found: show(path) });
     }
     let kind = EntryKind::from_entry_type(te.header().entry_type());
     if kind != Some(ie.kind) {

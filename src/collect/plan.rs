@@ -376,6 +376,7 @@ fn plan_set(
             acls: acls && !rsync_args::turns_off(&set.rsync_args, 'A'),
             xattrs: xattrs && !rsync_args::turns_off(&set.rsync_args, 'X'),
             progress: opts.progress,
+            sparse: rsync::sparse_allowed(&world.rsync.version, &set.rsync_args),
             extra: &set.rsync_args,
         };
         rsync::build_argv(&spec).unwrap_or_else(|e| {

@@ -15,6 +15,7 @@ use super::engine::source::Snapshot;
 use super::engine::tarscan::{HeaderCounts, Owners, Scanner};
 use super::index_search::{SearchError, SortedIndex, is_under};
 use super::{Action, Applier, Plan, RestoreError};
+use crate::archive::sparse::{self, MapError, SparseLoc};
 use crate::archive::{self, ArchiveFiles, Attrs, IndexEntry};
 
 /// Where one set's content is read from.
@@ -109,18 +110,29 @@ pub enum Lookup {
 /// What a hard link shares with its first name: a file's content, or a symlink's target.
 #[derive(Debug, Clone)]
 enum Shared {
-    /// The data offset, size and sha256 of a file's content.
-    Content(u64, u64, Option<[u8; 32]>),
+    /// A file's content: its data offset, size and sha256, and (a sparse file) its map and data, so that a copy
+    /// keeps the holes.
+    Content {
+        data: u64,
+        size: u64,
+        sha256: Option<[u8; 32]>,
+        sparse: Option<SparseLoc>,
+    },
     /// A symlink's target, its mode, owner and mtime.
     Symlink(RestoreEntry),
 }
 
 impl Shared {
-    /// What a later hard link to `e` (a file or a symlink) shares with it.
-    fn of(e: &RestoreEntry) -> Shared {
+    /// What a later hard link to `e` (a file, with `sparse` when it is a sparse one, or a symlink) shares with it.
+    fn of(e: &RestoreEntry, sparse: Option<SparseLoc>) -> Shared {
         match e.kind {
             EntryKind::Symlink => Shared::Symlink(e.clone()),
-            _ => Shared::Content(e.locator.unwrap_or(0), e.size, e.sha256),
+            _ => Shared::Content {
+                data: e.locator.unwrap_or(0),
+                size: e.size,
+                sha256: e.sha256,
+                sparse,
+            },
         }
     }
 }
@@ -137,6 +149,8 @@ struct ArchEntry {
     index: Option<IndexEntry>,
     /// The index line of the file whose content `shared` is (indexed archives).
     content: Option<IndexEntry>,
+    /// A sparse file's map and data.
+    sparse: Option<SparseLoc>,
 }
 
 /// Where an archive entry's content is, and the index line its header must agree with.
@@ -148,6 +162,8 @@ pub struct Loc {
     /// content it shares. Its header is checked before the content is read at its data offset, so that only
     /// content the archive's own header vouches for is written.
     pub content: Option<IndexEntry>,
+    /// A sparse file's content: its map and data segments, restored with holes (`data` is then unused).
+    pub sparse: Option<SparseLoc>,
 }
 
 /// One selection's entries, renamed for its target, in the order the planner wants them. Archive entries carry in
@@ -255,10 +271,19 @@ impl SetContent {
         {
             let e = m.entry(&mut owners);
             last = e.display_name();
+            // A sparse member: its map was read (and checked) by the scanner; a bad one made it an entry the plan
+            // refuses.
+            let sparse = m
+                .sparse_map()
+                .filter(|_| e.kind == EntryKind::File)
+                .map(|map| SparseLoc::Mapped {
+                    data: m.data_offset,
+                    map: map.clone(),
+                });
             let copy = match e.kind {
                 EntryKind::File | EntryKind::Symlink => {
                     if let Ok(rel) = safety::check_name(&e.name, None) {
-                        shared.insert(rel, Shared::of(&e));
+                        shared.insert(rel, Shared::of(&e, sparse.clone()));
                     }
                     None
                 }
@@ -275,6 +300,7 @@ impl SetContent {
                 shared: copy,
                 index: None,
                 content: None,
+                sparse,
             }) {
                 break;
             }
@@ -478,13 +504,13 @@ impl SetContent {
                 let snap = Snapshot::new(base);
                 for item in plan.items.iter().filter(|i| !i.implicit) {
                     if item.needs_content() {
-                        let mut file =
+                        let file =
                             snap.open(&item.entry)
                                 .map_err(|source| RestoreError::Source {
                                     name: show(&item.entry.name),
                                     error: source,
                                 })?;
-                        applier.apply(&item.entry, Some(&mut file))?;
+                        applier.apply_file(&item.entry, &file)?;
                         done(item.entry.size);
                     } else {
                         applier.apply(&item.entry, None)?;
@@ -616,11 +642,30 @@ fn apply_archive(
                 )));
             }
         }
+        let failed_before = applier.summary().errors.len();
+        if let Some(sp) = loc.and_then(|l| l.sparse.as_ref()) {
+            match sparse::open(r, sp) {
+                Ok((map, mut data)) => applier.apply_sparse(&item.entry, &map, &mut data)?,
+                Err(MapError::Io(e)) if e.kind() != io::ErrorKind::InvalidData => {
+                    return Err(source_err(e));
+                }
+                // The map does not read back as the index describes it (or its encrypted chunk is damaged): this
+                // entry is not restored, the others still are.
+                Err(e) => applier.fail(
+                    &item.entry,
+                    format!("its sparse map in the backup is damaged ({e}); not restored"),
+                )?,
+            }
+            if applier.summary().errors.len() > failed_before {
+                reader = None;
+            }
+            done(item.entry.size);
+            continue;
+        }
         let offset = loc
             .map(|l| l.data)
             .ok_or_else(|| source_err(io::Error::other("the backup gave no offset for it")))?;
         r.seek(SeekFrom::Start(offset)).map_err(source_err)?;
-        let failed_before = applier.summary().errors.len();
         applier.apply(&item.entry, Some(&mut r.take(item.entry.size)))?;
         if applier.summary().errors.len() > failed_before {
             // Its content could not be read whole (a damaged chunk): read the next entry with a fresh reader.
@@ -645,12 +690,26 @@ fn in_archive(e: RestoreError, label: &str) -> RestoreError {
 /// An index line as an archive entry. A hard link's content is not taken from its own line: see
 /// [`RunCheck::link_outside`].
 fn arch_entry(e: IndexEntry) -> ArchEntry {
+    let sparse = (e.kind == archive::EntryKind::File)
+        .then(|| sparse_of_index(&e))
+        .flatten();
     ArchEntry {
         entry: entry_of_index(&e),
         shared: None,
         index: Some(e),
         content: None,
+        sparse,
     }
+}
+
+/// Where a file stored as a sparse member has its map and data, from its index line.
+fn sparse_of_index(e: &IndexEntry) -> Option<SparseLoc> {
+    e.sparse.map(|r| SparseLoc::Indexed {
+        data: e.data_offset,
+        stored: r.stored,
+        size: e.size,
+        sha256: r.stored_sha256,
+    })
 }
 
 /// Adds an archive entry (whose name checks) to a selection: renamed, and a hard link to a file outside the
@@ -661,6 +720,7 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
         shared,
         index,
         mut content,
+        mut sparse,
     } = a;
     let Ok(rel) = safety::check_name(&entry.name, None) else {
         out.push(entry, None);
@@ -684,12 +744,21 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
                 content = None;
             }
             // Linked to a file outside what is restored: a copy of its content.
-            (Some(_), Some(Shared::Content(offset, size, sha256))) => {
+            (
+                Some(_),
+                Some(Shared::Content {
+                    data: offset,
+                    size,
+                    sha256,
+                    sparse: shared_sparse,
+                }),
+            ) => {
                 entry.kind = EntryKind::File;
                 entry.link = None;
                 entry.size = size;
                 entry.sha256 = sha256;
                 data = offset;
+                sparse = shared_sparse;
             }
             // Linked to a symlink outside what is restored: a symlink of its own, with the same target.
             (Some(_), Some(Shared::Symlink(first))) => {
@@ -710,6 +779,7 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
             data,
             index,
             content,
+            sparse,
         }),
     );
 }
@@ -827,6 +897,19 @@ pub(crate) fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> R
         ));
     }
     compare_entry(&got, ie)?;
+    // What the member stores: a file's content, or a sparse member's map and data.
+    let stored = ie.sparse.map_or(ie.size, |r| r.stored);
+    if ie.kind == archive::EntryKind::File && te.size() != stored {
+        return Err(format!(
+            "it stores {} bytes, the index says {stored}{}",
+            te.size(),
+            if ie.sparse.is_some() {
+                " (a sparse member's map and data)"
+            } else {
+                ""
+            }
+        ));
+    }
     let end = usize::try_from(te.raw_file_position()).unwrap_or(usize::MAX);
     let attrs = Attrs::from_headers(bytes.get(..end).ok_or("its header is cut short")?)
         .map_err(|e| format!("its extended attributes cannot be read: {e}"))?;
@@ -1100,7 +1183,9 @@ impl RunCheck<'_> {
                 ),
             ));
         }
-        if (line.data_offset, line.size, line.sha256) != (t.data_offset, t.size, t.sha256) {
+        if (line.data_offset, line.size, line.sha256, line.sparse)
+            != (t.data_offset, t.size, t.sha256, t.sparse)
+        {
             return Err(self.mismatch(
                 &path,
                 format!(
@@ -1138,11 +1223,12 @@ impl RunCheck<'_> {
                 ));
             }
         }
-        a.shared = Some(Shared::Content(
-            t.data_offset,
-            t.size,
-            t.sha256.map(|d| d.0),
-        ));
+        a.shared = Some(Shared::Content {
+            data: t.data_offset,
+            size: t.size,
+            sha256: t.sha256.map(|d| d.0),
+            sparse: sparse_of_index(&t),
+        });
         a.content = Some(t);
         Ok(a)
     }

@@ -35,10 +35,11 @@ enum Task {
     /// Install dbackup and its links backup, backup-collect, ... into ~/.local/bin (or --prefix)
     Install(install::InstallArgs),
     /// Benchmarks, never run by the tests: `bench collect` (dbackup vs plain rsync), `bench external`, `bench restore`
-    /// (vs tar, sha256sum), `bench status`, `bench image` (vs partclone | zstd)
+    /// (vs tar, sha256sum), `bench status`, `bench image` (vs partclone | zstd), `bench sparse` (vs GNU tar
+    /// --sparse)
     #[command(subcommand)]
     Bench(bench::BenchCmd),
-    /// Run the root-only integration tests on real loop devices (the t9 tests)
+    /// Run the root-only integration tests on real loop devices (the loopdev_* tests)
     Itest(itest::ItestArgs),
     /// Run the property-based tests of every drive-side parser with many cases (`--cases N`, default 10,000)
     Fuzz(fuzz::FuzzArgs),

@@ -99,7 +99,8 @@ pub const PACKAGES: &[Package] = &[
     Package {
         deb: "libarchive-tools",
         program: "bsdtar",
-        why: "archives made by bsdtar must restore through the scan path as GNU tar extracts them",
+        why: "archives made by bsdtar (sparse files among them) must restore through the scan path as GNU tar \
+              extracts them, and bsdtar extracts dbackup's sparse members",
         needed_by: &[Test],
     },
     Package {

@@ -23,6 +23,7 @@ use super::plan::{Action, Counts, Plan, PlanItem};
 use super::safety::{Refusal, RelPath};
 use super::target::{Found, FoundKind, TargetDir, WalkError};
 use super::{RestoreError, RestoreOptions};
+use crate::archive::sparse::{self, SparseMap};
 use crate::exit::Exit;
 
 pub use super::plan::Tally;
@@ -227,6 +228,51 @@ impl<'p> Applier<'p> {
         entry: &RestoreEntry,
         content: Option<&mut dyn Read>,
     ) -> Result<(), RestoreError> {
+        self.apply_content(entry, content.map(Content::Stream))
+    }
+
+    /// [`Applier::apply`] for a sparse file: `map` says where its data goes, `data` holds its data segments one
+    /// after another. The data is written at its offsets and the holes are left unwritten (the file is given its
+    /// size with `ftruncate`), so they stay holes. The content is not hashed here (that would mean hashing every
+    /// hole): a source that knows a hash checks `data` itself and fails it with `InvalidData`
+    /// ([`crate::archive::sparse::open`] does, against the index).
+    pub fn apply_sparse(
+        &mut self,
+        entry: &RestoreEntry,
+        map: &SparseMap,
+        data: &mut dyn Read,
+    ) -> Result<(), RestoreError> {
+        self.apply_content(entry, Some(Content::Sparse(map, data)))
+    }
+
+    /// [`Applier::apply`] with a file on disk as the content (a local snapshot's): a file with holes is restored
+    /// with them ([`Applier::apply_sparse`] with its `SEEK_DATA`/`SEEK_HOLE` map).
+    pub fn apply_file(&mut self, entry: &RestoreEntry, file: &File) -> Result<(), RestoreError> {
+        let map = match file.metadata() {
+            Ok(meta) if meta.len() == entry.size && sparse::worth_checking_any(&meta) => {
+                sparse::map_file(file, entry.size)
+                    .ok()
+                    .filter(|m| m.hole_bytes() > 0)
+            }
+            _ => None,
+        };
+        match map {
+            Some(map) => {
+                let mut data = sparse::SegmentsReader::new(file, &map);
+                self.apply_sparse(entry, &map, &mut data)
+            }
+            None => {
+                let mut f = file;
+                self.apply(entry, Some(&mut f))
+            }
+        }
+    }
+
+    fn apply_content(
+        &mut self,
+        entry: &RestoreEntry,
+        content: Option<Content<'_>>,
+    ) -> Result<(), RestoreError> {
         // A natural point to stop at (SIGINT, SIGTERM): between entries.
         crate::interrupt::check()?;
         let name = entry.name.as_slice();
@@ -367,7 +413,7 @@ impl<'p> Applier<'p> {
         Ok(())
     }
 
-    fn execute(&mut self, idx: usize, content: Option<&mut dyn Read>) -> Result<(), RestoreError> {
+    fn execute(&mut self, idx: usize, content: Option<Content<'_>>) -> Result<(), RestoreError> {
         let plan = self.plan;
         let item = &plan.items[idx];
         let rel = item
@@ -432,7 +478,7 @@ impl<'p> Applier<'p> {
         rel: &RelPath,
         parent_rel: &RelPath,
         name: &[u8],
-        content: Option<&mut dyn Read>,
+        content: Option<Content<'_>>,
     ) -> Result<Outcome, Failure> {
         let plan: &'p Plan = self.plan;
         let opts = &plan.options;
@@ -631,10 +677,11 @@ fn make_dir(placement: &mut Placement<'_>, there: bool) -> Result<Outcome, Failu
     }
 }
 
-/// A file: its content written to a 0600 temporary file with its metadata, then renamed into place.
+/// A file: its content (streamed, or a sparse file's data at its offsets) written to a 0600 temporary file with its
+/// metadata, then renamed into place.
 fn write_file_entry(
     placement: &mut Placement<'_>,
-    content: &mut dyn Read,
+    content: Content<'_>,
     item: &PlanItem,
     opts: &RestoreOptions,
     buf: &mut [u8],
@@ -645,7 +692,11 @@ fn write_file_entry(
         Ok(t) => t,
         Err(e) => return (Err(Failure::from_io(e)), None),
     };
-    let result = write_file(&tmp.1, content, &item.entry, item.mode, opts, buf, attrs);
+    let written = match content {
+        Content::Stream(content) => write_file(&tmp.1, content, &item.entry, buf),
+        Content::Sparse(map, data) => write_sparse(&tmp.1, map, data, &item.entry, buf),
+    };
+    let result = written.and_then(|()| finish_file(&tmp.1, &item.entry, item.mode, opts, attrs));
     let result = result.and_then(|ino| placement.place(&tmp.0).map(|o| (o, ino)));
     match result {
         Ok((Outcome::Done, ino)) => (Ok(Outcome::Done), Some(ino)),
@@ -950,18 +1001,21 @@ fn create_temp_file(parent: BorrowedFd<'_>) -> io::Result<(String, File)> {
     Ok((name, file.expect("made")))
 }
 
-/// Copies exactly `entry.size` bytes from `content` into `file`, checks the hash when known, syncs, and gives the
-/// file its owner, mode and mtime. Returns its (dev, ino).
+/// What is handed over as a file's content.
+enum Content<'a> {
+    /// The content itself.
+    Stream(&'a mut dyn Read),
+    /// A sparse file: its map, and its data segments one after another.
+    Sparse(&'a SparseMap, &'a mut dyn Read),
+}
+
+/// Copies exactly `entry.size` bytes from `content` into `file`, checking the hash when known.
 fn write_file(
     mut file: &File,
     content: &mut dyn Read,
     entry: &RestoreEntry,
-    mode: u32,
-    opts: &super::RestoreOptions,
     buf: &mut [u8],
-    tally: &mut AttrTally,
-) -> Result<(u64, u64), Failure> {
-    let (privileged, fsync) = (opts.privileged, opts.fsync);
+) -> Result<(), Failure> {
     let mut hasher = entry.sha256.map(|_| Sha256::new());
     let mut total: u64 = 0;
     // One byte more than expected tells a source that grew.
@@ -1009,6 +1063,88 @@ fn write_file(
             ));
         }
     }
+    Ok(())
+}
+
+/// A read error of a file's content, as a failure of this entry (damaged data) or of the source.
+fn read_failure(e: io::Error) -> Failure {
+    match e.kind() {
+        // The source says its data is invalid (an encrypted chunk that does not authenticate, a sparse member that
+        // is not what the index says): this entry's content is damaged, the rest of the backup may not be.
+        io::ErrorKind::InvalidData => Failure::Entry(format!(
+            "its content in the backup is damaged ({e}); not restored"
+        )),
+        _ => Failure::Source(e),
+    }
+}
+
+/// Writes a sparse file: each data segment of `map` read from `data` and written at its offset, the holes left
+/// unwritten, and the file sized with `ftruncate`. `data` must hold exactly the segments' bytes.
+fn write_sparse(
+    file: &File,
+    map: &SparseMap,
+    data: &mut dyn Read,
+    entry: &RestoreEntry,
+    buf: &mut [u8],
+) -> Result<(), Failure> {
+    use std::os::unix::fs::FileExt;
+    if map.size() != entry.size {
+        return Err(Failure::Entry(format!(
+            "its sparse map is of a file of {} bytes, its header says {}; not restored",
+            map.size(),
+            entry.size
+        )));
+    }
+    let mut written = 0u64;
+    for seg in map.segments() {
+        let mut left = seg.len;
+        let mut at = seg.offset;
+        while left > 0 {
+            let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+            let n = match data.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(Failure::Entry(format!(
+                        "the backup holds {written} bytes of data for it, its sparse map {}; not restored",
+                        map.data_bytes()
+                    )));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(read_failure(e)),
+            };
+            file.write_all_at(&buf[..n], at).map_err(Failure::from_io)?;
+            written += n as u64;
+            at += n as u64;
+            left -= n as u64;
+        }
+    }
+    let mut probe = [0u8; 1];
+    loop {
+        match data.read(&mut probe) {
+            Ok(0) => break,
+            Ok(_) => {
+                return Err(Failure::Entry(format!(
+                    "the backup holds more than the {} bytes of data its sparse map names; not restored",
+                    map.data_bytes()
+                )));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(read_failure(e)),
+        }
+    }
+    file.set_len(map.size()).map_err(Failure::from_io)?;
+    Ok(())
+}
+
+/// Syncs a written file and gives it its owner, mode, attributes and mtime. Returns its (dev, ino).
+fn finish_file(
+    file: &File,
+    entry: &RestoreEntry,
+    mode: u32,
+    opts: &super::RestoreOptions,
+    tally: &mut AttrTally,
+) -> Result<(u64, u64), Failure> {
+    let (privileged, fsync) = (opts.privileged, opts.fsync);
     if fsync {
         rustix::fs::fsync(file).map_err(|e| Failure::from_io(e.into()))?;
     }

@@ -7,6 +7,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
 use serde::{Serialize, Serializer};
 
+use crate::archive::sparse::TarSparse;
 use crate::archive::xattrs::Attrs;
 
 /// The type of a backup entry, as the archive or the snapshot describes it.
@@ -21,7 +22,8 @@ pub enum EntryKind {
     CharDevice,
     BlockDevice,
     Socket,
-    /// Anything else (a tar type flag this engine does not know, GNU sparse in PAX form, ...): `what` says which.
+    /// Anything else (a tar type flag this engine does not know, a sparse member whose map cannot be read, ...):
+    /// `what` says which.
     Other(&'static str),
 }
 
@@ -152,45 +154,54 @@ impl RestoreEntry {
     /// unread, so the same `tar::Entry` is then the content reader for [`super::Applier::apply`].
     ///
     /// Long and non-UTF-8 names (GNU `L`/`K` records, PAX `path`/`linkpath`) come through as raw bytes; PAX
-    /// `uid`, `gid` and `size` are already applied by the `tar` crate. `locator` is the entry's content offset.
+    /// `uid`, `gid` and `size` are already applied by the `tar` crate. A GNU sparse member (old GNU or PAX) is a
+    /// file with its real name and size; a PAX one's content at `locator` is its map and data
+    /// ([`crate::archive::sparse::open`]). `locator` is the entry's content offset. Archives without an index are
+    /// read by [`super::tarscan`], not through here.
     /// `None` for records that describe no file (a PAX global header, a GNU volume label).
     pub fn from_tar<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Option<RestoreEntry>> {
         let t = entry.header().entry_type();
         if t.is_pax_global_extensions() || t == tar::EntryType::new(b'V') {
             return Ok(None);
         }
-        let name = entry.path_bytes().into_owned();
+        let mut name = entry.path_bytes().into_owned();
         let link = entry.link_name_bytes().map(|l| l.into_owned());
-        let size = entry.size();
+        let mut size = entry.size();
         let locator = Some(entry.raw_file_position());
         let mut pax_mtime = None;
-        let mut pax_sparse = false;
         if let Some(exts) = entry.pax_extensions()? {
             // The tar crate splits PAX records at newlines, so a record whose value holds one (a name with a
             // newline, an ACL, any xattr) reads as malformed pieces, and a piece of a value may look like a record
             // of its own (`"\n13 mtime=..."` inside an xattr). The first `mtime` is taken (writers put it first;
-            // dbackup does whenever an entry has attributes), and `GNU.sparse.*` only before any broken piece.
-            let mut clean = true;
-            for ext in exts {
-                let Ok(ext) = ext else {
-                    clean = false;
-                    continue;
-                };
+            // dbackup does whenever an entry has attributes); `GNU.sparse.*` count only before any broken piece
+            // (`archive::sparse::inspect`).
+            for ext in exts.flatten() {
                 match ext.key_bytes() {
                     b"mtime" if pax_mtime.is_none() => {
                         pax_mtime = Mtime::parse_pax(ext.value_bytes())
                     }
-                    key if clean && key.starts_with(b"GNU.sparse.") => pax_sparse = true,
                     _ => {}
                 }
             }
         }
         let header = entry.header();
-        let kind = if pax_sparse {
-            EntryKind::Other("sparse file (PAX GNU.sparse)")
-        } else {
-            kind_of_tar(header.entry_type())
-        };
+        let mut kind = kind_of_tar(header.entry_type());
+        // GNU sparse members in PAX form: the real name and size are in `GNU.sparse.*` records (old GNU `S`
+        // members come with their real size from the tar crate). A map that cannot be read is refused.
+        match crate::archive::sparse::inspect(entry)? {
+            TarSparse::Pax(p) if kind == EntryKind::File => {
+                if let Some(real) = p.name {
+                    name = real;
+                }
+                size = p.size;
+            }
+            TarSparse::Pax(_) => {
+                kind = EntryKind::Other("sparse records on an entry that is not a file")
+            }
+            TarSparse::Bad(e) => kind = EntryKind::Other(e.kind_word()),
+            TarSparse::No | TarSparse::OldGnu => {}
+        }
+        let header = entry.header();
         let mtime = match pax_mtime {
             Some(m) => m,
             None => Mtime::new(header.mtime().map(|m| m as i64).unwrap_or(0), 0),

@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::entry::{RestoreEntry, show};
+use super::entry::{EntryKind, RestoreEntry, show};
 use super::tarscan::{Owners, Scanner};
 use super::{Applier, Plan, Planner, RestoreError};
 
@@ -70,7 +70,11 @@ pub fn apply_tar_selected<R: Read>(
         let e = m.entry(&mut owners);
         last = e.display_name();
         if select(&e) {
-            applier.apply(&e, Some(&mut scanner.content()))?;
+            // A sparse member: the scanner read its map; its content is its data segments, written with holes.
+            match m.sparse_map().filter(|_| e.kind == EntryKind::File) {
+                Some(map) => applier.apply_sparse(&e, map, &mut scanner.content())?,
+                None => applier.apply(&e, Some(&mut scanner.content()))?,
+            }
         }
     }
     Ok(())
@@ -193,13 +197,13 @@ impl Snapshot {
     pub fn apply(&self, plan: &Plan, applier: &mut Applier<'_>) -> Result<(), RestoreError> {
         for item in plan.items.iter().filter(|i| !i.implicit) {
             if item.needs_content() {
-                let mut file = self
+                let file = self
                     .open(&item.entry)
                     .map_err(|source| RestoreError::Source {
                         name: show(&item.entry.name),
                         error: source,
                     })?;
-                applier.apply(&item.entry, Some(&mut file))?;
+                applier.apply_file(&item.entry, &file)?;
             } else {
                 applier.apply(&item.entry, None)?;
             }

@@ -25,11 +25,19 @@
 //!   `mtime` with its fraction). Pax global headers (`g`) apply to every entry after them; extended headers
 //!   (`x`, and Solaris' `X`) to the next entry only.
 //! - GNU volume labels (`V`) are skipped, as GNU tar skips them.
+//! - Sparse files, in every format GNU tar writes, are files with their real name and size and a map
+//!   ([`Member::sparse`]): old GNU (type `S`, GNU magic: four map entries in the header, then extension blocks
+//!   while the `isextended` flag says so, before the data), PAX 0.0 (`GNU.sparse.offset`/`numbytes` records),
+//!   0.1 (`GNU.sparse.map`) and 1.0 (`GNU.sparse.major=1`, the map as decimal text opening the data, read here so
+//!   that a member's content is its data segments one after another). The maps are parsed by
+//!   [`crate::archive::sparse`] (one parser per format, shared with dbackup's own archives) and checked: in order,
+//!   inside the file, naming exactly the data stored, at most [`sparse::MAX_SEGMENTS`] segments. A map that fails
+//!   makes the entry one the planner refuses, never bytes written from it.
 //!
 //! Every header is counted ([`HeaderCounts`]): an entry, an extension header of the entry after it, or a label.
 //! Nothing is dropped silently: an entry dbackup cannot restore (a multi-volume continuation, an unknown type, a
-//! sparse file until the sparse reader takes it, one whose pax records are malformed) is still handed over, and
-//! the planner refuses it with the reason.
+//! sparse file whose map cannot be trusted, one whose pax records are malformed) is still handed over, and the
+//! planner refuses it with the reason.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -39,6 +47,7 @@ use serde::Serialize;
 
 use super::entry::{EntryKind, Mtime, RestoreEntry};
 use crate::archive::Attrs;
+use crate::archive::sparse::{self, MapError, PaxSparse, SparseError, SparseMap};
 
 /// The size of a tar block.
 pub const BLOCK: u64 = 512;
@@ -112,7 +121,7 @@ impl ScanError {
     }
 }
 
-/// The sparse formats GNU tar writes; reading their maps is the sparse reader's work.
+/// The sparse formats GNU tar writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sparse {
     /// Type `S`, the map in the header and the extension blocks after it.
@@ -125,14 +134,24 @@ pub enum Sparse {
     Pax10,
 }
 
+/// A sparse member's format and its map, checked ([`crate::archive::sparse::SparseMap::new`]: in order, inside the
+/// file's size) and naming exactly the data the member stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SparseFile {
+    pub format: Sparse,
+    pub map: Arc<SparseMap>,
+}
+
 /// One entry of the archive, with everything its headers said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
     /// The entry's own header (after its extension headers).
     pub header_offset: u64,
-    /// Where its content starts.
+    /// Where its content starts. For a sparse member: its data segments, one after another (after an old-GNU
+    /// member's extension blocks, after a PAX 1.0 member's map, which [`Scanner::next_member`] has read).
     pub data_offset: u64,
-    /// Bytes of content after the header (0 for the types whose content GNU tar never reads).
+    /// Bytes of content from `data_offset` (0 for the types whose content GNU tar never reads; a sparse member's
+    /// data bytes).
     pub data_len: u64,
     pub typeflag: u8,
     pub name: Vec<u8>,
@@ -144,7 +163,7 @@ pub struct Member {
     pub uname: Vec<u8>,
     pub gname: Vec<u8>,
     pub mtime: Mtime,
-    /// The size the headers give (the pax `size`, else the header's).
+    /// The size the headers give (the pax `size`, else the header's); a sparse file's real size.
     pub size: u64,
     /// The entry's own pax records (its `x` and `X` headers), for extended attributes, ACLs and sparse maps.
     pub records: Records,
@@ -154,7 +173,8 @@ pub struct Member {
     pub header: Box<[u8; 512]>,
     /// Old-GNU sparse extension blocks that followed the header.
     pub sparse_blocks: Vec<Box<[u8; 512]>>,
-    pub sparse: Option<Sparse>,
+    /// A GNU sparse member: its format and map, or why its map cannot be trusted (the entry is then refused).
+    pub sparse: Option<Result<SparseFile, SparseError>>,
     /// Why the headers cannot be trusted for this entry (a malformed pax record, a field that is not a number).
     pub problem: Option<&'static str>,
 }
@@ -165,9 +185,10 @@ impl Member {
         if let Some(problem) = self.problem {
             return EntryKind::Other(problem);
         }
-        match self.sparse {
-            Some(Sparse::OldGnu) => return EntryKind::Other("sparse file (old GNU format)"),
-            Some(_) => return EntryKind::Other("sparse file (PAX GNU.sparse format)"),
+        match &self.sparse {
+            // Only regular-file headers are read as sparse (`member`).
+            Some(Ok(_)) => return EntryKind::File,
+            Some(Err(e)) => return EntryKind::Other(e.kind_word()),
             None => {}
         }
         match self.typeflag {
@@ -184,6 +205,14 @@ impl Member {
             }
             b'N' => EntryKind::Other("obsolete GNU long-names header"),
             _ => EntryKind::Other("unknown tar entry type"),
+        }
+    }
+
+    /// A sparse file's map, when it is one whose map could be read.
+    pub fn sparse_map(&self) -> Option<&Arc<SparseMap>> {
+        match &self.sparse {
+            Some(Ok(f)) if self.problem.is_none() => Some(&f.map),
+            _ => None,
         }
     }
 
@@ -618,8 +647,6 @@ impl<R: Read> Scanner<R> {
 
         let records = local.to_vec();
         let global = self.global.clone();
-        let mut sparse = (typeflag == b'S').then_some(Sparse::OldGnu);
-        let mut sparse_name = None;
         for (key, value) in global.iter().chain(&records) {
             let decimal = || {
                 std::str::from_utf8(value)
@@ -649,22 +676,47 @@ impl<R: Read> Scanner<R> {
                     Some(m) => mtime = m,
                     None => bad("entry whose pax mtime record is not a time"),
                 },
-                b"GNU.sparse.name" => sparse_name = Some(value.clone()),
-                b"GNU.sparse.major" => sparse = Some(Sparse::Pax10),
-                b"GNU.sparse.map" if sparse != Some(Sparse::Pax10) => sparse = Some(Sparse::Pax01),
-                b"GNU.sparse.offset" | b"GNU.sparse.numbytes" if sparse.is_none() => {
-                    sparse = Some(Sparse::Pax00)
-                }
                 _ => {}
             }
         }
-        if let (Some(n), Some(_)) = (sparse_name, sparse) {
-            name = n;
+        // What a file stores: `size` so far. A sparse member's real size comes next.
+        let stored = size;
+        // PAX sparse records (GNU.sparse.*): the real name and size, and the map of 0.0 and 0.1.
+        let regular = matches!(typeflag, b'0' | 0 | b'7');
+        let mut sparse: Option<Result<(Sparse, Option<SparseMap>), SparseError>> = None;
+        if typeflag != b'S' {
+            let pax = PaxSparse::from_records(
+                global
+                    .iter()
+                    .chain(&records)
+                    .map(|(k, v)| Ok((k.as_slice(), v.as_slice()))),
+            );
+            match pax {
+                Ok(None) => {}
+                // GNU tar reads a sparse map for regular files only.
+                Ok(Some(_)) if !regular => {
+                    bad("entry of another type than a file with sparse records")
+                }
+                Ok(Some(p)) => {
+                    let format = match p.version {
+                        (1, _) => Sparse::Pax10,
+                        (0, 1) => Sparse::Pax01,
+                        _ => Sparse::Pax00,
+                    };
+                    if let Some(real) = &p.name {
+                        name = real.clone();
+                    }
+                    // The map (0.0, 0.1) must name exactly what is stored.
+                    sparse = Some(p.check_stored(stored).map(|()| (format, p.map)));
+                    size = p.size;
+                }
+                Err(e) => sparse = Some(Err(e)),
+            }
         }
 
         let mut sparse_blocks = Vec::new();
-        if typeflag == b'S' && gnu {
-            let mut extended = h[482] != 0;
+        if typeflag == b'S' {
+            let mut extended = gnu && h[482] != 0;
             while extended {
                 if sparse_blocks.len() >= MAX_SPARSE_BLOCKS {
                     return Err(ScanError::Damaged {
@@ -681,14 +733,21 @@ impl<R: Read> Scanner<R> {
                 extended = b[504] != 0;
                 sparse_blocks.push(b);
             }
+            sparse = Some(
+                sparse::old_gnu_map(&h, &sparse_blocks, header_size).map(|map| {
+                    size = map.size();
+                    (Sparse::OldGnu, Some(map))
+                }),
+            );
         }
 
-        // Content GNU tar reads: regular files (not `name/`), unknown types, dump directories, sparse files.
+        // Content GNU tar reads: regular files (not `name/`), unknown types, dump directories, sparse files (what
+        // they store).
         let data_len = match typeflag {
-            b'0' | 0 | b'7' if name.ends_with(b"/") => 0,
+            b'0' | 0 | b'7' if name.ends_with(b"/") && sparse.is_none() => 0,
             b'1' | b'2' | b'3' | b'4' | b'5' | b'6' => 0,
             b'S' => header_size,
-            _ => size,
+            _ => stored,
         };
         self.left = data_len;
         self.pad = padding(data_len);
@@ -700,10 +759,29 @@ impl<R: Read> Scanner<R> {
                 what: "an entry's content",
             });
         }
+        let sparse = match sparse {
+            None => None,
+            Some(Err(e)) => Some(Err(e)),
+            Some(Ok((format, Some(map)))) => Some(Ok(SparseFile {
+                format,
+                map: Arc::new(map),
+            })),
+            // PAX 1.0: the map opens the data; the member's content is what follows it.
+            Some(Ok((format, None))) => {
+                match sparse::read_v1_map(&mut Content { scanner: self }, data_len, size) {
+                    Ok((map, _)) => Some(Ok(SparseFile {
+                        format,
+                        map: Arc::new(map),
+                    })),
+                    Err(MapError::Bad(e)) => Some(Err(e)),
+                    Err(MapError::Io(e)) => return Err(self.io_err(e)),
+                }
+            }
+        };
         Ok(Member {
             header_offset: at,
             data_offset: self.pos,
-            data_len,
+            data_len: self.left,
             typeflag,
             name,
             link,
@@ -870,5 +948,4 @@ fn merge(into: &mut Records, new: Records) {
 }
 
 #[cfg(test)]
-#[path = "tarscan_tests.rs"]
 mod tests;

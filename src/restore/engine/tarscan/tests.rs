@@ -519,41 +519,200 @@ fn owners_by_name_as_gnu_tar() {
     assert_eq!(ms[0].0.entry(&mut Owners::numeric()).uid, 4242);
 }
 
-#[test]
-fn sparse_members_are_marked_and_skipped_whole() {
-    // Old GNU: two extension blocks of map after the header; the next member is found after them and the data.
-    let mut s = h(b"sp", b'S').magic(Magic::Gnu).size(3).bytes();
-    s[482] = 1;
+/// An old-GNU sparse header (type `S`, GNU magic) of a file of `real` bytes storing `stored`, with map entries
+/// `(offset, length)`: the first four in the header, the rest in extension blocks of 21 (returned after it).
+fn old_gnu_sparse(name: &[u8], real: u64, stored: u64, entries: &[(u64, u64)]) -> Vec<u8> {
+    let mut s = h(name, b'S').magic(Magic::Gnu).size(stored).bytes();
+    let put = |b: &mut [u8], at: usize, (offset, len): (u64, u64)| {
+        put_number(&mut b[at..at + 12], i128::from(offset));
+        put_number(&mut b[at + 12..at + 24], i128::from(len));
+    };
+    for (i, e) in entries.iter().take(4).enumerate() {
+        put(&mut s, 386 + 24 * i, *e);
+    }
+    put_number(&mut s[483..495], i128::from(real));
+    let rest: Vec<&[(u64, u64)]> = entries.get(4..).unwrap_or(&[]).chunks(21).collect();
+    s[482] = u8::from(!rest.is_empty());
     s[148..156].copy_from_slice(b"        ");
     let sum: u32 = s.iter().map(|&b| u32::from(b)).sum();
     s[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    let mut ext1 = vec![0u8; 512];
-    ext1[504] = 1;
-    let ext2 = vec![0u8; 512];
-    let a = archive(&[s, ext1, ext2, data(b"abc"), file(b"after", b"x")]);
+    for (k, chunk) in rest.iter().enumerate() {
+        let mut b = vec![0u8; 512];
+        for (i, e) in chunk.iter().enumerate() {
+            put(&mut b, 24 * i, *e);
+        }
+        b[504] = u8::from(k + 1 < rest.len());
+        s.extend(b);
+    }
+    s
+}
+
+/// The map of a scanned member, as (offset, length) pairs, and its real size.
+fn map_of(m: &Member) -> (Vec<(u64, u64)>, u64) {
+    let map = m.sparse_map().expect("a sparse member with a map");
+    (
+        map.segments().iter().map(|s| (s.offset, s.len)).collect(),
+        map.size(),
+    )
+}
+
+/// Old-GNU sparse members are files with their real size and map (header entries, then extension blocks); their
+/// content is their data, and the member after them is found. Before: the member was refused as an unknown sparse
+/// format (and, through the `tar` crate earlier still, restored with the next member's bytes).
+#[test]
+fn old_gnu_sparse_members_are_read_with_their_map() {
+    // Six data runs: four in the header, two in an extension block.
+    let entries: Vec<(u64, u64)> = (0..6).map(|i| (i * 10_000, 2)).collect();
+    let a = archive(&[
+        old_gnu_sparse(b"sp", 100_000, 12, &entries),
+        data(b"aabbccddeeff"),
+        file(b"after", b"x"),
+    ]);
     let (ms, counts) = scan(&a).unwrap();
+    assert_eq!(names(&ms), ["sp file", "after file"]);
+    let m = &ms[0].0;
+    assert_eq!(m.sparse_blocks.len(), 1);
+    assert_eq!(map_of(m), (entries.clone(), 100_000));
+    assert_eq!(
+        m.sparse.as_ref().unwrap().as_ref().unwrap().format,
+        Sparse::OldGnu
+    );
+    assert_eq!(m.size, 100_000);
+    assert_eq!(m.entry(&mut Owners::numeric()).size, 100_000);
+    assert_eq!((m.data_offset, m.data_len), (1024, 12));
+    assert_eq!(ms[0].1, b"aabbccddeeff");
+    assert_eq!(ms[1].1, b"x");
+    assert_eq!(
+        counts.headers, 2,
+        "the extension block is part of its header"
+    );
+}
+
+/// A sparse member whose map cannot be trusted is handed over as an entry the plan refuses (never dropped), and
+/// the scan goes on after it: old GNU naming other data than stored, or without GNU's magic; PAX 0.1 past the
+/// file's end; PAX 1.0 whose map is not decimal or names other data than stored; a sparse directory.
+#[test]
+fn sparse_members_with_bad_maps_are_refused_not_dropped() {
+    let v1 = |map: &[u8], stored: &[u8]| {
+        let mut recs = record(b"GNU.sparse.major", b"1");
+        recs.extend(record(b"GNU.sparse.minor", b"0"));
+        recs.extend(record(b"GNU.sparse.name", b"v1"));
+        recs.extend(record(b"GNU.sparse.realsize", b"100000"));
+        let mut content = data(map);
+        content.extend_from_slice(stored);
+        vec![ext(b'x', &recs), file(b"./GNUSparseFile.0/v1", &content)]
+    };
+    let mut parts = vec![old_gnu_sparse(b"short", 1000, 3, &[(0, 4)]), data(b"abc")];
+    parts.push({
+        let mut u = old_gnu_sparse(b"ustar", 1000, 3, &[(0, 3)]);
+        u[257..265].copy_from_slice(b"ustar\x0000");
+        u[148..156].copy_from_slice(b"        ");
+        let sum: u32 = u.iter().map(|&b| u32::from(b)).sum();
+        u[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        u
+    });
+    parts.push(data(b"abc"));
+    let mut recs = record(b"GNU.sparse.size", b"100");
+    recs.extend(record(b"GNU.sparse.name", b"v01"));
+    recs.extend(record(b"GNU.sparse.map", b"50,100"));
+    parts.push(ext(b'x', &recs));
+    parts.push(file(b"GNUSparseFile.0/v01", &[7u8; 100]));
+    parts.extend(v1(b"1\nzero\n4\n", b"abcd"));
+    parts.extend(v1(b"1\n0\n4\n", b"abc"));
+    let mut recs = record(b"GNU.sparse.size", b"100");
+    recs.extend(record(b"GNU.sparse.map", b"0,0"));
+    parts.push(ext(b'x', &recs));
+    parts.push(h(b"dir", b'5').bytes());
+    parts.push(file(b"after", b"x"));
+    let (ms, counts) = scan(&archive(&parts)).unwrap();
     assert_eq!(
         names(&ms),
-        ["sp sparse file (old GNU format)", "after file"]
+        [
+            "short sparse file with a damaged map",
+            "ustar sparse file with a damaged map",
+            // The records failed: the name is the header's.
+            "GNUSparseFile.0/v01 sparse file with a damaged map",
+            "v1 sparse file with a damaged map",
+            "v1 sparse file with a damaged map",
+            "dir entry of another type than a file with sparse records",
+            "after file",
+        ]
     );
-    assert_eq!(ms[0].0.sparse_blocks.len(), 2);
-    assert_eq!(ms[0].1, b"abc");
-    assert_eq!(counts.headers, 2);
-    // PAX 1.0: the real name in GNU.sparse.name.
+    assert!(ms.iter().all(|(m, _)| m.sparse_map().is_none()));
+    assert_eq!(ms[6].1, b"x");
+    assert_eq!(counts.entries, 7);
+    assert_eq!(counts.headers, 7 + 4, "four pax headers");
+}
+
+/// PAX sparse members (0.0, 0.1, 1.0): the real name from `GNU.sparse.name`, the real size, the map from the records
+/// or (1.0) from the start of the data, which the scanner reads so that the content is the data alone. Before:
+/// refused as sparse files in PAX form.
+#[test]
+fn pax_sparse_members_are_read_with_their_map() {
+    // 1.0: the map opens the data, padded to a block.
     let mut recs = record(b"GNU.sparse.major", b"1");
     recs.extend(record(b"GNU.sparse.minor", b"0"));
     recs.extend(record(b"GNU.sparse.name", b"real-name"));
     recs.extend(record(b"GNU.sparse.realsize", b"1000"));
+    let mut stored = data(b"2\n0\n3\n997\n3\n");
+    stored.extend_from_slice(b"abcxyz");
+    // 0.1: the map in one record.
+    let mut r01 = record(b"GNU.sparse.size", b"500");
+    r01.extend(record(b"GNU.sparse.name", b"zero-one"));
+    r01.extend(record(b"GNU.sparse.map", b"10,2,400,1"));
+    // 0.0: offset and numbytes pairs, the name in the header.
+    let mut r00 = record(b"GNU.sparse.size", b"300");
+    r00.extend(record(b"GNU.sparse.numblocks", b"2"));
+    r00.extend(record(b"GNU.sparse.offset", b"0"));
+    r00.extend(record(b"GNU.sparse.numbytes", b"1"));
+    r00.extend(record(b"GNU.sparse.offset", b"299"));
+    r00.extend(record(b"GNU.sparse.numbytes", b"1"));
     let a = archive(&[
         ext(b'x', &recs),
-        file(b"./GNUSparseFile.1/real-name", b"1\n0\n3\nabc"),
+        file(b"./GNUSparseFile.1/real-name", &stored),
+        ext(b'x', &r01),
+        file(b"GNUSparseFile.0/zero-one", b"ppq"),
+        ext(b'x', &r00),
+        file(b"zero-zero", b"st"),
+        file(b"after", b"x"),
     ]);
-    let (ms, _) = scan(&a).unwrap();
+    let (ms, counts) = scan(&a).unwrap();
     assert_eq!(
         names(&ms),
-        ["real-name sparse file (PAX GNU.sparse format)"]
+        [
+            "real-name file",
+            "zero-one file",
+            "zero-zero file",
+            "after file"
+        ]
     );
-    assert_eq!(ms[0].0.sparse, Some(Sparse::Pax10));
+    let formats: Vec<Sparse> = ms[..3]
+        .iter()
+        .map(|(m, _)| m.sparse.as_ref().unwrap().as_ref().unwrap().format)
+        .collect();
+    assert_eq!(formats, [Sparse::Pax10, Sparse::Pax01, Sparse::Pax00]);
+    assert_eq!(map_of(&ms[0].0), (vec![(0, 3), (997, 3)], 1000));
+    assert_eq!(ms[0].1, b"abcxyz", "the data after the map");
+    assert_eq!(ms[0].0.data_len, 6);
+    assert_eq!(
+        ms[0].0.data_offset,
+        1024 + 1024,
+        "after the pax header, the header and the map"
+    );
+    assert_eq!(map_of(&ms[1].0), (vec![(10, 2), (400, 1)], 500));
+    assert_eq!(ms[1].1, b"ppq");
+    assert_eq!(map_of(&ms[2].0), (vec![(0, 1), (299, 1)], 300));
+    assert_eq!(ms[2].1, b"st");
+    assert_eq!(ms[3].1, b"x");
+    assert_eq!(counts.entries, 4);
+    // The seekable scanner (the plan's pass) reads the 1.0 map the same way and skips the rest by seeking.
+    let mut s = Scanner::seekable(Cursor::new(&a)).unwrap();
+    let m = s.next_member().unwrap().unwrap();
+    assert_eq!(map_of(&m), (vec![(0, 3), (997, 3)], 1000));
+    let rest: Vec<String> = std::iter::from_fn(|| s.next_member().unwrap())
+        .map(|m| String::from_utf8_lossy(&m.name).into_owned())
+        .collect();
+    assert_eq!(rest, ["zero-one", "zero-zero", "after"]);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
