@@ -268,7 +268,7 @@ fn collect_set(
     if !run.exit.promotable() {
         let mut msg = format!(
             "{}; nothing was promoted and {}-latest was left alone",
-            run.exit.describe(),
+            run.exit.describe_with(&run.errors),
             set.set
         );
         if !run.errors.is_empty() {

@@ -15,6 +15,7 @@ mod config_safety;
 mod encryption;
 mod encryption_restore;
 mod escape;
+mod exclusions;
 mod hostile_drive;
 mod process;
 mod report;
