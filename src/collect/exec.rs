@@ -323,9 +323,11 @@ fn collect_set(
             .and_then(|t| Ok(snapshot::remove_tree(&t)?))
         {
             Ok(()) => {}
-            Err(e) => report
-                .warnings
-                .push(format!("could not remove {}: {e:#}", partial.display())),
+            Err(e) => report.warnings.push(format!(
+                "could not remove {}: {}",
+                partial.display(),
+                ui::format_error(&e)
+            )),
         }
     }
 

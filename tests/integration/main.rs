@@ -17,6 +17,7 @@ mod encryption_restore;
 mod escape;
 mod exclusions;
 mod hostile_drive;
+mod messages;
 mod process;
 mod report;
 mod restore;
