@@ -127,3 +127,21 @@ fn a_read_only_destination_fails() {
     let out = t.cmd().args(["backup"]).status(1);
     assert!(out.stderr.contains("read-only"), "{}", out.stderr);
 }
+
+/// The first collect claims no hard-linked bytes (there is no earlier snapshot to link to); the next one does.
+/// On main a source holding hard links made the first collect say "... 64.0 KiB hard-linked": rsync's untransferred
+/// bytes were taken for bytes shared with a previous snapshot.
+#[test]
+fn the_first_collect_claims_no_hard_linked_bytes() {
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
+    );
+    let a = t.write("home/data/a", vec![7u8; 64 << 10]);
+    std::fs::hard_link(&a, t.home().join("data/same-as-a")).unwrap();
+    t.write("home/data/b", "b");
+    let first = t.cmd().args(["collect"]).status(0);
+    assert!(first.stderr.contains("complete:"), "{}", first.stderr);
+    assert!(!first.stderr.contains("hard-linked"), "{}", first.stderr);
+    let second = t.cmd().args(["collect"]).status(0);
+    assert!(second.stderr.contains("hard-linked"), "{}", second.stderr);
+}
