@@ -145,3 +145,36 @@ fn the_first_collect_claims_no_hard_linked_bytes() {
     let second = t.cmd().args(["collect"]).status(0);
     assert!(second.stderr.contains("hard-linked"), "{}", second.stderr);
 }
+
+/// A missing drive whose external backup is overdue raises one notification (`missing_media`, whose details say it
+/// is overdue), not a second `overdue` for the same cause. On main both were sent: "the external backup is due but
+/// no drive is present (T9)" and "no external backup yet ...".
+#[test]
+fn a_missing_drive_is_one_notification_not_two() {
+    use crate::backup::{notifications, received};
+    use dbackup::config::EventKind;
+    let t = Test::new();
+    t.write("home/data/f", "f");
+    let n = notifications(
+        &t,
+        r#"["success", "failure", "warning", "missing_media", "low_disk", "overdue"]"#,
+        0,
+    );
+    let t = t.config(&format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "data", "sources": ["~/data"] }} ],
+             "destinations": [ {{ "name": "T9", "path": "{{tmp}}/media/T9" }} ], {n} }}"#
+    ));
+    t.cmd().args(["backup"]).status(0);
+    let events = received(&t);
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::Success, EventKind::MissingMedia],
+        "{events:#?}"
+    );
+    assert!(
+        events[1].details.contains("no external backup yet"),
+        "{}",
+        events[1].details
+    );
+}
