@@ -9,6 +9,11 @@ use std::path::PathBuf;
 use chrono::{DateTime, FixedOffset};
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+// `restore --source`, `--overwrite` and `--compare` take the restore's own types (their variants' comments are the
+// help text).
+use crate::restore::list::Kept;
+use crate::restore::{Compare, Overwrite};
+
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 finished with warnings,
 4 another dbackup run holds the lock, 5 no external destination present.
@@ -259,39 +264,12 @@ Exit codes: 0 done (or intact), 1 refused, failed or damaged, 2 bad arguments,
 3 verified without the identity (contents not checked), 5 no drive present. The full
 restoration guide, with and without dbackup: docs/RESTORE.md.";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SourceKind {
-    Local,
-    External,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Overwrite {
-    /// Replace what differs from the backup (keeping it first), leave what is the same
-    #[default]
-    IfChanged,
-    /// Rewrite everything; what differs from the backup is kept first, unless --no-keep
-    Always,
-    /// Leave whatever is there
-    Never,
-}
-
-/// How `--overwrite if-changed` tells an unchanged file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum CompareBy {
-    /// Same type, size, mode, owner and mtime (fast)
-    #[default]
-    Metadata,
-    /// Same type, size, mode, owner and sha256 of the content, whatever the mtime (reads local files; drive only)
-    Content,
-}
-
 #[derive(Debug, Clone, Args, Default)]
 pub struct RestoreArgs {
     /// Where to restore from: local snapshots or the drive's archives (default: both for --list, external with
     /// --drive, local otherwise)
     #[arg(long, value_enum)]
-    pub source: Option<SourceKind>,
+    pub source: Option<Kept>,
 
     /// List the backups instead of restoring
     #[arg(long)]
@@ -346,7 +324,7 @@ pub struct RestoreArgs {
 
     /// How --overwrite if-changed tells an unchanged file
     #[arg(long, value_enum, default_value_t, value_name = "HOW")]
-    pub compare: CompareBy,
+    pub compare: Compare,
 
     /// Read the drive's backups from DIR (a mount point, its backups/ directory, or one backup) instead of the
     /// configured destinations
@@ -729,7 +707,7 @@ mod tests {
         let Command::Restore(r) = cli.command else {
             panic!("not restore")
         };
-        assert_eq!(r.source, Some(SourceKind::External));
+        assert_eq!(r.source, Some(Kept::External));
         assert_eq!(r.paths, vec!["~/.config".to_string()]);
     }
 

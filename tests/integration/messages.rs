@@ -151,15 +151,11 @@ fn the_first_collect_claims_no_hard_linked_bytes() {
 /// no drive is present (T9)" and "no external backup yet ...".
 #[test]
 fn a_missing_drive_is_one_notification_not_two() {
-    use crate::backup::{notifications, received};
+    use crate::fixtures::backup::{ALL_EVENTS, notifications, received};
     use dbackup::config::EventKind;
     let t = Test::new();
     t.write("home/data/f", "f");
-    let n = notifications(
-        &t,
-        r#"["success", "failure", "warning", "missing_media", "low_disk", "overdue"]"#,
-        0,
-    );
+    let n = notifications(&t, ALL_EVENTS, 0);
     let t = t.config(&format!(
         r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "data", "sources": ["~/data"] }} ],
              "destinations": [ {{ "name": "T9", "path": "{{tmp}}/media/T9" }} ], {n} }}"#

@@ -336,7 +336,7 @@ fn classify(parent: BorrowedFd<'_>, name: &[u8], at: RelPath, e: rustix::io::Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::safety::check_name;
+    use crate::restore::engine::safety::check_name;
 
     fn rel(s: &str) -> RelPath {
         check_name(s.as_bytes(), None).unwrap()
