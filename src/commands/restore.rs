@@ -29,7 +29,7 @@ use crate::restore::select::{self, DateQuery};
 use crate::restore::verify;
 use crate::restore::{Overwrite, Request, RestoreError, Summary};
 use crate::settings::{Env, Settings};
-use crate::ui::{self, Ui};
+use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();
@@ -232,7 +232,7 @@ fn restore(
             "{} of the backup refused (listed above), so nothing was restored; the backup may be hostile or \
              damaged: check it with --verify, see the whole plan with --dry-run, or restore everything else with \
              --skip-refused",
-            ui::counted(refused, "entry", "entries")
+            crate::stdx::counted(refused, "entry", "entries")
         )));
     }
     if let Some((head, each)) = outcome::escaping_links(&planned) {
@@ -382,7 +382,7 @@ fn verify(
         Err(failed(format!(
             "backup {} is not intact ({}): {first}",
             report.backup,
-            ui::counted(report.problems.len() as u64, "problem", "problems")
+            crate::stdx::counted(report.problems.len() as u64, "problem", "problems")
         )))
     }
 }

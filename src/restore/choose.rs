@@ -25,7 +25,7 @@ use crate::exit::{CodedError, Exit};
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot, SnapshotState};
 use crate::stdx::show_path;
-use crate::ui::{self, Ui};
+use crate::ui::Ui;
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
     CodedError::new(Exit::Usage, msg).into()
@@ -657,7 +657,7 @@ pub fn prepare(
     }
     ui.step(format_args!(
         "planning {} from {}",
-        ui::counted(selections.len() as u64, "path", "paths"),
+        crate::stdx::counted(selections.len() as u64, "path", "paths"),
         chosen.stamp()
     ));
     let planned = job::plan_all(&sets, selections, &opts)?;

@@ -14,7 +14,6 @@ use super::select::{self, DateQuery};
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot, SnapshotState};
 use crate::stdx::{show_path, show_str};
-use crate::ui;
 
 /// Where a backup is kept (also `restore --source`).
 #[derive(
@@ -221,7 +220,7 @@ pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<List
                         notes.push(format!(
                             "{}: {} unreadable",
                             s.set,
-                            ui::counted(m.unreadable.len() as u64, "file", "files")
+                            crate::stdx::counted(m.unreadable.len() as u64, "file", "files")
                         ));
                     }
                     if let Some(e) = &s.metadata_error {
@@ -367,7 +366,7 @@ impl Listing {
                             })
                             .collect::<Vec<_>>()
                             .join(", "),
-                        ui::bytes(b.bytes),
+                        crate::stdx::bytes(b.bytes),
                         state,
                         place,
                     ]
@@ -406,7 +405,7 @@ impl Listing {
                             "  {}: present at {}, {}",
                             d.name,
                             d.path.display(),
-                            ui::counted(d.backups as u64, "backup", "backups")
+                            crate::stdx::counted(d.backups as u64, "backup", "backups")
                         );
                     }
                     Some(r) => {

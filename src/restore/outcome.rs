@@ -11,7 +11,6 @@ use super::job::Planned;
 use super::list::Kept;
 use super::{Action, Counts, Plan, PlanItem, Summary};
 use crate::stdx::{show_path, show_str};
-use crate::ui;
 
 /// What `restore` prints with `--json`.
 #[derive(Debug, Serialize)]
@@ -125,7 +124,7 @@ pub fn render_plans(planned: &[Planned], verbose: bool) -> String {
     if refused > 0 {
         out.push_str(&format!(
             "{} refused: a real run restores nothing (unless --skip-refused)\n",
-            ui::counted(refused, "entry is", "entries are")
+            crate::stdx::counted(refused, "entry is", "entries are")
         ));
     }
     out
@@ -149,7 +148,7 @@ pub fn render_restored(planned: &[Planned], summaries: &[Summary], stopped: bool
         if skipped > 0 {
             out.push_str(&format!(
                 "  {} not restored: the restore stopped (see the error)\n",
-                ui::counted(skipped as u64, "entry", "entries")
+                crate::stdx::counted(skipped as u64, "entry", "entries")
             ));
         }
     }
@@ -170,7 +169,7 @@ pub fn escaping_links(planned: &[Planned]) -> Option<(String, Vec<String>)> {
     let head = format!(
         "{} outside the target once restored: restored as {}, never followed (the plan lists them: \
          --dry-run; --no-escaping-links refuses them)",
-        ui::counted(n as u64, "symlink leads", "symlinks lead"),
+        crate::stdx::counted(n as u64, "symlink leads", "symlinks lead"),
         if n == 1 { "it is" } else { "they are" }
     );
     let each = planned
@@ -196,7 +195,7 @@ pub fn kept_line(summaries: &[Summary], dir: &Path) -> Option<String> {
             "kept in {}: {} that differed from the backup before the restore replaced {} (listed above; copy \
              back with cp -a)",
             dir.display(),
-            ui::counted(kept as u64, "file", "files"),
+            crate::stdx::counted(kept as u64, "file", "files"),
             if kept == 1 { "it" } else { "them" },
         )
     })
@@ -214,7 +213,7 @@ pub fn stopped_context(summaries: &[Summary]) -> String {
         format!(
             "the restore stopped after restoring {} (listed above); those are complete and were checked as \
              they were read, the entry being written was removed, and the rest was not restored",
-            ui::counted(restored, "entry", "entries")
+            crate::stdx::counted(restored, "entry", "entries")
         )
     }
 }
@@ -234,7 +233,7 @@ pub fn not_restored_line(planned: &[Planned], summaries: &[Summary]) -> String {
     from.dedup();
     format!(
         "dbackup: error: {} not restored (listed above), from {}",
-        ui::counted(problems as u64, "entry was", "entries were"),
+        crate::stdx::counted(problems as u64, "entry was", "entries were"),
         from.join(", ")
     )
 }

@@ -1240,8 +1240,8 @@ pub fn verify_snapshot(
 
 /// The report for people: what was checked, what a restore would write, the problems, the verdict.
 pub fn render(r: &VerifyReport, list: bool) -> String {
+    use crate::stdx::{bytes, counted};
     use crate::stdx::{show_path, show_str};
-    use crate::ui::{bytes, counted};
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(

@@ -291,11 +291,6 @@ impl TargetDir {
         self.cache.truncate(keep);
     }
 
-    /// Forgets every cached handle below the root.
-    pub fn invalidate_all(&mut self) {
-        self.cache.clear();
-    }
-
     /// The path for people: root joined with `rel`.
     pub fn full_path(&self, rel: &RelPath) -> PathBuf {
         full_path(&self.path, rel)
