@@ -67,7 +67,19 @@ fn init(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<E
     } else {
         crate::outln!("wrote {}", target.display());
         if global.quiet == 0 {
-            crate::errln!("dbackup: edit it, then run `dbackup config check` to see what it means");
+            if target == load::config_path(None, env).0 {
+                crate::errln!(
+                    "dbackup: edit it, then run `dbackup config check` to see what it means"
+                );
+            } else {
+                // Not the file dbackup reads by default: the check (and every command) must be told where it is.
+                let shown = target.to_string_lossy();
+                let quoted = crate::ui::shell_words(&[shown.as_ref()]);
+                crate::errln!(
+                    "dbackup: edit it, then run `dbackup config check {quoted}` to see what it means \
+                     (other commands read it with `--config {quoted}`)"
+                );
+            }
         }
     }
     Ok(Exit::Ok)
