@@ -302,7 +302,17 @@ impl World {
             std::fs::create_dir(&dir)?;
             for e in std::fs::read_dir(backups.join(&real))? {
                 let e = e?;
-                std::fs::copy(e.path(), dir.join(e.file_name()))?;
+                if e.file_type()?.is_dir() {
+                    // `system/` (the recovery kit): copied whole, as a real backup holds it.
+                    let status = std::process::Command::new("cp")
+                        .arg("-a")
+                        .arg(e.path())
+                        .arg(dir.join(e.file_name()))
+                        .status()?;
+                    anyhow::ensure!(status.success(), "cp -a {} failed", e.path().display());
+                } else {
+                    std::fs::copy(e.path(), dir.join(e.file_name()))?;
+                }
             }
             let mut meta = template.clone();
             meta["stamp"] = Value::from(s);
