@@ -8,6 +8,7 @@
 mod harness;
 
 mod backup;
+mod browse;
 mod cli;
 mod collect;
 mod config;
