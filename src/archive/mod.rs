@@ -34,8 +34,6 @@ pub mod xattrs;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_attrs;
 
 pub use crypt::{ArchiveReader, EncryptTo, EncryptionRecord, Keys};
 pub use index::{

@@ -11,6 +11,8 @@ use std::process::Command;
 
 use super::*;
 
+mod attrs;
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }

@@ -948,5 +948,4 @@ fn merge(into: &mut Records, new: Records) {
 }
 
 #[cfg(test)]
-#[path = "tarscan_tests.rs"]
 mod tests;

@@ -34,19 +34,13 @@ fn an_option_that_deletes_the_sources_is_refused_by_every_command() {
     let t = Test::new().config(&one_set(r#", "rsync_args": ["--remove-sent-files"]"#, 7));
     let file = t.write("home/data/thesis.tex", "years of work");
     let out = t.cmd().args(["config", "check"]).status(2);
-    assert!(
-        out.stderr.contains("/backup_sets/0/rsync_args/0")
-            && out
-                .stderr
-                .contains("rsync option --remove-sent-files would delete your files")
-            && out.stderr.contains("allowed: --bwlimit=RATE")
-            && out.stderr.contains(
-                "(options that cannot change what rsync deletes, where it writes or which files"
-            )
-            && out.stderr.contains("--exclude-from=FILE"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("/backup_sets/0/rsync_args/0")
+        .stderr_has("rsync option --remove-sent-files would delete your files")
+        .stderr_has("allowed: --bwlimit=RATE")
+        .stderr_has(
+            "(options that cannot change what rsync deletes, where it writes or which files",
+        )
+        .stderr_has("--exclude-from=FILE");
     for cmd in [
         &["collect"][..],
         &["backup"],
@@ -149,17 +143,14 @@ fn a_file_an_option_names_must_exist() {
     let out = t.cmd().args(["config", "check"]).status(2);
     let nope = t.home().join("nope.txt");
     let rules = t.home().join("rules");
-    assert!(
-        out.stderr.contains(&format!(
-            "rsync option --exclude-from: {}: does not exist",
-            nope.display()
-        )) && out.stderr.contains(&format!(
-            "rsync option --filter: {}: rule 2 (\"!\") clears the rules before it",
-            rules.display()
-        )),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!(
+        "rsync option --exclude-from: {}: does not exist",
+        nope.display()
+    ))
+    .stderr_has(&format!(
+        "rsync option --filter: {}: rule 2 (\"!\") clears the rules before it",
+        rules.display()
+    ));
 }
 
 /// Before: each exclusion became one `--exclude=` argument, and 50,000 paths inside a source (about 4 MB of
@@ -213,12 +204,8 @@ fn fifty_thousand_exclusions_work() {
 
     // The dry run says what would be excluded without listing 50,000 lines, and writes nothing.
     let out = t.cmd().args(["--dry-run", "collect"]).status(0);
-    assert!(
-        out.stdout.contains("/data/projects/archive/skip-00000/")
-            && out.stdout.contains("and 49,992 more"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("/data/projects/archive/skip-00000/")
+        .stdout_has("and 49,992 more");
     let plan: CollectPlan = t
         .cmd()
         .args(["--dry-run", "--json", "collect"])
@@ -250,11 +237,8 @@ fn a_config_with_a_byte_order_mark_loads() {
         .args([&bad])
         .args(["config", "check"])
         .status(2);
-    assert!(
-        out.stderr.contains(&format!("{}:3:39", bad.display())) && out.stderr.contains("sauces"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!("{}:3:39", bad.display()))
+        .stderr_has("sauces");
 }
 
 /// Before: with one of a set's two sources removed, three collects (`last 2`) each exited 3 with a warning but
@@ -317,7 +301,7 @@ fn a_missing_source_makes_the_snapshot_incomplete_and_its_last_copy_stays() {
         out.stdout
     );
     let out = t.cmd().args(["status", "--check"]).status(1);
-    assert!(out.stderr.contains("lacks ~/photos"), "{}", out.stderr);
+    out.stderr_has("lacks ~/photos");
 
     // Back again: a complete snapshot, and the old copy ages out like the others.
     t.write("home/photos/p.jpg", "irreplaceable");

@@ -5,6 +5,7 @@
 //! t.cmd().args(["collect"]).status(0);
 //! ```
 
+mod fixtures;
 mod harness;
 
 mod backup;
@@ -17,6 +18,15 @@ mod encryption;
 mod encryption_restore;
 mod escape;
 mod hostile_drive;
+mod loopdev_attrs;
+mod loopdev_backup;
+mod loopdev_encryption;
+mod loopdev_external;
+mod loopdev_hostile;
+mod loopdev_image;
+mod loopdev_media;
+mod loopdev_restore;
+mod loopdev_udev;
 mod process;
 mod report;
 mod restore;
@@ -24,14 +34,4 @@ mod restore_hardening;
 mod sparse;
 mod status;
 mod systemd;
-mod t9;
-mod t9_attrs;
-mod t9_backup;
-mod t9_encryption;
-mod t9_external;
-mod t9_hostile;
-mod t9_image;
-mod t9_media;
-mod t9_restore;
-mod t9_udev;
 mod tarcompat;

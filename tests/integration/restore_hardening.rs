@@ -8,8 +8,8 @@ use dbackup::archive::Digest;
 use dbackup::archive::sums::{SumLine, read_sums, write_sums};
 use dbackup::external::layout;
 
+use crate::fixtures::demo::{demo, from_external};
 use crate::harness::Test;
-use crate::restore::demo;
 
 fn restore(t: &Test) -> crate::harness::Cmd {
     t.cmd().args(["restore"])
@@ -108,34 +108,14 @@ fn a_hard_link_line_pointing_at_another_files_data_fails_verify_and_stops_the_re
     let out = restore(t)
         .args(["--source", "external", "--verify"])
         .status(1);
-    assert!(
-        out.stderr.contains(&format!("entry {link}")) && out.stderr.contains("data offset differs"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stdout.contains("NOT intact"), "{}", out.stdout);
+    out.stderr_has(&format!("entry {link}"))
+        .stderr_has("data offset differs");
+    out.stdout_has("NOT intact");
 
     let target = t.path("r");
-    let out = restore(t)
-        .args([
-            "--source",
-            "external",
-            "--path",
-            "~/data/projects/important",
-            "--target",
-            target.to_str().unwrap(),
-        ])
-        .status(1);
-    assert!(
-        out.stderr.contains("the hard link") && out.stderr.contains(&link),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("nothing was restored"),
-        "{}",
-        out.stderr
-    );
+    let out = from_external(restore(t), "~/data/projects/important", &target).status(1);
+    out.stderr_has("the hard link").stderr_has(&link);
+    out.stderr_has("nothing was restored");
     assert!(!target.exists(), "nothing written");
 }
 
@@ -158,53 +138,25 @@ fn an_index_that_leaves_out_or_adds_an_entry_stops_the_restore_of_that_path() {
         .collect();
     let b = data_name(&d.data, "projects/important/sub/b.txt");
     let target = t.path("r");
-    let restore_important = || {
-        restore(t)
-            .args([
-                "--source",
-                "external",
-                "--path",
-                "~/data/projects/important",
-                "--target",
-                target.to_str().unwrap(),
-            ])
-            .status(1)
-    };
+    let restore_important =
+        || from_external(restore(t), "~/data/projects/important", &target).status(1);
 
     forge_index(&dir, "data", |l| {
         line_of(l, &b).is_none().then(|| l.to_string())
     });
     let out = restore_important();
-    assert!(
-        out.stderr
-            .contains(&format!("the archive holds /{b} (its data at offset"))
-            && out.stderr.contains("which the index leaves out"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(&format!(
-            "cannot restore {}",
-            d.data.join("projects/important").display()
-        )),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!("the archive holds /{b} (its data at offset"))
+        .stderr_has("which the index leaves out");
+    out.stderr_has(&format!(
+        "cannot restore {}",
+        d.data.join("projects/important").display()
+    ));
     assert!(!target.exists(), "nothing written");
     restore(t)
         .args(["--source", "external", "--verify"])
         .status(1);
     // A restore of something else in the same backup is not affected.
-    restore(t)
-        .args([
-            "--source",
-            "external",
-            "--path",
-            "~/data/projects/other",
-            "--target",
-            target.to_str().unwrap(),
-        ])
-        .status(0);
+    from_external(restore(t), "~/data/projects/other", &target).status(0);
     fs::remove_dir_all(&target).unwrap();
 
     for (p, bytes) in &pristine {
@@ -219,12 +171,8 @@ fn an_index_that_leaves_out_or_adds_an_entry_stops_the_restore_of_that_path() {
         None => Some(l.to_string()),
     });
     let out = restore_important();
-    assert!(
-        out.stderr.contains(&format!("the index lists /{forged}"))
-            && out.stderr.contains("which the archive does not hold there"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!("the index lists /{forged}"))
+        .stderr_has("which the archive does not hold there");
     assert!(!target.exists(), "nothing written");
     restore(t)
         .args(["--source", "external", "--verify"])
@@ -294,15 +242,8 @@ fn newer_work_replaced_by_a_restore_is_kept_in_displaced() {
         .cmd()
         .args(["--dry-run", "restore", "--path", "~/.config/app"])
         .status(0);
-    assert!(
-        out.stdout
-            .contains(&format!("replace    {} (kept first)", state.display()))
-            && out
-                .stdout
-                .contains("1 file to replace differs from the backup: kept first, under"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&format!("replace    {} (kept first)", state.display()))
+        .stdout_has("1 file to replace differs from the backup: kept first, under");
     let v: serde_json::Value = t
         .cmd()
         .args(["--dry-run", "--json", "restore", "--path", "~/.config/app"])
@@ -333,16 +274,12 @@ fn newer_work_replaced_by_a_restore_is_kept_in_displaced() {
     assert_eq!(fs::read_to_string(&kept_path).unwrap(), "my newer work");
     let m = fs::metadata(&kept_path).unwrap();
     assert_eq!((m.mode() & 0o7777, m.mtime()), (0o640, 1_750_000_000));
-    assert!(
-        out.stdout.contains(&format!(
-            "kept       {}: the one that was there is now {}",
-            state.display(),
-            kept_path.display()
-        )),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stderr.contains("kept in"), "{}", out.stderr);
+    out.stdout_has(&format!(
+        "kept       {}: the one that was there is now {}",
+        state.display(),
+        kept_path.display()
+    ));
+    out.stderr_has("kept in");
     let log = last_log_record(t);
     assert_eq!(log["command"], "restore");
     assert_eq!(log["exit"], 0);
@@ -386,7 +323,7 @@ fn newer_work_replaced_by_a_restore_is_kept_in_displaced() {
     let out = restore(t)
         .args(["--path", "~/.config/app/state", "--no-keep"])
         .status(2);
-    assert!(out.stderr.contains("--overwrite always"), "{}", out.stderr);
+    out.stderr_has("--overwrite always");
     assert_eq!(fs::read_to_string(&state).unwrap(), "throw this away");
     restore(t)
         .args([
@@ -412,13 +349,13 @@ fn a_file_on_another_filesystem_is_kept_by_a_copy() {
         .prefix("dbackup-test-")
         .tempdir_in("/dev/shm")
     else {
-        crate::t9::skip("no /dev/shm to restore into another filesystem");
+        testkit::skip("no /dev/shm to restore into another filesystem");
         return;
     };
     if fs::metadata(shm.path()).unwrap().dev()
         == fs::metadata(t.root().parent().unwrap()).unwrap().dev()
     {
-        crate::t9::skip("/dev/shm is on the same filesystem as the test directory");
+        testkit::skip("/dev/shm is on the same filesystem as the test directory");
         return;
     }
     let target = shm.path().to_str().unwrap();
@@ -469,28 +406,20 @@ fn a_bare_restore_asks_what_to_restore() {
             c = c.args(["--dry-run"]);
         }
         let out = c.args(["restore"]).status(2);
-        assert!(
-            out.stderr.contains("say what to restore")
-                && out.stderr.contains("--path")
-                && out.stderr.contains("--set")
-                && out.stderr.contains("--all"),
-            "{}",
-            out.stderr
-        );
+        out.stderr_has("say what to restore")
+            .stderr_has("--path")
+            .stderr_has("--set")
+            .stderr_has("--all");
     }
     let out = restore(t).args(["--source", "external"]).status(2);
-    assert!(out.stderr.contains("say what to restore"), "{}", out.stderr);
+    out.stderr_has("say what to restore");
     assert_eq!(
         fs::read_to_string(&state).unwrap(),
         "mine",
         "nothing restored"
     );
     let out = restore(t).args(["--all", "--set", "config"]).status(2);
-    assert!(
-        out.stderr.contains("takes no --path or --set"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("takes no --path or --set");
     // --help teaches all of it.
     let help = restore(t).args(["--help"]).status(0).stdout;
     for needle in [
@@ -538,8 +467,8 @@ fn a_path_only_in_older_backups_names_the_newest_that_holds_it() {
     let t = &d.t;
     let settings = t.home().join(".config/app/settings.json");
     fs::remove_file(&settings).unwrap();
-    crate::restore::collect_as(t, "2025-04-03-031500");
-    crate::restore::drive_backup(
+    crate::fixtures::demo::collect_as(t, "2025-04-03-031500");
+    crate::fixtures::demo::drive_backup(
         &t.root(),
         &d.drive.join("backups"),
         "2025-04-03-031500",
@@ -597,7 +526,7 @@ fn a_path_only_in_older_backups_names_the_newest_that_holds_it() {
     let out = restore(t)
         .args(["--path", "~/.config/app/nothing-like-it"])
         .status(1);
-    assert!(!out.stderr.contains("older backup"), "{}", out.stderr);
+    out.stderr_lacks("older backup");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -609,7 +538,7 @@ fn a_path_only_in_older_backups_names_the_newest_that_holds_it() {
 #[test]
 fn an_identity_file_others_can_read_gets_a_warning() {
     use std::os::unix::fs::PermissionsExt;
-    let e = crate::encryption_restore::encrypted_backup("");
+    let e = crate::fixtures::age::encrypted_backup("");
     let t = &e.t;
     let key = e.key.to_str().unwrap();
     for (mode, warns) in [(0o644, true), (0o640, true), (0o600, false)] {
@@ -653,7 +582,7 @@ fn secret_files_under_the_nix_store_are_refused_by_the_config() {
                 .to_string(),
         ),
     ] {
-        let t = Test::new().config(&crate::restore::config(&format!(
+        let t = Test::new().config(&crate::fixtures::demo::config(&format!(
             r#", "encryption": {encryption}"#
         )));
         let out = t.cmd().args(["config", "check"]).status(2);

@@ -13,8 +13,8 @@ use dbackup::archive::Digest;
 use dbackup::archive::sums::SumLine;
 use dbackup::external::layout::{FileRecord, SetRecord};
 
+use crate::fixtures::demo::write_metadata_and_sums;
 use crate::harness::{Output, Test};
-use crate::restore::write_metadata_and_sums;
 
 const MIB: u64 = 1 << 20;
 
@@ -53,7 +53,7 @@ fn holes_supported(dir: &Path) -> bool {
     let ok = allocated(&probe) < 4 * MIB;
     fs::remove_file(&probe).unwrap();
     if !ok {
-        crate::t9::skip(&format!(
+        testkit::skip(&format!(
             "the filesystem of {} allocates holes",
             dir.display()
         ));
@@ -601,7 +601,7 @@ fn archives_bsdtar_writes_with_sparse_restore_as_gnu_tar_extracts_them() {
         return;
     }
     if Command::new("bsdtar").arg("--version").output().is_err() {
-        return crate::t9::skip("bsdtar is not installed (apt-get install libarchive-tools)");
+        return testkit::skip("bsdtar is not installed (apt-get install libarchive-tools)");
     }
     let src = t.path("src");
     gnu_source(&src);

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dbackup::archive::Digest;
+use testkit::{check_tools, in_ci, skip};
 
+use crate::fixtures::demo::config;
 use crate::harness::Test;
-use crate::restore::config;
-use crate::t9::{check_tools, in_ci, skip};
 
 const STAMP: &str = "2025-03-01-120000";
 
@@ -193,11 +193,7 @@ fn restores_as_gnu_tar_extracts_but(
     let plan = restore(t, &drive, &target, &["--dry-run", "--json"]).status(0);
     let plan: serde_json::Value = plan.json();
     let out = restore(t, &drive, &target, &[]).status(0);
-    assert!(
-        out.stderr.contains("has no index: it is read by scanning"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("has no index: it is read by scanning");
     let reference = t.path("gnu-tar");
     gnu_extract(tar, &reference, gnu_flags);
     let got = listing(&target);
@@ -805,11 +801,9 @@ fn every_header_is_counted_and_odd_entries_are_refused_with_a_reason() {
     assert_every_header_counted(&plan);
     assert_eq!(plan["restores"][0]["plan"]["scanned"]["labels"], 1);
     let human = restore(&t, &drive, &t.path("r"), &["--dry-run"]).status(0);
-    assert!(
-        human.stdout.contains("read from the archive: ") && human.stdout.contains("1 volume label"),
-        "{}",
-        human.stdout
-    );
+    human
+        .stdout_has("read from the archive: ")
+        .stdout_has("1 volume label");
 
     let t = Test::new().config(&config(""));
     let tar = tar_of(&[
@@ -819,12 +813,7 @@ fn every_header_is_counted_and_odd_entries_are_refused_with_a_reason() {
     ]);
     let drive = foreign_drive(&t, &tar);
     let out = restore(&t, &drive, &t.path("r"), &[]).status(1);
-    assert!(
-        out.stderr
-            .contains("weird: unsupported entry type: unknown tar entry type"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("weird: unsupported entry type: unknown tar entry type");
     assert!(!t.path("r").exists(), "nothing written");
 }
 
@@ -875,32 +864,18 @@ fn a_chain_through_a_dot_link_is_judged_on_disk() {
     assert_eq!(items["current"].get("escapes_to"), None);
     assert_eq!(items["parent"]["escapes_to"], parent_of(&target).as_str());
     let human = restore(&t, &drive, &target, &["--dry-run"]).status(0);
-    assert!(
-        human.stdout.contains(&format!(
-            "create     {}/parent (leads outside the target, to {}",
-            target.display(),
-            parent_of(&target)
-        )),
-        "{}",
-        human.stdout
-    );
+    human.stdout_has(&format!(
+        "create     {}/parent (leads outside the target, to {}",
+        target.display(),
+        parent_of(&target)
+    ));
     // Refused on request: nothing written.
     let out = restore(&t, &drive, &target, &["--no-escaping-links"]).status(1);
-    assert!(
-        out.stderr
-            .contains("symlink to `current/..`, which leads outside the target"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("symlink to `current/..`, which leads outside the target");
     assert_eq!(fs::read_dir(&target).unwrap().count(), 0);
     // By default they are restored as they are (never followed), with a line saying so.
     let out = restore(&t, &drive, &target, &[]).status(0);
-    assert!(
-        out.stderr
-            .contains("1 symlink leads outside the target once restored"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("1 symlink leads outside the target once restored");
     assert_eq!(
         fs::read_link(target.join("parent")).unwrap(),
         Path::new("current/..")

@@ -39,7 +39,7 @@ enum Task {
     /// --sparse)
     #[command(subcommand)]
     Bench(bench::BenchCmd),
-    /// Run the root-only integration tests on real loop devices (the t9 tests)
+    /// Run the root-only integration tests on real loop devices (the loopdev_* tests)
     Itest(itest::ItestArgs),
     /// Run the property-based tests of every drive-side parser with many cases (`--cases N`, default 10,000)
     Fuzz(fuzz::FuzzArgs),

@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use testkit::loopdev::Drive;
 
 use super::{Cache, Table, timed_cpu};
 use crate::packages::{Need, ensure_packages};
@@ -24,12 +25,6 @@ use crate::util::{
     Profile, Rng, build_dbackup, find_program, heading, human_bytes, is_root, remove_dir_if_exists,
     shell, wait_for_next_second,
 };
-
-/// The loop-device drive guards of the tests: an ext4 image mounted for the bench, unmounted and detached when
-/// dropped (only the device this bench made).
-#[path = "../../../tests/integration/t9.rs"]
-#[allow(dead_code, clippy::all)]
-mod t9;
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -110,7 +105,7 @@ pub fn run(args: SparseArgs) -> Result<()> {
     heading("bench sparse: build dbackup (release)");
     let bin = build_dbackup(&sh, Profile::Release)?;
     // Room for every copy of the data (the files' holes take none); the image itself is sparse.
-    let disk = t9::Drive::ext4("SPARSE", 16 * (args.data_mib * MIB) + 512 * MIB);
+    let disk = Drive::ext4("SPARSE", 16 * (args.data_mib * MIB) + 512 * MIB);
     let root = disk.mount_point().join("bench");
 
     let big = args.size_gib * GIB;

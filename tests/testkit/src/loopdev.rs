@@ -1,8 +1,9 @@
-//! The T9 test bench: real loop devices with real filesystems (exFAT through `mount.exfat-fuse`, ext4, xfs, btrfs), each
+//! The loop-device bench: real loop devices with real filesystems (exFAT through `mount.exfat-fuse`, ext4, xfs, btrfs), each
 //! a guard that unmounts and detaches what it created when dropped, even when the test panics.
 //!
-//! ```ignore
-//! if !t9::require(&[Fs::Exfat]) { return; }          // prints why and skips when not root or tools are missing
+//! ```no_run
+//! # use testkit::loopdev::{self, Drive, Fs};
+//! if !loopdev::require(&[Fs::Exfat]) { return; }     // prints why and skips when not root or tools are missing
 //! let t9 = Drive::exfat("T9", 128 << 20);              // sparse image, loop device, mkfs.exfat -L T9, mounted by fuse
 //! let mp = t9.mount_point();                           // <tmp>/media/payne/T9
 //! t9.unmount();                                        // the drive is "pulled": mp is an empty directory again
@@ -11,18 +12,16 @@
 //! Rules that keep parallel tests (and other people's mounts) safe: every drive lives in its own temporary directory
 //! (image and mount point); the device is the one `losetup --find --show` returned for that image; a mount is only
 //! unmounted when it sits on this drive's mount point and comes from this drive's device; a loop device is only
-//! detached while its backing file is still this drive's image. Nothing here depends on the dbackup crate, so xtask
-//! benches can include this file with `#[path]`.
-
-#![allow(dead_code)]
+//! detached while its backing file is still this drive's image.
 
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
+
+use crate::{check_tools, in_ci, require_root, run, skip, try_run};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The filesystems the bench can make.
@@ -72,71 +71,6 @@ impl Fs {
     }
 }
 
-/// The name of the running test (libtest names its threads after the tests).
-fn test_name() -> String {
-    std::thread::current()
-        .name()
-        .unwrap_or("this test")
-        .to_string()
-}
-
-/// Whether this is CI (`CI` set to a true value: `true`, `1`, `yes`), where a skipped test is a failure.
-pub fn in_ci() -> bool {
-    std::env::var("CI")
-        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
-}
-
-/// Where `cargo xtask test` collects the skip records (one line per skip: `<test>\t<why>`).
-pub const SKIPS_ENV: &str = "DBACKUP_TEST_SKIPS";
-
-/// The running test cannot run here, and says why: prints `skipping <test>: <why>`, leaves a record for the
-/// summary of `cargo xtask test` (in `$DBACKUP_TEST_SKIPS`), and under CI fails the test instead (CI installs
-/// everything and runs as root, so a skip there is a hole in the suite). A skipped test is never a silent pass.
-/// The test returns right after: `if !ok { return t9::skip("..."); }`.
-#[track_caller]
-pub fn skip(why: &str) {
-    let dir = std::env::var_os(SKIPS_ENV).map(PathBuf::from);
-    skip_with(why, in_ci(), dir.as_deref());
-}
-
-/// [`skip`] with CI and the record directory given (for its own test).
-#[track_caller]
-pub fn skip_with(why: &str, ci: bool, records: Option<&Path>) {
-    let test = test_name();
-    assert!(
-        !ci,
-        "{test}: skipped under CI ({why}); CI must be able to run every test"
-    );
-    eprintln!("skipping {test}: {why}");
-    if let Some(dir) = records {
-        use std::io::Write;
-        let line = format!("{test}\t{}\n", why.replace(['\t', '\n'], " "));
-        // One write of the whole line with O_APPEND: parallel tests' lines stay whole.
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(format!("{}.skips", std::process::id())))
-            .and_then(|mut f| f.write_all(line.as_bytes()));
-        if let Err(e) = written {
-            eprintln!("cannot record the skip in {}: {e}", dir.display());
-        }
-    }
-}
-
-/// True when running as root; otherwise skips (see [`skip`]: fails under CI) and returns false.
-pub fn require_root() -> bool {
-    if is_root() {
-        return true;
-    }
-    skip("needs root for loop devices");
-    false
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// True when the bench can make drives of every filesystem in `fs`: root, and the tools installed. Otherwise skips
 /// (see [`skip`]: fails under CI, whose command installs the tools and runs as root) and returns false.
 pub fn require(fs: &[Fs]) -> bool {
@@ -150,83 +84,6 @@ pub fn require(fs: &[Fs]) -> bool {
             skip(&msg);
             false
         }
-    }
-}
-
-/// `Err(why)` when a tool is missing; panics instead when `ci` (the CI command installs them, so missing is a failure).
-pub fn check_tools(tools: &[&str], ci: bool) -> Result<(), String> {
-    let mut missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| tool(t).is_none())
-        .collect();
-    missing.sort_unstable();
-    missing.dedup();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let msg = format!(
-        "missing {} (apt-get install util-linux exfat-fuse exfatprogs xfsprogs btrfs-progs age)",
-        missing.join(", ")
-    );
-    assert!(!ci, "{msg}; CI must install them");
-    Err(msg)
-}
-
-/// Finds a program on `$PATH` or in the sbin directories (which a non-login `$PATH` may lack).
-pub fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
-        })
-}
-
-/// Runs a tool and returns its stdout; panics with both streams when it fails.
-#[track_caller]
-pub fn run<I, S>(name: &str, args: I) -> String
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let (ok, stdout, stderr, line) = try_run(name, args);
-    assert!(
-        ok,
-        "{line} failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    stdout
-}
-
-/// Runs a tool: (success, stdout, stderr, command line).
-pub fn try_run<I, S>(name: &str, args: I) -> (bool, String, String, String)
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let program = tool(name).unwrap_or_else(|| PathBuf::from(name));
-    let args: Vec<std::ffi::OsString> = args
-        .into_iter()
-        .map(|a| a.as_ref().to_os_string())
-        .collect();
-    let line = std::iter::once(name.to_string())
-        .chain(args.iter().map(|a| a.to_string_lossy().into_owned()))
-        .collect::<Vec<_>>()
-        .join(" ");
-    match Command::new(&program)
-        .args(&args)
-        .stdin(Stdio::null())
-        .output()
-    {
-        Ok(out) => (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-            line,
-        ),
-        Err(e) => (false, String::new(), e.to_string(), line),
     }
 }
 
@@ -838,7 +695,11 @@ impl Drop for Drive {
         if leaks.is_empty() {
             return;
         }
-        let msg = format!("t9 bench: {} leaked: {}", self.label, leaks.join("; "));
+        let msg = format!(
+            "loop-device bench: {} leaked: {}",
+            self.label,
+            leaks.join("; ")
+        );
         if std::thread::panicking() {
             eprintln!("{msg}");
         } else {

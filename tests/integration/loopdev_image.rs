@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use dbackup::external::layout::{self, BackupMeta};
 use dbackup::image::exec::RestoreReport;
+use testkit::loopdev::{self, Drive, Fs};
 
+use crate::fixtures::drive::{assert_sums_pass, content};
 use crate::harness::Test;
-use crate::t9::{self, Drive, Fs};
-use crate::t9_external::{assert_sums_pass, content};
 
 const MIB: u64 = 1 << 20;
 
@@ -43,13 +43,13 @@ const TOOLS: &[&str] = &[
 
 /// Root, the T9's tools and the imaging tools; else a message (and a failure under CI).
 fn require() -> bool {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return false;
     }
-    match t9::check_tools(TOOLS, t9::in_ci()) {
+    match testkit::check_tools(TOOLS, testkit::in_ci()) {
         Ok(()) => true,
         Err(msg) => {
-            t9::skip(&format!(
+            testkit::skip(&format!(
                 "{msg} (apt-get install partclone dosfstools fdisk e2fsprogs btrfs-progs attr)"
             ));
             false
@@ -66,7 +66,7 @@ struct LoopDisk {
 
 impl LoopDisk {
     fn attach(image: &Path) -> LoopDisk {
-        let dev = t9::run(
+        let dev = testkit::run(
             "losetup",
             [
                 "--find".as_ref(),
@@ -88,7 +88,7 @@ impl LoopDisk {
         let mut asked = false;
         while !p.exists() {
             if !asked {
-                let _ = t9::try_run("partx", ["-a".as_ref(), self.device.as_os_str()]);
+                let _ = testkit::try_run("partx", ["-a".as_ref(), self.device.as_os_str()]);
                 asked = true;
             }
             assert!(Instant::now() < deadline, "{} never appeared", p.display());
@@ -113,7 +113,7 @@ impl LoopDisk {
 impl Drop for LoopDisk {
     fn drop(&mut self) {
         if self.attached() {
-            let _ = t9::try_run("losetup", ["-d".as_ref(), self.device.as_os_str()]);
+            let _ = testkit::try_run("losetup", ["-d".as_ref(), self.device.as_os_str()]);
         }
     }
 }
@@ -124,7 +124,7 @@ struct RoMount(PathBuf);
 impl RoMount {
     fn new(dev: &Path, at: &Path) -> RoMount {
         fs::create_dir_all(at).unwrap();
-        t9::run(
+        testkit::run(
             "mount",
             [
                 "-o".as_ref(),
@@ -139,7 +139,7 @@ impl RoMount {
 
 impl Drop for RoMount {
     fn drop(&mut self) {
-        let _ = t9::try_run("umount", [self.0.as_os_str()]);
+        let _ = testkit::try_run("umount", [self.0.as_os_str()]);
     }
 }
 
@@ -162,11 +162,11 @@ fn root_tree(dir: &Path, big: usize) {
     std::os::unix::fs::symlink("/nonexistent", dir.join("home/u/dangling")).unwrap();
     fs::write(dir.join("home/u/h1"), "hard\n").unwrap();
     fs::hard_link(dir.join("home/u/h1"), dir.join("home/u/h2")).unwrap();
-    t9::run("mkfifo", [dir.join("home/u/fifo").as_os_str()]);
+    testkit::run("mkfifo", [dir.join("home/u/fifo").as_os_str()]);
     let secret = dir.join("home/u/secret");
     fs::write(&secret, "TOKEN=1\n").unwrap();
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
-    t9::run(
+    testkit::run(
         "setfattr",
         [
             "-n".as_ref(),
@@ -207,7 +207,7 @@ fn manifest(root: &Path) -> BTreeMap<String, String> {
         };
         let mut xattrs: Vec<String> = Vec::new();
         if !ft.is_symlink() {
-            let (_, list, _, _) = t9::try_run(
+            let (_, list, _, _) = testkit::try_run(
                 "getfattr",
                 [
                     "-d".as_ref(),
@@ -248,7 +248,7 @@ fn make_disk(path: &Path, size: u64) -> LoopDisk {
     f.set_len(size).unwrap();
     drop(f);
     let script = "label: gpt\nunit: sectors\n\nstart=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI\"\nstart=133120, type=0FC63DAF-8483-4772-8E79-3D69D84F8E4F, name=\"root\"\n";
-    let mut child = Command::new(t9::tool("sfdisk").unwrap())
+    let mut child = Command::new(testkit::tool("sfdisk").unwrap())
         .args(["--quiet"])
         .arg(path)
         .stdin(std::process::Stdio::piped())
@@ -264,7 +264,7 @@ fn make_disk(path: &Path, size: u64) -> LoopDisk {
         .unwrap();
     assert!(child.wait().unwrap().success());
     let disk = LoopDisk::attach(path);
-    t9::run(
+    testkit::run(
         "mkfs.fat",
         [
             "-F".as_ref(),
@@ -278,7 +278,7 @@ fn make_disk(path: &Path, size: u64) -> LoopDisk {
 }
 
 fn blkid(dev: &Path, what: &str) -> String {
-    t9::run(
+    testkit::run(
         "blkid",
         ["-c", "/dev/null", "-s", what, "-o", "value"]
             .iter()
@@ -333,7 +333,7 @@ fn round_trip(root: Root) {
     let disk = make_disk(&t.path("old.img"), 320 * MIB);
     let root_dev = disk.part(2);
     match root {
-        Root::Ext4 => t9::run(
+        Root::Ext4 => testkit::run(
             "mkfs.ext4",
             [
                 "-q".as_ref(),
@@ -345,7 +345,7 @@ fn round_trip(root: Root) {
                 root_dev.as_os_str(),
             ],
         ),
-        Root::Btrfs => t9::run(
+        Root::Btrfs => testkit::run(
             "mkfs.btrfs",
             [
                 "-q".as_ref(),
@@ -392,11 +392,7 @@ fn round_trip(root: Root) {
         .args([&new])
         .args(["--grow"])
         .status(0);
-    assert!(
-        dry.stdout.contains("the last grown to the end"),
-        "{}",
-        dry.stdout
-    );
+    dry.stdout_has("the last grown to the end");
     assert_eq!(
         fs::read(&new).unwrap().iter().filter(|b| **b != 0).count(),
         0,
@@ -425,13 +421,13 @@ fn round_trip(root: Root) {
             "partition {n}"
         );
     }
-    t9::run("fsck.fat", ["-n".as_ref(), restored.part(1).as_os_str()]);
+    testkit::run("fsck.fat", ["-n".as_ref(), restored.part(1).as_os_str()]);
     match root {
-        Root::Ext4 => t9::run(
+        Root::Ext4 => testkit::run(
             "e2fsck",
             ["-f".as_ref(), "-n".as_ref(), restored.part(2).as_os_str()],
         ),
-        Root::Btrfs => t9::run(
+        Root::Btrfs => testkit::run(
             "btrfs",
             [
                 "check".as_ref(),
@@ -519,7 +515,7 @@ fn t9_image_refusals() {
     root_tree(&tree, 96 << 20);
     let disk = make_disk(&t.path("old.img"), 320 * MIB);
     let root_dev = disk.part(2);
-    t9::run(
+    testkit::run(
         "mkfs.ext4",
         [
             "-q".as_ref(),
@@ -531,7 +527,7 @@ fn t9_image_refusals() {
     );
     let dev = |n: u32| disk.part(n).display().to_string();
     let stamps = || {
-        crate::t9_external::listing(&t9.mount_point().join("backups"))
+        crate::fixtures::drive::listing(&t9.mount_point().join("backups"))
             .into_iter()
             .filter(|n| n.starts_with("20"))
             .collect::<Vec<_>>()
@@ -540,18 +536,14 @@ fn t9_image_refusals() {
     // Mounted read-write: refused with the reason, nothing written.
     let mp = t.path("mnt/rw");
     fs::create_dir_all(&mp).unwrap();
-    t9::run("mount", [root_dev.as_os_str(), mp.as_os_str()]);
+    testkit::run("mount", [root_dev.as_os_str(), mp.as_os_str()]);
     let out = t
         .cmd()
         .args(["image", "create", "--device", &dev(2)])
         .output();
-    t9::run("umount", [mp.as_os_str()]);
+    testkit::run("umount", [mp.as_os_str()]);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr.contains("mounted read-write at"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("mounted read-write at");
     assert!(stamps().is_empty(), "{:?}", stamps());
 
     // A drive pulled while the image is written: nothing promoted.
@@ -607,18 +599,14 @@ fn t9_image_refusals() {
         .args(["image", "restore", "--from", &meta.stamp, "--to"])
         .args([&small])
         .status(1);
-    assert!(out.stderr.contains("smaller than the"), "{}", out.stderr);
+    out.stderr_has("smaller than the");
     let mounted = Drive::ext4("busy", 400 * MIB);
     let out = t
         .cmd()
         .args(["image", "restore", "--yes", "--from", &meta.stamp, "--to"])
         .args([mounted.device()])
         .status(1);
-    assert!(
-        out.stderr.contains("is in use") && out.stderr.contains("mounted read-write"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("is in use").stderr_has("mounted read-write");
     assert!(mounted.is_mounted());
 
     // A flipped byte in the middle of the root's image: found before anything is written.
@@ -636,11 +624,8 @@ fn t9_image_refusals() {
         .args(["image", "restore", "--from", &meta.stamp, "--to"])
         .args([&new])
         .status(1);
-    assert!(
-        out.stderr.contains("is damaged") && out.stderr.contains("nothing was written"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("is damaged")
+        .stderr_has("nothing was written");
     assert_eq!(
         fs::read(&new).unwrap().iter().filter(|b| **b != 0).count(),
         0,

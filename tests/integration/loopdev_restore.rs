@@ -6,30 +6,33 @@
 //! namespace whose `/` is a copy-on-write overlay of the real one, with `/data` bound to the test's own directory and
 //! `/tmp` (the test and the drive) bound through: the machine's real `/` is never written.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use testkit::loopdev::{self, Drive, Fs};
+
+use crate::fixtures::demo::{drive_backup, from_external, redate, restore, sample};
+use crate::fixtures::tree::{Tree, as_backed_up, assert_same_tree, tree};
 use crate::harness::{BIN, Output, Test};
-use crate::restore::{as_backed_up, assert_same_tree, drive_backup, redate, sample, tree};
-use crate::t9::{self, Drive, Fs};
 
 const MIB: u64 = 1 << 20;
 
 /// Whether the namespace runner can work here (root, unshare, chroot, overlayfs); says why not otherwise.
 fn can_isolate() -> bool {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return false;
     }
     for tool in ["unshare", "chroot", "mount"] {
-        if t9::tool(tool).is_none() {
-            t9::skip(&format!("{tool} is missing"));
+        if testkit::tool(tool).is_none() {
+            testkit::skip(&format!("{tool} is missing"));
             return false;
         }
     }
     let overlay = fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("overlay"));
     if !overlay {
-        t9::skip("the kernel has no overlayfs");
+        testkit::skip("the kernel has no overlayfs");
     }
     overlay
 }
@@ -112,11 +115,7 @@ struct SeedDemo {
     t9: Drive,
     /// What `/data` is inside the namespace.
     data: PathBuf,
-    important: t9_tree::Trees,
-}
-
-mod t9_tree {
-    pub type Trees = std::collections::BTreeMap<String, crate::restore::Tree>;
+    important: BTreeMap<String, Tree>,
 }
 
 fn seed_demo() -> SeedDemo {
@@ -143,7 +142,7 @@ fn seed_demo() -> SeedDemo {
     for set in ["config", "data"] {
         redate(&t.root(), set, "2025-04-01-221500");
     }
-    let mut important = t9_tree::Trees::new();
+    let mut important = BTreeMap::new();
     for (key, source, snap) in [
         (
             "important",
@@ -226,12 +225,7 @@ fn the_seed_command_lines_work_as_written() {
         "{}",
         out.stdout
     );
-    assert!(
-        out.stdout
-            .contains(&format!("T9: present at {}", d.t9.mount_point().display())),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&format!("T9: present at {}", d.t9.mount_point().display()));
 
     // 3. ~/.config from the drive, to the original place.
     t.write("home/.config/app/state", "edited since");
@@ -264,16 +258,16 @@ fn the_seed_command_lines_work_as_written() {
         ),
         "seed line 4",
     );
-    assert!(out.stdout.contains("result: intact"), "{}", out.stdout);
+    out.stdout_has("result: intact");
 }
 
 #[test]
 fn a_byte_flipped_on_a_read_only_drive_is_found_by_verify() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 256 * MIB);
-    let t = Test::new().config(&crate::restore::config(&format!(
+    let t = Test::new().config(&crate::fixtures::demo::config(&format!(
         r#", "destinations": [ {{ "name": "T9", "path": "{}", "fs_label": "T9" }} ]"#,
         t9.mount_point().display()
     )));
@@ -310,29 +304,14 @@ fn a_byte_flipped_on_a_read_only_drive_is_found_by_verify() {
     let out = verify(&t);
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     let entry = data.join("projects/important/needle.txt");
-    assert!(
-        out.stderr.contains(&format!(
-            "{}: entry {}",
-            backups.join(&stamp).join("data.tar").display(),
-            entry.strip_prefix("/").unwrap().display()
-        )),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!(
+        "{}: entry {}",
+        backups.join(&stamp).join("data.tar").display(),
+        entry.strip_prefix("/").unwrap().display()
+    ));
     // Restoring that file refuses the damaged content; the others still come back.
     let target = t.path("r");
-    let out = t
-        .cmd()
-        .argv0("backup-restore")
-        .args([
-            "--source",
-            "external",
-            "--path",
-            "~/data/projects/important",
-            "--target",
-            target.to_str().unwrap(),
-        ])
-        .output();
+    let out = from_external(restore(&t), "~/data/projects/important", &target).output();
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     let inside = |p: &Path| target.join(p.strip_prefix("/").unwrap());
     assert!(!inside(&entry).exists());

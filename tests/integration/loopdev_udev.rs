@@ -11,8 +11,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use testkit::loopdev::{self, Drive, Fs};
+
 use crate::harness::Test;
-use crate::t9::{self, Drive, Fs};
 
 const WANTS: &str = "dbackup-external.service";
 
@@ -36,7 +37,7 @@ mkdir -p /run/udev/rules.d
 cp "$1" /run/udev/rules.d/99-dbackup.rules
 exec udevadm test --action=add "/sys/class/block/$2"
 "#;
-    let out = t9::run(
+    let out = testkit::run(
         "unshare",
         [
             "--mount",
@@ -65,11 +66,11 @@ exec udevadm test --action=add "/sys/class/block/$2"
 
 #[test]
 fn t9_udev_rule_wants_the_external_unit_for_the_configured_drives_only() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
-    if let Err(msg) = t9::check_tools(&["udevadm", "unshare"], t9::in_ci()) {
-        t9::skip(&format!("{msg} (apt-get install udev util-linux)"));
+    if let Err(msg) = testkit::check_tools(&["udevadm", "unshare"], testkit::in_ci()) {
+        testkit::skip(&format!("{msg} (apt-get install udev util-linux)"));
         return;
     }
     let host_rules = Path::new("/run/udev/rules.d/99-dbackup.rules");
@@ -166,7 +167,7 @@ fn t9_udev_rule_wants_the_external_unit_for_the_configured_drives_only() {
 
 #[test]
 fn t9_wait_for_drive_returns_once_the_drive_is_mounted() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 16 << 20);

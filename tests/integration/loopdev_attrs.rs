@@ -17,10 +17,11 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::encryption::have_age;
+use testkit::loopdev::{self, Drive, Fs};
+
+use crate::fixtures::age::have_age;
+use crate::fixtures::drive::{destination, external};
 use crate::harness::Test;
-use crate::t9::{self, Drive, Fs};
-use crate::t9_external::{destination, external};
 
 const MIB: u64 = 1 << 20;
 
@@ -34,18 +35,10 @@ fn allocated(p: &Path) -> u64 {
 
 /// The tools the comparison needs (the `acl` and `attr` packages, which `cargo xtask test` installs).
 fn have_attr_tools() -> bool {
-    let missing: Vec<&str> = ["getfacl", "setfacl", "getfattr", "setfattr", "tar"]
-        .into_iter()
-        .filter(|t| t9::tool(t).is_none())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    t9::skip(&format!(
-        "{} missing (apt-get install acl attr tar; the CI command installs them)",
-        missing.join(", ")
-    ));
-    false
+    testkit::require_tools(
+        &["getfacl", "setfacl", "getfattr", "setfattr", "tar"],
+        "apt-get install acl attr tar; the CI command installs them",
+    )
 }
 
 fn sh(cmd: &str, args: &[&OsStr]) {
@@ -379,7 +372,7 @@ fn assert_same(want: &Path, got: &Path, what: &str, setuid_dropped: bool) {
 }
 
 fn matrix(fs_kind: Fs) {
-    if !t9::require(&[fs_kind]) || !have_age() || !have_attr_tools() {
+    if !loopdev::require(&[fs_kind]) || !have_age() || !have_attr_tools() {
         return;
     }
     let size = fs_kind.min_size().max(64 * MIB);
@@ -478,7 +471,7 @@ fn matrix(fs_kind: Fs) {
     assert_same(&src, &under(&out), "extracted by GNU tar", false);
 
     // Onto a filesystem that holds no xattrs (exFAT): one warning with the count, exit 3, the file itself there.
-    if fs_kind == Fs::Ext4 && t9::require(&[Fs::Exfat]) {
+    if fs_kind == Fs::Ext4 && loopdev::require(&[Fs::Exfat]) {
         let usb = Drive::exfat("USB", 16 * MIB);
         let out = usb.mount_point().join("restored");
         let file = src.join("tagged.txt");

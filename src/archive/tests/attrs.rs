@@ -5,7 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use super::*;
+use crate::archive::*;
 
 /// `getfattr -d -m - -e hex` of every path below `root` (sorted, names relative): what GNU tools see.
 pub(crate) fn getfattr_dump(root: &Path) -> String {

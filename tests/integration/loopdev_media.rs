@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use dbackup::config::ExternalMode;
 use dbackup::media::{self, Absence, Found, MediaError, MediaInfo, Presence};
 use dbackup::settings::DestinationSettings;
-
-use crate::t9::{self, Drive, Fs};
+use testkit::loopdev::{self, Drive, Fs};
 
 const MIB: u64 = 1 << 20;
 
@@ -60,7 +59,7 @@ fn now() -> chrono::DateTime<chrono::FixedOffset> {
 
 #[test]
 fn exfat_t9_is_present_with_label_uuid_and_no_symlinks() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
@@ -103,7 +102,7 @@ fn exfat_t9_is_present_with_label_uuid_and_no_symlinks() {
 
 #[test]
 fn marker_is_written_once_on_exfat_and_reported_afterwards() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
@@ -128,7 +127,7 @@ fn marker_is_written_once_on_exfat_and_reported_afterwards() {
 
 #[test]
 fn pulled_t9_leaves_an_empty_directory_that_is_never_written() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
@@ -166,7 +165,7 @@ fn pulled_t9_leaves_an_empty_directory_that_is_never_written() {
 
 #[test]
 fn killed_fuse_daemon_is_unreachable() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
@@ -191,7 +190,7 @@ fn killed_fuse_daemon_is_unreachable() {
 
 #[test]
 fn other_label_or_uuid_is_another_drive() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let drive = Drive::exfat("SANDISK", 64 * MIB);
@@ -231,7 +230,7 @@ fn other_label_or_uuid_is_another_drive() {
 
 #[test]
 fn read_only_mounts_are_read_only() {
-    if !t9::require(&[Fs::Exfat, Fs::Ext4]) {
+    if !loopdev::require(&[Fs::Exfat, Fs::Ext4]) {
         return;
     }
     for drive in [Drive::exfat("T9", 64 * MIB), Drive::ext4("T9", 64 * MIB)] {
@@ -248,7 +247,7 @@ fn read_only_mounts_are_read_only() {
 
 #[test]
 fn marker_of_another_destination_is_refused() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let drive = Drive::exfat("T9", 64 * MIB);
@@ -275,7 +274,7 @@ fn marker_of_another_destination_is_refused() {
 
 #[test]
 fn full_drive_is_full() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let drive = Drive::exfat("T9", 16 * MIB);
@@ -297,7 +296,7 @@ fn full_drive_is_full() {
 
 #[test]
 fn kernel_filesystems_are_detected_with_their_types() {
-    if !t9::require(&[Fs::Ext4, Fs::Xfs, Fs::Btrfs]) {
+    if !loopdev::require(&[Fs::Ext4, Fs::Xfs, Fs::Btrfs]) {
         return;
     }
     for drive in [
@@ -335,7 +334,7 @@ fn kernel_filesystems_are_detected_with_their_types() {
 
 #[test]
 fn mount_point_with_spaces_is_found_in_mountinfo() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let drive = Drive::exfat("My T9", 64 * MIB);
@@ -350,7 +349,7 @@ fn mount_point_with_spaces_is_found_in_mountinfo() {
 
 #[test]
 fn directory_on_a_drive_needs_require_mount_false() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let drive = Drive::exfat("T9", 64 * MIB);
@@ -378,7 +377,7 @@ fn directory_on_a_drive_needs_require_mount_false() {
 
 #[test]
 fn first_and_all_with_the_first_destination_absent() {
-    if !t9::require(&[Fs::Exfat, Fs::Ext4]) {
+    if !loopdev::require(&[Fs::Exfat, Fs::Ext4]) {
         return;
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
@@ -445,7 +444,7 @@ fn read_uncached(path: &Path) -> Vec<u8> {
 
 #[test]
 fn flip_byte_behind_fs_corrupts_a_file_on_exfat_and_ext4() {
-    if !t9::require(&[Fs::Exfat, Fs::Ext4]) {
+    if !loopdev::require(&[Fs::Exfat, Fs::Ext4]) {
         return;
     }
     for drive in [Drive::exfat("T9", 32 * MIB), Drive::ext4("T9", 32 * MIB)] {
@@ -489,7 +488,7 @@ fn backing_file(device: &Path) -> Option<PathBuf> {
 
 #[test]
 fn drive_guard_cleans_up_even_when_the_test_panics() {
-    if !t9::require(&[Fs::Exfat, Fs::Ext4]) {
+    if !loopdev::require(&[Fs::Exfat, Fs::Ext4]) {
         return;
     }
     for fs in [Fs::Exfat, Fs::Ext4] {
@@ -512,7 +511,9 @@ fn drive_guard_cleans_up_even_when_the_test_panics() {
         assert!(result.is_err());
         let (device, image, mount_point, dir) = rx.recv().unwrap();
         assert!(
-            t9::mounts().iter().all(|m| m.mount_point != mount_point),
+            loopdev::mounts()
+                .iter()
+                .all(|m| m.mount_point != mount_point),
             "{:?}: {} is still mounted",
             fs,
             mount_point.display()
@@ -530,7 +531,7 @@ fn drive_guard_cleans_up_even_when_the_test_panics() {
 
 #[test]
 fn pull_lazily_unmounts_with_files_open() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let drive = Drive::exfat("T9", 32 * MIB);
@@ -548,10 +549,10 @@ fn pull_lazily_unmounts_with_files_open() {
 
 #[test]
 fn missing_tools_skip_outside_ci_and_fail_in_ci() {
-    assert_eq!(t9::check_tools(&["losetup"], false), Ok(()));
-    let skip = t9::check_tools(&["no-such-mkfs"], false).unwrap_err();
+    assert_eq!(testkit::check_tools(&["losetup"], false), Ok(()));
+    let skip = testkit::check_tools(&["no-such-mkfs"], false).unwrap_err();
     assert!(skip.contains("missing no-such-mkfs"), "{skip}");
-    let failed = std::panic::catch_unwind(|| t9::check_tools(&["no-such-mkfs"], true));
+    let failed = std::panic::catch_unwind(|| testkit::check_tools(&["no-such-mkfs"], true));
     assert!(failed.is_err(), "in CI a missing tool fails the test");
 }
 
@@ -561,7 +562,7 @@ fn missing_tools_skip_outside_ci_and_fail_in_ci() {
 #[test]
 fn a_skip_is_recorded_and_fails_under_ci() {
     let dir = tempfile::tempdir().unwrap();
-    t9::skip_with("needs something\tthat\nis missing", false, Some(dir.path()));
+    testkit::skip_with("needs something\tthat\nis missing", false, Some(dir.path()));
     let records: Vec<String> = fs::read_dir(dir.path())
         .unwrap()
         .flatten()
@@ -569,9 +570,10 @@ fn a_skip_is_recorded_and_fails_under_ci() {
         .collect();
     assert_eq!(
         records,
-        ["t9_media::a_skip_is_recorded_and_fails_under_ci\tneeds something that is missing\n"]
+        ["loopdev_media::a_skip_is_recorded_and_fails_under_ci\tneeds something that is missing\n"]
     );
-    let failed = std::panic::catch_unwind(|| t9::skip_with("needs root", true, Some(dir.path())));
+    let failed =
+        std::panic::catch_unwind(|| testkit::skip_with("needs root", true, Some(dir.path())));
     assert!(failed.is_err(), "under CI a skip fails the test");
 }
 
@@ -579,7 +581,7 @@ fn a_skip_is_recorded_and_fails_under_ci() {
 /// guard used to print a line and let the test pass, leaving the device behind). Root only.
 #[test]
 fn a_leaked_drive_fails_the_test_that_leaked_it() {
-    if !t9::require(&[Fs::Ext4]) {
+    if !loopdev::require(&[Fs::Ext4]) {
         return;
     }
     let drive = Drive::ext4("LEAK", 8 << 20);

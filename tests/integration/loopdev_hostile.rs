@@ -7,10 +7,11 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use testkit::loopdev::{self, Drive, Fs};
+
+use crate::fixtures::drive::listing;
+use crate::fixtures::hostile::assert_clean;
 use crate::harness::Test;
-use crate::hostile_drive::assert_clean;
-use crate::t9::{self, Drive, Fs};
-use crate::t9_external::listing;
 
 /// A filesystem this test mounted at `path` (inside its own temporary directory): unmounted when dropped, and only
 /// while a mount still sits exactly there.
@@ -21,7 +22,7 @@ struct Mounted {
 impl Mounted {
     /// A small tmpfs at `path`.
     fn tmpfs(path: &Path) -> Mounted {
-        t9::run(
+        testkit::run(
             "mount",
             [
                 "-t".as_ref(),
@@ -39,7 +40,7 @@ impl Mounted {
 
     /// `from` bind-mounted at `path` (the same filesystem, another mount).
     fn bind(from: &Path, path: &Path) -> Mounted {
-        t9::run(
+        testkit::run(
             "mount",
             ["--bind".as_ref(), from.as_os_str(), path.as_os_str()],
         );
@@ -51,8 +52,8 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if t9::mounts().iter().any(|m| m.mount_point == self.path) {
-            let (ok, _, err, line) = t9::try_run("umount", [self.path.as_os_str()]);
+        if loopdev::mounts().iter().any(|m| m.mount_point == self.path) {
+            let (ok, _, err, line) = testkit::try_run("umount", [self.path.as_os_str()]);
             if !ok {
                 eprintln!("{line} failed: {err}");
             }
@@ -79,7 +80,7 @@ fn config(dest: &Path, extra: &str) -> String {
 /// inside it.
 #[test]
 fn t9_ext4_a_drive_cannot_send_writes_or_deletions_off_it() {
-    if !t9::require(&[Fs::Ext4]) {
+    if !loopdev::require(&[Fs::Ext4]) {
         return;
     }
     let t9 = Drive::ext4("T9", 64 << 20);
@@ -93,18 +94,14 @@ fn t9_ext4_a_drive_cannot_send_writes_or_deletions_off_it() {
     symlink(&elsewhere, mp.join("backups")).unwrap();
     let out = t.cmd().args(["external"]).status(5);
     assert_clean(&out);
-    assert!(
-        out.stderr.contains(&format!(
-            "T9: redirected: {} is a symbolic link (to {})",
-            mp.join("backups").display(),
-            elsewhere.display()
-        )),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!(
+        "T9: redirected: {} is a symbolic link (to {})",
+        mp.join("backups").display(),
+        elsewhere.display()
+    ));
     assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
     let out = t.cmd().args(["status"]).output();
-    assert!(out.stdout.contains("absent (redirected)"), "{}", out.stdout);
+    out.stdout_has("absent (redirected)");
 
     fs::remove_file(mp.join("backups")).unwrap();
     fs::create_dir(mp.join("backups")).unwrap();
@@ -112,14 +109,10 @@ fn t9_ext4_a_drive_cannot_send_writes_or_deletions_off_it() {
         let _over = Mounted::tmpfs(&mp.join("backups"));
         let out = t.cmd().args(["external"]).status(5);
         assert_clean(&out);
-        assert!(
-            out.stderr.contains(&format!(
-                "T9: redirected: {} is a mount point",
-                mp.join("backups").display()
-            )),
-            "{}",
-            out.stderr
-        );
+        out.stderr_has(&format!(
+            "T9: redirected: {} is a mount point",
+            mp.join("backups").display()
+        ));
         assert!(
             listing(&mp.join("backups")).is_empty(),
             "nothing on the tmpfs: {:?}",
@@ -136,13 +129,8 @@ fn t9_ext4_a_drive_cannot_send_writes_or_deletions_off_it() {
         fs::write(leftover.join("x/precious"), "keep me").unwrap();
         let out = t.cmd().args(["external"]).status(1);
         assert_clean(&out);
-        assert!(
-            out.stderr
-                .contains("removing what an interrupted run left on the drive")
-                && out.stderr.contains("is a mount point"),
-            "{}",
-            out.stderr
-        );
+        out.stderr_has("removing what an interrupted run left on the drive")
+            .stderr_has("is a mount point");
         assert_eq!(
             fs::read_to_string(leftover.join("x/precious")).unwrap(),
             "keep me"
@@ -159,7 +147,7 @@ fn t9_ext4_a_drive_cannot_send_writes_or_deletions_off_it() {
 /// Before: `external` wrote the backup into the bind-mounted directory (exit 0).
 #[test]
 fn t9_a_bind_mount_over_backups_is_refused() {
-    if !t9::require_root() {
+    if !testkit::require_root() {
         return;
     }
     let t = Test::new();
@@ -173,13 +161,9 @@ fn t9_a_bind_mount_over_backups_is_refused() {
     let _bound = Mounted::bind(&elsewhere, &dest.join("backups"));
     let out = t.cmd().args(["external"]).status(5);
     assert_clean(&out);
-    assert!(
-        out.stderr.contains(&format!(
-            "T9: redirected: {} is a mount point",
-            dest.join("backups").display()
-        )),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!(
+        "T9: redirected: {} is a mount point",
+        dest.join("backups").display()
+    ));
     assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
 }

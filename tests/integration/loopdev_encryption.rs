@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use dbackup::external::DestinationStatus;
+use testkit::loopdev::{self, Drive, Fs};
 
-use crate::encryption::have_age;
-use crate::harness::Test;
-use crate::t9::{self, Drive, Fs};
-use crate::t9_external::{
+use crate::fixtures::age::have_age;
+use crate::fixtures::drive::{
     assert_old_backup_intact, assert_sums_pass, backups, content, destination, external, finish,
-    set_mode, signal, spawn_caught_writing_file,
+    new_backup, set_mode, signal, spawn_caught_writing_file,
 };
+use crate::harness::Test;
 
 const MIB: u64 = 1 << 20;
 
@@ -64,7 +64,7 @@ fn occurrences(t9: &Drive, text: &str) -> Vec<u64> {
 
 #[test]
 fn an_encrypted_backup_leaves_no_canary_on_the_exfat_drive() {
-    if !t9::require(&[Fs::Exfat]) || !have_age() {
+    if !loopdev::require(&[Fs::Exfat]) || !have_age() {
         return;
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
@@ -133,7 +133,7 @@ fn an_encrypted_backup_leaves_no_canary_on_the_exfat_drive() {
 /// The control: without encryption the same backup puts both canaries on the drive, so the test above can fail.
 #[test]
 fn a_plain_backup_does_leave_the_canary_on_the_exfat_drive() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
@@ -161,7 +161,7 @@ fn encrypted_drive_with_one_backup() -> (Drive, Test, String, Test, PathBuf) {
         &mp,
         &format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#),
     );
-    let old = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let old = new_backup(&t);
     t.write("home/data/big.bin", content(96 << 20, 8));
     t.cmd().args(["collect"]).status(0);
     (t9, t, old, keys, identity)
@@ -183,7 +183,7 @@ fn age_accepts(identity: &Path, file: &Path) -> bool {
 
 #[test]
 fn an_encrypted_write_that_fails_midway_leaves_nothing_that_decrypts() {
-    if !t9::require(&[Fs::Exfat]) || !have_age() {
+    if !loopdev::require(&[Fs::Exfat]) || !have_age() {
         return;
     }
     let (t9, t, old, _keys, identity) = encrypted_drive_with_one_backup();

@@ -4,336 +4,29 @@
 //! destinations. Root-only tests skip with a message; the tests at the end need no root (plain directories with
 //! `require_mount: false`).
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
-use dbackup::archive::{self, ArchiveFiles, Digest, NoProgress, WrittenFile};
-use dbackup::external::layout::{self, BackupMeta, LATEST_FILE, LATEST_LINK};
-use dbackup::external::{DestinationStatus, ExternalPlan, ExternalReport};
+use dbackup::archive::{self, ArchiveFiles, NoProgress, WrittenFile};
+use dbackup::external::layout::{self, LATEST_FILE, LATEST_LINK};
+use dbackup::external::{DestinationStatus, ExternalPlan};
 use dbackup::snapshot;
+use testkit::loopdev::{self, Drive, Fs};
 
-use crate::harness::{Output, Test};
-use crate::t9::{self, Drive, Fs};
+use crate::fixtures::drive::{
+    assert_old_backup_intact, assert_same_tree, assert_sums_pass, backups, collect, collected_for,
+    config, content, describe, destination, external, finish, gnu_extract, listing, meta_of,
+    needle, new_backup, report, sample, sha256sum_check, signal, snapshot_dir,
+    spawn_caught_writing,
+};
+use crate::harness::Test;
 
 const MIB: u64 = 1 << 20;
 
-/// A destination entry for the config.
-pub(crate) fn destination(name: &str, path: &Path, extra: &str) -> String {
-    format!(
-        r#"{{ "name": "{name}", "path": "{}"{}{extra} }}"#,
-        path.display(),
-        if extra.is_empty() { "" } else { ", " }
-    )
-}
-
-/// A config with the sample's two sets, these destinations, `external.mode` and `retention.external`.
-pub(crate) fn config(destinations: &[String], mode: &str, keep: u32) -> String {
-    format!(
-        r#"{{ "backup_root": "{{root}}", "retention": {{ "local": 3, "external": {keep} }},
-             "external": {{ "mode": "{mode}" }},
-             "backup_sets": [
-               {{ "name": "config", "sources": ["~/.config", "~/.secrets"] }},
-               {{ "name": "data", "sources": ["~/data"] }} ],
-             "destinations": [ {} ] }}"#,
-        destinations.join(", ")
-    )
-}
-
-/// Deterministic bytes that differ per seed (incompressible enough, and unique per file).
-pub(crate) fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-pub(crate) fn set_mode(p: &Path, mode: u32) {
-    fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// A sample home: `.config` and a 0600 `.secrets` (set config), and `data` (set data) with modes, relative, absolute
-/// and dangling symlinks, a hard-linked pair, an empty directory, odd mtimes, a unique needle, and `big` bytes of a
-/// big file when asked.
-pub(crate) fn sample(t: &Test, big: u64) {
-    t.write("home/.config/app/settings.json", "{\"theme\": \"dark\"}\n");
-    t.write("home/.config/app/state", "1\n");
-    let secrets = t.write("home/.secrets", "TOKEN=hunter2\n");
-    set_mode(&secrets, 0o600);
-    let data = t.home().join("data");
-    for i in 0..20 {
-        t.write(
-            &format!("home/data/projects/p{i:02}.txt"),
-            content(1000 + i * 37, i as u64),
-        );
-    }
-    t.write("home/data/projects/needle.txt", needle());
-    let tool = t.write("home/data/bin/tool", "#!/bin/sh\necho hi\n");
-    set_mode(&tool, 0o750);
-    let private = data.join("private");
-    fs::create_dir_all(&private).unwrap();
-    t.write("home/data/private/diary", "dear diary\n");
-    set_mode(&private, 0o700);
-    fs::create_dir_all(data.join("empty")).unwrap();
-    std::os::unix::fs::symlink("projects/p01.txt", data.join("link")).unwrap();
-    std::os::unix::fs::symlink("/nonexistent/target", data.join("dangling")).unwrap();
-    t.write("home/data/projects/h1", "linked content\n");
-    fs::hard_link(data.join("projects/h1"), data.join("h2")).unwrap();
-    if big > 0 {
-        t.write("home/data/big.bin", content(big as usize, 99));
-    }
-    let old = filetime(1_500_000_000);
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        data.join("projects/p00.txt"),
-        &rustix::fs::Timestamps {
-            last_access: old,
-            last_modification: old,
-        },
-        rustix::fs::AtFlags::empty(),
-    )
-    .unwrap();
-}
-
-fn filetime(sec: i64) -> rustix::fs::Timespec {
-    rustix::fs::Timespec {
-        tv_sec: sec,
-        tv_nsec: 123_456_789,
-    }
-}
-
-/// Bytes that occur nowhere else: a file's whole content, to find it on the device.
-pub(crate) fn needle() -> Vec<u8> {
-    let mut n = b"NEEDLE-dbackup-external-7f3a9c1e-".to_vec();
-    n.extend(content(200, 4242));
-    n
-}
-
-pub(crate) fn collect(t: &Test) {
-    t.cmd().args(["collect"]).status(0);
-}
-
-fn report(out: &Output) -> ExternalReport {
-    out.json()
-}
-
-/// Runs `dbackup --json external <args>` expecting `code`, returns the report.
-#[track_caller]
-pub(crate) fn external(t: &Test, args: &[&str], code: i32) -> ExternalReport {
-    let out = t.cmd().args(["--json", "external"]).args(args).status(code);
-    report(&out)
-}
-
-/// Names in a directory, sorted (empty when it does not exist).
-pub(crate) fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// The verified backups dbackup lists on a drive, oldest first.
-pub(crate) fn backups(mp: &Path) -> Vec<String> {
-    layout::list(&mp.join("backups"))
-        .unwrap()
-        .verified()
-        .map(|b| b.name.clone())
-        .collect()
-}
-
-pub(crate) fn sha256sum_check(dir: &Path) -> (bool, String) {
-    let out = Command::new("sha256sum")
-        .args(["-c", "verification.sha256"])
-        .current_dir(dir)
-        .output()
-        .expect("sha256sum runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-#[track_caller]
-pub(crate) fn assert_sums_pass(dir: &Path) {
-    let (ok, out) = sha256sum_check(dir);
-    assert!(ok, "sha256sum -c failed in {}:\n{out}", dir.display());
-}
-
-/// The local snapshot a backup's set came from.
-fn snapshot_dir(t: &Test, name: &str) -> PathBuf {
-    t.root().join(name)
-}
-
-/// Everything a tree comparison looks at, for one path.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Node {
-    kind: u32,
-    mode: u32,
-    owner: (u32, u32),
-    mtime: (i64, i64),
-    content: Option<Digest>,
-    link: Option<PathBuf>,
-}
-
-/// Describes every path under `root` (not the root itself), and the hard-link groups.
-pub(crate) fn describe(root: &Path) -> (BTreeMap<PathBuf, Node>, Vec<Vec<PathBuf>>) {
-    let mut nodes = BTreeMap::new();
-    let mut inodes: BTreeMap<(u64, u64), Vec<PathBuf>> = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false) {
-        let e = e.unwrap();
-        let m = e.path().symlink_metadata().unwrap();
-        let rel = e.path().strip_prefix(root).unwrap().to_path_buf();
-        let ft = m.file_type();
-        if ft.is_file() {
-            inodes
-                .entry((m.dev(), m.ino()))
-                .or_default()
-                .push(rel.clone());
-        }
-        nodes.insert(
-            rel,
-            Node {
-                kind: m.mode() & libc::S_IFMT,
-                mode: m.mode() & 0o7777,
-                owner: (m.uid(), m.gid()),
-                mtime: (m.mtime(), m.mtime_nsec()),
-                content: ft
-                    .is_file()
-                    .then(|| Digest::of_bytes(&fs::read(e.path()).unwrap())),
-                link: ft.is_symlink().then(|| fs::read_link(e.path()).unwrap()),
-            },
-        );
-    }
-    let mut groups: Vec<Vec<PathBuf>> = inodes.into_values().filter(|g| g.len() > 1).collect();
-    groups.iter_mut().for_each(|g| g.sort());
-    groups.sort();
-    (nodes, groups)
-}
-
-/// Asserts two trees are identical: the same paths, types, modes, owners, mtimes, contents, symlink targets and
-/// hard-link groups.
-#[track_caller]
-pub(crate) fn assert_same_tree(expected: &Path, actual: &Path) {
-    let (a, ga) = describe(expected);
-    let (b, gb) = describe(actual);
-    let missing: Vec<_> = a.keys().filter(|k| !b.contains_key(*k)).collect();
-    let extra: Vec<_> = b.keys().filter(|k| !a.contains_key(*k)).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "missing {missing:?}, extra {extra:?}"
-    );
-    for (k, na) in &a {
-        assert_eq!(na, &b[k], "{}", k.display());
-    }
-    assert_eq!(ga, gb, "hard-link groups");
-}
-
-/// Extracts an archive (one file or its parts) with GNU tar into a new directory under `into`.
-fn gnu_extract(files: &ArchiveFiles, into: &Path) -> PathBuf {
-    let out = into.join("extracted");
-    fs::create_dir_all(&out).unwrap();
-    let mut child = Command::new("tar")
-        .args(["--numeric-owner", "-xpf", "-", "-C"])
-        .arg(&out)
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("GNU tar runs");
-    let mut stdin = child.stdin.take().unwrap();
-    std::io::copy(&mut files.open().unwrap(), &mut stdin).unwrap();
-    drop(stdin);
-    let res = child.wait_with_output().unwrap();
-    assert!(
-        res.status.success() && res.stderr.is_empty(),
-        "tar -x: {}\n{}",
-        res.status,
-        String::from_utf8_lossy(&res.stderr)
-    );
-    out
-}
-
-pub(crate) fn meta_of(dir: &Path) -> BackupMeta {
-    layout::read_metadata(&dir.join(layout::METADATA_FILE)).unwrap()
-}
-
-/// The temporary directory a running backup writes into, and the size of `file` in it.
-fn writing(mp: &Path, file: &str) -> Option<(PathBuf, u64)> {
-    for e in fs::read_dir(mp.join("backups")).ok()?.flatten() {
-        if e.file_name().to_string_lossy().starts_with(".tmp-") {
-            let len = fs::metadata(e.path().join(file)).map(|m| m.len()).ok()?;
-            return Some((e.path(), len));
-        }
-    }
-    None
-}
-
-/// Starts `dbackup external` and returns once `data.tar` in its temporary directory holds at least `min` bytes
-/// (the process still running), with that directory.
-fn spawn_caught_writing(t: &Test, mp: &Path, min: u64) -> (Child, PathBuf) {
-    spawn_caught_writing_file(t, mp, "data.tar", min)
-}
-
-/// [`spawn_caught_writing`] watching `file`.
-pub(crate) fn spawn_caught_writing_file(
-    t: &Test,
-    mp: &Path,
-    file: &str,
-    min: u64,
-) -> (Child, PathBuf) {
-    let mut child = t.cmd().args(["external"]).spawn();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some((dir, len)) = writing(mp, file)
-            && len >= min
-        {
-            return (child, dir);
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "dbackup ended ({status}) before it was caught writing:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        assert!(Instant::now() < deadline, "dbackup never started writing");
-        std::thread::sleep(Duration::from_micros(500));
-    }
-}
-
-pub(crate) fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not yet reaped.
-    let rc = unsafe { libc::kill(child.id() as i32, sig) };
-    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-}
-
-/// Waits for the child and returns (exit code, stderr).
-pub(crate) fn finish(child: Child) -> (i32, String) {
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn exfat_t9_gets_verified_archives_that_gnu_tar_extracts() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 128 * MIB);
@@ -446,14 +139,12 @@ fn exfat_t9_gets_verified_archives_that_gnu_tar_extracts() {
 
 #[test]
 fn seven_runs_keep_the_five_newest_and_leave_everything_else_alone() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 128 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
-    sample(&t, 0);
-    collect(&t);
+    let t = collected_for("T9", &mp, 0);
     // Things that are not dbackup's.
     fs::create_dir_all(mp.join("photos/2024")).unwrap();
     fs::write(mp.join("photos/2024/cat.jpg"), content(5000, 1)).unwrap();
@@ -498,26 +189,19 @@ fn seven_runs_keep_the_five_newest_and_leave_everything_else_alone() {
     );
     // The dry run says why the stamp-named directory is left alone.
     let out = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        out.stdout
-            .contains("note      2020-01-01-000000 is not used nor removed"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("note      2020-01-01-000000 is not used nor removed");
 }
 
 #[test]
 fn ext4_destination_gets_a_latest_symlink() {
-    if !t9::require(&[Fs::Ext4]) {
+    if !loopdev::require(&[Fs::Ext4]) {
         return;
     }
     let drive = Drive::ext4("BACKUP", 64 * MIB);
     let mp = drive.mount_point().to_path_buf();
-    let t = Test::new().config(&config(&[destination("disk", &mp, "")], "first", 5));
-    sample(&t, 0);
-    collect(&t);
-    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
-    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let t = collected_for("disk", &mp, 0);
+    let first = new_backup(&t);
+    let second = new_backup(&t);
     let link = mp.join("backups").join(LATEST_LINK);
     assert_eq!(fs::read_link(&link).unwrap(), Path::new(&second));
     assert!(
@@ -543,25 +227,19 @@ fn ext4_destination_gets_a_latest_symlink() {
 
 #[test]
 fn absent_drive_writes_nothing_and_exits_5() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
-    sample(&t, 0);
-    collect(&t);
+    let t = collected_for("T9", &mp, 0);
     t9.unmount();
     for args in [&["external"][..], &["--dry-run", "external"]] {
         let out = t.cmd().args(args).status(5);
-        assert!(
-            out.stderr.contains(&format!(
-                "no external destination present:\n  T9: not mounted: {} is an empty directory on",
-                mp.display()
-            )),
-            "{}",
-            out.stderr
-        );
+        out.stderr_has(&format!(
+            "no external destination present:\n  T9: not mounted: {} is an empty directory on",
+            mp.display()
+        ));
         assert!(
             listing(&mp).is_empty(),
             "nothing written into the mount point"
@@ -571,7 +249,7 @@ fn absent_drive_writes_nothing_and_exits_5() {
 
 #[test]
 fn wrong_drive_is_refused() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     // Another label than the destination wants.
@@ -585,15 +263,8 @@ fn wrong_drive_is_refused() {
     sample(&t, 0);
     collect(&t);
     let out = t.cmd().args(["external"]).status(5);
-    assert!(
-        out.stderr
-            .contains("T9: other drive: the exfat filesystem at")
-            && out
-                .stderr
-                .contains("has label \"SANDISK\", expected label \"T9\""),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("T9: other drive: the exfat filesystem at")
+        .stderr_has("has label \"SANDISK\", expected label \"T9\"");
     assert!(listing(&mp).is_empty());
 
     // A drive that belongs to another destination (its marker says so).
@@ -606,31 +277,20 @@ fn wrong_drive_is_refused() {
     sample(&t2, 0);
     collect(&t2);
     let out = t2.cmd().args(["external"]).status(5);
-    assert!(
-        out.stderr
-            .contains("T9: other destination: the drive belongs to destination \"OFFSITE\""),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("T9: other destination: the drive belongs to destination \"OFFSITE\"");
     assert_eq!(listing(&mp.join("backups")), before, "nothing written");
 }
 
 #[test]
 fn not_enough_space_is_refused_before_anything_is_written() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 16 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
-    sample(&t, 24 * MIB);
-    collect(&t);
+    let t = collected_for("T9", &mp, 24 * MIB);
     let out = t.cmd().args(["--dry-run", "external"]).status(1);
-    assert!(
-        out.stdout.contains("REFUSED   not enough space"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("REFUSED   not enough space");
     let r = external(&t, &[], 1);
     let d = &r.destinations[0];
     assert_eq!(d.status, DestinationStatus::Refused);
@@ -652,29 +312,16 @@ fn not_enough_space_is_refused_before_anything_is_written() {
 fn drive_with_one_backup(size: u64, big: u64) -> (Drive, Test, String) {
     let t9 = Drive::exfat("T9", size);
     let mp = t9.mount_point().to_path_buf();
-    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
-    sample(&t, 0);
-    collect(&t);
-    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let t = collected_for("T9", &mp, 0);
+    let first = new_backup(&t);
     t.write("home/data/big.bin", content(big as usize, 7));
     collect(&t);
     (t9, t, first)
 }
 
-/// The old backup is whole: listed, LATEST names it, its sums pass.
-#[track_caller]
-pub(crate) fn assert_old_backup_intact(mp: &Path, old: &str) {
-    assert_eq!(backups(mp), [old]);
-    assert_eq!(
-        layout::read_latest(&mp.join("backups")).as_deref(),
-        Some(old)
-    );
-    assert_sums_pass(&mp.join("backups").join(old));
-}
-
 #[test]
 fn drive_full_mid_archive_fails_cleanly_and_the_next_run_succeeds() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
@@ -708,7 +355,7 @@ fn drive_full_mid_archive_fails_cleanly_and_the_next_run_succeeds() {
 
 #[test]
 fn drive_pulled_mid_archive_fails_and_a_later_run_succeeds() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
@@ -748,7 +395,7 @@ fn drive_pulled_mid_archive_fails_and_a_later_run_succeeds() {
 
 #[test]
 fn killed_fuse_daemon_mid_archive_fails_and_a_later_run_succeeds() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
@@ -784,7 +431,7 @@ fn killed_fuse_daemon_mid_archive_fails_and_a_later_run_succeeds() {
 
 #[test]
 fn kill_9_mid_archive_is_never_listed_and_the_next_run_succeeds() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
@@ -802,12 +449,7 @@ fn kill_9_mid_archive_is_never_listed_and_the_next_run_succeeds() {
     // A dry run says it will go.
     let out = t.cmd().args(["--dry-run", "external"]).status(0);
     let temp_name = temp.file_name().unwrap().to_string_lossy().into_owned();
-    assert!(
-        out.stdout
-            .contains(&format!("cleanup   would remove {temp_name}")),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&format!("cleanup   would remove {temp_name}"));
     let r = external(&t, &[], 0);
     let d = &r.destinations[0];
     assert_eq!(d.cleaned, [temp_name]);
@@ -817,15 +459,13 @@ fn kill_9_mid_archive_is_never_listed_and_the_next_run_succeeds() {
 
 #[test]
 fn corruption_behind_the_filesystem_is_detected() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    let t = Test::new().config(&config(&[destination("T9", &mp, "")], "first", 5));
-    sample(&t, 0);
-    collect(&t);
-    let stamp = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let t = collected_for("T9", &mp, 0);
+    let stamp = new_backup(&t);
     let dir = mp.join("backups").join(&stamp);
     let meta = meta_of(&dir);
     let data = meta.sets.iter().find(|s| s.set == "data").unwrap();
@@ -877,7 +517,7 @@ fn corruption_behind_the_filesystem_is_detected() {
 
 #[test]
 fn two_destinations_first_absent_then_all() {
-    if !t9::require(&[Fs::Exfat, Fs::Ext4]) {
+    if !loopdev::require(&[Fs::Exfat, Fs::Ext4]) {
         return;
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
@@ -897,12 +537,7 @@ fn two_destinations_first_absent_then_all() {
     // first mode, T9 absent: the spare gets it, and the report says why T9 did not.
     t9.unmount();
     let out = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        out.stdout
-            .contains("destination T9: not used: not mounted:"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("destination T9: not used: not mounted:");
     let r = external(&t, &[], 0);
     assert_eq!(r.destinations.len(), 1);
     assert_eq!(r.destinations[0].name, "spare");
@@ -999,14 +634,9 @@ fn a_plain_directory_gets_a_verified_backup_and_the_run_is_logged() {
         out.stdout.trim(),
         dest.join("backups").join(&stamp).display().to_string()
     );
-    assert!(out.stderr.contains("plain: data: data-"), "{}", out.stderr);
-    assert!(out.stderr.contains(": verified"), "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains(&format!("plain: backup {stamp} verified and in place at")),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("plain: data: data-");
+    out.stderr_has(": verified");
+    out.stderr_has(&format!("plain: backup {stamp} verified and in place at"));
     assert_sums_pass(&dest.join("backups").join(&stamp));
     let log = dbackup::runlog::read(&t.path("state/dbackup")).unwrap();
     let last = log.last().unwrap();
@@ -1038,14 +668,10 @@ fn incomplete_snapshots_are_passed_over_unless_allowed() {
     let data = r.sets.iter().find(|s| s.set == "data").unwrap();
     assert_ne!(data.snapshot.as_deref(), Some(newest.name.as_str()));
     assert!(data.complete);
-    assert!(
-        out.stderr.contains(&format!(
-            "data: the newest snapshot {} is incomplete",
-            newest.name
-        )),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!(
+        "data: the newest snapshot {} is incomplete",
+        newest.name
+    ));
     let r = external(&t, &["--allow-incomplete"], 3);
     let data = r.sets.iter().find(|s| s.set == "data").unwrap();
     assert_eq!(data.snapshot.as_deref(), Some(newest.name.as_str()));
@@ -1066,33 +692,20 @@ fn usage_and_state_errors() {
     let (t, dest) = plain_test(5);
     // Nothing collected yet.
     let out = t.cmd().args(["external"]).status(1);
-    assert!(
-        out.stderr.contains("run `dbackup collect` first"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("run `dbackup collect` first");
     sample(&t, 0);
     collect(&t);
     let out = t
         .cmd()
         .args(["external", "--destination", "nope"])
         .status(2);
-    assert!(
-        out.stderr
-            .contains("there is no destination named \"nope\"; the config has: plain"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("there is no destination named \"nope\"; the config has: plain");
     let out = t.cmd().args(["external", "--set", "nope"]).status(2);
-    assert!(
-        out.stderr.contains("there is no backup set named \"nope\""),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("there is no backup set named \"nope\"");
     // Another run holds the lock.
     let lock = dbackup::lock::RunLock::acquire(&t.root()).unwrap();
     let out = t.cmd().args(["external"]).status(4);
-    assert!(out.stderr.contains("another dbackup run"), "{}", out.stderr);
+    out.stderr_has("another dbackup run");
     drop(lock);
     assert!(listing(&dest).is_empty());
     // No destination configured at all.
@@ -1102,11 +715,7 @@ fn usage_and_state_errors() {
     sample(&t2, 0);
     collect(&t2);
     let out = t2.cmd().args(["external"]).status(5);
-    assert!(
-        out.stderr.contains("no external destination is configured"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("no external destination is configured");
 }
 
 /// What people read, with what varies from run to run replaced.

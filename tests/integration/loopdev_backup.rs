@@ -12,17 +12,25 @@ use dbackup::config::EventKind;
 use dbackup::external::DestinationStatus;
 use dbackup::external::layout::{self, LATEST_FILE};
 use dbackup::schedule::ExternalAction;
-use dbackup::snapshot;
 use dbackup::status::{KnownFrom, StatusReport};
+use testkit::loopdev::{self, Drive, Fs};
 
-use crate::backup::{ALL_EVENTS, DEMO_SETS, demo_home, kinds, notifications, received};
+use crate::fixtures::backup::{ALL_EVENTS, DEMO_SETS, demo_home, kinds, notifications, received};
+use crate::fixtures::snapshots;
 use crate::harness::Test;
-use crate::t9::{self, Drive, Fs};
 
 const MIB: u64 = 1 << 20;
 
 /// The demo's config with the T9 as its destination (identified by its label), `schedule.external`, and every event
 /// going to the recording sink.
+/// The demo home with every event sent to the sink, backing up to the T9 at `mp` on `external`'s schedule.
+fn demo_on_t9(mp: &Path, external: &str) -> Test {
+    let t = Test::new();
+    demo_home(&t);
+    let c = demo_with_t9(&t, mp, external);
+    t.config(&c)
+}
+
 fn demo_with_t9(t: &Test, mp: &Path, external: &str) -> String {
     format!(
         r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ],
@@ -32,14 +40,6 @@ fn demo_with_t9(t: &Test, mp: &Path, external: &str) -> String {
         mp.display(),
         notifications(t, ALL_EVENTS, 0)
     )
-}
-
-fn snapshots(t: &Test, set: &str) -> Vec<String> {
-    snapshot::list(&t.root(), set)
-        .unwrap()
-        .into_iter()
-        .map(|s| s.name)
-        .collect()
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -57,15 +57,12 @@ fn mtime(p: &Path) -> SystemTime {
 
 #[test]
 fn demo_backup_with_the_t9_present_collects_and_writes_a_verified_backup() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 128 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    let t = Test::new();
-    demo_home(&t);
-    let c = demo_with_t9(&t, &mp, "weekly");
-    let t = t.config(&c);
+    let t = demo_on_t9(&mp, "weekly");
 
     let r: BackupReport = t.cmd().args(["--json", "backup"]).status(0).json();
     assert!(r.due.sets.iter().all(|s| s.collect));
@@ -135,16 +132,13 @@ fn demo_backup_with_the_t9_present_collects_and_writes_a_verified_backup() {
 
 #[test]
 fn demo_backup_with_the_t9_unplugged_collects_exits_0_and_raises_missing_media() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 128 * MIB);
     let mp = t9.mount_point().to_path_buf();
     t9.unmount();
-    let t = Test::new();
-    demo_home(&t);
-    let c = demo_with_t9(&t, &mp, "weekly");
-    let t = t.config(&c);
+    let t = demo_on_t9(&mp, "weekly");
 
     let out = t.cmd().args(["--json", "backup"]).status(0);
     let r: BackupReport = out.json();
@@ -203,15 +197,12 @@ fn demo_backup_with_the_t9_unplugged_collects_exits_0_and_raises_missing_media()
 
 #[test]
 fn demo_backup_with_external_manual_never_touches_the_t9() {
-    if !t9::require(&[Fs::Exfat]) {
+    if !loopdev::require(&[Fs::Exfat]) {
         return;
     }
     let t9 = Drive::exfat("T9", 128 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    let t = Test::new();
-    demo_home(&t);
-    let c = demo_with_t9(&t, &mp, "manual");
-    let t = t.config(&c);
+    let t = demo_on_t9(&mp, "manual");
     let before = mtime(&mp);
     std::thread::sleep(Duration::from_millis(1100));
 
