@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::encryption_restore::encrypted_backup;
+use crate::fixtures::age::encrypted_backup;
+use crate::fixtures::demo::demo;
 use crate::harness::Test;
-use crate::restore::demo;
 
 #[derive(Debug, Deserialize)]
 struct Ls {
@@ -63,7 +63,7 @@ struct Version {
     mtime: String,
 }
 
-fn data(d: &crate::restore::Demo) -> PathBuf {
+fn data(d: &crate::fixtures::demo::Demo) -> PathBuf {
     fs::canonicalize(&d.data).unwrap()
 }
 
