@@ -16,11 +16,11 @@ use std::sync::Arc;
 use chrono::NaiveDateTime;
 use serde::Serialize;
 
-use crate::archive::index::IndexReader;
+use crate::archive::index::{IndexReader, read_line_bounded};
 use crate::archive::{ArchiveFiles, Keys};
 use crate::restore::catalog::{self, Drive};
 use crate::restore::content::entry_of_index;
-use crate::restore::index_search::{SortedIndex, is_under};
+use crate::restore::index_search::{SortedIndex, is_under, parse_line};
 use crate::restore::keys::{Ask, KeyRing};
 use crate::restore::list::Kept;
 use crate::restore::source::Snapshot;
@@ -30,6 +30,10 @@ use crate::snapshot::{self, SnapshotState};
 use crate::stdx::show;
 
 pub use pattern::Pattern;
+
+/// The key of a name that is not UTF-8: such a line is always parsed.
+static PATH_B64: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"path_b64\""));
 
 /// Where to look.
 #[derive(Debug, Clone, Default)]
@@ -293,22 +297,50 @@ pub fn find(
         ))),
         Content::Index(files) => {
             let label = files.label();
+            let damaged = |problem: String| {
+                BrowseError::Other(format!("the index {label} is damaged: {problem}"))
+            };
             let io_err = |source| BrowseError::Io {
                 label: label.clone(),
                 source,
             };
-            let reader = files.open().map_err(io_err)?;
-            let mut r = IndexReader::new(BufReader::with_capacity(256 << 10, reader))
-                .map_err(|e| BrowseError::Other(format!("the index {label} is damaged: {e}")))?;
-            while let Some(e) = r
-                .next_entry()
-                .map_err(|e| BrowseError::Other(format!("the index {label} is damaged: {e}")))?
-            {
+            let mut r = BufReader::with_capacity(256 << 10, files.open().map_err(io_err)?);
+            // The header line, checked once; each line that may match is parsed with it. A line that cannot hold
+            // the pattern's plain part is passed over unparsed: that is what makes a search read at grep's pace.
+            let mut header = Vec::new();
+            match read_line_bounded(&mut r, &mut header).map_err(io_err)? {
+                Some(n) if n > 0 && header.ends_with(b"\n") => {}
+                _ => return Err(damaged("its first line is missing or too long".into())),
+            }
+            IndexReader::new(io::Cursor::new(&header)).map_err(|e| damaged(e.to_string()))?;
+            let filter = pattern.line_filter().map(memchr::memmem::Finder::new);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match read_line_bounded(&mut r, &mut line).map_err(io_err)? {
+                    Some(0) => return Err(damaged("it has no `end` line: it is truncated".into())),
+                    Some(_) if line.ends_with(b"\n") => {}
+                    Some(_) => return Err(damaged("its last line is cut short".into())),
+                    None => return Err(damaged("a line is too long".into())),
+                }
+                if line.starts_with(b"{\"type\":\"end\"") {
+                    let mut rest = [0u8; 1];
+                    if io::Read::read(&mut r, &mut rest).map_err(io_err)? != 0 {
+                        return Err(damaged("bytes follow its `end` line".into()));
+                    }
+                    return Ok(());
+                }
+                if let Some(f) = &filter
+                    && f.find(&line).is_none()
+                    && PATH_B64.find(&line).is_none()
+                {
+                    continue;
+                }
+                let e = parse_line(&header, &label, &line)?;
                 if pattern.matches(&e.path) {
                     f(entry(&e));
                 }
             }
-            Ok(())
         }
         Content::Snapshot(root) => {
             for e in Snapshot::new(root).entries(Path::new("")) {

@@ -65,6 +65,15 @@ impl Pattern {
             .unwrap_or(&[])
     }
 
+    /// The bytes an index line whose path matches must hold as they are (JSON writes printable ASCII but `"` and
+    /// `\\`, and UTF-8, unescaped; a name that is not UTF-8 is in `path_b64`, which the caller always parses), or
+    /// `None` when nothing can be required.
+    pub fn line_filter(&self) -> Option<&[u8]> {
+        let r = self.required();
+        let verbatim = |&b: &u8| b >= 0x20 && b != b'"' && b != b'\\';
+        (!r.is_empty() && r.iter().all(verbatim)).then_some(r)
+    }
+
     /// Whether the path `rel` (relative to the root: the absolute path without its leading `/`) matches.
     pub fn matches(&self, rel: &[u8]) -> bool {
         match self {
@@ -76,7 +85,7 @@ impl Pattern {
                 if l[0] == b'/' && rel.starts_with(&l[1..]) {
                     return true;
                 }
-                rel.windows(l.len()).any(|w| w == l.as_slice())
+                memchr::memmem::find(rel, l).is_some()
             }
             Pattern::Name(p) => components(rel).last().is_some_and(|n| segment(p, n)),
             Pattern::Path { segments, .. } => {
@@ -223,6 +232,25 @@ mod tests {
                 Pattern::new(p.as_bytes()).required(),
                 want.as_bytes(),
                 "{p}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_line_filter_is_only_what_json_writes_as_is() {
+        for (p, want) in [
+            ("report", Some("report")),
+            ("*.pdf", Some(".pdf")),
+            ("é*", Some("é")),
+            ("a\"b", None),
+            ("a\\b", None),
+            ("tab\there", None),
+            ("*", None),
+        ] {
+            assert_eq!(
+                Pattern::new(p.as_bytes()).line_filter(),
+                want.map(str::as_bytes),
+                "{p:?}"
             );
         }
     }
