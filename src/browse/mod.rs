@@ -57,6 +57,8 @@ pub struct SetBackup {
     pub destination: Option<String>,
     /// Verified (drive) or complete (local).
     pub trusted: bool,
+    /// The set's sources as recorded (a path under a source's configured name is found under its resolved one).
+    pub sources: Vec<crate::snapshot::SourceRecord>,
     pub content: Content,
 }
 
@@ -107,6 +109,11 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<(Vec<SetBac
                 set: s.set.clone(),
                 destination: None,
                 trusted: s.state() == SnapshotState::Complete,
+                sources: s
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.sources.clone())
+                    .unwrap_or_default(),
                 content: Content::Snapshot(s.path.clone()),
             });
         }
@@ -133,6 +140,7 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<(Vec<SetBac
                     set: s.name.clone(),
                     destination: Some(d.name.clone()),
                     trusted: b.verified(),
+                    sources: s.sources.clone(),
                     content,
                 });
             }

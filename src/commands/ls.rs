@@ -100,6 +100,9 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
             ));
             continue;
         }
+        // `~/data` when the source `~/data` is a symlink to `/data`: its name in the backup is `data`.
+        let name =
+            select::locate_in_sources(&abs, &b.sources).map_or_else(|| name.clone(), |(n, _)| n);
         let Some(mut entries) = browse::ls(b, name.as_bytes(), args.recursive)? else {
             continue;
         };

@@ -145,6 +145,10 @@ fn ls_lists_one_level_of_a_local_snapshot_or_all_below() {
         ("symlink", Some("../other/c.txt"))
     );
 
+    // Through the source's configured name (`~/data` is a symlink to the data directory).
+    let via = ls(&["~/data/projects/important"]);
+    assert_eq!(via.backups[0].entries.len(), b.entries.len());
+
     let all = ls(&["-R", important.to_str().unwrap()]);
     let deep = names(&all.backups[0], &important);
     assert!(deep.iter().any(|n| n.starts_with("sub/")), "{deep:?}");
