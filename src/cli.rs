@@ -9,6 +9,11 @@ use std::path::PathBuf;
 use chrono::{DateTime, FixedOffset};
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+// `restore --source`, `--overwrite` and `--compare` take the restore's own types (their variants' comments are the
+// help text).
+use crate::restore::list::Kept;
+use crate::restore::{Compare, Overwrite};
+
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 finished with warnings,
 4 another dbackup run holds the lock, 5 no external destination present.
@@ -268,35 +273,6 @@ Exit codes: 0 done (or intact), 1 refused, failed or damaged, 2 bad arguments,
 3 verified without the identity (contents not checked), 5 no drive present. The full
 restoration guide, with and without dbackup: docs/RESTORE.md.";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SourceKind {
-    Local,
-    /// The drive's archives (also `drive`)
-    #[value(alias = "drive")]
-    External,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Overwrite {
-    /// Replace what differs from the backup (keeping it first), leave what is the same
-    #[default]
-    IfChanged,
-    /// Rewrite everything; what differs from the backup is kept first, unless --no-keep
-    Always,
-    /// Leave whatever is there
-    Never,
-}
-
-/// How `--overwrite if-changed` tells an unchanged file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum CompareBy {
-    /// Same type, size, mode, owner and mtime (fast)
-    #[default]
-    Metadata,
-    /// Same type, size, mode, owner and sha256 of the content, whatever the mtime (reads local files; drive only)
-    Content,
-}
-
 const LS_HELP: &str = "\
 PATH is absolute, relative to the current directory, or ~/...; without it, the backup's top level. One directory \
 level is listed; -R lists everything below. A drive backup is read through its index alone (encrypted: with the \
@@ -349,7 +325,7 @@ pub struct LsArgs {
 
     /// Local snapshots or the drive's backups (default: local, the drive with --drive)
     #[arg(long, value_enum)]
-    pub source: Option<SourceKind>,
+    pub source: Option<Kept>,
 
     /// Read the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
     #[arg(long, value_name = "DIR")]
@@ -372,7 +348,7 @@ pub struct FindArgs {
 
     /// Only local snapshots or only the drive's backups (default: both)
     #[arg(long, value_enum)]
-    pub source: Option<SourceKind>,
+    pub source: Option<Kept>,
 
     /// Search the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
     #[arg(long, value_name = "DIR")]
@@ -387,7 +363,7 @@ pub struct FindArgs {
 pub struct SnapshotsArgs {
     /// Only local snapshots or only the drive's backups (default: both)
     #[arg(long, value_enum)]
-    pub source: Option<SourceKind>,
+    pub source: Option<Kept>,
 
     /// Only that day's backups (2025-04-01), or exactly that stamp (2025-04-01-031500)
     #[arg(long)]
@@ -407,7 +383,7 @@ pub struct RestoreArgs {
     /// Where to restore from: local snapshots or the drive's archives (default: both for --list, external with
     /// --drive, local otherwise)
     #[arg(long, value_enum)]
-    pub source: Option<SourceKind>,
+    pub source: Option<Kept>,
 
     /// List the backups instead of restoring
     #[arg(long)]
@@ -462,7 +438,7 @@ pub struct RestoreArgs {
 
     /// How --overwrite if-changed tells an unchanged file
     #[arg(long, value_enum, default_value_t, value_name = "HOW")]
-    pub compare: CompareBy,
+    pub compare: Compare,
 
     /// Read the drive's backups from DIR (a mount point, its backups/ directory, or one backup) instead of the
     /// configured destinations
@@ -845,7 +821,7 @@ mod tests {
         let Command::Restore(r) = cli.command else {
             panic!("not restore")
         };
-        assert_eq!(r.source, Some(SourceKind::External));
+        assert_eq!(r.source, Some(Kept::External));
         assert_eq!(r.paths, vec!["~/.config".to_string()]);
     }
 

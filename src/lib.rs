@@ -2,18 +2,21 @@
 // Outside tests, a fallible value is never unwrapped bare: each `expect` states the invariant that makes it safe.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+// The public modules are the ones the integration tests, the benches and xtask read (output types, on-drive formats,
+// the archive engine the benches drive); the rest is `pub(crate)`, so the compiler reports what nothing uses.
+
 pub mod archive;
-pub mod backup;
-pub mod browse;
+pub(crate) mod backup;
+pub(crate) mod browse;
 pub mod cli;
 pub mod collect;
 pub mod commands;
 pub mod config;
 pub mod exit;
-pub mod expand;
+pub(crate) mod expand;
 pub mod external;
 pub mod image;
-pub mod interrupt;
+pub(crate) mod interrupt;
 pub mod lock;
 pub mod media;
 pub mod notify;
@@ -22,9 +25,9 @@ pub mod process;
 mod proptests;
 pub mod report;
 pub mod restore;
-pub mod retention;
+pub(crate) mod retention;
 pub mod rsync;
-pub mod rsync_args;
+pub(crate) mod rsync_args;
 pub mod runlog;
 pub mod schedule;
 pub mod settings;
@@ -32,7 +35,7 @@ pub mod snapshot;
 pub mod status;
 pub mod stdx;
 pub mod systemd;
-pub mod ui;
+pub(crate) mod ui;
 
 use cli::{Cli, Command};
 use exit::Exit;

@@ -963,10 +963,10 @@ fn check_tar(tar: &[u8], index: &[u8], entries: &[IndexEntry]) {
             let _ = crate::restore::content::compare_header(tar[start..end].to_vec(), e, len);
         });
     }
-    // The scan path (archives without an index): every header, as restore reads it (restore::tarscan, whose own
+    // The scan path (archives without an index): every header, as restore reads it (restore::engine::tarscan, whose own
     // properties are in its tests), from a file and as a stream.
     bounded(buffers, "scanning", || {
-        use crate::restore::tarscan::{Owners, Scanner};
+        use crate::restore::engine::tarscan::{Owners, Scanner};
         let mut owners = Owners::numeric();
         if let Ok(mut s) = Scanner::seekable(Cursor::new(tar)) {
             for _ in 0..10_000 {

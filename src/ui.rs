@@ -95,10 +95,6 @@ pub fn journal() -> bool {
         .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
 }
 
-// Sizes, durations and counts live in `stdx` (one rule each); re-exported here only for the call sites in `restore/` and
-// `commands/`, which other branches are moving: once they land, those call `stdx` directly and this line goes.
-pub use crate::stdx::{bytes, count, counted, duration};
-
 /// A progress bar's style whose byte figures follow [`crate::stdx::bytes`] (`1.0 GiB`, not indicatif's `1.00 GiB`):
 /// `{bytes}`, `{total_bytes}` and `{bytes_per_sec}` in `template`.
 pub fn bytes_style(template: &str) -> ProgressStyle {

@@ -1,4 +1,4 @@
-//! The external archive writer: a snapshot streamed as tar through a sha256 hasher (and later other stages) onto the drive, with its index.
+//! The external archive writer: a snapshot streamed as tar through a sha256 hasher (and, for encrypted destinations, age) onto the drive, with its index.
 //!
 //! A building block of the `external` phase (writing) and of `restore` (reading, verifying). The pieces:
 //!
@@ -6,7 +6,7 @@
 //!   expect, for the free-space check, and the few files that have several names inside the snapshot.
 //! - [`write_archive`] streams the snapshot as a POSIX pax tar ([`tarfmt`]) into a [`Sink`] (one [`FileSink`],
 //!   numbered parts with [`SplitSink`], or any writer with [`WriterSink`]), optionally through a [`Stage`]
-//!   (encryption, later), in [`WRITE_BUFFER`]-sized writes on a writer thread, and writes the [`index`] alongside.
+//!   (age encryption: [`crypt`]), in [`WRITE_BUFFER`]-sized writes on a writer thread, and writes the [`index`] alongside.
 //!   Every byte reaching the drive is hashed as it is written; each file's content is hashed into the index.
 //! - [`read_back`] re-reads what was written, past the page cache, and compares hashes.
 //! - [`verify_archive`] checks a whole archive against its index (restore `--verify`); [`read_entry`] restores one

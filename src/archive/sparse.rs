@@ -645,7 +645,7 @@ pub fn read_v1_map(r: &mut dyn Read, stored: u64, size: u64) -> Result<(SparseMa
 
 /// The map of an old-GNU sparse member (type `S`): the four entries of its header, then the 21 of each extension
 /// block in `ext` (the blocks that followed the header, as many as the header's and each block's `isextended`
-/// flag said: the scanner follows that chain, [`crate::restore::tarscan`]). `stored` is the header's size field:
+/// flag said: the scanner follows that chain, [`crate::restore::engine::tarscan`]). `stored` is the header's size field:
 /// the data the member stores after the blocks, which the map must name exactly. A header without GNU tar's magic
 /// has no sparse fields (GNU tar does not read it as sparse either).
 pub fn old_gnu_map(
@@ -696,7 +696,7 @@ pub fn old_gnu_map(
 
 /// What a tar entry's headers say about sparseness, without reading its content: for the readers of dbackup's own
 /// archives through the `tar` crate (index checks, verification, single-entry reads). Archives without an index
-/// are read by [`crate::restore::tarscan`], which calls the same parsers ([`PaxSparse::from_records`],
+/// are read by [`crate::restore::engine::tarscan`], which calls the same parsers ([`PaxSparse::from_records`],
 /// [`old_gnu_map`], [`read_v1_map`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TarSparse {

@@ -20,10 +20,10 @@ use crate::archive::index::{IndexReader, read_line_bounded};
 use crate::archive::{ArchiveFiles, Keys};
 use crate::restore::catalog::{self, Drive};
 use crate::restore::content::entry_of_index;
+use crate::restore::engine::source::Snapshot;
 use crate::restore::index_search::{SortedIndex, is_under, parse_line};
 use crate::restore::keys::{Ask, KeyRing};
 use crate::restore::list::Kept;
-use crate::restore::source::Snapshot;
 use crate::restore::{EntryKind, RestoreEntry};
 use crate::settings::Settings;
 use crate::snapshot::{self, SnapshotState};
@@ -128,15 +128,15 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<(Vec<SetBac
                 }
                 let content = match &s.index {
                     None => Content::Unreadable("it has no index".into()),
-                    Some(i) => match ArchiveFiles::discover(&b.path, i) {
+                    Some(i) => match ArchiveFiles::discover(&b.dir.path, i) {
                         Ok(f) => Content::Index(f),
                         Err(e) => Content::Unreadable(format!("its index cannot be read: {e}")),
                     },
                 };
                 out.push(SetBackup {
                     kept: Kept::External,
-                    stamp: b.name.clone(),
-                    time: b.time,
+                    stamp: b.dir.name.clone(),
+                    time: b.dir.time,
                     set: s.name.clone(),
                     destination: Some(d.name.clone()),
                     trusted: b.verified(),
@@ -401,14 +401,4 @@ pub fn mtime_rfc3339(sec: i64, nsec: u32) -> String {
         .unwrap_or_default()
         .fixed_offset()
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
-}
-
-/// The mtime for people: `2025-04-01 03:15`.
-pub fn mtime_short(sec: i64) -> String {
-    use chrono::TimeZone;
-    chrono::Local
-        .timestamp_opt(sec, 0)
-        .single()
-        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-        .unwrap_or_else(|| sec.to_string())
 }

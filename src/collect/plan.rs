@@ -259,6 +259,8 @@ fn plan_source(s: &SourceState) -> SourcePlan {
     }
 }
 
+// Stays long: one set in the order its decisions depend on each other (sources, the shrink check against the
+// previous snapshot, what to link against, what to resume, retention), each adding its refusals and notes.
 fn plan_set(
     world: &World,
     set: &SetSettings,

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::browse::{self, Pattern, Scope, Shown};
-use crate::cli::{FindArgs, GlobalArgs, SourceKind};
+use crate::cli::{FindArgs, GlobalArgs};
 use crate::exit::{CodedError, Exit};
 use crate::restore::catalog::{self, Drive};
 use crate::restore::keys::KeyRing;
@@ -56,7 +56,7 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();
     let settings = Settings::load(global.config.as_deref(), super::output(global), &env)?;
     let ui = Ui::new(&settings.output);
-    if args.drive.is_some() && args.source == Some(SourceKind::Local) {
+    if args.drive.is_some() && args.source == Some(Kept::Local) {
         return Err(CodedError::new(
             Exit::Usage,
             "--drive names a drive: use it with --source drive",
@@ -64,8 +64,8 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
         .into());
     }
     let scope = Scope {
-        local: args.source != Some(SourceKind::External) && args.drive.is_none(),
-        external: args.source != Some(SourceKind::Local),
+        local: args.source != Some(Kept::External) && args.drive.is_none(),
+        external: args.source != Some(Kept::Local),
         set: args.set.clone(),
         drive: args.drive.clone(),
     };

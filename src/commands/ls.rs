@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::browse::{self, Content, Scope, SetBackup, Shown};
-use crate::cli::{GlobalArgs, LsArgs, SourceKind};
+use crate::cli::{GlobalArgs, LsArgs};
 use crate::exit::{CodedError, Exit};
 use crate::restore::catalog::{self, Drive};
 use crate::restore::keys::KeyRing;
@@ -56,10 +56,10 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
         Some(d) => d.parse().map_err(usage)?,
         None => DateQuery::Newest,
     };
-    if args.drive.is_some() && args.source == Some(SourceKind::Local) {
+    if args.drive.is_some() && args.source == Some(Kept::Local) {
         return Err(usage("--drive names a drive: use it with --source drive"));
     }
-    let external = args.source == Some(SourceKind::External) || args.drive.is_some();
+    let external = args.source == Some(Kept::External) || args.drive.is_some();
     let abs = match &args.path {
         Some(p) => select::absolute_path(p, &env.home, &env.cwd).map_err(usage)?,
         None => "/".into(),

@@ -17,7 +17,7 @@ pub mod systemd;
 
 use crate::cli::GlobalArgs;
 use crate::config::ConfigError;
-use crate::exit::{CodedError, Exit};
+use crate::exit::Exit;
 use crate::settings::{Env, Output, Settings};
 
 /// The global flags as the phases see them: `--json`, `--dry-run`, and the `-v` count minus the `-q` count.
@@ -53,15 +53,6 @@ pub(crate) fn print<T: serde::Serialize>(
         crate::out!("{}", text(value));
     }
     Ok(())
-}
-
-/// The answer of subcommands whose issue has not landed yet.
-pub fn not_implemented(name: &str) -> anyhow::Result<Exit> {
-    Err(CodedError::new(
-        Exit::Failed,
-        format!("`dbackup {name}` is not implemented yet in this version"),
-    )
-    .into())
 }
 
 /// Starts a run that is logged: registers it with the run log (a panic or a second signal still leaves its line) and

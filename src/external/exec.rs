@@ -26,8 +26,7 @@ use super::retention::{self as drive_retention, BackupInfo};
 use crate::archive::readback::drop_device_cache;
 use crate::archive::sums::{SumLine, write_sums};
 use crate::archive::{
-    self, ArchiveOptions, EntryKind, FileSink, Progress, ReadBackMethod, Sink, SplitSink, Warning,
-    WrittenFile,
+    self, ArchiveOptions, EntryKind, FileSink, Progress, Sink, SplitSink, Warning, WrittenFile,
 };
 use crate::exit::Exit;
 use crate::media;
@@ -782,16 +781,4 @@ impl Progress for WriteProgress<'_> {
             None => self.ui.warn(&msg),
         }
     }
-}
-
-/// The read-back methods, for people: `O_DIRECT` or `dropped cache`.
-pub fn describe_methods(methods: &[ReadBackMethod]) -> String {
-    methods
-        .iter()
-        .map(|m| match m {
-            ReadBackMethod::Direct => "O_DIRECT",
-            ReadBackMethod::DroppedCache => "dropped page cache",
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }

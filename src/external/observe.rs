@@ -29,6 +29,7 @@ pub struct Observed {
 
 /// Observes everything the plan needs. Fails with exit 1 when no set has a snapshot to export, exit 2 for an unknown
 /// `--destination`, exit 5 when no destination is present (saying, for each, why).
+// Stays long: the facts in the order the exit codes need them (sets, the --destination check, each drive).
 pub fn observe(
     settings: &Settings,
     sets: &[&SetSettings],

@@ -9,11 +9,11 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::entry::{EntryKind, Mtime, RestoreEntry, show};
+use super::engine::entry::{EntryKind, Mtime, RestoreEntry, show};
+use super::engine::safety::{self, RelPath};
+use super::engine::source::Snapshot;
+use super::engine::tarscan::{HeaderCounts, Owners, Scanner};
 use super::index_search::{SearchError, SortedIndex, is_under};
-use super::safety::{self, RelPath};
-use super::source::Snapshot;
-use super::tarscan::{HeaderCounts, Owners, Scanner};
 use super::{Action, Applier, Plan, RestoreError};
 use crate::archive::sparse::{self, MapError, SparseLoc};
 use crate::archive::{self, ArchiveFiles, Attrs, IndexEntry};

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::content::{Gathered, Lookup, Selection, SetContent};
-use super::safety::RelPath;
+use super::engine::safety::RelPath;
 use super::select::{abs_of, locate_in_sources, name_of};
 use super::{Applier, Plan, Planner, RestoreError, RestoreOptions, Summary};
 use crate::exit::{CodedError, Exit};
@@ -411,7 +411,7 @@ pub fn apply_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::safety::check_name;
+    use crate::restore::engine::safety::check_name;
 
     fn n(s: &str) -> RelPath {
         check_name(s.as_bytes(), None).unwrap()

@@ -84,11 +84,6 @@ impl KeyRing {
         }
     }
 
-    /// Whether any identity file was given or configured.
-    pub fn has_identity(&self) -> bool {
-        !self.given.is_empty() || !self.configured.is_empty()
-    }
-
     /// The keys that open `archives` (archives and indexes of the sets about to be read), loaded now: `None` when
     /// none of them is encrypted. An archive encrypted to a passphrase (its header, or `passphrase_recorded` from
     /// `backup.json`) has the passphrase read; any other encrypted archive has the identity files read. An

@@ -11,8 +11,8 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
-use super::apply::TEMP_PREFIX;
-use super::source::{self, Snapshot};
+use super::engine::apply::TEMP_PREFIX;
+use super::engine::source::{self, Snapshot};
 use super::*;
 use crate::exit::Exit;
 

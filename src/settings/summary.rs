@@ -7,6 +7,7 @@ use super::{ConfigSource, Env, Exclusion, Settings};
 use crate::config::load;
 
 /// The settings in words: what `config check` prints.
+// Stays long: the settings printed in the order `config check` shows them, one short block per key.
 pub fn summary(s: &Settings, env: &Env) -> String {
     let mut out = String::new();
     let w = &mut out;

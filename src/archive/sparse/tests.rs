@@ -758,7 +758,7 @@ mod engine {
     use std::process::Command;
 
     use super::archives::{allocated, holey};
-    use crate::restore::source::{self, Snapshot};
+    use crate::restore::engine::source::{self, Snapshot};
     use crate::restore::{Applier, Planner, RestoreError, RestoreOptions};
 
     const MIB: u64 = 1 << 20;

@@ -16,13 +16,13 @@ use rustix::io::Errno;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::RestoreError;
 use super::attrs::{self, AttrTally, On};
 use super::displace::{Displaced, Keeper};
 use super::entry::{EntryKind, Mtime, RestoreEntry, show};
 use super::plan::{Action, Counts, Plan, PlanItem};
 use super::safety::{Refusal, RelPath};
 use super::target::{Found, FoundKind, TargetDir, WalkError};
+use super::{RestoreError, RestoreOptions};
 use crate::archive::sparse::{self, SparseMap};
 use crate::exit::Exit;
 
@@ -112,7 +112,7 @@ enum State {
 /// Executes a [`Plan`]: hand it every entry again, in the order planned, with a reader for each file's content.
 ///
 /// ```no_run
-/// # use dbackup::restore::*;
+/// # use dbackup::restore::engine::*;
 /// # fn demo(archive: &std::path::Path, target: &std::path::Path) -> Result<(), RestoreError> {
 /// let mut planner = Planner::new(target, RestoreOptions::default())?;
 /// source::plan_tar(std::fs::File::open(archive).unwrap(), &mut planner)?;
@@ -550,184 +550,31 @@ impl<'p> Applier<'p> {
             keep,
         };
 
-        match item.kind {
-            EntryKind::Dir => {
-                if replace_dir {
-                    return Ok(Outcome::Done); // metadata at the end
-                }
-                if live.is_some() {
-                    placement.keep_first()?;
-                    rustix::fs::unlinkat(parent, name, AtFlags::empty())
-                        .map_err(|e| Failure::from_io(e.into()))?;
-                }
-                match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
-                    Ok(()) => Ok(Outcome::Done),
-                    Err(e) => Err(Failure::from_io(e.into())),
-                }
-            }
+        let attrs = &mut self.summary.attrs;
+        let (out, ino) = match item.kind {
+            EntryKind::Dir => return make_dir(&mut placement, live.is_some()),
             EntryKind::File => {
                 let Some(content) = content else {
                     return Err(Failure::Entry("no content was handed over for it".into()));
                 };
-                let tmp = create_temp_file(parent).map_err(Failure::from_io)?;
-                let written = match content {
-                    Content::Stream(content) => {
-                        write_file(&tmp.1, content, &item.entry, &mut self.buf)
-                    }
-                    Content::Sparse(map, data) => {
-                        write_sparse(&tmp.1, map, data, &item.entry, &mut self.buf)
-                    }
-                };
-                let result = written.and_then(|()| {
-                    finish_file(
-                        &tmp.1,
-                        &item.entry,
-                        item.mode,
-                        opts,
-                        &mut self.summary.attrs,
-                    )
-                });
-                let result = result.and_then(|ino| placement.place(&tmp.0).map(|o| (o, ino)));
-                match result {
-                    Ok((Outcome::Done, ino)) => {
-                        self.inodes.insert(idx, ino);
-                        Ok(Outcome::Done)
-                    }
-                    Ok((out, _)) => {
-                        let _ = rustix::fs::unlinkat(parent, tmp.0.as_str(), AtFlags::empty());
-                        Ok(out)
-                    }
-                    Err(e) => {
-                        let _ = rustix::fs::unlinkat(parent, tmp.0.as_str(), AtFlags::empty());
-                        Err(e)
-                    }
-                }
+                write_file_entry(&mut placement, content, item, opts, &mut self.buf, attrs)
             }
-            EntryKind::Symlink => {
-                let target = item.entry.link.as_deref().unwrap_or_default();
-                let tmp = with_temp_name(|t| rustix::fs::symlinkat(target, parent, t))
-                    .map_err(Failure::from_io)?;
-                let result = (|| {
-                    if opts.privileged {
-                        chown_temp(parent, &tmp, &item.entry)?;
-                    }
-                    if item.entry.attrs.is_some() {
-                        attrs::apply(
-                            On::Name {
-                                dir: parent,
-                                name: &tmp,
-                            },
-                            item.entry.attrs.as_deref(),
-                            false,
-                            opts.privileged,
-                            &mut self.summary.attrs,
-                        );
-                    }
-                    rustix::fs::utimensat(
-                        parent,
-                        tmp.as_str(),
-                        &times(item.entry.mtime),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )?;
-                    inode_of(parent, &tmp)
-                })()
-                .map_err(|e: Errno| Failure::from_io(e.into()));
-                let (out, ino) = place_made(result, &mut placement, &tmp);
-                if let Some(ino) = ino {
-                    self.inodes.insert(idx, ino);
-                }
-                finish_temp(parent, &tmp, out)
-            }
-            EntryKind::Fifo => {
-                let tmp = with_temp_name(|t| {
-                    rustix::fs::mknodat(parent, t, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
-                })
-                .map_err(Failure::from_io)?;
-                let result = (|| {
-                    if opts.privileged {
-                        chown_temp(parent, &tmp, &item.entry)?;
-                    }
-                    rustix::fs::chmodat(
-                        parent,
-                        tmp.as_str(),
-                        Mode::from_raw_mode(item.mode),
-                        AtFlags::empty(),
-                    )?;
-                    attrs::apply(
-                        On::Name {
-                            dir: parent,
-                            name: &tmp,
-                        },
-                        item.entry.attrs.as_deref(),
-                        false,
-                        opts.privileged,
-                        &mut self.summary.attrs,
-                    );
-                    rustix::fs::utimensat(
-                        parent,
-                        tmp.as_str(),
-                        &times(item.entry.mtime),
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )?;
-                    inode_of(parent, &tmp)
-                })()
-                .map_err(|e: Errno| Failure::from_io(e.into()));
-                let (out, ino) = place_made(result, &mut placement, &tmp);
-                if let Some(ino) = ino {
-                    self.inodes.insert(idx, ino);
-                }
-                finish_temp(parent, &tmp, out)
-            }
+            EntryKind::Symlink => make_symlink(&mut placement, item, opts, attrs),
+            EntryKind::Fifo => make_fifo(&mut placement, item, opts, attrs),
             EntryKind::Hardlink => {
-                let LinkSource {
-                    dir: tdir,
-                    name: tname,
-                    inode: expect,
-                } = link_to.expect("resolved above");
-                let tmp = with_temp_name(|t| {
-                    rustix::fs::linkat(&tdir, tname.as_slice(), parent, t, AtFlags::empty())
-                })
-                .map_err(Failure::from_io)?;
-                // The link must be to the very file (or symlink, or fifo) restored or kept for its target, never
-                // anything else.
-                let kind = match plan.link_root(idx).kind {
-                    EntryKind::Symlink => FoundKind::Symlink,
-                    EntryKind::Fifo => FoundKind::Fifo,
-                    _ => FoundKind::File,
-                };
-                let check =
-                    match rustix::fs::statat(parent, tmp.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                        Ok(st) => {
-                            let f = Found::from(st);
-                            if f.kind == kind && (f.dev, f.ino) == expect {
-                                Ok(())
-                            } else {
-                                Err(Outcome::Refused(Refusal::ChangedAtDestination {
-                                what:
-                                    "the file this hard link points to was replaced while restoring"
-                                        .into(),
-                            }))
-                            }
-                        }
-                        Err(e) => {
-                            return finish_temp(parent, &tmp, Err(Failure::from_io(e.into())));
-                        }
-                    };
-                match check {
-                    Ok(()) => {
-                        let out = finish_temp(parent, &tmp, placement.place(&tmp));
-                        if matches!(out, Ok(Outcome::Done)) {
-                            self.inodes.insert(idx, expect);
-                        }
-                        out
-                    }
-                    Err(out) => finish_temp(parent, &tmp, Ok(out)),
-                }
+                let to = link_to.expect("resolved above");
+                make_hardlink(&mut placement, to, plan.link_root(idx).kind)
             }
-            other => Err(Failure::Entry(format!(
-                "{other} entries cannot be restored"
-            ))),
+            other => {
+                return Err(Failure::Entry(format!(
+                    "{other} entries cannot be restored"
+                )));
+            }
+        };
+        if let Some(ino) = ino {
+            self.inodes.insert(idx, ino);
         }
+        out
     }
 
     /// The directory handle, name and inode of the file a hard link item points to.
@@ -807,6 +654,193 @@ impl Failure {
             _ => Failure::Entry(e.to_string()),
         }
     }
+}
+
+/// What writing one entry gave: its outcome, and the inode placed (for the hard links to it).
+type Made = (Result<Outcome, Failure>, Option<(u64, u64)>);
+
+/// A directory entry: made 0700 (its metadata comes at the end), replacing a non-directory only as the plan says; an
+/// (empty) directory already there is kept as it is.
+fn make_dir(placement: &mut Placement<'_>, there: bool) -> Result<Outcome, Failure> {
+    let (parent, name) = (placement.parent, placement.name);
+    if placement.replace_dir {
+        return Ok(Outcome::Done); // metadata at the end
+    }
+    if there {
+        placement.keep_first()?;
+        rustix::fs::unlinkat(parent, name, AtFlags::empty())
+            .map_err(|e| Failure::from_io(e.into()))?;
+    }
+    match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
+        Ok(()) => Ok(Outcome::Done),
+        Err(e) => Err(Failure::from_io(e.into())),
+    }
+}
+
+/// A file: its content (streamed, or a sparse file's data at its offsets) written to a 0600 temporary file with its
+/// metadata, then renamed into place.
+fn write_file_entry(
+    placement: &mut Placement<'_>,
+    content: Content<'_>,
+    item: &PlanItem,
+    opts: &RestoreOptions,
+    buf: &mut [u8],
+    attrs: &mut AttrTally,
+) -> Made {
+    let parent = placement.parent;
+    let tmp = match create_temp_file(parent) {
+        Ok(t) => t,
+        Err(e) => return (Err(Failure::from_io(e)), None),
+    };
+    let written = match content {
+        Content::Stream(content) => write_file(&tmp.1, content, &item.entry, buf),
+        Content::Sparse(map, data) => write_sparse(&tmp.1, map, data, &item.entry, buf),
+    };
+    let result = written.and_then(|()| finish_file(&tmp.1, &item.entry, item.mode, opts, attrs));
+    let result = result.and_then(|ino| placement.place(&tmp.0).map(|o| (o, ino)));
+    match result {
+        Ok((Outcome::Done, ino)) => (Ok(Outcome::Done), Some(ino)),
+        Ok((out, _)) => {
+            let _ = rustix::fs::unlinkat(parent, tmp.0.as_str(), AtFlags::empty());
+            (Ok(out), None)
+        }
+        Err(e) => {
+            let _ = rustix::fs::unlinkat(parent, tmp.0.as_str(), AtFlags::empty());
+            (Err(e), None)
+        }
+    }
+}
+
+/// A symlink, made at a temporary name with its owner, attributes and mtime, then renamed into place.
+fn make_symlink(
+    placement: &mut Placement<'_>,
+    item: &PlanItem,
+    opts: &RestoreOptions,
+    tally: &mut AttrTally,
+) -> Made {
+    let parent = placement.parent;
+    let target = item.entry.link.as_deref().unwrap_or_default();
+    let tmp = match with_temp_name(|t| rustix::fs::symlinkat(target, parent, t)) {
+        Ok(t) => t,
+        Err(e) => return (Err(Failure::from_io(e)), None),
+    };
+    let result = (|| {
+        if opts.privileged {
+            chown_temp(parent, &tmp, &item.entry)?;
+        }
+        if item.entry.attrs.is_some() {
+            attrs::apply(
+                On::Name {
+                    dir: parent,
+                    name: &tmp,
+                },
+                item.entry.attrs.as_deref(),
+                false,
+                opts.privileged,
+                tally,
+            );
+        }
+        rustix::fs::utimensat(
+            parent,
+            tmp.as_str(),
+            &times(item.entry.mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        inode_of(parent, &tmp)
+    })()
+    .map_err(|e: Errno| Failure::from_io(e.into()));
+    let (out, ino) = place_made(result, placement, &tmp);
+    (finish_temp(parent, &tmp, out), ino)
+}
+
+/// A fifo, made at a temporary name with its owner, mode, attributes and mtime, then renamed into place.
+fn make_fifo(
+    placement: &mut Placement<'_>,
+    item: &PlanItem,
+    opts: &RestoreOptions,
+    tally: &mut AttrTally,
+) -> Made {
+    let parent = placement.parent;
+    let made = with_temp_name(|t| {
+        rustix::fs::mknodat(parent, t, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
+    });
+    let tmp = match made {
+        Ok(t) => t,
+        Err(e) => return (Err(Failure::from_io(e)), None),
+    };
+    let result = (|| {
+        if opts.privileged {
+            chown_temp(parent, &tmp, &item.entry)?;
+        }
+        rustix::fs::chmodat(
+            parent,
+            tmp.as_str(),
+            Mode::from_raw_mode(item.mode),
+            AtFlags::empty(),
+        )?;
+        attrs::apply(
+            On::Name {
+                dir: parent,
+                name: &tmp,
+            },
+            item.entry.attrs.as_deref(),
+            false,
+            opts.privileged,
+            tally,
+        );
+        rustix::fs::utimensat(
+            parent,
+            tmp.as_str(),
+            &times(item.entry.mtime),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?;
+        inode_of(parent, &tmp)
+    })()
+    .map_err(|e: Errno| Failure::from_io(e.into()));
+    let (out, ino) = place_made(result, placement, &tmp);
+    (finish_temp(parent, &tmp, out), ino)
+}
+
+/// A hard link to `to` (the file, symlink or fifo restored or kept for its target, of kind `root`), made at a
+/// temporary name, checked to be that very inode, then renamed into place.
+fn make_hardlink(placement: &mut Placement<'_>, to: LinkSource, root: EntryKind) -> Made {
+    let parent = placement.parent;
+    let LinkSource {
+        dir: tdir,
+        name: tname,
+        inode: expect,
+    } = to;
+    let made = with_temp_name(|t| {
+        rustix::fs::linkat(&tdir, tname.as_slice(), parent, t, AtFlags::empty())
+    });
+    let tmp = match made {
+        Ok(t) => t,
+        Err(e) => return (Err(Failure::from_io(e)), None),
+    };
+    // The link must be to the very file (or symlink, or fifo) restored or kept for its target, never anything else.
+    let kind = match root {
+        EntryKind::Symlink => FoundKind::Symlink,
+        EntryKind::Fifo => FoundKind::Fifo,
+        _ => FoundKind::File,
+    };
+    let f = match rustix::fs::statat(parent, tmp.as_str(), AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Found::from(st),
+        Err(e) => {
+            return (
+                finish_temp(parent, &tmp, Err(Failure::from_io(e.into()))),
+                None,
+            );
+        }
+    };
+    if f.kind != kind || (f.dev, f.ino) != expect {
+        let changed = Outcome::Refused(Refusal::ChangedAtDestination {
+            what: "the file this hard link points to was replaced while restoring".into(),
+        });
+        return (finish_temp(parent, &tmp, Ok(changed)), None);
+    }
+    let out = finish_temp(parent, &tmp, placement.place(&tmp));
+    let ino = matches!(out, Ok(Outcome::Done)).then_some(expect);
+    (out, ino)
 }
 
 /// Where a finished temporary goes.

@@ -291,11 +291,6 @@ impl TargetDir {
         self.cache.truncate(keep);
     }
 
-    /// Forgets every cached handle below the root.
-    pub fn invalidate_all(&mut self) {
-        self.cache.clear();
-    }
-
     /// The path for people: root joined with `rel`.
     pub fn full_path(&self, rel: &RelPath) -> PathBuf {
         full_path(&self.path, rel)
@@ -336,7 +331,7 @@ fn classify(parent: BorrowedFd<'_>, name: &[u8], at: RelPath, e: rustix::io::Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::safety::check_name;
+    use crate::restore::engine::safety::check_name;
 
     fn rel(s: &str) -> RelPath {
         check_name(s.as_bytes(), None).unwrap()
