@@ -17,6 +17,7 @@ pub(crate) mod expand;
 pub mod external;
 pub mod image;
 pub(crate) mod interrupt;
+pub mod json;
 pub mod lock;
 pub mod media;
 pub mod notify;

@@ -109,6 +109,24 @@ impl RsyncExit {
         )
     }
 
+    /// What rsync's exit code means, given what rsync said on stderr: exit 11 (file I/O) is a full disk only when
+    /// nothing rsync said names another cause ("No space left on device" or a quota says it is one).
+    pub fn describe_with(self, errors: &[String]) -> String {
+        if self != (RsyncExit::Failed { code: 11 }) {
+            return self.describe();
+        }
+        let said = |needle: &str| errors.iter().any(|e| e.contains(needle));
+        let what = if said("No space left on device") || said("Disk quota exceeded") {
+            "error in file I/O: the backup disk is full; free space or prune snapshots"
+        } else if errors.iter().any(|e| names_os_error(e)) {
+            // rsync names the OS error (`... failed: Permission denied (13)`): that is the cause.
+            "error in file I/O"
+        } else {
+            "error in file I/O (is the backup disk full?)"
+        };
+        format!("rsync exit 11 ({what})")
+    }
+
     /// What rsync's exit code means (from rsync(1)).
     pub fn describe(self) -> String {
         let what = match self {
@@ -141,6 +159,14 @@ impl RsyncExit {
             other => format!("rsync exit {} ({what})", other.code()),
         }
     }
+}
+
+/// Whether an rsync error line names an OS error, as rsync writes them: `...: Permission denied (13)`.
+fn names_os_error(line: &str) -> bool {
+    line.split('(').skip(1).any(|rest| {
+        rest.split_once(')')
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// The installed rsync: version and what it was built with.
@@ -330,14 +356,23 @@ pub fn sparse_allowed(version: &str, extra: &[String]) -> bool {
     }
 }
 
-/// The text of a filter file for `--filter=merge FILE`: one exclude rule (`- <pattern>`) per exclusion, in order.
+/// The text of a filter file for `--filter=merge FILE`: one rule per exclusion, in order (rsync's first match
+/// wins): `- <pattern>` for an exclude, `+ <pattern>` for an include (`!pattern` in the plan).
 /// Unlike an `--exclude-from` file, a rule line is never taken for a comment (`#*#` stays a pattern).
 /// Patterns hold no line break (the config check refuses them).
 pub fn filter_rules(patterns: &[String]) -> String {
     let mut out = String::with_capacity(patterns.iter().map(|p| p.len() + 3).sum());
     for p in patterns {
-        out.push_str("- ");
-        out.push_str(p);
+        match p.strip_prefix('!') {
+            Some(include) => {
+                out.push_str("+ ");
+                out.push_str(include);
+            }
+            None => {
+                out.push_str("- ");
+                out.push_str(p);
+            }
+        }
         out.push('\n');
     }
     out
@@ -848,6 +883,25 @@ mod tests {
             RsyncExit::Failed { code: 11 }
                 .describe()
                 .contains("disk full")
+        );
+        let e11 = RsyncExit::Failed { code: 11 };
+        let said = |l: &str| e11.describe_with(&[l.to_string()]);
+        assert!(
+            said("rsync: [receiver] mkstemp \"/b/x\" failed: No space left on device (28)")
+                .contains("the backup disk is full")
+        );
+        for other in [
+            "rsync: [receiver] mkdir \"/b/x\" failed: Permission denied (13)",
+            "rsync: [receiver] mkstemp \"/b/x\" failed: Read-only file system (30)",
+            "rsync: [sender] read errors mapping \"/d/f\": Input/output error (5)",
+        ] {
+            let d = said(other);
+            assert_eq!(d, "rsync exit 11 (error in file I/O)", "{other}");
+        }
+        assert!(e11.describe_with(&[]).contains("disk full"));
+        assert_eq!(
+            RsyncExit::Failed { code: 12 }.describe_with(&["x (5)".into()]),
+            RsyncExit::Failed { code: 12 }.describe()
         );
     }
 

@@ -12,9 +12,24 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::settings::Output;
 
-/// An error chain as one line per cause: `collect data: rsync failed: ...`.
+/// An error chain as one line: `collect data: rsync failed: ...`. A cause whose text its parent's message already
+/// ends with is not repeated (building blocks put their `source` in their own message: `cannot open X: Permission
+/// denied (os error 13)`, whose source is that same `Permission denied (os error 13)`).
 pub fn format_error(err: &anyhow::Error) -> String {
-    format!("{err:#}")
+    let mut out = String::new();
+    let mut parent = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !parent.is_empty() && (text.is_empty() || parent.ends_with(&text)) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        parent = text;
+    }
+    out
 }
 
 /// Where messages go and how many of them.

@@ -232,7 +232,20 @@ pub fn events(report: &BackupReport, before: &Facts) -> Vec<Event> {
     if let Some(last) = out.last_mut() {
         last.exit = Some(report.exit);
     }
+    // An external phase overdue because its drive is missing has one cause: it is told in the missing_media event,
+    // not in a second notification.
+    let mut external_overdue_told = false;
     if let Some(m) = &report.missing_media {
+        let mut body = m.clone();
+        for o in report
+            .overdue
+            .iter()
+            .filter(|o| o.phase == crate::schedule::Phase::External)
+        {
+            body.push('\n');
+            body.push_str(&o.message);
+            external_overdue_told = true;
+        }
         let absent: Vec<String> = before
             .destinations
             .iter()
@@ -246,13 +259,18 @@ pub fn events(report: &BackupReport, before: &Facts) -> Vec<Event> {
                 "dbackup backup on {host}: the external backup is due but no drive is present ({})",
                 absent.join(", ")
             ),
-            m.clone(),
+            body,
             time,
         ));
     }
     // One event per kind: the first message its title, every message its body.
     let low_disk: Vec<&str> = report.low_disk.iter().map(|l| l.message.as_str()).collect();
-    let overdue: Vec<&str> = report.overdue.iter().map(|o| o.message.as_str()).collect();
+    let overdue: Vec<&str> = report
+        .overdue
+        .iter()
+        .filter(|o| !(external_overdue_told && o.phase == crate::schedule::Phase::External))
+        .map(|o| o.message.as_str())
+        .collect();
     for (kind, messages) in [
         (EventKind::LowDisk, low_disk),
         (EventKind::Overdue, overdue),

@@ -49,8 +49,19 @@ fn empty_report(due: &Due, facts: &Facts) -> BackupReport {
     }
     // A drive that would redirect dbackup elsewhere (a `backups` symlink or mount point) is a failure, not an
     // absent drive.
+    // So is a drive that is there but mounted read-only, when no other drive could be written.
+    let nothing_written = due.external.action == ExternalAction::MissingMedia;
     for d in &facts.destinations {
-        if let Some(Presence::Absent(a @ crate::media::Absence::Redirected { .. })) = &d.presence {
+        let refused = match &d.presence {
+            Some(Presence::Absent(a @ crate::media::Absence::Redirected { .. })) => Some(a),
+            Some(Presence::Absent(a @ crate::media::Absence::ReadOnly { .. }))
+                if nothing_written =>
+            {
+                Some(a)
+            }
+            _ => None,
+        };
+        if let Some(a) = refused {
             report.problems.push(Problem {
                 phase: "external".into(),
                 subject: d.settings.name.clone(),

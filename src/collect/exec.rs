@@ -261,6 +261,12 @@ fn collect_set(
     // Interrupted (rsync heard the signal too): nothing is promoted; the copy stays where the next run resumes it.
     crate::interrupt::check()?;
     report.rsync_exit = Some(run.exit.code());
+    let mut run = run;
+    if set.link_dest.is_empty() {
+        // Nothing to link to: what rsync did not transfer are the source's own hard links (`-H`), not bytes shared
+        // with an earlier snapshot. A first collect claims none.
+        run.stats.linked_bytes = 0;
+    }
     report.stats = Some(run.stats);
     report.unreadable = run.unreadable.clone();
     report.vanished = run.vanished.clone();
@@ -268,7 +274,7 @@ fn collect_set(
     if !run.exit.promotable() {
         let mut msg = format!(
             "{}; nothing was promoted and {}-latest was left alone",
-            run.exit.describe(),
+            run.exit.describe_with(&run.errors),
             set.set
         );
         if !run.errors.is_empty() {
@@ -323,9 +329,11 @@ fn collect_set(
             .and_then(|t| Ok(snapshot::remove_tree(&t)?))
         {
             Ok(()) => {}
-            Err(e) => report
-                .warnings
-                .push(format!("could not remove {}: {e:#}", partial.display())),
+            Err(e) => report.warnings.push(format!(
+                "could not remove {}: {}",
+                partial.display(),
+                ui::format_error(&e)
+            )),
         }
     }
 
@@ -560,12 +568,16 @@ pub fn summary_lines(report: &CollectReport) -> Vec<String> {
         .map(|s| {
             let time = stdx::duration(std::time::Duration::from_secs_f64(s.seconds));
             let stats = |st: &TransferStats| {
+                let linked = if st.linked_bytes == 0 {
+                    String::new()
+                } else {
+                    format!(", {} hard-linked", stdx::bytes(st.linked_bytes))
+                };
                 format!(
-                    "{}, {} copied ({}), {} hard-linked, {time}",
+                    "{}, {} copied ({}){linked}, {time}",
                     stdx::counted(st.regular_files, "file", "files"),
                     stdx::count(st.transferred_files),
                     stdx::bytes(st.transferred_bytes),
-                    stdx::bytes(st.linked_bytes)
                 )
             };
             let mut line = match (s.status, &s.snapshot, &s.stats) {

@@ -5,6 +5,7 @@
 //! and plans: it creates nothing, not even the backup root, and needs no lock.
 
 pub mod exec;
+pub mod marked;
 pub mod observe;
 pub mod plan;
 

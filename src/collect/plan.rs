@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
 use super::observe::{SetWorld, SourceKind, SourceState, World, newest_complete};
@@ -30,8 +30,10 @@ pub struct CollectPlan {
     pub backup_root: PathBuf,
     /// The backup root does not exist yet and will be created with mode 0700.
     pub create_root: bool,
-    /// The time the snapshot names carry (local time).
+    /// The time the snapshot names carry (local time, `YYYY-MM-DD-HHMMSS`).
     pub stamp: String,
+    /// The same time, RFC 3339 with the local offset.
+    pub time: DateTime<FixedOffset>,
     /// `--full`: compare contents (`rsync --checksum`).
     pub full: bool,
     pub allow_shrink: bool,
@@ -66,9 +68,13 @@ pub struct SetPlan {
     /// `--link-dest` directories, in rsync's order.
     pub link_dest: Vec<PathBuf>,
     pub sources: Vec<SourcePlan>,
-    /// The rsync patterns excluded, in order (recorded in the snapshot's metadata).
+    /// The rsync patterns excluded, in order (recorded in the snapshot's metadata): the set's `exclusions` and
+    /// `exclude_from` rules (an include as `!pattern`), then one anchored `/path/` per directory in `skipped`.
     #[serde(default)]
     pub exclusions: Vec<String>,
+    /// Directories left out for what they hold (`exclude_caches`, `exclude_if_present`), found by collect's walk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<super::marked::SkippedDir>,
     /// Where they are written as filter rules for rsync (`--filter=merge`) while it runs, when there are any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_file: Option<PathBuf>,
@@ -231,6 +237,7 @@ pub fn plan(world: &World, sets: &[&SetSettings], opts: RunOptions) -> CollectPl
         backup_root: world.root.clone(),
         create_root: !world.root_exists,
         stamp: snapshot::stamp(opts.now),
+        time: crate::json::localize(opts.now),
         full: opts.options.full,
         allow_shrink: opts.options.allow_shrink,
         rsync_version: world.rsync.version.clone(),
@@ -361,11 +368,25 @@ fn plan_set(
 
     let mut refusal = (!refusals.is_empty()).then(|| refusals.join("; "));
     let in_progress = layout.in_progress(&set.name);
-    let exclusions: Vec<String> = set
-        .exclusions
-        .iter()
-        .map(|e| e.rsync_pattern().to_string())
-        .collect();
+    // The user's rules in order (an include is `!pattern`), then the directories skipped for what they hold.
+    let mut exclusions: Vec<String> = set.exclusions.iter().map(|e| e.rule()).collect();
+    for d in &sw.marked.skipped {
+        match super::marked::rule_for(&d.path) {
+            Some(rule) => exclusions.push(rule),
+            None => notes.push(format!(
+                "{} holds {} but its name cannot be written as an rsync rule; it is copied",
+                crate::stdx::show_path(&d.path),
+                d.holds
+            )),
+        }
+    }
+    if sw.marked.truncated {
+        notes.push(format!(
+            "looked for directories to skip in the first {} directories only; caches and marked directories \
+             beyond them are copied",
+            crate::stdx::count(sw.marked.dirs as u64)
+        ));
+    }
     let filter_file = (!exclusions.is_empty()).then(|| layout.filter(&set.name));
     let rsync_argv = if refusal.is_none() {
         let present: Vec<PathBuf> = sources.iter().filter_map(|s| s.resolved.clone()).collect();
@@ -423,6 +444,7 @@ fn plan_set(
         rsync_argv,
         retention,
         exclusions,
+        skipped: sw.marked.skipped.clone(),
         filter_file,
         ..base_plan(
             set,
@@ -464,6 +486,7 @@ fn base_plan(
         link_dest,
         sources,
         exclusions: Vec::new(),
+        skipped: Vec::new(),
         filter_file: None,
         shrink_checks,
         rsync_argv: Vec::new(),
@@ -541,6 +564,22 @@ pub fn render(plan: &CollectPlan) -> String {
                 ));
             }
             let _ = writeln!(out, "  exclude   {}", shown.join(" "));
+        }
+        const SKIPS_SHOWN: usize = 8;
+        for d in s.skipped.iter().take(SKIPS_SHOWN) {
+            let _ = writeln!(
+                out,
+                "  skip      {} (holds {})",
+                crate::stdx::show_path(&d.path),
+                crate::stdx::show_str(&d.holds)
+            );
+        }
+        if s.skipped.len() > SKIPS_SHOWN {
+            let _ = writeln!(
+                out,
+                "  skip      and {} more directories",
+                stdx::count((s.skipped.len() - SKIPS_SHOWN) as u64)
+            );
         }
         for c in s.shrink_checks.iter().filter(|c| c.verdict != "ok") {
             let _ = writeln!(
@@ -631,6 +670,9 @@ mod tests {
             name: "data".into(),
             sources: vec![source.clone()],
             exclusions: vec![],
+            exclude_from: vec![],
+            exclude_caches: false,
+            exclude_if_present: vec![],
             rsync_args: vec![],
         };
         let state = SourceState {
@@ -657,6 +699,7 @@ mod tests {
                 latest: None,
                 in_progress,
                 partial: false,
+                marked: Default::default(),
             }],
         };
         (w, set)

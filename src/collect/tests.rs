@@ -77,6 +77,9 @@ pub(crate) fn set(name: &str, sources: &[PathBuf], exclusions: Vec<Exclusion>) -
         name: name.into(),
         sources: sources.iter().map(|p| source(p)).collect(),
         exclusions,
+        exclude_from: vec![],
+        exclude_caches: false,
+        exclude_if_present: vec![],
         rsync_args: vec![],
     }
 }
@@ -123,10 +126,12 @@ fn two_runs_share_unchanged_files_and_keep_modes_and_exclusions() {
     let exclusions = vec![
         Exclusion::Pattern {
             pattern: "*.log".into(),
+            include: false,
         },
         Exclusion::Anchored {
             configured: "~/.config/Code/Cache/*".into(),
             pattern: format!("{}/Code/Cache/*", config.display()),
+            include: false,
         },
     ];
     let settings = w.settings(vec![set(

@@ -107,7 +107,7 @@ fn print_report(report: &BackupReport, ui: &Ui, journal: bool) -> anyhow::Result
         }
     }
     if ui.json {
-        crate::outln!("{}", serde_json::to_string_pretty(report)?);
+        super::print_json(report)?;
     } else {
         for s in report.collect.iter().flat_map(|c| &c.sets) {
             if let Some(p) = &s.path {

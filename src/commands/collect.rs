@@ -54,7 +54,7 @@ fn print_report(report: &CollectReport, ui: &Ui) -> anyhow::Result<()> {
         }
     }
     if ui.json {
-        crate::outln!("{}", serde_json::to_string_pretty(report)?);
+        super::print_json(report)?;
     } else {
         for s in &report.sets {
             if let Some(p) = &s.path {

@@ -32,7 +32,7 @@ fn check(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<
     };
     let settings = Settings::from_loaded(&loaded, env, super::output(global))?;
     if global.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&settings)?);
+        super::print_json(&settings)?;
     } else {
         crate::out!("{}", crate::settings::summary(&settings, env));
     }
@@ -50,16 +50,36 @@ fn init(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<E
             "dbackup: dry run: would write {} (mode 0600):",
             target.display()
         );
-        crate::out!("{text}");
+        if global.json {
+            super::print_json(&serde_json::json!({
+                "dry_run": true,
+                "would_write": target,
+                "text": text,
+            }))?;
+        } else {
+            crate::out!("{text}");
+        }
         return Ok(Exit::Ok);
     }
     init::write_new(&target, &text)?;
     if global.json {
-        crate::outln!("{}", serde_json::json!({ "written": target }));
+        super::print_json(&serde_json::json!({ "written": target }))?;
     } else {
         crate::outln!("wrote {}", target.display());
         if global.quiet == 0 {
-            crate::errln!("dbackup: edit it, then run `dbackup config check` to see what it means");
+            if target == load::config_path(None, env).0 {
+                crate::errln!(
+                    "dbackup: edit it, then run `dbackup config check` to see what it means"
+                );
+            } else {
+                // Not the file dbackup reads by default: the check (and every command) must be told where it is.
+                let shown = target.to_string_lossy();
+                let quoted = crate::ui::shell_words(&[shown.as_ref()]);
+                crate::errln!(
+                    "dbackup: edit it, then run `dbackup config check {quoted}` to see what it means \
+                     (other commands read it with `--config {quoted}`)"
+                );
+            }
         }
     }
     Ok(Exit::Ok)

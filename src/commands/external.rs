@@ -54,7 +54,7 @@ fn print_report(report: &ExternalReport, ui: &Ui) -> anyhow::Result<()> {
         }
     }
     if ui.json {
-        crate::outln!("{}", serde_json::to_string_pretty(report)?);
+        super::print_json(report)?;
     } else {
         for d in &report.destinations {
             if let Some(p) = &d.backup_path {

@@ -30,7 +30,7 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
         Some(out) => {
             let (_, pieces) = image::kit_to_dir(settings.as_ref(), out)?;
             if ui.json {
-                println!("{}", serde_json::to_string_pretty(&pieces)?);
+                super::print_json(&serde_json::json!({ "out": out, "pieces": pieces }))?;
             } else {
                 for p in &pieces {
                     let line = format!(
@@ -52,12 +52,7 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
             let dir = tempfile::Builder::new().prefix("dbackup-kit-").tempdir()?;
             let (k, pieces) = image::kit_to_dir(settings.as_ref(), &dir.path().join("kit"))?;
             if ui.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "facts": k.facts, "pieces": pieces })
-                    )?
-                );
+                super::print_json(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?;
             } else {
                 print!(
                     "{}",
@@ -81,7 +76,7 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
     if settings.output.dry_run {
         let (plan, ..) = image::plan_create(&settings, &opts)?;
         if ui.json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            super::print_json(&plan)?;
         } else {
             print!("{}", image::render_create(&plan));
         }
@@ -101,7 +96,7 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
     );
     let report = report?;
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     }
     match (&report.error, &report.backup_path) {
         (Some(e), _) => ui.error(format_args!("image create: FAILED: {e}")),
@@ -142,7 +137,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
     let (plan, system) = image::plan_restore(settings.as_ref(), &src, &args.to, &opts, &keys)?;
     if output.dry_run || plan.refused() {
         if ui.json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            super::print_json(&plan)?;
         } else {
             print!("{}", image::plan::render_restore(&plan));
         }
@@ -168,7 +163,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
     }
     let report = image::exec::restore(&plan, &keys, &ui)?;
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     } else {
         for p in &report.partitions {
             println!("{}\t{}\t{}", p.partition, p.fs_type, p.node.display());

@@ -47,6 +47,9 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
             "dbackup: dry run: would write a new identity to {} (mode 0600) and print its recipient",
             target.display()
         );
+        if global.json {
+            super::print_json(&serde_json::json!({ "dry_run": true, "would_write": target }))?;
+        }
         return Ok(Exit::Ok);
     }
     let created = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -54,10 +57,7 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
     crate::config::init::write_new(&target, &identity)
         .with_context(|| format!("cannot write the identity to {}", target.display()))?;
     if global.json {
-        crate::outln!(
-            "{}",
-            serde_json::json!({ "identity_file": target, "recipient": recipient })
-        );
+        super::print_json(&serde_json::json!({ "identity_file": target, "recipient": recipient }))?;
     } else {
         crate::outln!("{recipient}");
     }

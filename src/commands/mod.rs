@@ -33,12 +33,23 @@ pub(crate) fn output(global: &GlobalArgs) -> Output {
 
 /// The settings of this run: the config `--config` names (or the one found by the usual rules), in the process's
 /// environment.
+/// A run on the built-in default config says so once, on stderr (unless `-q`).
 pub(crate) fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError> {
-    Settings::load(
-        global.config.as_deref(),
-        output(global),
-        &Env::from_process(),
-    )
+    let env = Env::from_process();
+    let settings = Settings::load(global.config.as_deref(), output(global), &env)?;
+    if settings.config_source == crate::settings::ConfigSource::BuiltIn
+        && settings.output.verbosity >= 0
+    {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            crate::errln!(
+                "dbackup: no config file at {}: using the built-in default config \
+                 (`dbackup config init` writes it there to edit; `dbackup config check` shows what it means)",
+                crate::config::load::default_config_path(&env).display()
+            );
+        });
+    }
+    Ok(settings)
 }
 
 /// Prints a result on stdout: as JSON with `--json`, else as `text` says it.
@@ -48,10 +59,17 @@ pub(crate) fn print<T: serde::Serialize>(
     text: impl FnOnce(&T) -> String,
 ) -> anyhow::Result<()> {
     if json {
-        crate::outln!("{}", serde_json::to_string_pretty(value)?);
+        print_json(value)?;
     } else {
         crate::out!("{}", text(value));
     }
+    Ok(())
+}
+
+/// Prints one `--json` result on stdout, as the JSON contract says (see [`crate::json`]): an object whose first
+/// member is `"format": 1`.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    crate::json::print(value)?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ pub fn run(global: &GlobalArgs, args: ReportArgs) -> anyhow::Result<Exit> {
     let history = args.history.map_or(settings.report.history, |h| h as usize);
     let data = report::gather(&settings, now, history, crate::status::Look::Read);
     if global.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&data)?);
+        super::print_json(&data)?;
         return Ok(Exit::Ok);
     }
     let out = match (&args.out, &settings.report.path) {

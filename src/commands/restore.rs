@@ -180,7 +180,7 @@ fn check_combinations(args: &RestoreArgs) -> anyhow::Result<()> {
 fn list(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Exit> {
     let (listing, no_drive) = list::gather(settings, req)?;
     if ui.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&listing)?);
+        super::print_json(&listing)?;
     } else {
         crate::out!("{}", listing.render());
     }
@@ -212,7 +212,7 @@ fn restore(
     if settings.output.dry_run {
         if ui.json {
             let out = RestoreOutput::new(chosen.kept(), chosen.stamp(), &planned, None);
-            crate::outln!("{}", serde_json::to_string_pretty(&out)?);
+            super::print_json(&out)?;
         } else {
             crate::out!("{}", outcome::render_plans(&planned, ui.verbosity >= 1));
         }
@@ -250,7 +250,7 @@ fn restore(
     crate::interrupt::check()?;
     if ui.json {
         let out = RestoreOutput::new(chosen.kept(), chosen.stamp(), &planned, Some(&summaries));
-        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
+        super::print_json(&out)?;
     } else {
         crate::out!(
             "{}",
@@ -366,7 +366,7 @@ fn verify(
         b.finish_and_clear();
     }
     if ui.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     } else {
         crate::out!("{}", verify::render(&report, list_all));
     }

@@ -90,13 +90,14 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
     let rendered = systemd::render(&input, &target)
         .map_err(|e| CodedError::new(Exit::Usage, format!("cannot render the units: {e}")))?;
     let json = args.format == RenderFormat::Json || global.json;
+    crate::json::enable(json);
     for warning in install::missing_programs(&rendered) {
         ui.warn(warning);
     }
 
     let Some(dir) = &args.out else {
         if json {
-            crate::outln!("{}", serde_json::to_string_pretty(&rendered)?);
+            super::print_json(&rendered)?;
         } else {
             crate::out!("{}", install::text(&rendered));
             ui.info(install::instructions(&rendered, &input, &target.user, None));
@@ -124,14 +125,11 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
     }
     let written: Vec<&PathBuf> = plan.write.iter().map(|(p, _)| p).collect();
     if json {
-        crate::outln!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "dry_run": global.dry_run,
-                "written": written,
-                "removed": plan.remove,
-            }))?
-        );
+        super::print_json(&serde_json::json!({
+            "dry_run": global.dry_run,
+            "written": written,
+            "removed": plan.remove,
+        }))?;
     } else {
         for p in &written {
             crate::outln!("{}", p.display());

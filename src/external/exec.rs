@@ -635,7 +635,12 @@ fn prune(
     });
     let (backups, listing) = match listed {
         Ok(x) => x,
-        Err(e) => return warn(report, format!("retention skipped: {e:#}")),
+        Err(e) => {
+            return warn(
+                report,
+                format!("retention skipped: {}", crate::ui::format_error(&e)),
+            );
+        }
     };
     let infos: Vec<BackupInfo> = listing
         .backups

@@ -33,8 +33,10 @@ pub struct ExternalPlan {
     pub only_destination: Option<String>,
     /// `--allow-incomplete`: a newer incomplete snapshot may be exported instead of the newest complete one.
     pub allow_incomplete: bool,
-    /// The name of the new backup on every destination (local time).
+    /// The name of the new backup on every destination (local time, `YYYY-MM-DD-HHMMSS`).
     pub stamp: String,
+    /// The same time, RFC 3339 with the local offset.
+    pub time: chrono::DateTime<chrono::FixedOffset>,
     pub sets: Vec<SetPlan>,
     /// The destinations written to (or refused), in the order they are written.
     pub destinations: Vec<DestinationPlan>,
@@ -413,6 +415,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         only_destination: world.only_destination.clone(),
         allow_incomplete: world.allow_incomplete,
         stamp,
+        time: crate::json::localize(opts.now),
         sets,
         destinations,
         unused,

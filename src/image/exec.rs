@@ -937,7 +937,7 @@ fn fsck(node: &Path, fs: &str, ui: &Ui) -> bool {
     match r {
         Ok(_) => true,
         Err(e) => {
-            ui.warn(format_args!("{e:#}"));
+            ui.warn(crate::ui::format_error(&e));
             false
         }
     }

@@ -449,8 +449,17 @@ pub fn select_or_fail(
 ) -> Result<Vec<&Detected>, CodedError> {
     let chosen = select(mode, detected);
     if chosen.is_empty() {
+        // A drive that is there but mounted read-only is a failure to fix (exit 1), not an absent drive (exit 5,
+        // which the units count as success).
+        let read_only = detected
+            .iter()
+            .any(|d| matches!(d.absence(), Some(Absence::ReadOnly { .. })));
         Err(CodedError::new(
-            Exit::NoDestination,
+            if read_only {
+                Exit::Failed
+            } else {
+                Exit::NoDestination
+            },
             none_present_message(detected),
         ))
     } else {

@@ -153,6 +153,8 @@ pub struct ListedBackup {
     pub source: Kept,
     /// What `--date` takes to select exactly this one.
     pub stamp: String,
+    /// The stamp's local time, RFC 3339 with its offset.
+    #[serde(with = "crate::json::local_time")]
     pub time: NaiveDateTime,
     pub sets: Vec<ListedSet>,
     /// Local: the size of the files in the snapshots; external: the archives' bytes on the drive.

@@ -16,7 +16,11 @@ use crate::stdx::{show_path, show_str};
 #[derive(Debug, Serialize)]
 pub struct RestoreOutput<'a> {
     pub source: Kept,
+    /// The backup's stamp (what `--date` takes).
     pub backup: String,
+    /// The stamp's local time, RFC 3339 with its offset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<chrono::DateTime<chrono::FixedOffset>>,
     pub dry_run: bool,
     pub restores: Vec<RestoreItem<'a>>,
 }
@@ -47,6 +51,7 @@ impl<'a> RestoreOutput<'a> {
         let summaries = summaries.unwrap_or_default();
         RestoreOutput {
             source,
+            time: crate::snapshot::parse_stamp(&backup).map(crate::json::localize),
             backup,
             dry_run,
             restores: planned

@@ -144,7 +144,16 @@ impl ReportSettings {
 pub struct SetSettings {
     pub name: String,
     pub sources: Vec<SourcePath>,
+    /// `exclusions`, then the rules of each `exclude_from` file, in order (rsync's first match wins).
     pub exclusions: Vec<Exclusion>,
+    /// The `exclude_from` files, expanded (their rules are in `exclusions`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude_from: Vec<PathBuf>,
+    /// Skip directories holding a valid `CACHEDIR.TAG` (found by `collect`'s look at the sources).
+    pub exclude_caches: bool,
+    /// Skip directories holding a file of one of these names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude_if_present: Vec<String>,
     pub rsync_args: Vec<String>,
 }
 
@@ -164,16 +173,42 @@ pub struct SourcePath {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Exclusion {
     /// An rsync pattern that matches anywhere (`*.log`, `tmp/*`).
-    Pattern { pattern: String },
+    Pattern {
+        pattern: String,
+        /// `!pattern`: an include, which wins over the excludes after it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        include: bool,
+    },
     /// A path inside one of the set's sources, anchored at the transfer root (`/home/payne/.config/Code/Cache/*`).
-    Anchored { configured: String, pattern: String },
+    Anchored {
+        configured: String,
+        pattern: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        include: bool,
+    },
 }
 
 impl Exclusion {
-    /// The string to pass as `--exclude=`.
+    /// The rsync pattern (without the include mark).
     pub fn rsync_pattern(&self) -> &str {
         match self {
-            Exclusion::Pattern { pattern } | Exclusion::Anchored { pattern, .. } => pattern,
+            Exclusion::Pattern { pattern, .. } | Exclusion::Anchored { pattern, .. } => pattern,
+        }
+    }
+
+    /// An include (`!pattern` in the config): written as `+ pattern` in the filter file.
+    pub fn is_include(&self) -> bool {
+        match self {
+            Exclusion::Pattern { include, .. } | Exclusion::Anchored { include, .. } => *include,
+        }
+    }
+
+    /// The rule as the plan and the snapshot's metadata record it: the pattern, `!`-prefixed for an include.
+    pub fn rule(&self) -> String {
+        if self.is_include() {
+            format!("!{}", self.rsync_pattern())
+        } else {
+            self.rsync_pattern().to_string()
         }
     }
 }
@@ -446,14 +481,69 @@ impl Builder<'_> {
             });
         }
 
-        let exclusions = set
+        let mut exclusions: Vec<Exclusion> = set
             .exclusions
             .iter()
             .enumerate()
             .filter_map(|(k, e)| {
-                self.exclusion(format!("{at}/exclusions/{k}"), e, &set.name, &sources)
+                let pointer = format!("{at}/exclusions/{k}");
+                let expanded = match expand::expand(e, self.env) {
+                    Ok(x) => x,
+                    Err(err) => {
+                        self.problem(pointer, err.to_string());
+                        return None;
+                    }
+                };
+                self.exclusion(pointer, e, &expanded, &set.name, &sources)
             })
             .collect();
+        let mut exclude_from = Vec::new();
+        for (k, file) in set.exclude_from.iter().enumerate() {
+            let pointer = format!("{at}/exclude_from/{k}");
+            let path = match expand::expand_path(file, self.env) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.problem(pointer, e.to_string());
+                    continue;
+                }
+            };
+            let text = match crate::rsync_args::Host::read_file(&ArgsHost(self.env), &path) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.problem(pointer, format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            for (line, raw) in exclude_file_rules(&text) {
+                let shown = format!("{}:{line}", path.display());
+                if raw.trim() == "!" {
+                    self.problem(
+                        pointer.clone(),
+                        format!("{shown}: `!` alone would clear the rules before it; remove it"),
+                    );
+                    continue;
+                }
+                if let Some(x) = self.exclusion(pointer.clone(), &raw, &raw, &set.name, &sources) {
+                    exclusions.push(x);
+                }
+            }
+            exclude_from.push(path);
+        }
+        let mut exclude_if_present = Vec::new();
+        for (k, name) in set.exclude_if_present.iter().enumerate() {
+            if name.is_empty()
+                || name == "."
+                || name == ".."
+                || name.contains(['/', '\n', '\r', '\0'])
+            {
+                self.problem(
+                    format!("{at}/exclude_if_present/{k}"),
+                    format!("{name:?} is not a file name; give a marker's name alone, like \".nobackup\""),
+                );
+            } else if !exclude_if_present.contains(name) {
+                exclude_if_present.push(name.clone());
+            }
+        }
 
         let (rsync_args, refused) = crate::rsync_args::check(&set.rsync_args, &ArgsHost(self.env));
         for r in refused {
@@ -469,26 +559,36 @@ impl Builder<'_> {
             name: set.name.clone(),
             sources,
             exclusions,
+            exclude_from,
+            exclude_caches: set.exclude_caches,
+            exclude_if_present,
             rsync_args,
         }
     }
 
     /// An rsync pattern, or a path inside one of the set's sources turned into an anchored pattern under the
     /// source's resolved path (rsync runs with `--relative` from `/`).
+    /// `raw` is the rule as written (for messages), `expanded` the same with `~` and `$VAR` expanded; a leading `!`
+    /// makes an include.
     fn exclusion(
         &mut self,
         pointer: String,
         raw: &str,
+        expanded: &str,
         set: &str,
         sources: &[SourcePath],
     ) -> Option<Exclusion> {
-        let expanded = match expand::expand(raw, self.env) {
-            Ok(e) => e,
-            Err(e) => {
-                self.problem(pointer, e.to_string());
-                return None;
-            }
+        let (include, expanded) = match expanded.strip_prefix('!') {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, expanded.to_string()),
         };
+        if include && expanded.is_empty() {
+            self.problem(
+                pointer,
+                "`!` alone would clear the rules before it; give a pattern to include, like \"!keep.log\"",
+            );
+            return None;
+        }
         if expanded.is_empty() {
             self.problem(pointer, "an empty exclusion; remove it");
             return None;
@@ -503,7 +603,10 @@ impl Builder<'_> {
             return None;
         }
         if !expanded.starts_with('/') {
-            return Some(Exclusion::Pattern { pattern: expanded });
+            return Some(Exclusion::Pattern {
+                pattern: expanded,
+                include,
+            });
         }
         let dir_only = expanded.len() > 1 && expanded.ends_with('/');
         let path = expand::normalize(Path::new(&expanded));
@@ -513,6 +616,16 @@ impl Builder<'_> {
             .filter(|(prefix, _)| path.starts_with(prefix))
             .max_by_key(|(prefix, _)| prefix.components().count());
         match inside {
+            Some((prefix, source)) if path == **prefix && include => {
+                self.problem(
+                    pointer,
+                    format!(
+                        "{raw:?} includes the whole source {:?}, which is always copied; remove it",
+                        source.configured
+                    ),
+                );
+                None
+            }
             Some((prefix, source)) if path == **prefix => {
                 self.problem(
                     pointer,
@@ -533,6 +646,7 @@ impl Builder<'_> {
                 Some(Exclusion::Anchored {
                     configured: raw.to_string(),
                     pattern,
+                    include,
                 })
             }
             None => {
@@ -599,10 +713,10 @@ impl Builder<'_> {
                     );
                 } else if pairs.iter().any(|(s, r)| r.starts_with(s)) {
                     let covered = set.exclusions.iter().any(|e| match e {
-                        Exclusion::Anchored { pattern, .. } => {
+                        Exclusion::Anchored { pattern, .. } if !e.is_include() => {
                             covers(pattern, &root_resolved) || covers(pattern, root)
                         }
-                        Exclusion::Pattern { .. } => false,
+                        _ => false,
                     });
                     if !covered {
                         self.problem(
@@ -861,6 +975,26 @@ fn resolve_existing_prefix(path: &Path) -> PathBuf {
             _ => return path.to_path_buf(),
         }
     }
+}
+
+/// The rules of an `exclude_from` file with their line numbers: blank lines and `#`/`;` comments skipped, `- ` taken
+/// off an exclude and `+ ` turned into `!` (an include), like rsync's `--exclude-from` files.
+fn exclude_file_rules(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .map(|(n, l)| (n + 1, l.trim_end_matches('\r')))
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+        .map(|(n, l)| {
+            let rule = if let Some(p) = l.strip_prefix("- ") {
+                p.to_string()
+            } else if let Some(p) = l.strip_prefix("+ ") {
+                format!("!{p}")
+            } else {
+                l.to_string()
+            };
+            (n, rule)
+        })
+        .collect()
 }
 
 /// What the `rsync_args` check reads: this run's environment, and the files options name.
@@ -1136,7 +1270,7 @@ mod tests {
             .exclusions
             .iter()
             .map(|x| match x {
-                Exclusion::Pattern { pattern } => ("pattern", pattern.as_str()),
+                Exclusion::Pattern { pattern, .. } => ("pattern", pattern.as_str()),
                 Exclusion::Anchored { pattern, .. } => ("anchored", pattern.as_str()),
             })
             .collect();

@@ -42,28 +42,50 @@ pub fn summary(s: &Settings, env: &Env) -> String {
             let _ = writeln!(w, "  source   {line}");
         }
         for x in &set.exclusions {
+            let verb = if x.is_include() { "include" } else { "exclude" };
             match x {
-                Exclusion::Pattern { pattern } => {
+                Exclusion::Pattern { pattern, .. } => {
                     let _ = writeln!(
                         w,
-                        "  exclude  {pattern}  (pattern: matches anywhere in the set)"
+                        "  {verb}  {pattern}  (pattern: matches anywhere in the set)"
                     );
                 }
                 Exclusion::Anchored {
                     configured,
                     pattern,
-                } if configured == pattern => {
-                    let _ = writeln!(w, "  exclude  {configured}  (exactly this path)");
+                    ..
+                } if configured.trim_start_matches('!') == pattern => {
+                    let _ = writeln!(w, "  {verb}  {pattern}  (exactly this path)");
                 }
                 Exclusion::Anchored {
                     configured,
                     pattern,
+                    ..
                 } => {
-                    let _ = writeln!(w, "  exclude  {configured}  (exactly this path: {pattern})");
+                    let _ = writeln!(
+                        w,
+                        "  {verb}  {}  (exactly this path: {pattern})",
+                        configured.trim_start_matches('!')
+                    );
                 }
             }
         }
-        if set.exclusions.is_empty() {
+        for file in &set.exclude_from {
+            let _ = writeln!(w, "  rules    from {}", file.display());
+        }
+        if set.exclude_caches {
+            let _ = writeln!(
+                w,
+                "  exclude  directories holding a valid CACHEDIR.TAG (found when collect runs)"
+            );
+        }
+        for marker in &set.exclude_if_present {
+            let _ = writeln!(
+                w,
+                "  exclude  directories holding {marker} (found when collect runs)"
+            );
+        }
+        if set.exclusions.is_empty() && !set.exclude_caches && set.exclude_if_present.is_empty() {
             let _ = writeln!(w, "  exclude  nothing");
         }
         if !set.rsync_args.is_empty() {

@@ -155,6 +155,7 @@ impl Input {
         for set in &config.backup_sets {
             strings.extend(set.sources.iter().map(String::as_str));
             strings.extend(set.exclusions.iter().map(String::as_str));
+            strings.extend(set.exclude_from.iter().map(String::as_str));
         }
         strings.extend(config.destinations.iter().map(|d| d.path.as_str()));
         for s in strings {

@@ -645,7 +645,10 @@ fn image_kit_on_this_machine_explains_every_piece() {
         .args(["--json", "image", "kit", "--out"])
         .args([&out_dir])
         .status(0);
-    let pieces: Vec<serde_json::Value> = out.json();
+    // One object under the JSON contract (`docs/json/image-kit.json`): the pieces beside `format` and `out`.
+    let kit: serde_json::Value = out.json();
+    assert_eq!(kit["format"], 1);
+    let pieces = kit["pieces"].as_array().expect("pieces").clone();
     assert!(pieces.len() >= 10, "{pieces:#?}");
     for p in &pieces {
         let name = p["name"].as_str().unwrap();

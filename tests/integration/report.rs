@@ -597,6 +597,14 @@ fn serve_answers_read_only_and_stops_on_sigterm() {
     assert_eq!(code, 200);
     let r: StatusReport = serde_json::from_str(&body).unwrap();
     assert!(r.history.is_some());
+    // The JSON contract, as `report --json` (before: no `format`, no schema).
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["format"], 1, "{body}");
+    let errors: Vec<String> = crate::json::validator("report")
+        .iter_errors(&v)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{body}");
     let (code, head, body) = http(&addr, "HEAD", "/", &addr);
     assert_eq!((code, body.as_str()), (200, ""), "{head}");
     let (code, head, _) = http(&addr, "POST", "/", &addr);

@@ -649,8 +649,11 @@ fn nix_lib_renders_exactly_what_dbackup_renders() {
         if case.scope == Scope::System {
             args.extend(["--run-as", run_as(&case).0]);
         }
-        let rust: serde_json::Value =
+        let mut rust: serde_json::Value =
             render(&t, &[&["--format", "json"], &args[..]].concat()).json();
+        // The JSON contract's version is the command's envelope, not part of the units nix/lib.nix renders.
+        let format = rust.as_object_mut().and_then(|o| o.remove("format"));
+        assert_eq!(format, Some(serde_json::json!(1)), "{}", case.name);
 
         let environment: BTreeMap<&str, &str> = case.env.iter().copied().collect();
         let settings: serde_json::Value = serde_json::from_str(&case.config).unwrap();

@@ -254,6 +254,14 @@ impl Demo {
         )?;
         write(h, ".config/Code/Cache/blob-1", &pseudo_random(30, 64 << 10))?;
         write(h, ".config/Code/Cache/blob-2", &pseudo_random(31, 64 << 10))?;
+        // A tool's cache tagged as such (https://bford.info/cachedir/): `exclude_caches` leaves it out.
+        write(
+            h,
+            ".config/tool/cache/CACHEDIR.TAG",
+            b"Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag.\n",
+        )?;
+        write(h, ".config/tool/cache/index", &pseudo_random(32, 16 << 10))?;
+        write(h, ".config/tool/tool.toml", b"verbose = false\n")?;
         write(
             h,
             "env.sh",
@@ -295,7 +303,9 @@ impl Demo {
       "name": "config",
       "sources": ["~/.config", "~/env.sh", "~/.secrets"],
       "method": "rsync",
-      "exclusions": ["~/.config/Code/Cache/*"]
+      "exclusions": ["~/.config/Code/Cache/*"],
+      // Directories holding a valid CACHEDIR.TAG are left out, as tar, restic and borg do.
+      "exclude_caches": true
     }}
   ],
   "retention": {{ "local": 7, "external": 5 }},
@@ -575,6 +585,10 @@ impl Demo {
         checks.check(
             home(".config/Code/User/settings.json").is_file(),
             "~/.config/Code/User/settings.json: kept",
+        );
+        checks.check(
+            !home(".config/tool/cache").exists() && home(".config/tool/tool.toml").is_file(),
+            "~/.config/tool/cache (holds a CACHEDIR.TAG): absent; ~/.config/tool/tool.toml kept",
         );
         checks.check(home("env.sh").is_file(), "~/env.sh: in the config snapshot");
         let mode = std::fs::symlink_metadata(home(".secrets"))
