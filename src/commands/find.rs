@@ -22,7 +22,6 @@ use crate::ui::Ui;
 /// What `find --json` prints.
 #[derive(Debug, Serialize)]
 pub struct FindOutput {
-    pub format: u32,
     pub pattern: String,
     /// Backups (one set of one backup each) searched.
     pub searched: usize,
@@ -78,7 +77,6 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
         );
     }
     let mut out = FindOutput {
-        format: 1,
         pattern: show(args.pattern.as_bytes()),
         searched: 0,
         not_searched: Vec::new(),

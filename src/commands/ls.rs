@@ -22,7 +22,6 @@ use crate::ui::Ui;
 /// What `ls --json` prints.
 #[derive(Debug, Serialize)]
 pub struct LsOutput {
-    pub format: u32,
     /// The absolute path listed.
     pub path: String,
     pub recursive: bool,
@@ -87,7 +86,6 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
         ui.warn(w);
     }
     let mut out = LsOutput {
-        format: 1,
         path: show(abs.as_os_str().as_encoded_bytes()),
         recursive: args.recursive,
         backups: Vec::new(),
