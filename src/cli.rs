@@ -92,6 +92,15 @@ dbackup --dry-run external          # what would be written and removed, and the
     /// List, restore or verify backups, from local snapshots or from the drive
     #[command(after_help = RESTORE_HELP)]
     Restore(RestoreArgs),
+    /// List what one backup holds under a path (kind, mode, size, mtime), from a snapshot or a drive's index
+    #[command(after_help = LS_HELP)]
+    Ls(LsArgs),
+    /// Find which backups hold paths matching a pattern, and in which versions, newest first
+    #[command(after_help = FIND_HELP)]
+    Find(FindArgs),
+    /// List the backups, local and on present drives: `restore --list` under restic's name
+    #[command(after_help = SNAPSHOTS_HELP)]
+    Snapshots(SnapshotsArgs),
     /// Show the state of every set and destination, and what is overdue
     #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
@@ -263,6 +272,111 @@ exits 3.
 Exit codes: 0 done (or intact), 1 refused, failed or damaged, 2 bad arguments,
 3 verified without the identity (contents not checked), 5 no drive present. The full
 restoration guide, with and without dbackup: docs/RESTORE.md.";
+
+const LS_HELP: &str = "\
+PATH is absolute, relative to the current directory, or ~/...; without it, the backup's top level. One directory \
+level is listed; -R lists everything below. A drive backup is read through its index alone (encrypted: with the \
+identity, as restore reads it). Names from a backup are shown escaped (control characters made visible).
+
+Examples:
+  dbackup ls ~/docs
+      the newest local snapshot's ~/docs, one level
+  dbackup ls --source drive --date 2025-04-01 -R /data/photos
+      that day's newest drive backup, everything below /data/photos
+  dbackup --json ls --set config ~/.config";
+
+const FIND_HELP: &str = "\
+PATTERN without `*` or `?` is a literal found anywhere in the path (case-sensitive). A glob without `/` matches the \
+name (`*.pdf`); one starting with `/` the whole path (`/home/*/notes.txt`); any other one the path's end \
+(`docs/*.md`). `*` and `?` stay within a name, a `**` component crosses directories. Each matching path is listed \
+once with every backup holding it (size, mtime), newest first. Drive backups are searched through their indexes \
+only, never their archives.
+
+Examples:
+  dbackup find report.odt
+  dbackup find '*.kdbx'
+  dbackup find --source drive '/home/**/thesis/*.tex'
+  dbackup --json find notes";
+
+const SNAPSHOTS_HELP: &str = "\
+The same listing as `dbackup restore --list`, with the same options.
+
+Examples:
+  dbackup snapshots
+  dbackup snapshots --source drive --date 2025-04";
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct LsArgs {
+    /// What to list (default: the backup's top level)
+    #[arg(value_name = "PATH")]
+    pub path: Option<String>,
+
+    /// List everything below PATH, not only its first level
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+
+    /// Which backup: a day (2025-04-01: its newest) or a stamp (2025-04-01-031500); default: the newest
+    #[arg(long)]
+    pub date: Option<String>,
+
+    /// Only this backup set
+    #[arg(long = "set", value_name = "NAME")]
+    pub set: Option<String>,
+
+    /// Local snapshots or the drive's backups (default: local, the drive with --drive)
+    #[arg(long, value_enum)]
+    pub source: Option<Kept>,
+
+    /// Read the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
+    #[arg(long, value_name = "DIR")]
+    pub drive: Option<PathBuf>,
+
+    /// An age identity file for encrypted drive backups (repeatable; the config's identity_file is also tried)
+    #[arg(long = "identity", value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct FindArgs {
+    /// A glob (`*`, `?`, `**`) or a literal part of the path
+    #[arg(value_name = "PATTERN")]
+    pub pattern: String,
+
+    /// Only this backup set
+    #[arg(long = "set", value_name = "NAME")]
+    pub set: Option<String>,
+
+    /// Only local snapshots or only the drive's backups (default: both)
+    #[arg(long, value_enum)]
+    pub source: Option<Kept>,
+
+    /// Search the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
+    #[arg(long, value_name = "DIR")]
+    pub drive: Option<PathBuf>,
+
+    /// An age identity file for encrypted drive backups (repeatable; the config's identity_file is also tried)
+    #[arg(long = "identity", value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct SnapshotsArgs {
+    /// Only local snapshots or only the drive's backups (default: both)
+    #[arg(long, value_enum)]
+    pub source: Option<Kept>,
+
+    /// Only that day's backups (2025-04-01), or exactly that stamp (2025-04-01-031500)
+    #[arg(long)]
+    pub date: Option<String>,
+
+    /// Only backups holding this set
+    #[arg(long = "set", value_name = "NAME")]
+    pub set: Option<String>,
+
+    /// List the backups in DIR instead of the configured drives
+    #[arg(long, value_name = "DIR")]
+    pub drive: Option<PathBuf>,
+}
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct RestoreArgs {

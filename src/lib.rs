@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub(crate) mod backup;
+pub(crate) mod browse;
 pub mod cli;
 pub mod collect;
 pub mod commands;
@@ -49,6 +50,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::External(args) => commands::external::run(&cli.global, args),
         Command::Backup(args) => commands::backup::run(&cli.global, args),
         Command::Restore(args) => commands::restore::run(&cli.global, args),
+        Command::Ls(args) => commands::ls::run(&cli.global, args),
+        Command::Find(args) => commands::find::run(&cli.global, args),
+        Command::Snapshots(args) => commands::restore::run(
+            &cli.global,
+            crate::cli::RestoreArgs {
+                list: true,
+                source: args.source,
+                date: args.date,
+                set: args.set,
+                drive: args.drive,
+                ..Default::default()
+            },
+        ),
         Command::Status(args) => commands::status::run(&cli.global, args),
         Command::Report(args) => commands::report::run(&cli.global, args),
         Command::Serve(args) => commands::serve::run(&cli.global, args),

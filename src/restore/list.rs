@@ -22,6 +22,8 @@ use crate::stdx::{show_path, show_str};
 #[serde(rename_all = "snake_case")]
 pub enum Kept {
     Local,
+    /// The drive's backups (also `drive`)
+    #[value(alias = "drive")]
     External,
 }
 

@@ -9,6 +9,7 @@ mod fixtures;
 mod harness;
 
 mod backup;
+mod browse;
 mod cli;
 mod collect;
 mod config;

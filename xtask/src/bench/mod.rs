@@ -3,6 +3,7 @@
 
 mod collect;
 mod external;
+mod find;
 mod image;
 mod report;
 mod restore;
@@ -24,6 +25,9 @@ pub enum BenchCmd {
     /// On the emulated exFAT T9 (root): one file restored by dbackup vs `tar -xf`, the whole backup verified by
     /// dbackup vs `sha256sum`, and one file from an encrypted backup by dbackup vs `age -d | tar -xf`
     Restore(restore::RestoreArgs),
+    /// dbackup find over 50 drive backups of 100,000 files (their indexes only) vs grep -c over the same index files
+    /// and tar -tf over the archives
+    Find(find::FindArgs),
     /// dbackup status with 1,000 snapshots and 50 external backups present (goal: under 200 ms)
     Status(status::StatusArgs),
     /// (root) A 1 GiB ext4 partition, 60% used, imaged to the emulated exFAT T9 by dbackup vs `partclone | zstd |
@@ -41,6 +45,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Collect(args) => collect::run(args),
         BenchCmd::External(args) => external::run(args),
         BenchCmd::Restore(args) => restore::run(args),
+        BenchCmd::Find(args) => find::run(args),
         BenchCmd::Status(args) => status::run(args),
         BenchCmd::Image(args) => image::run(args),
         BenchCmd::Report(args) => report::run(args),

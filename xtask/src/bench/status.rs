@@ -420,13 +420,13 @@ fn utc(t: i64) -> (i64, u32, u32, i64, i64, i64) {
 }
 
 /// A snapshot stamp in UTC (dbackup runs with TZ=UTC here): `2025-04-01-031500`.
-fn stamp(t: i64) -> String {
+pub(super) fn stamp(t: i64) -> String {
     let (y, m, d, hh, mm, ss) = utc(t);
     format!("{y:04}-{m:02}-{d:02}-{hh:02}{mm:02}{ss:02}")
 }
 
 /// RFC 3339 in UTC: `2025-04-01T03:15:00+00:00`.
-fn rfc3339(t: i64) -> String {
+pub(super) fn rfc3339(t: i64) -> String {
     let (y, m, d, hh, mm, ss) = utc(t);
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}+00:00")
 }
