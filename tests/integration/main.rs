@@ -19,6 +19,7 @@ mod encryption_restore;
 mod escape;
 mod exclusions;
 mod hostile_drive;
+mod if_changed_attrs;
 mod json;
 mod linked_symlinks;
 mod loopdev_attrs;
