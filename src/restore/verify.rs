@@ -32,9 +32,7 @@ use super::select::abs_of;
 use crate::archive::crypt::age_read_error;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
-use crate::archive::{
-    self, ArchiveFiles, Digest, HardLinkTargets, Keys, Progress, verify_archive_with,
-};
+use crate::archive::{ArchiveFiles, Digest, HardLinkTargets, Keys, Progress, verify_archive_with};
 use crate::snapshot::Snapshot;
 use crate::ui::Ui;
 
@@ -215,10 +213,9 @@ struct Watch<'a> {
 }
 
 impl Progress for Watch<'_> {
-    fn entry(&mut self, path: &[u8], kind: archive::EntryKind, size: u64) {
-        let k = super::content::kind_of_index(kind);
+    fn entry(&mut self, path: &[u8], kind: EntryKind, size: u64) {
         if self.refused.is_none()
-            && let Some(why) = refusal(path, k)
+            && let Some(why) = refusal(path, kind)
         {
             self.refused = Some((super::engine::entry::show(path), why));
         }
@@ -982,7 +979,7 @@ fn scan_archive(
 
 /// A drive backup's index by path: kind, size and sha256 of each entry.
 /// Path -> (type, size, sha256, whether the sha256 is a sparse member's stored digest).
-pub type IndexMap = HashMap<Vec<u8>, (archive::EntryKind, u64, Option<Digest>, bool)>;
+pub type IndexMap = HashMap<Vec<u8>, (EntryKind, u64, Option<Digest>, bool)>;
 
 /// Reads a drive backup's index into an [`IndexMap`].
 pub fn load_index(index: &ArchiveFiles) -> Result<IndexMap, String> {
@@ -1186,7 +1183,7 @@ pub fn verify_snapshot(
                 let mut f = open_nofollow(&path)?;
                 if sparse_digest {
                     let len = f.metadata()?.len();
-                    let d = archive::sparse::stored_digest_of(&f, len, &mut |n| bar(n))?;
+                    let d = crate::archive::sparse::stored_digest_of(&f, len, &mut |n| bar(n))?;
                     // Not sparse any more: no digest can match the index's.
                     return Ok((len, d.unwrap_or(Digest([0; 32]))));
                 }
