@@ -281,7 +281,7 @@ fn write_nonzero(out: &File, data: &[u8], at: u64) -> io::Result<()> {
         let abs = at + i as u64;
         let block_end = ((abs / ZERO_BLOCK as u64 + 1) * ZERO_BLOCK as u64 - at) as usize;
         let j = block_end.min(data.len());
-        let whole_block = (abs % ZERO_BLOCK as u64 == 0) && j - i == ZERO_BLOCK;
+        let whole_block = abs.is_multiple_of(ZERO_BLOCK as u64) && j - i == ZERO_BLOCK;
         let zero = whole_block && data[i..j].iter().all(|b| *b == 0);
         match (zero, run) {
             (true, Some(start)) => {
