@@ -269,6 +269,37 @@ fn sfdisk_dump(disk: &str) -> anyhow::Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// What partclone says of a device before imaging it: its header, read from the first bytes of `partclone -c`'s
+/// stream (partclone counts the used blocks from the filesystem's bitmaps before it writes the header), then
+/// partclone is stopped. Reads the device only; the space check of a run sizes the images with it.
+pub fn read_header(tool: &Path, device: &Path) -> anyhow::Result<ImageHeader> {
+    let mut source = Reaped(Some(
+        Command::new(tool)
+            .args(["-c", "-s"])
+            .arg(device)
+            .args(["-o", "-", "-L", "/dev/null"])
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", tool.display()))?,
+    ));
+    let err = stderr_tail(source.child());
+    let mut head = vec![0u8; header::HEADER_BYTES];
+    let read = source
+        .child()
+        .stdout
+        .take()
+        .expect("piped")
+        .read_exact(&mut head);
+    // Stopped (killed and reaped) here: its header is all that is wanted.
+    drop(source);
+    let msg = err.join().unwrap_or_default();
+    read.map_err(|e| anyhow::anyhow!("{} stopped before its header ({e}): {msg}", tool.display()))?;
+    Ok(header::parse(&head)?)
+}
+
 /// Everything written goes to the chain (to the drive) and, decompressed again, to `partclone.chkimg`.
 struct Tee<W: Write> {
     chain: Chain,

@@ -42,6 +42,16 @@ pub struct ImagePlan {
     /// Mounted read-only: imaged as it is (a read-only mount does not change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mounted_read_only: Option<PathBuf>,
+    /// partclone's count of the bytes in use, read before imaging (none: it could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
+    /// The most the image file can take on the drive: partclone's stream bound (the device's size when the used
+    /// bytes are unknown) as zstd may at worst store it, age's overhead added when encrypted. zstd's real output is
+    /// unknown until written; usually far less.
+    pub bound_bytes: u64,
+    /// Why the used bytes are unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_error: Option<String>,
 }
 
 /// What goes into `system/`.
@@ -66,10 +76,33 @@ impl SystemPlan {
     pub fn device_bytes(&self) -> u64 {
         self.images.iter().map(|i| i.device_bytes).sum()
     }
+
+    /// What the images may take on a drive whose files are rounded up to `block` bytes: each image's
+    /// [`ImagePlan::bound_bytes`], rounded up, with a block for its directory entry. The kit is small and counted by
+    /// the caller.
+    pub fn bound_bytes(&self, block: u64) -> u64 {
+        let block = block.max(512);
+        self.images
+            .iter()
+            .map(|i| i.bound_bytes.div_ceil(block).saturating_mul(block) + block)
+            .fold(0u64, u64::saturating_add)
+    }
+}
+
+/// The most an image file of a partclone stream of `stream` bytes takes: zstd's worst case (incompressible data),
+/// then age's overhead when `recipients` is some.
+pub fn image_bound(stream: u64, recipients: Option<usize>) -> u64 {
+    let zstd = usize::try_from(stream)
+        .map(|n| zstd::zstd_safe::compress_bound(n) as u64)
+        .unwrap_or(u64::MAX);
+    match recipients {
+        Some(n) => crate::archive::crypt::encrypted_len(zstd, n),
+        None => zstd,
+    }
 }
 
 /// Why one device cannot be imaged, or `None`.
-fn refusal(d: &DeviceFacts, destination_device: Option<&std::path::Path>) -> Option<String> {
+pub(crate) fn refusal(d: &DeviceFacts, destination_device: Option<&std::path::Path>) -> Option<String> {
     if let Some(dest) = destination_device {
         let dest = std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf());
         if dest == d.path || d.partitions.iter().any(|p| std::path::Path::new(p) == dest) {
@@ -131,13 +164,15 @@ fn refusal(d: &DeviceFacts, destination_device: Option<&std::path::Path>) -> Opt
 }
 
 /// The system plan: the kit when `kit`, and each device imaged or refused. `destination_device` is the backup
-/// drive's own device (never imaged onto itself).
+/// drive's own device (never imaged onto itself); `recipients`: the destination encrypts, to this many recipients
+/// (0 for a passphrase).
 pub fn plan_system(
     kit: bool,
     devices: &[Result<DeviceFacts, String>],
     destination_device: Option<&std::path::Path>,
-    encrypted: bool,
+    recipients: Option<usize>,
 ) -> SystemPlan {
+    let encrypted = recipients.is_some();
     let mut plan = SystemPlan {
         kit,
         images: Vec::new(),
@@ -186,6 +221,9 @@ pub fn plan_system(
             device_bytes: d.bytes,
             file: layout::stored_name(&layout::image_file(&d.kname), encrypted),
             mounted_read_only: d.usage.mounts.first().map(|m| m.mount_point.clone()),
+            used_bytes: d.used_bytes,
+            bound_bytes: image_bound(d.stream_bound.unwrap_or(d.bytes), recipients),
+            used_error: d.used_error.clone(),
         });
     }
     plan
@@ -216,6 +254,22 @@ pub fn render_system(plan: &SystemPlan, out: &mut String, indent: &str) {
             i.tool.file_name().unwrap_or_default().to_string_lossy(),
             i.file
         );
+        let space = match (i.used_bytes, &i.used_error) {
+            (Some(used), _) => format!(
+                "{} in use (partclone's count): the image takes at most {} on the drive, counted so in the space \
+                 check; its compressed size is known only once written",
+                stdx::bytes(used),
+                stdx::bytes(i.bound_bytes)
+            ),
+            (None, e) => format!(
+                "the bytes in use are unknown{}: counted at its whole size, at most {} on the drive",
+                e.as_deref()
+                    .map(|e| format!(" ({})", stdx::show_str(e)))
+                    .unwrap_or_default(),
+                stdx::bytes(i.bound_bytes)
+            ),
+        };
+        let _ = writeln!(out, "{indent}          {space}");
     }
     for r in &plan.refused {
         let _ = writeln!(out, "{indent}REFUSED   {}: {}", r.device, r.reason);
@@ -599,6 +653,8 @@ mod tests {
             ..DeviceUse::default()
         };
         let mut ro = facts("loop9p1", Some("vfat"));
+        ro.used_bytes = Some(3 << 20);
+        ro.stream_bound = Some(5 << 20);
         ro.usage.mounts.push(MountUse {
             device: "/dev/loop9p1".into(),
             mount_point: "/boot/efi".into(),
@@ -621,7 +677,7 @@ mod tests {
                 Err("/dev/nope: No such file or directory".into()),
             ],
             None,
-            true,
+            Some(1),
         );
         assert_eq!(plan.images.len(), 1);
         assert_eq!(plan.images[0].file, "loop9p1.img.zst.age");
