@@ -200,8 +200,22 @@ fn confirm(plan: &image::RestorePlan) -> anyhow::Result<()> {
     std::io::stderr().flush()?;
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
-    if line.trim() != plan.target.to_string_lossy() {
-        return Err(CodedError::new(Exit::Failed, "not confirmed; nothing was written").into());
+    let answer = line.trim();
+    if answer != plan.target.to_string_lossy() {
+        // A "yes" is not enough: the device's name is typed, so a slip of the wrong disk is caught here.
+        let hint = if ["y", "yes"].contains(&answer.to_ascii_lowercase().as_str()) {
+            format!(
+                " (type the device name {} itself to go on)",
+                plan.target.display()
+            )
+        } else {
+            String::new()
+        };
+        return Err(CodedError::new(
+            Exit::Failed,
+            format!("not confirmed{hint}; nothing was written"),
+        )
+        .into());
     }
     Ok(())
 }

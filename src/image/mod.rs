@@ -100,7 +100,9 @@ impl SystemInput {
         } else {
             0
         };
-        plan.bound_bytes(block).saturating_add(kit).saturating_add(block)
+        plan.bound_bytes(block)
+            .saturating_add(kit)
+            .saturating_add(block)
     }
 }
 

@@ -102,7 +102,10 @@ pub fn image_bound(stream: u64, recipients: Option<usize>) -> u64 {
 }
 
 /// Why one device cannot be imaged, or `None`.
-pub(crate) fn refusal(d: &DeviceFacts, destination_device: Option<&std::path::Path>) -> Option<String> {
+pub(crate) fn refusal(
+    d: &DeviceFacts,
+    destination_device: Option<&std::path::Path>,
+) -> Option<String> {
     if let Some(dest) = destination_device {
         let dest = std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf());
         if dest == d.path || d.partitions.iter().any(|p| std::path::Path::new(p) == dest) {
