@@ -493,3 +493,86 @@ fn t9_a_drive_too_small_for_the_images_is_refused_before_writing() {
     let t = t.config(&config_images(&t9, "", &[], ""));
     t.cmd().args(["external"]).status(0);
 }
+
+/// `image restore --name NAME --to PART` puts one image onto an existing partition of another, larger disk: the
+/// root's ext4 replaces the vfat there with its UUID and every file, `--grow` fills the partition, the partition
+/// keeps its own PARTUUID and the disk's ESP is untouched. Without `--name` (the backup holds two images), or onto a
+/// partition smaller than the filesystem, nothing is written. Before, a partition target was always refused ("give
+/// the whole disk").
+#[test]
+fn t9_one_image_restores_onto_one_partition() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, 1 << 20);
+    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let dev = |n: u32| disk.part(n).display().to_string();
+    t.cmd()
+        .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
+        .status(0);
+    let (_, meta) = image_backup(&t9);
+    let root_name = disk
+        .part(2)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+
+    let target = make_disk(&t.path("other.img"), 640 * MIB);
+    testkit::run(
+        "mkfs.fat",
+        ["-F".as_ref(), "32".as_ref(), target.part(2).as_os_str()],
+    );
+    let esp_uuid = blkid(&target.part(1), "UUID");
+    let partuuid = blkid(&target.part(2), "PARTUUID");
+    let restore = |name: Option<&str>, to: &Path| {
+        let mut cmd = t
+            .cmd()
+            .args(["--json", "image", "restore", "--yes", "--from", &meta.stamp]);
+        if let Some(n) = name {
+            cmd = cmd.args(["--name", n]);
+        }
+        cmd.args(["--grow".as_ref(), "--to".as_ref(), to.as_os_str()])
+    };
+
+    let out = restore(None, &target.part(2)).status(1);
+    out.stderr_has("named with --name");
+    let out = restore(Some(&root_name), &target.part(1)).status(1);
+    out.stderr_has("smaller than the");
+    assert_eq!(
+        blkid(&target.part(2), "TYPE"),
+        "vfat",
+        "nothing was written"
+    );
+    assert_eq!(blkid(&target.part(1), "UUID"), esp_uuid);
+
+    let report: RestoreReport = restore(Some(&root_name), &target.part(2)).status(0).json();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.partitions.len(), 1);
+    assert_eq!(blkid(&target.part(2), "TYPE"), "ext4");
+    assert_eq!(blkid(&target.part(2), "UUID"), blkid(&disk.part(2), "UUID"));
+    assert_eq!(blkid(&target.part(2), "PARTUUID"), partuuid);
+    assert_eq!(
+        blkid(&target.part(1), "UUID"),
+        esp_uuid,
+        "the ESP is untouched"
+    );
+    testkit::run(
+        "e2fsck",
+        ["-f".as_ref(), "-n".as_ref(), target.part(2).as_os_str()],
+    );
+    let look = |d: &LoopDisk, at: &str| {
+        let m = RoMount::new(&d.part(2), &t.path(at));
+        let st = rustix::fs::statvfs(&m.0).unwrap();
+        (manifest(&m.0), st.f_blocks * st.f_frsize)
+    };
+    let (before, size_before) = look(&disk, "mnt/old");
+    let (after, size_after) = look(&target, "mnt/new");
+    assert_eq!(before, after);
+    assert!(
+        size_after > size_before + 200 * MIB,
+        "grown to the partition's end: {size_before} -> {size_after}"
+    );
+}
