@@ -476,13 +476,8 @@ fn destination_plan(
         .collect();
     let reclaimable: u64 = cleanup.iter().map(|l| l.bytes).sum();
     let available = info.free_bytes.saturating_add(reclaimable);
-    let refusal = (needed > available).then(|| {
-        let msg = space_refusal(d, needed, reclaimable, &backups_dir);
-        match system_bytes {
-            0 => msg,
-            n => format!("{msg} (of the space needed, {})", system_space(n)),
-        }
-    });
+    let refusal = (needed > available)
+        .then(|| space_refusal(d, needed, system_bytes, reclaimable, &backups_dir));
 
     let decisions = retention_after(d, &archives, stamp, opts);
     let notes = drive_notes(d, &backups_dir);
@@ -613,13 +608,18 @@ fn system_space(n: u64) -> String {
 fn space_refusal(
     d: &DestinationWorld,
     needed: u64,
+    system_bytes: u64,
     reclaimable: u64,
     backups_dir: &Path,
 ) -> String {
     let info = &d.info;
     let mut msg = format!(
-        "not enough space: the backup needs {}, {} has {} free",
+        "not enough space: the backup needs {}{}, {} has {} free",
         stdx::bytes(needed),
+        match system_bytes {
+            0 => String::new(),
+            n => format!(" (of which {})", system_space(n)),
+        },
         info.path.display(),
         stdx::bytes(info.free_bytes)
     );

@@ -312,6 +312,7 @@ pub fn render_create(p: &CreatePlan) -> String {
     plan::render_system(&p.system, &mut out, "  ");
     if let Some(r) = &p.refusal {
         out.push_str(&format!("  REFUSED   {r}\n"));
+        return out;
     }
     out.push_str(&format!(
         "  written into {}, read back, then renamed to {}\n",

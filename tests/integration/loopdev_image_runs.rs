@@ -93,7 +93,7 @@ fn t9_encrypted_images_are_unreadable_and_restore_only_with_the_identity() {
     let t = Test::new();
     let (identity, recipient) = t.keygen("id.txt");
     let (wrong, _) = t.keygen("wrong.txt");
-    let t9 = Drive::exfat("T9", 512 * MIB);
+    let t9 = Drive::exfat("T9", 256 * MIB);
     let disk = disk_with_root(&t, 6 << 20);
     let plain = t.path("plain");
     fs::create_dir_all(&plain).unwrap();
@@ -152,7 +152,7 @@ fn t9_encrypted_images_are_unreadable_and_restore_only_with_the_identity() {
     // Slices of the root's incompressible data: in the plain image (zstd stores them as they are), nowhere on the
     // encrypted drive.
     let big = content(6 << 20, 7);
-    let needles: Vec<&[u8]> = [1usize << 20, 3 << 20, 5 << 20]
+    let needles: Vec<&[u8]> = [1usize << 20, 5 << 20]
         .iter()
         .map(|&at| &big[at..at + 64])
         .collect();
