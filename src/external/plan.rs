@@ -465,7 +465,7 @@ fn destination_plan(
     // Everything is done through the resolved path (the configured one may be a symlink to the mount point).
     let backups_dir = info.resolved.join(layout::BACKUPS_DIR);
     let (archives, needed) = archive_targets(d, sets);
-    let system_bytes = system_bytes(d, system);
+    let (system_bytes, images) = system_bytes(d, system);
     let needed = needed.saturating_add(system_bytes);
     let cleanup: Vec<Leftover> = d
         .listing
@@ -476,8 +476,15 @@ fn destination_plan(
         .collect();
     let reclaimable: u64 = cleanup.iter().map(|l| l.bytes).sum();
     let available = info.free_bytes.saturating_add(reclaimable);
-    let refusal = (needed > available)
-        .then(|| space_refusal(d, needed, system_bytes, reclaimable, &backups_dir));
+    let refusal = (needed > available).then(|| {
+        space_refusal(
+            d,
+            needed,
+            images.then_some(system_bytes),
+            reclaimable,
+            &backups_dir,
+        )
+    });
 
     let decisions = retention_after(d, &archives, stamp, opts);
     let notes = drive_notes(d, &backups_dir);
@@ -582,9 +589,11 @@ fn archive_targets(d: &DestinationWorld, sets: &[SetPlan]) -> (Vec<ArchiveTarget
 
 /// The most the backup's `system/` folder may take on this drive: the kit, and each image this drive gets at
 /// partclone's count of its used bytes as if zstd could not compress them (the compressed size is known only once
-/// written), encrypted when the drive encrypts.
-fn system_bytes(d: &DestinationWorld, system: Option<&crate::image::SystemInput>) -> u64 {
-    let Some(input) = system else { return 0 };
+/// written), encrypted when the drive encrypts; and whether any image goes to it.
+fn system_bytes(d: &DestinationWorld, system: Option<&crate::image::SystemInput>) -> (u64, bool) {
+    let Some(input) = system else {
+        return (0, false);
+    };
     let recipients = d.encryption.as_ref().map(|e| e.recipients.len());
     let plan = crate::image::plan::plan_system(
         input.kit.is_some(),
@@ -592,7 +601,10 @@ fn system_bytes(d: &DestinationWorld, system: Option<&crate::image::SystemInput>
         d.info.device.as_deref(),
         recipients,
     );
-    input.bound_bytes(&plan, d.block_size, recipients)
+    (
+        input.bound_bytes(&plan, d.block_size, recipients),
+        !plan.images.is_empty(),
+    )
 }
 
 /// What `system_bytes` means, for the dry run and the refusal.
@@ -608,7 +620,7 @@ fn system_space(n: u64) -> String {
 fn space_refusal(
     d: &DestinationWorld,
     needed: u64,
-    system_bytes: u64,
+    system_bytes: Option<u64>,
     reclaimable: u64,
     backups_dir: &Path,
 ) -> String {
@@ -616,10 +628,9 @@ fn space_refusal(
     let mut msg = format!(
         "not enough space: the backup needs {}{}, {} has {} free",
         stdx::bytes(needed),
-        match system_bytes {
-            0 => String::new(),
-            n => format!(" (of which {})", system_space(n)),
-        },
+        system_bytes
+            .map(|n| format!(" (of which {})", system_space(n)))
+            .unwrap_or_default(),
         info.path.display(),
         stdx::bytes(info.free_bytes)
     );
@@ -775,13 +786,17 @@ pub fn render(plan: &ExternalPlan) -> String {
         let _ = writeln!(out, "\ndestination {}: not used: {}", u.name, u.reason);
     }
     for d in &plan.destinations {
-        render_destination(&mut out, d);
+        render_destination(
+            &mut out,
+            d,
+            plan.system.as_ref().is_some_and(|s| !s.images.is_empty()),
+        );
     }
     out
 }
 
 /// One destination of the plan: where, how much space, then each step the run takes on it.
-fn render_destination(out: &mut String, d: &DestinationPlan) {
+fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
     out.push('\n');
     let mut what = vec![d.fs_type.clone()];
     if let Some(dev) = &d.device {
@@ -812,7 +827,7 @@ fn render_destination(out: &mut String, d: &DestinationPlan) {
         return;
     }
     let _ = writeln!(out, "  space     {space}");
-    if d.system_bytes > 0 {
+    if images {
         let _ = writeln!(out, "            of which {}", system_space(d.system_bytes));
     }
     if d.write_marker {

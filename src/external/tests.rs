@@ -506,7 +506,14 @@ fn the_space_check_counts_the_images_at_their_used_bytes() {
         devices: vec![Ok(imaged_device())],
         sets: vec![],
     });
-    let p = plan::plan(&w, opts());
+    let mut p = plan::plan(&w, opts());
+    // What `external::dry_run` adds: the system plan shown above the destinations.
+    p.system = Some(crate::image::plan::plan_system(
+        false,
+        &[Ok(imaged_device())],
+        None,
+        None,
+    ));
     let d = &p.destinations[0];
     assert!(d.system_bytes >= 301 << 20, "{}", d.system_bytes);
     assert!(d.system_bytes < 305 << 20, "{}", d.system_bytes);
@@ -540,4 +547,26 @@ fn the_space_check_counts_the_images_at_their_used_bytes() {
     });
     let d = &plan::plan(&w, opts()).destinations[0];
     assert!(d.system_bytes > 1 << 30, "{}", d.system_bytes);
+
+    // No image: system/ is counted, but the dry run and a refusal speak of no images.
+    w.system = Some(crate::image::SystemInput::default());
+    w.destinations[0].info.free_bytes = 1 << 10;
+    let mut p = plan::plan(&w, opts());
+    p.system = Some(crate::image::SystemPlan::default());
+    assert!(p.destinations[0].system_bytes > 0);
+    assert!(
+        !p.destinations[0]
+            .refusal
+            .as_deref()
+            .unwrap()
+            .contains("partclone")
+    );
+    w.destinations[0].info.free_bytes = 4 << 30;
+    let mut p = plan::plan(&w, opts());
+    p.system = Some(crate::image::SystemPlan::default());
+    assert!(
+        !plan::render(&p).contains("of which"),
+        "{}",
+        plan::render(&p)
+    );
 }
