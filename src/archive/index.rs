@@ -230,7 +230,8 @@ fn decode_name(
 }
 
 impl IndexEntry {
-    fn to_wire(&self) -> WireLine {
+    /// The entry's line; an error for a socket or an `Other` kind, which no index holds.
+    fn to_wire(&self) -> io::Result<WireLine> {
         let (path, path_b64) = encode_name(&self.path);
         let (link, link_b64) = match &self.link {
             Some(l) => encode_name(l),
@@ -266,7 +267,7 @@ impl IndexEntry {
             data_offset: self.data_offset,
             sparse: self.sparse,
         };
-        match self.kind {
+        Ok(match self.kind {
             EntryKind::File => WireLine::File(w),
             EntryKind::Hardlink => WireLine::Hardlink(w),
             EntryKind::Symlink => WireLine::Symlink(w),
@@ -274,7 +275,13 @@ impl IndexEntry {
             EntryKind::Fifo => WireLine::Fifo(w),
             EntryKind::Char => WireLine::Char(w),
             EntryKind::Block => WireLine::Block(w),
-        }
+            EntryKind::Socket | EntryKind::Other(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("a {} has no place in an index", self.kind.word()),
+                ));
+            }
+        })
     }
 
     fn from_wire(kind: EntryKind, w: WireEntry) -> Result<IndexEntry, String> {
@@ -381,7 +388,7 @@ impl<W: Write> IndexWriter<W> {
 
     pub fn entry(&mut self, e: &IndexEntry) -> io::Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &e.to_wire())?;
+        serde_json::to_writer(&mut self.line, &e.to_wire()?)?;
         self.line.push(b'\n');
         self.out.write_all(&self.line)
     }
@@ -397,9 +404,10 @@ impl<W: Write> IndexWriter<W> {
 
     /// The serialized length of an entry's line (for size estimates).
     pub(crate) fn line_len(e: &IndexEntry) -> u64 {
-        serde_json::to_vec(&e.to_wire())
-            .map(|v| v.len() as u64 + 1)
-            .unwrap_or(0)
+        e.to_wire()
+            .ok()
+            .and_then(|w| serde_json::to_vec(&w).ok())
+            .map_or(0, |v| v.len() as u64 + 1)
     }
 }
 

@@ -334,7 +334,12 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
             }
         }
         header.clear();
-        tarfmt::encode_header(&header_spec(&e), &mut header);
+        tarfmt::encode_header(&header_spec(&e), &mut header).map_err(|source| {
+            ArchiveError::Read {
+                path: w.full.clone(),
+                source,
+            }
+        })?;
         e.header_offset = offset;
         e.data_offset = offset + header.len() as u64;
         if kind == EntryKind::File {
@@ -877,7 +882,12 @@ pub fn write_archive(
         };
 
         header_buf.clear();
-        tarfmt::encode_header(&header_spec(&e), &mut header_buf);
+        tarfmt::encode_header(&header_spec(&e), &mut header_buf).map_err(|source| {
+            ArchiveError::Read {
+                path: w.full.clone(),
+                source,
+            }
+        })?;
         e.header_offset = out.offset;
         out.write(&header_buf)?;
         e.data_offset = out.offset;

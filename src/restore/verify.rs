@@ -32,9 +32,7 @@ use super::select::abs_of;
 use crate::archive::crypt::age_read_error;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
-use crate::archive::{
-    self, ArchiveFiles, Digest, HardLinkTargets, Keys, Progress, verify_archive_with,
-};
+use crate::archive::{ArchiveFiles, Digest, HardLinkTargets, Keys, Progress, verify_archive_with};
 use crate::snapshot::Snapshot;
 use crate::ui::Ui;
 
@@ -215,10 +213,9 @@ struct Watch<'a> {
 }
 
 impl Progress for Watch<'_> {
-    fn entry(&mut self, path: &[u8], kind: archive::EntryKind, size: u64) {
-        let k = super::content::kind_of_index(kind);
+    fn entry(&mut self, path: &[u8], kind: EntryKind, size: u64) {
         if self.refused.is_none()
-            && let Some(why) = refusal(path, k)
+            && let Some(why) = refusal(path, kind)
         {
             self.refused = Some((super::engine::entry::show(path), why));
         }
@@ -981,7 +978,7 @@ fn scan_archive(
 }
 
 /// A drive backup's index by path: kind, size and sha256 of each entry.
-pub type IndexMap = HashMap<Vec<u8>, (archive::EntryKind, u64, Option<Digest>)>;
+pub type IndexMap = HashMap<Vec<u8>, (EntryKind, u64, Option<Digest>)>;
 
 /// Reads a drive backup's index into an [`IndexMap`].
 pub fn load_index(index: &ArchiveFiles) -> Result<IndexMap, String> {

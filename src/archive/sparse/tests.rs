@@ -758,7 +758,7 @@ mod engine {
     use std::process::Command;
 
     use super::archives::{allocated, holey};
-    use crate::restore::engine::source::{self, Snapshot};
+    use crate::restore::engine::source::{self, SnapshotTree};
     use crate::restore::{Applier, Planner, RestoreError, RestoreOptions};
 
     const MIB: u64 = 1 << 20;
@@ -875,7 +875,7 @@ mod engine {
             return crate::stdx::skip::skip("no holes on this filesystem");
         }
         let target = dir.path().join("t");
-        let snap = Snapshot::new(&src);
+        let snap = SnapshotTree::new(&src);
         let mut planner = Planner::new(&target, opts()).unwrap();
         snap.plan(Path::new(""), &mut planner).unwrap();
         let plan = planner.finish();

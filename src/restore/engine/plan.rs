@@ -118,6 +118,8 @@ impl Counts {
 pub struct PlanItem {
     /// The checked name, relative to the target (the raw name, escaped, when the name itself is refused).
     pub path: String,
+    /// Its [`EntryKind::word`] (`char-device`, not the index's `char`).
+    #[serde(serialize_with = "EntryKind::serialize_word")]
     pub kind: EntryKind,
     pub action: Action,
     /// Content bytes (files).
