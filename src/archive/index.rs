@@ -19,12 +19,21 @@
 //! - `header_offset` is where the entry's first header block starts in the tar stream (a pax header, if it has one);
 //!   `data_offset` where its content starts. Offsets are in the joined tar stream, before any stage (encryption).
 //! - Files and hard links carry `size` and `sha256` of the content; a hard link's `data_offset` points at the
-//!   content of its first name, so any name can be restored with one seek.
+//!   content of its first name, so any name can be restored with one seek. A hard link to a symlink (`ln -P`,
+//!   `cp -al`, `rsync -H`; stored as GNU tar stores it, a `1` entry naming the symlink's first name) has neither
+//!   `sha256` nor `size`, and its `data_offset` is the symlink's: the target text is the first name's `link`.
 //! - A file stored as a GNU PAX 1.0 sparse member ([`super::sparse`]) also has
-//!   `"sparse":{"stored":N,"stored_sha256":"…"}`: its `size` and `sha256` are still those of the file's content
-//!   (holes read as zeros), `data_offset` is where its map starts, and `stored`/`stored_sha256` are the length and
-//!   hash of the map and data as stored, so that a restore checks what it reads without hashing the holes. A hard
-//!   link to it carries the same record.
+//!   `"sparse":{"stored":N,"stored_sha256":"…"}`: its `size` is the file's, `data_offset` is where its map starts,
+//!   and `stored`/`stored_sha256` are the length and sha256 of what the member stores (the map block, then the data
+//!   segments, without the padding). Its `sha256` is that same digest, the **stored digest**: holes are neither read
+//!   nor hashed, so archiving, verifying and restoring a sparse file cost time in proportion to its data, not its
+//!   size. Every consumer agrees: `verify` and `restore --verify` hash the member as stored; a restore checks the
+//!   bytes it reads; `--compare content` and the comparison of a local snapshot with the index hash a file on disk
+//!   the same way ([`super::sparse::stored_digest_of`]: mapped with `SEEK_DATA`/`SEEK_HOLE` as the writer maps it),
+//!   so a file allocated otherwise counts as changed. Indexes written before this definition give the logical
+//!   content's sha256 there (holes as zeros; it differs from `stored_sha256`), and are checked that way
+//!   ([`IndexEntry::sha256_is_stored`]). A hard link to it carries the same record and sha256. GNU tar's view of
+//!   the archive is unchanged: the digest is the index's alone.
 //! - `xattrs` (an object: name, with `%` and bytes that are not UTF-8 as `%XX`, to the value in standard base64),
 //!   `acl_access` and `acl_default` (ACLs in text form, numeric ids) hold an entry's extended attributes and ACLs,
 //!   as its `SCHILY.*` pax records do ([`super::xattrs`]); left out when it has none (indexes written before they
@@ -102,7 +111,7 @@ pub struct IndexEntry {
     pub mtime_nsec: u32,
     /// Symlink target, or the first name of a hard-linked file.
     pub link: Option<Vec<u8>>,
-    /// Content sha256 (files and hard links).
+    /// Content sha256 (files and hard links to files; `None` for a hard link to a symlink).
     pub sha256: Option<Digest>,
     /// Device numbers (character and block devices).
     pub rdev: Option<(u32, u32)>,
@@ -132,6 +141,13 @@ impl IndexEntry {
     /// The path for messages (non-UTF-8 bytes shown escaped).
     pub fn display_path(&self) -> String {
         crate::stdx::show(&self.path)
+    }
+
+    /// Whether `sha256` is a sparse member's stored digest (over its map and data, see the module's docs), rather
+    /// than the logical content's (every file that is not sparse, and sparse members of older indexes).
+    pub fn sha256_is_stored(&self) -> bool {
+        self.sparse
+            .is_some_and(|r| self.sha256 == Some(r.stored_sha256))
     }
 }
 
@@ -295,7 +311,14 @@ impl IndexEntry {
                 if needs_link { "needs" } else { "has" }
             ));
         }
-        let has_content = matches!(kind, EntryKind::File | EntryKind::Hardlink);
+        // A hard link without a sha256 is a hard link to a symlink: no content, no size, no sparse record.
+        let to_symlink = kind == EntryKind::Hardlink && w.sha256.is_none();
+        if to_symlink && (w.size != 0 || w.sparse.is_some()) {
+            return Err(
+                "a hardlink entry without a sha256 (a link to a symlink) has a size or a sparse record".into(),
+            );
+        }
+        let has_content = kind == EntryKind::File || (kind == EntryKind::Hardlink && !to_symlink);
         if has_content != w.sha256.is_some() {
             return Err(format!(
                 "a {} entry {} a sha256",

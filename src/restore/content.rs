@@ -116,6 +116,8 @@ enum Shared {
         data: u64,
         size: u64,
         sha256: Option<[u8; 32]>,
+        /// `sha256` is a sparse member's stored digest ([`RestoreEntry::sha256_stored`]).
+        sha256_stored: bool,
         sparse: Option<SparseLoc>,
     },
     /// A symlink's target, its mode, owner and mtime.
@@ -131,6 +133,7 @@ impl Shared {
                 data: e.locator.unwrap_or(0),
                 size: e.size,
                 sha256: e.sha256,
+                sha256_stored: e.sha256_stored,
                 sparse,
             },
         }
@@ -203,6 +206,7 @@ pub fn entry_of_index(e: &IndexEntry) -> RestoreEntry {
         size: if file { e.size } else { 0 },
         link: e.link.clone(),
         sha256: if file { e.sha256.map(|d| d.0) } else { None },
+        sha256_stored: file && e.sha256_is_stored(),
         locator: Some(e.data_offset),
         attrs: e.attrs.clone(),
     }
@@ -735,6 +739,7 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
                     data: offset,
                     size,
                     sha256,
+                    sha256_stored,
                     sparse: shared_sparse,
                 }),
             ) => {
@@ -742,6 +747,7 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
                 entry.link = None;
                 entry.size = size;
                 entry.sha256 = sha256;
+                entry.sha256_stored = sha256_stored;
                 data = offset;
                 sparse = shared_sparse;
             }
@@ -1124,7 +1130,8 @@ impl RunCheck<'_> {
     /// A hard link whose first name is not restored with it becomes a copy of that file's content: the file's own
     /// index line is found and checked against its header in the archive, and must agree with the link's line
     /// (data offset, size, sha256). The content then comes from where the archive's header for that file puts it,
-    /// never from an offset only the hard link's line gives. Other entries pass through.
+    /// never from an offset only the hard link's line gives. A hard link to a symlink becomes a symlink of its own,
+    /// with the target the symlink's checked header gives. Other entries pass through.
     fn link_outside(
         &mut self,
         idx: &mut SortedIndex,
@@ -1158,11 +1165,11 @@ impl RunCheck<'_> {
                 ),
             ));
         };
-        if t.kind != EntryKind::File {
+        if !matches!(t.kind, EntryKind::File | EntryKind::Symlink) {
             return Err(self.mismatch(
                 &path,
                 format!(
-                    "the hard link {shown} points to {}, which is a {}, not a file",
+                    "the hard link {shown} points to {}, which is a {}, not a file or a symlink",
                     t.display_path(),
                     t.kind.name()
                 ),
@@ -1208,10 +1215,17 @@ impl RunCheck<'_> {
                 ));
             }
         }
+        if t.kind == EntryKind::Symlink {
+            // A hard link to a symlink: a symlink of its own, with the target the archive's header gives (checked
+            // equal to the index's line above).
+            a.shared = Some(Shared::Symlink(entry_of_index(&t)));
+            return Ok(a);
+        }
         a.shared = Some(Shared::Content {
             data: t.data_offset,
             size: t.size,
             sha256: t.sha256.map(|d| d.0),
+            sha256_stored: t.sha256_is_stored(),
             sparse: sparse_of_index(&t),
         });
         a.content = Some(t);

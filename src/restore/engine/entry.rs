@@ -77,6 +77,10 @@ pub struct RestoreEntry {
     /// The content's sha256 when the source knows it (an archive index): then the content is checked as it is
     /// written, and `--compare content` can tell an unchanged file without reading the backup.
     pub sha256: Option<[u8; 32]>,
+    /// `sha256` is a sparse member's stored digest (its PAX 1.0 map and data, holes not hashed: see
+    /// [`crate::archive::index`]), not the content's: the content is checked by the sparse reader as it is read, and
+    /// `--compare content` hashes the file found the same way.
+    pub sha256_stored: bool,
     /// Opaque to the engine: where the source keeps this entry (an offset in the archive, ...), for callers that
     /// walk a [`super::Plan`] and fetch content by random access.
     pub locator: Option<u64>,
@@ -97,6 +101,7 @@ impl RestoreEntry {
             size: 0,
             link: None,
             sha256: None,
+            sha256_stored: false,
             locator: None,
             attrs: None,
         }
@@ -171,6 +176,7 @@ impl RestoreEntry {
                 _ => None,
             },
             sha256: None,
+            sha256_stored: false,
             locator,
             attrs: None,
         }))
@@ -203,6 +209,7 @@ impl RestoreEntry {
             },
             link,
             sha256: None,
+            sha256_stored: false,
             locator: None,
             attrs: None,
         }

@@ -263,6 +263,7 @@ impl Member {
             link: matches!(kind, EntryKind::Symlink | EntryKind::Hardlink)
                 .then(|| self.link.clone()),
             sha256: None,
+            sha256_stored: false,
             locator: Some(self.data_offset),
             attrs,
         }
