@@ -636,6 +636,21 @@ fn the_verifier_catches_an_index_that_disagrees() {
 /// to `data/h3`, so the verifier (keeping every file, or only the linked ones read from the index first) says which
 /// field differs from what the archive gives. A hard link's line with a sparse record its target's storage does not
 /// have is caught the same way (before the merge with h-sparse's verifier, a hard link's record went unchecked).
+/// Writes `text` (an index) to `index` with the line of `path` changed by `edit`.
+fn forge_line(index: &Path, text: &str, path: &str, edit: impl Fn(&mut serde_json::Value)) {
+    let forged: String = text
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if v["path"] == path {
+                edit(&mut v);
+            }
+            v.to_string() + "\n"
+        })
+        .collect();
+    fs::write(index, forged).unwrap();
+}
+
 #[test]
 fn the_verifier_checks_a_hard_link_against_the_file_it_links_to() {
     let fx = Fixture::new();
@@ -646,19 +661,11 @@ fn the_verifier_checks_a_hard_link_against_the_file_it_links_to() {
     assert_eq!(link.link.as_deref(), Some(&b"data/h3"[..]));
     let other = entry_of(&index, b"home/u/.secrets");
     let text = fs::read_to_string(&index).unwrap();
-    let forged: String = text
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            if v["path"] == "home/u/h2" {
-                v["data_offset"] = other.data_offset.into();
-                v["size"] = other.size.into();
-                v["sha256"] = other.sha256.unwrap().to_string().into();
-            }
-            v.to_string() + "\n"
-        })
-        .collect();
-    fs::write(&index, forged).unwrap();
+    forge_line(&index, &text, "home/u/h2", |v| {
+        v["data_offset"] = other.data_offset.into();
+        v["size"] = other.size.into();
+        v["sha256"] = other.sha256.unwrap().to_string().into();
+    });
     let err = verify_files(&w.tar(), &index).unwrap_err();
     assert_eq!(err.entry.as_deref(), Some("home/u/h2"), "{err}");
     assert!(
@@ -700,20 +707,12 @@ fn the_verifier_checks_a_hard_link_against_the_file_it_links_to() {
     );
     // A hard link's line saying its content is stored sparse, where the file it links to is stored whole: the
     // index must describe the storage of the very member the link shares (a restore reads it by that record).
-    let forged: String = text
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            if v["path"] == "home/u/h2" {
-                v["sparse"] = serde_json::json!({
-                    "stored": 512,
-                    "stored_sha256": link.sha256.unwrap().to_string(),
-                });
-            }
-            v.to_string() + "\n"
-        })
-        .collect();
-    fs::write(&index, forged).unwrap();
+    forge_line(&index, &text, "home/u/h2", |v| {
+        v["sparse"] = serde_json::json!({
+            "stored": 512,
+            "stored_sha256": link.sha256.unwrap().to_string(),
+        });
+    });
     let err = verify_files(&w.tar(), &index).unwrap_err();
     assert_eq!(err.entry.as_deref(), Some("home/u/h2"), "{err}");
     assert!(
