@@ -102,6 +102,9 @@ dbackup --dry-run external          # what would be written and removed, and the
     /// The full-system image: the recovery kit, partition images, and their restore onto a blank disk
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Cloud destinations (S3, Backblaze B2): check what this machine's key can do with the bucket
+    #[command(subcommand)]
+    Cloud(CloudCommand),
     /// Check, print or create the config
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -460,6 +463,45 @@ Examples:
   sudo dbackup --dry-run image restore --from 2026-12-05-031500 --to /dev/sdb
   sudo dbackup image restore --drive /mnt/T9 --from 2026-12-05-031500 --to /dev/sdb --grow
   sudo dbackup image restore --from 2026-12-05-031500 --to disk.img --name nvme0n1p2";
+
+const CLOUD_CHECK_HELP: &str = "Tries, for real, what backups to this destination need, with a tiny object under \
+<prefix>/.dbackup-check/ that is removed again: the keys and the bucket (a listing), writing, reading back, \
+deleting, and listing unfinished multipart uploads. With `object_lock_days` in the destination (or --object-lock) \
+it also writes an object locked for one day and tries to delete it: some servers accept Object Lock headers and \
+ignore them, and only this finds out. A locked object that could not be deleted stays until its date (7 bytes).
+
+Keys come from the destination's credentials_file, else AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, else the \
+AWS shared credentials and config files (B2: B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY). No key, signature or \
+token is ever printed.
+
+Exit codes: 0 everything a backup needs works; 3 it works with warnings (the key cannot delete, so old backups are \
+never pruned; unfinished uploads found); 1 a backup would fail (no answer, keys refused, no bucket, no write or \
+read, Object Lock configured but not enforced); 2 configuration (no such cloud destination, no keys, a \
+credentials_file others can read).
+
+Examples:
+  dbackup cloud check offsite
+  dbackup cloud check offsite --object-lock    # does the bucket enforce Object Lock?
+  dbackup --json cloud check offsite";
+
+#[derive(Debug, Subcommand)]
+pub enum CloudCommand {
+    /// Check a cloud destination: keys, bucket, write/read/delete permissions, and whether Object Lock is enforced
+    #[command(after_help = CLOUD_CHECK_HELP)]
+    Check(CloudCheckArgs),
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct CloudCheckArgs {
+    /// The cloud destination (its `name` in the config)
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Also try Object Lock when the destination has no `object_lock_days` (leaves a 7-byte object locked for a
+    /// day if the bucket enforces it)
+    #[arg(long)]
+    pub object_lock: bool,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {

@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod cli;
+pub mod cloud;
 pub mod collect;
 pub mod commands;
 pub mod config;
@@ -46,6 +47,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Serve(args) => commands::serve::run(&cli.global, args),
         Command::Systemd(cmd) => commands::systemd::run(&cli.global, cmd),
         Command::Image(cmd) => commands::image::run(&cli.global, cmd),
+        Command::Cloud(cmd) => commands::cloud::run(&cli.global, cmd),
         Command::Generate(cmd) => commands::generate::run(cmd),
     }
 }

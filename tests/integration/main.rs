@@ -9,6 +9,7 @@ mod harness;
 
 mod backup;
 mod cli;
+mod cloud;
 mod collect;
 mod config;
 mod encryption;

@@ -9,6 +9,7 @@ mod itest;
 mod nix;
 mod packages;
 mod test;
+mod tools;
 mod util;
 
 use std::process::ExitCode;

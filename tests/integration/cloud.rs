@@ -1,0 +1,260 @@
+//! Cloud destinations through the real binary: the config's rules for them, and `dbackup cloud check` against a
+//! real Garage (S3, ignores Object Lock) and moto (enforces it) on 127.0.0.1, started per test and killed by pid.
+
+#[path = "../../src/cloud/testserver.rs"]
+mod testserver;
+
+use serde::Deserialize;
+use testserver::{Garage, Moto, REGION, closed_port};
+
+use crate::harness::{Output, Test};
+use crate::t9;
+
+#[derive(Debug, Deserialize)]
+struct Report {
+    destination: String,
+    place: String,
+    credentials: Option<serde_json::Value>,
+    probes: Vec<Probe>,
+    object_lock: String,
+    exit: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Probe {
+    name: String,
+    outcome: String,
+    detail: String,
+}
+
+impl Report {
+    fn outcome(&self, name: &str) -> &str {
+        &self
+            .probes
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no probe {name}: {self:?}"))
+            .outcome
+    }
+}
+
+fn garage() -> Option<Garage> {
+    Garage::start().map_err(|why| t9::skip(&why)).ok()
+}
+
+/// A config with one s3 destination `offsite` (extra keys spliced in).
+fn config(endpoint: &str, bucket: &str, extra: &str) -> String {
+    format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
+            "destinations": [ {{ "name": "offsite", "kind": "s3", "endpoint": "{endpoint}", "bucket": "{bucket}",
+              "region": "{REGION}", "prefix": "laptop", "allow_unencrypted": true, "retries": 1,
+              "timeout_seconds": 10 {extra} }} ] }}"#
+    )
+}
+
+/// A test whose keys are in the environment, as systemd units would set them (and `AWS_CA_BUNDLE` when the
+/// machine has it: it must not get in the way).
+fn with_keys(config: &str, id: &str, secret: &str) -> Test {
+    let mut t = Test::new()
+        .config(config)
+        .env("AWS_ACCESS_KEY_ID", id)
+        .env("AWS_SECRET_ACCESS_KEY", secret);
+    if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE") {
+        t = t.env("AWS_CA_BUNDLE", bundle);
+    }
+    t
+}
+
+fn check(t: &Test, code: i32, extra: &[&str]) -> (Output, Report) {
+    let human = t
+        .cmd()
+        .args(["cloud", "check", "offsite"])
+        .args(extra)
+        .status(code);
+    let json = t
+        .cmd()
+        .args(["--json", "cloud", "check", "offsite"])
+        .args(extra)
+        .status(code);
+    (human, json.json())
+}
+
+fn no_secret(out: &Output, secrets: &[&str]) {
+    for s in secrets {
+        assert!(
+            !out.stdout.contains(s) && !out.stderr.contains(s),
+            "a secret was printed:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    for marker in ["Signature=", "X-Amz-Credential", "Credential=GK"] {
+        assert!(!out.stdout.contains(marker) && !out.stderr.contains(marker));
+    }
+}
+
+/// `cloud check` on Garage, which takes Object Lock headers and ignores them: with `object_lock_days` the check
+/// writes a locked object, deletes it, and reports the lock as not enforced (exit 1: the destination does not do
+/// what the config says); list, write, read back, delete and the uploads listing all pass. Without
+/// `object_lock_days` the lock is not tried and the check passes (exit 0). No key or secret is printed.
+#[test]
+fn cloud_check_on_garage_reports_object_lock_not_enforced() {
+    let Some(g) = garage() else { return };
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, r#", "object_lock_days": 1"#),
+        &g.key.id,
+        &g.key.secret,
+    );
+    let (human, report) = check(&t, 1, &[]);
+    assert_eq!(report.destination, "offsite");
+    assert_eq!(report.place, format!("s3 {} dbackup-test/laptop", g.endpoint()));
+    for probe in ["list", "write", "read", "delete", "uploads"] {
+        assert_eq!(report.outcome(probe), "ok", "{report:?}");
+    }
+    assert_eq!(report.outcome("object_lock"), "failed");
+    assert_eq!(report.object_lock, "not_enforced");
+    assert_eq!(report.exit, "failed");
+    assert_eq!(
+        report.credentials,
+        Some(serde_json::json!({ "kind": "environment", "variable": "AWS_ACCESS_KEY_ID" }))
+    );
+    no_secret(&human, &[&g.key.id, &g.key.secret]);
+    let shown = human
+        .stdout
+        .replace(&g.endpoint(), "http://127.0.0.1:[PORT]");
+    let shown = regex_lite_replace(&shown);
+    insta::assert_snapshot!("cloud_check_garage_lock_not_enforced", shown);
+
+    // Nothing of the probes stays in the bucket.
+    let t = with_keys(&config(&g.endpoint(), &g.bucket, ""), &g.key.id, &g.key.secret);
+    let (_, report) = check(&t, 0, &[]);
+    assert_eq!(report.outcome("object_lock"), "skipped");
+    assert_eq!(report.outcome("uploads"), "ok");
+}
+
+/// The probe object's stamp and pid, for the snapshot.
+fn regex_lite_replace(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.find(".dbackup-check/") {
+            Some(i) => {
+                let end = l[i..].find(' ').map(|e| i + e).unwrap_or(l.len());
+                format!("{}.dbackup-check/[STAMP]{}", &l[..i], &l[end..])
+            }
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `cloud check` on moto, which enforces Object Lock: the locked object cannot be deleted, the lock is reported
+/// enforced and the check passes (exit 0).
+#[test]
+fn cloud_check_on_moto_finds_object_lock_enforced() {
+    let m = match Moto::start() {
+        Ok(m) => m,
+        Err(why) => return t9::skip(&why),
+    };
+    let t = with_keys(
+        &config(&m.endpoint(), &m.bucket, r#", "object_lock_days": 1"#),
+        "testing-key-id",
+        "testing-secret-key",
+    );
+    let (human, report) = check(&t, 0, &[]);
+    assert_eq!(report.object_lock, "enforced", "{report:?}");
+    assert_eq!(report.outcome("object_lock"), "ok");
+    assert_eq!(report.exit, "ok");
+    assert!(human.stdout.contains("enforced: a locked object could not be deleted"), "{}", human.stdout);
+    no_secret(&human, &["testing-key-id", "testing-secret-key"]);
+}
+
+/// A key that may only read the bucket is told what it can and cannot do: it lists and would read, it cannot
+/// write (so nothing is read back or deleted either): exit 1.
+#[test]
+fn a_read_only_key_is_told_what_it_cannot_do() {
+    let Some(g) = garage() else { return };
+    let ro = g.restricted_key("reader", &["--read"]).unwrap();
+    let t = with_keys(&config(&g.endpoint(), &g.bucket, ""), &ro.id, &ro.secret);
+    let (human, report) = check(&t, 1, &[]);
+    assert_eq!(report.outcome("list"), "ok", "{report:?}");
+    assert_eq!(report.outcome("write"), "failed");
+    assert_eq!(report.outcome("read"), "skipped");
+    let write = &report.probes.iter().find(|p| p.name == "write").unwrap().detail;
+    assert!(write.contains("refused the request"), "{write}");
+    no_secret(&human, &[&ro.id, &ro.secret]);
+}
+
+/// Wrong keys, a bucket that does not exist and a closed port: each a clear first line and exit 1, no secret.
+#[test]
+fn wrong_keys_a_missing_bucket_and_a_closed_port_are_clear() {
+    let Some(g) = garage() else { return };
+    let wrong = "0000000000000000000000000000000000000000000000000000000000000000";
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let cases = [
+        (config(&g.endpoint(), &g.bucket, ""), g.key.id.clone(), wrong.to_string(), "refused the request"),
+        (config(&g.endpoint(), "no-such-bucket", ""), g.key.id.clone(), g.key.secret.clone(), "the bucket does not exist"),
+        (config(&closed, &g.bucket, ""), g.key.id.clone(), g.key.secret.clone(), "no answer from"),
+    ];
+    for (config, id, secret, want) in cases {
+        let t = with_keys(&config, &id, &secret);
+        let (human, report) = check(&t, 1, &[]);
+        assert_eq!(report.outcome("list"), "failed", "{report:?}");
+        assert_eq!(report.outcome("write"), "skipped", "{report:?}");
+        assert!(human.stdout.contains(want), "{want}:\n{}", human.stdout);
+        no_secret(&human, &[&id, &secret]);
+    }
+}
+
+/// No keys anywhere, or a credentials file others can read: configuration (exit 2), saying where keys go; a
+/// credentials file of mode 0600 works. An unknown name and a drive's name are refused (exit 2).
+#[test]
+fn keys_come_from_a_private_credentials_file_or_the_environment() {
+    let Some(g) = garage() else { return };
+    let t = Test::new().config(&config(&g.endpoint(), &g.bucket, ""));
+    let out = t.cmd().args(["cloud", "check", "offsite"]).status(2);
+    assert!(out.stdout.contains("AWS_ACCESS_KEY_ID"), "{}", out.stdout);
+
+    let keys = format!(
+        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        g.key.id, g.key.secret
+    );
+    let file = t.write("keys.ini", &keys);
+    let t = Test::new().config(&config(
+        &g.endpoint(),
+        &g.bucket,
+        &format!(r#", "credentials_file": "{}""#, file.display()),
+    ));
+    let out = t.cmd().args(["config", "check"]).status(2);
+    assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (human, report) = check(&t, 0, &[]);
+    assert_eq!(report.credentials.unwrap()["kind"], "credentials_file");
+    no_secret(&human, &[&g.key.id, &g.key.secret]);
+
+    let out = t.cmd().args(["cloud", "check", "elsewhere"]).status(2);
+    assert!(out.stderr.contains("\"elsewhere\" is not in the config"), "{}", out.stderr);
+}
+
+/// A secret in the config is refused with the place it belongs, and its value is never echoed; a cloud
+/// destination without encryption is refused unless `allow_unencrypted`.
+#[test]
+fn secrets_and_plain_archives_are_refused_by_the_config() {
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "docs", "sources": ["{home}"] } ],
+             "destinations": [ { "name": "offsite", "kind": "s3", "bucket": "my-bucket",
+                                 "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" } ] }"#,
+    );
+    let out = t.cmd().args(["config", "check"]).status(2);
+    assert!(out.stderr.contains("unknown key \"secret_access_key\""), "{}", out.stderr);
+    assert!(out.stderr.contains("credentials never go in the config"), "{}", out.stderr);
+    assert!(out.stderr.contains("credentials_file"), "{}", out.stderr);
+    assert!(!out.stderr.contains("wJalrXUtnFEMI") && !out.stdout.contains("wJalrXUtnFEMI"));
+
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "docs", "sources": ["{home}"] } ],
+             "destinations": [ { "name": "offsite", "kind": "s3", "bucket": "my-bucket" } ] }"#,
+    );
+    let out = t.cmd().args(["config", "check"]).status(2);
+    assert!(out.stderr.contains("has no encryption"), "{}", out.stderr);
+    assert!(out.stderr.contains("allow_unencrypted"), "{}", out.stderr);
+}
