@@ -24,6 +24,10 @@ install *args:
 itest *args:
     cargo xtask itest {{args}}
 
+# Mutation testing of the pure core with cargo-mutants (slow; not part of test): just mutants [--jobs 2]
+mutants *args:
+    cargo xtask mutants {{args}}
+
 # Run the backup job with the release build (uses your config)
 backup *args:
     cargo run --release -- backup {{args}}

@@ -9,6 +9,11 @@ use std::path::PathBuf;
 use chrono::{DateTime, FixedOffset};
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
+// `restore --source`, `--overwrite` and `--compare` take the restore's own types (their variants' comments are the
+// help text).
+use crate::restore::list::Kept;
+use crate::restore::{Compare, Overwrite};
+
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 finished with warnings,
 4 another dbackup run holds the lock, 5 no external destination present.
@@ -87,6 +92,15 @@ dbackup --dry-run external          # what would be written and removed, and the
     /// List, restore or verify backups, from local snapshots or from the drive
     #[command(after_help = RESTORE_HELP)]
     Restore(RestoreArgs),
+    /// List what one backup holds under a path (kind, mode, size, mtime), from a snapshot or a drive's index
+    #[command(after_help = LS_HELP)]
+    Ls(LsArgs),
+    /// Find which backups hold paths matching a pattern, and in which versions, newest first
+    #[command(after_help = FIND_HELP)]
+    Find(FindArgs),
+    /// List the backups, local and on present drives: `restore --list` under restic's name
+    #[command(after_help = SNAPSHOTS_HELP)]
+    Snapshots(SnapshotsArgs),
     /// Show the state of every set and destination, and what is overdue
     #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
@@ -218,6 +232,8 @@ Examples:
       every backup: the local snapshots and the backups on present drives
   dbackup restore --date 2025-04-01 --path ~/.config
       that day's newest snapshot of ~/.config, back where it was
+  dbackup restore --set config
+      every source of one set, back where it was (--all: every set)
   dbackup restore --source external --path /data/x --target /tmp/r
       from the drive's newest backup; lands at /tmp/r/data/x
   dbackup --dry-run restore --path ~/.secrets
@@ -233,7 +249,19 @@ Restores keep modes, mtimes, symlinks and hard links (and owners as root). Each 
 written owner-only under a temporary name and renamed into place. Files at the destination
 that are not in the backup are left alone. An archive entry that would escape the target
 (`..`, absolute names, hard links outside, a symlink in the way, device files) is refused,
-and then nothing is restored unless --skip-refused.
+and then nothing is restored unless --skip-refused. Symlinks are restored as they are (a
+backup may hold ~/data -> /data for a reason); those that lead outside the target once
+restored, through other symlinks too, are listed in the plan (--dry-run), and refused with
+--no-escaping-links. Archives without an index (GNU tar's, bsdtar's) are read as GNU tar
+reads them.
+
+Nothing is lost by restoring: a file at the destination that would be replaced and differs
+from the backup (newer work, say) is first kept, with its mode and mtime, at
+<backup_root>/displaced/<stamp>/<its absolute path> (a hard link on the same filesystem, a
+copy otherwise), and listed in the output, --json and the run log; copy it back with cp -a.
+The dry run says what would be kept. Only --overwrite always --no-keep replaces without
+keeping. Without --path, --set or --target, restore asks what to restore: --all restores
+every set in place.
 
 Encrypted backups (*.tar.age) need the identity: --identity FILE (repeatable), or
 encryption.identity_file in the config; a passphrase-encrypted one asks for its passphrase
@@ -248,28 +276,109 @@ Exit codes: 0 done (or intact), 1 refused, failed or damaged, 2 bad arguments,
 3 verified without the identity (contents not checked), 5 no drive present. The full
 restoration guide, with and without dbackup: docs/RESTORE.md.";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SourceKind {
-    Local,
-    External,
+const LS_HELP: &str = "\
+PATH is absolute, relative to the current directory, or ~/...; without it, the backup's top level. One directory \
+level is listed; -R lists everything below. A drive backup is read through its index alone (encrypted: with the \
+identity, as restore reads it). Names from a backup are shown escaped (control characters made visible).
+
+Examples:
+  dbackup ls ~/docs
+      the newest local snapshot's ~/docs, one level
+  dbackup ls --source drive --date 2025-04-01 -R /data/photos
+      that day's newest drive backup, everything below /data/photos
+  dbackup --json ls --set config ~/.config";
+
+const FIND_HELP: &str = "\
+PATTERN without `*` or `?` is a literal found anywhere in the path (case-sensitive). A glob without `/` matches the \
+name (`*.pdf`); one starting with `/` the whole path (`/home/*/notes.txt`); any other one the path's end \
+(`docs/*.md`). `*` and `?` stay within a name, a `**` component crosses directories. Each matching path is listed \
+once with every backup holding it (size, mtime), newest first. Drive backups are searched through their indexes \
+only, never their archives.
+
+Examples:
+  dbackup find report.odt
+  dbackup find '*.kdbx'
+  dbackup find --source drive '/home/**/thesis/*.tex'
+  dbackup --json find notes";
+
+const SNAPSHOTS_HELP: &str = "\
+The same listing as `dbackup restore --list`, with the same options.
+
+Examples:
+  dbackup snapshots
+  dbackup snapshots --source drive --date 2025-04";
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct LsArgs {
+    /// What to list (default: the backup's top level)
+    #[arg(value_name = "PATH")]
+    pub path: Option<String>,
+
+    /// List everything below PATH, not only its first level
+    #[arg(short = 'R', long)]
+    pub recursive: bool,
+
+    /// Which backup: a day (2025-04-01: its newest) or a stamp (2025-04-01-031500); default: the newest
+    #[arg(long)]
+    pub date: Option<String>,
+
+    /// Only this backup set
+    #[arg(long = "set", value_name = "NAME")]
+    pub set: Option<String>,
+
+    /// Local snapshots or the drive's backups (default: local, the drive with --drive)
+    #[arg(long, value_enum)]
+    pub source: Option<Kept>,
+
+    /// Read the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
+    #[arg(long, value_name = "DIR")]
+    pub drive: Option<PathBuf>,
+
+    /// An age identity file for encrypted drive backups (repeatable; the config's identity_file is also tried)
+    #[arg(long = "identity", value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum Overwrite {
-    #[default]
-    IfChanged,
-    Always,
-    Never,
+#[derive(Debug, Clone, Args, Default)]
+pub struct FindArgs {
+    /// A glob (`*`, `?`, `**`) or a literal part of the path
+    #[arg(value_name = "PATTERN")]
+    pub pattern: String,
+
+    /// Only this backup set
+    #[arg(long = "set", value_name = "NAME")]
+    pub set: Option<String>,
+
+    /// Only local snapshots or only the drive's backups (default: both)
+    #[arg(long, value_enum)]
+    pub source: Option<Kept>,
+
+    /// Search the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
+    #[arg(long, value_name = "DIR")]
+    pub drive: Option<PathBuf>,
+
+    /// An age identity file for encrypted drive backups (repeatable; the config's identity_file is also tried)
+    #[arg(long = "identity", value_name = "FILE")]
+    pub identities: Vec<PathBuf>,
 }
 
-/// How `--overwrite if-changed` tells an unchanged file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum CompareBy {
-    /// Same type, size, mode, owner and mtime (fast)
-    #[default]
-    Metadata,
-    /// Same type, size, mode, owner and sha256 of the content, whatever the mtime (reads local files; drive only)
-    Content,
+#[derive(Debug, Clone, Args, Default)]
+pub struct SnapshotsArgs {
+    /// Only local snapshots or only the drive's backups (default: both)
+    #[arg(long, value_enum)]
+    pub source: Option<Kept>,
+
+    /// Only that day's backups (2025-04-01), or exactly that stamp (2025-04-01-031500)
+    #[arg(long)]
+    pub date: Option<String>,
+
+    /// Only backups holding this set
+    #[arg(long = "set", value_name = "NAME")]
+    pub set: Option<String>,
+
+    /// List the backups in DIR instead of the configured drives
+    #[arg(long, value_name = "DIR")]
+    pub drive: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args, Default)]
@@ -277,7 +386,7 @@ pub struct RestoreArgs {
     /// Where to restore from: local snapshots or the drive's archives (default: both for --list, external with
     /// --drive, local otherwise)
     #[arg(long, value_enum)]
-    pub source: Option<SourceKind>,
+    pub source: Option<Kept>,
 
     /// List the backups instead of restoring
     #[arg(long)]
@@ -300,9 +409,18 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "DIR")]
     pub target: Option<PathBuf>,
 
-    /// What to do with files already present at the destination
+    /// Restore everything the backup holds, in place (without --path, --set or --target a restore asks for this)
+    #[arg(long)]
+    pub all: bool,
+
+    /// What to do with files already present at the destination; a file that is replaced and differs from the
+    /// backup is first kept in <backup_root>/displaced/<stamp>/ (see --no-keep)
     #[arg(long, value_enum, default_value_t)]
     pub overwrite: Overwrite,
+
+    /// With --overwrite always: replace without keeping what was there (it is lost)
+    #[arg(long)]
+    pub no_keep: bool,
 
     /// Check the backup's integrity without writing anything
     #[arg(long)]
@@ -316,9 +434,14 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub skip_refused: bool,
 
+    /// Refuse the symlinks that would lead outside the target once restored (resolved through the other symlinks
+    /// restored and those already there); by default they are restored as they are, and listed in the plan
+    #[arg(long)]
+    pub no_escaping_links: bool,
+
     /// How --overwrite if-changed tells an unchanged file
     #[arg(long, value_enum, default_value_t, value_name = "HOW")]
-    pub compare: CompareBy,
+    pub compare: Compare,
 
     /// Read the drive's backups from DIR (a mount point, its backups/ directory, or one backup) instead of the
     /// configured destinations
@@ -740,7 +863,7 @@ mod tests {
         let Command::Restore(r) = cli.command else {
             panic!("not restore")
         };
-        assert_eq!(r.source, Some(SourceKind::External));
+        assert_eq!(r.source, Some(Kept::External));
         assert_eq!(r.paths, vec!["~/.config".to_string()]);
     }
 

@@ -1,16 +1,24 @@
 //! dbackup: two-phase backup for one Linux workstation. See ARCHITECTURE.md for the map.
+// Outside tests, a fallible value is never unwrapped bare: each `expect` states the invariant that makes it safe.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+// The public modules are the ones the integration tests, the benches and xtask read (output types, on-drive formats,
+// the archive engine the benches drive); the rest is `pub(crate)`, so the compiler reports what nothing uses.
 
 pub mod archive;
+pub(crate) mod backup;
+pub(crate) mod browse;
 pub mod cli;
 pub mod cloud;
 pub mod collect;
 pub mod commands;
 pub mod config;
 pub mod exit;
-pub mod expand;
+pub(crate) mod expand;
 pub mod external;
 pub mod image;
-pub mod interrupt;
+pub(crate) mod interrupt;
+pub mod json;
 pub mod lock;
 pub mod media;
 pub mod notify;
@@ -19,8 +27,9 @@ pub mod process;
 mod proptests;
 pub mod report;
 pub mod restore;
-pub mod retention;
+pub(crate) mod retention;
 pub mod rsync;
+pub(crate) mod rsync_args;
 pub mod runlog;
 pub mod schedule;
 pub mod settings;
@@ -28,7 +37,7 @@ pub mod snapshot;
 pub mod status;
 pub mod stdx;
 pub mod systemd;
-pub mod ui;
+pub(crate) mod ui;
 
 use cli::{Cli, Command};
 use exit::Exit;
@@ -42,6 +51,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::External(args) => commands::external::run(&cli.global, args),
         Command::Backup(args) => commands::backup::run(&cli.global, args),
         Command::Restore(args) => commands::restore::run(&cli.global, args),
+        Command::Ls(args) => commands::ls::run(&cli.global, args),
+        Command::Find(args) => commands::find::run(&cli.global, args),
+        Command::Snapshots(args) => commands::restore::run(
+            &cli.global,
+            crate::cli::RestoreArgs {
+                list: true,
+                source: args.source,
+                date: args.date,
+                set: args.set,
+                drive: args.drive,
+                ..Default::default()
+            },
+        ),
         Command::Status(args) => commands::status::run(&cli.global, args),
         Command::Report(args) => commands::report::run(&cli.global, args),
         Command::Serve(args) => commands::serve::run(&cli.global, args),

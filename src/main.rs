@@ -10,6 +10,14 @@ fn main() -> ExitCode {
         Err(e) => {
             // clap prints help/version to stdout and usage errors to stderr, with its own codes (0 or 2).
             let _ = e.print();
+            if e.use_stderr() && dbackup::json::asked(std::env::args_os()) {
+                let message = e.to_string();
+                dbackup::json::print_error(
+                    dbackup::json::usage_line(&message),
+                    dbackup::exit::Exit::Usage.code(),
+                );
+                let _ = dbackup::stdx::out::finish();
+            }
             return ExitCode::from(if e.use_stderr() {
                 dbackup::exit::Exit::Usage.code()
             } else {
@@ -17,6 +25,7 @@ fn main() -> ExitCode {
             });
         }
     };
+    dbackup::json::enable(cli.global.json);
     // A panic is caught here: `process::finish` turns it into "internal error" and exit 1.
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| dbackup::run(cli)));
     dbackup::process::finish(outcome)

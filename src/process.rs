@@ -49,13 +49,17 @@ fn on_panic(info: &PanicHookInfo<'_>) {
 /// run log line of a run that panicked or was interrupted and did not write its own.
 pub fn finish(outcome: std::thread::Result<anyhow::Result<Exit>>) -> ExitCode {
     let mut why = interrupt::requested();
+    // With `--json`, what went wrong is also an error object on stdout (see `crate::json`).
+    let mut error = None;
     let mut code = match outcome {
         Ok(Ok(exit)) => exit.code(),
         Ok(Err(err)) => {
             why = why.or_else(|| interrupted(&err));
             // An interrupted run's error (rsync stopped by the signal, ...) is the interruption: one line below.
             if why.is_none() {
-                crate::errln!("dbackup: error: {}", crate::ui::format_error(&err));
+                let text = crate::ui::format_error(&err);
+                crate::errln!("dbackup: error: {text}");
+                error = Some(text);
             }
             crate::exit::classify(&err).code()
         }
@@ -66,16 +70,22 @@ pub fn finish(outcome: std::thread::Result<anyhow::Result<Exit>>) -> ExitCode {
                 .clone()
                 .unwrap_or_default();
             crate::runlog::abandon(Exit::Failed.code(), format!("internal error: {what}"), None);
+            error = Some(format!("internal error: {what}"));
             Exit::Failed.code()
         }
     };
     if let Some(why) = why {
         crate::runlog::abandon(why.exit_code(), why.to_string(), Some(why));
-        crate::errln!(
-            "dbackup: interrupted ({}); the next run resumes",
-            why.signal_name()
-        );
+        let text = format!("interrupted ({}); the next run resumes", why.signal_name());
+        crate::errln!("dbackup: {text}");
+        error = Some(text);
         code = why.exit_code();
+    }
+    if let Some(error) = error
+        && crate::json::enabled()
+        && !crate::json::printed()
+    {
+        crate::json::print_error(&error, code);
     }
     if let Err(e) = crate::stdx::out::finish() {
         crate::errln!("dbackup: error: cannot write the output: {e}");

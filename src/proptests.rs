@@ -1,6 +1,6 @@
 //! Property-based tests of every parser of what a drive holds: `backup.json`, the plain index (streamed, and
-//! searched by restore), `verification.sha256`, the tar header readers of restore and verify, `LATEST` and the
-//! destination marker. Inputs are generated, mutations of real ones (written by the archive writer), and boundary
+//! searched by restore), `verification.sha256`, the tar header readers of restore and verify, the sparse maps (GNU
+//! PAX 1.0, 0.x records, old-GNU headers), `LATEST` and the destination marker. Inputs are generated, mutations of real ones (written by the archive writer), and boundary
 //! numbers; the property is always "an error or a value, never a panic, never more than a bounded amount of memory"
 //! (measured by a counting allocator), plus what a value promises to its users.
 //!
@@ -140,7 +140,7 @@ struct Sample {
 }
 
 /// A small tree archived for real: directories, files of several sizes, a long name (pax `path`), a sub-second
-/// mtime (pax `mtime`), a symlink, a hard link and a name that is not UTF-8.
+/// mtime (pax `mtime`), a symlink, a hard link, a name that is not UTF-8 and a sparse file.
 fn sample() -> &'static Sample {
     static SAMPLE: OnceLock<Sample> = OnceLock::new();
     SAMPLE.get_or_init(|| {
@@ -158,6 +158,13 @@ fn sample() -> &'static Sample {
             b"latin-1",
         )
         .unwrap();
+        // A sparse file (1.5 MiB, two 4 KiB data extents): a GNU PAX 1.0 sparse member, its map in its data.
+        let disk = std::fs::File::create(data.join("disk.img")).unwrap();
+        disk.set_len(1536 << 10).unwrap();
+        use std::os::unix::fs::FileExt;
+        disk.write_all_at(b"start", 0).unwrap();
+        disk.write_all_at(b"end", (1536 << 10) - 3).unwrap();
+        drop(disk);
         std::os::unix::fs::symlink("a.txt", data.join("link")).unwrap();
         std::fs::hard_link(data.join("a.txt"), data.join("hard")).unwrap();
         let t = rustix::fs::Timespec {
@@ -956,13 +963,23 @@ fn check_tar(tar: &[u8], index: &[u8], entries: &[IndexEntry]) {
             let _ = crate::restore::content::compare_header(tar[start..end].to_vec(), e, len);
         });
     }
-    // The scan path (archives without an index): every header, as restore reads it.
+    // The scan path (archives without an index): every header, as restore reads it (restore::engine::tarscan, whose own
+    // properties are in its tests), from a file and as a stream.
     bounded(buffers, "scanning", || {
-        let mut ar = tar::Archive::new(tar);
-        if let Ok(it) = ar.entries() {
-            for te in it.take(10_000) {
-                let Ok(mut te) = te else { break };
-                let _ = crate::restore::RestoreEntry::from_tar(&mut te);
+        use crate::restore::engine::tarscan::{Owners, Scanner};
+        let mut owners = Owners::numeric();
+        if let Ok(mut s) = Scanner::seekable(Cursor::new(tar)) {
+            for _ in 0..10_000 {
+                let Ok(Some(m)) = s.next_member() else { break };
+                let _ = m.entry(&mut owners);
+            }
+        }
+        let mut s = Scanner::new(tar);
+        for _ in 0..10_000 {
+            let Ok(Some(m)) = s.next_member() else { break };
+            let _ = m.entry(&mut owners);
+            if std::io::copy(&mut s.content(), &mut std::io::sink()).is_err() {
+                break;
             }
         }
     });
@@ -1040,6 +1057,123 @@ proptest! {
             }
         }
         check_tar(&s.tar, &s.index, &entries);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Sparse maps: GNU PAX 1.0 (text at the start of the data), PAX 0.0/0.1 (pax records), old GNU (header fields)
+
+/// A PAX 1.0 map's text: a count and numbers, boundary numbers among them, lines sometimes broken.
+fn v1_map_text() -> impl Strategy<Value = Vec<u8>> {
+    let number = prop_oneof![
+        (0u64..1 << 24).prop_map(|n| n.to_string()),
+        (0..NUMBERS.len()).prop_map(|i| NUMBERS[i].to_string()),
+    ];
+    (
+        0u64..40,
+        proptest::collection::vec(number, 0..80),
+        any::<bool>(),
+    )
+        .prop_map(|(count, numbers, newline)| {
+            let mut text = format!("{count}\n");
+            for n in numbers {
+                text.push_str(&n);
+                text.push(if newline { '\n' } else { ' ' });
+            }
+            text.into_bytes()
+        })
+}
+
+/// `GNU.sparse.*` records (and others) with boundary values.
+fn sparse_records() -> impl Strategy<Value = Vec<(String, String)>> {
+    let key = prop_oneof![
+        Just("GNU.sparse.major"),
+        Just("GNU.sparse.minor"),
+        Just("GNU.sparse.name"),
+        Just("GNU.sparse.realsize"),
+        Just("GNU.sparse.size"),
+        Just("GNU.sparse.numblocks"),
+        Just("GNU.sparse.offset"),
+        Just("GNU.sparse.numbytes"),
+        Just("GNU.sparse.map"),
+        Just("path"),
+    ];
+    let value = prop_oneof![
+        (0..NUMBERS.len()).prop_map(|i| NUMBERS[i].to_string()),
+        proptest::collection::vec(0u64..1 << 20, 0..12)
+            .prop_map(|v| { v.iter().map(u64::to_string).collect::<Vec<_>>().join(",") }),
+        (0..NAMES.len()).prop_map(|i| NAMES[i].to_string()),
+    ];
+    proptest::collection::vec((key.prop_map(str::to_string), value), 0..14)
+}
+
+/// Whatever a map reader accepts is consistent: in order, inside the file, exactly the data stored.
+fn check_map(map: &archive::sparse::SparseMap) {
+    let mut end = 0;
+    for s in map.segments() {
+        assert!(s.offset >= end && s.len > 0);
+        end = s.offset + s.len;
+        assert!(end <= map.size());
+    }
+}
+
+proptest! {
+    #![proptest_config(config(DEFAULT_CASES))]
+
+    #[test]
+    fn sparse_v1_map_generated(text in v1_map_text(), stored in 0u64..1 << 26, size in prop_oneof![
+        0u64..1 << 30, Just(u64::MAX)]) {
+        let mut block = text;
+        block.resize(block.len().div_ceil(512).max(1) * 512, 0);
+        bounded(1 << 20, "a PAX 1.0 map", || {
+            if let Ok((map, taken)) = archive::sparse::read_v1_map(&mut Cursor::new(&block), stored, size) {
+                check_map(&map);
+                assert_eq!(taken + map.data_bytes(), stored);
+            }
+        });
+    }
+
+    #[test]
+    fn sparse_v1_map_junk(bytes in junk(), stored in any::<u64>(), size in any::<u64>()) {
+        bounded(1 << 20, "a PAX 1.0 map", || {
+            if let Ok((map, taken)) = archive::sparse::read_v1_map(&mut Cursor::new(&bytes), stored, size) {
+                check_map(&map);
+                assert_eq!(taken + map.data_bytes(), stored);
+            }
+        });
+    }
+
+    #[test]
+    fn sparse_pax_records(records in sparse_records()) {
+        let parsed: Vec<std::io::Result<(&[u8], &[u8])>> =
+            records.iter().map(|(k, v)| Ok((k.as_bytes(), v.as_bytes()))).collect();
+        bounded(1 << 20, "GNU.sparse records", || {
+            if let Ok(Some(p)) = archive::sparse::PaxSparse::from_records(parsed)
+                && let Some(map) = &p.map
+            {
+                check_map(map);
+                assert_eq!(map.size(), p.size);
+            }
+        });
+    }
+
+    #[test]
+    fn sparse_old_gnu_headers(header in proptest::collection::vec(any::<u8>(), 512),
+                              ext in proptest::collection::vec(any::<u8>(), 0..2048),
+                              stored in any::<u64>()) {
+        let mut header: [u8; 512] = header.try_into().unwrap();
+        // GNU tar's magic, so that the sparse fields are read (a header without it is refused at once).
+        header[257..265].copy_from_slice(b"ustar  \0");
+        let ext: Vec<Box<[u8; 512]>> = ext
+            .chunks_exact(512)
+            .map(|c| Box::new(<[u8; 512]>::try_from(c).unwrap()))
+            .collect();
+        bounded(1 << 20, "an old-GNU sparse map", || {
+            if let Ok(map) = archive::sparse::old_gnu_map(&header, &ext, stored) {
+                check_map(&map);
+                assert_eq!(map.data_bytes(), stored);
+            }
+        });
     }
 }
 

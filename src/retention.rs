@@ -1,12 +1,19 @@
-//! Retention as a pure function: (snapshots, policy, now) -> keep or remove, each with its reasons. Does no IO.
+//! Retention as a pure function: (snapshots, policy, the sources missing now, now) -> keep or remove, each with its
+//! reasons. Does no IO.
 //!
 //! Semantics (restic-like):
-//! - Only complete snapshots count towards the policy. `last: N` keeps the newest N; `hourly`/`daily`/`weekly`/
-//!   `monthly`/`yearly: N` keep the newest snapshot of each of the N most recent hours/days/ISO weeks/months/years
-//!   that have one. A snapshot is kept when any rule keeps it; every reason is given.
+//! - Snapshots count towards the policy when they are complete, or incomplete only because a source was missing
+//!   (the sources they hold are whole copies). `last: N` keeps the newest N; `hourly`/`daily`/`weekly`/`monthly`/
+//!   `yearly: N` keep the newest snapshot of each of the N most recent hours/days/ISO weeks/months/years that have
+//!   one. A snapshot is kept when any rule keeps it; every reason is given.
+//! - Retention counts per source: while a configured source is missing, the newest snapshot that holds it is never
+//!   removed, and the policy is applied again to the snapshots that hold it (its history stays as it was).
 //! - Never removed: the newest complete snapshot, the target of `<set>-latest`, anything newer than `now`
 //!   (a clock that went back), and snapshots without dbackup metadata (not ours to judge).
-//! - An incomplete snapshot (some files were unreadable) is removed once a newer complete one exists, and kept otherwise.
+//! - A snapshot left incomplete by unreadable files is removed once a newer snapshot that counts exists, and kept
+//!   otherwise.
+
+use std::path::PathBuf;
 
 use chrono::{Datelike, NaiveDateTime, Timelike};
 use serde::{Deserialize, Serialize};
@@ -22,6 +29,21 @@ pub struct SnapshotInfo {
     pub state: SnapshotState,
     /// `<set>-latest` points at it.
     pub latest: bool,
+    /// The sources (expanded paths, as configured) whose data it holds: those present when it was made.
+    pub holds: Vec<PathBuf>,
+    /// Some files could not be read when it was made (rsync exit 23).
+    pub unreadable: bool,
+}
+
+impl SnapshotInfo {
+    /// Whether it counts towards the policy: complete, or incomplete only because a source was missing.
+    fn counts(&self) -> bool {
+        match self.state {
+            SnapshotState::Complete => true,
+            SnapshotState::Incomplete => !self.unreadable,
+            SnapshotState::Unknown => false,
+        }
+    }
 }
 
 /// Keep or remove one snapshot, and why.
@@ -94,26 +116,27 @@ fn rules(p: &RetentionPolicy) -> [(Rule, Option<u32>); 6] {
     ]
 }
 
-/// Decides, for every snapshot of one set, whether to keep it. The result is ordered newest first.
+/// Decides, for every snapshot of one set, whether to keep it; `missing` are the set's sources missing now.
+/// The result is ordered newest first.
 pub fn decide(
     snapshots: &[SnapshotInfo],
     policy: &RetentionPolicy,
+    missing: &[PathBuf],
     now: NaiveDateTime,
 ) -> Vec<Decision> {
     let mut order: Vec<&SnapshotInfo> = snapshots.iter().collect();
     order.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
     let mut verdicts: Vec<(bool, Vec<String>)> = vec![(false, Vec::new()); order.len()];
-    fn mark(verdicts: &mut [(bool, Vec<String>)], i: usize, why: String) {
-        verdicts[i].0 = true;
-        verdicts[i].1.push(why);
-    }
 
     let is_future = |s: &SnapshotInfo| s.time > now;
-    // Complete snapshots that the policy judges, newest first (by index into `order`).
-    let complete: Vec<usize> = (0..order.len())
-        .filter(|&i| order[i].state == SnapshotState::Complete && !is_future(order[i]))
+    // Snapshots that the policy judges, newest first (by index into `order`).
+    let counted: Vec<usize> = (0..order.len())
+        .filter(|&i| order[i].counts() && !is_future(order[i]))
         .collect();
-    let newest_complete = complete.first().copied();
+    let newest_complete = counted
+        .iter()
+        .copied()
+        .find(|&i| order[i].state == SnapshotState::Complete);
 
     for (i, s) in order.iter().enumerate() {
         if is_future(s) {
@@ -138,9 +161,8 @@ pub fn decide(
         mark(&mut verdicts, i, "newest complete snapshot".into());
     }
 
-    let any_rule = rules(policy).iter().any(|(_, n)| n.is_some());
-    if !any_rule {
-        for &i in &complete {
+    if !rules(policy).iter().any(|(_, n)| n.is_some()) {
+        for &i in &counted {
             mark(
                 &mut verdicts,
                 i,
@@ -148,52 +170,60 @@ pub fn decide(
             );
         }
     }
-    for (rule, n) in rules(policy) {
-        let Some(n) = n else { continue };
-        let mut used = 0u32;
-        let mut last_bucket: Option<String> = None;
-        for &i in &complete {
-            if used >= n {
-                break;
-            }
-            match rule.bucket(order[i].time) {
-                None => {
-                    used += 1;
-                    mark(&mut verdicts, i, format!("last {n}"));
-                }
-                Some(b) => {
-                    if last_bucket.as_ref() == Some(&b) {
-                        continue;
-                    }
-                    used += 1;
-                    mark(&mut verdicts, i, format!("{}: newest of {b}", rule.name()));
-                    last_bucket = Some(b);
-                }
-            }
+    apply_policy(&order, &counted, policy, &mut verdicts, "");
+
+    // Per source: while a source is missing, its newest copy stays, and so does its history under the policy.
+    for source in missing {
+        let shown = source.display();
+        let holds = |i: &usize| order[*i].holds.contains(source) && !is_future(order[*i]);
+        if let Some(i) = (0..order.len())
+            .filter(holds)
+            .find(|&i| order[i].state != SnapshotState::Unknown)
+        {
+            mark(
+                &mut verdicts,
+                i,
+                format!("newest copy of {shown}, which is missing now"),
+            );
         }
+        let view: Vec<usize> = counted.iter().copied().filter(holds).collect();
+        apply_policy(
+            &order,
+            &view,
+            policy,
+            &mut verdicts,
+            &format!("for {shown}: "),
+        );
     }
 
-    let newest_complete_time = newest_complete.map(|i| (order[i].time, order[i].name.clone()));
+    let newest_counted = counted.first().map(|&i| order[i]);
     for (i, s) in order.iter().enumerate() {
         if verdicts[i].0 {
             continue;
         }
-        match s.state {
-            SnapshotState::Complete => verdicts[i]
-                .1
-                .push(format!("not kept by the policy ({})", describe(policy))),
-            SnapshotState::Incomplete => match &newest_complete_time {
-                Some((t, name)) if s.time < *t => verdicts[i].1.push(format!(
-                    "incomplete (some files were not copied) and older than the complete {name}"
-                )),
-                _ => mark(
+        let reason = match (s.counts(), newest_counted) {
+            (true, _) => format!("not kept by the policy ({})", describe(policy)),
+            (false, Some(n)) if s.time < n.time => {
+                let which = if n.state == SnapshotState::Complete {
+                    "the complete "
+                } else {
+                    ""
+                };
+                format!(
+                    "incomplete (some files were not copied) and older than {which}{}",
+                    n.name
+                )
+            }
+            (false, _) => {
+                mark(
                     &mut verdicts,
                     i,
-                    "incomplete, but no complete snapshot is newer".into(),
-                ),
-            },
-            SnapshotState::Unknown => unreachable!("unknown snapshots are always kept"),
-        }
+                    "incomplete, but no newer snapshot copied every file".into(),
+                );
+                continue;
+            }
+        };
+        verdicts[i].1.push(reason);
     }
 
     order
@@ -205,6 +235,50 @@ pub fn decide(
             reasons,
         })
         .collect()
+}
+
+fn mark(verdicts: &mut [(bool, Vec<String>)], i: usize, why: String) {
+    verdicts[i].0 = true;
+    verdicts[i].1.push(why);
+}
+
+/// Applies every rule of `policy` to the snapshots `view` (indexes into `order`, newest first); reasons start with
+/// `prefix`.
+fn apply_policy(
+    order: &[&SnapshotInfo],
+    view: &[usize],
+    policy: &RetentionPolicy,
+    verdicts: &mut [(bool, Vec<String>)],
+    prefix: &str,
+) {
+    for (rule, n) in rules(policy) {
+        let Some(n) = n else { continue };
+        let mut used = 0u32;
+        let mut last_bucket: Option<String> = None;
+        for &i in view {
+            if used >= n {
+                break;
+            }
+            match rule.bucket(order[i].time) {
+                None => {
+                    used += 1;
+                    mark(verdicts, i, format!("{prefix}last {n}"));
+                }
+                Some(b) => {
+                    if last_bucket.as_ref() == Some(&b) {
+                        continue;
+                    }
+                    used += 1;
+                    mark(
+                        verdicts,
+                        i,
+                        format!("{prefix}{}: newest of {b}", rule.name()),
+                    );
+                    last_bucket = Some(b);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +298,8 @@ mod tests {
                 time: at(t),
                 state: *state,
                 latest: false,
+                holds: vec![PathBuf::from("/a")],
+                unreadable: *state == I,
             })
             .collect()
     }
@@ -237,7 +313,7 @@ mod tests {
 
     /// The times (as given) of the snapshots kept, oldest first.
     fn kept(list: &[SnapshotInfo], policy: RetentionPolicy, now: &str) -> Vec<String> {
-        let d = decide(list, &policy, at(now));
+        let d = decide(list, &policy, &[], at(now));
         let mut out: Vec<String> = list
             .iter()
             .filter(|s| d.iter().any(|x| x.name == s.name && x.keep))
@@ -261,6 +337,7 @@ mod tests {
     }
 
     #[test]
+    // Stays long: a table of cases, one per entry.
     fn table() {
         struct Case {
             name: &'static str,
@@ -349,6 +426,35 @@ mod tests {
                 policy: last(1),
                 now: "2025-05-01 00:00",
                 kept: vec!["2025-04-02 03:00", "2025-04-03 03:00"],
+            },
+            Case {
+                name: "an incomplete snapshot newer than the newest complete one stays when it is not the latest \
+                       target either",
+                snaps: s(&[
+                    ("2025-04-01 03:00", C),
+                    ("2025-04-02 03:00", C),
+                    ("2025-04-03 03:00", I),
+                ]),
+                latest: Some("2025-04-02 03:00"),
+                policy: last(1),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-02 03:00", "2025-04-03 03:00"],
+            },
+            Case {
+                name: "exactly N snapshots with last N: all stay",
+                snaps: daily(3, 3),
+                latest: None,
+                policy: last(3),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-01 03:00", "2025-04-02 03:00", "2025-04-03 03:00"],
+            },
+            Case {
+                name: "a snapshot made exactly now is judged, not kept as newer than now",
+                snaps: daily(3, 3),
+                latest: None,
+                policy: last(1),
+                now: "2025-04-03 03:00",
+                kept: vec!["2025-04-03 03:00"],
             },
             Case {
                 name: "only incomplete snapshots: nothing goes",
@@ -501,7 +607,7 @@ mod tests {
             ("2025-04-04 03:00", C),
         ]);
         list[3].latest = true;
-        let d = decide(&list, &last(2), at("2025-05-01 00:00"));
+        let d = decide(&list, &last(2), &[], at("2025-05-01 00:00"));
         let got: Vec<(&str, bool, Vec<&str>)> = d
             .iter()
             .map(|d| {
@@ -534,6 +640,206 @@ mod tests {
                     ]
                 ),
             ]
+        );
+    }
+
+    /// A snapshot for the per-source table: `holds` lists the sources (`a` is /a, `b` is /b).
+    fn held(t: &str, state: SnapshotState, holds: &str, unreadable: bool) -> SnapshotInfo {
+        SnapshotInfo {
+            name: format!("s-{}", t.replace([' ', ':'], "-")),
+            time: at(t),
+            state,
+            latest: false,
+            holds: holds
+                .chars()
+                .map(|c| PathBuf::from(format!("/{c}")))
+                .collect(),
+            unreadable,
+        }
+    }
+
+    #[test]
+    // Stays long: a table of cases, one per entry.
+    fn retention_counts_per_source() {
+        struct Case {
+            name: &'static str,
+            snaps: Vec<SnapshotInfo>,
+            missing: &'static [&'static str],
+            policy: RetentionPolicy,
+            now: &'static str,
+            /// Kept, oldest first, with the reasons of those named in `why`.
+            kept: Vec<&'static str>,
+            why: Vec<(&'static str, &'static str)>,
+        }
+        let cases = vec![
+            Case {
+                name: "the issue's run: /b removed, three more collects; its last copies stay while it is missing",
+                snaps: vec![
+                    held("2025-04-01 03:00", C, "ab", false),
+                    held("2025-04-02 03:00", C, "ab", false),
+                    held("2025-04-03 03:00", I, "a", false),
+                    held("2025-04-04 03:00", I, "a", false),
+                    held("2025-04-05 03:00", I, "a", false),
+                ],
+                missing: &["/b"],
+                policy: last(2),
+                now: "2025-04-05 03:00",
+                kept: vec![
+                    "2025-04-01 03:00",
+                    "2025-04-02 03:00",
+                    "2025-04-04 03:00",
+                    "2025-04-05 03:00",
+                ],
+                why: vec![
+                    (
+                        "2025-04-02 03:00",
+                        "newest complete snapshot; newest copy of /b, which is missing now; for /b: last 2",
+                    ),
+                    ("2025-04-01 03:00", "for /b: last 2"),
+                    ("2025-04-03 03:00", "not kept by the policy (last 2)"),
+                    ("2025-04-05 03:00", "last 2"),
+                ],
+            },
+            Case {
+                name: "once /b is back, its old copies age out like the others",
+                snaps: vec![
+                    held("2025-04-01 03:00", C, "ab", false),
+                    held("2025-04-02 03:00", C, "ab", false),
+                    held("2025-04-03 03:00", I, "a", false),
+                    held("2025-04-04 03:00", I, "a", false),
+                    held("2025-04-05 03:00", C, "ab", false),
+                ],
+                missing: &[],
+                policy: last(2),
+                now: "2025-04-05 03:00",
+                kept: vec!["2025-04-04 03:00", "2025-04-05 03:00"],
+                why: vec![],
+            },
+            Case {
+                name: "the newest copy may be one with unreadable files, older than a snapshot that counts",
+                snaps: vec![
+                    held("2025-04-01 03:00", C, "ab", false),
+                    held("2025-04-02 03:00", I, "ab", true),
+                    held("2025-04-03 03:00", I, "a", false),
+                ],
+                missing: &["/b"],
+                policy: last(1),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-01 03:00", "2025-04-02 03:00", "2025-04-03 03:00"],
+                why: vec![(
+                    "2025-04-02 03:00",
+                    "newest copy of /b, which is missing now",
+                )],
+            },
+            Case {
+                name: "a snapshot with unreadable files goes once a newer one that counts exists",
+                snaps: vec![
+                    held("2025-04-01 03:00", C, "ab", false),
+                    held("2025-04-02 03:00", I, "ab", true),
+                    held("2025-04-03 03:00", I, "a", false),
+                ],
+                missing: &[],
+                policy: last(1),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-01 03:00", "2025-04-03 03:00"],
+                why: vec![(
+                    "2025-04-02 03:00",
+                    "incomplete (some files were not copied) and older than s-2025-04-03-03-00",
+                )],
+            },
+            Case {
+                name: "a copy dated in the future is not the newest copy of a missing source",
+                snaps: vec![
+                    held("2025-04-01 03:00", C, "ab", false),
+                    held("2025-04-02 03:00", C, "ab", false),
+                    held("2025-04-03 03:00", I, "a", false),
+                    held("2026-01-01 03:00", C, "ab", false),
+                ],
+                missing: &["/b"],
+                policy: last(1),
+                now: "2025-04-03 03:00",
+                kept: vec!["2025-04-02 03:00", "2025-04-03 03:00", "2026-01-01 03:00"],
+                why: vec![(
+                    "2025-04-02 03:00",
+                    "newest complete snapshot; newest copy of /b, which is missing now; for /b: last 1",
+                )],
+            },
+            Case {
+                name: "a missing source that no snapshot holds protects nothing",
+                snaps: vec![
+                    held("2025-04-01 03:00", C, "a", false),
+                    held("2025-04-02 03:00", I, "a", false),
+                ],
+                missing: &["/b"],
+                policy: last(1),
+                now: "2025-05-01 00:00",
+                kept: vec!["2025-04-01 03:00", "2025-04-02 03:00"],
+                why: vec![("2025-04-01 03:00", "newest complete snapshot")],
+            },
+            Case {
+                name: "bucket rules apply per source too",
+                snaps: vec![
+                    held("2025-04-01 01:00", C, "ab", false),
+                    held("2025-04-01 02:00", C, "ab", false),
+                    held("2025-04-02 01:00", C, "ab", false),
+                    held("2025-04-03 01:00", I, "a", false),
+                    held("2025-04-04 01:00", I, "a", false),
+                ],
+                missing: &["/b"],
+                policy: RetentionPolicy {
+                    daily: Some(2),
+                    ..Default::default()
+                },
+                now: "2025-05-01 00:00",
+                kept: vec![
+                    "2025-04-01 02:00",
+                    "2025-04-02 01:00",
+                    "2025-04-03 01:00",
+                    "2025-04-04 01:00",
+                ],
+                why: vec![("2025-04-01 02:00", "for /b: daily: newest of 2025-04-01")],
+            },
+        ];
+        for case in cases {
+            let missing: Vec<PathBuf> = case.missing.iter().map(PathBuf::from).collect();
+            let d = decide(&case.snaps, &case.policy, &missing, at(case.now));
+            let mut kept: Vec<String> = case
+                .snaps
+                .iter()
+                .filter(|s| d.iter().any(|x| x.name == s.name && x.keep))
+                .map(|s| s.time.format("%Y-%m-%d %H:%M").to_string())
+                .collect();
+            kept.sort();
+            assert_eq!(kept, case.kept, "case: {}", case.name);
+            for (t, want) in &case.why {
+                let name = format!("s-{}", t.replace([' ', ':'], "-"));
+                let got = d
+                    .iter()
+                    .find(|x| x.name == name)
+                    .unwrap()
+                    .reasons
+                    .join("; ");
+                assert_eq!(got, *want, "case: {}: reasons of {t}", case.name);
+            }
+        }
+    }
+
+    #[test]
+    fn an_incomplete_snapshot_of_the_same_second_as_the_newest_complete_one_stays() {
+        // Only an older one is superseded: same time is not older.
+        let mut same = held("2025-04-02 03:00", I, "a", true);
+        same.name = "s-same".into();
+        let list = vec![
+            held("2025-04-01 03:00", C, "a", false),
+            held("2025-04-02 03:00", C, "a", false),
+            same,
+        ];
+        let d = decide(&list, &last(1), &[], at("2025-05-01 00:00"));
+        let same = d.iter().find(|x| x.name == "s-same").unwrap();
+        assert!(same.keep, "{same:?}");
+        assert_eq!(
+            same.reasons,
+            ["incomplete, but no newer snapshot copied every file"]
         );
     }
 

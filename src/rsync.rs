@@ -4,9 +4,11 @@
 //!
 //! ```text
 //! rsync -aHAX --numeric-ids --delete --delete-excluded --block-size=131072 --relative --stats
+//!       [--sparse]                    holes stay holes in the snapshot (see [`sparse_allowed`])
 //!       [--info=progress2]            only when progress is shown (stderr is a terminal)
 //!       [--checksum]                  --full
-//!       --exclude=<pattern>...        Exclusion::rsync_pattern(), anchored ones start with /
+//!       [--filter=merge <file>]       the set's exclusions, one `- <pattern>` rule a line (filter_rules): an
+//!                                     argument list would overflow with a few thousand of them
 //!       --link-dest=<abs dir>...      newest complete snapshot (and newer incomplete one / interrupted run's copy)
 //!       <rsync_args of the set>...
 //!       -- <resolved absolute source>... <backup_root>/.<set>.in-progress/
@@ -107,6 +109,24 @@ impl RsyncExit {
         )
     }
 
+    /// What rsync's exit code means, given what rsync said on stderr: exit 11 (file I/O) is a full disk only when
+    /// nothing rsync said names another cause ("No space left on device" or a quota says it is one).
+    pub fn describe_with(self, errors: &[String]) -> String {
+        if self != (RsyncExit::Failed { code: 11 }) {
+            return self.describe();
+        }
+        let said = |needle: &str| errors.iter().any(|e| e.contains(needle));
+        let what = if said("No space left on device") || said("Disk quota exceeded") {
+            "error in file I/O: the backup disk is full; free space or prune snapshots"
+        } else if errors.iter().any(|e| names_os_error(e)) {
+            // rsync names the OS error (`... failed: Permission denied (13)`): that is the cause.
+            "error in file I/O"
+        } else {
+            "error in file I/O (is the backup disk full?)"
+        };
+        format!("rsync exit 11 ({what})")
+    }
+
     /// What rsync's exit code means (from rsync(1)).
     pub fn describe(self) -> String {
         let what = match self {
@@ -139,6 +159,14 @@ impl RsyncExit {
             other => format!("rsync exit {} ({what})", other.code()),
         }
     }
+}
+
+/// Whether an rsync error line names an OS error, as rsync writes them: `...: Permission denied (13)`.
+fn names_os_error(line: &str) -> bool {
+    line.split('(').skip(1).any(|rest| {
+        rest.split_once(')')
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
 }
 
 /// The installed rsync: version and what it was built with.
@@ -228,8 +256,8 @@ pub fn probe_fs(dir: &Path, write: bool) -> FsSupport {
 pub struct ArgvSpec<'a> {
     /// Absolute, resolved; copied with `--relative` so `/data/x` lands at `<dest>/data/x`.
     pub sources: &'a [PathBuf],
-    /// `--exclude` patterns, in order.
-    pub exclusions: &'a [String],
+    /// The file holding the set's exclusions as filter rules ([`filter_rules`]), when it has any.
+    pub filter: Option<&'a Path>,
     /// `--link-dest` directories (absolute), in the order rsync should try them.
     pub link_dest: &'a [PathBuf],
     pub dest: &'a Path,
@@ -239,6 +267,8 @@ pub struct ArgvSpec<'a> {
     pub xattrs: bool,
     /// Add `--info=progress2` (only when a progress bar is shown).
     pub progress: bool,
+    /// Add `--sparse` (see [`sparse_allowed`]).
+    pub sparse: bool,
     /// The set's own `rsync_args`, after dbackup's.
     pub extra: &'a [String],
 }
@@ -269,13 +299,18 @@ pub fn build_argv(spec: &ArgvSpec) -> Result<Vec<String>, RsyncError> {
         ]
         .map(String::from),
     );
+    if spec.sparse {
+        argv.push("--sparse".into());
+    }
     if spec.progress {
         argv.push("--info=progress2".into());
     }
     if spec.full {
         argv.push("--checksum".into());
     }
-    argv.extend(spec.exclusions.iter().map(|p| format!("--exclude={p}")));
+    if let Some(f) = spec.filter {
+        argv.push(format!("--filter=merge {}", utf8(f)?));
+    }
     for dir in spec.link_dest {
         argv.push(format!("--link-dest={}", utf8(dir)?));
     }
@@ -290,6 +325,57 @@ pub fn build_argv(spec: &ArgvSpec) -> Result<Vec<String>, RsyncError> {
     }
     argv.push(dest);
     Ok(argv)
+}
+
+/// Whether `--sparse` may be passed to this rsync together with the set's own `rsync_args`.
+///
+/// `--sparse` makes rsync seek over runs of zeros instead of writing them, so a sparse file (a VM disk, a database)
+/// costs its data in the snapshot, not its size. rsync before 3.1.3 refuses it together with `--inplace` (which
+/// `--write-devices` implies): "--sparse cannot be used with --inplace"; 3.1.3 and later accept every combination
+/// (with `--inplace` or `--preallocate` they punch the holes). dbackup itself passes neither, and the allow-list of
+/// a set's `rsync_args` ([`crate::rsync_args`]) refuses both today, so this holds for every config that loads; it
+/// stays the one place that knows the combination, should the list ever allow in-place writes. An unknown version
+/// is treated as old.
+pub fn sparse_allowed(version: &str, extra: &[String]) -> bool {
+    let inplace = extra
+        .iter()
+        .any(|a| a == "--inplace" || a == "--write-devices");
+    if !inplace {
+        return true;
+    }
+    let mut parts = version
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().ok());
+    match (
+        parts.next().flatten(),
+        parts.next().flatten(),
+        parts.next().flatten(),
+    ) {
+        (Some(major), Some(minor), patch) => (major, minor, patch.unwrap_or(0)) >= (3, 1, 3),
+        _ => false,
+    }
+}
+
+/// The text of a filter file for `--filter=merge FILE`: one rule per exclusion, in order (rsync's first match
+/// wins): `- <pattern>` for an exclude, `+ <pattern>` for an include (`!pattern` in the plan).
+/// Unlike an `--exclude-from` file, a rule line is never taken for a comment (`#*#` stays a pattern).
+/// Patterns hold no line break (the config check refuses them).
+pub fn filter_rules(patterns: &[String]) -> String {
+    let mut out = String::with_capacity(patterns.iter().map(|p| p.len() + 3).sum());
+    for p in patterns {
+        match p.strip_prefix('!') {
+            Some(include) => {
+                out.push_str("+ ");
+                out.push_str(include);
+            }
+            None => {
+                out.push_str("- ");
+                out.push_str(p);
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Parses a number as rsync prints it: `1,234,567`, `1.234.567` (other locales) or, with `-h`, `1.23M`.
@@ -590,27 +676,24 @@ mod tests {
     #[test]
     fn argv_has_the_documented_shape() {
         let sources = vec![PathBuf::from("/data"), PathBuf::from("/home/u/env.sh")];
-        let excl = vec![
-            "*.log".to_string(),
-            "/home/u/.config/Code/Cache/*".to_string(),
-        ];
         let link = vec![PathBuf::from("/b/data-2025-04-01-000000")];
         let extra = vec!["--bwlimit=50m".to_string()];
         let spec = ArgvSpec {
             sources: &sources,
-            exclusions: &excl,
+            filter: Some(Path::new("/b/.data.filter")),
             link_dest: &link,
             dest: Path::new("/b/.data.in-progress"),
             full: true,
             acls: true,
             xattrs: true,
             progress: false,
+            sparse: true,
             extra: &extra,
         };
         assert_eq!(
             build_argv(&spec).unwrap().join(" "),
-            "rsync -aHAX --numeric-ids --delete --delete-excluded --block-size=131072 --relative --stats --checksum \
-             --exclude=*.log --exclude=/home/u/.config/Code/Cache/* --link-dest=/b/data-2025-04-01-000000 --bwlimit=50m \
+            "rsync -aHAX --numeric-ids --delete --delete-excluded --block-size=131072 --relative --stats --sparse --checksum \
+             --filter=merge /b/.data.filter --link-dest=/b/data-2025-04-01-000000 --bwlimit=50m \
              -- /data /home/u/env.sh /b/.data.in-progress/"
         );
         let spec = ArgvSpec {
@@ -618,18 +701,42 @@ mod tests {
             xattrs: false,
             full: false,
             progress: true,
+            sparse: false,
             link_dest: &[],
             extra: &[],
+            filter: None,
             ..spec
         };
         let argv = build_argv(&spec).unwrap();
         assert_eq!(argv[1], "-aH");
+        assert!(!argv.contains(&"--sparse".to_string()));
         assert!(argv.contains(&"--info=progress2".to_string()));
-        assert!(
-            !argv
-                .iter()
-                .any(|a| a.starts_with("--link-dest") || a == "--checksum")
+        assert!(!argv.iter().any(|a| a.starts_with("--link-dest")
+            || a.starts_with("--filter")
+            || a == "--checksum"));
+        assert_eq!(
+            filter_rules(&["*.log".into(), "#*#".into(), "/h/a b/".into()]),
+            "- *.log\n- #*#\n- /h/a b/\n"
         );
+    }
+
+    #[test]
+    fn sparse_is_passed_unless_an_old_rsync_writes_in_place() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for (version, extra, want) in [
+            ("3.2.7", args(&[]), true),
+            ("3.0.9", args(&["--bwlimit=50m"]), true),
+            ("3.2.7", args(&["--inplace"]), true),
+            ("3.1.3", args(&["--inplace"]), true),
+            ("3.5.0", args(&["--write-devices"]), true),
+            ("3.1.2", args(&["--inplace"]), false),
+            ("3.0.9", args(&["--write-devices"]), false),
+            ("3.1", args(&["--inplace"]), false),
+            ("unknown", args(&["--inplace"]), false),
+            ("unknown", args(&[]), true),
+        ] {
+            assert_eq!(sparse_allowed(version, &extra), want, "{version} {extra:?}");
+        }
     }
 
     #[test]
@@ -777,6 +884,25 @@ mod tests {
                 .describe()
                 .contains("disk full")
         );
+        let e11 = RsyncExit::Failed { code: 11 };
+        let said = |l: &str| e11.describe_with(&[l.to_string()]);
+        assert!(
+            said("rsync: [receiver] mkstemp \"/b/x\" failed: No space left on device (28)")
+                .contains("the backup disk is full")
+        );
+        for other in [
+            "rsync: [receiver] mkdir \"/b/x\" failed: Permission denied (13)",
+            "rsync: [receiver] mkstemp \"/b/x\" failed: Read-only file system (30)",
+            "rsync: [sender] read errors mapping \"/d/f\": Input/output error (5)",
+        ] {
+            let d = said(other);
+            assert_eq!(d, "rsync exit 11 (error in file I/O)", "{other}");
+        }
+        assert!(e11.describe_with(&[]).contains("disk full"));
+        assert_eq!(
+            RsyncExit::Failed { code: 12 }.describe_with(&["x (5)".into()]),
+            RsyncExit::Failed { code: 12 }.describe()
+        );
     }
 
     #[test]
@@ -824,16 +950,29 @@ mod tests {
         let dest = dir.path().join("dest");
         std::fs::create_dir(&dest).unwrap();
         let sources = vec![src.clone()];
-        let excl = vec![format!("{}/Code/Cache/*", src.display())];
+        // Patterns a comment-reading exclude file would drop or trim: `#...`, `;...`, a trailing space.
+        std::fs::write(src.join("Code/#autosave#"), "x").unwrap();
+        std::fs::write(src.join("Code/;semi"), "x").unwrap();
+        std::fs::write(src.join("Code/space "), "x").unwrap();
+        std::fs::write(src.join("Code/space"), "keep").unwrap();
+        let excl = vec![
+            format!("{}/Code/Cache/*", src.display()),
+            "#*#".to_string(),
+            ";semi".to_string(),
+            "space ".to_string(),
+        ];
+        let filter = dir.path().join("filter");
+        std::fs::write(&filter, filter_rules(&excl)).unwrap();
         let spec = ArgvSpec {
             sources: &sources,
-            exclusions: &excl,
+            filter: Some(&filter),
             link_dest: &[],
             dest: &dest,
             full: false,
             acls: false,
             xattrs: false,
             progress: false,
+            sparse: true,
             extra: &[],
         };
         let mut lines = 0;
@@ -847,7 +986,14 @@ mod tests {
             "the anchored pattern excludes the contents, not the directory"
         );
         assert!(!inside.join("Code/Cache/junk").exists());
-        assert_eq!(run.stats.regular_files, 1);
-        assert_eq!(run.stats.total_bytes, 4);
+        for gone in ["#autosave#", ";semi", "space "] {
+            assert!(
+                !inside.join("Code").join(gone).exists(),
+                "{gone} is excluded"
+            );
+        }
+        assert!(inside.join("Code/space").is_file());
+        assert_eq!(run.stats.regular_files, 2);
+        assert_eq!(run.stats.total_bytes, 8);
     }
 }

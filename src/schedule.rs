@@ -20,6 +20,7 @@ use chrono::{DateTime, FixedOffset, TimeDelta};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ExternalMode, ExternalSchedule, Full, Incremental, Schedule};
+use crate::stdx::age_words;
 
 /// The reason of everything `--force` makes due.
 pub const FORCED: &str = "--force: now, whatever the schedule says";
@@ -674,34 +675,6 @@ pub fn overdue(
     out
 }
 
-/// An age for people, rounded down: `less than a minute`, `1 minute`, `50 minutes`, `23 hours`, `12 days`. Hours up
-/// to 48, then days. A negative age (dated in the future) reads `in the future`.
-pub fn age_words(age: TimeDelta) -> String {
-    let s = age.num_seconds();
-    if s < 0 {
-        return "in the future".to_string();
-    }
-    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
-    match s {
-        0..60 => "less than a minute".to_string(),
-        60..3600 => plural(s / 60, "minute"),
-        3600..172_800 => plural(s / 3600, "hour"),
-        _ => plural(s / 86_400, "day"),
-    }
-}
-
-/// A short age for tables: `<1m`, `50m`, `23h`, `12d`; `future` when negative.
-pub fn age_short(age: TimeDelta) -> String {
-    let s = age.num_seconds();
-    match s {
-        ..0 => "future".to_string(),
-        0..60 => "<1m".to_string(),
-        60..3600 => format!("{}m", s / 60),
-        3600..172_800 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,6 +711,7 @@ mod tests {
 
     #[test]
     #[allow(clippy::type_complexity)] // a table
+    // Stays long: a table of cases, one per entry.
     fn collect_and_full_due() {
         let daily = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Manual);
         let yesterday = seen("data-2025-04-09-031500", "2025-04-09T03:15:00+02:00");
@@ -957,6 +931,7 @@ mod tests {
 
     #[test]
     #[allow(clippy::type_complexity)] // a table
+    // Stays long: a table of cases, one per entry.
     fn external_due() {
         let weekly = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Weekly);
         let always = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Always);
@@ -1187,6 +1162,117 @@ mod tests {
     }
 
     #[test]
+    fn mode_all_judges_each_drive_and_says_when_the_next_is_due() {
+        let weekly = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Weekly);
+        // Both younger than 6 days: the next due time is the earlier drive's backup plus 6 days.
+        let dests = [
+            dest("a", 0, true, seen("a-1", "2025-04-08T03:15:00+02:00")),
+            dest("b", 0, true, seen("b-1", "2025-04-06T03:15:00+02:00")),
+        ];
+        let due = decide(&weekly, ExternalMode::All, &[], &dests, at(NOW), false);
+        assert_eq!(due.external.action, ExternalAction::NotDue);
+        assert_eq!(due.external.next, Some(at("2025-04-12T03:15:00+02:00")));
+        // A drive whose newest backup is dated in the future (another clock) is due, as in mode first.
+        let dests = [
+            dest("a", 0, true, seen("a-1", "2025-04-08T03:15:00+02:00")),
+            dest("b", 0, true, seen("b-1", "2030-01-01T00:00:00+02:00")),
+        ];
+        let due = decide(&weekly, ExternalMode::All, &[], &dests, at(NOW), false);
+        assert_eq!(due.external.action, ExternalAction::Write);
+        assert_eq!(due.external.targets, ["b"]);
+        let b = &due.external.destinations[1];
+        assert!(
+            b.due && b.reason == "its newest backup b-1 is dated in the future",
+            "{b:?}"
+        );
+        assert_eq!(due.external.next, None);
+    }
+
+    #[test]
+    fn thresholds_are_exact() {
+        let now = at(NOW);
+        let weekly = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Weekly);
+        let ago = |d: TimeDelta| (now - d).to_rfc3339();
+        // Mode all: exactly 6 days old is due, a second less is not.
+        for (age, due) in [
+            (TimeDelta::days(6), true),
+            (TimeDelta::days(6) - TimeDelta::seconds(1), false),
+        ] {
+            let d = [dest("a", 0, true, seen("a-1", &ago(age)))];
+            let e = decide(&weekly, ExternalMode::All, &[], &d, now, false).external;
+            assert_eq!(e.destinations[0].due, due, "{age}: {e:?}");
+            assert_eq!(e.is_due(), due, "{age}");
+        }
+        // Exactly FUTURE_TOLERANCE ahead is clock jitter (not due); a second more is another clock (due).
+        let daily = sched(Incremental::Daily, Full::Never, ExternalSchedule::Daily);
+        for (ahead, due) in [
+            (FUTURE_TOLERANCE, false),
+            (FUTURE_TOLERANCE + TimeDelta::seconds(1), true),
+        ] {
+            let t = (now + ahead).to_rfc3339();
+            let h = history(seen("data-x", &t), seen("data-x", &t), None);
+            let d = [dest("a", 0, true, seen("a-1", &t))];
+            for mode in [ExternalMode::First, ExternalMode::All] {
+                let got = decide(&daily, mode, std::slice::from_ref(&h), &d, now, false);
+                assert_eq!(
+                    got.sets[0].collect, due,
+                    "{ahead} {mode:?}: {:?}",
+                    got.sets[0]
+                );
+                assert_eq!(
+                    got.external.is_due(),
+                    due,
+                    "{ahead} {mode:?}: {:?}",
+                    got.external
+                );
+                // Due because of the clock, and saying so (not "is in the future old").
+                let external_reason = match mode {
+                    ExternalMode::First => &got.external.reason,
+                    ExternalMode::All => &got.external.destinations[0].reason,
+                };
+                let said = [
+                    got.sets[0].reason.contains("is dated in the future"),
+                    external_reason.contains("is dated in the future"),
+                ];
+                assert_eq!(said, [due, due], "{ahead} {mode:?}: {got:?}");
+            }
+        }
+        // Overdue: exactly 36 hours is not (daily), a second more is; the same per drive in mode all and for
+        // the external phase in mode first (weekly: 10 days).
+        for (age, overdue_now) in [
+            (TimeDelta::hours(36), false),
+            (TimeDelta::hours(36) + TimeDelta::seconds(1), true),
+        ] {
+            let t = ago(age);
+            let h = history(seen("data-x", &t), seen("data-x", &t), None);
+            let got = overdue(&weekly, ExternalMode::First, &[h], &[], now);
+            assert_eq!(!got.is_empty(), overdue_now, "{age}: {got:?}");
+        }
+        for (age, overdue_now) in [
+            (TimeDelta::days(10), false),
+            (TimeDelta::days(10) + TimeDelta::seconds(1), true),
+        ] {
+            let d = [dest("a", 0, true, seen("a-1", &ago(age)))];
+            for mode in [ExternalMode::First, ExternalMode::All] {
+                let got = overdue(&weekly, mode, &[], &d, now);
+                assert_eq!(!got.is_empty(), overdue_now, "{age} {mode:?}: {got:?}");
+            }
+        }
+        // Full: compared exactly 6 days ago is due (weekly), a second less is not.
+        let full = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Manual);
+        for (age, due) in [
+            (TimeDelta::days(6), true),
+            (TimeDelta::days(6) - TimeDelta::seconds(1), false),
+        ] {
+            let old = seen("data-old", &ago(TimeDelta::days(2)));
+            let h = history(old.clone(), old, seen("data-c", &ago(age)));
+            let got = decide(&full, ExternalMode::First, &[h], &[], now, false);
+            assert!(got.sets[0].collect);
+            assert_eq!(got.sets[0].full, due, "{age}: {:?}", got.sets[0]);
+        }
+    }
+
+    #[test]
     fn overdue_items() {
         let weekly = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Weekly);
         let sets = [
@@ -1282,24 +1368,5 @@ mod tests {
             assert!(overdue(&s, ExternalMode::All, &[], &dests, at(NOW)).is_empty());
         }
         assert!(overdue(&weekly, ExternalMode::First, &[], &[], at(NOW)).is_empty());
-    }
-
-    #[test]
-    fn ages_read_well() {
-        let cases = [
-            (-5, "in the future", "future"),
-            (0, "less than a minute", "<1m"),
-            (59, "less than a minute", "<1m"),
-            (60, "1 minute", "1m"),
-            (3599, "59 minutes", "59m"),
-            (3600, "1 hour", "1h"),
-            (47 * 3600 + 3599, "47 hours", "47h"),
-            (48 * 3600, "2 days", "2d"),
-            (12 * 86400 + 100, "12 days", "12d"),
-        ];
-        for (s, words, short) in cases {
-            assert_eq!(age_words(TimeDelta::seconds(s)), words, "{s}");
-            assert_eq!(age_short(TimeDelta::seconds(s)), short, "{s}");
-        }
     }
 }

@@ -9,6 +9,7 @@
 //! <root>/<set>-latest -> <set>-2025-...     relative symlink to the newest promoted snapshot, replaced atomically
 //! <root>/.<set>.in-progress/                the run that is copying now (or crashed: becomes .partial next run)
 //! <root>/.<set>.partial/                    what an interrupted run left; only a --link-dest basis for the next run
+//! <root>/.<set>.filter                      the set's exclusions as rsync filter rules, while its rsync runs
 //! <root>/.trash-...                         a deletion in progress; removed by the next run if a crash interrupted it
 //! ```
 //!
@@ -120,6 +121,10 @@ impl Layout {
     pub fn partial(&self, set: &str) -> PathBuf {
         self.root.join(format!(".{set}.partial"))
     }
+    /// `<root>/.<set>.filter`: the set's exclusions as rsync filter rules, while its rsync runs.
+    pub fn filter(&self, set: &str) -> PathBuf {
+        self.root.join(format!(".{set}.filter"))
+    }
 }
 
 /// Metadata of one snapshot, stored beside it as `<root>/<name>.json`. Read by status, external and restore.
@@ -132,7 +137,8 @@ pub struct SnapshotMeta {
     pub set: String,
     /// The snapshot's directory name (`<set>-<stamp>`).
     pub name: String,
-    /// True when rsync copied everything it was asked to (exit 0 or 24); false when some files were unreadable (exit 23).
+    /// True when every source was there and rsync copied everything (exit 0 or 24); false when a source was missing
+    /// (see `sources[].present`) or some files were unreadable (exit 23). Read it through [`SnapshotMeta::is_complete`].
     pub complete: bool,
     /// True when file contents were compared (`--full`, rsync `--checksum`); false for an incremental (size and mtime) run.
     pub full: bool,
@@ -140,7 +146,7 @@ pub struct SnapshotMeta {
     pub finished: DateTime<FixedOffset>,
     /// Every configured source, present or not, with where it sits inside the snapshot.
     pub sources: Vec<SourceRecord>,
-    /// The rsync `--exclude` patterns used.
+    /// The exclusion patterns rsync was given (one `- <pattern>` rule each, through its filter file), in order.
     #[serde(default)]
     pub exclusions: Vec<String>,
     /// Names of the snapshots (or the interrupted run's `.partial` directory) unchanged files were hard-linked from.
@@ -197,6 +203,61 @@ pub struct FileProblem {
     pub message: String,
 }
 
+impl SnapshotMeta {
+    /// Complete: rsync copied every file and every source was there. (Metadata written before a missing source made
+    /// a snapshot incomplete may say `complete` with a source absent: it is not.)
+    pub fn is_complete(&self) -> bool {
+        self.complete && self.sources.iter().all(|s| s.present)
+    }
+
+    /// The sources that were missing when it was made (as configured: `~/photos`).
+    pub fn missing_sources(&self) -> Vec<&str> {
+        self.sources
+            .iter()
+            .filter(|s| !s.present)
+            .map(|s| s.configured.as_str())
+            .collect()
+    }
+
+    /// The sources it holds (their expanded paths).
+    pub fn holds(&self) -> Vec<PathBuf> {
+        self.sources
+            .iter()
+            .filter(|s| s.present)
+            .map(|s| s.path.clone())
+            .collect()
+    }
+
+    /// Some files could not be read (rsync exit 23): incomplete for another reason than a missing source.
+    pub fn has_unreadable(&self) -> bool {
+        self.rsync.exit_code == 23
+            || !self.unreadable.is_empty()
+            || (!self.complete && self.sources.iter().all(|s| s.present))
+    }
+
+    /// Why it is incomplete, in words (empty when it is complete): `source ~/photos was missing; 2 files could not
+    /// be read`.
+    pub fn incompleteness(&self) -> String {
+        let mut why = Vec::new();
+        let missing = self.missing_sources();
+        if !missing.is_empty() {
+            let (word, verb) = if missing.len() == 1 {
+                ("source", "was")
+            } else {
+                ("sources", "were")
+            };
+            why.push(format!("{word} {} {verb} missing", missing.join(", ")));
+        }
+        if self.has_unreadable() {
+            why.push(format!(
+                "{} could not be read",
+                crate::stdx::counted(self.unreadable.len() as u64, "file", "files")
+            ));
+        }
+        why.join("; ")
+    }
+}
+
 impl SourceRecord {
     /// Where an absolute path lands inside a snapshot made with `rsync --relative`: `/data/x` -> `data/x`.
     pub fn in_snapshot_path(resolved: &Path) -> PathBuf {
@@ -231,7 +292,7 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn state(&self) -> SnapshotState {
         match &self.metadata {
-            Some(m) if m.complete => SnapshotState::Complete,
+            Some(m) if m.is_complete() => SnapshotState::Complete,
             Some(_) => SnapshotState::Incomplete,
             None => SnapshotState::Unknown,
         }
@@ -493,7 +554,7 @@ pub struct Cleanup {
     pub removed: Vec<String>,
 }
 
-/// Removes what crashed runs left behind: trash entries, temporary `latest` links and metadata files, and
+/// Removes what crashed runs left behind: trash entries, temporary `latest` links and metadata files, filter files, and
 /// metadata files of `sets` whose snapshot directory does not exist (written just before a promotion that a crash
 /// prevented). Call with the run lock held.
 pub fn clean_leftovers(root: &Path, sets: &[&str]) -> Result<Cleanup, SnapshotError> {
@@ -513,12 +574,13 @@ pub fn clean_leftovers(root: &Path, sets: &[&str]) -> Result<Cleanup, SnapshotEr
             || name.starts_with(".dbackup-probe-")
             || (name.starts_with('.')
                 && (name.ends_with("-latest.tmp") || name.contains(".json.tmp-")));
+        let filter = sets.iter().any(|set| name == format!(".{set}.filter"));
         let orphan_metadata = name.strip_suffix(".json").is_some_and(|stem| {
             sets.iter()
                 .any(|set| parse_snapshot_name(set, stem).is_some())
                 && fs::symlink_metadata(root.join(stem)).is_err()
         });
-        let leftover = temporary || orphan_metadata;
+        let leftover = temporary || filter || orphan_metadata;
         if leftover {
             remove_tree(&path).map_err(io_err("remove leftover", &path))?;
             cleanup.removed.push(name);

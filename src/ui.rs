@@ -12,9 +12,24 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::settings::Output;
 
-/// An error chain as one line per cause: `collect data: rsync failed: ...`.
+/// An error chain as one line: `collect data: rsync failed: ...`. A cause whose text its parent's message already
+/// ends with is not repeated (building blocks put their `source` in their own message: `cannot open X: Permission
+/// denied (os error 13)`, whose source is that same `Permission denied (os error 13)`).
 pub fn format_error(err: &anyhow::Error) -> String {
-    format!("{err:#}")
+    let mut out = String::new();
+    let mut parent = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if !parent.is_empty() && (text.is_empty() || parent.ends_with(&text)) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+        parent = text;
+    }
+    out
 }
 
 /// Where messages go and how many of them.
@@ -95,49 +110,28 @@ pub fn journal() -> bool {
         .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
 }
 
-/// Bytes for people: `512 B`, `1.5 KiB`, `3.2 GiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
-/// A duration for people: `0.4s`, `12.3s`, `4m 05s`, `2h 03m`.
-pub fn duration(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else if s < 3600.0 {
-        format!("{}m {:02}s", (s / 60.0) as u64, (s as u64) % 60)
-    } else {
-        format!("{}h {:02}m", (s / 3600.0) as u64, (s as u64 / 60) % 60)
-    }
-}
-
-/// A count with thousands separators: `1,234,567`.
-pub fn count(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// `1 entry`, `2 entries`, `1,234 files`: a count and a noun, singular or plural.
-pub fn counted(n: u64, singular: &str, plural: &str) -> String {
-    format!("{} {}", count(n), if n == 1 { singular } else { plural })
+/// A progress bar's style whose byte figures follow [`crate::stdx::bytes`] (`1.0 GiB`, not indicatif's `1.00 GiB`):
+/// `{bytes}`, `{total_bytes}` and `{bytes_per_sec}` in `template`.
+pub fn bytes_style(template: &str) -> ProgressStyle {
+    use indicatif::ProgressState;
+    ProgressStyle::with_template(template)
+        .expect("valid template")
+        .with_key("bytes", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = w.write_str(&crate::stdx::bytes(s.pos()));
+        })
+        .with_key(
+            "total_bytes",
+            |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = w.write_str(&crate::stdx::bytes(s.len().unwrap_or(0)));
+            },
+        )
+        .with_key(
+            "bytes_per_sec",
+            |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", crate::stdx::bytes(s.per_sec() as u64));
+            },
+        )
+        .progress_chars("=> ")
 }
 
 /// A command line as a shell would need it typed: words with special characters in single quotes.
@@ -162,20 +156,6 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_and_times_read_well() {
-        assert_eq!(bytes(0), "0 B");
-        assert_eq!(bytes(1023), "1023 B");
-        assert_eq!(bytes(1536), "1.5 KiB");
-        assert_eq!(bytes(3 * 1024 * 1024 * 1024 + 1), "3.0 GiB");
-        assert_eq!(duration(Duration::from_millis(400)), "0.4s");
-        assert_eq!(duration(Duration::from_secs(245)), "4m 05s");
-        assert_eq!(duration(Duration::from_secs(7380)), "2h 03m");
-        assert_eq!(count(0), "0");
-        assert_eq!(count(1234567), "1,234,567");
-        assert_eq!(count(100), "100");
-    }
 
     #[test]
     fn commands_are_quoted_for_the_shell() {

@@ -173,6 +173,18 @@ fn shown(value: &str) -> String {
     }
 }
 
+/// A new X25519 identity (`dbackup keygen`): the identity file's text, in `age-keygen`'s format (a comment with the
+/// creation time `created` and the public key, then the secret key), and the recipient.
+pub fn new_identity(created: &str) -> (String, String) {
+    let id = age::x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    let text = format!(
+        "# created: {created}\n# public key: {recipient}\n# dbackup: keep a copy of this file somewhere other than the backup drive.\n{}\n",
+        id.to_string().expose_secret()
+    );
+    (text, recipient)
+}
+
 /// An upper bound of the encrypted length of `plain` bytes: age adds a header (a stanza per recipient: about 100
 /// bytes for X25519 or ssh-ed25519, up to about 800 for a 4096-bit ssh-rsa key) and a 16-byte tag to every 64 KiB
 /// chunk.

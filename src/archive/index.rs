@@ -20,6 +20,11 @@
 //!   `data_offset` where its content starts. Offsets are in the joined tar stream, before any stage (encryption).
 //! - Files and hard links carry `size` and `sha256` of the content; a hard link's `data_offset` points at the
 //!   content of its first name, so any name can be restored with one seek.
+//! - A file stored as a GNU PAX 1.0 sparse member ([`super::sparse`]) also has
+//!   `"sparse":{"stored":N,"stored_sha256":"…"}`: its `size` and `sha256` are still those of the file's content
+//!   (holes read as zeros), `data_offset` is where its map starts, and `stored`/`stored_sha256` are the length and
+//!   hash of the map and data as stored, so that a restore checks what it reads without hashing the holes. A hard
+//!   link to it carries the same record.
 //! - `xattrs` (an object: name, with `%` and bytes that are not UTF-8 as `%XX`, to the value in standard base64),
 //!   `acl_access` and `acl_default` (ACLs in text form, numeric ids) hold an entry's extended attributes and ACLs,
 //!   as its `SCHILY.*` pax records do ([`super::xattrs`]); left out when it has none (indexes written before they
@@ -105,6 +110,16 @@ pub struct IndexEntry {
     pub attrs: Option<Box<Attrs>>,
     pub header_offset: u64,
     pub data_offset: u64,
+    /// Set when the file is stored as a sparse member (files and hard links).
+    pub sparse: Option<SparseRecord>,
+}
+
+/// How a sparse file is stored: the bytes of its member (map and data, without the padding) and their sha256.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SparseRecord {
+    pub stored: u64,
+    pub stored_sha256: Digest,
 }
 
 impl IndexEntry {
@@ -116,14 +131,8 @@ impl IndexEntry {
 
     /// The path for messages (non-UTF-8 bytes shown escaped).
     pub fn display_path(&self) -> String {
-        display_bytes(&self.path)
+        crate::stdx::show(&self.path)
     }
-}
-
-/// Bytes shown as text: [`crate::stdx::show`], the one escaper of untrusted names (non-UTF-8 bytes as `\xNN`,
-/// control characters made visible).
-pub fn display_bytes(bytes: &[u8]) -> String {
-    crate::stdx::show(bytes)
 }
 
 /// The last line of an index: totals of the archive it describes.
@@ -172,6 +181,8 @@ struct WireEntry {
     acl_default: Option<String>,
     header_offset: u64,
     data_offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sparse: Option<SparseRecord>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -253,6 +264,7 @@ impl IndexEntry {
             acl_default: self.attrs.as_ref().and_then(|a| a.acl_default.clone()),
             header_offset: self.header_offset,
             data_offset: self.data_offset,
+            sparse: self.sparse,
         };
         match self.kind {
             EntryKind::File => WireLine::File(w),
@@ -283,6 +295,21 @@ impl IndexEntry {
                 kind.name(),
                 if has_content { "needs" } else { "has" }
             ));
+        }
+        if let Some(r) = &w.sparse {
+            if !has_content {
+                return Err(format!("a {} entry has a sparse record", kind.name()));
+            }
+            if w.data_offset
+                .checked_add(r.stored)
+                .filter(|e| *e <= MAX_OFFSET)
+                .is_none()
+            {
+                return Err(format!(
+                    "a sparse member of {} bytes at data_offset {} lies past the largest possible archive",
+                    r.stored, w.data_offset
+                ));
+            }
         }
         // Offsets and sizes are used to seek and to add up: they must fit a file.
         let end = w
@@ -332,6 +359,7 @@ impl IndexEntry {
             attrs: attrs.boxed(),
             header_offset: w.header_offset,
             data_offset: w.data_offset,
+            sparse: w.sparse,
         })
     }
 }
@@ -528,6 +556,7 @@ mod tests {
             attrs: None,
             header_offset: 0,
             data_offset: 512,
+            sparse: None,
         }
     }
 
@@ -546,6 +575,13 @@ mod tests {
         file.size = 5;
         file.sha256 = Some(Digest::of_bytes(b"hello"));
         file.mtime_nsec = 99;
+        let mut holey = entry(b"a/disk.img", EntryKind::File);
+        holey.size = 10 << 30;
+        holey.sha256 = Some(Digest([3; 32]));
+        holey.sparse = Some(SparseRecord {
+            stored: 1024,
+            stored_sha256: Digest([4; 32]),
+        });
         let mut attrs = Attrs::default();
         attrs
             .xattrs
@@ -557,7 +593,7 @@ mod tests {
         file.attrs = Some(Box::new(attrs));
         let mut link = entry(b"a/l", EntryKind::Symlink);
         link.link = Some(b"../\x80x".to_vec());
-        let entries = vec![entry(b"a", EntryKind::Dir), file, link];
+        let entries = vec![entry(b"a", EntryKind::Dir), file, holey, link];
         let mut w = IndexWriter::new(Vec::new(), &IndexHeader::new("/snap")).unwrap();
         for e in &entries {
             w.entry(e).unwrap();
@@ -595,7 +631,11 @@ mod tests {
             .find(b"a/l")
             .unwrap()
             .unwrap();
-        assert_eq!(found, entries[2]);
+        assert_eq!(found, entries[3]);
+        assert!(
+            text.contains(r#""sparse":{"stored":1024,"stored_sha256":"#),
+            "{text}"
+        );
         assert!(
             IndexReader::new(&bytes[..])
                 .unwrap()
@@ -632,6 +672,61 @@ mod tests {
             .collect::<Result<Vec<_>, _>>()
             .unwrap_err();
         assert!(matches!(err, IndexError::AfterEnd { .. }), "{err}");
+    }
+
+    #[test]
+    fn line_len_is_the_written_line_length() {
+        // The space check estimates an index's size from line_len: it must be exactly what the writer writes.
+        let (entries, bytes) = sample();
+        let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
+        assert_eq!(lines.len(), entries.len() + 2, "header, entries, end");
+        for (e, line) in entries.iter().zip(&lines[1..]) {
+            assert_eq!(IndexWriter::<Vec<u8>>::line_len(e), line.len() as u64);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_right_line() {
+        // header = line 1, entries = lines 2..=5, end = line 6.
+        let (_, bytes) = sample();
+        let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
+        let read_all = |b: &[u8]| IndexReader::new(b).unwrap().collect::<Result<Vec<_>, _>>();
+
+        let mut r = IndexReader::new(&bytes[..]).unwrap();
+        assert_eq!(r.line(), 1);
+        for want in 2..=5 {
+            r.next_entry().unwrap().unwrap();
+            assert_eq!(r.line(), want);
+        }
+        assert!(r.next_entry().unwrap().is_none());
+
+        let no_end = lines[..5].concat();
+        match read_all(&no_end) {
+            Err(IndexError::Truncated { line: 5 }) => {}
+            other => panic!("{other:?}"),
+        }
+        let cut_end = &bytes[..bytes.len() - 1];
+        match read_all(cut_end) {
+            Err(IndexError::Truncated { line: 6 }) => {}
+            other => panic!("{other:?}"),
+        }
+        let mut extended = bytes.clone();
+        extended.extend_from_slice(b"{}\n");
+        let err = read_all(&extended).unwrap_err();
+        assert!(matches!(err, IndexError::AfterEnd { line: 7 }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "line 7 of the index follows its `end` line"
+        );
+        let mut bad = lines.clone();
+        bad[2] = b"{\"not\": \"an entry\"}\n";
+        let err = read_all(&bad.concat()).unwrap_err();
+        assert!(matches!(err, IndexError::BadLine { line: 3, .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("line 3 of the index is malformed: "),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The external archive writer: a snapshot streamed as tar through a sha256 hasher (and later other stages) onto the drive, with its index.
+//! The external archive writer: a snapshot streamed as tar through a sha256 hasher (and, for encrypted destinations, age) onto the drive, with its index.
 //!
 //! A building block of the `external` phase (writing) and of `restore` (reading, verifying). The pieces:
 //!
@@ -6,7 +6,7 @@
 //!   expect, for the free-space check, and the few files that have several names inside the snapshot.
 //! - [`write_archive`] streams the snapshot as a POSIX pax tar ([`tarfmt`]) into a [`Sink`] (one [`FileSink`],
 //!   numbered parts with [`SplitSink`], or any writer with [`WriterSink`]), optionally through a [`Stage`]
-//!   (encryption, later), in [`WRITE_BUFFER`]-sized writes on a writer thread, and writes the [`index`] alongside.
+//!   (age encryption: [`crypt`]), in [`WRITE_BUFFER`]-sized writes on a writer thread, and writes the [`index`] alongside.
 //!   Every byte reaching the drive is hashed as it is written; each file's content is hashed into the index.
 //! - [`read_back`] re-reads what was written, past the page cache, and compares hashes.
 //! - [`verify_archive`] checks a whole archive against its index (restore `--verify`); [`read_entry`] restores one
@@ -14,6 +14,7 @@
 //! - [`xattrs`] reads an entry's extended attributes and ACLs ([`acl`]: their text form) and stores them as GNU
 //!   tar does, in `SCHILY.*` pax records; the index records them too.
 //! - [`sums`] writes and reads `verification.sha256` the way `sha256sum` does.
+//! - [`sparse`] finds files' holes, writes them as GNU PAX 1.0 sparse members and reads every GNU sparse format.
 //!
 //! Nothing here decides that an archive is good except verification: a failed write leaves files that look like
 //! a partial archive, never a complete one (no end-of-archive blocks, no index `end` line).
@@ -24,6 +25,7 @@ pub mod index;
 pub mod readback;
 pub mod reader;
 pub mod sink;
+pub mod sparse;
 pub mod sums;
 pub mod tarfmt;
 pub mod verify;
@@ -32,11 +34,11 @@ pub mod xattrs;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_attrs;
 
 pub use crypt::{ArchiveReader, EncryptTo, EncryptionRecord, Keys};
-pub use index::{IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter};
+pub use index::{
+    IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter, SparseRecord,
+};
 pub use readback::{ReadBackError, ReadBackMethod, read_back, read_back_in};
 pub use reader::{ArchiveFiles, PartsReader, ReadError, read_entry};
 pub use sink::{
@@ -44,7 +46,9 @@ pub use sink::{
     WriterSink, WrittenFile,
 };
 pub use tarfmt::EntryKind;
-pub use verify::{VerifyError, VerifyProblem, VerifyReport, verify_archive};
+pub use verify::{
+    HardLinkTargets, VerifyError, VerifyProblem, VerifyReport, verify_archive, verify_archive_with,
+};
 pub use writer::{
     ArchiveError, ArchiveEstimate, ArchiveOptions, ArchivePlan, ArchiveSummary, NoProgress,
     Progress, Warning, scan, write_archive,

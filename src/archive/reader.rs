@@ -10,8 +10,9 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 use super::crypt::{ArchiveReader, CryptError, Keys, is_encrypted_name};
-use super::index::{IndexEntry, display_bytes};
+use super::index::IndexEntry;
 use super::sink::{Digest, MAX_PARTS, SplitSink};
+use super::sparse::{self, SparseLoc, TarSparse};
 use super::tarfmt::EntryKind;
 use crate::stdx::fs::Dir;
 
@@ -309,6 +310,7 @@ const MAX_HEADER_BYTES: u64 = 1 << 20;
 /// with one seek to its header and one to its data. Checks that the header there names the same path and size,
 /// and that the content's sha256 matches the index. On `Err`, what was written to `out` must be discarded
 /// (write to a temporary file and rename it into place only on `Ok`). Returns the number of bytes written.
+/// A sparse file's holes are written as zeros (`out` cannot seek; a restore recreates them).
 pub fn read_entry<R: Read + Seek>(
     archive: &mut R,
     entry: &IndexEntry,
@@ -322,6 +324,9 @@ pub fn read_entry<R: Read + Seek>(
         });
     };
     check_header(archive, entry)?;
+    if let Some(record) = entry.sparse {
+        return read_sparse(archive, entry, record, expected, out);
+    }
     archive.seek(SeekFrom::Start(entry.data_offset))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -351,6 +356,83 @@ pub fn read_entry<R: Read + Seek>(
         out.write_all(&buf[..n])?;
         left -= n as u64;
     }
+    let actual = Digest::of(hasher);
+    if actual != expected {
+        return Err(ReadError::Content {
+            path,
+            expected,
+            actual,
+        });
+    }
+    Ok(entry.size)
+}
+
+/// [`read_entry`] for a sparse member: the map and data are checked against the index's record as they are read,
+/// the content (holes as zeros) against its sha256.
+fn read_sparse<R: Read + Seek>(
+    archive: &mut R,
+    entry: &IndexEntry,
+    record: super::SparseRecord,
+    expected: Digest,
+    out: &mut dyn Write,
+) -> Result<u64, ReadError> {
+    let path = entry.display_path();
+    let loc = SparseLoc::Indexed {
+        data: entry.data_offset,
+        stored: record.stored,
+        size: entry.size,
+        sha256: record.stored_sha256,
+    };
+    let damaged = |detail: String| ReadError::Header {
+        path: path.clone(),
+        offset: entry.header_offset,
+        detail,
+    };
+    let (map, mut data) = sparse::open(archive, &loc).map_err(|e| match e {
+        sparse::MapError::Io(e) => ReadError::Io(e),
+        sparse::MapError::Bad(b) => damaged(b.to_string()),
+    })?;
+    let mut hasher = Sha256::new();
+    fn write_zeros(n: u64, hasher: &mut Sha256, out: &mut dyn Write) -> io::Result<()> {
+        let zeros = [0u8; 64 << 10];
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(zeros.len() as u64) as usize;
+            hasher.update(&zeros[..k]);
+            out.write_all(&zeros[..k])?;
+            left -= k as u64;
+        }
+        Ok(())
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    for seg in map.segments() {
+        write_zeros(seg.offset - at, &mut hasher, out)?;
+        let mut left = seg.len;
+        while left > 0 {
+            let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+            let n = match data.read(&mut buf[..want]) {
+                Ok(0) => {
+                    return Err(ReadError::Truncated {
+                        path,
+                        got: seg.offset + seg.len - left,
+                        expected: entry.size,
+                    });
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return Err(damaged(e.to_string()));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            hasher.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            left -= n as u64;
+        }
+        at = seg.offset + seg.len;
+    }
+    write_zeros(entry.size - at, &mut hasher, out)?;
     let actual = Digest::of(hasher);
     if actual != expected {
         return Err(ReadError::Content {
@@ -399,15 +481,29 @@ fn check_header<R: Read + Seek>(archive: &mut R, entry: &IndexEntry) -> Result<(
     bytes.resize(bytes.len().div_ceil(512) * 512, 0);
     let mut ar = tar::Archive::new(&bytes[..]);
     let mut entries = ar.entries().map_err(|e| err(e.to_string()))?;
-    let tar_entry = match entries.next() {
+    let mut tar_entry = match entries.next() {
         Some(Ok(e)) => e,
         Some(Err(e)) => return Err(err(e.to_string())),
         None => return Err(err("no header there".into())),
     };
-    let tar_path = tar_entry.path_bytes();
+    let sparse = match sparse::inspect(&mut tar_entry) {
+        Ok(TarSparse::No) => None,
+        Ok(TarSparse::Pax(p)) if p.version == (1, 0) => Some(p),
+        Ok(TarSparse::Bad(e)) => return Err(err(e.to_string())),
+        Ok(_) => {
+            return Err(err(
+                "a sparse member in a format dbackup does not write".into()
+            ));
+        }
+        Err(e) => return Err(err(e.to_string())),
+    };
+    let tar_path = match sparse.as_ref().and_then(|p| p.name.clone()) {
+        Some(name) => name,
+        None => tar_entry.path_bytes().into_owned(),
+    };
     let tar_path = tar_path.strip_suffix(b"/").unwrap_or(&tar_path);
     if tar_path != entry.path.as_slice() {
-        return Err(err(format!("it names {}", display_bytes(tar_path))));
+        return Err(err(format!("it names {}", crate::stdx::show(tar_path))));
     }
     let kind = EntryKind::from_entry_type(tar_entry.header().entry_type());
     if kind != Some(entry.kind) {
@@ -417,10 +513,18 @@ fn check_header<R: Read + Seek>(archive: &mut R, entry: &IndexEntry) -> Result<(
         )));
     }
     if entry.kind == EntryKind::File {
-        if tar_entry.size() != entry.size {
+        let stored = entry.sparse.map(|r| r.stored);
+        if sparse.as_ref().map(|_| tar_entry.size()) != stored {
+            return Err(err(match stored {
+                Some(_) => "the index says it is a sparse member, it is not".into(),
+                None => "it is a sparse member, the index says it is not".into(),
+            }));
+        }
+        let size = sparse.as_ref().map_or(tar_entry.size(), |p| p.size);
+        let want = stored.unwrap_or(entry.size);
+        if size != entry.size || tar_entry.size() != want {
             return Err(err(format!(
-                "it has {} bytes, the index {}",
-                tar_entry.size(),
+                "it has {size} bytes, the index {}",
                 entry.size
             )));
         }

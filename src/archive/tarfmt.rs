@@ -95,6 +95,10 @@ pub struct HeaderSpec<'a> {
     pub link: Option<&'a [u8]>,
     /// Device numbers of character and block devices.
     pub rdev: (u32, u32),
+    /// For a file stored as a PAX 1.0 sparse member ([`super::sparse`]): its real size (`size` is then what is
+    /// stored, the map and the data). The header is named `<dir>/GNUSparseFile.0/<name>` and `GNU.sparse.*`
+    /// records give the real name and size.
+    pub sparse: Option<u64>,
     /// Extended attributes and ACLs, as `SCHILY.*` pax records.
     pub attrs: Option<&'a super::xattrs::Attrs>,
 }
@@ -105,7 +109,10 @@ const MAX_OCTAL_11: u64 = 0o77777777777;
 /// Appends the header blocks of one entry (pax extension header and its records, if any, then the ustar header)
 /// to `out`. Its length is always a multiple of [`BLOCK`].
 pub fn encode_header(spec: &HeaderSpec<'_>, out: &mut Vec<u8>) {
-    let mut path = spec.path.to_vec();
+    let mut path = match spec.sparse {
+        Some(_) => super::sparse::fake_name(spec.path),
+        None => spec.path.to_vec(),
+    };
     if spec.kind == EntryKind::Dir {
         path.push(b'/');
     }
@@ -139,6 +146,11 @@ pub fn encode_header(spec: &HeaderSpec<'_>, out: &mut Vec<u8>) {
     }
     if link.len() > 100 || (all && spec.link.is_some()) {
         pax_record(&mut records, "linkpath", link);
+    }
+    if let Some(real_size) = spec.sparse {
+        // After `path` (GNU tar applies records in order, and the real name must win over the fake one), before the
+        // attribute records (see `xattrs`; a sparse member's name never holds a newline: `sparse::name_allows_sparse`).
+        super::sparse::pax_records(spec.path, real_size, |k, v| pax_record(&mut records, k, v));
     }
     if let Some(a) = attrs {
         a.pax_records(&mut records);
@@ -309,6 +321,7 @@ mod tests {
             mtime_nsec: 0,
             link: None,
             rdev: (0, 0),
+            sparse: None,
             attrs: None,
         }
     }

@@ -13,8 +13,9 @@ use std::thread::JoinHandle;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use super::index::{IndexEnd, IndexEntry, IndexHeader, IndexWriter};
+use super::index::{IndexEnd, IndexEntry, IndexHeader, IndexWriter, SparseRecord};
 use super::sink::{Chain, Digest, Sink, Stage, ThreadedSink, WRITE_BUFFER, WrittenFile};
+use super::sparse::{self, SparseMap};
 use super::tarfmt::{self, EntryKind, HeaderSpec};
 use super::xattrs;
 
@@ -224,6 +225,32 @@ fn entry_for(w: &Walked, kind: EntryKind) -> IndexEntry {
         attrs: None,
         header_offset: 0,
         data_offset: 0,
+        sparse: None,
+    }
+}
+
+/// The bytes a file entry stores after its header: its content, or a sparse member's map and data.
+fn stored_len(e: &IndexEntry) -> u64 {
+    match (e.kind, e.sparse) {
+        (EntryKind::File, Some(r)) => r.stored,
+        (EntryKind::File, None) => e.size,
+        _ => 0,
+    }
+}
+
+/// The map to store an opened file with, when it is sparse enough ([`sparse::MIN_HOLE_BYTES`]).
+fn sparse_map(file: &File, meta: &Metadata, path: &[u8]) -> io::Result<Option<SparseMap>> {
+    if !sparse::worth_checking(meta) || !sparse::name_allows_sparse(path) {
+        return Ok(None);
+    }
+    sparse::detect(file, meta.size(), sparse::MIN_HOLE_BYTES)
+}
+
+/// The index's record of a sparse member before it is written (its hash is not known yet).
+fn sparse_record(map: &SparseMap) -> SparseRecord {
+    SparseRecord {
+        stored: map.encode_v1().len() as u64 + map.data_bytes(),
+        stored_sha256: Digest([0; 32]),
     }
 }
 
@@ -231,7 +258,7 @@ fn header_spec(e: &IndexEntry) -> HeaderSpec<'_> {
     HeaderSpec {
         path: &e.path,
         kind: e.kind,
-        size: if e.kind == EntryKind::File { e.size } else { 0 },
+        size: stored_len(e),
         mode: e.mode,
         uid: e.uid,
         gid: e.gid,
@@ -239,6 +266,7 @@ fn header_spec(e: &IndexEntry) -> HeaderSpec<'_> {
         mtime_nsec: e.mtime_nsec,
         link: e.link.as_deref(),
         rdev: e.rdev.unwrap_or((0, 0)),
+        sparse: (e.kind == EntryKind::File && e.sparse.is_some()).then_some(e.size),
         attrs: e.attrs.as_deref(),
     }
 }
@@ -261,8 +289,9 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
         return Err(ArchiveError::NotADirectory { path: root.into() });
     }
     let mut est = ArchiveEstimate::default();
-    // (dev, ino, content size) of every file with nlink > 1: 24 bytes each, dropped at the end of the scan.
-    let mut multi: Vec<(u64, u64, u64)> = Vec::new();
+    // (dev, ino, content size, stored size) of every file with nlink > 1: 32 bytes each, dropped at the end of the
+    // scan.
+    let mut multi: Vec<(u64, u64, u64, u64)> = Vec::new();
     let mut header = Vec::with_capacity(4096);
     let mut offset = 0u64;
     for step in walk(root) {
@@ -291,10 +320,17 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
         // (An error is warned about when writing.)
         e.attrs = xattrs::read(&w.full).ok().flatten();
         if kind == EntryKind::File {
+            // A sparse file is opened and mapped now, so that the length predicted is the length written.
+            if sparse::worth_checking(&w.meta)
+                && let Ok(f) = File::open(&w.full)
+                && let Ok(Some(map)) = sparse_map(&f, &w.meta, &e.path)
+            {
+                e.sparse = Some(sparse_record(&map));
+            }
             est.files += 1;
             est.file_bytes += e.size;
             if w.meta.nlink() > 1 {
-                multi.push((w.meta.dev(), w.meta.ino(), e.size));
+                multi.push((w.meta.dev(), w.meta.ino(), e.size, stored_len(&e)));
             }
         }
         header.clear();
@@ -304,7 +340,8 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
         if kind == EntryKind::File {
             e.sha256 = Some(Digest([0; 32]));
         }
-        offset = e.data_offset + e.size + tarfmt::padding(e.size);
+        let stored = stored_len(&e);
+        offset = e.data_offset + stored + tarfmt::padding(stored);
         est.index_bytes += IndexWriter::<Vec<u8>>::line_len(&e);
         est.entries += 1;
         progress.entry(&e.path, kind, e.size);
@@ -320,7 +357,7 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
             est.file_bytes -= extra * group[0].2;
             // A link has no content; its header is about the size of the file's (the link target may need a
             // pax record the file did not, so this is an estimate by a block or two per link).
-            offset -= extra * (group[0].2 + tarfmt::padding(group[0].2));
+            offset -= extra * (group[0].3 + tarfmt::padding(group[0].3));
         }
     }
     est.tar_bytes = offset + tarfmt::trailer_len(offset);
@@ -349,6 +386,7 @@ struct FirstName {
     size: u64,
     sha256: Digest,
     data_offset: u64,
+    sparse: Option<SparseRecord>,
 }
 
 /// Streams the tar bytes to a writer thread in [`WRITE_BUFFER`]-sized blocks; the thread runs the stage and sink, so
@@ -547,6 +585,85 @@ impl Pipeline {
         Ok(Digest::of(hasher))
     }
 
+    /// Writes a sparse file as the data of a PAX 1.0 member: the map, then each data segment read at its offset.
+    /// Returns the sha256 of the file's content (holes hashed as zeros: the index's hash is of what a restore gives
+    /// back) and the record of what was stored. A file that shrank or grew since it was mapped is an error.
+    fn copy_sparse(
+        &mut self,
+        file: &File,
+        path: &Path,
+        map: &SparseMap,
+        progress: &mut dyn Progress,
+    ) -> Result<(Digest, SparseRecord), ArchiveError> {
+        let mut logical = Sha256::new();
+        let mut stored = Sha256::new();
+        let block = map.encode_v1();
+        stored.update(&block);
+        self.write(&block)?;
+        let mut data = sparse::SegmentsReader::new(file, map);
+        let mut at = 0u64;
+        for seg in map.segments() {
+            sparse::hash_zeros(&mut logical, seg.offset - at);
+            progress.bytes(seg.offset - at);
+            let mut left = seg.len;
+            while left > 0 {
+                if self.block.len == self.block.buf.len() {
+                    self.send_block()?;
+                }
+                let room = (self.block.buf.len() - self.block.len)
+                    .min(left.min(usize::MAX as u64) as usize);
+                let dst = &mut self.block.buf[self.block.len..self.block.len + room];
+                let n = match data.read(dst) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Err(ArchiveError::Changed {
+                            path: path.into(),
+                            detail: e.to_string(),
+                        });
+                    }
+                    Err(source) => {
+                        return Err(ArchiveError::Read {
+                            path: path.into(),
+                            source,
+                        });
+                    }
+                };
+                logical.update(&dst[..n]);
+                stored.update(&dst[..n]);
+                self.block.len += n;
+                self.offset += n as u64;
+                left -= n as u64;
+                progress.bytes(n as u64);
+            }
+            at = seg.offset + seg.len;
+        }
+        sparse::hash_zeros(&mut logical, map.size() - at);
+        progress.bytes(map.size() - at);
+        match file.metadata() {
+            Ok(m) if m.size() == map.size() => {}
+            Ok(m) => {
+                return Err(ArchiveError::Changed {
+                    path: path.into(),
+                    detail: format!("its size went from {} to {} bytes", map.size(), m.size()),
+                });
+            }
+            Err(source) => {
+                return Err(ArchiveError::Read {
+                    path: path.into(),
+                    source,
+                });
+            }
+        }
+        Ok((
+            Digest::of(logical),
+            SparseRecord {
+                stored: block.len() as u64 + map.data_bytes(),
+                stored_sha256: Digest::of(stored),
+            },
+        ))
+    }
+
     fn finish(mut self) -> Result<ThreadOutput, ArchiveError> {
         let mut last = std::mem::replace(
             &mut self.block,
@@ -615,6 +732,7 @@ impl IndexOut {
 ///
 /// On error nothing is finished: no end-of-archive blocks, no `end` line, nothing fsynced. What was written must
 /// be removed; only a later read-back or verification says that an archive is good.
+// Stays long: one loop holds the tar stream, the index and the hard-link table together; each step is a helper.
 pub fn write_archive(
     plan: &ArchivePlan,
     archive: Box<dyn Sink>,
@@ -675,6 +793,7 @@ pub fn write_archive(
         };
         let mut e = entry_for(&w, kind);
         let mut file = None;
+        let mut map = None;
         let key = (w.meta.dev(), w.meta.ino());
         match kind {
             EntryKind::Symlink => match std::fs::read_link(&w.full) {
@@ -696,6 +815,7 @@ pub fn write_archive(
                     e.link = Some(first.path.clone());
                     e.size = first.size;
                     e.sha256 = Some(first.sha256);
+                    e.sparse = first.sparse;
                 } else {
                     match File::open(&w.full) {
                         Ok(f) => {
@@ -703,6 +823,9 @@ pub fn write_archive(
                             match f.metadata() {
                                 Ok(m) if m.ino() == w.meta.ino() && m.dev() == w.meta.dev() => {
                                     e.size = m.size();
+                                    // A file whose holes cannot be found is stored whole.
+                                    map = sparse_map(&f, &m, &e.path).unwrap_or(None);
+                                    e.sparse = map.as_ref().map(sparse_record);
                                     file = Some(f);
                                 }
                                 _ => {
@@ -760,8 +883,15 @@ pub fn write_archive(
         e.data_offset = out.offset;
         progress.entry(&e.path, e.kind, e.size);
         if let Some(mut f) = file {
-            let digest = out.copy_file(&mut f, &w.full, e.size, progress)?;
-            out.zeros(tarfmt::padding(e.size))?;
+            let digest = match &map {
+                Some(map) => {
+                    let (digest, record) = out.copy_sparse(&f, &w.full, map, progress)?;
+                    e.sparse = Some(record);
+                    digest
+                }
+                None => out.copy_file(&mut f, &w.full, e.size, progress)?,
+            };
+            out.zeros(tarfmt::padding(stored_len(&e)))?;
             e.sha256 = Some(digest);
             files += 1;
             file_bytes += e.size;
@@ -773,6 +903,7 @@ pub fn write_archive(
                         size: e.size,
                         sha256: digest,
                         data_offset: e.data_offset,
+                        sparse: e.sparse,
                     },
                 );
             }

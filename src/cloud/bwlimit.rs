@@ -185,7 +185,14 @@ mod tests {
         let night = parse_window("22:30-6:00").unwrap();
         assert!(night.contains(t(23, 0)) && night.contains(t(0, 0)) && night.contains(t(5, 59)));
         assert!(!night.contains(t(6, 0)) && !night.contains(t(12, 0)));
-        for bad in ["8-23", "08:00", "24:00-01:00", "08:60-09:00", "08:00-08:00", "x"] {
+        for bad in [
+            "8-23",
+            "08:00",
+            "24:00-01:00",
+            "08:60-09:00",
+            "08:00-08:00",
+            "x",
+        ] {
             assert!(parse_window(bad).is_err(), "{bad}");
         }
     }

@@ -105,8 +105,8 @@ pub fn run(cloud: &CloudSettings, store: &Store, lock: bool, now: DateTime<Utc>)
         Ok(_) => push("list", Outcome::Ok, "the key may list the bucket".into()),
         Err(e) => {
             // A refused listing can be the keys (nothing else will work) or a key without list permission.
-            fatal = matches!(e.failure(), Failure::Unreachable | Failure::NoBucket)
-                || is_bad_keys(&e);
+            fatal =
+                matches!(e.failure(), Failure::Unreachable | Failure::NoBucket) || is_bad_keys(&e);
             push("list", Outcome::Failed, e.to_string());
         }
     }
@@ -121,7 +121,11 @@ pub fn run(cloud: &CloudSettings, store: &Store, lock: bool, now: DateTime<Utc>)
                 push(
                     "write",
                     Outcome::Ok,
-                    format!("wrote {} ({} bytes)", crate::stdx::show_str(&key), body.len()),
+                    format!(
+                        "wrote {} ({} bytes)",
+                        crate::stdx::show_str(&key),
+                        body.len()
+                    ),
                 )
             }
             Err(e) => push("write", Outcome::Failed, e.to_string()),
@@ -179,9 +183,13 @@ pub fn run(cloud: &CloudSettings, store: &Store, lock: bool, now: DateTime<Utc>)
                     u.len()
                 ),
             ),
-            Err(e) => push("uploads", Outcome::Warning, format!(
-                "{e}. Without it, what a killed upload leaves is not found and aborted (a lifecycle rule can)"
-            )),
+            Err(e) => push(
+                "uploads",
+                Outcome::Warning,
+                format!(
+                    "{e}. Without it, what a killed upload leaves is not found and aborted (a lifecycle rule can)"
+                ),
+            ),
         }
     }
 
@@ -199,13 +207,14 @@ pub fn run(cloud: &CloudSettings, store: &Store, lock: bool, now: DateTime<Utc>)
         l
     };
 
-    let worst = probes.iter().map(|p| p.outcome).fold(Outcome::Ok, |a, b| {
-        match (a, b) {
+    let worst = probes
+        .iter()
+        .map(|p| p.outcome)
+        .fold(Outcome::Ok, |a, b| match (a, b) {
             (Outcome::Failed, _) | (_, Outcome::Failed) => Outcome::Failed,
             (Outcome::Warning, _) | (_, Outcome::Warning) => Outcome::Warning,
             _ => Outcome::Ok,
-        }
-    });
+        });
     let (exit, summary) = match worst {
         Outcome::Failed => (
             Exit::Failed,
@@ -215,10 +224,7 @@ pub fn run(cloud: &CloudSettings, store: &Store, lock: bool, now: DateTime<Utc>)
             Exit::Warnings,
             "backups can be written, with the warnings above".to_string(),
         ),
-        _ => (
-            Exit::Ok,
-            "everything a backup needs works".to_string(),
-        ),
+        _ => (Exit::Ok, "everything a backup needs works".to_string()),
     };
     Report {
         destination: cloud.name.clone(),
@@ -252,8 +258,14 @@ pub fn not_opened(cloud: &CloudSettings, e: &CloudError) -> Report {
 /// Keys the server does not know or whose signature it refuses: nothing else will work either.
 fn is_bad_keys(e: &CloudError) -> bool {
     let s = e.to_string();
+    let lower = s.to_ascii_lowercase();
     e.failure() == Failure::Denied
-        && (s.contains("InvalidAccessKeyId") || s.contains("SignatureDoesNotMatch") || s.contains("InvalidToken"))
+        && (s.contains("InvalidAccessKeyId")
+            || s.contains("SignatureDoesNotMatch")
+            || s.contains("InvalidToken")
+            // Garage's words for a wrong secret and an unknown key id.
+            || lower.contains("invalid signature")
+            || lower.contains("no such key"))
 }
 
 /// Writes a locked object (retention one day) and tries to delete it, version and all.

@@ -154,12 +154,12 @@ fn resolve_s3(cloud: &CloudSettings, env: &Env) -> Result<Keys, CredentialsError
                 "no aws_access_key_id and aws_secret_access_key (at the top, or in a [{profile}] section)"
             ),
         })?;
-        return aws_keys(section, Source::CredentialsFile { path: path.clone() }).ok_or_else(|| {
-            CredentialsError::File {
+        return aws_keys(&section, Source::CredentialsFile { path: path.clone() }).ok_or_else(
+            || CredentialsError::File {
                 path: path.clone(),
                 why: "it needs both aws_access_key_id and aws_secret_access_key".into(),
-            }
-        });
+            },
+        );
     }
     // An explicit profile means the shared files, as `aws --profile` does.
     if cloud.profile.is_none()
@@ -205,7 +205,7 @@ fn resolve_s3(cloud: &CloudSettings, env: &Env) -> Result<Keys, CredentialsError
         };
         if let Some(keys) = ini.section(&section).and_then(|s| {
             aws_keys(
-                s,
+                &s,
                 Source::SharedFile {
                     path: path.clone(),
                     profile: profile.clone(),
@@ -231,7 +231,7 @@ fn resolve_b2(cloud: &CloudSettings, env: &Env) -> Result<Keys, CredentialsError
         let ini = read_credentials_file(path)?;
         let get = |names: &[&str]| {
             ini.section("default")
-                .and_then(|s| names.iter().find_map(|n| s.get(n)))
+                .and_then(|s| names.iter().find_map(|n| s.get(n).map(str::to_string)))
         };
         let id = get(&["b2_application_key_id", "application_key_id"]);
         let key = get(&["b2_application_key", "application_key"]);
@@ -466,13 +466,20 @@ mod tests {
         );
         let k = resolve(&cloud(CloudKind::S3), &env(home, &[])).unwrap();
         assert_eq!(k.id.expose(), "DEFID");
-        let k = resolve(&cloud(CloudKind::S3), &env(home, &[("AWS_PROFILE", "work")])).unwrap();
+        let k = resolve(
+            &cloud(CloudKind::S3),
+            &env(home, &[("AWS_PROFILE", "work")]),
+        )
+        .unwrap();
         assert_eq!(k.id.expose(), "WORKID");
         assert_eq!(k.session_token.as_ref().unwrap().expose(), "T");
         // An explicit profile wins over the environment, as `aws --profile` does.
         let mut c = cloud(CloudKind::S3);
         c.profile = Some("work".into());
-        assert_eq!(resolve(&c, &env(home, &vars)).unwrap().id.expose(), "WORKID");
+        assert_eq!(
+            resolve(&c, &env(home, &vars)).unwrap().id.expose(),
+            "WORKID"
+        );
 
         // credentials_file wins over everything, bare lines or a section.
         let file = home.join("keys");
@@ -485,10 +492,7 @@ mod tests {
         c.credentials_file = Some(file.clone());
         let k = resolve(&c, &env(home, &vars)).unwrap();
         assert_eq!(k.id.expose(), "FILEID");
-        assert_eq!(
-            k.source,
-            Source::CredentialsFile { path: file.clone() }
-        );
+        assert_eq!(k.source, Source::CredentialsFile { path: file.clone() });
         assert_eq!(format!("{k:?}").matches("FILE").count(), 0, "{k:?}");
     }
 
@@ -504,7 +508,10 @@ mod tests {
         let mut c = cloud(CloudKind::S3);
         c.credentials_file = Some(file.clone());
         let err = resolve(&c, &env(tmp.path(), &[])).unwrap_err().to_string();
-        assert!(err.contains("mode 0644") && err.contains("chmod 600"), "{err}");
+        assert!(
+            err.contains("mode 0644") && err.contains("chmod 600"),
+            "{err}"
+        );
         assert!(!err.contains("SECRET"), "{err}");
         assert!(check_file_mode(&file).unwrap_err().contains("chmod 600"));
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -518,8 +525,11 @@ mod tests {
     #[test]
     fn missing_and_incomplete_keys_say_where_to_put_them() {
         let tmp = tempfile::tempdir().unwrap();
-        let err = resolve(&cloud(CloudKind::S3), &env(tmp.path(), &[("AWS_ACCESS_KEY_ID", "X")]))
-            .unwrap_err();
+        let err = resolve(
+            &cloud(CloudKind::S3),
+            &env(tmp.path(), &[("AWS_ACCESS_KEY_ID", "X")]),
+        )
+        .unwrap_err();
         assert!(matches!(err, CredentialsError::Missing { .. }));
         assert!(err.to_string().contains("AWS_SECRET_ACCESS_KEY"), "{err}");
 
@@ -543,7 +553,10 @@ mod tests {
             &cloud(CloudKind::B2),
             &env(
                 tmp.path(),
-                &[("B2_APPLICATION_KEY_ID", "EK"), ("B2_APPLICATION_KEY", "ES")],
+                &[
+                    ("B2_APPLICATION_KEY_ID", "EK"),
+                    ("B2_APPLICATION_KEY", "ES"),
+                ],
             ),
         )
         .unwrap();
@@ -562,7 +575,13 @@ mod tests {
         ] {
             assert!(secret_key_hint(key).is_some(), "{key}");
         }
-        for key in ["credentials_file", "bucket", "endpoint", "path", "bucket_id"] {
+        for key in [
+            "credentials_file",
+            "bucket",
+            "endpoint",
+            "path",
+            "bucket_id",
+        ] {
             assert!(secret_key_hint(key).is_none(), "{key}");
         }
     }

@@ -70,6 +70,8 @@ pub(crate) fn explain(
 ) -> (Failure, String) {
     let text = scrub(&format!("{err}"), secrets);
     let code = s3_code(&text);
+    // The server's own words, which OpenDAL puts after a long context that the message cuts.
+    let said = s3_message(&text);
     let lower = text.to_ascii_lowercase();
     let failure = if code.as_deref() == Some("NoSuchBucket") {
         Failure::NoBucket
@@ -109,13 +111,21 @@ pub(crate) fn explain(
         Failure::Denied => format!(
             "{place} refused the request{}: check the key id and secret, and that this key may do this in the \
              bucket (`dbackup cloud check` lists what it may do)",
-            code.map(|c| format!(" ({c})")).unwrap_or_default()
+            match (&code, &said) {
+                (Some(c), Some(m)) => format!(" ({c}: {m})"),
+                (Some(c), None) => format!(" ({c})"),
+                _ => String::new(),
+            }
         ),
         Failure::NoBucket => {
-            format!("the bucket does not exist at {place}; create it, or fix `bucket` (and `endpoint`)")
+            format!(
+                "the bucket does not exist at {place}; create it, or fix `bucket` (and `endpoint`)"
+            )
         }
         Failure::NotFound => "not found".to_string(),
-        Failure::Locked => "the object is locked (Object Lock retention) until its date".to_string(),
+        Failure::Locked => {
+            "the object is locked (Object Lock retention) until its date".to_string()
+        }
         Failure::Other => "the request failed".to_string(),
     };
     (
@@ -138,6 +148,24 @@ fn s3_code(text: &str) -> Option<String> {
     after("<Code>", '<')
         .or_else(|| after("code: \"", '"'))
         .filter(|c| !c.is_empty() && c.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// The message of the S3 error quoted in OpenDAL's text (`<Message>...</Message>` or `message: "..."`), at most
+/// 120 characters, if any. `text` is already scrubbed.
+fn s3_message(text: &str) -> Option<String> {
+    let after = |marker: &str, end: char| {
+        text.find(marker).map(|i| {
+            text[i + marker.len()..]
+                .chars()
+                .take_while(|c| *c != end)
+                .take(120)
+                .collect::<String>()
+        })
+    };
+    after("<Message>", '<')
+        .or_else(|| after("message: \"", '"'))
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
 }
 
 /// `text` without any secret: every string in `secrets` (4 characters or more), and the values of signatures,
@@ -232,7 +260,10 @@ mod tests {
         }
         assert!(out.contains("X-Amz-Signature=***"), "{out}");
         assert!(out.contains("the key *** was wrong"), "{out}");
-        assert!(out.contains("b.s3.amazonaws.com/k"), "the place stays: {out}");
+        assert!(
+            out.contains("b.s3.amazonaws.com/k"),
+            "the place stays: {out}"
+        );
     }
 
     #[test]
@@ -252,5 +283,11 @@ mod tests {
         );
         assert_eq!(s3_code("code: \"<script>\""), None);
         assert_eq!(s3_code("nothing"), None);
+        assert_eq!(
+            s3_message("<Code>AccessDenied</Code><Message>Forbidden: Invalid signature</Message>")
+                .as_deref(),
+            Some("Forbidden: Invalid signature")
+        );
+        assert_eq!(s3_message("message: \"\""), None);
     }
 }

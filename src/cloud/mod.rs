@@ -24,5 +24,3 @@ pub use transport::Requests;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-pub(crate) mod testserver;

@@ -283,7 +283,7 @@ impl Store {
     /// delete marker: this removes the data, unless a lock forbids it).
     pub fn delete_version(&self, key: &str, version: &str) -> Result<(), CloudError> {
         self.rt
-            .block_on(self.op.delete_with(key).version(version))
+            .block_on(async { self.op.delete_with(key).version(version).await })
             .map_err(|e| self.err(&format!("deleting {}", self.shown(key)), e))
     }
 
@@ -368,8 +368,8 @@ impl Store {
     pub fn reader(&self, key: &str) -> Result<Reader, CloudError> {
         let what = format!("opening {}", self.shown(key));
         let _guard = self.rt.enter();
-        let blocking = opendal::blocking::Operator::new(self.op.clone())
-            .map_err(|e| self.err(&what, e))?;
+        let blocking =
+            opendal::blocking::Operator::new(self.op.clone()).map_err(|e| self.err(&what, e))?;
         let meta = blocking.stat(key).map_err(|e| self.err(&what, e))?;
         let inner = blocking
             .reader(key)
@@ -399,10 +399,13 @@ impl Store {
 
     /// Every object under `dir` (a prefix ending in `/`, or empty for everything), recursively, sorted by key.
     pub fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>, CloudError> {
-        let what = format!("listing {}", self.shown(if dir.is_empty() { "/" } else { dir }));
+        let what = format!(
+            "listing {}",
+            self.shown(if dir.is_empty() { "/" } else { dir })
+        );
         let entries = self
             .rt
-            .block_on(self.op.list_with(dir).recursive(true))
+            .block_on(async { self.op.list_with(dir).recursive(true).await })
             .map_err(|e| self.err(&what, e))?;
         let mut out: Vec<ObjectInfo> = entries
             .into_iter()
@@ -448,13 +451,12 @@ impl Store {
                 ));
             }
             let body = self.call(http::Method::GET, "", &query, what)?;
-            let page: ListUploads = quick_xml::de::from_reader(body.as_slice()).map_err(|e| {
-                CloudError::Service {
+            let page: ListUploads =
+                quick_xml::de::from_reader(body.as_slice()).map_err(|e| CloudError::Service {
                     destination: self.name.clone(),
                     failure: Failure::Other,
                     message: format!("{what}: the server's answer is not a listing ({e})"),
-                }
-            })?;
+                })?;
             for u in page.uploads {
                 if let Some(key) = u.key.strip_prefix(&self.prefix) {
                     out.push(Unfinished {
@@ -464,7 +466,11 @@ impl Store {
                     });
                 }
             }
-            match (page.is_truncated, page.next_key_marker, page.next_upload_id_marker) {
+            match (
+                page.is_truncated,
+                page.next_key_marker,
+                page.next_upload_id_marker,
+            ) {
                 (true, Some(k), Some(i)) if !k.is_empty() => {
                     key_marker = k;
                     id_marker = i;
@@ -493,7 +499,12 @@ impl Store {
         if self.kind != CloudKind::S3 {
             return Ok(None);
         }
-        match self.call(http::Method::GET, "", "object-lock", "reading the Object Lock configuration") {
+        match self.call(
+            http::Method::GET,
+            "",
+            "object-lock",
+            "reading the Object Lock configuration",
+        ) {
             Ok(body) => Ok(Some(crate::stdx::show_str(&String::from_utf8_lossy(&body)))),
             Err(CloudError::Service {
                 failure: Failure::Other | Failure::NotFound,
@@ -646,20 +657,21 @@ impl Upload<'_> {
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
         let w = self.writer.as_mut().expect("not finished");
         let store = self.store;
-        store
-            .rt
-            .block_on(w.write(chunk))
-            .map_err(|e| io::Error::other(store.err(&format!("uploading {}", store.shown(&self.key)), e)))
+        store.rt.block_on(w.write(chunk)).map_err(|e| {
+            io::Error::other(store.err(&format!("uploading {}", store.shown(&self.key)), e))
+        })
     }
 
     /// Completes the upload; its size.
     pub fn finish(mut self) -> Result<u64, CloudError> {
         let what = format!("completing the upload of {}", self.store.shown(&self.key));
-        self.send().map_err(|e| match e.into_inner().map(|e| e.downcast::<CloudError>()) {
-            Some(Ok(c)) => *c,
-            Some(Err(other)) => CloudError::Setup(format!("{what}: {other}")),
-            None => CloudError::Setup(what.clone()),
-        })?;
+        self.send().map_err(
+            |e| match e.into_inner().map(|e| e.downcast::<CloudError>()) {
+                Some(Ok(c)) => *c,
+                Some(Err(other)) => CloudError::Setup(format!("{what}: {other}")),
+                None => CloudError::Setup(what.clone()),
+            },
+        )?;
         let mut w = self.writer.take().expect("not finished");
         let store = self.store;
         match store.rt.block_on(w.close()) {

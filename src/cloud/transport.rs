@@ -203,7 +203,10 @@ fn read_bundle(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
 fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        // Another part of the process may have installed one first: that one is as good.
+        // Another part of the process may have installed one first: that one is as good. ring's provider is
+        // deprecated in rustls 0.23.4x for lacking post-quantum key exchange, which only aws-lc-rs (a C and
+        // assembly build) offers; ureq's notifications use ring too.
+        #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }

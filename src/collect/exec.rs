@@ -18,6 +18,7 @@ use crate::lock::RunLock;
 use crate::retention::{self, SnapshotInfo};
 use crate::rsync::{self, Event, RsyncExit, TransferStats};
 use crate::snapshot::{self, FileProblem, Layout, RsyncRecord, SnapshotMeta, SourceRecord};
+use crate::stdx;
 use crate::ui::{self, Ui};
 
 /// What a run did, per set. Printed with `--json` and logged.
@@ -51,6 +52,9 @@ pub struct SetReport {
     pub seconds: f64,
     pub unreadable: Vec<FileProblem>,
     pub vanished: Vec<PathBuf>,
+    /// Sources that were missing (as configured): the snapshot lacks them, so it is incomplete.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_sources: Vec<String>,
     pub warnings: Vec<String>,
     /// Snapshots removed by retention, with the reason.
     pub removed: Vec<Removed>,
@@ -183,6 +187,7 @@ fn blank_report(set: &SetPlan, full: bool) -> SetReport {
         seconds: 0.0,
         unreadable: Vec::new(),
         vanished: Vec::new(),
+        missing_sources: Vec::new(),
         warnings: set.warnings.clone(),
         removed: Vec::new(),
         error: None,
@@ -252,45 +257,16 @@ fn collect_set(
         );
     }
 
-    ui.step(format_args!(
-        "{}: copying into {}",
-        set.set,
-        set.in_progress.display()
-    ));
-    ui.detail(format_args!(
-        "{}: {}",
-        set.set,
-        ui::shell_words(&set.rsync_argv)
-    ));
-    let bar = ui.percent_bar(&set.set);
-    let verbosity = ui.verbosity;
-    let name = set.set.clone();
-    let mut on_event = |e: Event| match e {
-        Event::Progress(p) => {
-            if let Some(b) = &bar {
-                b.set_position(p.percent.into());
-                b.set_message(format!(
-                    "{}, {} copied",
-                    ui::bytes(p.bytes),
-                    ui::counted(p.files, "file", "files")
-                ));
-            }
-        }
-        Event::Stdout(l) if verbosity >= 2 => crate::errln!("{name}: rsync: {l}"),
-        Event::Stderr(l) if verbosity >= 1 => match &bar {
-            Some(b) => b.println(format!("{name}: {l}")),
-            None => crate::errln!("{name}: {l}"),
-        },
-        _ => {}
-    };
-    let run = rsync::run(&set.rsync_argv, &mut on_event);
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    let run = run?;
+    let run = run_rsync(set, ui)?;
     // Interrupted (rsync heard the signal too): nothing is promoted; the copy stays where the next run resumes it.
     crate::interrupt::check()?;
     report.rsync_exit = Some(run.exit.code());
+    let mut run = run;
+    if set.link_dest.is_empty() {
+        // Nothing to link to: what rsync did not transfer are the source's own hard links (`-H`), not bytes shared
+        // with an earlier snapshot. A first collect claims none.
+        run.stats.linked_bytes = 0;
+    }
     report.stats = Some(run.stats);
     report.unreadable = run.unreadable.clone();
     report.vanished = run.vanished.clone();
@@ -298,7 +274,7 @@ fn collect_set(
     if !run.exit.promotable() {
         let mut msg = format!(
             "{}; nothing was promoted and {}-latest was left alone",
-            run.exit.describe(),
+            run.exit.describe_with(&run.errors),
             set.set
         );
         if !run.errors.is_empty() {
@@ -311,93 +287,16 @@ fn collect_set(
         anyhow::bail!(msg);
     }
 
-    let complete = run.exit != RsyncExit::Partial;
-    let mut warnings = set.warnings.clone();
-    if !run.vanished.is_empty() {
-        warnings.push(format!(
-            "{} file(s) vanished while rsync ran",
-            run.vanished.len()
-        ));
-    }
-    if !complete {
-        let n = run.unreadable.len();
-        warnings.push(format!(
-            "{n} file(s) could not be read and are missing from the snapshot"
-        ));
-        const SHOWN: usize = 20;
-        for p in run.unreadable.iter().take(SHOWN) {
-            ui.warn(format_args!(
-                "{}: not copied: {}: {}",
-                set.set,
-                crate::stdx::show_path(&p.path),
-                crate::stdx::show_str(&p.message)
-            ));
-        }
-        if n > SHOWN {
-            ui.warn(format_args!(
-                "{}: ... and {} more not copied; all are listed in {}",
-                set.set,
-                n - SHOWN,
-                set.metadata_path.display()
-            ));
-        }
-        if n == 0 {
-            warnings.push(format!("rsync said: {}", run.errors.join(" | ")));
-        }
-    }
-
-    let meta = SnapshotMeta {
-        format: snapshot::METADATA_FORMAT,
-        set: set.set.clone(),
-        name: set.snapshot.clone(),
-        complete,
-        full: plan.full,
-        started,
-        finished: Local::now().fixed_offset(),
-        sources: set
-            .sources
-            .iter()
-            .map(|s| SourceRecord {
-                configured: s.configured.clone(),
-                path: s.path.clone(),
-                resolved: s.resolved.clone().unwrap_or_else(|| s.path.clone()),
-                in_snapshot: SourceRecord::in_snapshot_path(
-                    s.resolved.as_deref().unwrap_or(&s.path),
-                ),
-                present: s.resolved.is_some(),
-            })
-            .collect(),
-        exclusions: set
-            .rsync_argv
-            .iter()
-            .filter_map(|a| a.strip_prefix("--exclude="))
-            .map(String::from)
-            .collect(),
-        link_dest: set
-            .link_dest
-            .iter()
-            .map(|p| {
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect(),
-        resumed: set.resume_from.is_some(),
-        rsync: RsyncRecord {
-            exit_code: run.exit.code(),
-            argv: set.rsync_argv.clone(),
-            version: plan.rsync_version.clone(),
-            acls: plan.acls,
-            xattrs: plan.xattrs,
-        },
-        stats: run.stats,
-        // The run's notes (ACLs or xattrs not copied, ...) are worth keeping with the snapshot, but are not warnings.
-        warnings: warnings.iter().chain(&plan.notes).cloned().collect(),
-        unreadable: run.unreadable.clone(),
-        vanished: run.vanished.clone(),
-        dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
-    };
+    let missing: Vec<&str> = set
+        .sources
+        .iter()
+        .filter(|s| s.resolved.is_none())
+        .map(|s| s.configured.as_str())
+        .collect();
+    let complete = run.exit != RsyncExit::Partial && missing.is_empty();
+    report.missing_sources = missing.iter().map(|m| m.to_string()).collect();
+    let warnings = run_warnings(set, &run, ui);
+    let meta = snapshot_meta(plan, set, &run, complete, started, &warnings);
 
     // Durable before named: flush the copy, write the metadata, then promote by rename and move `latest`.
     snapshot::sync_filesystem(root)?;
@@ -430,9 +329,11 @@ fn collect_set(
             .and_then(|t| Ok(snapshot::remove_tree(&t)?))
         {
             Ok(()) => {}
-            Err(e) => report
-                .warnings
-                .push(format!("could not remove {}: {e:#}", partial.display())),
+            Err(e) => report.warnings.push(format!(
+                "could not remove {}: {}",
+                partial.display(),
+                ui::format_error(&e)
+            )),
         }
     }
 
@@ -441,6 +342,163 @@ fn collect_set(
         prune(root, &set.set, policy, set, ui, report);
     }
     Ok(())
+}
+
+/// Runs the set's rsync into its in-progress copy, with its filter file beside it and a progress bar on a terminal.
+fn run_rsync(set: &SetPlan, ui: &Ui) -> anyhow::Result<rsync::RsyncRun> {
+    ui.step(format_args!(
+        "{}: copying into {}",
+        set.set,
+        set.in_progress.display()
+    ));
+    ui.detail(format_args!(
+        "{}: {}",
+        set.set,
+        ui::shell_words(&set.rsync_argv)
+    ));
+    // The exclusions reach rsync as a file of filter rules, not as arguments (thousands would overflow the
+    // argument list); it lives beside the in-progress copy while rsync runs.
+    let filter = match &set.filter_file {
+        Some(path) => {
+            snapshot::write_atomic(path, rsync::filter_rules(&set.exclusions).as_bytes(), 0o600)?;
+            Some(FilterFile(path))
+        }
+        None => None,
+    };
+    let bar = ui.percent_bar(&set.set);
+    let verbosity = ui.verbosity;
+    let name = set.set.clone();
+    let mut on_event = |e: Event| match e {
+        Event::Progress(p) => {
+            if let Some(b) = &bar {
+                b.set_position(p.percent.into());
+                b.set_message(format!(
+                    "{}, {} copied",
+                    stdx::bytes(p.bytes),
+                    stdx::counted(p.files, "file", "files")
+                ));
+            }
+        }
+        Event::Stdout(l) if verbosity >= 2 => crate::errln!("{name}: rsync: {l}"),
+        Event::Stderr(l) if verbosity >= 1 => match &bar {
+            Some(b) => b.println(format!("{name}: {l}")),
+            None => crate::errln!("{name}: {l}"),
+        },
+        _ => {}
+    };
+    let run = rsync::run(&set.rsync_argv, &mut on_event);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    drop(filter);
+    Ok(run?)
+}
+
+/// The set's warnings after its rsync ran: the plan's, files that vanished, files that could not be read (the first
+/// of them shown on stderr).
+fn run_warnings(set: &SetPlan, run: &rsync::RsyncRun, ui: &Ui) -> Vec<String> {
+    let mut warnings = set.warnings.clone();
+    if !run.vanished.is_empty() {
+        warnings.push(format!(
+            "{} file(s) vanished while rsync ran",
+            run.vanished.len()
+        ));
+    }
+    if run.exit == RsyncExit::Partial {
+        let n = run.unreadable.len();
+        warnings.push(format!(
+            "{n} file(s) could not be read and are missing from the snapshot"
+        ));
+        const SHOWN: usize = 20;
+        for p in run.unreadable.iter().take(SHOWN) {
+            ui.warn(format_args!(
+                "{}: not copied: {}: {}",
+                set.set,
+                crate::stdx::show_path(&p.path),
+                crate::stdx::show_str(&p.message)
+            ));
+        }
+        if n > SHOWN {
+            ui.warn(format_args!(
+                "{}: ... and {} more not copied; all are listed in {}",
+                set.set,
+                n - SHOWN,
+                set.metadata_path.display()
+            ));
+        }
+        if n == 0 {
+            warnings.push(format!("rsync said: {}", run.errors.join(" | ")));
+        }
+    }
+    warnings
+}
+
+/// What is written beside the snapshot: its sources, the exclusions of the plan (not rsync's argv), how rsync ran.
+fn snapshot_meta(
+    plan: &CollectPlan,
+    set: &SetPlan,
+    run: &rsync::RsyncRun,
+    complete: bool,
+    started: DateTime<FixedOffset>,
+    warnings: &[String],
+) -> SnapshotMeta {
+    SnapshotMeta {
+        format: snapshot::METADATA_FORMAT,
+        set: set.set.clone(),
+        name: set.snapshot.clone(),
+        complete,
+        full: plan.full,
+        started,
+        finished: Local::now().fixed_offset(),
+        sources: set
+            .sources
+            .iter()
+            .map(|s| SourceRecord {
+                configured: s.configured.clone(),
+                path: s.path.clone(),
+                resolved: s.resolved.clone().unwrap_or_else(|| s.path.clone()),
+                in_snapshot: SourceRecord::in_snapshot_path(
+                    s.resolved.as_deref().unwrap_or(&s.path),
+                ),
+                present: s.resolved.is_some(),
+            })
+            .collect(),
+        exclusions: set.exclusions.clone(),
+        link_dest: set
+            .link_dest
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect(),
+        resumed: set.resume_from.is_some(),
+        rsync: RsyncRecord {
+            exit_code: run.exit.code(),
+            argv: set.rsync_argv.clone(),
+            version: plan.rsync_version.clone(),
+            // `-A`/`-X` in the flags: where the root keeps them, unless the set's rsync_args turned them off.
+            acls: set.rsync_argv.get(1).is_some_and(|f| f.contains('A')),
+            xattrs: set.rsync_argv.get(1).is_some_and(|f| f.contains('X')),
+        },
+        stats: run.stats,
+        // The run's notes (ACLs or xattrs not copied, ...) are worth keeping with the snapshot, but are not warnings.
+        warnings: warnings.iter().chain(&plan.notes).cloned().collect(),
+        unreadable: run.unreadable.clone(),
+        vanished: run.vanished.clone(),
+        dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// The filter file of a running rsync: removed when dropped, whatever happened.
+struct FilterFile<'a>(&'a Path);
+
+impl Drop for FilterFile<'_> {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(self.0);
+    }
 }
 
 /// Applies retention to the set's snapshots as they are now on disk; failures become warnings (exit 3).
@@ -465,13 +523,17 @@ fn prune(
     let infos: Vec<SnapshotInfo> = snapshots
         .iter()
         .map(|s| SnapshotInfo {
-            name: s.name.clone(),
-            time: s.time,
-            state: s.state(),
             latest: latest.as_deref() == Some(s.name.as_str()),
+            ..super::plan::retention_info(s)
         })
         .collect();
-    for d in retention::decide(&infos, policy, now)
+    let missing: Vec<PathBuf> = set
+        .sources
+        .iter()
+        .filter(|s| s.resolved.is_none())
+        .map(|s| s.path.clone())
+        .collect();
+    for d in retention::decide(&infos, policy, &missing, now)
         .into_iter()
         .filter(|d| !d.keep)
     {
@@ -504,14 +566,18 @@ pub fn summary_lines(report: &CollectReport) -> Vec<String> {
         .sets
         .iter()
         .map(|s| {
-            let time = ui::duration(std::time::Duration::from_secs_f64(s.seconds));
+            let time = stdx::duration(std::time::Duration::from_secs_f64(s.seconds));
             let stats = |st: &TransferStats| {
+                let linked = if st.linked_bytes == 0 {
+                    String::new()
+                } else {
+                    format!(", {} hard-linked", stdx::bytes(st.linked_bytes))
+                };
                 format!(
-                    "{}, {} copied ({}), {} hard-linked, {time}",
-                    ui::counted(st.regular_files, "file", "files"),
-                    ui::count(st.transferred_files),
-                    ui::bytes(st.transferred_bytes),
-                    ui::bytes(st.linked_bytes)
+                    "{}, {} copied ({}){linked}, {time}",
+                    stdx::counted(st.regular_files, "file", "files"),
+                    stdx::count(st.transferred_files),
+                    stdx::bytes(st.transferred_bytes),
                 )
             };
             let mut line = match (s.status, &s.snapshot, &s.stats) {
@@ -519,10 +585,17 @@ pub fn summary_lines(report: &CollectReport) -> Vec<String> {
                     format!("{}: {n} complete: {}", s.set, stats(st))
                 }
                 (SetStatus::Incomplete, Some(n), Some(st)) => {
+                    let mut why = Vec::new();
+                    if !s.missing_sources.is_empty() {
+                        why.push(format!("{} missing", s.missing_sources.join(", ")));
+                    }
+                    if s.rsync_exit == Some(RsyncExit::Partial.code()) {
+                        why.push(format!("{} unreadable", s.unreadable.len()));
+                    }
                     format!(
-                        "{}: {n} INCOMPLETE ({} unreadable): {}",
+                        "{}: {n} INCOMPLETE ({}): {}",
                         s.set,
-                        s.unreadable.len(),
+                        why.join(", "),
                         stats(st)
                     )
                 }
@@ -543,7 +616,7 @@ pub fn summary_lines(report: &CollectReport) -> Vec<String> {
             {
                 line.push_str(&format!(
                     " ({})",
-                    ui::counted(s.warnings.len() as u64, "warning", "warnings")
+                    stdx::counted(s.warnings.len() as u64, "warning", "warnings")
                 ));
             }
             line

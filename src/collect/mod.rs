@@ -5,6 +5,7 @@
 //! and plans: it creates nothing, not even the backup root, and needs no lock.
 
 pub mod exec;
+pub mod marked;
 pub mod observe;
 pub mod plan;
 
@@ -13,7 +14,6 @@ use chrono::{Local, NaiveDateTime};
 pub use exec::{CollectReport, SetReport, SetStatus};
 pub use plan::{CollectPlan, SetAction, SetPlan};
 
-use crate::cli::CollectArgs;
 use crate::exit::{CodedError, Exit};
 use crate::settings::{SetSettings, Settings};
 use crate::snapshot;
@@ -41,6 +41,17 @@ pub fn select_sets<'a>(
         .collect())
 }
 
+/// What a collect run is asked to do (from `dbackup collect`'s arguments, or from `dbackup backup`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The sets to collect, by name; empty: every set.
+    pub sets: Vec<String>,
+    /// Compare file contents (rsync `--checksum`) instead of trusting size and mtime.
+    pub full: bool,
+    /// Accept a source that is empty or much smaller than its last snapshot.
+    pub allow_shrink: bool,
+}
+
 fn now() -> NaiveDateTime {
     Local::now().naive_local()
 }
@@ -49,7 +60,7 @@ fn now() -> NaiveDateTime {
 pub fn dry_run(
     settings: &Settings,
     sets: &[&SetSettings],
-    args: &CollectArgs,
+    options: &Options,
     ui: &Ui,
 ) -> anyhow::Result<CollectPlan> {
     let world = observe::observe(settings, sets, crate::rsync::probe_rsync()?, false)?;
@@ -57,7 +68,7 @@ pub fn dry_run(
     // The stamp a real run would pick (after a run in this very second, it waits for the next one).
     let now = snapshot::fresh_stamp(&settings.backup_root, &names, now);
     let opts = plan::RunOptions {
-        args,
+        options,
         policy: &settings.retention_local,
         now,
         progress: ui.progress,
@@ -69,14 +80,14 @@ pub fn dry_run(
 pub fn run(
     settings: &Settings,
     sets: &[&SetSettings],
-    args: &CollectArgs,
+    options: &Options,
     ui: &Ui,
 ) -> anyhow::Result<(CollectPlan, CollectReport)> {
     // Before creating anything: without rsync there is nothing to do.
     crate::rsync::probe_rsync()?;
     let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
     let prepared = exec::prepare(&settings.backup_root, &names, ui)?;
-    let outcome = run_prepared(settings, sets, args, ui, &prepared);
+    let outcome = run_prepared(settings, sets, options, ui, &prepared);
     drop(prepared);
     outcome
 }
@@ -86,7 +97,7 @@ pub fn run(
 pub fn run_prepared(
     settings: &Settings,
     sets: &[&SetSettings],
-    args: &CollectArgs,
+    options: &Options,
     ui: &Ui,
     prepared: &exec::Prepared,
 ) -> anyhow::Result<(CollectPlan, CollectReport)> {
@@ -96,7 +107,7 @@ pub fn run_prepared(
     let now = snapshot::fresh_stamp(&settings.backup_root, &names, now);
     let world = observe::observe(settings, sets, rsync, true)?;
     let opts = plan::RunOptions {
-        args,
+        options,
         policy: &settings.retention_local,
         now,
         progress: ui.progress,

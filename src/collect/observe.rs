@@ -35,6 +35,8 @@ pub struct SetWorld {
     pub in_progress: bool,
     /// `.<set>.partial` exists: an earlier interrupted run's copy.
     pub partial: bool,
+    /// Directories skipped for what they hold (`exclude_caches`, `exclude_if_present`).
+    pub marked: super::marked::Found,
 }
 
 /// What a source is, seen from here.
@@ -124,17 +126,24 @@ pub fn observe(
         let snapshots = snapshot::list(&root, &set.name)
             .with_context(|| format!("listing the snapshots of set {}", set.name))?;
         let previous = newest_complete(&snapshots);
-        let sources = set
+        let sources: Vec<SourceState> = set
             .sources
             .iter()
             .map(|s| look_at_source(s, previous))
             .collect();
+        let dirs: Vec<PathBuf> = sources
+            .iter()
+            .filter(|s| s.kind == SourceKind::Directory)
+            .filter_map(|s| s.resolved.clone())
+            .collect();
+        let marked = super::marked::find(set, &dirs)?;
         out.push(SetWorld {
             name: set.name.clone(),
             sources,
             latest: snapshot::read_latest(&root, &set.name),
             in_progress: layout.in_progress(&set.name).is_dir(),
             partial: layout.partial(&set.name).is_dir(),
+            marked,
             snapshots,
         });
     }

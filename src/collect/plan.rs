@@ -4,17 +4,19 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
 use super::observe::{SetWorld, SourceKind, SourceState, World, newest_complete};
-use crate::cli::CollectArgs;
+use crate::collect::Options;
 use crate::config::RetentionPolicy;
 use crate::exit::Exit;
 use crate::retention::{self, Decision, SnapshotInfo};
 use crate::rsync::{self, ArgvSpec};
+use crate::rsync_args;
 use crate::settings::SetSettings;
 use crate::snapshot::{self, Layout, SnapshotState, SourceRecord};
+use crate::stdx;
 use crate::ui;
 
 /// A shrunken source is refused when it had at least this many top-level entries before...
@@ -28,8 +30,10 @@ pub struct CollectPlan {
     pub backup_root: PathBuf,
     /// The backup root does not exist yet and will be created with mode 0700.
     pub create_root: bool,
-    /// The time the snapshot names carry (local time).
+    /// The time the snapshot names carry (local time, `YYYY-MM-DD-HHMMSS`).
     pub stamp: String,
+    /// The same time, RFC 3339 with the local offset.
+    pub time: DateTime<FixedOffset>,
     /// `--full`: compare contents (`rsync --checksum`).
     pub full: bool,
     pub allow_shrink: bool,
@@ -64,6 +68,16 @@ pub struct SetPlan {
     /// `--link-dest` directories, in rsync's order.
     pub link_dest: Vec<PathBuf>,
     pub sources: Vec<SourcePlan>,
+    /// The rsync patterns excluded, in order (recorded in the snapshot's metadata): the set's `exclusions` and
+    /// `exclude_from` rules (an include as `!pattern`), then one anchored `/path/` per directory in `skipped`.
+    #[serde(default)]
+    pub exclusions: Vec<String>,
+    /// Directories left out for what they hold (`exclude_caches`, `exclude_if_present`), found by collect's walk.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<super::marked::SkippedDir>,
+    /// Where they are written as filter rules for rsync (`--filter=merge`) while it runs, when there are any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_file: Option<PathBuf>,
     pub shrink_checks: Vec<ShrinkCheck>,
     /// The full rsync command line (argv[0] is `rsync`). Empty when the set is refused.
     pub rsync_argv: Vec<String>,
@@ -137,14 +151,14 @@ pub fn shrink_problem(
         format!(
             "{} is empty but the last snapshot ({snapshot}) had {} entries",
             path.display(),
-            ui::count(before)
+            stdx::count(before)
         )
     } else if before >= SHRINK_MIN_BEFORE && now * SHRINK_FACTOR < before {
         format!(
             "{} has {} entries but the last snapshot ({snapshot}) had {}",
             path.display(),
-            ui::count(now),
-            ui::count(before)
+            stdx::count(now),
+            stdx::count(before)
         )
     } else {
         return None;
@@ -157,12 +171,24 @@ pub fn shrink_problem(
 /// Everything about the run that does not depend on a set.
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions<'a> {
-    pub args: &'a CollectArgs,
+    pub options: &'a Options,
     pub policy: &'a RetentionPolicy,
     /// The time the new snapshots are named after (seconds precision), also retention's `now`.
     pub now: NaiveDateTime,
     /// Add `--info=progress2` (a progress bar will be drawn).
     pub progress: bool,
+}
+
+/// What retention needs to know about an existing snapshot.
+pub fn retention_info(s: &snapshot::Snapshot) -> SnapshotInfo {
+    SnapshotInfo {
+        name: s.name.clone(),
+        time: s.time,
+        state: s.state(),
+        latest: false,
+        holds: s.metadata.as_ref().map(|m| m.holds()).unwrap_or_default(),
+        unreadable: s.metadata.as_ref().is_some_and(|m| m.has_unreadable()),
+    }
 }
 
 /// Plans the run. Pure: everything it needs is in `world`.
@@ -211,8 +237,9 @@ pub fn plan(world: &World, sets: &[&SetSettings], opts: RunOptions) -> CollectPl
         backup_root: world.root.clone(),
         create_root: !world.root_exists,
         stamp: snapshot::stamp(opts.now),
-        full: opts.args.full,
-        allow_shrink: opts.args.allow_shrink,
+        time: crate::json::localize(opts.now),
+        full: opts.options.full,
+        allow_shrink: opts.options.allow_shrink,
         rsync_version: world.rsync.version.clone(),
         acls,
         xattrs,
@@ -239,6 +266,8 @@ fn plan_source(s: &SourceState) -> SourcePlan {
     }
 }
 
+// Stays long: one set in the order its decisions depend on each other (sources, the shrink check against the
+// previous snapshot, what to link against, what to resume, retention), each adding its refusals and notes.
 fn plan_set(
     world: &World,
     set: &SetSettings,
@@ -265,7 +294,8 @@ fn plan_set(
     } else {
         for m in &missing {
             warnings.push(format!(
-                "source {} ({}) is missing: skipped",
+                "source {} ({}) is missing: skipped, so the snapshot will be incomplete and the newest copy of it \
+                 is kept; is its drive mounted?",
                 m.configured,
                 m.path.display()
             ));
@@ -281,7 +311,7 @@ fn plan_set(
             continue;
         };
         let problem = shrink_problem(resolved, now, before, &prev.name);
-        let verdict = match (&problem, opts.args.allow_shrink) {
+        let verdict = match (&problem, opts.options.allow_shrink) {
             (None, _) => "ok",
             (Some(p), false) => {
                 refusals.push(p.clone());
@@ -338,22 +368,38 @@ fn plan_set(
 
     let mut refusal = (!refusals.is_empty()).then(|| refusals.join("; "));
     let in_progress = layout.in_progress(&set.name);
+    // The user's rules in order (an include is `!pattern`), then the directories skipped for what they hold.
+    let mut exclusions: Vec<String> = set.exclusions.iter().map(|e| e.rule()).collect();
+    for d in &sw.marked.skipped {
+        match super::marked::rule_for(&d.path) {
+            Some(rule) => exclusions.push(rule),
+            None => notes.push(format!(
+                "{} holds {} but its name cannot be written as an rsync rule; it is copied",
+                crate::stdx::show_path(&d.path),
+                d.holds
+            )),
+        }
+    }
+    if sw.marked.truncated {
+        notes.push(format!(
+            "looked for directories to skip in the first {} directories only; caches and marked directories \
+             beyond them are copied",
+            crate::stdx::count(sw.marked.dirs as u64)
+        ));
+    }
+    let filter_file = (!exclusions.is_empty()).then(|| layout.filter(&set.name));
     let rsync_argv = if refusal.is_none() {
         let present: Vec<PathBuf> = sources.iter().filter_map(|s| s.resolved.clone()).collect();
-        let exclusions: Vec<String> = set
-            .exclusions
-            .iter()
-            .map(|e| e.rsync_pattern().to_string())
-            .collect();
         let spec = ArgvSpec {
             sources: &present,
-            exclusions: &exclusions,
+            filter: filter_file.as_deref(),
             link_dest: &link_dest,
             dest: &in_progress,
-            full: opts.args.full,
-            acls,
-            xattrs,
+            full: opts.options.full,
+            acls: acls && !rsync_args::turns_off(&set.rsync_args, 'A'),
+            xattrs: xattrs && !rsync_args::turns_off(&set.rsync_args, 'X'),
             progress: opts.progress,
+            sparse: rsync::sparse_allowed(&world.rsync.version, &set.rsync_args),
             extra: &set.rsync_args,
         };
         rsync::build_argv(&spec).unwrap_or_else(|e| {
@@ -365,23 +411,25 @@ fn plan_set(
     };
 
     let retention = if refusal.is_none() {
-        let mut infos: Vec<SnapshotInfo> = sw
-            .snapshots
-            .iter()
-            .map(|s| SnapshotInfo {
-                name: s.name.clone(),
-                time: s.time,
-                state: s.state(),
-                latest: false,
-            })
-            .collect();
+        let mut infos: Vec<SnapshotInfo> = sw.snapshots.iter().map(retention_info).collect();
         infos.push(SnapshotInfo {
             name: name.clone(),
             time: opts.now,
-            state: SnapshotState::Complete,
+            state: if missing.is_empty() {
+                SnapshotState::Complete
+            } else {
+                SnapshotState::Incomplete
+            },
             latest: true,
+            holds: sources
+                .iter()
+                .filter(|s| s.resolved.is_some())
+                .map(|s| s.path.clone())
+                .collect(),
+            unreadable: false,
         });
-        retention::decide(&infos, opts.policy, opts.now)
+        let missing: Vec<PathBuf> = missing.iter().map(|s| s.path.clone()).collect();
+        retention::decide(&infos, opts.policy, &missing, opts.now)
     } else {
         Vec::new()
     };
@@ -395,6 +443,9 @@ fn plan_set(
         refusal,
         rsync_argv,
         retention,
+        exclusions,
+        skipped: sw.marked.skipped.clone(),
+        filter_file,
         ..base_plan(
             set,
             &layout,
@@ -434,6 +485,9 @@ fn base_plan(
         resume_from,
         link_dest,
         sources,
+        exclusions: Vec::new(),
+        skipped: Vec::new(),
+        filter_file: None,
         shrink_checks,
         rsync_argv: Vec::new(),
         retention: Vec::new(),
@@ -489,11 +543,43 @@ pub fn render(plan: &CollectPlan) -> String {
             let detail = match (src.kind.as_str(), src.entries) {
                 ("missing", _) => "missing: skipped".to_string(),
                 ("directory", Some(n)) => {
-                    format!("directory, {}", ui::counted(n, "entry", "entries"))
+                    format!("directory, {}", stdx::counted(n, "entry", "entries"))
                 }
                 (k, _) => k.to_string(),
             };
             let _ = writeln!(out, "  source    {shown} ({detail})");
+        }
+        if !s.exclusions.is_empty() {
+            const SHOWN: usize = 8;
+            let mut shown: Vec<String> = s
+                .exclusions
+                .iter()
+                .take(SHOWN)
+                .map(|p| ui::shell_words(&[p.as_str()]))
+                .collect();
+            if s.exclusions.len() > SHOWN {
+                shown.push(format!(
+                    "and {} more",
+                    stdx::count((s.exclusions.len() - SHOWN) as u64)
+                ));
+            }
+            let _ = writeln!(out, "  exclude   {}", shown.join(" "));
+        }
+        const SKIPS_SHOWN: usize = 8;
+        for d in s.skipped.iter().take(SKIPS_SHOWN) {
+            let _ = writeln!(
+                out,
+                "  skip      {} (holds {})",
+                crate::stdx::show_path(&d.path),
+                crate::stdx::show_str(&d.holds)
+            );
+        }
+        if s.skipped.len() > SKIPS_SHOWN {
+            let _ = writeln!(
+                out,
+                "  skip      and {} more directories",
+                stdx::count((s.skipped.len() - SKIPS_SHOWN) as u64)
+            );
         }
         for c in s.shrink_checks.iter().filter(|c| c.verdict != "ok") {
             let _ = writeln!(
@@ -584,6 +670,9 @@ mod tests {
             name: "data".into(),
             sources: vec![source.clone()],
             exclusions: vec![],
+            exclude_from: vec![],
+            exclude_caches: false,
+            exclude_if_present: vec![],
             rsync_args: vec![],
         };
         let state = SourceState {
@@ -610,12 +699,13 @@ mod tests {
                 latest: None,
                 in_progress,
                 partial: false,
+                marked: Default::default(),
             }],
         };
         (w, set)
     }
 
-    fn opts(args: &CollectArgs) -> RunOptions<'_> {
+    fn opts(options: &Options) -> RunOptions<'_> {
         const LAST_2: RetentionPolicy = RetentionPolicy {
             last: Some(2),
             hourly: None,
@@ -625,7 +715,7 @@ mod tests {
             yearly: None,
         };
         RunOptions {
-            args,
+            options,
             policy: &LAST_2,
             now: snapshot::parse_stamp("2025-04-05-000000").unwrap(),
             progress: false,
@@ -642,7 +732,7 @@ mod tests {
             vec![],
             false,
         );
-        let args = CollectArgs::default();
+        let args = Options::default();
         let p = plan(&w, &[&set], opts(&args));
         assert_eq!(p.sets[0].rsync_argv[1], "-aH");
         assert!(!p.acls && !p.xattrs);
@@ -697,7 +787,7 @@ mod tests {
             snaps,
             true,
         );
-        let args = CollectArgs {
+        let args = Options {
             full: true,
             ..Default::default()
         };
@@ -747,13 +837,13 @@ mod tests {
             false,
         );
         w.sets[0].sources[0].entries = Some(0);
-        let args = CollectArgs::default();
+        let args = Options::default();
         let p = plan(&w, &[&set], opts(&args));
         assert_eq!(p.sets[0].action, SetAction::Refuse);
         assert!(p.sets[0].rsync_argv.is_empty() && p.sets[0].retention.is_empty());
         assert_eq!(p.sets[0].shrink_checks[0].verdict, "refused");
         assert_eq!(p.expected_exit(), Exit::Failed);
-        let args = CollectArgs {
+        let args = Options {
             allow_shrink: true,
             ..Default::default()
         };

@@ -78,6 +78,9 @@ pub(crate) fn set(name: &str, sources: &[PathBuf], exclusions: Vec<Exclusion>) -
         name: name.into(),
         sources: sources.iter().map(|p| source(p)).collect(),
         exclusions,
+        exclude_from: vec![],
+        exclude_caches: false,
+        exclude_if_present: vec![],
         rsync_args: vec![],
     }
 }
@@ -90,7 +93,7 @@ fn ui() -> Ui {
     }
 }
 
-fn collect(settings: &Settings, args: &CollectArgs) -> CollectReport {
+fn collect(settings: &Settings, args: &Options) -> CollectReport {
     let sets = select_sets(settings, &args.sets).unwrap();
     run(settings, &sets, args, &ui()).unwrap().1
 }
@@ -124,10 +127,12 @@ fn two_runs_share_unchanged_files_and_keep_modes_and_exclusions() {
     let exclusions = vec![
         Exclusion::Pattern {
             pattern: "*.log".into(),
+            include: false,
         },
         Exclusion::Anchored {
             configured: "~/.config/Code/Cache/*".into(),
             pattern: format!("{}/Code/Cache/*", config.display()),
+            include: false,
         },
     ];
     let settings = w.settings(vec![set(
@@ -136,10 +141,10 @@ fn two_runs_share_unchanged_files_and_keep_modes_and_exclusions() {
         exclusions,
     )]);
 
-    let first = collect(&settings, &CollectArgs::default());
+    let first = collect(&settings, &Options::default());
     assert_eq!(first.exit, 0, "{first:#?}");
     fs::write(&changed, "two!").unwrap();
-    let second = collect(&settings, &CollectArgs::default());
+    let second = collect(&settings, &Options::default());
     assert_eq!(second.exit, 0, "{second:#?}");
 
     let s1 = first.sets[0].path.clone().unwrap();
@@ -196,14 +201,14 @@ fn two_runs_share_unchanged_files_and_keep_modes_and_exclusions() {
         .unwrap()
         .set_modified(mtime)
         .unwrap();
-    let quick = collect(&settings, &CollectArgs::default());
+    let quick = collect(&settings, &Options::default());
     assert_eq!(
         fs::read_to_string(inside(quick.sets[0].path.as_ref().unwrap(), &changed)).unwrap(),
         "two!"
     );
     let full = collect(
         &settings,
-        &CollectArgs {
+        &Options {
             full: true,
             ..Default::default()
         },
@@ -231,7 +236,7 @@ fn dry_run_creates_nothing() {
     let mut settings = w.settings(vec![set("data", &[data], vec![])]);
     settings.output.dry_run = true;
     let sets = select_sets(&settings, &[]).unwrap();
-    let plan = dry_run(&settings, &sets, &CollectArgs::default(), &ui()).unwrap();
+    let plan = dry_run(&settings, &sets, &Options::default(), &ui()).unwrap();
     assert!(plan.create_root);
     assert!(!w.root().exists());
     assert_eq!(plan.sets[0].action, SetAction::Collect);
@@ -251,7 +256,7 @@ fn missing_sources_warn_and_all_missing_fails_only_that_set() {
         set("none", &[gone.clone(), w.home().join("also-gone")], vec![]),
         set("some", &[present, gone], vec![]),
     ]);
-    let report = collect(&settings, &CollectArgs::default());
+    let report = collect(&settings, &Options::default());
     assert_eq!(report.exit, 1);
     assert_eq!(report.sets[0].status, SetStatus::Refused);
     assert!(
@@ -263,14 +268,22 @@ fn missing_sources_warn_and_all_missing_fails_only_that_set() {
         "{:?}",
         report.sets[0].error
     );
-    assert_eq!(report.sets[1].status, SetStatus::Complete);
+    assert_eq!(
+        report.sets[1].status,
+        SetStatus::Incomplete,
+        "a snapshot without one of its sources is incomplete"
+    );
     assert_eq!(report.sets[1].exit, 3, "a skipped source is a warning");
     assert!(report.sets[1].warnings[0].contains("is missing: skipped"));
-    let meta = crate::snapshot::list(&w.root(), "some").unwrap()[0]
-        .metadata
-        .clone()
-        .unwrap();
+    let snap = &crate::snapshot::list(&w.root(), "some").unwrap()[0];
+    let meta = snap.metadata.clone().unwrap();
     assert!(meta.sources.iter().any(|s| !s.present));
+    assert!(!meta.complete && !meta.has_unreadable());
+    assert_eq!(snap.state(), crate::snapshot::SnapshotState::Incomplete);
+    assert_eq!(
+        meta.incompleteness(),
+        format!("source {} was missing", w.home().join("gone").display())
+    );
 }
 
 #[test]
@@ -284,11 +297,11 @@ fn an_emptied_source_is_refused_unless_allowed() {
         w.write(&format!("home/data/f{i}"), "x");
     }
     let settings = w.settings(vec![set("data", std::slice::from_ref(&data), vec![])]);
-    assert_eq!(collect(&settings, &CollectArgs::default()).exit, 0);
+    assert_eq!(collect(&settings, &Options::default()).exit, 0);
     for i in 0..6 {
         fs::remove_file(data.join(format!("f{i}"))).unwrap();
     }
-    let refused = collect(&settings, &CollectArgs::default());
+    let refused = collect(&settings, &Options::default());
     assert_eq!(refused.exit, 1);
     let msg = refused.sets[0].error.clone().unwrap();
     assert!(
@@ -300,7 +313,7 @@ fn an_emptied_source_is_refused_unless_allowed() {
     assert_eq!(crate::snapshot::list(&w.root(), "data").unwrap().len(), 1);
     let allowed = collect(
         &settings,
-        &CollectArgs {
+        &Options {
             allow_shrink: true,
             ..Default::default()
         },
@@ -318,13 +331,13 @@ fn a_failed_rsync_promotes_nothing_and_the_next_run_resumes() {
     let data = w.home().join("data");
     let big = w.write("home/data/big", &"x".repeat(100_000));
     let settings = w.settings(vec![set("data", std::slice::from_ref(&data), vec![])]);
-    let first = collect(&settings, &CollectArgs::default());
+    let first = collect(&settings, &Options::default());
     assert_eq!(first.exit, 0);
     let latest_before = fs::read_link(w.root().join("data-latest")).unwrap();
 
     let mut broken = settings.clone();
     broken.sets[0].rsync_args = vec!["--no-such-option".into()];
-    let failed = collect(&broken, &CollectArgs::default());
+    let failed = collect(&broken, &Options::default());
     assert_eq!(failed.exit, 1);
     assert_eq!(failed.sets[0].status, SetStatus::Failed);
     assert_eq!(failed.sets[0].rsync_exit, Some(1));
@@ -349,7 +362,7 @@ fn a_failed_rsync_promotes_nothing_and_the_next_run_resumes() {
     fs::create_dir_all(part.parent().unwrap()).unwrap();
     fs::copy(&big, &part).unwrap();
     fs::write(part.parent().unwrap().join(".big.XyZ123"), "half").unwrap();
-    let resumed = collect(&settings, &CollectArgs::default());
+    let resumed = collect(&settings, &Options::default());
     assert_eq!(resumed.exit, 0, "{resumed:#?}");
     assert!(resumed.sets[0].resumed);
     assert!(!layout.in_progress("data").exists() && !layout.partial("data").exists());
@@ -387,7 +400,7 @@ fn retention_prunes_old_complete_snapshots_after_a_run() {
         .unwrap();
     }
     fs::create_dir(w.root().join("data-2019-12-31-000000")).unwrap();
-    let report = collect(&settings, &CollectArgs::default());
+    let report = collect(&settings, &Options::default());
     assert_eq!(report.exit, 0, "{report:#?}");
     let removed: Vec<&str> = report.sets[0]
         .removed

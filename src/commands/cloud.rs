@@ -2,7 +2,7 @@
 
 use crate::cli::{CloudCheckArgs, CloudCommand, GlobalArgs};
 use crate::exit::{CodedError, Exit};
-use crate::settings::{Env, Settings};
+use crate::settings::Env;
 
 pub fn run(global: &GlobalArgs, cmd: CloudCommand) -> anyhow::Result<Exit> {
     match cmd {
@@ -12,16 +12,25 @@ pub fn run(global: &GlobalArgs, cmd: CloudCommand) -> anyhow::Result<Exit> {
 
 fn check(global: &GlobalArgs, args: &CloudCheckArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();
-    let settings = Settings::load(global, &env)?;
+    let settings = super::load_settings(global)?;
     let Some(cloud) = settings.cloud(&args.name) else {
-        let names: Vec<String> = settings.clouds.iter().map(|c| format!("{:?}", c.name)).collect();
+        let names: Vec<String> = settings
+            .clouds
+            .iter()
+            .map(|c| format!("{:?}", c.name))
+            .collect();
         let known = if names.is_empty() {
-            "the config has no cloud destination (a destination with \"kind\": \"s3\" or \"b2\")".to_string()
+            "the config has no cloud destination (a destination with \"kind\": \"s3\" or \"b2\")"
+                .to_string()
         } else {
             format!("the cloud destinations are {}", names.join(", "))
         };
         let drive = settings.destinations.iter().any(|d| d.name == args.name);
-        let what = if drive { "is a drive, not a cloud destination" } else { "is not in the config" };
+        let what = if drive {
+            "is a drive, not a cloud destination"
+        } else {
+            "is not in the config"
+        };
         return Err(CodedError::new(
             Exit::Usage,
             format!("{:?} {what}; {known}", crate::stdx::show_str(&args.name)),
@@ -38,10 +47,6 @@ fn check(global: &GlobalArgs, args: &CloudCheckArgs) -> anyhow::Result<Exit> {
         ),
         Err(e) => crate::cloud::check::not_opened(cloud, &e),
     };
-    if settings.output.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        crate::out!("{}", crate::cloud::check::render(&report));
-    }
+    super::print(&report, settings.output.json, crate::cloud::check::render)?;
     Ok(report.exit)
 }

@@ -9,59 +9,41 @@
 //! what the run would at best: 1 when a set would be refused, 3 with warnings, else 0.
 
 use crate::cli::{CollectArgs, GlobalArgs};
-use crate::collect::{self, CollectPlan, CollectReport, SetStatus, exec};
+use crate::collect::{self, CollectReport, SetStatus, exec};
 use crate::exit::Exit;
-use crate::settings::{Env, Settings};
+use crate::settings::Settings;
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: CollectArgs) -> anyhow::Result<Exit> {
-    let settings = Settings::load(global, &Env::from_process())?;
-    run_with_settings(&settings, &args)
+    let settings = super::load_settings(global)?;
+    let options = collect::Options {
+        sets: args.sets,
+        full: args.full,
+        allow_shrink: args.allow_shrink,
+    };
+    run_with_settings(&settings, &options)
 }
 
 /// Everything after loading the settings (tests call this with hand-made settings).
-pub fn run_with_settings(settings: &Settings, args: &CollectArgs) -> anyhow::Result<Exit> {
+pub fn run_with_settings(settings: &Settings, options: &collect::Options) -> anyhow::Result<Exit> {
     let ui = Ui::new(&settings.output);
-    let sets = collect::select_sets(settings, &args.sets)?;
+    let sets = collect::select_sets(settings, &options.sets)?;
     if settings.output.dry_run {
-        let plan = collect::dry_run(settings, &sets, args, &ui)?;
-        print_plan(&plan, &ui)?;
+        let plan = collect::dry_run(settings, &sets, options, &ui)?;
+        super::print(&plan, ui.json, collect::plan::render)?;
         return Ok(plan.expected_exit());
     }
 
     let started = super::begin_run(settings, &ui, "collect");
-    let outcome = collect::run(settings, &sets, args, &ui);
-    super::log_run(
-        settings,
-        &ui,
-        "collect",
-        started,
-        match &outcome {
-            Ok((_, report)) => Ok((
-                report.exit(),
-                serde_json::to_value(&report.sets).unwrap_or_default(),
-            )),
-            Err(e) => Err(e),
-        },
-    );
+    let outcome = collect::run(settings, &sets, options, &ui).map(|(_, report)| report);
     // The drives as `backup` would look at them (not at all when schedule.external is manual).
     let drives = !settings.destinations.is_empty()
         && settings.schedule.external != crate::config::ExternalSchedule::Manual;
-    super::refresh_report(settings, &ui, drives);
-    let (_, report) = outcome?;
-    // Interrupted: the run log says so; stderr gets one line (from `main`), and there is no result to print.
-    crate::interrupt::check()?;
+    let report = super::end_run(settings, &ui, "collect", started, drives, outcome, |r| {
+        (r.exit(), serde_json::to_value(&r.sets).unwrap_or_default())
+    })?;
     print_report(&report, &ui)?;
     Ok(report.exit())
-}
-
-fn print_plan(plan: &CollectPlan, ui: &Ui) -> anyhow::Result<()> {
-    if ui.json {
-        crate::outln!("{}", serde_json::to_string_pretty(plan)?);
-    } else {
-        crate::out!("{}", collect::plan::render(plan));
-    }
-    Ok(())
 }
 
 fn print_report(report: &CollectReport, ui: &Ui) -> anyhow::Result<()> {
@@ -72,7 +54,7 @@ fn print_report(report: &CollectReport, ui: &Ui) -> anyhow::Result<()> {
         }
     }
     if ui.json {
-        crate::outln!("{}", serde_json::to_string_pretty(report)?);
+        super::print_json(report)?;
     } else {
         for s in &report.sets {
             if let Some(p) = &s.path {

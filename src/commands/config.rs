@@ -1,16 +1,13 @@
-//! `dbackup config check|schema|init`: validate a config and show what it means, print the schema, write the default.
+//! `dbackup config check|schema|init`: validate a config and show what it means ([`crate::settings::summary`]),
+//! print the schema, write the default ([`crate::config::init`]).
 
-use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-
-use anyhow::Context;
 
 use crate::cli::{ConfigCommand, GlobalArgs};
 use crate::config::load::{self, Origin};
-use crate::config::{ConfigError, default, schema};
+use crate::config::{init, schema};
 use crate::exit::Exit;
-use crate::settings::{ConfigSource, Env, Exclusion, Output, Settings};
+use crate::settings::{Env, Settings};
 
 pub fn run(global: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<Exit> {
     let env = Env::from_process();
@@ -33,201 +30,13 @@ fn check(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<
         )?,
         None => load::load(global.config.as_deref(), env)?,
     };
-    let settings = Settings::from_loaded(&loaded, env, Output::from_global(global))?;
+    let settings = Settings::from_loaded(&loaded, env, super::output(global))?;
     if global.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&settings)?);
+        super::print_json(&settings)?;
     } else {
-        crate::out!("{}", summary(&settings, env));
+        crate::out!("{}", crate::settings::summary(&settings, env));
     }
     Ok(Exit::Ok)
-}
-
-/// The settings in words: what `config check` prints.
-pub fn summary(s: &Settings, env: &Env) -> String {
-    let mut out = String::new();
-    let w = &mut out;
-    match &s.config_source {
-        ConfigSource::File(p) => {
-            let _ = writeln!(w, "config {}: valid", p.display());
-        }
-        ConfigSource::BuiltIn => {
-            let _ = writeln!(
-                w,
-                "config: the built-in default (there is no {}; `dbackup config init` writes one to edit)",
-                load::default_config_path(env).display()
-            );
-        }
-    }
-    let _ = writeln!(w, "backup root: {}", s.backup_root.display());
-    let _ = writeln!(w, "run log:     {}", s.state_dir.display());
-
-    for set in &s.sets {
-        let _ = writeln!(w, "\nset {}", set.name);
-        for src in &set.sources {
-            let mut line = src.configured.clone();
-            if src.path.as_os_str() != src.configured.as_str() {
-                let _ = write!(line, " = {}", src.path.display());
-            }
-            if src.resolved != src.path {
-                let _ = write!(line, " -> {}", src.resolved.display());
-            }
-            if std::fs::symlink_metadata(&src.resolved).is_err() {
-                line.push_str("  (missing now; collect will report it)");
-            }
-            let _ = writeln!(w, "  source   {line}");
-        }
-        for x in &set.exclusions {
-            match x {
-                Exclusion::Pattern { pattern } => {
-                    let _ = writeln!(
-                        w,
-                        "  exclude  {pattern}  (pattern: matches anywhere in the set)"
-                    );
-                }
-                Exclusion::Anchored {
-                    configured,
-                    pattern,
-                } if configured == pattern => {
-                    let _ = writeln!(w, "  exclude  {configured}  (exactly this path)");
-                }
-                Exclusion::Anchored {
-                    configured,
-                    pattern,
-                } => {
-                    let _ = writeln!(w, "  exclude  {configured}  (exactly this path: {pattern})");
-                }
-            }
-        }
-        if set.exclusions.is_empty() {
-            let _ = writeln!(w, "  exclude  nothing");
-        }
-        if !set.rsync_args.is_empty() {
-            let _ = writeln!(w, "  rsync    {}", set.rsync_args.join(" "));
-        }
-    }
-
-    let sched = &s.schedule;
-    let _ = writeln!(
-        w,
-        "\nschedule:  collect {}, compare contents {}, external {}",
-        word(&sched.incremental),
-        word(&sched.full),
-        word(&sched.external)
-    );
-    let r = &s.retention_local;
-    let rules: Vec<String> = [
-        ("last", r.last),
-        ("hourly", r.hourly),
-        ("daily", r.daily),
-        ("weekly", r.weekly),
-        ("monthly", r.monthly),
-        ("yearly", r.yearly),
-    ]
-    .iter()
-    .filter_map(|(k, v)| v.map(|n| format!("{k} {n}")))
-    .collect();
-    let _ = writeln!(
-        w,
-        "retention: local snapshots per set: {}; external backups per destination: {}",
-        rules.join(", "),
-        s.retention_external
-    );
-
-    if s.destinations.is_empty() {
-        let _ = writeln!(
-            w,
-            "destinations: none (the external phase has nowhere to write)"
-        );
-    } else {
-        let _ = writeln!(w, "destinations (mode {}):", word(&s.external_mode));
-        for d in &s.destinations {
-            let mut facts = vec![
-                format!("keep {}", d.retention),
-                format!("priority {}", d.priority),
-            ];
-            if let Some(l) = &d.fs_label {
-                facts.push(format!("label {l}"));
-            }
-            if let Some(u) = &d.fs_uuid {
-                facts.push(format!("uuid {u}"));
-            }
-            facts.push(if d.require_mount {
-                "must be a mount point".into()
-            } else {
-                "need not be a mount point".into()
-            });
-            let _ = writeln!(
-                w,
-                "  {}  {}  ({})",
-                d.name,
-                d.path.display(),
-                facts.join(", ")
-            );
-            if let Some(e) = &d.encryption {
-                let mut to: Vec<String> = e.recipients.clone();
-                if let Some(f) = &e.recipients_file {
-                    to.push(format!("the recipients in {}", f.display()));
-                }
-                if e.passphrase {
-                    to.push(match &e.passphrase_file {
-                        Some(f) => format!("a passphrase (read from {})", f.display()),
-                        None => "a passphrase (asked on the terminal)".into(),
-                    });
-                }
-                let _ = writeln!(w, "      encrypted with age to {}", to.join(", "));
-                match &e.identity_file {
-                    Some(f) => {
-                        let _ = writeln!(w, "      restore decrypts with {}", f.display());
-                    }
-                    None if !e.passphrase => {
-                        let _ = writeln!(
-                            w,
-                            "      restore needs --identity FILE (no identity_file configured)"
-                        );
-                    }
-                    None => {}
-                }
-            }
-        }
-    }
-
-    let n = &s.notifications;
-    let events: Vec<String> = n.events.iter().map(word).collect();
-    let mut to = Vec::new();
-    if n.desktop {
-        to.push("desktop".to_string());
-    }
-    if let Some(c) = &n.command {
-        to.push(format!("command {}", c.join(" ")));
-    }
-    if let Some(u) = &n.http {
-        to.push(format!("POST {}", crate::stdx::redact_url(u)));
-    }
-    let to = if to.is_empty() {
-        "nowhere (the run log only)".to_string()
-    } else {
-        to.join(", ")
-    };
-    let _ = writeln!(
-        w,
-        "notifications: {} -> {to}; low disk below {}% free",
-        if events.is_empty() {
-            "none".to_string()
-        } else {
-            events.join(", ")
-        },
-        n.low_disk_percent
-    );
-    out
-}
-
-/// A unit enum value as the config spells it.
-fn word<T: serde::Serialize>(v: &T) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        Ok(other) => other.to_string(),
-        Err(_) => "?".into(),
-    }
 }
 
 fn init(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<Exit> {
@@ -235,58 +44,43 @@ fn init(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<E
         Some(p) => crate::expand::normalize(&env.cwd.join(p)),
         None => load::config_path(global.config.as_deref(), env).0,
     };
-    let text = default::text(env);
-    // The text is generated; make sure it is a valid config before anyone relies on it.
-    load::parse(&target, &text)
-        .context("the built-in default config does not validate (a bug in dbackup)")?;
-
-    if std::fs::symlink_metadata(&target).is_ok() {
-        return Err(ConfigError::Exists { path: target }.into());
-    }
+    let text = init::default_text(&target, env)?;
     if global.dry_run {
         crate::errln!(
             "dbackup: dry run: would write {} (mode 0600):",
             target.display()
         );
-        crate::out!("{text}");
+        if global.json {
+            super::print_json(&serde_json::json!({
+                "dry_run": true,
+                "would_write": target,
+                "text": text,
+            }))?;
+        } else {
+            crate::out!("{text}");
+        }
         return Ok(Exit::Ok);
     }
-    write_new(&target, &text)?;
+    init::write_new(&target, &text)?;
     if global.json {
-        crate::outln!("{}", serde_json::json!({ "written": target }));
+        super::print_json(&serde_json::json!({ "written": target }))?;
     } else {
         crate::outln!("wrote {}", target.display());
         if global.quiet == 0 {
-            crate::errln!("dbackup: edit it, then run `dbackup config check` to see what it means");
+            if target == load::config_path(None, env).0 {
+                crate::errln!(
+                    "dbackup: edit it, then run `dbackup config check` to see what it means"
+                );
+            } else {
+                // Not the file dbackup reads by default: the check (and every command) must be told where it is.
+                let shown = target.to_string_lossy();
+                let quoted = crate::ui::shell_words(&[shown.as_ref()]);
+                crate::errln!(
+                    "dbackup: edit it, then run `dbackup config check {quoted}` to see what it means \
+                     (other commands read it with `--config {quoted}`)"
+                );
+            }
         }
     }
     Ok(Exit::Ok)
-}
-
-/// Writes `text` to a new file at `target`, mode 0600, creating parent directories; never replaces a file.
-/// The text goes to a temporary file first, which is linked into place only when complete.
-pub(crate) fn write_new(target: &Path, text: &str) -> anyhow::Result<()> {
-    let parent = target.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("cannot create {}", parent.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".config.json.")
-        .tempfile_in(parent)
-        .with_context(|| format!("cannot create a file in {}", parent.display()))?;
-    // tempfile creates 0600; set it anyway so the mode does not depend on that.
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    match tmp.persist_noclobber(target) {
-        Ok(_) => Ok(()),
-        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Err(ConfigError::Exists {
-            path: target.to_path_buf(),
-        }
-        .into()),
-        Err(e) => {
-            Err(anyhow::Error::new(e.error).context(format!("cannot write {}", target.display())))
-        }
-    }
 }

@@ -12,54 +12,37 @@
 
 use crate::cli::{ExternalArgs, GlobalArgs};
 use crate::exit::Exit;
-use crate::external::{self, DestinationStatus, ExternalPlan, ExternalReport, exec};
-use crate::settings::{Env, Settings};
+use crate::external::{self, DestinationStatus, ExternalReport, exec};
+use crate::settings::Settings;
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: ExternalArgs) -> anyhow::Result<Exit> {
-    let settings = Settings::load(global, &Env::from_process())?;
-    run_with_settings(&settings, &args)
+    let settings = super::load_settings(global)?;
+    let options = external::Options {
+        sets: args.sets,
+        destination: args.destination,
+        allow_incomplete: args.allow_incomplete,
+    };
+    run_with_settings(&settings, &options)
 }
 
 /// Everything after loading the settings (tests call this with hand-made settings).
-pub fn run_with_settings(settings: &Settings, args: &ExternalArgs) -> anyhow::Result<Exit> {
+pub fn run_with_settings(settings: &Settings, options: &external::Options) -> anyhow::Result<Exit> {
     let ui = Ui::new(&settings.output);
     if settings.output.dry_run {
-        let plan = external::dry_run(settings, args, &ui)?;
-        print_plan(&plan, &ui)?;
+        let plan = external::dry_run(settings, options, &ui)?;
+        super::print(&plan, ui.json, external::plan::render)?;
         return Ok(plan.expected_exit());
     }
 
     let started = super::begin_run(settings, &ui, "external");
-    let outcome = external::run(settings, args, &ui);
-    super::log_run(
-        settings,
-        &ui,
-        "external",
-        started,
-        match &outcome {
-            Ok((_, report)) => Ok((
-                report.exit(),
-                serde_json::json!({ "sets": report.sets, "destinations": report.destinations }),
-            )),
-            Err(e) => Err(e),
-        },
-    );
-    super::refresh_report(settings, &ui, true);
-    let (_, report) = outcome?;
-    // Interrupted: the run log says so; stderr gets one line (from `main`), and there is no result to print.
-    crate::interrupt::check()?;
+    let outcome = external::run(settings, options, &ui).map(|(_, report)| report);
+    let report = super::end_run(settings, &ui, "external", started, true, outcome, |r| {
+        let sets = serde_json::json!({ "sets": r.sets, "destinations": r.destinations });
+        (r.exit(), sets)
+    })?;
     print_report(&report, &ui)?;
     Ok(report.exit())
-}
-
-fn print_plan(plan: &ExternalPlan, ui: &Ui) -> anyhow::Result<()> {
-    if ui.json {
-        crate::outln!("{}", serde_json::to_string_pretty(plan)?);
-    } else {
-        crate::out!("{}", external::plan::render(plan));
-    }
-    Ok(())
 }
 
 fn print_report(report: &ExternalReport, ui: &Ui) -> anyhow::Result<()> {
@@ -71,7 +54,7 @@ fn print_report(report: &ExternalReport, ui: &Ui) -> anyhow::Result<()> {
         }
     }
     if ui.json {
-        crate::outln!("{}", serde_json::to_string_pretty(report)?);
+        super::print_json(report)?;
     } else {
         for d in &report.destinations {
             if let Some(p) = &d.backup_path {

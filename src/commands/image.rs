@@ -6,15 +6,12 @@
 //! device was refused but others imaged; 1 refused or failed; 2 bad arguments; 5 no drive present.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
 
 use anyhow::Context;
 
-use crate::archive::Keys;
 use crate::cli::{GlobalArgs, ImageCommand, ImageCreateArgs, ImageKitArgs, ImageRestoreArgs};
 use crate::exit::{CodedError, Exit};
 use crate::image::{self, CreateOptions, RestoreOptions, RestoreSource};
-use crate::settings::{Env, Output, Settings};
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, cmd: ImageCommand) -> anyhow::Result<Exit> {
@@ -26,14 +23,14 @@ pub fn run(global: &GlobalArgs, cmd: ImageCommand) -> anyhow::Result<Exit> {
 }
 
 fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
-    let ui = Ui::new(&Output::from_global(global));
+    let ui = Ui::new(&super::output(global));
     // The sets are only named in the guide: a config that does not load is no reason to withhold the kit.
-    let settings = Settings::load(global, &Env::from_process()).ok();
+    let settings = super::load_settings(global).ok();
     match &args.out {
         Some(out) => {
             let (_, pieces) = image::kit_to_dir(settings.as_ref(), out)?;
             if ui.json {
-                println!("{}", serde_json::to_string_pretty(&pieces)?);
+                super::print_json(&serde_json::json!({ "out": out, "pieces": pieces }))?;
             } else {
                 for p in &pieces {
                     let line = format!(
@@ -55,12 +52,7 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
             let dir = tempfile::Builder::new().prefix("dbackup-kit-").tempdir()?;
             let (k, pieces) = image::kit_to_dir(settings.as_ref(), &dir.path().join("kit"))?;
             if ui.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({ "facts": k.facts, "pieces": pieces })
-                    )?
-                );
+                super::print_json(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?;
             } else {
                 print!(
                     "{}",
@@ -75,7 +67,7 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
 }
 
 fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
-    let settings = Settings::load(global, &Env::from_process())?;
+    let settings = super::load_settings(global)?;
     let ui = Ui::new(&settings.output);
     let opts = CreateOptions {
         devices: args.devices.clone(),
@@ -84,17 +76,11 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
     if settings.output.dry_run {
         let (plan, ..) = image::plan_create(&settings, &opts)?;
         if ui.json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            super::print_json(&plan)?;
         } else {
             print!("{}", image::render_create(&plan));
         }
-        return Ok(if plan.system.images.is_empty() {
-            Exit::Failed
-        } else if plan.system.refused.is_empty() {
-            Exit::Ok
-        } else {
-            Exit::Warnings
-        });
+        return Ok(plan.expected_exit());
     }
     let started = chrono::Local::now().fixed_offset();
     let report = image::create(&settings, &opts, &ui);
@@ -110,7 +96,7 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
     );
     let report = report?;
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     }
     match (&report.error, &report.backup_path) {
         (Some(e), _) => ui.error(format_args!("image create: FAILED: {e}")),
@@ -130,46 +116,16 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
     Ok(report.exit())
 }
 
-/// The identities given, and the config's `identity_file`s (read only when an encrypted image is opened).
-fn keys(settings: Option<&Settings>, given: &[PathBuf]) -> anyhow::Result<Keys> {
-    let mut keys = Keys::new();
-    let mut files: Vec<PathBuf> = given.to_vec();
-    if let Some(s) = settings {
-        for e in s
-            .encryption
-            .iter()
-            .chain(s.destinations.iter().filter_map(|d| d.encryption.as_ref()))
-        {
-            if let Some(f) = &e.identity_file
-                && !files.contains(f)
-                && f.exists()
-            {
-                files.push(f.clone());
-            }
-        }
-    }
-    for f in &files {
-        keys.add_identity_file(f)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-    }
-    if let Some(file) = crate::archive::crypt::passphrase_source(None) {
-        let p = crate::archive::crypt::read_passphrase(Some(&file), "passphrase: ")
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        keys.add_passphrase(p);
-    }
-    Ok(keys)
-}
-
 fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit> {
-    let output = Output::from_global(global);
+    let output = super::output(global);
     let ui = Ui::new(&output);
     // From rescue media there may be no config: --drive is enough.
-    let settings = match Settings::load(global, &Env::from_process()) {
+    let settings = match super::load_settings(global) {
         Ok(s) => Some(s),
         Err(_) if args.drive.is_some() && global.config.is_none() => None,
         Err(e) => return Err(e.into()),
     };
-    let keys = keys(settings.as_ref(), &args.identities)?;
+    let keys = image::restore_keys(settings.as_ref(), &args.identities)?;
     let src = RestoreSource {
         drive: args.drive.clone(),
         from: args.from.clone(),
@@ -181,7 +137,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
     let (plan, system) = image::plan_restore(settings.as_ref(), &src, &args.to, &opts, &keys)?;
     if output.dry_run || plan.refused() {
         if ui.json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            super::print_json(&plan)?;
         } else {
             print!("{}", image::plan::render_restore(&plan));
         }
@@ -207,7 +163,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
     }
     let report = image::exec::restore(&plan, &keys, &ui)?;
     if ui.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::print_json(&report)?;
     } else {
         for p in &report.partitions {
             println!("{}\t{}\t{}", p.partition, p.fs_type, p.node.display());

@@ -1,52 +1,14 @@
-//! `dbackup keygen`: a new age X25519 identity written to a 0600 file (never overwritten), its recipient printed.
+//! `dbackup keygen`: a new age X25519 identity ([`crate::archive::crypt::new_identity`]) written to a 0600 file
+//! (never overwritten, never on a backup destination), its recipient printed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use age::secrecy::ExposeSecret;
 use anyhow::Context;
 
 use crate::cli::{GlobalArgs, KeygenArgs};
 use crate::config::load;
 use crate::exit::Exit;
-use crate::settings::Env;
-
-/// The identity file's text, in `age-keygen`'s format.
-fn identity_text(id: &age::x25519::Identity, created: &str) -> String {
-    format!(
-        "# created: {created}\n# public key: {}\n# dbackup: keep a copy of this file somewhere other than the backup drive.\n{}\n",
-        id.to_public(),
-        id.to_string().expose_secret()
-    )
-}
-
-/// The configured destination (name, path) that `target` is under, when a valid config names one. Symlinks in
-/// either path are resolved as far as they exist. No config, or an invalid one, is no reason to refuse a key.
-fn on_a_destination(global: &GlobalArgs, env: &Env, target: &Path) -> Option<(String, PathBuf)> {
-    let settings = crate::settings::Settings::load(global, env).ok()?;
-    let resolve = |p: &Path| -> PathBuf {
-        // The longest existing ancestor, canonicalized, with the rest appended.
-        let mut base = p.to_path_buf();
-        let mut rest = Vec::new();
-        while !base.exists() {
-            match (base.parent(), base.file_name()) {
-                (Some(parent), Some(name)) => {
-                    rest.push(name.to_os_string());
-                    base = parent.to_path_buf();
-                }
-                _ => return p.to_path_buf(),
-            }
-        }
-        let mut out = std::fs::canonicalize(&base).unwrap_or(base);
-        out.extend(rest.iter().rev());
-        out
-    };
-    let target = resolve(target);
-    settings
-        .destinations
-        .iter()
-        .find(|d| target.starts_with(resolve(&d.path)))
-        .map(|d| (d.name.clone(), d.path.clone()))
-}
+use crate::settings::{Env, Settings};
 
 pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();
@@ -56,7 +18,13 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
             .join("dbackup")
             .join("identity.txt"),
     };
-    if let Some((name, path)) = on_a_destination(global, &env, &target) {
+    // No config, or an invalid one, is no reason to refuse a key.
+    let settings = Settings::load(global.config.as_deref(), super::output(global), &env).ok();
+    if let Some(d) = settings
+        .as_ref()
+        .and_then(|s| s.destination_holding(&target))
+    {
+        let (name, path) = (&d.name, &d.path);
         return Err(anyhow::Error::new(crate::exit::CodedError::new(
             Exit::Usage,
             format!(
@@ -74,23 +42,22 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
             target.display()
         );
     }
-    let id = age::x25519::Identity::generate();
-    let recipient = id.to_public().to_string();
     if global.dry_run {
         crate::errln!(
             "dbackup: dry run: would write a new identity to {} (mode 0600) and print its recipient",
             target.display()
         );
+        if global.json {
+            super::print_json(&serde_json::json!({ "dry_run": true, "would_write": target }))?;
+        }
         return Ok(Exit::Ok);
     }
     let created = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    super::config::write_new(&target, &identity_text(&id, &created))
+    let (identity, recipient) = crate::archive::crypt::new_identity(&created);
+    crate::config::init::write_new(&target, &identity)
         .with_context(|| format!("cannot write the identity to {}", target.display()))?;
     if global.json {
-        crate::outln!(
-            "{}",
-            serde_json::json!({ "identity_file": target, "recipient": recipient })
-        );
+        super::print_json(&serde_json::json!({ "identity_file": target, "recipient": recipient }))?;
     } else {
         crate::outln!("{recipient}");
     }

@@ -5,24 +5,73 @@ pub mod cloud;
 pub mod collect;
 pub mod config;
 pub mod external;
+pub mod find;
 pub mod generate;
 pub mod image;
 pub mod keygen;
+pub mod ls;
 pub mod report;
 pub mod restore;
 pub mod serve;
 pub mod status;
 pub mod systemd;
 
-use crate::exit::{CodedError, Exit};
+use crate::cli::GlobalArgs;
+use crate::config::ConfigError;
+use crate::exit::Exit;
+use crate::settings::{Env, Output, Settings};
 
-/// The answer of subcommands whose issue has not landed yet.
-pub fn not_implemented(name: &str) -> anyhow::Result<Exit> {
-    Err(CodedError::new(
-        Exit::Failed,
-        format!("`dbackup {name}` is not implemented yet in this version"),
-    )
-    .into())
+/// The global flags as the phases see them: `--json`, `--dry-run`, and the `-v` count minus the `-q` count.
+pub(crate) fn output(global: &GlobalArgs) -> Output {
+    let verbosity = (i16::from(global.verbose) - i16::from(global.quiet))
+        .clamp(i16::from(i8::MIN), i16::from(i8::MAX));
+    Output {
+        json: global.json,
+        dry_run: global.dry_run,
+        verbosity: verbosity as i8,
+    }
+}
+
+/// The settings of this run: the config `--config` names (or the one found by the usual rules), in the process's
+/// environment.
+/// A run on the built-in default config says so once, on stderr (unless `-q`).
+pub(crate) fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError> {
+    let env = Env::from_process();
+    let settings = Settings::load(global.config.as_deref(), output(global), &env)?;
+    if settings.config_source == crate::settings::ConfigSource::BuiltIn
+        && settings.output.verbosity >= 0
+    {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            crate::errln!(
+                "dbackup: no config file at {}: using the built-in default config \
+                 (`dbackup config init` writes it there to edit; `dbackup config check` shows what it means)",
+                crate::config::load::default_config_path(&env).display()
+            );
+        });
+    }
+    Ok(settings)
+}
+
+/// Prints a result on stdout: as JSON with `--json`, else as `text` says it.
+pub(crate) fn print<T: serde::Serialize>(
+    value: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        print_json(value)?;
+    } else {
+        crate::out!("{}", text(value));
+    }
+    Ok(())
+}
+
+/// Prints one `--json` result on stdout, as the JSON contract says (see [`crate::json`]): an object whose first
+/// member is `"format": 1`.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    crate::json::print(value)?;
+    Ok(())
 }
 
 /// Starts a run that is logged: registers it with the run log (a panic or a second signal still leaves its line) and
@@ -76,6 +125,25 @@ pub(crate) fn log_run(
     append_log(settings, &record, ui);
 }
 
+/// Ends a phase's run: its line in the run log (`logged`: the exit and value of a finished run), the status page
+/// refreshed (`drives`: looking at the destinations). Then the result, unless the run was interrupted: the run log
+/// says so, stderr gets one line (from `main`), and there is no result to print.
+pub(crate) fn end_run<R>(
+    settings: &crate::settings::Settings,
+    ui: &crate::ui::Ui,
+    command: &str,
+    started: chrono::DateTime<chrono::FixedOffset>,
+    drives: bool,
+    outcome: anyhow::Result<R>,
+    logged: impl FnOnce(&R) -> (Exit, serde_json::Value),
+) -> anyhow::Result<R> {
+    log_run(settings, ui, command, started, outcome.as_ref().map(logged));
+    refresh_report(settings, ui, drives);
+    let result = outcome?;
+    crate::interrupt::check()?;
+    Ok(result)
+}
+
 /// Appends one record to the run log, warning (not failing) when it cannot be written. The run's line: a run that a
 /// signal interrupted is recorded as such (exit 128 + the signal, `interrupted`).
 pub(crate) fn append_log(
@@ -112,5 +180,37 @@ pub(crate) fn refresh_report(
         Ok(Some(path)) => ui.step(format_args!("status page: {}", path.display())),
         Ok(None) => {}
         Err(e) => ui.warn(format_args!("{}", crate::ui::format_error(&e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_from_flags() {
+        let g = GlobalArgs {
+            config: None,
+            json: true,
+            dry_run: true,
+            quiet: 0,
+            verbose: 2,
+        };
+        assert_eq!(
+            output(&g),
+            Output {
+                json: true,
+                dry_run: true,
+                verbosity: 2
+            }
+        );
+        let g = GlobalArgs {
+            config: None,
+            json: false,
+            dry_run: false,
+            quiet: 2,
+            verbose: 0,
+        };
+        assert_eq!(output(&g).verbosity, -2);
     }
 }

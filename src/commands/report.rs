@@ -6,14 +6,12 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use chrono::Local;
 
 use crate::cli::{GlobalArgs, ReportArgs};
 use crate::exit::{CodedError, Exit};
-use crate::external::layout;
 use crate::report;
-use crate::settings::{Env, Output, Settings};
+use crate::settings::Output;
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: ReportArgs) -> anyhow::Result<Exit> {
@@ -21,12 +19,12 @@ pub fn run(global: &GlobalArgs, args: ReportArgs) -> anyhow::Result<Exit> {
     if let Some(dir) = &args.drive {
         return drive(global, &args, dir, now);
     }
-    let settings = Settings::load(global, &Env::from_process())?;
+    let settings = super::load_settings(global)?;
     let ui = Ui::new(&settings.output);
     let history = args.history.map_or(settings.report.history, |h| h as usize);
     let data = report::gather(&settings, now, history, crate::status::Look::Read);
     if global.json {
-        crate::outln!("{}", serde_json::to_string_pretty(&data)?);
+        super::print_json(&data)?;
         return Ok(Exit::Ok);
     }
     let out = match (&args.out, &settings.report.path) {
@@ -70,7 +68,7 @@ fn drive(
     dir: &Path,
     now: chrono::DateTime<chrono::FixedOffset>,
 ) -> anyhow::Result<Exit> {
-    let output = Output::from_global(global);
+    let output = super::output(global);
     let ui = Ui::new(&output);
     if global.json {
         return Err(CodedError::new(
@@ -79,25 +77,7 @@ fn drive(
         )
         .into());
     }
-    let backups: PathBuf = if dir.join(layout::BACKUPS_DIR).is_dir() {
-        dir.join(layout::BACKUPS_DIR)
-    } else {
-        dir.to_path_buf()
-    };
-    let listing = layout::list(&backups)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("cannot read the backups in {}", backups.display()))?;
-    if !listing.exists {
-        return Err(CodedError::new(
-            Exit::Usage,
-            format!(
-                "{} holds no backups/ directory: give the drive's mount point",
-                dir.display()
-            ),
-        )
-        .into());
-    }
-    let html = report::drive::render(None, &listing, now);
+    let html = report::drive::page_for_dir(dir, now)?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("-"));
     emit(&output, &ui, &out, &html)
 }

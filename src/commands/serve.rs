@@ -6,11 +6,10 @@
 use crate::cli::{GlobalArgs, ServeArgs};
 use crate::exit::Exit;
 use crate::report::serve;
-use crate::settings::{Env, Settings};
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Exit> {
-    let settings = Settings::load(global, &Env::from_process())?;
+    let settings = super::load_settings(global)?;
     let ui = Ui::new(&settings.output);
     let listen = args.listen.unwrap_or(settings.report.listen);
     let listener = serve::bind(listen, args.allow_remote)?;

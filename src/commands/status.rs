@@ -1,17 +1,17 @@
 //! `dbackup status`: the state of every set and destination from metadata only, the last run, what is due and what
 //! is overdue. stdout: the table (`--json`: the [`StatusReport`]).
 //!
-//! Exit: 0; with `--check`, 1 when anything is overdue or the last run failed (for monitoring); 2 for a bad config.
+//! Exit: 0; with `--check`, 1 when anything is overdue, the last run failed or a set's newest snapshot lacks a source
+//! (for monitoring); 2 for a bad config.
 
 use chrono::Local;
 
 use crate::cli::{GlobalArgs, StatusArgs};
 use crate::exit::Exit;
-use crate::settings::{Env, Settings};
 use crate::status::{self, StatusReport};
 
 pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
-    let settings = Settings::load(global, &Env::from_process())?;
+    let settings = super::load_settings(global)?;
     let now = args.now.unwrap_or_else(|| Local::now().fixed_offset());
     let facts = status::gather_for(
         &settings,
@@ -19,7 +19,7 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
         args.history.unwrap_or(0) as usize,
     );
     let report = status::build(&facts, &settings, now);
-    print(&report, global.json)?;
+    super::print(&report, global.json, status::render)?;
     if args.check && !report.ok {
         if global.quiet < 2 {
             crate::errln!("dbackup: status check failed: {}", problems(&report));
@@ -27,15 +27,6 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Failed);
     }
     Ok(Exit::Ok)
-}
-
-fn print(report: &StatusReport, json: bool) -> anyhow::Result<()> {
-    if json {
-        crate::outln!("{}", serde_json::to_string_pretty(report)?);
-    } else {
-        crate::out!("{}", status::render(report));
-    }
-    Ok(())
 }
 
 /// What makes the check fail, in one line.

@@ -1,5 +1,5 @@
 //! `dbackup systemd render`: the units and udev rule of [`crate::systemd`] from the config, printed (text or JSON) or
-//! written into a directory (`--out`), with the commands that install them on stderr.
+//! written into a directory (`--out`, [`crate::systemd::install`]), with the commands that install them on stderr.
 //!
 //! `dbackup systemd wait-for-drive`: the external unit's first step, which waits for a destination's mount.
 //!
@@ -7,19 +7,15 @@
 //! (`--run-as` for the system scope). Exit 0, or 2 when the config is invalid or cannot be put into a unit (a label
 //! udev cannot match, a path with a control character), or 1 when a file cannot be written.
 
-use std::ffi::CString;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 
 use crate::cli::{GlobalArgs, RenderFormat, SystemdCommand, SystemdRenderArgs, WaitForDriveArgs};
 use crate::config::load;
 use crate::exit::{CodedError, Exit};
-use crate::settings::{ConfigSource, Env, Output, Settings};
-use crate::systemd::{
-    self, EXTERNAL_SERVICE, HEADER, Input, Rendered, SERVE_SERVICE, Scope, Target,
-};
+use crate::settings::{ConfigSource, Env, Settings};
+use crate::systemd::{self, Input, Scope, Target, install};
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, cmd: SystemdCommand) -> anyhow::Result<Exit> {
@@ -29,10 +25,10 @@ pub fn run(global: &GlobalArgs, cmd: SystemdCommand) -> anyhow::Result<Exit> {
     }
 }
 
-/// Waits until one destination is mounted (or needs no mount), polling the mount table every 200 ms, at most
-/// `--timeout` seconds. Exit 0 either way: dbackup itself then decides, and reports a drive that is still missing.
+/// Waits until one destination is mounted (or needs no mount), at most `--timeout` seconds. Exit 0 either way:
+/// dbackup itself then decides, and reports a drive that is still missing.
 fn wait_for_drive(global: &GlobalArgs, args: &WaitForDriveArgs) -> anyhow::Result<Exit> {
-    let settings = Settings::load(global, &Env::from_process())?;
+    let settings = super::load_settings(global)?;
     let ui = Ui::new(&settings.output);
     if settings.destinations.is_empty() {
         ui.step("no destination is configured: nothing to wait for");
@@ -40,74 +36,32 @@ fn wait_for_drive(global: &GlobalArgs, args: &WaitForDriveArgs) -> anyhow::Resul
     }
     let started = std::time::Instant::now();
     let timeout = std::time::Duration::from_secs(args.timeout);
-    loop {
-        let table = crate::media::mountinfo::read().context("cannot read the mount table")?;
-        let ready = settings.destinations.iter().find(|d| {
-            let canonical = d.path.canonicalize().unwrap_or_else(|_| d.path.clone());
-            !d.require_mount
-                || crate::media::mountinfo::mounted_at(&table, &canonical, None).is_some()
-        });
-        if let Some(d) = ready {
-            ui.step(format_args!(
-                "destination {} is ready at {} (after {:.1}s)",
-                d.name,
-                d.path.display(),
-                started.elapsed().as_secs_f64()
-            ));
-            return Ok(Exit::Ok);
-        }
-        if started.elapsed() >= timeout {
-            ui.info(format_args!(
-                "dbackup: no destination was mounted within {}s; going on",
-                args.timeout
-            ));
-            return Ok(Exit::Ok);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
+    match crate::media::wait_for_mount(&settings.destinations, timeout)? {
+        Some(d) => ui.step(format_args!(
+            "destination {} is ready at {} (after {:.1}s)",
+            d.name,
+            d.path.display(),
+            started.elapsed().as_secs_f64()
+        )),
+        None => ui.info(format_args!(
+            "dbackup: no destination was mounted within {}s; going on",
+            args.timeout
+        )),
     }
-}
-
-fn usage(message: String) -> anyhow::Error {
-    CodedError::new(Exit::Usage, message).into()
+    Ok(Exit::Ok)
 }
 
 fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();
-    let output = Output::from_global(global);
+    let output = super::output(global);
     let ui = Ui::new(&output);
     let scope = if args.system {
         Scope::System
     } else {
         Scope::User
     };
-
     // The user the units run as, and the environment the config expands in for that user.
-    let user = match scope {
-        Scope::System => args
-            .run_as
-            .clone()
-            .or_else(|| env.var("SUDO_USER").map(str::to_string))
-            .or_else(|| env.var("USER").map(str::to_string))
-            .unwrap_or_else(|| "root".to_string()),
-        Scope::User => env.var("USER").unwrap_or("").to_string(),
-    };
-    let unit_env = match scope {
-        Scope::User => env.clone(),
-        Scope::System => {
-            let home = home_of(&user).ok_or_else(|| {
-                usage(format!(
-                    "user {user:?} does not exist on this machine; name the user the units run as with --run-as"
-                ))
-            })?;
-            let mut e = env.clone();
-            e.vars.insert("HOME".into(), home.display().to_string());
-            e.vars.insert("USER".into(), user.clone());
-            e.vars.insert("LOGNAME".into(), user.clone());
-            e.home = home;
-            e
-        }
-    };
-
+    let (user, unit_env) = install::unit_user(scope, args.run_as.as_deref(), &env)?;
     let loaded = load::load(global.config.as_deref(), &env)?;
     let settings = Settings::from_loaded(&loaded, &unit_env, output)?;
     let input = Input::new(&settings, &loaded.config, &unit_env);
@@ -134,44 +88,25 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
         user,
     };
     let rendered = systemd::render(&input, &target)
-        .map_err(|e| usage(format!("cannot render the units: {e}")))?;
+        .map_err(|e| CodedError::new(Exit::Usage, format!("cannot render the units: {e}")))?;
     let json = args.format == RenderFormat::Json || global.json;
-    // The units find what they start on their PATH, which here is much like this one.
-    let sinks = crate::notify::sinks::Env::from_process();
-    for program in &rendered.programs {
-        let found = if program.starts_with('/') {
-            Path::new(program).is_file()
-        } else {
-            sinks.find(program).is_some()
-        };
-        if !found {
-            ui.warn(format_args!(
-                "the units start {}, which is not installed here{}",
-                crate::stdx::show_str(program),
-                match program.as_str() {
-                    "rsync" => " (apt-get install rsync)",
-                    "blkid" => " (apt-get install util-linux)",
-                    "notify-send" => " (apt-get install libnotify-bin)",
-                    _ => "",
-                }
-            ));
-        }
+    crate::json::enable(json);
+    for warning in install::missing_programs(&rendered) {
+        ui.warn(warning);
     }
 
     let Some(dir) = &args.out else {
         if json {
-            crate::outln!("{}", serde_json::to_string_pretty(&rendered)?);
+            super::print_json(&rendered)?;
         } else {
-            crate::out!("{}", text(&rendered));
-        }
-        if !json {
-            ui.info(instructions(&rendered, &input, &target.user, None));
+            crate::out!("{}", install::text(&rendered));
+            ui.info(install::instructions(&rendered, &input, &target.user, None));
         }
         return Ok(Exit::Ok);
     };
 
     let dir = crate::expand::normalize(&env.cwd.join(dir));
-    let plan = plan_writes(&rendered, &dir)?;
+    let plan = install::plan_writes(&rendered, &dir)?;
     if global.dry_run {
         for (path, _) in &plan.write {
             ui.info(format_args!(
@@ -186,211 +121,25 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
             ));
         }
     } else {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        for (path, text) in &plan.write {
-            write_file(path, text)?;
-        }
-        for path in &plan.remove {
-            std::fs::remove_file(path)
-                .with_context(|| format!("cannot remove {}", path.display()))?;
-            ui.info(format_args!(
-                "removed {} (an earlier render's; remove the installed copy too)",
-                path.display()
-            ));
-        }
+        install::apply(&plan, &dir, &ui)?;
     }
     let written: Vec<&PathBuf> = plan.write.iter().map(|(p, _)| p).collect();
     if json {
-        crate::outln!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "dry_run": global.dry_run,
-                "written": written,
-                "removed": plan.remove,
-            }))?
-        );
+        super::print_json(&serde_json::json!({
+            "dry_run": global.dry_run,
+            "written": written,
+            "removed": plan.remove,
+        }))?;
     } else {
         for p in &written {
             crate::outln!("{}", p.display());
         }
-        ui.info(instructions(&rendered, &input, &target.user, Some(&dir)));
+        ui.info(install::instructions(
+            &rendered,
+            &input,
+            &target.user,
+            Some(&dir),
+        ));
     }
     Ok(Exit::Ok)
-}
-
-/// Every file, each after a `### name` line, for reading or piping.
-pub fn text(r: &Rendered) -> String {
-    let mut out = String::new();
-    for (i, (name, body)) in r.files.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        out.push_str(&format!("### {name}\n{body}"));
-    }
-    out
-}
-
-/// The commands that install and enable the files (from `dir`, or from a directory the user saves them to); for the
-/// system scope, first the directories the units may write (`ProtectSystem=strict` needs them to exist).
-pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>) -> String {
-    let from = dir
-        .map(|d| d.display().to_string())
-        .unwrap_or_else(|| "DIR".to_string());
-    let units: Vec<String> = r.units.keys().map(|u| format!("{from}/{u}")).collect();
-    let triggered = r.units[EXTERNAL_SERVICE].contains_key("Install");
-    let mut lines = Vec::new();
-    if dir.is_none() {
-        lines.push(
-            "to install, save each file into a directory DIR (or use --out DIR), then:".to_string(),
-        );
-    } else {
-        lines.push("to install:".to_string());
-    }
-    match r.scope {
-        Scope::System => {
-            let quote = |p: &Path| crate::ui::shell_words(&[p.display().to_string()]);
-            lines.push(format!(
-                "  sudo install -d -m 0700 -o {user} {}   # if missing: the units write only there,",
-                quote(&input.backup_root)
-            ));
-            lines.push(format!(
-                "  sudo -u {user} mkdir -p {}   # in the run log's directory and on the drives",
-                quote(&input.state_dir)
-            ));
-            lines.push(format!(
-                "  sudo cp {} /etc/systemd/system/",
-                units.join(" ")
-            ));
-            if let Some(rules) = &r.udev_rules {
-                lines.push(format!(
-                    "  sudo cp {from}/{rules} /etc/udev/rules.d/ && sudo udevadm control --reload"
-                ));
-            }
-            lines.push("  sudo systemctl daemon-reload".to_string());
-            lines.push("  sudo systemctl enable --now dbackup-collect.timer".to_string());
-            if triggered {
-                lines.push(format!("  sudo systemctl enable {EXTERNAL_SERVICE}"));
-            }
-            if r.units.contains_key(SERVE_SERVICE) {
-                lines.push(format!("  sudo systemctl enable --now {SERVE_SERVICE}"));
-            }
-        }
-        Scope::User => {
-            lines.push(format!(
-                "  mkdir -p ~/.config/systemd/user && cp {} ~/.config/systemd/user/",
-                units.join(" ")
-            ));
-            lines.push("  systemctl --user daemon-reload".to_string());
-            lines.push("  systemctl --user enable --now dbackup-collect.timer".to_string());
-            if triggered {
-                lines.push(format!("  systemctl --user enable {EXTERNAL_SERVICE}"));
-            }
-            if r.units.contains_key(SERVE_SERVICE) {
-                lines.push(format!("  systemctl --user enable --now {SERVE_SERVICE}"));
-            }
-            lines.push(
-                "  loginctl enable-linger \"$USER\"   # optional: run the timer while you are logged out"
-                    .to_string(),
-            );
-        }
-    }
-    lines.join("\n")
-}
-
-/// What `--out` does: files to write, and earlier renders' files this one no longer has.
-struct Writes {
-    write: Vec<(PathBuf, String)>,
-    remove: Vec<PathBuf>,
-}
-
-/// Refuses to replace a file dbackup did not write (one that does not start with [`HEADER`]).
-fn plan_writes(r: &Rendered, dir: &Path) -> anyhow::Result<Writes> {
-    let ours = |path: &Path| -> anyhow::Result<Option<bool>> {
-        match std::fs::read(path) {
-            Ok(bytes) => Ok(Some(bytes.starts_with(HEADER.as_bytes()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
-    };
-    let mut write = Vec::new();
-    for (name, body) in &r.files {
-        let path = dir.join(name);
-        if ours(&path)? == Some(false) {
-            return Err(usage(format!(
-                "{} exists and was not written by dbackup; move it away, or choose another --out",
-                path.display()
-            )));
-        }
-        write.push((path, body.clone()));
-    }
-    let mut remove = Vec::new();
-    let all = [
-        systemd::COLLECT_SERVICE,
-        systemd::COLLECT_TIMER,
-        systemd::EXTERNAL_SERVICE,
-        systemd::UDEV_RULES,
-    ];
-    for name in all {
-        let path = dir.join(name);
-        if !r.files.contains_key(name) && ours(&path)? == Some(true) {
-            remove.push(path);
-        }
-    }
-    Ok(Writes { write, remove })
-}
-
-/// Writes `text` to a temporary file beside `path`, then renames it into place (mode 0644).
-fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".dbackup-render.")
-        .tempfile_in(parent)
-        .with_context(|| format!("cannot create a file in {}", parent.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .map_err(|e| anyhow::Error::new(e.error))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
-/// The home directory of a user, from the password database.
-fn home_of(user: &str) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let name = CString::new(user).ok()?;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; buf outlives the use of the strings it holds.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
-        return None;
-    }
-    // SAFETY: pw_dir points to a NUL-terminated string inside buf.
-    let dir = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) };
-    Some(PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn root_has_a_home_and_nonsense_does_not() {
-        assert!(home_of("root").is_some_and(|h| h.is_absolute()));
-        assert_eq!(home_of("no-such-user-dbackup"), None);
-        assert_eq!(home_of("nul\0byte"), None);
-    }
 }

@@ -164,8 +164,10 @@ pub fn load_at(path: &Path, origin: Origin, env: &Env) -> Result<Loaded, ConfigE
     }
 }
 
-/// Parses and validates config text; `path` only names the file in errors.
+/// Parses and validates config text; `path` only names the file in errors. A leading UTF-8 byte-order mark (which
+/// some Windows editors write) is skipped; positions are counted after it, as editors show them.
 pub fn parse(path: &Path, text: &str) -> Result<(Config, Positions), ConfigError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let (value, positions, mut problems) = to_value(path, text)?;
     for error in schema::validator().iter_errors(&value) {
         problems.extend(explain(&error, &positions));

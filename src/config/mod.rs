@@ -5,6 +5,7 @@
 //! turns them into validated, expanded settings.
 
 pub mod default;
+pub mod init;
 pub mod load;
 pub mod schema;
 
@@ -108,11 +109,32 @@ pub struct BackupSet {
     pub method: Method,
 
     /// What not to copy: rsync patterns that match anywhere (`*.log`, `tmp/*`), or absolute/`~`/`$VAR` paths inside
-    /// one of the sources (`~/.config/Code/Cache/*`), which exclude exactly that place.
+    /// one of the sources (`~/.config/Code/Cache/*`), which exclude exactly that place. A leading `!` makes an
+    /// include (`!keep.log`): rules are read in order like rsync's filter rules and the first that matches wins,
+    /// so an include goes before the exclude it overrides (`["!keep.log", "*.log"]`).
     #[serde(default)]
     pub exclusions: Vec<String>,
 
-    /// Extra rsync options, appended after dbackup's own. Each must start with `-`; give values with `=` (`--bwlimit=50m`).
+    /// Files of more exclusions, one per line (`#` and `;` start comments; `!pattern` or `+ pattern` includes,
+    /// `- pattern` excludes), read after `exclusions`. `~`, `$VAR` and `${VAR}` expand in the file names; each file
+    /// must exist.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_from: Vec<String>,
+
+    /// Skip directories holding a valid `CACHEDIR.TAG` (a file starting with `Signature: 8a477f597d28d172789f06886806bc55`),
+    /// as `tar --exclude-caches`, restic and borg do. The directory is left out whole, the tag too.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exclude_caches: bool,
+
+    /// Skip directories holding a file of one of these names (`.nobackup`), whatever it holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude_if_present: Vec<String>,
+
+    /// Extra rsync options, after dbackup's own, from an allow-list of those that cannot change what rsync deletes,
+    /// where it writes or which files it copies: `--bwlimit=RATE`, `--max-size=SIZE`, `--min-size=SIZE`,
+    /// `--one-file-system`, `--exclude-from=FILE`, `--filter=merge FILE` or `--filter=dir-merge NAME`, `-F`,
+    /// `--whole-file`, `--sparse`, `--no-hard-links`, `--no-acls`, `--no-xattrs`, `--no-numeric-ids`, `--no-owner`,
+    /// `--no-group`. Values follow `=` or come as the next item; `~` and `$VAR` expand in them; a named file must exist.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rsync_args: Vec<String>,
 }
@@ -444,6 +466,10 @@ pub struct Encryption {
     /// without it the passphrase is asked on the terminal (or read from the file `$DBACKUP_PASSPHRASE_FILE` names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passphrase_file: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 fn default_true() -> bool {

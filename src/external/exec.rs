@@ -26,12 +26,12 @@ use super::retention::{self as drive_retention, BackupInfo};
 use crate::archive::readback::drop_device_cache;
 use crate::archive::sums::{SumLine, write_sums};
 use crate::archive::{
-    self, ArchiveOptions, EntryKind, FileSink, Progress, ReadBackMethod, Sink, SplitSink, Warning,
-    WrittenFile,
+    self, ArchiveOptions, EntryKind, FileSink, Progress, Sink, SplitSink, Warning, WrittenFile,
 };
 use crate::exit::Exit;
 use crate::media;
 use crate::snapshot;
+use crate::stdx;
 use crate::stdx::fs::Dir;
 use crate::ui::{self, Ui};
 
@@ -263,6 +263,7 @@ fn open_backups(world: &DestinationWorld) -> anyhow::Result<Dir> {
     })
 }
 
+// Stays long: one drive's backup in the order it must happen (write, read back, record, promote, latest), commented.
 fn write_backup(
     plan: &ExternalPlan,
     d: &DestinationPlan,
@@ -517,7 +518,7 @@ fn write_set(
         s.set_prefix(label.clone());
         s.set_message(format!(
             "reading back {} from the drive",
-            ui::bytes(summary.tar_bytes)
+            stdx::bytes(summary.tar_bytes)
         ));
         s.enable_steady_tick(Duration::from_millis(200));
         s
@@ -548,7 +549,7 @@ fn write_set(
     let rec = SetRecord {
         set: a.set.clone(),
         snapshot: a.snapshot.clone(),
-        snapshot_complete: meta.is_none_or(|m| m.complete),
+        snapshot_complete: meta.is_none_or(|m| m.is_complete()),
         snapshot_finished: meta.map(|m| m.finished),
         sources: meta.map(|m| m.sources.clone()).unwrap_or_default(),
         archive: summary.archive_files.iter().map(record).collect(),
@@ -579,7 +580,7 @@ fn write_set(
 pub fn set_line(destination: &str, r: &SetRecord) -> String {
     let rate = |secs: f64| {
         if secs > 0.0 {
-            format!("{}/s", ui::bytes((r.tar_bytes as f64 / secs) as u64))
+            format!("{}/s", stdx::bytes((r.tar_bytes as f64 / secs) as u64))
         } else {
             "-".into()
         }
@@ -599,17 +600,17 @@ pub fn set_line(destination: &str, r: &SetRecord) -> String {
         "{destination}: {}: {} -> {name}: {}, {}; written in {} ({}), read back in {} ({}): verified",
         r.set,
         r.snapshot,
-        ui::counted(r.files, "file", "files"),
-        ui::bytes(r.tar_bytes),
-        ui::duration(Duration::from_secs_f64(r.write_seconds)),
+        stdx::counted(r.files, "file", "files"),
+        stdx::bytes(r.tar_bytes),
+        stdx::duration(Duration::from_secs_f64(r.write_seconds)),
         rate(r.write_seconds),
-        ui::duration(Duration::from_secs_f64(r.read_back_seconds)),
+        stdx::duration(Duration::from_secs_f64(r.read_back_seconds)),
         rate(r.read_back_seconds),
     );
     if r.warning_count > 0 {
         line.push_str(&format!(
             " ({})",
-            ui::counted(r.warning_count, "warning", "warnings")
+            stdx::counted(r.warning_count, "warning", "warnings")
         ));
     }
     line
@@ -634,7 +635,12 @@ fn prune(
     });
     let (backups, listing) = match listed {
         Ok(x) => x,
-        Err(e) => return warn(report, format!("retention skipped: {e:#}")),
+        Err(e) => {
+            return warn(
+                report,
+                format!("retention skipped: {}", crate::ui::format_error(&e)),
+            );
+        }
     };
     let infos: Vec<BackupInfo> = listing
         .backups
@@ -692,13 +698,13 @@ pub fn summary_line(r: &DestinationReport) -> String {
             if !r.cleaned.is_empty() {
                 line.push_str(&format!(
                     "; removed {} left by an interrupted run",
-                    ui::counted(r.cleaned.len() as u64, "leftover", "leftovers")
+                    stdx::counted(r.cleaned.len() as u64, "leftover", "leftovers")
                 ));
             }
             if !r.removed.is_empty() {
                 line.push_str(&format!(
                     "; removed {}",
-                    ui::counted(r.removed.len() as u64, "old backup", "old backups")
+                    stdx::counted(r.removed.len() as u64, "old backup", "old backups")
                 ));
             }
             for w in &r.warnings {
@@ -712,7 +718,7 @@ pub fn summary_line(r: &DestinationReport) -> String {
         _ => format!(
             "{}: FAILED after {}: {}",
             r.name,
-            ui::duration(Duration::from_secs_f64(r.seconds)),
+            stdx::duration(Duration::from_secs_f64(r.seconds)),
             r.error.as_deref().unwrap_or("")
         ),
     }
@@ -730,13 +736,9 @@ impl<'a> WriteProgress<'a> {
     fn new(ui: &'a Ui, label: &str, total: u64) -> WriteProgress<'a> {
         let bar = ui.progress.then(|| {
             let bar = ProgressBar::new(total);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-                )
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
+            bar.set_style(ui::bytes_style(
+                "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            ));
             bar.set_prefix(label.to_string());
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
@@ -784,16 +786,4 @@ impl Progress for WriteProgress<'_> {
             None => self.ui.warn(&msg),
         }
     }
-}
-
-/// The read-back methods, for people: `O_DIRECT` or `dropped cache`.
-pub fn describe_methods(methods: &[ReadBackMethod]) -> String {
-    methods
-        .iter()
-        .map(|m| match m {
-            ReadBackMethod::Direct => "O_DIRECT",
-            ReadBackMethod::DroppedCache => "dropped page cache",
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }

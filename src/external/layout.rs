@@ -479,18 +479,32 @@ pub struct Leftover {
     pub in_use: bool,
 }
 
-/// Everything in a destination's `backups/`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DriveListing {
+/// Everything in a destination's `backups/`. `B` is what a backup is to the reader: the directory found
+/// ([`DriveBackup`]), or restore's view of it with its sets (`restore::drive::DriveBackup`, which adds the backups
+/// still being written).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriveListing<B = DriveBackup> {
     /// Whether `backups/` exists.
     pub exists: bool,
     /// Directories named exactly a stamp, oldest first (with or without usable metadata).
-    pub backups: Vec<DriveBackup>,
+    pub backups: Vec<B>,
     pub leftovers: Vec<Leftover>,
     /// What `latest`/`LATEST` names now.
     pub latest: Option<String>,
     /// Everything else (never touched), sorted.
     pub other: Vec<String>,
+}
+
+impl<B> Default for DriveListing<B> {
+    fn default() -> DriveListing<B> {
+        DriveListing {
+            exists: false,
+            backups: Vec::new(),
+            leftovers: Vec::new(),
+            latest: None,
+            other: Vec::new(),
+        }
+    }
 }
 
 impl DriveListing {

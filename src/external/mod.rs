@@ -23,12 +23,22 @@ pub use exec::{DestinationReport, DestinationStatus, ExternalReport};
 pub use layout::{BackupMeta, LatestKind};
 pub use plan::{DestinationPlan, ExternalPlan, SetAction, SetPlan};
 
-use crate::cli::ExternalArgs;
 use crate::exit::{CodedError, Exit};
 use crate::lock::RunLock;
 use crate::settings::Settings;
 use crate::snapshot;
 use crate::ui::Ui;
+
+/// What an external run is asked to do (from `dbackup external`'s arguments, or from `dbackup backup`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The sets to export, by name; empty: every set.
+    pub sets: Vec<String>,
+    /// Write only to this destination (by name), whatever `external.mode` says.
+    pub destination: Option<String>,
+    /// Export a set's newest snapshot even when it is incomplete.
+    pub allow_incomplete: bool,
+}
 
 fn now() -> NaiveDateTime {
     Local::now().naive_local()
@@ -57,9 +67,9 @@ fn fresh_stamp(world: &plan::World, now: impl Fn() -> NaiveDateTime) -> NaiveDat
 }
 
 /// Looks and plans; changes nothing.
-pub fn dry_run(settings: &Settings, args: &ExternalArgs, ui: &Ui) -> anyhow::Result<ExternalPlan> {
-    let sets = crate::collect::select_sets(settings, &args.sets)?;
-    let observed = observe::observe(settings, &sets, args, ui)?;
+pub fn dry_run(settings: &Settings, options: &Options, ui: &Ui) -> anyhow::Result<ExternalPlan> {
+    let sets = crate::collect::select_sets(settings, &options.sets)?;
+    let observed = observe::observe(settings, &sets, options, ui)?;
     let now = fresh_stamp(&observed.world, now);
     let mut plan = plan::plan(
         &observed.world,
@@ -91,11 +101,11 @@ fn system_plan(
 /// Takes the lock, looks, plans and executes.
 pub fn run(
     settings: &Settings,
-    args: &ExternalArgs,
+    options: &Options,
     ui: &Ui,
 ) -> anyhow::Result<(ExternalPlan, ExternalReport)> {
     // An unknown `--set` is a usage error before anything else.
-    crate::collect::select_sets(settings, &args.sets)?;
+    crate::collect::select_sets(settings, &options.sets)?;
     let root = &settings.backup_root;
     if !root.is_dir() {
         return Err(CodedError::new(
@@ -108,7 +118,7 @@ pub fn run(
         .into());
     }
     let lock = RunLock::acquire(root)?;
-    let outcome = run_locked(settings, args, ui);
+    let outcome = run_locked(settings, options, ui);
     drop(lock);
     outcome
 }
@@ -117,11 +127,11 @@ pub fn run(
 /// `dbackup backup` runs both phases under one lock.
 pub fn run_locked(
     settings: &Settings,
-    args: &ExternalArgs,
+    options: &Options,
     ui: &Ui,
 ) -> anyhow::Result<(ExternalPlan, ExternalReport)> {
-    let sets = crate::collect::select_sets(settings, &args.sets)?;
-    let observed = observe::observe(settings, &sets, args, ui)?;
+    let sets = crate::collect::select_sets(settings, &options.sets)?;
+    let observed = observe::observe(settings, &sets, options, ui)?;
     let now = fresh_stamp(&observed.world, now);
     let mut plan = plan::plan(
         &observed.world,

@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 
-use super::layout;
 use super::plan::{self, DestinationWorld, SetWorld, SnapshotSummary, World};
+use super::{Options, layout};
 use crate::archive::{self, ArchivePlan, NoProgress};
-use crate::cli::ExternalArgs;
 use crate::config::ExternalMode;
 use crate::exit::{CodedError, Exit};
 use crate::media;
@@ -30,10 +29,11 @@ pub struct Observed {
 
 /// Observes everything the plan needs. Fails with exit 1 when no set has a snapshot to export, exit 2 for an unknown
 /// `--destination`, exit 5 when no destination is present (saying, for each, why).
+// Stays long: the facts in the order the exit codes need them (sets, the --destination check, each drive).
 pub fn observe(
     settings: &Settings,
     sets: &[&SetSettings],
-    args: &ExternalArgs,
+    options: &Options,
     ui: &Ui,
 ) -> anyhow::Result<Observed> {
     let root = &settings.backup_root;
@@ -57,9 +57,14 @@ pub fn observe(
                     .as_ref()
                     .map(|m| m.unreadable.len() as u64)
                     .unwrap_or(0),
+                missing_sources: s
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.missing_sources().into_iter().map(String::from).collect())
+                    .unwrap_or_default(),
             })
             .collect();
-        let choice = plan::choose_snapshot(&summaries, args.allow_incomplete);
+        let choice = plan::choose_snapshot(&summaries, options.allow_incomplete);
         match &choice.snapshot {
             Some(name) => {
                 chosen.push((set.name.clone(), name.clone()));
@@ -97,7 +102,7 @@ pub fn observe(
     }
 
     // Destinations: `--destination` narrows them to one; media decides which are present.
-    let configured: Vec<_> = match &args.destination {
+    let configured: Vec<_> = match &options.destination {
         Some(name) => {
             let d = settings
                 .destinations
@@ -129,7 +134,7 @@ pub fn observe(
         None => settings.destinations.clone(),
     };
     // With one destination named, `first` and `all` choose alike.
-    let mode = if args.destination.is_some() {
+    let mode = if options.destination.is_some() {
         ExternalMode::All
     } else {
         settings.external_mode
@@ -214,8 +219,8 @@ pub fn observe(
             backup_root: root.clone(),
             host: media::hostname(),
             mode: settings.external_mode,
-            only_destination: args.destination.clone(),
-            allow_incomplete: args.allow_incomplete,
+            only_destination: options.destination.clone(),
+            allow_incomplete: options.allow_incomplete,
             sets: set_worlds,
             detected,
             destinations,

@@ -3,7 +3,7 @@
 //! out.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
@@ -17,7 +17,7 @@ use crate::media::{Detected, MediaInfo};
 use crate::retention::Decision;
 use crate::settings::DestinationSettings;
 use crate::snapshot::SnapshotState;
-use crate::ui;
+use crate::stdx;
 
 /// Room kept free beyond the estimate: metadata, sums, directory entries and the index estimate's slack.
 pub const SPACE_MARGIN: u64 = 1 << 20;
@@ -33,8 +33,10 @@ pub struct ExternalPlan {
     pub only_destination: Option<String>,
     /// `--allow-incomplete`: a newer incomplete snapshot may be exported instead of the newest complete one.
     pub allow_incomplete: bool,
-    /// The name of the new backup on every destination (local time).
+    /// The name of the new backup on every destination (local time, `YYYY-MM-DD-HHMMSS`).
     pub stamp: String,
+    /// The same time, RFC 3339 with the local offset.
+    pub time: chrono::DateTime<chrono::FixedOffset>,
     pub sets: Vec<SetPlan>,
     /// The destinations written to (or refused), in the order they are written.
     pub destinations: Vec<DestinationPlan>,
@@ -216,6 +218,8 @@ pub struct SnapshotSummary {
     pub state: SnapshotState,
     /// Files that could not be read (incomplete snapshots).
     pub unreadable: u64,
+    /// Sources that were missing when it was made (incomplete snapshots).
+    pub missing_sources: Vec<String>,
 }
 
 /// The snapshot chosen for a set, with the warnings the choice brings.
@@ -239,14 +243,24 @@ pub fn choose_snapshot(snapshots: &[SnapshotSummary], allow_incomplete: bool) ->
     let complete = newest(SnapshotState::Complete);
     let incomplete = newest(SnapshotState::Incomplete)
         .filter(|i| complete.is_none_or(|c| (i.time, &i.name) > (c.time, &c.name)));
-    let unreadable = |s: &SnapshotSummary| ui::counted(s.unreadable, "file", "files");
+    let unreadable = |s: &SnapshotSummary| {
+        let files = format!(
+            "{} could not be read",
+            stdx::counted(s.unreadable, "file", "files")
+        );
+        match s.missing_sources.as_slice() {
+            [] => files,
+            [one] if s.unreadable == 0 => format!("source {one} was missing"),
+            many if s.unreadable == 0 => format!("sources {} were missing", many.join(", ")),
+            many => format!("{} missing, {files}", many.join(", ")),
+        }
+    };
     match (complete, incomplete) {
         (_, Some(i)) if allow_incomplete => SnapshotChoice {
             snapshot: Some(i.name.clone()),
             complete: false,
             warnings: vec![format!(
-                "exporting the incomplete snapshot {} ({} could not be read when it was made), as \
-                 --allow-incomplete asks",
+                "exporting the incomplete snapshot {} ({} when it was made), as --allow-incomplete asks",
                 i.name,
                 unreadable(i)
             )],
@@ -255,8 +269,8 @@ pub fn choose_snapshot(snapshots: &[SnapshotSummary], allow_incomplete: bool) ->
             snapshot: Some(c.name.clone()),
             complete: true,
             warnings: vec![format!(
-                "the newest snapshot {} is incomplete ({} could not be read); exporting the older complete {} \
-                 instead; fix the unreadable files and collect again, or use --allow-incomplete to export {}",
+                "the newest snapshot {} is incomplete ({}); exporting the older complete {} instead; fix that \
+                 and collect again, or use --allow-incomplete to export {}",
                 i.name,
                 unreadable(i),
                 c.name,
@@ -272,8 +286,8 @@ pub fn choose_snapshot(snapshots: &[SnapshotSummary], allow_incomplete: bool) ->
             snapshot: None,
             complete: false,
             warnings: vec![format!(
-                "skipped: it has no complete snapshot; the newest, {}, is incomplete ({} could not be \
-                 read); fix that and collect again, or use --allow-incomplete to export it",
+                "skipped: it has no complete snapshot; the newest, {}, is incomplete ({}); fix that and \
+                 collect again, or use --allow-incomplete to export it",
                 i.name,
                 unreadable(i)
             )],
@@ -401,6 +415,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         only_destination: world.only_destination.clone(),
         allow_incomplete: world.allow_incomplete,
         stamp,
+        time: crate::json::localize(opts.now),
         sets,
         destinations,
         unused,
@@ -436,46 +451,7 @@ fn destination_plan(
     let info = &d.info;
     // Everything is done through the resolved path (the configured one may be a symlink to the mount point).
     let backups_dir = info.resolved.join(layout::BACKUPS_DIR);
-    let block = d.block_size.max(512);
-    let mut needed = SPACE_MARGIN + 2 * block; // the directory, backup.json and the sums file
-    let enc = d.encryption.as_ref();
-    let sized = |plain: u64| match enc {
-        Some(e) => crate::archive::crypt::encrypted_len(plain, e.recipients.len()),
-        None => plain,
-    };
-    let archives: Vec<ArchiveTarget> = sets
-        .iter()
-        .filter(|s| s.action == SetAction::Export)
-        .filter_map(|s| {
-            let est = s.estimate.as_ref()?;
-            let est = &ArchiveEstimate {
-                tar_bytes: sized(est.tar_bytes),
-                index_bytes: sized(est.index_bytes),
-                ..est.clone()
-            };
-            let part_bytes = part_size(est.tar_bytes, info.max_file_size);
-            let index_part_bytes = part_size(est.index_bytes, info.max_file_size);
-            let files = |bytes: u64, part: Option<u64>| match part {
-                Some(p) => bytes.div_ceil(p).max(1),
-                None => 1,
-            };
-            needed += round_up(est.tar_bytes, block)
-                + files(est.tar_bytes, part_bytes) * block
-                + round_up(est.index_bytes, block)
-                + files(est.index_bytes, index_part_bytes) * block;
-            Some(ArchiveTarget {
-                set: s.set.clone(),
-                snapshot: s.snapshot.clone()?,
-                archive: layout::archive_name(&s.set, enc.is_some()),
-                part_bytes,
-                index: layout::index_name(&s.set, enc.is_some()),
-                index_part_bytes,
-                tar_bytes: est.tar_bytes,
-                index_bytes: est.index_bytes,
-                encrypted: enc.is_some(),
-            })
-        })
-        .collect();
+    let (archives, needed) = archive_targets(d, sets);
     let cleanup: Vec<Leftover> = d
         .listing
         .leftovers
@@ -485,111 +461,11 @@ fn destination_plan(
         .collect();
     let reclaimable: u64 = cleanup.iter().map(|l| l.bytes).sum();
     let available = info.free_bytes.saturating_add(reclaimable);
-    let refusal = (needed > available).then(|| {
-        let mut msg = format!(
-            "not enough space: the backup needs {}, {} has {} free",
-            ui::bytes(needed),
-            info.path.display(),
-            ui::bytes(info.free_bytes)
-        );
-        if reclaimable > 0 {
-            msg.push_str(&format!(
-                " (and {} in leftovers of interrupted runs)",
-                ui::bytes(reclaimable)
-            ));
-        }
-        let verified = d.listing.verified().count();
-        if verified > 1 {
-            msg.push_str(&format!(
-                "; older backups are only removed after a new one is verified: delete some of the {verified} in {} \
-                 by hand, or use a larger drive",
-                backups_dir.display()
-            ));
-        } else {
-            msg.push_str("; free up space on the drive or use a larger one");
-        }
-        msg.push_str("; nothing was written");
-        msg
-    });
+    let refusal = (needed > available).then(|| space_refusal(d, needed, reclaimable, &backups_dir));
 
-    // Retention after this run, with the new backup in place.
-    let exported: Vec<String> = archives.iter().map(|a| a.set.clone()).collect();
-    let mut infos: Vec<BackupInfo> = d
-        .listing
-        .backups
-        .iter()
-        .map(|b| BackupInfo {
-            name: b.name.clone(),
-            time: b.time,
-            verified: b.meta.is_some(),
-            sets: b.meta.as_ref().map(|m| m.set_names()).unwrap_or_default(),
-            latest: false,
-        })
-        .collect();
-    infos.push(BackupInfo {
-        name: stamp.to_string(),
-        time: opts.now,
-        verified: true,
-        sets: exported,
-        latest: true,
-    });
-    let decisions = drive_retention::decide(&infos, d.settings.retention, opts.now);
-
-    let mut notes = Vec::new();
-    for l in d.listing.leftovers.iter().filter(|l| l.in_use) {
-        notes.push(format!(
-            "{} belongs to a dbackup run still going (pid {}); left alone",
-            l.name,
-            layout::leftover_pid(&l.name).unwrap_or(0)
-        ));
-    }
-    for b in d.listing.backups.iter().filter(|b| b.meta.is_none()) {
-        notes.push(format!(
-            "{} is not used nor removed: {}",
-            b.name,
-            b.meta_error.as_deref().unwrap_or("no metadata")
-        ));
-    }
-    if !d.listing.other.is_empty() {
-        notes.push(format!(
-            "{} in {} not made by dbackup, left alone: {}",
-            ui::counted(d.listing.other.len() as u64, "entry", "entries"),
-            backups_dir.display(),
-            d.listing.other.join(", ")
-        ));
-    }
-    if d.encryption.is_some() {
-        let plain: Vec<&str> = d
-            .listing
-            .verified()
-            .filter(|b| {
-                b.meta
-                    .as_ref()
-                    .is_some_and(|m| m.sets.iter().any(|s| s.encryption.is_none()))
-            })
-            .map(|b| b.name.as_str())
-            .collect();
-        if !plain.is_empty() {
-            let (is, them) = if plain.len() == 1 {
-                ("is", "it")
-            } else {
-                ("are", "them")
-            };
-            notes.push(format!(
-                "{} on this drive {is} not encrypted ({}): retention removes {them} as encrypted backups replace \
-                 {them}; until then anyone holding the drive can read {them}. Delete {them} by hand to be rid of \
-                 {them} now",
-                ui::counted(plain.len() as u64, "older backup", "older backups"),
-                plain.join(", "),
-            ));
-        }
-    }
+    let decisions = retention_after(d, &archives, stamp, opts);
+    let notes = drive_notes(d, &backups_dir);
     let fuse = info.mount_fs_type.starts_with("fuse");
-    if fuse && info.device.is_none() {
-        notes.push(
-            "a FUSE filesystem without a known block device: the read-back may be answered from memory".into(),
-        );
-    }
 
     DestinationPlan {
         name: d.settings.name.clone(),
@@ -640,6 +516,178 @@ fn destination_plan(
     }
 }
 
+/// The archives this run writes to the drive (sized as they will be, encrypted or not, split where the filesystem
+/// needs it), and the space they need with the backup's directory, `backup.json` and sums file.
+fn archive_targets(d: &DestinationWorld, sets: &[SetPlan]) -> (Vec<ArchiveTarget>, u64) {
+    let info = &d.info;
+    let block = d.block_size.max(512);
+    let mut needed = SPACE_MARGIN + 2 * block; // the directory, backup.json and the sums file
+    let enc = d.encryption.as_ref();
+    let sized = |plain: u64| match enc {
+        Some(e) => crate::archive::crypt::encrypted_len(plain, e.recipients.len()),
+        None => plain,
+    };
+    let archives: Vec<ArchiveTarget> = sets
+        .iter()
+        .filter(|s| s.action == SetAction::Export)
+        .filter_map(|s| {
+            let est = s.estimate.as_ref()?;
+            let est = &ArchiveEstimate {
+                tar_bytes: sized(est.tar_bytes),
+                index_bytes: sized(est.index_bytes),
+                ..est.clone()
+            };
+            let part_bytes = part_size(est.tar_bytes, info.max_file_size);
+            let index_part_bytes = part_size(est.index_bytes, info.max_file_size);
+            let files = |bytes: u64, part: Option<u64>| match part {
+                Some(p) => bytes.div_ceil(p).max(1),
+                None => 1,
+            };
+            needed += round_up(est.tar_bytes, block)
+                + files(est.tar_bytes, part_bytes) * block
+                + round_up(est.index_bytes, block)
+                + files(est.index_bytes, index_part_bytes) * block;
+            Some(ArchiveTarget {
+                set: s.set.clone(),
+                snapshot: s.snapshot.clone()?,
+                archive: layout::archive_name(&s.set, enc.is_some()),
+                part_bytes,
+                index: layout::index_name(&s.set, enc.is_some()),
+                index_part_bytes,
+                tar_bytes: est.tar_bytes,
+                index_bytes: est.index_bytes,
+                encrypted: enc.is_some(),
+            })
+        })
+        .collect();
+    (archives, needed)
+}
+
+/// Why the drive is refused when the backup does not fit, with what to do about it.
+fn space_refusal(
+    d: &DestinationWorld,
+    needed: u64,
+    reclaimable: u64,
+    backups_dir: &Path,
+) -> String {
+    let info = &d.info;
+    let mut msg = format!(
+        "not enough space: the backup needs {}, {} has {} free",
+        stdx::bytes(needed),
+        info.path.display(),
+        stdx::bytes(info.free_bytes)
+    );
+    if reclaimable > 0 {
+        msg.push_str(&format!(
+            " (and {} in leftovers of interrupted runs)",
+            stdx::bytes(reclaimable)
+        ));
+    }
+    let verified = d.listing.verified().count();
+    if verified > 1 {
+        msg.push_str(&format!(
+            "; older backups are only removed after a new one is verified: delete some of the {verified} in {} \
+             by hand, or use a larger drive",
+            backups_dir.display()
+        ));
+    } else {
+        msg.push_str("; free up space on the drive or use a larger one");
+    }
+    msg.push_str("; nothing was written");
+    msg
+}
+
+/// Retention on the drive after this run, with the new backup in place.
+fn retention_after(
+    d: &DestinationWorld,
+    archives: &[ArchiveTarget],
+    stamp: &str,
+    opts: RunOptions,
+) -> Vec<Decision> {
+    let exported: Vec<String> = archives.iter().map(|a| a.set.clone()).collect();
+    let mut infos: Vec<BackupInfo> = d
+        .listing
+        .backups
+        .iter()
+        .map(|b| BackupInfo {
+            name: b.name.clone(),
+            time: b.time,
+            verified: b.meta.is_some(),
+            sets: b.meta.as_ref().map(|m| m.set_names()).unwrap_or_default(),
+            latest: false,
+        })
+        .collect();
+    infos.push(BackupInfo {
+        name: stamp.to_string(),
+        time: opts.now,
+        verified: true,
+        sets: exported,
+        latest: true,
+    });
+    drive_retention::decide(&infos, d.settings.retention, opts.now)
+}
+
+/// What the plan notes about the drive: leftovers of a run still going, backups without usable metadata, entries
+/// not made by dbackup, unencrypted backups on a drive that now gets encrypted ones, a FUSE filesystem.
+fn drive_notes(d: &DestinationWorld, backups_dir: &Path) -> Vec<String> {
+    let mut notes = Vec::new();
+    for l in d.listing.leftovers.iter().filter(|l| l.in_use) {
+        notes.push(format!(
+            "{} belongs to a dbackup run still going (pid {}); left alone",
+            l.name,
+            layout::leftover_pid(&l.name).unwrap_or(0)
+        ));
+    }
+    for b in d.listing.backups.iter().filter(|b| b.meta.is_none()) {
+        notes.push(format!(
+            "{} is not used nor removed: {}",
+            b.name,
+            b.meta_error.as_deref().unwrap_or("no metadata")
+        ));
+    }
+    if !d.listing.other.is_empty() {
+        notes.push(format!(
+            "{} in {} not made by dbackup, left alone: {}",
+            stdx::counted(d.listing.other.len() as u64, "entry", "entries"),
+            backups_dir.display(),
+            d.listing.other.join(", ")
+        ));
+    }
+    if d.encryption.is_some() {
+        let plain: Vec<&str> = d
+            .listing
+            .verified()
+            .filter(|b| {
+                b.meta
+                    .as_ref()
+                    .is_some_and(|m| m.sets.iter().any(|s| s.encryption.is_none()))
+            })
+            .map(|b| b.name.as_str())
+            .collect();
+        if !plain.is_empty() {
+            let (is, them) = if plain.len() == 1 {
+                ("is", "it")
+            } else {
+                ("are", "them")
+            };
+            notes.push(format!(
+                "{} on this drive {is} not encrypted ({}): retention removes {them} as encrypted backups replace \
+                 {them}; until then anyone holding the drive can read {them}. Delete {them} by hand to be rid of \
+                 {them} now",
+                stdx::counted(plain.len() as u64, "older backup", "older backups"),
+                plain.join(", "),
+            ));
+        }
+    }
+    let info = &d.info;
+    if info.mount_fs_type.starts_with("fuse") && info.device.is_none() {
+        notes.push(
+            "a FUSE filesystem without a known block device: the read-back may be answered from memory".into(),
+        );
+    }
+    notes
+}
+
 /// The plan for people (what `--dry-run` prints without `--json`).
 pub fn render(plan: &ExternalPlan) -> String {
     let mut out = String::new();
@@ -659,10 +707,10 @@ pub fn render(plan: &ExternalPlan) -> String {
                     s.set,
                     name,
                     if s.complete { "" } else { " (INCOMPLETE)" },
-                    ui::counted(e.entries, "entry", "entries"),
-                    ui::counted(e.files, "file", "files"),
-                    ui::bytes(e.file_bytes),
-                    ui::bytes(e.tar_bytes)
+                    stdx::counted(e.entries, "entry", "entries"),
+                    stdx::counted(e.files, "file", "files"),
+                    stdx::bytes(e.file_bytes),
+                    stdx::bytes(e.tar_bytes)
                 );
             }
             _ => {
@@ -681,124 +729,129 @@ pub fn render(plan: &ExternalPlan) -> String {
         let _ = writeln!(out, "\ndestination {}: not used: {}", u.name, u.reason);
     }
     for d in &plan.destinations {
-        out.push('\n');
-        let mut what = vec![d.fs_type.clone()];
-        if let Some(dev) = &d.device {
-            what.push(format!("on {}", dev.display()));
-        }
-        if let Some(l) = &d.label {
-            what.push(format!("label \"{l}\""));
-        }
-        let _ = writeln!(
-            out,
-            "destination {}: {} ({})",
-            d.name,
-            d.path.display(),
-            what.join(", ")
-        );
-        let space = format!(
-            "needs {}, {} free{}",
-            ui::bytes(d.needed_bytes),
-            ui::bytes(d.free_bytes),
-            if d.reclaimable_bytes > 0 {
-                format!(" + {} from leftovers", ui::bytes(d.reclaimable_bytes))
-            } else {
-                String::new()
-            }
-        );
-        if let Some(why) = &d.refusal {
-            let _ = writeln!(out, "  REFUSED   {why}");
-            continue;
-        }
-        let _ = writeln!(out, "  space     {space}");
-        if d.write_marker {
-            let _ = writeln!(
-                out,
-                "  marker    first use: would write {} naming destination {}",
-                d.backups_dir.join(".dbackup-destination.json").display(),
-                d.name
-            );
-        }
-        for l in &d.cleanup {
-            let _ = writeln!(
-                out,
-                "  cleanup   would remove {} (left by an interrupted run, {})",
-                l.name,
-                ui::bytes(l.bytes)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "  write     {} (renamed to {} once read back and verified)",
-            d.temp_dir.display(),
-            d.final_dir.display()
-        );
-        if let Some(e) = &d.encryption {
-            let to = if e.passphrase {
-                match &d.passphrase_file {
-                    Some(f) => format!("a passphrase (scrypt) read from {}", f.display()),
-                    None => "a passphrase (scrypt) asked on the terminal, twice".to_string(),
-                }
-            } else {
-                e.recipients.join(", ")
-            };
-            let _ = writeln!(out, "  encrypt   with age to {to}");
-        }
-        for a in &d.archives {
-            let parts = match a.part_bytes {
-                Some(p) => format!(
-                    " in {} parts of at most {} ({}.part000, ...)",
-                    a.tar_bytes.div_ceil(p),
-                    ui::bytes(p),
-                    a.archive
-                ),
-                None => String::new(),
-            };
-            let _ = writeln!(
-                out,
-                "  archive   {} ({}){parts} + {} from {}",
-                a.archive,
-                ui::bytes(a.tar_bytes),
-                a.index,
-                a.snapshot
-            );
-        }
-        let _ = writeln!(
-            out,
-            "  verify    read back{} and compare sha256; write {} and {}",
-            if d.drop_device_cache {
-                " past the page cache and the device's cache"
-            } else {
-                " past the page cache"
-            },
-            layout::METADATA_FILE,
-            layout::SUMS_FILE
-        );
-        let _ = writeln!(
-            out,
-            "  latest    {} -> {}{}",
-            d.latest.path.display(),
-            d.latest.target,
-            match d.latest.kind {
-                LatestKind::Symlink => " (symlink)",
-                LatestKind::File => " (text file: no symlinks on this filesystem)",
-            }
-        );
-        let removed: Vec<&Decision> = d.decisions.iter().filter(|x| !x.keep).collect();
-        let kept = d.decisions.iter().filter(|x| x.keep).count();
-        let _ = writeln!(
-            out,
-            "  retention keep {}: {} kept, {} removed after the new backup is verified",
-            d.retention,
-            kept,
-            removed.len()
-        );
-        for x in removed {
-            let _ = writeln!(out, "  remove    {} ({})", x.name, x.reasons.join("; "));
-        }
-        for n in &d.notes {
-            let _ = writeln!(out, "  note      {n}");
-        }
+        render_destination(&mut out, d);
     }
     out
+}
+
+/// One destination of the plan: where, how much space, then each step the run takes on it.
+fn render_destination(out: &mut String, d: &DestinationPlan) {
+    out.push('\n');
+    let mut what = vec![d.fs_type.clone()];
+    if let Some(dev) = &d.device {
+        what.push(format!("on {}", dev.display()));
+    }
+    if let Some(l) = &d.label {
+        what.push(format!("label \"{l}\""));
+    }
+    let _ = writeln!(
+        out,
+        "destination {}: {} ({})",
+        d.name,
+        d.path.display(),
+        what.join(", ")
+    );
+    let space = format!(
+        "needs {}, {} free{}",
+        stdx::bytes(d.needed_bytes),
+        stdx::bytes(d.free_bytes),
+        if d.reclaimable_bytes > 0 {
+            format!(" + {} from leftovers", stdx::bytes(d.reclaimable_bytes))
+        } else {
+            String::new()
+        }
+    );
+    if let Some(why) = &d.refusal {
+        let _ = writeln!(out, "  REFUSED   {why}");
+        return;
+    }
+    let _ = writeln!(out, "  space     {space}");
+    if d.write_marker {
+        let _ = writeln!(
+            out,
+            "  marker    first use: would write {} naming destination {}",
+            d.backups_dir.join(".dbackup-destination.json").display(),
+            d.name
+        );
+    }
+    for l in &d.cleanup {
+        let _ = writeln!(
+            out,
+            "  cleanup   would remove {} (left by an interrupted run, {})",
+            l.name,
+            stdx::bytes(l.bytes)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  write     {} (renamed to {} once read back and verified)",
+        d.temp_dir.display(),
+        d.final_dir.display()
+    );
+    if let Some(e) = &d.encryption {
+        let to = if e.passphrase {
+            match &d.passphrase_file {
+                Some(f) => format!("a passphrase (scrypt) read from {}", f.display()),
+                None => "a passphrase (scrypt) asked on the terminal, twice".to_string(),
+            }
+        } else {
+            e.recipients.join(", ")
+        };
+        let _ = writeln!(out, "  encrypt   with age to {to}");
+    }
+    for a in &d.archives {
+        let parts = match a.part_bytes {
+            Some(p) => format!(
+                " in {} parts of at most {} ({}.part000, ...)",
+                a.tar_bytes.div_ceil(p),
+                stdx::bytes(p),
+                a.archive
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  archive   {} ({}){parts} + {} from {}",
+            a.archive,
+            stdx::bytes(a.tar_bytes),
+            a.index,
+            a.snapshot
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  verify    read back{} and compare sha256; write {} and {}",
+        if d.drop_device_cache {
+            " past the page cache and the device's cache"
+        } else {
+            " past the page cache"
+        },
+        layout::METADATA_FILE,
+        layout::SUMS_FILE
+    );
+    let _ = writeln!(
+        out,
+        "  latest    {} -> {}{}",
+        d.latest.path.display(),
+        d.latest.target,
+        match d.latest.kind {
+            LatestKind::Symlink => " (symlink)",
+            LatestKind::File => " (text file: no symlinks on this filesystem)",
+        }
+    );
+    let removed: Vec<&Decision> = d.decisions.iter().filter(|x| !x.keep).collect();
+    let kept = d.decisions.iter().filter(|x| x.keep).count();
+    let _ = writeln!(
+        out,
+        "  retention keep {}: {} kept, {} removed after the new backup is verified",
+        d.retention,
+        kept,
+        removed.len()
+    );
+    for x in removed {
+        let _ = writeln!(out, "  remove    {} ({})", x.name, x.reasons.join("; "));
+    }
+    for n in &d.notes {
+        let _ = writeln!(out, "  note      {n}");
+    }
 }

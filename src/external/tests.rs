@@ -29,6 +29,7 @@ fn snap(set: &str, stamp: &str, state: SnapshotState, unreadable: u64) -> Snapsh
         time: t(stamp),
         state,
         unreadable,
+        missing_sources: vec![],
     }
 }
 
@@ -96,6 +97,20 @@ fn snapshot_choice() {
             Some("data-2025-04-01-000000"),
             true,
             "",
+        ),
+        (
+            "a newer one without a source is passed over, saying which",
+            vec![
+                d1.clone(),
+                SnapshotSummary {
+                    missing_sources: vec!["~/photos".into()],
+                    ..snap("data", "2025-04-02-000000", Incomplete, 0)
+                },
+            ],
+            false,
+            Some("data-2025-04-01-000000"),
+            true,
+            "the newest snapshot data-2025-04-02-000000 is incomplete (source ~/photos was missing); exporting the older complete data-2025-04-01-000000",
         ),
         (
             "only incomplete: skipped, naming the flag",

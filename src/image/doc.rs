@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::kit::{Disk, Facts};
 use super::layout::{ImageRecord, KitRecord, TableRecord};
-use crate::ui;
+use crate::stdx;
 
 /// Everything the guide is made from.
 #[derive(Debug, Clone)]
@@ -46,7 +46,7 @@ fn disk_section(out: &mut String, d: &Disk) {
         out,
         "- `/dev/{}`: {}{}{}",
         d.name,
-        ui::bytes(d.bytes),
+        stdx::bytes(d.bytes),
         d.model
             .as_deref()
             .map(|m| format!(", {m}"))
@@ -57,7 +57,7 @@ fn disk_section(out: &mut String, d: &Disk) {
             .unwrap_or_default()
     );
     for p in &d.partitions {
-        let mut line = format!("  - `{}` {}", p.name, ui::bytes(p.bytes));
+        let mut line = format!("  - `{}` {}", p.name, stdx::bytes(p.bytes));
         if let Some(fs) = &p.fs_type {
             let _ = write!(line, " {fs}");
         }
@@ -78,6 +78,7 @@ fn disk_section(out: &mut String, d: &Disk) {
 }
 
 /// The guide's text.
+// Stays long: one document written top to bottom in reading order; its pieces already live in the helpers above.
 pub fn render(input: &DocInput) -> String {
     let f = input.facts;
     let mut o = String::new();
@@ -161,8 +162,8 @@ pub fn render(input: &DocInput) -> String {
                 file(input, &i.file_name_plain()),
                 i.fs_type,
                 i.uuid.as_deref().unwrap_or("-"),
-                ui::bytes(i.device_bytes),
-                ui::bytes(i.used_bytes)
+                stdx::bytes(i.device_bytes),
+                stdx::bytes(i.used_bytes)
             );
         }
         let _ = writeln!(

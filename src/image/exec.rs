@@ -31,6 +31,7 @@ use crate::archive::sink::{Chain, FileSink, Sink, Stage, ThreadedSink};
 use crate::archive::sums::SumLine;
 use crate::archive::{Keys, WrittenFile};
 use crate::external::layout::FileRecord;
+use crate::stdx;
 use crate::stdx::fs::Dir;
 use crate::ui::{self, Ui};
 
@@ -289,6 +290,7 @@ impl<W: Write> Write for Tee<W> {
 }
 
 /// Images one device into `system/`: see the module docs.
+// Stays long: one pipeline (partclone -> zstd -> age -> drive, with the check on the side) set up and drained.
 fn write_image(
     i: &ImagePlan,
     dir: &Dir,
@@ -340,13 +342,9 @@ fn write_image(
 
     let bar = ui.progress.then(|| {
         let b = indicatif::ProgressBar::new(i.device_bytes);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:.bold} [{bar:30}] {bytes} {binary_bytes_per_sec} ({elapsed})",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
+        b.set_style(ui::bytes_style(
+            "{prefix:.bold} [{bar:30}] {bytes} {bytes_per_sec} ({elapsed})",
+        ));
         b.set_prefix(format!("image {}", i.name));
         b
     });
@@ -415,11 +413,11 @@ fn write_image(
         i.name,
         i.device,
         i.fs_type,
-        ui::bytes(head.used_bytes()),
+        stdx::bytes(head.used_bytes()),
         i.file,
-        ui::bytes(file.bytes),
-        ui::duration(Duration::from_secs_f64(seconds)),
-        ui::bytes((stream_bytes as f64 / seconds.max(0.001)) as u64)
+        stdx::bytes(file.bytes),
+        stdx::duration(Duration::from_secs_f64(seconds)),
+        stdx::bytes((stream_bytes as f64 / seconds.max(0.001)) as u64)
     ));
     Ok(ImageRecord {
         name: i.name.clone(),
@@ -548,17 +546,17 @@ pub fn verify_images(
             bail!(
                 "{}: the filesystem is {} but partition {} is {}",
                 path.display(),
-                ui::bytes(h.device_bytes),
+                stdx::bytes(h.device_bytes),
                 item.partition,
-                ui::bytes(item.partition_bytes)
+                stdx::bytes(item.partition_bytes)
             );
         }
         ui.step(format_args!(
             "{}: {} {} (sha256 matches backup.json, read in {})",
             item.file,
             h.fs,
-            ui::bytes(h.used_bytes()),
-            ui::duration(t.elapsed())
+            stdx::bytes(h.used_bytes()),
+            stdx::duration(t.elapsed())
         ));
         heads.push(h);
     }
@@ -939,7 +937,7 @@ fn fsck(node: &Path, fs: &str, ui: &Ui) -> bool {
     match r {
         Ok(_) => true,
         Err(e) => {
-            ui.warn(format_args!("{e:#}"));
+            ui.warn(crate::ui::format_error(&e));
             false
         }
     }

@@ -429,6 +429,7 @@ pub fn disks_from_lsblk(json: &[u8]) -> Vec<Disk> {
 }
 
 /// Collects the kit of this machine (see the module docs for the pieces).
+// Stays long: a flat list of the kit's pieces, one tool or file each, in the order the guide names them.
 pub fn collect() -> Kit {
     let mut pieces = Vec::new();
     let lsblk = command_piece(

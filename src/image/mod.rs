@@ -115,6 +115,19 @@ pub struct CreateReport {
     pub error: Option<String>,
 }
 
+impl CreatePlan {
+    /// What the run would exit with at best: 1 when nothing would be imaged, 3 when a device would be refused.
+    pub fn expected_exit(&self) -> Exit {
+        if self.system.images.is_empty() {
+            Exit::Failed
+        } else if self.system.refused.is_empty() {
+            Exit::Ok
+        } else {
+            Exit::Warnings
+        }
+    }
+}
+
 impl CreateReport {
     pub fn exit(&self) -> Exit {
         match (&self.error, &self.system) {
@@ -224,8 +237,8 @@ pub fn render_create(p: &CreatePlan) -> String {
         p.destination,
         p.path.display(),
         p.stamp,
-        crate::ui::bytes(p.free_bytes),
-        crate::ui::bytes(p.device_bytes)
+        crate::stdx::bytes(p.free_bytes),
+        crate::stdx::bytes(p.device_bytes)
     );
     plan::render_system(&p.system, &mut out, "  ");
     out.push_str(&format!(
@@ -573,6 +586,37 @@ pub fn read_system(
         tables.push((t.disk.clone(), parsed));
     }
     Ok((system, tables))
+}
+
+/// The keys that open encrypted images: the identities `given`, the config's `identity_file`s that exist, and the
+/// passphrase of `$DBACKUP_PASSPHRASE_FILE` (each read only when an encrypted image is opened).
+pub fn restore_keys(settings: Option<&Settings>, given: &[PathBuf]) -> anyhow::Result<Keys> {
+    let mut keys = Keys::new();
+    let mut files: Vec<PathBuf> = given.to_vec();
+    if let Some(s) = settings {
+        for e in s
+            .encryption
+            .iter()
+            .chain(s.destinations.iter().filter_map(|d| d.encryption.as_ref()))
+        {
+            if let Some(f) = &e.identity_file
+                && !files.contains(f)
+                && f.exists()
+            {
+                files.push(f.clone());
+            }
+        }
+    }
+    for f in &files {
+        keys.add_identity_file(f)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    if let Some(file) = crate::archive::crypt::passphrase_source(None) {
+        let p = crate::archive::crypt::read_passphrase(Some(&file), "passphrase: ")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        keys.add_passphrase(p);
+    }
+    Ok(keys)
 }
 
 /// Observes and plans `dbackup image restore`.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::layout::{self, ImageRecord, Refusal, SystemRecord};
 use super::observe::{DeviceFacts, TargetFacts, TargetKind};
 use super::table::Table;
-use crate::ui;
+use crate::stdx;
 
 /// One partition (or whole-device filesystem) to image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -208,7 +208,7 @@ pub fn render_system(plan: &SystemPlan, out: &mut String, indent: &str) {
             i.device,
             i.fs_type,
             i.uuid.as_deref().unwrap_or("no uuid"),
-            ui::bytes(i.device_bytes),
+            stdx::bytes(i.device_bytes),
             i.mounted_read_only
                 .as_ref()
                 .map(|m| format!(", mounted read-only at {}", m.display()))
@@ -294,6 +294,7 @@ pub fn can_grow(fs: &str) -> bool {
 
 /// Plans a restore of the images of `system` (from the backup `from` in `backup_dir`) onto `target`. `tables` are
 /// the parsed partition tables of the backup, by disk name.
+// Stays long: the disk and each partition checked against the target in one pass, every refusal with its reason.
 pub fn plan_restore(
     from: &str,
     backup_dir: PathBuf,
@@ -378,8 +379,8 @@ pub fn plan_restore(
             refusals.push(format!(
                 "image {} was taken from {} but partition {n} is {}: the backup's metadata is inconsistent",
                 crate::stdx::show_str(&i.name),
-                ui::bytes(i.device_bytes),
-                ui::bytes(partition_bytes)
+                stdx::bytes(i.device_bytes),
+                stdx::bytes(partition_bytes)
             ));
         }
         let tool = super::observe::partclone_for(&i.fs_type);
@@ -442,8 +443,8 @@ pub fn plan_restore(
             "{} is {}, smaller than the {} its partitions need: partclone restores each filesystem at its original \
              size, so the target must be at least as large as the disk's used layout{}",
             target.path.display(),
-            ui::bytes(target.bytes),
-            ui::bytes(needed),
+            stdx::bytes(target.bytes),
+            stdx::bytes(needed),
             if target.kind == TargetKind::File && target.bytes == 0 {
                 format!(" (create the file first: truncate -s {} FILE)", needed)
             } else {
@@ -502,8 +503,8 @@ pub fn render_restore(p: &RestorePlan) -> String {
             TargetKind::BlockDevice => "block device",
             TargetKind::File => "disk image file",
         },
-        ui::bytes(p.target_bytes),
-        ui::bytes(p.needed_bytes)
+        stdx::bytes(p.target_bytes),
+        stdx::bytes(p.needed_bytes)
     );
     for w in &p.overwritten {
         let _ = writeln!(o, "  OVERWRITES {w}");
@@ -529,7 +530,7 @@ pub fn render_restore(p: &RestorePlan) -> String {
             "    {:>2}  start {:>10}  {:>10}  {}{}",
             part.number,
             part.start,
-            ui::bytes(part.size.saturating_mul(p.table.sector_size)),
+            stdx::bytes(part.size.saturating_mul(p.table.sector_size)),
             part.name
                 .as_deref()
                 .map(|n| format!("\"{}\" ", crate::stdx::show_str(n)))
@@ -540,7 +541,7 @@ pub fn render_restore(p: &RestorePlan) -> String {
                     i.file,
                     i.fs_type,
                     i.uuid.as_deref().unwrap_or("no uuid"),
-                    ui::bytes(i.used_bytes),
+                    stdx::bytes(i.used_bytes),
                     if i.grow { ", grown" } else { "" }
                 ),
                 None => "(left empty: no image)".to_string(),

@@ -24,7 +24,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use crate::stdx::fs::{Dir, FsError};
-use crate::stdx::show;
+use crate::stdx::show_path;
 
 /// The marker's place, relative to the destination path.
 pub const MARKER_PATH: &str = "backups/.dbackup-destination.json";
@@ -57,21 +57,21 @@ pub struct Marker {
 /// Reading or writing a marker failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MarkerError {
-    #[error("cannot read destination marker {}: {source}", shown(.path))]
+    #[error("cannot read destination marker {}: {source}", show_path(.path))]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
     #[error(
         "destination marker {} is not valid: {}; fix it or delete it",
-        shown(.path),
+        show_path(.path),
         crate::stdx::show_str(&.source.to_string())
     )]
     Invalid {
         path: PathBuf,
         source: serde_json::Error,
     },
-    #[error("cannot write destination marker {}: {source}", shown(.path))]
+    #[error("cannot write destination marker {}: {source}", show_path(.path))]
     Write {
         path: PathBuf,
         source: std::io::Error,
@@ -79,10 +79,6 @@ pub enum MarkerError {
     /// `backups/` or the marker is a symlink, a mount point, a FIFO, too large...
     #[error(transparent)]
     Refused(#[from] FsError),
-}
-
-fn shown(path: &Path) -> String {
-    show(path.as_os_str().as_encoded_bytes())
 }
 
 impl Marker {

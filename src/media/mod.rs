@@ -292,8 +292,8 @@ impl fmt::Display for Absence {
                 f,
                 "full: {} has {} free of {}; delete something from it or use another drive",
                 path.display(),
-                human_bytes(*free_bytes),
-                human_bytes(*total_bytes)
+                crate::stdx::bytes(*free_bytes),
+                crate::stdx::bytes(*total_bytes)
             ),
         }
     }
@@ -330,8 +330,8 @@ impl fmt::Display for MediaInfo {
         write!(
             f,
             ", {} free of {})",
-            human_bytes(self.free_bytes),
-            human_bytes(self.total_bytes)
+            crate::stdx::bytes(self.free_bytes),
+            crate::stdx::bytes(self.total_bytes)
         )
     }
 }
@@ -408,6 +408,28 @@ pub fn detect_for_reading(dest: &DestinationSettings) -> Presence {
     }
 }
 
+/// Waits until one of `destinations` is mounted (or needs no mount), polling the mount table every 200 ms, at most
+/// `timeout`. Returns the first one ready, or `None` when the time ran out (`dbackup systemd wait-for-drive`: the
+/// device appears before the desktop mounts it).
+pub fn wait_for_mount(
+    destinations: &[DestinationSettings],
+    timeout: std::time::Duration,
+) -> anyhow::Result<Option<&DestinationSettings>> {
+    use anyhow::Context as _;
+    let started = std::time::Instant::now();
+    loop {
+        let table = mountinfo::read().context("cannot read the mount table")?;
+        let ready = destinations.iter().find(|d| {
+            let canonical = d.path.canonicalize().unwrap_or_else(|_| d.path.clone());
+            !d.require_mount || mountinfo::mounted_at(&table, &canonical, None).is_some()
+        });
+        if ready.is_some() || started.elapsed() >= timeout {
+            return Ok(ready);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// The destinations to write to: `first` is the present one with the highest priority (the earliest in the config on a
 /// tie); `all` is every present one, by priority, highest first. Empty when none is present.
 pub fn select(mode: ExternalMode, detected: &[Detected]) -> Vec<&Detected> {
@@ -427,8 +449,17 @@ pub fn select_or_fail(
 ) -> Result<Vec<&Detected>, CodedError> {
     let chosen = select(mode, detected);
     if chosen.is_empty() {
+        // A drive that is there but mounted read-only is a failure to fix (exit 1), not an absent drive (exit 5,
+        // which the units count as success).
+        let read_only = detected
+            .iter()
+            .any(|d| matches!(d.absence(), Some(Absence::ReadOnly { .. })));
         Err(CodedError::new(
-            Exit::NoDestination,
+            if read_only {
+                Exit::Failed
+            } else {
+                Exit::NoDestination
+            },
             none_present_message(detected),
         ))
     } else {
@@ -450,6 +481,7 @@ pub fn none_present_message(detected: &[Detected]) -> String {
 }
 
 #[allow(clippy::result_large_err)] // an Absence is an answer, not a rare error
+// Stays long: the detection checks in the order they must run (each one an early return with its Absence).
 fn examine(dest: &DestinationSettings, for_writing: bool) -> Result<MediaInfo, Absence> {
     let path = dest.path.clone();
     let unreachable = |e: std::io::Error| Absence::Unreachable {
@@ -819,24 +851,6 @@ fn io_message(e: &std::io::Error) -> String {
     match chars.next() {
         Some(c) => c.to_lowercase().chain(chars).collect(),
         None => s.to_string(),
-    }
-}
-
-/// `1.5 GiB`, `120 MiB`, `512 B`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else if value < 10.0 {
-        format!("{value:.1} {}", UNITS[unit])
-    } else {
-        format!("{value:.0} {}", UNITS[unit])
     }
 }
 

@@ -442,15 +442,6 @@ fn presence_serializes_with_state_and_reason() {
 }
 
 #[test]
-fn human_sizes() {
-    assert_eq!(human_bytes(0), "0 B");
-    assert_eq!(human_bytes(1023), "1023 B");
-    assert_eq!(human_bytes(1536), "1.5 KiB");
-    assert_eq!(human_bytes(120 << 20), "120 MiB");
-    assert_eq!(human_bytes(1_000_204_886_016), "932 GiB");
-}
-
-#[test]
 fn io_messages_are_lower_case_without_os_error() {
     let e = std::io::Error::from_raw_os_error(libc::ENOTCONN);
     assert_eq!(io_message(&e), "transport endpoint is not connected");

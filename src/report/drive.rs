@@ -14,8 +14,8 @@ use chrono::{DateTime, FixedOffset};
 
 use super::html::{self, ago, esc, shell_word, time};
 use crate::external::layout::{self, BackupMeta, DriveListing};
+use crate::stdx;
 use crate::stdx::fs::Dir;
-use crate::ui;
 
 /// The page's name in the drive's root.
 pub const FILE_NAME: &str = "REPORT.html";
@@ -59,7 +59,7 @@ pub fn render(
             let _ = writeln!(
                 b,
                 ": {} in <code>backups/</code>, the newest made {} ({}).</p>",
-                esc(&ui::counted(
+                esc(&stdx::counted(
                     metas.len() as u64,
                     "verified backup",
                     "verified backups"
@@ -75,7 +75,7 @@ pub fn render(
         let _ = writeln!(
             b,
             "<p class=\"warn\">{} in <code>backups/</code> without a usable <code>backup.json</code> (not counted, never used).</p>",
-            esc(&ui::counted(unusable as u64, "directory", "directories"))
+            esc(&stdx::counted(unusable as u64, "directory", "directories"))
         );
     }
     let _ = write!(
@@ -108,13 +108,13 @@ pub fn render(
                     let to = if e.passphrase {
                         "a passphrase".to_string()
                     } else {
-                        ui::counted(e.recipients.len() as u64, "recipient", "recipients")
+                        stdx::counted(e.recipients.len() as u64, "recipient", "recipients")
                     };
                     let _ = write!(
                         b,
                         "<span class=\"tag\">age</span> <span class=\"muted\">encrypted to {}; {}</span>",
                         esc(&to),
-                        esc(&ui::counted(s.files, "file", "files"))
+                        esc(&stdx::counted(s.files, "file", "files"))
                     );
                 }
                 None => {
@@ -127,7 +127,7 @@ pub fn render(
                     let _ = write!(
                         b,
                         "<span class=\"muted\">{}{}{}</span>",
-                        esc(&ui::counted(s.files, "file", "files")),
+                        esc(&stdx::counted(s.files, "file", "files")),
                         if sources.is_empty() { "" } else { " of " },
                         esc(&sources.join(", "))
                     );
@@ -137,14 +137,14 @@ pub fn render(
                 let _ = write!(
                     b,
                     " <span class=\"warn\">{}</span>",
-                    esc(&ui::counted(s.warning_count, "warning", "warnings"))
+                    esc(&stdx::counted(s.warning_count, "warning", "warnings"))
                 );
             }
         }
         let _ = writeln!(
             b,
             "</td><td class=\"num\">{}</td></tr>",
-            esc(&ui::bytes(bytes))
+            esc(&stdx::bytes(bytes))
         );
     }
     b.push_str("</tbody>\n</table>\n");
@@ -235,6 +235,31 @@ pub fn refresh(root: &Path, destination: &str, now: DateTime<FixedOffset>) -> io
     let listing = layout::list(&root.join(layout::BACKUPS_DIR)).map_err(io::Error::other)?;
     let page = render(Some(destination), &listing, now);
     write(root, page.as_bytes())
+}
+
+/// `dbackup report --drive DIR`: the page of the drive at `dir` (its root, holding `backups/`, or its `backups/`
+/// itself). Read only; a directory without `backups/` is a usage error (give the mount point).
+pub fn page_for_dir(dir: &Path, now: DateTime<FixedOffset>) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let backups: PathBuf = if dir.join(layout::BACKUPS_DIR).is_dir() {
+        dir.join(layout::BACKUPS_DIR)
+    } else {
+        dir.to_path_buf()
+    };
+    let listing = layout::list(&backups)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("cannot read the backups in {}", backups.display()))?;
+    if !listing.exists {
+        return Err(crate::exit::CodedError::new(
+            crate::exit::Exit::Usage,
+            format!(
+                "{} holds no backups/ directory: give the drive's mount point",
+                dir.display()
+            ),
+        )
+        .into());
+    }
+    Ok(render(None, &listing, now))
 }
 
 /// Writes `bytes` as `<root>/REPORT.html`: a new temporary file created in a handle on `root` (nothing below it

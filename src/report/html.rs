@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, FixedOffset};
 use sha2::{Digest as _, Sha256};
 
-use crate::schedule;
+use crate::stdx;
 
 /// Text for the page: made visible by [`crate::stdx::show_str`] (control characters, invalid bytes), then
 /// HTML-escaped. Every string that reaches the page goes through this or [`attr`].
@@ -58,7 +58,7 @@ pub fn when(t: DateTime<FixedOffset>) -> String {
 /// `5 hours ago` at `now`; the script recomputes it when the page is opened later (`data-since`).
 pub fn ago(t: DateTime<FixedOffset>, now: DateTime<FixedOffset>) -> String {
     let age = now.signed_duration_since(t);
-    let words = schedule::age_words(age);
+    let words = stdx::age_words(age);
     let text = if age.num_seconds() < 0 {
         words
     } else {

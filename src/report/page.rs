@@ -7,10 +7,10 @@ use chrono::{DateTime, FixedOffset};
 
 use super::html::{self, ago, attr, esc, shell_word, time, when};
 use super::svg;
-use crate::schedule::{self, Phase};
+use crate::schedule::Phase;
 use crate::status::history::{History, RunOutcome, SetTrend};
 use crate::status::{self, DestinationStatus, KnownFrom, SetStatus, StatusReport};
-use crate::ui;
+use crate::stdx;
 
 /// How many restore dates are offered per set.
 const RESTORE_DATES: usize = 3;
@@ -34,7 +34,7 @@ pub fn render(r: &StatusReport) -> String {
         let _ = writeln!(
             b,
             "<h1 class=\"bad\">Attention: {}</h1>\n<ul>",
-            esc(&ui::counted(n as u64, "problem", "problems"))
+            esc(&stdx::counted(n as u64, "problem", "problems"))
         );
         for o in &r.overdue {
             let hint = match o.phase {
@@ -98,7 +98,7 @@ pub fn render(r: &StatusReport) -> String {
          only). This page loads nothing and sends nothing.</p></footer>",
         esc(&r.backup_root.display().to_string()),
         match (r.root_free_bytes, r.root_total_bytes) {
-            (Some(f), Some(t)) => esc(&format!(": {} free of {}", ui::bytes(f), ui::bytes(t))),
+            (Some(f), Some(t)) => esc(&format!(": {} free of {}", stdx::bytes(f), stdx::bytes(t))),
             _ if !r.root_exists => " (does not exist yet)".to_string(),
             _ => String::new(),
         },
@@ -140,6 +140,7 @@ fn sets(b: &mut String, r: &StatusReport) {
     b.push_str("</tbody>\n</table>\n</section>\n");
 }
 
+// Stays long: one table row, cell after cell in the order the page shows them.
 fn set_row(b: &mut String, r: &StatusReport, s: &SetStatus) {
     let t = trend(r, &s.set);
     let good = s.newest_complete.as_ref().or(s
@@ -181,7 +182,7 @@ fn set_row(b: &mut String, r: &StatusReport, s: &SetStatus) {
             b,
             "<br><span class=\"warn\">newer: {} is incomplete ({} unreadable)</span>",
             esc(&n.name),
-            esc(&ui::counted(n.unreadable, "file", "files"))
+            esc(&stdx::counted(n.unreadable, "file", "files"))
         );
     }
     b.push_str("</td>");
@@ -208,8 +209,8 @@ fn set_row(b: &mut String, r: &StatusReport, s: &SetStatus) {
                     Some(limit),
                     &format!(
                         "{} old; overdue after {}",
-                        schedule::age_words(chrono::TimeDelta::seconds(g.age_seconds)),
-                        schedule::age_words(chrono::TimeDelta::seconds(t.overdue_after_seconds))
+                        stdx::age_words(chrono::TimeDelta::seconds(g.age_seconds)),
+                        stdx::age_words(chrono::TimeDelta::seconds(t.overdue_after_seconds))
                     )
                 )
             );
@@ -253,7 +254,7 @@ fn set_row(b: &mut String, r: &StatusReport, s: &SetStatus) {
                     b,
                     "<td>{}<br><span class=\"muted\">in {}</span></td>",
                     time(n),
-                    esc(&schedule::age_words(n.signed_duration_since(r.now)))
+                    esc(&stdx::age_words(n.signed_duration_since(r.now)))
                 );
             }
             None => b.push_str("<td>-</td>"),
@@ -282,14 +283,14 @@ fn set_row(b: &mut String, r: &StatusReport, s: &SetStatus) {
                 b,
                 "<td>{}<br><span class=\"muted\">newest: {} new of {}</span>",
                 svg::sparkline(&t.snapshots),
-                esc(&ui::bytes(newest.copied_bytes)),
-                esc(&ui::bytes(newest.bytes))
+                esc(&stdx::bytes(newest.copied_bytes)),
+                esc(&stdx::bytes(newest.bytes))
             );
             if outliers > 0 {
                 let _ = write!(
                     b,
                     "<br><span class=\"bad\">{} far above the usual</span>",
-                    esc(&ui::counted(outliers as u64, "snapshot", "snapshots"))
+                    esc(&stdx::counted(outliers as u64, "snapshot", "snapshots"))
                 );
             }
             b.push_str("</td>");
@@ -329,6 +330,7 @@ fn destinations(b: &mut String, r: &StatusReport) {
     b.push_str("</tbody>\n</table>\n</section>\n");
 }
 
+// Stays long: one table row, cell after cell in the order the page shows them.
 fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
     let h = r
         .history
@@ -399,8 +401,8 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
                         Some(limit as f64),
                         &format!(
                             "{} old; overdue after {}",
-                            schedule::age_words(chrono::TimeDelta::seconds(n.age_seconds)),
-                            schedule::age_words(chrono::TimeDelta::seconds(limit))
+                            stdx::age_words(chrono::TimeDelta::seconds(n.age_seconds)),
+                            stdx::age_words(chrono::TimeDelta::seconds(limit))
                         )
                     )
                 );
@@ -424,7 +426,7 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
             let _ = write!(
                 b,
                 "<td>{}<br>{}</td>",
-                esc(&format!("{} free of {}", ui::bytes(f), ui::bytes(t))),
+                esc(&format!("{} free of {}", stdx::bytes(f), stdx::bytes(t))),
                 svg::meter(
                     used as f64,
                     t as f64,
@@ -432,9 +434,9 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
                     needed.map(|n| (used + n) as f64),
                     &format!(
                         "{} used{}",
-                        ui::bytes(used),
+                        stdx::bytes(used),
                         needed
-                            .map(|n| format!("; the next backup adds about {}", ui::bytes(n)))
+                            .map(|n| format!("; the next backup adds about {}", stdx::bytes(n)))
                             .unwrap_or_default()
                     )
                 )
@@ -444,14 +446,14 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
                     let _ = write!(
                         b,
                         "<td class=\"ok\">yes<br><span class=\"muted\">needs about {}</span></td>",
-                        esc(&ui::bytes(n))
+                        esc(&stdx::bytes(n))
                     );
                 }
                 (Some(false), Some(n)) => {
                     let _ = write!(
                         b,
                         "<td class=\"bad\"><strong>no</strong><br><span class=\"muted\">needs about {}; free space on the drive, or lower its retention</span></td>",
-                        esc(&ui::bytes(n))
+                        esc(&stdx::bytes(n))
                     );
                 }
                 _ => b.push_str("<td class=\"muted\">unknown</td>"),
@@ -469,7 +471,7 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
                     b,
                     "<tr><td>{}</td><td class=\"num\">{}</td><td>{}{}</td></tr>",
                     esc(&bk.stamp),
-                    esc(&ui::bytes(bk.bytes)),
+                    esc(&stdx::bytes(bk.bytes)),
                     esc(&sets.join(", ")),
                     if bk.encrypted {
                         " <span class=\"tag\">age</span>"

@@ -192,8 +192,9 @@ fn answer(settings: &Settings, listen: SocketAddr, request: tiny_http::Request, 
                     "text/html; charset=utf-8",
                     super::page::render(&report).into_bytes(),
                 ),
-                Route::Json => match serde_json::to_vec_pretty(&report) {
-                    Ok(b) => (200, "application/json", b),
+                // The same object as `report --json`, under the same contract (`docs/json/report.json`).
+                Route::Json => match crate::json::to_text(&report) {
+                    Ok(b) => (200, "application/json", b.into_bytes()),
                     Err(e) => (500, "text/plain; charset=utf-8", e.to_string().into_bytes()),
                 },
             }

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::html::esc;
 use crate::status::history::{RunEntry, RunOutcome, SnapshotPoint};
-use crate::ui;
+use crate::stdx;
 
 /// The outcome's class (and the legend's word).
 pub fn outcome_class(o: RunOutcome) -> &'static str {
@@ -122,8 +122,8 @@ pub fn sparkline(points_newest_first: &[SnapshotPoint]) -> String {
         let mut title = format!(
             "{}: {} new of {}",
             p.name,
-            ui::bytes(p.copied_bytes),
-            ui::bytes(p.bytes)
+            stdx::bytes(p.copied_bytes),
+            stdx::bytes(p.bytes)
         );
         if p.first {
             title.push_str(" (first snapshot: everything copied)");

@@ -81,7 +81,7 @@ impl Drive {
         self.listing
             .backups
             .iter()
-            .filter(|b| !b.in_progress && self.only.as_ref().is_none_or(|o| *o == b.name))
+            .filter(|b| !b.in_progress && self.only.as_ref().is_none_or(|o| *o == b.dir.name))
     }
 }
 
@@ -201,15 +201,16 @@ pub fn drive_backups(drives: &[Drive]) -> Vec<(&Drive, &DriveBackup)> {
     let mut out = Vec::new();
     for d in drives.iter().filter(|d| d.present()) {
         for b in d.backups() {
-            if seen.insert(b.name.clone()) {
+            if seen.insert(b.dir.name.clone()) {
                 out.push((d, b));
             }
         }
     }
     out.sort_by(|a, b| {
-        a.1.time
-            .cmp(&b.1.time)
-            .then_with(|| a.1.name.cmp(&b.1.name))
+        a.1.dir
+            .time
+            .cmp(&b.1.dir.time)
+            .then_with(|| a.1.dir.name.cmp(&b.1.dir.name))
     });
     out
 }

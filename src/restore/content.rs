@@ -9,11 +9,13 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::entry::{EntryKind, Mtime, RestoreEntry, show};
+use super::engine::entry::{EntryKind, Mtime, RestoreEntry, show};
+use super::engine::safety::{self, RelPath};
+use super::engine::source::Snapshot;
+use super::engine::tarscan::{HeaderCounts, Owners, Scanner};
 use super::index_search::{SearchError, SortedIndex, is_under};
-use super::safety::{self, RelPath};
-use super::source::Snapshot;
 use super::{Action, Applier, Plan, RestoreError};
+use crate::archive::sparse::{self, MapError, SparseLoc};
 use crate::archive::{self, ArchiveFiles, Attrs, IndexEntry};
 
 /// Where one set's content is read from.
@@ -43,6 +45,18 @@ pub enum ContentError {
         path: String,
         after: String,
         source: io::Error,
+    },
+    /// The index does not describe the archive under a path being restored: an entry left out, one the archive
+    /// lacks, a field that differs, a hard link that points elsewhere. The restore stops before writing anything.
+    #[error(
+        "cannot restore {path}: the index {index} does not match the archive {archive}: {problem}; the backup is \
+         damaged or was changed, so nothing was restored (check it with --verify)"
+    )]
+    Mismatch {
+        path: String,
+        index: String,
+        archive: String,
+        problem: String,
     },
 }
 
@@ -93,14 +107,50 @@ pub enum Lookup {
     },
 }
 
-/// An archive entry with what a hard link needs to become a file of its own: its first name's content.
+/// What a hard link shares with its first name: a file's content, or a symlink's target.
+#[derive(Debug, Clone)]
+enum Shared {
+    /// A file's content: its data offset, size and sha256, and (a sparse file) its map and data, so that a copy
+    /// keeps the holes.
+    Content {
+        data: u64,
+        size: u64,
+        sha256: Option<[u8; 32]>,
+        sparse: Option<SparseLoc>,
+    },
+    /// A symlink's target, its mode, owner and mtime.
+    Symlink(RestoreEntry),
+}
+
+impl Shared {
+    /// What a later hard link to `e` (a file, with `sparse` when it is a sparse one, or a symlink) shares with it.
+    fn of(e: &RestoreEntry, sparse: Option<SparseLoc>) -> Shared {
+        match e.kind {
+            EntryKind::Symlink => Shared::Symlink(e.clone()),
+            _ => Shared::Content {
+                data: e.locator.unwrap_or(0),
+                size: e.size,
+                sha256: e.sha256,
+                sparse,
+            },
+        }
+    }
+}
+
+/// An archive entry with what a hard link needs to become an entry of its own: what its first name holds.
 #[derive(Clone)]
 struct ArchEntry {
     entry: RestoreEntry,
-    /// For a hard link: the data offset, size and sha256 of the content it shares.
-    shared: Option<(u64, u64, Option<[u8; 32]>)>,
+    /// For a hard link: what it shares with its first name, as the archive itself gives it (a scanned archive: the
+    /// first name's header; an indexed one: the first name's index line, checked against its header, see
+    /// [`RunCheck::link_outside`]). `None` leaves the hard link for the planner.
+    shared: Option<Shared>,
     /// The index line it comes from (indexed archives): checked against the archive's header before it is applied.
     index: Option<IndexEntry>,
+    /// The index line of the file whose content `shared` is (indexed archives).
+    content: Option<IndexEntry>,
+    /// A sparse file's map and data.
+    sparse: Option<SparseLoc>,
 }
 
 /// Where an archive entry's content is, and the index line its header must agree with.
@@ -108,6 +158,12 @@ struct ArchEntry {
 pub struct Loc {
     pub data: u64,
     pub index: Option<IndexEntry>,
+    /// For a hard link restored as a copy (its first name is not restored): the index line of the file whose
+    /// content it shares. Its header is checked before the content is read at its data offset, so that only
+    /// content the archive's own header vouches for is written.
+    pub content: Option<IndexEntry>,
+    /// A sparse file's content: its map and data segments, restored with holes (`data` is then unused).
+    pub sparse: Option<SparseLoc>,
 }
 
 /// One selection's entries, renamed for its target, in the order the planner wants them. Archive entries carry in
@@ -116,6 +172,8 @@ pub struct Loc {
 pub struct Gathered {
     pub entries: Vec<RestoreEntry>,
     pub locs: Vec<Loc>,
+    /// For an archive read by scanning: every header it read (each entry is in `entries` or outside the selection).
+    pub scanned: Option<HeaderCounts>,
 }
 
 impl Gathered {
@@ -182,9 +240,12 @@ impl SetContent {
         matches!(self, SetContent::Archive { index: Some(_), .. })
     }
 
-    /// Visits every entry of an archive without an index, reading its headers (contents are skipped with seeks).
-    /// `f` returns false to stop.
-    fn scan_entries(&self, mut f: impl FnMut(ArchEntry) -> bool) -> Result<(), ContentError> {
+    /// Visits every entry of an archive without an index, reading its headers as GNU tar does ([`Scanner`]:
+    /// contents are skipped with seeks). `f` returns false to stop. Returns the headers read.
+    fn scan_entries(
+        &self,
+        mut f: impl FnMut(ArchEntry) -> bool,
+    ) -> Result<HeaderCounts, ContentError> {
         let SetContent::Archive { archive, .. } = self else {
             unreachable!("only archives are scanned")
         };
@@ -193,26 +254,36 @@ impl SetContent {
             path: label.clone(),
             source,
         })?;
-        let mut ar = tar::Archive::new(BufReader::with_capacity(64 << 10, file));
         let mut last = String::from("its start");
         let arch_err = |after: &str, source| ContentError::Archive {
             path: label.clone(),
             after: after.to_string(),
             source,
         };
-        let entries = ar.entries_with_seek().map_err(|e| arch_err(&last, e))?;
-        // Files by name, so that a hard link to one that is not restored can become a copy of it.
-        let mut files: HashMap<RelPath, (u64, u64)> = HashMap::new();
-        for te in entries {
-            let mut te = te.map_err(|e| arch_err(&format!("the entry after {last}"), e))?;
-            let Some(e) = RestoreEntry::from_tar(&mut te).map_err(|e| arch_err(&last, e))? else {
-                continue;
-            };
+        let mut scanner = Scanner::seekable(BufReader::with_capacity(64 << 10, file))
+            .map_err(|e| arch_err(&last, e))?;
+        let mut owners = Owners::by_name();
+        // Files and symlinks by name, so that a hard link to one that is not restored can become a copy of it.
+        let mut shared: HashMap<RelPath, Shared> = HashMap::new();
+        while let Some(m) = scanner
+            .next_member()
+            .map_err(|e| arch_err(&format!("the entry after {last}"), e.into_io()))?
+        {
+            let e = m.entry(&mut owners);
             last = e.display_name();
-            let shared = match e.kind {
-                EntryKind::File => {
+            // A sparse member: its map was read (and checked) by the scanner; a bad one made it an entry the plan
+            // refuses.
+            let sparse = m
+                .sparse_map()
+                .filter(|_| e.kind == EntryKind::File)
+                .map(|map| SparseLoc::Mapped {
+                    data: m.data_offset,
+                    map: map.clone(),
+                });
+            let copy = match e.kind {
+                EntryKind::File | EntryKind::Symlink => {
                     if let Ok(rel) = safety::check_name(&e.name, None) {
-                        files.insert(rel, (e.locator.unwrap_or(0), e.size));
+                        shared.insert(rel, Shared::of(&e, sparse.clone()));
                     }
                     None
                 }
@@ -220,19 +291,21 @@ impl SetContent {
                     .link
                     .as_deref()
                     .and_then(|l| safety::check_name(l, None).ok())
-                    .and_then(|t| files.get(&t))
-                    .map(|&(offset, size)| (offset, size, None)),
+                    .and_then(|t| shared.get(&t))
+                    .cloned(),
                 _ => None,
             };
             if !f(ArchEntry {
                 entry: e,
-                shared,
+                shared: copy,
                 index: None,
+                content: None,
+                sparse,
             }) {
                 break;
             }
         }
-        Ok(())
+        Ok(scanner.counts())
     }
 
     fn search(&self) -> Result<Option<SortedIndex>, ContentError> {
@@ -346,32 +419,50 @@ impl SetContent {
                     }
                 }
             }
-            SetContent::Archive { .. } => match self.search()? {
+            SetContent::Archive { archive, index } => match self.search()? {
                 Some(mut idx) => {
+                    let mut check = RunCheck {
+                        archive,
+                        index_label: index.as_ref().map(ArchiveFiles::label).unwrap_or_default(),
+                        reader: None,
+                    };
                     for (i, sel) in sels.iter().enumerate() {
                         for anc in &sel.ancestors {
                             if let Some(e) = idx.find(anc.as_bytes())? {
                                 take(&mut out[i], sel, arch_entry(e));
                             }
                         }
+                        let mut run: Vec<IndexEntry> = Vec::new();
                         let pos = idx.lower_bound(sel.name.as_bytes())?;
                         idx.read_from(pos, |e| {
                             if !is_under(&e.path, sel.name.as_bytes()) {
                                 return false;
                             }
+                            run.push(e);
+                            true
+                        })?;
+                        // What is restored under a directory is exactly what the archive holds there.
+                        let dir = sel.name.is_root()
+                            || run
+                                .first()
+                                .is_some_and(|e| e.kind == archive::EntryKind::Dir);
+                        if dir {
+                            check.run(&sel.name, &run)?;
+                        }
+                        for e in run {
                             let a = arch_entry(e);
                             if safety::check_name(&a.entry.name, None).is_err() {
                                 // Below the selection but not a name that can be checked: refused by its plan.
                                 out[i].push(a.entry, None);
-                            } else {
-                                take(&mut out[i], sel, a);
+                                continue;
                             }
-                            true
-                        })?;
+                            let a = check.link_outside(&mut idx, sel, a)?;
+                            take(&mut out[i], sel, a);
+                        }
                     }
                 }
                 None => {
-                    self.scan_entries(|a| {
+                    let counts = self.scan_entries(|a| {
                         let Ok(rel) = safety::check_name(&a.entry.name, None) else {
                             if !out.is_empty() {
                                 out[0].push(a.entry, None);
@@ -385,6 +476,9 @@ impl SetContent {
                         }
                         true
                     })?;
+                    for g in &mut out {
+                        g.scanned = Some(counts);
+                    }
                 }
             },
         }
@@ -410,13 +504,13 @@ impl SetContent {
                 let snap = Snapshot::new(base);
                 for item in plan.items.iter().filter(|i| !i.implicit) {
                     if item.needs_content() {
-                        let mut file =
+                        let file =
                             snap.open(&item.entry)
                                 .map_err(|source| RestoreError::Source {
                                     name: show(&item.entry.name),
                                     error: source,
                                 })?;
-                        applier.apply(&item.entry, Some(&mut file))?;
+                        applier.apply_file(&item.entry, &file)?;
                         done(item.entry.size);
                     } else {
                         applier.apply(&item.entry, None)?;
@@ -514,11 +608,64 @@ fn apply_archive(
             applier.apply(&item.entry, None)?;
             continue;
         }
+        // A hard link restored as a copy: the header of the file whose content it is vouches for that content.
+        if let Some(ce) = loc.and_then(|l| l.content.as_ref()) {
+            match check_header(r, ce) {
+                Ok(()) => {}
+                Err(HeaderError::Read(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                    applier.fail(
+                        &item.entry,
+                        format!(
+                            "the header of {}, whose content it shares, is damaged in the backup ({e}); not restored",
+                            ce.display_path()
+                        ),
+                    )?;
+                    reader = None;
+                    continue;
+                }
+                Err(HeaderError::Read(e)) => return Err(source_err(e)),
+                Err(HeaderError::Mismatch(problem)) => {
+                    return Err(source_err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the archive's header for {} at offset {}, whose content it shares, disagrees with the \
+                             index: {problem}; the backup is damaged (check it with --verify)",
+                            ce.display_path(),
+                            ce.header_offset
+                        ),
+                    )));
+                }
+            }
+            if loc.map(|l| l.data) != Some(ce.data_offset) {
+                return Err(source_err(io::Error::other(
+                    "its content is not where the file it shares it with has it",
+                )));
+            }
+        }
+        let failed_before = applier.summary().errors.len();
+        if let Some(sp) = loc.and_then(|l| l.sparse.as_ref()) {
+            match sparse::open(r, sp) {
+                Ok((map, mut data)) => applier.apply_sparse(&item.entry, &map, &mut data)?,
+                Err(MapError::Io(e)) if e.kind() != io::ErrorKind::InvalidData => {
+                    return Err(source_err(e));
+                }
+                // The map does not read back as the index describes it (or its encrypted chunk is damaged): this
+                // entry is not restored, the others still are.
+                Err(e) => applier.fail(
+                    &item.entry,
+                    format!("its sparse map in the backup is damaged ({e}); not restored"),
+                )?,
+            }
+            if applier.summary().errors.len() > failed_before {
+                reader = None;
+            }
+            done(item.entry.size);
+            continue;
+        }
         let offset = loc
             .map(|l| l.data)
             .ok_or_else(|| source_err(io::Error::other("the backup gave no offset for it")))?;
         r.seek(SeekFrom::Start(offset)).map_err(source_err)?;
-        let failed_before = applier.summary().errors.len();
         applier.apply(&item.entry, Some(&mut r.take(item.entry.size)))?;
         if applier.summary().errors.len() > failed_before {
             // Its content could not be read whole (a damaged chunk): read the next entry with a fresh reader.
@@ -540,15 +687,29 @@ fn in_archive(e: RestoreError, label: &str) -> RestoreError {
     }
 }
 
-/// An index line as an archive entry.
+/// An index line as an archive entry. A hard link's content is not taken from its own line: see
+/// [`RunCheck::link_outside`].
 fn arch_entry(e: IndexEntry) -> ArchEntry {
-    let shared = (e.kind == archive::EntryKind::Hardlink)
-        .then(|| (e.data_offset, e.size, e.sha256.map(|d| d.0)));
+    let sparse = (e.kind == archive::EntryKind::File)
+        .then(|| sparse_of_index(&e))
+        .flatten();
     ArchEntry {
         entry: entry_of_index(&e),
-        shared,
+        shared: None,
         index: Some(e),
+        content: None,
+        sparse,
     }
+}
+
+/// Where a file stored as a sparse member has its map and data, from its index line.
+fn sparse_of_index(e: &IndexEntry) -> Option<SparseLoc> {
+    e.sparse.map(|r| SparseLoc::Indexed {
+        data: e.data_offset,
+        stored: r.stored,
+        size: e.size,
+        sha256: r.stored_sha256,
+    })
 }
 
 /// Adds an archive entry (whose name checks) to a selection: renamed, and a hard link to a file outside the
@@ -558,6 +719,8 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
         mut entry,
         shared,
         index,
+        mut content,
+        mut sparse,
     } = a;
     let Ok(rel) = safety::check_name(&entry.name, None) else {
         out.push(entry, None);
@@ -576,20 +739,49 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
             .and_then(|l| safety::check_hardlink_target(l, None).ok());
         match (target, shared) {
             // Linked to a file restored by the same plan: a hard link again.
-            (Some(t), _) if t.starts_with(&sel.name) => entry.link = Some(sel.rename(&t)),
+            (Some(t), _) if t.starts_with(&sel.name) => {
+                entry.link = Some(sel.rename(&t));
+                content = None;
+            }
             // Linked to a file outside what is restored: a copy of its content.
-            (Some(_), Some((offset, size, sha256))) => {
+            (
+                Some(_),
+                Some(Shared::Content {
+                    data: offset,
+                    size,
+                    sha256,
+                    sparse: shared_sparse,
+                }),
+            ) => {
                 entry.kind = EntryKind::File;
                 entry.link = None;
                 entry.size = size;
                 entry.sha256 = sha256;
                 data = offset;
+                sparse = shared_sparse;
+            }
+            // Linked to a symlink outside what is restored: a symlink of its own, with the same target.
+            (Some(_), Some(Shared::Symlink(first))) => {
+                entry.kind = EntryKind::Symlink;
+                entry.link = first.link;
+                entry.size = 0;
+                entry.sha256 = None;
             }
             // Anything else is left for the planner to refuse.
-            _ => {}
+            _ => content = None,
         }
+    } else {
+        content = None;
     }
-    out.push(entry, Some(Loc { data, index }));
+    out.push(
+        entry,
+        Some(Loc {
+            data,
+            index,
+            content,
+            sparse,
+        }),
+    );
 }
 
 /// Looks a name up in a searchable index; for a missing one, the names nearest to it: the children of its deepest
@@ -697,6 +889,42 @@ pub(crate) fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> R
     let got = RestoreEntry::from_tar(&mut te)
         .map_err(|e| e.to_string())?
         .ok_or("no entry header there")?;
+    if ie.kind == archive::EntryKind::File && te.raw_file_position() != len {
+        return Err(format!(
+            "its data starts at {}, the index says {}",
+            ie.header_offset + te.raw_file_position(),
+            ie.data_offset
+        ));
+    }
+    compare_entry(&got, ie)?;
+    // What the member stores: a file's content, or a sparse member's map and data.
+    let stored = ie.sparse.map_or(ie.size, |r| r.stored);
+    if ie.kind == archive::EntryKind::File && te.size() != stored {
+        return Err(format!(
+            "it stores {} bytes, the index says {stored}{}",
+            te.size(),
+            if ie.sparse.is_some() {
+                " (a sparse member's map and data)"
+            } else {
+                ""
+            }
+        ));
+    }
+    let end = usize::try_from(te.raw_file_position()).unwrap_or(usize::MAX);
+    let attrs = Attrs::from_headers(bytes.get(..end).ok_or("its header is cut short")?)
+        .map_err(|e| format!("its extended attributes cannot be read: {e}"))?;
+    let listed = ie.attrs.as_deref().cloned().unwrap_or_default();
+    if let Some(what) = listed.difference(&attrs) {
+        return Err(format!(
+            "its extended attributes differ from the index's ({what})"
+        ));
+    }
+    Ok(())
+}
+
+/// Compares an entry as the archive's header describes it with its index line: name, type, size, mode, owner,
+/// mtime and link target.
+fn compare_entry(got: &RestoreEntry, ie: &IndexEntry) -> Result<(), String> {
     let want = entry_of_index(ie);
     let name = got.name.strip_suffix(b"/").unwrap_or(&got.name);
     let field = |what: &str, archive: String, index: String| {
@@ -738,23 +966,336 @@ pub(crate) fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> R
         let l = |l: &Option<Vec<u8>>| l.as_deref().map(show).unwrap_or_default();
         return field("link target", l(&got.link), l(&want.link));
     }
-    if ie.kind == archive::EntryKind::File && te.raw_file_position() != len {
-        return Err(format!(
-            "its data starts at {}, the index says {}",
-            ie.header_offset + te.raw_file_position(),
-            ie.data_offset
-        ));
-    }
-    let end = usize::try_from(te.raw_file_position()).unwrap_or(usize::MAX);
-    let attrs = Attrs::from_headers(bytes.get(..end).ok_or("its header is cut short")?)
-        .map_err(|e| format!("its extended attributes cannot be read: {e}"))?;
-    let listed = ie.attrs.as_deref().cloned().unwrap_or_default();
-    if let Some(what) = listed.difference(&attrs) {
-        return Err(format!(
-            "its extended attributes differ from the index's ({what})"
-        ));
-    }
     Ok(())
+}
+
+/// Checks, before anything is written, that what an index says about a selection is what the archive holds.
+struct RunCheck<'a> {
+    archive: &'a ArchiveFiles,
+    index_label: String,
+    /// The archive, opened on first need.
+    reader: Option<archive::ArchiveReader>,
+}
+
+impl RunCheck<'_> {
+    fn mismatch(&self, path: &[u8], problem: String) -> ContentError {
+        ContentError::Mismatch {
+            path: abs_shown(path),
+            index: self.index_label.clone(),
+            archive: self.archive.label(),
+            problem,
+        }
+    }
+
+    fn reader(&mut self) -> Result<&mut archive::ArchiveReader, ContentError> {
+        if self.reader.is_none() {
+            let r = self.archive.open().map_err(|source| ContentError::Io {
+                path: self.archive.label(),
+                source,
+            })?;
+            self.reader = Some(r);
+        }
+        Ok(self.reader.as_mut().expect("opened above"))
+    }
+
+    /// Walks the archive's headers from the first entry of `run` (the index lines of a directory `name` and
+    /// everything below it, in order) side by side with the lines: every header must be its line's (name, type,
+    /// size, mode, owner, mtime, link target, data offset), and the header after the last line must not lie
+    /// under `name` (or the archive ends). So an entry the index leaves out, or lists but the archive lacks there,
+    /// stops the restore of `name` before anything is written, instead of being skipped.
+    fn run(&mut self, name: &RelPath, run: &[IndexEntry]) -> Result<(), ContentError> {
+        let Some(first) = run.first() else {
+            return Ok(());
+        };
+        if name.is_root() && first.header_offset != 0 {
+            return Err(self.mismatch(
+                name.as_bytes(),
+                format!(
+                    "its first entry {} is at offset {}, not at the archive's start",
+                    first.display_path(),
+                    first.header_offset
+                ),
+            ));
+        }
+        let label = self.archive.label();
+        let base = first.header_offset;
+        let read_err = |after: String, source: io::Error| ContentError::Archive {
+            path: label.clone(),
+            after,
+            source,
+        };
+        let mut problem: Option<(Vec<u8>, String)> = None;
+        {
+            let r = self.reader()?;
+            r.seek(SeekFrom::Start(base))
+                .map_err(|e| read_err(first.display_path(), e))?;
+            let mut ar = tar::Archive::new(FromOffset::new(r, base));
+            let mut entries = ar
+                .entries_with_seek()
+                .map_err(|e| read_err(first.display_path(), e))?;
+            // The next entry of the archive that describes a file (PAX global headers are skipped).
+            // `after`: the entry before (named in an error); none before the first.
+            let mut next =
+                |after: Option<&IndexEntry>| -> Result<Option<(RestoreEntry, u64)>, ContentError> {
+                    let shown = || match after {
+                        Some(e) => format!(
+                            "the entry after {} (offset {})",
+                            e.display_path(),
+                            e.header_offset
+                        ),
+                        None => format!("{} (offset {base})", first.display_path()),
+                    };
+                    loop {
+                        match entries.next() {
+                            None => return Ok(None),
+                            Some(Err(e)) => {
+                                return Err(read_err(shown(), e));
+                            }
+                            Some(Ok(mut te)) => {
+                                let got = RestoreEntry::from_tar(&mut te)
+                                    .map_err(|e| read_err(shown(), e))?;
+                                if let Some(mut got) = got {
+                                    if let Some(n) = got.name.strip_suffix(b"/") {
+                                        got.name = n.to_vec();
+                                    }
+                                    return Ok(Some((got, base + te.raw_file_position())));
+                                }
+                            }
+                        }
+                    }
+                };
+            let mut after = None;
+            for ie in run {
+                match next(after)? {
+                    None => {
+                        problem = Some((
+                            ie.path.clone(),
+                            format!(
+                                "the index lists {} at offset {}, and the archive ends before it",
+                                abs_shown(&ie.path),
+                                ie.header_offset
+                            ),
+                        ));
+                        break;
+                    }
+                    Some((got, data)) => {
+                        if got.name != ie.path {
+                            let what = if cmp_names(&got.name, &ie.path) == std::cmp::Ordering::Less
+                            {
+                                format!(
+                                    "the archive holds {} (its data at offset {data}), which the index leaves out",
+                                    abs_shown(&got.name)
+                                )
+                            } else {
+                                format!(
+                                    "the index lists {} at offset {}, which the archive does not hold \
+                                     there (it has {})",
+                                    abs_shown(&ie.path),
+                                    ie.header_offset,
+                                    abs_shown(&got.name)
+                                )
+                            };
+                            problem = Some((ie.path.clone(), what));
+                            break;
+                        }
+                        let offset = if ie.kind == archive::EntryKind::Hardlink {
+                            Ok(())
+                        } else if data != ie.data_offset {
+                            Err(format!(
+                                "its data starts at {data} in the archive, the index says {}",
+                                ie.data_offset
+                            ))
+                        } else {
+                            Ok(())
+                        };
+                        if let Err(why) = offset.and_then(|()| compare_entry(&got, ie)) {
+                            problem =
+                                Some((ie.path.clone(), format!("{}: {why}", abs_shown(&ie.path))));
+                            break;
+                        }
+                        after = Some(ie);
+                    }
+                }
+            }
+            if problem.is_none()
+                && let Some((got, data)) = next(after)?
+                && is_under(&got.name, name.as_bytes())
+            {
+                problem = Some((
+                    got.name.clone(),
+                    format!(
+                        "the archive holds {} (its data at offset {data}), which the index leaves out",
+                        abs_shown(&got.name)
+                    ),
+                ));
+            }
+        }
+        match problem {
+            Some((_, why)) => Err(self.mismatch(name.as_bytes(), why)),
+            None => Ok(()),
+        }
+    }
+
+    /// A hard link whose first name is not restored with it becomes a copy of that file's content: the file's own
+    /// index line is found and checked against its header in the archive, and must agree with the link's line
+    /// (data offset, size, sha256). The content then comes from where the archive's header for that file puts it,
+    /// never from an offset only the hard link's line gives. Other entries pass through.
+    fn link_outside(
+        &mut self,
+        idx: &mut SortedIndex,
+        sel: &Selection,
+        mut a: ArchEntry,
+    ) -> Result<ArchEntry, ContentError> {
+        let Some(line) = a.index.as_ref() else {
+            return Ok(a);
+        };
+        if line.kind != archive::EntryKind::Hardlink {
+            return Ok(a);
+        }
+        let Some(target) = line
+            .link
+            .as_deref()
+            .and_then(|l| safety::check_hardlink_target(l, None).ok())
+        else {
+            return Ok(a); // refused by the planner
+        };
+        if target.starts_with(&sel.name) {
+            return Ok(a); // linked again to the file restored with it
+        }
+        let path = line.path.clone();
+        let shown = line.display_path();
+        let Some(t) = idx.find(target.as_bytes())? else {
+            return Err(self.mismatch(
+                &path,
+                format!(
+                    "the hard link {shown} points to {}, which the index does not list",
+                    target.display()
+                ),
+            ));
+        };
+        if t.kind != archive::EntryKind::File {
+            return Err(self.mismatch(
+                &path,
+                format!(
+                    "the hard link {shown} points to {}, which is a {}, not a file",
+                    t.display_path(),
+                    t.kind.name()
+                ),
+            ));
+        }
+        if (line.data_offset, line.size, line.sha256, line.sparse)
+            != (t.data_offset, t.size, t.sha256, t.sparse)
+        {
+            return Err(self.mismatch(
+                &path,
+                format!(
+                    "the hard link {shown} gives its content at offset {} ({} bytes), but the file it links to, \
+                     {}, has its content at offset {} ({} bytes)",
+                    line.data_offset,
+                    line.size,
+                    t.display_path(),
+                    t.data_offset,
+                    t.size
+                ),
+            ));
+        }
+        let checked = {
+            let r = self.reader()?;
+            check_header(r, &t)
+        };
+        match checked {
+            Ok(()) => {}
+            Err(HeaderError::Read(e)) => {
+                return Err(ContentError::Archive {
+                    path: self.archive.label(),
+                    after: t.display_path(),
+                    source: e,
+                });
+            }
+            Err(HeaderError::Mismatch(why)) => {
+                return Err(self.mismatch(
+                    &path,
+                    format!(
+                        "the archive's header for {} (which the hard link {shown} links to) disagrees with the \
+                         index: {why}",
+                        t.display_path()
+                    ),
+                ));
+            }
+        }
+        a.shared = Some(Shared::Content {
+            data: t.data_offset,
+            size: t.size,
+            sha256: t.sha256.map(|d| d.0),
+            sparse: sparse_of_index(&t),
+        });
+        a.content = Some(t);
+        Ok(a)
+    }
+}
+
+/// A buffered reader seen from `base` on: position 0 is `base` of `inner` (the `tar` crate takes a seekable
+/// archive's positions as its own offsets from its start). The short forward seeks over small files' contents stay
+/// inside the buffer, so walking the headers of many small files costs few reads.
+struct FromOffset<R> {
+    inner: io::BufReader<R>,
+    base: u64,
+    /// The position, relative to `base`.
+    pos: u64,
+}
+
+impl<R: Read + Seek> FromOffset<R> {
+    /// `inner` must be positioned at `base`.
+    fn new(inner: R, base: u64) -> FromOffset<R> {
+        FromOffset {
+            inner: io::BufReader::with_capacity(64 << 10, inner),
+            base,
+            pos: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for FromOffset<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for FromOffset<R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let out_of_range = || io::Error::other("seek position out of range");
+        match to {
+            SeekFrom::Current(d) => {
+                let pos = self.pos.checked_add_signed(d).ok_or_else(out_of_range)?;
+                self.inner.seek_relative(d)?;
+                self.pos = pos;
+            }
+            SeekFrom::Start(n) => {
+                let at = self.base.checked_add(n).ok_or_else(out_of_range)?;
+                self.inner.seek(SeekFrom::Start(at))?;
+                self.pos = n;
+            }
+            SeekFrom::End(_) => {
+                let at = self.inner.seek(to)?;
+                self.pos = at.checked_sub(self.base).ok_or_else(out_of_range)?;
+            }
+        }
+        Ok(self.pos)
+    }
+}
+
+/// A backup name shown as the absolute path it was on the backed-up machine.
+fn abs_shown(name: &[u8]) -> String {
+    let mut p = b"/".to_vec();
+    p.extend_from_slice(name);
+    show(&p)
+}
+
+/// Orders names as the archive does (component by component).
+fn cmp_names(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    super::index_search::cmp_paths(a, b)
 }
 
 /// Largest header (pax records included) accepted when checking an entry's header.

@@ -13,11 +13,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use chrono::NaiveDateTime;
 use serde::Serialize;
 
 use crate::archive::EncryptionRecord;
-use crate::external::layout::{self, BackupMeta, FileRecord, LeftoverKind, SetRecord};
+use crate::external::layout::{self, FileRecord, LeftoverKind, SetRecord};
 use crate::snapshot::{self, SourceRecord};
 use crate::stdx::fs::Dir;
 
@@ -25,17 +24,12 @@ pub use crate::external::layout::{
     BACKUPS_DIR, METADATA_FILE, SUMS_FILE, archive_name, index_name,
 };
 
-/// One backup directory on a drive.
+/// One backup directory on a drive, as restore reads it: the directory the external phase's layout found (its name,
+/// time, path and metadata: [`layout::DriveBackup`]) and the sets it holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriveBackup {
-    /// The directory name: its stamp (or the temporary name of one being written).
-    pub name: String,
-    pub time: NaiveDateTime,
-    pub path: PathBuf,
-    /// Its `backup.json`, when readable, of this stamp, and verified.
-    pub meta: Option<BackupMeta>,
-    /// Why there is no usable metadata.
-    pub meta_error: Option<String>,
+    /// The directory: its name is its stamp (or the temporary name of one being written).
+    pub dir: layout::DriveBackup,
     /// The sets found: from the metadata, else from the `*.tar` files in the directory.
     pub sets: Vec<DriveSet>,
     /// A backup being written (`.tmp-<stamp>-<pid>`): never listed, never restored from.
@@ -46,7 +40,7 @@ pub struct DriveBackup {
 
 impl DriveBackup {
     pub fn verified(&self) -> bool {
-        self.meta.is_some()
+        self.dir.meta.is_some()
     }
 
     pub fn set(&self, name: &str) -> Option<&DriveSet> {
@@ -203,14 +197,8 @@ fn sets_from_files(dir: &Path) -> Vec<DriveSet> {
         .collect()
 }
 
-/// What a drive's `backups/` holds for restore.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DriveListing {
-    /// Backups (stamp directories) and backups being written, oldest first.
-    pub backups: Vec<DriveBackup>,
-    /// What `latest`/`LATEST` names.
-    pub latest: Option<String>,
-}
+/// What a drive's `backups/` holds for restore: its backups with their sets, those being written among them.
+pub type DriveListing = layout::DriveListing<DriveBackup>;
 
 /// Lists an open `backups/` directory (see [`layout::list_in`]).
 pub fn list(backups: &Dir) -> io::Result<DriveListing> {
@@ -224,24 +212,17 @@ pub fn list(backups: &Dir) -> io::Result<DriveListing> {
                 .as_ref()
                 .is_none_or(|m| !m.sets.is_empty() || m.system.is_none())
         })
-        .map(|b| {
-            let sets = match &b.meta {
+        .map(|b| DriveBackup {
+            sets: match &b.meta {
                 Some(m) => m.sets.iter().map(|s| set_of_record(&b.path, s)).collect(),
                 None => sets_from_files(&b.path),
-            };
-            DriveBackup {
-                name: b.name,
-                time: b.time,
-                path: b.path,
-                meta: b.meta,
-                meta_error: b.meta_error,
-                sets,
-                in_progress: false,
-                excluded: Vec::new(),
-            }
+            },
+            dir: b,
+            in_progress: false,
+            excluded: Vec::new(),
         })
         .collect();
-    for left in l.leftovers {
+    for left in &l.leftovers {
         if left.kind != LeftoverKind::Temporary {
             continue;
         }
@@ -256,19 +237,26 @@ pub fn list(backups: &Dir) -> io::Result<DriveListing> {
         let path = backups.join(&left.name);
         all.push(DriveBackup {
             sets: sets_from_files(&path),
-            name: left.name,
-            time,
-            path,
-            meta: None,
-            meta_error: Some("it is still being written, or its writing was interrupted".into()),
+            dir: layout::DriveBackup {
+                name: left.name.clone(),
+                time,
+                path,
+                meta: None,
+                meta_error: Some(
+                    "it is still being written, or its writing was interrupted".into(),
+                ),
+            },
             in_progress: true,
             excluded: Vec::new(),
         });
     }
-    all.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.name.cmp(&b.name)));
+    all.sort_by(|a, b| (a.dir.time.cmp(&b.dir.time)).then_with(|| a.dir.name.cmp(&b.dir.name)));
     Ok(DriveListing {
+        exists: l.exists,
         backups: all,
+        leftovers: l.leftovers,
         latest: l.latest,
+        other: l.other,
     })
 }
 
@@ -351,7 +339,7 @@ mod tests {
         let names: Vec<(&str, bool, bool)> = l
             .backups
             .iter()
-            .map(|x| (x.name.as_str(), x.verified(), x.in_progress))
+            .map(|x| (x.dir.name.as_str(), x.verified(), x.in_progress))
             .collect();
         assert_eq!(
             names,
@@ -380,6 +368,7 @@ mod tests {
         );
         assert!(
             l.backups[1]
+                .dir
                 .meta_error
                 .as_deref()
                 .unwrap()
@@ -388,7 +377,10 @@ mod tests {
         fs::create_dir(b.join("empty")).unwrap();
         assert_eq!(
             list(&Dir::open(&b.join("empty")).unwrap()).unwrap(),
-            DriveListing::default()
+            DriveListing {
+                exists: true,
+                ..DriveListing::default()
+            }
         );
         // --set keeps one set and remembers the others' files.
         let only = l.backups[0].only("data");

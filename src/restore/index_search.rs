@@ -318,7 +318,8 @@ impl SortedIndex {
 }
 
 /// One entry line, parsed by the index's own reader (after its header line).
-fn parse_line(header: &[u8], label: &str, line: &[u8]) -> Result<IndexEntry, SearchError> {
+/// One entry line parsed with the index's header line (newline included) before it.
+pub fn parse_line(header: &[u8], label: &str, line: &[u8]) -> Result<IndexEntry, SearchError> {
     let damaged = |problem: String| SearchError::Damaged {
         label: label.to_string(),
         problem,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::content::{Gathered, Lookup, Selection, SetContent};
-use super::safety::RelPath;
+use super::engine::safety::RelPath;
 use super::select::{abs_of, locate_in_sources, name_of};
 use super::{Applier, Plan, Planner, RestoreError, RestoreOptions, Summary};
 use crate::exit::{CodedError, Exit};
@@ -142,7 +142,8 @@ pub fn resolve(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(us
             labels.dedup();
             show_str(&labels.join(", "))
         };
-        let mut msg = format!("{} is not in {where_}", show_path(abs));
+        let head = format!("{} is not in {where_}", show_path(abs));
+        let mut msg = String::new();
         if !by_source && sets.iter().any(|s| !s.sources.is_empty()) {
             let sources: Vec<String> =
                 sets.iter()
@@ -163,9 +164,24 @@ pub fn resolve(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(us
             let near: Vec<String> = near.iter().map(|p| show_path(p)).collect();
             msg.push_str(&format!("; the nearest there: {}", near.join(", ")));
         }
-        return Err(CodedError::new(Exit::Failed, msg).into());
+        return Err(NotInBackup {
+            path: abs.clone(),
+            head,
+            rest: msg,
+        }
+        .into());
     }
     Ok(out)
+}
+
+/// A wanted path that the chosen backup does not hold: `head` says so, `rest` what is near it there (the caller may
+/// put which older backup holds it in between).
+#[derive(Debug, thiserror::Error)]
+#[error("{head}{rest}")]
+pub struct NotInBackup {
+    pub path: PathBuf,
+    pub head: String,
+    pub rest: String,
 }
 
 /// Where a name of the backup goes (see the module documentation).
@@ -343,7 +359,9 @@ pub fn plan_all(
             for e in std::mem::take(&mut g.entries) {
                 planner.add(e)?;
             }
-            plans[i] = Some((planner.finish(), g));
+            let mut plan = planner.finish();
+            plan.scanned = g.scanned;
+            plans[i] = Some((plan, g));
         }
     }
     Ok(sels
@@ -393,7 +411,7 @@ pub fn apply_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::safety::check_name;
+    use crate::restore::engine::safety::check_name;
 
     fn n(s: &str) -> RelPath {
         check_name(s.as_bytes(), None).unwrap()

@@ -84,11 +84,6 @@ impl KeyRing {
         }
     }
 
-    /// Whether any identity file was given or configured.
-    pub fn has_identity(&self) -> bool {
-        !self.given.is_empty() || !self.configured.is_empty()
-    }
-
     /// The keys that open `archives` (archives and indexes of the sets about to be read), loaded now: `None` when
     /// none of them is encrypted. An archive encrypted to a passphrase (its header, or `passphrase_recorded` from
     /// `backup.json`) has the passphrase read; any other encrypted archive has the identity files read. An
@@ -122,10 +117,11 @@ impl KeyRing {
         if need_identity {
             for f in &self.given {
                 keys.add_identity_file(f)?;
+                found.warnings.extend(exposed(f));
             }
             for f in &self.configured {
                 match keys.add_identity_file(f) {
-                    Ok(()) => {}
+                    Ok(()) => found.warnings.extend(exposed(f)),
                     Err(e) if !self.given.is_empty() => found.warnings.push(format!(
                         "{e} (the config's encryption.identity_file); using the --identity given"
                     )),
@@ -175,6 +171,21 @@ impl KeyRing {
     }
 }
 
+/// The warning for an identity file that users other than its owner may read (its group, or anyone), as ssh warns
+/// about a private key: whoever can read it can decrypt every backup encrypted to it.
+fn exposed(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the identity file {} can be read by other users (mode {mode:04o}): anyone who can read it can decrypt \
+             every backup encrypted to it; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
 fn detail_of(e: CryptError) -> String {
     match e {
         CryptError::IdentityFile { detail, .. } => detail,
@@ -210,6 +221,8 @@ mod tests {
         let id = age::x25519::Identity::generate();
         let key = dir.path().join("key.txt");
         std::fs::write(&key, format!("{}\n", id.to_string().expose_secret())).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(dir.path().join("data.tar"), b"plain").unwrap();
         let plain = ArchiveFiles::discover(dir.path(), "data.tar").unwrap();
         let to = crypt::EncryptTo::Recipients(vec![id.to_public().to_string().parse().unwrap()]);
@@ -240,6 +253,18 @@ mod tests {
             .read_to_string(&mut out)
             .unwrap();
         assert_eq!(out, "content");
+
+        // One that others can read is used, with a warning.
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let found = ring.keys_for(&[&enc], false, Ask::Always).unwrap();
+        assert!(found.keys.is_some());
+        assert_eq!(found.warnings.len(), 1, "{:?}", found.warnings);
+        assert!(
+            found.warnings[0].contains("can be read by other users (mode 0644)"),
+            "{:?}",
+            found.warnings
+        );
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
 
         // A configured identity that is missing is passed over when one was given.
         let ring = KeyRing {

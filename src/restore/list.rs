@@ -8,16 +8,22 @@ use std::path::PathBuf;
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
-use super::catalog::Drive;
+use super::Request;
+use super::catalog::{self, Drive};
+use super::select::{self, DateQuery};
+use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot, SnapshotState};
 use crate::stdx::{show_path, show_str};
-use crate::ui;
 
-/// Where a backup is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// Where a backup is kept (also `restore --source`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Kept {
     Local,
+    /// The drive's backups (also `drive`)
+    #[value(alias = "drive")]
     External,
 }
 
@@ -81,6 +87,55 @@ impl State {
     }
 }
 
+/// What `--list` shows for `req` (its `--source`, `--drive`, `--set` and `--date`), and when only the drives were
+/// asked for and none is present, the message saying so.
+pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Option<String>)> {
+    let local = req.source != Some(Kept::External) && req.drive.is_none();
+    let external = req.source != Some(Kept::Local);
+    let mut listing = Listing {
+        backup_root: None,
+        backups: Vec::new(),
+        destinations: Vec::new(),
+    };
+    if local {
+        let sets = select::only_set(catalog::local_set_names(settings), req.set.as_deref());
+        let snaps = catalog::local_snapshots(&settings.backup_root, &sets)?;
+        listing.backup_root = Some(settings.backup_root.clone());
+        listing
+            .backups
+            .extend(local_backups(&settings.backup_root, &snaps));
+    }
+    let mut no_drive = None;
+    if external {
+        let drives = catalog::drives(settings, req.drive.as_deref())?;
+        if !local && !drives.iter().any(Drive::present) {
+            no_drive = Some(catalog::no_drive_message(&drives));
+        }
+        listing.backups.extend(drive_backups(&drives));
+        listing.destinations = destinations(&drives);
+    }
+    if let Some(set) = &req.set {
+        listing
+            .backups
+            .retain(|b| b.sets.iter().any(|s| &s.name == set));
+        for b in &mut listing.backups {
+            b.sets.retain(|s| &s.name == set);
+            b.bytes = b
+                .sets
+                .iter()
+                .map(|s| s.bytes)
+                .fold(0u64, u64::saturating_add);
+        }
+    }
+    match req.date {
+        DateQuery::Newest => {}
+        DateQuery::Day(d) => listing.backups.retain(|b| b.time.date() == d),
+        DateQuery::Exact(t) => listing.backups.retain(|b| b.time == t),
+    }
+    listing.sort();
+    Ok((listing, no_drive))
+}
+
 /// Everything `--list` found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Listing {
@@ -98,6 +153,8 @@ pub struct ListedBackup {
     pub source: Kept,
     /// What `--date` takes to select exactly this one.
     pub stamp: String,
+    /// The stamp's local time, RFC 3339 with its offset.
+    #[serde(with = "crate::json::local_time")]
     pub time: NaiveDateTime,
     pub sets: Vec<ListedSet>,
     /// Local: the size of the files in the snapshots; external: the archives' bytes on the drive.
@@ -167,7 +224,7 @@ pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<List
                         notes.push(format!(
                             "{}: {} unreadable",
                             s.set,
-                            ui::counted(m.unreadable.len() as u64, "file", "files")
+                            crate::stdx::counted(m.unreadable.len() as u64, "file", "files")
                         ));
                     }
                     if let Some(e) = &s.metadata_error {
@@ -213,7 +270,7 @@ pub fn drive_backups(drives: &[Drive]) -> Vec<ListedBackup> {
     for d in drives {
         for b in &d.listing.backups {
             // A backup still (or never finished) being written is no backup: never listed, never restored from.
-            if b.in_progress || d.only.as_ref().is_some_and(|o| *o != b.name) {
+            if b.in_progress || d.only.as_ref().is_some_and(|o| *o != b.dir.name) {
                 continue;
             }
             let state = if b.verified() {
@@ -230,22 +287,22 @@ pub fn drive_backups(drives: &[Drive]) -> Vec<ListedBackup> {
                     bytes: s.archive_bytes,
                     files: s.files,
                     snapshot: s.snapshot.clone(),
-                    path: b.path.join(&s.archive),
+                    path: b.dir.path.join(&s.archive),
                     encrypted: s.encrypted(),
                     passphrase: s.encryption.as_ref().is_some_and(|e| e.passphrase),
                 })
                 .collect();
             out.push(ListedBackup {
                 source: Kept::External,
-                stamp: b.name.clone(),
-                time: b.time,
+                stamp: b.dir.name.clone(),
+                time: b.dir.time,
                 sets,
                 bytes: b.bytes(),
                 state,
-                location: b.path.clone(),
+                location: b.dir.path.clone(),
                 destination: Some(d.name.clone()),
-                latest: d.listing.latest.as_deref() == Some(b.name.as_str()),
-                notes: b.meta_error.iter().cloned().collect(),
+                latest: d.listing.latest.as_deref() == Some(b.dir.name.as_str()),
+                notes: b.dir.meta_error.iter().cloned().collect(),
             });
         }
     }
@@ -265,7 +322,7 @@ pub fn destinations(drives: &[Drive]) -> Vec<ListedDestination> {
                 .listing
                 .backups
                 .iter()
-                .filter(|b| !b.in_progress && d.only.as_ref().is_none_or(|o| *o == b.name))
+                .filter(|b| !b.in_progress && d.only.as_ref().is_none_or(|o| *o == b.dir.name))
                 .count(),
         })
         .collect()
@@ -313,7 +370,7 @@ impl Listing {
                             })
                             .collect::<Vec<_>>()
                             .join(", "),
-                        ui::bytes(b.bytes),
+                        crate::stdx::bytes(b.bytes),
                         state,
                         place,
                     ]
@@ -352,7 +409,7 @@ impl Listing {
                             "  {}: present at {}, {}",
                             d.name,
                             d.path.display(),
-                            ui::counted(d.backups as u64, "backup", "backups")
+                            crate::stdx::counted(d.backups as u64, "backup", "backups")
                         );
                     }
                     Some(r) => {

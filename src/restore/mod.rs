@@ -1,59 +1,24 @@
-//! The restore engine: plans and safely applies backup entries (from a tar archive or a snapshot) into a target directory.
+//! Restore: choosing a backup (local snapshots or a drive's), reading it, and handing its entries to the engine.
 //!
-//! # Shape
-//! A restore is two passes over the same entries, whatever their source:
-//! 1. **Plan** ([`Planner`]): every entry's metadata is checked ([`safety`]) and compared with what is at the
-//!    destination now, giving a [`Plan`]: `create`, `replace`, `unchanged`, `skip` or `refuse` (with the reason)
-//!    for each entry. Planning writes nothing; `--dry-run` prints the plan ([`Plan::render`], or its JSON).
-//! 2. **Apply** ([`Applier`]): the same entries are handed over again, in the same order, each file with a reader
-//!    for its content; the applier writes what the plan says, and [`Applier::finish`] gives a [`Summary`].
-//!
-//! A tar archive without an index is read twice: headers only for the plan (`Archive::entries_with_seek` skips
-//! the content with seeks), then streamed. An indexed archive plans from its index and applies by seeking to each
-//! entry that needs content ([`RestoreEntry::locator`]). A snapshot is walked, then each planned file is opened.
-//! [`source`] has the helpers for all three.
-//!
-//! # Hostile input
-//! - **Refuse first, then write**: when the plan holds any refusal, [`Applier::new`] refuses to start and nothing
-//!   at all is written ([`RestoreError::Refused`] names the count and the first; the plan lists them all). With
-//!   [`RestoreOptions::apply_despite_refusals`] the rest is applied and the summary still fails, listing every
-//!   refusal. A restore is never half-applied silently: a refused, failed or missing entry always makes
-//!   [`Summary::exit`] non-zero.
-//! - **Never through a symlink**: every path below the target is walked with `openat(O_NOFOLLOW | O_DIRECTORY)`
-//!   at apply time ([`target`]), so a symlink created by an earlier entry, already on disk, or planted between
-//!   planning and applying cannot redirect a write; the plan's checks are a first line, this is the guarantee.
-//! - **Symlinks are data**: a symlink is recreated with its target verbatim, absolute or not (a backup of
-//!   `/home/u` legitimately holds `~/.config/x -> /etc/foo`, and restoring to the original location must bring it
-//!   back); it is never followed by the restore. One that points outside the target is noted in the plan, and
-//!   refused under [`RestoreOptions::refuse_escaping_symlinks`].
-//! - **Hard links** may only point at a file restored (or found unchanged) by the same run, inside the target.
-//! - Names with `..`, absolute names (unless the caller strips a known prefix, [`RestoreOptions::strip_prefix`]),
-//!   empty names, NUL, device files and unknown entry types are refused. Setuid/setgid bits are dropped unless
-//!   privileged with `preserve_special` ([`safety::restored_mode`]).
-//!
-//! # Writing
-//! A file is written to a temporary name (`.dbackup-restore-<pid>-<n>`) in its directory, created with mode 0600,
-//! fsynced, given its owner (when privileged), mode and mtime, and renamed into place. Symlinks, hard links and
-//! fifos are made at a temporary name and renamed too. Directories are made 0700 and get their final owner, mode
-//! and mtime at the end, deepest first. A directory is never removed unless empty and `--overwrite always`; a
-//! non-directory is replaced by a directory (or the reverse) only with `--overwrite always`. Files at the
-//! destination that are not in the backup are left alone.
+//! - [`engine`]: the hostile-input rules and the writer (plan every entry, then apply without ever passing through a
+//!   symlink), fed by tar streams, indexed archives and snapshot directories alike. It knows nothing of drives,
+//!   backups or the command line.
+//! - Around it, what a restore reads and how it is chosen: [`catalog`] (local snapshots, drives present for
+//!   reading), [`drive`] (a drive's backups), [`choose`] (the backup `--date` picks, its keys, the checks before
+//!   anything is written), [`content`] (a set's snapshot or archive), [`job`] (selections, targets, plan, apply),
+//!   [`list`] (`--list`), [`outcome`] (what a restore planned or did, as text and JSON), [`select`] (pure: dates, paths), [`index_search`], [`keys`], [`verify`] (`--verify`).
 
-pub mod apply;
-pub mod attrs;
 pub mod catalog;
+pub mod choose;
 pub mod content;
 pub mod drive;
-pub mod entry;
+pub mod engine;
 pub mod index_search;
 pub mod job;
 pub mod keys;
 pub mod list;
-pub mod plan;
-pub mod safety;
+pub mod outcome;
 pub mod select;
-pub mod source;
-pub mod target;
 pub mod verify;
 
 #[cfg(test)]
@@ -61,141 +26,53 @@ mod tests;
 #[cfg(test)]
 mod tests_age;
 
+pub use engine::{
+    Action, Applier, Compare, Counts, EntryKind, Mtime, Overwrite, Plan, PlanItem, Planner,
+    Problem, Refusal, RelPath, RestoreEntry, RestoreError, RestoreOptions, Summary, Tally, show,
+};
+
 use std::path::PathBuf;
 
-use serde::{Serialize, Serializer};
+use list::Kept;
+use select::DateQuery;
 
-pub use apply::{Applier, Problem, Summary, Tally};
-pub use entry::{EntryKind, Mtime, RestoreEntry, show};
-pub use plan::{Action, Counts, Plan, PlanItem, Planner};
-pub use safety::{Refusal, RelPath};
-
-/// What to do with an entry that already exists at the destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Overwrite {
-    /// Replace it when it differs from the backup (see [`Compare`]); leave it when identical.
-    #[default]
-    IfChanged,
-    /// Replace it, identical or not.
-    Always,
-    /// Leave it as it is.
-    Never,
-}
-
-impl From<crate::cli::Overwrite> for Overwrite {
-    fn from(o: crate::cli::Overwrite) -> Overwrite {
-        match o {
-            crate::cli::Overwrite::IfChanged => Overwrite::IfChanged,
-            crate::cli::Overwrite::Always => Overwrite::Always,
-            crate::cli::Overwrite::Never => Overwrite::Never,
-        }
-    }
-}
-
-/// How `if-changed` tells an unchanged file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Compare {
-    /// Same kind, size, mtime (to the nanosecond), mode (and owner when privileged).
-    #[default]
-    Metadata,
-    /// Same kind, size, mode (and owner) and sha256, whatever the mtime. Needs the backup's hash
-    /// ([`RestoreEntry::sha256`]); an entry without one is compared by metadata, with a note.
-    Content,
-}
-
-/// Everything the engine is told. Built by the restore command from its `Settings`.
-#[derive(Debug, Clone, Serialize)]
-pub struct RestoreOptions {
+/// What `restore` is asked (to list, verify or restore): the command line converted once, by `commands/restore.rs`,
+/// into plain values. Nothing below the command sees a clap type.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `--source`: local snapshots or the drive's backups; `None` lets [`Request::source`] decide (and `--list`
+    /// show both).
+    pub source: Option<Kept>,
+    /// `--date`.
+    pub date: DateQuery,
+    /// `--set`: one set only.
+    pub set: Option<String>,
+    /// `--drive`: the drive's backups read from this directory instead of the configured destinations.
+    pub drive: Option<PathBuf>,
+    /// `--path`, made absolute: what to restore (or describe), or every source when empty.
+    pub paths: Vec<PathBuf>,
+    /// `--target`, made absolute: restore under it, or in place when `None`.
+    pub target: Option<PathBuf>,
+    /// `--identity`: age identity files, beside the config's.
+    pub identities: Vec<PathBuf>,
     pub overwrite: Overwrite,
     pub compare: Compare,
-    /// Running as root: owners are restored, and setuid/setgid may be kept with `preserve_special`.
-    /// Defaults to `geteuid() == 0`; tests set it to see the unprivileged behaviour as root.
-    pub privileged: bool,
     pub preserve_special: bool,
-    /// A prefix removed from names before they are checked, chosen deliberately by the caller (`/` for an archive
-    /// made with `tar -P`); without it an absolute name is refused.
-    #[serde(serialize_with = "ser_opt_bytes")]
-    pub strip_prefix: Option<Vec<u8>>,
-    /// Refuse symlinks whose target (absolute, or climbing with `..`) points outside the target.
-    pub refuse_escaping_symlinks: bool,
-    /// Apply the entries that were not refused when the plan refuses some (the summary still fails).
-    pub apply_despite_refusals: bool,
-    /// fsync every file before renaming it into place, and the directories at the end.
-    pub fsync: bool,
+    /// `--skip-refused`: restore what is not refused.
+    pub skip_refused: bool,
+    /// `--no-escaping-links`.
+    pub refuse_escaping_links: bool,
+    /// Keep what a restore replaces in `displaced/` (unless `--no-keep`).
+    pub keep: bool,
 }
 
-impl Default for RestoreOptions {
-    fn default() -> RestoreOptions {
-        RestoreOptions {
-            overwrite: Overwrite::default(),
-            compare: Compare::default(),
-            privileged: rustix::process::geteuid().is_root(),
-            preserve_special: false,
-            strip_prefix: None,
-            refuse_escaping_symlinks: false,
-            apply_despite_refusals: false,
-            fsync: true,
+impl Request {
+    /// Where to read from: `--source`, else the drive with `--drive`, else the local snapshots.
+    pub fn source(&self) -> Kept {
+        match (self.source, &self.drive) {
+            (Some(s), _) => s,
+            (None, Some(_)) => Kept::External,
+            (None, None) => Kept::Local,
         }
     }
-}
-
-fn ser_opt_bytes<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(b) => s.serialize_some(&show(b)),
-        None => s.serialize_none(),
-    }
-}
-
-/// Errors that stop a restore. Problems with single entries are not errors: they are in the [`Summary`].
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    #[error("cannot open the restore target {path}: {source}")]
-    Target {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot look at {path} to plan the restore: {source}")]
-    Inspect {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "{count} {entries} of the backup refused ({first}), so nothing was restored into {target}; \
-         the plan lists every refusal (see --dry-run)",
-        entries = if *count == 1 { "entry" } else { "entries" }
-    )]
-    Refused {
-        count: usize,
-        first: String,
-        target: PathBuf,
-    },
-    /// (`error` is not the error's `source`: its text is in the message already.)
-    #[error("cannot read the backup at {name}: {error}; the archive may be truncated or damaged")]
-    Source { name: String, error: std::io::Error },
-    #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(
-        "the backup handed over an entry that is not in the plan ({name}); it changed between the two passes, \
-         so the restore stopped"
-    )]
-    NotInPlan { name: String },
-    #[error(
-        "the backup's entry {name} differs from the one planned ({what}); it changed between the two passes, \
-         so the restore stopped"
-    )]
-    ChangedSincePlan { name: String, what: &'static str },
-    #[error("cannot walk the snapshot at {path}: {source}")]
-    Walk {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// SIGINT or SIGTERM: the restore stopped between entries (or blocks); what was restored is in place, the entry
-    /// being written is not (its temporary file is removed).
-    #[error(transparent)]
-    Interrupted(#[from] crate::interrupt::Interrupted),
 }

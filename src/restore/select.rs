@@ -8,7 +8,7 @@ use std::str::FromStr;
 use chrono::{NaiveDate, NaiveDateTime};
 use serde::Serialize;
 
-use super::safety::{self, RelPath};
+use super::engine::safety::{self, RelPath};
 use crate::snapshot::{self, SourceRecord};
 
 /// What `--date` asks for.
@@ -209,6 +209,17 @@ pub fn nearest_names(wanted: &RelPath, candidates: &[RelPath], n: usize) -> Vec<
         .collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
     scored.into_iter().take(n).map(|(_, c)| c.clone()).collect()
+}
+
+/// The set names with only `only` kept (itself when it is none of them, so that it is looked for and reported).
+pub fn only_set(mut sets: Vec<String>, only: Option<&str>) -> Vec<String> {
+    if let Some(o) = only {
+        sets.retain(|s| s == o);
+        if sets.is_empty() {
+            sets.push(o.to_string());
+        }
+    }
+    sets
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
-use super::apply::TEMP_PREFIX;
-use super::source::{self, Snapshot};
+use super::engine::apply::TEMP_PREFIX;
+use super::engine::source::{self, Snapshot};
 use super::*;
 use crate::exit::Exit;
 
@@ -502,7 +502,7 @@ fn a_symlink_in_the_archive_is_never_written_through() {
     let evil = plan.items.iter().find(|i| i.path == "evil").unwrap();
     assert_eq!(evil.action, Action::Create);
     assert!(
-        evil.notes[0].contains("points outside the target"),
+        evil.notes[0].contains("leads outside the target, to "),
         "{:?}",
         evil.notes
     );

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::content::SetContent;
+use super::engine::safety::check_name;
 use super::job::{self, SetBackup};
-use super::safety::check_name;
 use super::*;
 use crate::archive::{
     self, ArchiveFiles, ArchiveOptions, EncryptTo, FileSink, Keys, NoProgress, scan,

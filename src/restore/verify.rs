@@ -1,7 +1,7 @@
 //! `restore --verify`: checks a backup without writing anything, and says what a restore would write.
 //!
 //! - A drive backup: `verification.sha256` against the files (every archive part and index and `backup.json` must be
-//!   listed, and match), then every archive read once from end to end against its index ([`verify_archive`]: each
+//!   listed, and match), then every archive read once from end to end against its index ([`verify_archive_with`]: each
 //!   entry's header fields and content sha256, the offsets, the totals, the stream's length and sha256). The same read
 //!   gives the archive's file hash for the sums check, so each archive is read once. An archive without an index is
 //!   read through (structure, lengths) and checked against the sums only.
@@ -20,17 +20,23 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::catalog::Drive;
 use super::content::{SetContent, open_nofollow};
 use super::drive::DriveBackup;
-use super::entry::EntryKind;
+use super::engine::entry::EntryKind;
+use super::engine::safety::{self, RelPath};
+use super::engine::tarscan::{Owners, Scanner};
+use super::keys::{Ask, KeyRing};
 use super::list::Kept;
-use super::safety::{self, RelPath};
 use super::select::abs_of;
 use crate::archive::crypt::age_read_error;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
-use crate::archive::{self, ArchiveFiles, Digest, Keys, Progress, verify_archive};
+use crate::archive::{
+    self, ArchiveFiles, Digest, HardLinkTargets, Keys, Progress, verify_archive_with,
+};
 use crate::snapshot::Snapshot;
+use crate::ui::Ui;
 
 /// What a verification found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -201,7 +207,7 @@ fn refusal(name: &[u8], kind: EntryKind) -> Option<String> {
     }
 }
 
-/// The progress of [`verify_archive`]: bytes for the bar, entries for the would-restore list and the name check.
+/// The progress of [`verify_archive_with`]: bytes for the bar, entries for the would-restore list and the name check.
 struct Watch<'a> {
     would: Would,
     refused: Option<(String, String)>,
@@ -214,7 +220,7 @@ impl Progress for Watch<'_> {
         if self.refused.is_none()
             && let Some(why) = refusal(path, k)
         {
-            self.refused = Some((super::entry::show(path), why));
+            self.refused = Some((super::engine::entry::show(path), why));
         }
         if let Ok(rel) = safety::check_name(path, None) {
             self.would.see(&rel, kind.name(), size);
@@ -306,18 +312,61 @@ fn plaintext<'p>(
 /// The length and sha256 of a file.
 pub fn hash_file(path: &Path) -> io::Result<(u64, Digest)> {
     let mut f = crate::stdx::fs::open_regular(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        total += n as u64;
+    let (total, sum) = crate::stdx::sha256_reader(&mut f, &mut vec![0u8; 1 << 20], |_| {})?;
+    Ok((total, Digest(sum)))
+}
+
+/// A backup's `verification.sha256`, read: the one sums check of restore, made by `--verify` on every file and
+/// before a restore on `backup.json` and the indexes ([`crate::restore::choose::check_drive_backup_metadata`]).
+pub struct Sums {
+    /// The sums file.
+    pub path: PathBuf,
+    /// Each listed name's sha256 (a name listed twice: the last line).
+    pub lines: HashMap<Vec<u8>, Digest>,
+}
+
+/// What comparing one file of the backup with its [`Sums`] found.
+pub enum FileCheck {
+    Matches,
+    Unlisted,
+    Differs { got: Digest, listed: Digest },
+    Unreadable(io::Error),
+}
+
+impl Sums {
+    /// Reads the sums file of the backup in `dir`: `Ok(None)` when it is missing (its path is in the error's message
+    /// only when it cannot be used).
+    pub fn read(dir: &Path) -> (PathBuf, Result<Option<Sums>, sums::SumsError>) {
+        let path = dir.join(SUMS_FILE);
+        let read = match sums::read_sums(&path) {
+            Ok(lines) => Ok(Some(Sums {
+                path: path.clone(),
+                lines: lines.into_iter().map(|l| (l.name, l.sha256)).collect(),
+            })),
+            Err(sums::SumsError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        };
+        (path, read)
     }
-    Ok((total, Digest::of(h)))
+
+    pub fn listed(&self, name: &[u8]) -> Option<&Digest> {
+        self.lines.get(name)
+    }
+
+    /// Hashes the file `name` of the backup in `dir` (a regular file, never through a symlink) and compares it.
+    pub fn check_file(&self, dir: &Path, name: &[u8]) -> FileCheck {
+        let Some(listed) = self.listed(name) else {
+            return FileCheck::Unlisted;
+        };
+        match hash_file(&dir.join(std::ffi::OsStr::from_bytes(name))) {
+            Ok((_, got)) if got == *listed => FileCheck::Matches,
+            Ok((_, got)) => FileCheck::Differs {
+                got,
+                listed: *listed,
+            },
+            Err(e) => FileCheck::Unreadable(e),
+        }
+    }
 }
 
 /// Why an archive or index could not be opened: missing, or refused (a symlink, a FIFO...).
@@ -339,6 +388,10 @@ fn file_name(path: &Path) -> Vec<u8> {
 /// an encrypted archive's files are only hashed against the sums and `backup.json`, and the report says that the
 /// contents were not checked. `scope` limits the would-restore list (every set, everything, when empty); `list`
 /// lists every entry; `bar` is told content bytes as they are checked.
+///
+/// Three steps: find each set's archive and index ([`discover_archives`]), check the sums file and hash the files
+/// it lists that are not archives ([`check_sums`]), then read each archive once ([`verify_set`]), which also gives
+/// its file hashes for the sums.
 pub fn verify_drive_backup(
     backup: &DriveBackup,
     keys: Option<&Arc<Keys>>,
@@ -346,20 +399,13 @@ pub fn verify_drive_backup(
     list: bool,
     bar: &mut dyn FnMut(u64),
 ) -> VerifyReport {
-    let dir = &backup.path;
-    let mut problems: Vec<Issue> = Vec::new();
-    let issue = |file: &Path, entry: Option<String>, message: String| Issue {
-        file: file.display().to_string(),
-        entry,
-        message,
-    };
-
-    // The sums file.
-    let sums_path = dir.join(SUMS_FILE);
-    let sums: Option<HashMap<Vec<u8>, Digest>> = match sums::read_sums(&sums_path) {
-        Ok(lines) => Some(lines.into_iter().map(|l| (l.name, l.sha256)).collect()),
-        Err(sums::SumsError::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
-            problems.push(issue(
+    let dir = &backup.dir.path;
+    let mut found = Findings::default();
+    let (sums_path, read) = Sums::read(dir);
+    let sums = match read {
+        Ok(Some(sums)) => Some(sums),
+        Ok(None) => {
+            found.problems.push(issue(
                 &sums_path,
                 None,
                 "is missing: the backup cannot be checked against the hashes written with it"
@@ -368,15 +414,119 @@ pub fn verify_drive_backup(
             None
         }
         Err(e) => {
-            problems.push(issue(&sums_path, None, format!("cannot be used: {e}")));
+            found
+                .problems
+                .push(issue(&sums_path, None, format!("cannot be used: {e}")));
             None
         }
     };
-    let mut sums_checked = 0u64;
-    let mut sums_ok = sums.is_some();
-    // Names the sums file covers that are not archives (indexes, backup.json): hashed now.
+    found.sums_ok = sums.is_some();
+    let (archive_names, archives) = discover_archives(backup, keys, &mut found.problems);
+    if let Some(sums) = &sums {
+        check_sums(backup, sums, &archive_names, &archives, &mut found);
+    }
+
+    // Each archive, read once.
+    let mut sets = Vec::new();
+    let mut would_all = Vec::new();
+    let mut unchecked: Vec<String> = Vec::new();
+    let (mut entries, mut files, mut bytes) = (0u64, 0u64, 0u64);
+    for (set, archive, index) in archives {
+        let names = scope_names(scope, &set);
+        let Some(archive) = archive else {
+            sets.push(unreadable_set(backup, &set));
+            continue;
+        };
+        let (report, would) = verify_set(
+            backup,
+            &set,
+            (&archive, index.as_ref()),
+            Would::new(&set, &names, list),
+            sums.as_ref(),
+            &mut found,
+            &mut *bar,
+        );
+        if !report.content_checked {
+            unchecked.push(report.checked.clone());
+        }
+        entries += report.entries;
+        files += report.files;
+        bytes = bytes.saturating_add(report.bytes);
+        would_all.extend(would);
+        sets.push(report);
+    }
+    let mut problems = found.problems;
+    if !found.sums_ok && sums.is_some() && problems.is_empty() {
+        problems.push(issue(&sums_path, None, "does not match the backup".into()));
+    }
+    let mut warnings = Vec::new();
+    if !unchecked.is_empty() {
+        warnings.push(format!(
+            "the contents of backup {} were NOT checked: {} encrypted and no identity was given, so only the \
+             encrypted files were checked against {SUMS_FILE}; pass --identity FILE (or set \
+             encryption.identity_file) to check every file",
+            backup.dir.name,
+            if unchecked.len() == 1 {
+                format!("{} is", unchecked[0])
+            } else {
+                format!("{} are", unchecked.join(", "))
+            }
+        ));
+    }
+    VerifyReport {
+        source: Kept::External,
+        backup: backup.dir.name.clone(),
+        location: dir.clone(),
+        sums: Some(SumsReport {
+            file: sums_path,
+            present: sums.is_some(),
+            checked: found.sums_checked,
+            ok: sums.is_some() && found.sums_ok,
+        }),
+        sets,
+        entries,
+        files,
+        bytes,
+        intact: problems.is_empty(),
+        problems,
+        would_restore: would_all,
+        content_checked: unchecked.is_empty(),
+        warnings,
+    }
+}
+
+/// What the checks of one drive backup found so far.
+#[derive(Default)]
+struct Findings {
+    /// Everything wrong, in the order found.
+    problems: Vec<Issue>,
+    /// Files whose sha256 was compared with the sums file.
+    sums_checked: u64,
+    /// Every file compared matched, and the sums file lists exactly the backup's files.
+    sums_ok: bool,
+}
+
+fn issue(file: &Path, entry: Option<String>, message: String) -> Issue {
+    Issue {
+        file: file.display().to_string(),
+        entry,
+        message,
+    }
+}
+
+/// A set and its archive and index, when they could be opened.
+type SetFiles = (String, Option<ArchiveFiles>, Option<ArchiveFiles>);
+
+/// Finds each set's archive (its parts) and index in the backup's directory, with `keys` for the encrypted ones; a
+/// missing or refused file is a problem. Also gives the file names of every archive part.
+fn discover_archives(
+    backup: &DriveBackup,
+    keys: Option<&Arc<Keys>>,
+    problems: &mut Vec<Issue>,
+) -> (Vec<Vec<u8>>, Vec<SetFiles>) {
+    let dir = &backup.dir.path;
     let mut archive_names: Vec<Vec<u8>> = Vec::new();
-    let mut archives: Vec<(String, Option<ArchiveFiles>, Option<ArchiveFiles>)> = Vec::new();
+    let mut archives = Vec::new();
     for s in &backup.sets {
         let archive = match ArchiveFiles::discover(dir, &s.archive) {
             Ok(a) => {
@@ -400,258 +550,221 @@ pub fn verify_drive_backup(
         };
         archives.push((s.name.clone(), archive, index));
     }
-    if let Some(sums) = &sums {
-        // Every file of the backup must be covered.
-        let mut covered: Vec<Vec<u8>> = archive_names.clone();
-        for (_, _, index) in &archives {
-            if let Some(i) = index {
-                covered.extend(i.parts.iter().map(|(p, _)| file_name(p)));
-            }
-        }
-        if dir.join(super::drive::METADATA_FILE).exists() {
-            covered.push(super::drive::METADATA_FILE.as_bytes().to_vec());
-        }
-        if let Some(system) = backup.meta.as_ref().and_then(|m| m.system.as_ref()) {
-            covered.extend(crate::image::sums_of(system).into_iter().map(|l| l.name));
-        }
-        for name in &covered {
-            if !sums.contains_key(name) {
-                sums_ok = false;
-                problems.push(issue(
-                    &dir.join(std::ffi::OsStr::from_bytes(name)),
-                    None,
-                    format!(
-                        "is not listed in {SUMS_FILE}: the sums file was edited, or the file added after the backup \
-                         was written"
-                    ),
-                ));
-            }
-        }
-        let mut names: Vec<&Vec<u8>> = sums.keys().collect();
-        names.sort();
-        for name in names {
-            if backup.is_excluded_file(name) {
-                continue; // another set's, left out by --set
-            }
-            let shown = super::entry::show(name);
-            // `system/<file>`: the recovery kit and partition images (crate::image), one plain name deep.
-            let in_system = name
-                .strip_prefix(b"system/")
-                .and_then(|rest| std::str::from_utf8(rest).ok())
-                .is_some_and(crate::image::layout::is_plain_name);
-            if (name.contains(&b'/') && !in_system) || name == b".." || name == b"." {
-                sums_ok = false;
-                problems.push(issue(
-                    &sums_path,
-                    None,
-                    format!("names {shown}, which is not a file of this backup"),
-                ));
-                continue;
-            }
-            let path = dir.join(std::ffi::OsStr::from_bytes(name));
-            if archive_names.contains(name) {
-                continue; // hashed while the archive is verified
-            }
-            match hash_file(&path) {
-                Ok((_, got)) if got == sums[name] => sums_checked += 1,
-                Ok((_, got)) => {
-                    sums_ok = false;
-                    problems.push(issue(
-                        &path,
-                        None,
-                        format!(
-                            "its sha256 is {got}, {SUMS_FILE} says {}: it was changed or damaged",
-                            sums[name]
-                        ),
-                    ));
-                }
-                Err(e) => {
-                    sums_ok = false;
-                    problems.push(issue(
-                        &path,
-                        None,
-                        format!("is listed in {SUMS_FILE} but cannot be read: {e}"),
-                    ));
-                }
-            }
+    (archive_names, archives)
+}
+
+/// The sums file against the backup: every file of it must be listed (archives, indexes, `backup.json`, the system
+/// files), every name listed must be a file of it, and each listed file that is not an archive part is hashed now
+/// (archives are hashed as they are verified).
+fn check_sums(
+    backup: &DriveBackup,
+    sums: &Sums,
+    archive_names: &[Vec<u8>],
+    archives: &[SetFiles],
+    found: &mut Findings,
+) {
+    let dir = &backup.dir.path;
+    let mut covered: Vec<Vec<u8>> = archive_names.to_vec();
+    for (_, _, index) in archives {
+        if let Some(i) = index {
+            covered.extend(i.parts.iter().map(|(p, _)| file_name(p)));
         }
     }
-
-    // Each archive, read once.
-    let mut sets = Vec::new();
-    let mut would_all = Vec::new();
-    let mut unchecked: Vec<String> = Vec::new();
-    let (mut entries, mut files, mut bytes) = (0u64, 0u64, 0u64);
-    for (set, archive, index) in archives {
-        let names = scope_names(scope, &set);
-        let Some(archive) = archive else {
-            sets.push(SetReport {
-                set: set.clone(),
-                checked: dir
-                    .join(backup.set(&set).map_or_else(
-                        || super::drive::archive_name(&set, false),
-                        |s| s.archive.clone(),
-                    ))
-                    .display()
-                    .to_string(),
-                indexed: false,
-                entries: 0,
-                files: 0,
-                bytes: 0,
-                compared_with: None,
-                ok: false,
-                encrypted: false,
-                content_checked: true,
-            });
+    if dir.join(super::drive::METADATA_FILE).exists() {
+        covered.push(super::drive::METADATA_FILE.as_bytes().to_vec());
+    }
+    if let Some(system) = backup.dir.meta.as_ref().and_then(|m| m.system.as_ref()) {
+        covered.extend(crate::image::sums_of(system).into_iter().map(|l| l.name));
+    }
+    for name in &covered {
+        if sums.listed(name).is_none() {
+            found.sums_ok = false;
+            found.problems.push(issue(
+                &dir.join(std::ffi::OsStr::from_bytes(name)),
+                None,
+                format!(
+                    "is not listed in {SUMS_FILE}: the sums file was edited, or the file added after the backup \
+                     was written"
+                ),
+            ));
+        }
+    }
+    let mut names: Vec<&Vec<u8>> = sums.lines.keys().collect();
+    names.sort();
+    for name in names {
+        if backup.is_excluded_file(name) {
+            continue; // another set's, left out by --set
+        }
+        let shown = super::engine::entry::show(name);
+        // `system/<file>`: the recovery kit and partition images (crate::image), one plain name deep.
+        let in_system = name
+            .strip_prefix(b"system/")
+            .and_then(|rest| std::str::from_utf8(rest).ok())
+            .is_some_and(crate::image::layout::is_plain_name);
+        if (name.contains(&b'/') && !in_system) || name == b".." || name == b"." {
+            found.sums_ok = false;
+            found.problems.push(issue(
+                &sums.path,
+                None,
+                format!("names {shown}, which is not a file of this backup"),
+            ));
             continue;
+        }
+        if archive_names.contains(name) {
+            continue; // hashed while the archive is verified
+        }
+        let path = dir.join(std::ffi::OsStr::from_bytes(name));
+        let message = match sums.check_file(dir, name) {
+            FileCheck::Matches | FileCheck::Unlisted => {
+                found.sums_checked += 1;
+                continue;
+            }
+            FileCheck::Differs { got, listed } => {
+                format!("its sha256 is {got}, {SUMS_FILE} says {listed}: it was changed or damaged")
+            }
+            FileCheck::Unreadable(e) => {
+                format!("is listed in {SUMS_FILE} but cannot be read: {e}")
+            }
         };
-        let label = archive.label();
-        let single = archive.parts.len() == 1;
-        let mut watch = Watch {
-            would: Would::new(&set, &names, list),
-            refused: None,
-            bar: &mut *bar,
+        found.sums_ok = false;
+        found.problems.push(issue(&path, None, message));
+    }
+}
+
+/// The report of a set whose archive could not be opened (the problem is already found).
+fn unreadable_set(backup: &DriveBackup, set: &str) -> SetReport {
+    SetReport {
+        set: set.to_string(),
+        checked: backup
+            .dir
+            .path
+            .join(backup.set(set).map_or_else(
+                || super::drive::archive_name(set, false),
+                |s| s.archive.clone(),
+            ))
+            .display()
+            .to_string(),
+        indexed: false,
+        entries: 0,
+        files: 0,
+        bytes: 0,
+        compared_with: None,
+        ok: false,
+        encrypted: false,
+        content_checked: true,
+    }
+}
+
+/// Reads one set's archive once, end to end: against its index (or through, without one), decrypted when it is
+/// encrypted and `keys` open it (else its files are only hashed), trailing bytes after an encrypted archive's final
+/// chunk refused; then its file hashes against the sums and `backup.json`. Gives the set's report and what a
+/// restore would write of it.
+fn verify_set(
+    backup: &DriveBackup,
+    set: &str,
+    (archive, index): (&ArchiveFiles, Option<&ArchiveFiles>),
+    would: Would,
+    sums: Option<&Sums>,
+    found: &mut Findings,
+    bar: &mut dyn FnMut(u64),
+) -> (SetReport, Vec<WouldRestore>) {
+    let problems = &mut found.problems;
+    let label = archive.label();
+    let single = archive.parts.len() == 1;
+    let mut watch = Watch {
+        would,
+        refused: None,
+        bar,
+    };
+    let encrypted = archive.encrypted();
+    // Without an identity an encrypted archive's plaintext cannot be read: its files are hashed only.
+    let decrypt = archive.keys.as_ref().filter(|k| encrypted && !k.is_empty());
+    // The archive's file hashes come from the parts as they are read, except for a single plain indexed
+    // archive, whose tar stream hash (checked against the index) is its file hash.
+    let mut parts = PartHasher::new(archive, encrypted || !single || index.is_none());
+    let mut report = SetReport {
+        set: set.to_string(),
+        checked: label.clone(),
+        indexed: index.is_some(),
+        entries: 0,
+        files: 0,
+        bytes: 0,
+        compared_with: None,
+        ok: false,
+        encrypted,
+        content_checked: !encrypted || decrypt.is_some(),
+    };
+    let mut stream_hash = None;
+    let before = problems.len();
+    if encrypted && decrypt.is_none() {
+        let mut counted = CountingRead {
+            inner: &mut parts,
+            bar: &mut *watch.bar,
         };
-        let encrypted = archive.encrypted();
-        // Without an identity an encrypted archive's plaintext cannot be read: its files are hashed only.
-        let decrypt = archive.keys.as_ref().filter(|k| encrypted && !k.is_empty());
-        // The archive's file hashes come from the parts as they are read, except for a single plain indexed
-        // archive, whose tar stream hash (checked against the index) is its file hash.
-        let mut parts = PartHasher::new(&archive, encrypted || !single || index.is_none());
-        let mut report = SetReport {
-            set: set.clone(),
-            checked: label.clone(),
-            indexed: index.is_some(),
-            entries: 0,
-            files: 0,
-            bytes: 0,
-            compared_with: None,
-            ok: false,
-            encrypted,
-            content_checked: !encrypted || decrypt.is_some(),
-        };
-        let mut stream_hash = None;
-        let before = problems.len();
-        if encrypted && decrypt.is_none() {
-            let mut counted = CountingRead {
-                inner: &mut parts,
-                bar: &mut *watch.bar,
-            };
-            if let Err(e) = io::copy(&mut counted, &mut io::sink()) {
-                problems.push(issue(
+        if let Err(e) = io::copy(&mut counted, &mut io::sink()) {
+            problems.push(issue(
+                Path::new(&label),
+                None,
+                format!("cannot be read: {e}"),
+            ));
+        }
+    } else {
+        match plaintext(decrypt, &mut parts, &label) {
+            Err(e) => problems.push(issue(Path::new(&label), None, e)),
+            Ok(plain) => check_stream(
+                &label,
+                plain,
+                index,
+                &mut watch,
+                &mut report,
+                &mut stream_hash,
+                problems,
+            ),
+        }
+        // Everything after the final chunk is read too: trailing bytes are damage.
+        if encrypted && problems.len() == before {
+            match io::copy(&mut parts, &mut io::sink()) {
+                Ok(0) => {}
+                Ok(n) => problems.push(issue(
+                    Path::new(&label),
+                    None,
+                    format!("{n} bytes follow the encrypted archive's final chunk: it was altered or damaged"),
+                )),
+                Err(e) => problems.push(issue(
                     Path::new(&label),
                     None,
                     format!("cannot be read: {e}"),
-                ));
+                )),
             }
-            unchecked.push(label.clone());
+        }
+    }
+    if let Some((entry, why)) = watch.refused.take() {
+        problems.push(Issue {
+            file: label.clone(),
+            entry: Some(entry),
+            message: format!("a restore would refuse it: {why}"),
+        });
+    }
+    if !report.content_checked {
+        watch.would.items.clear();
+    }
+    // The archive's file hashes against the sums file (and backup.json).
+    if problems.len() == before {
+        let hashes: Vec<(PathBuf, u64, Option<Digest>)> = if single && index.is_some() && !encrypted
+        {
+            let (p, len) = archive.parts[0].clone();
+            vec![(
+                p,
+                len,
+                stream_hash.filter(|(b, _)| *b == len).map(|(_, h)| h),
+            )]
         } else {
-            match plaintext(decrypt, &mut parts, &label) {
-                Err(e) => problems.push(issue(Path::new(&label), None, e)),
-                Ok(plain) => check_stream(
-                    &label,
-                    plain,
-                    index.as_ref(),
-                    &mut watch,
-                    &mut report,
-                    &mut stream_hash,
-                    &mut problems,
-                ),
-            }
-            // Everything after the final chunk is read too: trailing bytes are damage.
-            if encrypted && problems.len() == before {
-                match io::copy(&mut parts, &mut io::sink()) {
-                    Ok(0) => {}
-                    Ok(n) => problems.push(issue(
-                        Path::new(&label),
-                        None,
-                        format!("{n} bytes follow the encrypted archive's final chunk: it was altered or damaged"),
-                    )),
-                    Err(e) => problems.push(issue(
-                        Path::new(&label),
-                        None,
-                        format!("cannot be read: {e}"),
-                    )),
-                }
-            }
-        }
-        if let Some((entry, why)) = watch.refused.take() {
-            problems.push(Issue {
-                file: label.clone(),
-                entry: Some(entry),
-                message: format!("a restore would refuse it: {why}"),
-            });
-        }
-        if !report.content_checked {
-            watch.would.items.clear();
-        }
-        // The archive's file hashes against the sums file (and backup.json).
-        if problems.len() == before {
-            let hashes: Vec<(PathBuf, u64, Option<Digest>)> =
-                if single && index.is_some() && !encrypted {
-                    let (p, len) = archive.parts[0].clone();
-                    vec![(
-                        p,
-                        len,
-                        stream_hash.filter(|(b, _)| *b == len).map(|(_, h)| h),
-                    )]
-                } else {
-                    parts.done.clone()
-                };
-            check_file_hashes(
-                backup,
-                &set,
-                &sums,
-                hashes,
-                &mut sums_checked,
-                &mut sums_ok,
-                &mut problems,
-            );
-        }
-        report.ok = problems.len() == before;
-        entries += report.entries;
-        files += report.files;
-        bytes = bytes.saturating_add(report.bytes);
-        would_all.extend(watch.would.items);
-        sets.push(report);
+            parts.done.clone()
+        };
+        check_file_hashes(backup, set, sums, hashes, found);
     }
-    if !sums_ok && sums.is_some() && problems.is_empty() {
-        problems.push(issue(&sums_path, None, "does not match the backup".into()));
-    }
-    let mut warnings = Vec::new();
-    if !unchecked.is_empty() {
-        warnings.push(format!(
-            "the contents of backup {} were NOT checked: {} encrypted and no identity was given, so only the \
-             encrypted files were checked against {SUMS_FILE}; pass --identity FILE (or set \
-             encryption.identity_file) to check every file",
-            backup.name,
-            if unchecked.len() == 1 {
-                format!("{} is", unchecked[0])
-            } else {
-                format!("{} are", unchecked.join(", "))
-            }
-        ));
-    }
-    VerifyReport {
-        source: Kept::External,
-        backup: backup.name.clone(),
-        location: dir.clone(),
-        sums: Some(SumsReport {
-            file: sums_path,
-            present: sums.is_some(),
-            checked: sums_checked,
-            ok: sums.is_some() && sums_ok,
-        }),
-        sets,
-        entries,
-        files,
-        bytes,
-        intact: problems.is_empty(),
-        problems,
-        would_restore: would_all,
-        content_checked: unchecked.is_empty(),
-        warnings,
-    }
+    report.ok = found.problems.len() == before;
+    (report, watch.would.items)
 }
 
 /// A reader that tells `bar` how many bytes went through it.
@@ -686,30 +799,41 @@ fn check_stream(
     let mut plain = plain;
     match index {
         Some(index) => {
-            let opened = index
+            // A first read of the index: the names hard links point to, so that each hard link is checked
+            // against the file the archive links it to.
+            let links = index
                 .open()
-                .map(|r| io::BufReader::with_capacity(1 << 20, r));
+                .map_err(|e| format!("cannot be read: {e}"))
+                .and_then(|r| {
+                    HardLinkTargets::read(io::BufReader::with_capacity(1 << 20, r))
+                        .map_err(|e| e.to_string())
+                });
+            let opened = links.and_then(|links| {
+                index
+                    .open()
+                    .map(|r| (links, io::BufReader::with_capacity(1 << 20, r)))
+                    .map_err(|e| format!("cannot be read: {e}"))
+            });
             match opened {
-                Err(e) => problems.push(issue(
-                    Path::new(&index.label()),
-                    format!("cannot be read: {e}"),
-                )),
-                Ok(ir) => match verify_archive(label, &mut plain, ir, &mut *watch) {
-                    Ok(r) => {
-                        report.entries = r.entries;
-                        report.files = r.files;
-                        report.bytes = r.file_bytes;
-                        *stream_hash = Some((r.tar_bytes, r.tar_sha256));
-                    }
-                    Err(e) => problems.push(Issue {
-                        file: e.archive.clone(),
-                        entry: e.entry.clone().map(|en| match e.offset {
-                            Some(o) => format!("{en} (offset {o})"),
-                            None => en,
+                Err(e) => problems.push(issue(Path::new(&index.label()), e)),
+                Ok((links, ir)) => {
+                    match verify_archive_with(label, &mut plain, ir, &links, &mut *watch) {
+                        Ok(r) => {
+                            report.entries = r.entries;
+                            report.files = r.files;
+                            report.bytes = r.file_bytes;
+                            *stream_hash = Some((r.tar_bytes, r.tar_sha256));
+                        }
+                        Err(e) => problems.push(Issue {
+                            file: e.archive.clone(),
+                            entry: e.entry.clone().map(|en| match e.offset {
+                                Some(o) => format!("{en} (offset {o})"),
+                                None => en,
+                            }),
+                            message: e.problem.to_string(),
                         }),
-                        message: e.problem.to_string(),
-                    }),
-                },
+                    }
+                }
             }
         }
         None => match scan_archive(&mut plain, watch) {
@@ -731,17 +855,10 @@ fn check_stream(
 fn check_file_hashes(
     backup: &DriveBackup,
     set: &str,
-    sums: &Option<HashMap<Vec<u8>, Digest>>,
+    sums: Option<&Sums>,
     hashes: Vec<(PathBuf, u64, Option<Digest>)>,
-    sums_checked: &mut u64,
-    sums_ok: &mut bool,
-    problems: &mut Vec<Issue>,
+    found: &mut Findings,
 ) {
-    let issue = |file: &Path, entry: Option<String>, message: String| Issue {
-        file: file.display().to_string(),
-        entry,
-        message,
-    };
     let record = backup
         .set(set)
         .map(|s| s.records.clone())
@@ -749,20 +866,20 @@ fn check_file_hashes(
     for (path, _, got) in hashes {
         let name = file_name(&path);
         let Some(got) = got else {
-            problems.push(issue(
+            found.problems.push(issue(
                 &path,
                 None,
                 "its sha256 could not be computed".into(),
             ));
             continue;
         };
-        if let Some(sums) = &sums
-            && let Some(want) = sums.get(&name)
+        if let Some(sums) = sums
+            && let Some(want) = sums.listed(&name)
         {
-            *sums_checked += 1;
+            found.sums_checked += 1;
             if *want != got {
-                *sums_ok = false;
-                problems.push(issue(
+                found.sums_ok = false;
+                found.problems.push(issue(
                     &path,
                     None,
                     format!("its sha256 is {got}, {SUMS_FILE} says {want}: the archive was changed or damaged"),
@@ -773,7 +890,7 @@ fn check_file_hashes(
         if let Some(r) = record.iter().find(|r| r.name == shown)
             && r.sha256 != got
         {
-            problems.push(issue(
+            found.problems.push(issue(
                 &path,
                 None,
                 format!(
@@ -797,67 +914,67 @@ fn scope_names(scope: &[Scope], set: &str) -> Vec<RelPath> {
         .collect()
 }
 
-/// Reads a tar stream without an index through to its end: every header parses, every file's content is all
-/// there. Returns entries, files and content bytes, or the entry at fault and the problem.
+/// Reads a tar stream without an index through to its end, as GNU tar reads it ([`Scanner`]): every header
+/// parses, every file's content is all there. Returns entries, files and content bytes, or the entry at fault and
+/// the problem.
 fn scan_archive(
     reader: &mut dyn Read,
     watch: &mut Watch<'_>,
 ) -> Result<(u64, u64, u64), (Option<String>, String)> {
-    let mut ar = tar::Archive::new(io::BufReader::with_capacity(1 << 20, reader));
+    let mut scanner = Scanner::new(io::BufReader::with_capacity(1 << 20, reader));
+    let mut owners = Owners::numeric();
     let (mut n, mut f, mut b) = (0u64, 0u64, 0u64);
     let mut last: Option<String> = None;
     let mut buf = vec![0u8; 1 << 20];
-    {
-        let entries = ar.entries().map_err(|e| (None, e.to_string()))?;
-        for te in entries {
-            let mut te = te.map_err(|e| {
-                (
+    loop {
+        let m = match scanner.next_member() {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                return Err((
                     last.clone().map(|l| format!("after {l}")),
                     format!("the archive is damaged or truncated here: {e}"),
-                )
-            })?;
-            let Some(e) = super::entry::RestoreEntry::from_tar(&mut te)
-                .map_err(|e| (last.clone(), e.to_string()))?
-            else {
-                continue;
-            };
-            last = Some(e.display_name());
-            if watch.refused.is_none()
-                && let Some(why) = refusal(&e.name, e.kind)
-            {
-                watch.refused = Some((e.display_name(), why));
-            }
-            let size = te.size();
-            let mut got = 0u64;
-            loop {
-                let k = te
-                    .read(&mut buf)
-                    .map_err(|err| (last.clone(), format!("cannot read its content: {err}")))?;
-                if k == 0 {
-                    break;
-                }
-                got += k as u64;
-                (watch.bar)(k as u64);
-            }
-            if got != size {
-                return Err((
-                    last.clone(),
-                    format!(
-                        "the archive ends after {got} of its {size} content bytes: it is truncated"
-                    ),
                 ));
             }
-            if let Ok(rel) = safety::check_name(&e.name, None) {
-                watch.would.see(&rel, e.kind.word(), e.size);
+        };
+        let e = m.entry(&mut owners);
+        last = Some(e.display_name());
+        if watch.refused.is_none()
+            && let Some(why) = refusal(&e.name, e.kind)
+        {
+            watch.refused = Some((e.display_name(), why));
+        }
+        let size = m.data_len;
+        let mut got = 0u64;
+        let mut content = scanner.content();
+        loop {
+            let k = content
+                .read(&mut buf)
+                .map_err(|err| (last.clone(), format!("cannot read its content: {err}")))?;
+            if k == 0 {
+                break;
             }
-            n += 1;
-            if e.kind == EntryKind::File {
-                f += 1;
-                b = b.saturating_add(size);
-            }
+            got += k as u64;
+            (watch.bar)(k as u64);
+        }
+        if got != size {
+            return Err((
+                last.clone(),
+                format!(
+                    "the archive ends after {got} of its {size} content bytes: it is truncated"
+                ),
+            ));
+        }
+        if let Ok(rel) = safety::check_name(&e.name, None) {
+            watch.would.see(&rel, e.kind.word(), e.size);
+        }
+        n += 1;
+        if e.kind == EntryKind::File {
+            f += 1;
+            b = b.saturating_add(size);
         }
     }
-    let mut rest = ar.into_inner();
+    let mut rest = scanner.into_inner();
     io::copy(&mut rest, &mut io::sink())
         .map_err(|e| (None, format!("cannot read its end: {e}")))?;
     Ok((n, f, b))
@@ -876,6 +993,101 @@ pub fn load_index(index: &ArchiveFiles) -> Result<IndexMap, String> {
         out.insert(e.path, (e.kind, e.size, e.sha256));
     }
     Ok(out)
+}
+
+/// What verifying local snapshots needs besides them: the backup's stamp and location for the report, the drive
+/// backups present (a snapshot is compared with the newest verified one made from it), the keys for an encrypted
+/// index, and where to warn.
+pub struct Local<'a> {
+    pub stamp: String,
+    pub location: PathBuf,
+    pub on_drives: &'a [(&'a Drive, &'a DriveBackup)],
+    pub ring: &'a KeyRing,
+    pub ui: &'a Ui,
+}
+
+/// Verifies the chosen local snapshots ([`verify_snapshot`] each), within `scope` (everything when empty).
+pub fn verify_snapshots(
+    local: &Local<'_>,
+    snapshots: &[Snapshot],
+    scope: &[Scope],
+    list: bool,
+    bar: &mut dyn FnMut(u64),
+) -> VerifyReport {
+    let mut report = VerifyReport {
+        source: Kept::Local,
+        backup: local.stamp.clone(),
+        location: local.location.clone(),
+        sums: None,
+        sets: Vec::new(),
+        entries: 0,
+        files: 0,
+        bytes: 0,
+        problems: Vec::new(),
+        would_restore: Vec::new(),
+        intact: false,
+        content_checked: true,
+        warnings: Vec::new(),
+    };
+    for snap in snapshots {
+        let index = index_made_from(local, snap);
+        let names: Vec<RelPath> = if scope.is_empty() {
+            vec![RelPath::root()]
+        } else {
+            scope
+                .iter()
+                .filter(|s| s.set == snap.set)
+                .flat_map(|s| s.names.clone())
+                .collect()
+        };
+        let (set, problems, would) = verify_snapshot(
+            snap,
+            index.as_ref().map(|(l, f)| (l.clone(), f)),
+            &names,
+            list,
+            bar,
+        );
+        report.entries += set.entries;
+        report.files += set.files;
+        report.bytes += set.bytes;
+        report.sets.push(set);
+        report.problems.extend(problems);
+        report.would_restore.extend(would);
+    }
+    report.intact = report.problems.is_empty();
+    report
+}
+
+/// The index of the newest verified drive backup made from this very snapshot (with its label), when there is one
+/// and it can be read (an encrypted one only with its keys).
+fn index_made_from(local: &Local<'_>, snap: &Snapshot) -> Option<(String, ArchiveFiles)> {
+    let (d, b, s) = local.on_drives.iter().rev().find_map(|(d, b)| {
+        let s = b.set(&snap.set)?;
+        (b.verified() && s.snapshot.as_deref() == Some(snap.name.as_str())).then_some((d, b, s))
+    })?;
+    let files = ArchiveFiles::discover(&b.dir.path, s.index.as_ref()?).ok()?;
+    let label = format!("backup {} on {}", b.dir.name, d.name);
+    if !files.encrypted() {
+        return Some((label, files));
+    }
+    // An encrypted index is compared with only when it can be decrypted.
+    let recorded = s.encryption.as_ref().is_some_and(|e| e.passphrase);
+    let keys = match local.ring.keys_for(&[&files], recorded, Ask::IfAvailable) {
+        Ok(f) => f.keys.filter(|k| !k.is_empty()),
+        Err(e) => {
+            local.ui.warn(format_args!("{e}"));
+            None
+        }
+    };
+    if keys.is_none() {
+        local.ui.warn(format_args!(
+            "{label} was made from snapshot {} but is encrypted, and no identity was given: the snapshot is not \
+             compared with it (pass --identity FILE)",
+            snap.name
+        ));
+        return None;
+    }
+    Some((label, files.with_keys(keys)))
 }
 
 /// Verifies one local snapshot: complete, every file readable, and (with `index`, from the drive backup `with`) the
@@ -903,7 +1115,7 @@ pub fn verify_snapshot(
                 snap.metadata_error.as_deref().unwrap_or("missing")
             ),
         )),
-        Some(m) if !m.complete => {
+        Some(m) if !m.is_complete() => {
             let first = m
                 .unreadable
                 .first()
@@ -913,8 +1125,8 @@ pub fn verify_snapshot(
                 root,
                 None,
                 format!(
-                    "is incomplete: {} could not be read when it was collected{first}",
-                    crate::ui::counted(m.unreadable.len() as u64, "file", "files")
+                    "is incomplete: {} when it was collected{first}",
+                    m.incompleteness()
                 ),
             ));
         }
@@ -961,7 +1173,10 @@ pub fn verify_snapshot(
                 "is in the snapshot but not in the drive backup made from it: it was added since".into(),
             ));
         }
-        if matches!(e.kind, EntryKind::File | EntryKind::Hardlink) {
+        // A hard link to a symlink (`rsync -H` keeps them) has no content to hash.
+        let linked_symlink = e.kind == EntryKind::Hardlink
+            && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        if matches!(e.kind, EntryKind::File | EntryKind::Hardlink) && !linked_symlink {
             let hashed = (|| -> io::Result<(u64, Digest)> {
                 let mut f = open_nofollow(&path)?;
                 let mut h = Sha256::new();
@@ -1011,7 +1226,7 @@ pub fn verify_snapshot(
         if let Some(first) = left.first() {
             problems.push(at(
                 root,
-                Some(super::entry::show(first)),
+                Some(super::engine::entry::show(first)),
                 format!(
                     "is in the drive backup made from this snapshot but missing from the snapshot ({} missing)",
                     left.len()
@@ -1025,8 +1240,8 @@ pub fn verify_snapshot(
 
 /// The report for people: what was checked, what a restore would write, the problems, the verdict.
 pub fn render(r: &VerifyReport, list: bool) -> String {
+    use crate::stdx::{bytes, counted};
     use crate::stdx::{show_path, show_str};
-    use crate::ui::{bytes, counted};
     use std::fmt::Write as _;
     let mut out = String::new();
     let _ = writeln!(

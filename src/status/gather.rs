@@ -89,6 +89,10 @@ pub struct SnapshotFacts {
     pub linked_bytes: u64,
     pub unreadable: u64,
     pub warnings: u64,
+    /// Sources that were missing when it was made (as configured).
+    pub missing_sources: Vec<String>,
+    /// Why it is incomplete, in words (empty when complete).
+    pub incompleteness: String,
 }
 
 impl SnapshotFacts {
@@ -312,7 +316,7 @@ pub fn list_sets_with(root: &Path, names: &[&str], history: usize) -> Vec<SetFac
                     name: name.clone(),
                     started: meta.started,
                     finished: meta.finished,
-                    complete: meta.complete,
+                    complete: meta.is_complete(),
                     full: meta.full,
                     first: meta.link_dest.is_empty(),
                     files: meta.stats.regular_files,
@@ -321,6 +325,12 @@ pub fn list_sets_with(root: &Path, names: &[&str], history: usize) -> Vec<SetFac
                     linked_bytes: meta.stats.linked_bytes,
                     unreadable: meta.unreadable.len() as u64,
                     warnings: meta.warnings.len() as u64,
+                    missing_sources: meta
+                        .missing_sources()
+                        .into_iter()
+                        .map(String::from)
+                        .collect(),
+                    incompleteness: meta.incompleteness(),
                 };
                 if facts.newest.is_none() {
                     facts.newest = Some(s.clone());

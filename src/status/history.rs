@@ -534,6 +534,8 @@ mod tests {
             linked_bytes: 0,
             unreadable: 0,
             warnings: 0,
+            missing_sources: vec![],
+            incompleteness: String::new(),
         }
     }
 

@@ -18,7 +18,7 @@ use crate::media::{Absence, Presence};
 use crate::schedule::{self, Due, Overdue};
 use crate::settings::Settings;
 use crate::snapshot::SnapshotState;
-use crate::ui;
+use crate::stdx;
 
 pub use gather::{Facts, Look, gather, gather_for};
 pub use history::History;
@@ -27,7 +27,8 @@ pub use history::History;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub now: DateTime<FixedOffset>,
-    /// True when nothing is overdue and the last run did not fail (what `--check` exits 0 on).
+    /// True when nothing is overdue, the last run did not fail and no set's newest snapshot lacks a source (what
+    /// `--check` exits 0 on).
     pub ok: bool,
     pub backup_root: PathBuf,
     pub root_exists: bool,
@@ -86,6 +87,9 @@ pub struct SnapshotStatus {
     /// Bytes copied when it was made.
     pub copied_bytes: u64,
     pub unreadable: u64,
+    /// Sources that were missing when it was made (as configured): it lacks their data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_sources: Vec<String>,
 }
 
 /// One destination.
@@ -184,124 +188,16 @@ pub fn result_word(exit: u8) -> &'static str {
 /// Builds the report for `now`. Pure.
 pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> StatusReport {
     let age = |t: DateTime<FixedOffset>| now.signed_duration_since(t).num_seconds();
-    let snapshot = |s: &gather::SnapshotFacts| SnapshotStatus {
-        name: s.name.clone(),
-        time: s.started,
-        age_seconds: age(s.started),
-        state: if s.complete {
-            SnapshotState::Complete
-        } else {
-            SnapshotState::Incomplete
-        },
-        full: s.full,
-        files: s.files,
-        bytes: s.total_bytes,
-        shared_bytes: (!s.first).then_some(s.linked_bytes),
-        copied_bytes: s.transferred_bytes,
-        unreadable: s.unreadable,
-    };
     let mut warnings = Vec::new();
     let sets: Vec<SetStatus> = facts
         .sets
         .iter()
-        .map(|s| {
-            for (name, why) in &s.unusable {
-                warnings.push(format!(
-                    "snapshot {name} is not used (its metadata is unusable: {why})"
-                ));
-            }
-            if let Some(n) = s.newest.as_ref().filter(|n| !n.complete) {
-                warnings.push(format!(
-                    "the newest snapshot of set {}, {}, is incomplete: {} could not be read; see {}.json",
-                    s.set,
-                    n.name,
-                    ui::counted(n.unreadable, "file", "files"),
-                    facts.backup_root.join(&n.name).display()
-                ));
-            }
-            if s.in_progress && facts.running.is_none() {
-                warnings.push(format!(
-                    "an interrupted collect of set {} left .{}.in-progress in the backup root; the next run resumes it",
-                    s.set, s.set
-                ));
-            }
-            SetStatus {
-                set: s.set.clone(),
-                snapshots: s.count,
-                newest: s.newest.as_ref().map(snapshot),
-                newest_complete: s
-                    .newest_complete
-                    .as_ref()
-                    .filter(|c| s.newest.as_ref().is_some_and(|n| n.name != c.name))
-                    .map(snapshot),
-            }
-        })
+        .map(|s| set_status(facts, s, now, &mut warnings))
         .collect();
-
     let destinations: Vec<DestinationStatus> = facts
         .destinations
         .iter()
-        .map(|d| {
-            let info = match &d.presence {
-                Some(Presence::Present(i)) => Some(i),
-                _ => None,
-            };
-            let absence = match &d.presence {
-                Some(Presence::Absent(a)) => Some(a),
-                _ => None,
-            };
-            if let Some(e) = &d.listing_error {
-                warnings.push(format!("destination {}: {e}", d.settings.name));
-            }
-            if let Some(l) = &d.listing {
-                if l.unusable > 0 {
-                    warnings.push(format!(
-                        "destination {}: {} in backups/ without usable backup.json (not counted)",
-                        d.settings.name,
-                        ui::counted(l.unusable as u64, "directory", "directories")
-                    ));
-                }
-                if l.leftovers > 0 && facts.running.is_none() {
-                    warnings.push(format!(
-                        "destination {}: {} of interrupted runs in backups/; the next external run removes them",
-                        d.settings.name,
-                        ui::counted(l.leftovers as u64, "leftover", "leftovers")
-                    ));
-                }
-            }
-            let newest = match &d.listing {
-                Some(l) => l.newest.as_ref().map(|b| ExternalStatus {
-                    stamp: b.stamp.clone(),
-                    time: b.started,
-                    age_seconds: age(b.started),
-                    known_from: KnownFrom::Drive,
-                    bytes: Some(b.bytes),
-                    sets: b.sets.iter().map(|(_, snap)| snap.clone()).collect(),
-                    encrypted: b.encryption.is_some(),
-                }),
-                None => d.from_log.as_ref().map(|s| ExternalStatus {
-                    stamp: s.name.clone(),
-                    time: s.time,
-                    age_seconds: age(s.time),
-                    known_from: KnownFrom::RunLog,
-                    bytes: None,
-                    sets: vec![],
-                    encrypted: false,
-                }),
-            };
-            DestinationStatus {
-                name: d.settings.name.clone(),
-                path: d.settings.path.clone(),
-                present: info.is_some(),
-                absent_kind: absence.map(|a| a.kind().to_string()),
-                absent_reason: absence.map(|a| a.to_string()),
-                fs_type: info.map(|i| i.fs_type.clone()),
-                free_bytes: info.map(|i| i.free_bytes),
-                total_bytes: info.map(|i| i.total_bytes),
-                backups: d.listing.as_ref().map(|l| l.verified),
-                newest,
-            }
-        })
+        .map(|d| destination_status(facts, d, now, &mut warnings))
         .collect();
 
     let last_run = facts.runs.last.as_ref().map(|r| LastRun {
@@ -338,7 +234,7 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     );
     let low_disk = low_disk(facts, settings.notifications.low_disk_percent);
     warnings.extend(low_disk.iter().map(|l| l.message.clone()));
-    let ok = verdict_of(&overdue, last_run.as_ref()).ok;
+    let ok = verdict_of(&overdue, last_run.as_ref(), &sets).ok;
     let history = (facts.history > 0).then(|| history::build(facts, settings, &due));
     StatusReport {
         now,
@@ -360,6 +256,136 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     }
 }
 
+/// A snapshot as the report shows it, aged at `now`.
+fn snapshot_status(s: &gather::SnapshotFacts, now: DateTime<FixedOffset>) -> SnapshotStatus {
+    SnapshotStatus {
+        name: s.name.clone(),
+        time: s.started,
+        age_seconds: now.signed_duration_since(s.started).num_seconds(),
+        state: if s.complete {
+            SnapshotState::Complete
+        } else {
+            SnapshotState::Incomplete
+        },
+        full: s.full,
+        files: s.files,
+        bytes: s.total_bytes,
+        shared_bytes: (!s.first).then_some(s.linked_bytes),
+        copied_bytes: s.transferred_bytes,
+        unreadable: s.unreadable,
+        missing_sources: s.missing_sources.clone(),
+    }
+}
+
+/// A set's line of the report; what is wrong with its snapshots goes to `warnings`.
+fn set_status(
+    facts: &Facts,
+    s: &gather::SetFacts,
+    now: DateTime<FixedOffset>,
+    warnings: &mut Vec<String>,
+) -> SetStatus {
+    for (name, why) in &s.unusable {
+        warnings.push(format!(
+            "snapshot {name} is not used (its metadata is unusable: {why})"
+        ));
+    }
+    if let Some(n) = s.newest.as_ref().filter(|n| !n.complete) {
+        warnings.push(format!(
+            "the newest snapshot of set {}, {}, is incomplete: {}; see {}.json",
+            s.set,
+            n.name,
+            n.incompleteness,
+            facts.backup_root.join(&n.name).display()
+        ));
+    }
+    if s.in_progress && facts.running.is_none() {
+        warnings.push(format!(
+            "an interrupted collect of set {} left .{}.in-progress in the backup root; the next run resumes it",
+            s.set, s.set
+        ));
+    }
+    SetStatus {
+        set: s.set.clone(),
+        snapshots: s.count,
+        newest: s.newest.as_ref().map(|n| snapshot_status(n, now)),
+        newest_complete: s
+            .newest_complete
+            .as_ref()
+            .filter(|c| s.newest.as_ref().is_some_and(|n| n.name != c.name))
+            .map(|c| snapshot_status(c, now)),
+    }
+}
+
+/// A destination's line of the report: present or why not, space, its newest backup (from the drive, else from
+/// the run log); what is wrong with its listing goes to `warnings`.
+fn destination_status(
+    facts: &Facts,
+    d: &gather::DestinationFacts,
+    now: DateTime<FixedOffset>,
+    warnings: &mut Vec<String>,
+) -> DestinationStatus {
+    let age = |t: DateTime<FixedOffset>| now.signed_duration_since(t).num_seconds();
+    let info = match &d.presence {
+        Some(Presence::Present(i)) => Some(i),
+        _ => None,
+    };
+    let absence = match &d.presence {
+        Some(Presence::Absent(a)) => Some(a),
+        _ => None,
+    };
+    if let Some(e) = &d.listing_error {
+        warnings.push(format!("destination {}: {e}", d.settings.name));
+    }
+    if let Some(l) = &d.listing {
+        if l.unusable > 0 {
+            warnings.push(format!(
+                "destination {}: {} in backups/ without usable backup.json (not counted)",
+                d.settings.name,
+                stdx::counted(l.unusable as u64, "directory", "directories")
+            ));
+        }
+        if l.leftovers > 0 && facts.running.is_none() {
+            warnings.push(format!(
+                "destination {}: {} of interrupted runs in backups/; the next external run removes them",
+                d.settings.name,
+                stdx::counted(l.leftovers as u64, "leftover", "leftovers")
+            ));
+        }
+    }
+    let newest = match &d.listing {
+        Some(l) => l.newest.as_ref().map(|b| ExternalStatus {
+            stamp: b.stamp.clone(),
+            time: b.started,
+            age_seconds: age(b.started),
+            known_from: KnownFrom::Drive,
+            bytes: Some(b.bytes),
+            sets: b.sets.iter().map(|(_, snap)| snap.clone()).collect(),
+            encrypted: b.encryption.is_some(),
+        }),
+        None => d.from_log.as_ref().map(|s| ExternalStatus {
+            stamp: s.name.clone(),
+            time: s.time,
+            age_seconds: age(s.time),
+            known_from: KnownFrom::RunLog,
+            bytes: None,
+            sets: vec![],
+            encrypted: false,
+        }),
+    };
+    DestinationStatus {
+        name: d.settings.name.clone(),
+        path: d.settings.path.clone(),
+        present: info.is_some(),
+        absent_kind: absence.map(|a| a.kind().to_string()),
+        absent_reason: absence.map(|a| a.to_string()),
+        fs_type: info.map(|i| i.fs_type.clone()),
+        free_bytes: info.map(|i| i.free_bytes),
+        total_bytes: info.map(|i| i.total_bytes),
+        backups: d.listing.as_ref().map(|l| l.verified),
+        newest,
+    }
+}
+
 /// Whether the backups are good, and if not what is wrong: what `status --check` exits on, the status page's
 /// headline, and `ok` in `status --json`. One function, so that they can never disagree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -372,13 +398,25 @@ pub struct Verdict {
 
 /// The verdict of a report.
 pub fn verdict(r: &StatusReport) -> Verdict {
-    verdict_of(&r.overdue, r.last_run.as_ref())
+    verdict_of(&r.overdue, r.last_run.as_ref(), &r.sets)
 }
 
-fn verdict_of(overdue: &[Overdue], last_run: Option<&LastRun>) -> Verdict {
+/// Overdue work, a failed last run, and a source missing from a set's newest snapshot (that source is not being
+/// backed up: it fails the check at once).
+fn verdict_of(overdue: &[Overdue], last_run: Option<&LastRun>, sets: &[SetStatus]) -> Verdict {
     let mut problems: Vec<String> = overdue.iter().map(|o| o.message.clone()).collect();
     if let Some(l) = last_run.filter(|l| l.failed) {
         problems.push(format!("the last run ({}) failed", l.command));
+    }
+    for s in sets {
+        if let Some(n) = s.newest.as_ref().filter(|n| !n.missing_sources.is_empty()) {
+            problems.push(format!(
+                "the newest snapshot of set {}, {}, lacks {} (missing when it was made)",
+                s.set,
+                n.name,
+                n.missing_sources.join(", ")
+            ));
+        }
     }
     Verdict {
         ok: problems.is_empty(),
@@ -412,15 +450,15 @@ pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
         if pct < f64::from(threshold) {
             reasons.push(format!(
                 "{pct:.1}% free ({} of {}), below notifications.low_disk_percent ({threshold}%)",
-                ui::bytes(free),
-                ui::bytes(total)
+                stdx::bytes(free),
+                stdx::bytes(total)
             ));
         }
         if let Some(n) = needed.filter(|n| *n > free) {
             reasons.push(format!(
                 "{} free but the next backup needs about {}",
-                ui::bytes(free),
-                ui::bytes(n)
+                stdx::bytes(free),
+                stdx::bytes(n)
             ));
         }
         if !reasons.is_empty() {
@@ -540,13 +578,21 @@ fn when(t: DateTime<FixedOffset>) -> String {
 }
 
 fn age_short(seconds: i64) -> String {
-    schedule::age_short(chrono::TimeDelta::seconds(seconds))
+    stdx::age_short(chrono::TimeDelta::seconds(seconds))
 }
 
 /// The human report: a headline, the sets, the destinations, the last run, what is due, what is overdue, warnings.
 pub fn render(r: &StatusReport) -> String {
     let mut out = String::new();
-    let w = &mut out;
+    render_headline(&mut out, r);
+    render_sets(&mut out, r);
+    render_destinations(&mut out, r);
+    render_runs(&mut out, r);
+    out
+}
+
+/// The first lines: ok or what needs attention, a run in progress, the backup root and its space.
+fn render_headline(w: &mut String, r: &StatusReport) {
     let failed = r.last_run.as_ref().is_some_and(|l| l.failed);
     if r.ok {
         let _ = writeln!(w, "status: ok, nothing is overdue ({})", when(r.now));
@@ -557,6 +603,21 @@ pub fn render(r: &StatusReport) -> String {
         }
         if failed {
             what.push("the last run failed".to_string());
+        }
+        let lacking = r
+            .sets
+            .iter()
+            .filter(|s| {
+                s.newest
+                    .as_ref()
+                    .is_some_and(|n| !n.missing_sources.is_empty())
+            })
+            .count();
+        if lacking > 0 {
+            what.push(format!(
+                "{} without a source",
+                stdx::counted(lacking as u64, "set", "sets")
+            ));
         }
         let _ = writeln!(
             w,
@@ -569,7 +630,7 @@ pub fn render(r: &StatusReport) -> String {
         let _ = writeln!(w, "a dbackup run is in progress (pid {pid})");
     }
     let space = match (r.root_free_bytes, r.root_total_bytes) {
-        (Some(f), Some(t)) => format!(", {} free of {}", ui::bytes(f), ui::bytes(t)),
+        (Some(f), Some(t)) => format!(", {} free of {}", stdx::bytes(f), stdx::bytes(t)),
         _ => String::new(),
     };
     let missing = if r.root_exists {
@@ -578,8 +639,11 @@ pub fn render(r: &StatusReport) -> String {
         " (does not exist yet)"
     };
     let _ = writeln!(w, "backup root {}{missing}{space}", r.backup_root.display());
+}
 
-    let _ = writeln!(w, "\nsets:");
+/// The sets' table: each set's newest snapshot, and its newest complete one when that is another.
+fn render_sets(out: &mut String, r: &StatusReport) {
+    let _ = writeln!(out, "\nsets:");
     let mut rows = vec![vec![
         "SET".to_string(),
         "NEWEST SNAPSHOT".to_string(),
@@ -601,7 +665,7 @@ pub fn render(r: &StatusReport) -> String {
                 let shared = match n.shared_bytes {
                     Some(b) => format!(
                         "{} ({:.0}%)",
-                        ui::bytes(b),
+                        stdx::bytes(b),
                         if n.bytes == 0 {
                             100.0
                         } else {
@@ -615,7 +679,7 @@ pub fn render(r: &StatusReport) -> String {
                     n.name.clone(),
                     age_short(n.age_seconds),
                     state.to_string(),
-                    ui::bytes(n.bytes),
+                    stdx::bytes(n.bytes),
                     shared,
                     s.snapshots.to_string(),
                 ]);
@@ -636,15 +700,18 @@ pub fn render(r: &StatusReport) -> String {
                 c.name.clone(),
                 age_short(c.age_seconds),
                 "newest complete".to_string(),
-                ui::bytes(c.bytes),
+                stdx::bytes(c.bytes),
                 String::new(),
                 String::new(),
             ]);
         }
     }
     out.push_str(&table(&rows));
+}
 
-    let w = &mut out;
+/// The destinations' table, and why each absent one is absent.
+fn render_destinations(out: &mut String, r: &StatusReport) {
+    let w = &mut *out;
     let _ = writeln!(w, "\ndestinations:");
     if r.destinations.is_empty() {
         let _ = writeln!(
@@ -671,7 +738,7 @@ pub fn render(r: &StatusReport) -> String {
                 }
             };
             let free = match (d.free_bytes, d.total_bytes) {
-                (Some(f), Some(t)) => format!("{} of {}", ui::bytes(f), ui::bytes(t)),
+                (Some(f), Some(t)) => format!("{} of {}", stdx::bytes(f), stdx::bytes(t)),
                 _ => "-".to_string(),
             };
             let (newest, age) = match &d.newest {
@@ -700,8 +767,10 @@ pub fn render(r: &StatusReport) -> String {
             out.push('\n');
         }
     }
+}
 
-    let w = &mut out;
+/// The last run, the schedule, what is due, what is overdue and the warnings.
+fn render_runs(w: &mut String, r: &StatusReport) {
     let _ = writeln!(w);
     match &r.last_run {
         Some(l) => {
@@ -710,7 +779,7 @@ pub fn render(r: &StatusReport) -> String {
                 "last run: {} finished {} ({} ago): {}",
                 l.command,
                 when(l.finished),
-                schedule::age_words(chrono::TimeDelta::seconds(l.age_seconds)),
+                stdx::age_words(chrono::TimeDelta::seconds(l.age_seconds)),
                 if l.failed {
                     l.result.to_uppercase()
                 } else {
@@ -751,7 +820,6 @@ pub fn render(r: &StatusReport) -> String {
             let _ = writeln!(w, "  {m}");
         }
     }
-    out
 }
 
 /// `due now: collect (data, config), external (T9)` or `next: collect at 2025-04-10 23:15, external at ...`.
@@ -770,7 +838,7 @@ pub fn due_line(due: &Due, now: DateTime<FixedOffset>) -> String {
         later.push(format!(
             "collect at {} (in {})",
             when(next),
-            schedule::age_words(next.signed_duration_since(now))
+            stdx::age_words(next.signed_duration_since(now))
         ));
     }
     use schedule::ExternalAction::*;
@@ -782,7 +850,7 @@ pub fn due_line(due: &Due, now: DateTime<FixedOffset>) -> String {
                 later.push(format!(
                     "external at {} (in {})",
                     when(next),
-                    schedule::age_words(next.signed_duration_since(now))
+                    stdx::age_words(next.signed_duration_since(now))
                 ));
             }
         }
@@ -838,6 +906,8 @@ mod tests {
             linked_bytes: total - copied,
             unreadable: 0,
             warnings: 0,
+            missing_sources: vec![],
+            incompleteness: String::new(),
         }
     }
 

@@ -18,46 +18,42 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
-use super::escape::show;
+use super::escape::{show, show_path};
 
 /// Why something below a directory could not be opened, or was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
-    #[error("cannot {action} {}: {}", shown(.path), message(.error))]
+    #[error("cannot {action} {}: {}", show_path(.path), message(.error))]
     Io {
         action: &'static str,
         path: PathBuf,
         error: io::Error,
     },
-    #[error("{} {}: refused, dbackup follows no link it finds there", shown(.path), self.what())]
+    #[error("{} {}: refused, dbackup follows no link it finds there", show_path(.path), self.what())]
     Symlink {
         path: PathBuf,
         target: Option<Vec<u8>>,
     },
-    #[error("{} is a {found}, not a {wanted}: refused", shown(.path))]
+    #[error("{} is a {found}, not a {wanted}: refused", show_path(.path))]
     WrongKind {
         path: PathBuf,
         found: &'static str,
         wanted: &'static str,
     },
-    #[error("{} {}: refused, dbackup crosses no mount point it finds there", shown(.path), self.what())]
+    #[error("{} {}: refused, dbackup crosses no mount point it finds there", show_path(.path), self.what())]
     OtherFilesystem { path: PathBuf, parent: PathBuf },
-    #[error("{} is {size} bytes, more than the {limit} bytes it may have: refused", shown(.path))]
+    #[error("{} is {size} bytes, more than the {limit} bytes it may have: refused", show_path(.path))]
     TooBig {
         path: PathBuf,
         size: u64,
         limit: u64,
     },
-    #[error("{} is nested more than {MAX_DEPTH} directories deep: refused", shown(.path))]
+    #[error("{} is nested more than {MAX_DEPTH} directories deep: refused", show_path(.path))]
     TooDeep { path: PathBuf },
 }
 
 /// How deep [`Dir::remove_tree`] and [`Dir::tree_bytes`] go.
 pub const MAX_DEPTH: usize = 64;
-
-fn shown(path: &Path) -> String {
-    show(path.as_os_str().as_bytes())
-}
 
 /// An I/O error as a phrase without the `(os error N)` suffix.
 fn message(e: &io::Error) -> String {
@@ -100,7 +96,7 @@ impl FsError {
             FsError::WrongKind { found, wanted, .. } => format!("is a {found}, not a {wanted}"),
             FsError::OtherFilesystem { parent, .. } => format!(
                 "is a mount point (another filesystem or mount than {})",
-                shown(parent)
+                show_path(parent)
             ),
             FsError::TooBig { size, limit, .. } => {
                 format!("is {size} bytes, more than the {limit} bytes it may have")

@@ -1,15 +1,21 @@
 //! Small shared helpers with one home (rust-analyzer's `stdx`): the escaper for untrusted names, reading and writing
 //! below a directory without being redirected ([`fs`]), output that never panics ([`out`]), secrets shown safely,
-//! and friends.
+//! sizes, durations and counts for people (`human`), the one hashing reader (`hash`), and friends.
 
 mod escape;
 pub mod fs;
+mod hash;
+mod human;
 pub mod out;
+mod owners;
 pub mod run;
 mod secret;
 #[cfg(test)]
 pub(crate) mod skip;
 
 pub use escape::{show, show_path, show_str};
+pub use hash::sha256_reader;
+pub use human::{age_short, age_words, bytes, count, counted, duration};
+pub use owners::{gid_of_name, uid_of_name};
 pub use run::{Bounded, find_program, run_bounded};
 pub use secret::{redact_url, redact_url_in};

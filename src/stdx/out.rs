@@ -44,11 +44,6 @@ fn stdout_failed(e: io::Error) {
     }
 }
 
-/// Whether stdout stopped taking output (its reader went away, or a write failed).
-pub fn stdout_closed() -> bool {
-    STDOUT_CLOSED.load(Ordering::Relaxed)
-}
-
 /// Flushes stdout; the first write error that was not a closed pipe, if any. A reader that stopped reading
 /// (`| head -1`) is not an error: it chose to.
 pub fn finish() -> Result<(), io::Error> {

@@ -28,6 +28,7 @@
 //! reference the Nix output is compared with (tests/integration/systemd.rs).
 
 pub mod escape;
+pub mod install;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -154,6 +155,7 @@ impl Input {
         for set in &config.backup_sets {
             strings.extend(set.sources.iter().map(String::as_str));
             strings.extend(set.exclusions.iter().map(String::as_str));
+            strings.extend(set.exclude_from.iter().map(String::as_str));
         }
         strings.extend(config.destinations.iter().filter_map(|d| d.path.as_deref()));
         strings.extend(
@@ -330,6 +332,7 @@ pub fn external_args(external: ExternalSchedule) -> &'static [&'static str] {
 pub const WAIT_FOR_DRIVE: &[&str] = &["systemd", "wait-for-drive", "--timeout", "60"];
 
 /// Renders the units (and, for the system scope, the udev rule) for `input`.
+// Stays long: the units are written one after the other as they appear in their files, literal lines mostly.
 pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
     let system = target.scope == Scope::System;
     let external = input.schedule.external;

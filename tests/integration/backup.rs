@@ -1,13 +1,12 @@
 //! `dbackup backup` end to end without root: the schedule decided from the backups' metadata (with the hidden `--now`),
 //! both phases under one lock onto a plain directory destination (`require_mount: false`), a missing drive, `manual`,
 //! failed sets, the dry run, and every notification event through a command sink, an HTTP server on 127.0.0.1 and
-//! failing sinks. The exFAT T9 versions are in `t9_backup.rs`.
+//! failing sinks. The exFAT T9 versions are in `loopdev_backup.rs`.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -15,94 +14,16 @@ use chrono::{Local, TimeDelta};
 use dbackup::commands::backup::{BackupPlan, BackupReport};
 use dbackup::config::EventKind;
 use dbackup::external::layout;
-use dbackup::notify::{Event, Outcome};
+use dbackup::notify::Outcome;
 use dbackup::runlog;
 use dbackup::schedule::ExternalAction;
 use dbackup::snapshot;
 
+use crate::fixtures::backup::{
+    ALL_EVENTS, DEMO_SETS, demo_home, kinds, notifications, received, sink_script,
+};
+use crate::fixtures::snapshots;
 use crate::harness::{Output, Test};
-
-/// A sample home like the demo's: `~/data` is a symlink to the data directory, `.config` with a cache to exclude,
-/// `env.sh` and a 0600 `.secrets`.
-pub fn demo_home(t: &Test) {
-    for i in 0..6 {
-        t.write(
-            &format!("data/projects/p{i}/README.md"),
-            format!("# project {i}\n"),
-        );
-    }
-    t.write("data/photos/img-0001.jpg", vec![7u8; 64 << 10]);
-    t.write("data/tmp/scratch.txt", "excluded");
-    t.write("data/build.log", "excluded");
-    std::os::unix::fs::symlink(t.path("data"), t.home().join("data")).unwrap();
-    t.write(
-        "home/.config/app/settings.json",
-        "{ \"theme\": \"dark\" }\n",
-    );
-    t.write("home/.config/Code/Cache/blob", "excluded");
-    t.write("home/env.sh", "export DDATA=\"$HOME/data\"\n");
-    let secrets = t.write("home/.secrets", "export API_TOKEN=x\n");
-    fs::set_permissions(&secrets, fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-/// The demo's two sets.
-pub const DEMO_SETS: &str = r#"
-    { "name": "data", "sources": ["~/data"], "exclusions": ["tmp/*", "*.tmp", "*.log"] },
-    { "name": "config", "sources": ["~/.config", "~/env.sh", "~/.secrets"], "exclusions": ["~/.config/Code/Cache/*"] }"#;
-
-/// Every event kind.
-pub const ALL_EVENTS: &str =
-    r#"["success", "failure", "warning", "missing_media", "low_disk", "overdue"]"#;
-
-/// A script that stores each event it gets: stdin as `<n>.json`, the three variables as `<n>.env`, in `dir`.
-pub fn sink_script(t: &Test) -> PathBuf {
-    let dir = t.path("events");
-    let script = t.write(
-        "bin/record-event",
-        format!(
-            "#!/bin/sh\nd={}\nmkdir -p \"$d\"\nn=$(ls \"$d\" | grep -c json)\ncat > \"$d/$n.json\"\n\
-             printf '%s\\n%s\\n%s' \"$DBACKUP_EVENT\" \"$DBACKUP_SUMMARY\" \"$DBACKUP_DETAILS\" > \"$d/$n.env\"\n",
-            dir.display()
-        ),
-    );
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
-    script
-}
-
-/// The `notifications` section sending `events` (JSON array text) to [`sink_script`].
-pub fn notifications(t: &Test, events: &str, low_disk_percent: u8) -> String {
-    format!(
-        r#""notifications": {{ "events": {events}, "command": ["{}"], "low_disk_percent": {low_disk_percent} }}"#,
-        sink_script(t).display()
-    )
-}
-
-/// The events the sink received, in order, each checked against its environment variables.
-#[track_caller]
-pub fn received(t: &Test) -> Vec<Event> {
-    let dir = t.path("events");
-    let mut out = Vec::new();
-    for n in 0.. {
-        let Ok(json) = fs::read_to_string(dir.join(format!("{n}.json"))) else {
-            break;
-        };
-        let e: Event = serde_json::from_str(&json).unwrap_or_else(|err| panic!("{err}: {json}"));
-        let env = fs::read_to_string(dir.join(format!("{n}.env"))).unwrap();
-        let kind = serde_json::to_value(e.kind).unwrap();
-        assert_eq!(
-            env,
-            format!("{}\n{}\n{}", kind.as_str().unwrap(), e.summary, e.details),
-            "the variables say what the JSON says"
-        );
-        assert_eq!(e.command, "backup");
-        out.push(e);
-    }
-    out
-}
-
-pub fn kinds(events: &[Event]) -> Vec<EventKind> {
-    events.iter().map(|e| e.kind).collect()
-}
 
 fn report(out: &Output) -> BackupReport {
     out.json()
@@ -119,14 +40,6 @@ fn days_from_now(days: i64) -> String {
     (Local::now().fixed_offset() + TimeDelta::days(days)).to_rfc3339()
 }
 
-fn snapshots(t: &Test, set: &str) -> Vec<String> {
-    snapshot::list(&t.root(), set)
-        .unwrap()
-        .into_iter()
-        .map(|s| s.name)
-        .collect()
-}
-
 /// The verified backups in a destination directory, oldest first.
 fn drive_backups(dest: &Path) -> Vec<layout::DriveBackup> {
     layout::list(&dest.join("backups"))
@@ -138,6 +51,16 @@ fn drive_backups(dest: &Path) -> Vec<layout::DriveBackup> {
 
 /// A config with the demo's sets, a plain-directory destination at `{tmp}/drive` (absent unless created), the given
 /// `schedule.external`, and `notifications`.
+/// The demo home with every event sent to the sink, backing up to the plain directory `<tmp>/drive` on `external`'s
+/// schedule; the directory is not made (the drive is absent until a test makes it).
+fn demo_world(external: &str) -> Test {
+    let t = Test::new();
+    demo_home(&t);
+    let n = notifications(&t, ALL_EVENTS, 0);
+    let c = demo_config(&t, external, &n);
+    t.config(&c)
+}
+
 fn demo_config(t: &Test, external: &str, notifications: &str) -> String {
     format!(
         r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ],
@@ -150,11 +73,7 @@ fn demo_config(t: &Test, external: &str, notifications: &str) -> String {
 
 #[test]
 fn the_schedule_decides_from_the_backups_metadata() {
-    let t = Test::new();
-    demo_home(&t);
-    let n = notifications(&t, ALL_EVENTS, 0);
-    let c = demo_config(&t, "weekly", &n);
-    let t = t.config(&c);
+    let t = demo_world("weekly");
     fs::create_dir_all(t.path("drive")).unwrap();
 
     // The first run: everything is due; a first snapshot copies everything, so contents are not compared.
@@ -240,11 +159,7 @@ fn the_schedule_decides_from_the_backups_metadata() {
 
 #[test]
 fn without_the_drive_it_collects_exits_0_and_raises_missing_media() {
-    let t = Test::new();
-    demo_home(&t);
-    let n = notifications(&t, ALL_EVENTS, 0);
-    let c = demo_config(&t, "weekly", &n);
-    let t = t.config(&c);
+    let t = demo_world("weekly");
     let out = t.cmd().args(["--json", "backup"]).status(0);
     let r = report(&out);
     assert_eq!(r.due.external.action, ExternalAction::MissingMedia);
@@ -255,20 +170,13 @@ fn without_the_drive_it_collects_exits_0_and_raises_missing_media() {
         !t.path("drive").exists(),
         "nothing was created for the drive"
     );
-    assert!(
-        out.stderr.contains("external: no drive present: no external backup yet; schedule.external is weekly; but no destination is present"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("external: no drive present: no external backup yet; schedule.external is weekly; but no destination is present");
 
     let events = received(&t);
     assert_eq!(
         kinds(&events),
-        [
-            EventKind::Success,
-            EventKind::MissingMedia,
-            EventKind::Overdue
-        ]
+        // The external backup overdue for the same missing drive is told in missing_media, not a second event.
+        [EventKind::Success, EventKind::MissingMedia]
     );
     let missing = &events[1];
     assert!(
@@ -286,9 +194,12 @@ fn without_the_drive_it_collects_exits_0_and_raises_missing_media() {
         "{}",
         missing.details
     );
-    assert_eq!(
-        events[2].details,
-        "no external backup yet, schedule is weekly"
+    assert!(
+        missing
+            .details
+            .ends_with("\nno external backup yet, schedule is weekly"),
+        "{}",
+        missing.details
     );
 
     // With other warnings the exit is 3, and missing_media is still raised.
@@ -296,22 +207,14 @@ fn without_the_drive_it_collects_exits_0_and_raises_missing_media() {
     let r = backup(&t, &["--force"], 3);
     assert!(r.missing_media.is_some());
     assert_eq!(
-        kinds(&received(&t)[3..]),
-        [
-            EventKind::Warning,
-            EventKind::MissingMedia,
-            EventKind::Overdue
-        ]
+        kinds(&received(&t)[2..]),
+        [EventKind::Warning, EventKind::MissingMedia]
     );
 }
 
 #[test]
 fn manual_never_looks_at_the_drive() {
-    let t = Test::new();
-    demo_home(&t);
-    let n = notifications(&t, ALL_EVENTS, 0);
-    let c = demo_config(&t, "manual", &n);
-    let t = t.config(&c);
+    let t = demo_world("manual");
     let drive = t.path("drive");
     fs::create_dir_all(&drive).unwrap();
     let before = fs::metadata(&drive).unwrap().modified().unwrap();
@@ -345,11 +248,7 @@ fn manual_never_looks_at_the_drive() {
 
 #[test]
 fn a_failed_set_does_not_stop_the_others_and_is_never_exported() {
-    let t = Test::new();
-    demo_home(&t);
-    let n = notifications(&t, ALL_EVENTS, 0);
-    let c = demo_config(&t, "always", &n);
-    let t = t.config(&c);
+    let t = demo_world("always");
     fs::create_dir_all(t.path("drive")).unwrap();
     let first = backup(&t, &[], 0);
     let data_1 = first.collect[0].sets[0].snapshot.clone().unwrap();
@@ -467,11 +366,7 @@ fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
 
 #[test]
 fn the_dry_run_says_what_would_run_and_why_and_changes_nothing() {
-    let t = Test::new();
-    demo_home(&t);
-    let n = notifications(&t, ALL_EVENTS, 0);
-    let c = demo_config(&t, "weekly", &n);
-    let t = t.config(&c);
+    let t = demo_world("weekly");
     fs::create_dir_all(t.path("drive")).unwrap();
     let plan: BackupPlan = t
         .cmd()
@@ -543,7 +438,8 @@ fn each_event_kind_reaches_the_command_sink() {
         format!(
             "dbackup backup on {host}: the external backup is due but no drive is present (T9)"
         ),
-        format!("dbackup backup on {host}: no external backup yet, schedule is weekly"),
+        // A snapshot without one of its sources is incomplete: the set has no complete snapshot, which is overdue.
+        format!("dbackup backup on {host}: set ok has no complete snapshot (the newest, ok-"),
         format!(
             "dbackup backup on {host} FAILED: collect broken: refused: every source of set broken is missing (~/gone); nothing to back up"
         ),
@@ -564,6 +460,19 @@ fn each_event_kind_reaches_the_command_sink() {
             .contains("below notifications.low_disk_percent (100%)"),
         "{}",
         events[4].details
+    );
+    // The external backup overdue for the missing drive is told in missing_media, not in the overdue event.
+    assert!(
+        events[1]
+            .details
+            .ends_with("\nno external backup yet, schedule is weekly"),
+        "{}",
+        events[1].details
+    );
+    assert!(
+        !events[2].details.contains("no external backup yet"),
+        "{}",
+        events[2].details
     );
 }
 
@@ -615,20 +524,10 @@ fn a_failing_sink_does_not_change_the_exit_code() {
             ("http", Outcome::Failed)
         ]
     );
-    assert!(
-        out.stderr.contains(
-            "dbackup: warning: notification success could not be sent (command sink): sh -c 'echo cannot mail >&2; exit 7': exited with 7: cannot mail"
-        ),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains(&format!(
+    out.stderr_has("dbackup: warning: notification success could not be sent (command sink): sh -c 'echo cannot mail >&2; exit 7': exited with 7: cannot mail");
+    out.stderr_has(&format!(
             "dbackup: warning: notification success could not be sent (http sink): POST to http://127.0.0.1:{port}/***: "
-        )),
-        "{}",
-        out.stderr
-    );
+        ));
     // Logged with the run.
     let log = runlog::read(&t.path("state/dbackup")).unwrap();
     let logged: BackupReport = serde_json::from_value(log[0].sets.clone()).unwrap();
@@ -718,11 +617,7 @@ fn another_run_holding_the_lock_is_exit_4_without_a_failure_event() {
     fs::create_dir_all(t.root()).unwrap();
     let lock = dbackup::lock::RunLock::acquire(&t.root()).unwrap();
     let out = t.cmd().args(["backup"]).status(4);
-    assert!(
-        out.stderr.contains("another dbackup run (pid"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("another dbackup run (pid");
     assert!(received(&t).is_empty());
     drop(lock);
     let log = runlog::read(&t.path("state/dbackup")).unwrap();

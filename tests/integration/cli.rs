@@ -25,7 +25,7 @@ fn help_lists_every_command_and_the_exit_codes() {
 #[test]
 fn unknown_subcommand_is_a_usage_error() {
     let out = Test::new().cmd().args(["frobnicate"]).status(2);
-    assert!(out.stderr.contains("frobnicate"), "{}", out.stderr);
+    out.stderr_has("frobnicate");
 }
 
 #[test]
@@ -35,9 +35,5 @@ fn seed_command_names_dispatch_through_argv0() {
         .argv0("backup-collect")
         .args(["--help"])
         .status(0);
-    assert!(
-        out.stdout.contains("Collect only this set"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("Collect only this set");
 }

@@ -1,14 +1,10 @@
 //! Cloud destinations through the real binary: the config's rules for them, and `dbackup cloud check` against a
 //! real Garage (S3, ignores Object Lock) and moto (enforces it) on 127.0.0.1, started per test and killed by pid.
 
-#[path = "../../src/cloud/testserver.rs"]
-mod testserver;
-
 use serde::Deserialize;
-use testserver::{Garage, Moto, REGION, closed_port};
+use testkit::objstore::{Garage, Moto, REGION, closed_port};
 
 use crate::harness::{Output, Test};
-use crate::t9;
 
 #[derive(Debug, Deserialize)]
 struct Report {
@@ -39,7 +35,7 @@ impl Report {
 }
 
 fn garage() -> Option<Garage> {
-    Garage::start().map_err(|why| t9::skip(&why)).ok()
+    Garage::start().map_err(|why| testkit::skip(&why)).ok()
 }
 
 /// A config with one s3 destination `offsite` (extra keys spliced in).
@@ -107,7 +103,10 @@ fn cloud_check_on_garage_reports_object_lock_not_enforced() {
     );
     let (human, report) = check(&t, 1, &[]);
     assert_eq!(report.destination, "offsite");
-    assert_eq!(report.place, format!("s3 {} dbackup-test/laptop", g.endpoint()));
+    assert_eq!(
+        report.place,
+        format!("s3 {} dbackup-test/laptop", g.endpoint())
+    );
     for probe in ["list", "write", "read", "delete", "uploads"] {
         assert_eq!(report.outcome(probe), "ok", "{report:?}");
     }
@@ -126,7 +125,11 @@ fn cloud_check_on_garage_reports_object_lock_not_enforced() {
     insta::assert_snapshot!("cloud_check_garage_lock_not_enforced", shown);
 
     // Nothing of the probes stays in the bucket.
-    let t = with_keys(&config(&g.endpoint(), &g.bucket, ""), &g.key.id, &g.key.secret);
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, ""),
+        &g.key.id,
+        &g.key.secret,
+    );
     let (_, report) = check(&t, 0, &[]);
     assert_eq!(report.outcome("object_lock"), "skipped");
     assert_eq!(report.outcome("uploads"), "ok");
@@ -152,7 +155,7 @@ fn regex_lite_replace(text: &str) -> String {
 fn cloud_check_on_moto_finds_object_lock_enforced() {
     let m = match Moto::start() {
         Ok(m) => m,
-        Err(why) => return t9::skip(&why),
+        Err(why) => return testkit::skip(&why),
     };
     let t = with_keys(
         &config(&m.endpoint(), &m.bucket, r#", "object_lock_days": 1"#),
@@ -163,7 +166,13 @@ fn cloud_check_on_moto_finds_object_lock_enforced() {
     assert_eq!(report.object_lock, "enforced", "{report:?}");
     assert_eq!(report.outcome("object_lock"), "ok");
     assert_eq!(report.exit, "ok");
-    assert!(human.stdout.contains("enforced: a locked object could not be deleted"), "{}", human.stdout);
+    assert!(
+        human
+            .stdout
+            .contains("enforced: a locked object could not be deleted"),
+        "{}",
+        human.stdout
+    );
     no_secret(&human, &["testing-key-id", "testing-secret-key"]);
 }
 
@@ -178,7 +187,12 @@ fn a_read_only_key_is_told_what_it_cannot_do() {
     assert_eq!(report.outcome("list"), "ok", "{report:?}");
     assert_eq!(report.outcome("write"), "failed");
     assert_eq!(report.outcome("read"), "skipped");
-    let write = &report.probes.iter().find(|p| p.name == "write").unwrap().detail;
+    let write = &report
+        .probes
+        .iter()
+        .find(|p| p.name == "write")
+        .unwrap()
+        .detail;
     assert!(write.contains("refused the request"), "{write}");
     no_secret(&human, &[&ro.id, &ro.secret]);
 }
@@ -190,9 +204,24 @@ fn wrong_keys_a_missing_bucket_and_a_closed_port_are_clear() {
     let wrong = "0000000000000000000000000000000000000000000000000000000000000000";
     let closed = format!("http://127.0.0.1:{}", closed_port());
     let cases = [
-        (config(&g.endpoint(), &g.bucket, ""), g.key.id.clone(), wrong.to_string(), "refused the request"),
-        (config(&g.endpoint(), "no-such-bucket", ""), g.key.id.clone(), g.key.secret.clone(), "the bucket does not exist"),
-        (config(&closed, &g.bucket, ""), g.key.id.clone(), g.key.secret.clone(), "no answer from"),
+        (
+            config(&g.endpoint(), &g.bucket, ""),
+            g.key.id.clone(),
+            wrong.to_string(),
+            "refused the request",
+        ),
+        (
+            config(&g.endpoint(), "no-such-bucket", ""),
+            g.key.id.clone(),
+            g.key.secret.clone(),
+            "the bucket does not exist",
+        ),
+        (
+            config(&closed, &g.bucket, ""),
+            g.key.id.clone(),
+            g.key.secret.clone(),
+            "no answer from",
+        ),
     ];
     for (config, id, secret, want) in cases {
         let t = with_keys(&config, &id, &secret);
@@ -232,7 +261,11 @@ fn keys_come_from_a_private_credentials_file_or_the_environment() {
     no_secret(&human, &[&g.key.id, &g.key.secret]);
 
     let out = t.cmd().args(["cloud", "check", "elsewhere"]).status(2);
-    assert!(out.stderr.contains("\"elsewhere\" is not in the config"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("\"elsewhere\" is not in the config"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// A secret in the config is refused with the place it belongs, and its value is never echoed; a cloud
@@ -245,8 +278,16 @@ fn secrets_and_plain_archives_are_refused_by_the_config() {
                                  "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" } ] }"#,
     );
     let out = t.cmd().args(["config", "check"]).status(2);
-    assert!(out.stderr.contains("unknown key \"secret_access_key\""), "{}", out.stderr);
-    assert!(out.stderr.contains("credentials never go in the config"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("unknown key \"secret_access_key\""),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("credentials never go in the config"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("credentials_file"), "{}", out.stderr);
     assert!(!out.stderr.contains("wJalrXUtnFEMI") && !out.stdout.contains("wJalrXUtnFEMI"));
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use dbackup::collect::{CollectPlan, CollectReport, SetAction, SetStatus};
 use dbackup::snapshot::{self, SnapshotMeta};
 
+use crate::fixtures::snapshots;
 use crate::harness::{BIN, Output, Test, inode, mode};
 
 /// A config with one set `name` of `sources` (JSON array text), `extra` set keys, and `retention.local = keep`.
@@ -16,15 +17,6 @@ fn config(sets: &str, keep: u32) -> String {
     format!(
         r#"{{ "backup_root": "{{root}}", "retention": {{ "local": {keep} }}, "backup_sets": [ {sets} ] }}"#
     )
-}
-
-/// The names of a set's snapshots as dbackup lists them, oldest first.
-fn snapshots(t: &Test, set: &str) -> Vec<String> {
-    snapshot::list(&t.root(), set)
-        .unwrap()
-        .into_iter()
-        .map(|s| s.name)
-        .collect()
 }
 
 fn meta(t: &Test, name: &str) -> SnapshotMeta {
@@ -307,11 +299,7 @@ fn two_collects_at_once_one_exits_4_naming_the_pid() {
         || t.root().join(".data.in-progress").exists(),
     );
     let second = t.cmd().args(["collect"]).status(4);
-    assert!(
-        second.stderr.contains(&format!("pid {pid}")),
-        "{}",
-        second.stderr
-    );
+    second.stderr_has(&format!("pid {pid}"));
     let out = first.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -375,7 +363,7 @@ fn an_unreadable_file_gives_an_incomplete_snapshot_and_exit_3() {
     fs::set_permissions(&locked, fs::Permissions::from_mode(0o000)).unwrap();
     let out = if is_root() {
         if Command::new("setpriv").arg("--version").output().is_err() {
-            return crate::t9::skip(
+            return testkit::skip(
                 "running as root and setpriv (util-linux) is missing, so no file can be unreadable",
             );
         }
@@ -432,11 +420,7 @@ fn all_sources_missing_fails() {
     ));
     t.write("home/here", "here");
     let out = t.cmd().args(["collect"]).status(1);
-    assert!(
-        out.stderr.contains("every source of set gone is missing"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("every source of set gone is missing");
     assert!(snapshots(&t, "gone").is_empty());
     assert_eq!(snapshots(&t, "fine").len(), 1, "the other set still runs");
 }
@@ -450,17 +434,8 @@ fn an_emptied_source_is_refused_until_allowed() {
         fs::remove_file(t.home().join(format!("data/f{i:03}"))).unwrap();
     }
     let out = t.cmd().args(["collect"]).status(1);
-    assert!(
-        out.stderr.contains("is empty but the last snapshot"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr
-            .contains("is the drive mounted? use --allow-shrink to accept"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("is empty but the last snapshot");
+    out.stderr_has("is the drive mounted? use --allow-shrink to accept");
     assert_eq!(snapshots(&t, "data").len(), 1);
     let plan: CollectPlan = t
         .cmd()
@@ -478,7 +453,7 @@ fn dry_run_writes_nothing() {
     let t = Test::new().config(&config(SAMPLE_SETS, 7));
     sample(&t);
     let out = t.cmd().args(["--dry-run", "collect"]).status(0);
-    assert!(out.stdout.contains("would create"), "{}", out.stdout);
+    out.stdout_has("would create");
     assert!(!t.root().exists(), "the backup root is not even created");
     assert!(!t.path("state/dbackup").exists(), "dry runs are not logged");
     let plan: CollectPlan = t
@@ -491,8 +466,17 @@ fn dry_run_writes_nothing() {
     let argv = &plan.sets[0].rsync_argv;
     assert_eq!(argv[0], "rsync");
     assert!(
-        argv.iter()
-            .any(|a| a.starts_with("--exclude=/") && a.ends_with("/.config/Code/Cache/*")),
+        plan.sets[0]
+            .exclusions
+            .iter()
+            .any(|a| a.starts_with('/') && a.ends_with("/.config/Code/Cache/*")),
+        "{:?}",
+        plan.sets[0].exclusions
+    );
+    let filter = t.root().join(".config.filter");
+    assert_eq!(plan.sets[0].filter_file.as_deref(), Some(filter.as_path()));
+    assert!(
+        argv.contains(&format!("--filter=merge {}", filter.display())),
         "{argv:?}"
     );
     assert!(argv.last().unwrap().ends_with("/.config.in-progress/"));
@@ -520,11 +504,7 @@ fn each_run_is_logged() {
 fn an_unknown_set_is_a_usage_error_listing_the_sets() {
     let t = Test::new().config(&config(SAMPLE_SETS, 7));
     let out = t.cmd().args(["collect", "--set", "music"]).status(2);
-    assert!(
-        out.stderr.contains("\"music\"") && out.stderr.contains("config, data"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("\"music\"").stderr_has("config, data");
     assert!(!t.root().exists());
 }
 
@@ -535,12 +515,8 @@ fn missing_rsync_says_how_to_install_it() {
     let empty = t.path("empty-path");
     fs::create_dir(&empty).unwrap();
     let out = t.cmd().env("PATH", &empty).args(["collect"]).status(1);
-    assert!(
-        out.stderr.contains("rsync is not installed")
-            && out.stderr.contains("apt-get install rsync"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("rsync is not installed")
+        .stderr_has("apt-get install rsync");
 }
 
 /// Paths, stamps, sizes and times vary between runs; what people read does not.

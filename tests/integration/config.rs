@@ -83,11 +83,7 @@ fn the_seed_example_loads() {
     let t = Test::new();
     let seed = format!("{REPO}/config/seed-example.json");
     let out = t.cmd().args(["config", "check", &seed]).status(0);
-    assert!(
-        out.stdout.contains("set data") && out.stdout.contains("set config"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("set data").stdout_has("set config");
 
     let s: Settings = t
         .cmd()
@@ -391,13 +387,8 @@ fn lookup_prefers_flag_then_env_then_xdg_then_built_in() {
         .env("DDATA", "data")
         .args(["config", "check"])
         .status(2);
-    assert!(
-        out.stderr
-            .contains("the built-in default config does not work"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("$DDATA"), "{}", out.stderr);
+    out.stderr_has("the built-in default config does not work");
+    out.stderr_has("$DDATA");
 
     // A relative --config is taken from the current directory.
     let s = check_json(t.cmd().args(["--config", "env.json"]));
@@ -417,12 +408,7 @@ fn a_named_config_that_does_not_exist_says_how_to_create_one() {
         .cmd()
         .args(["--config", "missing.json", "config", "check"])
         .status(2);
-    assert!(
-        out.stderr
-            .contains("(named by --config) does not exist; run `dbackup config init"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("(named by --config) does not exist; run `dbackup config init");
 }
 
 #[test]
@@ -435,13 +421,8 @@ fn a_dangling_default_config_is_an_error_not_the_built_in_default() {
     )
     .unwrap();
     let out = t.cmd().args(["config", "check"]).status(2);
-    assert!(out.stderr.contains("cannot read config"), "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("dotfiles/config.json, which does not exist"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("cannot read config");
+    out.stderr_has("dotfiles/config.json, which does not exist");
 }
 
 #[test]
@@ -499,7 +480,7 @@ fn init_never_overwrites() {
         "{ my precious edits }"
     );
     let out = t.cmd().args(["--dry-run", "config", "init"]).status(2);
-    assert!(out.stderr.contains("already exists"), "{}", out.stderr);
+    out.stderr_has("already exists");
 }
 
 #[test]
@@ -514,12 +495,7 @@ fn init_to_a_path_creates_its_directories_and_dry_run_writes_nothing() {
         !target.exists() && !t.path("new").exists(),
         "dry run wrote something"
     );
-    assert!(
-        out.stderr
-            .contains(&format!("would write {} (mode 0600)", target.display())),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!("would write {} (mode 0600)", target.display()));
     assert!(
         out.stdout.starts_with("// dbackup configuration"),
         "{}",

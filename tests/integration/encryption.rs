@@ -2,7 +2,7 @@
 //! as drives (`require_mount: false`). What lands on the drive (`<set>.tar.age`, `<set>.index.age`, sums anyone can
 //! check, `backup.json` naming recipients and nothing secret), interop with Debian's `age` CLI and GNU tar, recipients
 //! files, several and ssh recipients, the passphrase mode, config errors, `dbackup keygen`, and the identity never
-//! reaching the drive or the run log. The exFAT canary test is in `t9_encryption.rs`.
+//! reaching the drive or the run log. The exFAT canary test is in `loopdev_encryption.rs`.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -13,29 +13,12 @@ use dbackup::archive::EncryptionRecord;
 use dbackup::external::DestinationStatus;
 use dbackup::external::layout::{self, BackupMeta};
 
-use crate::harness::{self, Test};
-use crate::t9;
-use crate::t9_external::{
+use crate::fixtures::age::have_age;
+use crate::fixtures::drive::{
     assert_same_tree, assert_sums_pass, collect, config, destination, external, listing, meta_of,
     sample,
 };
-
-/// True when Debian's `age` and `age-keygen` are installed; otherwise says why the test skips (and fails in CI, whose
-/// command installs them).
-pub(crate) fn have_age() -> bool {
-    let missing: Vec<&str> = ["age", "age-keygen", "tar", "sha256sum"]
-        .into_iter()
-        .filter(|t| t9::tool(t).is_none())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    t9::skip(&format!(
-        "missing {} (apt-get install age tar coreutils)",
-        missing.join(", ")
-    ));
-    false
-}
+use crate::harness::{self, Test};
 
 /// An `encryption` object's text for the destination.
 fn encryption(body: &str) -> String {
@@ -380,7 +363,7 @@ fn every_recipient_of_a_recipients_file_can_decrypt() {
     let (id3, r3) = t.keygen("three.txt");
     let mut ids = vec![(id1, r1.clone()), (id2, r2.clone()), (id3, r3.clone())];
     // An ssh-ed25519 key too, when ssh-keygen is there.
-    let ssh = t9::tool("ssh-keygen").map(|_| {
+    let ssh = testkit::tool("ssh-keygen").map(|_| {
         let key = t.path("id_ed25519");
         let out = Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "tester@host", "-f"])
@@ -547,17 +530,9 @@ fn a_passphrase_that_cannot_be_read_stops_before_anything_is_written() {
         )),
     );
     let out = t.cmd().args(["external"]).status(1);
-    assert!(
-        out.stderr.contains("cannot read the passphrase")
-            && out.stderr.contains("no-such-passphrase"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("older backups are intact"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("cannot read the passphrase")
+        .stderr_has("no-such-passphrase");
+    out.stderr_has("older backups are intact");
     assert_eq!(
         listing(&drive.join("backups")),
         before,
@@ -572,12 +547,8 @@ fn a_passphrase_that_cannot_be_read_stops_before_anything_is_written() {
     // No file and no terminal: stdin is null, and the run is in a session of its own (no controlling terminal).
     write_config(&t, &encryption(r#""passphrase": true"#));
     let out = t.cmd().no_terminal().args(["external"]).status(1);
-    assert!(
-        out.stderr.contains("cannot read the passphrase")
-            && out.stderr.contains("DBACKUP_PASSPHRASE_FILE"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("cannot read the passphrase")
+        .stderr_has("DBACKUP_PASSPHRASE_FILE");
     assert_eq!(
         listing(&drive.join("backups")),
         before,
@@ -629,8 +600,8 @@ fn a_passphrase_typed_on_a_terminal_is_asked_twice() {
     if !have_age() {
         return;
     }
-    if t9::tool("script").is_none() || t9::tool("timeout").is_none() {
-        return t9::skip(
+    if testkit::tool("script").is_none() || testkit::tool("timeout").is_none() {
+        return testkit::skip(
             "script and timeout (util-linux, coreutils) are needed for a pseudo-terminal",
         );
     }
@@ -688,7 +659,7 @@ fn a_secret_key_in_recipients_is_refused_without_echoing_it() {
     });
     // The external phase refuses it the same way, before touching the drive.
     let out = t.cmd().args(["external"]).status(2);
-    assert!(!out.stderr.contains(&secret[15..]), "{}", out.stderr);
+    out.stderr_lacks(&secret[15..]);
     assert_eq!(listing(&t.path("drive")), Vec::<String>::new());
 }
 
@@ -791,7 +762,7 @@ fn keygen_writes_an_age_keygen_identity_once() {
         .arg_path(&identity)
         .output();
     assert_ne!(out.code, 0);
-    assert!(out.stderr.contains("already exists"), "{}", out.stderr);
+    out.stderr_has("already exists");
     assert!(out.stdout.is_empty());
     assert_eq!(fs::read_to_string(&identity).unwrap(), text);
 
@@ -817,8 +788,8 @@ fn keygen_writes_an_age_keygen_identity_once() {
         .arg_path(&dry)
         .status(0);
     assert!(!dry.exists());
-    assert!(out.stderr.contains("dry run"), "{}", out.stderr);
-    assert!(!out.stdout.contains("AGE-SECRET-KEY"), "{}", out.stdout);
+    out.stderr_has("dry run");
+    out.stdout_lacks("AGE-SECRET-KEY");
 }
 
 #[test]
@@ -867,18 +838,9 @@ fn the_dry_run_shows_the_encryption_and_the_age_names() {
         &encryption(&format!(r#""recipients": ["{recipient}"]"#)),
     );
     let out = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        out.stdout
-            .contains(&format!("  encrypt   with age to {recipient}")),
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("  archive   data.tar.age ("),
-        "{}",
-        out.stdout
-    );
-    assert!(out.stdout.contains("data.index.age"), "{}", out.stdout);
+    out.stdout_has(&format!("  encrypt   with age to {recipient}"));
+    out.stdout_has("  archive   data.tar.age (");
+    out.stdout_has("data.index.age");
     assert_eq!(
         listing(&drive),
         Vec::<String>::new(),
@@ -914,7 +876,7 @@ fn the_dry_run_shows_the_encryption_and_the_age_names() {
         "  encrypt   with age to a passphrase (scrypt) read from {}\n",
         pass.display()
     );
-    assert!(out.stdout.contains(&want), "{}", out.stdout);
+    out.stdout_has(&want);
     let from_env = t.path("env-pass.txt");
     let out = t
         .cmd()
@@ -925,16 +887,10 @@ fn the_dry_run_shows_the_encryption_and_the_age_names() {
         "  encrypt   with age to a passphrase (scrypt) read from {}\n",
         from_env.display()
     );
-    assert!(out.stdout.contains(&want), "{}", out.stdout);
+    out.stdout_has(&want);
     write_config(&t, &encryption(r#""passphrase": true"#));
     let out = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        out.stdout.contains(
-            "  encrypt   with age to a passphrase (scrypt) asked on the terminal, twice\n"
-        ),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("  encrypt   with age to a passphrase (scrypt) asked on the terminal, twice\n");
     assert_eq!(
         listing(&drive),
         Vec::<String>::new(),

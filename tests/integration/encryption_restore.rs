@@ -5,97 +5,21 @@
 //! archive or the index) with nothing partial left at the target, and archives that Debian's `age -e` wrote.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use dbackup::external::layout;
 use dbackup::restore::list::Listing;
 use dbackup::restore::verify::VerifyReport;
 
+use crate::fixtures::age::{Enc, encrypted_backup};
+use crate::fixtures::demo::{config, drive_backup, sample};
+use crate::fixtures::tree::{assert_same_tree, tree};
 use crate::harness::Test;
-use crate::restore::{assert_same_tree, config, drive_backup, sample, tree};
 
 /// age's STREAM: 64 KiB of plaintext per chunk, and a 16-byte tag.
 const CHUNK: u64 = 64 << 10;
 const TAG: u64 = 16;
-
-/// A collected demo with one encrypted backup on the plain directory `<tmp>/T9`.
-struct Enc {
-    t: Test,
-    key: PathBuf,
-    recipient: String,
-    stamp: String,
-    /// `<tmp>/T9/backups/<stamp>`.
-    dir: PathBuf,
-}
-
-impl Enc {
-    /// The snapshot directory of `set` this backup was made from, and `abs` inside it.
-    fn in_snapshot(&self, set: &str, abs: &Path) -> PathBuf {
-        let meta = layout::read_metadata(&self.dir.join(layout::METADATA_FILE)).unwrap();
-        let s = meta.sets.iter().find(|s| s.set == set).unwrap();
-        self.t
-            .root()
-            .join(&s.snapshot)
-            .join(abs.strip_prefix("/").unwrap())
-    }
-
-    fn data(&self) -> PathBuf {
-        fs::canonicalize(self.t.path("data")).unwrap()
-    }
-
-    /// A copy of the backup under `<tmp>/<name>/backups/<stamp>`, to damage.
-    fn copy_drive(&self, name: &str) -> PathBuf {
-        let drive = self.t.path(name);
-        let to = drive.join("backups").join(&self.stamp);
-        fs::create_dir_all(&to).unwrap();
-        for e in fs::read_dir(&self.dir).unwrap() {
-            let e = e.unwrap();
-            fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-        drive
-    }
-}
-
-/// `extra` goes into the `encryption` object (after `recipients`). Without the recovery kit: these tests count the
-/// backup's files.
-fn encrypted_backup(extra: &str) -> Enc {
-    let t = Test::new();
-    let (key, recipient) = t.keygen("key.txt");
-    let t = t.config(&config(&format!(
-        r#", "destinations": [ {{ "name": "T9", "path": "{{tmp}}/T9", "require_mount": false }} ],
-            "encryption": {{ "recipients": ["{recipient}"] {extra} }},
-            "image": {{ "kit": false }}"#
-    )));
-    sample(&t, &t.path("data"));
-    fs::create_dir_all(t.path("T9")).unwrap();
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
-    let stamp = layout::list(&t.path("T9/backups"))
-        .unwrap()
-        .verified()
-        .last()
-        .expect("a verified backup")
-        .name
-        .clone();
-    let dir = t.path("T9/backups").join(&stamp);
-    for f in [
-        "config.tar.age",
-        "config.index.age",
-        "data.tar.age",
-        "data.index.age",
-    ] {
-        assert!(dir.join(f).is_file(), "{f} in {}", dir.display());
-    }
-    assert!(!dir.join("data.tar").exists());
-    Enc {
-        t,
-        key,
-        recipient,
-        stamp,
-        dir,
-    }
-}
 
 /// Names under `dir` that a restore writes while a file is unfinished.
 fn temp_leftovers(dir: &Path) -> Vec<String> {
@@ -154,17 +78,6 @@ fn filters() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// Whether Debian's `age` is here; without it the interop tests skip (and fail under CI=true).
-fn have_age(test: &str) -> bool {
-    let ok = Command::new("age").arg("--version").output().is_ok();
-    if !ok {
-        crate::t9::skip(&format!(
-            "{test}: the age CLI is not installed (apt-get install age)"
-        ));
-    }
-    ok
-}
-
 fn age_encrypt(recipient: &str, from: &Path, to: &Path) {
     let out = Command::new("age")
         .args(["-e", "-r", recipient, "-o"])
@@ -192,11 +105,7 @@ fn an_encrypted_backup_is_listed_and_restored_whole_by_path_and_by_date() {
         .cmd()
         .args(["restore", "--source", "external", "--list"])
         .status(0);
-    assert!(
-        out.stdout.contains("config (age), data (age)"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("config (age), data (age)");
     let listing: Listing = t
         .cmd()
         .args(["--json", "restore", "--source", "external", "--list"])
@@ -218,7 +127,7 @@ fn an_encrypted_backup_is_listed_and_restored_whole_by_path_and_by_date() {
         .args(["--target"])
         .args([&whole])
         .status(0);
-    assert!(out.stdout.contains("data.tar.age"), "{}", out.stdout);
+    out.stdout_has("data.tar.age");
     let data = e.data();
     assert_same_tree(
         &tree(&whole.join(data.strip_prefix("/").unwrap())),
@@ -266,11 +175,7 @@ fn the_config_identity_is_read_only_when_an_encrypted_archive_is_opened() {
         .args(["restore", "--source", "external", "--target"])
         .args([t.path("x")])
         .status(1);
-    assert!(
-        out.stderr.contains("config-key.txt") && out.stderr.contains("--identity"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("config-key.txt").stderr_has("--identity");
     assert!(!t.path("x").exists());
     // Once it is there, it is used.
     fs::copy(&e.key, t.path("config-key.txt")).unwrap();
@@ -286,7 +191,7 @@ fn the_config_identity_is_read_only_when_an_encrypted_archive_is_opened() {
         ])
         .args([t.path("y")])
         .status(0);
-    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    out.stderr_lacks("warning");
     // A missing configured identity is passed over (with a warning) when --identity is given.
     fs::remove_file(t.path("config-key.txt")).unwrap();
     let out = t
@@ -303,7 +208,7 @@ fn the_config_identity_is_read_only_when_an_encrypted_archive_is_opened() {
         .args(["--target"])
         .args([t.path("z")])
         .status(0);
-    assert!(out.stderr.contains("config-key.txt"), "{}", out.stderr);
+    out.stderr_has("config-key.txt");
     let secret = t
         .path("z")
         .join(t.home().strip_prefix("/").unwrap())
@@ -387,7 +292,7 @@ fn verify_without_the_identity_checks_the_ciphertext_only_and_says_so() {
         .args([&damaged])
         .args(["--verify"])
         .status(1);
-    assert!(out.stderr.contains("config.tar.age"), "{}", out.stderr);
+    out.stderr_has("config.tar.age");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -611,11 +516,8 @@ fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environme
         .args(["restore", "--source", "external", "--target"])
         .args([t.path("t2")])
         .status(1);
-    assert!(
-        out.stderr.contains("passphrase does not decrypt") && out.stderr.contains("config.tar.age"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("passphrase does not decrypt")
+        .stderr_has("config.tar.age");
     assert!(!t.path("t2").exists());
 }
 
@@ -624,7 +526,7 @@ fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environme
 
 #[test]
 fn a_gnu_tar_archive_encrypted_by_age_restores_by_scanning() {
-    if !have_age("a_gnu_tar_archive_encrypted_by_age_restores_by_scanning") {
+    if !testkit::require_tools(&["age"], "apt-get install age") {
         return;
     }
     let t = Test::new();
@@ -665,7 +567,7 @@ fn a_gnu_tar_archive_encrypted_by_age_restores_by_scanning() {
         .args(["--target"])
         .args([&target])
         .status(0);
-    assert!(out.stderr.contains("has no index"), "{}", out.stderr);
+    out.stderr_has("has no index");
     // Everything below the target (the target directory itself is left as it is).
     let below = |dir: &Path| {
         let mut t = tree(dir);
@@ -709,7 +611,7 @@ fn a_gnu_tar_archive_encrypted_by_age_restores_by_scanning() {
 
 #[test]
 fn a_dbackup_backup_reencrypted_by_age_restores_through_its_index() {
-    if !have_age("a_dbackup_backup_reencrypted_by_age_restores_through_its_index") {
+    if !testkit::require_tools(&["age"], "apt-get install age") {
         return;
     }
     let t = Test::new();
@@ -717,7 +619,7 @@ fn a_dbackup_backup_reencrypted_by_age_restores_through_its_index() {
     let t = t.config(&config(""));
     let data = t.path("data");
     sample(&t, &data);
-    crate::restore::collect_as(&t, "2025-04-01-031500");
+    crate::fixtures::demo::collect_as(&t, "2025-04-01-031500");
     let backups = t.path("T9/backups");
     fs::create_dir_all(&backups).unwrap();
     let dir = drive_backup(&t.root(), &backups, "2025-04-01-031500", &["data"]);
@@ -749,7 +651,7 @@ fn a_dbackup_backup_reencrypted_by_age_restores_through_its_index() {
         .args(["--target"])
         .args([&target])
         .status(0);
-    assert!(!out.stderr.contains("has no index"), "{}", out.stderr);
+    out.stderr_lacks("has no index");
     assert_eq!(
         fs::read(target.join(file.strip_prefix("/").unwrap())).unwrap(),
         fs::read(&file).unwrap()

@@ -81,19 +81,15 @@ fn file_names_with_control_characters_are_escaped() {
     t.cmd().args(["collect"]).status(0);
     let out = t.cmd().args(["external"]).status(3);
     assert_escaped("external", &out);
-    assert!(
-        out.stderr.contains("sock\\x1b[2J: is a socket"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("sock\\x1b[2J: is a socket");
 
     let out = t
         .cmd()
         .args(["-v", "restore", "--verify", "--source", "external"])
         .status(0);
     assert_escaped("-v restore --verify", &out);
-    assert!(out.stdout.contains("esc\\x1b[31mred"), "{}", out.stdout);
-    assert!(out.stdout.contains("nl\\nFORGED line"), "{}", out.stdout);
+    out.stdout_has("esc\\x1b[31mred");
+    out.stdout_has("nl\\nFORGED line");
 }
 
 /// A drive whose `backup.json` (sums adjusted) names its set `da<ESC>[31mta<LF>FORGED...`: `restore --list` (which
@@ -118,7 +114,7 @@ fn set_names_from_a_drive_are_escaped() {
         .args(["restore", "--list", "--source", "external"])
         .status(0);
     assert_escaped("restore --list", &out);
-    assert!(out.stdout.contains(shown), "{}", out.stdout);
+    out.stdout_has(shown);
 
     let out = t
         .cmd()

@@ -153,6 +153,45 @@ impl Output {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not the expected JSON ({e}):\n{}", self.stdout))
     }
+
+    /// Asserts that stdout holds `text`, showing stdout when it does not; chains.
+    #[track_caller]
+    pub fn stdout_has(&self, text: &str) -> &Output {
+        expect("stdout", &self.stdout, text, true);
+        self
+    }
+
+    /// Asserts that stdout does not hold `text`.
+    #[track_caller]
+    pub fn stdout_lacks(&self, text: &str) -> &Output {
+        expect("stdout", &self.stdout, text, false);
+        self
+    }
+
+    /// Asserts that stderr holds `text`, showing stderr when it does not; chains.
+    #[track_caller]
+    pub fn stderr_has(&self, text: &str) -> &Output {
+        expect("stderr", &self.stderr, text, true);
+        self
+    }
+
+    /// Asserts that stderr does not hold `text`.
+    #[track_caller]
+    pub fn stderr_lacks(&self, text: &str) -> &Output {
+        expect("stderr", &self.stderr, text, false);
+        self
+    }
+}
+
+/// Asserts that `stream` (named `name`) holds `text`, or does not when `present` is false.
+#[track_caller]
+fn expect(name: &str, stream: &str, text: &str, present: bool) {
+    let verb = if present { "lacks" } else { "holds" };
+    assert_eq!(
+        stream.contains(text),
+        present,
+        "{name} {verb} {text:?}:\n{stream}"
+    );
 }
 
 impl Cmd {
@@ -243,6 +282,15 @@ impl Cmd {
             .spawn()
             .expect("spawn dbackup")
     }
+}
+
+/// All a spawned command writes to stderr, read to its end (the command has ended or closes it).
+pub fn read_stderr(child: &mut Child) -> String {
+    use std::io::Read;
+    let mut stderr = String::new();
+    let mut pipe = child.stderr.take().expect("stderr piped");
+    pipe.read_to_string(&mut stderr).expect("read stderr");
+    stderr
 }
 
 /// Inode number and link count of a path.

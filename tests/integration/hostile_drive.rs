@@ -2,150 +2,19 @@
 //! destinations (`require_mount: false`), through the real binary: a `backups` symlink, archives, indexes and
 //! `backup.json` that are symlinks to a secret, FIFOs and `/dev/zero` where metadata should be, a `backup.json` that
 //! names files outside the backup or records sources the config does not have, hostile set names and sizes of
-//! 2^64-1. The same on a real ext4 drive (mount points included) is in `t9_hostile.rs`.
+//! 2^64-1. The same on a real ext4 drive (mount points included) is in `loopdev_hostile.rs`.
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use dbackup::archive::Digest;
-use dbackup::archive::sums::{SumLine, write_sums};
 use dbackup::external::ExternalReport;
 
-use crate::harness::{Cmd, Output, Test};
-use crate::t9_external::listing;
-
-/// The secret a hostile drive points at: it must never appear in anything dbackup prints.
-pub(crate) const SECRET: &str = "root:$6$hunter2hunter2hunter2:20228:0:99999:7:::\n";
-
-/// One set (`data`, `~/data`) and the destinations given (plain directories), `external.mode` `all`.
-pub(crate) fn config(destinations: &[&str]) -> String {
-    let dests: Vec<String> = destinations
-        .iter()
-        .map(|d| format!(r#"{{ "name": "{d}", "path": "{{tmp}}/{d}", "require_mount": false }}"#))
-        .collect();
-    format!(
-        r#"{{ "backup_root": "{{root}}", "external": {{ "mode": "all" }},
-             "backup_sets": [ {{ "name": "data", "sources": ["~/data"] }} ],
-             "destinations": [ {} ] }}"#,
-        dests.join(", ")
-    )
-}
-
-/// A test world with `~/data` collected once and the destination directories made.
-pub(crate) fn world(destinations: &[&str]) -> Test {
-    let t = Test::new().config(&config(destinations));
-    t.write("home/data/notes.txt", "my notes\n");
-    t.write("home/data/deep/er/file.bin", vec![7u8; 3000]);
-    for d in destinations {
-        fs::create_dir_all(t.path(d)).unwrap();
-    }
-    t.cmd().args(["collect"]).status(0);
-    t
-}
-
-/// A secret file outside every backup (mode 0600).
-pub(crate) fn secret(t: &Test) -> PathBuf {
-    t.write_secret("elsewhere/shadow", SECRET.repeat(20))
-}
-
-/// The one backup directory on destination `d`.
-pub(crate) fn backup_dir(t: &Test, d: &str) -> PathBuf {
-    let backups = t.path(d).join("backups");
-    let stamps: Vec<String> = listing(&backups)
-        .into_iter()
-        .filter(|n| dbackup::snapshot::parse_stamp(n).is_some())
-        .collect();
-    assert_eq!(stamps.len(), 1, "{stamps:?}");
-    backups.join(&stamps[0])
-}
-
-/// Rewrites `verification.sha256` to match the files as they are now, as a hostile drive would.
-pub(crate) fn reseal(dir: &Path) {
-    let mut lines = Vec::new();
-    for name in listing(dir) {
-        if name == "verification.sha256" {
-            continue;
-        }
-        let p = dir.join(&name);
-        if p.symlink_metadata().unwrap().is_file() {
-            lines.push(SumLine {
-                sha256: Digest::of_bytes(&fs::read(&p).unwrap()),
-                name: name.into_bytes(),
-            });
-        }
-    }
-    let mut out = Vec::new();
-    write_sums(&mut out, &lines).unwrap();
-    fs::write(dir.join("verification.sha256"), out).unwrap();
-}
-
-/// Edits `backup.json` in `dir` (and reseals the sums).
-pub(crate) fn edit_meta(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let p = dir.join("backup.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
-    f(&mut v);
-    fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
-    reseal(dir);
-}
-
-/// Runs `cmd`, killing it (by its own pid) if it has not finished within `secs`; fails the test then.
-#[track_caller]
-pub(crate) fn within(secs: u64, what: &str, cmd: Cmd) -> Output {
-    let child = cmd.spawn();
-    let pid = child.id() as i32;
-    let done = Arc::new(AtomicBool::new(false));
-    let watchdog = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(secs);
-            while Instant::now() < deadline {
-                if done.load(Ordering::SeqCst) {
-                    return false;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if done.load(Ordering::SeqCst) {
-                return false;
-            }
-            // SAFETY: kill has no memory effects; the pid is our own child's, which we have not reaped yet.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            true
-        })
-    };
-    let out = child.wait_with_output().expect("wait for dbackup");
-    done.store(true, Ordering::SeqCst);
-    let killed = watchdog.join().unwrap();
-    let out = Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(
-        !killed,
-        "{what} did not finish within {secs} s and was killed\n--- stderr\n{}",
-        out.stderr
-    );
-    out
-}
-
-/// Asserts that nothing dbackup printed shows the secret, a panic or a raw control character.
-#[track_caller]
-pub(crate) fn assert_clean(out: &Output) {
-    let all = format!("{}{}", out.stdout, out.stderr);
-    assert!(!all.contains("hunter2"), "the secret leaked:\n{all}");
-    assert!(
-        !all.contains("panicked") && out.code != 101,
-        "dbackup panicked:\n{all}"
-    );
-    assert!(
-        !all.contains('\x1b'),
-        "a raw escape reached the terminal:\n{all:?}"
-    );
-}
+use crate::fixtures::drive::listing;
+use crate::fixtures::hostile::{
+    assert_clean, backup_dir, config, edit_meta, reseal, secret, within, world,
+};
+use crate::harness::Test;
 
 /// `backups` on the drive is a symlink to a directory elsewhere: `external` refuses that destination naming the
 /// link and writes nothing through it (exit 5 alone, exit 1 when another destination was written), `backup` fails,
@@ -166,15 +35,11 @@ fn a_backups_symlink_on_the_drive_is_refused_and_nothing_is_written_through_it()
         .status(5);
     assert_clean(&out);
     let link = t.path("evil/backups").display().to_string();
-    assert!(
-        out.stderr.contains(&format!(
-            "evil: redirected: {link} is a symbolic link (to {})",
-            elsewhere.display()
-        )),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("nothing was written"), "{}", out.stderr);
+    out.stderr_has(&format!(
+        "evil: redirected: {link} is a symbolic link (to {})",
+        elsewhere.display()
+    ));
+    out.stderr_has("nothing was written");
     assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
 
     // With another destination present, that one is written and the run still fails.
@@ -183,27 +48,18 @@ fn a_backups_symlink_on_the_drive_is_refused_and_nothing_is_written_through_it()
     let names: Vec<&str> = r.destinations.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["good"]);
     assert!(r.destinations[0].backup.is_some());
-    assert!(out.stderr.contains("evil: redirected: "), "{}", out.stderr);
+    out.stderr_has("evil: redirected: ");
     assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
 
     let out = t.cmd().args(["backup", "--force"]).status(1);
-    assert!(
-        out.stderr.contains("external evil: FAILED: redirected: "),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("external evil: FAILED: redirected: ");
     assert!(listing(&elsewhere).is_empty(), "{:?}", listing(&elsewhere));
 
     let out = t.cmd().args(["status"]).output();
     assert_clean(&out);
-    assert!(out.stdout.contains("redirected"), "{}", out.stdout);
+    out.stdout_has("redirected");
     let out = t.cmd().args(["restore", "--list"]).status(0);
-    assert!(
-        out.stdout
-            .contains(&format!("evil: redirected: {link} is a symbolic link")),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&format!("evil: redirected: {link} is a symbolic link"));
 }
 
 /// An archive, an index or `backup.json` on the drive that is a symlink to a secret, and a `backup.json` that names
@@ -262,11 +118,7 @@ fn drive_files_that_lead_elsewhere_are_refused_without_showing_a_byte_of_them() 
     symlink(&secret, &meta).unwrap();
     let out = t.cmd().args(["restore", "--list"]).output();
     assert_clean(&out);
-    assert!(
-        out.stdout.contains("backup.json is a symbolic link"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("backup.json is a symbolic link");
     let out = t
         .cmd()
         .args(["restore", "--source", "external", "--verify"])
@@ -282,13 +134,9 @@ fn drive_files_that_lead_elsewhere_are_refused_without_showing_a_byte_of_them() 
     });
     let out = t.cmd().args(["restore", "--list"]).output();
     assert_clean(&out);
-    assert!(
-        out.stdout.contains(&format!(
-            "sets[0].archive[0].name \"{abs}\" is not a plain file name"
-        )),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&format!(
+        "sets[0].archive[0].name \"{abs}\" is not a plain file name"
+    ));
     let out = restore_one(&t);
     assert_clean(&out);
     assert_ne!(out.code, 0, "{}", out.stderr);
@@ -340,18 +188,13 @@ fn fifos_and_endless_files_in_place_of_metadata_are_refused_at_once() {
         "drive B is still reported:\n{}",
         out.stdout
     );
-    assert!(out.stdout.contains("data-"), "{}", out.stdout);
+    out.stdout_has("data-");
     let out = within(60, "status --json", t.cmd().args(["status", "--json"]));
     assert_clean(&out);
     let out = within(60, "restore --list", t.cmd().args(["restore", "--list"]));
     assert_clean(&out);
-    assert!(out.stdout.contains(&stamp_b), "{}", out.stdout);
-    assert!(
-        out.stdout
-            .contains("backup.json is a FIFO, not a regular file"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&stamp_b);
+    out.stdout_has("backup.json is a FIFO, not a regular file");
     let out = within(
         60,
         "external --dry-run",
@@ -366,7 +209,7 @@ fn fifos_and_endless_files_in_place_of_metadata_are_refused_at_once() {
     symlink("/dev/zero", a.join("backup.json")).unwrap();
     let out = within(60, "restore --list", t.cmd().args(["restore", "--list"]));
     assert_clean(&out);
-    assert!(out.stdout.contains(&stamp_b), "{}", out.stdout);
+    out.stdout_has(&stamp_b);
     let out = within(60, "status", t.cmd().args(["status"]));
     assert_clean(&out);
 }
@@ -400,22 +243,15 @@ fn an_in_place_restore_writes_only_under_the_sources_the_config_names() {
         .cmd()
         .args(["restore", "--source", "external", "--set", "data"])
         .status(2);
-    assert!(
-        out.stderr
-            .contains(&format!("{} (set data, from backup ", ssh.display()))
-            && out
-                .stderr
-                .contains("is not under the set's sources in the config")
-            && out.stderr.contains("--target DIR"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!("{} (set data, from backup ", ssh.display()))
+        .stderr_has("is not under the set's sources in the config")
+        .stderr_has("--target DIR");
     let out = t
         .cmd()
         .args(["restore", "--source", "external", "--path"])
         .args([&ssh.join("authorized_keys")])
         .status(2);
-    assert!(out.stderr.contains("--target"), "{}", out.stderr);
+    out.stderr_has("--target");
     assert_eq!(
         fs::read_to_string(ssh.join("authorized_keys")).unwrap(),
         "ssh-ed25519 BBBB mine\n",
@@ -476,12 +312,7 @@ fn set_names_and_numbers_from_the_drive_are_checked() {
         assert_clean(&out);
     }
     let out = t.cmd().args(["restore", "--list"]).output();
-    assert!(
-        out.stdout
-            .contains("sets[0].archive[0].bytes is 18446744073709551615"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("sets[0].archive[0].bytes is 18446744073709551615");
     let out = t
         .cmd()
         .args(["restore", "--source", "external", "--verify"])
@@ -492,12 +323,7 @@ fn set_names_and_numbers_from_the_drive_are_checked() {
     edit_meta(&dir, |v| v["sets"][0]["set"] = "x\u{1b}[2J\nforged".into());
     let out = t.cmd().args(["restore", "--list"]).output();
     assert_clean(&out);
-    assert!(
-        out.stdout
-            .contains(r#"sets[0].set "x\x1b[2J\nforged" is not a set name"#),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(r#"sets[0].set "x\x1b[2J\nforged" is not a set name"#);
     fs::write(dir.join("backup.json"), &original).unwrap();
     reseal(&dir);
 
@@ -531,12 +357,7 @@ fn set_names_and_numbers_from_the_drive_are_checked() {
         .output();
     assert_clean(&out);
     assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("size 18446744073709551615 at data_offset"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("size 18446744073709551615 at data_offset");
     let out = t
         .cmd()
         .args(["restore", "--source", "external", "--verify"])

@@ -3,7 +3,6 @@
 //! promoted or listed), and notification URLs whose secrets appear in no output and no log.
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 use dbackup::restore::list::Listing;
 use dbackup::runlog::{self, RunRecord};
 
-use crate::harness::Test;
+use crate::harness::{self, Test};
 
 fn config(extra: &str) -> String {
     format!(
@@ -41,13 +40,7 @@ fn signal(child: &Child, sig: i32) {
 
 /// Waits for `child`; (exit code, or 128 + the signal that killed it; stderr).
 fn finish(mut child: Child) -> (i32, String) {
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = harness::read_stderr(&mut child);
     let status = child.wait().unwrap();
     let code = status
         .code()
@@ -398,11 +391,7 @@ fn notification_url_secrets_appear_nowhere() {
         }
     };
     let out = t.cmd().args(["config", "check"]).status(0);
-    assert!(
-        out.stdout.contains(&format!("POST {shown}")),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&format!("POST {shown}"));
     clean("config check", &out.stdout);
     let out = t.cmd().args(["--json", "config", "check"]).status(0);
     let json: serde_json::Value = out.json();
@@ -416,12 +405,7 @@ fn notification_url_secrets_appear_nowhere() {
         clean("--dry-run backup", &(out.stdout + &out.stderr));
     }
     let out = t.cmd().args(["backup"]).status(0);
-    assert!(
-        out.stderr
-            .contains(&format!("(http sink): POST to {shown}: ")),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has(&format!("(http sink): POST to {shown}: "));
     clean("backup", &(out.stdout + &out.stderr));
     for args in [&["status"][..], &["--json", "status"]] {
         let out = t.cmd().args(args).status(0);
@@ -440,11 +424,6 @@ fn notification_url_secrets_appear_nowhere() {
     )
     .unwrap();
     let out = t.cmd().args(["config", "check"]).status(2);
-    assert!(
-        out.stderr
-            .contains("\"ntfy.sh/***\" is not an http:// or https:// URL"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("\"ntfy.sh/***\" is not an http:// or https:// URL");
     clean("the config error", &out.stderr);
 }

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use dbackup::status::StatusReport;
 
-use crate::harness::{Output, Test};
-use crate::status::{drive_backup, log_run, snap};
+use crate::fixtures::history::{drive_backup, log_run, log_written, snap};
+use crate::harness::{self, Output, Test};
 
 const NOW: &str = "2025-04-10T09:00:00+00:00";
 const G: u64 = 1 << 30;
@@ -50,15 +50,7 @@ fn world(drives: bool) -> Test {
 fn fine() -> Test {
     let t = world(true);
     // `old` was last written a month ago, per the log.
-    log_run(
-        &t,
-        "external",
-        "2025-03-10T03:15:00+00:00",
-        0,
-        None,
-        serde_json::json!({ "sets": [], "destinations": [
-            { "name": "old", "status": "written", "backup": "2025-03-10-031500" } ] }),
-    );
+    log_written(&t, "old", "2025-03-10T03:15:00+00:00");
     for day in 4..=10 {
         let time = format!("2025-04-{day:02}T03:15:00+00:00");
         let first = day == 4;
@@ -366,15 +358,11 @@ fn the_page_is_regenerated_after_every_run() {
     assert!(!t.path("state/dbackup/report.html").exists());
     // Without report.write there is no default place: `report` asks for --out.
     let out = t.cmd().args(["report"]).status(2);
-    assert!(out.stderr.contains("--out FILE"), "{}", out.stderr);
+    out.stderr_has("--out FILE");
     // A dry run writes nothing.
     let t = t.config(&config(""));
     let out = t.cmd().args(["--dry-run", "report"]).status(0);
-    assert!(
-        out.stderr.contains("would write the status page"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("would write the status page");
     assert!(!t.path("state/dbackup/report.html").exists());
 }
 
@@ -445,7 +433,7 @@ fn chromium() -> Option<PathBuf> {
 fn require_chromium() -> Option<PathBuf> {
     let found = chromium();
     if found.is_none() {
-        crate::t9::skip(
+        testkit::skip(
             "chromium is not installed (apt-get install chromium fonts-dejavu-core; `cargo xtask test` does it when \
              root)",
         );
@@ -609,6 +597,14 @@ fn serve_answers_read_only_and_stops_on_sigterm() {
     assert_eq!(code, 200);
     let r: StatusReport = serde_json::from_str(&body).unwrap();
     assert!(r.history.is_some());
+    // The JSON contract, as `report --json` (before: no `format`, no schema).
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["format"], 1, "{body}");
+    let errors: Vec<String> = crate::json::validator("report")
+        .iter_errors(&v)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{body}");
     let (code, head, body) = http(&addr, "HEAD", "/", &addr);
     assert_eq!((code, body.as_str()), (200, ""), "{head}");
     let (code, head, _) = http(&addr, "POST", "/", &addr);
@@ -633,13 +629,7 @@ fn serve_answers_read_only_and_stops_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = harness::read_stderr(&mut child);
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("stopped (SIGTERM)"), "{stderr}");
 }
@@ -650,7 +640,7 @@ fn serve_answers_read_only_and_stops_on_sigterm() {
 fn serve_refuses_a_non_loopback_address_without_the_flag() {
     let t = fine();
     let out: Output = t.cmd().args(["serve", "--listen", "0.0.0.0:0"]).status(2);
-    assert!(out.stderr.contains("--allow-remote"), "{}", out.stderr);
+    out.stderr_has("--allow-remote");
     let text = fs::read_to_string(t.path("config.json")).unwrap();
     let t = t.config(&text.replacen(
         '{',
@@ -658,14 +648,6 @@ fn serve_refuses_a_non_loopback_address_without_the_flag() {
         1,
     ));
     let out = t.cmd().args(["serve"]).status(2);
-    assert!(
-        out.stderr.contains("/report/serve/listen"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("is not a loopback address"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("/report/serve/listen");
+    out.stderr_has("is not a loopback address");
 }

@@ -5,432 +5,32 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use dbackup::archive::sums::{SumLine, write_sums};
-use dbackup::archive::{self, ArchiveOptions, Digest, FileSink, NoProgress};
-use dbackup::external::layout::{
-    self, BackupMeta, FileRecord, FilesystemRecord, ReadBackRecord, SetRecord,
-};
+use dbackup::archive::sums::SumLine;
+use dbackup::archive::{self, Digest};
+use dbackup::external::layout::{FileRecord, SetRecord};
 use dbackup::restore::list::{Kept, Listing, State};
 use dbackup::restore::verify::VerifyReport;
-use dbackup::snapshot::{self, SnapshotMeta};
-use sha2::{Digest as _, Sha256};
+use dbackup::snapshot::{self};
 
+use crate::fixtures::demo::{
+    config, demo, from_external, restore, sample, set_mtime, write_metadata_and_sums,
+};
+use crate::fixtures::tree::{Tree, assert_same_tree, snapshot_of, tree};
 use crate::harness::{Output, Test};
-
-// ---------------------------------------------------------------------------------------------------------------
-// The demo backup
-
-pub const SETS: &str = r#"
-    { "name": "config", "sources": ["~/.config", "~/env.sh", "~/.secrets"] },
-    { "name": "data", "sources": ["~/data"] }"#;
-
-/// A config with the demo sets, `extra` top-level keys (e.g. destinations) appended.
-pub fn config(extra: &str) -> String {
-    format!(r#"{{ "backup_root": "{{root}}", "backup_sets": [ {SETS} ] {extra} }}"#)
-}
-
-fn set_mtime(path: &Path, sec: i64, nsec: i64) {
-    let ts = rustix::fs::Timestamps {
-        last_access: rustix::fs::Timespec {
-            tv_sec: sec,
-            tv_nsec: nsec as _,
-        },
-        last_modification: rustix::fs::Timespec {
-            tv_sec: sec,
-            tv_nsec: nsec as _,
-        },
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        path,
-        &ts,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
-}
-
-fn chmod(path: &Path, mode: u32) {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// The demo's files: `~/.config` (a relative and an absolute symlink, a hard-linked pair, an owner-only directory,
-/// nanosecond mtimes), `~/env.sh`, a 0600 `~/.secrets`, and `data` (reached through the symlink `~/data`) holding
-/// `projects/important` (with a hard link whose first name, in `photos`, is outside it), `projects/other`, `photos`.
-pub fn sample(t: &Test, data: &Path) {
-    let w = |rel: &str, content: &[u8]| {
-        let p = if let Some(r) = rel.strip_prefix("data/") {
-            data.join(r)
-        } else {
-            t.home().join(rel)
-        };
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(&p, content).unwrap();
-        p
-    };
-    w(".config/app/settings.json", b"{\"theme\": \"dark\"}");
-    w(".config/app/state", b"1");
-    let pair = w(".config/app/pair-a", b"shared by two names");
-    fs::hard_link(&pair, t.home().join(".config/app/pair-b")).unwrap();
-    std::os::unix::fs::symlink("settings.json", t.home().join(".config/app/current")).unwrap();
-    std::os::unix::fs::symlink("/etc/hostname", t.home().join(".config/hostname-link")).unwrap();
-    let private = w(".config/private/token", b"t0ken");
-    chmod(&private, 0o600);
-    chmod(private.parent().unwrap(), 0o700);
-    let env = w("env.sh", b"export A=1\n");
-    chmod(&env, 0o755);
-    let secrets = w(".secrets", b"hunter2");
-    chmod(&secrets, 0o600);
-    set_mtime(&secrets, 1_700_000_000, 123_456_789);
-
-    fs::create_dir_all(data).unwrap();
-    let a = w("data/projects/important/a.txt", b"important a");
-    set_mtime(&a, 1_600_000_000, 5);
-    w("data/projects/important/sub/b.txt", b"important b");
-    let x1 = w("data/projects/important/sub/x1", b"linked inside");
-    fs::hard_link(&x1, data.join("projects/important/sub/x2")).unwrap();
-    let mut big = vec![0u8; 1 << 20];
-    for (i, b) in big.iter_mut().enumerate() {
-        *b = (i * 7 % 251) as u8;
-    }
-    w("data/projects/important/big.bin", &big);
-    let photo = w("data/photos/p.jpg", b"jpeg bytes");
-    fs::hard_link(&photo, data.join("projects/important/also-photo")).unwrap();
-    w("data/projects/other/c.txt", b"other c");
-    chmod(&data.join("projects/important/sub"), 0o750);
-    set_mtime(&data.join("projects/important/sub"), 1_650_000_000, 0);
-    std::os::unix::fs::symlink("../other/c.txt", data.join("projects/important/to-other")).unwrap();
-    std::os::unix::fs::symlink(data, t.home().join("data")).unwrap();
-}
-
-/// Renames the newest snapshot of `set` to `stamp` (directory, metadata file and its `name`, `<set>-latest`).
-pub fn redate(root: &Path, set: &str, stamp: &str) -> String {
-    let snaps = snapshot::list(root, set).unwrap();
-    let old = snaps.last().expect("a snapshot").name.clone();
-    let new = format!("{set}-{stamp}");
-    fs::rename(root.join(&old), root.join(&new)).unwrap();
-    let mut meta: SnapshotMeta =
-        snapshot::read_metadata(&root.join(format!("{old}.json"))).unwrap();
-    meta.name = new.clone();
-    fs::remove_file(root.join(format!("{old}.json"))).unwrap();
-    snapshot::write_metadata(root, &meta).unwrap();
-    let _ = fs::remove_file(root.join(format!("{set}-latest")));
-    let newest = snapshot::list(root, set)
-        .unwrap()
-        .last()
-        .unwrap()
-        .name
-        .clone();
-    std::os::unix::fs::symlink(&newest, root.join(format!("{set}-latest"))).unwrap();
-    new
-}
-
-/// Collects now and dates the snapshots `stamp`.
-pub fn collect_as(t: &Test, stamp: &str) {
-    t.cmd().args(["collect"]).status(0);
-    for set in ["config", "data"] {
-        redate(&t.root(), set, stamp);
-    }
-}
-
-/// Writes a drive backup `<backups>/<stamp>/` in the external phase's layout from the local snapshots `<set>-<stamp>`
-/// of `root`: `<set>.tar`, `<set>.index.jsonl`, `backup.json`, `verification.sha256`, and `LATEST`.
-pub fn drive_backup(root: &Path, backups: &Path, stamp: &str, sets: &[&str]) -> PathBuf {
-    let dir = backups.join(stamp);
-    fs::create_dir_all(&dir).unwrap();
-    let mut sums = Vec::new();
-    let mut records = Vec::new();
-    for set in sets {
-        let name = format!("{set}-{stamp}");
-        let meta = snapshot::read_metadata(&root.join(format!("{name}.json"))).unwrap();
-        let plan = archive::scan(&root.join(&name), &mut NoProgress).unwrap();
-        let a = Box::new(FileSink::create(dir.join(format!("{set}.tar"))).unwrap());
-        let i = Box::new(FileSink::create(dir.join(format!("{set}.index.jsonl"))).unwrap());
-        let s = archive::write_archive(&plan, a, i, &ArchiveOptions::default(), &mut NoProgress)
-            .unwrap();
-        let rec = |f: &archive::WrittenFile| FileRecord {
-            name: f.path.file_name().unwrap().to_str().unwrap().to_string(),
-            bytes: f.bytes,
-            sha256: f.sha256,
-        };
-        for f in s.archive_files.iter().chain(&s.index_files) {
-            sums.push(SumLine {
-                sha256: f.sha256,
-                name: f.path.file_name().unwrap().as_encoded_bytes().to_vec(),
-            });
-        }
-        records.push(SetRecord {
-            set: set.to_string(),
-            snapshot: name,
-            snapshot_complete: meta.complete,
-            snapshot_finished: Some(meta.finished),
-            sources: meta.sources,
-            archive: s.archive_files.iter().map(rec).collect(),
-            index: s.index_files.iter().map(rec).collect(),
-            tar_bytes: s.tar_bytes,
-            tar_sha256: s.tar_sha256,
-            entries: s.entries,
-            files: s.files,
-            file_bytes: s.file_bytes,
-            hard_links: s.hard_links,
-            warning_count: 0,
-            warnings: Vec::new(),
-            write_seconds: 0.1,
-            read_back_seconds: 0.1,
-            encryption: None,
-        });
-    }
-    write_metadata_and_sums(&dir, stamp, records, sums);
-    fs::write(backups.join("LATEST"), format!("{stamp}\n")).unwrap();
-    dir
-}
-
-/// `backup.json` (verified) and `verification.sha256` covering `sums` and `backup.json`, as the external phase
-/// writes them.
-pub fn write_metadata_and_sums(
-    dir: &Path,
-    stamp: &str,
-    sets: Vec<SetRecord>,
-    mut sums: Vec<SumLine>,
-) {
-    let time = chrono::DateTime::parse_from_rfc3339("2025-04-01T03:15:00+00:00").unwrap();
-    let meta = BackupMeta {
-        format: layout::BACKUP_FORMAT,
-        stamp: stamp.to_string(),
-        destination: "T9".into(),
-        host: "demo".into(),
-        dbackup_version: env!("CARGO_PKG_VERSION").into(),
-        started: time,
-        finished: time,
-        verified: true,
-        read_back: ReadBackRecord {
-            methods: vec![archive::ReadBackMethod::Direct],
-            device_cache_dropped: None,
-            note: None,
-        },
-        filesystem: FilesystemRecord {
-            fs_type: "exfat".into(),
-            label: Some("T9".into()),
-            uuid: None,
-        },
-        sums_file: layout::SUMS_FILE.into(),
-        sets,
-        system: None,
-    };
-    let bytes = layout::metadata_bytes(&meta);
-    fs::write(dir.join(layout::METADATA_FILE), &bytes).unwrap();
-    sums.push(SumLine {
-        sha256: Digest::of_bytes(&bytes),
-        name: layout::METADATA_FILE.as_bytes().to_vec(),
-    });
-    let mut out = Vec::new();
-    write_sums(&mut out, &sums).unwrap();
-    fs::write(dir.join(layout::SUMS_FILE), out).unwrap();
-}
-
-/// The demo: two days of local snapshots (2025-04-01 twice, 2025-04-02 once) and drive backups of 2025-04-01 (its
-/// last run) and 2025-04-02 in `<tmp>/T9/backups`, read through `--drive` or a destination (`require_mount: false`).
-pub struct Demo {
-    pub t: Test,
-    pub data: PathBuf,
-    pub drive: PathBuf,
-    /// Tree listings of the sources when the 2025-04-01-221500 backup was made.
-    pub at_backup: BTreeMap<String, Tree>,
-}
-
-pub fn demo() -> Demo {
-    let t = Test::new().config(&config(
-        r#", "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ]"#,
-    ));
-    let data = t.path("data");
-    sample(&t, &data);
-    collect_as(&t, "2025-04-01-031500");
-    t.write(
-        "data/projects/important/a.txt",
-        "important a, second version",
-    );
-    set_mtime(&data.join("projects/important/a.txt"), 1_600_000_100, 0);
-    collect_as(&t, "2025-04-01-221500");
-    let mut at_backup = BTreeMap::new();
-    for (key, source) in [
-        ("important", data.join("projects/important")),
-        ("config", t.home().join(".config")),
-    ] {
-        let snap = t
-            .root()
-            .join(if key == "config" {
-                "config-2025-04-01-221500"
-            } else {
-                "data-2025-04-01-221500"
-            })
-            .join(source.strip_prefix("/").unwrap());
-        at_backup.insert(key.to_string(), as_backed_up(tree(&source), &tree(&snap)));
-    }
-    t.write(
-        "data/projects/important/a.txt",
-        "important a, third version",
-    );
-    collect_as(&t, "2025-04-02-031500");
-    let drive = t.path("T9");
-    let backups = drive.join("backups");
-    fs::create_dir_all(&backups).unwrap();
-    drive_backup(
-        &t.root(),
-        &backups,
-        "2025-04-01-221500",
-        &["config", "data"],
-    );
-    drive_backup(
-        &t.root(),
-        &backups,
-        "2025-04-02-031500",
-        &["config", "data"],
-    );
-    Demo {
-        t,
-        data,
-        drive,
-        at_backup,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Comparing trees
-
-/// One entry of a tree, as a restore must reproduce it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
-    pub kind: char,
-    pub mode: u32,
-    pub mtime: (i64, i64),
-    pub sha256: Option<String>,
-    pub link: Option<PathBuf>,
-    /// For files with several names in the tree: the first name (sorted) of the group.
-    pub group: Option<String>,
-}
-
-pub type Tree = BTreeMap<String, Node>;
-
-/// Every entry under `root` (the root itself as ""), without following symlinks.
-pub fn tree(root: &Path) -> Tree {
-    let mut out = Tree::new();
-    let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
-        let e = e.unwrap();
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let m = e.path().symlink_metadata().unwrap();
-        let ft = m.file_type();
-        let kind = if ft.is_dir() {
-            'd'
-        } else if ft.is_symlink() {
-            'l'
-        } else if ft.is_file() {
-            'f'
-        } else {
-            '?'
-        };
-        let sha256 = ft.is_file().then(|| {
-            let mut h = Sha256::new();
-            h.update(fs::read(e.path()).unwrap());
-            data_encoding::HEXLOWER.encode(&h.finalize())
-        });
-        if ft.is_file() {
-            inodes.entry(m.ino()).or_default().push(rel.clone());
-        }
-        out.insert(
-            rel,
-            Node {
-                kind,
-                mode: m.mode() & 0o7777,
-                mtime: if ft.is_symlink() {
-                    (0, 0)
-                } else {
-                    (m.mtime(), m.mtime_nsec())
-                },
-                sha256,
-                link: ft.is_symlink().then(|| fs::read_link(e.path()).unwrap()),
-                group: None,
-            },
-        );
-    }
-    for names in inodes.values().filter(|n| n.len() > 1) {
-        for n in names {
-            out.get_mut(n).unwrap().group = Some(names[0].clone());
-        }
-    }
-    out
-}
-
-/// The source tree as the snapshot holds it. rsync compares times at one-second precision, so a directory changed in
-/// the same second as the copy keeps the copy's sub-second time in the snapshot (`rsync --modify-window=-1` would
-/// keep nanoseconds; a collect matter, reported): directory mtimes are taken from the snapshot, and everything else
-/// must be equal already.
-pub fn as_backed_up(mut source: Tree, snapshot: &Tree) -> Tree {
-    for (k, n) in source.iter_mut() {
-        let s = snapshot
-            .get(k)
-            .unwrap_or_else(|| panic!("{k} is in the snapshot"));
-        if n.kind == 'd' {
-            n.mtime = s.mtime;
-        }
-        assert_eq!(n, s, "{k}: the snapshot holds the source");
-    }
-    source
-}
-
-#[track_caller]
-pub fn assert_same_tree(got: &Tree, want: &Tree) {
-    let keys = |t: &Tree| t.keys().cloned().collect::<Vec<_>>();
-    assert_eq!(keys(got), keys(want), "the same names");
-    for (k, w) in want {
-        assert_eq!(&got[k], w, "{k:?}");
-    }
-}
-
-/// Everything under `dir` with contents and modes (a cheap "nothing changed" check).
-pub fn snapshot_of(dir: &Path) -> Vec<(String, u32, i64, String)> {
-    let mut out = Vec::new();
-    for e in walkdir::WalkDir::new(dir)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
-        let e = e.unwrap();
-        let m = e.path().symlink_metadata().unwrap();
-        let content = if m.is_file() {
-            Digest::of_bytes(&fs::read(e.path()).unwrap()).to_string()
-        } else {
-            String::new()
-        };
-        out.push((
-            e.path().display().to_string(),
-            m.mode(),
-            m.mtime_nsec() + m.mtime() * 1_000_000_000,
-            content,
-        ));
-    }
-    out
-}
 
 fn filters() -> Vec<(&'static str, &'static str)> {
     vec![
         (r"\d+(\.\d)? (B|KiB|MiB|GiB)\b", "[SIZE]"),
         (r"\b[0-9a-f]{64}\b", "[SHA256]"),
         (r"dbackup-test-\w+", "[TEST]"),
+        (
+            r"displaced/\d{4}-\d{2}-\d{2}-\d{6}(-\d+)?",
+            "displaced/[STAMP]",
+        ),
     ]
-}
-
-fn restore(t: &Test) -> crate::harness::Cmd {
-    t.cmd().argv0("backup-restore")
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -520,17 +120,13 @@ fn list_says_why_a_drive_is_absent_and_exits_5_for_external_only() {
     let out = restore(&t)
         .args(["--source", "external", "--list"])
         .status(5);
-    assert!(out.stdout.contains("no backups found"), "{}", out.stdout);
-    assert!(out.stderr.contains("T9: not mounted"), "{}", out.stderr);
+    out.stdout_has("no backups found");
+    out.stderr_has("T9: not mounted");
     // A restore from the drive says the same, with exit 5.
     let out = restore(&t)
         .args(["--source", "external", "--path", "~/.config"])
         .status(5);
-    assert!(
-        out.stderr.contains("no external destination present"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("no external destination present");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -568,15 +164,8 @@ fn a_day_selects_its_newest_backup_and_a_stamp_exactly_that_one() {
     let out = restore(t)
         .args(["--date", "2025-04-05", "--path", "~/.config"])
         .status(1);
-    assert!(
-        out.stderr
-            .contains("no local snapshot matches --date 2025-04-05")
-            && out.stderr.contains(
-                "the nearest before is 2025-04-02-031500, 2025-04-01-221500 (none after)"
-            ),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("no local snapshot matches --date 2025-04-05")
+        .stderr_has("the nearest before is 2025-04-02-031500, 2025-04-01-221500 (none after)");
     let out = restore(t)
         .args([
             "--source",
@@ -587,18 +176,9 @@ fn a_day_selects_its_newest_backup_and_a_stamp_exactly_that_one() {
             "~/.config",
         ])
         .status(1);
-    assert!(
-        out.stderr
-            .contains("the nearest after is 2025-04-01-221500, 2025-04-02-031500 (none before)"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("the nearest after is 2025-04-01-221500, 2025-04-02-031500 (none before)");
     let out = restore(t).args(["--date", "April 1st"]).status(2);
-    assert!(
-        out.stderr.contains("give a day (2025-04-01)"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("give a day (2025-04-01)");
 }
 
 #[test]
@@ -673,12 +253,7 @@ fn paths_may_be_tilde_relative_or_through_a_symlinked_source() {
     let out = restore(t)
         .args(["--path", "/etc/passwd", "--target", tgt])
         .status(1);
-    assert!(
-        out.stderr
-            .contains("it is under none of the backed-up sources"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("it is under none of the backed-up sources");
 }
 
 #[test]
@@ -735,11 +310,7 @@ fn set_restricts_and_unknown_sets_are_refused() {
     let out = restore(t)
         .args(["--set", "music", "--path", "~/x"])
         .status(2);
-    assert!(
-        out.stderr.contains("no backup set named \"music\""),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("no backup set named \"music\"");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -986,7 +557,7 @@ fn the_target_keeps_the_absolute_structure_and_may_not_be_a_backup() {
             "--source", "external", "--path", "~/env.sh", "--target", "restored",
         ])
         .status(0);
-    assert!(out.stdout.contains("created"), "{}", out.stdout);
+    out.stdout_has("created");
     let file = target.join(t.home().join("env.sh").strip_prefix("/").unwrap());
     assert_eq!(fs::read_to_string(&file).unwrap(), "export A=1\n");
     assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, 0o755);
@@ -999,11 +570,7 @@ fn the_target_keeps_the_absolute_structure_and_may_not_be_a_backup() {
             into_backups.to_str().unwrap(),
         ])
         .status(2);
-    assert!(
-        out.stderr.contains("would change a backup"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("would change a backup");
 }
 
 #[test]
@@ -1085,7 +652,7 @@ fn a_file_is_reached_through_the_index_not_by_scanning() {
     let out = restore(t)
         .args(["--source", "external", "--verify"])
         .status(1);
-    assert!(out.stderr.contains("data.tar"), "{}", out.stderr);
+    out.stderr_has("data.tar");
 }
 
 #[test]
@@ -1129,16 +696,8 @@ fn an_archive_without_an_index_restores_by_scanning() {
             target.to_str().unwrap(),
         ])
         .status(0);
-    assert!(
-        out.stderr.contains("has no index: it is read by scanning"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("not known to be verified"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("has no index: it is read by scanning");
+    out.stderr_has("not known to be verified");
     let got = tree(&target.join(d.data.join("projects/important").strip_prefix("/").unwrap()));
     assert_same_tree(&got, &d.at_backup["important"]);
     // An unverified backup is chosen only by its exact stamp.
@@ -1152,7 +711,7 @@ fn an_archive_without_an_index_restores_by_scanning() {
             "~/.config",
         ])
         .status(1);
-    assert!(out.stderr.contains("no verified backup"), "{}", out.stderr);
+    out.stderr_has("no verified backup");
     // It verifies against its sums.
     restore(t)
         .args([
@@ -1222,14 +781,9 @@ fn a_flipped_byte_makes_verify_fail_naming_the_archive_and_the_entry() {
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     let entry = d.data.join("projects/important/sub/b.txt");
     let entry = entry.strip_prefix("/").unwrap().display().to_string();
-    assert!(
-        out.stderr
-            .contains(&format!("{}: entry {entry}", tar.display()))
-            && out.stderr.contains("content sha256"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stdout.contains("result: NOT intact"), "{}", out.stdout);
+    out.stderr_has(&format!("{}: entry {entry}", tar.display()))
+        .stderr_has("content sha256");
+    out.stdout_has("result: NOT intact");
     // The other backup is still intact.
     restore(t)
         .args(["--source", "external", "--date", "2025-04-02", "--verify"])
@@ -1247,11 +801,7 @@ fn a_flipped_byte_makes_verify_fail_naming_the_archive_and_the_entry() {
             "r",
         ])
         .status(1);
-    assert!(
-        out.stdout.contains("does not match the sha256"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("does not match the sha256");
     assert!(!t.path("r").join(&entry).exists());
 }
 
@@ -1359,12 +909,7 @@ fn local_verify_checks_the_snapshot_and_its_drive_backup() {
     let out = restore(t)
         .args(["--source", "local", "--date", "2025-04-01", "--verify"])
         .status(0);
-    assert!(
-        out.stdout
-            .contains("compared with backup 2025-04-01-221500 on T9"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("compared with backup 2025-04-01-221500 on T9");
     // A snapshot file changed behind dbackup's back (all hard-linked snapshots share it).
     let f = t.root().join("config-2025-04-01-221500").join(
         t.home()
@@ -1378,13 +923,8 @@ fn local_verify_checks_the_snapshot_and_its_drive_backup() {
     let out = restore(t)
         .args(["--source", "local", "--date", "2025-04-01", "--verify"])
         .status(1);
-    assert!(
-        out.stderr
-            .contains("differs from the drive backup made from it")
-            && out.stderr.contains(".config/app/state"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("differs from the drive backup made from it")
+        .stderr_has(".config/app/state");
     // An unreadable file is a problem too.
     let g = t
         .root()
@@ -1402,11 +942,7 @@ fn local_verify_checks_the_snapshot_and_its_drive_backup() {
             "--verify",
         ])
         .status(1);
-    assert!(
-        out.stderr.contains("missing from the snapshot"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("missing from the snapshot");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1493,19 +1029,16 @@ fn assert_refused(t: &Test, drive: &Path, why: &str) -> Output {
             t.path("target").to_str().unwrap(),
         ])
         .status(1);
-    assert!(
-        out.stderr.contains("refused") && out.stderr.contains(why),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("nothing was restored"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("refused").stderr_has(why);
+    out.stderr_has("nothing was restored");
+    // The run log (under state/) records the failed run.
+    let outside_state = |v: Vec<(String, u32, i64, String)>| -> Vec<_> {
+        let state = t.path("state").display().to_string();
+        v.into_iter().filter(|e| !e.0.starts_with(&state)).collect()
+    };
     assert_eq!(
-        snapshot_of(t.dir.path()),
-        before,
+        outside_state(snapshot_of(t.dir.path())),
+        outside_state(before),
         "nothing written anywhere"
     );
     out
@@ -1535,11 +1068,7 @@ fn hostile_dotdot_names_are_refused() {
             "target",
         ])
         .status(1);
-    assert!(
-        out.stdout.contains("refuse     ../escaped.txt"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("refuse     ../escaped.txt");
     let out = restore(&t)
         .args([
             "--source",
@@ -1549,11 +1078,7 @@ fn hostile_dotdot_names_are_refused() {
             "--verify",
         ])
         .status(1);
-    assert!(
-        out.stderr.contains("a restore would refuse it"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("a restore would refuse it");
 }
 
 #[test]
@@ -1622,7 +1147,7 @@ fn a_symlink_planted_in_the_target_is_never_written_through() {
             "--skip-refused",
         ])
         .status(1);
-    assert!(out.stdout.contains("refused"), "{}", out.stdout);
+    out.stdout_has("refused");
     assert_eq!(
         fs::read_to_string(t.path("target/other.txt")).unwrap(),
         "fine"
@@ -1649,7 +1174,7 @@ fn contradictory_options_are_usage_errors() {
         assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
     }
     let help = restore(&t).args(["--help"]).status(0);
-    assert!(help.stdout.contains("docs/RESTORE.md"), "{}", help.stdout);
+    help.stdout_has("docs/RESTORE.md");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1763,8 +1288,8 @@ fn run_guide(t: &Test, script: &str, env: &[(&str, &Path)]) -> String {
 #[test]
 fn the_guide_restores_an_encrypted_backup_with_nothing_but_age_and_tar() {
     // Debian's age: the test command installs it, so in CI its absence fails the test.
-    if let Err(why) = crate::t9::check_tools(&["age"], crate::t9::in_ci()) {
-        return crate::t9::skip(&why);
+    if let Err(why) = testkit::check_tools(&["age"], testkit::in_ci()) {
+        return testkit::skip(&why);
     }
     let t = Test::new();
     let (key, recipient) = t.keygen("identity.txt");
@@ -1935,12 +1460,7 @@ fn a_backup_written_by_dbackup_external_lists_verifies_and_restores() {
     let out = restore(&t)
         .args(["--source", "local", "--verify"])
         .status(0);
-    assert!(
-        out.stdout
-            .contains(&format!("compared with backup {stamp} on T9")),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has(&format!("compared with backup {stamp} on T9"));
 }
 
 #[test]
@@ -1978,23 +1498,8 @@ fn an_index_that_disagrees_with_the_archive_stops_the_restore() {
         .collect();
     fs::write(dir.join("verification.sha256"), sums).unwrap();
     let target = t.path("r");
-    let out = restore(t)
-        .args([
-            "--source",
-            "external",
-            "--path",
-            "~/.secrets",
-            "--target",
-            target.to_str().unwrap(),
-        ])
-        .status(1);
-    assert!(
-        out.stderr.contains(
-            "disagrees with the index: its mode is 0600 in the archive, 0644 in the index"
-        ),
-        "{}",
-        out.stderr
-    );
+    let out = from_external(restore(t), "~/.secrets", &target).status(1);
+    out.stderr_has("disagrees with the index: its mode is 0600 in the archive, 0644 in the index");
     assert!(
         !target
             .join(t.home().join(".secrets").strip_prefix("/").unwrap())

@@ -2,179 +2,14 @@
 //! destination, run log records), reported for a chosen `--now`: ages, overdue, the last run, `--check`, the table.
 
 use std::fs;
-use std::path::Path;
 
-use chrono::{DateTime, FixedOffset};
-use dbackup::archive::{Digest, ReadBackMethod};
-use dbackup::external::layout::{
-    self, BackupMeta, FileRecord, FilesystemRecord, ReadBackRecord, SetRecord,
-};
-use dbackup::rsync::TransferStats;
-use dbackup::runlog::{self, RunRecord};
-use dbackup::snapshot::{self, RsyncRecord, SnapshotMeta, SnapshotState};
+use dbackup::snapshot::SnapshotState;
 use dbackup::status::{KnownFrom, StatusReport};
 
+use crate::fixtures::history::{at, drive_backup, log_run, log_written, snap};
 use crate::harness::Test;
 
-pub(crate) fn at(s: &str) -> DateTime<FixedOffset> {
-    DateTime::parse_from_rfc3339(s).unwrap()
-}
-
 const NOW: &str = "2025-04-10T09:00:00+00:00";
-
-/// A snapshot of `set` started at `time`, with its metadata: `first` (no link-dest), `bytes` in all, `linked` of them
-/// hard-linked from the previous one, `unreadable` files (incomplete when more than 0).
-#[allow(clippy::too_many_arguments)] // a fixture
-pub(crate) fn snap(
-    t: &Test,
-    set: &str,
-    time: &str,
-    first: bool,
-    full: bool,
-    bytes: u64,
-    linked: u64,
-    unreadable: u64,
-) -> String {
-    let started = at(time);
-    let name = snapshot::snapshot_name(set, started.naive_local());
-    // Content that is never looked at.
-    t.write(&format!("root/{name}/data/file"), "x");
-    let meta = SnapshotMeta {
-        format: snapshot::METADATA_FORMAT,
-        set: set.into(),
-        name: name.clone(),
-        complete: unreadable == 0,
-        full,
-        started,
-        finished: started + chrono::TimeDelta::minutes(3),
-        sources: vec![],
-        exclusions: vec![],
-        link_dest: if first {
-            vec![]
-        } else {
-            vec!["previous".into()]
-        },
-        resumed: false,
-        rsync: RsyncRecord {
-            exit_code: if unreadable == 0 { 0 } else { 23 },
-            argv: vec![],
-            version: "3.2.7".into(),
-            acls: true,
-            xattrs: true,
-        },
-        stats: TransferStats {
-            files: 120,
-            regular_files: 100,
-            directories: 20,
-            transferred_files: 10,
-            total_bytes: bytes,
-            transferred_bytes: bytes - linked,
-            linked_bytes: linked,
-        },
-        warnings: vec![],
-        unreadable: (0..unreadable)
-            .map(|i| snapshot::FileProblem {
-                path: format!("/data/locked-{i}").into(),
-                message: "Permission denied (13)".into(),
-            })
-            .collect(),
-        vanished: vec![],
-        dbackup_version: "0.1.0".into(),
-    };
-    snapshot::write_metadata(&t.root(), &meta).unwrap();
-    name
-}
-
-/// A verified backup on a destination directory, started at `time`, holding `sets` (set, snapshot).
-pub(crate) fn drive_backup(dest: &Path, time: &str, sets: &[(&str, &str)], bytes: u64) -> String {
-    let started = at(time);
-    let stamp = snapshot::stamp(started.naive_local());
-    let dir = dest.join("backups").join(&stamp);
-    fs::create_dir_all(&dir).unwrap();
-    let file = |name: String| FileRecord {
-        name,
-        bytes: bytes / 2,
-        sha256: Digest::of_bytes(b""),
-    };
-    let meta = BackupMeta {
-        format: layout::BACKUP_FORMAT,
-        stamp: stamp.clone(),
-        destination: "T9".into(),
-        host: "workstation".into(),
-        dbackup_version: "0.1.0".into(),
-        started,
-        finished: started + chrono::TimeDelta::minutes(20),
-        verified: true,
-        read_back: ReadBackRecord {
-            methods: vec![ReadBackMethod::Direct],
-            device_cache_dropped: None,
-            note: None,
-        },
-        filesystem: FilesystemRecord {
-            fs_type: "exfat".into(),
-            label: Some("T9".into()),
-            uuid: None,
-        },
-        sums_file: layout::SUMS_FILE.into(),
-        sets: sets
-            .iter()
-            .map(|(set, snapshot)| SetRecord {
-                set: set.to_string(),
-                snapshot: snapshot.to_string(),
-                snapshot_complete: true,
-                snapshot_finished: None,
-                sources: vec![],
-                archive: vec![file(layout::archive_name(set, false))],
-                index: vec![],
-                tar_bytes: bytes / 2,
-                tar_sha256: Some(Digest::of_bytes(b"")),
-                entries: 1,
-                files: 1,
-                file_bytes: 1,
-                hard_links: 0,
-                warning_count: 0,
-                warnings: vec![],
-                write_seconds: 1.0,
-                read_back_seconds: 1.0,
-                encryption: None,
-            })
-            .collect(),
-        system: None,
-    };
-    fs::write(
-        dir.join(layout::METADATA_FILE),
-        layout::metadata_bytes(&meta),
-    )
-    .unwrap();
-    stamp
-}
-
-/// Appends a run to the log.
-pub(crate) fn log_run(
-    t: &Test,
-    command: &str,
-    started: &str,
-    exit: u8,
-    error: Option<&str>,
-    sets: serde_json::Value,
-) {
-    let started = at(started);
-    runlog::append(
-        &t.path("state/dbackup"),
-        &RunRecord {
-            command: command.into(),
-            started,
-            finished: started + chrono::TimeDelta::minutes(5),
-            exit,
-            error: error.map(String::from),
-            pid: 1,
-            dbackup_version: "0.1.0".into(),
-            sets,
-            interrupted: None,
-        },
-    )
-    .unwrap();
-}
 
 /// The fixture: `data` fresh, `config` with an incomplete newest snapshot and a 3-day-old complete one, the T9
 /// (present, a plain directory) with backups 21 and 12 days old, `old` absent, last written 16 days ago per the log.
@@ -256,15 +91,7 @@ fn fixture() -> Test {
         9 * g,
     );
     // The log: an external run that wrote to `old`, a failed collect, then the last backup run with warnings.
-    log_run(
-        &t,
-        "external",
-        "2025-03-25T03:15:00+00:00",
-        0,
-        None,
-        serde_json::json!({ "sets": [], "destinations": [
-            { "name": "old", "status": "written", "backup": "2025-03-25-031500" } ] }),
-    );
+    log_written(&t, "old", "2025-03-25T03:15:00+00:00");
     log_run(
         &t,
         "collect",
@@ -391,12 +218,8 @@ fn status_reports_ages_and_overdue_for_chosen_times() {
 fn check_exits_1_when_overdue_or_the_last_run_failed() {
     let t = fixture();
     let out = t.cmd().args(["status", "--check", "--now", NOW]).status(1);
-    assert!(out.stdout.contains("\noverdue:\n  no complete snapshot of set config for 3 days, schedule is daily\n  no external backup for 12 days, schedule is weekly\n"), "{}", out.stdout);
-    assert!(
-        out.stderr.contains("dbackup: status check failed: no complete snapshot of set config for 3 days, schedule is daily; no external backup for 12 days, schedule is weekly"),
-        "{}",
-        out.stderr
-    );
+    out.stdout_has("\noverdue:\n  no complete snapshot of set config for 3 days, schedule is daily\n  no external backup for 12 days, schedule is weekly\n");
+    out.stderr_has("dbackup: status check failed: no complete snapshot of set config for 3 days, schedule is daily; no external backup for 12 days, schedule is weekly");
     // Without --check the same state exits 0.
     t.cmd().args(["status", "--now", NOW]).status(0);
 
@@ -438,13 +261,8 @@ fn check_exits_1_when_overdue_or_the_last_run_failed() {
         serde_json::json!([]),
     );
     let out = t.cmd().args(["status", "--check", "--now", NOW]).status(1);
-    assert!(out.stdout.contains("last run: collect finished 2025-04-10 08:05 (55 minutes ago): FAILED: collect data: rsync failed\n"), "{}", out.stdout);
-    assert!(
-        out.stderr
-            .contains("status check failed: the last run (collect) failed"),
-        "{}",
-        out.stderr
-    );
+    out.stdout_has("last run: collect finished 2025-04-10 08:05 (55 minutes ago): FAILED: collect data: rsync failed\n");
+    out.stderr_has("status check failed: the last run (collect) failed");
     // A run that found the lock held is not a failure.
     log_run(
         &t,

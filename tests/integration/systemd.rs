@@ -33,40 +33,18 @@ const CONFIG: &str = r#"{
   ]
 }"#;
 
-/// Finds a program on `$PATH` or in the sbin directories.
-fn tool(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/sbin", "/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 /// True when every tool is installed; otherwise prints that the test skips (and fails under CI, whose command
 /// installs them).
 fn require(tools: &[&str], package: &str) -> bool {
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| tool(t).is_none())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    crate::t9::skip(&format!(
-        "missing {} (apt-get install {package}; `cargo xtask test` does it when root)",
-        missing.join(", ")
-    ));
-    false
+    testkit::require_tools(
+        tools,
+        &format!("apt-get install {package}; `cargo xtask test` does it when root"),
+    )
 }
 
 /// Runs a program; returns (exit code, stdout, stderr).
 fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let mut cmd = Command::new(tool(program).unwrap_or_else(|| PathBuf::from(program)));
+    let mut cmd = Command::new(testkit::tool(program).unwrap_or_else(|| PathBuf::from(program)));
     cmd.args(args).stdin(Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
@@ -111,12 +89,7 @@ fn system_units_and_udev_rule() {
     let t = test_with(CONFIG);
     let out = render(&t, &["--system", "--run-as", "root", "--exe", EXE]);
     insta::assert_snapshot!("system", redact(&t, &out.stdout));
-    assert!(
-        out.stderr
-            .contains("sudo cp DIR/99-dbackup.rules /etc/udev/rules.d/"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("sudo cp DIR/99-dbackup.rules /etc/udev/rules.d/");
     // ProtectSystem=strict: what the units write must exist before they start.
     for line in [
         "sudo install -d -m 0700 -o root /srv/backup",
@@ -142,14 +115,10 @@ fn render_names_the_programs_the_units_start_and_warns_of_missing_ones() {
         ["blkid", "dbackup-no-such-notifier", "notify-send", "rsync"]
     );
     let out = render(&t, &["--user", "--exe", EXE]);
-    assert!(
-        out.stderr.contains(
-            "warning: the units start dbackup-no-such-notifier, which is not installed here"
-        ),
-        "{}",
-        out.stderr
+    out.stderr_has(
+        "warning: the units start dbackup-no-such-notifier, which is not installed here",
     );
-    assert!(!out.stderr.contains("curl"), "{}", out.stderr);
+    out.stderr_lacks("curl");
 }
 
 #[test]
@@ -160,12 +129,7 @@ fn user_units() {
     ));
     let out = render(&t, &["--user", "--exe", EXE]);
     insta::assert_snapshot!("user", redact(&t, &out.stdout));
-    assert!(
-        out.stderr
-            .contains("systemctl --user enable dbackup-external.service"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("systemctl --user enable dbackup-external.service");
 }
 
 #[test]
@@ -235,17 +199,9 @@ fn user_scope_expands_home_and_runs_as_whoever_runs_it() {
 fn manual_installs_no_trigger() {
     let t = test_with(&CONFIG.replace(r#""external": "weekly""#, r#""external": "manual""#));
     let out = render(&t, &["--system", "--run-as", "root", "--exe", EXE]);
-    assert!(
-        !out.stdout.contains("[Install]\nWantedBy=media"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_lacks("[Install]\nWantedBy=media");
     assert!(!out.stdout.contains(UDEV_RULES));
-    assert!(
-        !out.stderr.contains("enable dbackup-external.service"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_lacks("enable dbackup-external.service");
 }
 
 #[test]
@@ -260,7 +216,7 @@ fn out_writes_the_files_and_replaces_only_its_own() {
     // A dry run writes nothing.
     let out = render(&t, &[&args[..], &["--dry-run"]].concat());
     assert!(!dir.exists());
-    assert!(out.stderr.contains("would write"), "{}", out.stderr);
+    out.stderr_has("would write");
 
     let out = render(&t, &args);
     let listed: Vec<&str> = out.stdout.lines().collect();
@@ -289,7 +245,7 @@ fn out_writes_the_files_and_replaces_only_its_own() {
     .unwrap();
     let out = render(&t, &args);
     assert!(!dir.join(UDEV_RULES).exists());
-    assert!(out.stderr.contains("removed"), "{}", out.stderr);
+    out.stderr_has("removed");
     assert!(
         !std::fs::read_to_string(dir.join(EXTERNAL_SERVICE))
             .unwrap()
@@ -299,11 +255,7 @@ fn out_writes_the_files_and_replaces_only_its_own() {
     // A file dbackup did not write is never replaced.
     std::fs::write(dir.join(COLLECT_TIMER), "[Timer]\nOnCalendar=mine\n").unwrap();
     let out = t.cmd().args(["systemd", "render"]).args(args).status(2);
-    assert!(
-        out.stderr.contains("exists and was not written by dbackup"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("exists and was not written by dbackup");
     assert_eq!(
         std::fs::read_to_string(dir.join(COLLECT_TIMER)).unwrap(),
         "[Timer]\nOnCalendar=mine\n"
@@ -332,20 +284,15 @@ fn errors_say_what_to_do() {
             "no-such-user-dbackup",
         ])
         .status(2);
-    assert!(
-        out.stderr
-            .contains("user \"no-such-user-dbackup\" does not exist"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("user \"no-such-user-dbackup\" does not exist");
 
     let out = t.cmd().args(["systemd", "render"]).status(2);
-    assert!(out.stderr.contains("--user"), "{}", out.stderr);
+    out.stderr_has("--user");
 
     // No config file: the built-in default, with a warning.
     let t = Test::new();
     let out = t.cmd().args(["systemd", "render", "--user"]).status(0);
-    assert!(out.stderr.contains("no config file"), "{}", out.stderr);
+    out.stderr_has("no config file");
     assert!(!out.stdout.contains("--config"));
 }
 
@@ -360,11 +307,7 @@ fn wait_for_drive_returns_when_a_destination_is_mounted_or_after_the_timeout() {
         .cmd()
         .args(["-v", "systemd", "wait-for-drive", "--timeout", "30"])
         .status(0);
-    assert!(
-        out.stderr.contains("destination proc is ready at /proc"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("destination proc is ready at /proc");
 
     // Nothing mounted: it gives up after the timeout, and still exits 0.
     let t = Test::new().config(
@@ -375,11 +318,7 @@ fn wait_for_drive_returns_when_a_destination_is_mounted_or_after_the_timeout() {
         .cmd()
         .args(["systemd", "wait-for-drive", "--timeout", "1"])
         .status(0);
-    assert!(
-        out.stderr.contains("no destination was mounted within 1s"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("no destination was mounted within 1s");
 
     // A destination that needs no mount is ready as it is; no destination, nothing to wait for.
     let t = Test::new().config(
@@ -390,11 +329,7 @@ fn wait_for_drive_returns_when_a_destination_is_mounted_or_after_the_timeout() {
         .cmd()
         .args(["-v", "systemd", "wait-for-drive", "--timeout", "30"])
         .status(0);
-    assert!(
-        out.stderr.contains("destination dir is ready"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("destination dir is ready");
     let t = Test::new().config(r#"{ "backup_sets": [ { "name": "a", "sources": ["/a"] } ] }"#);
     t.cmd()
         .args(["systemd", "wait-for-drive", "--timeout", "30"])
@@ -714,8 +649,11 @@ fn nix_lib_renders_exactly_what_dbackup_renders() {
         if case.scope == Scope::System {
             args.extend(["--run-as", run_as(&case).0]);
         }
-        let rust: serde_json::Value =
+        let mut rust: serde_json::Value =
             render(&t, &[&["--format", "json"], &args[..]].concat()).json();
+        // The JSON contract's version is the command's envelope, not part of the units nix/lib.nix renders.
+        let format = rust.as_object_mut().and_then(|o| o.remove("format"));
+        assert_eq!(format, Some(serde_json::json!(1)), "{}", case.name);
 
         let environment: BTreeMap<&str, &str> = case.env.iter().copied().collect();
         let settings: serde_json::Value = serde_json::from_str(&case.config).unwrap();

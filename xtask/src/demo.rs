@@ -78,6 +78,32 @@ pub fn run(_args: DemoArgs) -> Result<()> {
         &format!("~/data/{RESTORED}"),
     ])?;
 
+    heading("demo: restore over newer work: the edited file is kept in displaced/ first");
+    let edited = demo.data.join(RESTORED);
+    std::fs::write(&edited, "newer work, written after the backup\n")?;
+    eprintln!("edited   ~/data/{RESTORED}");
+    demo.dbackup(&[
+        "restore",
+        "--source",
+        "external",
+        "--path",
+        &format!("~/data/{RESTORED}"),
+    ])?;
+    let kept: Vec<PathBuf> = walk_files(&demo.backups.join("displaced"))
+        .into_iter()
+        .filter(|p| p.ends_with(edited.strip_prefix("/").unwrap_or(&edited)))
+        .collect();
+    match kept.as_slice() {
+        [one] if std::fs::read_to_string(one)?.starts_with("newer work") => {
+            eprintln!("kept     {}", one.display());
+        }
+        _ => bail!(
+            "the edited {} was not kept under {}/displaced: {kept:?}",
+            edited.display(),
+            demo.backups.display()
+        ),
+    }
+
     heading("demo: verify the backup on the drive");
     demo.dbackup(&["restore", "--source", "external", "--verify"])?;
 
@@ -117,6 +143,25 @@ const RESTORED: &str = "projects/alpha/notes.md";
 /// The file the demo restores from the encrypted backup, and a line of it that must not be on that drive in the clear.
 const AGE_RESTORED: &str = "projects/alpha/README.md";
 const AGE_CANARY: &str = "A project that matters.";
+
+/// Every file below `dir` (none when it does not exist).
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => todo.push(e.path()),
+                Ok(_) => out.push(e.path()),
+                Err(_) => {}
+            }
+        }
+    }
+    out
+}
 
 impl Demo {
     /// Builds the sample home and data from scratch, and writes the config.
@@ -209,6 +254,14 @@ impl Demo {
         )?;
         write(h, ".config/Code/Cache/blob-1", &pseudo_random(30, 64 << 10))?;
         write(h, ".config/Code/Cache/blob-2", &pseudo_random(31, 64 << 10))?;
+        // A tool's cache tagged as such (https://bford.info/cachedir/): `exclude_caches` leaves it out.
+        write(
+            h,
+            ".config/tool/cache/CACHEDIR.TAG",
+            b"Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag.\n",
+        )?;
+        write(h, ".config/tool/cache/index", &pseudo_random(32, 16 << 10))?;
+        write(h, ".config/tool/tool.toml", b"verbose = false\n")?;
         write(
             h,
             "env.sh",
@@ -250,7 +303,9 @@ impl Demo {
       "name": "config",
       "sources": ["~/.config", "~/env.sh", "~/.secrets"],
       "method": "rsync",
-      "exclusions": ["~/.config/Code/Cache/*"]
+      "exclusions": ["~/.config/Code/Cache/*"],
+      // Directories holding a valid CACHEDIR.TAG are left out, as tar, restic and borg do.
+      "exclude_caches": true
     }}
   ],
   "retention": {{ "local": 7, "external": 5 }},
@@ -439,6 +494,9 @@ impl Demo {
             let meta = e.path().symlink_metadata()?;
             let what = if meta.file_type().is_symlink() {
                 format!("-> {}", std::fs::read_link(e.path())?.display())
+            } else if meta.is_dir() && name == "displaced" {
+                let (files, bytes) = tree_size(&e.path());
+                format!("kept by restores: {files} files, {}", human_bytes(bytes))
             } else if meta.is_dir() {
                 let (files, bytes) = tree_size(&e.path());
                 format!("snapshot: {files} files, {}", human_bytes(bytes))
@@ -527,6 +585,10 @@ impl Demo {
         checks.check(
             home(".config/Code/User/settings.json").is_file(),
             "~/.config/Code/User/settings.json: kept",
+        );
+        checks.check(
+            !home(".config/tool/cache").exists() && home(".config/tool/tool.toml").is_file(),
+            "~/.config/tool/cache (holds a CACHEDIR.TAG): absent; ~/.config/tool/tool.toml kept",
         );
         checks.check(home("env.sh").is_file(), "~/env.sh: in the config snapshot");
         let mode = std::fs::symlink_metadata(home(".secrets"))

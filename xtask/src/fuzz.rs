@@ -12,7 +12,7 @@ pub struct FuzzArgs {
     /// Cases per property (`cargo test` runs 256)
     #[arg(long, default_value_t = 10_000)]
     pub cases: u32,
-    /// Run only the properties whose names contain this (`backup_json`, `index`, `sums`, `tar`, `latest`, `marker`)
+    /// Run only the properties whose names contain this (`backup_json`, `index`, `sums`, `tar`, `sparse`, `latest`, `marker`)
     pub filter: Option<String>,
 }
 

@@ -1,5 +1,5 @@
 //! `cargo xtask itest`: the root-only integration tests on real loop devices (the emulated T9 drive and the
-//! ext4, xfs and btrfs images): the tests of `tests/integration/` whose names start with `t9`.
+//! ext4, xfs and btrfs images): the `loopdev_*` modules of `tests/integration/`.
 
 use anyhow::{Context, Result};
 use xshell::cmd;
@@ -9,8 +9,8 @@ use crate::util::{heading, is_root, shell};
 
 #[derive(Debug, clap::Args)]
 pub struct ItestArgs {
-    /// Run only the tests whose names contain this (default: every `t9` test)
-    #[arg(default_value = "t9")]
+    /// Run only the tests whose names contain this (default: every `loopdev_*` module's tests)
+    #[arg(default_value = "loopdev_")]
     pub filter: String,
 }
 

@@ -6,6 +6,7 @@ mod demo;
 mod fuzz;
 mod install;
 mod itest;
+mod mutants;
 mod nix;
 mod packages;
 mod test;
@@ -34,13 +35,17 @@ enum Task {
     /// Install dbackup and its links backup, backup-collect, ... into ~/.local/bin (or --prefix)
     Install(install::InstallArgs),
     /// Benchmarks, never run by the tests: `bench collect` (dbackup vs plain rsync), `bench external`, `bench restore`
-    /// (vs tar, sha256sum), `bench status`, `bench image` (vs partclone | zstd)
+    /// (vs tar, sha256sum), `bench status`, `bench image` (vs partclone | zstd), `bench sparse` (vs GNU tar
+    /// --sparse)
     #[command(subcommand)]
     Bench(bench::BenchCmd),
-    /// Run the root-only integration tests on real loop devices (the t9 tests)
+    /// Run the root-only integration tests on real loop devices (the loopdev_* tests)
     Itest(itest::ItestArgs),
     /// Run the property-based tests of every drive-side parser with many cases (`--cases N`, default 10,000)
     Fuzz(fuzz::FuzzArgs),
+    /// Mutation testing of the pure core (retention, schedule, drive retention, index, expansion) with cargo-mutants,
+    /// unit tests only; the score per file. Slow (one to two hours); not part of `test`
+    Mutants(mutants::MutantsArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
         Task::Bench(cmd) => bench::run(cmd),
         Task::Itest(args) => itest::run(args),
         Task::Fuzz(args) => fuzz::run(args),
+        Task::Mutants(args) => mutants::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

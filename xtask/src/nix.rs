@@ -8,7 +8,7 @@
 //!    it skipped (see nix/tests/README.md).
 //!
 //! The checks that compare `nix/lib.nix` with `dbackup systemd render`, and those with systemd-analyze, systemd-escape
-//! and udevadm, are integration tests (tests/integration/systemd.rs, t9_udev.rs): they run in the `test` step.
+//! and udevadm, are integration tests (tests/integration/systemd.rs, loopdev_udev.rs): they run in the `test` step.
 
 use std::path::{Path, PathBuf};
 

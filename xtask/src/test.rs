@@ -131,7 +131,8 @@ fn packages(sh: &Shell) -> Result<Outcome> {
 }
 
 fn cloud_tools(sh: &Shell) -> Result<Outcome> {
-    let garage = crate::tools::ensure_with(sh, &crate::tools::GARAGE, crate::tools::GARAGE_FEATURES)?;
+    let garage =
+        crate::tools::ensure_with(sh, &crate::tools::GARAGE, crate::tools::GARAGE_FEATURES)?;
     let moto = crate::tools::ensure_moto(sh)?;
     Ok(Outcome::Passed(format!(
         "{} and {}",
@@ -164,9 +165,9 @@ fn clippy(sh: &Shell) -> Result<Outcome> {
     Ok(Outcome::Passed(String::new()))
 }
 
-/// The variable through which tests record that they skipped (see `t9::skip` and `stdx::skip`): a directory where
-/// each test process appends `<test>\t<why>` lines to `<pid>.skips`.
-const SKIPS_ENV: &str = "DBACKUP_TEST_SKIPS";
+/// The variable through which tests record that they skipped (`testkit::skip`, and `stdx::skip` in unit tests): a
+/// directory where each test process appends `<test>\t<why>` lines to `<pid>.skips`.
+const SKIPS_ENV: &str = testkit::SKIPS_ENV;
 
 fn cargo_test(sh: &Shell) -> Result<Outcome> {
     let skips_dir = tempfile::Builder::new()
@@ -321,7 +322,7 @@ mod tests {
     fn test_results_are_summed() {
         let mut c = TestCounts::default();
         c.add_line("test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 3 filtered out; finished in 0.10s");
-        c.add_line("test t9::x ... ok");
+        c.add_line("test loopdev_media::x ... ok");
         c.add_line("test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
         assert_eq!(
             c,
@@ -336,12 +337,14 @@ mod tests {
     #[test]
     fn skips_are_grouped_by_reason() {
         let mut s = Skips::default();
-        s.add_lines("t9::a\tneeds root for loop devices\nt9::b\tneeds root for loop devices\n");
-        s.add_lines("notify::curl\tcurl is not installed\nt9::a\tneeds root for loop devices\n");
+        s.add_lines("loopdev_media::a\tneeds root for loop devices\nloopdev_media::b\tneeds root for loop devices\n");
+        s.add_lines(
+            "notify::curl\tcurl is not installed\nloopdev_media::a\tneeds root for loop devices\n",
+        );
         assert_eq!(s.count(), 3);
         assert_eq!(
             s.by_reason["needs root for loop devices"],
-            ["t9::a", "t9::b"]
+            ["loopdev_media::a", "loopdev_media::b"]
         );
         assert_eq!(s.note(), "; 3 of them skipped");
         assert_eq!(Skips::default().note(), "");

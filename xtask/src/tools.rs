@@ -82,7 +82,8 @@ pub const GARAGE: Tool = Tool {
 };
 
 /// The features Garage is built with: no system libraries, sqlite (no LMDB), nothing else.
-pub const GARAGE_FEATURES: &[&str] = &["--no-default-features", "--features", "bundled-libs,sqlite"];
+pub const GARAGE_FEATURES: &[&str] =
+    &["--no-default-features", "--features", "bundled-libs,sqlite"];
 
 /// moto's S3 server (PyPI `moto[server]`, pinned), in a venv of the cache: it enforces Object Lock retention.
 pub const MOTO_VERSION: &str = "5.2.5";
@@ -112,6 +113,10 @@ pub fn ensure_moto(sh: &Shell) -> Result<PathBuf> {
             .run()
             .context("pip install moto[server] failed")?;
     }
-    anyhow::ensure!(bin.is_file(), "{} is not there after pip install", bin.display());
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} is not there after pip install",
+        bin.display()
+    );
     Ok(bin)
 }

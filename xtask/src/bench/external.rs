@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use testkit::loopdev::Drive;
 
 use super::tree::{self, TreeSpec};
 use super::{Cache, Samples, timed};
@@ -27,12 +28,6 @@ use crate::util::{
     Profile, build_dbackup, find_program, heading, human_bytes, human_duration, is_root,
     remove_dir_if_exists, shell, target_dir,
 };
-
-/// The drive guards of the integration tests: a loop device with exFAT, mounted by fuse, unmounted and detached when
-/// dropped (only the device this bench made).
-#[path = "../../../tests/integration/t9.rs"]
-#[allow(dead_code, clippy::all)]
-mod t9;
 
 /// At least this much faster than the three passes.
 const GOAL_THREE_PASS: f64 = 2.0;
@@ -100,7 +95,7 @@ impl Timings {
 struct World {
     bin: PathBuf,
     work: PathBuf,
-    drive: t9::Drive,
+    drive: Drive,
     snapshot: PathBuf,
     local_tar: PathBuf,
 }
@@ -148,7 +143,7 @@ pub fn run(args: ExternalArgs) -> Result<()> {
         "bench external: an exFAT drive of {} on a loop device",
         human_bytes(image)
     ));
-    let drive = t9::Drive::exfat("T9", image);
+    let drive = Drive::exfat("T9", image);
     eprintln!(
         "{} on {}, mounted at {}",
         drive.image().display(),

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use testkit::loopdev::Drive;
 
 use super::{Cache, Table, timed};
 use crate::packages::{Need, ensure_packages};
@@ -23,10 +24,6 @@ use crate::util::{
     Profile, Rng, build_dbackup, find_program, heading, human_bytes, is_root, remove_dir_if_exists,
     shell, target_dir,
 };
-
-#[path = "../../../tests/integration/t9.rs"]
-#[allow(dead_code, clippy::all)]
-mod t9;
 
 const GOAL: f64 = 1.2;
 const MIB: u64 = 1 << 20;
@@ -219,7 +216,7 @@ fn bench(args: &ImageArgs, bin: &Path, work: &Path) -> Result<()> {
     let _ = Command::new("umount").arg(&mp).status();
     filled?;
     // The T9: room for one image at a time plus the hand pipeline's file (sparse).
-    let t9 = t9::Drive::exfat("T9", 2 * part_bytes + 512 * MIB);
+    let t9 = Drive::exfat("T9", 2 * part_bytes + 512 * MIB);
     let config = work.join("config.json");
     let cfg = serde_json::json!({
         "backup_root": work.join("root"),

@@ -3,9 +3,11 @@
 
 mod collect;
 mod external;
+mod find;
 mod image;
 mod report;
 mod restore;
+mod sparse;
 mod status;
 pub mod tree;
 
@@ -23,6 +25,9 @@ pub enum BenchCmd {
     /// On the emulated exFAT T9 (root): one file restored by dbackup vs `tar -xf`, the whole backup verified by
     /// dbackup vs `sha256sum`, and one file from an encrypted backup by dbackup vs `age -d | tar -xf`
     Restore(restore::RestoreArgs),
+    /// dbackup find over 50 drive backups of 100,000 files (their indexes only) vs grep -c over the same index files
+    /// and tar -tf over the archives
+    Find(find::FindArgs),
     /// dbackup status with 1,000 snapshots and 50 external backups present (goal: under 200 ms)
     Status(status::StatusArgs),
     /// (root) A 1 GiB ext4 partition, 60% used, imaged to the emulated exFAT T9 by dbackup vs `partclone | zstd |
@@ -30,6 +35,9 @@ pub enum BenchCmd {
     Image(image::ImageArgs),
     /// The status page with 1,000 snapshots and 50 external backups present (goal: under 100 ms)
     Report(report::ReportArgs),
+    /// A 10 GiB sparse file with 100 MiB of data (and one a tenth of the size with the same data) through dbackup
+    /// collect, external and a one-file restore vs GNU tar --sparse (and rsync --sparse): time and space
+    Sparse(sparse::SparseArgs),
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
@@ -37,9 +45,11 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Collect(args) => collect::run(args),
         BenchCmd::External(args) => external::run(args),
         BenchCmd::Restore(args) => restore::run(args),
+        BenchCmd::Find(args) => find::run(args),
         BenchCmd::Status(args) => status::run(args),
         BenchCmd::Image(args) => image::run(args),
         BenchCmd::Report(args) => report::run(args),
+        BenchCmd::Sparse(args) => sparse::run(args),
     }
 }
 
@@ -171,6 +181,11 @@ impl Table {
         self.rows[row].1[num].median() / self.rows[row].1[den].median()
     }
 
+    /// The last sample of one cell.
+    pub fn last(&self, row: usize, column: usize) -> Option<Duration> {
+        self.rows[row].1[column].0.last().copied()
+    }
+
     /// The median of one cell, in seconds.
     pub fn median(&self, row: usize, column: usize) -> f64 {
         self.rows[row].1[column].median()
@@ -243,6 +258,25 @@ pub fn keygen(mut dbackup: std::process::Command, identity: &std::path::Path) ->
         );
     }
     Ok(recipient)
+}
+
+/// CPU time (user + system) of all the children this process has waited for so far (grandchildren included, once
+/// their parents waited for them).
+pub fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given; a zeroed rusage is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to an rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// [`timed`], also returning the CPU time (user + system) the command and its children used: steadier than the
+/// wall-clock time on a busy machine.
+pub fn timed_cpu(cmd: &mut std::process::Command, what: &str) -> Result<(Duration, Duration)> {
+    let before = children_cpu();
+    let wall = timed(cmd, what)?;
+    Ok((wall, children_cpu().saturating_sub(before)))
 }
 
 /// Runs a command to completion and returns its wall-clock time; fails with its stderr when it fails.

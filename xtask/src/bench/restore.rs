@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use testkit::loopdev::Drive;
 
 use super::tree::{self, TreeSpec};
 use super::{Cache, Table, timed};
@@ -25,9 +26,6 @@ use crate::util::{
     Profile, build_dbackup, find_program, heading, human_bytes, is_root, remove_dir_if_exists,
     shell, target_dir,
 };
-
-#[path = "../../../tests/integration/t9.rs"]
-mod t9;
 
 /// Issue 4's goals (and issue 7's for one file from an encrypted archive).
 const ONE_FILE_GOAL: f64 = 5.0;
@@ -123,7 +121,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
     heading("bench restore: the emulated T9 (exFAT on a loop device) and a backup on it");
     // Room for the plain and the encrypted backup side by side (sparse).
     let drive_size = 2 * (stats.bytes + stats.bytes / 4) + (256 << 20);
-    let t9 = t9::Drive::exfat("T9", drive_size);
+    let t9 = Drive::exfat("T9", drive_size);
     let work = bench.join("restore");
     remove_dir_if_exists(&work)?;
     for d in ["home", "state", "xdg-config"] {

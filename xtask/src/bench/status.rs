@@ -302,7 +302,17 @@ impl World {
             std::fs::create_dir(&dir)?;
             for e in std::fs::read_dir(backups.join(&real))? {
                 let e = e?;
-                std::fs::copy(e.path(), dir.join(e.file_name()))?;
+                if e.file_type()?.is_dir() {
+                    // `system/` (the recovery kit): copied whole, as a real backup holds it.
+                    let status = std::process::Command::new("cp")
+                        .arg("-a")
+                        .arg(e.path())
+                        .arg(dir.join(e.file_name()))
+                        .status()?;
+                    anyhow::ensure!(status.success(), "cp -a {} failed", e.path().display());
+                } else {
+                    std::fs::copy(e.path(), dir.join(e.file_name()))?;
+                }
             }
             let mut meta = template.clone();
             meta["stamp"] = Value::from(s);
@@ -410,13 +420,13 @@ fn utc(t: i64) -> (i64, u32, u32, i64, i64, i64) {
 }
 
 /// A snapshot stamp in UTC (dbackup runs with TZ=UTC here): `2025-04-01-031500`.
-fn stamp(t: i64) -> String {
+pub(super) fn stamp(t: i64) -> String {
     let (y, m, d, hh, mm, ss) = utc(t);
     format!("{y:04}-{m:02}-{d:02}-{hh:02}{mm:02}{ss:02}")
 }
 
 /// RFC 3339 in UTC: `2025-04-01T03:15:00+00:00`.
-fn rfc3339(t: i64) -> String {
+pub(super) fn rfc3339(t: i64) -> String {
     let (y, m, d, hh, mm, ss) = utc(t);
     format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}+00:00")
 }

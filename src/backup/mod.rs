@@ -1,0 +1,143 @@
+//! The backup phase (`dbackup backup`): what is due, in order, under one lock: collect the sets that are due (with
+//! `--checksum` for those whose `full` schedule is due), then the external phase when it is due and a destination is
+//! present; then what is overdue and low on space, the events and their notifications.
+//!
+//! - [`plan`]: pure: the groups of sets, the destinations as the run sees them, the dry run in words, and the rule that
+//!   skips a drive whose newest backup already holds these snapshots ([`plan::skip_target`]).
+//! - [`exec`]: the run under one lock (`collect::run_prepared`, then `external::run_locked` per destination), then
+//!   [`exec::finish`].
+//! - [`events`]: what a run says: its summary lines, its events, their delivery, its run log record.
+//!
+//! What is due comes from [`crate::schedule`], fed with the metadata [`crate::status::gather`] reads. The drives are
+//! not even looked at when `schedule.external` is `manual` (without `--force`).
+
+pub mod events;
+pub mod exec;
+pub mod plan;
+
+use chrono::{DateTime, FixedOffset, Local};
+use serde::{Deserialize, Serialize};
+
+pub use plan::{BackupPlan, DestinationView};
+
+use crate::collect::{self, CollectReport};
+use crate::config::{EventKind, ExternalSchedule};
+use crate::exit::Exit;
+use crate::external::ExternalReport;
+use crate::notify::Delivery;
+use crate::schedule::{self, Due, Overdue};
+use crate::settings::Settings;
+use crate::status::{self, Facts, LowDisk, gather};
+use crate::ui::Ui;
+
+/// What a backup run is asked to do.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Run both phases now, whatever the schedule says (even with `"external": "manual"`).
+    pub force: bool,
+    /// Decide what is due as if it were this time (tests).
+    pub now: Option<DateTime<FixedOffset>>,
+}
+
+/// What a run did. Printed with `--json` and logged (the run log's `sets`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackupReport {
+    pub exit: u8,
+    pub started: DateTime<FixedOffset>,
+    pub finished: DateTime<FixedOffset>,
+    pub due: Due,
+    /// One collect report per group of sets (contents compared or not).
+    pub collect: Vec<CollectReport>,
+    /// One external report per destination written to.
+    pub external: Vec<ExternalReport>,
+    /// Destinations not written although due, and why (their newest backup already holds these snapshots).
+    pub external_skipped: Vec<String>,
+    /// Failures of a whole phase step (rsync missing, nothing to export, ...).
+    pub problems: Vec<Problem>,
+    /// Set when the external phase was due but no destination was present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_media: Option<String>,
+    pub overdue: Vec<Overdue>,
+    pub low_disk: Vec<LowDisk>,
+    pub events: Vec<EventKind>,
+    pub notifications: Vec<Delivery>,
+}
+
+/// A phase step that failed as a whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    /// `collect` or `external`.
+    pub phase: String,
+    /// The sets or the destination concerned.
+    pub subject: String,
+    pub exit: u8,
+    pub message: String,
+}
+
+impl BackupReport {
+    pub fn exit(&self) -> Exit {
+        exit_of(self.exit)
+    }
+}
+
+pub(crate) fn exit_of(code: u8) -> Exit {
+    match code {
+        0 => Exit::Ok,
+        2 => Exit::Usage,
+        3 => Exit::Warnings,
+        4 => Exit::Locked,
+        5 => Exit::NoDestination,
+        _ => Exit::Failed,
+    }
+}
+
+/// Whether this run looks at the drives at all.
+fn looks_at_drives(settings: &Settings, force: bool) -> bool {
+    !settings.destinations.is_empty()
+        && (settings.schedule.external != ExternalSchedule::Manual || force)
+}
+
+/// What the run looked at before deciding anything: the backups' metadata (and the drives, when it looks at them),
+/// and what is due.
+#[derive(Debug)]
+pub struct Observed {
+    pub facts: Facts,
+    pub due: Due,
+    /// The drives were looked at (not when `schedule.external` is manual, without `--force`).
+    pub drives: bool,
+}
+
+/// Reads the metadata (and looks at the drives unless `schedule.external` is manual) and decides what is due.
+pub fn observe(settings: &Settings, options: &Options) -> Observed {
+    let now = options.now.unwrap_or_else(|| Local::now().fixed_offset());
+    let drives = looks_at_drives(settings, options.force);
+    let facts = status::gather(settings, drives);
+    let due = schedule::decide(
+        &settings.schedule,
+        settings.external_mode,
+        &gather::set_histories(&facts),
+        &gather::destination_histories(&facts),
+        now,
+        options.force,
+    );
+    Observed { facts, due, drives }
+}
+
+/// Looks and plans; changes nothing.
+pub fn dry_run(settings: &Settings, observed: &Observed, ui: &Ui) -> anyhow::Result<BackupPlan> {
+    let due = &observed.due;
+    let mut plans = Vec::new();
+    for (full, sets) in plan::collect_groups(settings, due) {
+        plans.push(collect::dry_run(
+            settings,
+            &sets,
+            &plan::collect_options(full, &sets),
+            ui,
+        )?);
+    }
+    Ok(BackupPlan {
+        destinations: plan::views(&observed.facts, due),
+        due: due.clone(),
+        collect: plans,
+    })
+}

@@ -1,0 +1,246 @@
+//! `dbackup ls`: what one backup holds under a path (a local snapshot, or a drive backup through its index), one
+//! level or all below; a table or JSON ([`LsOutput`]).
+//!
+//! Exit: 0 listed; 1 the path is in none of the chosen backup's sets, or no backup matches; 2 bad arguments;
+//! 5 `--source drive` with no drive present.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::browse::{self, Content, Scope, SetBackup, Shown};
+use crate::cli::{GlobalArgs, LsArgs};
+use crate::exit::{CodedError, Exit};
+use crate::restore::catalog::{self, Drive};
+use crate::restore::keys::KeyRing;
+use crate::restore::list::Kept;
+use crate::restore::select::{self, DateQuery};
+use crate::settings::{Env, Settings};
+use crate::stdx::show;
+use crate::ui::Ui;
+
+/// What `ls --json` prints.
+#[derive(Debug, Serialize)]
+pub struct LsOutput {
+    /// The absolute path listed.
+    pub path: String,
+    pub recursive: bool,
+    /// Each set of the chosen backup that holds the path.
+    pub backups: Vec<LsBackup>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LsBackup {
+    pub source: Kept,
+    pub stamp: String,
+    pub set: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    pub entries: Vec<Shown>,
+}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    CodedError::new(Exit::Usage, msg).into()
+}
+
+fn failed(msg: impl Into<String>) -> anyhow::Error {
+    CodedError::new(Exit::Failed, msg).into()
+}
+
+pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
+    let env = Env::from_process();
+    let settings = Settings::load(global.config.as_deref(), super::output(global), &env)?;
+    let ui = Ui::new(&settings.output);
+    let query: DateQuery = match &args.date {
+        Some(d) => d.parse().map_err(usage)?,
+        None => DateQuery::Newest,
+    };
+    if args.drive.is_some() && args.source == Some(Kept::Local) {
+        return Err(usage("--drive names a drive: use it with --source drive"));
+    }
+    let external = args.source == Some(Kept::External) || args.drive.is_some();
+    let abs = match &args.path {
+        Some(p) => select::absolute_path(p, &env.home, &env.cwd).map_err(usage)?,
+        None => "/".into(),
+    };
+    let name = select::name_of(&abs);
+    let scope = Scope {
+        local: !external,
+        external,
+        set: args.set.clone(),
+        drive: args.drive.clone(),
+    };
+    let (all, drives) = browse::catalog(&settings, &scope)?;
+    if external && !drives.iter().any(Drive::present) {
+        return Err(
+            CodedError::new(Exit::NoDestination, catalog::no_drive_message(&drives)).into(),
+        );
+    }
+    let mut chosen = choose(&all, query, external, args.set.as_deref())?;
+    let ring = KeyRing::new(&settings, &args.identities);
+    for w in browse::unlock(&mut chosen, &ring).map_err(|e| {
+        failed(format!(
+            "the backup is encrypted: {e}; give the identity with --identity FILE"
+        ))
+    })? {
+        ui.warn(w);
+    }
+    let mut out = LsOutput {
+        path: show(abs.as_os_str().as_encoded_bytes()),
+        recursive: args.recursive,
+        backups: Vec::new(),
+    };
+    for b in &chosen {
+        if let Content::Unreadable(why) = &b.content {
+            ui.warn(format_args!(
+                "{} cannot be listed: {why}; restore it to look inside",
+                b.label()
+            ));
+            continue;
+        }
+        // `~/data` when the source `~/data` is a symlink to `/data`: its name in the backup is `data`.
+        let name =
+            select::locate_in_sources(&abs, &b.sources).map_or_else(|| name.clone(), |(n, _)| n);
+        let Some(mut entries) = browse::ls(b, name.as_bytes(), args.recursive)? else {
+            continue;
+        };
+        entries.sort_by(|a, b| crate::restore::index_search::cmp_paths(&a.name, &b.name));
+        out.backups.push(LsBackup {
+            source: b.kept,
+            stamp: b.stamp.clone(),
+            set: b.set.clone(),
+            destination: b.destination.clone(),
+            entries: entries.iter().map(Shown::of).collect(),
+        });
+    }
+    if out.backups.is_empty() {
+        let stamps: Vec<String> = chosen.iter().map(|b| b.label()).collect();
+        return Err(failed(format!(
+            "{} is not in {}; `dbackup find` looks for a name in every backup",
+            out.path,
+            stamps.join(", ")
+        )));
+    }
+    super::print(&out, ui.json, render)?;
+    Ok(Exit::Ok)
+}
+
+/// The sets to list: local, each set's snapshot chosen by the date; on a drive, one backup's sets. Backups not
+/// known to be good (incomplete, unverified) only when named exactly, as restore does.
+fn choose(
+    all: &[SetBackup],
+    query: DateQuery,
+    external: bool,
+    set: Option<&str>,
+) -> anyhow::Result<Vec<SetBackup>> {
+    let exact = matches!(query, DateQuery::Exact(_));
+    let candidates: Vec<&SetBackup> = all.iter().filter(|b| b.trusted || exact).collect();
+    let what = match (external, set) {
+        (false, None) => "local snapshot".to_string(),
+        (false, Some(s)) => format!("local snapshot of set {s}"),
+        (true, None) => "backup on the drive".to_string(),
+        (true, Some(s)) => format!("backup of set {s} on the drive"),
+    };
+    let no_match = |no: &select::NoMatch, stamps: &[String]| {
+        failed(format!(
+            "no {what} matches --date {query}; {}; see `dbackup snapshots`",
+            select::nearest_sentence(no, |i| stamps[i].clone())
+        ))
+    };
+    if candidates.is_empty() {
+        return Err(failed(format!(
+            "there is no {what}; `dbackup snapshots` lists the backups"
+        )));
+    }
+    if external {
+        // One backup: the stamps, then every set of the chosen one (`catalog` keeps one drive per stamp).
+        let mut stamps: Vec<(chrono::NaiveDateTime, String)> = candidates
+            .iter()
+            .map(|b| (b.time, b.stamp.clone()))
+            .collect();
+        stamps.dedup();
+        let times: Vec<_> = stamps.iter().map(|s| s.0).collect();
+        let names: Vec<String> = stamps.iter().map(|s| s.1.clone()).collect();
+        let i = select::choose(&times, query).map_err(|no| no_match(&no, &names))?;
+        return Ok(candidates
+            .into_iter()
+            .filter(|b| b.stamp == names[i])
+            .cloned()
+            .collect());
+    }
+    let mut sets: Vec<&str> = candidates.iter().map(|b| b.set.as_str()).collect();
+    sets.sort_unstable();
+    sets.dedup();
+    let mut out = Vec::new();
+    let mut last_err = None;
+    for s in sets {
+        let of_set: Vec<&&SetBackup> = candidates.iter().filter(|b| b.set == s).collect();
+        let times: Vec<_> = of_set.iter().map(|b| b.time).collect();
+        match select::choose(&times, query) {
+            Ok(i) => out.push((*of_set[i]).clone()),
+            Err(no) => {
+                let names: Vec<String> = of_set.iter().map(|b| b.stamp.clone()).collect();
+                last_err = Some(no_match(&no, &names));
+            }
+        }
+    }
+    match (out.is_empty(), last_err) {
+        (true, Some(e)) => Err(e),
+        _ => Ok(out),
+    }
+}
+
+/// The table: a heading per set of the backup, then one line per entry.
+fn render(o: &LsOutput) -> String {
+    let mut s = String::new();
+    for (n, b) in o.backups.iter().enumerate() {
+        if n > 0 {
+            s.push('\n');
+        }
+        let _ = writeln!(
+            s,
+            "{} {} set {}: {}",
+            b.destination.as_deref().map_or("local", |d| d),
+            b.stamp,
+            show(b.set.as_bytes()),
+            o.path
+        );
+        table(&mut s, &b.entries);
+    }
+    s
+}
+
+/// Entries as `kind mode size mtime path` columns (paths already escaped).
+pub(crate) fn table(s: &mut String, entries: &[Shown]) {
+    let sizes: Vec<String> = entries
+        .iter()
+        .map(|e| match e.kind {
+            crate::restore::EntryKind::File | crate::restore::EntryKind::Hardlink => {
+                crate::stdx::bytes(e.size)
+            }
+            _ => "-".into(),
+        })
+        .collect();
+    let kw = entries
+        .iter()
+        .map(|e| e.kind.word().len())
+        .max()
+        .unwrap_or(0);
+    let sw = sizes.iter().map(|x| x.len()).max().unwrap_or(0);
+    for (e, size) in entries.iter().zip(&sizes) {
+        let when = chrono::DateTime::parse_from_rfc3339(&e.mtime)
+            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_else(|_| e.mtime.clone());
+        let _ = write!(
+            s,
+            "{:<kw$}  {}  {size:>sw$}  {when}  {}",
+            e.kind.word(),
+            e.mode,
+            e.path
+        );
+        if let Some(l) = &e.link {
+            let _ = write!(s, " -> {l}");
+        }
+        s.push('\n');
+    }
+}

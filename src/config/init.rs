@@ -1,0 +1,55 @@
+//! `dbackup config init`: the default config's text ([`default_text`]). It and `dbackup keygen` write new files
+//! through [`write_new`]: a temporary file linked into
+//! place only when complete, mode 0600, never replacing anything.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+
+use super::{ConfigError, default, load};
+use crate::settings::Env;
+
+/// The text `config init` writes to `target`: the built-in default, checked to be a valid config. Refuses a `target`
+/// that exists (whatever it is).
+pub fn default_text(target: &Path, env: &Env) -> anyhow::Result<String> {
+    let text = default::text(env);
+    // The text is generated; make sure it is a valid config before anyone relies on it.
+    load::parse(target, &text)
+        .context("the built-in default config does not validate (a bug in dbackup)")?;
+    if std::fs::symlink_metadata(target).is_ok() {
+        return Err(ConfigError::Exists {
+            path: target.to_path_buf(),
+        }
+        .into());
+    }
+    Ok(text)
+}
+
+/// Writes `text` to a new file at `target`, mode 0600, creating parent directories; never replaces a file.
+/// The text goes to a temporary file first, which is linked into place only when complete.
+pub fn write_new(target: &Path, text: &str) -> anyhow::Result<()> {
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".config.json.")
+        .tempfile_in(parent)
+        .with_context(|| format!("cannot create a file in {}", parent.display()))?;
+    // tempfile creates 0600; set it anyway so the mode does not depend on that.
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    match tmp.persist_noclobber(target) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Err(ConfigError::Exists {
+            path: target.to_path_buf(),
+        }
+        .into()),
+        Err(e) => {
+            Err(anyhow::Error::new(e.error).context(format!("cannot write {}", target.display())))
+        }
+    }
+}

@@ -1,0 +1,691 @@
+//! Choosing the backup a restore (or `--verify`) reads: the snapshots or the drive backup `--date` picks ([`Chosen`]),
+//! the keys that open it, the sets it holds as content to read, the names to restore (or the older backup that holds
+//! a missing one), and the checks made before anything is written (the target is outside the backups, the drive
+//! backup's metadata against its sums, every encrypted file authenticated).
+
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::catalog::{self, Drive};
+use super::content::SetContent;
+use super::drive::{DriveBackup, METADATA_FILE};
+use super::engine::displace;
+use super::job::Planned;
+use super::job::{self, SetBackup};
+use super::keys::{Ask, KeyRing};
+use super::list::Kept;
+use super::select::{self, DateQuery, NoMatch};
+use super::verify::{self, Scope};
+use super::{RelPath, Request, RestoreOptions};
+use crate::archive::{ArchiveFiles, Keys};
+use crate::exit::{CodedError, Exit};
+use crate::settings::Settings;
+use crate::snapshot::{self, Snapshot, SnapshotState};
+use crate::stdx::show_path;
+use crate::ui::Ui;
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    CodedError::new(Exit::Usage, msg).into()
+}
+
+fn failed(msg: impl Into<String>) -> anyhow::Error {
+    CodedError::new(Exit::Failed, msg).into()
+}
+
+/// The backup `--date` chose.
+pub enum Chosen {
+    /// Per set, its snapshot chosen by the date.
+    Local { snapshots: Vec<Snapshot> },
+    /// One backup directory on a drive.
+    External {
+        drive: Box<Drive>,
+        backup: Box<DriveBackup>,
+    },
+}
+
+impl Chosen {
+    pub fn kept(&self) -> Kept {
+        match self {
+            Chosen::Local { .. } => Kept::Local,
+            Chosen::External { .. } => Kept::External,
+        }
+    }
+
+    pub fn stamp(&self) -> String {
+        match self {
+            Chosen::Local { snapshots } => {
+                let mut stamps: Vec<String> =
+                    snapshots.iter().map(|s| snapshot::stamp(s.time)).collect();
+                stamps.sort();
+                stamps.dedup();
+                stamps.join(", ")
+            }
+            Chosen::External { backup, .. } => backup.dir.name.clone(),
+        }
+    }
+
+    pub fn location(&self, settings: &Settings) -> PathBuf {
+        match self {
+            Chosen::Local { .. } => settings.backup_root.clone(),
+            Chosen::External { backup, .. } => backup.dir.path.clone(),
+        }
+    }
+}
+
+/// The backup `req` asks for (its source, `--date`, `--set`), with a warning when it is incomplete or unverified.
+pub fn choose(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Chosen> {
+    match req.source() {
+        Kept::Local => choose_local(settings, req, &req.date, ui),
+        Kept::External => choose_external(settings, req, &req.date, ui),
+    }
+}
+
+fn no_match_message(what: &str, query: &DateQuery, no: &NoMatch, stamps: &[String]) -> String {
+    format!(
+        "no {what} matches --date {query}; {}; see `dbackup restore --list`",
+        select::nearest_sentence(no, |i| stamps[i].clone())
+    )
+}
+
+fn choose_local(
+    settings: &Settings,
+    req: &Request,
+    query: &DateQuery,
+    ui: &Ui,
+) -> anyhow::Result<Chosen> {
+    let names = catalog::local_set_names(settings);
+    if let Some(set) = &req.set
+        && !names.contains(set)
+    {
+        return Err(usage(format!(
+            "there is no backup set named {set:?}; the backup root and the config have: {}",
+            names.join(", ")
+        )));
+    }
+    let sets = select::only_set(names, req.set.as_deref());
+    let mut chosen = Vec::new();
+    let mut all: Vec<(String, chrono::NaiveDateTime)> = Vec::new();
+    for set in &sets {
+        let snaps: Vec<Snapshot> = snapshot::list(&settings.backup_root, set)
+            .with_context(|| format!("listing the snapshots of set {set}"))?
+            .into_iter()
+            // A snapshot without metadata is used only when named exactly.
+            .filter(|s| s.state() != SnapshotState::Unknown || matches!(query, DateQuery::Exact(_)))
+            .collect();
+        let times: Vec<_> = snaps.iter().map(|s| s.time).collect();
+        all.extend(snaps.iter().map(|s| (snapshot::stamp(s.time), s.time)));
+        if let Ok(i) = select::choose(&times, *query) {
+            let s = snaps[i].clone();
+            match s.state() {
+                SnapshotState::Incomplete => ui.warn(format_args!(
+                    "snapshot {} is incomplete: {} when it was collected",
+                    s.name,
+                    s.metadata
+                        .as_ref()
+                        .map(|m| m.incompleteness())
+                        .unwrap_or_default()
+                )),
+                SnapshotState::Unknown => ui.warn(format_args!(
+                    "snapshot {} has no readable metadata; restoring from it as it is",
+                    s.name
+                )),
+                SnapshotState::Complete => {}
+            }
+            chosen.push(s);
+        }
+    }
+    if chosen.is_empty() {
+        all.sort_by_key(|a| a.1);
+        all.dedup();
+        let times: Vec<_> = all.iter().map(|a| a.1).collect();
+        let stamps: Vec<String> = all.iter().map(|a| a.0.clone()).collect();
+        let what = match &req.set {
+            Some(s) => format!("local snapshot of set {s}"),
+            None => "local snapshot".into(),
+        };
+        if times.is_empty() {
+            return Err(failed(format!(
+                "there are no {what}s in {}; run `dbackup collect` first, or restore from the drive with \
+                 --source external",
+                settings.backup_root.display()
+            )));
+        }
+        let no = select::choose(&times, *query).expect_err("nothing was chosen");
+        return Err(failed(no_match_message(&what, query, &no, &stamps)));
+    }
+    Ok(Chosen::Local { snapshots: chosen })
+}
+
+fn choose_external(
+    settings: &Settings,
+    req: &Request,
+    query: &DateQuery,
+    ui: &Ui,
+) -> anyhow::Result<Chosen> {
+    let drives = catalog::drives(settings, req.drive.as_deref())?;
+    if !drives.iter().any(Drive::present) {
+        return Err(
+            CodedError::new(Exit::NoDestination, catalog::no_drive_message(&drives)).into(),
+        );
+    }
+    let all = catalog::drive_backups(&drives);
+    let exact = matches!(query, DateQuery::Exact(_));
+    // Unverified backups only when named exactly.
+    let candidates: Vec<_> = all
+        .iter()
+        .filter(|(_, b)| b.verified() || exact)
+        .filter(|(_, b)| req.set.as_ref().is_none_or(|s| b.set(s).is_some()))
+        .collect();
+    let times: Vec<_> = candidates.iter().map(|(_, b)| b.dir.time).collect();
+    match select::choose(&times, *query) {
+        Ok(i) => {
+            let (d, b) = candidates[i];
+            if !b.verified() {
+                ui.warn(format_args!(
+                    "backup {} on {} is not known to be verified ({}); its archives are read as they are",
+                    b.dir.name,
+                    d.name,
+                    b.dir.meta_error.as_deref().unwrap_or("no metadata")
+                ));
+            }
+            if let Some(set) = &req.set
+                && b.set(set).is_none()
+            {
+                return Err(failed(format!("backup {} has no set {set}", b.dir.name)));
+            }
+            let backup = match &req.set {
+                Some(set) => b.only(set),
+                None => (*b).clone(),
+            };
+            Ok(Chosen::External {
+                drive: Box::new((*d).clone()),
+                backup: Box::new(backup),
+            })
+        }
+        Err(no) => {
+            let stamps: Vec<String> = candidates.iter().map(|(_, b)| b.dir.name.clone()).collect();
+            let place: Vec<String> = drives
+                .iter()
+                .filter(|d| d.present())
+                .map(|d| format!("{} ({})", d.name, d.path.display()))
+                .collect();
+            let what = match &req.set {
+                Some(s) => format!("backup of set {s} on {}", place.join(", ")),
+                None => format!("backup on {}", place.join(", ")),
+            };
+            if stamps.is_empty() {
+                return Err(failed(format!(
+                    "there is no verified backup on {}; run `dbackup external` first",
+                    place.join(", ")
+                )));
+            }
+            Err(failed(no_match_message(&what, query, &no, &stamps)))
+        }
+    }
+}
+
+/// The keys that open the chosen backup's encrypted archives and indexes, read now (`None` when nothing in it is
+/// encrypted: then no identity file is read at all).
+pub fn keys_for_backup(
+    chosen: &Chosen,
+    ring: &KeyRing,
+    ask: Ask,
+    ui: &Ui,
+) -> anyhow::Result<Option<Arc<Keys>>> {
+    let Chosen::External { backup, .. } = chosen else {
+        return Ok(None);
+    };
+    let mut files = Vec::new();
+    for s in &backup.sets {
+        files.extend(ArchiveFiles::discover(&backup.dir.path, &s.archive).ok());
+        if let Some(i) = &s.index {
+            files.extend(ArchiveFiles::discover(&backup.dir.path, i).ok());
+        }
+    }
+    let recorded = backup
+        .sets
+        .iter()
+        .any(|s| s.encryption.as_ref().is_some_and(|e| e.passphrase));
+    let found = ring
+        .keys_for(&files.iter().collect::<Vec<_>>(), recorded, ask)
+        .map_err(|e| failed(format!("backup {} is encrypted: {e}", backup.dir.name)))?;
+    for w in &found.warnings {
+        ui.warn(w);
+    }
+    Ok(found.keys)
+}
+
+/// Opens every encrypted archive and index of `sets` with its keys and authenticates its final chunk (which also
+/// tells its length): a missing or wrong identity, a truncated archive, a missing final chunk or bytes added after
+/// it stop the restore here, before anything is written.
+pub fn authenticate(sets: &[SetBackup]) -> anyhow::Result<()> {
+    for s in sets {
+        let SetContent::Archive { archive, index } = &s.content else {
+            continue;
+        };
+        for files in std::iter::once(archive).chain(index) {
+            if !files.encrypted() {
+                continue;
+            }
+            let label = files.label();
+            let checked = files
+                .open()
+                .and_then(|mut r| r.seek(SeekFrom::End(0)).map(|_| ()));
+            if let Err(e) = checked {
+                let msg = e.to_string();
+                let msg = if msg.contains(&label) {
+                    msg
+                } else {
+                    format!("{label}: {msg}")
+                };
+                return Err(failed(format!(
+                    "set {} cannot be restored: {msg}; nothing was written (check the backup with --verify)",
+                    s.set
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sets of the chosen backup, as content to read; encrypted archives and indexes carry `keys`.
+pub fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<SetBackup> {
+    match chosen {
+        Chosen::Local { snapshots } => snapshots.iter().map(snapshot_set).collect(),
+        Chosen::External { drive, backup } => backup
+            .sets
+            .iter()
+            .filter_map(|s| {
+                let archive = match ArchiveFiles::discover(&backup.dir.path, &s.archive) {
+                    Ok(a) => a.with_keys(keys.cloned()),
+                    Err(e) => {
+                        ui.warn(format_args!(
+                            "set {} of backup {} cannot be read: {e}",
+                            s.name, backup.dir.name
+                        ));
+                        return None;
+                    }
+                };
+                // An index that is missing means scanning; one that is there but refused (a link, a FIFO) means
+                // the set cannot be trusted.
+                let index = match s
+                    .index
+                    .as_ref()
+                    .map(|i| ArchiveFiles::discover(&backup.dir.path, i))
+                {
+                    Some(Ok(i)) => Some(i.with_keys(keys.cloned())),
+                    Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                        ui.warn(format_args!(
+                            "set {} of backup {} cannot be read: {e}",
+                            s.name, backup.dir.name
+                        ));
+                        return None;
+                    }
+                    _ => None,
+                };
+                Some(SetBackup {
+                    set: s.name.clone(),
+                    label: format!("backup {} on {}", backup.dir.name, drive.name),
+                    sources: s.sources.iter().filter(|r| r.present).cloned().collect(),
+                    content: SetContent::Archive { archive, index },
+                })
+            })
+            .collect(),
+    }
+}
+
+/// A local snapshot as a set to read: its sources present when it was collected, its directory.
+fn snapshot_set(s: &Snapshot) -> SetBackup {
+    SetBackup {
+        set: s.set.clone(),
+        label: format!("snapshot {}", s.name),
+        sources: s
+            .metadata
+            .as_ref()
+            .map(|m| m.sources.iter().filter(|r| r.present).cloned().collect())
+            .unwrap_or_default(),
+        content: SetContent::Snapshot {
+            root: s.path.clone(),
+        },
+    }
+}
+
+/// The names to restore (or describe) per set: the wanted paths resolved, or every source of every set.
+fn names_for(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(usize, RelPath)>> {
+    if !wanted.is_empty() {
+        return Ok(job::dedupe(job::resolve(sets, wanted)?));
+    }
+    let mut out = Vec::new();
+    for (i, s) in sets.iter().enumerate() {
+        if s.sources.is_empty() {
+            out.push((i, RelPath::root()));
+        } else {
+            for r in &s.sources {
+                out.push((i, select::name_of(&r.resolved)));
+            }
+        }
+    }
+    Ok(job::dedupe(out))
+}
+
+/// [`names_for`], and when a wanted path is not in the chosen backup, the error names the newest older backup that
+/// holds it (and the `--date` that picks it).
+pub fn names_or_older(
+    settings: &Settings,
+    req: &Request,
+    chosen: &Chosen,
+    sets: &[SetBackup],
+    keys: Option<&Arc<Keys>>,
+    ui: &Ui,
+) -> anyhow::Result<Vec<(usize, RelPath)>> {
+    let err = match names_for(sets, &req.paths) {
+        Ok(names) => return Ok(names),
+        Err(e) => e,
+    };
+    let Some(missing) = err.downcast_ref::<job::NotInBackup>() else {
+        return Err(err);
+    };
+    match older_holding(settings, req, chosen, &missing.path, keys, ui) {
+        Some((stamp, place)) => Err(failed(format!(
+            "{}; it is in an older backup: the newest that holds it is {stamp} ({place}); restore it from there \
+             with --date {stamp}{}",
+            missing.head, missing.rest
+        ))),
+        None => Err(err),
+    }
+}
+
+/// At most this many older backups are looked into for a missing path (per set for snapshots).
+const OLDER_LOOKUPS: usize = 400;
+
+/// The newest backup older than the chosen one that holds `path` (its stamp, and where it is), from the same kind of
+/// source: local snapshots, or the verified backups on the drives present. Looked up only, never read through:
+/// a snapshot by a walk down to the path, an archive through its index (one without an index is passed over).
+fn older_holding(
+    settings: &Settings,
+    req: &Request,
+    chosen: &Chosen,
+    path: &Path,
+    keys: Option<&Arc<Keys>>,
+    ui: &Ui,
+) -> Option<(String, String)> {
+    let holds = |sets: &[SetBackup]| -> bool {
+        job::resolve(sets, std::slice::from_ref(&path.to_path_buf())).is_ok()
+    };
+    match chosen {
+        Chosen::Local { snapshots } => {
+            let mut best: Option<&Snapshot> = None;
+            let mut all = Vec::new();
+            for chosen_snap in snapshots {
+                let Ok(list) = snapshot::list(&settings.backup_root, &chosen_snap.set) else {
+                    continue;
+                };
+                all.push(list);
+            }
+            for (list, chosen_snap) in all.iter().zip(snapshots) {
+                for s in list
+                    .iter()
+                    .rev()
+                    .filter(|s| s.time < chosen_snap.time && s.state() != SnapshotState::Unknown)
+                    .filter(|s| best.is_none_or(|b| s.time > b.time))
+                    .take(OLDER_LOOKUPS)
+                {
+                    let set = snapshot_set(s);
+                    if holds(std::slice::from_ref(&set)) {
+                        best = Some(s);
+                        break;
+                    }
+                }
+            }
+            best.map(|s| {
+                (
+                    snapshot::stamp(s.time),
+                    format!("local snapshot {}", s.name),
+                )
+            })
+        }
+        Chosen::External { backup, .. } => {
+            let drives = catalog::drives(settings, req.drive.as_deref()).ok()?;
+            let all = catalog::drive_backups(&drives);
+            for (d, b) in all
+                .iter()
+                .rev()
+                .filter(|(_, b)| b.verified() && b.dir.time < backup.dir.time)
+                .filter(|(_, b)| req.set.as_ref().is_none_or(|s| b.set(s).is_some()))
+                .take(OLDER_LOOKUPS)
+            {
+                let b = match &req.set {
+                    Some(set) => b.only(set),
+                    None => (*b).clone(),
+                };
+                let older = Chosen::External {
+                    drive: Box::new((*d).clone()),
+                    backup: Box::new(b),
+                };
+                let quiet = Ui {
+                    verbosity: -2,
+                    ..*ui
+                };
+                // Only indexed sets: a set without an index would be read through to find one name.
+                let sets: Vec<SetBackup> = set_backups(&older, &quiet, keys)
+                    .into_iter()
+                    .filter(|s| s.content.indexed())
+                    .collect();
+                if holds(&sets) {
+                    return Some((older.stamp(), format!("on {}", d.name)));
+                }
+            }
+            None
+        }
+    }
+}
+
+/// The backup's own files must not be written: not the backup root, not the drive's backups.
+pub fn check_target_outside_backups(
+    settings: &Settings,
+    chosen: &Chosen,
+    target: &Path,
+) -> anyhow::Result<()> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    // The target may not exist yet: its deepest existing ancestor decides.
+    let mut probe = target.to_path_buf();
+    while !probe.exists() && probe.pop() {}
+    let t = real(&probe).join(target.strip_prefix(&probe).unwrap_or(Path::new("")));
+    let mut guarded = vec![real(&settings.backup_root)];
+    if let Chosen::External { backup, .. } = chosen
+        && let Some(parent) = backup.dir.path.parent()
+    {
+        guarded.push(real(parent));
+    }
+    for g in guarded {
+        if t.starts_with(&g) {
+            return Err(usage(format!(
+                "{} is inside the backups ({}); restoring there would change a backup; choose another --target",
+                target.display(),
+                g.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Before restoring from a drive backup: `backup.json` must match `verification.sha256`, and each index must be
+/// listed there with the size `backup.json` gives it. An index is not hashed whole before a restore (that would read
+/// all of it to restore one file): the lines a restore uses are checked instead (their order, the index's `end` line,
+/// and every entry against its header in the archive), and each file's content against its sha256. `--verify`
+/// checks everything.
+pub fn check_drive_backup_metadata(backup: &DriveBackup, ui: &Ui) -> anyhow::Result<()> {
+    let sums = match verify::Sums::read(&backup.dir.path) {
+        (_, Ok(Some(sums))) => sums,
+        (path, Ok(None)) => {
+            ui.warn(format_args!(
+                "{} is missing: the backup cannot be checked against it; run --verify",
+                path.display()
+            ));
+            return Ok(());
+        }
+        (path, Err(e)) => {
+            return Err(failed(format!(
+                "{} cannot be used: {e}; run --verify",
+                path.display()
+            )));
+        }
+    };
+    let unlisted = |name: &str| {
+        failed(format!(
+            "{} is not listed in {}: the backup was changed after it was written; run --verify",
+            show_path(&backup.dir.path.join(name)),
+            sums.path.display()
+        ))
+    };
+    let meta = backup.dir.path.join(METADATA_FILE);
+    if meta.exists() {
+        match sums.check_file(&backup.dir.path, METADATA_FILE.as_bytes()) {
+            verify::FileCheck::Matches => {}
+            verify::FileCheck::Unlisted => return Err(unlisted(METADATA_FILE)),
+            verify::FileCheck::Differs { got, listed } => {
+                return Err(failed(format!(
+                    "{} does not match {} (sha256 {got}, listed {listed}): the backup is damaged or was changed; \
+                     run --verify",
+                    meta.display(),
+                    sums.path.display(),
+                )));
+            }
+            verify::FileCheck::Unreadable(e) => {
+                return Err(anyhow::Error::new(e).context(format!("reading {}", meta.display())));
+            }
+        }
+    }
+    for set in &backup.sets {
+        let Some(index) = &set.index else { continue };
+        if sums.listed(index.as_bytes()).is_none() {
+            return Err(unlisted(index));
+        }
+        let want = set
+            .records
+            .iter()
+            .find(|r| &r.name == index)
+            .map(|r| r.bytes);
+        // A regular file of the backup's own directory, or nothing: a link or a FIFO there is refused.
+        let got = match crate::stdx::fs::open_regular(&backup.dir.path.join(index)) {
+            Ok(f) => f.metadata().map(|m| m.len()).ok(),
+            Err(e) if e.is_not_found() => None,
+            Err(e) => return Err(failed(format!("{e}; the backup is damaged or hostile"))),
+        };
+        if let (Some(want), Some(got)) = (want, got)
+            && want != got
+        {
+            return Err(failed(format!(
+                "{} is {got} bytes, {METADATA_FILE} says {want}: the backup is damaged or was changed; run --verify",
+                show_path(&backup.dir.path.join(index))
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a restore will do, planned (nothing written yet).
+pub struct Prepared {
+    pub opts: RestoreOptions,
+    pub sets: Vec<SetBackup>,
+    pub planned: Vec<Planned>,
+}
+
+/// Everything before a restore writes: the options, the checks of the chosen backup (its metadata against its
+/// sums, its keys, every encrypted file authenticated), the names to restore and where, each target outside the
+/// backups, and the plan of each.
+pub fn prepare(
+    settings: &Settings,
+    req: &Request,
+    chosen: &Chosen,
+    ring: &KeyRing,
+    ui: &Ui,
+) -> anyhow::Result<Prepared> {
+    let target = req.target.as_deref();
+    let mut opts = RestoreOptions {
+        overwrite: req.overwrite,
+        compare: req.compare,
+        preserve_special: req.preserve_special,
+        apply_despite_refusals: req.skip_refused,
+        refuse_escaping_symlinks: req.refuse_escaping_links,
+        ..RestoreOptions::default()
+    };
+    if req.preserve_special && !opts.privileged {
+        ui.warn("--preserve-special only applies as root: setuid and setgid bits are dropped");
+        opts.preserve_special = false;
+    }
+    if req.keep {
+        let stamp = snapshot::stamp(chrono::Local::now().naive_local());
+        opts.keep_displaced = Some(displace::run_dir(&settings.backup_root, &stamp));
+    }
+    if let Chosen::External { backup, .. } = chosen {
+        check_drive_backup_metadata(backup, ui)?;
+    }
+    let keys = keys_for_backup(chosen, ring, Ask::Always, ui)?;
+    let sets = set_backups(chosen, ui, keys.as_ref());
+    if sets.is_empty() {
+        return Err(failed(format!(
+            "nothing to restore from backup {}",
+            chosen.stamp()
+        )));
+    }
+    authenticate(&sets)?;
+    for s in &sets {
+        if let SetContent::Archive {
+            index: None,
+            archive,
+        } = &s.content
+        {
+            ui.warn(format_args!(
+                "{} has no index: it is read by scanning, and its content is not checked against hashes",
+                archive.label()
+            ));
+        }
+    }
+    let mut names = names_or_older(settings, req, chosen, &sets, keys.as_ref(), ui)?;
+    if target.is_none() {
+        names = job::in_place_names(&settings.sets, &sets, names)?;
+    }
+    let mut selections = Vec::new();
+    for (set, name) in names {
+        let sel = job::place(set, name, target)?;
+        check_target_outside_backups(settings, chosen, &sel.target)?;
+        selections.push(sel);
+    }
+    ui.step(format_args!(
+        "planning {} from {}",
+        crate::stdx::counted(selections.len() as u64, "path", "paths"),
+        chosen.stamp()
+    ));
+    let planned = job::plan_all(&sets, selections, &opts)?;
+    Ok(Prepared {
+        opts,
+        sets,
+        planned,
+    })
+}
+
+/// What `--verify` describes a restore of: per set, the wanted paths, or every source of every set.
+pub fn scope(
+    settings: &Settings,
+    req: &Request,
+    chosen: &Chosen,
+    keys: Option<&Arc<Keys>>,
+    ui: &Ui,
+) -> anyhow::Result<Vec<Scope>> {
+    let sets = set_backups(chosen, ui, keys);
+    let mut scope: Vec<Scope> = Vec::new();
+    for (i, name) in names_or_older(settings, req, chosen, &sets, keys, ui)? {
+        match scope.iter_mut().find(|s| s.set == sets[i].set) {
+            Some(s) => s.names.push(name),
+            None => scope.push(Scope {
+                set: sets[i].set.clone(),
+                names: vec![name],
+            }),
+        }
+    }
+    Ok(scope)
+}

@@ -1,0 +1,371 @@
+//! Keeping what a restore replaces: a file at the destination that differs from the backup is first kept at
+//! `<backup_root>/displaced/<stamp>/<its absolute path>`, with its mode, owner (as root) and mtime, and only then
+//! does the restored file take its place. Nothing a restore replaces is lost unless the user asked for that
+//! (`--overwrite always --no-keep`).
+//!
+//! How a file is kept: on the same filesystem as the backup root, a hard link to it is made there (so the name at
+//! the destination is never missing: the restored file is then renamed over it, and the kept name holds the old
+//! file, the very inode); on another filesystem (the usual case: the backup root is on a second disk), it is copied
+//! there (a temporary name, fsynced, renamed into place) before it is replaced. When neither works (the backup root
+//! is full, read-only, missing), the file is not replaced: the entry fails with the reason, and the rest goes on.
+//! Directories below the run's directory are made owner-only (0700); nothing under it is ever followed through a
+//! symlink ([`TargetDir`]).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
+use rustix::io::Errno;
+use serde::Serialize;
+
+use super::entry::show;
+use super::target::{Found, FoundKind, TargetDir, WalkError};
+
+/// The directory of the backup root that holds what restores replaced.
+pub const DISPLACED_DIR: &str = "displaced";
+
+/// One file a restore replaced, and where the one that was there is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Displaced {
+    /// Where it was (and where the restored file now is).
+    pub path: String,
+    /// Where the one that was there is now.
+    pub kept: String,
+    /// `link` (same filesystem: the very file) or `copy` (another filesystem).
+    pub how: &'static str,
+}
+
+/// The directory for one restore's kept files: `<backup_root>/displaced/<stamp>`, or `<stamp>-2`, `<stamp>-3`, ...
+/// when an earlier run of the same second has it already.
+pub fn run_dir(backup_root: &Path, stamp: &str) -> PathBuf {
+    let base = backup_root.join(DISPLACED_DIR);
+    let mut dir = base.join(stamp);
+    let mut n = 2;
+    while std::fs::symlink_metadata(&dir).is_ok() {
+        dir = base.join(format!("{stamp}-{n}"));
+        n += 1;
+    }
+    dir
+}
+
+/// Where the file at the absolute path `original` is kept under `run_dir`.
+pub fn kept_path(run_dir: &Path, original: &Path) -> PathBuf {
+    run_dir.join(original.strip_prefix("/").unwrap_or(original))
+}
+
+/// Keeps files before they are replaced (see the module documentation).
+pub struct Keeper {
+    dir: TargetDir,
+    privileged: bool,
+    fsync: bool,
+    /// What was kept, in order.
+    pub kept: Vec<Displaced>,
+}
+
+impl Keeper {
+    /// A keeper into `run_dir` (made, owner-only, when the first file is kept).
+    pub fn new(run_dir: &Path, privileged: bool, fsync: bool) -> io::Result<Keeper> {
+        Ok(Keeper {
+            dir: TargetDir::open(run_dir)?,
+            privileged,
+            fsync,
+            kept: Vec::new(),
+        })
+    }
+
+    /// Keeps `name` in `parent`, which is `found` (as planned and checked just before) and lies at the absolute
+    /// path `original`. On error nothing was kept, and the caller must not replace it.
+    pub fn keep(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        found: &Found,
+        original: &Path,
+    ) -> Result<(), String> {
+        let abs = original.as_os_str().as_encoded_bytes();
+        let rel = super::safety::check_name(abs, Some(b"/"))
+            .map_err(|e| format!("cannot name where to keep it: {e}"))?;
+        let kept_at = self.dir.full_path(&rel);
+        let shown = show(kept_at.as_os_str().as_encoded_bytes());
+        let (drel, dname) = rel
+            .split_last()
+            .ok_or_else(|| "cannot keep the root directory".to_string())?;
+        self.dir
+            .create_root()
+            .map_err(|e| format!("cannot make {}: {e}", self.dir.path().display()))?;
+        let dparent = match self.dir.dir(&drel, true) {
+            Ok(fd) => fd,
+            Err(WalkError::Symlink(p)) => {
+                return Err(format!(
+                    "{} is a symlink: nothing is kept through one",
+                    show(self.dir.full_path(&p).as_os_str().as_encoded_bytes())
+                ));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot make the directory to keep it in: {}",
+                    walk(e)
+                ));
+            }
+        };
+        let how = match rustix::fs::linkat(parent, name, dparent, dname, AtFlags::empty()) {
+            Ok(()) => "link",
+            Err(Errno::EXIST) => return Err(format!("{shown} exists already")),
+            // Another filesystem, or one (or a policy) that allows no hard link here: a copy.
+            Err(Errno::XDEV | Errno::PERM | Errno::OPNOTSUPP | Errno::MLINK | Errno::ACCESS) => {
+                copy(
+                    parent,
+                    name,
+                    found,
+                    dparent,
+                    dname,
+                    self.privileged,
+                    self.fsync,
+                )
+                .map_err(|e| format!("cannot copy it to {shown}: {e}"))?;
+                "copy"
+            }
+            Err(e) => return Err(format!("cannot keep it at {shown}: {e}")),
+        };
+        self.kept.push(Displaced {
+            path: show(abs),
+            kept: shown,
+            how,
+        });
+        Ok(())
+    }
+}
+
+fn walk(e: WalkError) -> String {
+    match e {
+        WalkError::Io(_, e) => e.to_string(),
+        WalkError::Symlink(p) => format!("{} is a symlink", p.display()),
+        WalkError::NotDir(p, k) => format!("{} is a {}", p.display(), k.word()),
+        WalkError::Missing(p) => format!("{} is missing", p.display()),
+    }
+}
+
+/// Copies `name` in `parent` (a file, symlink or fifo: `found`) to `dname` in `dparent` with its mode, mtime and
+/// (privileged) owner; a file through a temporary name, renamed into place only once complete.
+fn copy(
+    parent: BorrowedFd<'_>,
+    name: &[u8],
+    found: &Found,
+    dparent: BorrowedFd<'_>,
+    dname: &[u8],
+    privileged: bool,
+    fsync: bool,
+) -> io::Result<()> {
+    let times = super::apply::times(found.mtime);
+    let owner = |fd: BorrowedFd<'_>, at: &[u8], flags: AtFlags| -> Result<(), Errno> {
+        if privileged {
+            rustix::fs::chownat(
+                fd,
+                at,
+                Some(rustix::fs::Uid::from_raw(found.uid)),
+                Some(rustix::fs::Gid::from_raw(found.gid)),
+                flags,
+            )?;
+        }
+        Ok(())
+    };
+    match found.kind {
+        FoundKind::File => {
+            let src = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let st = Found::from(rustix::fs::fstat(&src)?);
+            if (st.dev, st.ino) != (found.dev, found.ino) {
+                return Err(io::Error::other("it changed while being kept"));
+            }
+            let mut src = File::from(src);
+            let mut out = None;
+            let tmp = super::apply::with_temp_name(|t| {
+                let fd = rustix::fs::openat(
+                    dparent,
+                    t,
+                    OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::WRONLY
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )?;
+                out = Some(File::from(fd));
+                Ok(())
+            })?;
+            let result = (|| -> io::Result<()> {
+                let mut dst = out.take().ok_or_else(|| io::Error::other("no file"))?;
+                io::copy(&mut src, &mut dst)?;
+                if fsync {
+                    dst.sync_all()?;
+                }
+                let fd = dst.as_fd();
+                if privileged {
+                    rustix::fs::fchown(
+                        fd,
+                        Some(rustix::fs::Uid::from_raw(found.uid)),
+                        Some(rustix::fs::Gid::from_raw(found.gid)),
+                    )?;
+                }
+                rustix::fs::fchmod(fd, Mode::from_raw_mode(found.mode))?;
+                rustix::fs::futimens(fd, &times)?;
+                rustix::fs::renameat_with(
+                    dparent,
+                    tmp.as_str(),
+                    dparent,
+                    dname,
+                    RenameFlags::NOREPLACE,
+                )?;
+                Ok(())
+            })();
+            if result.is_err() {
+                let _ = rustix::fs::unlinkat(dparent, tmp.as_str(), AtFlags::empty());
+            }
+            result
+        }
+        FoundKind::Symlink => {
+            let target = rustix::fs::readlinkat(parent, name, Vec::new())?;
+            rustix::fs::symlinkat(target.as_c_str(), dparent, dname)?;
+            owner(dparent, dname, AtFlags::SYMLINK_NOFOLLOW)?;
+            rustix::fs::utimensat(dparent, dname, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+            Ok(())
+        }
+        FoundKind::Fifo => {
+            rustix::fs::mknodat(
+                dparent,
+                dname,
+                FileType::Fifo,
+                Mode::from_raw_mode(found.mode),
+                0,
+            )?;
+            owner(dparent, dname, AtFlags::SYMLINK_NOFOLLOW)?;
+            rustix::fs::chmodat(
+                dparent,
+                dname,
+                Mode::from_raw_mode(found.mode),
+                AtFlags::empty(),
+            )?;
+            rustix::fs::utimensat(dparent, dname, &times, AtFlags::SYMLINK_NOFOLLOW)?;
+            Ok(())
+        }
+        other => Err(io::Error::other(format!(
+            "a {} cannot be copied to keep it",
+            other.word()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    fn found(dir: &Path, name: &str) -> Found {
+        Found::from(rustix::fs::lstat(dir.join(name)).unwrap())
+    }
+
+    #[test]
+    fn a_run_directory_is_never_reused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = run_dir(tmp.path(), "2025-04-01-031500");
+        assert_eq!(first, tmp.path().join("displaced/2025-04-01-031500"));
+        std::fs::create_dir_all(&first).unwrap();
+        assert_eq!(
+            run_dir(tmp.path(), "2025-04-01-031500"),
+            tmp.path().join("displaced/2025-04-01-031500-2")
+        );
+        assert_eq!(
+            kept_path(&first, Path::new("/home/u/x")),
+            first.join("home/u/x")
+        );
+    }
+
+    #[test]
+    fn files_symlinks_and_fifos_are_kept_as_they_were() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("dest");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("file"), b"newer work").unwrap();
+        std::fs::set_permissions(dest.join("file"), std::fs::Permissions::from_mode(0o640))
+            .unwrap();
+        std::os::unix::fs::symlink("somewhere", dest.join("link")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dest.join("fifo"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        let parent =
+            rustix::fs::open(&dest, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let run = tmp.path().join("root/displaced/1");
+        let mut keeper = Keeper::new(&run, false, false).unwrap();
+
+        // Same filesystem: the very file, linked.
+        let f = found(&dest, "file");
+        keeper
+            .keep(parent.as_fd(), b"file", &f, &dest.join("file"))
+            .unwrap();
+        let kept = kept_path(&run, &dest.join("file"));
+        assert_eq!(std::fs::metadata(&kept).unwrap().ino(), f.ino);
+        assert_eq!(keeper.kept[0].how, "link");
+        // A second keep of the same path is refused, never overwritten.
+        let err = keeper
+            .keep(parent.as_fd(), b"file", &f, &dest.join("file"))
+            .unwrap_err();
+        assert!(err.contains("exists already"), "{err}");
+        let mode = std::fs::metadata(run.parent().unwrap()).unwrap().mode();
+        assert_eq!(mode & 0o077, 0, "displaced/ is owner-only");
+
+        // Copies (another filesystem): content, mode and mtime, whatever the kind.
+        let into = tmp.path().join("copies");
+        std::fs::create_dir(&into).unwrap();
+        let dparent =
+            rustix::fs::open(&into, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        for name in ["file", "link", "fifo"] {
+            let f = found(&dest, name);
+            copy(
+                parent.as_fd(),
+                name.as_bytes(),
+                &f,
+                dparent.as_fd(),
+                name.as_bytes(),
+                false,
+                true,
+            )
+            .unwrap();
+            let c = found(&into, name);
+            assert_eq!(
+                (c.kind, c.mode, c.mtime),
+                (f.kind, f.mode, f.mtime),
+                "{name}"
+            );
+            assert_ne!(c.ino, f.ino);
+        }
+        assert_eq!(std::fs::read(into.join("file")).unwrap(), b"newer work");
+        assert_eq!(
+            std::fs::read_link(into.join("link")).unwrap(),
+            Path::new("somewhere")
+        );
+        assert!(
+            copy(
+                parent.as_fd(),
+                b"file",
+                &found(&dest, "file"),
+                dparent.as_fd(),
+                b"file",
+                false,
+                true
+            )
+            .is_err(),
+            "never over an existing name"
+        );
+    }
+}

@@ -1,0 +1,829 @@
+//! The plan: for every entry, what restoring it would do at the destination as it is now, and why.
+//!
+//! [`Planner::add`] takes the entries in backup order (directories before their contents, hard-link targets
+//! before their links, as tar and the snapshot walk give them) and decides each one against the destination
+//! and against the entries planned before it. Planning only reads. [`Plan`] is what `--dry-run` prints.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Serialize, Serializer};
+
+use super::entry::{EntryKind, RestoreEntry, show};
+use super::safety::{self, Refusal, RelPath};
+use super::target::{Found, FoundKind, TargetDir, WalkError, full_path};
+use super::tarscan::HeaderCounts;
+use super::{Compare, Overwrite, RestoreError, RestoreOptions};
+
+/// What restoring an entry does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Nothing is there: it is made.
+    Create,
+    /// Something different is there: it is replaced (for a directory: its owner, mode and mtime are set).
+    Replace,
+    /// The same thing is there: it is left untouched.
+    Unchanged,
+    /// Something is there and the overwrite policy keeps it (or the entry is not restorable by nature: a socket,
+    /// the target root itself).
+    Skip,
+    /// Not restored, for the reason given: the restore fails.
+    Refuse,
+}
+
+impl Action {
+    pub fn word(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Replace => "replace",
+            Action::Unchanged => "unchanged",
+            Action::Skip => "skip",
+            Action::Refuse => "refuse",
+        }
+    }
+
+    pub const ALL: [Action; 5] = [
+        Action::Create,
+        Action::Replace,
+        Action::Unchanged,
+        Action::Skip,
+        Action::Refuse,
+    ];
+}
+
+/// Entries and content bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// A [`Tally`] per action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub create: Tally,
+    pub replace: Tally,
+    pub unchanged: Tally,
+    pub skip: Tally,
+    pub refuse: Tally,
+}
+
+impl Counts {
+    pub fn get(&self, action: Action) -> Tally {
+        match action {
+            Action::Create => self.create,
+            Action::Replace => self.replace,
+            Action::Unchanged => self.unchanged,
+            Action::Skip => self.skip,
+            Action::Refuse => self.refuse,
+        }
+    }
+
+    pub fn add(&mut self, action: Action, bytes: u64) {
+        let t = match action {
+            Action::Create => &mut self.create,
+            Action::Replace => &mut self.replace,
+            Action::Unchanged => &mut self.unchanged,
+            Action::Skip => &mut self.skip,
+            Action::Refuse => &mut self.refuse,
+        };
+        t.entries += 1;
+        t.bytes = t.bytes.saturating_add(bytes);
+    }
+
+    /// `3 to create (1.2 KiB), 1 to replace (10 B), 4 unchanged, 0 skipped, 2 refused`.
+    pub fn sentence(&self, future: bool) -> String {
+        let (c, r) = if future {
+            ("to create", "to replace")
+        } else {
+            ("created", "replaced")
+        };
+        format!(
+            "{} {c} ({}), {} {r} ({}), {} unchanged, {} skipped, {} refused",
+            self.create.entries,
+            crate::stdx::bytes(self.create.bytes),
+            self.replace.entries,
+            crate::stdx::bytes(self.replace.bytes),
+            self.unchanged.entries,
+            self.skip.entries,
+            self.refuse.entries
+        )
+    }
+}
+
+/// One entry's decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanItem {
+    /// The checked name, relative to the target (the raw name, escaped, when the name itself is refused).
+    pub path: String,
+    pub kind: EntryKind,
+    pub action: Action,
+    /// Content bytes (files).
+    pub size: u64,
+    /// The mode it gets (setuid/setgid possibly dropped: see the notes).
+    #[serde(serialize_with = "octal")]
+    pub mode: u32,
+    /// Why it is refused, as data (`reason` says it in words).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+    /// Why it is skipped or refused, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// For a symlink (or a hard link to one) that leads outside the target once the restore is done: where to, as
+    /// resolved against the plan and the target ([`super::links`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escapes_to: Option<String>,
+    /// A missing parent directory the backup does not describe, made (owner-only) to hold what it does.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub implicit: bool,
+    /// The entry as the source gave it.
+    #[serde(skip)]
+    pub entry: RestoreEntry,
+    #[serde(skip)]
+    pub(crate) rel: Option<RelPath>,
+    /// What was at the destination when planning.
+    #[serde(skip)]
+    pub(crate) found: Option<Found>,
+    /// For a hard link: the item it links to.
+    #[serde(skip)]
+    pub(crate) link_item: Option<usize>,
+    /// What is there now differs from the backup and is kept here before it is replaced (see
+    /// [`super::displace`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub displaced_to: Option<PathBuf>,
+}
+
+impl PlanItem {
+    fn new(entry: RestoreEntry) -> PlanItem {
+        PlanItem {
+            path: show(&entry.name),
+            kind: entry.kind,
+            action: Action::Create,
+            size: entry.size,
+            mode: entry.mode,
+            refusal: None,
+            reason: None,
+            notes: Vec::new(),
+            escapes_to: None,
+            implicit: false,
+            entry,
+            rel: None,
+            found: None,
+            link_item: None,
+            displaced_to: None,
+        }
+    }
+
+    /// Whether applying it reads content: the caller must hand a reader to [`super::Applier::apply`].
+    pub fn needs_content(&self) -> bool {
+        self.kind == EntryKind::File && matches!(self.action, Action::Create | Action::Replace)
+    }
+
+    /// The checked name (`None` when the name itself was refused).
+    pub fn rel(&self) -> Option<&RelPath> {
+        self.rel.as_ref()
+    }
+
+    /// Content bytes written when applied.
+    pub fn bytes(&self) -> u64 {
+        if self.kind == EntryKind::File {
+            self.size
+        } else {
+            0
+        }
+    }
+
+    pub(crate) fn refuse(&mut self, why: Refusal) {
+        self.action = Action::Refuse;
+        self.reason = Some(why.to_string());
+        self.refusal = Some(why);
+    }
+
+    fn skip(&mut self, why: impl Into<String>) {
+        self.action = Action::Skip;
+        self.reason = Some(why.into());
+    }
+}
+
+fn octal<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{mode:04o}"))
+}
+
+/// The whole plan: `--dry-run` prints it ([`Plan::render`] or JSON), [`super::Applier`] executes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub target: PathBuf,
+    /// Whether the target directory existed when planning (if not, it is made, owner-only).
+    pub target_exists: bool,
+    pub options: RestoreOptions,
+    pub counts: Counts,
+    /// For an archive without an index: every header the scan read. Each entry is an item of this plan unless a
+    /// `--path` left it out; nothing is dropped silently.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scanned: Option<HeaderCounts>,
+    pub items: Vec<PlanItem>,
+}
+
+impl Plan {
+    /// What a hard link item finally links to (the first name of its chain), or the item itself.
+    pub fn link_root(&self, idx: usize) -> &PlanItem {
+        link_root(&self.items, idx)
+    }
+
+    /// The symlinks (and hard links to one) that lead outside the target.
+    pub fn escaping(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| i.escapes_to.is_some())
+    }
+
+    /// The items that stand for an entry of the backup (not the directories made to hold them).
+    pub fn entries(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| !i.implicit)
+    }
+
+    pub fn refusals(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| i.action == Action::Refuse)
+    }
+
+    pub fn has_refusals(&self) -> bool {
+        self.counts.refuse.entries > 0
+    }
+
+    /// Where an item lands, for people (the raw name when the name itself was refused).
+    pub fn item_path(&self, item: &PlanItem) -> String {
+        match &item.rel {
+            Some(rel) => show(full_path(&self.target, rel).as_os_str().as_encoded_bytes()),
+            None => item.path.clone(),
+        }
+    }
+
+    /// The plan for people: a line of counts, then one line per entry to create, replace, skip or refuse
+    /// (and per unchanged entry with `verbose`), e.g. `create     /home/u/.config/x`.
+    pub fn render(&self, verbose: bool) -> String {
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "restore into {}",
+            show(self.target.as_os_str().as_encoded_bytes())
+        );
+        if !self.target_exists {
+            out.push_str(" (does not exist yet: it will be made, owner-only)");
+        }
+        let _ = writeln!(out, ": {}", self.counts.sentence(true));
+        if let Some(h) = &self.scanned {
+            let _ = writeln!(
+                out,
+                "read from the archive: {}; {} of the entries in this plan",
+                h.sentence(),
+                self.entries().count()
+            );
+        }
+        let escaping = self.escaping().count();
+        if escaping > 0 {
+            let _ = writeln!(
+                out,
+                "{escaping} {} outside the target once restored (marked below): restored as they are, never \
+                 followed; --no-escaping-links refuses them",
+                if escaping == 1 {
+                    "symlink leads"
+                } else {
+                    "symlinks lead"
+                }
+            );
+        }
+        let kept = self
+            .items
+            .iter()
+            .filter(|i| i.displaced_to.is_some())
+            .count();
+        if let Some(dir) = &self.options.keep_displaced
+            && kept > 0
+        {
+            let _ = writeln!(
+                out,
+                "{kept} {} to replace {} from the backup: kept first, under {}",
+                if kept == 1 { "file" } else { "files" },
+                if kept == 1 { "differs" } else { "differ" },
+                show(dir.as_os_str().as_encoded_bytes()),
+            );
+        }
+        for item in &self.items {
+            if item.action == Action::Unchanged && !verbose && item.escapes_to.is_none() {
+                continue;
+            }
+            let _ = write!(out, "{:<10} {}", item.action.word(), self.item_path(item));
+            if item.kind.is_dir() && item.rel.as_ref().is_some_and(|r| !r.is_root()) {
+                out.push('/');
+            }
+            if let Some(r) = &item.reason {
+                let _ = write!(out, ": {r}");
+            }
+            if !item.notes.is_empty() {
+                let _ = write!(out, " ({})", item.notes.join("; "));
+            }
+            if item.displaced_to.is_some() {
+                out.push_str(" (kept first)");
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// What a hard link item finally links to (the first name of its chain), or the item itself.
+pub(crate) fn link_root(items: &[PlanItem], mut idx: usize) -> &PlanItem {
+    for _ in 0..items.len() {
+        match items[idx].link_item {
+            Some(next) if items[idx].kind == EntryKind::Hardlink => idx = next,
+            _ => break,
+        }
+    }
+    &items[idx]
+}
+
+/// Where the entries under a directory go, as far as planning knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParentState {
+    /// A real directory at the destination: its entries may exist.
+    OnDisk,
+    /// Made by this restore: nothing below it exists yet.
+    New,
+}
+
+/// Builds a [`Plan`] from entries handed over one at a time.
+pub struct Planner {
+    opts: RestoreOptions,
+    target: TargetDir,
+    items: Vec<PlanItem>,
+    by_path: HashMap<RelPath, usize>,
+    /// The last parent directory found fit to hold entries (entries of one directory come together).
+    last_parent: Option<(RelPath, ParentState)>,
+}
+
+impl Planner {
+    /// A planner for restoring into `target`, which need not exist yet.
+    pub fn new(target: impl AsRef<Path>, opts: RestoreOptions) -> Result<Planner, RestoreError> {
+        let path = target.as_ref();
+        let target = TargetDir::open(path).map_err(|source| RestoreError::Target {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(Planner {
+            opts,
+            target,
+            items: Vec::new(),
+            by_path: HashMap::new(),
+            last_parent: None,
+        })
+    }
+
+    /// Plans one entry; returns its action. Fails only when the destination cannot be inspected.
+    pub fn add(&mut self, entry: RestoreEntry) -> Result<Action, RestoreError> {
+        let mut item = PlanItem::new(entry);
+        self.decide(&mut item)?;
+        let action = item.action;
+        if let Some(rel) = item.rel.clone() {
+            if self
+                .last_parent
+                .as_ref()
+                .is_some_and(|(p, _)| p.starts_with(&rel))
+            {
+                self.last_parent = None;
+            }
+            match self.by_path.get(&rel) {
+                // An entry describing a directory made earlier for its children (a contents-first listing)
+                // takes the implicit item's place.
+                Some(&i) if self.items[i].implicit && action != Action::Refuse => {
+                    self.items[i] = item
+                }
+                Some(_) => self.items.push(item),
+                None => {
+                    self.by_path.insert(rel, self.items.len());
+                    self.items.push(item);
+                }
+            }
+        } else {
+            self.items.push(item);
+        }
+        Ok(action)
+    }
+
+    pub fn finish(mut self) -> Plan {
+        super::links::judge(
+            &mut self.items,
+            &self.by_path,
+            &mut self.target,
+            self.opts.refuse_escaping_symlinks,
+        );
+        let mut counts = Counts::default();
+        for item in &self.items {
+            counts.add(item.action, item.bytes());
+        }
+        Plan {
+            target: self.target.path().to_path_buf(),
+            target_exists: self.target.exists(),
+            options: self.opts,
+            counts,
+            scanned: None,
+            items: self.items,
+        }
+    }
+
+    fn decide(&mut self, item: &mut PlanItem) -> Result<(), RestoreError> {
+        let e = &item.entry;
+        let kind = e.kind;
+        let rel = match safety::check_name(&e.name, self.opts.strip_prefix.as_deref()) {
+            Ok(rel) => rel,
+            Err(why) => {
+                item.refuse(why);
+                return Ok(());
+            }
+        };
+        item.path = rel.display();
+        item.rel = Some(rel.clone());
+        let (mode, dropped) = safety::restored_mode(
+            kind,
+            e.mode,
+            self.opts.privileged,
+            self.opts.preserve_special,
+        );
+        item.mode = mode;
+        if dropped & 0o4000 != 0 && kind != EntryKind::Hardlink {
+            item.notes.push("setuid bit dropped".into());
+        }
+        if dropped & 0o2000 != 0 && kind != EntryKind::Hardlink {
+            item.notes.push("setgid bit dropped".into());
+        }
+
+        if rel.is_root() {
+            if kind.is_dir() {
+                item.skip("the target directory itself is left as it is");
+            } else {
+                item.refuse(Refusal::RootNotDir {
+                    kind: kind.to_string(),
+                });
+            }
+            return Ok(());
+        }
+        if let Some(&i) = self.by_path.get(&rel) {
+            let earlier = &self.items[i];
+            if !(earlier.implicit && kind.is_dir()) {
+                item.refuse(if earlier.implicit {
+                    Refusal::KindConflict {
+                        existing: "directory made for earlier entries".into(),
+                        kind: kind.to_string(),
+                    }
+                } else {
+                    Refusal::Duplicate
+                });
+                return Ok(());
+            }
+        }
+        if let Some(why) = safety::refused_kind(kind) {
+            item.refuse(why);
+            return Ok(());
+        }
+        if kind == EntryKind::Socket {
+            item.skip("sockets are not restored: the program that made it makes it again");
+            return Ok(());
+        }
+        if kind == EntryKind::Symlink {
+            let target = e.link.as_deref().unwrap_or_default();
+            if target.is_empty() {
+                item.refuse(Refusal::Unsupported {
+                    kind: "symlink with an empty target".into(),
+                });
+                return Ok(());
+            }
+            // Where it leads is judged once the whole plan is known: see `links::judge`.
+        }
+        if kind == EntryKind::Hardlink {
+            let raw = e.link.as_deref().unwrap_or_default();
+            let target = match safety::check_hardlink_target(raw, self.opts.strip_prefix.as_deref())
+            {
+                Ok(t) => t,
+                Err(why) => {
+                    item.refuse(why);
+                    return Ok(());
+                }
+            };
+            let shown = target.display();
+            match self.by_path.get(&target).map(|&i| (i, &self.items[i])) {
+                Some((_, t)) if t.action == Action::Refuse => {
+                    item.refuse(Refusal::HardlinkTargetRefused { target: shown });
+                    return Ok(());
+                }
+                // A file, or a symlink or fifo: GNU tar links those too (`ln -P`, `cp -al` and `rsync -H` make
+                // hard links to symlinks).
+                Some((i, t))
+                    if !t.implicit
+                        && matches!(
+                            t.kind,
+                            EntryKind::File
+                                | EntryKind::Hardlink
+                                | EntryKind::Symlink
+                                | EntryKind::Fifo
+                        ) =>
+                {
+                    if t.action == Action::Skip {
+                        item.notes.push(format!(
+                            "linked to {shown} as it is at the destination (kept)"
+                        ));
+                    }
+                    item.link_item = Some(i);
+                }
+                _ => {
+                    item.refuse(Refusal::HardlinkTargetNotRestored { target: shown });
+                    return Ok(());
+                }
+            }
+        }
+
+        let (parent, _) = rel.split_last().expect("not the root");
+        let state = match self.check_parent(&parent)? {
+            Ok(state) => state,
+            Err(why) => {
+                item.refuse(why);
+                return Ok(());
+            }
+        };
+        let found = match state {
+            ParentState::New => None,
+            ParentState::OnDisk => self.target.lstat(&rel).map_err(|e| self.inspect_error(e))?,
+        };
+        self.compare(item, &rel, found)
+    }
+
+    /// Whether entries may be put in `parent`: every component must be (or become) a real directory.
+    fn check_parent(
+        &mut self,
+        parent: &RelPath,
+    ) -> Result<Result<ParentState, Refusal>, RestoreError> {
+        if let Some((p, state)) = &self.last_parent
+            && p == parent
+        {
+            return Ok(Ok(*state));
+        }
+        let mut state = if self.target.exists() {
+            ParentState::OnDisk
+        } else {
+            ParentState::New
+        };
+        let mut chain = parent.ancestors();
+        if !parent.is_root() {
+            chain.push(parent.clone());
+        }
+        for anc in chain {
+            if let Some(&i) = self.by_path.get(&anc) {
+                let it = &self.items[i];
+                if it.action == Action::Refuse {
+                    return Ok(Err(Refusal::ParentRefused {
+                        component: anc.display(),
+                    }));
+                }
+                if it.kind == EntryKind::Symlink {
+                    return Ok(Err(Refusal::ThroughBackupSymlink {
+                        component: anc.display(),
+                    }));
+                }
+                if !it.kind.is_dir() {
+                    return Ok(Err(Refusal::ParentNotDirInBackup {
+                        component: anc.display(),
+                        kind: it.kind.to_string(),
+                    }));
+                }
+                match it.action {
+                    Action::Create => {
+                        state = ParentState::New;
+                        continue;
+                    }
+                    Action::Replace if it.found.is_some_and(|f| f.kind != FoundKind::Dir) => {
+                        state = ParentState::New;
+                        continue;
+                    }
+                    // Unchanged, Skip, Replace of a directory: what is on disk decides (a skipped entry may
+                    // have a symlink in its place).
+                    _ => {}
+                }
+            } else if state == ParentState::New {
+                self.add_implicit(anc);
+                continue;
+            }
+            match self.target.lstat(&anc) {
+                Ok(None) => {
+                    state = ParentState::New;
+                    if !self.by_path.contains_key(&anc) {
+                        self.add_implicit(anc);
+                    }
+                }
+                Ok(Some(f)) if f.kind == FoundKind::Dir => state = ParentState::OnDisk,
+                Ok(Some(f)) if f.kind == FoundKind::Symlink => {
+                    return Ok(Err(Refusal::ThroughDestinationSymlink {
+                        component: anc.display(),
+                    }));
+                }
+                Ok(Some(f)) => {
+                    return Ok(Err(Refusal::ParentNotDirAtDestination {
+                        component: anc.display(),
+                        kind: f.kind.word().into(),
+                    }));
+                }
+                Err(WalkError::Symlink(p)) => {
+                    return Ok(Err(Refusal::ThroughDestinationSymlink {
+                        component: p.display(),
+                    }));
+                }
+                Err(WalkError::NotDir(p, k)) => {
+                    return Ok(Err(Refusal::ParentNotDirAtDestination {
+                        component: p.display(),
+                        kind: k.word().into(),
+                    }));
+                }
+                Err(e) => return Err(self.inspect_error(e)),
+            }
+        }
+        self.last_parent = Some((parent.clone(), state));
+        Ok(Ok(state))
+    }
+
+    fn add_implicit(&mut self, rel: RelPath) {
+        let mut entry = RestoreEntry::new(rel.as_bytes().to_vec(), EntryKind::Dir);
+        entry.mode = 0o700;
+        let mut item = PlanItem::new(entry);
+        item.path = rel.display();
+        item.rel = Some(rel.clone());
+        item.implicit = true;
+        item.notes
+            .push("not in the backup: made owner-only to hold what is".into());
+        self.by_path.insert(rel, self.items.len());
+        self.items.push(item);
+    }
+
+    /// The decision against what is at the destination.
+    fn compare(
+        &mut self,
+        item: &mut PlanItem,
+        rel: &RelPath,
+        found: Option<Found>,
+    ) -> Result<(), RestoreError> {
+        let Some(f) = found else {
+            item.action = Action::Create;
+            return Ok(());
+        };
+        item.found = Some(f);
+        let overwrite = self.opts.overwrite;
+        let entry_dir = item.kind.is_dir();
+        let found_dir = f.kind == FoundKind::Dir;
+        if entry_dir != found_dir {
+            if overwrite == Overwrite::Never {
+                item.skip(format!(
+                    "a {} is there and --overwrite is never",
+                    f.kind.word()
+                ));
+            } else if found_dir {
+                let empty = self
+                    .target
+                    .dir_is_empty(rel)
+                    .map_err(|e| self.inspect_error(e))?;
+                if !empty {
+                    item.refuse(Refusal::NonEmptyDirInTheWay);
+                } else if overwrite == Overwrite::Always {
+                    item.action = Action::Replace;
+                    item.notes.push("replaces an empty directory".into());
+                } else {
+                    item.refuse(Refusal::KindConflict {
+                        existing: "directory".into(),
+                        kind: item.kind.to_string(),
+                    });
+                }
+            } else if overwrite == Overwrite::Always {
+                item.action = Action::Replace;
+                item.notes.push(format!("replaces a {}", f.kind.word()));
+                self.keep(item, rel);
+            } else {
+                item.refuse(Refusal::KindConflict {
+                    existing: f.kind.word().into(),
+                    kind: "directory".into(),
+                });
+            }
+            return Ok(());
+        }
+        item.action = match overwrite {
+            Overwrite::Never => {
+                item.skip("it exists and --overwrite is never");
+                return Ok(());
+            }
+            Overwrite::Always => {
+                // What differs from the backup is kept; what is the same (by --compare) is only rewritten.
+                if !entry_dir && self.opts.keep_displaced.is_some() {
+                    let identical = match item.kind {
+                        // Another name of the file found for its link target, which was judged the same.
+                        EntryKind::Hardlink => {
+                            let t = &self.items[item.link_item.expect("checked")];
+                            t.found.is_some_and(|tf| (tf.dev, tf.ino) == (f.dev, f.ino))
+                                && t.displaced_to.is_none()
+                                && t.action != Action::Refuse
+                        }
+                        _ => self.same(item, rel, &f)?,
+                    };
+                    if !identical {
+                        self.keep(item, rel);
+                    }
+                }
+                Action::Replace
+            }
+            Overwrite::IfChanged => {
+                if self.same(item, rel, &f)? {
+                    Action::Unchanged
+                } else {
+                    if !entry_dir {
+                        self.keep(item, rel);
+                    }
+                    Action::Replace
+                }
+            }
+        };
+        Ok(())
+    }
+
+    /// Marks what is at `rel` (not a directory: it is replaced, not merged) to be kept before it is replaced,
+    /// unless the options say it is not kept.
+    fn keep(&self, item: &mut PlanItem, rel: &RelPath) {
+        if let Some(dir) = &self.opts.keep_displaced
+            && item.found.is_some_and(|f| f.kind != FoundKind::Dir)
+        {
+            item.displaced_to = Some(super::displace::kept_path(dir, &self.target.full_path(rel)));
+        }
+    }
+
+    /// Whether what is at the destination is what the backup holds (for `if-changed`).
+    fn same(
+        &mut self,
+        item: &mut PlanItem,
+        rel: &RelPath,
+        f: &Found,
+    ) -> Result<bool, RestoreError> {
+        let e = &item.entry;
+        let owner = !self.opts.privileged || (f.uid == e.uid && f.gid == e.gid);
+        Ok(match item.kind {
+            EntryKind::File => {
+                let meta =
+                    f.kind == FoundKind::File && f.size == e.size && f.mode == item.mode && owner;
+                if !meta {
+                    false
+                } else {
+                    match (self.opts.compare, e.sha256) {
+                        (Compare::Content, Some(h)) => {
+                            self.target
+                                .hash_file(rel)
+                                .map_err(|err| self.inspect_error(err))?
+                                == h
+                        }
+                        (Compare::Content, None) => {
+                            item.notes.push(
+                                "compared by size and mtime: the backup has no hash for it".into(),
+                            );
+                            f.mtime == e.mtime
+                        }
+                        (Compare::Metadata, _) => f.mtime == e.mtime,
+                    }
+                }
+            }
+            EntryKind::Dir => f.mode == item.mode && owner && f.mtime == e.mtime,
+            EntryKind::Symlink => {
+                f.kind == FoundKind::Symlink
+                    && owner
+                    && self
+                        .target
+                        .read_link(rel)
+                        .map_err(|err| self.inspect_error(err))?
+                        == e.link.as_deref().unwrap_or_default()
+            }
+            EntryKind::Hardlink => {
+                let t = &self.items[item.link_item.expect("checked")];
+                matches!(t.action, Action::Unchanged | Action::Skip)
+                    && t.found.is_some_and(|tf| (tf.dev, tf.ino) == (f.dev, f.ino))
+            }
+            EntryKind::Fifo => {
+                f.kind == FoundKind::Fifo && f.mode == item.mode && owner && f.mtime == e.mtime
+            }
+            _ => false,
+        })
+    }
+
+    fn inspect_error(&self, e: WalkError) -> RestoreError {
+        let (rel, source) = match e {
+            WalkError::Io(rel, source) => (rel, source),
+            WalkError::Symlink(rel) => (rel, std::io::Error::other("a symlink is in the way")),
+            WalkError::NotDir(rel, _) => (rel, std::io::Error::other("not a directory")),
+            WalkError::Missing(rel) => (rel, std::io::Error::from(std::io::ErrorKind::NotFound)),
+        };
+        RestoreError::Inspect {
+            path: self.target.full_path(&rel),
+            source,
+        }
+    }
+}

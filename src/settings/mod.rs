@@ -1,0 +1,1991 @@
+//! The validated settings every phase runs from: the config file merged with the command line,
+//! paths expanded, semantic checks passed. Built once, before any phase runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::load::{self, Loaded};
+use crate::config::{
+    BackupSet, Config, ConfigError, Destination, DestinationKind, Encryption, ExternalMode,
+    ExternalSchedule, LocalRetention, Notifications, Problem, RetentionPolicy, Schedule, schema,
+};
+use crate::expand;
+
+mod summary;
+
+pub use summary::summary;
+
+/// Where the config came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "path")]
+pub enum ConfigSource {
+    File(PathBuf),
+    BuiltIn,
+}
+
+/// How much to print and whether to change anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Output {
+    pub json: bool,
+    pub dry_run: bool,
+    /// -2 (-qq) .. 0 (default) .. 2 (-vv)
+    pub verbosity: i8,
+}
+
+/// The process environment that settings depend on, passed in so tests can fake it.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub vars: BTreeMap<String, String>,
+    pub home: PathBuf,
+    pub cwd: PathBuf,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        let home = vars
+            .get("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        Env { vars, home, cwd }
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// `notifications` as output shows them: the URL's user info, path and query are secrets.
+fn notifications_redacted<S: serde::Serializer>(
+    n: &Notifications,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut shown = n.clone();
+    shown.http = shown.http.as_deref().map(crate::stdx::redact_url);
+    shown.serialize(s)
+}
+
+/// Validated settings for one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub config_source: ConfigSource,
+    /// Absolute, expanded.
+    pub backup_root: PathBuf,
+    pub sets: Vec<SetSettings>,
+    pub schedule: Schedule,
+    /// Local retention, normalised: a plain count N is `last: N`.
+    pub retention_local: RetentionPolicy,
+    pub retention_external: u32,
+    /// The drives (`kind` `drive`, the default).
+    pub destinations: Vec<DestinationSettings>,
+    /// The cloud destinations (`kind` `s3` or `b2`): validated here, used through `cloud/`.
+    pub clouds: Vec<CloudSettings>,
+    pub external_mode: ExternalMode,
+    /// Serialised with the URL's secrets hidden (`config check --json`): see [`crate::stdx::redact_url`].
+    #[serde(serialize_with = "notifications_redacted")]
+    pub notifications: Notifications,
+    /// The top-level `encryption` (each destination already carries its own or this one).
+    pub encryption: Option<EncryptionSettings>,
+    /// Where the run log lives: `$XDG_STATE_HOME/dbackup` (`~/.local/state/dbackup`).
+    pub state_dir: PathBuf,
+    /// The recovery kit and partition images of each external backup.
+    pub image: ImageSettings,
+    /// The status page.
+    pub report: ReportSettings,
+    #[serde(skip)]
+    pub output: Output,
+}
+
+/// The `image` section, validated: device paths absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageSettings {
+    pub kit: bool,
+    pub devices: Vec<PathBuf>,
+}
+
+/// The status page (`report` in the config), validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportSettings {
+    /// Where the page is regenerated after every run; `None` when `report.write` is false.
+    pub path: Option<PathBuf>,
+    /// Write `REPORT.html` on each drive the external phase used.
+    pub drives: bool,
+    /// Recent runs (and snapshots per set) shown.
+    pub history: usize,
+    /// Where `dbackup serve` listens (a loopback address).
+    pub listen: std::net::SocketAddr,
+    /// `systemd render` and the Nix modules add `dbackup-serve.service`.
+    pub unit: bool,
+}
+
+impl ReportSettings {
+    /// The name of the page under the state directory.
+    pub const FILE_NAME: &str = "report.html";
+
+    /// The defaults, with the page under `state_dir` (for tests that build settings by hand).
+    pub fn default_in(state_dir: &Path) -> ReportSettings {
+        ReportSettings {
+            path: Some(state_dir.join(Self::FILE_NAME)),
+            drives: true,
+            history: 30,
+            listen: crate::config::Serve::DEFAULT_LISTEN
+                .parse()
+                .expect("the default address parses"),
+            unit: false,
+        }
+    }
+}
+
+/// One backup set, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SetSettings {
+    pub name: String,
+    pub sources: Vec<SourcePath>,
+    /// `exclusions`, then the rules of each `exclude_from` file, in order (rsync's first match wins).
+    pub exclusions: Vec<Exclusion>,
+    /// The `exclude_from` files, expanded (their rules are in `exclusions`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude_from: Vec<PathBuf>,
+    /// Skip directories holding a valid `CACHEDIR.TAG` (found by `collect`'s look at the sources).
+    pub exclude_caches: bool,
+    /// Skip directories holding a file of one of these names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exclude_if_present: Vec<String>,
+    pub rsync_args: Vec<String>,
+}
+
+/// A source as configured, expanded and resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourcePath {
+    /// As written in the config (`~/data`).
+    pub configured: String,
+    /// Expanded and absolute (`/home/payne/data`).
+    pub path: PathBuf,
+    /// With symlinks resolved (`/data`); equal to `path` when nothing is a link or the path is missing.
+    pub resolved: PathBuf,
+}
+
+/// An exclusion, classified.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Exclusion {
+    /// An rsync pattern that matches anywhere (`*.log`, `tmp/*`).
+    Pattern {
+        pattern: String,
+        /// `!pattern`: an include, which wins over the excludes after it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        include: bool,
+    },
+    /// A path inside one of the set's sources, anchored at the transfer root (`/home/payne/.config/Code/Cache/*`).
+    Anchored {
+        configured: String,
+        pattern: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        include: bool,
+    },
+}
+
+impl Exclusion {
+    /// The rsync pattern (without the include mark).
+    pub fn rsync_pattern(&self) -> &str {
+        match self {
+            Exclusion::Pattern { pattern, .. } | Exclusion::Anchored { pattern, .. } => pattern,
+        }
+    }
+
+    /// An include (`!pattern` in the config): written as `+ pattern` in the filter file.
+    pub fn is_include(&self) -> bool {
+        match self {
+            Exclusion::Pattern { include, .. } | Exclusion::Anchored { include, .. } => *include,
+        }
+    }
+
+    /// The rule as the plan and the snapshot's metadata record it: the pattern, `!`-prefixed for an include.
+    pub fn rule(&self) -> String {
+        if self.is_include() {
+            format!("!{}", self.rsync_pattern())
+        } else {
+            self.rsync_pattern().to_string()
+        }
+    }
+}
+
+/// A destination, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DestinationSettings {
+    pub name: String,
+    /// Absolute, expanded mount point.
+    pub path: PathBuf,
+    pub priority: i32,
+    pub fs_uuid: Option<String>,
+    pub fs_label: Option<String>,
+    pub retention: u32,
+    pub require_mount: bool,
+    /// How this destination's archives are encrypted, if they are.
+    pub encryption: Option<EncryptionSettings>,
+}
+
+/// A cloud destination (`kind` `s3` or `b2`), validated. Holds no secret: keys are read by `cloud::credentials`
+/// when the destination is used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CloudSettings {
+    pub name: String,
+    pub kind: CloudKind,
+    /// `s3`: the service URL without a trailing `/`; `None` is AWS (`https://s3.<region>.amazonaws.com`).
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    /// `b2`: the bucket's id.
+    pub bucket_id: Option<String>,
+    /// The folder in the bucket, without leading or trailing `/` (empty: the bucket's root).
+    pub prefix: String,
+    /// `s3`: the signing region.
+    pub region: String,
+    /// `s3`: `endpoint/bucket/key` rather than `bucket.endpoint/key`.
+    pub path_style: bool,
+    /// `s3`: the profile of the shared credentials and config files (`None`: `$AWS_PROFILE`, else `default`).
+    pub profile: Option<String>,
+    /// Where the keys are read from, when not from the environment (expanded; its mode is checked).
+    pub credentials_file: Option<PathBuf>,
+    pub priority: i32,
+    pub retention: u32,
+    /// How the archives are encrypted; `None` only with `allow_unencrypted`.
+    pub encryption: Option<EncryptionSettings>,
+    pub allow_unencrypted: bool,
+    /// This destination's own schedule (`None`: `schedule.external`).
+    pub schedule: Option<ExternalSchedule>,
+    /// The storage class of archives and of everything else (`None`: the server's default).
+    pub storage_class_archives: Option<String>,
+    pub storage_class_metadata: Option<String>,
+    /// Compliance-mode retention written with every object.
+    pub object_lock_days: Option<u32>,
+    pub bwlimit: Option<crate::cloud::bwlimit::Bwlimit>,
+    /// Retries of a failed request (exponential backoff with jitter).
+    pub retries: u32,
+    /// Seconds a request may wait for the server.
+    pub timeout_seconds: u32,
+}
+
+/// The kind of a cloud destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudKind {
+    /// S3-compatible (AWS, Garage, MinIO, B2's S3 endpoint, ...).
+    S3,
+    /// Backblaze B2's native API.
+    B2,
+}
+
+impl CloudKind {
+    pub fn word(self) -> &'static str {
+        match self {
+            CloudKind::S3 => "s3",
+            CloudKind::B2 => "b2",
+        }
+    }
+}
+
+impl CloudSettings {
+    /// The default number of retries of a failed request.
+    pub const DEFAULT_RETRIES: u32 = 6;
+    /// The default seconds a request may wait for the server.
+    pub const DEFAULT_TIMEOUT_SECONDS: u32 = 60;
+    /// Storage classes that cannot be read at once (a restore must thaw them first): never for metadata.
+    pub const COLD_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
+
+    /// Where this destination is, for messages: `s3 http://127.0.0.1:3900 bucket/prefix` (no secret: the endpoint
+    /// holds no user info, config validation refuses one).
+    pub fn place(&self) -> String {
+        let at = match (&self.kind, &self.endpoint) {
+            (CloudKind::S3, Some(e)) => e.clone(),
+            (CloudKind::S3, None) => format!("AWS {}", self.region),
+            (CloudKind::B2, _) => "B2".to_string(),
+        };
+        let path = if self.prefix.is_empty() {
+            self.bucket.clone()
+        } else {
+            format!("{}/{}", self.bucket, self.prefix)
+        };
+        format!("{} {at} {path}", self.kind.word())
+    }
+}
+
+/// A destination's encryption, validated and expanded. Inline recipients are checked here; files are read when the
+/// external phase starts (see `archive::crypt`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EncryptionSettings {
+    /// Public recipients as configured (each parses as an age or ssh recipient).
+    pub recipients: Vec<String>,
+    pub recipients_file: Option<PathBuf>,
+    /// The identity restore and verify decrypt with.
+    pub identity_file: Option<PathBuf>,
+    /// Encrypt to a passphrase instead of recipients.
+    pub passphrase: bool,
+    /// Where the passphrase is read from when backing up unattended.
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Finds the config (`--config`, `$DBACKUP_CONFIG`, `$XDG_CONFIG_HOME/dbackup/config.json`, else the built-in default),
+    /// validates it and builds the settings for this run.
+    /// `config`: the `--config` path, when given.
+    pub fn load(config: Option<&Path>, output: Output, env: &Env) -> Result<Settings, ConfigError> {
+        let loaded = load::load(config, env)?;
+        Settings::from_loaded(&loaded, env, output)
+    }
+
+    /// Builds settings from a loaded config: expands paths, resolves sources, classifies exclusions and runs the
+    /// semantic checks, reporting every problem found (located in the file) at once.
+    pub fn from_loaded(
+        loaded: &Loaded,
+        env: &Env,
+        output: Output,
+    ) -> Result<Settings, ConfigError> {
+        let mut b = Builder {
+            env,
+            problems: Vec::new(),
+        };
+        let config = &loaded.config;
+
+        let backup_root = b.backup_root(config);
+        let sets: Vec<SetSettings> = config
+            .backup_sets
+            .iter()
+            .enumerate()
+            .map(|(i, set)| b.set(i, set))
+            .collect();
+        b.unique_names(
+            config.backup_sets.iter().map(|s| s.name.as_str()),
+            "/backup_sets",
+            "set",
+        );
+        if let Some(root) = &backup_root {
+            b.root_and_sources(root, &sets, config);
+        }
+
+        let retention_external = config.retention.external;
+        if retention_external == 0 {
+            b.problem("/retention/external", "0 keeps no backups; keep at least 1");
+        }
+        let retention_local = b.local_retention(&config.retention.local);
+
+        let global_encryption = config
+            .encryption
+            .as_ref()
+            .and_then(|e| b.encryption("/encryption", e));
+        let destinations: Vec<DestinationSettings> = config
+            .destinations
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.kind.is_drive())
+            .filter_map(|(i, d)| b.destination(i, d, retention_external, &global_encryption))
+            .collect();
+        let clouds: Vec<CloudSettings> = config
+            .destinations
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| !d.kind.is_drive())
+            .filter_map(|(i, d)| b.cloud(i, d, retention_external, &global_encryption))
+            .collect();
+        b.unique_names(
+            config.destinations.iter().map(|d| d.name.as_str()),
+            "/destinations",
+            "destination",
+        );
+        b.unique_destination_paths(&destinations, config);
+
+        if let Some(url) = &config.notifications.http
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            b.problem(
+                "/notifications/http",
+                format!(
+                    "\"{}\" is not an http:// or https:// URL",
+                    crate::stdx::redact_url(url)
+                ),
+            );
+        }
+
+        let mut image_devices = Vec::new();
+        for (i, d) in config.image.devices.iter().enumerate() {
+            let p = PathBuf::from(d);
+            if !p.is_absolute() {
+                b.problem(
+                    format!("/image/devices/{i}"),
+                    format!("{d:?} is not an absolute device path; give one like /dev/nvme0n1p1 or /dev/disk/by-uuid/..."),
+                );
+            } else if image_devices.contains(&p) {
+                b.problem(
+                    format!("/image/devices/{i}"),
+                    format!("{d:?} is listed twice"),
+                );
+            } else {
+                image_devices.push(p);
+            }
+        }
+
+        let state_dir = load::xdg_dir(env, "XDG_STATE_HOME", ".local/state").join("dbackup");
+        let report = b.report(&config.report, &state_dir);
+
+        if !b.problems.is_empty() {
+            return Err(ConfigError::Semantic {
+                path: loaded.display_path(),
+                problems: loaded.positions.place(b.problems),
+            });
+        }
+        Ok(Settings {
+            config_source: loaded.source.clone(),
+            backup_root: backup_root.expect("no problems, so a root"),
+            sets,
+            schedule: config.schedule.clone(),
+            retention_local,
+            retention_external,
+            destinations,
+            clouds,
+            external_mode: config.external.mode,
+            notifications: config.notifications.clone(),
+            encryption: global_encryption,
+            state_dir,
+            report,
+            image: ImageSettings {
+                kit: config.image.kit,
+                devices: image_devices,
+            },
+            output,
+        })
+    }
+
+    /// The set with this name.
+    pub fn set(&self, name: &str) -> Option<&SetSettings> {
+        self.sets.iter().find(|s| s.name == name)
+    }
+
+    /// The cloud destination with this name.
+    pub fn cloud(&self, name: &str) -> Option<&CloudSettings> {
+        self.clouds.iter().find(|c| c.name == name)
+    }
+
+    /// The destination that `path` is under. Symlinks in either path are resolved as far as they exist.
+    pub fn destination_holding(&self, path: &Path) -> Option<&DestinationSettings> {
+        let resolve = |p: &Path| -> PathBuf {
+            // The longest existing ancestor, canonicalized, with the rest appended.
+            let mut base = p.to_path_buf();
+            let mut rest = Vec::new();
+            while !base.exists() {
+                match (base.parent(), base.file_name()) {
+                    (Some(parent), Some(name)) => {
+                        rest.push(name.to_os_string());
+                        base = parent.to_path_buf();
+                    }
+                    _ => return p.to_path_buf(),
+                }
+            }
+            let mut out = std::fs::canonicalize(&base).unwrap_or(base);
+            out.extend(rest.iter().rev());
+            out
+        };
+        let path = resolve(path);
+        self.destinations
+            .iter()
+            .find(|d| path.starts_with(resolve(&d.path)))
+    }
+}
+
+/// Collects the problems of one config while building its settings.
+struct Builder<'a> {
+    env: &'a Env,
+    problems: Vec<Problem>,
+}
+
+impl Builder<'_> {
+    fn problem(&mut self, pointer: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem::new(pointer, message));
+    }
+
+    /// An expanded, absolute, normalised path; `None` (and a problem) when it cannot be one.
+    fn path(&mut self, pointer: String, value: &str) -> Option<PathBuf> {
+        match expand::expand_path(value, self.env) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.problem(pointer, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn backup_root(&mut self, config: &Config) -> Option<PathBuf> {
+        if let Some(root) = &config.backup_root {
+            return self.path("/backup_root".into(), root);
+        }
+        if let Some(v) = self.env.var("DBACKUP") {
+            return match expand::expand_path(v, self.env) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.problem(
+                        "/backup_root",
+                        format!("$DBACKUP (the default backup_root): {e}"),
+                    );
+                    None
+                }
+            };
+        }
+        Some(self.env.home.join(".local/share/dbackup"))
+    }
+
+    fn set(&mut self, i: usize, set: &BackupSet) -> SetSettings {
+        let at = format!("/backup_sets/{i}");
+        if !is_safe_name(&set.name) {
+            self.problem(
+                format!("{at}/name"),
+                format!(
+                    "{:?} is not a safe name; use {}",
+                    set.name,
+                    schema::SAFE_NAME_RULE
+                ),
+            );
+        }
+        if set.sources.is_empty() {
+            self.problem(
+                format!("{at}/sources"),
+                format!("set {:?} has no sources", set.name),
+            );
+        }
+
+        let mut sources: Vec<SourcePath> = Vec::new();
+        for (j, configured) in set.sources.iter().enumerate() {
+            let pointer = format!("{at}/sources/{j}");
+            let Some(path) = self.path(pointer.clone(), configured) else {
+                continue;
+            };
+            let resolved = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            if let Some(first) = sources.iter().find(|s| s.resolved == resolved) {
+                self.problem(
+                    pointer,
+                    format!(
+                        "{configured:?} is the same place as {:?} ({}) in set {:?}; list it once",
+                        first.configured,
+                        resolved.display(),
+                        set.name
+                    ),
+                );
+                continue;
+            }
+            sources.push(SourcePath {
+                configured: configured.clone(),
+                path,
+                resolved,
+            });
+        }
+
+        let mut exclusions: Vec<Exclusion> = set
+            .exclusions
+            .iter()
+            .enumerate()
+            .filter_map(|(k, e)| {
+                let pointer = format!("{at}/exclusions/{k}");
+                let expanded = match expand::expand(e, self.env) {
+                    Ok(x) => x,
+                    Err(err) => {
+                        self.problem(pointer, err.to_string());
+                        return None;
+                    }
+                };
+                self.exclusion(pointer, e, &expanded, &set.name, &sources)
+            })
+            .collect();
+        let mut exclude_from = Vec::new();
+        for (k, file) in set.exclude_from.iter().enumerate() {
+            let pointer = format!("{at}/exclude_from/{k}");
+            let path = match expand::expand_path(file, self.env) {
+                Ok(p) => p,
+                Err(e) => {
+                    self.problem(pointer, e.to_string());
+                    continue;
+                }
+            };
+            let text = match crate::rsync_args::Host::read_file(&ArgsHost(self.env), &path) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.problem(pointer, format!("{}: {e}", path.display()));
+                    continue;
+                }
+            };
+            for (line, raw) in exclude_file_rules(&text) {
+                let shown = format!("{}:{line}", path.display());
+                if raw.trim() == "!" {
+                    self.problem(
+                        pointer.clone(),
+                        format!("{shown}: `!` alone would clear the rules before it; remove it"),
+                    );
+                    continue;
+                }
+                if let Some(x) = self.exclusion(pointer.clone(), &raw, &raw, &set.name, &sources) {
+                    exclusions.push(x);
+                }
+            }
+            exclude_from.push(path);
+        }
+        let mut exclude_if_present = Vec::new();
+        for (k, name) in set.exclude_if_present.iter().enumerate() {
+            if name.is_empty()
+                || name == "."
+                || name == ".."
+                || name.contains(['/', '\n', '\r', '\0'])
+            {
+                self.problem(
+                    format!("{at}/exclude_if_present/{k}"),
+                    format!("{name:?} is not a file name; give a marker's name alone, like \".nobackup\""),
+                );
+            } else if !exclude_if_present.contains(name) {
+                exclude_if_present.push(name.clone());
+            }
+        }
+
+        let (rsync_args, refused) = crate::rsync_args::check(&set.rsync_args, &ArgsHost(self.env));
+        for r in refused {
+            let problem = Problem::new(format!("{at}/rsync_args/{}", r.index), r.message);
+            self.problems.push(if r.off_list {
+                problem.allowed(crate::rsync_args::allowed_list())
+            } else {
+                problem
+            });
+        }
+
+        SetSettings {
+            name: set.name.clone(),
+            sources,
+            exclusions,
+            exclude_from,
+            exclude_caches: set.exclude_caches,
+            exclude_if_present,
+            rsync_args,
+        }
+    }
+
+    /// An rsync pattern, or a path inside one of the set's sources turned into an anchored pattern under the
+    /// source's resolved path (rsync runs with `--relative` from `/`).
+    /// `raw` is the rule as written (for messages), `expanded` the same with `~` and `$VAR` expanded; a leading `!`
+    /// makes an include.
+    fn exclusion(
+        &mut self,
+        pointer: String,
+        raw: &str,
+        expanded: &str,
+        set: &str,
+        sources: &[SourcePath],
+    ) -> Option<Exclusion> {
+        let (include, expanded) = match expanded.strip_prefix('!') {
+            Some(rest) => (true, rest.to_string()),
+            None => (false, expanded.to_string()),
+        };
+        if include && expanded.is_empty() {
+            self.problem(
+                pointer,
+                "`!` alone would clear the rules before it; give a pattern to include, like \"!keep.log\"",
+            );
+            return None;
+        }
+        if expanded.is_empty() {
+            self.problem(pointer, "an empty exclusion; remove it");
+            return None;
+        }
+        if expanded.contains(['\n', '\r', '\0']) {
+            self.problem(
+                pointer,
+                format!(
+                    "{raw:?} holds a line break or NUL, which no file name pattern needs; remove it"
+                ),
+            );
+            return None;
+        }
+        if !expanded.starts_with('/') {
+            return Some(Exclusion::Pattern {
+                pattern: expanded,
+                include,
+            });
+        }
+        let dir_only = expanded.len() > 1 && expanded.ends_with('/');
+        let path = expand::normalize(Path::new(&expanded));
+        let inside = sources
+            .iter()
+            .flat_map(|s| [(&s.path, s), (&s.resolved, s)])
+            .filter(|(prefix, _)| path.starts_with(prefix))
+            .max_by_key(|(prefix, _)| prefix.components().count());
+        match inside {
+            Some((prefix, source)) if path == **prefix && include => {
+                self.problem(
+                    pointer,
+                    format!(
+                        "{raw:?} includes the whole source {:?}, which is always copied; remove it",
+                        source.configured
+                    ),
+                );
+                None
+            }
+            Some((prefix, source)) if path == **prefix => {
+                self.problem(
+                    pointer,
+                    format!(
+                        "{raw:?} excludes the whole source {:?}; remove the source instead, or exclude its contents with {:?}",
+                        source.configured,
+                        format!("{}/*", raw.trim_end_matches('/'))
+                    ),
+                );
+                None
+            }
+            Some((prefix, source)) => {
+                let rest = path.strip_prefix(prefix).expect("checked by starts_with");
+                let mut pattern = source.resolved.join(rest).to_string_lossy().into_owned();
+                if dir_only {
+                    pattern.push('/');
+                }
+                Some(Exclusion::Anchored {
+                    configured: raw.to_string(),
+                    pattern,
+                    include,
+                })
+            }
+            None => {
+                let names: Vec<String> = sources
+                    .iter()
+                    .map(|s| format!("{:?}", s.configured))
+                    .collect();
+                self.problem(
+                    pointer,
+                    format!(
+                        "{raw:?} is not inside any source of set {set:?} ({}); a path exclusion must be inside a source, \
+                         and a pattern without a leading / (like \"Cache/*\") matches anywhere",
+                        names.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Names must differ even ignoring case: the drive is exFAT, which does not tell `Data` from `data`.
+    fn unique_names<'n>(&mut self, names: impl Iterator<Item = &'n str>, list: &str, what: &str) {
+        let mut seen: Vec<(String, &str, usize)> = Vec::new();
+        for (i, name) in names.enumerate() {
+            let key = name.to_lowercase();
+            match seen.iter().find(|(k, _, _)| *k == key) {
+                Some((_, first, at)) => self.problem(
+                    format!("{list}/{i}/name"),
+                    format!(
+                        "{what} name {name:?} is already taken by {what} {first:?} ({list}/{at}); names must differ \
+                         even ignoring case (the drive's exFAT does not tell them apart)"
+                    ),
+                ),
+                None => seen.push((key, name, i)),
+            }
+        }
+    }
+
+    /// No source inside the backup root, and the root not inside a source unless an anchored exclusion covers it.
+    fn root_and_sources(&mut self, root: &Path, sets: &[SetSettings], config: &Config) {
+        let root_resolved = resolve_existing_prefix(root);
+        for (i, set) in sets.iter().enumerate() {
+            for source in &set.sources {
+                // Sources that failed to expand are not in `set.sources`: find the index in the file.
+                let j = config.backup_sets[i]
+                    .sources
+                    .iter()
+                    .position(|c| *c == source.configured)
+                    .unwrap_or(0);
+                let pointer = format!("/backup_sets/{i}/sources/{j}");
+                let pairs = [
+                    (&source.path, root),
+                    (&source.resolved, root_resolved.as_path()),
+                ];
+                if pairs.iter().any(|(s, r)| s.starts_with(r)) {
+                    self.problem(
+                        pointer,
+                        format!(
+                            "source {:?} is inside backup_root {}; dbackup would back up its own backups. \
+                             Move backup_root elsewhere or remove this source",
+                            source.configured,
+                            root.display()
+                        ),
+                    );
+                } else if pairs.iter().any(|(s, r)| r.starts_with(s)) {
+                    let covered = set.exclusions.iter().any(|e| match e {
+                        Exclusion::Anchored { pattern, .. } if !e.is_include() => {
+                            covers(pattern, &root_resolved) || covers(pattern, root)
+                        }
+                        _ => false,
+                    });
+                    if !covered {
+                        self.problem(
+                            pointer,
+                            format!(
+                                "backup_root {} is inside source {:?}; each snapshot would copy the earlier ones. \
+                                 Add \"{}\" to set {:?}'s exclusions, or move backup_root",
+                                root.display(),
+                                source.configured,
+                                root.display(),
+                                set.name
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The status page: its path expanded, `serve.listen` a loopback address and port.
+    fn report(&mut self, r: &crate::config::Report, state_dir: &Path) -> ReportSettings {
+        let mut out = ReportSettings::default_in(state_dir);
+        out.drives = r.drives;
+        out.unit = r.serve.unit;
+        out.history = r.history as usize;
+        if r.history == 0 {
+            self.problem("/report/history", "0 shows no history; show at least 1");
+        }
+        out.path = match (&r.path, r.write) {
+            (_, false) => None,
+            (Some(p), true) => self.path("/report/path".into(), p),
+            (None, true) => Some(state_dir.join(ReportSettings::FILE_NAME)),
+        };
+        match r.serve.listen.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => out.listen = a,
+            Ok(a) => self.problem(
+                "/report/serve/listen",
+                format!(
+                    "{a} is not a loopback address, and the page has no login; listen on 127.0.0.1 and reach it \
+                     from elsewhere through `ssh -L {port}:127.0.0.1:{port} this-machine` (or run \
+                     `dbackup serve --listen {a} --allow-remote` by hand, knowing anyone who can reach it sees it)",
+                    port = a.port()
+                ),
+            ),
+            Err(_) => self.problem(
+                "/report/serve/listen",
+                format!(
+                    "{:?} is not an address and port; write it like \"127.0.0.1:8422\" or \"[::1]:8422\"",
+                    r.serve.listen
+                ),
+            ),
+        }
+        out
+    }
+
+    fn local_retention(&mut self, local: &LocalRetention) -> RetentionPolicy {
+        match local {
+            LocalRetention::Count(n) => {
+                if *n == 0 {
+                    self.problem("/retention/local", "0 keeps no snapshots; keep at least 1");
+                }
+                RetentionPolicy {
+                    last: Some(*n),
+                    ..Default::default()
+                }
+            }
+            LocalRetention::Policy(p) => {
+                let rules = [p.last, p.hourly, p.daily, p.weekly, p.monthly, p.yearly];
+                if !rules.iter().any(|r| r.is_some_and(|n| n > 0)) {
+                    self.problem(
+                        "/retention/local",
+                        "this policy keeps no snapshots; give at least one of \"last\", \"hourly\", \"daily\", \"weekly\", \
+                         \"monthly\", \"yearly\" a value of 1 or more",
+                    );
+                }
+                *p
+            }
+        }
+    }
+
+    fn destination(
+        &mut self,
+        i: usize,
+        d: &Destination,
+        default_retention: u32,
+        global_encryption: &Option<EncryptionSettings>,
+    ) -> Option<DestinationSettings> {
+        let at = format!("/destinations/{i}");
+        if !is_safe_name(&d.name) {
+            self.problem(
+                format!("{at}/name"),
+                format!(
+                    "{:?} is not a safe name; use {}",
+                    d.name,
+                    schema::SAFE_NAME_RULE
+                ),
+            );
+        }
+        if d.retention == Some(0) {
+            self.problem(
+                format!("{at}/retention"),
+                "0 keeps no backups; keep at least 1",
+            );
+        }
+        let encryption = match &d.encryption {
+            Some(e) => self.encryption(&format!("{at}/encryption"), e),
+            None => global_encryption.clone(),
+        };
+        for (key, set) in [
+            ("endpoint", d.endpoint.is_some()),
+            ("bucket", d.bucket.is_some()),
+            ("bucket_id", d.bucket_id.is_some()),
+            ("prefix", d.prefix.is_some()),
+            ("region", d.region.is_some()),
+            ("path_style", d.path_style.is_some()),
+            ("profile", d.profile.is_some()),
+            ("credentials_file", d.credentials_file.is_some()),
+            ("allow_unencrypted", d.allow_unencrypted),
+            ("storage_class", d.storage_class.is_some()),
+            ("object_lock_days", d.object_lock_days.is_some()),
+            ("bwlimit", d.bwlimit.is_some()),
+            ("retries", d.retries.is_some()),
+            ("timeout_seconds", d.timeout_seconds.is_some()),
+        ] {
+            if set {
+                self.problem(
+                    format!("{at}/{key}"),
+                    format!(
+                        "`{key}` is for cloud destinations; add \"kind\": \"s3\" (or \"b2\") to make {:?} one, or \
+                         remove `{key}`",
+                        d.name
+                    ),
+                );
+            }
+        }
+        let Some(raw_path) = &d.path else {
+            self.problem(
+                format!("{at}/path"),
+                format!(
+                    "drive destination {:?} has no `path`; give its mount point (\"/media/you/T9\"), or a `kind` \
+                     (\"s3\", \"b2\") for a bucket",
+                    d.name
+                ),
+            );
+            return None;
+        };
+        let path = self.path(format!("{at}/path"), raw_path)?;
+        Some(DestinationSettings {
+            name: d.name.clone(),
+            path,
+            priority: d.priority,
+            fs_uuid: d.fs_uuid.clone(),
+            fs_label: d.fs_label.clone(),
+            retention: d.retention.unwrap_or(default_retention),
+            require_mount: d.require_mount,
+            encryption,
+        })
+    }
+
+    /// A cloud destination: its place (endpoint, bucket, prefix), no drive keys, encryption unless
+    /// `allow_unencrypted`, a credentials file that only its owner can read, sane limits.
+    fn cloud(
+        &mut self,
+        i: usize,
+        d: &Destination,
+        default_retention: u32,
+        global_encryption: &Option<EncryptionSettings>,
+    ) -> Option<CloudSettings> {
+        let at = format!("/destinations/{i}");
+        let before = self.problems.len();
+        let kind = match d.kind {
+            DestinationKind::S3 => CloudKind::S3,
+            DestinationKind::B2 => CloudKind::B2,
+            DestinationKind::Drive => unreachable!("drives are built by `destination`"),
+        };
+        if !is_safe_name(&d.name) {
+            self.problem(
+                format!("{at}/name"),
+                format!(
+                    "{:?} is not a safe name; use {}",
+                    d.name,
+                    schema::SAFE_NAME_RULE
+                ),
+            );
+        }
+        for (key, set) in [
+            ("path", d.path.is_some()),
+            ("fs_uuid", d.fs_uuid.is_some()),
+            ("fs_label", d.fs_label.is_some()),
+        ] {
+            if set {
+                self.problem(
+                    format!("{at}/{key}"),
+                    format!(
+                        "`{key}` is for drives; a {} destination is found by `bucket` (and `endpoint`), remove `{key}`",
+                        kind.word()
+                    ),
+                );
+            }
+        }
+        if kind == CloudKind::B2 {
+            for (key, set) in [
+                ("endpoint", d.endpoint.is_some()),
+                ("region", d.region.is_some()),
+                ("path_style", d.path_style.is_some()),
+                ("profile", d.profile.is_some()),
+            ] {
+                if set {
+                    self.problem(
+                        format!("{at}/{key}"),
+                        format!(
+                            "`{key}` is for \"kind\": \"s3\"; B2's native API needs `bucket` and `bucket_id` only \
+                             (B2's S3-compatible endpoint is \"kind\": \"s3\" with `endpoint`)"
+                        ),
+                    );
+                }
+            }
+            if d.bucket_id.is_none() {
+                self.problem(
+                    format!("{at}/bucket_id"),
+                    "a b2 destination needs `bucket_id` (B2's native API addresses buckets by id: \
+                     `b2 bucket get NAME` shows it)",
+                );
+            }
+        } else if d.bucket_id.is_some() {
+            self.problem(
+                format!("{at}/bucket_id"),
+                "`bucket_id` is for \"kind\": \"b2\"; an s3 bucket is named by `bucket` alone",
+            );
+        }
+        if d.retention == Some(0) {
+            self.problem(
+                format!("{at}/retention"),
+                "0 keeps no backups; keep at least 1",
+            );
+        }
+
+        let bucket = match d.bucket.as_deref() {
+            None => {
+                self.problem(
+                    format!("{at}/bucket"),
+                    format!("cloud destination {:?} has no `bucket`", d.name),
+                );
+                String::new()
+            }
+            Some(b) if !is_bucket_name(b) => {
+                self.problem(
+                    format!("{at}/bucket"),
+                    format!(
+                        "{:?} is not a bucket name; use 3 to 63 lowercase letters, digits, `-` and `.` (B2: letters, \
+                         digits and `-`)",
+                        crate::stdx::show_str(b)
+                    ),
+                );
+                String::new()
+            }
+            Some(b) => b.to_string(),
+        };
+        let endpoint = d.endpoint.as_deref().and_then(|e| match check_endpoint(e) {
+            Ok(e) => Some(e),
+            Err(why) => {
+                self.problem(format!("{at}/endpoint"), why);
+                None
+            }
+        });
+        let prefix = match &d.prefix {
+            None => String::new(),
+            Some(p) => match normalize_prefix(p) {
+                Ok(p) => p,
+                Err(why) => {
+                    self.problem(format!("{at}/prefix"), why);
+                    String::new()
+                }
+            },
+        };
+        let region = match d.region.as_deref() {
+            Some(r)
+                if r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+            {
+                self.problem(
+                    format!("{at}/region"),
+                    format!(
+                        "{:?} is not a region; write it like \"eu-central-1\"",
+                        crate::stdx::show_str(r)
+                    ),
+                );
+                String::new()
+            }
+            Some(r) => r.to_string(),
+            None => "us-east-1".to_string(),
+        };
+        if let Some(p) = &d.profile
+            && (p.is_empty() || p.contains(['[', ']', '\n']))
+        {
+            self.problem(
+                format!("{at}/profile"),
+                format!("{p:?} is not a profile name"),
+            );
+        }
+        let credentials_file = d
+            .credentials_file
+            .as_ref()
+            .and_then(|f| self.path(format!("{at}/credentials_file"), f));
+        if let Some(f) = &credentials_file
+            && let Err(why) = crate::cloud::credentials::check_file_mode(f)
+        {
+            self.problem(format!("{at}/credentials_file"), why);
+        }
+
+        let encryption = match &d.encryption {
+            Some(e) => self.encryption(&format!("{at}/encryption"), e),
+            None => global_encryption.clone(),
+        };
+        if d.encryption.is_none() && encryption.is_none() && !d.allow_unencrypted {
+            self.problem(
+                at.clone(),
+                format!(
+                    "cloud destination {:?} has no encryption: its archives would leave this machine in the clear. \
+                     Add `encryption` (age recipients; `dbackup keygen` makes a key pair) here or at the top level, \
+                     or set \"allow_unencrypted\": true to upload plain archives knowingly",
+                    d.name
+                ),
+            );
+        }
+
+        let classes = d.storage_class.clone().unwrap_or_default();
+        for (key, class) in [
+            ("archives", &classes.archives),
+            ("metadata", &classes.metadata),
+        ] {
+            let Some(c) = class else { continue };
+            if c.is_empty()
+                || !c
+                    .chars()
+                    .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '_')
+            {
+                self.problem(
+                    format!("{at}/storage_class/{key}"),
+                    format!(
+                        "{:?} is not a storage class; write it as the service names it (\"STANDARD_IA\", \"GLACIER_IR\")",
+                        crate::stdx::show_str(c)
+                    ),
+                );
+            }
+        }
+        if let Some(c) = &classes.metadata
+            && CloudSettings::COLD_CLASSES.contains(&c.as_str())
+        {
+            self.problem(
+                format!("{at}/storage_class/metadata"),
+                format!(
+                    "{c} cannot be read without thawing it first, and every listing and restore reads the metadata; \
+                     keep metadata in a standard class (only `archives` may be cold)"
+                ),
+            );
+        }
+        if kind == CloudKind::B2 && (d.storage_class.is_some() || d.object_lock_days.is_some()) {
+            self.problem(
+                format!("{at}"),
+                "B2's native API has no storage classes and dbackup does not set its file locks: use \
+                 \"kind\": \"s3\" with B2's S3-compatible endpoint for `storage_class` or `object_lock_days`",
+            );
+        }
+        if d.object_lock_days == Some(0) {
+            self.problem(
+                format!("{at}/object_lock_days"),
+                "0 days locks nothing; remove `object_lock_days` or give 1 or more",
+            );
+        }
+        let bwlimit =
+            d.bwlimit
+                .as_ref()
+                .and_then(|b| match crate::cloud::bwlimit::Bwlimit::from_config(b) {
+                    Ok(b) => Some(b),
+                    Err(why) => {
+                        self.problem(format!("{at}/bwlimit"), why);
+                        None
+                    }
+                });
+        if d.timeout_seconds == Some(0) {
+            self.problem(
+                format!("{at}/timeout_seconds"),
+                "0 seconds leaves no time for any request; give 1 or more",
+            );
+        }
+        let path_style = d.path_style.unwrap_or(endpoint.is_some());
+
+        (self.problems.len() == before).then(|| CloudSettings {
+            name: d.name.clone(),
+            kind,
+            endpoint,
+            bucket,
+            bucket_id: d.bucket_id.clone(),
+            prefix,
+            region,
+            path_style,
+            profile: d.profile.clone(),
+            credentials_file,
+            priority: d.priority,
+            retention: d.retention.unwrap_or(default_retention),
+            encryption,
+            allow_unencrypted: d.allow_unencrypted,
+            schedule: d.schedule,
+            storage_class_archives: classes.archives,
+            storage_class_metadata: classes.metadata,
+            object_lock_days: d.object_lock_days,
+            bwlimit,
+            retries: d.retries.unwrap_or(CloudSettings::DEFAULT_RETRIES),
+            timeout_seconds: d
+                .timeout_seconds
+                .unwrap_or(CloudSettings::DEFAULT_TIMEOUT_SECONDS),
+        })
+    }
+
+    /// Checks an `encryption` object: recipients or a passphrase (not both), each inline recipient a public key.
+    fn encryption(&mut self, at: &str, e: &Encryption) -> Option<EncryptionSettings> {
+        let before = self.problems.len();
+        for (i, r) in e.recipients.iter().enumerate() {
+            if let Err(err) = r.parse::<crate::archive::crypt::Recipient>() {
+                self.problem(format!("{at}/recipients/{i}"), err.to_string());
+            }
+        }
+        let has_recipients = !e.recipients.is_empty() || e.recipients_file.is_some();
+        if e.passphrase && has_recipients {
+            self.problem(
+                at,
+                "age encrypts to a passphrase or to recipients, not both: remove `passphrase` or the recipients",
+            );
+        } else if !e.passphrase && !has_recipients {
+            self.problem(
+                at,
+                "encryption needs `recipients` (age1... or ssh public keys), a `recipients_file`, or \
+                 `passphrase: true`; `dbackup keygen` creates a key pair",
+            );
+        }
+        if e.passphrase_file.is_some() && !e.passphrase {
+            self.problem(
+                format!("{at}/passphrase_file"),
+                "`passphrase_file` is only used with `passphrase: true`",
+            );
+        }
+        let path = |b: &mut Self, key: &str, v: &Option<String>| {
+            v.as_ref().and_then(|v| b.path(format!("{at}/{key}"), v))
+        };
+        let recipients_file = path(self, "recipients_file", &e.recipients_file);
+        let identity_file = path(self, "identity_file", &e.identity_file);
+        let passphrase_file = path(self, "passphrase_file", &e.passphrase_file);
+        for (key, file) in [
+            ("identity_file", &identity_file),
+            ("passphrase_file", &passphrase_file),
+        ] {
+            if let Some(why) = file
+                .as_deref()
+                .and_then(|f| secret_in_store(f, Path::new(NIX_STORE)))
+            {
+                self.problem(format!("{at}/{key}"), why);
+            }
+        }
+        (self.problems.len() == before).then(|| EncryptionSettings {
+            recipients: e.recipients.clone(),
+            recipients_file,
+            identity_file,
+            passphrase: e.passphrase,
+            passphrase_file,
+        })
+    }
+
+    fn unique_destination_paths(&mut self, destinations: &[DestinationSettings], config: &Config) {
+        for (i, d) in destinations.iter().enumerate() {
+            if let Some(first) = destinations[..i].iter().find(|e| e.path == d.path) {
+                let index = config
+                    .destinations
+                    .iter()
+                    .position(|c| c.name == d.name)
+                    .unwrap_or(i);
+                self.problem(
+                    format!("/destinations/{index}/path"),
+                    format!(
+                        "destinations {:?} and {:?} share the path {}",
+                        first.name,
+                        d.name,
+                        d.path.display()
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// The Nix store: world-readable, and copied to binary caches and other machines.
+pub const NIX_STORE: &str = "/nix/store";
+
+/// Why a secret file (an identity, a passphrase) at `path` may not be used: it lies in the Nix store `store`, by its
+/// name or through a symlink (home-manager links its files there). `None` when it does not.
+pub fn secret_in_store(path: &Path, store: &Path) -> Option<String> {
+    let why = "which every user of this machine can read (and which is copied to binary caches and other \
+               machines): a secret there is no secret; keep the file outside the store (mode 0600, e.g. \
+               ~/.config/dbackup/identity.txt, or a secrets manager's file under /run) and name that file here";
+    if path.starts_with(store) {
+        return Some(format!("{} is in the Nix store, {why}", path.display()));
+    }
+    let real = std::fs::canonicalize(path).ok()?;
+    real.starts_with(store).then(|| {
+        format!(
+            "{} is a link into the Nix store ({}), {why}",
+            path.display(),
+            real.display()
+        )
+    })
+}
+
+/// A safe file name on ext4 and exFAT: what [`schema::SAFE_NAME_PATTERN`] matches.
+pub fn is_safe_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
+        && chars.all(ok)
+        && name.len() <= 64
+}
+
+/// A bucket name both S3 and B2 could have (3 to 63 letters, digits, `-`, `.`; starting and ending with a letter or
+/// digit). Checked because the name becomes part of every request's URL.
+fn is_bucket_name(name: &str) -> bool {
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && ends(name.chars().next())
+        && ends(name.chars().last())
+}
+
+/// An endpoint URL: `http(s)://host[:port][/path]`, without user info, query or fragment (a secret in a URL would
+/// be shown by every message that names the destination). Returned without a trailing `/`.
+fn check_endpoint(e: &str) -> Result<String, String> {
+    let shown = crate::stdx::redact_url(e);
+    let Some(rest) = e
+        .strip_prefix("https://")
+        .or_else(|| e.strip_prefix("http://"))
+    else {
+        return Err(format!(
+            "\"{shown}\" is not an http:// or https:// URL; write it like \"https://s3.eu-central-1.amazonaws.com\""
+        ));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') || e.contains(['?', '#']) {
+        return Err(format!(
+            "\"{shown}\" holds user info, a query or a fragment; credentials never go in the config: put them in \
+             the file `credentials_file` names (mode 0600) or in the environment (AWS_ACCESS_KEY_ID, \
+             AWS_SECRET_ACCESS_KEY)"
+        ));
+    }
+    if authority.is_empty() || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("\"{shown}\" has no host"));
+    }
+    Ok(e.trim_end_matches('/').to_string())
+}
+
+/// A prefix in a bucket: `/`-separated safe names, no `.` or `..`; leading and trailing `/` dropped.
+fn normalize_prefix(p: &str) -> Result<String, String> {
+    let trimmed = p.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    for part in trimmed.split('/') {
+        if part.is_empty() || part == "." || part == ".." || !is_safe_name(part) {
+            return Err(format!(
+                "{:?} is not a usable prefix; use names of {} separated by single `/`",
+                crate::stdx::show_str(p),
+                schema::SAFE_NAME_RULE
+            ));
+        }
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Whether an anchored exclusion pattern keeps `path` (and everything under it) out of the snapshot.
+/// Only literal directory patterns count (`/a/b`, `/a/b/`, `/a/b/*`, `/a/b/**`, `/a/b/***`).
+fn covers(pattern: &str, path: &Path) -> bool {
+    let dir = ["/***", "/**", "/*", "/"]
+        .iter()
+        .find_map(|s| pattern.strip_suffix(s))
+        .unwrap_or(pattern);
+    if dir.contains(['*', '?', '[']) {
+        return false;
+    }
+    let dir = Path::new(dir);
+    // `/a/b/*` excludes what is inside b, not b itself: b is copied empty, which is harmless.
+    path.starts_with(dir)
+}
+
+/// `path` with symlinks resolved in its longest existing prefix (the backup root may not exist yet).
+fn resolve_existing_prefix(path: &Path) -> PathBuf {
+    let mut missing = Vec::new();
+    let mut p = path;
+    loop {
+        if let Ok(real) = std::fs::canonicalize(p) {
+            return missing.iter().rev().fold(real, |acc, part| acc.join(part));
+        }
+        match (p.parent(), p.file_name()) {
+            (Some(parent), Some(name)) => {
+                missing.push(name.to_os_string());
+                p = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// The rules of an `exclude_from` file with their line numbers: blank lines and `#`/`;` comments skipped, `- ` taken
+/// off an exclude and `+ ` turned into `!` (an include), like rsync's `--exclude-from` files.
+fn exclude_file_rules(text: &str) -> Vec<(usize, String)> {
+    text.lines()
+        .enumerate()
+        .map(|(n, l)| (n + 1, l.trim_end_matches('\r')))
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#') && !l.starts_with(';'))
+        .map(|(n, l)| {
+            let rule = if let Some(p) = l.strip_prefix("- ") {
+                p.to_string()
+            } else if let Some(p) = l.strip_prefix("+ ") {
+                format!("!{p}")
+            } else {
+                l.to_string()
+            };
+            (n, rule)
+        })
+        .collect()
+}
+
+/// What the `rsync_args` check reads: this run's environment, and the files options name.
+struct ArgsHost<'a>(&'a Env);
+
+/// The largest file an rsync option may name (exclude patterns, filter rules): read whole to check it.
+const RSYNC_FILE_LIMIT: u64 = 16 << 20;
+
+impl crate::rsync_args::Host for ArgsHost<'_> {
+    fn expand(&self, value: &str) -> Result<String, String> {
+        expand::expand(value, self.0).map_err(|e| e.to_string())
+    }
+
+    fn expand_path(&self, value: &str) -> Result<PathBuf, String> {
+        expand::expand_path(value, self.0).map_err(|e| e.to_string())
+    }
+
+    fn read_file(&self, path: &Path) -> Result<String, String> {
+        use std::io::Read;
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => "does not exist".to_string(),
+            _ => e.to_string(),
+        })?;
+        if !meta.is_file() {
+            return Err("is not a regular file".into());
+        }
+        if meta.len() > RSYNC_FILE_LIMIT {
+            return Err(format!(
+                "is larger than {} MiB; is it the right file?",
+                RSYNC_FILE_LIMIT >> 20
+            ));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(RSYNC_FILE_LIMIT + 1).read_to_end(&mut bytes))
+            .map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(home: &Path, vars: &[(&str, &str)]) -> Env {
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env {
+            vars,
+            home: home.to_path_buf(),
+            cwd: PathBuf::from("/"),
+        }
+    }
+
+    /// Builds settings from config text, as if read from `c.json`.
+    fn build(text: &str, env: &Env) -> Result<Settings, ConfigError> {
+        let (config, positions) = load::parse(Path::new("c.json"), text)?;
+        let loaded = Loaded {
+            config,
+            source: ConfigSource::File("c.json".into()),
+            positions,
+        };
+        Settings::from_loaded(&loaded, env, Output::default())
+    }
+
+    /// The one-line messages of a config's semantic problems, with their pointers.
+    fn problems(text: &str, env: &Env) -> Vec<String> {
+        match build(text, env) {
+            Err(ConfigError::Semantic { problems, .. }) => problems
+                .iter()
+                .map(|p| format!("{}: {}", p.pointer, p.message))
+                .collect(),
+            Err(other) => panic!("expected semantic problems, got {other}"),
+            Ok(_) => panic!("expected semantic problems, got valid settings"),
+        }
+    }
+
+    #[test]
+    fn secret_files_in_the_nix_store_are_refused() {
+        let e = env(Path::new("/home/u"), &[]);
+        let got = problems(
+            r#"{ "backup_root": "/b", "backup_sets": [ { "name": "d", "sources": ["/d"] } ],
+                 "encryption": { "recipients": ["age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq"],
+                                 "identity_file": "/nix/store/abc-identity.txt" },
+                 "destinations": [ { "name": "T9", "path": "/media/T9",
+                   "encryption": { "passphrase": true, "passphrase_file": "/nix/store/abc-pass" } } ] }"#,
+            &e,
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "/encryption/identity_file: /nix/store/abc-identity.txt is in the Nix store"
+            ) && got[0].contains("every user of this machine can read"),
+            "{got:?}"
+        );
+        assert!(
+            got[1].starts_with("/destinations/0/encryption/passphrase_file: /nix/store/abc-pass"),
+            "{got:?}"
+        );
+        // A link into the store (as home-manager makes them) is refused too; a file outside is fine.
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("store");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::write(store.join("abc-identity.txt"), "AGE-SECRET-KEY-1").unwrap();
+        let link = tmp.path().join("identity.txt");
+        std::os::unix::fs::symlink(store.join("abc-identity.txt"), &link).unwrap();
+        let why = secret_in_store(&link, &store).expect("refused");
+        assert!(why.contains("is a link into the Nix store"), "{why}");
+        std::fs::write(tmp.path().join("own.txt"), "x").unwrap();
+        assert_eq!(secret_in_store(&tmp.path().join("own.txt"), &store), None);
+        assert_eq!(
+            secret_in_store(&tmp.path().join("missing.txt"), &store),
+            None
+        );
+    }
+
+    fn with_set(set: &str) -> String {
+        format!(r#"{{ "backup_root": "/b", "backup_sets": [ {set} ] }}"#)
+    }
+
+    #[test]
+    fn semantic_problems() {
+        let home = Path::new("/home/u");
+        let e = env(home, &[("DDATA", "/data")]);
+        let cases: &[(&str, String, &[&str])] = &[
+            (
+                "duplicate set names, ignoring case",
+                r#"{ "backup_root": "/b", "backup_sets": [
+                    { "name": "data", "sources": ["/d"] }, { "name": "Data", "sources": ["/e"] } ] }"#
+                    .into(),
+                &["/backup_sets/1/name: set name \"Data\" is already taken by set \"data\" (/backup_sets/0)"],
+            ),
+            (
+                "source inside the root",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/b/x"] } ] }"#.into(),
+                &["/backup_sets/0/sources/0: source \"/b/x\" is inside backup_root /b"],
+            ),
+            (
+                "source equal to the root",
+                r#"{ "backup_root": "~/bk", "backup_sets": [ { "name": "a", "sources": ["~/bk/"] } ] }"#.into(),
+                &["/backup_sets/0/sources/0: source \"~/bk/\" is inside backup_root /home/u/bk"],
+            ),
+            (
+                "root inside a source",
+                r#"{ "backup_root": "~/bk", "backup_sets": [ { "name": "a", "sources": ["~"] } ] }"#.into(),
+                &["/backup_sets/0/sources/0: backup_root /home/u/bk is inside source \"~\""],
+            ),
+            (
+                "root inside a source, excluded by a pattern only",
+                r#"{ "backup_root": "~/bk", "backup_sets": [ { "name": "a", "sources": ["~"], "exclusions": ["bk"] } ] }"#
+                    .into(),
+                &["/backup_sets/0/sources/0: backup_root /home/u/bk is inside source \"~\""],
+            ),
+            (
+                "relative, undefined and ~user paths",
+                with_set(r#"{ "name": "a", "sources": ["data", "$NOPE/x", "~bob/x", "${DDATA}/ok"] }"#),
+                &[
+                    "/backup_sets/0/sources/0: \"data\" is a relative path",
+                    "/backup_sets/0/sources/1: undefined variable $NOPE in \"$NOPE/x\"",
+                    "/backup_sets/0/sources/2: \"~bob/x\" uses `~user`",
+                ],
+            ),
+            (
+                "relative backup_root",
+                r#"{ "backup_root": "backups", "backup_sets": [ { "name": "a", "sources": ["/x"] } ] }"#.into(),
+                &["/backup_root: \"backups\" is a relative path"],
+            ),
+            (
+                "exclusion outside every source",
+                with_set(r#"{ "name": "a", "sources": ["/data"], "exclusions": ["/etc/x", "~/.cache"] }"#),
+                &[
+                    "/backup_sets/0/exclusions/0: \"/etc/x\" is not inside any source of set \"a\" (\"/data\")",
+                    "/backup_sets/0/exclusions/1: \"~/.cache\" is not inside any source",
+                ],
+            ),
+            (
+                "exclusion with a line break (it would split into two rules)",
+                with_set(r#"{ "name": "a", "sources": ["/data"], "exclusions": ["a\nb"] }"#),
+                &["/backup_sets/0/exclusions/0: \"a\\nb\" holds a line break"],
+            ),
+            (
+                "exclusion of a whole source",
+                with_set(r#"{ "name": "a", "sources": ["/data"], "exclusions": ["$DDATA/"] }"#),
+                &["/backup_sets/0/exclusions/0: \"$DDATA/\" excludes the whole source \"/data\""],
+            ),
+            (
+                "duplicate sources",
+                with_set(r#"{ "name": "a", "sources": ["/data", "$DDATA"] }"#),
+                &["/backup_sets/0/sources/1: \"$DDATA\" is the same place as \"/data\""],
+            ),
+            (
+                "rsync args off the allow-list (`--bwlimit 50m` is one option with its value)",
+                with_set(
+                    r#"{ "name": "a", "sources": ["/d"], "rsync_args": ["--bwlimit", "50m", "-avn", "--remove-source-files", "--dry-run"] }"#,
+                ),
+                &[
+                    "/backup_sets/0/rsync_args/2: rsync option \"-avn\" includes -v (--verbose)",
+                    "/backup_sets/0/rsync_args/3: rsync option --remove-source-files would delete your files",
+                    "/backup_sets/0/rsync_args/4: rsync option --dry-run would leave the snapshot empty",
+                ],
+            ),
+            (
+                "a retention policy that keeps nothing",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                     "retention": { "local": { "last": 0, "daily": 0 } } }"#
+                    .into(),
+                &["/retention/local: this policy keeps no snapshots"],
+            ),
+            (
+                "an empty retention policy",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                     "retention": { "local": {} } }"#
+                    .into(),
+                &["/retention/local: this policy keeps no snapshots"],
+            ),
+            (
+                "destinations: duplicate names and paths, relative path",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                     "destinations": [ { "name": "T9", "path": "/media/T9" }, { "name": "t9", "path": "/media/T9/" },
+                                       { "name": "x", "path": "media/x" } ] }"#
+                    .into(),
+                &[
+                    "/destinations/1/name: destination name \"t9\" is already taken by destination \"T9\" (/destinations/0)",
+                    "/destinations/1/path: destinations \"T9\" and \"t9\" share the path /media/T9",
+                    "/destinations/2/path: \"media/x\" is a relative path",
+                ],
+            ),
+            (
+                "notification URL",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                     "notifications": { "http": "ntfy.sh/x" } }"#
+                    .into(),
+                &["/notifications/http: \"ntfy.sh/***\" is not an http:// or https:// URL"],
+            ),
+        ];
+        for (what, text, want) in cases {
+            let got = problems(text, &e);
+            assert_eq!(got.len(), want.len(), "{what}: {got:#?}");
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!(g.starts_with(w), "{what}:\n  got:  {g}\n  want: {w}...");
+            }
+        }
+    }
+
+    /// What a cloud destination may and may not say: the keys of its kind only, a bucket (and a B2 bucket id),
+    /// encryption unless `allow_unencrypted`, no user info in the endpoint, metadata never in a cold class, a
+    /// usable prefix, rate and window.
+    #[test]
+    fn cloud_destinations_are_validated() {
+        let e = env(Path::new("/home/u"), &[]);
+        let with = |dest: &str| {
+            format!(
+                r#"{{ "backup_root": "/b", "backup_sets": [ {{ "name": "a", "sources": ["/d"] }} ],
+                      "destinations": [ {dest} ] }}"#
+            )
+        };
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "no encryption",
+                r#"{ "name": "c", "kind": "s3", "bucket": "bkt" }"#,
+                &["/destinations/0: cloud destination \"c\" has no encryption"],
+            ),
+            (
+                "drive keys on a bucket, no bucket",
+                r#"{ "name": "c", "kind": "s3", "path": "/m", "fs_label": "T9", "allow_unencrypted": true }"#,
+                &[
+                    "/destinations/0/path: `path` is for drives",
+                    "/destinations/0/fs_label: `fs_label` is for drives",
+                    "/destinations/0/bucket: cloud destination \"c\" has no `bucket`",
+                ],
+            ),
+            (
+                "cloud keys on a drive, no path",
+                r#"{ "name": "d", "bucket": "bkt", "object_lock_days": 3 }"#,
+                &[
+                    "/destinations/0/bucket: `bucket` is for cloud destinations",
+                    "/destinations/0/object_lock_days: `object_lock_days` is for cloud destinations",
+                    "/destinations/0/path: drive destination \"d\" has no `path`",
+                ],
+            ),
+            (
+                "b2 without a bucket id, with s3 keys",
+                r#"{ "name": "c", "kind": "b2", "bucket": "bkt", "region": "x", "allow_unencrypted": true }"#,
+                &[
+                    "/destinations/0/region: `region` is for \"kind\": \"s3\"",
+                    "/destinations/0/bucket_id: a b2 destination needs `bucket_id`",
+                ],
+            ),
+            (
+                "secrets in the endpoint, a bad prefix and bucket",
+                r#"{ "name": "c", "kind": "s3", "bucket": "B_", "endpoint": "https://AKIA:SECRET@s3.example.com/",
+                     "prefix": "a/../b", "allow_unencrypted": true }"#,
+                &[
+                    "/destinations/0/bucket: \"B_\" is not a bucket name",
+                    "/destinations/0/endpoint: \"https://s3.example.com/***\" holds user info",
+                    "/destinations/0/prefix: \"a/../b\" is not a usable prefix",
+                ],
+            ),
+            (
+                "cold metadata, bad class, bad window",
+                r#"{ "name": "c", "kind": "s3", "bucket": "bkt", "allow_unencrypted": true,
+                     "storage_class": { "archives": "glacier", "metadata": "DEEP_ARCHIVE" },
+                     "bwlimit": { "rate": "2M", "window": "8-23" } }"#,
+                &[
+                    "/destinations/0/storage_class/archives: \"glacier\" is not a storage class",
+                    "/destinations/0/storage_class/metadata: DEEP_ARCHIVE cannot be read without thawing",
+                    "/destinations/0/bwlimit: \"8-23\" is not a window",
+                ],
+            ),
+        ];
+        for (what, dest, want) in cases {
+            let got = problems(&with(dest), &e);
+            assert_eq!(got.len(), want.len(), "{what}: {got:#?}");
+            for (g, w) in got.iter().zip(want.iter()) {
+                assert!(g.starts_with(w), "{what}:\n  got:  {g}\n  want: {w}...");
+            }
+            assert!(
+                !got.iter().any(|g| g.contains("SECRET")),
+                "{what}: {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cloud_destination_normalises_and_keeps_drives_apart() {
+        let e = env(Path::new("/home/u"), &[]);
+        let s = build(
+            r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                 "encryption": { "recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"] },
+                 "destinations": [ { "name": "T9", "path": "/media/T9" },
+                   { "name": "off", "kind": "s3", "endpoint": "http://127.0.0.1:3900/", "bucket": "bkt",
+                     "prefix": "/laptop/x/", "schedule": "weekly", "storage_class": { "archives": "GLACIER_IR" },
+                     "bwlimit": "2M", "credentials_file": "~/.config/dbackup/s3.ini" },
+                   { "name": "aws", "kind": "s3", "bucket": "bkt2", "region": "eu-central-1", "allow_unencrypted": true } ] }"#,
+            &e,
+        )
+        .unwrap();
+        assert_eq!(s.destinations.len(), 1, "the drives");
+        assert_eq!(s.clouds.len(), 2);
+        let c = s.cloud("off").unwrap();
+        assert_eq!(c.kind, CloudKind::S3);
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert_eq!(c.prefix, "laptop/x");
+        assert_eq!(c.region, "us-east-1");
+        assert!(c.path_style, "path style with an endpoint");
+        assert!(c.encryption.is_some(), "the top-level encryption");
+        assert_eq!(c.schedule, Some(ExternalSchedule::Weekly));
+        assert_eq!(c.storage_class_archives.as_deref(), Some("GLACIER_IR"));
+        assert_eq!(c.storage_class_metadata, None);
+        assert_eq!(c.bwlimit.unwrap().bytes_per_second, 2 << 20);
+        assert_eq!(
+            c.credentials_file.as_deref(),
+            Some(Path::new("/home/u/.config/dbackup/s3.ini"))
+        );
+        assert_eq!((c.retries, c.timeout_seconds), (6, 60));
+        assert_eq!(c.place(), "s3 http://127.0.0.1:3900 bkt/laptop/x");
+        let aws = s.cloud("aws").unwrap();
+        assert!(!aws.path_style, "host style on AWS");
+        assert_eq!(aws.place(), "s3 AWS eu-central-1 bkt2");
+    }
+
+    #[test]
+    fn exclusions_are_classified_and_anchored_at_resolved_sources() {
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(home.join(".config")).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        std::os::unix::fs::symlink(&data, home.join("data")).unwrap();
+        let data = std::fs::canonicalize(&data).unwrap();
+        let home_real = std::fs::canonicalize(&home).unwrap();
+        let e = env(&home, &[("CACHE", "Cache")]);
+        let s = build(
+            r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["~/data", "~/.config", "~/missing"],
+                 "exclusions": ["*.log", "tmp/*", "~/.config/Code/$CACHE/*", "~/data/big/", "~/missing/x", "node_modules/"] } ] }"#,
+            &e,
+        )
+        .unwrap();
+        let set = &s.sets[0];
+        assert_eq!(set.sources[0].path, home.join("data"));
+        assert_eq!(set.sources[0].resolved, data, "a symlinked source resolves");
+        assert_eq!(
+            set.sources[2].resolved,
+            home.join("missing"),
+            "a missing source resolves to itself"
+        );
+        let got: Vec<(&str, &str)> = set
+            .exclusions
+            .iter()
+            .map(|x| match x {
+                Exclusion::Pattern { pattern, .. } => ("pattern", pattern.as_str()),
+                Exclusion::Anchored { pattern, .. } => ("anchored", pattern.as_str()),
+            })
+            .collect();
+        let cache = format!("{}/.config/Code/Cache/*", home_real.display());
+        let big = format!("{}/big/", data.display());
+        let missing = format!("{}/missing/x", home.display());
+        assert_eq!(
+            got,
+            [
+                ("pattern", "*.log"),
+                ("pattern", "tmp/*"),
+                ("anchored", cache.as_str()),
+                ("anchored", big.as_str()),
+                ("anchored", missing.as_str()),
+                ("pattern", "node_modules/"),
+            ]
+        );
+        assert_eq!(set.exclusions[2].rsync_pattern(), cache);
+    }
+
+    #[test]
+    fn an_anchored_exclusion_lets_the_root_live_inside_a_source() {
+        let e = env(Path::new("/home/u"), &[]);
+        for exclusion in [
+            "~/bk",
+            "~/bk/",
+            "~/bk/*",
+            "~/bk/***",
+            "/home/u/bk/snapshots/..",
+        ] {
+            let text = format!(
+                r#"{{ "backup_root": "~/bk", "backup_sets": [ {{ "name": "a", "sources": ["~"], "exclusions": [{exclusion:?}] }} ] }}"#
+            );
+            assert!(build(&text, &e).is_ok(), "{exclusion} should cover ~/bk");
+        }
+        for exclusion in ["~/bk*", "~/b?/", "~/bk/snapshots"] {
+            let text = format!(
+                r#"{{ "backup_root": "~/bk", "backup_sets": [ {{ "name": "a", "sources": ["~"], "exclusions": [{exclusion:?}] }} ] }}"#
+            );
+            assert!(
+                build(&text, &e).is_err(),
+                "{exclusion} should not count as covering ~/bk"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_come_from_the_environment() {
+        let home = Path::new("/home/u");
+        let text = r#"{ "backup_sets": [ { "name": "a", "sources": ["/d"] } ] }"#;
+        let s = build(text, &env(home, &[])).unwrap();
+        assert_eq!(s.backup_root, home.join(".local/share/dbackup"));
+        assert_eq!(s.state_dir, home.join(".local/state/dbackup"));
+        assert_eq!(
+            s.retention_local,
+            RetentionPolicy {
+                last: Some(7),
+                ..Default::default()
+            }
+        );
+        assert_eq!(s.retention_external, 5);
+
+        let s = build(
+            text,
+            &env(home, &[("DBACKUP", "/srv/bk/"), ("XDG_STATE_HOME", "/st")]),
+        )
+        .unwrap();
+        assert_eq!(s.backup_root, Path::new("/srv/bk"));
+        assert_eq!(s.state_dir, Path::new("/st/dbackup"));
+
+        let s = build(text, &env(home, &[("XDG_STATE_HOME", "relative/ignored")])).unwrap();
+        assert_eq!(
+            s.state_dir,
+            home.join(".local/state/dbackup"),
+            "a relative XDG dir is ignored"
+        );
+
+        match build(text, &env(home, &[("DBACKUP", "rel")])) {
+            Err(ConfigError::Semantic { problems, .. }) => {
+                assert!(
+                    problems[0].message.starts_with(
+                        "$DBACKUP (the default backup_root): \"rel\" is a relative path"
+                    )
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn destinations_and_retention_normalise() {
+        let text = r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+            "retention": { "local": { "daily": 7, "weekly": 4 }, "external": 3 },
+            "destinations": [ { "name": "T9", "path": "$MEDIA/T9/", "fs_label": "T9" },
+                              { "name": "old", "path": "/media/old", "retention": 1, "priority": -1, "require_mount": false } ] }"#;
+        let s = build(
+            text,
+            &env(Path::new("/home/u"), &[("MEDIA", "/media/payne")]),
+        )
+        .unwrap();
+        assert_eq!(
+            s.retention_local,
+            RetentionPolicy {
+                daily: Some(7),
+                weekly: Some(4),
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            s.destinations,
+            [
+                DestinationSettings {
+                    name: "T9".into(),
+                    path: "/media/payne/T9".into(),
+                    priority: 0,
+                    fs_uuid: None,
+                    fs_label: Some("T9".into()),
+                    retention: 3,
+                    require_mount: true,
+                    encryption: None,
+                },
+                DestinationSettings {
+                    name: "old".into(),
+                    path: "/media/old".into(),
+                    priority: -1,
+                    fs_uuid: None,
+                    fs_label: None,
+                    retention: 1,
+                    require_mount: false,
+                    encryption: None,
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn the_built_in_default_builds() {
+        let home = Path::new("/home/u");
+        let loaded = Loaded {
+            config: crate::config::default::config(&env(home, &[])),
+            source: ConfigSource::BuiltIn,
+            positions: Default::default(),
+        };
+        let s = Settings::from_loaded(&loaded, &env(home, &[]), Output::default()).unwrap();
+        assert_eq!(s.sets.len(), 2);
+        assert_eq!(
+            s.sets[1].exclusions[0].rsync_pattern(),
+            "/home/u/.config/Code/Cache/*"
+        );
+    }
+}

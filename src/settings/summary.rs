@@ -1,0 +1,218 @@
+//! The settings in words: what `dbackup config check` prints (sources as configured, expanded and resolved;
+//! exclusions and how rsync reads them; schedule, retention, destinations with their encryption, notifications).
+
+use std::fmt::Write as _;
+
+use super::{ConfigSource, Env, Exclusion, Settings};
+use crate::config::load;
+
+/// The settings in words: what `config check` prints.
+// Stays long: the settings printed in the order `config check` shows them, one short block per key.
+pub fn summary(s: &Settings, env: &Env) -> String {
+    let mut out = String::new();
+    let w = &mut out;
+    match &s.config_source {
+        ConfigSource::File(p) => {
+            let _ = writeln!(w, "config {}: valid", p.display());
+        }
+        ConfigSource::BuiltIn => {
+            let _ = writeln!(
+                w,
+                "config: the built-in default (there is no {}; `dbackup config init` writes one to edit)",
+                load::default_config_path(env).display()
+            );
+        }
+    }
+    let _ = writeln!(w, "backup root: {}", s.backup_root.display());
+    let _ = writeln!(w, "run log:     {}", s.state_dir.display());
+
+    for set in &s.sets {
+        let _ = writeln!(w, "\nset {}", set.name);
+        for src in &set.sources {
+            let mut line = src.configured.clone();
+            if src.path.as_os_str() != src.configured.as_str() {
+                let _ = write!(line, " = {}", src.path.display());
+            }
+            if src.resolved != src.path {
+                let _ = write!(line, " -> {}", src.resolved.display());
+            }
+            if std::fs::symlink_metadata(&src.resolved).is_err() {
+                line.push_str("  (missing now; collect will report it)");
+            }
+            let _ = writeln!(w, "  source   {line}");
+        }
+        for x in &set.exclusions {
+            let verb = if x.is_include() { "include" } else { "exclude" };
+            match x {
+                Exclusion::Pattern { pattern, .. } => {
+                    let _ = writeln!(
+                        w,
+                        "  {verb}  {pattern}  (pattern: matches anywhere in the set)"
+                    );
+                }
+                Exclusion::Anchored {
+                    configured,
+                    pattern,
+                    ..
+                } if configured.trim_start_matches('!') == pattern => {
+                    let _ = writeln!(w, "  {verb}  {pattern}  (exactly this path)");
+                }
+                Exclusion::Anchored {
+                    configured,
+                    pattern,
+                    ..
+                } => {
+                    let _ = writeln!(
+                        w,
+                        "  {verb}  {}  (exactly this path: {pattern})",
+                        configured.trim_start_matches('!')
+                    );
+                }
+            }
+        }
+        for file in &set.exclude_from {
+            let _ = writeln!(w, "  rules    from {}", file.display());
+        }
+        if set.exclude_caches {
+            let _ = writeln!(
+                w,
+                "  exclude  directories holding a valid CACHEDIR.TAG (found when collect runs)"
+            );
+        }
+        for marker in &set.exclude_if_present {
+            let _ = writeln!(
+                w,
+                "  exclude  directories holding {marker} (found when collect runs)"
+            );
+        }
+        if set.exclusions.is_empty() && !set.exclude_caches && set.exclude_if_present.is_empty() {
+            let _ = writeln!(w, "  exclude  nothing");
+        }
+        if !set.rsync_args.is_empty() {
+            let _ = writeln!(w, "  rsync    {}", set.rsync_args.join(" "));
+        }
+    }
+
+    let sched = &s.schedule;
+    let _ = writeln!(
+        w,
+        "\nschedule:  collect {}, compare contents {}, external {}",
+        word(&sched.incremental),
+        word(&sched.full),
+        word(&sched.external)
+    );
+    let r = &s.retention_local;
+    let rules: Vec<String> = [
+        ("last", r.last),
+        ("hourly", r.hourly),
+        ("daily", r.daily),
+        ("weekly", r.weekly),
+        ("monthly", r.monthly),
+        ("yearly", r.yearly),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.map(|n| format!("{k} {n}")))
+    .collect();
+    let _ = writeln!(
+        w,
+        "retention: local snapshots per set: {}; external backups per destination: {}",
+        rules.join(", "),
+        s.retention_external
+    );
+
+    if s.destinations.is_empty() {
+        let _ = writeln!(
+            w,
+            "destinations: none (the external phase has nowhere to write)"
+        );
+    } else {
+        let _ = writeln!(w, "destinations (mode {}):", word(&s.external_mode));
+        for d in &s.destinations {
+            let mut facts = vec![
+                format!("keep {}", d.retention),
+                format!("priority {}", d.priority),
+            ];
+            if let Some(l) = &d.fs_label {
+                facts.push(format!("label {l}"));
+            }
+            if let Some(u) = &d.fs_uuid {
+                facts.push(format!("uuid {u}"));
+            }
+            facts.push(if d.require_mount {
+                "must be a mount point".into()
+            } else {
+                "need not be a mount point".into()
+            });
+            let _ = writeln!(
+                w,
+                "  {}  {}  ({})",
+                d.name,
+                d.path.display(),
+                facts.join(", ")
+            );
+            if let Some(e) = &d.encryption {
+                let mut to: Vec<String> = e.recipients.clone();
+                if let Some(f) = &e.recipients_file {
+                    to.push(format!("the recipients in {}", f.display()));
+                }
+                if e.passphrase {
+                    to.push(match &e.passphrase_file {
+                        Some(f) => format!("a passphrase (read from {})", f.display()),
+                        None => "a passphrase (asked on the terminal)".into(),
+                    });
+                }
+                let _ = writeln!(w, "      encrypted with age to {}", to.join(", "));
+                match &e.identity_file {
+                    Some(f) => {
+                        let _ = writeln!(w, "      restore decrypts with {}", f.display());
+                    }
+                    None if !e.passphrase => {
+                        let _ = writeln!(
+                            w,
+                            "      restore needs --identity FILE (no identity_file configured)"
+                        );
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+
+    let n = &s.notifications;
+    let events: Vec<String> = n.events.iter().map(word).collect();
+    let mut to = Vec::new();
+    if n.desktop {
+        to.push("desktop".to_string());
+    }
+    if let Some(c) = &n.command {
+        to.push(format!("command {}", c.join(" ")));
+    }
+    if let Some(u) = &n.http {
+        to.push(format!("POST {}", crate::stdx::redact_url(u)));
+    }
+    let to = if to.is_empty() {
+        "nowhere (the run log only)".to_string()
+    } else {
+        to.join(", ")
+    };
+    let _ = writeln!(
+        w,
+        "notifications: {} -> {to}; low disk below {}% free",
+        if events.is_empty() {
+            "none".to_string()
+        } else {
+            events.join(", ")
+        },
+        n.low_disk_percent
+    );
+    out
+}
+
+/// A unit enum value as the config spells it.
+fn word<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}

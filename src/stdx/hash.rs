@@ -1,0 +1,46 @@
+//! The one hashing reader: a stream read to its end through a caller's buffer, its length and sha256 returned.
+
+use std::io::{self, Read};
+
+use sha2::{Digest as _, Sha256};
+
+/// Reads `r` to its end through `buf`, returning how many bytes it gave and their sha256. `seen(n)` is called after
+/// every read (a progress bar); a read interrupted by a signal is retried, any other error ends the read.
+pub fn sha256_reader(
+    r: &mut dyn Read,
+    buf: &mut [u8],
+    mut seen: impl FnMut(u64),
+) -> io::Result<(u64, [u8; 32])> {
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+        seen(n as u64);
+    }
+    Ok((total, hasher.finalize().into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_is_hashed_whole_through_a_small_buffer() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let mut reads = 0;
+        let (len, sum) = sha256_reader(&mut &data[..], &mut [0u8; 7], |_| reads += 1).unwrap();
+        assert_eq!(len, 10_000);
+        assert_eq!(sum, <[u8; 32]>::from(Sha256::digest(&data)));
+        assert_eq!(reads, 10_000usize.div_ceil(7));
+        let (len, sum) = sha256_reader(&mut io::empty(), &mut [0u8; 7], |_| {}).unwrap();
+        assert_eq!(len, 0);
+        assert_eq!(sum, <[u8; 32]>::from(Sha256::digest(b"")));
+    }
+}

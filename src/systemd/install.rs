@@ -1,0 +1,271 @@
+//! Installing what [`super::render`] made: the user the units run as and the environment the config expands in for
+//! them, the programs the units start that are missing here, the files as text, the commands that install them, and
+//! writing them into a directory (replacing only files dbackup wrote, removing an earlier render's leftovers).
+
+use std::ffi::CString;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::{EXTERNAL_SERVICE, HEADER, Input, Rendered, SERVE_SERVICE, Scope};
+use crate::exit::{CodedError, Exit};
+use crate::settings::Env;
+
+fn usage(message: String) -> CodedError {
+    CodedError::new(Exit::Usage, message)
+}
+
+/// The user the units run as (`run_as` for the system scope, else `$SUDO_USER`, `$USER`, root; the user scope's own
+/// user), and the environment the config expands in for that user (their `HOME`, `USER`, `LOGNAME`).
+pub fn unit_user(
+    scope: Scope,
+    run_as: Option<&str>,
+    env: &Env,
+) -> Result<(String, Env), CodedError> {
+    let user = match scope {
+        Scope::System => run_as
+            .map(str::to_string)
+            .or_else(|| env.var("SUDO_USER").map(str::to_string))
+            .or_else(|| env.var("USER").map(str::to_string))
+            .unwrap_or_else(|| "root".to_string()),
+        Scope::User => env.var("USER").unwrap_or("").to_string(),
+    };
+    let unit_env = match scope {
+        Scope::User => env.clone(),
+        Scope::System => {
+            let home = home_of(&user).ok_or_else(|| {
+                usage(format!(
+                    "user {user:?} does not exist on this machine; name the user the units run as with --run-as"
+                ))
+            })?;
+            let mut e = env.clone();
+            e.vars.insert("HOME".into(), home.display().to_string());
+            e.vars.insert("USER".into(), user.clone());
+            e.vars.insert("LOGNAME".into(), user.clone());
+            e.home = home;
+            e
+        }
+    };
+    Ok((user, unit_env))
+}
+
+/// The warnings for the programs the units start that are not installed here (the units find them on their `PATH`,
+/// which here is much like this one), with the package that has each.
+pub fn missing_programs(rendered: &Rendered) -> Vec<String> {
+    let sinks = crate::notify::sinks::Env::from_process();
+    let mut out = Vec::new();
+    for program in &rendered.programs {
+        let found = if program.starts_with('/') {
+            Path::new(program).is_file()
+        } else {
+            sinks.find(program).is_some()
+        };
+        if !found {
+            out.push(format!(
+                "the units start {}, which is not installed here{}",
+                crate::stdx::show_str(program),
+                match program.as_str() {
+                    "rsync" => " (apt-get install rsync)",
+                    "blkid" => " (apt-get install util-linux)",
+                    "notify-send" => " (apt-get install libnotify-bin)",
+                    _ => "",
+                }
+            ));
+        }
+    }
+    out
+}
+
+/// Every file, each after a `### name` line, for reading or piping.
+pub fn text(r: &Rendered) -> String {
+    let mut out = String::new();
+    for (i, (name, body)) in r.files.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&format!("### {name}\n{body}"));
+    }
+    out
+}
+
+/// The commands that install and enable the files (from `dir`, or from a directory the user saves them to); for the
+/// system scope, first the directories the units may write (`ProtectSystem=strict` needs them to exist).
+pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>) -> String {
+    let from = dir
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|| "DIR".to_string());
+    let units: Vec<String> = r.units.keys().map(|u| format!("{from}/{u}")).collect();
+    let triggered = r.units[EXTERNAL_SERVICE].contains_key("Install");
+    let mut lines = Vec::new();
+    if dir.is_none() {
+        lines.push(
+            "to install, save each file into a directory DIR (or use --out DIR), then:".to_string(),
+        );
+    } else {
+        lines.push("to install:".to_string());
+    }
+    match r.scope {
+        Scope::System => {
+            let quote = |p: &Path| crate::ui::shell_words(&[p.display().to_string()]);
+            lines.push(format!(
+                "  sudo install -d -m 0700 -o {user} {}   # if missing: the units write only there,",
+                quote(&input.backup_root)
+            ));
+            lines.push(format!(
+                "  sudo -u {user} mkdir -p {}   # in the run log's directory and on the drives",
+                quote(&input.state_dir)
+            ));
+            lines.push(format!(
+                "  sudo cp {} /etc/systemd/system/",
+                units.join(" ")
+            ));
+            if let Some(rules) = &r.udev_rules {
+                lines.push(format!(
+                    "  sudo cp {from}/{rules} /etc/udev/rules.d/ && sudo udevadm control --reload"
+                ));
+            }
+            lines.push("  sudo systemctl daemon-reload".to_string());
+            lines.push("  sudo systemctl enable --now dbackup-collect.timer".to_string());
+            if triggered {
+                lines.push(format!("  sudo systemctl enable {EXTERNAL_SERVICE}"));
+            }
+            if r.units.contains_key(SERVE_SERVICE) {
+                lines.push(format!("  sudo systemctl enable --now {SERVE_SERVICE}"));
+            }
+        }
+        Scope::User => {
+            lines.push(format!(
+                "  mkdir -p ~/.config/systemd/user && cp {} ~/.config/systemd/user/",
+                units.join(" ")
+            ));
+            lines.push("  systemctl --user daemon-reload".to_string());
+            lines.push("  systemctl --user enable --now dbackup-collect.timer".to_string());
+            if triggered {
+                lines.push(format!("  systemctl --user enable {EXTERNAL_SERVICE}"));
+            }
+            if r.units.contains_key(SERVE_SERVICE) {
+                lines.push(format!("  systemctl --user enable --now {SERVE_SERVICE}"));
+            }
+            lines.push(
+                "  loginctl enable-linger \"$USER\"   # optional: run the timer while you are logged out"
+                    .to_string(),
+            );
+        }
+    }
+    lines.join("\n")
+}
+
+/// What `--out` does: files to write, and earlier renders' files this one no longer has.
+pub struct Writes {
+    pub write: Vec<(PathBuf, String)>,
+    pub remove: Vec<PathBuf>,
+}
+
+/// Refuses to replace a file dbackup did not write (one that does not start with [`HEADER`]).
+pub fn plan_writes(r: &Rendered, dir: &Path) -> anyhow::Result<Writes> {
+    let ours = |path: &Path| -> anyhow::Result<Option<bool>> {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(Some(bytes.starts_with(HEADER.as_bytes()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    };
+    let mut write = Vec::new();
+    for (name, body) in &r.files {
+        let path = dir.join(name);
+        if ours(&path)? == Some(false) {
+            return Err(usage(format!(
+                "{} exists and was not written by dbackup; move it away, or choose another --out",
+                path.display()
+            ))
+            .into());
+        }
+        write.push((path, body.clone()));
+    }
+    let mut remove = Vec::new();
+    let all = [
+        super::COLLECT_SERVICE,
+        super::COLLECT_TIMER,
+        super::EXTERNAL_SERVICE,
+        super::UDEV_RULES,
+    ];
+    for name in all {
+        let path = dir.join(name);
+        if !r.files.contains_key(name) && ours(&path)? == Some(true) {
+            remove.push(path);
+        }
+    }
+    Ok(Writes { write, remove })
+}
+
+/// Carries out `plan` in `dir` (created when missing): each file written, each leftover removed (and said so).
+pub fn apply(plan: &Writes, dir: &Path, ui: &crate::ui::Ui) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for (path, text) in &plan.write {
+        write_file(path, text)?;
+    }
+    for path in &plan.remove {
+        std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
+        ui.info(format_args!(
+            "removed {} (an earlier render's; remove the installed copy too)",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Writes `text` to a temporary file beside `path`, then renames it into place (mode 0644).
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".dbackup-render.")
+        .tempfile_in(parent)
+        .with_context(|| format!("cannot create a file in {}", parent.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .map_err(|e| anyhow::Error::new(e.error))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// The home directory of a user, from the password database.
+fn home_of(user: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = CString::new(user).ok()?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; buf outlives the use of the strings it holds.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
+        return None;
+    }
+    // SAFETY: pw_dir points to a NUL-terminated string inside buf.
+    let dir = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) };
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_has_a_home_and_nonsense_does_not() {
+        assert!(home_of("root").is_some_and(|h| h.is_absolute()));
+        assert_eq!(home_of("no-such-user-dbackup"), None);
+        assert_eq!(home_of("nul\0byte"), None);
+    }
+}

@@ -1,0 +1,230 @@
+//! `dbackup backup` on the demo with an emulated Samsung T9 (exFAT on a loop device, mounted by mount.exfat-fuse):
+//! present, it collects and writes a verified external backup; unplugged, it collects, exits 0 and raises
+//! `missing_media`; with `"external": "manual"` it never touches the drive. Root only (skips with a message otherwise).
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use dbackup::commands::backup::BackupReport;
+use dbackup::config::EventKind;
+use dbackup::external::DestinationStatus;
+use dbackup::external::layout::{self, LATEST_FILE};
+use dbackup::schedule::ExternalAction;
+use dbackup::status::{KnownFrom, StatusReport};
+use testkit::loopdev::{self, Drive, Fs};
+
+use crate::fixtures::backup::{ALL_EVENTS, DEMO_SETS, demo_home, kinds, notifications, received};
+use crate::fixtures::snapshots;
+use crate::harness::Test;
+
+const MIB: u64 = 1 << 20;
+
+/// The demo's config with the T9 as its destination (identified by its label), `schedule.external`, and every event
+/// going to the recording sink.
+/// The demo home with every event sent to the sink, backing up to the T9 at `mp` on `external`'s schedule.
+fn demo_on_t9(mp: &Path, external: &str) -> Test {
+    let t = Test::new();
+    demo_home(&t);
+    let c = demo_with_t9(&t, mp, external);
+    t.config(&c)
+}
+
+fn demo_with_t9(t: &Test, mp: &Path, external: &str) -> String {
+    format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ],
+             "schedule": {{ "external": "{external}" }},
+             "destinations": [ {{ "name": "T9", "path": "{}", "fs_label": "T9" }} ],
+             {} }}"#,
+        mp.display(),
+        notifications(t, ALL_EVENTS, 0)
+    )
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn mtime(p: &Path) -> SystemTime {
+    fs::metadata(p).unwrap().modified().unwrap()
+}
+
+#[test]
+fn demo_backup_with_the_t9_present_collects_and_writes_a_verified_backup() {
+    if !loopdev::require(&[Fs::Exfat]) {
+        return;
+    }
+    let t9 = Drive::exfat("T9", 128 * MIB);
+    let mp = t9.mount_point().to_path_buf();
+    let t = demo_on_t9(&mp, "weekly");
+
+    let r: BackupReport = t.cmd().args(["--json", "backup"]).status(0).json();
+    assert!(r.due.sets.iter().all(|s| s.collect));
+    assert_eq!(r.due.external.action, ExternalAction::Write);
+    assert_eq!(r.external.len(), 1);
+    let d = &r.external[0].destinations[0];
+    assert_eq!(d.status, DestinationStatus::Written, "{:?}", d.error);
+    let stamp = d.backup.clone().unwrap();
+
+    // The drive holds one verified backup of the snapshots just made; `sha256sum -c` agrees.
+    let dir = mp.join("backups").join(&stamp);
+    let meta = layout::read_metadata(&dir.join(layout::METADATA_FILE)).unwrap();
+    assert!(meta.verified);
+    assert_eq!(meta.filesystem.fs_type, "exfat");
+    let held: Vec<(String, String)> = meta
+        .sets
+        .iter()
+        .map(|s| (s.set.clone(), s.snapshot.clone()))
+        .collect();
+    assert_eq!(
+        held,
+        [
+            ("data".to_string(), snapshots(&t, "data")[0].clone()),
+            ("config".to_string(), snapshots(&t, "config")[0].clone())
+        ]
+    );
+    let sums = Command::new("sha256sum")
+        .args(["-c", "verification.sha256"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        sums.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
+    assert_eq!(
+        fs::read_to_string(mp.join("backups").join(LATEST_FILE)).unwrap(),
+        format!("{stamp}\n")
+    );
+
+    let events = received(&t);
+    assert_eq!(kinds(&events), [EventKind::Success]);
+    assert!(
+        events[0].summary.ends_with(&format!(
+            "ok: collected data, config; wrote backup {stamp} to T9"
+        )),
+        "{}",
+        events[0].summary
+    );
+
+    // status sees it all, from metadata.
+    let s: StatusReport = t.cmd().args(["--json", "status"]).status(0).json();
+    assert!(s.ok, "{s:#?}");
+    let t9s = &s.destinations[0];
+    assert!(t9s.present);
+    assert_eq!(t9s.fs_type.as_deref(), Some("exfat"));
+    let newest = t9s.newest.as_ref().unwrap();
+    assert_eq!(
+        (newest.stamp.as_str(), newest.known_from),
+        (stamp.as_str(), KnownFrom::Drive)
+    );
+    assert!(newest.age_seconds < 600);
+    assert_eq!(s.last_run.as_ref().unwrap().command, "backup");
+    assert_eq!(s.due.external.action, ExternalAction::NotDue);
+}
+
+#[test]
+fn demo_backup_with_the_t9_unplugged_collects_exits_0_and_raises_missing_media() {
+    if !loopdev::require(&[Fs::Exfat]) {
+        return;
+    }
+    let t9 = Drive::exfat("T9", 128 * MIB);
+    let mp = t9.mount_point().to_path_buf();
+    t9.unmount();
+    let t = demo_on_t9(&mp, "weekly");
+
+    let out = t.cmd().args(["--json", "backup"]).status(0);
+    let r: BackupReport = out.json();
+    assert_eq!(r.due.external.action, ExternalAction::MissingMedia);
+    assert!(r.external.is_empty());
+    assert_eq!(snapshots(&t, "data").len(), 1);
+    assert_eq!(snapshots(&t, "config").len(), 1);
+    assert!(
+        names(&mp).is_empty(),
+        "nothing written into the mount point"
+    );
+
+    let events = received(&t);
+    assert_eq!(
+        kinds(&events),
+        // The external backup overdue for the same missing drive is told in missing_media, not a second event.
+        [EventKind::Success, EventKind::MissingMedia]
+    );
+    assert!(
+        events[1].details.contains(&format!(
+            "T9: not mounted: {} is an empty directory on ",
+            mp.display()
+        )),
+        "{}",
+        events[1].details
+    );
+
+    // status says why the drive is absent.
+    let s: StatusReport = t.cmd().args(["--json", "status"]).status(0).json();
+    assert_eq!(
+        s.destinations[0].absent_kind.as_deref(),
+        Some("not_mounted")
+    );
+    assert!(s.destinations[0].newest.is_none());
+
+    // Plugged in again: the next run writes the backup that was due (collect is not due again yet).
+    t9.mount();
+    let r: BackupReport = t.cmd().args(["--json", "backup"]).status(0).json();
+    assert!(r.collect.is_empty());
+    assert_eq!(
+        r.external[0].destinations[0].status,
+        DestinationStatus::Written
+    );
+    assert_eq!(
+        layout::list(&mp.join("backups"))
+            .unwrap()
+            .verified()
+            .count(),
+        1
+    );
+    assert_eq!(kinds(&received(&t)[2..]), [EventKind::Success]);
+}
+
+#[test]
+fn demo_backup_with_external_manual_never_touches_the_t9() {
+    if !loopdev::require(&[Fs::Exfat]) {
+        return;
+    }
+    let t9 = Drive::exfat("T9", 128 * MIB);
+    let mp = t9.mount_point().to_path_buf();
+    let t = demo_on_t9(&mp, "manual");
+    let before = mtime(&mp);
+    std::thread::sleep(Duration::from_millis(1100));
+
+    let r: BackupReport = t.cmd().args(["--json", "backup"]).status(0).json();
+    assert_eq!(r.due.external.action, ExternalAction::Manual);
+    assert!(r.external.is_empty() && r.missing_media.is_none());
+    assert_eq!(snapshots(&t, "data").len(), 1);
+    assert!(names(&mp).is_empty(), "no backups/ on the drive");
+    assert_eq!(
+        mtime(&mp),
+        before,
+        "the drive's root was not written (not even detection's probe file)"
+    );
+    assert_eq!(kinds(&received(&t)), [EventKind::Success]);
+
+    // The check above can fail: `status` detects the drive, which creates and removes its probe file there.
+    t.cmd().args(["status"]).status(0);
+    assert_ne!(mtime(&mp), before, "detection is visible in the mtime");
+    // And `dbackup external` is how a manual schedule writes.
+    t.cmd().args(["external"]).status(0);
+    assert_eq!(
+        layout::list(&mp.join("backups"))
+            .unwrap()
+            .verified()
+            .count(),
+        1
+    );
+}
