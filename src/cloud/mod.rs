@@ -10,11 +10,13 @@
 //! - `error.rs`: errors people can act on, scrubbed of every secret.
 //! - `bwlimit.rs`: the bandwidth limit and its daily window (pure).
 //! - `check.rs`: `dbackup cloud check`.
+//! - `sink.rs`: the archive writer's sink for a bucket (streamed, no staging copy).
 
 pub mod bwlimit;
 pub mod check;
 pub mod credentials;
 pub mod error;
+pub mod sink;
 pub mod store;
 mod transport;
 

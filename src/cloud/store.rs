@@ -312,11 +312,11 @@ impl Store {
     /// with its CRC32C, which the server checks. [`Upload::finish`] completes it; an upload dropped unfinished (an
     /// error, an interruption) is aborted, so no part stays stored. `until`: Object Lock retention.
     pub fn upload(
-        &self,
+        self: &Arc<Self>,
         key: &str,
         class: ObjectClass,
         until: Option<DateTime<Utc>>,
-    ) -> Result<Upload<'_>, CloudError> {
+    ) -> Result<Upload, CloudError> {
         let op = self.op(class);
         let writer = self
             .rt
@@ -332,7 +332,7 @@ impl Store {
             })
             .map_err(|e| self.err(&format!("starting the upload of {}", self.shown(key)), e))?;
         Ok(Upload {
-            store: self,
+            store: self.clone(),
             key: key.to_string(),
             writer: Some(writer),
             buf: Vec::with_capacity(PART_SIZE),
@@ -641,22 +641,22 @@ struct ListedUpload {
 }
 
 /// A streamed upload (see [`Store::upload`]).
-pub struct Upload<'a> {
-    store: &'a Store,
+pub struct Upload {
+    store: Arc<Store>,
     key: String,
     writer: Option<opendal::Writer>,
     buf: Vec<u8>,
     written: u64,
 }
 
-impl Upload<'_> {
+impl Upload {
     fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
         let w = self.writer.as_mut().expect("not finished");
-        let store = self.store;
+        let store = &self.store;
         store.rt.block_on(w.write(chunk)).map_err(|e| {
             io::Error::other(store.err(&format!("uploading {}", store.shown(&self.key)), e))
         })
@@ -673,7 +673,7 @@ impl Upload<'_> {
             },
         )?;
         let mut w = self.writer.take().expect("not finished");
-        let store = self.store;
+        let store = &self.store;
         match store.rt.block_on(w.close()) {
             Ok(_) => Ok(self.written),
             Err(e) => {
@@ -684,7 +684,7 @@ impl Upload<'_> {
     }
 }
 
-impl io::Write for Upload<'_> {
+impl io::Write for Upload {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let room = PART_SIZE - self.buf.len();
         let n = data.len().min(room);
@@ -701,7 +701,7 @@ impl io::Write for Upload<'_> {
     }
 }
 
-impl Drop for Upload<'_> {
+impl Drop for Upload {
     fn drop(&mut self) {
         if let Some(mut w) = self.writer.take() {
             // Unfinished: nothing of it may stay stored (a killed process leaves it to the next run's cleanup).

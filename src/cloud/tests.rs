@@ -56,14 +56,16 @@ fn garage() -> Option<Garage> {
     }
 }
 
-fn open(g: &Garage) -> Store {
-    Store::with_keys(
-        &settings(&g.endpoint(), &g.bucket),
-        keys(&g.key.id, &g.key.secret),
-        &Env::default(),
-        chrono::NaiveTime::MIN,
+fn open(g: &Garage) -> std::sync::Arc<Store> {
+    std::sync::Arc::new(
+        Store::with_keys(
+            &settings(&g.endpoint(), &g.bucket),
+            keys(&g.key.id, &g.key.secret),
+            &Env::default(),
+            chrono::NaiveTime::MIN,
+        )
+        .unwrap(),
     )
-    .unwrap()
 }
 
 /// Bytes no two offsets of which repeat in a short window: a misplaced range shows.

@@ -45,6 +45,9 @@ pub struct ExternalPlan {
     /// The `system/` folder of each backup: the recovery kit and partition images (`image` in the config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<crate::image::SystemPlan>,
+    /// The cloud destinations uploaded to (or refused), after the drives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clouds: Vec<super::cloud::CloudPlan>,
 }
 
 /// Which snapshot of a set goes to the drive.
@@ -201,7 +204,12 @@ impl ExternalPlan {
         } else {
             Exit::Ok
         };
-        self.destinations.iter().fold(sets, |acc, d| {
+        let clouds = if self.clouds.iter().any(|c| c.refusal.is_some()) {
+            Exit::Failed
+        } else {
+            Exit::Ok
+        };
+        self.destinations.iter().fold(sets.worst(clouds), |acc, d| {
             acc.worst(match d.action {
                 DestinationAction::Refuse => Exit::Failed,
                 DestinationAction::Write => Exit::Ok,
@@ -315,6 +323,10 @@ pub struct World {
     pub detected: Vec<Detected>,
     /// The destinations selected for writing, in selection order.
     pub destinations: Vec<DestinationWorld>,
+    /// The cloud destinations selected, looked at.
+    pub clouds: Vec<super::cloud::CloudWorld>,
+    /// Cloud destinations configured but not chosen (`first` mode chose another).
+    pub clouds_not_chosen: Vec<(String, String)>,
 }
 
 /// One set: its snapshots, and the scan of the one that will be exported.
@@ -376,8 +388,9 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         .destinations
         .iter()
         .map(|d| d.settings.name.as_str())
+        .chain(world.clouds.iter().map(|c| c.settings.name.as_str()))
         .collect();
-    let unused = world
+    let mut unused: Vec<UnusedDestination> = world
         .detected
         .iter()
         .filter(|d| !chosen.contains(&d.destination.name.as_str()))
@@ -401,11 +414,32 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
             },
         })
         .collect();
+    unused.extend(
+        world
+            .clouds_not_chosen
+            .iter()
+            .map(|(name, place)| UnusedDestination {
+                name: name.clone(),
+                path: place.into(),
+                present: true,
+                kind: "not_chosen".into(),
+                reason: format!(
+                    "external.mode is \"first\" and {} comes first (by priority)",
+                    chosen.first().copied().unwrap_or("another destination")
+                ),
+            }),
+    );
 
     let destinations = world
         .destinations
         .iter()
         .map(|d| destination_plan(d, &sets, &stamp, opts))
+        .collect();
+    let utc_now = crate::json::localize(opts.now).with_timezone(&chrono::Utc);
+    let clouds = world
+        .clouds
+        .iter()
+        .map(|c| super::cloud::plan(c, &sets, &stamp, utc_now))
         .collect();
 
     ExternalPlan {
@@ -420,6 +454,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         destinations,
         unused,
         system: None,
+        clouds,
     }
 }
 
@@ -730,6 +765,10 @@ pub fn render(plan: &ExternalPlan) -> String {
     }
     for d in &plan.destinations {
         render_destination(&mut out, d);
+    }
+    for c in &plan.clouds {
+        out.push('\n');
+        super::cloud::render(c, &mut out);
     }
     out
 }

@@ -2,7 +2,7 @@
 //! real Garage (S3, ignores Object Lock) and moto (enforces it) on 127.0.0.1, started per test and killed by pid.
 
 use serde::Deserialize;
-use testkit::objstore::{Garage, Moto, REGION, closed_port};
+use testkit::objstore::{Garage, Moto, REGION, S3Client, closed_port};
 
 use crate::harness::{Output, Test};
 
@@ -298,4 +298,118 @@ fn secrets_and_plain_archives_are_refused_by_the_config() {
     let out = t.cmd().args(["config", "check"]).status(2);
     assert!(out.stderr.contains("has no encryption"), "{}", out.stderr);
     assert!(out.stderr.contains("allow_unencrypted"), "{}", out.stderr);
+}
+
+/// Files under the test's home: a few small ones, one of 3 MiB, nested directories.
+fn populate(t: &Test) {
+    t.write("home/notes/todo.txt", "buy milk\n");
+    t.write("home/notes/deep/er/plan.md", "# plan\n");
+    let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i * 7 + i / 251) as u8).collect();
+    t.write("home/photos/big.raw", &big);
+    t.write("home/.secrets", "hunter2\n");
+}
+
+/// `dbackup external` uploads a backup to an s3 destination with the drive's layout: `backups/<stamp>/` holding
+/// `docs.tar.part000`, `docs.index.jsonl`, `verification.sha256` (which `sha256sum -c` accepts against the objects
+/// downloaded by another S3 client) and `backup.json`, then `backups/LATEST`; no multipart upload is left, and no
+/// key or secret is in any output or object. The dry run shows the upload and writes nothing. Before: main had no
+/// cloud destination at all (a `kind` key was a config error).
+#[test]
+fn external_uploads_a_backup_with_the_drive_layout() {
+    let Some(g) = garage() else { return };
+    let s3 = match S3Client::for_garage(&g) {
+        Ok(c) => c,
+        Err(why) => return testkit::skip(&why),
+    };
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, ""),
+        &g.key.id,
+        &g.key.secret,
+    );
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        dry.stdout.contains("destination offsite (s3 "),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("docs.tar.part*"), "{}", dry.stdout);
+    assert_eq!(s3.list(""), [], "a dry run writes nothing");
+
+    let out = t.cmd().args(["external"]).status(0);
+    no_secret(&out, &[&g.key.id, &g.key.secret]);
+    let objects = s3.list("laptop/");
+    let names: Vec<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    let stamp = names[0]
+        .strip_prefix("laptop/backups/")
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+    let dir = format!("laptop/backups/{stamp}/");
+    let mut want = vec![
+        "laptop/backups/LATEST".to_string(),
+        format!("{dir}backup.json"),
+        format!("{dir}docs.index.jsonl"),
+        format!("{dir}docs.tar.part000"),
+        format!("{dir}verification.sha256"),
+    ];
+    want.sort();
+    assert_eq!(names, want);
+    assert_eq!(
+        String::from_utf8(s3.get("laptop/backups/LATEST")).unwrap(),
+        format!("{stamp}\n")
+    );
+    assert!(out.stdout.contains(&stamp), "{}", out.stdout);
+
+    // sha256sum -c against the downloaded objects.
+    let down = t.path("down");
+    std::fs::create_dir_all(&down).unwrap();
+    for (key, _) in objects.iter().filter(|(k, _)| k.starts_with(&dir)) {
+        std::fs::write(down.join(key.strip_prefix(&dir).unwrap()), s3.get(key)).unwrap();
+    }
+    let check = std::process::Command::new("sha256sum")
+        .args(["-c", "verification.sha256"])
+        .current_dir(&down)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let checked = String::from_utf8_lossy(&check.stdout);
+    for f in [
+        "docs.tar.part000: OK",
+        "docs.index.jsonl: OK",
+        "backup.json: OK",
+    ] {
+        assert!(checked.contains(f), "{checked}");
+    }
+    // The archive is a tar GNU tar reads, holding the files.
+    let listing = std::process::Command::new("tar")
+        .args(["-tf", "docs.tar.part000"])
+        .current_dir(&down)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("photos/big.raw"), "{listing}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(down.join("backup.json")).unwrap()).unwrap();
+    assert_eq!(meta["destination"], "offsite");
+    assert_eq!(meta["verified"], true);
+    assert_eq!(meta["filesystem"]["fs_type"], "s3");
+    // No secret in any object.
+    for (key, _) in &objects {
+        let bytes = s3.get(key);
+        for secret in [&g.key.id, &g.key.secret] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{key} holds a secret"
+            );
+        }
+    }
+    assert_eq!(s3.multipart_uploads(""), Vec::<String>::new());
 }

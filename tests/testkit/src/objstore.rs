@@ -353,3 +353,101 @@ impl Drop for Moto {
         }
     }
 }
+
+/// A real S3 client independent of dbackup, for the tests to look into a bucket: boto3 from moto's venv (moto
+/// depends on it), driven by a short Python program per call.
+pub struct S3Client {
+    python: PathBuf,
+    endpoint: String,
+    id: String,
+    secret: String,
+    bucket: String,
+}
+
+impl S3Client {
+    /// A client of Garage's bucket with its main key. `Err`: moto's venv is not installed.
+    pub fn for_garage(g: &Garage) -> Result<S3Client, String> {
+        Ok(S3Client {
+            python: tool("DBACKUP_MOTO_PYTHON", "moto/bin/python")?,
+            endpoint: g.endpoint(),
+            id: g.key.id.clone(),
+            secret: g.key.secret.clone(),
+            bucket: g.bucket.clone(),
+        })
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> Result<Vec<u8>, String> {
+        let prelude = "import sys, boto3\nfrom botocore.config import Config\n\
+            s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id=sys.argv[2], \
+            aws_secret_access_key=sys.argv[3], region_name='garage', \
+            config=Config(s3={'addressing_style': 'path'}, retries={'max_attempts': 1}))\nb = sys.argv[4]\n";
+        let out = Command::new(&self.python)
+            .arg("-c")
+            .arg(format!("{prelude}{program}"))
+            .args([&self.endpoint, &self.id, &self.secret, &self.bucket])
+            .args(args)
+            .env_remove("AWS_CA_BUNDLE")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Every key under `prefix`, with its size, sorted.
+    pub fn list(&self, prefix: &str) -> Vec<(String, u64)> {
+        let out = self
+            .run(
+                "p = s3.get_paginator('list_objects_v2')\n\
+                 for page in p.paginate(Bucket=b, Prefix=sys.argv[5]):\n\
+                 \x20   for o in page.get('Contents', []):\n\
+                 \x20       print(o['Key'] + '\\t' + str(o['Size']))\n",
+                &[prefix],
+            )
+            .expect("listing the bucket");
+        let mut v: Vec<(String, u64)> = String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(k, s)| (k.to_string(), s.parse().unwrap_or(0)))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// An object's bytes.
+    pub fn get(&self, key: &str) -> Vec<u8> {
+        self.run(
+            "sys.stdout.buffer.write(s3.get_object(Bucket=b, Key=sys.argv[5])['Body'].read())\n",
+            &[key],
+        )
+        .expect("reading an object")
+    }
+
+    /// Replaces an object (a file's bytes).
+    pub fn put(&self, key: &str, file: &Path) {
+        self.run(
+            "s3.put_object(Bucket=b, Key=sys.argv[5], Body=open(sys.argv[6], 'rb').read())\n",
+            &[key, &file.display().to_string()],
+        )
+        .expect("writing an object");
+    }
+
+    /// The multipart uploads begun and not completed under `prefix`.
+    pub fn multipart_uploads(&self, prefix: &str) -> Vec<String> {
+        let out = self
+            .run(
+                "r = s3.list_multipart_uploads(Bucket=b, Prefix=sys.argv[5])\n\
+                 for u in r.get('Uploads', []):\n\
+                 \x20   print(u['Key'])\n",
+                &[prefix],
+            )
+            .expect("listing multipart uploads");
+        String::from_utf8_lossy(&out)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
