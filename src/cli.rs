@@ -226,6 +226,28 @@ pub struct BackupArgs {
     pub now: Option<DateTime<FixedOffset>>,
 }
 
+/// `restore --source`: where from, and for `cloud:NAME` which cloud destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreSource {
+    pub kept: Kept,
+    pub cloud: Option<String>,
+}
+
+fn parse_restore_source(s: &str) -> Result<RestoreSource, String> {
+    if let Some(name) = s.strip_prefix("cloud:") {
+        if name.is_empty() {
+            return Err("cloud:NAME needs the cloud destination's name".into());
+        }
+        return Ok(RestoreSource {
+            kept: Kept::Cloud,
+            cloud: Some(name.to_string()),
+        });
+    }
+    <Kept as clap::ValueEnum>::from_str(s, false)
+        .map(|kept| RestoreSource { kept, cloud: None })
+        .map_err(|_| format!("{s:?}: expected local, external (or drive), cloud or cloud:NAME"))
+}
+
 const RESTORE_HELP: &str = "\
 Examples:
   dbackup restore --list
@@ -240,6 +262,8 @@ Examples:
       the plan: what would be created, replaced, left unchanged or skipped
   dbackup restore --source external --date 2025-04-01 --verify
       check that backup completely, write nothing
+  dbackup restore --source cloud:offsite --path ~/thesis.tex --target /tmp/r
+      from a cloud destination: its index, then one ranged GET per file (the bytes are shown first)
   dbackup restore --drive /media/you/T9 --list
       a drive, without any config
   dbackup restore --drive /media/you/T9 --identity ~/key.txt --path ~/.ssh --target /tmp/r
@@ -383,10 +407,10 @@ pub struct SnapshotsArgs {
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct RestoreArgs {
-    /// Where to restore from: local snapshots or the drive's archives (default: both for --list, external with
-    /// --drive, local otherwise)
-    #[arg(long, value_enum)]
-    pub source: Option<Kept>,
+    /// Where to restore from: local snapshots, the drive's archives, or a cloud destination (`cloud`, `cloud:NAME`)
+    /// (default: both for --list, external with --drive, local otherwise)
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    pub source: Option<RestoreSource>,
 
     /// List the backups instead of restoring
     #[arg(long)]
@@ -863,8 +887,21 @@ mod tests {
         let Command::Restore(r) = cli.command else {
             panic!("not restore")
         };
-        assert_eq!(r.source, Some(Kept::External));
+        assert_eq!(r.source.map(|s| s.kept), Some(Kept::External));
         assert_eq!(r.paths, vec!["~/.config".to_string()]);
+        for (arg, kept, cloud) in [
+            ("cloud", Kept::Cloud, None),
+            ("cloud:offsite", Kept::Cloud, Some("offsite".to_string())),
+            ("drive", Kept::External, None),
+        ] {
+            assert_eq!(
+                parse_restore_source(arg),
+                Ok(RestoreSource { kept, cloud }),
+                "{arg}"
+            );
+        }
+        assert!(parse_restore_source("cloud:").is_err());
+        assert!(parse_restore_source("s3").is_err());
     }
 
     #[test]

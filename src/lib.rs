@@ -57,7 +57,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             &cli.global,
             crate::cli::RestoreArgs {
                 list: true,
-                source: args.source,
+                source: args
+                    .source
+                    .map(|kept| crate::cli::RestoreSource { kept, cloud: None }),
                 date: args.date,
                 set: args.set,
                 drive: args.drive,

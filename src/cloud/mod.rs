@@ -21,7 +21,7 @@ pub mod store;
 mod transport;
 
 pub use error::{CloudError, Failure};
-pub use store::{ObjectClass, ObjectInfo, Reader, Store, Unfinished, Upload};
+pub use store::{ObjectClass, ObjectInfo, Objects, Reader, Store, Unfinished, Upload};
 pub use transport::Requests;
 
 #[cfg(test)]
