@@ -551,3 +551,130 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
         no_secret(&verify, &[&g.key.id, &g.key.secret]);
     }
 }
+
+/// Garage killed (SIGKILL) in the middle of an upload (held to 4 MiB/s by `bwlimit` so it is caught in the act):
+/// `external` fails (exit 1) saying nothing was promoted; once the server is back nothing is listed as a backup,
+/// the dry run of the next run shows the unfinished multipart upload it will abort, and the next run aborts it and
+/// uploads a backup: one stamp, no multipart upload left. Before: main had no cloud destination.
+#[test]
+fn a_server_killed_mid_upload_leaves_nothing_listed_and_the_next_run_cleans_up() {
+    let Some(mut g) = garage() else { return };
+    let s3 = match S3Client::for_garage(&g) {
+        Ok(c) => c,
+        Err(why) => return testkit::skip(&why),
+    };
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, r#", "bwlimit": "4M""#),
+        &g.key.id,
+        &g.key.secret,
+    );
+    populate(&t);
+    let big: Vec<u8> = (0..40u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    t.write("home/photos/bigger.raw", &big);
+    drop(big);
+    t.cmd().args(["collect"]).status(0);
+
+    let mut child = t.cmd().args(["external"]).spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s3.multipart_uploads("laptop/").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "external ended before the kill"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    g.kill();
+    let status = child.wait().unwrap();
+    let stderr = crate::harness::read_stderr(&mut child);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing was promoted"), "{stderr}");
+    assert!(
+        !stderr.contains(&g.key.secret) && !stderr.contains(&g.key.id),
+        "{stderr}"
+    );
+
+    g.restart().unwrap();
+    let list = t
+        .cmd()
+        .args(["--json", "restore", "--list", "--source", "cloud"])
+        .status(0);
+    let listed: serde_json::Value = list.json();
+    assert_eq!(listed["backups"], serde_json::json!([]), "{}", list.stdout);
+    assert_eq!(s3.multipart_uploads("laptop/").len(), 1);
+
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        dry.stdout
+            .contains("abort unfinished multipart upload of backups/"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        s3.multipart_uploads("laptop/").len(),
+        1,
+        "a dry run aborts nothing"
+    );
+
+    let out = t.cmd().args(["external"]).status(0);
+    assert!(out.stderr.contains("removed 1 leftover"), "{}", out.stderr);
+    assert_eq!(s3.multipart_uploads("laptop/"), Vec::<String>::new());
+    let stamps: std::collections::BTreeSet<String> = s3
+        .list("laptop/backups/")
+        .into_iter()
+        .filter_map(|(k, _)| k.split('/').nth(2).map(str::to_string))
+        .filter(|s| s != "LATEST")
+        .collect();
+    assert_eq!(stamps.len(), 1, "{stamps:?}");
+}
+
+/// Wrong keys, a bucket that does not exist and a closed port, through `external`: exit 1, a message that says
+/// what to do, the destination's failure in the report, and no key or secret. Before: no cloud destination.
+#[test]
+fn external_to_a_cloud_with_wrong_keys_a_missing_bucket_or_a_closed_port_fails_clearly() {
+    let Some(g) = garage() else { return };
+    let wrong = "0000000000000000000000000000000000000000000000000000000000000000";
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let cases = [
+        (
+            config(&g.endpoint(), &g.bucket, ""),
+            g.key.secret.clone(),
+            "refused the request",
+        ),
+        (
+            config(&g.endpoint(), "no-such-bucket", ""),
+            g.key.secret.clone(),
+            "the bucket does not exist",
+        ),
+        (
+            config(&closed, &g.bucket, ""),
+            g.key.secret.clone(),
+            "no answer from",
+        ),
+        (
+            config(&g.endpoint(), &g.bucket, ""),
+            wrong.to_string(),
+            "refused the request",
+        ),
+    ];
+    for (i, (config, secret, want)) in cases.into_iter().enumerate() {
+        let id = if i == 0 {
+            "GK000000000000000000000000".to_string()
+        } else {
+            g.key.id.clone()
+        };
+        let t = with_keys(&config, &id, &secret);
+        populate(&t);
+        t.cmd().args(["collect"]).status(0);
+        let out = t.cmd().args(["external"]).status(1);
+        assert!(out.stderr.contains(want), "{want}:\n{}", out.stderr);
+        no_secret(&out, &[&id, &secret]);
+        let dry = t.cmd().args(["--dry-run", "external"]).status(1);
+        assert!(dry.stdout.contains("REFUSED"), "{}", dry.stdout);
+    }
+}
