@@ -18,7 +18,8 @@ use crate::stdx::fs::Dir;
 /// Objects read from somewhere other than a local directory (a cloud destination's bucket): each part is opened by
 /// its name, with seeking (a seek then a read is one ranged request).
 pub trait Remote: Send + Sync + std::fmt::Debug {
-    fn open(&self, name: &Path) -> io::Result<Box<dyn ReadSeek>>;
+    /// Opens the part `name` of `len` bytes (as recorded).
+    fn open(&self, name: &Path, len: u64) -> io::Result<Box<dyn ReadSeek>>;
 }
 
 /// What a part is read through: a local file, or a remote object's reader.
@@ -257,7 +258,7 @@ impl Read for PartsReader {
         if self.open.as_ref().map(|o| o.0) != Some(i) {
             // Never through a symlink, and only a regular file (or a remote object).
             let mut f: Box<dyn ReadSeek> = match &self.remote {
-                Some(r) => r.open(&self.parts[i].0)?,
+                Some(r) => r.open(&self.parts[i].0, len)?,
                 None => Box::new(crate::stdx::fs::open_regular(&self.parts[i].0)?),
             };
             f.seek(SeekFrom::Start(within))?;

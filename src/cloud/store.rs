@@ -381,6 +381,21 @@ impl Store {
         })
     }
 
+    /// A reader of an object whose length is known (recorded in `backup.json`): no HEAD; each read after a seek is
+    /// one ranged GET. A length other than the object's shows as a short read or trailing bytes, which the
+    /// readers above (the index's and age's checks, the sums) catch.
+    pub fn reader_sized(&self, key: &str, len: u64) -> Result<Reader, CloudError> {
+        let what = format!("opening {}", self.shown(key));
+        let _guard = self.rt.enter();
+        let blocking =
+            opendal::blocking::Operator::new(self.op.clone()).map_err(|e| self.err(&what, e))?;
+        let inner = blocking
+            .reader(key)
+            .and_then(|r| r.into_std_read(0..len))
+            .map_err(|e| self.err(&what, e))?;
+        Ok(Reader { inner, size: len })
+    }
+
     /// An object's size and date, or `None` when it does not exist.
     pub fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, CloudError> {
         match self.rt.block_on(self.op.stat(key)) {
@@ -786,20 +801,63 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// The objects under one directory of a destination, as [`crate::archive::Remote`] parts of an archive: each
-/// opened as a [`Reader`] (one HEAD, then a ranged GET per read after a seek).
+/// Indexes up to this size are read whole, once, and kept in memory: an index is searched by many small reads,
+/// which would each be a ranged GET. Archives are always read by ranges.
+pub const WHOLE_READ_MAX: u64 = 4 << 20;
+
+/// The objects under one directory of a destination, as [`crate::archive::Remote`] parts of an archive: a small
+/// index read whole once (one GET) and kept; a larger one read with a ranged GET per read after a seek (no HEAD:
+/// its length is the recorded one).
 #[derive(Debug)]
 pub struct Objects {
     pub store: Arc<Store>,
     /// A key prefix ending in `/`, relative to the destination's prefix.
     pub dir: String,
+    /// Small objects already read.
+    pub cache: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
+}
+
+impl Objects {
+    pub fn new(store: Arc<Store>, dir: String) -> Objects {
+        Objects {
+            store,
+            dir,
+            cache: Default::default(),
+        }
+    }
+}
+
+/// A kept small object as a reader.
+struct Kept(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Kept {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
 }
 
 impl crate::archive::Remote for Objects {
-    fn open(&self, name: &std::path::Path) -> io::Result<Box<dyn crate::archive::ReadSeek>> {
+    fn open(
+        &self,
+        name: &std::path::Path,
+        len: u64,
+    ) -> io::Result<Box<dyn crate::archive::ReadSeek>> {
         let key = format!("{}{}", self.dir, name.to_string_lossy());
+        let index = name.to_string_lossy().contains(".index.");
+        if index && len <= WHOLE_READ_MAX {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let bytes = match cache.get(&key) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = Arc::new(self.store.get(&key).map_err(io::Error::other)?);
+                    cache.insert(key, b.clone());
+                    b
+                }
+            };
+            return Ok(Box::new(io::Cursor::new(Kept(bytes))));
+        }
         self.store
-            .reader(&key)
+            .reader_sized(&key, len)
             .map(|r| Box::new(r) as Box<dyn crate::archive::ReadSeek>)
             .map_err(io::Error::other)
     }

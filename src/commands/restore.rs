@@ -263,6 +263,18 @@ fn restore(
     {
         ui.info(line);
     }
+    if let Chosen::Cloud { backup, .. } = chosen {
+        // What it cost, counted by the transport (every attempt, retries included).
+        let r = backup.store.requests();
+        ui.info(format_args!(
+            "{}: {} requests to {} ({} HEAD, {} GET)",
+            backup.destination,
+            r.head + r.get + r.put + r.post + r.delete + r.other,
+            backup.place,
+            r.head,
+            r.get
+        ));
+    }
     if let Some(e) = error {
         return Err(anyhow::Error::new(e).context(outcome::stopped_context(&summaries)));
     }

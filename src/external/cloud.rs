@@ -106,7 +106,7 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
         }
     };
     ui.step(format_args!("{}: looking at {}", cloud.name, store.place()));
-    match list(&store) {
+    match list(&store, true) {
         Ok((listing, uploads)) => {
             world.listing = listing;
             world.uploads = uploads;
@@ -117,8 +117,12 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
     world
 }
 
-/// One listing of `backups/`, grouped by stamp, and the unfinished multipart uploads under it.
-pub fn list(store: &Store) -> Result<(CloudListing, Vec<Unfinished>), crate::cloud::CloudError> {
+/// One listing of `backups/`, grouped by stamp; with `full`, also `LATEST` and the unfinished multipart uploads
+/// under it (what a writer needs; a reader spares the two requests).
+pub fn list(
+    store: &Store,
+    full: bool,
+) -> Result<(CloudListing, Vec<Unfinished>), crate::cloud::CloudError> {
     let objects = store.list(BACKUPS)?;
     let mut stamps: BTreeMap<String, (bool, u64, u64)> = BTreeMap::new();
     let mut listing = CloudListing::default();
@@ -145,6 +149,9 @@ pub fn list(store: &Store) -> Result<(CloudListing, Vec<Unfinished>), crate::clo
                 bytes,
             });
         }
+    }
+    if !full {
+        return Ok((listing, Vec::new()));
     }
     if objects
         .iter()

@@ -30,6 +30,8 @@ pub struct CloudBackup {
     pub time: NaiveDateTime,
     pub meta: BackupMeta,
     pub store: Arc<Store>,
+    /// Its objects, read through one cache of the small ones.
+    pub objects: Arc<Objects>,
 }
 
 impl CloudBackup {
@@ -45,10 +47,7 @@ impl CloudBackup {
                 .iter()
                 .map(|r| (PathBuf::from(&r.name), r.bytes))
                 .collect(),
-            Arc::new(Objects {
-                store: self.store.clone(),
-                dir: self.dir(),
-            }),
+            self.objects.clone(),
         )
     }
 
@@ -136,7 +135,7 @@ pub fn destination<'a>(settings: &'a Settings, req: &Request) -> anyhow::Result<
 pub fn open(cloud: &CloudSettings) -> anyhow::Result<(Arc<Store>, Vec<String>)> {
     let env = crate::settings::Env::from_process();
     let store = Arc::new(Store::open(cloud, &env, chrono::Local::now().time())?);
-    let (listing, _) = crate::external::cloud::list(&store)?;
+    let (listing, _) = crate::external::cloud::list(&store, false)?;
     Ok((store, listing.backups))
 }
 
@@ -214,6 +213,7 @@ pub fn choose(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Clo
         destination: cloud.name.clone(),
         place: store.place().to_string(),
         time: times[i],
+        objects: Arc::new(Objects::new(store.clone(), dir)),
         stamp,
         meta,
         store,

@@ -490,6 +490,14 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
                 .args(&id_args)
                 .status(0);
             assert!(out.stderr.contains("downloading"), "{what}: {}", out.stderr);
+            eprintln!(
+                "{what} ({prefix}): {}",
+                out.stderr
+                    .lines()
+                    .filter(|l| l.contains("requests"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
             no_secret(&out, &[&g.key.id, &g.key.secret]);
             for f in files {
                 let restored = target.join(t.home().strip_prefix("/").unwrap()).join(f);
