@@ -472,6 +472,9 @@ fn upload(
         let meta = observed.snapshot_meta.get(&a.set);
         let rec = SetRecord {
             set: a.set.clone(),
+            // Full archives for now; an incremental upload fills these as the drive's writer does (issue 15).
+            kind: Default::default(),
+            base: None,
             snapshot: a.snapshot.clone(),
             snapshot_complete: meta.is_none_or(|m| m.is_complete()),
             snapshot_finished: meta.map(|m| m.finished),
@@ -568,6 +571,7 @@ fn upload(
         sums_file: layout::SUMS_FILE.to_string(),
         sets: report.sets.clone(),
         system: None,
+        depends_on: Vec::new(),
     };
     report.read_back = Some(read_back);
     let meta_bytes = layout::metadata_bytes(&meta);

@@ -196,6 +196,13 @@ pub fn choose(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Clo
             }
         }
     }
+    // Chains (issue 15) are read through the drive's restore; a bucket holds full archives only for now.
+    if let Some(s) = meta.sets.iter().find(|s| !s.kind.is_full()) {
+        return Err(failed(format!(
+            "set {} of backup {stamp} on {} is incremental, which restore from a bucket cannot read yet",
+            s.set, cloud.name
+        )));
+    }
     if let Some(set) = &req.set
         && !meta.sets.iter().any(|s| &s.set == set)
     {
