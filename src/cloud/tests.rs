@@ -257,8 +257,7 @@ fn aws_ca_bundle_is_honoured_for_https_and_named_when_broken() {
         &env_with("/nonexistent/ca.pem"),
         chrono::NaiveTime::MIN,
     )
-    .err()
-    .expect("an unreadable bundle is refused")
+    .expect_err("an unreadable bundle is refused")
     .to_string();
     assert!(
         err.contains("AWS_CA_BUNDLE") && err.contains("/nonexistent/ca.pem"),
@@ -273,8 +272,7 @@ fn aws_ca_bundle_is_honoured_for_https_and_named_when_broken() {
         &env_with(junk.to_str().unwrap()),
         chrono::NaiveTime::MIN,
     )
-    .err()
-    .expect("a bundle without certificates is refused")
+    .expect_err("a bundle without certificates is refused")
     .to_string();
     assert!(err.contains("no PEM certificate"), "{err}");
     if let Some(system) = ["/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/cert.pem"]

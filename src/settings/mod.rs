@@ -1176,7 +1176,7 @@ impl Builder<'_> {
         }
         if kind == CloudKind::B2 && (d.storage_class.is_some() || d.object_lock_days.is_some()) {
             self.problem(
-                format!("{at}"),
+                at.to_string(),
                 "B2's native API has no storage classes and dbackup does not set its file locks: use \
                  \"kind\": \"s3\" with B2's S3-compatible endpoint for `storage_class` or `object_lock_days`",
             );
