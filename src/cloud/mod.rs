@@ -25,4 +25,4 @@ pub use store::{ObjectClass, ObjectInfo, Objects, Reader, Store, Unfinished, Upl
 pub use transport::Requests;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

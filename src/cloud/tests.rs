@@ -9,7 +9,7 @@ use crate::cloud::credentials::{Keys, Secret, Source};
 use crate::settings::{CloudKind, CloudSettings, Env};
 use testkit::objstore::{Garage, REGION, closed_port};
 
-fn settings(endpoint: &str, bucket: &str) -> CloudSettings {
+pub(crate) fn settings(endpoint: &str, bucket: &str) -> CloudSettings {
     CloudSettings {
         name: "offsite".into(),
         kind: CloudKind::S3,

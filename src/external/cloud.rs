@@ -660,4 +660,92 @@ mod tests {
         let (d, c) = select_across(ExternalMode::First, &[], &[]);
         assert!(d.is_empty() && c.is_empty());
     }
+
+    fn world(allow_unencrypted: bool) -> CloudWorld {
+        let mut settings = crate::cloud::tests::settings("http://127.0.0.1:9", "b");
+        settings.allow_unencrypted = allow_unencrypted;
+        settings.object_lock_days = Some(30);
+        CloudWorld {
+            settings,
+            store: None,
+            listing: CloudListing {
+                backups: vec!["2026-12-01-020000".into()],
+                unfinished: vec![
+                    UnfinishedStamp {
+                        stamp: "2026-12-04-020000".into(),
+                        objects: 2,
+                        bytes: 10,
+                    },
+                    UnfinishedStamp {
+                        stamp: "2026-12-05-020000".into(),
+                        objects: 1,
+                        bytes: 1,
+                    },
+                ],
+                uploads: vec!["backups/2026-12-04-020000/docs.tar.part000".into()],
+                latest: Some("2026-12-01-020000".into()),
+                other: vec![],
+            },
+            uploads: vec![],
+            error: None,
+            encryption: None,
+            passphrase_file: None,
+        }
+    }
+
+    fn set() -> SetPlan {
+        SetPlan {
+            set: "docs".into(),
+            action: SetAction::Export,
+            snapshot: Some("docs-2026-12-05-010000".into()),
+            snapshot_path: None,
+            complete: true,
+            estimate: Some(crate::archive::ArchiveEstimate {
+                tar_bytes: 1000,
+                index_bytes: 100,
+                ..Default::default()
+            }),
+            warnings: vec![],
+        }
+    }
+
+    /// The plan of an upload: archives in parts under `backups/<stamp>/`, the unfinished uploads of other stamps
+    /// cleaned (never this run's own stamp), the lock date from `object_lock_days`, and a plain archive refused
+    /// unless `allow_unencrypted`; an unreachable destination refused with its error.
+    #[test]
+    fn an_upload_is_planned_and_plain_archives_are_refused_unless_allowed() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-05T02:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let p = plan(&world(true), &[set()], "2026-12-05-020000", now);
+        assert_eq!(p.refusal, None);
+        assert_eq!(p.dir, "backups/2026-12-05-020000/");
+        assert_eq!(p.archives.len(), 1);
+        assert_eq!(p.archives[0].archive, "docs.tar");
+        assert_eq!(p.archives[0].part_bytes, Some(PART_BYTES));
+        assert_eq!(p.upload_bytes, 1100);
+        let cleaned: Vec<&str> = p.cleanup_stamps.iter().map(|u| u.stamp.as_str()).collect();
+        assert_eq!(cleaned, ["2026-12-04-020000"]);
+        assert_eq!(p.abort_uploads.len(), 1);
+        assert_eq!(p.locked_until, Some(now + chrono::Duration::days(30)));
+        assert_eq!(p.latest_previous.as_deref(), Some("2026-12-01-020000"));
+        let mut text = String::new();
+        render(&p, &mut text);
+        assert!(
+            text.contains("remove unfinished upload backups/2026-12-04-020000/"),
+            "{text}"
+        );
+        assert!(text.contains("locked (Object Lock, compliance)"), "{text}");
+
+        let p = plan(&world(false), &[set()], "2026-12-05-020000", now);
+        assert!(
+            p.refusal.as_deref().unwrap().contains("unencrypted"),
+            "{:?}",
+            p.refusal
+        );
+        let mut w = world(true);
+        w.error = Some("no answer from s3 ...".into());
+        let p = plan(&w, &[set()], "2026-12-05-020000", now);
+        assert_eq!(p.refusal.as_deref(), Some("no answer from s3 ..."));
+    }
 }
