@@ -417,7 +417,8 @@ fn external_uploads_a_backup_with_the_drive_layout() {
 /// Restore from a cloud destination, plain (`allow_unencrypted`) and age-encrypted: `--list --source cloud` shows
 /// the backup; one file, a directory and a whole set come back byte-identical under `--target`, each restore first
 /// saying what it downloads; `--verify` downloads and finds every object intact; an object altered on the server
-/// is named by `--verify` (exit 1). No key or secret in any output. Before: main had no cloud destination.
+/// is named by `--verify` (exit 1). No key or secret in any output; no object of the encrypted backup holds a file
+/// name or content in the clear. Before: main had no cloud destination.
 #[test]
 fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
     let Some(g) = garage() else { return };
@@ -443,6 +444,18 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
         populate(&t);
         t.cmd().args(["collect"]).status(0);
         t.cmd().args(["external"]).status(0);
+        if encrypted {
+            // Nothing in the bucket names or holds the plaintext: not a file name, not a file's content.
+            for (key, _) in s3.list(&format!("{prefix}/")) {
+                let bytes = s3.get(&key);
+                for plain in ["todo.txt", "hunter2", "photos/big.raw"] {
+                    assert!(
+                        !bytes.windows(plain.len()).any(|w| w == plain.as_bytes()),
+                        "{key} holds {plain:?} in the clear"
+                    );
+                }
+            }
+        }
         let id_args: Vec<String> = if encrypted {
             vec!["--identity".into(), identity.display().to_string()]
         } else {
