@@ -300,10 +300,11 @@ fn assert_same(want: &Path, got: &Path, what: &str, setuid_dropped: bool) {
         }
     }
     // The sparse file keeps its holes: no more allocated than the source's (a filesystem block or two of slack per
-    // extent, and xfs's preallocation), far less than its size.
+    // extent, and xfs's speculative preallocation, which under parallel load was seen at 5.8 MiB over the source's
+    // 2.1 MiB before xfs trims it), far less than its 1 GiB size.
     let (a, b) = (allocated(&want.join(SPARSE)), allocated(&got.join(SPARSE)));
     assert!(
-        b <= a + 4 * MIB && b < 64 * MIB,
+        b <= a + 16 * MIB && b < 64 * MIB,
         "{what}: {SPARSE} has {b} bytes allocated, the source {a} (du): its holes were filled"
     );
     let names = |m: &BTreeMap<Vec<u8>, Node>| m.keys().cloned().collect::<Vec<_>>();
