@@ -11,6 +11,7 @@ mod harness;
 mod backup;
 mod browse;
 mod cli;
+mod cloud;
 mod collect;
 mod config;
 mod config_safety;

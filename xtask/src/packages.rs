@@ -163,6 +163,24 @@ pub const PACKAGES: &[Package] = &[
         why: "systemd-analyze verify resolves the units' Documentation=man:dbackup(1)",
         needed_by: &[Test],
     },
+    Package {
+        deb: "python3-venv",
+        program: "/usr/lib/python3.11/ensurepip/__init__.py",
+        why: "the venv moto[server] is installed into (the cloud tests' Object Lock server); Debian 12's python3.11",
+        needed_by: &[Test, Bench],
+    },
+    Package {
+        deb: "rclone",
+        program: "rclone",
+        why: "bench cloud: the plain copy dbackup's upload is compared with",
+        needed_by: &[Bench],
+    },
+    Package {
+        deb: "restic",
+        program: "restic",
+        why: "bench cloud: the one-file restore dbackup's is compared with",
+        needed_by: &[Bench],
+    },
 ];
 
 /// `apt-get update` runs at most once per `cargo xtask` process.
