@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::config::load::{self, Loaded};
 use crate::config::{
-    BackupSet, Config, ConfigError, Destination, Encryption, ExternalMode, LocalRetention,
-    Notifications, Problem, RetentionPolicy, Schedule, schema,
+    BackupSet, Config, ConfigError, Destination, Encryption, ExternalMode, Notifications, Problem,
+    RetentionForm, RetentionPolicy, Schedule, schema,
 };
 use crate::expand;
 
@@ -81,7 +81,10 @@ pub struct Settings {
     pub schedule: Schedule,
     /// Local retention, normalised: a plain count N is `last: N`.
     pub retention_local: RetentionPolicy,
-    pub retention_external: u32,
+    /// External retention, normalised the same way (each destination carries its own or this one).
+    pub retention_external: RetentionPolicy,
+    /// The fewest verified restore points space-aware rotation leaves on a destination (each carries its own).
+    pub keep_at_least: u32,
     pub destinations: Vec<DestinationSettings>,
     pub external_mode: ExternalMode,
     /// Serialised with the URL's secrets hidden (`config check --json`): see [`crate::stdx::redact_url`].
@@ -222,7 +225,10 @@ pub struct DestinationSettings {
     pub priority: i32,
     pub fs_uuid: Option<String>,
     pub fs_label: Option<String>,
-    pub retention: u32,
+    /// Which verified backups it keeps (a count N is `last: N`).
+    pub retention: RetentionPolicy,
+    /// The fewest verified restore points space-aware rotation leaves on it.
+    pub keep_at_least: u32,
     pub require_mount: bool,
     /// How this destination's archives are encrypted, if they are.
     pub encryption: Option<EncryptionSettings>,
@@ -281,11 +287,17 @@ impl Settings {
             b.root_and_sources(root, &sets, config);
         }
 
-        let retention_external = config.retention.external;
-        if retention_external == 0 {
-            b.problem("/retention/external", "0 keeps no backups; keep at least 1");
+        let retention_external =
+            b.retention_form("/retention/external", "backups", &config.retention.external);
+        let keep_at_least = config.retention.keep_at_least;
+        if keep_at_least == 0 {
+            b.problem(
+                "/retention/keep_at_least",
+                "0 would let space-aware rotation remove every verified backup; keep at least 1",
+            );
         }
-        let retention_local = b.local_retention(&config.retention.local);
+        let retention_local =
+            b.retention_form("/retention/local", "snapshots", &config.retention.local);
 
         let global_encryption = config
             .encryption
@@ -295,7 +307,14 @@ impl Settings {
             .destinations
             .iter()
             .enumerate()
-            .filter_map(|(i, d)| b.destination(i, d, retention_external, &global_encryption))
+            .filter_map(|(i, d)| {
+                b.destination(
+                    i,
+                    d,
+                    (&retention_external, keep_at_least),
+                    &global_encryption,
+                )
+            })
             .collect();
         b.unique_names(
             config.destinations.iter().map(|d| d.name.as_str()),
@@ -350,6 +369,7 @@ impl Settings {
             schedule: config.schedule.clone(),
             retention_local,
             retention_external,
+            keep_at_least,
             destinations,
             external_mode: config.external.mode,
             notifications: config.notifications.clone(),
@@ -772,24 +792,27 @@ impl Builder<'_> {
         out
     }
 
-    fn local_retention(&mut self, local: &LocalRetention) -> RetentionPolicy {
-        match local {
-            LocalRetention::Count(n) => {
+    /// A retention form normalised (a plain count N is `last: N`); `at` is its JSON pointer, `what` what it keeps.
+    fn retention_form(&mut self, at: &str, what: &str, form: &RetentionForm) -> RetentionPolicy {
+        match form {
+            RetentionForm::Count(n) => {
                 if *n == 0 {
-                    self.problem("/retention/local", "0 keeps no snapshots; keep at least 1");
+                    self.problem(at, format!("0 keeps no {what}; keep at least 1"));
                 }
                 RetentionPolicy {
                     last: Some(*n),
                     ..Default::default()
                 }
             }
-            LocalRetention::Policy(p) => {
+            RetentionForm::Policy(p) => {
                 let rules = [p.last, p.hourly, p.daily, p.weekly, p.monthly, p.yearly];
                 if !rules.iter().any(|r| r.is_some_and(|n| n > 0)) {
                     self.problem(
-                        "/retention/local",
-                        "this policy keeps no snapshots; give at least one of \"last\", \"hourly\", \"daily\", \"weekly\", \
-                         \"monthly\", \"yearly\" a value of 1 or more",
+                        at,
+                        format!(
+                            "this policy keeps no {what}; give at least one of \"last\", \"hourly\", \"daily\", \
+                             \"weekly\", \"monthly\", \"yearly\" a value of 1 or more"
+                        ),
                     );
                 }
                 *p
@@ -801,7 +824,7 @@ impl Builder<'_> {
         &mut self,
         i: usize,
         d: &Destination,
-        default_retention: u32,
+        (default_retention, default_keep): (&RetentionPolicy, u32),
         global_encryption: &Option<EncryptionSettings>,
     ) -> Option<DestinationSettings> {
         let at = format!("/destinations/{i}");
@@ -815,10 +838,14 @@ impl Builder<'_> {
                 ),
             );
         }
-        if d.retention == Some(0) {
+        let retention = match &d.retention {
+            Some(form) => self.retention_form(&format!("{at}/retention"), "backups", form),
+            None => *default_retention,
+        };
+        if d.keep_at_least == Some(0) {
             self.problem(
-                format!("{at}/retention"),
-                "0 keeps no backups; keep at least 1",
+                format!("{at}/keep_at_least"),
+                "0 would let space-aware rotation remove every verified backup; keep at least 1",
             );
         }
         let encryption = match &d.encryption {
@@ -832,7 +859,8 @@ impl Builder<'_> {
             priority: d.priority,
             fs_uuid: d.fs_uuid.clone(),
             fs_label: d.fs_label.clone(),
-            retention: d.retention.unwrap_or(default_retention),
+            retention,
+            keep_at_least: d.keep_at_least.unwrap_or(default_keep),
             require_mount: d.require_mount,
             encryption,
         })
@@ -1331,7 +1359,8 @@ mod tests {
                 ..Default::default()
             }
         );
-        assert_eq!(s.retention_external, 5);
+        assert_eq!(s.retention_external, RetentionPolicy::last(5));
+        assert_eq!(s.keep_at_least, 2);
 
         let s = build(
             text,
@@ -1388,7 +1417,8 @@ mod tests {
                     priority: 0,
                     fs_uuid: None,
                     fs_label: Some("T9".into()),
-                    retention: 3,
+                    retention: RetentionPolicy::last(3),
+                    keep_at_least: 2,
                     require_mount: true,
                     encryption: None,
                 },
@@ -1398,7 +1428,8 @@ mod tests {
                     priority: -1,
                     fs_uuid: None,
                     fs_label: None,
-                    retention: 1,
+                    retention: RetentionPolicy::last(1),
+                    keep_at_least: 2,
                     require_mount: false,
                     encryption: None,
                 },
