@@ -34,6 +34,7 @@ mod process;
 mod report;
 mod restore;
 mod restore_hardening;
+mod rotation;
 mod sparse;
 mod status;
 mod systemd;
