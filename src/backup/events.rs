@@ -187,20 +187,11 @@ pub fn events(report: &BackupReport, before: &Facts) -> Vec<Event> {
                 did.push(format!("collected {}", sets.join(", ")));
             }
             for d in report.external.iter().flat_map(|e| &e.destinations) {
-                let mut line = format!(
+                did.push(format!(
                     "wrote backup {} to {}",
                     d.backup.as_deref().unwrap_or("?"),
                     d.name
-                );
-                if !d.removed_for_space.is_empty() {
-                    let names: Vec<&str> = d
-                        .removed_for_space
-                        .iter()
-                        .map(|r| r.name.as_str())
-                        .collect();
-                    line.push_str(&format!(" after removing {} for space", names.join(", ")));
-                }
-                did.push(line);
+                ));
             }
             out.push(Event::new(
                 EventKind::Success,

@@ -337,6 +337,19 @@ fn write_backup(
     }
     if !d.remove_for_space.is_empty() {
         backups.fsync().map_err(flat)?;
+        // A warning, so that it is heard (notification, exit 3): the drive is too small for what retention keeps.
+        report.warnings.push(format!(
+            "the drive was full: removed {} for space before writing the new backup ({}; freed {}, keep_at_least \
+             {}); a larger drive or a shorter retention avoids this",
+            stdx::counted(
+                report.removed_for_space.len() as u64,
+                "old backup",
+                "old backups"
+            ),
+            names(&report.removed_for_space),
+            stdx::bytes(d.freed_for_space_bytes),
+            d.keep_at_least
+        ));
     }
 
     info.check_still_present()?;
@@ -726,17 +739,6 @@ pub fn summary_line(r: &DestinationReport) -> String {
                 line.push_str(&format!(
                     "; removed {} left by an interrupted run",
                     stdx::counted(r.cleaned.len() as u64, "leftover", "leftovers")
-                ));
-            }
-            if !r.removed_for_space.is_empty() {
-                line.push_str(&format!(
-                    "; removed {} for space before writing ({})",
-                    stdx::counted(
-                        r.removed_for_space.len() as u64,
-                        "old backup",
-                        "old backups"
-                    ),
-                    names(&r.removed_for_space)
                 ));
             }
             if !r.removed.is_empty() {

@@ -198,7 +198,7 @@ impl ExternalPlan {
 
     /// What a run of this plan would exit with at best: 1 when a destination is refused (for space, or because its
     /// drive would redirect the writes) or no set can be exported,
-    /// 3 with warnings, else 0.
+    /// 3 with warnings (old backups removed for space among them), else 0.
     pub fn expected_exit(&self) -> Exit {
         if self.exported().next().is_none() {
             return Exit::Failed;
@@ -213,6 +213,8 @@ impl ExternalPlan {
         self.destinations.iter().fold(sets, |acc, d| {
             acc.worst(match d.action {
                 DestinationAction::Refuse => Exit::Failed,
+                // Removing verified backups for space is a warning: the drive is too small for the retention.
+                DestinationAction::Write if !d.remove_for_space.is_empty() => Exit::Warnings,
                 DestinationAction::Write => Exit::Ok,
             })
         })

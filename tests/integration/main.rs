@@ -28,6 +28,7 @@ mod loopdev_hostile;
 mod loopdev_image;
 mod loopdev_media;
 mod loopdev_restore;
+mod loopdev_rotation;
 mod loopdev_udev;
 mod messages;
 mod process;
