@@ -181,3 +181,88 @@ fn external_retention_forms_are_checked() {
         .status(0)
         .stdout_has("external backups per destination: weekly 4, monthly 6 (space-aware rotation keeps at least 3)");
 }
+
+/// `status` per destination: free space, every restore point with its chain (a full, two incrementals on it, an
+/// image-only backup, an incremental whose base is gone: BROKEN), the recent average size and how many more backups
+/// of it fit; the same in `--json` (parsed). Before (main): status showed only the newest backup and a count.
+#[test]
+fn status_shows_restore_points_chains_and_what_fits() {
+    let t = Test::new();
+    let t9 = t.path("media/T9");
+    fs::create_dir_all(&t9).unwrap();
+    let t = t.config(&format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "data", "sources": ["/data"] }} ],
+             "destinations": [ {{ "name": "T9", "path": "{}", "require_mount": false }} ],
+             "notifications": {{ "low_disk_percent": 0 }} }}"#,
+        t9.display()
+    ));
+    let backup = |time: &str, mib: u64, deps: &[&str]| {
+        let stamp = drive_backup(&t9, time, &[("data", "data-x")], 2 * (mib << 20));
+        edit(&t9, &stamp, |m| {
+            m.depends_on = deps.iter().map(|d| d.to_string()).collect();
+            if let Some(base) = deps.last() {
+                m.sets[0].kind = layout::ArchiveKind::Incremental;
+                m.sets[0].base = Some(base.to_string());
+            }
+        });
+        stamp
+    };
+    let full = backup("2025-03-01T03:15:00+00:00", 4096, &[]);
+    let i1 = backup("2025-03-02T03:15:00+00:00", 200, &[&full]);
+    let i2 = backup("2025-03-03T03:15:00+00:00", 300, &[&full, &i1]);
+    let images = backup("2025-03-04T03:15:00+00:00", 0, &[]);
+    edit(&t9, &images, |m| {
+        m.sets.clear();
+        m.system = Some(serde_json::from_str("{}").unwrap());
+    });
+    let broken = backup("2025-03-05T03:15:00+00:00", 100, &["2025-02-01-031500"]);
+
+    let r: dbackup::status::StatusReport = t
+        .cmd()
+        .args(["--json", "status", "--now", "2025-03-06T09:00:00+00:00"])
+        .status(0)
+        .json();
+    let d = &r.destinations[0];
+    let points: Vec<(&str, &str, &str, bool)> = d
+        .restore_points
+        .iter()
+        .map(|p| {
+            (
+                p.stamp.as_str(),
+                p.kind.as_str(),
+                p.chain.as_str(),
+                p.broken,
+            )
+        })
+        .collect();
+    assert_eq!(
+        points,
+        [
+            (full.as_str(), "full", full.as_str(), false),
+            (i1.as_str(), "incremental", full.as_str(), false),
+            (i2.as_str(), "incremental", full.as_str(), false),
+            (images.as_str(), "images", images.as_str(), false),
+            (broken.as_str(), "incremental", "2025-02-01-031500", true),
+        ]
+    );
+    assert_eq!(d.restore_points[2].base.as_deref(), Some(i1.as_str()));
+    // The newest four holding sets: (4096 + 200 + 300 + 100) MiB / 4.
+    assert_eq!(d.recent_average_bytes, Some((4696 << 20) / 4));
+    assert_eq!(d.fit_more, Some(d.free_bytes.unwrap() / ((4696 << 20) / 4)));
+
+    // The text, with this machine's free space replaced.
+    let mut r = r;
+    r.destinations[0].free_bytes = Some(20 << 30);
+    r.destinations[0].total_bytes = Some(32 << 30);
+    r.destinations[0].fs_type = Some("exfat".into());
+    let text = dbackup::status::render(&r);
+    let part = text
+        .split("\ndestinations:\n")
+        .nth(1)
+        .unwrap()
+        .split("\nlast run:")
+        .next()
+        .unwrap()
+        .replace(&t.dir.path().display().to_string(), "/tmp/t");
+    insta::assert_snapshot!("status_restore_points", part);
+}
