@@ -461,7 +461,32 @@ fn write_backup(
     backups
         .rename(&temp_name, &plan.stamp, true)
         .map_err(flat)?;
+    *temp_created = false;
     backups.fsync().map_err(flat)?;
+    // The drive must hold it under its new name: a filesystem driver that loses a directory's contents when it is
+    // renamed (Debian's fusefat 0.1a does) would otherwise leave "verified and in place" naming an empty directory.
+    let promoted = backups
+        .sub(&plan.stamp)
+        .map_err(flat)
+        .and_then(|dir| layout::read_metadata_in(&dir).map_err(flat));
+    match promoted {
+        Ok(m) if m.stamp == plan.stamp => {}
+        other => {
+            let why = match other {
+                Err(e) => e.to_string(),
+                Ok(_) => format!("its {} names another backup", layout::METADATA_FILE),
+            };
+            let cleaned = match layout::delete_backup(&backups, &plan.stamp) {
+                Ok(()) => "the empty directory was removed".to_string(),
+                Err(e) => format!("remove {} by hand ({e})", d.final_dir.display()),
+            };
+            anyhow::bail!(
+                "the drive lost backup {} when it was renamed into place ({why}): its filesystem driver does not keep \
+                 a directory's contents across a rename; {cleaned}; use another drive or filesystem driver",
+                plan.stamp
+            );
+        }
+    }
     report.backup = Some(plan.stamp.clone());
     report.backup_path = Some(d.final_dir.clone());
 

@@ -24,6 +24,7 @@ mod loopdev_attrs;
 mod loopdev_backup;
 mod loopdev_encryption;
 mod loopdev_external;
+mod loopdev_fat32;
 mod loopdev_hostile;
 mod loopdev_image;
 mod loopdev_media;
