@@ -20,6 +20,7 @@ mod escape;
 mod exclusions;
 mod hostile_drive;
 mod json;
+mod linked_symlinks;
 mod loopdev_attrs;
 mod loopdev_backup;
 mod loopdev_encryption;
