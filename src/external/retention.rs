@@ -192,33 +192,31 @@ fn bases_of_kept(order: &[&BackupInfo], kept: &[bool]) -> Vec<(usize, Vec<String
         .collect();
     let mut kept = kept.to_vec();
     let mut needed_by: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    // Newest first: a dependency is always older, so one pass in this order reaches every base of a chain; the
-    // loop repeats in case a drive's metadata says otherwise (a base newer than its dependent).
-    loop {
-        let mut changed = false;
-        for (i, b) in order.iter().enumerate() {
-            if !kept[i] {
+    // A worklist: every kept backup's dependencies once, whatever order a drive's metadata puts them in.
+    let mut work: Vec<usize> = (0..order.len()).filter(|&i| kept[i]).collect();
+    while let Some(i) = work.pop() {
+        let b = order[i];
+        for d in &b.depends_on {
+            let Some(&j) = index.get(d.as_str()) else {
                 continue;
+            };
+            let list = needed_by.entry(j).or_default();
+            if !list.contains(&b.name) {
+                list.push(b.name.clone());
             }
-            for d in &b.depends_on {
-                let Some(&j) = index.get(d.as_str()) else {
-                    continue;
-                };
-                let list = needed_by.entry(j).or_default();
-                if !list.contains(&b.name) {
-                    list.push(b.name.clone());
-                }
-                if !kept[j] {
-                    kept[j] = true;
-                    changed = true;
-                }
+            if !kept[j] {
+                kept[j] = true;
+                work.push(j);
             }
-        }
-        if !changed {
-            break;
         }
     }
-    needed_by.into_iter().collect()
+    needed_by
+        .into_iter()
+        .map(|(j, mut by)| {
+            by.sort_by(|a, b| b.cmp(a)); // newest first
+            (j, by)
+        })
+        .collect()
 }
 
 /// What space-aware rotation removes before a new backup is written, and whether the backup then fits.

@@ -215,6 +215,13 @@ fn retention_table() {
             removed: vec![2, 3],
         },
         Case {
+            what: "hostile metadata: a loop of dependencies and a base newer than its dependent end, kept whole",
+            backups: vec![set(1), incr(2, &[3]), incr(3, &[2]), incr(4, &[2])],
+            policy: last(1),
+            now: 9,
+            removed: vec![1],
+        },
+        Case {
             what: "image-only backups do not push restore points out: keep 5 keeps 5 set backups and the images",
             backups: (1..=7).map(set).chain([image(8), image(9)]).collect(),
             policy: last(5),
