@@ -1183,7 +1183,7 @@ fn contradictory_options_are_usage_errors() {
 // The restoration guide
 
 /// The guide's shell blocks tagged `sh <tag>` (`tar-only`, `age-only`), in order.
-pub(crate) fn guide_blocks(tag: &str) -> Vec<String> {
+fn guide_blocks(tag: &str) -> Vec<String> {
     let fence = format!("```sh {tag}");
     let guide =
         fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/RESTORE.md")).unwrap();
@@ -1269,7 +1269,7 @@ fn the_guide_restores_with_nothing_but_tar_and_sha256sum() {
 
 /// Runs guide blocks with `sh`, `sudo` being the identity (the test owns everything it restores); fails with the
 /// script's output when it fails. Returns stdout.
-pub(crate) fn run_guide(t: &Test, script: &str, env: &[(&str, &Path)]) -> String {
+fn run_guide(t: &Test, script: &str, env: &[(&str, &Path)]) -> String {
     let mut cmd = std::process::Command::new("sh");
     cmd.args(["-c", &format!("set -eu\nsudo() {{ \"$@\"; }}\n{script}")])
         .env_clear()
