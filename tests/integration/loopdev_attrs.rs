@@ -21,7 +21,7 @@ use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::age::have_age;
 use crate::fixtures::drive::{destination, external};
-use crate::harness::Test;
+use crate::harness::{Test, run_ok};
 
 const MIB: u64 = 1 << 20;
 
@@ -42,12 +42,7 @@ fn have_attr_tools() -> bool {
 }
 
 fn sh(cmd: &str, args: &[&OsStr]) {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new(cmd).args(args));
 }
 
 fn set_times(p: &Path, sec: i64, nsec: i64) {
