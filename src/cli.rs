@@ -73,7 +73,10 @@ pub enum Command {
         after_help = "Each run writes <drive>/backups/<YYYY-MM-DD-HHMMSS>/ holding <set>.tar and <set>.index.jsonl \
 for every set, backup.json, and verification.sha256 (check it with `sha256sum -c verification.sha256` in that \
 directory). The archives are read back from the drive and compared before the directory gets its final name; only \
-then does `latest` move (a symlink, or a LATEST text file on exFAT) and are backups beyond the retention removed.\n\n\
+then does `latest` move (a symlink, or a LATEST text file on exFAT) and are backups beyond the retention removed \
+(retention.external: a count or a policy; a backup a kept one depends on stays). When the new backup does not fit, \
+the oldest backups are removed first, never below retention.keep_at_least (space-aware rotation, a warning); \
+--dry-run lists every backup kept or removed, and why.\n\n\
 With `encryption` in the config (or in the destination's entry) the archives are encrypted with age on the way to \
 the drive, in the same pass: <set>.tar.age and <set>.index.age, and verification.sha256 covers those encrypted \
 files (checkable without the key). Only the public recipients are needed; the identity is never read here. \

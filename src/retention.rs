@@ -251,34 +251,56 @@ fn apply_policy(
     verdicts: &mut [(bool, Vec<String>)],
     prefix: &str,
 ) {
+    let times: Vec<NaiveDateTime> = view.iter().map(|&i| order[i].time).collect();
+    for (k, why) in policy_reasons(&times, policy, prefix)
+        .into_iter()
+        .enumerate()
+    {
+        for w in why {
+            mark(verdicts, view[k], w);
+        }
+    }
+}
+
+/// THE policy logic, shared by local snapshots and drive backups: applies every rule of `policy` to `times` (newest
+/// first, only those the policy judges) and returns, for each, the rules that keep it (empty: none does), each
+/// reason starting with `prefix`.
+pub(crate) fn policy_reasons(
+    times: &[NaiveDateTime],
+    policy: &RetentionPolicy,
+    prefix: &str,
+) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = vec![Vec::new(); times.len()];
     for (rule, n) in rules(policy) {
         let Some(n) = n else { continue };
         let mut used = 0u32;
         let mut last_bucket: Option<String> = None;
-        for &i in view {
+        for (i, t) in times.iter().enumerate() {
             if used >= n {
                 break;
             }
-            match rule.bucket(order[i].time) {
+            match rule.bucket(*t) {
                 None => {
                     used += 1;
-                    mark(verdicts, i, format!("{prefix}last {n}"));
+                    out[i].push(format!("{prefix}last {n}"));
                 }
                 Some(b) => {
                     if last_bucket.as_ref() == Some(&b) {
                         continue;
                     }
                     used += 1;
-                    mark(
-                        verdicts,
-                        i,
-                        format!("{prefix}{}: newest of {b}", rule.name()),
-                    );
+                    out[i].push(format!("{prefix}{}: newest of {b}", rule.name()));
                     last_bucket = Some(b);
                 }
             }
         }
     }
+    out
+}
+
+/// Whether `policy` has any rule at all.
+pub(crate) fn has_rules(policy: &RetentionPolicy) -> bool {
+    rules(policy).iter().any(|(_, n)| n.is_some())
 }
 
 #[cfg(test)]

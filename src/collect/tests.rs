@@ -44,7 +44,8 @@ impl World {
                 last: Some(7),
                 ..Default::default()
             },
-            retention_external: 5,
+            retention_external: crate::config::RetentionPolicy::last(5),
+            keep_at_least: 2,
             destinations: vec![],
             clouds: vec![],
             external_mode: ExternalMode::First,

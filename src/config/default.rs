@@ -184,8 +184,9 @@ mod tests {
         assert_eq!(
             c.retention,
             Retention {
-                local: super::super::LocalRetention::Count(7),
-                external: 5
+                local: super::super::RetentionForm::Count(7),
+                external: super::super::RetentionForm::Count(5),
+                keep_at_least: 2,
             }
         );
         assert_eq!(

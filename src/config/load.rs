@@ -846,7 +846,8 @@ mod tests {
                 "/retention/external",
                 5,
                 42,
-                "expected an integer >= 1, found \"5\"",
+                "expected an integer >= 1 or an object with keys \"daily\", \"hourly\", \"last\", \"monthly\", \
+                 \"weekly\", \"yearly\", found \"5\"",
             ),
         ];
         let want: Vec<(String, usize, usize, String)> = want

@@ -222,41 +222,52 @@ pub enum ExternalSchedule {
 pub struct Retention {
     /// Local snapshots per set: a count (keep the newest N) or a policy (`last`, `hourly`, `daily`, ...).
     #[serde(default)]
-    pub local: LocalRetention,
-    /// External backups per destination (a destination's own `retention` wins).
+    pub local: RetentionForm,
+    /// External backups per destination (a destination's own `retention` wins): a count (keep the newest N
+    /// verified restore points) or a policy (`last`, `hourly`, `daily`, ...). A backup that a kept incremental
+    /// depends on is always kept with it.
     #[serde(default = "Retention::default_external")]
+    pub external: RetentionForm,
+    /// When a new backup does not fit on a destination, the oldest restore points are removed for space first, but
+    /// never below this many verified ones (and never the newest); a destination's own `keep_at_least` wins.
+    #[serde(default = "Retention::default_keep_at_least")]
     #[schemars(range(min = 1))]
-    pub external: u32,
+    pub keep_at_least: u32,
 }
 
 impl Retention {
-    fn default_external() -> u32 {
-        5
+    fn default_external() -> RetentionForm {
+        RetentionForm::Count(5)
+    }
+
+    fn default_keep_at_least() -> u32 {
+        2
     }
 }
 
 impl Default for Retention {
     fn default() -> Self {
         Retention {
-            local: LocalRetention::default(),
+            local: RetentionForm::default(),
             external: Retention::default_external(),
+            keep_at_least: Retention::default_keep_at_least(),
         }
     }
 }
 
-/// Local retention: a plain count, or a time-bucketed policy.
+/// Retention, local or external: a plain count, or a time-bucketed policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
-pub enum LocalRetention {
-    /// Keep the newest N complete snapshots.
+pub enum RetentionForm {
+    /// Keep the newest N (complete snapshots; on a destination, verified restore points).
     Count(#[schemars(range(min = 1))] u32),
     /// Keep the newest `last`, plus the newest of each of the last `hourly` hours, `daily` days, ...
     Policy(RetentionPolicy),
 }
 
-impl Default for LocalRetention {
+impl Default for RetentionForm {
     fn default() -> Self {
-        LocalRetention::Count(7)
+        RetentionForm::Count(7)
     }
 }
 
@@ -284,6 +295,16 @@ pub struct RetentionPolicy {
     pub yearly: Option<u32>,
 }
 
+impl RetentionPolicy {
+    /// `{"last": n}`: what a plain count means.
+    pub fn last(n: u32) -> RetentionPolicy {
+        RetentionPolicy {
+            last: Some(n),
+            ..Default::default()
+        }
+    }
+}
+
 /// A place that receives external backups: a removable drive (or any mounted filesystem, the default kind), or a
 /// cloud bucket (`"kind": "s3"` or `"b2"`). Cloud credentials never go in this file: see `credentials_file`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -308,10 +329,14 @@ pub struct Destination {
     /// The filesystem label the drive must have. Drives only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fs_label: Option<String>,
-    /// How many verified backups to keep on this destination (default: `retention.external`).
+    /// Which verified backups to keep on this destination, in the forms of `retention.external` (default: that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionForm>,
+    /// Space-aware rotation never leaves fewer verified restore points than this here (default:
+    /// `retention.keep_at_least`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
-    pub retention: Option<u32>,
+    pub keep_at_least: Option<u32>,
     /// Refuse to write unless `path` is the root of a mounted filesystem (default true). Drives only.
     #[serde(default = "default_true")]
     pub require_mount: bool,

@@ -344,6 +344,7 @@ pub fn execute(
         sets: Vec::new(),
         read_back: None,
         removed: Vec::new(),
+        removed_for_space: Vec::new(),
         warnings: Vec::new(),
         error: None,
         seconds: 0.0,

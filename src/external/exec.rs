@@ -22,7 +22,7 @@ use super::plan::{
     ArchiveTarget, DestinationAction, DestinationPlan, DestinationWorld, ExternalPlan, SetPlan,
     UnusedDestination,
 };
-use super::retention::{self as drive_retention, BackupInfo};
+use super::retention as drive_retention;
 use crate::archive::readback::drop_device_cache;
 use crate::archive::sums::{SumLine, write_sums};
 use crate::archive::{
@@ -71,6 +71,9 @@ pub struct DestinationReport {
     pub read_back: Option<ReadBackRecord>,
     /// Old backups removed by retention, with the reasons.
     pub removed: Vec<Removed>,
+    /// Old backups removed for space before the new one was written (space-aware rotation), with the reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed_for_space: Vec<Removed>,
     pub warnings: Vec<String>,
     pub error: Option<String>,
     pub seconds: f64,
@@ -182,6 +185,7 @@ fn run_destination(
         sets: Vec::new(),
         read_back: None,
         removed: Vec::new(),
+        removed_for_space: Vec::new(),
         warnings: Vec::new(),
         error: None,
         seconds: 0.0,
@@ -218,8 +222,17 @@ fn run_destination(
                 msg = format!("{gone} (while writing: {msg})");
             }
             if report.backup.is_none() {
+                let intact = if report.removed_for_space.is_empty() {
+                    "older backups are intact".to_string()
+                } else {
+                    format!(
+                        "the other older backups are intact ({} removed for space first: {})",
+                        report.removed_for_space.len(),
+                        names(&report.removed_for_space)
+                    )
+                };
                 msg.push_str(&format!(
-                    "; nothing was promoted and older backups are intact{}",
+                    "; nothing was promoted and {intact}{}",
                     discard_temp(d, world, temp_created)
                 ));
             }
@@ -315,6 +328,40 @@ fn write_backup(
             .context("removing what an interrupted run left on the drive")?;
         ui.step(format_args!("{}: removed leftover {}", d.name, l.name));
         report.cleaned.push(l.name.clone());
+    }
+    // Space-aware rotation: the one removal of verified backups before the new one is verified (the plan showed it;
+    // the drive has no room for both).
+    for x in &d.remove_for_space {
+        crate::interrupt::check()?;
+        info.check_still_present()?;
+        layout::delete_backup(&backups, &x.name)
+            .with_context(|| format!("removing old backup {} for space", x.name))?;
+        ui.step(format_args!(
+            "{}: removed old backup {} for space ({})",
+            d.name,
+            x.name,
+            x.reasons.join("; ")
+        ));
+        report.removed_for_space.push(Removed {
+            name: x.name.clone(),
+            reasons: x.reasons.clone(),
+        });
+    }
+    if !d.remove_for_space.is_empty() {
+        backups.fsync().map_err(flat)?;
+        // A warning, so that it is heard (notification, exit 3): the drive is too small for what retention keeps.
+        report.warnings.push(format!(
+            "the drive was full: removed {} for space before writing the new backup ({}; freed {}, keep_at_least \
+             {}); a larger drive or a shorter retention avoids this",
+            stdx::counted(
+                report.removed_for_space.len() as u64,
+                "old backup",
+                "old backups"
+            ),
+            names(&report.removed_for_space),
+            stdx::bytes(d.freed_for_space_bytes),
+            d.keep_at_least
+        ));
     }
 
     info.check_still_present()?;
@@ -426,7 +473,32 @@ fn write_backup(
     backups
         .rename(&temp_name, &plan.stamp, true)
         .map_err(flat)?;
+    *temp_created = false;
     backups.fsync().map_err(flat)?;
+    // The drive must hold it under its new name: a filesystem driver that loses a directory's contents when it is
+    // renamed (Debian's fusefat 0.1a does) would otherwise leave "verified and in place" naming an empty directory.
+    let promoted = backups
+        .sub(&plan.stamp)
+        .map_err(flat)
+        .and_then(|dir| layout::read_metadata_in(&dir).map_err(flat));
+    match promoted {
+        Ok(m) if m.stamp == plan.stamp => {}
+        other => {
+            let why = match other {
+                Err(e) => e.to_string(),
+                Ok(_) => format!("its {} names another backup", layout::METADATA_FILE),
+            };
+            let cleaned = match layout::delete_backup(&backups, &plan.stamp) {
+                Ok(()) => "the empty directory was removed".to_string(),
+                Err(e) => format!("remove {} by hand ({e})", d.final_dir.display()),
+            };
+            anyhow::bail!(
+                "the drive lost backup {} when it was renamed into place ({why}): its filesystem driver does not keep \
+                 a directory's contents across a rename; {cleaned}; use another drive or filesystem driver",
+                plan.stamp
+            );
+        }
+    }
     report.backup = Some(plan.stamp.clone());
     report.backup_path = Some(d.final_dir.clone());
 
@@ -657,18 +729,8 @@ fn prune(
             );
         }
     };
-    let infos: Vec<BackupInfo> = listing
-        .backups
-        .iter()
-        .map(|b| BackupInfo {
-            name: b.name.clone(),
-            time: b.time,
-            verified: b.meta.is_some(),
-            sets: b.meta.as_ref().map(|m| m.set_names()).unwrap_or_default(),
-            latest: listing.latest.as_deref() == Some(b.name.as_str()),
-        })
-        .collect();
-    for x in drive_retention::decide(&infos, world.settings.retention, now)
+    let infos = super::plan::drive_infos(&listing);
+    for x in drive_retention::decide(&infos, &world.settings.retention, now)
         .into_iter()
         .filter(|x| !x.keep && x.name != plan.stamp)
     {
@@ -737,6 +799,15 @@ pub fn summary_line(r: &DestinationReport) -> String {
             r.error.as_deref().unwrap_or("")
         ),
     }
+}
+
+/// The names of removed backups, for a line.
+fn names(removed: &[Removed]) -> String {
+    removed
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Progress of one archive: a byte bar with rate on a terminal, warnings on stderr (the first few).

@@ -477,6 +477,16 @@ impl BackupMeta {
         Ok(())
     }
 
+    /// The bytes of every file it records: archives, indexes and `system/` (fits: [`BackupMeta::check`]).
+    pub fn bytes_on_drive(&self) -> u64 {
+        let system = self
+            .system
+            .iter()
+            .flat_map(|s| s.files())
+            .fold(0u64, |t, f| t.saturating_add(f.bytes));
+        self.file_bytes_on_drive().saturating_add(system)
+    }
+
     /// The bytes of every archive and index file (fits: [`BackupMeta::check`]).
     pub fn file_bytes_on_drive(&self) -> u64 {
         self.sets

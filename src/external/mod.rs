@@ -4,7 +4,7 @@
 //! - [`layout`]: the names on the drive, listing them, `backup.json` ([`layout::BackupMeta`]), `latest`/`LATEST`.
 //! - [`observe`]: snapshots and their scans, destination detection (through [`crate::media`]), the drive listings.
 //! - [`plan`]: the pure, serialisable plan (`--dry-run` prints it) and the snapshot choice.
-//! - [`retention`]: which backups a drive keeps, as a pure function.
+//! - [`retention`]: which backups a drive keeps, and which go first for space, as pure functions.
 //! - [`exec`]: carrying the plan out, destination by destination.
 //!
 //! Order of a real run: take the lock on the backup root, observe (exit 5 when no destination is present), pick the

@@ -9,9 +9,9 @@ use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
 use super::layout::{self, DriveListing, LatestKind, Leftover};
-use super::retention::{self as drive_retention, BackupInfo};
+use super::retention::{self as drive_retention, BackupInfo, Room};
 use crate::archive::{ArchiveEstimate, EncryptionRecord};
-use crate::config::ExternalMode;
+use crate::config::{ExternalMode, RetentionPolicy};
 use crate::exit::Exit;
 use crate::media::{Detected, MediaInfo};
 use crate::retention::Decision;
@@ -131,11 +131,20 @@ pub struct DestinationPlan {
     pub free_bytes: u64,
     /// Bytes the removed leftovers free.
     pub reclaimable_bytes: u64,
+    /// Space-aware rotation: the oldest restore points removed before writing because the new backup does not fit
+    /// otherwise (empty when it fits, or when even that would not make room: then the destination is refused).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove_for_space: Vec<Decision>,
+    /// The bytes `remove_for_space` frees.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub freed_for_space_bytes: u64,
     /// For FUSE filesystems: the block device's cache is dropped before reading back, so the drive answers.
     pub drop_device_cache: bool,
     pub latest: LatestPlan,
-    /// Backups to keep on this destination.
-    pub retention: u32,
+    /// Which backups this destination keeps (a count N is `{"last": N}`).
+    pub retention: RetentionPolicy,
+    /// Space-aware rotation never leaves fewer verified restore points.
+    pub keep_at_least: u32,
     /// Retention after this run, assuming the new backup verifies: every backup on the drive, newest first.
     pub decisions: Vec<Decision>,
     /// Things worth knowing that change nothing (unrelated entries in `backups/`, directories without metadata).
@@ -197,7 +206,7 @@ impl ExternalPlan {
 
     /// What a run of this plan would exit with at best: 1 when a destination is refused (for space, or because its
     /// drive would redirect the writes) or no set can be exported,
-    /// 3 with warnings, else 0.
+    /// 3 with warnings (old backups removed for space among them), else 0.
     pub fn expected_exit(&self) -> Exit {
         if self.exported().next().is_none() {
             return Exit::Failed;
@@ -217,6 +226,8 @@ impl ExternalPlan {
         self.destinations.iter().fold(sets.worst(clouds), |acc, d| {
             acc.worst(match d.action {
                 DestinationAction::Refuse => Exit::Failed,
+                // Removing verified backups for space is a warning: the drive is too small for the retention.
+                DestinationAction::Write if !d.remove_for_space.is_empty() => Exit::Warnings,
                 DestinationAction::Write => Exit::Ok,
             })
         })
@@ -511,17 +522,25 @@ fn destination_plan(
         .collect();
     let reclaimable: u64 = cleanup.iter().map(|l| l.bytes).sum();
     let available = info.free_bytes.saturating_add(reclaimable);
-    let refusal = (needed > available).then(|| {
+    let room = drive_retention::make_room(
+        &drive_infos(&d.listing),
+        needed,
+        available,
+        d.settings.keep_at_least,
+        opts.now,
+    );
+    let refusal = (!room.fits).then(|| {
         space_refusal(
             d,
             needed,
             images.then_some(system_bytes),
             reclaimable,
+            &room,
             &backups_dir,
         )
     });
 
-    let decisions = retention_after(d, &archives, stamp, opts);
+    let decisions = retention_after(d, &archives, &room, stamp, opts);
     let notes = drive_notes(d, &backups_dir);
     let fuse = info.mount_fs_type.starts_with("fuse");
 
@@ -547,6 +566,8 @@ fn destination_plan(
         system_bytes,
         free_bytes: info.free_bytes,
         reclaimable_bytes: reclaimable,
+        freed_for_space_bytes: room.freed_bytes,
+        remove_for_space: room.removed,
         drop_device_cache: fuse && info.device.is_some(),
         latest: LatestPlan {
             kind: if info.symlinks {
@@ -563,6 +584,7 @@ fn destination_plan(
             previous: d.listing.latest.clone(),
         },
         retention: d.settings.retention,
+        keep_at_least: d.settings.keep_at_least,
         decisions,
         notes,
         backups_dir,
@@ -651,12 +673,14 @@ fn system_space(n: u64) -> String {
     )
 }
 
-/// Why the drive is refused when the backup does not fit, with what to do about it.
+/// Why the drive is refused when the backup does not fit even after space-aware rotation, with the numbers and what
+/// to do about it.
 fn space_refusal(
     d: &DestinationWorld,
     needed: u64,
     system_bytes: Option<u64>,
     reclaimable: u64,
+    room: &Room,
     backups_dir: &Path,
 ) -> String {
     let info = &d.info;
@@ -676,10 +700,13 @@ fn space_refusal(
         ));
     }
     let verified = d.listing.verified().count();
-    if verified > 1 {
+    let keep = d.settings.keep_at_least;
+    if verified > 0 {
         msg.push_str(&format!(
-            "; older backups are only removed after a new one is verified: delete some of the {verified} in {} \
-             by hand, or use a larger drive",
+            "; removing the oldest restore points would free only {} without going below keep_at_least {keep} \
+             (never the newest verified backup nor what the kept ones depend on): delete some of the {verified} in \
+             {} by hand, lower keep_at_least, or use a larger drive",
+            stdx::bytes(room.removable_bytes),
             backups_dir.display()
         ));
     } else {
@@ -689,25 +716,35 @@ fn space_refusal(
     msg
 }
 
-/// Retention on the drive after this run, with the new backup in place.
+/// What rotation needs to know about each backup found on a drive.
+pub(crate) fn drive_infos(listing: &DriveListing) -> Vec<BackupInfo> {
+    listing
+        .backups
+        .iter()
+        .map(|b| {
+            BackupInfo::new(
+                &b.name,
+                b.time,
+                b.meta.as_ref(),
+                listing.latest.as_deref() == Some(b.name.as_str()),
+            )
+        })
+        .collect()
+}
+
+/// Retention on the drive after this run, with the new backup in place and what space-aware rotation removed gone.
 fn retention_after(
     d: &DestinationWorld,
     archives: &[ArchiveTarget],
+    room: &Room,
     stamp: &str,
     opts: RunOptions,
 ) -> Vec<Decision> {
     let exported: Vec<String> = archives.iter().map(|a| a.set.clone()).collect();
-    let mut infos: Vec<BackupInfo> = d
-        .listing
-        .backups
-        .iter()
-        .map(|b| BackupInfo {
-            name: b.name.clone(),
-            time: b.time,
-            verified: b.meta.is_some(),
-            sets: b.meta.as_ref().map(|m| m.set_names()).unwrap_or_default(),
-            latest: false,
-        })
+    let mut infos: Vec<BackupInfo> = drive_infos(&d.listing)
+        .into_iter()
+        .filter(|b| !room.removed.iter().any(|r| r.name == b.name))
+        .map(|b| BackupInfo { latest: false, ..b })
         .collect();
     infos.push(BackupInfo {
         name: stamp.to_string(),
@@ -715,8 +752,9 @@ fn retention_after(
         verified: true,
         sets: exported,
         latest: true,
+        ..Default::default()
     });
-    drive_retention::decide(&infos, d.settings.retention, opts.now)
+    drive_retention::decide(&infos, &d.settings.retention, opts.now)
 }
 
 /// What the plan notes about the drive: leftovers of a run still going, backups without usable metadata, entries
@@ -885,6 +923,18 @@ fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
             stdx::bytes(l.bytes)
         );
     }
+    if !d.remove_for_space.is_empty() {
+        let _ = writeln!(
+            out,
+            "  rotate    not enough space: would remove {} for space BEFORE writing (frees {}; keep_at_least {})",
+            stdx::counted(d.remove_for_space.len() as u64, "old backup", "old backups"),
+            stdx::bytes(d.freed_for_space_bytes),
+            d.keep_at_least
+        );
+        for x in &d.remove_for_space {
+            let _ = writeln!(out, "  remove    {} ({})", x.name, x.reasons.join("; "));
+        }
+    }
     let _ = writeln!(
         out,
         "  write     {} (renamed to {} once read back and verified)",
@@ -946,11 +996,18 @@ fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
     let kept = d.decisions.iter().filter(|x| x.keep).count();
     let _ = writeln!(
         out,
-        "  retention keep {}: {} kept, {} removed after the new backup is verified",
-        d.retention,
+        "  retention {}: {} kept, {} removed after the new backup is verified",
+        crate::retention::describe(&d.retention),
         kept,
         removed.len()
     );
+    for x in d
+        .decisions
+        .iter()
+        .filter(|x| x.keep && x.name != d.latest.target)
+    {
+        let _ = writeln!(out, "  keep      {} ({})", x.name, x.reasons.join("; "));
+    }
     for x in removed {
         let _ = writeln!(out, "  remove    {} ({})", x.name, x.reasons.join("; "));
     }

@@ -1,24 +1,37 @@
-//! Retention on a drive as a pure function: (backups, keep count, now) -> keep or remove, each with its reasons.
+//! Rotation on a drive as pure functions of (backups, policy, now): which backups retention keeps ([`decide`]), and
+//! which old restore points go first when a new backup does not fit ([`make_room`]), each with its reasons.
 //!
-//! Rules, in the order they are checked (a backup is kept when any keeping rule applies; every reason is given):
+//! Rules of [`decide`] (a backup is kept when any keeping rule applies; every reason is given):
 //! - Only verified backups (a directory named exactly a stamp, holding `backup.json` with `verified: true`) are
 //!   judged. A stamp-named directory without usable metadata is someone else's (or damaged): never removed.
-//! - The newest `keep` verified backups are kept; the newest verified one is kept whatever `keep` says.
-//! - The newest verified backup holding each set is kept, so that a set which stopped being exported (its snapshots
-//!   failed for a while) still has its last copy on the drive.
+//! - The policy (`retention.external`: a count N is `last: N`, or `last`/`hourly`/`daily`/`weekly`/`monthly`/
+//!   `yearly`, the logic of [`crate::retention`]) is applied to the backups holding sets (the restore points), and
+//!   apart from them to the image-only backups (only `system/`, from `dbackup image create`): `last 5` keeps the
+//!   newest 5 restore points and the newest 5 image-only backups, so images never push restore points out (nor the
+//!   other way round).
+//! - The newest verified backup, the newest verified backup holding each set (so that a set which stopped being
+//!   exported still has its last copy) and the newest holding `system/` images are kept whatever the policy says.
 //! - A backup newer than `now` (a clock that went back) and the target of `latest` are kept.
+//! - Chains: a backup that a kept backup depends on (its `depends_on`, and each set's `base`) is kept too, "base of
+//!   <stamp>", transitively. So only a chain's newest end (its tail) is ever removed, and a full goes only together
+//!   with everything that depends on it.
 //! - Everything else that is verified is removed.
 //!
-//! The caller applies this only after the new backup was verified and renamed into place.
+//! [`decide`]'s removals are applied only after the new backup was verified and renamed into place. [`make_room`] is
+//! the one exception, before writing: see its documentation.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
 
-use crate::retention::Decision;
+use super::layout::BackupMeta;
+use crate::config::RetentionPolicy;
+use crate::retention::{self, Decision};
+use crate::stdx;
 
-/// What retention needs to know about one backup on the drive.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What rotation needs to know about one backup on the drive.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BackupInfo {
     pub name: String,
     pub time: NaiveDateTime,
@@ -26,32 +39,106 @@ pub struct BackupInfo {
     pub verified: bool,
     /// The sets it holds (from its metadata).
     pub sets: Vec<String>,
+    /// It holds `system/` images or a recovery kit.
+    pub system: bool,
     /// `latest`/`LATEST` names it.
     pub latest: bool,
+    /// The other backups it cannot be restored without (`depends_on` and each set's `base`).
+    pub depends_on: Vec<String>,
+    /// The bytes its files take on the drive (what removing it frees).
+    pub bytes: u64,
+}
+
+impl BackupInfo {
+    /// From a backup found on the drive (`meta`: its verified metadata, when it has some).
+    pub fn new(
+        name: &str,
+        time: NaiveDateTime,
+        meta: Option<&BackupMeta>,
+        latest: bool,
+    ) -> BackupInfo {
+        let Some(m) = meta else {
+            return BackupInfo {
+                name: name.to_string(),
+                time,
+                latest,
+                ..Default::default()
+            };
+        };
+        let mut depends_on: Vec<String> = m
+            .depends_on
+            .iter()
+            .chain(m.sets.iter().filter_map(|s| s.base.as_ref()))
+            .filter(|d| *d != name)
+            .cloned()
+            .collect();
+        depends_on.sort();
+        depends_on.dedup();
+        BackupInfo {
+            name: name.to_string(),
+            time,
+            verified: true,
+            sets: m.set_names(),
+            system: m.system.is_some(),
+            latest,
+            depends_on,
+            bytes: m.bytes_on_drive(),
+        }
+    }
+
+    /// An image-only backup: `system/` and no set (judged apart from the restore points).
+    pub fn image_only(&self) -> bool {
+        self.sets.is_empty() && self.system
+    }
 }
 
 /// Decides, for every backup on a drive, whether to keep it. The result is ordered newest first.
-pub fn decide(backups: &[BackupInfo], keep: u32, now: NaiveDateTime) -> Vec<Decision> {
-    let mut order: Vec<&BackupInfo> = backups.iter().collect();
-    order.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
+pub fn decide(
+    backups: &[BackupInfo],
+    policy: &RetentionPolicy,
+    now: NaiveDateTime,
+) -> Vec<Decision> {
+    let order = newest_first(backups);
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); order.len()];
 
     let judged: Vec<usize> = (0..order.len())
         .filter(|&i| order[i].verified && order[i].time <= now)
         .collect();
-    for (rank, &i) in judged.iter().enumerate() {
-        if rank == 0 {
-            reasons[i].push("newest verified backup".to_string());
+    if let Some(&i) = judged.first() {
+        reasons[i].push("newest verified backup".to_string());
+    }
+    let described = retention::describe(policy);
+    for (images, prefix) in [(false, ""), (true, "image-only backups: ")] {
+        let track: Vec<usize> = judged
+            .iter()
+            .copied()
+            .filter(|&i| order[i].image_only() == images)
+            .collect();
+        let times: Vec<NaiveDateTime> = track.iter().map(|&i| order[i].time).collect();
+        if !retention::has_rules(policy) {
+            for &i in &track {
+                reasons[i].push("no retention rule: everything is kept".into());
+            }
         }
-        if (rank as u64) < u64::from(keep) {
-            reasons[i].push(format!("one of the newest {keep} verified"));
+        for (k, why) in retention::policy_reasons(&times, policy, prefix)
+            .into_iter()
+            .enumerate()
+        {
+            reasons[track[k]].extend(why);
         }
     }
     let mut sets_seen: BTreeSet<&str> = BTreeSet::new();
+    let mut system_seen = false;
     for &i in &judged {
         for set in &order[i].sets {
             if sets_seen.insert(set.as_str()) && reasons[i].is_empty() {
                 reasons[i].push(format!("newest backup holding set {set:?}"));
+            }
+        }
+        if order[i].system && !system_seen {
+            system_seen = true;
+            if reasons[i].is_empty() {
+                reasons[i].push("newest backup holding system/".into());
             }
         }
     }
@@ -68,13 +155,17 @@ pub fn decide(backups: &[BackupInfo], keep: u32, now: NaiveDateTime) -> Vec<Deci
             reasons[i].push("target of latest".into());
         }
     }
+    let kept: Vec<bool> = reasons.iter().map(|r| !r.is_empty()).collect();
+    for (base, of) in bases_of_kept(&order, &kept) {
+        reasons[base].push(format!("base of {}", of.join(", ")));
+    }
     order
         .iter()
         .zip(reasons)
         .map(|(b, mut why)| {
             let keep_it = !why.is_empty();
             if !keep_it {
-                why.push(format!("older than the newest {keep} verified"));
+                why.push(format!("not kept by the policy ({described})"));
             }
             Decision {
                 name: b.name.clone(),
@@ -85,154 +176,183 @@ pub fn decide(backups: &[BackupInfo], keep: u32, now: NaiveDateTime) -> Vec<Deci
         .collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::snapshot::parse_stamp;
-
-    fn b(name: &str, verified: bool, sets: &[&str]) -> BackupInfo {
-        BackupInfo {
-            name: name.into(),
-            time: parse_stamp(name).unwrap(),
-            verified,
-            sets: sets.iter().map(|s| s.to_string()).collect(),
-            latest: false,
-        }
-    }
-
-    fn day(d: u32) -> String {
-        format!("2025-04-{d:02}-000000")
-    }
-
-    /// (name, keep, first reason) newest first.
-    fn run(backups: &[BackupInfo], keep: u32, now: &str) -> Vec<(String, bool, String)> {
-        decide(backups, keep, parse_stamp(now).unwrap())
-            .into_iter()
-            .map(|d| (d.name, d.keep, d.reasons.join("; ")))
-            .collect()
-    }
-
-    #[test]
-    fn table() {
-        let ds = ["data"];
-        let both = ["data", "config"];
-        struct Case {
-            what: &'static str,
-            backups: Vec<BackupInfo>,
-            keep: u32,
-            now: String,
-            /// Names removed, oldest first.
-            removed: Vec<String>,
-        }
-        let seven: Vec<BackupInfo> = (1..=7).map(|d| b(&day(d), true, &both)).collect();
-        let cases = vec![
-            Case {
-                what: "seven verified, keep five: the two oldest go",
-                backups: seven.clone(),
-                keep: 5,
-                now: day(7),
-                removed: vec![day(1), day(2)],
-            },
-            Case {
-                what: "fewer than keep: nothing goes",
-                backups: seven[..3].to_vec(),
-                keep: 5,
-                now: day(7),
-                removed: vec![],
-            },
-            Case {
-                what: "keep 1 keeps only the newest",
-                backups: seven[..3].to_vec(),
-                keep: 1,
-                now: day(7),
-                removed: vec![day(1), day(2)],
-            },
-            Case {
-                what: "directories without verified metadata never count and never go",
-                backups: vec![
-                    b(&day(1), false, &[]),
-                    b(&day(2), true, &both),
-                    b(&day(3), false, &[]),
-                    b(&day(4), true, &both),
-                    b(&day(5), true, &both),
-                ],
-                keep: 1,
-                now: day(9),
-                removed: vec![day(2), day(4)],
-            },
-            Case {
-                what: "the last copy of a set that stopped being exported stays",
-                backups: vec![
-                    b(&day(1), true, &both),
-                    b(&day(2), true, &both),
-                    b(&day(3), true, &ds),
-                    b(&day(4), true, &ds),
-                    b(&day(5), true, &ds),
-                ],
-                keep: 2,
-                now: day(9),
-                removed: vec![day(1), day(3)],
-            },
-            Case {
-                what: "a backup from the future (clock went back) is kept and not counted",
-                backups: vec![
-                    b(&day(1), true, &both),
-                    b(&day(2), true, &both),
-                    b(&day(20), true, &both),
-                ],
-                keep: 1,
-                now: day(3),
-                removed: vec![day(1)],
-            },
-            Case {
-                what: "nothing verified: nothing goes",
-                backups: vec![b(&day(1), false, &[]), b(&day(2), false, &[])],
-                keep: 1,
-                now: day(3),
-                removed: vec![],
-            },
-        ];
-        for c in cases {
-            let got = run(&c.backups, c.keep, &c.now);
-            let mut removed: Vec<String> = got
-                .iter()
-                .filter(|(_, keep, _)| !keep)
-                .map(|(n, ..)| n.clone())
-                .collect();
-            removed.reverse();
-            assert_eq!(removed, c.removed, "{}: {got:#?}", c.what);
-            assert_eq!(
-                got.len(),
-                c.backups.len(),
-                "{}: every backup decided",
-                c.what
-            );
-        }
-    }
-
-    #[test]
-    fn reasons_say_why() {
-        let mut backups: Vec<BackupInfo> = (1..=4).map(|d| b(&day(d), true, &["data"])).collect();
-        backups[1].latest = true;
-        backups.push(b(&day(5), false, &[]));
-        let got = run(&backups, 2, &day(9));
-        assert_eq!(
-            got,
-            [
-                (
-                    day(5),
-                    true,
-                    "no verified dbackup metadata: not dbackup's to judge, never touched".into()
-                ),
-                (
-                    day(4),
-                    true,
-                    "newest verified backup; one of the newest 2 verified".into()
-                ),
-                (day(3), true, "one of the newest 2 verified".into()),
-                (day(2), true, "target of latest".into()),
-                (day(1), false, "older than the newest 2 verified".into()),
-            ]
-        );
-    }
+fn newest_first(backups: &[BackupInfo]) -> Vec<&BackupInfo> {
+    let mut order: Vec<&BackupInfo> = backups.iter().collect();
+    order.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
+    order
 }
+
+/// The backups kept only because kept ones depend on them (directly or through others), each with the kept
+/// backups that need it directly, by index into `order`.
+fn bases_of_kept(order: &[&BackupInfo], kept: &[bool]) -> Vec<(usize, Vec<String>)> {
+    let index: BTreeMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.name.as_str(), i))
+        .collect();
+    let mut kept = kept.to_vec();
+    let mut needed_by: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    // A worklist: every kept backup's dependencies once, whatever order a drive's metadata puts them in.
+    let mut work: Vec<usize> = (0..order.len()).filter(|&i| kept[i]).collect();
+    while let Some(i) = work.pop() {
+        let b = order[i];
+        for d in &b.depends_on {
+            let Some(&j) = index.get(d.as_str()) else {
+                continue;
+            };
+            let list = needed_by.entry(j).or_default();
+            if !list.contains(&b.name) {
+                list.push(b.name.clone());
+            }
+            if !kept[j] {
+                kept[j] = true;
+                work.push(j);
+            }
+        }
+    }
+    needed_by
+        .into_iter()
+        .map(|(j, mut by)| {
+            by.sort_by(|a, b| b.cmp(a)); // newest first
+            (j, by)
+        })
+        .collect()
+}
+
+/// What space-aware rotation removes before a new backup is written, and whether the backup then fits.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Room {
+    /// Removed for space, oldest first, each with why it may go.
+    pub removed: Vec<Decision>,
+    /// The bytes they free.
+    pub freed_bytes: u64,
+    /// The backup fits once they are gone. When false nothing is removed (`removed` is empty) and the run is refused.
+    pub fits: bool,
+    /// With `fits` false: everything rotation could free without going below `keep_at_least`.
+    pub removable_bytes: u64,
+}
+
+/// Space-aware rotation: when `needed` bytes do not fit in `available`, removes the oldest restore points (oldest
+/// chains first; a backup only together with every backup that depends on it) until they do, but never the newest
+/// verified backup, never a backup newer than `now` or the target of `latest`, never the newest image-only backup,
+/// and never below `keep_at_least` verified restore points: the newest `keep_at_least` backups holding sets, and
+/// everything they depend on, stay. When even removing every other backup would not make room, nothing is removed
+/// (`fits` false): the caller refuses with the numbers.
+///
+/// This is the one place where a verified backup may go before the new one is verified (ARCHITECTURE.md says so next
+/// to the invariant): the drive has no room for both.
+pub fn make_room(
+    backups: &[BackupInfo],
+    needed: u64,
+    available: u64,
+    keep_at_least: u32,
+    now: NaiveDateTime,
+) -> Room {
+    if needed <= available {
+        return Room {
+            fits: true,
+            ..Room::default()
+        };
+    }
+    let order = newest_first(backups);
+    let judged = |b: &BackupInfo| b.verified && b.time <= now;
+    // Never removed for space: what retention never judges, `latest`'s target, the newest verified backup, the
+    // newest `keep_at_least` restore points, the newest image-only backup, and everything these depend on.
+    let mut protected: Vec<bool> = order.iter().map(|b| !judged(b) || b.latest).collect();
+    let newest = order.iter().position(|b| judged(b));
+    let restore_points = order
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| judged(b) && !b.image_only())
+        .map(|(i, _)| i)
+        .take(keep_at_least as usize);
+    let newest_images = order.iter().position(|b| judged(b) && b.image_only());
+    for i in newest
+        .into_iter()
+        .chain(restore_points)
+        .chain(newest_images)
+    {
+        protected[i] = true;
+    }
+    for (j, _) in bases_of_kept(&order, &protected) {
+        protected[j] = true;
+    }
+
+    let index: BTreeMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (b.name.as_str(), i))
+        .collect();
+    // Who depends on each backup, directly.
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); order.len()];
+    for (i, b) in order.iter().enumerate() {
+        for d in &b.depends_on {
+            if let Some(&j) = index.get(d.as_str()) {
+                dependents[j].push(i);
+            }
+        }
+    }
+    let mut removed = vec![false; order.len()];
+    let mut room = Room::default();
+    let mut units: Vec<Vec<usize>> = Vec::new();
+    let mut freed = 0u64;
+    // Oldest first.
+    for start in (0..order.len()).rev() {
+        if removed[start] || !judged(order[start]) {
+            continue;
+        }
+        // The backup with everything that depends on it, transitively.
+        let mut unit = vec![start];
+        let mut k = 0;
+        while k < unit.len() {
+            for &d in &dependents[unit[k]] {
+                if !unit.contains(&d) && !removed[d] {
+                    unit.push(d);
+                }
+            }
+            k += 1;
+        }
+        if unit.iter().any(|&i| protected[i]) {
+            continue;
+        }
+        for &i in &unit {
+            removed[i] = true;
+            freed = freed.saturating_add(order[i].bytes);
+        }
+        units.push(unit);
+        if available.saturating_add(freed) >= needed {
+            break;
+        }
+    }
+    room.fits = available.saturating_add(freed) >= needed;
+    if !room.fits {
+        room.removable_bytes = freed;
+        return room;
+    }
+    room.freed_bytes = freed;
+    let short = needed - available;
+    for unit in units {
+        let head = order[unit[0]].name.clone();
+        let mut unit = unit;
+        unit.sort_by(|a, b| b.cmp(a)); // oldest first
+        for i in unit {
+            let b = order[i];
+            let mut reasons = vec![format!(
+                "for space: the new backup needs {} more than the drive has free; oldest restore points go first",
+                stdx::bytes(short)
+            )];
+            if b.name != head {
+                reasons.push(format!("depends on {head}, which goes for space"));
+            }
+            room.removed.push(Decision {
+                name: b.name.clone(),
+                keep: false,
+                reasons,
+            });
+        }
+    }
+    room
+}
+
+#[cfg(test)]
+mod tests;

@@ -168,7 +168,8 @@ fn dest(name: &str, path: &str, retention: u32) -> DestinationSettings {
         priority: 0,
         fs_uuid: None,
         fs_label: None,
-        retention,
+        retention: crate::config::RetentionPolicy::last(retention),
+        keep_at_least: 2,
         require_mount: true,
         encryption: None,
     }
@@ -369,7 +370,7 @@ fn not_enough_space_refuses_the_destination_and_says_how_much() {
     assert_eq!(d.action, DestinationAction::Refuse);
     let why = d.refusal.as_deref().unwrap();
     assert!(
-        why.starts_with("not enough space: the backup needs 301.6 MiB, /media/T9 has 100.0 MiB free (and 5.0 MiB in leftovers of interrupted runs); older backups are only removed after a new one is verified"),
+        why.starts_with("not enough space: the backup needs 301.6 MiB, /media/T9 has 100.0 MiB free (and 5.0 MiB in leftovers of interrupted runs); removing the oldest restore points would free only 0 B without going below keep_at_least 2"),
         "{why}"
     );
     assert!(why.ends_with("nothing was written"), "{why}");
@@ -387,6 +388,48 @@ fn not_enough_space_refuses_the_destination_and_says_how_much() {
     assert_eq!(
         plan::plan(&w, opts()).destinations[0].action,
         DestinationAction::Refuse
+    );
+}
+
+/// Space-aware rotation in the plan: with each old backup holding 100 MiB and the drive 150 MiB short, the two
+/// oldest verified backups are removed before writing (not the newest two: keep_at_least 2), shown in the plan and
+/// left out of retention's decisions; 250 MiB short, nothing is removed and the drive is refused with the numbers.
+/// (Before: any shortfall refused the drive, "delete some by hand".)
+#[test]
+fn space_aware_rotation_removes_the_oldest_before_writing() {
+    let mut w = world();
+    for b in &mut w.destinations[0].listing.backups {
+        if let Some(m) = &mut b.meta {
+            m.sets[0].archive = vec![layout::FileRecord {
+                name: "data.tar".into(),
+                bytes: 100 * MIB,
+                sha256: crate::archive::Digest::of_bytes(b""),
+            }];
+        }
+    }
+    let needed = plan::plan(&w, opts()).destinations[0].needed_bytes;
+    w.destinations[0].info.free_bytes = needed - 150 * MIB - 5 * MIB;
+    let p = plan::plan(&w, opts());
+    let d = &p.destinations[0];
+    assert_eq!(d.action, DestinationAction::Write, "{:?}", d.refusal);
+    let gone: Vec<&str> = d.remove_for_space.iter().map(|x| x.name.as_str()).collect();
+    assert_eq!(gone, ["2025-03-01-000000", "2025-03-02-000000"]);
+    assert_eq!(d.freed_for_space_bytes, 200 * MIB);
+    assert!(
+        d.decisions.iter().all(|x| !gone.contains(&x.name.as_str())),
+        "{:?}",
+        d.decisions
+    );
+    insta::assert_snapshot!("rendered_rotation", plan::render(&p));
+
+    w.destinations[0].info.free_bytes = needed - 250 * MIB - 5 * MIB;
+    let d = &plan::plan(&w, opts()).destinations[0];
+    assert_eq!(d.action, DestinationAction::Refuse);
+    assert!(d.remove_for_space.is_empty());
+    let why = d.refusal.as_deref().unwrap();
+    assert!(
+        why.contains("removing the oldest restore points would free only 200.0 MiB without going below keep_at_least 2"),
+        "{why}"
     );
 }
 

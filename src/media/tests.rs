@@ -9,7 +9,8 @@ fn dest(name: &str, path: &Path, priority: i32) -> DestinationSettings {
         priority,
         fs_uuid: None,
         fs_label: None,
-        retention: 5,
+        retention: crate::config::RetentionPolicy::last(5),
+        keep_at_least: 2,
         require_mount: true,
         encryption: None,
     }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::config::load::{self, Loaded};
 use crate::config::{
     BackupSet, Config, ConfigError, Destination, DestinationKind, Encryption, ExternalMode,
-    ExternalSchedule, LocalRetention, Notifications, Problem, RetentionPolicy, Schedule, schema,
+    ExternalSchedule, Notifications, Problem, RetentionForm, RetentionPolicy, Schedule, schema,
 };
 use crate::expand;
 
@@ -81,7 +81,10 @@ pub struct Settings {
     pub schedule: Schedule,
     /// Local retention, normalised: a plain count N is `last: N`.
     pub retention_local: RetentionPolicy,
-    pub retention_external: u32,
+    /// External retention, normalised the same way (each destination carries its own or this one).
+    pub retention_external: RetentionPolicy,
+    /// The fewest verified restore points space-aware rotation leaves on a destination (each carries its own).
+    pub keep_at_least: u32,
     /// The drives (`kind` `drive`, the default).
     pub destinations: Vec<DestinationSettings>,
     /// The cloud destinations (`kind` `s3` or `b2`): validated here, used through `cloud/`.
@@ -225,7 +228,10 @@ pub struct DestinationSettings {
     pub priority: i32,
     pub fs_uuid: Option<String>,
     pub fs_label: Option<String>,
-    pub retention: u32,
+    /// Which verified backups it keeps (a count N is `last: N`).
+    pub retention: RetentionPolicy,
+    /// The fewest verified restore points space-aware rotation leaves on it.
+    pub keep_at_least: u32,
     pub require_mount: bool,
     /// How this destination's archives are encrypted, if they are.
     pub encryption: Option<EncryptionSettings>,
@@ -253,7 +259,10 @@ pub struct CloudSettings {
     /// Where the keys are read from, when not from the environment (expanded; its mode is checked).
     pub credentials_file: Option<PathBuf>,
     pub priority: i32,
-    pub retention: u32,
+    /// Which verified backups it keeps (a count N is `last: N`; not applied to buckets yet).
+    pub retention: RetentionPolicy,
+    /// The fewest verified restore points rotation leaves on it.
+    pub keep_at_least: u32,
     /// How the archives are encrypted; `None` only with `allow_unencrypted`.
     pub encryption: Option<EncryptionSettings>,
     pub allow_unencrypted: bool,
@@ -368,11 +377,17 @@ impl Settings {
             b.root_and_sources(root, &sets, config);
         }
 
-        let retention_external = config.retention.external;
-        if retention_external == 0 {
-            b.problem("/retention/external", "0 keeps no backups; keep at least 1");
+        let retention_external =
+            b.retention_form("/retention/external", "backups", &config.retention.external);
+        let keep_at_least = config.retention.keep_at_least;
+        if keep_at_least == 0 {
+            b.problem(
+                "/retention/keep_at_least",
+                "0 would let space-aware rotation remove every verified backup; keep at least 1",
+            );
         }
-        let retention_local = b.local_retention(&config.retention.local);
+        let retention_local =
+            b.retention_form("/retention/local", "snapshots", &config.retention.local);
 
         let global_encryption = config
             .encryption
@@ -383,14 +398,28 @@ impl Settings {
             .iter()
             .enumerate()
             .filter(|(_, d)| d.kind.is_drive())
-            .filter_map(|(i, d)| b.destination(i, d, retention_external, &global_encryption))
+            .filter_map(|(i, d)| {
+                b.destination(
+                    i,
+                    d,
+                    (&retention_external, keep_at_least),
+                    &global_encryption,
+                )
+            })
             .collect();
         let clouds: Vec<CloudSettings> = config
             .destinations
             .iter()
             .enumerate()
             .filter(|(_, d)| !d.kind.is_drive())
-            .filter_map(|(i, d)| b.cloud(i, d, retention_external, &global_encryption))
+            .filter_map(|(i, d)| {
+                b.cloud(
+                    i,
+                    d,
+                    (&retention_external, keep_at_least),
+                    &global_encryption,
+                )
+            })
             .collect();
         b.unique_names(
             config.destinations.iter().map(|d| d.name.as_str()),
@@ -445,6 +474,7 @@ impl Settings {
             schedule: config.schedule.clone(),
             retention_local,
             retention_external,
+            keep_at_least,
             destinations,
             clouds,
             external_mode: config.external.mode,
@@ -873,24 +903,27 @@ impl Builder<'_> {
         out
     }
 
-    fn local_retention(&mut self, local: &LocalRetention) -> RetentionPolicy {
-        match local {
-            LocalRetention::Count(n) => {
+    /// A retention form normalised (a plain count N is `last: N`); `at` is its JSON pointer, `what` what it keeps.
+    fn retention_form(&mut self, at: &str, what: &str, form: &RetentionForm) -> RetentionPolicy {
+        match form {
+            RetentionForm::Count(n) => {
                 if *n == 0 {
-                    self.problem("/retention/local", "0 keeps no snapshots; keep at least 1");
+                    self.problem(at, format!("0 keeps no {what}; keep at least 1"));
                 }
                 RetentionPolicy {
                     last: Some(*n),
                     ..Default::default()
                 }
             }
-            LocalRetention::Policy(p) => {
+            RetentionForm::Policy(p) => {
                 let rules = [p.last, p.hourly, p.daily, p.weekly, p.monthly, p.yearly];
                 if !rules.iter().any(|r| r.is_some_and(|n| n > 0)) {
                     self.problem(
-                        "/retention/local",
-                        "this policy keeps no snapshots; give at least one of \"last\", \"hourly\", \"daily\", \"weekly\", \
-                         \"monthly\", \"yearly\" a value of 1 or more",
+                        at,
+                        format!(
+                            "this policy keeps no {what}; give at least one of \"last\", \"hourly\", \"daily\", \
+                             \"weekly\", \"monthly\", \"yearly\" a value of 1 or more"
+                        ),
                     );
                 }
                 *p
@@ -902,7 +935,7 @@ impl Builder<'_> {
         &mut self,
         i: usize,
         d: &Destination,
-        default_retention: u32,
+        (default_retention, default_keep): (&RetentionPolicy, u32),
         global_encryption: &Option<EncryptionSettings>,
     ) -> Option<DestinationSettings> {
         let at = format!("/destinations/{i}");
@@ -916,10 +949,14 @@ impl Builder<'_> {
                 ),
             );
         }
-        if d.retention == Some(0) {
+        let retention = match &d.retention {
+            Some(form) => self.retention_form(&format!("{at}/retention"), "backups", form),
+            None => *default_retention,
+        };
+        if d.keep_at_least == Some(0) {
             self.problem(
-                format!("{at}/retention"),
-                "0 keeps no backups; keep at least 1",
+                format!("{at}/keep_at_least"),
+                "0 would let space-aware rotation remove every verified backup; keep at least 1",
             );
         }
         let encryption = match &d.encryption {
@@ -971,7 +1008,8 @@ impl Builder<'_> {
             priority: d.priority,
             fs_uuid: d.fs_uuid.clone(),
             fs_label: d.fs_label.clone(),
-            retention: d.retention.unwrap_or(default_retention),
+            retention,
+            keep_at_least: d.keep_at_least.unwrap_or(default_keep),
             require_mount: d.require_mount,
             encryption,
         })
@@ -983,7 +1021,7 @@ impl Builder<'_> {
         &mut self,
         i: usize,
         d: &Destination,
-        default_retention: u32,
+        (default_retention, default_keep): (&RetentionPolicy, u32),
         global_encryption: &Option<EncryptionSettings>,
     ) -> Option<CloudSettings> {
         let at = format!("/destinations/{i}");
@@ -1048,10 +1086,14 @@ impl Builder<'_> {
                 "`bucket_id` is for \"kind\": \"b2\"; an s3 bucket is named by `bucket` alone",
             );
         }
-        if d.retention == Some(0) {
+        let retention = match &d.retention {
+            Some(form) => self.retention_form(&format!("{at}/retention"), "backups", form),
+            None => *default_retention,
+        };
+        if d.keep_at_least == Some(0) {
             self.problem(
-                format!("{at}/retention"),
-                "0 keeps no backups; keep at least 1",
+                format!("{at}/keep_at_least"),
+                "0 would let space-aware rotation remove every verified backup; keep at least 1",
             );
         }
 
@@ -1217,7 +1259,8 @@ impl Builder<'_> {
             profile: d.profile.clone(),
             credentials_file,
             priority: d.priority,
-            retention: d.retention.unwrap_or(default_retention),
+            retention,
+            keep_at_least: d.keep_at_least.unwrap_or(default_keep),
             encryption,
             allow_unencrypted: d.allow_unencrypted,
             schedule: d.schedule,
@@ -1904,7 +1947,8 @@ mod tests {
                 ..Default::default()
             }
         );
-        assert_eq!(s.retention_external, 5);
+        assert_eq!(s.retention_external, RetentionPolicy::last(5));
+        assert_eq!(s.keep_at_least, 2);
 
         let s = build(
             text,
@@ -1961,7 +2005,8 @@ mod tests {
                     priority: 0,
                     fs_uuid: None,
                     fs_label: Some("T9".into()),
-                    retention: 3,
+                    retention: RetentionPolicy::last(3),
+                    keep_at_least: 2,
                     require_mount: true,
                     encryption: None,
                 },
@@ -1971,7 +2016,8 @@ mod tests {
                     priority: -1,
                     fs_uuid: None,
                     fs_label: None,
-                    retention: 1,
+                    retention: RetentionPolicy::last(1),
+                    keep_at_least: 2,
                     require_mount: false,
                     encryption: None,
                 },

@@ -115,9 +115,11 @@ pub fn summary(s: &Settings, env: &Env) -> String {
     .collect();
     let _ = writeln!(
         w,
-        "retention: local snapshots per set: {}; external backups per destination: {}",
+        "retention: local snapshots per set: {}; external backups per destination: {} (space-aware rotation \
+         keeps at least {})",
         rules.join(", "),
-        s.retention_external
+        crate::retention::describe(&s.retention_external),
+        s.keep_at_least
     );
 
     if s.destinations.is_empty() {
@@ -129,7 +131,8 @@ pub fn summary(s: &Settings, env: &Env) -> String {
         let _ = writeln!(w, "destinations (mode {}):", word(&s.external_mode));
         for d in &s.destinations {
             let mut facts = vec![
-                format!("keep {}", d.retention),
+                format!("keep {}", crate::retention::describe(&d.retention)),
+                format!("at least {}", d.keep_at_least),
                 format!("priority {}", d.priority),
             ];
             if let Some(l) = &d.fs_label {

@@ -142,6 +142,14 @@ pub struct BackupFacts {
     pub sets: Vec<(String, String)>,
     /// How its archives are encrypted (the first set's record; a destination encrypts all its sets alike).
     pub encryption: Option<crate::archive::EncryptionRecord>,
+    /// Every file it holds on the drive: archives, indexes and `system/`.
+    pub drive_bytes: u64,
+    /// Some set's archive is incremental.
+    pub incremental: bool,
+    /// The backup its incrementals are based on (the first set's `base`).
+    pub base: Option<String>,
+    /// Only `system/`, no set (`dbackup image create`).
+    pub image_only: bool,
 }
 
 impl DestinationFacts {
@@ -417,6 +425,14 @@ pub fn backup_facts(b: &layout::DriveBackup) -> Option<BackupFacts> {
             .map(|s| (s.set.clone(), s.snapshot.clone()))
             .collect(),
         encryption: m.sets.first().and_then(|s| s.encryption.clone()),
+        drive_bytes: m.bytes_on_drive(),
+        incremental: m.sets.iter().any(|s| !s.kind.is_full()),
+        base: m
+            .sets
+            .iter()
+            .find_map(|s| s.base.clone())
+            .or_else(|| m.depends_on.last().cloned()),
+        image_only: m.sets.is_empty() && m.system.is_some(),
     })
 }
 

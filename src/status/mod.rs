@@ -114,6 +114,101 @@ pub struct DestinationStatus {
     pub backups: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest: Option<ExternalStatus>,
+    /// Every verified backup on the drive, oldest first, with its chain (present only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restore_points: Vec<RestorePoint>,
+    /// The average size of the newest few backups holding sets ([`RECENT`]), on the drive (present only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recent_average_bytes: Option<u64>,
+    /// How many more backups of that size fit in the free space.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fit_more: Option<u64>,
+}
+
+/// How many of the newest backups the recent average size is taken over.
+pub const RECENT: usize = 5;
+
+/// One verified backup on a drive and the chain it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestorePoint {
+    pub stamp: String,
+    pub time: DateTime<FixedOffset>,
+    /// `full`, `incremental`, or `images` (only `system/`, from `dbackup image create`).
+    pub kind: String,
+    /// The backup an incremental is based on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The full its chain starts at (itself for a full).
+    pub chain: String,
+    /// The chain's base is not on the drive: this backup cannot be restored whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub broken: bool,
+    /// Every file it holds on the drive.
+    pub bytes: u64,
+}
+
+/// The restore points of a drive's verified backups (oldest first), each with its chain followed through `base`
+/// within the listing (bounded by the listing's length, so a loop in hostile metadata ends).
+pub fn restore_points(backups: &[gather::BackupFacts]) -> Vec<RestorePoint> {
+    let find = |stamp: &str| backups.iter().find(|b| b.stamp == stamp);
+    backups
+        .iter()
+        .map(|b| {
+            let mut chain = b.stamp.clone();
+            let mut broken = false;
+            let mut at = b;
+            for _ in 0..backups.len() {
+                let Some(base) = at.base.as_deref() else {
+                    break;
+                };
+                match find(base) {
+                    Some(next) => {
+                        chain = next.stamp.clone();
+                        at = next;
+                    }
+                    None => {
+                        broken = true;
+                        chain = base.to_string();
+                        break;
+                    }
+                }
+            }
+            RestorePoint {
+                stamp: b.stamp.clone(),
+                time: b.started,
+                kind: if b.image_only {
+                    "images"
+                } else if b.incremental {
+                    "incremental"
+                } else {
+                    "full"
+                }
+                .into(),
+                base: b.base.clone(),
+                chain,
+                broken,
+                bytes: b.drive_bytes,
+            }
+        })
+        .collect()
+}
+
+/// The average size of the newest [`RECENT`] backups holding sets, none without one.
+pub fn recent_average(points: &[RestorePoint]) -> Option<u64> {
+    let recent: Vec<u64> = points
+        .iter()
+        .rev()
+        .filter(|p| p.kind != "images")
+        .take(RECENT)
+        .map(|p| p.bytes)
+        .collect();
+    let n = recent.len() as u64;
+    (n > 0).then(|| recent.iter().fold(0u64, |t, b| t.saturating_add(*b)) / n)
+}
+
+/// How many backups of `average` bytes fit in `free` (none when the average is unknown or zero).
+pub fn fit_more(free: Option<u64>, average: Option<u64>) -> Option<u64> {
+    Some(free? / average.filter(|a| *a > 0)?)
 }
 
 /// The newest verified backup of a destination.
@@ -372,6 +467,12 @@ fn destination_status(
             encrypted: false,
         }),
     };
+    let points = d
+        .listing
+        .as_ref()
+        .map(|l| restore_points(&l.backups))
+        .unwrap_or_default();
+    let average = recent_average(&points);
     DestinationStatus {
         name: d.settings.name.clone(),
         path: d.settings.path.clone(),
@@ -383,6 +484,9 @@ fn destination_status(
         total_bytes: info.map(|i| i.total_bytes),
         backups: d.listing.as_ref().map(|l| l.verified),
         newest,
+        fit_more: fit_more(info.map(|i| i.free_bytes), average),
+        recent_average_bytes: average,
+        restore_points: points,
     }
 }
 
@@ -766,7 +870,50 @@ fn render_destinations(out: &mut String, r: &StatusReport) {
             out.push_str(&n);
             out.push('\n');
         }
+        for d in r
+            .destinations
+            .iter()
+            .filter(|d| !d.restore_points.is_empty())
+        {
+            render_restore_points(out, d);
+        }
     }
+}
+
+/// A present destination's restore points with their chains, and how many more backups fit.
+fn render_restore_points(out: &mut String, d: &DestinationStatus) {
+    let average = recent_average(&d.restore_points);
+    let fit = match (fit_more(d.free_bytes, average), average) {
+        (Some(n), Some(a)) => format!(
+            "; {} free: about {n} more of {} (the recent average) fit",
+            d.free_bytes.map_or("?".into(), stdx::bytes),
+            stdx::bytes(a)
+        ),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "\n{}: {}{fit}",
+        d.name,
+        stdx::counted(
+            d.restore_points.len() as u64,
+            "restore point",
+            "restore points"
+        )
+    );
+    let rows: Vec<Vec<String>> = d
+        .restore_points
+        .iter()
+        .map(|p| {
+            let chain = match (&p.base, p.broken) {
+                (_, true) => format!("chain of {}: BROKEN, its base is not on the drive", p.chain),
+                (Some(base), false) => format!("on {base}, chain of {}", p.chain),
+                (None, false) => String::new(),
+            };
+            vec![p.stamp.clone(), p.kind.clone(), stdx::bytes(p.bytes), chain]
+        })
+        .collect();
+    out.push_str(&table(&rows));
 }
 
 /// The last run, the schedule, what is due, what is overdue and the warnings.
@@ -938,7 +1085,8 @@ mod tests {
                 priority: 0,
                 fs_uuid: None,
                 fs_label: None,
-                retention: 5,
+                retention: crate::config::RetentionPolicy::last(5),
+                keep_at_least: 2,
                 require_mount: true,
                 encryption: None,
             },
@@ -952,6 +1100,10 @@ mod tests {
                     bytes,
                     sets: vec![],
                     encryption: None,
+                    drive_bytes: bytes,
+                    incremental: false,
+                    base: None,
+                    image_only: false,
                 }),
                 ..Default::default()
             }),

@@ -16,7 +16,8 @@ struct Settings {
     backup_root: PathBuf,
     sets: Vec<Set>,
     retention_local: serde_json::Value,
-    retention_external: u32,
+    retention_external: serde_json::Value,
+    keep_at_least: u32,
     destinations: Vec<Destination>,
     state_dir: PathBuf,
 }
@@ -52,7 +53,8 @@ struct Destination {
     name: String,
     path: PathBuf,
     fs_label: Option<String>,
-    retention: u32,
+    retention: serde_json::Value,
+    keep_at_least: u32,
 }
 
 /// A minimal valid set, for configs that are about something else.
@@ -124,7 +126,8 @@ fn the_seed_example_loads() {
         "missing, so unresolved"
     );
     assert_eq!(s.retention_local, serde_json::json!({ "last": 7 }));
-    assert_eq!(s.retention_external, 5);
+    assert_eq!(s.retention_external, serde_json::json!({ "last": 5 }));
+    assert_eq!(s.keep_at_least, 2);
     assert_eq!(s.backup_root, t.home().join(".local/share/dbackup"));
     assert_eq!(s.state_dir, t.path("state/dbackup"));
 }
@@ -144,7 +147,8 @@ fn the_full_example_loads_with_its_destination() {
         ("T9", Path::new("/media/payne/T9"))
     );
     assert_eq!(d.fs_label.as_deref(), Some("T9"));
-    assert_eq!(d.retention, 5);
+    assert_eq!(d.retention, serde_json::json!({ "last": 5 }));
+    assert_eq!(d.keep_at_least, 2);
     assert_eq!(
         s.retention_local,
         serde_json::json!({ "last": 7, "daily": 14, "weekly": 8, "monthly": 12 })

@@ -600,7 +600,7 @@ fn dry_run_writes_nothing_and_shows_the_plan() {
         "  archive   config.tar",
         "  archive   data.tar",
         "  latest    ",
-        "retention keep 5: 1 kept, 0 removed",
+        "retention last 5: 1 kept, 0 removed",
     ] {
         assert!(out.stdout.contains(want), "{want:?} in:\n{}", out.stdout);
     }

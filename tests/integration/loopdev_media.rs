@@ -18,7 +18,8 @@ fn dest(name: &str, path: &Path, priority: i32) -> DestinationSettings {
         priority,
         fs_uuid: None,
         fs_label: None,
-        retention: 5,
+        retention: dbackup::config::RetentionPolicy::last(5),
+        keep_at_least: 2,
         require_mount: true,
         encryption: None,
     }

@@ -118,7 +118,13 @@ pub const PACKAGES: &[Package] = &[
     Package {
         deb: "dosfstools",
         program: "mkfs.fat",
-        why: "the ESP (vfat) of the image tests, and fsck.fat after a restore",
+        why: "the ESP (vfat) of the image tests, and fsck.fat after a restore; formats the emulated FAT32 stick",
+        needed_by: &[Test],
+    },
+    Package {
+        deb: "fusefat",
+        program: "fusefat",
+        why: "mounts the emulated FAT32 stick read-write (FUSE; this kernel has no vfat module)",
         needed_by: &[Test],
     },
     Package {

@@ -1,0 +1,516 @@
+//! Table tests of drive rotation: retention with chains and image-only backups, and space-aware rotation.
+
+use super::*;
+use crate::snapshot::parse_stamp;
+
+fn day(d: u32) -> String {
+    format!("2025-04-{d:02}-000000")
+}
+
+/// A verified backup of `sets` made on day `d`, depending on the days `deps`, taking `mib` MiB.
+fn b(d: u32, sets: &[&str], deps: &[u32], mib: u64) -> BackupInfo {
+    let name = day(d);
+    BackupInfo {
+        time: parse_stamp(&name).unwrap(),
+        name,
+        verified: true,
+        sets: sets.iter().map(|s| s.to_string()).collect(),
+        system: false,
+        latest: false,
+        depends_on: deps.iter().map(|&x| day(x)).collect(),
+        bytes: mib << 20,
+    }
+}
+
+fn set(d: u32) -> BackupInfo {
+    b(d, &["data"], &[], 10)
+}
+
+/// An incremental of `data` on day `d` depending on `deps`.
+fn incr(d: u32, deps: &[u32]) -> BackupInfo {
+    b(d, &["data"], deps, 1)
+}
+
+fn image(d: u32) -> BackupInfo {
+    BackupInfo {
+        system: true,
+        ..b(d, &[], &[], 100)
+    }
+}
+
+fn unverified(d: u32) -> BackupInfo {
+    BackupInfo {
+        verified: false,
+        sets: vec![],
+        ..b(d, &[], &[], 0)
+    }
+}
+
+fn last(n: u32) -> RetentionPolicy {
+    RetentionPolicy {
+        last: Some(n),
+        ..Default::default()
+    }
+}
+
+/// The days removed, oldest first.
+fn removed(decisions: &[Decision]) -> Vec<String> {
+    let mut out: Vec<String> = decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.name.clone())
+        .collect();
+    out.reverse();
+    out
+}
+
+fn days(ds: &[u32]) -> Vec<String> {
+    ds.iter().map(|&d| day(d)).collect()
+}
+
+#[test]
+// Stays long: a table of cases, one per entry.
+fn retention_table() {
+    struct Case {
+        what: &'static str,
+        backups: Vec<BackupInfo>,
+        policy: RetentionPolicy,
+        now: u32,
+        removed: Vec<u32>,
+    }
+    let both = |d: u32| b(d, &["data", "config"], &[], 10);
+    let seven: Vec<BackupInfo> = (1..=7).map(both).collect();
+    let cases = vec![
+        Case {
+            what: "seven verified, keep five: the two oldest go",
+            backups: seven.clone(),
+            policy: last(5),
+            now: 7,
+            removed: vec![1, 2],
+        },
+        Case {
+            what: "fewer than keep: nothing goes",
+            backups: seven[..3].to_vec(),
+            policy: last(5),
+            now: 7,
+            removed: vec![],
+        },
+        Case {
+            what: "keep 1 keeps only the newest",
+            backups: seven[..3].to_vec(),
+            policy: last(1),
+            now: 7,
+            removed: vec![1, 2],
+        },
+        Case {
+            what: "directories without verified metadata never count and never go",
+            backups: vec![unverified(1), both(2), unverified(3), both(4), both(5)],
+            policy: last(1),
+            now: 9,
+            removed: vec![2, 4],
+        },
+        Case {
+            what: "the last copy of a set that stopped being exported stays",
+            backups: vec![
+                both(1),
+                both(2),
+                b(3, &["data"], &[], 1),
+                b(4, &["data"], &[], 1),
+                b(5, &["data"], &[], 1),
+            ],
+            policy: last(2),
+            now: 9,
+            removed: vec![1, 3],
+        },
+        Case {
+            what: "a backup from the future (clock went back) is kept and not counted",
+            backups: vec![both(1), both(2), both(20)],
+            policy: last(1),
+            now: 3,
+            removed: vec![1],
+        },
+        Case {
+            what: "nothing verified: nothing goes",
+            backups: vec![unverified(1), unverified(2)],
+            policy: last(1),
+            now: 3,
+            removed: vec![],
+        },
+        Case {
+            what: "daily policy: the newest of each of the last 2 days",
+            backups: vec![
+                set(1),
+                BackupInfo {
+                    name: "2025-04-02-010000".into(),
+                    time: parse_stamp("2025-04-02-010000").unwrap(),
+                    ..set(2)
+                },
+                set(2),
+                set(3),
+            ],
+            policy: RetentionPolicy {
+                daily: Some(2),
+                ..Default::default()
+            },
+            now: 9,
+            removed: vec![1, 2],
+        },
+        Case {
+            what: "chains: keep 2 keeps the newest chain (its full as the base of the kept incremental); the old \
+                   chain goes whole",
+            backups: vec![
+                set(1),
+                incr(2, &[1]),
+                incr(3, &[1, 2]),
+                set(4),
+                incr(5, &[4]),
+            ],
+            policy: last(2),
+            now: 9,
+            removed: vec![1, 2, 3],
+        },
+        Case {
+            what: "chains: keep 1 of a full and four incrementals keeps the whole chain as bases",
+            backups: vec![
+                set(1),
+                incr(2, &[1]),
+                incr(3, &[1, 2]),
+                incr(4, &[1, 2, 3]),
+                incr(5, &[1, 2, 3, 4]),
+            ],
+            policy: last(1),
+            now: 9,
+            removed: vec![],
+        },
+        Case {
+            what: "chains: only the chain's newest end (its tail) goes; the kept incremental's base chain stays",
+            backups: vec![
+                set(1),
+                incr(2, &[1]),
+                incr(3, &[1, 2]),
+                set(4),
+                incr(5, &[4]),
+            ],
+            policy: RetentionPolicy {
+                last: Some(2),
+                weekly: Some(2),
+                ..Default::default()
+            },
+            // Days 1 to 5 are all in ISO week 14: weekly 2 keeps only day 5 there.
+            now: 9,
+            removed: vec![1, 2, 3],
+        },
+        Case {
+            what: "chains: a base named only by a set's base is kept like depends_on (transitively)",
+            backups: vec![set(1), incr(2, &[1]), incr(3, &[2])],
+            policy: last(1),
+            now: 9,
+            removed: vec![],
+        },
+        Case {
+            what: "chains: a base that is missing from the drive changes nothing else",
+            backups: vec![incr(2, &[1]), set(3), set(4)],
+            policy: last(1),
+            now: 9,
+            removed: vec![2, 3],
+        },
+        Case {
+            what: "hostile metadata: a loop of dependencies and a base newer than its dependent end, kept whole",
+            backups: vec![set(1), incr(2, &[3]), incr(3, &[2]), incr(4, &[2])],
+            policy: last(1),
+            now: 9,
+            removed: vec![1],
+        },
+        Case {
+            what: "image-only backups do not push restore points out: keep 5 keeps 5 set backups and the images",
+            backups: (1..=7).map(set).chain([image(8), image(9)]).collect(),
+            policy: last(5),
+            now: 10,
+            removed: vec![1, 2],
+        },
+        Case {
+            what: "image-only backups are judged among themselves: keep 1 keeps the newest image and set backup",
+            backups: vec![image(1), set(2), image(3), set(4), image(5)],
+            policy: last(1),
+            now: 10,
+            removed: vec![1, 2, 3],
+        },
+        Case {
+            what: "a backup holding sets and system/ is a restore point; the newest holding system/ stays",
+            backups: vec![
+                BackupInfo {
+                    system: true,
+                    ..set(1)
+                },
+                set(2),
+                set(3),
+            ],
+            policy: last(1),
+            now: 10,
+            removed: vec![2],
+        },
+    ];
+    for c in cases {
+        let got = decide(&c.backups, &c.policy, parse_stamp(&day(c.now)).unwrap());
+        assert_eq!(removed(&got), days(&c.removed), "{}: {got:#?}", c.what);
+        assert_eq!(
+            got.len(),
+            c.backups.len(),
+            "{}: every backup decided",
+            c.what
+        );
+    }
+}
+
+/// A yearly rule over a chain crossing the year: the kept 2024 incremental keeps its full; the 2025 incremental
+/// that nothing needs is the tail that goes.
+#[test]
+fn only_tails_of_chains_go() {
+    let at = |s: &str, deps: &[&str]| BackupInfo {
+        name: s.into(),
+        time: parse_stamp(s).unwrap(),
+        verified: true,
+        sets: vec!["data".into()],
+        depends_on: deps.iter().map(|d| d.to_string()).collect(),
+        ..Default::default()
+    };
+    let (f1, i1, i2) = (
+        "2024-12-30-000000",
+        "2024-12-31-000000",
+        "2025-01-01-000000",
+    );
+    let (f2, i3) = ("2025-01-05-000000", "2025-01-06-000000");
+    let backups = vec![
+        at(f1, &[]),
+        at(i1, &[f1]),
+        at(i2, &[f1, i1]),
+        at(f2, &[]),
+        at(i3, &[f2]),
+    ];
+    let policy = RetentionPolicy {
+        last: Some(1),
+        yearly: Some(2),
+        ..Default::default()
+    };
+    let got = decide(&backups, &policy, parse_stamp("2025-02-01-000000").unwrap());
+    assert_eq!(removed(&got), [i2], "{got:#?}");
+    let reasons = |n: &str| got.iter().find(|d| d.name == n).unwrap().reasons.join("; ");
+    assert_eq!(reasons(f1), format!("base of {i1}"));
+    assert_eq!(reasons(f2), format!("base of {i3}"));
+    assert_eq!(reasons(i1), "yearly: newest of 2024");
+}
+
+#[test]
+fn reasons_say_why() {
+    let mut backups: Vec<BackupInfo> = (1..=4).map(set).collect();
+    backups[1].latest = true;
+    backups.push(unverified(5));
+    backups.push(incr(6, &[4]));
+    backups.push(image(7));
+    let got: Vec<(String, bool, String)> =
+        decide(&backups, &last(2), parse_stamp(&day(9)).unwrap())
+            .into_iter()
+            .map(|d| (d.name, d.keep, d.reasons.join("; ")))
+            .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                day(7),
+                true,
+                "newest verified backup; image-only backups: last 2".into()
+            ),
+            (day(6), true, "last 2".into()),
+            (
+                day(5),
+                true,
+                "no verified dbackup metadata: not dbackup's to judge, never touched".into()
+            ),
+            (day(4), true, format!("last 2; base of {}", day(6))),
+            (day(3), false, "not kept by the policy (last 2)".into()),
+            (day(2), true, "target of latest".into()),
+            (day(1), false, "not kept by the policy (last 2)".into()),
+        ]
+    );
+}
+
+#[test]
+// Stays long: a table of cases, one per entry.
+fn make_room_table() {
+    struct Case {
+        what: &'static str,
+        backups: Vec<BackupInfo>,
+        needed_mib: u64,
+        available_mib: u64,
+        keep_at_least: u32,
+        removed: Vec<u32>,
+        fits: bool,
+    }
+    let cases = vec![
+        Case {
+            what: "it fits: nothing goes",
+            backups: (1..=3).map(set).collect(),
+            needed_mib: 10,
+            available_mib: 10,
+            keep_at_least: 2,
+            removed: vec![],
+            fits: true,
+        },
+        Case {
+            what: "the oldest go first, only as many as needed",
+            backups: (1..=5).map(set).collect(),
+            needed_mib: 25,
+            available_mib: 8,
+            keep_at_least: 2,
+            removed: vec![1, 2],
+            fits: true,
+        },
+        Case {
+            what: "never below keep_at_least: the newest two stay, even if that refuses",
+            backups: (1..=3).map(set).collect(),
+            needed_mib: 25,
+            available_mib: 8,
+            keep_at_least: 2,
+            removed: vec![],
+            fits: false,
+        },
+        Case {
+            what: "keep_at_least 1 still keeps the newest verified backup",
+            backups: (1..=2).map(set).collect(),
+            needed_mib: 25,
+            available_mib: 8,
+            keep_at_least: 1,
+            removed: vec![],
+            fits: false,
+        },
+        Case {
+            what: "the oldest chain goes whole: a full only with everything that depends on it",
+            backups: vec![
+                set(1),
+                incr(2, &[1]),
+                incr(3, &[1, 2]),
+                set(4),
+                incr(5, &[4]),
+                set(6),
+                incr(7, &[6]),
+            ],
+            needed_mib: 10,
+            available_mib: 1,
+            keep_at_least: 2,
+            removed: vec![1, 2, 3],
+            fits: true,
+        },
+        Case {
+            what: "the newest keep_at_least restore points protect their whole chain",
+            backups: vec![
+                set(1),
+                incr(2, &[1]),
+                set(3),
+                incr(4, &[3]),
+                incr(5, &[3, 4]),
+            ],
+            needed_mib: 30,
+            available_mib: 1,
+            keep_at_least: 2,
+            removed: vec![],
+            fits: false,
+        },
+        Case {
+            what: "the oldest full goes with the incremental that depends on it",
+            backups: vec![set(1), incr(2, &[1]), set(3), set(4), set(5)],
+            needed_mib: 5,
+            available_mib: 0,
+            keep_at_least: 2,
+            removed: vec![1, 2],
+            fits: true,
+        },
+        Case {
+            what: "latest's target, unverified directories and backups from the future stay",
+            backups: vec![
+                unverified(1),
+                BackupInfo {
+                    latest: true,
+                    ..set(2)
+                },
+                set(3),
+                set(4),
+                set(5),
+                set(20),
+            ],
+            needed_mib: 10,
+            available_mib: 0,
+            keep_at_least: 2,
+            removed: vec![3],
+            fits: true,
+        },
+        Case {
+            what: "old image-only backups go in age order; the newest image-only backup stays",
+            backups: vec![image(1), set(2), image(3), set(4), set(5), image(6)],
+            needed_mib: 150,
+            available_mib: 0,
+            keep_at_least: 2,
+            removed: vec![1, 2, 3],
+            fits: true,
+        },
+    ];
+    for c in cases {
+        let now = parse_stamp(&day(10)).unwrap();
+        let room = make_room(
+            &c.backups,
+            c.needed_mib << 20,
+            c.available_mib << 20,
+            c.keep_at_least,
+            now,
+        );
+        let got: Vec<String> = room.removed.iter().map(|d| d.name.clone()).collect();
+        assert_eq!(
+            (got, room.fits),
+            (days(&c.removed), c.fits),
+            "{}: {room:#?}",
+            c.what
+        );
+        if c.fits {
+            let freed: u64 = c
+                .backups
+                .iter()
+                .filter(|b| c.removed.iter().any(|&d| day(d) == b.name))
+                .map(|b| b.bytes)
+                .sum();
+            assert_eq!(room.freed_bytes, freed, "{}", c.what);
+        } else {
+            assert!(
+                room.removable_bytes < (c.needed_mib - c.available_mib) << 20,
+                "{}",
+                c.what
+            );
+        }
+    }
+}
+
+#[test]
+fn room_reasons_name_the_chain() {
+    let backups = vec![set(1), incr(2, &[1]), set(3), set(4)];
+    let room = make_room(
+        &backups,
+        20 << 20,
+        10 << 20,
+        2,
+        parse_stamp(&day(9)).unwrap(),
+    );
+    let got: Vec<(String, String)> = room
+        .removed
+        .iter()
+        .map(|d| (d.name.clone(), d.reasons.join("; ")))
+        .collect();
+    let space = "for space: the new backup needs 10.0 MiB more than the drive has free; oldest restore points go first";
+    assert_eq!(
+        got,
+        [
+            (day(1), space.to_string()),
+            (
+                day(2),
+                format!("{space}; depends on {}, which goes for space", day(1))
+            ),
+        ]
+    );
+}

@@ -1,0 +1,144 @@
+//! Space-aware rotation on small emulated drives (real loop devices: exFAT through mount.exfat-fuse, and ext4) that
+//! fill after a few backups: the dry run shows what goes before anything is deleted, the run removes the oldest
+//! restore points for space, names them (output, report, run log, a warning that notifies), and refuses with the
+//! numbers once `keep_at_least` forbids more.
+
+use std::fs;
+
+use dbackup::external::DestinationStatus;
+use testkit::loopdev::{self, Drive, Fs};
+
+use crate::fixtures::drive::{
+    assert_sums_pass, backups, collect, config, content, destination, external, sample,
+};
+use crate::harness::Test;
+
+const MIB: u64 = 1 << 20;
+
+/// Backups of about 6 MiB (a 6 MiB incompressible file) onto a 32 MiB drive keeping 10: the drive fills after a
+/// few. Each run is dry-run first; the first whose plan removes for space must remove exactly what the plan said,
+/// oldest first, keep the newest, exit 3 with the names in its warning, and log them; with `keep_at_least` raised
+/// to the number of backups on the drive the next run is refused with the numbers, and nothing is removed. Before
+/// (main): the first run that did not fit was refused ("delete some backups by hand") and the drive stayed full.
+fn fills_and_rotates(fs_kind: Fs) {
+    if !loopdev::require(&[fs_kind]) {
+        return;
+    }
+    let drive = Drive::new(fs_kind, "T9", 32 * MIB);
+    let mp = drive.mount_point().to_path_buf();
+    let cfg = |keep_at_least: u32| {
+        config(
+            &[destination(
+                "T9",
+                &mp,
+                &format!(r#""keep_at_least": {keep_at_least}"#),
+            )],
+            "first",
+            10,
+        )
+    };
+    let t = Test::new().config(&cfg(2));
+    sample(&t, 0);
+    t.write("home/data/big.bin", content(6 * MIB as usize, 11));
+    collect(&t);
+
+    let mut rotated_at = None;
+    for run in 1..=8 {
+        let before = backups(&mp);
+        let out = t.cmd().args(["--dry-run", "external"]).output();
+        let plan = out.stdout.clone();
+        assert_eq!(backups(&mp), before, "a dry run removes nothing");
+        let planned: Vec<String> = plan
+            .lines()
+            .filter(|l| l.starts_with("  remove    ") && l.contains("(for space: "))
+            .map(|l| l["  remove    ".len()..][..17].to_string())
+            .collect();
+        if planned.is_empty() {
+            assert_eq!(out.code, 0, "{plan}\n{}", out.stderr);
+            let r = external(&t, &[], 0);
+            assert!(r.destinations[0].removed_for_space.is_empty());
+            continue;
+        }
+        assert_eq!(out.code, 3, "removing for space is a warning: {plan}");
+        assert!(
+            plan.contains("  rotate    not enough space: would remove"),
+            "{plan}"
+        );
+        assert!(run >= 3, "the drive holds at least two backups: {plan}");
+        assert_eq!(
+            planned,
+            before[..planned.len()],
+            "the oldest go first: {plan}"
+        );
+        let out = t.cmd().args(["--json", "external"]).status(3);
+        let r: dbackup::external::ExternalReport = out.json();
+        let d = &r.destinations[0];
+        assert_eq!(d.status, DestinationStatus::Written, "{:?}", d.error);
+        let removed: Vec<String> = d.removed_for_space.iter().map(|x| x.name.clone()).collect();
+        assert_eq!(removed, planned);
+        for name in &removed {
+            assert!(
+                out.stderr.contains("warning: the drive was full: removed")
+                    && out.stderr.contains(name.as_str()),
+                "the summary names it: {}",
+                out.stderr
+            );
+            assert!(d.warnings[0].contains(name.as_str()), "{:?}", d.warnings);
+        }
+        assert!(
+            d.warnings[0].starts_with("the drive was full: removed"),
+            "{:?}",
+            d.warnings
+        );
+        let new = d.backup.clone().unwrap();
+        let mut want: Vec<String> = before[removed.len()..].to_vec();
+        want.push(new.clone());
+        assert_eq!(backups(&mp), want);
+        assert_sums_pass(&mp.join("backups").join(&new));
+        let log = fs::read_to_string(t.path("state/dbackup/log.jsonl")).unwrap();
+        let last = log.lines().last().unwrap();
+        assert!(
+            last.contains("removed_for_space") && last.contains(&removed[0]),
+            "{last}"
+        );
+        rotated_at = Some(run);
+        break;
+    }
+    assert!(
+        rotated_at.is_some(),
+        "the drive never filled: {:?}",
+        backups(&mp)
+    );
+
+    // keep_at_least as many as the drive holds: nothing may go, so the run is refused with the numbers.
+    let held = backups(&mp);
+    fs::write(t.path("config.json"), t.expand(&cfg(held.len() as u32))).unwrap();
+    let r = external(&t, &[], 1);
+    let d = &r.destinations[0];
+    assert_eq!(d.status, DestinationStatus::Refused);
+    let why = d.error.as_deref().unwrap();
+    assert!(
+        why.starts_with("not enough space: the backup needs ")
+            && why.contains(&format!(
+                "removing the oldest restore points would free only 0 B without going below keep_at_least {}",
+                held.len()
+            ))
+            && why.ends_with("nothing was written"),
+        "{why}"
+    );
+    assert_eq!(
+        backups(&mp),
+        held,
+        "nothing removed when it would not fit anyway"
+    );
+}
+
+#[test]
+fn exfat_drive_that_fills_rotates_the_oldest_out() {
+    fills_and_rotates(Fs::Exfat);
+}
+
+#[test]
+fn ext4_drive_that_fills_rotates_the_oldest_out() {
+    fills_and_rotates(Fs::Ext4);
+}

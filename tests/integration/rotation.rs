@@ -1,0 +1,268 @@
+//! Rotation on a destination through the real binary: `retention.external` in the forms of `retention.local`, chains
+//! (fixtures carrying `depends_on`) kept whole, image-only backups judged apart, and `--dry-run` giving every reason.
+
+use std::fs;
+use std::path::Path;
+
+use dbackup::external::layout::{self, BackupMeta};
+
+use crate::fixtures::drive::{backups, external, sample};
+use crate::fixtures::history::drive_backup;
+use crate::harness::Test;
+
+/// A home with both sample sets collected and a plain-directory destination `drive` with `retention` (JSON).
+fn world(retention: &str) -> Test {
+    let t = Test::new().config("{}");
+    let drive = t.path("drive");
+    fs::create_dir_all(&drive).unwrap();
+    let cfg = format!(
+        r#"{{ "backup_root": "{{root}}", "retention": {{ "local": 3, "external": {retention} }},
+             "backup_sets": [
+               {{ "name": "config", "sources": ["~/.config", "~/.secrets"] }},
+               {{ "name": "data", "sources": ["~/data"] }} ],
+             "destinations": [ {{ "name": "drive", "path": "{}", "require_mount": false }} ] }}"#,
+        drive.display()
+    );
+    fs::write(t.path("config.json"), t.expand(&cfg)).unwrap();
+    sample(&t, 0);
+    t.cmd().args(["collect"]).status(0);
+    t
+}
+
+/// A verified fixture backup of both sets at `time` on `drive`, depending on `deps` (stamps).
+fn fixture(drive: &Path, time: &str, deps: &[&str]) -> String {
+    let stamp = drive_backup(
+        drive,
+        time,
+        &[("config", "config-x"), ("data", "data-x")],
+        2 << 20,
+    );
+    edit(drive, &stamp, |m| {
+        m.depends_on = deps.iter().map(|d| d.to_string()).collect();
+        if let Some(base) = deps.last() {
+            for s in &mut m.sets {
+                s.kind = layout::ArchiveKind::Incremental;
+                s.base = Some(base.to_string());
+            }
+        }
+    });
+    stamp
+}
+
+fn edit(drive: &Path, stamp: &str, f: impl FnOnce(&mut BackupMeta)) {
+    let p = drive
+        .join("backups")
+        .join(stamp)
+        .join(layout::METADATA_FILE);
+    let mut m = layout::read_metadata(&p).unwrap();
+    f(&mut m);
+    fs::write(&p, layout::metadata_bytes(&m)).unwrap();
+}
+
+/// `retention.external` as a policy (`last 2, weekly 3`) over two chains of fixture backups: the dry run names every
+/// backup kept as a base ("base of ...") and the old chain removed whole; the real run removes exactly those. Before
+/// (main): `retention.external` took only a count (a policy was a config error), and retention removed the full of
+/// a kept incremental, leaving the incremental unrestorable.
+#[test]
+fn a_policy_keeps_chains_whole_and_says_why() {
+    let t = world(r#"{ "last": 2, "weekly": 3 }"#);
+    let drive = t.path("drive");
+    // ISO weeks of 2026: 43 (old chain), 45 (second chain), 46 (third chain); the new backup is made now.
+    let f0 = fixture(&drive, "2026-10-20T03:00:00+00:00", &[]);
+    let i0 = fixture(&drive, "2026-10-21T03:00:00+00:00", &[&f0]);
+    let f1 = fixture(&drive, "2026-11-02T03:00:00+00:00", &[]);
+    let i1 = fixture(&drive, "2026-11-03T03:00:00+00:00", &[&f1]);
+    let i2 = fixture(&drive, "2026-11-04T03:00:00+00:00", &[&f1, &i1]);
+    let f2 = fixture(&drive, "2026-11-10T03:00:00+00:00", &[]);
+    let i3 = fixture(&drive, "2026-11-11T03:00:00+00:00", &[&f2]);
+
+    let plan = t.cmd().args(["external", "--dry-run"]).status(0).stdout;
+    for line in [
+        format!("  keep      {i3} (last 2; weekly: newest of 2026-W46)"),
+        format!("  keep      {f2} (base of {i3})"),
+        format!("  keep      {i2} (weekly: newest of 2026-W45)"),
+        format!("  keep      {i1} (base of {i2})"),
+        format!("  keep      {f1} (base of {i2}, {i1})"),
+        format!("  remove    {i0} (not kept by the policy (last 2, weekly 3))"),
+        format!("  remove    {f0} (not kept by the policy (last 2, weekly 3))"),
+        "  retention last 2, weekly 3: 6 kept, 2 removed after the new backup is verified"
+            .to_string(),
+    ] {
+        assert!(plan.contains(&line), "{line:?} not in:\n{plan}");
+    }
+
+    let report = external(&t, &[], 0);
+    let removed: Vec<&str> = report.destinations[0]
+        .removed
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(removed, [i0.as_str(), f0.as_str()]);
+    let new = report.destinations[0].backup.clone().unwrap();
+    assert_eq!(backups(&drive), [f1, i1, i2, f2, i3, new]);
+}
+
+/// Image-only backups (only `system/`, from `dbackup image create`) are judged apart: with `retention.external: 2`,
+/// two newer image-only backups do not push the set backups out; the older image-only one goes. Before (main): they
+/// counted among the newest 2, so the set backups were removed and only images (and the new one) stayed.
+#[test]
+fn image_only_backups_do_not_push_restore_points_out() {
+    let t = world("2");
+    let drive = t.path("drive");
+    let set1 = fixture(&drive, "2026-11-01T03:00:00+00:00", &[]);
+    let set2 = fixture(&drive, "2026-11-02T03:00:00+00:00", &[]);
+    let image = |time: &str| {
+        let stamp = fixture(&drive, time, &[]);
+        edit(&drive, &stamp, |m| {
+            m.sets.clear();
+            m.system = Some(serde_json::from_str("{}").unwrap());
+        });
+        stamp
+    };
+    let img1 = image("2026-11-03T03:00:00+00:00");
+    let img2 = image("2026-11-04T03:00:00+00:00");
+    let img3 = image("2026-11-05T03:00:00+00:00");
+
+    let plan = t.cmd().args(["external", "--dry-run"]).status(0).stdout;
+    for line in [
+        format!("  keep      {set2} (last 2)"),
+        format!("  keep      {img3} (image-only backups: last 2)"),
+        format!("  keep      {img2} (image-only backups: last 2)"),
+        format!("  remove    {img1} (not kept by the policy (last 2))"),
+        format!("  remove    {set1} (not kept by the policy (last 2))"),
+    ] {
+        assert!(plan.contains(&line), "{line:?} not in:\n{plan}");
+    }
+    let report = external(&t, &[], 0);
+    let new = report.destinations[0].backup.clone().unwrap();
+    assert_eq!(backups(&drive), [set2, img2, img3, new]);
+}
+
+/// A policy that keeps nothing, or a count of 0, is a config error naming `retention.external` (or the
+/// destination's `retention`) and `keep_at_least: 0` too. Before (main): a policy object was "expected an integer".
+#[test]
+fn external_retention_forms_are_checked() {
+    for (retention, dest_extra, want) in [
+        (
+            r#"{ "daily": 0 }"#,
+            "",
+            "/retention/external: this policy keeps no backups",
+        ),
+        (
+            "0",
+            "",
+            "/retention/external: 0 is too small; the minimum is 1",
+        ),
+        (
+            "3",
+            r#", "retention": { "last": 0 }"#,
+            "/destinations/0/retention: this policy keeps no backups",
+        ),
+        (
+            "3",
+            r#", "keep_at_least": 0"#,
+            "/destinations/0/keep_at_least: 0 is too small",
+        ),
+    ] {
+        let t = Test::new().config(&format!(
+            r#"{{ "backup_root": "{{root}}", "retention": {{ "external": {retention} }},
+                 "backup_sets": [ {{ "name": "data", "sources": ["~/data"] }} ],
+                 "destinations": [ {{ "name": "drive", "path": "/media/x"{dest_extra} }} ] }}"#
+        ));
+        t.cmd().args(["config", "check"]).status(2).stderr_has(want);
+    }
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "retention": { "external": { "weekly": 4, "monthly": 6 }, "keep_at_least": 3 },
+             "backup_sets": [ { "name": "data", "sources": ["~/data"] } ],
+             "destinations": [ { "name": "drive", "path": "/media/x" } ] }"#,
+    );
+    t.cmd()
+        .args(["config", "check"])
+        .status(0)
+        .stdout_has("external backups per destination: weekly 4, monthly 6 (space-aware rotation keeps at least 3)");
+}
+
+/// `status` per destination: free space, every restore point with its chain (a full, two incrementals on it, an
+/// image-only backup, an incremental whose base is gone: BROKEN), the recent average size and how many more backups
+/// of it fit; the same in `--json` (parsed). Before (main): status showed only the newest backup and a count.
+#[test]
+fn status_shows_restore_points_chains_and_what_fits() {
+    let t = Test::new();
+    let t9 = t.path("media/T9");
+    fs::create_dir_all(&t9).unwrap();
+    let t = t.config(&format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "data", "sources": ["/data"] }} ],
+             "destinations": [ {{ "name": "T9", "path": "{}", "require_mount": false }} ],
+             "notifications": {{ "low_disk_percent": 0 }} }}"#,
+        t9.display()
+    ));
+    let backup = |time: &str, mib: u64, deps: &[&str]| {
+        let stamp = drive_backup(&t9, time, &[("data", "data-x")], 2 * (mib << 20));
+        edit(&t9, &stamp, |m| {
+            m.depends_on = deps.iter().map(|d| d.to_string()).collect();
+            if let Some(base) = deps.last() {
+                m.sets[0].kind = layout::ArchiveKind::Incremental;
+                m.sets[0].base = Some(base.to_string());
+            }
+        });
+        stamp
+    };
+    let full = backup("2025-03-01T03:15:00+00:00", 4096, &[]);
+    let i1 = backup("2025-03-02T03:15:00+00:00", 200, &[&full]);
+    let i2 = backup("2025-03-03T03:15:00+00:00", 300, &[&full, &i1]);
+    let images = backup("2025-03-04T03:15:00+00:00", 0, &[]);
+    edit(&t9, &images, |m| {
+        m.sets.clear();
+        m.system = Some(serde_json::from_str("{}").unwrap());
+    });
+    let broken = backup("2025-03-05T03:15:00+00:00", 100, &["2025-02-01-031500"]);
+
+    let r: dbackup::status::StatusReport = t
+        .cmd()
+        .args(["--json", "status", "--now", "2025-03-06T09:00:00+00:00"])
+        .status(0)
+        .json();
+    let d = &r.destinations[0];
+    let points: Vec<(&str, &str, &str, bool)> = d
+        .restore_points
+        .iter()
+        .map(|p| {
+            (
+                p.stamp.as_str(),
+                p.kind.as_str(),
+                p.chain.as_str(),
+                p.broken,
+            )
+        })
+        .collect();
+    assert_eq!(
+        points,
+        [
+            (full.as_str(), "full", full.as_str(), false),
+            (i1.as_str(), "incremental", full.as_str(), false),
+            (i2.as_str(), "incremental", full.as_str(), false),
+            (images.as_str(), "images", images.as_str(), false),
+            (broken.as_str(), "incremental", "2025-02-01-031500", true),
+        ]
+    );
+    assert_eq!(d.restore_points[2].base.as_deref(), Some(i1.as_str()));
+    // The newest four holding sets: (4096 + 200 + 300 + 100) MiB / 4.
+    assert_eq!(d.recent_average_bytes, Some((4696 << 20) / 4));
+    assert_eq!(d.fit_more, Some(d.free_bytes.unwrap() / ((4696 << 20) / 4)));
+
+    // The text, with this machine's free space replaced.
+    let mut r = r;
+    r.destinations[0].free_bytes = Some(20 << 30);
+    r.destinations[0].total_bytes = Some(32 << 30);
+    r.destinations[0].fs_type = Some("exfat".into());
+    let text = dbackup::status::render(&r);
+    let part = text
+        .split("\ndestinations:\n")
+        .nth(1)
+        .unwrap()
+        .split("\nlast run:")
+        .next()
+        .unwrap()
+        .replace(&t.dir.path().display().to_string(), "/tmp/t");
+    insta::assert_snapshot!("status_restore_points", part);
+}
