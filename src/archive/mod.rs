@@ -37,7 +37,8 @@ mod tests;
 
 pub use crypt::{ArchiveReader, EncryptTo, EncryptionRecord, Keys};
 pub use index::{
-    IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter, SparseRecord,
+    ArchiveKind, IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter,
+    SparseRecord,
 };
 pub use readback::{ReadBackError, ReadBackMethod, read_back, read_back_in};
 pub use reader::{ArchiveFiles, PartsReader, ReadError, read_entry};

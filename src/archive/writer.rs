@@ -226,6 +226,7 @@ fn entry_for(w: &Walked, kind: EntryKind) -> IndexEntry {
         header_offset: 0,
         data_offset: 0,
         sparse: None,
+        stored_in: None,
     }
 }
 
@@ -931,6 +932,8 @@ pub fn write_archive(
         file_bytes,
         tar_bytes,
         tar_sha256,
+        referenced_files: 0,
+        referenced_bytes: 0,
     };
     let IndexOut { writer, target } = idx;
     let index_err = |source| ArchiveError::Write {

@@ -388,6 +388,7 @@ fn write_backup(
         sums_file: layout::SUMS_FILE.to_string(),
         sets: report.sets.clone(),
         system,
+        depends_on: Vec::new(),
     };
     report.read_back = Some(read_back);
     let meta_rec =
@@ -570,6 +571,9 @@ fn write_set(
         write_seconds,
         read_back_seconds,
         encryption: encrypt.map(|e| e.record()),
+        kind: archive::ArchiveKind::Full,
+        base: None,
+        change_detection: None,
     };
     ui.info(set_line(&d.name, &rec));
     Ok(rec)

@@ -219,6 +219,16 @@ pub struct SetRecord {
     /// How the archive and index are encrypted (public recipients only); none when they are plain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<crate::archive::EncryptionRecord>,
+    /// `full`: the archive holds every file's content; `incremental`: only what changed since `base`, its index
+    /// being the complete manifest (`archive::index`, version 2). Absent in backups written before: full.
+    #[serde(default)]
+    pub kind: crate::archive::ArchiveKind,
+    /// The stamp of the backup an incremental is based on (on the same destination).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// How an incremental found what changed since its base (`inode`, `metadata`, `content`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_detection: Option<String>,
 }
 
 /// How a backup was verified before it was renamed into place.
@@ -273,6 +283,10 @@ pub struct BackupMeta {
     /// The `system/` folder: the recovery kit and partition images (`crate::image`), when written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<crate::image::SystemRecord>,
+    /// Every other backup (stamp) whose archives this backup's manifests point into: the backups it cannot be
+    /// restored without. Empty for a backup of full archives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 impl BackupMeta {
@@ -411,6 +425,42 @@ impl BackupMeta {
             .enumerate()
             {
                 sums[k] = add(sums[k], n, &|| format!("sets[{i}].{field}"))?;
+            }
+        }
+        // The chain: every stamp depended on is a stamp older than this backup's, and each incremental set's base
+        // is among them (a backup never depends on itself, so no chain can be a cycle).
+        let own = crate::snapshot::parse_stamp(&self.stamp);
+        if self.depends_on.len() > crate::archive::index::MAX_DEPENDS_ON {
+            return Err(format!(
+                "depends_on lists {} backups, more than {}",
+                self.depends_on.len(),
+                crate::archive::index::MAX_DEPENDS_ON
+            ));
+        }
+        for (i, d) in self.depends_on.iter().enumerate() {
+            match crate::snapshot::parse_stamp(d) {
+                Some(t) if own.is_none_or(|o| t < o) => {}
+                _ => {
+                    return Err(format!(
+                        "depends_on[{i}] \"{}\" is not the stamp of an earlier backup",
+                        show(d.as_bytes())
+                    ));
+                }
+            }
+        }
+        for (i, s) in self.sets.iter().enumerate() {
+            match (s.kind, &s.base) {
+                (crate::archive::ArchiveKind::Full, None) => {}
+                (crate::archive::ArchiveKind::Incremental, Some(b))
+                    if self.depends_on.contains(b) => {}
+                (crate::archive::ArchiveKind::Full, Some(_)) => {
+                    return Err(format!("sets[{i}] is a full archive with a base"));
+                }
+                (crate::archive::ArchiveKind::Incremental, _) => {
+                    return Err(format!(
+                        "sets[{i}] is incremental without a base that depends_on lists"
+                    ));
+                }
             }
         }
         // The `system/` folder (crate::image): plain names, sizes within bounds.
@@ -827,9 +877,13 @@ pub(crate) mod tests {
                     write_seconds: 0.0,
                     read_back_seconds: 0.0,
                     encryption: None,
+                    kind: Default::default(),
+                    base: None,
+                    change_detection: None,
                 })
                 .collect(),
             system: None,
+            depends_on: vec![],
         }
     }
 

@@ -380,6 +380,7 @@ fn write_create(
         sums_file: drive_layout::SUMS_FILE.to_string(),
         sets: vec![],
         system: Some(system.clone()),
+        depends_on: Vec::new(),
     };
     let meta_rec = drive_layout::write_new_file(
         &temp,

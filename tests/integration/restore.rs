@@ -1000,6 +1000,9 @@ fn hostile_drive(t: &Test, entries: &[Vec<u8>]) -> PathBuf {
         write_seconds: 0.0,
         read_back_seconds: 0.0,
         encryption: None,
+        kind: Default::default(),
+        base: None,
+        change_detection: None,
     };
     write_metadata_and_sums(
         &dir,

@@ -401,6 +401,9 @@ fn drive_with(t: &Test, name: &str, tar: &[u8]) -> PathBuf {
         write_seconds: 0.0,
         read_back_seconds: 0.0,
         encryption: None,
+        kind: Default::default(),
+        base: None,
+        change_detection: None,
     };
     write_metadata_and_sums(
         &dir,
