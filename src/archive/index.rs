@@ -47,6 +47,7 @@
 //! {"type":"file","path":"home/u/old","in":"2026-12-01-031500","size":12,...,"header_offset":512,"data_offset":1536}
 //! ```
 
+use std::cmp::Ordering;
 use std::io::{self, BufRead, Read, Write};
 use std::sync::Arc;
 
@@ -79,6 +80,23 @@ pub fn read_line_bounded<R: BufRead>(
         .take(MAX_LINE_BYTES as u64 + 1)
         .read_until(b'\n', buf)?;
     Ok((buf.len() <= MAX_LINE_BYTES).then_some(n))
+}
+
+/// Compares two paths component by component (`a/b` sorts before `a-c`, and a directory before its contents).
+pub fn cmp_paths(a: &[u8], b: &[u8]) -> Ordering {
+    let mut x = a.split(|&c| c == b'/').filter(|c| !c.is_empty());
+    let mut y = b.split(|&c| c == b'/').filter(|c| !c.is_empty());
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(p), Some(q)) => match p.cmp(q) {
+                Ordering::Equal => continue,
+                other => return other,
+            },
+        }
+    }
 }
 
 /// The first line of an index.

@@ -13,6 +13,7 @@
 //!   file with a single seek through the index; [`ArchiveFiles`] opens a single file or its parts as one stream.
 //! - [`xattrs`] reads an entry's extended attributes and ACLs ([`acl`]: their text form) and stores them as GNU
 //!   tar does, in `SCHILY.*` pax records; the index records them too.
+//! - [`incremental`]: the base an incremental archive is written against and whether an entry changed since.
 //! - [`sums`] writes and reads `verification.sha256` the way `sha256sum` does.
 //! - [`sparse`] finds files' holes, writes them as GNU PAX 1.0 sparse members and reads every GNU sparse format.
 //!
@@ -21,6 +22,7 @@
 
 pub mod acl;
 pub mod crypt;
+pub mod incremental;
 pub mod index;
 pub mod readback;
 pub mod reader;
@@ -52,6 +54,6 @@ pub use verify::{
 };
 pub use writer::{
     ArchiveError, ArchiveEstimate, ArchiveOptions, ArchivePlan, ArchiveSummary, NoProgress,
-    Progress, Warning, scan, write_archive,
+    Progress, Warning, scan, scan_against, write_archive,
 };
 pub use xattrs::Attrs;

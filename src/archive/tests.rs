@@ -12,6 +12,7 @@ use std::process::Command;
 use super::*;
 
 mod attrs;
+mod incremental;
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -275,8 +276,17 @@ fn write_to_files(root: &Path, stage: Option<&dyn Stage>) -> Written {
     let archive = Box::new(FileSink::create(dir.path().join("data.tar")).unwrap());
     let index = Box::new(FileSink::create(dir.path().join("data.index.jsonl")).unwrap());
     let mut rec = Recorder::default();
-    let summary =
-        write_archive(&plan, archive, index, &ArchiveOptions { stage }, &mut rec).unwrap();
+    let summary = write_archive(
+        &plan,
+        archive,
+        index,
+        &ArchiveOptions {
+            stage,
+            ..Default::default()
+        },
+        &mut rec,
+    )
+    .unwrap();
     assert_eq!(summary.warning_count as usize, rec.warnings.len());
     Written { dir, summary, plan }
 }

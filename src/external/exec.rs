@@ -491,6 +491,7 @@ fn write_set(
         index_sink,
         &ArchiveOptions {
             stage: encrypt.map(|e| e as &dyn archive::Stage),
+            base: None,
         },
         &mut progress,
     );

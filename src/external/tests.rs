@@ -183,6 +183,7 @@ fn estimate(tar_bytes: u64) -> ArchiveEstimate {
         tar_bytes,
         index_bytes: 40_000,
         skipped: 0,
+        ..Default::default()
     }
 }
 

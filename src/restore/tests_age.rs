@@ -57,7 +57,10 @@ fn fixture() -> Fixture {
         &plan,
         Box::new(FileSink::create(out.join("d.tar.age")).unwrap()),
         Box::new(FileSink::create(out.join("d.index.age")).unwrap()),
-        &ArchiveOptions { stage: Some(&to) },
+        &ArchiveOptions {
+            stage: Some(&to),
+            ..Default::default()
+        },
         &mut NoProgress,
     )
     .unwrap();
