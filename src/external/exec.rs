@@ -372,6 +372,7 @@ fn write_backup(
     // Every archive and index read back and matched: record what this backup is.
     let meta = BackupMeta {
         format: layout::BACKUP_FORMAT,
+        depends_on: Vec::new(),
         stamp: plan.stamp.clone(),
         destination: d.name.clone(),
         host: plan.host.clone(),
@@ -388,7 +389,6 @@ fn write_backup(
         sums_file: layout::SUMS_FILE.to_string(),
         sets: report.sets.clone(),
         system,
-        depends_on: Vec::new(),
     };
     report.read_back = Some(read_back);
     let meta_rec =
@@ -550,6 +550,8 @@ fn write_set(
     };
     let rec = SetRecord {
         set: a.set.clone(),
+        kind: Default::default(),
+        base: None,
         snapshot: a.snapshot.clone(),
         snapshot_complete: meta.is_none_or(|m| m.is_complete()),
         snapshot_finished: meta.map(|m| m.finished),
@@ -572,8 +574,6 @@ fn write_set(
         write_seconds,
         read_back_seconds,
         encryption: encrypt.map(|e| e.record()),
-        kind: archive::ArchiveKind::Full,
-        base: None,
         change_detection: None,
     };
     ui.info(set_line(&d.name, &rec));

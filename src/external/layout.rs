@@ -179,10 +179,20 @@ pub struct FileRecord {
     pub sha256: Digest,
 }
 
+/// Whether a set's archive holds everything (`full`) or only what changed since the backup `base` names
+/// (`incremental`, whose index is still a complete manifest pointing into earlier archives of its chain).
+pub use crate::archive::ArchiveKind;
+
 /// One set in a backup, as `backup.json` records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SetRecord {
     pub set: String,
+    /// `full` (the default when absent) or `incremental`.
+    #[serde(default)]
+    pub kind: ArchiveKind,
+    /// The stamp of the backup an incremental is based on (none for a full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
     /// The local snapshot that was archived (`<set>-<stamp>`).
     pub snapshot: String,
     /// Whether that snapshot was complete (false only with `--allow-incomplete`).
@@ -219,13 +229,6 @@ pub struct SetRecord {
     /// How the archive and index are encrypted (public recipients only); none when they are plain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<crate::archive::EncryptionRecord>,
-    /// `full`: the archive holds every file's content; `incremental`: only what changed since `base`, its index
-    /// being the complete manifest (`archive::index`, version 2). Absent in backups written before: full.
-    #[serde(default)]
-    pub kind: crate::archive::ArchiveKind,
-    /// The stamp of the backup an incremental is based on (on the same destination).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base: Option<String>,
     /// How an incremental found what changed since its base (`inode`, `metadata`, `content`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_detection: Option<String>,
@@ -283,8 +286,8 @@ pub struct BackupMeta {
     /// The `system/` folder: the recovery kit and partition images (`crate::image`), when written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<crate::image::SystemRecord>,
-    /// Every other backup (stamp) whose archives this backup's manifests point into: the backups it cannot be
-    /// restored without. Empty for a backup of full archives.
+    /// Every other backup (stamp) whose archives this backup's manifests point into: it cannot be restored without
+    /// them, so retention keeps them as long as it keeps this one. Empty for a backup of full archives only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
 }
@@ -427,6 +430,26 @@ impl BackupMeta {
                 sums[k] = add(sums[k], n, &|| format!("sets[{i}].{field}"))?;
             }
         }
+        // Chains: every stamp named is a stamp (a plain name of `backups/`), never the backup itself.
+        let stamps = self
+            .sets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((format!("sets[{i}].base"), s.base.as_ref()?)))
+            .chain(
+                self.depends_on
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (format!("depends_on[{i}]"), d)),
+            );
+        for (field, stamp) in stamps {
+            if snapshot::parse_stamp(stamp).is_none() || *stamp == self.stamp {
+                return Err(format!(
+                    "{field} \"{}\" is not the stamp of another backup (YYYY-MM-DD-HHMMSS)",
+                    show(stamp.as_bytes())
+                ));
+            }
+        }
         // The chain: every stamp depended on is a stamp older than this backup's, and each incremental set's base
         // is among them (a backup never depends on itself, so no chain can be a cycle).
         let own = crate::snapshot::parse_stamp(&self.stamp);
@@ -450,13 +473,12 @@ impl BackupMeta {
         }
         for (i, s) in self.sets.iter().enumerate() {
             match (s.kind, &s.base) {
-                (crate::archive::ArchiveKind::Full, None) => {}
-                (crate::archive::ArchiveKind::Incremental, Some(b))
-                    if self.depends_on.contains(b) => {}
-                (crate::archive::ArchiveKind::Full, Some(_)) => {
+                (ArchiveKind::Full, None) => {}
+                (ArchiveKind::Incremental, Some(b)) if self.depends_on.contains(b) => {}
+                (ArchiveKind::Full, Some(_)) => {
                     return Err(format!("sets[{i}] is a full archive with a base"));
                 }
-                (crate::archive::ArchiveKind::Incremental, _) => {
+                (ArchiveKind::Incremental, _) => {
                     return Err(format!(
                         "sets[{i}] is incremental without a base that depends_on lists"
                     ));
@@ -838,6 +860,7 @@ pub(crate) mod tests {
         let now = chrono::Local::now().fixed_offset();
         BackupMeta {
             format: BACKUP_FORMAT,
+            depends_on: Vec::new(),
             stamp: stamp.into(),
             destination: "T9".into(),
             host: "ws".into(),
@@ -860,6 +883,8 @@ pub(crate) mod tests {
                 .iter()
                 .map(|s| SetRecord {
                     set: s.to_string(),
+                    kind: Default::default(),
+                    base: None,
                     snapshot: format!("{s}-{stamp}"),
                     snapshot_complete: true,
                     snapshot_finished: None,
@@ -877,13 +902,10 @@ pub(crate) mod tests {
                     write_seconds: 0.0,
                     read_back_seconds: 0.0,
                     encryption: None,
-                    kind: Default::default(),
-                    base: None,
                     change_detection: None,
                 })
                 .collect(),
             system: None,
-            depends_on: vec![],
         }
     }
 
@@ -1120,5 +1142,45 @@ pub(crate) mod tests {
                 .to_string()
                 .contains("format 2")
         );
+    }
+
+    /// The chain fields (`kind`, `base`, `depends_on`): absent in older metadata they mean a full backup depending on
+    /// nothing; present they round-trip; a `depends_on` or `base` that is not another backup's stamp is refused.
+    #[test]
+    fn chain_fields_default_round_trip_and_are_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join(METADATA_FILE);
+        let mut m = meta("2025-04-02-000000", &["data"]);
+        let mut v = serde_json::to_value(&m).unwrap();
+        v["sets"][0].as_object_mut().unwrap().remove("kind");
+        assert!(
+            v.get("depends_on").is_none(),
+            "empty depends_on is not written"
+        );
+        fs::write(&p, v.to_string()).unwrap();
+        let old = read_metadata(&p).unwrap();
+        assert_eq!(old.sets[0].kind, ArchiveKind::Full);
+        assert_eq!(
+            (old.sets[0].base.as_deref(), old.depends_on.len()),
+            (None, 0)
+        );
+
+        m.sets[0].kind = ArchiveKind::Incremental;
+        m.sets[0].base = Some("2025-04-01-000000".into());
+        m.depends_on = vec!["2025-04-01-000000".into()];
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["sets"][0]["kind"], "incremental");
+        assert_eq!(v["depends_on"][0], "2025-04-01-000000");
+        fs::write(&p, v.to_string()).unwrap();
+        assert_eq!(read_metadata(&p).unwrap(), m);
+
+        for bad in ["../2025-04-01-000000", "2025-04-02-000000", "latest"] {
+            let mut b = m.clone();
+            b.depends_on = vec![bad.into()];
+            assert!(b.check().unwrap_err().contains("depends_on[0]"), "{bad}");
+            let mut b = m.clone();
+            b.sets[0].base = Some(bad.into());
+            assert!(b.check().unwrap_err().contains("sets[0].base"), "{bad}");
+        }
     }
 }

@@ -360,6 +360,7 @@ fn write_create(
     )?;
     let meta = BackupMeta {
         format: drive_layout::BACKUP_FORMAT,
+        depends_on: Vec::new(),
         stamp: plan.stamp.clone(),
         destination: dest.name.clone(),
         host: media::hostname(),
@@ -380,7 +381,6 @@ fn write_create(
         sums_file: drive_layout::SUMS_FILE.to_string(),
         sets: vec![],
         system: Some(system.clone()),
-        depends_on: Vec::new(),
     };
     let meta_rec = drive_layout::write_new_file(
         &temp,

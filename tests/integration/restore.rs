@@ -983,6 +983,8 @@ fn hostile_drive(t: &Test, entries: &[Vec<u8>]) -> PathBuf {
     };
     let set = SetRecord {
         set: "evil".into(),
+        kind: Default::default(),
+        base: None,
         snapshot: "evil-2025-04-01-031500".into(),
         snapshot_complete: true,
         snapshot_finished: None,
@@ -1000,8 +1002,6 @@ fn hostile_drive(t: &Test, entries: &[Vec<u8>]) -> PathBuf {
         write_seconds: 0.0,
         read_back_seconds: 0.0,
         encryption: None,
-        kind: Default::default(),
-        base: None,
         change_detection: None,
     };
     write_metadata_and_sums(

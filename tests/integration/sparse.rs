@@ -380,6 +380,8 @@ fn drive_with(t: &Test, name: &str, tar: &[u8]) -> PathBuf {
     let sha = Digest::of_bytes(tar);
     let set = SetRecord {
         set: "gnu".into(),
+        kind: Default::default(),
+        base: None,
         snapshot: "gnu-2025-04-01-031500".into(),
         snapshot_complete: true,
         snapshot_finished: None,
@@ -401,8 +403,6 @@ fn drive_with(t: &Test, name: &str, tar: &[u8]) -> PathBuf {
         write_seconds: 0.0,
         read_back_seconds: 0.0,
         encryption: None,
-        kind: Default::default(),
-        base: None,
         change_detection: None,
     };
     write_metadata_and_sums(
