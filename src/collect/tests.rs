@@ -47,6 +47,7 @@ impl World {
             retention_external: 5,
             destinations: vec![],
             external_mode: ExternalMode::First,
+            external_incremental: Default::default(),
             notifications: Notifications::default(),
             encryption: None,
             state_dir: self.dir.path().join("state"),

@@ -204,6 +204,7 @@ pub fn observe(
             d.destination.encryption.as_ref().and_then(|e| {
                 crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref())
             });
+        let damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
         destinations.push(DestinationWorld {
             settings: d.destination.clone(),
             info,
@@ -211,6 +212,7 @@ pub fn observe(
             listing,
             encryption,
             passphrase_file,
+            damaged,
         });
     }
 
@@ -224,11 +226,44 @@ pub fn observe(
             sets: set_worlds,
             detected,
             destinations,
+            incremental: settings.external_incremental,
+            force_full: options.full,
+            content_every: super::chain::content_every(settings.schedule.full),
         },
         scans,
         snapshot_meta: metas,
         system: crate::image::observe_system(settings, &[]),
     })
+}
+
+/// The verified backups with a set whose archive or index file is missing, not a regular file, or not the size
+/// `backup.json` records (one `lstat` each: contents are checked by `restore --verify`).
+fn damaged_backups(
+    backups_dir: &std::path::Path,
+    listing: &layout::DriveListing,
+) -> BTreeMap<String, String> {
+    let mut damaged = BTreeMap::new();
+    for b in &listing.backups {
+        let Some(m) = &b.meta else { continue };
+        let files = m.sets.iter().flat_map(|s| s.archive.iter().chain(&s.index));
+        for f in files {
+            // Names were checked to be plain (`BackupMeta::check`).
+            let why = match std::fs::symlink_metadata(backups_dir.join(&b.name).join(&f.name)) {
+                Ok(md) if md.is_file() && md.len() == f.bytes => continue,
+                Ok(md) if md.is_file() => format!(
+                    "{} is {} bytes, not the {} recorded",
+                    f.name,
+                    md.len(),
+                    f.bytes
+                ),
+                Ok(_) => format!("{} is not a regular file", f.name),
+                Err(e) => format!("{} cannot be read: {e}", f.name),
+            };
+            damaged.insert(b.name.clone(), crate::stdx::show_str(&why));
+            break;
+        }
+    }
+    damaged
 }
 
 /// Whether `pid` is a running process of this very program (another dbackup, say with another config, writing to

@@ -167,6 +167,9 @@ pub struct ArchiveTarget {
     /// Encrypted with age (`<set>.tar.age`, `<set>.index.age`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub encrypted: bool,
+    /// Full or incremental (on which base), and why.
+    #[serde(flatten)]
+    pub choice: super::chain::ArchiveChoice,
 }
 
 /// What `latest` will be after the run.
@@ -315,6 +318,11 @@ pub struct World {
     pub detected: Vec<Detected>,
     /// The destinations selected for writing, in selection order.
     pub destinations: Vec<DestinationWorld>,
+    /// When archives are incremental (`external.incremental`), `--full`, and how long content comparisons may be
+    /// apart (`schedule.full`).
+    pub incremental: crate::config::IncrementalPolicy,
+    pub force_full: bool,
+    pub content_every: Option<chrono::Duration>,
 }
 
 /// One set: its snapshots, and the scan of the one that will be exported.
@@ -337,6 +345,9 @@ pub struct DestinationWorld {
     pub encryption: Option<EncryptionRecord>,
     /// With a passphrase: the file it will be read from (none: asked on the terminal).
     pub passphrase_file: Option<PathBuf>,
+    /// Backups whose archive or index files are missing or not their recorded size, with why (a chain through
+    /// them is not extended).
+    pub damaged: std::collections::BTreeMap<String, String>,
 }
 
 /// Options of one run.
@@ -405,7 +416,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
     let destinations = world
         .destinations
         .iter()
-        .map(|d| destination_plan(d, &sets, &stamp, opts))
+        .map(|d| destination_plan(world, d, &sets, &stamp, opts))
         .collect();
 
     ExternalPlan {
@@ -443,6 +454,7 @@ fn part_size(bytes: u64, max: Option<u64>) -> Option<u64> {
 }
 
 fn destination_plan(
+    world: &World,
     d: &DestinationWorld,
     sets: &[SetPlan],
     stamp: &str,
@@ -451,7 +463,7 @@ fn destination_plan(
     let info = &d.info;
     // Everything is done through the resolved path (the configured one may be a symlink to the mount point).
     let backups_dir = info.resolved.join(layout::BACKUPS_DIR);
-    let (archives, needed) = archive_targets(d, sets);
+    let (archives, needed) = archive_targets(d, sets, world, opts);
     let cleanup: Vec<Leftover> = d
         .listing
         .leftovers
@@ -518,7 +530,12 @@ fn destination_plan(
 
 /// The archives this run writes to the drive (sized as they will be, encrypted or not, split where the filesystem
 /// needs it), and the space they need with the backup's directory, `backup.json` and sums file.
-fn archive_targets(d: &DestinationWorld, sets: &[SetPlan]) -> (Vec<ArchiveTarget>, u64) {
+fn archive_targets(
+    d: &DestinationWorld,
+    sets: &[SetPlan],
+    world: &World,
+    opts: RunOptions,
+) -> (Vec<ArchiveTarget>, u64) {
     let info = &d.info;
     let block = d.block_size.max(512);
     let mut needed = SPACE_MARGIN + 2 * block; // the directory, backup.json and the sums file
@@ -557,6 +574,17 @@ fn archive_targets(d: &DestinationWorld, sets: &[SetPlan]) -> (Vec<ArchiveTarget
                 tar_bytes: est.tar_bytes,
                 index_bytes: est.index_bytes,
                 encrypted: enc.is_some(),
+                // (The space needed is a full's: an upper bound for an incremental.)
+                choice: super::chain::choose(
+                    super::chain::ChoiceInputs {
+                        policy: world.incremental,
+                        force_full: world.force_full,
+                        encryption: enc,
+                        content_every: world.content_every,
+                        now: opts.now,
+                    },
+                    super::chain::facts(&d.listing, &s.set, &d.damaged).as_ref(),
+                ),
             })
         })
         .collect();
@@ -817,6 +845,10 @@ fn render_destination(out: &mut String, d: &DestinationPlan) {
             a.index,
             a.snapshot
         );
+        // Said when incrementals are on (or `--full` was given); otherwise every archive is full, as always.
+        if a.choice.reason != super::chain::OFF_REASON {
+            let _ = writeln!(out, "            {}", a.choice.reason);
+        }
     }
     let _ = writeln!(
         out,

@@ -264,7 +264,11 @@ fn world() -> World {
             listing,
             encryption: None,
             passphrase_file: None,
+            damaged: Default::default(),
         }],
+        incremental: Default::default(),
+        force_full: false,
+        content_every: None,
     }
 }
 

@@ -84,6 +84,8 @@ pub struct Settings {
     pub retention_external: u32,
     pub destinations: Vec<DestinationSettings>,
     pub external_mode: ExternalMode,
+    /// When external backups write incremental archives (`external.incremental`).
+    pub external_incremental: crate::config::IncrementalPolicy,
     /// Serialised with the URL's secrets hidden (`config check --json`): see [`crate::stdx::redact_url`].
     #[serde(serialize_with = "notifications_redacted")]
     pub notifications: Notifications,
@@ -352,6 +354,7 @@ impl Settings {
             retention_external,
             destinations,
             external_mode: config.external.mode,
+            external_incremental: config.external.incremental,
             notifications: config.notifications.clone(),
             encryption: global_encryption,
             state_dir,

@@ -1,0 +1,123 @@
+//! Incremental drive archives (issue 15) through the real binary, without root: a plain directory as the drive
+//! (`require_mount: false`). What `external` writes when `external.incremental` is on, what `--dry-run` says, and
+//! `--full`.
+
+use std::fs;
+use std::path::PathBuf;
+
+use dbackup::archive::{ArchiveKind, IndexReader};
+
+use crate::fixtures::drive::{
+    assert_sums_pass, collect, config, content, destination, external, meta_of, sample,
+};
+use crate::harness::Test;
+
+/// The sample home collected once, backing up to `{tmp}/drive` with incrementals on.
+fn incremental_world() -> (Test, PathBuf) {
+    let t = Test::new().config("{}");
+    sample(&t, 600 << 10);
+    let drive = t.path("drive");
+    fs::create_dir_all(&drive).unwrap();
+    let cfg = config(
+        &[destination("drive", &drive, r#""require_mount": false"#)],
+        "first",
+        5,
+    )
+    .replace(
+        r#""external": { "mode": "first" }"#,
+        r#""external": { "mode": "first", "incremental": { "enabled": true } }"#,
+    );
+    assert!(cfg.contains("incremental"));
+    fs::write(t.path("config.json"), t.expand(&cfg)).unwrap();
+    collect(&t);
+    (t, drive)
+}
+
+/// A second external backup after one file changed is an incremental on the first: `backup.json` says so
+/// (`kind`, `base`, `depends_on`, change detection `inode`: the first backup's snapshot is still here), its `data`
+/// archive holds the changed file and not the unchanged 600 KiB one, its index lists every file (the unchanged ones
+/// pointing into the first backup), the sums still check, and `--dry-run` said why beforehand. `--full` writes a
+/// full again. (Before: every external backup was full; there was no `external.incremental` nor `--full`.)
+#[test]
+fn a_second_backup_is_an_incremental_on_the_first() {
+    let (t, drive) = incremental_world();
+    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let m1 = meta_of(&drive.join("backups").join(&first));
+    assert!(
+        m1.sets
+            .iter()
+            .all(|s| s.kind == ArchiveKind::Full && s.base.is_none())
+    );
+
+    t.write("home/data/projects/p03.txt", content(2000, 333));
+    collect(&t);
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    let text = dry.stdout.clone();
+    assert!(
+        text.contains(&format!("incremental on {first} (chain 2 of 7)")),
+        "{text}"
+    );
+
+    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let dir = drive.join("backups").join(&second);
+    let m2 = meta_of(&dir);
+    assert_eq!(m2.depends_on, vec![first.clone()]);
+    let data = m2.sets.iter().find(|s| s.set == "data").unwrap();
+    let data1 = m1.sets.iter().find(|s| s.set == "data").unwrap();
+    assert_eq!(data.kind, ArchiveKind::Incremental);
+    assert_eq!(data.base.as_deref(), Some(first.as_str()));
+    assert_eq!(data.change_detection.as_deref(), Some("inode"));
+    assert!(
+        data.tar_bytes * 5 < data1.tar_bytes,
+        "{} vs {}",
+        data.tar_bytes,
+        data1.tar_bytes
+    );
+    assert_sums_pass(&dir);
+
+    let index = fs::read(dir.join("data.index.jsonl")).unwrap();
+    let entries: Vec<_> = IndexReader::new(&index[..])
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let at = |p: &str| {
+        entries
+            .iter()
+            .find(|e| e.path.ends_with(p.as_bytes()))
+            .unwrap_or_else(|| panic!("{p} listed"))
+    };
+    assert_eq!(at("projects/p03.txt").stored_in, None);
+    assert_eq!(
+        at("data/big.bin").stored_in.as_deref(),
+        Some(first.as_str())
+    );
+    assert!(at("projects/needle.txt").stored_in.is_some());
+
+    let third = external(&t, &["--full"], 0).destinations[0]
+        .backup
+        .clone()
+        .unwrap();
+    let m3 = meta_of(&drive.join("backups").join(&third));
+    assert!(m3.depends_on.is_empty());
+    assert!(m3.sets.iter().all(|s| s.kind == ArchiveKind::Full));
+}
+
+/// A base whose archive was deleted by hand is not extended: the dry run says why and the next backup is full.
+#[test]
+fn a_damaged_base_gets_a_full() {
+    let (t, drive) = incremental_world();
+    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    fs::remove_file(drive.join("backups").join(&first).join("data.tar")).unwrap();
+    collect(&t);
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    let text = dry.stdout.clone();
+    assert!(
+        text.contains(&format!(
+            "full: backup {first} of the chain is damaged: data.tar cannot be read"
+        )),
+        "{text}"
+    );
+    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let m = meta_of(&drive.join("backups").join(&second));
+    assert!(m.sets.iter().all(|s| s.kind == ArchiveKind::Full), "{m:?}");
+}
