@@ -287,7 +287,15 @@ mod tests {
             e.link = Some(b"a/g".to_vec());
         };
         // (what differs in the current entry, what differs in the base, linked, same inode, method, decision)
-        type Case = (&'static str, Edit, Edit, bool, Option<bool>, ChangeMethod, Decision);
+        type Case = (
+            &'static str,
+            Edit,
+            Edit,
+            bool,
+            Option<bool>,
+            ChangeMethod,
+            Decision,
+        );
         let cases: &[Case] = &[
             (
                 "inode shared",

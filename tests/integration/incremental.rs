@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use dbackup::archive::{ArchiveKind, IndexReader};
 
 use crate::fixtures::drive::{
-    assert_sums_pass, collect, config, content, destination, external, meta_of, sample,
+    assert_same_tree, assert_sums_pass, collect, config, content, destination, external, meta_of,
+    sample,
 };
 use crate::harness::Test;
 
@@ -92,6 +93,35 @@ fn a_second_backup_is_an_incremental_on_the_first() {
         Some(first.as_str())
     );
     assert!(at("projects/needle.txt").stored_in.is_some());
+
+    // Restored whole from the incremental: exactly the snapshot it was made from, the unchanged files read from
+    // the first backup's archive.
+    let target = t.path("restored");
+    t.cmd()
+        .args([
+            "restore", "--source", "external", "--date", &second, "--target",
+        ])
+        .args([&target])
+        .status(0);
+    let snap = t.root().join(&data.snapshot);
+    let rel = t.home().join("data");
+    let rel = rel.strip_prefix("/").unwrap();
+    assert_same_tree(&snap.join(rel), &target.join(rel));
+    // One file kept in the first backup's archive, and the changed one.
+    for (i, f) in ["big.bin", "projects/p03.txt"].iter().enumerate() {
+        let one = t.path(&format!("one{i}"));
+        let path = t.home().join("data").join(f);
+        t.cmd()
+            .args([
+                "restore", "--source", "external", "--date", &second, "--path",
+            ])
+            .args([&path])
+            .args(["--target"])
+            .args([&one])
+            .status(0);
+        let got = fs::read(one.join(path.strip_prefix("/").unwrap())).unwrap();
+        assert_eq!(got, fs::read(&path).unwrap(), "{f}");
+    }
 
     let third = external(&t, &["--full"], 0).destinations[0]
         .backup
