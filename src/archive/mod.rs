@@ -50,7 +50,8 @@ pub use sink::{
 };
 pub use tarfmt::EntryKind;
 pub use verify::{
-    HardLinkTargets, VerifyError, VerifyProblem, VerifyReport, verify_archive, verify_archive_with,
+    HardLinkTargets, VerifyError, VerifyProblem, VerifyReport, verify_archive,
+    verify_archive_in_chain, verify_archive_with,
 };
 pub use writer::{
     ArchiveError, ArchiveEstimate, ArchiveOptions, ArchivePlan, ArchiveSummary, NoProgress,

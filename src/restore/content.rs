@@ -912,6 +912,17 @@ fn check_header(r: &mut archive::ArchiveReader, ie: &IndexEntry) -> Result<(), H
     }
 }
 
+/// [`check_header`] for the verifier: the header at an index line's offsets in `r` is that line's, or why not.
+pub(crate) fn entry_header_matches(
+    r: &mut archive::ArchiveReader,
+    ie: &IndexEntry,
+) -> Result<(), String> {
+    check_header(r, ie).map_err(|e| match e {
+        HeaderError::Read(e) => format!("cannot be read there: {e}"),
+        HeaderError::Mismatch(why) => format!("its header there disagrees with the index: {why}"),
+    })
+}
+
 /// Why an entry's header could not be checked.
 enum HeaderError {
     /// It could not be read (a damaged encrypted chunk is `InvalidData`).

@@ -94,6 +94,15 @@ fn a_second_backup_is_an_incremental_on_the_first() {
     );
     assert!(at("projects/needle.txt").stored_in.is_some());
 
+    // Verified: its own archive, and every file it keeps in the first backup checked there.
+    let out = t
+        .cmd()
+        .args([
+            "restore", "--source", "external", "--date", &second, "--verify",
+        ])
+        .status(0);
+    out.stdout_has("intact");
+
     // Restored whole from the incremental: exactly the snapshot it was made from, the unchanged files read from
     // the first backup's archive.
     let target = t.path("restored");
@@ -149,5 +158,58 @@ fn a_damaged_base_gets_a_full() {
     );
     let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
     let m = meta_of(&drive.join("backups").join(&second));
+    assert!(m.sets.iter().all(|s| s.kind == ArchiveKind::Full), "{m:?}");
+}
+
+/// A base archive truncated after an incremental was written on it: `--verify` of the incremental names the broken
+/// link (the backup, the archive and the file), a file the incremental stores itself still restores, one kept in the
+/// base is refused (its bytes are not all there), and the next external writes a full. (Before: there were no chains to break.)
+#[test]
+fn a_broken_link_is_named_and_the_rest_still_restores() {
+    let (t, drive) = incremental_world();
+    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    t.write("home/data/projects/p03.txt", content(2000, 333));
+    collect(&t);
+    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    // The base's data.tar truncated to its first 10 KiB (same name, wrong size).
+    let tar = drive.join("backups").join(&first).join("data.tar");
+    let bytes = fs::read(&tar).unwrap();
+    fs::write(&tar, &bytes[..10240]).unwrap();
+
+    let out = t
+        .cmd()
+        .args([
+            "restore", "--source", "external", "--date", &second, "--verify",
+        ])
+        .status(1);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains(&format!("in backup {first}'s data.tar")),
+        "{text}"
+    );
+
+    let restore = |f: &str, code: i32| {
+        let one = t.path(&format!("one-{}", f.replace('/', "-")));
+        let path = t.home().join("data").join(f);
+        t.cmd()
+            .args([
+                "restore", "--source", "external", "--date", &second, "--path",
+            ])
+            .args([&path])
+            .args(["--target"])
+            .args([&one])
+            .status(code)
+    };
+    restore("projects/p03.txt", 0);
+    let out = restore("big.bin", 1);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("big.bin: the backup holds 2560 bytes for it, 614400 expected; not restored"),
+        "{text}"
+    );
+
+    collect(&t);
+    let third = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let m = meta_of(&drive.join("backups").join(&third));
     assert!(m.sets.iter().all(|s| s.kind == ArchiveKind::Full), "{m:?}");
 }
