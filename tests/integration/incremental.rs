@@ -94,6 +94,13 @@ fn a_second_backup_is_an_incremental_on_the_first() {
     );
     assert!(at("projects/needle.txt").stored_in.is_some());
 
+    // Listed as what it is.
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--list"])
+        .status(0);
+    out.stdout_has(&format!("data (incremental on {first})"));
+
     // Verified: its own archive, and every file it keeps in the first backup checked there.
     let out = t
         .cmd()
