@@ -754,9 +754,27 @@ fn prune(
             latest: listing.latest.as_deref() == Some(b.name.as_str()),
         })
         .collect();
-    for x in drive_retention::decide(&infos, world.settings.retention, now)
-        .into_iter()
+    let decisions = drive_retention::decide(&infos, world.settings.retention, now);
+    // A backup that a kept backup (or the new one) depends on stays: removing it would break that one's restore.
+    // (Until retention itself knows chains; it is then already kept.)
+    let kept: Vec<&str> = decisions
+        .iter()
+        .filter(|x| x.keep || x.name == plan.stamp)
+        .map(|x| x.name.as_str())
+        .chain(std::iter::once(plan.stamp.as_str()))
+        .collect();
+    let needed: std::collections::BTreeSet<&str> = listing
+        .backups
+        .iter()
+        .filter(|b| kept.contains(&b.name.as_str()))
+        .filter_map(|b| b.meta.as_ref())
+        .flat_map(|m| m.depends_on.iter().map(String::as_str))
+        .collect();
+    for x in decisions
+        .iter()
         .filter(|x| !x.keep && x.name != plan.stamp)
+        .filter(|x| !needed.contains(x.name.as_str()))
+        .cloned()
     {
         if let Err(e) = world.info.check_still_present() {
             return warn(report, format!("retention stopped: {e}"));

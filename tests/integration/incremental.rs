@@ -338,3 +338,42 @@ fn every_backup_of_a_chain_restores_its_snapshot() {
         ])
         .status(0);
 }
+
+/// Retention never removes a backup that a kept one depends on: with `retention.external` 2 and a chain of four,
+/// all four stay and the newest still restores. (Before this guard, retention counted backups, not chains, and would
+/// have removed the full the newest incremental is built on.)
+#[test]
+fn retention_keeps_the_chain_of_a_kept_backup() {
+    let (t, drive) = incremental_world();
+    let cfg = fs::read_to_string(t.path("config.json"))
+        .unwrap()
+        .replace(r#""external": 5"#, r#""external": 2"#);
+    fs::write(t.path("config.json"), cfg).unwrap();
+    let mut stamps = Vec::new();
+    for i in 0..4 {
+        if i > 0 {
+            t.write(
+                "home/data/projects/p03.txt",
+                content(2000 + i, 333 + i as u64),
+            );
+            collect(&t);
+        }
+        let r = external(&t, &[], 0);
+        assert!(
+            r.destinations[0].removed.is_empty(),
+            "{:?}",
+            r.destinations[0].removed
+        );
+        stamps.push(r.destinations[0].backup.clone().unwrap());
+    }
+    let listed = dbackup::external::layout::list(&drive.join("backups")).unwrap();
+    let names: Vec<&str> = listed.verified().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, stamps.iter().map(String::as_str).collect::<Vec<_>>());
+    let target = t.path("r");
+    t.cmd()
+        .args([
+            "restore", "--source", "external", "--date", &stamps[3], "--target",
+        ])
+        .args([&target])
+        .status(0);
+}
