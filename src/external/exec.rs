@@ -484,15 +484,41 @@ fn incremental_base(
     ui: &Ui,
 ) -> Option<IncrementalBase> {
     let base = a.choice.base.as_ref()?;
-    let opened = (|| -> anyhow::Result<IncrementalBase> {
-        let rec = world
-            .listing
+    match open_base(&world.listing, backups, &a.set, &a.choice, backup_root) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            ui.warn(format_args!(
+                "{}: {}: writing a full archive: the base {base} cannot be used: {}",
+                world.settings.name,
+                a.set,
+                ui::format_error(&e)
+            ));
+            None
+        }
+    }
+}
+
+/// The base `choice` names for `set`, opened (see [`incremental_base`]); also used by the dry run's estimate.
+pub(crate) fn open_base(
+    listing: &layout::DriveListing,
+    backups: &Dir,
+    set: &str,
+    choice: &super::chain::ArchiveChoice,
+    backup_root: &std::path::Path,
+) -> anyhow::Result<IncrementalBase> {
+    let base = choice
+        .base
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no base"))?;
+    let a = (set, choice);
+    {
+        let rec = listing
             .backups
             .iter()
             .find(|b| &b.name == base)
             .and_then(|b| b.meta.as_ref())
-            .and_then(|m| m.sets.iter().find(|s| s.set == a.set))
-            .ok_or_else(|| anyhow::anyhow!("it holds no set {}", a.set))?;
+            .and_then(|m| m.sets.iter().find(|s| s.set == a.0))
+            .ok_or_else(|| anyhow::anyhow!("it holds no set {}", a.0))?;
         let [index] = rec.index.as_slice() else {
             anyhow::bail!("its index is not one file");
         };
@@ -506,16 +532,15 @@ fn incremental_base(
             );
         }
         // A name from the drive: used only when it is this set's snapshot name (`<set>-<stamp>`).
-        let snapshot = a
-            .choice
-            .base_snapshot
-            .as_deref()
-            .filter(|n| {
-                n.strip_prefix(&format!("{}-", a.set))
-                    .is_some_and(|s| snapshot::parse_stamp(s).is_some())
-            })
-            .map(|n| backup_root.join(n))
-            .filter(|p| p.is_dir());
+        let snapshot =
+            a.1.base_snapshot
+                .as_deref()
+                .filter(|n| {
+                    n.strip_prefix(&format!("{}-", a.0))
+                        .is_some_and(|s| snapshot::parse_stamp(s).is_some())
+                })
+                .map(|n| backup_root.join(n))
+                .filter(|p| p.is_dir());
         let name = index.name.clone();
         Ok(IncrementalBase {
             stamp: base.clone(),
@@ -527,20 +552,8 @@ fn incremental_base(
                     as Box<dyn std::io::BufRead>)
             }),
             snapshot,
-            compare_content: a.choice.compare_content,
+            compare_content: a.1.compare_content,
         })
-    })();
-    match opened {
-        Ok(b) => Some(b),
-        Err(e) => {
-            ui.warn(format_args!(
-                "{}: {}: writing a full archive: the base {base} cannot be used: {}",
-                world.settings.name,
-                a.set,
-                ui::format_error(&e)
-            ));
-            None
-        }
     }
 }
 

@@ -205,6 +205,44 @@ pub fn observe(
                 crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref())
             });
         let damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
+        // Where an incremental is likely, what it would store: the change detection alone (stats and the base's
+        // index; contents are read only when a content comparison is due, and then not here: counted as changed).
+        let mut incremental = BTreeMap::new();
+        for (set, name) in &chosen {
+            let choice = super::chain::choose(
+                super::chain::ChoiceInputs {
+                    policy: settings.external_incremental,
+                    force_full: options.full,
+                    encryption: encryption.as_ref(),
+                    content_every: super::chain::content_every(settings.schedule.full),
+                    now: chrono::Local::now().naive_local(),
+                },
+                super::chain::facts(&listing, set, &damaged).as_ref(),
+            );
+            if choice.base.is_none() {
+                continue;
+            }
+            let estimate = info
+                .open_root()
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|root| {
+                    layout::open_backups(&root)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .ok_or_else(|| anyhow::anyhow!("no backups directory"))
+                })
+                .and_then(|backups| {
+                    let mut base = super::exec::open_base(&listing, &backups, set, &choice, root)?;
+                    base.compare_content = false;
+                    Ok(archive::scan_against(
+                        &root.join(name),
+                        Some(&base),
+                        &mut NoProgress,
+                    )?)
+                });
+            if let Ok(plan) = estimate {
+                incremental.insert(set.clone(), plan.estimate);
+            }
+        }
         destinations.push(DestinationWorld {
             settings: d.destination.clone(),
             info,
@@ -213,6 +251,7 @@ pub fn observe(
             encryption,
             passphrase_file,
             damaged,
+            incremental,
         });
     }
 

@@ -348,6 +348,8 @@ pub struct DestinationWorld {
     /// Backups whose archive or index files are missing or not their recorded size, with why (a chain through
     /// them is not extended).
     pub damaged: std::collections::BTreeMap<String, String>,
+    /// By set: what an incremental on the likely base would store (the change detection, run while observing).
+    pub incremental: std::collections::BTreeMap<String, ArchiveEstimate>,
 }
 
 /// Options of one run.
@@ -548,7 +550,31 @@ fn archive_targets(
         .iter()
         .filter(|s| s.action == SetAction::Export)
         .filter_map(|s| {
-            let est = s.estimate.as_ref()?;
+            let mut choice = super::chain::choose(
+                super::chain::ChoiceInputs {
+                    policy: world.incremental,
+                    force_full: world.force_full,
+                    encryption: enc,
+                    content_every: world.content_every,
+                    now: opts.now,
+                },
+                super::chain::facts(&d.listing, &s.set, &d.damaged).as_ref(),
+            );
+            // An incremental is sized by its change detection (when it ran, and not for a content comparison,
+            // which may store more); otherwise as a full: an upper bound.
+            let incremental = d
+                .incremental
+                .get(&s.set)
+                .filter(|_| choice.base.is_some() && !choice.compare_content);
+            if let Some(e) = incremental {
+                choice.reason.push_str(&format!(
+                    ": {} to store ({}), {} kept in earlier backups",
+                    stdx::counted(e.files, "file", "files"),
+                    stdx::bytes(e.file_bytes),
+                    e.referenced_files
+                ));
+            }
+            let est = incremental.or(s.estimate.as_ref())?;
             let est = &ArchiveEstimate {
                 tar_bytes: sized(est.tar_bytes),
                 index_bytes: sized(est.index_bytes),
@@ -574,17 +600,7 @@ fn archive_targets(
                 tar_bytes: est.tar_bytes,
                 index_bytes: est.index_bytes,
                 encrypted: enc.is_some(),
-                // (The space needed is a full's: an upper bound for an incremental.)
-                choice: super::chain::choose(
-                    super::chain::ChoiceInputs {
-                        policy: world.incremental,
-                        force_full: world.force_full,
-                        encryption: enc,
-                        content_every: world.content_every,
-                        now: opts.now,
-                    },
-                    super::chain::facts(&d.listing, &s.set, &d.damaged).as_ref(),
-                ),
+                choice,
             })
         })
         .collect();

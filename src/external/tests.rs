@@ -265,6 +265,7 @@ fn world() -> World {
             encryption: None,
             passphrase_file: None,
             damaged: Default::default(),
+            incremental: Default::default(),
         }],
         incremental: Default::default(),
         force_full: false,

@@ -55,7 +55,10 @@ fn a_second_backup_is_an_incremental_on_the_first() {
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
     let text = dry.stdout.clone();
     assert!(
-        text.contains(&format!("incremental on {first} (chain 2 of 7)")),
+        text.contains(&format!(
+            "incremental on {first} (chain 2 of 7): 2 files to store (2.0 KiB), 23 kept in earlier \
+             backups"
+        )),
         "{text}"
     );
 
