@@ -81,11 +81,15 @@ With `encryption` in the config (or in the destination's entry) the archives are
 the drive, in the same pass: <set>.tar.age and <set>.index.age, and verification.sha256 covers those encrypted \
 files (checkable without the key). Only the public recipients are needed; the identity is never read here. \
 Without dbackup: `age -d -i identity.txt <set>.tar.age | tar -xpf - -C /` (docs/RESTORE.md).\n\n\
+With external.incremental.enabled, a set's archive holds only what changed since the previous backup of the set \
+on the drive (an incremental; its index still lists every file and where its bytes are) until a limit calls for a \
+full (external.incremental: max_chain, max_percent, full_after_days); --dry-run says which, and why.\n\n\
 Examples:\n  \
 dbackup keygen                      # once: an identity and its age1... recipient for `encryption.recipients`\n  \
 dbackup external                    # the first present destination (external.mode)\n  \
 dbackup external --destination T9   # that drive only\n  \
 dbackup external --set config       # one set\n  \
+dbackup external --full             # full archives now (starts new chains with external.incremental)\n  \
 dbackup --dry-run external          # what would be written and removed, and the space it needs"
     )]
     External(ExternalArgs),
@@ -180,6 +184,10 @@ pub struct ExternalArgs {
     /// made); by default only complete snapshots are exported
     #[arg(long)]
     pub allow_incomplete: bool,
+
+    /// Write full archives (every file's content), even where external.incremental would write an incremental
+    #[arg(long)]
+    pub full: bool,
 }
 
 const BACKUP_HELP: &str = "\

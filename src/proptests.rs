@@ -572,15 +572,20 @@ fn index_line() -> impl Strategy<Value = String> {
         (0..NAMES.len()).prop_map(|i| NAMES[i]),
         proptest::collection::vec(number, 8),
         any::<bool>(),
+        proptest::option::of((0..STAMPS.len()).prop_map(|i| STAMPS[i])),
     )
-        .prop_map(|(kind, name, n, with_link)| {
+        .prop_map(|(kind, name, n, with_link, stored_in)| {
             let link = if with_link {
                 format!(r#","link":"{name}""#)
             } else {
                 String::new()
             };
+            let stored_in = match stored_in {
+                Some(s) => format!(r#","in":"{s}""#),
+                None => String::new(),
+            };
             format!(
-                r#"{{"type":"{kind}","path":"{name}"{link},"size":{},"mode":{},"uid":{},"gid":{},"mtime":{},
+                r#"{{"type":"{kind}","path":"{name}"{link}{stored_in},"size":{},"mode":{},"uid":{},"gid":{},"mtime":{},
                     "mtime_nsec":{},"sha256":"{}","header_offset":{},"data_offset":{},"entries":1,"files":1,
                     "file_bytes":1,"tar_bytes":1}}"#,
                 n[0],
@@ -597,22 +602,63 @@ fn index_line() -> impl Strategy<Value = String> {
         })
 }
 
-fn index_text() -> impl Strategy<Value = Vec<u8>> {
-    proptest::collection::vec(index_line(), 0..8).prop_map(|lines| {
-        let header = sample()
+/// Stamps and things that are not, for an incremental manifest's `base`, `depends_on` and `in`.
+const STAMPS: &[&str] = &[
+    "2026-12-01-031500",
+    "2026-12-02-031500",
+    "2026-13-99-999999",
+    "../2026-12-01-031500",
+    "",
+    "latest",
+];
+
+/// A full archive's header (version 1), or a manifest's (version 2) with any base and dependencies.
+fn index_header() -> impl Strategy<Value = Vec<u8>> {
+    let stamp = (0..STAMPS.len()).prop_map(|i| STAMPS[i]);
+    prop_oneof![
+        Just(()).prop_map(|_| sample()
             .index
             .split(|b| *b == b'\n')
             .next()
             .unwrap()
-            .to_vec();
-        let mut out = header;
-        out.push(b'\n');
-        for l in lines {
-            out.extend_from_slice(l.as_bytes());
+            .to_vec()),
+        (
+            1u32..=3,
+            proptest::option::of(stamp.clone()),
+            proptest::collection::vec(stamp, 0..4),
+            any::<bool>(),
+        )
+            .prop_map(|(version, base, deps, incremental)| {
+                let mut h = serde_json::json!({
+                    "format": "dbackup-index", "version": version, "tar_format": "pax",
+                    "dbackup_version": "0", "created": "2026-12-02T03:15:00Z", "source": "/s",
+                    "depends_on": deps,
+                });
+                if incremental {
+                    h["kind"] = "incremental".into();
+                }
+                if let Some(b) = base {
+                    h["base"] = b.into();
+                }
+                serde_json::to_vec(&h).unwrap()
+            }),
+    ]
+}
+
+fn index_text() -> impl Strategy<Value = Vec<u8>> {
+    (
+        index_header(),
+        proptest::collection::vec(index_line(), 0..8),
+    )
+        .prop_map(|(header, lines)| {
+            let mut out = header;
             out.push(b'\n');
-        }
-        out
-    })
+            for l in lines {
+                out.extend_from_slice(l.as_bytes());
+                out.push(b'\n');
+            }
+            out
+        })
 }
 
 /// Streams an index: every entry it yields keeps its promises (offsets inside a possible archive, nanoseconds
@@ -623,8 +669,17 @@ fn check_index_stream(bytes: &[u8]) {
         let Ok(r) = IndexReader::new(bytes) else {
             return;
         };
+        let header = r.header().clone();
+        for s in header.base.iter().chain(&header.depends_on) {
+            assert!(crate::snapshot::parse_stamp(s).is_some(), "{s:?}");
+        }
         for e in r {
             let Ok(e) = e else { break };
+            // An entry in an earlier backup is a file, in one the header depends on.
+            if let Some(stamp) = &e.stored_in {
+                assert_eq!(e.kind, crate::archive::EntryKind::File);
+                assert!(header.depends_on.iter().any(|d| **d == **stamp), "{stamp}");
+            }
             assert!(
                 e.data_offset
                     .checked_add(e.size)

@@ -39,8 +39,26 @@
 //!   as its `SCHILY.*` pax records do ([`super::xattrs`]); left out when it has none (indexes written before they
 //!   existed read as entries without any).
 //! - The last line, `end`, totals the archive: a missing `end` means the index is truncated.
+//!
+//! Version 2: the manifest of an incremental archive (a full archive's index stays version 1, which every dbackup
+//! reads). Its header adds `"kind":"incremental"`, `"base"` (the stamp of the backup it is based on) and
+//! `"depends_on"` (every stamp whose archive of the same set holds content this manifest points to, sorted, the
+//! base among them). The manifest is still complete: every entry of the snapshot is listed, in the same order. A
+//! file whose content lies in an earlier backup has `"in":"<stamp>"` (one of `depends_on`), and its
+//! `header_offset`, `data_offset` (and `sparse` record) are those of its entry in that backup's archive, where it
+//! is stored itself (never a further `in`: a manifest points straight at the archive holding the bytes, so there
+//! is no chain to walk and no cycle to follow). Only `file` entries have `in`; directories, symlinks, hard links and
+//! devices are always stored in the archive itself (one small header each). The `end` line adds `referenced_files`
+//! and `referenced_bytes` (the files and bytes kept in earlier archives). A deleted file is absent.
+//!
+//! ```text
+//! {"format":"dbackup-index","version":2,...,"kind":"incremental","base":"2026-12-01-031500","depends_on":["2026-12-01-031500"]}
+//! {"type":"file","path":"home/u/old","in":"2026-12-01-031500","size":12,...,"header_offset":512,"data_offset":1536}
+//! ```
 
+use std::cmp::Ordering;
 use std::io::{self, BufRead, Read, Write};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -50,8 +68,12 @@ use super::xattrs::{self, Attrs};
 
 /// The `format` of an index's first line.
 pub const INDEX_FORMAT: &str = "dbackup-index";
-/// The index format version this code writes and reads.
+/// The index format version of a full archive's index (what every dbackup reads).
 pub const INDEX_VERSION: u32 = 1;
+/// The index format version of an incremental archive's manifest (entries may point into earlier backups).
+pub const INDEX_VERSION_INCREMENTAL: u32 = 2;
+/// The most stamps a manifest may depend on (a chain is limited far below this by the config).
+pub const MAX_DEPENDS_ON: usize = 1024;
 /// The longest line an index reader accepts (an entry with a 4 KiB path and link target, base64-encoded, is under
 /// 12 KiB): memory stays bounded whatever the index holds.
 pub const MAX_LINE_BYTES: usize = 16 << 20;
@@ -69,6 +91,23 @@ pub fn read_line_bounded<R: BufRead>(
     Ok((buf.len() <= MAX_LINE_BYTES).then_some(n))
 }
 
+/// Compares two paths component by component (`a/b` sorts before `a-c`, and a directory before its contents).
+pub fn cmp_paths(a: &[u8], b: &[u8]) -> Ordering {
+    let mut x = a.split(|&c| c == b'/').filter(|c| !c.is_empty());
+    let mut y = b.split(|&c| c == b'/').filter(|c| !c.is_empty());
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(p), Some(q)) => match p.cmp(q) {
+                Ordering::Equal => continue,
+                other => return other,
+            },
+        }
+    }
+}
+
 /// The first line of an index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexHeader {
@@ -81,6 +120,37 @@ pub struct IndexHeader {
     pub created: chrono::DateTime<chrono::Utc>,
     /// The snapshot directory that was archived.
     pub source: String,
+    /// Full (every content byte in this archive) or incremental (version 2 only).
+    #[serde(default, skip_serializing_if = "ArchiveKind::is_full")]
+    pub kind: ArchiveKind,
+    /// The stamp of the backup an incremental is based on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// Every stamp whose archive holds content this manifest points to (sorted, the base among them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+}
+
+/// Whether an archive holds every content byte of its snapshot or only what changed since its base.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveKind {
+    #[default]
+    Full,
+    Incremental,
+}
+
+impl ArchiveKind {
+    pub fn is_full(&self) -> bool {
+        *self == ArchiveKind::Full
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ArchiveKind::Full => "full",
+            ArchiveKind::Incremental => "incremental",
+        }
+    }
 }
 
 impl IndexHeader {
@@ -92,7 +162,79 @@ impl IndexHeader {
             dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
             created: chrono::Utc::now(),
             source: source.into(),
+            kind: ArchiveKind::Full,
+            base: None,
+            depends_on: Vec::new(),
         }
+    }
+
+    /// The header of an incremental manifest based on `base`, pointing into `depends_on` (`base` is added).
+    pub fn incremental(
+        source: impl Into<String>,
+        base: &str,
+        mut depends_on: Vec<String>,
+    ) -> IndexHeader {
+        depends_on.push(base.to_string());
+        depends_on.sort();
+        depends_on.dedup();
+        IndexHeader {
+            version: INDEX_VERSION_INCREMENTAL,
+            kind: ArchiveKind::Incremental,
+            base: Some(base.to_string()),
+            depends_on,
+            ..IndexHeader::new(source)
+        }
+    }
+
+    /// Checks what readers rely on: a version this code reads, and for a manifest, a base and dependencies that
+    /// are stamps (sorted, unique, bounded, the base among them). Version 1 has neither.
+    fn check(&self) -> Result<(), IndexError> {
+        if self.format != INDEX_FORMAT
+            || !(self.version == INDEX_VERSION || self.version == INDEX_VERSION_INCREMENTAL)
+        {
+            return Err(IndexError::Unsupported {
+                format: self.format.clone(),
+                version: self.version,
+            });
+        }
+        let bad = |why: String| Err(IndexError::BadHeader(crate::stdx::show_str(&why)));
+        let is_stamp = |s: &str| crate::snapshot::parse_stamp(s).is_some();
+        match (self.kind, self.version) {
+            (ArchiveKind::Full, _) => {
+                if self.base.is_some() || !self.depends_on.is_empty() {
+                    return bad("a full archive's index names a base or dependencies".into());
+                }
+            }
+            (ArchiveKind::Incremental, INDEX_VERSION) => {
+                return bad("an incremental manifest must be index version 2".into());
+            }
+            (ArchiveKind::Incremental, _) => {
+                let Some(base) = &self.base else {
+                    return bad("an incremental manifest without its base".into());
+                };
+                if !is_stamp(base) {
+                    return bad(format!("base {base:?} is not a backup stamp"));
+                }
+                if self.depends_on.len() > MAX_DEPENDS_ON {
+                    return bad(format!(
+                        "depends_on lists {} backups, more than {MAX_DEPENDS_ON}",
+                        self.depends_on.len()
+                    ));
+                }
+                if let Some(s) = self.depends_on.iter().find(|s| !is_stamp(s)) {
+                    return bad(format!(
+                        "depends_on names {s:?}, which is not a backup stamp"
+                    ));
+                }
+                if !self.depends_on.windows(2).all(|w| w[0] < w[1]) {
+                    return bad("depends_on is not sorted and unique".into());
+                }
+                if !self.depends_on.contains(base) {
+                    return bad(format!("depends_on does not list the base {base}"));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -121,6 +263,9 @@ pub struct IndexEntry {
     pub data_offset: u64,
     /// Set when the file is stored as a sparse member (files and hard links).
     pub sparse: Option<SparseRecord>,
+    /// The stamp of the earlier backup whose archive holds this entry (a file of an incremental manifest whose
+    /// content did not change); `None`: this archive. The offsets and `sparse` are that archive's.
+    pub stored_in: Option<Arc<str>>,
 }
 
 /// How a sparse file is stored: the bytes of its member (map and data, without the padding) and their sha256.
@@ -162,6 +307,11 @@ pub struct IndexEnd {
     /// sha256 of the tar stream (before any stage); none for an encrypted archive, whose stream age authenticates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tar_sha256: Option<Digest>,
+    /// Files (and their content bytes) of a manifest whose content lies in earlier backups (`in`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub referenced_files: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub referenced_bytes: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -175,6 +325,8 @@ struct WireEntry {
     link: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     link_b64: Option<String>,
+    #[serde(default, rename = "in", skip_serializing_if = "Option::is_none")]
+    stored_in: Option<String>,
     #[serde(default, skip_serializing_if = "is_zero")]
     size: u64,
     mode: u32,
@@ -258,6 +410,7 @@ impl IndexEntry {
             path_b64,
             link,
             link_b64,
+            stored_in: self.stored_in.as_deref().map(str::to_string),
             size: self.size,
             mode: self.mode,
             uid: self.uid,
@@ -300,8 +453,31 @@ impl IndexEntry {
         })
     }
 
-    fn from_wire(kind: EntryKind, w: WireEntry) -> Result<IndexEntry, String> {
+    /// An entry from its line; `depends_on` is the header's (an `in` must name one of them, and is shared).
+    fn from_wire(
+        kind: EntryKind,
+        w: WireEntry,
+        depends_on: &[Arc<str>],
+    ) -> Result<IndexEntry, String> {
         let path = decode_name(w.path, w.path_b64, "path")?.ok_or("entry without a path")?;
+        let stored_in = match w.stored_in {
+            None => None,
+            Some(_) if kind != EntryKind::File => {
+                return Err(format!(
+                    "a {} entry points into an earlier backup (only files may)",
+                    kind.name()
+                ));
+            }
+            Some(stamp) => match depends_on.iter().find(|d| ***d == *stamp) {
+                Some(d) => Some(d.clone()),
+                None => {
+                    return Err(format!(
+                        "\"in\" names {:?}, which the header's depends_on does not list",
+                        crate::stdx::show_str(&stamp)
+                    ));
+                }
+            },
+        };
         let link = decode_name(w.link, w.link_b64, "link")?;
         let needs_link = matches!(kind, EntryKind::Symlink | EntryKind::Hardlink);
         if needs_link != link.is_some() {
@@ -390,6 +566,7 @@ impl IndexEntry {
             header_offset: w.header_offset,
             data_offset: w.data_offset,
             sparse: w.sparse,
+            stored_in,
         })
     }
 }
@@ -444,7 +621,7 @@ pub enum IndexError {
     #[error("line 1 is not a dbackup index header: {0}")]
     BadHeader(String),
     #[error(
-        "index format {format:?} version {version} is not supported (this dbackup reads {INDEX_FORMAT} version {INDEX_VERSION}); use a newer dbackup"
+        "index format {format:?} version {version} is not supported (this dbackup reads {INDEX_FORMAT} versions {INDEX_VERSION} and {INDEX_VERSION_INCREMENTAL}); use a newer dbackup"
     )]
     Unsupported { format: String, version: u32 },
     #[error("line {line} of the index is malformed: {problem}")]
@@ -461,6 +638,8 @@ pub enum IndexError {
 pub struct IndexReader<R> {
     input: R,
     header: IndexHeader,
+    /// The header's `depends_on`, shared by the entries that point into them.
+    depends_on: Vec<Arc<str>>,
     line_no: u64,
     buf: Vec<u8>,
     end: Option<IndexEnd>,
@@ -477,15 +656,12 @@ impl<R: BufRead> IndexReader<R> {
         }
         let header: IndexHeader = serde_json::from_slice(&buf)
             .map_err(|e| IndexError::BadHeader(crate::stdx::show_str(&e.to_string())))?;
-        if header.format != INDEX_FORMAT || header.version != INDEX_VERSION {
-            return Err(IndexError::Unsupported {
-                format: header.format,
-                version: header.version,
-            });
-        }
+        header.check()?;
+        let depends_on = header.depends_on.iter().map(|s| Arc::from(&**s)).collect();
         Ok(IndexReader {
             input,
             header,
+            depends_on,
             line_no: 1,
             buf,
             end: None,
@@ -545,7 +721,9 @@ impl<R: BufRead> IndexReader<R> {
             WireLine::Char(w) => (EntryKind::Char, w),
             WireLine::Block(w) => (EntryKind::Block, w),
         };
-        IndexEntry::from_wire(kind, w).map(Some).map_err(bad)
+        IndexEntry::from_wire(kind, w, &self.depends_on)
+            .map(Some)
+            .map_err(bad)
     }
 
     /// Finds the entry for `path` (relative, no leading or trailing slash), reading the index as a stream.
@@ -588,6 +766,7 @@ mod tests {
             header_offset: 0,
             data_offset: 512,
             sparse: None,
+            stored_in: None,
         }
     }
 
@@ -598,6 +777,8 @@ mod tests {
             file_bytes: 5,
             tar_bytes: 10240,
             tar_sha256: Some(Digest([7; 32])),
+            referenced_files: 0,
+            referenced_bytes: 0,
         }
     }
 
@@ -772,6 +953,136 @@ mod tests {
         let err = IndexReader::new(&line[..]).err().unwrap();
         assert!(
             matches!(err, IndexError::Unsupported { version: 99, .. }),
+            "{err}"
+        );
+    }
+
+    const B1: &str = "2026-12-01-031500";
+    const B2: &str = "2026-12-02-031500";
+
+    /// A manifest: one entry here, one in each of two earlier backups.
+    fn manifest() -> (Vec<IndexEntry>, Vec<u8>) {
+        let header = IndexHeader::incremental("/snap", B2, vec![B1.into()]);
+        let mut here = entry(b"a", EntryKind::File);
+        here.size = 5;
+        here.sha256 = Some(Digest::of_bytes(b"hello"));
+        let mut old = here.clone();
+        old.path = b"b".to_vec();
+        old.stored_in = Some(Arc::from(B1));
+        old.data_offset = 1 << 40;
+        let mut older = here.clone();
+        older.path = b"c".to_vec();
+        older.stored_in = Some(Arc::from(B2));
+        let entries = vec![here, old, older];
+        let mut w = IndexWriter::new(Vec::new(), &header).unwrap();
+        for e in &entries {
+            w.entry(e).unwrap();
+        }
+        let mut end = end();
+        end.referenced_files = 2;
+        end.referenced_bytes = 10;
+        (entries, w.finish(end).unwrap())
+    }
+
+    /// An incremental manifest (version 2) round-trips: its header's base and dependencies, each entry's `in`, the
+    /// `end` line's referenced totals. (Before: there was no such format; every index was a full archive's.)
+    #[test]
+    fn manifests_round_trip_with_entries_in_earlier_backups() {
+        let (entries, bytes) = manifest();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains(r#""version":2"#), "{text}");
+        assert!(text.contains(r#""kind":"incremental","base":"2026-12-02-031500","depends_on":["2026-12-01-031500","2026-12-02-031500"]"#), "{text}");
+        assert!(text.contains(r#""in":"2026-12-01-031500""#), "{text}");
+        let mut r = IndexReader::new(&bytes[..]).unwrap();
+        assert_eq!(r.header().kind, ArchiveKind::Incremental);
+        assert_eq!(r.header().base.as_deref(), Some(B2));
+        let read: Vec<IndexEntry> = r.by_ref().collect::<Result<_, _>>().unwrap();
+        assert_eq!(read, entries);
+        assert_eq!(r.end().unwrap().referenced_files, 2);
+        // A full archive's index is still version 1 with none of it, so older readers keep reading it.
+        let (_, full) = sample();
+        let text = String::from_utf8(full).unwrap();
+        assert!(
+            text.starts_with(r#"{"format":"dbackup-index","version":1,"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains("depends_on")
+                && !text.contains("\"in\"")
+                && !text.contains("referenced"),
+            "{text}"
+        );
+    }
+
+    /// What a hostile drive could put in a manifest is refused with the line and the reason, never trusted: an
+    /// `in` naming a backup the header does not depend on, or on a directory; a header whose base or dependencies
+    /// are not stamps, unsorted, or missing the base; an incremental header claiming version 1; a version-1 header
+    /// with dependencies.
+    #[test]
+    fn hostile_manifests_are_refused() {
+        let (_, bytes) = manifest();
+        let text = String::from_utf8(bytes).unwrap();
+        let read_all =
+            |t: &str| IndexReader::new(t.as_bytes()).and_then(|r| r.collect::<Result<Vec<_>, _>>());
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                r#""in":"2026-12-01-031500""#,
+                r#""in":"2026-11-30-031500""#,
+                "does not list",
+            ),
+            (
+                r#""in":"2026-12-01-031500""#,
+                r#""in":"../../etc""#,
+                "does not list",
+            ),
+            (
+                r#""base":"2026-12-02-031500""#,
+                r#""base":"../x""#,
+                "not a backup stamp",
+            ),
+            (
+                r#""depends_on":["2026-12-01-031500","2026-12-02-031500"]"#,
+                r#""depends_on":["2026-12-02-031500","2026-12-01-031500"]"#,
+                "not sorted",
+            ),
+            (
+                r#""depends_on":["2026-12-01-031500","2026-12-02-031500"]"#,
+                r#""depends_on":["2026-12-01-031500"]"#,
+                "does not list the base",
+            ),
+            (
+                r#""depends_on":["2026-12-01-031500","2026-12-02-031500"]"#,
+                r#""depends_on":["2026-12-01-031500","x"]"#,
+                "not a backup stamp",
+            ),
+            (
+                r#""version":2"#,
+                r#""version":1"#,
+                "must be index version 2",
+            ),
+            (
+                r#""kind":"incremental","base":"2026-12-02-031500","#,
+                "",
+                "names a base",
+            ),
+            (r#""kind":"incremental","#, "", "names a base"),
+            (r#""version":2"#, r#""version":3"#, "not supported"),
+        ];
+        for (from, to, want) in cases {
+            assert!(text.contains(from), "{from}");
+            let bad = text.replacen(from, to, 1);
+            let err = read_all(&bad).expect_err(to).to_string();
+            assert!(err.contains(want), "{to}: {err}");
+        }
+        // `in` on anything but a file.
+        let dir = text.replacen(
+            r#"{"type":"file","path":"a","#,
+            r#"{"type":"dir","path":"a","in":"2026-12-01-031500","#,
+            1,
+        );
+        let err = read_all(&dir).unwrap_err().to_string();
+        assert!(
+            err.contains("line 2") && err.contains("only files may"),
             "{err}"
         );
     }

@@ -13,6 +13,7 @@
 //!   file with a single seek through the index; [`ArchiveFiles`] opens a single file or its parts as one stream.
 //! - [`xattrs`] reads an entry's extended attributes and ACLs ([`acl`]: their text form) and stores them as GNU
 //!   tar does, in `SCHILY.*` pax records; the index records them too.
+//! - [`incremental`]: the base an incremental archive is written against and whether an entry changed since.
 //! - [`sums`] writes and reads `verification.sha256` the way `sha256sum` does.
 //! - [`sparse`] finds files' holes, writes them as GNU PAX 1.0 sparse members and reads every GNU sparse format.
 //!
@@ -21,6 +22,7 @@
 
 pub mod acl;
 pub mod crypt;
+pub mod incremental;
 pub mod index;
 pub mod readback;
 pub mod reader;
@@ -37,7 +39,8 @@ mod tests;
 
 pub use crypt::{ArchiveReader, EncryptTo, EncryptionRecord, Keys};
 pub use index::{
-    IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter, SparseRecord,
+    ArchiveKind, IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter,
+    SparseRecord,
 };
 pub use readback::{ReadBackError, ReadBackMethod, read_back, read_back_in};
 pub use reader::{ArchiveFiles, PartsReader, ReadError, ReadSeek, Remote, read_entry};
@@ -47,10 +50,11 @@ pub use sink::{
 };
 pub use tarfmt::EntryKind;
 pub use verify::{
-    HardLinkTargets, VerifyError, VerifyProblem, VerifyReport, verify_archive, verify_archive_with,
+    HardLinkTargets, VerifyError, VerifyProblem, VerifyReport, verify_archive,
+    verify_archive_in_chain, verify_archive_with,
 };
 pub use writer::{
     ArchiveError, ArchiveEstimate, ArchiveOptions, ArchivePlan, ArchiveSummary, NoProgress,
-    Progress, Warning, scan, write_archive,
+    Progress, Warning, scan, scan_against, write_archive,
 };
 pub use xattrs::Attrs;

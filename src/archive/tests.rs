@@ -12,6 +12,7 @@ use std::process::Command;
 use super::*;
 
 mod attrs;
+mod incremental;
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -286,7 +287,17 @@ pub(in crate::archive) fn write_plan(
 ) -> ArchiveSummary {
     let archive = Box::new(FileSink::create(out.join("data.tar")).unwrap());
     let index = Box::new(FileSink::create(out.join("data.index.jsonl")).unwrap());
-    write_archive(plan, archive, index, &ArchiveOptions { stage }, progress).unwrap()
+    write_archive(
+        plan,
+        archive,
+        index,
+        &ArchiveOptions {
+            stage,
+            ..Default::default()
+        },
+        progress,
+    )
+    .unwrap()
 }
 
 pub(in crate::archive) fn write_to_files(root: &Path, stage: Option<&dyn Stage>) -> Written {

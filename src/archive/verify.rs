@@ -70,6 +70,8 @@ pub enum VerifyProblem {
         "the index lists more hard-linked names than verify keeps track of ({0}): the index is not plausible"
     )]
     TooManyLinks(usize),
+    #[error("it is kept in an earlier backup of the chain, and {0}")]
+    Referenced(String),
     #[error("the index's totals say {index}, the archive has {archive}")]
     Totals { index: String, archive: String },
     #[error(
@@ -171,6 +173,26 @@ pub fn verify_archive_with(
     links: &HardLinkTargets,
     progress: &mut dyn Progress,
 ) -> Result<VerifyReport, VerifyError> {
+    let mut none = |e: &IndexEntry| {
+        Err(format!(
+            "no archive of backup {} was given to check it in",
+            e.stored_in.as_deref().unwrap_or_default()
+        ))
+    };
+    verify_archive_in_chain(label, archive, index, links, &mut none, progress)
+}
+
+/// [`verify_archive_with`] for an incremental's manifest too: each file kept in an earlier backup of the chain
+/// (its line's `in`) is handed to `referenced`, which checks it in that backup's archive (an error names what is
+/// wrong there); the others are walked in `archive` as always. The `end` line's totals count both.
+pub fn verify_archive_in_chain(
+    label: &str,
+    archive: impl Read,
+    index: impl BufRead,
+    links: &HardLinkTargets,
+    referenced: &mut dyn FnMut(&IndexEntry) -> Result<(), String>,
+    progress: &mut dyn Progress,
+) -> Result<VerifyReport, VerifyError> {
     let fail = |entry: Option<&IndexEntry>, problem: VerifyProblem| VerifyError {
         archive: label.to_string(),
         entry: entry.map(|e| e.display_path()),
@@ -192,10 +214,27 @@ pub fn verify_archive_with(
         next_offset: 0,
         buf: vec![0u8; WRITE_BUFFER],
     };
+    let (mut kept_files, mut kept_bytes) = (0u64, 0u64);
+    // The next entry stored in this archive; those kept in earlier ones are checked there on the way.
+    let mut next_here = |idx: &mut IndexReader<_>,
+                         progress: &mut dyn Progress|
+     -> Result<Option<IndexEntry>, VerifyError> {
+        loop {
+            match idx.next_entry().map_err(|e| fail(None, e.into()))? {
+                Some(e) if e.stored_in.is_some() => {
+                    progress.entry(&e.path, e.kind, e.size);
+                    referenced(&e).map_err(|why| fail(Some(&e), VerifyProblem::Referenced(why)))?;
+                    kept_files += 1;
+                    kept_bytes = kept_bytes.saturating_add(e.size);
+                }
+                other => return Ok(other),
+            }
+        }
+    };
     {
         let tar_entries = ar.entries().map_err(|e| fail(None, e.into()))?;
         for item in tar_entries {
-            let expected = idx.next_entry().map_err(|e| fail(None, e.into()))?;
+            let expected = next_here(&mut idx, progress)?;
             let mut te = match item {
                 Ok(te) => te,
                 Err(e) => {
@@ -215,13 +254,26 @@ pub fn verify_archive_with(
                 .map_err(|p| fail(Some(&ie), p))?;
         }
     }
-    if let Some(ie) = idx.next_entry().map_err(|e| fail(None, e.into()))? {
+    if let Some(ie) = next_here(&mut idx, progress)? {
         return Err(fail(Some(&ie), VerifyProblem::Missing));
     }
     let end = idx
         .end()
         .expect("the index reader stops at its end line")
         .clone();
+    if (kept_files, kept_bytes) != (end.referenced_files, end.referenced_bytes) {
+        return Err(fail(
+            None,
+            VerifyProblem::Totals {
+                index: format!(
+                    "{} files ({} bytes) kept in earlier backups",
+                    end.referenced_files, end.referenced_bytes
+                ),
+                archive: format!("{kept_files} ({kept_bytes} bytes) listed"),
+            },
+        ));
+    }
+    walk.totals.entries += kept_files;
     let mut reader = ar.into_inner().into_inner();
     io::copy(&mut reader, &mut io::sink()).map_err(|e| fail(None, e.into()))?;
     walk.totals

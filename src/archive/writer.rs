@@ -13,6 +13,7 @@ use std::thread::JoinHandle;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use super::incremental::{self, BaseCursor, BaseError, Decision, IncrementalBase, Seen};
 use super::index::{IndexEnd, IndexEntry, IndexHeader, IndexWriter, SparseRecord};
 use super::sink::{Chain, Digest, Sink, Stage, ThreadedSink, WRITE_BUFFER, WrittenFile};
 use super::sparse::{self, SparseMap};
@@ -71,6 +72,8 @@ pub enum ArchiveError {
     Changed { path: PathBuf, detail: String },
     #[error("cannot write {target}: {source}")]
     Write { target: String, source: io::Error },
+    #[error(transparent)]
+    Base(#[from] BaseError),
 }
 
 /// What a scan found: the sizes to expect, before anything is written.
@@ -90,6 +93,12 @@ pub struct ArchiveEstimate {
     pub index_bytes: u64,
     /// Entries that will be skipped with a warning (sockets, unreadable).
     pub skipped: u64,
+    /// Incremental: the files (and their bytes) left in earlier archives, as far as the scan can tell (a content
+    /// comparison may leave more).
+    #[serde(default)]
+    pub referenced_files: u64,
+    #[serde(default)]
+    pub referenced_bytes: u64,
 }
 
 /// A scanned snapshot, ready to be written: see [`scan`] and [`write_archive`].
@@ -107,6 +116,8 @@ pub struct ArchivePlan {
 pub struct ArchiveOptions<'a> {
     /// A stage between tar and the sinks (encryption, compression), applied to both the archive and the index.
     pub stage: Option<&'a dyn Stage>,
+    /// Write an incremental archive against this base (the index becomes a complete manifest, version 2).
+    pub base: Option<&'a IncrementalBase>,
 }
 
 /// What a finished archive holds and where it went.
@@ -127,6 +138,10 @@ pub struct ArchiveSummary {
     /// How many warnings there were, and the first ones.
     pub warning_count: u64,
     pub warnings: Vec<Warning>,
+    /// Incremental: the files and bytes left in earlier archives, and every stamp the manifest may point into.
+    pub referenced_files: u64,
+    pub referenced_bytes: u64,
+    pub depends_on: Vec<String>,
 }
 
 /// One walked path.
@@ -214,6 +229,7 @@ fn entry_for(w: &Walked, kind: EntryKind) -> IndexEntry {
         header_offset: 0,
         data_offset: 0,
         sparse: None,
+        stored_in: None,
     }
 }
 
@@ -259,6 +275,26 @@ fn header_spec(e: &IndexEntry) -> HeaderSpec<'_> {
     }
 }
 
+/// Whether the entry's path in the base's snapshot is the same inode (`None`: the base's snapshot is gone).
+fn same_inode(base: &IncrementalBase, w: &Walked) -> Option<bool> {
+    let snap = base.snapshot.as_ref()?;
+    let rel = std::ffi::OsStr::from_bytes(&w.rel);
+    Some(
+        std::fs::symlink_metadata(snap.join(rel))
+            .is_ok_and(|m| m.ino() == w.meta.ino() && m.dev() == w.meta.dev()),
+    )
+}
+
+/// Whether `path`'s content hashes to `want` (a content comparison against the base).
+fn content_equals(path: &Path, want: Option<Digest>, progress: &mut dyn Progress) -> bool {
+    let Ok(mut f) = File::open(path) else {
+        return false;
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    crate::stdx::sha256_reader(&mut f, &mut buf, |n| progress.bytes(n))
+        .is_ok_and(|(_, d)| Some(Digest(d)) == want)
+}
+
 fn socket_warning(full: &Path) -> Warning {
     Warning {
         path: full.to_path_buf(),
@@ -269,6 +305,17 @@ fn socket_warning(full: &Path) -> Warning {
 /// Walks the snapshot once: counts entries and bytes, computes the tar length, and finds the files that have more
 /// than one name inside the snapshot. Reads metadata and symlinks, not file contents.
 pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, ArchiveError> {
+    scan_against(root, None, progress)
+}
+
+/// [`scan`] of an incremental against `base`: the estimate counts only what will be stored (a file whose content
+/// must be compared counts as stored: the estimate is an upper bound).
+pub fn scan_against(
+    root: &Path,
+    base: Option<&IncrementalBase>,
+    progress: &mut dyn Progress,
+) -> Result<ArchivePlan, ArchiveError> {
+    let mut cursor = base.map(BaseCursor::open).transpose()?;
     let meta = std::fs::metadata(root).map_err(|source| ArchiveError::Read {
         path: root.into(),
         source,
@@ -277,9 +324,10 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
         return Err(ArchiveError::NotADirectory { path: root.into() });
     }
     let mut est = ArchiveEstimate::default();
-    // (dev, ino, content size, stored size, is a file) of every file and symlink with nlink > 1 (`ln -P`, `cp -al`
-    // and `rsync -H` make hard-linked symlinks): a few dozen bytes each, dropped at the end of the scan.
-    let mut multi: Vec<(u64, u64, u64, u64, bool)> = Vec::new();
+    // (dev, ino, content size, stored size, is a file, bytes it would take if stored after all: 0 unless the scan
+    // left it in the base) of every file and symlink with nlink > 1 (`ln -P`, `cp -al` and `rsync -H` make
+    // hard-linked symlinks): a few dozen bytes each, dropped at the end of the scan.
+    let mut multi: Vec<(u64, u64, u64, u64, bool, u64)> = Vec::new();
     let mut header = Vec::with_capacity(4096);
     let mut offset = 0u64;
     for step in walk(root) {
@@ -305,11 +353,39 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
                 }
             }
             if w.meta.nlink() > 1 {
-                multi.push((w.meta.dev(), w.meta.ino(), 0, 0, false));
+                multi.push((w.meta.dev(), w.meta.ino(), 0, 0, false, 0));
             }
         }
         // (An error is warned about when writing.)
         e.attrs = xattrs::read(&w.full).ok().flatten();
+        if let (Some(c), Some(b), EntryKind::File) = (&mut cursor, base, kind) {
+            let found = c.find(&e.path)?;
+            let seen = Seen {
+                entry: &e,
+                linked: false,
+                same_inode: same_inode(b, &w),
+            };
+            if incremental::decide(seen, found.as_ref(), b.method()) == Decision::Unchanged {
+                est.referenced_files += 1;
+                est.referenced_bytes += e.size;
+                est.entries += 1;
+                est.index_bytes += IndexWriter::<Vec<u8>>::line_len(&e) + 32;
+                if w.meta.nlink() > 1 {
+                    // Stored after all if it has another name here: see below.
+                    header.clear();
+                    tarfmt::encode_header(&header_spec(&e), &mut header).map_err(|source| {
+                        ArchiveError::Read {
+                            path: w.full.clone(),
+                            source,
+                        }
+                    })?;
+                    let len = header.len() as u64 + e.size + tarfmt::padding(e.size);
+                    multi.push((w.meta.dev(), w.meta.ino(), e.size, e.size, true, len));
+                }
+                progress.entry(&e.path, kind, e.size);
+                continue;
+            }
+        }
         if kind == EntryKind::File {
             // A sparse file is opened and mapped now, so that the length predicted is the length written.
             if sparse::worth_checking(&w.meta)
@@ -321,7 +397,7 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
             est.files += 1;
             est.file_bytes += e.size;
             if w.meta.nlink() > 1 {
-                multi.push((w.meta.dev(), w.meta.ino(), e.size, stored_len(&e), true));
+                multi.push((w.meta.dev(), w.meta.ino(), e.size, stored_len(&e), true, 0));
             }
         }
         header.clear();
@@ -346,6 +422,14 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
     let mut linked = Vec::new();
     for group in multi.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
         if group.len() > 1 {
+            // Names the scan left in the base are stored after all when the file has another name here.
+            let left: Vec<_> = group.iter().filter(|g| g.5 > 0).collect();
+            let n = left.len() as u64;
+            est.referenced_files -= n;
+            est.referenced_bytes -= n * group[0].2;
+            est.files += n;
+            est.file_bytes += n * group[0].2;
+            offset += left.iter().map(|g| g.5).sum::<u64>();
             linked.push((group[0].0, group[0].1));
             let extra = group.len() as u64 - 1;
             est.hard_links += extra;
@@ -762,7 +846,16 @@ pub fn write_archive(
         target: index_target.clone(),
         source,
     })?;
-    let header = IndexHeader::new(plan.root.display().to_string());
+    let mut cursor = options.base.map(BaseCursor::open).transpose()?;
+    let header = match (options.base, &cursor) {
+        (Some(b), Some(c)) => IndexHeader::incremental(
+            plan.root.display().to_string(),
+            &b.stamp,
+            c.depends_on.clone(),
+        ),
+        _ => IndexHeader::new(plan.root.display().to_string()),
+    };
+    let depends_on = header.depends_on.clone();
     let writer = IndexWriter::new(
         io::BufWriter::with_capacity(WRITE_BUFFER, index_chain),
         &header,
@@ -787,6 +880,7 @@ pub fn write_archive(
         }
     };
     let (mut entries, mut files, mut file_bytes, mut hard_links) = (0u64, 0u64, 0u64, 0u64);
+    let (mut referenced_files, mut referenced_bytes) = (0u64, 0u64);
     let mut header_buf = Vec::with_capacity(4096);
 
     for step in walk(&plan.root) {
@@ -805,6 +899,34 @@ pub fn write_archive(
         let mut file = None;
         let mut map = None;
         let key = (w.meta.dev(), w.meta.ino());
+        // Incremental: a file unchanged since the base is only a line of the manifest pointing where it is stored.
+        if let (Some(c), Some(b), EntryKind::File) = (&mut cursor, options.base, kind) {
+            let found = c.find(&e.path)?;
+            // Read here only to compare; read again (and warned about) when it is stored.
+            e.attrs = xattrs::read(&w.full).ok().flatten();
+            let seen = Seen {
+                entry: &e,
+                linked: w.meta.nlink() > 1 && plan.linked.binary_search(&key).is_ok(),
+                same_inode: same_inode(b, &w),
+            };
+            let unchanged = match (
+                incremental::decide(seen, found.as_ref(), b.method()),
+                &found,
+            ) {
+                (Decision::Unchanged, Some(_)) => true,
+                (Decision::CompareContent, Some(f)) => content_equals(&w.full, f.sha256, progress),
+                _ => false,
+            };
+            if let (true, Some(f)) = (unchanged, &found) {
+                let r = incremental::referenced(&e, f);
+                progress.entry(&r.path, r.kind, r.size);
+                idx.writer.entry(&r).map_err(|err| idx.err(err))?;
+                referenced_files += 1;
+                referenced_bytes += r.size;
+                entries += 1;
+                continue;
+            }
+        }
         match kind {
             EntryKind::Symlink if first_names.contains_key(&key) => first_names[&key].link(&mut e),
             EntryKind::Symlink => match std::fs::read_link(&w.full) {
@@ -958,6 +1080,8 @@ pub fn write_archive(
         file_bytes,
         tar_bytes,
         tar_sha256,
+        referenced_files,
+        referenced_bytes,
     };
     let IndexOut { writer, target } = idx;
     let index_err = |source| ArchiveError::Write {
@@ -980,6 +1104,9 @@ pub fn write_archive(
         index_files,
         warning_count,
         warnings: summary_warnings,
+        referenced_files,
+        referenced_bytes,
+        depends_on,
     })
 }
 

@@ -49,6 +49,7 @@ impl World {
             destinations: vec![],
             clouds: vec![],
             external_mode: ExternalMode::First,
+            external_incremental: Default::default(),
             notifications: Notifications::default(),
             encryption: None,
             state_dir: self.dir.path().join("state"),

@@ -22,6 +22,7 @@ pub fn run(global: &GlobalArgs, args: ExternalArgs) -> anyhow::Result<Exit> {
         sets: args.sets,
         destination: args.destination,
         allow_incomplete: args.allow_incomplete,
+        full: args.full,
     };
     run_with_settings(&settings, &options)
 }

@@ -508,6 +508,61 @@ pub struct ExternalOptions {
     /// `first`: the highest-priority present destination; `all`: every present destination.
     #[serde(default)]
     pub mode: ExternalMode,
+    /// Incremental archives: when a backup on a drive may hold only what changed since the previous one.
+    #[serde(default)]
+    pub incremental: IncrementalPolicy,
+}
+
+/// When an external backup writes a set's archive as an incremental (only what changed since the previous backup
+/// of the set on the same drive; its index still lists every file and where its bytes are) and when as a full.
+/// A full is written whenever any limit is reached, the previous backup cannot be trusted (unverified, a file
+/// missing, other encryption), or `dbackup external --full` asks. Content comparison (every file that looks
+/// unchanged read and hashed) follows `schedule.full`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IncrementalPolicy {
+    /// Write incremental archives. Off by default until restoring through a chain is complete (issue 15): every
+    /// backup is then a full.
+    #[serde(default)]
+    pub enabled: bool,
+    /// At most this many incrementals after a full (default 6: a restore needs at most 7 archives, and one damaged
+    /// archive affects at most a week of daily backups).
+    #[serde(default = "IncrementalPolicy::default_max_chain")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_chain: u32,
+    /// A full when the incrementals since the last full add up to more than this percentage of it (default 50:
+    /// past that a new full costs little more than the chain saves).
+    #[serde(default = "IncrementalPolicy::default_max_percent")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_percent: u32,
+    /// A full when the chain's full is older than this many days (default 30: at least one full a month on every
+    /// drive).
+    #[serde(default = "IncrementalPolicy::default_full_after_days")]
+    #[schemars(range(min = 1))]
+    pub full_after_days: u32,
+}
+
+impl IncrementalPolicy {
+    fn default_max_chain() -> u32 {
+        6
+    }
+    fn default_max_percent() -> u32 {
+        50
+    }
+    fn default_full_after_days() -> u32 {
+        30
+    }
+}
+
+impl Default for IncrementalPolicy {
+    fn default() -> Self {
+        IncrementalPolicy {
+            enabled: false,
+            max_chain: IncrementalPolicy::default_max_chain(),
+            max_percent: IncrementalPolicy::default_max_percent(),
+            full_after_days: IncrementalPolicy::default_full_after_days(),
+        }
+    }
 }
 
 /// `first`: the highest-priority present destination; `all`: every present destination.

@@ -226,6 +226,9 @@ pub fn plan(w: &CloudWorld, sets: &[SetPlan], stamp: &str, now: DateTime<Utc>) -
                 part_bytes: Some(PART_BYTES),
                 index: layout::index_name(&s.set, enc.is_some()),
                 index_part_bytes: None,
+                choice: super::chain::ArchiveChoice::full(
+                    "buckets take full archives (incremental uploads: not yet)",
+                ),
                 tar_bytes: tar,
                 index_bytes: index,
                 encrypted: enc.is_some(),
@@ -455,6 +458,7 @@ fn upload(
             index_sink,
             &ArchiveOptions {
                 stage: encrypt.as_ref().map(|e| e as &dyn archive::Stage),
+                base: None,
             },
             &mut NoProgress,
         )
@@ -476,6 +480,7 @@ fn upload(
             // Full archives for now; an incremental upload fills these as the drive's writer does (issue 15).
             kind: Default::default(),
             base: None,
+            change_detection: None,
             snapshot: a.snapshot.clone(),
             snapshot_complete: meta.is_none_or(|m| m.is_complete()),
             snapshot_finished: meta.map(|m| m.finished),

@@ -23,6 +23,7 @@ use super::plan::{
     UnusedDestination,
 };
 use super::retention as drive_retention;
+use crate::archive::incremental::IncrementalBase;
 use crate::archive::readback::drop_device_cache;
 use crate::archive::sums::{SumLine, write_sums};
 use crate::archive::{
@@ -378,11 +379,23 @@ fn write_backup(
         note: None,
     };
     let mut sums: Vec<SumLine> = Vec::new();
+    let mut depends_on: Vec<String> = Vec::new();
     for a in &d.archives {
         crate::interrupt::check()?;
         info.check_still_present()?;
-        let record = write_set(d, a, &temp, encrypt.as_ref(), observed, ui, &mut read_back)
-            .with_context(|| format!("set {}", a.set))?;
+        let base = incremental_base(world, &backups, a, &observed.world.backup_root, ui);
+        let (record, deps) = write_set(
+            d,
+            a,
+            &temp,
+            encrypt.as_ref(),
+            base.as_ref(),
+            observed,
+            ui,
+            &mut read_back,
+        )
+        .with_context(|| format!("set {}", a.set))?;
+        depends_on.extend(deps);
         for f in record.archive.iter().chain(&record.index) {
             sums.push(SumLine {
                 sha256: f.sha256,
@@ -431,7 +444,6 @@ fn write_backup(
     // Every archive and index read back and matched: record what this backup is.
     let meta = BackupMeta {
         format: layout::BACKUP_FORMAT,
-        depends_on: Vec::new(),
         stamp: plan.stamp.clone(),
         destination: d.name.clone(),
         host: plan.host.clone(),
@@ -448,6 +460,11 @@ fn write_backup(
         sums_file: layout::SUMS_FILE.to_string(),
         sets: report.sets.clone(),
         system,
+        depends_on: {
+            depends_on.sort();
+            depends_on.dedup();
+            depends_on
+        },
     };
     report.read_back = Some(read_back);
     let meta_rec =
@@ -540,16 +557,104 @@ fn drop_cache(d: &DestinationPlan) -> Result<(), String> {
     }
 }
 
-/// Writes one set's archive and index into the temporary directory, then reads both back and compares.
+/// The base an incremental archive is written against, when the plan chose one and it can be trusted: its index
+/// read whole and matched against its size and sha256 in `backup.json` first (else a full is written, saying why),
+/// reopened for the writer through the drive's directory handles; its local snapshot when it still exists.
+fn incremental_base(
+    world: &DestinationWorld,
+    backups: &Dir,
+    a: &ArchiveTarget,
+    backup_root: &std::path::Path,
+    ui: &Ui,
+) -> Option<IncrementalBase> {
+    let base = a.choice.base.as_ref()?;
+    match open_base(&world.listing, backups, &a.set, &a.choice, backup_root) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            ui.warn(format_args!(
+                "{}: {}: writing a full archive: the base {base} cannot be used: {}",
+                world.settings.name,
+                a.set,
+                ui::format_error(&e)
+            ));
+            None
+        }
+    }
+}
+
+/// The base `choice` names for `set`, opened (see [`incremental_base`]); also used by the dry run's estimate.
+pub(crate) fn open_base(
+    listing: &layout::DriveListing,
+    backups: &Dir,
+    set: &str,
+    choice: &super::chain::ArchiveChoice,
+    backup_root: &std::path::Path,
+) -> anyhow::Result<IncrementalBase> {
+    let base = choice
+        .base
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no base"))?;
+    let a = (set, choice);
+    {
+        let rec = listing
+            .backups
+            .iter()
+            .find(|b| &b.name == base)
+            .and_then(|b| b.meta.as_ref())
+            .and_then(|m| m.sets.iter().find(|s| s.set == a.0))
+            .ok_or_else(|| anyhow::anyhow!("it holds no set {}", a.0))?;
+        let [index] = rec.index.as_slice() else {
+            anyhow::bail!("its index is not one file");
+        };
+        let dir = backups.sub(base).map_err(flat)?;
+        let mut f = dir.open_file(&index.name).map_err(flat)?;
+        let (bytes, sha) = stdx::sha256_reader(&mut f, &mut vec![0u8; 1 << 20], |_| {})?;
+        if (bytes, archive::Digest(sha)) != (index.bytes, index.sha256) {
+            anyhow::bail!(
+                "its index {} is not the one backup.json records (size or sha256)",
+                index.name
+            );
+        }
+        // A name from the drive: used only when it is this set's snapshot name (`<set>-<stamp>`).
+        let snapshot =
+            a.1.base_snapshot
+                .as_deref()
+                .filter(|n| {
+                    n.strip_prefix(&format!("{}-", a.0))
+                        .is_some_and(|s| snapshot::parse_stamp(s).is_some())
+                })
+                .map(|n| backup_root.join(n))
+                .filter(|p| p.is_dir());
+        let name = index.name.clone();
+        Ok(IncrementalBase {
+            stamp: base.clone(),
+            open_manifest: Box::new(move || {
+                let f = dir
+                    .open_file(&name)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, f))
+                    as Box<dyn std::io::BufRead>)
+            }),
+            snapshot,
+            compare_content: a.1.compare_content,
+        })
+    }
+}
+
+/// Writes one set's archive and index into the temporary directory, then reads both back and compares. Returns
+/// the set's record and the backups its manifest points into.
+// Stays long: the write, the read-back and the record in order.
+#[allow(clippy::too_many_arguments)]
 fn write_set(
     d: &DestinationPlan,
     a: &ArchiveTarget,
     temp: &Dir,
     encrypt: Option<&crate::archive::EncryptTo>,
+    base: Option<&IncrementalBase>,
     observed: &Observed,
     ui: &Ui,
     read_back: &mut ReadBackRecord,
-) -> anyhow::Result<SetRecord> {
+) -> anyhow::Result<(SetRecord, Vec<String>)> {
     let scan = &observed.scans[&a.set];
     let sink = |name: &str, part: Option<u64>| -> anyhow::Result<Box<dyn Sink>> {
         Ok(match part {
@@ -575,6 +680,7 @@ fn write_set(
         index_sink,
         &ArchiveOptions {
             stage: encrypt.map(|e| e as &dyn archive::Stage),
+            base,
         },
         &mut progress,
     );
@@ -633,8 +739,6 @@ fn write_set(
     };
     let rec = SetRecord {
         set: a.set.clone(),
-        kind: Default::default(),
-        base: None,
         snapshot: a.snapshot.clone(),
         snapshot_complete: meta.is_none_or(|m| m.is_complete()),
         snapshot_finished: meta.map(|m| m.finished),
@@ -657,9 +761,16 @@ fn write_set(
         write_seconds,
         read_back_seconds,
         encryption: encrypt.map(|e| e.record()),
+        kind: if base.is_some() {
+            archive::ArchiveKind::Incremental
+        } else {
+            archive::ArchiveKind::Full
+        },
+        base: base.map(|b| b.stamp.clone()),
+        change_detection: base.map(|b| b.method().name().to_string()),
     };
     ui.info(set_line(&d.name, &rec));
-    Ok(rec)
+    Ok((rec, summary.depends_on))
 }
 
 /// `T9: data: data-2025-04-01-031500 -> data.tar: 1,234 files, 1.2 GiB; written in 3.2s (380.1 MiB/s), read back in

@@ -181,20 +181,7 @@ pub struct FileRecord {
 
 /// Whether a set's archive holds everything (`full`) or only what changed since the backup `base` names
 /// (`incremental`, whose index is still a complete manifest pointing into earlier archives of its chain).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ArchiveKind {
-    /// Absent in `backup.json` (every backup written before incrementals): full.
-    #[default]
-    Full,
-    Incremental,
-}
-
-impl ArchiveKind {
-    pub fn is_full(&self) -> bool {
-        *self == ArchiveKind::Full
-    }
-}
+pub use crate::archive::ArchiveKind;
 
 /// One set in a backup, as `backup.json` records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -242,6 +229,9 @@ pub struct SetRecord {
     /// How the archive and index are encrypted (public recipients only); none when they are plain.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<crate::archive::EncryptionRecord>,
+    /// How an incremental found what changed since its base (`inode`, `metadata`, `content`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_detection: Option<String>,
 }
 
 /// How a backup was verified before it was renamed into place.
@@ -458,6 +448,41 @@ impl BackupMeta {
                     "{field} \"{}\" is not the stamp of another backup (YYYY-MM-DD-HHMMSS)",
                     show(stamp.as_bytes())
                 ));
+            }
+        }
+        // The chain: every stamp depended on is a stamp older than this backup's, and each incremental set's base
+        // is among them (a backup never depends on itself, so no chain can be a cycle).
+        let own = crate::snapshot::parse_stamp(&self.stamp);
+        if self.depends_on.len() > crate::archive::index::MAX_DEPENDS_ON {
+            return Err(format!(
+                "depends_on lists {} backups, more than {}",
+                self.depends_on.len(),
+                crate::archive::index::MAX_DEPENDS_ON
+            ));
+        }
+        for (i, d) in self.depends_on.iter().enumerate() {
+            match crate::snapshot::parse_stamp(d) {
+                Some(t) if own.is_none_or(|o| t < o) => {}
+                _ => {
+                    return Err(format!(
+                        "depends_on[{i}] \"{}\" is not the stamp of an earlier backup",
+                        show(d.as_bytes())
+                    ));
+                }
+            }
+        }
+        for (i, s) in self.sets.iter().enumerate() {
+            match (s.kind, &s.base) {
+                (ArchiveKind::Full, None) => {}
+                (ArchiveKind::Incremental, Some(b)) if self.depends_on.contains(b) => {}
+                (ArchiveKind::Full, Some(_)) => {
+                    return Err(format!("sets[{i}] is a full archive with a base"));
+                }
+                (ArchiveKind::Incremental, _) => {
+                    return Err(format!(
+                        "sets[{i}] is incremental without a base that depends_on lists"
+                    ));
+                }
             }
         }
         // The `system/` folder (crate::image): plain names, sizes within bounds.
@@ -887,6 +912,7 @@ pub(crate) mod tests {
                     write_seconds: 0.0,
                     read_back_seconds: 0.0,
                     encryption: None,
+                    change_detection: None,
                 })
                 .collect(),
             system: None,

@@ -5,12 +5,14 @@
 //! - [`observe`]: snapshots and their scans, destination detection (through [`crate::media`]), the drive listings.
 //! - [`plan`]: the pure, serialisable plan (`--dry-run` prints it) and the snapshot choice.
 //! - [`retention`]: which backups a drive keeps, and which go first for space, as pure functions.
+//! - [`chain`]: a set's chain of archives on a drive, and whether the next archive is full or incremental (pure).
 //! - [`exec`]: carrying the plan out, destination by destination.
 //!
 //! Order of a real run: take the lock on the backup root, observe (exit 5 when no destination is present), pick the
 //! stamp, plan, execute. A dry run observes and plans; it takes no lock and writes nothing (detection's probe file,
 //! created and removed at once, aside).
 
+pub mod chain;
 pub mod cloud;
 pub mod exec;
 pub mod layout;
@@ -39,6 +41,8 @@ pub struct Options {
     pub destination: Option<String>,
     /// Export a set's newest snapshot even when it is incomplete.
     pub allow_incomplete: bool,
+    /// Write full archives, whatever `external.incremental` allows.
+    pub full: bool,
 }
 
 fn now() -> NaiveDateTime {

@@ -264,6 +264,45 @@ pub fn observe(
             d.destination.encryption.as_ref().and_then(|e| {
                 crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref())
             });
+        let damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
+        // Where an incremental is likely, what it would store: the change detection alone (stats and the base's
+        // index; contents are read only when a content comparison is due, and then not here: counted as changed).
+        let mut incremental = BTreeMap::new();
+        for (set, name) in &chosen {
+            let choice = super::chain::choose(
+                super::chain::ChoiceInputs {
+                    policy: settings.external_incremental,
+                    force_full: options.full,
+                    encryption: encryption.as_ref(),
+                    content_every: super::chain::content_every(settings.schedule.full),
+                    now: chrono::Local::now().naive_local(),
+                },
+                super::chain::facts(&listing, set, &damaged).as_ref(),
+            );
+            if choice.base.is_none() {
+                continue;
+            }
+            let estimate = info
+                .open_root()
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|root| {
+                    layout::open_backups(&root)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?
+                        .ok_or_else(|| anyhow::anyhow!("no backups directory"))
+                })
+                .and_then(|backups| {
+                    let mut base = super::exec::open_base(&listing, &backups, set, &choice, root)?;
+                    base.compare_content = false;
+                    Ok(archive::scan_against(
+                        &root.join(name),
+                        Some(&base),
+                        &mut NoProgress,
+                    )?)
+                });
+            if let Ok(plan) = estimate {
+                incremental.insert(set.clone(), plan.estimate);
+            }
+        }
         destinations.push(DestinationWorld {
             settings: d.destination.clone(),
             info,
@@ -271,6 +310,8 @@ pub fn observe(
             listing,
             encryption,
             passphrase_file,
+            damaged,
+            incremental,
         });
     }
 
@@ -286,11 +327,44 @@ pub fn observe(
             destinations,
             clouds: cloud_worlds,
             clouds_not_chosen,
+            incremental: settings.external_incremental,
+            force_full: options.full,
+            content_every: super::chain::content_every(settings.schedule.full),
             system: crate::image::observe_system(settings, &[]),
         },
         scans,
         snapshot_meta: metas,
     })
+}
+
+/// The verified backups with a set whose archive or index file is missing, not a regular file, or not the size
+/// `backup.json` records (one `lstat` each: contents are checked by `restore --verify`).
+fn damaged_backups(
+    backups_dir: &std::path::Path,
+    listing: &layout::DriveListing,
+) -> BTreeMap<String, String> {
+    let mut damaged = BTreeMap::new();
+    for b in &listing.backups {
+        let Some(m) = &b.meta else { continue };
+        let files = m.sets.iter().flat_map(|s| s.archive.iter().chain(&s.index));
+        for f in files {
+            // Names were checked to be plain (`BackupMeta::check`).
+            let why = match std::fs::symlink_metadata(backups_dir.join(&b.name).join(&f.name)) {
+                Ok(md) if md.is_file() && md.len() == f.bytes => continue,
+                Ok(md) if md.is_file() => format!(
+                    "{} is {} bytes, not the {} recorded",
+                    f.name,
+                    md.len(),
+                    f.bytes
+                ),
+                Ok(_) => format!("{} is not a regular file", f.name),
+                Err(e) => format!("{} cannot be read: {e}", f.name),
+            };
+            damaged.insert(b.name.clone(), crate::stdx::show_str(&why));
+            break;
+        }
+    }
+    damaged
 }
 
 /// Whether `pid` is a running process of this very program (another dbackup, say with another config, writing to

@@ -184,6 +184,9 @@ pub struct ArchiveTarget {
     /// Encrypted with age (`<set>.tar.age`, `<set>.index.age`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub encrypted: bool,
+    /// Full or incremental (on which base), and why.
+    #[serde(flatten)]
+    pub choice: super::chain::ArchiveChoice,
 }
 
 /// What `latest` will be after the run.
@@ -343,6 +346,11 @@ pub struct World {
     pub clouds: Vec<super::cloud::CloudWorld>,
     /// Cloud destinations configured but not chosen (`first` mode chose another).
     pub clouds_not_chosen: Vec<(String, String)>,
+    /// When archives are incremental (`external.incremental`), `--full`, and how long content comparisons may be
+    /// apart (`schedule.full`).
+    pub incremental: crate::config::IncrementalPolicy,
+    pub force_full: bool,
+    pub content_every: Option<chrono::Duration>,
     /// The recovery kit and the devices to image (`image` in the config), with partclone's count of their used
     /// bytes: each backup's `system/` folder, counted in the space check.
     pub system: Option<crate::image::SystemInput>,
@@ -368,6 +376,11 @@ pub struct DestinationWorld {
     pub encryption: Option<EncryptionRecord>,
     /// With a passphrase: the file it will be read from (none: asked on the terminal).
     pub passphrase_file: Option<PathBuf>,
+    /// Backups whose archive or index files are missing or not their recorded size, with why (a chain through
+    /// them is not extended).
+    pub damaged: std::collections::BTreeMap<String, String>,
+    /// By set: what an incremental on the likely base would store (the change detection, run while observing).
+    pub incremental: std::collections::BTreeMap<String, ArchiveEstimate>,
 }
 
 /// Options of one run.
@@ -452,7 +465,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
     let destinations = world
         .destinations
         .iter()
-        .map(|d| destination_plan(d, world.system.as_ref(), &sets, &stamp, opts))
+        .map(|d| destination_plan(world, d, world.system.as_ref(), &sets, &stamp, opts))
         .collect();
     let utc_now = crate::json::localize(opts.now).with_timezone(&chrono::Utc);
     let clouds = world
@@ -501,6 +514,7 @@ fn part_size(bytes: u64, max: Option<u64>) -> Option<u64> {
 }
 
 fn destination_plan(
+    world: &World,
     d: &DestinationWorld,
     system: Option<&crate::image::SystemInput>,
     sets: &[SetPlan],
@@ -510,7 +524,7 @@ fn destination_plan(
     let info = &d.info;
     // Everything is done through the resolved path (the configured one may be a symlink to the mount point).
     let backups_dir = info.resolved.join(layout::BACKUPS_DIR);
-    let (archives, needed) = archive_targets(d, sets);
+    let (archives, needed) = archive_targets(d, sets, world, opts);
     let (system_bytes, images) = system_bytes(d, system);
     let needed = needed.saturating_add(system_bytes);
     let cleanup: Vec<Leftover> = d
@@ -599,7 +613,12 @@ fn destination_plan(
 
 /// The archives this run writes to the drive (sized as they will be, encrypted or not, split where the filesystem
 /// needs it), and the space they need with the backup's directory, `backup.json` and sums file.
-fn archive_targets(d: &DestinationWorld, sets: &[SetPlan]) -> (Vec<ArchiveTarget>, u64) {
+fn archive_targets(
+    d: &DestinationWorld,
+    sets: &[SetPlan],
+    world: &World,
+    opts: RunOptions,
+) -> (Vec<ArchiveTarget>, u64) {
     let info = &d.info;
     let block = d.block_size.max(512);
     let mut needed = SPACE_MARGIN + 2 * block; // the directory, backup.json and the sums file
@@ -612,7 +631,31 @@ fn archive_targets(d: &DestinationWorld, sets: &[SetPlan]) -> (Vec<ArchiveTarget
         .iter()
         .filter(|s| s.action == SetAction::Export)
         .filter_map(|s| {
-            let est = s.estimate.as_ref()?;
+            let mut choice = super::chain::choose(
+                super::chain::ChoiceInputs {
+                    policy: world.incremental,
+                    force_full: world.force_full,
+                    encryption: enc,
+                    content_every: world.content_every,
+                    now: opts.now,
+                },
+                super::chain::facts(&d.listing, &s.set, &d.damaged).as_ref(),
+            );
+            // An incremental is sized by its change detection (when it ran, and not for a content comparison,
+            // which may store more); otherwise as a full: an upper bound.
+            let incremental = d
+                .incremental
+                .get(&s.set)
+                .filter(|_| choice.base.is_some() && !choice.compare_content);
+            if let Some(e) = incremental {
+                choice.reason.push_str(&format!(
+                    ": {} to store ({}), {} kept in earlier backups",
+                    stdx::counted(e.files, "file", "files"),
+                    stdx::bytes(e.file_bytes),
+                    e.referenced_files
+                ));
+            }
+            let est = incremental.or(s.estimate.as_ref())?;
             let est = &ArchiveEstimate {
                 tar_bytes: sized(est.tar_bytes),
                 index_bytes: sized(est.index_bytes),
@@ -638,6 +681,7 @@ fn archive_targets(d: &DestinationWorld, sets: &[SetPlan]) -> (Vec<ArchiveTarget
                 tar_bytes: est.tar_bytes,
                 index_bytes: est.index_bytes,
                 encrypted: enc.is_some(),
+                choice,
             })
         })
         .collect();
@@ -970,6 +1014,10 @@ fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
             a.index,
             a.snapshot
         );
+        // Said when incrementals are on (or `--full` was given); otherwise every archive is full, as always.
+        if a.choice.reason != super::chain::OFF_REASON {
+            let _ = writeln!(out, "            {}", a.choice.reason);
+        }
     }
     let _ = writeln!(
         out,

@@ -184,6 +184,7 @@ fn estimate(tar_bytes: u64) -> ArchiveEstimate {
         tar_bytes,
         index_bytes: 40_000,
         skipped: 0,
+        ..Default::default()
     }
 }
 
@@ -266,7 +267,12 @@ fn world() -> World {
             listing,
             encryption: None,
             passphrase_file: None,
+            damaged: Default::default(),
+            incremental: Default::default(),
         }],
+        incremental: Default::default(),
+        force_full: false,
+        content_every: None,
         system: None,
     }
 }

@@ -290,10 +290,18 @@ pub fn keys_for_backup(
 /// it stop the restore here, before anything is written.
 pub fn authenticate(sets: &[SetBackup]) -> anyhow::Result<()> {
     for s in sets {
-        let SetContent::Archive { archive, index } = &s.content else {
+        let SetContent::Archive {
+            archive,
+            index,
+            chain,
+        } = &s.content
+        else {
             continue;
         };
-        for files in std::iter::once(archive).chain(index) {
+        for files in std::iter::once(archive)
+            .chain(index)
+            .chain(chain.iter().map(|(_, a)| a))
+        {
             if !files.encrypted() {
                 continue;
             }
@@ -354,11 +362,29 @@ pub fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<Se
                     }
                     _ => None,
                 };
+                // An incremental's earlier archives: the same set's archive in each backup it depends on (stamps
+                // checked by `BackupMeta::check`); one that is missing is named when a file needs it.
+                let backups_dir = backup.dir.path.parent().unwrap_or(&backup.dir.path);
+                let chain = backup
+                    .dir
+                    .meta
+                    .iter()
+                    .flat_map(|m| &m.depends_on)
+                    .filter_map(|stamp| {
+                        let a =
+                            ArchiveFiles::discover(&backups_dir.join(stamp), &s.archive).ok()?;
+                        Some((stamp.clone(), a.with_keys(keys.cloned())))
+                    })
+                    .collect();
                 Some(SetBackup {
                     set: s.name.clone(),
                     label: format!("backup {} on {}", backup.dir.name, drive.name),
                     sources: s.sources.iter().filter(|r| r.present).cloned().collect(),
-                    content: SetContent::Archive { archive, index },
+                    content: SetContent::Archive {
+                        archive,
+                        index,
+                        chain,
+                    },
                 })
             })
             .collect(),
@@ -689,6 +715,7 @@ pub fn prepare(
         if let SetContent::Archive {
             index: None,
             archive,
+            ..
         } = &s.content
         {
             ui.warn(format_args!(

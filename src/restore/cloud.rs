@@ -74,6 +74,8 @@ impl CloudBackup {
                     archive: self.files(&s.archive).with_keys(keys.cloned()),
                     index: (!s.index.is_empty())
                         .then(|| self.files(&s.index).with_keys(keys.cloned())),
+                    // Buckets hold full archives only (an incremental set is refused before this).
+                    chain: Vec::new(),
                 },
             })
             .collect()
@@ -408,6 +410,8 @@ pub fn listed(
                             .iter()
                             .fold(0u64, |t, f| t.saturating_add(f.bytes)),
                         files: Some(s.files),
+                        kind: s.kind,
+                        base: s.base.clone(),
                         snapshot: Some(s.snapshot.clone()),
                         path: location.join(
                             s.archive

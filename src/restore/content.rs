@@ -23,10 +23,12 @@ use crate::archive::{self, ArchiveFiles, Attrs, IndexEntry};
 pub enum SetContent {
     /// A local snapshot directory: files are copied out of it, never hard-linked.
     Snapshot { root: PathBuf },
-    /// An archive on the drive, with its index when there is one.
+    /// An archive on the drive, with its index when there is one, and for an incremental, the same set's archives
+    /// in the backups its manifest points into (by stamp).
     Archive {
         archive: ArchiveFiles,
         index: Option<ArchiveFiles>,
+        chain: Vec<(String, ArchiveFiles)>,
     },
 }
 
@@ -410,12 +412,18 @@ impl SetContent {
                     }
                 }
             }
-            SetContent::Archive { archive, index } => match self.search()? {
+            SetContent::Archive {
+                archive,
+                index,
+                chain,
+            } => match self.search()? {
                 Some(mut idx) => {
                     let mut check = RunCheck {
                         archive,
                         index_label: index.as_ref().map(ArchiveFiles::label).unwrap_or_default(),
                         reader: None,
+                        chain,
+                        chain_readers: HashMap::new(),
                     };
                     for (i, sel) in sels.iter().enumerate() {
                         for anc in &sel.ancestors {
@@ -435,8 +443,16 @@ impl SetContent {
                         // What is restored under a directory is exactly what the archive holds there.
                         let dir = sel.name.is_root()
                             || run.first().is_some_and(|e| e.kind == EntryKind::Dir);
+                        // An incremental's files kept in earlier archives are checked against their headers
+                        // there; the rest is walked in this archive.
+                        let (elsewhere, here): (Vec<&IndexEntry>, Vec<&IndexEntry>) =
+                            run.iter().partition(|e| e.stored_in.is_some());
                         if dir {
-                            check.run(&sel.name, &run)?;
+                            let here: Vec<IndexEntry> = here.into_iter().cloned().collect();
+                            check.run(&sel.name, &here)?;
+                        }
+                        for e in elsewhere {
+                            check.referenced(e)?;
                         }
                         for e in run {
                             let a = arch_entry(e);
@@ -506,8 +522,8 @@ impl SetContent {
                     }
                 }
             }
-            SetContent::Archive { archive, .. } => {
-                apply_archive(archive, plan, gathered, applier, done)
+            SetContent::Archive { archive, chain, .. } => {
+                apply_archive(archive, chain, plan, gathered, applier, done)
                     .map_err(|e| in_archive(e, &archive.label()))?;
             }
         }
@@ -536,13 +552,15 @@ impl SetContent {
 
 /// Feeds an archive's entries to `applier` (see [`SetContent::apply`]).
 fn apply_archive(
-    archive: &ArchiveFiles,
+    this: &ArchiveFiles,
+    chain: &[(String, ArchiveFiles)],
     plan: &Plan,
     gathered: &Gathered,
     applier: &mut Applier<'_>,
     done: &mut dyn FnMut(u64),
 ) -> Result<(), RestoreError> {
-    let mut reader: Option<archive::ArchiveReader> = None;
+    // One reader per archive read: this one, and those of the chain an incremental's files are kept in.
+    let mut readers: HashMap<Option<String>, Option<archive::ArchiveReader>> = HashMap::new();
     for item in plan.items.iter().filter(|i| !i.implicit) {
         let writes = matches!(item.action, Action::Create | Action::Replace);
         let loc = item
@@ -558,7 +576,15 @@ fn apply_archive(
             name: item.path.clone(),
             error: source,
         };
-        let r = match &mut reader {
+        let stored_in = loc
+            .and_then(|l| l.index.as_ref())
+            .and_then(|i| i.stored_in.as_deref());
+        let archive = match stored_in {
+            None => this,
+            Some(stamp) => chain_archive(chain, stamp).map_err(source_err)?,
+        };
+        let reader = readers.entry(stored_in.map(str::to_string)).or_default();
+        let r = match reader {
             Some(r) => r,
             None => reader.insert(archive.open().map_err(|source| RestoreError::Source {
                 name: archive.label(),
@@ -576,7 +602,7 @@ fn apply_archive(
                         format!("its header in the backup is damaged ({e}); not restored"),
                     )?;
                     // age's reader is not to be trusted after a failed chunk: the next entry gets a fresh one.
-                    reader = None;
+                    *reader = None;
                     continue;
                 }
                 Err(HeaderError::Read(e)) => return Err(source_err(e)),
@@ -609,7 +635,7 @@ fn apply_archive(
                             ce.display_path()
                         ),
                     )?;
-                    reader = None;
+                    *reader = None;
                     continue;
                 }
                 Err(HeaderError::Read(e)) => return Err(source_err(e)),
@@ -646,7 +672,7 @@ fn apply_archive(
                 )?,
             }
             if applier.summary().errors.len() > failed_before {
-                reader = None;
+                *reader = None;
             }
             done(item.entry.size);
             continue;
@@ -658,11 +684,32 @@ fn apply_archive(
         applier.apply(&item.entry, Some(&mut r.take(item.entry.size)))?;
         if applier.summary().errors.len() > failed_before {
             // Its content could not be read whole (a damaged chunk): read the next entry with a fresh reader.
-            reader = None;
+            *reader = None;
         }
         done(item.entry.size);
     }
     Ok(())
+}
+
+/// The archive of the chain, by the stamp of its backup, that an incremental's manifest points into.
+fn chain_archive<'a>(
+    chain: &'a [(String, ArchiveFiles)],
+    stamp: &str,
+) -> io::Result<&'a ArchiveFiles> {
+    chain
+        .iter()
+        .find(|(s, _)| s == stamp)
+        .map(|(_, a)| a)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "its content is kept in backup {}, whose archive of this set is not on the drive (check the \
+                     backup with --verify)",
+                    show(stamp.as_bytes())
+                ),
+            )
+        })
 }
 
 /// Names the archive in an error reading it.
@@ -856,6 +903,17 @@ fn check_header(r: &mut archive::ArchiveReader, ie: &IndexEntry) -> Result<(), H
     }
 }
 
+/// [`check_header`] for the verifier: the header at an index line's offsets in `r` is that line's, or why not.
+pub(crate) fn entry_header_matches(
+    r: &mut archive::ArchiveReader,
+    ie: &IndexEntry,
+) -> Result<(), String> {
+    check_header(r, ie).map_err(|e| match e {
+        HeaderError::Read(e) => format!("cannot be read there: {e}"),
+        HeaderError::Mismatch(why) => format!("its header there disagrees with the index: {why}"),
+    })
+}
+
 /// Why an entry's header could not be checked.
 enum HeaderError {
     /// It could not be read (a damaged encrypted chunk is `InvalidData`).
@@ -966,6 +1024,9 @@ struct RunCheck<'a> {
     index_label: String,
     /// The archive, opened on first need.
     reader: Option<archive::ArchiveReader>,
+    /// The archives an incremental's manifest points into, and their readers once opened.
+    chain: &'a [(String, ArchiveFiles)],
+    chain_readers: HashMap<String, archive::ArchiveReader>,
 }
 
 impl RunCheck<'_> {
@@ -987,6 +1048,38 @@ impl RunCheck<'_> {
             self.reader = Some(r);
         }
         Ok(self.reader.as_mut().expect("opened above"))
+    }
+
+    /// An incremental's file kept in an earlier archive of the chain: its header there must be its line's (name,
+    /// type, size, mode, owner, mtime, data offset), or the restore stops before anything is written.
+    fn referenced(&mut self, e: &IndexEntry) -> Result<(), ContentError> {
+        let stamp = e.stored_in.as_deref().unwrap_or_default();
+        let files = chain_archive(self.chain, stamp).map_err(|source| ContentError::Io {
+            path: abs_shown(&e.path),
+            source,
+        })?;
+        if !self.chain_readers.contains_key(stamp) {
+            let r = files.open().map_err(|source| ContentError::Io {
+                path: files.label(),
+                source,
+            })?;
+            self.chain_readers.insert(stamp.to_string(), r);
+        }
+        let r = self.chain_readers.get_mut(stamp).expect("opened above");
+        match check_header(r, e) {
+            Ok(()) => Ok(()),
+            Err(HeaderError::Read(source)) => Err(ContentError::Archive {
+                path: files.label(),
+                after: e.display_path(),
+                source,
+            }),
+            Err(HeaderError::Mismatch(why)) => Err(ContentError::Mismatch {
+                path: abs_shown(&e.path),
+                index: self.index_label.clone(),
+                archive: files.label(),
+                problem: why,
+            }),
+        }
     }
 
     /// Walks the archive's headers from the first entry of `run` (the index lines of a directory `name` and

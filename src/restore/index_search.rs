@@ -24,22 +24,7 @@ pub enum SearchError {
     Damaged { label: String, problem: String },
 }
 
-/// Compares two paths component by component (`a/b` sorts before `a-c`, and a directory before its contents).
-pub fn cmp_paths(a: &[u8], b: &[u8]) -> Ordering {
-    let mut x = a.split(|&c| c == b'/').filter(|c| !c.is_empty());
-    let mut y = b.split(|&c| c == b'/').filter(|c| !c.is_empty());
-    loop {
-        match (x.next(), y.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(p), Some(q)) => match p.cmp(q) {
-                Ordering::Equal => continue,
-                other => return other,
-            },
-        }
-    }
-}
+pub use crate::archive::index::cmp_paths;
 
 /// Whether `path` is `dir` or lies below it (component-wise; the empty `dir` holds everything).
 pub fn is_under(path: &[u8], dir: &[u8]) -> bool {

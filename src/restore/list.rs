@@ -200,6 +200,11 @@ pub struct ListedSet {
     /// Encrypted to a passphrase rather than to recipients.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub passphrase: bool,
+    /// External: `full`, or `incremental` on `base` (restoring it reads the archives of its chain too).
+    #[serde(default, skip_serializing_if = "crate::archive::ArchiveKind::is_full")]
+    pub kind: crate::archive::ArchiveKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
 }
 
 /// A destination and whether its backups could be read.
@@ -248,6 +253,8 @@ pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<List
                         path: s.path.clone(),
                         encrypted: false,
                         passphrase: false,
+                        kind: Default::default(),
+                        base: None,
                     }
                 })
                 .collect();
@@ -287,6 +294,12 @@ pub fn drive_backups(drives: &[Drive]) -> Vec<ListedBackup> {
             } else {
                 State::Unverified
             };
+            let record = |s: &super::drive::DriveSet| {
+                b.dir
+                    .meta
+                    .as_ref()
+                    .and_then(|m| m.sets.iter().find(|r| r.set == s.name))
+            };
             let sets = b
                 .sets
                 .iter()
@@ -299,6 +312,8 @@ pub fn drive_backups(drives: &[Drive]) -> Vec<ListedBackup> {
                     path: b.dir.path.join(&s.archive),
                     encrypted: s.encrypted(),
                     passphrase: s.encryption.as_ref().is_some_and(|e| e.passphrase),
+                    kind: record(s).map(|r| r.kind).unwrap_or_default(),
+                    base: record(s).and_then(|r| r.base.clone()),
                 })
                 .collect();
             out.push(ListedBackup {
@@ -372,10 +387,21 @@ impl Listing {
                         b.source.word().to_string(),
                         b.sets
                             .iter()
-                            .map(|s| match (s.encrypted, s.passphrase) {
-                                (false, _) => show_str(&s.name),
-                                (true, false) => format!("{} (age)", show_str(&s.name)),
-                                (true, true) => format!("{} (age, passphrase)", show_str(&s.name)),
+                            .map(|s| {
+                                let mut what = Vec::new();
+                                if s.encrypted {
+                                    what.push("age".to_string());
+                                }
+                                if s.passphrase {
+                                    what.push("passphrase".to_string());
+                                }
+                                if let Some(b) = &s.base {
+                                    what.push(format!("incremental on {}", show_str(b)));
+                                }
+                                match what.is_empty() {
+                                    true => show_str(&s.name),
+                                    false => format!("{} ({})", show_str(&s.name), what.join(", ")),
+                                }
                             })
                             .collect::<Vec<_>>()
                             .join(", "),

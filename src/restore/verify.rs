@@ -32,7 +32,10 @@ use super::select::abs_of;
 use crate::archive::crypt::age_read_error;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
-use crate::archive::{ArchiveFiles, Digest, HardLinkTargets, Keys, Progress, verify_archive_with};
+use crate::archive::{
+    self, ArchiveFiles, Digest, HardLinkTargets, IndexEntry, Keys, Progress,
+    verify_archive_in_chain,
+};
 use crate::snapshot::Snapshot;
 use crate::ui::Ui;
 
@@ -711,7 +714,7 @@ fn verify_set(
             Ok(plain) => check_stream(
                 &label,
                 plain,
-                index,
+                (index, &mut ChainCheck::new(backup, set, archive)),
                 &mut watch,
                 &mut report,
                 &mut stream_hash,
@@ -764,6 +767,65 @@ fn verify_set(
     (report, watch.would.items)
 }
 
+/// The archives of the same set in the backups an incremental's manifest points into, each opened once: present,
+/// listed in that backup's own `verification.sha256`, and holding every referenced entry under the header its line
+/// describes (name, type, size, mode, owner, mtime, data offset).
+struct ChainCheck {
+    backups_dir: PathBuf,
+    /// The set's archive name (the same in every backup of a chain: same set, same encryption).
+    name: String,
+    keys: Option<Arc<Keys>>,
+    opened: std::collections::HashMap<String, Result<archive::ArchiveReader, String>>,
+}
+
+impl ChainCheck {
+    fn new(backup: &DriveBackup, set: &str, archive: &ArchiveFiles) -> ChainCheck {
+        let dir = &backup.dir.path;
+        ChainCheck {
+            backups_dir: dir.parent().unwrap_or(dir).to_path_buf(),
+            name: backup
+                .sets
+                .iter()
+                .find(|s| s.name == set)
+                .map(|s| s.archive.clone())
+                .unwrap_or_default(),
+            keys: archive.keys.clone(),
+            opened: Default::default(),
+        }
+    }
+
+    fn open(&self, stamp: &str) -> Result<archive::ArchiveReader, String> {
+        // A stamp the index reader checked (`IndexHeader::check`): a plain name.
+        let dir = self.backups_dir.join(stamp);
+        let lacks = |why: &str| format!("backup {stamp}'s {} {why}", self.name);
+        match Sums::read(&dir).1 {
+            Ok(Some(sums)) if sums.listed(self.name.as_bytes()).is_some() => {}
+            Ok(Some(_)) => return Err(lacks(&format!("is not listed in its {SUMS_FILE}"))),
+            Ok(None) => return Err(format!("backup {stamp} is missing (or has no {SUMS_FILE})")),
+            Err(e) => return Err(format!("backup {stamp}'s {SUMS_FILE} cannot be used: {e}")),
+        }
+        let files = ArchiveFiles::discover(&dir, &self.name)
+            .map_err(|e| lacks(&format!("cannot be read: {e}")))?
+            .with_keys(self.keys.clone());
+        files
+            .open()
+            .map_err(|e| lacks(&format!("cannot be read: {e}")))
+    }
+
+    fn check(&mut self, e: &IndexEntry) -> Result<(), String> {
+        let stamp = e.stored_in.as_deref().unwrap_or_default().to_string();
+        if !self.opened.contains_key(&stamp) {
+            let r = self.open(&stamp);
+            self.opened.insert(stamp.clone(), r);
+        }
+        match self.opened.get_mut(&stamp).expect("inserted above") {
+            Err(why) => Err(why.clone()),
+            Ok(r) => super::content::entry_header_matches(r, e)
+                .map_err(|why| format!("in backup {stamp}'s {}: {why}", self.name)),
+        }
+    }
+}
+
 /// A reader that tells `bar` how many bytes went through it.
 struct CountingRead<'a, R: Read> {
     inner: R,
@@ -782,7 +844,7 @@ impl<R: Read> Read for CountingRead<'_, R> {
 fn check_stream(
     label: &str,
     plain: Box<dyn Read + '_>,
-    index: Option<&ArchiveFiles>,
+    (index, chain): (Option<&ArchiveFiles>, &mut ChainCheck),
     watch: &mut Watch<'_>,
     report: &mut SetReport,
     stream_hash: &mut Option<(u64, Digest)>,
@@ -814,7 +876,15 @@ fn check_stream(
             match opened {
                 Err(e) => problems.push(issue(Path::new(&index.label()), e)),
                 Ok((links, ir)) => {
-                    match verify_archive_with(label, &mut plain, ir, &links, &mut *watch) {
+                    let mut referenced = |e: &IndexEntry| chain.check(e);
+                    match verify_archive_in_chain(
+                        label,
+                        &mut plain,
+                        ir,
+                        &links,
+                        &mut referenced,
+                        &mut *watch,
+                    ) {
                         Ok(r) => {
                             report.entries = r.entries;
                             report.files = r.files;

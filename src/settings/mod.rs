@@ -90,6 +90,8 @@ pub struct Settings {
     /// The cloud destinations (`kind` `s3` or `b2`): validated here, used through `cloud/`.
     pub clouds: Vec<CloudSettings>,
     pub external_mode: ExternalMode,
+    /// When external backups write incremental archives (`external.incremental`).
+    pub external_incremental: crate::config::IncrementalPolicy,
     /// Serialised with the URL's secrets hidden (`config check --json`): see [`crate::stdx::redact_url`].
     #[serde(serialize_with = "notifications_redacted")]
     pub notifications: Notifications,
@@ -478,6 +480,7 @@ impl Settings {
             destinations,
             clouds,
             external_mode: config.external.mode,
+            external_incremental: config.external.incremental,
             notifications: config.notifications.clone(),
             encryption: global_encryption,
             state_dir,

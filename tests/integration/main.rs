@@ -21,6 +21,7 @@ mod escape;
 mod exclusions;
 mod hostile_drive;
 mod if_changed_attrs;
+mod incremental;
 mod json;
 mod linked_symlinks;
 mod loopdev_attrs;

@@ -54,6 +54,12 @@ pub const PACKAGES: &[Package] = &[
         needed_by: &[Test, Bench],
     },
     Package {
+        deb: "jq",
+        program: "jq",
+        why: "the restoration guide's no-dbackup rebuild of an incremental chain reads the indexes with jq",
+        needed_by: &[Test],
+    },
+    Package {
         deb: "age",
         program: "age",
         why: "interop of encrypted backups with Debian's age (age -d of dbackup's archives, age -e read back); \

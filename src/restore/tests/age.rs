@@ -57,7 +57,10 @@ fn fixture() -> Fixture {
         &plan,
         Box::new(FileSink::create(out.join("d.tar.age")).unwrap()),
         Box::new(FileSink::create(out.join("d.index.age")).unwrap()),
-        &ArchiveOptions { stage: Some(&to) },
+        &ArchiveOptions {
+            stage: Some(&to),
+            ..Default::default()
+        },
         &mut NoProgress,
     )
     .unwrap();
@@ -102,6 +105,7 @@ fn one_file_from_an_encrypted_archive_reads_a_few_chunks_not_the_archive() {
         content: SetContent::Archive {
             archive: f.archive.clone(),
             index: Some(f.index.clone()),
+            chain: Vec::new(),
         },
     }];
     let target = f.base.join("target");
@@ -147,6 +151,7 @@ fn a_chunk_that_does_not_authenticate_mid_file_leaves_no_temporary_file() {
                 .unwrap()
                 .with_keys(f.archive.keys.clone()),
             index: Some(f.index.clone()),
+            chain: Vec::new(),
         },
     }];
     let target = f.base.join("target");

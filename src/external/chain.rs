@@ -1,0 +1,262 @@
+//! Chains of archives on a destination: what the backups there say about a set's chain ([`facts`]), and whether the
+//! next archive of the set is a full or an incremental on which base ([`choose`]). Pure: no IO, `now` passed in,
+//! table-tested.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDateTime;
+use serde::{Deserialize, Serialize};
+
+use super::layout::{ArchiveKind, DriveListing};
+use crate::archive::EncryptionRecord;
+use crate::config::IncrementalPolicy;
+
+/// What the destination says about the chain a new archive of one set would extend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainFacts {
+    /// The newest verified backup holding the set: the base an incremental would have.
+    pub base: String,
+    /// The local snapshot the base's archive was made from (`<set>-<stamp>`).
+    pub base_snapshot: String,
+    pub base_encryption: Option<EncryptionRecord>,
+    /// The base's index is one plain file (an incremental reads it as its base manifest).
+    pub base_index_single: bool,
+    /// Incrementals from the chain's full to the base (0: the base is the full).
+    pub incrementals: u32,
+    pub full: String,
+    pub full_time: NaiveDateTime,
+    pub full_bytes: u64,
+    /// The tar bytes of the incrementals since the full.
+    pub incremental_bytes: u64,
+    /// The newest backup of the chain whose archive was checked against content: a full, or an incremental whose
+    /// change detection was `content`.
+    pub content_checked: NaiveDateTime,
+    /// Why the chain cannot be extended (a backup in it missing, unverified or damaged).
+    pub broken: Option<String>,
+}
+
+/// The facts of `set`'s chain on a destination: `None` when no verified backup holds the set. `damaged` names the
+/// backups whose files are missing or not their recorded size (found by the observer), with why.
+pub fn facts(
+    listing: &DriveListing,
+    set: &str,
+    damaged: &BTreeMap<String, String>,
+) -> Option<ChainFacts> {
+    let verified = |stamp: &str| {
+        listing
+            .backups
+            .iter()
+            .find(|b| b.name == stamp)
+            .and_then(|b| Some((b, b.meta.as_ref()?)))
+    };
+    let (newest, meta) = listing.backups.iter().rev().find_map(|b| {
+        let m = b.meta.as_ref()?;
+        m.sets.iter().any(|s| s.set == set).then_some((b, m))
+    })?;
+    let rec = meta.sets.iter().find(|s| s.set == set)?;
+    let mut f = ChainFacts {
+        base: newest.name.clone(),
+        base_snapshot: rec.snapshot.clone(),
+        base_encryption: rec.encryption.clone(),
+        base_index_single: rec.index.len() == 1,
+        incrementals: 0,
+        full: newest.name.clone(),
+        full_time: newest.time,
+        full_bytes: rec.tar_bytes,
+        incremental_bytes: 0,
+        content_checked: newest.time,
+        broken: None,
+    };
+    let mut content_seen = false;
+    let (mut at, mut at_rec, mut at_time, mut at_meta) =
+        (newest.name.clone(), rec, newest.time, meta);
+    // Stamps only go back in time (`BackupMeta::check`), so this ends; bounded all the same.
+    for _ in 0..=crate::archive::index::MAX_DEPENDS_ON {
+        if let Some(why) = damaged.get(&at) {
+            f.broken = Some(format!("backup {at} of the chain is damaged: {why}"));
+            return Some(f);
+        }
+        for d in &at_meta.depends_on {
+            if verified(d).is_none() {
+                f.broken = Some(format!(
+                    "backup {at} depends on {d}, which is missing or unverified"
+                ));
+                return Some(f);
+            }
+        }
+        let checked = at_rec.kind == ArchiveKind::Full
+            || at_rec.change_detection.as_deref() == Some("content");
+        if checked && !content_seen {
+            f.content_checked = at_time;
+            content_seen = true;
+        }
+        match (&at_rec.kind, &at_rec.base) {
+            (ArchiveKind::Full, _) => {
+                f.full = at.clone();
+                f.full_time = at_time;
+                f.full_bytes = at_rec.tar_bytes;
+                return Some(f);
+            }
+            (ArchiveKind::Incremental, Some(base)) => {
+                f.incrementals += 1;
+                f.incremental_bytes = f.incremental_bytes.saturating_add(at_rec.tar_bytes);
+                let Some((b, m)) = verified(base) else {
+                    f.broken = Some(format!(
+                        "the base {base} of backup {at} is missing or unverified"
+                    ));
+                    return Some(f);
+                };
+                let Some(r) = m.sets.iter().find(|s| s.set == set) else {
+                    f.broken = Some(format!(
+                        "the base {base} of backup {at} does not hold set {set}"
+                    ));
+                    return Some(f);
+                };
+                (at, at_rec, at_time, at_meta) = (base.clone(), r, b.time, m);
+            }
+            (ArchiveKind::Incremental, None) => {
+                f.broken = Some(format!("backup {at} is incremental without a base"));
+                return Some(f);
+            }
+        }
+    }
+    f.broken = Some("the chain is longer than any dbackup writes".into());
+    Some(f)
+}
+
+/// The kind of the next archive of a set, and why (printed by `--dry-run`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveChoice {
+    pub kind: ArchiveKind,
+    /// The base of an incremental.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The local snapshot the base was made from (its inodes decide what changed, when it still exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_snapshot: Option<String>,
+    /// Read and hash the files that look unchanged (`schedule.full` is due).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compare_content: bool,
+    pub reason: String,
+}
+
+impl ArchiveChoice {
+    pub(crate) fn full(reason: impl Into<String>) -> ArchiveChoice {
+        ArchiveChoice {
+            kind: ArchiveKind::Full,
+            base: None,
+            base_snapshot: None,
+            compare_content: false,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why an archive is full when incrementals are not enabled (the dry run does not repeat it for every archive).
+pub const OFF_REASON: &str = "full: incremental archives are off (external.incremental.enabled)";
+
+/// What [`choose`] decides from, besides the chain.
+#[derive(Debug, Clone, Copy)]
+pub struct ChoiceInputs<'a> {
+    pub policy: IncrementalPolicy,
+    /// `external --full`.
+    pub force_full: bool,
+    /// The encryption the new archive gets.
+    pub encryption: Option<&'a EncryptionRecord>,
+    /// How long content comparisons may be apart (`schedule.full`; `None`: never).
+    pub content_every: Option<chrono::Duration>,
+    pub now: NaiveDateTime,
+}
+
+/// Full or incremental, and why: the first reason for a full wins.
+pub fn choose(inputs: ChoiceInputs<'_>, chain: Option<&ChainFacts>) -> ArchiveChoice {
+    let p = inputs.policy;
+    if inputs.force_full {
+        return ArchiveChoice::full("full: --full");
+    }
+    if !p.enabled {
+        return ArchiveChoice::full(OFF_REASON);
+    }
+    if inputs.encryption.is_some() {
+        return ArchiveChoice::full("full: incrementals of encrypted sets are not written yet");
+    }
+    let Some(c) = chain else {
+        return ArchiveChoice::full("full: no earlier backup of this set on this destination");
+    };
+    if let Some(why) = &c.broken {
+        return ArchiveChoice::full(format!("full: {why}"));
+    }
+    if c.base_encryption.as_ref() != inputs.encryption {
+        return ArchiveChoice::full(format!(
+            "full: the base {} is encrypted differently",
+            c.base
+        ));
+    }
+    if !c.base_index_single {
+        return ArchiveChoice::full(format!(
+            "full: the index of the base {} is in parts",
+            c.base
+        ));
+    }
+    if c.incrementals >= p.max_chain {
+        return ArchiveChoice::full(format!(
+            "full: chain has {} (external.incremental.max_chain {})",
+            c.incrementals + 1,
+            p.max_chain
+        ));
+    }
+    let percent = (c.incremental_bytes as u128 * 100)
+        .checked_div(c.full_bytes as u128)
+        .unwrap_or(u128::MAX);
+    if percent > p.max_percent as u128 {
+        return ArchiveChoice::full(format!(
+            "full: the incrementals since the full {} are {}% of it (external.incremental.max_percent {})",
+            c.full,
+            percent.min(1_000_000),
+            p.max_percent
+        ));
+    }
+    let age = inputs.now - c.full_time;
+    if age >= chrono::Duration::days(p.full_after_days as i64) {
+        return ArchiveChoice::full(format!(
+            "full: the chain's full {} is {} days old (external.incremental.full_after_days {})",
+            c.full,
+            age.num_days(),
+            p.full_after_days
+        ));
+    }
+    let compare_content = inputs
+        .content_every
+        .is_some_and(|every| inputs.now - c.content_checked >= every);
+    ArchiveChoice {
+        kind: ArchiveKind::Incremental,
+        base: Some(c.base.clone()),
+        base_snapshot: Some(c.base_snapshot.clone()),
+        compare_content,
+        reason: format!(
+            "incremental on {} (chain {} of {}){}",
+            c.base,
+            c.incrementals + 2,
+            p.max_chain + 1,
+            if compare_content {
+                "; contents compared (schedule.full)"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
+/// How long content comparisons may be apart for `schedule.full` (the thresholds `backup` uses for its periods).
+pub fn content_every(full: crate::config::Full) -> Option<chrono::Duration> {
+    use crate::config::Full;
+    match full {
+        Full::Daily => Some(chrono::Duration::hours(20)),
+        Full::Weekly => Some(chrono::Duration::days(6)),
+        Full::Monthly => Some(chrono::Duration::days(27)),
+        Full::Never => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

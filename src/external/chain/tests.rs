@@ -1,0 +1,230 @@
+//! The chain facts of a listing, and the full-or-incremental decision, as tables.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::external::layout::tests::meta;
+use crate::external::layout::{DriveBackup, DriveListing};
+
+fn t(stamp: &str) -> NaiveDateTime {
+    crate::snapshot::parse_stamp(stamp).unwrap()
+}
+
+/// A listing: each backup (stamp, kind of its `data` archive, base, tar bytes, change detection).
+type Row<'a> = (&'a str, ArchiveKind, Option<&'a str>, u64, Option<&'a str>);
+
+fn listing(backups: &[Row]) -> DriveListing {
+    DriveListing {
+        exists: true,
+        backups: backups
+            .iter()
+            .map(|(stamp, kind, base, bytes, method)| {
+                let mut m = meta(stamp, &["data"]);
+                m.sets[0].kind = *kind;
+                m.sets[0].base = base.map(String::from);
+                m.sets[0].tar_bytes = *bytes;
+                m.sets[0].change_detection = method.map(String::from);
+                m.sets[0].index = vec![crate::external::layout::FileRecord {
+                    name: "data.index.jsonl".into(),
+                    bytes: 1,
+                    sha256: crate::archive::Digest([0; 32]),
+                }];
+                m.depends_on = base.iter().map(|b| b.to_string()).collect();
+                DriveBackup {
+                    name: stamp.to_string(),
+                    time: t(stamp),
+                    path: format!("/d/backups/{stamp}").into(),
+                    meta: Some(m),
+                    meta_error: None,
+                }
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+const D1: &str = "2026-12-01-031500";
+const D2: &str = "2026-12-02-031500";
+const D3: &str = "2026-12-03-031500";
+use ArchiveKind::{Full, Incremental};
+
+/// The chain is followed through each base to its full: its length, the bytes since the full, the last content
+/// check, and what breaks it (a base gone or unverified, a damaged backup).
+#[test]
+fn facts_follow_the_chain_to_its_full() {
+    let none = BTreeMap::new();
+    let l = listing(&[
+        (D1, Full, None, 1000, None),
+        (D2, Incremental, Some(D1), 100, Some("content")),
+        (D3, Incremental, Some(D2), 50, Some("inode")),
+    ]);
+    let f = facts(&l, "data", &none).unwrap();
+    assert_eq!((f.base.as_str(), f.full.as_str()), (D3, D1));
+    assert_eq!(
+        (f.incrementals, f.incremental_bytes, f.full_bytes),
+        (2, 150, 1000)
+    );
+    assert_eq!(f.content_checked, t(D2));
+    assert_eq!(f.base_snapshot, format!("data-{D3}"));
+    assert_eq!(f.broken, None);
+    assert!(facts(&l, "other", &none).is_none());
+
+    let mut gone = l.clone();
+    gone.backups.remove(1);
+    let f = facts(&gone, "data", &none).unwrap();
+    assert!(
+        f.broken
+            .unwrap()
+            .contains(&format!("depends on {D2}, which is missing"))
+    );
+
+    let mut unverified = l.clone();
+    unverified.backups[0].meta = None;
+    let f = facts(&unverified, "data", &none).unwrap();
+    assert!(f.broken.unwrap().contains(D1), "the full is unverified");
+
+    let damaged = BTreeMap::from([(D1.to_string(), "data.tar is missing".to_string())]);
+    let f = facts(&l, "data", &damaged).unwrap();
+    assert_eq!(
+        f.broken.as_deref(),
+        Some("backup 2026-12-01-031500 of the chain is damaged: data.tar is missing")
+    );
+}
+
+/// Full or incremental: every reason for a full, in order, and the incremental with or without content comparison.
+/// (Before: every archive was full.)
+#[test]
+fn choices_table() {
+    let none = BTreeMap::new();
+    let chain = |n: usize, bytes: u64| {
+        let mut rows = vec![(D1, Full, None, 1000, None)];
+        let stamps = [
+            D2,
+            D3,
+            "2026-12-04-031500",
+            "2026-12-05-031500",
+            "2026-12-06-031500",
+            "2026-12-07-031500",
+            "2026-12-08-031500",
+        ];
+        let mut prev = D1;
+        for s in stamps.iter().take(n) {
+            rows.push((*s, Incremental, Some(prev), bytes, Some("inode")));
+            prev = s;
+        }
+        facts(&listing(&rows), "data", &none)
+    };
+    let enc = EncryptionRecord {
+        format: "age".into(),
+        recipients: vec!["age1x".into()],
+        passphrase: false,
+    };
+    let on = IncrementalPolicy {
+        enabled: true,
+        ..Default::default()
+    };
+    let inputs = |now: &str| ChoiceInputs {
+        policy: on,
+        force_full: false,
+        encryption: None,
+        content_every: content_every(crate::config::Full::Weekly),
+        now: t(now),
+    };
+    let day4 = "2026-12-04-031500";
+    type Case<'a> = (&'a str, ChoiceInputs<'a>, Option<ChainFacts>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "extends the chain",
+            inputs(day4),
+            chain(1, 10),
+            "incremental on 2026-12-02-031500 (chain 3 of 7)",
+        ),
+        (
+            "--full",
+            ChoiceInputs {
+                force_full: true,
+                ..inputs(day4)
+            },
+            chain(1, 10),
+            "full: --full",
+        ),
+        (
+            "off",
+            ChoiceInputs {
+                policy: IncrementalPolicy::default(),
+                ..inputs(day4)
+            },
+            chain(1, 10),
+            "full: incremental archives are off",
+        ),
+        (
+            "encrypted",
+            ChoiceInputs {
+                encryption: Some(&enc),
+                ..inputs(day4)
+            },
+            chain(1, 10),
+            "full: incrementals of encrypted sets",
+        ),
+        (
+            "nothing here",
+            inputs(day4),
+            None,
+            "full: no earlier backup",
+        ),
+        (
+            "chain long",
+            inputs("2026-12-09-031500"),
+            chain(6, 10),
+            "full: chain has 7 (external.incremental.max_chain 6)",
+        ),
+        (
+            "chain one short",
+            inputs("2026-12-09-031500"),
+            chain(5, 10),
+            "incremental on 2026-12-06-031500 (chain 7 of 7); contents compared",
+        ),
+        (
+            "incrementals too big",
+            inputs(day4),
+            chain(2, 300),
+            "full: the incrementals since the full 2026-12-01-031500 are 60% of it",
+        ),
+        (
+            "full too old",
+            inputs("2026-12-31-031500"),
+            chain(1, 10),
+            "full: the chain's full 2026-12-01-031500 is 30 days old",
+        ),
+        (
+            "content due",
+            inputs("2026-12-07-031500"),
+            chain(1, 10),
+            "incremental on 2026-12-02-031500 (chain 3 of 7); contents compared (schedule.full)",
+        ),
+    ];
+    for (name, inputs, facts, want) in cases {
+        let c = choose(inputs, facts.as_ref());
+        assert!(c.reason.starts_with(want), "{name}: {}", c.reason);
+        assert_eq!(
+            c.kind == Incremental,
+            want.starts_with("incremental"),
+            "{name}"
+        );
+        assert_eq!(c.base.is_some(), c.kind == Incremental, "{name}");
+    }
+    // A broken chain or a base encrypted differently: a full, saying why.
+    let mut broken = chain(1, 10).unwrap();
+    broken.broken = Some("the base x is missing".into());
+    assert_eq!(
+        choose(inputs(day4), Some(&broken)).reason,
+        "full: the base x is missing"
+    );
+    let mut other = chain(1, 10).unwrap();
+    other.base_encryption = Some(enc.clone());
+    assert!(
+        choose(inputs(day4), Some(&other))
+            .reason
+            .contains("encrypted differently")
+    );
+}

@@ -1,0 +1,382 @@
+//! Incremental drive archives (issue 15) through the real binary, without root: a plain directory as the drive
+//! (`require_mount: false`). What `external` writes when `external.incremental` is on, what `--dry-run` says, and
+//! `--full`.
+
+use std::fs;
+use std::path::PathBuf;
+
+use dbackup::archive::{ArchiveKind, IndexReader};
+
+use crate::fixtures::drive::{
+    assert_same_tree, assert_sums_pass, collect, config, content, destination, external, meta_of,
+    sample,
+};
+use crate::harness::Test;
+
+/// The sample home collected once, backing up to `{tmp}/drive` with incrementals on.
+fn incremental_world() -> (Test, PathBuf) {
+    let t = Test::new().config("{}");
+    sample(&t, 600 << 10);
+    let drive = t.path("drive");
+    fs::create_dir_all(&drive).unwrap();
+    let cfg = config(
+        &[destination("drive", &drive, r#""require_mount": false"#)],
+        "first",
+        5,
+    )
+    .replace(
+        r#""external": { "mode": "first" }"#,
+        r#""external": { "mode": "first", "incremental": { "enabled": true } }"#,
+    );
+    assert!(cfg.contains("incremental"));
+    fs::write(t.path("config.json"), t.expand(&cfg)).unwrap();
+    collect(&t);
+    (t, drive)
+}
+
+/// A second external backup after one file changed is an incremental on the first: `backup.json` says so
+/// (`kind`, `base`, `depends_on`, change detection `inode`: the first backup's snapshot is still here), its `data`
+/// archive holds the changed file and not the unchanged 600 KiB one, its index lists every file (the unchanged ones
+/// pointing into the first backup), the sums still check, and `--dry-run` said why beforehand. `--full` writes a
+/// full again. (Before: every external backup was full; there was no `external.incremental` nor `--full`.)
+#[test]
+fn a_second_backup_is_an_incremental_on_the_first() {
+    let (t, drive) = incremental_world();
+    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let m1 = meta_of(&drive.join("backups").join(&first));
+    assert!(
+        m1.sets
+            .iter()
+            .all(|s| s.kind == ArchiveKind::Full && s.base.is_none())
+    );
+
+    t.write("home/data/projects/p03.txt", content(2000, 333));
+    collect(&t);
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    let text = dry.stdout.clone();
+    assert!(
+        text.contains(&format!(
+            "incremental on {first} (chain 2 of 7): 2 files to store (2.0 KiB), 23 kept in earlier \
+             backups"
+        )),
+        "{text}"
+    );
+
+    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let dir = drive.join("backups").join(&second);
+    let m2 = meta_of(&dir);
+    assert_eq!(m2.depends_on, vec![first.clone()]);
+    let data = m2.sets.iter().find(|s| s.set == "data").unwrap();
+    let data1 = m1.sets.iter().find(|s| s.set == "data").unwrap();
+    assert_eq!(data.kind, ArchiveKind::Incremental);
+    assert_eq!(data.base.as_deref(), Some(first.as_str()));
+    assert_eq!(data.change_detection.as_deref(), Some("inode"));
+    assert!(
+        data.tar_bytes * 5 < data1.tar_bytes,
+        "{} vs {}",
+        data.tar_bytes,
+        data1.tar_bytes
+    );
+    assert_sums_pass(&dir);
+
+    let index = fs::read(dir.join("data.index.jsonl")).unwrap();
+    let entries: Vec<_> = IndexReader::new(&index[..])
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let at = |p: &str| {
+        entries
+            .iter()
+            .find(|e| e.path.ends_with(p.as_bytes()))
+            .unwrap_or_else(|| panic!("{p} listed"))
+    };
+    assert_eq!(at("projects/p03.txt").stored_in, None);
+    assert_eq!(
+        at("data/big.bin").stored_in.as_deref(),
+        Some(first.as_str())
+    );
+    assert!(at("projects/needle.txt").stored_in.is_some());
+
+    // Listed as what it is.
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--list"])
+        .status(0);
+    out.stdout_has(&format!("data (incremental on {first})"));
+
+    // Verified: its own archive, and every file it keeps in the first backup checked there.
+    let out = t
+        .cmd()
+        .args([
+            "restore", "--source", "external", "--date", &second, "--verify",
+        ])
+        .status(0);
+    out.stdout_has("intact");
+
+    // Restored whole from the incremental: exactly the snapshot it was made from, the unchanged files read from
+    // the first backup's archive.
+    let target = t.path("restored");
+    t.cmd()
+        .args([
+            "restore", "--source", "external", "--date", &second, "--target",
+        ])
+        .args([&target])
+        .status(0);
+    let snap = t.root().join(&data.snapshot);
+    let rel = t.home().join("data");
+    let rel = rel.strip_prefix("/").unwrap();
+    assert_same_tree(&snap.join(rel), &target.join(rel));
+    // One file kept in the first backup's archive, and the changed one.
+    for (i, f) in ["big.bin", "projects/p03.txt"].iter().enumerate() {
+        let one = t.path(&format!("one{i}"));
+        let path = t.home().join("data").join(f);
+        t.cmd()
+            .args([
+                "restore", "--source", "external", "--date", &second, "--path",
+            ])
+            .args([&path])
+            .args(["--target"])
+            .args([&one])
+            .status(0);
+        let got = fs::read(one.join(path.strip_prefix("/").unwrap())).unwrap();
+        assert_eq!(got, fs::read(&path).unwrap(), "{f}");
+    }
+
+    // The restoration guide's GNU-tar-only rebuild of the chain gives the same tree.
+    if testkit::require_tools(&["jq"], "apt-get install jq") {
+        let script = guide_blocks("tar-chain").concat();
+        assert!(!script.contains("dbackup"), "{script}");
+        let dest = t.path("chain");
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("set -eu\n{script}")])
+            .env("DRIVE", &drive)
+            .env("STAMP", &second)
+            .env("SET", "data")
+            .env("CHAIN_DEST", &dest)
+            .env("HOME", t.home())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{script}\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("chain of data: {first} {second}")),
+            "{stdout}"
+        );
+        assert_same_tree(&snap.join(rel), &dest.join(rel));
+    }
+
+    let third = external(&t, &["--full"], 0).destinations[0]
+        .backup
+        .clone()
+        .unwrap();
+    let m3 = meta_of(&drive.join("backups").join(&third));
+    assert!(m3.depends_on.is_empty());
+    assert!(m3.sets.iter().all(|s| s.kind == ArchiveKind::Full));
+}
+
+/// The shell blocks of docs/RESTORE.md tagged `sh <tag>`, in order.
+fn guide_blocks(tag: &str) -> Vec<String> {
+    let fence = format!("```sh {tag}");
+    let guide =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/RESTORE.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in guide.lines() {
+        match &mut current {
+            None if line.trim() == fence => current = Some(String::new()),
+            Some(block) if line.trim() == "```" => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    assert!(current.is_none() && !blocks.is_empty(), "{tag}");
+    blocks
+}
+
+/// A base whose archive was deleted by hand is not extended: the dry run says why and the next backup is full.
+#[test]
+fn a_damaged_base_gets_a_full() {
+    let (t, drive) = incremental_world();
+    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    fs::remove_file(drive.join("backups").join(&first).join("data.tar")).unwrap();
+    collect(&t);
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    let text = dry.stdout.clone();
+    assert!(
+        text.contains(&format!(
+            "full: backup {first} of the chain is damaged: data.tar cannot be read"
+        )),
+        "{text}"
+    );
+    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let m = meta_of(&drive.join("backups").join(&second));
+    assert!(m.sets.iter().all(|s| s.kind == ArchiveKind::Full), "{m:?}");
+}
+
+/// A base archive truncated after an incremental was written on it: `--verify` of the incremental names the broken
+/// link (the backup, the archive and the file), a file the incremental stores itself still restores, one kept in the
+/// base is refused (its bytes are not all there), and the next external writes a full. (Before: there were no chains to break.)
+#[test]
+fn a_broken_link_is_named_and_the_rest_still_restores() {
+    let (t, drive) = incremental_world();
+    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    t.write("home/data/projects/p03.txt", content(2000, 333));
+    collect(&t);
+    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    // The base's data.tar truncated to its first 10 KiB (same name, wrong size).
+    let tar = drive.join("backups").join(&first).join("data.tar");
+    let bytes = fs::read(&tar).unwrap();
+    fs::write(&tar, &bytes[..10240]).unwrap();
+
+    let out = t
+        .cmd()
+        .args([
+            "restore", "--source", "external", "--date", &second, "--verify",
+        ])
+        .status(1);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains(&format!("in backup {first}'s data.tar")),
+        "{text}"
+    );
+
+    let restore = |f: &str, code: i32| {
+        let one = t.path(&format!("one-{}", f.replace('/', "-")));
+        let path = t.home().join("data").join(f);
+        t.cmd()
+            .args([
+                "restore", "--source", "external", "--date", &second, "--path",
+            ])
+            .args([&path])
+            .args(["--target"])
+            .args([&one])
+            .status(code)
+    };
+    restore("projects/p03.txt", 0);
+    let out = restore("big.bin", 1);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("big.bin: the backup holds 2560 bytes for it, 614400 expected; not restored"),
+        "{text}"
+    );
+
+    collect(&t);
+    let third = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let m = meta_of(&drive.join("backups").join(&third));
+    assert!(m.sets.iter().all(|s| s.kind == ArchiveKind::Full), "{m:?}");
+}
+
+/// A full and five incrementals, with files added, changed, deleted, renamed, hard-linked, turned from a file into a
+/// directory and back: restoring each backup of the chain afterwards gives exactly the snapshot it was made from
+/// (names, types, modes, owners, ns mtimes, symlinks, hard links, contents), each newer one depending on every
+/// backup before it in the chain. (Before: every backup was a full; there were no chains.)
+#[test]
+fn every_backup_of_a_chain_restores_its_snapshot() {
+    let (t, drive) = incremental_world();
+    // Keep every snapshot and backup (chain-aware retention is issue 15's other half).
+    let cfg = fs::read_to_string(t.path("config.json")).unwrap().replace(
+        r#""local": 3, "external": 5"#,
+        r#""local": 10, "external": 10"#,
+    );
+    assert!(cfg.contains(r#""local": 10"#), "{cfg}");
+    fs::write(t.path("config.json"), cfg).unwrap();
+    let data = t.home().join("data");
+    let mut made: Vec<(String, String)> = Vec::new();
+    for step in 0..6 {
+        match step {
+            0 => {}
+            1 => {
+                t.write("home/data/new/added.txt", content(3000, 1));
+                t.write("home/data/projects/p05.txt", content(4321, 2));
+            }
+            2 => {
+                fs::remove_file(data.join("projects/p06.txt")).unwrap();
+                fs::rename(data.join("projects/p07.txt"), data.join("renamed.txt")).unwrap();
+            }
+            3 => fs::hard_link(data.join("projects/p08.txt"), data.join("p08-link")).unwrap(),
+            4 => {
+                fs::remove_file(data.join("projects/p09.txt")).unwrap();
+                t.write("home/data/projects/p09.txt/inside", "a directory now\n");
+            }
+            _ => {
+                fs::remove_dir_all(data.join("projects/p09.txt")).unwrap();
+                t.write("home/data/projects/p09.txt", "a file again\n");
+            }
+        }
+        if step > 0 {
+            collect(&t);
+        }
+        let stamp = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+        let m = meta_of(&drive.join("backups").join(&stamp));
+        let set = m.sets.iter().find(|s| s.set == "data").unwrap();
+        assert_eq!(set.kind == ArchiveKind::Full, step == 0, "step {step}");
+        assert_eq!(m.depends_on.len(), step, "step {step}: {:?}", m.depends_on);
+        made.push((stamp, set.snapshot.clone()));
+    }
+    let rel = data.strip_prefix("/").unwrap().to_path_buf();
+    for (i, (stamp, snapshot)) in made.iter().enumerate() {
+        let target = t.path(&format!("restored-{i}"));
+        t.cmd()
+            .args([
+                "restore", "--source", "external", "--date", stamp, "--target",
+            ])
+            .args([&target])
+            .status(0);
+        assert_same_tree(&t.root().join(snapshot).join(&rel), &target.join(&rel));
+    }
+    // The newest one, verified through its chain.
+    t.cmd()
+        .args([
+            "restore", "--source", "external", "--date", &made[5].0, "--verify",
+        ])
+        .status(0);
+}
+
+/// Retention never removes a backup that a kept one depends on: with `retention.external` 2 and a chain of four,
+/// all four stay and the newest still restores. (Before this guard, retention counted backups, not chains, and would
+/// have removed the full the newest incremental is built on.)
+#[test]
+fn retention_keeps_the_chain_of_a_kept_backup() {
+    let (t, drive) = incremental_world();
+    let cfg = fs::read_to_string(t.path("config.json"))
+        .unwrap()
+        .replace(r#""external": 5"#, r#""external": 2"#);
+    fs::write(t.path("config.json"), cfg).unwrap();
+    let mut stamps = Vec::new();
+    for i in 0..4 {
+        if i > 0 {
+            t.write(
+                "home/data/projects/p03.txt",
+                content(2000 + i, 333 + i as u64),
+            );
+            collect(&t);
+        }
+        let r = external(&t, &[], 0);
+        assert!(
+            r.destinations[0].removed.is_empty(),
+            "{:?}",
+            r.destinations[0].removed
+        );
+        stamps.push(r.destinations[0].backup.clone().unwrap());
+    }
+    let listed = dbackup::external::layout::list(&drive.join("backups")).unwrap();
+    let names: Vec<&str> = listed.verified().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, stamps.iter().map(String::as_str).collect::<Vec<_>>());
+    let target = t.path("r");
+    t.cmd()
+        .args([
+            "restore", "--source", "external", "--date", &stamps[3], "--target",
+        ])
+        .args([&target])
+        .status(0);
+}
