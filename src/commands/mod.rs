@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod collect;
+pub mod complete;
 pub mod config;
 pub mod external;
 pub mod find;

@@ -19,6 +19,7 @@ mod encryption_restore;
 mod escape;
 mod exclusions;
 mod hostile_drive;
+mod install;
 mod json;
 mod loopdev_attrs;
 mod loopdev_backup;
