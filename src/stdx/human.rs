@@ -34,6 +34,16 @@ pub fn duration(d: Duration) -> String {
     }
 }
 
+/// A time left for people, in whole seconds rounded up: `12s`, `4m 05s`, `2h 03m` (a progress line's ETA).
+pub fn eta(d: Duration) -> String {
+    let s = d.as_secs_f64().ceil();
+    if s < 60.0 {
+        format!("{s:.0}s")
+    } else {
+        duration(Duration::from_secs_f64(s))
+    }
+}
+
 /// An age for people, rounded down: `less than a minute`, `1 minute`, `50 minutes`, `23 hours`, `12 days`. Hours up
 /// to 48, then days. A negative age (dated in the future) reads `in the future`.
 pub fn age_words(age: TimeDelta) -> String {

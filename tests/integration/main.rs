@@ -32,6 +32,7 @@ mod loopdev_restore;
 mod loopdev_udev;
 mod messages;
 mod process;
+mod progress;
 mod report;
 mod restore;
 mod restore_hardening;

@@ -163,6 +163,12 @@ pub const PACKAGES: &[Package] = &[
         why: "systemd-analyze verify resolves the units' Documentation=man:dbackup(1)",
         needed_by: &[Test],
     },
+    Package {
+        deb: "tmux",
+        program: "tmux",
+        why: "the progress test draws collect's progress line in a 60-column terminal and reads the screen",
+        needed_by: &[Test],
+    },
 ];
 
 /// `apt-get update` runs at most once per `cargo xtask` process.
