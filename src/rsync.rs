@@ -580,23 +580,15 @@ pub fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    let parent = rustix::process::getpid();
+    // SAFETY: `pre_exec` itself is unsafe (the closure runs between fork and exec); it makes only async-signal-safe
+    // system calls (prctl, getppid), through rustix's safe wrappers, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                // dbackup died between fork and prctl.
-                libc::_exit(1);
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+            if rustix::process::getppid() != Some(parent) {
+                // dbackup died between fork and prctl: rsync must not run on alone.
+                return Err(io::Error::other("dbackup exited before rsync started"));
             }
             Ok(())
         });

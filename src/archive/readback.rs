@@ -10,7 +10,6 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 
@@ -150,7 +149,7 @@ fn hash_uncached_with(
     {
         let f = dir.open_file(name)?;
         f.sync_all()?;
-        fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
+        fadvise(&f, 0, 0, rustix::fs::Advice::DontNeed);
     }
     if let Ok(mut f) = dir.open_file_with(name, rustix::fs::OFlags::DIRECT) {
         match hash_reader(&mut f, None, progress) {
@@ -160,8 +159,8 @@ fn hash_uncached_with(
         }
     }
     let mut f = dir.open_file(name)?;
-    fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
-    fadvise(&f, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
+    fadvise(&f, 0, 0, rustix::fs::Advice::DontNeed);
+    fadvise(&f, 0, 0, rustix::fs::Advice::Sequential);
     let (n, d) = hash_reader(&mut f, Some(DROP_BEHIND), progress)?;
     Ok((n, d, ReadBackMethod::DroppedCache))
 }
@@ -240,7 +239,7 @@ fn hash_reader(
                 if let Some(step) = drop_behind
                     && total - dropped >= step
                 {
-                    fadvise(f, dropped, total - dropped, libc::POSIX_FADV_DONTNEED);
+                    fadvise(f, dropped, total - dropped, rustix::fs::Advice::DontNeed);
                     dropped = total;
                 }
             }
@@ -251,23 +250,15 @@ fn hash_reader(
             .map_err(|_| io::Error::other("the read-back hasher panicked"))?;
         read_all?;
         if drop_behind.is_some() {
-            fadvise(f, 0, 0, libc::POSIX_FADV_DONTNEED);
+            fadvise(f, 0, 0, rustix::fs::Advice::DontNeed);
         }
         Ok((total, digest))
     })
 }
 
-/// Advice to the kernel about a file's cache; best effort (filesystems may ignore it).
-fn fadvise(f: &File, offset: u64, len: u64, advice: libc::c_int) {
-    // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open for the call's duration.
-    unsafe {
-        libc::posix_fadvise(
-            f.as_raw_fd(),
-            offset as libc::off_t,
-            len as libc::off_t,
-            advice,
-        );
-    }
+/// Advice to the kernel about a file's cache; best effort (filesystems may ignore it). A `len` of 0 means to the end.
+fn fadvise(f: &File, offset: u64, len: u64, advice: rustix::fs::Advice) {
+    let _ = rustix::fs::fadvise(f, offset, std::num::NonZeroU64::new(len), advice);
 }
 
 /// Drops the clean cached pages of a block device (the device under a FUSE filesystem), so that reading a file
@@ -275,7 +266,7 @@ fn fadvise(f: &File, offset: u64, len: u64, advice: libc::c_int) {
 pub fn drop_device_cache(device: &Path) -> io::Result<()> {
     let f = File::open(device)?;
     f.sync_all()?;
-    fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
+    fadvise(&f, 0, 0, rustix::fs::Advice::DontNeed);
     Ok(())
 }
 
