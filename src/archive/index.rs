@@ -19,12 +19,21 @@
 //! - `header_offset` is where the entry's first header block starts in the tar stream (a pax header, if it has one);
 //!   `data_offset` where its content starts. Offsets are in the joined tar stream, before any stage (encryption).
 //! - Files and hard links carry `size` and `sha256` of the content; a hard link's `data_offset` points at the
-//!   content of its first name, so any name can be restored with one seek.
+//!   content of its first name, so any name can be restored with one seek. A hard link to a symlink (`ln -P`,
+//!   `cp -al`, `rsync -H`; stored as GNU tar stores it, a `1` entry naming the symlink's first name) has neither
+//!   `sha256` nor `size`, and its `data_offset` is the symlink's: the target text is the first name's `link`.
 //! - A file stored as a GNU PAX 1.0 sparse member ([`super::sparse`]) also has
-//!   `"sparse":{"stored":N,"stored_sha256":"…"}`: its `size` and `sha256` are still those of the file's content
-//!   (holes read as zeros), `data_offset` is where its map starts, and `stored`/`stored_sha256` are the length and
-//!   hash of the map and data as stored, so that a restore checks what it reads without hashing the holes. A hard
-//!   link to it carries the same record.
+//!   `"sparse":{"stored":N,"stored_sha256":"…"}`: its `size` is the file's, `data_offset` is where its map starts,
+//!   and `stored`/`stored_sha256` are the length and sha256 of what the member stores (the map block, then the data
+//!   segments, without the padding). Its `sha256` is that same digest, the **stored digest**: holes are neither read
+//!   nor hashed, so archiving, verifying and restoring a sparse file cost time in proportion to its data, not its
+//!   size. Every consumer agrees: `verify` and `restore --verify` hash the member as stored; a restore checks the
+//!   bytes it reads; `--compare content` and the comparison of a local snapshot with the index hash a file on disk
+//!   the same way ([`super::sparse::stored_digest_of`]: mapped with `SEEK_DATA`/`SEEK_HOLE` as the writer maps it),
+//!   so a file allocated otherwise counts as changed. Indexes written before this definition give the logical
+//!   content's sha256 there (holes as zeros; it differs from `stored_sha256`), and are checked that way
+//!   ([`IndexEntry::sha256_is_stored`]). A hard link to it carries the same record and sha256. GNU tar's view of
+//!   the archive is unchanged: the digest is the index's alone.
 //! - `xattrs` (an object: name, with `%` and bytes that are not UTF-8 as `%XX`, to the value in standard base64),
 //!   `acl_access` and `acl_default` (ACLs in text form, numeric ids) hold an entry's extended attributes and ACLs,
 //!   as its `SCHILY.*` pax records do ([`super::xattrs`]); left out when it has none (indexes written before they
@@ -102,7 +111,7 @@ pub struct IndexEntry {
     pub mtime_nsec: u32,
     /// Symlink target, or the first name of a hard-linked file.
     pub link: Option<Vec<u8>>,
-    /// Content sha256 (files and hard links).
+    /// Content sha256 (files and hard links to files; `None` for a hard link to a symlink).
     pub sha256: Option<Digest>,
     /// Device numbers (character and block devices).
     pub rdev: Option<(u32, u32)>,
@@ -132,6 +141,13 @@ impl IndexEntry {
     /// The path for messages (non-UTF-8 bytes shown escaped).
     pub fn display_path(&self) -> String {
         crate::stdx::show(&self.path)
+    }
+
+    /// Whether `sha256` is a sparse member's stored digest (over its map and data, see the module's docs), rather
+    /// than the logical content's (every file that is not sparse, and sparse members of older indexes).
+    pub fn sha256_is_stored(&self) -> bool {
+        self.sparse
+            .is_some_and(|r| self.sha256 == Some(r.stored_sha256))
     }
 }
 
@@ -230,7 +246,8 @@ fn decode_name(
 }
 
 impl IndexEntry {
-    fn to_wire(&self) -> WireLine {
+    /// The entry's line; an error for a socket or an `Other` kind, which no index holds.
+    fn to_wire(&self) -> io::Result<WireLine> {
         let (path, path_b64) = encode_name(&self.path);
         let (link, link_b64) = match &self.link {
             Some(l) => encode_name(l),
@@ -266,7 +283,7 @@ impl IndexEntry {
             data_offset: self.data_offset,
             sparse: self.sparse,
         };
-        match self.kind {
+        Ok(match self.kind {
             EntryKind::File => WireLine::File(w),
             EntryKind::Hardlink => WireLine::Hardlink(w),
             EntryKind::Symlink => WireLine::Symlink(w),
@@ -274,7 +291,13 @@ impl IndexEntry {
             EntryKind::Fifo => WireLine::Fifo(w),
             EntryKind::Char => WireLine::Char(w),
             EntryKind::Block => WireLine::Block(w),
-        }
+            EntryKind::Socket | EntryKind::Other(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("a {} has no place in an index", self.kind.word()),
+                ));
+            }
+        })
     }
 
     fn from_wire(kind: EntryKind, w: WireEntry) -> Result<IndexEntry, String> {
@@ -288,7 +311,14 @@ impl IndexEntry {
                 if needs_link { "needs" } else { "has" }
             ));
         }
-        let has_content = matches!(kind, EntryKind::File | EntryKind::Hardlink);
+        // A hard link without a sha256 is a hard link to a symlink: no content, no size, no sparse record.
+        let to_symlink = kind == EntryKind::Hardlink && w.sha256.is_none();
+        if to_symlink && (w.size != 0 || w.sparse.is_some()) {
+            return Err(
+                "a hardlink entry without a sha256 (a link to a symlink) has a size or a sparse record".into(),
+            );
+        }
+        let has_content = kind == EntryKind::File || (kind == EntryKind::Hardlink && !to_symlink);
         if has_content != w.sha256.is_some() {
             return Err(format!(
                 "a {} entry {} a sha256",
@@ -381,7 +411,7 @@ impl<W: Write> IndexWriter<W> {
 
     pub fn entry(&mut self, e: &IndexEntry) -> io::Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &e.to_wire())?;
+        serde_json::to_writer(&mut self.line, &e.to_wire()?)?;
         self.line.push(b'\n');
         self.out.write_all(&self.line)
     }
@@ -397,9 +427,10 @@ impl<W: Write> IndexWriter<W> {
 
     /// The serialized length of an entry's line (for size estimates).
     pub(crate) fn line_len(e: &IndexEntry) -> u64 {
-        serde_json::to_vec(&e.to_wire())
-            .map(|v| v.len() as u64 + 1)
-            .unwrap_or(0)
+        e.to_wire()
+            .ok()
+            .and_then(|w| serde_json::to_vec(&w).ok())
+            .map_or(0, |v| v.len() as u64 + 1)
     }
 }
 

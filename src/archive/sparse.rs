@@ -340,7 +340,8 @@ impl Read for SegmentsReader<'_> {
     }
 }
 
-/// Hashes `n` zero bytes (a hole) into `h`, from a static buffer: the index's sha256 is of the logical content.
+/// Hashes `n` zero bytes (a hole) into `h`, from a static buffer (the logical content's hash of a sparse member,
+/// which indexes written before the stored-bytes digest give).
 pub fn hash_zeros(h: &mut Sha256, mut n: u64) {
     static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
     while n > 0 {
@@ -808,25 +809,30 @@ impl<R: Read> Read for HashingRead<R> {
 }
 
 /// Reads a whole PAX 1.0 member's `stored` bytes from `r` (positioned at its data) for verification: the map, then
-/// the data. Returns the sha256 of the logical content (holes as zeros) and of the stored bytes; `bytes` is told
-/// of every logical byte passed (data and holes).
+/// the data. Returns the sha256 of the stored bytes (what the index's `sha256` of a sparse member is) and, only when
+/// `logical` is asked for (indexes written before that definition gave the logical content's sha256), the sha256 of
+/// the logical content with its holes hashed as zeros; `bytes` is told of every logical byte passed (data and
+/// holes).
 pub fn hash_v1(
     r: &mut dyn Read,
     stored: u64,
     size: u64,
+    logical: bool,
     bytes: &mut dyn FnMut(u64),
-) -> Result<(Digest, Digest), MapError> {
+) -> Result<(Option<Digest>, Digest), MapError> {
     let mut stored_hash = Sha256::new();
     let mut tee = TeeHash {
         inner: r,
         hasher: &mut stored_hash,
     };
     let (map, _) = read_v1_map(&mut tee, stored, size)?;
-    let mut logical = Sha256::new();
+    let mut logical = logical.then(Sha256::new);
     let mut buf = vec![0u8; super::sink::WRITE_BUFFER];
     let mut at = 0u64;
     for s in map.segments() {
-        hash_zeros(&mut logical, s.offset - at);
+        if let Some(h) = logical.as_mut() {
+            hash_zeros(h, s.offset - at);
+        }
         bytes(s.offset - at);
         let mut left = s.len;
         while left > 0 {
@@ -839,15 +845,51 @@ pub fn hash_v1(
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
             };
-            logical.update(&buf[..n]);
+            if let Some(h) = logical.as_mut() {
+                h.update(&buf[..n]);
+            }
             bytes(n as u64);
             left -= n as u64;
         }
         at = s.end();
     }
-    hash_zeros(&mut logical, size - at);
+    if let Some(h) = logical.as_mut() {
+        hash_zeros(h, size - at);
+    }
     bytes(size - at);
-    Ok((Digest::of(logical), Digest::of(stored_hash)))
+    Ok((logical.map(Digest::of), Digest::of(stored_hash)))
+}
+
+/// The sha256 a sparse member of `file` (`size` bytes) would be stored with in an index: over its PAX 1.0 map block
+/// and its data segments ([`detect`] with [`MIN_HOLE_BYTES`], as the archive writer maps it), reading only the
+/// data. `None` when the file is not sparse enough to be stored as a sparse member (it would be stored whole).
+/// `bytes` is told of every logical byte passed. The same file on the same filesystem gives the same map, so a file
+/// restored or kept unchanged since it was archived hashes to the index's value; a filesystem that allocates the
+/// file differently gives another digest (the file then counts as changed, never as unchanged when it is not).
+pub fn stored_digest_of(
+    file: &File,
+    size: u64,
+    bytes: &mut dyn FnMut(u64),
+) -> io::Result<Option<Digest>> {
+    let Some(map) = detect(file, size, MIN_HOLE_BYTES)? else {
+        return Ok(None);
+    };
+    let mut h = Sha256::new();
+    h.update(map.encode_v1());
+    let mut data = SegmentsReader::new(file, &map);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match data.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        bytes(n as u64);
+    }
+    bytes(map.hole_bytes());
+    Ok(Some(Digest::of(h)))
 }
 
 struct TeeHash<'a> {

@@ -19,8 +19,14 @@ pub const BLOCK: u64 = 512;
 /// Archives are padded to a multiple of this (GNU tar's default record size, 20 blocks).
 pub const RECORD: u64 = 10240;
 
-/// What kind of entry an archive member is (the index uses the same names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What kind of entry a backup holds: an archive member, an index line, a snapshot's file, a restore plan's item.
+///
+/// The one kind type of the crate (the archive, its index and the restore engine share it). Serde gives the index's
+/// names (`file`, `hardlink`, `symlink`, `dir`, `fifo`, `char`, `block`); plans and `ls`/`find` print
+/// [`word`](Self::word) instead (`char-device`, `block-device`) through [`serialize_word`](Self::serialize_word).
+/// `Socket` and `Other` are never archived nor indexed: they exist for what a restore is fed (a snapshot's socket,
+/// a tar type flag dbackup does not know), and serde skips them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
     /// A regular file; its content follows the header.
@@ -34,11 +40,19 @@ pub enum EntryKind {
     Char,
     /// A block device.
     Block,
+    /// A Unix socket (a snapshot may hold one; no archive does).
+    #[serde(skip)]
+    Socket,
+    /// Anything else (a tar type flag the restore engine does not know, a sparse member whose map cannot be read,
+    /// ...): `what` says which.
+    #[serde(skip)]
+    Other(&'static str),
 }
 
 impl EntryKind {
-    fn entry_type(self) -> EntryType {
-        match self {
+    /// The tar type flag of the kinds an archive holds; `None` for `Socket` and `Other`.
+    fn entry_type(self) -> Option<EntryType> {
+        Some(match self {
             EntryKind::File => EntryType::Regular,
             EntryKind::Hardlink => EntryType::Link,
             EntryKind::Symlink => EntryType::Symlink,
@@ -46,7 +60,8 @@ impl EntryKind {
             EntryKind::Fifo => EntryType::Fifo,
             EntryKind::Char => EntryType::Char,
             EntryKind::Block => EntryType::Block,
-        }
+            EntryKind::Socket | EntryKind::Other(_) => return None,
+        })
     }
 
     /// The kind of a tar entry type, for readers. `None` for types dbackup never writes.
@@ -63,17 +78,45 @@ impl EntryKind {
         })
     }
 
-    /// The name used in the index and in messages.
+    /// The name used in the index and in the archive's messages (`char`, `block`).
     pub fn name(self) -> &'static str {
         match self {
-            EntryKind::File => "file",
-            EntryKind::Hardlink => "hardlink",
-            EntryKind::Symlink => "symlink",
-            EntryKind::Dir => "dir",
-            EntryKind::Fifo => "fifo",
             EntryKind::Char => "char",
             EntryKind::Block => "block",
+            other => other.word(),
         }
+    }
+
+    /// The word used in restore plans, `ls`/`find` and their messages (`char-device`, `block-device`).
+    pub fn word(self) -> &'static str {
+        match self {
+            EntryKind::File => "file",
+            EntryKind::Dir => "dir",
+            EntryKind::Symlink => "symlink",
+            EntryKind::Hardlink => "hardlink",
+            EntryKind::Fifo => "fifo",
+            EntryKind::Char => "char-device",
+            EntryKind::Block => "block-device",
+            EntryKind::Socket => "socket",
+            EntryKind::Other(what) => what,
+        }
+    }
+
+    pub fn is_dir(self) -> bool {
+        self == EntryKind::Dir
+    }
+
+    /// Serializes the kind as its [`word`](Self::word): `#[serde(serialize_with = "EntryKind::serialize_word")]`
+    /// on the fields of plans and listings.
+    pub fn serialize_word<S: serde::Serializer>(kind: &EntryKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(kind.word())
+    }
+}
+
+impl std::fmt::Display for EntryKind {
+    /// The [`word`](Self::word).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.word())
     }
 }
 
@@ -107,8 +150,15 @@ const MAX_OCTAL_7: u64 = 0o7777777;
 const MAX_OCTAL_11: u64 = 0o77777777777;
 
 /// Appends the header blocks of one entry (pax extension header and its records, if any, then the ustar header)
-/// to `out`. Its length is always a multiple of [`BLOCK`].
-pub fn encode_header(spec: &HeaderSpec<'_>, out: &mut Vec<u8>) {
+/// to `out`. Its length is always a multiple of [`BLOCK`]. A socket or an `Other` kind has no tar type: an error,
+/// and nothing appended.
+pub fn encode_header(spec: &HeaderSpec<'_>, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let Some(entry_type) = spec.kind.entry_type() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a {} cannot be archived", spec.kind.word()),
+        ));
+    };
     let mut path = match spec.sparse {
         Some(_) => super::sparse::fake_name(spec.path),
         None => spec.path.to_vec(),
@@ -197,7 +247,7 @@ pub fn encode_header(spec: &HeaderSpec<'_>, out: &mut Vec<u8>) {
         spec.size
     });
     h.set_mtime(ustar_mtime);
-    h.set_entry_type(spec.kind.entry_type());
+    h.set_entry_type(entry_type);
     if matches!(spec.kind, EntryKind::Char | EntryKind::Block) {
         // Both only fail for old-style headers; this is ustar.
         let _ = h.set_device_major(spec.rdev.0);
@@ -205,6 +255,7 @@ pub fn encode_header(spec: &HeaderSpec<'_>, out: &mut Vec<u8>) {
     }
     h.set_cksum();
     out.extend_from_slice(h.as_bytes());
+    Ok(())
 }
 
 /// Splits a path into ustar `prefix` and `name` (at most 155 and 100 bytes, split at a `/`), or `None` when it
@@ -309,6 +360,28 @@ pub fn trailer_len(offset: u64) -> u64 {
 mod tests {
     use super::*;
 
+    /// The one kind type speaks two vocabularies: serde the index's names, `word` the plans' (`char-device`);
+    /// a socket has no index name and no tar header.
+    #[test]
+    fn entry_kind_names_for_the_index_and_words_for_plans() {
+        let json = |k: EntryKind| serde_json::to_string(&k).unwrap();
+        assert_eq!(json(EntryKind::Char), "\"char\"");
+        assert_eq!(json(EntryKind::Hardlink), "\"hardlink\"");
+        assert_eq!(EntryKind::Char.word(), "char-device");
+        assert_eq!(EntryKind::Block.to_string(), "block-device");
+        assert_eq!(EntryKind::Block.name(), "block");
+        assert_eq!(EntryKind::Other("odd").name(), "odd");
+        assert!(serde_json::to_string(&EntryKind::Socket).is_err());
+        let back: EntryKind = serde_json::from_str("\"fifo\"").unwrap();
+        assert_eq!(back, EntryKind::Fifo);
+        assert!(serde_json::from_str::<EntryKind>("\"socket\"").is_err());
+        let mut s = spec(b"sock");
+        s.kind = EntryKind::Socket;
+        let mut out = Vec::new();
+        assert!(encode_header(&s, &mut out).is_err());
+        assert!(out.is_empty());
+    }
+
     fn spec(path: &[u8]) -> HeaderSpec<'_> {
         HeaderSpec {
             path,
@@ -353,7 +426,7 @@ mod tests {
     #[test]
     fn short_names_need_no_pax_header() {
         let mut out = Vec::new();
-        encode_header(&spec(b"home/u/file"), &mut out);
+        encode_header(&spec(b"home/u/file"), &mut out).unwrap();
         assert_eq!(out.len(), 512);
         assert_eq!(entry_of(&out).0, b"home/u/file");
     }
@@ -364,13 +437,13 @@ mod tests {
         let mut p = dir.clone();
         p.extend_from_slice(b"/file");
         let mut out = Vec::new();
-        encode_header(&spec(&p), &mut out);
+        encode_header(&spec(&p), &mut out).unwrap();
         assert_eq!(out.len(), 512, "fits prefix + name");
         assert_eq!(entry_of(&out).0, p);
 
         let long = vec![b'x'; 300];
         out.clear();
-        encode_header(&spec(&long), &mut out);
+        encode_header(&spec(&long), &mut out).unwrap();
         assert_eq!(
             out.len(),
             1536,
@@ -385,7 +458,7 @@ mod tests {
         s.uid = 5_000_000;
         s.size = 10 << 30;
         let mut out = Vec::new();
-        encode_header(&s, &mut out);
+        encode_header(&s, &mut out).unwrap();
         let (_, size, uid) = entry_of(&out);
         assert_eq!((size, uid), (10 << 30, 5_000_000));
     }

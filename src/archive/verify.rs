@@ -62,8 +62,8 @@ pub enum VerifyProblem {
     #[error("content sha256 is {actual}, the index says {expected}: the content is damaged")]
     Content { expected: Digest, actual: Digest },
     #[error(
-        "it is a hard link to {target}, which is not a file earlier in the archive: a restore could not vouch for \
-         its content"
+        "it is a hard link to {target}, which is not a file or symlink earlier in the archive: a restore could not \
+         vouch for its content"
     )]
     LinkTarget { target: String },
     #[error(
@@ -313,12 +313,20 @@ fn malformed(e: impl std::fmt::Display) -> VerifyProblem {
     VerifyProblem::Malformed(e.to_string())
 }
 
+/// What a hard link may point to, as the archive has it.
+#[derive(Clone, Copy)]
+enum Linked {
+    /// A file: data offset, size, content sha256 and (stored sparse) the sparse record.
+    File(u64, u64, Digest, Option<SparseRecord>),
+    /// A symlink: its data offset (where its content would start; it has none).
+    Symlink(u64),
+}
+
 /// The state of one walk through an archive beside its index.
 struct Walk<'l> {
     links: &'l HardLinkTargets,
-    /// The files hard links point to, as the archive has them: data offset, size, content sha256 and (stored
-    /// sparse) the sparse record.
-    linked: HashMap<Vec<u8>, (u64, u64, Digest, Option<SparseRecord>)>,
+    /// The files and symlinks hard links point to, as the archive has them.
+    linked: HashMap<Vec<u8>, Linked>,
     totals: Totals,
     /// Where the next entry's header must start.
     next_offset: u64,
@@ -385,6 +393,11 @@ impl Walk<'_> {
         } else if ie.kind == EntryKind::File {
             self.check_content(te, ie, data_offset, progress)?;
         }
+        if ie.kind == EntryKind::Symlink && self.links.wants(&ie.path) {
+            // A hard link to a symlink shares nothing but the name it points at: no content to compare.
+            self.linked
+                .insert(ie.path.clone(), Linked::Symlink(data_offset));
+        }
         if ie.kind == EntryKind::Hardlink {
             self.totals.hard_links += 1;
             self.check_link_target(ie)?;
@@ -405,32 +418,32 @@ impl Walk<'_> {
         data_offset: u64,
         progress: &mut dyn Progress,
     ) -> Result<(), VerifyProblem> {
-        let (logical, stored) =
-            sparse::hash_v1(te, record.stored, p.size, &mut |n| progress.bytes(n)).map_err(
-                |e| match e {
-                    sparse::MapError::Io(e) => VerifyProblem::Read(e),
-                    sparse::MapError::Bad(b) => malformed(b),
-                },
-            )?;
+        // The index's sha256 is the stored digest (holes not hashed); an older index's is the logical content's.
+        let old_index = !ie.sha256_is_stored();
+        let (logical, stored) = sparse::hash_v1(te, record.stored, p.size, old_index, &mut |n| {
+            progress.bytes(n)
+        })
+        .map_err(|e| match e {
+            sparse::MapError::Io(e) => VerifyProblem::Read(e),
+            sparse::MapError::Bad(b) => malformed(b),
+        })?;
         if stored != record.stored_sha256 {
             return Err(VerifyProblem::Content {
                 expected: record.stored_sha256,
                 actual: stored,
             });
         }
+        let actual = logical.unwrap_or(stored);
         let Some(expected) = ie.sha256 else {
-            return Err(differs("sha256", "none".into(), logical.to_string()));
+            return Err(differs("sha256", "none".into(), actual.to_string()));
         };
-        if logical != expected {
-            return Err(VerifyProblem::Content {
-                expected,
-                actual: logical,
-            });
+        if actual != expected {
+            return Err(VerifyProblem::Content { expected, actual });
         }
         if self.links.wants(&ie.path) {
             self.linked.insert(
                 ie.path.clone(),
-                (data_offset, p.size, logical, Some(record)),
+                Linked::File(data_offset, p.size, actual, Some(record)),
             );
         }
         self.totals.files += 1;
@@ -462,8 +475,10 @@ impl Walk<'_> {
             return Err(VerifyProblem::Content { expected, actual });
         }
         if self.links.wants(&ie.path) {
-            self.linked
-                .insert(ie.path.clone(), (data_offset, size, actual, None));
+            self.linked.insert(
+                ie.path.clone(),
+                Linked::File(data_offset, size, actual, None),
+            );
         }
         self.totals.files += 1;
         self.totals.file_bytes = self.totals.file_bytes.saturating_add(size);
@@ -471,14 +486,23 @@ impl Walk<'_> {
     }
 
     /// A hard link: the archive's own link (checked equal to the index's) names the file whose content this name
-    /// shares, and the index must point at that file's data, with its size and sha256.
+    /// shares, and the index must point at that file's data, with its size and sha256; or it names a symlink, and
+    /// the index gives it no content (no size, no sha256) and the symlink's data offset.
     fn check_link_target(&self, ie: &IndexEntry) -> Result<(), VerifyProblem> {
         let target = ie.link.clone().unwrap_or_default();
-        let Some(&(offset, tsize, digest, tsparse)) = self.linked.get(&target) else {
-            return Err(VerifyProblem::LinkTarget {
-                target: show(&target),
-            });
+        let (offset, tsize, digest, tsparse) = match self.linked.get(&target) {
+            Some(&Linked::File(offset, size, digest, sparse)) => {
+                (offset, size, Some(digest), sparse)
+            }
+            Some(&Linked::Symlink(offset)) => (offset, 0, None, None),
+            None => {
+                return Err(VerifyProblem::LinkTarget {
+                    target: show(&target),
+                });
+            }
         };
+        let shown_digest =
+            |d: Option<Digest>| d.map(|d| d.to_string()).unwrap_or_else(|| "none".into());
         if ie.data_offset != offset {
             return Err(differs(
                 "data offset",
@@ -493,13 +517,15 @@ impl Walk<'_> {
                 format!("{tsize} (the size of {})", show(&target)),
             ));
         }
-        if ie.sha256 != Some(digest) {
+        if ie.sha256 != digest {
             return Err(differs(
                 "sha256",
-                ie.sha256
-                    .map(|d| d.to_string())
-                    .unwrap_or_else(|| "none".into()),
-                format!("{digest} (the content of {})", show(&target)),
+                shown_digest(ie.sha256),
+                format!(
+                    "{} (the content of {})",
+                    shown_digest(digest),
+                    show(&target)
+                ),
             ));
         }
         if ie.sparse != tsparse {

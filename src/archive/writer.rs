@@ -97,7 +97,7 @@ pub struct ArchiveEstimate {
 pub struct ArchivePlan {
     pub root: PathBuf,
     pub estimate: ArchiveEstimate,
-    /// (dev, ino) of files with more than one name inside this snapshot, sorted. Only these are tracked while
+    /// (dev, ino) of files and symlinks with more than one name inside this snapshot, sorted. Only these are tracked while
     /// writing, so memory stays small even though every file of a hard-linked snapshot has nlink > 1.
     linked: Vec<(u64, u64)>,
 }
@@ -289,9 +289,9 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
         return Err(ArchiveError::NotADirectory { path: root.into() });
     }
     let mut est = ArchiveEstimate::default();
-    // (dev, ino, content size, stored size) of every file with nlink > 1: 32 bytes each, dropped at the end of the
-    // scan.
-    let mut multi: Vec<(u64, u64, u64, u64)> = Vec::new();
+    // (dev, ino, content size, stored size, is a file) of every file and symlink with nlink > 1 (`ln -P`, `cp -al`
+    // and `rsync -H` make hard-linked symlinks): a few dozen bytes each, dropped at the end of the scan.
+    let mut multi: Vec<(u64, u64, u64, u64, bool)> = Vec::new();
     let mut header = Vec::with_capacity(4096);
     let mut offset = 0u64;
     for step in walk(root) {
@@ -316,6 +316,9 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
                     continue;
                 }
             }
+            if w.meta.nlink() > 1 {
+                multi.push((w.meta.dev(), w.meta.ino(), 0, 0, false));
+            }
         }
         // (An error is warned about when writing.)
         e.attrs = xattrs::read(&w.full).ok().flatten();
@@ -330,11 +333,16 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
             est.files += 1;
             est.file_bytes += e.size;
             if w.meta.nlink() > 1 {
-                multi.push((w.meta.dev(), w.meta.ino(), e.size, stored_len(&e)));
+                multi.push((w.meta.dev(), w.meta.ino(), e.size, stored_len(&e), true));
             }
         }
         header.clear();
-        tarfmt::encode_header(&header_spec(&e), &mut header);
+        tarfmt::encode_header(&header_spec(&e), &mut header).map_err(|source| {
+            ArchiveError::Read {
+                path: w.full.clone(),
+                source,
+            }
+        })?;
         e.header_offset = offset;
         e.data_offset = offset + header.len() as u64;
         if kind == EntryKind::File {
@@ -353,8 +361,10 @@ pub fn scan(root: &Path, progress: &mut dyn Progress) -> Result<ArchivePlan, Arc
             linked.push((group[0].0, group[0].1));
             let extra = group.len() as u64 - 1;
             est.hard_links += extra;
-            est.files -= extra;
-            est.file_bytes -= extra * group[0].2;
+            if group[0].4 {
+                est.files -= extra;
+                est.file_bytes -= extra * group[0].2;
+            }
             // A link has no content; its header is about the size of the file's (the link target may need a
             // pax record the file did not, so this is an estimate by a block or two per link).
             offset -= extra * (group[0].3 + tarfmt::padding(group[0].3));
@@ -380,13 +390,26 @@ impl IntoVecBytes for std::ffi::OsString {
     }
 }
 
-/// The first name of a hard-linked file, for its later names.
+/// The first name of a hard-linked file or symlink, for its later names.
 struct FirstName {
     path: Vec<u8>,
     size: u64,
-    sha256: Digest,
+    /// `None` for a symlink: a hard link to one has no content (the index line carries no sha256).
+    sha256: Option<Digest>,
     data_offset: u64,
     sparse: Option<SparseRecord>,
+}
+
+impl FirstName {
+    /// `e`, a later name of the same inode, as a hard link to this first name (GNU tar's `1` entry: a hard link to a
+    /// symlink is one too, as `tar` writes it and `linkat` recreates it).
+    fn link(&self, e: &mut IndexEntry) {
+        e.kind = EntryKind::Hardlink;
+        e.link = Some(self.path.clone());
+        e.size = self.size;
+        e.sha256 = self.sha256;
+        e.sparse = self.sparse;
+    }
 }
 
 /// Streams the tar bytes to a writer thread in [`WRITE_BUFFER`]-sized blocks; the thread runs the stage and sink, so
@@ -595,7 +618,8 @@ impl Pipeline {
         map: &SparseMap,
         progress: &mut dyn Progress,
     ) -> Result<(Digest, SparseRecord), ArchiveError> {
-        let mut logical = Sha256::new();
+        // Only what is stored is hashed (the map and the data): the holes are neither read nor hashed, so the
+        // cost follows the data, not the size. The index's `sha256` of a sparse member is this digest.
         let mut stored = Sha256::new();
         let block = map.encode_v1();
         stored.update(&block);
@@ -603,7 +627,6 @@ impl Pipeline {
         let mut data = sparse::SegmentsReader::new(file, map);
         let mut at = 0u64;
         for seg in map.segments() {
-            sparse::hash_zeros(&mut logical, seg.offset - at);
             progress.bytes(seg.offset - at);
             let mut left = seg.len;
             while left > 0 {
@@ -629,7 +652,6 @@ impl Pipeline {
                         });
                     }
                 };
-                logical.update(&dst[..n]);
                 stored.update(&dst[..n]);
                 self.block.len += n;
                 self.offset += n as u64;
@@ -638,7 +660,6 @@ impl Pipeline {
             }
             at = seg.offset + seg.len;
         }
-        sparse::hash_zeros(&mut logical, map.size() - at);
         progress.bytes(map.size() - at);
         match file.metadata() {
             Ok(m) if m.size() == map.size() => {}
@@ -655,11 +676,12 @@ impl Pipeline {
                 });
             }
         }
+        let digest = Digest::of(stored);
         Ok((
-            Digest::of(logical),
+            digest,
             SparseRecord {
                 stored: block.len() as u64 + map.data_bytes(),
-                stored_sha256: Digest::of(stored),
+                stored_sha256: digest,
             },
         ))
     }
@@ -726,8 +748,8 @@ impl IndexOut {
 /// Writes the snapshot of `plan` as a tar stream to `archive` and its index to `index`, through `options.stage`.
 ///
 /// Entries are the snapshot's contents relative to its root, in [`scan`]'s order; the root itself is not an entry.
-/// Symlinks are stored, never followed; files with several names in the snapshot are stored once and then as
-/// hard links; FIFOs and devices are stored; sockets are skipped with a warning, as are files that vanish or
+/// Symlinks are stored, never followed; files and symlinks with several names in the snapshot are stored once and
+/// then as hard links (a hard link to a symlink as GNU tar writes it); FIFOs and devices are stored; sockets are skipped with a warning, as are files that vanish or
 /// cannot be opened. A file that changes size while read is an error.
 ///
 /// On error nothing is finished: no end-of-archive blocks, no `end` line, nothing fsynced. What was written must
@@ -796,6 +818,7 @@ pub fn write_archive(
         let mut map = None;
         let key = (w.meta.dev(), w.meta.ino());
         match kind {
+            EntryKind::Symlink if first_names.contains_key(&key) => first_names[&key].link(&mut e),
             EntryKind::Symlink => match std::fs::read_link(&w.full) {
                 Ok(t) => e.link = Some(t.into_os_string().into_vec_bytes()),
                 Err(err) => {
@@ -811,11 +834,7 @@ pub fn write_archive(
             },
             EntryKind::File => {
                 if let Some(first) = first_names.get(&key) {
-                    e.kind = EntryKind::Hardlink;
-                    e.link = Some(first.path.clone());
-                    e.size = first.size;
-                    e.sha256 = Some(first.sha256);
-                    e.sparse = first.sparse;
+                    first.link(&mut e);
                 } else {
                     match File::open(&w.full) {
                         Ok(f) => {
@@ -877,7 +896,12 @@ pub fn write_archive(
         };
 
         header_buf.clear();
-        tarfmt::encode_header(&header_spec(&e), &mut header_buf);
+        tarfmt::encode_header(&header_spec(&e), &mut header_buf).map_err(|source| {
+            ArchiveError::Read {
+                path: w.full.clone(),
+                source,
+            }
+        })?;
         e.header_offset = out.offset;
         out.write(&header_buf)?;
         e.data_offset = out.offset;
@@ -901,12 +925,27 @@ pub fn write_archive(
                     FirstName {
                         path: e.path.clone(),
                         size: e.size,
-                        sha256: digest,
+                        sha256: Some(digest),
                         data_offset: e.data_offset,
                         sparse: e.sparse,
                     },
                 );
             }
+        }
+        if e.kind == EntryKind::Symlink
+            && w.meta.nlink() > 1
+            && plan.linked.binary_search(&key).is_ok()
+        {
+            first_names.insert(
+                key,
+                FirstName {
+                    path: e.path.clone(),
+                    size: 0,
+                    sha256: None,
+                    data_offset: e.data_offset,
+                    sparse: None,
+                },
+            );
         }
         if e.kind == EntryKind::Hardlink {
             e.data_offset = first_names[&key].data_offset;

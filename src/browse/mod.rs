@@ -20,7 +20,7 @@ use crate::archive::index::{IndexReader, read_line_bounded};
 use crate::archive::{ArchiveFiles, Keys};
 use crate::restore::catalog::{self, Drive};
 use crate::restore::content::entry_of_index;
-use crate::restore::engine::source::Snapshot;
+use crate::restore::engine::source::SnapshotTree;
 use crate::restore::index_search::{SortedIndex, is_under, parse_line};
 use crate::restore::keys::{Ask, KeyRing};
 use crate::restore::list::Kept;
@@ -222,7 +222,7 @@ pub fn ls(
             if !name.is_empty() {
                 match idx.find(name)? {
                     None => return Ok(None),
-                    Some(e) if e.kind != crate::archive::EntryKind::Dir => {
+                    Some(e) if e.kind != EntryKind::Dir => {
                         return Ok(Some(vec![entry(&e)]));
                     }
                     Some(_) => {}
@@ -281,7 +281,7 @@ pub fn ls(
                 }
             }
             let mut out = Vec::new();
-            for e in Snapshot::new(root).entries(rel) {
+            for e in SnapshotTree::new(root).entries(rel) {
                 let e = e.map_err(|e| BrowseError::Other(format!("{}: {e}", b.label())))?;
                 if depth(&e.name) > depth(name) && below(&e.name) {
                     out.push(as_file(root, e));
@@ -351,7 +351,7 @@ pub fn find(
             }
         }
         Content::Snapshot(root) => {
-            for e in Snapshot::new(root).entries(Path::new("")) {
+            for e in SnapshotTree::new(root).entries(Path::new("")) {
                 let e = e.map_err(|e| BrowseError::Other(format!("{}: {e}", b.label())))?;
                 if pattern.matches(&e.name) {
                     f(as_file(root, e));
@@ -365,6 +365,8 @@ pub fn find(
 /// One entry as `ls` and `find` print it (JSON).
 #[derive(Debug, Clone, Serialize)]
 pub struct Shown {
+    /// Its [`EntryKind::word`] (`char-device`, not the index's `char`).
+    #[serde(serialize_with = "EntryKind::serialize_word")]
     pub kind: EntryKind,
     /// Octal permission bits (`0644`).
     pub mode: String,

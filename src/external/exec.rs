@@ -371,6 +371,7 @@ fn write_backup(
     // Every archive and index read back and matched: record what this backup is.
     let meta = BackupMeta {
         format: layout::BACKUP_FORMAT,
+        depends_on: Vec::new(),
         stamp: plan.stamp.clone(),
         destination: d.name.clone(),
         host: plan.host.clone(),
@@ -543,6 +544,8 @@ fn write_set(
     };
     let rec = SetRecord {
         set: a.set.clone(),
+        kind: Default::default(),
+        base: None,
         snapshot: a.snapshot.clone(),
         snapshot_complete: meta.is_none_or(|m| m.is_complete()),
         snapshot_finished: meta.map(|m| m.finished),

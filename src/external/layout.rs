@@ -179,10 +179,33 @@ pub struct FileRecord {
     pub sha256: Digest,
 }
 
+/// Whether a set's archive holds everything (`full`) or only what changed since the backup `base` names
+/// (`incremental`, whose index is still a complete manifest pointing into earlier archives of its chain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveKind {
+    /// Absent in `backup.json` (every backup written before incrementals): full.
+    #[default]
+    Full,
+    Incremental,
+}
+
+impl ArchiveKind {
+    pub fn is_full(&self) -> bool {
+        *self == ArchiveKind::Full
+    }
+}
+
 /// One set in a backup, as `backup.json` records it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SetRecord {
     pub set: String,
+    /// `full` (the default when absent) or `incremental`.
+    #[serde(default)]
+    pub kind: ArchiveKind,
+    /// The stamp of the backup an incremental is based on (none for a full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
     /// The local snapshot that was archived (`<set>-<stamp>`).
     pub snapshot: String,
     /// Whether that snapshot was complete (false only with `--allow-incomplete`).
@@ -273,6 +296,10 @@ pub struct BackupMeta {
     /// The `system/` folder: the recovery kit and partition images (`crate::image`), when written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<crate::image::SystemRecord>,
+    /// Every other backup (stamp) whose archives this backup's manifests point into: it cannot be restored without
+    /// them, so retention keeps them as long as it keeps this one. Empty for a backup of full archives only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 impl BackupMeta {
@@ -411,6 +438,26 @@ impl BackupMeta {
             .enumerate()
             {
                 sums[k] = add(sums[k], n, &|| format!("sets[{i}].{field}"))?;
+            }
+        }
+        // Chains: every stamp named is a stamp (a plain name of `backups/`), never the backup itself.
+        let stamps = self
+            .sets
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((format!("sets[{i}].base"), s.base.as_ref()?)))
+            .chain(
+                self.depends_on
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (format!("depends_on[{i}]"), d)),
+            );
+        for (field, stamp) in stamps {
+            if snapshot::parse_stamp(stamp).is_none() || *stamp == self.stamp {
+                return Err(format!(
+                    "{field} \"{}\" is not the stamp of another backup (YYYY-MM-DD-HHMMSS)",
+                    show(stamp.as_bytes())
+                ));
             }
         }
         // The `system/` folder (crate::image): plain names, sizes within bounds.
@@ -788,6 +835,7 @@ pub(crate) mod tests {
         let now = chrono::Local::now().fixed_offset();
         BackupMeta {
             format: BACKUP_FORMAT,
+            depends_on: Vec::new(),
             stamp: stamp.into(),
             destination: "T9".into(),
             host: "ws".into(),
@@ -810,6 +858,8 @@ pub(crate) mod tests {
                 .iter()
                 .map(|s| SetRecord {
                     set: s.to_string(),
+                    kind: Default::default(),
+                    base: None,
                     snapshot: format!("{s}-{stamp}"),
                     snapshot_complete: true,
                     snapshot_finished: None,
@@ -1066,5 +1116,45 @@ pub(crate) mod tests {
                 .to_string()
                 .contains("format 2")
         );
+    }
+
+    /// The chain fields (`kind`, `base`, `depends_on`): absent in older metadata they mean a full backup depending on
+    /// nothing; present they round-trip; a `depends_on` or `base` that is not another backup's stamp is refused.
+    #[test]
+    fn chain_fields_default_round_trip_and_are_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join(METADATA_FILE);
+        let mut m = meta("2025-04-02-000000", &["data"]);
+        let mut v = serde_json::to_value(&m).unwrap();
+        v["sets"][0].as_object_mut().unwrap().remove("kind");
+        assert!(
+            v.get("depends_on").is_none(),
+            "empty depends_on is not written"
+        );
+        fs::write(&p, v.to_string()).unwrap();
+        let old = read_metadata(&p).unwrap();
+        assert_eq!(old.sets[0].kind, ArchiveKind::Full);
+        assert_eq!(
+            (old.sets[0].base.as_deref(), old.depends_on.len()),
+            (None, 0)
+        );
+
+        m.sets[0].kind = ArchiveKind::Incremental;
+        m.sets[0].base = Some("2025-04-01-000000".into());
+        m.depends_on = vec!["2025-04-01-000000".into()];
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["sets"][0]["kind"], "incremental");
+        assert_eq!(v["depends_on"][0], "2025-04-01-000000");
+        fs::write(&p, v.to_string()).unwrap();
+        assert_eq!(read_metadata(&p).unwrap(), m);
+
+        for bad in ["../2025-04-01-000000", "2025-04-02-000000", "latest"] {
+            let mut b = m.clone();
+            b.depends_on = vec![bad.into()];
+            assert!(b.check().unwrap_err().contains("depends_on[0]"), "{bad}");
+            let mut b = m.clone();
+            b.sets[0].base = Some(bad.into());
+            assert!(b.check().unwrap_err().contains("sets[0].base"), "{bad}");
+        }
     }
 }

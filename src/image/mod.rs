@@ -360,6 +360,7 @@ fn write_create(
     )?;
     let meta = BackupMeta {
         format: drive_layout::BACKUP_FORMAT,
+        depends_on: Vec::new(),
         stamp: plan.stamp.clone(),
         destination: dest.name.clone(),
         host: media::hostname(),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::engine::entry::{EntryKind, Mtime, RestoreEntry, show};
 use super::engine::safety::{self, RelPath};
-use super::engine::source::Snapshot;
+use super::engine::source::SnapshotTree;
 use super::engine::tarscan::{HeaderCounts, Owners, Scanner};
 use super::index_search::{SearchError, SortedIndex, is_under};
 use super::{Action, Applier, Plan, RestoreError};
@@ -116,6 +116,8 @@ enum Shared {
         data: u64,
         size: u64,
         sha256: Option<[u8; 32]>,
+        /// `sha256` is a sparse member's stored digest ([`RestoreEntry::sha256_stored`]).
+        sha256_stored: bool,
         sparse: Option<SparseLoc>,
     },
     /// A symlink's target, its mode, owner and mtime.
@@ -131,6 +133,7 @@ impl Shared {
                 data: e.locator.unwrap_or(0),
                 size: e.size,
                 sha256: e.sha256,
+                sha256_stored: e.sha256_stored,
                 sparse,
             },
         }
@@ -189,22 +192,9 @@ impl Gathered {
 /// Lines of the index read at most when looking for the names near a missing one.
 const NEAR_SCAN_LIMIT: usize = 100_000;
 
-/// The engine's kind for an index (or archive writer) kind.
-pub fn kind_of_index(k: archive::EntryKind) -> EntryKind {
-    match k {
-        archive::EntryKind::File => EntryKind::File,
-        archive::EntryKind::Hardlink => EntryKind::Hardlink,
-        archive::EntryKind::Symlink => EntryKind::Symlink,
-        archive::EntryKind::Dir => EntryKind::Dir,
-        archive::EntryKind::Fifo => EntryKind::Fifo,
-        archive::EntryKind::Char => EntryKind::CharDevice,
-        archive::EntryKind::Block => EntryKind::BlockDevice,
-    }
-}
-
 /// The engine's entry for an index line: content at `data_offset`, checked against the index's sha256.
 pub fn entry_of_index(e: &IndexEntry) -> RestoreEntry {
-    let kind = kind_of_index(e.kind);
+    let kind = e.kind;
     let file = kind == EntryKind::File;
     RestoreEntry {
         name: e.path.clone(),
@@ -216,6 +206,7 @@ pub fn entry_of_index(e: &IndexEntry) -> RestoreEntry {
         size: if file { e.size } else { 0 },
         link: e.link.clone(),
         sha256: if file { e.sha256.map(|d| d.0) } else { None },
+        sha256_stored: file && e.sha256_is_stored(),
         locator: Some(e.data_offset),
         attrs: e.attrs.clone(),
     }
@@ -400,7 +391,7 @@ impl SetContent {
                         }
                     }
                     let under = Path::new(std::ffi::OsStr::from_bytes(sel.name.as_bytes()));
-                    for e in Snapshot::new(root).entries(under) {
+                    for e in SnapshotTree::new(root).entries(under) {
                         let mut e = e.map_err(|e| ContentError::Io {
                             path: root.display().to_string(),
                             source: io::Error::other(e.to_string()),
@@ -443,9 +434,7 @@ impl SetContent {
                         })?;
                         // What is restored under a directory is exactly what the archive holds there.
                         let dir = sel.name.is_root()
-                            || run
-                                .first()
-                                .is_some_and(|e| e.kind == archive::EntryKind::Dir);
+                            || run.first().is_some_and(|e| e.kind == EntryKind::Dir);
                         if dir {
                             check.run(&sel.name, &run)?;
                         }
@@ -501,7 +490,7 @@ impl SetContent {
         match self {
             SetContent::Snapshot { root } => {
                 let base = root.join(std::ffi::OsStr::from_bytes(sel.strip.as_bytes()));
-                let snap = Snapshot::new(base);
+                let snap = SnapshotTree::new(base);
                 for item in plan.items.iter().filter(|i| !i.implicit) {
                     if item.needs_content() {
                         let file =
@@ -532,7 +521,7 @@ impl SetContent {
         let SetContent::Snapshot { root } = self else {
             unreachable!("archives are verified by the archive verifier")
         };
-        for e in Snapshot::new(root).entries(Path::new("")) {
+        for e in SnapshotTree::new(root).entries(Path::new("")) {
             let e = e.map_err(|e| ContentError::Io {
                 path: root.display().to_string(),
                 source: io::Error::other(e.to_string()),
@@ -690,7 +679,7 @@ fn in_archive(e: RestoreError, label: &str) -> RestoreError {
 /// An index line as an archive entry. A hard link's content is not taken from its own line: see
 /// [`RunCheck::link_outside`].
 fn arch_entry(e: IndexEntry) -> ArchEntry {
-    let sparse = (e.kind == archive::EntryKind::File)
+    let sparse = (e.kind == EntryKind::File)
         .then(|| sparse_of_index(&e))
         .flatten();
     ArchEntry {
@@ -750,6 +739,7 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
                     data: offset,
                     size,
                     sha256,
+                    sha256_stored,
                     sparse: shared_sparse,
                 }),
             ) => {
@@ -757,6 +747,7 @@ fn take(out: &mut Gathered, sel: &Selection, a: ArchEntry) {
                 entry.link = None;
                 entry.size = size;
                 entry.sha256 = sha256;
+                entry.sha256_stored = sha256_stored;
                 data = offset;
                 sparse = shared_sparse;
             }
@@ -791,12 +782,12 @@ fn lookup_index(idx: &mut SortedIndex, name: &RelPath) -> Result<Lookup, Content
         return Ok(Lookup::Found(EntryKind::Dir));
     }
     if let Some(e) = idx.find(name.as_bytes())? {
-        return Ok(Lookup::Found(kind_of_index(e.kind)));
+        return Ok(Lookup::Found(e.kind));
     }
     let mut deepest = RelPath::root();
     for anc in name.ancestors() {
         match idx.find(anc.as_bytes())? {
-            Some(e) if e.kind == archive::EntryKind::Dir => deepest = anc,
+            Some(e) if e.kind == EntryKind::Dir => deepest = anc,
             _ => break,
         }
     }
@@ -826,7 +817,7 @@ fn lookup_index(idx: &mut SortedIndex, name: &RelPath) -> Result<Lookup, Content
 /// mtime and link target. Leaves the reader just after the header (at the file's data).
 fn check_header(r: &mut archive::ArchiveReader, ie: &IndexEntry) -> Result<(), HeaderError> {
     let len = match ie.kind {
-        archive::EntryKind::File => ie
+        EntryKind::File => ie
             .data_offset
             .checked_sub(ie.header_offset)
             .filter(|l| *l >= 512 && *l <= MAX_HEADER_BYTES && l % 512 == 0)
@@ -838,7 +829,7 @@ fn check_header(r: &mut archive::ArchiveReader, ie: &IndexEntry) -> Result<(), H
             })?,
         // A hard link's data offset is its first name's: enough for a pax header (with its attribute records)
         // and the header itself.
-        archive::EntryKind::Hardlink => {
+        EntryKind::Hardlink => {
             let mut records = Vec::new();
             if let Some(a) = &ie.attrs {
                 a.pax_records(&mut records);
@@ -858,7 +849,7 @@ fn check_header(r: &mut archive::ArchiveReader, ie: &IndexEntry) -> Result<(), H
     match r.by_ref().take(len).read_to_end(&mut bytes) {
         Ok(_) => compare_header(bytes, ie, len).map_err(HeaderError::Mismatch),
         // An entry without content read a margin past its header: what was read before the error may be enough.
-        Err(e) if ie.kind != archive::EntryKind::File && !bytes.is_empty() => {
+        Err(e) if ie.kind != EntryKind::File && !bytes.is_empty() => {
             compare_header(bytes, ie, len).map_err(|_| HeaderError::Read(e))
         }
         Err(e) => Err(HeaderError::Read(e)),
@@ -875,7 +866,7 @@ enum HeaderError {
 
 /// Compares the header bytes read at an index entry's header offset (`len` wanted) with the index.
 pub(crate) fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> Result<(), String> {
-    if ie.kind == archive::EntryKind::File && bytes.len() as u64 != len {
+    if ie.kind == EntryKind::File && bytes.len() as u64 != len {
         return Err("the archive ends inside it: it is truncated".into());
     }
     bytes.resize(bytes.len().div_ceil(512) * 512, 0);
@@ -889,7 +880,7 @@ pub(crate) fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> R
     let got = RestoreEntry::from_tar(&mut te)
         .map_err(|e| e.to_string())?
         .ok_or("no entry header there")?;
-    if ie.kind == archive::EntryKind::File && te.raw_file_position() != len {
+    if ie.kind == EntryKind::File && te.raw_file_position() != len {
         return Err(format!(
             "its data starts at {}, the index says {}",
             ie.header_offset + te.raw_file_position(),
@@ -899,7 +890,7 @@ pub(crate) fn compare_header(mut bytes: Vec<u8>, ie: &IndexEntry, len: u64) -> R
     compare_entry(&got, ie)?;
     // What the member stores: a file's content, or a sparse member's map and data.
     let stored = ie.sparse.map_or(ie.size, |r| r.stored);
-    if ie.kind == archive::EntryKind::File && te.size() != stored {
+    if ie.kind == EntryKind::File && te.size() != stored {
         return Err(format!(
             "it stores {} bytes, the index says {stored}{}",
             te.size(),
@@ -1098,7 +1089,7 @@ impl RunCheck<'_> {
                             problem = Some((ie.path.clone(), what));
                             break;
                         }
-                        let offset = if ie.kind == archive::EntryKind::Hardlink {
+                        let offset = if ie.kind == EntryKind::Hardlink {
                             Ok(())
                         } else if data != ie.data_offset {
                             Err(format!(
@@ -1139,7 +1130,8 @@ impl RunCheck<'_> {
     /// A hard link whose first name is not restored with it becomes a copy of that file's content: the file's own
     /// index line is found and checked against its header in the archive, and must agree with the link's line
     /// (data offset, size, sha256). The content then comes from where the archive's header for that file puts it,
-    /// never from an offset only the hard link's line gives. Other entries pass through.
+    /// never from an offset only the hard link's line gives. A hard link to a symlink becomes a symlink of its own,
+    /// with the target the symlink's checked header gives. Other entries pass through.
     fn link_outside(
         &mut self,
         idx: &mut SortedIndex,
@@ -1149,7 +1141,7 @@ impl RunCheck<'_> {
         let Some(line) = a.index.as_ref() else {
             return Ok(a);
         };
-        if line.kind != archive::EntryKind::Hardlink {
+        if line.kind != EntryKind::Hardlink {
             return Ok(a);
         }
         let Some(target) = line
@@ -1173,11 +1165,11 @@ impl RunCheck<'_> {
                 ),
             ));
         };
-        if t.kind != archive::EntryKind::File {
+        if !matches!(t.kind, EntryKind::File | EntryKind::Symlink) {
             return Err(self.mismatch(
                 &path,
                 format!(
-                    "the hard link {shown} points to {}, which is a {}, not a file",
+                    "the hard link {shown} points to {}, which is a {}, not a file or a symlink",
                     t.display_path(),
                     t.kind.name()
                 ),
@@ -1223,10 +1215,17 @@ impl RunCheck<'_> {
                 ));
             }
         }
+        if t.kind == EntryKind::Symlink {
+            // A hard link to a symlink: a symlink of its own, with the target the archive's header gives (checked
+            // equal to the index's line above).
+            a.shared = Some(Shared::Symlink(entry_of_index(&t)));
+            return Ok(a);
+        }
         a.shared = Some(Shared::Content {
             data: t.data_offset,
             size: t.size,
             sha256: t.sha256.map(|d| d.0),
+            sha256_stored: t.sha256_is_stored(),
             sparse: sparse_of_index(&t),
         });
         a.content = Some(t);

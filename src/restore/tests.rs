@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
 use super::engine::apply::TEMP_PREFIX;
-use super::engine::source::{self, Snapshot};
+use super::engine::source::{self, SnapshotTree};
 use super::*;
 use crate::exit::Exit;
 
@@ -348,7 +348,7 @@ fn restore_tar(bytes: &[u8], target: &Path, opts: RestoreOptions) -> (Plan, Summ
 }
 
 fn restore_snapshot(src: &Path, target: &Path, opts: RestoreOptions) -> (Plan, Summary) {
-    let snap = Snapshot::new(src);
+    let snap = SnapshotTree::new(src);
     let mut planner = Planner::new(target, opts).unwrap();
     snap.plan(Path::new(""), &mut planner).unwrap();
     let plan = planner.finish();
@@ -1034,7 +1034,7 @@ fn a_contents_first_listing_still_gives_directories_their_metadata() {
     let src = env.base.join("src");
     make_tree(&src, Path::new("/nonexistent"));
     // Feed the walk in contents-first order: every directory after what it holds.
-    let mut entries: Vec<RestoreEntry> = Snapshot::new(&src)
+    let mut entries: Vec<RestoreEntry> = SnapshotTree::new(&src)
         .entries(Path::new(""))
         .map(Result::unwrap)
         .collect();
@@ -1050,7 +1050,7 @@ fn a_contents_first_listing_still_gives_directories_their_metadata() {
         "every implicit directory was claimed by its entry"
     );
     // Applied in the same contents-first order.
-    let snap = Snapshot::new(&src);
+    let snap = SnapshotTree::new(&src);
     let mut applier = Applier::new(&plan).unwrap();
     for e in &entries {
         if e.kind == EntryKind::File {

@@ -32,9 +32,7 @@ use super::select::abs_of;
 use crate::archive::crypt::age_read_error;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
-use crate::archive::{
-    self, ArchiveFiles, Digest, HardLinkTargets, Keys, Progress, verify_archive_with,
-};
+use crate::archive::{ArchiveFiles, Digest, HardLinkTargets, Keys, Progress, verify_archive_with};
 use crate::snapshot::Snapshot;
 use crate::ui::Ui;
 
@@ -215,10 +213,9 @@ struct Watch<'a> {
 }
 
 impl Progress for Watch<'_> {
-    fn entry(&mut self, path: &[u8], kind: archive::EntryKind, size: u64) {
-        let k = super::content::kind_of_index(kind);
+    fn entry(&mut self, path: &[u8], kind: EntryKind, size: u64) {
         if self.refused.is_none()
-            && let Some(why) = refusal(path, k)
+            && let Some(why) = refusal(path, kind)
         {
             self.refused = Some((super::engine::entry::show(path), why));
         }
@@ -981,7 +978,8 @@ fn scan_archive(
 }
 
 /// A drive backup's index by path: kind, size and sha256 of each entry.
-pub type IndexMap = HashMap<Vec<u8>, (archive::EntryKind, u64, Option<Digest>)>;
+/// Path -> (type, size, sha256, whether the sha256 is a sparse member's stored digest).
+pub type IndexMap = HashMap<Vec<u8>, (EntryKind, u64, Option<Digest>, bool)>;
 
 /// Reads a drive backup's index into an [`IndexMap`].
 pub fn load_index(index: &ArchiveFiles) -> Result<IndexMap, String> {
@@ -990,7 +988,8 @@ pub fn load_index(index: &ArchiveFiles) -> Result<IndexMap, String> {
         IndexReader::new(io::BufReader::with_capacity(1 << 20, r)).map_err(|e| e.to_string())?;
     let mut out = HashMap::new();
     while let Some(e) = reader.next_entry().map_err(|e| e.to_string())? {
-        out.insert(e.path, (e.kind, e.size, e.sha256));
+        let stored = e.sha256_is_stored();
+        out.insert(e.path, (e.kind, e.size, e.sha256, stored));
     }
     Ok(out)
 }
@@ -1177,8 +1176,17 @@ pub fn verify_snapshot(
         let linked_symlink = e.kind == EntryKind::Hardlink
             && std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
         if matches!(e.kind, EntryKind::File | EntryKind::Hardlink) && !linked_symlink {
+            // A file the backup stored as a sparse member is hashed as it was stored (its map and data: the
+            // holes are not read), the index's digest of it.
+            let sparse_digest = matches!(want, Some(Some((_, _, _, true))));
             let hashed = (|| -> io::Result<(u64, Digest)> {
                 let mut f = open_nofollow(&path)?;
+                if sparse_digest {
+                    let len = f.metadata()?.len();
+                    let d = crate::archive::sparse::stored_digest_of(&f, len, &mut |n| bar(n))?;
+                    // Not sparse any more: no digest can match the index's.
+                    return Ok((len, d.unwrap_or(Digest([0; 32]))));
+                }
                 let mut h = Sha256::new();
                 let mut total = 0u64;
                 loop {
@@ -1196,7 +1204,7 @@ pub fn verify_snapshot(
                 Ok((len, got)) => {
                     report.files += 1;
                     report.bytes = report.bytes.saturating_add(len);
-                    if let Some(Some((_, size, Some(sha)))) = want
+                    if let Some(Some((_, size, Some(sha), _))) = want
                         && (size != len || sha != got)
                     {
                         problems.push(at(

@@ -21,6 +21,7 @@ mod exclusions;
 mod hostile_drive;
 mod install;
 mod json;
+mod linked_symlinks;
 mod loopdev_attrs;
 mod loopdev_backup;
 mod loopdev_encryption;

@@ -983,6 +983,8 @@ fn hostile_drive(t: &Test, entries: &[Vec<u8>]) -> PathBuf {
     };
     let set = SetRecord {
         set: "evil".into(),
+        kind: Default::default(),
+        base: None,
         snapshot: "evil-2025-04-01-031500".into(),
         snapshot_complete: true,
         snapshot_finished: None,

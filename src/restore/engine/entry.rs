@@ -1,64 +1,16 @@
 //! What the restore engine is fed: one entry of a backup (from a tar archive or a snapshot walk) with its metadata.
 
-use std::fmt;
 use std::fs::Metadata;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::archive::sparse::TarSparse;
 use crate::archive::xattrs::Attrs;
 
-/// The type of a backup entry, as the archive or the snapshot describes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EntryKind {
-    File,
-    Dir,
-    Symlink,
-    /// A hard link to an earlier entry of the same backup, named by [`RestoreEntry::link`].
-    Hardlink,
-    Fifo,
-    CharDevice,
-    BlockDevice,
-    Socket,
-    /// Anything else (a tar type flag this engine does not know, a sparse member whose map cannot be read, ...):
-    /// `what` says which.
-    Other(&'static str),
-}
-
-impl EntryKind {
-    pub fn is_dir(self) -> bool {
-        self == EntryKind::Dir
-    }
-
-    /// The word used in plans and messages.
-    pub fn word(self) -> &'static str {
-        match self {
-            EntryKind::File => "file",
-            EntryKind::Dir => "dir",
-            EntryKind::Symlink => "symlink",
-            EntryKind::Hardlink => "hardlink",
-            EntryKind::Fifo => "fifo",
-            EntryKind::CharDevice => "char-device",
-            EntryKind::BlockDevice => "block-device",
-            EntryKind::Socket => "socket",
-            EntryKind::Other(what) => what,
-        }
-    }
-}
-
-impl fmt::Display for EntryKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.word())
-    }
-}
-
-impl Serialize for EntryKind {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.word())
-    }
-}
+/// The type of a backup entry: the archive's (one kind type for the archive, its index and this engine).
+pub use crate::archive::EntryKind;
 
 /// A modification time with nanoseconds (seconds may be negative: before 1970).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
@@ -125,6 +77,10 @@ pub struct RestoreEntry {
     /// The content's sha256 when the source knows it (an archive index): then the content is checked as it is
     /// written, and `--compare content` can tell an unchanged file without reading the backup.
     pub sha256: Option<[u8; 32]>,
+    /// `sha256` is a sparse member's stored digest (its PAX 1.0 map and data, holes not hashed: see
+    /// [`crate::archive::index`]), not the content's: the content is checked by the sparse reader as it is read, and
+    /// `--compare content` hashes the file found the same way.
+    pub sha256_stored: bool,
     /// Opaque to the engine: where the source keeps this entry (an offset in the archive, ...), for callers that
     /// walk a [`super::Plan`] and fetch content by random access.
     pub locator: Option<u64>,
@@ -145,6 +101,7 @@ impl RestoreEntry {
             size: 0,
             link: None,
             sha256: None,
+            sha256_stored: false,
             locator: None,
             attrs: None,
         }
@@ -219,6 +176,7 @@ impl RestoreEntry {
                 _ => None,
             },
             sha256: None,
+            sha256_stored: false,
             locator,
             attrs: None,
         }))
@@ -243,9 +201,9 @@ impl RestoreEntry {
         } else if ft.is_fifo() {
             EntryKind::Fifo
         } else if ft.is_char_device() {
-            EntryKind::CharDevice
+            EntryKind::Char
         } else if ft.is_block_device() {
-            EntryKind::BlockDevice
+            EntryKind::Block
         } else if ft.is_socket() {
             EntryKind::Socket
         } else {
@@ -265,6 +223,7 @@ impl RestoreEntry {
             },
             link,
             sha256: None,
+            sha256_stored: false,
             locator: None,
             attrs: None,
         }
@@ -284,8 +243,8 @@ fn kind_of_tar(t: tar::EntryType) -> EntryKind {
         T::Symlink => EntryKind::Symlink,
         T::Link => EntryKind::Hardlink,
         T::Fifo => EntryKind::Fifo,
-        T::Char => EntryKind::CharDevice,
-        T::Block => EntryKind::BlockDevice,
+        T::Char => EntryKind::Char,
+        T::Block => EntryKind::Block,
         T::GNUSparse => EntryKind::File, // the tar crate expands old-GNU sparse files as it reads
         T::GNULongName | T::GNULongLink | T::XHeader | T::XGlobalHeader => {
             EntryKind::Other("stray extension header")

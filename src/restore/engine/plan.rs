@@ -118,6 +118,8 @@ impl Counts {
 pub struct PlanItem {
     /// The checked name, relative to the target (the raw name, escaped, when the name itself is refused).
     pub path: String,
+    /// Its [`EntryKind::word`] (`char-device`, not the index's `char`).
+    #[serde(serialize_with = "EntryKind::serialize_word")]
     pub kind: EntryKind,
     pub action: Action,
     /// Content bytes (files).
@@ -777,10 +779,12 @@ impl Planner {
                 } else {
                     match (self.opts.compare, e.sha256) {
                         (Compare::Content, Some(h)) => {
-                            self.target
-                                .hash_file(rel)
-                                .map_err(|err| self.inspect_error(err))?
-                                == h
+                            let found = if e.sha256_stored {
+                                self.target.stored_digest(rel, e.size)
+                            } else {
+                                self.target.hash_file(rel).map(Some)
+                            };
+                            found.map_err(|err| self.inspect_error(err))? == Some(h)
                         }
                         (Compare::Content, None) => {
                             item.notes.push(

@@ -192,7 +192,7 @@ pub fn restored_mode(
 /// The kinds of entries that are refused whatever the options say, with the refusal.
 pub fn refused_kind(kind: EntryKind) -> Option<Refusal> {
     match kind {
-        EntryKind::CharDevice | EntryKind::BlockDevice => Some(Refusal::Device {
+        EntryKind::Char | EntryKind::Block => Some(Refusal::Device {
             kind: kind.word().replace('-', " "),
         }),
         EntryKind::Other(what) => Some(Refusal::Unsupported {

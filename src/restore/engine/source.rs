@@ -87,14 +87,15 @@ fn source_error(name: &str, source: io::Error) -> RestoreError {
     }
 }
 
-/// A local snapshot directory as a source. Its files are copied, never hard-linked out of the snapshot.
-pub struct Snapshot {
+/// A local snapshot directory as a source (its tree; `snapshot::Snapshot` is the backup root's record of one). Its
+/// files are copied, never hard-linked out of the snapshot.
+pub struct SnapshotTree {
     root: PathBuf,
 }
 
-impl Snapshot {
-    pub fn new(root: impl Into<PathBuf>) -> Snapshot {
-        Snapshot { root: root.into() }
+impl SnapshotTree {
+    pub fn new(root: impl Into<PathBuf>) -> SnapshotTree {
+        SnapshotTree { root: root.into() }
     }
 
     /// The entries at and below `under` (relative to the snapshot's root; empty for all of it, the root itself
@@ -193,7 +194,7 @@ impl Snapshot {
         Ok(())
     }
 
-    /// Pass 2: applies a plan made by [`Snapshot::plan`], opening each file that needs content.
+    /// Pass 2: applies a plan made by [`SnapshotTree::plan`], opening each file that needs content.
     pub fn apply(&self, plan: &Plan, applier: &mut Applier<'_>) -> Result<(), RestoreError> {
         for item in plan.items.iter().filter(|i| !i.implicit) {
             if item.needs_content() {

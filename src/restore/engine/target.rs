@@ -278,6 +278,29 @@ impl TargetDir {
         Ok(sum)
     }
 
+    /// The stored digest of the regular file at `rel` (`size` bytes), as a sparse member of an archive would have it
+    /// ([`crate::archive::sparse::stored_digest_of`]: only its data read); `None` when it is not sparse enough to be
+    /// stored as one.
+    pub fn stored_digest(
+        &mut self,
+        rel: &RelPath,
+        size: u64,
+    ) -> Result<Option<[u8; 32]>, WalkError> {
+        let (parent, name) = rel.split_last().expect("not the root");
+        let dir = self.dir(&parent, false)?;
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| WalkError::Io(rel.clone(), e.into()))?;
+        let file = File::from(fd);
+        crate::archive::sparse::stored_digest_of(&file, size, &mut |_| {})
+            .map(|d| d.map(|d| d.0))
+            .map_err(|e| WalkError::Io(rel.clone(), e))
+    }
+
     /// Forgets cached handles at and below `rel` (call before removing or replacing anything at `rel`).
     pub fn invalidate(&mut self, rel: &RelPath) {
         let depth = rel.depth();

@@ -196,8 +196,8 @@ impl Member {
             b'0' | 0 | b'7' => EntryKind::File,
             b'1' => EntryKind::Hardlink,
             b'2' => EntryKind::Symlink,
-            b'3' => EntryKind::CharDevice,
-            b'4' => EntryKind::BlockDevice,
+            b'3' => EntryKind::Char,
+            b'4' => EntryKind::Block,
             b'5' | b'D' => EntryKind::Dir,
             b'6' => EntryKind::Fifo,
             b'M' => {
@@ -263,6 +263,7 @@ impl Member {
             link: matches!(kind, EntryKind::Symlink | EntryKind::Hardlink)
                 .then(|| self.link.clone()),
             sha256: None,
+            sha256_stored: false,
             locator: Some(self.data_offset),
             attrs,
         }
