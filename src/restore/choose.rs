@@ -747,3 +747,39 @@ pub fn scope(
     }
     Ok(scope)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    fn at(day: u32, hour: u32) -> chrono::NaiveDateTime {
+        NaiveDate::from_ymd_opt(2025, 4, day)
+            .unwrap()
+            .and_hms_opt(hour, 0, 0)
+            .unwrap()
+    }
+
+    /// The one rule of `--date`: an incomplete snapshot counts, a backup of unknown standing only when named by its
+    /// exact stamp; a miss names the nearest counted ones.
+    #[test]
+    fn by_date_counts_incomplete_backups_and_unknown_ones_only_by_stamp() {
+        let backups = [
+            (at(1, 3), Standing::Good),
+            (at(1, 9), Standing::Incomplete),
+            (at(2, 3), Standing::Unknown),
+        ];
+        assert_eq!(by_date(&backups, DateQuery::Newest), Ok(1));
+        let day1 = NaiveDate::from_ymd_opt(2025, 4, 1).unwrap();
+        assert_eq!(by_date(&backups, DateQuery::Day(day1)), Ok(1));
+        assert_eq!(by_date(&backups, DateQuery::Exact(at(2, 3))), Ok(2));
+        let day2 = NaiveDate::from_ymd_opt(2025, 4, 2).unwrap();
+        let miss = by_date(&backups, DateQuery::Day(day2)).unwrap_err();
+        assert_eq!(
+            miss.before,
+            vec![1, 0],
+            "indexes into the full list, nearest first"
+        );
+        assert!(miss.after.is_empty());
+    }
+}
