@@ -18,10 +18,16 @@ use crate::restore::{Compare, Overwrite};
 // Set and destination names offered on TAB, read from the config (the only config reading the command line does).
 use crate::commands::complete;
 
-const AFTER_HELP: &str = "\
-Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 finished with warnings,
-4 another dbackup run holds the lock, 5 no external destination present.
+/// `--help`'s closing text: the exit codes (from `exit::DOCUMENTED`, as the man page's EXIT STATUS), then this.
+fn after_help() -> String {
+    let codes: Vec<String> = crate::exit::DOCUMENTED
+        .iter()
+        .map(|(code, meaning)| format!("  {code:<9}{meaning}"))
+        .collect();
+    format!("Exit codes:\n{}\n\n{AFTER_HELP}", codes.join("\n"))
+}
 
+pub(crate) const AFTER_HELP: &str = "\
 The config is read from --config, else $DBACKUP_CONFIG, else
 $XDG_CONFIG_HOME/dbackup/config.json (~/.config/dbackup/config.json), else a built-in
 default that backs up $DDATA (or /data), ~/.config, ~/env.sh and ~/.secrets.
@@ -33,7 +39,7 @@ when invoked through links of those names.";
 /// Two-phase backup for one Linux workstation: hard-linked rsync snapshots under the backup
 /// root, then verified tar archives on a removable drive.
 #[derive(Debug, Parser)]
-#[command(name = "dbackup", version, after_help = AFTER_HELP, propagate_version = true)]
+#[command(name = "dbackup", version, after_help = after_help(), propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

@@ -28,7 +28,9 @@ pub fn run(cmd: GenerateCommand) -> anyhow::Result<Exit> {
         GenerateCommand::Man { dir } => {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            let mut command = without_help_subcommands(Cli::command());
+            // The page has its own EXIT STATUS section: the closing text without `--help`'s list of codes.
+            let mut command =
+                without_help_subcommands(Cli::command().after_help(crate::cli::AFTER_HELP));
             command.build();
             let written = man_pages(&command, &dir, true)?;
             for page in written {
