@@ -589,10 +589,15 @@ confirm (or with --yes); a disk image FILE must exist at its size (truncate -s 2
 and is attached to a loop device for the restore (root). The boot loader is not reinstalled:
 RESTORE-SYSTEM.md in the backup's system/ folder says how.
 
+--to PART (a partition, with --name NAME) restores that one image onto an existing partition:
+its disk's table and the partition's PARTUUID stay as they are, the filesystem keeps its UUID,
+and --grow grows it to the partition's end.
+
 Examples:
   sudo dbackup --dry-run image restore --from 2026-12-05-031500 --to /dev/sdb
   sudo dbackup image restore --drive /mnt/T9 --from 2026-12-05-031500 --to /dev/sdb --grow
-  sudo dbackup image restore --from 2026-12-05-031500 --to disk.img --name nvme0n1p2";
+  sudo dbackup image restore --from 2026-12-05-031500 --to disk.img --name nvme0n1p2
+  sudo dbackup image restore --from 2026-12-05-031500 --name nvme0n1p1 --to /dev/sdb1";
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -631,8 +636,9 @@ pub struct ImageRestoreArgs {
     #[arg(long, value_name = "STAMP")]
     pub from: String,
 
-    /// The disk (a whole block device) or disk image file to restore onto; everything on it is overwritten
-    #[arg(long, value_name = "DEV|FILE")]
+    /// The disk (a whole block device) or disk image file to restore onto, or one partition (with --name);
+    /// everything on it is overwritten
+    #[arg(long, value_name = "DEV|FILE|PART")]
     pub to: PathBuf,
 
     /// Restore only this image (repeatable; default: every image of the backup, which must come from one disk)

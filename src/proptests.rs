@@ -40,6 +40,30 @@ fn config(default: u32) -> Config {
     }
 }
 
+/// The three properties of a parser of untrusted bytes: `check` holds for inputs from `generated`, for mutations
+/// of the sample's real `field`, and for junk.
+macro_rules! parser_properties {
+    ($check:ident, $generated:expr, $field:ident; $gen_test:ident, $mut_test:ident, $junk_test:ident) => {
+        proptest! {
+            #![proptest_config(config(DEFAULT_CASES))]
+
+            #[test]
+            fn $gen_test(bytes in $generated) {
+                $check(&bytes);
+            }
+
+            #[test]
+            fn $mut_test(m in mutations()) {
+                $check(&apply(&sample().$field, &m));
+            }
+
+            #[test]
+            fn $junk_test(bytes in junk()) {
+                $check(&bytes);
+            }
+        }
+    };
+}
 // ---------------------------------------------------------------------------------------------------------------
 // Memory: a counting allocator, per thread.
 
@@ -525,24 +549,7 @@ fn assert_meta_round_trips(meta: &BackupMeta) {
     assert_eq!(&again, meta);
 }
 
-proptest! {
-    #![proptest_config(config(DEFAULT_CASES))]
-
-    #[test]
-    fn backup_json_generated(bytes in metadata_json()) {
-        check_metadata(&bytes);
-    }
-
-    #[test]
-    fn backup_json_mutated(m in mutations()) {
-        check_metadata(&apply(&sample().meta, &m));
-    }
-
-    #[test]
-    fn backup_json_junk(bytes in junk()) {
-        check_metadata(&bytes);
-    }
-}
+parser_properties!(check_metadata, metadata_json(), meta; backup_json_generated, backup_json_mutated, backup_json_junk);
 
 // ---------------------------------------------------------------------------------------------------------------
 // The plain index, streamed (verify, list) and searched (restore).
@@ -656,24 +663,7 @@ fn check_index_search(bytes: &[u8]) {
     });
 }
 
-proptest! {
-    #![proptest_config(config(DEFAULT_CASES))]
-
-    #[test]
-    fn index_generated(bytes in index_text()) {
-        check_index_stream(&bytes);
-    }
-
-    #[test]
-    fn index_mutated(m in mutations()) {
-        check_index_stream(&apply(&sample().index, &m));
-    }
-
-    #[test]
-    fn index_junk(bytes in junk()) {
-        check_index_stream(&bytes);
-    }
-}
+parser_properties!(check_index_stream, index_text(), index; index_generated, index_mutated, index_junk);
 
 proptest! {
     #![proptest_config(config(DEFAULT_CASES / 4))]
@@ -745,24 +735,7 @@ fn check_sums(bytes: &[u8]) {
     }
 }
 
-proptest! {
-    #![proptest_config(config(DEFAULT_CASES))]
-
-    #[test]
-    fn sums_generated(bytes in sums_text()) {
-        check_sums(&bytes);
-    }
-
-    #[test]
-    fn sums_mutated(m in mutations()) {
-        check_sums(&apply(&sample().sums, &m));
-    }
-
-    #[test]
-    fn sums_junk(bytes in junk()) {
-        check_sums(&bytes);
-    }
-}
+parser_properties!(check_sums, sums_text(), sums; sums_generated, sums_mutated, sums_junk);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Tar headers: restore's one-seek reader and header check, the scan path, and the verifier.
@@ -1118,6 +1091,18 @@ fn check_map(map: &archive::sparse::SparseMap) {
     }
 }
 
+/// A PAX 1.0 map read from `block`: in order, inside the file, and accounting for every stored byte.
+fn check_v1_map(block: &[u8], stored: u64, size: u64) {
+    bounded(1 << 20, "a PAX 1.0 map", || {
+        if let Ok((map, taken)) =
+            archive::sparse::read_v1_map(&mut Cursor::new(block), stored, size)
+        {
+            check_map(&map);
+            assert_eq!(taken + map.data_bytes(), stored);
+        }
+    });
+}
+
 proptest! {
     #![proptest_config(config(DEFAULT_CASES))]
 
@@ -1126,22 +1111,12 @@ proptest! {
         0u64..1 << 30, Just(u64::MAX)]) {
         let mut block = text;
         block.resize(block.len().div_ceil(512).max(1) * 512, 0);
-        bounded(1 << 20, "a PAX 1.0 map", || {
-            if let Ok((map, taken)) = archive::sparse::read_v1_map(&mut Cursor::new(&block), stored, size) {
-                check_map(&map);
-                assert_eq!(taken + map.data_bytes(), stored);
-            }
-        });
+        check_v1_map(&block, stored, size);
     }
 
     #[test]
     fn sparse_v1_map_junk(bytes in junk(), stored in any::<u64>(), size in any::<u64>()) {
-        bounded(1 << 20, "a PAX 1.0 map", || {
-            if let Ok((map, taken)) = archive::sparse::read_v1_map(&mut Cursor::new(&bytes), stored, size) {
-                check_map(&map);
-                assert_eq!(taken + map.data_bytes(), stored);
-            }
-        });
+        check_v1_map(&bytes, stored, size);
     }
 
     #[test]

@@ -64,6 +64,28 @@ impl EntryKind {
         })
     }
 
+    /// The kind of a file as `lstat` sees it (never `Hardlink`: a second name is a file to `lstat`).
+    pub fn of_file_type(t: std::fs::FileType) -> EntryKind {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_file() {
+            EntryKind::File
+        } else if t.is_dir() {
+            EntryKind::Dir
+        } else if t.is_symlink() {
+            EntryKind::Symlink
+        } else if t.is_fifo() {
+            EntryKind::Fifo
+        } else if t.is_char_device() {
+            EntryKind::Char
+        } else if t.is_block_device() {
+            EntryKind::Block
+        } else if t.is_socket() {
+            EntryKind::Socket
+        } else {
+            EntryKind::Other("unknown file type")
+        }
+    }
+
     /// The kind of a tar entry type, for readers. `None` for types dbackup never writes.
     pub fn from_entry_type(t: EntryType) -> Option<EntryKind> {
         Some(match t {

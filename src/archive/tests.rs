@@ -256,10 +256,10 @@ impl Progress for Recorder {
 }
 
 /// An archive written to files in its own directory.
-struct Written {
-    dir: tempfile::TempDir,
-    summary: ArchiveSummary,
-    plan: ArchivePlan,
+pub(in crate::archive) struct Written {
+    pub(in crate::archive) dir: tempfile::TempDir,
+    pub(in crate::archive) summary: ArchiveSummary,
+    pub(in crate::archive) plan: ArchivePlan,
 }
 
 impl Written {
@@ -269,16 +269,33 @@ impl Written {
     fn index(&self) -> PathBuf {
         self.dir.path().join("data.index.jsonl")
     }
+    /// What the one-file reader says of `e`, which it must refuse.
+    fn read_error(&self, e: &IndexEntry) -> ReadError {
+        let mut archive = ArchiveFiles::discover(self.dir.path(), "data.tar")
+            .unwrap()
+            .open()
+            .unwrap();
+        read_entry(&mut archive, e, &mut io::sink()).unwrap_err()
+    }
 }
 
-fn write_to_files(root: &Path, stage: Option<&dyn Stage>) -> Written {
+/// Writes `plan` as `data.tar` and `data.index.jsonl` in `out`, through `stage`.
+pub(in crate::archive) fn write_plan(
+    plan: &ArchivePlan,
+    out: &Path,
+    stage: Option<&dyn Stage>,
+    progress: &mut dyn Progress,
+) -> ArchiveSummary {
+    let archive = Box::new(FileSink::create(out.join("data.tar")).unwrap());
+    let index = Box::new(FileSink::create(out.join("data.index.jsonl")).unwrap());
+    write_archive(plan, archive, index, &ArchiveOptions { stage }, progress).unwrap()
+}
+
+pub(in crate::archive) fn write_to_files(root: &Path, stage: Option<&dyn Stage>) -> Written {
     let dir = tempfile::tempdir().unwrap();
     let plan = scan(root, &mut NoProgress).unwrap();
-    let archive = Box::new(FileSink::create(dir.path().join("data.tar")).unwrap());
-    let index = Box::new(FileSink::create(dir.path().join("data.index.jsonl")).unwrap());
     let mut rec = Recorder::default();
-    let summary =
-        write_archive(&plan, archive, index, &ArchiveOptions { stage }, &mut rec).unwrap();
+    let summary = write_plan(&plan, dir.path(), stage, &mut rec);
     assert_eq!(summary.warning_count as usize, rec.warnings.len());
     Written { dir, summary, plan }
 }
@@ -484,11 +501,7 @@ fn the_verifier_names_a_flipped_content_byte() {
         "{msg}"
     );
     // The one-file reader sees it too.
-    let mut archive = ArchiveFiles::discover(w.dir.path(), "data.tar")
-        .unwrap()
-        .open()
-        .unwrap();
-    let err = read_entry(&mut archive, &e, &mut io::sink()).unwrap_err();
+    let err = w.read_error(&e);
     assert!(matches!(err, ReadError::Content { .. }), "{err}");
 }
 
@@ -500,11 +513,7 @@ fn the_verifier_names_a_flipped_header_byte() {
     flip(&w.tar(), e.header_offset + 100); // the mode field
     let err = verify_files(&w.tar(), &w.index()).unwrap_err();
     assert_eq!(err.entry.as_deref(), Some("home/u/.secrets"), "{err}");
-    let mut archive = ArchiveFiles::discover(w.dir.path(), "data.tar")
-        .unwrap()
-        .open()
-        .unwrap();
-    let err = read_entry(&mut archive, &e, &mut io::sink()).unwrap_err();
+    let err = w.read_error(&e);
     assert!(matches!(err, ReadError::Header { .. }), "{err}");
 }
 
@@ -627,6 +636,21 @@ fn the_verifier_catches_an_index_that_disagrees() {
 /// to `data/h3`, so the verifier (keeping every file, or only the linked ones read from the index first) says which
 /// field differs from what the archive gives. A hard link's line with a sparse record its target's storage does not
 /// have is caught the same way (before the merge with h-sparse's verifier, a hard link's record went unchecked).
+/// Writes `text` (an index) to `index` with the line of `path` changed by `edit`.
+fn forge_line(index: &Path, text: &str, path: &str, edit: impl Fn(&mut serde_json::Value)) {
+    let forged: String = text
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if v["path"] == path {
+                edit(&mut v);
+            }
+            v.to_string() + "\n"
+        })
+        .collect();
+    fs::write(index, forged).unwrap();
+}
+
 #[test]
 fn the_verifier_checks_a_hard_link_against_the_file_it_links_to() {
     let fx = Fixture::new();
@@ -637,19 +661,11 @@ fn the_verifier_checks_a_hard_link_against_the_file_it_links_to() {
     assert_eq!(link.link.as_deref(), Some(&b"data/h3"[..]));
     let other = entry_of(&index, b"home/u/.secrets");
     let text = fs::read_to_string(&index).unwrap();
-    let forged: String = text
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            if v["path"] == "home/u/h2" {
-                v["data_offset"] = other.data_offset.into();
-                v["size"] = other.size.into();
-                v["sha256"] = other.sha256.unwrap().to_string().into();
-            }
-            v.to_string() + "\n"
-        })
-        .collect();
-    fs::write(&index, forged).unwrap();
+    forge_line(&index, &text, "home/u/h2", |v| {
+        v["data_offset"] = other.data_offset.into();
+        v["size"] = other.size.into();
+        v["sha256"] = other.sha256.unwrap().to_string().into();
+    });
     let err = verify_files(&w.tar(), &index).unwrap_err();
     assert_eq!(err.entry.as_deref(), Some("home/u/h2"), "{err}");
     assert!(
@@ -691,20 +707,12 @@ fn the_verifier_checks_a_hard_link_against_the_file_it_links_to() {
     );
     // A hard link's line saying its content is stored sparse, where the file it links to is stored whole: the
     // index must describe the storage of the very member the link shares (a restore reads it by that record).
-    let forged: String = text
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            if v["path"] == "home/u/h2" {
-                v["sparse"] = serde_json::json!({
-                    "stored": 512,
-                    "stored_sha256": link.sha256.unwrap().to_string(),
-                });
-            }
-            v.to_string() + "\n"
-        })
-        .collect();
-    fs::write(&index, forged).unwrap();
+    forge_line(&index, &text, "home/u/h2", |v| {
+        v["sparse"] = serde_json::json!({
+            "stored": 512,
+            "stored_sha256": link.sha256.unwrap().to_string(),
+        });
+    });
     let err = verify_files(&w.tar(), &index).unwrap_err();
     assert_eq!(err.entry.as_deref(), Some("home/u/h2"), "{err}");
     assert!(
@@ -1033,16 +1041,7 @@ fn memory_stays_flat_with_100k_files() {
     let plan = scan(&root, &mut NoProgress).unwrap();
     assert_eq!(plan.estimate.files, 100_000);
     let out = tempfile::tempdir().unwrap();
-    let archive = Box::new(FileSink::create(out.path().join("data.tar")).unwrap());
-    let index = Box::new(FileSink::create(out.path().join("data.index.jsonl")).unwrap());
-    let s = write_archive(
-        &plan,
-        archive,
-        index,
-        &ArchiveOptions::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
+    let s = write_plan(&plan, out.path(), None, &mut NoProgress);
     assert_eq!(s.files, 100_000);
     let after_write = peak_rss_kib();
     println!("written in {:?}", t0.elapsed());

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -182,22 +182,10 @@ fn walk(root: &Path) -> impl Iterator<Item = Step> + '_ {
 }
 
 fn kind_of(meta: &Metadata) -> Option<EntryKind> {
-    let t = meta.file_type();
-    Some(if t.is_file() {
-        EntryKind::File
-    } else if t.is_dir() {
-        EntryKind::Dir
-    } else if t.is_symlink() {
-        EntryKind::Symlink
-    } else if t.is_fifo() {
-        EntryKind::Fifo
-    } else if t.is_char_device() {
-        EntryKind::Char
-    } else if t.is_block_device() {
-        EntryKind::Block
-    } else {
-        return None; // sockets
-    })
+    match EntryKind::of_file_type(meta.file_type()) {
+        EntryKind::Socket | EntryKind::Other(_) => None, // sockets
+        kind => Some(kind),
+    }
 }
 
 fn rdev_of(meta: &Metadata) -> (u32, u32) {

@@ -45,7 +45,7 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
                     );
                     ui.info(crate::stdx::show_str(&line));
                 }
-                println!("{}", out.display());
+                crate::outln!("{}", out.display());
             }
         }
         None => {
@@ -54,7 +54,7 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
             if ui.json {
                 super::print_json(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?;
             } else {
-                print!(
+                crate::out!(
                     "{}",
                     std::fs::read_to_string(
                         dir.path().join("kit").join(image::layout::RESTORE_DOC)
@@ -78,7 +78,7 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
         if ui.json {
             super::print_json(&plan)?;
         } else {
-            print!("{}", image::render_create(&plan));
+            crate::out!("{}", image::render_create(&plan));
         }
         return Ok(plan.expected_exit());
     }
@@ -108,7 +108,7 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
                 p.display()
             ));
             if !ui.json {
-                println!("{}", p.display());
+                crate::outln!("{}", p.display());
             }
         }
         _ => {}
@@ -139,7 +139,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
         if ui.json {
             super::print_json(&plan)?;
         } else {
-            print!("{}", image::plan::render_restore(&plan));
+            crate::out!("{}", image::plan::render_restore(&plan));
         }
         if plan.refused() {
             return Err(CodedError::new(
@@ -154,7 +154,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
         return Ok(Exit::Ok);
     }
     if !ui.json {
-        eprint!("{}", image::plan::render_restore(&plan));
+        crate::stdx::out::stderr(format_args!("{}", image::plan::render_restore(&plan)));
     }
     image::exec::verify_images(&plan, &system.images, &keys, &ui)
         .context("checking the images before writing anything")?;
@@ -166,7 +166,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
         super::print_json(&report)?;
     } else {
         for p in &report.partitions {
-            println!("{}\t{}\t{}", p.partition, p.fs_type, p.node.display());
+            crate::outln!("{}\t{}\t{}", p.partition, p.fs_type, p.node.display());
         }
     }
     if report.ok() {
@@ -192,16 +192,33 @@ fn confirm(plan: &image::RestorePlan) -> anyhow::Result<()> {
         )
         .into());
     }
-    eprint!(
+    crate::stdx::out::stderr(format_args!(
         "Everything on {} will be overwritten. Type the device name ({}) to go on: ",
         plan.target.display(),
         plan.target.display()
-    );
+    ));
     std::io::stderr().flush()?;
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    if line.trim() != plan.target.to_string_lossy() {
-        return Err(CodedError::new(Exit::Failed, "not confirmed; nothing was written").into());
+    if std::io::stdin().lock().read_line(&mut line)? == 0 {
+        // End of input: the error goes on a line of its own, not after the question.
+        crate::errln!();
+    }
+    let answer = line.trim();
+    if answer != plan.target.to_string_lossy() {
+        // A "yes" is not enough: the device's name is typed, so a slip of the wrong disk is caught here.
+        let hint = if ["y", "yes"].contains(&answer.to_ascii_lowercase().as_str()) {
+            format!(
+                " (type the device name {} itself to go on)",
+                plan.target.display()
+            )
+        } else {
+            String::new()
+        };
+        return Err(CodedError::new(
+            Exit::Failed,
+            format!("not confirmed{hint}; nothing was written"),
+        )
+        .into());
     }
     Ok(())
 }

@@ -333,13 +333,13 @@ fn write_backup(
     }
 
     // The recovery kit and partition images, written and read back like the archives.
-    let system = match (&plan.system, &observed.system) {
+    let system = match (&plan.system, &observed.world.system) {
         (Some(sp), Some(input)) => {
             let sp = crate::image::plan::plan_system(
                 sp.kit,
                 &input.devices,
                 d.device.as_deref(),
-                encrypt.is_some(),
+                d.encryption.as_ref().map(|e| e.recipients.len()),
             );
             for r in &sp.refused {
                 report

@@ -88,13 +88,15 @@ fn system_plan(
     observed: &observe::Observed,
     plan: &ExternalPlan,
 ) -> Option<crate::image::SystemPlan> {
-    let input = observed.system.as_ref()?;
+    let input = observed.world.system.as_ref()?;
     let first = plan.destinations.first();
     Some(crate::image::plan::plan_system(
         settings.image.kit,
         &input.devices,
         first.and_then(|d| d.device.as_deref()),
-        first.is_some_and(|d| d.encryption.is_some()),
+        first
+            .and_then(|d| d.encryption.as_ref())
+            .map(|e| e.recipients.len()),
     ))
 }
 

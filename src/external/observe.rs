@@ -23,8 +23,6 @@ pub struct Observed {
     pub world: World,
     pub scans: BTreeMap<String, ArchivePlan>,
     pub snapshot_meta: BTreeMap<String, SnapshotMeta>,
-    /// The recovery kit and the devices to image (`image` in the config).
-    pub system: Option<crate::image::SystemInput>,
 }
 
 /// Observes everything the plan needs. Fails with exit 1 when no set has a snapshot to export, exit 2 for an unknown
@@ -224,10 +222,10 @@ pub fn observe(
             sets: set_worlds,
             detected,
             destinations,
+            system: crate::image::observe_system(settings, &[]),
         },
         scans,
         snapshot_meta: metas,
-        system: crate::image::observe_system(settings, &[]),
     })
 }
 

@@ -120,6 +120,11 @@ pub struct DestinationPlan {
     pub archives: Vec<ArchiveTarget>,
     /// Bytes the new backup needs (rounded up to the filesystem's blocks, plus [`SPACE_MARGIN`]).
     pub needed_bytes: u64,
+    /// Of `needed_bytes`, what the `system/` folder may take: the kit and the partition images, each image counted
+    /// at partclone's used bytes as if zstd could not compress them (an upper bound: the compressed size is known
+    /// only once written).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub system_bytes: u64,
     pub free_bytes: u64,
     /// Bytes the removed leftovers free.
     pub reclaimable_bytes: u64,
@@ -315,6 +320,9 @@ pub struct World {
     pub detected: Vec<Detected>,
     /// The destinations selected for writing, in selection order.
     pub destinations: Vec<DestinationWorld>,
+    /// The recovery kit and the devices to image (`image` in the config), with partclone's count of their used
+    /// bytes: each backup's `system/` folder, counted in the space check.
+    pub system: Option<crate::image::SystemInput>,
 }
 
 /// One set: its snapshots, and the scan of the one that will be exported.
@@ -405,7 +413,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
     let destinations = world
         .destinations
         .iter()
-        .map(|d| destination_plan(d, &sets, &stamp, opts))
+        .map(|d| destination_plan(d, world.system.as_ref(), &sets, &stamp, opts))
         .collect();
 
     ExternalPlan {
@@ -421,6 +429,10 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         unused,
         system: None,
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn round_up(n: u64, block: u64) -> u64 {
@@ -444,6 +456,7 @@ fn part_size(bytes: u64, max: Option<u64>) -> Option<u64> {
 
 fn destination_plan(
     d: &DestinationWorld,
+    system: Option<&crate::image::SystemInput>,
     sets: &[SetPlan],
     stamp: &str,
     opts: RunOptions,
@@ -452,6 +465,8 @@ fn destination_plan(
     // Everything is done through the resolved path (the configured one may be a symlink to the mount point).
     let backups_dir = info.resolved.join(layout::BACKUPS_DIR);
     let (archives, needed) = archive_targets(d, sets);
+    let (system_bytes, images) = system_bytes(d, system);
+    let needed = needed.saturating_add(system_bytes);
     let cleanup: Vec<Leftover> = d
         .listing
         .leftovers
@@ -461,7 +476,15 @@ fn destination_plan(
         .collect();
     let reclaimable: u64 = cleanup.iter().map(|l| l.bytes).sum();
     let available = info.free_bytes.saturating_add(reclaimable);
-    let refusal = (needed > available).then(|| space_refusal(d, needed, reclaimable, &backups_dir));
+    let refusal = (needed > available).then(|| {
+        space_refusal(
+            d,
+            needed,
+            images.then_some(system_bytes),
+            reclaimable,
+            &backups_dir,
+        )
+    });
 
     let decisions = retention_after(d, &archives, stamp, opts);
     let notes = drive_notes(d, &backups_dir);
@@ -486,6 +509,7 @@ fn destination_plan(
         cleanup,
         archives,
         needed_bytes: needed,
+        system_bytes,
         free_bytes: info.free_bytes,
         reclaimable_bytes: reclaimable,
         drop_device_cache: fuse && info.device.is_some(),
@@ -563,17 +587,50 @@ fn archive_targets(d: &DestinationWorld, sets: &[SetPlan]) -> (Vec<ArchiveTarget
     (archives, needed)
 }
 
+/// The most the backup's `system/` folder may take on this drive: the kit, and each image this drive gets at
+/// partclone's count of its used bytes as if zstd could not compress them (the compressed size is known only once
+/// written), encrypted when the drive encrypts; and whether any image goes to it.
+fn system_bytes(d: &DestinationWorld, system: Option<&crate::image::SystemInput>) -> (u64, bool) {
+    let Some(input) = system else {
+        return (0, false);
+    };
+    let recipients = d.encryption.as_ref().map(|e| e.recipients.len());
+    let plan = crate::image::plan::plan_system(
+        input.kit.is_some(),
+        &input.devices,
+        d.info.device.as_deref(),
+        recipients,
+    );
+    (
+        input.bound_bytes(&plan, d.block_size, recipients),
+        !plan.images.is_empty(),
+    )
+}
+
+/// What `system_bytes` means, for the dry run and the refusal.
+fn system_space(n: u64) -> String {
+    format!(
+        "system/ may take {}: the kit, and the partition images at the bytes partclone finds in use as if zstd could \
+         not compress them; their compressed size is known only once written",
+        stdx::bytes(n)
+    )
+}
+
 /// Why the drive is refused when the backup does not fit, with what to do about it.
 fn space_refusal(
     d: &DestinationWorld,
     needed: u64,
+    system_bytes: Option<u64>,
     reclaimable: u64,
     backups_dir: &Path,
 ) -> String {
     let info = &d.info;
     let mut msg = format!(
-        "not enough space: the backup needs {}, {} has {} free",
+        "not enough space: the backup needs {}{}, {} has {} free",
         stdx::bytes(needed),
+        system_bytes
+            .map(|n| format!(" (of which {})", system_space(n)))
+            .unwrap_or_default(),
         info.path.display(),
         stdx::bytes(info.free_bytes)
     );
@@ -729,13 +786,17 @@ pub fn render(plan: &ExternalPlan) -> String {
         let _ = writeln!(out, "\ndestination {}: not used: {}", u.name, u.reason);
     }
     for d in &plan.destinations {
-        render_destination(&mut out, d);
+        render_destination(
+            &mut out,
+            d,
+            plan.system.as_ref().is_some_and(|s| !s.images.is_empty()),
+        );
     }
     out
 }
 
 /// One destination of the plan: where, how much space, then each step the run takes on it.
-fn render_destination(out: &mut String, d: &DestinationPlan) {
+fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
     out.push('\n');
     let mut what = vec![d.fs_type.clone()];
     if let Some(dev) = &d.device {
@@ -766,6 +827,9 @@ fn render_destination(out: &mut String, d: &DestinationPlan) {
         return;
     }
     let _ = writeln!(out, "  space     {space}");
+    if images {
+        let _ = writeln!(out, "            of which {}", system_space(d.system_bytes));
+    }
     if d.write_marker {
         let _ = writeln!(
             out,

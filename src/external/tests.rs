@@ -264,6 +264,7 @@ fn world() -> World {
             encryption: None,
             passphrase_file: None,
         }],
+        system: None,
     }
 }
 
@@ -476,4 +477,96 @@ fn plan_json_round_trips() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["destinations"][0]["latest"]["kind"], "file");
     assert_eq!(v["sets"][1]["action"], "skip");
+}
+
+/// A device to image, as observed: a 1 GiB ext4 partition of which partclone counts 300 MiB in use.
+fn imaged_device() -> crate::image::observe::DeviceFacts {
+    crate::image::observe::DeviceFacts {
+        given: "/dev/nvme0n1p2".into(),
+        path: "/dev/nvme0n1p2".into(),
+        kname: "nvme0n1p2".into(),
+        bytes: 1 << 30,
+        sector_size: 512,
+        fs_type: Some("ext4".into()),
+        tool: Some("/usr/sbin/partclone.extfs".into()),
+        used_bytes: Some(300 << 20),
+        stream_bound: Some((300 << 20) + (1 << 20)),
+        ..Default::default()
+    }
+}
+
+/// The images are counted in the space check at partclone's used bytes as if zstd could not compress them (before,
+/// the space check counted only the archives, and a drive too small for the images was written until it filled).
+#[test]
+fn the_space_check_counts_the_images_at_their_used_bytes() {
+    let mut w = world();
+    let without = plan::plan(&w, opts()).destinations[0].needed_bytes;
+    w.system = Some(crate::image::SystemInput {
+        kit: None,
+        devices: vec![Ok(imaged_device())],
+        sets: vec![],
+    });
+    let mut p = plan::plan(&w, opts());
+    // What `external::dry_run` adds: the system plan shown above the destinations.
+    p.system = Some(crate::image::plan::plan_system(
+        false,
+        &[Ok(imaged_device())],
+        None,
+        None,
+    ));
+    let d = &p.destinations[0];
+    assert!(d.system_bytes >= 301 << 20, "{}", d.system_bytes);
+    assert!(d.system_bytes < 305 << 20, "{}", d.system_bytes);
+    assert_eq!(d.needed_bytes, without + d.system_bytes);
+    assert_eq!(d.action, DestinationAction::Write);
+    assert!(
+        plan::render(&p).contains("of which system/ may take 30"),
+        "{}",
+        plan::render(&p)
+    );
+
+    // A drive with room for the archives but not for the image: refused before anything is written.
+    w.destinations[0].info.free_bytes = without + (200 << 20);
+    let p = plan::plan(&w, opts());
+    let d = &p.destinations[0];
+    assert_eq!(d.action, DestinationAction::Refuse);
+    let why = d.refusal.as_deref().unwrap();
+    assert!(why.contains("not enough space"), "{why}");
+    assert!(why.contains("partclone finds in use"), "{why}");
+
+    // Unknown used bytes: the device's whole size is counted.
+    let mut unknown = imaged_device();
+    unknown.used_bytes = None;
+    unknown.stream_bound = None;
+    unknown.used_error = Some("partclone.extfs stopped before its header".into());
+    w.destinations[0].info.free_bytes = 4 << 30;
+    w.system = Some(crate::image::SystemInput {
+        kit: None,
+        devices: vec![Ok(unknown)],
+        sets: vec![],
+    });
+    let d = &plan::plan(&w, opts()).destinations[0];
+    assert!(d.system_bytes > 1 << 30, "{}", d.system_bytes);
+
+    // No image: system/ is counted, but the dry run and a refusal speak of no images.
+    w.system = Some(crate::image::SystemInput::default());
+    w.destinations[0].info.free_bytes = 1 << 10;
+    let mut p = plan::plan(&w, opts());
+    p.system = Some(crate::image::SystemPlan::default());
+    assert!(p.destinations[0].system_bytes > 0);
+    assert!(
+        !p.destinations[0]
+            .refusal
+            .as_deref()
+            .unwrap()
+            .contains("partclone")
+    );
+    w.destinations[0].info.free_bytes = 4 << 30;
+    let mut p = plan::plan(&w, opts());
+    p.system = Some(crate::image::SystemPlan::default());
+    assert!(
+        !plan::render(&p).contains("of which"),
+        "{}",
+        plan::render(&p)
+    );
 }

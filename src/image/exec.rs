@@ -269,6 +269,37 @@ fn sfdisk_dump(disk: &str) -> anyhow::Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// What partclone says of a device before imaging it: its header, read from the first bytes of `partclone -c`'s
+/// stream (partclone counts the used blocks from the filesystem's bitmaps before it writes the header), then
+/// partclone is stopped. Reads the device only; the space check of a run sizes the images with it.
+pub fn read_header(tool: &Path, device: &Path) -> anyhow::Result<ImageHeader> {
+    let mut source = Reaped(Some(
+        Command::new(tool)
+            .args(["-c", "-s"])
+            .arg(device)
+            .args(["-o", "-", "-L", "/dev/null"])
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", tool.display()))?,
+    ));
+    let err = stderr_tail(source.child());
+    let mut head = vec![0u8; header::HEADER_BYTES];
+    let read = source
+        .child()
+        .stdout
+        .take()
+        .expect("piped")
+        .read_exact(&mut head);
+    // Stopped (killed and reaped) here: its header is all that is wanted.
+    drop(source);
+    let msg = err.join().unwrap_or_default();
+    read.map_err(|e| anyhow::anyhow!("{} stopped before its header ({e}): {msg}", tool.display()))?;
+    Ok(header::parse(&head)?)
+}
+
 /// Everything written goes to the chain (to the drive) and, decompressed again, to `partclone.chkimg`.
 struct Tee<W: Write> {
     chain: Chain,
@@ -711,27 +742,44 @@ fn partition_node(disk: &Path, n: u32, ui: &Ui) -> anyhow::Result<PathBuf> {
 pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<RestoreReport> {
     let clock = Instant::now();
     anyhow::ensure!(!plan.refused(), "the plan was refused");
-    // The table: sfdisk writes it onto the disk (or the file), wiping old signatures.
-    run_tool(
-        "sfdisk",
-        &[
-            "--quiet".as_ref(),
-            "--wipe".as_ref(),
-            "always".as_ref(),
-            "--wipe-partitions".as_ref(),
-            "always".as_ref(),
-            plan.target.as_os_str(),
-        ],
-        Some(plan.script.as_bytes()),
-        ui,
-    )
-    .context("writing the partition table")?;
-    ui.step(format_args!(
-        "{}: partition table written",
-        plan.target.display()
-    ));
+    // Onto one partition (no table in the plan): its old signatures wiped, its disk's table left alone.
+    let onto_partition = plan.table.is_none();
+    if onto_partition {
+        run_tool(
+            "wipefs",
+            &[
+                "--all".as_ref(),
+                "--quiet".as_ref(),
+                plan.target.as_os_str(),
+            ],
+            None,
+            ui,
+        )
+        .context("wiping the partition's old signatures")?;
+    } else {
+        // The table: sfdisk writes it onto the disk (or the file), wiping old signatures.
+        run_tool(
+            "sfdisk",
+            &[
+                "--quiet".as_ref(),
+                "--wipe".as_ref(),
+                "always".as_ref(),
+                "--wipe-partitions".as_ref(),
+                "always".as_ref(),
+                plan.target.as_os_str(),
+            ],
+            Some(plan.script.as_bytes()),
+            ui,
+        )
+        .context("writing the partition table")?;
+        ui.step(format_args!(
+            "{}: partition table written",
+            plan.target.display()
+        ));
+    }
     let mut own_loop = None;
     let disk: PathBuf = match plan.target_kind {
+        _ if onto_partition => plan.target.clone(),
         TargetKind::BlockDevice => {
             let _ = run_tool("partx", &["-u".as_ref(), plan.target.as_os_str()], None, ui);
             plan.target.clone()
@@ -764,7 +812,11 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
     };
     for item in &plan.items {
         let t = Instant::now();
-        let node = partition_node(&disk, item.partition, ui)?;
+        let node = if onto_partition {
+            disk.clone()
+        } else {
+            partition_node(&disk, item.partition, ui)?
+        };
         let path = plan.backup_dir.join(layout::SYSTEM_DIR).join(&item.file);
         write_partition(&path, item.encrypted, keys, &item.tool, &node, ui)
             .with_context(|| format!("restoring {} onto {}", item.file, node.display()))?;
@@ -811,7 +863,13 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
             p.uuid.as_deref().unwrap_or("none"),
             if p.uuid_kept { " kept" } else { " DIFFERS" },
             p.partuuid.as_deref().unwrap_or("none"),
-            if p.partuuid_kept { " kept" } else { " DIFFERS" },
+            if onto_partition {
+                " (the partition's own)"
+            } else if p.partuuid_kept {
+                " kept"
+            } else {
+                " DIFFERS"
+            },
         ));
         report.partitions.push(p);
     }

@@ -62,9 +62,48 @@ pub fn observe_system(settings: &Settings, extra_devices: &[String]) -> Option<S
     }
     Some(SystemInput {
         kit: settings.image.kit.then(kit::collect),
-        devices: devices.iter().map(|d| observe::device(d)).collect(),
+        devices: devices
+            .iter()
+            .map(|d| {
+                let mut facts = observe::device(d)?;
+                observe::used_space(&mut facts);
+                Ok(facts)
+            })
+            .collect(),
         sets: sets_of(settings),
     })
+}
+
+impl SystemInput {
+    /// What the kit's files take (the guide and manifest are generated later: 256 KiB are kept for them).
+    pub fn kit_bytes(&self) -> u64 {
+        self.kit
+            .as_ref()
+            .map(|k| k.pieces.iter().map(|p| p.bytes.len() as u64).sum::<u64>() + (256 << 10))
+            .unwrap_or(0)
+    }
+
+    /// What `system/` may take on a drive whose files are rounded up to `block`: the images at their bound (see
+    /// [`plan::SystemPlan::bound_bytes`]) and the kit, each file rounded up (age's overhead counted when
+    /// `recipients` is some).
+    pub fn bound_bytes(&self, plan: &SystemPlan, block: u64, recipients: Option<usize>) -> u64 {
+        let block = block.max(512);
+        let kit_files = self.kit.as_ref().map_or(0, |k| k.pieces.len() as u64 + 2);
+        let kit = match recipients {
+            Some(n) => self
+                .kit_bytes()
+                .saturating_add(kit_files * crate::archive::crypt::encrypted_len(0, n)),
+            None => self.kit_bytes(),
+        };
+        let kit = if plan.kit {
+            kit.saturating_add(kit_files.saturating_mul(block))
+        } else {
+            0
+        };
+        plan.bound_bytes(block)
+            .saturating_add(kit)
+            .saturating_add(block)
+    }
 }
 
 fn sets_of(settings: &Settings) -> Vec<(String, Vec<String>)> {
@@ -101,9 +140,14 @@ pub struct CreatePlan {
     pub temp_dir: PathBuf,
     pub final_dir: PathBuf,
     pub system: SystemPlan,
-    /// An upper bound of what the images need (their devices' sizes) and what the drive has free.
+    /// The images' devices' sizes.
     pub device_bytes: u64,
+    /// The most the backup may take on the drive (see [`SystemInput::bound_bytes`]), and what the drive has free.
+    pub needed_bytes: u64,
     pub free_bytes: u64,
+    /// Why nothing is written (not enough space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
 }
 
 /// What `dbackup image create` did.
@@ -118,7 +162,7 @@ pub struct CreateReport {
 impl CreatePlan {
     /// What the run would exit with at best: 1 when nothing would be imaged, 3 when a device would be refused.
     pub fn expected_exit(&self) -> Exit {
-        if self.system.images.is_empty() {
+        if self.system.images.is_empty() || self.refusal.is_some() {
             Exit::Failed
         } else if self.system.refused.is_empty() {
             Exit::Ok
@@ -209,14 +253,37 @@ pub fn plan_create(
         .map(crate::archive::crypt::resolve_record)
         .transpose()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let recipients = encryption.as_ref().map(|e| e.recipients.len());
     let system = plan::plan_system(
         settings.image.kit,
         &input.devices,
         info.device.as_deref(),
-        encryption.is_some(),
+        recipients,
     );
+    let block = rustix::fs::statvfs(&info.resolved)
+        .map(|st| {
+            if st.f_frsize > 0 {
+                st.f_frsize
+            } else {
+                st.f_bsize
+            }
+        })
+        .unwrap_or(4096);
+    let needed_bytes = input
+        .bound_bytes(&system, block, recipients)
+        .saturating_add(crate::external::plan::SPACE_MARGIN);
     let backups_dir = info.resolved.join(drive_layout::BACKUPS_DIR);
     let stamp = fresh_stamp(&backups_dir);
+    let refusal = (!system.images.is_empty() && needed_bytes > info.free_bytes).then(|| {
+        format!(
+            "not enough space: the images may take {} (partclone's bytes in use, counted as if zstd could not \
+             compress them; their compressed size is known only once written), {} has {} free; free up space on \
+             the drive or use a larger one; nothing was written",
+            crate::stdx::bytes(needed_bytes),
+            dest.path.display(),
+            crate::stdx::bytes(info.free_bytes)
+        )
+    });
     let plan = CreatePlan {
         destination: dest.name.clone(),
         path: dest.path.clone(),
@@ -224,7 +291,9 @@ pub fn plan_create(
         final_dir: backups_dir.join(&stamp),
         stamp,
         device_bytes: system.device_bytes(),
+        needed_bytes,
         free_bytes: info.free_bytes,
+        refusal,
         system,
     };
     Ok((plan, input, dest, info))
@@ -233,14 +302,18 @@ pub fn plan_create(
 /// The create plan for people.
 pub fn render_create(p: &CreatePlan) -> String {
     let mut out = format!(
-        "image create on {} ({}): backup {} ({} free; the images take at most {})\n",
+        "image create on {} ({}): backup {} (needs at most {}, {} free)\n",
         p.destination,
         p.path.display(),
         p.stamp,
+        crate::stdx::bytes(p.needed_bytes),
         crate::stdx::bytes(p.free_bytes),
-        crate::stdx::bytes(p.device_bytes)
     );
     plan::render_system(&p.system, &mut out, "  ");
+    if let Some(r) = &p.refusal {
+        out.push_str(&format!("  REFUSED   {r}\n"));
+        return out;
+    }
     out.push_str(&format!(
         "  written into {}, read back, then renamed to {}\n",
         p.temp_dir.display(),
@@ -269,6 +342,10 @@ pub fn create(settings: &Settings, opts: &CreateOptions, ui: &Ui) -> anyhow::Res
     };
     if plan.system.images.is_empty() {
         report.error = Some("no device can be imaged; nothing was written".into());
+        return Ok(report);
+    }
+    if let Some(r) = &plan.refusal {
+        report.error = Some(r.clone());
         return Ok(report);
     }
     let result = write_create(settings, &plan, &input, &dest, &info, ui);

@@ -42,6 +42,15 @@ pub struct DeviceFacts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<PathBuf>,
     pub usage: DeviceUse,
+    /// partclone's count of the bytes in use (from its header, read before imaging by [`used_space`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
+    /// An upper bound of partclone's stream for it (what zstd compresses): the used bytes, the bitmap, checksums.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_bound: Option<u64>,
+    /// Why the used bytes are not known (the device's size stands in for them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_error: Option<String>,
 }
 
 /// The partclone program for a filesystem type (as blkid names it).
@@ -113,7 +122,26 @@ pub fn device(given: &str) -> Result<DeviceFacts, String> {
         usage: devices::device_use(&path).map_err(|e| format!("{given}: {e}"))?,
         path,
         kname,
+        used_bytes: None,
+        stream_bound: None,
+        used_error: None,
     })
+}
+
+/// Fills in how much of `d` partclone would image (its header's used blocks), for the space check; only for a
+/// device that would be imaged (a refused one is not read). Reads the device, writes nothing.
+pub fn used_space(d: &mut DeviceFacts) {
+    if super::plan::refusal(d, None).is_some() {
+        return;
+    }
+    let Some(tool) = d.tool.clone() else { return };
+    match super::exec::read_header(&tool, &d.path) {
+        Ok(h) => {
+            d.used_bytes = Some(h.used_bytes());
+            d.stream_bound = Some(h.stream_bound());
+        }
+        Err(e) => d.used_error = Some(crate::ui::format_error(&e)),
+    }
 }
 
 /// A restore target: a block device (a whole disk) or a disk image file.

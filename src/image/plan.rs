@@ -42,6 +42,16 @@ pub struct ImagePlan {
     /// Mounted read-only: imaged as it is (a read-only mount does not change).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mounted_read_only: Option<PathBuf>,
+    /// partclone's count of the bytes in use, read before imaging (none: it could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
+    /// The most the image file can take on the drive: partclone's stream bound (the device's size when the used
+    /// bytes are unknown) as zstd may at worst store it, age's overhead added when encrypted. zstd's real output is
+    /// unknown until written; usually far less.
+    pub bound_bytes: u64,
+    /// Why the used bytes are unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_error: Option<String>,
 }
 
 /// What goes into `system/`.
@@ -66,10 +76,36 @@ impl SystemPlan {
     pub fn device_bytes(&self) -> u64 {
         self.images.iter().map(|i| i.device_bytes).sum()
     }
+
+    /// What the images may take on a drive whose files are rounded up to `block` bytes: each image's
+    /// [`ImagePlan::bound_bytes`], rounded up, with a block for its directory entry. The kit is small and counted by
+    /// the caller.
+    pub fn bound_bytes(&self, block: u64) -> u64 {
+        let block = block.max(512);
+        self.images
+            .iter()
+            .map(|i| i.bound_bytes.div_ceil(block).saturating_mul(block) + block)
+            .fold(0u64, u64::saturating_add)
+    }
+}
+
+/// The most an image file of a partclone stream of `stream` bytes takes: zstd's worst case (incompressible data),
+/// then age's overhead when `recipients` is some.
+pub fn image_bound(stream: u64, recipients: Option<usize>) -> u64 {
+    let zstd = usize::try_from(stream)
+        .map(|n| zstd::zstd_safe::compress_bound(n) as u64)
+        .unwrap_or(u64::MAX);
+    match recipients {
+        Some(n) => crate::archive::crypt::encrypted_len(zstd, n),
+        None => zstd,
+    }
 }
 
 /// Why one device cannot be imaged, or `None`.
-fn refusal(d: &DeviceFacts, destination_device: Option<&std::path::Path>) -> Option<String> {
+pub(crate) fn refusal(
+    d: &DeviceFacts,
+    destination_device: Option<&std::path::Path>,
+) -> Option<String> {
     if let Some(dest) = destination_device {
         let dest = std::fs::canonicalize(dest).unwrap_or_else(|_| dest.to_path_buf());
         if dest == d.path || d.partitions.iter().any(|p| std::path::Path::new(p) == dest) {
@@ -131,13 +167,15 @@ fn refusal(d: &DeviceFacts, destination_device: Option<&std::path::Path>) -> Opt
 }
 
 /// The system plan: the kit when `kit`, and each device imaged or refused. `destination_device` is the backup
-/// drive's own device (never imaged onto itself).
+/// drive's own device (never imaged onto itself); `recipients`: the destination encrypts, to this many recipients
+/// (0 for a passphrase).
 pub fn plan_system(
     kit: bool,
     devices: &[Result<DeviceFacts, String>],
     destination_device: Option<&std::path::Path>,
-    encrypted: bool,
+    recipients: Option<usize>,
 ) -> SystemPlan {
+    let encrypted = recipients.is_some();
     let mut plan = SystemPlan {
         kit,
         images: Vec::new(),
@@ -186,6 +224,9 @@ pub fn plan_system(
             device_bytes: d.bytes,
             file: layout::stored_name(&layout::image_file(&d.kname), encrypted),
             mounted_read_only: d.usage.mounts.first().map(|m| m.mount_point.clone()),
+            used_bytes: d.used_bytes,
+            bound_bytes: image_bound(d.stream_bound.unwrap_or(d.bytes), recipients),
+            used_error: d.used_error.clone(),
         });
     }
     plan
@@ -216,6 +257,22 @@ pub fn render_system(plan: &SystemPlan, out: &mut String, indent: &str) {
             i.tool.file_name().unwrap_or_default().to_string_lossy(),
             i.file
         );
+        let space = match (i.used_bytes, &i.used_error) {
+            (Some(used), _) => format!(
+                "{} in use (partclone's count): the image takes at most {} on the drive, counted so in the space \
+                 check; its compressed size is known only once written",
+                stdx::bytes(used),
+                stdx::bytes(i.bound_bytes)
+            ),
+            (None, e) => format!(
+                "the bytes in use are unknown{}: counted at its whole size, at most {} on the drive",
+                e.as_deref()
+                    .map(|e| format!(" ({})", stdx::show_str(e)))
+                    .unwrap_or_default(),
+                stdx::bytes(i.bound_bytes)
+            ),
+        };
+        let _ = writeln!(out, "{indent}          {space}");
     }
     for r in &plan.refused {
         let _ = writeln!(out, "{indent}REFUSED   {}: {}", r.device, r.reason);
@@ -264,10 +321,12 @@ pub struct RestorePlan {
     pub target: PathBuf,
     pub target_kind: TargetKind,
     pub target_bytes: u64,
-    /// The disk the images came from, and its table (written first).
+    /// The disk the images came from, and its table (written first). No table: the target is one partition
+    /// (`--to PART`), restored alone, its disk's table left as it is.
     pub disk: String,
     pub table_file: String,
-    pub table: Table,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<Table>,
     /// The `sfdisk` script written onto the target.
     pub script: String,
     pub needed_bytes: u64,
@@ -330,6 +389,11 @@ pub fn plan_restore(
         }
         out
     };
+    if let Some(parent) = &target.partition_of {
+        return Ok(plan_onto_partition(
+            from, backup_dir, system, &chosen, parent, target, opts,
+        ));
+    }
     let disks: BTreeSet<Option<&str>> = chosen.iter().map(|i| i.disk.as_deref()).collect();
     if disks.len() > 1 {
         return Err(format!(
@@ -425,12 +489,6 @@ pub fn plan_restore(
             );
         }
     }
-    if let Some(parent) = &target.partition_of {
-        refusals.push(format!(
-            "{} is a partition of {parent}: give the whole disk; its partition table is rewritten",
-            target.path.display()
-        ));
-    }
     if target.usage.busy() {
         refusals.push(format!(
             "{} is in use: {}; unmount it first",
@@ -475,7 +533,7 @@ pub fn plan_restore(
         target_bytes: target.bytes,
         disk: disk.to_string(),
         table_file: table_rec.map(|t| t.file.name.clone()).unwrap_or_default(),
-        table: table.clone(),
+        table: Some(table.clone()),
         script: table.script(opts.grow),
         needed_bytes: needed,
         items,
@@ -484,6 +542,108 @@ pub fn plan_restore(
         refusals,
         confirm: target.kind == TargetKind::BlockDevice,
     })
+}
+
+/// Plans the restore of one image onto one partition (`--to PART`): no table is written, the partition keeps its
+/// PARTUUID (the filesystem's UUID is the image's), and it must hold the filesystem at its original size; `--grow`
+/// grows the filesystem to the partition's end.
+fn plan_onto_partition(
+    from: &str,
+    backup_dir: PathBuf,
+    system: &SystemRecord,
+    chosen: &[&ImageRecord],
+    parent: &str,
+    target: &TargetFacts,
+    opts: &RestoreOptions,
+) -> RestorePlan {
+    let mut refusals = Vec::new();
+    let image = match chosen {
+        [one] => Some(*one),
+        _ => {
+            refusals.push(format!(
+                "{} is a partition (of {parent}): it takes one image, named with --name ({} of backup {from});                  give the whole disk to restore the partition table with every image",
+                target.path.display(),
+                chosen
+                    .iter()
+                    .map(|i| crate::stdx::show_str(&i.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            None
+        }
+    };
+    let mut items = Vec::new();
+    if let Some(i) = image {
+        if i.device_bytes > target.bytes {
+            refusals.push(format!(
+                "{} is {}, smaller than the {} filesystem of image {} (partclone restores a filesystem at its                  original size)",
+                target.path.display(),
+                stdx::bytes(target.bytes),
+                stdx::bytes(i.device_bytes),
+                crate::stdx::show_str(&i.name)
+            ));
+        }
+        let tool = super::observe::partclone_for(&i.fs_type);
+        if tool.is_none() {
+            refusals.push(format!(
+                "partclone cannot restore a {} filesystem",
+                crate::stdx::show_str(&i.fs_type)
+            ));
+        }
+        if opts.grow && !can_grow(&i.fs_type) {
+            refusals.push(format!(
+                "--grow cannot grow a {} filesystem; restore without --grow",
+                crate::stdx::show_str(&i.fs_type)
+            ));
+        }
+        let number = std::fs::read_to_string(
+            std::path::Path::new("/sys/class/block")
+                .join(target.path.file_name().unwrap_or_default())
+                .join("partition"),
+        )
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+        items.push(RestoreItem {
+            name: i.name.clone(),
+            file: i.file.name.clone(),
+            encrypted: system.encryption.is_some(),
+            fs_type: i.fs_type.clone(),
+            tool: tool.unwrap_or_default().to_string(),
+            partition: number,
+            partition_bytes: target.bytes,
+            device_bytes: i.device_bytes,
+            used_bytes: i.used_bytes,
+            uuid: i.uuid.clone(),
+            // The partition is the target's own: its PARTUUID is not the backup's.
+            partuuid: None,
+            grow: opts.grow,
+        });
+    }
+    if target.usage.busy() {
+        refusals.push(format!(
+            "{} is in use: {}; unmount it first",
+            target.path.display(),
+            target.usage.describe()
+        ));
+    }
+    RestorePlan {
+        from: from.to_string(),
+        backup_dir,
+        target: target.path.clone(),
+        target_kind: target.kind,
+        target_bytes: target.bytes,
+        disk: parent.to_string(),
+        table_file: String::new(),
+        table: None,
+        script: String::new(),
+        needed_bytes: image.map_or(0, |i| i.device_bytes),
+        items,
+        grow: opts.grow,
+        overwritten: target.holds.clone(),
+        refusals,
+        confirm: target.kind == TargetKind::BlockDevice,
+    }
 }
 
 /// The restore plan for people.
@@ -509,13 +669,35 @@ pub fn render_restore(p: &RestorePlan) -> String {
     for w in &p.overwritten {
         let _ = writeln!(o, "  OVERWRITES {w}");
     }
+    let Some(table) = &p.table else {
+        for i in &p.items {
+            let _ = writeln!(
+                o,
+                "  partition {} of {} (its table and PARTUUID left as they are) <- system/{} ({} {}, {} used{})",
+                p.target.display(),
+                p.disk,
+                i.file,
+                i.fs_type,
+                i.uuid.as_deref().unwrap_or("no uuid"),
+                stdx::bytes(i.used_bytes),
+                if i.grow {
+                    ", grown to the partition's end"
+                } else {
+                    ""
+                }
+            );
+        }
+        let _ = writeln!(o, "  then      fsck of the filesystem; its UUID checked");
+        render_refusals(p, &mut o);
+        return o;
+    };
     let _ = writeln!(
         o,
         "  table     {} of disk {} ({}, {} partitions{}), from system/{}",
-        p.table.label,
+        table.label,
         p.disk,
-        p.table.label_id.as_deref().unwrap_or("no id"),
-        p.table.partitions.len(),
+        table.label_id.as_deref().unwrap_or("no id"),
+        table.partitions.len(),
         if p.grow {
             "; the last grown to the end"
         } else {
@@ -523,14 +705,14 @@ pub fn render_restore(p: &RestorePlan) -> String {
         },
         p.table_file
     );
-    for part in &p.table.partitions {
+    for part in &table.partitions {
         let item = p.items.iter().find(|i| i.partition == part.number);
         let _ = writeln!(
             o,
             "    {:>2}  start {:>10}  {:>10}  {}{}",
             part.number,
             part.start,
-            stdx::bytes(part.size.saturating_mul(p.table.sector_size)),
+            stdx::bytes(part.size.saturating_mul(table.sector_size)),
             part.name
                 .as_deref()
                 .map(|n| format!("\"{}\" ", crate::stdx::show_str(n)))
@@ -552,6 +734,12 @@ pub fn render_restore(p: &RestorePlan) -> String {
         o,
         "  then      fsck of each restored filesystem; its UUID and the PARTUUIDs checked"
     );
+    render_refusals(p, &mut o);
+    o
+}
+
+/// The plan's last lines: its refusals, or the confirmation it asks for.
+fn render_refusals(p: &RestorePlan, o: &mut String) {
     if p.refused() {
         for r in &p.refusals {
             let _ = writeln!(o, "  REFUSED   {r}");
@@ -559,7 +747,6 @@ pub fn render_restore(p: &RestorePlan) -> String {
     } else if p.confirm {
         let _ = writeln!(o, "  asks for confirmation before writing (--yes to skip)");
     }
-    o
 }
 
 #[cfg(test)]
@@ -599,6 +786,8 @@ mod tests {
             ..DeviceUse::default()
         };
         let mut ro = facts("loop9p1", Some("vfat"));
+        ro.used_bytes = Some(3 << 20);
+        ro.stream_bound = Some(5 << 20);
         ro.usage.mounts.push(MountUse {
             device: "/dev/loop9p1".into(),
             mount_point: "/boot/efi".into(),
@@ -621,7 +810,7 @@ mod tests {
                 Err("/dev/nope: No such file or directory".into()),
             ],
             None,
-            true,
+            Some(1),
         );
         assert_eq!(plan.images.len(), 1);
         assert_eq!(plan.images[0].file, "loop9p1.img.zst.age");
@@ -761,6 +950,82 @@ mod tests {
                 names: vec![],
                 grow: true,
             },
+        )
+        .unwrap();
+        assert_eq!(
+            p.refusals,
+            ["--grow cannot grow a vfat filesystem; restore without --grow"]
+        );
+    }
+
+    /// `--to PART`: one image onto one partition, no table; before, a partition target was always refused.
+    #[test]
+    fn one_image_is_restored_onto_one_partition() {
+        let (sys, tables) = system();
+        let mut t = target(300 << 20);
+        t.kind = TargetKind::BlockDevice;
+        t.path = "/dev/loop7p2".into();
+        t.partition_of = Some("loop7".into());
+        let opts = |names: &[&str], grow: bool| RestoreOptions {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            grow,
+        };
+        let p = plan_restore(
+            "s",
+            "/d".into(),
+            &sys,
+            &tables,
+            &t,
+            &opts(&["loop9p2"], true),
+        )
+        .unwrap();
+        assert!(!p.refused(), "{:?}", p.refusals);
+        assert!(p.table.is_none() && p.script.is_empty());
+        assert!(p.confirm);
+        assert_eq!(p.items.len(), 1);
+        assert!(p.items[0].grow);
+        assert_eq!(
+            p.items[0].partuuid, None,
+            "the partition keeps its own PARTUUID"
+        );
+        let text = render_restore(&p);
+        assert!(
+            text.contains("partition /dev/loop7p2 of loop7 (its table and PARTUUID left as they are) <- system/loop9p2.img.zst"),
+            "{text}"
+        );
+
+        // Every image of the backup onto one partition: refused, saying --name.
+        let p = plan_restore("s", "/d".into(), &sys, &tables, &t, &opts(&[], false)).unwrap();
+        assert_eq!(p.refusals.len(), 1, "{:?}", p.refusals);
+        assert!(
+            p.refusals[0].contains("named with --name"),
+            "{:?}",
+            p.refusals
+        );
+        // A partition smaller than the filesystem, and a vfat one grown: refused.
+        t.bytes = 100 << 20;
+        let p = plan_restore(
+            "s",
+            "/d".into(),
+            &sys,
+            &tables,
+            &t,
+            &opts(&["loop9p2"], false),
+        )
+        .unwrap();
+        assert!(
+            p.refusals[0].contains("smaller than the 190.0 MiB filesystem"),
+            "{:?}",
+            p.refusals
+        );
+        t.bytes = 300 << 20;
+        let p = plan_restore(
+            "s",
+            "/d".into(),
+            &sys,
+            &tables,
+            &t,
+            &opts(&["loop9p1"], true),
         )
         .unwrap();
         assert_eq!(

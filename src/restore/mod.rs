@@ -23,8 +23,6 @@ pub mod verify;
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_age;
 
 pub use engine::{
     Action, Applier, Compare, Counts, EntryKind, Mtime, Overwrite, Plan, PlanItem, Planner,

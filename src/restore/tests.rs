@@ -16,6 +16,8 @@ use super::engine::source::{self, SnapshotTree};
 use super::*;
 use crate::exit::Exit;
 
+mod age;
+
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }

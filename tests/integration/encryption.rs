@@ -18,7 +18,7 @@ use crate::fixtures::drive::{
     assert_same_tree, assert_sums_pass, collect, config, destination, external, listing, meta_of,
     sample,
 };
-use crate::harness::{self, Test};
+use crate::harness::{self, Test, run_ok};
 
 /// An `encryption` object's text for the destination.
 fn encryption(body: &str) -> String {
@@ -365,15 +365,10 @@ fn every_recipient_of_a_recipients_file_can_decrypt() {
     // An ssh-ed25519 key too, when ssh-keygen is there.
     let ssh = testkit::tool("ssh-keygen").map(|_| {
         let key = t.path("id_ed25519");
-        let out = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "tester@host", "-f"])
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", "tester@host", "-f"])
+                .arg(&key),
         );
         let public = fs::read_to_string(key.with_extension("pub")).unwrap();
         (key, public.trim().to_string())

@@ -15,7 +15,7 @@ use dbackup::restore::verify::VerifyReport;
 use crate::fixtures::age::{Enc, encrypted_backup};
 use crate::fixtures::demo::{config, drive_backup, sample};
 use crate::fixtures::tree::{assert_same_tree, tree};
-use crate::harness::Test;
+use crate::harness::{Test, run_ok};
 
 /// age's STREAM: 64 KiB of plaintext per chunk, and a 16-byte tag.
 const CHUNK: u64 = 64 << 10;
@@ -79,16 +79,11 @@ fn filters() -> Vec<(&'static str, &'static str)> {
 }
 
 fn age_encrypt(recipient: &str, from: &Path, to: &Path) {
-    let out = Command::new("age")
-        .args(["-e", "-r", recipient, "-o"])
-        .arg(to)
-        .arg(from)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "age -e: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("age")
+            .args(["-e", "-r", recipient, "-o"])
+            .arg(to)
+            .arg(from),
     );
 }
 
@@ -541,18 +536,13 @@ fn a_gnu_tar_archive_encrypted_by_age_restores_by_scanning() {
     let dir = t.path("drive/backups").join(stamp);
     fs::create_dir_all(&dir).unwrap();
     let tar = t.path("plain.tar");
-    let out = Command::new("tar")
-        .args(["--format=posix", "-cf"])
-        .arg(&tar)
-        .args(["-C"])
-        .arg(&src)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("tar")
+            .args(["--format=posix", "-cf"])
+            .arg(&tar)
+            .args(["-C"])
+            .arg(&src)
+            .arg("."),
     );
     age_encrypt(&recipient, &tar, &dir.join("data.tar.age"));
 

@@ -283,6 +283,21 @@ impl Cmd {
     }
 }
 
+/// Runs another program (GNU tar, bsdtar, age, ...), which must succeed: its stdout; the command and its stderr in
+/// the panic when it fails.
+#[track_caller]
+pub fn run_ok(command: &mut Command) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// All a spawned command writes to stderr, read to its end (the command has ended or closes it).
 pub fn read_stderr(child: &mut Child) -> String {
     use std::io::Read;

@@ -21,7 +21,7 @@ use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::age::have_age;
 use crate::fixtures::drive::{destination, external};
-use crate::harness::Test;
+use crate::harness::{Test, run_ok};
 
 const MIB: u64 = 1 << 20;
 
@@ -42,12 +42,7 @@ fn have_attr_tools() -> bool {
 }
 
 fn sh(cmd: &str, args: &[&OsStr]) {
-    let out = Command::new(cmd).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new(cmd).args(args));
 }
 
 fn set_times(p: &Path, sec: i64, nsec: i64) {
@@ -305,10 +300,11 @@ fn assert_same(want: &Path, got: &Path, what: &str, setuid_dropped: bool) {
         }
     }
     // The sparse file keeps its holes: no more allocated than the source's (a filesystem block or two of slack per
-    // extent, and xfs's preallocation), far less than its size.
+    // extent, and xfs's speculative preallocation, which under parallel load was seen at 5.8 MiB over the source's
+    // 2.1 MiB before xfs trims it), far less than its 1 GiB size.
     let (a, b) = (allocated(&want.join(SPARSE)), allocated(&got.join(SPARSE)));
     assert!(
-        b <= a + 4 * MIB && b < 64 * MIB,
+        b <= a + 16 * MIB && b < 64 * MIB,
         "{what}: {SPARSE} has {b} bytes allocated, the source {a} (du): its holes were filled"
     );
     let names = |m: &BTreeMap<Vec<u8>, Node>| m.keys().cloned().collect::<Vec<_>>();

@@ -12,8 +12,8 @@ use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::age::have_age;
 use crate::fixtures::drive::{
-    assert_old_backup_intact, assert_sums_pass, backups, content, destination, external, finish,
-    new_backup, set_mode, signal, spawn_caught_writing_file,
+    assert_old_backup_intact, assert_sums_pass, backups, content, destination, external,
+    new_backup, set_mode, spawn_caught_writing_file, stopped_while_writing,
 };
 use crate::harness::Test;
 
@@ -210,11 +210,8 @@ fn an_encrypted_write_that_fails_midway_leaves_nothing_that_decrypts() {
     // The drive fills up mid-archive: a clear failure, the partial backup removed at once, the others intact.
     t.write("home/data/notes.txt", "changed\n");
     t.cmd().args(["collect"]).status(0);
-    let (child, temp) = spawn_caught_writing_file(&t, &mp, "data.tar.age", 2 * MIB);
-    signal(&child, libc::SIGSTOP);
-    let fill = t9.fill(0);
-    signal(&child, libc::SIGCONT);
-    let (code, stderr) = finish(child);
+    let (fill, temp, code, stderr) =
+        stopped_while_writing(&t, &mp, "data.tar.age", 2 * MIB, || t9.fill(0));
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("No space left on device"), "{stderr}");
     assert!(

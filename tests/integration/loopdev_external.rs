@@ -16,9 +16,9 @@ use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::drive::{
     assert_old_backup_intact, assert_same_tree, assert_sums_pass, backups, collect, collected_for,
-    config, content, describe, destination, external, finish, gnu_extract, listing, meta_of,
-    needle, new_backup, report, sample, sha256sum_check, signal, snapshot_dir,
-    spawn_caught_writing,
+    config, content, describe, destination, external, gnu_extract, listing, meta_of, needle,
+    new_backup, report, sample, sha256sum_check, snapshot_dir, spawn_caught_writing,
+    stopped_while_writing,
 };
 use crate::harness::Test;
 
@@ -327,11 +327,8 @@ fn drive_full_mid_archive_fails_cleanly_and_the_next_run_succeeds() {
     let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
     let mp = t9.mount_point().to_path_buf();
     // The space check passes; then, while dbackup is stopped mid-archive, another program fills the drive.
-    let (child, temp) = spawn_caught_writing(&t, &mp, 2 * MIB);
-    signal(&child, libc::SIGSTOP);
-    let fill = t9.fill(0);
-    signal(&child, libc::SIGCONT);
-    let (code, stderr) = finish(child);
+    let (fill, temp, code, stderr) =
+        stopped_while_writing(&t, &mp, "data.tar", 2 * MIB, || t9.fill(0));
     eprintln!("{stderr}");
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("No space left on device"), "{stderr}");
@@ -360,11 +357,9 @@ fn drive_pulled_mid_archive_fails_and_a_later_run_succeeds() {
     }
     let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    let (child, _temp) = spawn_caught_writing(&t, &mp, 2 * MIB);
-    signal(&child, libc::SIGSTOP);
-    t9.pull(); // umount -l with the archive open: writes go on into a detached filesystem
-    signal(&child, libc::SIGCONT);
-    let (code, stderr) = finish(child);
+    // umount -l with the archive open: writes go on into a detached filesystem.
+    let ((), _temp, code, stderr) =
+        stopped_while_writing(&t, &mp, "data.tar", 2 * MIB, || t9.pull());
     eprintln!("{stderr}");
     assert_eq!(code, 1, "{stderr}");
     assert!(
@@ -400,11 +395,9 @@ fn killed_fuse_daemon_mid_archive_fails_and_a_later_run_succeeds() {
     }
     let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    let (child, _temp) = spawn_caught_writing(&t, &mp, 2 * MIB);
-    signal(&child, libc::SIGSTOP);
-    t9.kill_fuse(); // the drive dies under the running backup
-    signal(&child, libc::SIGCONT);
-    let (code, stderr) = finish(child);
+    // The drive dies under the running backup.
+    let (_, _temp, code, stderr) =
+        stopped_while_writing(&t, &mp, "data.tar", 2 * MIB, || t9.kill_fuse());
     eprintln!("{stderr}");
     assert_eq!(code, 1, "{stderr}");
     // ENOTCONN for calls after the daemon died; ECONNABORTED for the write it was serving when it died.

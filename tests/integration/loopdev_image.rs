@@ -19,7 +19,7 @@ use testkit::loopdev::{self, Drive, Fs};
 use crate::fixtures::drive::{assert_sums_pass, content};
 use crate::harness::Test;
 
-const MIB: u64 = 1 << 20;
+pub(crate) const MIB: u64 = 1 << 20;
 
 /// The tools the partition tests run, beyond the T9's.
 const TOOLS: &[&str] = &[
@@ -42,7 +42,7 @@ const TOOLS: &[&str] = &[
 ];
 
 /// Root, the T9's tools and the imaging tools; else a message (and a failure under CI).
-fn require() -> bool {
+pub(crate) fn require() -> bool {
     if !loopdev::require(&[Fs::Exfat]) {
         return false;
     }
@@ -59,13 +59,13 @@ fn require() -> bool {
 
 /// A sparse disk image attached to a loop device with its partitions (`losetup --find --show -P`, `partx -a` when
 /// the nodes are missing); detached on drop while still backed by this image.
-struct LoopDisk {
+pub(crate) struct LoopDisk {
     image: PathBuf,
-    device: PathBuf,
+    pub(crate) device: PathBuf,
 }
 
 impl LoopDisk {
-    fn attach(image: &Path) -> LoopDisk {
+    pub(crate) fn attach(image: &Path) -> LoopDisk {
         let dev = testkit::run(
             "losetup",
             [
@@ -82,7 +82,7 @@ impl LoopDisk {
     }
 
     /// The node of partition `n`, waiting for it (and asking `partx -a` once).
-    fn part(&self, n: u32) -> PathBuf {
+    pub(crate) fn part(&self, n: u32) -> PathBuf {
         let p = PathBuf::from(format!("{}p{n}", self.device.display()));
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut asked = false;
@@ -119,10 +119,10 @@ impl Drop for LoopDisk {
 }
 
 /// A read-only mount of ours, unmounted on drop.
-struct RoMount(PathBuf);
+pub(crate) struct RoMount(pub(crate) PathBuf);
 
 impl RoMount {
-    fn new(dev: &Path, at: &Path) -> RoMount {
+    pub(crate) fn new(dev: &Path, at: &Path) -> RoMount {
         fs::create_dir_all(at).unwrap();
         testkit::run(
             "mount",
@@ -145,7 +145,7 @@ impl Drop for RoMount {
 
 /// The root filesystem's tree: files, symlinks (relative, absolute, dangling), a hard-linked pair, a fifo, a file
 /// with a user xattr, a 0600 file, an empty directory, and `big` bytes of incompressible data.
-fn root_tree(dir: &Path, big: usize) {
+pub(crate) fn root_tree(dir: &Path, big: usize) {
     fs::create_dir_all(dir.join("etc")).unwrap();
     fs::create_dir_all(dir.join("home/u/empty")).unwrap();
     fs::write(dir.join("etc/hostname"), "ws\n").unwrap();
@@ -180,7 +180,7 @@ fn root_tree(dir: &Path, big: usize) {
 
 /// Every entry of a mounted tree: type, mode, owner, size, content hash, link target, xattrs, and which entries share
 /// an inode (hard links).
-fn manifest(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn manifest(root: &Path) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
     for e in walkdir::WalkDir::new(root).sort_by_file_name() {
@@ -243,7 +243,7 @@ fn manifest(root: &Path) -> BTreeMap<String, String> {
 
 /// A new GPT disk image at `path`: a 64 MiB ESP (vfat, made with mkfs.fat) and a root partition filling the rest,
 /// made by `root` on the partition's node.
-fn make_disk(path: &Path, size: u64) -> LoopDisk {
+pub(crate) fn make_disk(path: &Path, size: u64) -> LoopDisk {
     let f = fs::File::create(path).unwrap();
     f.set_len(size).unwrap();
     drop(f);
@@ -277,7 +277,7 @@ fn make_disk(path: &Path, size: u64) -> LoopDisk {
     disk
 }
 
-fn blkid(dev: &Path, what: &str) -> String {
+pub(crate) fn blkid(dev: &Path, what: &str) -> String {
     testkit::run(
         "blkid",
         ["-c", "/dev/null", "-s", what, "-o", "value"]
@@ -289,7 +289,7 @@ fn blkid(dev: &Path, what: &str) -> String {
     .to_string()
 }
 
-fn config(t9: &Drive, extra: &str) -> String {
+pub(crate) fn config(t9: &Drive, extra: &str) -> String {
     format!(
         r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "data", "sources": ["~/data"] }} ],
              "destinations": [ {{ "name": "T9", "path": "{}", "fs_label": "T9"{extra} }} ] }}"#,
@@ -298,7 +298,7 @@ fn config(t9: &Drive, extra: &str) -> String {
 }
 
 /// The one backup directory on the drive whose backup.json holds images.
-fn image_backup(t9: &Drive) -> (PathBuf, BackupMeta) {
+pub(crate) fn image_backup(t9: &Drive) -> (PathBuf, BackupMeta) {
     let listing = layout::list(&t9.mount_point().join("backups")).unwrap();
     let b = listing
         .verified()
@@ -516,7 +516,7 @@ fn round_trip(root: Root) {
     );
 }
 
-fn listing_has_latest(t9: &Drive) -> bool {
+pub(crate) fn listing_has_latest(t9: &Drive) -> bool {
     layout::list(&t9.mount_point().join("backups"))
         .unwrap()
         .latest

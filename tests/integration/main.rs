@@ -28,6 +28,7 @@ mod loopdev_encryption;
 mod loopdev_external;
 mod loopdev_hostile;
 mod loopdev_image;
+mod loopdev_image_runs;
 mod loopdev_media;
 mod loopdev_restore;
 mod loopdev_udev;

@@ -8,15 +8,13 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use dbackup::archive::sums::SumLine;
-use dbackup::archive::{self, Digest};
-use dbackup::external::layout::{FileRecord, SetRecord};
+use dbackup::archive::Digest;
 use dbackup::restore::list::{Kept, Listing, State};
 use dbackup::restore::verify::VerifyReport;
 use dbackup::snapshot::{self};
 
 use crate::fixtures::demo::{
-    config, demo, from_external, restore, sample, set_mtime, write_metadata_and_sums,
+    break_every_header_but, config, demo, drive_with_tar, from_external, restore, sample, set_mtime,
 };
 use crate::fixtures::tree::{Tree, assert_same_tree, snapshot_of, tree};
 use crate::harness::{Output, Test};
@@ -603,22 +601,6 @@ fn json_of_a_restore_says_what_was_done() {
 // ---------------------------------------------------------------------------------------------------------------
 // Reading the drive
 
-/// Breaks the header of every entry but `keep` and its directories in an archive (its checksum field), so that any
-/// reader that scans the archive fails, while one that seeks through the index to `keep` does not.
-fn break_every_header_but(archive: &Path, index: &Path, keep: &[u8]) {
-    let mut bytes = fs::read(archive).unwrap();
-    let text = fs::read_to_string(index).unwrap();
-    let mut reader = archive::IndexReader::new(text.as_bytes()).unwrap();
-    let kept = |p: &[u8]| p == keep || (keep.starts_with(p) && keep.get(p.len()) == Some(&b'/'));
-    while let Some(e) = reader.next_entry().unwrap() {
-        if !kept(&e.path) {
-            let h = e.header_offset as usize;
-            bytes[h + 148..h + 156].copy_from_slice(b"0000000\0");
-        }
-    }
-    fs::write(archive, bytes).unwrap();
-}
-
 #[test]
 fn a_file_is_reached_through_the_index_not_by_scanning() {
     let d = demo();
@@ -632,7 +614,11 @@ fn a_file_is_reached_through_the_index_not_by_scanning() {
         .unwrap()
         .as_bytes()
         .to_vec();
-    break_every_header_but(&dir.join("data.tar"), &dir.join("data.index.jsonl"), &name);
+    break_every_header_but(
+        &dir.join("data.tar"),
+        &dir.join("data.index.jsonl"),
+        &[&name],
+    );
     let target = t.path("r");
     restore(t)
         .args([
@@ -969,50 +955,9 @@ fn raw_entry(name: &[u8], typ: u8, link: &[u8], data: &[u8]) -> Vec<u8> {
 
 /// A drive with one backup holding the set `evil` made of `entries`.
 fn hostile_drive(t: &Test, entries: &[Vec<u8>]) -> PathBuf {
-    let drive = t.path("evil-drive");
-    let dir = drive.join("backups/2025-04-01-031500");
-    fs::create_dir_all(&dir).unwrap();
     let mut tar = entries.concat();
     tar.extend_from_slice(&[0u8; 1024]);
-    fs::write(dir.join("evil.tar"), &tar).unwrap();
-    let sha = Digest::of_bytes(&tar);
-    let record = FileRecord {
-        name: "evil.tar".into(),
-        bytes: tar.len() as u64,
-        sha256: sha,
-    };
-    let set = SetRecord {
-        set: "evil".into(),
-        kind: Default::default(),
-        base: None,
-        snapshot: "evil-2025-04-01-031500".into(),
-        snapshot_complete: true,
-        snapshot_finished: None,
-        sources: Vec::new(),
-        archive: vec![record],
-        index: Vec::new(),
-        tar_bytes: tar.len() as u64,
-        tar_sha256: Some(sha),
-        entries: entries.len() as u64,
-        files: 1,
-        file_bytes: 0,
-        hard_links: 0,
-        warning_count: 0,
-        warnings: Vec::new(),
-        write_seconds: 0.0,
-        read_back_seconds: 0.0,
-        encryption: None,
-    };
-    write_metadata_and_sums(
-        &dir,
-        "2025-04-01-031500",
-        vec![set],
-        vec![SumLine {
-            sha256: sha,
-            name: b"evil.tar".to_vec(),
-        }],
-    );
-    drive
+    drive_with_tar(t, "evil-drive", "evil", &tar, entries.len() as u64, 1)
 }
 
 /// Restores the evil backup into `<tmp>/target`; it must exit 1 saying what was refused, and write nothing at all.

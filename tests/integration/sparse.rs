@@ -10,11 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dbackup::archive::Digest;
-use dbackup::archive::sums::SumLine;
-use dbackup::external::layout::{FileRecord, SetRecord};
 
-use crate::fixtures::demo::write_metadata_and_sums;
-use crate::harness::{Output, Test};
+use crate::fixtures::demo::{break_every_header_but, drive_with_tar};
+use crate::harness::{Output, Test, run_ok};
 
 const MIB: u64 = 1 << 20;
 
@@ -252,41 +250,14 @@ fn gnu_tar_extracts_the_drives_archive_with_its_holes() {
     };
     let into = rt.t.path("gnu");
     fs::create_dir(&into).unwrap();
-    let out = Command::new("tar")
-        .arg("-xf")
-        .arg(rt.backup_dir().join("vm.tar"))
-        .arg("-C")
-        .arg(&into)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(rt.backup_dir().join("vm.tar"))
+            .arg("-C")
+            .arg(&into),
     );
     assert_sparse_copy(&rt.disk, &rt.restored(&into));
-}
-
-/// Breaks the header checksum of every archive entry but those in `keep` and their directories: a restore that
-/// scans fails.
-fn break_every_header_but(archive: &Path, index: &Path, keep: &[&[u8]]) {
-    let mut bytes = fs::read(archive).unwrap();
-    let text = fs::read_to_string(index).unwrap();
-    let mut reader = dbackup::archive::IndexReader::new(text.as_bytes()).unwrap();
-    let kept = |p: &[u8]| {
-        keep.iter()
-            .any(|k| p == *k || (k.starts_with(p) && k.get(p.len()) == Some(&b'/')))
-    };
-    let mut broken = 0;
-    while let Some(e) = reader.next_entry().unwrap() {
-        if !kept(&e.path) {
-            let h = e.header_offset as usize;
-            bytes[h + 148..h + 156].copy_from_slice(b"0000000\0");
-            broken += 1;
-        }
-    }
-    assert!(broken > 0);
-    fs::write(archive, bytes).unwrap();
 }
 
 /// A one-file restore reaches the sparse member through the index (every header broken but the file's own and its
@@ -373,47 +344,7 @@ fn a_one_file_restore_of_a_sparse_file_seeks_and_damage_is_caught() {
 
 /// A drive `<tmp>/<name>` with one backup `2025-04-01-031500` holding the set `gnu` as `tar` (no index), with sums.
 fn drive_with(t: &Test, name: &str, tar: &[u8]) -> PathBuf {
-    let drive = t.path(name);
-    let dir = drive.join("backups/2025-04-01-031500");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("gnu.tar"), tar).unwrap();
-    let sha = Digest::of_bytes(tar);
-    let set = SetRecord {
-        set: "gnu".into(),
-        kind: Default::default(),
-        base: None,
-        snapshot: "gnu-2025-04-01-031500".into(),
-        snapshot_complete: true,
-        snapshot_finished: None,
-        sources: Vec::new(),
-        archive: vec![FileRecord {
-            name: "gnu.tar".into(),
-            bytes: tar.len() as u64,
-            sha256: sha,
-        }],
-        index: Vec::new(),
-        tar_bytes: tar.len() as u64,
-        tar_sha256: Some(sha),
-        entries: 0,
-        files: 0,
-        file_bytes: 0,
-        hard_links: 0,
-        warning_count: 0,
-        warnings: Vec::new(),
-        write_seconds: 0.0,
-        read_back_seconds: 0.0,
-        encryption: None,
-    };
-    write_metadata_and_sums(
-        &dir,
-        "2025-04-01-031500",
-        vec![set],
-        vec![SumLine {
-            sha256: sha,
-            name: b"gnu.tar".to_vec(),
-        }],
-    );
-    drive
+    drive_with_tar(t, name, "gnu", tar, 0, 0)
 }
 
 /// Restores everything of the drive's backup into `target`.
@@ -496,20 +427,15 @@ fn archives_gnu_tar_writes_with_sparse_restore_as_gnu_tar_extracts_them() {
     ];
     for (label, args) in formats {
         let tar = t.path(&format!("{label}.tar"));
-        let out = Command::new("tar")
-            .arg("--sparse")
-            .args(args)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("-C")
-            .arg(&src)
-            .args(FILES)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{label}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("tar")
+                .arg("--sparse")
+                .args(args)
+                .arg("-cf")
+                .arg(&tar)
+                .arg("-C")
+                .arg(&src)
+                .args(FILES),
         );
         check_archive(&t, label, &tar);
     }
@@ -519,18 +445,7 @@ fn archives_gnu_tar_writes_with_sparse_restore_as_gnu_tar_extracts_them() {
 fn check_archive(t: &Test, label: &str, tar: &Path) {
     let gnu = t.path(&format!("{label}-gnu"));
     fs::create_dir(&gnu).unwrap();
-    let out = Command::new("tar")
-        .arg("-xf")
-        .arg(tar)
-        .arg("-C")
-        .arg(&gnu)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{label}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("tar").arg("-xf").arg(tar).arg("-C").arg(&gnu));
     let drive = drive_with(t, &format!("{label}-drive"), &fs::read(tar).unwrap());
     let ours = t.path(&format!("{label}-ours"));
     restore_drive(t, &drive, &ours, 0);
@@ -559,20 +474,15 @@ fn a_hard_link_to_a_sparse_file_restored_alone_keeps_its_holes() {
         ("posix-1.0", &["--format=posix", "--sparse-version=1.0"][..]),
     ] {
         let tar = t.path(&format!("{label}-link.tar"));
-        let out = Command::new("tar")
-            .arg("--sparse")
-            .args(args)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("-C")
-            .arg(&src)
-            .args(["many.img", "zz-link.img"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{label}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("tar")
+                .arg("--sparse")
+                .args(args)
+                .arg("-cf")
+                .arg(&tar)
+                .arg("-C")
+                .arg(&src)
+                .args(["many.img", "zz-link.img"]),
         );
         let drive = drive_with(&t, &format!("{label}-link-drive"), &fs::read(&tar).unwrap());
         let target = t.path(&format!("{label}-link-target"));
@@ -608,18 +518,13 @@ fn archives_bsdtar_writes_with_sparse_restore_as_gnu_tar_extracts_them() {
     let src = t.path("src");
     gnu_source(&src);
     let tar = t.path("bsd.tar");
-    let out = Command::new("bsdtar")
-        .args(["--format=pax", "-cf"])
-        .arg(&tar)
-        .arg("-C")
-        .arg(&src)
-        .args(FILES)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("bsdtar")
+            .args(["--format=pax", "-cf"])
+            .arg(&tar)
+            .arg("-C")
+            .arg(&src)
+            .args(FILES),
     );
     let text = String::from_utf8_lossy(&fs::read(&tar).unwrap()).into_owned();
     assert!(

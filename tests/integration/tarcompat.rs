@@ -16,7 +16,7 @@ use dbackup::archive::Digest;
 use testkit::{check_tools, in_ci, skip};
 
 use crate::fixtures::demo::config;
-use crate::harness::Test;
+use crate::harness::{Test, run_ok};
 
 const STAMP: &str = "2025-03-01-120000";
 
@@ -59,18 +59,13 @@ fn restore(t: &Test, drive: &Path, target: &Path, extra: &[&str]) -> crate::harn
 /// GNU tar's own extraction of `tar` into `dir` (as root: owners too, `-p` for modes).
 fn gnu_extract(tar: &Path, dir: &Path, extra: &[&str]) {
     fs::create_dir_all(dir).unwrap();
-    let out = Command::new("tar")
-        .args(extra)
-        .arg("-xpf")
-        .arg(tar)
-        .arg("-C")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "GNU tar could not extract it: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("tar")
+            .args(extra)
+            .arg("-xpf")
+            .arg(tar)
+            .arg("-C")
+            .arg(dir),
     );
 }
 

@@ -569,16 +569,7 @@ mod archives {
 
     fn write(snap: &Snap) -> (ArchivePlan, ArchiveSummary) {
         let plan = scan(&snap.root, &mut NoProgress).unwrap();
-        let archive = Box::new(FileSink::create(snap.out.join("data.tar")).unwrap());
-        let index = Box::new(FileSink::create(snap.out.join("data.index.jsonl")).unwrap());
-        let summary = write_archive(
-            &plan,
-            archive,
-            index,
-            &ArchiveOptions::default(),
-            &mut NoProgress,
-        )
-        .unwrap();
+        let summary = crate::archive::tests::write_plan(&plan, &snap.out, None, &mut NoProgress);
         (plan, summary)
     }
 

@@ -89,19 +89,8 @@ fn tree() -> tempfile::TempDir {
 }
 
 fn write(root: &Path) -> (tempfile::TempDir, ArchiveSummary, ArchivePlan) {
-    let dir = tempfile::tempdir().unwrap();
-    let plan = scan(root, &mut NoProgress).unwrap();
-    let archive = Box::new(FileSink::create(dir.path().join("data.tar")).unwrap());
-    let index = Box::new(FileSink::create(dir.path().join("data.index.jsonl")).unwrap());
-    let summary = write_archive(
-        &plan,
-        archive,
-        index,
-        &ArchiveOptions::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
-    (dir, summary, plan)
+    let w = super::write_to_files(root, None);
+    (w.dir, w.summary, w.plan)
 }
 
 fn index_entries(index: &Path) -> Vec<IndexEntry> {

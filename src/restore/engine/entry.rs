@@ -2,7 +2,7 @@
 
 use std::fs::Metadata;
 use std::io::{self, Read};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 
 use serde::Serialize;
 
@@ -192,22 +192,8 @@ impl RestoreEntry {
         let ft = meta.file_type();
         let kind = if link.is_some() && ft.is_file() {
             EntryKind::Hardlink
-        } else if ft.is_file() {
-            EntryKind::File
-        } else if ft.is_dir() {
-            EntryKind::Dir
-        } else if ft.is_symlink() {
-            EntryKind::Symlink
-        } else if ft.is_fifo() {
-            EntryKind::Fifo
-        } else if ft.is_char_device() {
-            EntryKind::Char
-        } else if ft.is_block_device() {
-            EntryKind::Block
-        } else if ft.is_socket() {
-            EntryKind::Socket
         } else {
-            EntryKind::Other("unknown file type")
+            EntryKind::of_file_type(ft)
         };
         RestoreEntry {
             name: name.into(),

@@ -10,10 +10,10 @@ use anyhow::{Context, Result, bail};
 
 use super::tree::{self, TreeSpec, TreeStats};
 use super::{Cache, Table};
-use crate::packages::{Need, ensure_packages};
+use crate::packages::Need;
 use crate::util::{
-    Profile, build_dbackup, find_program, heading, human_bytes, human_duration,
-    remove_dir_if_exists, shell, target_dir, wait_for_next_second,
+    find_program, heading, human_bytes, human_duration, remove_dir_if_exists, target_dir,
+    wait_for_next_second,
 };
 
 /// The goal of issue 2: dbackup's overhead over plain rsync stays within 10%.
@@ -46,11 +46,8 @@ const SET: &str = "bench";
 
 pub fn run(args: CollectArgs) -> Result<()> {
     anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
-    let sh = shell()?;
-    ensure_packages(&sh, Need::Bench);
+    let (sh, bin) = super::prepare("collect", None, Need::Bench, &[], "")?;
     let rsync = find_program("rsync").context("rsync is not installed: apt-get install rsync")?;
-    heading("bench collect: build dbackup (release)");
-    let bin = build_dbackup(&sh, Profile::Release)?;
 
     let bench = target_dir(&sh)?.join("bench");
     std::fs::create_dir_all(&bench)?;
@@ -109,11 +106,7 @@ pub fn run(args: CollectArgs) -> Result<()> {
     );
     for rep in 0..args.reps {
         // Alternate who goes first, so drift on a shared machine does not favour one.
-        let order = if rep % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
+        let order = super::turns(rep);
         for is_dbackup in order {
             let check = rep == 0;
             let runs = if is_dbackup {
@@ -200,17 +193,7 @@ impl Run {
 
 impl World {
     fn dbackup(&self) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.arg("--config")
-            .arg(&self.config)
-            .env("HOME", self.work.join("home"))
-            .env("XDG_STATE_HOME", self.work.join("state"))
-            .env("XDG_CONFIG_HOME", self.work.join("xdg-config"))
-            .env_remove("DBACKUP")
-            .env_remove("DBACKUP_CONFIG")
-            .env_remove("DDATA")
-            .stdin(Stdio::null());
-        c
+        super::dbackup_command(&self.bin, &self.work, &self.config)
     }
 
     fn dbackup_collect(&self) -> Result<Timing> {

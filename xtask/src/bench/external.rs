@@ -22,11 +22,10 @@ use anyhow::{Context, Result, bail};
 use testkit::loopdev::Drive;
 
 use super::tree::{self, TreeSpec};
-use super::{Cache, Samples, timed};
-use crate::packages::{Need, ensure_packages};
+use super::{Cache, Samples, dbackup_command, timed};
+use crate::packages::Need;
 use crate::util::{
-    Profile, build_dbackup, find_program, heading, human_bytes, human_duration, is_root,
-    remove_dir_if_exists, shell, target_dir,
+    find_program, heading, human_bytes, human_duration, remove_dir_if_exists, target_dir,
 };
 
 /// At least this much faster than the three passes.
@@ -102,31 +101,25 @@ struct World {
 
 pub fn run(args: ExternalArgs) -> Result<()> {
     anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
-    if !is_root() {
-        bail!(
-            "bench external needs root: it makes a loop device with an exFAT filesystem (the emulated T9); run it \
-             as root"
-        );
-    }
-    let sh = shell()?;
     // The loop-device tools are the tests' packages (exfat-fuse, exfatprogs, util-linux) plus rsync.
-    ensure_packages(&sh, Need::Test);
-    for p in [
-        "tar",
-        "rsync",
-        "sha256sum",
-        "dd",
-        "blockdev",
-        "mkfs.exfat",
-        "mount.exfat-fuse",
-    ] {
-        find_program(p).with_context(|| format!("{p} is not installed"))?;
-    }
+    let (sh, bin) = super::prepare(
+        "external",
+        Some("it makes a loop device with an exFAT filesystem (the emulated T9); run it as root"),
+        Need::Test,
+        &[
+            "tar",
+            "rsync",
+            "sha256sum",
+            "dd",
+            "blockdev",
+            "mkfs.exfat",
+            "mount.exfat-fuse",
+        ],
+        "",
+    )?;
     let time_v = find_program("time")
         .filter(|p| p.starts_with("/usr/bin"))
         .or_else(|| Some(PathBuf::from("/usr/bin/time")).filter(|p| p.is_file()));
-    heading("bench external: build dbackup (release)");
-    let bin = build_dbackup(&sh, Profile::Release)?;
 
     let bench = target_dir(&sh)?.join("bench");
     std::fs::create_dir_all(&bench)?;
@@ -426,19 +419,6 @@ fn write_config(
         std::fs::create_dir_all(work.join(d))?;
     }
     Ok(path)
-}
-
-fn dbackup_command(bin: &Path, work: &Path, config: &Path) -> Command {
-    let mut c = Command::new(bin);
-    c.arg("--config")
-        .arg(config)
-        .env("HOME", work.join("home"))
-        .env("XDG_STATE_HOME", work.join("state"))
-        .env("XDG_CONFIG_HOME", work.join("xdg-config"))
-        .env_remove("DBACKUP")
-        .env_remove("DBACKUP_CONFIG")
-        .stdin(Stdio::null());
-    c
 }
 
 /// Runs `dbackup collect` and returns the snapshot it made.

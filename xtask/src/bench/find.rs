@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::status::{rfc3339, stamp};
+use super::status::clone_drive_backups;
 use super::{Cache, Samples, Table};
-use crate::packages::{Need, ensure_packages};
-use crate::util::{Profile, build_dbackup, heading, remove_dir_if_exists, shell, target_dir};
+use crate::packages::Need;
+use crate::util::{heading, remove_dir_if_exists};
 
 #[derive(Debug, clap::Args)]
 pub struct FindArgs {
@@ -48,14 +48,8 @@ struct World {
 
 pub fn run(args: FindArgs) -> Result<()> {
     anyhow::ensure!(args.reps >= 1 && args.backups >= 1 && args.files >= 1000);
-    let sh = shell()?;
-    ensure_packages(&sh, Need::Bench);
-    heading("bench find: build dbackup (release)");
-    let bin = build_dbackup(&sh, Profile::Release)?;
-    let work = target_dir(&sh)?.join("bench").join("find");
-    remove_dir_if_exists(&work)?;
-    std::fs::create_dir_all(&work)?;
-    let work = work.canonicalize()?;
+    let (sh, bin) = super::prepare("find", None, Need::Bench, &[], "")?;
+    let work = super::fresh_work_dir(&sh, "find")?;
     let w = World {
         bin,
         config: work.join("config.json"),
@@ -203,16 +197,8 @@ fn tar_count(name: &str, archives: &[PathBuf]) -> Result<u64> {
 
 impl World {
     fn dbackup(&self) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.arg("--config")
-            .arg(&self.config)
-            .env("HOME", self.work.join("home"))
-            .env("XDG_STATE_HOME", self.work.join("state"))
-            .env("XDG_CONFIG_HOME", self.work.join("xdg-config"))
-            .env("TZ", "UTC")
-            .env_remove("DBACKUP")
-            .env_remove("DBACKUP_CONFIG")
-            .stdin(Stdio::null());
+        let mut c = super::dbackup_command(&self.bin, &self.work, &self.config);
+        c.env("TZ", "UTC");
         c
     }
 
@@ -269,36 +255,11 @@ impl World {
         std::fs::write(&self.config, serde_json::to_string_pretty(&config)?)?;
         self.run(&["collect"])?;
         self.run(&["external"])?;
-        let backups = self.drive.join("backups");
-        let real = std::fs::read_dir(&backups)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .find(|n| n.len() == 17 && n.starts_with('2'))
-            .context("dbackup external made no backup")?;
-        let template: Value =
-            serde_json::from_slice(&std::fs::read(backups.join(&real).join("backup.json"))?)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs() as i64;
-        let mut dirs = vec![backups.join(&real)];
-        for i in 1..args.backups {
-            let t = now - 86_400 * i as i64;
-            let s = stamp(t);
-            let dir = backups.join(&s);
-            std::fs::create_dir(&dir)?;
-            for e in std::fs::read_dir(backups.join(&real))? {
-                let e = e?;
-                if e.file_name() != "backup.json" {
-                    std::fs::hard_link(e.path(), dir.join(e.file_name()))?;
-                }
-            }
-            let mut meta = template.clone();
-            meta["stamp"] = Value::from(s);
-            meta["started"] = Value::from(rfc3339(t));
-            meta["finished"] = Value::from(rfc3339(t + 600));
-            std::fs::write(dir.join("backup.json"), serde_json::to_vec_pretty(&meta)?)?;
-            dirs.push(dir);
-        }
+        // The clones' archives and indexes are hard links: they take no room.
+        let dirs = clone_drive_backups(&self.drive.join("backups"), args.backups, now, true)?;
         Ok(dirs)
     }
 }

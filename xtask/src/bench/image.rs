@@ -15,15 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use testkit::loopdev::Drive;
 
 use super::{Cache, Table, timed};
-use crate::packages::{Need, ensure_packages};
-use crate::util::{
-    Profile, Rng, build_dbackup, find_program, heading, human_bytes, is_root, remove_dir_if_exists,
-    shell, target_dir,
-};
+use crate::packages::Need;
+use crate::util::{Rng, heading, human_bytes, remove_dir_if_exists};
 
 const GOAL: f64 = 1.2;
 const MIB: u64 = 1 << 20;
@@ -153,34 +150,24 @@ fn fill(mp: &Path, bytes: u64) -> Result<()> {
 
 pub fn run(args: ImageArgs) -> Result<()> {
     anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
-    if !is_root() {
-        bail!(
-            "bench image needs root: loop devices, partclone reading a block device, the emulated T9"
-        );
-    }
-    let shell = shell()?;
-    ensure_packages(&shell, Need::Bench);
-    for tool in [
-        "losetup",
-        "sfdisk",
-        "partx",
-        "mkfs.ext4",
-        "mkfs.exfat",
-        "mount.exfat-fuse",
-        "partclone.extfs",
-        "zstd",
-        "sha256sum",
-    ] {
-        find_program(tool).with_context(|| {
-            format!("{tool} is missing: apt-get install util-linux fdisk e2fsprogs exfatprogs exfat-fuse partclone zstd")
-        })?;
-    }
-    heading("bench image: build dbackup (release)");
-    let bin = build_dbackup(&shell, Profile::Release)?;
-    let work = target_dir(&shell)?.join("bench").join("image");
-    remove_dir_if_exists(&work)?;
-    std::fs::create_dir_all(&work)?;
-    let work = work.canonicalize()?;
+    let (shell, bin) = super::prepare(
+        "image",
+        Some("loop devices, partclone reading a block device, the emulated T9"),
+        Need::Bench,
+        &[
+            "losetup",
+            "sfdisk",
+            "partx",
+            "mkfs.ext4",
+            "mkfs.exfat",
+            "mount.exfat-fuse",
+            "partclone.extfs",
+            "zstd",
+            "sha256sum",
+        ],
+        ": apt-get install util-linux fdisk e2fsprogs exfatprogs exfat-fuse partclone zstd",
+    )?;
+    let work = super::fresh_work_dir(&shell, "image")?;
     let result = bench(&args, &bin, &work);
     remove_dir_if_exists(&work)?;
     result
@@ -258,11 +245,7 @@ fn bench(args: &ImageArgs, bin: &Path, work: &Path) -> Result<()> {
     let mut create = Table::new(&["dbackup", "by hand"], &["image 1 GiB ext4"], &[(0, 1)]);
     let mut hand_bytes = 0;
     for rep in 0..args.reps {
-        let order = if rep % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
+        let order = super::turns(rep);
         for theirs in order {
             args.cache.prepare()?;
             let t = if theirs {
@@ -315,11 +298,7 @@ fn bench(args: &ImageArgs, bin: &Path, work: &Path) -> Result<()> {
         &[(0, 1)],
     );
     for rep in 0..args.reps {
-        let order = if rep % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
+        let order = super::turns(rep);
         for theirs in order {
             args.cache.prepare()?;
             let t = if theirs {

@@ -11,9 +11,17 @@ mod sparse;
 mod status;
 pub mod tree;
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use xshell::Shell;
+
+use crate::packages::{Need, ensure_packages};
+use crate::util::{
+    Profile, build_dbackup, find_program, heading, is_root, remove_dir_if_exists, shell, target_dir,
+};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCmd {
@@ -50,6 +58,64 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Image(args) => image::run(args),
         BenchCmd::Report(args) => report::run(args),
         BenchCmd::Sparse(args) => sparse::run(args),
+    }
+}
+
+/// What a bench starts with: root when it needs it (`root` says why), the packages `need` names, `tools` on the
+/// PATH (`install` says how to get a missing one), then dbackup built for release: the shell and the binary.
+pub fn prepare(
+    bench: &str,
+    root: Option<&str>,
+    need: Need,
+    tools: &[&str],
+    install: &str,
+) -> Result<(Shell, PathBuf)> {
+    if let Some(why) = root
+        && !is_root()
+    {
+        bail!("bench {bench} needs root: {why}");
+    }
+    let sh = shell()?;
+    ensure_packages(&sh, need);
+    for tool in tools {
+        find_program(tool).with_context(|| format!("{tool} is missing{install}"))?;
+    }
+    heading(&format!("bench {bench}: build dbackup (release)"));
+    let bin = build_dbackup(&sh, Profile::Release)?;
+    Ok((sh, bin))
+}
+
+/// `target/bench/<name>`, emptied and made again: a bench's work directory (absolute).
+pub fn fresh_work_dir(sh: &Shell, name: &str) -> Result<PathBuf> {
+    let work = target_dir(sh)?.join("bench").join(name);
+    remove_dir_if_exists(&work)?;
+    std::fs::create_dir_all(&work)?;
+    Ok(work.canonicalize()?)
+}
+
+/// The release dbackup as the benches run it: `--config config`, a home, state and config directory of its own
+/// under `work`, stdin closed, none of the caller's `DBACKUP`, `DBACKUP_CONFIG` or `DDATA`.
+pub fn dbackup_command(bin: &Path, work: &Path, config: &Path) -> Command {
+    let mut c = Command::new(bin);
+    c.arg("--config")
+        .arg(config)
+        .env("HOME", work.join("home"))
+        .env("XDG_STATE_HOME", work.join("state"))
+        .env("XDG_CONFIG_HOME", work.join("xdg-config"))
+        .env_remove("DBACKUP")
+        .env_remove("DBACKUP_CONFIG")
+        .env_remove("DDATA")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Whether "theirs" runs second, then first, in repetition `rep`: `[false, true]`, then `[true, false]`, so that
+/// drift on a shared machine favours neither side.
+pub fn turns(rep: usize) -> [bool; 2] {
+    if rep.is_multiple_of(2) {
+        [false, true]
+    } else {
+        [true, false]
     }
 }
 

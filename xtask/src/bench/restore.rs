@@ -13,7 +13,7 @@
 //! default, so every run reads the drive (through the loop device and exfat-fuse), as a restore days later would.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -21,11 +21,8 @@ use testkit::loopdev::Drive;
 
 use super::tree::{self, TreeSpec};
 use super::{Cache, Table, timed};
-use crate::packages::{Need, ensure_packages};
-use crate::util::{
-    Profile, build_dbackup, find_program, heading, human_bytes, is_root, remove_dir_if_exists,
-    shell, target_dir,
-};
+use crate::packages::Need;
+use crate::util::{heading, human_bytes, remove_dir_if_exists, target_dir};
 
 /// Issue 4's goals (and issue 7's for one file from an encrypted archive).
 const ONE_FILE_GOAL: f64 = 5.0;
@@ -73,29 +70,20 @@ struct World {
 
 pub fn run(args: RestoreArgs) -> Result<()> {
     anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
-    if !is_root() {
-        bail!(
-            "bench restore needs root: it makes a loop device with an exFAT filesystem (the emulated T9)"
-        );
-    }
-    let sh = shell()?;
-    ensure_packages(&sh, Need::Bench);
-    for tool in [
-        "losetup",
-        "mkfs.exfat",
-        "mount.exfat-fuse",
-        "tar",
-        "sha256sum",
-        "age",
-    ] {
-        find_program(tool).with_context(|| {
-            format!(
-                "{tool} is missing: apt-get install util-linux exfatprogs exfat-fuse tar coreutils age"
-            )
-        })?;
-    }
-    heading("bench restore: build dbackup (release)");
-    let bin = build_dbackup(&sh, Profile::Release)?;
+    let (sh, bin) = super::prepare(
+        "restore",
+        Some("it makes a loop device with an exFAT filesystem (the emulated T9)"),
+        Need::Bench,
+        &[
+            "losetup",
+            "mkfs.exfat",
+            "mount.exfat-fuse",
+            "tar",
+            "sha256sum",
+            "age",
+        ],
+        ": apt-get install util-linux exfatprogs exfat-fuse tar coreutils age",
+    )?;
     let bench = target_dir(&sh)?.join("bench");
     std::fs::create_dir_all(&bench)?;
     let bench = bench.canonicalize()?;
@@ -175,11 +163,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         &[(0, 1)],
     );
     for rep in 0..args.reps {
-        let order = if rep % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        };
+        let order = super::turns(rep);
         for theirs in order {
             let col = usize::from(theirs);
             args.cache.prepare()?;
@@ -244,11 +228,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             args.cache.describe()
         ));
         for rep in 0..args.reps {
-            let order = if rep % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
+            let order = super::turns(rep);
             for theirs in order {
                 args.cache.prepare()?;
                 let t = if theirs {
@@ -326,17 +306,7 @@ impl World {
     }
 
     fn dbackup_with(&self, config: &Path) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.arg("--config")
-            .arg(config)
-            .env("HOME", self.work.join("home"))
-            .env("XDG_STATE_HOME", self.work.join("state"))
-            .env("XDG_CONFIG_HOME", self.work.join("xdg-config"))
-            .env_remove("DBACKUP")
-            .env_remove("DBACKUP_CONFIG")
-            .env_remove("DDATA")
-            .stdin(Stdio::null());
-        c
+        super::dbackup_command(&self.bin, &self.work, config)
     }
 
     fn dbackup_one(&self) -> Result<Duration> {

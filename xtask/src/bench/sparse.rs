@@ -13,18 +13,15 @@
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use testkit::loopdev::Drive;
 
 use super::{Cache, Table, timed_cpu};
-use crate::packages::{Need, ensure_packages};
-use crate::util::{
-    Profile, Rng, build_dbackup, find_program, heading, human_bytes, is_root, remove_dir_if_exists,
-    shell, wait_for_next_second,
-};
+use crate::packages::Need;
+use crate::util::{Rng, heading, human_bytes, remove_dir_if_exists, wait_for_next_second};
 
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
@@ -86,24 +83,21 @@ pub fn run(args: SparseArgs) -> Result<()> {
         args.size_gib >= 1 && args.data_mib >= 1 && args.data_mib * MIB * 10 <= args.size_gib * GIB,
         "the data must fit ten times in the smaller file: raise --size-gib or lower --data-mib"
     );
-    if !is_root() {
-        bail!("bench sparse needs root: it makes an ext4 loop device to work on");
-    }
-    let sh = shell()?;
-    ensure_packages(&sh, Need::Bench);
-    for tool in [
-        "rsync",
-        "tar",
-        "cmp",
-        "bash",
-        "sync",
-        "losetup",
-        "mkfs.ext4",
-    ] {
-        find_program(tool).with_context(|| format!("{tool} is missing"))?;
-    }
-    heading("bench sparse: build dbackup (release)");
-    let bin = build_dbackup(&sh, Profile::Release)?;
+    let (_sh, bin) = super::prepare(
+        "sparse",
+        Some("it makes an ext4 loop device to work on"),
+        Need::Bench,
+        &[
+            "rsync",
+            "tar",
+            "cmp",
+            "bash",
+            "sync",
+            "losetup",
+            "mkfs.ext4",
+        ],
+        "",
+    )?;
     // Room for every copy of the data (the files' holes take none); the image itself is sparse.
     let disk = Drive::ext4("SPARSE", 16 * (args.data_mib * MIB) + 512 * MIB);
     let root = disk.mount_point().join("bench");
@@ -251,17 +245,7 @@ impl World {
     }
 
     fn dbackup(&self) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.arg("--config")
-            .arg(&self.config)
-            .env("HOME", self.work.join("home"))
-            .env("XDG_STATE_HOME", self.work.join("state"))
-            .env("XDG_CONFIG_HOME", self.work.join("xdg-config"))
-            .env_remove("DBACKUP")
-            .env_remove("DBACKUP_CONFIG")
-            .env_remove("DDATA")
-            .stdin(Stdio::null());
-        c
+        super::dbackup_command(&self.bin, &self.work, &self.config)
     }
 
     fn measure(&self, args: &SparseArgs) -> Result<Measured> {
@@ -282,11 +266,7 @@ impl World {
         let name = "disk.img";
         let tar_archive = self.work.join("drive/gnu.tar");
         for rep in 0..args.reps {
-            let order = if rep % 2 == 0 {
-                [false, true]
-            } else {
-                [true, false]
-            };
+            let order = super::turns(rep);
             for theirs in order {
                 // collect: a fresh backup root (or destination) each time, so every run copies the file.
                 if theirs {

@@ -17,8 +17,8 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::{Cache, Table};
-use crate::packages::{Need, ensure_packages};
-use crate::util::{Profile, build_dbackup, heading, remove_dir_if_exists, shell, target_dir};
+use crate::packages::Need;
+use crate::util::{heading, remove_dir_if_exists};
 
 /// The goal of issue 5: `dbackup status` answers within this.
 const GOAL: Duration = Duration::from_millis(200);
@@ -59,14 +59,8 @@ pub(super) struct World {
 
 /// Builds the release binary and the fixture under `target/bench/<name>` (see the module documentation), checked.
 pub(super) fn fixture(name: &str, args: &StatusArgs) -> Result<World> {
-    let sh = shell()?;
-    ensure_packages(&sh, Need::Bench);
-    heading(&format!("bench {name}: build dbackup (release)"));
-    let bin = build_dbackup(&sh, Profile::Release)?;
-    let work = target_dir(&sh)?.join("bench").join(name);
-    remove_dir_if_exists(&work)?;
-    std::fs::create_dir_all(&work)?;
-    let work = work.canonicalize()?;
+    let (sh, bin) = super::prepare(name, None, Need::Bench, &[], "")?;
+    let work = super::fresh_work_dir(&sh, name)?;
     let w = World {
         bin,
         config: work.join("config.json"),
@@ -158,18 +152,10 @@ pub fn run(args: StatusArgs) -> Result<()> {
 
 impl World {
     fn dbackup(&self) -> Command {
-        let mut c = Command::new(&self.bin);
-        c.arg("--config")
-            .arg(&self.config)
-            .env("HOME", self.work.join("home"))
-            .env("XDG_STATE_HOME", self.work.join("state"))
-            .env("XDG_CONFIG_HOME", self.work.join("xdg-config"))
-            .env("TZ", "UTC")
-            .env_remove("DBACKUP")
-            .env_remove("DBACKUP_CONFIG")
+        let mut c = super::dbackup_command(&self.bin, &self.work, &self.config);
+        c.env("TZ", "UTC")
             .env_remove("JOURNAL_STREAM")
-            .env_remove("INVOCATION_ID")
-            .stdin(Stdio::null());
+            .env_remove("INVOCATION_ID");
         c
     }
 
@@ -287,39 +273,7 @@ impl World {
             }
         }
 
-        let backups = self.drive.join("backups");
-        let real = std::fs::read_dir(&backups)?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .find(|n| n.len() == 17 && n.starts_with('2'))
-            .context("dbackup external made no backup")?;
-        let template: Value =
-            serde_json::from_slice(&std::fs::read(backups.join(&real).join("backup.json"))?)?;
-        for i in 1..args.backups {
-            let t = now - 86_400 * i as i64;
-            let s = stamp(t);
-            let dir = backups.join(&s);
-            std::fs::create_dir(&dir)?;
-            for e in std::fs::read_dir(backups.join(&real))? {
-                let e = e?;
-                if e.file_type()?.is_dir() {
-                    // `system/` (the recovery kit): copied whole, as a real backup holds it.
-                    let status = std::process::Command::new("cp")
-                        .arg("-a")
-                        .arg(e.path())
-                        .arg(dir.join(e.file_name()))
-                        .status()?;
-                    anyhow::ensure!(status.success(), "cp -a {} failed", e.path().display());
-                } else {
-                    std::fs::copy(e.path(), dir.join(e.file_name()))?;
-                }
-            }
-            let mut meta = template.clone();
-            meta["stamp"] = Value::from(s);
-            meta["started"] = Value::from(rfc3339(t));
-            meta["finished"] = Value::from(rfc3339(t + 600));
-            std::fs::write(dir.join("backup.json"), serde_json::to_vec_pretty(&meta)?)?;
-        }
+        clone_drive_backups(&self.drive.join("backups"), args.backups, now, false)?;
 
         // The run log at its bound, and a rotated one, from the real records.
         let state = self.work.join("state/dbackup");
@@ -420,6 +374,58 @@ fn utc(t: i64) -> (i64, u32, u32, i64, i64, i64) {
 }
 
 /// A snapshot stamp in UTC (dbackup runs with TZ=UTC here): `2025-04-01-031500`.
+/// Clones the one real backup in `backups` under older stamps, a day apart before `now`, until there are `count`:
+/// each clone's `backup.json` says its own stamp and times; its other files are hard links to the real one's
+/// (`link`) or copies, and its directories (`system/`, the recovery kit) copies, as a real backup holds them. The
+/// backup directories, newest (the real one) first.
+pub(super) fn clone_drive_backups(
+    backups: &Path,
+    count: usize,
+    now: i64,
+    link: bool,
+) -> Result<Vec<PathBuf>> {
+    let real = std::fs::read_dir(backups)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.len() == 17 && n.starts_with('2'))
+        .context("dbackup external made no backup")?;
+    let template: Value =
+        serde_json::from_slice(&std::fs::read(backups.join(&real).join("backup.json"))?)?;
+    let mut dirs = vec![backups.join(&real)];
+    for i in 1..count {
+        let t = now - 86_400 * i as i64;
+        let s = stamp(t);
+        let dir = backups.join(&s);
+        std::fs::create_dir(&dir)?;
+        for e in std::fs::read_dir(backups.join(&real))? {
+            let e = e?;
+            if e.file_name() == "backup.json" {
+                continue;
+            }
+            let to = dir.join(e.file_name());
+            if e.file_type()?.is_dir() {
+                let status = Command::new("cp")
+                    .arg("-a")
+                    .arg(e.path())
+                    .arg(&to)
+                    .status()?;
+                anyhow::ensure!(status.success(), "cp -a {} failed", e.path().display());
+            } else if link {
+                std::fs::hard_link(e.path(), to)?;
+            } else {
+                std::fs::copy(e.path(), to)?;
+            }
+        }
+        let mut meta = template.clone();
+        meta["stamp"] = Value::from(s);
+        meta["started"] = Value::from(rfc3339(t));
+        meta["finished"] = Value::from(rfc3339(t + 600));
+        std::fs::write(dir.join("backup.json"), serde_json::to_vec_pretty(&meta)?)?;
+        dirs.push(dir);
+    }
+    Ok(dirs)
+}
+
 pub(super) fn stamp(t: i64) -> String {
     let (y, m, d, hh, mm, ss) = utc(t);
     format!("{y:04}-{m:02}-{d:02}-{hh:02}{mm:02}{ss:02}")

@@ -6,13 +6,13 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::content::SetContent;
-use super::engine::safety::check_name;
-use super::job::{self, SetBackup};
-use super::*;
 use crate::archive::{
     self, ArchiveFiles, ArchiveOptions, EncryptTo, FileSink, Keys, NoProgress, scan,
 };
+use crate::restore::content::SetContent;
+use crate::restore::engine::safety::check_name;
+use crate::restore::job::{self, SetBackup};
+use crate::restore::*;
 
 /// Bytes this thread has read with read(2) and friends so far (`rchar` of `/proc/thread-self/io`).
 fn thread_read_bytes() -> u64 {

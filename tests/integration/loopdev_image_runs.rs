@@ -1,0 +1,578 @@
+//! `dbackup image` inside the runs around it, on real loop devices and the emulated T9: partition images written by
+//! `external` from the config's `image.devices` (in backup.json and verification.sha256, read back before promotion,
+//! a read-write mounted device refused while the sets land), encrypted images (nothing on the drive readable without
+//! the identity; with it, the same disk back; without it, nothing written), the confirmation asked before a block
+//! device is overwritten, and the space check that counts the images. Built on `loopdev_image`'s disks.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dbackup::external::layout;
+use dbackup::image::exec::RestoreReport;
+use testkit::loopdev::Drive;
+
+use crate::fixtures::drive::{assert_sums_pass, content, listing};
+use crate::harness::{self, Test};
+use crate::loopdev_image::{
+    LoopDisk, MIB, RoMount, blkid, image_backup, make_disk, manifest, require, root_tree,
+};
+
+/// A GPT disk at `old.img`: the ESP (vfat, empty) and an ext4 root holding [`root_tree`] with `big` bytes of
+/// incompressible data in `home/u/big`.
+fn disk_with_root(t: &Test, big: usize) -> LoopDisk {
+    let tree = t.path("tree");
+    root_tree(&tree, big);
+    let disk = make_disk(&t.path("old.img"), 320 * MIB);
+    testkit::run(
+        "mkfs.ext4",
+        [
+            "-q".as_ref(),
+            "-F".as_ref(),
+            "-L".as_ref(),
+            "root".as_ref(),
+            "-d".as_ref(),
+            tree.as_os_str(),
+            disk.part(2).as_os_str(),
+        ],
+    );
+    disk
+}
+
+/// A config with one set, `image.devices`, and the T9 (`t9_extra` inside its object, `more` destinations after it).
+fn config_images(t9: &Drive, t9_extra: &str, devices: &[PathBuf], more: &str) -> String {
+    let devices = devices
+        .iter()
+        .map(|d| format!("\"{}\"", d.display()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "data", "sources": ["~/data"] }} ],
+             "image": {{ "devices": [{devices}] }},
+             "destinations": [ {{ "name": "T9", "path": "{}", "fs_label": "T9"{t9_extra} }}{more} ] }}"#,
+        t9.mount_point().display()
+    )
+}
+
+/// A sparse file of `size` bytes (a blank disk image).
+fn blank(path: &Path, size: u64) {
+    fs::File::create(path).unwrap().set_len(size).unwrap();
+}
+
+/// Bytes of a file that are allocated on disk: 0 while nothing was ever written into a blank sparse file.
+fn allocated(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// The backups on the drive (stamps), oldest first.
+fn stamps(t9: &Drive) -> Vec<String> {
+    listing(&t9.mount_point().join("backups"))
+        .into_iter()
+        .filter(|n| n.starts_with("20"))
+        .collect()
+}
+
+fn has(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// With a destination that encrypts, `external` (from `image.devices`) and `image create` both write
+/// `system/<name>.img.zst.age`, every `system/` file an age file; no slice of the root's data is anywhere on the
+/// drive's device (while the same slices are in a plain image of the same disk); `image restore` without an identity,
+/// or with the wrong one, fails before the target is touched; with `--identity` it gives the same disk on a larger
+/// blank one (fsck clean, UUIDs and PARTUUIDs kept, every file identical). Before, only plain images were tested
+/// end to end.
+#[test]
+fn t9_encrypted_images_are_unreadable_and_restore_only_with_the_identity() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let (identity, recipient) = t.keygen("id.txt");
+    let (wrong, _) = t.keygen("wrong.txt");
+    let t9 = Drive::exfat("T9", 256 * MIB);
+    let disk = disk_with_root(&t, 6 << 20);
+    let plain = t.path("plain");
+    fs::create_dir_all(&plain).unwrap();
+    let t = t.config(&config_images(
+        &t9,
+        &format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#),
+        &[disk.part(1), disk.part(2)],
+        &format!(
+            r#", {{ "name": "plain", "path": "{}", "require_mount": false }}"#,
+            plain.display()
+        ),
+    ));
+    t.write("home/data/a.txt", "hello\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let (ext_dir, ext_meta) = image_backup(&t9);
+    assert_eq!(ext_meta.sets.len(), 1, "the set landed with the images");
+    t.cmd().args(["image", "create"]).status(0);
+    let (create_dir, _) = image_backup(&t9);
+    assert_ne!(create_dir, ext_dir);
+    t.cmd()
+        .args(["image", "create", "--destination", "plain"])
+        .status(0);
+
+    let p2 = disk
+        .part(2)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    for dir in [&ext_dir, &create_dir] {
+        let meta = layout::read_metadata(&dir.join("backup.json")).unwrap();
+        let system = meta.system.as_ref().unwrap();
+        assert!(system.encryption.is_some(), "{system:?}");
+        assert_eq!(system.images.len(), 2, "{system:?}");
+        assert!(
+            system
+                .images
+                .iter()
+                .any(|i| i.file.name == format!("{p2}.img.zst.age")),
+            "{system:?}"
+        );
+        for f in system.files() {
+            assert!(f.name.ends_with(".age"), "{}", f.name);
+            let bytes = fs::read(dir.join("system").join(&f.name)).unwrap();
+            assert!(
+                bytes.starts_with(b"age-encryption.org/v1\n"),
+                "{} is not an age file",
+                f.name
+            );
+        }
+        assert!(!dir.join("system/RESTORE-SYSTEM.md").exists());
+        assert_sums_pass(dir);
+    }
+
+    // Slices of the root's incompressible data: in the plain image (zstd stores them as they are), nowhere on the
+    // encrypted drive.
+    let big = content(6 << 20, 7);
+    let needles: Vec<&[u8]> = [1usize << 20, 5 << 20]
+        .iter()
+        .map(|&at| &big[at..at + 64])
+        .collect();
+    let plain_backup = fs::read_dir(plain.join("backups"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("backup.json").is_file())
+        .expect("the plain backup");
+    let plain_image = fs::read(plain_backup.join(format!("system/{p2}.img.zst"))).unwrap();
+    for n in &needles {
+        assert!(
+            has(&plain_image, n),
+            "the control: a plain image holds the data"
+        );
+    }
+    t9.unmount();
+    for n in &needles {
+        assert_eq!(
+            t9.find_on_device(n),
+            Vec::<u64>::new(),
+            "plaintext on the drive"
+        );
+    }
+    t9.mount();
+
+    // Without the identity, and with the wrong one: refused before anything is written.
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    let restore = |json: bool, extra: &[&Path]| {
+        let mut cmd = t
+            .cmd()
+            .args(if json { &["--json"][..] } else { &[][..] })
+            .args(["image", "restore", "--from", &ext_meta.stamp, "--to"])
+            .args([&new])
+            .args(["--grow"]);
+        for id in extra {
+            cmd = cmd.args(["--identity".as_ref(), id.as_os_str()]);
+        }
+        cmd
+    };
+    for (ids, what) in [
+        (vec![], "no identity"),
+        (vec![wrong.as_path()], "the wrong identity"),
+    ] {
+        let out = restore(false, &ids).output();
+        assert_eq!(out.code, 1, "{what}: {}", out.stderr);
+        out.stderr_has("identit");
+        assert_eq!(allocated(&new), 0, "{what}: the target was written to");
+    }
+
+    // With it: the same disk.
+    let out = restore(true, &[identity.as_path()]).status(0);
+    let report: RestoreReport = out.json();
+    assert!(report.ok(), "{report:?}");
+    let restored = LoopDisk::attach(&new);
+    for n in [1, 2] {
+        for what in ["UUID", "PARTUUID"] {
+            assert_eq!(
+                blkid(&restored.part(n), what),
+                blkid(&disk.part(n), what),
+                "partition {n} {what}"
+            );
+        }
+    }
+    testkit::run("fsck.fat", ["-n".as_ref(), restored.part(1).as_os_str()]);
+    testkit::run(
+        "e2fsck",
+        ["-f".as_ref(), "-n".as_ref(), restored.part(2).as_os_str()],
+    );
+    let look = |d: &LoopDisk, at: &str| {
+        let m = RoMount::new(&d.part(2), &t.path(at));
+        manifest(&m.0)
+    };
+    let before = look(&disk, "mnt/old");
+    assert!(before.len() > 35, "{before:#?}");
+    assert_eq!(before, look(&restored, "mnt/new"));
+}
+
+/// `external` images the config's `image.devices` into each backup beside the sets: `--dry-run` says what they may
+/// take; the images are in backup.json and verification.sha256 (`sha256sum -c` passes) and `latest` moves. A device
+/// mounted read-write is refused with the reason, the run ends with warnings (exit 3) and the sets and the other image
+/// still land. A drive pulled while an image is written leaves nothing promoted and `latest` where it was. Before,
+/// only `image create` was tested with images; `external` was tested with the kit alone.
+#[test]
+fn t9_external_images_the_configured_devices_and_refuses_one_in_use() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, 96 << 20);
+    let t = t.config(&config_images(&t9, "", &[disk.part(1), disk.part(2)], ""));
+    t.write("home/data/a.txt", "hello\n");
+    t.cmd().args(["collect"]).status(0);
+    let name = |n: u32| {
+        disk.part(n)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    dry.stdout_has("in use (partclone's count)")
+        .stdout_has("of which system/ may take");
+    assert!(stamps(&t9).is_empty(), "a dry run writes nothing");
+
+    t.cmd().args(["external"]).status(0);
+    let (dir, meta) = image_backup(&t9);
+    assert_eq!(meta.sets.len(), 1);
+    let system = meta.system.as_ref().unwrap();
+    assert_eq!(system.images.len(), 2, "{system:?}");
+    assert!(system.images.iter().all(|i| i.checked));
+    assert!(system.images[1].used_bytes > 96 * MIB, "{system:?}");
+    let sums = fs::read_to_string(dir.join("verification.sha256")).unwrap();
+    for n in [1, 2] {
+        assert!(
+            sums.contains(&format!("  system/{}.img.zst\n", name(n))),
+            "{sums}"
+        );
+    }
+    assert_sums_pass(&dir);
+    let latest = || {
+        layout::list(&t9.mount_point().join("backups"))
+            .unwrap()
+            .latest
+    };
+    assert_eq!(latest().as_deref(), Some(meta.stamp.as_str()));
+
+    // The root mounted read-write: not imaged, with the reason; the set and the ESP land.
+    let mp = t.path("mnt/rw");
+    fs::create_dir_all(&mp).unwrap();
+    testkit::run("mount", [disk.part(2).as_os_str(), mp.as_os_str()]);
+    let out = t.cmd().args(["external"]).output();
+    testkit::run("umount", [mp.as_os_str()]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    out.stderr_has(&format!("not imaged: {}", disk.part(2).display()))
+        .stderr_has("mounted read-write at");
+    let (dir2, meta2) = image_backup(&t9);
+    assert_ne!(dir2, dir);
+    assert_eq!(meta2.sets.len(), 1, "the set still lands");
+    let system2 = meta2.system.as_ref().unwrap();
+    assert_eq!(system2.images.len(), 1);
+    assert_eq!(system2.images[0].name, name(1));
+    assert_eq!(system2.refused.len(), 1, "{system2:?}");
+    assert!(system2.refused[0].reason.contains("mounted read-write"));
+    assert_sums_pass(&dir2);
+    let before = stamps(&t9);
+    assert_eq!(latest().as_deref(), Some(meta2.stamp.as_str()));
+
+    // The drive pulled while the root's image is written: nothing promoted, latest unchanged.
+    let mut child = t.cmd().args(["external"]).spawn();
+    let backups = t9.mount_point().join("backups");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let growing = fs::read_dir(&backups)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name().to_string_lossy().starts_with(".tmp-")
+                    && fs::metadata(e.path().join(format!("system/{}.img.zst", name(2))))
+                        .is_ok_and(|m| m.len() > 4 * MIB)
+            });
+        if growing {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
+            "the image never grew"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t9.pull();
+    let status = child.wait().unwrap();
+    let stderr = harness::read_stderr(&mut child);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing was promoted"), "{stderr}");
+    t9.mount();
+    assert_eq!(stamps(&t9), before);
+    assert_eq!(latest().as_deref(), Some(meta2.stamp.as_str()));
+}
+
+/// Runs `dbackup image restore --from STAMP --to DEV` on a pseudo-terminal (`script`), typing `typed`; (exit code,
+/// everything printed).
+fn restore_on_a_terminal(t: &Test, stamp: &str, target: &Path, typed: &str) -> (i32, String) {
+    let line = format!(
+        "{} --config {} image restore --from {stamp} --to {}",
+        harness::BIN,
+        t.path("config.json").display(),
+        target.display()
+    );
+    let mut child = Command::new("timeout")
+        .args(["300", "script", "-qec", &line, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", t.home())
+        .env("XDG_CONFIG_HOME", t.path("xdg-config"))
+        .env("XDG_STATE_HOME", t.path("state"))
+        .env("LANG", "C.UTF-8")
+        .env("TZ", "UTC")
+        .current_dir(t.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(typed.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Whether the first MiB of a block device (where the partition table goes) is all zeros, read past the cache.
+fn first_mib_blank(dev: &Path) -> bool {
+    let _ = testkit::try_run("blockdev", ["--flushbufs".as_ref(), dev.as_os_str()]);
+    let mut buf = vec![0u8; MIB as usize];
+    let mut f = fs::File::open(dev).unwrap();
+    std::io::Read::read_exact(&mut f, &mut buf).unwrap();
+    buf.iter().all(|b| *b == 0)
+}
+
+/// `image restore` onto a block device asks first: without a terminal and without `--yes` it is refused naming
+/// `--yes` (exit 2); on a terminal, answering "n", "yes" or nothing (end of input) writes nothing and exits 1;
+/// typing the device's name restores. The target's first MiB stays blank until then. Before, the prompt was not
+/// tested (every test restored onto files, which are not asked about).
+#[test]
+fn t9_image_restore_onto_a_block_device_asks_first() {
+    if !require() {
+        return;
+    }
+    if testkit::tool("script").is_none() || testkit::tool("timeout").is_none() {
+        return testkit::skip(
+            "script and timeout (util-linux, coreutils) are needed for a pseudo-terminal",
+        );
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, 1 << 20);
+    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let dev = |n: u32| disk.part(n).display().to_string();
+    t.cmd()
+        .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
+        .status(0);
+    let (_, meta) = image_backup(&t9);
+    let stamp = meta.stamp.clone();
+    let blank_file = t.path("blank.img");
+    blank(&blank_file, 400 * MIB);
+    let target = LoopDisk::attach(&blank_file);
+
+    let out = t
+        .cmd()
+        .args(["image", "restore", "--from", &stamp, "--to"])
+        .args([&target.device])
+        .status(2);
+    out.stderr_has("no terminal to confirm on")
+        .stderr_has("--yes");
+    assert!(first_mib_blank(&target.device));
+
+    for (typed, what) in [("n\n", "n"), ("yes\n", "yes"), ("", "end of input")] {
+        let (code, out) = restore_on_a_terminal(&t, &stamp, &target.device, typed);
+        assert_eq!(code, 1, "{what}: {out}");
+        assert!(out.contains("Type the device name"), "{what}: {out}");
+        assert!(
+            out.contains("not confirmed") && out.contains("nothing was written"),
+            "{what}: {out}"
+        );
+        assert!(
+            first_mib_blank(&target.device),
+            "{what}: the target was written to"
+        );
+        if what == "yes" {
+            assert!(out.contains("type the device name"), "{out}");
+        }
+    }
+
+    let typed = format!("{}\n", target.device.display());
+    let (code, out) = restore_on_a_terminal(&t, &stamp, &target.device, &typed);
+    assert_eq!(code, 0, "{out}");
+    for n in [1, 2] {
+        assert_eq!(blkid(&target.part(n), "UUID"), blkid(&disk.part(n), "UUID"));
+    }
+}
+
+/// The space check counts the images: a drive with room for the set but not for the root's image (96 MiB in use,
+/// incompressible) is refused before anything is written, by `image create` and by `external` (their dry runs say
+/// why, naming partclone's count); a drive with room takes them. Before, `image create` wrote until the drive was
+/// full and `external` counted only the archives.
+#[test]
+fn t9_a_drive_too_small_for_the_images_is_refused_before_writing() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 64 * MIB);
+    let disk = disk_with_root(&t, 96 << 20);
+    let t = t.config(&config_images(&t9, "", &[disk.part(2)], ""));
+    t.write("home/data/a.txt", "hello\n");
+    t.cmd().args(["collect"]).status(0);
+
+    let dry = t.cmd().args(["--dry-run", "image", "create"]).status(1);
+    dry.stdout_has("REFUSED   not enough space")
+        .stdout_has("in use (partclone's count)");
+    let out = t.cmd().args(["image", "create"]).status(1);
+    out.stderr_has("not enough space")
+        .stderr_has("nothing was written");
+
+    let dry = t.cmd().args(["--dry-run", "external"]).output();
+    assert_ne!(dry.code, 0, "{}", dry.stdout);
+    dry.stdout_has("not enough space")
+        .stdout_has("partclone finds in use");
+    let out = t.cmd().args(["external"]).output();
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    out.stderr_has("not enough space");
+    assert_eq!(
+        listing(&t9.mount_point().join("backups"))
+            .iter()
+            .filter(|n| !n.starts_with(".dbackup"))
+            .count(),
+        0,
+        "nothing was written: {:?}",
+        listing(&t9.mount_point().join("backups"))
+    );
+
+    // Without the image, the same drive takes the backup.
+    let t = t.config(&config_images(&t9, "", &[], ""));
+    t.cmd().args(["external"]).status(0);
+}
+
+/// `image restore --name NAME --to PART` puts one image onto an existing partition of another, larger disk: the
+/// root's ext4 replaces the vfat there with its UUID and every file, `--grow` fills the partition, the partition
+/// keeps its own PARTUUID and the disk's ESP is untouched. Without `--name` (the backup holds two images), or onto a
+/// partition smaller than the filesystem, nothing is written. Before, a partition target was always refused ("give
+/// the whole disk").
+#[test]
+fn t9_one_image_restores_onto_one_partition() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, 1 << 20);
+    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let dev = |n: u32| disk.part(n).display().to_string();
+    t.cmd()
+        .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
+        .status(0);
+    let (_, meta) = image_backup(&t9);
+    let root_name = disk
+        .part(2)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+
+    let target = make_disk(&t.path("other.img"), 640 * MIB);
+    testkit::run(
+        "mkfs.fat",
+        ["-F".as_ref(), "32".as_ref(), target.part(2).as_os_str()],
+    );
+    let esp_uuid = blkid(&target.part(1), "UUID");
+    let partuuid = blkid(&target.part(2), "PARTUUID");
+    let restore = |name: Option<&str>, to: &Path| {
+        let mut cmd = t
+            .cmd()
+            .args(["--json", "image", "restore", "--yes", "--from", &meta.stamp]);
+        if let Some(n) = name {
+            cmd = cmd.args(["--name", n]);
+        }
+        cmd.args(["--grow".as_ref(), "--to".as_ref(), to.as_os_str()])
+    };
+
+    let out = restore(None, &target.part(2)).status(1);
+    out.stderr_has("named with --name");
+    let out = restore(Some(&root_name), &target.part(1)).status(1);
+    out.stderr_has("smaller than the");
+    assert_eq!(
+        blkid(&target.part(2), "TYPE"),
+        "vfat",
+        "nothing was written"
+    );
+    assert_eq!(blkid(&target.part(1), "UUID"), esp_uuid);
+
+    let report: RestoreReport = restore(Some(&root_name), &target.part(2)).status(0).json();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.partitions.len(), 1);
+    assert_eq!(blkid(&target.part(2), "TYPE"), "ext4");
+    assert_eq!(blkid(&target.part(2), "UUID"), blkid(&disk.part(2), "UUID"));
+    assert_eq!(blkid(&target.part(2), "PARTUUID"), partuuid);
+    assert_eq!(
+        blkid(&target.part(1), "UUID"),
+        esp_uuid,
+        "the ESP is untouched"
+    );
+    testkit::run(
+        "e2fsck",
+        ["-f".as_ref(), "-n".as_ref(), target.part(2).as_os_str()],
+    );
+    let look = |d: &LoopDisk, at: &str| {
+        let m = RoMount::new(&d.part(2), &t.path(at));
+        let st = rustix::fs::statvfs(&m.0).unwrap();
+        (manifest(&m.0), st.f_blocks * st.f_frsize)
+    };
+    let (before, size_before) = look(&disk, "mnt/old");
+    let (after, size_after) = look(&target, "mnt/new");
+    assert_eq!(before, after);
+    assert!(
+        size_after > size_before + 200 * MIB,
+        "grown to the partition's end: {size_before} -> {size_after}"
+    );
+}
