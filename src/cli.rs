@@ -126,6 +126,9 @@ dbackup --dry-run external          # what would be written and removed, and the
     /// The full-system image: the recovery kit, partition images, and their restore onto a blank disk
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Cloud destinations (S3, Backblaze B2): check what this machine's key can do with the bucket
+    #[command(subcommand)]
+    Cloud(CloudCommand),
     /// Check, print or create the config
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -233,6 +236,28 @@ pub struct BackupArgs {
     pub now: Option<DateTime<FixedOffset>>,
 }
 
+/// `restore --source`: where from, and for `cloud:NAME` which cloud destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreSource {
+    pub kept: Kept,
+    pub cloud: Option<String>,
+}
+
+fn parse_restore_source(s: &str) -> Result<RestoreSource, String> {
+    if let Some(name) = s.strip_prefix("cloud:") {
+        if name.is_empty() {
+            return Err("cloud:NAME needs the cloud destination's name".into());
+        }
+        return Ok(RestoreSource {
+            kept: Kept::Cloud,
+            cloud: Some(name.to_string()),
+        });
+    }
+    <Kept as clap::ValueEnum>::from_str(s, false)
+        .map(|kept| RestoreSource { kept, cloud: None })
+        .map_err(|_| format!("{s:?}: expected local, external (or drive), cloud or cloud:NAME"))
+}
+
 const RESTORE_HELP: &str = "\
 Examples:
   dbackup restore --list
@@ -247,6 +272,8 @@ Examples:
       the plan: what would be created, replaced, left unchanged or skipped
   dbackup restore --source external --date 2025-04-01 --verify
       check that backup completely, write nothing
+  dbackup restore --source cloud:offsite --path ~/thesis.tex --target /tmp/r
+      from a cloud destination: its index, then one ranged GET per file (the bytes are shown first)
   dbackup restore --drive /media/you/T9 --list
       a drive, without any config
   dbackup restore --drive /media/you/T9 --identity ~/key.txt --path ~/.ssh --target /tmp/r
@@ -390,10 +417,10 @@ pub struct SnapshotsArgs {
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct RestoreArgs {
-    /// Where to restore from: local snapshots or the drive's archives (default: both for --list, external with
-    /// --drive, local otherwise)
-    #[arg(long, value_enum)]
-    pub source: Option<Kept>,
+    /// Where to restore from: local snapshots, the drive's archives, or a cloud destination (`cloud`, `cloud:NAME`)
+    /// (default: both for --list, external with --drive, local otherwise)
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    pub source: Option<RestoreSource>,
 
     /// List the backups instead of restoring
     #[arg(long)]
@@ -598,6 +625,45 @@ Examples:
   sudo dbackup image restore --drive /mnt/T9 --from 2026-12-05-031500 --to /dev/sdb --grow
   sudo dbackup image restore --from 2026-12-05-031500 --to disk.img --name nvme0n1p2
   sudo dbackup image restore --from 2026-12-05-031500 --name nvme0n1p1 --to /dev/sdb1";
+
+const CLOUD_CHECK_HELP: &str = "Tries, for real, what backups to this destination need, with a tiny object under \
+<prefix>/.dbackup-check/ that is removed again: the keys and the bucket (a listing), writing, reading back, \
+deleting, and listing unfinished multipart uploads. With `object_lock_days` in the destination (or --object-lock) \
+it also writes an object locked for one day and tries to delete it: some servers accept Object Lock headers and \
+ignore them, and only this finds out. A locked object that could not be deleted stays until its date (7 bytes).
+
+Keys come from the destination's credentials_file, else AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, else the \
+AWS shared credentials and config files (B2: B2_APPLICATION_KEY_ID and B2_APPLICATION_KEY). No key, signature or \
+token is ever printed.
+
+Exit codes: 0 everything a backup needs works; 3 it works with warnings (the key cannot delete, so old backups are \
+never pruned; unfinished uploads found); 1 a backup would fail (no answer, keys refused, no bucket, no write or \
+read, Object Lock configured but not enforced); 2 configuration (no such cloud destination, no keys, a \
+credentials_file others can read).
+
+Examples:
+  dbackup cloud check offsite
+  dbackup cloud check offsite --object-lock    # does the bucket enforce Object Lock?
+  dbackup --json cloud check offsite";
+
+#[derive(Debug, Subcommand)]
+pub enum CloudCommand {
+    /// Check a cloud destination: keys, bucket, write/read/delete permissions, and whether Object Lock is enforced
+    #[command(after_help = CLOUD_CHECK_HELP)]
+    Check(CloudCheckArgs),
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct CloudCheckArgs {
+    /// The cloud destination (its `name` in the config)
+    #[arg(value_name = "NAME")]
+    pub name: String,
+
+    /// Also try Object Lock when the destination has no `object_lock_days` (leaves a 7-byte object locked for a
+    /// day if the bucket enforces it)
+    #[arg(long)]
+    pub object_lock: bool,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -837,8 +903,21 @@ mod tests {
         let Command::Restore(r) = cli.command else {
             panic!("not restore")
         };
-        assert_eq!(r.source, Some(Kept::External));
+        assert_eq!(r.source.map(|s| s.kept), Some(Kept::External));
         assert_eq!(r.paths, vec!["~/.config".to_string()]);
+        for (arg, kept, cloud) in [
+            ("cloud", Kept::Cloud, None),
+            ("cloud:offsite", Kept::Cloud, Some("offsite".to_string())),
+            ("drive", Kept::External, None),
+        ] {
+            assert_eq!(
+                parse_restore_source(arg),
+                Ok(RestoreSource { kept, cloud }),
+                "{arg}"
+            );
+        }
+        assert!(parse_restore_source("cloud:").is_err());
+        assert!(parse_restore_source("s3").is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod archive;
 pub(crate) mod backup;
 pub(crate) mod browse;
 pub mod cli;
+pub mod cloud;
 pub mod collect;
 pub mod commands;
 pub mod config;
@@ -57,7 +58,9 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             &cli.global,
             crate::cli::RestoreArgs {
                 list: true,
-                source: args.source,
+                source: args
+                    .source
+                    .map(|kept| crate::cli::RestoreSource { kept, cloud: None }),
                 date: args.date,
                 set: args.set,
                 drive: args.drive,
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Serve(args) => commands::serve::run(&cli.global, args),
         Command::Systemd(cmd) => commands::systemd::run(&cli.global, cmd),
         Command::Image(cmd) => commands::image::run(&cli.global, cmd),
+        Command::Cloud(cmd) => commands::cloud::run(&cli.global, cmd),
         Command::Generate(cmd) => commands::generate::run(cmd),
     }
 }

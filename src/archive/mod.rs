@@ -40,7 +40,7 @@ pub use index::{
     IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter, SparseRecord,
 };
 pub use readback::{ReadBackError, ReadBackMethod, read_back, read_back_in, read_back_in_with};
-pub use reader::{ArchiveFiles, PartsReader, ReadError, read_entry};
+pub use reader::{ArchiveFiles, PartsReader, ReadError, ReadSeek, Remote, read_entry};
 pub use sink::{
     Digest, FAT32_MAX_PART_BYTES, FileSink, Sink, SplitSink, Stage, StageWriter, WRITE_BUFFER,
     WriterSink, WrittenFile,

@@ -2,7 +2,6 @@
 //! restoring one file from it with a single seek through the index, checking its header and content sha256.
 
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +15,17 @@ use super::sparse::{self, SparseLoc, TarSparse};
 use super::tarfmt::EntryKind;
 use crate::stdx::fs::Dir;
 
+/// Objects read from somewhere other than a local directory (a cloud destination's bucket): each part is opened by
+/// its name, with seeking (a seek then a read is one ranged request).
+pub trait Remote: Send + Sync + std::fmt::Debug {
+    /// Opens the part `name` of `len` bytes (as recorded).
+    fn open(&self, name: &Path, len: u64) -> io::Result<Box<dyn ReadSeek>>;
+}
+
+/// What a part is read through: a local file, or a remote object's reader.
+pub trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
 /// The file(s) holding one archive: `name` itself, or `name.part000`, `name.part001`, ... joined in order.
 /// A name ending in `.age` is encrypted: [`ArchiveFiles::open`] decrypts it with the keys given by
 /// [`ArchiveFiles::with_keys`].
@@ -25,6 +35,8 @@ pub struct ArchiveFiles {
     pub parts: Vec<(PathBuf, u64)>,
     /// The identities that decrypt it, when it is encrypted.
     pub keys: Option<Arc<Keys>>,
+    /// Where the parts are read from when they are not local files (the parts' paths are then object names).
+    pub remote: Option<Arc<dyn Remote>>,
 }
 
 impl PartialEq for ArchiveFiles {
@@ -74,6 +86,7 @@ impl ArchiveFiles {
             (Some(len), None) => Ok(ArchiveFiles {
                 parts: vec![(single, len)],
                 keys: None,
+                remote: None,
             }),
             (None, Some(_)) => {
                 let mut parts = Vec::new();
@@ -83,7 +96,11 @@ impl ArchiveFiles {
                         None => break,
                     }
                 }
-                Ok(ArchiveFiles { parts, keys: None })
+                Ok(ArchiveFiles {
+                    parts,
+                    keys: None,
+                    remote: None,
+                })
             }
             (Some(_), Some(_)) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -101,6 +118,15 @@ impl ArchiveFiles {
                     first_part.display()
                 ),
             )),
+        }
+    }
+
+    /// Remote objects (names and lengths in stream order), read through `remote`.
+    pub fn remote(parts: Vec<(PathBuf, u64)>, remote: Arc<dyn Remote>) -> ArchiveFiles {
+        ArchiveFiles {
+            parts,
+            keys: None,
+            remote: Some(remote),
         }
     }
 
@@ -174,7 +200,9 @@ impl ArchiveFiles {
 
     /// Opens the joined stream as it is on the drive (the ciphertext of an encrypted archive).
     pub fn open_raw(&self) -> io::Result<PartsReader> {
-        PartsReader::new(self.parts.clone())
+        let mut r = PartsReader::new(self.parts.clone())?;
+        r.remote = self.remote.clone();
+        Ok(r)
     }
 }
 
@@ -184,7 +212,8 @@ pub struct PartsReader {
     starts: Vec<u64>,
     total: u64,
     pos: u64,
-    open: Option<(usize, File)>,
+    open: Option<(usize, Box<dyn ReadSeek>)>,
+    remote: Option<Arc<dyn Remote>>,
 }
 
 impl PartsReader {
@@ -209,6 +238,7 @@ impl PartsReader {
             total,
             pos: 0,
             open: None,
+            remote: None,
         })
     }
 
@@ -226,8 +256,11 @@ impl Read for PartsReader {
         let within = self.pos - self.starts[i];
         let len = self.parts[i].1;
         if self.open.as_ref().map(|o| o.0) != Some(i) {
-            // Never through a symlink, and only a regular file.
-            let mut f = crate::stdx::fs::open_regular(&self.parts[i].0)?;
+            // Never through a symlink, and only a regular file (or a remote object).
+            let mut f: Box<dyn ReadSeek> = match &self.remote {
+                Some(r) => r.open(&self.parts[i].0, len)?,
+                None => Box::new(crate::stdx::fs::open_regular(&self.parts[i].0)?),
+            };
             f.seek(SeekFrom::Start(within))?;
             self.open = Some((i, f));
         }

@@ -257,6 +257,7 @@ fn collect_set(
         );
     }
 
+    let pre = pre_copy(set, ui)?;
     let run = run_rsync(set, ui)?;
     // Interrupted (rsync heard the signal too): nothing is promoted; the copy stays where the next run resumes it.
     crate::interrupt::check()?;
@@ -267,6 +268,8 @@ fn collect_set(
         // with an earlier snapshot. A first collect claims none.
         run.stats.linked_bytes = 0;
     }
+    // What the pre-pass copied rsync did not transfer; it is not shared with an earlier snapshot either.
+    run.stats.linked_bytes = run.stats.linked_bytes.saturating_sub(pre.size);
     report.stats = Some(run.stats);
     report.unreadable = run.unreadable.clone();
     report.vanished = run.vanished.clone();
@@ -342,6 +345,36 @@ fn collect_set(
         prune(root, &set.set, policy, set, ui, report);
     }
     Ok(())
+}
+
+/// Copies the plan's sparse files into the in-progress copy before rsync runs (only their data read: see
+/// [`super::sparse`]); a file left to rsync is said why at `-v`.
+fn pre_copy(set: &SetPlan, ui: &Ui) -> anyhow::Result<super::sparse::Copied> {
+    if set.pre_copy.is_empty() {
+        return Ok(super::sparse::Copied::default());
+    }
+    ui.step(format_args!(
+        "{}: copying {} (their data only) before rsync",
+        set.set,
+        stdx::counted(set.pre_copy.len() as u64, "sparse file", "sparse files")
+    ));
+    let done = super::sparse::copy_all(&set.pre_copy, &set.in_progress);
+    // Interrupted: nothing more is copied, rsync does not start; the in-progress copy is resumed next time.
+    crate::interrupt::check()?;
+    for (path, why) in &done.left {
+        ui.detail(format_args!(
+            "{}: {} is left to rsync: {why}",
+            set.set,
+            stdx::show_path(path)
+        ));
+    }
+    ui.detail(format_args!(
+        "{}: copied {} ({} of data read)",
+        set.set,
+        stdx::counted(done.files, "sparse file", "sparse files"),
+        stdx::bytes(done.data)
+    ));
+    Ok(done)
 }
 
 /// Runs the set's rsync into its in-progress copy, with its filter file beside it and a progress bar on a terminal.

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod marked;
 pub mod observe;
 pub mod plan;
+pub mod sparse;
 
 use chrono::{Local, NaiveDateTime};
 
@@ -63,7 +64,13 @@ pub fn dry_run(
     options: &Options,
     ui: &Ui,
 ) -> anyhow::Result<CollectPlan> {
-    let world = observe::observe(settings, sets, crate::rsync::probe_rsync()?, false)?;
+    let world = observe::observe(
+        settings,
+        sets,
+        crate::rsync::probe_rsync()?,
+        false,
+        options.full,
+    )?;
     let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
     // The stamp a real run would pick (after a run in this very second, it waits for the next one).
     let now = snapshot::fresh_stamp(&settings.backup_root, &names, now);
@@ -105,7 +112,7 @@ pub fn run_prepared(
     let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
     // Two runs in the same second would pick the same name: wait for a fresh second instead.
     let now = snapshot::fresh_stamp(&settings.backup_root, &names, now);
-    let world = observe::observe(settings, sets, rsync, true)?;
+    let world = observe::observe(settings, sets, rsync, true, options.full)?;
     let opts = plan::RunOptions {
         options,
         policy: &settings.retention_local,

@@ -37,6 +37,9 @@ pub struct SetWorld {
     pub partial: bool,
     /// Directories skipped for what they hold (`exclude_caches`, `exclude_if_present`).
     pub marked: super::marked::Found,
+    /// Sparse files rsync would read whole, for the pre-pass ([`super::sparse`]); looked for only when the set
+    /// allows it.
+    pub sparse: Vec<super::sparse::Candidate>,
 }
 
 /// What a source is, seen from here.
@@ -107,13 +110,32 @@ pub fn look_at_source(source: &SourcePath, previous: Option<&Snapshot>) -> Sourc
     }
 }
 
+/// Whether a set may have its sparse files copied before rsync ([`super::sparse`]): rsync gets `--sparse`, no
+/// `--full`, and no `rsync_args` of the set's own.
+pub fn sparse_prepass_allowed(rsync_version: &str, set: &SetSettings, full: bool) -> bool {
+    !full && set.rsync_args.is_empty() && rsync::sparse_allowed(rsync_version, &set.rsync_args)
+}
+
+/// The filter rules of a set as the plan writes them (the user's, then the marked directories'), for the pre-pass.
+pub fn filter_rules(set: &SetSettings, marked: &super::marked::Found) -> Vec<String> {
+    let mut rules: Vec<String> = set.exclusions.iter().map(|e| e.rule()).collect();
+    rules.extend(
+        marked
+            .skipped
+            .iter()
+            .filter_map(|d| super::marked::rule_for(&d.path)),
+    );
+    rules
+}
+
 /// Looks at the backup root and every selected set, for the installed `rsync` ([`rsync::probe_rsync`]).
-/// `write_probe`: probe xattr support by writing (real runs only).
+/// `write_probe`: probe xattr support by writing (real runs only). `full`: `--full` (no sparse pre-pass).
 pub fn observe(
     settings: &Settings,
     sets: &[&SetSettings],
     rsync: Capabilities,
     write_probe: bool,
+    full: bool,
 ) -> anyhow::Result<World> {
     use anyhow::Context;
     use std::os::unix::fs::PermissionsExt;
@@ -137,7 +159,33 @@ pub fn observe(
             .filter_map(|s| s.resolved.clone())
             .collect();
         let marked = super::marked::find(set, &dirs)?;
+        let sparse = if sparse_prepass_allowed(&rsync.version, set, full) {
+            let present: Vec<(PathBuf, PathBuf)> = sources
+                .iter()
+                .filter(|s| matches!(s.kind, SourceKind::Directory | SourceKind::File))
+                .filter_map(|s| s.resolved.clone())
+                .map(|r| {
+                    let rel = snapshot::SourceRecord::in_snapshot_path(&r);
+                    (r, rel)
+                })
+                .collect();
+            // Every snapshot rsync may link against (the plan picks among these).
+            let mut basis: Vec<PathBuf> = previous.map(|p| p.path.clone()).into_iter().collect();
+            basis.extend(
+                snapshots
+                    .iter()
+                    .rev()
+                    .find(|s| s.state() != SnapshotState::Unknown)
+                    .map(|s| s.path.clone()),
+            );
+            basis.push(layout.partial(&set.name));
+            basis.push(layout.in_progress(&set.name));
+            super::sparse::find(&present, &filter_rules(set, &marked), &basis)
+        } else {
+            Vec::new()
+        };
         out.push(SetWorld {
+            sparse,
             name: set.name.clone(),
             sources,
             latest: snapshot::read_latest(&root, &set.name),

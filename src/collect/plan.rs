@@ -67,6 +67,10 @@ pub struct SetPlan {
     pub resume_from: Option<PathBuf>,
     /// `--link-dest` directories, in rsync's order.
     pub link_dest: Vec<PathBuf>,
+    /// Sparse files copied into the in-progress snapshot before rsync runs, reading only their data (rsync then
+    /// finds them up to date): see [`super::sparse`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_copy: Vec<super::sparse::PreCopy>,
     pub sources: Vec<SourcePlan>,
     /// The rsync patterns excluded, in order (recorded in the snapshot's metadata): the set's `exclusions` and
     /// `exclude_from` rules (an include as `!pattern`), then one anchored `/path/` per directory in `skipped`.
@@ -392,6 +396,13 @@ fn plan_set(
         ));
     }
     let filter_file = (!exclusions.is_empty()).then(|| layout.filter(&set.name));
+    let pre_copy = if refusal.is_none() {
+        let eligible =
+            super::observe::sparse_prepass_allowed(&world.rsync.version, set, opts.options.full);
+        super::sparse::plan(&sw.sparse, &exclusions, eligible)
+    } else {
+        Vec::new()
+    };
     let rsync_argv = if refusal.is_none() {
         let present: Vec<PathBuf> = sources.iter().filter_map(|s| s.resolved.clone()).collect();
         let spec = ArgvSpec {
@@ -453,6 +464,7 @@ fn plan_set(
         expected_entries: previous
             .and_then(|p| p.metadata.as_ref())
             .map(|m| m.stats.files),
+        pre_copy,
         ..base_plan(
             set,
             &layout,
@@ -491,6 +503,7 @@ fn base_plan(
         in_progress,
         resume_from,
         link_dest,
+        pre_copy: Vec::new(),
         sources,
         exclusions: Vec::new(),
         skipped: Vec::new(),
@@ -613,6 +626,17 @@ pub fn render(plan: &CollectPlan) -> String {
                 r.display()
             );
         }
+        if !s.pre_copy.is_empty() {
+            let size: u64 = s.pre_copy.iter().map(|c| c.size).sum();
+            let data: u64 = s.pre_copy.iter().map(|c| c.allocated).sum();
+            let _ = writeln!(
+                out,
+                "  sparse    {} of {} copied first, reading about {} of data, not the holes",
+                stdx::counted(s.pre_copy.len() as u64, "sparse file", "sparse files"),
+                stdx::bytes(size),
+                stdx::bytes(data)
+            );
+        }
         let links: Vec<String> = s
             .link_dest
             .iter()
@@ -708,6 +732,7 @@ mod tests {
                 in_progress,
                 partial: false,
                 marked: Default::default(),
+                sparse: Vec::new(),
             }],
         };
         (w, set)

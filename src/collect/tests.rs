@@ -46,6 +46,7 @@ impl World {
             },
             retention_external: 5,
             destinations: vec![],
+            clouds: vec![],
             external_mode: ExternalMode::First,
             notifications: Notifications::default(),
             encryption: None,

@@ -62,6 +62,15 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
         )
         .into());
     }
+    if args.source == Some(Kept::Cloud) {
+        return Err(crate::exit::CodedError::new(
+            Exit::Usage,
+            "find does not read cloud destinations yet: `dbackup restore --list --source cloud` lists their \
+             backups, and `restore --source cloud --path PATH --target DIR` fetches a file with its index and \
+             one ranged read",
+        )
+        .into());
+    }
     let scope = Scope {
         local: args.source != Some(Kept::External) && args.drive.is_none(),
         external: args.source != Some(Kept::Local),

@@ -59,6 +59,15 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
     if args.drive.is_some() && args.source == Some(Kept::Local) {
         return Err(usage("--drive names a drive: use it with --source drive"));
     }
+    if args.source == Some(Kept::Cloud) {
+        return Err(crate::exit::CodedError::new(
+            Exit::Usage,
+            "ls does not read cloud destinations yet: `dbackup restore --list --source cloud` lists their \
+             backups, and `restore --source cloud --path PATH --target DIR` fetches a file with its index and \
+             one ranged read",
+        )
+        .into());
+    }
     let external = args.source == Some(Kept::External) || args.drive.is_some();
     let abs = match &args.path {
         Some(p) => select::absolute_path(p, &env.home, &env.cwd).map_err(usage)?,

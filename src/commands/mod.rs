@@ -1,6 +1,7 @@
 //! One module per subcommand: build `Settings`, build the phase's plan, print it (dry run) or execute it.
 
 pub mod backup;
+pub mod cloud;
 pub mod collect;
 pub mod complete;
 pub mod config;

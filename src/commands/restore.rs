@@ -120,7 +120,8 @@ fn request(env: &Env, args: &RestoreArgs) -> anyhow::Result<Request> {
             .map_err(usage)?
     };
     Ok(Request {
-        source: args.source,
+        source: args.source.as_ref().map(|s| s.kept),
+        cloud: args.source.as_ref().and_then(|s| s.cloud.clone()),
         date,
         set: args.set.clone(),
         drive: args.drive.clone(),
@@ -144,7 +145,7 @@ fn check_combinations(args: &RestoreArgs) -> anyhow::Result<()> {
     if args.verify && args.target.is_some() {
         return Err(usage("--verify writes nothing, so it takes no --target"));
     }
-    if args.drive.is_some() && args.source == Some(Kept::Local) {
+    if args.drive.is_some() && args.source.as_ref().map(|s| s.kept) == Some(Kept::Local) {
         return Err(usage(
             "--drive names a drive: use it with --source external",
         ));
@@ -262,6 +263,18 @@ fn restore(
     {
         ui.info(line);
     }
+    if let Chosen::Cloud { backup, .. } = chosen {
+        // What it cost, counted by the transport (every attempt, retries included).
+        let r = backup.store.requests();
+        ui.info(format_args!(
+            "{}: {} requests to {} ({} HEAD, {} GET)",
+            backup.destination,
+            r.head + r.get + r.put + r.post + r.delete + r.other,
+            backup.place,
+            r.head,
+            r.get
+        ));
+    }
     if let Some(e) = error {
         return Err(anyhow::Error::new(e).context(outcome::stopped_context(&summaries)));
     }
@@ -319,6 +332,15 @@ fn verify(
     ring: &KeyRing,
     ui: &Ui,
 ) -> anyhow::Result<Exit> {
+    if let Chosen::Cloud { backup, set } = chosen {
+        let report = crate::restore::cloud::verify(backup, set.as_deref(), ui)?;
+        super::print(&report, ui.json, crate::restore::cloud::render_verify)?;
+        return Ok(if report.intact {
+            Exit::Ok
+        } else {
+            Exit::Failed
+        });
+    }
     let keys = choose::keys_for_backup(chosen, ring, Ask::IfAvailable, ui)?;
     let scope = choose::scope(settings, req, chosen, keys.as_ref(), ui)?;
     let list_all = ui.verbosity >= 1;
@@ -334,6 +356,7 @@ fn verify(
             .iter()
             .filter_map(|s| s.metadata.as_ref().map(|m| m.stats.total_bytes))
             .fold(0u64, u64::saturating_add),
+        Chosen::Cloud { .. } => 0,
     };
     let mut seen = 0u64;
     let mut tick = |n: u64| {
@@ -361,6 +384,7 @@ fn verify(
             };
             verify::verify_snapshots(&local, snapshots, &scope, list_all, &mut tick)
         }
+        Chosen::Cloud { .. } => unreachable!("verified above"),
     };
     if let Some(b) = &bar {
         b.finish_and_clear();

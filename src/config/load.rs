@@ -431,7 +431,9 @@ fn explain(error: &ValidationError, positions: &Positions) -> Vec<Problem> {
                 .iter()
                 .map(|key| {
                     let mut message = format!("unknown key \"{key}\"");
-                    if let Some(s) = suggest(key, allowed.iter().map(String::as_str)) {
+                    if let Some(hint) = crate::cloud::credentials::secret_key_hint(key) {
+                        message.push_str(&format!("; {hint}"));
+                    } else if let Some(s) = suggest(key, allowed.iter().map(String::as_str)) {
                         message.push_str(&format!("; did you mean \"{s}\"?"));
                     }
                     let child = format!("{pointer}/{}", escape_pointer(key));

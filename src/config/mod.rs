@@ -284,34 +284,164 @@ pub struct RetentionPolicy {
     pub yearly: Option<u32>,
 }
 
-/// A removable drive (or any mounted filesystem) that receives external backups.
+/// A place that receives external backups: a removable drive (or any mounted filesystem, the default kind), or a
+/// cloud bucket (`"kind": "s3"` or `"b2"`). Cloud credentials never go in this file: see `credentials_file`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
     /// A safe file name for this destination, recorded on the drive in its marker file.
     #[schemars(regex(pattern = schema::SAFE_NAME_PATTERN))]
     pub name: String,
-    /// The drive's mount point, e.g. `/media/payne/T9`: absolute after expanding `~`, `$VAR` and `${VAR}`.
-    pub path: String,
+    /// `drive` (the default): a mounted filesystem at `path`; `s3`: an S3-compatible bucket (AWS, Garage, MinIO,
+    /// Backblaze B2's S3 endpoint, ...); `b2`: Backblaze B2's native API.
+    #[serde(default, skip_serializing_if = "DestinationKind::is_drive")]
+    pub kind: DestinationKind,
+    /// A drive's mount point, e.g. `/media/payne/T9`: absolute after expanding `~`, `$VAR` and `${VAR}`. Drives only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// Higher is preferred when `external.mode` is `first`.
     #[serde(default)]
     pub priority: i32,
-    /// The filesystem UUID the drive must have (as `blkid` shows it).
+    /// The filesystem UUID the drive must have (as `blkid` shows it). Drives only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fs_uuid: Option<String>,
-    /// The filesystem label the drive must have.
+    /// The filesystem label the drive must have. Drives only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fs_label: Option<String>,
-    /// How many verified backups to keep on this drive (default: `retention.external`).
+    /// How many verified backups to keep on this destination (default: `retention.external`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub retention: Option<u32>,
-    /// Refuse to write unless `path` is the root of a mounted filesystem (default true).
+    /// Refuse to write unless `path` is the root of a mounted filesystem (default true). Drives only.
     #[serde(default = "default_true")]
     pub require_mount: bool,
-    /// Encrypt this destination's archives with age (replaces the top-level `encryption`).
+    /// Encrypt this destination's archives with age (replaces the top-level `encryption`). A cloud destination
+    /// without encryption is refused unless `allow_unencrypted` is true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+    /// When this destination is written, replacing `schedule.external` for it (a cloud bucket `weekly` while the
+    /// drive is written whenever it is plugged in, for example).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ExternalSchedule>,
+
+    /// Cloud: the service's URL (`https://s3.eu-central-1.amazonaws.com`, `http://127.0.0.1:3900`). Default for
+    /// `s3`: AWS (`https://s3.<region>.amazonaws.com`); `b2` has no endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Cloud: the bucket's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// `b2`: the bucket's id (B2's native API addresses buckets by id; `b2 bucket get NAME` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket_id: Option<String>,
+    /// Cloud: a folder in the bucket under which everything is written (`backups/` goes below it), e.g.
+    /// `dbackup/laptop`. Letters, digits, `_`, `-`, `.`, separated by `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// `s3`: the signing region (default `us-east-1`; AWS needs the bucket's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// `s3`: address the bucket in the path (`endpoint/bucket/key`) rather than as a host name
+    /// (`bucket.endpoint/key`). Default: path style with an `endpoint`, host style on AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+    /// `s3`: the profile of the AWS shared credentials and config files to use (default `$AWS_PROFILE`, else
+    /// `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Cloud: a file (mode 0600, refused when others can read it) holding this destination's keys, in the format
+    /// of `~/.aws/credentials`: `aws_access_key_id` and `aws_secret_access_key` (`s3`), or
+    /// `b2_application_key_id` and `b2_application_key` (`b2`). Without it: `s3` reads `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`, then the shared credentials and config files; `b2` reads `B2_APPLICATION_KEY_ID` and
+    /// `B2_APPLICATION_KEY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<String>,
+    /// Cloud: upload plain (unencrypted) archives. Refused unless true: a bucket is someone else's computer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_unencrypted: bool,
+    /// Cloud: the storage class of each kind of object. Archives may go to a cold class; metadata (indexes,
+    /// `backup.json`, sums) is read by every listing and restore and stays in a standard class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<StorageClasses>,
+    /// Cloud: write every object with a compliance-mode retention of this many days (S3 Object Lock): nobody, not
+    /// even this machine's key, can delete or overwrite it before then. The bucket must have Object Lock enabled;
+    /// `dbackup cloud check` tells whether it really enforces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub object_lock_days: Option<u32>,
+    /// Cloud: the upload bandwidth limit, in bytes per second with a K, M or G suffix (1024-based, as rsync's
+    /// `--bwlimit`): `"2M"`, or `{ "rate": "2M", "window": "08:00-23:00" }` to limit only during those local
+    /// hours (full speed at night).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bwlimit: Option<Bwlimit>,
+    /// Cloud: how often a failed request is retried, with exponential backoff and jitter (default 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
+    pub retries: Option<u32>,
+    /// Cloud: seconds a request may wait for the server before it is retried (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<u32>,
+}
+
+/// What a destination is: a drive, an S3-compatible bucket, or a Backblaze B2 bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DestinationKind {
+    #[default]
+    Drive,
+    S3,
+    B2,
+}
+
+impl DestinationKind {
+    pub fn is_drive(&self) -> bool {
+        *self == DestinationKind::Drive
+    }
+
+    pub fn word(self) -> &'static str {
+        match self {
+            DestinationKind::Drive => "drive",
+            DestinationKind::S3 => "s3",
+            DestinationKind::B2 => "b2",
+        }
+    }
+}
+
+/// The storage class of each kind of object in a bucket (`STANDARD`, `STANDARD_IA`, `GLACIER_IR`, `GLACIER`,
+/// `DEEP_ARCHIVE`, ...; the server's default when absent).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StorageClasses {
+    /// The archives (`<set>.tar[.age]` and their parts): the bulk of the bytes, read only to restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archives: Option<String>,
+    /// Everything else (indexes, `backup.json`, `verification.sha256`, `LATEST`): a class read at once, never
+    /// `GLACIER` or `DEEP_ARCHIVE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
+}
+
+/// An upload bandwidth limit: always, or only inside a daily window of local time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Bwlimit {
+    /// Bytes per second, always (`"2M"`).
+    Always(String),
+    /// Bytes per second during `window` (`"08:00-23:00"`, local time; may pass midnight), full speed outside it.
+    Window(BwlimitWindow),
+}
+
+/// A bandwidth limit during a daily window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BwlimitWindow {
+    /// Bytes per second with a K, M or G suffix (1024-based): `"512K"`, `"2M"`.
+    pub rate: String,
+    /// `HH:MM-HH:MM` in local time; the limit applies from the first time until the second (`"22:00-06:00"` passes
+    /// midnight). Without it, always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
 }
 
 /// age encryption (age-encryption.org/v1) of the archives on a drive: to public recipients (backing up needs no

@@ -129,6 +129,18 @@ pub fn execute(plan: &ExternalPlan, observed: &Observed, ui: &Ui) -> ExternalRep
         }
         destinations.push(run_destination(plan, d, observed, ui));
     }
+    for c in &plan.clouds {
+        if crate::interrupt::requested().is_some() {
+            break;
+        }
+        let world = observed
+            .world
+            .clouds
+            .iter()
+            .find(|w| w.settings.name == c.name)
+            .expect("planned clouds were observed");
+        destinations.push(super::cloud::execute(plan, c, world, observed, ui));
+    }
     let sets_exit = if plan.unused.iter().any(UnusedDestination::refused) {
         // A drive that tried to redirect dbackup is a failure, even when another destination was written.
         Exit::Failed

@@ -11,6 +11,7 @@
 //! stamp, plan, execute. A dry run observes and plans; it takes no lock and writes nothing (detection's probe file,
 //! created and removed at once, aside).
 
+pub mod cloud;
 pub mod exec;
 pub mod layout;
 pub mod observe;

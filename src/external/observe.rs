@@ -99,37 +99,41 @@ pub fn observe(
         .into());
     }
 
-    // Destinations: `--destination` narrows them to one; media decides which are present.
-    let configured: Vec<_> = match &options.destination {
+    // Destinations: `--destination` narrows them to one (a drive or a cloud destination); media decides which
+    // drives are present; cloud destinations are always candidates (looked at once chosen).
+    let (configured, clouds): (Vec<_>, Vec<_>) = match &options.destination {
         Some(name) => {
-            let d = settings
-                .destinations
-                .iter()
-                .find(|d| &d.name == name)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = settings
-                        .destinations
-                        .iter()
-                        .map(|d| d.name.as_str())
-                        .collect();
-                    CodedError::new(
-                        Exit::Usage,
-                        if known.is_empty() {
-                            format!(
-                                "there is no destination named {name:?}: the config has no destinations; add one \
-                                 to \"destinations\""
-                            )
-                        } else {
-                            format!(
-                                "there is no destination named {name:?}; the config has: {}",
-                                known.join(", ")
-                            )
-                        },
-                    )
-                })?;
-            vec![d.clone()]
+            let drive = settings.destinations.iter().find(|d| &d.name == name);
+            let cloud = settings.clouds.iter().find(|c| &c.name == name);
+            if drive.is_none() && cloud.is_none() {
+                let known: Vec<&str> = settings
+                    .destinations
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .chain(settings.clouds.iter().map(|c| c.name.as_str()))
+                    .collect();
+                return Err(CodedError::new(
+                    Exit::Usage,
+                    if known.is_empty() {
+                        format!(
+                            "there is no destination named {name:?}: the config has no destinations; add one \
+                             to \"destinations\""
+                        )
+                    } else {
+                        format!(
+                            "there is no destination named {name:?}; the config has: {}",
+                            known.join(", ")
+                        )
+                    },
+                )
+                .into());
+            }
+            (
+                drive.cloned().into_iter().collect(),
+                cloud.cloned().into_iter().collect(),
+            )
         }
-        None => settings.destinations.clone(),
+        None => (settings.destinations.clone(), settings.clouds.clone()),
     };
     // With one destination named, `first` and `all` choose alike.
     let mode = if options.destination.is_some() {
@@ -141,10 +145,68 @@ pub fn observe(
     for d in &detected {
         ui.step(format_args!("{d}"));
     }
-    let selected: Vec<media::Detected> = media::select_or_fail(mode, &detected)?
-        .into_iter()
-        .cloned()
-        .collect();
+    let selected: Vec<media::Detected> = if clouds.is_empty() {
+        media::select_or_fail(mode, &detected)?
+            .into_iter()
+            .cloned()
+            .collect()
+    } else {
+        let present: Vec<(String, i32)> = detected
+            .iter()
+            .filter(|d| d.is_present())
+            .map(|d| (d.destination.name.clone(), d.destination.priority))
+            .collect();
+        let candidates: Vec<(String, i32)> = clouds
+            .iter()
+            .map(|c| (c.name.clone(), c.priority))
+            .collect();
+        let (drives, _) = super::cloud::select_across(mode, &present, &candidates);
+        detected
+            .iter()
+            .filter(|d| drives.contains(&d.destination.name))
+            .cloned()
+            .collect()
+    };
+    let chosen_clouds = {
+        let present: Vec<(String, i32)> = detected
+            .iter()
+            .filter(|d| d.is_present())
+            .map(|d| (d.destination.name.clone(), d.destination.priority))
+            .collect();
+        let candidates: Vec<(String, i32)> = clouds
+            .iter()
+            .map(|c| (c.name.clone(), c.priority))
+            .collect();
+        super::cloud::select_across(mode, &present, &candidates).1
+    };
+    let mut cloud_worlds = Vec::new();
+    let mut clouds_not_chosen = Vec::new();
+    for c in &clouds {
+        if !chosen_clouds.contains(&c.name) {
+            clouds_not_chosen.push((c.name.clone(), c.place()));
+            continue;
+        }
+        let mut w = super::cloud::observe(c, ui);
+        w.encryption = c
+            .encryption
+            .as_ref()
+            .map(crate::archive::crypt::resolve_record)
+            .transpose()
+            .map_err(|e| {
+                CodedError::new(
+                    Exit::Usage,
+                    format!(
+                        "destination {}: its encryption settings cannot be used (nothing was written): {e}",
+                        c.name
+                    ),
+                )
+            })?;
+        w.passphrase_file = c
+            .encryption
+            .as_ref()
+            .and_then(|e| crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref()));
+        cloud_worlds.push(w);
+    }
 
     // Scan the chosen snapshots (metadata only) for the exact archive sizes.
     let mut scans = BTreeMap::new();
@@ -222,6 +284,8 @@ pub fn observe(
             sets: set_worlds,
             detected,
             destinations,
+            clouds: cloud_worlds,
+            clouds_not_chosen,
             system: crate::image::observe_system(settings, &[]),
         },
         scans,

@@ -45,6 +45,9 @@ pub struct ExternalPlan {
     /// The `system/` folder of each backup: the recovery kit and partition images (`image` in the config).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system: Option<crate::image::SystemPlan>,
+    /// The cloud destinations uploaded to (or refused), after the drives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clouds: Vec<super::cloud::CloudPlan>,
 }
 
 /// Which snapshot of a set goes to the drive.
@@ -206,7 +209,12 @@ impl ExternalPlan {
         } else {
             Exit::Ok
         };
-        self.destinations.iter().fold(sets, |acc, d| {
+        let clouds = if self.clouds.iter().any(|c| c.refusal.is_some()) {
+            Exit::Failed
+        } else {
+            Exit::Ok
+        };
+        self.destinations.iter().fold(sets.worst(clouds), |acc, d| {
             acc.worst(match d.action {
                 DestinationAction::Refuse => Exit::Failed,
                 DestinationAction::Write => Exit::Ok,
@@ -320,6 +328,10 @@ pub struct World {
     pub detected: Vec<Detected>,
     /// The destinations selected for writing, in selection order.
     pub destinations: Vec<DestinationWorld>,
+    /// The cloud destinations selected, looked at.
+    pub clouds: Vec<super::cloud::CloudWorld>,
+    /// Cloud destinations configured but not chosen (`first` mode chose another).
+    pub clouds_not_chosen: Vec<(String, String)>,
     /// The recovery kit and the devices to image (`image` in the config), with partclone's count of their used
     /// bytes: each backup's `system/` folder, counted in the space check.
     pub system: Option<crate::image::SystemInput>,
@@ -384,8 +396,9 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         .destinations
         .iter()
         .map(|d| d.settings.name.as_str())
+        .chain(world.clouds.iter().map(|c| c.settings.name.as_str()))
         .collect();
-    let unused = world
+    let mut unused: Vec<UnusedDestination> = world
         .detected
         .iter()
         .filter(|d| !chosen.contains(&d.destination.name.as_str()))
@@ -409,11 +422,32 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
             },
         })
         .collect();
+    unused.extend(
+        world
+            .clouds_not_chosen
+            .iter()
+            .map(|(name, place)| UnusedDestination {
+                name: name.clone(),
+                path: place.into(),
+                present: true,
+                kind: "not_chosen".into(),
+                reason: format!(
+                    "external.mode is \"first\" and {} comes first (by priority)",
+                    chosen.first().copied().unwrap_or("another destination")
+                ),
+            }),
+    );
 
     let destinations = world
         .destinations
         .iter()
         .map(|d| destination_plan(d, world.system.as_ref(), &sets, &stamp, opts))
+        .collect();
+    let utc_now = crate::json::localize(opts.now).with_timezone(&chrono::Utc);
+    let clouds = world
+        .clouds
+        .iter()
+        .map(|c| super::cloud::plan(c, &sets, &stamp, utc_now))
         .collect();
 
     ExternalPlan {
@@ -428,6 +462,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         destinations,
         unused,
         system: None,
+        clouds,
     }
 }
 
@@ -791,6 +826,10 @@ pub fn render(plan: &ExternalPlan) -> String {
             d,
             plan.system.as_ref().is_some_and(|s| !s.images.is_empty()),
         );
+    }
+    for c in &plan.clouds {
+        out.push('\n');
+        super::cloud::render(c, &mut out);
     }
     out
 }

@@ -256,6 +256,8 @@ fn world() -> World {
                 }),
             },
         ],
+        clouds: Vec::new(),
+        clouds_not_chosen: Vec::new(),
         destinations: vec![DestinationWorld {
             settings: t9,
             info: info("/media/T9", "exfat", 1 << 30),

@@ -44,6 +44,11 @@ pub enum Chosen {
         drive: Box<Drive>,
         backup: Box<DriveBackup>,
     },
+    /// One backup on a cloud destination, with only the set `set` when `--set` asked.
+    Cloud {
+        backup: Box<super::cloud::CloudBackup>,
+        set: Option<String>,
+    },
 }
 
 impl Chosen {
@@ -51,6 +56,7 @@ impl Chosen {
         match self {
             Chosen::Local { .. } => Kept::Local,
             Chosen::External { .. } => Kept::External,
+            Chosen::Cloud { .. } => Kept::Cloud,
         }
     }
 
@@ -64,6 +70,7 @@ impl Chosen {
                 stamps.join(", ")
             }
             Chosen::External { backup, .. } => backup.dir.name.clone(),
+            Chosen::Cloud { backup, .. } => backup.stamp.clone(),
         }
     }
 
@@ -71,6 +78,7 @@ impl Chosen {
         match self {
             Chosen::Local { .. } => settings.backup_root.clone(),
             Chosen::External { backup, .. } => backup.dir.path.clone(),
+            Chosen::Cloud { backup, .. } => format!("{} {}", backup.place, backup.dir()).into(),
         }
     }
 }
@@ -80,6 +88,10 @@ pub fn choose(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Cho
     match req.source() {
         Kept::Local => choose_local(settings, req, &req.date, ui),
         Kept::External => choose_external(settings, req, &req.date, ui),
+        Kept::Cloud => Ok(Chosen::Cloud {
+            backup: Box::new(super::cloud::choose(settings, req, ui)?),
+            set: req.set.clone(),
+        }),
     }
 }
 
@@ -293,6 +305,21 @@ pub fn keys_for_backup(
     ask: Ask,
     ui: &Ui,
 ) -> anyhow::Result<Option<Arc<Keys>>> {
+    if let Chosen::Cloud { backup, .. } = chosen {
+        let files = backup.all_files();
+        let recorded = backup
+            .meta
+            .sets
+            .iter()
+            .any(|s| s.encryption.as_ref().is_some_and(|e| e.passphrase));
+        let found = ring
+            .keys_for(&files.iter().collect::<Vec<_>>(), recorded, ask)
+            .map_err(|e| failed(format!("backup {} is encrypted: {e}", backup.stamp)))?;
+        for w in &found.warnings {
+            ui.warn(w);
+        }
+        return Ok(found.keys);
+    }
     let Chosen::External { backup, .. } = chosen else {
         return Ok(None);
     };
@@ -353,6 +380,7 @@ pub fn authenticate(sets: &[SetBackup]) -> anyhow::Result<()> {
 pub fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<SetBackup> {
     match chosen {
         Chosen::Local { snapshots } => snapshots.iter().map(snapshot_set).collect(),
+        Chosen::Cloud { backup, set } => backup.set_backups(set.as_deref(), keys),
         Chosen::External { drive, backup } => backup
             .sets
             .iter()
@@ -505,6 +533,8 @@ fn older_holding(
                 )
             })
         }
+        // An older cloud backup is not searched (each look costs requests): --date picks one.
+        Chosen::Cloud { .. } => None,
         Chosen::External { backup, .. } => {
             let drives = catalog::drives(settings, req.drive.as_deref()).ok()?;
             let all = catalog::drive_backups(&drives);
@@ -681,6 +711,28 @@ pub fn prepare(
     }
     if let Chosen::External { backup, .. } = chosen {
         check_drive_backup_metadata(backup, ui)?;
+    }
+    if let Chosen::Cloud { backup, set } = chosen {
+        // What a restore costs in egress, before it starts.
+        let (archives, indexes) = backup.bytes(set.as_deref());
+        if req.paths.is_empty() {
+            ui.info(format_args!(
+                "{}: downloading {} (the archives) and {} (the indexes) from {}",
+                backup.destination,
+                crate::stdx::bytes(archives),
+                crate::stdx::bytes(indexes),
+                backup.place
+            ));
+        } else {
+            ui.info(format_args!(
+                "{}: downloading the indexes ({}), then only the ranges of the files restored (at most {} of \
+                 archives) from {}",
+                backup.destination,
+                crate::stdx::bytes(indexes),
+                crate::stdx::bytes(archives),
+                backup.place
+            ));
+        }
     }
     let keys = keys_for_backup(chosen, ring, Ask::Always, ui)?;
     let sets = set_backups(chosen, ui, keys.as_ref());

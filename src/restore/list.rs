@@ -25,6 +25,8 @@ pub enum Kept {
     /// The drive's backups (also `drive`)
     #[value(alias = "drive")]
     External,
+    /// A cloud destination's backups (restore: `cloud:NAME` for one of several)
+    Cloud,
 }
 
 impl Kept {
@@ -32,6 +34,7 @@ impl Kept {
         match self {
             Kept::Local => "local",
             Kept::External => "external",
+            Kept::Cloud => "cloud",
         }
     }
 }
@@ -90,8 +93,9 @@ impl State {
 /// What `--list` shows for `req` (its `--source`, `--drive`, `--set` and `--date`), and when only the drives were
 /// asked for and none is present, the message saying so.
 pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Option<String>)> {
-    let local = req.source != Some(Kept::External) && req.drive.is_none();
-    let external = req.source != Some(Kept::Local);
+    let cloud = req.source == Some(Kept::Cloud);
+    let local = !cloud && req.source != Some(Kept::External) && req.drive.is_none();
+    let external = !cloud && req.source != Some(Kept::Local);
     let mut listing = Listing {
         backup_root: None,
         backups: Vec::new(),
@@ -113,6 +117,11 @@ pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Op
         }
         listing.backups.extend(drive_backups(&drives));
         listing.destinations = destinations(&drives);
+    }
+    if cloud {
+        let (backups, destination) = super::cloud::listed(settings, req)?;
+        listing.backups.extend(backups);
+        listing.destinations.push(destination);
     }
     if let Some(set) = &req.set {
         listing

@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod choose;
+pub mod cloud;
 pub mod content;
 pub mod drive;
 pub mod engine;
@@ -41,6 +42,9 @@ pub struct Request {
     /// `--source`: local snapshots or the drive's backups; `None` lets [`Request::source`] decide (and `--list`
     /// show both).
     pub source: Option<Kept>,
+    /// `--source cloud:NAME`: the cloud destination (`None` with `--source cloud`: the only one, or the first by
+    /// priority).
+    pub cloud: Option<String>,
     /// `--date`.
     pub date: DateQuery,
     /// `--set`: one set only.

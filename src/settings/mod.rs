@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::config::load::{self, Loaded};
 use crate::config::{
-    BackupSet, Config, ConfigError, Destination, Encryption, ExternalMode, LocalRetention,
-    Notifications, Problem, RetentionPolicy, Schedule, schema,
+    BackupSet, Config, ConfigError, Destination, DestinationKind, Encryption, ExternalMode,
+    ExternalSchedule, LocalRetention, Notifications, Problem, RetentionPolicy, Schedule, schema,
 };
 use crate::expand;
 
@@ -82,7 +82,10 @@ pub struct Settings {
     /// Local retention, normalised: a plain count N is `last: N`.
     pub retention_local: RetentionPolicy,
     pub retention_external: u32,
+    /// The drives (`kind` `drive`, the default).
     pub destinations: Vec<DestinationSettings>,
+    /// The cloud destinations (`kind` `s3` or `b2`): validated here, used through `cloud/`.
+    pub clouds: Vec<CloudSettings>,
     pub external_mode: ExternalMode,
     /// Serialised with the URL's secrets hidden (`config check --json`): see [`crate::stdx::redact_url`].
     #[serde(serialize_with = "notifications_redacted")]
@@ -228,6 +231,90 @@ pub struct DestinationSettings {
     pub encryption: Option<EncryptionSettings>,
 }
 
+/// A cloud destination (`kind` `s3` or `b2`), validated. Holds no secret: keys are read by `cloud::credentials`
+/// when the destination is used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CloudSettings {
+    pub name: String,
+    pub kind: CloudKind,
+    /// `s3`: the service URL without a trailing `/`; `None` is AWS (`https://s3.<region>.amazonaws.com`).
+    pub endpoint: Option<String>,
+    pub bucket: String,
+    /// `b2`: the bucket's id.
+    pub bucket_id: Option<String>,
+    /// The folder in the bucket, without leading or trailing `/` (empty: the bucket's root).
+    pub prefix: String,
+    /// `s3`: the signing region.
+    pub region: String,
+    /// `s3`: `endpoint/bucket/key` rather than `bucket.endpoint/key`.
+    pub path_style: bool,
+    /// `s3`: the profile of the shared credentials and config files (`None`: `$AWS_PROFILE`, else `default`).
+    pub profile: Option<String>,
+    /// Where the keys are read from, when not from the environment (expanded; its mode is checked).
+    pub credentials_file: Option<PathBuf>,
+    pub priority: i32,
+    pub retention: u32,
+    /// How the archives are encrypted; `None` only with `allow_unencrypted`.
+    pub encryption: Option<EncryptionSettings>,
+    pub allow_unencrypted: bool,
+    /// This destination's own schedule (`None`: `schedule.external`).
+    pub schedule: Option<ExternalSchedule>,
+    /// The storage class of archives and of everything else (`None`: the server's default).
+    pub storage_class_archives: Option<String>,
+    pub storage_class_metadata: Option<String>,
+    /// Compliance-mode retention written with every object.
+    pub object_lock_days: Option<u32>,
+    pub bwlimit: Option<crate::cloud::bwlimit::Bwlimit>,
+    /// Retries of a failed request (exponential backoff with jitter).
+    pub retries: u32,
+    /// Seconds a request may wait for the server.
+    pub timeout_seconds: u32,
+}
+
+/// The kind of a cloud destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudKind {
+    /// S3-compatible (AWS, Garage, MinIO, B2's S3 endpoint, ...).
+    S3,
+    /// Backblaze B2's native API.
+    B2,
+}
+
+impl CloudKind {
+    pub fn word(self) -> &'static str {
+        match self {
+            CloudKind::S3 => "s3",
+            CloudKind::B2 => "b2",
+        }
+    }
+}
+
+impl CloudSettings {
+    /// The default number of retries of a failed request.
+    pub const DEFAULT_RETRIES: u32 = 6;
+    /// The default seconds a request may wait for the server.
+    pub const DEFAULT_TIMEOUT_SECONDS: u32 = 60;
+    /// Storage classes that cannot be read at once (a restore must thaw them first): never for metadata.
+    pub const COLD_CLASSES: &[&str] = &["GLACIER", "DEEP_ARCHIVE"];
+
+    /// Where this destination is, for messages: `s3 http://127.0.0.1:3900 bucket/prefix` (no secret: the endpoint
+    /// holds no user info, config validation refuses one).
+    pub fn place(&self) -> String {
+        let at = match (&self.kind, &self.endpoint) {
+            (CloudKind::S3, Some(e)) => e.clone(),
+            (CloudKind::S3, None) => format!("AWS {}", self.region),
+            (CloudKind::B2, _) => "B2".to_string(),
+        };
+        let path = if self.prefix.is_empty() {
+            self.bucket.clone()
+        } else {
+            format!("{}/{}", self.bucket, self.prefix)
+        };
+        format!("{} {at} {path}", self.kind.word())
+    }
+}
+
 /// A destination's encryption, validated and expanded. Inline recipients are checked here; files are read when the
 /// external phase starts (see `archive::crypt`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -295,7 +382,15 @@ impl Settings {
             .destinations
             .iter()
             .enumerate()
+            .filter(|(_, d)| d.kind.is_drive())
             .filter_map(|(i, d)| b.destination(i, d, retention_external, &global_encryption))
+            .collect();
+        let clouds: Vec<CloudSettings> = config
+            .destinations
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| !d.kind.is_drive())
+            .filter_map(|(i, d)| b.cloud(i, d, retention_external, &global_encryption))
             .collect();
         b.unique_names(
             config.destinations.iter().map(|d| d.name.as_str()),
@@ -351,6 +446,7 @@ impl Settings {
             retention_local,
             retention_external,
             destinations,
+            clouds,
             external_mode: config.external.mode,
             notifications: config.notifications.clone(),
             encryption: global_encryption,
@@ -367,6 +463,11 @@ impl Settings {
     /// The set with this name.
     pub fn set(&self, name: &str) -> Option<&SetSettings> {
         self.sets.iter().find(|s| s.name == name)
+    }
+
+    /// The cloud destination with this name.
+    pub fn cloud(&self, name: &str) -> Option<&CloudSettings> {
+        self.clouds.iter().find(|c| c.name == name)
     }
 
     /// The destination that `path` is under. Symlinks in either path are resolved as far as they exist.
@@ -825,7 +926,45 @@ impl Builder<'_> {
             Some(e) => self.encryption(&format!("{at}/encryption"), e),
             None => global_encryption.clone(),
         };
-        let path = self.path(format!("{at}/path"), &d.path)?;
+        for (key, set) in [
+            ("endpoint", d.endpoint.is_some()),
+            ("bucket", d.bucket.is_some()),
+            ("bucket_id", d.bucket_id.is_some()),
+            ("prefix", d.prefix.is_some()),
+            ("region", d.region.is_some()),
+            ("path_style", d.path_style.is_some()),
+            ("profile", d.profile.is_some()),
+            ("credentials_file", d.credentials_file.is_some()),
+            ("allow_unencrypted", d.allow_unencrypted),
+            ("storage_class", d.storage_class.is_some()),
+            ("object_lock_days", d.object_lock_days.is_some()),
+            ("bwlimit", d.bwlimit.is_some()),
+            ("retries", d.retries.is_some()),
+            ("timeout_seconds", d.timeout_seconds.is_some()),
+        ] {
+            if set {
+                self.problem(
+                    format!("{at}/{key}"),
+                    format!(
+                        "`{key}` is for cloud destinations; add \"kind\": \"s3\" (or \"b2\") to make {:?} one, or \
+                         remove `{key}`",
+                        d.name
+                    ),
+                );
+            }
+        }
+        let Some(raw_path) = &d.path else {
+            self.problem(
+                format!("{at}/path"),
+                format!(
+                    "drive destination {:?} has no `path`; give its mount point (\"/media/you/T9\"), or a `kind` \
+                     (\"s3\", \"b2\") for a bucket",
+                    d.name
+                ),
+            );
+            return None;
+        };
+        let path = self.path(format!("{at}/path"), raw_path)?;
         Some(DestinationSettings {
             name: d.name.clone(),
             path,
@@ -835,6 +974,261 @@ impl Builder<'_> {
             retention: d.retention.unwrap_or(default_retention),
             require_mount: d.require_mount,
             encryption,
+        })
+    }
+
+    /// A cloud destination: its place (endpoint, bucket, prefix), no drive keys, encryption unless
+    /// `allow_unencrypted`, a credentials file that only its owner can read, sane limits.
+    fn cloud(
+        &mut self,
+        i: usize,
+        d: &Destination,
+        default_retention: u32,
+        global_encryption: &Option<EncryptionSettings>,
+    ) -> Option<CloudSettings> {
+        let at = format!("/destinations/{i}");
+        let before = self.problems.len();
+        let kind = match d.kind {
+            DestinationKind::S3 => CloudKind::S3,
+            DestinationKind::B2 => CloudKind::B2,
+            DestinationKind::Drive => unreachable!("drives are built by `destination`"),
+        };
+        if !is_safe_name(&d.name) {
+            self.problem(
+                format!("{at}/name"),
+                format!(
+                    "{:?} is not a safe name; use {}",
+                    d.name,
+                    schema::SAFE_NAME_RULE
+                ),
+            );
+        }
+        for (key, set) in [
+            ("path", d.path.is_some()),
+            ("fs_uuid", d.fs_uuid.is_some()),
+            ("fs_label", d.fs_label.is_some()),
+        ] {
+            if set {
+                self.problem(
+                    format!("{at}/{key}"),
+                    format!(
+                        "`{key}` is for drives; a {} destination is found by `bucket` (and `endpoint`), remove `{key}`",
+                        kind.word()
+                    ),
+                );
+            }
+        }
+        if kind == CloudKind::B2 {
+            for (key, set) in [
+                ("endpoint", d.endpoint.is_some()),
+                ("region", d.region.is_some()),
+                ("path_style", d.path_style.is_some()),
+                ("profile", d.profile.is_some()),
+            ] {
+                if set {
+                    self.problem(
+                        format!("{at}/{key}"),
+                        format!(
+                            "`{key}` is for \"kind\": \"s3\"; B2's native API needs `bucket` and `bucket_id` only \
+                             (B2's S3-compatible endpoint is \"kind\": \"s3\" with `endpoint`)"
+                        ),
+                    );
+                }
+            }
+            if d.bucket_id.is_none() {
+                self.problem(
+                    format!("{at}/bucket_id"),
+                    "a b2 destination needs `bucket_id` (B2's native API addresses buckets by id: \
+                     `b2 bucket get NAME` shows it)",
+                );
+            }
+        } else if d.bucket_id.is_some() {
+            self.problem(
+                format!("{at}/bucket_id"),
+                "`bucket_id` is for \"kind\": \"b2\"; an s3 bucket is named by `bucket` alone",
+            );
+        }
+        if d.retention == Some(0) {
+            self.problem(
+                format!("{at}/retention"),
+                "0 keeps no backups; keep at least 1",
+            );
+        }
+
+        let bucket = match d.bucket.as_deref() {
+            None => {
+                self.problem(
+                    format!("{at}/bucket"),
+                    format!("cloud destination {:?} has no `bucket`", d.name),
+                );
+                String::new()
+            }
+            Some(b) if !is_bucket_name(b) => {
+                self.problem(
+                    format!("{at}/bucket"),
+                    format!(
+                        "{:?} is not a bucket name; use 3 to 63 lowercase letters, digits, `-` and `.` (B2: letters, \
+                         digits and `-`)",
+                        crate::stdx::show_str(b)
+                    ),
+                );
+                String::new()
+            }
+            Some(b) => b.to_string(),
+        };
+        let endpoint = d.endpoint.as_deref().and_then(|e| match check_endpoint(e) {
+            Ok(e) => Some(e),
+            Err(why) => {
+                self.problem(format!("{at}/endpoint"), why);
+                None
+            }
+        });
+        let prefix = match &d.prefix {
+            None => String::new(),
+            Some(p) => match normalize_prefix(p) {
+                Ok(p) => p,
+                Err(why) => {
+                    self.problem(format!("{at}/prefix"), why);
+                    String::new()
+                }
+            },
+        };
+        let region = match d.region.as_deref() {
+            Some(r)
+                if r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+            {
+                self.problem(
+                    format!("{at}/region"),
+                    format!(
+                        "{:?} is not a region; write it like \"eu-central-1\"",
+                        crate::stdx::show_str(r)
+                    ),
+                );
+                String::new()
+            }
+            Some(r) => r.to_string(),
+            None => "us-east-1".to_string(),
+        };
+        if let Some(p) = &d.profile
+            && (p.is_empty() || p.contains(['[', ']', '\n']))
+        {
+            self.problem(
+                format!("{at}/profile"),
+                format!("{p:?} is not a profile name"),
+            );
+        }
+        let credentials_file = d
+            .credentials_file
+            .as_ref()
+            .and_then(|f| self.path(format!("{at}/credentials_file"), f));
+        if let Some(f) = &credentials_file
+            && let Err(why) = crate::cloud::credentials::check_file_mode(f)
+        {
+            self.problem(format!("{at}/credentials_file"), why);
+        }
+
+        let encryption = match &d.encryption {
+            Some(e) => self.encryption(&format!("{at}/encryption"), e),
+            None => global_encryption.clone(),
+        };
+        if d.encryption.is_none() && encryption.is_none() && !d.allow_unencrypted {
+            self.problem(
+                at.clone(),
+                format!(
+                    "cloud destination {:?} has no encryption: its archives would leave this machine in the clear. \
+                     Add `encryption` (age recipients; `dbackup keygen` makes a key pair) here or at the top level, \
+                     or set \"allow_unencrypted\": true to upload plain archives knowingly",
+                    d.name
+                ),
+            );
+        }
+
+        let classes = d.storage_class.clone().unwrap_or_default();
+        for (key, class) in [
+            ("archives", &classes.archives),
+            ("metadata", &classes.metadata),
+        ] {
+            let Some(c) = class else { continue };
+            if c.is_empty()
+                || !c
+                    .chars()
+                    .all(|ch| ch.is_ascii_uppercase() || ch.is_ascii_digit() || ch == '_')
+            {
+                self.problem(
+                    format!("{at}/storage_class/{key}"),
+                    format!(
+                        "{:?} is not a storage class; write it as the service names it (\"STANDARD_IA\", \"GLACIER_IR\")",
+                        crate::stdx::show_str(c)
+                    ),
+                );
+            }
+        }
+        if let Some(c) = &classes.metadata
+            && CloudSettings::COLD_CLASSES.contains(&c.as_str())
+        {
+            self.problem(
+                format!("{at}/storage_class/metadata"),
+                format!(
+                    "{c} cannot be read without thawing it first, and every listing and restore reads the metadata; \
+                     keep metadata in a standard class (only `archives` may be cold)"
+                ),
+            );
+        }
+        if kind == CloudKind::B2 && (d.storage_class.is_some() || d.object_lock_days.is_some()) {
+            self.problem(
+                at.to_string(),
+                "B2's native API has no storage classes and dbackup does not set its file locks: use \
+                 \"kind\": \"s3\" with B2's S3-compatible endpoint for `storage_class` or `object_lock_days`",
+            );
+        }
+        if d.object_lock_days == Some(0) {
+            self.problem(
+                format!("{at}/object_lock_days"),
+                "0 days locks nothing; remove `object_lock_days` or give 1 or more",
+            );
+        }
+        let bwlimit =
+            d.bwlimit
+                .as_ref()
+                .and_then(|b| match crate::cloud::bwlimit::Bwlimit::from_config(b) {
+                    Ok(b) => Some(b),
+                    Err(why) => {
+                        self.problem(format!("{at}/bwlimit"), why);
+                        None
+                    }
+                });
+        if d.timeout_seconds == Some(0) {
+            self.problem(
+                format!("{at}/timeout_seconds"),
+                "0 seconds leaves no time for any request; give 1 or more",
+            );
+        }
+        let path_style = d.path_style.unwrap_or(endpoint.is_some());
+
+        (self.problems.len() == before).then(|| CloudSettings {
+            name: d.name.clone(),
+            kind,
+            endpoint,
+            bucket,
+            bucket_id: d.bucket_id.clone(),
+            prefix,
+            region,
+            path_style,
+            profile: d.profile.clone(),
+            credentials_file,
+            priority: d.priority,
+            retention: d.retention.unwrap_or(default_retention),
+            encryption,
+            allow_unencrypted: d.allow_unencrypted,
+            schedule: d.schedule,
+            storage_class_archives: classes.archives,
+            storage_class_metadata: classes.metadata,
+            object_lock_days: d.object_lock_days,
+            bwlimit,
+            retries: d.retries.unwrap_or(CloudSettings::DEFAULT_RETRIES),
+            timeout_seconds: d
+                .timeout_seconds
+                .unwrap_or(CloudSettings::DEFAULT_TIMEOUT_SECONDS),
         })
     }
 
@@ -942,6 +1336,62 @@ pub fn is_safe_name(name: &str) -> bool {
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric() || c == '_')
         && chars.all(ok)
         && name.len() <= 64
+}
+
+/// A bucket name both S3 and B2 could have (3 to 63 letters, digits, `-`, `.`; starting and ending with a letter or
+/// digit). Checked because the name becomes part of every request's URL.
+fn is_bucket_name(name: &str) -> bool {
+    let ends = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    (3..=63).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && ends(name.chars().next())
+        && ends(name.chars().last())
+}
+
+/// An endpoint URL: `http(s)://host[:port][/path]`, without user info, query or fragment (a secret in a URL would
+/// be shown by every message that names the destination). Returned without a trailing `/`.
+fn check_endpoint(e: &str) -> Result<String, String> {
+    let shown = crate::stdx::redact_url(e);
+    let Some(rest) = e
+        .strip_prefix("https://")
+        .or_else(|| e.strip_prefix("http://"))
+    else {
+        return Err(format!(
+            "\"{shown}\" is not an http:// or https:// URL; write it like \"https://s3.eu-central-1.amazonaws.com\""
+        ));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    if authority.contains('@') || e.contains(['?', '#']) {
+        return Err(format!(
+            "\"{shown}\" holds user info, a query or a fragment; credentials never go in the config: put them in \
+             the file `credentials_file` names (mode 0600) or in the environment (AWS_ACCESS_KEY_ID, \
+             AWS_SECRET_ACCESS_KEY)"
+        ));
+    }
+    if authority.is_empty() || e.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("\"{shown}\" has no host"));
+    }
+    Ok(e.trim_end_matches('/').to_string())
+}
+
+/// A prefix in a bucket: `/`-separated safe names, no `.` or `..`; leading and trailing `/` dropped.
+fn normalize_prefix(p: &str) -> Result<String, String> {
+    let trimmed = p.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    for part in trimmed.split('/') {
+        if part.is_empty() || part == "." || part == ".." || !is_safe_name(part) {
+            return Err(format!(
+                "{:?} is not a usable prefix; use names of {} separated by single `/`",
+                crate::stdx::show_str(p),
+                schema::SAFE_NAME_RULE
+            ));
+        }
+    }
+    Ok(trimmed.to_string())
 }
 
 /// Whether an anchored exclusion pattern keeps `path` (and everything under it) out of the snapshot.
@@ -1239,6 +1689,129 @@ mod tests {
                 assert!(g.starts_with(w), "{what}:\n  got:  {g}\n  want: {w}...");
             }
         }
+    }
+
+    /// What a cloud destination may and may not say: the keys of its kind only, a bucket (and a B2 bucket id),
+    /// encryption unless `allow_unencrypted`, no user info in the endpoint, metadata never in a cold class, a
+    /// usable prefix, rate and window.
+    #[test]
+    fn cloud_destinations_are_validated() {
+        let e = env(Path::new("/home/u"), &[]);
+        let with = |dest: &str| {
+            format!(
+                r#"{{ "backup_root": "/b", "backup_sets": [ {{ "name": "a", "sources": ["/d"] }} ],
+                      "destinations": [ {dest} ] }}"#
+            )
+        };
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "no encryption",
+                r#"{ "name": "c", "kind": "s3", "bucket": "bkt" }"#,
+                &["/destinations/0: cloud destination \"c\" has no encryption"],
+            ),
+            (
+                "drive keys on a bucket, no bucket",
+                r#"{ "name": "c", "kind": "s3", "path": "/m", "fs_label": "T9", "allow_unencrypted": true }"#,
+                &[
+                    "/destinations/0/path: `path` is for drives",
+                    "/destinations/0/fs_label: `fs_label` is for drives",
+                    "/destinations/0/bucket: cloud destination \"c\" has no `bucket`",
+                ],
+            ),
+            (
+                "cloud keys on a drive, no path",
+                r#"{ "name": "d", "bucket": "bkt", "object_lock_days": 3 }"#,
+                &[
+                    "/destinations/0/bucket: `bucket` is for cloud destinations",
+                    "/destinations/0/object_lock_days: `object_lock_days` is for cloud destinations",
+                    "/destinations/0/path: drive destination \"d\" has no `path`",
+                ],
+            ),
+            (
+                "b2 without a bucket id, with s3 keys",
+                r#"{ "name": "c", "kind": "b2", "bucket": "bkt", "region": "x", "allow_unencrypted": true }"#,
+                &[
+                    "/destinations/0/region: `region` is for \"kind\": \"s3\"",
+                    "/destinations/0/bucket_id: a b2 destination needs `bucket_id`",
+                ],
+            ),
+            (
+                "secrets in the endpoint, a bad prefix and bucket",
+                r#"{ "name": "c", "kind": "s3", "bucket": "B_", "endpoint": "https://AKIA:SECRET@s3.example.com/",
+                     "prefix": "a/../b", "allow_unencrypted": true }"#,
+                &[
+                    "/destinations/0/bucket: \"B_\" is not a bucket name",
+                    "/destinations/0/endpoint: \"https://s3.example.com/***\" holds user info",
+                    "/destinations/0/prefix: \"a/../b\" is not a usable prefix",
+                ],
+            ),
+            (
+                "cold metadata, bad class, bad window",
+                r#"{ "name": "c", "kind": "s3", "bucket": "bkt", "allow_unencrypted": true,
+                     "storage_class": { "archives": "glacier", "metadata": "DEEP_ARCHIVE" },
+                     "bwlimit": { "rate": "2M", "window": "8-23" } }"#,
+                &[
+                    "/destinations/0/storage_class/archives: \"glacier\" is not a storage class",
+                    "/destinations/0/storage_class/metadata: DEEP_ARCHIVE cannot be read without thawing",
+                    "/destinations/0/bwlimit: \"8-23\" is not a window",
+                ],
+            ),
+        ];
+        for (what, dest, want) in cases {
+            let got = problems(&with(dest), &e);
+            assert_eq!(got.len(), want.len(), "{what}: {got:#?}");
+            // In any order: the problems come in the order the validation finds them.
+            for w in want.iter() {
+                assert!(
+                    got.iter().any(|g| g.starts_with(w)),
+                    "{what}:\n  got:  {got:#?}\n  want: {w}..."
+                );
+            }
+            // The user info's secret never echoes (the message names AWS_SECRET_ACCESS_KEY, which is no secret).
+            assert!(
+                !got.iter()
+                    .any(|g| g.contains("SECRET@") || g.contains("AKIA:")),
+                "{what}: {got:#?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cloud_destination_normalises_and_keeps_drives_apart() {
+        let e = env(Path::new("/home/u"), &[]);
+        let s = build(
+            r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                 "encryption": { "recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"] },
+                 "destinations": [ { "name": "T9", "path": "/media/T9" },
+                   { "name": "off", "kind": "s3", "endpoint": "http://127.0.0.1:3900/", "bucket": "bkt",
+                     "prefix": "/laptop/x/", "schedule": "weekly", "storage_class": { "archives": "GLACIER_IR" },
+                     "bwlimit": "2M", "credentials_file": "~/.config/dbackup/s3.ini" },
+                   { "name": "aws", "kind": "s3", "bucket": "bkt2", "region": "eu-central-1", "allow_unencrypted": true } ] }"#,
+            &e,
+        )
+        .unwrap();
+        assert_eq!(s.destinations.len(), 1, "the drives");
+        assert_eq!(s.clouds.len(), 2);
+        let c = s.cloud("off").unwrap();
+        assert_eq!(c.kind, CloudKind::S3);
+        assert_eq!(c.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert_eq!(c.prefix, "laptop/x");
+        assert_eq!(c.region, "us-east-1");
+        assert!(c.path_style, "path style with an endpoint");
+        assert!(c.encryption.is_some(), "the top-level encryption");
+        assert_eq!(c.schedule, Some(ExternalSchedule::Weekly));
+        assert_eq!(c.storage_class_archives.as_deref(), Some("GLACIER_IR"));
+        assert_eq!(c.storage_class_metadata, None);
+        assert_eq!(c.bwlimit.unwrap().bytes_per_second, 2 << 20);
+        assert_eq!(
+            c.credentials_file.as_deref(),
+            Some(Path::new("/home/u/.config/dbackup/s3.ini"))
+        );
+        assert_eq!((c.retries, c.timeout_seconds), (6, 60));
+        assert_eq!(c.place(), "s3 http://127.0.0.1:3900 bkt/laptop/x");
+        let aws = s.cloud("aws").unwrap();
+        assert!(!aws.path_style, "host style on AWS");
+        assert_eq!(aws.place(), "s3 AWS eu-central-1 bkt2");
     }
 
     #[test]

@@ -157,7 +157,13 @@ impl Input {
             strings.extend(set.exclusions.iter().map(String::as_str));
             strings.extend(set.exclude_from.iter().map(String::as_str));
         }
-        strings.extend(config.destinations.iter().map(|d| d.path.as_str()));
+        strings.extend(config.destinations.iter().filter_map(|d| d.path.as_deref()));
+        strings.extend(
+            config
+                .destinations
+                .iter()
+                .filter_map(|d| d.credentials_file.as_deref()),
+        );
         for s in strings {
             names.extend(variables(s));
         }

@@ -154,8 +154,9 @@ fn hard_linked_symlinks_come_back_from_the_drive_as_one_symlink_with_two_names()
 }
 
 /// Each name restored alone from the drive (the second one through the index: a hard link whose first name is not
-/// restored with it) is a symlink with the target. Before: the second name was a symlink in the archive already; a
-/// hard link to a symlink outside the selection was refused by the indexed restore ("not a file").
+/// restored with it) is a symlink with the target. Before: this held because the archive stored the second name as
+/// a symlink of its own; with the hard link stored, the indexed restore refused a hard link to anything but a file
+/// ("which is a symlink, not a file") until `link_outside` learnt to make it a symlink of its own.
 #[test]
 fn one_name_of_a_hard_linked_symlink_restores_alone_from_the_drive() {
     let s = Setup::new();

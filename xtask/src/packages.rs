@@ -169,6 +169,24 @@ pub const PACKAGES: &[Package] = &[
         why: "the progress test draws collect's progress line in a 60-column terminal and reads the screen",
         needed_by: &[Test],
     },
+    Package {
+        deb: "python3-venv",
+        program: "/usr/lib/python3.11/ensurepip/__init__.py",
+        why: "the venv moto[server] is installed into (the cloud tests' Object Lock server); Debian 12's python3.11",
+        needed_by: &[Test, Bench],
+    },
+    Package {
+        deb: "rclone",
+        program: "rclone",
+        why: "bench cloud: the plain copy dbackup's upload is compared with",
+        needed_by: &[Bench],
+    },
+    Package {
+        deb: "restic",
+        program: "restic",
+        why: "bench cloud: the one-file restore dbackup's is compared with",
+        needed_by: &[Bench],
+    },
 ];
 
 /// `apt-get update` runs at most once per `cargo xtask` process.

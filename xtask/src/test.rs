@@ -40,6 +40,11 @@ pub const STEPS: &[Step] = &[
         name: "clippy",
         run: clippy,
     },
+    // Garage (cargo install, ~6 minutes the first time) and moto (a venv) for the cloud tests, in the tools cache.
+    Step {
+        name: "cloud-tools",
+        run: cloud_tools,
+    },
     Step {
         name: "test",
         run: cargo_test,
@@ -54,7 +59,7 @@ pub const STEPS: &[Step] = &[
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// Skip a step (repeatable): packages, fmt, clippy, test, nix
+    /// Skip a step (repeatable): packages, fmt, clippy, cloud-tools, test, nix
     #[arg(long, value_name = "STEP")]
     pub skip: Vec<String>,
 }
@@ -123,6 +128,17 @@ fn packages(sh: &Shell) -> Result<Outcome> {
             debs.join(" ")
         )))
     }
+}
+
+fn cloud_tools(sh: &Shell) -> Result<Outcome> {
+    let garage =
+        crate::tools::ensure_with(sh, &crate::tools::GARAGE, crate::tools::GARAGE_FEATURES)?;
+    let moto = crate::tools::ensure_moto(sh)?;
+    Ok(Outcome::Passed(format!(
+        "{} and {}",
+        garage.display(),
+        moto.display()
+    )))
 }
 
 fn fmt(sh: &Shell) -> Result<Outcome> {

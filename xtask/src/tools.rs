@@ -35,6 +35,11 @@ pub struct Tool {
 
 /// The path of the tool's binary, installing it into the cache first when it is missing or another version.
 pub fn ensure(sh: &Shell, tool: &Tool) -> Result<PathBuf> {
+    ensure_with(sh, tool, &[])
+}
+
+/// [`ensure`] with more `cargo install` arguments (features: `--no-default-features --features ...`).
+pub fn ensure_with(sh: &Shell, tool: &Tool, install_args: &[&str]) -> Result<PathBuf> {
     let root = cache_dir().join(tool.krate);
     let bin = root.join("bin").join(tool.bin);
     let args = tool.version_args;
@@ -54,7 +59,7 @@ pub fn ensure(sh: &Shell, tool: &Tool) -> Result<PathBuf> {
         let (krate, version) = (tool.krate, tool.version);
         cmd!(
             sh,
-            "cargo install {krate} --locked --version {version} --root {root}"
+            "cargo install {krate} --locked --version {version} --root {root} {install_args...}"
         )
         .run()
         .with_context(|| format!("cargo install {krate} failed"))?;
@@ -62,6 +67,55 @@ pub fn ensure(sh: &Shell, tool: &Tool) -> Result<PathBuf> {
     anyhow::ensure!(
         bin.is_file(),
         "{} is not there after cargo install",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+/// Garage, the S3 server the cloud tests run against (AGPL: a test tool, never linked into dbackup). Single node,
+/// sqlite metadata, its C libraries built in.
+pub const GARAGE: Tool = Tool {
+    krate: "garage",
+    version: "2.5.0",
+    bin: "garage",
+    version_args: &["--version"],
+};
+
+/// The features Garage is built with: no system libraries, sqlite (no LMDB), nothing else.
+pub const GARAGE_FEATURES: &[&str] =
+    &["--no-default-features", "--features", "bundled-libs,sqlite"];
+
+/// moto's S3 server (PyPI `moto[server]`, pinned), in a venv of the cache: it enforces Object Lock retention.
+pub const MOTO_VERSION: &str = "5.2.5";
+
+/// The venv's `moto_server`, creating the venv and installing moto first when missing or another version.
+pub fn ensure_moto(sh: &Shell) -> Result<PathBuf> {
+    let venv = cache_dir().join("moto");
+    let bin = venv.join("bin").join("moto_server");
+    let python = venv.join("bin").join("python");
+    let installed = bin.is_file()
+        && cmd!(sh, "{python} -c 'import moto; print(moto.__version__)'")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .is_ok_and(|v| v.trim() == MOTO_VERSION);
+    if !installed {
+        heading(&format!(
+            "installing moto[server] {MOTO_VERSION} into a venv at {} (once; reused by later runs)",
+            venv.display()
+        ));
+        cmd!(sh, "python3 -m venv {venv}")
+            .run()
+            .context("python3 -m venv failed (Debian: apt-get install python3-venv)")?;
+        let pip = venv.join("bin").join("pip");
+        let spec = format!("moto[server]=={MOTO_VERSION}");
+        cmd!(sh, "{pip} install --quiet {spec}")
+            .run()
+            .context("pip install moto[server] failed")?;
+    }
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} is not there after pip install",
         bin.display()
     );
     Ok(bin)

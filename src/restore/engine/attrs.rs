@@ -177,6 +177,32 @@ pub fn apply(
     }
 }
 
+/// Whether what a target holds (`found`: its xattrs and ACLs) differs from what the backup gives (`backup`) in what
+/// a restore would set (`--overwrite if-changed`): the xattrs this restore may set (`user.*`; every name when
+/// `privileged`) with their values, the access ACL and (directories) the default ACL. A name only the target has
+/// counts for a file (rewriting it drops the name) but not for a directory (whose metadata is set in place, which
+/// adds names and never removes them); `security.*` names only the target has never count (the system assigns
+/// them: SELinux labels, IMA).
+pub fn differ(found: Option<&Attrs>, backup: Option<&Attrs>, dir: bool, privileged: bool) -> bool {
+    let empty = Attrs::default();
+    let (f, b) = (found.unwrap_or(&empty), backup.unwrap_or(&empty));
+    let settable = |n: &[u8]| privileged || n.starts_with(b"user.");
+    let backup_names_differ = b
+        .xattrs
+        .iter()
+        .filter(|(n, _)| settable(n))
+        .any(|(n, v)| f.xattrs.get(n) != Some(v));
+    let extra_names = !dir
+        && f.xattrs
+            .keys()
+            .filter(|n| settable(n) && !n.starts_with(b"security."))
+            .any(|n| !b.xattrs.contains_key(n));
+    backup_names_differ
+        || extra_names
+        || f.acl_access != b.acl_access
+        || (dir && f.acl_default != b.acl_default)
+}
+
 fn acl_word(xattr: &str) -> &'static str {
     if xattr == ACL_ACCESS {
         "access"
@@ -188,6 +214,70 @@ fn acl_word(xattr: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn differ_compares_what_a_restore_would_set() {
+        let attrs = |x: &[(&str, &str)], acl: Option<&str>| {
+            let mut a = Attrs::default();
+            for (n, v) in x {
+                a.xattrs
+                    .insert(n.as_bytes().to_vec(), v.as_bytes().to_vec());
+            }
+            a.acl_access = acl.map(String::from);
+            a
+        };
+        let acl = "user::rw-\nuser:1001:r--\ngroup::r--\nmask::r--\nother::---";
+        let b = attrs(&[("user.a", "1"), ("trusted.t", "x")], Some(acl));
+        assert!(!differ(Some(&b), Some(&b), false, true));
+        // Only the ACL changed, or only an xattr's value, or an xattr went missing.
+        assert!(differ(
+            Some(&attrs(&[("user.a", "1"), ("trusted.t", "x")], None)),
+            Some(&b),
+            false,
+            true
+        ));
+        assert!(differ(
+            Some(&attrs(&[("user.a", "2"), ("trusted.t", "x")], Some(acl))),
+            Some(&b),
+            false,
+            true
+        ));
+        assert!(differ(
+            Some(&attrs(&[("trusted.t", "x")], Some(acl))),
+            Some(&b),
+            false,
+            true
+        ));
+        assert!(differ(None, Some(&b), false, false));
+        // Unprivileged: trusted.* can be neither read nor set, so it does not count.
+        assert!(!differ(
+            Some(&attrs(&[("user.a", "1")], Some(acl))),
+            Some(&b),
+            false,
+            false
+        ));
+        // A name only the target has: a file's counts (rewriting drops it), a directory's and security.* do not.
+        let extra = attrs(
+            &[("user.a", "1"), ("trusted.t", "x"), ("user.new", "y")],
+            Some(acl),
+        );
+        assert!(differ(Some(&extra), Some(&b), false, true));
+        assert!(!differ(Some(&extra), Some(&b), true, true));
+        let label = attrs(
+            &[
+                ("user.a", "1"),
+                ("trusted.t", "x"),
+                ("security.selinux", "l"),
+            ],
+            Some(acl),
+        );
+        assert!(!differ(Some(&label), Some(&b), false, true));
+        // A directory's default ACL counts; a file's cannot exist.
+        let mut d = b.clone();
+        d.acl_default = Some("user::rwx\ngroup::r-x\nother::r-x".into());
+        assert!(differ(Some(&b), Some(&d), true, true));
+        assert!(!differ(Some(&b), Some(&d), false, true));
+    }
 
     #[test]
     fn one_warning_per_kind_with_its_count() {

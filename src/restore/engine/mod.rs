@@ -79,15 +79,17 @@ pub enum Overwrite {
 }
 
 /// How `--overwrite if-changed` tells an unchanged file (`--compare`: the variants' comments are its `--help`).
-/// `Metadata`: the owner only when privileged, the mtime to the nanosecond. `Content` needs the backup's hash
+/// `Metadata`: the owner only when privileged, the mtime to the nanosecond; both compare the xattrs and ACLs a restore
+/// would set ([`attrs::differ`]). `Content` needs the backup's hash
 /// ([`RestoreEntry::sha256`]); an entry without one is compared by metadata, with a note.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compare {
-    /// Same type, size, mode, owner and mtime (fast)
+    /// Same type, size, mode, owner, mtime, xattrs and ACLs (fast)
     #[default]
     Metadata,
-    /// Same type, size, mode, owner and sha256 of the content, whatever the mtime (reads local files; drive only)
+    /// Same type, size, mode, owner, xattrs, ACLs and sha256 of the content, whatever the mtime (reads local files;
+    /// drive only)
     Content,
 }
 

@@ -774,7 +774,7 @@ impl Planner {
             EntryKind::File => {
                 let meta =
                     f.kind == FoundKind::File && f.size == e.size && f.mode == item.mode && owner;
-                if !meta {
+                let content = if !meta {
                     false
                 } else {
                     match (self.opts.compare, e.sha256) {
@@ -794,9 +794,16 @@ impl Planner {
                         }
                         (Compare::Metadata, _) => f.mtime == e.mtime,
                     }
-                }
+                };
+                // Only an ACL or an xattr changed: changed too.
+                content && self.attrs_same(item, rel, false)?
             }
-            EntryKind::Dir => f.mode == item.mode && owner && f.mtime == e.mtime,
+            EntryKind::Dir => {
+                f.mode == item.mode
+                    && owner
+                    && f.mtime == e.mtime
+                    && self.attrs_same(item, rel, true)?
+            }
             EntryKind::Symlink => {
                 f.kind == FoundKind::Symlink
                     && owner
@@ -816,6 +823,29 @@ impl Planner {
             }
             _ => false,
         })
+    }
+
+    /// Whether what is at `rel` has the xattrs and ACLs the backup gives `item` (as far as this restore would set
+    /// them: [`super::attrs::differ`]); a filesystem that holds none cannot differ.
+    fn attrs_same(
+        &mut self,
+        item: &PlanItem,
+        rel: &RelPath,
+        dir: bool,
+    ) -> Result<bool, RestoreError> {
+        let Some(found) = self
+            .target
+            .attrs(rel)
+            .map_err(|err| self.inspect_error(err))?
+        else {
+            return Ok(true);
+        };
+        Ok(!super::attrs::differ(
+            found.as_deref(),
+            item.entry.attrs.as_deref(),
+            dir,
+            self.opts.privileged,
+        ))
     }
 
     fn inspect_error(&self, e: WalkError) -> RestoreError {

@@ -278,6 +278,28 @@ impl TargetDir {
         Ok(sum)
     }
 
+    /// The xattrs and ACLs of what is at `rel` (never following a symlink there): `None` when its filesystem holds
+    /// none at all (`ENOTSUP`: exFAT, FAT), `Some(None)` when it has none.
+    pub fn attrs(
+        &mut self,
+        rel: &RelPath,
+    ) -> Result<Option<Option<Box<crate::archive::xattrs::Attrs>>>, WalkError> {
+        use std::os::fd::AsRawFd;
+        let (parent, name) = rel.split_last().expect("not the root");
+        let dir = self.dir(&parent, false)?;
+        // The name looked up in the directory handle checked when it was opened.
+        let path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()))
+            .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
+        match rustix::fs::llistxattr(&path, &mut [0u8; 0][..]) {
+            Err(rustix::io::Errno::NOTSUP) => return Ok(None),
+            Ok(_) | Err(rustix::io::Errno::RANGE) => {}
+            Err(e) => return Err(WalkError::Io(rel.clone(), e.into())),
+        }
+        crate::archive::xattrs::read(&path)
+            .map(Some)
+            .map_err(|e| WalkError::Io(rel.clone(), e))
+    }
+
     /// The stored digest of the regular file at `rel` (`size` bytes), as a sparse member of an archive would have it
     /// ([`crate::archive::sparse::stored_digest_of`]: only its data read); `None` when it is not sparse enough to be
     /// stored as one.

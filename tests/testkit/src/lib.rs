@@ -10,6 +10,7 @@
 //! ```
 
 pub mod loopdev;
+pub mod objstore;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::MetadataExt;

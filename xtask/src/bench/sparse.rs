@@ -129,8 +129,9 @@ pub fn run(args: SparseArgs) -> Result<()> {
         args.cache.describe()
     );
     println!(
-        "dbackup: collect (rsync --sparse), external (PAX 1.0 sparse member, read back), restore --path (one seek \
-         through the index)"
+        "dbackup: collect (the sparse file copied first with SEEK_DATA/SEEK_HOLE, then rsync --sparse finds it up to \
+         date), external (PAX 1.0 sparse member hashed as stored, read back), restore --path (one seek through the \
+         index)"
     );
     println!(
         "GNU tar --sparse: tar -c | tar -x for collect, tar --sparse --format=posix -cf onto the drive for external, \

@@ -1,0 +1,293 @@
+//! Cloud errors as people read them: what failed, why in a few words, and what to do; never a secret. OpenDAL's
+//! error text (request URLs, response headers, the server's XML) is scrubbed of every key, signature and token
+//! before it reaches a message ([`scrub`]), escaped, and cut to a bounded length.
+
+use crate::cloud::credentials::CredentialsError;
+use crate::exit::{Exit, ExitCoded};
+
+/// The longest piece of server or library text a message quotes.
+const MAX_DETAIL: usize = 400;
+
+/// What kind of failure, for the exit code, `cloud check` and the advice in the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Failure {
+    /// No answer: connection refused, name not resolved, timed out.
+    Unreachable,
+    /// The server refused the keys, or the key may not do this.
+    Denied,
+    /// The bucket does not exist.
+    NoBucket,
+    /// The object does not exist.
+    NotFound,
+    /// The server refused because the object is locked (Object Lock retention).
+    Locked,
+    /// Anything else.
+    Other,
+}
+
+/// A failed cloud operation.
+#[derive(Debug, thiserror::Error)]
+pub enum CloudError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// The destination cannot be set up (a TLS trust bundle that cannot be read, ...). Exit 2.
+    #[error("{0}")]
+    Setup(String),
+    /// A request failed after its retries. `message` is scrubbed and escaped.
+    #[error("cloud destination {destination:?}: {message}")]
+    Service {
+        destination: String,
+        failure: Failure,
+        message: String,
+    },
+}
+
+impl CloudError {
+    pub fn failure(&self) -> Failure {
+        match self {
+            CloudError::Service { failure, .. } => *failure,
+            CloudError::Credentials(_) | CloudError::Setup(_) => Failure::Other,
+        }
+    }
+}
+
+impl ExitCoded for CloudError {
+    fn exit(&self) -> Exit {
+        match self {
+            CloudError::Credentials(_) | CloudError::Setup(_) => Exit::Usage,
+            CloudError::Service { .. } => Exit::Failed,
+        }
+    }
+}
+
+/// What the server or the network said, classified, with advice; `what` is the operation ("listing backups/").
+pub(crate) fn explain(
+    err: &opendal::Error,
+    what: &str,
+    place: &str,
+    secrets: &[&str],
+) -> (Failure, String) {
+    let text = scrub(&format!("{err}"), secrets);
+    let code = s3_code(&text);
+    // The server's own words, which OpenDAL puts after a long context that the message cuts.
+    let said = s3_message(&text);
+    let lower = text.to_ascii_lowercase();
+    let failure = if code.as_deref() == Some("NoSuchBucket") {
+        Failure::NoBucket
+    } else if matches!(
+        code.as_deref(),
+        Some("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "InvalidToken")
+    ) || err.kind() == opendal::ErrorKind::PermissionDenied
+        || lower.contains("status: 403")
+        || lower.contains("status: 401")
+    {
+        if lower.contains("object is locked")
+            || lower.contains("objectlocked")
+            || lower.contains("retention")
+        {
+            Failure::Locked
+        } else {
+            Failure::Denied
+        }
+    } else if err.kind() == opendal::ErrorKind::NotFound {
+        Failure::NotFound
+    } else if lower.contains("connection refused")
+        || lower.contains("error sending request")
+        || lower.contains("dns error")
+        || lower.contains("timed out")
+        || lower.contains("timeout")
+        || lower.contains("connect")
+    {
+        Failure::Unreachable
+    } else {
+        Failure::Other
+    };
+    let advice = match failure {
+        Failure::Unreachable => format!(
+            "no answer from {place} (connection refused or timed out); check the endpoint and the network, and \
+             that the service is up"
+        ),
+        Failure::Denied => format!(
+            "{place} refused the request{}: check the key id and secret, and that this key may do this in the \
+             bucket (`dbackup cloud check` lists what it may do)",
+            match (&code, &said) {
+                (Some(c), Some(m)) => format!(" ({c}: {m})"),
+                (Some(c), None) => format!(" ({c})"),
+                _ => String::new(),
+            }
+        ),
+        Failure::NoBucket => {
+            format!(
+                "the bucket does not exist at {place}; create it, or fix `bucket` (and `endpoint`)"
+            )
+        }
+        Failure::NotFound => "not found".to_string(),
+        Failure::Locked => {
+            "the object is locked (Object Lock retention) until its date".to_string()
+        }
+        Failure::Other => "the request failed".to_string(),
+    };
+    (
+        failure,
+        format!("{what}: {advice} [{}]", shorten(&text, MAX_DETAIL)),
+    )
+}
+
+/// The S3 error code quoted in OpenDAL's text (`<Code>AccessDenied</Code>` or `code: "AccessDenied"`), if any.
+fn s3_code(text: &str) -> Option<String> {
+    let after = |marker: &str, end: char| {
+        text.find(marker).map(|i| {
+            text[i + marker.len()..]
+                .chars()
+                .take_while(|c| *c != end)
+                .take(64)
+                .collect::<String>()
+        })
+    };
+    after("<Code>", '<')
+        .or_else(|| after("code: \"", '"'))
+        .filter(|c| !c.is_empty() && c.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// The message of the S3 error quoted in OpenDAL's text (`<Message>...</Message>` or `message: "..."`), at most
+/// 120 characters, if any. `text` is already scrubbed.
+fn s3_message(text: &str) -> Option<String> {
+    let after = |marker: &str, end: char| {
+        text.find(marker).map(|i| {
+            text[i + marker.len()..]
+                .chars()
+                .take_while(|c| *c != end)
+                .take(120)
+                .collect::<String>()
+        })
+    };
+    after("<Message>", '<')
+        .or_else(|| after("message: \"", '"'))
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+}
+
+/// `text` without any secret: every string in `secrets` (4 characters or more), and the values of signatures,
+/// credentials, tokens and authorization headers however they are quoted (`Signature=...`, `X-Amz-Signature=...`,
+/// `X-Amz-Credential=...`, `X-Amz-Security-Token=...`, `authorization: "..."`). Then escaped through
+/// [`crate::stdx::show_str`].
+pub fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_string();
+    for s in secrets {
+        if s.len() >= 4 {
+            out = out.replace(s, "***");
+        }
+    }
+    let lower_markers = [
+        "x-amz-signature=",
+        "x-amz-credential=",
+        "x-amz-security-token=",
+        "signature=",
+        "credential=",
+        "authorization: ",
+        "authorization\": \"",
+        "\"authorization\": \"",
+        "x-amz-security-token: ",
+        "\"x-amz-security-token\": \"",
+        "x-bz-auth",
+    ];
+    for marker in lower_markers {
+        out = blank_after(&out, marker);
+    }
+    crate::stdx::show_str(&out)
+}
+
+/// Every value after `marker` (matched ignoring case) replaced by `***`, up to the next `&`, `,`, `"`, `;`, `}`
+/// or whitespace that ends it.
+fn blank_after(text: &str, marker: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(found) = lower[i..].find(marker) {
+        let start = i + found + marker.len();
+        out.push_str(&text[i..start]);
+        let rest = &text[start..];
+        let end = rest
+            .find(|c: char| matches!(c, '&' | ',' | '"' | ';' | '}') || c.is_whitespace())
+            .unwrap_or(rest.len());
+        // "AWS4-HMAC-SHA256 Credential=..., Signature=..." after `authorization: `: blank it all to the quote.
+        let end = if marker.starts_with("authorization") || marker.contains("authorization") {
+            rest.find(['"', '\n']).unwrap_or(rest.len())
+        } else {
+            end
+        };
+        if end > 0 {
+            out.push_str("***");
+        }
+        i = start + end;
+    }
+    out.push_str(&text[i..]);
+    out
+}
+
+/// At most `max` characters, with `...` when cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut s: String = text.chars().take(max).collect();
+    s.push_str("...");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_keys_signatures_tokens_and_authorization() {
+        let text = "Unexpected at write, context: { uri: https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256\
+            &X-Amz-Credential=AKIAEXAMPLE%2F20261205%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Signature=0123abcd\
+            &X-Amz-Security-Token=FQoGZXIvYXdzEJr, headers: {\"authorization\": \"AWS4-HMAC-SHA256 \
+            Credential=AKIAEXAMPLE/20261205/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=fe12\"} } \
+            => the key SECRETKEY123 was wrong\x1b[31m";
+        let out = scrub(text, &["SECRETKEY123", "AKIAEXAMPLE"]);
+        for secret in [
+            "AKIAEXAMPLE",
+            "0123abcd",
+            "FQoGZXIvYXdzEJr",
+            "fe12",
+            "SECRETKEY123",
+            "\x1b",
+        ] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
+        assert!(out.contains("X-Amz-Signature=***"), "{out}");
+        assert!(out.contains("the key *** was wrong"), "{out}");
+        assert!(
+            out.contains("b.s3.amazonaws.com/k"),
+            "the place stays: {out}"
+        );
+    }
+
+    #[test]
+    fn short_strings_are_not_taken_for_secrets() {
+        assert_eq!(scrub("a/b", &["a", ""]), "a/b");
+    }
+
+    #[test]
+    fn s3_codes_are_found_in_both_quotings() {
+        assert_eq!(
+            s3_code("=> <Error><Code>NoSuchBucket</Code>").as_deref(),
+            Some("NoSuchBucket")
+        );
+        assert_eq!(
+            s3_code("S3Error { code: \"AccessDenied\", message: \"\" }").as_deref(),
+            Some("AccessDenied")
+        );
+        assert_eq!(s3_code("code: \"<script>\""), None);
+        assert_eq!(s3_code("nothing"), None);
+        assert_eq!(
+            s3_message("<Code>AccessDenied</Code><Message>Forbidden: Invalid signature</Message>")
+                .as_deref(),
+            Some("Forbidden: Invalid signature")
+        );
+        assert_eq!(s3_message("message: \"\""), None);
+    }
+}

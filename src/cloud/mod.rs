@@ -1,0 +1,28 @@
+//! The cloud room: S3-compatible and Backblaze B2 destinations on Apache OpenDAL. Only this module talks to
+//! OpenDAL (and to `reqsign`, the signer under it); everyone else goes through [`Store`].
+//!
+//! - `credentials.rs`: where keys come from (a `credentials_file`, the environment, the AWS shared files); held as
+//!   secrets that never print.
+//! - `transport.rs`: the HTTP transport under OpenDAL: SigV4 signing done here (so a write can carry Object Lock
+//!   headers), request counts, the trust roots (`AWS_CA_BUNDLE` honoured).
+//! - `store.rs`: [`Store`]: streamed multipart uploads, ranged reads, listing, deletion, unfinished uploads,
+//!   locked writes, storage classes; retries, timeouts and the bandwidth limit as layers.
+//! - `error.rs`: errors people can act on, scrubbed of every secret.
+//! - `bwlimit.rs`: the bandwidth limit and its daily window (pure).
+//! - `check.rs`: `dbackup cloud check`.
+//! - `sink.rs`: the archive writer's sink for a bucket (streamed, no staging copy).
+
+pub mod bwlimit;
+pub mod check;
+pub mod credentials;
+pub mod error;
+pub mod sink;
+pub mod store;
+mod transport;
+
+pub use error::{CloudError, Failure};
+pub use store::{ObjectClass, ObjectInfo, Objects, Reader, Store, Unfinished, Upload};
+pub use transport::Requests;
+
+#[cfg(test)]
+pub(crate) mod tests;

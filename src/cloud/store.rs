@@ -1,0 +1,864 @@
+//! [`Store`]: a cloud destination's bucket (under its prefix) as the rest of dbackup uses it, on OpenDAL's S3 and
+//! B2 services: streamed multipart uploads in bounded memory with a per-part CRC32C the server checks, ranged
+//! `Read + Seek` reads, listing, deletion, writes with Object Lock retention, a storage class per object kind, and
+//! (S3) the unfinished multipart uploads a killed run leaves, found and aborted. Retries with exponential backoff
+//! and jitter, a timeout per request and the bandwidth limit are OpenDAL layers. Synchronous: a private tokio
+//! runtime runs the requests.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use opendal::Operator;
+use opendal::layers::{RetryLayer, ThrottleLayer, TimeoutLayer};
+use opendal::raw::oio::ReadStream;
+use serde::Serialize;
+
+use crate::cloud::credentials::{self, Keys};
+use crate::cloud::error::{CloudError, Failure, explain};
+use crate::cloud::transport::{self, Counts, LOCK_UNTIL_META, Requests, SigV4, Transport};
+use crate::settings::{CloudKind, CloudSettings, Env};
+
+/// The size of one part of a multipart upload: memory held per upload is at most [`CONCURRENT_PARTS`] + 1 of them.
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts in flight at once.
+pub const CONCURRENT_PARTS: usize = 2;
+/// The most a listing of unfinished uploads or a small object read by [`Store::get`] may hold.
+const MAX_SMALL: u64 = 16 << 20;
+
+/// Which storage class an object gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectClass {
+    /// Archives: `storage_class.archives` (may be cold).
+    Archive,
+    /// Everything else: `storage_class.metadata`.
+    Metadata,
+}
+
+/// An object in the bucket, its key relative to the destination's prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub last_modified: Option<DateTime<Utc>>,
+}
+
+/// A multipart upload begun and never completed nor aborted (its parts are stored, and billed, until aborted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unfinished {
+    /// The key relative to the prefix.
+    pub key: String,
+    #[serde(skip)]
+    pub upload_id: String,
+    pub initiated: Option<String>,
+}
+
+/// A cloud destination opened for use.
+pub struct Store {
+    name: String,
+    place: String,
+    kind: CloudKind,
+    rt: tokio::runtime::Runtime,
+    /// Metadata-class writes, reads, listings, deletions.
+    op: Operator,
+    /// Archive-class writes.
+    archive_op: Operator,
+    transport: Transport,
+    /// S3: the bucket's base URL (`endpoint/bucket` or `scheme://bucket.host`), for the calls OpenDAL lacks.
+    bucket_url: String,
+    /// The prefix in the bucket, with a trailing `/` (or empty).
+    prefix: String,
+    /// What a message must never show.
+    secrets: Vec<String>,
+    counts: Arc<Counts>,
+    source: credentials::Source,
+}
+
+impl Store {
+    /// Opens a destination: reads its keys, builds its operators (no request is sent yet). `now` picks the
+    /// bandwidth limit in force (a run keeps the limit it started with).
+    pub fn open(
+        cloud: &CloudSettings,
+        env: &Env,
+        now: chrono::NaiveTime,
+    ) -> Result<Store, CloudError> {
+        let keys = credentials::resolve(cloud, env)?;
+        Store::with_keys(cloud, keys, env, now)
+    }
+
+    /// Opens a destination with the keys given.
+    pub fn with_keys(
+        cloud: &CloudSettings,
+        keys: Keys,
+        env: &Env,
+        now: chrono::NaiveTime,
+    ) -> Result<Store, CloudError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("dbackup-cloud")
+            .enable_all()
+            .build()
+            .map_err(|e| CloudError::Setup(format!("cannot start the cloud runtime: {e}")))?;
+        let endpoint = endpoint(cloud);
+        let https = !endpoint.starts_with("http://");
+        let client = transport::client(
+            https,
+            env.var("AWS_CA_BUNDLE").map(std::path::Path::new),
+            Duration::from_secs(u64::from(cloud.timeout_seconds.min(30))),
+        )
+        .map_err(CloudError::Setup)?;
+        let counts = Arc::new(Counts::default());
+        let sigv4 = (cloud.kind == CloudKind::S3).then(|| SigV4 {
+            signer: reqsign_aws_v4::RequestSigner::new("s3", &cloud.region),
+            credential: reqsign_aws_v4::Credential {
+                access_key_id: keys.id.expose().to_string(),
+                secret_access_key: keys.secret.expose().to_string(),
+                session_token: keys.session_token.as_ref().map(|t| t.expose().to_string()),
+                expires_in: None,
+            },
+        });
+        let transport = Transport::new(client, sigv4, counts.clone());
+        let root = format!("/{}", cloud.prefix);
+        let build = |class: Option<&str>| -> Result<Operator, opendal::Error> {
+            let op = match cloud.kind {
+                CloudKind::S3 => {
+                    let mut b = opendal::services::S3::default()
+                        .root(&root)
+                        .bucket(&cloud.bucket)
+                        .endpoint(&endpoint)
+                        .region(&cloud.region)
+                        .disable_config_load()
+                        .disable_ec2_metadata()
+                        .skip_signature()
+                        .checksum_algorithm("crc32c");
+                    if !cloud.path_style {
+                        b = b.enable_virtual_host_style();
+                    }
+                    if let Some(c) = class {
+                        b = b.default_storage_class(c);
+                    }
+                    Operator::new(b)?
+                }
+                CloudKind::B2 => Operator::new(
+                    opendal::services::B2::default()
+                        .root(&root)
+                        .bucket(&cloud.bucket)
+                        .bucket_id(cloud.bucket_id.as_deref().unwrap_or_default())
+                        .application_key_id(keys.id.expose())
+                        .application_key(keys.secret.expose()),
+                )?,
+            };
+            let op = op.with_context(
+                opendal::OperationContext::new()
+                    .with_http_transport(opendal::HttpTransporter::new(transport.clone())),
+            );
+            let mut op = op
+                .layer(
+                    TimeoutLayer::new()
+                        .with_timeout(Duration::from_secs(u64::from(cloud.timeout_seconds)))
+                        .with_io_timeout(Duration::from_secs(u64::from(cloud.timeout_seconds))),
+                )
+                .layer(
+                    RetryLayer::new()
+                        .with_max_times(cloud.retries as usize)
+                        .with_min_delay(Duration::from_millis(500))
+                        .with_max_delay(Duration::from_secs(30))
+                        .with_factor(2.0)
+                        .with_jitter(),
+                );
+            if let Some(rate) = cloud.bwlimit.and_then(|b| b.rate_at(now)) {
+                let rate = u32::try_from(rate).unwrap_or(u32::MAX);
+                // The burst must hold the largest single write (a part): the limit is an average over parts.
+                let burst = rate.max(u32::try_from(PART_SIZE + (1 << 20)).unwrap_or(u32::MAX));
+                op = op.layer(ThrottleLayer::new(rate, burst));
+            }
+            Ok(op)
+        };
+        let secrets: Vec<String> = keys.secrets().iter().map(|s| s.to_string()).collect();
+        let place = cloud.place();
+        let fail = |e: opendal::Error| {
+            let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+            let (failure, message) = explain(&e, "setting up", &place, &refs);
+            CloudError::Service {
+                destination: cloud.name.clone(),
+                failure,
+                message,
+            }
+        };
+        let op = build(cloud.storage_class_metadata.as_deref()).map_err(fail)?;
+        let archive_op = if cloud.storage_class_archives == cloud.storage_class_metadata {
+            op.clone()
+        } else {
+            build(cloud.storage_class_archives.as_deref()).map_err(fail)?
+        };
+        let bucket_url = bucket_url(&endpoint, &cloud.bucket, cloud.path_style);
+        let prefix = if cloud.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", cloud.prefix)
+        };
+        Ok(Store {
+            name: cloud.name.clone(),
+            place,
+            kind: cloud.kind,
+            rt,
+            op,
+            archive_op,
+            transport,
+            bucket_url,
+            prefix,
+            secrets,
+            counts,
+            source: keys.source,
+        })
+    }
+
+    /// Where the keys came from (no secret).
+    pub fn source(&self) -> &credentials::Source {
+        &self.source
+    }
+
+    /// The destination's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `s3 http://127.0.0.1:3900 bucket/prefix`.
+    pub fn place(&self) -> &str {
+        &self.place
+    }
+
+    /// What OpenDAL was built with: (scheme, root, bucket), for tests and `--verbose`.
+    pub fn operator_info(&self) -> (String, String, String) {
+        let info = self.op.info();
+        (
+            info.scheme().to_string(),
+            info.root().to_string(),
+            info.name().to_string(),
+        )
+    }
+
+    /// The requests sent so far, by method.
+    pub fn requests(&self) -> Requests {
+        self.counts.snapshot()
+    }
+
+    fn err(&self, what: &str, e: opendal::Error) -> CloudError {
+        let refs: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
+        let (failure, message) = explain(&e, what, &self.place, &refs);
+        CloudError::Service {
+            destination: self.name.clone(),
+            failure,
+            message,
+        }
+    }
+
+    fn op(&self, class: ObjectClass) -> &Operator {
+        match class {
+            ObjectClass::Archive => &self.archive_op,
+            ObjectClass::Metadata => &self.op,
+        }
+    }
+
+    /// Writes a small object in one request (with its CRC32C), replacing any object of that key.
+    pub fn put(&self, key: &str, bytes: &[u8], class: ObjectClass) -> Result<(), CloudError> {
+        self.put_with(key, bytes, class, None).map(|_| ())
+    }
+
+    /// Writes a small object with compliance-mode retention until `until`: neither this key nor any other may
+    /// delete or overwrite it before then, if the bucket enforces Object Lock (see `cloud check`). Its version id,
+    /// when the bucket keeps versions.
+    pub fn put_locked(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        class: ObjectClass,
+        until: DateTime<Utc>,
+    ) -> Result<Option<String>, CloudError> {
+        self.put_with(key, bytes, class, Some(until))
+    }
+
+    /// Deletes one version of an object (in a versioned bucket, a plain delete only hides the object behind a
+    /// delete marker: this removes the data, unless a lock forbids it).
+    pub fn delete_version(&self, key: &str, version: &str) -> Result<(), CloudError> {
+        self.rt
+            .block_on(async { self.op.delete_with(key).version(version).await })
+            .map_err(|e| self.err(&format!("deleting {}", self.shown(key)), e))
+    }
+
+    fn put_with(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        class: ObjectClass,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Option<String>, CloudError> {
+        let op = self.op(class);
+        let data = bytes.to_vec();
+        self.rt
+            .block_on(async {
+                let mut w = op.write_with(key, data);
+                if let Some(until) = until {
+                    w = w.user_metadata(lock_meta(until));
+                }
+                w.await
+            })
+            .map(|m| m.version().map(str::to_string))
+            .map_err(|e| self.err(&format!("writing {}", self.shown(key)), e))
+    }
+
+    /// A streamed upload: bytes written go out in parts of [`PART_SIZE`] ([`CONCURRENT_PARTS`] in flight), each
+    /// with its CRC32C, which the server checks. [`Upload::finish`] completes it; an upload dropped unfinished (an
+    /// error, an interruption) is aborted, so no part stays stored. `until`: Object Lock retention.
+    pub fn upload(
+        self: &Arc<Self>,
+        key: &str,
+        class: ObjectClass,
+        until: Option<DateTime<Utc>>,
+    ) -> Result<Upload, CloudError> {
+        let op = self.op(class);
+        let writer = self
+            .rt
+            .block_on(async {
+                let mut w = op
+                    .writer_with(key)
+                    .chunk(PART_SIZE)
+                    .concurrent(CONCURRENT_PARTS);
+                if let Some(until) = until {
+                    w = w.user_metadata(lock_meta(until));
+                }
+                w.await
+            })
+            .map_err(|e| self.err(&format!("starting the upload of {}", self.shown(key)), e))?;
+        Ok(Upload {
+            store: self.clone(),
+            key: key.to_string(),
+            writer: Some(writer),
+            buf: Vec::with_capacity(PART_SIZE),
+            written: 0,
+        })
+    }
+
+    /// Reads a small object whole (at most 16 MiB: anything larger is refused, not read).
+    pub fn get(&self, key: &str) -> Result<Vec<u8>, CloudError> {
+        let what = format!("reading {}", self.shown(key));
+        let meta = self
+            .rt
+            .block_on(self.op.stat(key))
+            .map_err(|e| self.err(&what, e))?;
+        if meta.content_length() > MAX_SMALL {
+            return Err(CloudError::Service {
+                destination: self.name.clone(),
+                failure: Failure::Other,
+                message: format!(
+                    "{what}: {} bytes, more than the {} MiB expected of it",
+                    meta.content_length(),
+                    MAX_SMALL >> 20
+                ),
+            });
+        }
+        self.rt
+            .block_on(self.op.read(key))
+            .map(|b| b.to_vec())
+            .map_err(|e| self.err(&what, e))
+    }
+
+    /// A reader of an object that seeks: each read after a seek is one ranged GET (the size comes from one HEAD).
+    pub fn reader(&self, key: &str) -> Result<Reader, CloudError> {
+        let what = format!("opening {}", self.shown(key));
+        let _guard = self.rt.enter();
+        let blocking =
+            opendal::blocking::Operator::new(self.op.clone()).map_err(|e| self.err(&what, e))?;
+        let meta = blocking.stat(key).map_err(|e| self.err(&what, e))?;
+        let inner = blocking
+            .reader(key)
+            .and_then(|r| r.into_std_read(0..meta.content_length()))
+            .map_err(|e| self.err(&what, e))?;
+        Ok(Reader {
+            inner,
+            size: meta.content_length(),
+        })
+    }
+
+    /// A reader of an object whose length is known (recorded in `backup.json`): no HEAD; each read after a seek is
+    /// one ranged GET. A length other than the object's shows as a short read or trailing bytes, which the
+    /// readers above (the index's and age's checks, the sums) catch.
+    pub fn reader_sized(&self, key: &str, len: u64) -> Result<Reader, CloudError> {
+        let what = format!("opening {}", self.shown(key));
+        let _guard = self.rt.enter();
+        let blocking =
+            opendal::blocking::Operator::new(self.op.clone()).map_err(|e| self.err(&what, e))?;
+        let inner = blocking
+            .reader(key)
+            .and_then(|r| r.into_std_read(0..len))
+            .map_err(|e| self.err(&what, e))?;
+        Ok(Reader { inner, size: len })
+    }
+
+    /// An object's size and date, or `None` when it does not exist.
+    pub fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, CloudError> {
+        match self.rt.block_on(self.op.stat(key)) {
+            Ok(m) => Ok(Some(ObjectInfo {
+                key: key.to_string(),
+                size: m.content_length(),
+                last_modified: m.last_modified().map(|t| {
+                    DateTime::<Utc>::from_timestamp(t.into_inner().as_second(), 0)
+                        .unwrap_or_default()
+                }),
+            })),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(&format!("looking at {}", self.shown(key)), e)),
+        }
+    }
+
+    /// Every object under `dir` (a prefix ending in `/`, or empty for everything), recursively, sorted by key.
+    pub fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>, CloudError> {
+        let what = format!(
+            "listing {}",
+            self.shown(if dir.is_empty() { "/" } else { dir })
+        );
+        let entries = self
+            .rt
+            .block_on(async { self.op.list_with(dir).recursive(true).await })
+            .map_err(|e| self.err(&what, e))?;
+        let mut out: Vec<ObjectInfo> = entries
+            .into_iter()
+            .filter(|e| e.metadata().mode().is_file())
+            .map(|e| ObjectInfo {
+                key: e.path().trim_start_matches('/').to_string(),
+                size: e.metadata().content_length(),
+                last_modified: e.metadata().last_modified().map(|t| {
+                    DateTime::<Utc>::from_timestamp(t.into_inner().as_second(), 0)
+                        .unwrap_or_default()
+                }),
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Deletes an object (deleting one that does not exist is no error).
+    pub fn delete(&self, key: &str) -> Result<(), CloudError> {
+        self.rt
+            .block_on(self.op.delete(key))
+            .map_err(|e| self.err(&format!("deleting {}", self.shown(key)), e))
+    }
+
+    /// The multipart uploads under `dir` begun and never completed or aborted (S3; B2's native API: none are
+    /// looked for, an empty list).
+    pub fn unfinished_uploads(&self, dir: &str) -> Result<Vec<Unfinished>, CloudError> {
+        if self.kind != CloudKind::S3 {
+            return Ok(Vec::new());
+        }
+        let what = "listing unfinished uploads";
+        let full = format!("{}{dir}", self.prefix);
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (String::new(), String::new());
+        // Bounded: 1000 uploads a page, 100 pages.
+        for _ in 0..100 {
+            let mut query = format!("uploads&prefix={}", encode(&full));
+            if !key_marker.is_empty() {
+                query.push_str(&format!(
+                    "&key-marker={}&upload-id-marker={}",
+                    encode(&key_marker),
+                    encode(&id_marker)
+                ));
+            }
+            let body = self.call(http::Method::GET, "", &query, what)?;
+            let page: ListUploads =
+                quick_xml::de::from_reader(body.as_slice()).map_err(|e| CloudError::Service {
+                    destination: self.name.clone(),
+                    failure: Failure::Other,
+                    message: format!("{what}: the server's answer is not a listing ({e})"),
+                })?;
+            for u in page.uploads {
+                if let Some(key) = u.key.strip_prefix(&self.prefix) {
+                    out.push(Unfinished {
+                        key: key.to_string(),
+                        upload_id: u.upload_id,
+                        initiated: u.initiated,
+                    });
+                }
+            }
+            match (
+                page.is_truncated,
+                page.next_key_marker,
+                page.next_upload_id_marker,
+            ) {
+                (true, Some(k), Some(i)) if !k.is_empty() => {
+                    key_marker = k;
+                    id_marker = i;
+                }
+                _ => return Ok(out),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Aborts an unfinished upload: its parts are deleted.
+    pub fn abort_upload(&self, u: &Unfinished) -> Result<(), CloudError> {
+        let key = format!("{}{}", self.prefix, u.key);
+        self.call(
+            http::Method::DELETE,
+            &key,
+            &format!("uploadId={}", encode(&u.upload_id)),
+            &format!("aborting the unfinished upload of {}", self.shown(&u.key)),
+        )
+        .map(|_| ())
+    }
+
+    /// The bucket's Object Lock configuration as the server states it: `Some(xml)` when it answers one, `None`
+    /// when it has none or does not know the call (S3; B2: `None`).
+    pub fn object_lock_configuration(&self) -> Result<Option<String>, CloudError> {
+        if self.kind != CloudKind::S3 {
+            return Ok(None);
+        }
+        match self.call(
+            http::Method::GET,
+            "",
+            "object-lock",
+            "reading the Object Lock configuration",
+        ) {
+            Ok(body) => Ok(Some(crate::stdx::show_str(&String::from_utf8_lossy(&body)))),
+            Err(CloudError::Service {
+                failure: Failure::Other | Failure::NotFound,
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One signed S3 request OpenDAL has no call for; the body of a 2xx answer (at most 16 MiB).
+    fn call(
+        &self,
+        method: http::Method,
+        key: &str,
+        query: &str,
+        what: &str,
+    ) -> Result<Vec<u8>, CloudError> {
+        let url = format!("{}/{}?{query}", self.bucket_url, encode_key(key));
+        let req = http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .body(opendal::Buffer::new())
+            .map_err(|e| CloudError::Setup(format!("{what}: {e}")))?;
+        let transport = self.transport.clone();
+        let result = self.rt.block_on(async move {
+            let resp = opendal::HttpTransport::fetch(&transport, req).await?;
+            let status = resp.status();
+            let mut body = resp.into_body();
+            let mut bytes = Vec::new();
+            loop {
+                let chunk = body.read().await?;
+                if chunk.is_empty() {
+                    break;
+                }
+                bytes.extend_from_slice(&chunk.to_vec());
+                if bytes.len() as u64 > MAX_SMALL {
+                    return Err(opendal::Error::new(
+                        opendal::ErrorKind::Unexpected,
+                        "the answer is larger than 16 MiB",
+                    ));
+                }
+            }
+            Ok::<_, opendal::Error>((status, bytes))
+        });
+        let (status, body) = result.map_err(|e| self.err(what, e))?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        let kind = match status.as_u16() {
+            401 | 403 => opendal::ErrorKind::PermissionDenied,
+            404 => opendal::ErrorKind::NotFound,
+            _ => opendal::ErrorKind::Unexpected,
+        };
+        let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned();
+        Err(self.err(
+            what,
+            opendal::Error::new(kind, format!("status: {status}, {text}")),
+        ))
+    }
+
+    /// A key as messages show it: escaped.
+    fn shown(&self, key: &str) -> String {
+        crate::stdx::show_str(key)
+    }
+}
+
+/// The user metadata that asks the transport for a locked write.
+fn lock_meta(until: DateTime<Utc>) -> Vec<(String, String)> {
+    vec![(
+        LOCK_UNTIL_META.to_string(),
+        until.to_rfc3339_opts(SecondsFormat::Secs, true),
+    )]
+}
+
+/// The endpoint a destination's requests go to: its own, or AWS's for its region.
+fn endpoint(cloud: &CloudSettings) -> String {
+    match (&cloud.kind, &cloud.endpoint) {
+        (CloudKind::S3, Some(e)) => e.clone(),
+        (CloudKind::S3, None) => format!("https://s3.{}.amazonaws.com", cloud.region),
+        (CloudKind::B2, _) => "https://api.backblazeb2.com".to_string(),
+    }
+}
+
+/// `endpoint/bucket` (path style) or `scheme://bucket.host[/path]` (host style).
+fn bucket_url(endpoint: &str, bucket: &str, path_style: bool) -> String {
+    if path_style {
+        return format!("{endpoint}/{bucket}");
+    }
+    match endpoint.split_once("://") {
+        Some((scheme, rest)) => format!("{scheme}://{bucket}.{rest}"),
+        None => format!("https://{bucket}.{endpoint}"),
+    }
+}
+
+/// Percent-encoding of a query value (everything but unreserved characters).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Percent-encoding of a key in a path (`/` kept).
+fn encode_key(key: &str) -> String {
+    key.split('/').map(encode).collect::<Vec<_>>().join("/")
+}
+
+/// S3's `ListMultipartUploadsResult`, the parts dbackup reads.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListUploads {
+    #[serde(default)]
+    is_truncated: bool,
+    #[serde(default)]
+    next_key_marker: Option<String>,
+    #[serde(default)]
+    next_upload_id_marker: Option<String>,
+    #[serde(default, rename = "Upload")]
+    uploads: Vec<ListedUpload>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListedUpload {
+    key: String,
+    upload_id: String,
+    #[serde(default)]
+    initiated: Option<String>,
+}
+
+/// A streamed upload (see [`Store::upload`]).
+pub struct Upload {
+    store: Arc<Store>,
+    key: String,
+    writer: Option<opendal::Writer>,
+    buf: Vec<u8>,
+    written: u64,
+}
+
+impl Upload {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
+        let w = self.writer.as_mut().expect("not finished");
+        let store = &self.store;
+        store.rt.block_on(w.write(chunk)).map_err(|e| {
+            io::Error::other(store.err(&format!("uploading {}", store.shown(&self.key)), e))
+        })
+    }
+
+    /// Completes the upload; its size.
+    pub fn finish(mut self) -> Result<u64, CloudError> {
+        let what = format!("completing the upload of {}", self.store.shown(&self.key));
+        self.send().map_err(
+            |e| match e.into_inner().map(|e| e.downcast::<CloudError>()) {
+                Some(Ok(c)) => *c,
+                Some(Err(other)) => CloudError::Setup(format!("{what}: {other}")),
+                None => CloudError::Setup(what.clone()),
+            },
+        )?;
+        let mut w = self.writer.take().expect("not finished");
+        let store = &self.store;
+        match store.rt.block_on(w.close()) {
+            Ok(_) => Ok(self.written),
+            Err(e) => {
+                let _ = store.rt.block_on(w.abort());
+                Err(store.err(&what, e))
+            }
+        }
+    }
+}
+
+impl io::Write for Upload {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = PART_SIZE - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        self.written += n as u64;
+        if self.buf.len() == PART_SIZE {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if let Some(mut w) = self.writer.take() {
+            // Unfinished: nothing of it may stay stored (a killed process leaves it to the next run's cleanup).
+            let _ = self.store.rt.block_on(w.abort());
+        }
+    }
+}
+
+/// A seekable reader of one object (see [`Store::reader`]).
+pub struct Reader {
+    inner: opendal::blocking::StdReader,
+    size: u64,
+}
+
+impl Reader {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl io::Read for Reader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl io::Seek for Reader {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_path_or_host_style() {
+        assert_eq!(
+            bucket_url("http://127.0.0.1:3900", "b", true),
+            "http://127.0.0.1:3900/b"
+        );
+        assert_eq!(
+            bucket_url("https://s3.eu-central-1.amazonaws.com", "b", false),
+            "https://b.s3.eu-central-1.amazonaws.com"
+        );
+        assert_eq!(encode("a/b c&d"), "a%2Fb%20c%26d");
+        assert_eq!(encode_key("p/backups/x y"), "p/backups/x%20y");
+    }
+
+    #[test]
+    fn a_listing_of_unfinished_uploads_parses() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>b</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>
+  <NextKeyMarker>p/k2</NextKeyMarker><NextUploadIdMarker>id2</NextUploadIdMarker>
+  <MaxUploads>1000</MaxUploads><IsTruncated>true</IsTruncated>
+  <Upload><Key>p/k1</Key><UploadId>id1</UploadId><Initiated>2026-12-05T10:00:00.000Z</Initiated></Upload>
+  <Upload><Key>p/k2</Key><UploadId>id2</UploadId></Upload>
+</ListMultipartUploadsResult>"#;
+        let page: ListUploads = quick_xml::de::from_reader(xml.as_bytes()).unwrap();
+        assert!(page.is_truncated);
+        assert_eq!(page.uploads.len(), 2);
+        assert_eq!(page.uploads[0].key, "p/k1");
+        assert_eq!(page.next_upload_id_marker.as_deref(), Some("id2"));
+        let empty: ListUploads = quick_xml::de::from_reader(
+            "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>"
+                .as_bytes(),
+        )
+        .unwrap();
+        assert!(empty.uploads.is_empty());
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the keys: the name and the place only.
+        f.debug_struct("Store")
+            .field("name", &self.name)
+            .field("place", &self.place)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Indexes up to this size are read whole, once, and kept in memory: an index is searched by many small reads,
+/// which would each be a ranged GET. Archives are always read by ranges.
+pub const WHOLE_READ_MAX: u64 = 4 << 20;
+
+/// The objects under one directory of a destination, as [`crate::archive::Remote`] parts of an archive: a small
+/// index read whole once (one GET) and kept; a larger one read with a ranged GET per read after a seek (no HEAD:
+/// its length is the recorded one).
+#[derive(Debug)]
+pub struct Objects {
+    pub store: Arc<Store>,
+    /// A key prefix ending in `/`, relative to the destination's prefix.
+    pub dir: String,
+    /// Small objects already read.
+    pub cache: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
+}
+
+impl Objects {
+    pub fn new(store: Arc<Store>, dir: String) -> Objects {
+        Objects {
+            store,
+            dir,
+            cache: Default::default(),
+        }
+    }
+}
+
+/// A kept small object as a reader.
+struct Kept(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Kept {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl crate::archive::Remote for Objects {
+    fn open(
+        &self,
+        name: &std::path::Path,
+        len: u64,
+    ) -> io::Result<Box<dyn crate::archive::ReadSeek>> {
+        let key = format!("{}{}", self.dir, name.to_string_lossy());
+        let index = name.to_string_lossy().contains(".index.");
+        if index && len <= WHOLE_READ_MAX {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let bytes = match cache.get(&key) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = Arc::new(self.store.get(&key).map_err(io::Error::other)?);
+                    cache.insert(key, b.clone());
+                    b
+                }
+            };
+            return Ok(Box::new(io::Cursor::new(Kept(bytes))));
+        }
+        self.store
+            .reader_sized(&key, len)
+            .map(|r| Box::new(r) as Box<dyn crate::archive::ReadSeek>)
+            .map_err(io::Error::other)
+    }
+}

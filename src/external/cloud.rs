@@ -1,0 +1,751 @@
+//! Cloud destinations as targets of the external phase: what a bucket holds under `<prefix>/backups/` (observed
+//! through [`crate::cloud::Store`]), the pure plan of one upload, and its execution. The layout is the drive's:
+//! `backups/<stamp>/<set>.tar[.age].partNNN` (objects of [`PART_BYTES`], so a cold-storage restore thaws only the
+//! part it needs), `<set>.index.jsonl` or `<set>.index.age`, `verification.sha256`, then `backup.json`, written
+//! last: it is the promotion (a stamp without it is an unfinished upload, never listed as a backup, removed by the
+//! next run), then `backups/LATEST`.
+//!
+//! The archive streams from the local snapshot through the same writer and encryption as a drive's (no staging copy
+//! on local disk); each upload part carries a CRC32C the server checks; afterwards every object is listed and its
+//! size compared with what was written (the sha256 of every object, computed on the way, is in
+//! `verification.sha256`, which `sha256sum -c` checks against downloaded objects; a full read-back is
+//! `restore --verify --source cloud`, which costs egress).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Local, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::exec::{DestinationReport, DestinationStatus};
+use super::layout::{self, BackupMeta, FileRecord, FilesystemRecord, ReadBackRecord, SetRecord};
+use super::observe::Observed;
+use super::plan::{ArchiveTarget, ExternalPlan, SetAction, SetPlan};
+use crate::archive::sums::{SumLine, write_sums};
+use crate::archive::{self, ArchiveOptions, EncryptionRecord, NoProgress};
+use crate::cloud::sink::CloudSink;
+use crate::cloud::{ObjectClass, Store, Unfinished};
+use crate::exit::Exit;
+use crate::settings::CloudSettings;
+use crate::snapshot;
+use crate::ui::Ui;
+
+/// The size of one archive object: an interrupted upload loses at most one, and a cold-storage restore thaws
+/// only the objects it reads.
+pub const PART_BYTES: u64 = 128 << 20;
+
+/// The key prefix of the backups, relative to the destination's prefix.
+pub const BACKUPS: &str = "backups/";
+
+/// What a bucket holds under `backups/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudListing {
+    /// Stamps with a `backup.json`: backups, oldest first.
+    pub backups: Vec<String>,
+    /// Stamps without one: unfinished uploads of a killed or failed run, with their objects' count and bytes.
+    pub unfinished: Vec<UnfinishedStamp>,
+    /// Multipart uploads begun and never completed (their parts are stored, and billed, until aborted).
+    pub uploads: Vec<String>,
+    /// What `backups/LATEST` names.
+    pub latest: Option<String>,
+    /// Objects under `backups/` that are no part of dbackup's layout (left alone).
+    pub other: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnfinishedStamp {
+    pub stamp: String,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// A selected cloud destination: its settings, the store opened on it, and what it holds (or why it could not be
+/// looked at).
+#[derive(Clone)]
+pub struct CloudWorld {
+    pub settings: CloudSettings,
+    pub store: Option<Arc<Store>>,
+    pub listing: CloudListing,
+    /// Unfinished multipart uploads found (to abort).
+    pub uploads: Vec<Unfinished>,
+    /// Why the destination cannot be used (keys, network, bucket): the run fails on it, the others go on.
+    pub error: Option<String>,
+    pub encryption: Option<EncryptionRecord>,
+    pub passphrase_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for CloudWorld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudWorld")
+            .field("name", &self.settings.name)
+            .field("listing", &self.listing)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens the destination and lists what it holds. Never fails: a destination that cannot be reached is recorded
+/// with its error, which the plan turns into a refusal.
+pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
+    let mut world = CloudWorld {
+        settings: cloud.clone(),
+        store: None,
+        listing: CloudListing::default(),
+        uploads: Vec::new(),
+        error: None,
+        encryption: None,
+        passphrase_file: None,
+    };
+    let env = crate::settings::Env::from_process();
+    let store = match Store::open(cloud, &env, Local::now().time()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            world.error = Some(e.to_string());
+            return world;
+        }
+    };
+    ui.step(format_args!("{}: looking at {}", cloud.name, store.place()));
+    match list(&store, true) {
+        Ok((listing, uploads)) => {
+            world.listing = listing;
+            world.uploads = uploads;
+        }
+        Err(e) => world.error = Some(e.to_string()),
+    }
+    world.store = Some(store);
+    world
+}
+
+/// One listing of `backups/`, grouped by stamp; with `full`, also `LATEST` and the unfinished multipart uploads
+/// under it (what a writer needs; a reader spares the two requests).
+pub fn list(
+    store: &Store,
+    full: bool,
+) -> Result<(CloudListing, Vec<Unfinished>), crate::cloud::CloudError> {
+    let objects = store.list(BACKUPS)?;
+    let mut stamps: BTreeMap<String, (bool, u64, u64)> = BTreeMap::new();
+    let mut listing = CloudListing::default();
+    for o in &objects {
+        let rest = o.key.strip_prefix(BACKUPS).unwrap_or(&o.key);
+        match rest.split_once('/') {
+            Some((stamp, file)) if snapshot::parse_stamp(stamp).is_some() => {
+                let e = stamps.entry(stamp.to_string()).or_default();
+                e.0 |= file == layout::METADATA_FILE;
+                e.1 += 1;
+                e.2 = e.2.saturating_add(o.size);
+            }
+            None if rest == layout::LATEST_FILE => {}
+            _ => listing.other.push(crate::stdx::show_str(rest)),
+        }
+    }
+    for (stamp, (complete, objects, bytes)) in stamps {
+        if complete {
+            listing.backups.push(stamp);
+        } else {
+            listing.unfinished.push(UnfinishedStamp {
+                stamp,
+                objects,
+                bytes,
+            });
+        }
+    }
+    if !full {
+        return Ok((listing, Vec::new()));
+    }
+    if objects
+        .iter()
+        .any(|o| o.key == format!("{BACKUPS}{}", layout::LATEST_FILE))
+    {
+        listing.latest = store
+            .get(&format!("{BACKUPS}{}", layout::LATEST_FILE))
+            .ok()
+            .and_then(|b| layout::parse_latest(&b));
+    }
+    let uploads = store.unfinished_uploads(BACKUPS)?;
+    listing.uploads = uploads
+        .iter()
+        .map(|u| crate::stdx::show_str(&u.key))
+        .collect();
+    Ok((listing, uploads))
+}
+
+/// Everything that happens on one cloud destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudPlan {
+    pub name: String,
+    /// `s3 https://endpoint bucket/prefix`: no secret.
+    pub place: String,
+    pub priority: i32,
+    /// Why nothing is uploaded (the destination cannot be reached, its keys are refused, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
+    /// Where the backup goes, relative to the prefix: `backups/<stamp>/`.
+    pub dir: String,
+    /// Unfinished uploads of earlier runs, removed first: stamps without `backup.json`, and multipart uploads.
+    pub cleanup_stamps: Vec<UnfinishedStamp>,
+    pub abort_uploads: Vec<String>,
+    pub archives: Vec<ArchiveTarget>,
+    /// Bytes to upload (archives and indexes, as they will be).
+    pub upload_bytes: u64,
+    /// Objects written with Object Lock retention until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked_until: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_archives: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passphrase_file: Option<std::path::PathBuf>,
+    /// What `backups/LATEST` names now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_previous: Option<String>,
+    /// Backups already there.
+    pub existing: Vec<String>,
+}
+
+/// Plans one upload. Pure.
+pub fn plan(w: &CloudWorld, sets: &[SetPlan], stamp: &str, now: DateTime<Utc>) -> CloudPlan {
+    let enc = w.encryption.as_ref();
+    let sized = |plain: u64| match enc {
+        Some(e) => crate::archive::crypt::encrypted_len(plain, e.recipients.len()),
+        None => plain,
+    };
+    let mut upload_bytes = 0u64;
+    let archives: Vec<ArchiveTarget> = sets
+        .iter()
+        .filter(|s| s.action == SetAction::Export)
+        .filter_map(|s| {
+            let est = s.estimate.as_ref()?;
+            let (tar, index) = (sized(est.tar_bytes), sized(est.index_bytes));
+            upload_bytes = upload_bytes.saturating_add(tar).saturating_add(index);
+            Some(ArchiveTarget {
+                set: s.set.clone(),
+                snapshot: s.snapshot.clone()?,
+                archive: layout::archive_name(&s.set, enc.is_some()),
+                part_bytes: Some(PART_BYTES),
+                index: layout::index_name(&s.set, enc.is_some()),
+                index_part_bytes: None,
+                tar_bytes: tar,
+                index_bytes: index,
+                encrypted: enc.is_some(),
+            })
+        })
+        .collect();
+    let plain_refused = (enc.is_none() && !w.settings.allow_unencrypted).then(|| {
+        "its archives would leave the machine unencrypted; give it \"encryption\" (or \"allow_unencrypted\": true)"
+            .to_string()
+    });
+    CloudPlan {
+        name: w.settings.name.clone(),
+        place: w.settings.place(),
+        priority: w.settings.priority,
+        refusal: w.error.clone().or(plain_refused),
+        dir: format!("{BACKUPS}{stamp}/"),
+        cleanup_stamps: w
+            .listing
+            .unfinished
+            .iter()
+            .filter(|u| u.stamp != stamp)
+            .cloned()
+            .collect(),
+        abort_uploads: w.listing.uploads.clone(),
+        archives,
+        upload_bytes,
+        locked_until: w
+            .settings
+            .object_lock_days
+            .map(|d| now + chrono::Duration::days(i64::from(d))),
+        storage_class_archives: w.settings.storage_class_archives.clone(),
+        encryption: w.encryption.clone(),
+        passphrase_file: w.passphrase_file.clone(),
+        latest_previous: w.listing.latest.clone(),
+        existing: w.listing.backups.clone(),
+    }
+}
+
+/// The plan as the dry run prints it, one destination.
+pub fn render(p: &CloudPlan, out: &mut String) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "destination {} ({}):", p.name, p.place);
+    if let Some(r) = &p.refusal {
+        let _ = writeln!(out, "  REFUSED: {r}");
+        return;
+    }
+    for u in &p.cleanup_stamps {
+        let _ = writeln!(
+            out,
+            "  remove unfinished upload {}{}/ ({} objects, {}; no backup.json)",
+            BACKUPS,
+            u.stamp,
+            u.objects,
+            crate::stdx::bytes(u.bytes)
+        );
+    }
+    for u in &p.abort_uploads {
+        let _ = writeln!(out, "  abort unfinished multipart upload of {u}");
+    }
+    for a in &p.archives {
+        let _ = writeln!(
+            out,
+            "  upload {} -> {}{}.part* (objects of {}) and {}{}: about {}",
+            a.snapshot,
+            p.dir,
+            a.archive,
+            crate::stdx::bytes(PART_BYTES),
+            p.dir,
+            a.index,
+            crate::stdx::bytes(a.tar_bytes.saturating_add(a.index_bytes))
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  then {}{} and {}{} (last: the promotion), {}{}",
+        p.dir,
+        layout::SUMS_FILE,
+        p.dir,
+        layout::METADATA_FILE,
+        BACKUPS,
+        layout::LATEST_FILE
+    );
+    if let Some(until) = p.locked_until {
+        let _ = writeln!(
+            out,
+            "  every object locked (Object Lock, compliance) until {until}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {} to upload; {} backups there already",
+        crate::stdx::bytes(p.upload_bytes),
+        p.existing.len()
+    );
+}
+
+/// Uploads the backup to one cloud destination. A failure leaves `backup.json` unwritten: nothing is listed, and
+/// the next run removes what was uploaded.
+pub fn execute(
+    plan: &ExternalPlan,
+    p: &CloudPlan,
+    world: &CloudWorld,
+    observed: &Observed,
+    ui: &Ui,
+) -> DestinationReport {
+    let clock = Instant::now();
+    let mut report = DestinationReport {
+        name: p.name.clone(),
+        path: p.place.clone().into(),
+        status: DestinationStatus::Failed,
+        exit: Exit::Failed.code(),
+        backup: None,
+        backup_path: None,
+        latest: None,
+        cleaned: Vec::new(),
+        sets: Vec::new(),
+        read_back: None,
+        removed: Vec::new(),
+        warnings: Vec::new(),
+        error: None,
+        seconds: 0.0,
+    };
+    match (&p.refusal, &world.store) {
+        (Some(r), _) => report.error = Some(r.clone()),
+        (None, None) => report.error = Some("the destination was not opened".into()),
+        (None, Some(store)) => match upload(plan, p, world, store, observed, ui, &mut report) {
+            Ok(()) => {
+                report.status = DestinationStatus::Written;
+                let warned = report.sets.iter().any(|s| s.warning_count > 0);
+                report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
+            }
+            Err(e) => {
+                report.error = Some(format!(
+                    "{}; nothing was promoted (no backup.json), older backups are intact, and the next run \
+                     removes what was uploaded",
+                    crate::ui::format_error(&e)
+                ))
+            }
+        },
+    }
+    report.seconds = clock.elapsed().as_secs_f64();
+    report
+}
+
+// Stays long: one upload in the order it must happen (cleanup, archives, check, sums, promotion, LATEST).
+fn upload(
+    plan: &ExternalPlan,
+    p: &CloudPlan,
+    world: &CloudWorld,
+    store: &Arc<Store>,
+    observed: &Observed,
+    ui: &Ui,
+    report: &mut DestinationReport,
+) -> anyhow::Result<()> {
+    let started = Local::now().fixed_offset();
+    let encrypt = p
+        .encryption
+        .as_ref()
+        .map(|r| {
+            crate::archive::crypt::encrypt_to(
+                r,
+                world
+                    .settings
+                    .encryption
+                    .as_ref()
+                    .and_then(|e| e.passphrase_file.as_deref()),
+            )
+        })
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    // What a killed run left: its multipart uploads aborted, its objects (a stamp never promoted) deleted.
+    for u in &world.uploads {
+        if p.abort_uploads.contains(&crate::stdx::show_str(&u.key)) {
+            store.abort_upload(u)?;
+            ui.step(format_args!(
+                "{}: aborted the unfinished upload of {}",
+                p.name,
+                crate::stdx::show_str(&u.key)
+            ));
+            report.cleaned.push(u.key.clone());
+        }
+    }
+    for u in &p.cleanup_stamps {
+        let dir = format!("{BACKUPS}{}/", u.stamp);
+        for o in store.list(&dir)? {
+            store.delete(&o.key)?;
+        }
+        ui.step(format_args!(
+            "{}: removed the unfinished upload {dir}",
+            p.name
+        ));
+        report.cleaned.push(dir);
+    }
+
+    let mut sums: Vec<SumLine> = Vec::new();
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for a in &p.archives {
+        crate::interrupt::check()?;
+        let scan = &observed.scans[&a.set];
+        let class = |c| c;
+        let archive_sink = Box::new(CloudSink::new(
+            store.clone(),
+            &p.dir,
+            &a.archive,
+            a.part_bytes,
+            class(ObjectClass::Archive),
+            p.locked_until,
+        ));
+        let index_sink = Box::new(CloudSink::new(
+            store.clone(),
+            &p.dir,
+            &a.index,
+            None,
+            ObjectClass::Metadata,
+            p.locked_until,
+        ));
+        ui.step(format_args!(
+            "{}: {}: uploading {} to {}{}",
+            p.name, a.set, a.snapshot, p.dir, a.archive
+        ));
+        let t = Instant::now();
+        let summary = archive::write_archive(
+            scan,
+            archive_sink,
+            index_sink,
+            &ArchiveOptions {
+                stage: encrypt.as_ref().map(|e| e as &dyn archive::Stage),
+            },
+            &mut NoProgress,
+        )
+        .map_err(|e| anyhow::anyhow!("set {}: {e}", a.set))?;
+        let write_seconds = t.elapsed().as_secs_f64();
+        let record = |f: &archive::WrittenFile| FileRecord {
+            name: f
+                .path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            bytes: f.bytes,
+            sha256: f.sha256,
+        };
+        let meta = observed.snapshot_meta.get(&a.set);
+        let rec = SetRecord {
+            set: a.set.clone(),
+            // Full archives for now; an incremental upload fills these as the drive's writer does (issue 15).
+            kind: Default::default(),
+            base: None,
+            snapshot: a.snapshot.clone(),
+            snapshot_complete: meta.is_none_or(|m| m.is_complete()),
+            snapshot_finished: meta.map(|m| m.finished),
+            sources: meta.map(|m| m.sources.clone()).unwrap_or_default(),
+            archive: summary.archive_files.iter().map(record).collect(),
+            index: summary.index_files.iter().map(record).collect(),
+            tar_bytes: summary.tar_bytes,
+            tar_sha256: summary.tar_sha256,
+            entries: summary.entries,
+            files: summary.files,
+            file_bytes: summary.file_bytes,
+            hard_links: summary.hard_links,
+            warning_count: summary.warning_count,
+            warnings: if encrypt.is_some() {
+                Vec::new()
+            } else {
+                summary.warnings.clone()
+            },
+            write_seconds,
+            read_back_seconds: 0.0,
+            encryption: encrypt.as_ref().map(|e| e.record()),
+        };
+        for f in rec.archive.iter().chain(&rec.index) {
+            sums.push(SumLine {
+                sha256: f.sha256,
+                name: f.name.clone().into_bytes(),
+            });
+            expected.insert(f.name.clone(), f.bytes);
+        }
+        ui.info(format_args!(
+            "{}: {}: {} -> {}{}: {} files, {} uploaded in {:.1}s",
+            p.name,
+            a.set,
+            a.snapshot,
+            p.dir,
+            a.archive,
+            rec.files,
+            crate::stdx::bytes(rec.archive.iter().chain(&rec.index).map(|f| f.bytes).sum()),
+            write_seconds
+        ));
+        report.sets.push(rec);
+    }
+
+    // Every object listed, its size the one written (each part's CRC32C was checked by the server on the way).
+    let listed: BTreeMap<String, u64> = store
+        .list(&p.dir)?
+        .into_iter()
+        .map(|o| {
+            let name = o.key.strip_prefix(&p.dir).unwrap_or(&o.key).to_string();
+            (name, o.size)
+        })
+        .collect();
+    for (name, bytes) in &expected {
+        match listed.get(name) {
+            Some(b) if b == bytes => {}
+            Some(b) => anyhow::bail!(
+                "{}{}: the bucket lists {b} bytes, {bytes} were uploaded",
+                p.dir,
+                crate::stdx::show_str(name)
+            ),
+            None => anyhow::bail!(
+                "{}{}: uploaded, but the bucket does not list it",
+                p.dir,
+                crate::stdx::show_str(name)
+            ),
+        }
+    }
+    let read_back = ReadBackRecord {
+        methods: Vec::new(),
+        device_cache_dropped: None,
+        note: Some(format!(
+            "uploaded: every part's CRC32C checked by the server, every object listed with its size ({} objects); \
+             `restore --verify --source cloud:{}` downloads and checks everything",
+            expected.len(),
+            p.name
+        )),
+    };
+
+    let meta = BackupMeta {
+        format: layout::BACKUP_FORMAT,
+        stamp: plan.stamp.clone(),
+        destination: p.name.clone(),
+        host: plan.host.clone(),
+        dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
+        started,
+        finished: Local::now().fixed_offset(),
+        verified: true,
+        read_back: read_back.clone(),
+        filesystem: FilesystemRecord {
+            fs_type: world.settings.kind.word().to_string(),
+            label: Some(world.settings.bucket.clone()),
+            uuid: None,
+        },
+        sums_file: layout::SUMS_FILE.to_string(),
+        sets: report.sets.clone(),
+        system: None,
+        depends_on: Vec::new(),
+    };
+    report.read_back = Some(read_back);
+    let meta_bytes = layout::metadata_bytes(&meta);
+    sums.push(SumLine {
+        sha256: archive::Digest::of_bytes(&meta_bytes),
+        name: layout::METADATA_FILE.as_bytes().to_vec(),
+    });
+    let mut sums_bytes = Vec::new();
+    write_sums(&mut sums_bytes, &sums)?;
+    let lock = p.locked_until;
+    let put = |key: String, bytes: &[u8]| -> anyhow::Result<()> {
+        match lock {
+            Some(until) => store
+                .put_locked(&key, bytes, ObjectClass::Metadata, until)
+                .map(|_| ()),
+            None => store.put(&key, bytes, ObjectClass::Metadata),
+        }
+        .map_err(anyhow::Error::from)
+    };
+    put(format!("{}{}", p.dir, layout::SUMS_FILE), &sums_bytes)?;
+
+    // The promotion: `backup.json` makes the stamp a backup. Not after an interruption.
+    crate::interrupt::check()?;
+    put(format!("{}{}", p.dir, layout::METADATA_FILE), &meta_bytes)?;
+    report.backup = Some(plan.stamp.clone());
+    report.backup_path = Some(format!("{} {}", p.place, p.dir).into());
+    // LATEST is replaced on every run: never locked.
+    store.put(
+        &format!("{BACKUPS}{}", layout::LATEST_FILE),
+        format!("{}\n", plan.stamp).as_bytes(),
+        ObjectClass::Metadata,
+    )?;
+    report.latest = Some(layout::LatestKind::File);
+    Ok(())
+}
+
+/// Chooses among present drives and cloud destinations together: by priority (highest first; equal priorities
+/// keep config order, drives before clouds), all of them, or only the first. Pure.
+pub fn select_across(
+    mode: crate::config::ExternalMode,
+    drives: &[(String, i32)],
+    clouds: &[(String, i32)],
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut all: Vec<(bool, &str, i32)> = drives
+        .iter()
+        .map(|(n, p)| (false, n.as_str(), *p))
+        .chain(clouds.iter().map(|(n, p)| (true, n.as_str(), *p)))
+        .collect();
+    all.sort_by_key(|(_, _, p)| std::cmp::Reverse(*p));
+    if mode == crate::config::ExternalMode::First {
+        all.truncate(1);
+    }
+    let (mut d, mut c) = (BTreeSet::new(), BTreeSet::new());
+    for (cloud, name, _) in all {
+        if cloud {
+            c.insert(name.to_string());
+        } else {
+            d.insert(name.to_string());
+        }
+    }
+    (d, c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ExternalMode;
+
+    #[test]
+    fn first_and_all_choose_across_drives_and_clouds_by_priority() {
+        let drives = vec![("t9".to_string(), 10), ("usb".to_string(), 0)];
+        let clouds = vec![("offsite".to_string(), 20)];
+        let (d, c) = select_across(ExternalMode::First, &drives, &clouds);
+        assert!(d.is_empty());
+        assert_eq!(c.into_iter().collect::<Vec<_>>(), ["offsite"]);
+        let (d, c) = select_across(ExternalMode::All, &drives, &clouds);
+        assert_eq!(d.len(), 2);
+        assert_eq!(c.len(), 1);
+        let (d, c) = select_across(ExternalMode::First, &drives, &[("offsite".into(), 10)]);
+        assert_eq!(
+            d.into_iter().collect::<Vec<_>>(),
+            ["t9"],
+            "a tie keeps drives first"
+        );
+        assert!(c.is_empty());
+        let (d, c) = select_across(ExternalMode::First, &[], &[]);
+        assert!(d.is_empty() && c.is_empty());
+    }
+
+    fn world(allow_unencrypted: bool) -> CloudWorld {
+        let mut settings = crate::cloud::tests::settings("http://127.0.0.1:9", "b");
+        settings.allow_unencrypted = allow_unencrypted;
+        settings.object_lock_days = Some(30);
+        CloudWorld {
+            settings,
+            store: None,
+            listing: CloudListing {
+                backups: vec!["2026-12-01-020000".into()],
+                unfinished: vec![
+                    UnfinishedStamp {
+                        stamp: "2026-12-04-020000".into(),
+                        objects: 2,
+                        bytes: 10,
+                    },
+                    UnfinishedStamp {
+                        stamp: "2026-12-05-020000".into(),
+                        objects: 1,
+                        bytes: 1,
+                    },
+                ],
+                uploads: vec!["backups/2026-12-04-020000/docs.tar.part000".into()],
+                latest: Some("2026-12-01-020000".into()),
+                other: vec![],
+            },
+            uploads: vec![],
+            error: None,
+            encryption: None,
+            passphrase_file: None,
+        }
+    }
+
+    fn set() -> SetPlan {
+        SetPlan {
+            set: "docs".into(),
+            action: SetAction::Export,
+            snapshot: Some("docs-2026-12-05-010000".into()),
+            snapshot_path: None,
+            complete: true,
+            estimate: Some(crate::archive::ArchiveEstimate {
+                tar_bytes: 1000,
+                index_bytes: 100,
+                ..Default::default()
+            }),
+            warnings: vec![],
+        }
+    }
+
+    /// The plan of an upload: archives in parts under `backups/<stamp>/`, the unfinished uploads of other stamps
+    /// cleaned (never this run's own stamp), the lock date from `object_lock_days`, and a plain archive refused
+    /// unless `allow_unencrypted`; an unreachable destination refused with its error.
+    #[test]
+    fn an_upload_is_planned_and_plain_archives_are_refused_unless_allowed() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-05T02:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let p = plan(&world(true), &[set()], "2026-12-05-020000", now);
+        assert_eq!(p.refusal, None);
+        assert_eq!(p.dir, "backups/2026-12-05-020000/");
+        assert_eq!(p.archives.len(), 1);
+        assert_eq!(p.archives[0].archive, "docs.tar");
+        assert_eq!(p.archives[0].part_bytes, Some(PART_BYTES));
+        assert_eq!(p.upload_bytes, 1100);
+        let cleaned: Vec<&str> = p.cleanup_stamps.iter().map(|u| u.stamp.as_str()).collect();
+        assert_eq!(cleaned, ["2026-12-04-020000"]);
+        assert_eq!(p.abort_uploads.len(), 1);
+        assert_eq!(p.locked_until, Some(now + chrono::Duration::days(30)));
+        assert_eq!(p.latest_previous.as_deref(), Some("2026-12-01-020000"));
+        let mut text = String::new();
+        render(&p, &mut text);
+        assert!(
+            text.contains("remove unfinished upload backups/2026-12-04-020000/"),
+            "{text}"
+        );
+        assert!(text.contains("locked (Object Lock, compliance)"), "{text}");
+
+        let p = plan(&world(false), &[set()], "2026-12-05-020000", now);
+        assert!(
+            p.refusal.as_deref().unwrap().contains("unencrypted"),
+            "{:?}",
+            p.refusal
+        );
+        let mut w = world(true);
+        w.error = Some("no answer from s3 ...".into());
+        let p = plan(&w, &[set()], "2026-12-05-020000", now);
+        assert_eq!(p.refusal.as_deref(), Some("no answer from s3 ..."));
+    }
+}

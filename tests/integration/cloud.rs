@@ -1,0 +1,701 @@
+//! Cloud destinations through the real binary: the config's rules for them, and `dbackup cloud check` against a
+//! real Garage (S3, ignores Object Lock) and moto (enforces it) on 127.0.0.1, started per test and killed by pid.
+
+use serde::Deserialize;
+use testkit::objstore::{Garage, Moto, REGION, S3Client, closed_port};
+
+use crate::harness::{Output, Test};
+
+#[derive(Debug, Deserialize)]
+struct Report {
+    destination: String,
+    place: String,
+    credentials: Option<serde_json::Value>,
+    probes: Vec<Probe>,
+    object_lock: String,
+    exit: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Probe {
+    name: String,
+    outcome: String,
+    detail: String,
+}
+
+impl Report {
+    fn outcome(&self, name: &str) -> &str {
+        &self
+            .probes
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no probe {name}: {self:?}"))
+            .outcome
+    }
+}
+
+fn garage() -> Option<Garage> {
+    Garage::start().map_err(|why| testkit::skip(&why)).ok()
+}
+
+/// A config with one s3 destination `offsite` (extra keys spliced in).
+fn config(endpoint: &str, bucket: &str, extra: &str) -> String {
+    format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
+            "destinations": [ {{ "name": "offsite", "kind": "s3", "endpoint": "{endpoint}", "bucket": "{bucket}",
+              "region": "{REGION}", "prefix": "laptop", "allow_unencrypted": true, "retries": 1,
+              "timeout_seconds": 10 {extra} }} ] }}"#
+    )
+}
+
+/// A test whose keys are in the environment, as systemd units would set them (and `AWS_CA_BUNDLE` when the
+/// machine has it: it must not get in the way).
+fn with_keys(config: &str, id: &str, secret: &str) -> Test {
+    let mut t = Test::new()
+        .config(config)
+        .env("AWS_ACCESS_KEY_ID", id)
+        .env("AWS_SECRET_ACCESS_KEY", secret);
+    if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE") {
+        t = t.env("AWS_CA_BUNDLE", bundle);
+    }
+    t
+}
+
+fn check(t: &Test, code: i32, extra: &[&str]) -> (Output, Report) {
+    let human = t
+        .cmd()
+        .args(["cloud", "check", "offsite"])
+        .args(extra)
+        .status(code);
+    let json = t
+        .cmd()
+        .args(["--json", "cloud", "check", "offsite"])
+        .args(extra)
+        .status(code);
+    (human, json.json())
+}
+
+fn no_secret(out: &Output, secrets: &[&str]) {
+    for s in secrets {
+        assert!(
+            !out.stdout.contains(s) && !out.stderr.contains(s),
+            "a secret was printed:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+    for marker in ["Signature=", "X-Amz-Credential", "Credential=GK"] {
+        assert!(!out.stdout.contains(marker) && !out.stderr.contains(marker));
+    }
+}
+
+/// `cloud check` on Garage, which takes Object Lock headers and ignores them: with `object_lock_days` the check
+/// writes a locked object, deletes it, and reports the lock as not enforced (exit 1: the destination does not do
+/// what the config says); list, write, read back, delete and the uploads listing all pass. Without
+/// `object_lock_days` the lock is not tried and the check passes (exit 0). No key or secret is printed.
+#[test]
+fn cloud_check_on_garage_reports_object_lock_not_enforced() {
+    let Some(g) = garage() else { return };
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, r#", "object_lock_days": 1"#),
+        &g.key.id,
+        &g.key.secret,
+    );
+    let (human, report) = check(&t, 1, &[]);
+    assert_eq!(report.destination, "offsite");
+    assert_eq!(
+        report.place,
+        format!("s3 {} dbackup-test/laptop", g.endpoint())
+    );
+    for probe in ["list", "write", "read", "delete", "uploads"] {
+        assert_eq!(report.outcome(probe), "ok", "{report:?}");
+    }
+    assert_eq!(report.outcome("object_lock"), "failed");
+    assert_eq!(report.object_lock, "not_enforced");
+    assert_eq!(report.exit, "failed");
+    assert_eq!(
+        report.credentials,
+        Some(serde_json::json!({ "kind": "environment", "variable": "AWS_ACCESS_KEY_ID" }))
+    );
+    no_secret(&human, &[&g.key.id, &g.key.secret]);
+    let shown = human
+        .stdout
+        .replace(&g.endpoint(), "http://127.0.0.1:[PORT]");
+    let shown = regex_lite_replace(&shown);
+    insta::assert_snapshot!("cloud_check_garage_lock_not_enforced", shown);
+
+    // Nothing of the probes stays in the bucket.
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, ""),
+        &g.key.id,
+        &g.key.secret,
+    );
+    let (_, report) = check(&t, 0, &[]);
+    assert_eq!(report.outcome("object_lock"), "skipped");
+    assert_eq!(report.outcome("uploads"), "ok");
+}
+
+/// The probe object's stamp and pid, for the snapshot.
+fn regex_lite_replace(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.find(".dbackup-check/") {
+            Some(i) => {
+                let end = l[i..].find(' ').map(|e| i + e).unwrap_or(l.len());
+                format!("{}.dbackup-check/[STAMP]{}", &l[..i], &l[end..])
+            }
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `cloud check` on moto, which enforces Object Lock: the locked object cannot be deleted, the lock is reported
+/// enforced and the check passes (exit 0).
+#[test]
+fn cloud_check_on_moto_finds_object_lock_enforced() {
+    let m = match Moto::start() {
+        Ok(m) => m,
+        Err(why) => return testkit::skip(&why),
+    };
+    let t = with_keys(
+        &config(&m.endpoint(), &m.bucket, r#", "object_lock_days": 1"#),
+        "testing-key-id",
+        "testing-secret-key",
+    );
+    let (human, report) = check(&t, 0, &[]);
+    assert_eq!(report.object_lock, "enforced", "{report:?}");
+    assert_eq!(report.outcome("object_lock"), "ok");
+    assert_eq!(report.exit, "ok");
+    assert!(
+        human
+            .stdout
+            .contains("enforced: a locked object could not be deleted"),
+        "{}",
+        human.stdout
+    );
+    no_secret(&human, &["testing-key-id", "testing-secret-key"]);
+}
+
+/// A key that may only read the bucket is told what it can and cannot do: it lists and would read, it cannot
+/// write (so nothing is read back or deleted either): exit 1.
+#[test]
+fn a_read_only_key_is_told_what_it_cannot_do() {
+    let Some(g) = garage() else { return };
+    let ro = g.restricted_key("reader", &["--read"]).unwrap();
+    let t = with_keys(&config(&g.endpoint(), &g.bucket, ""), &ro.id, &ro.secret);
+    let (human, report) = check(&t, 1, &[]);
+    assert_eq!(report.outcome("list"), "ok", "{report:?}");
+    assert_eq!(report.outcome("write"), "failed");
+    assert_eq!(report.outcome("read"), "skipped");
+    let write = &report
+        .probes
+        .iter()
+        .find(|p| p.name == "write")
+        .unwrap()
+        .detail;
+    assert!(write.contains("refused the request"), "{write}");
+    no_secret(&human, &[&ro.id, &ro.secret]);
+}
+
+/// Wrong keys, a bucket that does not exist and a closed port: each a clear first line and exit 1, no secret.
+#[test]
+fn wrong_keys_a_missing_bucket_and_a_closed_port_are_clear() {
+    let Some(g) = garage() else { return };
+    let wrong = "0000000000000000000000000000000000000000000000000000000000000000";
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let cases = [
+        (
+            config(&g.endpoint(), &g.bucket, ""),
+            g.key.id.clone(),
+            wrong.to_string(),
+            "refused the request",
+        ),
+        (
+            config(&g.endpoint(), "no-such-bucket", ""),
+            g.key.id.clone(),
+            g.key.secret.clone(),
+            "the bucket does not exist",
+        ),
+        (
+            config(&closed, &g.bucket, ""),
+            g.key.id.clone(),
+            g.key.secret.clone(),
+            "no answer from",
+        ),
+    ];
+    for (config, id, secret, want) in cases {
+        let t = with_keys(&config, &id, &secret);
+        let (human, report) = check(&t, 1, &[]);
+        assert_eq!(report.outcome("list"), "failed", "{report:?}");
+        assert_eq!(report.outcome("write"), "skipped", "{report:?}");
+        assert!(human.stdout.contains(want), "{want}:\n{}", human.stdout);
+        no_secret(&human, &[&id, &secret]);
+    }
+}
+
+/// No keys anywhere, or a credentials file others can read: configuration (exit 2), saying where keys go; a
+/// credentials file of mode 0600 works. An unknown name and a drive's name are refused (exit 2).
+#[test]
+fn keys_come_from_a_private_credentials_file_or_the_environment() {
+    let Some(g) = garage() else { return };
+    let t = Test::new().config(&config(&g.endpoint(), &g.bucket, ""));
+    let out = t.cmd().args(["cloud", "check", "offsite"]).status(2);
+    assert!(out.stdout.contains("AWS_ACCESS_KEY_ID"), "{}", out.stdout);
+
+    let keys = format!(
+        "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        g.key.id, g.key.secret
+    );
+    let file = t.write("keys.ini", &keys);
+    let t = Test::new().config(&config(
+        &g.endpoint(),
+        &g.bucket,
+        &format!(r#", "credentials_file": "{}""#, file.display()),
+    ));
+    let out = t.cmd().args(["config", "check"]).status(2);
+    assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (human, report) = check(&t, 0, &[]);
+    assert_eq!(report.credentials.unwrap()["kind"], "credentials_file");
+    no_secret(&human, &[&g.key.id, &g.key.secret]);
+
+    let out = t.cmd().args(["cloud", "check", "elsewhere"]).status(2);
+    assert!(
+        out.stderr.contains("\"elsewhere\" is not in the config"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A secret in the config is refused with the place it belongs, and its value is never echoed; a cloud
+/// destination without encryption is refused unless `allow_unencrypted`.
+#[test]
+fn secrets_and_plain_archives_are_refused_by_the_config() {
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "docs", "sources": ["{home}"] } ],
+             "destinations": [ { "name": "offsite", "kind": "s3", "bucket": "my-bucket",
+                                 "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" } ] }"#,
+    );
+    let out = t.cmd().args(["config", "check"]).status(2);
+    assert!(
+        out.stderr.contains("unknown key \"secret_access_key\""),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("credentials never go in the config"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("credentials_file"), "{}", out.stderr);
+    assert!(!out.stderr.contains("wJalrXUtnFEMI") && !out.stdout.contains("wJalrXUtnFEMI"));
+
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "docs", "sources": ["{home}"] } ],
+             "destinations": [ { "name": "offsite", "kind": "s3", "bucket": "my-bucket" } ] }"#,
+    );
+    let out = t.cmd().args(["config", "check"]).status(2);
+    assert!(out.stderr.contains("has no encryption"), "{}", out.stderr);
+    assert!(out.stderr.contains("allow_unencrypted"), "{}", out.stderr);
+}
+
+/// Files under the test's home: a few small ones, one of 3 MiB, nested directories.
+fn populate(t: &Test) {
+    t.write("home/notes/todo.txt", "buy milk\n");
+    t.write("home/notes/deep/er/plan.md", "# plan\n");
+    let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i * 7 + i / 251) as u8).collect();
+    t.write("home/photos/big.raw", &big);
+    t.write("home/.secrets", "hunter2\n");
+}
+
+/// `dbackup external` uploads a backup to an s3 destination with the drive's layout: `backups/<stamp>/` holding
+/// `docs.tar.part000`, `docs.index.jsonl`, `verification.sha256` (which `sha256sum -c` accepts against the objects
+/// downloaded by another S3 client) and `backup.json`, then `backups/LATEST`; no multipart upload is left, and no
+/// key or secret is in any output or object. The dry run shows the upload and writes nothing. Before: main had no
+/// cloud destination at all (a `kind` key was a config error).
+#[test]
+fn external_uploads_a_backup_with_the_drive_layout() {
+    let Some(g) = garage() else { return };
+    let s3 = match S3Client::for_garage(&g) {
+        Ok(c) => c,
+        Err(why) => return testkit::skip(&why),
+    };
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, ""),
+        &g.key.id,
+        &g.key.secret,
+    );
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        dry.stdout.contains("destination offsite (s3 "),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("docs.tar.part*"), "{}", dry.stdout);
+    assert_eq!(s3.list(""), [], "a dry run writes nothing");
+
+    let out = t.cmd().args(["external"]).status(0);
+    no_secret(&out, &[&g.key.id, &g.key.secret]);
+    let objects = s3.list("laptop/");
+    let names: Vec<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names.len(), 5, "{names:?}");
+    let stamp = names[0]
+        .strip_prefix("laptop/backups/")
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_string();
+    let dir = format!("laptop/backups/{stamp}/");
+    let mut want = vec![
+        "laptop/backups/LATEST".to_string(),
+        format!("{dir}backup.json"),
+        format!("{dir}docs.index.jsonl"),
+        format!("{dir}docs.tar.part000"),
+        format!("{dir}verification.sha256"),
+    ];
+    want.sort();
+    assert_eq!(names, want);
+    assert_eq!(
+        String::from_utf8(s3.get("laptop/backups/LATEST")).unwrap(),
+        format!("{stamp}\n")
+    );
+    assert!(out.stdout.contains(&stamp), "{}", out.stdout);
+
+    // sha256sum -c against the downloaded objects.
+    let down = t.path("down");
+    std::fs::create_dir_all(&down).unwrap();
+    for (key, _) in objects.iter().filter(|(k, _)| k.starts_with(&dir)) {
+        std::fs::write(down.join(key.strip_prefix(&dir).unwrap()), s3.get(key)).unwrap();
+    }
+    let check = std::process::Command::new("sha256sum")
+        .args(["-c", "verification.sha256"])
+        .current_dir(&down)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let checked = String::from_utf8_lossy(&check.stdout);
+    for f in [
+        "docs.tar.part000: OK",
+        "docs.index.jsonl: OK",
+        "backup.json: OK",
+    ] {
+        assert!(checked.contains(f), "{checked}");
+    }
+    // The archive is a tar GNU tar reads, holding the files.
+    let listing = std::process::Command::new("tar")
+        .args(["-tf", "docs.tar.part000"])
+        .current_dir(&down)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(listing.contains("photos/big.raw"), "{listing}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(down.join("backup.json")).unwrap()).unwrap();
+    assert_eq!(meta["destination"], "offsite");
+    assert_eq!(meta["verified"], true);
+    assert_eq!(meta["filesystem"]["fs_type"], "s3");
+    // No secret in any object.
+    for (key, _) in &objects {
+        let bytes = s3.get(key);
+        for secret in [&g.key.id, &g.key.secret] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "{key} holds a secret"
+            );
+        }
+    }
+    assert_eq!(s3.multipart_uploads(""), Vec::<String>::new());
+}
+
+/// Restore from a cloud destination, plain (`allow_unencrypted`) and age-encrypted: `--list --source cloud` shows
+/// the backup; one file, a directory and a whole set come back byte-identical under `--target`, each restore first
+/// saying what it downloads; `--verify` downloads and finds every object intact; an object altered on the server
+/// is named by `--verify` (exit 1). No key or secret in any output; no object of the encrypted backup holds a file
+/// name or content in the clear. Before: main had no cloud destination.
+#[test]
+fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
+    let Some(g) = garage() else { return };
+    let s3 = match S3Client::for_garage(&g) {
+        Ok(c) => c,
+        Err(why) => return testkit::skip(&why),
+    };
+    for encrypted in [false, true] {
+        let prefix = if encrypted { "enc" } else { "plain" };
+        let probe = Test::new();
+        let (identity, recipient) = probe.keygen("key");
+        let extra = if encrypted {
+            format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#)
+        } else {
+            String::new()
+        };
+        let t = with_keys(
+            &config(&g.endpoint(), &g.bucket, &extra)
+                .replace(r#""prefix": "laptop""#, &format!(r#""prefix": "{prefix}""#)),
+            &g.key.id,
+            &g.key.secret,
+        );
+        populate(&t);
+        t.cmd().args(["collect"]).status(0);
+        t.cmd().args(["external"]).status(0);
+        if encrypted {
+            // Nothing in the bucket names or holds the plaintext: not a file name, not a file's content.
+            for (key, _) in s3.list(&format!("{prefix}/")) {
+                let bytes = s3.get(&key);
+                for plain in ["todo.txt", "hunter2", "photos/big.raw"] {
+                    assert!(
+                        !bytes.windows(plain.len()).any(|w| w == plain.as_bytes()),
+                        "{key} holds {plain:?} in the clear"
+                    );
+                }
+            }
+        }
+        let id_args: Vec<String> = if encrypted {
+            vec!["--identity".into(), identity.display().to_string()]
+        } else {
+            Vec::new()
+        };
+        let home = t.home().display().to_string();
+
+        let list = t
+            .cmd()
+            .args(["restore", "--list", "--source", "cloud"])
+            .status(0);
+        let stamp = s3.list(&format!("{prefix}/backups/"))[0]
+            .0
+            .split('/')
+            .nth(2)
+            .unwrap()
+            .to_string();
+        assert!(list.stdout.contains(&stamp), "{}", list.stdout);
+        no_secret(&list, &[&g.key.id, &g.key.secret]);
+
+        for (what, path, files) in [
+            (
+                "one file",
+                format!("{home}/notes/todo.txt"),
+                vec!["notes/todo.txt"],
+            ),
+            (
+                "a directory",
+                format!("{home}/notes"),
+                vec!["notes/todo.txt", "notes/deep/er/plan.md"],
+            ),
+        ] {
+            let target = t.path(&format!("r-{prefix}-{}", files.len()));
+            let out = t
+                .cmd()
+                .args([
+                    "restore",
+                    "--source",
+                    "cloud:offsite",
+                    "--path",
+                    &path,
+                    "--target",
+                ])
+                .args([&target])
+                .args(&id_args)
+                .status(0);
+            assert!(out.stderr.contains("downloading"), "{what}: {}", out.stderr);
+            eprintln!(
+                "{what} ({prefix}): {}",
+                out.stderr
+                    .lines()
+                    .filter(|l| l.contains("requests"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            no_secret(&out, &[&g.key.id, &g.key.secret]);
+            for f in files {
+                let restored = target.join(t.home().strip_prefix("/").unwrap()).join(f);
+                assert_eq!(
+                    std::fs::read(&restored).unwrap_or_default(),
+                    std::fs::read(t.home().join(f)).unwrap(),
+                    "{what} ({prefix}): {f}"
+                );
+            }
+        }
+        let target = t.path(&format!("r-{prefix}-set"));
+        let out = t
+            .cmd()
+            .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
+            .args([&target])
+            .args(&id_args)
+            .status(0);
+        no_secret(&out, &[&g.key.id, &g.key.secret]);
+        let under = target.join(t.home().strip_prefix("/").unwrap());
+        for f in ["photos/big.raw", ".secrets", "notes/deep/er/plan.md"] {
+            assert_eq!(
+                std::fs::read(under.join(f)).unwrap_or_default(),
+                std::fs::read(t.home().join(f)).unwrap(),
+                "whole set ({prefix}): {f}"
+            );
+        }
+
+        let verify = t
+            .cmd()
+            .args(["restore", "--verify", "--source", "cloud"])
+            .args(&id_args)
+            .status(0);
+        assert!(verify.stdout.contains("intact"), "{}", verify.stdout);
+        assert!(verify.stderr.contains("downloads"), "{}", verify.stderr);
+
+        // One byte of the archive changed on the server: --verify names the object.
+        let part = if encrypted {
+            "docs.tar.age.part000"
+        } else {
+            "docs.tar.part000"
+        };
+        let key = format!("{prefix}/backups/{stamp}/{part}");
+        let mut bytes = s3.get(&key);
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x55;
+        let altered = t.path("altered");
+        std::fs::write(&altered, &bytes).unwrap();
+        s3.put(&key, &altered);
+        let verify = t
+            .cmd()
+            .args(["restore", "--verify", "--source", "cloud"])
+            .args(&id_args)
+            .status(1);
+        assert!(
+            verify.stdout.contains(&format!("mismatch   {part}")),
+            "{}",
+            verify.stdout
+        );
+        no_secret(&verify, &[&g.key.id, &g.key.secret]);
+    }
+}
+
+/// Garage killed (SIGKILL) in the middle of an upload (held to 4 MiB/s by `bwlimit` so it is caught in the act):
+/// `external` fails (exit 1) saying nothing was promoted; once the server is back nothing is listed as a backup,
+/// the dry run of the next run shows the unfinished multipart upload it will abort, and the next run aborts it and
+/// uploads a backup: one stamp, no multipart upload left. Before: main had no cloud destination.
+#[test]
+fn a_server_killed_mid_upload_leaves_nothing_listed_and_the_next_run_cleans_up() {
+    let Some(mut g) = garage() else { return };
+    let s3 = match S3Client::for_garage(&g) {
+        Ok(c) => c,
+        Err(why) => return testkit::skip(&why),
+    };
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, r#", "bwlimit": "4M""#),
+        &g.key.id,
+        &g.key.secret,
+    );
+    populate(&t);
+    let big: Vec<u8> = (0..40u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    t.write("home/photos/bigger.raw", &big);
+    drop(big);
+    t.cmd().args(["collect"]).status(0);
+
+    let mut child = t.cmd().args(["external"]).spawn();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while s3.multipart_uploads("laptop/").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "external ended before the kill"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    g.kill();
+    let status = child.wait().unwrap();
+    let stderr = crate::harness::read_stderr(&mut child);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing was promoted"), "{stderr}");
+    assert!(
+        !stderr.contains(&g.key.secret) && !stderr.contains(&g.key.id),
+        "{stderr}"
+    );
+
+    g.restart().unwrap();
+    let list = t
+        .cmd()
+        .args(["--json", "restore", "--list", "--source", "cloud"])
+        .status(0);
+    let listed: serde_json::Value = list.json();
+    assert_eq!(listed["backups"], serde_json::json!([]), "{}", list.stdout);
+    assert_eq!(s3.multipart_uploads("laptop/").len(), 1);
+
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        dry.stdout
+            .contains("abort unfinished multipart upload of backups/"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        s3.multipart_uploads("laptop/").len(),
+        1,
+        "a dry run aborts nothing"
+    );
+
+    let out = t.cmd().args(["external"]).status(0);
+    assert!(out.stderr.contains("removed 1 leftover"), "{}", out.stderr);
+    assert_eq!(s3.multipart_uploads("laptop/"), Vec::<String>::new());
+    let stamps: std::collections::BTreeSet<String> = s3
+        .list("laptop/backups/")
+        .into_iter()
+        .filter_map(|(k, _)| k.split('/').nth(2).map(str::to_string))
+        .filter(|s| s != "LATEST")
+        .collect();
+    assert_eq!(stamps.len(), 1, "{stamps:?}");
+}
+
+/// Wrong keys, a bucket that does not exist and a closed port, through `external`: exit 1, a message that says
+/// what to do, the destination's failure in the report, and no key or secret. Before: no cloud destination.
+#[test]
+fn external_to_a_cloud_with_wrong_keys_a_missing_bucket_or_a_closed_port_fails_clearly() {
+    let Some(g) = garage() else { return };
+    let wrong = "0000000000000000000000000000000000000000000000000000000000000000";
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let cases = [
+        (
+            config(&g.endpoint(), &g.bucket, ""),
+            g.key.secret.clone(),
+            "refused the request",
+        ),
+        (
+            config(&g.endpoint(), "no-such-bucket", ""),
+            g.key.secret.clone(),
+            "the bucket does not exist",
+        ),
+        (
+            config(&closed, &g.bucket, ""),
+            g.key.secret.clone(),
+            "no answer from",
+        ),
+        (
+            config(&g.endpoint(), &g.bucket, ""),
+            wrong.to_string(),
+            "refused the request",
+        ),
+    ];
+    for (i, (config, secret, want)) in cases.into_iter().enumerate() {
+        let id = if i == 0 {
+            "GK000000000000000000000000".to_string()
+        } else {
+            g.key.id.clone()
+        };
+        let t = with_keys(&config, &id, &secret);
+        populate(&t);
+        t.cmd().args(["collect"]).status(0);
+        let out = t.cmd().args(["external"]).status(1);
+        assert!(out.stderr.contains(want), "{want}:\n{}", out.stderr);
+        no_secret(&out, &[&id, &secret]);
+        let dry = t.cmd().args(["--dry-run", "external"]).status(1);
+        assert!(dry.stdout.contains("REFUSED"), "{}", dry.stdout);
+    }
+}
