@@ -1,23 +1,33 @@
 //! The command line, as clap structs that only mirror it; `argv[0]` dispatch for the seed's command names.
 //!
-//! Nothing here reads the config or touches the disk: [`crate::settings::Settings`] is built from these
-//! structs plus the config before any phase runs.
+//! Nothing here reads the config or touches the disk (but the TAB completers of set and destination names, which live
+//! in `commands::complete`): [`crate::settings::Settings`] is built from these structs plus the config before any
+//! phase runs.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use chrono::{DateTime, FixedOffset};
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use clap_complete::engine::ArgValueCompleter;
 
 // `restore --source`, `--overwrite` and `--compare` take the restore's own types (their variants' comments are the
 // help text).
 use crate::restore::list::Kept;
 use crate::restore::{Compare, Overwrite};
+// Set and destination names offered on TAB, read from the config (the only config reading the command line does).
+use crate::commands::complete;
 
-const AFTER_HELP: &str = "\
-Exit codes: 0 ok, 1 failed, 2 usage or config error, 3 finished with warnings,
-4 another dbackup run holds the lock, 5 no external destination present.
+/// `--help`'s closing text: the exit codes (from `exit::DOCUMENTED`, as the man page's EXIT STATUS), then this.
+fn after_help() -> String {
+    let codes: Vec<String> = crate::exit::DOCUMENTED
+        .iter()
+        .map(|(code, meaning)| format!("  {code:<9}{meaning}"))
+        .collect();
+    format!("Exit codes:\n{}\n\n{AFTER_HELP}", codes.join("\n"))
+}
 
+pub(crate) const AFTER_HELP: &str = "\
 The config is read from --config, else $DBACKUP_CONFIG, else
 $XDG_CONFIG_HOME/dbackup/config.json (~/.config/dbackup/config.json), else a built-in
 default that backs up $DDATA (or /data), ~/.config, ~/env.sh and ~/.secrets.
@@ -29,7 +39,7 @@ when invoked through links of those names.";
 /// Two-phase backup for one Linux workstation: hard-linked rsync snapshots under the backup
 /// root, then verified tar archives on a removable drive.
 #[derive(Debug, Parser)]
-#[command(name = "dbackup", version, after_help = AFTER_HELP, propagate_version = true)]
+#[command(name = "dbackup", version, after_help = after_help(), propagate_version = true)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -158,7 +168,7 @@ pub struct KeygenArgs {
 #[derive(Debug, Clone, Args, Default)]
 pub struct CollectArgs {
     /// Collect only this set (repeatable); default: every set
-    #[arg(long = "set", value_name = "NAME")]
+    #[arg(long = "set", value_name = "NAME", add = ArgValueCompleter::new(complete::set_names))]
     pub sets: Vec<String>,
 
     /// Compare file contents (rsync --checksum) instead of trusting size and mtime
@@ -173,11 +183,11 @@ pub struct CollectArgs {
 #[derive(Debug, Clone, Args, Default)]
 pub struct ExternalArgs {
     /// Export only this set (repeatable); default: every set
-    #[arg(long = "set", value_name = "NAME")]
+    #[arg(long = "set", value_name = "NAME", add = ArgValueCompleter::new(complete::set_names))]
     pub sets: Vec<String>,
 
     /// Write only to this destination (by name), whatever external.mode says
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCompleter::new(complete::destination_names))]
     pub destination: Option<String>,
 
     /// Export a set's newest snapshot even when it is incomplete (some files could not be read when it was
@@ -358,7 +368,7 @@ pub struct LsArgs {
     pub date: Option<String>,
 
     /// Only this backup set
-    #[arg(long = "set", value_name = "NAME")]
+    #[arg(long = "set", value_name = "NAME", add = ArgValueCompleter::new(complete::set_names))]
     pub set: Option<String>,
 
     /// Local snapshots or the drive's backups (default: local, the drive with --drive)
@@ -381,7 +391,7 @@ pub struct FindArgs {
     pub pattern: String,
 
     /// Only this backup set
-    #[arg(long = "set", value_name = "NAME")]
+    #[arg(long = "set", value_name = "NAME", add = ArgValueCompleter::new(complete::set_names))]
     pub set: Option<String>,
 
     /// Only local snapshots or only the drive's backups (default: both)
@@ -408,7 +418,7 @@ pub struct SnapshotsArgs {
     pub date: Option<String>,
 
     /// Only backups holding this set
-    #[arg(long = "set", value_name = "NAME")]
+    #[arg(long = "set", value_name = "NAME", add = ArgValueCompleter::new(complete::set_names))]
     pub set: Option<String>,
 
     /// List the backups in DIR instead of the configured drives
@@ -437,7 +447,7 @@ pub struct RestoreArgs {
     pub paths: Vec<String>,
 
     /// Restrict to one backup set
-    #[arg(long = "set", value_name = "NAME")]
+    #[arg(long = "set", value_name = "NAME", add = ArgValueCompleter::new(complete::set_names))]
     pub set: Option<String>,
 
     /// Restore under DIR instead of the original location, keeping the absolute structure
@@ -693,7 +703,7 @@ pub struct ImageCreateArgs {
     pub devices: Vec<String>,
 
     /// Write to this destination (by name) instead of the first present one
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", add = ArgValueCompleter::new(complete::destination_names))]
     pub destination: Option<String>,
 }
 

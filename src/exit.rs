@@ -49,6 +49,36 @@ impl Exit {
     }
 }
 
+/// Every exit status a run can end with and what it means: the one list the man pages' EXIT STATUS section and the
+/// `--help` text are written from (the table at the top of this file says the same).
+pub const DOCUMENTED: &[(&str, &str)] = &[
+    ("0", "ok"),
+    ("1", "failed"),
+    ("2", "usage or configuration error"),
+    (
+        "3",
+        "finished with warnings (files vanished or were unreadable, ...)",
+    ),
+    ("4", "another dbackup run holds the lock"),
+    ("5", "no external destination present"),
+    (
+        "130, 143",
+        "interrupted by SIGINT or SIGTERM (128 + the signal); nothing unfinished was promoted",
+    ),
+];
+
+impl Exit {
+    /// Every variant, in code order.
+    pub const ALL: [Exit; 6] = [
+        Exit::Ok,
+        Exit::Failed,
+        Exit::Usage,
+        Exit::Warnings,
+        Exit::Locked,
+        Exit::NoDestination,
+    ];
+}
+
 impl From<Exit> for std::process::ExitCode {
     fn from(e: Exit) -> Self {
         std::process::ExitCode::from(e.code())
@@ -106,6 +136,23 @@ pub fn classify(err: &anyhow::Error) -> Exit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_code_is_documented_once() {
+        for e in Exit::ALL {
+            let code = e.code().to_string();
+            assert_eq!(
+                DOCUMENTED.iter().filter(|(c, _)| *c == code).count(),
+                1,
+                "exit code {code} ({e:?}) must be in DOCUMENTED exactly once"
+            );
+        }
+        assert_eq!(
+            DOCUMENTED.len(),
+            Exit::ALL.len() + 1,
+            "the codes and the interruption line"
+        );
+    }
 
     #[test]
     fn worst_prefers_failure_over_warnings() {

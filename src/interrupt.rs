@@ -85,9 +85,19 @@ fn on_signal(signal: i32) {
 fn forward(signal: i32) {
     let children = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
     for &pid in children.iter() {
-        // SAFETY: kill has no memory-safety preconditions; the pid is a child of ours that has not been waited
-        // for (it is unregistered before it is reaped), so it cannot name another process.
-        unsafe { libc::kill(pid, signal) };
+        // The pid is a child of ours that has not been waited for (it is unregistered before it is reaped), so it
+        // cannot name another process.
+        kill(pid, signal);
+    }
+}
+
+/// Sends `signal` to `pid` (best effort: the child may have exited already).
+fn kill(pid: i32, signal: i32) {
+    if let (Some(pid), Some(signal)) = (
+        rustix::process::Pid::from_raw(pid),
+        rustix::process::Signal::from_named_raw(signal),
+    ) {
+        let _ = rustix::process::kill_process(pid, signal);
     }
 }
 
@@ -133,8 +143,8 @@ pub fn watch_child(pid: u32) -> ChildGuard {
     if pid > 0 {
         CHILDREN.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
         if let Some(Interrupted(s)) = requested() {
-            // SAFETY: as in `forward`: our own child, not yet reaped.
-            unsafe { libc::kill(pid, s) };
+            // As in `forward`: our own child, not yet reaped.
+            kill(pid, s);
         }
     }
     ChildGuard(pid)

@@ -23,6 +23,7 @@ pub mod lock;
 pub mod media;
 pub mod notify;
 pub mod process;
+pub(crate) mod progress;
 #[cfg(test)]
 mod proptests;
 pub mod report;

@@ -4,6 +4,10 @@ use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // `DBACKUP_COMPLETE=bash dbackup -- WORDS`: the shell asking for completions (commands::complete).
+    if let Some(code) = dbackup::commands::complete::answer_if_asked() {
+        return ExitCode::from(code);
+    }
     dbackup::process::install();
     let cli = match dbackup::cli::Cli::parse_args() {
         Ok(cli) => cli,

@@ -92,6 +92,7 @@ mod meter {
     }
 
     // SAFETY: every call is passed on to the system allocator unchanged; only counters are updated around it.
+    // (`GlobalAlloc` is an unsafe trait by nature: no crate can implement a counting allocator without it.)
     unsafe impl GlobalAlloc for Meter {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             // SAFETY: the caller's contract is the system allocator's.

@@ -444,12 +444,20 @@ pub fn parse_stats<'a>(lines: impl IntoIterator<Item = &'a str>) -> TransferStat
 }
 
 /// One `--info=progress2` line: `  1,234,567  45%   12.34MB/s    0:00:12 (xfr#12, to-chk=3/100)`.
+///
+/// The bytes are those copied so far: a file rsync finds unchanged and hard-links from `--link-dest` adds nothing
+/// (so rsync's percent stays near 0 on a run that copies little). What was checked comes from `to-chk=LEFT/LISTED`
+/// (`ir-chk` while the incremental file list is still growing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     pub bytes: u64,
     pub percent: u8,
     /// Files transferred so far (`xfr#`).
     pub files: u64,
+    /// Entries checked so far (listed minus left to check), when the line says.
+    pub checked: Option<u64>,
+    /// Entries in the file list so far, and whether the list is complete (`to-chk`, not `ir-chk`).
+    pub listed: Option<(u64, bool)>,
 }
 
 pub fn parse_progress(line: &str) -> Option<Progress> {
@@ -461,10 +469,23 @@ pub fn parse_progress(line: &str) -> Option<Progress> {
         .and_then(|(_, r)| r.split(|c: char| !c.is_ascii_digit()).next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
+    let check = |key: &str| {
+        let (_, rest) = line.split_once(key)?;
+        let (left, rest) = rest.split_once('/')?;
+        let listed = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+        Some((left.parse::<u64>().ok()?, listed.parse::<u64>().ok()?))
+    };
+    let (checked, listed) = match (check("to-chk="), check("ir-chk=")) {
+        (Some((left, n)), _) => (Some(n.saturating_sub(left)), Some((n, true))),
+        (None, Some((left, n))) => (Some(n.saturating_sub(left)), Some((n, false))),
+        (None, None) => (None, None),
+    };
     Some(Progress {
         bytes,
         percent,
         files,
+        checked,
+        listed,
     })
 }
 
@@ -559,23 +580,15 @@ pub fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
+    let parent = rustix::process::getpid();
+    // SAFETY: `pre_exec` itself is unsafe (the closure runs between fork and exec); it makes only async-signal-safe
+    // system calls (prctl, getppid), through rustix's safe wrappers, and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                // dbackup died between fork and prctl.
-                libc::_exit(1);
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+            if rustix::process::getppid() != Some(parent) {
+                // dbackup died between fork and prctl: rsync must not run on alone.
+                return Err(io::Error::other("dbackup exited before rsync started"));
             }
             Ok(())
         });
@@ -812,7 +825,9 @@ mod tests {
             Progress {
                 bytes: 112_855_300,
                 percent: 99,
-                files: 4153
+                files: 4153,
+                checked: Some(5079),
+                listed: Some((5079, true)),
             }
         );
         assert_eq!(
@@ -820,9 +835,14 @@ mod tests {
             Some(Progress {
                 bytes: 0,
                 percent: 0,
-                files: 0
+                files: 0,
+                checked: None,
+                listed: None,
             })
         );
+        let p =
+            parse_progress("  2,048   0%   0.00kB/s  0:00:00 (xfr#1, ir-chk=1000/3021)").unwrap();
+        assert_eq!((p.checked, p.listed), (Some(2021), Some((3021, false))));
         assert_eq!(parse_progress("Number of files: 3"), None);
         assert_eq!(parse_progress("sending incremental file list"), None);
     }

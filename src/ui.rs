@@ -92,9 +92,12 @@ impl Ui {
         }
         let bar = ProgressBar::new(100);
         bar.set_style(
-            ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos:>3}% {msg} ({elapsed})")
-                .expect("valid template")
-                .progress_chars("=> "),
+            // The message last and truncated to what is left of the terminal's width: the line never wraps.
+            ProgressStyle::with_template(
+                "{prefix:.bold} [{bar:20}] {pos:>3}% ({elapsed}) {wide_msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar.set_prefix(prefix.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));

@@ -12,8 +12,6 @@
 //! newlines or commas, `#` comments, short tags (`u:`, `g:`, `m:`, `o:`), user and group names (looked up on this
 //! machine) and star's fourth field (the numeric id after the permissions), which wins over the name.
 
-use std::ffi::CString;
-
 /// The version in the header of the binary form.
 const VERSION: u32 = 2;
 const USER_OBJ: u16 = 0x01;
@@ -234,34 +232,10 @@ fn parse_perm(s: &str) -> Option<u16> {
 
 /// A user's (or group's) id by name on this machine.
 fn lookup_name(user: bool, name: &str) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    let mut buf = vec![0 as libc::c_char; 16 << 10];
-    // SAFETY: the *_r functions write only into `pwd`/`grp` and `buf` (whose length is passed), and `result`
-    // points at `pwd`/`grp` or is null.
-    unsafe {
-        if user {
-            let mut pwd: libc::passwd = std::mem::zeroed();
-            let mut result = std::ptr::null_mut();
-            let rc = libc::getpwnam_r(
-                c.as_ptr(),
-                &mut pwd,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            );
-            (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
-        } else {
-            let mut grp: libc::group = std::mem::zeroed();
-            let mut result = std::ptr::null_mut();
-            let rc = libc::getgrnam_r(
-                c.as_ptr(),
-                &mut grp,
-                buf.as_mut_ptr(),
-                buf.len(),
-                &mut result,
-            );
-            (rc == 0 && !result.is_null()).then_some(grp.gr_gid)
-        }
+    if user {
+        crate::stdx::uid_of_name(name.as_bytes())
+    } else {
+        crate::stdx::gid_of_name(name.as_bytes())
     }
 }
 

@@ -42,7 +42,7 @@ pub use index::{
     ArchiveKind, IndexEnd, IndexEntry, IndexError, IndexHeader, IndexReader, IndexWriter,
     SparseRecord,
 };
-pub use readback::{ReadBackError, ReadBackMethod, read_back, read_back_in};
+pub use readback::{ReadBackError, ReadBackMethod, read_back, read_back_in, read_back_in_with};
 pub use reader::{ArchiveFiles, PartsReader, ReadError, ReadSeek, Remote, read_entry};
 pub use sink::{
     Digest, FAT32_MAX_PART_BYTES, FileSink, Sink, SplitSink, Stage, StageWriter, WRITE_BUFFER,

@@ -10,7 +10,6 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 
@@ -65,18 +64,27 @@ pub fn read_back_in(
     dir: &Dir,
     files: &[WrittenFile],
 ) -> Result<Vec<ReadBackMethod>, ReadBackError> {
+    read_back_in_with(dir, files, &mut |_| {})
+}
+
+/// [`read_back_in`], telling `progress` each chunk's size as it is read (for a progress line).
+pub fn read_back_in_with(
+    dir: &Dir,
+    files: &[WrittenFile],
+    progress: &mut dyn FnMut(u64),
+) -> Result<Vec<ReadBackMethod>, ReadBackError> {
     read_back_with(files, |f| {
         let name = f
             .path
             .file_name()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
-        hash_uncached_in(dir, name)
+        hash_uncached_with(dir, name, progress)
     })
 }
 
 fn read_back_with(
     files: &[WrittenFile],
-    hash: impl Fn(&WrittenFile) -> io::Result<(u64, Digest, ReadBackMethod)>,
+    mut hash: impl FnMut(&WrittenFile) -> io::Result<(u64, Digest, ReadBackMethod)>,
 ) -> Result<Vec<ReadBackMethod>, ReadBackError> {
     let mut methods = Vec::with_capacity(files.len());
     for f in files {
@@ -128,22 +136,32 @@ pub fn hash_uncached(path: &Path) -> io::Result<(u64, Digest, ReadBackMethod)> {
 
 /// [`hash_uncached`] of the regular file `name` in `dir`, never opened through a symlink.
 pub fn hash_uncached_in(dir: &Dir, name: &OsStr) -> io::Result<(u64, Digest, ReadBackMethod)> {
+    hash_uncached_with(dir, name, &mut |_| {})
+}
+
+/// [`hash_uncached_in`], telling `progress` each chunk's size as it is read. A read that falls back from `O_DIRECT`
+/// after its first chunk starts over: `progress` may then hear a few bytes twice.
+fn hash_uncached_with(
+    dir: &Dir,
+    name: &OsStr,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<(u64, Digest, ReadBackMethod)> {
     {
         let f = dir.open_file(name)?;
         f.sync_all()?;
-        fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
+        fadvise(&f, 0, 0, rustix::fs::Advice::DontNeed);
     }
     if let Ok(mut f) = dir.open_file_with(name, rustix::fs::OFlags::DIRECT) {
-        match hash_reader(&mut f, None) {
+        match hash_reader(&mut f, None, progress) {
             Ok((n, d)) => return Ok((n, d, ReadBackMethod::Direct)),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
             Err(e) => return Err(e),
         }
     }
     let mut f = dir.open_file(name)?;
-    fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
-    fadvise(&f, 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-    let (n, d) = hash_reader(&mut f, Some(DROP_BEHIND))?;
+    fadvise(&f, 0, 0, rustix::fs::Advice::DontNeed);
+    fadvise(&f, 0, 0, rustix::fs::Advice::Sequential);
+    let (n, d) = hash_reader(&mut f, Some(DROP_BEHIND), progress)?;
     Ok((n, d, ReadBackMethod::DroppedCache))
 }
 
@@ -175,7 +193,11 @@ impl Aligned {
 }
 
 /// Reads `f` to its end in [`CHUNK`]s while another thread hashes them, so the drive never waits for the hash.
-fn hash_reader(f: &mut File, drop_behind: Option<u64>) -> io::Result<(u64, Digest)> {
+fn hash_reader(
+    f: &mut File,
+    drop_behind: Option<u64>,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<(u64, Digest)> {
     let (full_tx, full_rx) = sync_channel::<Aligned>(2);
     let (free_tx, free_rx) = sync_channel::<Aligned>(3);
     for _ in 0..3 {
@@ -210,13 +232,14 @@ fn hash_reader(f: &mut File, drop_behind: Option<u64>) -> io::Result<(u64, Diges
                 }
                 block.len = n;
                 total += n as u64;
+                progress(n as u64);
                 full_tx
                     .send(block)
                     .map_err(|_| io::Error::other("the read-back hasher stopped"))?;
                 if let Some(step) = drop_behind
                     && total - dropped >= step
                 {
-                    fadvise(f, dropped, total - dropped, libc::POSIX_FADV_DONTNEED);
+                    fadvise(f, dropped, total - dropped, rustix::fs::Advice::DontNeed);
                     dropped = total;
                 }
             }
@@ -227,23 +250,15 @@ fn hash_reader(f: &mut File, drop_behind: Option<u64>) -> io::Result<(u64, Diges
             .map_err(|_| io::Error::other("the read-back hasher panicked"))?;
         read_all?;
         if drop_behind.is_some() {
-            fadvise(f, 0, 0, libc::POSIX_FADV_DONTNEED);
+            fadvise(f, 0, 0, rustix::fs::Advice::DontNeed);
         }
         Ok((total, digest))
     })
 }
 
-/// Advice to the kernel about a file's cache; best effort (filesystems may ignore it).
-fn fadvise(f: &File, offset: u64, len: u64, advice: libc::c_int) {
-    // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open for the call's duration.
-    unsafe {
-        libc::posix_fadvise(
-            f.as_raw_fd(),
-            offset as libc::off_t,
-            len as libc::off_t,
-            advice,
-        );
-    }
+/// Advice to the kernel about a file's cache; best effort (filesystems may ignore it). A `len` of 0 means to the end.
+fn fadvise(f: &File, offset: u64, len: u64, advice: rustix::fs::Advice) {
+    let _ = rustix::fs::fadvise(f, offset, std::num::NonZeroU64::new(len), advice);
 }
 
 /// Drops the clean cached pages of a block device (the device under a FUSE filesystem), so that reading a file
@@ -251,7 +266,7 @@ fn fadvise(f: &File, offset: u64, len: u64, advice: libc::c_int) {
 pub fn drop_device_cache(device: &Path) -> io::Result<()> {
     let f = File::open(device)?;
     f.sync_all()?;
-    fadvise(&f, 0, 0, libc::POSIX_FADV_DONTNEED);
+    fadvise(&f, 0, 0, rustix::fs::Advice::DontNeed);
     Ok(())
 }
 

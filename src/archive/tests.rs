@@ -1,7 +1,7 @@
 //! End-to-end tests of the archive engine against GNU tar, sha256sum and damaged archives.
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -15,55 +15,49 @@ mod attrs;
 mod incremental;
 
 fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn cpath(p: &Path) -> CString {
-    CString::new(p.as_os_str().as_bytes()).unwrap()
+    rustix::process::geteuid().is_root()
 }
 
 /// Sets a path's mtime (and atime) to the nanosecond, without following symlinks.
 fn set_mtime(p: &Path, sec: i64, nsec: i64) {
-    let t = libc::timespec {
+    let t = rustix::fs::Timespec {
         tv_sec: sec,
         tv_nsec: nsec,
     };
-    let times = [t, t];
-    // SAFETY: valid C string and a two-element timespec array, as utimensat requires.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            cpath(p).as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
     };
-    assert_eq!(
-        rc,
-        0,
-        "utimensat {}: {}",
-        p.display(),
-        io::Error::last_os_error()
-    );
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap_or_else(|e| panic!("utimensat {}: {e}", p.display()));
 }
 
 fn lchown(p: &Path, uid: u32, gid: u32) {
-    // SAFETY: valid C string.
-    let rc = unsafe { libc::lchown(cpath(p).as_ptr(), uid, gid) };
-    assert_eq!(rc, 0, "lchown {}", p.display());
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        p,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .unwrap_or_else(|e| panic!("lchown {}: {e}", p.display()));
 }
 
-fn mknod(p: &Path, mode: libc::mode_t, dev: libc::dev_t) {
-    // SAFETY: valid C string.
-    let rc = unsafe { libc::mknod(cpath(p).as_ptr(), mode, dev) };
-    assert_eq!(
-        rc,
-        0,
-        "mknod {}: {}",
-        p.display(),
-        io::Error::last_os_error()
-    );
+/// `mode` holds the file type (`S_IFIFO`, ...) and the permissions, as mknod(2) takes them.
+fn mknod(p: &Path, mode: u32, dev: u64) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        p,
+        rustix::fs::FileType::from_raw_mode(mode),
+        rustix::fs::Mode::from_raw_mode(mode),
+        dev,
+    )
+    .unwrap_or_else(|e| panic!("mknod {}: {e}", p.display()));
 }
 
 fn content(n: usize, seed: u32) -> Vec<u8> {
@@ -135,8 +129,16 @@ impl Fixture {
         // A FIFO; devices when root.
         mknod(&u.join("fifo"), libc::S_IFIFO | 0o640, 0);
         if is_root() {
-            mknod(&r("dev-null"), libc::S_IFCHR | 0o666, libc::makedev(1, 3));
-            mknod(&r("dev-loop"), libc::S_IFBLK | 0o660, libc::makedev(7, 200));
+            mknod(
+                &r("dev-null"),
+                libc::S_IFCHR | 0o666,
+                rustix::fs::makedev(1, 3),
+            );
+            mknod(
+                &r("dev-loop"),
+                libc::S_IFBLK | 0o660,
+                rustix::fs::makedev(7, 200),
+            );
             lchown(&u, 1000, 1000);
             lchown(&u.join(".secrets"), 1000, 1000);
             lchown(&u.join("link"), 1000, 1001);
@@ -450,12 +452,10 @@ fn index_offsets_reach_every_file_with_one_seek() {
 }
 
 fn umask() -> u32 {
-    // SAFETY: umask is always safe; it is set back at once.
-    unsafe {
-        let m = libc::umask(0o022);
-        libc::umask(m);
-        m
-    }
+    // Read by setting and setting back at once.
+    let m = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    rustix::process::umask(m);
+    m.bits()
 }
 
 /// The entry of `path` in an index file.

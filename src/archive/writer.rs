@@ -205,7 +205,7 @@ fn kind_of(meta: &Metadata) -> Option<EntryKind> {
 
 fn rdev_of(meta: &Metadata) -> (u32, u32) {
     let rdev = meta.rdev();
-    (libc::major(rdev), libc::minor(rdev))
+    (rustix::fs::major(rdev), rustix::fs::minor(rdev))
 }
 
 fn entry_for(w: &Walked, kind: EntryKind) -> IndexEntry {

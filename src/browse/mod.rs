@@ -26,7 +26,7 @@ use crate::restore::keys::{Ask, KeyRing};
 use crate::restore::list::Kept;
 use crate::restore::{EntryKind, RestoreEntry};
 use crate::settings::Settings;
-use crate::snapshot::{self, SnapshotState};
+use crate::snapshot;
 use crate::stdx::show;
 
 pub use pattern::Pattern;
@@ -55,8 +55,8 @@ pub struct SetBackup {
     pub set: String,
     /// The drive holding it (external).
     pub destination: Option<String>,
-    /// Verified (drive) or complete (local).
-    pub trusted: bool,
+    /// Verified (drive), complete or incomplete (local): what `--date` may pick (`restore::choose::by_date`).
+    pub standing: crate::restore::choose::Standing,
     /// The set's sources as recorded (a path under a source's configured name is found under its resolved one).
     pub sources: Vec<crate::snapshot::SourceRecord>,
     pub content: Content,
@@ -108,7 +108,7 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<(Vec<SetBac
                 time: s.time,
                 set: s.set.clone(),
                 destination: None,
-                trusted: s.state() == SnapshotState::Complete,
+                standing: crate::restore::choose::Standing::of_snapshot(s.state()),
                 sources: s
                     .metadata
                     .as_ref()
@@ -139,7 +139,7 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<(Vec<SetBac
                     time: b.dir.time,
                     set: s.name.clone(),
                     destination: Some(d.name.clone()),
-                    trusted: b.verified(),
+                    standing: crate::restore::choose::Standing::of_drive_backup(b.verified()),
                     sources: s.sources.clone(),
                     content,
                 });

@@ -398,33 +398,79 @@ fn run_rsync(set: &SetPlan, ui: &Ui) -> anyhow::Result<rsync::RsyncRun> {
         }
         None => None,
     };
-    let bar = ui.percent_bar(&set.set);
+    let mut line = ui.progress.then(|| crate::progress::Line::new(&set.set));
     let verbosity = ui.verbosity;
     let name = set.set.clone();
+    let expected = set.expected_entries;
     let mut on_event = |e: Event| match e {
         Event::Progress(p) => {
-            if let Some(b) = &bar {
-                b.set_position(p.percent.into());
-                b.set_message(format!(
-                    "{}, {} copied",
-                    stdx::bytes(p.bytes),
-                    stdx::counted(p.files, "file", "files")
-                ));
+            if let Some(l) = &mut line {
+                l.update(|elapsed| collect_parts(&p, expected, elapsed));
             }
         }
         Event::Stdout(l) if verbosity >= 2 => crate::errln!("{name}: rsync: {l}"),
-        Event::Stderr(l) if verbosity >= 1 => match &bar {
+        Event::Stderr(l) if verbosity >= 1 => match &line {
             Some(b) => b.println(format!("{name}: {l}")),
             None => crate::errln!("{name}: {l}"),
         },
         _ => {}
     };
     let run = rsync::run(&set.rsync_argv, &mut on_event);
-    if let Some(b) = &bar {
-        b.finish_and_clear();
+    if let Some(l) = line {
+        l.finish();
     }
     drop(filter);
     Ok(run?)
+}
+
+/// What a collect's progress line says, most useful first: entries checked (of the file list when rsync has it
+/// all, else of what the newest complete snapshot held), files and bytes copied, the ETA, a bar, the copy rate (or
+/// the checking rate while nothing is copied). rsync counts no bytes for a file it finds unchanged and hard-links,
+/// so what was checked is counted in entries; the fraction done is the larger of entries checked and rsync's own
+/// (bytes copied of bytes listed, which is the whole story on a first snapshot).
+fn collect_parts(
+    p: &rsync::Progress,
+    expected: Option<u64>,
+    elapsed: std::time::Duration,
+) -> Vec<crate::progress::Part> {
+    use crate::progress::{self, Part};
+    let checked = p.checked.unwrap_or(0);
+    let total = match (p.listed, expected) {
+        (Some((n, true)), _) => Some(n),
+        (Some((n, false)), Some(e)) => Some(n.max(e)),
+        (None, Some(e)) => Some(e),
+        (Some((_, false)), None) | (None, None) => None,
+    };
+    // rsync's percent is bytes copied of the bytes listed: right on a first snapshot, where everything is copied,
+    // and never ahead of the truth on the next ones; entries checked are the measure of a run that copies little.
+    let copied = f64::from(p.percent.min(100)) / 100.0;
+    let fraction = match total {
+        Some(t) if t > 0 => (checked as f64 / t as f64).min(1.0).max(copied),
+        _ => copied,
+    };
+    let mut parts = vec![Part::Text(match total {
+        Some(t) => format!("checked {}/{}", stdx::count(checked), stdx::count(t)),
+        None => format!("checked {}", stdx::count(checked)),
+    })];
+    parts.push(Part::Text(if p.files == 0 {
+        "nothing copied yet".to_string()
+    } else {
+        format!("copied {} ({})", stdx::count(p.files), stdx::bytes(p.bytes))
+    }));
+    if let Some(e) = progress::eta(fraction, elapsed) {
+        parts.push(Part::Text(e));
+    }
+    parts.push(Part::Bar(fraction));
+    let rate = if p.bytes > 0 {
+        progress::rate(p.bytes, elapsed)
+    } else {
+        let s = elapsed.as_secs_f64();
+        (s >= 0.5).then(|| format!("{} entries/s", stdx::count((checked as f64 / s) as u64)))
+    };
+    if let Some(r) = rate {
+        parts.push(Part::Text(r));
+    }
+    parts
 }
 
 /// The set's warnings after its rsync ran: the plan's, files that vanished, files that could not be read (the first
@@ -606,6 +652,12 @@ pub fn summary_lines(report: &CollectReport) -> Vec<String> {
                 } else {
                     format!(", {} hard-linked", stdx::bytes(st.linked_bytes))
                 };
+                if st.transferred_files == 0 {
+                    return format!(
+                        "checked {}, nothing to copy{linked}, {time}",
+                        stdx::counted(st.regular_files, "file", "files"),
+                    );
+                }
                 format!(
                     "{}, {} copied ({}){linked}, {time}",
                     stdx::counted(st.regular_files, "file", "files"),

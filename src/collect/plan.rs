@@ -85,6 +85,10 @@ pub struct SetPlan {
     pub shrink_checks: Vec<ShrinkCheck>,
     /// The full rsync command line (argv[0] is `rsync`). Empty when the set is refused.
     pub rsync_argv: Vec<String>,
+    /// The entries the newest complete snapshot held (rsync's "Number of files"), which the progress line's ETA
+    /// counts against; `None` for a first snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_entries: Option<u64>,
     /// Retention after this run, assuming the new snapshot completes: every snapshot of the set, newest first.
     pub retention: Vec<Decision>,
     /// Problems that make the run end with warnings (exit 3): missing sources, an accepted shrink.
@@ -457,6 +461,9 @@ fn plan_set(
         exclusions,
         skipped: sw.marked.skipped.clone(),
         filter_file,
+        expected_entries: previous
+            .and_then(|p| p.metadata.as_ref())
+            .map(|m| m.stats.files),
         pre_copy,
         ..base_plan(
             set,
@@ -503,6 +510,7 @@ fn base_plan(
         filter_file: None,
         shrink_checks,
         rsync_argv: Vec::new(),
+        expected_entries: None,
         retention: Vec::new(),
         warnings,
         notes,

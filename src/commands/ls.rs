@@ -12,6 +12,7 @@ use crate::browse::{self, Content, Scope, SetBackup, Shown};
 use crate::cli::{GlobalArgs, LsArgs};
 use crate::exit::{CodedError, Exit};
 use crate::restore::catalog::{self, Drive};
+use crate::restore::choose::{self, Standing};
 use crate::restore::keys::KeyRing;
 use crate::restore::list::Kept;
 use crate::restore::select::{self, DateQuery};
@@ -134,16 +135,15 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// The sets to list: local, each set's snapshot chosen by the date; on a drive, one backup's sets. Backups not
-/// known to be good (incomplete, unverified) only when named exactly, as restore does.
+/// The sets to list: local, each set's snapshot chosen by the date; on a drive, one backup's sets. The backup a date
+/// means is the one `restore --date` reads (`restore::choose::by_date`: unverified or unreadable backups only when
+/// named exactly, an incomplete snapshot as restore would take it).
 fn choose(
     all: &[SetBackup],
     query: DateQuery,
     external: bool,
     set: Option<&str>,
 ) -> anyhow::Result<Vec<SetBackup>> {
-    let exact = matches!(query, DateQuery::Exact(_));
-    let candidates: Vec<&SetBackup> = all.iter().filter(|b| b.trusted || exact).collect();
     let what = match (external, set) {
         (false, None) => "local snapshot".to_string(),
         (false, Some(s)) => format!("local snapshot of set {s}"),
@@ -156,37 +156,37 @@ fn choose(
             select::nearest_sentence(no, |i| stamps[i].clone())
         ))
     };
-    if candidates.is_empty() {
+    if !all.iter().any(|b| b.standing.counts_for(query)) {
         return Err(failed(format!(
             "there is no {what}; `dbackup snapshots` lists the backups"
         )));
     }
     if external {
         // One backup: the stamps, then every set of the chosen one (`catalog` keeps one drive per stamp).
-        let mut stamps: Vec<(chrono::NaiveDateTime, String)> = candidates
+        let mut stamps: Vec<(chrono::NaiveDateTime, Standing, String)> = all
             .iter()
-            .map(|b| (b.time, b.stamp.clone()))
+            .map(|b| (b.time, b.standing, b.stamp.clone()))
             .collect();
         stamps.dedup();
-        let times: Vec<_> = stamps.iter().map(|s| s.0).collect();
-        let names: Vec<String> = stamps.iter().map(|s| s.1.clone()).collect();
-        let i = select::choose(&times, query).map_err(|no| no_match(&no, &names))?;
-        return Ok(candidates
-            .into_iter()
+        let dated: Vec<_> = stamps.iter().map(|s| (s.0, s.1)).collect();
+        let names: Vec<String> = stamps.iter().map(|s| s.2.clone()).collect();
+        let i = choose::by_date(&dated, query).map_err(|no| no_match(&no, &names))?;
+        return Ok(all
+            .iter()
             .filter(|b| b.stamp == names[i])
             .cloned()
             .collect());
     }
-    let mut sets: Vec<&str> = candidates.iter().map(|b| b.set.as_str()).collect();
+    let mut sets: Vec<&str> = all.iter().map(|b| b.set.as_str()).collect();
     sets.sort_unstable();
     sets.dedup();
     let mut out = Vec::new();
     let mut last_err = None;
     for s in sets {
-        let of_set: Vec<&&SetBackup> = candidates.iter().filter(|b| b.set == s).collect();
-        let times: Vec<_> = of_set.iter().map(|b| b.time).collect();
-        match select::choose(&times, query) {
-            Ok(i) => out.push((*of_set[i]).clone()),
+        let of_set: Vec<&SetBackup> = all.iter().filter(|b| b.set == s).collect();
+        let dated: Vec<_> = of_set.iter().map(|b| (b.time, b.standing)).collect();
+        match choose::by_date(&dated, query) {
+            Ok(i) => out.push(of_set[i].clone()),
             Err(no) => {
                 let names: Vec<String> = of_set.iter().map(|b| b.stamp.clone()).collect();
                 last_err = Some(no_match(&no, &names));

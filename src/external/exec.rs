@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, FixedOffset, Local};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use super::layout::{
@@ -700,23 +699,19 @@ fn write_set(
         .chain(&summary.index_files)
         .cloned()
         .collect();
-    let spinner = ui.progress.then(|| {
-        let s = ProgressBar::new_spinner();
-        s.set_style(
-            ProgressStyle::with_template("{prefix:.bold} {spinner} {msg} ({elapsed})")
-                .expect("valid template"),
-        );
-        s.set_prefix(label.clone());
-        s.set_message(format!(
-            "reading back {} from the drive",
-            stdx::bytes(summary.tar_bytes)
-        ));
-        s.enable_steady_tick(Duration::from_millis(200));
-        s
+    let read_back_total: u64 = files.iter().map(|f| f.bytes).sum();
+    let mut line = ui.progress.then(|| crate::progress::Line::new(&label));
+    let mut read = 0u64;
+    let methods = archive::read_back_in_with(temp, &files, &mut |n| {
+        read += n;
+        if let Some(l) = &mut line {
+            l.update(|elapsed| {
+                crate::progress::byte_parts("read back", read, read_back_total, elapsed)
+            });
+        }
     });
-    let methods = archive::read_back_in(temp, &files);
-    if let Some(s) = spinner {
-        s.finish_and_clear();
+    if let Some(l) = line {
+        l.finish();
     }
     let methods = methods.map_err(flat)?;
     let read_back_seconds = t.elapsed().as_secs_f64();
@@ -921,36 +916,32 @@ fn names(removed: &[Removed]) -> String {
         .join(", ")
 }
 
-/// Progress of one archive: a byte bar with rate on a terminal, warnings on stderr (the first few).
+/// Progress of one archive: a line with bytes written of the total, ETA, bar and rate on a terminal
+/// ([`crate::progress`]), warnings on stderr (the first few).
 struct WriteProgress<'a> {
     ui: &'a Ui,
     label: String,
-    bar: Option<ProgressBar>,
+    line: Option<crate::progress::Line>,
+    total: u64,
+    done: u64,
     warnings: u64,
 }
 
 impl<'a> WriteProgress<'a> {
     fn new(ui: &'a Ui, label: &str, total: u64) -> WriteProgress<'a> {
-        let bar = ui.progress.then(|| {
-            let bar = ProgressBar::new(total);
-            bar.set_style(ui::bytes_style(
-                "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            ));
-            bar.set_prefix(label.to_string());
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
         WriteProgress {
             ui,
             label: label.to_string(),
-            bar,
+            line: ui.progress.then(|| crate::progress::Line::new(label)),
+            total,
+            done: 0,
             warnings: 0,
         }
     }
 
     fn finish(&mut self) {
-        if let Some(b) = self.bar.take() {
-            b.finish_and_clear();
+        if let Some(l) = self.line.take() {
+            l.finish();
         }
         if self.warnings > SHOWN_WARNINGS {
             self.ui.warn(format_args!(
@@ -967,8 +958,10 @@ impl Progress for WriteProgress<'_> {
     fn entry(&mut self, _path: &[u8], _kind: EntryKind, _size: u64) {}
 
     fn bytes(&mut self, n: u64) {
-        if let Some(b) = &self.bar {
-            b.inc(n);
+        self.done += n;
+        let (done, total) = (self.done, self.total.max(self.done));
+        if let Some(l) = &mut self.line {
+            l.update(|elapsed| crate::progress::byte_parts("written", done, total, elapsed));
         }
     }
 
@@ -978,7 +971,7 @@ impl Progress for WriteProgress<'_> {
             return;
         }
         let msg = format!("{}: {w}", self.label);
-        match &self.bar {
+        match &self.line {
             Some(b) => b.suspend(|| self.ui.warn(&msg)),
             None => self.ui.warn(&msg),
         }

@@ -687,8 +687,7 @@ struct OwnLoop {
 
 impl Drop for OwnLoop {
     fn drop(&mut self) {
-        // SAFETY: sync has no preconditions.
-        unsafe { libc::sync() };
+        rustix::fs::sync();
         if crate::media::devices::loops_backed_by(&self.file).contains(&self.device) {
             let _ = Command::new(
                 crate::stdx::find_program("losetup").unwrap_or_else(|| "losetup".into()),

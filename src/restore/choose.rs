@@ -95,6 +95,59 @@ pub fn choose(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Cho
     }
 }
 
+/// How far a backup is known to be good, for the one rule of `--date` ([`by_date`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// A complete snapshot, a verified drive backup.
+    Good,
+    /// A snapshot some files or sources were missing from: a date may pick it (with a warning).
+    Incomplete,
+    /// No readable metadata, or a drive backup not known to be verified: only when named by its exact stamp.
+    Unknown,
+}
+
+impl Standing {
+    pub fn of_snapshot(state: SnapshotState) -> Standing {
+        match state {
+            SnapshotState::Complete => Standing::Good,
+            SnapshotState::Incomplete => Standing::Incomplete,
+            SnapshotState::Unknown => Standing::Unknown,
+        }
+    }
+
+    pub fn of_drive_backup(verified: bool) -> Standing {
+        if verified {
+            Standing::Good
+        } else {
+            Standing::Unknown
+        }
+    }
+
+    /// Whether a backup of this standing is a candidate for `query`.
+    pub fn counts_for(self, query: DateQuery) -> bool {
+        self != Standing::Unknown || matches!(query, DateQuery::Exact(_))
+    }
+}
+
+/// THE rule for which backup `--date D` means, for `restore` (and `--verify`) and `ls` alike: among the backups whose
+/// standing counts for the query (unknown ones only when named exactly), the newest the query selects
+/// ([`select::choose`]). The answer and the nearest ones of a miss are indexes into `backups`.
+pub fn by_date(
+    backups: &[(chrono::NaiveDateTime, Standing)],
+    query: DateQuery,
+) -> Result<usize, NoMatch> {
+    let counted: Vec<usize> = (0..backups.len())
+        .filter(|&i| backups[i].1.counts_for(query))
+        .collect();
+    let times: Vec<_> = counted.iter().map(|&i| backups[i].0).collect();
+    select::choose(&times, query)
+        .map(|j| counted[j])
+        .map_err(|no| NoMatch {
+            before: no.before.into_iter().map(|j| counted[j]).collect(),
+            after: no.after.into_iter().map(|j| counted[j]).collect(),
+        })
+}
+
 fn no_match_message(what: &str, query: &DateQuery, no: &NoMatch, stamps: &[String]) -> String {
     format!(
         "no {what} matches --date {query}; {}; see `dbackup restore --list`",
@@ -122,14 +175,18 @@ fn choose_local(
     let mut all: Vec<(String, chrono::NaiveDateTime)> = Vec::new();
     for set in &sets {
         let snaps: Vec<Snapshot> = snapshot::list(&settings.backup_root, set)
-            .with_context(|| format!("listing the snapshots of set {set}"))?
-            .into_iter()
-            // A snapshot without metadata is used only when named exactly.
-            .filter(|s| s.state() != SnapshotState::Unknown || matches!(query, DateQuery::Exact(_)))
+            .with_context(|| format!("listing the snapshots of set {set}"))?;
+        let dated: Vec<_> = snaps
+            .iter()
+            .map(|s| (s.time, Standing::of_snapshot(s.state())))
             .collect();
-        let times: Vec<_> = snaps.iter().map(|s| s.time).collect();
-        all.extend(snaps.iter().map(|s| (snapshot::stamp(s.time), s.time)));
-        if let Ok(i) = select::choose(&times, *query) {
+        all.extend(
+            dated
+                .iter()
+                .filter(|d| d.1.counts_for(*query))
+                .map(|d| (snapshot::stamp(d.0), d.0)),
+        );
+        if let Ok(i) = by_date(&dated, *query) {
             let s = snaps[i].clone();
             match s.state() {
                 SnapshotState::Incomplete => ui.warn(format_args!(
@@ -184,15 +241,15 @@ fn choose_external(
         );
     }
     let all = catalog::drive_backups(&drives);
-    let exact = matches!(query, DateQuery::Exact(_));
-    // Unverified backups only when named exactly.
     let candidates: Vec<_> = all
         .iter()
-        .filter(|(_, b)| b.verified() || exact)
         .filter(|(_, b)| req.set.as_ref().is_none_or(|s| b.set(s).is_some()))
         .collect();
-    let times: Vec<_> = candidates.iter().map(|(_, b)| b.dir.time).collect();
-    match select::choose(&times, *query) {
+    let dated: Vec<_> = candidates
+        .iter()
+        .map(|(_, b)| (b.dir.time, Standing::of_drive_backup(b.verified())))
+        .collect();
+    match by_date(&dated, *query) {
         Ok(i) => {
             let (d, b) = candidates[i];
             if !b.verified() {
@@ -219,6 +276,7 @@ fn choose_external(
         }
         Err(no) => {
             let stamps: Vec<String> = candidates.iter().map(|(_, b)| b.dir.name.clone()).collect();
+            let any_counted = dated.iter().any(|d| d.1.counts_for(*query));
             let place: Vec<String> = drives
                 .iter()
                 .filter(|d| d.present())
@@ -228,7 +286,7 @@ fn choose_external(
                 Some(s) => format!("backup of set {s} on {}", place.join(", ")),
                 None => format!("backup on {}", place.join(", ")),
             };
-            if stamps.is_empty() {
+            if !any_counted {
                 return Err(failed(format!(
                     "there is no verified backup on {}; run `dbackup external` first",
                     place.join(", ")
@@ -767,4 +825,40 @@ pub fn scope(
         }
     }
     Ok(scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    fn at(day: u32, hour: u32) -> chrono::NaiveDateTime {
+        NaiveDate::from_ymd_opt(2025, 4, day)
+            .unwrap()
+            .and_hms_opt(hour, 0, 0)
+            .unwrap()
+    }
+
+    /// The one rule of `--date`: an incomplete snapshot counts, a backup of unknown standing only when named by its
+    /// exact stamp; a miss names the nearest counted ones.
+    #[test]
+    fn by_date_counts_incomplete_backups_and_unknown_ones_only_by_stamp() {
+        let backups = [
+            (at(1, 3), Standing::Good),
+            (at(1, 9), Standing::Incomplete),
+            (at(2, 3), Standing::Unknown),
+        ];
+        assert_eq!(by_date(&backups, DateQuery::Newest), Ok(1));
+        let day1 = NaiveDate::from_ymd_opt(2025, 4, 1).unwrap();
+        assert_eq!(by_date(&backups, DateQuery::Day(day1)), Ok(1));
+        assert_eq!(by_date(&backups, DateQuery::Exact(at(2, 3))), Ok(2));
+        let day2 = NaiveDate::from_ymd_opt(2025, 4, 2).unwrap();
+        let miss = by_date(&backups, DateQuery::Day(day2)).unwrap_err();
+        assert_eq!(
+            miss.before,
+            vec![1, 0],
+            "indexes into the full list, nearest first"
+        );
+        assert!(miss.after.is_empty());
+    }
 }

@@ -652,7 +652,7 @@ pub fn lock_holder(lock_file: &Path) -> Option<u32> {
 
 /// The writer of an `FLOCK` on (`dev`, `ino`) in `/proc/locks` text (`1: FLOCK  ADVISORY  WRITE 1234 fe:00:5464167 0 EOF`).
 fn holder_in(text: &str, dev: u64, ino: u64) -> Option<u32> {
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
     text.lines().find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();
         // "->" marks a waiter, shifting the fields.
@@ -703,7 +703,7 @@ mod tests {
 
     #[test]
     fn lock_holders_come_from_proc_locks() {
-        let dev = libc::makedev(0xfe, 0);
+        let dev = rustix::fs::makedev(0xfe, 0);
         let text = "1: FLOCK  ADVISORY  WRITE 27921 fe:00:5464167 0 EOF\n\
                     2: FLOCK  ADVISORY  READ 111 fe:00:42 0 EOF\n\
                     3: POSIX  ADVISORY  WRITE 222 fe:00:43 0 EOF\n\
@@ -713,7 +713,7 @@ mod tests {
         assert_eq!(holder_in(text, dev, 42), None, "a shared lock is not a run");
         assert_eq!(holder_in(text, dev, 43), None, "not an flock");
         assert_eq!(holder_in(text, dev, 44), Some(444), "waiters are skipped");
-        assert_eq!(holder_in(text, libc::makedev(8, 1), 5464167), None);
+        assert_eq!(holder_in(text, rustix::fs::makedev(8, 1), 5464167), None);
     }
 
     fn record(command: &str, sets: serde_json::Value) -> RunRecord {

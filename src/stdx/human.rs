@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 
-/// Bytes for people: `512 B`, `1.5 KiB`, `3.0 GiB` (binary units, one decimal from KiB up).
+/// Bytes for people: `512 B`, `1.5 KiB`, `3.0 GiB` (binary units, one decimal from KiB up). Hand-written rather
+/// than indicatif's `HumanBytes`, which always prints two decimals (`1.50 KiB`, `932.51 GiB`): one decimal is what
+/// every summary, table, page and progress line here reads, and a second adds width, not information.
 pub fn bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if n < 1024 {
@@ -31,6 +33,16 @@ pub fn duration(d: Duration) -> String {
         format!("{}m {:02}s", (s / 60.0) as u64, (s as u64) % 60)
     } else {
         format!("{}h {:02}m", (s / 3600.0) as u64, (s as u64 / 60) % 60)
+    }
+}
+
+/// A time left for people, in whole seconds rounded up: `12s`, `4m 05s`, `2h 03m` (a progress line's ETA).
+pub fn eta(d: Duration) -> String {
+    let s = d.as_secs_f64().ceil();
+    if s < 60.0 {
+        format!("{s:.0}s")
+    } else {
+        duration(Duration::from_secs_f64(s))
     }
 }
 
@@ -62,17 +74,9 @@ pub fn age_short(age: TimeDelta) -> String {
     }
 }
 
-/// A count with thousands separators: `1,234,567`.
+/// A count with thousands separators: `1,234,567` (indicatif's `HumanCount`, the progress bars' own).
 pub fn count(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    indicatif::HumanCount(n).to_string()
 }
 
 /// `1 entry`, `2 entries`, `1,234 files`: a count and a noun, singular or plural.
@@ -127,6 +131,9 @@ mod tests {
         assert_eq!(count(0), "0");
         assert_eq!(count(100), "100");
         assert_eq!(count(1234567), "1,234,567");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(u64::MAX), "18,446,744,073,709,551,615");
         assert_eq!(counted(1, "file", "files"), "1 file");
         assert_eq!(counted(2, "entry", "entries"), "2 entries");
         assert_eq!(counted(1234, "file", "files"), "1,234 files");

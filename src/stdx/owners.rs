@@ -1,47 +1,33 @@
-//! Owner and group names to ids through this machine's databases (`getpwnam_r`, `getgrnam_r`: NSS included).
+//! Owner and group names to ids, and a user's home, through this machine's databases (NSS included), by `nix`'s
+//! `User::from_name`/`Group::from_name` (`getpwnam_r`/`getgrnam_r` with a buffer grown until the entry fits).
+//! A name that is not UTF-8 has no entry here (`nix` takes `&str`; user and group names are portable ASCII).
 
-use std::ffi::CString;
+use std::path::PathBuf;
+
+use nix::unistd::{Group, User};
 
 /// The uid of a user name on this machine, if it has one.
 pub fn uid_of_name(name: &[u8]) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    lookup(|buf, len| {
-        // SAFETY: `pwd`, `buf` and `result` are valid for the call; `buf` is `len` bytes; the answer is read from
-        // `pwd` only when `result` says it was filled.
-        unsafe {
-            let mut pwd: libc::passwd = std::mem::zeroed();
-            let mut result: *mut libc::passwd = std::ptr::null_mut();
-            let rc = libc::getpwnam_r(c.as_ptr(), &mut pwd, buf, len, &mut result);
-            (rc, (!result.is_null()).then_some(pwd.pw_uid))
-        }
-    })
+    user(name).map(|u| u.uid.as_raw())
 }
 
 /// The gid of a group name on this machine, if it has one.
 pub fn gid_of_name(name: &[u8]) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    lookup(|buf, len| {
-        // SAFETY: as in `uid_of_name`, with a `group`.
-        unsafe {
-            let mut grp: libc::group = std::mem::zeroed();
-            let mut result: *mut libc::group = std::ptr::null_mut();
-            let rc = libc::getgrnam_r(c.as_ptr(), &mut grp, buf, len, &mut result);
-            (rc, (!result.is_null()).then_some(grp.gr_gid))
-        }
-    })
+    let name = std::str::from_utf8(name).ok()?;
+    Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
-/// Calls `f` with a buffer, growing it while the answer does not fit (`ERANGE`), up to 1 MiB.
-fn lookup(mut f: impl FnMut(*mut libc::c_char, usize) -> (i32, Option<u32>)) -> Option<u32> {
-    let mut size = 4096;
-    loop {
-        let mut buf = vec![0 as libc::c_char; size];
-        match f(buf.as_mut_ptr(), buf.len()) {
-            (0, id) => return id,
-            (libc::ERANGE, _) if size < (1 << 20) => size *= 4,
-            _ => return None,
-        }
-    }
+/// A user's home directory, from the password database.
+pub fn home_of_name(name: &[u8]) -> Option<PathBuf> {
+    user(name).map(|u| u.dir)
+}
+
+fn user(name: &[u8]) -> Option<User> {
+    let name = std::str::from_utf8(name).ok()?;
+    User::from_name(name).ok().flatten()
 }
 
 #[cfg(test)]
@@ -55,5 +41,7 @@ mod tests {
         assert_eq!(uid_of_name(b"no-such-user-dbackup"), None);
         assert_eq!(gid_of_name(b"no-such-group-dbackup"), None);
         assert_eq!(uid_of_name(b"nul\0inside"), None);
+        assert!(home_of_name(b"root").is_some_and(|h| h.is_absolute()));
+        assert_eq!(home_of_name(b"no-such-user-dbackup"), None);
     }
 }

@@ -2,7 +2,6 @@
 //! them, the programs the units start that are missing here, the files as text, the commands that install them, and
 //! writing them into a directory (replacing only files dbackup wrote, removing an earlier render's leftovers).
 
-use std::ffi::CString;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -235,27 +234,7 @@ fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// The home directory of a user, from the password database.
 fn home_of(user: &str) -> Option<PathBuf> {
-    use std::os::unix::ffi::OsStrExt;
-    let name = CString::new(user).ok()?;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; buf outlives the use of the strings it holds.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() || pwd.pw_dir.is_null() {
-        return None;
-    }
-    // SAFETY: pw_dir points to a NUL-terminated string inside buf.
-    let dir = unsafe { std::ffi::CStr::from_ptr(pwd.pw_dir) };
-    Some(PathBuf::from(std::ffi::OsStr::from_bytes(dir.to_bytes())))
+    crate::stdx::home_of_name(user.as_bytes())
 }
 
 #[cfg(test)]

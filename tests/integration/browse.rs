@@ -480,3 +480,56 @@ fn encrypted_indexes_need_the_identity() {
             .any(|x| x.path.ends_with("/app/settings.json"))
     );
 }
+
+/// `ls --date` picks the backup `restore --date` reads (one rule, `restore::choose::by_date`): here the newest
+/// snapshot of the day is incomplete (a source went missing), and both read it. Before: `ls` had a rule of its own
+/// that skipped incomplete snapshots, so `ls --date D` listed an older snapshot than the one `restore --date D`
+/// restores from.
+#[test]
+fn ls_date_picks_the_backup_restore_would() {
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data", "~/other"] } ] }"#,
+    );
+    t.write("home/data/a.txt", "a");
+    t.write("home/other/o.txt", "o");
+    t.cmd().args(["collect"]).status(0);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fs::remove_dir_all(t.home().join("other")).unwrap();
+    t.cmd().args(["collect"]).status(3);
+    let day = chrono::Local::now().format("%Y-%m-%d").to_string();
+    let data = t.home().join("data");
+    let ls: Ls = t
+        .cmd()
+        .args(["--json", "ls", "--date", &day])
+        .args([&data])
+        .status(0)
+        .json();
+    let target = t.path("target");
+    let plan: serde_json::Value = t
+        .cmd()
+        .args(["--json", "--dry-run", "restore", "--date", &day, "--path"])
+        .args([&data])
+        .args(["--target"])
+        .args([&target])
+        .status(0)
+        .json();
+    let restored = plan["backup"].as_str().unwrap_or_default().to_string();
+    assert_eq!(ls.backups.len(), 1, "{ls:?}");
+    assert!(
+        restored.contains(&ls.backups[0].stamp),
+        "ls --date {day} listed {}, restore --date {day} reads {restored}",
+        ls.backups[0].stamp
+    );
+    let stamps: Vec<String> = fs::read_dir(t.root())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("data-2") && !n.ends_with(".json"))
+        .collect();
+    let newest = stamps.iter().max().unwrap();
+    assert!(
+        newest.ends_with(&ls.backups[0].stamp),
+        "{newest} vs {}",
+        ls.backups[0].stamp
+    );
+}

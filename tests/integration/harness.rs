@@ -222,12 +222,11 @@ impl Cmd {
     /// Run in a session of its own: no controlling terminal, so `/dev/tty` cannot be opened (as under systemd).
     pub fn no_terminal(mut self) -> Cmd {
         use std::os::unix::process::CommandExt;
-        // SAFETY: setsid is async-signal-safe and touches no memory of this process.
+        // SAFETY: `pre_exec` itself is unsafe (the closure runs between fork and exec); setsid is async-signal-safe
+        // and allocates nothing.
         unsafe {
             self.command.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                rustix::process::setsid()?;
                 Ok(())
             });
         }

@@ -19,8 +19,14 @@ const SCHEMAS: &[&str] = &[
     "error",
     "external-plan",
     "external",
+    "find",
+    "image-create-plan",
+    "image-create",
     "image-kit",
+    "image-restore-plan",
+    "image-restore",
     "keygen",
+    "ls",
     "report",
     "restore-list",
     "restore-plan",
@@ -189,6 +195,34 @@ fn every_output_matches_its_schema() {
             "--out",
             units.to_str().unwrap(),
         ],
+    );
+    let ls = run("ls", &["--json", "ls", data]);
+    assert_eq!(ls["backups"].as_array().unwrap().len(), 1, "{ls}");
+    let ls = run(
+        "ls",
+        &["--json", "ls", "--source", "external", "--recursive", data],
+    );
+    assert_eq!(ls["backups"][0]["destination"], "T9", "{ls}");
+    let found = run("find", &["--json", "find", "b.txt"]);
+    assert!(
+        found["matches"][0]["versions"].as_array().unwrap().len() >= 2,
+        "{found}"
+    );
+    // A real image create needs root, loop devices and partclone (loopdev_image checks its output and the
+    // restore's); its plan is checked here, on a device it refuses (a plain file: exit 1, nothing to image).
+    let disk = t.write("disk.img", vec![0u8; 4096]);
+    let plan = check(
+        "image-create-plan",
+        &t.cmd()
+            .args(["--json", "--dry-run", "image", "create", "--device"])
+            .args([&disk])
+            .status(1),
+    );
+    assert!(
+        plan["system"]["refused"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not a block device")
     );
     run("image-kit", &["--json", "image", "kit"]);
     let kit = t.path("kit");

@@ -363,10 +363,27 @@ fn round_trip(root: Root) {
     let dev = |n: u32| disk.part(n).display().to_string();
     let out = t
         .cmd()
-        .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
+        .args([
+            "--json",
+            "image",
+            "create",
+            "--device",
+            &dev(1),
+            "--device",
+            &dev(2),
+        ])
         .status(0);
     let (dir, meta) = image_backup(&t9);
-    assert_eq!(out.stdout.trim(), dir.display().to_string());
+    let created: serde_json::Value = out.json();
+    let invalid: Vec<String> = crate::json::validator("image-create")
+        .iter_errors(&created)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        invalid.is_empty(),
+        "docs/json/image-create.json: {invalid:?}\n{created}"
+    );
+    assert_eq!(created["backup_path"], dir.display().to_string());
     assert!(meta.sets.is_empty());
     let system = meta.system.as_ref().unwrap();
     assert_eq!(system.images.len(), 2, "{system:?}");
@@ -393,6 +410,25 @@ fn round_trip(root: Root) {
         .args(["--grow"])
         .status(0);
     dry.stdout_has("the last grown to the end");
+    let dry_json: serde_json::Value = t
+        .cmd()
+        .args([
+            "--json",
+            "--dry-run",
+            "image",
+            "restore",
+            "--from",
+            &stamp,
+            "--to",
+        ])
+        .args([&new])
+        .args(["--grow"])
+        .status(0)
+        .json();
+    assert!(
+        crate::json::validator("image-restore-plan").is_valid(&dry_json),
+        "docs/json/image-restore-plan.json: {dry_json}"
+    );
     assert_eq!(
         fs::read(&new).unwrap().iter().filter(|b| **b != 0).count(),
         0,
@@ -404,6 +440,11 @@ fn round_trip(root: Root) {
         .args([&new])
         .args(["--grow"])
         .status(0);
+    let restored_json: serde_json::Value = out.json();
+    assert!(
+        crate::json::validator("image-restore").is_valid(&restored_json),
+        "docs/json/image-restore.json: {restored_json}"
+    );
     let report: RestoreReport = out.json();
     assert!(report.ok(), "{report:?}");
     assert!(report.partitions[1].grown);

@@ -247,6 +247,45 @@ fn sigint_during_collect_stops_rsync_and_the_next_run_resumes() {
     assert!(r.sets[0].resumed, "the next run resumes");
 }
 
+/// SIGTERM during a `--json` collect: stdout holds exactly the error object (`docs/json/error.json`) with exit 143,
+/// and nothing else (no half report). Before this test, only the human line on stderr was checked for an
+/// interrupted run; the error object was tested for usage errors, failures and panics.
+#[test]
+fn sigterm_during_a_json_collect_prints_the_error_object() {
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"], "rsync_args": ["--bwlimit=200"] } ] }"#,
+    );
+    for i in 0..40 {
+        t.write(&format!("home/data/f{i:02}"), vec![b'x'; 50_000]);
+    }
+    let mut child = t.cmd().args(["--json", "collect"]).spawn();
+    let in_progress = t.root().join(".data.in-progress");
+    wait_for("rsync to copy a file", Duration::from_secs(60), || {
+        files_under(&in_progress).len() >= 2
+    });
+    signal(&child, libc::SIGTERM);
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 143, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{stdout}"));
+    assert!(
+        crate::json::validator("error").is_valid(&v),
+        "docs/json/error.json: {stdout}"
+    );
+    assert_eq!(v["format"], 1, "{stdout}");
+    assert_eq!(v["exit"], 143, "{stdout}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted (SIGTERM)"),
+        "{stdout}"
+    );
+    assert_one_line(&stderr, "SIGTERM");
+}
+
 /// Makes `n` files of 4 MiB under `~/data`: enough for an archive or a restore to be caught while it writes.
 fn bulk(t: &Test, n: usize) {
     for i in 0..n {

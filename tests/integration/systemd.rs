@@ -732,9 +732,11 @@ fn nix_lib_refuses_what_dbackup_refuses() {
 #[test]
 fn generate_writes_completions_and_man_pages_for_packagers() {
     let t = Test::new();
+    // The scripts ask the binary on each TAB (commands::complete; install::bash_tab_... checks the answers).
     for shell in ["bash", "zsh", "fish"] {
         let out = t.cmd().args(["generate", "completions", shell]).status(0);
-        assert!(out.stdout.contains("wait-for-drive"), "{shell}");
+        assert!(out.stdout.contains("DBACKUP_COMPLETE"), "{shell}");
+        assert!(out.stdout.contains("dbackup"), "{shell}");
     }
     let dir = t.path("man");
     let out = t.cmd().args(["generate", "man"]).args([&dir]).status(0);

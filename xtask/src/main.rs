@@ -32,7 +32,7 @@ enum Task {
     Test(test::TestArgs),
     /// Build a sample home under target/demo, back it up twice and show the result
     Demo(demo::DemoArgs),
-    /// Install dbackup and its links backup, backup-collect, ... into ~/.local/bin (or --prefix)
+    /// Install dbackup, its links backup, backup-collect, ..., its man pages and completions into ~/.local (or --prefix)
     Install(install::InstallArgs),
     /// Benchmarks, never run by the tests: `bench collect` (dbackup vs plain rsync), `bench external`, `bench restore`
     /// (vs tar, sha256sum), `bench status`, `bench image` (vs partclone | zstd), `bench sparse` (vs GNU tar

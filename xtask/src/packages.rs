@@ -176,6 +176,12 @@ pub const PACKAGES: &[Package] = &[
         needed_by: &[Test],
     },
     Package {
+        deb: "tmux",
+        program: "tmux",
+        why: "the progress test draws collect's progress line in a 60-column terminal and reads the screen",
+        needed_by: &[Test],
+    },
+    Package {
         deb: "python3-venv",
         program: "/usr/lib/python3.11/ensurepip/__init__.py",
         why: "the venv moto[server] is installed into (the cloud tests' Object Lock server); Debian 12's python3.11",
