@@ -19,7 +19,7 @@ use chrono::{DateTime, Local, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::exec::{DestinationReport, DestinationStatus};
-use super::layout::{self, BackupMeta, FileRecord, FilesystemRecord, ReadBackRecord, SetRecord};
+use super::layout::{self, BackupMeta, FilesystemRecord, ReadBackRecord};
 use super::observe::Observed;
 use super::plan::{ArchiveTarget, ExternalPlan, SetAction, SetPlan};
 use crate::archive::sums::{SumLine, write_sums};
@@ -464,45 +464,16 @@ fn upload(
         )
         .map_err(|e| anyhow::anyhow!("set {}: {e}", a.set))?;
         let write_seconds = t.elapsed().as_secs_f64();
-        let record = |f: &archive::WrittenFile| FileRecord {
-            name: f
-                .path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-            bytes: f.bytes,
-            sha256: f.sha256,
-        };
         let meta = observed.snapshot_meta.get(&a.set);
-        let rec = SetRecord {
-            set: a.set.clone(),
-            // Full archives for now; an incremental upload fills these as the drive's writer does (issue 15).
-            kind: Default::default(),
-            base: None,
-            change_detection: None,
-            snapshot: a.snapshot.clone(),
-            snapshot_complete: meta.is_none_or(|m| m.is_complete()),
-            snapshot_finished: meta.map(|m| m.finished),
-            sources: meta.map(|m| m.sources.clone()).unwrap_or_default(),
-            archive: summary.archive_files.iter().map(record).collect(),
-            index: summary.index_files.iter().map(record).collect(),
-            tar_bytes: summary.tar_bytes,
-            tar_sha256: summary.tar_sha256,
-            entries: summary.entries,
-            files: summary.files,
-            file_bytes: summary.file_bytes,
-            hard_links: summary.hard_links,
-            warning_count: summary.warning_count,
-            warnings: if encrypt.is_some() {
-                Vec::new()
-            } else {
-                summary.warnings.clone()
-            },
-            write_seconds,
-            read_back_seconds: 0.0,
-            encryption: encrypt.as_ref().map(|e| e.record()),
-        };
+        // Full archives for now (`base: None`); an incremental upload passes its base as the drive's writer does.
+        let rec = super::exec::set_record(
+            a,
+            meta,
+            &summary,
+            encrypt.as_ref().map(|e| e.record()),
+            (write_seconds, 0.0),
+            None,
+        );
         for f in rec.archive.iter().chain(&rec.index) {
             sums.push(SumLine {
                 sha256: f.sha256,

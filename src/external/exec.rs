@@ -722,6 +722,27 @@ fn write_set(
     }
 
     let meta = observed.snapshot_meta.get(&a.set);
+    let rec = set_record(
+        a,
+        meta,
+        &summary,
+        encrypt.map(|e| e.record()),
+        (write_seconds, read_back_seconds),
+        base,
+    );
+    ui.info(set_line(&d.name, &rec));
+    Ok((rec, summary.depends_on))
+}
+
+/// What `backup.json` records of one set's archive once written (on a drive, or uploaded: `cloud.rs`).
+pub(crate) fn set_record(
+    a: &ArchiveTarget,
+    meta: Option<&crate::snapshot::SnapshotMeta>,
+    summary: &archive::ArchiveSummary,
+    encryption: Option<archive::EncryptionRecord>,
+    (write_seconds, read_back_seconds): (f64, f64),
+    base: Option<&IncrementalBase>,
+) -> SetRecord {
     let record = |f: &WrittenFile| FileRecord {
         name: f
             .path
@@ -732,7 +753,7 @@ fn write_set(
         bytes: f.bytes,
         sha256: f.sha256,
     };
-    let rec = SetRecord {
+    SetRecord {
         set: a.set.clone(),
         snapshot: a.snapshot.clone(),
         snapshot_complete: meta.is_none_or(|m| m.is_complete()),
@@ -748,14 +769,14 @@ fn write_set(
         hard_links: summary.hard_links,
         warning_count: summary.warning_count,
         // File names are data too: an encrypted set's warnings (which name files) stay off the drive's metadata.
-        warnings: if encrypt.is_some() {
+        warnings: if encryption.is_some() {
             Vec::new()
         } else {
             summary.warnings.clone()
         },
         write_seconds,
         read_back_seconds,
-        encryption: encrypt.map(|e| e.record()),
+        encryption,
         kind: if base.is_some() {
             archive::ArchiveKind::Incremental
         } else {
@@ -763,9 +784,7 @@ fn write_set(
         },
         base: base.map(|b| b.stamp.clone()),
         change_detection: base.map(|b| b.method().name().to_string()),
-    };
-    ui.info(set_line(&d.name, &rec));
-    Ok((rec, summary.depends_on))
+    }
 }
 
 /// `T9: data: data-2025-04-01-031500 -> data.tar: 1,234 files, 1.2 GiB; written in 3.2s (380.1 MiB/s), read back in
