@@ -385,21 +385,9 @@ fn upload(
     report: &mut DestinationReport,
 ) -> anyhow::Result<()> {
     let started = Local::now().fixed_offset();
-    let encrypt = p
-        .encryption
-        .as_ref()
-        .map(|r| {
-            crate::archive::crypt::encrypt_to(
-                r,
-                world
-                    .settings
-                    .encryption
-                    .as_ref()
-                    .and_then(|e| e.passphrase_file.as_deref()),
-            )
-        })
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let encrypt =
+        super::exec::open_encryption(p.encryption.as_ref(), world.settings.encryption.as_ref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     // What a killed run left: its multipart uploads aborted, its objects (a stamp never promoted) deleted.
     for u in &world.uploads {

@@ -301,21 +301,8 @@ fn write_backup(
     let info = &world.info;
     let started = Local::now().fixed_offset();
     // The encryption first: a passphrase that cannot be read stops the run before anything is written.
-    let encrypt = d
-        .encryption
-        .as_ref()
-        .map(|r| {
-            crate::archive::crypt::encrypt_to(
-                r,
-                world
-                    .settings
-                    .encryption
-                    .as_ref()
-                    .and_then(|e| e.passphrase_file.as_deref()),
-            )
-        })
-        .transpose()
-        .map_err(flat)?;
+    let encrypt =
+        open_encryption(d.encryption.as_ref(), world.settings.encryption.as_ref()).map_err(flat)?;
     info.check_still_present()?;
     media::ensure_marker(&world.settings, info, started).map_err(flat)?;
     // From here on everything is reached through this handle: a `backups` that is (or becomes) a symlink or a mount
@@ -732,6 +719,22 @@ fn write_set(
     );
     ui.info(set_line(&d.name, &rec));
     Ok((rec, summary.depends_on))
+}
+
+/// The encryption stage a destination's plan asks for (`None`: plain), with the passphrase read now when the
+/// destination encrypts to one: a drive and a bucket open it the same way, before anything is written.
+pub(crate) fn open_encryption(
+    record: Option<&archive::EncryptionRecord>,
+    settings: Option<&crate::settings::EncryptionSettings>,
+) -> Result<Option<crate::archive::EncryptTo>, crate::archive::crypt::CryptError> {
+    record
+        .map(|r| {
+            crate::archive::crypt::encrypt_to(
+                r,
+                settings.and_then(|e| e.passphrase_file.as_deref()),
+            )
+        })
+        .transpose()
 }
 
 /// What `backup.json` records of one set's archive once written (on a drive, or uploaded: `cloud.rs`).
