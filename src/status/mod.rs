@@ -20,7 +20,7 @@ use crate::settings::Settings;
 use crate::snapshot::SnapshotState;
 use crate::stdx;
 
-pub use gather::{Facts, Look, gather, gather_for};
+pub use gather::{CloudLook, Facts, Look, gather, gather_for, gather_with};
 pub use history::History;
 
 /// What `dbackup status` reports (`--json` prints it).
@@ -1089,6 +1089,7 @@ mod tests {
                 keep_at_least: 2,
                 require_mount: true,
                 encryption: None,
+                schedule: None,
             },
             presence: Some(presence),
             listing: newest_bytes.map(|bytes| ListingFacts {
