@@ -230,3 +230,94 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
         );
     }
 }
+
+/// `status`, `ls` and `find` on a bucket: `status` shows the bucket's last verified upload, bytes stored, restore
+/// points and its schedule from one listing and the `backup.json` (3 requests; the JSON matches
+/// docs/json/status.json), and twelve days later the weekly bucket is overdue (`--check` exits 1); `ls --source
+/// cloud:offsite` lists a directory through the index, saying first how many bytes it downloads, and `find --source
+/// cloud` finds a file with the bucket named. Before: `status` left buckets out, and `ls`/`find` on a cloud
+/// destination were usage errors (exit 2).
+#[test]
+fn status_ls_and_find_on_a_bucket() {
+    let Some((g, _s3)) = garage() else { return };
+    let config = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
+             "schedule": {{ "external": "manual" }},
+             "destinations": [ {} ] }}"#,
+        offsite(&g, r#", "schedule": "weekly""#)
+    );
+    let t = with_keys(Test::new().config(&config), &g);
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+
+    let out = t.cmd().args(["--json", "status"]).status(0);
+    let status: Value = out.json();
+    let errors: Vec<String> = crate::json::validator("status")
+        .iter_errors(&status)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{status:#}");
+    let c = &status["clouds"][0];
+    assert_eq!(c["name"], "offsite");
+    assert_eq!(c["schedule"], "weekly");
+    assert_eq!(c["reachable"], true);
+    assert_eq!(c["backups"], 1);
+    assert_eq!(c["restore_points"][0]["kind"], "full");
+    assert!(c["bytes_stored"].as_u64().unwrap() > 300 << 10, "{c:#}");
+    assert_eq!(c["requests"], 3, "one listing, a HEAD and a GET of backup.json: {c:#}");
+    let stamp = c["newest"]["stamp"].as_str().unwrap().to_string();
+    let text = t.cmd().args(["status"]).status(0);
+    assert!(text.stdout.contains("cloud destinations:"), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .contains("looked at with 3 requests (a listing and each backup.json; no archive read)"),
+        "{}",
+        text.stdout
+    );
+    // Twelve days later the weekly bucket is overdue.
+    let later = days_from_now(12);
+    let late: Value = t
+        .cmd()
+        .args(["--json", "status", "--now", &later])
+        .status(0)
+        .json();
+    assert!(
+        late["overdue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["subject"] == "offsite"),
+        "{late:#}"
+    );
+    t.cmd()
+        .args(["status", "--check", "--now", &later])
+        .status(1);
+
+    let ls = t
+        .cmd()
+        .args(["ls", "--source", "cloud:offsite", "-R", "~/notes"])
+        .status(0);
+    assert!(ls.stdout.contains("todo.txt"), "{}", ls.stdout);
+    assert!(ls.stdout.contains("deep/plan.md"), "{}", ls.stdout);
+    assert!(ls.stdout.starts_with(&format!("offsite {stamp} set docs")), "{}", ls.stdout);
+    assert!(ls.stderr.contains("reading "), "{}", ls.stderr);
+    assert!(ls.stderr.contains("of 1 index (no archive)"), "{}", ls.stderr);
+    let json: Value = t
+        .cmd()
+        .args(["--json", "ls", "--source", "cloud", "~/photos"])
+        .status(0)
+        .json();
+    assert_eq!(json["backups"][0]["source"], "cloud");
+    assert_eq!(json["backups"][0]["destination"], "offsite");
+
+    let found = t
+        .cmd()
+        .args(["find", "--source", "cloud:offsite", "*.raw"])
+        .status(0);
+    assert!(found.stdout.contains("photos/cat.raw"), "{}", found.stdout);
+    assert!(found.stdout.contains(&format!("{stamp}  offsite")), "{}", found.stdout);
+    t.cmd()
+        .args(["find", "--source", "cloud:nowhere", "*.raw"])
+        .status(2);
+}
