@@ -375,8 +375,10 @@ fn external_due(
     now: DateTime<FixedOffset>,
     force: bool,
 ) -> ExternalDue {
-    let (own, shared): (Vec<DestinationHistory>, Vec<DestinationHistory>) =
-        destinations.iter().cloned().partition(|d| d.schedule.is_some());
+    let (own, shared): (Vec<DestinationHistory>, Vec<DestinationHistory>) = destinations
+        .iter()
+        .cloned()
+        .partition(|d| d.schedule.is_some());
     if own.is_empty() {
         return shared_due(schedule, mode, &shared, now, force);
     }
@@ -395,7 +397,10 @@ fn external_due(
     let own_missing = own_judged.iter().any(|j| j.due && !j.present);
     let mut targets: Vec<String> = base.as_ref().map(|b| b.targets.clone()).unwrap_or_default();
     targets.extend(own_targets);
-    let mut judged: Vec<DestinationDue> = base.as_ref().map(|b| b.destinations.clone()).unwrap_or_default();
+    let mut judged: Vec<DestinationDue> = base
+        .as_ref()
+        .map(|b| b.destinations.clone())
+        .unwrap_or_default();
     judged.append(&mut own_judged);
     // In config order, as the destinations were given.
     judged.sort_by_key(|j| destinations.iter().position(|d| d.name == j.name));
@@ -403,11 +408,16 @@ fn external_due(
     if let Some(b) = &base {
         reasons.push(b.reason.clone());
     }
-    for j in judged.iter().filter(|j| own.iter().any(|d| d.name == j.name)) {
+    for j in judged
+        .iter()
+        .filter(|j| own.iter().any(|d| d.name == j.name))
+    {
         reasons.push(format!("{}: {}", j.name, j.reason));
     }
     let reason = reasons.join("; ");
-    let base_missing = base.as_ref().is_some_and(|b| b.action == ExternalAction::MissingMedia);
+    let base_missing = base
+        .as_ref()
+        .is_some_and(|b| b.action == ExternalAction::MissingMedia);
     let action = if !targets.is_empty() {
         ExternalAction::Write
     } else if base_missing || own_missing {
@@ -434,14 +444,21 @@ fn external_due(
 }
 
 /// One destination with a schedule of its own, judged by its own backups.
-fn own_schedule_due(d: &DestinationHistory, now: DateTime<FixedOffset>, force: bool) -> DestinationDue {
+fn own_schedule_due(
+    d: &DestinationHistory,
+    now: DateTime<FixedOffset>,
+    force: bool,
+) -> DestinationDue {
     let own = d.schedule.unwrap_or(ExternalSchedule::Manual);
     let words = format!("its own schedule is {}", schedule_word(own));
     let (due, reason, next) = match external_period(own) {
         _ if force => (true, FORCED.to_string(), None),
         None if own == ExternalSchedule::Manual => (
             false,
-            format!("{words}: only `dbackup external --destination {}` writes to it", d.name),
+            format!(
+                "{words}: only `dbackup external --destination {}` writes to it",
+                d.name
+            ),
             None,
         ),
         None => (true, words, None),
@@ -740,7 +757,11 @@ pub fn overdue(
         match &d.newest {
             None => out.push(item(
                 None,
-                format!("no external backup on {} yet, its schedule is {}", d.name, p.word()),
+                format!(
+                    "no external backup on {} yet, its schedule is {}",
+                    d.name,
+                    p.word()
+                ),
             )),
             Some(seen) => {
                 let age = now.signed_duration_since(seen.time);
@@ -1107,14 +1128,21 @@ mod tests {
             &always,
             ExternalMode::First,
             &[],
-            &[t9.clone(), own("offsite", recent.clone(), ExternalSchedule::Weekly)],
+            &[
+                t9.clone(),
+                own("offsite", recent.clone(), ExternalSchedule::Weekly),
+            ],
             at(NOW),
             false,
         )
         .external;
         assert_eq!(due.action, ExternalAction::Write);
         assert_eq!(due.targets, ["T9"]);
-        let off = due.destinations.iter().find(|d| d.name == "offsite").unwrap();
+        let off = due
+            .destinations
+            .iter()
+            .find(|d| d.name == "offsite")
+            .unwrap();
         assert!(!off.due);
         assert_eq!(
             off.reason,
@@ -1126,13 +1154,21 @@ mod tests {
             &always,
             ExternalMode::First,
             &[],
-            &[t9.clone(), own("offsite", old.clone(), ExternalSchedule::Weekly)],
+            &[
+                t9.clone(),
+                own("offsite", old.clone(), ExternalSchedule::Weekly),
+            ],
             at(NOW),
             false,
         )
         .external;
         assert_eq!(due.targets, ["T9", "offsite"]);
-        assert!(due.reason.contains("offsite: its newest backup 2025-03-29-031500 is 12 days old"), "{}", due.reason);
+        assert!(
+            due.reason
+                .contains("offsite: its newest backup 2025-03-29-031500 is 12 days old"),
+            "{}",
+            due.reason
+        );
         // schedule.external manual: the drive is not looked at, the bucket still goes by its own schedule.
         let due = decide(
             &manual,
@@ -1148,7 +1184,12 @@ mod tests {
         let d = [own("offsite", None, ExternalSchedule::Manual)];
         let due = decide(&always, ExternalMode::First, &[], &d, at(NOW), false).external;
         assert_eq!(due.action, ExternalAction::NotDue);
-        assert!(due.reason.contains("only `dbackup external --destination offsite`"), "{}", due.reason);
+        assert!(
+            due.reason
+                .contains("only `dbackup external --destination offsite`"),
+            "{}",
+            due.reason
+        );
         let due = decide(&always, ExternalMode::First, &[], &d, at(NOW), true).external;
         assert_eq!(due.targets, ["offsite"]);
         // Overdue by its own period (weekly: past 10 days), the drive (always) never.
@@ -1161,7 +1202,11 @@ mod tests {
         );
         assert_eq!(got.len(), 1, "{got:?}");
         assert_eq!(got[0].subject.as_deref(), Some("offsite"));
-        assert!(got[0].message.contains("its schedule is weekly"), "{}", got[0].message);
+        assert!(
+            got[0].message.contains("its schedule is weekly"),
+            "{}",
+            got[0].message
+        );
     }
 
     #[test]

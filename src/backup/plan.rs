@@ -100,7 +100,11 @@ pub fn views(facts: &Facts, due: &Due) -> Vec<DestinationView> {
                     b.stamp,
                     c.requests
                 ),
-                None => format!("{}: no backup yet ({} requests)", c.settings.place(), c.requests),
+                None => format!(
+                    "{}: no backup yet ({} requests)",
+                    c.settings.place(),
+                    c.requests
+                ),
             },
             (None, None) => format!(
                 "{}: not looked at (its schedule is manual)",

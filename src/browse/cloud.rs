@@ -40,7 +40,10 @@ fn failed(msg: impl Into<String>) -> anyhow::Error {
 }
 
 /// The cloud destination named, or the first by priority.
-pub fn destination<'a>(settings: &'a Settings, name: Option<&str>) -> anyhow::Result<&'a CloudSettings> {
+pub fn destination<'a>(
+    settings: &'a Settings,
+    name: Option<&str>,
+) -> anyhow::Result<&'a CloudSettings> {
     let names: Vec<&str> = settings.clouds.iter().map(|c| c.name.as_str()).collect();
     let found = match name {
         Some(n) => settings.cloud(n),
@@ -123,7 +126,9 @@ pub fn catalog(
                     crate::stdx::show_str(&bad.name)
                 ))
             } else if !s.kind.is_full() {
-                Content::Unreadable("it is incremental, which a bucket cannot be read through yet".into())
+                Content::Unreadable(
+                    "it is incremental, which a bucket cannot be read through yet".into(),
+                )
             } else {
                 index_bytes = s
                     .index

@@ -64,7 +64,10 @@ pub fn read(store: &Store, newest_only: bool) -> Result<BucketBackups, CloudErro
                 ),
                 Ok(m) if !m.verified => (
                     None,
-                    Some(format!("its {} says it was not verified", layout::METADATA_FILE)),
+                    Some(format!(
+                        "its {} says it was not verified",
+                        layout::METADATA_FILE
+                    )),
                 ),
                 Ok(m) => (Some(m), None),
                 Err(e) => (None, Some(e.to_string())),
@@ -87,7 +90,10 @@ pub fn read(store: &Store, newest_only: bool) -> Result<BucketBackups, CloudErro
 
 /// When the objects of a backup written at `started` with `object_lock_days` stop being locked: at least then
 /// (the upload's lock date was taken a moment before `started`).
-pub fn locked_until(started: DateTime<Utc>, object_lock_days: Option<u32>) -> Option<DateTime<Utc>> {
+pub fn locked_until(
+    started: DateTime<Utc>,
+    object_lock_days: Option<u32>,
+) -> Option<DateTime<Utc>> {
     object_lock_days.map(|d| started + chrono::Duration::days(i64::from(d)))
 }
 
@@ -141,7 +147,10 @@ pub fn decide(
                         d.reasons.retain(|r| r != "target of latest");
                         d.reasons.insert(
                             0,
-                            format!("kept: locked until {} (Object Lock)", until.format("%Y-%m-%d %H:%M UTC")),
+                            format!(
+                                "kept: locked until {} (Object Lock)",
+                                until.format("%Y-%m-%d %H:%M UTC")
+                            ),
                         );
                     }
                     d
@@ -180,7 +189,11 @@ pub fn plan_retention(
     if p.refusal.is_some() || p.archives.is_empty() {
         return;
     }
-    let stamp = p.dir.trim_start_matches(BACKUPS).trim_end_matches('/').to_string();
+    let stamp = p
+        .dir
+        .trim_start_matches(BACKUPS)
+        .trim_end_matches('/')
+        .to_string();
     let sets: Vec<String> = p.archives.iter().map(|a| a.set.clone()).collect();
     p.decisions = decide(
         &w.backups,
@@ -302,7 +315,10 @@ mod tests {
 
     fn backup(stamp: &str, base: Option<&str>) -> DriveBackup {
         let mut meta = layout::tests::meta(stamp, &["docs"]);
-        meta.started = snapshot::parse_stamp(stamp).unwrap().and_utc().fixed_offset();
+        meta.started = snapshot::parse_stamp(stamp)
+            .unwrap()
+            .and_utc()
+            .fixed_offset();
         if let Some(b) = base {
             meta.depends_on = vec![b.to_string()];
         }
@@ -339,19 +355,34 @@ mod tests {
             )
         };
         let removed = |ds: &[Decision]| -> Vec<String> {
-            let mut v: Vec<String> = ds.iter().filter(|d| !d.keep).map(|d| d.name.clone()).collect();
+            let mut v: Vec<String> = ds
+                .iter()
+                .filter(|d| !d.keep)
+                .map(|d| d.name.clone())
+                .collect();
             v.sort();
             v
         };
         let ds = decide_with(1, None);
         assert_eq!(
             removed(&ds),
-            ["2026-11-01-020000", "2026-11-08-020000", "2026-11-15-020000"]
+            [
+                "2026-11-01-020000",
+                "2026-11-08-020000",
+                "2026-11-15-020000"
+            ]
         );
         let ds = decide_with(2, None);
-        assert_eq!(removed(&ds), ["2026-11-01-020000"], "the base of a kept tail stays");
+        assert_eq!(
+            removed(&ds),
+            ["2026-11-01-020000"],
+            "the base of a kept tail stays"
+        );
         let kept = ds.iter().find(|d| d.name == "2026-11-08-020000").unwrap();
-        assert!(kept.reasons.iter().any(|r| r.starts_with("base of")), "{kept:?}");
+        assert!(
+            kept.reasons.iter().any(|r| r.starts_with("base of")),
+            "{kept:?}"
+        );
         // Locked for 10 days from its start: the backup of 2026-11-15 is (and its base stays with it), the
         // older ones are not.
         let ds = decide_with(1, Some(10));
@@ -359,7 +390,10 @@ mod tests {
         let locked = ds.iter().find(|d| d.name == "2026-11-15-020000").unwrap();
         assert!(locked.keep);
         let base = ds.iter().find(|d| d.name == "2026-11-08-020000").unwrap();
-        assert!(base.keep && base.reasons.iter().any(|r| r.starts_with("base of")), "{base:?}");
+        assert!(
+            base.keep && base.reasons.iter().any(|r| r.starts_with("base of")),
+            "{base:?}"
+        );
         assert!(
             locked.reasons[0].starts_with("kept: locked until 2026-11-25"),
             "{locked:?}"

@@ -370,7 +370,8 @@ pub fn execute(
             Ok(()) => {
                 report.status = DestinationStatus::Written;
                 super::bucket::apply_retention(p, store, &mut report, ui);
-                let warned = report.sets.iter().any(|s| s.warning_count > 0) || !report.warnings.is_empty();
+                let warned =
+                    report.sets.iter().any(|s| s.warning_count > 0) || !report.warnings.is_empty();
                 report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
             }
             Err(e) => {

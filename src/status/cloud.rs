@@ -60,7 +60,11 @@ pub fn build(
         warnings.push(format!(
             "destination {}: {} (no backup.json); the next upload removes them",
             c.settings.name,
-            stdx::counted(c.unfinished as u64, "unfinished upload", "unfinished uploads")
+            stdx::counted(
+                c.unfinished as u64,
+                "unfinished upload",
+                "unfinished uploads"
+            )
         ));
     }
     if let Some(l) = &c.listing
@@ -132,10 +136,14 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
     ]];
     for c in clouds {
         let (newest, age) = match &c.newest {
-            Some(n) if n.known_from == KnownFrom::RunLog => {
-                (format!("{} (run log)", n.stamp), super::age_short(n.age_seconds))
-            }
-            Some(n) if n.encrypted => (format!("{} (age)", n.stamp), super::age_short(n.age_seconds)),
+            Some(n) if n.known_from == KnownFrom::RunLog => (
+                format!("{} (run log)", n.stamp),
+                super::age_short(n.age_seconds),
+            ),
+            Some(n) if n.encrypted => (
+                format!("{} (age)", n.stamp),
+                super::age_short(n.age_seconds),
+            ),
             Some(n) => (n.stamp.clone(), super::age_short(n.age_seconds)),
             None => ("none".to_string(), "-".to_string()),
         };
@@ -165,7 +173,11 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
             if c.unfinished > 0 {
                 format!(
                     "; {} the next upload removes",
-                    stdx::counted(c.unfinished as u64, "unfinished upload", "unfinished uploads")
+                    stdx::counted(
+                        c.unfinished as u64,
+                        "unfinished upload",
+                        "unfinished uploads"
+                    )
                 )
             } else {
                 String::new()
@@ -177,7 +189,11 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
             out,
             "\n{}: {}",
             c.name,
-            stdx::counted(c.restore_points.len() as u64, "restore point", "restore points")
+            stdx::counted(
+                c.restore_points.len() as u64,
+                "restore point",
+                "restore points"
+            )
         );
         super::render_points(out, &c.restore_points, "bucket");
     }

@@ -101,7 +101,9 @@ fn cloud(c: &crate::settings::CloudSettings, look: CloudLook, runs: &RunFacts) -
         from_log: runs.written.get(&c.name).cloned(),
         requests: 0,
     };
-    let own = c.schedule.unwrap_or(crate::config::ExternalSchedule::Manual);
+    let own = c
+        .schedule
+        .unwrap_or(crate::config::ExternalSchedule::Manual);
     let newest_only = match look {
         CloudLook::Skip => return facts,
         CloudLook::Newest { force } => {

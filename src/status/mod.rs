@@ -922,7 +922,10 @@ fn render_points(out: &mut String, points: &[RestorePoint], place: &str) {
         .iter()
         .map(|p| {
             let chain = match (&p.base, p.broken) {
-                (_, true) => format!("chain of {}: BROKEN, its base is not on the {place}", p.chain),
+                (_, true) => format!(
+                    "chain of {}: BROKEN, its base is not on the {place}",
+                    p.chain
+                ),
                 (Some(base), false) => format!("on {base}, chain of {}", p.chain),
                 (None, false) => String::new(),
             };

@@ -111,10 +111,17 @@ fn backup_uploads_to_a_bucket_on_its_own_schedule() {
         .json();
     assert_eq!(view(&plan, "offsite")["target"], true);
     assert_eq!(view(&plan, "drive")["target"], true);
-    assert_eq!(bucket_backups(&s3), Vec::<String>::new(), "a dry run uploads nothing");
+    assert_eq!(
+        bucket_backups(&s3),
+        Vec::<String>::new(),
+        "a dry run uploads nothing"
+    );
 
     let first: Value = t.cmd().args(["--json", "backup"]).status(0).json();
-    assert_eq!(first["due"]["external"]["targets"], serde_json::json!(["drive", "offsite"]));
+    assert_eq!(
+        first["due"]["external"]["targets"],
+        serde_json::json!(["drive", "offsite"])
+    );
     let uploaded = bucket_backups(&s3);
     assert_eq!(uploaded.len(), 1, "{first:#}");
 
@@ -139,7 +146,10 @@ fn backup_uploads_to_a_bucket_on_its_own_schedule() {
         .args(["--json", "backup", "--now", &later])
         .status(0)
         .json();
-    assert_eq!(run["due"]["external"]["targets"], serde_json::json!(["drive"]));
+    assert_eq!(
+        run["due"]["external"]["targets"],
+        serde_json::json!(["drive"])
+    );
     assert_eq!(bucket_backups(&s3), uploaded, "not due: nothing uploaded");
 
     // Eight days later: due again, uploaded.
@@ -199,7 +209,8 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
         dry.stdout
     );
     assert!(
-        dry.stdout.contains(&format!("keep      {} (base of {})", two[0], two[1])),
+        dry.stdout
+            .contains(&format!("keep      {} (base of {})", two[0], two[1])),
         "{}",
         dry.stdout
     );
@@ -208,7 +219,11 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
     let t = t.config(&config(1));
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
     for b in &two {
-        assert!(dry.stdout.contains(&format!("remove    {b} (")), "{}", dry.stdout);
+        assert!(
+            dry.stdout.contains(&format!("remove    {b} (")),
+            "{}",
+            dry.stdout
+        );
     }
     let out = t.cmd().args(["--json", "external"]).status(0);
     let report: Value = out.json();
@@ -265,13 +280,21 @@ fn status_ls_and_find_on_a_bucket() {
     assert_eq!(c["backups"], 1);
     assert_eq!(c["restore_points"][0]["kind"], "full");
     assert!(c["bytes_stored"].as_u64().unwrap() > 300 << 10, "{c:#}");
-    assert_eq!(c["requests"], 3, "one listing, a HEAD and a GET of backup.json: {c:#}");
+    assert_eq!(
+        c["requests"], 3,
+        "one listing, a HEAD and a GET of backup.json: {c:#}"
+    );
     let stamp = c["newest"]["stamp"].as_str().unwrap().to_string();
     let text = t.cmd().args(["status"]).status(0);
-    assert!(text.stdout.contains("cloud destinations:"), "{}", text.stdout);
     assert!(
+        text.stdout.contains("cloud destinations:"),
+        "{}",
         text.stdout
-            .contains("looked at with 3 requests (a listing and each backup.json; no archive read)"),
+    );
+    assert!(
+        text.stdout.contains(
+            "looked at with 3 requests (a listing and each backup.json; no archive read)"
+        ),
         "{}",
         text.stdout
     );
@@ -300,9 +323,17 @@ fn status_ls_and_find_on_a_bucket() {
         .status(0);
     assert!(ls.stdout.contains("todo.txt"), "{}", ls.stdout);
     assert!(ls.stdout.contains("deep/plan.md"), "{}", ls.stdout);
-    assert!(ls.stdout.starts_with(&format!("offsite {stamp} set docs")), "{}", ls.stdout);
+    assert!(
+        ls.stdout.starts_with(&format!("offsite {stamp} set docs")),
+        "{}",
+        ls.stdout
+    );
     assert!(ls.stderr.contains("reading "), "{}", ls.stderr);
-    assert!(ls.stderr.contains("of 1 index (no archive)"), "{}", ls.stderr);
+    assert!(
+        ls.stderr.contains("of 1 index (no archive)"),
+        "{}",
+        ls.stderr
+    );
     let json: Value = t
         .cmd()
         .args(["--json", "ls", "--source", "cloud", "~/photos"])
@@ -316,8 +347,65 @@ fn status_ls_and_find_on_a_bucket() {
         .args(["find", "--source", "cloud:offsite", "*.raw"])
         .status(0);
     assert!(found.stdout.contains("photos/cat.raw"), "{}", found.stdout);
-    assert!(found.stdout.contains(&format!("{stamp}  offsite")), "{}", found.stdout);
+    assert!(
+        found.stdout.contains(&format!("{stamp}  offsite")),
+        "{}",
+        found.stdout
+    );
     t.cmd()
         .args(["find", "--source", "cloud:nowhere", "*.raw"])
         .status(2);
+}
+
+/// Retention on a bucket that enforces Object Lock (moto), with `"object_lock_days": 1` and `"retention": 1`: the
+/// second upload's dry run says the first backup is "kept: locked until <date>" instead of removing it, and the
+/// run leaves it there (nothing removed, no warning). Before: retention did not run on buckets at all; a
+/// retention that tried would have deleted `backup.json` behind a delete marker while the data stayed locked.
+#[test]
+fn retention_on_a_locked_bucket_keeps_what_is_locked() {
+    let m = match testkit::objstore::Moto::start() {
+        Ok(m) => m,
+        Err(why) => return testkit::skip(&why),
+    };
+    let config = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
+             "destinations": [ {{ "name": "offsite", "kind": "s3", "endpoint": "{}", "bucket": "{}",
+               "region": "{REGION}", "prefix": "laptop", "allow_unencrypted": true, "retries": 1,
+               "timeout_seconds": 10, "object_lock_days": 1, "retention": 1 }} ] }}"#,
+        m.endpoint(),
+        m.bucket
+    );
+    let mut t = Test::new()
+        .config(&config)
+        .env("AWS_ACCESS_KEY_ID", "testing-key-id")
+        .env("AWS_SECRET_ACCESS_KEY", "testing-secret-key");
+    if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE") {
+        t = t.env("AWS_CA_BUNDLE", bundle);
+    }
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    let first: Value = t.cmd().args(["--json", "external"]).status(0).json();
+    let stamp = first["destinations"][0]["backup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        dry.stdout
+            .contains(&format!("keep      {stamp} (kept: locked until ")),
+        "{}",
+        dry.stdout
+    );
+    let second: Value = t.cmd().args(["--json", "external"]).status(0).json();
+    assert_eq!(
+        second["destinations"][0]["removed"],
+        serde_json::json!([]),
+        "{second:#}"
+    );
+    let list = t
+        .cmd()
+        .args(["restore", "--list", "--source", "cloud"])
+        .status(0);
+    assert!(list.stdout.contains(&stamp), "{}", list.stdout);
 }
