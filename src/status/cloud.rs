@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ExternalStatus, KnownFrom, RestorePoint, gather, restore_points, table};
 use crate::config::Schedule;
+#[cfg(test)]
+use crate::settings::CloudSettings;
 use crate::stdx;
 
 /// One cloud destination.
@@ -58,7 +60,7 @@ pub fn build(
     }
     if c.unfinished > 0 {
         warnings.push(format!(
-            "destination {}: {} (no backup.json); the next upload removes them",
+            "destination {}: {} (no backup.json), removed by the next upload",
             c.settings.name,
             stdx::counted(
                 c.unfinished as u64,
@@ -196,5 +198,109 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
             )
         );
         super::render_points(out, &c.restore_points, "bucket");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::gather::{BackupFacts, CloudFacts, ListingFacts};
+
+    fn at(s: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    fn backup(stamp: &str, time: &str, base: Option<&str>, bytes: u64) -> BackupFacts {
+        BackupFacts {
+            stamp: stamp.into(),
+            started: at(time),
+            finished: at(time),
+            bytes,
+            sets: vec![("docs".into(), format!("docs-{stamp}"))],
+            encryption: None,
+            drive_bytes: bytes,
+            incremental: base.is_some(),
+            base: base.map(str::to_string),
+            image_only: false,
+        }
+    }
+
+    /// A bucket's lines in `status`: schedule, bytes stored (the sum of its backups), last verified upload and
+    /// age, the request count, unfinished uploads, then its restore points with their chains; an unreachable one
+    /// says why and becomes a warning.
+    #[test]
+    fn a_bucket_in_status() {
+        let mut settings = crate::cloud::tests::settings("http://127.0.0.1:3900", "payne");
+        settings.schedule = Some(crate::config::ExternalSchedule::Weekly);
+        let backups = vec![
+            backup(
+                "2025-03-30-020000",
+                "2025-03-30T02:00:00+02:00",
+                None,
+                300 << 20,
+            ),
+            backup(
+                "2025-04-06-020000",
+                "2025-04-06T02:00:00+02:00",
+                Some("2025-03-30-020000"),
+                12 << 20,
+            ),
+        ];
+        let facts = CloudFacts {
+            settings: settings.clone(),
+            looked: true,
+            listing: Some(ListingFacts {
+                verified: 2,
+                newest: backups.last().cloned(),
+                backups,
+                ..Default::default()
+            }),
+            unfinished: 1,
+            error: None,
+            from_log: None,
+            requests: 5,
+        };
+        let schedule = crate::config::Schedule::default();
+        let now = at("2025-04-10T09:00:00+02:00");
+        let mut warnings = Vec::new();
+        let ok = build(&facts, &schedule, now, &mut warnings);
+        assert_eq!(ok.bytes_stored, Some(312 << 20));
+        assert_eq!(ok.restore_points[1].chain, "2025-03-30-020000");
+        let down = build(
+            &CloudFacts {
+                settings: CloudSettings {
+                    name: "b2".into(),
+                    schedule: None,
+                    ..settings
+                },
+                listing: None,
+                unfinished: 0,
+                error: Some("no answer from s3 http://127.0.0.1:9 payne/laptop/one".into()),
+                requests: 0,
+                ..facts
+            },
+            &schedule,
+            now,
+            &mut warnings,
+        );
+        let mut text = String::new();
+        render(&mut text, &[ok, down]);
+        insta::assert_snapshot!(text, @r"
+
+    cloud destinations:
+      DESTINATION  SCHEDULE  STORED     LAST VERIFIED UPLOAD  AGE  BACKUPS
+      offsite      weekly    312.0 MiB  2025-04-06-020000     4d   2
+      b2           weekly    -          none                  -    -
+      offsite: s3 http://127.0.0.1:3900 payne/laptop/one; looked at with 5 requests (a listing and each backup.json; no archive read); 1 unfinished upload the next upload removes
+      b2: s3 http://127.0.0.1:3900 payne/laptop/one; cannot be looked at: no answer from s3 http://127.0.0.1:9 payne/laptop/one
+
+    offsite: 2 restore points
+      2025-03-30-020000  full         300.0 MiB
+      2025-04-06-020000  incremental  12.0 MiB   on 2025-03-30-020000, chain of 2025-03-30-020000
+    ");
+        insta::assert_snapshot!(warnings.join("\n"), @r"
+        destination offsite: 1 unfinished upload (no backup.json), removed by the next upload
+        destination b2: no answer from s3 http://127.0.0.1:9 payne/laptop/one
+        ");
     }
 }
