@@ -184,6 +184,10 @@ pub struct ExternalDue {
     /// When the external phase becomes due, when it is not due now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<DateTime<FixedOffset>>,
+    /// The destinations following `schedule.external` were due and none of them was present, while one with its own
+    /// schedule is written (`action` is `write`): still a `missing_media` event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared_missing: bool,
 }
 
 impl ExternalDue {
@@ -406,7 +410,8 @@ fn external_due(
     judged.sort_by_key(|j| destinations.iter().position(|d| d.name == j.name));
     let mut reasons: Vec<String> = Vec::new();
     if let Some(b) = &base {
-        reasons.push(b.reason.clone());
+        let names: Vec<&str> = shared.iter().map(|d| d.name.as_str()).collect();
+        reasons.push(format!("{}: {}", names.join(", "), b.reason));
     }
     for j in judged
         .iter()
@@ -435,6 +440,7 @@ fn external_due(
         None
     };
     ExternalDue {
+        shared_missing: base_missing && action == ExternalAction::Write,
         action,
         reason,
         targets,
@@ -500,6 +506,7 @@ fn shared_due(
     force: bool,
 ) -> ExternalDue {
     let decided = |action, reason: String, targets, destinations, next| ExternalDue {
+        shared_missing: false,
         action,
         reason,
         targets,
@@ -1166,6 +1173,25 @@ mod tests {
         assert!(
             due.reason
                 .contains("offsite: its newest backup 2025-03-29-031500 is 12 days old"),
+            "{}",
+            due.reason
+        );
+        // The drive is due and absent while the bucket is written: still a missing drive.
+        let absent = dest("T9", 10, false, old.clone());
+        let due = decide(
+            &always,
+            ExternalMode::First,
+            &[],
+            &[absent, own("offsite", None, ExternalSchedule::Weekly)],
+            at(NOW),
+            false,
+        )
+        .external;
+        assert_eq!(due.action, ExternalAction::Write);
+        assert!(due.shared_missing, "{due:?}");
+        assert!(
+            due.reason
+                .starts_with("T9: schedule.external is always; but no destination is present"),
             "{}",
             due.reason
         );

@@ -38,7 +38,7 @@ fn empty_report(due: &Due, facts: &Facts) -> BackupReport {
         events: vec![],
         notifications: vec![],
     };
-    if due.external.action == ExternalAction::MissingMedia {
+    if due.external.action == ExternalAction::MissingMedia || due.external.shared_missing {
         let mut why = due.external.reason.clone();
         for d in &facts.destinations {
             if let Some(Presence::Absent(a)) = &d.presence {

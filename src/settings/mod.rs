@@ -1676,6 +1676,15 @@ mod tests {
                 ],
             ),
             (
+                "a drive on its own schedule while nothing starts on a drive plugged in",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/x"] } ],
+                    "schedule": { "external": "manual" },
+                    "destinations": [ { "name": "T9", "path": "/m", "schedule": "always" },
+                                      { "name": "old", "path": "/o", "schedule": "manual" } ] }"#
+                    .into(),
+                &["/destinations/0/schedule: drive \"T9\" asks to be written on its own schedule, but schedule.external is manual"],
+            ),
+            (
                 "relative backup_root",
                 r#"{ "backup_root": "backups", "backup_sets": [ { "name": "a", "sources": ["/x"] } ] }"#.into(),
                 &["/backup_root: \"backups\" is a relative path"],
