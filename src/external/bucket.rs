@@ -39,6 +39,18 @@ pub fn requests_of(store: &Store) -> u64 {
 pub fn read(store: &Store, newest_only: bool) -> Result<BucketBackups, CloudError> {
     let before = requests_of(store);
     let (listing, _) = super::cloud::list(store, false)?;
+    let mut b = read_listed(store, listing, newest_only)?;
+    b.requests = requests_of(store).saturating_sub(before);
+    Ok(b)
+}
+
+/// [`read`] on a listing already made.
+pub fn read_listed(
+    store: &Store,
+    listing: CloudListing,
+    newest_only: bool,
+) -> Result<BucketBackups, CloudError> {
+    let before = requests_of(store);
     let skip = if newest_only {
         listing.backups.len().saturating_sub(1)
     } else {
@@ -173,7 +185,7 @@ pub fn observe(w: &mut super::cloud::CloudWorld) {
     if w.error.is_some() {
         return;
     }
-    match read(store, false) {
+    match read_listed(store, w.listing.clone(), false) {
         Ok(b) => w.backups = b.backups,
         Err(e) => w.error = Some(e.to_string()),
     }

@@ -215,6 +215,17 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
         dry.stdout
     );
     assert_eq!(bucket_backups(&s3), two, "a dry run removes nothing");
+    let plan: Value = t
+        .cmd()
+        .args(["--json", "--dry-run", "external"])
+        .status(0)
+        .json();
+    let errors: Vec<String> = crate::json::validator("external-plan")
+        .iter_errors(&plan)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{plan:#}");
+    assert_eq!(plan["clouds"][0]["decisions"].as_array().unwrap().len(), 3);
 
     let t = t.config(&config(1));
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
