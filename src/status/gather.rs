@@ -116,7 +116,13 @@ fn cloud(c: &crate::settings::CloudSettings, look: CloudLook, runs: &RunFacts) -
     };
     facts.looked = true;
     let env = crate::settings::Env::from_process();
-    let store = match crate::cloud::Store::open(c, &env, chrono::Local::now().time()) {
+    // A look, not an upload: an unreachable bucket costs at most two tries of 15 seconds, never minutes.
+    let quick = crate::settings::CloudSettings {
+        retries: c.retries.min(1),
+        timeout_seconds: c.timeout_seconds.min(15),
+        ..c.clone()
+    };
+    let store = match crate::cloud::Store::open(&quick, &env, chrono::Local::now().time()) {
         Ok(s) => s,
         Err(e) => {
             facts.error = Some(e.to_string());
