@@ -26,8 +26,6 @@ use super::{RestoreError, RestoreOptions};
 use crate::archive::sparse::{self, SparseMap};
 use crate::exit::Exit;
 
-pub use super::plan::Tally;
-
 /// The prefix of the temporary names the applier writes (a crashed restore leaves only such names behind).
 pub const TEMP_PREFIX: &str = ".dbackup-restore-";
 
