@@ -12,6 +12,7 @@ pub(crate) mod cli;
 pub(crate) mod cloud;
 pub(crate) mod collect;
 pub(crate) mod commands;
+pub(crate) mod complete;
 pub(crate) mod config;
 pub(crate) mod exit;
 pub(crate) mod expand;
@@ -82,8 +83,8 @@ pub fn main_entry() -> std::process::ExitCode {
     use std::panic::AssertUnwindSafe;
     use std::process::ExitCode;
 
-    // `DBACKUP_COMPLETE=bash dbackup -- WORDS`: the shell asking for completions (commands::complete).
-    if let Some(code) = commands::complete::answer_if_asked() {
+    // `DBACKUP_COMPLETE=bash dbackup -- WORDS`: the shell asking for completions (`complete`).
+    if let Some(code) = complete::answer_if_asked(<Cli as clap::CommandFactory>::command) {
         return ExitCode::from(code);
     }
     process::install();

@@ -729,7 +729,7 @@ fn nix_lib_refuses_what_dbackup_refuses() {
 #[test]
 fn generate_writes_completions_and_man_pages_for_packagers() {
     let t = Test::new();
-    // The scripts ask the binary on each TAB (commands::complete; install::bash_tab_... checks the answers).
+    // The scripts ask the binary on each TAB (src/complete.rs; install::bash_tab_... checks the answers).
     for shell in ["bash", "zsh", "fish"] {
         let out = t.cmd().args(["generate", "completions", shell]).status(0);
         assert!(out.stdout.contains("DBACKUP_COMPLETE"), "{shell}");
