@@ -301,11 +301,6 @@ pub struct RunWants {
 /// The commands whose runs count as backup runs.
 pub const BACKUP_COMMANDS: &[&str] = &["collect", "external", "backup"];
 
-/// Gathers the facts. `detect`: look at the destinations (`backup` does not when `schedule.external` is manual).
-pub fn gather(settings: &Settings, detect: bool) -> Facts {
-    gather_for(settings, if detect { Look::Probe } else { Look::Skip }, 0)
-}
-
 /// Gathers the facts, looking at the destinations as `look` says, with a history of `history` runs and snapshots
 /// per set (the status page; 0 for none).
 pub fn gather_for(settings: &Settings, look: Look, history: usize) -> Facts {

@@ -21,7 +21,7 @@ use crate::settings::Settings;
 use crate::snapshot::SnapshotState;
 use crate::stdx;
 
-pub use gather::{CloudLook, Facts, Look, gather, gather_for, gather_with};
+pub use gather::{CloudLook, Facts, Look, gather_for, gather_with};
 pub use history::History;
 
 /// What `dbackup status` reports (`--json` prints it).
