@@ -269,6 +269,8 @@ fn world() -> World {
             passphrase_file: None,
             damaged: Default::default(),
             incremental: Default::default(),
+            index_copies: Vec::new(),
+            base_copies: Default::default(),
         }],
         incremental: Default::default(),
         force_full: false,
