@@ -946,12 +946,7 @@ fn prune(
 
 /// Removes the local index copies of this destination that can no longer be a base (`index_copy::stale`), once the
 /// new backup is in place and retention has run; a failure is said, and changes nothing else.
-fn prune_index_copies(
-    d: &DestinationPlan,
-    world: &DestinationWorld,
-    observed: &Observed,
-    ui: &Ui,
-) {
+fn prune_index_copies(d: &DestinationPlan, world: &DestinationWorld, observed: &Observed, ui: &Ui) {
     let root = &observed.world.backup_root;
     let copies = super::index_copy::list(root, &d.name);
     if copies.is_empty() {

@@ -404,10 +404,7 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&root.join(DIR)), 0o700);
         assert_eq!(mode(&dir.join("2026-12-01-031500")), 0o700);
-        assert_eq!(
-            mode(&dir.join("2026-12-01-031500/data.index")),
-            0o600
-        );
+        assert_eq!(mode(&dir.join("2026-12-01-031500/data.index")), 0o600);
         assert_eq!(mode(&dir.join("2026-12-01-031500/data.json")), 0o600);
 
         let path = trusted(root, "T9", "2026-12-01-031500", "data", &enc).unwrap();

@@ -287,7 +287,9 @@ pub fn observe(
                     encryption: encryption.as_ref(),
                     content_every: super::chain::content_every(settings.schedule.full),
                     now: chrono::Local::now().naive_local(),
-                    base_copy: base_copies.get(set).map(|r: &Result<(), String>| r.as_ref().map(|_| ()).map_err(String::as_str)),
+                    base_copy: base_copies.get(set).map(|r: &Result<(), String>| {
+                        r.as_ref().map(|_| ()).map_err(String::as_str)
+                    }),
                 },
                 facts.as_ref(),
             );

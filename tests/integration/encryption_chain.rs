@@ -37,7 +37,10 @@ fn encrypted_chain_world() -> (Test, PathBuf) {
         ),
     )
     .replace(r#""local": 3"#, r#""local": 12"#);
-    assert!(cfg.contains("incremental") && cfg.contains(r#""local": 12"#), "{cfg}");
+    assert!(
+        cfg.contains("incremental") && cfg.contains(r#""local": 12"#),
+        "{cfg}"
+    );
     fs::write(t.path("config.json"), t.expand(&cfg)).unwrap();
     collect(&t);
     (t, drive)
@@ -148,7 +151,11 @@ fn an_encrypted_chain_restores_every_snapshot() {
             f.display()
         );
         if name.ends_with(".index.age") {
-            assert!(bytes.starts_with(b"age-encryption.org/v1"), "{}", f.display());
+            assert!(
+                bytes.starts_with(b"age-encryption.org/v1"),
+                "{}",
+                f.display()
+            );
         }
     }
 
@@ -171,8 +178,64 @@ fn an_encrypted_chain_restores_every_snapshot() {
         if deep {
             args.push("--deep");
         }
-        t.cmd().args(&args).status(0);
+        let out = t.cmd().args(&args).status(0);
+        let said = if deep {
+            "kept in earlier backups: every byte read and checked"
+        } else {
+            "kept in earlier backups: their headers there checked (--deep reads every byte)"
+        };
+        assert!(out.stdout.contains(said), "{}", out.stdout);
     }
+
+    // One byte changed inside the full's archive, in the middle of big.bin (600 KiB of its 640, unchanged since:
+    // every incremental keeps it there). Plain --verify of the newest reads the newest's own archive and only the
+    // headers it points to in earlier ones (by design: verifying the full itself reads all of it), so it passes;
+    // --deep reads those bytes and names the backup and archive; a restore of big.bin names them too, and a file
+    // the newest stores itself still restores.
+    let full = &made[0].0;
+    let newest = &made[5].0;
+    let tar = drive.join("backups").join(full).join("data.tar.age");
+    let mut bytes = fs::read(&tar).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&tar, &bytes).unwrap();
+    let verify = |deep: bool, code: i32| {
+        let mut args = vec![
+            "restore", "--source", "external", "--date", newest, "--verify",
+        ];
+        if deep {
+            args.push("--deep");
+        }
+        let out = t.cmd().args(&args).status(code);
+        format!("{}{}", out.stdout, out.stderr)
+    };
+    verify(false, 0);
+    let text = verify(true, 1);
+    assert!(
+        text.contains(&format!("in backup {full}'s data.tar.age")) && text.contains("big.bin"),
+        "{text}"
+    );
+    let one = |f: &str, code: i32| {
+        let target = t.path(&format!("one-{}", f.replace('/', "-")));
+        let out = t
+            .cmd()
+            .args([
+                "restore", "--source", "external", "--date", newest, "--path",
+            ])
+            .args([data.join(f)])
+            .args(["--target"])
+            .args([&target])
+            .status(code);
+        format!("{}{}", out.stdout, out.stderr)
+    };
+    one("projects/p09.txt", 0);
+    let text = one("big.bin", 1);
+    assert!(
+        text.contains(&format!(
+            "(its content is kept in backup {full}'s data.tar.age)"
+        )),
+        "{text}"
+    );
 }
 
 /// The local copy of the base's index altered, then deleted: each time the next external writes a full and its dry
@@ -226,7 +289,9 @@ fn without_a_trusted_local_copy_the_next_encrypted_backup_is_full() {
     // The newest still restores whole (its own full).
     let target = t.path("restored");
     t.cmd()
-        .args(["restore", "--source", "external", "--date", &fourth, "--target"])
+        .args([
+            "restore", "--source", "external", "--date", &fourth, "--target",
+        ])
         .args([&target])
         .status(0);
 }
