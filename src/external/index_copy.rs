@@ -431,6 +431,64 @@ mod tests {
         assert!(!dir.join("2026-12-01-031500").exists());
     }
 
+    /// Only the copy of each set's newest backup on the destination stays: older ones, ones whose backup is gone, one
+    /// superseded by the set this run writes, leftovers and empty directories go.
+    #[test]
+    fn stale_copies_are_all_but_each_sets_newest() {
+        use crate::external::layout::tests::meta;
+        use crate::external::layout::{DriveBackup, DriveListing};
+        let backup = |stamp: &str, sets: &[&str]| DriveBackup {
+            name: stamp.to_string(),
+            time: crate::snapshot::parse_stamp(stamp).unwrap(),
+            path: format!("/d/backups/{stamp}").into(),
+            meta: Some(meta(stamp, sets)),
+            meta_error: None,
+        };
+        let (d1, d2, d3) = (
+            "2026-12-01-031500",
+            "2026-12-02-031500",
+            "2026-12-03-031500",
+        );
+        let listing = DriveListing {
+            exists: true,
+            backups: vec![
+                backup(d1, &["data", "config"]),
+                backup(d2, &["data"]),
+                backup(d3, &["photos"]),
+            ],
+            ..Default::default()
+        };
+        let copies: Vec<String> = [
+            format!("{d1}/config"),
+            format!("{d1}/data"),
+            format!("{d2}/data"),
+            format!("{d3}/photos"),
+            "2026-11-30-031500/data".into(),
+            ".tmp-2026-12-04-031500-77".into(),
+            "2026-12-05-031500".into(),
+        ]
+        .into();
+        assert_eq!(
+            stale(&copies, &listing, &[]),
+            vec![
+                format!("{d1}/data"),
+                "2026-11-30-031500/data".to_string(),
+                ".tmp-2026-12-04-031500-77".to_string(),
+                "2026-12-05-031500".to_string(),
+            ]
+        );
+        assert_eq!(
+            stale(&copies, &listing, &["photos".into()]),
+            vec![
+                format!("{d1}/data"),
+                format!("{d3}/photos"),
+                "2026-11-30-031500/data".to_string(),
+                ".tmp-2026-12-04-031500-77".to_string(),
+                "2026-12-05-031500".to_string(),
+            ]
+        );
+    }
+
     /// Copies of a backup that was never promoted are removed.
     #[test]
     fn an_unpromoted_copy_is_removed() {
