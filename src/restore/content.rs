@@ -561,21 +561,26 @@ fn apply_archive(
 ) -> Result<(), RestoreError> {
     // One reader per archive read: this one, and those of the chain an incremental's files are kept in.
     let mut readers: HashMap<Option<String>, Option<archive::ArchiveReader>> = HashMap::new();
+    // ` (its content is kept in backup <stamp>'s <archive>)`: where a file an incremental keeps in an earlier backup
+    // is read from, for its errors.
+    let kept_in = |stamp: &str| {
+        let name = chain_archive(chain, stamp)
+            .ok()
+            .map(|a| a.label())
+            .and_then(|l| {
+                Path::new(&l)
+                    .file_name()
+                    .map(|n| format!("'s {}", show(n.as_bytes())))
+            })
+            .unwrap_or_default();
+        format!(
+            " (its content is kept in backup {}{name})",
+            show(stamp.as_bytes())
+        )
+    };
     let located = |applier: &mut Applier<'_>, from: usize, stored_in: Option<&str>| {
         if let Some(stamp) = stored_in {
-            let name = chain_archive(chain, stamp)
-                .ok()
-                .and_then(|a| a.parts.first())
-                .and_then(|(p, _)| p.file_name())
-                .map(|n| show(n.as_bytes()))
-                .unwrap_or_default();
-            applier.locate_errors(
-                from,
-                &format!(
-                    " (its content is kept in backup {}'s {name})",
-                    show(stamp.as_bytes())
-                ),
-            );
+            applier.locate_errors(from, &kept_in(stamp));
         }
     };
     // The item whose content an earlier backup keeps, and the errors before it: its errors name that backup.
@@ -599,11 +604,9 @@ fn apply_archive(
             .and_then(|l| l.index.as_ref())
             .and_then(|i| i.stored_in.as_deref());
         pending = stored_in.map(|s| (errors_before, s.to_string()));
-        let kept_in = stored_in
-            .map(|s| format!(" (its content is kept in backup {})", show(s.as_bytes())))
-            .unwrap_or_default();
+        let kept = stored_in.map(kept_in).unwrap_or_default();
         let source_err = |source| RestoreError::Source {
-            name: format!("{}{kept_in}", item.path),
+            name: format!("{}{kept}", item.path),
             error: source,
         };
         let archive = match stored_in {
