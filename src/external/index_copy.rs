@@ -260,6 +260,42 @@ pub fn open(path: &Path) -> io::Result<Box<dyn io::BufRead>> {
     Ok(Box::new(io::BufReader::with_capacity(1 << 16, f)) as Box<dyn io::BufRead>)
 }
 
+/// The directories of copies whose destination is not in the config (`configured`): no backup can ever be based on
+/// them again, so they go.
+pub fn orphaned(root: &Path, configured: &[&str]) -> Vec<String> {
+    let Ok(dir) = Dir::open(root).and_then(|r| r.sub(DIR)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .entries()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(n, _)| n.to_string_lossy().into_owned())
+        .filter(|n| !configured.contains(&n.as_str()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Removes the directories [`orphaned`] found; the ones that could not be removed, with why.
+pub fn remove_orphaned(root: &Path, names: &[String]) -> Vec<String> {
+    let dir = match Dir::open(root).and_then(|r| r.sub(DIR)) {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return Vec::new(),
+        Err(e) => return vec![e.to_string()],
+    };
+    let failed = names
+        .iter()
+        .filter_map(|n| {
+            dir.remove_tree(n)
+                .err()
+                .map(|e| format!("{}: {e}", shown(n)))
+        })
+        .collect();
+    let _ = dir.fsync();
+    failed
+}
+
 /// The copies kept for `destination` (`<stamp>/<set>`), and leftovers of interrupted runs (`.tmp-...`).
 pub fn list(root: &Path, destination: &str) -> Vec<String> {
     let Ok(dir) = Dir::open(root)

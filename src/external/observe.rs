@@ -341,6 +341,14 @@ pub fn observe(
     Ok(Observed {
         world: World {
             backup_root: root.clone(),
+            index_copies_orphaned: super::index_copy::orphaned(
+                root,
+                &settings
+                    .destinations
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect::<Vec<_>>(),
+            ),
             host: media::hostname(),
             mode: settings.external_mode,
             only_destination: options.destination.clone(),

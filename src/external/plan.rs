@@ -48,6 +48,10 @@ pub struct ExternalPlan {
     /// The cloud destinations uploaded to (or refused), after the drives.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clouds: Vec<super::cloud::CloudPlan>,
+    /// Local plaintext index copies of destinations no longer in the config (`<backup_root>/.index-copies/<name>`):
+    /// removed after the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub index_copies_orphaned: Vec<String>,
 }
 
 /// Which snapshot of a set goes to the drive.
@@ -341,6 +345,8 @@ pub fn choose_snapshot(snapshots: &[SnapshotSummary], allow_incomplete: bool) ->
 #[derive(Debug, Clone)]
 pub struct World {
     pub backup_root: PathBuf,
+    /// The directories of local index copies whose destination is not in the config (`external::index_copy`).
+    pub index_copies_orphaned: Vec<String>,
     pub host: String,
     pub mode: ExternalMode,
     pub only_destination: Option<String>,
@@ -488,6 +494,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
 
     ExternalPlan {
         backup_root: world.backup_root.clone(),
+        index_copies_orphaned: world.index_copies_orphaned.clone(),
         host: world.host.clone(),
         mode: world.mode,
         only_destination: world.only_destination.clone(),
@@ -940,6 +947,13 @@ pub fn render(plan: &ExternalPlan) -> String {
     }
     for u in &plan.unused {
         let _ = writeln!(out, "\ndestination {}: not used: {}", u.name, u.reason);
+    }
+    for n in &plan.index_copies_orphaned {
+        let _ = writeln!(
+            out,
+            "\nlocal index copies of destination {}: removed after the run (no such destination in the config)",
+            super::index_copy::shown(n)
+        );
     }
     for d in &plan.destinations {
         render_destination(

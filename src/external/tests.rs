@@ -275,6 +275,7 @@ fn world() -> World {
         incremental: Default::default(),
         force_full: false,
         content_every: None,
+        index_copies_orphaned: Vec::new(),
         system: None,
     }
 }

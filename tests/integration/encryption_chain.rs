@@ -276,7 +276,8 @@ fn an_encrypted_chain_restores_every_snapshot() {
 }
 
 /// The local copy of the base's index altered, then deleted: each time the next external writes a full and its dry
-/// run says why beforehand; a trusted copy in between gives an incremental again. (Before: encrypted sets were
+/// run says why beforehand; a trusted copy in between gives an incremental again. Copies kept for a destination no
+/// longer in the config are removed (the dry run says so first). (Before: encrypted sets were
 /// always full, whatever was kept locally.)
 #[test]
 fn without_a_trusted_local_copy_the_next_encrypted_backup_is_full() {
@@ -291,18 +292,24 @@ fn without_a_trusted_local_copy_the_next_encrypted_backup_is_full() {
     bytes[n] ^= 0x20;
     fs::write(&copy, &bytes).unwrap();
 
+    // Copies of a destination no longer in the config can never be a base: removed too.
+    let gone = t.root().join(".index-copies/old-drive/2026-01-01-000000");
+    fs::create_dir_all(&gone).unwrap();
+    fs::write(gone.join("data.index"), "{}\n").unwrap();
+
     t.write("home/data/projects/p03.txt", content(2000, 333));
     collect(&t);
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        dry.stdout.contains(
-            "full: no trusted local copy of the encrypted base index (it was changed since it was written"
-        ),
-        "{}",
-        dry.stdout
-    );
+    for said in [
+        "full: no trusted local copy of the encrypted base index (it was changed since it was written",
+        "local index copies of destination old-drive: removed after the run (no such destination in the config)",
+    ] {
+        assert!(dry.stdout.contains(said), "{said}: {}", dry.stdout);
+    }
+    assert!(gone.exists(), "a dry run removes nothing");
     let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
     assert_eq!(kind_of(&drive, &second), ArchiveKind::Full);
+    assert_eq!(listing(&t.root().join(".index-copies")), vec!["drive"]);
     // The altered copy is gone with the backup it no longer can be the base of.
     assert_eq!(listing(&copies_dir(&t)), vec![second.clone()]);
 
