@@ -19,7 +19,8 @@
 //! copy hashes to its recorded plaintext digest ([`trusted`]); otherwise the next archive is a full, saying why.
 //! Restore and verify never read a copy: they decrypt the drive's indexes with the identity.
 //!
-//! A copy is kept only while it can be a base: for the newest backup of its set on its destination ([`stale`]).
+//! A copy is kept only while it can be a base: for the newest backup of its set on its destination ([`stale`]), and
+//! only for destinations still in the config ([`orphaned`]).
 
 use std::ffi::OsStr;
 use std::io::{self, Write};
