@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use dbackup::archive::ArchiveKind;
+use dbackup::ArchiveKind;
 
 use crate::fixtures::age::have_age;
 use crate::fixtures::drive::{
