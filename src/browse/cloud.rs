@@ -151,6 +151,8 @@ pub fn catalog(
                 standing: crate::restore::choose::Standing::of_drive_backup(meta.verified),
                 sources: s.sources.clone(),
                 content,
+                backup_kind: Some(s.kind),
+                base: s.base.clone(),
             });
         }
     }
