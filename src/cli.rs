@@ -198,6 +198,10 @@ pub struct ExternalArgs {
     /// Write full archives (every file's content), even where external.incremental would write an incremental
     #[arg(long)]
     pub full: bool,
+
+    /// Decide full or incremental, and whether contents are compared, as if it were this time (RFC 3339); for tests
+    #[arg(long, hide = true, value_name = "TIME", value_parser = parse_time)]
+    pub now: Option<DateTime<FixedOffset>>,
 }
 
 const BACKUP_HELP: &str = "\

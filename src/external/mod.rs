@@ -43,6 +43,9 @@ pub struct Options {
     pub allow_incomplete: bool,
     /// Write full archives, whatever `external.incremental` allows.
     pub full: bool,
+    /// Decide full or incremental (and whether contents are compared) as if it were this time: the hidden `--now`,
+    /// for tests. Stamps and everything else keep the real time.
+    pub now: Option<NaiveDateTime>,
 }
 
 fn now() -> NaiveDateTime {

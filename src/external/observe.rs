@@ -275,7 +275,9 @@ pub fn observe(
                     force_full: options.full,
                     encryption: encryption.as_ref(),
                     content_every: super::chain::content_every(settings.schedule.full),
-                    now: chrono::Local::now().naive_local(),
+                    now: options
+                        .now
+                        .unwrap_or_else(|| chrono::Local::now().naive_local()),
                 },
                 super::chain::facts(&listing, set, &damaged).as_ref(),
             );
@@ -330,6 +332,7 @@ pub fn observe(
             incremental: settings.external_incremental,
             force_full: options.full,
             content_every: super::chain::content_every(settings.schedule.full),
+            choose_at: options.now,
             system: crate::image::observe_system(settings, &[]),
         },
         scans,

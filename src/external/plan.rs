@@ -351,6 +351,8 @@ pub struct World {
     pub incremental: crate::config::IncrementalPolicy,
     pub force_full: bool,
     pub content_every: Option<chrono::Duration>,
+    /// The time full-or-incremental is decided at (the hidden `--now`); `None`: the run's stamp.
+    pub choose_at: Option<NaiveDateTime>,
     /// The recovery kit and the devices to image (`image` in the config), with partclone's count of their used
     /// bytes: each backup's `system/` folder, counted in the space check.
     pub system: Option<crate::image::SystemInput>,
@@ -637,7 +639,7 @@ fn archive_targets(
                     force_full: world.force_full,
                     encryption: enc,
                     content_every: world.content_every,
-                    now: opts.now,
+                    now: world.choose_at.unwrap_or(opts.now),
                 },
                 super::chain::facts(&d.listing, &s.set, &d.damaged).as_ref(),
             );

@@ -273,6 +273,7 @@ fn world() -> World {
         incremental: Default::default(),
         force_full: false,
         content_every: None,
+        choose_at: None,
         system: None,
     }
 }

@@ -179,7 +179,7 @@ fn a_second_backup_is_an_incremental_on_the_first() {
 }
 
 /// The shell blocks of docs/RESTORE.md tagged `sh <tag>`, in order.
-fn guide_blocks(tag: &str) -> Vec<String> {
+pub(crate) fn guide_blocks(tag: &str) -> Vec<String> {
     let fence = format!("```sh {tag}");
     let guide =
         fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/RESTORE.md")).unwrap();
