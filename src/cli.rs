@@ -91,9 +91,11 @@ With `encryption` in the config (or in the destination's entry) the archives are
 the drive, in the same pass: <set>.tar.age and <set>.index.age, and verification.sha256 covers those encrypted \
 files (checkable without the key). Only the public recipients are needed; the identity is never read here. \
 Without dbackup: `age -d -i identity.txt <set>.tar.age | tar -xpf - -C /` (docs/RESTORE.md).\n\n\
-With external.incremental.enabled, a set's archive holds only what changed since the previous backup of the set \
-on the drive (an incremental; its index still lists every file and where its bytes are) until a limit calls for a \
-full (external.incremental: max_chain, max_percent, full_after_days); --dry-run says which, and why.\n\n\
+By default (external.incremental.enabled) a set's archive holds only what changed since the previous backup of the \
+set on the drive (an incremental; its index still lists every file and where its bytes are) until a limit calls for \
+a full: 6 incrementals (max_chain: a restore reads at most 7 archives), incrementals over 50% of the full \
+(max_percent: a full then costs little more), a full 30 days old (full_after_days). Files that look unchanged are \
+read and compared when schedule.full is due. --dry-run says which, and why.\n\n\
 Examples:\n  \
 dbackup keygen                      # once: an identity and its age1... recipient for `encryption.recipients`\n  \
 dbackup external                    # the first present destination (external.mode)\n  \

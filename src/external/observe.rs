@@ -332,6 +332,7 @@ pub fn observe(
             incremental: settings.external_incremental,
             force_full: options.full,
             content_every: super::chain::content_every(settings.schedule.full),
+            schedule_full: settings.schedule.full,
             choose_at: options.now,
             system: crate::image::observe_system(settings, &[]),
         },

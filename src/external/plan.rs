@@ -48,6 +48,10 @@ pub struct ExternalPlan {
     /// The cloud destinations uploaded to (or refused), after the drives.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clouds: Vec<super::cloud::CloudPlan>,
+    /// When archives are incremental and when full, each limit with why it is there (`external.incremental`,
+    /// `schedule.full`), in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chains: Vec<String>,
 }
 
 /// Which snapshot of a set goes to the drive.
@@ -351,6 +355,8 @@ pub struct World {
     pub incremental: crate::config::IncrementalPolicy,
     pub force_full: bool,
     pub content_every: Option<chrono::Duration>,
+    /// `schedule.full`, which `content_every` comes from (for the dry run's words).
+    pub schedule_full: crate::config::Full,
     /// The time full-or-incremental is decided at (the hidden `--now`); `None`: the run's stamp.
     pub choose_at: Option<NaiveDateTime>,
     /// The recovery kit and the devices to image (`image` in the config), with partclone's count of their used
@@ -489,6 +495,11 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         unused,
         system: None,
         clouds,
+        chains: if world.destinations.is_empty() && world.clouds.is_empty() {
+            Vec::new()
+        } else {
+            super::chain::explain(world.incremental, world.schedule_full)
+        },
     }
 }
 
@@ -896,6 +907,9 @@ pub fn render(plan: &ExternalPlan) -> String {
         for w in &s.warnings {
             let _ = writeln!(out, "  warning   {w}");
         }
+    }
+    for (i, line) in plan.chains.iter().enumerate() {
+        let _ = writeln!(out, "{}{line}", if i == 0 { "" } else { "  " });
     }
     if let Some(system) = &plan.system {
         let _ = writeln!(out, "system (into each backup's system/ folder):");

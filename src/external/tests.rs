@@ -273,6 +273,7 @@ fn world() -> World {
         incremental: Default::default(),
         force_full: false,
         content_every: None,
+        schedule_full: crate::config::Full::Never,
         choose_at: None,
         system: None,
     }
