@@ -14,6 +14,7 @@
 
 pub mod chain;
 pub mod cloud;
+pub mod damage;
 pub mod exec;
 pub mod layout;
 pub mod observe;

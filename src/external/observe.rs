@@ -264,7 +264,16 @@ pub fn observe(
             d.destination.encryption.as_ref().and_then(|e| {
                 crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref())
             });
-        let damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
+        let mut damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
+        // What `restore --verify` found (a damage of the same size, which the lstat above cannot see).
+        let verified_damaged = super::damage::on_destination(
+            &super::damage::read(&settings.state_dir),
+            &d.destination.name,
+            &listing,
+        );
+        for (stamp, why) in verified_damaged {
+            damaged.entry(stamp).or_insert(why);
+        }
         // Where an incremental is likely, what it would store: the change detection alone (stats and the base's
         // index; contents are read only when a content comparison is due, and then not here: counted as changed).
         let mut incremental = BTreeMap::new();
