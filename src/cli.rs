@@ -321,7 +321,8 @@ only, never from the command line. A wrong identity, a truncated archive or byte
 it stop the restore before anything is written; a damaged chunk fails only the files it
 holds, and no partial file is left behind. --verify without the identity checks the
 encrypted files against verification.sha256 only, says the contents were NOT checked, and
-exits 3.
+exits 3. A damaged backup of a configured drive is remembered (damaged.json in the state
+directory): the next external run writes a full instead of extending its chain.
 
 Exit codes: 0 done (or intact), 1 refused, failed or damaged, 2 bad arguments,
 3 verified without the identity (contents not checked), 5 no drive present. The full
