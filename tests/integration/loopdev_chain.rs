@@ -6,7 +6,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use dbackup::archive::{ArchiveKind, IndexReader};
+use dbackup::{ArchiveKind, IndexReader};
 use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::drive::{

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use dbackup::archive::ArchiveKind;
+use dbackup::ArchiveKind;
 use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::drive::{
@@ -55,7 +55,7 @@ fn chain_world(big: bool) -> World {
     }
 }
 
-fn data_set(mp: &Path, stamp: &str) -> dbackup::external::layout::SetRecord {
+fn data_set(mp: &Path, stamp: &str) -> dbackup::SetRecord {
     meta_of(&mp.join("backups").join(stamp))
         .sets
         .into_iter()
@@ -98,7 +98,7 @@ fn restore_one(t: &Test, stamp: &str, file: &str, code: i32) -> (Option<Vec<u8>>
 fn assert_chain_intact(w: &World) {
     assert_eq!(backups(&w.mp), [w.full.clone(), w.incremental.clone()]);
     assert_eq!(
-        dbackup::external::layout::read_latest(&w.mp.join("backups")).as_deref(),
+        dbackup::read_drive_latest(&w.mp.join("backups")).as_deref(),
         Some(w.incremental.as_str())
     );
     for b in [&w.full, &w.incremental] {
@@ -172,7 +172,7 @@ fn kill_9_during_an_incremental_leaves_the_chain_whole() {
         temp.exists(),
         "the half-written incremental is still on the drive"
     );
-    let l = dbackup::external::layout::list(&w.mp.join("backups")).unwrap();
+    let l = dbackup::list_drive_backups(&w.mp.join("backups")).unwrap();
     assert_eq!(l.leftovers.len(), 1, "listed only as a leftover");
     assert_chain_intact(&w);
     next_run_cleans_up_and_extends(&w);
