@@ -269,12 +269,15 @@ fn world() -> World {
             passphrase_file: None,
             damaged: Default::default(),
             incremental: Default::default(),
+            index_copies: Vec::new(),
+            base_copies: Default::default(),
         }],
         incremental: Default::default(),
         force_full: false,
         content_every: None,
         schedule_full: crate::config::Full::Never,
         choose_at: None,
+        index_copies_orphaned: Vec::new(),
         system: None,
     }
 }
