@@ -21,13 +21,13 @@ use crate::cli::{GlobalArgs, RestoreArgs};
 use crate::exit::{CodedError, Exit};
 use crate::restore::catalog;
 use crate::restore::choose::{self, Chosen, Prepared};
-use crate::restore::job::{self, Planned, SetBackup};
+use crate::restore::job;
 use crate::restore::keys::{Ask, KeyRing};
 use crate::restore::list::{self, Kept};
 use crate::restore::outcome::{self, RestoreOutput};
 use crate::restore::select::{self, DateQuery};
 use crate::restore::verify;
-use crate::restore::{Overwrite, Request, RestoreError, Summary};
+use crate::restore::{Overwrite, Request, Summary};
 use crate::settings::{Env, Settings};
 use crate::ui::Ui;
 
@@ -245,7 +245,7 @@ fn restore(
     }
     // From here on SIGINT and SIGTERM stop the restore between entries, with a run log line.
     super::begin_run(settings, ui, "restore");
-    let (summaries, error) = apply(&sets, &planned, ui);
+    let (summaries, error) = job::apply_with_progress(&sets, &planned, ui);
     *logged = outcome::logged(&planned, &summaries);
     // Interrupted: the run's line (with what was restored and kept) is written by `run_with_settings`, marked
     // `interrupted`; `main` says so in one line.
@@ -292,35 +292,6 @@ fn restore(
         ui.error(outcome::not_restored_line(&planned, &summaries));
     }
     Ok(exit)
-}
-
-/// Applies the plans with a progress bar over the bytes they write.
-fn apply(sets: &[SetBackup], planned: &[Planned], ui: &Ui) -> (Vec<Summary>, Option<RestoreError>) {
-    let total: u64 = planned
-        .iter()
-        .map(|p| {
-            p.plan
-                .counts
-                .create
-                .bytes
-                .saturating_add(p.plan.counts.replace.bytes)
-        })
-        .fold(0u64, u64::saturating_add);
-    let bar = ui.percent_bar("restore");
-    let mut written = 0u64;
-    let mut done = |n: u64| {
-        written += n;
-        if let Some(b) = &bar
-            && total > 0
-        {
-            b.set_position(written.saturating_mul(100) / total);
-        }
-    };
-    let applied = job::apply_all(sets, planned, &mut done);
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    applied
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -381,19 +352,7 @@ fn verify(
     let scope = choose::scope(settings, req, chosen, keys.as_ref(), ui)?;
     let list_all = ui.verbosity >= 1;
     let bar = ui.percent_bar("verify");
-    // The bytes to read: the drive backup's (content, or its archives when not recorded), the snapshots' totals.
-    let total: u64 = match chosen {
-        Chosen::External { backup, .. } => backup
-            .sets
-            .iter()
-            .map(|s| s.file_bytes.unwrap_or(s.archive_bytes))
-            .fold(0u64, u64::saturating_add),
-        Chosen::Local { snapshots } => snapshots
-            .iter()
-            .filter_map(|s| s.metadata.as_ref().map(|m| m.stats.total_bytes))
-            .fold(0u64, u64::saturating_add),
-        Chosen::Cloud { .. } => 0,
-    };
+    let total = chosen.bytes_to_verify();
     let mut seen = 0u64;
     let mut tick = |n: u64| {
         seen += n;

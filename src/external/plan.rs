@@ -991,6 +991,7 @@ pub fn render(plan: &ExternalPlan) -> String {
 
 /// One destination of the plan: where, how much space, then each step the run takes on it.
 fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
+    // Stays long: the dry run's text for one destination, each step of the run in the order it is printed.
     out.push('\n');
     let mut what = vec![d.fs_type.clone()];
     if let Some(dev) = &d.device {

@@ -95,6 +95,7 @@ fn facts_follow_the_chain_to_its_full() {
 /// (Before: every archive was full.)
 #[test]
 fn choices_table() {
+    // Stays long: a table of cases, one per row.
     let none = BTreeMap::new();
     let chain = |n: usize, bytes: u64| {
         let mut rows = vec![(D1, Full, None, 1000, None)];
