@@ -13,7 +13,7 @@ use crate::fixtures::drive::{
     Description, assert_described, assert_sums_pass, content, describe, external, meta_of, sample,
 };
 use crate::harness::Test;
-use crate::incremental::guide_blocks;
+use crate::fixtures::guide::blocks as guide_blocks;
 
 const MIB: u64 = 1 << 20;
 
