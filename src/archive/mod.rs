@@ -55,6 +55,6 @@ pub use verify::{
 };
 pub use writer::{
     ArchiveError, ArchiveEstimate, ArchiveOptions, ArchivePlan, ArchiveSummary, NoProgress,
-    Progress, Warning, scan, scan_against, write_archive,
+    Progress, Warning, scan, scan_against, scan_both, write_archive,
 };
 pub use xattrs::Attrs;
