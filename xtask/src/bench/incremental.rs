@@ -739,7 +739,7 @@ impl World<'_> {
             let path = self.small_file(k);
             let mut data = std::fs::read(&path)?;
             for (i, b) in data.iter_mut().enumerate() {
-                *b = b.wrapping_add(1 + (i as u8 ^ cycle as u8));
+                *b = b.wrapping_add((i as u8 ^ cycle as u8).wrapping_add(1));
             }
             let tmp = path.with_extension("new");
             std::fs::write(&tmp, &data)?;
