@@ -392,9 +392,10 @@ fn scan_walk(
                 linked: false,
                 same_inode: same_inode(b, &w),
             };
-            if let (Decision::Unchanged, Some(f)) =
-                (incremental::decide(seen, found.as_ref(), b.method()), &found)
-            {
+            if let (Decision::Unchanged, Some(f)) = (
+                incremental::decide(seen, found.as_ref(), b.method()),
+                &found,
+            ) {
                 est.referenced_files += 1;
                 est.referenced_bytes += e.size;
                 est.entries += 1;

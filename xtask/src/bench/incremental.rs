@@ -111,7 +111,11 @@ pub fn measure(cmd: &mut Command, what: &str, ok: &[i32]) -> Result<Measured> {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: pid is our unreaped child; the pointers are valid.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    anyhow::ensure!(r == pid, "wait4 for {what}: {}", std::io::Error::last_os_error());
+    anyhow::ensure!(
+        r == pid,
+        "wait4 for {what}: {}",
+        std::io::Error::last_os_error()
+    );
     // The child is reaped: std must not wait for it again (it does not: `Child` is dropped without a wait).
     drop(child);
     let status = std::process::ExitStatus::from_raw(status);
@@ -229,11 +233,7 @@ fn run_on(
     let load_before = loadavg();
     let src = work.join("src");
     heading("bench external (incremental): a tree of hard links to the bench tree (cp -al)");
-    let status = Command::new("cp")
-        .arg("-al")
-        .arg(tree)
-        .arg(&src)
-        .status()?;
+    let status = Command::new("cp").arg("-al").arg(tree).arg(&src).status()?;
     anyhow::ensure!(status.success(), "cp -al failed");
     let w = World {
         bin,
@@ -322,7 +322,8 @@ fn run_on(
         args.chain
     );
     let newest = chain.last().unwrap().clone();
-    let index_bytes = std::fs::metadata(w.backups().join(&newest).join(format!("{SET}.index.jsonl")))?.len();
+    let index_bytes =
+        std::fs::metadata(w.backups().join(&newest).join(format!("{SET}.index.jsonl")))?.len();
     // A small file never rewritten (its bytes are in the full), and one rewritten last (in the newest archive).
     let kept = pick_unchanged(w.small_files, every, cycle).with_context(|| {
         format!("every small file was rewritten by {cycle} changes of 1 in {every}: lower --chain or --reps")
@@ -356,7 +357,9 @@ fn run_on(
         }
     }
     // The recovery kit's share: the same dry run (an incremental planned on the chain) with and without it.
-    heading("bench external (incremental): the recovery kit's fixed cost (dry runs with and without it)");
+    heading(
+        "bench external (incremental): the recovery kit's fixed cost (dry runs with and without it)",
+    );
     let mut dry_kit = Runs::default();
     let mut dry_nokit = Runs::default();
     for rep in 0..reps.max(3) {
@@ -551,10 +554,18 @@ fn run_on(
         "| change detection beyond a plain scan (dry run minus dry run --full {}) | {detect:.3} s ({detect_cpu:.2} s CPU) | | | | |",
         dry_full.cell(),
     );
-    for (i, what) in ["kept in the full", "stored in the newest"].iter().enumerate() {
+    for (i, what) in ["kept in the full", "stored in the newest"]
+        .iter()
+        .enumerate()
+    {
         let dev = median_u(&one_bytes[i].iter().map(|b| b.device).collect::<Vec<_>>());
         let rchar = median_u(&one_bytes[i].iter().map(|b| b.rchar).collect::<Vec<_>>());
-        let tdev = median_u(&one_tar_bytes[i].iter().map(|b| b.device).collect::<Vec<_>>());
+        let tdev = median_u(
+            &one_tar_bytes[i]
+                .iter()
+                .map(|b| b.device)
+                .collect::<Vec<_>>(),
+        );
         let trchar = median_u(&one_tar_bytes[i].iter().map(|b| b.rchar).collect::<Vec<_>>());
         println!(
             "| one file {what}, newest of a chain of {}: time | {} | GNU tar -xpf of each archive in order (docs/RESTORE.md) | {} | {:.3} | |",
