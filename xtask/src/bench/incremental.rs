@@ -178,6 +178,8 @@ struct World<'a> {
     small_files: u64,
 }
 
+// The bench's inputs as `bench external` has them (its tree, build and repetitions): one call site.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     args: &IncrementalArgs,
     bin: &Path,
