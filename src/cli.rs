@@ -283,6 +283,8 @@ Examples:
       the plan: what would be created, replaced, left unchanged or skipped
   dbackup restore --source external --date 2025-04-01 --verify
       check that backup completely, write nothing
+  dbackup restore --source external --date 2025-04-01 --verify --deep
+      an incremental: also read and hash every byte it keeps in earlier backups
   dbackup restore --source cloud:offsite --path ~/thesis.tex --target /tmp/r
       from a cloud destination: its index, then one ranged GET per file (the bytes are shown first)
   dbackup restore --drive /media/you/T9 --list
@@ -317,6 +319,12 @@ holds, and no partial file is left behind. --verify without the identity checks 
 encrypted files against verification.sha256 only, says the contents were NOT checked, and
 exits 3.
 
+An incremental backup keeps unchanged files in the earlier backups of its chain. --verify
+reads its own archive through and checks that every earlier archive it points into is
+there, listed in that backup's verification.sha256, and holds each kept file's header where
+the index says; --verify --deep also reads and hashes every byte of those files there (a
+byte changed inside an earlier archive is caught only so, or by verifying that backup).
+
 Exit codes: 0 done (or intact), 1 refused, failed or damaged, 2 bad arguments,
 3 verified without the identity (contents not checked), 5 no drive present. The full
 restoration guide, with and without dbackup: docs/RESTORE.md.";
@@ -331,7 +339,10 @@ Examples:
       the newest local snapshot's ~/docs, one level
   dbackup ls --source drive --date 2025-04-01 -R /data/photos
       that day's newest drive backup, everything below /data/photos
-  dbackup --json ls --set config ~/.config";
+  dbackup --json ls --set config ~/.config
+  dbackup ls --source cloud:offsite ~/docs
+      the newest backup on the bucket offsite: its backup.json, then one GET per set's index (the bytes to
+      download are shown first); never an archive";
 
 const FIND_HELP: &str = "\
 PATTERN without `*` or `?` is a literal found anywhere in the path (case-sensitive). A glob without `/` matches the \
@@ -344,7 +355,10 @@ Examples:
   dbackup find report.odt
   dbackup find '*.kdbx'
   dbackup find --source drive '/home/**/thesis/*.tex'
-  dbackup --json find notes";
+  dbackup --json find notes
+  dbackup find --source cloud:offsite '*.kdbx'
+      every backup on the bucket offsite: a listing, each backup.json, then one GET per index (the bytes to
+      download are shown first)";
 
 const SNAPSHOTS_HELP: &str = "\
 The same listing as `dbackup restore --list`, with the same options.
@@ -371,9 +385,10 @@ pub struct LsArgs {
     #[arg(long = "set", value_name = "NAME", add = ArgValueCompleter::new(complete::set_names))]
     pub set: Option<String>,
 
-    /// Local snapshots or the drive's backups (default: local, the drive with --drive)
-    #[arg(long, value_enum)]
-    pub source: Option<Kept>,
+    /// Local snapshots, the drive's backups, or a cloud destination's (`cloud`, `cloud:NAME`) (default: local, the
+    /// drive with --drive)
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    pub source: Option<RestoreSource>,
 
     /// Read the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
     #[arg(long, value_name = "DIR")]
@@ -394,9 +409,10 @@ pub struct FindArgs {
     #[arg(long = "set", value_name = "NAME", add = ArgValueCompleter::new(complete::set_names))]
     pub set: Option<String>,
 
-    /// Only local snapshots or only the drive's backups (default: both)
-    #[arg(long, value_enum)]
-    pub source: Option<Kept>,
+    /// Only local snapshots, only the drive's backups, or a cloud destination's (`cloud`, `cloud:NAME`; default:
+    /// local and drives)
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    pub source: Option<RestoreSource>,
 
     /// Search the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
     #[arg(long, value_name = "DIR")]
@@ -470,6 +486,10 @@ pub struct RestoreArgs {
     /// Check the backup's integrity without writing anything
     #[arg(long)]
     pub verify: bool,
+
+    /// With --verify of an incremental: also read every byte it keeps in earlier backups
+    #[arg(long, requires = "verify")]
+    pub deep: bool,
 
     /// Keep setuid/setgid bits (root only)
     #[arg(long)]

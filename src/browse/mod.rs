@@ -6,6 +6,7 @@
 //! [`crate::restore::select`] (`--date`), [`crate::restore::index_search`] (an index searched by path),
 //! [`crate::restore::keys`] (the keys of an encrypted index). [`pattern`] is `find`'s pure matching.
 
+pub mod cloud;
 pub mod pattern;
 
 use std::io::{self, BufReader};
@@ -60,6 +61,9 @@ pub struct SetBackup {
     /// The set's sources as recorded (a path under a source's configured name is found under its resolved one).
     pub sources: Vec<crate::snapshot::SourceRecord>,
     pub content: Content,
+    /// A drive backup's archive: full, or incremental on `base` (none for a local snapshot).
+    pub backup_kind: Option<crate::archive::ArchiveKind>,
+    pub base: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +119,8 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<(Vec<SetBac
                     .map(|m| m.sources.clone())
                     .unwrap_or_default(),
                 content: Content::Snapshot(s.path.clone()),
+                backup_kind: None,
+                base: None,
             });
         }
     }
@@ -133,6 +139,11 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<(Vec<SetBac
                         Err(e) => Content::Unreadable(format!("its index cannot be read: {e}")),
                     },
                 };
+                let record = b
+                    .dir
+                    .meta
+                    .as_ref()
+                    .and_then(|m| m.sets.iter().find(|r| r.set == s.name));
                 out.push(SetBackup {
                     kept: Kept::External,
                     stamp: b.dir.name.clone(),
@@ -142,6 +153,8 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<(Vec<SetBac
                     standing: crate::restore::choose::Standing::of_drive_backup(b.verified()),
                     sources: s.sources.clone(),
                     content,
+                    backup_kind: Some(record.map(|r| r.kind).unwrap_or_default()),
+                    base: record.and_then(|r| r.base.clone()),
                 });
             }
         }

@@ -5,16 +5,20 @@
 //! - [`observe`]: snapshots and their scans, destination detection (through [`crate::media`]), the drive listings.
 //! - [`plan`]: the pure, serialisable plan (`--dry-run` prints it) and the snapshot choice.
 //! - [`retention`]: which backups a drive keeps, and which go first for space, as pure functions.
+//! - [`bucket`]: a bucket's backups with their `backup.json`, and retention on a bucket.
 //! - [`chain`]: a set's chain of archives on a drive, and whether the next archive is full or incremental (pure).
+//! - [`index_copy`]: local plaintext copies of encrypted sets' indexes, the next incremental's base manifest.
 //! - [`exec`]: carrying the plan out, destination by destination.
 //!
 //! Order of a real run: take the lock on the backup root, observe (exit 5 when no destination is present), pick the
 //! stamp, plan, execute. A dry run observes and plans; it takes no lock and writes nothing (detection's probe file,
 //! created and removed at once, aside).
 
+pub mod bucket;
 pub mod chain;
 pub mod cloud;
 pub mod exec;
+pub mod index_copy;
 pub mod layout;
 pub mod observe;
 pub mod plan;

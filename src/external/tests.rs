@@ -172,6 +172,7 @@ fn dest(name: &str, path: &str, retention: u32) -> DestinationSettings {
         keep_at_least: 2,
         require_mount: true,
         encryption: None,
+        schedule: None,
     }
 }
 
@@ -269,10 +270,13 @@ fn world() -> World {
             passphrase_file: None,
             damaged: Default::default(),
             incremental: Default::default(),
+            index_copies: Vec::new(),
+            base_copies: Default::default(),
         }],
         incremental: Default::default(),
         force_full: false,
         content_every: None,
+        index_copies_orphaned: Vec::new(),
         system: None,
     }
 }
