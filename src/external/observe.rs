@@ -209,18 +209,9 @@ pub fn observe(
         cloud_worlds.push(w);
     }
 
-    // Scan the chosen snapshots (metadata only) for the exact archive sizes.
-    let mut scans = BTreeMap::new();
-    for (set, name) in &chosen {
-        let path = root.join(name);
-        ui.step(format_args!("{set}: scanning {}", path.display()));
-        let scan = archive::scan(&path, &mut NoProgress)
-            .with_context(|| format!("scanning snapshot {name} of set {set}"))?;
-        if let Some(w) = set_worlds.iter_mut().find(|w| &w.name == set) {
-            w.estimate = Some(scan.estimate.clone());
-        }
-        scans.insert(set.clone(), scan);
-    }
+    // The chosen snapshots' scans (metadata only: the exact archive sizes), made below: by the change detection of a
+    // likely incremental (one walk gives both sizes), else by a scan of their own.
+    let mut scans: BTreeMap<String, ArchivePlan> = BTreeMap::new();
 
     let mut destinations = Vec::new();
     for d in selected {
@@ -326,14 +317,17 @@ pub fn observe(
                         &d.destination.name,
                     )?;
                     base.compare_content = false;
-                    Ok(archive::scan_against(
-                        &root.join(name),
-                        Some(&base),
-                        &mut NoProgress,
-                    )?)
+                    let path = root.join(name);
+                    ui.step(format_args!(
+                        "{set}: scanning {} for changes since {}",
+                        path.display(),
+                        base.stamp
+                    ));
+                    Ok(archive::scan_both(&path, &base, &mut NoProgress)?)
                 });
-            if let Ok(plan) = estimate {
-                incremental.insert(set.clone(), plan.estimate);
+            if let Ok((plan, estimate)) = estimate {
+                incremental.insert(set.clone(), estimate);
+                scans.entry(set.clone()).or_insert(plan);
             }
         }
         destinations.push(DestinationWorld {
@@ -348,6 +342,22 @@ pub fn observe(
             index_copies: super::index_copy::list(root, &d.destination.name),
             base_copies,
         });
+    }
+
+    for (set, name) in &chosen {
+        let scan = match scans.remove(set) {
+            Some(scan) => scan,
+            None => {
+                let path = root.join(name);
+                ui.step(format_args!("{set}: scanning {}", path.display()));
+                archive::scan(&path, &mut NoProgress)
+                    .with_context(|| format!("scanning snapshot {name} of set {set}"))?
+            }
+        };
+        if let Some(w) = set_worlds.iter_mut().find(|w| &w.name == set) {
+            w.estimate = Some(scan.estimate.clone());
+        }
+        scans.insert(set.clone(), scan);
     }
 
     Ok(Observed {
