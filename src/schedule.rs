@@ -711,6 +711,19 @@ pub fn overdue(
     now: DateTime<FixedOffset>,
 ) -> Vec<Overdue> {
     let mut out = Vec::new();
+    sets_overdue(schedule, sets, now, &mut out);
+    own_schedules_overdue(destinations, now, &mut out);
+    shared_schedule_overdue(schedule, mode, destinations, now, &mut out);
+    out
+}
+
+/// The sets whose newest complete snapshot is older than `schedule.incremental` allows (or that have none).
+fn sets_overdue(
+    schedule: &Schedule,
+    sets: &[SetHistory],
+    now: DateTime<FixedOffset>,
+    out: &mut Vec<Overdue>,
+) {
     let p = Period::from(schedule.incremental);
     for h in sets {
         let item = |age: Option<TimeDelta>, message: String| Overdue {
@@ -749,7 +762,14 @@ pub fn overdue(
             }
         }
     }
-    // A destination with its own schedule is overdue by that schedule, on its own.
+}
+
+/// The destinations with a `schedule` of their own, each overdue by that schedule, on its own.
+fn own_schedules_overdue(
+    destinations: &[DestinationHistory],
+    now: DateTime<FixedOffset>,
+    out: &mut Vec<Overdue>,
+) {
     for d in destinations {
         let Some(p) = d.schedule.and_then(external_period) else {
             continue;
@@ -786,6 +806,17 @@ pub fn overdue(
             }
         }
     }
+}
+
+/// The destinations that follow `schedule.external` together, by `external.mode`: the newest backup anywhere
+/// (`first`) or each destination's (`all`).
+fn shared_schedule_overdue(
+    schedule: &Schedule,
+    mode: ExternalMode,
+    destinations: &[DestinationHistory],
+    now: DateTime<FixedOffset>,
+    out: &mut Vec<Overdue>,
+) {
     let shared: Vec<DestinationHistory> = destinations
         .iter()
         .filter(|d| d.schedule.is_none())
@@ -793,10 +824,10 @@ pub fn overdue(
         .collect();
     let destinations = &shared[..];
     let Some(p) = external_period(schedule.external) else {
-        return out;
+        return;
     };
     if destinations.is_empty() {
-        return out;
+        return;
     }
     let item = |subject: Option<String>, age: Option<TimeDelta>, message: String| Overdue {
         phase: Phase::External,
@@ -858,7 +889,6 @@ pub fn overdue(
             }
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -431,53 +431,9 @@ impl Settings {
             "destination",
         );
         b.unique_destination_paths(&destinations, config);
-        // The units start on a drive plugged in only when `schedule.external` is not manual (`systemd render`):
-        // a drive's own schedule cannot ask for more than that.
-        if config.schedule.external == ExternalSchedule::Manual {
-            for (i, d) in config.destinations.iter().enumerate() {
-                if d.kind.is_drive() && d.schedule.is_some_and(|s| s != ExternalSchedule::Manual) {
-                    b.problem(
-                        format!("/destinations/{i}/schedule"),
-                        format!(
-                            "drive {:?} asks to be written on its own schedule, but schedule.external is manual, so \
-                             nothing starts when a drive is plugged in; set schedule.external to what most drives \
-                             want and give the others their own \"schedule\"",
-                            d.name
-                        ),
-                    );
-                }
-            }
-        }
-
-        if let Some(url) = &config.notifications.http
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            b.problem(
-                "/notifications/http",
-                format!(
-                    "\"{}\" is not an http:// or https:// URL",
-                    crate::stdx::redact_url(url)
-                ),
-            );
-        }
-
-        let mut image_devices = Vec::new();
-        for (i, d) in config.image.devices.iter().enumerate() {
-            let p = PathBuf::from(d);
-            if !p.is_absolute() {
-                b.problem(
-                    format!("/image/devices/{i}"),
-                    format!("{d:?} is not an absolute device path; give one like /dev/nvme0n1p1 or /dev/disk/by-uuid/..."),
-                );
-            } else if image_devices.contains(&p) {
-                b.problem(
-                    format!("/image/devices/{i}"),
-                    format!("{d:?} is listed twice"),
-                );
-            } else {
-                image_devices.push(p);
-            }
-        }
+        b.own_drive_schedules(config);
+        b.notification_url(config);
+        let image_devices = b.image_devices(config);
 
         let state_dir = load::xdg_dir(env, "XDG_STATE_HOME", ".local/state").join("dbackup");
         let report = b.report(&config.report, &state_dir);
@@ -1549,6 +1505,65 @@ impl crate::rsync_args::Host for ArgsHost<'_> {
             .and_then(|f| f.take(RSYNC_FILE_LIMIT + 1).read_to_end(&mut bytes))
             .map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+}
+
+impl Builder<'_> {
+    /// The units start on a drive plugged in only when `schedule.external` is not manual (`systemd render`): a
+    /// drive's own schedule cannot ask for more than that.
+    fn own_drive_schedules(&mut self, config: &Config) {
+        if config.schedule.external == ExternalSchedule::Manual {
+            for (i, d) in config.destinations.iter().enumerate() {
+                if d.kind.is_drive() && d.schedule.is_some_and(|s| s != ExternalSchedule::Manual) {
+                    self.problem(
+                    format!("/destinations/{i}/schedule"),
+                    format!(
+                        "drive {:?} asks to be written on its own schedule, but schedule.external is manual, so \
+                         nothing starts when a drive is plugged in; set schedule.external to what most drives \
+                         want and give the others their own \"schedule\"",
+                        d.name
+                    ),
+                );
+                }
+            }
+        }
+    }
+
+    /// `notifications.http` is an http(s) URL (shown redacted: it may carry a token).
+    fn notification_url(&mut self, config: &Config) {
+        if let Some(url) = &config.notifications.http
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            self.problem(
+                "/notifications/http",
+                format!(
+                    "\"{}\" is not an http:// or https:// URL",
+                    crate::stdx::redact_url(url)
+                ),
+            );
+        }
+    }
+
+    /// `image.devices`: absolute paths, each once.
+    fn image_devices(&mut self, config: &Config) -> Vec<PathBuf> {
+        let mut image_devices = Vec::new();
+        for (i, d) in config.image.devices.iter().enumerate() {
+            let p = PathBuf::from(d);
+            if !p.is_absolute() {
+                self.problem(
+                format!("/image/devices/{i}"),
+                format!("{d:?} is not an absolute device path; give one like /dev/nvme0n1p1 or /dev/disk/by-uuid/..."),
+            );
+            } else if image_devices.contains(&p) {
+                self.problem(
+                    format!("/image/devices/{i}"),
+                    format!("{d:?} is listed twice"),
+                );
+            } else {
+                image_devices.push(p);
+            }
+        }
+        image_devices
     }
 }
 
