@@ -122,7 +122,7 @@ pub fn summary(s: &Settings, env: &Env) -> String {
         s.keep_at_least
     );
 
-    if s.destinations.is_empty() {
+    if s.destinations.is_empty() && s.clouds.is_empty() {
         let _ = writeln!(
             w,
             "destinations: none (the external phase has nowhere to write)"
@@ -179,6 +179,28 @@ pub fn summary(s: &Settings, env: &Env) -> String {
                 }
             }
         }
+    }
+
+    if !s.clouds.is_empty() {
+        let _ = writeln!(w, "cloud destinations:");
+    }
+    for c in &s.clouds {
+        let mut facts = vec![
+            match &c.credentials_file {
+                Some(f) => format!("keys from {}", f.display()),
+                None => "keys from the environment".to_string(),
+            },
+            if c.encryption.is_some() {
+                "encrypted with age".to_string()
+            } else {
+                "NOT encrypted (allow_unencrypted)".to_string()
+            },
+            format!("priority {}", c.priority),
+        ];
+        if let Some(days) = c.object_lock_days {
+            facts.push(format!("object lock {days} days"));
+        }
+        let _ = writeln!(w, "  {}  {}  ({})", c.name, c.place(), facts.join(", "));
     }
 
     let n = &s.notifications;

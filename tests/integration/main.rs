@@ -12,6 +12,8 @@ mod backup;
 mod browse;
 mod cli;
 mod cloud;
+mod cloud_b2;
+mod cloud_lock;
 mod collect;
 mod config;
 mod config_safety;
