@@ -153,7 +153,7 @@ fn deny(sh: &Shell) -> Result<Outcome> {
     // cargo-deny runs as a cargo subcommand: `cargo-deny deny check ...`.
     cmd!(
         sh,
-        "{bin} deny --log-level warn check licenses bans sources"
+        "{bin} deny --log-level warn --offline check licenses bans sources"
     )
     .run()
     .map_err(|_| anyhow::anyhow!("cargo deny check licenses bans sources found problems"))?;
