@@ -447,6 +447,7 @@ fn upload(
             &ArchiveOptions {
                 stage: encrypt.as_ref().map(|e| e as &dyn archive::Stage),
                 base: None,
+                index_copy: None,
             },
             &mut NoProgress,
         )
