@@ -73,6 +73,8 @@ pub struct CloudWorld {
     pub error: Option<String>,
     pub encryption: Option<EncryptionRecord>,
     pub passphrase_file: Option<std::path::PathBuf>,
+    /// Its backups with their `backup.json` (for retention: [`super::bucket`]).
+    pub backups: Vec<layout::DriveBackup>,
 }
 
 impl std::fmt::Debug for CloudWorld {
@@ -96,6 +98,7 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
         error: None,
         encryption: None,
         passphrase_file: None,
+        backups: Vec::new(),
     };
     let env = crate::settings::Env::from_process();
     let store = match Store::open(cloud, &env, Local::now().time()) {
@@ -202,6 +205,11 @@ pub struct CloudPlan {
     pub latest_previous: Option<String>,
     /// Backups already there.
     pub existing: Vec<String>,
+    /// Retention after the upload is verified (`retention` of the destination): keep or remove, with reasons.
+    #[serde(default)]
+    pub retention: crate::config::RetentionPolicy,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<crate::retention::Decision>,
 }
 
 /// Plans one upload. Pure.
@@ -264,6 +272,8 @@ pub fn plan(w: &CloudWorld, sets: &[SetPlan], stamp: &str, now: DateTime<Utc>) -
         passphrase_file: w.passphrase_file.clone(),
         latest_previous: w.listing.latest.clone(),
         existing: w.listing.backups.clone(),
+        retention: w.settings.retention,
+        decisions: Vec::new(),
     }
 }
 
@@ -323,6 +333,7 @@ pub fn render(p: &CloudPlan, out: &mut String) {
         crate::stdx::bytes(p.upload_bytes),
         p.existing.len()
     );
+    super::bucket::render_retention(p, out);
 }
 
 /// Uploads the backup to one cloud destination. A failure leaves `backup.json` unwritten: nothing is listed, and
@@ -358,7 +369,9 @@ pub fn execute(
         (None, Some(store)) => match upload(plan, p, world, store, observed, ui, &mut report) {
             Ok(()) => {
                 report.status = DestinationStatus::Written;
-                let warned = report.sets.iter().any(|s| s.warning_count > 0);
+                super::bucket::apply_retention(p, store, &mut report, ui);
+                let warned =
+                    report.sets.iter().any(|s| s.warning_count > 0) || !report.warnings.is_empty();
                 report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
             }
             Err(e) => {
@@ -656,6 +669,7 @@ mod tests {
             error: None,
             encryption: None,
             passphrase_file: None,
+            backups: vec![],
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`observe`]: snapshots and their scans, destination detection (through [`crate::media`]), the drive listings.
 //! - [`plan`]: the pure, serialisable plan (`--dry-run` prints it) and the snapshot choice.
 //! - [`retention`]: which backups a drive keeps, and which go first for space, as pure functions.
+//! - [`bucket`]: a bucket's backups with their `backup.json`, and retention on a bucket.
 //! - [`chain`]: a set's chain of archives on a drive, and whether the next archive is full or incremental (pure).
 //! - [`index_copy`]: local plaintext copies of encrypted sets' indexes, the next incremental's base manifest.
 //! - [`exec`]: carrying the plan out, destination by destination.
@@ -13,8 +14,10 @@
 //! stamp, plan, execute. A dry run observes and plans; it takes no lock and writes nothing (detection's probe file,
 //! created and removed at once, aside).
 
+pub mod bucket;
 pub mod chain;
 pub mod cloud;
+pub mod damage;
 pub mod exec;
 pub mod index_copy;
 pub mod layout;
@@ -44,6 +47,9 @@ pub struct Options {
     pub allow_incomplete: bool,
     /// Write full archives, whatever `external.incremental` allows.
     pub full: bool,
+    /// Decide full or incremental (and whether contents are compared) as if it were this time: the hidden `--now`,
+    /// for tests. Stamps and everything else keep the real time.
+    pub now: Option<NaiveDateTime>,
 }
 
 fn now() -> NaiveDateTime {

@@ -187,6 +187,7 @@ pub fn observe(
             continue;
         }
         let mut w = super::cloud::observe(c, ui);
+        super::bucket::observe(&mut w);
         w.encryption = c
             .encryption
             .as_ref()
@@ -264,7 +265,16 @@ pub fn observe(
             d.destination.encryption.as_ref().and_then(|e| {
                 crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref())
             });
-        let damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
+        let mut damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
+        // What `restore --verify` found (a damage of the same size, which the lstat above cannot see).
+        let verified_damaged = super::damage::on_destination(
+            &super::damage::read(&settings.state_dir),
+            &d.destination.name,
+            &listing,
+        );
+        for (stamp, why) in verified_damaged {
+            damaged.entry(stamp).or_insert(why);
+        }
         // Where an incremental is likely, what it would store: the change detection alone (stats and the base's
         // index; contents are read only when a content comparison is due, and then not here: counted as changed).
         let mut incremental = BTreeMap::new();
@@ -286,7 +296,9 @@ pub fn observe(
                     force_full: options.full,
                     encryption: encryption.as_ref(),
                     content_every: super::chain::content_every(settings.schedule.full),
-                    now: chrono::Local::now().naive_local(),
+                    now: options
+                        .now
+                        .unwrap_or_else(|| chrono::Local::now().naive_local()),
                     base_copy: base_copies.get(set).map(|r: &Result<(), String>| {
                         r.as_ref().map(|_| ()).map_err(String::as_str)
                     }),
@@ -361,6 +373,8 @@ pub fn observe(
             incremental: settings.external_incremental,
             force_full: options.full,
             content_every: super::chain::content_every(settings.schedule.full),
+            schedule_full: settings.schedule.full,
+            choose_at: options.now,
             system: crate::image::observe_system(settings, &[]),
         },
         scans,

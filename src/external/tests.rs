@@ -172,6 +172,7 @@ fn dest(name: &str, path: &str, retention: u32) -> DestinationSettings {
         keep_at_least: 2,
         require_mount: true,
         encryption: None,
+        schedule: None,
     }
 }
 
@@ -275,6 +276,8 @@ fn world() -> World {
         incremental: Default::default(),
         force_full: false,
         content_every: None,
+        schedule_full: crate::config::Full::Never,
+        choose_at: None,
         index_copies_orphaned: Vec::new(),
         system: None,
     }
