@@ -36,7 +36,7 @@ enum Task {
     Install(install::InstallArgs),
     /// Benchmarks, never run by the tests: `bench collect` (dbackup vs plain rsync), `bench external`, `bench restore`
     /// (vs tar, sha256sum), `bench status`, `bench image` (vs partclone | zstd), `bench sparse` (vs GNU tar
-    /// --sparse)
+    /// --sparse), `bench cloud` (vs rclone and restic, on Garage)
     #[command(subcommand)]
     Bench(bench::BenchCmd),
     /// Run the root-only integration tests on real loop devices (the loopdev_* tests)

@@ -40,6 +40,11 @@ pub const STEPS: &[Step] = &[
         name: "clippy",
         run: clippy,
     },
+    // cargo-deny (cargo install into the tools cache, once): licenses, bans, sources; advisories when reachable.
+    Step {
+        name: "deny",
+        run: deny,
+    },
     // Garage (cargo install, ~6 minutes the first time) and moto (a venv) for the cloud tests, in the tools cache.
     Step {
         name: "cloud-tools",
@@ -59,7 +64,7 @@ pub const STEPS: &[Step] = &[
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// Skip a step (repeatable): packages, fmt, clippy, cloud-tools, test, nix
+    /// Skip a step (repeatable): packages, fmt, clippy, deny, cloud-tools, test, nix
     #[arg(long, value_name = "STEP")]
     pub skip: Vec<String>,
 }
@@ -128,6 +133,42 @@ fn packages(sh: &Shell) -> Result<Outcome> {
             debs.join(" ")
         )))
     }
+}
+
+/// Where cargo-deny fetches the RustSec advisory database from (a git clone over https).
+const ADVISORY_DB_HOST: &str = "github.com:443";
+
+/// Whether `host:port` takes a TCP connection within 5 s (its name resolved first).
+fn reachable(host_port: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    host_port.to_socket_addrs().is_ok_and(|mut addrs| {
+        addrs.any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok())
+    })
+}
+
+/// `cargo deny check` against `deny.toml`: licenses, bans and sources always (offline); advisories only when the
+/// advisory database's host can be reached (it is cloned, then fetched, from GitHub), else said in the summary.
+fn deny(sh: &Shell) -> Result<Outcome> {
+    let bin = crate::tools::ensure(sh, &crate::tools::CARGO_DENY)?;
+    // cargo-deny runs as a cargo subcommand: `cargo-deny deny check ...`.
+    cmd!(
+        sh,
+        "{bin} deny --log-level warn --offline check licenses bans sources"
+    )
+    .run()
+    .map_err(|_| anyhow::anyhow!("cargo deny check licenses bans sources found problems"))?;
+    if !reachable(ADVISORY_DB_HOST) {
+        return Ok(Outcome::Passed(format!(
+            "licenses, bans, sources; advisories NOT checked: {ADVISORY_DB_HOST} (the RustSec database) \
+             cannot be reached from here"
+        )));
+    }
+    cmd!(sh, "{bin} deny --log-level warn check advisories")
+        .run()
+        .map_err(|_| anyhow::anyhow!("cargo deny check advisories found problems"))?;
+    Ok(Outcome::Passed(
+        "licenses, bans, sources, advisories".into(),
+    ))
 }
 
 fn cloud_tools(sh: &Shell) -> Result<Outcome> {

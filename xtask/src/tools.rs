@@ -81,6 +81,15 @@ pub const GARAGE: Tool = Tool {
     version_args: &["--version"],
 };
 
+/// cargo-deny, which checks the licenses, sources, duplicate versions and security advisories of the crates dbackup
+/// ships (`deny.toml`); `cargo xtask test`'s `deny` step.
+pub const CARGO_DENY: Tool = Tool {
+    krate: "cargo-deny",
+    version: "0.20.2",
+    bin: "cargo-deny",
+    version_args: &["--version"],
+};
+
 /// The features Garage is built with: no system libraries, sqlite (no LMDB), nothing else.
 pub const GARAGE_FEATURES: &[&str] =
     &["--no-default-features", "--features", "bundled-libs,sqlite"];

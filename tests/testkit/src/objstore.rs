@@ -111,15 +111,93 @@ pub struct Garage {
     bin: PathBuf,
     config: PathBuf,
     child: Option<Child>,
+    /// Garage's `RUST_LOG`: warnings only, or also one line per S3 request ([`Garage::start_logging_requests`]).
+    log_filter: &'static str,
     pub port: u16,
     pub key: GarageKey,
     pub bucket: String,
+}
+
+/// The `RUST_LOG` that makes Garage log one line per API request (`<client> <METHOD> <path>`).
+const LOG_REQUESTS: &str = "garage=warn,garage_api_common=info";
+
+/// One S3 request as Garage logged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    pub method: String,
+    pub path: String,
+}
+
+/// A log line without its ANSI colour sequences (`ESC [ ... letter`).
+fn strip_colour(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The requests in Garage's log text: its `generic_server` lines `<client> <METHOD> <path>` (colour codes and the
+/// `error ... in response to` lines that repeat a request left out).
+pub fn parse_request_log(log: &str) -> Vec<LoggedRequest> {
+    log.lines()
+        .filter_map(|line| {
+            let line = strip_colour(line);
+            let (_, rest) = line.split_once("generic_server")?;
+            // After the target: optional colour codes, then ": ".
+            let rest = rest.split_once(": ")?.1.trim();
+            let mut words = rest.split_whitespace();
+            let client = words.next()?;
+            // `(key GK...)` on an authenticated request, `(via ADDR)` behind a proxy: skipped.
+            let mut method = words.next()?;
+            while method.starts_with('(') {
+                while !method.ends_with(')') {
+                    method = words.next()?;
+                }
+                method = words.next()?;
+            }
+            let path = words.next()?;
+            let is_request = client.contains(':')
+                && client.parse::<std::net::SocketAddr>().is_ok()
+                && method.chars().all(|c| c.is_ascii_uppercase());
+            is_request.then(|| LoggedRequest {
+                method: method.to_string(),
+                path: path.to_string(),
+            })
+        })
+        .collect()
 }
 
 impl Garage {
     /// Starts Garage, lays out its single node, creates the key `main` and the bucket `dbackup-test` (read, write,
     /// owner). `Err`: Garage is not installed (or did not start).
     pub fn start() -> Result<Garage, String> {
+        Garage::start_with("garage=warn")
+    }
+
+    /// [`Garage::start`], logging every S3 request it serves ([`Garage::requests_logged`]): what a client really
+    /// sent, counted on the server's side (`cargo xtask bench cloud`).
+    pub fn start_logging_requests() -> Result<Garage, String> {
+        Garage::start_with(LOG_REQUESTS)
+    }
+
+    /// The requests served so far, from the server's log, in order.
+    pub fn requests_logged(&self) -> Vec<LoggedRequest> {
+        parse_request_log(
+            &std::fs::read_to_string(self.dir.path().join("garage.log")).unwrap_or_default(),
+        )
+    }
+
+    fn start_with(log_filter: &'static str) -> Result<Garage, String> {
         let bin = tool("DBACKUP_GARAGE", "garage/bin/garage")?;
         let dir = tempfile::Builder::new()
             .prefix("dbackup-garage-")
@@ -145,6 +223,7 @@ impl Garage {
             bin,
             config,
             child: None,
+            log_filter,
             port,
             key: GarageKey {
                 name: "main".into(),
@@ -179,7 +258,8 @@ impl Garage {
             .arg("-c")
             .arg(&self.config)
             .arg("server")
-            .env("RUST_LOG", "garage=warn")
+            .env("RUST_LOG", self.log_filter)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
@@ -273,6 +353,60 @@ impl Garage {
     /// The server's pid, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real Garage started to log requests logs the ones it serves (an anonymous GET, refused, counts once).
+    /// (Signed requests carry `(key GK...)` after the client: the parser's table test has one.)
+    #[test]
+    fn a_logging_garage_logs_each_request() {
+        let g = match Garage::start_logging_requests() {
+            Ok(g) => g,
+            Err(why) => return crate::skip(&why),
+        };
+        let mut s = TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+        s.write_all(b"GET /dbackup-test/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        std::thread::sleep(Duration::from_millis(300));
+        let log = std::fs::read_to_string(g.dir.path().join("garage.log")).unwrap();
+        assert_eq!(
+            g.requests_logged(),
+            [LoggedRequest {
+                method: "GET".into(),
+                path: "/dbackup-test/k".into()
+            }],
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn requests_are_read_from_garage_log_lines() {
+        let log = "\u{1b}[2m2026-12-05T17:35:45Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2mgarage_api_common::generic_server\u{1b}[0m\u{1b}[2m:\u{1b}[0m S3 API server listening on http://127.0.0.1:39012
+2026-12-05T17:35:48Z  INFO garage_api_common::generic_server: 127.0.0.1:43128 (key GK1df9d27cfeccf8313cc33a1b) GET /b/k?x-id=GetObject
+2026-12-05T17:35:48Z  INFO garage_api_common::generic_server: error 403 Forbidden, Forbidden: no in response to 127.0.0.1:43128 GET /b/k
+\u{1b}[2m2026Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2mgarage_api_common::generic_server\u{1b}[0m\u{1b}[2m:\u{1b}[0m [::1]:5 HEAD /b/k2
+2026-12-05T17:35:49Z  WARN garage_block::manager: something else
+";
+        let got = parse_request_log(log);
+        assert_eq!(
+            got,
+            [
+                LoggedRequest {
+                    method: "GET".into(),
+                    path: "/b/k?x-id=GetObject".into()
+                },
+                LoggedRequest {
+                    method: "HEAD".into(),
+                    path: "/b/k2".into()
+                },
+            ]
+        );
     }
 }
 
@@ -374,6 +508,61 @@ impl S3Client {
             secret: g.key.secret.clone(),
             bucket: g.bucket.clone(),
         })
+    }
+
+    /// A client of moto's lock bucket (moto takes any keys).
+    pub fn for_moto(m: &Moto) -> Result<S3Client, String> {
+        Ok(S3Client {
+            python: tool("DBACKUP_MOTO_PYTHON", "moto/bin/python")?,
+            endpoint: m.endpoint(),
+            id: "testing-key-id".into(),
+            secret: "testing-secret-key".into(),
+            bucket: m.bucket.clone(),
+        })
+    }
+
+    /// An object's Object Lock retention as a HEAD of it states it: `(mode, retain-until date as RFC 3339)`, or
+    /// `None` when it has none. (moto 5.2.5 answers GetObjectRetention with an error; HEAD carries the same.)
+    pub fn retention(&self, key: &str) -> Option<(String, String)> {
+        let out = self
+            .run(
+                "h = s3.head_object(Bucket=b, Key=sys.argv[5])\n\
+                 if 'ObjectLockMode' in h:\n\
+                 \x20   print(h['ObjectLockMode'] + '\\t' + h['ObjectLockRetainUntilDate'].isoformat())\n",
+                &[key],
+            )
+            .expect("reading an object's retention");
+        let out = String::from_utf8_lossy(&out);
+        let (mode, until) = out.trim().split_once('\t')?;
+        Some((mode.to_string(), until.to_string()))
+    }
+
+    /// The versions of the objects under `prefix`: `(key, version id)`, sorted.
+    pub fn versions(&self, prefix: &str) -> Vec<(String, String)> {
+        let out = self
+            .run(
+                "r = s3.list_object_versions(Bucket=b, Prefix=sys.argv[5])\n\
+                 for v in r.get('Versions', []):\n\
+                 \x20   print(v['Key'] + '\\t' + v['VersionId'])\n",
+                &[prefix],
+            )
+            .expect("listing object versions");
+        let mut v: Vec<(String, String)> = String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(k, id)| (k.to_string(), id.to_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Deletes one version of an object for good; `Err`: the server's refusal.
+    pub fn delete_version(&self, key: &str, version: &str) -> Result<(), String> {
+        self.run(
+            "s3.delete_object(Bucket=b, Key=sys.argv[5], VersionId=sys.argv[6])\n",
+            &[key, version],
+        )
+        .map(|_| ())
     }
 
     fn run(&self, program: &str, args: &[&str]) -> Result<Vec<u8>, String> {

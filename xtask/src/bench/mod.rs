@@ -1,6 +1,7 @@
 //! `cargo xtask bench <what>`: benchmarks, one module per subject, and what they share: repetition, medians,
 //! page-cache handling and the result table. Benchmarks never run as part of the tests.
 
+mod cloud;
 mod collect;
 mod external;
 mod find;
@@ -26,6 +27,10 @@ use crate::util::{
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCmd {
+    /// On one Garage (S3) on 127.0.0.1: dbackup external uploading the tree, encrypted and plain, vs `rclone copyto`
+    /// of a tar of it (goal: within 1.2x); one file from the encrypted backup vs `restic restore --include` (goal:
+    /// 5x faster; requests and bytes downloaded); an upload's peak memory (goal: under 128 MiB)
+    Cloud(cloud::CloudArgs),
     /// dbackup collect vs plain rsync with the same flags: first run and no-change run
     Collect(collect::CollectArgs),
     /// dbackup external (with read-back verification) vs the seed's tar + rsync + sha256sum vs dd, and encrypted
@@ -56,6 +61,7 @@ pub enum BenchCmd {
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
     match cmd {
+        BenchCmd::Cloud(args) => cloud::run(args),
         BenchCmd::Collect(args) => collect::run(args),
         BenchCmd::External(args) => external::run(args),
         BenchCmd::Restore(args) => restore::run(args),
