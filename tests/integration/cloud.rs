@@ -300,6 +300,33 @@ fn secrets_and_plain_archives_are_refused_by_the_config() {
     assert!(out.stderr.contains("allow_unencrypted"), "{}", out.stderr);
 }
 
+/// The line a cloud restore ends with: what it cost in requests and bytes.
+fn requests_line(out: &Output) -> String {
+    out.stderr
+        .lines()
+        .filter(|l| l.contains("requests to"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// (HEAD, GET) of a cloud restore, from its last line.
+fn requests(out: &Output) -> (u64, u64) {
+    let line = requests_line(out);
+    let count = |word: &str| -> u64 {
+        let end = line
+            .find(word)
+            .unwrap_or_else(|| panic!("no {word}: {line}"));
+        line[..end]
+            .trim_end()
+            .rsplit([' ', '('])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (count(" HEAD"), count(" GET"))
+}
+
 /// Files under the test's home: a few small ones, one of 3 MiB, nested directories.
 fn populate(t: &Test) {
     t.write("home/notes/todo.txt", "buy milk\n");
@@ -418,7 +445,9 @@ fn external_uploads_a_backup_with_the_drive_layout() {
 /// the backup; one file, a directory and a whole set come back byte-identical under `--target`, each restore first
 /// saying what it downloads; `--verify` downloads and finds every object intact; an object altered on the server
 /// is named by `--verify` (exit 1). No key or secret in any output; no object of the encrypted backup holds a file
-/// name or content in the clear. Before: main had no cloud destination.
+/// name or content in the clear. Requests: no HEAD, one file in 5 GETs plain (the listing, backup.json, the sums,
+/// the index, one ranged GET of 64 KiB) and 7 encrypted, a whole set in at most 12. Before: main had no cloud
+/// destination; then one file cost 10 requests (3 HEAD) and a whole set 411 (each seek a new ranged stream).
 #[test]
 fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
     let Some(g) = garage() else { return };
@@ -503,13 +532,19 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
                 .args(&id_args)
                 .status(0);
             assert!(out.stderr.contains("downloading"), "{what}: {}", out.stderr);
-            eprintln!(
+            eprintln!("{what} ({prefix}): {}", requests_line(&out));
+            // The listing, backup.json, the sums, the index, then one ranged GET of the archive for the file (plain;
+            // encrypted: age's header and final chunk too); a directory's two files, one more.
+            let most = match (encrypted, files.len()) {
+                (false, 1) => 5,
+                (false, _) => 6,
+                (true, _) => 7,
+            };
+            assert_eq!(requests(&out).0, 0, "{what} ({prefix}): no HEAD");
+            assert!(
+                requests(&out).1 <= most,
                 "{what} ({prefix}): {}",
-                out.stderr
-                    .lines()
-                    .filter(|l| l.contains("requests"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                requests_line(&out)
             );
             no_secret(&out, &[&g.key.id, &g.key.secret]);
             for f in files {
@@ -529,6 +564,12 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
             .args(&id_args)
             .status(0);
         no_secret(&out, &[&g.key.id, &g.key.secret]);
+        eprintln!("a whole set ({prefix}): {}", requests_line(&out));
+        assert!(
+            requests(&out).1 <= 12,
+            "whole set ({prefix}): {}",
+            requests_line(&out)
+        );
         let under = target.join(t.home().strip_prefix("/").unwrap());
         for f in ["photos/big.raw", ".secrets", "notes/deep/er/plan.md"] {
             assert_eq!(
