@@ -822,9 +822,10 @@ pub struct Objects {
 /// The last ranges received of each object read through [`Ranged`] readers that share it (at most
 /// [`RangeCache::KEPT`] per object: an encrypted archive's header, its final chunk, where a file is).
 #[derive(Debug, Default)]
-pub struct RangeCache(
-    std::sync::Mutex<std::collections::HashMap<String, Vec<(u64, Arc<Vec<u8>>)>>>,
-);
+pub struct RangeCache(std::sync::Mutex<std::collections::HashMap<String, Vec<KeptRange>>>);
+
+/// A range received: where it starts, its bytes.
+type KeptRange = (u64, Arc<Vec<u8>>);
 
 impl RangeCache {
     const KEPT: usize = 4;

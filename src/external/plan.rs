@@ -471,7 +471,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
     let clouds = world
         .clouds
         .iter()
-        .map(|c| super::cloud::plan(c, &sets, &stamp, utc_now))
+        .map(|c| super::cloud::plan(c, &sets, &stamp, utc_now, &cloud_chains(world, opts)))
         .collect();
 
     ExternalPlan {
@@ -608,6 +608,16 @@ fn destination_plan(
             .as_ref()
             .filter(|e| e.passphrase)
             .and(d.passphrase_file.clone()),
+    }
+}
+
+/// What decides full or incremental on a bucket: the run's policy, as for drives.
+fn cloud_chains(world: &World, opts: RunOptions) -> super::cloud::ChainPolicy {
+    super::cloud::ChainPolicy {
+        policy: world.incremental,
+        force_full: world.force_full,
+        content_every: world.content_every,
+        now: opts.now,
     }
 }
 

@@ -34,12 +34,12 @@ impl Report {
     }
 }
 
-fn garage() -> Option<Garage> {
+pub(crate) fn garage() -> Option<Garage> {
     Garage::start().map_err(|why| testkit::skip(&why)).ok()
 }
 
 /// A config with one s3 destination `offsite` (extra keys spliced in).
-fn config(endpoint: &str, bucket: &str, extra: &str) -> String {
+pub(crate) fn config(endpoint: &str, bucket: &str, extra: &str) -> String {
     format!(
         r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
             "destinations": [ {{ "name": "offsite", "kind": "s3", "endpoint": "{endpoint}", "bucket": "{bucket}",
@@ -50,7 +50,7 @@ fn config(endpoint: &str, bucket: &str, extra: &str) -> String {
 
 /// A test whose keys are in the environment, as systemd units would set them (and `AWS_CA_BUNDLE` when the
 /// machine has it: it must not get in the way).
-fn with_keys(config: &str, id: &str, secret: &str) -> Test {
+pub(crate) fn with_keys(config: &str, id: &str, secret: &str) -> Test {
     let mut t = Test::new()
         .config(config)
         .env("AWS_ACCESS_KEY_ID", id)
@@ -75,7 +75,7 @@ fn check(t: &Test, code: i32, extra: &[&str]) -> (Output, Report) {
     (human, json.json())
 }
 
-fn no_secret(out: &Output, secrets: &[&str]) {
+pub(crate) fn no_secret(out: &Output, secrets: &[&str]) {
     for s in secrets {
         assert!(
             !out.stdout.contains(s) && !out.stderr.contains(s),
@@ -301,7 +301,7 @@ fn secrets_and_plain_archives_are_refused_by_the_config() {
 }
 
 /// The line a cloud restore ends with: what it cost in requests and bytes.
-fn requests_line(out: &Output) -> String {
+pub(crate) fn requests_line(out: &Output) -> String {
     out.stderr
         .lines()
         .filter(|l| l.contains("requests to"))
@@ -310,7 +310,7 @@ fn requests_line(out: &Output) -> String {
 }
 
 /// (HEAD, GET) of a cloud restore, from its last line.
-fn requests(out: &Output) -> (u64, u64) {
+pub(crate) fn requests(out: &Output) -> (u64, u64) {
     let line = requests_line(out);
     let count = |word: &str| -> u64 {
         let end = line
@@ -328,7 +328,7 @@ fn requests(out: &Output) -> (u64, u64) {
 }
 
 /// Files under the test's home: a few small ones, one of 3 MiB, nested directories.
-fn populate(t: &Test) {
+pub(crate) fn populate(t: &Test) {
     t.write("home/notes/todo.txt", "buy milk\n");
     t.write("home/notes/deep/er/plan.md", "# plan\n");
     let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i * 7 + i / 251) as u8).collect();
