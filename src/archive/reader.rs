@@ -299,7 +299,18 @@ impl Seek for PartsReader {
         })?;
         if new != self.pos {
             self.pos = new;
-            self.open = None;
+            // Within the part already open, that reader seeks (a remote one keeps what it has read ahead, and
+            // its read-ahead, instead of starting over); elsewhere the part is opened on the next read.
+            let part = self.part_at(new);
+            let kept = match &mut self.open {
+                Some((i, f)) if *i == part && new < self.total => {
+                    f.seek(SeekFrom::Start(new - self.starts[part])).is_ok()
+                }
+                _ => false,
+            };
+            if !kept {
+                self.open = None;
+            }
         }
         Ok(new)
     }
