@@ -822,16 +822,31 @@ pub struct Objects {
 /// The last ranges received of each object read through [`Ranged`] readers that share it (at most
 /// [`RangeCache::KEPT`] per object: an encrypted archive's header, its final chunk, where a file is).
 #[derive(Debug, Default)]
-pub struct RangeCache(std::sync::Mutex<std::collections::HashMap<String, Vec<KeptRange>>>);
+pub struct RangeCache {
+    kept: std::sync::Mutex<std::collections::HashMap<String, Vec<KeptRange>>>,
+    /// What a restore said it will read next of each object ([`crate::archive::Remote::expect`]).
+    hints: std::sync::Mutex<std::collections::HashMap<String, std::ops::Range<u64>>>,
+}
 
 /// A range received: where it starts, its bytes.
 type KeptRange = (u64, Arc<Vec<u8>>);
 
+/// The most one GET asks for when a restore said how much it will read (one entry's header and content).
+pub const RANGE_HINTED_MAX: u64 = 32 << 20;
+
 impl RangeCache {
     const KEPT: usize = 4;
 
+    fn hint(&self, key: &str, pos: u64) -> Option<u64> {
+        let hints = self.hints.lock().unwrap_or_else(|e| e.into_inner());
+        hints
+            .get(key)
+            .filter(|r| r.contains(&pos))
+            .map(|r| r.end - pos)
+    }
+
     fn find(&self, key: &str, pos: u64) -> Option<(u64, Arc<Vec<u8>>)> {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         map.get(key)?
             .iter()
             .find(|(start, b)| (*start..start + b.len() as u64).contains(&pos))
@@ -839,7 +854,7 @@ impl RangeCache {
     }
 
     fn keep(&self, key: &str, start: u64, bytes: Arc<Vec<u8>>) {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         let kept = map.entry(key.to_string()).or_default();
         if kept.len() >= Self::KEPT {
             kept.remove(0);
@@ -891,6 +906,12 @@ impl crate::archive::Remote for Objects {
         let mut r = self.store.ranged(&key, len);
         r.shared = Some(self.ranges.clone());
         Ok(Box::new(r))
+    }
+
+    fn expect(&self, name: &std::path::Path, range: std::ops::Range<u64>) {
+        let key = format!("{}{}", self.dir, name.to_string_lossy());
+        let mut hints = self.ranges.hints.lock().unwrap_or_else(|e| e.into_inner());
+        hints.insert(key, range);
     }
 }
 
@@ -981,12 +1002,23 @@ impl io::Read for Ranged {
             // Continuing where the last range ended (or just past it: a tar header's padding): read ahead further;
             // after a jump, start small again.
             let gap = self.pos.checked_sub(self.buf_end());
-            self.window = if !self.buf.is_empty() && gap.is_some_and(|g| g <= RANGE_FIRST) {
+            let continuing = !self.buf.is_empty() && gap.is_some_and(|g| g <= RANGE_FIRST);
+            self.window = if continuing {
                 (self.window * 2).min(RANGE_MAX)
             } else {
                 RANGE_FIRST
             };
-            let want = self.window.max(out.len() as u64).min(RANGE_MAX);
+            let mut want = self.window.max(out.len() as u64).min(RANGE_MAX);
+            // What the restore said it will read from here (one entry): after a jump, exactly that in one GET;
+            // while reading on in order, at least that.
+            if let Some(h) = self
+                .shared
+                .as_ref()
+                .and_then(|c| c.hint(&self.key, self.pos))
+            {
+                let h = h.min(RANGE_HINTED_MAX);
+                want = if continuing { want.max(h) } else { h };
+            }
             let end = self.pos.saturating_add(want).min(self.len);
             let bytes = self.store.read_range(&self.key, self.pos..end)?;
             if bytes.is_empty() {
