@@ -1,7 +1,7 @@
 //! The command line, as clap structs that only mirror it; `argv[0]` dispatch for the seed's command names.
 //!
 //! Nothing here reads the config or touches the disk (but the TAB completers of set and destination names, which live
-//! in `commands::complete`): [`crate::settings::Settings`] is built from these structs plus the config before any
+//! in `complete`): [`crate::settings::Settings`] is built from these structs plus the config before any
 //! phase runs.
 
 use std::ffi::OsString;
@@ -16,7 +16,7 @@ use clap_complete::engine::ArgValueCompleter;
 use crate::restore::list::Kept;
 use crate::restore::{Compare, Overwrite};
 // Set and destination names offered on TAB, read from the config (the only config reading the command line does).
-use crate::commands::complete;
+use crate::complete;
 
 /// `--help`'s closing text: the exit codes (from `exit::DOCUMENTED`, as the man page's EXIT STATUS), then this.
 fn after_help() -> String {

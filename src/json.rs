@@ -132,6 +132,7 @@ pub fn error_text(error: &str, exit: u8) -> String {
 }
 
 /// The text of `docs/json/error.json`: the error object's schema, generated from [`ErrorObject`].
+#[cfg(test)]
 pub fn error_schema_text() -> String {
     let schema = schemars::schema_for!(ErrorObject);
     let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");

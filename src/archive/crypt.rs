@@ -107,6 +107,7 @@ impl fmt::Debug for Recipient {
 
 impl Recipient {
     /// The public key as written in the config (for an ssh key, type and base64 without the comment).
+    #[cfg(test)]
     pub fn text(&self) -> &str {
         &self.text
     }

@@ -128,7 +128,9 @@ fn split(path: &Path) -> io::Result<(Dir, &OsStr)> {
     Ok((Dir::open(parent)?, name))
 }
 
-/// Length and sha256 of a file, read past the page cache (see the module docs).
+/// Length and sha256 of a file, read past the page cache (see the module docs). The tests' entry; runs use
+/// [`hash_uncached_in`].
+#[cfg(test)]
 pub fn hash_uncached(path: &Path) -> io::Result<(u64, Digest, ReadBackMethod)> {
     let (dir, name) = split(path)?;
     hash_uncached_in(&dir, name)

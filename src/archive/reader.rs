@@ -1,19 +1,23 @@
-//! Reading archives back: an archive on disk as one seekable stream (a single file or its numbered parts), and
-//! restoring one file from it with a single seek through the index, checking its header and content sha256.
+//! Reading archives back: an archive on disk as one seekable stream (a single file or its numbered parts), and (for
+//! the unit tests and proptests) reading one file from it with a single seek through the index.
 
 use std::ffi::OsStr;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sha2::{Digest as _, Sha256};
-
 use super::crypt::{ArchiveReader, CryptError, Keys, is_encrypted_name};
-use super::index::IndexEntry;
-use super::sink::{Digest, MAX_PARTS, SplitSink};
-use super::sparse::{self, SparseLoc, TarSparse};
-use super::tarfmt::EntryKind;
+use super::sink::{MAX_PARTS, SplitSink};
 use crate::stdx::fs::Dir;
+#[cfg(test)]
+use {
+    super::index::IndexEntry,
+    super::sink::Digest,
+    super::sparse::{self, SparseLoc, TarSparse},
+    super::tarfmt::EntryKind,
+    sha2::{Digest as _, Sha256},
+    std::io::Write,
+};
 
 /// Objects read from somewhere other than a local directory (a cloud destination's bucket): each part is opened by
 /// its name, with seeking (a seek then a read is one ranged request).
@@ -341,6 +345,10 @@ impl Seek for PartsReader {
     }
 }
 
+// Reading one entry by itself, with one seek through the index: the unit tests' and proptests' check of what the
+// writer wrote. A restore reads through `restore::content`, which checks headers its own way.
+
+#[cfg(test)]
 /// Why one file could not be read back from an archive.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -372,9 +380,11 @@ pub enum ReadError {
     },
 }
 
+#[cfg(test)]
 /// Largest header (pax records included) accepted when checking an entry's header.
 const MAX_HEADER_BYTES: u64 = 1 << 20;
 
+#[cfg(test)]
 /// Writes the content of the file `entry` (a file or hard link from the archive's index) to `out`, reading it
 /// with one seek to its header and one to its data. Checks that the header there names the same path and size,
 /// and that the content's sha256 matches the index. On `Err`, what was written to `out` must be discarded
@@ -438,10 +448,11 @@ pub fn read_entry<R: Read + Seek>(
 
 /// [`read_entry`] for a sparse member: the map and data are checked against the index's record as they are read
 /// (and, from an older index, the content with its holes as zeros against its sha256).
+#[cfg(test)]
 fn read_sparse<R: Read + Seek>(
     archive: &mut R,
     entry: &IndexEntry,
-    record: super::SparseRecord,
+    record: super::index::SparseRecord,
     expected: Digest,
     out: &mut dyn Write,
 ) -> Result<u64, ReadError> {
@@ -522,6 +533,7 @@ fn read_sparse<R: Read + Seek>(
 }
 
 /// Parses the header blocks at the entry's header offset and compares them with the index.
+#[cfg(test)]
 fn check_header<R: Read + Seek>(archive: &mut R, entry: &IndexEntry) -> Result<(), ReadError> {
     let path = entry.display_path();
     let offset = entry.header_offset;

@@ -17,9 +17,6 @@ use crate::stdx::fs::Dir;
 /// Drive writes are buffered to this size: the T9 is three times slower with 10 KiB writes than with 1 MiB ones.
 pub const WRITE_BUFFER: usize = 1 << 20;
 
-/// The largest part that fits a FAT32 file (4 GiB - 1 byte), rounded down to a whole MiB.
-pub const FAT32_MAX_PART_BYTES: u64 = (4 << 30) - (1 << 20);
-
 /// At most this many parts (`.part000` to `.part999`), so that `cat name.part*` joins them in order.
 pub const MAX_PARTS: usize = 1000;
 
@@ -370,6 +367,7 @@ pub struct SplitSink {
 
 impl SplitSink {
     /// A sink that writes parts of at most `max_part_bytes` (at least one byte) named after `base` in `dir`.
+    #[cfg(test)]
     pub fn new(
         dir: impl Into<PathBuf>,
         base: impl Into<OsString>,
@@ -467,59 +465,6 @@ impl Sink for SplitSink {
 
     fn single_file(&self) -> bool {
         false
-    }
-}
-
-/// A sink that writes to any writer and keeps no file (for measurements, or a pipe). It still hashes.
-pub struct WriterSink<W> {
-    name: String,
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<W: Write + Send> WriterSink<W> {
-    pub fn new(name: impl Into<String>, inner: W) -> Self {
-        WriterSink {
-            name: name.into(),
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
-    }
-}
-
-impl<W: Write + Send> Write for WriterSink<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<W: Write + Send> Sink for WriterSink<W> {
-    /// Reports the stream under its name, as if it were a file.
-    fn finish(mut self: Box<Self>) -> io::Result<Vec<WrittenFile>> {
-        self.inner.flush()?;
-        let s = *self;
-        Ok(vec![WrittenFile {
-            path: PathBuf::from(s.name),
-            bytes: s.bytes,
-            sha256: Digest::of(s.hasher),
-        }])
-    }
-
-    fn describe(&self) -> String {
-        self.name.clone()
-    }
-
-    fn single_file(&self) -> bool {
-        true
     }
 }
 

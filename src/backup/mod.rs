@@ -18,7 +18,7 @@ pub mod plan;
 use chrono::{DateTime, FixedOffset, Local};
 use serde::{Deserialize, Serialize};
 
-pub use plan::{BackupPlan, DestinationView};
+pub use plan::BackupPlan;
 
 use crate::collect::{self, CollectReport};
 use crate::config::{EventKind, ExternalSchedule};

@@ -20,9 +20,11 @@ pub mod sink;
 pub mod store;
 mod transport;
 
-pub use error::{CloudError, Failure};
-pub use store::{ObjectClass, ObjectInfo, Objects, Reader, Store, Unfinished, Upload};
-pub use transport::Requests;
+pub use error::CloudError;
+pub use store::{ObjectClass, Objects, Store, Unfinished, Upload};
+// What only the unit tests use.
+#[cfg(test)]
+pub use {error::Failure, transport::Requests};
 
 #[cfg(test)]
 pub(crate) mod tests;

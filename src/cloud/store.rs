@@ -219,17 +219,13 @@ impl Store {
         &self.source
     }
 
-    /// The destination's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// `s3 http://127.0.0.1:3900 bucket/prefix`.
     pub fn place(&self) -> &str {
         &self.place
     }
 
     /// What OpenDAL was built with: (scheme, root, bucket), for tests and `--verbose`.
+    #[cfg(test)]
     pub fn operator_info(&self) -> (String, String, String) {
         let info = self.op.info();
         (
@@ -507,27 +503,6 @@ impl Store {
         .map(|_| ())
     }
 
-    /// The bucket's Object Lock configuration as the server states it: `Some(xml)` when it answers one, `None`
-    /// when it has none or does not know the call (S3; B2: `None`).
-    pub fn object_lock_configuration(&self) -> Result<Option<String>, CloudError> {
-        if self.kind != CloudKind::S3 {
-            return Ok(None);
-        }
-        match self.call(
-            http::Method::GET,
-            "",
-            "object-lock",
-            "reading the Object Lock configuration",
-        ) {
-            Ok(body) => Ok(Some(crate::stdx::show_str(&String::from_utf8_lossy(&body)))),
-            Err(CloudError::Service {
-                failure: Failure::Other | Failure::NotFound,
-                ..
-            }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// One signed S3 request OpenDAL has no call for; the body of a 2xx answer (at most 16 MiB).
     fn call(
         &self,
@@ -727,10 +702,18 @@ impl Drop for Upload {
 /// A seekable reader of one object (see [`Store::reader`]).
 pub struct Reader {
     inner: opendal::blocking::StdReader,
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "read by the tests' check that a reader knows its length"
+        )
+    )]
     size: u64,
 }
 
 impl Reader {
+    #[cfg(test)]
     pub fn size(&self) -> u64 {
         self.size
     }

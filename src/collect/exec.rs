@@ -93,6 +93,10 @@ impl CollectReport {
 /// What holds the run together: the lock, and what was cleaned up.
 #[derive(Debug)]
 pub struct Prepared {
+    #[expect(
+        dead_code,
+        reason = "held, never read: dropping it releases the run lock"
+    )]
     pub lock: RunLock,
     pub cleaned: Vec<String>,
 }

@@ -12,8 +12,8 @@ pub mod sparse;
 
 use chrono::{Local, NaiveDateTime};
 
-pub use exec::{CollectReport, SetReport, SetStatus};
-pub use plan::{CollectPlan, SetAction, SetPlan};
+pub use exec::{CollectReport, SetStatus};
+pub use plan::{CollectPlan, SetAction};
 
 use crate::exit::{CodedError, Exit};
 use crate::settings::{SetSettings, Settings};

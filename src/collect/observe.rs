@@ -29,8 +29,6 @@ pub struct SetWorld {
     pub sources: Vec<SourceState>,
     /// Oldest first.
     pub snapshots: Vec<Snapshot>,
-    /// The snapshot `<set>-latest` points at.
-    pub latest: Option<String>,
     /// `.<set>.in-progress` exists: a run was interrupted.
     pub in_progress: bool,
     /// `.<set>.partial` exists: an earlier interrupted run's copy.
@@ -188,7 +186,6 @@ pub fn observe(
             sparse,
             name: set.name.clone(),
             sources,
-            latest: snapshot::read_latest(&root, &set.name),
             in_progress: layout.in_progress(&set.name).is_dir(),
             partial: layout.partial(&set.name).is_dir(),
             marked,

@@ -728,7 +728,6 @@ mod tests {
                 name: "data".into(),
                 sources: vec![state],
                 snapshots,
-                latest: None,
                 in_progress,
                 partial: false,
                 marked: Default::default(),

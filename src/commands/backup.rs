@@ -11,7 +11,7 @@
 
 use chrono::Local;
 
-pub use crate::backup::{BackupPlan, BackupReport, DestinationView, Problem};
+use crate::backup::BackupReport;
 
 use crate::backup::{self, events, events::Level};
 use crate::cli::{BackupArgs, GlobalArgs};

@@ -13,9 +13,9 @@ use crate::exit::Exit;
 pub fn run(cmd: GenerateCommand) -> anyhow::Result<Exit> {
     match cmd {
         GenerateCommand::Completions { shell } => {
-            // The script calls `dbackup` by name on each TAB (commands::complete), so set and destination names
+            // The script calls `dbackup` by name on each TAB (`complete`), so set and destination names
             // come from the config of the moment.
-            let script = super::complete::registration(shell, "dbackup")
+            let script = crate::complete::registration(shell, "dbackup")
                 .context("cannot write the completion script")?;
             let mut out = std::io::stdout().lock();
             match out.write_all(&script).and_then(|()| out.flush()) {

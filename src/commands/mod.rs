@@ -3,7 +3,6 @@
 pub mod backup;
 pub mod cloud;
 pub mod collect;
-pub mod complete;
 pub mod config;
 pub mod external;
 pub mod find;

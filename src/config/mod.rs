@@ -423,14 +423,6 @@ impl DestinationKind {
     pub fn is_drive(&self) -> bool {
         *self == DestinationKind::Drive
     }
-
-    pub fn word(self) -> &'static str {
-        match self {
-            DestinationKind::Drive => "drive",
-            DestinationKind::S3 => "s3",
-            DestinationKind::B2 => "b2",
-        }
-    }
 }
 
 /// The storage class of each kind of object in a bucket (`STANDARD`, `STANDARD_IA`, `GLACIER_IR`, `GLACIER`,

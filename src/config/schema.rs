@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 
 use serde_json::Value;
 
+#[cfg(test)]
 use super::Config;
 
 /// The schema as committed in `config/schema.json` and printed by `dbackup config schema`.
@@ -20,6 +21,7 @@ pub const SAFE_NAME_RULE: &str =
     "1 to 64 letters, digits, `_`, `-` and `.`, not starting with `.` or `-`";
 
 /// Generates the schema from the Rust types (what `config/schema.json` must contain).
+#[cfg(test)]
 pub fn generate() -> Value {
     let generator = schemars::generate::SchemaSettings::draft2020_12()
         .with_transform(schemars::transform::RecursiveTransform(tighten))
@@ -31,6 +33,7 @@ pub fn generate() -> Value {
 /// Tightens what schemars generates so the schema alone decides validity:
 /// - optional keys are left out, never `null`: `"type": ["string", "null"]` becomes `"type": "string"`;
 /// - integers get the bounds of their Rust type (`"format": "uint32"` alone is only an annotation).
+#[cfg(test)]
 fn tighten(schema: &mut schemars::Schema) {
     if let Some(Value::Array(types)) = schema.get_mut("type") {
         types.retain(|t| t != "null");
@@ -56,6 +59,7 @@ fn tighten(schema: &mut schemars::Schema) {
 }
 
 /// The text `config/schema.json` must hold: the generated schema, pretty-printed, with a final newline.
+#[cfg(test)]
 pub fn generate_text() -> String {
     let mut text = serde_json::to_string_pretty(&generate()).expect("a schema serializes");
     text.push('\n');

@@ -22,9 +22,8 @@ pub mod retention;
 
 use chrono::{Local, NaiveDateTime};
 
-pub use exec::{DestinationReport, DestinationStatus, ExternalReport};
-pub use layout::{BackupMeta, LatestKind};
-pub use plan::{DestinationPlan, ExternalPlan, SetAction, SetPlan};
+pub use exec::{DestinationStatus, ExternalReport};
+pub use plan::ExternalPlan;
 
 use crate::exit::{CodedError, Exit};
 use crate::lock::RunLock;

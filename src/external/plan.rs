@@ -504,7 +504,7 @@ fn part_size(bytes: u64, max: Option<u64>) -> Option<u64> {
     if bytes <= max {
         return None;
     }
-    // Whole MiB parts (FAT32: 4 GiB - 1 MiB, that is FAT32_MAX_PART_BYTES), never zero.
+    // Whole MiB parts (FAT32: 4 GiB - 1 MiB), never zero.
     let mib = 1 << 20;
     Some(if max >= mib {
         max / mib * mib

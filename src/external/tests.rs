@@ -446,7 +446,7 @@ fn fat32_gets_parts_and_ext4_a_symlink() {
     w.sets[0].estimate = Some(estimate(9 << 30));
     let p = plan::plan(&w, opts());
     let a = &p.destinations[0].archives[0];
-    assert_eq!(a.part_bytes, Some(crate::archive::FAT32_MAX_PART_BYTES));
+    assert_eq!(a.part_bytes, Some((4 << 30) - (1 << 20)));
     assert_eq!(a.index_part_bytes, None);
     assert_eq!(p.destinations[0].latest.kind, LatestKind::File);
 

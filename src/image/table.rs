@@ -336,6 +336,7 @@ impl Table {
 
     /// The table as `sfdisk --dump` would print it for a disk named `device` (the script with a device name on
     /// every partition line; [`parse`] reads it back).
+    #[cfg(test)]
     pub fn dump(&self, device: &str) -> String {
         let script = self.script(false);
         let mut out = String::new();

@@ -107,11 +107,6 @@ pub fn marker_path(root: &Path) -> PathBuf {
     root.join(MARKER_PATH)
 }
 
-/// Reads the marker of the destination at `root`: `None` when there is none yet.
-pub fn read(root: &Path) -> Result<Option<Marker>, MarkerError> {
-    read_in(&Dir::open(root)?)
-}
-
 /// Reads the marker of the destination opened as `root`: `backups/` reached without following a symlink and on the
 /// same filesystem, the marker a regular file of at most [`MAX_MARKER_BYTES`]. `None` when there is none yet.
 pub fn read_in(root: &Dir) -> Result<Option<Marker>, MarkerError> {
@@ -134,11 +129,6 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Marker, MarkerError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// Writes the marker of the destination at `root` (see [`write_in`]).
-pub fn write(root: &Path, marker: &Marker) -> Result<PathBuf, MarkerError> {
-    write_in(&Dir::open(root)?, marker)
 }
 
 /// Writes the marker of the destination opened as `root`, creating `backups/` if needed (an existing `backups/` that
@@ -179,6 +169,14 @@ pub fn write_in(root: &Dir, marker: &Marker) -> Result<PathBuf, MarkerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read(root: &Path) -> Result<Option<Marker>, MarkerError> {
+        read_in(&Dir::open(root)?)
+    }
+
+    fn write(root: &Path, marker: &Marker) -> Result<PathBuf, MarkerError> {
+        write_in(&Dir::open(root)?, marker)
+    }
 
     fn now() -> DateTime<FixedOffset> {
         DateTime::parse_from_rfc3339("2025-11-26T02:14:00+01:00").unwrap()

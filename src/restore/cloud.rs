@@ -27,7 +27,6 @@ pub struct CloudBackup {
     pub destination: String,
     pub place: String,
     pub stamp: String,
-    pub time: NaiveDateTime,
     pub meta: BackupMeta,
     pub store: Arc<Store>,
     /// Its objects, read through one cache of the small ones.
@@ -221,7 +220,6 @@ pub fn choose(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Clo
     Ok(CloudBackup {
         destination: cloud.name.clone(),
         place: store.place().to_string(),
-        time: times[i],
         objects: Arc::new(Objects::new(store.clone(), dir)),
         stamp,
         meta,

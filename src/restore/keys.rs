@@ -77,6 +77,7 @@ impl KeyRing {
     }
 
     /// Only the given identity files (tests, `--drive` without a config).
+    #[cfg(test)]
     pub fn with_identities(given: &[PathBuf]) -> KeyRing {
         KeyRing {
             given: given.to_vec(),

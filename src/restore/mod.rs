@@ -26,9 +26,12 @@ pub mod verify;
 mod tests;
 
 pub use engine::{
-    Action, Applier, Compare, Counts, EntryKind, Mtime, Overwrite, Plan, PlanItem, Planner,
-    Problem, Refusal, RelPath, RestoreEntry, RestoreError, RestoreOptions, Summary, Tally, show,
+    Action, Applier, Compare, Counts, EntryKind, Overwrite, Plan, PlanItem, Planner, RelPath,
+    RestoreEntry, RestoreError, RestoreOptions, Summary,
 };
+// What only the unit tests use.
+#[cfg(test)]
+pub use engine::{Mtime, Refusal, show};
 
 use std::path::PathBuf;
 

@@ -438,6 +438,7 @@ pub fn backup_facts(b: &layout::DriveBackup) -> Option<BackupFacts> {
 
 /// Reads the run log newest first (`log.jsonl`, then the rotated `log.jsonl.1`), only until the last backup run and a
 /// written backup of every destination are known.
+#[cfg(test)]
 pub fn read_runs(state_dir: &Path, destinations: &[&str]) -> RunFacts {
     read_runs_for(state_dir, destinations, RunWants::default())
 }

@@ -17,5 +17,5 @@ pub use escape::{show, show_path, show_str};
 pub use hash::sha256_reader;
 pub use human::{age_short, age_words, bytes, count, counted, duration, eta};
 pub use owners::{gid_of_name, home_of_name, uid_of_name};
-pub use run::{Bounded, find_program, run_bounded};
+pub use run::{find_program, run_bounded};
 pub use secret::{redact_url, redact_url_in};

@@ -11,13 +11,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use chrono::{Local, TimeDelta};
-use dbackup::commands::backup::{BackupPlan, BackupReport};
-use dbackup::config::EventKind;
-use dbackup::external::layout;
-use dbackup::notify::Outcome;
-use dbackup::runlog;
-use dbackup::schedule::ExternalAction;
-use dbackup::snapshot;
+use dbackup::{
+    BackupPlan, BackupReport, DeliveryOutcome, DriveBackup, EventKind, ExternalAction,
+    list_drive_backups, read_runlog, read_snapshot_meta,
+};
 
 use crate::fixtures::backup::{
     ALL_EVENTS, DEMO_SETS, demo_home, kinds, notifications, received, sink_script,
@@ -41,8 +38,8 @@ fn days_from_now(days: i64) -> String {
 }
 
 /// The verified backups in a destination directory, oldest first.
-fn drive_backups(dest: &Path) -> Vec<layout::DriveBackup> {
-    layout::list(&dest.join("backups"))
+fn drive_backups(dest: &Path) -> Vec<DriveBackup> {
+    list_drive_backups(&dest.join("backups"))
         .unwrap()
         .verified()
         .cloned()
@@ -124,7 +121,7 @@ fn the_schedule_decides_from_the_backups_metadata() {
     assert_eq!(later.due.external.action, ExternalAction::NotDue);
     assert_eq!(snapshots(&t, "data").len(), 2);
     let newest = snapshots(&t, "data").pop().unwrap();
-    let m = snapshot::read_metadata(&t.root().join(format!("{newest}.json"))).unwrap();
+    let m = read_snapshot_meta(&t.root().join(format!("{newest}.json"))).unwrap();
     assert!(!m.full && !m.rsync.argv.contains(&"--checksum".to_string()));
 
     // Eight days later: collect compares contents (weekly full), and the external phase is due again.
@@ -141,7 +138,7 @@ fn the_schedule_decides_from_the_backups_metadata() {
     );
     assert_eq!(week.due.external.action, ExternalAction::Write);
     let newest = snapshots(&t, "data").pop().unwrap();
-    let m = snapshot::read_metadata(&t.root().join(format!("{newest}.json"))).unwrap();
+    let m = read_snapshot_meta(&t.root().join(format!("{newest}.json"))).unwrap();
     assert!(m.full && m.rsync.argv.contains(&"--checksum".to_string()));
     assert_eq!(drive_backups(&t.path("drive")).len(), 2);
 
@@ -152,7 +149,7 @@ fn the_schedule_decides_from_the_backups_metadata() {
     assert_eq!(drive_backups(&t.path("drive")).len(), 3);
 
     // Every run is in the run log.
-    let log = runlog::read(&t.path("state/dbackup")).unwrap();
+    let log = read_runlog(&t.path("state/dbackup")).unwrap();
     let runs: Vec<(&str, u8)> = log.iter().map(|r| (r.command.as_str(), r.exit)).collect();
     assert_eq!(runs, [("backup", 0); 5]);
 }
@@ -325,7 +322,7 @@ fn a_failed_set_does_not_stop_the_others_and_is_never_exported() {
         "{}",
         events[1].summary
     );
-    let log = runlog::read(&t.path("state/dbackup")).unwrap();
+    let log = read_runlog(&t.path("state/dbackup")).unwrap();
     assert_eq!(log.last().unwrap().exit, 1);
     assert!(
         log.last()
@@ -511,7 +508,7 @@ fn a_failing_sink_does_not_change_the_exit_code() {
     let t = t.config(&c);
     let out = t.cmd().args(["--json", "backup"]).status(0);
     let r = report(&out);
-    let got: Vec<(&str, Outcome)> = r
+    let got: Vec<(&str, DeliveryOutcome)> = r
         .notifications
         .iter()
         .map(|d| (d.sink.as_str(), d.outcome))
@@ -519,9 +516,9 @@ fn a_failing_sink_does_not_change_the_exit_code() {
     assert_eq!(
         got,
         [
-            ("desktop", Outcome::Skipped),
-            ("command", Outcome::Failed),
-            ("http", Outcome::Failed)
+            ("desktop", DeliveryOutcome::Skipped),
+            ("command", DeliveryOutcome::Failed),
+            ("http", DeliveryOutcome::Failed)
         ]
     );
     out.stderr_has("dbackup: warning: notification success could not be sent (command sink): sh -c 'echo cannot mail >&2; exit 7': exited with 7: cannot mail");
@@ -529,7 +526,7 @@ fn a_failing_sink_does_not_change_the_exit_code() {
             "dbackup: warning: notification success could not be sent (http sink): POST to http://127.0.0.1:{port}/***: "
         ));
     // Logged with the run.
-    let log = runlog::read(&t.path("state/dbackup")).unwrap();
+    let log = read_runlog(&t.path("state/dbackup")).unwrap();
     let logged: BackupReport = serde_json::from_value(log[0].sets.clone()).unwrap();
     assert_eq!(logged.notifications, r.notifications);
     assert_eq!(log[0].exit, 0);
@@ -586,10 +583,10 @@ fn the_http_sink_posts_ntfy_style() {
     );
     let t = t.config(&c);
     let r = backup(&t, &[], 0);
-    assert_eq!(r.notifications[0].outcome, Outcome::Sent);
+    assert_eq!(r.notifications[0].outcome, DeliveryOutcome::Sent);
     let (head, body) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     assert!(head.starts_with("POST /dbackup HTTP/1.1\r\n"), "{head}");
-    let host = dbackup::media::hostname();
+    let host = dbackup::hostname();
     assert!(
         head.to_ascii_lowercase()
             .contains(&format!("title: dbackup on {host}: success\r\n")),
@@ -615,12 +612,12 @@ fn another_run_holding_the_lock_is_exit_4_without_a_failure_event() {
     let c = format!(r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ], {n} }}"#);
     let t = t.config(&c);
     fs::create_dir_all(t.root()).unwrap();
-    let lock = dbackup::lock::RunLock::acquire(&t.root()).unwrap();
+    let lock = dbackup::RunLock::acquire(&t.root()).unwrap();
     let out = t.cmd().args(["backup"]).status(4);
     out.stderr_has("another dbackup run (pid");
     assert!(received(&t).is_empty());
     drop(lock);
-    let log = runlog::read(&t.path("state/dbackup")).unwrap();
+    let log = read_runlog(&t.path("state/dbackup")).unwrap();
     assert_eq!(log[0].exit, 4);
 }
 

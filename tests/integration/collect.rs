@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dbackup::collect::{CollectPlan, CollectReport, SetAction, SetStatus};
-use dbackup::snapshot::{self, SnapshotMeta};
+use dbackup::{CollectPlan, CollectReport, SetAction, SetStatus, SnapshotMeta, read_snapshot_meta};
 
 use crate::fixtures::snapshots;
 use crate::harness::{BIN, Output, Test, inode, mode};
@@ -20,7 +19,7 @@ fn config(sets: &str, keep: u32) -> String {
 }
 
 fn meta(t: &Test, name: &str) -> SnapshotMeta {
-    snapshot::read_metadata(&t.root().join(format!("{name}.json"))).unwrap()
+    read_snapshot_meta(&t.root().join(format!("{name}.json"))).unwrap()
 }
 
 /// `abs` inside a snapshot (`--relative` keeps absolute paths).

@@ -4,9 +4,10 @@
 
 use std::fs;
 
-use dbackup::collect::{CollectPlan, CollectReport, SetStatus};
-use dbackup::snapshot::{self, SnapshotMeta, SnapshotState};
-use dbackup::status::StatusReport;
+use dbackup::{
+    CollectPlan, CollectReport, SetStatus, Snapshot, SnapshotMeta, SnapshotState, StatusReport,
+    list_snapshots, read_snapshot_meta,
+};
 
 use crate::harness::Test;
 
@@ -18,12 +19,12 @@ fn one_set(extra: &str, last: u32) -> String {
     )
 }
 
-fn snapshots(t: &Test, set: &str) -> Vec<snapshot::Snapshot> {
-    snapshot::list(&t.root(), set).unwrap()
+fn snapshots(t: &Test, set: &str) -> Vec<Snapshot> {
+    list_snapshots(&t.root(), set).unwrap()
 }
 
 fn meta(t: &Test, name: &str) -> SnapshotMeta {
-    snapshot::read_metadata(&t.root().join(format!("{name}.json"))).unwrap()
+    read_snapshot_meta(&t.root().join(format!("{name}.json"))).unwrap()
 }
 
 /// Before: `--remove-sent-files` (rsync's old name for `--remove-source-files`) passed `config check`, and `collect`

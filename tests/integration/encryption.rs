@@ -9,9 +9,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use dbackup::archive::EncryptionRecord;
-use dbackup::external::DestinationStatus;
-use dbackup::external::layout::{self, BackupMeta};
+use dbackup::{BackupMeta, DestinationStatus, EncryptionRecord, list_drive_backups};
 
 use crate::fixtures::age::have_age;
 use crate::fixtures::drive::{
@@ -45,7 +43,7 @@ fn collected() -> Test {
 
 /// The newest verified backup directory on the drive.
 fn newest(drive: &Path) -> PathBuf {
-    layout::list(&drive.join("backups"))
+    list_drive_backups(&drive.join("backups"))
         .unwrap()
         .verified()
         .last()
@@ -314,7 +312,7 @@ fn an_encrypted_backup_run_writes_age_files_and_reports_them() {
     );
     fs::write(t.path("config.json"), t.expand(&cfg)).unwrap();
     let out = t.cmd().args(["--json", "backup"]).status(0);
-    let report: dbackup::commands::backup::BackupReport = out.json();
+    let report: dbackup::BackupReport = out.json();
     let written = &report.external[0].destinations[0];
     assert_eq!(written.status, DestinationStatus::Written);
     let names: Vec<&str> = written.sets[0]
@@ -342,7 +340,7 @@ fn an_encrypted_backup_run_writes_age_files_and_reports_them() {
     );
 
     // status says the drive's newest backup is encrypted (from backup.json; nothing is decrypted).
-    let status: dbackup::status::StatusReport = t.cmd().args(["--json", "status"]).status(0).json();
+    let status: dbackup::StatusReport = t.cmd().args(["--json", "status"]).status(0).json();
     let newest = status.destinations[0].newest.as_ref().unwrap();
     assert!(newest.encrypted, "{newest:?}");
     let text = t.cmd().args(["status"]).status(0).stdout;

@@ -8,9 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use dbackup::external::layout;
-use dbackup::restore::list::Listing;
-use dbackup::restore::verify::VerifyReport;
+use dbackup::{BACKUP_META_FILE, Listing, VerifyReport, read_backup_meta};
 
 use crate::fixtures::age::{Enc, encrypted_backup};
 use crate::fixtures::demo::{config, drive_backup, sample};
@@ -314,7 +312,7 @@ fn cut(path: &Path, len: u64) {
 
 /// The ciphertext length of an age file's header, from the plaintext length `backup.json` records.
 fn header_len(e: &Enc, path: &Path) -> u64 {
-    let meta = layout::read_metadata(&e.dir.join(layout::METADATA_FILE)).unwrap();
+    let meta = read_backup_meta(&e.dir.join(BACKUP_META_FILE)).unwrap();
     let plain = meta
         .sets
         .iter()
@@ -452,7 +450,7 @@ fn a_wrong_or_missing_identity_is_an_error_naming_the_archive() {
     });
     assert!(!target.exists(), "nothing written");
     // The recipient is recorded; the identity is not on the drive.
-    let meta = fs::read_to_string(e.dir.join(layout::METADATA_FILE)).unwrap();
+    let meta = fs::read_to_string(e.dir.join(BACKUP_META_FILE)).unwrap();
     assert!(meta.contains(&e.recipient));
     assert!(!meta.contains("AGE-SECRET-KEY"));
 }

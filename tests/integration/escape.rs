@@ -6,8 +6,7 @@
 use std::fs;
 use std::path::Path;
 
-use dbackup::archive::Digest;
-use dbackup::archive::sums::{parse_sums, write_sums};
+use dbackup::{Digest, parse_sums, write_sums};
 
 use crate::harness::{Output, Test};
 

@@ -3,8 +3,7 @@
 
 use std::fs;
 
-use dbackup::collect::CollectPlan;
-use dbackup::snapshot::{self, SnapshotMeta};
+use dbackup::{CollectPlan, SnapshotMeta, list_snapshots, read_snapshot_meta};
 
 use crate::harness::Test;
 
@@ -17,9 +16,9 @@ fn config(sets: &str) -> String {
 
 /// The only snapshot of `set` and its metadata.
 fn only_snapshot(t: &Test, set: &str) -> (std::path::PathBuf, SnapshotMeta) {
-    let list = snapshot::list(&t.root(), set).unwrap();
+    let list = list_snapshots(&t.root(), set).unwrap();
     assert_eq!(list.len(), 1, "{list:?}");
-    let meta = snapshot::read_metadata(&t.root().join(format!("{}.json", list[0].name))).unwrap();
+    let meta = read_snapshot_meta(&t.root().join(format!("{}.json", list[0].name))).unwrap();
     (list[0].path.clone(), meta)
 }
 

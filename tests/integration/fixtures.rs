@@ -14,7 +14,7 @@ use crate::harness::Test;
 
 /// The names of a set's snapshots as dbackup lists them, oldest first.
 pub fn snapshots(t: &Test, set: &str) -> Vec<String> {
-    dbackup::snapshot::list(&t.root(), set)
+    dbackup::list_snapshots(&t.root(), set)
         .unwrap()
         .into_iter()
         .map(|s| s.name)

@@ -8,7 +8,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use dbackup::external::ExternalReport;
+use dbackup::ExternalReport;
 
 use crate::fixtures::drive::listing;
 use crate::fixtures::hostile::{
@@ -173,7 +173,7 @@ fn fifos_and_endless_files_in_place_of_metadata_are_refused_at_once() {
     fs::write(t.path("config.json"), cfg).unwrap();
     t.write("home/more/x", "x");
     t.cmd().args(["collect", "--set", "more"]).status(0);
-    let more = dbackup::snapshot::list(&t.root(), "more")
+    let more = dbackup::list_snapshots(&t.root(), "more")
         .unwrap()
         .pop()
         .unwrap();

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::PathBuf;
 
-use dbackup::archive::{ArchiveKind, IndexReader};
+use dbackup::{ArchiveKind, IndexReader};
 
 use crate::fixtures::drive::{
     assert_same_tree, assert_sums_pass, collect, config, content, destination, external, meta_of,
@@ -369,7 +369,7 @@ fn retention_keeps_the_chain_of_a_kept_backup() {
         );
         stamps.push(r.destinations[0].backup.clone().unwrap());
     }
-    let listed = dbackup::external::layout::list(&drive.join("backups")).unwrap();
+    let listed = dbackup::list_drive_backups(&drive.join("backups")).unwrap();
     let names: Vec<&str> = listed.verified().map(|b| b.name.as_str()).collect();
     assert_eq!(names, stamps.iter().map(String::as_str).collect::<Vec<_>>());
     let target = t.path("r");

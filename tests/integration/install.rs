@@ -136,7 +136,7 @@ fn man_pages_document_exit_status_and_name_only_pages_that_exist() {
             assert!(text.contains(section), "{page} lacks {section}");
         }
         let exit_status = &text[text.find(".SH \"EXIT STATUS\"").unwrap_or(0)..];
-        for (code, _) in dbackup::exit::DOCUMENTED {
+        for (code, _) in dbackup::DOCUMENTED {
             assert!(
                 exit_status.contains(code),
                 "{page}'s EXIT STATUS lacks {code}"

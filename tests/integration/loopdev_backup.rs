@@ -7,12 +7,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use dbackup::commands::backup::BackupReport;
-use dbackup::config::EventKind;
-use dbackup::external::DestinationStatus;
-use dbackup::external::layout::{self, LATEST_FILE};
-use dbackup::schedule::ExternalAction;
-use dbackup::status::{KnownFrom, StatusReport};
+use dbackup::{
+    BACKUP_META_FILE, BackupReport, DestinationStatus, EventKind, ExternalAction, KnownFrom,
+    LATEST_FILE, StatusReport, list_drive_backups, read_backup_meta,
+};
 use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::backup::{ALL_EVENTS, DEMO_SETS, demo_home, kinds, notifications, received};
@@ -74,7 +72,7 @@ fn demo_backup_with_the_t9_present_collects_and_writes_a_verified_backup() {
 
     // The drive holds one verified backup of the snapshots just made; `sha256sum -c` agrees.
     let dir = mp.join("backups").join(&stamp);
-    let meta = layout::read_metadata(&dir.join(layout::METADATA_FILE)).unwrap();
+    let meta = read_backup_meta(&dir.join(BACKUP_META_FILE)).unwrap();
     assert!(meta.verified);
     assert_eq!(meta.filesystem.fs_type, "exfat");
     let held: Vec<(String, String)> = meta
@@ -183,7 +181,7 @@ fn demo_backup_with_the_t9_unplugged_collects_exits_0_and_raises_missing_media()
         DestinationStatus::Written
     );
     assert_eq!(
-        layout::list(&mp.join("backups"))
+        list_drive_backups(&mp.join("backups"))
             .unwrap()
             .verified()
             .count(),
@@ -221,7 +219,7 @@ fn demo_backup_with_external_manual_never_touches_the_t9() {
     // And `dbackup external` is how a manual schedule writes.
     t.cmd().args(["external"]).status(0);
     assert_eq!(
-        layout::list(&mp.join("backups"))
+        list_drive_backups(&mp.join("backups"))
             .unwrap()
             .verified()
             .count(),

@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use dbackup::external::DestinationStatus;
+use dbackup::DestinationStatus;
 use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::age::have_age;

@@ -8,10 +8,11 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use dbackup::archive::{self, ArchiveFiles, NoProgress, WrittenFile};
-use dbackup::external::layout::{self, LATEST_FILE, LATEST_LINK};
-use dbackup::external::{DestinationStatus, ExternalPlan};
-use dbackup::snapshot;
+use dbackup::{
+    ArchiveFiles, BACKUP_META_FILE, DestinationStatus, ExternalPlan, LATEST_FILE, LATEST_LINK,
+    NoProgress, WrittenFile, drop_device_cache, list_drive_backups, list_snapshots, parse_stamp,
+    read_back, read_drive_latest, verify_archive,
+};
 use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::drive::{
@@ -44,7 +45,7 @@ fn exfat_t9_gets_verified_archives_that_gnu_tar_extracts() {
     let d = &r.destinations[0];
     assert_eq!(d.status, DestinationStatus::Written, "{:?}", d.error);
     let stamp = d.backup.clone().unwrap();
-    assert!(snapshot::parse_stamp(&stamp).is_some(), "{stamp}");
+    assert!(parse_stamp(&stamp).is_some(), "{stamp}");
     let dir = mp.join("backups").join(&stamp);
     assert_eq!(d.backup_path.as_deref(), Some(dir.as_path()));
     assert_eq!(
@@ -110,7 +111,7 @@ fn exfat_t9_gets_verified_archives_that_gnu_tar_extracts() {
         let out = gnu_extract(&files, &work);
         assert_same_tree(&snapshot_dir(&t, &set.snapshot), &out);
         let index = fs::File::open(dir.join(&set.index[0].name)).unwrap();
-        let v = archive::verify_archive(
+        let v = verify_archive(
             &set.set,
             files.open().unwrap(),
             std::io::BufReader::new(index),
@@ -167,7 +168,7 @@ fn seven_runs_keep_the_five_newest_and_leave_everything_else_alone() {
     }
     assert_eq!(backups(&mp), stamps[2..], "the five newest");
     assert_eq!(
-        layout::read_latest(&mp.join("backups")).as_deref(),
+        read_drive_latest(&mp.join("backups")).as_deref(),
         Some(stamps[6].as_str())
     );
     // Every file that was there before is still there, unchanged.
@@ -204,10 +205,7 @@ fn ext4_destination_gets_a_latest_symlink() {
     let second = new_backup(&t);
     let link = mp.join("backups").join(LATEST_LINK);
     assert_eq!(fs::read_link(&link).unwrap(), Path::new(&second));
-    assert!(
-        link.join(layout::METADATA_FILE).is_file(),
-        "the link resolves"
-    );
+    assert!(link.join(BACKUP_META_FILE).is_file(), "the link resolves");
     let mode = fs::metadata(mp.join("backups").join(&second))
         .unwrap()
         .permissions()
@@ -219,7 +217,7 @@ fn ext4_destination_gets_a_latest_symlink() {
     assert_eq!(meta.read_back.device_cache_dropped, None);
     assert_eq!(
         meta.read_back.methods,
-        [dbackup::archive::ReadBackMethod::Direct],
+        [dbackup::ReadBackMethod::Direct],
         "ext4 reads back with O_DIRECT"
     );
     assert_sums_pass(&mp.join("backups").join(&second));
@@ -437,7 +435,7 @@ fn kill_9_mid_archive_is_never_listed_and_the_next_run_succeeds() {
         "the half-written backup is still on the drive"
     );
     assert_old_backup_intact(&mp, &old);
-    let l = layout::list(&mp.join("backups")).unwrap();
+    let l = list_drive_backups(&mp.join("backups")).unwrap();
     assert_eq!(l.leftovers.len(), 1, "listed only as a leftover");
     // A dry run says it will go.
     let out = t.cmd().args(["--dry-run", "external"]).status(0);
@@ -468,7 +466,7 @@ fn corruption_behind_the_filesystem_is_detected() {
     t9.flip_byte_behind_fs(found[0] + 40);
 
     // The read-back dbackup does before promoting (the page cache dropped, the device's too) sees it...
-    archive::readback::drop_device_cache(t9.device()).unwrap();
+    drop_device_cache(t9.device()).unwrap();
     let written: Vec<WrittenFile> = data
         .archive
         .iter()
@@ -478,7 +476,7 @@ fn corruption_behind_the_filesystem_is_detected() {
             sha256: f.sha256,
         })
         .collect();
-    let err = archive::read_back(&written).unwrap_err();
+    let err = read_back(&written).unwrap_err();
     assert!(
         err.to_string().contains("data.tar reads back with sha256"),
         "{err}"
@@ -494,7 +492,7 @@ fn corruption_behind_the_filesystem_is_detected() {
     );
     let files = ArchiveFiles::discover(&dir, "data.tar").unwrap();
     let index = fs::File::open(dir.join("data.index.jsonl")).unwrap();
-    let err = archive::verify_archive(
+    let err = verify_archive(
         "data.tar",
         files.open().unwrap(),
         std::io::BufReader::new(index),
@@ -631,7 +629,7 @@ fn a_plain_directory_gets_a_verified_backup_and_the_run_is_logged() {
     out.stderr_has(": verified");
     out.stderr_has(&format!("plain: backup {stamp} verified and in place at"));
     assert_sums_pass(&dest.join("backups").join(&stamp));
-    let log = dbackup::runlog::read(&t.path("state/dbackup")).unwrap();
+    let log = dbackup::read_runlog(&t.path("state/dbackup")).unwrap();
     let last = log.last().unwrap();
     assert_eq!((last.command.as_str(), last.exit), ("external", 0));
     assert_eq!(last.sets["destinations"][0]["backup"], stamp.as_str());
@@ -650,7 +648,7 @@ fn incomplete_snapshots_are_passed_over_unless_allowed() {
     // A newer snapshot of data that could not read some files (as rsync exit 23 makes it).
     t.write("home/data/new.txt", "new");
     collect(&t);
-    let newest = snapshot::list(&t.root(), "data").unwrap().pop().unwrap();
+    let newest = list_snapshots(&t.root(), "data").unwrap().pop().unwrap();
     let meta_path = t.root().join(format!("{}.json", newest.name));
     let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
     v["complete"] = serde_json::json!(false);
@@ -696,7 +694,7 @@ fn usage_and_state_errors() {
     let out = t.cmd().args(["external", "--set", "nope"]).status(2);
     out.stderr_has("there is no backup set named \"nope\"");
     // Another run holds the lock.
-    let lock = dbackup::lock::RunLock::acquire(&t.root()).unwrap();
+    let lock = dbackup::RunLock::acquire(&t.root()).unwrap();
     let out = t.cmd().args(["external"]).status(4);
     out.stderr_has("another dbackup run");
     drop(lock);

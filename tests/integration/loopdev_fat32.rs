@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::Path;
 
-use dbackup::external::DestinationStatus;
+use dbackup::DestinationStatus;
 use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::drive::{assert_same_tree, backups, external, listing};
@@ -52,7 +52,7 @@ fn keeps_renamed_directories(mp: &Path) -> bool {
 #[track_caller]
 fn assert_lost_and_said(t: &Test, mp: &Path) {
     let out = t.cmd().args(["--json", "external"]).status(1);
-    let r: dbackup::external::ExternalReport = out.json();
+    let r: dbackup::ExternalReport = out.json();
     let d = &r.destinations[0];
     assert_eq!(d.status, DestinationStatus::Failed);
     let why = d.error.as_deref().unwrap();

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dbackup::external::layout::{self, BackupMeta};
-use dbackup::image::exec::RestoreReport;
+use dbackup::{BackupMeta, ImageRestoreReport, list_drive_backups};
 use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::drive::{assert_sums_pass, content};
@@ -199,11 +198,7 @@ pub(crate) fn manifest(root: &Path) -> BTreeMap<String, String> {
             "dir".to_string()
         } else {
             let bytes = fs::read(e.path()).unwrap();
-            format!(
-                "file {} {}",
-                bytes.len(),
-                dbackup::archive::Digest::of_bytes(&bytes)
-            )
+            format!("file {} {}", bytes.len(), dbackup::Digest::of_bytes(&bytes))
         };
         let mut xattrs: Vec<String> = Vec::new();
         if !ft.is_symlink() {
@@ -299,7 +294,7 @@ pub(crate) fn config(t9: &Drive, extra: &str) -> String {
 
 /// The one backup directory on the drive whose backup.json holds images.
 pub(crate) fn image_backup(t9: &Drive) -> (PathBuf, BackupMeta) {
-    let listing = layout::list(&t9.mount_point().join("backups")).unwrap();
+    let listing = list_drive_backups(&t9.mount_point().join("backups")).unwrap();
     let b = listing
         .verified()
         .filter(|b| {
@@ -445,7 +440,7 @@ fn round_trip(root: Root) {
         crate::json::validator("image-restore").is_valid(&restored_json),
         "docs/json/image-restore.json: {restored_json}"
     );
-    let report: RestoreReport = out.json();
+    let report: ImageRestoreReport = out.json();
     assert!(report.ok(), "{report:?}");
     assert!(report.partitions[1].grown);
 
@@ -517,7 +512,7 @@ fn round_trip(root: Root) {
 }
 
 pub(crate) fn listing_has_latest(t9: &Drive) -> bool {
-    layout::list(&t9.mount_point().join("backups"))
+    list_drive_backups(&t9.mount_point().join("backups"))
         .unwrap()
         .latest
         .is_some()
@@ -739,7 +734,7 @@ fn external_runs_write_the_kit_plain_and_encrypted() {
     t.cmd().args(["collect"]).status(0);
     t.cmd().args(["external"]).status(0);
     for (drive, encrypted) in [(&plain, false), (&enc, true)] {
-        let b = layout::list(&drive.join("backups")).unwrap();
+        let b = list_drive_backups(&drive.join("backups")).unwrap();
         let backup = b.verified().last().unwrap();
         let meta = backup.meta.as_ref().unwrap();
         let system = meta.system.as_ref().expect("a system record");

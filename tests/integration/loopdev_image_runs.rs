@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dbackup::external::layout;
-use dbackup::image::exec::RestoreReport;
+use dbackup::{ImageRestoreReport, list_drive_backups, read_backup_meta};
 use testkit::loopdev::Drive;
 
 use crate::fixtures::drive::{assert_sums_pass, content, listing};
@@ -125,7 +124,7 @@ fn t9_encrypted_images_are_unreadable_and_restore_only_with_the_identity() {
         .to_string_lossy()
         .into_owned();
     for dir in [&ext_dir, &create_dir] {
-        let meta = layout::read_metadata(&dir.join("backup.json")).unwrap();
+        let meta = read_backup_meta(&dir.join("backup.json")).unwrap();
         let system = meta.system.as_ref().unwrap();
         assert!(system.encryption.is_some(), "{system:?}");
         assert_eq!(system.images.len(), 2, "{system:?}");
@@ -206,7 +205,7 @@ fn t9_encrypted_images_are_unreadable_and_restore_only_with_the_identity() {
 
     // With it: the same disk.
     let out = restore(true, &[identity.as_path()]).status(0);
-    let report: RestoreReport = out.json();
+    let report: ImageRestoreReport = out.json();
     assert!(report.ok(), "{report:?}");
     let restored = LoopDisk::attach(&new);
     for n in [1, 2] {
@@ -277,7 +276,7 @@ fn t9_external_images_the_configured_devices_and_refuses_one_in_use() {
     }
     assert_sums_pass(&dir);
     let latest = || {
-        layout::list(&t9.mount_point().join("backups"))
+        list_drive_backups(&t9.mount_point().join("backups"))
             .unwrap()
             .latest
     };
@@ -548,7 +547,7 @@ fn t9_one_image_restores_onto_one_partition() {
     );
     assert_eq!(blkid(&target.part(1), "UUID"), esp_uuid);
 
-    let report: RestoreReport = restore(Some(&root_name), &target.part(2)).status(0).json();
+    let report: ImageRestoreReport = restore(Some(&root_name), &target.part(2)).status(0).json();
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.partitions.len(), 1);
     assert_eq!(blkid(&target.part(2), "TYPE"), "ext4");

@@ -4,9 +4,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use dbackup::config::ExternalMode;
-use dbackup::media::{self, Absence, Found, MediaError, MediaInfo, Presence};
-use dbackup::settings::DestinationSettings;
+use dbackup::{
+    Absence, DestinationSettings, Detected, ExternalMode, Found, MIN_FREE_BYTES, MediaError,
+    MediaInfo, Presence, detect_drive, detect_drives, ensure_marker, select_drives,
+    select_drives_or_fail,
+};
 use testkit::loopdev::{self, Drive, Fs};
 
 const MIB: u64 = 1 << 20;
@@ -18,7 +20,7 @@ fn dest(name: &str, path: &Path, priority: i32) -> DestinationSettings {
         priority,
         fs_uuid: None,
         fs_label: None,
-        retention: dbackup::config::RetentionPolicy::last(5),
+        retention: dbackup::RetentionPolicy::last(5),
         keep_at_least: 2,
         require_mount: true,
         encryption: None,
@@ -70,7 +72,7 @@ fn exfat_t9_is_present_with_label_uuid_and_no_symlinks() {
         fs_uuid: Some(uuid.to_lowercase()),
         ..on(&t9, "T9")
     };
-    let info = present(media::detect(&settings));
+    let info = present(detect_drive(&settings));
     assert_eq!(
         info.mount_fs_type, "fuseblk",
         "mount.exfat-fuse mounts as fuseblk"
@@ -108,8 +110,8 @@ fn marker_is_written_once_on_exfat_and_reported_afterwards() {
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
     let settings = on(&t9, "T9");
-    let info = present(media::detect(&settings));
-    let marker = media::ensure_marker(&settings, &info, now()).unwrap();
+    let info = present(detect_drive(&settings));
+    let marker = ensure_marker(&settings, &info, now()).unwrap();
     assert_eq!(marker.destination, "T9");
     assert_eq!(marker.fs_label.as_deref(), Some("T9"));
     assert_eq!(marker.fs_uuid, info.uuid);
@@ -118,12 +120,12 @@ fn marker_is_written_once_on_exfat_and_reported_afterwards() {
         [".dbackup-destination.json"],
         "no temporary file left"
     );
-    let again = present(media::detect(&settings));
+    let again = present(detect_drive(&settings));
     assert_eq!(again.marker.as_ref(), Some(&marker));
     // The marker survives the drive being pulled and plugged in again (it reached the device).
     t9.unmount();
     t9.mount();
-    assert_eq!(present(media::detect(&settings)).marker, Some(marker));
+    assert_eq!(present(detect_drive(&settings)).marker, Some(marker));
 }
 
 #[test]
@@ -133,9 +135,9 @@ fn pulled_t9_leaves_an_empty_directory_that_is_never_written() {
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
     let settings = on(&t9, "T9");
-    let before = present(media::detect(&settings));
+    let before = present(detect_drive(&settings));
     t9.unmount();
-    let why = absent(media::detect(&settings));
+    let why = absent(detect_drive(&settings));
     let Absence::NotMounted {
         found: Found::EmptyDirectory { on },
         ..
@@ -155,7 +157,7 @@ fn pulled_t9_leaves_an_empty_directory_that_is_never_written() {
         "{msg}"
     );
     // A writer holding the old answer is stopped before it writes anything.
-    let err = media::ensure_marker(&settings, &before, now()).unwrap_err();
+    let err = ensure_marker(&settings, &before, now()).unwrap_err();
     assert!(matches!(err, MediaError::Gone { .. }), "{err}");
     assert!(
         listing(t9.mount_point()).is_empty(),
@@ -171,11 +173,11 @@ fn killed_fuse_daemon_is_unreachable() {
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
     let settings = on(&t9, "T9");
-    let info = present(media::detect(&settings));
+    let info = present(detect_drive(&settings));
     let pid = t9.kill_fuse();
     assert!(pid > 0);
     assert!(t9.is_mounted(), "the dead mount stays listed");
-    let why = absent(media::detect(&settings));
+    let why = absent(detect_drive(&settings));
     assert_eq!(why.kind(), "unreachable", "{why}");
     assert!(
         why.to_string()
@@ -186,7 +188,7 @@ fn killed_fuse_daemon_is_unreachable() {
     // The guard still cleans up a dead mount; the drive can be mounted again.
     t9.unmount();
     t9.mount();
-    present(media::detect(&settings));
+    present(detect_drive(&settings));
 }
 
 #[test]
@@ -199,7 +201,7 @@ fn other_label_or_uuid_is_another_drive() {
         fs_label: Some("T9".into()),
         ..on(&drive, "T9")
     };
-    let why = absent(media::detect(&by_label));
+    let why = absent(detect_drive(&by_label));
     let Absence::OtherDrive { fs_type, found, .. } = &why else {
         panic!("{why:?}")
     };
@@ -215,7 +217,7 @@ fn other_label_or_uuid_is_another_drive() {
         fs_uuid: Some("0000-0000".into()),
         ..on(&drive, "T9")
     };
-    let why = absent(media::detect(&by_uuid));
+    let why = absent(detect_drive(&by_uuid));
     assert!(
         why.to_string().contains(&format!(
             "has uuid {}, expected uuid 0000-0000",
@@ -236,13 +238,13 @@ fn read_only_mounts_are_read_only() {
     }
     for drive in [Drive::exfat("T9", 64 * MIB), Drive::ext4("T9", 64 * MIB)] {
         let settings = on(&drive, "T9");
-        present(media::detect(&settings));
+        present(detect_drive(&settings));
         drive.remount_ro();
-        let why = absent(media::detect(&settings));
+        let why = absent(detect_drive(&settings));
         assert_eq!(why.kind(), "read_only", "{:?}: {why}", drive.fs());
         assert!(why.to_string().contains("is mounted read-only"), "{why}");
         drive.remount_rw();
-        present(media::detect(&settings));
+        present(detect_drive(&settings));
     }
 }
 
@@ -253,8 +255,8 @@ fn marker_of_another_destination_is_refused() {
     }
     let drive = Drive::exfat("T9", 64 * MIB);
     let nas = on(&drive, "offsite");
-    media::ensure_marker(&nas, &present(media::detect(&nas)), now()).unwrap();
-    let why = absent(media::detect(&on(&drive, "T9")));
+    ensure_marker(&nas, &present(detect_drive(&nas)), now()).unwrap();
+    let why = absent(detect_drive(&on(&drive, "T9")));
     let Absence::OtherDestination {
         destination,
         marker,
@@ -270,7 +272,7 @@ fn marker_of_another_destination_is_refused() {
             .mount_point()
             .join("backups/.dbackup-destination.json")
     );
-    present(media::detect(&nas));
+    present(detect_drive(&nas));
 }
 
 #[test]
@@ -280,7 +282,7 @@ fn full_drive_is_full() {
     }
     let drive = Drive::exfat("T9", 16 * MIB);
     drive.fill(64 * 1024);
-    let why = absent(media::detect(&on(&drive, "T9")));
+    let why = absent(detect_drive(&on(&drive, "T9")));
     let Absence::Full {
         free_bytes,
         total_bytes,
@@ -290,7 +292,7 @@ fn full_drive_is_full() {
         panic!("{why:?}")
     };
     assert!(
-        free_bytes < media::MIN_FREE_BYTES && total_bytes > 15 * MIB,
+        free_bytes < MIN_FREE_BYTES && total_bytes > 15 * MIB,
         "{free_bytes} of {total_bytes}"
     );
 }
@@ -310,7 +312,7 @@ fn kernel_filesystems_are_detected_with_their_types() {
             fs_uuid: Some(drive.uuid()),
             ..on(&drive, "d")
         };
-        let info = present(media::detect(&settings));
+        let info = present(detect_drive(&settings));
         assert_eq!(info.fs_type, drive.fs().name());
         assert_eq!(info.mount_fs_type, drive.fs().name());
         assert_eq!(
@@ -340,7 +342,7 @@ fn mount_point_with_spaces_is_found_in_mountinfo() {
     }
     let drive = Drive::exfat("My T9", 64 * MIB);
     assert!(drive.mount_point().ends_with("My T9"));
-    let info = present(media::detect(&DestinationSettings {
+    let info = present(detect_drive(&DestinationSettings {
         fs_label: Some("My T9".into()),
         ..on(&drive, "T9")
     }));
@@ -356,7 +358,7 @@ fn directory_on_a_drive_needs_require_mount_false() {
     let drive = Drive::exfat("T9", 64 * MIB);
     let sub = drive.mount_point().join("dbackup");
     std::fs::create_dir(&sub).unwrap();
-    let why = absent(media::detect(&dest("T9", &sub, 0)));
+    let why = absent(detect_drive(&dest("T9", &sub, 0)));
     assert_eq!(
         why,
         Absence::NotMounted {
@@ -366,7 +368,7 @@ fn directory_on_a_drive_needs_require_mount_false() {
             }
         }
     );
-    let info = present(media::detect(&DestinationSettings {
+    let info = present(detect_drive(&DestinationSettings {
         require_mount: false,
         ..dest("T9", &sub, 0)
     }));
@@ -387,15 +389,15 @@ fn first_and_all_with_the_first_destination_absent() {
         dest("T9", t9.mount_point(), 10),
         dest("spare", spare.mount_point(), 5),
     ];
-    let names = |mode, detected: &[media::Detected]| -> Vec<String> {
-        media::select(mode, detected)
+    let names = |mode, detected: &[Detected]| -> Vec<String> {
+        select_drives(mode, detected)
             .iter()
             .map(|d| d.destination.name.clone())
             .collect()
     };
 
     t9.unmount();
-    let detected = media::detect_all(&dests);
+    let detected = detect_drives(&dests);
     assert_eq!(
         detected[0].absence().map(Absence::kind),
         Some("not_mounted")
@@ -404,14 +406,14 @@ fn first_and_all_with_the_first_destination_absent() {
     assert_eq!(names(ExternalMode::All, &detected), ["spare"]);
 
     t9.mount();
-    let detected = media::detect_all(&dests);
+    let detected = detect_drives(&dests);
     assert_eq!(names(ExternalMode::First, &detected), ["T9"]);
     assert_eq!(names(ExternalMode::All, &detected), ["T9", "spare"]);
 
     t9.unmount();
     spare.unmount();
-    let err = media::select_or_fail(ExternalMode::First, &media::detect_all(&dests)).unwrap_err();
-    assert_eq!(err.code, dbackup::exit::Exit::NoDestination);
+    let err = select_drives_or_fail(ExternalMode::First, &detect_drives(&dests)).unwrap_err();
+    assert_eq!(err.code, dbackup::Exit::NoDestination);
     assert!(
         err.message.contains(&format!(
             "T9: not mounted: {} is an empty directory",
@@ -542,7 +544,7 @@ fn pull_lazily_unmounts_with_files_open() {
     assert!(!drive.is_mounted());
     assert!(listing(drive.mount_point()).is_empty());
     assert_eq!(
-        absent(media::detect(&on(&drive, "T9"))).kind(),
+        absent(detect_drive(&on(&drive, "T9"))).kind(),
         "not_mounted"
     );
     drop(open);

@@ -5,7 +5,7 @@
 
 use std::fs;
 
-use dbackup::external::DestinationStatus;
+use dbackup::DestinationStatus;
 use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::drive::{
@@ -71,7 +71,7 @@ fn fills_and_rotates(fs_kind: Fs) {
             "the oldest go first: {plan}"
         );
         let out = t.cmd().args(["--json", "external"]).status(3);
-        let r: dbackup::external::ExternalReport = out.json();
+        let r: dbackup::ExternalReport = out.json();
         let d = &r.destinations[0];
         assert_eq!(d.status, DestinationStatus::Written, "{:?}", d.error);
         let removed: Vec<String> = d.removed_for_space.iter().map(|x| x.name.clone()).collect();

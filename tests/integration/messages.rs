@@ -152,7 +152,7 @@ fn the_first_collect_claims_no_hard_linked_bytes() {
 #[test]
 fn a_missing_drive_is_one_notification_not_two() {
     use crate::fixtures::backup::{ALL_EVENTS, notifications, received};
-    use dbackup::config::EventKind;
+    use dbackup::EventKind;
     let t = Test::new();
     t.write("home/data/f", "f");
     let n = notifications(&t, ALL_EVENTS, 0);

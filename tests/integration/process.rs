@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use dbackup::restore::list::Listing;
-use dbackup::runlog::{self, RunRecord};
+use dbackup::{Listing, RunRecord, read_runlog};
 
 use crate::harness::{self, Test};
 
@@ -22,7 +21,7 @@ const DRIVE: &str =
     r#", "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ]"#;
 
 fn log(t: &Test) -> Vec<RunRecord> {
-    runlog::read(&t.path("state/dbackup")).unwrap()
+    read_runlog(&t.path("state/dbackup")).unwrap()
 }
 
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
@@ -243,7 +242,7 @@ fn sigint_during_collect_stops_rsync_and_the_next_run_resumes() {
 
     fs::write(t.path("config.json"), t.expand(&config(""))).unwrap();
     let out = t.cmd().args(["--json", "collect"]).status(0);
-    let r: dbackup::collect::CollectReport = out.json();
+    let r: dbackup::CollectReport = out.json();
     assert!(r.sets[0].resumed, "the next run resumes");
 }
 

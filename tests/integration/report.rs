@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dbackup::status::StatusReport;
+use dbackup::StatusReport;
 
 use crate::fixtures::history::{drive_backup, log_run, log_written, snap};
 use crate::harness::{self, Output, Test};
@@ -139,7 +139,7 @@ fn readable(html: &str) -> String {
 }
 
 fn page(r: &StatusReport) -> String {
-    dbackup::report::page::render(r)
+    dbackup::render_status_page(r)
 }
 
 /// Everything fine: the verdict, the sets with their sparkline (the jump flagged), the drives, the runs. (Before:

@@ -8,10 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use dbackup::archive::Digest;
-use dbackup::restore::list::{Kept, Listing, State};
-use dbackup::restore::verify::VerifyReport;
-use dbackup::snapshot::{self};
+use dbackup::{Digest, Kept, ListedState, Listing, VerifyReport, list_snapshots};
 
 use crate::fixtures::demo::{
     break_every_header_but, config, demo, drive_with_tar, from_external, restore, sample, set_mtime,
@@ -39,7 +36,7 @@ fn list_shows_every_backup_local_and_on_the_drive() {
     let d = demo();
     let out = restore(&d.t).args(["--list", "--json"]).status(0);
     let l: Listing = out.json();
-    let rows: Vec<(Kept, &str, State, bool)> = l
+    let rows: Vec<(Kept, &str, ListedState, bool)> = l
         .backups
         .iter()
         .map(|b| (b.source, b.stamp.as_str(), b.state, b.latest))
@@ -47,11 +44,36 @@ fn list_shows_every_backup_local_and_on_the_drive() {
     assert_eq!(
         rows,
         [
-            (Kept::Local, "2025-04-02-031500", State::Complete, true),
-            (Kept::External, "2025-04-02-031500", State::Verified, true),
-            (Kept::Local, "2025-04-01-221500", State::Complete, false),
-            (Kept::External, "2025-04-01-221500", State::Verified, false),
-            (Kept::Local, "2025-04-01-031500", State::Complete, false),
+            (
+                Kept::Local,
+                "2025-04-02-031500",
+                ListedState::Complete,
+                true
+            ),
+            (
+                Kept::External,
+                "2025-04-02-031500",
+                ListedState::Verified,
+                true
+            ),
+            (
+                Kept::Local,
+                "2025-04-01-221500",
+                ListedState::Complete,
+                false
+            ),
+            (
+                Kept::External,
+                "2025-04-01-221500",
+                ListedState::Verified,
+                false
+            ),
+            (
+                Kept::Local,
+                "2025-04-01-031500",
+                ListedState::Complete,
+                false
+            ),
         ]
     );
     let newest = &l.backups[0];
@@ -1261,7 +1283,7 @@ fn the_guide_restores_an_encrypted_backup_with_nothing_but_age_and_tar() {
     let snapshots: BTreeMap<&str, PathBuf> = ["config", "data"]
         .into_iter()
         .map(|set| {
-            let name = snapshot::list(&t.root(), set).unwrap().pop().unwrap().name;
+            let name = list_snapshots(&t.root(), set).unwrap().pop().unwrap().name;
             (set, t.root().join(name))
         })
         .collect();
@@ -1370,7 +1392,7 @@ fn a_backup_written_by_dbackup_external_lists_verifies_and_restores() {
         .json();
     assert_eq!(l.backups.len(), 1, "{l:?}");
     let b = &l.backups[0];
-    assert_eq!((b.state, b.latest), (State::Verified, true));
+    assert_eq!((b.state, b.latest), (ListedState::Verified, true));
     let stamp = b.stamp.clone();
     let r: VerifyReport = restore(&t)
         .args(["--source", "external", "--verify", "--json"])
@@ -1396,7 +1418,7 @@ fn a_backup_written_by_dbackup_external_lists_verifies_and_restores() {
         .status(0);
     let inside = |p: &Path| target.join(p.strip_prefix("/").unwrap());
     let snap = |set: &str, p: &Path| {
-        let name = snapshot::list(&t.root(), set).unwrap().pop().unwrap().name;
+        let name = list_snapshots(&t.root(), set).unwrap().pop().unwrap().name;
         tree(&t.root().join(name).join(p.strip_prefix("/").unwrap()))
     };
     let important = data.join("projects/important");

@@ -4,9 +4,10 @@
 use std::fs;
 use std::path::Path;
 
-use dbackup::archive::Digest;
-use dbackup::archive::sums::{SumLine, read_sums, write_sums};
-use dbackup::external::layout;
+use dbackup::{
+    BACKUP_META_FILE, Digest, SUMS_FILE, SumLine, backup_meta_bytes, read_backup_meta, read_sums,
+    write_sums,
+};
 
 use crate::fixtures::demo::{demo, from_external};
 use crate::harness::Test;
@@ -38,8 +39,8 @@ fn forge_index(dir: &Path, set: &str, edit: impl Fn(&str) -> Option<String>) {
     assert_ne!(text, forged, "the edit changed the index");
     fs::write(&path, &forged).unwrap();
     let index_sha = Digest::of_bytes(forged.as_bytes());
-    let meta_path = dir.join(layout::METADATA_FILE);
-    let mut meta = layout::read_metadata(&meta_path).unwrap();
+    let meta_path = dir.join(BACKUP_META_FILE);
+    let mut meta = read_backup_meta(&meta_path).unwrap();
     for s in &mut meta.sets {
         for r in &mut s.index {
             if r.name == name {
@@ -48,16 +49,16 @@ fn forge_index(dir: &Path, set: &str, edit: impl Fn(&str) -> Option<String>) {
             }
         }
     }
-    let meta_bytes = layout::metadata_bytes(&meta);
+    let meta_bytes = backup_meta_bytes(&meta);
     fs::write(&meta_path, &meta_bytes).unwrap();
-    let sums_path = dir.join(layout::SUMS_FILE);
+    let sums_path = dir.join(SUMS_FILE);
     let sums: Vec<SumLine> = read_sums(&sums_path)
         .unwrap()
         .into_iter()
         .map(|mut l| {
             if l.name == name.as_bytes() {
                 l.sha256 = index_sha;
-            } else if l.name == layout::METADATA_FILE.as_bytes() {
+            } else if l.name == BACKUP_META_FILE.as_bytes() {
                 l.sha256 = Digest::of_bytes(&meta_bytes);
             }
             l

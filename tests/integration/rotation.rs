@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use dbackup::external::layout::{self, BackupMeta};
+use dbackup::{ArchiveKind, BACKUP_META_FILE, BackupMeta, backup_meta_bytes, read_backup_meta};
 
 use crate::fixtures::drive::{backups, external, sample};
 use crate::fixtures::history::drive_backup;
@@ -41,7 +41,7 @@ fn fixture(drive: &Path, time: &str, deps: &[&str]) -> String {
         m.depends_on = deps.iter().map(|d| d.to_string()).collect();
         if let Some(base) = deps.last() {
             for s in &mut m.sets {
-                s.kind = layout::ArchiveKind::Incremental;
+                s.kind = ArchiveKind::Incremental;
                 s.base = Some(base.to_string());
             }
         }
@@ -50,13 +50,10 @@ fn fixture(drive: &Path, time: &str, deps: &[&str]) -> String {
 }
 
 fn edit(drive: &Path, stamp: &str, f: impl FnOnce(&mut BackupMeta)) {
-    let p = drive
-        .join("backups")
-        .join(stamp)
-        .join(layout::METADATA_FILE);
-    let mut m = layout::read_metadata(&p).unwrap();
+    let p = drive.join("backups").join(stamp).join(BACKUP_META_FILE);
+    let mut m = read_backup_meta(&p).unwrap();
     f(&mut m);
-    fs::write(&p, layout::metadata_bytes(&m)).unwrap();
+    fs::write(&p, backup_meta_bytes(&m)).unwrap();
 }
 
 /// `retention.external` as a policy (`last 2, weekly 3`) over two chains of fixture backups: the dry run names every
@@ -201,7 +198,7 @@ fn status_shows_restore_points_chains_and_what_fits() {
         edit(&t9, &stamp, |m| {
             m.depends_on = deps.iter().map(|d| d.to_string()).collect();
             if let Some(base) = deps.last() {
-                m.sets[0].kind = layout::ArchiveKind::Incremental;
+                m.sets[0].kind = ArchiveKind::Incremental;
                 m.sets[0].base = Some(base.to_string());
             }
         });
@@ -217,7 +214,7 @@ fn status_shows_restore_points_chains_and_what_fits() {
     });
     let broken = backup("2025-03-05T03:15:00+00:00", 100, &["2025-02-01-031500"]);
 
-    let r: dbackup::status::StatusReport = t
+    let r: dbackup::StatusReport = t
         .cmd()
         .args(["--json", "status", "--now", "2025-03-06T09:00:00+00:00"])
         .status(0)
@@ -255,7 +252,7 @@ fn status_shows_restore_points_chains_and_what_fits() {
     r.destinations[0].free_bytes = Some(20 << 30);
     r.destinations[0].total_bytes = Some(32 << 30);
     r.destinations[0].fs_type = Some("exfat".into());
-    let text = dbackup::status::render(&r);
+    let text = dbackup::render_status(&r);
     let part = text
         .split("\ndestinations:\n")
         .nth(1)

@@ -9,7 +9,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dbackup::archive::Digest;
+use dbackup::Digest;
 
 use crate::fixtures::demo::{break_every_header_but, drive_with_tar};
 use crate::harness::{Output, Test, run_ok};
@@ -316,7 +316,7 @@ fn a_one_file_restore_of_a_sparse_file_seeks_and_damage_is_caught() {
     // A flipped data byte of the sparse member.
     let entry = {
         let text = fs::read_to_string(dir.join("vm.index.jsonl")).unwrap();
-        let r = dbackup::archive::IndexReader::new(text.as_bytes()).unwrap();
+        let r = dbackup::IndexReader::new(text.as_bytes()).unwrap();
         r.find(&name).unwrap().unwrap()
     };
     let record = entry.sparse.expect("stored as a sparse member");

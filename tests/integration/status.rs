@@ -3,8 +3,7 @@
 
 use std::fs;
 
-use dbackup::snapshot::SnapshotState;
-use dbackup::status::{KnownFrom, StatusReport};
+use dbackup::{KnownFrom, SnapshotState, StatusReport};
 
 use crate::fixtures::history::{at, drive_backup, log_run, log_written, snap};
 use crate::harness::Test;
@@ -290,7 +289,7 @@ fn the_table_reads_at_a_glance() {
     r.destinations[0].fs_type = Some("exfat".into());
     // Low-disk warnings come from this machine's real free space (a nearly full disk here added one).
     r.warnings.retain(|w| !w.starts_with("low disk"));
-    insta::assert_snapshot!("status_table", dbackup::status::render(&r));
+    insta::assert_snapshot!("status_table", dbackup::render_status(&r));
 
     // The binary prints the same table.
     let out = t.cmd().args(["status", "--now", NOW]).status(0).stdout;

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use dbackup::systemd::{
-    COLLECT_SERVICE, COLLECT_TIMER, EXTERNAL_SERVICE, HEADER, Rendered, Scope, UDEV_RULES, Value,
+use dbackup::{
+    COLLECT_SERVICE, COLLECT_TIMER, EXTERNAL_SERVICE, RenderedUnits, UDEV_RULES, UNIT_HEADER,
+    UnitScope, UnitValue,
 };
 
 use crate::harness::{BIN, Output, Test, mode};
@@ -74,13 +75,13 @@ fn render(t: &Test, args: &[&str]) -> Output {
         .status(0)
 }
 
-fn render_json(t: &Test, args: &[&str]) -> Rendered {
+fn render_json(t: &Test, args: &[&str]) -> RenderedUnits {
     let mut all = vec!["--format", "json"];
     all.extend_from_slice(args);
     render(t, &all).json()
 }
 
-fn value<'r>(r: &'r Rendered, unit: &str, section: &str, key: &str) -> &'r Value {
+fn value<'r>(r: &'r RenderedUnits, unit: &str, section: &str, key: &str) -> &'r UnitValue {
     &r.units[unit][section][key]
 }
 
@@ -136,7 +137,7 @@ fn user_units() {
 fn json_holds_the_units_and_the_files() {
     let t = test_with(CONFIG);
     let r = render_json(&t, &["--system", "--run-as", "root", "--exe", EXE]);
-    assert_eq!(r.scope, Scope::System);
+    assert_eq!(r.scope, UnitScope::System);
     assert_eq!(r.udev_rules.as_deref(), Some(UDEV_RULES));
     assert_eq!(
         r.files.keys().collect::<Vec<_>>(),
@@ -145,22 +146,22 @@ fn json_holds_the_units_and_the_files() {
     let config = t.path("config.json").display().to_string();
     assert_eq!(
         value(&r, EXTERNAL_SERVICE, "Service", "ExecStart"),
-        &Value::One(format!("{EXE} --config {config} backup"))
+        &UnitValue::One(format!("{EXE} --config {config} backup"))
     );
     assert_eq!(
         value(&r, EXTERNAL_SERVICE, "Service", "ExecStartPre"),
-        &Value::Many(vec![format!(
+        &UnitValue::Many(vec![format!(
             "{EXE} --config {config} systemd wait-for-drive --timeout 60"
         )])
     );
     assert_eq!(
         value(&r, COLLECT_SERVICE, "Service", "Environment"),
-        &Value::Many(vec!["DDATA=/data".into()]),
+        &UnitValue::Many(vec!["DDATA=/data".into()]),
         "the variables the config uses are set in the units"
     );
     assert_eq!(
         value(&r, EXTERNAL_SERVICE, "Install", "WantedBy"),
-        &Value::Many(vec![
+        &UnitValue::Many(vec![
             "media-payne-T9.mount".into(),
             "run-media-payne-my\\x20spare\\x2ddisk.mount".into(),
             "mnt-nas.mount".into()
@@ -184,13 +185,13 @@ fn user_scope_expands_home_and_runs_as_whoever_runs_it() {
     let root = format!("{home}/.local/share/dbackup");
     assert_eq!(
         value(&r, COLLECT_SERVICE, "Unit", "RequiresMountsFor"),
-        &Value::Many(vec![root])
+        &UnitValue::Many(vec![root])
     );
     assert!(!r.units[COLLECT_SERVICE]["Service"].contains_key("User"));
-    let mount = dbackup::systemd::escape::path_unit(&t.home().join("mnt/T9"));
+    let mount = dbackup::path_unit(&t.home().join("mnt/T9"));
     assert_eq!(
         value(&r, EXTERNAL_SERVICE, "Install", "WantedBy"),
-        &Value::Many(vec![mount])
+        &UnitValue::Many(vec![mount])
     );
     assert_eq!(r.udev_rules, None);
 }
@@ -224,7 +225,7 @@ fn out_writes_the_files_and_replaces_only_its_own() {
     for name in [UDEV_RULES, COLLECT_SERVICE, COLLECT_TIMER, EXTERNAL_SERVICE] {
         let path = dir.join(name);
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with(HEADER), "{name}");
+        assert!(text.starts_with(UNIT_HEADER), "{name}");
         assert_eq!(mode(&path), 0o644, "{name}");
         assert!(listed.contains(&path.to_str().unwrap()));
     }
@@ -338,7 +339,7 @@ fn wait_for_drive_returns_when_a_destination_is_mounted_or_after_the_timeout() {
 
 /// `systemd-analyze verify` of the files in `dir`; `Err` with everything it printed when it printed anything or
 /// failed.
-fn verify(scope: Scope, dir: &Path, man: &Path, runtime: &Path) -> Result<(), String> {
+fn verify(scope: UnitScope, dir: &Path, man: &Path, runtime: &Path) -> Result<(), String> {
     let units: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -349,7 +350,7 @@ fn verify(scope: Scope, dir: &Path, man: &Path, runtime: &Path) -> Result<(), St
         .map(|p| p.display().to_string())
         .collect();
     let mut args = Vec::new();
-    if scope == Scope::User {
+    if scope == UnitScope::User {
         args.push("--user");
     }
     args.push("verify");
@@ -398,12 +399,12 @@ fn systemd_analyze_verifies_the_units_without_a_warning() {
     )
     .unwrap();
 
-    for (scope, flag) in [(Scope::System, "--system"), (Scope::User, "--user")] {
+    for (scope, flag) in [(UnitScope::System, "--system"), (UnitScope::User, "--user")] {
         let dir = t.path(&format!("units-{flag}"));
         let dir_s = dir.display().to_string();
         // The default --exe: this binary, which exists (verify checks ExecStart's program).
         let mut args = vec![flag, "--out", &dir_s];
-        if scope == Scope::System {
+        if scope == UnitScope::System {
             args.extend(["--run-as", "root"]);
         }
         render(&t, &args);
@@ -419,7 +420,7 @@ fn systemd_analyze_verifies_the_units_without_a_warning() {
         format!("[Service]\nType=oneshot\nExecStart={BIN} backup\nNiceness=19\n"),
     )
     .unwrap();
-    let err = verify(Scope::System, &bad, &man, &runtime).unwrap_err();
+    let err = verify(UnitScope::System, &bad, &man, &runtime).unwrap_err();
     assert!(err.contains("Niceness"), "{err}");
 }
 
@@ -439,7 +440,7 @@ fn systemd_analyze_accepts_every_schedule_value() {
             &format!(r#""incremental": "{incremental}""#),
         ));
         let r = render_json(&t, &["--user", "--exe", EXE]);
-        let Value::One(on_calendar) = value(&r, COLLECT_TIMER, "Timer", "OnCalendar") else {
+        let UnitValue::One(on_calendar) = value(&r, COLLECT_TIMER, "Timer", "OnCalendar") else {
             panic!("one OnCalendar")
         };
         let (code, stdout, stderr) = run("systemd-analyze", &["calendar", on_calendar], &[]);
@@ -448,7 +449,7 @@ fn systemd_analyze_accepts_every_schedule_value() {
             stdout.contains(&format!("Normalized form: {normalized}")),
             "{on_calendar}: {stdout}"
         );
-        let Value::One(delay) = value(&r, COLLECT_TIMER, "Timer", "RandomizedDelaySec") else {
+        let UnitValue::One(delay) = value(&r, COLLECT_TIMER, "Timer", "RandomizedDelaySec") else {
             panic!("one RandomizedDelaySec")
         };
         let (code, _, stderr) = run("systemd-analyze", &["timespan", delay], &[]);
@@ -482,11 +483,7 @@ fn path_escaping_matches_systemd_escape() {
     for p in PATHS {
         let (code, stdout, stderr) = run("systemd-escape", &["--path", "--suffix=mount", p], &[]);
         assert_eq!(code, 0, "{p}: {stderr}");
-        assert_eq!(
-            dbackup::systemd::escape::path_unit(Path::new(p)),
-            stdout.trim_end(),
-            "{p}"
-        );
+        assert_eq!(dbackup::path_unit(Path::new(p)), stdout.trim_end(), "{p}");
     }
 }
 
@@ -515,7 +512,7 @@ fn nix_lib_escapes_paths_like_dbackup() {
     .unwrap();
     let want: Vec<String> = PATHS
         .iter()
-        .map(|p| dbackup::systemd::escape::path_unit(Path::new(p)))
+        .map(|p| dbackup::path_unit(Path::new(p)))
         .collect();
     assert_eq!(got, serde_json::json!(want));
 }
@@ -524,7 +521,7 @@ fn nix_lib_escapes_paths_like_dbackup() {
 struct Case {
     name: &'static str,
     config: String,
-    scope: Scope,
+    scope: UnitScope,
     env: &'static [(&'static str, &'static str)],
 }
 
@@ -544,13 +541,13 @@ fn cases() -> Vec<Case> {
         Case {
             name: "system, weekly, three kinds of destination",
             config: weekly.clone(),
-            scope: Scope::System,
+            scope: UnitScope::System,
             env: &[("DDATA", "/data")],
         },
         Case {
             name: "user, the same",
             config: weekly,
-            scope: Scope::User,
+            scope: UnitScope::User,
             env: &[("DDATA", "/data")],
         },
         Case {
@@ -559,7 +556,7 @@ fn cases() -> Vec<Case> {
                 r#""incremental": "daily", "external": "weekly""#,
                 r#""incremental": "hourly", "external": "always""#,
             ),
-            scope: Scope::System,
+            scope: UnitScope::System,
             env: &[("DDATA", "/data")],
         },
         Case {
@@ -568,7 +565,7 @@ fn cases() -> Vec<Case> {
                 r#""incremental": "daily", "external": "weekly""#,
                 r#""incremental": "monthly", "external": "manual""#,
             ),
-            scope: Scope::System,
+            scope: UnitScope::System,
             env: &[("DDATA", "/data")],
         },
         Case {
@@ -577,7 +574,7 @@ fn cases() -> Vec<Case> {
                 "destinations": [ { "name": "T9", "path": "$MEDIA/50% off/./x-y/../T9", "fs_label": "  Big  Disk ", "fs_uuid": "ABCD-12ef" },
                                   { "name": "home-drive", "path": "~/mnt/é" } ] }"#
                 .to_string(),
-            scope: Scope::User,
+            scope: UnitScope::User,
             env: &[("DDATA", "/data"), ("MEDIA", "/media/payne"), ("DBACKUP", "~/bk")],
         },
         Case {
@@ -585,7 +582,7 @@ fn cases() -> Vec<Case> {
             config: r#"{ "backup_root": "${DDATA}/../srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
                 "destinations": [ { "name": "T9", "path": "$MEDIA/50% off/T9", "fs_label": "  Big  Disk ", "fs_uuid": "ABCD-12ef" } ] }"#
                 .to_string(),
-            scope: Scope::System,
+            scope: UnitScope::System,
             env: &[("DDATA", "/data"), ("MEDIA", "/media/payne")],
         },
         Case {
@@ -593,7 +590,7 @@ fn cases() -> Vec<Case> {
             config: r#"{ "backup_sets": [ { "name": "a", "sources": ["$XDG_STATE_HOME/notes"] } ],
                 "notifications": { "desktop": true, "command": ["logger", "-t", "dbackup"], "http": "https://ntfy.sh/x" } }"#
                 .to_string(),
-            scope: Scope::System,
+            scope: UnitScope::System,
             env: &[("XDG_STATE_HOME", "/var/lib/state of payne")],
         },
         Case {
@@ -602,13 +599,13 @@ fn cases() -> Vec<Case> {
                 r#""schedule""#,
                 r#""report": { "serve": { "unit": true, "listen": "127.0.0.1:9099" } }, "schedule""#,
             ),
-            scope: Scope::System,
+            scope: UnitScope::System,
             env: &[("DDATA", "/data")],
         },
         Case {
             name: "user, the status page's server on the default address",
             config: CONFIG.replace(r#""schedule""#, r#""report": { "serve": { "unit": true } }, "schedule""#),
-            scope: Scope::User,
+            scope: UnitScope::User,
             env: &[("DDATA", "/data")],
         },
         Case {
@@ -616,7 +613,7 @@ fn cases() -> Vec<Case> {
             config: r#"{ "backup_root": "$HOME/backups", "backup_sets": [ { "name": "a", "sources": ["~/a"] } ],
                 "schedule": { "external": "daily" } }"#
                 .to_string(),
-            scope: Scope::System,
+            scope: UnitScope::System,
             env: &[],
         },
     ]
@@ -634,19 +631,19 @@ fn nix_lib_renders_exactly_what_dbackup_renders() {
             t = t.env(*k, *v);
         }
         let (flag, user, home) = match case.scope {
-            Scope::System => (
+            UnitScope::System => (
                 "--system",
                 run_as(&case).0.to_string(),
                 run_as(&case).1.to_string(),
             ),
-            Scope::User => (
+            UnitScope::User => (
                 "--user",
                 "tester".to_string(),
                 t.home().display().to_string(),
             ),
         };
         let mut args = vec![flag, "--exe", EXE];
-        if case.scope == Scope::System {
+        if case.scope == UnitScope::System {
             args.extend(["--run-as", run_as(&case).0]);
         }
         let mut rust: serde_json::Value =
@@ -732,7 +729,7 @@ fn nix_lib_refuses_what_dbackup_refuses() {
 #[test]
 fn generate_writes_completions_and_man_pages_for_packagers() {
     let t = Test::new();
-    // The scripts ask the binary on each TAB (commands::complete; install::bash_tab_... checks the answers).
+    // The scripts ask the binary on each TAB (src/complete.rs; install::bash_tab_... checks the answers).
     for shell in ["bash", "zsh", "fish"] {
         let out = t.cmd().args(["generate", "completions", shell]).status(0);
         assert!(out.stdout.contains("DBACKUP_COMPLETE"), "{shell}");

@@ -12,7 +12,7 @@ use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dbackup::archive::Digest;
+use dbackup::Digest;
 use testkit::{check_tools, in_ci, skip};
 
 use crate::fixtures::demo::config;

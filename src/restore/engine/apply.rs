@@ -26,8 +26,6 @@ use super::{RestoreError, RestoreOptions};
 use crate::archive::sparse::{self, SparseMap};
 use crate::exit::Exit;
 
-pub use super::plan::Tally;
-
 /// The prefix of the temporary names the applier writes (a crashed restore leaves only such names behind).
 pub const TEMP_PREFIX: &str = ".dbackup-restore-";
 
@@ -111,16 +109,15 @@ enum State {
 
 /// Executes a [`Plan`]: hand it every entry again, in the order planned, with a reader for each file's content.
 ///
-/// ```no_run
-/// # use dbackup::restore::engine::*;
-/// # fn demo(archive: &std::path::Path, target: &std::path::Path) -> Result<(), RestoreError> {
+/// The two passes (`restore::content` drives them from an index; the unit tests from a tar, `source::plan_tar`):
+///
+/// ```text
 /// let mut planner = Planner::new(target, RestoreOptions::default())?;
-/// source::plan_tar(std::fs::File::open(archive).unwrap(), &mut planner)?;
+/// for entry in entries { planner.add(entry)? }                    // pass 1: checked and planned
 /// let plan = planner.finish();
 /// let mut applier = Applier::new(&plan)?;
-/// source::apply_tar(std::fs::File::open(archive).unwrap(), &mut applier)?;
+/// for entry in entries { applier.apply(&entry, content)? }        // pass 2: the same order, with content
 /// let summary = applier.finish();
-/// # Ok(()) }
 /// ```
 pub struct Applier<'p> {
     plan: &'p Plan,

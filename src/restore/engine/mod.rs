@@ -59,10 +59,13 @@ use std::path::PathBuf;
 
 use serde::{Serialize, Serializer};
 
-pub use apply::{Applier, Problem, Summary, Tally};
-pub use entry::{EntryKind, Mtime, RestoreEntry, show};
+pub use apply::{Applier, Summary};
+pub use entry::{EntryKind, RestoreEntry, show};
 pub use plan::{Action, Counts, Plan, PlanItem, Planner};
-pub use safety::{Refusal, RelPath};
+pub use safety::RelPath;
+// What only the unit tests use.
+#[cfg(test)]
+pub use {entry::Mtime, safety::Refusal};
 
 /// What to do with an entry that already exists at the destination (`--overwrite`: the variants' comments are its
 /// `--help`). "Differs" is told by [`Compare`].

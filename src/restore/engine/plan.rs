@@ -43,14 +43,6 @@ impl Action {
             Action::Refuse => "refuse",
         }
     }
-
-    pub const ALL: [Action; 5] = [
-        Action::Create,
-        Action::Replace,
-        Action::Unchanged,
-        Action::Skip,
-        Action::Refuse,
-    ];
 }
 
 /// Entries and content bytes.
@@ -71,16 +63,6 @@ pub struct Counts {
 }
 
 impl Counts {
-    pub fn get(&self, action: Action) -> Tally {
-        match action {
-            Action::Create => self.create,
-            Action::Replace => self.replace,
-            Action::Unchanged => self.unchanged,
-            Action::Skip => self.skip,
-            Action::Refuse => self.refuse,
-        }
-    }
-
     pub fn add(&mut self, action: Action, bytes: u64) {
         let t = match action {
             Action::Create => &mut self.create,
@@ -183,11 +165,6 @@ impl PlanItem {
     /// Whether applying it reads content: the caller must hand a reader to [`super::Applier::apply`].
     pub fn needs_content(&self) -> bool {
         self.kind == EntryKind::File && matches!(self.action, Action::Create | Action::Replace)
-    }
-
-    /// The checked name (`None` when the name itself was refused).
-    pub fn rel(&self) -> Option<&RelPath> {
-        self.rel.as_ref()
     }
 
     /// Content bytes written when applied.

@@ -7,26 +7,36 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::entry::{EntryKind, RestoreEntry, show};
-use super::tarscan::{Owners, Scanner};
-use super::{Applier, Plan, Planner, RestoreError};
+use super::RestoreError;
+use super::entry::RestoreEntry;
+#[cfg(test)]
+use {
+    super::entry::{EntryKind, show},
+    super::tarscan::{Owners, Scanner},
+    super::{Applier, Plan, Planner},
+    std::io::{Read, Seek},
+};
 
 /// Which entries to restore: `|_| true` for all. The same selection must be used for both passes.
+#[cfg(test)]
 pub trait Select: FnMut(&RestoreEntry) -> bool {}
+#[cfg(test)]
 impl<F: FnMut(&RestoreEntry) -> bool> Select for F {}
 
 /// Pass 1 over a tar archive that can seek (a file): every selected entry's header is planned; content is
 /// skipped with seeks, so this costs one read per header. The archive is read as GNU tar reads it ([`Scanner`]).
+#[cfg(test)]
 pub fn plan_tar<R: Read + Seek>(archive: R, planner: &mut Planner) -> Result<(), RestoreError> {
     plan_tar_selected(archive, planner, |_: &RestoreEntry| true)
 }
 
 /// [`plan_tar`] for the selected entries only.
+#[cfg(test)]
 pub fn plan_tar_selected<R: Read + Seek>(
     archive: R,
     planner: &mut Planner,
@@ -50,11 +60,13 @@ pub fn plan_tar_selected<R: Read + Seek>(
 }
 
 /// Pass 2: streams a tar archive and applies each selected entry with its content.
+#[cfg(test)]
 pub fn apply_tar<R: Read>(archive: R, applier: &mut Applier<'_>) -> Result<(), RestoreError> {
     apply_tar_selected(archive, applier, |_: &RestoreEntry| true)
 }
 
 /// [`apply_tar`] for the selected entries only.
+#[cfg(test)]
 pub fn apply_tar_selected<R: Read>(
     archive: R,
     applier: &mut Applier<'_>,
@@ -80,6 +92,7 @@ pub fn apply_tar_selected<R: Read>(
     Ok(())
 }
 
+#[cfg(test)]
 fn source_error(name: &str, source: io::Error) -> RestoreError {
     RestoreError::Source {
         name: name.to_string(),
@@ -187,6 +200,7 @@ impl SnapshotTree {
     }
 
     /// Pass 1: plans the entries at and below `under`.
+    #[cfg(test)]
     pub fn plan(&self, under: &Path, planner: &mut Planner) -> Result<(), RestoreError> {
         for e in self.entries(under) {
             planner.add(e?)?;
@@ -195,6 +209,7 @@ impl SnapshotTree {
     }
 
     /// Pass 2: applies a plan made by [`SnapshotTree::plan`], opening each file that needs content.
+    #[cfg(test)]
     pub fn apply(&self, plan: &Plan, applier: &mut Applier<'_>) -> Result<(), RestoreError> {
         for item in plan.items.iter().filter(|i| !i.implicit) {
             if item.needs_content() {
@@ -215,6 +230,7 @@ impl SnapshotTree {
 
 /// Whether an entry lies at or below `prefix` (both as names relative to the backup's root, `./` tolerated):
 /// the usual [`Select`] for restoring one path.
+#[cfg(test)]
 pub fn under(prefix: &[u8]) -> impl FnMut(&RestoreEntry) -> bool + use<> {
     let prefix = super::safety::check_name(prefix, None).ok();
     move |e: &RestoreEntry| match (&prefix, super::safety::check_name(&e.name, None)) {

@@ -172,6 +172,10 @@ pub struct Member {
     /// The entry's header block as read.
     pub header: Box<[u8; 512]>,
     /// Old-GNU sparse extension blocks that followed the header.
+    #[expect(
+        clippy::vec_box,
+        reason = "each block moved in as the scanner read it, boxed"
+    )]
     pub sparse_blocks: Vec<Box<[u8; 512]>>,
     /// A GNU sparse member: its format and map, or why its map cannot be trusted (the entry is then refused).
     pub sparse: Option<Result<SparseFile, SparseError>>,

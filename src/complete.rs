@@ -10,7 +10,6 @@
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 
-use clap::CommandFactory as _;
 use clap_complete::engine::CompletionCandidate;
 
 use crate::config::Config;
@@ -20,12 +19,13 @@ use crate::settings::Env;
 pub const VAR: &str = "DBACKUP_COMPLETE";
 
 /// Answers the shell and returns the exit code when this process was started for a completion; `None` otherwise
-/// (the run goes on). Called by `main` before parsing.
-pub fn answer_if_asked() -> Option<u8> {
+/// (the run goes on). Called by `main_entry` before parsing, with the clap command (`Cli::command`: this module
+/// does not import `cli`, whose structs name the completers below).
+pub fn answer_if_asked(command: fn() -> clap::Command) -> Option<u8> {
     if std::env::var_os(VAR).is_none_or(|v| v.is_empty() || v == "0") {
         return None;
     }
-    let env = clap_complete::CompleteEnv::with_factory(crate::cli::Cli::command).var(VAR);
+    let env = clap_complete::CompleteEnv::with_factory(command).var(VAR);
     let answered = env.try_complete(std::env::args_os(), std::env::current_dir().ok().as_deref());
     let _ = std::io::Write::flush(&mut std::io::stdout());
     // An unknown shell name: exit 1 without a message (the shell shows nothing either way).
