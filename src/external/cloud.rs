@@ -258,7 +258,7 @@ pub fn read_meta(store: &Store, stamp: &str) -> anyhow::Result<BackupMeta> {
         anyhow::bail!(
             "{dir}{} on {} does not match its line in {}: the backup's metadata was altered",
             layout::METADATA_FILE,
-            store.name(),
+            store.place(),
             layout::SUMS_FILE
         );
     }
