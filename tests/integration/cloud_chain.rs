@@ -11,7 +11,8 @@ use crate::cloud::{config, garage, no_secret, populate, requests, requests_line,
 /// `backup.json` has `kind: incremental`, `base` and `depends_on` naming the first, its archive object is a small
 /// fraction of the full's (the 3 MiB file is not uploaded again). Restore from the bucket through the chain: the
 /// unchanged 3 MiB file (its bytes in the full: one ranged read there), the changed file, a directory and the whole
-/// set come back byte-identical to the home. An encrypted destination stays full, the dry run saying why. Before:
+/// set come back byte-identical to the home. The base's index altered on the server (one byte changed): the next
+/// dry run plans a full, saying why. An encrypted destination stays full, the dry run saying why. Before:
 /// every upload was full ("buckets take full archives"), and restore refused an incremental set on a bucket.
 #[test]
 fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
@@ -133,6 +134,27 @@ fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
         .args(["restore", "--verify", "--source", "cloud"])
         .status(0);
     assert!(verify.stdout.contains("intact"), "{}", verify.stdout);
+
+    // The newest backup's index altered on the server: the next upload does not build on it (a full, saying why).
+    let key = format!("laptop/backups/{second}/docs.index.jsonl");
+    let mut bytes = s3.get(&key);
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    let altered = t.path("altered-index");
+    std::fs::write(&altered, &bytes).unwrap();
+    s3.put(&key, &altered);
+    t.write("home/notes/todo.txt", "buy milk\nand bread\nand eggs\n");
+    t.cmd().args(["collect"]).status(0);
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        dry.stdout
+            .contains(&format!("full: backup {second} of the chain is damaged"))
+            || dry
+                .stdout
+                .contains(&format!("full: the base {second} cannot be used")),
+        "{}",
+        dry.stdout
+    );
 
     // Encrypted: full, saying why (the base's index is age-encrypted and backing up never has the identity).
     let probe = crate::harness::Test::new();
