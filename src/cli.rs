@@ -283,6 +283,8 @@ Examples:
       the plan: what would be created, replaced, left unchanged or skipped
   dbackup restore --source external --date 2025-04-01 --verify
       check that backup completely, write nothing
+  dbackup restore --source external --date 2025-04-01 --verify --deep
+      an incremental: also read and hash every byte it keeps in earlier backups
   dbackup restore --source cloud:offsite --path ~/thesis.tex --target /tmp/r
       from a cloud destination: its index, then one ranged GET per file (the bytes are shown first)
   dbackup restore --drive /media/you/T9 --list
@@ -316,6 +318,12 @@ it stop the restore before anything is written; a damaged chunk fails only the f
 holds, and no partial file is left behind. --verify without the identity checks the
 encrypted files against verification.sha256 only, says the contents were NOT checked, and
 exits 3.
+
+An incremental backup keeps unchanged files in the earlier backups of its chain. --verify
+reads its own archive through and checks that every earlier archive it points into is
+there, listed in that backup's verification.sha256, and holds each kept file's header where
+the index says; --verify --deep also reads and hashes every byte of those files there (a
+byte changed inside an earlier archive is caught only so, or by verifying that backup).
 
 Exit codes: 0 done (or intact), 1 refused, failed or damaged, 2 bad arguments,
 3 verified without the identity (contents not checked), 5 no drive present. The full
@@ -470,6 +478,10 @@ pub struct RestoreArgs {
     /// Check the backup's integrity without writing anything
     #[arg(long)]
     pub verify: bool,
+
+    /// With --verify of an incremental: also read every byte it keeps in earlier backups
+    #[arg(long, requires = "verify")]
+    pub deep: bool,
 
     /// Keep setuid/setgid bits (root only)
     #[arg(long)]

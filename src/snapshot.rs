@@ -11,6 +11,7 @@
 //! <root>/.<set>.partial/                    what an interrupted run left; only a --link-dest basis for the next run
 //! <root>/.<set>.filter                      the set's exclusions as rsync filter rules, while its rsync runs
 //! <root>/.trash-...                         a deletion in progress; removed by the next run if a crash interrupted it
+//! <root>/.index-copies/<destination>/...    plaintext copies of encrypted indexes (src/external/index_copy.rs)
 //! ```
 //!
 //! Snapshot names have one-second resolution. Two runs of the same set within one second cannot collide:

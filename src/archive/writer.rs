@@ -118,6 +118,9 @@ pub struct ArchiveOptions<'a> {
     pub stage: Option<&'a dyn Stage>,
     /// Write an incremental archive against this base (the index becomes a complete manifest, version 2).
     pub base: Option<&'a IncrementalBase>,
+    /// Where the index's plaintext also goes, before any stage: an encrypted set's local copy, which the next
+    /// incremental reads as its base manifest without the identity (`external::index_copy`).
+    pub index_copy: Option<&'a dyn Fn() -> io::Result<Box<dyn Sink>>>,
 }
 
 /// What a finished archive holds and where it went.
@@ -142,6 +145,9 @@ pub struct ArchiveSummary {
     pub referenced_files: u64,
     pub referenced_bytes: u64,
     pub depends_on: Vec<String>,
+    /// The index's plaintext copy, when [`ArchiveOptions::index_copy`] asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_copy: Option<WrittenFile>,
 }
 
 /// One walked path.
@@ -804,8 +810,32 @@ impl Drop for Pipeline {
 
 /// The index side: a buffered chain on the calling thread.
 struct IndexOut {
-    writer: IndexWriter<io::BufWriter<Chain>>,
+    writer: IndexWriter<io::BufWriter<IndexTee>>,
     target: String,
+}
+
+/// The index's write chain, and the sink of its plaintext copy when one was asked for: the same bytes to both.
+struct IndexTee {
+    chain: Chain,
+    copy: Option<Box<dyn Sink>>,
+}
+
+impl Write for IndexTee {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.chain.write(buf)?;
+        if let Some(c) = &mut self.copy {
+            c.write_all(&buf[..n])?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.chain.flush()?;
+        match &mut self.copy {
+            Some(c) => c.flush(),
+            None => Ok(()),
+        }
+    }
 }
 
 impl IndexOut {
@@ -846,6 +876,17 @@ pub fn write_archive(
         target: index_target.clone(),
         source,
     })?;
+    let index_chain = IndexTee {
+        chain: index_chain,
+        copy: options
+            .index_copy
+            .map(|make| make())
+            .transpose()
+            .map_err(|source| ArchiveError::Write {
+                target: index_target.clone(),
+                source,
+            })?,
+    };
     let mut cursor = options.base.map(BaseCursor::open).transpose()?;
     let header = match (options.base, &cursor) {
         (Some(b), Some(c)) => IndexHeader::incremental(
@@ -1089,10 +1130,14 @@ pub fn write_archive(
         source,
     };
     let buffered = writer.finish(end).map_err(index_err)?;
-    let chain = buffered
+    let tee = buffered
         .into_inner()
         .map_err(|e| index_err(e.into_error()))?;
-    let index_files = chain.finish().map_err(index_err)?;
+    let index_files = tee.chain.finish().map_err(index_err)?;
+    let index_copy = match tee.copy {
+        Some(c) => c.finish().map_err(index_err)?.pop(),
+        None => None,
+    };
     Ok(ArchiveSummary {
         entries,
         files,
@@ -1107,6 +1152,7 @@ pub fn write_archive(
         referenced_files,
         referenced_bytes,
         depends_on,
+        index_copy,
     })
 }
 

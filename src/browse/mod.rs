@@ -60,6 +60,9 @@ pub struct SetBackup {
     /// The set's sources as recorded (a path under a source's configured name is found under its resolved one).
     pub sources: Vec<crate::snapshot::SourceRecord>,
     pub content: Content,
+    /// A drive backup's archive: full, or incremental on `base` (none for a local snapshot).
+    pub backup_kind: Option<crate::archive::ArchiveKind>,
+    pub base: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -115,6 +118,8 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<(Vec<SetBac
                     .map(|m| m.sources.clone())
                     .unwrap_or_default(),
                 content: Content::Snapshot(s.path.clone()),
+                backup_kind: None,
+                base: None,
             });
         }
     }
@@ -133,6 +138,11 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<(Vec<SetBac
                         Err(e) => Content::Unreadable(format!("its index cannot be read: {e}")),
                     },
                 };
+                let record = b
+                    .dir
+                    .meta
+                    .as_ref()
+                    .and_then(|m| m.sets.iter().find(|r| r.set == s.name));
                 out.push(SetBackup {
                     kept: Kept::External,
                     stamp: b.dir.name.clone(),
@@ -142,6 +152,8 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<(Vec<SetBac
                     standing: crate::restore::choose::Standing::of_drive_backup(b.verified()),
                     sources: s.sources.clone(),
                     content,
+                    backup_kind: Some(record.map(|r| r.kind).unwrap_or_default()),
+                    base: record.and_then(|r| r.base.clone()),
                 });
             }
         }

@@ -47,6 +47,11 @@ pub struct Version {
     pub set: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// A drive backup: `full`, or `incremental` on `base` (`kind` is the entry's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_kind: Option<crate::archive::ArchiveKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
     #[serde(flatten)]
     pub entry: Shown,
 }
@@ -121,6 +126,8 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
                 stamp: b.stamp.clone(),
                 set: b.set.clone(),
                 destination: b.destination.clone(),
+                backup_kind: b.backup_kind,
+                base: b.base.clone(),
                 entry: Shown::of(&e),
             });
         });
@@ -164,7 +171,7 @@ fn render(o: &FindOutput) -> String {
     }
     for f in &o.matches {
         let _ = writeln!(s, "{}", f.path);
-        let rows: Vec<[String; 5]> = f
+        let rows: Vec<[String; 6]> = f
             .versions
             .iter()
             .map(|v| {
@@ -181,30 +188,33 @@ fn render(o: &FindOutput) -> String {
                     v.stamp.clone(),
                     v.destination.clone().unwrap_or_else(|| "local".into()),
                     format!("set {}", show(v.set.as_bytes())),
+                    v.backup_kind.map_or("snapshot", |k| k.name()).to_string(),
                     format!("{} {}", v.entry.kind.word(), v.entry.mode),
                     format!("{size}  {when}"),
                 ]
             })
             .collect();
-        let mut w = [0usize; 4];
+        let mut w = [0usize; 5];
         for r in &rows {
-            for (i, c) in r.iter().take(4).enumerate() {
+            for (i, c) in r.iter().take(5).enumerate() {
                 w[i] = w[i].max(c.chars().count());
             }
         }
         for r in &rows {
             let _ = writeln!(
                 s,
-                "  {:<a$}  {:<b$}  {:<c$}  {:<d$}  {}",
+                "  {:<a$}  {:<b$}  {:<c$}  {:<d$}  {:<e$}  {}",
                 r[0],
                 r[1],
                 r[2],
                 r[3],
                 r[4],
+                r[5],
                 a = w[0],
                 b = w[1],
                 c = w[2],
-                d = w[3]
+                d = w[3],
+                e = w[4]
             );
         }
     }

@@ -37,6 +37,11 @@ pub struct LsBackup {
     pub set: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub destination: Option<String>,
+    /// A drive backup: `full`, or `incremental` on `base` (as `restore --list` says).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<crate::archive::ArchiveKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
     pub entries: Vec<Shown>,
 }
 
@@ -120,6 +125,8 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
             stamp: b.stamp.clone(),
             set: b.set.clone(),
             destination: b.destination.clone(),
+            kind: b.backup_kind,
+            base: b.base.clone(),
             entries: entries.iter().map(Shown::of).collect(),
         });
     }
@@ -206,9 +213,16 @@ fn render(o: &LsOutput) -> String {
         if n > 0 {
             s.push('\n');
         }
+        let kind = match (b.kind, &b.base) {
+            (Some(crate::archive::ArchiveKind::Incremental), Some(base)) => {
+                format!(" (incremental on {})", show(base.as_bytes()))
+            }
+            (Some(k), _) => format!(" ({})", k.name()),
+            (None, _) => String::new(),
+        };
         let _ = writeln!(
             s,
-            "{} {} set {}: {}",
+            "{} {} set {}: {}{kind}",
             b.destination.as_deref().map_or("local", |d| d),
             b.stamp,
             show(b.set.as_bytes()),

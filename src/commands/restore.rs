@@ -137,6 +137,7 @@ fn request(env: &Env, args: &RestoreArgs) -> anyhow::Result<Request> {
         skip_refused: args.skip_refused,
         refuse_escaping_links: args.no_escaping_links,
         keep: !args.no_keep,
+        deep: args.deep,
     })
 }
 
@@ -369,9 +370,13 @@ fn verify(
         }
     };
     let report = match chosen {
-        Chosen::External { backup, .. } => {
-            verify::verify_drive_backup(backup, keys.as_ref(), &scope, list_all, &mut tick)
-        }
+        Chosen::External { backup, .. } => verify::verify_drive_backup(
+            backup,
+            keys.as_ref(),
+            &scope,
+            (list_all, req.deep),
+            &mut tick,
+        ),
         Chosen::Local { snapshots } => {
             let drives = catalog::drives(settings, None).unwrap_or_default();
             let on_drives = catalog::drive_backups(&drives);

@@ -166,6 +166,9 @@ pub struct ChoiceInputs<'a> {
     /// How long content comparisons may be apart (`schedule.full`; `None`: never).
     pub content_every: Option<chrono::Duration>,
     pub now: NaiveDateTime,
+    /// An encrypted set's base manifest is read from the local plaintext copy of the base's index
+    /// (`external::index_copy`): whether that copy is here and trusted, else why not. `None`: not looked for.
+    pub base_copy: Option<Result<(), &'a str>>,
 }
 
 /// Full or incremental, and why: the first reason for a full wins.
@@ -176,9 +179,6 @@ pub fn choose(inputs: ChoiceInputs<'_>, chain: Option<&ChainFacts>) -> ArchiveCh
     }
     if !p.enabled {
         return ArchiveChoice::full(OFF_REASON);
-    }
-    if inputs.encryption.is_some() {
-        return ArchiveChoice::full("full: incrementals of encrypted sets are not written yet");
     }
     let Some(c) = chain else {
         return ArchiveChoice::full("full: no earlier backup of this set on this destination");
@@ -197,6 +197,14 @@ pub fn choose(inputs: ChoiceInputs<'_>, chain: Option<&ChainFacts>) -> ArchiveCh
             "full: the index of the base {} is in parts",
             c.base
         ));
+    }
+    if inputs.encryption.is_some() {
+        const NO_COPY: &str = "full: no trusted local copy of the encrypted base index";
+        match inputs.base_copy {
+            Some(Ok(())) => {}
+            Some(Err(why)) => return ArchiveChoice::full(format!("{NO_COPY} ({why})")),
+            None => return ArchiveChoice::full(NO_COPY),
+        }
     }
     if c.incrementals >= p.max_chain {
         return ArchiveChoice::full(format!(

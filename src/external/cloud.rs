@@ -201,6 +201,9 @@ pub struct BaseIndex {
     file: Arc<std::fs::File>,
 }
 
+/// Why an encrypted set's upload is a full.
+const ENCRYPTED_NOT_YET: &str = "incrementals of encrypted sets on a bucket are not written yet";
+
 /// What decides full or incremental on a bucket, besides its chains (the run's, as for drives).
 #[derive(Debug, Clone, Copy)]
 pub struct ChainPolicy {
@@ -235,6 +238,9 @@ impl ChainPolicy {
                 encryption: w.encryption.as_ref(),
                 content_every: self.content_every,
                 now: self.now,
+                // An encrypted set's base manifest would be the local plaintext copy of its index
+                // (`external::index_copy`), which uploads do not write yet.
+                base_copy: Some(Err(ENCRYPTED_NOT_YET)),
             },
             super::chain::facts(&w.chains.listing, set, &w.chains.damaged).as_ref(),
         )
@@ -766,6 +772,7 @@ fn upload(
             &ArchiveOptions {
                 stage: encrypt.as_ref().map(|e| e as &dyn archive::Stage),
                 base: base.as_ref(),
+                index_copy: None,
             },
             &mut NoProgress,
         )

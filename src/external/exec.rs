@@ -145,6 +145,18 @@ pub fn execute(plan: &ExternalPlan, observed: &Observed, ui: &Ui) -> ExternalRep
             .expect("planned clouds were observed");
         destinations.push(super::cloud::execute(plan, c, world, observed, ui));
     }
+    if crate::interrupt::requested().is_none() && !plan.index_copies_orphaned.is_empty() {
+        let root = &observed.world.backup_root;
+        for f in super::index_copy::remove_orphaned(root, &plan.index_copies_orphaned) {
+            ui.warn(format_args!("could not remove the local index copies {f}"));
+        }
+        for n in &plan.index_copies_orphaned {
+            ui.step(format_args!(
+                "removed the local index copies of destination {} (no such destination in the config)",
+                super::index_copy::shown(n)
+            ));
+        }
+    }
     let sets_exit = if plan.unused.iter().any(UnusedDestination::refused) {
         // A drive that tried to redirect dbackup is a failure, even when another destination was written.
         Exit::Failed
@@ -214,6 +226,7 @@ fn run_destination(
             // Retention waits for a run that was not interrupted.
             if crate::interrupt::requested().is_none() {
                 prune(plan, d, world, ui, &mut report);
+                prune_index_copies(d, world, observed, ui);
             }
         }
         Err(e) => {
@@ -366,6 +379,18 @@ fn write_backup(
     };
     let mut sums: Vec<SumLine> = Vec::new();
     let mut depends_on: Vec<String> = Vec::new();
+    // Encrypted: a local plaintext copy of each index, the next incremental's base manifest (`index_copy`),
+    // promoted with the backup, removed otherwise. Without one the next archive is a full, nothing worse.
+    let copies = d.index_copy_dir.as_ref().and_then(|_| {
+        super::index_copy::Pending::start(&observed.world.backup_root, &d.name, &plan.stamp)
+            .map_err(|e| {
+                ui.warn(format_args!(
+                    "{}: no local copy of the encrypted indexes can be kept ({e}): the next backup is full",
+                    d.name
+                ))
+            })
+            .ok()
+    });
     for a in &d.archives {
         crate::interrupt::check()?;
         info.check_still_present()?;
@@ -374,7 +399,7 @@ fn write_backup(
             d,
             a,
             &temp,
-            encrypt.as_ref(),
+            (encrypt.as_ref(), copies.as_ref()),
             base.as_ref(),
             observed,
             ui,
@@ -504,6 +529,14 @@ fn write_backup(
     }
     report.backup = Some(plan.stamp.clone());
     report.backup_path = Some(d.final_dir.clone());
+    if let Some(c) = copies
+        && let Err(e) = c.promote()
+    {
+        ui.warn(format_args!(
+            "{}: the local copy of the encrypted indexes could not be kept ({e}): the next backup is full",
+            d.name
+        ));
+    }
 
     let kind = layout::write_latest(&backups, &plan.stamp, d.latest.kind).with_context(|| {
         format!(
@@ -554,7 +587,14 @@ fn incremental_base(
     ui: &Ui,
 ) -> Option<IncrementalBase> {
     let base = a.choice.base.as_ref()?;
-    match open_base(&world.listing, backups, &a.set, &a.choice, backup_root) {
+    match open_base(
+        &world.listing,
+        backups,
+        &a.set,
+        &a.choice,
+        backup_root,
+        &world.settings.name,
+    ) {
         Ok(b) => Some(b),
         Err(e) => {
             ui.warn(format_args!(
@@ -568,13 +608,16 @@ fn incremental_base(
     }
 }
 
-/// The base `choice` names for `set`, opened (see [`incremental_base`]); also used by the dry run's estimate.
+/// The base `choice` names for `set`, opened (see [`incremental_base`]); also used by the dry run's estimate. An
+/// encrypted base's manifest is read from the local plaintext copy of its index (`index_copy`, on `destination`),
+/// trusted only as a copy of the very index the drive holds.
 pub(crate) fn open_base(
     listing: &layout::DriveListing,
     backups: &Dir,
     set: &str,
     choice: &super::chain::ArchiveChoice,
     backup_root: &std::path::Path,
+    destination: &str,
 ) -> anyhow::Result<IncrementalBase> {
     let base = choice
         .base
@@ -611,6 +654,18 @@ pub(crate) fn open_base(
                 })
                 .map(|n| backup_root.join(n))
                 .filter(|p| p.is_dir());
+        if rec.encryption.is_some() {
+            let copy = super::index_copy::trusted(backup_root, destination, base, a.0, index)
+                .map_err(|why| {
+                    anyhow::anyhow!("no trusted local copy of its encrypted index: {why}")
+                })?;
+            return Ok(IncrementalBase {
+                stamp: base.clone(),
+                open_manifest: Box::new(move || super::index_copy::open(&copy)),
+                snapshot,
+                compare_content: a.1.compare_content,
+            });
+        }
         let name = index.name.clone();
         Ok(IncrementalBase {
             stamp: base.clone(),
@@ -635,7 +690,10 @@ fn write_set(
     d: &DestinationPlan,
     a: &ArchiveTarget,
     temp: &Dir,
-    encrypt: Option<&crate::archive::EncryptTo>,
+    (encrypt, copies): (
+        Option<&crate::archive::EncryptTo>,
+        Option<&super::index_copy::Pending>,
+    ),
     base: Option<&IncrementalBase>,
     observed: &Observed,
     ui: &Ui,
@@ -660,6 +718,10 @@ fn write_set(
     let label = format!("{}: {}", d.name, a.set);
     let mut progress = WriteProgress::new(ui, &label, scan.estimate.file_bytes);
     let t = Instant::now();
+    let copy_sink = || match copies {
+        Some(c) => c.sink(&a.set),
+        None => Err(std::io::Error::other("no copy")),
+    };
     let summary = archive::write_archive(
         scan,
         archive_sink,
@@ -667,6 +729,7 @@ fn write_set(
         &ArchiveOptions {
             stage: encrypt.map(|e| e as &dyn archive::Stage),
             base,
+            index_copy: copies.map(|_| &copy_sink as &dyn Fn() -> _),
         },
         &mut progress,
     );
@@ -717,6 +780,13 @@ fn write_set(
         (write_seconds, read_back_seconds),
         base,
     );
+    if let (Some(c), Some(copy), [index]) = (copies, &summary.index_copy, rec.index.as_slice())
+        && let Err(e) = c.record(&a.set, index, copy)
+    {
+        ui.warn(format_args!(
+            "{label}: the local copy of its index could not be recorded ({e}): its next backup is full"
+        ));
+    }
     ui.info(set_line(&d.name, &rec));
     Ok((rec, summary.depends_on))
 }
@@ -883,6 +953,33 @@ fn prune(
                 format!("could not remove old backup {}: {e}", x.name),
             ),
         }
+    }
+}
+
+/// Removes the local index copies of this destination that can no longer be a base (`index_copy::stale`), once the
+/// new backup is in place and retention has run; a failure is said, and changes nothing else.
+fn prune_index_copies(d: &DestinationPlan, world: &DestinationWorld, observed: &Observed, ui: &Ui) {
+    let root = &observed.world.backup_root;
+    let copies = super::index_copy::list(root, &d.name);
+    if copies.is_empty() {
+        return;
+    }
+    let Ok(listing) = open_backups(world).and_then(|b| layout::list_in(&b).map_err(flat)) else {
+        return;
+    };
+    let stale = super::index_copy::stale(&copies, &listing, &[]);
+    for f in super::index_copy::remove(root, &d.name, &stale) {
+        ui.warn(format_args!(
+            "{}: could not remove the local index copy {f}",
+            d.name
+        ));
+    }
+    for c in &stale {
+        ui.step(format_args!(
+            "{}: removed local index copy {} (no longer a base)",
+            d.name,
+            super::index_copy::shown(c)
+        ));
     }
 }
 

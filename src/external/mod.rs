@@ -6,6 +6,7 @@
 //! - [`plan`]: the pure, serialisable plan (`--dry-run` prints it) and the snapshot choice.
 //! - [`retention`]: which backups a drive keeps, and which go first for space, as pure functions.
 //! - [`chain`]: a set's chain of archives on a drive, and whether the next archive is full or incremental (pure).
+//! - [`index_copy`]: local plaintext copies of encrypted sets' indexes, the next incremental's base manifest.
 //! - [`exec`]: carrying the plan out, destination by destination.
 //!
 //! Order of a real run: take the lock on the backup root, observe (exit 5 when no destination is present), pick the
@@ -15,6 +16,7 @@
 pub mod chain;
 pub mod cloud;
 pub mod exec;
+pub mod index_copy;
 pub mod layout;
 pub mod observe;
 pub mod plan;

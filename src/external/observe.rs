@@ -279,7 +279,18 @@ pub fn observe(
         // Where an incremental is likely, what it would store: the change detection alone (stats and the base's
         // index; contents are read only when a content comparison is due, and then not here: counted as changed).
         let mut incremental = BTreeMap::new();
+        // An encrypted chain's base manifest is the local plaintext copy of its index: here and trusted, or why not.
+        let mut base_copies = BTreeMap::new();
         for (set, name) in &chosen {
+            let facts = super::chain::facts(&listing, set, &damaged);
+            if encryption.is_some()
+                && let Some(f) = &facts
+            {
+                base_copies.insert(
+                    set.clone(),
+                    base_copy(root, &d.destination.name, &listing, &f.base, set),
+                );
+            }
             let choice = super::chain::choose(
                 super::chain::ChoiceInputs {
                     policy: settings.external_incremental,
@@ -287,8 +298,11 @@ pub fn observe(
                     encryption: encryption.as_ref(),
                     content_every: super::chain::content_every(settings.schedule.full),
                     now: chrono::Local::now().naive_local(),
+                    base_copy: base_copies.get(set).map(|r: &Result<(), String>| {
+                        r.as_ref().map(|_| ()).map_err(String::as_str)
+                    }),
                 },
-                super::chain::facts(&listing, set, &damaged).as_ref(),
+                facts.as_ref(),
             );
             if choice.base.is_none() {
                 continue;
@@ -302,7 +316,14 @@ pub fn observe(
                         .ok_or_else(|| anyhow::anyhow!("no backups directory"))
                 })
                 .and_then(|backups| {
-                    let mut base = super::exec::open_base(&listing, &backups, set, &choice, root)?;
+                    let mut base = super::exec::open_base(
+                        &listing,
+                        &backups,
+                        set,
+                        &choice,
+                        root,
+                        &d.destination.name,
+                    )?;
                     base.compare_content = false;
                     Ok(archive::scan_against(
                         &root.join(name),
@@ -323,12 +344,22 @@ pub fn observe(
             passphrase_file,
             damaged,
             incremental,
+            index_copies: super::index_copy::list(root, &d.destination.name),
+            base_copies,
         });
     }
 
     Ok(Observed {
         world: World {
             backup_root: root.clone(),
+            index_copies_orphaned: super::index_copy::orphaned(
+                root,
+                &settings
+                    .destinations
+                    .iter()
+                    .map(|d| d.name.as_str())
+                    .collect::<Vec<_>>(),
+            ),
             host: media::hostname(),
             mode: settings.external_mode,
             only_destination: options.destination.clone(),
@@ -346,6 +377,28 @@ pub fn observe(
         scans,
         snapshot_meta: metas,
     })
+}
+
+/// Whether the local plaintext copy of `set`'s index in backup `base` is here and matches the encrypted index the
+/// drive's `backup.json` records (`external::index_copy::trusted`), else why not.
+fn base_copy(
+    root: &std::path::Path,
+    destination: &str,
+    listing: &layout::DriveListing,
+    base: &str,
+    set: &str,
+) -> Result<(), String> {
+    let rec = listing
+        .backups
+        .iter()
+        .find(|b| b.name == base)
+        .and_then(|b| b.meta.as_ref())
+        .and_then(|m| m.sets.iter().find(|s| s.set == set))
+        .ok_or_else(|| format!("backup {base} holds no set {set}"))?;
+    let [index] = rec.index.as_slice() else {
+        return Err("the base's index is in parts".into());
+    };
+    super::index_copy::trusted(root, destination, base, set, index).map(|_| ())
 }
 
 /// The verified backups with a set whose archive or index file is missing, not a regular file, or not the size

@@ -48,6 +48,10 @@ pub struct ExternalPlan {
     /// The cloud destinations uploaded to (or refused), after the drives.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clouds: Vec<super::cloud::CloudPlan>,
+    /// Local plaintext index copies of destinations no longer in the config (`<backup_root>/.index-copies/<name>`):
+    /// removed after the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub index_copies_orphaned: Vec<String>,
 }
 
 /// Which snapshot of a set goes to the drive.
@@ -156,6 +160,14 @@ pub struct DestinationPlan {
     /// asked on the terminal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passphrase_file: Option<PathBuf>,
+    /// Encrypted, with incrementals on: where the local plaintext copies of the new backup's indexes go (owner-only,
+    /// under the backup root), the next incremental's base manifest (`external::index_copy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_copy_dir: Option<PathBuf>,
+    /// Local copies of this destination's indexes (`<stamp>/<set>`) that can no longer be a base once the new backup
+    /// is in place and retention has run: removed then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub index_copies_removed: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +345,8 @@ pub fn choose_snapshot(snapshots: &[SnapshotSummary], allow_incomplete: bool) ->
 #[derive(Debug, Clone)]
 pub struct World {
     pub backup_root: PathBuf,
+    /// The directories of local index copies whose destination is not in the config (`external::index_copy`).
+    pub index_copies_orphaned: Vec<String>,
     pub host: String,
     pub mode: ExternalMode,
     pub only_destination: Option<String>,
@@ -381,6 +395,10 @@ pub struct DestinationWorld {
     pub damaged: std::collections::BTreeMap<String, String>,
     /// By set: what an incremental on the likely base would store (the change detection, run while observing).
     pub incremental: std::collections::BTreeMap<String, ArchiveEstimate>,
+    /// The local plaintext copies of this destination's encrypted indexes (`<stamp>/<set>`, and leftovers).
+    pub index_copies: Vec<String>,
+    /// By encrypted set with a chain here: whether the copy of its base's index is here and trusted, else why not.
+    pub base_copies: std::collections::BTreeMap<String, Result<(), String>>,
 }
 
 /// Options of one run.
@@ -476,6 +494,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
 
     ExternalPlan {
         backup_root: world.backup_root.clone(),
+        index_copies_orphaned: world.index_copies_orphaned.clone(),
         host: world.host.clone(),
         mode: world.mode,
         only_destination: world.only_destination.clone(),
@@ -556,6 +575,27 @@ fn destination_plan(
 
     let decisions = retention_after(d, &archives, &room, stamp, opts);
     let notes = drive_notes(d, &backups_dir);
+    let index_copy_dir = (d.encryption.is_some() && world.incremental.enabled).then(|| {
+        world
+            .backup_root
+            .join(super::index_copy::DIR)
+            .join(&d.settings.name)
+            .join(stamp)
+    });
+    // The copies left after this run: those of backups retention keeps, not superseded by this run's.
+    let index_copies_removed = {
+        let mut after = d.listing.clone();
+        after.backups.retain(|b| {
+            decisions.iter().any(|x| x.keep && x.name == b.name)
+                && !room.removed.iter().any(|x| x.name == b.name)
+        });
+        let written: Vec<String> = archives
+            .iter()
+            .filter(|_| index_copy_dir.is_some())
+            .map(|a| a.set.clone())
+            .collect();
+        super::index_copy::stale(&d.index_copies, &after, &written)
+    };
     let fuse = info.mount_fs_type.starts_with("fuse");
 
     DestinationPlan {
@@ -608,6 +648,8 @@ fn destination_plan(
             .as_ref()
             .filter(|e| e.passphrase)
             .and(d.passphrase_file.clone()),
+        index_copy_dir,
+        index_copies_removed,
     }
 }
 
@@ -648,6 +690,10 @@ fn archive_targets(
                     encryption: enc,
                     content_every: world.content_every,
                     now: opts.now,
+                    base_copy: d
+                        .base_copies
+                        .get(&s.set)
+                        .map(|r| r.as_ref().map(|_| ()).map_err(String::as_str)),
                 },
                 super::chain::facts(&d.listing, &s.set, &d.damaged).as_ref(),
             );
@@ -912,6 +958,13 @@ pub fn render(plan: &ExternalPlan) -> String {
     for u in &plan.unused {
         let _ = writeln!(out, "\ndestination {}: not used: {}", u.name, u.reason);
     }
+    for n in &plan.index_copies_orphaned {
+        let _ = writeln!(
+            out,
+            "\nlocal index copies of destination {}: removed after the run (no such destination in the config)",
+            super::index_copy::shown(n)
+        );
+    }
     for d in &plan.destinations {
         render_destination(
             &mut out,
@@ -1068,6 +1121,20 @@ fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
     }
     for x in removed {
         let _ = writeln!(out, "  remove    {} ({})", x.name, x.reasons.join("; "));
+    }
+    if let Some(dir) = &d.index_copy_dir {
+        let _ = writeln!(
+            out,
+            "  index     a plaintext copy of each index in {} (owner-only; the next incremental's base)",
+            dir.display()
+        );
+    }
+    for c in &d.index_copies_removed {
+        let _ = writeln!(
+            out,
+            "  remove    local index copy {} (no longer a base)",
+            super::index_copy::shown(c)
+        );
     }
     for n in &d.notes {
         let _ = writeln!(out, "  note      {n}");

@@ -269,10 +269,13 @@ fn world() -> World {
             passphrase_file: None,
             damaged: Default::default(),
             incremental: Default::default(),
+            index_copies: Vec::new(),
+            base_copies: Default::default(),
         }],
         incremental: Default::default(),
         force_full: false,
         content_every: None,
+        index_copies_orphaned: Vec::new(),
         system: None,
     }
 }

@@ -561,7 +561,35 @@ fn apply_archive(
 ) -> Result<(), RestoreError> {
     // One reader per archive read: this one, and those of the chain an incremental's files are kept in.
     let mut readers: HashMap<Option<String>, Option<archive::ArchiveReader>> = HashMap::new();
+    // ` (its content is kept in backup <stamp>'s <archive>)`: where a file an incremental keeps in an earlier backup
+    // is read from, for its errors.
+    let kept_in = |stamp: &str| {
+        let name = chain_archive(chain, stamp)
+            .ok()
+            .map(|a| a.label())
+            .and_then(|l| {
+                Path::new(&l)
+                    .file_name()
+                    .map(|n| format!("'s {}", show(n.as_bytes())))
+            })
+            .unwrap_or_default();
+        format!(
+            " (its content is kept in backup {}{name})",
+            show(stamp.as_bytes())
+        )
+    };
+    let located = |applier: &mut Applier<'_>, from: usize, stored_in: Option<&str>| {
+        if let Some(stamp) = stored_in {
+            applier.locate_errors(from, &kept_in(stamp));
+        }
+    };
+    // The item whose content an earlier backup keeps, and the errors before it: its errors name that backup.
+    let mut pending: Option<(usize, String)> = None;
     for item in plan.items.iter().filter(|i| !i.implicit) {
+        if let Some((from, stamp)) = pending.take() {
+            located(applier, from, Some(&stamp));
+        }
+        let errors_before = applier.summary().errors.len();
         let writes = matches!(item.action, Action::Create | Action::Replace);
         let loc = item
             .entry
@@ -572,13 +600,15 @@ fn apply_archive(
             applier.apply(&item.entry, None)?;
             continue;
         }
-        let source_err = |source| RestoreError::Source {
-            name: item.path.clone(),
-            error: source,
-        };
         let stored_in = loc
             .and_then(|l| l.index.as_ref())
             .and_then(|i| i.stored_in.as_deref());
+        pending = stored_in.map(|s| (errors_before, s.to_string()));
+        let kept = stored_in.map(kept_in).unwrap_or_default();
+        let source_err = |source| RestoreError::Source {
+            name: format!("{}{kept}", item.path),
+            error: source,
+        };
         let archive = match stored_in {
             None => this,
             Some(stamp) => chain_archive(chain, stamp).map_err(source_err)?,
@@ -692,6 +722,9 @@ fn apply_archive(
             *reader = None;
         }
         done(item.entry.size);
+    }
+    if let Some((from, stamp)) = pending.take() {
+        located(applier, from, Some(&stamp));
     }
     Ok(())
 }
@@ -917,6 +950,51 @@ pub(crate) fn entry_header_matches(
         HeaderError::Read(e) => format!("cannot be read there: {e}"),
         HeaderError::Mismatch(why) => format!("its header there disagrees with the index: {why}"),
     })
+}
+
+/// `--verify --deep` of a file an incremental keeps in an earlier archive: every byte it stores at its line's data
+/// offset in `r` read and hashed against its line (a sparse member: its map and data against the stored sha256).
+/// Returns the bytes read.
+pub(crate) fn entry_content_matches(
+    r: &mut archive::ArchiveReader,
+    ie: &IndexEntry,
+) -> Result<u64, String> {
+    let unreadable = |e: io::Error| format!("its content cannot be read there: {e}");
+    if let Some(loc) = sparse_of_index(ie) {
+        let (_, mut data) = sparse::open(r, &loc).map_err(|e| match e {
+            MapError::Io(e) => unreadable(e),
+            other => format!("its sparse map there is damaged: {other}"),
+        })?;
+        let n = io::copy(&mut data, &mut io::sink()).map_err(|e| {
+            if e.kind() == io::ErrorKind::InvalidData {
+                format!("its content there does not match the index ({e})")
+            } else {
+                unreadable(e)
+            }
+        })?;
+        return Ok(n);
+    }
+    let Some(want) = ie.sha256 else {
+        return Err("the index gives no sha256 for it".into());
+    };
+    r.seek(SeekFrom::Start(ie.data_offset))
+        .map_err(unreadable)?;
+    let (n, got) =
+        crate::stdx::sha256_reader(&mut r.take(ie.size), &mut vec![0u8; 1 << 20], |_| {})
+            .map_err(unreadable)?;
+    if n != ie.size {
+        return Err(format!(
+            "the archive holds {n} bytes of it there, {} expected",
+            ie.size
+        ));
+    }
+    if archive::Digest(got) != want {
+        return Err(format!(
+            "its content there has sha256 {}, the index says {want}",
+            archive::Digest(got)
+        ));
+    }
+    Ok(n)
 }
 
 /// Why an entry's header could not be checked.

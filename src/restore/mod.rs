@@ -69,6 +69,8 @@ pub struct Request {
     pub refuse_escaping_links: bool,
     /// Keep what a restore replaces in `displaced/` (unless `--no-keep`).
     pub keep: bool,
+    /// `--verify --deep`: also read every byte an incremental keeps in earlier backups.
+    pub deep: bool,
 }
 
 impl Request {

@@ -67,6 +67,9 @@ pub struct VerifyReport {
     /// What was not checked, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// `--verify --deep`: every byte an incremental's manifest keeps in earlier backups was read and hashed too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deep: bool,
 }
 
 fn yes() -> bool {
@@ -104,6 +107,16 @@ pub struct SetReport {
     /// Whether its contents were checked (false: encrypted, and checked without the identity).
     #[serde(default = "yes")]
     pub content_checked: bool,
+    /// An incremental: the files its manifest keeps in earlier backups, each checked there (its header; with
+    /// `--deep` its content too), and the content bytes `--deep` read for them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub referenced_files: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub referenced_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A problem: where (an archive, a file) and which entry first.
@@ -396,7 +409,7 @@ pub fn verify_drive_backup(
     backup: &DriveBackup,
     keys: Option<&Arc<Keys>>,
     scope: &[Scope],
-    list: bool,
+    (list, deep): (bool, bool),
     bar: &mut dyn FnMut(u64),
 ) -> VerifyReport {
     let dir = &backup.dir.path;
@@ -440,7 +453,7 @@ pub fn verify_drive_backup(
         let (report, would) = verify_set(
             backup,
             &set,
-            (&archive, index.as_ref()),
+            (&archive, index.as_ref(), deep),
             Would::new(&set, &names, list),
             sums.as_ref(),
             &mut found,
@@ -492,6 +505,7 @@ pub fn verify_drive_backup(
         would_restore: would_all,
         content_checked: unchecked.is_empty(),
         warnings,
+        deep,
     }
 }
 
@@ -652,6 +666,8 @@ fn unreadable_set(backup: &DriveBackup, set: &str) -> SetReport {
         ok: false,
         encrypted: false,
         content_checked: true,
+        referenced_files: 0,
+        referenced_bytes: 0,
     }
 }
 
@@ -662,7 +678,7 @@ fn unreadable_set(backup: &DriveBackup, set: &str) -> SetReport {
 fn verify_set(
     backup: &DriveBackup,
     set: &str,
-    (archive, index): (&ArchiveFiles, Option<&ArchiveFiles>),
+    (archive, index, deep): (&ArchiveFiles, Option<&ArchiveFiles>, bool),
     would: Would,
     sums: Option<&Sums>,
     found: &mut Findings,
@@ -693,6 +709,8 @@ fn verify_set(
         ok: false,
         encrypted,
         content_checked: !encrypted || decrypt.is_some(),
+        referenced_files: 0,
+        referenced_bytes: 0,
     };
     let mut stream_hash = None;
     let before = problems.len();
@@ -711,15 +729,20 @@ fn verify_set(
     } else {
         match plaintext(decrypt, &mut parts, &label) {
             Err(e) => problems.push(issue(Path::new(&label), None, e)),
-            Ok(plain) => check_stream(
-                &label,
-                plain,
-                (index, &mut ChainCheck::new(backup, set, archive)),
-                &mut watch,
-                &mut report,
-                &mut stream_hash,
-                problems,
-            ),
+            Ok(plain) => {
+                let mut chain = ChainCheck::new(backup, set, archive, deep);
+                check_stream(
+                    &label,
+                    plain,
+                    (index, &mut chain),
+                    &mut watch,
+                    &mut report,
+                    &mut stream_hash,
+                    problems,
+                );
+                report.referenced_files = chain.files;
+                report.referenced_bytes = chain.bytes;
+            }
         }
         // Everything after the final chunk is read too: trailing bytes are damage.
         if encrypted && problems.len() == before {
@@ -769,17 +792,23 @@ fn verify_set(
 
 /// The archives of the same set in the backups an incremental's manifest points into, each opened once: present,
 /// listed in that backup's own `verification.sha256`, and holding every referenced entry under the header its line
-/// describes (name, type, size, mode, owner, mtime, data offset).
+/// describes (name, type, size, mode, owner, mtime, data offset); with `deep`, every byte of its content too (read
+/// and hashed against its line: a byte changed in an earlier archive is caught only so, since the plain check reads
+/// headers and the earlier backup's own files are hashed only by verifying that backup).
 struct ChainCheck {
     backups_dir: PathBuf,
     /// The set's archive name (the same in every backup of a chain: same set, same encryption).
     name: String,
     keys: Option<Arc<Keys>>,
     opened: std::collections::HashMap<String, Result<archive::ArchiveReader, String>>,
+    deep: bool,
+    /// Referenced files checked, and the content bytes read for them (`deep`).
+    files: u64,
+    bytes: u64,
 }
 
 impl ChainCheck {
-    fn new(backup: &DriveBackup, set: &str, archive: &ArchiveFiles) -> ChainCheck {
+    fn new(backup: &DriveBackup, set: &str, archive: &ArchiveFiles, deep: bool) -> ChainCheck {
         let dir = &backup.dir.path;
         ChainCheck {
             backups_dir: dir.parent().unwrap_or(dir).to_path_buf(),
@@ -791,6 +820,9 @@ impl ChainCheck {
                 .unwrap_or_default(),
             keys: archive.keys.clone(),
             opened: Default::default(),
+            deep,
+            files: 0,
+            bytes: 0,
         }
     }
 
@@ -818,10 +850,29 @@ impl ChainCheck {
             let r = self.open(&stamp);
             self.opened.insert(stamp.clone(), r);
         }
-        match self.opened.get_mut(&stamp).expect("inserted above") {
-            Err(why) => Err(why.clone()),
-            Ok(r) => super::content::entry_header_matches(r, e)
-                .map_err(|why| format!("in backup {stamp}'s {}: {why}", self.name)),
+        self.files += 1;
+        let deep = self.deep;
+        let opened = self.opened.get_mut(&stamp).expect("inserted above");
+        let result = match opened {
+            Err(why) => return Err(why.clone()),
+            Ok(r) => super::content::entry_header_matches(r, e).and_then(|()| {
+                if deep {
+                    super::content::entry_content_matches(r, e)
+                } else {
+                    Ok(0)
+                }
+            }),
+        };
+        match result {
+            Ok(n) => {
+                self.bytes = self.bytes.saturating_add(n);
+                Ok(())
+            }
+            Err(why) => {
+                // age's reader is not to be trusted after a chunk that failed: the next entry reopens it.
+                self.opened.remove(&stamp);
+                Err(format!("in backup {stamp}'s {}: {why}", self.name))
+            }
         }
     }
 }
@@ -1096,6 +1147,7 @@ pub fn verify_snapshots(
         would_restore: Vec::new(),
         intact: false,
         content_checked: true,
+        deep: false,
         warnings: Vec::new(),
     };
     for snap in snapshots {
@@ -1229,6 +1281,8 @@ pub fn verify_snapshot(
         ok: false,
         encrypted: false,
         content_checked: true,
+        referenced_files: 0,
+        referenced_bytes: 0,
     };
     let content = SetContent::Snapshot { root: root.clone() };
     let mut buf = vec![0u8; 1 << 20];
@@ -1373,6 +1427,21 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
             bytes(s.bytes),
             if s.ok { "intact" } else { "DAMAGED" },
         );
+        if s.referenced_files > 0 {
+            let _ = writeln!(
+                out,
+                "    {} kept in earlier backups: {}",
+                counted(s.referenced_files, "file", "files"),
+                if r.deep {
+                    format!(
+                        "every byte read and checked ({})",
+                        bytes(s.referenced_bytes)
+                    )
+                } else {
+                    "their headers there checked (--deep reads every byte)".to_string()
+                }
+            );
+        }
     }
     let _ = writeln!(
         out,

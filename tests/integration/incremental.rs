@@ -179,7 +179,7 @@ fn a_second_backup_is_an_incremental_on_the_first() {
 }
 
 /// The shell blocks of docs/RESTORE.md tagged `sh <tag>`, in order.
-fn guide_blocks(tag: &str) -> Vec<String> {
+pub(crate) fn guide_blocks(tag: &str) -> Vec<String> {
     let fence = format!("```sh {tag}");
     let guide =
         fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/RESTORE.md")).unwrap();
@@ -225,7 +225,8 @@ fn a_damaged_base_gets_a_full() {
 
 /// A base archive truncated after an incremental was written on it: `--verify` of the incremental names the broken
 /// link (the backup, the archive and the file), a file the incremental stores itself still restores, one kept in the
-/// base is refused (its bytes are not all there), and the next external writes a full. (Before: there were no chains to break.)
+/// base is refused (its bytes are not all there) naming the base backup and archive, and the next external writes a
+/// full. (Before: there were no chains to break.)
 #[test]
 fn a_broken_link_is_named_and_the_rest_still_restores() {
     let (t, drive) = incremental_world();
@@ -265,8 +266,12 @@ fn a_broken_link_is_named_and_the_rest_still_restores() {
     restore("projects/p03.txt", 0);
     let out = restore("big.bin", 1);
     let text = format!("{}{}", out.stdout, out.stderr);
+    // The base backup is named, not only the archive (before: "...; not restored" alone).
     assert!(
-        text.contains("big.bin: the backup holds 2560 bytes for it, 614400 expected; not restored"),
+        text.contains(&format!(
+            "big.bin: the backup holds 2560 bytes for it, 614400 expected; not restored (its content is kept \
+             in backup {first}'s data.tar)"
+        )),
         "{text}"
     );
 
@@ -379,4 +384,92 @@ fn retention_keeps_the_chain_of_a_kept_backup() {
         ])
         .args([&target])
         .status(0);
+}
+
+/// `ls` and `find` say which drive backups are full and which incremental (on which base), as text and JSON; a local
+/// snapshot is neither. (Before: they listed a backup's entries without saying what kind of archive held them.)
+#[test]
+fn ls_and_find_show_full_or_incremental() {
+    let (t, _drive) = incremental_world();
+    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    t.write("home/data/projects/p03.txt", content(2000, 333));
+    collect(&t);
+    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let data = t.home().join("data");
+    let ls = |date: &str, json: bool| {
+        let mut c = t.cmd();
+        if json {
+            c = c.args(["--json"]);
+        }
+        c.args(["ls", "--source", "drive", "--date", date, "--set", "data"])
+            .args([&data])
+            .status(0)
+            .stdout
+    };
+    let kinds = |text: &str| {
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        let b = &v["backups"][0];
+        (b["kind"].clone(), b["base"].clone())
+    };
+    assert_eq!(
+        kinds(&ls(&second, true)),
+        (serde_json::json!("incremental"), serde_json::json!(first))
+    );
+    assert_eq!(
+        kinds(&ls(&first, true)),
+        (serde_json::json!("full"), serde_json::Value::Null)
+    );
+    let text = ls(&second, false);
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .ends_with(&format!(" (incremental on {first})")),
+        "{text}"
+    );
+    assert!(
+        ls(&first, false)
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(" (full)")
+    );
+
+    let found: serde_json::Value = serde_json::from_str(
+        &t.cmd()
+            .args(["--json", "find", "projects/p03.txt"])
+            .status(0)
+            .stdout,
+    )
+    .unwrap();
+    let versions: Vec<(String, String, Option<String>)> = found["matches"][0]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["stamp"].as_str().unwrap().to_string(),
+                v["backup_kind"].as_str().unwrap_or("-").to_string(),
+                v["base"].as_str().map(str::to_string),
+            )
+        })
+        .filter(|v| v.1 != "-")
+        .collect();
+    assert_eq!(
+        versions,
+        vec![
+            (second.clone(), "incremental".into(), Some(first.clone())),
+            (first.clone(), "full".into(), None),
+        ]
+    );
+    let text = t.cmd().args(["find", "projects/p03.txt"]).status(0).stdout;
+    let row = |stamp: &str| {
+        text.lines()
+            .find(|l| l.contains(stamp) && l.contains(" drive "))
+            .unwrap_or_else(|| panic!("{stamp}: {text}"))
+            .to_string()
+    };
+    assert!(row(&second).contains("  incremental  "), "{text}");
+    assert!(row(&first).contains("  full  "), "{text}");
+    assert!(text.contains("  snapshot  "), "{text}");
 }

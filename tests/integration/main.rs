@@ -17,6 +17,7 @@ mod collect;
 mod config;
 mod config_safety;
 mod encryption;
+mod encryption_chain;
 mod encryption_restore;
 mod escape;
 mod exclusions;

@@ -129,8 +129,13 @@ fn choices_table() {
         encryption: None,
         content_every: content_every(crate::config::Full::Weekly),
         now: t(now),
+        base_copy: None,
     };
     let day4 = "2026-12-04-031500";
+    let enc_chain = chain(1, 10).map(|mut c| {
+        c.base_encryption = Some(enc.clone());
+        c
+    });
     type Case<'a> = (&'a str, ChoiceInputs<'a>, Option<ChainFacts>, &'a str);
     let cases: Vec<Case> = vec![
         (
@@ -158,13 +163,33 @@ fn choices_table() {
             "full: incremental archives are off",
         ),
         (
-            "encrypted",
+            "encrypted, no local copy of the base's index",
             ChoiceInputs {
                 encryption: Some(&enc),
                 ..inputs(day4)
             },
-            chain(1, 10),
-            "full: incrementals of encrypted sets",
+            enc_chain.clone(),
+            "full: no trusted local copy of the encrypted base index",
+        ),
+        (
+            "encrypted, the copy changed",
+            ChoiceInputs {
+                encryption: Some(&enc),
+                base_copy: Some(Err("it was changed since it was written (size or sha256)")),
+                ..inputs(day4)
+            },
+            enc_chain.clone(),
+            "full: no trusted local copy of the encrypted base index (it was changed since",
+        ),
+        (
+            "encrypted, a trusted copy",
+            ChoiceInputs {
+                encryption: Some(&enc),
+                base_copy: Some(Ok(())),
+                ..inputs(day4)
+            },
+            enc_chain.clone(),
+            "incremental on 2026-12-02-031500 (chain 3 of 7)",
         ),
         (
             "nothing here",

@@ -315,6 +315,14 @@ impl<'p> Applier<'p> {
         Ok(())
     }
 
+    /// Adds `where_` to the errors recorded since there were `from` of them (the source names where the entry's
+    /// content was read from, which the engine does not know: an earlier backup of a chain, say).
+    pub fn locate_errors(&mut self, from: usize, where_: &str) {
+        for p in self.summary.errors.iter_mut().skip(from) {
+            p.message.push_str(where_);
+        }
+    }
+
     /// Finishes: directories get their owner, mode and mtime (deepest first), directories are fsynced, and the
     /// entries never handed over are reported. Returns what was done.
     pub fn finish(mut self) -> Summary {

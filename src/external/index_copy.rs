@@ -1,0 +1,540 @@
+//! Local plaintext copies of encrypted sets' indexes, under `<backup_root>/.index-copies/<destination>/<stamp>/`:
+//! written beside the encrypted index while `external` writes it, read by the next `external` as the base manifest
+//! of an encrypted chain (change detection), since backing up never reads an identity.
+//!
+//! ```text
+//! <root>/.index-copies/                          0700
+//! <root>/.index-copies/<destination>/            0700, one per drive (its name in the config)
+//! <root>/.index-copies/<destination>/<stamp>/    0700, the backup the copies belong to
+//!   <set>.index                                  0600, the index's plaintext (JSON lines, as in the archive)
+//!   <set>.json                                   0600, a [`CopyRecord`]: the encrypted index it is a copy of
+//! <root>/.index-copies/<destination>/.tmp-<stamp>-<pid>/   being written; renamed to <stamp> once the backup is
+//!                                                          in place on the drive, removed otherwise
+//! ```
+//!
+//! Nothing new leaks: the local snapshots beside it are plaintext already, and the copy is owner-only like them.
+//! Nothing about it goes to the drive: the binding between a copy and the drive's backup lives here, in its
+//! record (the encrypted index's name, size and sha256 as written, and the plaintext's size and sha256). A copy is
+//! trusted only when its record matches what the drive's `backup.json` says of the base's encrypted index and the
+//! copy hashes to its recorded plaintext digest ([`trusted`]); otherwise the next archive is a full, saying why.
+//! Restore and verify never read a copy: they decrypt the drive's indexes with the identity.
+//!
+//! A copy is kept only while it can be a base: for the newest backup of its set on its destination ([`stale`]), and
+//! only for destinations still in the config ([`orphaned`]).
+
+use std::ffi::OsStr;
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use super::layout::{DriveListing, FileRecord};
+use crate::archive::{Digest, Sink, WrittenFile};
+use crate::stdx::fs::Dir;
+
+/// The directory under the backup root.
+pub const DIR: &str = ".index-copies";
+const TMP_PREFIX: &str = ".tmp-";
+const RECORD_FORMAT: u32 = 1;
+const MAX_RECORD_BYTES: u64 = 64 << 10;
+
+/// What `<set>.json` says of the copy beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyRecord {
+    pub format: u32,
+    pub destination: String,
+    pub stamp: String,
+    pub set: String,
+    /// The encrypted index on the drive, as `backup.json` records it.
+    pub index: FileRecord,
+    pub plain_bytes: u64,
+    pub plain_sha256: Digest,
+}
+
+/// The copies of one backup being written: a temporary directory, promoted once the backup is in place.
+pub struct Pending {
+    parent: Dir,
+    tmp_name: String,
+    tmp: Dir,
+    destination: String,
+    stamp: String,
+    promoted: bool,
+}
+
+fn create_dirs(root: &Path, destination: &str) -> io::Result<Dir> {
+    let root = Dir::open(root).map_err(io::Error::other)?;
+    let (top, _) = root.sub_or_create(DIR, 0o700).map_err(io::Error::other)?;
+    let (dest, _) = top
+        .sub_or_create(destination, 0o700)
+        .map_err(io::Error::other)?;
+    Ok(dest)
+}
+
+impl Pending {
+    /// Starts the copies of backup `stamp` on `destination` (a config name: a safe file name).
+    pub fn start(root: &Path, destination: &str, stamp: &str) -> io::Result<Pending> {
+        let parent = create_dirs(root, destination)?;
+        let tmp_name = format!("{TMP_PREFIX}{stamp}-{}", std::process::id());
+        parent.remove_tree(&tmp_name).map_err(io::Error::other)?;
+        let tmp = parent
+            .create_sub(&tmp_name, 0o700)
+            .map_err(io::Error::other)?;
+        Ok(Pending {
+            parent,
+            tmp_name,
+            tmp,
+            destination: destination.to_string(),
+            stamp: stamp.to_string(),
+            promoted: false,
+        })
+    }
+
+    /// The sink of `set`'s copy (`<set>.index`, 0600).
+    pub fn sink(&self, set: &str) -> io::Result<Box<dyn Sink>> {
+        let name = format!("{set}.index");
+        let file = self
+            .tmp
+            .create_file(&name, 0o600)
+            .map_err(io::Error::other)?;
+        Ok(Box::new(CopySink {
+            path: self.tmp.join(&name),
+            dir: self.tmp.clone(),
+            out: io::BufWriter::with_capacity(1 << 16, file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        }))
+    }
+
+    /// Records what `set`'s copy is a copy of: `index`, the encrypted index as written to the drive.
+    pub fn record(&self, set: &str, index: &FileRecord, plain: &WrittenFile) -> io::Result<()> {
+        let rec = CopyRecord {
+            format: RECORD_FORMAT,
+            destination: self.destination.clone(),
+            stamp: self.stamp.clone(),
+            set: set.to_string(),
+            index: index.clone(),
+            plain_bytes: plain.bytes,
+            plain_sha256: plain.sha256,
+        };
+        let mut f = self
+            .tmp
+            .create_file(format!("{set}.json"), 0o600)
+            .map_err(io::Error::other)?;
+        f.write_all(&serde_json::to_vec_pretty(&rec).map_err(io::Error::other)?)?;
+        f.sync_all()
+    }
+
+    /// Renames the copies into place (`<stamp>`), once the backup is in place on the drive.
+    pub fn promote(mut self) -> io::Result<()> {
+        self.tmp.fsync().map_err(io::Error::other)?;
+        self.parent
+            .rename(&self.tmp_name, &self.stamp, true)
+            .map_err(io::Error::other)?;
+        self.promoted = true;
+        self.parent.fsync().map_err(io::Error::other)
+    }
+}
+
+impl Drop for Pending {
+    /// Copies of a backup that was not promoted are never used: removed.
+    fn drop(&mut self) {
+        if !self.promoted {
+            let _ = self.parent.remove_tree(&self.tmp_name);
+        }
+    }
+}
+
+/// A 0600 file in the copies' temporary directory, hashed as it is written.
+struct CopySink {
+    path: PathBuf,
+    dir: Dir,
+    out: io::BufWriter<std::fs::File>,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl Write for CopySink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl Sink for CopySink {
+    fn finish(self: Box<Self>) -> io::Result<Vec<WrittenFile>> {
+        let CopySink {
+            path,
+            dir,
+            out,
+            hasher,
+            bytes,
+        } = *self;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        dir.fsync().map_err(io::Error::other)?;
+        Ok(vec![WrittenFile {
+            path,
+            bytes,
+            sha256: Digest(hasher.finalize().into()),
+        }])
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn single_file(&self) -> bool {
+        true
+    }
+}
+
+/// The copy of `set`'s index of backup `stamp` on `destination`, when it can be trusted as a copy of `index` (the
+/// drive's encrypted index, as its `backup.json` records it): its record names this backup and set and exactly that
+/// encrypted index, and the copy hashes to the plaintext digest recorded. Otherwise why not (for the dry run).
+pub fn trusted(
+    root: &Path,
+    destination: &str,
+    stamp: &str,
+    set: &str,
+    index: &FileRecord,
+) -> Result<PathBuf, String> {
+    let dir = Dir::open(root)
+        .and_then(|r| r.sub(DIR))
+        .and_then(|d| d.sub(destination))
+        .and_then(|d| d.sub(stamp))
+        .map_err(|e| {
+            if e.is_not_found() {
+                "there is none".to_string()
+            } else {
+                e.to_string()
+            }
+        })?;
+    let raw = dir
+        .read_bounded(format!("{set}.json"), MAX_RECORD_BYTES)
+        .map_err(|e| {
+            if e.is_not_found() {
+                "there is none".to_string()
+            } else {
+                format!("its record: {e}")
+            }
+        })?;
+    let rec: CopyRecord =
+        serde_json::from_slice(&raw).map_err(|e| format!("its record cannot be read: {e}"))?;
+    if rec.format != RECORD_FORMAT
+        || rec.destination != destination
+        || rec.stamp != stamp
+        || rec.set != set
+    {
+        return Err("its record names another backup".into());
+    }
+    if &rec.index != index {
+        return Err(format!(
+            "it is a copy of another {} than the drive's",
+            index.name
+        ));
+    }
+    let name = format!("{set}.index");
+    let mut f = dir.open_file(&name).map_err(|e| e.to_string())?;
+    let (bytes, sha) = crate::stdx::sha256_reader(&mut f, &mut vec![0u8; 1 << 20], |_| {})
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if (bytes, Digest(sha)) != (rec.plain_bytes, rec.plain_sha256) {
+        return Err("it was changed since it was written (size or sha256)".into());
+    }
+    Ok(dir.join(name))
+}
+
+/// Opens a copy [`trusted`] found, for reading (never through a symlink).
+pub fn open(path: &Path) -> io::Result<Box<dyn io::BufRead>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    Ok(Box::new(io::BufReader::with_capacity(1 << 16, f)) as Box<dyn io::BufRead>)
+}
+
+/// The directories of copies whose destination is not in the config (`configured`): no backup can ever be based on
+/// them again, so they go.
+pub fn orphaned(root: &Path, configured: &[&str]) -> Vec<String> {
+    let Ok(dir) = Dir::open(root).and_then(|r| r.sub(DIR)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = dir
+        .entries()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(n, _)| n.to_string_lossy().into_owned())
+        .filter(|n| !configured.contains(&n.as_str()))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Removes the directories [`orphaned`] found; the ones that could not be removed, with why.
+pub fn remove_orphaned(root: &Path, names: &[String]) -> Vec<String> {
+    let dir = match Dir::open(root).and_then(|r| r.sub(DIR)) {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return Vec::new(),
+        Err(e) => return vec![e.to_string()],
+    };
+    let failed = names
+        .iter()
+        .filter_map(|n| {
+            dir.remove_tree(n)
+                .err()
+                .map(|e| format!("{}: {e}", shown(n)))
+        })
+        .collect();
+    let _ = dir.fsync();
+    failed
+}
+
+/// The copies kept for `destination` (`<stamp>/<set>`), and leftovers of interrupted runs (`.tmp-...`).
+pub fn list(root: &Path, destination: &str) -> Vec<String> {
+    let Ok(dir) = Dir::open(root)
+        .and_then(|r| r.sub(DIR))
+        .and_then(|d| d.sub(destination))
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, _) in dir.entries().unwrap_or_default() {
+        let name = name.to_string_lossy().into_owned();
+        if name.starts_with(TMP_PREFIX) {
+            out.push(name);
+            continue;
+        }
+        let Ok(sub) = dir.sub(&name) else {
+            out.push(name);
+            continue;
+        };
+        let mut sets: Vec<String> = sub
+            .entries()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(n, _)| {
+                let n = n.as_bytes();
+                n.strip_suffix(b".index")
+                    .or_else(|| n.strip_suffix(b".json"))
+                    .map(|s| String::from_utf8_lossy(s).into_owned())
+            })
+            .collect();
+        sets.sort();
+        sets.dedup();
+        if sets.is_empty() {
+            out.push(name);
+            continue;
+        }
+        out.extend(sets.into_iter().map(|s| format!("{name}/{s}")));
+    }
+    out.sort();
+    out
+}
+
+/// Of `copies` ([`list`]), those no backup can use as its base any more: a copy is kept only for the newest backup
+/// of its set on the destination (`listing`, after this run), unless this run writes a newer one of the set
+/// (`written`), which supersedes it. Leftovers of interrupted runs are stale too.
+pub fn stale(copies: &[String], listing: &DriveListing, written: &[String]) -> Vec<String> {
+    copies
+        .iter()
+        .filter(|c| {
+            let Some((stamp, set)) = c.split_once('/') else {
+                return true;
+            };
+            if written.iter().any(|w| w == set) {
+                return true;
+            }
+            let newest = listing.backups.iter().rev().find(|b| {
+                b.meta
+                    .as_ref()
+                    .is_some_and(|m| m.sets.iter().any(|s| s.set == set))
+            });
+            newest.is_none_or(|b| b.name != stamp)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Removes `stale` copies ([`stale`]) of `destination`; the ones that could not be removed, with why.
+pub fn remove(root: &Path, destination: &str, stale: &[String]) -> Vec<String> {
+    let dir = match Dir::open(root)
+        .and_then(|r| r.sub(DIR))
+        .and_then(|d| d.sub(destination))
+    {
+        Ok(d) => d,
+        Err(e) if e.is_not_found() => return Vec::new(),
+        Err(e) => return vec![e.to_string()],
+    };
+    let mut failed = Vec::new();
+    for c in stale {
+        let r = match c.split_once('/') {
+            None => dir.remove_tree(c),
+            Some((stamp, set)) => dir.sub(stamp).and_then(|sub| {
+                for n in [format!("{set}.index"), format!("{set}.json")] {
+                    if sub.stat(&n)?.is_some() {
+                        sub.unlink(&n)?;
+                    }
+                }
+                if sub.entries()?.is_empty() {
+                    dir.remove_tree(stamp)?;
+                }
+                Ok(())
+            }),
+        };
+        if let Err(e) = r {
+            failed.push(format!("{c}: {e}"));
+        }
+    }
+    let _ = dir.fsync();
+    failed
+}
+
+/// Reads a whole copy (tests).
+#[cfg(test)]
+pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut v = Vec::new();
+    open(path)?.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// A name from a copy's listing, for messages.
+pub fn shown(name: &str) -> String {
+    crate::stdx::show(OsStr::new(name).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, b: u8) -> FileRecord {
+        FileRecord {
+            name: name.into(),
+            bytes: 10,
+            sha256: Digest([b; 32]),
+        }
+    }
+
+    /// A copy written, recorded and promoted is trusted for exactly the encrypted index it was recorded with; a
+    /// changed byte, another index or a missing record is not (and says why).
+    #[test]
+    fn a_copy_is_trusted_only_for_its_own_index_and_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let p = Pending::start(root, "T9", "2026-12-01-031500").unwrap();
+        let mut s = p.sink("data").unwrap();
+        s.write_all(b"{\"index\":2}\n").unwrap();
+        let w = s.finish().unwrap().pop().unwrap();
+        let enc = file("data.index.age", 1);
+        p.record("data", &enc, &w).unwrap();
+        p.promote().unwrap();
+        let dir = root.join(DIR).join("T9");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root.join(DIR)), 0o700);
+        assert_eq!(mode(&dir.join("2026-12-01-031500")), 0o700);
+        assert_eq!(mode(&dir.join("2026-12-01-031500/data.index")), 0o600);
+        assert_eq!(mode(&dir.join("2026-12-01-031500/data.json")), 0o600);
+
+        let path = trusted(root, "T9", "2026-12-01-031500", "data", &enc).unwrap();
+        assert_eq!(read(&path).unwrap(), b"{\"index\":2}\n");
+        let other = file("data.index.age", 2);
+        assert!(
+            trusted(root, "T9", "2026-12-01-031500", "data", &other)
+                .unwrap_err()
+                .contains("another data.index.age")
+        );
+        assert_eq!(
+            trusted(root, "T9", "2026-12-02-031500", "data", &enc).unwrap_err(),
+            "there is none"
+        );
+        std::fs::write(&path, b"{\"index\":3}\n").unwrap();
+        assert!(
+            trusted(root, "T9", "2026-12-01-031500", "data", &enc)
+                .unwrap_err()
+                .contains("changed since")
+        );
+        assert_eq!(list(root, "T9"), vec!["2026-12-01-031500/data".to_string()]);
+        assert!(remove(root, "T9", &list(root, "T9")).is_empty());
+        assert!(list(root, "T9").is_empty());
+        assert!(!dir.join("2026-12-01-031500").exists());
+    }
+
+    /// Only the copy of each set's newest backup on the destination stays: older ones, ones whose backup is gone, one
+    /// superseded by the set this run writes, leftovers and empty directories go.
+    #[test]
+    fn stale_copies_are_all_but_each_sets_newest() {
+        use crate::external::layout::tests::meta;
+        use crate::external::layout::{DriveBackup, DriveListing};
+        let backup = |stamp: &str, sets: &[&str]| DriveBackup {
+            name: stamp.to_string(),
+            time: crate::snapshot::parse_stamp(stamp).unwrap(),
+            path: format!("/d/backups/{stamp}").into(),
+            meta: Some(meta(stamp, sets)),
+            meta_error: None,
+        };
+        let (d1, d2, d3) = (
+            "2026-12-01-031500",
+            "2026-12-02-031500",
+            "2026-12-03-031500",
+        );
+        let listing = DriveListing {
+            exists: true,
+            backups: vec![
+                backup(d1, &["data", "config"]),
+                backup(d2, &["data"]),
+                backup(d3, &["photos"]),
+            ],
+            ..Default::default()
+        };
+        let copies: Vec<String> = [
+            format!("{d1}/config"),
+            format!("{d1}/data"),
+            format!("{d2}/data"),
+            format!("{d3}/photos"),
+            "2026-11-30-031500/data".into(),
+            ".tmp-2026-12-04-031500-77".into(),
+            "2026-12-05-031500".into(),
+        ]
+        .into();
+        assert_eq!(
+            stale(&copies, &listing, &[]),
+            vec![
+                format!("{d1}/data"),
+                "2026-11-30-031500/data".to_string(),
+                ".tmp-2026-12-04-031500-77".to_string(),
+                "2026-12-05-031500".to_string(),
+            ]
+        );
+        assert_eq!(
+            stale(&copies, &listing, &["photos".into()]),
+            vec![
+                format!("{d1}/data"),
+                format!("{d3}/photos"),
+                "2026-11-30-031500/data".to_string(),
+                ".tmp-2026-12-04-031500-77".to_string(),
+                "2026-12-05-031500".to_string(),
+            ]
+        );
+    }
+
+    /// Copies of a backup that was never promoted are removed.
+    #[test]
+    fn an_unpromoted_copy_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let p = Pending::start(tmp.path(), "T9", "2026-12-01-031500").unwrap();
+            let s = p.sink("data").unwrap();
+            s.finish().unwrap();
+        }
+        assert!(list(tmp.path(), "T9").is_empty());
+    }
+}
