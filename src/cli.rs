@@ -339,7 +339,10 @@ Examples:
       the newest local snapshot's ~/docs, one level
   dbackup ls --source drive --date 2025-04-01 -R /data/photos
       that day's newest drive backup, everything below /data/photos
-  dbackup --json ls --set config ~/.config";
+  dbackup --json ls --set config ~/.config
+  dbackup ls --source cloud:offsite ~/docs
+      the newest backup on the bucket offsite: its backup.json, then one GET per set's index (the bytes to
+      download are shown first); never an archive";
 
 const FIND_HELP: &str = "\
 PATTERN without `*` or `?` is a literal found anywhere in the path (case-sensitive). A glob without `/` matches the \
@@ -352,7 +355,10 @@ Examples:
   dbackup find report.odt
   dbackup find '*.kdbx'
   dbackup find --source drive '/home/**/thesis/*.tex'
-  dbackup --json find notes";
+  dbackup --json find notes
+  dbackup find --source cloud:offsite '*.kdbx'
+      every backup on the bucket offsite: a listing, each backup.json, then one GET per index (the bytes to
+      download are shown first)";
 
 const SNAPSHOTS_HELP: &str = "\
 The same listing as `dbackup restore --list`, with the same options.
@@ -379,9 +385,10 @@ pub struct LsArgs {
     #[arg(long = "set", value_name = "NAME", add = ArgValueCompleter::new(complete::set_names))]
     pub set: Option<String>,
 
-    /// Local snapshots or the drive's backups (default: local, the drive with --drive)
-    #[arg(long, value_enum)]
-    pub source: Option<Kept>,
+    /// Local snapshots, the drive's backups, or a cloud destination's (`cloud`, `cloud:NAME`) (default: local, the
+    /// drive with --drive)
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    pub source: Option<RestoreSource>,
 
     /// Read the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
     #[arg(long, value_name = "DIR")]
@@ -402,9 +409,10 @@ pub struct FindArgs {
     #[arg(long = "set", value_name = "NAME", add = ArgValueCompleter::new(complete::set_names))]
     pub set: Option<String>,
 
-    /// Only local snapshots or only the drive's backups (default: both)
-    #[arg(long, value_enum)]
-    pub source: Option<Kept>,
+    /// Only local snapshots, only the drive's backups, or a cloud destination's (`cloud`, `cloud:NAME`; default:
+    /// local and drives)
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    pub source: Option<RestoreSource>,
 
     /// Search the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
     #[arg(long, value_name = "DIR")]

@@ -123,8 +123,13 @@ pub struct SetHistory {
 pub struct DestinationHistory {
     pub name: String,
     pub priority: i32,
+    /// A drive detected, or a cloud destination (always a candidate: whether it answers is known when uploading).
     pub present: bool,
     pub newest: Option<Seen>,
+    /// Its own schedule, replacing `schedule.external` for it (`None`: it follows `schedule.external` and
+    /// `external.mode` with the others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ExternalSchedule>,
 }
 
 /// What `dbackup backup` runs now, and why.
@@ -179,6 +184,10 @@ pub struct ExternalDue {
     /// When the external phase becomes due, when it is not due now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<DateTime<FixedOffset>>,
+    /// The destinations following `schedule.external` were due and none of them was present, while one with its own
+    /// schedule is written (`action` is `write`): still a `missing_media` event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared_missing: bool,
 }
 
 impl ExternalDue {
@@ -197,6 +206,9 @@ pub struct DestinationDue {
     pub present: bool,
     pub due: bool,
     pub reason: String,
+    /// When it becomes due, when it has its own schedule and is not due now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<DateTime<FixedOffset>>,
 }
 
 /// Age of `seen` at `now`, judged against `after`: `Ok(age)` when it is at least `after` old or dated in the future
@@ -357,6 +369,9 @@ fn newest_anywhere(destinations: &[DestinationHistory]) -> Option<(&str, &Seen)>
         .max_by_key(|(_, s)| s.time)
 }
 
+/// The external phase: the destinations without a schedule of their own decided together (by
+/// `schedule.external` and `external.mode`: [`shared_due`]), each one with its own `schedule` on its own
+/// ([`own_schedule_due`]); the targets are both kinds together.
 fn external_due(
     schedule: &Schedule,
     mode: ExternalMode,
@@ -364,7 +379,134 @@ fn external_due(
     now: DateTime<FixedOffset>,
     force: bool,
 ) -> ExternalDue {
+    let (own, shared): (Vec<DestinationHistory>, Vec<DestinationHistory>) = destinations
+        .iter()
+        .cloned()
+        .partition(|d| d.schedule.is_some());
+    if own.is_empty() {
+        return shared_due(schedule, mode, &shared, now, force);
+    }
+    let base = (!shared.is_empty()).then(|| shared_due(schedule, mode, &shared, now, force));
+    let mut own_judged: Vec<DestinationDue> = own
+        .iter()
+        .map(|d| own_schedule_due(d, now, force))
+        .collect();
+    let mut own_present: Vec<&DestinationHistory> = own.iter().collect();
+    own_present.sort_by_key(|d| std::cmp::Reverse(d.priority));
+    let own_targets: Vec<String> = own_present
+        .iter()
+        .filter(|d| d.present && own_judged.iter().any(|j| j.name == d.name && j.due))
+        .map(|d| d.name.clone())
+        .collect();
+    let own_missing = own_judged.iter().any(|j| j.due && !j.present);
+    let mut targets: Vec<String> = base.as_ref().map(|b| b.targets.clone()).unwrap_or_default();
+    targets.extend(own_targets);
+    let mut judged: Vec<DestinationDue> = base
+        .as_ref()
+        .map(|b| b.destinations.clone())
+        .unwrap_or_default();
+    judged.append(&mut own_judged);
+    // In config order, as the destinations were given.
+    judged.sort_by_key(|j| destinations.iter().position(|d| d.name == j.name));
+    let mut reasons: Vec<String> = Vec::new();
+    if let Some(b) = &base {
+        let names: Vec<&str> = shared.iter().map(|d| d.name.as_str()).collect();
+        reasons.push(format!("{}: {}", names.join(", "), b.reason));
+    }
+    for j in judged
+        .iter()
+        .filter(|j| own.iter().any(|d| d.name == j.name))
+    {
+        reasons.push(format!("{}: {}", j.name, j.reason));
+    }
+    let reason = reasons.join("; ");
+    let base_missing = base
+        .as_ref()
+        .is_some_and(|b| b.action == ExternalAction::MissingMedia);
+    let action = if !targets.is_empty() {
+        ExternalAction::Write
+    } else if base_missing || own_missing {
+        ExternalAction::MissingMedia
+    } else {
+        ExternalAction::NotDue
+    };
+    let next = if action == ExternalAction::NotDue {
+        base.as_ref()
+            .and_then(|b| b.next)
+            .into_iter()
+            .chain(judged.iter().filter_map(|j| j.next))
+            .min()
+    } else {
+        None
+    };
+    ExternalDue {
+        shared_missing: base_missing && action == ExternalAction::Write,
+        action,
+        reason,
+        targets,
+        destinations: judged,
+        next,
+    }
+}
+
+/// One destination with a schedule of its own, judged by its own backups.
+fn own_schedule_due(
+    d: &DestinationHistory,
+    now: DateTime<FixedOffset>,
+    force: bool,
+) -> DestinationDue {
+    let own = d.schedule.unwrap_or(ExternalSchedule::Manual);
+    let words = format!("its own schedule is {}", schedule_word(own));
+    let (due, reason, next) = match external_period(own) {
+        _ if force => (true, FORCED.to_string(), None),
+        None if own == ExternalSchedule::Manual => (
+            false,
+            format!(
+                "{words}: only `dbackup external --destination {}` writes to it",
+                d.name
+            ),
+            None,
+        ),
+        None => (true, words, None),
+        Some(p) => {
+            let (due, said) = own_due(d, Some(p), now, false);
+            let next = match (&d.newest, due) {
+                (Some(seen), false) => Some(seen.time + p.due_after()),
+                _ => None,
+            };
+            (due, format!("{said}; {words}"), next)
+        }
+    };
+    DestinationDue {
+        name: d.name.clone(),
+        present: d.present,
+        due,
+        reason,
+        next,
+    }
+}
+
+/// `weekly`, `always`, `manual`, ...
+pub fn schedule_word(e: ExternalSchedule) -> &'static str {
+    match e {
+        ExternalSchedule::Always => "always",
+        ExternalSchedule::Manual => "manual",
+        ExternalSchedule::Daily => "daily",
+        ExternalSchedule::Weekly => "weekly",
+        ExternalSchedule::Monthly => "monthly",
+    }
+}
+
+/// The destinations that follow `schedule.external`, decided together as `external.mode` says.
+fn shared_due(
+    schedule: &Schedule,
+    mode: ExternalMode,
+    destinations: &[DestinationHistory],
+    now: DateTime<FixedOffset>,
+    force: bool,
+) -> ExternalDue {
     let decided = |action, reason: String, targets, destinations, next| ExternalDue {
+        shared_missing: false,
         action,
         reason,
         targets,
@@ -399,6 +541,7 @@ fn external_due(
                 present: d.present,
                 due,
                 reason,
+                next: None,
             }
         })
         .collect();
@@ -606,6 +749,49 @@ pub fn overdue(
             }
         }
     }
+    // A destination with its own schedule is overdue by that schedule, on its own.
+    for d in destinations {
+        let Some(p) = d.schedule.and_then(external_period) else {
+            continue;
+        };
+        let item = |age: Option<TimeDelta>, message: String| Overdue {
+            phase: Phase::External,
+            subject: Some(d.name.clone()),
+            age_seconds: age.map(|a| a.num_seconds()),
+            schedule: p,
+            message,
+        };
+        match &d.newest {
+            None => out.push(item(
+                None,
+                format!(
+                    "no external backup on {} yet, its schedule is {}",
+                    d.name,
+                    p.word()
+                ),
+            )),
+            Some(seen) => {
+                let age = now.signed_duration_since(seen.time);
+                if age > p.overdue_after() {
+                    out.push(item(
+                        Some(age),
+                        format!(
+                            "no external backup on {} for {}, its schedule is {}",
+                            d.name,
+                            age_words(age),
+                            p.word()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let shared: Vec<DestinationHistory> = destinations
+        .iter()
+        .filter(|d| d.schedule.is_none())
+        .cloned()
+        .collect();
+    let destinations = &shared[..];
     let Some(p) = external_period(schedule.external) else {
         return out;
     };
@@ -926,7 +1112,127 @@ mod tests {
             priority,
             present,
             newest,
+            schedule: None,
         }
+    }
+
+    /// A destination with its own schedule is judged on its own beside the others: a bucket weekly while the
+    /// drive is written whenever it is present (`schedule.external: always`), with each one's reason; its own
+    /// `manual` never makes it a target; `--force` writes everything present; its overdue is by its own period.
+    #[test]
+    fn own_schedules_are_judged_beside_the_shared_one() {
+        let always = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Always);
+        let manual = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Manual);
+        let old = seen("2025-03-29-031500", "2025-03-29T03:15:00+02:00"); // 12 days
+        let recent = seen("2025-04-08-031500", "2025-04-08T03:15:00+02:00"); // 2 days
+        let own = |name: &str, newest: Option<Seen>, s: ExternalSchedule| DestinationHistory {
+            schedule: Some(s),
+            ..dest(name, 0, true, newest)
+        };
+        let t9 = dest("T9", 10, true, recent.clone());
+        // The bucket's last upload is 2 days old: not due; the drive (always) is.
+        let due = decide(
+            &always,
+            ExternalMode::First,
+            &[],
+            &[
+                t9.clone(),
+                own("offsite", recent.clone(), ExternalSchedule::Weekly),
+            ],
+            at(NOW),
+            false,
+        )
+        .external;
+        assert_eq!(due.action, ExternalAction::Write);
+        assert_eq!(due.targets, ["T9"]);
+        let off = due
+            .destinations
+            .iter()
+            .find(|d| d.name == "offsite")
+            .unwrap();
+        assert!(!off.due);
+        assert_eq!(
+            off.reason,
+            "its newest backup 2025-04-08-031500 is 2 days old; its own schedule is weekly"
+        );
+        assert_eq!(off.next, Some(at("2025-04-14T03:15:00+02:00")));
+        // 12 days: due, and written beside the drive.
+        let due = decide(
+            &always,
+            ExternalMode::First,
+            &[],
+            &[
+                t9.clone(),
+                own("offsite", old.clone(), ExternalSchedule::Weekly),
+            ],
+            at(NOW),
+            false,
+        )
+        .external;
+        assert_eq!(due.targets, ["T9", "offsite"]);
+        assert!(
+            due.reason
+                .contains("offsite: its newest backup 2025-03-29-031500 is 12 days old"),
+            "{}",
+            due.reason
+        );
+        // The drive is due and absent while the bucket is written: still a missing drive.
+        let absent = dest("T9", 10, false, old.clone());
+        let due = decide(
+            &always,
+            ExternalMode::First,
+            &[],
+            &[absent, own("offsite", None, ExternalSchedule::Weekly)],
+            at(NOW),
+            false,
+        )
+        .external;
+        assert_eq!(due.action, ExternalAction::Write);
+        assert!(due.shared_missing, "{due:?}");
+        assert!(
+            due.reason
+                .starts_with("T9: schedule.external is always; but no destination is present"),
+            "{}",
+            due.reason
+        );
+        // schedule.external manual: the drive is not looked at, the bucket still goes by its own schedule.
+        let due = decide(
+            &manual,
+            ExternalMode::First,
+            &[],
+            &[t9.clone(), own("offsite", None, ExternalSchedule::Weekly)],
+            at(NOW),
+            false,
+        )
+        .external;
+        assert_eq!(due.targets, ["offsite"]);
+        // Its own manual: never a target, unless forced.
+        let d = [own("offsite", None, ExternalSchedule::Manual)];
+        let due = decide(&always, ExternalMode::First, &[], &d, at(NOW), false).external;
+        assert_eq!(due.action, ExternalAction::NotDue);
+        assert!(
+            due.reason
+                .contains("only `dbackup external --destination offsite`"),
+            "{}",
+            due.reason
+        );
+        let due = decide(&always, ExternalMode::First, &[], &d, at(NOW), true).external;
+        assert_eq!(due.targets, ["offsite"]);
+        // Overdue by its own period (weekly: past 10 days), the drive (always) never.
+        let got = overdue(
+            &always,
+            ExternalMode::First,
+            &[],
+            &[t9, own("offsite", old, ExternalSchedule::Weekly)],
+            at(NOW),
+        );
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].subject.as_deref(), Some("offsite"));
+        assert!(
+            got[0].message.contains("its schedule is weekly"),
+            "{}",
+            got[0].message
+        );
     }
 
     #[test]

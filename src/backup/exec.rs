@@ -38,7 +38,7 @@ fn empty_report(due: &Due, facts: &Facts) -> BackupReport {
         events: vec![],
         notifications: vec![],
     };
-    if due.external.action == ExternalAction::MissingMedia {
+    if due.external.action == ExternalAction::MissingMedia || due.external.shared_missing {
         let mut why = due.external.reason.clone();
         for d in &facts.destinations {
             if let Some(Presence::Absent(a)) = &d.presence {
@@ -193,6 +193,17 @@ fn external_step(
 
 /// What the newest backup on `target` holds, as the run looked at it before starting.
 fn on_drive(facts: &Facts, target: &str) -> Option<OnDrive> {
+    if let Some(c) = facts.clouds.iter().find(|c| c.settings.name == target) {
+        let newest = c.listing.as_ref()?.newest.as_ref()?;
+        return Some(OnDrive {
+            stamp: newest.stamp.clone(),
+            sets: newest.sets.iter().cloned().collect(),
+            same_encryption: same_encryption(
+                c.settings.encryption.as_ref(),
+                newest.encryption.as_ref(),
+            ),
+        });
+    }
     let dest = facts
         .destinations
         .iter()
@@ -220,7 +231,19 @@ pub fn finish(
     let ran = !report.collect.is_empty() || !report.external.is_empty();
     let after_facts;
     let after = if ran {
-        after_facts = status::gather(settings, observed.drives);
+        let look = if observed.drives {
+            status::Look::Probe
+        } else {
+            status::Look::Skip
+        };
+        after_facts = status::gather_with(
+            settings,
+            look,
+            0,
+            status::CloudLook::Newest {
+                force: observed.force,
+            },
+        );
         &after_facts
     } else {
         before

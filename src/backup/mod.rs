@@ -91,10 +91,20 @@ pub(crate) fn exit_of(code: u8) -> Exit {
     }
 }
 
-/// Whether this run looks at the drives at all.
+/// Whether this run looks at the drives at all: when one of them is written on a schedule (its own, or
+/// `schedule.external`) other than manual, or with `--force`.
 fn looks_at_drives(settings: &Settings, force: bool) -> bool {
-    !settings.destinations.is_empty()
-        && (settings.schedule.external != ExternalSchedule::Manual || force)
+    settings.destinations.iter().any(|d| {
+        force || d.schedule.unwrap_or(settings.schedule.external) != ExternalSchedule::Manual
+    })
+}
+
+/// How a run looks at the drives and the buckets.
+pub(crate) fn look(settings: &Settings, force: bool) -> (bool, status::CloudLook) {
+    (
+        looks_at_drives(settings, force),
+        status::CloudLook::Newest { force },
+    )
 }
 
 /// What the run looked at before deciding anything: the backups' metadata (and the drives, when it looks at them),
@@ -103,15 +113,22 @@ fn looks_at_drives(settings: &Settings, force: bool) -> bool {
 pub struct Observed {
     pub facts: Facts,
     pub due: Due,
-    /// The drives were looked at (not when `schedule.external` is manual, without `--force`).
+    /// The drives were looked at (not when every drive's schedule is manual, without `--force`).
     pub drives: bool,
+    /// `--force` (the buckets are looked at again after the run as before it).
+    pub force: bool,
 }
 
 /// Reads the metadata (and looks at the drives unless `schedule.external` is manual) and decides what is due.
 pub fn observe(settings: &Settings, options: &Options) -> Observed {
     let now = options.now.unwrap_or_else(|| Local::now().fixed_offset());
-    let drives = looks_at_drives(settings, options.force);
-    let facts = status::gather(settings, drives);
+    let (drives, clouds) = look(settings, options.force);
+    let look = if drives {
+        status::Look::Probe
+    } else {
+        status::Look::Skip
+    };
+    let facts = status::gather_with(settings, look, 0, clouds);
     let due = schedule::decide(
         &settings.schedule,
         settings.external_mode,
@@ -120,7 +137,12 @@ pub fn observe(settings: &Settings, options: &Options) -> Observed {
         now,
         options.force,
     );
-    Observed { facts, due, drives }
+    Observed {
+        facts,
+        due,
+        drives,
+        force: options.force,
+    }
 }
 
 /// Looks and plans; changes nothing.

@@ -36,6 +36,10 @@ pub struct DestinationView {
     pub description: String,
     /// This run writes to it.
     pub target: bool,
+    /// Whether it is due and why (from its own backups, by its own schedule or `schedule.external`), when it was
+    /// judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<String>,
 }
 
 /// The sets to collect, grouped by whether their contents are compared: `(full, sets)`, compared first.
@@ -65,6 +69,51 @@ pub fn collect_options(full: bool, sets: &[&SetSettings]) -> collect::Options {
 }
 
 pub fn views(facts: &Facts, due: &Due) -> Vec<DestinationView> {
+    let judged = |name: &str| {
+        due.external
+            .destinations
+            .iter()
+            .find(|j| j.name == name)
+            .map(|j| {
+                let next = j
+                    .next
+                    .map(|n| format!(" (due from {})", n.format("%Y-%m-%d %H:%M")))
+                    .unwrap_or_default();
+                format!(
+                    "{}: {}{next}",
+                    if j.due { "due" } else { "not due" },
+                    j.reason
+                )
+            })
+    };
+    let clouds = facts.clouds.iter().map(|c| DestinationView {
+        name: c.settings.name.clone(),
+        path: c.settings.place().into(),
+        present: c.looked.then_some(c.error.is_none()),
+        description: match (&c.error, &c.listing) {
+            (Some(e), _) => format!("cannot be looked at: {e}"),
+            (None, Some(l)) => match &l.newest {
+                Some(b) => format!(
+                    "{}: {} backups, the newest {} ({} requests)",
+                    c.settings.place(),
+                    l.verified,
+                    b.stamp,
+                    c.requests
+                ),
+                None => format!(
+                    "{}: no backup yet ({} requests)",
+                    c.settings.place(),
+                    c.requests
+                ),
+            },
+            (None, None) => format!(
+                "{}: not looked at (its schedule is manual)",
+                c.settings.place()
+            ),
+        },
+        target: due.external.targets.contains(&c.settings.name),
+        due: judged(&c.settings.name),
+    });
     facts
         .destinations
         .iter()
@@ -80,7 +129,9 @@ pub fn views(facts: &Facts, due: &Due) -> Vec<DestinationView> {
                 None => "not looked at (schedule.external is manual)".to_string(),
             },
             target: due.external.targets.contains(&d.settings.name),
+            due: judged(&d.settings.name),
         })
+        .chain(clouds)
         .collect()
 }
 
@@ -126,6 +177,9 @@ pub fn render_plan(plan: &BackupPlan) -> String {
             if d.target { " (would be written)" } else { "" },
             d.description
         );
+        if let Some(why) = &d.due {
+            let _ = writeln!(w, "      {why}");
+        }
     }
     if e.action == ExternalAction::Write && !plan.collect.is_empty() {
         let _ = writeln!(

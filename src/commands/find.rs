@@ -60,36 +60,46 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();
     let settings = Settings::load(global.config.as_deref(), super::output(global), &env)?;
     let ui = Ui::new(&settings.output);
-    if args.drive.is_some() && args.source == Some(Kept::Local) {
+    let source = args.source.as_ref().map(|s| s.kept);
+    if args.drive.is_some() && matches!(source, Some(Kept::Local | Kept::Cloud)) {
         return Err(CodedError::new(
             Exit::Usage,
             "--drive names a drive: use it with --source drive",
         )
         .into());
     }
-    if args.source == Some(Kept::Cloud) {
-        return Err(crate::exit::CodedError::new(
-            Exit::Usage,
-            "find does not read cloud destinations yet: `dbackup restore --list --source cloud` lists their \
-             backups, and `restore --source cloud --path PATH --target DIR` fetches a file with its index and \
-             one ranged read",
-        )
-        .into());
-    }
+    let cloud = source == Some(Kept::Cloud);
     let scope = Scope {
-        local: args.source != Some(Kept::External) && args.drive.is_none(),
-        external: args.source != Some(Kept::Local),
+        local: source.is_none_or(|s| s == Kept::Local) && args.drive.is_none(),
+        external: source.is_none_or(|s| s == Kept::External),
         set: args.set.clone(),
         drive: args.drive.clone(),
     };
     let pattern = Pattern::new(args.pattern.as_bytes());
-    let (mut all, drives) = browse::catalog(&settings, &scope)?;
-    let only_drive = scope.external && !scope.local;
-    if only_drive && !drives.iter().any(Drive::present) {
-        return Err(
-            CodedError::new(Exit::NoDestination, catalog::no_drive_message(&drives)).into(),
-        );
-    }
+    let mut bucket = None;
+    let mut all = if cloud {
+        let name = args.source.as_ref().and_then(|s| s.cloud.as_deref());
+        let mut c = browse::cloud::catalog(&settings, name, args.set.as_deref(), None)?;
+        ui.info(format_args!(
+            "{} ({}): reading {} of {} (no archive)",
+            c.destination,
+            c.place,
+            crate::stdx::bytes(c.index_bytes),
+            crate::stdx::counted(c.backups.len() as u64, "index", "indexes"),
+        ));
+        let all = std::mem::take(&mut c.backups);
+        bucket = Some(c);
+        all
+    } else {
+        let (all, drives) = browse::catalog(&settings, &scope)?;
+        let only_drive = scope.external && !scope.local;
+        if only_drive && !drives.iter().any(Drive::present) {
+            return Err(
+                CodedError::new(Exit::NoDestination, catalog::no_drive_message(&drives)).into(),
+            );
+        }
+        all
+    };
     let mut out = FindOutput {
         pattern: show(args.pattern.as_bytes()),
         searched: 0,
@@ -150,6 +160,13 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
             }
         })
         .collect();
+    if let Some(c) = &bucket {
+        ui.info(format_args!(
+            "{}: {}",
+            c.destination,
+            crate::stdx::counted(c.requests(), "request", "requests")
+        ));
+    }
     super::print(&out, ui.json, render)?;
     Ok(if !out.not_searched.is_empty() || out.matches.is_empty() {
         Exit::Failed

@@ -61,19 +61,12 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
         Some(d) => d.parse().map_err(usage)?,
         None => DateQuery::Newest,
     };
-    if args.drive.is_some() && args.source == Some(Kept::Local) {
+    let source = args.source.as_ref().map(|s| s.kept);
+    if args.drive.is_some() && matches!(source, Some(Kept::Local | Kept::Cloud)) {
         return Err(usage("--drive names a drive: use it with --source drive"));
     }
-    if args.source == Some(Kept::Cloud) {
-        return Err(crate::exit::CodedError::new(
-            Exit::Usage,
-            "ls does not read cloud destinations yet: `dbackup restore --list --source cloud` lists their \
-             backups, and `restore --source cloud --path PATH --target DIR` fetches a file with its index and \
-             one ranged read",
-        )
-        .into());
-    }
-    let external = args.source == Some(Kept::External) || args.drive.is_some();
+    let cloud = source == Some(Kept::Cloud);
+    let external = source == Some(Kept::External) || args.drive.is_some();
     let abs = match &args.path {
         Some(p) => select::absolute_path(p, &env.home, &env.cwd).map_err(usage)?,
         None => "/".into(),
@@ -85,13 +78,31 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
         set: args.set.clone(),
         drive: args.drive.clone(),
     };
-    let (all, drives) = browse::catalog(&settings, &scope)?;
-    if external && !drives.iter().any(Drive::present) {
-        return Err(
-            CodedError::new(Exit::NoDestination, catalog::no_drive_message(&drives)).into(),
-        );
-    }
-    let mut chosen = choose(&all, query, external, args.set.as_deref())?;
+    let mut bucket = None;
+    let all = if cloud {
+        let name = args.source.as_ref().and_then(|s| s.cloud.as_deref());
+        let mut c = browse::cloud::catalog(&settings, name, args.set.as_deref(), Some(query))?;
+        ui.info(format_args!(
+            "{} ({}): backup {}: reading {} of {} (no archive)",
+            c.destination,
+            c.place,
+            c.backups.first().map_or("-", |b| b.stamp.as_str()),
+            crate::stdx::bytes(c.index_bytes),
+            crate::stdx::counted(c.backups.len() as u64, "index", "indexes"),
+        ));
+        let all = std::mem::take(&mut c.backups);
+        bucket = Some(c);
+        all
+    } else {
+        let (all, drives) = browse::catalog(&settings, &scope)?;
+        if external && !drives.iter().any(Drive::present) {
+            return Err(
+                CodedError::new(Exit::NoDestination, catalog::no_drive_message(&drives)).into(),
+            );
+        }
+        all
+    };
+    let mut chosen = choose(&all, query, external || cloud, args.set.as_deref())?;
     let ring = KeyRing::new(&settings, &args.identities);
     for w in browse::unlock(&mut chosen, &ring).map_err(|e| {
         failed(format!(
@@ -137,6 +148,13 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
             out.path,
             stamps.join(", ")
         )));
+    }
+    if let Some(c) = &bucket {
+        ui.info(format_args!(
+            "{}: {}",
+            c.destination,
+            crate::stdx::counted(c.requests(), "request", "requests")
+        ));
     }
     super::print(&out, ui.json, render)?;
     Ok(Exit::Ok)

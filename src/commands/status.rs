@@ -13,10 +13,11 @@ use crate::status::{self, StatusReport};
 pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
     let settings = super::load_settings(global)?;
     let now = args.now.unwrap_or_else(|| Local::now().fixed_offset());
-    let facts = status::gather_for(
+    let facts = status::gather_with(
         &settings,
         status::Look::Probe,
         args.history.unwrap_or(0) as usize,
+        status::CloudLook::Full,
     );
     let report = status::build(&facts, &settings, now);
     super::print(&report, global.json, status::render)?;

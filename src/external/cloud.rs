@@ -79,6 +79,8 @@ pub struct CloudWorld {
     pub passphrase_file: Option<std::path::PathBuf>,
     /// The bucket's chains, as far as the next upload needs them ([`observe_chains`]).
     pub chains: CloudChains,
+    /// Its backups with their `backup.json` (for retention: [`super::bucket`]).
+    pub backups: Vec<layout::DriveBackup>,
 }
 
 impl std::fmt::Debug for CloudWorld {
@@ -103,6 +105,7 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
         encryption: None,
         passphrase_file: None,
         chains: CloudChains::default(),
+        backups: Vec::new(),
     };
     let env = crate::settings::Env::from_process();
     let store = match Store::open(cloud, &env, Local::now().time()) {
@@ -504,6 +507,11 @@ pub struct CloudPlan {
     pub latest_previous: Option<String>,
     /// Backups already there.
     pub existing: Vec<String>,
+    /// Retention after the upload is verified (`retention` of the destination): keep or remove, with reasons.
+    #[serde(default)]
+    pub retention: crate::config::RetentionPolicy,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<crate::retention::Decision>,
 }
 
 /// Plans one upload: each set's archive full or incremental as on a drive ([`ChainPolicy::choose`]). Pure.
@@ -586,6 +594,8 @@ pub fn plan(
         passphrase_file: w.passphrase_file.clone(),
         latest_previous: w.listing.latest.clone(),
         existing: w.listing.backups.clone(),
+        retention: w.settings.retention,
+        decisions: Vec::new(),
     }
 }
 
@@ -646,6 +656,7 @@ pub fn render(p: &CloudPlan, out: &mut String) {
         crate::stdx::bytes(p.upload_bytes),
         p.existing.len()
     );
+    super::bucket::render_retention(p, out);
 }
 
 /// Uploads the backup to one cloud destination. A failure leaves `backup.json` unwritten: nothing is listed, and
@@ -681,7 +692,9 @@ pub fn execute(
         (None, Some(store)) => match upload(plan, p, world, store, observed, ui, &mut report) {
             Ok(()) => {
                 report.status = DestinationStatus::Written;
-                let warned = report.sets.iter().any(|s| s.warning_count > 0);
+                super::bucket::apply_retention(p, store, &mut report, ui);
+                let warned =
+                    report.sets.iter().any(|s| s.warning_count > 0) || !report.warnings.is_empty();
                 report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
             }
             Err(e) => {
@@ -998,6 +1011,7 @@ mod tests {
             error: None,
             encryption: None,
             passphrase_file: None,
+            backups: vec![],
             chains: CloudChains::default(),
         }
     }

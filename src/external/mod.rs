@@ -5,6 +5,7 @@
 //! - [`observe`]: snapshots and their scans, destination detection (through [`crate::media`]), the drive listings.
 //! - [`plan`]: the pure, serialisable plan (`--dry-run` prints it) and the snapshot choice.
 //! - [`retention`]: which backups a drive keeps, and which go first for space, as pure functions.
+//! - [`bucket`]: a bucket's backups with their `backup.json`, and retention on a bucket.
 //! - [`chain`]: a set's chain of archives on a drive, and whether the next archive is full or incremental (pure).
 //! - [`index_copy`]: local plaintext copies of encrypted sets' indexes, the next incremental's base manifest.
 //! - [`exec`]: carrying the plan out, destination by destination.
@@ -13,6 +14,7 @@
 //! stamp, plan, execute. A dry run observes and plans; it takes no lock and writes nothing (detection's probe file,
 //! created and removed at once, aside).
 
+pub mod bucket;
 pub mod chain;
 pub mod cloud;
 pub mod exec;

@@ -187,6 +187,7 @@ pub fn observe(
             continue;
         }
         let mut w = super::cloud::observe(c, ui);
+        super::bucket::observe(&mut w);
         w.encryption = c
             .encryption
             .as_ref()

@@ -489,7 +489,11 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
     let clouds = world
         .clouds
         .iter()
-        .map(|c| super::cloud::plan(c, &sets, &stamp, utc_now, &cloud_chains(world, opts)))
+        .map(|c| {
+            let mut p = super::cloud::plan(c, &sets, &stamp, utc_now, &cloud_chains(world, opts));
+            super::bucket::plan_retention(&mut p, c, opts.now, utc_now);
+            p
+        })
         .collect();
 
     ExternalPlan {

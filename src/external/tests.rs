@@ -172,6 +172,7 @@ fn dest(name: &str, path: &str, retention: u32) -> DestinationSettings {
         keep_at_least: 2,
         require_mount: true,
         encryption: None,
+        schedule: None,
     }
 }
 

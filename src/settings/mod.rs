@@ -237,6 +237,8 @@ pub struct DestinationSettings {
     pub require_mount: bool,
     /// How this destination's archives are encrypted, if they are.
     pub encryption: Option<EncryptionSettings>,
+    /// This destination's own schedule (`None`: `schedule.external`).
+    pub schedule: Option<ExternalSchedule>,
 }
 
 /// A cloud destination (`kind` `s3` or `b2`), validated. Holds no secret: keys are read by `cloud::credentials`
@@ -261,7 +263,7 @@ pub struct CloudSettings {
     /// Where the keys are read from, when not from the environment (expanded; its mode is checked).
     pub credentials_file: Option<PathBuf>,
     pub priority: i32,
-    /// Which verified backups it keeps (a count N is `last: N`; not applied to buckets yet).
+    /// Which verified backups it keeps (a count N is `last: N`), applied after each verified upload.
     pub retention: RetentionPolicy,
     /// The fewest verified restore points rotation leaves on it.
     pub keep_at_least: u32,
@@ -429,6 +431,23 @@ impl Settings {
             "destination",
         );
         b.unique_destination_paths(&destinations, config);
+        // The units start on a drive plugged in only when `schedule.external` is not manual (`systemd render`):
+        // a drive's own schedule cannot ask for more than that.
+        if config.schedule.external == ExternalSchedule::Manual {
+            for (i, d) in config.destinations.iter().enumerate() {
+                if d.kind.is_drive() && d.schedule.is_some_and(|s| s != ExternalSchedule::Manual) {
+                    b.problem(
+                        format!("/destinations/{i}/schedule"),
+                        format!(
+                            "drive {:?} asks to be written on its own schedule, but schedule.external is manual, so \
+                             nothing starts when a drive is plugged in; set schedule.external to what most drives \
+                             want and give the others their own \"schedule\"",
+                            d.name
+                        ),
+                    );
+                }
+            }
+        }
 
         if let Some(url) = &config.notifications.http
             && !(url.starts_with("https://") || url.starts_with("http://"))
@@ -1015,6 +1034,7 @@ impl Builder<'_> {
             keep_at_least: d.keep_at_least.unwrap_or(default_keep),
             require_mount: d.require_mount,
             encryption,
+            schedule: d.schedule,
         })
     }
 
@@ -1656,6 +1676,15 @@ mod tests {
                 ],
             ),
             (
+                "a drive on its own schedule while nothing starts on a drive plugged in",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/x"] } ],
+                    "schedule": { "external": "manual" },
+                    "destinations": [ { "name": "T9", "path": "/m", "schedule": "always" },
+                                      { "name": "old", "path": "/o", "schedule": "manual" } ] }"#
+                    .into(),
+                &["/destinations/0/schedule: drive \"T9\" asks to be written on its own schedule, but schedule.external is manual"],
+            ),
+            (
                 "relative backup_root",
                 r#"{ "backup_root": "backups", "backup_sets": [ { "name": "a", "sources": ["/x"] } ] }"#.into(),
                 &["/backup_root: \"backups\" is a relative path"],
@@ -2012,6 +2041,7 @@ mod tests {
                     keep_at_least: 2,
                     require_mount: true,
                     encryption: None,
+                    schedule: None,
                 },
                 DestinationSettings {
                     name: "old".into(),
@@ -2023,6 +2053,7 @@ mod tests {
                     keep_at_least: 2,
                     require_mount: false,
                     encryption: None,
+                    schedule: None,
                 },
             ]
         );

@@ -122,7 +122,9 @@ pub fn summary(s: &Settings, env: &Env) -> String {
         s.keep_at_least
     );
 
-    if s.destinations.is_empty() {
+    if s.destinations.is_empty() && !s.clouds.is_empty() {
+        let _ = writeln!(w, "destinations: no drive");
+    } else if s.destinations.is_empty() {
         let _ = writeln!(
             w,
             "destinations: none (the external phase has nowhere to write)"
@@ -146,6 +148,9 @@ pub fn summary(s: &Settings, env: &Env) -> String {
             } else {
                 "need not be a mount point".into()
             });
+            if let Some(own) = d.schedule {
+                facts.push(format!("its own schedule {}", word(&own)));
+            }
             let _ = writeln!(
                 w,
                 "  {}  {}  ({})",
@@ -179,6 +184,31 @@ pub fn summary(s: &Settings, env: &Env) -> String {
                 }
             }
         }
+    }
+    if !s.clouds.is_empty() {
+        let _ = writeln!(w, "cloud destinations:");
+    }
+    for c in &s.clouds {
+        let mut facts = vec![
+            format!("keep {}", crate::retention::describe(&c.retention)),
+            format!("priority {}", c.priority),
+            match c.schedule {
+                Some(own) => format!("its own schedule {}", word(&own)),
+                None => format!("schedule.external ({})", word(&sched.external)),
+            },
+            if c.encryption.is_some() {
+                "encrypted with age".into()
+            } else {
+                "PLAIN archives (allow_unencrypted)".into()
+            },
+        ];
+        if let Some(d) = c.object_lock_days {
+            facts.push(format!("Object Lock {d} days"));
+        }
+        if let Some(class) = &c.storage_class_archives {
+            facts.push(format!("archives in {class}"));
+        }
+        let _ = writeln!(w, "  {}  {}  ({})", c.name, c.place(), facts.join(", "));
     }
 
     let n = &s.notifications;

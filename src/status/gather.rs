@@ -28,6 +28,8 @@ pub struct Facts {
     pub running: Option<u32>,
     pub sets: Vec<SetFacts>,
     pub destinations: Vec<DestinationFacts>,
+    /// The cloud destinations, in config order (looked at as [`CloudLook`] says).
+    pub clouds: Vec<CloudFacts>,
     pub runs: RunFacts,
     /// How many recent runs and snapshots per set were read for the history (0: none, as for `status`).
     pub history: usize,
@@ -44,6 +46,110 @@ pub enum Look {
     Probe,
     /// Every check but the probe: nothing is written to a drive (the status page, `dbackup serve`).
     Read,
+}
+
+/// Whether and how the cloud destinations are looked at (each look is requests over the network).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloudLook {
+    /// Not at all: the run log's memory only (the status page, `dbackup serve`).
+    Skip,
+    /// One listing and the newest `backup.json`, of the destinations whose schedule is not manual (all of them
+    /// with `force`): what `backup` needs to decide what is due.
+    Newest { force: bool },
+    /// One listing and every `backup.json` (`status`): restore points, chains, bytes stored.
+    Full,
+}
+
+/// One cloud destination: its backups as one listing and their `backup.json` show them (no archive is read).
+#[derive(Debug, Clone)]
+pub struct CloudFacts {
+    pub settings: crate::settings::CloudSettings,
+    /// It was looked at (not: [`CloudLook::Skip`], or a manual schedule for `backup`).
+    pub looked: bool,
+    pub listing: Option<ListingFacts>,
+    /// Unfinished uploads (stamps without `backup.json`).
+    pub unfinished: usize,
+    /// Why it could not be looked at (keys, network, bucket).
+    pub error: Option<String>,
+    /// The newest backup the run log says was uploaded there.
+    pub from_log: Option<Seen>,
+    /// Requests the look took.
+    pub requests: u64,
+}
+
+impl CloudFacts {
+    /// The newest verified backup: from the bucket when it was listed, else from the run log.
+    pub fn newest(&self) -> Option<Seen> {
+        match &self.listing {
+            Some(l) => l.newest.as_ref().map(|b| Seen {
+                name: b.stamp.clone(),
+                time: b.started,
+            }),
+            None => self.from_log.clone(),
+        }
+    }
+}
+
+/// Looks at one cloud destination: one listing, then every `backup.json` (or only the newest).
+fn cloud(c: &crate::settings::CloudSettings, look: CloudLook, runs: &RunFacts) -> CloudFacts {
+    let mut facts = CloudFacts {
+        settings: c.clone(),
+        looked: false,
+        listing: None,
+        unfinished: 0,
+        error: None,
+        from_log: runs.written.get(&c.name).cloned(),
+        requests: 0,
+    };
+    let own = c
+        .schedule
+        .unwrap_or(crate::config::ExternalSchedule::Manual);
+    let newest_only = match look {
+        CloudLook::Skip => return facts,
+        CloudLook::Newest { force } => {
+            if !force && c.schedule.is_some() && own == crate::config::ExternalSchedule::Manual {
+                return facts;
+            }
+            true
+        }
+        CloudLook::Full => false,
+    };
+    facts.looked = true;
+    let env = crate::settings::Env::from_process();
+    // A look, not an upload: an unreachable bucket costs at most two tries of 15 seconds, never minutes.
+    let quick = crate::settings::CloudSettings {
+        retries: c.retries.min(1),
+        timeout_seconds: c.timeout_seconds.min(15),
+        ..c.clone()
+    };
+    let store = match crate::cloud::Store::open(&quick, &env, chrono::Local::now().time()) {
+        Ok(s) => s,
+        Err(e) => {
+            facts.error = Some(e.to_string());
+            return facts;
+        }
+    };
+    match crate::external::bucket::read(&store, newest_only) {
+        Ok(b) => {
+            let count = b.listing.backups.len();
+            let listing = layout::DriveListing {
+                exists: true,
+                backups: b.backups,
+                leftovers: Vec::new(),
+                latest: b.listing.latest.clone(),
+                other: Vec::new(),
+            };
+            let mut l = listing_facts(&listing);
+            if newest_only {
+                l.verified = count;
+            }
+            facts.unfinished = b.listing.unfinished.len();
+            facts.listing = Some(l);
+        }
+        Err(e) => facts.error = Some(e.to_string()),
+    }
+    facts.requests = crate::external::bucket::requests_of(&store);
+    facts
 }
 
 /// Free and total bytes of a filesystem.
@@ -195,14 +301,14 @@ pub struct RunWants {
 /// The commands whose runs count as backup runs.
 pub const BACKUP_COMMANDS: &[&str] = &["collect", "external", "backup"];
 
-/// Gathers the facts. `detect`: look at the destinations (`backup` does not when `schedule.external` is manual).
-pub fn gather(settings: &Settings, detect: bool) -> Facts {
-    gather_for(settings, if detect { Look::Probe } else { Look::Skip }, 0)
-}
-
 /// Gathers the facts, looking at the destinations as `look` says, with a history of `history` runs and snapshots
 /// per set (the status page; 0 for none).
 pub fn gather_for(settings: &Settings, look: Look, history: usize) -> Facts {
+    gather_with(settings, look, history, CloudLook::Skip)
+}
+
+/// [`gather_for`], looking at the cloud destinations as `clouds` says.
+pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: CloudLook) -> Facts {
     let root = &settings.backup_root;
     let root_exists = root.is_dir();
     let names: Vec<&str> = settings.sets.iter().map(|s| s.name.as_str()).collect();
@@ -225,6 +331,7 @@ pub fn gather_for(settings: &Settings, look: Look, history: usize) -> Facts {
         .destinations
         .iter()
         .map(|d| d.name.as_str())
+        .chain(settings.clouds.iter().map(|c| c.name.as_str()))
         .collect();
     let wants = RunWants {
         count: history,
@@ -244,6 +351,11 @@ pub fn gather_for(settings: &Settings, look: Look, history: usize) -> Facts {
         .iter()
         .map(|d| destination(d, look, &runs))
         .collect();
+    let clouds = settings
+        .clouds
+        .iter()
+        .map(|c| cloud(c, clouds, &runs))
+        .collect();
     Facts {
         backup_root: root.clone(),
         root_exists,
@@ -255,6 +367,7 @@ pub fn gather_for(settings: &Settings, look: Look, history: usize) -> Facts {
         },
         sets,
         destinations,
+        clouds,
         runs,
         history,
         host: if history > 0 {
@@ -694,7 +807,15 @@ pub fn destination_histories(facts: &Facts) -> Vec<DestinationHistory> {
             priority: d.settings.priority,
             present: d.is_present(),
             newest: d.newest(),
+            schedule: d.settings.schedule,
         })
+        .chain(facts.clouds.iter().map(|c| DestinationHistory {
+            name: c.settings.name.clone(),
+            priority: c.settings.priority,
+            present: true,
+            newest: c.newest(),
+            schedule: c.settings.schedule,
+        }))
         .collect()
 }
 

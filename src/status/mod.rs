@@ -4,6 +4,7 @@
 //! those facts into a [`StatusReport`] for a given `now` (pure); [`render`] writes the human table. `--json` prints
 //! the report itself.
 
+pub mod cloud;
 pub mod gather;
 pub mod history;
 
@@ -20,7 +21,7 @@ use crate::settings::Settings;
 use crate::snapshot::SnapshotState;
 use crate::stdx;
 
-pub use gather::{Facts, Look, gather, gather_for};
+pub use gather::{CloudLook, Facts, Look, gather_for, gather_with};
 pub use history::History;
 
 /// What `dbackup status` reports (`--json` prints it).
@@ -42,6 +43,9 @@ pub struct StatusReport {
     pub schedule: Schedule,
     pub sets: Vec<SetStatus>,
     pub destinations: Vec<DestinationStatus>,
+    /// The cloud destinations (looked at by `status`: a listing and each `backup.json`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clouds: Vec<cloud::CloudStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<LastRun>,
     /// What `dbackup backup` would run now, and why.
@@ -294,6 +298,12 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
         .iter()
         .map(|d| destination_status(facts, d, now, &mut warnings))
         .collect();
+    let clouds: Vec<cloud::CloudStatus> = facts
+        .clouds
+        .iter()
+        .filter(|c| c.looked)
+        .map(|c| cloud::build(c, &settings.schedule, now, &mut warnings))
+        .collect();
 
     let last_run = facts.runs.last.as_ref().map(|r| LastRun {
         command: r.command.clone(),
@@ -342,6 +352,7 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
         schedule: settings.schedule.clone(),
         sets,
         destinations,
+        clouds,
         last_run,
         due,
         overdue,
@@ -691,6 +702,7 @@ pub fn render(r: &StatusReport) -> String {
     render_headline(&mut out, r);
     render_sets(&mut out, r);
     render_destinations(&mut out, r);
+    cloud::render(&mut out, &r.clouds);
     render_runs(&mut out, r);
     out
 }
@@ -901,12 +913,19 @@ fn render_restore_points(out: &mut String, d: &DestinationStatus) {
             "restore points"
         )
     );
-    let rows: Vec<Vec<String>> = d
-        .restore_points
+    render_points(out, &d.restore_points, "drive");
+}
+
+/// Restore points with their chains, one line each (`place`: where a broken chain's base is missing).
+fn render_points(out: &mut String, points: &[RestorePoint], place: &str) {
+    let rows: Vec<Vec<String>> = points
         .iter()
         .map(|p| {
             let chain = match (&p.base, p.broken) {
-                (_, true) => format!("chain of {}: BROKEN, its base is not on the drive", p.chain),
+                (_, true) => format!(
+                    "chain of {}: BROKEN, its base is not on the {place}",
+                    p.chain
+                ),
                 (Some(base), false) => format!("on {base}, chain of {}", p.chain),
                 (None, false) => String::new(),
             };
@@ -1089,6 +1108,7 @@ mod tests {
                 keep_at_least: 2,
                 require_mount: true,
                 encryption: None,
+                schedule: None,
             },
             presence: Some(presence),
             listing: newest_bytes.map(|bytes| ListingFacts {

@@ -24,6 +24,7 @@ fn dest(name: &str, path: &Path, priority: i32) -> DestinationSettings {
         keep_at_least: 2,
         require_mount: true,
         encryption: None,
+        schedule: None,
     }
 }
 

@@ -12,6 +12,7 @@ mod backup;
 mod browse;
 mod cli;
 mod cloud;
+mod cloud_backup;
 mod cloud_chain;
 mod collect;
 mod config;

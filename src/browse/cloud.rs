@@ -1,0 +1,166 @@
+//! `ls` and `find` on a cloud destination: one listing of `backups/`, the `backup.json` of each backup looked at
+//! (for `ls`, only the one `--date` picks), then each set's index as remote [`ArchiveFiles`] (an index up to
+//! [`crate::cloud::WHOLE_READ_MAX`] is one GET, read once; a larger one a ranged GET per seek). Never an archive.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::NaiveDateTime;
+
+use super::{Content, SetBackup};
+use crate::archive::ArchiveFiles;
+use crate::cloud::{Objects, Store};
+use crate::exit::{CodedError, Exit};
+use crate::external::cloud::BACKUPS;
+use crate::external::layout;
+use crate::restore::list::Kept;
+use crate::restore::select::{self, DateQuery};
+use crate::settings::{CloudSettings, Settings};
+use crate::snapshot;
+
+/// A cloud destination's backups to look into, and what reading their indexes costs.
+pub struct CloudScope {
+    pub destination: String,
+    pub place: String,
+    pub backups: Vec<SetBackup>,
+    /// Bytes of the indexes (what reading each once downloads at most).
+    pub index_bytes: u64,
+    pub store: Arc<Store>,
+}
+
+impl CloudScope {
+    /// Requests sent so far.
+    pub fn requests(&self) -> u64 {
+        crate::external::bucket::requests_of(&self.store)
+    }
+}
+
+fn failed(msg: impl Into<String>) -> anyhow::Error {
+    CodedError::new(Exit::Failed, msg).into()
+}
+
+/// The cloud destination named, or the first by priority.
+pub fn destination<'a>(
+    settings: &'a Settings,
+    name: Option<&str>,
+) -> anyhow::Result<&'a CloudSettings> {
+    let names: Vec<&str> = settings.clouds.iter().map(|c| c.name.as_str()).collect();
+    let found = match name {
+        Some(n) => settings.cloud(n),
+        None => {
+            let mut clouds: Vec<&CloudSettings> = settings.clouds.iter().collect();
+            clouds.sort_by_key(|c| std::cmp::Reverse(c.priority));
+            clouds.first().copied()
+        }
+    };
+    found.ok_or_else(|| {
+        CodedError::new(
+            Exit::Usage,
+            match (name, names.is_empty()) {
+                (_, true) => "the config has no cloud destination (a destination with \"kind\": \"s3\" or \"b2\")"
+                    .to_string(),
+                (Some(n), false) => format!(
+                    "there is no cloud destination named {n:?}; the config has: {}",
+                    names.join(", ")
+                ),
+                (None, false) => unreachable!("a config with cloud destinations has a first"),
+            },
+        )
+        .into()
+    })
+}
+
+/// The backups of cloud destination `name` (each set of each, oldest first); `pick`: only the backup that date
+/// picks (`ls`); `set`: only that set.
+pub fn catalog(
+    settings: &Settings,
+    name: Option<&str>,
+    set: Option<&str>,
+    pick: Option<DateQuery>,
+) -> anyhow::Result<CloudScope> {
+    let cloud = destination(settings, name)?;
+    let env = crate::settings::Env::from_process();
+    let store = Arc::new(Store::open(cloud, &env, chrono::Local::now().time())?);
+    let (listing, _) = crate::external::cloud::list(&store, false)?;
+    let mut stamps: Vec<(NaiveDateTime, String)> = listing
+        .backups
+        .iter()
+        .filter_map(|s| snapshot::parse_stamp(s).map(|t| (t, s.clone())))
+        .collect();
+    if stamps.is_empty() {
+        return Err(failed(format!(
+            "there is no backup on {} ({}); `dbackup external --destination {}` uploads one",
+            cloud.name,
+            store.place(),
+            cloud.name
+        )));
+    }
+    if let Some(query) = pick {
+        let times: Vec<NaiveDateTime> = stamps.iter().map(|s| s.0).collect();
+        let i = select::choose(&times, query).map_err(|no| {
+            failed(format!(
+                "no backup on {} matches --date {query}; {}; see `dbackup restore --list --source cloud:{}`",
+                cloud.name,
+                select::nearest_sentence(&no, |i| stamps[i].1.clone()),
+                cloud.name
+            ))
+        })?;
+        stamps = vec![stamps.swap_remove(i)];
+    }
+    let mut backups = Vec::new();
+    let mut index_bytes = 0u64;
+    for (time, stamp) in stamps {
+        let dir = format!("{BACKUPS}{stamp}/");
+        let path = PathBuf::from(format!("{} {dir}{}", store.place(), layout::METADATA_FILE));
+        let meta = store
+            .get(&format!("{dir}{}", layout::METADATA_FILE))
+            .map_err(anyhow::Error::from)
+            .and_then(|b| layout::parse_metadata(&b, &path).map_err(|e| failed(e.to_string())))?;
+        let objects = Arc::new(Objects::new(store.clone(), dir));
+        for s in meta.sets.iter().filter(|s| set.is_none_or(|n| n == s.set)) {
+            let content = if s.index.is_empty() {
+                Content::Unreadable("it has no index".into())
+            } else if let Some(bad) = s.index.iter().find(|f| !layout::is_plain_name(&f.name)) {
+                Content::Unreadable(format!(
+                    "its index is named {}, not a plain file name",
+                    crate::stdx::show_str(&bad.name)
+                ))
+            } else if !s.kind.is_full() {
+                Content::Unreadable(
+                    "it is incremental, which a bucket cannot be read through yet".into(),
+                )
+            } else {
+                index_bytes = s
+                    .index
+                    .iter()
+                    .fold(index_bytes, |t, f| t.saturating_add(f.bytes));
+                Content::Index(ArchiveFiles::remote(
+                    s.index
+                        .iter()
+                        .map(|f| (Path::new(&f.name).to_path_buf(), f.bytes))
+                        .collect(),
+                    objects.clone(),
+                ))
+            };
+            backups.push(SetBackup {
+                kept: Kept::Cloud,
+                stamp: stamp.clone(),
+                time,
+                set: s.set.clone(),
+                destination: Some(cloud.name.clone()),
+                standing: crate::restore::choose::Standing::of_drive_backup(meta.verified),
+                sources: s.sources.clone(),
+                content,
+                backup_kind: Some(s.kind),
+                base: s.base.clone(),
+            });
+        }
+    }
+    Ok(CloudScope {
+        destination: cloud.name.clone(),
+        place: store.place().to_string(),
+        backups,
+        index_bytes,
+        store,
+    })
+}

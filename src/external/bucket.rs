@@ -1,0 +1,414 @@
+//! A bucket's backups as `status`, `backup`, `ls`/`find` and retention see them, and retention on a bucket: one
+//! listing of `backups/` and each backup's `backup.json` (no archive is read), then, after a verified upload, the
+//! backups the destination's `retention` does not keep deleted (the policy and chain rules of
+//! [`super::retention::decide`], the drive's), `backup.json` FIRST: a backup whose other objects could only partly
+//! be deleted is an unfinished upload from then on (never listed as a backup again; the next run removes the rest).
+//! A backup whose objects are still under Object Lock is kept ("kept: locked until <date>") and never touched.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::cloud::{BACKUPS, CloudListing};
+use super::layout::{self, DriveBackup};
+use super::retention::{self as drive_retention, BackupInfo};
+use crate::cloud::{CloudError, Store};
+use crate::config::RetentionPolicy;
+use crate::retention::Decision;
+use crate::snapshot;
+
+/// A bucket's backups, each with its `backup.json` when it could be read and checked.
+#[derive(Debug, Clone, Default)]
+pub struct BucketBackups {
+    pub listing: CloudListing,
+    /// Oldest first; `meta` is `None` (with `meta_error`) when its `backup.json` is unusable.
+    pub backups: Vec<DriveBackup>,
+    /// Requests this look took (the listing, then a HEAD and a GET per `backup.json`).
+    pub requests: u64,
+}
+
+/// The requests a [`Store`] has sent so far, all methods together.
+pub fn requests_of(store: &Store) -> u64 {
+    let r = store.requests();
+    r.head + r.get + r.put + r.post + r.delete + r.other
+}
+
+/// Lists `backups/` once and reads the `backup.json` of every backup (`newest_only`: of the newest only, what the
+/// schedule needs). No archive or index is read.
+pub fn read(store: &Store, newest_only: bool) -> Result<BucketBackups, CloudError> {
+    let before = requests_of(store);
+    let (listing, _) = super::cloud::list(store, false)?;
+    let mut b = read_listed(store, listing, newest_only)?;
+    b.requests = requests_of(store).saturating_sub(before);
+    Ok(b)
+}
+
+/// [`read`] on a listing already made.
+pub fn read_listed(
+    store: &Store,
+    listing: CloudListing,
+    newest_only: bool,
+) -> Result<BucketBackups, CloudError> {
+    let before = requests_of(store);
+    let skip = if newest_only {
+        listing.backups.len().saturating_sub(1)
+    } else {
+        0
+    };
+    let mut backups = Vec::new();
+    for stamp in listing.backups.iter().skip(skip) {
+        let Some(time) = snapshot::parse_stamp(stamp) else {
+            continue;
+        };
+        let dir = format!("{BACKUPS}{stamp}/");
+        let path = PathBuf::from(format!("{} {dir}{}", store.place(), layout::METADATA_FILE));
+        let (meta, meta_error) = match store.get(&format!("{dir}{}", layout::METADATA_FILE)) {
+            Err(e) => (None, Some(e.to_string())),
+            Ok(bytes) => match layout::parse_metadata(&bytes, &path) {
+                Ok(m) if m.stamp != *stamp => (
+                    None,
+                    Some(format!(
+                        "its {} describes backup {}",
+                        layout::METADATA_FILE,
+                        crate::stdx::show_str(&m.stamp)
+                    )),
+                ),
+                Ok(m) if !m.verified => (
+                    None,
+                    Some(format!(
+                        "its {} says it was not verified",
+                        layout::METADATA_FILE
+                    )),
+                ),
+                Ok(m) => (Some(m), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+        };
+        backups.push(DriveBackup {
+            name: stamp.clone(),
+            time,
+            path,
+            meta,
+            meta_error,
+        });
+    }
+    Ok(BucketBackups {
+        listing,
+        backups,
+        requests: requests_of(store).saturating_sub(before),
+    })
+}
+
+/// When the objects of a backup written at `started` with `object_lock_days` stop being locked: at least then
+/// (the upload's lock date was taken a moment before `started`).
+pub fn locked_until(
+    started: DateTime<Utc>,
+    object_lock_days: Option<u32>,
+) -> Option<DateTime<Utc>> {
+    object_lock_days.map(|d| started + chrono::Duration::days(i64::from(d)))
+}
+
+/// Retention on a bucket after the new backup `stamp` (holding `sets`) is promoted: the drive's rules
+/// ([`drive_retention::decide`]), where a backup still locked at `now_utc` is kept ("kept: locked until <date>")
+/// together with what it depends on. Pure.
+pub fn decide(
+    backups: &[DriveBackup],
+    stamp: &str,
+    sets: &[String],
+    policy: &RetentionPolicy,
+    now: NaiveDateTime,
+    now_utc: DateTime<Utc>,
+    object_lock_days: Option<u32>,
+) -> Vec<Decision> {
+    let mut infos: Vec<BackupInfo> = backups
+        .iter()
+        .filter(|b| b.name != stamp)
+        .map(|b| BackupInfo::new(&b.name, b.time, b.meta.as_ref(), false))
+        .collect();
+    infos.push(BackupInfo {
+        name: stamp.to_string(),
+        time: now,
+        verified: true,
+        sets: sets.to_vec(),
+        latest: true,
+        ..Default::default()
+    });
+    let lock_of = |name: &str| {
+        backups
+            .iter()
+            .find(|b| b.name == name)
+            .and_then(|b| b.meta.as_ref())
+            .and_then(|m| locked_until(m.started.with_timezone(&Utc), object_lock_days))
+            .filter(|until| *until > now_utc)
+    };
+    // A locked backup is kept as `latest` is (so what it depends on is kept with it), until nothing more is locked.
+    let mut locked: Vec<(String, DateTime<Utc>)> = Vec::new();
+    loop {
+        let decisions = drive_retention::decide(&infos, policy, now);
+        let more: Vec<(String, DateTime<Utc>)> = decisions
+            .iter()
+            .filter(|d| !d.keep)
+            .filter_map(|d| lock_of(&d.name).map(|u| (d.name.clone(), u)))
+            .collect();
+        if more.is_empty() {
+            return decisions
+                .into_iter()
+                .map(|mut d| {
+                    if let Some((_, until)) = locked.iter().find(|(n, _)| *n == d.name) {
+                        d.reasons.retain(|r| r != "target of latest");
+                        d.reasons.insert(
+                            0,
+                            format!(
+                                "kept: locked until {} (Object Lock)",
+                                until.format("%Y-%m-%d %H:%M UTC")
+                            ),
+                        );
+                    }
+                    d
+                })
+                .collect();
+        }
+        for (name, until) in more {
+            if let Some(i) = infos.iter_mut().find(|i| i.name == name) {
+                i.latest = true;
+            }
+            locked.push((name, until));
+        }
+    }
+}
+
+/// Reads the `backup.json` of every backup of an opened destination (retention needs their sets and chains); a
+/// failure is the destination's error, as a failed listing is.
+pub fn observe(w: &mut super::cloud::CloudWorld) {
+    let Some(store) = &w.store else { return };
+    if w.error.is_some() {
+        return;
+    }
+    match read_listed(store, w.listing.clone(), false) {
+        Ok(b) => w.backups = b.backups,
+        Err(e) => w.error = Some(e.to_string()),
+    }
+}
+
+/// Adds retention to an upload's plan: what the destination keeps once the new backup is promoted. Pure.
+pub fn plan_retention(
+    p: &mut super::cloud::CloudPlan,
+    w: &super::cloud::CloudWorld,
+    now: NaiveDateTime,
+    now_utc: DateTime<Utc>,
+) {
+    if p.refusal.is_some() || p.archives.is_empty() {
+        return;
+    }
+    let stamp = p
+        .dir
+        .trim_start_matches(BACKUPS)
+        .trim_end_matches('/')
+        .to_string();
+    let sets: Vec<String> = p.archives.iter().map(|a| a.set.clone()).collect();
+    p.decisions = decide(
+        &w.backups,
+        &stamp,
+        &sets,
+        &w.settings.retention,
+        now,
+        now_utc,
+        w.settings.object_lock_days,
+    );
+}
+
+/// Retention as the dry run prints it.
+pub fn render_retention(p: &super::cloud::CloudPlan, out: &mut String) {
+    use std::fmt::Write as _;
+    if p.decisions.is_empty() {
+        return;
+    }
+    let stamp = p.dir.trim_start_matches(BACKUPS).trim_end_matches('/');
+    let removed = p.decisions.iter().filter(|d| !d.keep).count();
+    let _ = writeln!(
+        out,
+        "  retention {}: {} kept, {} removed after the upload is verified",
+        crate::retention::describe(&p.retention),
+        p.decisions.len() - removed,
+        removed
+    );
+    for d in p.decisions.iter().filter(|d| d.name != stamp) {
+        let _ = writeln!(
+            out,
+            "  {}    {} ({})",
+            if d.keep { "keep  " } else { "remove" },
+            d.name,
+            d.reasons.join("; ")
+        );
+    }
+}
+
+/// Carries out the plan's retention after a verified upload: each backup it does not keep deleted
+/// (`backup.json` first). One that could only partly be deleted is a warning naming it.
+pub fn apply_retention(
+    p: &super::cloud::CloudPlan,
+    store: &Store,
+    report: &mut super::exec::DestinationReport,
+    ui: &crate::ui::Ui,
+) {
+    for d in p.decisions.iter().filter(|d| !d.keep) {
+        if crate::interrupt::requested().is_some() {
+            return;
+        }
+        let r = remove(store, d);
+        match &r.error {
+            None => {
+                ui.step(format_args!(
+                    "{}: removed old backup {} ({})",
+                    p.name,
+                    d.name,
+                    d.reasons.join("; ")
+                ));
+                report.removed.push(super::exec::Removed {
+                    name: d.name.clone(),
+                    reasons: d.reasons.clone(),
+                });
+            }
+            Some(e) => {
+                let msg = format!("old backup {} could only partly be deleted: {e}", d.name);
+                ui.warn(format_args!("{}: {msg}", p.name));
+                report.warnings.push(msg);
+            }
+        }
+    }
+    for d in p.decisions.iter().filter(|d| d.keep) {
+        if let Some(r) = d.reasons.iter().find(|r| r.starts_with("kept: locked")) {
+            ui.step(format_args!("{}: {} {r}", p.name, d.name));
+        }
+    }
+}
+
+/// What retention did to one backup on a bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRemoval {
+    pub name: String,
+    pub reasons: Vec<String>,
+    /// Every object deleted.
+    pub complete: bool,
+    /// Why not (the backup is an unfinished upload now: its `backup.json` went first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Deletes one backup: `backup.json` first (from then on it is an unfinished upload, never listed as a backup), then
+/// every other object under its stamp.
+pub fn remove(store: &Store, d: &Decision) -> BucketRemoval {
+    let dir = format!("{BACKUPS}{}/", d.name);
+    let outcome = (|| -> Result<(), CloudError> {
+        store.delete(&format!("{dir}{}", layout::METADATA_FILE))?;
+        for o in store.list(&dir)? {
+            store.delete(&o.key)?;
+        }
+        Ok(())
+    })();
+    BucketRemoval {
+        name: d.name.clone(),
+        reasons: d.reasons.clone(),
+        complete: outcome.is_ok(),
+        error: outcome.err().map(|e| {
+            format!(
+                "{e}; its {} was deleted first, so it is no longer listed as a backup, and the next run removes \
+                 what is left",
+                layout::METADATA_FILE
+            )
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup(stamp: &str, base: Option<&str>) -> DriveBackup {
+        let mut meta = layout::tests::meta(stamp, &["docs"]);
+        meta.started = snapshot::parse_stamp(stamp)
+            .unwrap()
+            .and_utc()
+            .fixed_offset();
+        if let Some(b) = base {
+            meta.depends_on = vec![b.to_string()];
+        }
+        DriveBackup {
+            name: stamp.into(),
+            time: snapshot::parse_stamp(stamp).unwrap(),
+            path: PathBuf::new(),
+            meta: Some(meta),
+            meta_error: None,
+        }
+    }
+
+    /// Retention on a bucket: `last 1` keeps the new backup and the base of nothing else; a chain's base is kept
+    /// with its tail; a backup still locked is kept with its lock date; without a lock the same backup goes.
+    #[test]
+    fn bucket_retention_keeps_chains_and_locked_backups() {
+        let backups = vec![
+            backup("2026-11-01-020000", None),
+            backup("2026-11-08-020000", None),
+            backup("2026-11-15-020000", Some("2026-11-08-020000")),
+        ];
+        let now = snapshot::parse_stamp("2026-11-22-020000").unwrap();
+        let now_utc = now.and_utc();
+        let sets = vec!["docs".to_string()];
+        let decide_with = |policy: u32, lock: Option<u32>| {
+            decide(
+                &backups,
+                "2026-11-22-020000",
+                &sets,
+                &RetentionPolicy::last(policy),
+                now,
+                now_utc,
+                lock,
+            )
+        };
+        let removed = |ds: &[Decision]| -> Vec<String> {
+            let mut v: Vec<String> = ds
+                .iter()
+                .filter(|d| !d.keep)
+                .map(|d| d.name.clone())
+                .collect();
+            v.sort();
+            v
+        };
+        let ds = decide_with(1, None);
+        assert_eq!(
+            removed(&ds),
+            [
+                "2026-11-01-020000",
+                "2026-11-08-020000",
+                "2026-11-15-020000"
+            ]
+        );
+        let ds = decide_with(2, None);
+        assert_eq!(
+            removed(&ds),
+            ["2026-11-01-020000"],
+            "the base of a kept tail stays"
+        );
+        let kept = ds.iter().find(|d| d.name == "2026-11-08-020000").unwrap();
+        assert!(
+            kept.reasons.iter().any(|r| r.starts_with("base of")),
+            "{kept:?}"
+        );
+        // Locked for 10 days from its start: the backup of 2026-11-15 is (and its base stays with it), the
+        // older ones are not.
+        let ds = decide_with(1, Some(10));
+        assert_eq!(removed(&ds), ["2026-11-01-020000"]);
+        let locked = ds.iter().find(|d| d.name == "2026-11-15-020000").unwrap();
+        assert!(locked.keep);
+        let base = ds.iter().find(|d| d.name == "2026-11-08-020000").unwrap();
+        assert!(
+            base.keep && base.reasons.iter().any(|r| r.starts_with("base of")),
+            "{base:?}"
+        );
+        assert!(
+            locked.reasons[0].starts_with("kept: locked until 2026-11-25"),
+            "{locked:?}"
+        );
+    }
+}

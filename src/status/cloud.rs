@@ -1,0 +1,306 @@
+//! The cloud destinations in `status`: each bucket's last verified upload, bytes stored, restore points and chains,
+//! and its age against its schedule, from one listing of `backups/` and each `backup.json` (no archive or index is
+//! downloaded; the request count is in the report). Built from [`gather::CloudFacts`] (pure), rendered as a table.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use super::{ExternalStatus, KnownFrom, RestorePoint, gather, restore_points, table};
+use crate::config::Schedule;
+#[cfg(test)]
+use crate::settings::CloudSettings;
+use crate::stdx;
+
+/// One cloud destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CloudStatus {
+    pub name: String,
+    /// `s3 http://127.0.0.1:3900 bucket/prefix` (no secret).
+    pub place: String,
+    /// The schedule it is written on: its own, else `schedule.external`.
+    pub schedule: String,
+    /// It was listed (not when it could not be reached: see `error`).
+    pub reachable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Verified backups (stamps with `backup.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backups: Option<usize>,
+    /// The last verified upload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<ExternalStatus>,
+    /// What its backups' `backup.json` say they hold (archives, indexes), all together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_stored: Option<u64>,
+    /// Uploads never promoted (no `backup.json`): the next upload removes them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unfinished: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restore_points: Vec<RestorePoint>,
+    /// Requests this look took: one listing, then a HEAD and a GET per `backup.json`.
+    pub requests: u64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// A bucket's status at `now`. Pure.
+pub fn build(
+    c: &gather::CloudFacts,
+    schedule: &Schedule,
+    now: DateTime<FixedOffset>,
+    warnings: &mut Vec<String>,
+) -> CloudStatus {
+    let age = |t: DateTime<FixedOffset>| now.signed_duration_since(t).num_seconds();
+    if let Some(e) = &c.error {
+        warnings.push(format!("destination {}: {e}", c.settings.name));
+    }
+    if c.unfinished > 0 {
+        warnings.push(format!(
+            "destination {}: {} (no backup.json), removed by the next upload",
+            c.settings.name,
+            stdx::counted(
+                c.unfinished as u64,
+                "unfinished upload",
+                "unfinished uploads"
+            )
+        ));
+    }
+    if let Some(l) = &c.listing
+        && l.unusable > 0
+    {
+        warnings.push(format!(
+            "destination {}: {} whose backup.json cannot be used (not counted)",
+            c.settings.name,
+            stdx::counted(l.unusable as u64, "backup", "backups")
+        ));
+    }
+    let newest = match &c.listing {
+        Some(l) => l.newest.as_ref().map(|b| ExternalStatus {
+            stamp: b.stamp.clone(),
+            time: b.started,
+            age_seconds: age(b.started),
+            known_from: KnownFrom::Drive,
+            bytes: Some(b.bytes),
+            sets: b.sets.iter().map(|(_, snap)| snap.clone()).collect(),
+            encrypted: b.encryption.is_some(),
+        }),
+        None => c.from_log.as_ref().map(|s| ExternalStatus {
+            stamp: s.name.clone(),
+            time: s.time,
+            age_seconds: age(s.time),
+            known_from: KnownFrom::RunLog,
+            bytes: None,
+            sets: vec![],
+            encrypted: false,
+        }),
+    };
+    let points = c
+        .listing
+        .as_ref()
+        .map(|l| restore_points(&l.backups))
+        .unwrap_or_default();
+    CloudStatus {
+        name: c.settings.name.clone(),
+        place: c.settings.place(),
+        schedule: crate::schedule::schedule_word(c.settings.schedule.unwrap_or(schedule.external))
+            .to_string(),
+        reachable: c.listing.is_some(),
+        error: c.error.clone(),
+        backups: c.listing.as_ref().map(|l| l.verified),
+        newest,
+        bytes_stored: c
+            .listing
+            .as_ref()
+            .map(|_| points.iter().fold(0u64, |t, p| t.saturating_add(p.bytes))),
+        unfinished: c.unfinished,
+        restore_points: points,
+        requests: c.requests,
+    }
+}
+
+/// The buckets' table, then each one's restore points.
+pub fn render(out: &mut String, clouds: &[CloudStatus]) {
+    if clouds.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\ncloud destinations:");
+    let mut rows = vec![vec![
+        "DESTINATION".to_string(),
+        "SCHEDULE".to_string(),
+        "STORED".to_string(),
+        "LAST VERIFIED UPLOAD".to_string(),
+        "AGE".to_string(),
+        "BACKUPS".to_string(),
+    ]];
+    for c in clouds {
+        let (newest, age) = match &c.newest {
+            Some(n) if n.known_from == KnownFrom::RunLog => (
+                format!("{} (run log)", n.stamp),
+                super::age_short(n.age_seconds),
+            ),
+            Some(n) if n.encrypted => (
+                format!("{} (age)", n.stamp),
+                super::age_short(n.age_seconds),
+            ),
+            Some(n) => (n.stamp.clone(), super::age_short(n.age_seconds)),
+            None => ("none".to_string(), "-".to_string()),
+        };
+        rows.push(vec![
+            c.name.clone(),
+            c.schedule.clone(),
+            c.bytes_stored.map_or("-".to_string(), stdx::bytes),
+            newest,
+            age,
+            c.backups.map_or("-".to_string(), |b| b.to_string()),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    for c in clouds {
+        let _ = writeln!(
+            out,
+            "  {}: {}; {}{}",
+            c.name,
+            c.place,
+            match &c.error {
+                Some(e) => format!("cannot be looked at: {e}"),
+                None => format!(
+                    "looked at with {} (a listing and each backup.json; no archive read)",
+                    stdx::counted(c.requests, "request", "requests")
+                ),
+            },
+            if c.unfinished > 0 {
+                format!(
+                    "; {} the next upload removes",
+                    stdx::counted(
+                        c.unfinished as u64,
+                        "unfinished upload",
+                        "unfinished uploads"
+                    )
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    for c in clouds.iter().filter(|c| !c.restore_points.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\n{}: {}",
+            c.name,
+            stdx::counted(
+                c.restore_points.len() as u64,
+                "restore point",
+                "restore points"
+            )
+        );
+        super::render_points(out, &c.restore_points, "bucket");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::gather::{BackupFacts, CloudFacts, ListingFacts};
+
+    fn at(s: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    fn backup(stamp: &str, time: &str, base: Option<&str>, bytes: u64) -> BackupFacts {
+        BackupFacts {
+            stamp: stamp.into(),
+            started: at(time),
+            finished: at(time),
+            bytes,
+            sets: vec![("docs".into(), format!("docs-{stamp}"))],
+            encryption: None,
+            drive_bytes: bytes,
+            incremental: base.is_some(),
+            base: base.map(str::to_string),
+            image_only: false,
+        }
+    }
+
+    /// A bucket's lines in `status`: schedule, bytes stored (the sum of its backups), last verified upload and
+    /// age, the request count, unfinished uploads, then its restore points with their chains; an unreachable one
+    /// says why and becomes a warning.
+    #[test]
+    fn a_bucket_in_status() {
+        let mut settings = crate::cloud::tests::settings("http://127.0.0.1:3900", "payne");
+        settings.schedule = Some(crate::config::ExternalSchedule::Weekly);
+        let backups = vec![
+            backup(
+                "2025-03-30-020000",
+                "2025-03-30T02:00:00+02:00",
+                None,
+                300 << 20,
+            ),
+            backup(
+                "2025-04-06-020000",
+                "2025-04-06T02:00:00+02:00",
+                Some("2025-03-30-020000"),
+                12 << 20,
+            ),
+        ];
+        let facts = CloudFacts {
+            settings: settings.clone(),
+            looked: true,
+            listing: Some(ListingFacts {
+                verified: 2,
+                newest: backups.last().cloned(),
+                backups,
+                ..Default::default()
+            }),
+            unfinished: 1,
+            error: None,
+            from_log: None,
+            requests: 5,
+        };
+        let schedule = crate::config::Schedule::default();
+        let now = at("2025-04-10T09:00:00+02:00");
+        let mut warnings = Vec::new();
+        let ok = build(&facts, &schedule, now, &mut warnings);
+        assert_eq!(ok.bytes_stored, Some(312 << 20));
+        assert_eq!(ok.restore_points[1].chain, "2025-03-30-020000");
+        let down = build(
+            &CloudFacts {
+                settings: CloudSettings {
+                    name: "b2".into(),
+                    schedule: None,
+                    ..settings
+                },
+                listing: None,
+                unfinished: 0,
+                error: Some("no answer from s3 http://127.0.0.1:9 payne/laptop/one".into()),
+                requests: 0,
+                ..facts
+            },
+            &schedule,
+            now,
+            &mut warnings,
+        );
+        let mut text = String::new();
+        render(&mut text, &[ok, down]);
+        insta::assert_snapshot!(text, @r"
+
+    cloud destinations:
+      DESTINATION  SCHEDULE  STORED     LAST VERIFIED UPLOAD  AGE  BACKUPS
+      offsite      weekly    312.0 MiB  2025-04-06-020000     4d   2
+      b2           weekly    -          none                  -    -
+      offsite: s3 http://127.0.0.1:3900 payne/laptop/one; looked at with 5 requests (a listing and each backup.json; no archive read); 1 unfinished upload the next upload removes
+      b2: s3 http://127.0.0.1:3900 payne/laptop/one; cannot be looked at: no answer from s3 http://127.0.0.1:9 payne/laptop/one
+
+    offsite: 2 restore points
+      2025-03-30-020000  full         300.0 MiB
+      2025-04-06-020000  incremental  12.0 MiB   on 2025-03-30-020000, chain of 2025-03-30-020000
+    ");
+        insta::assert_snapshot!(warnings.join("\n"), @r"
+        destination offsite: 1 unfinished upload (no backup.json), removed by the next upload
+        destination b2: no answer from s3 http://127.0.0.1:9 payne/laptop/one
+        ");
+    }
+}

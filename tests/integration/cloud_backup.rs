@@ -1,0 +1,422 @@
+//! Buckets as destinations of `dbackup backup`, of retention, of `status`, `ls` and `find`, through the real binary
+//! against a real Garage on 127.0.0.1 (started per test, killed by its pid). Outputs are read as JSON values, so
+//! these tests use no item of the library.
+
+use chrono::{Local, TimeDelta};
+use serde_json::Value;
+use testkit::objstore::{Garage, REGION, S3Client};
+
+use crate::harness::Test;
+
+fn garage() -> Option<(Garage, S3Client)> {
+    let g = Garage::start().map_err(|why| testkit::skip(&why)).ok()?;
+    match S3Client::for_garage(&g) {
+        Ok(s3) => Some((g, s3)),
+        Err(why) => {
+            testkit::skip(&why);
+            None
+        }
+    }
+}
+
+/// The `offsite` destination (`extra` keys spliced in).
+fn offsite(g: &Garage, extra: &str) -> String {
+    format!(
+        r#"{{ "name": "offsite", "kind": "s3", "endpoint": "{}", "bucket": "{}", "region": "{REGION}",
+              "prefix": "laptop", "allow_unencrypted": true, "retries": 1, "timeout_seconds": 10 {extra} }}"#,
+        g.endpoint(),
+        g.bucket
+    )
+}
+
+fn with_keys(t: Test, g: &Garage) -> Test {
+    let mut t = t
+        .env("AWS_ACCESS_KEY_ID", &g.key.id)
+        .env("AWS_SECRET_ACCESS_KEY", &g.key.secret);
+    if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE") {
+        t = t.env("AWS_CA_BUNDLE", bundle);
+    }
+    t
+}
+
+fn populate(t: &Test) {
+    t.write("home/notes/todo.txt", "buy milk\n");
+    t.write("home/notes/deep/plan.md", "# plan\n");
+    t.write("home/photos/cat.raw", vec![7u8; 300 << 10]);
+}
+
+/// The stamps with a `backup.json` under `laptop/backups/`.
+fn bucket_backups(s3: &S3Client) -> Vec<String> {
+    s3.list("laptop/backups/")
+        .into_iter()
+        .filter_map(|(k, _)| {
+            k.strip_prefix("laptop/backups/")?
+                .strip_suffix("/backup.json")
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+fn days_from_now(days: i64) -> String {
+    (Local::now().fixed_offset() + TimeDelta::days(days)).to_rfc3339()
+}
+
+/// The destination `name` of a backup plan's JSON.
+fn view<'a>(plan: &'a Value, name: &str) -> &'a Value {
+    plan["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no destination {name} in {plan:#}"))
+}
+
+/// `dbackup backup` with a drive written whenever it is there (`schedule.external: always`) and a bucket on its
+/// own weekly schedule: the first run uploads (the dry run first says why for each destination, and writes
+/// nothing); two days later the drive is written again and the bucket is not ("2 days old; its own schedule is
+/// weekly"); eight days later the bucket is due and uploaded to again. Before: `backup` never looked at a bucket
+/// (its `schedule` was validated and unused), so nothing ever went off-site without `dbackup external`.
+#[test]
+fn backup_uploads_to_a_bucket_on_its_own_schedule() {
+    let Some((g, s3)) = garage() else { return };
+    let t = Test::new();
+    let config = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
+             "schedule": {{ "external": "always" }},
+             "destinations": [ {{ "name": "drive", "path": "{}", "require_mount": false }},
+                               {} ] }}"#,
+        t.path("drive").display(),
+        offsite(&g, r#", "schedule": "weekly""#)
+    );
+    let t = with_keys(t.config(&config), &g);
+    std::fs::create_dir_all(t.path("drive")).unwrap();
+    populate(&t);
+
+    let dry = t.cmd().args(["--dry-run", "backup"]).status(0);
+    assert!(
+        dry.stdout.contains("offsite (would be written): s3 "),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout
+            .contains("due: no external backup yet; its own schedule is weekly"),
+        "{}",
+        dry.stdout
+    );
+    let plan: Value = t
+        .cmd()
+        .args(["--json", "--dry-run", "backup"])
+        .status(0)
+        .json();
+    assert_eq!(view(&plan, "offsite")["target"], true);
+    assert_eq!(view(&plan, "drive")["target"], true);
+    assert_eq!(
+        bucket_backups(&s3),
+        Vec::<String>::new(),
+        "a dry run uploads nothing"
+    );
+
+    let first: Value = t.cmd().args(["--json", "backup"]).status(0).json();
+    assert_eq!(
+        first["due"]["external"]["targets"],
+        serde_json::json!(["drive", "offsite"])
+    );
+    let uploaded = bucket_backups(&s3);
+    assert_eq!(uploaded.len(), 1, "{first:#}");
+
+    // Two days later: the drive (always) is written, the bucket (weekly) is not, and the plan says why.
+    let later = days_from_now(2);
+    let plan: Value = t
+        .cmd()
+        .args(["--json", "--dry-run", "backup", "--now", &later])
+        .status(0)
+        .json();
+    let why = view(&plan, "offsite")["due"].as_str().unwrap().to_string();
+    assert_eq!(view(&plan, "offsite")["target"], false);
+    assert!(
+        why.starts_with(&format!(
+            "not due: its newest backup {} is 2 days old; its own schedule is weekly (due from ",
+            uploaded[0]
+        )),
+        "{why}"
+    );
+    let run: Value = t
+        .cmd()
+        .args(["--json", "backup", "--now", &later])
+        .status(0)
+        .json();
+    assert_eq!(
+        run["due"]["external"]["targets"],
+        serde_json::json!(["drive"])
+    );
+    assert_eq!(bucket_backups(&s3), uploaded, "not due: nothing uploaded");
+
+    // Eight days later: due again, uploaded.
+    let week = days_from_now(8);
+    let run: Value = t
+        .cmd()
+        .args(["--json", "backup", "--now", &week])
+        .status(0)
+        .json();
+    assert!(
+        run["due"]["external"]["targets"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("offsite")),
+        "{run:#}"
+    );
+    assert_eq!(bucket_backups(&s3).len(), 2);
+}
+
+/// Retention on a bucket after a verified upload, with `"retention": 2` and a chain: the second backup's
+/// `backup.json` is made to depend on the first (as an incremental's does). The dry run of the third upload says
+/// it keeps the first as the base of the second; with `"retention": 1` the whole chain goes, `backup.json` first,
+/// and nothing of those stamps is left in the bucket. Before: a bucket's `retention` was validated and unused, so
+/// every upload stayed (and was billed) forever.
+#[test]
+fn retention_on_a_bucket_keeps_chains_and_counts() {
+    let Some((g, s3)) = garage() else { return };
+    let config = |retention: u32| {
+        format!(
+            r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
+                 "destinations": [ {} ] }}"#,
+            offsite(&g, &format!(r#", "retention": {retention}"#))
+        )
+    };
+    let t = with_keys(Test::new().config(&config(2)), &g);
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    for _ in 0..2 {
+        t.cmd().args(["external"]).status(0);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let two = bucket_backups(&s3);
+    assert_eq!(two.len(), 2);
+    // The second depends on the first.
+    let key = format!("laptop/backups/{}/backup.json", two[1]);
+    let mut meta: Value = serde_json::from_slice(&s3.get(&key)).unwrap();
+    meta["depends_on"] = serde_json::json!([two[0]]);
+    let file = t.path("meta.json");
+    std::fs::write(&file, serde_json::to_vec(&meta).unwrap()).unwrap();
+    s3.put(&key, &file);
+
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        dry.stdout
+            .contains("retention last 2: 3 kept, 0 removed after the upload is verified"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout
+            .contains(&format!("keep      {} (base of {})", two[0], two[1])),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(bucket_backups(&s3), two, "a dry run removes nothing");
+    let plan: Value = t
+        .cmd()
+        .args(["--json", "--dry-run", "external"])
+        .status(0)
+        .json();
+    let errors: Vec<String> = crate::json::validator("external-plan")
+        .iter_errors(&plan)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{plan:#}");
+    assert_eq!(plan["clouds"][0]["decisions"].as_array().unwrap().len(), 3);
+
+    let t = t.config(&config(1));
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    for b in &two {
+        assert!(
+            dry.stdout.contains(&format!("remove    {b} (")),
+            "{}",
+            dry.stdout
+        );
+    }
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let report: Value = out.json();
+    let removed: Vec<&str> = report["destinations"][0]["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(removed.len(), 2, "{report:#}");
+    let left = bucket_backups(&s3);
+    assert_eq!(left.len(), 1);
+    assert!(!two.contains(&left[0]));
+    for b in &two {
+        assert_eq!(
+            s3.list(&format!("laptop/backups/{b}/")),
+            Vec::<(String, u64)>::new(),
+            "every object of {b} deleted"
+        );
+    }
+}
+
+/// `status`, `ls` and `find` on a bucket: `status` shows the bucket's last verified upload, bytes stored, restore
+/// points and its schedule from one listing and the `backup.json` (3 requests; the JSON matches
+/// docs/json/status.json), and twelve days later the weekly bucket is overdue (`--check` exits 1); `ls --source
+/// cloud:offsite` lists a directory through the index, saying first how many bytes it downloads, and `find --source
+/// cloud` finds a file with the bucket named. Before: `status` left buckets out, and `ls`/`find` on a cloud
+/// destination were usage errors (exit 2).
+#[test]
+fn status_ls_and_find_on_a_bucket() {
+    let Some((g, _s3)) = garage() else { return };
+    let config = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
+             "schedule": {{ "external": "manual" }},
+             "destinations": [ {} ] }}"#,
+        offsite(&g, r#", "schedule": "weekly""#)
+    );
+    let t = with_keys(Test::new().config(&config), &g);
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+
+    let out = t.cmd().args(["--json", "status"]).status(0);
+    let status: Value = out.json();
+    let errors: Vec<String> = crate::json::validator("status")
+        .iter_errors(&status)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{status:#}");
+    let c = &status["clouds"][0];
+    assert_eq!(c["name"], "offsite");
+    assert_eq!(c["schedule"], "weekly");
+    assert_eq!(c["reachable"], true);
+    assert_eq!(c["backups"], 1);
+    assert_eq!(c["restore_points"][0]["kind"], "full");
+    assert!(c["bytes_stored"].as_u64().unwrap() > 300 << 10, "{c:#}");
+    assert_eq!(
+        c["requests"], 3,
+        "one listing, a HEAD and a GET of backup.json: {c:#}"
+    );
+    let stamp = c["newest"]["stamp"].as_str().unwrap().to_string();
+    let text = t.cmd().args(["status"]).status(0);
+    assert!(
+        text.stdout.contains("cloud destinations:"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains(
+            "looked at with 3 requests (a listing and each backup.json; no archive read)"
+        ),
+        "{}",
+        text.stdout
+    );
+    // Twelve days later the weekly bucket is overdue.
+    let later = days_from_now(12);
+    let late: Value = t
+        .cmd()
+        .args(["--json", "status", "--now", &later])
+        .status(0)
+        .json();
+    assert!(
+        late["overdue"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["subject"] == "offsite"),
+        "{late:#}"
+    );
+    t.cmd()
+        .args(["status", "--check", "--now", &later])
+        .status(1);
+
+    let ls = t
+        .cmd()
+        .args(["ls", "--source", "cloud:offsite", "-R", "~/notes"])
+        .status(0);
+    assert!(ls.stdout.contains("todo.txt"), "{}", ls.stdout);
+    assert!(ls.stdout.contains("deep/plan.md"), "{}", ls.stdout);
+    assert!(
+        ls.stdout.starts_with(&format!("offsite {stamp} set docs")),
+        "{}",
+        ls.stdout
+    );
+    assert!(ls.stderr.contains("reading "), "{}", ls.stderr);
+    assert!(
+        ls.stderr.contains("of 1 index (no archive)"),
+        "{}",
+        ls.stderr
+    );
+    let json: Value = t
+        .cmd()
+        .args(["--json", "ls", "--source", "cloud", "~/photos"])
+        .status(0)
+        .json();
+    assert_eq!(json["backups"][0]["source"], "cloud");
+    assert_eq!(json["backups"][0]["destination"], "offsite");
+
+    let found = t
+        .cmd()
+        .args(["find", "--source", "cloud:offsite", "*.raw"])
+        .status(0);
+    assert!(found.stdout.contains("photos/cat.raw"), "{}", found.stdout);
+    assert!(
+        found.stdout.contains(&format!("{stamp}  offsite")),
+        "{}",
+        found.stdout
+    );
+    t.cmd()
+        .args(["find", "--source", "cloud:nowhere", "*.raw"])
+        .status(2);
+}
+
+/// Retention on a bucket that enforces Object Lock (moto), with `"object_lock_days": 1` and `"retention": 1`: the
+/// second upload's dry run says the first backup is "kept: locked until <date>" instead of removing it, and the
+/// run leaves it there (nothing removed, no warning). Before: retention did not run on buckets at all; a
+/// retention that tried would have deleted `backup.json` behind a delete marker while the data stayed locked.
+#[test]
+fn retention_on_a_locked_bucket_keeps_what_is_locked() {
+    let m = match testkit::objstore::Moto::start() {
+        Ok(m) => m,
+        Err(why) => return testkit::skip(&why),
+    };
+    let config = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
+             "destinations": [ {{ "name": "offsite", "kind": "s3", "endpoint": "{}", "bucket": "{}",
+               "region": "{REGION}", "prefix": "laptop", "allow_unencrypted": true, "retries": 1,
+               "timeout_seconds": 10, "object_lock_days": 1, "retention": 1 }} ] }}"#,
+        m.endpoint(),
+        m.bucket
+    );
+    let mut t = Test::new()
+        .config(&config)
+        .env("AWS_ACCESS_KEY_ID", "testing-key-id")
+        .env("AWS_SECRET_ACCESS_KEY", "testing-secret-key");
+    if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE") {
+        t = t.env("AWS_CA_BUNDLE", bundle);
+    }
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    let first: Value = t.cmd().args(["--json", "external"]).status(0).json();
+    let stamp = first["destinations"][0]["backup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        dry.stdout
+            .contains(&format!("keep      {stamp} (kept: locked until ")),
+        "{}",
+        dry.stdout
+    );
+    let second: Value = t.cmd().args(["--json", "external"]).status(0).json();
+    assert_eq!(
+        second["destinations"][0]["removed"],
+        serde_json::json!([]),
+        "{second:#}"
+    );
+    let list = t
+        .cmd()
+        .args(["restore", "--list", "--source", "cloud"])
+        .status(0);
+    assert!(list.stdout.contains(&stamp), "{}", list.stdout);
+}
