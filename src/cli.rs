@@ -91,9 +91,11 @@ With `encryption` in the config (or in the destination's entry) the archives are
 the drive, in the same pass: <set>.tar.age and <set>.index.age, and verification.sha256 covers those encrypted \
 files (checkable without the key). Only the public recipients are needed; the identity is never read here. \
 Without dbackup: `age -d -i identity.txt <set>.tar.age | tar -xpf - -C /` (docs/RESTORE.md).\n\n\
-With external.incremental.enabled, a set's archive holds only what changed since the previous backup of the set \
-on the drive (an incremental; its index still lists every file and where its bytes are) until a limit calls for a \
-full (external.incremental: max_chain, max_percent, full_after_days); --dry-run says which, and why.\n\n\
+By default (external.incremental.enabled) a set's archive holds only what changed since the previous backup of the \
+set on the drive (an incremental; its index still lists every file and where its bytes are) until a limit calls for \
+a full: 6 incrementals (max_chain: a restore reads at most 7 archives), incrementals over 50% of the full \
+(max_percent: a full then costs little more), a full 30 days old (full_after_days). Files that look unchanged are \
+read and compared when schedule.full is due. --dry-run says which, and why.\n\n\
 Examples:\n  \
 dbackup keygen                      # once: an identity and its age1... recipient for `encryption.recipients`\n  \
 dbackup external                    # the first present destination (external.mode)\n  \
@@ -198,6 +200,10 @@ pub struct ExternalArgs {
     /// Write full archives (every file's content), even where external.incremental would write an incremental
     #[arg(long)]
     pub full: bool,
+
+    /// Decide full or incremental, and whether contents are compared, as if it were this time (RFC 3339); for tests
+    #[arg(long, hide = true, value_name = "TIME", value_parser = parse_time)]
+    pub now: Option<DateTime<FixedOffset>>,
 }
 
 const BACKUP_HELP: &str = "\
@@ -317,7 +323,8 @@ only, never from the command line. A wrong identity, a truncated archive or byte
 it stop the restore before anything is written; a damaged chunk fails only the files it
 holds, and no partial file is left behind. --verify without the identity checks the
 encrypted files against verification.sha256 only, says the contents were NOT checked, and
-exits 3.
+exits 3. A damaged backup of a configured drive is remembered (damaged.json in the state
+directory): the next external run writes a full instead of extending its chain.
 
 An incremental backup keeps unchanged files in the earlier backups of its chain. --verify
 reads its own archive through and checks that every earlier archive it points into is

@@ -263,6 +263,7 @@ mod tests {
     /// Every way an entry can differ from its base, under each method. (Before: every external archive was full.)
     #[test]
     fn decisions_table() {
+        // Stays long: a table of cases, one per row.
         use ChangeMethod::*;
         use Decision::*;
         type Edit = fn(&mut IndexEntry);

@@ -46,7 +46,7 @@ pub use tarfmt::EntryKind;
 pub use verify::{HardLinkTargets, verify_archive, verify_archive_in_chain};
 pub use writer::{
     ArchiveEstimate, ArchiveOptions, ArchivePlan, ArchiveSummary, NoProgress, Progress, Warning,
-    scan, scan_against, write_archive,
+    scan, scan_both, write_archive,
 };
 pub use xattrs::Attrs;
 // What only the unit tests and the proptests use, under the names they have always had.
@@ -57,4 +57,5 @@ pub use {
     reader::{ReadError, read_entry},
     sink::{StageWriter, WRITE_BUFFER},
     verify::{VerifyError, VerifyProblem, VerifyReport, verify_archive_with},
+    writer::scan_against,
 };

@@ -321,6 +321,30 @@ pub fn scan_against(
     base: Option<&IncrementalBase>,
     progress: &mut dyn Progress,
 ) -> Result<ArchivePlan, ArchiveError> {
+    Ok(scan_walk(root, base, progress)?.0)
+}
+
+/// [`scan`] and [`scan_against`] in one walk: the plan with the full archive's estimate (what [`write_archive`]
+/// needs, and the size of the full written if the base cannot be used after all), and the incremental's estimate.
+/// The change detection of an incremental then costs one walk of the snapshot, not two.
+pub fn scan_both(
+    root: &Path,
+    base: &IncrementalBase,
+    progress: &mut dyn Progress,
+) -> Result<(ArchivePlan, ArchiveEstimate), ArchiveError> {
+    let (mut plan, full) = scan_walk(root, Some(base), progress)?;
+    let incremental = std::mem::replace(&mut plan.estimate, full);
+    Ok((plan, incremental))
+}
+
+/// The one walk of [`scan_against`]: the plan (its estimate the incremental's when there is a base), and the full
+/// archive's estimate beside it (the same as the plan's without a base).
+// Stays long: one walk, two estimates kept in step; split, they would drift apart.
+fn scan_walk(
+    root: &Path,
+    base: Option<&IncrementalBase>,
+    progress: &mut dyn Progress,
+) -> Result<(ArchivePlan, ArchiveEstimate), ArchiveError> {
     let mut cursor = base.map(BaseCursor::open).transpose()?;
     let meta = std::fs::metadata(root).map_err(|source| ArchiveError::Read {
         path: root.into(),
@@ -330,6 +354,9 @@ pub fn scan_against(
         return Err(ArchiveError::NotADirectory { path: root.into() });
     }
     let mut est = ArchiveEstimate::default();
+    // What a full archive of the same walk would be: every entry stored.
+    let mut full = ArchiveEstimate::default();
+    let mut full_offset = 0u64;
     // (dev, ino, content size, stored size, is a file, bytes it would take if stored after all: 0 unless the scan
     // left it in the base) of every file and symlink with nlink > 1 (`ln -P`, `cp -al` and `rsync -H` make
     // hard-linked symlinks): a few dozen bytes each, dropped at the end of the scan.
@@ -371,23 +398,37 @@ pub fn scan_against(
                 linked: false,
                 same_inode: same_inode(b, &w),
             };
-            if incremental::decide(seen, found.as_ref(), b.method()) == Decision::Unchanged {
+            if let (Decision::Unchanged, Some(f)) = (
+                incremental::decide(seen, found.as_ref(), b.method()),
+                &found,
+            ) {
                 est.referenced_files += 1;
                 est.referenced_bytes += e.size;
                 est.entries += 1;
                 est.index_bytes += IndexWriter::<Vec<u8>>::line_len(&e) + 32;
+                // The full stores it as the base does (the same content: sparse or not).
+                e.sparse = f.sparse;
+                header.clear();
+                tarfmt::encode_header(&header_spec(&e), &mut header).map_err(|source| {
+                    ArchiveError::Read {
+                        path: w.full.clone(),
+                        source,
+                    }
+                })?;
+                let stored = stored_len(&e);
+                let len = header.len() as u64 + stored + tarfmt::padding(stored);
                 if w.meta.nlink() > 1 {
                     // Stored after all if it has another name here: see below.
-                    header.clear();
-                    tarfmt::encode_header(&header_spec(&e), &mut header).map_err(|source| {
-                        ArchiveError::Read {
-                            path: w.full.clone(),
-                            source,
-                        }
-                    })?;
-                    let len = header.len() as u64 + e.size + tarfmt::padding(e.size);
-                    multi.push((w.meta.dev(), w.meta.ino(), e.size, e.size, true, len));
+                    multi.push((w.meta.dev(), w.meta.ino(), e.size, stored, true, len));
                 }
+                e.header_offset = full_offset;
+                e.data_offset = full_offset + header.len() as u64;
+                e.sha256 = Some(Digest([0; 32]));
+                full_offset += len;
+                full.files += 1;
+                full.file_bytes += e.size;
+                full.entries += 1;
+                full.index_bytes += IndexWriter::<Vec<u8>>::line_len(&e);
                 progress.entry(&e.path, kind, e.size);
                 continue;
             }
@@ -402,6 +443,8 @@ pub fn scan_against(
             }
             est.files += 1;
             est.file_bytes += e.size;
+            full.files += 1;
+            full.file_bytes += e.size;
             if w.meta.nlink() > 1 {
                 multi.push((w.meta.dev(), w.meta.ino(), e.size, stored_len(&e), true, 0));
             }
@@ -419,9 +462,15 @@ pub fn scan_against(
             e.sha256 = Some(Digest([0; 32]));
         }
         let stored = stored_len(&e);
+        let len = header.len() as u64 + stored + tarfmt::padding(stored);
         offset = e.data_offset + stored + tarfmt::padding(stored);
-        est.index_bytes += IndexWriter::<Vec<u8>>::line_len(&e);
+        let line = IndexWriter::<Vec<u8>>::line_len(&e);
+        est.index_bytes += line;
         est.entries += 1;
+        // The same entry in the full (its offsets differ by at most a few digits in the index line).
+        full_offset += len;
+        full.index_bytes += line;
+        full.entries += 1;
         progress.entry(&e.path, kind, e.size);
     }
     multi.sort_unstable();
@@ -439,22 +488,32 @@ pub fn scan_against(
             linked.push((group[0].0, group[0].1));
             let extra = group.len() as u64 - 1;
             est.hard_links += extra;
+            full.hard_links += extra;
             if group[0].4 {
                 est.files -= extra;
                 est.file_bytes -= extra * group[0].2;
+                full.files -= extra;
+                full.file_bytes -= extra * group[0].2;
             }
             // A link has no content; its header is about the size of the file's (the link target may need a
             // pax record the file did not, so this is an estimate by a block or two per link).
             offset -= extra * (group[0].3 + tarfmt::padding(group[0].3));
+            full_offset -= extra * (group[0].3 + tarfmt::padding(group[0].3));
         }
     }
     est.tar_bytes = offset + tarfmt::trailer_len(offset);
     est.index_bytes += 1024;
-    Ok(ArchivePlan {
-        root: root.to_path_buf(),
-        estimate: est,
-        linked,
-    })
+    full.tar_bytes = full_offset + tarfmt::trailer_len(full_offset);
+    full.index_bytes += 1024;
+    full.skipped = est.skipped;
+    Ok((
+        ArchivePlan {
+            root: root.to_path_buf(),
+            estimate: est,
+            linked,
+        },
+        full,
+    ))
 }
 
 trait IntoVecBytes {

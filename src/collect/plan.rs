@@ -519,6 +519,7 @@ fn base_plan(
 
 /// The plan for people (what `--dry-run` prints without `--json`).
 pub fn render(plan: &CollectPlan) -> String {
+    // Stays long: the dry run's text, one section after another in the order it is printed.
     let mut out = String::new();
     let root = plan.backup_root.display();
     if plan.create_root {

@@ -23,6 +23,9 @@ pub fn run(global: &GlobalArgs, args: ExternalArgs) -> anyhow::Result<Exit> {
         destination: args.destination,
         allow_incomplete: args.allow_incomplete,
         full: args.full,
+        now: args
+            .now
+            .map(|t| t.with_timezone(&chrono::Local).naive_local()),
     };
     run_with_settings(&settings, &options)
 }

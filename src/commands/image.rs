@@ -5,8 +5,6 @@
 //! with `--json`, the kit manifest, the [`crate::image::CreateReport`] or the plan/report. Exit: 0 ok; 3 when a
 //! device was refused but others imaged; 1 refused or failed; 2 bad arguments; 5 no drive present.
 
-use std::io::{BufRead, IsTerminal, Write};
-
 use anyhow::Context;
 
 use crate::cli::{GlobalArgs, ImageCommand, ImageCreateArgs, ImageKitArgs, ImageRestoreArgs};
@@ -33,17 +31,7 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
                 super::print_json(&serde_json::json!({ "out": out, "pieces": pieces }))?;
             } else {
                 for p in &pieces {
-                    let line = format!(
-                        "{:<28} {:<9} {}{}",
-                        p.name,
-                        p.status,
-                        p.source,
-                        p.note
-                            .as_deref()
-                            .map(|n| format!(": {n}"))
-                            .unwrap_or_default()
-                    );
-                    ui.info(crate::stdx::show_str(&line));
+                    ui.info(crate::stdx::show_str(&p.line()));
                 }
                 crate::outln!("{}", out.display());
             }
@@ -159,7 +147,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
     image::exec::verify_images(&plan, &system.images, &keys, &ui)
         .context("checking the images before writing anything")?;
     if plan.confirm && !args.yes {
-        confirm(&plan)?;
+        image::exec::confirm(&plan)?;
     }
     let report = image::exec::restore(&plan, &keys, &ui)?;
     if ui.json {
@@ -178,47 +166,4 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
         )
         .into())
     }
-}
-
-/// Asks on the terminal before a block device is overwritten.
-fn confirm(plan: &image::RestorePlan) -> anyhow::Result<()> {
-    if !std::io::stdin().is_terminal() {
-        return Err(CodedError::new(
-            Exit::Usage,
-            format!(
-                "{} is a block device and there is no terminal to confirm on; pass --yes to overwrite it",
-                plan.target.display()
-            ),
-        )
-        .into());
-    }
-    crate::stdx::out::stderr(format_args!(
-        "Everything on {} will be overwritten. Type the device name ({}) to go on: ",
-        plan.target.display(),
-        plan.target.display()
-    ));
-    std::io::stderr().flush()?;
-    let mut line = String::new();
-    if std::io::stdin().lock().read_line(&mut line)? == 0 {
-        // End of input: the error goes on a line of its own, not after the question.
-        crate::errln!();
-    }
-    let answer = line.trim();
-    if answer != plan.target.to_string_lossy() {
-        // A "yes" is not enough: the device's name is typed, so a slip of the wrong disk is caught here.
-        let hint = if ["y", "yes"].contains(&answer.to_ascii_lowercase().as_str()) {
-            format!(
-                " (type the device name {} itself to go on)",
-                plan.target.display()
-            )
-        } else {
-            String::new()
-        };
-        return Err(CodedError::new(
-            Exit::Failed,
-            format!("not confirmed{hint}; nothing was written"),
-        )
-        .into());
-    }
-    Ok(())
 }

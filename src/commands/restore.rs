@@ -21,13 +21,13 @@ use crate::cli::{GlobalArgs, RestoreArgs};
 use crate::exit::{CodedError, Exit};
 use crate::restore::catalog;
 use crate::restore::choose::{self, Chosen, Prepared};
-use crate::restore::job::{self, Planned, SetBackup};
+use crate::restore::job;
 use crate::restore::keys::{Ask, KeyRing};
 use crate::restore::list::{self, Kept};
 use crate::restore::outcome::{self, RestoreOutput};
 use crate::restore::select::{self, DateQuery};
 use crate::restore::verify;
-use crate::restore::{Overwrite, Request, RestoreError, Summary};
+use crate::restore::{Overwrite, Request, Summary};
 use crate::settings::{Env, Settings};
 use crate::ui::Ui;
 
@@ -245,7 +245,7 @@ fn restore(
     }
     // From here on SIGINT and SIGTERM stop the restore between entries, with a run log line.
     super::begin_run(settings, ui, "restore");
-    let (summaries, error) = apply(&sets, &planned, ui);
+    let (summaries, error) = job::apply_with_progress(&sets, &planned, ui);
     *logged = outcome::logged(&planned, &summaries);
     // Interrupted: the run's line (with what was restored and kept) is written by `run_with_settings`, marked
     // `interrupted`; `main` says so in one line.
@@ -295,37 +295,43 @@ fn restore(
     Ok(exit)
 }
 
-/// Applies the plans with a progress bar over the bytes they write.
-fn apply(sets: &[SetBackup], planned: &[Planned], ui: &Ui) -> (Vec<Summary>, Option<RestoreError>) {
-    let total: u64 = planned
-        .iter()
-        .map(|p| {
-            p.plan
-                .counts
-                .create
-                .bytes
-                .saturating_add(p.plan.counts.replace.bytes)
-        })
-        .fold(0u64, u64::saturating_add);
-    let bar = ui.percent_bar("restore");
-    let mut written = 0u64;
-    let mut done = |n: u64| {
-        written += n;
-        if let Some(b) = &bar
-            && total > 0
-        {
-            b.set_position(written.saturating_mul(100) / total);
-        }
-    };
-    let applied = job::apply_all(sets, planned, &mut done);
-    if let Some(b) = &bar {
-        b.finish_and_clear();
-    }
-    applied
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // --verify
+
+/// Tells the next external run what this `--verify` of a configured destination's backup found: a damaged backup is
+/// not extended by an incremental (`external::damage`); one found whole, every set checked, is forgotten.
+fn remember_damage(
+    settings: &Settings,
+    destination: &str,
+    backup: &crate::restore::drive::DriveBackup,
+    report: &verify::VerifyReport,
+    ui: &Ui,
+) {
+    if !settings.destinations.iter().any(|d| d.name == destination) {
+        return;
+    }
+    let problem = match report.problems.first() {
+        Some(first) if !report.intact => Some(first.to_string()),
+        None if report.intact && report.content_checked && backup.excluded.is_empty() => None,
+        _ => return,
+    };
+    let now = chrono::Local::now().fixed_offset();
+    if let Err(e) = crate::external::damage::note(
+        &settings.state_dir,
+        destination,
+        &backup.dir.name,
+        problem.as_deref(),
+        now,
+    ) {
+        ui.warn(format_args!(
+            "cannot note the result in {}: {e}",
+            settings
+                .state_dir
+                .join(crate::external::damage::FILE_NAME)
+                .display()
+        ));
+    }
+}
 
 fn verify(
     settings: &Settings,
@@ -347,19 +353,7 @@ fn verify(
     let scope = choose::scope(settings, req, chosen, keys.as_ref(), ui)?;
     let list_all = ui.verbosity >= 1;
     let bar = ui.percent_bar("verify");
-    // The bytes to read: the drive backup's (content, or its archives when not recorded), the snapshots' totals.
-    let total: u64 = match chosen {
-        Chosen::External { backup, .. } => backup
-            .sets
-            .iter()
-            .map(|s| s.file_bytes.unwrap_or(s.archive_bytes))
-            .fold(0u64, u64::saturating_add),
-        Chosen::Local { snapshots } => snapshots
-            .iter()
-            .filter_map(|s| s.metadata.as_ref().map(|m| m.stats.total_bytes))
-            .fold(0u64, u64::saturating_add),
-        Chosen::Cloud { .. } => 0,
-    };
+    let total = chosen.bytes_to_verify();
     let mut seen = 0u64;
     let mut tick = |n: u64| {
         seen += n;
@@ -394,6 +388,9 @@ fn verify(
     };
     if let Some(b) = &bar {
         b.finish_and_clear();
+    }
+    if let Chosen::External { drive, backup } = chosen {
+        remember_damage(settings, &drive.name, backup, &report, ui);
     }
     if ui.json {
         super::print_json(&report)?;

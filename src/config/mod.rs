@@ -513,9 +513,9 @@ pub struct ExternalOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IncrementalPolicy {
-    /// Write incremental archives. Off by default until restoring through a chain is complete (issue 15): every
-    /// backup is then a full.
-    #[serde(default)]
+    /// Write incremental archives (default true: a backup writes, reads back and stores only what changed, and a
+    /// restore still reads each file with one seek). `false`: every backup is a full.
+    #[serde(default = "default_true")]
     pub enabled: bool,
     /// At most this many incrementals after a full (default 6: a restore needs at most 7 archives, and one damaged
     /// archive affects at most a week of daily backups).
@@ -549,7 +549,7 @@ impl IncrementalPolicy {
 impl Default for IncrementalPolicy {
     fn default() -> Self {
         IncrementalPolicy {
-            enabled: false,
+            enabled: true,
             max_chain: IncrementalPolicy::default_max_chain(),
             max_percent: IncrementalPolicy::default_max_percent(),
             full_after_days: IncrementalPolicy::default_full_after_days(),

@@ -255,6 +255,56 @@ pub fn choose(inputs: ChoiceInputs<'_>, chain: Option<&ChainFacts>) -> ArchiveCh
     }
 }
 
+/// The chain policy in words, each limit with why it is there: the dry run's lines on chains (the first a heading).
+pub fn explain(p: IncrementalPolicy, full: crate::config::Full) -> Vec<String> {
+    use crate::stdx::{age_words, counted};
+    if !p.enabled {
+        return vec![
+            "chains: none, every archive is full (external.incremental.enabled is false)".into(),
+        ];
+    }
+    let mut lines = vec![
+        "chains: each archive is an incremental on the set's previous backup on the destination until one of \
+         external.incremental's limits calls for a full:"
+            .to_string(),
+        format!(
+            "max_chain {}: a full after {} (a restore reads at most {} archives, and one damaged archive \
+             breaks at most the {} backups after it)",
+            p.max_chain,
+            counted(u64::from(p.max_chain), "incremental", "incrementals"),
+            p.max_chain.saturating_add(1),
+            p.max_chain
+        ),
+        format!(
+            "max_percent {}: a full when the incrementals since the full add up to more than {}% of it (past that \
+             a new full costs little more than the chain saves)",
+            p.max_percent, p.max_percent
+        ),
+        format!(
+            "full_after_days {}: a full when the chain's full is {} days old (a fresh full on every drive at least \
+             that often)",
+            p.full_after_days, p.full_after_days
+        ),
+    ];
+    lines.push(match content_every(full) {
+        None => "schedule.full never: files that look unchanged (size, mtime, mode, owner) are never read, so a \
+             change that keeps them is stored only by the next full"
+            .into(),
+        Some(every) => format!(
+            "schedule.full {}: files that look unchanged are read and compared when the chain's last comparison is \
+             {} old (a change that keeps size and mtime is caught then)",
+            match full {
+                crate::config::Full::Daily => "daily",
+                crate::config::Full::Weekly => "weekly",
+                crate::config::Full::Monthly => "monthly",
+                crate::config::Full::Never => "never",
+            },
+            age_words(every)
+        ),
+    });
+    lines
+}
+
 /// How long content comparisons may be apart for `schedule.full` (the thresholds `backup` uses for its periods).
 pub fn content_every(full: crate::config::Full) -> Option<chrono::Duration> {
     use crate::config::Full;

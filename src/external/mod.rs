@@ -17,6 +17,7 @@
 pub mod bucket;
 pub mod chain;
 pub mod cloud;
+pub mod damage;
 pub mod exec;
 pub mod index_copy;
 pub mod layout;
@@ -46,6 +47,9 @@ pub struct Options {
     pub allow_incomplete: bool,
     /// Write full archives, whatever `external.incremental` allows.
     pub full: bool,
+    /// Decide full or incremental (and whether contents are compared) as if it were this time: the hidden `--now`,
+    /// for tests. Stamps and everything else keep the real time.
+    pub now: Option<NaiveDateTime>,
 }
 
 fn now() -> NaiveDateTime {

@@ -209,18 +209,9 @@ pub fn observe(
         cloud_worlds.push(w);
     }
 
-    // Scan the chosen snapshots (metadata only) for the exact archive sizes.
-    let mut scans = BTreeMap::new();
-    for (set, name) in &chosen {
-        let path = root.join(name);
-        ui.step(format_args!("{set}: scanning {}", path.display()));
-        let scan = archive::scan(&path, &mut NoProgress)
-            .with_context(|| format!("scanning snapshot {name} of set {set}"))?;
-        if let Some(w) = set_worlds.iter_mut().find(|w| &w.name == set) {
-            w.estimate = Some(scan.estimate.clone());
-        }
-        scans.insert(set.clone(), scan);
-    }
+    // The chosen snapshots' scans (metadata only: the exact archive sizes), made below: by the change detection of a
+    // likely incremental (one walk gives both sizes), else by a scan of their own.
+    let mut scans: BTreeMap<String, ArchivePlan> = BTreeMap::new();
 
     // Each bucket's chains: the metadata they go through, and each incremental's base index (downloaded, checked).
     let chain_policy = super::cloud::ChainPolicy {
@@ -276,7 +267,16 @@ pub fn observe(
             d.destination.encryption.as_ref().and_then(|e| {
                 crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref())
             });
-        let damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
+        let mut damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
+        // What `restore --verify` found (a damage of the same size, which the lstat above cannot see).
+        let verified_damaged = super::damage::on_destination(
+            &super::damage::read(&settings.state_dir),
+            &d.destination.name,
+            &listing,
+        );
+        for (stamp, why) in verified_damaged {
+            damaged.entry(stamp).or_insert(why);
+        }
         // Where an incremental is likely, what it would store: the change detection alone (stats and the base's
         // index; contents are read only when a content comparison is due, and then not here: counted as changed).
         let mut incremental = BTreeMap::new();
@@ -298,7 +298,9 @@ pub fn observe(
                     force_full: options.full,
                     encryption: encryption.as_ref(),
                     content_every: super::chain::content_every(settings.schedule.full),
-                    now: chrono::Local::now().naive_local(),
+                    now: options
+                        .now
+                        .unwrap_or_else(|| chrono::Local::now().naive_local()),
                     base_copy: base_copies.get(set).map(|r: &Result<(), String>| {
                         r.as_ref().map(|_| ()).map_err(String::as_str)
                     }),
@@ -326,14 +328,17 @@ pub fn observe(
                         &d.destination.name,
                     )?;
                     base.compare_content = false;
-                    Ok(archive::scan_against(
-                        &root.join(name),
-                        Some(&base),
-                        &mut NoProgress,
-                    )?)
+                    let path = root.join(name);
+                    ui.step(format_args!(
+                        "{set}: scanning {} for changes since {}",
+                        path.display(),
+                        base.stamp
+                    ));
+                    Ok(archive::scan_both(&path, &base, &mut NoProgress)?)
                 });
-            if let Ok(plan) = estimate {
-                incremental.insert(set.clone(), plan.estimate);
+            if let Ok((plan, estimate)) = estimate {
+                incremental.insert(set.clone(), estimate);
+                scans.entry(set.clone()).or_insert(plan);
             }
         }
         destinations.push(DestinationWorld {
@@ -348,6 +353,22 @@ pub fn observe(
             index_copies: super::index_copy::list(root, &d.destination.name),
             base_copies,
         });
+    }
+
+    for (set, name) in &chosen {
+        let scan = match scans.remove(set) {
+            Some(scan) => scan,
+            None => {
+                let path = root.join(name);
+                ui.step(format_args!("{set}: scanning {}", path.display()));
+                archive::scan(&path, &mut NoProgress)
+                    .with_context(|| format!("scanning snapshot {name} of set {set}"))?
+            }
+        };
+        if let Some(w) = set_worlds.iter_mut().find(|w| &w.name == set) {
+            w.estimate = Some(scan.estimate.clone());
+        }
+        scans.insert(set.clone(), scan);
     }
 
     Ok(Observed {
@@ -373,6 +394,8 @@ pub fn observe(
             incremental: settings.external_incremental,
             force_full: options.full,
             content_every: super::chain::content_every(settings.schedule.full),
+            schedule_full: settings.schedule.full,
+            choose_at: options.now,
             system: crate::image::observe_system(settings, &[]),
         },
         scans,

@@ -48,6 +48,10 @@ pub struct ExternalPlan {
     /// The cloud destinations uploaded to (or refused), after the drives.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clouds: Vec<super::cloud::CloudPlan>,
+    /// When archives are incremental and when full, each limit with why it is there (`external.incremental`,
+    /// `schedule.full`), in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chains: Vec<String>,
     /// Local plaintext index copies of destinations no longer in the config (`<backup_root>/.index-copies/<name>`):
     /// removed after the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -365,6 +369,10 @@ pub struct World {
     pub incremental: crate::config::IncrementalPolicy,
     pub force_full: bool,
     pub content_every: Option<chrono::Duration>,
+    /// `schedule.full`, which `content_every` comes from (for the dry run's words).
+    pub schedule_full: crate::config::Full,
+    /// The time full-or-incremental is decided at (the hidden `--now`); `None`: the run's stamp.
+    pub choose_at: Option<NaiveDateTime>,
     /// The recovery kit and the devices to image (`image` in the config), with partclone's count of their used
     /// bytes: each backup's `system/` folder, counted in the space check.
     pub system: Option<crate::image::SystemInput>,
@@ -510,6 +518,11 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         unused,
         system: None,
         clouds,
+        chains: if world.destinations.is_empty() && world.clouds.is_empty() {
+            Vec::new()
+        } else {
+            super::chain::explain(world.incremental, world.schedule_full)
+        },
     }
 }
 
@@ -693,7 +706,7 @@ fn archive_targets(
                     force_full: world.force_full,
                     encryption: enc,
                     content_every: world.content_every,
-                    now: opts.now,
+                    now: world.choose_at.unwrap_or(opts.now),
                     base_copy: d
                         .base_copies
                         .get(&s.set)
@@ -955,6 +968,9 @@ pub fn render(plan: &ExternalPlan) -> String {
             let _ = writeln!(out, "  warning   {w}");
         }
     }
+    for (i, line) in plan.chains.iter().enumerate() {
+        let _ = writeln!(out, "{}{line}", if i == 0 { "" } else { "  " });
+    }
     if let Some(system) = &plan.system {
         let _ = writeln!(out, "system (into each backup's system/ folder):");
         crate::image::plan::render_system(system, &mut out, "  ");
@@ -985,6 +1001,7 @@ pub fn render(plan: &ExternalPlan) -> String {
 
 /// One destination of the plan: where, how much space, then each step the run takes on it.
 fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
+    // Stays long: the dry run's text for one destination, each step of the run in the order it is printed.
     out.push('\n');
     let mut what = vec![d.fs_type.clone()];
     if let Some(dev) = &d.device {

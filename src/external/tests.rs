@@ -276,6 +276,8 @@ fn world() -> World {
         incremental: Default::default(),
         force_full: false,
         content_every: None,
+        schedule_full: crate::config::Full::Never,
+        choose_at: None,
         index_copies_orphaned: Vec::new(),
         system: None,
     }

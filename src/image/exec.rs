@@ -12,7 +12,7 @@
 //! its partclone header read, before anything is written; then the partition table, each image through
 //! `partclone -r`, the growth of the last filesystem, fsck, and the UUID/PARTUUID checks.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -736,6 +736,49 @@ fn partition_node(disk: &Path, n: u32, ui: &Ui) -> anyhow::Result<PathBuf> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Asks on the terminal before a block device is overwritten.
+pub fn confirm(plan: &RestorePlan) -> anyhow::Result<()> {
+    if !io::stdin().is_terminal() {
+        return Err(crate::exit::CodedError::new(
+            crate::exit::Exit::Usage,
+            format!(
+                "{} is a block device and there is no terminal to confirm on; pass --yes to overwrite it",
+                plan.target.display()
+            ),
+        )
+        .into());
+    }
+    crate::stdx::out::stderr(format_args!(
+        "Everything on {} will be overwritten. Type the device name ({}) to go on: ",
+        plan.target.display(),
+        plan.target.display()
+    ));
+    io::stderr().flush()?;
+    let mut line = String::new();
+    if io::stdin().lock().read_line(&mut line)? == 0 {
+        // End of input: the error goes on a line of its own, not after the question.
+        crate::errln!();
+    }
+    let answer = line.trim();
+    if answer != plan.target.to_string_lossy() {
+        // A "yes" is not enough: the device's name is typed, so a slip of the wrong disk is caught here.
+        let hint = if ["y", "yes"].contains(&answer.to_ascii_lowercase().as_str()) {
+            format!(
+                " (type the device name {} itself to go on)",
+                plan.target.display()
+            )
+        } else {
+            String::new()
+        };
+        return Err(crate::exit::CodedError::new(
+            crate::exit::Exit::Failed,
+            format!("not confirmed{hint}; nothing was written"),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// Restores the plan onto its target (the caller verified the images and asked for confirmation).

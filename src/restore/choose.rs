@@ -81,6 +81,23 @@ impl Chosen {
             Chosen::Cloud { backup, .. } => format!("{} {}", backup.place, backup.dir()).into(),
         }
     }
+
+    /// The bytes `--verify` reads, for its progress bar: the drive backup's (content, or its archives when not
+    /// recorded), the snapshots' totals; 0 (no bar) for a bucket, whose verification counts its own.
+    pub fn bytes_to_verify(&self) -> u64 {
+        match self {
+            Chosen::External { backup, .. } => backup
+                .sets
+                .iter()
+                .map(|s| s.file_bytes.unwrap_or(s.archive_bytes))
+                .fold(0u64, u64::saturating_add),
+            Chosen::Local { snapshots } => snapshots
+                .iter()
+                .filter_map(|s| s.metadata.as_ref().map(|m| m.stats.total_bytes))
+                .fold(0u64, u64::saturating_add),
+            Chosen::Cloud { .. } => 0,
+        }
+    }
 }
 
 /// The backup `req` asks for (its source, `--date`, `--set`), with a warning when it is incomplete or unverified.

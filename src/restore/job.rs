@@ -22,6 +22,7 @@ use crate::exit::{CodedError, Exit};
 use crate::settings::SetSettings;
 use crate::snapshot::SourceRecord;
 use crate::stdx::{show_path, show_str};
+use crate::ui::Ui;
 
 /// One set of the chosen backup.
 #[derive(Debug, Clone)]
@@ -406,6 +407,39 @@ pub fn apply_all(
         }
     }
     (out, None)
+}
+
+/// [`apply_all`] with a progress bar (on a terminal) over the bytes the plans write.
+pub fn apply_with_progress(
+    sets: &[SetBackup],
+    planned: &[Planned],
+    ui: &Ui,
+) -> (Vec<Summary>, Option<RestoreError>) {
+    let total: u64 = planned
+        .iter()
+        .map(|p| {
+            p.plan
+                .counts
+                .create
+                .bytes
+                .saturating_add(p.plan.counts.replace.bytes)
+        })
+        .fold(0u64, u64::saturating_add);
+    let bar = ui.percent_bar("restore");
+    let mut written = 0u64;
+    let mut done = |n: u64| {
+        written += n;
+        if let Some(b) = &bar
+            && total > 0
+        {
+            b.set_position(written.saturating_mul(100) / total);
+        }
+    };
+    let applied = apply_all(sets, planned, &mut done);
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    applied
 }
 
 #[cfg(test)]

@@ -1047,6 +1047,7 @@ impl Builder<'_> {
         (default_retention, default_keep): (&RetentionPolicy, u32),
         global_encryption: &Option<EncryptionSettings>,
     ) -> Option<CloudSettings> {
+        // Stays long: one check per key of a cloud destination, each a few lines, one after another.
         let at = format!("/destinations/{i}");
         let before = self.problems.len();
         let kind = match d.kind {

@@ -551,41 +551,7 @@ fn a_passphrase_that_cannot_be_read_stops_before_anything_is_written() {
 
 /// Runs `dbackup --config <config> -q external` on a pseudo-terminal (`script`), typing `typed`; (exit code, output).
 fn external_on_a_terminal(t: &Test, typed: &str) -> (i32, String) {
-    let line = format!(
-        "{} --config {} -q external",
-        harness::BIN,
-        t.path("config.json").display()
-    );
-    let mut child = Command::new("timeout")
-        .args(["120", "script", "-qec", &line, "/dev/null"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", t.home())
-        .env("XDG_CONFIG_HOME", t.path("xdg-config"))
-        .env("XDG_STATE_HOME", t.path("state"))
-        .env("LANG", "C.UTF-8")
-        .env("TZ", "UTC")
-        .current_dir(t.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(typed.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    crate::fixtures::terminal::run(t, "-q external", typed, 120)
 }
 
 #[test]

@@ -182,7 +182,7 @@ fn an_encrypted_chain_restores_every_snapshot() {
     }
     // docs/RESTORE.md's age + GNU tar + jq rebuild of the chain gives the newest snapshot too.
     if testkit::require_tools(&["jq"], "apt-get install jq") {
-        let script = crate::incremental::guide_blocks("age-chain").concat();
+        let script = crate::fixtures::guide::blocks("age-chain").concat();
         assert!(!script.contains("dbackup"), "{script}");
         let dest = t.path("chain");
         let out = std::process::Command::new("sh")

@@ -6,8 +6,10 @@ pub mod age;
 pub mod backup;
 pub mod demo;
 pub mod drive;
+pub mod guide;
 pub mod history;
 pub mod hostile;
+pub mod terminal;
 pub mod tree;
 
 use crate::harness::Test;

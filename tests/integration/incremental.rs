@@ -144,7 +144,7 @@ fn a_second_backup_is_an_incremental_on_the_first() {
 
     // The restoration guide's GNU-tar-only rebuild of the chain gives the same tree.
     if testkit::require_tools(&["jq"], "apt-get install jq") {
-        let script = guide_blocks("tar-chain").concat();
+        let script = crate::fixtures::guide::blocks("tar-chain").concat();
         assert!(!script.contains("dbackup"), "{script}");
         let dest = t.path("chain");
         let out = std::process::Command::new("sh")
@@ -176,31 +176,6 @@ fn a_second_backup_is_an_incremental_on_the_first() {
     let m3 = meta_of(&drive.join("backups").join(&third));
     assert!(m3.depends_on.is_empty());
     assert!(m3.sets.iter().all(|s| s.kind == ArchiveKind::Full));
-}
-
-/// The shell blocks of docs/RESTORE.md tagged `sh <tag>`, in order.
-pub(crate) fn guide_blocks(tag: &str) -> Vec<String> {
-    let fence = format!("```sh {tag}");
-    let guide =
-        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/RESTORE.md")).unwrap();
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in guide.lines() {
-        match &mut current {
-            None if line.trim() == fence => current = Some(String::new()),
-            Some(block) if line.trim() == "```" => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            Some(block) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            None => {}
-        }
-    }
-    assert!(current.is_none() && !blocks.is_empty(), "{tag}");
-    blocks
 }
 
 /// A base whose archive was deleted by hand is not extended: the dry run says why and the next backup is full.

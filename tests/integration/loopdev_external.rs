@@ -158,8 +158,10 @@ fn seven_runs_keep_the_five_newest_and_leave_everything_else_alone() {
     let before = describe(&mp);
 
     let mut stamps = Vec::new();
+    // Fulls: retention by count removes the oldest (incrementals would keep their bases, see
+    // `incremental::retention_keeps_the_chain_of_a_kept_backup`).
     for run in 0..7 {
-        let r = external(&t, &[], 0);
+        let r = external(&t, &["--full"], 0);
         let d = &r.destinations[0];
         stamps.push(d.backup.clone().unwrap());
         let removed: Vec<&str> = d.removed.iter().map(|x| x.name.as_str()).collect();
@@ -633,9 +635,10 @@ fn a_plain_directory_gets_a_verified_backup_and_the_run_is_logged() {
     let last = log.last().unwrap();
     assert_eq!((last.command.as_str(), last.exit), ("external", 0));
     assert_eq!(last.sets["destinations"][0]["backup"], stamp.as_str());
-    // Retention 2 over three runs.
-    external(&t, &[], 0);
-    let r = external(&t, &[], 0);
+    // Retention 2 over three runs, fulls: the oldest goes. (Incrementals would keep it as their base, which
+    // `incremental::retention_keeps_the_chain_of_a_kept_backup` checks.)
+    external(&t, &["--full"], 0);
+    let r = external(&t, &["--full"], 0);
     assert_eq!(r.destinations[0].removed[0].name, stamp);
     assert_eq!(backups(&dest).len(), 2);
 }

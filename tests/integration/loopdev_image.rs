@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use dbackup::{BackupMeta, ImageRestoreReport, list_drive_backups};
 use testkit::loopdev::{self, Drive, Fs};
 
-use crate::fixtures::drive::{assert_sums_pass, content};
+use crate::fixtures::drive::{assert_sums_pass, caught_writing, content};
 use crate::harness::Test;
 
 pub(crate) const MIB: u64 = 1 << 20;
@@ -583,34 +583,15 @@ fn t9_image_refusals() {
     assert!(stamps().is_empty(), "{:?}", stamps());
 
     // A drive pulled while the image is written: nothing promoted.
-    let mut child = t
+    let child = t
         .cmd()
         .args(["image", "create", "--device", &dev(2)])
         .spawn();
-    let backups = t9.mount_point().join("backups");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let growing = fs::read_dir(&backups)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                e.file_name().to_string_lossy().starts_with(".tmp-")
-                    && fs::metadata(e.path().join("system").join(format!(
-                        "{}.img.zst",
-                        disk.part(2).file_name().unwrap().to_string_lossy()
-                    )))
-                    .is_ok_and(|m| m.len() > 4 * MIB)
-            });
-        if growing {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
-            "the image never grew"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let image = format!(
+        "system/{}.img.zst",
+        disk.part(2).file_name().unwrap().to_string_lossy()
+    );
+    let (mut child, _) = caught_writing(child, t9.mount_point(), &image, 4 * MIB + 1);
     t9.pull();
     let status = child.wait().unwrap();
     let mut stderr = String::new();

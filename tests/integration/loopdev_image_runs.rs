@@ -5,16 +5,13 @@
 //! device is overwritten, and the space check that counts the images. Built on `loopdev_image`'s disks.
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use dbackup::{ImageRestoreReport, list_drive_backups, read_backup_meta};
 use testkit::loopdev::Drive;
 
-use crate::fixtures::drive::{assert_sums_pass, content, listing};
+use crate::fixtures::drive::{assert_sums_pass, content, listing, spawn_caught_writing_file};
 use crate::harness::{self, Test};
 use crate::loopdev_image::{
     LoopDisk, MIB, RoMount, blkid, image_backup, make_disk, manifest, require, root_tree,
@@ -304,28 +301,8 @@ fn t9_external_images_the_configured_devices_and_refuses_one_in_use() {
     assert_eq!(latest().as_deref(), Some(meta2.stamp.as_str()));
 
     // The drive pulled while the root's image is written: nothing promoted, latest unchanged.
-    let mut child = t.cmd().args(["external"]).spawn();
-    let backups = t9.mount_point().join("backups");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let growing = fs::read_dir(&backups)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                e.file_name().to_string_lossy().starts_with(".tmp-")
-                    && fs::metadata(e.path().join(format!("system/{}.img.zst", name(2))))
-                        .is_ok_and(|m| m.len() > 4 * MIB)
-            });
-        if growing {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline && child.try_wait().unwrap().is_none(),
-            "the image never grew"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let image = format!("system/{}.img.zst", name(2));
+    let (mut child, _) = spawn_caught_writing_file(&t, t9.mount_point(), &image, 4 * MIB + 1);
     t9.pull();
     let status = child.wait().unwrap();
     let stderr = harness::read_stderr(&mut child);
@@ -339,42 +316,8 @@ fn t9_external_images_the_configured_devices_and_refuses_one_in_use() {
 /// Runs `dbackup image restore --from STAMP --to DEV` on a pseudo-terminal (`script`), typing `typed`; (exit code,
 /// everything printed).
 fn restore_on_a_terminal(t: &Test, stamp: &str, target: &Path, typed: &str) -> (i32, String) {
-    let line = format!(
-        "{} --config {} image restore --from {stamp} --to {}",
-        harness::BIN,
-        t.path("config.json").display(),
-        target.display()
-    );
-    let mut child = Command::new("timeout")
-        .args(["300", "script", "-qec", &line, "/dev/null"])
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", t.home())
-        .env("XDG_CONFIG_HOME", t.path("xdg-config"))
-        .env("XDG_STATE_HOME", t.path("state"))
-        .env("LANG", "C.UTF-8")
-        .env("TZ", "UTC")
-        .current_dir(t.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(typed.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    let args = format!("image restore --from {stamp} --to {}", target.display());
+    crate::fixtures::terminal::run(t, &args, typed, 300)
 }
 
 /// Whether the first MiB of a block device (where the partition table goes) is all zeros, read past the cache.

@@ -15,8 +15,8 @@ use crate::harness::Test;
 
 const MIB: u64 = 1 << 20;
 
-/// Backups of about 6 MiB (a 6 MiB incompressible file) onto a 32 MiB drive keeping 10: the drive fills after a
-/// few. Each run is dry-run first; the first whose plan removes for space must remove exactly what the plan said,
+/// Full backups (`--full`: unchanged snapshots would otherwise make tiny incrementals) of about 6 MiB (a 6 MiB
+/// incompressible file) onto a 32 MiB drive keeping 10: the drive fills after a few. Each run is dry-run first; the first whose plan removes for space must remove exactly what the plan said,
 /// oldest first, keep the newest, exit 3 with the names in its warning, and log them; with `keep_at_least` raised
 /// to the number of backups on the drive the next run is refused with the numbers, and nothing is removed. Before
 /// (main): the first run that did not fit was refused ("delete some backups by hand") and the drive stayed full.
@@ -45,7 +45,7 @@ fn fills_and_rotates(fs_kind: Fs) {
     let mut rotated_at = None;
     for run in 1..=8 {
         let before = backups(&mp);
-        let out = t.cmd().args(["--dry-run", "external"]).output();
+        let out = t.cmd().args(["--dry-run", "external", "--full"]).output();
         let plan = out.stdout.clone();
         assert_eq!(backups(&mp), before, "a dry run removes nothing");
         let planned: Vec<String> = plan
@@ -55,7 +55,7 @@ fn fills_and_rotates(fs_kind: Fs) {
             .collect();
         if planned.is_empty() {
             assert_eq!(out.code, 0, "{plan}\n{}", out.stderr);
-            let r = external(&t, &[], 0);
+            let r = external(&t, &["--full"], 0);
             assert!(r.destinations[0].removed_for_space.is_empty());
             continue;
         }
@@ -70,7 +70,7 @@ fn fills_and_rotates(fs_kind: Fs) {
             before[..planned.len()],
             "the oldest go first: {plan}"
         );
-        let out = t.cmd().args(["--json", "external"]).status(3);
+        let out = t.cmd().args(["--json", "external", "--full"]).status(3);
         let r: dbackup::ExternalReport = out.json();
         let d = &r.destinations[0];
         assert_eq!(d.status, DestinationStatus::Written, "{:?}", d.error);
@@ -113,7 +113,7 @@ fn fills_and_rotates(fs_kind: Fs) {
     // keep_at_least as many as the drive holds: nothing may go, so the run is refused with the numbers.
     let held = backups(&mp);
     fs::write(t.path("config.json"), t.expand(&cfg(held.len() as u32))).unwrap();
-    let r = external(&t, &[], 1);
+    let r = external(&t, &["--full"], 1);
     let d = &r.destinations[0];
     assert_eq!(d.status, DestinationStatus::Refused);
     let why = d.error.as_deref().unwrap();

@@ -30,6 +30,8 @@ mod json;
 mod linked_symlinks;
 mod loopdev_attrs;
 mod loopdev_backup;
+mod loopdev_chain;
+mod loopdev_chain_faults;
 mod loopdev_encryption;
 mod loopdev_external;
 mod loopdev_fat32;

@@ -1149,36 +1149,11 @@ fn contradictory_options_are_usage_errors() {
 // ---------------------------------------------------------------------------------------------------------------
 // The restoration guide
 
-/// The guide's shell blocks tagged `sh <tag>` (`tar-only`, `age-only`), in order.
-fn guide_blocks(tag: &str) -> Vec<String> {
-    let fence = format!("```sh {tag}");
-    let guide =
-        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/RESTORE.md")).unwrap();
-    let mut blocks = Vec::new();
-    let mut current: Option<String> = None;
-    for line in guide.lines() {
-        match &mut current {
-            None if line.trim() == fence => current = Some(String::new()),
-            Some(block) if line.trim() == "```" => {
-                blocks.push(std::mem::take(block));
-                current = None;
-            }
-            Some(block) => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            None => {}
-        }
-    }
-    assert!(current.is_none(), "an unterminated block");
-    blocks
-}
-
 #[test]
 fn the_guide_restores_with_nothing_but_tar_and_sha256sum() {
     let d = demo();
     let t = &d.t;
-    let blocks = guide_blocks("tar-only");
+    let blocks = crate::fixtures::guide::blocks("tar-only");
     assert!(blocks.len() >= 5, "{blocks:?}");
     let all = blocks.concat();
     for needle in ["sha256sum -c verification.sha256", "tar -xpf", "-C /"] {
@@ -1296,7 +1271,7 @@ fn the_guide_restores_an_encrypted_backup_with_nothing_but_age_and_tar() {
     ];
     let want: Vec<Tree> = wanted.iter().map(|(set, p)| snap(set, p)).collect();
 
-    let blocks = guide_blocks("age-only");
+    let blocks = crate::fixtures::guide::blocks("age-only");
     assert!(blocks.len() >= 5, "{blocks:?}");
     let all = blocks.concat();
     for needle in [

@@ -16,6 +16,7 @@ use dbackup::Digest;
 use testkit::{check_tools, in_ci, skip};
 
 use crate::fixtures::demo::config;
+use crate::fixtures::tree;
 use crate::harness::{Test, run_ok};
 
 const STAMP: &str = "2025-03-01-120000";
@@ -90,65 +91,34 @@ type Listing = BTreeMap<Vec<u8>, Node>;
 fn listing(root: &Path) -> Listing {
     let mut out = Listing::new();
     let mut inodes: BTreeMap<(u64, u64), Vec<Vec<u8>>> = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
-        let e = e.unwrap();
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
-        let m = e.path().symlink_metadata().unwrap();
+    for (rel, m, path) in tree::walk(root, false) {
         let ft = m.file_type();
-        use std::os::unix::fs::FileTypeExt;
-        let kind = if ft.is_dir() {
-            'd'
-        } else if ft.is_symlink() {
-            'l'
-        } else if ft.is_file() {
-            'f'
-        } else if ft.is_fifo() {
-            'p'
-        } else {
-            '?'
-        };
         if (ft.is_file() || ft.is_symlink()) && m.nlink() > 1 {
             inodes
                 .entry((m.dev(), m.ino()))
                 .or_default()
                 .push(rel.clone());
         }
-        out.insert(
-            rel,
-            Node {
-                kind,
-                mode: m.mode() & 0o7777,
-                uid: m.uid(),
-                gid: m.gid(),
-                mtime: (m.mtime(), m.mtime_nsec()),
-                sha256: ft
-                    .is_file()
-                    .then(|| Digest::of_bytes(&fs::read(e.path()).unwrap()).to_string()),
-                link: ft.is_symlink().then(|| {
-                    fs::read_link(e.path())
-                        .unwrap()
-                        .as_os_str()
-                        .as_bytes()
-                        .to_vec()
-                }),
-                group: None,
-            },
-        );
+        let node = Node {
+            kind: tree::kind(ft),
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            sha256: tree::sha256_of(&m, &path),
+            link: ft.is_symlink().then(|| {
+                fs::read_link(&path)
+                    .unwrap()
+                    .as_os_str()
+                    .as_bytes()
+                    .to_vec()
+            }),
+            group: None,
+        };
+        out.insert(rel, node);
     }
-    for names in inodes.values().filter(|n| n.len() > 1) {
-        for n in names {
-            out.get_mut(n).unwrap().group = Some(names[0].clone());
-        }
+    for (name, first) in tree::groups(inodes) {
+        out.get_mut(&name).unwrap().group = Some(first);
     }
     out
 }

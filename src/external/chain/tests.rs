@@ -95,6 +95,7 @@ fn facts_follow_the_chain_to_its_full() {
 /// (Before: every archive was full.)
 #[test]
 fn choices_table() {
+    // Stays long: a table of cases, one per row.
     let none = BTreeMap::new();
     let chain = |n: usize, bytes: u64| {
         let mut rows = vec![(D1, Full, None, 1000, None)];
@@ -156,7 +157,10 @@ fn choices_table() {
         (
             "off",
             ChoiceInputs {
-                policy: IncrementalPolicy::default(),
+                policy: IncrementalPolicy {
+                    enabled: false,
+                    ..Default::default()
+                },
                 ..inputs(day4)
             },
             chain(1, 10),
@@ -251,5 +255,40 @@ fn choices_table() {
         choose(inputs(day4), Some(&other))
             .reason
             .contains("encrypted differently")
+    );
+}
+
+/// The dry run's `chains:` lines: incrementals are on by default, each limit is said with its number and why, the
+/// content comparison follows `schedule.full`; with incrementals off, one line. (Before: off by default, and the
+/// dry run named a limit only when it called for a full.)
+#[test]
+fn the_defaults_are_explained() {
+    use crate::config::Full;
+    let p = IncrementalPolicy::default();
+    assert!(p.enabled);
+    let lines = explain(p, Full::Weekly);
+    assert_eq!(lines.len(), 5, "{lines:#?}");
+    assert!(lines[0].starts_with("chains: each archive is an incremental"));
+    assert!(lines[1].starts_with(
+        "max_chain 6: a full after 6 incrementals (a restore reads at most 7 archives"
+    ));
+    assert!(lines[2].starts_with(
+        "max_percent 50: a full when the incrementals since the full add up to more than 50%"
+    ));
+    assert!(
+        lines[3].starts_with("full_after_days 30: a full when the chain's full is 30 days old")
+    );
+    assert!(lines[4].contains("schedule.full weekly: files that look unchanged are read and compared when the chain's last comparison is 6 days old"), "{}", lines[4]);
+    assert!(explain(p, Full::Daily)[4].contains("20 hours old"));
+    assert!(
+        explain(p, Full::Never)[4].starts_with("schedule.full never: files that look unchanged")
+    );
+    let off = IncrementalPolicy {
+        enabled: false,
+        ..p
+    };
+    assert_eq!(
+        explain(off, Full::Weekly),
+        ["chains: none, every archive is full (external.incremental.enabled is false)"]
     );
 }

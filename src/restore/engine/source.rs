@@ -17,7 +17,7 @@ use super::entry::RestoreEntry;
 #[cfg(test)]
 use {
     super::entry::{EntryKind, show},
-    super::tarscan::{Owners, Scanner},
+    super::tarscan::{Member, Owners, Scanner},
     super::{Applier, Plan, Planner},
     std::io::{Read, Seek},
 };
@@ -40,23 +40,11 @@ pub fn plan_tar<R: Read + Seek>(archive: R, planner: &mut Planner) -> Result<(),
 pub fn plan_tar_selected<R: Read + Seek>(
     archive: R,
     planner: &mut Planner,
-    mut select: impl Select,
+    select: impl Select,
 ) -> Result<(), RestoreError> {
     let mut scanner =
         Scanner::seekable(archive).map_err(|e| source_error("the start of the archive", e))?;
-    let mut owners = Owners::by_name();
-    let mut last = String::from("the start of the archive");
-    while let Some(m) = scanner
-        .next_member()
-        .map_err(|e| source_error(&format!("the entry after {last}"), e.into_io()))?
-    {
-        let e = m.entry(&mut owners);
-        last = e.display_name();
-        if select(&e) {
-            planner.add(e)?;
-        }
-    }
-    Ok(())
+    each_selected(&mut scanner, select, |_, _, e| planner.add(e).map(drop))
 }
 
 /// Pass 2: streams a tar archive and applies each selected entry with its content.
@@ -70,9 +58,25 @@ pub fn apply_tar<R: Read>(archive: R, applier: &mut Applier<'_>) -> Result<(), R
 pub fn apply_tar_selected<R: Read>(
     archive: R,
     applier: &mut Applier<'_>,
-    mut select: impl Select,
+    select: impl Select,
 ) -> Result<(), RestoreError> {
     let mut scanner = Scanner::new(archive);
+    each_selected(&mut scanner, select, |scanner, m, e| {
+        // A sparse member: the scanner read its map; its content is its data segments, written with holes.
+        match m.sparse_map().filter(|_| e.kind == EntryKind::File) {
+            Some(map) => applier.apply_sparse(&e, map, &mut scanner.content()),
+            None => applier.apply(&e, Some(&mut scanner.content())),
+        }
+    })
+}
+
+/// Each member of the archive that `select` takes, with its entry, in the archive's order: `f` plans or applies it.
+#[cfg(test)]
+fn each_selected<R: Read>(
+    scanner: &mut Scanner<R>,
+    mut select: impl Select,
+    mut f: impl FnMut(&mut Scanner<R>, &Member, RestoreEntry) -> Result<(), RestoreError>,
+) -> Result<(), RestoreError> {
     let mut owners = Owners::by_name();
     let mut last = String::from("the start of the archive");
     while let Some(m) = scanner
@@ -82,11 +86,7 @@ pub fn apply_tar_selected<R: Read>(
         let e = m.entry(&mut owners);
         last = e.display_name();
         if select(&e) {
-            // A sparse member: the scanner read its map; its content is its data segments, written with holes.
-            match m.sparse_map().filter(|_| e.kind == EntryKind::File) {
-                Some(map) => applier.apply_sparse(&e, map, &mut scanner.content())?,
-                None => applier.apply(&e, Some(&mut scanner.content()))?,
-            }
+            f(scanner, &m, e)?;
         }
     }
     Ok(())

@@ -261,8 +261,8 @@ impl TargetDir {
         Ok(true)
     }
 
-    /// The sha256 of the regular file at `rel` (opened without following a symlink).
-    pub fn hash_file(&mut self, rel: &RelPath) -> Result<[u8; 32], WalkError> {
+    /// The file at `rel`, opened for reading without following a symlink at its name.
+    fn open_file(&mut self, rel: &RelPath) -> Result<File, WalkError> {
         let (parent, name) = rel.split_last().expect("not the root");
         let dir = self.dir(&parent, false)?;
         let fd = rustix::fs::openat(
@@ -272,7 +272,12 @@ impl TargetDir {
             Mode::empty(),
         )
         .map_err(|e| WalkError::Io(rel.clone(), e.into()))?;
-        let mut file = File::from(fd);
+        Ok(File::from(fd))
+    }
+
+    /// The sha256 of the regular file at `rel` (opened without following a symlink).
+    pub fn hash_file(&mut self, rel: &RelPath) -> Result<[u8; 32], WalkError> {
+        let mut file = self.open_file(rel)?;
         let (_, sum) = crate::stdx::sha256_reader(&mut file, &mut vec![0u8; 256 * 1024], |_| {})
             .map_err(|e| WalkError::Io(rel.clone(), e))?;
         Ok(sum)
@@ -308,16 +313,7 @@ impl TargetDir {
         rel: &RelPath,
         size: u64,
     ) -> Result<Option<[u8; 32]>, WalkError> {
-        let (parent, name) = rel.split_last().expect("not the root");
-        let dir = self.dir(&parent, false)?;
-        let fd = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| WalkError::Io(rel.clone(), e.into()))?;
-        let file = File::from(fd);
+        let file = self.open_file(rel)?;
         crate::archive::sparse::stored_digest_of(&file, size, &mut |_| {})
             .map(|d| d.map(|d| d.0))
             .map_err(|e| WalkError::Io(rel.clone(), e))

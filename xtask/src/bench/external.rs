@@ -5,6 +5,7 @@
 //! Then the peak memory of `dbackup external` on a snapshot of 100,000 files (`/usr/bin/time -v`).
 //!
 //! Goals (issue 3): at least 2x faster than the three passes, within 1.5x of dd, under 64 MiB with 100,000 files.
+//! Then (unless `--only full`) the drive-history half, issue 15's figures: `incremental.rs`.
 //!
 //! A fifth contender, `dbackup external` encrypting with age (the same snapshot and drive, a config whose
 //! `encryption.recipients` holds the recipient of an identity made by `dbackup keygen`), is compared with the plain
@@ -63,9 +64,24 @@ pub struct ExternalArgs {
     /// How the page cache is treated before each timed run (the same for every contender)
     #[arg(long, value_enum, default_value_t = Cache::Warm)]
     pub cache: Cache,
-    /// Files in the snapshot of the memory measurement (0: skip it)
+    /// Files in the snapshot of the memory measurement and of the incremental half's change detection (0: skip
+    /// the memory measurement of the full half)
     #[arg(long, default_value_t = 100_000)]
     pub memory_files: u64,
+    /// Run one half only: `full` (dbackup external vs the seed's three passes, dd and age: issues 3 and 7) or
+    /// `incremental` (incrementals vs fulls and GNU tar's incrementals, the change detection, one file from a chain,
+    /// peak memory: issue 15)
+    #[arg(long, value_enum)]
+    pub only: Option<Half>,
+    #[command(flatten)]
+    pub incremental: super::incremental::IncrementalArgs,
+}
+
+/// The two halves of `bench external`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Half {
+    Full,
+    Incremental,
 }
 
 /// One contender's repetitions: total, and the parts it is made of.
@@ -126,6 +142,21 @@ pub fn run(args: ExternalArgs) -> Result<()> {
     let bench = bench.canonicalize()?;
     heading("bench external: the tree");
     let stats = tree::ensure(&bench.join("tree"), &args.tree)?;
+    let incremental = || {
+        super::incremental::run(
+            &args.incremental,
+            &bin,
+            &bench,
+            &bench.join("tree"),
+            &args.tree,
+            stats,
+            args.reps,
+            args.memory_files.max(1),
+        )
+    };
+    if args.only == Some(Half::Incremental) {
+        return incremental();
+    }
 
     let work = bench.join("external");
     remove_dir_if_exists(&work)?;
@@ -163,7 +194,7 @@ pub fn run(args: ExternalArgs) -> Result<()> {
         Some(&recipient),
     )?;
     let w = World {
-        bin,
+        bin: bin.clone(),
         local_tar: work.join("seed.tar"),
         work,
         drive,
@@ -382,6 +413,10 @@ pub fn run(args: ExternalArgs) -> Result<()> {
             verdict(peak < GOAL_MEMORY),
             human_bytes(peak)
         );
+    }
+    drop(w);
+    if args.only.is_none() {
+        incremental()?;
     }
     Ok(())
 }
@@ -650,7 +685,7 @@ impl World {
 }
 
 /// `files` files of 0-255 bytes in directories of 100 (reused when it exists with the same count).
-fn ensure_memory_tree(dir: &Path, files: u64) -> Result<()> {
+pub(super) fn ensure_memory_tree(dir: &Path, files: u64) -> Result<()> {
     let marker = dir.join(".complete");
     if marker.is_file() {
         return Ok(());

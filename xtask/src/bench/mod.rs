@@ -5,6 +5,7 @@ mod collect;
 mod external;
 mod find;
 mod image;
+mod incremental;
 mod report;
 mod restore;
 mod sparse;
@@ -28,7 +29,12 @@ pub enum BenchCmd {
     /// dbackup collect vs plain rsync with the same flags: first run and no-change run
     Collect(collect::CollectArgs),
     /// dbackup external (with read-back verification) vs the seed's tar + rsync + sha256sum vs dd, and encrypted
-    /// with age vs plain, on an emulated exFAT T9 (root: makes a loop device); and peak memory with 100,000 files
+    /// with age vs plain, on an emulated exFAT T9 (root: makes a loop device); and peak memory with 100,000 files.
+    /// Then incrementals: full vs incremental external with 1% changed (time, drive bytes) and vs GNU tar -g, the
+    /// change detection alone on 100,000 files, one file from the newest of a chain of 10 (time, bytes read from the
+    /// drive) vs GNU tar along the chain, peak memory (`--only incremental` runs this half alone)
+    ///
+    /// Example: cargo xtask bench external --only incremental --reps 3
     External(external::ExternalArgs),
     /// On the emulated exFAT T9 (root): one file restored by dbackup vs `tar -xf`, the whole backup verified by
     /// dbackup vs `sha256sum`, and one file from an encrypted backup by dbackup vs `age -d | tar -xf`
