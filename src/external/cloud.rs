@@ -374,10 +374,10 @@ pub fn observe_chains(
             ));
             let mut inc = incremental_base(b, set, &choice, backup_root);
             inc.compare_content = false;
-            if let Ok(plan) =
-                archive::scan_against(&backup_root.join(name), Some(&inc), &mut NoProgress)
+            if let Ok((_, estimate)) =
+                archive::scan_both(&backup_root.join(name), &inc, &mut NoProgress)
             {
-                w.chains.estimates.insert(set.clone(), plan.estimate);
+                w.chains.estimates.insert(set.clone(), estimate);
             }
         }
         w.chains

@@ -12,8 +12,8 @@ use testkit::loopdev::{self, Drive, Fs};
 use crate::fixtures::drive::{
     Description, assert_described, assert_sums_pass, content, describe, external, meta_of, sample,
 };
-use crate::harness::Test;
 use crate::fixtures::guide::blocks as guide_blocks;
+use crate::harness::Test;
 
 const MIB: u64 = 1 << 20;
 
