@@ -24,6 +24,10 @@ use {
 pub trait Remote: Send + Sync + std::fmt::Debug {
     /// Opens the part `name` of `len` bytes (as recorded).
     fn open(&self, name: &Path, len: u64) -> io::Result<Box<dyn ReadSeek>>;
+
+    /// The next reads of part `name` cover `range` (a restore about to read one entry's header and content): a
+    /// remote part may fetch it in one request.
+    fn expect(&self, _name: &Path, _range: std::ops::Range<u64>) {}
 }
 
 /// What a part is read through: a local file, or a remote object's reader.
@@ -173,6 +177,27 @@ impl ArchiveFiles {
 
     /// Opens the joined stream as its plaintext: decrypted when the archive is encrypted (an error naming the
     /// archive when no key or no matching key was given, or its header is damaged).
+    /// The next reads of a plain remote archive cover the stream's bytes `range` (a restore about to read one
+    /// entry's header and content): each part concerned is told its share, so it can fetch it in one request.
+    /// Local and encrypted archives: nothing.
+    pub fn expect(&self, range: std::ops::Range<u64>) {
+        let Some(remote) = &self.remote else { return };
+        if self.encrypted() {
+            return;
+        }
+        let mut start = 0u64;
+        for (name, len) in &self.parts {
+            let end = start.saturating_add(*len);
+            if range.start < end && range.end > start {
+                remote.expect(
+                    name,
+                    range.start.max(start) - start..range.end.min(end) - start,
+                );
+            }
+            start = end;
+        }
+    }
+
     pub fn open(&self) -> io::Result<ArchiveReader> {
         let raw = self.open_raw()?;
         if !self.encrypted() {
@@ -303,7 +328,18 @@ impl Seek for PartsReader {
         })?;
         if new != self.pos {
             self.pos = new;
-            self.open = None;
+            // Within the part already open, that reader seeks (a remote one keeps what it has read ahead, and
+            // its read-ahead, instead of starting over); elsewhere the part is opened on the next read.
+            let part = self.part_at(new);
+            let kept = match &mut self.open {
+                Some((i, f)) if *i == part && new < self.total => {
+                    f.seek(SeekFrom::Start(new - self.starts[part])).is_ok()
+                }
+                _ => false,
+            };
+            if !kept {
+                self.open = None;
+            }
         }
         Ok(new)
     }

@@ -336,28 +336,42 @@ impl Store {
         })
     }
 
-    /// Reads a small object whole (at most 16 MiB: anything larger is refused, not read).
+    /// Reads a small object whole, in one GET (no HEAD): an object larger than 16 MiB is refused, and no more
+    /// than that of it is read.
     pub fn get(&self, key: &str) -> Result<Vec<u8>, CloudError> {
         let what = format!("reading {}", self.shown(key));
-        let meta = self
-            .rt
-            .block_on(self.op.stat(key))
-            .map_err(|e| self.err(&what, e))?;
-        if meta.content_length() > MAX_SMALL {
+        let read = (|| -> Result<Vec<u8>, opendal::Error> {
+            use std::io::Read as _;
+            let _guard = self.rt.enter();
+            let blocking = opendal::blocking::Operator::new(self.op.clone())?;
+            let mut bytes = Vec::new();
+            blocking
+                .reader(key)?
+                .into_std_read(..)?
+                .take(MAX_SMALL + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| match e.downcast::<opendal::Error>() {
+                    Ok(e) => e,
+                    Err(e) => opendal::Error::new(opendal::ErrorKind::Unexpected, e.to_string()),
+                })?;
+            Ok(bytes)
+        })();
+        let bytes = match read {
+            Ok(b) => b,
+            Err(e) => return Err(self.err(&what, e)),
+        };
+        self.counts.received(bytes.len() as u64);
+        if bytes.len() as u64 > MAX_SMALL {
             return Err(CloudError::Service {
                 destination: self.name.clone(),
                 failure: Failure::Other,
                 message: format!(
-                    "{what}: {} bytes, more than the {} MiB expected of it",
-                    meta.content_length(),
+                    "{what}: more than the {} MiB expected of it",
                     MAX_SMALL >> 20
                 ),
             });
         }
-        self.rt
-            .block_on(self.op.read(key))
-            .map(|b| b.to_vec())
-            .map_err(|e| self.err(&what, e))
+        Ok(bytes)
     }
 
     /// A reader of an object that seeks: each read after a seek is one ranged GET (the size comes from one HEAD).
@@ -375,21 +389,6 @@ impl Store {
             inner,
             size: meta.content_length(),
         })
-    }
-
-    /// A reader of an object whose length is known (recorded in `backup.json`): no HEAD; each read after a seek is
-    /// one ranged GET. A length other than the object's shows as a short read or trailing bytes, which the
-    /// readers above (the index's and age's checks, the sums) catch.
-    pub fn reader_sized(&self, key: &str, len: u64) -> Result<Reader, CloudError> {
-        let what = format!("opening {}", self.shown(key));
-        let _guard = self.rt.enter();
-        let blocking =
-            opendal::blocking::Operator::new(self.op.clone()).map_err(|e| self.err(&what, e))?;
-        let inner = blocking
-            .reader(key)
-            .and_then(|r| r.into_std_read(0..len))
-            .map_err(|e| self.err(&what, e))?;
-        Ok(Reader { inner, size: len })
     }
 
     /// An object's size and date, or `None` when it does not exist.
@@ -798,6 +797,53 @@ pub struct Objects {
     pub dir: String,
     /// Small objects already read.
     pub cache: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
+    /// The last range received of each object, shared by its readers (a restore's plan and its writes read the
+    /// same headers: the second reader finds them here).
+    pub ranges: Arc<RangeCache>,
+}
+
+/// The last ranges received of each object read through [`Ranged`] readers that share it (at most
+/// [`RangeCache::KEPT`] per object: an encrypted archive's header, its final chunk, where a file is).
+#[derive(Debug, Default)]
+pub struct RangeCache {
+    kept: std::sync::Mutex<std::collections::HashMap<String, Vec<KeptRange>>>,
+    /// What a restore said it will read next of each object ([`crate::archive::Remote::expect`]).
+    hints: std::sync::Mutex<std::collections::HashMap<String, std::ops::Range<u64>>>,
+}
+
+/// A range received: where it starts, its bytes.
+type KeptRange = (u64, Arc<Vec<u8>>);
+
+/// The most one GET asks for when a restore said how much it will read (one entry's header and content).
+pub const RANGE_HINTED_MAX: u64 = 32 << 20;
+
+impl RangeCache {
+    const KEPT: usize = 4;
+
+    fn hint(&self, key: &str, pos: u64) -> Option<u64> {
+        let hints = self.hints.lock().unwrap_or_else(|e| e.into_inner());
+        hints
+            .get(key)
+            .filter(|r| r.contains(&pos))
+            .map(|r| r.end - pos)
+    }
+
+    fn find(&self, key: &str, pos: u64) -> Option<(u64, Arc<Vec<u8>>)> {
+        let map = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key)?
+            .iter()
+            .find(|(start, b)| (*start..start + b.len() as u64).contains(&pos))
+            .cloned()
+    }
+
+    fn keep(&self, key: &str, start: u64, bytes: Arc<Vec<u8>>) {
+        let mut map = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = map.entry(key.to_string()).or_default();
+        if kept.len() >= Self::KEPT {
+            kept.remove(0);
+        }
+        kept.push((start, bytes));
+    }
 }
 
 impl Objects {
@@ -806,6 +852,7 @@ impl Objects {
             store,
             dir,
             cache: Default::default(),
+            ranges: Default::default(),
         }
     }
 }
@@ -839,9 +886,155 @@ impl crate::archive::Remote for Objects {
             };
             return Ok(Box::new(io::Cursor::new(Kept(bytes))));
         }
-        self.store
-            .reader_sized(&key, len)
-            .map(|r| Box::new(r) as Box<dyn crate::archive::ReadSeek>)
-            .map_err(io::Error::other)
+        let mut r = self.store.ranged(&key, len);
+        r.shared = Some(self.ranges.clone());
+        Ok(Box::new(r))
+    }
+
+    fn expect(&self, name: &std::path::Path, range: std::ops::Range<u64>) {
+        let key = format!("{}{}", self.dir, name.to_string_lossy());
+        let mut hints = self.ranges.hints.lock().unwrap_or_else(|e| e.into_inner());
+        hints.insert(key, range);
+    }
+}
+
+/// The first ranged GET after a seek asks for this much (a one-file restore: its header, and the file itself when
+/// it is small); each GET that continues where the last one ended asks for twice as much, up to
+/// [`RANGE_MAX`].
+pub const RANGE_FIRST: u64 = 64 << 10;
+/// The most one ranged GET asks for (and the most a [`Ranged`] reader holds in memory).
+pub const RANGE_MAX: u64 = 8 << 20;
+
+impl Store {
+    /// A reader of an object whose length is known (recorded in `backup.json`), by bounded ranged GETs: no HEAD, no
+    /// request until a read, and a seek is free. A read inside the range last received costs nothing (a forward
+    /// skip over a file not restored, a header then its data); otherwise one GET of the bytes from there, of
+    /// [`RANGE_FIRST`] after a jump and doubling while reads continue where the last range ended (a whole archive
+    /// read in order costs about one GET per [`RANGE_MAX`]). A length other than the object's shows as a short
+    /// read, which the readers above (the index's and age's checks, the sums) catch.
+    pub fn ranged(self: &Arc<Self>, key: &str, len: u64) -> Ranged {
+        Ranged {
+            store: self.clone(),
+            key: key.to_string(),
+            len,
+            pos: 0,
+            buf: Arc::new(Vec::new()),
+            buf_start: 0,
+            window: RANGE_FIRST,
+            shared: None,
+        }
+    }
+
+    /// One ranged GET of `range`, whole.
+    fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> io::Result<Vec<u8>> {
+        let bytes = self
+            .rt
+            .block_on(async { self.op.read_with(key).range(range.clone()).await })
+            .map(|b| b.to_vec())
+            .map_err(|e| {
+                io::Error::other(self.err(
+                    &format!(
+                        "reading bytes {}..{} of {}",
+                        range.start,
+                        range.end,
+                        self.shown(key)
+                    ),
+                    e,
+                ))
+            })?;
+        self.counts.received(bytes.len() as u64);
+        Ok(bytes)
+    }
+}
+
+/// A seekable reader of one object by bounded ranged GETs (see [`Store::ranged`]).
+pub struct Ranged {
+    store: Arc<Store>,
+    key: String,
+    len: u64,
+    pos: u64,
+    /// The bytes of the last GET, from `buf_start`.
+    buf: Arc<Vec<u8>>,
+    buf_start: u64,
+    /// What the next GET that continues the last one asks for.
+    window: u64,
+    /// Ranges received by other readers of the same objects.
+    pub shared: Option<Arc<RangeCache>>,
+}
+
+impl Ranged {
+    fn buf_end(&self) -> u64 {
+        self.buf_start + self.buf.len() as u64
+    }
+}
+
+impl io::Read for Ranged {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() || self.pos >= self.len {
+            return Ok(0);
+        }
+        if !(self.buf_start..self.buf_end()).contains(&self.pos)
+            && let Some((start, bytes)) = self
+                .shared
+                .as_ref()
+                .and_then(|c| c.find(&self.key, self.pos))
+        {
+            (self.buf_start, self.buf) = (start, bytes);
+        }
+        if !(self.buf_start..self.buf_end()).contains(&self.pos) {
+            // Continuing where the last range ended (or just past it: a tar header's padding): read ahead further;
+            // after a jump, start small again.
+            let gap = self.pos.checked_sub(self.buf_end());
+            let continuing = !self.buf.is_empty() && gap.is_some_and(|g| g <= RANGE_FIRST);
+            self.window = if continuing {
+                (self.window * 2).min(RANGE_MAX)
+            } else {
+                RANGE_FIRST
+            };
+            let mut want = self.window.max(out.len() as u64).min(RANGE_MAX);
+            // What the restore said it will read from here (one entry): after a jump, exactly that in one GET;
+            // while reading on in order, at least that.
+            if let Some(h) = self
+                .shared
+                .as_ref()
+                .and_then(|c| c.hint(&self.key, self.pos))
+            {
+                let h = h.min(RANGE_HINTED_MAX);
+                want = if continuing { want.max(h) } else { h };
+            }
+            let end = self.pos.saturating_add(want).min(self.len);
+            let bytes = self.store.read_range(&self.key, self.pos..end)?;
+            if bytes.is_empty() {
+                return Ok(0);
+            }
+            self.buf = Arc::new(bytes);
+            self.buf_start = self.pos;
+            if let Some(c) = &self.shared {
+                c.keep(&self.key, self.buf_start, self.buf.clone());
+            }
+        }
+        let at = (self.pos - self.buf_start) as usize;
+        let n = out.len().min(self.buf.len() - at);
+        out[..n].copy_from_slice(&self.buf[at..at + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl io::Seek for Ranged {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        let to = match pos {
+            io::SeekFrom::Start(p) => Some(p),
+            io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        }
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a seek to a negative or overflowing position",
+            )
+        })?;
+        self.pos = to;
+        Ok(to)
     }
 }

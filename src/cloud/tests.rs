@@ -130,6 +130,63 @@ fn a_streamed_upload_reads_back_and_a_ranged_read_costs_one_head_and_one_get() {
     store.delete("backups/s1/backup.json").unwrap();
 }
 
+/// The bounded ranged reader restore uses: a seek is free and a 1 KiB read after it is one GET of at most
+/// `RANGE_FIRST` (no HEAD); a read inside what was received, forward or back, costs nothing; reading a 20 MiB object
+/// in order from a jump costs one GET per doubling window up to `RANGE_MAX`, and every byte is the object's; a read
+/// past the end is 0. Before: each read after a seek reopened a stream to the object's end (411 requests for a
+/// 304 MiB whole-set restore).
+#[test]
+fn a_ranged_reader_costs_one_get_per_jump_and_few_in_order() {
+    let Some(g) = garage() else { return };
+    let store = open(&g);
+    let data = pattern(20 << 20);
+    let mut up = store
+        .upload("backups/s3/data.tar", ObjectClass::Archive, None)
+        .unwrap();
+    for chunk in data.chunks(1 << 20) {
+        up.write_all(chunk).unwrap();
+    }
+    up.finish().unwrap();
+    let len = data.len() as u64;
+
+    let before = store.requests();
+    let mut r = store.ranged("backups/s3/data.tar", len);
+    let at = 13_000_001usize;
+    r.seek(SeekFrom::Start(at as u64)).unwrap();
+    r.seek(SeekFrom::Start(5)).unwrap();
+    r.seek(SeekFrom::Start(at as u64)).unwrap();
+    let mut buf = vec![0u8; 1024];
+    r.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, data[at..at + 1024]);
+    // Forward inside the range received, then back: no request.
+    r.seek(SeekFrom::Current(10_000)).unwrap();
+    r.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, data[at + 11_024..at + 12_048]);
+    r.seek(SeekFrom::Start(at as u64 + 100)).unwrap();
+    r.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, data[at + 100..at + 1124]);
+    let cost = store.requests();
+    assert_eq!(
+        (cost.head - before.head, cost.get - before.get),
+        (0, 1),
+        "{cost:?} after {before:?}"
+    );
+    assert_eq!(cost.downloaded - before.downloaded, store::RANGE_FIRST);
+
+    // The whole object in order, from the start: 64 KiB, 128 KiB, ... 8 MiB, then 8 MiB at a time.
+    let before = store.requests();
+    r.seek(SeekFrom::Start(0)).unwrap();
+    let mut all = Vec::new();
+    r.read_to_end(&mut all).unwrap();
+    assert!(all == data, "the object read in order differs");
+    let cost = store.requests();
+    let gets = cost.get - before.get;
+    assert!((8..=10).contains(&gets), "{gets} GETs for 20 MiB in order");
+    assert_eq!(cost.downloaded - before.downloaded, len);
+    assert_eq!(r.read(&mut buf).unwrap(), 0);
+    assert_eq!(r.seek(SeekFrom::End(-4)).unwrap(), len - 4);
+}
+
 /// Garage killed (SIGKILL) in the middle of a streamed upload: the upload fails with an error that names no
 /// secret, its parts stay on the server as an unfinished multipart upload, and once the server is back the next
 /// call finds it and aborts it.

@@ -26,6 +26,8 @@ pub struct Counts {
     pub post: AtomicU64,
     pub delete: AtomicU64,
     pub other: AtomicU64,
+    /// Bytes of object content received by dbackup's reads (ranged reads and small objects read whole).
+    pub downloaded: AtomicU64,
 }
 
 /// A snapshot of [`Counts`].
@@ -37,6 +39,8 @@ pub struct Requests {
     pub post: u64,
     pub delete: u64,
     pub other: u64,
+    /// Bytes of object content received (see [`Counts::downloaded`]).
+    pub downloaded: u64,
 }
 
 impl Counts {
@@ -49,7 +53,13 @@ impl Counts {
             post: l(&self.post),
             delete: l(&self.delete),
             other: l(&self.other),
+            downloaded: l(&self.downloaded),
         }
+    }
+
+    /// `n` bytes of object content received.
+    pub fn received(&self, n: u64) {
+        self.downloaded.fetch_add(n, Ordering::Relaxed);
     }
 
     fn count(&self, method: &http::Method) {

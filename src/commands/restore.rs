@@ -268,12 +268,13 @@ fn restore(
         // What it cost, counted by the transport (every attempt, retries included).
         let r = backup.store.requests();
         ui.info(format_args!(
-            "{}: {} requests to {} ({} HEAD, {} GET)",
+            "{}: {} requests to {} ({} HEAD, {} GET), {} downloaded",
             backup.destination,
             r.head + r.get + r.put + r.post + r.delete + r.other,
             backup.place,
             r.head,
-            r.get
+            r.get,
+            crate::stdx::bytes(r.downloaded)
         ));
     }
     if let Some(e) = error {

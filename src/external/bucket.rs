@@ -24,7 +24,7 @@ pub struct BucketBackups {
     pub listing: CloudListing,
     /// Oldest first; `meta` is `None` (with `meta_error`) when its `backup.json` is unusable.
     pub backups: Vec<DriveBackup>,
-    /// Requests this look took (the listing, then a HEAD and a GET per `backup.json`).
+    /// Requests this look took (the listing, then a GET per `backup.json`).
     pub requests: u64,
 }
 

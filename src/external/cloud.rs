@@ -51,6 +51,10 @@ pub struct CloudListing {
     pub latest: Option<String>,
     /// Objects under `backups/` that are no part of dbackup's layout (left alone).
     pub other: Vec<String>,
+    /// The size of every object under a stamp, by key (`backups/<stamp>/<name>`): what a chain's files are checked
+    /// against.
+    #[serde(skip)]
+    pub sizes: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +77,8 @@ pub struct CloudWorld {
     pub error: Option<String>,
     pub encryption: Option<EncryptionRecord>,
     pub passphrase_file: Option<std::path::PathBuf>,
+    /// The bucket's chains, as far as the next upload needs them ([`observe_chains`]).
+    pub chains: CloudChains,
     /// Its backups with their `backup.json` (for retention: [`super::bucket`]).
     pub backups: Vec<layout::DriveBackup>,
 }
@@ -98,6 +104,7 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
         error: None,
         encryption: None,
         passphrase_file: None,
+        chains: CloudChains::default(),
         backups: Vec::new(),
     };
     let env = crate::settings::Env::from_process();
@@ -137,6 +144,7 @@ pub fn list(
                 e.0 |= file == layout::METADATA_FILE;
                 e.1 += 1;
                 e.2 = e.2.saturating_add(o.size);
+                listing.sizes.insert(o.key.clone(), o.size);
             }
             None if rest == layout::LATEST_FILE => {}
             _ => listing.other.push(crate::stdx::show_str(rest)),
@@ -171,6 +179,300 @@ pub fn list(
         .map(|u| crate::stdx::show_str(&u.key))
         .collect();
     Ok((listing, uploads))
+}
+
+/// The most `backup.json` files read to find a bucket's chains (two small GETs each, with its sums).
+const MAX_META_READS: usize = 64;
+
+/// What a bucket says about the chains the next upload would extend: its backups with the metadata read (the
+/// newest, then every backup a chain of it goes through), the backups whose objects are missing or not their
+/// recorded size, and for each set whose next archive would be an incremental, its base's index downloaded and
+/// checked (or why it cannot be used) with what the change detection would store.
+#[derive(Debug, Clone, Default)]
+pub struct CloudChains {
+    pub listing: layout::DriveListing,
+    pub damaged: BTreeMap<String, String>,
+    pub bases: BTreeMap<String, Result<BaseIndex, String>>,
+    pub estimates: BTreeMap<String, crate::archive::ArchiveEstimate>,
+}
+
+/// A base's index, downloaded (one GET when it is at most 8 MiB) into an anonymous temporary file and matched
+/// against the size and sha256 its `backup.json` records (which matched its `verification.sha256`).
+#[derive(Debug, Clone)]
+pub struct BaseIndex {
+    pub stamp: String,
+    file: Arc<std::fs::File>,
+}
+
+/// Why an encrypted set's upload is a full.
+const ENCRYPTED_NOT_YET: &str = "incrementals of encrypted sets on a bucket are not written yet";
+
+/// What decides full or incremental on a bucket, besides its chains (the run's, as for drives).
+#[derive(Debug, Clone, Copy)]
+pub struct ChainPolicy {
+    pub policy: crate::config::IncrementalPolicy,
+    pub force_full: bool,
+    pub content_every: Option<chrono::Duration>,
+    pub now: chrono::NaiveDateTime,
+}
+
+impl ChainPolicy {
+    /// The next archive of `set` on this bucket: full or incremental, and why ([`super::chain::choose`], as on a
+    /// drive), a base that could not be fetched or checked turning it into a full that says so.
+    pub fn choose(&self, w: &CloudWorld, set: &str) -> super::chain::ArchiveChoice {
+        let choice = self.chain_choice(w, set);
+        match (&choice.base, w.chains.bases.get(set)) {
+            (Some(base), Some(Err(why))) => super::chain::ArchiveChoice::full(format!(
+                "full: the base {base} cannot be used: {why}"
+            )),
+            (Some(base), None) => super::chain::ArchiveChoice::full(format!(
+                "full: the index of the base {base} was not fetched"
+            )),
+            _ => choice,
+        }
+    }
+
+    /// What the chain alone says (before the base's index is fetched).
+    fn chain_choice(&self, w: &CloudWorld, set: &str) -> super::chain::ArchiveChoice {
+        super::chain::choose(
+            super::chain::ChoiceInputs {
+                policy: self.policy,
+                force_full: self.force_full,
+                encryption: w.encryption.as_ref(),
+                content_every: self.content_every,
+                now: self.now,
+                // An encrypted set's base manifest would be the local plaintext copy of its index
+                // (`external::index_copy`), which uploads do not write yet.
+                base_copy: Some(Err(ENCRYPTED_NOT_YET)),
+            },
+            super::chain::facts(&w.chains.listing, set, &w.chains.damaged).as_ref(),
+        )
+    }
+}
+
+/// Reads backup `stamp`'s `backup.json` from the bucket and checks it against its `verification.sha256` (two
+/// small GETs): a backup's metadata altered on the server is refused, as are names in it that are not plain.
+pub fn read_meta(store: &Store, stamp: &str) -> anyhow::Result<BackupMeta> {
+    let dir = format!("{BACKUPS}{stamp}/");
+    let meta_bytes = store.get(&format!("{dir}{}", layout::METADATA_FILE))?;
+    let sums = store.get(&format!("{dir}{}", layout::SUMS_FILE))?;
+    let sums = crate::archive::sums::parse_sums(&sums)
+        .map_err(|e| anyhow::anyhow!("{dir}{}: {e}", layout::SUMS_FILE))?;
+    let listed = sums
+        .iter()
+        .rev()
+        .find(|l| l.name == layout::METADATA_FILE.as_bytes())
+        .map(|l| l.sha256);
+    if listed != Some(archive::Digest::of_bytes(&meta_bytes)) {
+        anyhow::bail!(
+            "{dir}{} on {} does not match its line in {}: the backup's metadata was altered",
+            layout::METADATA_FILE,
+            store.place(),
+            layout::SUMS_FILE
+        );
+    }
+    let path =
+        std::path::PathBuf::from(format!("{} {dir}{}", store.place(), layout::METADATA_FILE));
+    let meta = layout::parse_metadata(&meta_bytes, &path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The names it records are joined to keys: plain names only, as on a drive.
+    for s in &meta.sets {
+        for f in s.archive.iter().chain(&s.index) {
+            if !layout::is_plain_name(&f.name) {
+                anyhow::bail!(
+                    "{}: {} is not a plain file name",
+                    path.display(),
+                    crate::stdx::show_str(&f.name)
+                );
+            }
+        }
+    }
+    Ok(meta)
+}
+
+/// The chains of a bucket for the sets `chosen` (set, snapshot name): the newest backup's metadata and that of
+/// every backup its sets' chains go through (each checked, [`read_meta`]); each object of those backups checked
+/// against the listing's size; then, for each set whose next archive is an incremental, its base's index
+/// downloaded and checked, and the change detection run against it for the dry run's estimate.
+pub fn observe_chains(
+    w: &mut CloudWorld,
+    chosen: &[(String, String)],
+    policy: &ChainPolicy,
+    backup_root: &std::path::Path,
+    ui: &Ui,
+) {
+    let Some(store) = w.store.clone() else { return };
+    if w.error.is_some() {
+        return;
+    }
+    let mut metas: BTreeMap<String, Result<BackupMeta, String>> = BTreeMap::new();
+    let mut todo: Vec<String> = w.listing.backups.last().cloned().into_iter().collect();
+    while let Some(stamp) = todo.pop() {
+        if metas.len() >= MAX_META_READS
+            || metas.contains_key(&stamp)
+            || !w.listing.backups.contains(&stamp)
+        {
+            continue;
+        }
+        let meta = read_meta(&store, &stamp).map_err(|e| crate::ui::format_error(&e));
+        if let Ok(m) = &meta {
+            todo.extend(m.sets.iter().filter_map(|s| s.base.clone()));
+            todo.extend(m.depends_on.iter().cloned());
+        }
+        metas.insert(stamp, meta);
+    }
+    let mut damaged = BTreeMap::new();
+    for (stamp, meta) in &metas {
+        let Ok(m) = meta else { continue };
+        for f in m.sets.iter().flat_map(|s| s.archive.iter().chain(&s.index)) {
+            let listed = w.listing.sizes.get(&format!("{BACKUPS}{stamp}/{}", f.name));
+            let why = match listed {
+                Some(&n) if n == f.bytes => continue,
+                Some(n) => format!("{} is {n} bytes, not the {} recorded", f.name, f.bytes),
+                None => format!("{} is not in the bucket", f.name),
+            };
+            damaged.insert(stamp.clone(), crate::stdx::show_str(&why));
+            break;
+        }
+    }
+    w.chains.listing = layout::DriveListing {
+        exists: true,
+        backups: w
+            .listing
+            .backups
+            .iter()
+            .filter_map(|stamp| {
+                let time = snapshot::parse_stamp(stamp)?;
+                let (meta, meta_error) = match metas.remove(stamp) {
+                    Some(Ok(m)) => (Some(m), None),
+                    Some(Err(e)) => (None, Some(e)),
+                    None => (None, Some("not read (no chain goes through it)".into())),
+                };
+                Some(layout::DriveBackup {
+                    name: stamp.clone(),
+                    time,
+                    path: format!("{BACKUPS}{stamp}").into(),
+                    meta,
+                    meta_error,
+                })
+            })
+            .collect(),
+        leftovers: Vec::new(),
+        latest: w.listing.latest.clone(),
+        other: Vec::new(),
+    };
+    w.chains.damaged = damaged;
+    for (set, name) in chosen {
+        let choice = policy.chain_choice(w, set);
+        if choice.base.is_none() {
+            continue;
+        }
+        let base = fetch_base(&store, &w.chains.listing, set, &choice);
+        if let Ok(b) = &base {
+            ui.step(format_args!(
+                "{}: {set}: the index of the base {} downloaded and checked",
+                w.settings.name, b.stamp
+            ));
+            let mut inc = incremental_base(b, set, &choice, backup_root);
+            inc.compare_content = false;
+            if let Ok((_, estimate)) =
+                archive::scan_both(&backup_root.join(name), &inc, &mut NoProgress)
+            {
+                w.chains.estimates.insert(set.clone(), estimate);
+            }
+        }
+        w.chains
+            .bases
+            .insert(set.clone(), base.map_err(|e| crate::ui::format_error(&e)));
+    }
+}
+
+/// Downloads the index of the base `choice` names for `set` and checks it against the size and sha256 its
+/// `backup.json` records.
+fn fetch_base(
+    store: &Arc<Store>,
+    listing: &layout::DriveListing,
+    set: &str,
+    choice: &super::chain::ArchiveChoice,
+) -> anyhow::Result<BaseIndex> {
+    use sha2::Digest as _;
+    use std::io::{Read, Write};
+    let base = choice
+        .base
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no base"))?;
+    let rec = listing
+        .backups
+        .iter()
+        .find(|b| &b.name == base)
+        .and_then(|b| b.meta.as_ref())
+        .and_then(|m| m.sets.iter().find(|s| s.set == set))
+        .ok_or_else(|| anyhow::anyhow!("it holds no set {set}"))?;
+    let [index] = rec.index.as_slice() else {
+        anyhow::bail!("its index is not one object");
+    };
+    if crate::archive::crypt::is_encrypted_name(index.name.as_bytes()) {
+        anyhow::bail!(
+            "its index is encrypted (incrementals of encrypted sets on a bucket: not yet)"
+        );
+    }
+    let key = format!("{BACKUPS}{base}/{}", index.name);
+    let mut reader = store.ranged(&key, index.bytes);
+    let mut file = tempfile::tempfile()?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; crate::cloud::store::RANGE_MAX as usize];
+    let mut bytes = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n])?;
+        bytes += n as u64;
+    }
+    if (bytes, archive::Digest::of(hasher)) != (index.bytes, index.sha256) {
+        anyhow::bail!(
+            "its index {} is not the one backup.json records (size or sha256)",
+            crate::stdx::show_str(&index.name)
+        );
+    }
+    Ok(BaseIndex {
+        stamp: base.clone(),
+        file: Arc::new(file),
+    })
+}
+
+/// The base an incremental upload is written against: the downloaded index as its manifest, and the local
+/// snapshot the base was made from when it still exists (its inodes then decide what changed).
+fn incremental_base(
+    b: &BaseIndex,
+    set: &str,
+    choice: &super::chain::ArchiveChoice,
+    backup_root: &std::path::Path,
+) -> crate::archive::incremental::IncrementalBase {
+    // A name from the bucket: used only when it is this set's snapshot name (`<set>-<stamp>`).
+    let snapshot = choice
+        .base_snapshot
+        .as_deref()
+        .filter(|n| {
+            n.strip_prefix(&format!("{set}-"))
+                .is_some_and(|s| snapshot::parse_stamp(s).is_some())
+        })
+        .map(|n| backup_root.join(n))
+        .filter(|p| p.is_dir());
+    let file = b.file.clone();
+    crate::archive::incremental::IncrementalBase {
+        stamp: b.stamp.clone(),
+        open_manifest: Box::new(move || {
+            use std::io::Seek;
+            let mut f = file.try_clone()?;
+            f.seek(std::io::SeekFrom::Start(0))?;
+            Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, f))
+                as Box<dyn std::io::BufRead>)
+        }),
+        snapshot,
+        compare_content: choice.compare_content,
+    }
 }
 
 /// Everything that happens on one cloud destination.
@@ -212,8 +514,14 @@ pub struct CloudPlan {
     pub decisions: Vec<crate::retention::Decision>,
 }
 
-/// Plans one upload. Pure.
-pub fn plan(w: &CloudWorld, sets: &[SetPlan], stamp: &str, now: DateTime<Utc>) -> CloudPlan {
+/// Plans one upload: each set's archive full or incremental as on a drive ([`ChainPolicy::choose`]). Pure.
+pub fn plan(
+    w: &CloudWorld,
+    sets: &[SetPlan],
+    stamp: &str,
+    now: DateTime<Utc>,
+    chains: &ChainPolicy,
+) -> CloudPlan {
     let enc = w.encryption.as_ref();
     let sized = |plain: u64| match enc {
         Some(e) => crate::archive::crypt::encrypted_len(plain, e.recipients.len()),
@@ -224,7 +532,23 @@ pub fn plan(w: &CloudWorld, sets: &[SetPlan], stamp: &str, now: DateTime<Utc>) -
         .iter()
         .filter(|s| s.action == SetAction::Export)
         .filter_map(|s| {
-            let est = s.estimate.as_ref()?;
+            let mut choice = chains.choose(w, &s.set);
+            // An incremental is sized by its change detection (not for a content comparison, which may store
+            // more); otherwise as a full: an upper bound.
+            let incremental = w
+                .chains
+                .estimates
+                .get(&s.set)
+                .filter(|_| choice.base.is_some() && !choice.compare_content);
+            if let Some(e) = incremental {
+                choice.reason.push_str(&format!(
+                    ": {} to store ({}), {} kept in earlier backups",
+                    crate::stdx::counted(e.files, "file", "files"),
+                    crate::stdx::bytes(e.file_bytes),
+                    e.referenced_files
+                ));
+            }
+            let est = incremental.or(s.estimate.as_ref())?;
             let (tar, index) = (sized(est.tar_bytes), sized(est.index_bytes));
             upload_bytes = upload_bytes.saturating_add(tar).saturating_add(index);
             Some(ArchiveTarget {
@@ -234,9 +558,7 @@ pub fn plan(w: &CloudWorld, sets: &[SetPlan], stamp: &str, now: DateTime<Utc>) -
                 part_bytes: Some(PART_BYTES),
                 index: layout::index_name(&s.set, enc.is_some()),
                 index_part_bytes: None,
-                choice: super::chain::ArchiveChoice::full(
-                    "buckets take full archives (incremental uploads: not yet)",
-                ),
+                choice,
                 tar_bytes: tar,
                 index_bytes: index,
                 encrypted: enc.is_some(),
@@ -310,6 +632,7 @@ pub fn render(p: &CloudPlan, out: &mut String) {
             a.index,
             crate::stdx::bytes(a.tar_bytes.saturating_add(a.index_bytes))
         );
+        let _ = writeln!(out, "    {}", a.choice.reason);
     }
     let _ = writeln!(
         out,
@@ -428,6 +751,7 @@ fn upload(
 
     let mut sums: Vec<SumLine> = Vec::new();
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    let mut depends_on: Vec<String> = Vec::new();
     for a in &p.archives {
         crate::interrupt::check()?;
         let scan = &observed.scans[&a.set];
@@ -452,6 +776,7 @@ fn upload(
             "{}: {}: uploading {} to {}{}",
             p.name, a.set, a.snapshot, p.dir, a.archive
         ));
+        let base = upload_base(a, world, &observed.world.backup_root);
         let t = Instant::now();
         let summary = archive::write_archive(
             scan,
@@ -459,7 +784,7 @@ fn upload(
             index_sink,
             &ArchiveOptions {
                 stage: encrypt.as_ref().map(|e| e as &dyn archive::Stage),
-                base: None,
+                base: base.as_ref(),
                 index_copy: None,
             },
             &mut NoProgress,
@@ -467,15 +792,15 @@ fn upload(
         .map_err(|e| anyhow::anyhow!("set {}: {e}", a.set))?;
         let write_seconds = t.elapsed().as_secs_f64();
         let meta = observed.snapshot_meta.get(&a.set);
-        // Full archives for now (`base: None`); an incremental upload passes its base as the drive's writer does.
         let rec = super::exec::set_record(
             a,
             meta,
             &summary,
             encrypt.as_ref().map(|e| e.record()),
             (write_seconds, 0.0),
-            None,
+            base.as_ref(),
         );
+        depends_on.extend(summary.depends_on.iter().cloned());
         for f in rec.archive.iter().chain(&rec.index) {
             sums.push(SumLine {
                 sha256: f.sha256,
@@ -550,7 +875,11 @@ fn upload(
         sums_file: layout::SUMS_FILE.to_string(),
         sets: report.sets.clone(),
         system: None,
-        depends_on: Vec::new(),
+        depends_on: {
+            depends_on.sort();
+            depends_on.dedup();
+            depends_on
+        },
     };
     report.read_back = Some(read_back);
     let meta_bytes = layout::metadata_bytes(&meta);
@@ -585,6 +914,18 @@ fn upload(
     )?;
     report.latest = Some(layout::LatestKind::File);
     Ok(())
+}
+
+/// The base an archive the plan made incremental is written against: the base index observation downloaded and
+/// checked ([`observe_chains`]).
+fn upload_base(
+    a: &ArchiveTarget,
+    world: &CloudWorld,
+    backup_root: &std::path::Path,
+) -> Option<crate::archive::incremental::IncrementalBase> {
+    a.choice.base.as_ref()?;
+    let b = world.chains.bases.get(&a.set)?.as_ref().ok()?;
+    Some(incremental_base(b, &a.set, &a.choice, backup_root))
 }
 
 /// Chooses among present drives and cloud destinations together: by priority (highest first; equal priorities
@@ -664,12 +1005,24 @@ mod tests {
                 uploads: vec!["backups/2026-12-04-020000/docs.tar.part000".into()],
                 latest: Some("2026-12-01-020000".into()),
                 other: vec![],
+                sizes: BTreeMap::new(),
             },
             uploads: vec![],
             error: None,
             encryption: None,
             passphrase_file: None,
             backups: vec![],
+            chains: CloudChains::default(),
+        }
+    }
+
+    fn policy() -> ChainPolicy {
+        ChainPolicy {
+            policy: crate::config::IncrementalPolicy::default(),
+            force_full: false,
+            content_every: None,
+            now: chrono::NaiveDateTime::parse_from_str("2026-12-05 02:00", "%Y-%m-%d %H:%M")
+                .unwrap(),
         }
     }
 
@@ -697,7 +1050,7 @@ mod tests {
         let now = chrono::DateTime::parse_from_rfc3339("2026-12-05T02:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let p = plan(&world(true), &[set()], "2026-12-05-020000", now);
+        let p = plan(&world(true), &[set()], "2026-12-05-020000", now, &policy());
         assert_eq!(p.refusal, None);
         assert_eq!(p.dir, "backups/2026-12-05-020000/");
         assert_eq!(p.archives.len(), 1);
@@ -717,7 +1070,7 @@ mod tests {
         );
         assert!(text.contains("locked (Object Lock, compliance)"), "{text}");
 
-        let p = plan(&world(false), &[set()], "2026-12-05-020000", now);
+        let p = plan(&world(false), &[set()], "2026-12-05-020000", now, &policy());
         assert!(
             p.refusal.as_deref().unwrap().contains("unencrypted"),
             "{:?}",
@@ -725,7 +1078,7 @@ mod tests {
         );
         let mut w = world(true);
         w.error = Some("no answer from s3 ...".into());
-        let p = plan(&w, &[set()], "2026-12-05-020000", now);
+        let p = plan(&w, &[set()], "2026-12-05-020000", now, &policy());
         assert_eq!(p.refusal.as_deref(), Some("no answer from s3 ..."));
     }
 }

@@ -213,6 +213,17 @@ pub fn observe(
     // likely incremental (one walk gives both sizes), else by a scan of their own.
     let mut scans: BTreeMap<String, ArchivePlan> = BTreeMap::new();
 
+    // Each bucket's chains: the metadata they go through, and each incremental's base index (downloaded, checked).
+    let chain_policy = super::cloud::ChainPolicy {
+        policy: settings.external_incremental,
+        force_full: options.full,
+        content_every: super::chain::content_every(settings.schedule.full),
+        now: chrono::Local::now().naive_local(),
+    };
+    for w in &mut cloud_worlds {
+        super::cloud::observe_chains(w, &chosen, &chain_policy, root, ui);
+    }
+
     let mut destinations = Vec::new();
     for d in selected {
         let info = d.info().expect("selected destinations are present").clone();

@@ -498,7 +498,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         .clouds
         .iter()
         .map(|c| {
-            let mut p = super::cloud::plan(c, &sets, &stamp, utc_now);
+            let mut p = super::cloud::plan(c, &sets, &stamp, utc_now, &cloud_chains(world, opts));
             super::bucket::plan_retention(&mut p, c, opts.now, utc_now);
             p
         })
@@ -667,6 +667,16 @@ fn destination_plan(
             .and(d.passphrase_file.clone()),
         index_copy_dir,
         index_copies_removed,
+    }
+}
+
+/// What decides full or incremental on a bucket: the run's policy, as for drives.
+fn cloud_chains(world: &World, opts: RunOptions) -> super::cloud::ChainPolicy {
+    super::cloud::ChainPolicy {
+        policy: world.incremental,
+        force_full: world.force_full,
+        content_every: world.content_every,
+        now: opts.now,
     }
 }
 

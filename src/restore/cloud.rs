@@ -31,6 +31,8 @@ pub struct CloudBackup {
     pub store: Arc<Store>,
     /// Its objects, read through one cache of the small ones.
     pub objects: Arc<Objects>,
+    /// The backups it depends on (an incremental's earlier archives), their metadata checked, with their objects.
+    pub chain: Vec<(String, BackupMeta, Arc<Objects>)>,
 }
 
 impl CloudBackup {
@@ -73,8 +75,21 @@ impl CloudBackup {
                     archive: self.files(&s.archive).with_keys(keys.cloned()),
                     index: (!s.index.is_empty())
                         .then(|| self.files(&s.index).with_keys(keys.cloned())),
-                    // Buckets hold full archives only (an incremental set is refused before this).
-                    chain: Vec::new(),
+                    chain: self
+                        .chain
+                        .iter()
+                        .filter_map(|(stamp, meta, objects)| {
+                            let rec = meta.sets.iter().find(|r| r.set == s.set)?;
+                            let files = ArchiveFiles::remote(
+                                rec.archive
+                                    .iter()
+                                    .map(|r| (PathBuf::from(&r.name), r.bytes))
+                                    .collect(),
+                                objects.clone(),
+                            );
+                            Some((stamp.clone(), files.with_keys(keys.cloned())))
+                        })
+                        .collect(),
                 },
             })
             .collect()
@@ -166,43 +181,28 @@ pub fn choose(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Clo
     })?;
     let stamp = stamps[i].clone();
     let dir = format!("{BACKUPS}{stamp}/");
-    let meta_bytes = store.get(&format!("{dir}{}", layout::METADATA_FILE))?;
-    let sums = store.get(&format!("{dir}{}", layout::SUMS_FILE))?;
-    let sums = crate::archive::sums::parse_sums(&sums)
-        .map_err(|e| failed(format!("{dir}{}: {e}", layout::SUMS_FILE)))?;
-    let listed = sums
-        .iter()
-        .rev()
-        .find(|l| l.name == layout::METADATA_FILE.as_bytes())
-        .map(|l| l.sha256);
-    if listed != Some(crate::archive::Digest::of_bytes(&meta_bytes)) {
-        return Err(failed(format!(
-            "{dir}{} on {} does not match its line in {}: the backup's metadata was altered; nothing was written",
-            layout::METADATA_FILE,
-            cloud.name,
-            layout::SUMS_FILE
-        )));
-    }
-    let path = PathBuf::from(format!("{} {dir}{}", store.place(), layout::METADATA_FILE));
-    let meta = layout::parse_metadata(&meta_bytes, &path).map_err(|e| failed(e.to_string()))?;
-    // The names it records are joined to keys: plain names only, as on a drive.
-    for s in &meta.sets {
-        for f in s.archive.iter().chain(&s.index) {
-            if !layout::is_plain_name(&f.name) {
-                return Err(failed(format!(
-                    "{}: {} is not a plain file name",
-                    path.display(),
-                    crate::stdx::show_str(&f.name)
-                )));
-            }
+    let meta = crate::external::cloud::read_meta(&store, &stamp).map_err(|e| {
+        failed(format!(
+            "{}; nothing was written",
+            crate::ui::format_error(&e)
+        ))
+    })?;
+    // An incremental's earlier archives: the backups it depends on (stamps checked by `BackupMeta::check`), each
+    // `backup.json` checked against its sums; one that cannot be read is named when a file needs it.
+    let mut chain = Vec::new();
+    for d in &meta.depends_on {
+        match crate::external::cloud::read_meta(&store, d) {
+            Ok(m) => chain.push((
+                d.clone(),
+                m,
+                Arc::new(Objects::new(store.clone(), format!("{BACKUPS}{d}/"))),
+            )),
+            Err(e) => ui.warn(format_args!(
+                "backup {stamp} on {} depends on {d}, which cannot be read: {}",
+                cloud.name,
+                crate::ui::format_error(&e)
+            )),
         }
-    }
-    // Chains (issue 15) are read through the drive's restore; a bucket holds full archives only for now.
-    if let Some(s) = meta.sets.iter().find(|s| !s.kind.is_full()) {
-        return Err(failed(format!(
-            "set {} of backup {stamp} on {} is incremental, which restore from a bucket cannot read yet",
-            s.set, cloud.name
-        )));
     }
     if let Some(set) = &req.set
         && !meta.sets.iter().any(|s| &s.set == set)
@@ -224,6 +224,7 @@ pub fn choose(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Clo
         stamp,
         meta,
         store,
+        chain,
     })
 }
 

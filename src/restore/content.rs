@@ -613,6 +613,11 @@ fn apply_archive(
             None => this,
             Some(stamp) => chain_archive(chain, stamp).map_err(source_err)?,
         };
+        // A remote archive fetches this entry's header and content in one request.
+        if let Some(l) = loc.filter(|l| item.needs_content() && l.sparse.is_none()) {
+            let start = check.map_or(l.data, |ie| ie.header_offset.min(l.data));
+            archive.expect(start..l.data.saturating_add(item.entry.size));
+        }
         let reader = readers.entry(stored_in.map(str::to_string)).or_default();
         let r = match reader {
             Some(r) => r,

@@ -39,7 +39,7 @@ pub struct CloudStatus {
     pub unfinished: usize,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restore_points: Vec<RestorePoint>,
-    /// Requests this look took: one listing, then a HEAD and a GET per `backup.json`.
+    /// Requests this look took: one listing, then a GET per `backup.json`.
     pub requests: u64,
 }
 

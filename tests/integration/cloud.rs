@@ -34,7 +34,7 @@ impl Report {
     }
 }
 
-fn garage() -> Option<Garage> {
+pub(crate) fn garage() -> Option<Garage> {
     Garage::start().map_err(|why| testkit::skip(&why)).ok()
 }
 
@@ -300,6 +300,51 @@ fn secrets_and_plain_archives_are_refused_by_the_config() {
     assert!(out.stderr.contains("allow_unencrypted"), "{}", out.stderr);
 }
 
+/// The line a cloud restore ends with: what it cost in requests and bytes.
+pub(crate) fn requests_line(out: &Output) -> String {
+    out.stderr
+        .lines()
+        .filter(|l| l.contains("requests to"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// (HEAD, GET) of a cloud restore, from its last line.
+pub(crate) fn requests(out: &Output) -> (u64, u64) {
+    let line = requests_line(out);
+    let count = |word: &str| -> u64 {
+        let end = line
+            .find(word)
+            .unwrap_or_else(|| panic!("no {word}: {line}"));
+        line[..end]
+            .trim_end()
+            .rsplit([' ', '('])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (count(" HEAD"), count(" GET"))
+}
+
+/// The bytes a cloud restore downloaded, from its last line (`... GET), 3.1 MiB downloaded`), to 0.1 of its unit.
+fn downloaded(out: &Output) -> u64 {
+    let line = requests_line(out);
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words
+        .iter()
+        .position(|w| *w == "downloaded")
+        .expect("downloaded");
+    let n: f64 = words[at - 2].parse().unwrap();
+    let unit = match words[at - 1] {
+        "B" | "bytes" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1048576.0,
+        u => panic!("unit {u}: {line}"),
+    };
+    (n * unit) as u64
+}
+
 /// Files under the test's home: a few small ones, one of 3 MiB, nested directories.
 pub(crate) fn populate(t: &Test) {
     t.write("home/notes/todo.txt", "buy milk\n");
@@ -418,7 +463,10 @@ fn external_uploads_a_backup_with_the_drive_layout() {
 /// the backup; one file, a directory and a whole set come back byte-identical under `--target`, each restore first
 /// saying what it downloads; `--verify` downloads and finds every object intact; an object altered on the server
 /// is named by `--verify` (exit 1). No key or secret in any output; no object of the encrypted backup holds a file
-/// name or content in the clear. Before: main had no cloud destination.
+/// name or content in the clear. Requests: no HEAD, one file in 5 GETs plain (the listing, backup.json, the sums,
+/// the index, one ranged GET of 64 KiB) and 7 encrypted; a 3 MiB file in 6 plain (its header looked at by the
+/// plan, then its bytes in one ranged GET: at most 3.1 MiB downloaded, the index included); a set in at most 12. Before: main had no cloud
+/// destination; then one file cost 10 requests (3 HEAD) and a whole set 411 (each seek a new ranged stream).
 #[test]
 fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
     let Some(g) = garage() else { return };
@@ -483,6 +531,11 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
                 vec!["notes/todo.txt"],
             ),
             (
+                "one 3 MiB file",
+                format!("{home}/photos/big.raw"),
+                vec!["photos/big.raw"],
+            ),
+            (
                 "a directory",
                 format!("{home}/notes"),
                 vec!["notes/todo.txt", "notes/deep/er/plan.md"],
@@ -503,14 +556,28 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
                 .args(&id_args)
                 .status(0);
             assert!(out.stderr.contains("downloading"), "{what}: {}", out.stderr);
-            eprintln!(
+            eprintln!("{what} ({prefix}): {}", requests_line(&out));
+            // The listing, backup.json, the sums, the index, then one ranged GET of the archive for the file (plain;
+            // encrypted: age's header and final chunk too); a directory's two files, one more.
+            let most = match (encrypted, files.len()) {
+                (false, 1) if what == "one file" => 5,
+                (false, 1) => 6,
+                (false, _) => 6,
+                (true, 1) if what == "one file" => 7,
+                (true, _) => 12,
+            };
+            assert_eq!(requests(&out).0, 0, "{what} ({prefix}): no HEAD");
+            assert!(
+                requests(&out).1 <= most,
                 "{what} ({prefix}): {}",
-                out.stderr
-                    .lines()
-                    .filter(|l| l.contains("requests"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                requests_line(&out)
             );
+            if what == "one 3 MiB file" && !encrypted {
+                // Its bytes in one ranged GET (after the plan's look at its header): beyond the file only the index
+                // and the metadata (the line says 3.1 MiB at most, to 0.1 MiB).
+                let extra = downloaded(&out).saturating_sub(3 << 20);
+                assert!(extra <= 110 << 10, "{what}: {}", requests_line(&out));
+            }
             no_secret(&out, &[&g.key.id, &g.key.secret]);
             for f in files {
                 let restored = target.join(t.home().strip_prefix("/").unwrap()).join(f);
@@ -529,6 +596,12 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
             .args(&id_args)
             .status(0);
         no_secret(&out, &[&g.key.id, &g.key.secret]);
+        eprintln!("a whole set ({prefix}): {}", requests_line(&out));
+        assert!(
+            requests(&out).1 <= 12,
+            "whole set ({prefix}): {}",
+            requests_line(&out)
+        );
         let under = target.join(t.home().strip_prefix("/").unwrap());
         for f in ["photos/big.raw", ".secrets", "notes/deep/er/plan.md"] {
             assert_eq!(

@@ -14,6 +14,7 @@ mod cli;
 mod cloud;
 mod cloud_b2;
 mod cloud_backup;
+mod cloud_chain;
 mod cloud_lock;
 mod collect;
 mod config;
