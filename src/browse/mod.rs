@@ -7,6 +7,7 @@
 //! [`crate::restore::keys`] (the keys of an encrypted index). [`pattern`] is `find`'s pure matching.
 
 pub mod cloud;
+pub mod output;
 pub mod pattern;
 
 use std::io::{self, BufReader};
@@ -30,6 +31,7 @@ use crate::settings::Settings;
 use crate::snapshot;
 use crate::stdx::show;
 
+pub(crate) use output::{FindOutput, Found, LsBackup, LsOutput, Version, render_find, render_ls};
 pub use pattern::Pattern;
 
 /// The key of a name that is not UTF-8: such a line is always parsed.

@@ -5,11 +5,8 @@
 //! 5 `--source drive` with no drive present.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
-use serde::Serialize;
-
-use crate::browse::{self, Pattern, Scope, Shown};
+use crate::browse::{self, FindOutput, Found, Pattern, Scope, Shown, Version};
 use crate::cli::{FindArgs, GlobalArgs};
 use crate::exit::{CodedError, Exit};
 use crate::restore::catalog::{self, Drive};
@@ -18,43 +15,6 @@ use crate::restore::list::Kept;
 use crate::settings::{Env, Settings};
 use crate::stdx::show;
 use crate::ui::Ui;
-
-/// What `find --json` prints.
-#[derive(Debug, Serialize)]
-pub struct FindOutput {
-    pub pattern: String,
-    /// Backups (one set of one backup each) searched.
-    pub searched: usize,
-    /// Those that could not be searched, with why.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub not_searched: Vec<String>,
-    /// Sorted by path.
-    pub matches: Vec<Found>,
-}
-
-/// A matching path and every backup holding it, newest first.
-#[derive(Debug, Serialize)]
-pub struct Found {
-    /// Absolute, escaped.
-    pub path: String,
-    pub versions: Vec<Version>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Version {
-    pub source: Kept,
-    pub stamp: String,
-    pub set: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub destination: Option<String>,
-    /// A drive backup: `full`, or `incremental` on `base` (`kind` is the entry's).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backup_kind: Option<crate::archive::ArchiveKind>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub base: Option<String>,
-    #[serde(flatten)]
-    pub entry: Shown,
-}
 
 pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();
@@ -167,73 +127,10 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
             crate::stdx::counted(c.requests(), "request", "requests")
         ));
     }
-    super::print(&out, ui.json, render)?;
+    super::print(&out, ui.json, browse::render_find)?;
     Ok(if !out.not_searched.is_empty() || out.matches.is_empty() {
         Exit::Failed
     } else {
         Exit::Ok
     })
-}
-
-fn render(o: &FindOutput) -> String {
-    let mut s = String::new();
-    if o.matches.is_empty() {
-        let _ = writeln!(
-            s,
-            "no path matches {} in {}",
-            o.pattern,
-            crate::stdx::counted(o.searched as u64, "backup", "backups")
-        );
-        return s;
-    }
-    for f in &o.matches {
-        let _ = writeln!(s, "{}", f.path);
-        let rows: Vec<[String; 6]> = f
-            .versions
-            .iter()
-            .map(|v| {
-                let size = match v.entry.kind {
-                    crate::restore::EntryKind::File | crate::restore::EntryKind::Hardlink => {
-                        crate::stdx::bytes(v.entry.size)
-                    }
-                    _ => "-".into(),
-                };
-                let when = chrono::DateTime::parse_from_rfc3339(&v.entry.mtime)
-                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                    .unwrap_or_else(|_| v.entry.mtime.clone());
-                [
-                    v.stamp.clone(),
-                    v.destination.clone().unwrap_or_else(|| "local".into()),
-                    format!("set {}", show(v.set.as_bytes())),
-                    v.backup_kind.map_or("snapshot", |k| k.name()).to_string(),
-                    format!("{} {}", v.entry.kind.word(), v.entry.mode),
-                    format!("{size}  {when}"),
-                ]
-            })
-            .collect();
-        let mut w = [0usize; 5];
-        for r in &rows {
-            for (i, c) in r.iter().take(5).enumerate() {
-                w[i] = w[i].max(c.chars().count());
-            }
-        }
-        for r in &rows {
-            let _ = writeln!(
-                s,
-                "  {:<a$}  {:<b$}  {:<c$}  {:<d$}  {:<e$}  {}",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                a = w[0],
-                b = w[1],
-                c = w[2],
-                d = w[3],
-                e = w[4]
-            );
-        }
-    }
-    s
 }

@@ -1,14 +1,10 @@
 //! `dbackup ls`: what one backup holds under a path (a local snapshot, or a drive backup through its index), one
-//! level or all below; a table or JSON ([`LsOutput`]).
+//! level or all below; a table or JSON ([`browse::LsOutput`]).
 //!
 //! Exit: 0 listed; 1 the path is in none of the chosen backup's sets, or no backup matches; 2 bad arguments;
 //! 5 `--source drive` with no drive present.
 
-use std::fmt::Write as _;
-
-use serde::Serialize;
-
-use crate::browse::{self, Content, Scope, SetBackup, Shown};
+use crate::browse::{self, Content, LsBackup, LsOutput, Scope, SetBackup, Shown};
 use crate::cli::{GlobalArgs, LsArgs};
 use crate::exit::{CodedError, Exit};
 use crate::restore::catalog::{self, Drive};
@@ -19,31 +15,6 @@ use crate::restore::select::{self, DateQuery};
 use crate::settings::{Env, Settings};
 use crate::stdx::show;
 use crate::ui::Ui;
-
-/// What `ls --json` prints.
-#[derive(Debug, Serialize)]
-pub struct LsOutput {
-    /// The absolute path listed.
-    pub path: String,
-    pub recursive: bool,
-    /// Each set of the chosen backup that holds the path.
-    pub backups: Vec<LsBackup>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct LsBackup {
-    pub source: Kept,
-    pub stamp: String,
-    pub set: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub destination: Option<String>,
-    /// A drive backup: `full`, or `incremental` on `base` (as `restore --list` says).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<crate::archive::ArchiveKind>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub base: Option<String>,
-    pub entries: Vec<Shown>,
-}
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
     CodedError::new(Exit::Usage, msg).into()
@@ -156,7 +127,7 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
             crate::stdx::counted(c.requests(), "request", "requests")
         ));
     }
-    super::print(&out, ui.json, render)?;
+    super::print(&out, ui.json, browse::render_ls)?;
     Ok(Exit::Ok)
 }
 
@@ -221,67 +192,5 @@ fn choose(
     match (out.is_empty(), last_err) {
         (true, Some(e)) => Err(e),
         _ => Ok(out),
-    }
-}
-
-/// The table: a heading per set of the backup, then one line per entry.
-fn render(o: &LsOutput) -> String {
-    let mut s = String::new();
-    for (n, b) in o.backups.iter().enumerate() {
-        if n > 0 {
-            s.push('\n');
-        }
-        let kind = match (b.kind, &b.base) {
-            (Some(crate::archive::ArchiveKind::Incremental), Some(base)) => {
-                format!(" (incremental on {})", show(base.as_bytes()))
-            }
-            (Some(k), _) => format!(" ({})", k.name()),
-            (None, _) => String::new(),
-        };
-        let _ = writeln!(
-            s,
-            "{} {} set {}: {}{kind}",
-            b.destination.as_deref().map_or("local", |d| d),
-            b.stamp,
-            show(b.set.as_bytes()),
-            o.path
-        );
-        table(&mut s, &b.entries);
-    }
-    s
-}
-
-/// Entries as `kind mode size mtime path` columns (paths already escaped).
-pub(crate) fn table(s: &mut String, entries: &[Shown]) {
-    let sizes: Vec<String> = entries
-        .iter()
-        .map(|e| match e.kind {
-            crate::restore::EntryKind::File | crate::restore::EntryKind::Hardlink => {
-                crate::stdx::bytes(e.size)
-            }
-            _ => "-".into(),
-        })
-        .collect();
-    let kw = entries
-        .iter()
-        .map(|e| e.kind.word().len())
-        .max()
-        .unwrap_or(0);
-    let sw = sizes.iter().map(|x| x.len()).max().unwrap_or(0);
-    for (e, size) in entries.iter().zip(&sizes) {
-        let when = chrono::DateTime::parse_from_rfc3339(&e.mtime)
-            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-            .unwrap_or_else(|_| e.mtime.clone());
-        let _ = write!(
-            s,
-            "{:<kw$}  {}  {size:>sw$}  {when}  {}",
-            e.kind.word(),
-            e.mode,
-            e.path
-        );
-        if let Some(l) = &e.link {
-            let _ = write!(s, " -> {l}");
-        }
-        s.push('\n');
     }
 }

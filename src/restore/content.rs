@@ -626,33 +626,12 @@ fn apply_archive(
                 error: source,
             })?),
         };
-        if let Some(ie) = check {
-            match check_header(r, ie) {
-                Ok(()) => {}
-                // Its part of the archive is damaged (an encrypted chunk that does not authenticate): this entry is
-                // not restored, the others still are.
-                Err(HeaderError::Read(e)) if e.kind() == io::ErrorKind::InvalidData => {
-                    applier.fail(
-                        &item.entry,
-                        format!("its header in the backup is damaged ({e}); not restored"),
-                    )?;
-                    // age's reader is not to be trusted after a failed chunk: the next entry gets a fresh one.
-                    *reader = None;
-                    continue;
-                }
-                Err(HeaderError::Read(e)) => return Err(source_err(e)),
-                Err(HeaderError::Mismatch(problem)) => {
-                    return Err(source_err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "the archive's header for {} at offset {} disagrees with the index: {problem}; the \
-                             backup is damaged (check it with --verify)",
-                            ie.display_path(),
-                            ie.header_offset
-                        ),
-                    )));
-                }
-            }
+        if let Some(ie) = check
+            && !header_holds(r, ie, None, &item.entry, applier, &source_err)?
+        {
+            // age's reader is not to be trusted after a failed chunk: the next entry gets a fresh one.
+            *reader = None;
+            continue;
         }
         if !item.needs_content() {
             applier.apply(&item.entry, None)?;
@@ -660,31 +639,9 @@ fn apply_archive(
         }
         // A hard link restored as a copy: the header of the file whose content it is vouches for that content.
         if let Some(ce) = loc.and_then(|l| l.content.as_ref()) {
-            match check_header(r, ce) {
-                Ok(()) => {}
-                Err(HeaderError::Read(e)) if e.kind() == io::ErrorKind::InvalidData => {
-                    applier.fail(
-                        &item.entry,
-                        format!(
-                            "the header of {}, whose content it shares, is damaged in the backup ({e}); not restored",
-                            ce.display_path()
-                        ),
-                    )?;
-                    *reader = None;
-                    continue;
-                }
-                Err(HeaderError::Read(e)) => return Err(source_err(e)),
-                Err(HeaderError::Mismatch(problem)) => {
-                    return Err(source_err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "the archive's header for {} at offset {}, whose content it shares, disagrees with the \
-                             index: {problem}; the backup is damaged (check it with --verify)",
-                            ce.display_path(),
-                            ce.header_offset
-                        ),
-                    )));
-                }
+            if !header_holds(r, ce, Some(ce), &item.entry, applier, &source_err)? {
+                *reader = None;
+                continue;
             }
             if loc.map(|l| l.data) != Some(ce.data_offset) {
                 return Err(source_err(io::Error::other(
@@ -727,6 +684,51 @@ fn apply_archive(
         located(applier, from, Some(&stamp));
     }
     Ok(())
+}
+
+/// Checks `ie`'s header in the archive before its content is trusted (`shared`: the header of the file whose content
+/// a hard link restored as a copy shares). `Ok(false)`: its part of the archive is damaged (an encrypted chunk that
+/// does not authenticate): the entry is failed, not restored, the others still are, and the caller drops the reader.
+/// A header that reads but disagrees with the index stops the restore: the backup is damaged.
+fn header_holds(
+    r: &mut archive::ArchiveReader,
+    ie: &IndexEntry,
+    shared: Option<&IndexEntry>,
+    entry: &RestoreEntry,
+    applier: &mut Applier<'_>,
+    source_err: &dyn Fn(io::Error) -> RestoreError,
+) -> Result<bool, RestoreError> {
+    match check_header(r, ie) {
+        Ok(()) => Ok(true),
+        Err(HeaderError::Read(e)) if e.kind() == io::ErrorKind::InvalidData => {
+            let why = match shared {
+                None => format!("its header in the backup is damaged ({e}); not restored"),
+                Some(ce) => format!(
+                    "the header of {}, whose content it shares, is damaged in the backup ({e}); not restored",
+                    ce.display_path()
+                ),
+            };
+            applier.fail(entry, why)?;
+            Ok(false)
+        }
+        Err(HeaderError::Read(e)) => Err(source_err(e)),
+        Err(HeaderError::Mismatch(problem)) => {
+            let whose = if shared.is_some() {
+                ", whose content it shares,"
+            } else {
+                ""
+            };
+            Err(source_err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the archive's header for {} at offset {}{whose} disagrees with the index: {problem}; the \
+                     backup is damaged (check it with --verify)",
+                    ie.display_path(),
+                    ie.header_offset
+                ),
+            )))
+        }
+    }
 }
 
 /// The archive of the chain, by the stamp of its backup, that an incremental's manifest points into.
