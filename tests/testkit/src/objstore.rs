@@ -356,60 +356,6 @@ impl Garage {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A real Garage started to log requests logs the ones it serves (an anonymous GET, refused, counts once).
-    /// (Signed requests carry `(key GK...)` after the client: the parser's table test has one.)
-    #[test]
-    fn a_logging_garage_logs_each_request() {
-        let g = match Garage::start_logging_requests() {
-            Ok(g) => g,
-            Err(why) => return crate::skip(&why),
-        };
-        let mut s = TcpStream::connect(("127.0.0.1", g.port)).unwrap();
-        s.write_all(b"GET /dbackup-test/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        std::thread::sleep(Duration::from_millis(300));
-        let log = std::fs::read_to_string(g.dir.path().join("garage.log")).unwrap();
-        assert_eq!(
-            g.requests_logged(),
-            [LoggedRequest {
-                method: "GET".into(),
-                path: "/dbackup-test/k".into()
-            }],
-            "{log}"
-        );
-    }
-
-    #[test]
-    fn requests_are_read_from_garage_log_lines() {
-        let log = "\u{1b}[2m2026-12-05T17:35:45Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2mgarage_api_common::generic_server\u{1b}[0m\u{1b}[2m:\u{1b}[0m S3 API server listening on http://127.0.0.1:39012
-2026-12-05T17:35:48Z  INFO garage_api_common::generic_server: 127.0.0.1:43128 (key GK1df9d27cfeccf8313cc33a1b) GET /b/k?x-id=GetObject
-2026-12-05T17:35:48Z  INFO garage_api_common::generic_server: error 403 Forbidden, Forbidden: no in response to 127.0.0.1:43128 GET /b/k
-\u{1b}[2m2026Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2mgarage_api_common::generic_server\u{1b}[0m\u{1b}[2m:\u{1b}[0m [::1]:5 HEAD /b/k2
-2026-12-05T17:35:49Z  WARN garage_block::manager: something else
-";
-        let got = parse_request_log(log);
-        assert_eq!(
-            got,
-            [
-                LoggedRequest {
-                    method: "GET".into(),
-                    path: "/b/k?x-id=GetObject".into()
-                },
-                LoggedRequest {
-                    method: "HEAD".into(),
-                    path: "/b/k2".into()
-                },
-            ]
-        );
-    }
-}
-
 impl Drop for Garage {
     fn drop(&mut self) {
         self.kill();
@@ -638,5 +584,59 @@ impl S3Client {
             .lines()
             .map(str::to_string)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real Garage started to log requests logs the ones it serves (an anonymous GET, refused, counts once).
+    /// (Signed requests carry `(key GK...)` after the client: the parser's table test has one.)
+    #[test]
+    fn a_logging_garage_logs_each_request() {
+        let g = match Garage::start_logging_requests() {
+            Ok(g) => g,
+            Err(why) => return crate::skip(&why),
+        };
+        let mut s = TcpStream::connect(("127.0.0.1", g.port)).unwrap();
+        s.write_all(b"GET /dbackup-test/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        std::thread::sleep(Duration::from_millis(300));
+        let log = std::fs::read_to_string(g.dir.path().join("garage.log")).unwrap();
+        assert_eq!(
+            g.requests_logged(),
+            [LoggedRequest {
+                method: "GET".into(),
+                path: "/dbackup-test/k".into()
+            }],
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn requests_are_read_from_garage_log_lines() {
+        let log = "\u{1b}[2m2026-12-05T17:35:45Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2mgarage_api_common::generic_server\u{1b}[0m\u{1b}[2m:\u{1b}[0m S3 API server listening on http://127.0.0.1:39012
+2026-12-05T17:35:48Z  INFO garage_api_common::generic_server: 127.0.0.1:43128 (key GK1df9d27cfeccf8313cc33a1b) GET /b/k?x-id=GetObject
+2026-12-05T17:35:48Z  INFO garage_api_common::generic_server: error 403 Forbidden, Forbidden: no in response to 127.0.0.1:43128 GET /b/k
+\u{1b}[2m2026Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2mgarage_api_common::generic_server\u{1b}[0m\u{1b}[2m:\u{1b}[0m [::1]:5 HEAD /b/k2
+2026-12-05T17:35:49Z  WARN garage_block::manager: something else
+";
+        let got = parse_request_log(log);
+        assert_eq!(
+            got,
+            [
+                LoggedRequest {
+                    method: "GET".into(),
+                    path: "/b/k?x-id=GetObject".into()
+                },
+                LoggedRequest {
+                    method: "HEAD".into(),
+                    path: "/b/k2".into()
+                },
+            ]
+        );
     }
 }
