@@ -107,6 +107,29 @@ pub fn run(_args: DemoArgs) -> Result<()> {
     heading("demo: verify the backup on the drive");
     demo.dbackup(&["restore", "--source", "external", "--verify"])?;
 
+    heading("demo: drive history: one more change, then `external` stores only what changed");
+    wait_for_next_second();
+    write(&demo.data, THIRD, b"pub struct Third;\n")?;
+    eprintln!("added    ~/data/{THIRD}");
+    demo.main_job()?;
+    demo.dbackup(&["external", "--dry-run"])?;
+    demo.dbackup(&["external"])?;
+    demo.dbackup(&["restore", "--source", "external", "--list"])?;
+    heading(
+        "demo: a file the incremental keeps in the first backup: one index lookup, one seek there",
+    );
+    let from_chain = demo.root.join("restored-chain");
+    demo.dbackup(&[
+        "restore",
+        "--source",
+        "external",
+        "--path",
+        &format!("~/data/{CHAIN_RESTORED}"),
+        "--target",
+        &from_chain.display().to_string(),
+    ])?;
+    demo.dbackup(&["restore", "--source", "external", "--verify"])?;
+
     heading("demo: encrypt with age: a key pair, then the backup onto target/demo/T9-age");
     let age_config = demo.age_config()?;
     demo.dbackup_with(&age_config, &["external"])?;
@@ -139,6 +162,12 @@ pub fn run(_args: DemoArgs) -> Result<()> {
 
 /// The file the demo deletes and restores from the drive.
 const RESTORED: &str = "projects/alpha/notes.md";
+
+/// The file the third run adds: the incremental backup on the drive stores it (and little else).
+const THIRD: &str = "projects/alpha/src/third.rs";
+
+/// A file unchanged since the first backup on the drive, restored from the incremental (its bytes are in the first).
+const CHAIN_RESTORED: &str = "projects/alpha/src/new.rs";
 
 /// The file the demo restores from the encrypted backup, and a line of it that must not be on that drive in the clear.
 const AGE_RESTORED: &str = "projects/alpha/README.md";
@@ -518,8 +547,8 @@ impl Demo {
         for set in ["data", "config"] {
             let snaps = self.snapshots(set)?;
             checks.check(
-                snaps.len() == 2,
-                format!("{set}: two snapshots ({} found)", snaps.len()),
+                snaps.len() == 3,
+                format!("{set}: three snapshots ({} found)", snaps.len()),
             );
             let latest = std::fs::read_link(self.backups.join(format!("{set}-latest")))
                 .map(|l| l.display().to_string())
@@ -535,7 +564,8 @@ impl Demo {
 
         let data = self.snapshots("data")?;
         let config = self.snapshots("config")?;
-        let ([d1, d2], [_, c2]) = (&data[..], &config[..]) else {
+        // The first two runs: what changed between them; the third only adds THIRD (drive history).
+        let (Some(d1), Some(d2), Some(c2)) = (data.first(), data.get(1), config.last()) else {
             return Ok(checks);
         };
         let at = |snap: &Path, rel: &str| Demo::in_snapshot(snap, &data_roots, rel);
@@ -543,15 +573,16 @@ impl Demo {
         let (ino1, _) = inode(&at(d1, model));
         let (ino2, links2) = inode(&at(d2, model));
         checks.check(
-            ino1 == ino2 && ino1 != 0 && links2 == 2,
-            format!("unchanged {model}: one inode in both snapshots ({ino1} / {ino2}), link count {links2}"),
+            ino1 == ino2 && ino1 != 0 && links2 == data.len() as u64,
+            format!("unchanged {model}: one inode in every snapshot ({ino1} / {ino2}), link count {links2}"),
         );
         let notes = "projects/alpha/notes.md";
         let (n1, _) = inode(&at(d1, notes));
         let (n2, nlinks) = inode(&at(d2, notes));
         let latest_notes = std::fs::read_to_string(at(d2, notes)).unwrap_or_default();
         checks.check(
-            n1 != n2 && nlinks == 1 && latest_notes.contains("second idea"),
+            // The second and third runs share it (unchanged between them).
+            n1 != n2 && nlinks == data.len() as u64 - 1 && latest_notes.contains("second idea"),
             format!("changed {notes}: a new copy (inodes {n1} / {n2}, link count {nlinks})"),
         );
         checks.check(
@@ -608,6 +639,20 @@ impl Demo {
         checks.check(
             !on_drive.is_empty() && backups.join(on_drive).join("data.tar").is_file(),
             format!("the drive holds backup {on_drive} with data.tar"),
+        );
+        let meta =
+            std::fs::read_to_string(backups.join(on_drive).join("backup.json")).unwrap_or_default();
+        checks.check(
+            meta.contains("\"incremental\""),
+            format!("the drive's newest backup {on_drive} is an incremental on the first"),
+        );
+        let chain_copy = walk_files(&self.root.join("restored-chain"))
+            .into_iter()
+            .find(|p| p.ends_with(CHAIN_RESTORED));
+        let original = std::fs::read(self.data.join(CHAIN_RESTORED)).unwrap_or_default();
+        checks.check(
+            chain_copy.and_then(|p| std::fs::read(p).ok()).is_some_and(|b| !b.is_empty() && b == original),
+            format!("~/data/{CHAIN_RESTORED}: restored from the incremental, bytes read in the first backup"),
         );
         let restored = std::fs::read_to_string(self.data.join(RESTORED)).unwrap_or_default();
         checks.check(
