@@ -669,23 +669,7 @@ pub fn execute(
     ui: &Ui,
 ) -> DestinationReport {
     let clock = Instant::now();
-    let mut report = DestinationReport {
-        name: p.name.clone(),
-        path: p.place.clone().into(),
-        status: DestinationStatus::Failed,
-        exit: Exit::Failed.code(),
-        backup: None,
-        backup_path: None,
-        latest: None,
-        cleaned: Vec::new(),
-        sets: Vec::new(),
-        read_back: None,
-        removed: Vec::new(),
-        removed_for_space: Vec::new(),
-        warnings: Vec::new(),
-        error: None,
-        seconds: 0.0,
-    };
+    let mut report = DestinationReport::failed(p.name.clone(), p.place.clone().into());
     match (&p.refusal, &world.store) {
         (Some(r), _) => report.error = Some(r.clone()),
         (None, None) => report.error = Some("the destination was not opened".into()),

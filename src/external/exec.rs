@@ -79,6 +79,29 @@ pub struct DestinationReport {
     pub seconds: f64,
 }
 
+impl DestinationReport {
+    /// A destination's report before anything happened: failed until the run says otherwise.
+    pub(crate) fn failed(name: String, path: PathBuf) -> DestinationReport {
+        DestinationReport {
+            name,
+            path,
+            status: DestinationStatus::Failed,
+            exit: Exit::Failed.code(),
+            backup: None,
+            backup_path: None,
+            latest: None,
+            cleaned: Vec::new(),
+            sets: Vec::new(),
+            read_back: None,
+            removed: Vec::new(),
+            removed_for_space: Vec::new(),
+            warnings: Vec::new(),
+            error: None,
+            seconds: 0.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DestinationStatus {
@@ -185,23 +208,7 @@ fn run_destination(
     ui: &Ui,
 ) -> DestinationReport {
     let clock = Instant::now();
-    let mut report = DestinationReport {
-        name: d.name.clone(),
-        path: d.path.clone(),
-        status: DestinationStatus::Failed,
-        exit: Exit::Failed.code(),
-        backup: None,
-        backup_path: None,
-        latest: None,
-        cleaned: Vec::new(),
-        sets: Vec::new(),
-        read_back: None,
-        removed: Vec::new(),
-        removed_for_space: Vec::new(),
-        warnings: Vec::new(),
-        error: None,
-        seconds: 0.0,
-    };
+    let mut report = DestinationReport::failed(d.name.clone(), d.path.clone());
     if d.action == DestinationAction::Refuse {
         report.status = DestinationStatus::Refused;
         report.error = d.refusal.clone();

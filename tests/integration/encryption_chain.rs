@@ -89,26 +89,7 @@ fn an_encrypted_chain_restores_every_snapshot() {
     let data = t.home().join("data");
     let mut made: Vec<(String, String)> = Vec::new();
     for step in 0..6 {
-        match step {
-            0 => {}
-            1 => {
-                t.write("home/data/new/added.txt", content(3000, 1));
-                t.write("home/data/projects/p05.txt", content(4321, 2));
-            }
-            2 => {
-                fs::remove_file(data.join("projects/p06.txt")).unwrap();
-                fs::rename(data.join("projects/p07.txt"), data.join("renamed.txt")).unwrap();
-            }
-            3 => fs::hard_link(data.join("projects/p08.txt"), data.join("p08-link")).unwrap(),
-            4 => {
-                fs::remove_file(data.join("projects/p09.txt")).unwrap();
-                t.write("home/data/projects/p09.txt/inside", "a directory now\n");
-            }
-            _ => {
-                fs::remove_dir_all(data.join("projects/p09.txt")).unwrap();
-                t.write("home/data/projects/p09.txt", "a file again\n");
-            }
-        }
+        crate::incremental::change_for_step(&t, step);
         if step > 0 {
             collect(&t);
             let dry = t.cmd().args(["--dry-run", "external"]).status(0);

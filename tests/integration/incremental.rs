@@ -273,26 +273,7 @@ fn every_backup_of_a_chain_restores_its_snapshot() {
     let data = t.home().join("data");
     let mut made: Vec<(String, String)> = Vec::new();
     for step in 0..6 {
-        match step {
-            0 => {}
-            1 => {
-                t.write("home/data/new/added.txt", content(3000, 1));
-                t.write("home/data/projects/p05.txt", content(4321, 2));
-            }
-            2 => {
-                fs::remove_file(data.join("projects/p06.txt")).unwrap();
-                fs::rename(data.join("projects/p07.txt"), data.join("renamed.txt")).unwrap();
-            }
-            3 => fs::hard_link(data.join("projects/p08.txt"), data.join("p08-link")).unwrap(),
-            4 => {
-                fs::remove_file(data.join("projects/p09.txt")).unwrap();
-                t.write("home/data/projects/p09.txt/inside", "a directory now\n");
-            }
-            _ => {
-                fs::remove_dir_all(data.join("projects/p09.txt")).unwrap();
-                t.write("home/data/projects/p09.txt", "a file again\n");
-            }
-        }
+        change_for_step(&t, step);
         if step > 0 {
             collect(&t);
         }
@@ -447,4 +428,30 @@ fn ls_and_find_show_full_or_incremental() {
     assert!(row(&second).contains("  incremental  "), "{text}");
     assert!(row(&first).contains("  full  "), "{text}");
     assert!(text.contains("  snapshot  "), "{text}");
+}
+
+/// The change the chain tests make before backup number `step` (0: none): files added and changed, one deleted and
+/// one renamed, a hard link, a file turned into a directory and back again.
+pub(crate) fn change_for_step(t: &Test, step: usize) {
+    let data = t.home().join("data");
+    match step {
+        0 => {}
+        1 => {
+            t.write("home/data/new/added.txt", content(3000, 1));
+            t.write("home/data/projects/p05.txt", content(4321, 2));
+        }
+        2 => {
+            fs::remove_file(data.join("projects/p06.txt")).unwrap();
+            fs::rename(data.join("projects/p07.txt"), data.join("renamed.txt")).unwrap();
+        }
+        3 => fs::hard_link(data.join("projects/p08.txt"), data.join("p08-link")).unwrap(),
+        4 => {
+            fs::remove_file(data.join("projects/p09.txt")).unwrap();
+            t.write("home/data/projects/p09.txt/inside", "a directory now\n");
+        }
+        _ => {
+            fs::remove_dir_all(data.join("projects/p09.txt")).unwrap();
+            t.write("home/data/projects/p09.txt", "a file again\n");
+        }
+    }
 }
