@@ -54,7 +54,6 @@ pub fn build(
     now: DateTime<FixedOffset>,
     warnings: &mut Vec<String>,
 ) -> CloudStatus {
-    let age = |t: DateTime<FixedOffset>| now.signed_duration_since(t).num_seconds();
     if let Some(e) = &c.error {
         warnings.push(format!("destination {}: {e}", c.settings.name));
     }
@@ -78,26 +77,7 @@ pub fn build(
             stdx::counted(l.unusable as u64, "backup", "backups")
         ));
     }
-    let newest = match &c.listing {
-        Some(l) => l.newest.as_ref().map(|b| ExternalStatus {
-            stamp: b.stamp.clone(),
-            time: b.started,
-            age_seconds: age(b.started),
-            known_from: KnownFrom::Drive,
-            bytes: Some(b.bytes),
-            sets: b.sets.iter().map(|(_, snap)| snap.clone()).collect(),
-            encrypted: b.encryption.is_some(),
-        }),
-        None => c.from_log.as_ref().map(|s| ExternalStatus {
-            stamp: s.name.clone(),
-            time: s.time,
-            age_seconds: age(s.time),
-            known_from: KnownFrom::RunLog,
-            bytes: None,
-            sets: vec![],
-            encrypted: false,
-        }),
-    };
+    let newest = super::newest_backup(c.listing.as_ref(), c.from_log.as_ref(), now);
     let points = c
         .listing
         .as_ref()

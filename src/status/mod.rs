@@ -430,7 +430,6 @@ fn destination_status(
     now: DateTime<FixedOffset>,
     warnings: &mut Vec<String>,
 ) -> DestinationStatus {
-    let age = |t: DateTime<FixedOffset>| now.signed_duration_since(t).num_seconds();
     let info = match &d.presence {
         Some(Presence::Present(i)) => Some(i),
         _ => None,
@@ -458,26 +457,7 @@ fn destination_status(
             ));
         }
     }
-    let newest = match &d.listing {
-        Some(l) => l.newest.as_ref().map(|b| ExternalStatus {
-            stamp: b.stamp.clone(),
-            time: b.started,
-            age_seconds: age(b.started),
-            known_from: KnownFrom::Drive,
-            bytes: Some(b.bytes),
-            sets: b.sets.iter().map(|(_, snap)| snap.clone()).collect(),
-            encrypted: b.encryption.is_some(),
-        }),
-        None => d.from_log.as_ref().map(|s| ExternalStatus {
-            stamp: s.name.clone(),
-            time: s.time,
-            age_seconds: age(s.time),
-            known_from: KnownFrom::RunLog,
-            bytes: None,
-            sets: vec![],
-            encrypted: false,
-        }),
-    };
+    let newest = newest_backup(d.listing.as_ref(), d.from_log.as_ref(), now);
     let points = d
         .listing
         .as_ref()
@@ -1045,6 +1025,35 @@ fn word<T: Serialize>(v: &T) -> String {
         Ok(serde_json::Value::String(s)) => s,
         Ok(other) => other.to_string(),
         Err(_) => "?".into(),
+    }
+}
+
+/// A destination's newest backup: from its listing when it was looked at, else what the run log says was written.
+fn newest_backup(
+    listing: Option<&gather::ListingFacts>,
+    from_log: Option<&crate::schedule::Seen>,
+    now: DateTime<FixedOffset>,
+) -> Option<ExternalStatus> {
+    let age = |t: DateTime<FixedOffset>| now.signed_duration_since(t).num_seconds();
+    match listing {
+        Some(l) => l.newest.as_ref().map(|b| ExternalStatus {
+            stamp: b.stamp.clone(),
+            time: b.started,
+            age_seconds: age(b.started),
+            known_from: KnownFrom::Drive,
+            bytes: Some(b.bytes),
+            sets: b.sets.iter().map(|(_, snap)| snap.clone()).collect(),
+            encrypted: b.encryption.is_some(),
+        }),
+        None => from_log.map(|s| ExternalStatus {
+            stamp: s.name.clone(),
+            time: s.time,
+            age_seconds: age(s.time),
+            known_from: KnownFrom::RunLog,
+            bytes: None,
+            sets: vec![],
+            encrypted: false,
+        }),
     }
 }
 
