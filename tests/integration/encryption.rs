@@ -559,10 +559,8 @@ fn a_passphrase_typed_on_a_terminal_is_asked_twice() {
     if !have_age() {
         return;
     }
-    if testkit::tool("script").is_none() || testkit::tool("timeout").is_none() {
-        return testkit::skip(
-            "script and timeout (util-linux, coreutils) are needed for a pseudo-terminal",
-        );
+    if !crate::fixtures::terminal::available() {
+        return;
     }
     let t = collected();
     let drive = write_config(&t, &encryption(r#""passphrase": true"#));

@@ -108,15 +108,7 @@ impl Test {
     /// A command against this test's world; nothing runs until `status`, `output` or `spawn`.
     pub fn cmd(&self) -> Cmd {
         let mut command = Command::new(BIN);
-        command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home())
-            .env("USER", "tester")
-            .env("XDG_CONFIG_HOME", self.path("xdg-config"))
-            .env("XDG_STATE_HOME", self.path("state"))
-            .env("LANG", "C.UTF-8")
-            .env("TZ", "UTC")
+        self.own_env(&mut command, "tester")
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         for (k, v) in &self.env {
@@ -322,4 +314,28 @@ pub fn mode(path: &Path) -> u32 {
         .permissions()
         .mode()
         & 0o7777
+}
+
+impl Test {
+    /// Runs `dbackup --json <args>`, which must exit 0: its stdout parsed into `T`.
+    #[track_caller]
+    pub fn run_json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> T {
+        self.cmd().args(["--json"]).args(args).status(0).json()
+    }
+}
+
+impl Test {
+    /// `command`'s environment cleared and made this test's: its `PATH`, this test's home and XDG directories,
+    /// `USER` `user`, `LANG` C.UTF-8, `TZ` UTC (what every run of the binary in a test sees).
+    pub fn own_env<'c>(&self, command: &'c mut Command, user: &str) -> &'c mut Command {
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home())
+            .env("USER", user)
+            .env("XDG_CONFIG_HOME", self.path("xdg-config"))
+            .env("XDG_STATE_HOME", self.path("state"))
+            .env("LANG", "C.UTF-8")
+            .env("TZ", "UTC")
+    }
 }
