@@ -108,15 +108,7 @@ impl Test {
     /// A command against this test's world; nothing runs until `status`, `output` or `spawn`.
     pub fn cmd(&self) -> Cmd {
         let mut command = Command::new(BIN);
-        command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home())
-            .env("USER", "tester")
-            .env("XDG_CONFIG_HOME", self.path("xdg-config"))
-            .env("XDG_STATE_HOME", self.path("state"))
-            .env("LANG", "C.UTF-8")
-            .env("TZ", "UTC")
+        self.environment(&mut command, "tester")
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         for (k, v) in &self.env {
@@ -253,12 +245,7 @@ impl Cmd {
 
     pub fn output(self) -> Output {
         let mut command = self.prepare();
-        let out = command.output().expect("run dbackup");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Output::from(command.output().expect("run dbackup"))
     }
 
     /// Runs and asserts the exit code, showing both streams when it differs.
