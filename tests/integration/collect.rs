@@ -318,7 +318,7 @@ fn is_root() -> bool {
 fn as_nobody(t: &Test, args: &[&str]) -> Output {
     let mut command = Command::new("setpriv");
     let out = t
-        .own_env(&mut command, "nobody")
+        .environment(&mut command, "nobody")
         .args([
             "--reuid=65534",
             "--regid=65534",
