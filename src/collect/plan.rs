@@ -877,23 +877,17 @@ mod tests {
                 "/data is empty but the last snapshot (data-x) had 1,234 entries: is the drive mounted? use --allow-shrink to accept"
             )
         );
-        assert!(
-            shrink_problem(p, 0, 1, "s").is_some(),
-            "empty after non-empty is always suspicious"
-        );
-        assert!(
-            shrink_problem(p, 1, 4, "s").is_some(),
-            "a drop by more than half from 4"
-        );
-        assert!(
-            shrink_problem(p, 2, 4, "s").is_none(),
-            "exactly half is fine"
-        );
-        assert!(
-            shrink_problem(p, 1, 3, "s").is_none(),
-            "small directories may shrink"
-        );
-        assert!(shrink_problem(p, 0, 0, "s").is_none());
-        assert!(shrink_problem(p, 10, 5, "s").is_none());
+        // (entries now, entries before, refused, why)
+        for (now, before, refused, why) in [
+            (0, 1, true, "empty after non-empty is always suspicious"),
+            (1, 4, true, "a drop by more than half from 4"),
+            (2, 4, false, "exactly half is fine"),
+            (1, 3, false, "small directories may shrink"),
+            (0, 0, false, "nothing before, nothing now"),
+            (10, 5, false, "growth"),
+        ] {
+            let problem = shrink_problem(p, now, before, "s");
+            assert_eq!(problem.is_some(), refused, "{why}: {problem:?}");
+        }
     }
 }

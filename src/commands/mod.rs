@@ -123,6 +123,23 @@ pub(crate) fn print<T: serde::Serialize>(
     Ok(())
 }
 
+/// Prints a run's result on stdout: as JSON with `--json`, else the paths it wrote, one a line (`collect`,
+/// `external`, `backup`).
+pub(crate) fn print_paths<'a, T: serde::Serialize>(
+    report: &T,
+    json: bool,
+    paths: impl Iterator<Item = &'a std::path::Path>,
+) -> anyhow::Result<()> {
+    if json {
+        print_json(report)?;
+    } else {
+        for p in paths {
+            crate::outln!("{}", p.display());
+        }
+    }
+    Ok(())
+}
+
 /// Prints one `--json` result on stdout, as the JSON contract says (see [`crate::json`]): an object whose first
 /// member is `"format": 1`.
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {

@@ -2,7 +2,6 @@
 //! them, the programs the units start that are missing here, the files as text, the commands that install them, and
 //! writing them into a directory (replacing only files dbackup wrote, removing an earlier render's leftovers).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -217,15 +216,7 @@ pub fn apply(plan: &Writes, dir: &Path, ui: &crate::ui::Ui) -> anyhow::Result<()
 /// Writes `text` to a temporary file beside `path`, then renames it into place (mode 0644).
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     let parent = path.parent().unwrap_or(Path::new("/"));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".dbackup-render.")
-        .tempfile_in(parent)
-        .with_context(|| format!("cannot create a file in {}", parent.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
+    let tmp = crate::stdx::fs::complete_temp(parent, ".dbackup-render.", 0o644, text)?;
     tmp.persist(path)
         .map_err(|e| anyhow::Error::new(e.error))
         .with_context(|| format!("cannot write {}", path.display()))?;
