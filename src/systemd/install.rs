@@ -103,6 +103,17 @@ pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>)
     } else {
         lines.push("to install:".to_string());
     }
+    // The manager reloads, then the units are enabled (`systemctl`: how the manager is called).
+    let enable = |lines: &mut Vec<String>, systemctl: &str| {
+        lines.push(format!("  {systemctl} daemon-reload"));
+        lines.push(format!("  {systemctl} enable --now dbackup-collect.timer"));
+        if triggered {
+            lines.push(format!("  {systemctl} enable {EXTERNAL_SERVICE}"));
+        }
+        if r.units.contains_key(SERVE_SERVICE) {
+            lines.push(format!("  {systemctl} enable --now {SERVE_SERVICE}"));
+        }
+    };
     match r.scope {
         Scope::System => {
             let quote = |p: &Path| crate::ui::shell_words(&[p.display().to_string()]);
@@ -123,28 +134,14 @@ pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>)
                     "  sudo cp {from}/{rules} /etc/udev/rules.d/ && sudo udevadm control --reload"
                 ));
             }
-            lines.push("  sudo systemctl daemon-reload".to_string());
-            lines.push("  sudo systemctl enable --now dbackup-collect.timer".to_string());
-            if triggered {
-                lines.push(format!("  sudo systemctl enable {EXTERNAL_SERVICE}"));
-            }
-            if r.units.contains_key(SERVE_SERVICE) {
-                lines.push(format!("  sudo systemctl enable --now {SERVE_SERVICE}"));
-            }
+            enable(&mut lines, "sudo systemctl");
         }
         Scope::User => {
             lines.push(format!(
                 "  mkdir -p ~/.config/systemd/user && cp {} ~/.config/systemd/user/",
                 units.join(" ")
             ));
-            lines.push("  systemctl --user daemon-reload".to_string());
-            lines.push("  systemctl --user enable --now dbackup-collect.timer".to_string());
-            if triggered {
-                lines.push(format!("  systemctl --user enable {EXTERNAL_SERVICE}"));
-            }
-            if r.units.contains_key(SERVE_SERVICE) {
-                lines.push(format!("  systemctl --user enable --now {SERVE_SERVICE}"));
-            }
+            enable(&mut lines, "systemctl --user");
             lines.push(
                 "  loginctl enable-linger \"$USER\"   # optional: run the timer while you are logged out"
                     .to_string(),
