@@ -465,32 +465,26 @@ fn the_serve_unit_only_when_asked_for() {
 fn install_instructions_enable_the_units_for_each_scope() {
     let mut i = input(ExternalSchedule::Weekly);
     i.serve = Some("127.0.0.1:8080".into());
-    let dir = Some(Path::new("/tmp/units"));
-    let r = render(&i, &target(Scope::System)).unwrap();
-    let system = install::instructions(&r, &i, "payne", dir);
-    let system: Vec<&str> = system.lines().skip(3).collect();
-    assert_eq!(
-        system,
-        [
-            "  sudo cp /tmp/units/dbackup-collect.service /tmp/units/dbackup-collect.timer /tmp/units/dbackup-external.service /tmp/units/dbackup-serve.service /etc/systemd/system/",
-            "  sudo cp /tmp/units/99-dbackup.rules /etc/udev/rules.d/ && sudo udevadm control --reload",
-            "  sudo systemctl daemon-reload",
-            "  sudo systemctl enable --now dbackup-collect.timer",
-            "  sudo systemctl enable dbackup-external.service",
-            "  sudo systemctl enable --now dbackup-serve.service",
-        ]
-    );
-    let r = render(&i, &target(Scope::User)).unwrap();
-    let user = install::instructions(&r, &i, "payne", dir);
-    let user: Vec<&str> = user.lines().skip(2).collect();
-    assert_eq!(
-        user,
-        [
-            "  systemctl --user daemon-reload",
-            "  systemctl --user enable --now dbackup-collect.timer",
-            "  systemctl --user enable dbackup-external.service",
-            "  systemctl --user enable --now dbackup-serve.service",
-            "  loginctl enable-linger \"$USER\"   # optional: run the timer while you are logged out",
-        ]
-    );
+    let system = [
+        "  sudo cp /tmp/units/dbackup-collect.service /tmp/units/dbackup-collect.timer /tmp/units/dbackup-external.service /tmp/units/dbackup-serve.service /etc/systemd/system/",
+        "  sudo cp /tmp/units/99-dbackup.rules /etc/udev/rules.d/ && sudo udevadm control --reload",
+        "  sudo systemctl daemon-reload",
+        "  sudo systemctl enable --now dbackup-collect.timer",
+        "  sudo systemctl enable dbackup-external.service",
+        "  sudo systemctl enable --now dbackup-serve.service",
+    ];
+    let user = [
+        "  systemctl --user daemon-reload",
+        "  systemctl --user enable --now dbackup-collect.timer",
+        "  systemctl --user enable dbackup-external.service",
+        "  systemctl --user enable --now dbackup-serve.service",
+        "  loginctl enable-linger \"$USER\"   # optional: run the timer while you are logged out",
+    ];
+    // (scope, the lines before those checked: the heading and the directories or the copy, the lines)
+    for (scope, before, want) in [(Scope::System, 3, &system[..]), (Scope::User, 2, &user[..])] {
+        let r = render(&i, &target(scope)).unwrap();
+        let text = install::instructions(&r, &i, "payne", Some(Path::new("/tmp/units")));
+        let got: Vec<&str> = text.lines().skip(before).collect();
+        assert_eq!(got, want, "{scope:?}");
+    }
 }
