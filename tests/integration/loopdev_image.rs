@@ -97,15 +97,7 @@ impl LoopDisk {
     }
 
     fn attached(&self) -> bool {
-        let name = self
-            .device
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let backing =
-            fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
-        Path::new(backing.trim_end_matches('\n')) == self.image
+        loopdev::backed_by(&self.device, &self.image)
     }
 }
 
