@@ -819,25 +819,18 @@ mod engine {
 
     /// A GNU tar archive (`--format=posix --sparse`: PAX 1.0) of `dir`'s `disk.img`.
     fn gnu_tar(dir: &Path, version: &str) -> Vec<u8> {
-        let out = Command::new("tar")
-            .args([
-                "--sparse",
-                "--format=posix",
-                &format!("--sparse-version={version}"),
-                "-cf",
-                "-",
-                "-C",
-            ])
-            .arg(dir)
-            .arg("disk.img")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        let mut tar = Command::new("tar");
+        tar.args([
+            "--sparse",
+            "--format=posix",
+            &format!("--sparse-version={version}"),
+            "-cf",
+            "-",
+            "-C",
+        ])
+        .arg(dir)
+        .arg("disk.img");
+        crate::archive::tests::run_ok(&mut tar, "tar runs").stdout
     }
 
     /// Streamed in two passes (`source::plan_tar`, `source::apply_tar`), every PAX version GNU tar writes comes back
