@@ -38,7 +38,17 @@ fn world() -> Option<(Garage, S3Client, Test)> {
 fn journals(t: &Test) -> Vec<PathBuf> {
     let dir = t.root().join(".upload-journals/offsite");
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    !p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with(".tmp-")
+                })
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -85,7 +95,8 @@ fn stamps(s3: &S3Client) -> BTreeSet<String> {
         .collect()
 }
 
-/// The archive parts written (PUT) to the server since request `from` of its log, by number.
+/// The archive parts written (PUT) to the server since request `from` of its log, by number (`docs.tar.part007`,
+/// `docs.tar.age.part007`).
 fn parts_put(g: &Garage, from: usize) -> BTreeSet<u32> {
     g.requests_logged()
         .into_iter()
@@ -93,7 +104,7 @@ fn parts_put(g: &Garage, from: usize) -> BTreeSet<u32> {
         .filter(|r| r.method == "PUT")
         .filter_map(|r| {
             let path = r.path.split('?').next()?.to_string();
-            path.rsplit_once(".tar.part")?.1.parse().ok()
+            path.rsplit_once(".part")?.1.parse().ok()
         })
         .collect()
 }
@@ -128,7 +139,7 @@ fn dry_run(t: &Test) -> Output {
 /// "resume <stamp>: N of 25 parts uploaded" and writes nothing; the next run keeps that stamp, PUTs only the parts
 /// from N on (counted in Garage's own request log: none of the first N again), promotes it (the only stamp, its
 /// journal removed, no multipart upload left), and the set restores byte-identical and verifies intact. The journal
-/// was 0600. Before: the next run removed the stamp and uploaded every part again under a new one.
+/// was 0600; the JSON plan (valid against its schema) has `resume`. Before: the next run removed the stamp and uploaded every part again under a new one.
 #[test]
 fn an_upload_killed_after_some_parts_resumes_with_the_rest() {
     let Some((g, s3, t)) = world() else { return };
@@ -152,6 +163,20 @@ fn an_upload_killed_after_some_parts_resumes_with_the_rest() {
         dry.stdout
     );
     assert_eq!(journaled(&journal), done, "a dry run writes nothing");
+    let plan: serde_json::Value = t
+        .cmd()
+        .args(["--json", "--dry-run", "external"])
+        .status(0)
+        .json();
+    let errors: Vec<String> = crate::json::validator("external-plan")
+        .iter_errors(&plan)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}\n{plan:#}");
+    let resume = &plan["clouds"][0]["resume"];
+    assert_eq!(resume["stamp"], stamp.as_str());
+    assert_eq!(resume["parts_uploaded"], done as u64);
+    assert_eq!(plan["clouds"][0]["dir"], format!("backups/{stamp}/"));
 
     let from = g.requests_logged().len();
     let out = t.cmd().args(["external"]).status(0);
@@ -255,4 +280,71 @@ fn a_journal_that_does_not_fit_restarts_the_upload_cleanly() {
     assert_eq!(stamps(&s3).len(), 2);
     assert_eq!(journals(&t), Vec::<PathBuf>::new());
     restores_whole(&t, "r2");
+}
+
+/// An encrypted upload kill -9'd after some parts is not resumed (an age stream cannot be regenerated): the dry
+/// run says why and that the unfinished upload will be removed; the next run removes it and uploads a new backup,
+/// which restores byte-identical. No journal is written for it. Before: the same, without the reason.
+#[test]
+fn an_encrypted_upload_killed_restarts_and_says_why() {
+    let Some((g, s3, t)) = world() else { return };
+    let (key, recipient) = t.keygen("key.txt");
+    let cfg = std::fs::read_to_string(t.path("config.json"))
+        .unwrap()
+        .replace(
+            r#""allow_unencrypted": true"#,
+            &format!(r#""encryption": {{ "recipients": ["{recipient}"] }}"#),
+        );
+    let t = t.config(&cfg);
+    let from = g.requests_logged().len();
+    let mut child = t.cmd().args(["external"]).spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while parts_put(&g, from).len() < 3 {
+        assert!(Instant::now() < deadline, "the upload never got far enough");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "external ended before the kill"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        journals(&t),
+        Vec::<PathBuf>::new(),
+        "no journal for an encrypted upload"
+    );
+    let [stamp] = stamps(&s3)
+        .into_iter()
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    let dry = dry_run(&t);
+    for line in [
+        format!("the unfinished upload {stamp} is not resumed: an encrypted upload restarts"),
+        format!("remove unfinished upload backups/{stamp}/"),
+    ] {
+        assert!(dry.stdout.contains(&line), "{}", dry.stdout);
+    }
+    t.cmd().args(["external"]).status(0);
+    assert_eq!(stamps(&s3).len(), 1);
+    assert!(!stamps(&s3).contains(&stamp));
+    let target = t.path("r");
+    t.cmd()
+        .args([
+            "restore",
+            "--source",
+            "cloud",
+            "--set",
+            "docs",
+            "--identity",
+        ])
+        .args([&key])
+        .args(["--target".as_ref(), target.as_os_str()])
+        .status(0);
+    let under = target.join(t.home().strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(under.join("photos/big.raw")).unwrap_or_default(),
+        std::fs::read(t.home().join("photos/big.raw")).unwrap()
+    );
 }
