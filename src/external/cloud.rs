@@ -646,10 +646,10 @@ pub fn render(p: &CloudPlan, out: &mut String) {
     for a in &p.archives {
         let _ = writeln!(
             out,
-            "  upload {} -> {}{}.part* (objects of {}) and {}{}: about {}",
+            "  upload {} -> {}{} (objects of {}) and {}{}: about {}",
             a.snapshot,
             p.dir,
-            a.archive,
+            super::resume::objects_shown(&a.archive, p.encryption.as_ref()),
             crate::stdx::bytes(a.part_bytes.unwrap_or(PART_BYTES)),
             p.dir,
             a.index,
@@ -761,7 +761,17 @@ fn upload(
     let started = Local::now().fixed_offset();
     let encrypt =
         super::exec::open_encryption(p.encryption.as_ref(), world.settings.encryption.as_ref())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .map(Arc::new);
+    // Encrypted to recipients: each archive part an age stream of its own (so an upload can resume), the sinks
+    // encrypting; to a passphrase: one age stream, the writer's stage.
+    let parted = encrypt
+        .clone()
+        .filter(|_| super::resume::parts_encrypted(p.encryption.as_ref()));
+    let stage = encrypt
+        .as_deref()
+        .filter(|_| parted.is_none())
+        .map(|e| e as &dyn archive::Stage);
 
     // What a killed run left: its multipart uploads aborted, its objects (a stamp never promoted) deleted.
     for u in &world.uploads {
@@ -805,7 +815,7 @@ fn upload(
         let mut archive_sink = CloudSink::new(
             store.clone(),
             &p.dir,
-            &a.archive,
+            super::resume::object_base(&a.archive, parted.is_some()),
             a.part_bytes,
             class(ObjectClass::Archive),
             p.locked_until,
@@ -813,27 +823,31 @@ fn upload(
         if let Some(r) = &resumer {
             archive_sink = archive_sink.with_log(r.log(&a.set));
         }
-        let archive_sink = Box::new(archive_sink);
-        let index_sink = Box::new(CloudSink::new(
+        let mut index_sink = CloudSink::new(
             store.clone(),
             &p.dir,
             &a.index,
             None,
             ObjectClass::Metadata,
             p.locked_until,
-        ));
+        );
+        if let Some(e) = &parted {
+            archive_sink = archive_sink.encrypt_parts(e.clone());
+            index_sink = index_sink.encrypt_parts(e.clone());
+        }
+        let (archive_sink, index_sink) = (Box::new(archive_sink), Box::new(index_sink));
         ui.step(format_args!(
             "{}: {}: uploading {} to {}{}",
             p.name, a.set, a.snapshot, p.dir, a.archive
         ));
         let base = upload_base(a, world, &observed.world.backup_root);
         let t = Instant::now();
-        let summary = archive::write_archive(
+        let mut summary = archive::write_archive(
             scan,
             archive_sink,
             index_sink,
             &ArchiveOptions {
-                stage: encrypt.as_ref().map(|e| e as &dyn archive::Stage),
+                stage,
                 base: base.as_ref(),
                 index_copy: None,
             },
@@ -847,8 +861,12 @@ fn upload(
             None => anyhow::anyhow!("set {}: {e}", a.set),
         })?;
         let write_seconds = t.elapsed().as_secs_f64();
+        if parted.is_some() {
+            // A hash of the plaintext stays off the bucket (it is in the encrypted index).
+            summary.tar_sha256 = None;
+        }
         let meta = observed.snapshot_meta.get(&a.set);
-        let rec = super::exec::set_record(
+        let mut rec = super::exec::set_record(
             a,
             meta,
             &summary,
@@ -856,6 +874,7 @@ fn upload(
             (write_seconds, 0.0),
             base.as_ref(),
         );
+        rec.part_plain_bytes = a.part_bytes.filter(|_| parted.is_some());
         depends_on.extend(summary.depends_on.iter().cloned());
         for f in rec.archive.iter().chain(&rec.index) {
             sums.push(SumLine {

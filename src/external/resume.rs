@@ -19,7 +19,10 @@
 //! with its size, the sums) is as for any upload. It is removed once `backup.json` is written, and every journal
 //! of a destination but the resumed one when an upload there starts.
 //!
-//! An age stream is not reproducible (a new file key each time): encrypted uploads are not journaled and restart.
+//! An age stream is not reproducible (a new file key each time), so an archive encrypted to recipients is uploaded
+//! as parts that are age streams of their own (`<set>.tar.partNNN.age`, [`crate::cloud::sink::CloudSink::encrypt_parts`]):
+//! a stored part is compared by its plaintext's size and sha256, which only the local journal holds. An upload
+//! encrypted to a passphrase stays one age stream (scrypt would run for every part) and restarts.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write as _};
@@ -30,8 +33,8 @@ use serde::{Deserialize, Serialize};
 
 use super::cloud::{BACKUPS, CloudPlan, CloudWorld, PART_BYTES, UnfinishedStamp};
 use super::plan::ArchiveTarget;
-use crate::archive::{Digest, EncryptionRecord, WrittenFile};
-use crate::cloud::sink::PartLog;
+use crate::archive::{Digest, EncryptionRecord};
+use crate::cloud::sink::{PartLog, StoredPart};
 use crate::stdx::fs::Dir;
 
 /// The directory under the backup root.
@@ -51,6 +54,9 @@ pub struct Key {
     pub place: String,
     pub dbackup_version: String,
     pub part_bytes: u64,
+    /// The age recipients of an encrypted upload (each part an age stream of its own); empty when plain.
+    #[serde(default)]
+    pub recipients: Vec<String>,
     pub sets: Vec<SetKey>,
 }
 
@@ -69,12 +75,15 @@ pub struct SetKey {
 /// One finished part, as uploaded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartRecord {
-    /// The object's name under the stamp (`docs.tar.part003`).
+    /// The object's name under the stamp (`docs.tar.part003`, `docs.tar.part003.age`).
     pub name: String,
-    /// The object's size.
+    /// The object's size and sha256.
     pub bytes: u64,
-    /// The object's sha256 (for a plain archive, the part's plaintext sha256).
     pub sha256: Digest,
+    /// The part's plaintext size and sha256 (the object's own for a plain archive): what a regenerated part is
+    /// compared with.
+    pub plain_bytes: u64,
+    pub plain_sha256: Digest,
 }
 
 /// `<stamp>.json`: the upload's key and each set's finished parts, in order.
@@ -165,16 +174,45 @@ pub fn observe(w: &mut CloudWorld, root: &Path) {
         .map(|s| (s.clone(), read(root, &w.settings.name, s)));
 }
 
-/// The key of the upload `archives` make on `w`; `None` for an encrypted upload (never resumed).
+/// Whether an upload encrypted so makes each archive part an age stream of its own (recipients: yes; a
+/// passphrase: no, scrypt would run for every part, and the upload is one stream that restarts).
+pub fn parts_encrypted(enc: Option<&EncryptionRecord>) -> bool {
+    enc.is_some_and(|e| !e.passphrase)
+}
+
+/// The name a sink gives an archive's objects: `<set>.tar` when they are age streams of their own (the sink names
+/// them `<set>.tar.partNNN.age`), else the plan's name.
+pub fn object_base(archive: &str, parted: bool) -> &str {
+    match parted {
+        true => archive
+            .strip_suffix(crate::archive::crypt::AGE_SUFFIX)
+            .unwrap_or(archive),
+        false => archive,
+    }
+}
+
+/// An archive's objects as the dry run names them: `docs.tar.part*`, `docs.tar.part*.age`, `docs.tar.age.part*`.
+pub fn objects_shown(archive: &str, enc: Option<&EncryptionRecord>) -> String {
+    if parts_encrypted(enc) {
+        format!("{}.part*.age", object_base(archive, true))
+    } else {
+        format!("{archive}.part*")
+    }
+}
+
+/// The key of the upload `archives` make on `w`; `None` for an upload encrypted to a passphrase (never resumed).
 pub fn key(
     w: &CloudWorld,
     archives: &[ArchiveTarget],
     enc: Option<&EncryptionRecord>,
 ) -> Option<Key> {
-    if enc.is_some() {
+    if enc.is_some() && !parts_encrypted(enc) {
         return None;
     }
+    let mut recipients = enc.map(|e| e.recipients.clone()).unwrap_or_default();
+    recipients.sort();
     Some(Key {
+        recipients,
         destination: w.settings.name.clone(),
         place: w.settings.place(),
         dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -224,8 +262,8 @@ pub fn plan(
         return (
             None,
             Some(format!(
-                "the unfinished upload {stamp} is not resumed: an encrypted upload restarts (its age stream \
-                 cannot be regenerated)"
+                "the unfinished upload {stamp} is not resumed: an upload encrypted to a passphrase restarts (its \
+                 age stream cannot be regenerated)"
             )),
         );
     };
@@ -285,6 +323,9 @@ fn difference(was: &Key, now: &Key) -> String {
             );
         }
         return "its archives are made on other bases".into();
+    }
+    if was.recipients != now.recipients {
+        return "it was encrypted to other recipients".into();
     }
     if was.part_bytes != now.part_bytes {
         return "its parts are of another size".into();
@@ -524,19 +565,22 @@ struct SetLog {
 }
 
 impl PartLog for SetLog {
-    fn stored(&self, n: usize) -> Option<(u64, Digest)> {
+    fn stored(&self, n: usize) -> Option<StoredPart> {
         let s = self.resumer.state();
         s.stored
             .get(&self.set)
             .and_then(|p| p.get(n))
-            .map(|p| (p.bytes, p.sha256))
+            .map(|p| StoredPart {
+                plain: (p.plain_bytes, p.plain_sha256),
+                object: (p.bytes, p.sha256),
+            })
     }
 
-    fn finished(&self, n: usize, part: &WrittenFile, skipped: bool) -> io::Result<()> {
+    fn finished(&self, n: usize, part: &StoredPart, name: &str, skipped: bool) -> io::Result<()> {
         let mut s = self.resumer.state();
         if skipped {
             s.skipped += 1;
-            s.skipped_bytes += part.bytes;
+            s.skipped_bytes += part.object.0;
         }
         let parts = s.journal.parts.entry(self.set.clone()).or_default();
         if parts.len() != n {
@@ -547,9 +591,11 @@ impl PartLog for SetLog {
             )));
         }
         parts.push(PartRecord {
-            name: part.path.to_string_lossy().into_owned(),
-            bytes: part.bytes,
-            sha256: part.sha256,
+            name: name.to_string(),
+            bytes: part.object.0,
+            sha256: part.object.1,
+            plain_bytes: part.plain.0,
+            plain_sha256: part.plain.1,
         });
         s.save()
     }
@@ -569,6 +615,7 @@ mod tests {
             place: "s3 http://127.0.0.1:9 b/p".into(),
             dbackup_version: env!("CARGO_PKG_VERSION").into(),
             part_bytes: 4096,
+            recipients: vec![],
             sets: vec![SetKey {
                 set: "docs".into(),
                 snapshot: snapshot.into(),
@@ -579,12 +626,16 @@ mod tests {
         }
     }
 
-    fn part(n: usize, byte: u8) -> WrittenFile {
-        WrittenFile {
-            path: format!("docs.tar.part{n:03}").into(),
-            bytes: 4096,
-            sha256: Digest::of_bytes(&[byte; 4096]),
+    fn part(byte: u8) -> StoredPart {
+        let d = (4096, Digest::of_bytes(&[byte; 4096]));
+        StoredPart {
+            plain: d,
+            object: d,
         }
+    }
+
+    fn name(n: usize) -> String {
+        format!("docs.tar.part{n:03}")
     }
 
     /// The journal is 0600 in 0700 directories, rewritten after each part; a resumed upload keeps only the parts
@@ -599,7 +650,7 @@ mod tests {
         let log = r.log("docs");
         assert_eq!(log.stored(0), None);
         for n in 0..3 {
-            log.finished(n, &part(n, n as u8), false).unwrap();
+            log.finished(n, &part(n as u8), &name(n), false).unwrap();
         }
         let j = read(root.path(), "offsite", stamp).unwrap();
         assert_eq!(j.parts["docs"].len(), 3);
@@ -618,10 +669,10 @@ mod tests {
         let r = Resumer::start(root.path(), key("docs-a"), stamp, Some(&j), &sizes).unwrap();
         assert!(!dir.join("2026-12-01-020000.json").exists());
         let log = r.log("docs");
-        assert_eq!(log.stored(0), Some((4096, part(0, 0).sha256)));
+        assert_eq!(log.stored(0), Some(part(0)));
         assert_eq!(log.stored(1), None);
-        log.finished(0, &part(0, 0), true).unwrap();
-        log.finished(1, &part(1, 1), false).unwrap();
+        log.finished(0, &part(0), &name(0), true).unwrap();
+        log.finished(1, &part(1), &name(1), false).unwrap();
         assert_eq!(r.skipped(), (1, 4096));
         assert_eq!(
             read(root.path(), "offsite", stamp).unwrap().parts["docs"].len(),

@@ -104,7 +104,7 @@ fn parts_put(g: &Garage, from: usize) -> BTreeSet<u32> {
         .filter(|r| r.method == "PUT")
         .filter_map(|r| {
             let path = r.path.split('?').next()?.to_string();
-            path.rsplit_once(".part")?.1.parse().ok()
+            path.rsplit_once(".part")?.1.get(..3)?.parse().ok()
         })
         .collect()
 }
@@ -222,7 +222,7 @@ fn a_journal_that_does_not_fit_restarts_the_upload_cleanly() {
         .join(format!(".upload-journals/offsite/{stamp}.json"));
     let mut j: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&journal).unwrap()).unwrap();
-    j["parts"]["docs"][1]["sha256"] = serde_json::json!("0".repeat(64));
+    j["parts"]["docs"][1]["plain_sha256"] = serde_json::json!("0".repeat(64));
     std::fs::write(&journal, serde_json::to_vec(&j).unwrap()).unwrap();
     assert!(
         dry_run(&t)
@@ -282,53 +282,51 @@ fn a_journal_that_does_not_fit_restarts_the_upload_cleanly() {
     restores_whole(&t, "r2");
 }
 
-/// An encrypted upload kill -9'd after some parts is not resumed (an age stream cannot be regenerated): the dry
-/// run says why and that the unfinished upload will be removed; the next run removes it and uploads a new backup,
-/// which restores byte-identical. No journal is written for it. Before: the same, without the reason.
+/// An upload encrypted to a recipient, kill -9'd after at least 4 parts: its parts are age streams of their own
+/// (`docs.tar.part000.age`, ...), so the next run resumes it as a plain one (the dry run says "resume <stamp>: N
+/// of"), PUTs only the parts from N on, and the backup restores byte-identical with the identity and verifies
+/// intact; docs/RESTORE.md's `age-parts` block (each part through `age -d`, joined into GNU tar) extracts the same
+/// bytes from the downloaded objects. Then a run killed again, and the recipients changed: the dry run says the
+/// upload is not resumed ("encrypted to other recipients") and the next run uploads every part under a new stamp.
+/// Before: an encrypted upload was one age stream, removed and uploaded again whole after any interruption.
 #[test]
-fn an_encrypted_upload_killed_restarts_and_says_why() {
+fn an_encrypted_upload_killed_resumes_part_by_part() {
     let Some((g, s3, t)) = world() else { return };
     let (key, recipient) = t.keygen("key.txt");
-    let cfg = std::fs::read_to_string(t.path("config.json"))
-        .unwrap()
-        .replace(
+    let plain_cfg = std::fs::read_to_string(t.path("config.json")).unwrap();
+    let encrypted_to = |recipient: &str| {
+        plain_cfg.replace(
             r#""allow_unencrypted": true"#,
             &format!(r#""encryption": {{ "recipients": ["{recipient}"] }}"#),
-        );
-    let t = t.config(&cfg);
-    let from = g.requests_logged().len();
-    let mut child = t.cmd().args(["external"]).spawn();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while parts_put(&g, from).len() < 3 {
-        assert!(Instant::now() < deadline, "the upload never got far enough");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "external ended before the kill"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert_eq!(
-        journals(&t),
-        Vec::<PathBuf>::new(),
-        "no journal for an encrypted upload"
-    );
-    let [stamp] = stamps(&s3)
-        .into_iter()
-        .collect::<Vec<_>>()
-        .try_into()
-        .unwrap();
+        )
+    };
+    let t = t.config(&encrypted_to(&recipient));
+    let (stamp, done) = kill_after(&t, 4, &[]);
     let dry = dry_run(&t);
-    for line in [
-        format!("the unfinished upload {stamp} is not resumed: an encrypted upload restarts"),
-        format!("remove unfinished upload backups/{stamp}/"),
-    ] {
-        assert!(dry.stdout.contains(&line), "{}", dry.stdout);
-    }
-    t.cmd().args(["external"]).status(0);
-    assert_eq!(stamps(&s3).len(), 1);
-    assert!(!stamps(&s3).contains(&stamp));
+    assert!(
+        dry.stdout.contains(&format!("resume {stamp}: {done} of ")),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("docs.tar.part*.age"), "{}", dry.stdout);
+    let from = g.requests_logged().len();
+    let out = t.cmd().args(["external"]).status(0);
+    assert!(
+        out.stderr
+            .contains(&format!("resumed {stamp}: {done} parts stored already")),
+        "{}",
+        out.stderr
+    );
+    let put = parts_put(&g, from);
+    assert_eq!(put.iter().next(), Some(&(done as u32)), "{put:?}");
+    assert_eq!(stamps(&s3), BTreeSet::from([stamp.clone()]));
+    let dir = format!("laptop/backups/{stamp}/");
+    let objects: Vec<String> = s3.list(&dir).into_iter().map(|(k, _)| k).collect();
+    assert!(
+        objects.contains(&format!("{dir}docs.tar.part000.age")),
+        "{objects:?}"
+    );
+
     let target = t.path("r");
     t.cmd()
         .args([
@@ -339,12 +337,63 @@ fn an_encrypted_upload_killed_restarts_and_says_why() {
             "docs",
             "--identity",
         ])
-        .args([&key])
-        .args(["--target".as_ref(), target.as_os_str()])
+        .args([key.as_os_str(), "--target".as_ref(), target.as_os_str()])
         .status(0);
     let under = target.join(t.home().strip_prefix("/").unwrap());
+    let big = std::fs::read(t.home().join("photos/big.raw")).unwrap();
     assert_eq!(
         std::fs::read(under.join("photos/big.raw")).unwrap_or_default(),
-        std::fs::read(t.home().join("photos/big.raw")).unwrap()
+        big
     );
+    let verify = t
+        .cmd()
+        .args(["restore", "--verify", "--source", "cloud", "--identity"])
+        .args([&key])
+        .status(0);
+    assert!(verify.stdout.contains("intact"), "{}", verify.stdout);
+
+    // Without dbackup: the objects downloaded, the sums checked, each part through age, joined into tar.
+    let down = t.path("down");
+    std::fs::create_dir_all(&down).unwrap();
+    for k in &objects {
+        std::fs::write(down.join(k.strip_prefix(&dir).unwrap()), s3.get(k)).unwrap();
+    }
+    let dest = t.path("by-hand");
+    let script = format!(
+        "sha256sum -c verification.sha256\n{}",
+        crate::fixtures::guide::blocks("age-parts").concat()
+    );
+    crate::harness::run_ok(
+        std::process::Command::new("bash")
+            .args(["-euc", &script])
+            .current_dir(&down)
+            .env("KEY", &key)
+            .env("DEST", &dest),
+    );
+    let by_hand = dest.join(t.home().strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(by_hand.join("photos/big.raw")).unwrap_or_default(),
+        big
+    );
+
+    // Killed again, then the recipients changed: a clean restart.
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    t.cmd().args(["collect"]).status(0);
+    let (stamp, _) = kill_after(&t, 3, &["--full"]);
+    let (_, other) = t.keygen("other.txt");
+    let t = t.config(&encrypted_to(&other));
+    let dry = t.cmd().args(["--dry-run", "external", "--full"]).status(0);
+    for line in [
+        format!(
+            "the unfinished upload {stamp} is not resumed: it was encrypted to other recipients"
+        ),
+        format!("remove unfinished upload backups/{stamp}/"),
+    ] {
+        assert!(dry.stdout.contains(&line), "{}", dry.stdout);
+    }
+    let from = g.requests_logged().len();
+    t.cmd().args(["external", "--full"]).status(0);
+    assert!(parts_put(&g, from).len() >= 25);
+    assert!(!stamps(&s3).contains(&stamp));
+    assert_eq!(journals(&t), Vec::<PathBuf>::new());
 }
