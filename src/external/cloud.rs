@@ -835,7 +835,14 @@ fn upload(
             archive_sink = archive_sink.encrypt_parts(e.clone());
             index_sink = index_sink.encrypt_parts(e.clone());
         }
-        let (archive_sink, index_sink) = (Box::new(archive_sink), Box::new(index_sink));
+        // Encrypting in the sink: it gets a thread of its own, as the writer gives a stage's sink.
+        let archive_sink: Box<dyn archive::Sink> = match &parted {
+            Some(_) => Box::new(crate::archive::sink::ThreadedSink::spawn(Box::new(
+                archive_sink,
+            ))?),
+            None => Box::new(archive_sink),
+        };
+        let index_sink = Box::new(index_sink);
         ui.step(format_args!(
             "{}: {}: uploading {} to {}{}",
             p.name, a.set, a.snapshot, p.dir, a.archive
