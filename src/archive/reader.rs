@@ -257,6 +257,21 @@ impl ArchiveFiles {
     }
 }
 
+/// Where a seek `to` from `pos` lands in a stream of `total()` bytes (asked only for [`SeekFrom::End`]).
+fn seek_target(to: SeekFrom, pos: u64, total: impl FnOnce() -> io::Result<u64>) -> io::Result<u64> {
+    match to {
+        SeekFrom::Start(p) => Some(p),
+        SeekFrom::End(d) => total()?.checked_add_signed(d),
+        SeekFrom::Current(d) => pos.checked_add_signed(d),
+    }
+    .ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "seek before the start of the archive",
+        )
+    })
+}
+
 /// An archive whose parts are age streams of their own (`<set>.tar.part000.age`, ...), each of `plain` plaintext
 /// bytes but the last: read as one plaintext stream, a seek opening (and authenticating) only the part that holds
 /// the target. Decrypting them one after the other and joining the plaintexts gives the tar stream.
@@ -351,17 +366,7 @@ impl Read for AgeParts {
 
 impl Seek for AgeParts {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let new = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.total()?.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        }
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start of the archive",
-            )
-        })?;
+        let new = seek_target(to, self.pos, || self.total())?;
         if new != self.pos {
             let part = usize::try_from(new / self.plain).unwrap_or(usize::MAX);
             let kept = match &mut self.open {
@@ -457,17 +462,7 @@ impl Read for PartsReader {
 
 impl Seek for PartsReader {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let new = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.total.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        }
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start of the archive",
-            )
-        })?;
+        let new = seek_target(to, self.pos, || Ok(self.total))?;
         if new != self.pos {
             self.pos = new;
             // Within the part already open, that reader seeks (a remote one keeps what it has read ahead, and

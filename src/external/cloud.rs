@@ -683,7 +683,7 @@ pub fn render(p: &CloudPlan, out: &mut String) {
 }
 
 /// Uploads the backup to one cloud destination. A failure leaves `backup.json` unwritten: nothing is listed, and
-/// the next run removes what was uploaded.
+/// the next run resumes what was uploaded ([`super::resume`]) or removes it.
 pub fn execute(
     plan: &ExternalPlan,
     p: &CloudPlan,
@@ -708,7 +708,7 @@ pub fn execute(
                 Err(e) => {
                     report.error = Some(format!(
                         "{}; nothing was promoted (no backup.json), older backups are intact, and the next run \
-                     removes what was uploaded",
+                     resumes what was uploaded (or removes it when it cannot)",
                         crate::ui::format_error(&e)
                     ))
                 }

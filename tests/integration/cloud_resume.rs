@@ -109,6 +109,26 @@ fn parts_put(g: &Garage, from: usize) -> BTreeSet<u32> {
         .collect()
 }
 
+/// Runs `external`, which must resume `stamp` with `done` parts stored: the archive parts it PUT, the first
+/// being part `done` (none of those stored uploaded again).
+fn resumed(g: &Garage, t: &Test, stamp: &str, done: usize) -> BTreeSet<u32> {
+    let from = g.requests_logged().len();
+    let out = t.cmd().args(["external"]).status(0);
+    assert!(
+        out.stderr
+            .contains(&format!("resumed {stamp}: {done} parts stored already")),
+        "{}",
+        out.stderr
+    );
+    let put = parts_put(g, from);
+    assert_eq!(
+        put.iter().next(),
+        Some(&(done as u32)),
+        "only the parts after the {done} stored are uploaded: {put:?}"
+    );
+    put
+}
+
 /// The whole set restored from the bucket is the home, byte for byte, and `--verify` finds every object intact.
 fn restores_whole(t: &Test, name: &str) {
     let target = t.path(name);
@@ -178,20 +198,7 @@ fn an_upload_killed_after_some_parts_resumes_with_the_rest() {
     assert_eq!(resume["parts_uploaded"], done as u64);
     assert_eq!(plan["clouds"][0]["dir"], format!("backups/{stamp}/"));
 
-    let from = g.requests_logged().len();
-    let out = t.cmd().args(["external"]).status(0);
-    assert!(
-        out.stderr
-            .contains(&format!("resumed {stamp}: {done} parts stored already")),
-        "{}",
-        out.stderr
-    );
-    let put = parts_put(&g, from);
-    assert_eq!(
-        put.iter().next(),
-        Some(&(done as u32)),
-        "only the parts after the {done} stored are uploaded: {put:?}"
-    );
+    let put = resumed(&g, &t, &stamp, done);
     assert_eq!(put.len(), 25 - done, "{put:?}");
     assert_eq!(stamps(&s3), BTreeSet::from([stamp.clone()]));
     assert_eq!(
@@ -309,16 +316,7 @@ fn an_encrypted_upload_killed_resumes_part_by_part() {
         dry.stdout
     );
     assert!(dry.stdout.contains("docs.tar.part*.age"), "{}", dry.stdout);
-    let from = g.requests_logged().len();
-    let out = t.cmd().args(["external"]).status(0);
-    assert!(
-        out.stderr
-            .contains(&format!("resumed {stamp}: {done} parts stored already")),
-        "{}",
-        out.stderr
-    );
-    let put = parts_put(&g, from);
-    assert_eq!(put.iter().next(), Some(&(done as u32)), "{put:?}");
+    resumed(&g, &t, &stamp, done);
     assert_eq!(stamps(&s3), BTreeSet::from([stamp.clone()]));
     let dir = format!("laptop/backups/{stamp}/");
     let objects: Vec<String> = s3.list(&dir).into_iter().map(|(k, _)| k).collect();
