@@ -729,6 +729,124 @@ mod tests {
         assert!(difference(&key("docs-a"), &other).contains("another size"));
     }
 
+    fn target(snapshot: &str) -> ArchiveTarget {
+        ArchiveTarget {
+            set: "docs".into(),
+            snapshot: snapshot.into(),
+            archive: "docs.tar".into(),
+            part_bytes: Some(4096),
+            index: "docs.index.jsonl".into(),
+            index_part_bytes: None,
+            tar_bytes: 4096 * 9 - 100,
+            index_bytes: 100,
+            encrypted: false,
+            choice: super::super::chain::ArchiveChoice::full("first"),
+        }
+    }
+
+    /// Which unfinished upload a plan resumes (pure): the newest unfinished stamp newer than every backup, with a
+    /// journal of the same key; its parts the bucket lists with their recorded size counted ("3 of 9"); not when
+    /// the snapshot, the recipients or the part size differ, nor for a passphrase, nor for a stamp older than a
+    /// backup, nor without a journal; each time with the reason.
+    #[test]
+    fn the_plan_resumes_only_a_matching_journal_of_the_newest_unfinished_upload() {
+        let stamp = "2026-12-05-020000";
+        let mut w = CloudWorld {
+            settings: crate::cloud::tests::settings("http://127.0.0.1:9", "b"),
+            store: None,
+            listing: Default::default(),
+            uploads: vec![],
+            error: None,
+            encryption: None,
+            passphrase_file: None,
+            chains: Default::default(),
+            backups: vec![],
+            resume: ResumeWorld {
+                part_bytes: 4096,
+                candidate: None,
+            },
+        };
+        let archives = [target("docs-a")];
+        assert_eq!(plan(&w, &archives, None), (None, None));
+        let mut k = super::key(&w, &archives, None).unwrap();
+        let mut j = Journal {
+            format: FORMAT,
+            stamp: stamp.into(),
+            key: k.clone(),
+            parts: BTreeMap::from([(
+                "docs".to_string(),
+                (0..4)
+                    .map(|n| PartRecord {
+                        name: name(n),
+                        bytes: 4096,
+                        sha256: part(0).object.1,
+                        plain_bytes: 4096,
+                        plain_sha256: part(0).plain.1,
+                    })
+                    .collect(),
+            )]),
+        };
+        // Parts 0-2 listed with their size, part 3 not listed.
+        w.listing.sizes = (0..3)
+            .map(|n| (format!("backups/{stamp}/{}", name(n)), 4096))
+            .collect();
+        w.listing.unfinished = vec![UnfinishedStamp {
+            stamp: stamp.into(),
+            objects: 3,
+            bytes: 3 * 4096,
+        }];
+        w.resume.candidate = Some((stamp.into(), Ok(j.clone())));
+        let (r, why) = plan(&w, &archives, None);
+        assert_eq!(why, None);
+        let r = r.unwrap();
+        assert_eq!(
+            (
+                r.stamp.as_str(),
+                r.parts_uploaded,
+                r.parts_total,
+                r.bytes_uploaded
+            ),
+            (stamp, 3, 9, 3 * 4096)
+        );
+
+        let refused = |w: &CloudWorld, archives: &[ArchiveTarget], enc| {
+            let (r, why) = plan(w, archives, enc);
+            assert_eq!(r, None);
+            why.unwrap()
+        };
+        assert!(refused(&w, &[target("docs-b")], None).contains("other snapshots"));
+        let age = EncryptionRecord {
+            format: "age-encryption.org/v1".into(),
+            recipients: vec!["age1xyz".into()],
+            passphrase: false,
+        };
+        assert!(refused(&w, &archives, Some(&age)).contains("other recipients"));
+        let pass = EncryptionRecord {
+            recipients: vec![],
+            passphrase: true,
+            ..age.clone()
+        };
+        assert!(refused(&w, &archives, Some(&pass)).contains("passphrase"));
+        k.part_bytes = 8192;
+        j.key = k;
+        w.resume.candidate = Some((stamp.into(), Ok(j)));
+        assert!(refused(&w, &archives, None).contains("another size"));
+        w.resume.candidate = Some((stamp.into(), Err("there is no journal of it".into())));
+        assert!(refused(&w, &archives, None).contains("there is no journal of it"));
+
+        // Only a stamp newer than every backup is a candidate (observation picks it).
+        let root = tempfile::tempdir().unwrap();
+        w.listing.backups = vec!["2026-12-06-020000".into()];
+        observe(&mut w, root.path());
+        assert_eq!(w.resume.candidate, None);
+        w.listing.backups = vec!["2026-12-04-020000".into()];
+        observe(&mut w, root.path());
+        assert_eq!(
+            w.resume.candidate,
+            Some((stamp.to_string(), Err("there is no journal of it".into())))
+        );
+    }
+
     #[test]
     fn the_part_size_comes_from_the_environment_within_bounds() {
         let env = |v: Option<&str>| crate::settings::Env {
