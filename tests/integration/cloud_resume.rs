@@ -63,27 +63,36 @@ fn journaled(path: &PathBuf) -> usize {
         .unwrap_or(0)
 }
 
-/// Runs `external` (with `args`) and kills it (SIGKILL, by its own pid) once its journal records at least `parts` parts: the
-/// stamp it was uploading and the parts its journal holds.
-fn kill_after(t: &Test, parts: usize, args: &[&str]) -> (String, usize) {
-    let mut child = t.cmd().args(["external"]).args(args).spawn();
+/// Waits until the journal of the upload `child` makes records at least `parts` parts: its path.
+fn wait_for_parts(t: &Test, child: &mut std::process::Child, parts: usize) -> PathBuf {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let journal = loop {
+    loop {
         assert!(Instant::now() < deadline, "the upload never got far enough");
         assert!(
             child.try_wait().unwrap().is_none(),
-            "external ended before the kill: {}",
-            crate::harness::read_stderr(&mut child)
+            "external ended too early: {}",
+            crate::harness::read_stderr(child)
         );
         if let Some(j) = journals(t).into_iter().find(|j| journaled(j) >= parts) {
-            break j;
+            return j;
         }
         std::thread::sleep(Duration::from_millis(10));
-    };
+    }
+}
+
+/// The stamp a journal is of.
+fn stamp_of(journal: &std::path::Path) -> String {
+    journal.file_stem().unwrap().to_string_lossy().into_owned()
+}
+
+/// Runs `external` (with `args`) and kills it (SIGKILL, by its own pid) once its journal records at least `parts`
+/// parts: the stamp it was uploading and the parts its journal holds.
+fn kill_after(t: &Test, parts: usize, args: &[&str]) -> (String, usize) {
+    let mut child = t.cmd().args(["external"]).args(args).spawn();
+    let journal = wait_for_parts(t, &mut child, parts);
     child.kill().unwrap();
     child.wait().unwrap();
-    let stamp = journal.file_stem().unwrap().to_string_lossy().into_owned();
-    (stamp, journaled(&journal))
+    (stamp_of(&journal), journaled(&journal))
 }
 
 /// The stamps under `laptop/backups/`.
@@ -211,6 +220,35 @@ fn an_upload_killed_after_some_parts_resumes_with_the_rest() {
         "the journal is removed"
     );
     assert_eq!(s3.multipart_uploads(""), Vec::<String>::new());
+    restores_whole(&t, "r");
+}
+
+/// Garage killed (by its own pid) once the journal records 3 parts: `external` fails (exit 1) saying the next run
+/// resumes what was uploaded, and keeps the journal; with the server back, the next run resumes that stamp, PUTs
+/// only the parts not stored, and the backup restores byte-identical. Before: the next run removed the stamp and
+/// uploaded everything again.
+#[test]
+fn a_server_killed_after_some_parts_is_resumed_when_it_is_back() {
+    let Some((mut g, s3, t)) = world() else {
+        return;
+    };
+    let mut child = t.cmd().args(["external"]).spawn();
+    let journal = wait_for_parts(&t, &mut child, 3);
+    g.kill();
+    let status = child.wait().unwrap();
+    let stderr = crate::harness::read_stderr(&mut child);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the next run resumes what was uploaded"),
+        "{stderr}"
+    );
+    let done = journaled(&journal);
+    assert!(done >= 3, "the journal stays: {done}");
+    g.restart().unwrap();
+    let stamp = stamp_of(&journal);
+    let put = resumed(&g, &t, &stamp, done);
+    assert_eq!(put.len(), 25 - done, "{put:?}");
+    assert_eq!(stamps(&s3), BTreeSet::from([stamp]));
     restores_whole(&t, "r");
 }
 
