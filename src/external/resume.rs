@@ -233,19 +233,32 @@ pub fn key(
 /// The parts of `j` that the bucket lists under its stamp with their recorded size, per set: the prefix of each
 /// set's parts a resumed upload skips.
 fn stored_parts(j: &Journal, sizes: &BTreeMap<String, u64>) -> BTreeMap<String, Vec<PartRecord>> {
+    let parted = !j.key.recipients.is_empty();
     j.parts
         .iter()
         .map(|(set, parts)| {
+            let archive = j.key.sets.iter().find(|k| k.set == *set);
             let listed = parts
                 .iter()
-                .take_while(|p| {
-                    sizes.get(&format!("{BACKUPS}{}/{}", j.stamp, p.name)) == Some(&p.bytes)
+                .enumerate()
+                .take_while(|(n, p)| {
+                    // The object the sink would name part n, listed with the recorded size.
+                    archive.is_some_and(|a| p.name == part_name(&a.archive, parted, *n))
+                        && sizes.get(&format!("{BACKUPS}{}/{}", j.stamp, p.name)) == Some(&p.bytes)
                 })
-                .cloned()
+                .map(|(_, p)| p.clone())
                 .collect();
             (set.clone(), listed)
         })
         .collect()
+}
+
+/// The name of an archive's part `n` on a bucket (as [`crate::cloud::sink::CloudSink`] names it).
+fn part_name(archive: &str, parted: bool, n: usize) -> String {
+    match parted {
+        true => format!("{}.part{n:03}.age", object_base(archive, true)),
+        false => format!("{archive}.part{n:03}"),
+    }
 }
 
 /// Whether this run resumes the bucket's unfinished upload (pure): the resumed stamp with what is stored, or
@@ -808,6 +821,12 @@ mod tests {
             ),
             (stamp, 3, 9, 3 * 4096)
         );
+        // A journal naming another object than the sink would for that part: nothing of it is skipped.
+        let mut misnamed = j.clone();
+        misnamed.parts.get_mut("docs").unwrap()[0].name = name(2);
+        w.resume.candidate = Some((stamp.into(), Ok(misnamed)));
+        assert_eq!(plan(&w, &archives, None).0.unwrap().parts_uploaded, 0);
+        w.resume.candidate = Some((stamp.into(), Ok(j.clone())));
 
         let refused = |w: &CloudWorld, archives: &[ArchiveTarget], enc| {
             let (r, why) = plan(w, archives, enc);
