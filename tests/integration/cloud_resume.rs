@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use testkit::objstore::{Garage, S3Client};
 
-use crate::cloud::{config, populate, with_keys};
+use crate::cloud::{assert_restored, config, populate, with_keys};
 use crate::harness::{Output, Test};
 
 /// 128 KiB parts (the hidden `DBACKUP_CLOUD_PART_BYTES`): the 3 MiB fixture is an archive of about 25 parts.
@@ -138,24 +138,26 @@ fn resumed(g: &Garage, t: &Test, stamp: &str, done: usize) -> BTreeSet<u32> {
     put
 }
 
-/// The whole set restored from the bucket is the home, byte for byte, and `--verify` finds every object intact.
-fn restores_whole(t: &Test, name: &str) {
+/// The fixture's files ([`populate`]) compared after a restore.
+const FILES: [&str; 3] = ["photos/big.raw", "notes/todo.txt", "notes/deep/er/plan.md"];
+
+/// The whole set restored from the bucket (with the identity `key` when it is encrypted) is the home, byte for
+/// byte, and `--verify` finds every object intact.
+fn restores_whole(t: &Test, name: &str, key: Option<&std::path::Path>) {
+    let key: Vec<&std::ffi::OsStr> = key
+        .map(|k| vec!["--identity".as_ref(), k.as_os_str()])
+        .unwrap_or_default();
     let target = t.path(name);
     t.cmd()
         .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
         .args([&target])
+        .args(&key)
         .status(0);
-    let under = target.join(t.home().strip_prefix("/").unwrap());
-    for f in ["photos/big.raw", "notes/todo.txt", "notes/deep/er/plan.md"] {
-        assert_eq!(
-            std::fs::read(under.join(f)).unwrap_or_default(),
-            std::fs::read(t.home().join(f)).unwrap(),
-            "{f}"
-        );
-    }
+    assert_restored(t, &target, &FILES, name);
     let verify = t
         .cmd()
         .args(["restore", "--verify", "--source", "cloud"])
+        .args(&key)
         .status(0);
     assert!(verify.stdout.contains("intact"), "{}", verify.stdout);
 }
@@ -192,16 +194,8 @@ fn an_upload_killed_after_some_parts_resumes_with_the_rest() {
         dry.stdout
     );
     assert_eq!(journaled(&journal), done, "a dry run writes nothing");
-    let plan: serde_json::Value = t
-        .cmd()
-        .args(["--json", "--dry-run", "external"])
-        .status(0)
-        .json();
-    let errors: Vec<String> = crate::json::validator("external-plan")
-        .iter_errors(&plan)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}\n{plan:#}");
+    let plan: serde_json::Value = t.run_json(&["--dry-run", "external"]);
+    crate::json::assert_valid("external-plan", &plan);
     let resume = &plan["clouds"][0]["resume"];
     assert_eq!(resume["stamp"], stamp.as_str());
     assert_eq!(resume["parts_uploaded"], done as u64);
@@ -220,7 +214,7 @@ fn an_upload_killed_after_some_parts_resumes_with_the_rest() {
         "the journal is removed"
     );
     assert_eq!(s3.multipart_uploads(""), Vec::<String>::new());
-    restores_whole(&t, "r");
+    restores_whole(&t, "r", None);
 }
 
 /// Garage killed (by its own pid) once the journal records 3 parts: `external` fails (exit 1) saying the next run
@@ -249,7 +243,7 @@ fn a_server_killed_after_some_parts_is_resumed_when_it_is_back() {
     let put = resumed(&g, &t, &stamp, done);
     assert_eq!(put.len(), 25 - done, "{put:?}");
     assert_eq!(stamps(&s3), BTreeSet::from([stamp]));
-    restores_whole(&t, "r");
+    restores_whole(&t, "r", None);
 }
 
 /// A journal that does not fit leads to a clean upload under a new stamp, never a mixed archive: (1) one part's
@@ -296,7 +290,7 @@ fn a_journal_that_does_not_fit_restarts_the_upload_cleanly() {
         "the resumed stamp is removed: {now:?}"
     );
     assert_eq!(journals(&t), Vec::<PathBuf>::new());
-    restores_whole(&t, "r1");
+    restores_whole(&t, "r1", None);
 
     // Another snapshot since the kill (full archives: an incremental on the backup above would be one part).
     t.write("home/notes/todo.txt", "buy milk\nand bread\n");
@@ -324,7 +318,7 @@ fn a_journal_that_does_not_fit_restarts_the_upload_cleanly() {
     assert!(!stamps(&s3).contains(&stamp));
     assert_eq!(stamps(&s3).len(), 2);
     assert_eq!(journals(&t), Vec::<PathBuf>::new());
-    restores_whole(&t, "r2");
+    restores_whole(&t, "r2", None);
 }
 
 /// An upload encrypted to a recipient, kill -9'd after at least 4 parts: its parts are age streams of their own
@@ -363,30 +357,7 @@ fn an_encrypted_upload_killed_resumes_part_by_part() {
         "{objects:?}"
     );
 
-    let target = t.path("r");
-    t.cmd()
-        .args([
-            "restore",
-            "--source",
-            "cloud",
-            "--set",
-            "docs",
-            "--identity",
-        ])
-        .args([key.as_os_str(), "--target".as_ref(), target.as_os_str()])
-        .status(0);
-    let under = target.join(t.home().strip_prefix("/").unwrap());
-    let big = std::fs::read(t.home().join("photos/big.raw")).unwrap();
-    assert_eq!(
-        std::fs::read(under.join("photos/big.raw")).unwrap_or_default(),
-        big
-    );
-    let verify = t
-        .cmd()
-        .args(["restore", "--verify", "--source", "cloud", "--identity"])
-        .args([&key])
-        .status(0);
-    assert!(verify.stdout.contains("intact"), "{}", verify.stdout);
+    restores_whole(&t, "r", Some(&key));
 
     // Without dbackup: the objects downloaded, the sums checked, each part through age, joined into tar.
     let down = t.path("down");
@@ -406,11 +377,7 @@ fn an_encrypted_upload_killed_resumes_part_by_part() {
             .env("KEY", &key)
             .env("DEST", &dest),
     );
-    let by_hand = dest.join(t.home().strip_prefix("/").unwrap());
-    assert_eq!(
-        std::fs::read(by_hand.join("photos/big.raw")).unwrap_or_default(),
-        big
-    );
+    assert_restored(&t, &dest, &FILES, "the age-parts block");
 
     // Killed again, then the recipients changed: a clean restart.
     t.write("home/notes/todo.txt", "buy milk\nand bread\n");
