@@ -18,6 +18,8 @@ use super::writer::Warning;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Meta(Stat);
 
+// `struct stat`'s field types differ between architectures: the casts are needed on some.
+#[allow(clippy::unnecessary_cast)]
 impl Meta {
     fn format(&self) -> u32 {
         self.0.st_mode as u32 & libc::S_IFMT
@@ -212,6 +214,7 @@ impl Iterator for Walk {
                     }));
                 }
             };
+            #[allow(clippy::unnecessary_cast)] // st_ino and st_dev differ by architecture
             let same_in_base = match (&top.base, self.with_base && meta.is_file()) {
                 (_, false) => None,
                 (None, true) => Some(false),
