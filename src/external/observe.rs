@@ -197,6 +197,7 @@ pub fn observe(
         }
         let mut w = super::cloud::observe(c, ui);
         super::bucket::observe(&mut w);
+        super::resume::observe(&mut w, root);
         w.encryption = c
             .encryption
             .as_ref()

@@ -4,7 +4,10 @@
 
 use testkit::objstore::S3Client;
 
-use crate::cloud::{config, garage, no_secret, populate, requests, requests_line, with_keys};
+use crate::cloud::{
+    alter_on_server, assert_restored, config, garage_and_client, no_secret, populate, requests,
+    requests_line, with_keys,
+};
 
 /// With `external.incremental` on, a second `external` to an s3 destination after one small file changed and one
 /// was added is an incremental on the first upload: the dry run says so beforehand with what it will store, its
@@ -16,10 +19,8 @@ use crate::cloud::{config, garage, no_secret, populate, requests, requests_line,
 /// every upload was full ("buckets take full archives"), and restore refused an incremental set on a bucket.
 #[test]
 fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
-    let Some(g) = garage() else { return };
-    let s3 = match S3Client::for_garage(&g) {
-        Ok(c) => c,
-        Err(why) => return testkit::skip(&why),
+    let Some((g, s3)) = garage_and_client() else {
+        return;
     };
     let cfg = config(&g.endpoint(), &g.bucket, "").replace(
         r#""destinations": ["#,
@@ -45,13 +46,9 @@ fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
     t.write("home/notes/new.txt", "a new file\n");
     t.cmd().args(["collect"]).status(0);
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        dry.stdout.contains(&format!(
-            "incremental on {first} (chain 2 of 7): 2 files to store"
-        )),
-        "{}",
-        dry.stdout
-    );
+    dry.stdout_has(&format!(
+        "incremental on {first} (chain 2 of 7): 2 files to store"
+    ));
     assert_eq!(stamps(&s3).len(), 1, "a dry run uploads nothing");
     let out = t.cmd().args(["external"]).status(0);
     no_secret(&out, &[&g.key.id, &g.key.secret]);
@@ -99,14 +96,7 @@ fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
             .status(0);
         eprintln!("{what}: {}", requests_line(&out));
         assert_eq!(requests(&out).0, 0, "{what}: no HEAD");
-        for f in files {
-            let restored = target.join(t.home().strip_prefix("/").unwrap()).join(f);
-            assert_eq!(
-                std::fs::read(&restored).unwrap_or_default(),
-                std::fs::read(t.home().join(f)).unwrap(),
-                "{what}: {f}"
-            );
-        }
+        assert_restored(&t, &target, &files, what);
     }
     let target = t.path("r-set");
     let out = t
@@ -115,34 +105,23 @@ fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
         .args([&target])
         .status(0);
     eprintln!("a whole set: {}", requests_line(&out));
-    let under = target.join(t.home().strip_prefix("/").unwrap());
-    for f in [
+    let files = [
         "photos/big.raw",
         ".secrets",
         "notes/todo.txt",
         "notes/new.txt",
         "notes/deep/er/plan.md",
-    ] {
-        assert_eq!(
-            std::fs::read(under.join(f)).unwrap_or_default(),
-            std::fs::read(t.home().join(f)).unwrap(),
-            "whole set: {f}"
-        );
-    }
+    ];
+    assert_restored(&t, &target, &files, "whole set");
     let verify = t
         .cmd()
         .args(["restore", "--verify", "--source", "cloud"])
         .status(0);
-    assert!(verify.stdout.contains("intact"), "{}", verify.stdout);
+    verify.stdout_has("intact");
 
     // The newest backup's index altered on the server: the next upload does not build on it (a full, saying why).
     let key = format!("laptop/backups/{second}/docs.index.jsonl");
-    let mut bytes = s3.get(&key);
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    let altered = t.path("altered-index");
-    std::fs::write(&altered, &bytes).unwrap();
-    s3.put(&key, &altered);
+    alter_on_server(&t, &s3, &key, 0x01);
     t.write("home/notes/todo.txt", "buy milk\nand bread\nand eggs\n");
     t.cmd().args(["collect"]).status(0);
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
@@ -172,10 +151,5 @@ fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
     te.write("home/notes/todo.txt", "changed\n");
     te.cmd().args(["collect"]).status(0);
     let dry = te.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        dry.stdout
-            .contains("incrementals of encrypted sets on a bucket are not written yet"),
-        "{}",
-        dry.stdout
-    );
+    dry.stdout_has("incrementals of encrypted sets on a bucket are not written yet");
 }

@@ -17,7 +17,7 @@ use crate::harness::{Output, Test};
 
 const MIB: u64 = 1 << 20;
 
-/// A chain on a 256 MiB drive of `fs`: a full of the sample home, then an incremental after `p03.txt` changed; then
+/// A chain on a 256 MiB drive: a full of the sample home, then an incremental after `p03.txt` changed; then
 /// collected again, with a new 96 MiB file when `big` (the next, incremental, run then writes long enough to be
 /// caught in the act).
 struct World {
@@ -28,7 +28,11 @@ struct World {
     incremental: String,
 }
 
-fn chain_world(fs: Fs, big: bool) -> World {
+/// The [`World`] on a drive of `fs`, or `None` (the test skips) without root, loop devices or that filesystem.
+fn chain_world(fs: Fs, big: bool) -> Option<World> {
+    if !loopdev::require(&[fs]) {
+        return None;
+    }
     let t9 = Drive::new(fs, "T9", 256 * MIB);
     let mp = t9.mount_point().to_path_buf();
     let t = collected_for("T9", &mp, 0);
@@ -47,13 +51,13 @@ fn chain_world(fs: Fs, big: bool) -> World {
         t.write("home/data/big.bin", content(96 * MIB as usize, 7));
     }
     collect(&t);
-    World {
+    Some(World {
         t9,
         t,
         mp,
         full,
         incremental,
-    }
+    })
 }
 
 fn data_set(mp: &Path, stamp: &str) -> dbackup::SetRecord {
@@ -157,16 +161,24 @@ fn next_run_cleans_up_and_extends(w: &World) {
     restore(&w.t, &new, &["--verify"], 0).stdout_has("intact");
 }
 
+/// The drive plugged in again after it went away mid-run (unmounted, mounted): the chain is whole and restores, and
+/// the next run cleans up and extends it.
+fn plugged_in_again_whole_and_extended(w: &World) {
+    w.t9.unmount();
+    w.t9.mount();
+    assert_chain_intact(w);
+    next_run_cleans_up_and_extends(w);
+}
+
 /// kill -9 while an incremental's archive is written: nothing is listed as a backup (only a leftover), the chain
 /// before it is whole and restores, and the next run removes the leftover (its dry run says so) and writes the
 /// incremental; on exFAT and on ext4. (Before: checked for fulls only; then on exFAT only.)
 #[test]
 fn kill_9_during_an_incremental_leaves_the_chain_whole() {
-    if !loopdev::require(&[Fs::Exfat, Fs::Ext4]) {
-        return;
-    }
     for kind in [Fs::Exfat, Fs::Ext4] {
-        let w = chain_world(kind, true);
+        let Some(w) = chain_world(kind, true) else {
+            return;
+        };
         let (mut child, temp) = spawn_caught_writing(&w.t, &w.mp, 2 * MIB);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -186,10 +198,9 @@ fn kill_9_during_an_incremental_leaves_the_chain_whole() {
 /// chain is whole and restores, and the next run cleans up and extends it. (Before: checked for fulls only.)
 #[test]
 fn drive_pulled_during_an_incremental_leaves_the_chain_whole() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some(w) = chain_world(Fs::Exfat, true) else {
         return;
-    }
-    let w = chain_world(Fs::Exfat, true);
+    };
     let ((), _temp, code, stderr) =
         stopped_while_writing(&w.t, &w.mp, "data.tar", 2 * MIB, || w.t9.pull());
     assert_eq!(code, 1, "{stderr}");
@@ -198,10 +209,7 @@ fn drive_pulled_during_an_incremental_leaves_the_chain_whole() {
         "{stderr}"
     );
     assert!(listing(&w.mp).is_empty(), "{:?}", listing(&w.mp));
-    w.t9.unmount();
-    w.t9.mount();
-    assert_chain_intact(&w);
-    next_run_cleans_up_and_extends(&w);
+    plugged_in_again_whole_and_extended(&w);
 }
 
 /// The fuse daemon serving this test's drive killed while an incremental is written (the drive dies under the
@@ -209,18 +217,14 @@ fn drive_pulled_during_an_incremental_leaves_the_chain_whole() {
 /// (Before: checked for fulls only.)
 #[test]
 fn drive_dying_during_an_incremental_leaves_the_chain_whole() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some(w) = chain_world(Fs::Exfat, true) else {
         return;
-    }
-    let w = chain_world(Fs::Exfat, true);
+    };
     let (_, _temp, code, stderr) =
         stopped_while_writing(&w.t, &w.mp, "data.tar", 2 * MIB, || w.t9.kill_fuse());
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("is removed by the next run"), "{stderr}");
-    w.t9.unmount();
-    w.t9.mount();
-    assert_chain_intact(&w);
-    next_run_cleans_up_and_extends(&w);
+    plugged_in_again_whole_and_extended(&w);
 }
 
 /// The base (full) archive of an incremental deleted by hand: `--verify` of the incremental fails (exit 1) naming
@@ -229,10 +233,9 @@ fn drive_dying_during_an_incremental_leaves_the_chain_whole() {
 /// plain directory with the archive truncated.)
 #[test]
 fn a_base_deleted_by_hand_is_named_and_the_next_backup_is_full() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some(w) = chain_world(Fs::Exfat, false) else {
         return;
-    }
-    let w = chain_world(Fs::Exfat, false);
+    };
     fs::remove_file(w.mp.join("backups").join(&w.full).join("data.tar")).unwrap();
     let named = [format!("backup {}'s data.tar", w.full)];
     broken_base_named_then_full(&w, &w.incremental, &named, "data.tar cannot be read");
@@ -246,11 +249,10 @@ fn a_base_deleted_by_hand_is_named_and_the_next_backup_is_full() {
 /// checked on exFAT only.) On exFAT and on ext4.
 #[test]
 fn a_base_corrupted_behind_the_fs_is_named_and_the_next_backup_is_full() {
-    if !loopdev::require(&[Fs::Exfat, Fs::Ext4]) {
-        return;
-    }
     for kind in [Fs::Exfat, Fs::Ext4] {
-        let w = chain_world(kind, false);
+        let Some(w) = chain_world(kind, false) else {
+            return;
+        };
         let found = w.t9.find_on_device(&needle());
         assert_eq!(
             found.len(),
