@@ -31,6 +31,7 @@ pub mod sparse;
 pub mod sums;
 pub mod tarfmt;
 pub mod verify;
+mod walk;
 pub mod writer;
 pub mod xattrs;
 

@@ -216,12 +216,12 @@ impl SparseMap {
 /// Whether a file may have holes worth a sparse member, from its metadata alone: fewer blocks allocated than its
 /// size by at least [`MIN_HOLE_BYTES`]. Only such files are mapped (one `open` and a few `lseek`s).
 pub fn worth_checking(meta: &Metadata) -> bool {
-    meta.is_file()
-        && meta
-            .blocks()
-            .saturating_mul(512)
-            .saturating_add(MIN_HOLE_BYTES)
-            <= meta.size()
+    worth(meta.is_file(), meta.blocks(), meta.size())
+}
+
+/// [`worth_checking`] from the facts it looks at: a regular file, its 512-byte blocks and its size.
+pub fn worth(is_file: bool, blocks: u64, size: u64) -> bool {
+    is_file && blocks.saturating_mul(512).saturating_add(MIN_HOLE_BYTES) <= size
 }
 
 /// Whether a file may have holes at all, from its metadata alone (fewer blocks allocated than its size): a

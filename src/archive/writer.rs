@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -18,6 +17,7 @@ use super::index::{IndexEnd, IndexEntry, IndexHeader, IndexWriter, SparseRecord}
 use super::sink::{Chain, Digest, Sink, Stage, ThreadedSink, WRITE_BUFFER, WrittenFile};
 use super::sparse::{self, SparseMap};
 use super::tarfmt::{self, EntryKind, HeaderSpec};
+use super::walk::{Meta, Step, Walk, Walked};
 use super::xattrs;
 
 /// Blocks in flight between the tar thread and the writer thread (each [`WRITE_BUFFER`] bytes).
@@ -150,66 +150,22 @@ pub struct ArchiveSummary {
     pub index_copy: Option<WrittenFile>,
 }
 
-/// One walked path.
-struct Walked {
-    rel: Vec<u8>,
-    full: PathBuf,
-    meta: Metadata,
-}
-
-/// What the walk yields: an entry to archive or a warning.
-enum Step {
-    Entry(Walked),
-    Warn(Warning),
-}
-
-/// Walks `root` depth-first, each directory sorted by name bytes, without following symlinks: the archive order,
-/// which is the order of paths compared component by component.
-fn walk(root: &Path) -> impl Iterator<Item = Step> + '_ {
-    walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .min_depth(1)
-        .into_iter()
-        .map(move |item| match item {
-            Ok(e) => {
-                let full = e.path().to_path_buf();
-                let rel = full
-                    .strip_prefix(root)
-                    .expect("walk stays under its root")
-                    .as_os_str()
-                    .as_bytes()
-                    .to_vec();
-                match e.metadata() {
-                    Ok(meta) => Step::Entry(Walked { rel, full, meta }),
-                    Err(err) => Step::Warn(Warning {
-                        path: full,
-                        message: format!("skipped: {err}"),
-                    }),
-                }
-            }
-            Err(err) => {
-                let path = err.path().unwrap_or(root).to_path_buf();
-                let message = match err.io_error() {
-                    Some(io) if io.kind() == io::ErrorKind::NotFound => {
-                        "vanished while archiving; skipped".to_string()
-                    }
-                    Some(io) => format!("cannot read: {io}; archived without its contents"),
-                    None => err.to_string(),
-                };
-                Step::Warn(Warning { path, message })
-            }
-        })
-}
-
-fn kind_of(meta: &Metadata) -> Option<EntryKind> {
-    match EntryKind::of_file_type(meta.file_type()) {
-        EntryKind::Socket | EntryKind::Other(_) => None, // sockets
-        kind => Some(kind),
+fn kind_of(meta: &Meta) -> Option<EntryKind> {
+    match meta.kind() {
+        Some(EntryKind::Other(_)) | None => None, // sockets
+        kind => kind,
     }
 }
 
-fn rdev_of(meta: &Metadata) -> (u32, u32) {
+/// The walk of a snapshot, with the base's snapshot beside it when there is one (see [`super::walk`]).
+fn walk(root: &Path, base: Option<&IncrementalBase>) -> Result<Walk, ArchiveError> {
+    Walk::new(root, base.and_then(|b| b.snapshot.as_deref())).map_err(|source| ArchiveError::Read {
+        path: root.into(),
+        source,
+    })
+}
+
+fn rdev_of(meta: &Meta) -> (u32, u32) {
     let rdev = meta.rdev();
     (rustix::fs::major(rdev), rustix::fs::minor(rdev))
 }
@@ -283,12 +239,8 @@ fn header_spec(e: &IndexEntry) -> HeaderSpec<'_> {
 
 /// Whether the entry's path in the base's snapshot is the same inode (`None`: the base's snapshot is gone).
 fn same_inode(base: &IncrementalBase, w: &Walked) -> Option<bool> {
-    let snap = base.snapshot.as_ref()?;
-    let rel = std::ffi::OsStr::from_bytes(&w.rel);
-    Some(
-        std::fs::symlink_metadata(snap.join(rel))
-            .is_ok_and(|m| m.ino() == w.meta.ino() && m.dev() == w.meta.dev()),
-    )
+    base.snapshot.as_ref()?;
+    Some(w.same_in_base.unwrap_or(false))
 }
 
 /// Whether `path`'s content hashes to `want` (a content comparison against the base).
@@ -363,7 +315,7 @@ fn scan_walk(
     let mut multi: Vec<(u64, u64, u64, u64, bool, u64)> = Vec::new();
     let mut header = Vec::with_capacity(4096);
     let mut offset = 0u64;
-    for step in walk(root) {
+    for step in walk(root, base)? {
         let w = match step {
             Step::Entry(w) => w,
             Step::Warn(warn) => {
@@ -435,9 +387,10 @@ fn scan_walk(
         }
         if kind == EntryKind::File {
             // A sparse file is opened and mapped now, so that the length predicted is the length written.
-            if sparse::worth_checking(&w.meta)
+            if sparse::worth(w.meta.is_file(), w.meta.blocks(), w.meta.size())
                 && let Ok(f) = File::open(&w.full)
-                && let Ok(Some(map)) = sparse_map(&f, &w.meta, &e.path)
+                && let Ok(m) = f.metadata()
+                && let Ok(Some(map)) = sparse_map(&f, &m, &e.path)
             {
                 e.sparse = Some(sparse_record(&map));
             }
@@ -983,7 +936,7 @@ pub fn write_archive(
     let (mut referenced_files, mut referenced_bytes) = (0u64, 0u64);
     let mut header_buf = Vec::with_capacity(4096);
 
-    for step in walk(&plan.root) {
+    for step in walk(&plan.root, options.base)? {
         let w = match step {
             Step::Entry(w) => w,
             Step::Warn(w) => {

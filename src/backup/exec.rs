@@ -78,7 +78,7 @@ pub fn execute(
     settings: &Settings,
     observed: &Observed,
     ui: &Ui,
-    force: bool,
+    options: &super::Options,
 ) -> anyhow::Result<BackupReport> {
     let due = &observed.due;
     let mut report = empty_report(due, &observed.facts);
@@ -96,7 +96,19 @@ pub fn execute(
     let prepared = collect::exec::prepare(&settings.backup_root, &names, ui)?;
     collect_step(settings, &groups, &prepared, &mut report, ui);
     if writes && crate::interrupt::requested().is_none() {
-        external_step(settings, observed, &names, &mut report, ui, force);
+        // `--now` decides the drives' full or incremental too, as `external --now` does.
+        let now = options
+            .now
+            .map(|t| t.with_timezone(&chrono::Local).naive_local());
+        external_step(
+            settings,
+            observed,
+            &names,
+            &mut report,
+            ui,
+            options.force,
+            now,
+        );
     }
     drop(prepared);
 
@@ -150,6 +162,7 @@ fn external_step(
     report: &mut BackupReport,
     ui: &Ui,
     force: bool,
+    now: Option<chrono::NaiveDateTime>,
 ) {
     let due = &observed.due;
     // What the external phase would export now: each set's newest complete snapshot.
@@ -169,6 +182,7 @@ fn external_step(
         ui.step(format_args!("external: {target}"));
         let options = external::Options {
             destination: Some(target.clone()),
+            now,
             ..Default::default()
         };
         match external::run_locked(settings, &options, ui) {

@@ -43,7 +43,7 @@ pub fn run_with_settings(settings: &Settings, options: &backup::Options) -> anyh
     }
 
     let started = super::begin_run(settings, &ui, "backup");
-    match backup::exec::execute(settings, &observed, &ui, options.force) {
+    match backup::exec::execute(settings, &observed, &ui, options) {
         Ok(mut report) if crate::interrupt::requested().is_some() => {
             // Interrupted: no events and no notifications (stopping is not a failure of the backups); the run log
             // says what was done and that it was interrupted, and `main` the one line.

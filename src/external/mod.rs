@@ -158,6 +158,9 @@ pub fn run_locked(
     );
     plan.system = system_plan(settings, &observed, &plan);
     let mut report = exec::execute(&plan, &observed, ui);
+    if let Some(input) = &observed.world.system {
+        crate::image::save_kit_cache(settings, input, ui);
+    }
     if settings.report.drives {
         drive_pages(&observed.world, &mut report, ui);
     }

@@ -99,6 +99,15 @@ pub fn observe(
         .into());
     }
 
+    // The recovery kit's tools run beside the drives' detection and the walks below (they share nothing).
+    let system = {
+        let settings = settings.clone();
+        std::thread::Builder::new()
+            .name("recovery-kit".into())
+            .spawn(move || crate::image::observe_system(&settings, &[]))
+            .context("starting the recovery kit's thread")?
+    };
+
     // Destinations: `--destination` narrows them to one (a drive or a cloud destination); media decides which
     // drives are present; cloud destinations are always candidates (looked at once chosen).
     let (configured, clouds): (Vec<_>, Vec<_>) = match &options.destination {
@@ -219,7 +228,9 @@ pub fn observe(
         policy: settings.external_incremental,
         force_full: options.full,
         content_every: super::chain::content_every(settings.schedule.full),
-        now: chrono::Local::now().naive_local(),
+        now: options
+            .now
+            .unwrap_or_else(|| chrono::Local::now().naive_local()),
     };
     for w in &mut cloud_worlds {
         super::cloud::observe_chains(w, &chosen, &chain_policy, root, ui);
@@ -397,7 +408,9 @@ pub fn observe(
             content_every: super::chain::content_every(settings.schedule.full),
             schedule_full: settings.schedule.full,
             choose_at: options.now,
-            system: crate::image::observe_system(settings, &[]),
+            system: system
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
         },
         scans,
         snapshot_meta: metas,

@@ -48,7 +48,8 @@ pub struct SystemInput {
     pub sets: Vec<(String, Vec<String>)>,
 }
 
-/// Observes what `settings.image` asks for (none when the kit is off and no device is configured).
+/// Observes what `settings.image` asks for (none when the kit is off and no device is configured). The kit's package
+/// lists come from the state directory's cache while valid (written back by [`save_kit_cache`] after the run's writes).
 pub fn observe_system(settings: &Settings, extra_devices: &[String]) -> Option<SystemInput> {
     let devices: Vec<String> = settings
         .image
@@ -61,7 +62,10 @@ pub fn observe_system(settings: &Settings, extra_devices: &[String]) -> Option<S
         return None;
     }
     Some(SystemInput {
-        kit: settings.image.kit.then(kit::collect),
+        kit: settings
+            .image
+            .kit
+            .then(|| kit::collect_with(Some(&settings.state_dir))),
         devices: devices
             .iter()
             .map(|d| {
@@ -72,6 +76,25 @@ pub fn observe_system(settings: &Settings, extra_devices: &[String]) -> Option<S
             .collect(),
         sets: sets_of(settings),
     })
+}
+
+/// Keeps what the kit collected for the next run (see [`kit::collect_with`]); a failure costs only the next run's
+/// time, so it is a step (`-v`), not a warning.
+pub fn save_kit_cache(settings: &Settings, input: &SystemInput, ui: &Ui) {
+    let Some(k) = &input.kit else { return };
+    if !k.reused.is_empty() {
+        ui.step(format_args!(
+            "recovery kit: {} reused from {} (the package database is unchanged)",
+            k.reused.join(", "),
+            settings.state_dir.join(kit::CACHE_FILE).display()
+        ));
+    }
+    if let Err(e) = kit::save_cache(&settings.state_dir, k) {
+        ui.step(format_args!(
+            "recovery kit: cannot keep the package lists in {}: {e}",
+            settings.state_dir.display()
+        ));
+    }
 }
 
 impl SystemInput {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use chrono::{Local, TimeDelta};
 use dbackup::{
-    BackupPlan, BackupReport, DeliveryOutcome, DriveBackup, EventKind, ExternalAction,
+    ArchiveKind, BackupPlan, BackupReport, DeliveryOutcome, DriveBackup, EventKind, ExternalAction,
     list_drive_backups, read_runlog, read_snapshot_meta,
 };
 
@@ -363,6 +363,43 @@ fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
         r.external_skipped[0]
     );
     assert_eq!(drive_backups(&t.path("drive")).len(), 1);
+}
+
+/// `backup --now` decides the drive's full or incremental at that time, as `external --now` does: a second run at
+/// once extends the chain with an incremental, a third 40 days ahead writes a full (the chain's full is then older
+/// than `full_after_days`, 30). (Before: `backup` passed no time to the external phase, which chose by the real
+/// clock and wrote a third incremental.)
+#[test]
+fn backup_now_decides_full_or_incremental_at_that_time() {
+    let t = demo_world("weekly");
+    fs::create_dir_all(t.path("drive")).unwrap();
+    backup(&t, &[], 0);
+    backup(&t, &["--force"], 0);
+    // By the real clock the next would extend the chain.
+    let plan = t.cmd().args(["--dry-run", "external"]).status(0).stdout;
+    assert!(plan.contains("incremental on "), "{plan}");
+    backup(&t, &["--force", "--now", &days_from_now(40)], 0);
+    let kinds: Vec<Vec<ArchiveKind>> = drive_backups(&t.path("drive"))
+        .iter()
+        .map(|b| {
+            b.meta
+                .as_ref()
+                .unwrap()
+                .sets
+                .iter()
+                .map(|s| s.kind)
+                .collect()
+        })
+        .collect();
+    use ArchiveKind::{Full, Incremental};
+    assert_eq!(
+        kinds,
+        [
+            vec![Full, Full],
+            vec![Incremental, Incremental],
+            vec![Full, Full]
+        ]
+    );
 }
 
 #[test]

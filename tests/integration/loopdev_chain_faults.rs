@@ -1,6 +1,7 @@
 //! Faults during and after incremental backups on emulated drives (real loop devices, exFAT through
-//! mount.exfat-fuse): kill -9 and the drive pulled (lazy unmount, the fuse daemon killed) while an incremental is
-//! written, and a base archive deleted by hand or corrupted behind the filesystem.
+//! mount.exfat-fuse, and ext4 for kill -9 and the corrupted base): kill -9 and the drive pulled (lazy unmount, the
+//! fuse daemon killed) while an incremental is written, and a base archive deleted by hand or corrupted behind the
+//! filesystem.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ use crate::harness::{Output, Test};
 
 const MIB: u64 = 1 << 20;
 
-/// A chain on a 256 MiB exFAT drive: a full of the sample home, then an incremental after `p03.txt` changed; then
+/// A chain on a 256 MiB drive: a full of the sample home, then an incremental after `p03.txt` changed; then
 /// collected again, with a new 96 MiB file when `big` (the next, incremental, run then writes long enough to be
 /// caught in the act).
 struct World {
@@ -27,12 +28,12 @@ struct World {
     incremental: String,
 }
 
-/// The [`World`], or `None` (the test skips) without root, loop devices or exFAT.
-fn chain_world(big: bool) -> Option<World> {
-    if !loopdev::require(&[Fs::Exfat]) {
+/// The [`World`] on a drive of `fs`, or `None` (the test skips) without root, loop devices or that filesystem.
+fn chain_world(fs: Fs, big: bool) -> Option<World> {
+    if !loopdev::require(&[fs]) {
         return None;
     }
-    let t9 = Drive::exfat("T9", 256 * MIB);
+    let t9 = Drive::new(fs, "T9", 256 * MIB);
     let mp = t9.mount_point().to_path_buf();
     let t = collected_for("T9", &mp, 0);
     let full = new_backup(&t);
@@ -171,23 +172,25 @@ fn plugged_in_again_whole_and_extended(w: &World) {
 
 /// kill -9 while an incremental's archive is written: nothing is listed as a backup (only a leftover), the chain
 /// before it is whole and restores, and the next run removes the leftover (its dry run says so) and writes the
-/// incremental. (Before: checked for fulls only.)
+/// incremental; on exFAT and on ext4. (Before: checked for fulls only; then on exFAT only.)
 #[test]
 fn kill_9_during_an_incremental_leaves_the_chain_whole() {
-    let Some(w) = chain_world(true) else {
-        return;
-    };
-    let (mut child, temp) = spawn_caught_writing(&w.t, &w.mp, 2 * MIB);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    assert!(
-        temp.exists(),
-        "the half-written incremental is still on the drive"
-    );
-    let l = dbackup::list_drive_backups(&w.mp.join("backups")).unwrap();
-    assert_eq!(l.leftovers.len(), 1, "listed only as a leftover");
-    assert_chain_intact(&w);
-    next_run_cleans_up_and_extends(&w);
+    for kind in [Fs::Exfat, Fs::Ext4] {
+        let Some(w) = chain_world(kind, true) else {
+            return;
+        };
+        let (mut child, temp) = spawn_caught_writing(&w.t, &w.mp, 2 * MIB);
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        assert!(
+            temp.exists(),
+            "{kind:?}: the half-written incremental is still on the drive"
+        );
+        let l = dbackup::list_drive_backups(&w.mp.join("backups")).unwrap();
+        assert_eq!(l.leftovers.len(), 1, "{kind:?}: listed only as a leftover");
+        assert_chain_intact(&w);
+        next_run_cleans_up_and_extends(&w);
+    }
 }
 
 /// The drive pulled (`umount -l` of this test's own mount, with the archive open) while an incremental is
@@ -195,7 +198,7 @@ fn kill_9_during_an_incremental_leaves_the_chain_whole() {
 /// chain is whole and restores, and the next run cleans up and extends it. (Before: checked for fulls only.)
 #[test]
 fn drive_pulled_during_an_incremental_leaves_the_chain_whole() {
-    let Some(w) = chain_world(true) else {
+    let Some(w) = chain_world(Fs::Exfat, true) else {
         return;
     };
     let ((), _temp, code, stderr) =
@@ -214,7 +217,7 @@ fn drive_pulled_during_an_incremental_leaves_the_chain_whole() {
 /// (Before: checked for fulls only.)
 #[test]
 fn drive_dying_during_an_incremental_leaves_the_chain_whole() {
-    let Some(w) = chain_world(true) else {
+    let Some(w) = chain_world(Fs::Exfat, true) else {
         return;
     };
     let (_, _temp, code, stderr) =
@@ -230,7 +233,7 @@ fn drive_dying_during_an_incremental_leaves_the_chain_whole() {
 /// plain directory with the archive truncated.)
 #[test]
 fn a_base_deleted_by_hand_is_named_and_the_next_backup_is_full() {
-    let Some(w) = chain_world(false) else {
+    let Some(w) = chain_world(Fs::Exfat, false) else {
         return;
     };
     fs::remove_file(w.mp.join("backups").join(&w.full).join("data.tar")).unwrap();
@@ -242,30 +245,34 @@ fn a_base_deleted_by_hand_is_named_and_the_next_backup_is_full() {
 /// keeps in the base flipped on the device, same size): `--verify` of the base fails naming the archive and the
 /// entry, a file the incremental stores itself still restores and the damaged one is refused, and the next
 /// external writes a full, its dry run saying that `restore --verify` found the base damaged. (Before: a damage
-/// of the same size was invisible to the next external, which extended the chain on the damaged base.)
+/// of the same size was invisible to the next external, which extended the chain on the damaged base; then
+/// checked on exFAT only.) On exFAT and on ext4.
 #[test]
 fn a_base_corrupted_behind_the_fs_is_named_and_the_next_backup_is_full() {
-    let Some(w) = chain_world(false) else {
-        return;
-    };
-    let found = w.t9.find_on_device(&needle());
-    assert_eq!(
-        found.len(),
-        1,
-        "the needle is in the full's data.tar once: {found:?}"
-    );
-    w.t9.flip_byte_behind_fs(found[0] + 40);
-    // Remounted: no cached page holds the old byte.
-    w.t9.unmount();
-    w.t9.mount();
-    // The incremental's own --verify checks that the base holds each referenced entry's header where its index
-    // says (reading the referenced bytes too is `--verify --deep`); the base's --verify reads its whole archive.
-    let named = ["data.tar".to_string(), "projects/needle.txt".to_string()];
-    let why = format!(
-        "full: backup {} of the chain is damaged: restore --verify found it damaged on ",
-        w.full
-    );
-    broken_base_named_then_full(&w, &w.full.clone(), &named, &why);
+    for kind in [Fs::Exfat, Fs::Ext4] {
+        let Some(w) = chain_world(kind, false) else {
+            return;
+        };
+        let found = w.t9.find_on_device(&needle());
+        assert_eq!(
+            found.len(),
+            1,
+            "{kind:?}: the needle is in the full's data.tar once: {found:?}"
+        );
+        w.t9.flip_byte_behind_fs(found[0] + 40);
+        // Remounted: no cached page holds the old byte.
+        w.t9.unmount();
+        w.t9.mount();
+        // The incremental's own --verify checks that the base holds each referenced entry's header where its
+        // index says (reading the referenced bytes too is `--verify --deep`); the base's --verify reads its whole
+        // archive.
+        let named = ["data.tar".to_string(), "projects/needle.txt".to_string()];
+        let why = format!(
+            "full: backup {} of the chain is damaged: restore --verify found it damaged on ",
+            w.full
+        );
+        broken_base_named_then_full(&w, &w.full.clone(), &named, &why);
+    }
 }
 
 /// `--verify` of `verified` fails naming `named`; then the rest of the chain's checks (see the callers).

@@ -30,6 +30,7 @@ mod if_changed_attrs;
 mod incremental;
 mod install;
 mod json;
+mod kit;
 mod linked_symlinks;
 mod loopdev_attrs;
 mod loopdev_backup;
