@@ -59,7 +59,8 @@ fn now() -> NaiveDateTime {
 }
 
 /// A stamp that no selected destination already has a backup of: now, or a moment later when a run in this very
-/// second already used it (waiting at most about a second).
+/// second already used it (waiting at most about a second). On a bucket an unfinished upload's stamp counts as
+/// taken too: a new upload under it would mix its objects with the leftovers of a killed run.
 fn fresh_stamp(world: &plan::World, now: impl Fn() -> NaiveDateTime) -> NaiveDateTime {
     let taken = |t: NaiveDateTime| {
         let stamp = snapshot::stamp(t);
@@ -67,6 +68,9 @@ fn fresh_stamp(world: &plan::World, now: impl Fn() -> NaiveDateTime) -> NaiveDat
             d.listing.backups.iter().any(|b| b.name == stamp)
                 || std::fs::symlink_metadata(d.info.resolved.join(layout::BACKUPS_DIR).join(&stamp))
                     .is_ok()
+        }) || world.clouds.iter().any(|c| {
+            c.listing.backups.contains(&stamp)
+                || c.listing.unfinished.iter().any(|u| u.stamp == stamp)
         })
     };
     let mut t = snapshot::truncate_to_second(now());
