@@ -253,12 +253,17 @@ pub fn trusted(
 
 /// Opens a copy [`trusted`] found, for reading (never through a symlink).
 pub fn open(path: &Path) -> io::Result<Box<dyn io::BufRead>> {
+    let f = open_file(path)?;
+    Ok(Box::new(io::BufReader::with_capacity(1 << 16, f)) as Box<dyn io::BufRead>)
+}
+
+/// [`open`], as the file itself (a bucket's base manifest is kept open as a file: `external::cloud`).
+pub fn open_file(path: &Path) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)?;
-    Ok(Box::new(io::BufReader::with_capacity(1 << 16, f)) as Box<dyn io::BufRead>)
+        .open(path)
 }
 
 /// The directories of copies whose destination is not in the config (`configured`): no backup can ever be based on
