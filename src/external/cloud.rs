@@ -185,7 +185,7 @@ pub fn list(
     Ok((listing, uploads))
 }
 
-/// The most `backup.json` files read to find a bucket's chains (two small GETs each, with its sums).
+/// The most `backup.json` files checked against their sums for a bucket's chains (one small GET each: the sums).
 const MAX_META_READS: usize = 64;
 
 /// What a bucket says about its backups and the chains the next upload would extend: every backup with its
@@ -772,26 +772,7 @@ pub fn render(p: &CloudPlan, out: &mut String) {
         p.existing.len()
     );
     super::bucket::render_retention(p, out);
-    render_index_copies(p, out);
-}
-
-/// The dry run's lines on the local index copies an encrypted upload keeps and removes.
-fn render_index_copies(p: &CloudPlan, out: &mut String) {
-    use std::fmt::Write as _;
-    if let Some(dir) = &p.index_copy_dir {
-        let _ = writeln!(
-            out,
-            "  keep a plaintext copy of each index in {} (owner-only; the next incremental's base)",
-            dir.display()
-        );
-    }
-    for c in &p.index_copies_removed {
-        let _ = writeln!(
-            out,
-            "  remove local index copy {} (no longer a base)",
-            super::index_copy::shown(c)
-        );
-    }
+    super::index_copy::render(p.index_copy_dir.as_deref(), &p.index_copies_removed, out);
 }
 
 /// Uploads the backup to one cloud destination. A failure leaves `backup.json` unwritten: nothing is listed, and
