@@ -41,11 +41,8 @@ impl Exit {
                 Exit::Usage => 5,
             }
         }
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
-        }
+        // On a tie, `self`: max_by_key returns its second argument.
+        std::cmp::max_by_key(other, self, |e| rank(*e))
     }
 }
 

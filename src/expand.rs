@@ -132,15 +132,8 @@ mod tests {
             ("SUB", "a/b"),
             ("EMPTY", ""),
             ("X_1", "x"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        Env {
-            vars,
-            home: PathBuf::from("/home/u"),
-            cwd: PathBuf::from("/work"),
-        }
+        ];
+        Env::fake("/home/u", "/work", &vars)
     }
 
     #[test]

@@ -148,17 +148,11 @@ mod tests {
     /// and checked against real outputs by `tests/integration/json.rs`).
     #[test]
     fn committed_error_schema_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/json/error.json");
-        let generated = error_schema_text();
-        if std::env::var_os("DBACKUP_UPDATE_SCHEMA").is_some_and(|v| v == "1") {
-            std::fs::write(path, &generated).expect("write docs/json/error.json");
-            return;
-        }
-        let committed = std::fs::read_to_string(path).unwrap_or_default();
-        assert!(
-            committed == generated,
-            "docs/json/error.json differs from the schema of json::ErrorObject.\n\
-             Regenerate it with:  DBACKUP_UPDATE_SCHEMA=1 cargo test committed_error_schema_is_current"
+        crate::config::schema::check_committed(
+            "docs/json/error.json",
+            &error_schema_text(),
+            "the schema of json::ErrorObject",
+            "committed_error_schema_is_current",
         );
     }
 

@@ -53,12 +53,7 @@ pub fn outcome_lines(report: &BackupReport) -> Vec<(Level, String)> {
             out.push((level, format!("collect {line}")));
         }
     }
-    let collected: Vec<&str> = report
-        .collect
-        .iter()
-        .flat_map(|c| &c.sets)
-        .map(|s| s.set.as_str())
-        .collect();
+    let collected = collected_sets(report);
     for s in &report.due.sets {
         if !s.collect {
             out.push((
@@ -149,6 +144,12 @@ impl Level {
     }
 }
 
+/// The sets the run collected (each with its outcome), in order.
+fn collected_sets(report: &BackupReport) -> Vec<&str> {
+    let sets = report.collect.iter().flat_map(|c| &c.sets);
+    sets.map(|s| s.set.as_str()).collect()
+}
+
 /// The run's result in a few words: the summary's last line.
 pub fn verdict(report: &BackupReport) -> String {
     match report.exit() {
@@ -164,25 +165,20 @@ pub fn events(report: &BackupReport, before: &Facts) -> Vec<Event> {
     let host = crate::media::hostname();
     let time = report.finished;
     let lines = outcome_lines(report);
-    let text = |level: Level| -> Vec<&str> {
+    // The first line of that level.
+    let first = |level: Level| -> &str {
         lines
             .iter()
-            .filter(|(l, _)| *l == level)
-            .map(|(_, s)| s.as_str())
-            .collect()
+            .find(|(l, _)| *l == level)
+            .map_or("", |(_, s)| s.as_str())
     };
     let mut out = Vec::new();
     let ran = !report.collect.is_empty() || !report.external.is_empty();
     let all: Vec<&str> = lines.iter().map(|(_, s)| s.as_str()).collect();
-    match report.exit() {
+    let result = match report.exit() {
         Exit::Ok if ran => {
             let mut did = Vec::new();
-            let sets: Vec<&str> = report
-                .collect
-                .iter()
-                .flat_map(|c| &c.sets)
-                .map(|s| s.set.as_str())
-                .collect();
+            let sets = collected_sets(report);
             if !sets.is_empty() {
                 did.push(format!("collected {}", sets.join(", ")));
             }
@@ -193,41 +189,25 @@ pub fn events(report: &BackupReport, before: &Facts) -> Vec<Event> {
                     d.name
                 ));
             }
-            out.push(Event::new(
-                EventKind::Success,
-                "backup",
-                format!("dbackup backup on {host}: ok: {}", did.join("; ")),
-                all.join("\n"),
-                time,
-            ));
+            let title = format!("dbackup backup on {host}: ok: {}", did.join("; "));
+            Some((EventKind::Success, title))
         }
-        Exit::Ok => {}
+        Exit::Ok => None,
         Exit::Warnings => {
-            let warnings = text(Level::Warning);
-            out.push(Event::new(
-                EventKind::Warning,
-                "backup",
-                format!(
-                    "dbackup backup on {host} finished with warnings: {}",
-                    warnings.first().copied().unwrap_or_default()
-                ),
-                all.join("\n"),
-                time,
-            ));
+            let warning = first(Level::Warning);
+            let title = format!("dbackup backup on {host} finished with warnings: {warning}");
+            Some((EventKind::Warning, title))
         }
         _ => {
-            let errors = text(Level::Error);
-            out.push(Event::new(
+            let error = first(Level::Error);
+            Some((
                 EventKind::Failure,
-                "backup",
-                format!(
-                    "dbackup backup on {host} FAILED: {}",
-                    errors.first().copied().unwrap_or_default()
-                ),
-                all.join("\n"),
-                time,
-            ));
+                format!("dbackup backup on {host} FAILED: {error}"),
+            ))
         }
+    };
+    if let Some((kind, title)) = result {
+        out.push(Event::new(kind, "backup", title, all.join("\n"), time));
     }
     if let Some(last) = out.last_mut() {
         last.exit = Some(report.exit);

@@ -99,8 +99,9 @@ pub enum BrowseError {
     Other(String),
 }
 
-/// Every backup in `scope`, one per set, oldest first; and the drives looked at.
-pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<(Vec<SetBackup>, Vec<Drive>)> {
+/// Every backup in `scope`, one per set, oldest first. When only drives are in scope and none of them is present,
+/// the error says so with exit 5 (no destination).
+pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<Vec<SetBackup>> {
     let mut out = Vec::new();
     if scope.local && scope.drive.is_none() {
         let mut sets = catalog::local_set_names(settings);
@@ -162,7 +163,13 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<(Vec<SetBac
         }
     }
     out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.set.cmp(&b.set)));
-    Ok((out, drives))
+    if scope.external && !scope.local && !drives.iter().any(Drive::present) {
+        let no_drive = catalog::no_drive_message(&drives);
+        return Err(
+            crate::exit::CodedError::new(crate::exit::Exit::NoDestination, no_drive).into(),
+        );
+    }
+    Ok(out)
 }
 
 /// Opens the encrypted indexes of `backups` with the keys the ring finds (read once, only when one is encrypted).

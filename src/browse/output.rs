@@ -98,17 +98,26 @@ pub(crate) fn render_ls(o: &LsOutput) -> String {
     s
 }
 
+/// An entry's size for people: files and hard links have one, other kinds `-`.
+fn size_of(e: &Shown) -> String {
+    match e.kind {
+        crate::restore::EntryKind::File | crate::restore::EntryKind::Hardlink => {
+            crate::stdx::bytes(e.size)
+        }
+        _ => "-".into(),
+    }
+}
+
+/// An mtime (RFC 3339) to the minute, `2025-04-01 03:15`; one that does not parse as it is.
+fn minute_of(mtime: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(mtime)
+        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|_| mtime.to_string())
+}
+
 /// Entries as `kind mode size mtime path` columns (paths already escaped).
 pub(crate) fn table(s: &mut String, entries: &[Shown]) {
-    let sizes: Vec<String> = entries
-        .iter()
-        .map(|e| match e.kind {
-            crate::restore::EntryKind::File | crate::restore::EntryKind::Hardlink => {
-                crate::stdx::bytes(e.size)
-            }
-            _ => "-".into(),
-        })
-        .collect();
+    let sizes: Vec<String> = entries.iter().map(size_of).collect();
     let kw = entries
         .iter()
         .map(|e| e.kind.word().len())
@@ -116,9 +125,7 @@ pub(crate) fn table(s: &mut String, entries: &[Shown]) {
         .unwrap_or(0);
     let sw = sizes.iter().map(|x| x.len()).max().unwrap_or(0);
     for (e, size) in entries.iter().zip(&sizes) {
-        let when = chrono::DateTime::parse_from_rfc3339(&e.mtime)
-            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-            .unwrap_or_else(|_| e.mtime.clone());
+        let when = minute_of(&e.mtime);
         let _ = write!(
             s,
             "{:<kw$}  {}  {size:>sw$}  {when}  {}",
@@ -151,15 +158,8 @@ pub(crate) fn render_find(o: &FindOutput) -> String {
             .versions
             .iter()
             .map(|v| {
-                let size = match v.entry.kind {
-                    crate::restore::EntryKind::File | crate::restore::EntryKind::Hardlink => {
-                        crate::stdx::bytes(v.entry.size)
-                    }
-                    _ => "-".into(),
-                };
-                let when = chrono::DateTime::parse_from_rfc3339(&v.entry.mtime)
-                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
-                    .unwrap_or_else(|_| v.entry.mtime.clone());
+                let size = size_of(&v.entry);
+                let when = minute_of(&v.entry.mtime);
                 [
                     v.stamp.clone(),
                     v.destination.clone().unwrap_or_else(|| "local".into()),

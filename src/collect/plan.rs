@@ -738,6 +738,17 @@ mod tests {
         (w, set)
     }
 
+    /// A filesystem with ACLs and extended attributes.
+    const SUPPORTED: FsSupport = FsSupport {
+        acls: true,
+        xattrs: true,
+    };
+
+    /// Asserts that one of the notes `holds`.
+    fn assert_noted(notes: &[String], holds: impl Fn(&str) -> bool) {
+        assert!(notes.iter().any(|n| holds(n)), "{notes:?}");
+    }
+
     fn opts(options: &Options) -> RunOptions<'_> {
         const LAST_2: RetentionPolicy = RetentionPolicy {
             last: Some(2),
@@ -769,35 +780,16 @@ mod tests {
         let p = plan(&w, &[&set], opts(&args));
         assert_eq!(p.sets[0].rsync_argv[1], "-aH");
         assert!(!p.acls && !p.xattrs);
-        assert!(
-            p.notes
-                .iter()
-                .any(|n| n.starts_with("ACLs are not copied (-A dropped): the filesystem of /b")),
-            "{:?}",
-            p.notes
-        );
-        assert!(
-            p.notes
-                .iter()
-                .any(|n| n.starts_with("extended attributes are not copied (-X dropped)")),
-            "{:?}",
-            p.notes
-        );
-        assert!(
-            p.notes
-                .iter()
-                .any(|n| n.contains("has mode 0755") && n.contains("chmod 700 /b")),
-            "{:?}",
-            p.notes
-        );
-        let (w, set) = world(
-            FsSupport {
-                acls: true,
-                xattrs: true,
-            },
-            vec![],
-            false,
-        );
+        assert_noted(&p.notes, |n| {
+            n.starts_with("ACLs are not copied (-A dropped): the filesystem of /b")
+        });
+        assert_noted(&p.notes, |n| {
+            n.starts_with("extended attributes are not copied (-X dropped)")
+        });
+        assert_noted(&p.notes, |n| {
+            n.contains("has mode 0755") && n.contains("chmod 700 /b")
+        });
+        let (w, set) = world(SUPPORTED, vec![], false);
         assert_eq!(
             plan(&w, &[&set], opts(&args)).sets[0].rsync_argv[1],
             "-aHAX"
@@ -812,14 +804,7 @@ mod tests {
             snap("data-2025-04-03-000000", Some(false)),
             snap("data-2025-04-04-000000", None),
         ];
-        let (w, set) = world(
-            FsSupport {
-                acls: true,
-                xattrs: true,
-            },
-            snaps,
-            true,
-        );
+        let (w, set) = world(SUPPORTED, snaps, true);
         let args = Options {
             full: true,
             ..Default::default()
@@ -862,10 +847,7 @@ mod tests {
     #[test]
     fn a_shrunken_source_is_refused_or_allowed() {
         let (mut w, set) = world(
-            FsSupport {
-                acls: true,
-                xattrs: true,
-            },
+            SUPPORTED,
             vec![snap("data-2025-04-01-000000", Some(true))],
             false,
         );
@@ -895,23 +877,17 @@ mod tests {
                 "/data is empty but the last snapshot (data-x) had 1,234 entries: is the drive mounted? use --allow-shrink to accept"
             )
         );
-        assert!(
-            shrink_problem(p, 0, 1, "s").is_some(),
-            "empty after non-empty is always suspicious"
-        );
-        assert!(
-            shrink_problem(p, 1, 4, "s").is_some(),
-            "a drop by more than half from 4"
-        );
-        assert!(
-            shrink_problem(p, 2, 4, "s").is_none(),
-            "exactly half is fine"
-        );
-        assert!(
-            shrink_problem(p, 1, 3, "s").is_none(),
-            "small directories may shrink"
-        );
-        assert!(shrink_problem(p, 0, 0, "s").is_none());
-        assert!(shrink_problem(p, 10, 5, "s").is_none());
+        // (entries now, entries before, refused, why)
+        for (now, before, refused, why) in [
+            (0, 1, true, "empty after non-empty is always suspicious"),
+            (1, 4, true, "a drop by more than half from 4"),
+            (2, 4, false, "exactly half is fine"),
+            (1, 3, false, "small directories may shrink"),
+            (0, 0, false, "nothing before, nothing now"),
+            (10, 5, false, "growth"),
+        ] {
+            let problem = shrink_problem(p, now, before, "s");
+            assert_eq!(problem.is_some(), refused, "{why}: {problem:?}");
+        }
     }
 }

@@ -22,6 +22,14 @@ impl World {
                 .unwrap(),
         }
     }
+    /// A new world when rsync is installed; `None` skips the test (and fails it under CI).
+    fn with_rsync() -> Option<World> {
+        if crate::rsync::probe_rsync().is_err() {
+            crate::stdx::skip::skip("rsync is not installed");
+            return None;
+        }
+        Some(World::new())
+    }
     pub fn home(&self) -> PathBuf {
         self.dir.path().join("home")
     }
@@ -33,6 +41,13 @@ impl World {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(&p, content).unwrap();
         p
+    }
+    /// A source `~/data` holding one file `a`, and settings with one set `data` of it.
+    fn data_set(&self) -> (PathBuf, Settings) {
+        let data = self.home().join("data");
+        self.write("home/data/a", "a");
+        let settings = self.settings(vec![set("data", std::slice::from_ref(&data), vec![])]);
+        (data, settings)
     }
     pub fn settings(&self, sets: Vec<SetSettings>) -> Settings {
         Settings {
@@ -100,24 +115,15 @@ fn collect(settings: &Settings, args: &Options) -> CollectReport {
     run(settings, &sets, args, &ui()).unwrap().1
 }
 
-fn rsync_present() -> bool {
-    let ok = crate::rsync::probe_rsync().is_ok();
-    if !ok {
-        crate::stdx::skip::skip("rsync is not installed");
-    }
-    ok
-}
-
 fn inside(snapshot: &Path, abs: &Path) -> PathBuf {
     snapshot.join(abs.strip_prefix("/").unwrap())
 }
 
 #[test]
 fn two_runs_share_unchanged_files_and_keep_modes_and_exclusions() {
-    if !rsync_present() {
+    let Some(w) = World::with_rsync() else {
         return;
-    }
-    let w = World::new();
+    };
     let same = w.write("home/.config/app/settings", "unchanged");
     let changed = w.write("home/.config/app/state", "one");
     let cache = w.write("home/.config/Code/Cache/blob", "cache");
@@ -229,13 +235,10 @@ fn two_runs_share_unchanged_files_and_keep_modes_and_exclusions() {
 
 #[test]
 fn dry_run_creates_nothing() {
-    if !rsync_present() {
+    let Some(w) = World::with_rsync() else {
         return;
-    }
-    let w = World::new();
-    let data = w.home().join("data");
-    w.write("home/data/a", "a");
-    let mut settings = w.settings(vec![set("data", &[data], vec![])]);
+    };
+    let (_, mut settings) = w.data_set();
     settings.output.dry_run = true;
     let sets = select_sets(&settings, &[]).unwrap();
     let plan = dry_run(&settings, &sets, &Options::default(), &ui()).unwrap();
@@ -248,10 +251,9 @@ fn dry_run_creates_nothing() {
 
 #[test]
 fn missing_sources_warn_and_all_missing_fails_only_that_set() {
-    if !rsync_present() {
+    let Some(w) = World::with_rsync() else {
         return;
-    }
-    let w = World::new();
+    };
     let present = w.write("home/present", "here");
     let gone = w.home().join("gone");
     let settings = w.settings(vec![
@@ -290,10 +292,9 @@ fn missing_sources_warn_and_all_missing_fails_only_that_set() {
 
 #[test]
 fn an_emptied_source_is_refused_unless_allowed() {
-    if !rsync_present() {
+    let Some(w) = World::with_rsync() else {
         return;
-    }
-    let w = World::new();
+    };
     let data = w.home().join("data");
     for i in 0..6 {
         w.write(&format!("home/data/f{i}"), "x");
@@ -326,10 +327,9 @@ fn an_emptied_source_is_refused_unless_allowed() {
 
 #[test]
 fn a_failed_rsync_promotes_nothing_and_the_next_run_resumes() {
-    if !rsync_present() {
+    let Some(w) = World::with_rsync() else {
         return;
-    }
-    let w = World::new();
+    };
     let data = w.home().join("data");
     let big = w.write("home/data/big", &"x".repeat(100_000));
     let settings = w.settings(vec![set("data", std::slice::from_ref(&data), vec![])]);
@@ -379,13 +379,10 @@ fn a_failed_rsync_promotes_nothing_and_the_next_run_resumes() {
 
 #[test]
 fn retention_prunes_old_complete_snapshots_after_a_run() {
-    if !rsync_present() {
+    let Some(w) = World::with_rsync() else {
         return;
-    }
-    let w = World::new();
-    let data = w.home().join("data");
-    w.write("home/data/a", "a");
-    let mut settings = w.settings(vec![set("data", std::slice::from_ref(&data), vec![])]);
+    };
+    let (_, mut settings) = w.data_set();
     settings.retention_local = RetentionPolicy {
         last: Some(3),
         ..Default::default()

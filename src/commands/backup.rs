@@ -106,19 +106,10 @@ fn print_report(report: &BackupReport, ui: &Ui, journal: bool) -> anyhow::Result
             crate::errln!("{line}");
         }
     }
-    if ui.json {
-        super::print_json(report)?;
-    } else {
-        for s in report.collect.iter().flat_map(|c| &c.sets) {
-            if let Some(p) = &s.path {
-                crate::outln!("{}", p.display());
-            }
-        }
-        for d in report.external.iter().flat_map(|e| &e.destinations) {
-            if let Some(p) = &d.backup_path {
-                crate::outln!("{}", p.display());
-            }
-        }
-    }
-    Ok(())
+    let snapshots = report.collect.iter().flat_map(|c| &c.sets);
+    let backups = report.external.iter().flat_map(|e| &e.destinations);
+    let paths = snapshots
+        .filter_map(|s| s.path.as_deref())
+        .chain(backups.filter_map(|d| d.backup_path.as_deref()));
+    super::print_paths(report, ui.json, paths)
 }

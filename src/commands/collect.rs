@@ -53,14 +53,6 @@ fn print_report(report: &CollectReport, ui: &Ui) -> anyhow::Result<()> {
             SetStatus::Complete | SetStatus::Incomplete => ui.info(line),
         }
     }
-    if ui.json {
-        super::print_json(report)?;
-    } else {
-        for s in &report.sets {
-            if let Some(p) = &s.path {
-                crate::outln!("{}", p.display());
-            }
-        }
-    }
-    Ok(())
+    let paths = report.sets.iter().filter_map(|s| s.path.as_deref());
+    super::print_paths(report, ui.json, paths)
 }

@@ -57,14 +57,9 @@ fn print_report(report: &ExternalReport, ui: &Ui) -> anyhow::Result<()> {
             DestinationStatus::Failed | DestinationStatus::Refused => ui.error(line),
         }
     }
-    if ui.json {
-        super::print_json(report)?;
-    } else {
-        for d in &report.destinations {
-            if let Some(p) = &d.backup_path {
-                crate::outln!("{}", p.display());
-            }
-        }
-    }
-    Ok(())
+    let paths = report
+        .destinations
+        .iter()
+        .filter_map(|d| d.backup_path.as_deref());
+    super::print_paths(report, ui.json, paths)
 }

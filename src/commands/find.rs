@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::browse::{self, FindOutput, Found, Pattern, Scope, Shown, Version};
 use crate::cli::{FindArgs, GlobalArgs};
-use crate::exit::{CodedError, Exit};
-use crate::restore::catalog::{self, Drive};
+use crate::exit::Exit;
 use crate::restore::keys::KeyRing;
 use crate::restore::list::Kept;
 use crate::settings::{Env, Settings};
@@ -21,13 +20,7 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
     let settings = Settings::load(global.config.as_deref(), super::output(global), &env)?;
     let ui = Ui::new(&settings.output);
     let source = args.source.as_ref().map(|s| s.kept);
-    if args.drive.is_some() && matches!(source, Some(Kept::Local | Kept::Cloud)) {
-        return Err(CodedError::new(
-            Exit::Usage,
-            "--drive names a drive: use it with --source drive",
-        )
-        .into());
-    }
+    super::drive_needs_drive_source(args.drive.is_some(), source)?;
     let cloud = source == Some(Kept::Cloud);
     let scope = Scope {
         local: source.is_none_or(|s| s == Kept::Local) && args.drive.is_none(),
@@ -38,27 +31,17 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
     let pattern = Pattern::new(args.pattern.as_bytes());
     let mut bucket = None;
     let mut all = if cloud {
-        let name = args.source.as_ref().and_then(|s| s.cloud.as_deref());
-        let mut c = browse::cloud::catalog(&settings, name, args.set.as_deref(), None)?;
-        ui.info(format_args!(
-            "{} ({}): reading {} of {} (no archive)",
-            c.destination,
-            c.place,
-            crate::stdx::bytes(c.index_bytes),
-            crate::stdx::counted(c.backups.len() as u64, "index", "indexes"),
-        ));
-        let all = std::mem::take(&mut c.backups);
+        let (all, c) = super::bucket_backups(
+            &settings,
+            &ui,
+            args.source.as_ref(),
+            args.set.as_deref(),
+            None,
+        )?;
         bucket = Some(c);
         all
     } else {
-        let (all, drives) = browse::catalog(&settings, &scope)?;
-        let only_drive = scope.external && !scope.local;
-        if only_drive && !drives.iter().any(Drive::present) {
-            return Err(
-                CodedError::new(Exit::NoDestination, catalog::no_drive_message(&drives)).into(),
-            );
-        }
-        all
+        browse::catalog(&settings, &scope)?
     };
     let mut out = FindOutput {
         pattern: show(args.pattern.as_bytes()),
@@ -120,13 +103,7 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
             }
         })
         .collect();
-    if let Some(c) = &bucket {
-        ui.info(format_args!(
-            "{}: {}",
-            c.destination,
-            crate::stdx::counted(c.requests(), "request", "requests")
-        ));
-    }
+    super::say_requests(&ui, bucket.as_ref());
     super::print(&out, ui.json, browse::render_find)?;
     Ok(if !out.not_searched.is_empty() || out.matches.is_empty() {
         Exit::Failed

@@ -67,35 +67,27 @@ fn man_pages(cmd: &clap::Command, dir: &Path, root: bool) -> anyhow::Result<Vec<
 /// One page: clap_mangen's sections, then EXIT STATUS (from `exit::DOCUMENTED`), on `dbackup(1)` FILES and
 /// ENVIRONMENT, on the others SEE ALSO `dbackup(1)`; before VERSION, as man-pages(7) orders them.
 fn man_page(man: &clap_mangen::Man, root: bool) -> Vec<u8> {
-    use roff::{Roff, bold, italic, roman};
+    use roff::{Inline, Roff, bold, italic, roman};
     let mut generated = Vec::new();
     man.render(&mut generated)
         .expect("rendering into a Vec cannot fail");
     let generated = String::from_utf8_lossy(&generated).into_owned();
 
+    // A section of tagged paragraphs: each name (in `style`) and what it means.
+    let section =
+        |roff: &mut Roff, title: &str, rows: &[(&str, &str)], style: fn(String) -> Inline| {
+            roff.control("SH", [title]);
+            for (name, what) in rows {
+                roff.control("TP", [])
+                    .text([style(name.to_string())])
+                    .text([roman(*what)]);
+            }
+        };
     let mut extra = Roff::new();
-    extra.control("SH", ["EXIT STATUS"]);
-    for (code, meaning) in crate::exit::DOCUMENTED {
-        extra
-            .control("TP", [])
-            .text([bold(*code)])
-            .text([roman(*meaning)]);
-    }
+    section(&mut extra, "EXIT STATUS", crate::exit::DOCUMENTED, bold);
     if root {
-        extra.control("SH", ["FILES"]);
-        for (file, what) in FILES {
-            extra
-                .control("TP", [])
-                .text([italic(*file)])
-                .text([roman(*what)]);
-        }
-        extra.control("SH", ["ENVIRONMENT"]);
-        for (var, what) in ENVIRONMENT {
-            extra
-                .control("TP", [])
-                .text([bold(*var)])
-                .text([roman(*what)]);
-        }
+        section(&mut extra, "FILES", FILES, italic);
+        section(&mut extra, "ENVIRONMENT", ENVIRONMENT, bold);
     } else {
         extra
             .control("SH", ["SEE ALSO"])

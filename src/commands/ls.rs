@@ -7,7 +7,6 @@
 use crate::browse::{self, Content, LsBackup, LsOutput, Scope, SetBackup, Shown};
 use crate::cli::{GlobalArgs, LsArgs};
 use crate::exit::{CodedError, Exit};
-use crate::restore::catalog::{self, Drive};
 use crate::restore::choose::{self, Standing};
 use crate::restore::keys::KeyRing;
 use crate::restore::list::Kept;
@@ -33,9 +32,7 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
         None => DateQuery::Newest,
     };
     let source = args.source.as_ref().map(|s| s.kept);
-    if args.drive.is_some() && matches!(source, Some(Kept::Local | Kept::Cloud)) {
-        return Err(usage("--drive names a drive: use it with --source drive"));
-    }
+    super::drive_needs_drive_source(args.drive.is_some(), source)?;
     let cloud = source == Some(Kept::Cloud);
     let external = source == Some(Kept::External) || args.drive.is_some();
     let abs = match &args.path {
@@ -51,27 +48,17 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
     };
     let mut bucket = None;
     let all = if cloud {
-        let name = args.source.as_ref().and_then(|s| s.cloud.as_deref());
-        let mut c = browse::cloud::catalog(&settings, name, args.set.as_deref(), Some(query))?;
-        ui.info(format_args!(
-            "{} ({}): backup {}: reading {} of {} (no archive)",
-            c.destination,
-            c.place,
-            c.backups.first().map_or("-", |b| b.stamp.as_str()),
-            crate::stdx::bytes(c.index_bytes),
-            crate::stdx::counted(c.backups.len() as u64, "index", "indexes"),
-        ));
-        let all = std::mem::take(&mut c.backups);
+        let (all, c) = super::bucket_backups(
+            &settings,
+            &ui,
+            args.source.as_ref(),
+            args.set.as_deref(),
+            Some(query),
+        )?;
         bucket = Some(c);
         all
     } else {
-        let (all, drives) = browse::catalog(&settings, &scope)?;
-        if external && !drives.iter().any(Drive::present) {
-            return Err(
-                CodedError::new(Exit::NoDestination, catalog::no_drive_message(&drives)).into(),
-            );
-        }
-        all
+        browse::catalog(&settings, &scope)?
     };
     let mut chosen = choose(&all, query, external || cloud, args.set.as_deref())?;
     let ring = KeyRing::new(&settings, &args.identities);
@@ -120,13 +107,7 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
             stamps.join(", ")
         )));
     }
-    if let Some(c) = &bucket {
-        ui.info(format_args!(
-            "{}: {}",
-            c.destination,
-            crate::stdx::counted(c.requests(), "request", "requests")
-        ));
-    }
+    super::say_requests(&ui, bucket.as_ref());
     super::print(&out, ui.json, browse::render_ls)?;
     Ok(Exit::Ok)
 }

@@ -53,6 +53,62 @@ pub(crate) fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError
     Ok(settings)
 }
 
+/// `--drive` names a drive: `ls` and `find` refuse it beside `--source local` or `--source cloud` (exit 2).
+pub(crate) fn drive_needs_drive_source(
+    drive: bool,
+    source: Option<crate::restore::list::Kept>,
+) -> anyhow::Result<()> {
+    use crate::restore::list::Kept;
+    if drive && matches!(source, Some(Kept::Local | Kept::Cloud)) {
+        return Err(crate::exit::CodedError::new(
+            Exit::Usage,
+            "--drive names a drive: use it with --source drive",
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The backups of the bucket `--source cloud[:NAME]` names, for `ls` (`pick`: the one backup the date picks) and
+/// `find`, what they will read said on stderr; the catalog is kept (its store serves the reads: [`say_requests`]).
+pub(crate) fn bucket_backups(
+    settings: &Settings,
+    ui: &crate::ui::Ui,
+    source: Option<&crate::cli::RestoreSource>,
+    set: Option<&str>,
+    pick: Option<crate::restore::select::DateQuery>,
+) -> anyhow::Result<(
+    Vec<crate::browse::SetBackup>,
+    crate::browse::cloud::CloudScope,
+)> {
+    let name = source.and_then(|s| s.cloud.as_deref());
+    let picked = pick.is_some();
+    let mut c = crate::browse::cloud::catalog(settings, name, set, pick)?;
+    let backup = match c.backups.first() {
+        _ if !picked => String::new(),
+        first => format!("backup {}: ", first.map_or("-", |b| b.stamp.as_str())),
+    };
+    ui.info(format_args!(
+        "{} ({}): {backup}reading {} of {} (no archive)",
+        c.destination,
+        c.place,
+        crate::stdx::bytes(c.index_bytes),
+        crate::stdx::counted(c.backups.len() as u64, "index", "indexes"),
+    ));
+    Ok((std::mem::take(&mut c.backups), c))
+}
+
+/// The requests a bucket's backups took (`ls`, `find` on a bucket), on stderr.
+pub(crate) fn say_requests(ui: &crate::ui::Ui, bucket: Option<&crate::browse::cloud::CloudScope>) {
+    if let Some(c) = bucket {
+        ui.info(format_args!(
+            "{}: {}",
+            c.destination,
+            crate::stdx::counted(c.requests(), "request", "requests")
+        ));
+    }
+}
+
 /// Prints a result on stdout: as JSON with `--json`, else as `text` says it.
 pub(crate) fn print<T: serde::Serialize>(
     value: &T,
@@ -63,6 +119,23 @@ pub(crate) fn print<T: serde::Serialize>(
         print_json(value)?;
     } else {
         crate::out!("{}", text(value));
+    }
+    Ok(())
+}
+
+/// Prints a run's result on stdout: as JSON with `--json`, else the paths it wrote, one a line (`collect`,
+/// `external`, `backup`).
+pub(crate) fn print_paths<'a, T: serde::Serialize>(
+    report: &T,
+    json: bool,
+    paths: impl Iterator<Item = &'a std::path::Path>,
+) -> anyhow::Result<()> {
+    if json {
+        print_json(report)?;
+    } else {
+        for p in paths {
+            crate::outln!("{}", p.display());
+        }
     }
     Ok(())
 }

@@ -139,18 +139,10 @@ const TEMPLATE: &str = r#"// dbackup configuration, written by `dbackup config i
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     fn env(vars: &[(&str, &str)]) -> Env {
-        let vars = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Env {
-            vars,
-            home: PathBuf::from("/home/u"),
-            cwd: PathBuf::from("/"),
-        }
+        Env::fake("/home/u", "/", vars)
     }
 
     #[test]

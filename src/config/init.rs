@@ -2,7 +2,6 @@
 //! through [`write_new`]: a temporary file linked into
 //! place only when complete, mode 0600, never replacing anything.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
@@ -32,16 +31,7 @@ pub fn write_new(target: &Path, text: &str) -> anyhow::Result<()> {
     let parent = target.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".config.json.")
-        .tempfile_in(parent)
-        .with_context(|| format!("cannot create a file in {}", parent.display()))?;
-    // tempfile creates 0600; set it anyway so the mode does not depend on that.
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
+    let tmp = crate::stdx::fs::complete_temp(parent, ".config.json.", 0o600, text)?;
     match tmp.persist_noclobber(target) {
         Ok(_) => Ok(()),
         Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Err(ConfigError::Exists {

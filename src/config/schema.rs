@@ -84,24 +84,36 @@ pub fn validator() -> &'static jsonschema::Validator {
     &VALIDATOR
 }
 
+/// Checks that the committed file `rel` (from the crate's root) is `generated` (`what`: from what), or rewrites it
+/// when `DBACKUP_UPDATE_SCHEMA=1`; the failure says how to regenerate it (`regenerate`: the test's name, and what
+/// then).
+#[cfg(test)]
+pub(crate) fn check_committed(rel: &str, generated: &str, what: &str, regenerate: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    if std::env::var_os("DBACKUP_UPDATE_SCHEMA").is_some_and(|v| v == "1") {
+        std::fs::write(&path, generated).unwrap_or_else(|e| panic!("write {rel}: {e}"));
+        return;
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{rel} differs from {what}.\n\
+         Regenerate it with:  DBACKUP_UPDATE_SCHEMA=1 cargo test {regenerate}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn committed_schema_is_current() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/schema.json");
-        let generated = generate_text();
-        if std::env::var_os("DBACKUP_UPDATE_SCHEMA").is_some_and(|v| v == "1") {
-            std::fs::write(path, &generated).expect("write config/schema.json");
-            return;
-        }
-        let committed = std::fs::read_to_string(path).expect("read config/schema.json");
-        assert!(
-            committed == generated,
-            "config/schema.json differs from the schema generated from src/config/mod.rs.\n\
-             Regenerate it with:  DBACKUP_UPDATE_SCHEMA=1 cargo test committed_schema_is_current\n\
-             then review the diff, rebuild (the schema is embedded) and commit it."
+        check_committed(
+            "config/schema.json",
+            &generate_text(),
+            "the schema generated from src/config/mod.rs",
+            "committed_schema_is_current\n\
+             then review the diff, rebuild (the schema is embedded) and commit it.",
         );
     }
 

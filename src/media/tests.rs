@@ -4,16 +4,8 @@ use super::*;
 
 fn dest(name: &str, path: &Path, priority: i32) -> DestinationSettings {
     DestinationSettings {
-        name: name.to_string(),
-        path: path.to_path_buf(),
         priority,
-        fs_uuid: None,
-        fs_label: None,
-        retention: crate::config::RetentionPolicy::last(5),
-        keep_at_least: 2,
-        require_mount: true,
-        encryption: None,
-        schedule: None,
+        ..DestinationSettings::example(name, path)
     }
 }
 

@@ -445,10 +445,9 @@ pub fn apply_with_progress(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::engine::safety::check_name;
 
     fn n(s: &str) -> RelPath {
-        check_name(s.as_bytes(), None).unwrap()
+        RelPath::of(s)
     }
 
     #[test]

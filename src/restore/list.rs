@@ -82,11 +82,8 @@ impl State {
             State::Incomplete => 2,
             State::Unknown => 3,
         };
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
-        }
+        // On a tie, `self`: max_by_key returns its second argument.
+        std::cmp::max_by_key(other, self, |s| rank(*s))
     }
 }
 

@@ -355,7 +355,7 @@ mod tests {
 
     #[test]
     fn the_nearest_names_come_first() {
-        let n = |s: &str| safety::check_name(s.as_bytes(), None).unwrap();
+        let n = RelPath::of;
         let candidates = [
             n("data/projects/archive"),
             n("data/projects/important-old"),

@@ -1372,6 +1372,17 @@ pub fn verify_snapshot(
     (report, problems, would.items)
 }
 
+/// How much was read or would be written, in words: `3 entries, 2 files, 1.5 KiB`.
+fn amount(entries: u64, files: u64, size: u64) -> String {
+    use crate::stdx::{bytes, counted};
+    format!(
+        "{}, {}, {}",
+        counted(entries, "entry", "entries"),
+        counted(files, "file", "files"),
+        bytes(size)
+    )
+}
+
 /// The report for people: what was checked, what a restore would write, the problems, the verdict.
 pub fn render(r: &VerifyReport, list: bool) -> String {
     use crate::stdx::{bytes, counted};
@@ -1419,12 +1430,10 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
         };
         let _ = writeln!(
             out,
-            "  {} ({}): {}, {}, {}: {}; {how}",
+            "  {} ({}): {}: {}; {how}",
             show_str(&s.checked),
             show_str(&s.set),
-            counted(s.entries, "entry", "entries"),
-            counted(s.files, "file", "files"),
-            bytes(s.bytes),
+            amount(s.entries, s.files, s.bytes),
             if s.ok { "intact" } else { "DAMAGED" },
         );
         if s.referenced_files > 0 {
@@ -1443,24 +1452,16 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "  total: {}, {}, {}",
-        counted(r.entries, "entry", "entries"),
-        counted(r.files, "file", "files"),
-        bytes(r.bytes)
-    );
+    let _ = writeln!(out, "  total: {}", amount(r.entries, r.files, r.bytes));
     if !r.would_restore.is_empty() {
         out.push_str("a restore would write:\n");
         for w in &r.would_restore {
             let _ = writeln!(
                 out,
-                "  {} ({}): {}, {}, {}",
+                "  {} ({}): {}",
                 show_path(&w.path),
                 show_str(&w.set),
-                counted(w.entries, "entry", "entries"),
-                counted(w.files, "file", "files"),
-                bytes(w.bytes)
+                amount(w.entries, w.files, w.bytes)
             );
             if list {
                 for e in &w.list {

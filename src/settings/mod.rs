@@ -53,6 +53,20 @@ impl Env {
         Env { vars, home, cwd }
     }
 
+    /// A made-up environment for tests: `vars`, the home directory `home`, the working directory `cwd`.
+    #[cfg(test)]
+    pub fn fake(home: impl Into<PathBuf>, cwd: impl Into<PathBuf>, vars: &[(&str, &str)]) -> Env {
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env {
+            vars,
+            home: home.into(),
+            cwd: cwd.into(),
+        }
+    }
+
     pub fn var(&self, name: &str) -> Option<&str> {
         self.vars
             .get(name)
@@ -239,6 +253,25 @@ pub struct DestinationSettings {
     pub encryption: Option<EncryptionSettings>,
     /// This destination's own schedule (`None`: `schedule.external`).
     pub schedule: Option<ExternalSchedule>,
+}
+
+#[cfg(test)]
+impl DestinationSettings {
+    /// A drive for tests: priority 0, `last: 5`, at least 2 kept, mounted, unencrypted, no schedule of its own.
+    pub fn example(name: &str, path: impl Into<PathBuf>) -> DestinationSettings {
+        DestinationSettings {
+            name: name.to_string(),
+            path: path.into(),
+            priority: 0,
+            fs_uuid: None,
+            fs_label: None,
+            retention: RetentionPolicy::last(5),
+            keep_at_least: 2,
+            require_mount: true,
+            encryption: None,
+            schedule: None,
+        }
+    }
 }
 
 /// A cloud destination (`kind` `s3` or `b2`), validated. Holds no secret: keys are read by `cloud::credentials`
@@ -1572,15 +1605,7 @@ mod tests {
     use super::*;
 
     fn env(home: &Path, vars: &[(&str, &str)]) -> Env {
-        let vars = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Env {
-            vars,
-            home: home.to_path_buf(),
-            cwd: PathBuf::from("/"),
-        }
+        Env::fake(home, "/", vars)
     }
 
     /// Builds settings from config text, as if read from `c.json`.

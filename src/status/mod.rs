@@ -1107,18 +1107,7 @@ mod tests {
 
     fn destination(presence: Presence, newest_bytes: Option<u64>) -> DestinationFacts {
         DestinationFacts {
-            settings: DestinationSettings {
-                name: "T9".into(),
-                path: "/media/T9".into(),
-                priority: 0,
-                fs_uuid: None,
-                fs_label: None,
-                retention: crate::config::RetentionPolicy::last(5),
-                keep_at_least: 2,
-                require_mount: true,
-                encryption: None,
-                schedule: None,
-            },
+            settings: DestinationSettings::example("T9", "/media/T9"),
             presence: Some(presence),
             listing: newest_bytes.map(|bytes| ListingFacts {
                 verified: 1,

@@ -528,6 +528,29 @@ impl Dir {
     }
 }
 
+/// A complete temporary file in `dir` (a name starting with `prefix`) holding `text`, mode `mode`, synced to disk: the
+/// caller moves it into place (`persist`, or `persist_noclobber` never to replace a file).
+pub fn complete_temp(
+    dir: &Path,
+    prefix: &str,
+    mode: u32,
+    text: &str,
+) -> anyhow::Result<tempfile::NamedTempFile> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    // tempfile creates 0600; set the mode anyway so it does not depend on that.
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    Ok(tmp)
+}
+
 /// Opens the regular file at `path` for reading, not following a symlink at its last component and refusing
 /// anything but a regular file (the directories above it are resolved as the system does).
 pub fn open_regular(path: &Path) -> Result<File, FsError> {

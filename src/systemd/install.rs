@@ -2,7 +2,6 @@
 //! them, the programs the units start that are missing here, the files as text, the commands that install them, and
 //! writing them into a directory (replacing only files dbackup wrote, removing an earlier render's leftovers).
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -104,6 +103,17 @@ pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>)
     } else {
         lines.push("to install:".to_string());
     }
+    // The manager reloads, then the units are enabled (`systemctl`: how the manager is called).
+    let enable = |lines: &mut Vec<String>, systemctl: &str| {
+        lines.push(format!("  {systemctl} daemon-reload"));
+        lines.push(format!("  {systemctl} enable --now dbackup-collect.timer"));
+        if triggered {
+            lines.push(format!("  {systemctl} enable {EXTERNAL_SERVICE}"));
+        }
+        if r.units.contains_key(SERVE_SERVICE) {
+            lines.push(format!("  {systemctl} enable --now {SERVE_SERVICE}"));
+        }
+    };
     match r.scope {
         Scope::System => {
             let quote = |p: &Path| crate::ui::shell_words(&[p.display().to_string()]);
@@ -124,28 +134,14 @@ pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>)
                     "  sudo cp {from}/{rules} /etc/udev/rules.d/ && sudo udevadm control --reload"
                 ));
             }
-            lines.push("  sudo systemctl daemon-reload".to_string());
-            lines.push("  sudo systemctl enable --now dbackup-collect.timer".to_string());
-            if triggered {
-                lines.push(format!("  sudo systemctl enable {EXTERNAL_SERVICE}"));
-            }
-            if r.units.contains_key(SERVE_SERVICE) {
-                lines.push(format!("  sudo systemctl enable --now {SERVE_SERVICE}"));
-            }
+            enable(&mut lines, "sudo systemctl");
         }
         Scope::User => {
             lines.push(format!(
                 "  mkdir -p ~/.config/systemd/user && cp {} ~/.config/systemd/user/",
                 units.join(" ")
             ));
-            lines.push("  systemctl --user daemon-reload".to_string());
-            lines.push("  systemctl --user enable --now dbackup-collect.timer".to_string());
-            if triggered {
-                lines.push(format!("  systemctl --user enable {EXTERNAL_SERVICE}"));
-            }
-            if r.units.contains_key(SERVE_SERVICE) {
-                lines.push(format!("  systemctl --user enable --now {SERVE_SERVICE}"));
-            }
+            enable(&mut lines, "systemctl --user");
             lines.push(
                 "  loginctl enable-linger \"$USER\"   # optional: run the timer while you are logged out"
                     .to_string(),
@@ -217,15 +213,7 @@ pub fn apply(plan: &Writes, dir: &Path, ui: &crate::ui::Ui) -> anyhow::Result<()
 /// Writes `text` to a temporary file beside `path`, then renames it into place (mode 0644).
 fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
     let parent = path.parent().unwrap_or(Path::new("/"));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".dbackup-render.")
-        .tempfile_in(parent)
-        .with_context(|| format!("cannot create a file in {}", parent.display()))?;
-    use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
+    let tmp = crate::stdx::fs::complete_temp(parent, ".dbackup-render.", 0o644, text)?;
     tmp.persist(path)
         .map_err(|e| anyhow::Error::new(e.error))
         .with_context(|| format!("cannot write {}", path.display()))?;

@@ -376,6 +376,17 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         mounts.push(escape::path_unit(&d.path));
     }
 
+    // What every service has: no new privileges, the environment, and (system) its user and a read-only system.
+    let confined = |s: &mut BTreeMap<String, Value>| {
+        s.insert("NoNewPrivileges".into(), "yes".into());
+        if !environment.is_empty() {
+            s.insert("Environment".into(), environment.clone().into());
+        }
+        if system {
+            s.insert("User".into(), target.user.clone().into());
+            s.insert("ProtectSystem".into(), "strict".into());
+        }
+    };
     // What both services share.
     let service = |args: &[&str], success: &str| -> BTreeMap<String, Value> {
         let mut s: BTreeMap<String, Value> = BTreeMap::new();
@@ -392,16 +403,11 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         s.insert("Nice".into(), "19".into());
         s.insert("CPUSchedulingPolicy".into(), "idle".into());
         s.insert("IOSchedulingClass".into(), "idle".into());
-        s.insert("NoNewPrivileges".into(), "yes".into());
         s.insert("LockPersonality".into(), "yes".into());
         s.insert("RestrictRealtime".into(), "yes".into());
         s.insert("SystemCallArchitectures".into(), "native".into());
-        if !environment.is_empty() {
-            s.insert("Environment".into(), environment.clone().into());
-        }
+        confined(&mut s);
         if system {
-            s.insert("User".into(), target.user.clone().into());
-            s.insert("ProtectSystem".into(), "strict".into());
             s.insert("ReadWritePaths".into(), writable.clone().into());
             for key in [
                 "PrivateTmp",
@@ -529,14 +535,7 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         s.insert("ExecStart".into(), exec(&["serve"]).into());
         s.insert("Restart".into(), "on-failure".into());
         s.insert("RestartSec".into(), "5s".into());
-        s.insert("NoNewPrivileges".into(), "yes".into());
-        if !environment.is_empty() {
-            s.insert("Environment".into(), environment.clone().into());
-        }
-        if system {
-            s.insert("User".into(), target.user.clone().into());
-            s.insert("ProtectSystem".into(), "strict".into());
-        }
+        confined(&mut s);
         units.insert(
             SERVE_SERVICE.to_string(),
             Unit::from([

@@ -66,62 +66,34 @@ fn system_units_for_a_weekly_external_schedule() {
         r.units.keys().collect::<Vec<_>>(),
         [COLLECT_SERVICE, COLLECT_TIMER, EXTERNAL_SERVICE]
     );
-    assert_eq!(
-        get(&r, COLLECT_SERVICE, "Service", "ExecStart").cloned(),
-        one("/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json backup")
-    );
-    assert_eq!(
-        get(&r, EXTERNAL_SERVICE, "Service", "ExecStart").cloned(),
-        one("/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json backup"),
-        "backup decides whether the drive is due"
-    );
-    assert_eq!(
-        get(&r, EXTERNAL_SERVICE, "Service", "ExecStartPre").cloned(),
-        many(&[
-            "/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json systemd wait-for-drive --timeout 60"
-        ])
-    );
-    assert_eq!(
-        get(&r, COLLECT_SERVICE, "Service", "SuccessExitStatus").cloned(),
-        many(&["3"])
-    );
-    assert_eq!(
-        get(&r, EXTERNAL_SERVICE, "Service", "SuccessExitStatus").cloned(),
-        many(&["3 5"])
-    );
-    assert_eq!(
-        get(&r, COLLECT_SERVICE, "Service", "User").cloned(),
-        one("payne")
-    );
-    assert_eq!(
-        get(&r, COLLECT_SERVICE, "Service", "Environment").cloned(),
-        many(&["\"DDATA=/data 1\""])
-    );
-    assert_eq!(
-        get(&r, COLLECT_TIMER, "Timer", "OnCalendar").cloned(),
-        one("daily")
-    );
-    assert_eq!(
-        get(&r, COLLECT_TIMER, "Timer", "Persistent").cloned(),
-        one("true")
-    );
-    assert_eq!(
-        get(&r, EXTERNAL_SERVICE, "Unit", "After").cloned(),
-        many(&[
-            COLLECT_SERVICE,
-            "media-payne-T9.mount",
-            "run-media-payne-my\\x2dspare.mount",
-            "mnt-nas.mount"
-        ])
-    );
-    assert_eq!(
-        get(&r, EXTERNAL_SERVICE, "Install", "WantedBy").cloned(),
-        many(&[
-            "media-payne-T9.mount",
-            "run-media-payne-my\\x2dspare.mount",
-            "mnt-nas.mount"
-        ])
-    );
+    let dbackup = "/opt/dbackup/bin/dbackup --config /home/payne/.config/dbackup/config.json";
+    let mounts = [
+        "media-payne-T9.mount",
+        "run-media-payne-my\\x2dspare.mount",
+        "mnt-nas.mount",
+    ];
+    let after: Vec<&str> = [COLLECT_SERVICE].into_iter().chain(mounts).collect();
+    let wait = format!("{dbackup} systemd wait-for-drive --timeout 60");
+    let backup = one(&format!("{dbackup} backup"));
+    let environment = many(&["\"DDATA=/data 1\""]);
+    let (collect, external, timer) = (COLLECT_SERVICE, EXTERNAL_SERVICE, COLLECT_TIMER);
+    // (unit, section, key, value); the external service runs `backup` too: backup decides whether the drive is due.
+    for (unit, section, key, want) in [
+        (collect, "Service", "ExecStart", backup.clone()),
+        (external, "Service", "ExecStart", backup),
+        (external, "Service", "ExecStartPre", many(&[&wait])),
+        (collect, "Service", "SuccessExitStatus", many(&["3"])),
+        (external, "Service", "SuccessExitStatus", many(&["3 5"])),
+        (collect, "Service", "User", one("payne")),
+        (collect, "Service", "Environment", environment),
+        (timer, "Timer", "OnCalendar", one("daily")),
+        (timer, "Timer", "Persistent", one("true")),
+        (external, "Unit", "After", many(&after)),
+        (external, "Install", "WantedBy", many(&mounts)),
+    ] {
+        let got = get(&r, unit, section, key).cloned();
+        assert_eq!(got, want, "{unit} [{section}] {key}");
+    }
     assert_eq!(r.udev_rules.as_deref(), Some(UDEV_RULES));
     let rules = &r.files[UDEV_RULES];
     let lines: Vec<&str> = rules.lines().filter(|l| !l.starts_with('#')).collect();
@@ -414,21 +386,15 @@ fn input_carries_the_variables_the_config_uses() {
     let text = r#"{ "backup_sets": [ { "name": "a", "sources": ["$DDATA", "~/x", "$HOME/y"], "exclusions": ["${CACHE}/*"] } ],
         "destinations": [ { "name": "T9", "path": "$MEDIA/T9", "fs_label": "T9" } ] }"#;
     let (config, positions) = load::parse(Path::new("c.json"), text).unwrap();
-    let env = Env {
-        vars: [
-            ("DDATA", "/data"),
-            ("CACHE", "Cache"),
-            ("MEDIA", "/media/payne"),
-            ("HOME", "/home/payne"),
-            ("DBACKUP", "/srv/bk"),
-            ("UNUSED", "x"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        home: "/home/payne".into(),
-        cwd: "/".into(),
-    };
+    let vars = [
+        ("DDATA", "/data"),
+        ("CACHE", "Cache"),
+        ("MEDIA", "/media/payne"),
+        ("HOME", "/home/payne"),
+        ("DBACKUP", "/srv/bk"),
+        ("UNUSED", "x"),
+    ];
+    let env = Env::fake("/home/payne", "/", &vars);
     let loaded = load::Loaded {
         config: config.clone(),
         source: ConfigSource::File("c.json".into()),
@@ -490,5 +456,35 @@ fn the_serve_unit_only_when_asked_for() {
                 .as_ref()
         );
         assert!(r.files[SERVE_SERVICE].contains("ExecStart="));
+    }
+}
+
+/// The install commands for each scope, line by line (the systemctl lines are written once for both scopes; before,
+/// each scope had its own copy of them, and nothing checked either).
+#[test]
+fn install_instructions_enable_the_units_for_each_scope() {
+    let mut i = input(ExternalSchedule::Weekly);
+    i.serve = Some("127.0.0.1:8080".into());
+    let system = [
+        "  sudo cp /tmp/units/dbackup-collect.service /tmp/units/dbackup-collect.timer /tmp/units/dbackup-external.service /tmp/units/dbackup-serve.service /etc/systemd/system/",
+        "  sudo cp /tmp/units/99-dbackup.rules /etc/udev/rules.d/ && sudo udevadm control --reload",
+        "  sudo systemctl daemon-reload",
+        "  sudo systemctl enable --now dbackup-collect.timer",
+        "  sudo systemctl enable dbackup-external.service",
+        "  sudo systemctl enable --now dbackup-serve.service",
+    ];
+    let user = [
+        "  systemctl --user daemon-reload",
+        "  systemctl --user enable --now dbackup-collect.timer",
+        "  systemctl --user enable dbackup-external.service",
+        "  systemctl --user enable --now dbackup-serve.service",
+        "  loginctl enable-linger \"$USER\"   # optional: run the timer while you are logged out",
+    ];
+    // (scope, the lines before those checked: the heading and the directories or the copy, the lines)
+    for (scope, before, want) in [(Scope::System, 3, &system[..]), (Scope::User, 2, &user[..])] {
+        let r = render(&i, &target(scope)).unwrap();
+        let text = install::instructions(&r, &i, "payne", Some(Path::new("/tmp/units")));
+        let got: Vec<&str> = text.lines().skip(before).collect();
+        assert_eq!(got, want, "{scope:?}");
     }
 }

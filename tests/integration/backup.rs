@@ -58,6 +58,16 @@ fn demo_world(external: &str) -> Test {
     t.config(&c)
 }
 
+/// The demo home and a config of the demo's sets, then `more` (the keys after `backup_sets`, each with its leading
+/// comma, made for the test).
+fn demo_sets_world(more: impl FnOnce(&Test) -> String) -> Test {
+    let t = Test::new();
+    demo_home(&t);
+    let more = more(&t);
+    let c = format!(r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ]{more} }}"#);
+    t.config(&c)
+}
+
 fn demo_config(t: &Test, external: &str, notifications: &str) -> String {
     format!(
         r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ],
@@ -231,11 +241,7 @@ fn manual_never_looks_at_the_drive() {
     );
     assert_eq!(kinds(&received(&t)), [EventKind::Success]);
     // The dry run does not look either.
-    let plan: BackupPlan = t
-        .cmd()
-        .args(["--json", "--dry-run", "backup", "--now", &days_from_now(30)])
-        .status(0)
-        .json();
+    let plan: BackupPlan = t.run_json(&["--dry-run", "backup", "--now", &days_from_now(30)]);
     assert_eq!(plan.destinations[0].present, None);
     assert_eq!(fs::metadata(&drive).unwrap().modified().unwrap(), before);
     // `dbackup external` is how a manual schedule writes.
@@ -338,15 +344,13 @@ fn a_failed_set_does_not_stop_the_others_and_is_never_exported() {
 
 #[test]
 fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
-    let t = Test::new();
-    demo_home(&t);
-    let c = format!(
-        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ],
-             "schedule": {{ "external": "always" }},
-             "destinations": [ {{ "name": "drive", "path": "{}", "require_mount": false }} ] }}"#,
-        t.path("drive").display()
-    );
-    let t = t.config(&c);
+    let t = demo_sets_world(|t| {
+        format!(
+            r#", "schedule": {{ "external": "always" }},
+             "destinations": [ {{ "name": "drive", "path": "{}", "require_mount": false }} ]"#,
+            t.path("drive").display()
+        )
+    });
     fs::create_dir_all(t.path("drive")).unwrap();
     backup(&t, &[], 0);
     // Collect is not due (daily), the drive already holds the newest snapshots: nothing to write.
@@ -365,11 +369,7 @@ fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
 fn the_dry_run_says_what_would_run_and_why_and_changes_nothing() {
     let t = demo_world("weekly");
     fs::create_dir_all(t.path("drive")).unwrap();
-    let plan: BackupPlan = t
-        .cmd()
-        .args(["--json", "--dry-run", "backup"])
-        .status(0)
-        .json();
+    let plan: BackupPlan = t.run_json(&["--dry-run", "backup"]);
     assert!(plan.due.sets.iter().all(|s| s.collect));
     assert_eq!(plan.collect.len(), 1);
     assert_eq!(plan.collect[0].sets.len(), 2);
@@ -475,37 +475,31 @@ fn each_event_kind_reaches_the_command_sink() {
 
 #[test]
 fn the_events_filter_decides_what_is_sent() {
-    let t = Test::new();
-    demo_home(&t);
     // The default events: no success.
-    let c = format!(
-        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ],
-             "notifications": {{ "command": ["{}"], "low_disk_percent": 0 }} }}"#,
-        sink_script(&t).display()
-    );
-    let t = t.config(&c);
+    let t = demo_sets_world(|t| {
+        format!(
+            r#", "notifications": {{ "command": ["{}"], "low_disk_percent": 0 }}"#,
+            sink_script(t).display()
+        )
+    });
     backup(&t, &[], 0);
     assert!(received(&t).is_empty());
 }
 
 #[test]
 fn a_failing_sink_does_not_change_the_exit_code() {
-    let t = Test::new();
-    demo_home(&t);
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let notifications = format!(
-        r#""notifications": {{ "events": {ALL_EVENTS}, "desktop": true, "low_disk_percent": 0,
+    let t = demo_sets_world(|_| {
+        format!(
+            r#", "notifications": {{ "events": {ALL_EVENTS}, "desktop": true, "low_disk_percent": 0,
               "command": ["sh", "-c", "echo cannot mail >&2; exit 7"],
               "http": "http://127.0.0.1:{port}/topic" }}"#
-    );
-    let c = format!(
-        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ], {notifications} }}"#
-    );
-    let t = t.config(&c);
+        )
+    });
     let out = t.cmd().args(["--json", "backup"]).status(0);
     let r = report(&out);
     let got: Vec<(&str, DeliveryOutcome)> = r
@@ -574,14 +568,10 @@ fn http_server() -> (String, mpsc::Receiver<(String, String)>) {
 
 #[test]
 fn the_http_sink_posts_ntfy_style() {
-    let t = Test::new();
-    demo_home(&t);
     let (url, rx) = http_server();
-    let c = format!(
-        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ],
-             "notifications": {{ "events": ["success"], "http": "{url}" }} }}"#
-    );
-    let t = t.config(&c);
+    let t = demo_sets_world(|_| {
+        format!(r#", "notifications": {{ "events": ["success"], "http": "{url}" }}"#)
+    });
     let r = backup(&t, &[], 0);
     assert_eq!(r.notifications[0].outcome, DeliveryOutcome::Sent);
     let (head, body) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
@@ -606,11 +596,7 @@ fn the_http_sink_posts_ntfy_style() {
 
 #[test]
 fn another_run_holding_the_lock_is_exit_4_without_a_failure_event() {
-    let t = Test::new();
-    demo_home(&t);
-    let n = notifications(&t, ALL_EVENTS, 0);
-    let c = format!(r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ], {n} }}"#);
-    let t = t.config(&c);
+    let t = demo_sets_world(|t| format!(", {}", notifications(t, ALL_EVENTS, 0)));
     fs::create_dir_all(t.root()).unwrap();
     let lock = dbackup::RunLock::acquire(&t.root()).unwrap();
     let out = t.cmd().args(["backup"]).status(4);
@@ -653,10 +639,7 @@ fn under_systemd_the_summary_is_plain_lines_with_priorities() {
 
 #[test]
 fn backup_answers_to_its_seed_name() {
-    let t = Test::new();
-    demo_home(&t);
-    let c = format!(r#"{{ "backup_root": "{{root}}", "backup_sets": [ {DEMO_SETS} ] }}"#);
-    let t = t.config(&c);
+    let t = demo_sets_world(|_| String::new());
     let out = t.cmd().argv0("backup").args(["--json"]).status(0);
     let r: BackupReport = out.json();
     assert_eq!(r.collect[0].sets.len(), 2);

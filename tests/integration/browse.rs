@@ -119,11 +119,9 @@ fn ls_lists_one_level_of_a_local_snapshot_or_all_below() {
         top.iter().all(|n| !n.contains('/')),
         "one level only: {top:?}"
     );
-    let a = b
-        .entries
-        .iter()
-        .find(|e| e.path.ends_with("/a.txt"))
-        .unwrap();
+    // The entry whose path ends with `suffix`.
+    let entry = |suffix: &str| b.entries.iter().find(|e| e.path.ends_with(suffix)).unwrap();
+    let a = entry("/a.txt");
     assert_eq!(
         (a.kind.as_str(), a.size),
         ("file", "important a, third version".len() as u64)
@@ -133,13 +131,9 @@ fn ls_lists_one_level_of_a_local_snapshot_or_all_below() {
         "RFC 3339: {}",
         a.mtime
     );
-    let sub = b.entries.iter().find(|e| e.path.ends_with("/sub")).unwrap();
+    let sub = entry("/sub");
     assert_eq!((sub.kind.as_str(), sub.mode.as_str()), ("dir", "0750"));
-    let link = b
-        .entries
-        .iter()
-        .find(|e| e.path.ends_with("/to-other"))
-        .unwrap();
+    let link = entry("/to-other");
     assert_eq!(
         (link.kind.as_str(), link.link.as_deref()),
         ("symlink", Some("../other/c.txt"))
@@ -181,19 +175,10 @@ fn ls_lists_one_level_of_a_local_snapshot_or_all_below() {
     let line = out.stdout.lines().find(|l| l.ends_with("/a.txt")).unwrap();
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(cols[..4], ["file", "0644", "26", "B"], "{line}");
-    assert!(
-        out.stdout.contains("/to-other -> ../other/c.txt"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("/to-other -> ../other/c.txt");
 
     let out = d.t.cmd().args(["ls", "/nowhere/at/all"]).status(1);
-    assert!(
-        out.stderr
-            .contains("/nowhere/at/all is not in local 2025-04-02-031500 set"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("/nowhere/at/all is not in local 2025-04-02-031500 set");
 }
 
 /// `ls --source drive` reads a drive backup through its index alone: the archives are gone and the listing is the
@@ -205,24 +190,9 @@ fn ls_on_the_drive_reads_only_the_index() {
     let important = data(&d).join("projects/important");
     let p = important.to_str().unwrap();
     let drive: Ls =
-        d.t.cmd()
-            .args([
-                "--json",
-                "ls",
-                "--source",
-                "drive",
-                "--date",
-                "2025-04-01",
-                "-R",
-                p,
-            ])
-            .status(0)
-            .json();
+        d.t.run_json(&["ls", "--source", "drive", "--date", "2025-04-01", "-R", p]);
     let local: Ls =
-        d.t.cmd()
-            .args(["--json", "ls", "--date", "2025-04-01-221500", "-R", p])
-            .status(0)
-            .json();
+        d.t.run_json(&["ls", "--date", "2025-04-01-221500", "-R", p]);
     let b = &drive.backups[0];
     assert_eq!(
         (b.source.as_str(), b.stamp.as_str()),
@@ -274,11 +244,7 @@ fn ls_on_the_drive_reads_only_the_index() {
 fn find_lists_every_version_newest_first_grouped_by_path() {
     let d = demo();
     remove_archives(&d.drive);
-    let f: Find =
-        d.t.cmd()
-            .args(["--json", "find", "important/a.txt"])
-            .status(0)
-            .json();
+    let f: Find = d.t.run_json(&["find", "important/a.txt"]);
     assert_eq!(f.format, 1);
     assert_eq!(f.searched, 10, "5 backups of 2 sets");
     assert!(f.not_searched.is_empty());
@@ -323,11 +289,7 @@ fn find_lists_every_version_newest_first_grouped_by_path() {
     }
 
     // A glob on the name, only the drive.
-    let f: Find =
-        d.t.cmd()
-            .args(["--json", "find", "--source", "drive", "*.txt"])
-            .status(0)
-            .json();
+    let f: Find = d.t.run_json(&["find", "--source", "drive", "*.txt"]);
     assert!(f.matches.iter().all(|m| m.path.ends_with(".txt")));
     assert!(f.matches.iter().any(|m| m.path.ends_with("/other/c.txt")));
     assert!(
@@ -338,11 +300,7 @@ fn find_lists_every_version_newest_first_grouped_by_path() {
     // Anchored with `**`, and `*` that stays in a name.
     let root = data(&d);
     let anchored = format!("{}/**/sub", root.display());
-    let f: Find =
-        d.t.cmd()
-            .args(["--json", "find", &anchored])
-            .status(0)
-            .json();
+    let f: Find = d.t.run_json(&["find", &anchored]);
     assert_eq!(f.matches.len(), 1);
     let one_level = format!("{}/*/a.txt", root.display());
     d.t.cmd().args(["find", &one_level]).status(1);
@@ -366,12 +324,7 @@ fn find_lists_every_version_newest_first_grouped_by_path() {
     assert_eq!(lines.len(), 6, "{}", out.stdout);
 
     let out = d.t.cmd().args(["find", "no-such-name"]).status(1);
-    assert!(
-        out.stdout
-            .contains("no path matches no-such-name in 10 backups"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("no path matches no-such-name in 10 backups");
 }
 
 /// `snapshots` is `restore --list` under restic's name, with its options.
@@ -395,7 +348,7 @@ fn snapshots_is_restore_list() {
         assert_eq!(snaps.stdout, list.stdout, "{a:?}");
     }
     let help = d.t.cmd().args(["--help"]).status(0);
-    assert!(help.stdout.contains("snapshots"), "{}", help.stdout);
+    help.stdout_has("snapshots");
 }
 
 /// Names from a backup are printed escaped: a file named with ESC and a newline neither colours the terminal nor
@@ -438,41 +391,31 @@ fn hostile_names_are_escaped() {
 fn encrypted_indexes_need_the_identity() {
     let e = encrypted_backup("");
     let key = e.key.to_str().unwrap().to_string();
-    let f: Find =
-        e.t.cmd()
-            .args([
-                "--json",
-                "find",
-                "--source",
-                "drive",
-                "--identity",
-                &key,
-                "settings.json",
-            ])
-            .status(0)
-            .json();
+    let f: Find = e.t.run_json(&[
+        "find",
+        "--source",
+        "drive",
+        "--identity",
+        &key,
+        "settings.json",
+    ]);
     assert_eq!(f.matches.len(), 1, "{:?}", f.matches);
     assert_eq!(f.matches[0].versions[0].source, "external");
     let out =
         e.t.cmd()
             .args(["find", "--source", "drive", "settings.json"])
             .status(1);
-    assert!(out.stderr.contains("encrypted"), "{}", out.stderr);
+    out.stderr_has("encrypted");
     let cfg = e.t.home().join(".config");
-    let l: Ls =
-        e.t.cmd()
-            .args([
-                "--json",
-                "ls",
-                "--source",
-                "drive",
-                "--identity",
-                &key,
-                "-R",
-                cfg.to_str().unwrap(),
-            ])
-            .status(0)
-            .json();
+    let l: Ls = e.t.run_json(&[
+        "ls",
+        "--source",
+        "drive",
+        "--identity",
+        &key,
+        "-R",
+        cfg.to_str().unwrap(),
+    ]);
     assert!(
         l.backups[0]
             .entries

@@ -38,6 +38,18 @@ pub(crate) fn garage() -> Option<Garage> {
     Garage::start().map_err(|why| testkit::skip(&why)).ok()
 }
 
+/// A Garage and a client of its bucket to look into it independently; `None` (the test skips) without either.
+pub(crate) fn garage_and_client() -> Option<(Garage, S3Client)> {
+    let g = garage()?;
+    match S3Client::for_garage(&g) {
+        Ok(s3) => Some((g, s3)),
+        Err(why) => {
+            testkit::skip(&why);
+            None
+        }
+    }
+}
+
 /// A config with one s3 destination `offsite` (extra keys spliced in).
 pub(crate) fn config(endpoint: &str, bucket: &str, extra: &str) -> String {
     format!(
@@ -73,6 +85,41 @@ fn check(t: &Test, code: i32, extra: &[&str]) -> (Output, Report) {
         .args(extra)
         .status(code);
     (human, json.json())
+}
+
+/// Each of `files` (relative to the home) restored into `target` (below the home's absolute path) as the home holds
+/// it; `what` names the restore when one differs.
+#[track_caller]
+pub(crate) fn assert_restored(t: &Test, target: &std::path::Path, files: &[&str], what: &str) {
+    let under = target.join(t.home().strip_prefix("/").unwrap());
+    for f in files {
+        assert_eq!(
+            std::fs::read(under.join(f)).unwrap_or_default(),
+            std::fs::read(t.home().join(f)).unwrap(),
+            "{what}: {f}"
+        );
+    }
+}
+
+/// The byte in the middle of the object `key` XORed with `mask` on the server (written through `<tmp>/altered`).
+pub(crate) fn alter_on_server(t: &Test, s3: &S3Client, key: &str, mask: u8) {
+    let mut bytes = s3.get(key);
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= mask;
+    let altered = t.path("altered");
+    std::fs::write(&altered, &bytes).unwrap();
+    s3.put(key, &altered);
+}
+
+/// `home/photos/bigger.raw`, `mib` MiB of bytes that do not compress (more than one 8 MiB part: a multipart
+/// upload), then a collect.
+pub(crate) fn bigger_raw_collected(t: &Test, mib: u32) {
+    let big: Vec<u8> = (0..mib << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    t.write("home/photos/bigger.raw", &big);
+    drop(big);
+    t.cmd().args(["collect"]).status(0);
 }
 
 pub(crate) fn no_secret(out: &Output, secrets: &[&str]) {
@@ -197,33 +244,39 @@ fn a_read_only_key_is_told_what_it_cannot_do() {
     no_secret(&human, &[&ro.id, &ro.secret]);
 }
 
-/// Wrong keys, a bucket that does not exist and a closed port: each a clear first line and exit 1, no secret.
-#[test]
-fn wrong_keys_a_missing_bucket_and_a_closed_port_are_clear() {
-    let Some(g) = garage() else { return };
+/// Destinations Garage `g` cannot serve, each with the key id and secret tried and what the refusal says: a wrong
+/// secret, a bucket that does not exist, a closed port.
+fn unusable(g: &Garage) -> Vec<(String, String, String, &'static str)> {
     let wrong = "0000000000000000000000000000000000000000000000000000000000000000";
     let closed = format!("http://127.0.0.1:{}", closed_port());
-    let cases = [
+    let id = || g.key.id.clone();
+    vec![
         (
             config(&g.endpoint(), &g.bucket, ""),
-            g.key.id.clone(),
+            id(),
             wrong.to_string(),
             "refused the request",
         ),
         (
             config(&g.endpoint(), "no-such-bucket", ""),
-            g.key.id.clone(),
+            id(),
             g.key.secret.clone(),
             "the bucket does not exist",
         ),
         (
             config(&closed, &g.bucket, ""),
-            g.key.id.clone(),
+            id(),
             g.key.secret.clone(),
             "no answer from",
         ),
-    ];
-    for (config, id, secret, want) in cases {
+    ]
+}
+
+/// Wrong keys, a bucket that does not exist and a closed port: each a clear first line and exit 1, no secret.
+#[test]
+fn wrong_keys_a_missing_bucket_and_a_closed_port_are_clear() {
+    let Some(g) = garage() else { return };
+    for (config, id, secret, want) in unusable(&g) {
         let t = with_keys(&config, &id, &secret);
         let (human, report) = check(&t, 1, &[]);
         assert_eq!(report.outcome("list"), "failed", "{report:?}");
@@ -240,7 +293,7 @@ fn keys_come_from_a_private_credentials_file_or_the_environment() {
     let Some(g) = garage() else { return };
     let t = Test::new().config(&config(&g.endpoint(), &g.bucket, ""));
     let out = t.cmd().args(["cloud", "check", "offsite"]).status(2);
-    assert!(out.stdout.contains("AWS_ACCESS_KEY_ID"), "{}", out.stdout);
+    out.stdout_has("AWS_ACCESS_KEY_ID");
 
     let keys = format!(
         "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
@@ -253,7 +306,7 @@ fn keys_come_from_a_private_credentials_file_or_the_environment() {
         &format!(r#", "credentials_file": "{}""#, file.display()),
     ));
     let out = t.cmd().args(["config", "check"]).status(2);
-    assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
+    out.stderr_has("chmod 600");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let (human, report) = check(&t, 0, &[]);
@@ -261,11 +314,7 @@ fn keys_come_from_a_private_credentials_file_or_the_environment() {
     no_secret(&human, &[&g.key.id, &g.key.secret]);
 
     let out = t.cmd().args(["cloud", "check", "elsewhere"]).status(2);
-    assert!(
-        out.stderr.contains("\"elsewhere\" is not in the config"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("\"elsewhere\" is not in the config");
 }
 
 /// A secret in the config is refused with the place it belongs, and its value is never echoed; a cloud
@@ -278,17 +327,9 @@ fn secrets_and_plain_archives_are_refused_by_the_config() {
                                  "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" } ] }"#,
     );
     let out = t.cmd().args(["config", "check"]).status(2);
-    assert!(
-        out.stderr.contains("unknown key \"secret_access_key\""),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("credentials never go in the config"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("credentials_file"), "{}", out.stderr);
+    out.stderr_has("unknown key \"secret_access_key\"");
+    out.stderr_has("credentials never go in the config");
+    out.stderr_has("credentials_file");
     assert!(!out.stderr.contains("wJalrXUtnFEMI") && !out.stdout.contains("wJalrXUtnFEMI"));
 
     let t = Test::new().config(
@@ -296,8 +337,8 @@ fn secrets_and_plain_archives_are_refused_by_the_config() {
              "destinations": [ { "name": "offsite", "kind": "s3", "bucket": "my-bucket" } ] }"#,
     );
     let out = t.cmd().args(["config", "check"]).status(2);
-    assert!(out.stderr.contains("has no encryption"), "{}", out.stderr);
-    assert!(out.stderr.contains("allow_unencrypted"), "{}", out.stderr);
+    out.stderr_has("has no encryption");
+    out.stderr_has("allow_unencrypted");
 }
 
 /// The line a cloud restore ends with: what it cost in requests and bytes.
@@ -361,10 +402,8 @@ pub(crate) fn populate(t: &Test) {
 /// cloud destination at all (a `kind` key was a config error).
 #[test]
 fn external_uploads_a_backup_with_the_drive_layout() {
-    let Some(g) = garage() else { return };
-    let s3 = match S3Client::for_garage(&g) {
-        Ok(c) => c,
-        Err(why) => return testkit::skip(&why),
+    let Some((g, s3)) = garage_and_client() else {
+        return;
     };
     let t = with_keys(
         &config(&g.endpoint(), &g.bucket, ""),
@@ -380,7 +419,7 @@ fn external_uploads_a_backup_with_the_drive_layout() {
         "{}",
         dry.stdout
     );
-    assert!(dry.stdout.contains("docs.tar.part*"), "{}", dry.stdout);
+    dry.stdout_has("docs.tar.part*");
     assert_eq!(s3.list(""), [], "a dry run writes nothing");
 
     let out = t.cmd().args(["external"]).status(0);
@@ -407,7 +446,7 @@ fn external_uploads_a_backup_with_the_drive_layout() {
         String::from_utf8(s3.get("laptop/backups/LATEST")).unwrap(),
         format!("{stamp}\n")
     );
-    assert!(out.stdout.contains(&stamp), "{}", out.stdout);
+    out.stdout_has(&stamp);
 
     // sha256sum -c against the downloaded objects.
     let down = t.path("down");
@@ -415,17 +454,8 @@ fn external_uploads_a_backup_with_the_drive_layout() {
     for (key, _) in objects.iter().filter(|(k, _)| k.starts_with(&dir)) {
         std::fs::write(down.join(key.strip_prefix(&dir).unwrap()), s3.get(key)).unwrap();
     }
-    let check = std::process::Command::new("sha256sum")
-        .args(["-c", "verification.sha256"])
-        .current_dir(&down)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
-    let checked = String::from_utf8_lossy(&check.stdout);
+    let (ok, checked) = crate::fixtures::drive::sha256sum_check(&down);
+    assert!(ok, "{checked}");
     for f in [
         "docs.tar.part000: OK",
         "docs.index.jsonl: OK",
@@ -470,10 +500,8 @@ fn external_uploads_a_backup_with_the_drive_layout() {
 /// destination; then one file cost 10 requests (3 HEAD) and a whole set 411 (each seek a new ranged stream).
 #[test]
 fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
-    let Some(g) = garage() else { return };
-    let s3 = match S3Client::for_garage(&g) {
-        Ok(c) => c,
-        Err(why) => return testkit::skip(&why),
+    let Some((g, s3)) = garage_and_client() else {
+        return;
     };
     for encrypted in [false, true] {
         let prefix = if encrypted { "enc" } else { "plain" };
@@ -522,7 +550,7 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
             .nth(2)
             .unwrap()
             .to_string();
-        assert!(list.stdout.contains(&stamp), "{}", list.stdout);
+        list.stdout_has(&stamp);
         no_secret(&list, &[&g.key.id, &g.key.secret]);
 
         for (what, path, files) in [
@@ -582,14 +610,7 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
                 assert!(extra <= 110 << 10, "{what}: {}", requests_line(&out));
             }
             no_secret(&out, &[&g.key.id, &g.key.secret]);
-            for f in files {
-                let restored = target.join(t.home().strip_prefix("/").unwrap()).join(f);
-                assert_eq!(
-                    std::fs::read(&restored).unwrap_or_default(),
-                    std::fs::read(t.home().join(f)).unwrap(),
-                    "{what} ({prefix}): {f}"
-                );
-            }
+            assert_restored(&t, &target, &files, &format!("{what} ({prefix})"));
         }
         let target = t.path(&format!("r-{prefix}-set"));
         let out = t
@@ -605,22 +626,16 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
             "whole set ({prefix}): {}",
             requests_line(&out)
         );
-        let under = target.join(t.home().strip_prefix("/").unwrap());
-        for f in ["photos/big.raw", ".secrets", "notes/deep/er/plan.md"] {
-            assert_eq!(
-                std::fs::read(under.join(f)).unwrap_or_default(),
-                std::fs::read(t.home().join(f)).unwrap(),
-                "whole set ({prefix}): {f}"
-            );
-        }
+        let files = ["photos/big.raw", ".secrets", "notes/deep/er/plan.md"];
+        assert_restored(&t, &target, &files, &format!("whole set ({prefix})"));
 
         let verify = t
             .cmd()
             .args(["restore", "--verify", "--source", "cloud"])
             .args(&id_args)
             .status(0);
-        assert!(verify.stdout.contains("intact"), "{}", verify.stdout);
-        assert!(verify.stderr.contains("downloads"), "{}", verify.stderr);
+        verify.stdout_has("intact");
+        verify.stderr_has("downloads");
 
         // One byte of the archive changed on the server: --verify names the object.
         let part = if encrypted {
@@ -628,23 +643,13 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
         } else {
             "docs.tar.part000"
         };
-        let key = format!("{prefix}/backups/{stamp}/{part}");
-        let mut bytes = s3.get(&key);
-        let mid = bytes.len() / 2;
-        bytes[mid] ^= 0x55;
-        let altered = t.path("altered");
-        std::fs::write(&altered, &bytes).unwrap();
-        s3.put(&key, &altered);
+        alter_on_server(&t, &s3, &format!("{prefix}/backups/{stamp}/{part}"), 0x55);
         let verify = t
             .cmd()
             .args(["restore", "--verify", "--source", "cloud"])
             .args(&id_args)
             .status(1);
-        assert!(
-            verify.stdout.contains(&format!("mismatch   {part}")),
-            "{}",
-            verify.stdout
-        );
+        verify.stdout_has(&format!("mismatch   {part}"));
         no_secret(&verify, &[&g.key.id, &g.key.secret]);
     }
 }
@@ -655,10 +660,8 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
 /// uploads a backup: one stamp, no multipart upload left. Before: main had no cloud destination.
 #[test]
 fn a_server_killed_mid_upload_leaves_nothing_listed_and_the_next_run_cleans_up() {
-    let Some(mut g) = garage() else { return };
-    let s3 = match S3Client::for_garage(&g) {
-        Ok(c) => c,
-        Err(why) => return testkit::skip(&why),
+    let Some((mut g, s3)) = garage_and_client() else {
+        return;
     };
     let t = with_keys(
         &config(&g.endpoint(), &g.bucket, r#", "bwlimit": "4M""#),
@@ -666,12 +669,7 @@ fn a_server_killed_mid_upload_leaves_nothing_listed_and_the_next_run_cleans_up()
         &g.key.secret,
     );
     populate(&t);
-    let big: Vec<u8> = (0..40u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    t.write("home/photos/bigger.raw", &big);
-    drop(big);
-    t.cmd().args(["collect"]).status(0);
+    bigger_raw_collected(&t, 40);
 
     let mut child = t.cmd().args(["external"]).spawn();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -706,12 +704,7 @@ fn a_server_killed_mid_upload_leaves_nothing_listed_and_the_next_run_cleans_up()
     assert_eq!(s3.multipart_uploads("laptop/").len(), 1);
 
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        dry.stdout
-            .contains("abort unfinished multipart upload of backups/"),
-        "{}",
-        dry.stdout
-    );
+    dry.stdout_has("abort unfinished multipart upload of backups/");
     assert_eq!(
         s3.multipart_uploads("laptop/").len(),
         1,
@@ -719,7 +712,7 @@ fn a_server_killed_mid_upload_leaves_nothing_listed_and_the_next_run_cleans_up()
     );
 
     let out = t.cmd().args(["external"]).status(0);
-    assert!(out.stderr.contains("removed 1 leftover"), "{}", out.stderr);
+    out.stderr_has("removed 1 leftover");
     assert_eq!(s3.multipart_uploads("laptop/"), Vec::<String>::new());
     let stamps: std::collections::BTreeSet<String> = s3
         .list("laptop/backups/")
@@ -735,36 +728,14 @@ fn a_server_killed_mid_upload_leaves_nothing_listed_and_the_next_run_cleans_up()
 #[test]
 fn external_to_a_cloud_with_wrong_keys_a_missing_bucket_or_a_closed_port_fails_clearly() {
     let Some(g) = garage() else { return };
-    let wrong = "0000000000000000000000000000000000000000000000000000000000000000";
-    let closed = format!("http://127.0.0.1:{}", closed_port());
-    let cases = [
-        (
-            config(&g.endpoint(), &g.bucket, ""),
-            g.key.secret.clone(),
-            "refused the request",
-        ),
-        (
-            config(&g.endpoint(), "no-such-bucket", ""),
-            g.key.secret.clone(),
-            "the bucket does not exist",
-        ),
-        (
-            config(&closed, &g.bucket, ""),
-            g.key.secret.clone(),
-            "no answer from",
-        ),
-        (
-            config(&g.endpoint(), &g.bucket, ""),
-            wrong.to_string(),
-            "refused the request",
-        ),
-    ];
-    for (i, (config, secret, want)) in cases.into_iter().enumerate() {
-        let id = if i == 0 {
-            "GK000000000000000000000000".to_string()
-        } else {
-            g.key.id.clone()
-        };
+    let mut cases = unusable(&g);
+    cases.push((
+        config(&g.endpoint(), &g.bucket, ""),
+        "GK000000000000000000000000".to_string(),
+        g.key.secret.clone(),
+        "refused the request",
+    ));
+    for (config, id, secret, want) in cases {
         let t = with_keys(&config, &id, &secret);
         populate(&t);
         t.cmd().args(["collect"]).status(0);
@@ -772,6 +743,6 @@ fn external_to_a_cloud_with_wrong_keys_a_missing_bucket_or_a_closed_port_fails_c
         assert!(out.stderr.contains(want), "{want}:\n{}", out.stderr);
         no_secret(&out, &[&id, &secret]);
         let dry = t.cmd().args(["--dry-run", "external"]).status(1);
-        assert!(dry.stdout.contains("REFUSED"), "{}", dry.stdout);
+        dry.stdout_has("REFUSED");
     }
 }

@@ -54,12 +54,12 @@ fn b2_destinations_are_checked_by_the_config() {
         file.display()
     )));
     let out = t.cmd().args(["config", "check"]).status(2);
-    assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
+    out.stderr_has("chmod 600");
     no_secret(&out, &[KEY_ID, APP_KEY]);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let out = t.cmd().args(["config", "check"]).status(0);
-    assert!(out.stdout.contains("b2off"), "{}", out.stdout);
+    out.stdout_has("b2off");
     no_secret(&out, &[KEY_ID, APP_KEY]);
 }
 
@@ -73,11 +73,8 @@ fn b2_destinations_are_checked_by_the_config() {
 fn a_b2_destination_that_cannot_be_used_fails_clearly_without_a_key_shown() {
     let t = Test::new().config(&config(""));
     let out = t.cmd().args(["cloud", "check", "b2off"]).status(2);
-    assert!(
-        out.stdout.contains("B2_APPLICATION_KEY_ID") && out.stdout.contains("B2_APPLICATION_KEY"),
-        "{}",
-        out.stdout
-    );
+    out.stdout_has("B2_APPLICATION_KEY_ID")
+        .stdout_has("B2_APPLICATION_KEY");
 
     let t = Test::new()
         .config(&config(""))
@@ -90,7 +87,7 @@ fn a_b2_destination_that_cannot_be_used_fails_clearly_without_a_key_shown() {
         "{}",
         human.stdout
     );
-    assert!(human.stdout.contains("FAIL  list"), "{}", human.stdout);
+    human.stdout_has("FAIL  list");
     let json = t
         .cmd()
         .args(["--json", "cloud", "check", "b2off"])

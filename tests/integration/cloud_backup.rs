@@ -6,18 +6,8 @@ use chrono::{Local, TimeDelta};
 use serde_json::Value;
 use testkit::objstore::{Garage, REGION, S3Client};
 
+use crate::cloud::garage_and_client;
 use crate::harness::Test;
-
-fn garage() -> Option<(Garage, S3Client)> {
-    let g = Garage::start().map_err(|why| testkit::skip(&why)).ok()?;
-    match S3Client::for_garage(&g) {
-        Ok(s3) => Some((g, s3)),
-        Err(why) => {
-            testkit::skip(&why);
-            None
-        }
-    }
-}
 
 /// The `offsite` destination (`extra` keys spliced in).
 fn offsite(g: &Garage, extra: &str) -> String {
@@ -78,7 +68,9 @@ fn view<'a>(plan: &'a Value, name: &str) -> &'a Value {
 /// (its `schedule` was validated and unused), so nothing ever went off-site without `dbackup external`.
 #[test]
 fn backup_uploads_to_a_bucket_on_its_own_schedule() {
-    let Some((g, s3)) = garage() else { return };
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
     let t = Test::new();
     let config = format!(
         r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
@@ -93,22 +85,9 @@ fn backup_uploads_to_a_bucket_on_its_own_schedule() {
     populate(&t);
 
     let dry = t.cmd().args(["--dry-run", "backup"]).status(0);
-    assert!(
-        dry.stdout.contains("offsite (would be written): s3 "),
-        "{}",
-        dry.stdout
-    );
-    assert!(
-        dry.stdout
-            .contains("due: no external backup yet; its own schedule is weekly"),
-        "{}",
-        dry.stdout
-    );
-    let plan: Value = t
-        .cmd()
-        .args(["--json", "--dry-run", "backup"])
-        .status(0)
-        .json();
+    dry.stdout_has("offsite (would be written): s3 ");
+    dry.stdout_has("due: no external backup yet; its own schedule is weekly");
+    let plan: Value = t.run_json(&["--dry-run", "backup"]);
     assert_eq!(view(&plan, "offsite")["target"], true);
     assert_eq!(view(&plan, "drive")["target"], true);
     assert_eq!(
@@ -117,7 +96,7 @@ fn backup_uploads_to_a_bucket_on_its_own_schedule() {
         "a dry run uploads nothing"
     );
 
-    let first: Value = t.cmd().args(["--json", "backup"]).status(0).json();
+    let first: Value = t.run_json(&["backup"]);
     assert_eq!(
         first["due"]["external"]["targets"],
         serde_json::json!(["drive", "offsite"])
@@ -127,11 +106,7 @@ fn backup_uploads_to_a_bucket_on_its_own_schedule() {
 
     // Two days later: the drive (always) is written, the bucket (weekly) is not, and the plan says why.
     let later = days_from_now(2);
-    let plan: Value = t
-        .cmd()
-        .args(["--json", "--dry-run", "backup", "--now", &later])
-        .status(0)
-        .json();
+    let plan: Value = t.run_json(&["--dry-run", "backup", "--now", &later]);
     let why = view(&plan, "offsite")["due"].as_str().unwrap().to_string();
     assert_eq!(view(&plan, "offsite")["target"], false);
     assert!(
@@ -141,11 +116,7 @@ fn backup_uploads_to_a_bucket_on_its_own_schedule() {
         )),
         "{why}"
     );
-    let run: Value = t
-        .cmd()
-        .args(["--json", "backup", "--now", &later])
-        .status(0)
-        .json();
+    let run: Value = t.run_json(&["backup", "--now", &later]);
     assert_eq!(
         run["due"]["external"]["targets"],
         serde_json::json!(["drive"])
@@ -154,11 +125,7 @@ fn backup_uploads_to_a_bucket_on_its_own_schedule() {
 
     // Eight days later: due again, uploaded.
     let week = days_from_now(8);
-    let run: Value = t
-        .cmd()
-        .args(["--json", "backup", "--now", &week])
-        .status(0)
-        .json();
+    let run: Value = t.run_json(&["backup", "--now", &week]);
     assert!(
         run["due"]["external"]["targets"]
             .as_array()
@@ -176,7 +143,9 @@ fn backup_uploads_to_a_bucket_on_its_own_schedule() {
 /// every upload stayed (and was billed) forever.
 #[test]
 fn retention_on_a_bucket_keeps_chains_and_counts() {
-    let Some((g, s3)) = garage() else { return };
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
     let config = |retention: u32| {
         format!(
             r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
@@ -220,24 +189,10 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
     s3.put(&sums_key, &file);
 
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        dry.stdout
-            .contains("retention last 2: 3 kept, 0 removed after the upload is verified"),
-        "{}",
-        dry.stdout
-    );
-    assert!(
-        dry.stdout
-            .contains(&format!("keep      {} (base of {})", two[0], two[1])),
-        "{}",
-        dry.stdout
-    );
+    dry.stdout_has("retention last 2: 3 kept, 0 removed after the upload is verified");
+    dry.stdout_has(&format!("keep      {} (base of {})", two[0], two[1]));
     assert_eq!(bucket_backups(&s3), two, "a dry run removes nothing");
-    let plan: Value = t
-        .cmd()
-        .args(["--json", "--dry-run", "external"])
-        .status(0)
-        .json();
+    let plan: Value = t.run_json(&["--dry-run", "external"]);
     let errors: Vec<String> = crate::json::validator("external-plan")
         .iter_errors(&plan)
         .map(|e| format!("{e} at {}", e.instance_path()))
@@ -283,7 +238,9 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
 /// destination were usage errors (exit 2).
 #[test]
 fn status_ls_and_find_on_a_bucket() {
-    let Some((g, _s3)) = garage() else { return };
+    let Some((g, _s3)) = garage_and_client() else {
+        return;
+    };
     let config = format!(
         r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
              "schedule": {{ "external": "manual" }},
@@ -315,25 +272,11 @@ fn status_ls_and_find_on_a_bucket() {
     );
     let stamp = c["newest"]["stamp"].as_str().unwrap().to_string();
     let text = t.cmd().args(["status"]).status(0);
-    assert!(
-        text.stdout.contains("cloud destinations:"),
-        "{}",
-        text.stdout
-    );
-    assert!(
-        text.stdout.contains(
-            "looked at with 2 requests (a listing and each backup.json; no archive read)"
-        ),
-        "{}",
-        text.stdout
-    );
+    text.stdout_has("cloud destinations:");
+    text.stdout_has("looked at with 2 requests (a listing and each backup.json; no archive read)");
     // Twelve days later the weekly bucket is overdue.
     let later = days_from_now(12);
-    let late: Value = t
-        .cmd()
-        .args(["--json", "status", "--now", &later])
-        .status(0)
-        .json();
+    let late: Value = t.run_json(&["status", "--now", &later]);
     assert!(
         late["overdue"]
             .as_array()
@@ -350,24 +293,16 @@ fn status_ls_and_find_on_a_bucket() {
         .cmd()
         .args(["ls", "--source", "cloud:offsite", "-R", "~/notes"])
         .status(0);
-    assert!(ls.stdout.contains("todo.txt"), "{}", ls.stdout);
-    assert!(ls.stdout.contains("deep/plan.md"), "{}", ls.stdout);
+    ls.stdout_has("todo.txt");
+    ls.stdout_has("deep/plan.md");
     assert!(
         ls.stdout.starts_with(&format!("offsite {stamp} set docs")),
         "{}",
         ls.stdout
     );
-    assert!(ls.stderr.contains("reading "), "{}", ls.stderr);
-    assert!(
-        ls.stderr.contains("of 1 index (no archive)"),
-        "{}",
-        ls.stderr
-    );
-    let json: Value = t
-        .cmd()
-        .args(["--json", "ls", "--source", "cloud", "~/photos"])
-        .status(0)
-        .json();
+    ls.stderr_has("reading ");
+    ls.stderr_has("of 1 index (no archive)");
+    let json: Value = t.run_json(&["ls", "--source", "cloud", "~/photos"]);
     assert_eq!(json["backups"][0]["source"], "cloud");
     assert_eq!(json["backups"][0]["destination"], "offsite");
 
@@ -375,12 +310,8 @@ fn status_ls_and_find_on_a_bucket() {
         .cmd()
         .args(["find", "--source", "cloud:offsite", "*.raw"])
         .status(0);
-    assert!(found.stdout.contains("photos/cat.raw"), "{}", found.stdout);
-    assert!(
-        found.stdout.contains(&format!("{stamp}  offsite")),
-        "{}",
-        found.stdout
-    );
+    found.stdout_has("photos/cat.raw");
+    found.stdout_has(&format!("{stamp}  offsite"));
     t.cmd()
         .args(["find", "--source", "cloud:nowhere", "*.raw"])
         .status(2);
@@ -413,7 +344,7 @@ fn retention_on_a_locked_bucket_keeps_what_is_locked() {
     }
     populate(&t);
     t.cmd().args(["collect"]).status(0);
-    let first: Value = t.cmd().args(["--json", "external"]).status(0).json();
+    let first: Value = t.run_json(&["external"]);
     let stamp = first["destinations"][0]["backup"]
         .as_str()
         .unwrap()
@@ -426,7 +357,7 @@ fn retention_on_a_locked_bucket_keeps_what_is_locked() {
         "{}",
         dry.stdout
     );
-    let second: Value = t.cmd().args(["--json", "external"]).status(0).json();
+    let second: Value = t.run_json(&["external"]);
     assert_eq!(
         second["destinations"][0]["removed"],
         serde_json::json!([]),
@@ -436,5 +367,5 @@ fn retention_on_a_locked_bucket_keeps_what_is_locked() {
         .cmd()
         .args(["restore", "--list", "--source", "cloud"])
         .status(0);
-    assert!(list.stdout.contains(&stamp), "{}", list.stdout);
+    list.stdout_has(&stamp);
 }

@@ -4,25 +4,19 @@
 
 use testkit::objstore::S3Client;
 
-use crate::cloud::{config, garage, no_secret, populate, requests, requests_line, with_keys};
+use crate::cloud::{
+    alter_on_server, assert_restored, config, garage_and_client, no_secret, populate, requests,
+    requests_line, with_keys,
+};
 
-/// The set restored under `target` holds the home's files byte for byte (after the chain tests' changes).
-fn assert_whole_set(t: &crate::harness::Test, target: &std::path::Path) {
-    let under = target.join(t.home().strip_prefix("/").unwrap());
-    for f in [
-        "photos/big.raw",
-        ".secrets",
-        "notes/todo.txt",
-        "notes/new.txt",
-        "notes/deep/er/plan.md",
-    ] {
-        assert_eq!(
-            std::fs::read(under.join(f)).unwrap_or_default(),
-            std::fs::read(t.home().join(f)).unwrap(),
-            "whole set: {f}"
-        );
-    }
-}
+/// The files of the set after the chain tests' changes.
+const SET_FILES: [&str; 5] = [
+    "photos/big.raw",
+    ".secrets",
+    "notes/todo.txt",
+    "notes/new.txt",
+    "notes/deep/er/plan.md",
+];
 
 /// The backups' stamps under `<prefix>/backups/` of the bucket, oldest first.
 fn stamps(s3: &S3Client, prefix: &str) -> Vec<String> {
@@ -46,10 +40,8 @@ fn stamps(s3: &S3Client, prefix: &str) -> Vec<String> {
 /// every upload was full ("buckets take full archives"), and restore refused an incremental set on a bucket.
 #[test]
 fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
-    let Some(g) = garage() else { return };
-    let s3 = match S3Client::for_garage(&g) {
-        Ok(c) => c,
-        Err(why) => return testkit::skip(&why),
+    let Some((g, s3)) = garage_and_client() else {
+        return;
     };
     let cfg = config(&g.endpoint(), &g.bucket, "").replace(
         r#""destinations": ["#,
@@ -66,13 +58,9 @@ fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
     t.write("home/notes/new.txt", "a new file\n");
     t.cmd().args(["collect"]).status(0);
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        dry.stdout.contains(&format!(
-            "incremental on {first} (chain 2 of 7): 2 files to store"
-        )),
-        "{}",
-        dry.stdout
-    );
+    dry.stdout_has(&format!(
+        "incremental on {first} (chain 2 of 7): 2 files to store"
+    ));
     assert_eq!(stamps(&s3).len(), 1, "a dry run uploads nothing");
     let out = t.cmd().args(["external"]).status(0);
     no_secret(&out, &[&g.key.id, &g.key.secret]);
@@ -120,14 +108,7 @@ fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
             .status(0);
         eprintln!("{what}: {}", requests_line(&out));
         assert_eq!(requests(&out).0, 0, "{what}: no HEAD");
-        for f in files {
-            let restored = target.join(t.home().strip_prefix("/").unwrap()).join(f);
-            assert_eq!(
-                std::fs::read(&restored).unwrap_or_default(),
-                std::fs::read(t.home().join(f)).unwrap(),
-                "{what}: {f}"
-            );
-        }
+        assert_restored(&t, &target, &files, what);
     }
     let target = t.path("r-set");
     let out = t
@@ -136,21 +117,16 @@ fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
         .args([&target])
         .status(0);
     eprintln!("a whole set: {}", requests_line(&out));
-    assert_whole_set(&t, &target);
+    assert_restored(&t, &target, &SET_FILES, "whole set");
     let verify = t
         .cmd()
         .args(["restore", "--verify", "--source", "cloud"])
         .status(0);
-    assert!(verify.stdout.contains("intact"), "{}", verify.stdout);
+    verify.stdout_has("intact");
 
     // The newest backup's index altered on the server: the next upload does not build on it (a full, saying why).
     let key = format!("laptop/backups/{second}/docs.index.jsonl");
-    let mut bytes = s3.get(&key);
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    let altered = t.path("altered-index");
-    std::fs::write(&altered, &bytes).unwrap();
-    s3.put(&key, &altered);
+    alter_on_server(&t, &s3, &key, 0x01);
     t.write("home/notes/todo.txt", "buy milk\nand bread\nand eggs\n");
     t.cmd().args(["collect"]).status(0);
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
@@ -177,10 +153,8 @@ fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
 /// of encrypted sets on a bucket are not written yet").
 #[test]
 fn an_encrypted_set_gets_incrementals_on_a_bucket_through_its_local_index_copy() {
-    let Some(g) = garage() else { return };
-    let s3 = match S3Client::for_garage(&g) {
-        Ok(c) => c,
-        Err(why) => return testkit::skip(&why),
+    let Some((g, s3)) = garage_and_client() else {
+        return;
     };
     let probe = crate::harness::Test::new();
     let (identity, recipient) = probe.keygen("key");
@@ -274,12 +248,7 @@ fn an_encrypted_set_gets_incrementals_on_a_bucket_through_its_local_index_copy()
         let (heads, gets) = requests(&out);
         assert_eq!(heads, 0, "{what}: no HEAD");
         assert!(gets <= most_gets, "{what}: {}", requests_line(&out));
-        let restored = target.join(t.home().strip_prefix("/").unwrap()).join(rel);
-        assert_eq!(
-            std::fs::read(&restored).unwrap_or_default(),
-            std::fs::read(t.home().join(rel)).unwrap(),
-            "{what}"
-        );
+        assert_restored(&t, &target, &[rel], what);
     }
     let target = t.path("r-set");
     t.cmd()
@@ -287,7 +256,7 @@ fn an_encrypted_set_gets_incrementals_on_a_bucket_through_its_local_index_copy()
         .args(["--identity", &id, "--target"])
         .args([&target])
         .status(0);
-    assert_whole_set(&t, &target);
+    assert_restored(&t, &target, &SET_FILES, "whole set");
 
     // Without the local copy, the next upload cannot read its base's manifest: a full, saying why.
     std::fs::remove_dir_all(&copies).unwrap();

@@ -3,7 +3,7 @@
 
 use testkit::objstore::{Moto, S3Client};
 
-use crate::cloud::{config, no_secret, populate, with_keys};
+use crate::cloud::{bigger_raw_collected, config, no_secret, populate, with_keys};
 
 /// Days of retention the config asks for.
 const DAYS: i64 = 2;
@@ -82,12 +82,7 @@ fn external_with_object_lock_days_writes_every_backup_object_locked() {
     t.cmd().args(["collect"]).status(0);
 
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        dry.stdout
-            .contains("every object locked (Object Lock, compliance) until"),
-        "{}",
-        dry.stdout
-    );
+    dry.stdout_has("every object locked (Object Lock, compliance) until");
     assert_eq!(s3.list(""), [], "a dry run writes nothing");
     let before = chrono::Utc::now();
     let out = t.cmd().args(["external"]).status(0);
@@ -126,12 +121,7 @@ fn external_with_object_lock_days_writes_every_backup_object_locked() {
     assert_eq!(s3.list("laptop/"), objects, "nothing went");
 
     // A second backup with an archive of more than one 8 MiB part: a multipart upload.
-    let big: Vec<u8> = (0..12u32 << 20)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    t.write("home/photos/bigger.raw", &big);
-    drop(big);
-    t.cmd().args(["collect"]).status(0);
+    bigger_raw_collected(&t, 12);
     let before = chrono::Utc::now();
     t.cmd().args(["external"]).status(0);
     let second = new_stamp(&s3, &[first]);

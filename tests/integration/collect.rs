@@ -316,7 +316,9 @@ fn is_root() -> bool {
 /// Runs `dbackup args...` for this test as the user `nobody` (root reads every file: only another user can
 /// meet an unreadable one). Mirrors the harness's environment.
 fn as_nobody(t: &Test, args: &[&str]) -> Output {
-    let out = Command::new("setpriv")
+    let mut command = Command::new("setpriv");
+    let out = t
+        .environment(&mut command, "nobody")
         .args([
             "--reuid=65534",
             "--regid=65534",
@@ -326,14 +328,6 @@ fn as_nobody(t: &Test, args: &[&str]) -> Output {
         ])
         .arg(t.path("config.json"))
         .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", t.home())
-        .env("USER", "nobody")
-        .env("XDG_CONFIG_HOME", t.path("xdg-config"))
-        .env("XDG_STATE_HOME", t.path("state"))
-        .env("LANG", "C.UTF-8")
-        .env("TZ", "UTC")
         .current_dir("/")
         .stdin(Stdio::null())
         .output()

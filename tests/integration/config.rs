@@ -87,11 +87,7 @@ fn the_seed_example_loads() {
     let out = t.cmd().args(["config", "check", &seed]).status(0);
     out.stdout_has("set data").stdout_has("set config");
 
-    let s: Settings = t
-        .cmd()
-        .args(["--json", "config", "check", &seed])
-        .status(0)
-        .json();
+    let s: Settings = t.run_json(&["config", "check", &seed]);
     assert_eq!(
         s.config_source,
         Source {
@@ -136,11 +132,7 @@ fn the_seed_example_loads() {
 fn the_full_example_loads_with_its_destination() {
     let t = Test::new();
     let example = format!("{REPO}/config/example.json");
-    let s: Settings = t
-        .cmd()
-        .args(["--json", "config", "check", &example])
-        .status(0)
-        .json();
+    let s: Settings = t.run_json(&["config", "check", &example]);
     let d = &s.destinations[0];
     assert_eq!(
         (d.name.as_str(), d.path.as_path()),
@@ -154,11 +146,7 @@ fn the_full_example_loads_with_its_destination() {
         serde_json::json!({ "last": 7, "daily": 14, "weekly": 8, "monthly": 12 })
     );
     // Its encryption example is a valid recipient (checked when loading) with the identity beside the config.
-    let v: serde_json::Value = t
-        .cmd()
-        .args(["--json", "config", "check", &example])
-        .status(0)
-        .json();
+    let v: serde_json::Value = t.run_json(&["config", "check", &example]);
     let recipients = &v["encryption"]["recipients"];
     assert!(
         recipients[0]

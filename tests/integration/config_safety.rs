@@ -23,6 +23,16 @@ fn snapshots(t: &Test, set: &str) -> Vec<Snapshot> {
     list_snapshots(&t.root(), set).unwrap()
 }
 
+/// The snapshot the collect of `report` made of its first set, and where `~/data` landed in it.
+fn snapshot_and_data(t: &Test, report: &CollectReport) -> (String, std::path::PathBuf) {
+    let name = report.sets[0].snapshot.clone().unwrap();
+    let data = t
+        .root()
+        .join(&name)
+        .join(t.home().join("data").strip_prefix("/").unwrap());
+    (name, data)
+}
+
 fn meta(t: &Test, name: &str) -> SnapshotMeta {
     read_snapshot_meta(&t.root().join(format!("{name}.json"))).unwrap()
 }
@@ -102,13 +112,9 @@ fn allowed_options_work_in_every_form_with_their_values_expanded() {
     t.write("home/data/disk.iso", "big");
     t.write("home/data/cache/.nobackup", "- *\n");
     t.write("home/data/cache/junk", "j");
-    let report: CollectReport = t.cmd().args(["--json", "collect"]).status(0).json();
+    let report: CollectReport = t.run_json(&["collect"]);
     assert_eq!(report.sets[0].status, SetStatus::Complete);
-    let name = report.sets[0].snapshot.clone().unwrap();
-    let data = t
-        .root()
-        .join(&name)
-        .join(t.home().join("data").strip_prefix("/").unwrap());
+    let (name, data) = snapshot_and_data(&t, &report);
     assert!(data.join("keep.txt").is_file());
     assert!(
         !data.join("disk.iso").exists(),
@@ -172,11 +178,7 @@ fn fifty_thousand_exclusions_work() {
     t.write("home/data/projects/archive/skip-99999/kept", "not excluded");
     let out = t.cmd().args(["--json", "collect"]).status(0);
     let report: CollectReport = out.json();
-    let name = report.sets[0].snapshot.clone().unwrap();
-    let data = t
-        .root()
-        .join(&name)
-        .join(t.home().join("data").strip_prefix("/").unwrap());
+    let (name, data) = snapshot_and_data(&t, &report);
     assert!(data.join("projects/keep").is_file());
     assert!(data.join("projects/archive/skip-99999/kept").is_file());
     assert!(!data.join(dir(0)).join("first").exists());
@@ -279,7 +281,7 @@ fn a_missing_source_makes_the_snapshot_incomplete_and_its_last_copy_stays() {
     assert_eq!(newest.state(), SnapshotState::Incomplete);
     assert!(!newest.metadata.as_ref().unwrap().complete);
 
-    let report: StatusReport = t.cmd().args(["--json", "status"]).status(0).json();
+    let report: StatusReport = t.run_json(&["status"]);
     assert!(!report.ok);
     assert_eq!(
         report.sets[0].newest.as_ref().unwrap().missing_sources,

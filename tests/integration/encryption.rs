@@ -11,12 +11,12 @@ use std::process::{Command, Stdio};
 
 use dbackup::{BackupMeta, DestinationStatus, EncryptionRecord, list_drive_backups};
 
-use crate::fixtures::age::have_age;
+use crate::fixtures::age::{age_accepts, age_decrypt, have_age};
 use crate::fixtures::drive::{
-    assert_same_tree, assert_sums_pass, collect, config, destination, external, listing, meta_of,
-    sample,
+    assert_same_tree, assert_sums_cover, assert_sums_pass, collect, config, destination, external,
+    listing, meta_of, sample,
 };
-use crate::harness::{self, Test, run_ok};
+use crate::harness::{self, Cmd, Test, run_ok};
 
 /// An `encryption` object's text for the destination.
 fn encryption(body: &str) -> String {
@@ -41,6 +41,35 @@ fn collected() -> Test {
     t
 }
 
+/// [`collected`], when Debian's age is installed; `None` (the test skips) without it.
+fn collected_with_age() -> Option<Test> {
+    have_age().then(collected)
+}
+
+/// Configures encryption with a passphrase read from `file`; the drive.
+fn passphrase_from(t: &Test, file: &Path) -> PathBuf {
+    write_config(
+        t,
+        &encryption(&format!(
+            r#""passphrase": true, "passphrase_file": "{}""#,
+            file.display()
+        )),
+    )
+}
+
+/// `dbackup external` refused (exit 2): its stderr, the test directory written `{tmp}`.
+#[track_caller]
+fn refused_stderr(t: &Test) -> String {
+    let out = t.cmd().args(["external"]).status(2);
+    out.stderr
+        .replace(&t.dir.path().display().to_string(), "{tmp}")
+}
+
+/// `dbackup <global> keygen --out <out>`.
+fn keygen_out(t: &Test, global: &[&str], out: &Path) -> Cmd {
+    t.cmd().args(global).args(["keygen", "--out"]).arg_path(out)
+}
+
 /// The newest verified backup directory on the drive.
 fn newest(drive: &Path) -> PathBuf {
     list_drive_backups(&drive.join("backups"))
@@ -50,26 +79,6 @@ fn newest(drive: &Path) -> PathBuf {
         .expect("a verified backup")
         .path
         .clone()
-}
-
-/// `age -d -i <identity> <file>`: the plaintext.
-#[track_caller]
-fn age_decrypt(identity: &Path, file: &Path) -> Vec<u8> {
-    let out = Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(identity)
-        .arg(file)
-        .output()
-        .expect("age runs");
-    assert!(
-        out.status.success(),
-        "age -d -i {} {}: {}",
-        identity.display(),
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// `age -d -i <identity> <archive> | tar -xpf - -C <into>` as the restoration guide says; `into` is created.
@@ -160,10 +169,9 @@ fn records(meta: &BackupMeta) -> Vec<(String, Option<EncryptionRecord>)> {
 
 #[test]
 fn an_encrypted_external_writes_only_ciphertext_that_age_and_tar_restore() {
-    if !have_age() {
+    let Some(t) = collected_with_age() else {
         return;
-    }
-    let t = collected();
+    };
     let (identity, recipient) = t.keygen("key.txt");
     let drive = write_config(
         &t,
@@ -192,20 +200,16 @@ fn an_encrypted_external_writes_only_ciphertext_that_age_and_tar_restore() {
     }
 
     // Anyone can check integrity: the sums cover the ciphertext files.
-    assert_sums_pass(&dir);
-    let sums = fs::read_to_string(dir.join("verification.sha256")).unwrap();
-    for f in [
-        "config.tar.age",
-        "config.index.age",
-        "data.tar.age",
-        "data.index.age",
-        "backup.json",
-    ] {
-        assert!(
-            sums.contains(&format!("  {f}\n")),
-            "{f} in the sums:\n{sums}"
-        );
-    }
+    assert_sums_cover(
+        &dir,
+        &[
+            "config.tar.age",
+            "config.index.age",
+            "data.tar.age",
+            "data.index.age",
+            "backup.json",
+        ],
+    );
 
     // backup.json: format and recipients per set, nothing secret.
     let meta = meta_of(&dir);
@@ -352,10 +356,9 @@ fn an_encrypted_backup_run_writes_age_files_and_reports_them() {
 
 #[test]
 fn every_recipient_of_a_recipients_file_can_decrypt() {
-    if !have_age() {
+    let Some(t) = collected_with_age() else {
         return;
-    }
-    let t = collected();
+    };
     let (id1, r1) = t.keygen("one.txt");
     let (id2, r2) = t.keygen("two.txt");
     let (id3, r3) = t.keygen("three.txt");
@@ -416,14 +419,7 @@ fn every_recipient_of_a_recipients_file_can_decrypt() {
     }
     // A stranger's identity cannot.
     let (stranger, _) = t.keygen("stranger.txt");
-    let out = Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(&stranger)
-        .arg(dir.join("config.tar.age"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    assert!(!age_accepts(&stranger, &dir.join("config.tar.age")));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -448,18 +444,11 @@ fn scrypt_decrypt(file: &Path, passphrase: &str) -> Vec<u8> {
 
 #[test]
 fn a_passphrase_encrypts_to_scrypt_and_records_no_recipient() {
-    if !have_age() {
+    let Some(t) = collected_with_age() else {
         return;
-    }
-    let t = collected();
+    };
     let pass = t.write_secret("pass.txt", "correct horse battery staple\n");
-    let drive = write_config(
-        &t,
-        &encryption(&format!(
-            r#""passphrase": true, "passphrase_file": "{}""#,
-            pass.display()
-        )),
-    );
+    let drive = passphrase_from(&t, &pass);
     external(&t, &[], 0);
     let dir = newest(&drive);
     assert_sums_pass(&dir);
@@ -515,13 +504,7 @@ fn a_passphrase_that_cannot_be_read_stops_before_anything_is_written() {
     let sums_before = fs::read(old.join("verification.sha256")).unwrap();
 
     let missing = t.path("no-such-passphrase");
-    write_config(
-        &t,
-        &encryption(&format!(
-            r#""passphrase": true, "passphrase_file": "{}""#,
-            missing.display()
-        )),
-    );
+    passphrase_from(&t, &missing);
     let out = t.cmd().args(["external"]).status(1);
     out.stderr_has("cannot read the passphrase")
         .stderr_has("no-such-passphrase");
@@ -559,10 +542,8 @@ fn a_passphrase_typed_on_a_terminal_is_asked_twice() {
     if !have_age() {
         return;
     }
-    if testkit::tool("script").is_none() || testkit::tool("timeout").is_none() {
-        return testkit::skip(
-            "script and timeout (util-linux, coreutils) are needed for a pseudo-terminal",
-        );
+    if !crate::fixtures::terminal::available() {
+        return;
     }
     let t = collected();
     let drive = write_config(&t, &encryption(r#""passphrase": true"#));
@@ -656,20 +637,14 @@ fn a_bad_recipients_file_is_named_with_its_line_and_nothing_is_written() {
         &t,
         &encryption(&format!(r#""recipients_file": "{}""#, file.display())),
     );
-    let out = t.cmd().args(["external"]).status(2);
-    let err = out
-        .stderr
-        .replace(&t.dir.path().display().to_string(), "{tmp}");
+    let err = refused_stderr(&t);
     assert!(err.contains("recipients.txt, line 3"), "{err}");
     insta::assert_snapshot!("garbage_recipients_file", err);
     assert_eq!(listing(&drive), Vec::<String>::new(), "nothing written");
 
     // Unreadable (missing): named too.
     fs::remove_file(&file).unwrap();
-    let out = t.cmd().args(["external"]).status(2);
-    let err = out
-        .stderr
-        .replace(&t.dir.path().display().to_string(), "{tmp}");
+    let err = refused_stderr(&t);
     assert!(err.contains("{tmp}/recipients.txt"), "{err}");
     insta::assert_snapshot!("missing_recipients_file", err);
     assert_eq!(listing(&drive), Vec::<String>::new(), "nothing written");
@@ -715,11 +690,7 @@ fn keygen_writes_an_age_keygen_identity_once() {
     assert_eq!(String::from_utf8_lossy(&y.stdout).trim(), recipient);
 
     // Never overwritten.
-    let out = t
-        .cmd()
-        .args(["keygen", "--out"])
-        .arg_path(&identity)
-        .output();
+    let out = keygen_out(&t, &[], &identity).output();
     assert_ne!(out.code, 0);
     out.stderr_has("already exists");
     assert!(out.stdout.is_empty());
@@ -727,11 +698,7 @@ fn keygen_writes_an_age_keygen_identity_once() {
 
     // --json.
     let other = t.path("other.txt");
-    let out = t
-        .cmd()
-        .args(["--json", "keygen", "--out"])
-        .arg_path(&other)
-        .status(0);
+    let out = keygen_out(&t, &["--json"], &other).status(0);
     let v: serde_json::Value = out.json();
     let r = v["recipient"].as_str().unwrap();
     assert!(r.starts_with("age1"), "{v}");
@@ -741,11 +708,7 @@ fn keygen_writes_an_age_keygen_identity_once() {
 
     // --dry-run writes nothing.
     let dry = t.path("dry.txt");
-    let out = t
-        .cmd()
-        .args(["--dry-run", "keygen", "--out"])
-        .arg_path(&dry)
-        .status(0);
+    let out = keygen_out(&t, &["--dry-run"], &dry).status(0);
     assert!(!dry.exists());
     out.stderr_has("dry run");
     out.stdout_lacks("AGE-SECRET-KEY");
@@ -823,13 +786,7 @@ fn the_dry_run_shows_the_encryption_and_the_age_names() {
 
     // A passphrase: where it will come from.
     let pass = t.path("pass.txt");
-    write_config(
-        &t,
-        &encryption(&format!(
-            r#""passphrase": true, "passphrase_file": "{}""#,
-            pass.display()
-        )),
-    );
+    passphrase_from(&t, &pass);
     let out = t.cmd().args(["--dry-run", "external"]).status(0);
     let want = format!(
         "  encrypt   with age to a passphrase (scrypt) read from {}\n",

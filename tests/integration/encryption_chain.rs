@@ -9,9 +9,11 @@ use std::path::{Path, PathBuf};
 use dbackup::ArchiveKind;
 
 use crate::fixtures::age::have_age;
-use crate::fixtures::drive::{
-    assert_same_tree, collect, config, content, destination, external, listing, meta_of, sample,
+use crate::fixtures::chain::{
+    assert_each_restores_its_snapshot, chain_config, restore_backup, restore_file, verify_backup,
 };
+use crate::fixtures::drive::{assert_same_tree, collect, content, listing, meta_of, new_backup};
+use crate::fixtures::guide::run_chain;
 use crate::harness::Test;
 
 /// The sample home, encrypted to a fresh identity (which restore reads from the config), incrementals on, every
@@ -19,29 +21,12 @@ use crate::harness::Test;
 fn encrypted_chain_world() -> (Test, PathBuf) {
     let t = Test::new().config("{}");
     let (key, recipient) = t.keygen("key.txt");
-    sample(&t, 600 << 10);
-    let drive = t.path("drive");
-    fs::create_dir_all(&drive).unwrap();
-    let cfg = config(
-        &[destination("drive", &drive, r#""require_mount": false"#)],
-        "first",
-        10,
-    )
-    .replace(
-        r#""external": { "mode": "first" }"#,
-        &format!(
-            r#""external": {{ "mode": "first", "incremental": {{ "enabled": true }} }},
-               "encryption": {{ "recipients": ["{recipient}"], "identity_file": "{}" }},
-               "image": {{ "kit": false }}"#,
-            key.display()
-        ),
-    )
-    .replace(r#""local": 3"#, r#""local": 12"#);
-    assert!(
-        cfg.contains("incremental") && cfg.contains(r#""local": 12"#),
-        "{cfg}"
+    let extra = format!(
+        r#", "encryption": {{ "recipients": ["{recipient}"], "identity_file": "{}" }},
+           "image": {{ "kit": false }}"#,
+        key.display()
     );
-    fs::write(t.path("config.json"), t.expand(&cfg)).unwrap();
+    let drive = chain_config(&t, 12, 10, &extra);
     collect(&t);
     (t, drive)
 }
@@ -94,19 +79,13 @@ fn an_encrypted_chain_restores_every_snapshot() {
             collect(&t);
             let dry = t.cmd().args(["--dry-run", "external"]).status(0);
             let prev = &made[step - 1].0;
-            for said in [
-                format!("incremental on {prev} (chain {} of 7)", step + 1),
-                "a plaintext copy of each index in ".to_string(),
-                format!("remove    local index copy {prev}/data (no longer a base)"),
-            ] {
-                assert!(
-                    dry.stdout.contains(&said),
-                    "step {step}: {said}: {}",
-                    dry.stdout
-                );
-            }
+            dry.stdout_has(&format!("incremental on {prev} (chain {} of 7)", step + 1))
+                .stdout_has("a plaintext copy of each index in ")
+                .stdout_has(&format!(
+                    "remove    local index copy {prev}/data (no longer a base)"
+                ));
         }
-        let stamp = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+        let stamp = new_backup(&t);
         let m = meta_of(&drive.join("backups").join(&stamp));
         let set = m.sets.iter().find(|s| s.set == "data").unwrap();
         assert!(set.encryption.is_some(), "step {step}");
@@ -150,59 +129,30 @@ fn an_encrypted_chain_restores_every_snapshot() {
     // Restore and verify read the drive's encrypted indexes with the identity, never the local copies.
     fs::remove_dir_all(t.root().join(".index-copies")).unwrap();
     let rel = data.strip_prefix("/").unwrap().to_path_buf();
-    for (i, (stamp, snapshot)) in made.iter().enumerate() {
-        let target = t.path(&format!("restored-{i}"));
-        t.cmd()
-            .args([
-                "restore", "--source", "external", "--date", stamp, "--target",
-            ])
-            .args([&target])
-            .status(0);
-        assert_same_tree(&t.root().join(snapshot).join(&rel), &target.join(&rel));
-        fs::remove_dir_all(&target).unwrap();
-    }
+    assert_each_restores_its_snapshot(&t, &made, &rel);
     // docs/RESTORE.md's age + GNU tar + jq rebuild of the chain gives the newest snapshot too.
     if testkit::require_tools(&["jq"], "apt-get install jq") {
-        let script = crate::fixtures::guide::blocks("age-chain").concat();
-        assert!(!script.contains("dbackup"), "{script}");
         let dest = t.path("chain");
-        let out = std::process::Command::new("sh")
-            .args(["-c", &format!("set -eu\n{script}")])
-            .env("DRIVE", &drive)
-            .env("STAMP", &made[5].0)
-            .env("KEY", t.path("key.txt"))
-            .env("CHAIN_DEST", &dest)
-            .env("HOME", t.home())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{script}\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let key = t.path("key.txt");
         let names: Vec<&str> = made.iter().map(|m| m.0.as_str()).collect();
-        assert!(
-            stdout.contains(&format!("chain of data: {}", names.join(" "))),
-            "{stdout}"
-        );
+        let vars = [
+            ("DRIVE", drive.as_os_str()),
+            ("STAMP", made[5].0.as_ref()),
+            ("KEY", key.as_os_str()),
+            ("CHAIN_DEST", dest.as_os_str()),
+        ];
+        run_chain(&t, "age-chain", &vars, &names);
         assert_same_tree(&t.root().join(&made[5].1).join(&rel), &dest.join(&rel));
         fs::remove_dir_all(&dest).unwrap();
     }
     for deep in [false, true] {
-        let mut args = vec![
-            "restore", "--source", "external", "--date", &made[5].0, "--verify",
-        ];
-        if deep {
-            args.push("--deep");
-        }
-        let out = t.cmd().args(&args).status(0);
+        let out = verify_backup(&t, &made[5].0, deep, 0);
         let said = if deep {
             "kept in earlier backups: every byte read and checked"
         } else {
             "kept in earlier backups: their headers there checked (--deep reads every byte)"
         };
-        assert!(out.stdout.contains(said), "{}", out.stdout);
+        out.stdout_has(said);
     }
 
     // One byte changed inside the full's archive, in the middle of big.bin (600 KiB of its 640, unchanged since:
@@ -218,13 +168,7 @@ fn an_encrypted_chain_restores_every_snapshot() {
     bytes[mid] ^= 0x01;
     fs::write(&tar, &bytes).unwrap();
     let verify = |deep: bool, code: i32| {
-        let mut args = vec![
-            "restore", "--source", "external", "--date", newest, "--verify",
-        ];
-        if deep {
-            args.push("--deep");
-        }
-        let out = t.cmd().args(&args).status(code);
+        let out = verify_backup(&t, newest, deep, code);
         format!("{}{}", out.stdout, out.stderr)
     };
     verify(false, 0);
@@ -235,15 +179,7 @@ fn an_encrypted_chain_restores_every_snapshot() {
     );
     let one = |f: &str, code: i32| {
         let target = t.path(&format!("one-{}", f.replace('/', "-")));
-        let out = t
-            .cmd()
-            .args([
-                "restore", "--source", "external", "--date", newest, "--path",
-            ])
-            .args([data.join(f)])
-            .args(["--target"])
-            .args([&target])
-            .status(code);
+        let out = restore_file(&t, newest, &data.join(f), &target, code);
         format!("{}{}", out.stdout, out.stderr)
     };
     one("projects/p09.txt", 0);
@@ -266,7 +202,7 @@ fn without_a_trusted_local_copy_the_next_encrypted_backup_is_full() {
         return;
     }
     let (t, drive) = encrypted_chain_world();
-    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let first = new_backup(&t);
     let copy = copies_dir(&t).join(&first).join("data.index");
     let mut bytes = fs::read(&copy).unwrap();
     let n = bytes.len() / 2;
@@ -281,14 +217,14 @@ fn without_a_trusted_local_copy_the_next_encrypted_backup_is_full() {
     t.write("home/data/projects/p03.txt", content(2000, 333));
     collect(&t);
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
-    for said in [
+    dry.stdout_has(
         "full: no trusted local copy of the encrypted base index (it was changed since it was written",
+    )
+    .stdout_has(
         "local index copies of destination old-drive: removed after the run (no such destination in the config)",
-    ] {
-        assert!(dry.stdout.contains(said), "{said}: {}", dry.stdout);
-    }
+    );
     assert!(gone.exists(), "a dry run removes nothing");
-    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let second = new_backup(&t);
     assert_eq!(kind_of(&drive, &second), ArchiveKind::Full);
     assert_eq!(listing(&t.root().join(".index-copies")), vec!["drive"]);
     // The altered copy is gone with the backup it no longer can be the base of.
@@ -296,27 +232,18 @@ fn without_a_trusted_local_copy_the_next_encrypted_backup_is_full() {
 
     t.write("home/data/projects/p04.txt", content(2100, 334));
     collect(&t);
-    let third = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let third = new_backup(&t);
     assert_eq!(kind_of(&drive, &third), ArchiveKind::Incremental);
 
     fs::remove_dir_all(copies_dir(&t).join(&third)).unwrap();
     t.write("home/data/projects/p05.txt", content(2200, 335));
     collect(&t);
-    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
-    assert!(
-        dry.stdout
-            .contains("full: no trusted local copy of the encrypted base index (there is none)"),
-        "{}",
-        dry.stdout
-    );
-    let fourth = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    t.cmd()
+        .args(["--dry-run", "external"])
+        .status(0)
+        .stdout_has("full: no trusted local copy of the encrypted base index (there is none)");
+    let fourth = new_backup(&t);
     assert_eq!(kind_of(&drive, &fourth), ArchiveKind::Full);
     // The newest still restores whole (its own full).
-    let target = t.path("restored");
-    t.cmd()
-        .args([
-            "restore", "--source", "external", "--date", &fourth, "--target",
-        ])
-        .args([&target])
-        .status(0);
+    restore_backup(&t, &fourth, &t.path("restored"));
 }

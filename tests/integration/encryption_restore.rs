@@ -5,12 +5,12 @@
 //! archive or the index) with nothing partial left at the target, and archives that Debian's `age -e` wrote.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dbackup::{BACKUP_META_FILE, Listing, VerifyReport, read_backup_meta};
 
-use crate::fixtures::age::{Enc, encrypted_backup};
+use crate::fixtures::age::{Enc, encrypted_backup, restore_with_key};
 use crate::fixtures::demo::{config, drive_backup, sample};
 use crate::fixtures::tree::{assert_same_tree, tree};
 use crate::harness::{Test, run_ok};
@@ -94,10 +94,7 @@ fn an_encrypted_backup_is_listed_and_restored_whole_by_path_and_by_date() {
     let t = &e.t;
 
     // The listing reads metadata only: no identity needed, and it says which sets are encrypted.
-    let out = t
-        .cmd()
-        .args(["restore", "--source", "external", "--list"])
-        .status(0);
+    let out = t.restore_from_drive().args(["--list"]).status(0);
     out.stdout_has("config (age), data (age)");
     let listing: Listing = t
         .cmd()
@@ -114,8 +111,8 @@ fn an_encrypted_backup_is_listed_and_restored_whole_by_path_and_by_date() {
     // The whole backup, into a target.
     let whole = t.path("whole");
     let out = t
-        .cmd()
-        .args(["restore", "--source", "external", "--identity"])
+        .restore_from_drive()
+        .args(["--identity"])
         .args([&e.key])
         .args(["--target"])
         .args([&whole])
@@ -135,11 +132,8 @@ fn an_encrypted_backup_is_listed_and_restored_whole_by_path_and_by_date() {
     // One file, by --date, through --drive (no destination needed).
     let one = t.path("one");
     let file = data.join("projects/important/sub/b.txt");
-    t.cmd()
-        .args(["restore", "--drive"])
-        .args([t.path("T9")])
-        .args(["--date", &e.stamp, "--identity"])
-        .args([&e.key])
+    restore_with_key(t, &t.path("T9"), &e.key)
+        .args(["--date", &e.stamp])
         .args(["--path"])
         .args([&file])
         .args(["--target"])
@@ -164,8 +158,8 @@ fn the_config_identity_is_read_only_when_an_encrypted_archive_is_opened() {
     t.cmd().args(["restore", "--list"]).status(0);
     // Reading the drive needs it, and says which file is missing.
     let out = t
-        .cmd()
-        .args(["restore", "--source", "external", "--target"])
+        .restore_from_drive()
+        .args(["--target"])
         .args([t.path("x")])
         .status(1);
     out.stderr_has("config-key.txt").stderr_has("--identity");
@@ -173,30 +167,16 @@ fn the_config_identity_is_read_only_when_an_encrypted_archive_is_opened() {
     // Once it is there, it is used.
     fs::copy(&e.key, t.path("config-key.txt")).unwrap();
     let out = t
-        .cmd()
-        .args([
-            "restore",
-            "--source",
-            "external",
-            "--path",
-            "~/.secrets",
-            "--target",
-        ])
+        .restore_from_drive()
+        .args(["--path", "~/.secrets", "--target"])
         .args([t.path("y")])
         .status(0);
     out.stderr_lacks("warning");
     // A missing configured identity is passed over (with a warning) when --identity is given.
     fs::remove_file(t.path("config-key.txt")).unwrap();
     let out = t
-        .cmd()
-        .args([
-            "restore",
-            "--source",
-            "external",
-            "--path",
-            "~/.secrets",
-            "--identity",
-        ])
+        .restore_from_drive()
+        .args(["--path", "~/.secrets", "--identity"])
         .args([&e.key])
         .args(["--target"])
         .args([t.path("z")])
@@ -221,12 +201,7 @@ fn verify_without_the_identity_checks_the_ciphertext_only_and_says_so() {
     let e = encrypted_backup("");
     let t = &e.t;
     let drive = t.path("T9");
-    let out = t
-        .cmd()
-        .args(["restore", "--drive"])
-        .args([&drive])
-        .args(["--verify"])
-        .status(3);
+    let out = t.restore_drive(&drive).args(["--verify"]).status(3);
     insta::with_settings!({ filters => filters() }, {
         insta::assert_snapshot!("verify_encrypted_without_identity", t.without_tmp(&out.stdout));
         insta::assert_snapshot!("verify_encrypted_without_identity_stderr", t.without_tmp(&out.stderr));
@@ -279,12 +254,7 @@ fn verify_without_the_identity_checks_the_ciphertext_only_and_says_so() {
     let n = bytes.len();
     bytes[n / 2] ^= 1;
     fs::write(&a, bytes).unwrap();
-    let out = t
-        .cmd()
-        .args(["restore", "--drive"])
-        .args([&damaged])
-        .args(["--verify"])
-        .status(1);
+    let out = t.restore_drive(&damaged).args(["--verify"]).status(1);
     out.stderr_has("config.tar.age");
 }
 
@@ -368,12 +338,7 @@ fn a_damaged_encrypted_backup_fails_naming_the_archive_and_leaves_nothing_partia
         let drive = e.copy_drive(&format!("drive{i}"));
         (d.apply)(&drive.join("backups").join(&e.stamp).join(d.file), &e);
         let target = t.path(&format!("target{i}"));
-        let out = t
-            .cmd()
-            .args(["restore", "--drive"])
-            .args([&drive])
-            .args(["--identity"])
-            .args([&e.key])
+        let out = restore_with_key(t, &drive, &e.key)
             .args(["--target"])
             .args([&target])
             .output();
@@ -411,12 +376,7 @@ fn a_damaged_encrypted_backup_fails_naming_the_archive_and_leaves_nothing_partia
             assert_eq!(restored, 0, "{}: {}", d.name, out.stderr);
         }
         // --verify with the identity finds it too.
-        let out = t
-            .cmd()
-            .args(["restore", "--drive"])
-            .args([&drive])
-            .args(["--identity"])
-            .args([&e.key])
+        let out = restore_with_key(t, &drive, &e.key)
             .args(["--verify"])
             .output();
         assert_eq!(out.code, 1, "{}: {}", d.name, out.stdout);
@@ -432,9 +392,7 @@ fn a_wrong_or_missing_identity_is_an_error_naming_the_archive() {
     let drive = t.path("T9");
     let target = t.path("target");
     let restore = |identity: &[&std::ffi::OsStr]| {
-        t.cmd()
-            .args(["restore", "--drive"])
-            .args([&drive])
+        t.restore_drive(&drive)
             .args(identity)
             .args(["--target"])
             .args([&target])
@@ -470,15 +428,8 @@ fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environme
     t.cmd().args(["collect"]).status(0);
     t.cmd().args(["external", "--set", "config"]).status(0);
     let target = t.path("target");
-    t.cmd()
-        .args([
-            "restore",
-            "--source",
-            "external",
-            "--path",
-            "~/.secrets",
-            "--target",
-        ])
+    t.restore_from_drive()
+        .args(["--path", "~/.secrets", "--target"])
         .args([&target])
         .status(0);
     let secret = target
@@ -517,13 +468,21 @@ fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environme
 // ---------------------------------------------------------------------------------------------------------------
 // Interop: what Debian's age wrote
 
-#[test]
-fn a_gnu_tar_archive_encrypted_by_age_restores_by_scanning() {
+/// A new world and an age key pair (`key.txt`, made by `dbackup keygen`); `None` (the test skips) without Debian's age.
+fn world_with_age_key() -> Option<(Test, PathBuf, String)> {
     if !testkit::require_tools(&["age"], "apt-get install age") {
-        return;
+        return None;
     }
     let t = Test::new();
     let (key, recipient) = t.keygen("key.txt");
+    Some((t, key, recipient))
+}
+
+#[test]
+fn a_gnu_tar_archive_encrypted_by_age_restores_by_scanning() {
+    let Some((t, key, recipient)) = world_with_age_key() else {
+        return;
+    };
     let src = t.path("src");
     t.write("src/docs/a.txt", "alpha");
     t.write("src/docs/deep/b.txt", "beta");
@@ -545,13 +504,9 @@ fn a_gnu_tar_archive_encrypted_by_age_restores_by_scanning() {
     age_encrypt(&recipient, &tar, &dir.join("data.tar.age"));
 
     let target = t.path("target");
-    let out = t
-        .cmd()
+    let out = restore_with_key(&t, &t.path("drive"), &key)
         .no_config()
-        .args(["restore", "--drive"])
-        .args([t.path("drive")])
-        .args(["--date", stamp, "--identity"])
-        .args([&key])
+        .args(["--date", stamp])
         .args(["--target"])
         .args([&target])
         .status(0);
@@ -565,12 +520,9 @@ fn a_gnu_tar_archive_encrypted_by_age_restores_by_scanning() {
     assert_same_tree(&below(&target), &below(&src));
     // One path of it.
     let one = t.path("one");
-    t.cmd()
+    restore_with_key(&t, &t.path("drive"), &key)
         .no_config()
-        .args(["restore", "--drive"])
-        .args([t.path("drive")])
-        .args(["--date", stamp, "--identity"])
-        .args([&key])
+        .args(["--date", stamp])
         .args(["--path", "/docs/deep", "--target"])
         .args([&one])
         .status(0);
@@ -599,11 +551,9 @@ fn a_gnu_tar_archive_encrypted_by_age_restores_by_scanning() {
 
 #[test]
 fn a_dbackup_backup_reencrypted_by_age_restores_through_its_index() {
-    if !testkit::require_tools(&["age"], "apt-get install age") {
+    let Some((t, key, recipient)) = world_with_age_key() else {
         return;
-    }
-    let t = Test::new();
-    let (key, recipient) = t.keygen("key.txt");
+    };
     let t = t.config(&config(""));
     let data = t.path("data");
     sample(&t, &data);
@@ -628,12 +578,8 @@ fn a_dbackup_backup_reencrypted_by_age_restores_through_its_index() {
     let data = fs::canonicalize(&data).unwrap();
     let file = data.join("projects/important/big.bin");
     let target = t.path("target");
-    let out = t
-        .cmd()
-        .args(["restore", "--drive"])
-        .args([t.path("T9")])
-        .args(["--date", "2025-04-01-031500", "--identity"])
-        .args([&key])
+    let out = restore_with_key(&t, &t.path("T9"), &key)
+        .args(["--date", "2025-04-01-031500"])
         .args(["--path"])
         .args([&file])
         .args(["--target"])
@@ -646,11 +592,8 @@ fn a_dbackup_backup_reencrypted_by_age_restores_through_its_index() {
     );
     // And all of it, checked against the index while it is restored.
     let whole = t.path("whole");
-    t.cmd()
-        .args(["restore", "--drive"])
-        .args([t.path("T9")])
-        .args(["--date", "2025-04-01-031500", "--identity"])
-        .args([&key])
+    restore_with_key(&t, &t.path("T9"), &key)
+        .args(["--date", "2025-04-01-031500"])
         .args(["--target"])
         .args([&whole])
         .status(0);

@@ -123,21 +123,15 @@ fn set_names_from_a_drive_are_escaped() {
 
     let target = t.path("target");
     let out = t
-        .cmd()
-        .args(["restore", "--source", "external", "--target"])
+        .restore_from_drive()
+        .args(["--target"])
         .args([&target])
         .output();
     assert_escaped("restore", &out);
 
     let out = t
-        .cmd()
-        .args([
-            "restore",
-            "--source",
-            "external",
-            "--path",
-            "/nowhere/at/all",
-        ])
+        .restore_from_drive()
+        .args(["--path", "/nowhere/at/all"])
         .output();
     assert_ne!(out.code, 0);
     assert_escaped("restore --path not in the backup", &out);

@@ -53,14 +53,8 @@ fn includes_files_of_patterns_caches_and_markers() {
 
     // A missing file of patterns is a config error, for config check and every command.
     let out = t.cmd().args(["config", "check"]).status(2);
-    assert!(
-        out.stderr.contains("/backup_sets/0/exclude_from/0")
-            && out
-                .stderr
-                .contains("/nonexistent-yet/excl.txt: does not exist"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("/backup_sets/0/exclude_from/0")
+        .stderr_has("/nonexistent-yet/excl.txt: does not exist");
     t.cmd().args(["collect"]).status(2);
     assert!(!t.root().exists());
 
@@ -107,14 +101,10 @@ fn includes_files_of_patterns_caches_and_markers() {
         ]
     );
     let text = t.cmd().args(["--dry-run", "collect"]).status(0);
-    assert!(
-        text.stdout.contains(&format!(
-            "skip      {}/proj/build (holds CACHEDIR.TAG)",
-            data.display()
-        )),
-        "{}",
-        text.stdout
-    );
+    text.stdout_has(&format!(
+        "skip      {}/proj/build (holds CACHEDIR.TAG)",
+        data.display()
+    ));
 
     t.cmd().args(["collect"]).status(0);
     let (snap, meta) = only_snapshot(&t, "data");
@@ -164,18 +154,8 @@ fn bad_markers_and_lone_bangs_are_refused() {
     ));
     t.write("home/data/f", "f");
     let out = t.cmd().args(["config", "check"]).status(2);
-    assert!(
-        out.stderr.contains("/backup_sets/0/exclusions/0")
-            && out
-                .stderr
-                .contains("`!` alone would clear the rules before it"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("/backup_sets/0/exclude_if_present/0")
-            && out.stderr.contains("is not a file name"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("/backup_sets/0/exclusions/0")
+        .stderr_has("`!` alone would clear the rules before it");
+    out.stderr_has("/backup_sets/0/exclude_if_present/0")
+        .stderr_has("is not a file name");
 }

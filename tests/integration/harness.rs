@@ -108,15 +108,7 @@ impl Test {
     /// A command against this test's world; nothing runs until `status`, `output` or `spawn`.
     pub fn cmd(&self) -> Cmd {
         let mut command = Command::new(BIN);
-        command
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.home())
-            .env("USER", "tester")
-            .env("XDG_CONFIG_HOME", self.path("xdg-config"))
-            .env("XDG_STATE_HOME", self.path("state"))
-            .env("LANG", "C.UTF-8")
-            .env("TZ", "UTC")
+        self.environment(&mut command, "tester")
             .current_dir(self.dir.path())
             .stdin(Stdio::null());
         for (k, v) in &self.env {
@@ -253,12 +245,7 @@ impl Cmd {
 
     pub fn output(self) -> Output {
         let mut command = self.prepare();
-        let out = command.output().expect("run dbackup");
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Output::from(command.output().expect("run dbackup"))
     }
 
     /// Runs and asserts the exit code, showing both streams when it differs.
@@ -322,4 +309,51 @@ pub fn mode(path: &Path) -> u32 {
         .permissions()
         .mode()
         & 0o7777
+}
+
+impl Test {
+    /// `dbackup restore --source external`: a restore from the drive's backups; add what to restore and where.
+    pub fn restore_from_drive(&self) -> Cmd {
+        self.cmd().args(["restore", "--source", "external"])
+    }
+
+    /// `dbackup restore --drive <drive>`: a restore from the backups on `drive` (a mount point or a directory).
+    pub fn restore_drive(&self, drive: &Path) -> Cmd {
+        self.cmd().args(["restore", "--drive"]).args([drive])
+    }
+}
+
+impl Test {
+    /// Runs `dbackup --json <args>`, which must exit 0: its stdout parsed into `T`.
+    #[track_caller]
+    pub fn run_json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> T {
+        self.cmd().args(["--json"]).args(args).status(0).json()
+    }
+}
+
+impl Test {
+    /// Gives `command` the environment `cmd` gives the binary, with `USER` set to `user`: for running dbackup under
+    /// another program (`unshare`, `setpriv`). Cleared, then `PATH`, `HOME`, `USER`, the XDG directories, `LANG`, `TZ`.
+    pub fn environment<'c>(&self, command: &'c mut Command, user: &str) -> &'c mut Command {
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.home())
+            .env("USER", user)
+            .env("XDG_CONFIG_HOME", self.path("xdg-config"))
+            .env("XDG_STATE_HOME", self.path("state"))
+            .env("LANG", "C.UTF-8")
+            .env("TZ", "UTC")
+    }
+}
+
+impl From<std::process::Output> for Output {
+    /// What a finished process printed, its exit code -1 when a signal ended it.
+    fn from(out: std::process::Output) -> Output {
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
 }

@@ -75,8 +75,8 @@ fn drive_files_that_lead_elsewhere_are_refused_without_showing_a_byte_of_them() 
     let dir = backup_dir(&t, "T9");
     let file = t.home().join("data/notes.txt");
     let restore_one = |t: &Test| {
-        t.cmd()
-            .args(["restore", "--source", "external", "--target"])
+        t.restore_from_drive()
+            .args(["--target"])
             .args([&t.path("out")])
             .args(["--path"])
             .args([&file])
@@ -95,10 +95,7 @@ fn drive_files_that_lead_elsewhere_are_refused_without_showing_a_byte_of_them() 
             "{name}: {}",
             out.stderr
         );
-        let out = t
-            .cmd()
-            .args(["restore", "--source", "external", "--verify"])
-            .output();
+        let out = t.restore_from_drive().args(["--verify"]).output();
         assert_clean(&out);
         assert_eq!(out.code, 1, "{}", out.stderr);
         assert!(
@@ -119,10 +116,7 @@ fn drive_files_that_lead_elsewhere_are_refused_without_showing_a_byte_of_them() 
     let out = t.cmd().args(["restore", "--list"]).output();
     assert_clean(&out);
     out.stdout_has("backup.json is a symbolic link");
-    let out = t
-        .cmd()
-        .args(["restore", "--source", "external", "--verify"])
-        .output();
+    let out = t.restore_from_drive().args(["--verify"]).output();
     assert_clean(&out);
     fs::remove_file(&meta).unwrap();
     fs::rename(&real, &meta).unwrap();
@@ -140,10 +134,7 @@ fn drive_files_that_lead_elsewhere_are_refused_without_showing_a_byte_of_them() 
     let out = restore_one(&t);
     assert_clean(&out);
     assert_ne!(out.code, 0, "{}", out.stderr);
-    let out = t
-        .cmd()
-        .args(["restore", "--source", "external", "--verify"])
-        .output();
+    let out = t.restore_from_drive().args(["--verify"]).output();
     assert_clean(&out);
     assert_ne!(out.code, 0);
 }
@@ -239,16 +230,13 @@ fn an_in_place_restore_writes_only_under_the_sources_the_config_names() {
     t.write("victim/.ssh/authorized_keys", "ssh-ed25519 BBBB mine\n");
     t.write("home/data/notes.txt", "changed\n");
 
-    let out = t
-        .cmd()
-        .args(["restore", "--source", "external", "--set", "data"])
-        .status(2);
+    let out = t.restore_from_drive().args(["--set", "data"]).status(2);
     out.stderr_has(&format!("{} (set data, from backup ", ssh.display()))
         .stderr_has("is not under the set's sources in the config")
         .stderr_has("--target DIR");
     let out = t
-        .cmd()
-        .args(["restore", "--source", "external", "--path"])
+        .restore_from_drive()
+        .args(["--path"])
         .args([&ssh.join("authorized_keys")])
         .status(2);
     out.stderr_has("--target");
@@ -259,8 +247,8 @@ fn an_in_place_restore_writes_only_under_the_sources_the_config_names() {
     );
 
     // What the config names is restored in place; the rest under --target.
-    t.cmd()
-        .args(["restore", "--source", "external", "--path"])
+    t.restore_from_drive()
+        .args(["--path"])
         .args([&t.home().join("data")])
         .status(0);
     assert_eq!(
@@ -268,10 +256,8 @@ fn an_in_place_restore_writes_only_under_the_sources_the_config_names() {
         "my notes\n"
     );
     let out_dir = t.path("out");
-    t.cmd()
-        .args([
-            "restore", "--source", "external", "--set", "data", "--target",
-        ])
+    t.restore_from_drive()
+        .args(["--set", "data", "--target"])
         .args([&out_dir])
         .status(0);
     assert_eq!(
@@ -313,10 +299,7 @@ fn set_names_and_numbers_from_the_drive_are_checked() {
     }
     let out = t.cmd().args(["restore", "--list"]).output();
     out.stdout_has("sets[0].archive[0].bytes is 18446744073709551615");
-    let out = t
-        .cmd()
-        .args(["restore", "--source", "external", "--verify"])
-        .output();
+    let out = t.restore_from_drive().args(["--verify"]).output();
     assert_clean(&out);
 
     fs::write(dir.join("backup.json"), &original).unwrap();
@@ -349,8 +332,8 @@ fn set_names_and_numbers_from_the_drive_are_checked() {
         v["sets"][0]["index"][0]["bytes"] = fs::metadata(&index).unwrap().len().into()
     });
     let out = t
-        .cmd()
-        .args(["restore", "--source", "external", "--target"])
+        .restore_from_drive()
+        .args(["--target"])
         .args([&t.path("out")])
         .args(["--path"])
         .args([&t.home().join("data/notes.txt")])
@@ -358,10 +341,7 @@ fn set_names_and_numbers_from_the_drive_are_checked() {
     assert_clean(&out);
     assert_eq!(out.code, 1, "{}", out.stderr);
     out.stderr_has("size 18446744073709551615 at data_offset");
-    let out = t
-        .cmd()
-        .args(["restore", "--source", "external", "--verify"])
-        .output();
+    let out = t.restore_from_drive().args(["--verify"]).output();
     assert_clean(&out);
     assert_eq!(out.code, 1);
 }

@@ -3,35 +3,42 @@
 //! `--full`.
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dbackup::{ArchiveKind, IndexReader};
 
-use crate::fixtures::drive::{
-    assert_same_tree, assert_sums_pass, collect, config, content, destination, external, meta_of,
-    sample,
+use crate::fixtures::chain::{
+    assert_each_restores_its_snapshot, chain_config, restore_backup, restore_file, verify_backup,
 };
+use crate::fixtures::drive::{
+    assert_same_tree, assert_sums_pass, collect, content, external, meta_of, new_backup,
+};
+use crate::fixtures::guide::run_chain;
 use crate::harness::Test;
 
-/// The sample home collected once, backing up to `{tmp}/drive` with incrementals on.
-fn incremental_world() -> (Test, PathBuf) {
+/// The sample home collected once, backing up to `{tmp}/drive` with incrementals on, keeping `local` snapshots and
+/// `keep` backups.
+fn incremental_world(local: u32, keep: u32) -> (Test, PathBuf) {
     let t = Test::new().config("{}");
-    sample(&t, 600 << 10);
-    let drive = t.path("drive");
-    fs::create_dir_all(&drive).unwrap();
-    let cfg = config(
-        &[destination("drive", &drive, r#""require_mount": false"#)],
-        "first",
-        5,
-    )
-    .replace(
-        r#""external": { "mode": "first" }"#,
-        r#""external": { "mode": "first", "incremental": { "enabled": true } }"#,
-    );
-    assert!(cfg.contains("incremental"));
-    fs::write(t.path("config.json"), t.expand(&cfg)).unwrap();
+    let drive = chain_config(&t, local, keep, "");
     collect(&t);
     (t, drive)
+}
+
+/// A first backup, then `projects/p03.txt` changed and collected, and a second backup (an incremental on the first):
+/// their stamps.
+fn full_then_incremental(t: &Test) -> (String, String) {
+    let first = new_backup(t);
+    t.write("home/data/projects/p03.txt", content(2000, 333));
+    collect(t);
+    (first, new_backup(t))
+}
+
+/// Every set of the backup `stamp` on `drive` is a full.
+#[track_caller]
+fn assert_all_full(drive: &Path, stamp: &str) {
+    let m = meta_of(&drive.join("backups").join(stamp));
+    assert!(m.sets.iter().all(|s| s.kind == ArchiveKind::Full), "{m:?}");
 }
 
 /// A second external backup after one file changed is an incremental on the first: `backup.json` says so
@@ -41,8 +48,8 @@ fn incremental_world() -> (Test, PathBuf) {
 /// full again. (Before: every external backup was full; there was no `external.incremental` nor `--full`.)
 #[test]
 fn a_second_backup_is_an_incremental_on_the_first() {
-    let (t, drive) = incremental_world();
-    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let (t, drive) = incremental_world(3, 5);
+    let first = new_backup(&t);
     let m1 = meta_of(&drive.join("backups").join(&first));
     assert!(
         m1.sets
@@ -52,17 +59,15 @@ fn a_second_backup_is_an_incremental_on_the_first() {
 
     t.write("home/data/projects/p03.txt", content(2000, 333));
     collect(&t);
-    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
-    let text = dry.stdout.clone();
-    assert!(
-        text.contains(&format!(
+    t.cmd()
+        .args(["--dry-run", "external"])
+        .status(0)
+        .stdout_has(&format!(
             "incremental on {first} (chain 2 of 7): 2 files to store (2.0 KiB), 23 kept in earlier \
              backups"
-        )),
-        "{text}"
-    );
+        ));
 
-    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let second = new_backup(&t);
     let dir = drive.join("backups").join(&second);
     let m2 = meta_of(&dir);
     assert_eq!(m2.depends_on, vec![first.clone()]);
@@ -105,23 +110,12 @@ fn a_second_backup_is_an_incremental_on_the_first() {
     out.stdout_has(&format!("data (incremental on {first})"));
 
     // Verified: its own archive, and every file it keeps in the first backup checked there.
-    let out = t
-        .cmd()
-        .args([
-            "restore", "--source", "external", "--date", &second, "--verify",
-        ])
-        .status(0);
-    out.stdout_has("intact");
+    verify_backup(&t, &second, false, 0).stdout_has("intact");
 
     // Restored whole from the incremental: exactly the snapshot it was made from, the unchanged files read from
     // the first backup's archive.
     let target = t.path("restored");
-    t.cmd()
-        .args([
-            "restore", "--source", "external", "--date", &second, "--target",
-        ])
-        .args([&target])
-        .status(0);
+    restore_backup(&t, &second, &target);
     let snap = t.root().join(&data.snapshot);
     let rel = t.home().join("data");
     let rel = rel.strip_prefix("/").unwrap();
@@ -130,42 +124,21 @@ fn a_second_backup_is_an_incremental_on_the_first() {
     for (i, f) in ["big.bin", "projects/p03.txt"].iter().enumerate() {
         let one = t.path(&format!("one{i}"));
         let path = t.home().join("data").join(f);
-        t.cmd()
-            .args([
-                "restore", "--source", "external", "--date", &second, "--path",
-            ])
-            .args([&path])
-            .args(["--target"])
-            .args([&one])
-            .status(0);
+        restore_file(&t, &second, &path, &one, 0);
         let got = fs::read(one.join(path.strip_prefix("/").unwrap())).unwrap();
         assert_eq!(got, fs::read(&path).unwrap(), "{f}");
     }
 
     // The restoration guide's GNU-tar-only rebuild of the chain gives the same tree.
     if testkit::require_tools(&["jq"], "apt-get install jq") {
-        let script = crate::fixtures::guide::blocks("tar-chain").concat();
-        assert!(!script.contains("dbackup"), "{script}");
         let dest = t.path("chain");
-        let out = std::process::Command::new("sh")
-            .args(["-c", &format!("set -eu\n{script}")])
-            .env("DRIVE", &drive)
-            .env("STAMP", &second)
-            .env("SET", "data")
-            .env("CHAIN_DEST", &dest)
-            .env("HOME", t.home())
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{script}\n{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            stdout.contains(&format!("chain of data: {first} {second}")),
-            "{stdout}"
-        );
+        let vars = [
+            ("DRIVE", drive.as_os_str()),
+            ("STAMP", second.as_ref()),
+            ("SET", "data".as_ref()),
+            ("CHAIN_DEST", dest.as_os_str()),
+        ];
+        run_chain(&t, "tar-chain", &vars, &[&first, &second]);
         assert_same_tree(&snap.join(rel), &dest.join(rel));
     }
 
@@ -173,29 +146,28 @@ fn a_second_backup_is_an_incremental_on_the_first() {
         .backup
         .clone()
         .unwrap();
-    let m3 = meta_of(&drive.join("backups").join(&third));
-    assert!(m3.depends_on.is_empty());
-    assert!(m3.sets.iter().all(|s| s.kind == ArchiveKind::Full));
+    assert!(
+        meta_of(&drive.join("backups").join(&third))
+            .depends_on
+            .is_empty()
+    );
+    assert_all_full(&drive, &third);
 }
 
 /// A base whose archive was deleted by hand is not extended: the dry run says why and the next backup is full.
 #[test]
 fn a_damaged_base_gets_a_full() {
-    let (t, drive) = incremental_world();
-    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let (t, drive) = incremental_world(3, 5);
+    let first = new_backup(&t);
     fs::remove_file(drive.join("backups").join(&first).join("data.tar")).unwrap();
     collect(&t);
-    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
-    let text = dry.stdout.clone();
-    assert!(
-        text.contains(&format!(
+    t.cmd()
+        .args(["--dry-run", "external"])
+        .status(0)
+        .stdout_has(&format!(
             "full: backup {first} of the chain is damaged: data.tar cannot be read"
-        )),
-        "{text}"
-    );
-    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
-    let m = meta_of(&drive.join("backups").join(&second));
-    assert!(m.sets.iter().all(|s| s.kind == ArchiveKind::Full), "{m:?}");
+        ));
+    assert_all_full(&drive, &new_backup(&t));
 }
 
 /// A base archive truncated after an incremental was written on it: `--verify` of the incremental names the broken
@@ -204,22 +176,14 @@ fn a_damaged_base_gets_a_full() {
 /// full. (Before: there were no chains to break.)
 #[test]
 fn a_broken_link_is_named_and_the_rest_still_restores() {
-    let (t, drive) = incremental_world();
-    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
-    t.write("home/data/projects/p03.txt", content(2000, 333));
-    collect(&t);
-    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let (t, drive) = incremental_world(3, 5);
+    let (first, second) = full_then_incremental(&t);
     // The base's data.tar truncated to its first 10 KiB (same name, wrong size).
     let tar = drive.join("backups").join(&first).join("data.tar");
     let bytes = fs::read(&tar).unwrap();
     fs::write(&tar, &bytes[..10240]).unwrap();
 
-    let out = t
-        .cmd()
-        .args([
-            "restore", "--source", "external", "--date", &second, "--verify",
-        ])
-        .status(1);
+    let out = verify_backup(&t, &second, false, 1);
     let text = format!("{}{}", out.stdout, out.stderr);
     assert!(
         text.contains(&format!("in backup {first}'s data.tar")),
@@ -228,15 +192,7 @@ fn a_broken_link_is_named_and_the_rest_still_restores() {
 
     let restore = |f: &str, code: i32| {
         let one = t.path(&format!("one-{}", f.replace('/', "-")));
-        let path = t.home().join("data").join(f);
-        t.cmd()
-            .args([
-                "restore", "--source", "external", "--date", &second, "--path",
-            ])
-            .args([&path])
-            .args(["--target"])
-            .args([&one])
-            .status(code)
+        restore_file(&t, &second, &t.home().join("data").join(f), &one, code)
     };
     restore("projects/p03.txt", 0);
     let out = restore("big.bin", 1);
@@ -251,9 +207,7 @@ fn a_broken_link_is_named_and_the_rest_still_restores() {
     );
 
     collect(&t);
-    let third = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
-    let m = meta_of(&drive.join("backups").join(&third));
-    assert!(m.sets.iter().all(|s| s.kind == ArchiveKind::Full), "{m:?}");
+    assert_all_full(&drive, &new_backup(&t));
 }
 
 /// A full and five incrementals, with files added, changed, deleted, renamed, hard-linked, turned from a file into a
@@ -262,14 +216,8 @@ fn a_broken_link_is_named_and_the_rest_still_restores() {
 /// backup before it in the chain. (Before: every backup was a full; there were no chains.)
 #[test]
 fn every_backup_of_a_chain_restores_its_snapshot() {
-    let (t, drive) = incremental_world();
     // Keep every snapshot and backup (chain-aware retention is issue 15's other half).
-    let cfg = fs::read_to_string(t.path("config.json")).unwrap().replace(
-        r#""local": 3, "external": 5"#,
-        r#""local": 10, "external": 10"#,
-    );
-    assert!(cfg.contains(r#""local": 10"#), "{cfg}");
-    fs::write(t.path("config.json"), cfg).unwrap();
+    let (t, drive) = incremental_world(10, 10);
     let data = t.home().join("data");
     let mut made: Vec<(String, String)> = Vec::new();
     for step in 0..6 {
@@ -277,7 +225,7 @@ fn every_backup_of_a_chain_restores_its_snapshot() {
         if step > 0 {
             collect(&t);
         }
-        let stamp = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+        let stamp = new_backup(&t);
         let m = meta_of(&drive.join("backups").join(&stamp));
         let set = m.sets.iter().find(|s| s.set == "data").unwrap();
         assert_eq!(set.kind == ArchiveKind::Full, step == 0, "step {step}");
@@ -285,22 +233,9 @@ fn every_backup_of_a_chain_restores_its_snapshot() {
         made.push((stamp, set.snapshot.clone()));
     }
     let rel = data.strip_prefix("/").unwrap().to_path_buf();
-    for (i, (stamp, snapshot)) in made.iter().enumerate() {
-        let target = t.path(&format!("restored-{i}"));
-        t.cmd()
-            .args([
-                "restore", "--source", "external", "--date", stamp, "--target",
-            ])
-            .args([&target])
-            .status(0);
-        assert_same_tree(&t.root().join(snapshot).join(&rel), &target.join(&rel));
-    }
+    assert_each_restores_its_snapshot(&t, &made, &rel);
     // The newest one, verified through its chain.
-    t.cmd()
-        .args([
-            "restore", "--source", "external", "--date", &made[5].0, "--verify",
-        ])
-        .status(0);
+    verify_backup(&t, &made[5].0, false, 0);
 }
 
 /// Retention never removes a backup that a kept one depends on: with `retention.external` 2 and a chain of four,
@@ -308,11 +243,7 @@ fn every_backup_of_a_chain_restores_its_snapshot() {
 /// have removed the full the newest incremental is built on.)
 #[test]
 fn retention_keeps_the_chain_of_a_kept_backup() {
-    let (t, drive) = incremental_world();
-    let cfg = fs::read_to_string(t.path("config.json"))
-        .unwrap()
-        .replace(r#""external": 5"#, r#""external": 2"#);
-    fs::write(t.path("config.json"), cfg).unwrap();
+    let (t, drive) = incremental_world(3, 2);
     let mut stamps = Vec::new();
     for i in 0..4 {
         if i > 0 {
@@ -333,24 +264,15 @@ fn retention_keeps_the_chain_of_a_kept_backup() {
     let listed = dbackup::list_drive_backups(&drive.join("backups")).unwrap();
     let names: Vec<&str> = listed.verified().map(|b| b.name.as_str()).collect();
     assert_eq!(names, stamps.iter().map(String::as_str).collect::<Vec<_>>());
-    let target = t.path("r");
-    t.cmd()
-        .args([
-            "restore", "--source", "external", "--date", &stamps[3], "--target",
-        ])
-        .args([&target])
-        .status(0);
+    restore_backup(&t, &stamps[3], &t.path("r"));
 }
 
 /// `ls` and `find` say which drive backups are full and which incremental (on which base), as text and JSON; a local
 /// snapshot is neither. (Before: they listed a backup's entries without saying what kind of archive held them.)
 #[test]
 fn ls_and_find_show_full_or_incremental() {
-    let (t, _drive) = incremental_world();
-    let first = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
-    t.write("home/data/projects/p03.txt", content(2000, 333));
-    collect(&t);
-    let second = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    let (t, _drive) = incremental_world(3, 5);
+    let (first, second) = full_then_incremental(&t);
     let data = t.home().join("data");
     let ls = |date: &str, json: bool| {
         let mut c = t.cmd();

@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::harness::Test;
+use crate::harness::{Test, run_ok};
 
 /// The set `links` (`~/links`) and the plain-directory drive `<tmp>/T9`.
 const CONFIG: &str = r#"{ "backup_root": "{root}",
@@ -30,16 +30,11 @@ impl Setup {
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("target.txt"), "the target\n").unwrap();
         symlink("target.txt", dir.join("a-link")).unwrap();
-        let out = Command::new("ln")
-            .arg("-P")
-            .arg(dir.join("a-link"))
-            .arg(dir.join("b-link"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ln -P: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("ln")
+                .arg("-P")
+                .arg(dir.join("a-link"))
+                .arg(dir.join("b-link")),
         );
         assert_eq!(
             nlink(&dir.join("b-link")),
@@ -131,17 +126,12 @@ fn hard_linked_symlinks_come_back_from_the_drive_as_one_symlink_with_two_names()
 
     let gnu = s.t.path("gnu");
     fs::create_dir(&gnu).unwrap();
-    let out = Command::new("tar")
-        .arg("-xpf")
-        .arg(s.archive())
-        .arg("-C")
-        .arg(&gnu)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("tar")
+            .arg("-xpf")
+            .arg(s.archive())
+            .arg("-C")
+            .arg(&gnu),
     );
     let (ga, gb) = (s.restored(&gnu, "a-link"), s.restored(&gnu, "b-link"));
     assert_symlink(&gb);

@@ -20,7 +20,9 @@ use std::process::Command;
 use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::age::have_age;
+use crate::fixtures::demo::set_mtime;
 use crate::fixtures::drive::{destination, external};
+use crate::fixtures::tree::walk;
 use crate::harness::{Test, run_ok};
 
 const MIB: u64 = 1 << 20;
@@ -45,22 +47,18 @@ fn sh(cmd: &str, args: &[&OsStr]) {
     run_ok(Command::new(cmd).args(args));
 }
 
-fn set_times(p: &Path, sec: i64, nsec: i64) {
-    let t = libc::timespec {
-        tv_sec: sec,
-        tv_nsec: nsec,
-    };
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a valid C string and a two-element timespec array.
-    let rc = unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            [t, t].as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
-    assert_eq!(rc, 0, "utimensat {}", p.display());
+/// Sets the extended attribute `name` of `path` to `value` (`setfattr -n name -v value path`).
+fn setfattr(path: &Path, name: &str, value: &str) {
+    sh(
+        "setfattr",
+        &[
+            "-n".as_ref(),
+            name.as_ref(),
+            "-v".as_ref(),
+            value.as_ref(),
+            path.as_os_str(),
+        ],
+    );
 }
 
 /// Builds the matrix tree at `root` (which must not exist yet).
@@ -98,50 +96,18 @@ fn build(root: &Path) {
         ("user.odd", "0x000a313320706174683d6576696c0aff"),
         ("user.mime_type", "text/plain"),
     ] {
-        sh(
-            "setfattr",
-            &[
-                "-n".as_ref(),
-                name.as_ref(),
-                "-v".as_ref(),
-                value.as_ref(),
-                p("tagged.txt").as_os_str(),
-            ],
-        );
+        setfattr(&p("tagged.txt"), name, value);
     }
-    sh(
-        "setfattr",
-        &[
-            "-n".as_ref(),
-            "user.dir".as_ref(),
-            "-v".as_ref(),
-            "on a dir".as_ref(),
-            p("shared").as_os_str(),
-        ],
-    );
+    setfattr(&p("shared"), "user.dir", "on a dir");
     fs::write(p("trusted.txt"), "trusted\n").unwrap();
-    sh(
-        "setfattr",
-        &[
-            "-n".as_ref(),
-            "trusted.overlay".as_ref(),
-            "-v".as_ref(),
-            "0x010203".as_ref(),
-            p("trusted.txt").as_os_str(),
-        ],
-    );
+    setfattr(&p("trusted.txt"), "trusted.overlay", "0x010203");
     fs::write(p("bin/ping"), "#!/bin/sh\necho pong\n").unwrap();
     fs::set_permissions(p("bin/ping"), fs::Permissions::from_mode(0o755)).unwrap();
     // cap_net_raw+ep, as `setcap` writes it.
-    sh(
-        "setfattr",
-        &[
-            "-n".as_ref(),
-            "security.capability".as_ref(),
-            "-v".as_ref(),
-            "0x0100000200200000000000000000000000000000".as_ref(),
-            p("bin/ping").as_os_str(),
-        ],
+    setfattr(
+        &p("bin/ping"),
+        "security.capability",
+        "0x0100000200200000000000000000000000000000",
     );
     // setuid (kept only with --preserve-special), and a file owned by someone else.
     fs::write(p("bin/su-ish"), "setuid\n").unwrap();
@@ -153,7 +119,7 @@ fn build(root: &Path) {
     fs::hard_link(p("link"), p("link-again")).unwrap();
     // Its own time, to the nanosecond (rsync leaves a new symlink's or fifo's time alone when the source's falls in
     // the second it copies it in, so a time of "just now" would not be compared at all).
-    set_times(&p("link"), 1_500_000_000, 111_222_333);
+    set_mtime(&p("link"), 1_500_000_000, 111_222_333);
     // Names: not UTF-8; a path over 255 bytes (each component at most 255).
     fs::write(
         root.join(OsStr::from_bytes(b"caf\xe9-latin1.txt")),
@@ -165,12 +131,12 @@ fn build(root: &Path) {
     fs::write(long.join("f".repeat(255)), "deep\n").unwrap();
     // A fifo.
     sh("mkfifo", &[p("pipe").as_os_str()]);
-    set_times(&p("pipe"), 1_600_000_000, 444_555_666);
+    set_mtime(&p("pipe"), 1_600_000_000, 444_555_666);
     // mtimes before 1970 and after 2038, to the nanosecond.
     fs::write(p("old.txt"), "1931\n").unwrap();
-    set_times(&p("old.txt"), -1_234_567_890, 123_456_789);
+    set_mtime(&p("old.txt"), -1_234_567_890, 123_456_789);
     fs::write(p("future.txt"), "2100\n").unwrap();
-    set_times(&p("future.txt"), 4_102_444_800, 987_654_321);
+    set_mtime(&p("future.txt"), 4_102_444_800, 987_654_321);
     // A sparse 1 GiB file with 3 data extents (start, middle, a few bytes at the end), compared with `du` below.
     let f = fs::File::create(p(SPARSE)).unwrap();
     f.set_len(1 << 30).unwrap();
@@ -188,7 +154,7 @@ fn build(root: &Path) {
         .collect();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for (i, d) in dirs.iter().enumerate() {
-        set_times(d, 1_600_000_000 + i as i64, 5_000 + i as i64);
+        set_mtime(d, 1_600_000_000 + i as i64, 5_000 + i as i64);
     }
 }
 
@@ -207,30 +173,21 @@ struct Node {
 
 fn nodes(root: &Path) -> BTreeMap<Vec<u8>, Node> {
     let mut out = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).sort_by_file_name() {
-        let e = e.unwrap();
-        let m = e.path().symlink_metadata().unwrap();
+    for (rel, m, path) in walk(root, true) {
         let ft = m.file_type();
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .unwrap()
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
         use std::os::unix::fs::FileTypeExt;
         let (kind, data) = if ft.is_file() && m.len() > 16 * MIB {
             // Big files by their sha256 (the sparse GiB would otherwise be held in memory, per tree).
             use sha2::{Digest as _, Sha256};
             let mut h = Sha256::new();
-            std::io::copy(&mut fs::File::open(e.path()).unwrap(), &mut h).unwrap();
+            std::io::copy(&mut fs::File::open(&path).unwrap(), &mut h).unwrap();
             ("file", h.finalize().to_vec())
         } else if ft.is_file() {
-            ("file", fs::read(e.path()).unwrap())
+            ("file", fs::read(&path).unwrap())
         } else if ft.is_symlink() {
             (
                 "symlink",
-                fs::read_link(e.path())
+                fs::read_link(&path)
                     .unwrap()
                     .as_os_str()
                     .as_bytes()
@@ -260,19 +217,7 @@ fn nodes(root: &Path) -> BTreeMap<Vec<u8>, Node> {
 
 /// A tool's recursive dump, its `# file:` blocks sorted (the walk order is the directory's, not the name's).
 fn dump(root: &Path, cmd: &str, args: &[&str]) -> Vec<String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .arg(".")
-        .current_dir(root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} in {}: {}",
-        root.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let text = run_ok(Command::new(cmd).args(args).arg(".").current_dir(root));
     let mut blocks: Vec<String> = text
         .split("\n\n")
         .map(|b| b.trim().to_string())

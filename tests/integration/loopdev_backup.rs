@@ -4,16 +4,16 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use dbackup::{
     BACKUP_META_FILE, BackupReport, DestinationStatus, EventKind, ExternalAction, KnownFrom,
     LATEST_FILE, StatusReport, list_drive_backups, read_backup_meta,
 };
-use testkit::loopdev::{self, Drive, Fs};
+use testkit::loopdev::{self, Fs};
 
 use crate::fixtures::backup::{ALL_EVENTS, DEMO_SETS, demo_home, kinds, notifications, received};
+use crate::fixtures::drive::assert_sums_pass;
 use crate::fixtures::snapshots;
 use crate::harness::Test;
 
@@ -55,11 +55,9 @@ fn mtime(p: &Path) -> SystemTime {
 
 #[test]
 fn demo_backup_with_the_t9_present_collects_and_writes_a_verified_backup() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((_t9, mp)) = loopdev::drive_or_skip(Fs::Exfat, "T9", 128 * MIB) else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 128 * MIB);
-    let mp = t9.mount_point().to_path_buf();
+    };
     let t = demo_on_t9(&mp, "weekly");
 
     let r: BackupReport = t.cmd().args(["--json", "backup"]).status(0).json();
@@ -87,16 +85,7 @@ fn demo_backup_with_the_t9_present_collects_and_writes_a_verified_backup() {
             ("config".to_string(), snapshots(&t, "config")[0].clone())
         ]
     );
-    let sums = Command::new("sha256sum")
-        .args(["-c", "verification.sha256"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        sums.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sums.stdout)
-    );
+    assert_sums_pass(&dir);
     assert_eq!(
         fs::read_to_string(mp.join("backups").join(LATEST_FILE)).unwrap(),
         format!("{stamp}\n")
@@ -130,11 +119,9 @@ fn demo_backup_with_the_t9_present_collects_and_writes_a_verified_backup() {
 
 #[test]
 fn demo_backup_with_the_t9_unplugged_collects_exits_0_and_raises_missing_media() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, mp)) = loopdev::drive_or_skip(Fs::Exfat, "T9", 128 * MIB) else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 128 * MIB);
-    let mp = t9.mount_point().to_path_buf();
+    };
     t9.unmount();
     let t = demo_on_t9(&mp, "weekly");
 
@@ -192,11 +179,9 @@ fn demo_backup_with_the_t9_unplugged_collects_exits_0_and_raises_missing_media()
 
 #[test]
 fn demo_backup_with_external_manual_never_touches_the_t9() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((_t9, mp)) = loopdev::drive_or_skip(Fs::Exfat, "T9", 128 * MIB) else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 128 * MIB);
-    let mp = t9.mount_point().to_path_buf();
+    };
     let t = demo_on_t9(&mp, "manual");
     let before = mtime(&mp);
     std::thread::sleep(Duration::from_millis(1100));

@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use dbackup::{ArchiveKind, IndexReader};
 use testkit::loopdev::{self, Drive, Fs};
 
+use crate::fixtures::chain::{restore_backup, verify_backup};
 use crate::fixtures::drive::{
     Description, assert_described, assert_sums_pass, content, describe, external, meta_of, sample,
 };
-use crate::fixtures::guide::blocks as guide_blocks;
+use crate::fixtures::guide::run_chain;
 use crate::harness::Test;
 
 const MIB: u64 = 1 << 20;
@@ -214,47 +215,23 @@ fn chain_on(fs_kind: Fs) {
 
     let stamps: Vec<&str> = made.iter().map(|m| m.0.as_str()).collect();
     for (i, (stamp, data_tree, config_tree)) in made.iter().enumerate() {
-        t.cmd()
-            .args([
-                "restore", "--source", "external", "--date", stamp, "--verify",
-            ])
-            .status(0)
-            .stdout_has("intact");
+        verify_backup(&t, stamp, false, 0).stdout_has("intact");
         let target = t.path(&format!("restored-{i}"));
-        t.cmd()
-            .args([
-                "restore", "--source", "external", "--date", stamp, "--target",
-            ])
-            .args([&target])
-            .status(0);
+        restore_backup(&t, stamp, &target);
         assert_described(data_tree, &target.join(&rel));
         assert_described(config_tree, &target.join(&config_rel));
         fs::remove_dir_all(&target).unwrap();
     }
 
     // GNU tar and jq alone, the guide's block as written, rebuild the newest backup of the chain.
-    let script = guide_blocks("tar-chain").concat();
-    assert!(!script.contains("dbackup"), "{script}");
     let dest = t.path("chain");
-    let out = std::process::Command::new("sh")
-        .args(["-c", &format!("set -eu\n{script}")])
-        .env("DRIVE", &mp)
-        .env("STAMP", stamps[5])
-        .env("SET", "data")
-        .env("CHAIN_DEST", &dest)
-        .env("HOME", t.home())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{script}\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains(&format!("chain of data: {}", stamps.join(" "))),
-        "{stdout}"
-    );
+    let vars = [
+        ("DRIVE", mp.as_os_str()),
+        ("STAMP", stamps[5].as_ref()),
+        ("SET", "data".as_ref()),
+        ("CHAIN_DEST", dest.as_os_str()),
+    ];
+    run_chain(&t, "tar-chain", &vars, &stamps);
     assert_described(&made[5].1, &dest.join(&rel));
 }
 

@@ -27,7 +27,11 @@ struct World {
     incremental: String,
 }
 
-fn chain_world(big: bool) -> World {
+/// The [`World`], or `None` (the test skips) without root, loop devices or exFAT.
+fn chain_world(big: bool) -> Option<World> {
+    if !loopdev::require(&[Fs::Exfat]) {
+        return None;
+    }
     let t9 = Drive::exfat("T9", 256 * MIB);
     let mp = t9.mount_point().to_path_buf();
     let t = collected_for("T9", &mp, 0);
@@ -46,13 +50,13 @@ fn chain_world(big: bool) -> World {
         t.write("home/data/big.bin", content(96 * MIB as usize, 7));
     }
     collect(&t);
-    World {
+    Some(World {
         t9,
         t,
         mp,
         full,
         incremental,
-    }
+    })
 }
 
 fn data_set(mp: &Path, stamp: &str) -> dbackup::SetRecord {
@@ -156,15 +160,23 @@ fn next_run_cleans_up_and_extends(w: &World) {
     restore(&w.t, &new, &["--verify"], 0).stdout_has("intact");
 }
 
+/// The drive plugged in again after it went away mid-run (unmounted, mounted): the chain is whole and restores, and
+/// the next run cleans up and extends it.
+fn plugged_in_again_whole_and_extended(w: &World) {
+    w.t9.unmount();
+    w.t9.mount();
+    assert_chain_intact(w);
+    next_run_cleans_up_and_extends(w);
+}
+
 /// kill -9 while an incremental's archive is written: nothing is listed as a backup (only a leftover), the chain
 /// before it is whole and restores, and the next run removes the leftover (its dry run says so) and writes the
 /// incremental. (Before: checked for fulls only.)
 #[test]
 fn kill_9_during_an_incremental_leaves_the_chain_whole() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some(w) = chain_world(true) else {
         return;
-    }
-    let w = chain_world(true);
+    };
     let (mut child, temp) = spawn_caught_writing(&w.t, &w.mp, 2 * MIB);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -183,10 +195,9 @@ fn kill_9_during_an_incremental_leaves_the_chain_whole() {
 /// chain is whole and restores, and the next run cleans up and extends it. (Before: checked for fulls only.)
 #[test]
 fn drive_pulled_during_an_incremental_leaves_the_chain_whole() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some(w) = chain_world(true) else {
         return;
-    }
-    let w = chain_world(true);
+    };
     let ((), _temp, code, stderr) =
         stopped_while_writing(&w.t, &w.mp, "data.tar", 2 * MIB, || w.t9.pull());
     assert_eq!(code, 1, "{stderr}");
@@ -195,10 +206,7 @@ fn drive_pulled_during_an_incremental_leaves_the_chain_whole() {
         "{stderr}"
     );
     assert!(listing(&w.mp).is_empty(), "{:?}", listing(&w.mp));
-    w.t9.unmount();
-    w.t9.mount();
-    assert_chain_intact(&w);
-    next_run_cleans_up_and_extends(&w);
+    plugged_in_again_whole_and_extended(&w);
 }
 
 /// The fuse daemon serving this test's drive killed while an incremental is written (the drive dies under the
@@ -206,18 +214,14 @@ fn drive_pulled_during_an_incremental_leaves_the_chain_whole() {
 /// (Before: checked for fulls only.)
 #[test]
 fn drive_dying_during_an_incremental_leaves_the_chain_whole() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some(w) = chain_world(true) else {
         return;
-    }
-    let w = chain_world(true);
+    };
     let (_, _temp, code, stderr) =
         stopped_while_writing(&w.t, &w.mp, "data.tar", 2 * MIB, || w.t9.kill_fuse());
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("is removed by the next run"), "{stderr}");
-    w.t9.unmount();
-    w.t9.mount();
-    assert_chain_intact(&w);
-    next_run_cleans_up_and_extends(&w);
+    plugged_in_again_whole_and_extended(&w);
 }
 
 /// The base (full) archive of an incremental deleted by hand: `--verify` of the incremental fails (exit 1) naming
@@ -226,10 +230,9 @@ fn drive_dying_during_an_incremental_leaves_the_chain_whole() {
 /// plain directory with the archive truncated.)
 #[test]
 fn a_base_deleted_by_hand_is_named_and_the_next_backup_is_full() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some(w) = chain_world(false) else {
         return;
-    }
-    let w = chain_world(false);
+    };
     fs::remove_file(w.mp.join("backups").join(&w.full).join("data.tar")).unwrap();
     let named = [format!("backup {}'s data.tar", w.full)];
     broken_base_named_then_full(&w, &w.incremental, &named, "data.tar cannot be read");
@@ -242,10 +245,9 @@ fn a_base_deleted_by_hand_is_named_and_the_next_backup_is_full() {
 /// of the same size was invisible to the next external, which extended the chain on the damaged base.)
 #[test]
 fn a_base_corrupted_behind_the_fs_is_named_and_the_next_backup_is_full() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some(w) = chain_world(false) else {
         return;
-    }
-    let w = chain_world(false);
+    };
     let found = w.t9.find_on_device(&needle());
     assert_eq!(
         found.len(),

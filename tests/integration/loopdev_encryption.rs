@@ -5,12 +5,11 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use dbackup::DestinationStatus;
 use testkit::loopdev::{self, Drive, Fs};
 
-use crate::fixtures::age::have_age;
+use crate::fixtures::age::{age_accepts, age_decrypt, have_age};
 use crate::fixtures::drive::{
     assert_old_backup_intact, assert_sums_pass, backups, content, destination, external,
     new_backup, set_mode, spawn_caught_writing_file, stopped_while_writing,
@@ -69,13 +68,7 @@ fn an_encrypted_backup_leaves_no_canary_on_the_exfat_drive() {
     }
     let t9 = Drive::exfat("T9", 64 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    // The identity is made outside the drive; only its recipient is configured.
-    let keys = Test::new();
-    let (identity, recipient) = keys.keygen("key.txt");
-    let t = test_for(
-        &mp,
-        &format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#),
-    );
+    let (t, _keys, identity, recipient) = encrypted_test_for(&mp);
     let r = external(&t, &[], 0);
     assert_eq!(
         r.destinations[0].status,
@@ -88,15 +81,7 @@ fn an_encrypted_backup_leaves_no_canary_on_the_exfat_drive() {
         .join(r.destinations[0].backup.as_ref().unwrap());
     assert!(dir.join("secrets.tar.age").is_file() && !dir.join("secrets.tar").exists());
     // Before looking at the raw bytes: the archive does hold the canary (decrypted with the identity).
-    let plain = Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(&identity)
-        .arg(dir.join("secrets.tar.age"))
-        .output()
-        .unwrap();
-    assert!(plain.status.success());
-    let tar = plain.stdout;
+    let tar = age_decrypt(&identity, &dir.join("secrets.tar.age"));
     for needle in [CANARY, NAME_CANARY] {
         assert!(
             tar.windows(needle.len()).any(|w| w == needle.as_bytes()),
@@ -133,11 +118,9 @@ fn an_encrypted_backup_leaves_no_canary_on_the_exfat_drive() {
 /// The control: without encryption the same backup puts both canaries on the drive, so the test above can fail.
 #[test]
 fn a_plain_backup_does_leave_the_canary_on_the_exfat_drive() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, mp)) = loopdev::drive_or_skip(Fs::Exfat, "T9", 64 * MIB) else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 64 * MIB);
-    let mp = t9.mount_point().to_path_buf();
+    };
     let t = test_for(&mp, "");
     let r = external(&t, &[], 0);
     assert_eq!(r.destinations[0].status, DestinationStatus::Written);
@@ -150,35 +133,28 @@ fn a_plain_backup_does_leave_the_canary_on_the_exfat_drive() {
     }
 }
 
+/// A world backing up to the drive at `mp`, encrypted to a new identity made outside the drive (only its recipient
+/// is configured): the world, the test holding the identity, the identity and its recipient.
+fn encrypted_test_for(mp: &Path) -> (Test, Test, PathBuf, String) {
+    let keys = Test::new();
+    let (identity, recipient) = keys.keygen("key.txt");
+    let t = test_for(
+        mp,
+        &format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#),
+    );
+    (t, keys, identity, recipient)
+}
+
 /// An encrypted drive with one older backup, and a new 96 MiB file collected since: (drive, test, old backup, the test
 /// holding the identity, the identity).
 fn encrypted_drive_with_one_backup() -> (Drive, Test, String, Test, PathBuf) {
     let t9 = Drive::exfat("T9", 256 * MIB);
     let mp = t9.mount_point().to_path_buf();
-    let keys = Test::new();
-    let (identity, recipient) = keys.keygen("key.txt");
-    let t = test_for(
-        &mp,
-        &format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#),
-    );
+    let (t, keys, identity, _) = encrypted_test_for(&mp);
     let old = new_backup(&t);
     t.write("home/data/big.bin", content(96 << 20, 8));
     t.cmd().args(["collect"]).status(0);
     (t9, t, old, keys, identity)
-}
-
-/// Whether `age -d -i <identity> <file>` succeeds.
-fn age_accepts(identity: &Path, file: &Path) -> bool {
-    Command::new("age")
-        .arg("-d")
-        .arg("-i")
-        .arg(identity)
-        .arg(file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
 }
 
 #[test]

@@ -16,10 +16,10 @@ use dbackup::{
 use testkit::loopdev::{self, Drive, Fs};
 
 use crate::fixtures::drive::{
-    assert_old_backup_intact, assert_same_tree, assert_sums_pass, backups, collect, collected_for,
-    config, content, describe, destination, external, gnu_extract, listing, meta_of, needle,
-    new_backup, report, sample, sha256sum_check, snapshot_dir, spawn_caught_writing,
-    stopped_while_writing,
+    assert_old_backup_intact, assert_same_tree, assert_sums_cover, assert_sums_pass, backups,
+    collect, collected_for, collected_for_t9, collected_on, config, content, describe, destination,
+    external, gnu_extract, listing, meta_of, needle, new_backup, report, sample, sha256sum_check,
+    snapshot_dir, spawn_caught_writing, stopped_while_writing, t9_and_spare,
 };
 use crate::harness::Test;
 
@@ -27,18 +27,10 @@ const MIB: u64 = 1 << 20;
 
 #[test]
 fn exfat_t9_gets_verified_archives_that_gnu_tar_extracts() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, mp)) = loopdev::drive_or_skip(Fs::Exfat, "T9", 128 * MIB) else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 128 * MIB);
-    let mp = t9.mount_point().to_path_buf();
-    let t = Test::new().config(&config(
-        &[destination("T9", &mp, r#""fs_label": "T9""#)],
-        "first",
-        5,
-    ));
-    sample(&t, 3 * MIB);
-    collect(&t);
+    };
+    let t = collected_for_t9(&mp, 3 * MIB);
 
     let r = external(&t, &[], 0);
     assert_eq!(r.destinations.len(), 1);
@@ -73,20 +65,16 @@ fn exfat_t9_gets_verified_archives_that_gnu_tar_extracts() {
         ["REPORT.html", "backups"],
         "nothing else at the drive's root but the drive's page"
     );
-    assert_sums_pass(&dir);
-    let sums = fs::read_to_string(dir.join("verification.sha256")).unwrap();
-    for name in [
-        "config.tar",
-        "config.index.jsonl",
-        "data.tar",
-        "data.index.jsonl",
-        "backup.json",
-    ] {
-        assert!(
-            sums.lines().any(|l| l.ends_with(&format!("  {name}"))),
-            "{name} in the sums:\n{sums}"
-        );
-    }
+    assert_sums_cover(
+        &dir,
+        &[
+            "config.tar",
+            "config.index.jsonl",
+            "data.tar",
+            "data.index.jsonl",
+            "backup.json",
+        ],
+    );
 
     // backup.json says what it holds and how it was verified.
     let meta = meta_of(&dir);
@@ -140,12 +128,9 @@ fn exfat_t9_gets_verified_archives_that_gnu_tar_extracts() {
 
 #[test]
 fn seven_runs_keep_the_five_newest_and_leave_everything_else_alone() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((_t9, mp, t)) = collected_on(Fs::Exfat, "T9", 128 * MIB) else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 128 * MIB);
-    let mp = t9.mount_point().to_path_buf();
-    let t = collected_for("T9", &mp, 0);
+    };
     // Things that are not dbackup's.
     fs::create_dir_all(mp.join("photos/2024")).unwrap();
     fs::write(mp.join("photos/2024/cat.jpg"), content(5000, 1)).unwrap();
@@ -197,11 +182,9 @@ fn seven_runs_keep_the_five_newest_and_leave_everything_else_alone() {
 
 #[test]
 fn ext4_destination_gets_a_latest_symlink() {
-    if !loopdev::require(&[Fs::Ext4]) {
+    let Some((_drive, mp)) = loopdev::drive_or_skip(Fs::Ext4, "BACKUP", 64 * MIB) else {
         return;
-    }
-    let drive = Drive::ext4("BACKUP", 64 * MIB);
-    let mp = drive.mount_point().to_path_buf();
+    };
     let t = collected_for("disk", &mp, 0);
     let first = new_backup(&t);
     let second = new_backup(&t);
@@ -227,12 +210,9 @@ fn ext4_destination_gets_a_latest_symlink() {
 
 #[test]
 fn absent_drive_writes_nothing_and_exits_5() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, mp, t)) = collected_on(Fs::Exfat, "T9", 64 * MIB) else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 64 * MIB);
-    let mp = t9.mount_point().to_path_buf();
-    let t = collected_for("T9", &mp, 0);
+    };
     t9.unmount();
     for args in [&["external"][..], &["--dry-run", "external"]] {
         let out = t.cmd().args(args).status(5);
@@ -249,19 +229,11 @@ fn absent_drive_writes_nothing_and_exits_5() {
 
 #[test]
 fn wrong_drive_is_refused() {
-    if !loopdev::require(&[Fs::Exfat]) {
-        return;
-    }
     // Another label than the destination wants.
-    let other = Drive::exfat("SANDISK", 64 * MIB);
-    let mp = other.mount_point().to_path_buf();
-    let t = Test::new().config(&config(
-        &[destination("T9", &mp, r#""fs_label": "T9""#)],
-        "first",
-        5,
-    ));
-    sample(&t, 0);
-    collect(&t);
+    let Some((_other, mp)) = loopdev::drive_or_skip(Fs::Exfat, "SANDISK", 64 * MIB) else {
+        return;
+    };
+    let t = collected_for_t9(&mp, 0);
     let out = t.cmd().args(["external"]).status(5);
     out.stderr_has("T9: other drive: the exfat filesystem at")
         .stderr_has("has label \"SANDISK\", expected label \"T9\"");
@@ -283,11 +255,9 @@ fn wrong_drive_is_refused() {
 
 #[test]
 fn not_enough_space_is_refused_before_anything_is_written() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((_t9, mp)) = loopdev::drive_or_skip(Fs::Exfat, "T9", 16 * MIB) else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 16 * MIB);
-    let mp = t9.mount_point().to_path_buf();
+    };
     let t = collected_for("T9", &mp, 24 * MIB);
     let out = t.cmd().args(["--dry-run", "external"]).status(1);
     out.stdout_has("REFUSED   not enough space");
@@ -307,25 +277,21 @@ fn not_enough_space_is_refused_before_anything_is_written() {
     );
 }
 
-/// A drive with one good backup (small data), then a big file collected: the next run writes long enough to be
-/// caught in the act.
-fn drive_with_one_backup(size: u64, big: u64) -> (Drive, Test, String) {
-    let t9 = Drive::exfat("T9", size);
-    let mp = t9.mount_point().to_path_buf();
-    let t = collected_for("T9", &mp, 0);
+/// A 256 MiB exFAT drive with one good backup (small data), then a 96 MiB file collected: the next run writes long
+/// enough to be caught in the act. The drive, its mount point, the world and the first backup; `None` when skipped.
+fn drive_with_one_backup() -> Option<(Drive, PathBuf, Test, String)> {
+    let (t9, mp, t) = collected_on(Fs::Exfat, "T9", 256 * MIB)?;
     let first = new_backup(&t);
-    t.write("home/data/big.bin", content(big as usize, 7));
+    t.write("home/data/big.bin", content(96 * MIB as usize, 7));
     collect(&t);
-    (t9, t, first)
+    Some((t9, mp, t, first))
 }
 
 #[test]
 fn drive_full_mid_archive_fails_cleanly_and_the_next_run_succeeds() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, mp, t, old)) = drive_with_one_backup() else {
         return;
-    }
-    let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
-    let mp = t9.mount_point().to_path_buf();
+    };
     // The space check passes; then, while dbackup is stopped mid-archive, another program fills the drive.
     let (fill, temp, code, stderr) =
         stopped_while_writing(&t, &mp, "data.tar", 2 * MIB, || t9.fill(0));
@@ -352,11 +318,9 @@ fn drive_full_mid_archive_fails_cleanly_and_the_next_run_succeeds() {
 
 #[test]
 fn drive_pulled_mid_archive_fails_and_a_later_run_succeeds() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, mp, t, old)) = drive_with_one_backup() else {
         return;
-    }
-    let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
-    let mp = t9.mount_point().to_path_buf();
+    };
     // umount -l with the archive open: writes go on into a detached filesystem.
     let ((), _temp, code, stderr) =
         stopped_while_writing(&t, &mp, "data.tar", 2 * MIB, || t9.pull());
@@ -390,11 +354,9 @@ fn drive_pulled_mid_archive_fails_and_a_later_run_succeeds() {
 
 #[test]
 fn killed_fuse_daemon_mid_archive_fails_and_a_later_run_succeeds() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, mp, t, old)) = drive_with_one_backup() else {
         return;
-    }
-    let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
-    let mp = t9.mount_point().to_path_buf();
+    };
     // The drive dies under the running backup.
     let (_, _temp, code, stderr) =
         stopped_while_writing(&t, &mp, "data.tar", 2 * MIB, || t9.kill_fuse());
@@ -424,11 +386,9 @@ fn killed_fuse_daemon_mid_archive_fails_and_a_later_run_succeeds() {
 
 #[test]
 fn kill_9_mid_archive_is_never_listed_and_the_next_run_succeeds() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((_t9, mp, t, old)) = drive_with_one_backup() else {
         return;
-    }
-    let (t9, t, old) = drive_with_one_backup(256 * MIB, 96 * MIB);
-    let mp = t9.mount_point().to_path_buf();
+    };
     let (mut child, temp) = spawn_caught_writing(&t, &mp, 2 * MIB);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
@@ -452,12 +412,9 @@ fn kill_9_mid_archive_is_never_listed_and_the_next_run_succeeds() {
 
 #[test]
 fn corruption_behind_the_filesystem_is_detected() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, mp, t)) = collected_on(Fs::Exfat, "T9", 64 * MIB) else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 64 * MIB);
-    let mp = t9.mount_point().to_path_buf();
-    let t = collected_for("T9", &mp, 0);
+    };
     let stamp = new_backup(&t);
     let dir = mp.join("backups").join(&stamp);
     let meta = meta_of(&dir);
@@ -510,11 +467,9 @@ fn corruption_behind_the_filesystem_is_detected() {
 
 #[test]
 fn two_destinations_first_absent_then_all() {
-    if !loopdev::require(&[Fs::Exfat, Fs::Ext4]) {
+    let Some((t9, spare)) = t9_and_spare() else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 64 * MIB);
-    let spare = Drive::ext4("SPARE", 64 * MIB);
+    };
     let (a, b) = (
         t9.mount_point().to_path_buf(),
         spare.mount_point().to_path_buf(),

@@ -12,7 +12,7 @@ use std::path::Path;
 use dbackup::DestinationStatus;
 use testkit::loopdev::{self, Drive, Fs};
 
-use crate::fixtures::drive::{assert_same_tree, backups, external, listing};
+use crate::fixtures::drive::{assert_same_tree, assert_sums_pass, backups, external, listing};
 use crate::harness::Test;
 
 const MIB: u64 = 1 << 20;
@@ -95,16 +95,7 @@ fn fat32_stick_takes_a_verified_backup_or_says_the_driver_lost_it() {
     let stamp = d.backup.clone().unwrap();
     assert!(listing(&mp.join("backups")).contains(&"LATEST".to_string()));
     let dir = mp.join("backups").join(&stamp);
-    let out = std::process::Command::new("sha256sum")
-        .args(["-c", "verification.sha256"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_sums_pass(&dir);
     let target = t.path("restored");
     t.cmd()
         .args([

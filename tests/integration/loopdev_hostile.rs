@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use testkit::loopdev::{self, Drive, Fs};
+use testkit::loopdev::{self, Fs};
 
 use crate::fixtures::drive::listing;
 use crate::fixtures::hostile::assert_clean;
@@ -80,11 +80,9 @@ fn config(dest: &Path, extra: &str) -> String {
 /// inside it.
 #[test]
 fn t9_ext4_a_drive_cannot_send_writes_or_deletions_off_it() {
-    if !loopdev::require(&[Fs::Ext4]) {
+    let Some((_t9, mp)) = loopdev::drive_or_skip(Fs::Ext4, "T9", 64 << 20) else {
         return;
-    }
-    let t9 = Drive::ext4("T9", 64 << 20);
-    let mp = t9.mount_point().to_path_buf();
+    };
     let t = Test::new().config(&config(&mp, ""));
     t.write("home/data/notes.txt", "my notes\n");
     t.cmd().args(["collect"]).status(0);

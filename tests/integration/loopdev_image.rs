@@ -97,15 +97,7 @@ impl LoopDisk {
     }
 
     fn attached(&self) -> bool {
-        let name = self
-            .device
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let backing =
-            fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
-        Path::new(backing.trim_end_matches('\n')) == self.image
+        loopdev::backed_by(&self.device, &self.image)
     }
 }
 
@@ -272,6 +264,39 @@ pub(crate) fn make_disk(path: &Path, size: u64) -> LoopDisk {
     disk
 }
 
+/// A GPT disk at `<tmp>/old.img` ([`make_disk`], 320 MiB) whose root partition holds [`root_tree`] (`big` bytes of
+/// incompressible data in `home/u/big`) as an ext4 or btrfs filesystem labelled `root`.
+pub(crate) fn disk_with_root(t: &Test, big: usize, root: Root) -> LoopDisk {
+    let tree = t.path("tree");
+    root_tree(&tree, big);
+    let disk = make_disk(&t.path("old.img"), 320 * MIB);
+    let (mkfs, force, from) = match root {
+        Root::Ext4 => ("mkfs.ext4", "-F", "-d"),
+        Root::Btrfs => ("mkfs.btrfs", "-f", "--rootdir"),
+    };
+    testkit::run(
+        mkfs,
+        [
+            "-q".as_ref(),
+            force.as_ref(),
+            "-L".as_ref(),
+            "root".as_ref(),
+            from.as_ref(),
+            tree.as_os_str(),
+            disk.part(2).as_os_str(),
+        ],
+    );
+    disk
+}
+
+/// The root partition (2) of `disk` mounted read-only at `<tmp>/<at>` for a moment: its [`manifest`] and its
+/// filesystem's size in bytes.
+pub(crate) fn look_at_root(t: &Test, disk: &LoopDisk, at: &str) -> (BTreeMap<String, String>, u64) {
+    let m = RoMount::new(&disk.part(2), &t.path(at));
+    let st = rustix::fs::statvfs(&m.0).unwrap();
+    (manifest(&m.0), st.f_blocks * st.f_frsize)
+}
+
 pub(crate) fn blkid(dev: &Path, what: &str) -> String {
     testkit::run(
         "blkid",
@@ -311,7 +336,7 @@ pub(crate) fn image_backup(t9: &Drive) -> (PathBuf, BackupMeta) {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Root {
+pub(crate) enum Root {
     Ext4,
     Btrfs,
 }
@@ -323,36 +348,7 @@ fn round_trip(root: Root) {
     let t = Test::new();
     let t9 = Drive::exfat("T9", 1 << 30);
     let t = t.config(&config(&t9, ""));
-    let tree = t.path("tree");
-    root_tree(&tree, 6 << 20);
-    let disk = make_disk(&t.path("old.img"), 320 * MIB);
-    let root_dev = disk.part(2);
-    match root {
-        Root::Ext4 => testkit::run(
-            "mkfs.ext4",
-            [
-                "-q".as_ref(),
-                "-F".as_ref(),
-                "-L".as_ref(),
-                "root".as_ref(),
-                "-d".as_ref(),
-                tree.as_os_str(),
-                root_dev.as_os_str(),
-            ],
-        ),
-        Root::Btrfs => testkit::run(
-            "mkfs.btrfs",
-            [
-                "-q".as_ref(),
-                "-f".as_ref(),
-                "-L".as_ref(),
-                "root".as_ref(),
-                "--rootdir".as_ref(),
-                tree.as_os_str(),
-                root_dev.as_os_str(),
-            ],
-        ),
-    };
+    let disk = disk_with_root(&t, 6 << 20, root);
     let fs_name = if root == Root::Ext4 { "ext4" } else { "btrfs" };
 
     let dev = |n: u32| disk.part(n).display().to_string();
@@ -398,28 +394,17 @@ fn round_trip(root: Root) {
     let new = t.path("new.img");
     fs::File::create(&new).unwrap().set_len(640 * MIB).unwrap();
     let stamp = meta.stamp.clone();
-    let dry = t
-        .cmd()
-        .args(["--dry-run", "image", "restore", "--from", &stamp, "--to"])
-        .args([&new])
-        .args(["--grow"])
-        .status(0);
-    dry.stdout_has("the last grown to the end");
-    let dry_json: serde_json::Value = t
-        .cmd()
-        .args([
-            "--json",
-            "--dry-run",
-            "image",
-            "restore",
-            "--from",
-            &stamp,
-            "--to",
-        ])
-        .args([&new])
-        .args(["--grow"])
-        .status(0)
-        .json();
+    // `image restore --from <stamp> --to new.img --grow`, after these options.
+    let grow_onto_new = |options: &[&str]| {
+        t.cmd()
+            .args(options)
+            .args(["image", "restore", "--from", &stamp, "--to"])
+            .args([&new])
+            .args(["--grow"])
+            .status(0)
+    };
+    grow_onto_new(&["--dry-run"]).stdout_has("the last grown to the end");
+    let dry_json: serde_json::Value = grow_onto_new(&["--json", "--dry-run"]).json();
     assert!(
         crate::json::validator("image-restore-plan").is_valid(&dry_json),
         "docs/json/image-restore-plan.json: {dry_json}"
@@ -429,12 +414,7 @@ fn round_trip(root: Root) {
         0,
         "a dry run writes nothing"
     );
-    let out = t
-        .cmd()
-        .args(["--json", "image", "restore", "--from", &stamp, "--to"])
-        .args([&new])
-        .args(["--grow"])
-        .status(0);
+    let out = grow_onto_new(&["--json"]);
     let restored_json: serde_json::Value = out.json();
     assert!(
         crate::json::validator("image-restore").is_valid(&restored_json),
@@ -491,13 +471,8 @@ fn round_trip(root: Root) {
         "the last partition was grown"
     );
     // One at a time: btrfs does not mount two filesystems with the same UUID at once.
-    let look = |d: &LoopDisk, at: &str| {
-        let m = RoMount::new(&d.part(2), &t.path(at));
-        let st = rustix::fs::statvfs(&m.0).unwrap();
-        (manifest(&m.0), st.f_blocks * st.f_frsize)
-    };
-    let (ma, size_a) = look(&disk, "mnt/old");
-    let (mb, size_b) = look(&restored, "mnt/new");
+    let (ma, size_a) = look_at_root(&t, &disk, "mnt/old");
+    let (mb, size_b) = look_at_root(&t, &restored, "mnt/new");
     assert!(ma.len() > 35, "{ma:#?}");
     assert!(
         ma.values().any(|v| v.contains("user.dbackup=\"kept\"")),
@@ -547,20 +522,8 @@ fn t9_image_refusals() {
     let t = Test::new();
     let t9 = Drive::exfat("T9", 1 << 30);
     let t = t.config(&config(&t9, ""));
-    let tree = t.path("tree");
-    root_tree(&tree, 96 << 20);
-    let disk = make_disk(&t.path("old.img"), 320 * MIB);
+    let disk = disk_with_root(&t, 96 << 20, Root::Ext4);
     let root_dev = disk.part(2);
-    testkit::run(
-        "mkfs.ext4",
-        [
-            "-q".as_ref(),
-            "-F".as_ref(),
-            "-d".as_ref(),
-            tree.as_os_str(),
-            root_dev.as_os_str(),
-        ],
-    );
     let dev = |n: u32| disk.part(n).display().to_string();
     let stamps = || {
         crate::fixtures::drive::listing(&t9.mount_point().join("backups"))

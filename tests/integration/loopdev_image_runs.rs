@@ -8,34 +8,28 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use dbackup::{ImageRestoreReport, list_drive_backups, read_backup_meta};
+use dbackup::{BackupMeta, ImageRestoreReport, list_drive_backups, read_backup_meta};
 use testkit::loopdev::Drive;
 
 use crate::fixtures::drive::{assert_sums_pass, content, listing, spawn_caught_writing_file};
 use crate::harness::{self, Test};
 use crate::loopdev_image::{
-    LoopDisk, MIB, RoMount, blkid, image_backup, make_disk, manifest, require, root_tree,
+    LoopDisk, MIB, Root, blkid, disk_with_root, image_backup, look_at_root, make_disk, require,
 };
 
-/// A GPT disk at `old.img`: the ESP (vfat, empty) and an ext4 root holding [`root_tree`] with `big` bytes of
-/// incompressible data in `home/u/big`.
-fn disk_with_root(t: &Test, big: usize) -> LoopDisk {
-    let tree = t.path("tree");
-    root_tree(&tree, big);
-    let disk = make_disk(&t.path("old.img"), 320 * MIB);
-    testkit::run(
-        "mkfs.ext4",
-        [
-            "-q".as_ref(),
-            "-F".as_ref(),
-            "-L".as_ref(),
-            "root".as_ref(),
-            "-d".as_ref(),
-            tree.as_os_str(),
-            disk.part(2).as_os_str(),
-        ],
-    );
-    disk
+/// A 1 GiB T9 and a disk whose root holds `big` bytes, both its partitions imaged to the T9 (`image create
+/// --device <ESP> --device <root>`): the world and the image backup's metadata.
+fn imaged_disk(big: usize) -> (Test, Drive, LoopDisk, BackupMeta) {
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, big, Root::Ext4);
+    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let dev = |n: u32| disk.part(n).display().to_string();
+    t.cmd()
+        .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
+        .status(0);
+    let (_, meta) = image_backup(&t9);
+    (t, t9, disk, meta)
 }
 
 /// A config with one set, `image.devices`, and the T9 (`t9_extra` inside its object, `more` destinations after it).
@@ -90,7 +84,7 @@ fn t9_encrypted_images_are_unreadable_and_restore_only_with_the_identity() {
     let (identity, recipient) = t.keygen("id.txt");
     let (wrong, _) = t.keygen("wrong.txt");
     let t9 = Drive::exfat("T9", 256 * MIB);
-    let disk = disk_with_root(&t, 6 << 20);
+    let disk = disk_with_root(&t, 6 << 20, Root::Ext4);
     let plain = t.path("plain");
     fs::create_dir_all(&plain).unwrap();
     let t = t.config(&config_images(
@@ -219,10 +213,7 @@ fn t9_encrypted_images_are_unreadable_and_restore_only_with_the_identity() {
         "e2fsck",
         ["-f".as_ref(), "-n".as_ref(), restored.part(2).as_os_str()],
     );
-    let look = |d: &LoopDisk, at: &str| {
-        let m = RoMount::new(&d.part(2), &t.path(at));
-        manifest(&m.0)
-    };
+    let look = |d: &LoopDisk, at: &str| look_at_root(&t, d, at).0;
     let before = look(&disk, "mnt/old");
     assert!(before.len() > 35, "{before:#?}");
     assert_eq!(before, look(&restored, "mnt/new"));
@@ -240,7 +231,7 @@ fn t9_external_images_the_configured_devices_and_refuses_one_in_use() {
     }
     let t = Test::new();
     let t9 = Drive::exfat("T9", 1 << 30);
-    let disk = disk_with_root(&t, 96 << 20);
+    let disk = disk_with_root(&t, 96 << 20, Root::Ext4);
     let t = t.config(&config_images(&t9, "", &[disk.part(1), disk.part(2)], ""));
     t.write("home/data/a.txt", "hello\n");
     t.cmd().args(["collect"]).status(0);
@@ -338,20 +329,10 @@ fn t9_image_restore_onto_a_block_device_asks_first() {
     if !require() {
         return;
     }
-    if testkit::tool("script").is_none() || testkit::tool("timeout").is_none() {
-        return testkit::skip(
-            "script and timeout (util-linux, coreutils) are needed for a pseudo-terminal",
-        );
+    if !crate::fixtures::terminal::available() {
+        return;
     }
-    let t = Test::new();
-    let t9 = Drive::exfat("T9", 1 << 30);
-    let disk = disk_with_root(&t, 1 << 20);
-    let t = t.config(&crate::loopdev_image::config(&t9, ""));
-    let dev = |n: u32| disk.part(n).display().to_string();
-    t.cmd()
-        .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
-        .status(0);
-    let (_, meta) = image_backup(&t9);
+    let (t, _t9, disk, meta) = imaged_disk(1 << 20);
     let stamp = meta.stamp.clone();
     let blank_file = t.path("blank.img");
     blank(&blank_file, 400 * MIB);
@@ -402,7 +383,7 @@ fn t9_a_drive_too_small_for_the_images_is_refused_before_writing() {
     }
     let t = Test::new();
     let t9 = Drive::exfat("T9", 64 * MIB);
-    let disk = disk_with_root(&t, 96 << 20);
+    let disk = disk_with_root(&t, 96 << 20, Root::Ext4);
     let t = t.config(&config_images(&t9, "", &[disk.part(2)], ""));
     t.write("home/data/a.txt", "hello\n");
     t.cmd().args(["collect"]).status(0);
@@ -446,15 +427,7 @@ fn t9_one_image_restores_onto_one_partition() {
     if !require() {
         return;
     }
-    let t = Test::new();
-    let t9 = Drive::exfat("T9", 1 << 30);
-    let disk = disk_with_root(&t, 1 << 20);
-    let t = t.config(&crate::loopdev_image::config(&t9, ""));
-    let dev = |n: u32| disk.part(n).display().to_string();
-    t.cmd()
-        .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
-        .status(0);
-    let (_, meta) = image_backup(&t9);
+    let (t, _t9, disk, meta) = imaged_disk(1 << 20);
     let root_name = disk
         .part(2)
         .file_name()
@@ -505,13 +478,8 @@ fn t9_one_image_restores_onto_one_partition() {
         "e2fsck",
         ["-f".as_ref(), "-n".as_ref(), target.part(2).as_os_str()],
     );
-    let look = |d: &LoopDisk, at: &str| {
-        let m = RoMount::new(&d.part(2), &t.path(at));
-        let st = rustix::fs::statvfs(&m.0).unwrap();
-        (manifest(&m.0), st.f_blocks * st.f_frsize)
-    };
-    let (before, size_before) = look(&disk, "mnt/old");
-    let (after, size_after) = look(&target, "mnt/new");
+    let (before, size_before) = look_at_root(&t, &disk, "mnt/old");
+    let (after, size_after) = look_at_root(&t, &target, "mnt/new");
     assert_eq!(before, after);
     assert!(
         size_after > size_before + 200 * MIB,

@@ -11,6 +11,8 @@ use dbackup::{
 };
 use testkit::loopdev::{self, Drive, Fs};
 
+use crate::fixtures::drive::t9_and_spare;
+
 const MIB: u64 = 1 << 20;
 
 fn dest(name: &str, path: &Path, priority: i32) -> DestinationSettings {
@@ -30,6 +32,13 @@ fn dest(name: &str, path: &Path, priority: i32) -> DestinationSettings {
 
 fn on(drive: &Drive, name: &str) -> DestinationSettings {
     dest(name, drive.mount_point(), 0)
+}
+
+/// A 64 MiB exFAT drive labelled T9 and the destination T9 on it; `None` when the test skips.
+fn t9_with_settings() -> Option<(Drive, DestinationSettings)> {
+    let (t9, _) = loopdev::drive_or_skip(Fs::Exfat, "T9", 64 * MIB)?;
+    let settings = on(&t9, "T9");
+    Some((t9, settings))
 }
 
 #[track_caller]
@@ -63,10 +72,9 @@ fn now() -> chrono::DateTime<chrono::FixedOffset> {
 
 #[test]
 fn exfat_t9_is_present_with_label_uuid_and_no_symlinks() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, _)) = loopdev::drive_or_skip(Fs::Exfat, "T9", 64 * MIB) else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 64 * MIB);
+    };
     let uuid = t9.uuid();
     let settings = DestinationSettings {
         fs_label: Some("T9".into()),
@@ -106,11 +114,9 @@ fn exfat_t9_is_present_with_label_uuid_and_no_symlinks() {
 
 #[test]
 fn marker_is_written_once_on_exfat_and_reported_afterwards() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, settings)) = t9_with_settings() else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 64 * MIB);
-    let settings = on(&t9, "T9");
+    };
     let info = present(detect_drive(&settings));
     let marker = ensure_marker(&settings, &info, now()).unwrap();
     assert_eq!(marker.destination, "T9");
@@ -131,11 +137,9 @@ fn marker_is_written_once_on_exfat_and_reported_afterwards() {
 
 #[test]
 fn pulled_t9_leaves_an_empty_directory_that_is_never_written() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, settings)) = t9_with_settings() else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 64 * MIB);
-    let settings = on(&t9, "T9");
+    };
     let before = present(detect_drive(&settings));
     t9.unmount();
     let why = absent(detect_drive(&settings));
@@ -169,11 +173,9 @@ fn pulled_t9_leaves_an_empty_directory_that_is_never_written() {
 
 #[test]
 fn killed_fuse_daemon_is_unreachable() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, settings)) = t9_with_settings() else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 64 * MIB);
-    let settings = on(&t9, "T9");
+    };
     let info = present(detect_drive(&settings));
     let pid = t9.kill_fuse();
     assert!(pid > 0);
@@ -194,10 +196,9 @@ fn killed_fuse_daemon_is_unreachable() {
 
 #[test]
 fn other_label_or_uuid_is_another_drive() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((drive, _)) = loopdev::drive_or_skip(Fs::Exfat, "SANDISK", 64 * MIB) else {
         return;
-    }
-    let drive = Drive::exfat("SANDISK", 64 * MIB);
+    };
     let by_label = DestinationSettings {
         fs_label: Some("T9".into()),
         ..on(&drive, "T9")
@@ -251,10 +252,9 @@ fn read_only_mounts_are_read_only() {
 
 #[test]
 fn marker_of_another_destination_is_refused() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((drive, _)) = loopdev::drive_or_skip(Fs::Exfat, "T9", 64 * MIB) else {
         return;
-    }
-    let drive = Drive::exfat("T9", 64 * MIB);
+    };
     let nas = on(&drive, "offsite");
     ensure_marker(&nas, &present(detect_drive(&nas)), now()).unwrap();
     let why = absent(detect_drive(&on(&drive, "T9")));
@@ -278,10 +278,9 @@ fn marker_of_another_destination_is_refused() {
 
 #[test]
 fn full_drive_is_full() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((drive, _)) = loopdev::drive_or_skip(Fs::Exfat, "T9", 16 * MIB) else {
         return;
-    }
-    let drive = Drive::exfat("T9", 16 * MIB);
+    };
     drive.fill(64 * 1024);
     let why = absent(detect_drive(&on(&drive, "T9")));
     let Absence::Full {
@@ -338,10 +337,9 @@ fn kernel_filesystems_are_detected_with_their_types() {
 
 #[test]
 fn mount_point_with_spaces_is_found_in_mountinfo() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((drive, _)) = loopdev::drive_or_skip(Fs::Exfat, "My T9", 64 * MIB) else {
         return;
-    }
-    let drive = Drive::exfat("My T9", 64 * MIB);
+    };
     assert!(drive.mount_point().ends_with("My T9"));
     let info = present(detect_drive(&DestinationSettings {
         fs_label: Some("My T9".into()),
@@ -353,10 +351,9 @@ fn mount_point_with_spaces_is_found_in_mountinfo() {
 
 #[test]
 fn directory_on_a_drive_needs_require_mount_false() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((drive, _)) = loopdev::drive_or_skip(Fs::Exfat, "T9", 64 * MIB) else {
         return;
-    }
-    let drive = Drive::exfat("T9", 64 * MIB);
+    };
     let sub = drive.mount_point().join("dbackup");
     std::fs::create_dir(&sub).unwrap();
     let why = absent(detect_drive(&dest("T9", &sub, 0)));
@@ -381,11 +378,9 @@ fn directory_on_a_drive_needs_require_mount_false() {
 
 #[test]
 fn first_and_all_with_the_first_destination_absent() {
-    if !loopdev::require(&[Fs::Exfat, Fs::Ext4]) {
+    let Some((t9, spare)) = t9_and_spare() else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 64 * MIB);
-    let spare = Drive::ext4("SPARE", 64 * MIB);
+    };
     let dests = [
         dest("T9", t9.mount_point(), 10),
         dest("spare", spare.mount_point(), 5),
@@ -535,10 +530,9 @@ fn drive_guard_cleans_up_even_when_the_test_panics() {
 
 #[test]
 fn pull_lazily_unmounts_with_files_open() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((drive, _)) = loopdev::drive_or_skip(Fs::Exfat, "T9", 32 * MIB) else {
         return;
-    }
-    let drive = Drive::exfat("T9", 32 * MIB);
+    };
     let mut open = std::fs::File::create(drive.mount_point().join("half.tar")).unwrap();
     std::io::Write::write_all(&mut open, b"partial").unwrap();
     drive.pull();
@@ -585,10 +579,9 @@ fn a_skip_is_recorded_and_fails_under_ci() {
 /// guard used to print a line and let the test pass, leaving the device behind). Root only.
 #[test]
 fn a_leaked_drive_fails_the_test_that_leaked_it() {
-    if !loopdev::require(&[Fs::Ext4]) {
+    let Some((drive, _)) = loopdev::drive_or_skip(Fs::Ext4, "LEAK", 8 << 20) else {
         return;
-    }
-    let drive = Drive::ext4("LEAK", 8 << 20);
+    };
     drive.unmount();
     let device = drive.device().to_path_buf();
     let holder = std::process::Command::new("sleep")

@@ -79,24 +79,13 @@ fn isolated(t: &Test, data: &Path, name: &str, args: &[&str]) -> Output {
     ])
     .arg("--config")
     .arg(t.path("config.json"))
-    .args(args)
-    .env_clear()
-    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-    .env("HOME", t.home())
-    .env("USER", "tester")
-    .env("XDG_CONFIG_HOME", t.path("xdg-config"))
-    .env("XDG_STATE_HOME", t.path("state"))
-    .env("LANG", "C.UTF-8")
-    .env("TZ", "UTC")
-    .current_dir(t.dir.path())
-    .stdin(Stdio::null());
+    .args(args);
+    t.environment(&mut cmd, "tester")
+        .current_dir(t.dir.path())
+        .stdin(Stdio::null());
     let out = cmd.output().expect("run unshare");
     let _ = fs::remove_dir_all(&ns);
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    Output::from(out)
 }
 
 #[track_caller]
@@ -164,7 +153,6 @@ fn seed_demo() -> SeedDemo {
         );
     }
     let backups = t9.mount_point().join("backups");
-    fs::create_dir_all(&backups).unwrap();
     drive_backup(
         &t.root(),
         &backups,
@@ -263,10 +251,9 @@ fn the_seed_command_lines_work_as_written() {
 
 #[test]
 fn a_byte_flipped_on_a_read_only_drive_is_found_by_verify() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, _)) = loopdev::drive_or_skip(Fs::Exfat, "T9", 256 * MIB) else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 256 * MIB);
+    };
     let t = Test::new().config(&crate::fixtures::demo::config(&format!(
         r#", "destinations": [ {{ "name": "T9", "path": "{}", "fs_label": "T9" }} ]"#,
         t9.mount_point().display()

@@ -108,46 +108,24 @@ fn t9_udev_rule_wants_the_external_unit_for_the_configured_drives_only() {
 
     let props = |d: &Drive, name: &str| udev_properties(&rules, d, &t.path(&format!("ns-{name}")));
 
-    let p = props(&t9, "t9");
-    assert_eq!(
-        p.get("ID_FS_LABEL").map(String::as_str),
-        Some("T9"),
-        "{p:#?}"
-    );
-    assert_eq!(p.get("ID_FS_TYPE").map(String::as_str), Some("exfat"));
-    assert_eq!(
-        p.get("SYSTEMD_WANTS").map(String::as_str),
-        Some(WANTS),
-        "{p:#?}"
-    );
-    assert!(
-        p.get("TAGS").is_some_and(|t| t.contains(":systemd:")),
-        "{p:#?}"
-    );
-
-    let p = props(&other, "other");
-    assert_eq!(
-        p.get("ID_FS_LABEL").map(String::as_str),
-        Some("OTHER"),
-        "{p:#?}"
-    );
-    assert_eq!(
-        p.get("SYSTEMD_WANTS"),
-        None,
-        "another label wants nothing: {p:#?}"
-    );
-
-    let p = props(&spaced, "spaced");
-    assert_eq!(
-        p.get("ID_FS_LABEL").map(String::as_str),
-        Some("My_Backup"),
-        "{p:#?}"
-    );
-    assert_eq!(
-        p.get("SYSTEMD_WANTS").map(String::as_str),
-        Some(WANTS),
-        "{p:#?}"
-    );
+    // Each drive's label as udev spells it, and the unit it wants (another label wants nothing).
+    for (d, name, label, wants) in [
+        (&t9, "t9", "T9", Some(WANTS)),
+        (&other, "other", "OTHER", None),
+        (&spaced, "spaced", "My_Backup", Some(WANTS)),
+    ] {
+        let p = props(d, name);
+        let get = |key: &str| p.get(key).map(String::as_str);
+        assert_eq!(get("ID_FS_LABEL"), Some(label), "{p:#?}");
+        assert_eq!(get("SYSTEMD_WANTS"), wants, "{name}: {p:#?}");
+        if name == "t9" {
+            assert_eq!(get("ID_FS_TYPE"), Some("exfat"));
+            assert!(
+                get("TAGS").is_some_and(|t| t.contains(":systemd:")),
+                "{p:#?}"
+            );
+        }
+    }
 
     let p = props(&by_uuid, "uuid");
     assert_eq!(p.get("ID_FS_UUID"), Some(&uuid), "{p:#?}");
@@ -167,10 +145,9 @@ fn t9_udev_rule_wants_the_external_unit_for_the_configured_drives_only() {
 
 #[test]
 fn t9_wait_for_drive_returns_once_the_drive_is_mounted() {
-    if !loopdev::require(&[Fs::Exfat]) {
+    let Some((t9, _)) = loopdev::drive_or_skip(Fs::Exfat, "T9", 16 << 20) else {
         return;
-    }
-    let t9 = Drive::exfat("T9", 16 << 20);
+    };
     t9.unmount();
     let t = Test::new().config(&format!(
         r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "a", "sources": ["{{home}}"] }} ],

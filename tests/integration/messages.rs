@@ -40,14 +40,10 @@ fn the_built_in_default_is_announced_once() {
             "{args:?}: {}",
             out.stderr
         );
-        assert!(out.stderr.contains("dbackup config init"), "{}", out.stderr);
+        out.stderr_has("dbackup config init");
     }
     let quiet = t.cmd().no_config().args(["-q", "status"]).output();
-    assert!(
-        !quiet.stderr.contains("built-in default"),
-        "{}",
-        quiet.stderr
-    );
+    quiet.stderr_lacks("built-in default");
 }
 
 /// `config init PATH` suggests checking that PATH (a bare `config check` reads another file). On main it said
@@ -56,31 +52,20 @@ fn the_built_in_default_is_announced_once() {
 fn config_init_elsewhere_suggests_checking_that_file() {
     let t = Test::new();
     let path = t.path("my config.json");
-    let out = t
-        .cmd()
-        .no_config()
-        .args(["config", "init"])
-        .args([&path])
-        .status(0);
+    // `config <verb> <path>`, which must succeed.
+    let config_at = |verb: &str| {
+        t.cmd()
+            .no_config()
+            .args(["config", verb])
+            .args([&path])
+            .status(0)
+    };
     let quoted = format!("'{}'", path.display());
-    assert!(
-        out.stderr
-            .contains(&format!("run `dbackup config check {quoted}`")),
-        "{}",
-        out.stderr
-    );
-    t.cmd()
-        .no_config()
-        .args(["config", "check"])
-        .args([&path])
-        .status(0);
+    config_at("init").stderr_has(&format!("run `dbackup config check {quoted}`"));
+    config_at("check");
     // The default path keeps the short advice.
     let out = t.cmd().no_config().args(["config", "init"]).status(0);
-    assert!(
-        out.stderr.contains("run `dbackup config check` to see"),
-        "{}",
-        out.stderr
-    );
+    out.stderr_has("run `dbackup config check` to see");
 }
 
 /// A destination mounted read-only is a failure (exit 1, "read-only"), not "no destination" (exit 5, which the
@@ -123,9 +108,9 @@ fn a_read_only_destination_fails() {
 
     t.cmd().args(["collect"]).status(0);
     let out = t.cmd().args(["external"]).status(1);
-    assert!(out.stderr.contains("read-only"), "{}", out.stderr);
+    out.stderr_has("read-only");
     let out = t.cmd().args(["backup"]).status(1);
-    assert!(out.stderr.contains("read-only"), "{}", out.stderr);
+    out.stderr_has("read-only");
 }
 
 /// The first collect claims no hard-linked bytes (there is no earlier snapshot to link to); the next one does.
@@ -140,10 +125,10 @@ fn the_first_collect_claims_no_hard_linked_bytes() {
     std::fs::hard_link(&a, t.home().join("data/same-as-a")).unwrap();
     t.write("home/data/b", "b");
     let first = t.cmd().args(["collect"]).status(0);
-    assert!(first.stderr.contains("complete:"), "{}", first.stderr);
-    assert!(!first.stderr.contains("hard-linked"), "{}", first.stderr);
+    first.stderr_has("complete:");
+    first.stderr_lacks("hard-linked");
     let second = t.cmd().args(["collect"]).status(0);
-    assert!(second.stderr.contains("hard-linked"), "{}", second.stderr);
+    second.stderr_has("hard-linked");
 }
 
 /// A missing drive whose external backup is overdue raises one notification (`missing_media`, whose details say it

@@ -299,6 +299,18 @@ fn freeze_when(child: &Child, what: &str, ready: impl FnMut() -> bool) {
     signal(child, libc::SIGSTOP);
 }
 
+/// SIGTERM to a run `freeze_when` stopped, then SIGCONT: it ends with exit 143, the one line, and `command`'s
+/// interrupted run log line.
+#[track_caller]
+fn terminate_frozen(child: Child, t: &Test, command: &str) {
+    signal(&child, libc::SIGTERM);
+    signal(&child, libc::SIGCONT);
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 143, "{stderr}");
+    assert_one_line(&stderr, "SIGTERM");
+    assert_logged(t, command, "SIGTERM", 143);
+}
+
 /// SIGTERM while the archive is written to the drive: exit 143, one line, an `interrupted` run log line, and the
 /// drive holds no new backup and no temporary directory (the partial one is removed); a `.tmp-...` directory that
 /// a killed run left is not listed by `restore --list`. Before: dbackup died of SIGTERM at once, leaving
@@ -320,12 +332,7 @@ fn sigterm_during_external_promotes_nothing_and_lists_nothing_half_written() {
             .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
     };
     freeze_when(&child, "the archive to be written", || temp(&backups));
-    signal(&child, libc::SIGTERM);
-    signal(&child, libc::SIGCONT);
-    let (code, stderr) = finish(child);
-    assert_eq!(code, 143, "{stderr}");
-    assert_one_line(&stderr, "SIGTERM");
-    assert_logged(&t, "external", "SIGTERM", 143);
+    terminate_frozen(child, &t, "external");
     let left: Vec<String> = fs::read_dir(&backups)
         .unwrap()
         .flatten()
@@ -379,12 +386,7 @@ fn sigterm_during_restore_leaves_whole_files_only() {
     freeze_when(&child, "the restore to write", || {
         !files_under(&target).is_empty()
     });
-    signal(&child, libc::SIGTERM);
-    signal(&child, libc::SIGCONT);
-    let (code, stderr) = finish(child);
-    assert_eq!(code, 143, "{stderr}");
-    assert_one_line(&stderr, "SIGTERM");
-    assert_logged(&t, "restore", "SIGTERM", 143);
+    terminate_frozen(child, &t, "restore");
     let files = files_under(&target);
     assert!(files.len() < 24, "the restore stopped early: {files:?}");
     for f in &files {

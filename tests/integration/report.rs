@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use dbackup::StatusReport;
 
-use crate::fixtures::history::{drive_backup, log_run, log_written, snap};
+use crate::fixtures::history::{drive_backup, first_snap, log_bare, log_run, log_written, snap};
 use crate::harness::{self, Output, Test};
 
 const NOW: &str = "2025-04-10T09:00:00+00:00";
@@ -76,13 +76,12 @@ fn fine() -> Test {
             if first { 0 } else { 49 * M },
             0,
         );
-        log_run(
+        log_bare(
             &t,
             "backup",
             &format!("2025-04-{day:02}T03:14:00+00:00"),
             0,
             None,
-            serde_json::json!({}),
         );
     }
     let t9 = t.path("media/T9");
@@ -230,16 +229,7 @@ fn page_when_the_last_run_failed() {
 fn page_when_no_drive_was_ever_seen() {
     let t = world(true);
     fs::remove_dir_all(t.path("media/T9")).unwrap();
-    snap(
-        &t,
-        "data",
-        "2025-04-10T03:15:00+00:00",
-        true,
-        false,
-        5 * G,
-        0,
-        0,
-    );
+    first_snap(&t, "data", "2025-04-10T03:15:00+00:00", 5 * G);
     let r = report(&t, NOW);
     assert!(!r.ok);
     assert!(

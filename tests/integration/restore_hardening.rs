@@ -9,7 +9,7 @@ use dbackup::{
     write_sums,
 };
 
-use crate::fixtures::demo::{demo, from_external};
+use crate::fixtures::demo::{Pristine, demo, from_external};
 use crate::harness::Test;
 
 fn restore(t: &Test) -> crate::harness::Cmd {
@@ -129,14 +129,7 @@ fn an_index_that_leaves_out_or_adds_an_entry_stops_the_restore_of_that_path() {
     let d = demo();
     let t = &d.t;
     let dir = d.drive.join("backups/2025-04-02-031500");
-    let pristine: Vec<(std::path::PathBuf, Vec<u8>)> = fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| {
-            let p = e.unwrap().path();
-            let b = fs::read(&p).unwrap();
-            (p, b)
-        })
-        .collect();
+    let pristine = Pristine::of(&dir);
     let b = data_name(&d.data, "projects/important/sub/b.txt");
     let target = t.path("r");
     let restore_important =
@@ -160,9 +153,7 @@ fn an_index_that_leaves_out_or_adds_an_entry_stops_the_restore_of_that_path() {
     from_external(restore(t), "~/data/projects/other", &target).status(0);
     fs::remove_dir_all(&target).unwrap();
 
-    for (p, bytes) in &pristine {
-        fs::write(p, bytes).unwrap();
-    }
+    pristine.reset();
     let forged = data_name(&d.data, "projects/important/sub/b2.txt");
     forge_index(&dir, "data", |l| match line_of(l, &b) {
         Some(mut v) => {

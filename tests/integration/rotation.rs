@@ -214,11 +214,7 @@ fn status_shows_restore_points_chains_and_what_fits() {
     });
     let broken = backup("2025-03-05T03:15:00+00:00", 100, &["2025-02-01-031500"]);
 
-    let r: dbackup::StatusReport = t
-        .cmd()
-        .args(["--json", "status", "--now", "2025-03-06T09:00:00+00:00"])
-        .status(0)
-        .json();
+    let r: dbackup::StatusReport = t.run_json(&["status", "--now", "2025-03-06T09:00:00+00:00"]);
     let d = &r.destinations[0];
     let points: Vec<(&str, &str, &str, bool)> = d
         .restore_points

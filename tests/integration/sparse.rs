@@ -11,7 +11,7 @@ use std::process::Command;
 
 use dbackup::Digest;
 
-use crate::fixtures::demo::{break_every_header_but, drive_with_tar};
+use crate::fixtures::demo::{break_every_header_but, drive_with_tar, index_name};
 use crate::harness::{Output, Test, run_ok};
 
 const MIB: u64 = 1 << 20;
@@ -161,6 +161,14 @@ impl RoundTrip {
         cmd.status(code)
     }
 
+    /// Restores the disk image alone from the drive's backup into `target` (with `extra` arguments), expecting `code`.
+    fn restore_disk(&self, target: &Path, extra: &[&str], code: i32) -> Output {
+        let path = ["--path", self.disk.to_str().unwrap()];
+        let target = ["--target", target.to_str().unwrap()];
+        let args = [&["--source", "external"][..], &path, &target, extra].concat();
+        self.restore(&args, code)
+    }
+
     /// The one backup on the drive.
     fn backup_dir(&self) -> PathBuf {
         let backups = self.t.path("T9/backups");
@@ -192,17 +200,7 @@ fn round_trip(age: bool) {
     assert!(archive < 4 * MIB, "{archive} bytes on the drive");
     // One file, through the index; then the whole set; then from the local snapshot.
     let one = t.path("one");
-    rt.restore(
-        &[
-            "--source",
-            "external",
-            "--path",
-            rt.disk.to_str().unwrap(),
-            "--target",
-            one.to_str().unwrap(),
-        ],
-        0,
-    );
+    rt.restore_disk(&one, &[], 0);
     assert_sparse_copy(&rt.disk, &rt.restored(&one));
     let whole = t.path("whole");
     rt.restore(
@@ -271,27 +269,10 @@ fn a_one_file_restore_of_a_sparse_file_seeks_and_damage_is_caught() {
     };
     let t = &rt.t;
     let dir = rt.backup_dir();
-    let name = rt
-        .disk
-        .strip_prefix("/")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .as_bytes()
-        .to_vec();
+    let name = index_name(&rt.disk);
     let pristine = fs::read(dir.join("vm.tar")).unwrap();
-    let first = rt.disk.with_file_name("a-link.img");
-    let first = first
-        .strip_prefix("/")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .as_bytes();
-    break_every_header_but(
-        &dir.join("vm.tar"),
-        &dir.join("vm.index.jsonl"),
-        &[&name, first],
-    );
+    let first = index_name(&rt.disk.with_file_name("a-link.img"));
+    break_every_header_but(&dir, "vm", &[&name, &first]);
     // The sums no longer match: name the backup by its stamp, as for any backup being rescued.
     let stamp = dir.file_name().unwrap().to_str().unwrap().to_string();
     let drive = t.path("T9");
@@ -349,8 +330,8 @@ fn drive_with(t: &Test, name: &str, tar: &[u8]) -> PathBuf {
 
 /// Restores everything of the drive's backup into `target`.
 fn restore_drive(t: &Test, drive: &Path, target: &Path, code: i32) -> Output {
-    t.cmd()
-        .args(["restore", "--source", "external", "--drive"])
+    t.restore_from_drive()
+        .args(["--drive"])
         .args([drive])
         .args(["--date", "2025-04-01", "--target"])
         .args([target])
@@ -361,6 +342,32 @@ fn restore_drive(t: &Test, drive: &Path, target: &Path, code: i32) -> Output {
 /// more than 4), one with 2 and a hole at the end, one ending in data, and an ordinary file after them (whose bytes
 /// the old reader handed over as a sparse file's content).
 const FILES: [&str; 4] = ["many.img", "two.img", "ends-in-data.img", "z-after.txt"];
+
+/// A world holding the source tree GNU tar archives at `<tmp>/src`; `None` (the test skips) where the filesystem
+/// allocates holes.
+fn world_with_gnu_source() -> Option<(Test, PathBuf)> {
+    let t = Test::new();
+    if !holes_supported(t.dir.path()) {
+        return None;
+    }
+    let src = t.path("src");
+    gnu_source(&src);
+    Some((t, src))
+}
+
+/// GNU tar's archive `tar` of `files` in `src`, sparse files stored as such (`--sparse`), in the format `args` name.
+fn gnu_sparse_tar(tar: &Path, args: &[&str], src: &Path, files: &[&str]) {
+    run_ok(
+        Command::new("tar")
+            .arg("--sparse")
+            .args(args)
+            .arg("-cf")
+            .arg(tar)
+            .arg("-C")
+            .arg(src)
+            .args(files),
+    );
+}
 
 fn gnu_source(dir: &Path) {
     let many: Vec<(u64, Vec<u8>)> = (0..30)
@@ -412,12 +419,9 @@ fn assert_as_gnu_tar_extracts(what: &str, ours: &Path, gnu: &Path) {
 /// bytes (exit 0, and `--verify` said intact); PAX 0.0, 0.1 and 1.0 were refused.
 #[test]
 fn archives_gnu_tar_writes_with_sparse_restore_as_gnu_tar_extracts_them() {
-    let t = Test::new();
-    if !holes_supported(t.dir.path()) {
+    let Some((t, src)) = world_with_gnu_source() else {
         return;
-    }
-    let src = t.path("src");
-    gnu_source(&src);
+    };
     let formats: [(&str, &[&str]); 5] = [
         ("gnu", &["--format=gnu"]),
         ("oldgnu", &["--format=oldgnu"]),
@@ -427,16 +431,7 @@ fn archives_gnu_tar_writes_with_sparse_restore_as_gnu_tar_extracts_them() {
     ];
     for (label, args) in formats {
         let tar = t.path(&format!("{label}.tar"));
-        run_ok(
-            Command::new("tar")
-                .arg("--sparse")
-                .args(args)
-                .arg("-cf")
-                .arg(&tar)
-                .arg("-C")
-                .arg(&src)
-                .args(FILES),
-        );
+        gnu_sparse_tar(&tar, args, &src, &FILES);
         check_archive(&t, label, &tar);
     }
 }
@@ -450,8 +445,8 @@ fn check_archive(t: &Test, label: &str, tar: &Path) {
     let ours = t.path(&format!("{label}-ours"));
     restore_drive(t, &drive, &ours, 0);
     assert_as_gnu_tar_extracts(label, &ours, &gnu);
-    t.cmd()
-        .args(["restore", "--source", "external", "--drive"])
+    t.restore_from_drive()
+        .args(["--drive"])
         .args([&drive])
         .args(["--date", "2025-04-01", "--verify"])
         .status(0);
@@ -462,32 +457,20 @@ fn check_archive(t: &Test, label: &str, tar: &Path) {
 /// sparse member was refused, so the copy was too.
 #[test]
 fn a_hard_link_to_a_sparse_file_restored_alone_keeps_its_holes() {
-    let t = Test::new();
-    if !holes_supported(t.dir.path()) {
+    let Some((t, src)) = world_with_gnu_source() else {
         return;
-    }
-    let src = t.path("src");
-    gnu_source(&src);
+    };
     fs::hard_link(src.join("many.img"), src.join("zz-link.img")).unwrap();
     for (label, args) in [
         ("gnu", &["--format=gnu"][..]),
         ("posix-1.0", &["--format=posix", "--sparse-version=1.0"][..]),
     ] {
         let tar = t.path(&format!("{label}-link.tar"));
-        run_ok(
-            Command::new("tar")
-                .arg("--sparse")
-                .args(args)
-                .arg("-cf")
-                .arg(&tar)
-                .arg("-C")
-                .arg(&src)
-                .args(["many.img", "zz-link.img"]),
-        );
+        gnu_sparse_tar(&tar, args, &src, &["many.img", "zz-link.img"]);
         let drive = drive_with(&t, &format!("{label}-link-drive"), &fs::read(&tar).unwrap());
         let target = t.path(&format!("{label}-link-target"));
-        t.cmd()
-            .args(["restore", "--source", "external", "--drive"])
+        t.restore_from_drive()
+            .args(["--drive"])
             .args([&drive])
             .args(["--date", "2025-04-01", "--path", "/zz-link.img", "--target"])
             .args([&target])
@@ -508,15 +491,12 @@ fn a_hard_link_to_a_sparse_file_restored_alone_keeps_its_holes() {
 /// unknown entry type, so nothing was restored.
 #[test]
 fn archives_bsdtar_writes_with_sparse_restore_as_gnu_tar_extracts_them() {
-    let t = Test::new();
-    if !holes_supported(t.dir.path()) {
+    let Some((t, src)) = world_with_gnu_source() else {
         return;
-    }
+    };
     if Command::new("bsdtar").arg("--version").output().is_err() {
         return testkit::skip("bsdtar is not installed (apt-get install libarchive-tools)");
     }
-    let src = t.path("src");
-    gnu_source(&src);
     let tar = t.path("bsd.tar");
     run_ok(
         Command::new("bsdtar")
@@ -600,47 +580,39 @@ fn hostile_sparse_members_are_refused_and_nothing_is_written() {
         ("GNU.sparse.realsize", "100000"),
     ];
     // The map names 4 KiB of data, the member stores 100 bytes after it.
-    let mut stored = padded(b"2\n0\n4096\n100000\n0\n".to_vec());
-    stored.extend([7u8; 100]);
-    assert_refused(
-        &t,
-        "short",
-        pax_sparse(&v1, "GNUSparseFile.0/disk.img", &stored),
-        "sparse file with a damaged map",
-    );
+    let mut short = padded(b"2\n0\n4096\n100000\n0\n".to_vec());
+    short.extend([7u8; 100]);
     // Segments out of order.
-    let mut stored = padded(b"2\n5000\n10\n100\n10\n".to_vec());
-    stored.extend([7u8; 20]);
-    assert_refused(
-        &t,
-        "order",
-        pax_sparse(&v1, "GNUSparseFile.0/disk.img", &stored),
-        "sparse file with a damaged map",
-    );
+    let mut order = padded(b"2\n5000\n10\n100\n10\n".to_vec());
+    order.extend([7u8; 20]);
     // A map past the file's end, in PAX 0.1.
     let v01 = [
         ("GNU.sparse.size", "100"),
         ("GNU.sparse.name", "disk.img"),
         ("GNU.sparse.map", "50,100"),
     ];
-    assert_refused(
-        &t,
-        "past-end",
-        pax_sparse(&v01, "GNUSparseFile.0/disk.img", &[7u8; 100]),
-        "sparse file with a damaged map",
-    );
     // A format GNU tar does not write.
     let v2 = [
         ("GNU.sparse.major", "2"),
         ("GNU.sparse.minor", "0"),
         ("GNU.sparse.realsize", "100"),
     ];
-    assert_refused(
-        &t,
-        "v2",
-        pax_sparse(&v2, "disk.img", b"x"),
-        "unknown GNU sparse version",
-    );
+    let member = |records: &[(&str, &str)], stored: &[u8]| {
+        pax_sparse(records, "GNUSparseFile.0/disk.img", stored)
+    };
+    let damaged = "sparse file with a damaged map";
+    for (label, tar, why) in [
+        ("short", member(&v1, &short), damaged),
+        ("order", member(&v1, &order), damaged),
+        ("past-end", member(&v01, &[7u8; 100]), damaged),
+        (
+            "v2",
+            pax_sparse(&v2, "disk.img", b"x"),
+            "unknown GNU sparse version",
+        ),
+    ] {
+        assert_refused(&t, label, tar, why);
+    }
 }
 
 /// The index's sha256 of a sparse member is its stored digest (map and data; the holes are neither read nor hashed),
@@ -657,21 +629,7 @@ fn the_stored_digest_of_a_sparse_file_is_what_verify_and_compare_content_use() {
     let t = &rt.t;
     rt.restore(&["--source", "local", "--verify"], 0);
     let whole = t.path("whole");
-    let target = |rt: &RoundTrip| {
-        rt.restore(
-            &[
-                "--source",
-                "external",
-                "--path",
-                rt.disk.to_str().unwrap(),
-                "--target",
-                whole.to_str().unwrap(),
-                "--compare",
-                "content",
-            ],
-            0,
-        )
-    };
+    let target = |rt: &RoundTrip| rt.restore_disk(&whole, &["--compare", "content"], 0);
     target(&rt);
     let got = rt.restored(&whole);
     assert_sparse_copy(&rt.disk, &got);

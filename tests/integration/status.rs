@@ -5,7 +5,7 @@ use std::fs;
 
 use dbackup::{KnownFrom, SnapshotState, StatusReport};
 
-use crate::fixtures::history::{at, drive_backup, log_run, log_written, snap};
+use crate::fixtures::history::{at, drive_backup, first_snap, log_bare, log_written, snap};
 use crate::harness::Test;
 
 const NOW: &str = "2025-04-10T09:00:00+00:00";
@@ -27,16 +27,7 @@ fn fixture() -> Test {
     );
     let t = t.config(&c);
     let g = 1 << 30;
-    snap(
-        &t,
-        "data",
-        "2025-04-08T03:15:00+00:00",
-        true,
-        false,
-        10 * g,
-        0,
-        0,
-    );
+    first_snap(&t, "data", "2025-04-08T03:15:00+00:00", 10 * g);
     snap(
         &t,
         "data",
@@ -57,16 +48,7 @@ fn fixture() -> Test {
         9 * g,
         0,
     );
-    let c1 = snap(
-        &t,
-        "config",
-        "2025-04-07T03:15:00+00:00",
-        true,
-        false,
-        20 << 20,
-        0,
-        0,
-    );
+    let c1 = first_snap(&t, "config", "2025-04-07T03:15:00+00:00", 20 << 20);
     snap(
         &t,
         "config",
@@ -91,30 +73,13 @@ fn fixture() -> Test {
     );
     // The log: an external run that wrote to `old`, a failed collect, then the last backup run with warnings.
     log_written(&t, "old", "2025-03-25T03:15:00+00:00");
-    log_run(
-        &t,
-        "collect",
-        "2025-04-09T12:00:00+00:00",
-        1,
-        Some("boom"),
-        serde_json::json!([]),
-    );
-    log_run(
-        &t,
-        "backup",
-        "2025-04-10T03:15:00+00:00",
-        3,
-        None,
-        serde_json::json!({}),
-    );
+    log_bare(&t, "collect", "2025-04-09T12:00:00+00:00", 1, Some("boom"));
+    log_bare(&t, "backup", "2025-04-10T03:15:00+00:00", 3, None);
     t
 }
 
 fn status(t: &Test, now: &str) -> StatusReport {
-    t.cmd()
-        .args(["--json", "status", "--now", now])
-        .status(0)
-        .json()
+    t.run_json(&["status", "--now", now])
 }
 
 #[test]
@@ -227,49 +192,27 @@ fn check_exits_1_when_overdue_or_the_last_run_failed() {
         r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["/data"] } ],
              "notifications": { "low_disk_percent": 0 } }"#,
     );
-    snap(
-        &t,
-        "data",
-        "2025-04-10T03:15:00+00:00",
-        true,
-        false,
-        100,
-        0,
-        0,
-    );
-    log_run(
-        &t,
-        "backup",
-        "2025-04-10T03:15:00+00:00",
-        0,
-        None,
-        serde_json::json!({}),
-    );
-    let r: StatusReport = t
-        .cmd()
-        .args(["--json", "status", "--check", "--now", NOW])
-        .status(0)
-        .json();
+    first_snap(&t, "data", "2025-04-10T03:15:00+00:00", 100);
+    log_bare(&t, "backup", "2025-04-10T03:15:00+00:00", 0, None);
+    let r: StatusReport = t.run_json(&["status", "--check", "--now", NOW]);
     assert!(r.ok && r.overdue.is_empty());
-    log_run(
+    log_bare(
         &t,
         "collect",
         "2025-04-10T08:00:00+00:00",
         1,
         Some("collect data: rsync failed"),
-        serde_json::json!([]),
     );
     let out = t.cmd().args(["status", "--check", "--now", NOW]).status(1);
     out.stdout_has("last run: collect finished 2025-04-10 08:05 (55 minutes ago): FAILED: collect data: rsync failed\n");
     out.stderr_has("status check failed: the last run (collect) failed");
     // A run that found the lock held is not a failure.
-    log_run(
+    log_bare(
         &t,
         "backup",
         "2025-04-10T08:30:00+00:00",
         4,
         Some("another dbackup run holds it"),
-        serde_json::json!({}),
     );
     t.cmd().args(["status", "--check", "--now", NOW]).status(0);
 }

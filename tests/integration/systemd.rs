@@ -535,39 +535,59 @@ fn run_as(case: &Case) -> (&'static str, &'static str) {
 }
 
 fn cases() -> Vec<Case> {
+    use UnitScope::{System, User};
+    let schedule = |incremental: &str, external: &str| {
+        CONFIG.replace(
+            r#""incremental": "daily", "external": "weekly""#,
+            &format!(r#""incremental": "{incremental}", "external": "{external}""#),
+        )
+    };
+    let serve = |serve: &str| {
+        CONFIG.replace(
+            r#""schedule""#,
+            &format!(r#""report": {{ "serve": {serve} }}, "schedule""#),
+        )
+    };
     let weekly = CONFIG.to_string();
-    let with = |from: &str, to: &str| CONFIG.replace(from, to);
-    vec![
-        Case {
-            name: "system, weekly, three kinds of destination",
-            config: weekly.clone(),
-            scope: UnitScope::System,
+    // The cases on CONFIG, whose `$DDATA` is /data.
+    let on_config = [
+        (
+            "system, weekly, three kinds of destination",
+            weekly.clone(),
+            System,
+        ),
+        ("user, the same", weekly, User),
+        (
+            "system, hourly, always",
+            schedule("hourly", "always"),
+            System,
+        ),
+        (
+            "system, monthly, manual",
+            schedule("monthly", "manual"),
+            System,
+        ),
+        (
+            "system, the status page's server (report.serve.unit)",
+            serve(r#"{ "unit": true, "listen": "127.0.0.1:9099" }"#),
+            System,
+        ),
+        (
+            "user, the status page's server on the default address",
+            serve(r#"{ "unit": true }"#),
+            User,
+        ),
+    ];
+    let mut cases: Vec<Case> = on_config
+        .into_iter()
+        .map(|(name, config, scope)| Case {
+            name,
+            config,
+            scope,
             env: &[("DDATA", "/data")],
-        },
-        Case {
-            name: "user, the same",
-            config: weekly,
-            scope: UnitScope::User,
-            env: &[("DDATA", "/data")],
-        },
-        Case {
-            name: "system, hourly, always",
-            config: with(
-                r#""incremental": "daily", "external": "weekly""#,
-                r#""incremental": "hourly", "external": "always""#,
-            ),
-            scope: UnitScope::System,
-            env: &[("DDATA", "/data")],
-        },
-        Case {
-            name: "system, monthly, manual",
-            config: with(
-                r#""incremental": "daily", "external": "weekly""#,
-                r#""incremental": "monthly", "external": "manual""#,
-            ),
-            scope: UnitScope::System,
-            env: &[("DDATA", "/data")],
-        },
+        })
+        .collect();
+    cases.extend([
         Case {
             name: "user, defaults, ~ and $VAR paths, DBACKUP, odd characters",
             config: r#"{ "backup_sets": [ { "name": "a", "sources": ["~/a", "${DDATA}/x"], "exclusions": ["$$literal", "*.tmp"] } ],
@@ -594,21 +614,6 @@ fn cases() -> Vec<Case> {
             env: &[("XDG_STATE_HOME", "/var/lib/state of payne")],
         },
         Case {
-            name: "system, the status page's server (report.serve.unit)",
-            config: CONFIG.replace(
-                r#""schedule""#,
-                r#""report": { "serve": { "unit": true, "listen": "127.0.0.1:9099" } }, "schedule""#,
-            ),
-            scope: UnitScope::System,
-            env: &[("DDATA", "/data")],
-        },
-        Case {
-            name: "user, the status page's server on the default address",
-            config: CONFIG.replace(r#""schedule""#, r#""report": { "serve": { "unit": true } }, "schedule""#),
-            scope: UnitScope::User,
-            env: &[("DDATA", "/data")],
-        },
-        Case {
             name: "system, no destinations, daily",
             config: r#"{ "backup_root": "$HOME/backups", "backup_sets": [ { "name": "a", "sources": ["~/a"] } ],
                 "schedule": { "external": "daily" } }"#
@@ -616,7 +621,8 @@ fn cases() -> Vec<Case> {
             scope: UnitScope::System,
             env: &[],
         },
-    ]
+    ]);
+    cases
 }
 
 #[test]

@@ -15,7 +15,7 @@ use std::process::Command;
 use dbackup::Digest;
 use testkit::{check_tools, in_ci, skip};
 
-use crate::fixtures::demo::config;
+use crate::fixtures::demo::{config, set_mtime};
 use crate::fixtures::tree;
 use crate::harness::{Test, run_ok};
 
@@ -27,6 +27,13 @@ fn is_root() -> bool {
 
 // ---------------------------------------------------------------------------------------------------------------
 // The scene: a drive holding one backup made by another tool, restored by dbackup and extracted by GNU tar.
+
+/// A world and a [`foreign_drive`] holding the archive of `entries`.
+fn world_with_foreign_drive(entries: &[Vec<u8>]) -> (Test, PathBuf) {
+    let t = Test::new().config(&config(""));
+    let drive = foreign_drive(&t, &tar_of(entries));
+    (t, drive)
+}
 
 /// A drive with one backup directory holding `data.tar` (the given bytes) and its sums file: no `backup.json`, no
 /// index, as a backup written by hand with GNU tar is.
@@ -45,8 +52,8 @@ fn foreign_drive(t: &Test, tar: &[u8]) -> PathBuf {
 
 /// `restore --source external --drive DRIVE --date STAMP --target TARGET` plus `extra`.
 fn restore(t: &Test, drive: &Path, target: &Path, extra: &[&str]) -> crate::harness::Cmd {
-    t.cmd()
-        .args(["restore", "--source", "external", "--drive"])
+    t.restore_from_drive()
+        .args(["--drive"])
         .args([
             drive,
             Path::new("--date"),
@@ -203,23 +210,6 @@ fn run(cmd: &mut Command) {
     );
 }
 
-fn set_times(p: &Path, sec: i64, nsec: i64) {
-    let ts = rustix::fs::Timespec {
-        tv_sec: sec,
-        tv_nsec: nsec as _,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        p,
-        &rustix::fs::Timestamps {
-            last_access: ts,
-            last_modification: ts,
-        },
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
-}
-
 fn chown(p: &Path, uid: u32, gid: u32) {
     if is_root() {
         rustix::fs::chownat(
@@ -296,9 +286,9 @@ fn source_tree(root: &Path, holds: Holds) {
     }
     if holds.big_numbers {
         fs::write(root.join("before-1970"), "old").unwrap();
-        set_times(&root.join("before-1970"), -315_360_000, 0);
+        set_mtime(&root.join("before-1970"), -315_360_000, 0);
         fs::write(root.join("after-2100"), "new").unwrap();
-        set_times(&root.join("after-2100"), 4_102_444_800, 0);
+        set_mtime(&root.join("after-2100"), 4_102_444_800, 0);
         fs::write(root.join("big-uid"), "u").unwrap();
         chown(&root.join("big-uid"), 3_000_000, 3_000_001);
     }
@@ -315,7 +305,7 @@ fn source_tree(root: &Path, holds: Holds) {
         if name == b"before-1970" || name == b"after-2100" {
             continue;
         }
-        set_times(p, 1_000_000_000 + i as i64 * 1000, 123_456_789);
+        set_mtime(p, 1_000_000_000 + i as i64 * 1000, 123_456_789);
     }
 }
 
@@ -422,7 +412,7 @@ fn gnu_tar_with_xattrs_and_acls() {
     for p in ["d/f", "d/big", "d/sub", "d"] {
         // setfattr and setfacl changed the ctime only, but keep the mtimes fixed anyway.
         let m = fs::symlink_metadata(src.join(p)).unwrap();
-        set_times(&src.join(p), m.mtime(), m.mtime_nsec());
+        set_mtime(&src.join(p), m.mtime(), m.mtime_nsec());
     }
     let tar = gnu_tar(&t, "posix", &src, &["--xattrs", "--acls"]);
     let (_, plan) = restores_as_gnu_tar_extracts(&t, &tar, &["--xattrs", "--acls"]);
@@ -430,18 +420,8 @@ fn gnu_tar_with_xattrs_and_acls() {
     // The attributes themselves, as getfattr and getfacl show them.
     let attrs = |dir: &Path| {
         let dump = |cmd: &str, args: &[&str]| {
-            let out = Command::new(cmd)
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{cmd}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
             // Without the target itself (GNU tar gives it the mode of the archive's `./`, dbackup leaves it).
-            String::from_utf8_lossy(&out.stdout)
+            run_ok(Command::new(cmd).args(args).current_dir(dir))
                 .split("\n\n")
                 .filter(|block| !block.starts_with("# file: .\n"))
                 .collect::<Vec<_>>()
@@ -770,13 +750,11 @@ fn every_header_is_counted_and_odd_entries_are_refused_with_a_reason() {
         .stdout_has("read from the archive: ")
         .stdout_has("1 volume label");
 
-    let t = Test::new().config(&config(""));
-    let tar = tar_of(&[
+    let (t, drive) = world_with_foreign_drive(&[
         pax(b'g', &[("comment", "global")]),
         raw(b"weird", b'Z').size(3).with(b"abc"),
         file(b"fine", b"ok"),
     ]);
-    let drive = foreign_drive(&t, &tar);
     let out = restore(&t, &drive, &t.path("r"), &[]).status(1);
     out.stderr_has("weird: unsupported entry type: unknown tar entry type");
     assert!(!t.path("r").exists(), "nothing written");
@@ -816,13 +794,11 @@ fn parent_of(p: &Path) -> String {
 /// the real run says so, and `--no-escaping-links` refuses it and writes nothing.
 #[test]
 fn a_chain_through_a_dot_link_is_judged_on_disk() {
-    let t = Test::new().config(&config(""));
-    let tar = tar_of(&[
+    let (t, drive) = world_with_foreign_drive(&[
         raw(b"current", b'2').link(b".").header(),
         raw(b"parent", b'2').link(b"current/..").header(),
         file(b"data", b"kept"),
     ]);
-    let drive = foreign_drive(&t, &tar);
     let target = t.path("target");
     fs::create_dir(&target).unwrap();
     let items = links_plan(&t, &drive, &target, &[]);
@@ -851,12 +827,10 @@ fn a_chain_through_a_dot_link_is_judged_on_disk() {
 /// Before: no note (its text climbs two levels after two names), and no way to refuse it.
 #[test]
 fn cve_2025_4138s_chain_is_judged_on_disk() {
-    let t = Test::new().config(&config(""));
-    let tar = tar_of(&[
+    let (t, drive) = world_with_foreign_drive(&[
         raw(b"link", b'2').link(b"./").header(),
         raw(b"escape", b'2').link(b"link/link/../../x").header(),
     ]);
-    let drive = foreign_drive(&t, &tar);
     let target = t.path("a/target");
     fs::create_dir_all(&target).unwrap();
     let items = links_plan(&t, &drive, &target, &[]);

@@ -723,9 +723,42 @@ fn make_symlink(
     opts: &RestoreOptions,
     tally: &mut AttrTally,
 ) -> Made {
-    let parent = placement.parent;
     let target = item.entry.link.as_deref().unwrap_or_default();
-    let tmp = match with_temp_name(|t| rustix::fs::symlinkat(target, parent, t)) {
+    let made = with_temp_name(|t| rustix::fs::symlinkat(target, placement.parent, t));
+    settle_special(made, placement, item, opts, tally, false)
+}
+
+/// A fifo, made at a temporary name with its owner, mode, attributes and mtime, then renamed into place.
+fn make_fifo(
+    placement: &mut Placement<'_>,
+    item: &PlanItem,
+    opts: &RestoreOptions,
+    tally: &mut AttrTally,
+) -> Made {
+    let made = with_temp_name(|t| {
+        rustix::fs::mknodat(
+            placement.parent,
+            t,
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+    });
+    settle_special(made, placement, item, opts, tally, true)
+}
+
+/// A symlink or (`fifo`) a fifo made at a temporary name (`made`) gets its owner, its mode (a fifo only: a symlink
+/// has none), its attributes (a symlink only when it has some) and its mtime, then is renamed into place.
+fn settle_special(
+    made: io::Result<String>,
+    placement: &mut Placement<'_>,
+    item: &PlanItem,
+    opts: &RestoreOptions,
+    tally: &mut AttrTally,
+    fifo: bool,
+) -> Made {
+    let parent = placement.parent;
+    let tmp = match made {
         Ok(t) => t,
         Err(e) => return (Err(Failure::from_io(e)), None),
     };
@@ -733,7 +766,15 @@ fn make_symlink(
         if opts.privileged {
             chown_temp(parent, &tmp, &item.entry)?;
         }
-        if item.entry.attrs.is_some() {
+        if fifo {
+            rustix::fs::chmodat(
+                parent,
+                tmp.as_str(),
+                Mode::from_raw_mode(item.mode),
+                AtFlags::empty(),
+            )?;
+        }
+        if fifo || item.entry.attrs.is_some() {
             attrs::apply(
                 On::Name {
                     dir: parent,
@@ -745,54 +786,6 @@ fn make_symlink(
                 tally,
             );
         }
-        rustix::fs::utimensat(
-            parent,
-            tmp.as_str(),
-            &times(item.entry.mtime),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )?;
-        inode_of(parent, &tmp)
-    })()
-    .map_err(|e: Errno| Failure::from_io(e.into()));
-    let (out, ino) = place_made(result, placement, &tmp);
-    (finish_temp(parent, &tmp, out), ino)
-}
-
-/// A fifo, made at a temporary name with its owner, mode, attributes and mtime, then renamed into place.
-fn make_fifo(
-    placement: &mut Placement<'_>,
-    item: &PlanItem,
-    opts: &RestoreOptions,
-    tally: &mut AttrTally,
-) -> Made {
-    let parent = placement.parent;
-    let made = with_temp_name(|t| {
-        rustix::fs::mknodat(parent, t, FileType::Fifo, Mode::from_raw_mode(0o600), 0)
-    });
-    let tmp = match made {
-        Ok(t) => t,
-        Err(e) => return (Err(Failure::from_io(e)), None),
-    };
-    let result = (|| {
-        if opts.privileged {
-            chown_temp(parent, &tmp, &item.entry)?;
-        }
-        rustix::fs::chmodat(
-            parent,
-            tmp.as_str(),
-            Mode::from_raw_mode(item.mode),
-            AtFlags::empty(),
-        )?;
-        attrs::apply(
-            On::Name {
-                dir: parent,
-                name: &tmp,
-            },
-            item.entry.attrs.as_deref(),
-            false,
-            opts.privileged,
-            tally,
-        );
         rustix::fs::utimensat(
             parent,
             tmp.as_str(),

@@ -446,6 +446,22 @@ mod tests {
         }
     }
 
+    impl Scene {
+        fn plan(&self, entries: Vec<RestoreEntry>, refuse: bool) -> Plan {
+            plan(&self.target, entries, refuse)
+        }
+    }
+
+    /// Asserts each item's path, where it escapes to (`-`: nowhere) and its action ([`verdicts`]).
+    fn assert_verdicts(p: &Plan, want: &[(&str, &str, Action)]) {
+        let got = verdicts(p);
+        let got: Vec<(&str, &str, Action)> = got
+            .iter()
+            .map(|(path, to, action)| (path.as_str(), to.as_str(), *action))
+            .collect();
+        assert_eq!(got, want);
+    }
+
     fn at(base: &Path, rest: &str) -> String {
         format!("{}{rest}", base.display())
     }
@@ -454,17 +470,16 @@ mod tests {
     fn a_dot_link_then_climbing_through_it_leads_outside() {
         // CPython's `test_parent_symlink` shape: lexically `current/..` stays at the top, on disk it is the parent.
         let s = scene();
-        let p = plan(
-            &s.target,
+        let p = s.plan(
             vec![link("current", "."), link("parent", "current/..")],
             false,
         );
-        assert_eq!(
-            verdicts(&p),
-            [
-                ("current".into(), "-".into(), Action::Create),
-                ("parent".into(), at(&s.base, ""), Action::Create),
-            ]
+        assert_verdicts(
+            &p,
+            &[
+                ("current", "-", Action::Create),
+                ("parent", &at(&s.base, ""), Action::Create),
+            ],
         );
         assert!(p.items[1].notes[0].contains("leads outside the target, to "));
     }
@@ -472,22 +487,20 @@ mod tests {
     #[test]
     fn cve_2025_4138s_shape_leads_two_levels_up() {
         let s = scene();
-        let p = plan(
-            &s.target,
+        let p = s.plan(
             vec![link("link", "./"), link("escape", "link/link/../../x")],
             false,
         );
         let above = s.base.parent().unwrap().join("x");
-        assert_eq!(
-            verdicts(&p),
-            [
-                ("link".into(), "-".into(), Action::Create),
-                ("escape".into(), above.display().to_string(), Action::Create),
-            ]
+        assert_verdicts(
+            &p,
+            &[
+                ("link", "-", Action::Create),
+                ("escape", &above.display().to_string(), Action::Create),
+            ],
         );
         // Refused with --no-escaping-links, the inside one kept.
-        let p = plan(
-            &s.target,
+        let p = s.plan(
             vec![link("link", "./"), link("escape", "link/link/../../x")],
             true,
         );
@@ -504,8 +517,7 @@ mod tests {
         let inside_abs = s.target.join("d/f").display().to_string();
         let mut dir = RestoreEntry::new("d", EntryKind::Dir);
         dir.mode = 0o755;
-        let p = plan(
-            &s.target,
+        let p = s.plan(
             vec![
                 dir,
                 RestoreEntry::new("d/f", EntryKind::File),
@@ -541,25 +553,23 @@ mod tests {
         let s = scene();
         symlink("/etc", s.target.join("door")).unwrap();
         symlink(".", s.target.join("here")).unwrap();
-        let p = plan(
-            &s.target,
+        let p = s.plan(
             vec![link("a", "door/passwd"), link("b", "here/here/..")],
             false,
         );
-        assert_eq!(
-            verdicts(&p),
-            [
-                ("a".into(), "/etc/passwd".into(), Action::Create),
-                ("b".into(), at(&s.base, ""), Action::Create),
-            ]
+        assert_verdicts(
+            &p,
+            &[
+                ("a", "/etc/passwd", Action::Create),
+                ("b", &at(&s.base, ""), Action::Create),
+            ],
         );
     }
 
     #[test]
     fn loops_cannot_be_told_and_count_as_outside() {
         let s = scene();
-        let p = plan(
-            &s.target,
+        let p = s.plan(
             vec![link("a", "b"), link("b", "a"), link("c", "a/x")],
             false,
         );
@@ -589,18 +599,18 @@ mod tests {
                 hardlink("h2", "out"),
             ]
         };
-        let p = plan(&s.target, entries(), false);
-        assert_eq!(
-            verdicts(&p),
-            [
-                ("d".into(), "-".into(), Action::Create),
-                ("d/s".into(), "-".into(), Action::Create),
-                ("h".into(), at(&s.base, "/x"), Action::Create),
-                ("out".into(), "/".into(), Action::Create),
-                ("h2".into(), "/".into(), Action::Create),
-            ]
+        let p = s.plan(entries(), false);
+        assert_verdicts(
+            &p,
+            &[
+                ("d", "-", Action::Create),
+                ("d/s", "-", Action::Create),
+                ("h", &at(&s.base, "/x"), Action::Create),
+                ("out", "/", Action::Create),
+                ("h2", "/", Action::Create),
+            ],
         );
-        let p = plan(&s.target, entries(), true);
+        let p = s.plan(entries(), true);
         let actions: Vec<Action> = p.items.iter().map(|i| i.action).collect();
         assert_eq!(
             actions,
@@ -622,18 +632,17 @@ mod tests {
     fn a_refused_link_is_judged_again_without_it() {
         // `x` is refused as a duplicate: the second `x` is not made, so `y -> x/..` goes through the first one.
         let s = scene();
-        let p = plan(
-            &s.target,
+        let p = s.plan(
             vec![link("x", "sub"), link("x", "."), link("y", "x/..")],
             false,
         );
-        assert_eq!(
-            verdicts(&p),
-            [
-                ("x".into(), "-".into(), Action::Create),
-                ("x".into(), "-".into(), Action::Refuse),
-                ("y".into(), "-".into(), Action::Create),
-            ]
+        assert_verdicts(
+            &p,
+            &[
+                ("x", "-", Action::Create),
+                ("x", "-", Action::Refuse),
+                ("y", "-", Action::Create),
+            ],
         );
     }
 }

@@ -15,6 +15,12 @@ use super::entry::{EntryKind, show};
 pub struct RelPath(Vec<u8>);
 
 impl RelPath {
+    /// A test's literal name, checked (a name [`check_name`] refuses is a panic).
+    #[cfg(test)]
+    pub fn of(name: &str) -> RelPath {
+        check_name(name.as_bytes(), None).unwrap()
+    }
+
     pub fn root() -> RelPath {
         RelPath(Vec::new())
     }

@@ -372,19 +372,24 @@ fn classify(parent: BorrowedFd<'_>, name: &[u8], at: RelPath, e: rustix::io::Err
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::restore::engine::safety::check_name;
 
     fn rel(s: &str) -> RelPath {
-        check_name(s.as_bytes(), None).unwrap()
+        RelPath::of(s)
     }
 
-    #[test]
-    fn never_follows_a_symlink_below_the_root() {
+    /// A target `root` holding `a/b`, beside an empty directory `outside`.
+    fn scene() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("root");
         let outside = tmp.path().join("outside");
         std::fs::create_dir_all(root.join("a/b")).unwrap();
         std::fs::create_dir(&outside).unwrap();
+        (tmp, root, outside)
+    }
+
+    #[test]
+    fn never_follows_a_symlink_below_the_root() {
+        let (_tmp, root, outside) = scene();
         std::os::unix::fs::symlink(&outside, root.join("a/link")).unwrap();
         std::fs::write(root.join("a/file"), b"x").unwrap();
         let mut t = TargetDir::open(&root).unwrap();
@@ -432,11 +437,7 @@ mod tests {
 
     #[test]
     fn the_cache_does_not_outlive_a_replaced_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().join("root");
-        let outside = tmp.path().join("outside");
-        std::fs::create_dir_all(root.join("a/b")).unwrap();
-        std::fs::create_dir(&outside).unwrap();
+        let (_tmp, root, outside) = scene();
         let mut t = TargetDir::open(&root).unwrap();
         t.dir(&rel("a/b"), false).unwrap();
         // Someone (or an earlier entry, with --overwrite always) replaces `a` by a symlink.

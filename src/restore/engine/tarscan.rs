@@ -298,24 +298,28 @@ impl Owners {
     }
 
     fn user(&mut self, name: &[u8]) -> Option<u32> {
-        if !self.by_name || name.is_empty() {
-            return None;
-        }
-        *self
-            .users
-            .entry(name.to_vec())
-            .or_insert_with(|| crate::stdx::uid_of_name(name))
+        let by_name = self.by_name;
+        looked_up(by_name, &mut self.users, name, crate::stdx::uid_of_name)
     }
 
     fn group(&mut self, name: &[u8]) -> Option<u32> {
-        if !self.by_name || name.is_empty() {
-            return None;
-        }
-        *self
-            .groups
-            .entry(name.to_vec())
-            .or_insert_with(|| crate::stdx::gid_of_name(name))
+        let by_name = self.by_name;
+        looked_up(by_name, &mut self.groups, name, crate::stdx::gid_of_name)
     }
+}
+
+/// The id of `name` through `lookup`, asked once per name (`cache`); none when names are not mapped (`by_name` off)
+/// or the name is empty.
+fn looked_up(
+    by_name: bool,
+    cache: &mut HashMap<Vec<u8>, Option<u32>>,
+    name: &[u8],
+    lookup: fn(&[u8]) -> Option<u32>,
+) -> Option<u32> {
+    if !by_name || name.is_empty() {
+        return None;
+    }
+    *cache.entry(name.to_vec()).or_insert_with(|| lookup(name))
 }
 
 /// Reads an archive header by header. [`Scanner::next_member`] gives each entry; its content can then be read with

@@ -94,6 +94,31 @@ pub fn require(fs: &[Fs]) -> bool {
     }
 }
 
+/// A loop-device test's opening: a new drive of `fs` labelled `label` (see [`Drive::new`]) and its mount point, or
+/// `None` when [`require`] skips (not root, or a tool missing).
+pub fn drive_or_skip(fs: Fs, label: &str, size: u64) -> Option<(Drive, PathBuf)> {
+    if !require(&[fs]) {
+        return None;
+    }
+    let drive = Drive::new(fs, label, size);
+    let mp = drive.mount_point().to_path_buf();
+    Some((drive, mp))
+}
+
+/// Whether the loop device `device` is attached to the file `image` (its backing file, deleted or not): what a guard
+/// checks before detaching, so that it never detaches a device someone else attached since.
+pub fn backed_by(device: &Path, image: &Path) -> bool {
+    let name = device
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let backing =
+        std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file")).unwrap_or_default();
+    let backing = backing.trim_end_matches('\n');
+    Path::new(backing.strip_suffix(" (deleted)").unwrap_or(backing)) == image
+}
+
 /// One line of `/proc/self/mountinfo`, the fields the bench needs.
 #[derive(Debug, Clone)]
 pub struct Mount {
@@ -242,54 +267,20 @@ impl Drive {
 
     /// Formats the device with this drive's filesystem and label.
     pub fn format(&mut self) {
-        let dev = self.device.as_os_str();
-        let label = OsStr::new(&self.label);
-        match self.fs {
-            Fs::Exfat => run("mkfs.exfat", [OsStr::new("-L"), label, dev]),
-            Fs::Ext4 => run(
-                "mkfs.ext4",
-                [
-                    OsStr::new("-q"),
-                    OsStr::new("-F"),
-                    OsStr::new("-L"),
-                    label,
-                    dev,
-                ],
-            ),
-            Fs::Xfs => run(
-                "mkfs.xfs",
-                [
-                    OsStr::new("-q"),
-                    OsStr::new("-f"),
-                    OsStr::new("-L"),
-                    label,
-                    dev,
-                ],
-            ),
-            Fs::Btrfs => run(
-                "mkfs.btrfs",
-                [
-                    OsStr::new("-q"),
-                    OsStr::new("-f"),
-                    OsStr::new("-L"),
-                    label,
-                    dev,
-                ],
-            ),
-            // 4 KiB clusters (`-s 8`): with smaller ones fusefat reports no space at all (statfs).
-            Fs::Fat32 => run(
-                "mkfs.fat",
-                [
-                    OsStr::new("-F"),
-                    OsStr::new("32"),
-                    OsStr::new("-s"),
-                    OsStr::new("8"),
-                    OsStr::new("-n"),
-                    label,
-                    dev,
-                ],
-            ),
+        // The program and its flags before the label; 4 KiB FAT32 clusters (`-s 8`): with smaller ones fusefat
+        // reports no space at all (statfs).
+        let (program, flags): (&str, &[&str]) = match self.fs {
+            Fs::Exfat => ("mkfs.exfat", &["-L"]),
+            Fs::Ext4 => ("mkfs.ext4", &["-q", "-F", "-L"]),
+            Fs::Xfs => ("mkfs.xfs", &["-q", "-f", "-L"]),
+            Fs::Btrfs => ("mkfs.btrfs", &["-q", "-f", "-L"]),
+            Fs::Fat32 => ("mkfs.fat", &["-F", "32", "-s", "8", "-n"]),
         };
+        let args = flags.iter().map(OsStr::new);
+        run(
+            program,
+            args.chain([OsStr::new(&self.label), self.device.as_os_str()]),
+        );
     }
 
     /// Mounts the drive read-write at its mount point (plugging it back in after [`Drive::unmount`]).
@@ -391,22 +382,7 @@ impl Drive {
     /// Makes the mounted drive read-only: `mount -o remount,ro` for kernel filesystems; for exFAT, which fuse cannot
     /// remount, an unmount and `mount.exfat-fuse -o ro`.
     pub fn remount_ro(&self) {
-        match self.fs {
-            Fs::Exfat | Fs::Fat32 => {
-                self.unmount();
-                self.mount_with(true);
-            }
-            _ => {
-                run(
-                    "mount",
-                    [
-                        OsStr::new("-o"),
-                        OsStr::new("remount,ro"),
-                        self.mount_point.as_os_str(),
-                    ],
-                );
-            }
-        }
+        self.remount(true);
         assert!(
             self.mounted().is_some_and(|m| m.read_only()),
             "{} is not read-only",
@@ -416,27 +392,34 @@ impl Drive {
 
     /// Makes a read-only drive writable again (the inverse of [`Drive::remount_ro`]).
     pub fn remount_rw(&self) {
-        match self.fs {
-            Fs::Exfat | Fs::Fat32 => {
-                self.unmount();
-                self.mount_with(false);
-            }
-            _ => {
-                run(
-                    "mount",
-                    [
-                        OsStr::new("-o"),
-                        OsStr::new("remount,rw"),
-                        self.mount_point.as_os_str(),
-                    ],
-                );
-            }
-        }
+        self.remount(false);
         assert!(
             self.mounted().is_some_and(|m| !m.read_only()),
             "{} is still read-only",
             self.mount_point.display()
         );
+    }
+
+    /// Mounts the drive again read-only or read-write: `mount -o remount,...`, or for fuse an unmount and a mount.
+    fn remount(&self, read_only: bool) {
+        if self.fuse() {
+            self.unmount();
+            self.mount_with(read_only);
+        } else {
+            let opts = if read_only {
+                "remount,ro"
+            } else {
+                "remount,rw"
+            };
+            run(
+                "mount",
+                [
+                    OsStr::new("-o"),
+                    OsStr::new(opts),
+                    self.mount_point.as_os_str(),
+                ],
+            );
+        }
     }
 
     /// The pids of the `mount.exfat-fuse` processes serving this drive: found by their open files (`/dev/fuse` and this
@@ -650,16 +633,7 @@ impl Drive {
 
     /// Whether the loop device is still attached to this drive's image.
     fn attached(&self) -> bool {
-        let name = self
-            .device
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let backing = std::fs::read_to_string(format!("/sys/block/{name}/loop/backing_file"))
-            .unwrap_or_default();
-        let backing = backing.trim_end_matches('\n');
-        Path::new(backing.strip_suffix(" (deleted)").unwrap_or(backing)) == self.image
+        backed_by(&self.device, &self.image)
     }
 
     /// Detaches the loop device, but only while it is still backed by this drive's image (never someone else's

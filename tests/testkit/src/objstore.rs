@@ -45,6 +45,16 @@ fn tool(var: &str, rel: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// A server's program ([`tool`]) and a new temporary directory `dbackup-<name>-*` for its data and log.
+fn tool_and_dir(var: &str, rel: &str, name: &str) -> Result<(PathBuf, tempfile::TempDir), String> {
+    let bin = tool(var, rel)?;
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("dbackup-{name}-"))
+        .tempdir()
+        .map_err(|e| e.to_string())?;
+    Ok((bin, dir))
+}
+
 /// A free port on 127.0.0.1 (bound, then released for the server to take).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -198,11 +208,7 @@ impl Garage {
     }
 
     fn start_with(log_filter: &'static str) -> Result<Garage, String> {
-        let bin = tool("DBACKUP_GARAGE", "garage/bin/garage")?;
-        let dir = tempfile::Builder::new()
-            .prefix("dbackup-garage-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let (bin, dir) = tool_and_dir("DBACKUP_GARAGE", "garage/bin/garage", "garage")?;
         let port = free_port();
         let rpc = free_port();
         let config = dir.path().join("garage.toml");
@@ -374,11 +380,7 @@ pub struct Moto {
 
 impl Moto {
     pub fn start() -> Result<Moto, String> {
-        let bin = tool("DBACKUP_MOTO_SERVER", "moto/bin/moto_server")?;
-        let dir = tempfile::Builder::new()
-            .prefix("dbackup-moto-")
-            .tempdir()
-            .map_err(|e| e.to_string())?;
+        let (bin, dir) = tool_and_dir("DBACKUP_MOTO_SERVER", "moto/bin/moto_server", "moto")?;
         let port = free_port();
         let log = std::fs::File::create(dir.path().join("moto.log")).map_err(|e| e.to_string())?;
         let mut child = Command::new(&bin)
