@@ -2,7 +2,9 @@
 //! what changed (an incremental on the bucket's newest backup, its base index fetched from the bucket and checked),
 //! and restore from the bucket reads through the chain.
 
-use testkit::objstore::S3Client;
+use testkit::objstore::{Garage, S3Client};
+
+use crate::harness::Test;
 
 use crate::cloud::{
     alter_on_server, assert_restored, config, garage_and_client, no_secret, populate, requests,
@@ -17,6 +19,22 @@ const SET_FILES: [&str; 5] = [
     "notes/new.txt",
     "notes/deep/er/plan.md",
 ];
+
+/// A test with `external.incremental` on and the destination's `extra` keys, under `prefix` of the bucket, whose
+/// home is populated, collected and uploaded once.
+fn first_upload(g: &Garage, extra: &str, prefix: &str) -> Test {
+    let cfg = config(&g.endpoint(), &g.bucket, extra)
+        .replace(r#""prefix": "laptop""#, &format!(r#""prefix": "{prefix}""#))
+        .replace(
+            r#""destinations": ["#,
+            r#""external": { "incremental": { "enabled": true } }, "destinations": ["#,
+        );
+    let t = with_keys(&cfg, &g.key.id, &g.key.secret);
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    t
+}
 
 /// The backups' stamps under `<prefix>/backups/` of the bucket, oldest first.
 fn stamps(s3: &S3Client, prefix: &str) -> Vec<String> {
@@ -43,14 +61,7 @@ fn a_second_upload_is_an_incremental_and_restores_through_the_chain() {
     let Some((g, s3)) = garage_and_client() else {
         return;
     };
-    let cfg = config(&g.endpoint(), &g.bucket, "").replace(
-        r#""destinations": ["#,
-        r#""external": { "incremental": { "enabled": true } }, "destinations": ["#,
-    );
-    let t = with_keys(&cfg, &g.key.id, &g.key.secret);
-    populate(&t);
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
+    let t = first_upload(&g, "", "laptop");
     let stamps = |s3: &S3Client| stamps(s3, "laptop");
     let first = stamps(&s3)[0].clone();
 
@@ -156,22 +167,10 @@ fn an_encrypted_set_gets_incrementals_on_a_bucket_through_its_local_index_copy()
     let Some((g, s3)) = garage_and_client() else {
         return;
     };
-    let probe = crate::harness::Test::new();
+    let probe = Test::new();
     let (identity, recipient) = probe.keygen("key");
-    let cfg = config(
-        &g.endpoint(),
-        &g.bucket,
-        &format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#),
-    )
-    .replace(r#""prefix": "laptop""#, r#""prefix": "enc""#)
-    .replace(
-        r#""destinations": ["#,
-        r#""external": { "incremental": { "enabled": true } }, "destinations": ["#,
-    );
-    let t = with_keys(&cfg, &g.key.id, &g.key.secret);
-    populate(&t);
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
+    let extra = format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#);
+    let t = first_upload(&g, &extra, "enc");
     let first = stamps(&s3, "enc")[0].clone();
     let copies = t.root().join(".index-copies/offsite");
     let copy = |stamp: &str| copies.join(stamp).join("docs.index");
