@@ -96,13 +96,19 @@ set on the drive (an incremental; its index still lists every file and where its
 a full: 6 incrementals (max_chain: a restore reads at most 7 archives), incrementals over 50% of the full \
 (max_percent: a full then costs little more), a full 30 days old (full_after_days). Files that look unchanged are \
 read and compared when schedule.full is due. --dry-run says which, and why.\n\n\
+A cloud destination (\"kind\": \"s3\" or \"b2\") gets the same backup under <prefix>/backups/<stamp>/, uploaded in \
+objects of 128 MiB (<set>.tar.partNNN, or <set>.tar.partNNN.age: each an age stream of its own); backup.json, \
+written last, makes it a backup. An upload that was interrupted (killed, the server or the network gone) is resumed \
+by the next run, part by part, when it would upload the same archives: the parts the bucket holds are regenerated \
+and compared with a local journal, not uploaded again; --dry-run says `resume <stamp>: 3 of 9 parts uploaded`.\n\n\
 Examples:\n  \
 dbackup keygen                      # once: an identity and its age1... recipient for `encryption.recipients`\n  \
 dbackup external                    # the first present destination (external.mode)\n  \
 dbackup external --destination T9   # that drive only\n  \
 dbackup external --set config       # one set\n  \
 dbackup external --full             # full archives now (starts new chains with external.incremental)\n  \
-dbackup --dry-run external          # what would be written and removed, and the space it needs"
+dbackup --dry-run external          # what would be written and removed, and the space it needs\n  \
+dbackup external --destination offsite   # a bucket: resumes an interrupted upload, else a new one"
     )]
     External(ExternalArgs),
     /// Run what is due: collect, then the external phase when a drive is present

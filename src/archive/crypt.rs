@@ -519,12 +519,14 @@ pub fn is_encrypted_name(name: &[u8]) -> bool {
 pub enum ArchiveReader {
     Plain(PartsReader),
     Age(Box<StreamReader<PartsReader>>),
+    /// Parts that are age streams of their own (a bucket's `<set>.tar.partNNN.age`).
+    AgeParts(Box<super::reader::AgeParts>),
 }
 
 impl ArchiveReader {
     /// Whether this reader decrypts.
     pub fn encrypted(&self) -> bool {
-        matches!(self, ArchiveReader::Age(_))
+        matches!(self, ArchiveReader::Age(_) | ArchiveReader::AgeParts(_))
     }
 }
 
@@ -617,6 +619,7 @@ impl Read for ArchiveReader {
         match self {
             ArchiveReader::Plain(r) => r.read(buf),
             ArchiveReader::Age(r) => r.read(buf).map_err(age_read_error),
+            ArchiveReader::AgeParts(r) => r.read(buf),
         }
     }
 }
@@ -626,6 +629,7 @@ impl Seek for ArchiveReader {
         match self {
             ArchiveReader::Plain(r) => r.seek(to),
             ArchiveReader::Age(r) => r.seek(to).map_err(age_read_error),
+            ArchiveReader::AgeParts(r) => r.seek(to),
         }
     }
 }
@@ -967,6 +971,64 @@ mod tests {
         ));
         let e = fail(Keys::new().open(Cursor::new(&ct), "p.age"));
         assert!(e.to_string().contains("passphrase"), "{e}");
+    }
+
+    /// Parts that are age streams of their own (a bucket's `<set>.tar.partNNN.age`) read as one plaintext stream:
+    /// whole, after seeks into any part and across a boundary, and to the end; a short middle part is an error.
+    #[test]
+    fn parts_encrypted_one_by_one_read_as_one_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pk, id) = pair();
+        let to = EncryptTo::Recipients(vec![pk.parse().unwrap()]);
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let plain = 128 << 10;
+        let write_parts = |data: &[u8]| -> crate::archive::ArchiveFiles {
+            let mut parts = Vec::new();
+            for (n, chunk) in data.chunks(plain).enumerate() {
+                let p = dir.path().join(format!("a.tar.part{n:03}.age"));
+                let ct = encrypt(&to, chunk);
+                std::fs::write(&p, &ct).unwrap();
+                parts.push((p, ct.len() as u64));
+            }
+            crate::archive::ArchiveFiles {
+                parts,
+                keys: None,
+                remote: None,
+                plain_part: None,
+            }
+            .with_plain_parts(Some(plain as u64))
+            .with_keys(Some(std::sync::Arc::new(keys_for(&id, dir.path()))))
+        };
+        let files = write_parts(&data);
+        assert!(files.encrypted());
+        let mut r = files.open().unwrap();
+        assert!(r.encrypted());
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+        for at in [0u64, 5, 131_071, 131_072, 200_000, 262_143, 299_990] {
+            r.seek(SeekFrom::Start(at)).unwrap();
+            let mut buf = vec![0u8; 10];
+            let n = r.read(&mut buf).unwrap();
+            assert!(n > 0, "at {at}");
+            assert_eq!(buf[..n], data[at as usize..at as usize + n], "at {at}");
+        }
+        r.seek(SeekFrom::Start(131_060)).unwrap();
+        let mut across = vec![0u8; 40];
+        r.read_exact(&mut across).unwrap();
+        assert_eq!(across, data[131_060..131_100]);
+        assert_eq!(r.seek(SeekFrom::End(0)).unwrap(), data.len() as u64);
+        assert_eq!(r.read(&mut across).unwrap(), 0);
+
+        // A middle part cut short (its own complete age stream, but too little plaintext).
+        let mut files = write_parts(&data);
+        let p = dir.path().join("short.tar.part000.age");
+        let ct = encrypt(&to, &data[..plain - 10_000]);
+        std::fs::write(&p, &ct).unwrap();
+        files.parts[0] = (p, ct.len() as u64);
+        let mut out = Vec::new();
+        let e = files.open().unwrap().read_to_end(&mut out).unwrap_err();
+        assert!(e.to_string().contains("the parts do not join"), "{e}");
     }
 
     #[test]

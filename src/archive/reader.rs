@@ -64,6 +64,9 @@ pub struct ArchiveFiles {
     pub keys: Option<Arc<Keys>>,
     /// Where the parts are read from when they are not local files (the parts' paths are then object names).
     pub remote: Option<Arc<dyn Remote>>,
+    /// Each part is an age stream of its own holding this many plaintext bytes (the last one at most this many):
+    /// a bucket's encrypted archive (`<set>.tar.part000.age`, ...), so an upload of it can resume part by part.
+    pub plain_part: Option<u64>,
 }
 
 impl PartialEq for ArchiveFiles {
@@ -114,6 +117,7 @@ impl ArchiveFiles {
                 parts: vec![(single, len)],
                 keys: None,
                 remote: None,
+                plain_part: None,
             }),
             (None, Some(_)) => {
                 let mut parts = Vec::new();
@@ -127,6 +131,7 @@ impl ArchiveFiles {
                     parts,
                     keys: None,
                     remote: None,
+                    plain_part: None,
                 })
             }
             (Some(_), Some(_)) => Err(io::Error::new(
@@ -154,7 +159,15 @@ impl ArchiveFiles {
             parts,
             keys: None,
             remote: Some(remote),
+            plain_part: None,
         }
+    }
+
+    /// The same files, each an age stream of its own of `plain` plaintext bytes (the last one at most that):
+    /// [`ArchiveFiles::open`] decrypts part by part, a seek opening only the part that holds the target.
+    pub fn with_plain_parts(mut self, plain: Option<u64>) -> ArchiveFiles {
+        self.plain_part = plain.filter(|p| *p > 0);
+        self
     }
 
     /// The file name of the first file (for messages): `data.tar` or `data.tar.part*`.
@@ -186,6 +199,9 @@ impl ArchiveFiles {
         let Some((first, _)) = self.parts.first() else {
             return false;
         };
+        if self.plain_part.is_some() {
+            return is_encrypted_name(first.as_os_str().as_encoded_bytes());
+        }
         let name = first.file_name().unwrap_or_default().as_encoded_bytes();
         let base = match name.len().checked_sub(".part000".len()) {
             Some(n) if self.parts.len() > 1 || name[n..].starts_with(b".part") => &name[..n],
@@ -198,10 +214,26 @@ impl ArchiveFiles {
     /// archive when no key or no matching key was given, or its header is damaged).
     /// The next reads of a remote archive cover the plaintext bytes `range` (a restore about to read one entry's
     /// header and content): each part concerned is told its share of the stored bytes (for an encrypted archive,
-    /// the age chunks holding the range: [`age_stored_range`]), so it can fetch it in one request. Local archives:
-    /// nothing.
+    /// the age chunks holding the range: [`age_stored_range`], in each part's own stream when the parts are
+    /// streams of their own), so it can fetch it in one request. Local archives: nothing.
     pub fn expect(&self, range: std::ops::Range<u64>) {
         let Some(remote) = &self.remote else { return };
+        if let (Some(plain), true) = (self.plain_part, self.encrypted()) {
+            // Each part its own age stream of `plain` plaintext bytes: each part concerned, its own chunks.
+            for (k, (name, _)) in (0u64..).zip(&self.parts) {
+                let start = k.saturating_mul(plain);
+                let end = start.saturating_add(plain);
+                if range.start < end && range.end > start {
+                    remote.expect(
+                        name,
+                        age_stored_range(
+                            range.start.max(start) - start..range.end.min(end) - start,
+                        ),
+                    );
+                }
+            }
+            return;
+        }
         let range = if self.encrypted() {
             age_stored_range(range)
         } else {
@@ -221,6 +253,12 @@ impl ArchiveFiles {
     }
 
     pub fn open(&self) -> io::Result<ArchiveReader> {
+        if let (Some(plain), true) = (self.plain_part, self.encrypted()) {
+            return Ok(ArchiveReader::AgeParts(Box::new(AgeParts::new(
+                self.clone(),
+                plain,
+            ))));
+        }
         let raw = self.open_raw()?;
         if !self.encrypted() {
             return Ok(ArchiveReader::Plain(raw));
@@ -254,6 +292,131 @@ impl ArchiveFiles {
         let mut r = PartsReader::new(self.parts.clone())?;
         r.remote = self.remote.clone();
         Ok(r)
+    }
+}
+
+/// Where a seek `to` from `pos` lands in a stream of `total()` bytes (asked only for [`SeekFrom::End`]).
+fn seek_target(to: SeekFrom, pos: u64, total: impl FnOnce() -> io::Result<u64>) -> io::Result<u64> {
+    match to {
+        SeekFrom::Start(p) => Some(p),
+        SeekFrom::End(d) => total()?.checked_add_signed(d),
+        SeekFrom::Current(d) => pos.checked_add_signed(d),
+    }
+    .ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "seek before the start of the archive",
+        )
+    })
+}
+
+/// An archive whose parts are age streams of their own (`<set>.tar.part000.age`, ...), each of `plain` plaintext
+/// bytes but the last: read as one plaintext stream, a seek opening (and authenticating) only the part that holds
+/// the target. Decrypting them one after the other and joining the plaintexts gives the tar stream.
+pub struct AgeParts {
+    files: ArchiveFiles,
+    plain: u64,
+    pos: u64,
+    /// The plaintext length, once asked for (the last part opened to its end).
+    total: Option<u64>,
+    open: Option<(usize, Box<ArchiveReader>)>,
+}
+
+impl AgeParts {
+    fn new(files: ArchiveFiles, plain: u64) -> AgeParts {
+        AgeParts {
+            files,
+            plain,
+            pos: 0,
+            total: None,
+            open: None,
+        }
+    }
+
+    /// Part `i` alone, decrypted.
+    fn open_part(&self, i: usize) -> io::Result<Box<ArchiveReader>> {
+        let one = ArchiveFiles {
+            parts: vec![self.files.parts[i].clone()],
+            keys: self.files.keys.clone(),
+            remote: self.files.remote.clone(),
+            plain_part: None,
+        };
+        one.open().map(Box::new)
+    }
+
+    fn total(&mut self) -> io::Result<u64> {
+        if let Some(t) = self.total {
+            return Ok(t);
+        }
+        let Some(last) = self.files.parts.len().checked_sub(1) else {
+            return Ok(0);
+        };
+        let len = self.open_part(last)?.seek(SeekFrom::End(0))?;
+        let t = (last as u64)
+            .checked_mul(self.plain)
+            .and_then(|s| s.checked_add(len))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "parts too large"))?;
+        self.total = Some(t);
+        Ok(t)
+    }
+}
+
+impl Read for AgeParts {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let i = usize::try_from(self.pos / self.plain).unwrap_or(usize::MAX);
+        if i >= self.files.parts.len() {
+            return Ok(0);
+        }
+        let within = self.pos - i as u64 * self.plain;
+        if self.open.as_ref().map(|o| o.0) != Some(i) {
+            let mut r = self.open_part(i)?;
+            if within > 0 {
+                r.seek(SeekFrom::Start(within))?;
+            }
+            self.open = Some((i, r));
+        }
+        let r = &mut self.open.as_mut().expect("opened").1;
+        let want = buf
+            .len()
+            .min((self.plain - within).min(usize::MAX as u64) as usize);
+        let n = r.read(&mut buf[..want])?;
+        if n == 0 {
+            // A part that ends before its plaintext size: only the last may.
+            if i + 1 < self.files.parts.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} holds {within} bytes, not {}: the parts do not join",
+                        self.files.parts[i].0.display(),
+                        self.plain
+                    ),
+                ));
+            }
+            return Ok(0);
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for AgeParts {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        let new = seek_target(to, self.pos, || self.total())?;
+        if new != self.pos {
+            let part = usize::try_from(new / self.plain).unwrap_or(usize::MAX);
+            let kept = match &mut self.open {
+                Some((i, r)) if *i == part => r.seek(SeekFrom::Start(new % self.plain)).is_ok(),
+                _ => false,
+            };
+            if !kept {
+                self.open = None;
+            }
+            self.pos = new;
+        }
+        Ok(new)
     }
 }
 
@@ -337,17 +500,7 @@ impl Read for PartsReader {
 
 impl Seek for PartsReader {
     fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        let new = match to {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.total.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        }
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start of the archive",
-            )
-        })?;
+        let new = seek_target(to, self.pos, || Ok(self.total))?;
         if new != self.pos {
             self.pos = new;
             // Within the part already open, that reader seeks (a remote one keeps what it has read ahead, and

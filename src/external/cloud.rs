@@ -84,6 +84,8 @@ pub struct CloudWorld {
     pub backup_root: std::path::PathBuf,
     /// The local index copies kept for this destination ([`super::index_copy::list`]).
     pub index_copies: Vec<String>,
+    /// The part size and the unfinished upload that may be resumed ([`super::resume`]).
+    pub resume: super::resume::ResumeWorld,
 }
 
 impl std::fmt::Debug for CloudWorld {
@@ -110,6 +112,7 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
         chains: CloudChains::default(),
         backup_root: std::path::PathBuf::new(),
         index_copies: Vec::new(),
+        resume: Default::default(),
     };
     let env = crate::settings::Env::from_process();
     let store = match Store::open(cloud, &env, Local::now().time()) {
@@ -567,8 +570,14 @@ pub struct CloudPlan {
     /// Why nothing is uploaded (the destination cannot be reached, its keys are refused, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
-    /// Where the backup goes, relative to the prefix: `backups/<stamp>/`.
+    /// Where the backup goes, relative to the prefix: `backups/<stamp>/` (the run's stamp, or the one resumed).
     pub dir: String,
+    /// The unfinished upload this run resumes (its stamp is `dir`'s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<super::resume::ResumePlan>,
+    /// Why the unfinished upload found is not resumed (it is removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_refused: Option<String>,
     /// Unfinished uploads of earlier runs, removed first: stamps without `backup.json`, and multipart uploads.
     pub cleanup_stamps: Vec<UnfinishedStamp>,
     pub abort_uploads: Vec<String>,
@@ -601,6 +610,13 @@ pub struct CloudPlan {
     /// Local index copies of this destination removed after the upload: no longer a base (`<stamp>/<set>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub index_copies_removed: Vec<String>,
+}
+
+impl CloudPlan {
+    /// The stamp of the backup uploaded: the run's, or the unfinished upload's it resumes.
+    pub fn stamp(&self) -> &str {
+        self.dir.trim_start_matches(BACKUPS).trim_end_matches('/')
+    }
 }
 
 /// Plans one upload: each set's archive full or incremental as on a drive ([`ChainPolicy::choose`]). Pure.
@@ -644,7 +660,7 @@ pub fn plan(
                 set: s.set.clone(),
                 snapshot: s.snapshot.clone()?,
                 archive: layout::archive_name(&s.set, enc.is_some()),
-                part_bytes: Some(PART_BYTES),
+                part_bytes: Some(w.resume.part_bytes),
                 index: layout::index_name(&s.set, enc.is_some()),
                 index_part_bytes: None,
                 choice,
@@ -654,6 +670,10 @@ pub fn plan(
             })
         })
         .collect();
+    let (resume, resume_refused) = super::resume::plan(w, &archives, enc);
+    let stamp = resume
+        .as_ref()
+        .map_or(stamp.to_string(), |r| r.stamp.clone());
     let plain_refused = (enc.is_none() && !w.settings.allow_unencrypted).then(|| {
         "its archives would leave the machine unencrypted; give it \"encryption\" (or \"allow_unencrypted\": true)"
             .to_string()
@@ -664,6 +684,8 @@ pub fn plan(
         priority: w.settings.priority,
         refusal: w.error.clone().or(plain_refused),
         dir: format!("{BACKUPS}{stamp}/"),
+        resume,
+        resume_refused,
         cleanup_stamps: w
             .listing
             .unfinished
@@ -735,14 +757,15 @@ pub fn render(p: &CloudPlan, out: &mut String) {
     for u in &p.abort_uploads {
         let _ = writeln!(out, "  abort unfinished multipart upload of {u}");
     }
+    super::resume::render(p, out);
     for a in &p.archives {
         let _ = writeln!(
             out,
-            "  upload {} -> {}{}.part* (objects of {}) and {}{}: about {}",
+            "  upload {} -> {}{} (objects of {}) and {}{}: about {}",
             a.snapshot,
             p.dir,
-            a.archive,
-            crate::stdx::bytes(PART_BYTES),
+            super::resume::objects_shown(&a.archive, p.encryption.as_ref()),
+            crate::stdx::bytes(a.part_bytes.unwrap_or(PART_BYTES)),
             p.dir,
             a.index,
             crate::stdx::bytes(a.tar_bytes.saturating_add(a.index_bytes))
@@ -776,7 +799,7 @@ pub fn render(p: &CloudPlan, out: &mut String) {
 }
 
 /// Uploads the backup to one cloud destination. A failure leaves `backup.json` unwritten: nothing is listed, and
-/// the next run removes what was uploaded.
+/// the next run resumes what was uploaded ([`super::resume`]) or removes it.
 pub fn execute(
     plan: &ExternalPlan,
     p: &CloudPlan,
@@ -789,25 +812,56 @@ pub fn execute(
     match (&p.refusal, &world.store) {
         (Some(r), _) => report.error = Some(r.clone()),
         (None, None) => report.error = Some("the destination was not opened".into()),
-        (None, Some(store)) => match upload(plan, p, world, store, observed, ui, &mut report) {
-            Ok(()) => {
-                report.status = DestinationStatus::Written;
-                super::bucket::apply_retention(p, store, &mut report, ui);
-                let warned =
-                    report.sets.iter().any(|s| s.warning_count > 0) || !report.warnings.is_empty();
-                report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
+        (None, Some(store)) => {
+            match upload_or_restart(plan, p, world, store, observed, ui, &mut report) {
+                Ok(()) => {
+                    report.status = DestinationStatus::Written;
+                    super::bucket::apply_retention(p, store, &mut report, ui);
+                    let warned = report.sets.iter().any(|s| s.warning_count > 0)
+                        || !report.warnings.is_empty();
+                    report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
+                }
+                Err(e) => {
+                    report.error = Some(format!(
+                        "{}; nothing was promoted (no backup.json), older backups are intact, and the next run \
+                     resumes what was uploaded (or removes it when it cannot)",
+                        crate::ui::format_error(&e)
+                    ))
+                }
             }
-            Err(e) => {
-                report.error = Some(format!(
-                    "{}; nothing was promoted (no backup.json), older backups are intact, and the next run \
-                     removes what was uploaded",
-                    crate::ui::format_error(&e)
-                ))
-            }
-        },
+        }
     }
     report.seconds = clock.elapsed().as_secs_f64();
     report
+}
+
+/// [`upload`]; when a resumed upload stops (a regenerated part differs from the one stored), its stamp and
+/// journal are removed and the upload starts again as new under the run's stamp: never a mixed archive.
+fn upload_or_restart(
+    plan: &ExternalPlan,
+    p: &CloudPlan,
+    world: &CloudWorld,
+    store: &Arc<Store>,
+    observed: &Observed,
+    ui: &Ui,
+    report: &mut DestinationReport,
+) -> anyhow::Result<()> {
+    let err = match upload(plan, p, world, store, observed, ui, report) {
+        Err(e) if e.downcast_ref::<super::resume::Stopped>().is_some() => e,
+        done => return done,
+    };
+    ui.warn(format_args!(
+        "{}: {}; uploading a new backup instead",
+        p.name,
+        crate::ui::format_error(&err)
+    ));
+    super::resume::remove(&observed.world.backup_root, &p.name, p.stamp());
+    let cleaned = std::mem::take(&mut report.cleaned);
+    *report = DestinationReport::failed(p.name.clone(), p.place.clone().into());
+    report.cleaned = cleaned;
+    report.warnings.push(crate::ui::format_error(&err));
+    let q = super::resume::restarted(p, &plan.stamp);
+    upload(plan, &q, world, store, observed, ui, report)
 }
 
 // Stays long: one upload in the order it must happen (cleanup, archives, check, sums, promotion, LATEST).
@@ -823,7 +877,17 @@ fn upload(
     let started = Local::now().fixed_offset();
     let encrypt =
         super::exec::open_encryption(p.encryption.as_ref(), world.settings.encryption.as_ref())
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .map(Arc::new);
+    // Encrypted to recipients: each archive part an age stream of its own (so an upload can resume), the sinks
+    // encrypting; to a passphrase: one age stream, the writer's stage.
+    let parted = encrypt
+        .clone()
+        .filter(|_| super::resume::parts_encrypted(p.encryption.as_ref()));
+    let stage = encrypt
+        .as_deref()
+        .filter(|_| parted.is_none())
+        .map(|e| e as &dyn archive::Stage);
 
     // What a killed run left: its multipart uploads aborted, its objects (a stamp never promoted) deleted.
     for u in &world.uploads {
@@ -848,31 +912,54 @@ fn upload(
         ));
         report.cleaned.push(dir);
     }
+    let stamp = p.stamp().to_string();
+    let resumer = super::resume::start(p, world, &observed.world.backup_root).unwrap_or_else(|e| {
+        ui.warn(format_args!(
+            "{}: the journal of this upload cannot be written ({e}): if interrupted, it starts over",
+            p.name
+        ));
+        None
+    });
 
     let mut sums: Vec<SumLine> = Vec::new();
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     let mut depends_on: Vec<String> = Vec::new();
-    let copies = start_index_copies(p, &observed.world.backup_root, &plan.stamp, ui);
+    let copies = start_index_copies(p, &observed.world.backup_root, &stamp, ui);
     for a in &p.archives {
         crate::interrupt::check()?;
         let scan = &observed.scans[&a.set];
         let class = |c| c;
-        let archive_sink = Box::new(CloudSink::new(
+        let mut archive_sink = CloudSink::new(
             store.clone(),
             &p.dir,
-            &a.archive,
+            super::resume::object_base(&a.archive, parted.is_some()),
             a.part_bytes,
             class(ObjectClass::Archive),
             p.locked_until,
-        ));
-        let index_sink = Box::new(CloudSink::new(
+        );
+        if let Some(r) = &resumer {
+            archive_sink = archive_sink.with_log(r.log(&a.set));
+        }
+        let mut index_sink = CloudSink::new(
             store.clone(),
             &p.dir,
             &a.index,
             None,
             ObjectClass::Metadata,
             p.locked_until,
-        ));
+        );
+        if let Some(e) = &parted {
+            archive_sink = archive_sink.encrypt_parts(e.clone());
+            index_sink = index_sink.encrypt_parts(e.clone());
+        }
+        // Encrypting in the sink: it gets a thread of its own, as the writer gives a stage's sink.
+        let archive_sink: Box<dyn archive::Sink> = match &parted {
+            Some(_) => Box::new(crate::archive::sink::ThreadedSink::spawn(Box::new(
+                archive_sink,
+            ))?),
+            None => Box::new(archive_sink),
+        };
+        let index_sink = Box::new(index_sink);
         ui.step(format_args!(
             "{}: {}: uploading {} to {}{}",
             p.name, a.set, a.snapshot, p.dir, a.archive
@@ -883,21 +970,31 @@ fn upload(
             None => Err(std::io::Error::other("no copy")),
         };
         let t = Instant::now();
-        let summary = archive::write_archive(
+        let mut summary = archive::write_archive(
             scan,
             archive_sink,
             index_sink,
             &ArchiveOptions {
-                stage: encrypt.as_ref().map(|e| e as &dyn archive::Stage),
+                stage,
                 base: base.as_ref(),
                 index_copy: copies.as_ref().map(|_| &copy_sink as &dyn Fn() -> _),
             },
             &mut NoProgress,
         )
-        .map_err(|e| anyhow::anyhow!("set {}: {e}", a.set))?;
+        .map_err(|e| match resumer.as_ref().and_then(|r| r.differs()) {
+            Some(part) => anyhow::Error::new(super::resume::Stopped {
+                stamp: stamp.clone(),
+                part: format!("{}{part}", p.dir),
+            }),
+            None => anyhow::anyhow!("set {}: {e}", a.set),
+        })?;
         let write_seconds = t.elapsed().as_secs_f64();
+        if parted.is_some() {
+            // A hash of the plaintext stays off the bucket (it is in the encrypted index).
+            summary.tar_sha256 = None;
+        }
         let meta = observed.snapshot_meta.get(&a.set);
-        let rec = super::exec::set_record(
+        let mut rec = super::exec::set_record(
             a,
             meta,
             &summary,
@@ -906,6 +1003,7 @@ fn upload(
             base.as_ref(),
         );
         record_index_copy(copies.as_ref(), p, &a.set, &rec, &summary, ui);
+        rec.part_plain_bytes = a.part_bytes.filter(|_| parted.is_some());
         depends_on.extend(summary.depends_on.iter().cloned());
         for f in rec.archive.iter().chain(&rec.index) {
             sums.push(SumLine {
@@ -965,7 +1063,7 @@ fn upload(
 
     let meta = BackupMeta {
         format: layout::BACKUP_FORMAT,
-        stamp: plan.stamp.clone(),
+        stamp: stamp.clone(),
         destination: p.name.clone(),
         host: plan.host.clone(),
         dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -1010,12 +1108,15 @@ fn upload(
     // The promotion: `backup.json` makes the stamp a backup. Not after an interruption.
     crate::interrupt::check()?;
     put(format!("{}{}", p.dir, layout::METADATA_FILE), &meta_bytes)?;
-    report.backup = Some(plan.stamp.clone());
+    report.backup = Some(stamp.clone());
+    if let Some(r) = &resumer {
+        super::resume::finished(r, p, ui, report);
+    }
     report.backup_path = Some(format!("{} {}", p.place, p.dir).into());
     // LATEST is replaced on every run: never locked.
     store.put(
         &format!("{BACKUPS}{}", layout::LATEST_FILE),
-        format!("{}\n", plan.stamp).as_bytes(),
+        format!("{stamp}\n").as_bytes(),
         ObjectClass::Metadata,
     )?;
     report.latest = Some(layout::LatestKind::File);
@@ -1190,6 +1291,10 @@ mod tests {
             chains: CloudChains::default(),
             backup_root: "/root".into(),
             index_copies: vec![],
+            resume: super::super::resume::ResumeWorld {
+                part_bytes: PART_BYTES,
+                candidate: None,
+            },
         }
     }
 

@@ -864,6 +864,7 @@ pub(crate) fn set_record(
         },
         base: base.map(|b| b.stamp.clone()),
         change_detection: base.map(|b| b.method().name().to_string()),
+        part_plain_bytes: None,
     }
 }
 

@@ -232,6 +232,10 @@ pub struct SetRecord {
     /// How an incremental found what changed since its base (`inode`, `metadata`, `content`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_detection: Option<String>,
+    /// On a bucket, an encrypted archive whose parts are age streams of their own (`<set>.tar.part000.age`, ...):
+    /// the plaintext bytes of each part but the last (the tar stream is their plaintexts joined).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_plain_bytes: Option<u64>,
 }
 
 /// How a backup was verified before it was renamed into place.
@@ -913,6 +917,7 @@ pub(crate) mod tests {
                     read_back_seconds: 0.0,
                     encryption: None,
                     change_detection: None,
+                    part_plain_bytes: None,
                 })
                 .collect(),
             system: None,

@@ -8,6 +8,7 @@
 //! - [`bucket`]: a bucket's backups with their `backup.json`, and retention on a bucket.
 //! - [`chain`]: a set's chain of archives on a drive, and whether the next archive is full or incremental (pure).
 //! - [`index_copy`]: local plaintext copies of encrypted sets' indexes, the next incremental's base manifest.
+//! - [`resume`]: the local journal of an upload's finished parts, so an interrupted upload to a bucket resumes.
 //! - [`exec`]: carrying the plan out, destination by destination.
 //!
 //! Order of a real run: take the lock on the backup root, observe (exit 5 when no destination is present), pick the
@@ -23,6 +24,7 @@ pub mod index_copy;
 pub mod layout;
 pub mod observe;
 pub mod plan;
+pub mod resume;
 pub mod retention;
 
 use chrono::{Local, NaiveDateTime};

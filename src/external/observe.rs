@@ -187,6 +187,7 @@ pub fn observe(
             continue;
         }
         let mut w = super::cloud::observe(c, ui);
+        super::resume::observe(&mut w, root);
         w.encryption = c
             .encryption
             .as_ref()

@@ -57,7 +57,12 @@ impl CloudBackup {
         self.meta
             .sets
             .iter()
-            .flat_map(|s| [self.files(&s.archive), self.files(&s.index)])
+            .flat_map(|s| {
+                [
+                    self.files(&s.archive).with_plain_parts(s.part_plain_bytes),
+                    self.files(&s.index),
+                ]
+            })
             .collect()
     }
 
@@ -72,7 +77,10 @@ impl CloudBackup {
                 label: format!("backup {} on {}", self.stamp, self.destination),
                 sources: s.sources.iter().filter(|r| r.present).cloned().collect(),
                 content: SetContent::Archive {
-                    archive: self.files(&s.archive).with_keys(keys.cloned()),
+                    archive: self
+                        .files(&s.archive)
+                        .with_plain_parts(s.part_plain_bytes)
+                        .with_keys(keys.cloned()),
                     index: (!s.index.is_empty())
                         .then(|| self.files(&s.index).with_keys(keys.cloned())),
                     chain: self
@@ -86,7 +94,8 @@ impl CloudBackup {
                                     .map(|r| (PathBuf::from(&r.name), r.bytes))
                                     .collect(),
                                 objects.clone(),
-                            );
+                            )
+                            .with_plain_parts(rec.part_plain_bytes);
                             Some((stamp.clone(), files.with_keys(keys.cloned())))
                         })
                         .collect(),

@@ -639,7 +639,7 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
 
         // One byte of the archive changed on the server: --verify names the object.
         let part = if encrypted {
-            "docs.tar.age.part000"
+            "docs.tar.part000.age"
         } else {
             "docs.tar.part000"
         };

@@ -193,11 +193,7 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
     dry.stdout_has(&format!("keep      {} (base of {})", two[0], two[1]));
     assert_eq!(bucket_backups(&s3), two, "a dry run removes nothing");
     let plan: Value = t.run_json(&["--dry-run", "external"]);
-    let errors: Vec<String> = crate::json::validator("external-plan")
-        .iter_errors(&plan)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}\n{plan:#}");
+    crate::json::assert_valid("external-plan", &plan);
     assert_eq!(plan["clouds"][0]["decisions"].as_array().unwrap().len(), 3);
 
     let t = t.config(&config(1));
@@ -254,11 +250,7 @@ fn status_ls_and_find_on_a_bucket() {
 
     let out = t.cmd().args(["--json", "status"]).status(0);
     let status: Value = out.json();
-    let errors: Vec<String> = crate::json::validator("status")
-        .iter_errors(&status)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect();
-    assert!(errors.is_empty(), "{errors:?}\n{status:#}");
+    crate::json::assert_valid("status", &status);
     let c = &status["clouds"][0];
     assert_eq!(c["name"], "offsite");
     assert_eq!(c["schedule"], "weekly");

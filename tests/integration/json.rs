@@ -54,6 +54,16 @@ pub fn validator(name: &str) -> jsonschema::Validator {
         .unwrap_or_else(|e| panic!("docs/json/{name}.json is not a valid JSON Schema: {e}"))
 }
 
+/// `v` is valid against `docs/json/<name>.json`; the errors and `v` in the panic otherwise.
+#[track_caller]
+pub fn assert_valid(name: &str, v: &Value) {
+    let errors: Vec<String> = validator(name)
+        .iter_errors(v)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{name}: {errors:?}\n{v:#}");
+}
+
 /// Every string that looks like a date and a time, anywhere in `v`, with its JSON pointer.
 fn times(v: &Value, at: String, out: &mut Vec<(String, String)>) {
     match v {

@@ -16,6 +16,7 @@ mod cloud_b2;
 mod cloud_backup;
 mod cloud_chain;
 mod cloud_lock;
+mod cloud_resume;
 mod collect;
 mod config;
 mod config_safety;

@@ -1,0 +1,885 @@
+//! Resumable uploads to a bucket: the local journal of an upload's finished parts, which upload a run resumes
+//! instead of removing, and the [`PartLog`] its archive sinks skip stored parts by.
+//!
+//! ```text
+//! <root>/.upload-journals/                         0700
+//! <root>/.upload-journals/<destination>/           0700, one per cloud destination (its name in the config)
+//!   <stamp>.json                                   0600, the [`Journal`] of the unfinished upload <stamp>
+//!   .tmp-<stamp>.json                              being written; renamed over <stamp>.json after each part
+//! ```
+//!
+//! A plain tar stream is reproducible from the immutable local snapshot, so an interrupted upload can go on: a
+//! run finding the newest unfinished stamp of a bucket (newer than every backup there) with a journal whose
+//! [`Key`] is the one this run would write (same sets, snapshots, bases, part size, dbackup version, no
+//! encryption) keeps that stamp instead of removing it. The stream is regenerated; a part the journal records and
+//! the bucket lists with the recorded size is hashed and compared, not uploaded; a regenerated part that differs
+//! stops the resume ([`crate::cloud::sink::PartDiffers`]) and the upload restarts as new under the run's own
+//! stamp: an archive is never made of two streams. The journal is local state that can only make an upload skip
+//! a part the server holds with the recorded size and the regenerated digest; verification (every object listed
+//! with its size, the sums) is as for any upload. It is removed once `backup.json` is written, and every journal
+//! of a destination but the resumed one when an upload there starts.
+//!
+//! An age stream is not reproducible (a new file key each time), so an archive encrypted to recipients is uploaded
+//! as parts that are age streams of their own (`<set>.tar.partNNN.age`, [`crate::cloud::sink::CloudSink::encrypt_parts`]):
+//! a stored part is compared by its plaintext's size and sha256, which only the local journal holds. An upload
+//! encrypted to a passphrase stays one age stream (scrypt would run for every part) and restarts.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write as _};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::cloud::{BACKUPS, CloudPlan, CloudWorld, PART_BYTES, UnfinishedStamp};
+use super::plan::ArchiveTarget;
+use crate::archive::{Digest, EncryptionRecord};
+use crate::cloud::sink::{PartLog, StoredPart};
+use crate::stdx::fs::Dir;
+
+/// The directory under the backup root.
+pub const DIR: &str = ".upload-journals";
+/// The hidden part size (bytes, at least [`MIN_PART_BYTES`]): for tests, which need uploads of many small parts.
+pub const PART_BYTES_VAR: &str = "DBACKUP_CLOUD_PART_BYTES";
+const MIN_PART_BYTES: u64 = 4096;
+const FORMAT: u32 = 1;
+/// 1000 parts per set take about 250 KiB; a journal is never read past this.
+const MAX_JOURNAL_BYTES: u64 = 8 << 20;
+const TMP_PREFIX: &str = ".tmp-";
+
+/// What must be equal for an unfinished upload to be resumed: everything its archives' bytes depend on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Key {
+    pub destination: String,
+    pub place: String,
+    pub dbackup_version: String,
+    pub part_bytes: u64,
+    /// The age recipients of an encrypted upload (each part an age stream of its own); empty when plain.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    pub sets: Vec<SetKey>,
+}
+
+/// One set's archive as planned: the snapshot, full or incremental on which base, compared by content or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetKey {
+    pub set: String,
+    pub snapshot: String,
+    pub archive: String,
+    #[serde(default)]
+    pub base: Option<String>,
+    #[serde(default)]
+    pub compare_content: bool,
+}
+
+/// One finished part, as uploaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    /// The object's name under the stamp (`docs.tar.part003`, `docs.tar.part003.age`).
+    pub name: String,
+    /// The object's size and sha256.
+    pub bytes: u64,
+    pub sha256: Digest,
+    /// The part's plaintext size and sha256 (the object's own for a plain archive): what a regenerated part is
+    /// compared with.
+    pub plain_bytes: u64,
+    pub plain_sha256: Digest,
+}
+
+/// `<stamp>.json`: the upload's key and each set's finished parts, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    pub format: u32,
+    pub stamp: String,
+    pub key: Key,
+    #[serde(default)]
+    pub parts: BTreeMap<String, Vec<PartRecord>>,
+}
+
+/// What observation found for resuming on one destination.
+#[derive(Debug, Clone, Default)]
+pub struct ResumeWorld {
+    /// The size of an archive object on this destination ([`PART_BYTES`], or [`PART_BYTES_VAR`]).
+    pub part_bytes: u64,
+    /// The newest unfinished stamp (newer than every backup) and its journal, or why it has none usable.
+    pub candidate: Option<(String, Result<Journal, String>)>,
+}
+
+/// The upload a run resumes (the dry run's "resume <stamp>: 3 of 9 parts uploaded").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumePlan {
+    pub stamp: String,
+    /// Parts the journal records and the bucket lists with their recorded size.
+    pub parts_uploaded: u64,
+    /// Parts of the whole upload, as estimated.
+    pub parts_total: u64,
+    pub bytes_uploaded: u64,
+}
+
+/// The part size from the environment ([`PART_BYTES_VAR`]), else [`PART_BYTES`].
+pub fn part_bytes(env: &crate::settings::Env) -> u64 {
+    env.var(PART_BYTES_VAR)
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(PART_BYTES, |n| n.clamp(MIN_PART_BYTES, PART_BYTES))
+}
+
+fn journals_dir(root: &Path, destination: &str) -> Result<Dir, crate::stdx::fs::FsError> {
+    Dir::open(root)
+        .and_then(|r| r.sub(DIR))
+        .and_then(|d| d.sub(destination))
+}
+
+fn journal_name(stamp: &str) -> String {
+    format!("{stamp}.json")
+}
+
+/// Reads the journal of `stamp` on `destination`: bounded, parsed, checked to name that stamp.
+pub fn read(root: &Path, destination: &str, stamp: &str) -> Result<Journal, String> {
+    let dir = journals_dir(root, destination).map_err(|e| {
+        if e.is_not_found() {
+            "there is no journal of it".to_string()
+        } else {
+            e.to_string()
+        }
+    })?;
+    let raw = dir
+        .read_bounded(journal_name(stamp), MAX_JOURNAL_BYTES)
+        .map_err(|e| {
+            if e.is_not_found() {
+                "there is no journal of it".to_string()
+            } else {
+                format!("its journal: {e}")
+            }
+        })?;
+    let j: Journal =
+        serde_json::from_slice(&raw).map_err(|e| format!("its journal cannot be read: {e}"))?;
+    if j.format != FORMAT || j.stamp != stamp || j.key.destination != destination {
+        return Err("its journal is for another upload".into());
+    }
+    Ok(j)
+}
+
+/// Observation: the part size, and the journal of the newest unfinished stamp newer than every backup (an older
+/// one would be out of order in the bucket's chains: it is removed as before). Reads only.
+pub fn observe(w: &mut CloudWorld, root: &Path) {
+    w.resume.part_bytes = part_bytes(&crate::settings::Env::from_process());
+    let newest_backup = w.listing.backups.iter().max();
+    w.resume.candidate = w
+        .listing
+        .unfinished
+        .iter()
+        .map(|u| &u.stamp)
+        .filter(|s| newest_backup.is_none_or(|b| *s > b))
+        .max()
+        .map(|s| (s.clone(), read(root, &w.settings.name, s)));
+}
+
+/// Whether an upload encrypted so makes each archive part an age stream of its own (recipients: yes; a
+/// passphrase: no, scrypt would run for every part, and the upload is one stream that restarts).
+pub fn parts_encrypted(enc: Option<&EncryptionRecord>) -> bool {
+    enc.is_some_and(|e| !e.passphrase)
+}
+
+/// The name a sink gives an archive's objects: `<set>.tar` when they are age streams of their own (the sink names
+/// them `<set>.tar.partNNN.age`), else the plan's name.
+pub fn object_base(archive: &str, parted: bool) -> &str {
+    match parted {
+        true => archive
+            .strip_suffix(crate::archive::crypt::AGE_SUFFIX)
+            .unwrap_or(archive),
+        false => archive,
+    }
+}
+
+/// An archive's objects as the dry run names them: `docs.tar.part*`, `docs.tar.part*.age`, `docs.tar.age.part*`.
+pub fn objects_shown(archive: &str, enc: Option<&EncryptionRecord>) -> String {
+    if parts_encrypted(enc) {
+        format!("{}.part*.age", object_base(archive, true))
+    } else {
+        format!("{archive}.part*")
+    }
+}
+
+/// The key of the upload `archives` make on `w`; `None` for an upload encrypted to a passphrase (never resumed).
+pub fn key(
+    w: &CloudWorld,
+    archives: &[ArchiveTarget],
+    enc: Option<&EncryptionRecord>,
+) -> Option<Key> {
+    if enc.is_some() && !parts_encrypted(enc) {
+        return None;
+    }
+    let mut recipients = enc.map(|e| e.recipients.clone()).unwrap_or_default();
+    recipients.sort();
+    Some(Key {
+        recipients,
+        destination: w.settings.name.clone(),
+        place: w.settings.place(),
+        dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
+        part_bytes: w.resume.part_bytes,
+        sets: archives
+            .iter()
+            .map(|a| SetKey {
+                set: a.set.clone(),
+                snapshot: a.snapshot.clone(),
+                archive: a.archive.clone(),
+                base: a.choice.base.clone(),
+                compare_content: a.choice.compare_content,
+            })
+            .collect(),
+    })
+}
+
+/// The parts of `j` that the bucket lists under its stamp with their recorded size, per set: the prefix of each
+/// set's parts a resumed upload skips.
+fn stored_parts(j: &Journal, sizes: &BTreeMap<String, u64>) -> BTreeMap<String, Vec<PartRecord>> {
+    let parted = !j.key.recipients.is_empty();
+    j.parts
+        .iter()
+        .map(|(set, parts)| {
+            let archive = j.key.sets.iter().find(|k| k.set == *set);
+            let listed = parts
+                .iter()
+                .enumerate()
+                .take_while(|(n, p)| {
+                    // The object the sink would name part n, listed with the recorded size.
+                    archive.is_some_and(|a| p.name == part_name(&a.archive, parted, *n))
+                        && sizes.get(&format!("{BACKUPS}{}/{}", j.stamp, p.name)) == Some(&p.bytes)
+                })
+                .map(|(_, p)| p.clone())
+                .collect();
+            (set.clone(), listed)
+        })
+        .collect()
+}
+
+/// The name of an archive's part `n` on a bucket (as [`crate::cloud::sink::CloudSink`] names it).
+fn part_name(archive: &str, parted: bool, n: usize) -> String {
+    match parted {
+        true => format!("{}.part{n:03}.age", object_base(archive, true)),
+        false => format!("{archive}.part{n:03}"),
+    }
+}
+
+/// Whether this run resumes the bucket's unfinished upload (pure): the resumed stamp with what is stored, or
+/// why the unfinished upload is not resumed (for the dry run; `None` when there is nothing unfinished).
+pub fn plan(
+    w: &CloudWorld,
+    archives: &[ArchiveTarget],
+    enc: Option<&EncryptionRecord>,
+) -> (Option<ResumePlan>, Option<String>) {
+    let Some((stamp, journal)) = &w.resume.candidate else {
+        return (None, None);
+    };
+    let Some(key) = key(w, archives, enc) else {
+        return (
+            None,
+            Some(format!(
+                "the unfinished upload {stamp} is not resumed: an upload encrypted to a passphrase restarts (its \
+                 age stream cannot be regenerated)"
+            )),
+        );
+    };
+    let j = match journal {
+        Ok(j) => j,
+        Err(why) => {
+            return (
+                None,
+                Some(format!(
+                    "the unfinished upload {stamp} is not resumed: {why}"
+                )),
+            );
+        }
+    };
+    if j.key != key {
+        return (
+            None,
+            Some(format!(
+                "the unfinished upload {stamp} is not resumed: {}",
+                difference(&j.key, &key)
+            )),
+        );
+    }
+    let stored = stored_parts(j, &w.listing.sizes);
+    let parts_uploaded = stored.values().map(|p| p.len() as u64).sum();
+    let bytes_uploaded = stored.values().flatten().map(|p| p.bytes).sum();
+    let parts_total = archives
+        .iter()
+        .map(|a| a.tar_bytes.div_ceil(key.part_bytes).max(1))
+        .sum::<u64>()
+        .max(parts_uploaded);
+    (
+        Some(ResumePlan {
+            stamp: stamp.clone(),
+            parts_uploaded,
+            parts_total,
+            bytes_uploaded,
+        }),
+        None,
+    )
+}
+
+/// Why a journal's key is not this run's, in words.
+fn difference(was: &Key, now: &Key) -> String {
+    if was.sets != now.sets {
+        let names = |k: &Key| {
+            k.sets
+                .iter()
+                .map(|s| s.snapshot.clone())
+                .collect::<Vec<_>>()
+        };
+        if names(was) != names(now) {
+            return format!(
+                "it uploads other snapshots ({}; now {})",
+                names(was).join(", "),
+                names(now).join(", ")
+            );
+        }
+        return "its archives are made on other bases".into();
+    }
+    if was.recipients != now.recipients {
+        return "it was encrypted to other recipients".into();
+    }
+    if was.part_bytes != now.part_bytes {
+        return "its parts are of another size".into();
+    }
+    if was.dbackup_version != now.dbackup_version {
+        return format!(
+            "it was written by dbackup {}",
+            crate::stdx::show_str(&was.dbackup_version)
+        );
+    }
+    "it was written for another destination".into()
+}
+
+/// The journal of an upload being written (shared by its sets' sinks).
+#[derive(Clone)]
+pub struct Resumer {
+    inner: Arc<Mutex<State>>,
+}
+
+struct State {
+    dir: Dir,
+    journal: Journal,
+    /// The parts each set may skip (listed with their recorded size when the upload started).
+    stored: BTreeMap<String, Vec<PartRecord>>,
+    differs: Option<String>,
+    skipped: u64,
+    skipped_bytes: u64,
+}
+
+impl State {
+    /// The journal written to a temporary name and renamed over `<stamp>.json` (0600).
+    fn save(&self) -> io::Result<()> {
+        let name = journal_name(&self.journal.stamp);
+        let tmp = format!("{TMP_PREFIX}{name}");
+        let _ = self.dir.unlink(&tmp);
+        let mut f = self
+            .dir
+            .create_file(&tmp, 0o600)
+            .map_err(io::Error::other)?;
+        f.write_all(&serde_json::to_vec(&self.journal).map_err(io::Error::other)?)?;
+        f.sync_all()?;
+        self.dir
+            .rename(&tmp, &name, false)
+            .map_err(io::Error::other)?;
+        self.dir.fsync().map_err(io::Error::other)
+    }
+}
+
+impl Resumer {
+    /// Starts the journal of the upload `stamp` with `key`: a resumed one keeps the parts the bucket lists with
+    /// their recorded size (`sizes`, the listing's), a new one starts empty. Every other journal of the
+    /// destination is removed (their stamps are cleaned by this run).
+    pub fn start(
+        root: &Path,
+        key: Key,
+        stamp: &str,
+        resumed: Option<&Journal>,
+        sizes: &BTreeMap<String, u64>,
+    ) -> io::Result<Resumer> {
+        let (top, _) = Dir::open(root)
+            .and_then(|r| r.sub_or_create(DIR, 0o700))
+            .map_err(io::Error::other)?;
+        let (dir, _) = top
+            .sub_or_create(&key.destination, 0o700)
+            .map_err(io::Error::other)?;
+        let keep = journal_name(stamp);
+        for (name, _) in dir.entries().map_err(io::Error::other)? {
+            if name.to_str() != Some(keep.as_str()) {
+                let _ = dir.unlink(&name);
+            }
+        }
+        let stored = resumed.map(|j| stored_parts(j, sizes)).unwrap_or_default();
+        let state = State {
+            dir,
+            journal: Journal {
+                format: FORMAT,
+                stamp: stamp.to_string(),
+                key,
+                parts: stored.clone(),
+            },
+            stored,
+            differs: None,
+            skipped: 0,
+            skipped_bytes: 0,
+        };
+        state.save()?;
+        Ok(Resumer {
+            inner: Arc::new(Mutex::new(state)),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The log of `set`'s archive parts, for its [`crate::cloud::sink::CloudSink`].
+    pub fn log(&self, set: &str) -> Box<dyn PartLog> {
+        {
+            let mut s = self.state();
+            s.journal.parts.insert(set.to_string(), Vec::new());
+        }
+        Box::new(SetLog {
+            resumer: self.clone(),
+            set: set.to_string(),
+        })
+    }
+
+    /// The part a resumed upload found different, if any (the resume then stops).
+    pub fn differs(&self) -> Option<String> {
+        self.state().differs.clone()
+    }
+
+    /// Parts found stored and not uploaded again, and their bytes.
+    pub fn skipped(&self) -> (u64, u64) {
+        let s = self.state();
+        (s.skipped, s.skipped_bytes)
+    }
+
+    /// The upload is promoted (`backup.json` written): its journal is removed.
+    pub fn finish(&self) -> io::Result<()> {
+        let s = self.state();
+        s.dir
+            .unlink(journal_name(&s.journal.stamp))
+            .map_err(io::Error::other)
+    }
+}
+
+/// A resumed upload stopped: a part regenerated from the snapshot is not the one stored.
+#[derive(Debug)]
+pub struct Stopped {
+    pub stamp: String,
+    pub part: String,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the resume of the unfinished upload {} stopped: {} regenerated from the snapshot is not the part \
+             uploaded before (size or sha256)",
+            self.stamp,
+            crate::stdx::show_str(&self.part)
+        )
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// The journal of the upload `p` plans, started (resumed from what observation read, when `p` resumes); `None`
+/// for an encrypted upload, which is never resumed.
+pub fn start(p: &CloudPlan, w: &CloudWorld, root: &Path) -> io::Result<Option<Resumer>> {
+    let Some(key) = key(w, &p.archives, p.encryption.as_ref()) else {
+        return Ok(None);
+    };
+    let resumed = match (&p.resume, &w.resume.candidate) {
+        (Some(r), Some((stamp, Ok(j)))) if *stamp == r.stamp => Some(j),
+        _ => None,
+    };
+    Resumer::start(root, key, p.stamp(), resumed, &w.listing.sizes).map(Some)
+}
+
+/// The plan of a new upload under the run's `stamp`, after the resume of `p` stopped: the stamp that was resumed
+/// is removed first (nothing else: the rest was cleaned already).
+pub fn restarted(p: &CloudPlan, stamp: &str) -> CloudPlan {
+    let old = p.stamp().to_string();
+    let mut q = p.clone();
+    q.dir = format!("{BACKUPS}{stamp}/");
+    q.resume = None;
+    q.resume_refused = None;
+    q.abort_uploads = Vec::new();
+    q.cleanup_stamps = vec![UnfinishedStamp {
+        stamp: old.clone(),
+        objects: 0,
+        bytes: 0,
+    }];
+    for d in &mut q.decisions {
+        if d.name == old {
+            d.name = stamp.to_string();
+        }
+    }
+    q
+}
+
+/// The upload is promoted: its journal goes, and what the resume spared is said.
+pub fn finished(
+    r: &Resumer,
+    p: &CloudPlan,
+    ui: &crate::ui::Ui,
+    report: &mut super::exec::DestinationReport,
+) {
+    if let Err(e) = r.finish() {
+        report
+            .warnings
+            .push(format!("the journal of upload {} stays: {e}", p.stamp()));
+    }
+    let (parts, bytes) = r.skipped();
+    if p.resume.is_some() {
+        ui.info(format_args!(
+            "{}: resumed {}: {} stored already ({}), checked and not uploaded again",
+            p.name,
+            p.stamp(),
+            crate::stdx::counted(parts, "part", "parts"),
+            crate::stdx::bytes(bytes)
+        ));
+    }
+}
+
+/// The dry run's lines: the upload resumed, or why the unfinished one is not.
+pub fn render(p: &CloudPlan, out: &mut String) {
+    use std::fmt::Write as _;
+    if let Some(r) = &p.resume {
+        let _ = writeln!(
+            out,
+            "  resume {}: {} of {} parts uploaded ({}); the archive is regenerated from the snapshot, each stored \
+             part checked against the local journal and not uploaded again",
+            r.stamp,
+            r.parts_uploaded,
+            r.parts_total,
+            crate::stdx::bytes(r.bytes_uploaded)
+        );
+    }
+    if let Some(why) = &p.resume_refused {
+        let _ = writeln!(out, "  {why}");
+    }
+}
+
+/// Removes the journal of `stamp` on `destination` (a resume that stopped); nothing when there is none.
+pub fn remove(root: &Path, destination: &str, stamp: &str) {
+    if let Ok(dir) = journals_dir(root, destination) {
+        let _ = dir.unlink(journal_name(stamp));
+    }
+}
+
+struct SetLog {
+    resumer: Resumer,
+    set: String,
+}
+
+impl PartLog for SetLog {
+    fn stored(&self, n: usize) -> Option<StoredPart> {
+        let s = self.resumer.state();
+        s.stored
+            .get(&self.set)
+            .and_then(|p| p.get(n))
+            .map(|p| StoredPart {
+                plain: (p.plain_bytes, p.plain_sha256),
+                object: (p.bytes, p.sha256),
+            })
+    }
+
+    fn finished(&self, n: usize, part: &StoredPart, name: &str, skipped: bool) -> io::Result<()> {
+        let mut s = self.resumer.state();
+        if skipped {
+            s.skipped += 1;
+            s.skipped_bytes += part.object.0;
+        }
+        let parts = s.journal.parts.entry(self.set.clone()).or_default();
+        if parts.len() != n {
+            return Err(io::Error::other(format!(
+                "the journal of set {} holds {} parts, not {n}",
+                self.set,
+                parts.len()
+            )));
+        }
+        parts.push(PartRecord {
+            name: name.to_string(),
+            bytes: part.object.0,
+            sha256: part.object.1,
+            plain_bytes: part.plain.0,
+            plain_sha256: part.plain.1,
+        });
+        s.save()
+    }
+
+    fn differs(&self, _n: usize, name: &str) {
+        self.resumer.state().differs = Some(name.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(snapshot: &str) -> Key {
+        Key {
+            destination: "offsite".into(),
+            place: "s3 http://127.0.0.1:9 b/p".into(),
+            dbackup_version: env!("CARGO_PKG_VERSION").into(),
+            part_bytes: 4096,
+            recipients: vec![],
+            sets: vec![SetKey {
+                set: "docs".into(),
+                snapshot: snapshot.into(),
+                archive: "docs.tar".into(),
+                base: None,
+                compare_content: false,
+            }],
+        }
+    }
+
+    fn part(byte: u8) -> StoredPart {
+        let d = (4096, Digest::of_bytes(&[byte; 4096]));
+        StoredPart {
+            plain: d,
+            object: d,
+        }
+    }
+
+    fn name(n: usize) -> String {
+        format!("docs.tar.part{n:03}")
+    }
+
+    /// The journal is 0600 in 0700 directories, rewritten after each part; a resumed upload keeps only the parts
+    /// the bucket lists with their recorded size (a prefix), skips those, and records the rest; a part that
+    /// differs is remembered; `finish` removes it; every other journal of the destination goes when one starts.
+    #[test]
+    fn a_journal_records_parts_and_a_resume_keeps_only_the_listed_prefix() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let stamp = "2026-12-05-020000";
+        let r = Resumer::start(root.path(), key("docs-a"), stamp, None, &BTreeMap::new()).unwrap();
+        let log = r.log("docs");
+        assert_eq!(log.stored(0), None);
+        for n in 0..3 {
+            log.finished(n, &part(n as u8), &name(n), false).unwrap();
+        }
+        let j = read(root.path(), "offsite", stamp).unwrap();
+        assert_eq!(j.parts["docs"].len(), 3);
+        let dir = root.path().join(DIR).join("offsite");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&root.path().join(DIR)), 0o700);
+        assert_eq!(mode(&dir.join(format!("{stamp}.json"))), 0o600);
+        std::fs::write(dir.join("2026-12-01-020000.json"), "{}").unwrap();
+
+        // The bucket lists parts 0 and 2 with their size, part 1 with another: only part 0 is kept.
+        let sizes: BTreeMap<String, u64> = [(0, 4096), (1, 100), (2, 4096)]
+            .into_iter()
+            .map(|(n, b)| (format!("backups/{stamp}/docs.tar.part{n:03}"), b))
+            .collect();
+        let r = Resumer::start(root.path(), key("docs-a"), stamp, Some(&j), &sizes).unwrap();
+        assert!(!dir.join("2026-12-01-020000.json").exists());
+        let log = r.log("docs");
+        assert_eq!(log.stored(0), Some(part(0)));
+        assert_eq!(log.stored(1), None);
+        log.finished(0, &part(0), &name(0), true).unwrap();
+        log.finished(1, &part(1), &name(1), false).unwrap();
+        assert_eq!(r.skipped(), (1, 4096));
+        assert_eq!(
+            read(root.path(), "offsite", stamp).unwrap().parts["docs"].len(),
+            2
+        );
+        log.differs(2, "docs.tar.part002");
+        assert_eq!(r.differs().as_deref(), Some("docs.tar.part002"));
+        r.finish().unwrap();
+        assert_eq!(
+            read(root.path(), "offsite", stamp).unwrap_err(),
+            "there is no journal of it"
+        );
+    }
+
+    /// A journal from another upload (another stamp inside, unreadable, too big) is not used, and the reason is
+    /// given; the key names what differs.
+    #[test]
+    fn a_journal_that_does_not_fit_is_refused_with_its_reason() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join(DIR).join("offsite");
+        std::fs::create_dir_all(&dir).unwrap();
+        let stamp = "2026-12-05-020000";
+        let j = Journal {
+            format: FORMAT,
+            stamp: "2026-12-04-020000".into(),
+            key: key("docs-a"),
+            parts: BTreeMap::new(),
+        };
+        std::fs::write(
+            dir.join(format!("{stamp}.json")),
+            serde_json::to_vec(&j).unwrap(),
+        )
+        .unwrap();
+        assert!(
+            read(root.path(), "offsite", stamp)
+                .unwrap_err()
+                .contains("another upload")
+        );
+        std::fs::write(dir.join(format!("{stamp}.json")), "not json").unwrap();
+        assert!(
+            read(root.path(), "offsite", stamp)
+                .unwrap_err()
+                .contains("cannot be read")
+        );
+        std::fs::write(
+            dir.join(format!("{stamp}.json")),
+            vec![b' '; MAX_JOURNAL_BYTES as usize + 1],
+        )
+        .unwrap();
+        assert!(read(root.path(), "offsite", stamp).is_err());
+        assert!(difference(&key("docs-a"), &key("docs-b")).contains("other snapshots"));
+        let mut other = key("docs-a");
+        other.part_bytes = 8192;
+        assert!(difference(&key("docs-a"), &other).contains("another size"));
+    }
+
+    fn target(snapshot: &str) -> ArchiveTarget {
+        ArchiveTarget {
+            set: "docs".into(),
+            snapshot: snapshot.into(),
+            archive: "docs.tar".into(),
+            part_bytes: Some(4096),
+            index: "docs.index.jsonl".into(),
+            index_part_bytes: None,
+            tar_bytes: 4096 * 9 - 100,
+            index_bytes: 100,
+            encrypted: false,
+            choice: super::super::chain::ArchiveChoice::full("first"),
+        }
+    }
+
+    /// Which unfinished upload a plan resumes (pure): the newest unfinished stamp newer than every backup, with a
+    /// journal of the same key; its parts the bucket lists with their recorded size counted ("3 of 9"); not when
+    /// the snapshot, the recipients or the part size differ, nor for a passphrase, nor for a stamp older than a
+    /// backup, nor without a journal; each time with the reason.
+    #[test]
+    fn the_plan_resumes_only_a_matching_journal_of_the_newest_unfinished_upload() {
+        let stamp = "2026-12-05-020000";
+        let mut w = CloudWorld {
+            settings: crate::cloud::tests::settings("http://127.0.0.1:9", "b"),
+            store: None,
+            listing: Default::default(),
+            uploads: vec![],
+            error: None,
+            encryption: None,
+            passphrase_file: None,
+            chains: Default::default(),
+            backup_root: "/root".into(),
+            index_copies: vec![],
+            resume: ResumeWorld {
+                part_bytes: 4096,
+                candidate: None,
+            },
+        };
+        let archives = [target("docs-a")];
+        assert_eq!(plan(&w, &archives, None), (None, None));
+        let mut k = super::key(&w, &archives, None).unwrap();
+        let mut j = Journal {
+            format: FORMAT,
+            stamp: stamp.into(),
+            key: k.clone(),
+            parts: BTreeMap::from([(
+                "docs".to_string(),
+                (0..4)
+                    .map(|n| PartRecord {
+                        name: name(n),
+                        bytes: 4096,
+                        sha256: part(0).object.1,
+                        plain_bytes: 4096,
+                        plain_sha256: part(0).plain.1,
+                    })
+                    .collect(),
+            )]),
+        };
+        // Parts 0-2 listed with their size, part 3 not listed.
+        w.listing.sizes = (0..3)
+            .map(|n| (format!("backups/{stamp}/{}", name(n)), 4096))
+            .collect();
+        w.listing.unfinished = vec![UnfinishedStamp {
+            stamp: stamp.into(),
+            objects: 3,
+            bytes: 3 * 4096,
+        }];
+        w.resume.candidate = Some((stamp.into(), Ok(j.clone())));
+        let (r, why) = plan(&w, &archives, None);
+        assert_eq!(why, None);
+        let r = r.unwrap();
+        assert_eq!(
+            (
+                r.stamp.as_str(),
+                r.parts_uploaded,
+                r.parts_total,
+                r.bytes_uploaded
+            ),
+            (stamp, 3, 9, 3 * 4096)
+        );
+        // A journal naming another object than the sink would for that part: nothing of it is skipped.
+        let mut misnamed = j.clone();
+        misnamed.parts.get_mut("docs").unwrap()[0].name = name(2);
+        w.resume.candidate = Some((stamp.into(), Ok(misnamed)));
+        assert_eq!(plan(&w, &archives, None).0.unwrap().parts_uploaded, 0);
+        w.resume.candidate = Some((stamp.into(), Ok(j.clone())));
+
+        let refused = |w: &CloudWorld, archives: &[ArchiveTarget], enc| {
+            let (r, why) = plan(w, archives, enc);
+            assert_eq!(r, None);
+            why.unwrap()
+        };
+        assert!(refused(&w, &[target("docs-b")], None).contains("other snapshots"));
+        let age = EncryptionRecord {
+            format: "age-encryption.org/v1".into(),
+            recipients: vec!["age1xyz".into()],
+            passphrase: false,
+        };
+        assert!(refused(&w, &archives, Some(&age)).contains("other recipients"));
+        let pass = EncryptionRecord {
+            recipients: vec![],
+            passphrase: true,
+            ..age.clone()
+        };
+        assert!(refused(&w, &archives, Some(&pass)).contains("passphrase"));
+        k.part_bytes = 8192;
+        j.key = k;
+        w.resume.candidate = Some((stamp.into(), Ok(j)));
+        assert!(refused(&w, &archives, None).contains("another size"));
+        w.resume.candidate = Some((stamp.into(), Err("there is no journal of it".into())));
+        assert!(refused(&w, &archives, None).contains("there is no journal of it"));
+
+        // Only a stamp newer than every backup is a candidate (observation picks it).
+        let root = tempfile::tempdir().unwrap();
+        w.listing.backups = vec!["2026-12-06-020000".into()];
+        observe(&mut w, root.path());
+        assert_eq!(w.resume.candidate, None);
+        w.listing.backups = vec!["2026-12-04-020000".into()];
+        observe(&mut w, root.path());
+        assert_eq!(
+            w.resume.candidate,
+            Some((stamp.to_string(), Err("there is no journal of it".into())))
+        );
+    }
+
+    #[test]
+    fn the_part_size_comes_from_the_environment_within_bounds() {
+        let env = |v: Option<&str>| crate::settings::Env {
+            vars: v
+                .map(|v| (PART_BYTES_VAR.to_string(), v.to_string()))
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        };
+        assert_eq!(part_bytes(&env(None)), PART_BYTES);
+        assert_eq!(part_bytes(&env(Some("262144"))), 262144);
+        assert_eq!(part_bytes(&env(Some("1"))), MIN_PART_BYTES);
+        assert_eq!(part_bytes(&env(Some("lots"))), PART_BYTES);
+        assert_eq!(part_bytes(&env(Some("99999999999999"))), PART_BYTES);
+    }
+}
