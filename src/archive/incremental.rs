@@ -241,22 +241,14 @@ mod tests {
 
     fn file() -> IndexEntry {
         IndexEntry {
-            path: b"a/f".to_vec(),
-            kind: EntryKind::File,
             size: 10,
             mode: 0o644,
             uid: 1000,
             gid: 1000,
             mtime: 1_700_000_000,
             mtime_nsec: 5,
-            link: None,
             sha256: Some(Digest([1; 32])),
-            rdev: None,
-            attrs: None,
-            header_offset: 0,
-            data_offset: 512,
-            sparse: None,
-            stored_in: None,
+            ..crate::archive::index::tests::entry(b"a/f", EntryKind::File)
         }
     }
 

@@ -746,10 +746,11 @@ impl<R: BufRead> Iterator for IndexReader<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::archive) mod tests {
     use super::*;
 
-    fn entry(path: &[u8], kind: EntryKind) -> IndexEntry {
+    /// An entry of `path` and `kind` with no content, link or attributes, its data right after one header.
+    pub(in crate::archive) fn entry(path: &[u8], kind: EntryKind) -> IndexEntry {
         IndexEntry {
             path: path.to_vec(),
             kind,

@@ -308,17 +308,7 @@ fn set_bytes(field: &mut [u8], value: &[u8]) {
 
 /// Appends one pax record, `"<len> <key>=<value>\n"`, where `len` counts the whole record including itself.
 fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
-    let rest = key.len() + value.len() + 3; // ' ', '=', '\n'
-    let mut len = rest + 1;
-    while len != rest + len.to_string().len() {
-        len = rest + len.to_string().len();
-    }
-    out.extend_from_slice(len.to_string().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(key.as_bytes());
-    out.push(b'=');
-    out.extend_from_slice(value);
-    out.push(b'\n');
+    super::xattrs::record(out, key.as_bytes(), value);
 }
 
 /// A pax time: seconds, and a fraction without trailing zeros; before 1970 the whole value is negative

@@ -270,6 +270,14 @@ impl Written {
     fn index(&self) -> PathBuf {
         self.dir.path().join("data.index.jsonl")
     }
+    /// The entry of `path` in this archive's index.
+    fn entry(&self, path: &[u8]) -> IndexEntry {
+        entry_of(&self.index(), path)
+    }
+    /// What the verifier says of this archive, which it must refuse.
+    fn verify_err(&self) -> VerifyError {
+        verify_files(&self.tar(), &self.index()).unwrap_err()
+    }
     /// What the one-file reader says of `e`, which it must refuse.
     fn read_error(&self, e: &IndexEntry) -> ReadError {
         let mut archive = ArchiveFiles::discover(self.dir.path(), "data.tar")
@@ -309,6 +317,18 @@ pub(in crate::archive) fn write_to_files(root: &Path, stage: Option<&dyn Stage>)
     let summary = write_plan(&plan, dir.path(), stage, &mut rec);
     assert_eq!(summary.warning_count as usize, rec.warnings.len());
     Written { dir, summary, plan }
+}
+
+/// Runs `cmd` (`runs` says what must start: the program, its package) and asserts it succeeded, its stderr the
+/// message when not.
+pub(in crate::archive) fn run_ok(cmd: &mut Command, runs: &str) -> std::process::Output {
+    let out = cmd.output().expect(runs);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 fn gnu_tar(args: &[&str]) -> std::process::Output {
@@ -480,6 +500,15 @@ fn flip(path: &Path, offset: u64) {
     fs::write(path, bytes).unwrap();
 }
 
+/// The fixture written to files, then the byte at `at(entry)` flipped, `entry` being that of `path`.
+fn written_flipped(path: &[u8], at: impl Fn(&IndexEntry) -> u64) -> (Written, IndexEntry) {
+    let fx = Fixture::new();
+    let w = write_to_files(&fx.root, None);
+    let e = w.entry(path);
+    flip(&w.tar(), at(&e));
+    (w, e)
+}
+
 #[test]
 fn the_verifier_accepts_an_intact_archive() {
     let fx = Fixture::new();
@@ -493,11 +522,10 @@ fn the_verifier_accepts_an_intact_archive() {
 
 #[test]
 fn the_verifier_names_a_flipped_content_byte() {
-    let fx = Fixture::new();
-    let w = write_to_files(&fx.root, None);
-    let e = entry_of(&w.index(), b"data/projects/important/big.bin");
-    flip(&w.tar(), e.data_offset + 2_000_000);
-    let err = verify_files(&w.tar(), &w.index()).unwrap_err();
+    let (w, e) = written_flipped(b"data/projects/important/big.bin", |e| {
+        e.data_offset + 2_000_000
+    });
+    let err = w.verify_err();
     assert!(
         matches!(*err.problem, VerifyProblem::Content { .. }),
         "{err}"
@@ -518,11 +546,8 @@ fn the_verifier_names_a_flipped_content_byte() {
 
 #[test]
 fn the_verifier_names_a_flipped_header_byte() {
-    let fx = Fixture::new();
-    let w = write_to_files(&fx.root, None);
-    let e = entry_of(&w.index(), b"home/u/.secrets");
-    flip(&w.tar(), e.header_offset + 100); // the mode field
-    let err = verify_files(&w.tar(), &w.index()).unwrap_err();
+    let (w, e) = written_flipped(b"home/u/.secrets", |e| e.header_offset + 100); // the mode field
+    let err = w.verify_err();
     assert_eq!(err.entry.as_deref(), Some("home/u/.secrets"), "{err}");
     let err = w.read_error(&e);
     assert!(matches!(err, ReadError::Header { .. }), "{err}");
@@ -530,18 +555,16 @@ fn the_verifier_names_a_flipped_header_byte() {
 
 #[test]
 fn the_verifier_catches_a_flip_in_padding() {
-    let fx = Fixture::new();
-    let w = write_to_files(&fx.root, None);
-    let e = entry_of(&w.index(), b"home/u/docs/a.txt");
-    flip(&w.tar(), e.data_offset + e.size + 10); // zero padding after the content
-    let err = verify_files(&w.tar(), &w.index()).unwrap_err();
+    // Zero padding after the content.
+    let (w, e) = written_flipped(b"home/u/docs/a.txt", |e| e.data_offset + e.size + 10);
+    let err = w.verify_err();
     assert!(
         matches!(*err.problem, VerifyProblem::StreamHash { .. }),
         "{err}"
     );
     flip(&w.tar(), e.data_offset + e.size + 10);
     flip(&w.tar(), w.summary.tar_bytes - 1); // end-of-archive padding
-    let err = verify_files(&w.tar(), &w.index()).unwrap_err();
+    let err = w.verify_err();
     assert!(
         matches!(*err.problem, VerifyProblem::StreamHash { .. }),
         "{err}"
@@ -553,8 +576,8 @@ fn the_verifier_catches_truncation_anywhere() {
     let fx = Fixture::new();
     let w = write_to_files(&fx.root, None);
     let full = fs::read(w.tar()).unwrap();
-    let big = entry_of(&w.index(), b"data/projects/important/big.bin");
-    let exact = entry_of(&w.index(), b"data/projects/important/exact512");
+    let big = w.entry(b"data/projects/important/big.bin");
+    let exact = w.entry(b"data/projects/important/exact512");
     let cases = [
         (
             big.data_offset + 1000,
@@ -569,7 +592,7 @@ fn the_verifier_catches_truncation_anywhere() {
     ];
     for (cut, entry) in cases {
         fs::write(w.tar(), &full[..cut as usize]).unwrap();
-        let err = verify_files(&w.tar(), &w.index()).unwrap_err();
+        let err = w.verify_err();
         assert_eq!(err.entry.as_deref(), entry, "cut at {cut}: {err}");
         assert!(err.to_string().contains("truncated"), "cut at {cut}: {err}");
     }
@@ -613,7 +636,7 @@ fn the_verifier_catches_an_index_that_disagrees() {
     for (from, to, what) in edits {
         fs::write(pristine.index(), &original).unwrap();
         edit_index(&pristine.index(), "home/u/.secrets", from, to);
-        let err = verify_files(&pristine.tar(), &pristine.index()).unwrap_err();
+        let err = pristine.verify_err();
         assert_eq!(
             err.entry.as_deref(),
             Some("home/u/.secrets"),
@@ -628,12 +651,12 @@ fn the_verifier_catches_an_index_that_disagrees() {
         .filter(|l| !l.contains("\"path\":\"home/u/.secrets\""))
         .collect();
     fs::write(pristine.index(), kept.join("\n") + "\n").unwrap();
-    let err = verify_files(&pristine.tar(), &pristine.index()).unwrap_err();
+    let err = pristine.verify_err();
     assert!(err.to_string().contains("home/u/.secrets"), "{err}");
     // The end line cut off.
     let lines: Vec<&str> = text.lines().collect();
     fs::write(pristine.index(), lines[..lines.len() - 1].join("\n") + "\n").unwrap();
-    let err = verify_files(&pristine.tar(), &pristine.index()).unwrap_err();
+    let err = pristine.verify_err();
     assert!(
         matches!(
             *err.problem,
@@ -662,6 +685,16 @@ fn forge_line(index: &Path, text: &str, path: &str, edit: impl Fn(&mut serde_jso
     fs::write(index, forged).unwrap();
 }
 
+/// Asserts the verifier refused the entry `path` because its `field` differs between the index and the archive.
+#[track_caller]
+fn assert_field_refused(err: &VerifyError, path: &str, field: &str) {
+    assert_eq!(err.entry.as_deref(), Some(path), "{err}");
+    assert!(
+        matches!(&*err.problem, VerifyProblem::Field { field: f, .. } if *f == field),
+        "{err}"
+    );
+}
+
 #[test]
 fn the_verifier_checks_a_hard_link_against_the_file_it_links_to() {
     let fx = Fixture::new();
@@ -677,17 +710,10 @@ fn the_verifier_checks_a_hard_link_against_the_file_it_links_to() {
         v["size"] = other.size.into();
         v["sha256"] = other.sha256.unwrap().to_string().into();
     });
-    let err = verify_files(&w.tar(), &index).unwrap_err();
-    assert_eq!(err.entry.as_deref(), Some("home/u/h2"), "{err}");
-    assert!(
-        matches!(
-            &*err.problem,
-            VerifyProblem::Field {
-                field: "data offset",
-                ..
-            }
-        ),
-        "{err}"
+    assert_field_refused(
+        &verify_files(&w.tar(), &index).unwrap_err(),
+        "home/u/h2",
+        "data offset",
     );
     let links = HardLinkTargets::read(io::BufReader::new(fs::File::open(&index).unwrap())).unwrap();
     assert_eq!(
@@ -724,17 +750,10 @@ fn the_verifier_checks_a_hard_link_against_the_file_it_links_to() {
             "stored_sha256": link.sha256.unwrap().to_string(),
         });
     });
-    let err = verify_files(&w.tar(), &index).unwrap_err();
-    assert_eq!(err.entry.as_deref(), Some("home/u/h2"), "{err}");
-    assert!(
-        matches!(
-            &*err.problem,
-            VerifyProblem::Field {
-                field: "storage",
-                ..
-            }
-        ),
-        "{err}"
+    assert_field_refused(
+        &verify_files(&w.tar(), &index).unwrap_err(),
+        "home/u/h2",
+        "storage",
     );
 }
 
@@ -761,6 +780,21 @@ fn read_back_detects_a_file_changed_on_the_drive() {
     assert!(matches!(err, ReadBackError::Length { .. }), "{err}");
 }
 
+/// `write_archive` of `plan` into the sinks given, with the default options and no progress.
+fn write_plain(
+    plan: &ArchivePlan,
+    archive: Box<dyn Sink>,
+    index: Box<dyn Sink>,
+) -> Result<ArchiveSummary, writer::ArchiveError> {
+    write_archive(
+        plan,
+        archive,
+        index,
+        &ArchiveOptions::default(),
+        &mut NoProgress,
+    )
+}
+
 #[test]
 fn split_parts_join_into_the_same_archive() {
     let fx = Fixture::new();
@@ -770,14 +804,7 @@ fn split_parts_join_into_the_same_archive() {
     let part = 700_001; // not a multiple of anything: entries and headers straddle parts
     let archive = Box::new(SplitSink::new(dir.path(), "data.tar", part).unwrap());
     let index = Box::new(FileSink::create(dir.path().join("data.index.jsonl")).unwrap());
-    let s = write_archive(
-        &plan,
-        archive,
-        index,
-        &ArchiveOptions::default(),
-        &mut NoProgress,
-    )
-    .unwrap();
+    let s = write_plain(&plan, archive, index).unwrap();
     assert_eq!(s.tar_sha256, whole.summary.tar_sha256);
     assert_eq!(
         s.archive_files.len() as u64,
@@ -966,14 +993,7 @@ fn a_full_drive_fails_the_archive_and_leaves_no_end_marker() {
     });
     let index_dir = tempfile::tempdir().unwrap();
     let index = Box::new(FileSink::create(index_dir.path().join("i")).unwrap());
-    let err = write_archive(
-        &plan,
-        archive,
-        index,
-        &ArchiveOptions::default(),
-        &mut NoProgress,
-    )
-    .unwrap_err();
+    let err = write_plain(&plan, archive, index).unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.contains("/media/T9/data.tar") && msg.contains("No space left"),

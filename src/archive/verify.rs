@@ -486,21 +486,7 @@ impl Walk<'_> {
             });
         }
         let actual = logical.unwrap_or(stored);
-        let Some(expected) = ie.sha256 else {
-            return Err(differs("sha256", "none".into(), actual.to_string()));
-        };
-        if actual != expected {
-            return Err(VerifyProblem::Content { expected, actual });
-        }
-        if self.links.wants(&ie.path) {
-            self.linked.insert(
-                ie.path.clone(),
-                Linked::File(data_offset, p.size, actual, Some(record)),
-            );
-        }
-        self.totals.files += 1;
-        self.totals.file_bytes = self.totals.file_bytes.saturating_add(p.size);
-        Ok(())
+        self.file_hashed(ie, actual, data_offset, p.size, Some(record))
     }
 
     /// A file's content: its length and sha256 against the index; kept when a hard link may point to it.
@@ -520,6 +506,19 @@ impl Walk<'_> {
                 expected: size,
             });
         }
+        self.file_hashed(ie, actual, data_offset, size, None)
+    }
+
+    /// A file whose content (`size` bytes, `sparse` as stored) hashed to `actual`: checked against the index's
+    /// sha256, kept when a hard link may point to it, counted.
+    fn file_hashed(
+        &mut self,
+        ie: &IndexEntry,
+        actual: Digest,
+        data_offset: u64,
+        size: u64,
+        sparse: Option<SparseRecord>,
+    ) -> Result<(), VerifyProblem> {
         let Some(expected) = ie.sha256 else {
             return Err(differs("sha256", "none".into(), actual.to_string()));
         };
@@ -529,7 +528,7 @@ impl Walk<'_> {
         if self.links.wants(&ie.path) {
             self.linked.insert(
                 ie.path.clone(),
-                Linked::File(data_offset, size, actual, None),
+                Linked::File(data_offset, size, actual, sparse),
             );
         }
         self.totals.files += 1;

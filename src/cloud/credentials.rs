@@ -441,6 +441,15 @@ mod tests {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
+    /// S3 settings whose `credentials_file` is `file`, written with `text` and `mode`.
+    fn s3_with_keys_file(file: &Path, text: &str, mode: u32) -> CloudSettings {
+        write(file, text, mode);
+        CloudSettings {
+            credentials_file: Some(file.to_path_buf()),
+            ..cloud(CloudKind::S3)
+        }
+    }
+
     #[test]
     fn s3_keys_come_from_the_file_then_the_environment_then_the_shared_files() {
         let tmp = tempfile::tempdir().unwrap();
@@ -484,13 +493,11 @@ mod tests {
 
         // credentials_file wins over everything, bare lines or a section.
         let file = home.join("keys");
-        write(
+        let c = s3_with_keys_file(
             &file,
             "aws_access_key_id = FILEID\naws_secret_access_key = FILESECRET\n",
             0o600,
         );
-        let mut c = cloud(CloudKind::S3);
-        c.credentials_file = Some(file.clone());
         let k = resolve(&c, &env(home, &vars)).unwrap();
         assert_eq!(k.id.expose(), "FILEID");
         assert_eq!(k.source, Source::CredentialsFile { path: file.clone() });
@@ -501,13 +508,11 @@ mod tests {
     fn a_credentials_file_others_can_read_is_refused_and_says_how_to_fix_it() {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("keys");
-        write(
+        let c = s3_with_keys_file(
             &file,
             "aws_access_key_id = ID\naws_secret_access_key = SECRET\n",
             0o644,
         );
-        let mut c = cloud(CloudKind::S3);
-        c.credentials_file = Some(file.clone());
         let err = resolve(&c, &env(tmp.path(), &[])).unwrap_err().to_string();
         assert!(
             err.contains("mode 0644") && err.contains("chmod 600"),

@@ -136,36 +136,30 @@ pub(crate) fn explain(
 
 /// The S3 error code quoted in OpenDAL's text (`<Code>AccessDenied</Code>` or `code: "AccessDenied"`), if any.
 fn s3_code(text: &str) -> Option<String> {
-    let after = |marker: &str, end: char| {
-        text.find(marker).map(|i| {
-            text[i + marker.len()..]
-                .chars()
-                .take_while(|c| *c != end)
-                .take(64)
-                .collect::<String>()
-        })
-    };
-    after("<Code>", '<')
-        .or_else(|| after("code: \"", '"'))
+    quoted_after(text, [("<Code>", '<'), ("code: \"", '"')], 64)
         .filter(|c| !c.is_empty() && c.chars().all(|c| c.is_ascii_alphanumeric()))
 }
 
 /// The message of the S3 error quoted in OpenDAL's text (`<Message>...</Message>` or `message: "..."`), at most
 /// 120 characters, if any. `text` is already scrubbed.
 fn s3_message(text: &str) -> Option<String> {
-    let after = |marker: &str, end: char| {
+    quoted_after(text, [("<Message>", '<'), ("message: \"", '"')], 120)
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+}
+
+/// What follows the first of `markers` (tried in order) found in `text`, up to that marker's end character, at
+/// most `most` characters.
+fn quoted_after(text: &str, markers: [(&str, char); 2], most: usize) -> Option<String> {
+    markers.iter().find_map(|&(marker, end)| {
         text.find(marker).map(|i| {
             text[i + marker.len()..]
                 .chars()
                 .take_while(|c| *c != end)
-                .take(120)
-                .collect::<String>()
+                .take(most)
+                .collect()
         })
-    };
-    after("<Message>", '<')
-        .or_else(|| after("message: \"", '"'))
-        .map(|m| m.trim().to_string())
-        .filter(|m| !m.is_empty())
+    })
 }
 
 /// `text` without any secret: every string in `secrets` (4 characters or more), and the values of signatures,

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use super::kit::{Disk, Facts};
 use super::layout::{ImageRecord, KitRecord, TableRecord};
+use super::table::push_some;
 use crate::stdx;
 
 /// Everything the guide is made from.
@@ -58,18 +59,10 @@ fn disk_section(out: &mut String, d: &Disk) {
     );
     for p in &d.partitions {
         let mut line = format!("  - `{}` {}", p.name, stdx::bytes(p.bytes));
-        if let Some(fs) = &p.fs_type {
-            let _ = write!(line, " {fs}");
-        }
-        if let Some(u) = &p.uuid {
-            let _ = write!(line, " UUID={u}");
-        }
-        if let Some(l) = &p.label {
-            let _ = write!(line, " LABEL={l}");
-        }
-        if let Some(u) = &p.partuuid {
-            let _ = write!(line, " PARTUUID={u}");
-        }
+        push_some(&mut line, " ", &p.fs_type, "");
+        push_some(&mut line, " UUID=", &p.uuid, "");
+        push_some(&mut line, " LABEL=", &p.label, "");
+        push_some(&mut line, " PARTUUID=", &p.partuuid, "");
         if !p.mount_points.is_empty() {
             let _ = write!(line, " mounted at {}", p.mount_points.join(", "));
         }

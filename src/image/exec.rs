@@ -269,22 +269,43 @@ fn sfdisk_dump(disk: &str) -> anyhow::Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// Starts `cmd` under `LC_ALL=C` with the stdin and stdout given and stderr piped (for [`stderr_tail`]), reaped
+/// when dropped; `what` names it in the error when it cannot start.
+fn spawn_reaped(
+    mut cmd: Command,
+    stdin: Stdio,
+    stdout: Stdio,
+    what: &str,
+) -> anyhow::Result<Reaped> {
+    let child = cmd
+        .env("LC_ALL", "C")
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {what}"))?;
+    Ok(Reaped(Some(child)))
+}
+
+/// `partclone -c` of `device`: its stream on a piped stdout.
+fn spawn_partclone(tool: &Path, device: &Path) -> anyhow::Result<Reaped> {
+    let mut cmd = Command::new(tool);
+    cmd.args(["-c", "-s"])
+        .arg(device)
+        .args(["-o", "-", "-L", "/dev/null"]);
+    spawn_reaped(
+        cmd,
+        Stdio::null(),
+        Stdio::piped(),
+        &tool.display().to_string(),
+    )
+}
+
 /// What partclone says of a device before imaging it: its header, read from the first bytes of `partclone -c`'s
 /// stream (partclone counts the used blocks from the filesystem's bitmaps before it writes the header), then
 /// partclone is stopped. Reads the device only; the space check of a run sizes the images with it.
 pub fn read_header(tool: &Path, device: &Path) -> anyhow::Result<ImageHeader> {
-    let mut source = Reaped(Some(
-        Command::new(tool)
-            .args(["-c", "-s"])
-            .arg(device)
-            .args(["-o", "-", "-L", "/dev/null"])
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot run {}", tool.display()))?,
-    ));
+    let mut source = spawn_partclone(tool, device)?;
     let err = stderr_tail(source.child());
     let mut head = vec![0u8; header::HEADER_BYTES];
     let read = source
@@ -331,31 +352,13 @@ fn write_image(
 ) -> anyhow::Result<ImageRecord> {
     let clock = Instant::now();
     let path = dir.join(&i.file);
-    let mut source = Reaped(Some(
-        Command::new(&i.tool)
-            .args(["-c", "-s"])
-            .arg(&i.path)
-            .args(["-o", "-", "-L", "/dev/null"])
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot run {}", i.tool.display()))?,
-    ));
+    let mut source = spawn_partclone(&i.tool, &i.path)?;
     let source_err = stderr_tail(source.child());
     let chkimg_path = crate::stdx::find_program("partclone.chkimg")
         .context("partclone.chkimg is not installed (Debian package partclone)")?;
-    let mut chkimg = Reaped(Some(
-        Command::new(chkimg_path)
-            .args(["-s", "-", "-L", "/dev/null"])
-            .env("LC_ALL", "C")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("cannot run partclone.chkimg")?,
-    ));
+    let mut cmd = Command::new(chkimg_path);
+    cmd.args(["-s", "-", "-L", "/dev/null"]);
+    let mut chkimg = spawn_reaped(cmd, Stdio::piped(), Stdio::null(), "partclone.chkimg")?;
     let chkimg_err = stderr_tail(chkimg.child());
     let chkimg_in = chkimg.child().stdin.take().expect("piped");
 
@@ -932,18 +935,11 @@ fn write_partition(
 ) -> anyhow::Result<()> {
     let program = crate::stdx::find_program(tool)
         .with_context(|| format!("{tool} is not installed (Debian package partclone)"))?;
-    let mut sink = Reaped(Some(
-        Command::new(program)
-            .args(["-r", "-s", "-", "-o"])
-            .arg(node)
-            .args(["-L", "/dev/null"])
-            .env("LC_ALL", "C")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot run {tool}"))?,
-    ));
+    let mut cmd = Command::new(program);
+    cmd.args(["-r", "-s", "-", "-o"])
+        .arg(node)
+        .args(["-L", "/dev/null"]);
+    let mut sink = spawn_reaped(cmd, Stdio::piped(), Stdio::null(), tool)?;
     let err = stderr_tail(sink.child());
     let mut stdin = sink.child().stdin.take().expect("piped");
     let mut dec = zstd::stream::read::Decoder::new(open_plain(path, encrypted, keys)?)?;

@@ -884,6 +884,27 @@ mod tests {
         }
     }
 
+    /// `plan_restore` of backup "s" in "/d" onto `t`, restoring `names` (all when empty), growing or not.
+    fn plan_onto(
+        sys: &SystemRecord,
+        tables: &[(String, Table)],
+        t: &TargetFacts,
+        names: &[&str],
+        grow: bool,
+    ) -> Result<RestorePlan, String> {
+        let opts = RestoreOptions {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            grow,
+        };
+        plan_restore("s", "/d".into(), sys, tables, t, &opts)
+    }
+
+    /// Asserts the plan's first refusal says `needle`.
+    #[track_caller]
+    fn assert_first_refusal(p: &RestorePlan, needle: &str) {
+        assert!(p.refusals[0].contains(needle), "{:?}", p.refusals);
+    }
+
     #[test]
     fn a_restore_onto_a_larger_disk_grows_the_last_partition() {
         let (sys, tables) = system();
@@ -917,11 +938,7 @@ mod tests {
             read_only: true,
         });
         t.sector_size = 4096;
-        let mut opts = RestoreOptions {
-            names: vec!["loop9p1".into()],
-            grow: true,
-        };
-        let p = plan_restore("s", "/d".into(), &sys, &tables, &t, &opts).unwrap();
+        let p = plan_onto(&sys, &tables, &t, &["loop9p1"], true).unwrap();
         let text = p.refusals.join("\n");
         assert_eq!(p.refusals.len(), 4, "{text}");
         assert!(text.contains("smaller than the"), "{text}");
@@ -931,8 +948,7 @@ mod tests {
         );
         assert!(text.contains("no image of it"), "{text}");
         assert!(text.contains("4096-byte sectors"), "{text}");
-        opts.names = vec!["nope".into()];
-        let e = plan_restore("s", "/d".into(), &sys, &tables, &t, &opts).unwrap_err();
+        let e = plan_onto(&sys, &tables, &t, &["nope"], true).unwrap_err();
         assert!(
             e.contains("has no image nope; it holds loop9p1, loop9p2"),
             "{e}"
@@ -940,18 +956,7 @@ mod tests {
         // A vfat last partition cannot grow.
         let (mut sys, tables) = system();
         sys.images[1].fs_type = "vfat".into();
-        let p = plan_restore(
-            "s",
-            "/d".into(),
-            &sys,
-            &tables,
-            &target(1 << 30),
-            &RestoreOptions {
-                names: vec![],
-                grow: true,
-            },
-        )
-        .unwrap();
+        let p = plan_onto(&sys, &tables, &target(1 << 30), &[], true).unwrap();
         assert_eq!(
             p.refusals,
             ["--grow cannot grow a vfat filesystem; restore without --grow"]
@@ -966,19 +971,7 @@ mod tests {
         t.kind = TargetKind::BlockDevice;
         t.path = "/dev/loop7p2".into();
         t.partition_of = Some("loop7".into());
-        let opts = |names: &[&str], grow: bool| RestoreOptions {
-            names: names.iter().map(|n| n.to_string()).collect(),
-            grow,
-        };
-        let p = plan_restore(
-            "s",
-            "/d".into(),
-            &sys,
-            &tables,
-            &t,
-            &opts(&["loop9p2"], true),
-        )
-        .unwrap();
+        let p = plan_onto(&sys, &tables, &t, &["loop9p2"], true).unwrap();
         assert!(!p.refused(), "{:?}", p.refusals);
         assert!(p.table.is_none() && p.script.is_empty());
         assert!(p.confirm);
@@ -995,39 +988,15 @@ mod tests {
         );
 
         // Every image of the backup onto one partition: refused, saying --name.
-        let p = plan_restore("s", "/d".into(), &sys, &tables, &t, &opts(&[], false)).unwrap();
+        let p = plan_onto(&sys, &tables, &t, &[], false).unwrap();
         assert_eq!(p.refusals.len(), 1, "{:?}", p.refusals);
-        assert!(
-            p.refusals[0].contains("named with --name"),
-            "{:?}",
-            p.refusals
-        );
+        assert_first_refusal(&p, "named with --name");
         // A partition smaller than the filesystem, and a vfat one grown: refused.
         t.bytes = 100 << 20;
-        let p = plan_restore(
-            "s",
-            "/d".into(),
-            &sys,
-            &tables,
-            &t,
-            &opts(&["loop9p2"], false),
-        )
-        .unwrap();
-        assert!(
-            p.refusals[0].contains("smaller than the 190.0 MiB filesystem"),
-            "{:?}",
-            p.refusals
-        );
+        let p = plan_onto(&sys, &tables, &t, &["loop9p2"], false).unwrap();
+        assert_first_refusal(&p, "smaller than the 190.0 MiB filesystem");
         t.bytes = 300 << 20;
-        let p = plan_restore(
-            "s",
-            "/d".into(),
-            &sys,
-            &tables,
-            &t,
-            &opts(&["loop9p1"], true),
-        )
-        .unwrap();
+        let p = plan_onto(&sys, &tables, &t, &["loop9p1"], true).unwrap();
         assert_eq!(
             p.refusals,
             ["--grow cannot grow a vfat filesystem; restore without --grow"]

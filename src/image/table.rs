@@ -317,15 +317,9 @@ impl Table {
                 let _ = write!(s, ", size={}", p.size);
             }
             let _ = write!(s, ", type={}", p.type_);
-            if let Some(u) = &p.uuid {
-                let _ = write!(s, ", uuid={u}");
-            }
-            if let Some(n) = &p.name {
-                let _ = write!(s, ", name=\"{n}\"");
-            }
-            if let Some(a) = &p.attrs {
-                let _ = write!(s, ", attrs=\"{a}\"");
-            }
+            push_some(&mut s, ", uuid=", &p.uuid, "");
+            push_some(&mut s, ", name=\"", &p.name, "\"");
+            push_some(&mut s, ", attrs=\"", &p.attrs, "\"");
             if p.bootable {
                 s.push_str(", bootable");
             }
@@ -350,6 +344,15 @@ impl Table {
             }
         }
         out
+    }
+}
+
+/// Appends `before`, the value and `after` to `out` when there is a value; nothing when there is none.
+pub(super) fn push_some(out: &mut String, before: &str, value: &Option<String>, after: &str) {
+    if let Some(v) = value {
+        out.push_str(before);
+        out.push_str(v);
+        out.push_str(after);
     }
 }
 

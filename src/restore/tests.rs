@@ -390,6 +390,16 @@ fn assert_refused_whole(plan: &Plan, env: &Env) {
     env.assert_outside_untouched();
 }
 
+/// The default policy refuses `plan` whole ([`assert_refused_whole`]); `bytes` restored despite the refusals, the
+/// run fails. That restore's plan and summary.
+#[track_caller]
+fn refused_whole_then_failed(plan: &Plan, env: &Env, bytes: &[u8]) -> (Plan, Summary) {
+    assert_refused_whole(plan, env);
+    let (plan, summary) = restore_tar(bytes, &env.target, despite());
+    assert_eq!(summary.exit(), Exit::Failed);
+    (plan, summary)
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Hostile archives: each refused, nothing written outside, the restore fails.
 
@@ -411,11 +421,8 @@ fn dotdot_names_are_refused() {
             ("./../outside/passwd".into(), Refusal::DotDot),
         ]
     );
-    assert_refused_whole(&plan, &env);
-
-    let (plan, summary) = restore_tar(&bytes, &env.target, despite());
+    let (plan, summary) = refused_whole_then_failed(&plan, &env, &bytes);
     assert_eq!(summary.refusals.len(), 3, "{}", summary.render());
-    assert_eq!(summary.exit(), Exit::Failed);
     assert_eq!(std::fs::read(env.target.join("ok")).unwrap(), b"fine");
     assert!(!env.base.join("x").exists() && !env.base.join("y").exists());
     env.assert_outside_untouched();
@@ -435,10 +442,7 @@ fn absolute_names_are_refused_unless_a_prefix_is_stripped_deliberately() {
             ("/etc-like/y".into(), Refusal::Absolute)
         ]
     );
-    assert_refused_whole(&plan, &env);
-
-    let (_, summary) = restore_tar(&bytes, &env.target, despite());
-    assert_eq!(summary.exit(), Exit::Failed);
+    refused_whole_then_failed(&plan, &env, &bytes);
     assert_eq!(
         listing(&env.target).len(),
         1,
@@ -508,11 +512,8 @@ fn a_symlink_in_the_archive_is_never_written_through() {
         "{:?}",
         evil.notes
     );
-    assert_refused_whole(&plan, &env);
-
-    let (_, summary) = restore_tar(&bytes, &env.target, despite());
+    let (_, summary) = refused_whole_then_failed(&plan, &env, &bytes);
     assert_eq!(summary.refusals.len(), 6);
-    assert_eq!(summary.exit(), Exit::Failed);
     assert_eq!(
         std::fs::read_link(env.target.join("evil")).unwrap(),
         env.outside
@@ -564,11 +565,8 @@ fn hard_links_outside_the_restored_set_are_refused() {
             ("pw5".into(), not_restored("d")),
         ]
     );
-    assert_refused_whole(&plan, &env);
-
-    let (_, summary) = restore_tar(&bytes, &env.target, despite());
+    let (_, summary) = refused_whole_then_failed(&plan, &env, &bytes);
     assert_eq!(summary.refusals.len(), 5);
-    assert_eq!(summary.exit(), Exit::Failed);
     env.assert_outside_untouched(); // passwd's nlink is still 1
     assert_eq!(
         std::fs::metadata(env.target.join("present"))
@@ -741,9 +739,7 @@ fn device_files_are_refused() {
             ),
         ]
     );
-    assert_refused_whole(&plan, &env);
-    let (_, summary) = restore_tar(&bytes, &env.target, despite());
-    assert_eq!(summary.exit(), Exit::Failed);
+    let (_, summary) = refused_whole_then_failed(&plan, &env, &bytes);
     assert_eq!(
         summary
             .refusals

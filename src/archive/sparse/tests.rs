@@ -92,11 +92,16 @@ fn records<'a>(kv: &'a [(&'a str, &'a str)]) -> Vec<io::Result<(&'a [u8], &'a [u
         .collect()
 }
 
+/// The sparse description these pax records give (they must give one).
+fn sparse_of(kv: &[(&str, &str)]) -> PaxSparse {
+    PaxSparse::from_records(records(kv)).unwrap().unwrap()
+}
+
 /// The records of PAX 0.0, 0.1 and 1.0 as GNU tar writes them give the same map. (Main refused all three.)
 #[test]
 fn every_pax_version_is_read() {
     // 0.0: repeated offset/numbytes, the name in the header.
-    let p = PaxSparse::from_records(records(&[
+    let p = sparse_of(&[
         ("GNU.sparse.size", "5242880"),
         ("GNU.sparse.numblocks", "3"),
         ("GNU.sparse.offset", "1048576"),
@@ -106,9 +111,7 @@ fn every_pax_version_is_read() {
         ("GNU.sparse.offset", "5242880"),
         ("GNU.sparse.numbytes", "0"),
         ("mtime", "1.5"),
-    ]))
-    .unwrap()
-    .unwrap();
+    ]);
     assert_eq!(
         (p.version, p.name.as_deref(), p.size),
         ((0, 0), None, 5 << 20)
@@ -116,25 +119,21 @@ fn every_pax_version_is_read() {
     let want = SparseMap::new(5 << 20, [seg(1 << 20, 4096), seg(2 << 20, 4096)]).unwrap();
     assert_eq!(p.map.as_ref(), Some(&want));
     // 0.1: one map record and the real name.
-    let p = PaxSparse::from_records(records(&[
+    let p = sparse_of(&[
         ("GNU.sparse.size", "5242880"),
         ("GNU.sparse.numblocks", "3"),
         ("GNU.sparse.name", "d/f"),
         ("GNU.sparse.map", "1048576,4096,2097152,4096,5242880,0"),
-    ]))
-    .unwrap()
-    .unwrap();
+    ]);
     assert_eq!((p.version, p.name.as_deref()), ((0, 1), Some(&b"d/f"[..])));
     assert_eq!(p.map.as_ref(), Some(&want));
     // 1.0: the map is in the data.
-    let p = PaxSparse::from_records(records(&[
+    let p = sparse_of(&[
         ("GNU.sparse.major", "1"),
         ("GNU.sparse.minor", "0"),
         ("GNU.sparse.name", "d/f"),
         ("GNU.sparse.realsize", "5242880"),
-    ]))
-    .unwrap()
-    .unwrap();
+    ]);
     assert_eq!(
         (p.version, p.name.as_deref(), p.size, p.map),
         ((1, 0), Some(&b"d/f"[..]), 5 << 20, None)
@@ -819,25 +818,18 @@ mod engine {
 
     /// A GNU tar archive (`--format=posix --sparse`: PAX 1.0) of `dir`'s `disk.img`.
     fn gnu_tar(dir: &Path, version: &str) -> Vec<u8> {
-        let out = Command::new("tar")
-            .args([
-                "--sparse",
-                "--format=posix",
-                &format!("--sparse-version={version}"),
-                "-cf",
-                "-",
-                "-C",
-            ])
-            .arg(dir)
-            .arg("disk.img")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        let mut tar = Command::new("tar");
+        tar.args([
+            "--sparse",
+            "--format=posix",
+            &format!("--sparse-version={version}"),
+            "-cf",
+            "-",
+            "-C",
+        ])
+        .arg(dir)
+        .arg("disk.img");
+        crate::archive::tests::run_ok(&mut tar, "tar runs").stdout
     }
 
     /// Streamed in two passes (`source::plan_tar`, `source::apply_tar`), every PAX version GNU tar writes comes back

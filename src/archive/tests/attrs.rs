@@ -5,6 +5,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
+use super::run_ok;
 use crate::archive::*;
 
 /// `getfattr -d -m - -e hex` of every path below `root` (sorted, names relative): what GNU tools see.
@@ -16,29 +17,19 @@ pub(crate) fn getfattr_dump(root: &Path) -> String {
         .map(|e| e.unwrap().path().to_path_buf())
         .collect();
     paths.sort();
-    let out = Command::new("getfattr")
-        .args(["--absolute-names", "-h", "-d", "-m", "-", "-e", "hex"])
-        .args(&paths)
-        .output()
-        .expect("getfattr runs (the attr package)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("getfattr")
+            .args(["--absolute-names", "-h", "-d", "-m", "-", "-e", "hex"])
+            .args(&paths),
+        "getfattr runs (the attr package)",
     );
     String::from_utf8_lossy(&out.stdout).replace(&format!("{}/", root.display()), "")
 }
 
 fn setfacl(args: &[&str], path: &Path) {
-    let out = Command::new("setfacl")
-        .args(args)
-        .arg(path)
-        .output()
-        .expect("setfacl runs (the acl package)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("setfacl").args(args).arg(path),
+        "setfacl runs (the acl package)",
     );
 }
 
@@ -114,23 +105,19 @@ fn gnu_tar_restores_the_attributes_and_acls_of_an_archive() {
     );
     let out = tempfile::tempdir().unwrap();
     let tar = dir.path().join("data.tar");
-    let run = Command::new("tar")
-        .args([
-            "--xattrs",
-            "--xattrs-include=*",
-            "--acls",
-            "--numeric-owner",
-            "-xpf",
-        ])
-        .arg(&tar)
-        .arg("-C")
-        .arg(out.path())
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
+    run_ok(
+        Command::new("tar")
+            .args([
+                "--xattrs",
+                "--xattrs-include=*",
+                "--acls",
+                "--numeric-owner",
+                "-xpf",
+            ])
+            .arg(&tar)
+            .arg("-C")
+            .arg(out.path()),
+        "tar runs",
     );
     let want = getfattr_dump(src.path());
     assert!(want.contains("system.posix_acl_default"), "{want}");

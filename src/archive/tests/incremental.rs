@@ -8,7 +8,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{Fixture, NoProgress, assert_same_tree, content, set_mtime, write_to_files};
+use super::{
+    Fixture, NoProgress, Written, assert_same_tree, content, run_ok, set_mtime, write_to_files,
+};
 use crate::archive::incremental::IncrementalBase;
 use crate::archive::*;
 
@@ -16,17 +18,7 @@ const B1: &str = "2026-12-01-031500";
 
 /// A copy of `from` sharing every file's inode, as `rsync --link-dest` makes the next snapshot.
 fn link_copy(from: &Path, to: &Path) {
-    let out = Command::new("cp")
-        .arg("-al")
-        .arg(from)
-        .arg(to)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("cp").arg("-al").arg(from).arg(to), "cp runs");
 }
 
 /// Replaces a file by a new inode (what rsync does with a changed file).
@@ -71,6 +63,11 @@ fn manifest(dir: &Path) -> (IndexHeader, Vec<IndexEntry>) {
     let mut r = IndexReader::new(r).unwrap();
     let entries = r.by_ref().collect::<Result<Vec<_>, _>>().unwrap();
     (r.header().clone(), entries)
+}
+
+/// The fixture's full archive, and the next snapshot of it (see [`next_snapshot`]).
+fn full_and_next(fx: &Fixture) -> (Written, PathBuf) {
+    (write_to_files(&fx.root, None), next_snapshot(&fx.root))
 }
 
 /// The next snapshot: a linked copy with files added, changed, deleted, renamed, turned into a directory, and one
@@ -133,8 +130,7 @@ fn check_every_file(s2: &Path, manifest: &[IndexEntry], full: &Path, incr: &Path
 #[test]
 fn an_incremental_stores_what_changed_and_its_manifest_is_complete() {
     let fx = Fixture::new();
-    let full = write_to_files(&fx.root, None);
-    let s2 = next_snapshot(&fx.root);
+    let (full, s2) = full_and_next(&fx);
     let b = base(full.dir.path(), Some(fx.root.clone()), false);
     let inc = write_incremental(&s2, &b);
     let (header, entries) = manifest(inc.dir.path());
@@ -214,8 +210,7 @@ fn an_incremental_stores_what_changed_and_its_manifest_is_complete() {
 #[test]
 fn one_walk_gives_the_full_and_the_incremental_estimates() {
     let fx = Fixture::new();
-    let full = write_to_files(&fx.root, None);
-    let s2 = next_snapshot(&fx.root);
+    let (full, s2) = full_and_next(&fx);
     let b = base(full.dir.path(), Some(fx.root.clone()), false);
     let (plan, inc) = scan_both(&s2, &b, &mut NoProgress).unwrap();
     let alone = scan(&s2, &mut NoProgress).unwrap();
@@ -262,8 +257,7 @@ fn remove_unlisted(root: &Path, listed: &[PathBuf]) {
 #[test]
 fn without_the_base_snapshot_metadata_decides_and_content_comparison_catches_the_rest() {
     let fx = Fixture::new();
-    let full = write_to_files(&fx.root, None);
-    let s2 = next_snapshot(&fx.root);
+    let (full, s2) = full_and_next(&fx);
     let same = b"data/projects/important/exact512";
     for (compare_content, method, caught) in [
         (false, incremental::ChangeMethod::Metadata, false),

@@ -31,6 +31,17 @@ fn incr(d: u32, deps: &[u32]) -> BackupInfo {
     b(d, &["data"], deps, 1)
 }
 
+/// Two chains of `data`: a full on day 1 with incrementals on days 2 and 3, a full on day 4 with one on day 5.
+fn two_chains() -> Vec<BackupInfo> {
+    vec![
+        set(1),
+        incr(2, &[1]),
+        incr(3, &[1, 2]),
+        set(4),
+        incr(5, &[4]),
+    ]
+}
+
 fn image(d: u32) -> BackupInfo {
     BackupInfo {
         system: true,
@@ -158,13 +169,7 @@ fn retention_table() {
         Case {
             what: "chains: keep 2 keeps the newest chain (its full as the base of the kept incremental); the old \
                    chain goes whole",
-            backups: vec![
-                set(1),
-                incr(2, &[1]),
-                incr(3, &[1, 2]),
-                set(4),
-                incr(5, &[4]),
-            ],
+            backups: two_chains(),
             policy: last(2),
             now: 9,
             removed: vec![1, 2, 3],
@@ -184,13 +189,7 @@ fn retention_table() {
         },
         Case {
             what: "chains: only the chain's newest end (its tail) goes; the kept incremental's base chain stays",
-            backups: vec![
-                set(1),
-                incr(2, &[1]),
-                incr(3, &[1, 2]),
-                set(4),
-                incr(5, &[4]),
-            ],
+            backups: two_chains(),
             policy: RetentionPolicy {
                 last: Some(2),
                 weekly: Some(2),
@@ -385,15 +384,10 @@ fn make_room_table() {
         },
         Case {
             what: "the oldest chain goes whole: a full only with everything that depends on it",
-            backups: vec![
-                set(1),
-                incr(2, &[1]),
-                incr(3, &[1, 2]),
-                set(4),
-                incr(5, &[4]),
-                set(6),
-                incr(7, &[6]),
-            ],
+            backups: two_chains()
+                .into_iter()
+                .chain([set(6), incr(7, &[6])])
+                .collect(),
             needed_mib: 10,
             available_mib: 1,
             keep_at_least: 2,

@@ -450,6 +450,14 @@ mod tests {
         fn plan(&self, entries: Vec<RestoreEntry>, refuse: bool) -> Plan {
             plan(&self.target, entries, refuse)
         }
+
+        /// Plans `entries` without refusing escaping links, asserting each item's verdict ([`assert_verdicts`]).
+        #[track_caller]
+        fn plan_verdicts(&self, entries: Vec<RestoreEntry>, want: &[(&str, &str, Action)]) -> Plan {
+            let p = self.plan(entries, false);
+            assert_verdicts(&p, want);
+            p
+        }
     }
 
     /// Asserts each item's path, where it escapes to (`-`: nowhere) and its action ([`verdicts`]).
@@ -470,12 +478,8 @@ mod tests {
     fn a_dot_link_then_climbing_through_it_leads_outside() {
         // CPython's `test_parent_symlink` shape: lexically `current/..` stays at the top, on disk it is the parent.
         let s = scene();
-        let p = s.plan(
+        let p = s.plan_verdicts(
             vec![link("current", "."), link("parent", "current/..")],
-            false,
-        );
-        assert_verdicts(
-            &p,
             &[
                 ("current", "-", Action::Create),
                 ("parent", &at(&s.base, ""), Action::Create),
@@ -553,12 +557,8 @@ mod tests {
         let s = scene();
         symlink("/etc", s.target.join("door")).unwrap();
         symlink(".", s.target.join("here")).unwrap();
-        let p = s.plan(
+        s.plan_verdicts(
             vec![link("a", "door/passwd"), link("b", "here/here/..")],
-            false,
-        );
-        assert_verdicts(
-            &p,
             &[
                 ("a", "/etc/passwd", Action::Create),
                 ("b", &at(&s.base, ""), Action::Create),
@@ -599,9 +599,8 @@ mod tests {
                 hardlink("h2", "out"),
             ]
         };
-        let p = s.plan(entries(), false);
-        assert_verdicts(
-            &p,
+        s.plan_verdicts(
+            entries(),
             &[
                 ("d", "-", Action::Create),
                 ("d/s", "-", Action::Create),
@@ -632,12 +631,8 @@ mod tests {
     fn a_refused_link_is_judged_again_without_it() {
         // `x` is refused as a duplicate: the second `x` is not made, so `y -> x/..` goes through the first one.
         let s = scene();
-        let p = s.plan(
+        s.plan_verdicts(
             vec![link("x", "sub"), link("x", "."), link("y", "x/..")],
-            false,
-        );
-        assert_verdicts(
-            &p,
             &[
                 ("x", "-", Action::Create),
                 ("x", "-", Action::Refuse),

@@ -176,6 +176,14 @@ fn names(ms: &[(Member, Vec<u8>)]) -> Vec<String> {
         .collect()
 }
 
+/// Scans `a`, which must scan, asserting its members' names and kinds ([`names`]) are `want`.
+#[track_caller]
+fn scan_named(a: &[u8], want: &[&str]) -> (Scanned, HeaderCounts) {
+    let (ms, counts) = scan(a).unwrap();
+    assert_eq!(names(&ms), want);
+    (ms, counts)
+}
+
 #[test]
 fn a_directory_with_a_size_is_followed_by_the_next_header() {
     // Finding: the `tar` crate skipped 512 bytes after `d/`, so `d/f` vanished and the restore said nothing.
@@ -184,8 +192,7 @@ fn a_directory_with_a_size_is_followed_by_the_next_header() {
         file(b"d/f", b"abc"),
         file(b"g", b"gg"),
     ]);
-    let (ms, counts) = scan(&a).unwrap();
-    assert_eq!(names(&ms), ["d/ dir", "d/f file", "g file"]);
+    let (ms, counts) = scan_named(&a, &["d/ dir", "d/f file", "g file"]);
     assert_eq!(ms[1].1, b"abc");
     assert_eq!(counts.entries, 3);
     // Symlinks, hard links, fifos and devices too: GNU tar's extraction reads no content for them.
@@ -207,10 +214,9 @@ fn a_v7_directory_is_a_directory() {
         h(b"sized/", b'0').size(3).bytes(),
         file(b"g", b"gg"),
     ]);
-    let (ms, _) = scan(&a).unwrap();
-    assert_eq!(
-        names(&ms),
-        ["d/ dir", "d/f file", "e/ dir", "sized/ dir", "g file"]
+    scan_named(
+        &a,
+        &["d/ dir", "d/f file", "e/ dir", "sized/ dir", "g file"],
     );
 }
 
@@ -220,8 +226,7 @@ fn solaris_extended_headers_are_pax_headers() {
     let mut recs = record(b"path", b"long-name-from-X");
     recs.extend(record(b"mtime", b"1600000000.5"));
     let a = archive(&[ext(b'X', &recs), file(b"short", b"abc")]);
-    let (ms, counts) = scan(&a).unwrap();
-    assert_eq!(names(&ms), ["long-name-from-X file"]);
+    let (ms, counts) = scan_named(&a, &["long-name-from-X file"]);
     assert_eq!(ms[0].0.mtime, Mtime::new(1_600_000_000, 500_000_000));
     assert_eq!(
         counts,
@@ -242,8 +247,7 @@ fn signed_checksums_are_accepted() {
     let mut first = signed.bytes();
     first.extend(data(b"abc"));
     let a = archive(&[first, file(b"g", b"gg")]);
-    let (ms, _) = scan(&a).unwrap();
-    assert_eq!(names(&ms), ["café file", "g file"]);
+    scan_named(&a, &["café file", "g file"]);
     // A checksum matching neither sum is a damaged header, with its offset.
     let mut bad = archive(&[file(b"a", b"1"), file(b"b", b"2")]);
     bad[1024 + 5] ^= 1;
@@ -338,10 +342,9 @@ fn pax_records_hold_newlines_and_global_headers_apply_to_what_follows() {
     }
     // A malformed record spoils its entry (refused with the reason), not the archive.
     let a = archive(&[ext(b'x', b"garbage"), file(b"c", b"c"), file(b"d", b"d")]);
-    let (ms, _) = scan(&a).unwrap();
-    assert_eq!(
-        names(&ms),
-        ["c entry whose pax extended header is malformed", "d file"]
+    scan_named(
+        &a,
+        &["c entry whose pax extended header is malformed", "d file"],
     );
 }
 
@@ -362,15 +365,14 @@ fn names_long_names_prefixes_and_labels() {
         ext(b'L', b"gnu-loses\0"),
         file(b"x", b""),
     ]);
-    let (ms, counts) = scan(&a).unwrap();
-    assert_eq!(
-        names(&ms),
-        [
+    let (ms, counts) = scan_named(
+        &a,
+        &[
             "pre/fix/name file",
             "name file",
             "a-long-name symlink",
-            "pax-wins file"
-        ]
+            "pax-wins file",
+        ],
     );
     assert_eq!(ms[2].0.link, b"a-long-target");
     assert_eq!(
@@ -409,16 +411,15 @@ fn odd_types_are_handed_over_with_a_reason() {
         },
         file(b"g", b"gg"),
     ]);
-    let (ms, _) = scan(&a).unwrap();
-    assert_eq!(
-        names(&ms),
-        [
+    let (ms, _) = scan_named(
+        &a,
+        &[
             "z unknown tar entry type",
             "m continuation of a file from another volume (GNU multi-volume)",
             "dd/ dir",
             "c7 file",
-            "g file"
-        ]
+            "g file",
+        ],
     );
     assert_eq!(ms[3].1, b"c7");
 }
@@ -484,10 +485,9 @@ fn huge_sizes_are_refused_not_overflowed() {
         file(b"f", b"abc"),
         file(b"g", b"gg"),
     ]);
-    let (ms, _) = scan(&a).unwrap();
-    assert_eq!(
-        names(&ms),
-        ["f entry whose pax size record is not a number", "g file"]
+    scan_named(
+        &a,
+        &["f entry whose pax size record is not a number", "g file"],
     );
     // The largest off_t, in a file: truncated, found from the length (no arithmetic overflow on the way).
     let a = archive(&[
@@ -568,8 +568,7 @@ fn old_gnu_sparse_members_are_read_with_their_map() {
         data(b"aabbccddeeff"),
         file(b"after", b"x"),
     ]);
-    let (ms, counts) = scan(&a).unwrap();
-    assert_eq!(names(&ms), ["sp file", "after file"]);
+    let (ms, counts) = scan_named(&a, &["sp file", "after file"]);
     let m = &ms[0].0;
     assert_eq!(m.sparse_blocks.len(), 1);
     assert_eq!(map_of(m), (entries.clone(), 100_000));
@@ -676,15 +675,14 @@ fn pax_sparse_members_are_read_with_their_map() {
         file(b"zero-zero", b"st"),
         file(b"after", b"x"),
     ]);
-    let (ms, counts) = scan(&a).unwrap();
-    assert_eq!(
-        names(&ms),
-        [
+    let (ms, counts) = scan_named(
+        &a,
+        &[
             "real-name file",
             "zero-one file",
             "zero-zero file",
-            "after file"
-        ]
+            "after file",
+        ],
     );
     let formats: Vec<Sparse> = ms[..3]
         .iter()
