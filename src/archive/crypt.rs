@@ -856,6 +856,39 @@ mod tests {
         ));
     }
 
+    /// The stored range a restore hints for plaintext bytes (`reader::age_stored_range`) covers the chunks that
+    /// hold them in a real age stream (its header's length measured), and little more.
+    #[test]
+    fn the_stored_range_of_plaintext_bytes_covers_their_chunks() {
+        let (pk, _) = pair();
+        let to = EncryptTo::Recipients(vec![pk.parse().unwrap()]);
+        let len = 300_000u64;
+        let ct = encrypt(&to, &vec![7u8; len as usize]).len() as u64;
+        let chunks = len.div_ceil(65_536);
+        let header = ct - (16 + len + 16 * chunks);
+        for plain in [
+            0..1u64,
+            5..70_000,
+            65_535..65_537,
+            131_072..131_073,
+            299_000..300_000,
+        ] {
+            let (first, last) = (plain.start / 65_536, plain.end.div_ceil(65_536));
+            let start = header + 16 + first * 65_552;
+            let end = (header + 16 + last * 65_552).min(ct);
+            let hint = crate::archive::reader::age_stored_range(plain.clone());
+            assert!(
+                hint.start <= start && end <= hint.end,
+                "{plain:?}: chunks at {start}..{end}, hint {hint:?}"
+            );
+            // Beyond the chunks: the header's length (not known to the hint) and its slack, at most.
+            assert!(
+                hint.end - hint.start <= (last - first) * 65_552 + header + 16 + (16 << 10) + 16,
+                "{plain:?}: {hint:?}"
+            );
+        }
+    }
+
     #[test]
     fn round_trip_with_seeks_into_the_middle() {
         let dir = tempfile::tempdir().unwrap();

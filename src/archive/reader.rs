@@ -30,6 +30,25 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
     fn expect(&self, _name: &Path, _range: std::ops::Range<u64>) {}
 }
 
+/// The bytes of an age file that hold the plaintext bytes `plain`: the 64 KiB chunks (each stored with its 16-byte
+/// tag) that cover it, behind the header, whose length is not known here: the range starts as if it had none and
+/// ends as if it had [`AGE_HEADER_SLACK`] bytes (a hint may cover a little more than needed, never less than what
+/// a header of that size allows).
+pub fn age_stored_range(plain: std::ops::Range<u64>) -> std::ops::Range<u64> {
+    const CHUNK: u64 = 64 << 10;
+    const STORED: u64 = CHUNK + 16;
+    let first = plain.start / CHUNK;
+    let last = plain.end.max(plain.start + 1).div_ceil(CHUNK);
+    first.saturating_mul(STORED)
+        ..last
+            .saturating_mul(STORED)
+            .saturating_add(16 + AGE_HEADER_SLACK)
+}
+
+/// The most header bytes [`age_stored_range`] allows for (an X25519 recipient's stanza is about 100 bytes, an ssh
+/// one up to about 600).
+const AGE_HEADER_SLACK: u64 = 16 << 10;
+
 /// What a part is read through: a local file, or a remote object's reader.
 pub trait ReadSeek: Read + Seek + Send {}
 impl<T: Read + Seek + Send> ReadSeek for T {}
@@ -193,14 +212,33 @@ impl ArchiveFiles {
 
     /// Opens the joined stream as its plaintext: decrypted when the archive is encrypted (an error naming the
     /// archive when no key or no matching key was given, or its header is damaged).
-    /// The next reads of a plain remote archive cover the stream's bytes `range` (a restore about to read one
-    /// entry's header and content): each part concerned is told its share, so it can fetch it in one request.
-    /// Local and encrypted archives: nothing.
+    /// The next reads of a remote archive cover the plaintext bytes `range` (a restore about to read one entry's
+    /// header and content): each part concerned is told its share of the stored bytes (for an encrypted archive,
+    /// the age chunks holding the range: [`age_stored_range`], in each part's own stream when the parts are
+    /// streams of their own), so it can fetch it in one request. Local archives: nothing.
     pub fn expect(&self, range: std::ops::Range<u64>) {
         let Some(remote) = &self.remote else { return };
-        if self.encrypted() {
+        if let (Some(plain), true) = (self.plain_part, self.encrypted()) {
+            // Each part its own age stream of `plain` plaintext bytes: each part concerned, its own chunks.
+            for (k, (name, _)) in (0u64..).zip(&self.parts) {
+                let start = k.saturating_mul(plain);
+                let end = start.saturating_add(plain);
+                if range.start < end && range.end > start {
+                    remote.expect(
+                        name,
+                        age_stored_range(
+                            range.start.max(start) - start..range.end.min(end) - start,
+                        ),
+                    );
+                }
+            }
             return;
         }
+        let range = if self.encrypted() {
+            age_stored_range(range)
+        } else {
+            range
+        };
         let mut start = 0u64;
         for (name, len) in &self.parts {
             let end = start.saturating_add(*len);

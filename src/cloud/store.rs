@@ -783,9 +783,14 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Indexes up to this size are read whole, once, and kept in memory: an index is searched by many small reads,
-/// which would each be a ranged GET. Archives are always read by ranges.
-pub const WHOLE_READ_MAX: u64 = 4 << 20;
+/// Indexes up to this size are read whole, in one GET, once: an index is searched by many small reads (a binary
+/// search through an encrypted index: one 64 KiB chunk per probe), which would each be a ranged GET. A larger one
+/// is read by bounded ranged GETs. Archives are always read by ranges.
+pub const WHOLE_READ_MAX: u64 = 8 << 20;
+
+/// A whole index larger than this is kept in an anonymous temporary file rather than in memory (a restore or a
+/// `find` may keep several).
+const KEPT_IN_MEMORY_MAX: u64 = 1 << 20;
 
 /// The objects under one directory of a destination, as [`crate::archive::Remote`] parts of an archive: a small
 /// index read whole once (one GET) and kept; a larger one read with a ranged GET per read after a seek (no HEAD:
@@ -796,7 +801,7 @@ pub struct Objects {
     /// A key prefix ending in `/`, relative to the destination's prefix.
     pub dir: String,
     /// Small objects already read.
-    pub cache: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
+    pub cache: std::sync::Mutex<std::collections::HashMap<String, Whole>>,
     /// The last range received of each object, shared by its readers (a restore's plan and its writes read the
     /// same headers: the second reader finds them here).
     pub ranges: Arc<RangeCache>,
@@ -857,12 +862,81 @@ impl Objects {
     }
 }
 
-/// A kept small object as a reader.
+/// A small object read whole and kept: in memory, or (above [`KEPT_IN_MEMORY_MAX`]) in an anonymous temporary
+/// file.
+#[derive(Debug, Clone)]
+pub enum Whole {
+    Memory(Arc<Vec<u8>>),
+    File(Arc<std::fs::File>, u64),
+}
+
+impl Whole {
+    /// Reads object `key` of `len` bytes (as recorded) in one GET; an object of another length is refused.
+    fn read(store: &Store, key: &str, len: u64) -> io::Result<Whole> {
+        let bytes = store.get(key).map_err(io::Error::other)?;
+        if bytes.len() as u64 != len {
+            return Err(io::Error::other(format!(
+                "{} is {} bytes, not the {len} recorded",
+                store.shown(key),
+                bytes.len()
+            )));
+        }
+        if len <= KEPT_IN_MEMORY_MAX {
+            return Ok(Whole::Memory(Arc::new(bytes)));
+        }
+        use io::Write as _;
+        let mut f = tempfile::tempfile()?;
+        f.write_all(&bytes)?;
+        Ok(Whole::File(Arc::new(f), len))
+    }
+
+    fn reader(&self) -> Box<dyn crate::archive::ReadSeek> {
+        match self {
+            Whole::Memory(b) => Box::new(io::Cursor::new(Kept(b.clone()))),
+            Whole::File(f, len) => Box::new(FileAt {
+                file: f.clone(),
+                len: *len,
+                pos: 0,
+            }),
+        }
+    }
+}
+
+/// A kept small object in memory as a reader.
 struct Kept(Arc<Vec<u8>>);
 
 impl AsRef<[u8]> for Kept {
     fn as_ref(&self) -> &[u8] {
         &self.0
+    }
+}
+
+/// A kept object in a temporary file as a reader of its own (positioned reads: the file is shared).
+struct FileAt {
+    file: Arc<std::fs::File>,
+    len: u64,
+    pos: u64,
+}
+
+impl io::Read for FileAt {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt as _;
+        let n = self.file.read_at(out, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl io::Seek for FileAt {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let pos = match to {
+            io::SeekFrom::Start(n) => Some(n),
+            io::SeekFrom::End(d) => self.len.checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        self.pos =
+            pos.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before 0"))?;
+        Ok(self.pos)
     }
 }
 
@@ -876,15 +950,15 @@ impl crate::archive::Remote for Objects {
         let index = name.to_string_lossy().contains(".index.");
         if index && len <= WHOLE_READ_MAX {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            let bytes = match cache.get(&key) {
-                Some(b) => b.clone(),
+            let whole = match cache.get(&key) {
+                Some(w) => w.clone(),
                 None => {
-                    let b = Arc::new(self.store.get(&key).map_err(io::Error::other)?);
-                    cache.insert(key, b.clone());
-                    b
+                    let w = Whole::read(&self.store, &key, len)?;
+                    cache.insert(key, w.clone());
+                    w
                 }
             };
-            return Ok(Box::new(io::Cursor::new(Kept(bytes))));
+            return Ok(whole.reader());
         }
         let mut r = self.store.ranged(&key, len);
         r.shared = Some(self.ranges.clone());

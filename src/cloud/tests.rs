@@ -187,6 +187,56 @@ fn a_ranged_reader_costs_one_get_per_jump_and_few_in_order() {
     assert_eq!(r.seek(SeekFrom::End(-4)).unwrap(), len - 4);
 }
 
+/// A backup's index up to `WHOLE_READ_MAX` is one GET, whatever a search reads of it: a 3 MiB index (kept in a
+/// temporary file) read at scattered places through two readers costs one GET and gives its bytes; a 200 KiB one
+/// (kept in memory) likewise; a recorded length other than the object's is refused; an index above the bound is read
+/// by ranged GETs (one per jump). Before: an index above 4 MiB (the bench's, 20,000 files) cost one ranged GET per
+/// binary-search probe, about 31 for one file.
+#[test]
+fn a_whole_index_under_the_bound_is_one_get() {
+    use crate::archive::Remote as _;
+    let Some(g) = garage() else { return };
+    let store = open(&g);
+    let objects = store::Objects::new(store.clone(), "backups/s5/".into());
+    for (name, len) in [
+        ("big.index.age", 3 << 20),
+        ("small.index.age", 200 << 10),
+        ("huge.index.age", (store::WHOLE_READ_MAX + 1) as usize),
+    ] {
+        let data = pattern(len);
+        let mut up = store
+            .upload(&format!("backups/s5/{name}"), ObjectClass::Metadata, None)
+            .unwrap();
+        up.write_all(&data).unwrap();
+        up.finish().unwrap();
+        let before = store.requests();
+        let mut buf = vec![0u8; 1000];
+        for _ in 0..2 {
+            let mut r = objects
+                .open(std::path::Path::new(name), len as u64)
+                .unwrap();
+            for at in [len / 2, len / 4, len - 1000, 17, len / 3] {
+                r.seek(SeekFrom::Start(at as u64)).unwrap();
+                r.read_exact(&mut buf).unwrap();
+                assert_eq!(buf, data[at..at + 1000], "{name} at {at}");
+            }
+            assert_eq!(r.seek(SeekFrom::End(-4)).unwrap(), len as u64 - 4);
+        }
+        let gets = store.requests().get - before.get;
+        if name.starts_with("huge") {
+            assert!(gets >= 5, "{name}: {gets} GETs: read by ranges");
+        } else {
+            assert_eq!(gets, 1, "{name}: one GET");
+        }
+    }
+    let other = store::Objects::new(store.clone(), "backups/s5/".into());
+    let err = other
+        .open(std::path::Path::new("small.index.age"), 100 << 10)
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("not the 102400 recorded"), "{err}");
+}
+
 /// Garage killed (SIGKILL) in the middle of a streamed upload: the upload fails with an error that names no
 /// secret, its parts stay on the server as an unfinished multipart upload, and once the server is back the next
 /// call finds it and aborts it.

@@ -26,6 +26,9 @@ pub struct BucketBackups {
     pub backups: Vec<DriveBackup>,
     /// Requests this look took (the listing, then a GET per `backup.json`).
     pub requests: u64,
+    /// The sha256 of each `backup.json` read, by stamp: what its line in the sums is checked against
+    /// ([`super::cloud::check_meta`]) without reading it again.
+    pub digests: std::collections::BTreeMap<String, crate::archive::Digest>,
 }
 
 /// The requests a [`Store`] has sent so far, all methods together.
@@ -57,6 +60,7 @@ pub fn read_listed(
         0
     };
     let mut backups = Vec::new();
+    let mut digests = std::collections::BTreeMap::new();
     for stamp in listing.backups.iter().skip(skip) {
         let Some(time) = snapshot::parse_stamp(stamp) else {
             continue;
@@ -65,7 +69,9 @@ pub fn read_listed(
         let path = PathBuf::from(format!("{} {dir}{}", store.place(), layout::METADATA_FILE));
         let (meta, meta_error) = match store.get(&format!("{dir}{}", layout::METADATA_FILE)) {
             Err(e) => (None, Some(e.to_string())),
-            Ok(bytes) => match layout::parse_metadata(&bytes, &path) {
+            Ok(bytes) => match layout::parse_metadata(&bytes, &path).inspect(|_| {
+                digests.insert(stamp.clone(), crate::archive::Digest::of_bytes(&bytes));
+            }) {
                 Ok(m) if m.stamp != *stamp => (
                     None,
                     Some(format!(
@@ -97,6 +103,7 @@ pub fn read_listed(
         listing,
         backups,
         requests: requests_of(store).saturating_sub(before),
+        digests,
     })
 }
 
@@ -178,19 +185,6 @@ pub fn decide(
     }
 }
 
-/// Reads the `backup.json` of every backup of an opened destination (retention needs their sets and chains); a
-/// failure is the destination's error, as a failed listing is.
-pub fn observe(w: &mut super::cloud::CloudWorld) {
-    let Some(store) = &w.store else { return };
-    if w.error.is_some() {
-        return;
-    }
-    match read_listed(store, w.listing.clone(), false) {
-        Ok(b) => w.backups = b.backups,
-        Err(e) => w.error = Some(e.to_string()),
-    }
-}
-
 /// Adds retention to an upload's plan: what the destination keeps once the new backup is promoted. Pure.
 pub fn plan_retention(
     p: &mut super::cloud::CloudPlan,
@@ -208,7 +202,7 @@ pub fn plan_retention(
         .to_string();
     let sets: Vec<String> = p.archives.iter().map(|a| a.set.clone()).collect();
     p.decisions = decide(
-        &w.backups,
+        &w.chains.listing.backups,
         &stamp,
         &sets,
         &w.settings.retention,

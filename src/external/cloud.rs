@@ -77,10 +77,13 @@ pub struct CloudWorld {
     pub error: Option<String>,
     pub encryption: Option<EncryptionRecord>,
     pub passphrase_file: Option<std::path::PathBuf>,
-    /// The bucket's chains, as far as the next upload needs them ([`observe_chains`]).
+    /// The bucket's backups with their `backup.json` (read once: retention's view), and its chains as far as the
+    /// next upload needs them ([`observe_chains`]).
     pub chains: CloudChains,
-    /// Its backups with their `backup.json` (for retention: [`super::bucket`]).
-    pub backups: Vec<layout::DriveBackup>,
+    /// The backup root, where the local copies of encrypted indexes live (`external::index_copy`).
+    pub backup_root: std::path::PathBuf,
+    /// The local index copies kept for this destination ([`super::index_copy::list`]).
+    pub index_copies: Vec<String>,
     /// The part size and the unfinished upload that may be resumed ([`super::resume`]).
     pub resume: super::resume::ResumeWorld,
 }
@@ -107,7 +110,8 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
         encryption: None,
         passphrase_file: None,
         chains: CloudChains::default(),
-        backups: Vec::new(),
+        backup_root: std::path::PathBuf::new(),
+        index_copies: Vec::new(),
         resume: Default::default(),
     };
     let env = crate::settings::Env::from_process();
@@ -184,31 +188,32 @@ pub fn list(
     Ok((listing, uploads))
 }
 
-/// The most `backup.json` files read to find a bucket's chains (two small GETs each, with its sums).
+/// The most `backup.json` files checked against their sums for a bucket's chains (one small GET each: the sums).
 const MAX_META_READS: usize = 64;
 
-/// What a bucket says about the chains the next upload would extend: its backups with the metadata read (the
-/// newest, then every backup a chain of it goes through), the backups whose objects are missing or not their
-/// recorded size, and for each set whose next archive would be an incremental, its base's index downloaded and
-/// checked (or why it cannot be used) with what the change detection would store.
+/// What a bucket says about its backups and the chains the next upload would extend: every backup with its
+/// `backup.json` (read once; those the chains go through also checked against their sums), the backups whose
+/// objects are missing or not their recorded size, for an encrypted destination whether the local copy of each
+/// base's index is trusted, and for each set whose next archive would be an incremental, its base's index
+/// downloaded and checked (or why it cannot be used) with what the change detection would store.
 #[derive(Debug, Clone, Default)]
 pub struct CloudChains {
     pub listing: layout::DriveListing,
     pub damaged: BTreeMap<String, String>,
+    /// Encrypted: each set's base copy (`external::index_copy::trusted`): its path, or why not.
+    pub copies: BTreeMap<String, Result<std::path::PathBuf, String>>,
     pub bases: BTreeMap<String, Result<BaseIndex, String>>,
     pub estimates: BTreeMap<String, crate::archive::ArchiveEstimate>,
 }
 
-/// A base's index, downloaded (one GET when it is at most 8 MiB) into an anonymous temporary file and matched
-/// against the size and sha256 its `backup.json` records (which matched its `verification.sha256`).
+/// A base's index, downloaded (one GET when it is at most 8 MiB) and matched against the size and sha256 its
+/// `backup.json` records (which matched its `verification.sha256`): plain, kept in an anonymous temporary file;
+/// encrypted, only hashed, the manifest then read from its trusted local plaintext copy (`external::index_copy`).
 #[derive(Debug, Clone)]
 pub struct BaseIndex {
     pub stamp: String,
     file: Arc<std::fs::File>,
 }
-
-/// Why an encrypted set's upload is a full.
-const ENCRYPTED_NOT_YET: &str = "incrementals of encrypted sets on a bucket are not written yet";
 
 /// What decides full or incremental on a bucket, besides its chains (the run's, as for drives).
 #[derive(Debug, Clone, Copy)]
@@ -244,9 +249,12 @@ impl ChainPolicy {
                 encryption: w.encryption.as_ref(),
                 content_every: self.content_every,
                 now: self.now,
-                // An encrypted set's base manifest would be the local plaintext copy of its index
-                // (`external::index_copy`), which uploads do not write yet.
-                base_copy: Some(Err(ENCRYPTED_NOT_YET)),
+                // An encrypted set's base manifest is the local plaintext copy of its index (`index_copy`).
+                base_copy: w
+                    .chains
+                    .copies
+                    .get(set)
+                    .map(|r| r.as_ref().map(|_| ()).map_err(String::as_str)),
             },
             super::chain::facts(&w.chains.listing, set, &w.chains.damaged).as_ref(),
         )
@@ -258,6 +266,18 @@ impl ChainPolicy {
 pub fn read_meta(store: &Store, stamp: &str) -> anyhow::Result<BackupMeta> {
     let dir = format!("{BACKUPS}{stamp}/");
     let meta_bytes = store.get(&format!("{dir}{}", layout::METADATA_FILE))?;
+    check_sums_line(store, stamp, archive::Digest::of_bytes(&meta_bytes))?;
+    let path =
+        std::path::PathBuf::from(format!("{} {dir}{}", store.place(), layout::METADATA_FILE));
+    let meta = layout::parse_metadata(&meta_bytes, &path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    check_meta_names(&meta, &path)?;
+    Ok(meta)
+}
+
+/// Checks that backup `stamp`'s `backup.json`, read already (its sha256 `digest`), is the one its
+/// `verification.sha256` lists (one small GET).
+pub fn check_sums_line(store: &Store, stamp: &str, digest: archive::Digest) -> anyhow::Result<()> {
+    let dir = format!("{BACKUPS}{stamp}/");
     let sums = store.get(&format!("{dir}{}", layout::SUMS_FILE))?;
     let sums = crate::archive::sums::parse_sums(&sums)
         .map_err(|e| anyhow::anyhow!("{dir}{}: {e}", layout::SUMS_FILE))?;
@@ -266,7 +286,7 @@ pub fn read_meta(store: &Store, stamp: &str) -> anyhow::Result<BackupMeta> {
         .rev()
         .find(|l| l.name == layout::METADATA_FILE.as_bytes())
         .map(|l| l.sha256);
-    if listed != Some(archive::Digest::of_bytes(&meta_bytes)) {
+    if listed != Some(digest) {
         anyhow::bail!(
             "{dir}{} on {} does not match its line in {}: the backup's metadata was altered",
             layout::METADATA_FILE,
@@ -274,10 +294,11 @@ pub fn read_meta(store: &Store, stamp: &str) -> anyhow::Result<BackupMeta> {
             layout::SUMS_FILE
         );
     }
-    let path =
-        std::path::PathBuf::from(format!("{} {dir}{}", store.place(), layout::METADATA_FILE));
-    let meta = layout::parse_metadata(&meta_bytes, &path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    // The names it records are joined to keys: plain names only, as on a drive.
+    Ok(())
+}
+
+/// The names a bucket's `backup.json` records are joined to keys: plain names only, as on a drive.
+fn check_meta_names(meta: &BackupMeta, path: &std::path::Path) -> anyhow::Result<()> {
     for s in &meta.sets {
         for f in s.archive.iter().chain(&s.index) {
             if !layout::is_plain_name(&f.name) {
@@ -289,13 +310,16 @@ pub fn read_meta(store: &Store, stamp: &str) -> anyhow::Result<BackupMeta> {
             }
         }
     }
-    Ok(meta)
+    Ok(())
 }
 
-/// The chains of a bucket for the sets `chosen` (set, snapshot name): the newest backup's metadata and that of
-/// every backup its sets' chains go through (each checked, [`read_meta`]); each object of those backups checked
-/// against the listing's size; then, for each set whose next archive is an incremental, its base's index
-/// downloaded and checked, and the change detection run against it for the dry run's estimate.
+/// The backups of a bucket and its chains for the sets `chosen` (set, snapshot name): every backup's
+/// `backup.json`, read once ([`super::bucket::read_listed`]: retention's view too); those the chains go through
+/// (the newest backup, the newest holding each chosen set, and every backup their chains go through) checked
+/// against their sums ([`check_sums_line`]) and their objects against the listing's sizes; for an encrypted
+/// destination, whether the local copy of each base's index is trusted; then, for each set whose next archive is
+/// an incremental, its base's index downloaded and checked, and the change detection run against it for the dry
+/// run's estimate.
 pub fn observe_chains(
     w: &mut CloudWorld,
     chosen: &[(String, String)],
@@ -303,73 +327,48 @@ pub fn observe_chains(
     backup_root: &std::path::Path,
     ui: &Ui,
 ) {
+    w.backup_root = backup_root.to_path_buf();
+    w.index_copies = super::index_copy::list(backup_root, &w.settings.name);
     let Some(store) = w.store.clone() else { return };
     if w.error.is_some() {
         return;
     }
-    let mut metas: BTreeMap<String, Result<BackupMeta, String>> = BTreeMap::new();
-    let mut todo: Vec<String> = w.listing.backups.last().cloned().into_iter().collect();
-    while let Some(stamp) = todo.pop() {
-        if metas.len() >= MAX_META_READS
-            || metas.contains_key(&stamp)
-            || !w.listing.backups.contains(&stamp)
-        {
-            continue;
+    let read = match super::bucket::read_listed(&store, w.listing.clone(), false) {
+        Ok(r) => r,
+        Err(e) => {
+            w.error = Some(e.to_string());
+            return;
         }
-        let meta = read_meta(&store, &stamp).map_err(|e| crate::ui::format_error(&e));
-        if let Ok(m) = &meta {
-            todo.extend(m.sets.iter().filter_map(|s| s.base.clone()));
-            todo.extend(m.depends_on.iter().cloned());
-        }
-        metas.insert(stamp, meta);
-    }
-    let mut damaged = BTreeMap::new();
-    for (stamp, meta) in &metas {
-        let Ok(m) = meta else { continue };
-        for f in m.sets.iter().flat_map(|s| s.archive.iter().chain(&s.index)) {
-            let listed = w.listing.sizes.get(&format!("{BACKUPS}{stamp}/{}", f.name));
-            let why = match listed {
-                Some(&n) if n == f.bytes => continue,
-                Some(n) => format!("{} is {n} bytes, not the {} recorded", f.name, f.bytes),
-                None => format!("{} is not in the bucket", f.name),
-            };
-            damaged.insert(stamp.clone(), crate::stdx::show_str(&why));
-            break;
-        }
-    }
+    };
+    let mut backups = read.backups;
+    check_chain_metas(&store, &mut backups, &read.digests, chosen);
+    w.chains.damaged = damaged_objects(&backups, &w.listing.sizes);
     w.chains.listing = layout::DriveListing {
         exists: true,
-        backups: w
-            .listing
-            .backups
-            .iter()
-            .filter_map(|stamp| {
-                let time = snapshot::parse_stamp(stamp)?;
-                let (meta, meta_error) = match metas.remove(stamp) {
-                    Some(Ok(m)) => (Some(m), None),
-                    Some(Err(e)) => (None, Some(e)),
-                    None => (None, Some("not read (no chain goes through it)".into())),
-                };
-                Some(layout::DriveBackup {
-                    name: stamp.clone(),
-                    time,
-                    path: format!("{BACKUPS}{stamp}").into(),
-                    meta,
-                    meta_error,
-                })
-            })
-            .collect(),
+        backups,
         leftovers: Vec::new(),
         latest: w.listing.latest.clone(),
         other: Vec::new(),
     };
-    w.chains.damaged = damaged;
     for (set, name) in chosen {
+        if w.encryption.is_some()
+            && let Some(f) = super::chain::facts(&w.chains.listing, set, &w.chains.damaged)
+        {
+            let copy = super::observe::base_copy(
+                backup_root,
+                &w.settings.name,
+                &w.chains.listing,
+                &f.base,
+                set,
+            );
+            w.chains.copies.insert(set.clone(), copy);
+        }
         let choice = policy.chain_choice(w, set);
         if choice.base.is_none() {
             continue;
         }
-        let base = fetch_base(&store, &w.chains.listing, set, &choice);
+        let copy = w.chains.copies.get(set).and_then(|c| c.as_deref().ok());
+        let base = fetch_base(&store, &w.chains.listing, set, &choice, copy);
         if let Ok(b) = &base {
             ui.step(format_args!(
                 "{}: {set}: the index of the base {} downloaded and checked",
@@ -389,13 +388,86 @@ pub fn observe_chains(
     }
 }
 
+/// Checks the `backup.json` of every backup a chain of the next upload can go through against its sums (read once
+/// already: `digests`) and its names; one that fails keeps no metadata (`meta_error` says why), as an unreadable
+/// one. At most [`MAX_META_READS`] are checked.
+fn check_chain_metas(
+    store: &Store,
+    backups: &mut [layout::DriveBackup],
+    digests: &BTreeMap<String, archive::Digest>,
+    chosen: &[(String, String)],
+) {
+    let holding = |set: &str| {
+        backups
+            .iter()
+            .rev()
+            .find(|b| {
+                b.meta
+                    .as_ref()
+                    .is_some_and(|m| m.sets.iter().any(|s| s.set == set))
+            })
+            .map(|b| b.name.clone())
+    };
+    let mut todo: Vec<String> = backups.last().map(|b| b.name.clone()).into_iter().collect();
+    todo.extend(chosen.iter().filter_map(|(set, _)| holding(set)));
+    let mut checked = BTreeSet::new();
+    while let Some(stamp) = todo.pop() {
+        if checked.len() >= MAX_META_READS || !checked.insert(stamp.clone()) {
+            continue;
+        }
+        let Some(b) = backups.iter_mut().find(|b| b.name == stamp) else {
+            continue;
+        };
+        let Some(m) = &b.meta else { continue };
+        let ok = digests
+            .get(&stamp)
+            .ok_or_else(|| anyhow::anyhow!("its {} was not read", layout::METADATA_FILE))
+            .and_then(|d| check_sums_line(store, &stamp, *d))
+            .and_then(|()| check_meta_names(m, &b.path));
+        match ok {
+            Ok(()) => {
+                todo.extend(m.sets.iter().filter_map(|s| s.base.clone()));
+                todo.extend(m.depends_on.iter().cloned());
+            }
+            Err(e) => {
+                b.meta = None;
+                b.meta_error = Some(crate::ui::format_error(&e));
+            }
+        }
+    }
+}
+
+/// The backups (with metadata) whose archive or index objects are missing from the bucket or not the size their
+/// `backup.json` records, with why.
+fn damaged_objects(
+    backups: &[layout::DriveBackup],
+    sizes: &BTreeMap<String, u64>,
+) -> BTreeMap<String, String> {
+    let mut damaged = BTreeMap::new();
+    for b in backups {
+        let Some(m) = &b.meta else { continue };
+        for f in m.sets.iter().flat_map(|s| s.archive.iter().chain(&s.index)) {
+            let why = match sizes.get(&format!("{BACKUPS}{}/{}", b.name, f.name)) {
+                Some(&n) if n == f.bytes => continue,
+                Some(n) => format!("{} is {n} bytes, not the {} recorded", f.name, f.bytes),
+                None => format!("{} is not in the bucket", f.name),
+            };
+            damaged.insert(b.name.clone(), crate::stdx::show_str(&why));
+            break;
+        }
+    }
+    damaged
+}
+
 /// Downloads the index of the base `choice` names for `set` and checks it against the size and sha256 its
-/// `backup.json` records.
+/// `backup.json` records. An encrypted index is only hashed: the manifest is its trusted local plaintext copy
+/// (`copy`, whose record names exactly that encrypted index).
 fn fetch_base(
     store: &Arc<Store>,
     listing: &layout::DriveListing,
     set: &str,
     choice: &super::chain::ArchiveChoice,
+    copy: Option<&std::path::Path>,
 ) -> anyhow::Result<BaseIndex> {
     use sha2::Digest as _;
     use std::io::{Read, Write};
@@ -413,14 +485,19 @@ fn fetch_base(
     let [index] = rec.index.as_slice() else {
         anyhow::bail!("its index is not one object");
     };
-    if crate::archive::crypt::is_encrypted_name(index.name.as_bytes()) {
-        anyhow::bail!(
-            "its index is encrypted (incrementals of encrypted sets on a bucket: not yet)"
-        );
-    }
+    let encrypted = crate::archive::crypt::is_encrypted_name(index.name.as_bytes());
+    let copy = match (encrypted, copy) {
+        (true, Some(path)) => Some(super::index_copy::open_file(path)?),
+        (true, None) => anyhow::bail!("no trusted local copy of its encrypted index"),
+        (false, _) => None,
+    };
     let key = format!("{BACKUPS}{base}/{}", index.name);
     let mut reader = store.ranged(&key, index.bytes);
-    let mut file = tempfile::tempfile()?;
+    let mut file = if copy.is_none() {
+        Some(tempfile::tempfile()?)
+    } else {
+        None
+    };
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; crate::cloud::store::RANGE_MAX as usize];
     let mut bytes = 0u64;
@@ -430,7 +507,9 @@ fn fetch_base(
             break;
         }
         hasher.update(&buf[..n]);
-        file.write_all(&buf[..n])?;
+        if let Some(f) = &mut file {
+            f.write_all(&buf[..n])?;
+        }
         bytes += n as u64;
     }
     if (bytes, archive::Digest::of(hasher)) != (index.bytes, index.sha256) {
@@ -439,6 +518,9 @@ fn fetch_base(
             crate::stdx::show_str(&index.name)
         );
     }
+    let file = copy
+        .or(file)
+        .ok_or_else(|| anyhow::anyhow!("no manifest"))?;
     Ok(BaseIndex {
         stamp: base.clone(),
         file: Arc::new(file),
@@ -521,6 +603,13 @@ pub struct CloudPlan {
     pub retention: crate::config::RetentionPolicy,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decisions: Vec<crate::retention::Decision>,
+    /// Encrypted with incrementals on: where the local plaintext copy of each index goes (owner-only; the next
+    /// incremental's base manifest, `external::index_copy`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index_copy_dir: Option<std::path::PathBuf>,
+    /// Local index copies of this destination removed after the upload: no longer a base (`<stamp>/<set>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub index_copies_removed: Vec<String>,
 }
 
 impl CloudPlan {
@@ -618,7 +707,33 @@ pub fn plan(
         existing: w.listing.backups.clone(),
         retention: w.settings.retention,
         decisions: Vec::new(),
+        index_copy_dir: (enc.is_some() && chains.policy.enabled).then(|| {
+            w.backup_root
+                .join(super::index_copy::DIR)
+                .join(&w.settings.name)
+                .join(stamp)
+        }),
+        index_copies_removed: Vec::new(),
     }
+}
+
+/// Adds to an upload's plan the local index copies it leaves stale (`external::index_copy::stale`): those of
+/// backups retention removes, and those superseded by this upload's copies. Pure; after `bucket::plan_retention`.
+pub fn plan_index_copies(p: &mut CloudPlan, w: &CloudWorld) {
+    if p.refusal.is_some() || p.archives.is_empty() {
+        return;
+    }
+    let mut after = w.chains.listing.clone();
+    after.backups.retain(|b| {
+        p.decisions.is_empty() || p.decisions.iter().any(|x| x.keep && x.name == b.name)
+    });
+    let written: Vec<String> = p
+        .archives
+        .iter()
+        .filter(|_| p.index_copy_dir.is_some())
+        .map(|a| a.set.clone())
+        .collect();
+    p.index_copies_removed = super::index_copy::stale(&w.index_copies, &after, &written);
 }
 
 /// The plan as the dry run prints it, one destination.
@@ -680,6 +795,7 @@ pub fn render(p: &CloudPlan, out: &mut String) {
         p.existing.len()
     );
     super::bucket::render_retention(p, out);
+    super::index_copy::render(p.index_copy_dir.as_deref(), &p.index_copies_removed, out);
 }
 
 /// Uploads the backup to one cloud destination. A failure leaves `backup.json` unwritten: nothing is listed, and
@@ -808,6 +924,7 @@ fn upload(
     let mut sums: Vec<SumLine> = Vec::new();
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     let mut depends_on: Vec<String> = Vec::new();
+    let copies = start_index_copies(p, &observed.world.backup_root, &stamp, ui);
     for a in &p.archives {
         crate::interrupt::check()?;
         let scan = &observed.scans[&a.set];
@@ -848,6 +965,10 @@ fn upload(
             p.name, a.set, a.snapshot, p.dir, a.archive
         ));
         let base = upload_base(a, world, &observed.world.backup_root);
+        let copy_sink = || match &copies {
+            Some(c) => c.sink(&a.set),
+            None => Err(std::io::Error::other("no copy")),
+        };
         let t = Instant::now();
         let mut summary = archive::write_archive(
             scan,
@@ -856,7 +977,7 @@ fn upload(
             &ArchiveOptions {
                 stage,
                 base: base.as_ref(),
-                index_copy: None,
+                index_copy: copies.as_ref().map(|_| &copy_sink as &dyn Fn() -> _),
             },
             &mut NoProgress,
         )
@@ -881,6 +1002,7 @@ fn upload(
             (write_seconds, 0.0),
             base.as_ref(),
         );
+        record_index_copy(copies.as_ref(), p, &a.set, &rec, &summary, ui);
         rec.part_plain_bytes = a.part_bytes.filter(|_| parted.is_some());
         depends_on.extend(summary.depends_on.iter().cloned());
         for f in rec.archive.iter().chain(&rec.index) {
@@ -998,7 +1120,77 @@ fn upload(
         ObjectClass::Metadata,
     )?;
     report.latest = Some(layout::LatestKind::File);
+    finish_index_copies(copies, p, &observed.world.backup_root, ui);
     Ok(())
+}
+
+/// Encrypted with incrementals on ([`CloudPlan::index_copy_dir`]): the local plaintext copies of this upload's
+/// indexes begin (`external::index_copy`), promoted with the backup. Without them the next upload is a full, nothing
+/// worse: said, not a failure.
+fn start_index_copies(
+    p: &CloudPlan,
+    backup_root: &std::path::Path,
+    stamp: &str,
+    ui: &Ui,
+) -> Option<super::index_copy::Pending> {
+    p.index_copy_dir.as_ref()?;
+    super::index_copy::Pending::start(backup_root, &p.name, stamp)
+        .map_err(|e| {
+            ui.warn(format_args!(
+                "{}: no local copy of the encrypted indexes can be kept ({e}): the next upload is full",
+                p.name
+            ))
+        })
+        .ok()
+}
+
+/// Records what `set`'s local index copy is a copy of: the encrypted index as uploaded (`rec`).
+fn record_index_copy(
+    copies: Option<&super::index_copy::Pending>,
+    p: &CloudPlan,
+    set: &str,
+    rec: &layout::SetRecord,
+    summary: &archive::ArchiveSummary,
+    ui: &Ui,
+) {
+    if let (Some(c), Some(copy), [index]) = (copies, &summary.index_copy, rec.index.as_slice())
+        && let Err(e) = c.record(set, index, copy)
+    {
+        ui.warn(format_args!(
+            "{}: {set}: the local copy of its index could not be recorded ({e}): its next upload is full",
+            p.name
+        ));
+    }
+}
+
+/// Once the backup is promoted: its index copies renamed into place, and the copies the plan found stale removed.
+fn finish_index_copies(
+    copies: Option<super::index_copy::Pending>,
+    p: &CloudPlan,
+    backup_root: &std::path::Path,
+    ui: &Ui,
+) {
+    if let Some(c) = copies
+        && let Err(e) = c.promote()
+    {
+        ui.warn(format_args!(
+            "{}: the local copies of the encrypted indexes could not be kept ({e}): the next upload is full",
+            p.name
+        ));
+    }
+    for f in super::index_copy::remove(backup_root, &p.name, &p.index_copies_removed) {
+        ui.warn(format_args!(
+            "{}: could not remove the local index copy {f}",
+            p.name
+        ));
+    }
+    for c in &p.index_copies_removed {
+        ui.step(format_args!(
+            "{}: removed local index copy {} (no longer a base)",
+            p.name,
+            super::index_copy::shown(c)
+        ));
+    }
 }
 
 /// The base an archive the plan made incremental is written against: the base index observation downloaded and
@@ -1096,8 +1288,9 @@ mod tests {
             error: None,
             encryption: None,
             passphrase_file: None,
-            backups: vec![],
             chains: CloudChains::default(),
+            backup_root: "/root".into(),
+            index_copies: vec![],
             resume: super::super::resume::ResumeWorld {
                 part_bytes: PART_BYTES,
                 candidate: None,

@@ -4,12 +4,13 @@
 //!
 //! ```text
 //! <root>/.index-copies/                          0700
-//! <root>/.index-copies/<destination>/            0700, one per drive (its name in the config)
+//! <root>/.index-copies/<destination>/            0700, one per drive or bucket (its name in the config)
 //! <root>/.index-copies/<destination>/<stamp>/    0700, the backup the copies belong to
 //!   <set>.index                                  0600, the index's plaintext (JSON lines, as in the archive)
 //!   <set>.json                                   0600, a [`CopyRecord`]: the encrypted index it is a copy of
 //! <root>/.index-copies/<destination>/.tmp-<stamp>-<pid>/   being written; renamed to <stamp> once the backup is
-//!                                                          in place on the drive, removed otherwise
+//!                                                          in place (a bucket's: its backup.json written),
+//!                                                          removed otherwise
 //! ```
 //!
 //! Nothing new leaks: the local snapshots beside it are plaintext already, and the copy is owner-only like them.
@@ -253,12 +254,17 @@ pub fn trusted(
 
 /// Opens a copy [`trusted`] found, for reading (never through a symlink).
 pub fn open(path: &Path) -> io::Result<Box<dyn io::BufRead>> {
+    let f = open_file(path)?;
+    Ok(Box::new(io::BufReader::with_capacity(1 << 16, f)) as Box<dyn io::BufRead>)
+}
+
+/// [`open`], as the file itself (a bucket's base manifest is kept open as a file: `external::cloud`).
+pub fn open_file(path: &Path) -> io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)?;
-    Ok(Box::new(io::BufReader::with_capacity(1 << 16, f)) as Box<dyn io::BufRead>)
+        .open(path)
 }
 
 /// The directories of copies whose destination is not in the config (`configured`): no backup can ever be based on
@@ -404,6 +410,26 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     let mut v = Vec::new();
     open(path)?.read_to_end(&mut v)?;
     Ok(v)
+}
+
+/// The dry run's lines on the copies a destination's plan keeps (`dir`: where this run's go) and removes, drives and
+/// buckets alike.
+pub fn render(dir: Option<&Path>, removed: &[String], out: &mut String) {
+    use std::fmt::Write as _;
+    if let Some(dir) = dir {
+        let _ = writeln!(
+            out,
+            "  index     a plaintext copy of each index in {} (owner-only; the next incremental's base)",
+            dir.display()
+        );
+    }
+    for c in removed {
+        let _ = writeln!(
+            out,
+            "  remove    local index copy {} (no longer a base)",
+            shown(c)
+        );
+    }
 }
 
 /// A name from a copy's listing, for messages.

@@ -196,7 +196,6 @@ pub fn observe(
             continue;
         }
         let mut w = super::cloud::observe(c, ui);
-        super::bucket::observe(&mut w);
         super::resume::observe(&mut w, root);
         w.encryption = c
             .encryption
@@ -301,7 +300,7 @@ pub fn observe(
             {
                 base_copies.insert(
                     set.clone(),
-                    base_copy(root, &d.destination.name, &listing, &f.base, set),
+                    base_copy(root, &d.destination.name, &listing, &f.base, set).map(|_| ()),
                 );
             }
             let choice = super::chain::choose(
@@ -392,6 +391,7 @@ pub fn observe(
                     .destinations
                     .iter()
                     .map(|d| d.name.as_str())
+                    .chain(settings.clouds.iter().map(|c| c.name.as_str()))
                     .collect::<Vec<_>>(),
             ),
             host: media::hostname(),
@@ -418,14 +418,15 @@ pub fn observe(
 }
 
 /// Whether the local plaintext copy of `set`'s index in backup `base` is here and matches the encrypted index the
-/// drive's `backup.json` records (`external::index_copy::trusted`), else why not.
-fn base_copy(
+/// destination's `backup.json` records (`external::index_copy::trusted`): its path, else why not. Drives and
+/// buckets alike.
+pub(super) fn base_copy(
     root: &std::path::Path,
     destination: &str,
     listing: &layout::DriveListing,
     base: &str,
     set: &str,
-) -> Result<(), String> {
+) -> Result<std::path::PathBuf, String> {
     let rec = listing
         .backups
         .iter()
@@ -436,7 +437,7 @@ fn base_copy(
     let [index] = rec.index.as_slice() else {
         return Err("the base's index is in parts".into());
     };
-    super::index_copy::trusted(root, destination, base, set, index).map(|_| ())
+    super::index_copy::trusted(root, destination, base, set, index)
 }
 
 /// The verified backups with a set whose archive or index file is missing, not a regular file, or not the size

@@ -500,6 +500,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         .map(|c| {
             let mut p = super::cloud::plan(c, &sets, &stamp, utc_now, &cloud_chains(world, opts));
             super::bucket::plan_retention(&mut p, c, opts.now, utc_now);
+            super::cloud::plan_index_copies(&mut p, c);
             p
         })
         .collect();
@@ -1143,20 +1144,7 @@ fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
     for x in removed {
         let _ = writeln!(out, "  remove    {} ({})", x.name, x.reasons.join("; "));
     }
-    if let Some(dir) = &d.index_copy_dir {
-        let _ = writeln!(
-            out,
-            "  index     a plaintext copy of each index in {} (owner-only; the next incremental's base)",
-            dir.display()
-        );
-    }
-    for c in &d.index_copies_removed {
-        let _ = writeln!(
-            out,
-            "  remove    local index copy {} (no longer a base)",
-            super::index_copy::shown(c)
-        );
-    }
+    super::index_copy::render(d.index_copy_dir.as_deref(), &d.index_copies_removed, out);
     for n in &d.notes {
         let _ = writeln!(out, "  note      {n}");
     }

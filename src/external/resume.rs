@@ -773,7 +773,8 @@ mod tests {
             encryption: None,
             passphrase_file: None,
             chains: Default::default(),
-            backups: vec![],
+            backup_root: "/root".into(),
+            index_copies: vec![],
             resume: ResumeWorld {
                 part_bytes: 4096,
                 candidate: None,

@@ -137,7 +137,7 @@ fn backup_uploads_to_a_bucket_on_its_own_schedule() {
 }
 
 /// Retention on a bucket after a verified upload, with `"retention": 2` and a chain: the second backup's
-/// `backup.json` is made to depend on the first (as an incremental's does). The dry run of the third upload says
+/// `backup.json` is made to depend on the first (as an incremental's does; its line in the sums with it). The dry run of the third upload says
 /// it keeps the first as the base of the second; with `"retention": 1` the whole chain goes, `backup.json` first,
 /// and nothing of those stamps is left in the bucket. Before: a bucket's `retention` was validated and unused, so
 /// every upload stayed (and was billed) forever.
@@ -167,8 +167,26 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
     let mut meta: Value = serde_json::from_slice(&s3.get(&key)).unwrap();
     meta["depends_on"] = serde_json::json!([two[0]]);
     let file = t.path("meta.json");
-    std::fs::write(&file, serde_json::to_vec(&meta).unwrap()).unwrap();
+    let bytes = serde_json::to_vec(&meta).unwrap();
+    std::fs::write(&file, &bytes).unwrap();
     s3.put(&key, &file);
+    // And its line in the sums, as an incremental's upload writes them (a backup.json that does not match its sums
+    // is not trusted).
+    let sums_key = format!("laptop/backups/{}/verification.sha256", two[1]);
+    let sums: String = String::from_utf8(s3.get(&sums_key))
+        .unwrap()
+        .lines()
+        .map(|l| match l.strip_suffix("  backup.json") {
+            Some(_) => {
+                use sha2::Digest as _;
+                format!("{:x}  backup.json\n", sha2::Sha256::digest(&bytes))
+            }
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let file = t.path("sums");
+    std::fs::write(&file, sums).unwrap();
+    s3.put(&sums_key, &file);
 
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
     dry.stdout_has("retention last 2: 3 kept, 0 removed after the upload is verified");
