@@ -45,9 +45,10 @@ pub use reader::{ArchiveFiles, ReadSeek, Remote};
 pub use sink::{Digest, FileSink, Sink, SplitSink, Stage, WrittenFile};
 pub use tarfmt::EntryKind;
 pub use verify::{HardLinkTargets, verify_archive, verify_archive_in_chain};
+pub use walk::Warning;
 pub use writer::{
-    ArchiveEstimate, ArchiveOptions, ArchivePlan, ArchiveSummary, NoProgress, Progress, Warning,
-    scan, scan_both, write_archive,
+    ArchiveEstimate, ArchiveOptions, ArchivePlan, ArchiveSummary, NoProgress, Progress, scan,
+    scan_both, write_archive,
 };
 pub use xattrs::Attrs;
 // What only the unit tests and the proptests use, under the names they have always had.

@@ -10,9 +10,29 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags, Stat};
+use serde::{Deserialize, Serialize};
 
 use super::tarfmt::EntryKind;
-use super::writer::Warning;
+
+/// Something the archive left out or could not do exactly, without failing (exit code 3 material).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    /// The path in the snapshot it concerns.
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A file name of the snapshot: escaped, so a name holding a newline or ESC cannot forge a line.
+        write!(
+            f,
+            "{}: {}",
+            crate::stdx::show_path(&self.path),
+            self.message
+        )
+    }
+}
 
 /// An entry's metadata, as `lstat` gives it.
 #[derive(Debug, Clone, Copy)]

@@ -17,33 +17,13 @@ use super::index::{IndexEnd, IndexEntry, IndexHeader, IndexWriter, SparseRecord}
 use super::sink::{Chain, Digest, Sink, Stage, ThreadedSink, WRITE_BUFFER, WrittenFile};
 use super::sparse::{self, SparseMap};
 use super::tarfmt::{self, EntryKind, HeaderSpec};
-use super::walk::{Meta, Step, Walk, Walked};
+use super::walk::{Meta, Step, Walk, Walked, Warning};
 use super::xattrs;
 
 /// Blocks in flight between the tar thread and the writer thread (each [`WRITE_BUFFER`] bytes).
 const PIPELINE_DEPTH: usize = 4;
 /// At most this many warnings are kept in a summary (all are counted and passed to [`Progress::warning`]).
 const MAX_KEPT_WARNINGS: usize = 100;
-
-/// Something the archive left out or could not do exactly, without failing (exit code 3 material).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Warning {
-    /// The path in the snapshot it concerns.
-    pub path: PathBuf,
-    pub message: String,
-}
-
-impl std::fmt::Display for Warning {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // A file name of the snapshot: escaped, so a name holding a newline or ESC cannot forge a line.
-        write!(
-            f,
-            "{}: {}",
-            crate::stdx::show_path(&self.path),
-            self.message
-        )
-    }
-}
 
 /// Receives progress of long work (scan, write, verify). Every method has a do-nothing default.
 pub trait Progress {
