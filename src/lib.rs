@@ -141,11 +141,11 @@ pub use report::page::render as render_status_page;
 pub use status::render as render_status;
 
 // The backup root: snapshots, their metadata and stamps (tests read them, and forge history).
-pub use rsync::TransferStats;
 pub use snapshot::{
     FileProblem, METADATA_FORMAT as SNAPSHOT_META_FORMAT, RsyncRecord, Snapshot, SnapshotMeta,
-    SnapshotState, list as list_snapshots, parse_stamp, read_metadata as read_snapshot_meta,
-    snapshot_name, stamp, write_metadata as write_snapshot_meta,
+    SnapshotState, TransferStats, list as list_snapshots, parse_stamp,
+    read_metadata as read_snapshot_meta, snapshot_name, stamp,
+    write_metadata as write_snapshot_meta,
 };
 
 // A drive's `backups/`: backup.json, sums, `latest` (tests read them, forge hostile ones, and damage them).

@@ -23,9 +23,9 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::snapshot::FileProblem;
+use crate::snapshot::{FileProblem, TransferStats};
 
 /// The seed's block size for rsync's delta algorithm.
 pub const BLOCK_SIZE: u32 = 131072;
@@ -43,23 +43,6 @@ pub enum RsyncError {
     NotUtf8(PathBuf),
     #[error("reading rsync's output: {0}")]
     Output(io::Error),
-}
-
-/// Counts from rsync's `--stats`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TransferStats {
-    /// Entries in the snapshot: files, directories, symlinks, ... (rsync's "Number of files").
-    pub files: u64,
-    pub regular_files: u64,
-    pub directories: u64,
-    /// Regular files copied (new or changed); the others were hard-linked from the previous snapshot.
-    pub transferred_files: u64,
-    /// Size of every regular file in the snapshot.
-    pub total_bytes: u64,
-    /// Size of the files copied.
-    pub transferred_bytes: u64,
-    /// `total_bytes - transferred_bytes`: what was hard-linked from the previous snapshot instead of copied.
-    pub linked_bytes: u64,
 }
 
 /// How rsync ended.

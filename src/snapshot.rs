@@ -26,8 +26,6 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
-use crate::rsync::TransferStats;
-
 /// `strftime` format of the stamp in snapshot names: local time, no `:` (exFAT forbids it).
 pub const STAMP_FORMAT: &str = "%Y-%m-%d-%H%M%S";
 /// Length of a stamp (`2025-04-01-031500`).
@@ -126,6 +124,23 @@ impl Layout {
     pub fn filter(&self, set: &str) -> PathBuf {
         self.root.join(format!(".{set}.filter"))
     }
+}
+
+/// Counts from rsync's `--stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferStats {
+    /// Entries in the snapshot: files, directories, symlinks, ... (rsync's "Number of files").
+    pub files: u64,
+    pub regular_files: u64,
+    pub directories: u64,
+    /// Regular files copied (new or changed); the others were hard-linked from the previous snapshot.
+    pub transferred_files: u64,
+    /// Size of every regular file in the snapshot.
+    pub total_bytes: u64,
+    /// Size of the files copied.
+    pub transferred_bytes: u64,
+    /// `total_bytes - transferred_bytes`: what was hard-linked from the previous snapshot instead of copied.
+    pub linked_bytes: u64,
 }
 
 /// Metadata of one snapshot, stored beside it as `<root>/<name>.json`. Read by status, external and restore.
