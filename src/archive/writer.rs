@@ -200,6 +200,15 @@ fn sparse_record(map: &SparseMap) -> SparseRecord {
     }
 }
 
+/// `e`'s tar header, encoded into `header` (cleared first): what the scan counts before it predicts offsets.
+fn encode_into(header: &mut Vec<u8>, e: &IndexEntry, full: &Path) -> Result<(), ArchiveError> {
+    header.clear();
+    tarfmt::encode_header(&header_spec(e), header).map_err(|source| ArchiveError::Read {
+        path: full.to_path_buf(),
+        source,
+    })
+}
+
 fn header_spec(e: &IndexEntry) -> HeaderSpec<'_> {
     HeaderSpec {
         path: &e.path,
@@ -340,13 +349,7 @@ fn scan_walk(
                 est.index_bytes += IndexWriter::<Vec<u8>>::line_len(&e) + 32;
                 // The full stores it as the base does (the same content: sparse or not).
                 e.sparse = f.sparse;
-                header.clear();
-                tarfmt::encode_header(&header_spec(&e), &mut header).map_err(|source| {
-                    ArchiveError::Read {
-                        path: w.full.clone(),
-                        source,
-                    }
-                })?;
+                encode_into(&mut header, &e, &w.full)?;
                 let stored = stored_len(&e);
                 let len = header.len() as u64 + stored + tarfmt::padding(stored);
                 if w.meta.nlink() > 1 {
@@ -382,13 +385,7 @@ fn scan_walk(
                 multi.push((w.meta.dev(), w.meta.ino(), e.size, stored_len(&e), true, 0));
             }
         }
-        header.clear();
-        tarfmt::encode_header(&header_spec(&e), &mut header).map_err(|source| {
-            ArchiveError::Read {
-                path: w.full.clone(),
-                source,
-            }
-        })?;
+        encode_into(&mut header, &e, &w.full)?;
         e.header_offset = offset;
         e.data_offset = offset + header.len() as u64;
         if kind == EntryKind::File {
