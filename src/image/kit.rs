@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::layout::KitRecord;
+use super::layout::{FsIds, KitRecord};
 use crate::stdx::{find_program, run_bounded};
 
 /// How long one tool may run.
@@ -132,12 +132,9 @@ pub struct DiskPartition {
     pub bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fs_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uuid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partuuid: Option<String>,
+    /// Its filesystem's identity (three fields of this record in the JSON).
+    #[serde(flatten)]
+    pub ids: FsIds,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mount_points: Vec<String>,
 }
@@ -522,9 +519,11 @@ pub fn disks_from_lsblk(json: &[u8]) -> Vec<Disk> {
         name: s(p, "name").unwrap_or_default(),
         bytes: n(p, "size"),
         fs_type: s(p, "fstype"),
-        uuid: s(p, "uuid"),
-        label: s(p, "label"),
-        partuuid: s(p, "partuuid"),
+        ids: FsIds {
+            uuid: s(p, "uuid"),
+            label: s(p, "label"),
+            partuuid: s(p, "partuuid"),
+        },
         mount_points: p
             .get("mountpoints")
             .and_then(|m| m.as_array())
