@@ -238,15 +238,7 @@ pub fn observe(
     let mut destinations = Vec::new();
     for d in selected {
         let info = d.info().expect("selected destinations are present").clone();
-        let block_size = rustix::fs::statvfs(&info.resolved)
-            .map(|st| {
-                if st.f_frsize > 0 {
-                    st.f_frsize
-                } else {
-                    st.f_bsize
-                }
-            })
-            .unwrap_or(4096);
+        let block_size = crate::media::block_size(&info.resolved);
         let mut listing = match layout::open_backups_at(&info.resolved)
             .with_context(|| format!("looking at destination {}", d.destination.name))?
         {
