@@ -19,7 +19,6 @@ use super::layout::{
 use super::observe::Observed;
 use super::plan::{
     ArchiveTarget, DestinationAction, DestinationPlan, DestinationWorld, ExternalPlan, SetPlan,
-    UnusedDestination,
 };
 use super::retention as drive_retention;
 use crate::archive::incremental::IncrementalBase;
@@ -180,17 +179,9 @@ pub fn execute(plan: &ExternalPlan, observed: &Observed, ui: &Ui) -> ExternalRep
             ));
         }
     }
-    let sets_exit = if plan.unused.iter().any(UnusedDestination::refused) {
-        // A drive that tried to redirect dbackup is a failure, even when another destination was written.
-        Exit::Failed
-    } else if plan.sets.iter().any(|s| !s.warnings.is_empty()) {
-        Exit::Warnings
-    } else {
-        Exit::Ok
-    };
     let exit = destinations
         .iter()
-        .fold(sets_exit, |acc, d| acc.worst(exit_of(d.exit)));
+        .fold(plan.sets_exit(), |acc, d| acc.worst(exit_of(d.exit)));
     ExternalReport {
         exit: exit.code(),
         stamp: plan.stamp.clone(),

@@ -115,12 +115,7 @@ pub fn observe(
             let drive = settings.destinations.iter().find(|d| &d.name == name);
             let cloud = settings.clouds.iter().find(|c| &c.name == name);
             if drive.is_none() && cloud.is_none() {
-                let known: Vec<&str> = settings
-                    .destinations
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .chain(settings.clouds.iter().map(|c| c.name.as_str()))
-                    .collect();
+                let known = settings.destination_names();
                 return Err(CodedError::new(
                     Exit::Usage,
                     if known.is_empty() {
@@ -154,39 +149,28 @@ pub fn observe(
     for d in &detected {
         ui.step(format_args!("{d}"));
     }
+    // The present drives and the cloud destinations are chosen together, by priority.
+    let present: Vec<(String, i32)> = detected
+        .iter()
+        .filter(|d| d.is_present())
+        .map(|d| (d.destination.name.clone(), d.destination.priority))
+        .collect();
+    let candidates: Vec<(String, i32)> = clouds
+        .iter()
+        .map(|c| (c.name.clone(), c.priority))
+        .collect();
+    let (drives, chosen_clouds) = super::cloud::select_across(mode, &present, &candidates);
     let selected: Vec<media::Detected> = if clouds.is_empty() {
         media::select_or_fail(mode, &detected)?
             .into_iter()
             .cloned()
             .collect()
     } else {
-        let present: Vec<(String, i32)> = detected
-            .iter()
-            .filter(|d| d.is_present())
-            .map(|d| (d.destination.name.clone(), d.destination.priority))
-            .collect();
-        let candidates: Vec<(String, i32)> = clouds
-            .iter()
-            .map(|c| (c.name.clone(), c.priority))
-            .collect();
-        let (drives, _) = super::cloud::select_across(mode, &present, &candidates);
         detected
             .iter()
             .filter(|d| drives.contains(&d.destination.name))
             .cloned()
             .collect()
-    };
-    let chosen_clouds = {
-        let present: Vec<(String, i32)> = detected
-            .iter()
-            .filter(|d| d.is_present())
-            .map(|d| (d.destination.name.clone(), d.destination.priority))
-            .collect();
-        let candidates: Vec<(String, i32)> = clouds
-            .iter()
-            .map(|c| (c.name.clone(), c.priority))
-            .collect();
-        super::cloud::select_across(mode, &present, &candidates).1
     };
     let mut cloud_worlds = Vec::new();
     let mut clouds_not_chosen = Vec::new();

@@ -223,6 +223,18 @@ impl ExternalPlan {
         self.sets.iter().filter(|s| s.action == SetAction::Export)
     }
 
+    /// The exit the sets and the unused destinations alone call for: 1 when a drive tried to redirect dbackup
+    /// (even when another destination was written), 3 when a set has warnings, else 0.
+    pub fn sets_exit(&self) -> Exit {
+        if self.unused.iter().any(UnusedDestination::refused) {
+            Exit::Failed
+        } else if self.sets.iter().any(|s| !s.warnings.is_empty()) {
+            Exit::Warnings
+        } else {
+            Exit::Ok
+        }
+    }
+
     /// What a run of this plan would exit with at best: 1 when a destination is refused (for space, or because its
     /// drive would redirect the writes) or no set can be exported,
     /// 3 with warnings (old backups removed for space among them), else 0.
@@ -230,13 +242,7 @@ impl ExternalPlan {
         if self.exported().next().is_none() {
             return Exit::Failed;
         }
-        let sets = if self.unused.iter().any(UnusedDestination::refused) {
-            Exit::Failed
-        } else if self.sets.iter().any(|s| !s.warnings.is_empty()) {
-            Exit::Warnings
-        } else {
-            Exit::Ok
-        };
+        let sets = self.sets_exit();
         let clouds = if self.clouds.iter().any(|c| c.refusal.is_some()) {
             Exit::Failed
         } else {

@@ -377,6 +377,15 @@ pub struct EncryptionSettings {
 }
 
 impl Settings {
+    /// Every destination's name: the drives', then the cloud destinations', each in config order.
+    pub fn destination_names(&self) -> Vec<&str> {
+        self.destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .chain(self.clouds.iter().map(|c| c.name.as_str()))
+            .collect()
+    }
+
     /// Finds the config (`--config`, `$DBACKUP_CONFIG`, `$XDG_CONFIG_HOME/dbackup/config.json`, else the built-in default),
     /// validates it and builds the settings for this run.
     /// `config`: the `--config` path, when given.

@@ -327,12 +327,7 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
     for s in &mut sets {
         s.in_progress = root_exists && layout.in_progress(&s.set).is_dir();
     }
-    let dest_names: Vec<&str> = settings
-        .destinations
-        .iter()
-        .map(|d| d.name.as_str())
-        .chain(settings.clouds.iter().map(|c| c.name.as_str()))
-        .collect();
+    let dest_names = settings.destination_names();
     let wants = RunWants {
         count: history,
         // Failures since each set's newest complete snapshot: back to the oldest of those (or every run there is).
