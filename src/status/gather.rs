@@ -80,13 +80,7 @@ pub struct CloudFacts {
 impl CloudFacts {
     /// The newest verified backup: from the bucket when it was listed, else from the run log.
     pub fn newest(&self) -> Option<Seen> {
-        match &self.listing {
-            Some(l) => l.newest.as_ref().map(|b| Seen {
-                name: b.stamp.clone(),
-                time: b.started,
-            }),
-            None => self.from_log.clone(),
-        }
+        newest_known(&self.listing, &self.from_log)
     }
 }
 
@@ -265,13 +259,19 @@ impl DestinationFacts {
 
     /// The newest verified backup: from the drive when it was listed, else from the run log.
     pub fn newest(&self) -> Option<Seen> {
-        match &self.listing {
-            Some(l) => l.newest.as_ref().map(|b| Seen {
-                name: b.stamp.clone(),
-                time: b.started,
-            }),
-            None => self.from_log.clone(),
-        }
+        newest_known(&self.listing, &self.from_log)
+    }
+}
+
+/// The newest verified backup on a destination (a drive or a bucket): from its listing when it was listed, else
+/// from the run log.
+fn newest_known(listing: &Option<ListingFacts>, from_log: &Option<Seen>) -> Option<Seen> {
+    match listing {
+        Some(l) => l.newest.as_ref().map(|b| Seen {
+            name: b.stamp.clone(),
+            time: b.started,
+        }),
+        None => from_log.clone(),
     }
 }
 
