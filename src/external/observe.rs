@@ -181,24 +181,7 @@ pub fn observe(
         }
         let mut w = super::cloud::observe(c, ui);
         super::resume::observe(&mut w, root);
-        w.encryption = c
-            .encryption
-            .as_ref()
-            .map(crate::archive::crypt::resolve_record)
-            .transpose()
-            .map_err(|e| {
-                CodedError::new(
-                    Exit::Usage,
-                    format!(
-                        "destination {}: its encryption settings cannot be used (nothing was written): {e}",
-                        c.name
-                    ),
-                )
-            })?;
-        w.passphrase_file = c
-            .encryption
-            .as_ref()
-            .and_then(|e| crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref()));
+        (w.encryption, w.passphrase_file) = encryption_of(&c.name, c.encryption.as_ref())?;
         cloud_worlds.push(w);
     }
 
@@ -233,27 +216,8 @@ pub fn observe(
         for l in &mut listing.leftovers {
             l.in_use = layout::leftover_pid(&l.name).is_some_and(is_running_dbackup);
         }
-        let encryption = d
-            .destination
-            .encryption
-            .as_ref()
-            .map(crate::archive::crypt::resolve_record)
-            .transpose()
-            .map_err(|e| {
-                // A config problem (exit 2), found only now because the recipients file is read when backing up:
-                // restore and verify on another computer must not need it.
-                CodedError::new(
-                    Exit::Usage,
-                    format!(
-                        "destination {}: its encryption settings cannot be used (nothing was written): {e}",
-                        d.destination.name
-                    ),
-                )
-            })?;
-        let passphrase_file =
-            d.destination.encryption.as_ref().and_then(|e| {
-                crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref())
-            });
+        let (encryption, passphrase_file) =
+            encryption_of(&d.destination.name, d.destination.encryption.as_ref())?;
         let mut damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
         // What `restore --verify` found (a damage of the same size, which the lstat above cannot see).
         let verified_damaged = super::damage::on_destination(
@@ -414,6 +378,32 @@ pub(super) fn base_copy(
         return Err("the base's index is in parts".into());
     };
     super::index_copy::trusted(root, destination, base, set, index)
+}
+
+/// A destination's encryption as its backups record it (the recipients read now) and where its passphrase comes
+/// from. A setting that cannot be used is a config problem (exit 2), found only now because the recipients file is
+/// read when backing up: restore and verify on another computer must not need it.
+fn encryption_of(
+    name: &str,
+    e: Option<&crate::settings::EncryptionSettings>,
+) -> anyhow::Result<(
+    Option<archive::EncryptionRecord>,
+    Option<std::path::PathBuf>,
+)> {
+    let record = e
+        .map(crate::archive::crypt::resolve_record)
+        .transpose()
+        .map_err(|e| {
+            CodedError::new(
+                Exit::Usage,
+                format!(
+                    "destination {name}: its encryption settings cannot be used (nothing was written): {e}"
+                ),
+            )
+        })?;
+    let passphrase_file =
+        e.and_then(|e| crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref()));
+    Ok((record, passphrase_file))
 }
 
 /// The verified backups with a set whose archive or index file is missing, not a regular file, or not the size
