@@ -761,25 +761,7 @@ fn own_schedules_overdue(
         let Some(p) = d.schedule.and_then(external_period) else {
             continue;
         };
-        out.extend(Overdue::check(
-            (Phase::External, Some(&d.name), p),
-            d.newest.as_ref().map(|s| s.time),
-            now,
-            || {
-                format!(
-                    "no external backup on {} yet, its schedule is {}",
-                    d.name,
-                    p.word()
-                )
-            },
-            |age| {
-                format!(
-                    "no external backup on {} for {age}, its schedule is {}",
-                    d.name,
-                    p.word()
-                )
-            },
-        ));
+        out.extend(destination_overdue(d, p, now, "its schedule"));
     }
 }
 
@@ -814,28 +796,39 @@ fn shared_schedule_overdue(
         )),
         ExternalMode::All => {
             for d in destinations {
-                out.extend(Overdue::check(
-                    (Phase::External, Some(&d.name), p),
-                    d.newest.as_ref().map(|s| s.time),
-                    now,
-                    || {
-                        format!(
-                            "no external backup on {} yet, schedule is {}",
-                            d.name,
-                            p.word()
-                        )
-                    },
-                    |age| {
-                        format!(
-                            "no external backup on {} for {age}, schedule is {}",
-                            d.name,
-                            p.word()
-                        )
-                    },
-                ));
+                out.extend(destination_overdue(d, p, now, "schedule"));
             }
         }
     }
+}
+
+/// One destination, overdue by the period `p` of `whose` schedule (`its schedule`: its own; `schedule`: the
+/// shared one, in mode `all`).
+fn destination_overdue(
+    d: &DestinationHistory,
+    p: Period,
+    now: DateTime<FixedOffset>,
+    whose: &str,
+) -> Option<Overdue> {
+    Overdue::check(
+        (Phase::External, Some(&d.name), p),
+        d.newest.as_ref().map(|s| s.time),
+        now,
+        || {
+            format!(
+                "no external backup on {} yet, {whose} is {}",
+                d.name,
+                p.word()
+            )
+        },
+        |age| {
+            format!(
+                "no external backup on {} for {age}, {whose} is {}",
+                d.name,
+                p.word()
+            )
+        },
+    )
 }
 
 impl Overdue {
