@@ -120,15 +120,7 @@ pub struct Removed {
 
 impl ExternalReport {
     pub fn exit(&self) -> Exit {
-        exit_of(self.exit)
-    }
-}
-
-fn exit_of(code: u8) -> Exit {
-    match code {
-        0 => Exit::Ok,
-        3 => Exit::Warnings,
-        _ => Exit::Failed,
+        Exit::of_phase(self.exit)
     }
 }
 
@@ -181,7 +173,7 @@ pub fn execute(plan: &ExternalPlan, observed: &Observed, ui: &Ui) -> ExternalRep
     }
     let exit = destinations
         .iter()
-        .fold(plan.sets_exit(), |acc, d| acc.worst(exit_of(d.exit)));
+        .fold(plan.sets_exit(), |acc, d| acc.worst(Exit::of_phase(d.exit)));
     ExternalReport {
         exit: exit.code(),
         stamp: plan.stamp.clone(),
