@@ -382,17 +382,24 @@ pub fn observe(
         scans.insert(set.clone(), scan);
     }
 
+    let configured: Vec<&str> = settings
+        .destinations
+        .iter()
+        .map(|d| d.name.as_str())
+        .chain(settings.clouds.iter().map(|c| c.name.as_str()))
+        .collect();
     Ok(Observed {
         world: World {
             backup_root: root.clone(),
             index_copies_orphaned: super::index_copy::orphaned(
                 root,
-                &settings
-                    .destinations
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .chain(settings.clouds.iter().map(|c| c.name.as_str()))
-                    .collect::<Vec<_>>(),
+                super::index_copy::DIR,
+                &configured,
+            ),
+            upload_journals_orphaned: super::index_copy::orphaned(
+                root,
+                super::resume::DIR,
+                &configured,
             ),
             host: media::hostname(),
             mode: settings.external_mode,

@@ -17,7 +17,8 @@
 //! stamp: an archive is never made of two streams. The journal is local state that can only make an upload skip
 //! a part the server holds with the recorded size and the regenerated digest; verification (every object listed
 //! with its size, the sums) is as for any upload. It is removed once `backup.json` is written, and every journal
-//! of a destination but the resumed one when an upload there starts.
+//! of a destination but the resumed one when an upload there starts; the journals of a destination no longer in
+//! the config are removed after the run (`ExternalPlan::upload_journals_orphaned`, named by the dry run).
 //!
 //! An age stream is not reproducible (a new file key each time), so an archive encrypted to recipients is uploaded
 //! as parts that are age streams of their own (`<set>.tar.partNNN.age`, [`crate::cloud::sink::CloudSink::encrypt_parts`]):

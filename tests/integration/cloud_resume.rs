@@ -400,3 +400,36 @@ fn an_encrypted_upload_killed_resumes_part_by_part() {
     assert!(!stamps(&s3).contains(&stamp));
     assert_eq!(journals(&t), Vec::<PathBuf>::new());
 }
+
+/// A destination removed from the config leaves its upload journals behind: `external` kill -9'd while
+/// uploading to `offsite` (its journal `<root>/.upload-journals/offsite/<stamp>.json`), then `offsite` renamed
+/// `elsewhere` in the config: the dry run names `offsite`'s journals for removal and removes nothing; the run
+/// removes `<root>/.upload-journals/offsite/` (as `.index-copies/` of a removed destination; `-v` says so) and uploads to
+/// `elsewhere` (the stamp nobody can resume is removed from the bucket). Before: the journals stayed forever.
+#[test]
+fn the_journals_of_a_destination_no_longer_in_the_config_are_removed() {
+    let Some((_g, s3, t)) = world() else { return };
+    let (stamp, _) = kill_after(&t, 2, &[]);
+    let old = t.root().join(".upload-journals/offsite");
+    assert!(old.join(format!("{stamp}.json")).is_file());
+    let cfg = std::fs::read_to_string(t.path("config.json")).unwrap();
+    let t = t.config(&cfg.replace(r#""name": "offsite""#, r#""name": "elsewhere""#));
+
+    let line = "upload journals of destination offsite: removed after the run (no such destination in the config)";
+    dry_run(&t).stdout_has(line);
+    assert!(old.is_dir(), "a dry run removes nothing");
+    let plan: serde_json::Value = t.run_json(&["--dry-run", "external"]);
+    crate::json::assert_valid("external-plan", &plan);
+    assert_eq!(
+        plan["upload_journals_orphaned"],
+        serde_json::json!(["offsite"])
+    );
+
+    t.cmd().args(["-v", "external"]).status(0).stderr_has(
+        "removed the upload journals of destination offsite (no such destination in the config)",
+    );
+    assert!(!old.exists(), "the journals of offsite are removed");
+    let now = stamps(&s3);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(!now.contains(&stamp), "{now:?}");
+}
