@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::cloud::{BACKUPS, CloudPlan, CloudWorld, PART_BYTES, UnfinishedStamp};
+use super::cloud::{BACKUPS, CloudListing, CloudPlan, CloudWorld, PART_BYTES, UnfinishedStamp};
 use super::plan::ArchiveTarget;
 use crate::archive::{Digest, EncryptionRecord};
 use crate::cloud::sink::{PartLog, StoredPart};
@@ -95,6 +95,9 @@ pub struct Journal {
     pub key: Key,
     #[serde(default)]
     pub parts: BTreeMap<String, Vec<PartRecord>>,
+    /// Parts of the whole upload, as planned (estimated): what `status` counts the uploaded ones against.
+    #[serde(default)]
+    pub parts_planned: u64,
 }
 
 /// What observation found for resuming on one destination.
@@ -164,15 +167,46 @@ pub fn read(root: &Path, destination: &str, stamp: &str) -> Result<Journal, Stri
 /// one would be out of order in the bucket's chains: it is removed as before). Reads only.
 pub fn observe(w: &mut CloudWorld, root: &Path) {
     w.resume.part_bytes = part_bytes(&crate::settings::Env::from_process());
-    let newest_backup = w.listing.backups.iter().max();
-    w.resume.candidate = w
-        .listing
+    w.resume.candidate =
+        candidate(&w.listing).map(|s| (s.to_string(), read(root, &w.settings.name, s)));
+}
+
+/// The unfinished upload of a bucket that may be resumed: the newest stamp without `backup.json`, if it is newer
+/// than every backup there.
+fn candidate(listing: &CloudListing) -> Option<&str> {
+    let newest_backup = listing.backups.iter().max();
+    listing
         .unfinished
         .iter()
         .map(|u| &u.stamp)
         .filter(|s| newest_backup.is_none_or(|b| *s > b))
         .max()
-        .map(|s| (s.clone(), read(root, &w.settings.name, s)));
+        .map(String::as_str)
+}
+
+/// For `status`: the unfinished upload of `destination` the next upload can resume (its journal is here and the
+/// bucket lists the parts it records), with its parts uploaded (listed with their recorded size) of those planned.
+/// Whether it is resumed still depends on what the next run uploads (the same snapshots, bases and recipients: its
+/// dry run says). Reads only.
+pub fn resumable(root: &Path, destination: &str, listing: &CloudListing) -> Option<ResumePlan> {
+    let stamp = candidate(listing)?;
+    let j = read(root, destination, stamp).ok()?;
+    let stored = stored_parts(&j, &listing.sizes);
+    let parts_uploaded: u64 = stored.values().map(|p| p.len() as u64).sum();
+    Some(ResumePlan {
+        stamp: stamp.to_string(),
+        parts_uploaded,
+        parts_total: j.parts_planned.max(parts_uploaded),
+        bytes_uploaded: stored.values().flatten().map(|p| p.bytes).sum(),
+    })
+}
+
+/// The parts an upload of `archives` makes, as estimated: each archive's in parts of `part_bytes`, at least one.
+fn parts_planned(archives: &[ArchiveTarget], part_bytes: u64) -> u64 {
+    archives
+        .iter()
+        .map(|a| a.tar_bytes.div_ceil(part_bytes.max(1)).max(1))
+        .sum()
 }
 
 /// Whether an upload encrypted so makes each archive part an age stream of its own (recipients: yes; a
@@ -304,11 +338,7 @@ pub fn plan(
     let stored = stored_parts(j, &w.listing.sizes);
     let parts_uploaded = stored.values().map(|p| p.len() as u64).sum();
     let bytes_uploaded = stored.values().flatten().map(|p| p.bytes).sum();
-    let parts_total = archives
-        .iter()
-        .map(|a| a.tar_bytes.div_ceil(key.part_bytes).max(1))
-        .sum::<u64>()
-        .max(parts_uploaded);
+    let parts_total = parts_planned(archives, key.part_bytes).max(parts_uploaded);
     (
         Some(ResumePlan {
             stamp: stamp.clone(),
@@ -398,6 +428,7 @@ impl Resumer {
         stamp: &str,
         resumed: Option<&Journal>,
         sizes: &BTreeMap<String, u64>,
+        parts_planned: u64,
     ) -> io::Result<Resumer> {
         let (top, _) = Dir::open(root)
             .and_then(|r| r.sub_or_create(DIR, 0o700))
@@ -419,6 +450,7 @@ impl Resumer {
                 stamp: stamp.to_string(),
                 key,
                 parts: stored.clone(),
+                parts_planned,
             },
             stored,
             differs: None,
@@ -498,7 +530,8 @@ pub fn start(p: &CloudPlan, w: &CloudWorld, root: &Path) -> io::Result<Option<Re
         (Some(r), Some((stamp, Ok(j)))) if *stamp == r.stamp => Some(j),
         _ => None,
     };
-    Resumer::start(root, key, p.stamp(), resumed, &w.listing.sizes).map(Some)
+    let planned = parts_planned(&p.archives, key.part_bytes);
+    Resumer::start(root, key, p.stamp(), resumed, &w.listing.sizes, planned).map(Some)
 }
 
 /// The plan of a new upload under the run's `stamp`, after the resume of `p` stopped: the stamp that was resumed
@@ -660,7 +693,8 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().unwrap();
         let stamp = "2026-12-05-020000";
-        let r = Resumer::start(root.path(), key("docs-a"), stamp, None, &BTreeMap::new()).unwrap();
+        let r =
+            Resumer::start(root.path(), key("docs-a"), stamp, None, &BTreeMap::new(), 9).unwrap();
         let log = r.log("docs");
         assert_eq!(log.stored(0), None);
         for n in 0..3 {
@@ -680,7 +714,7 @@ mod tests {
             .into_iter()
             .map(|(n, b)| (format!("backups/{stamp}/docs.tar.part{n:03}"), b))
             .collect();
-        let r = Resumer::start(root.path(), key("docs-a"), stamp, Some(&j), &sizes).unwrap();
+        let r = Resumer::start(root.path(), key("docs-a"), stamp, Some(&j), &sizes, 9).unwrap();
         assert!(!dir.join("2026-12-01-020000.json").exists());
         let log = r.log("docs");
         assert_eq!(log.stored(0), Some(part(0)));
@@ -714,6 +748,7 @@ mod tests {
             stamp: "2026-12-04-020000".into(),
             key: key("docs-a"),
             parts: BTreeMap::new(),
+            parts_planned: 0,
         };
         std::fs::write(
             dir.join(format!("{stamp}.json")),
@@ -761,7 +796,8 @@ mod tests {
     /// Which unfinished upload a plan resumes (pure): the newest unfinished stamp newer than every backup, with a
     /// journal of the same key; its parts the bucket lists with their recorded size counted ("3 of 9"); not when
     /// the snapshot, the recipients or the part size differ, nor for a passphrase, nor for a stamp older than a
-    /// backup, nor without a journal; each time with the reason.
+    /// backup, nor without a journal; each time with the reason. `status` ([`resumable`]) counts the same parts from
+    /// the journal on disk.
     #[test]
     fn the_plan_resumes_only_a_matching_journal_of_the_newest_unfinished_upload() {
         let stamp = "2026-12-05-020000";
@@ -800,6 +836,7 @@ mod tests {
                     })
                     .collect(),
             )]),
+            parts_planned: 9,
         };
         // Parts 0-2 listed with their size, part 3 not listed.
         w.listing.sizes = (0..3)
@@ -822,6 +859,19 @@ mod tests {
                 r.bytes_uploaded
             ),
             (stamp, 3, 9, 3 * 4096)
+        );
+        // `status` finds the same from the journal on disk: 3 of the 9 parts planned.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join(DIR).join(&w.settings.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("{stamp}.json")),
+            serde_json::to_vec(&j).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            resumable(root.path(), &w.settings.name, &w.listing),
+            Some(r)
         );
         // A journal naming another object than the sink would for that part: nothing of it is skipped.
         let mut misnamed = j.clone();

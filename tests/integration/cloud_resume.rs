@@ -433,3 +433,55 @@ fn the_journals_of_a_destination_no_longer_in_the_config_are_removed() {
     assert_eq!(now.len(), 1, "{now:?}");
     assert!(!now.contains(&stamp), "{now:?}");
 }
+
+/// `status` after `external` was kill -9'd once its journal recorded at least 4 of the archive's 25 parts: the
+/// bucket's lines say the unfinished upload can be resumed, with its stamp and the parts uploaded of those planned
+/// (insta snapshot of the text, the stamp, port and count filtered), and `--json status` has them under
+/// `clouds[0].resumable` (valid against its schema); no line says the next upload removes it. After the resumed
+/// upload, `status` says nothing of it. Before: status said "1 unfinished upload the next upload removes", which
+/// the next upload did not do.
+#[test]
+fn status_says_an_unfinished_upload_can_be_resumed() {
+    let Some((g, _s3, t)) = world() else { return };
+    let (stamp, done) = kill_after(&t, 4, &[]);
+
+    let status: serde_json::Value = t.run_json(&["status"]);
+    crate::json::assert_valid("status", &status);
+    let cloud = &status["clouds"][0];
+    assert_eq!(cloud["unfinished"], 1);
+    let r = &cloud["resumable"];
+    assert_eq!(r["stamp"], stamp.as_str());
+    assert_eq!(r["parts_uploaded"], done as u64);
+    assert_eq!(r["parts_total"], 25);
+    assert_eq!(r["bytes_uploaded"], done as u64 * 131072);
+
+    let text = t.cmd().args(["status"]).status(0).stdout;
+    let bucket: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "cloud destinations:")
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let shown = bucket
+        .join("\n")
+        .replace(&g.endpoint(), "http://127.0.0.1:[PORT]")
+        .replace(&stamp, "[STAMP]")
+        .replace(
+            &format!("{done} of 25 parts uploaded ("),
+            "[N] of 25 parts uploaded (",
+        );
+    // The bytes of those parts: `[BYTES]`.
+    let shown = match shown.split_once("parts uploaded (") {
+        Some((head, tail)) => format!(
+            "{head}parts uploaded ([BYTES]{}",
+            &tail[tail.find(')').unwrap()..]
+        ),
+        None => shown,
+    };
+    insta::assert_snapshot!("status_unfinished_upload_resumable", shown);
+    assert!(!text.contains("the next upload removes"), "{text}");
+
+    t.cmd().args(["external"]).status(0);
+    let status: serde_json::Value = t.run_json(&["status"]);
+    assert_eq!(status["clouds"][0]["resumable"], serde_json::Value::Null);
+    assert_eq!(status["clouds"][0]["backups"], 1);
+}
