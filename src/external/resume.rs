@@ -397,6 +397,8 @@ struct State {
     differs: Option<String>,
     skipped: u64,
     skipped_bytes: u64,
+    /// The objects (names under the stamp) found stored and not uploaded again.
+    skipped_names: Vec<String>,
 }
 
 impl State {
@@ -456,6 +458,7 @@ impl Resumer {
             differs: None,
             skipped: 0,
             skipped_bytes: 0,
+            skipped_names: Vec::new(),
         };
         state.save()?;
         Ok(Resumer {
@@ -488,6 +491,12 @@ impl Resumer {
     pub fn skipped(&self) -> (u64, u64) {
         let s = self.state();
         (s.skipped, s.skipped_bytes)
+    }
+
+    /// The objects found stored and not uploaded again (names under the stamp): uploaded by an earlier run, so
+    /// their Object Lock retention is that run's.
+    pub fn skipped_names(&self) -> Vec<String> {
+        self.state().skipped_names.clone()
     }
 
     /// The upload is promoted (`backup.json` written): its journal is removed.
@@ -628,6 +637,7 @@ impl PartLog for SetLog {
         if skipped {
             s.skipped += 1;
             s.skipped_bytes += part.object.0;
+            s.skipped_names.push(name.to_string());
         }
         let parts = s.journal.parts.entry(self.set.clone()).or_default();
         if parts.len() != n {
@@ -722,6 +732,7 @@ mod tests {
         log.finished(0, &part(0), &name(0), true).unwrap();
         log.finished(1, &part(1), &name(1), false).unwrap();
         assert_eq!(r.skipped(), (1, 4096));
+        assert_eq!(r.skipped_names(), [name(0)]);
         assert_eq!(
             read(root.path(), "offsite", stamp).unwrap().parts["docs"].len(),
             2

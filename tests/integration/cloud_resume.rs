@@ -12,7 +12,7 @@ use crate::cloud::{assert_restored, config, populate, with_keys};
 use crate::harness::{Output, Test};
 
 /// 128 KiB parts (the hidden `DBACKUP_CLOUD_PART_BYTES`): the 3 MiB fixture is an archive of about 25 parts.
-const PART: &str = "131072";
+pub(crate) const PART: &str = "131072";
 
 /// A Garage logging every request, its S3 client, and a test uploading to it in small parts at 1 MiB/s (so a run
 /// is caught after a few parts).
@@ -87,7 +87,7 @@ fn stamp_of(journal: &std::path::Path) -> String {
 
 /// Runs `external` (with `args`) and kills it (SIGKILL, by its own pid) once its journal records at least `parts`
 /// parts: the stamp it was uploading and the parts its journal holds.
-fn kill_after(t: &Test, parts: usize, args: &[&str]) -> (String, usize) {
+pub(crate) fn kill_after(t: &Test, parts: usize, args: &[&str]) -> (String, usize) {
     let mut child = t.cmd().args(["external"]).args(args).spawn();
     let journal = wait_for_parts(t, &mut child, parts);
     child.kill().unwrap();
