@@ -485,3 +485,69 @@ fn status_says_an_unfinished_upload_can_be_resumed() {
     assert_eq!(status["clouds"][0]["resumable"], serde_json::Value::Null);
     assert_eq!(status["clouds"][0]["backups"], 1);
 }
+
+/// An upload encrypted to a passphrase, kill -9'd once the bucket lists at least 3 of its parts: its one age
+/// stream cannot be regenerated (scrypt with a new salt and file key each time), so no journal is kept; the dry run
+/// says "the unfinished upload <stamp> is not resumed: an upload encrypted to a passphrase restarts" and that the
+/// stamp will be removed; the run removes it and PUTs every part anew under a new stamp (counted in Garage's log),
+/// and the set restores byte-identical with the passphrase and verifies intact. Before: unit-tested only (the
+/// plan's table in `external::resume`).
+#[test]
+fn an_upload_encrypted_to_a_passphrase_restarts_after_a_kill() {
+    let Some((g, s3, t)) = world() else { return };
+    let pass = t.write_secret("pass.txt", "correct horse battery staple\n");
+    let cfg = std::fs::read_to_string(t.path("config.json")).unwrap();
+    let t = t
+        .config(&cfg.replace(
+            r#""allow_unencrypted": true"#,
+            &format!(
+                r#""encryption": {{ "passphrase": true, "passphrase_file": "{}" }}"#,
+                pass.display()
+            ),
+        ))
+        .env("DBACKUP_PASSPHRASE_FILE", &pass);
+
+    // No journal to watch: Garage's log of the parts PUT.
+    let from = g.requests_logged().len();
+    let mut child = t.cmd().args(["external"]).spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while parts_put(&g, from).len() < 3 {
+        assert!(Instant::now() < deadline, "the upload never got far enough");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "external ended too early: {}",
+            crate::harness::read_stderr(&mut child)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stamp = stamps(&s3)
+        .into_iter()
+        .next()
+        .expect("a stamp was uploaded");
+    assert!(
+        !s3.list(&format!("laptop/backups/{stamp}/"))
+            .iter()
+            .any(|(k, _)| k.ends_with("/backup.json")),
+        "killed before the promotion"
+    );
+    assert_eq!(journals(&t), Vec::<PathBuf>::new(), "no journal is kept");
+    assert_eq!(stamps(&s3), BTreeSet::from([stamp.clone()]));
+
+    dry_run(&t)
+        .stdout_has(&format!(
+            "the unfinished upload {stamp} is not resumed: an upload encrypted to a passphrase restarts"
+        ))
+        .stdout_has(&format!("remove unfinished upload backups/{stamp}/"));
+    let from = g.requests_logged().len();
+    t.cmd().args(["external"]).status(0);
+    assert!(parts_put(&g, from).len() >= 25, "every part uploaded anew");
+    let now = stamps(&s3);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(
+        !now.contains(&stamp),
+        "the killed upload is removed: {now:?}"
+    );
+    restores_whole(&t, "r", None);
+}
