@@ -50,6 +50,15 @@ pub(crate) fn garage_and_client() -> Option<(Garage, S3Client)> {
     }
 }
 
+/// A moto server (which enforces Object Lock) and a client of its bucket; `None` (the test skips) without either.
+pub(crate) fn moto_and_client() -> Option<(Moto, S3Client)> {
+    let m = Moto::start().map_err(|why| testkit::skip(&why)).ok()?;
+    let s3 = S3Client::for_moto(&m)
+        .map_err(|why| testkit::skip(&why))
+        .ok()?;
+    Some((m, s3))
+}
+
 /// A config with one s3 destination `offsite` (extra keys spliced in).
 pub(crate) fn config(endpoint: &str, bucket: &str, extra: &str) -> String {
     format!(

@@ -1,9 +1,10 @@
 //! Object Lock through `dbackup external` against moto's S3 server (which enforces retention), started per test
-//! and killed by pid: what `object_lock_days` puts on the uploaded objects, read back with another S3 client.
+//! and killed by pid: what `object_lock_days` puts on the uploaded objects (multipart ones and parts a resume
+//! reuses included), read back with another S3 client; and on Garage, which has no Object Lock.
 
-use testkit::objstore::{Moto, S3Client};
+use testkit::objstore::S3Client;
 
-use crate::cloud::{bigger_raw_collected, config, no_secret, populate, with_keys};
+use crate::cloud::{bigger_raw_collected, config, moto_and_client, no_secret, populate, with_keys};
 
 /// Days of retention the config asks for.
 const DAYS: i64 = 2;
@@ -60,13 +61,8 @@ fn new_stamp(s3: &S3Client, seen: &[String]) -> String {
 /// on moto that archive carried no retention and could be deleted (this test asserted so).
 #[test]
 fn external_with_object_lock_days_writes_every_backup_object_locked() {
-    let m = match Moto::start() {
-        Ok(m) => m,
-        Err(why) => return testkit::skip(&why),
-    };
-    let s3 = match S3Client::for_moto(&m) {
-        Ok(c) => c,
-        Err(why) => return testkit::skip(&why),
+    let Some((m, s3)) = moto_and_client() else {
+        return;
     };
     let (id, secret) = ("testing-key-id", "testing-secret-key");
     let t = with_keys(
@@ -159,13 +155,8 @@ fn assert_delete_refused(s3: &S3Client, key: &str) {
 /// run's earlier date.
 #[test]
 fn parts_reused_by_a_resume_are_locked_until_the_resuming_runs_date() {
-    let m = match Moto::start() {
-        Ok(m) => m,
-        Err(why) => return testkit::skip(&why),
-    };
-    let s3 = match S3Client::for_moto(&m) {
-        Ok(c) => c,
-        Err(why) => return testkit::skip(&why),
+    let Some((m, s3)) = moto_and_client() else {
+        return;
     };
     let extra = format!(r#", "object_lock_days": {DAYS}, "bwlimit": "1M""#);
     let t = with_keys(&config(&m.endpoint(), &m.bucket, &extra), "k", "s")
