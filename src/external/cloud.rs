@@ -9,7 +9,9 @@
 //! on local disk); each upload part carries a CRC32C the server checks; afterwards every object is listed and its
 //! size compared with what was written (the sha256 of every object, computed on the way, is in
 //! `verification.sha256`, which `sha256sum -c` checks against downloaded objects; a full read-back is
-//! `restore --verify --source cloud`, which costs egress).
+//! `restore --verify --source cloud`, which costs egress). With `object_lock_days` every object is written with
+//! compliance retention, and before the promotion the objects uploaded in parts and the parts a resume reused get
+//! this run's date by PutObjectRetention ([`lock_after_upload`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
