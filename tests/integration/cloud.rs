@@ -205,8 +205,9 @@ fn regex_lite_replace(text: &str) -> String {
         .join("\n")
 }
 
-/// `cloud check` on moto, which enforces Object Lock: the locked object cannot be deleted, the lock is reported
-/// enforced and the check passes (exit 0).
+/// `cloud check` on moto, which enforces Object Lock: the locked object cannot be deleted, its retention can be
+/// extended (PutObjectRetention, what `external` locks objects uploaded in parts with), the lock is reported
+/// enforced and the check passes (exit 0). Before: PutObjectRetention was not tried.
 #[test]
 fn cloud_check_on_moto_finds_object_lock_enforced() {
     let m = match Moto::start() {
@@ -229,6 +230,7 @@ fn cloud_check_on_moto_finds_object_lock_enforced() {
         "{}",
         human.stdout
     );
+    human.stdout_has("its retention could be extended (PutObjectRetention");
     no_secret(&human, &["testing-key-id", "testing-secret-key"]);
 }
 
