@@ -159,16 +159,32 @@ pub fn execute(plan: &ExternalPlan, observed: &Observed, ui: &Ui) -> ExternalRep
             .expect("planned clouds were observed");
         destinations.push(super::cloud::execute(plan, c, world, observed, ui));
     }
-    if crate::interrupt::requested().is_none() && !plan.index_copies_orphaned.is_empty() {
+    if crate::interrupt::requested().is_none() {
         let root = &observed.world.backup_root;
-        for f in super::index_copy::remove_orphaned(root, &plan.index_copies_orphaned) {
-            ui.warn(format_args!("could not remove the local index copies {f}"));
-        }
-        for n in &plan.index_copies_orphaned {
-            ui.step(format_args!(
-                "removed the local index copies of destination {} (no such destination in the config)",
-                super::index_copy::shown(n)
-            ));
+        for (top, names, what) in [
+            (
+                super::index_copy::DIR,
+                &plan.index_copies_orphaned,
+                "local index copies",
+            ),
+            (
+                super::resume::DIR,
+                &plan.upload_journals_orphaned,
+                "upload journals",
+            ),
+        ] {
+            if names.is_empty() {
+                continue;
+            }
+            for f in super::index_copy::remove_orphaned(root, top, names) {
+                ui.warn(format_args!("could not remove the {what} {f}"));
+            }
+            for n in names {
+                ui.step(format_args!(
+                    "removed the {what} of destination {} (no such destination in the config)",
+                    super::index_copy::shown(n)
+                ));
+            }
         }
     }
     let exit = destinations

@@ -206,10 +206,11 @@ pub fn open_file(path: &Path) -> io::Result<std::fs::File> {
         .open(path)
 }
 
-/// The directories of copies whose destination is not in the config (`configured`): no backup can ever be based on
-/// them again, so they go.
-pub fn orphaned(root: &Path, configured: &[&str]) -> Vec<String> {
-    let Ok(dir) = Dir::open(root).and_then(|r| r.sub(DIR)) else {
+/// The per-destination directories under `<root>/<top>` (`top`: [`DIR`], or the upload journals'
+/// `external::resume::DIR`) whose destination is not in the config (`configured`): no backup can ever be based on
+/// a copy there again, nor resume from a journal, so they go.
+pub fn orphaned(root: &Path, top: &str, configured: &[&str]) -> Vec<String> {
+    let Ok(dir) = Dir::open(root).and_then(|r| r.sub(top)) else {
         return Vec::new();
     };
     let mut out: Vec<String> = dir
@@ -223,9 +224,9 @@ pub fn orphaned(root: &Path, configured: &[&str]) -> Vec<String> {
     out
 }
 
-/// Removes the directories [`orphaned`] found; the ones that could not be removed, with why.
-pub fn remove_orphaned(root: &Path, names: &[String]) -> Vec<String> {
-    let dir = match Dir::open(root).and_then(|r| r.sub(DIR)) {
+/// Removes the directories [`orphaned`] found under `<root>/<top>`; the ones that could not be removed, with why.
+pub fn remove_orphaned(root: &Path, top: &str, names: &[String]) -> Vec<String> {
+    let dir = match Dir::open(root).and_then(|r| r.sub(top)) {
         Ok(d) => d,
         Err(e) if e.is_not_found() => return Vec::new(),
         Err(e) => return vec![e.to_string()],

@@ -108,6 +108,8 @@ pub fn observe(
             .context("starting the recovery kit's thread")?
     };
 
+    // Every destination's name (drives, then clouds).
+    let all_names = settings.destination_names();
     // Destinations: `--destination` narrows them to one (a drive or a cloud destination); media decides which
     // drives are present; cloud destinations are always candidates (looked at once chosen).
     let (configured, clouds): (Vec<_>, Vec<_>) = match &options.destination {
@@ -115,7 +117,7 @@ pub fn observe(
             let drive = settings.destinations.iter().find(|d| &d.name == name);
             let cloud = settings.clouds.iter().find(|c| &c.name == name);
             if drive.is_none() && cloud.is_none() {
-                let known = settings.destination_names();
+                let known = &all_names;
                 return Err(CodedError::new(
                     Exit::Usage,
                     if known.is_empty() {
@@ -327,12 +329,13 @@ pub fn observe(
             backup_root: root.clone(),
             index_copies_orphaned: super::index_copy::orphaned(
                 root,
-                &settings
-                    .destinations
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .chain(settings.clouds.iter().map(|c| c.name.as_str()))
-                    .collect::<Vec<_>>(),
+                super::index_copy::DIR,
+                &all_names,
+            ),
+            upload_journals_orphaned: super::index_copy::orphaned(
+                root,
+                super::resume::DIR,
+                &all_names,
             ),
             host: media::hostname(),
             mode: settings.external_mode,

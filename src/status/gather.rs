@@ -69,6 +69,8 @@ pub struct CloudFacts {
     pub listing: Option<ListingFacts>,
     /// Unfinished uploads (stamps without `backup.json`).
     pub unfinished: usize,
+    /// The unfinished upload the next upload can resume (its local journal, `external::resume`), with its parts.
+    pub resumable: Option<crate::external::resume::ResumePlan>,
     /// Why it could not be looked at (keys, network, bucket).
     pub error: Option<String>,
     /// The newest backup the run log says was uploaded there.
@@ -85,12 +87,18 @@ impl CloudFacts {
 }
 
 /// Looks at one cloud destination: one listing, then every `backup.json` (or only the newest).
-fn cloud(c: &crate::settings::CloudSettings, look: CloudLook, runs: &RunFacts) -> CloudFacts {
+fn cloud(
+    c: &crate::settings::CloudSettings,
+    look: CloudLook,
+    runs: &RunFacts,
+    root: &std::path::Path,
+) -> CloudFacts {
     let mut facts = CloudFacts {
         settings: c.clone(),
         looked: false,
         listing: None,
         unfinished: 0,
+        resumable: None,
         error: None,
         from_log: runs.written.get(&c.name).cloned(),
         requests: 0,
@@ -138,6 +146,7 @@ fn cloud(c: &crate::settings::CloudSettings, look: CloudLook, runs: &RunFacts) -
                 l.verified = count;
             }
             facts.unfinished = b.listing.unfinished.len();
+            facts.resumable = crate::external::resume::resumable(root, &c.name, &b.listing);
             facts.listing = Some(l);
         }
         Err(e) => facts.error = Some(e.to_string()),
@@ -349,7 +358,7 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
     let clouds = settings
         .clouds
         .iter()
-        .map(|c| cloud(c, clouds, &runs))
+        .map(|c| cloud(c, clouds, &runs, root))
         .collect();
     Facts {
         backup_root: root.clone(),
