@@ -613,6 +613,15 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
         } else {
             ("docs.index.jsonl", "docs.tar.part000")
         };
+        // `restore --path ~/<rel> --target <target>` from the bucket (with the identity when encrypted).
+        let restore_path = |rel: &str, target: &std::path::Path, code: i32| {
+            t.cmd()
+                .args(["restore", "--source", "cloud:offsite", "--path"])
+                .args([format!("{home}/{rel}"), "--target".into()])
+                .args([target])
+                .args(&id_args)
+                .status(code)
+        };
         let mut wrong = Vec::new();
         // What is restored, and the GETs of the archive it costs (plain, encrypted); `None`: not counted exactly.
         for (what, rel, archive_gets) in [
@@ -628,13 +637,7 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
             };
             let target = t.path(&format!("r-{prefix}-{}", rel.replace('/', "-")));
             let from = g.requests_logged().len();
-            let out = t
-                .cmd()
-                .args(["restore", "--source", "cloud:offsite", "--path"])
-                .args([format!("{home}/{rel}"), "--target".into()])
-                .args([&target])
-                .args(&id_args)
-                .status(0);
+            let out = restore_path(rel, &target, 0);
             assert!(out.stderr.contains("downloading"), "{what}: {}", out.stderr);
             let (heads, gets) = requests(&out);
             let served = served(&g, from, heads + gets);
@@ -715,13 +718,7 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
         std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
         s3.put(&key, &cut);
         let target = t.path(&format!("r-{prefix}-cut"));
-        let out = t
-            .cmd()
-            .args(["restore", "--source", "cloud", "--path"])
-            .args([format!("{home}/notes/todo.txt"), "--target".into()])
-            .args([&target])
-            .args(&id_args)
-            .status(1);
+        let out = restore_path("notes/todo.txt", &target, 1);
         out.stderr_has(&format!(
             "{part} is {} bytes on the bucket, not the {} recorded",
             bytes.len() - 100,
