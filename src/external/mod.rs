@@ -97,6 +97,7 @@ pub fn dry_run(settings: &Settings, options: &Options, ui: &Ui) -> anyhow::Resul
         },
     );
     plan.system = system_plan(settings, &observed, &plan);
+    plan.timings = Some(observed.timings);
     Ok(plan)
 }
 
