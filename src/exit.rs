@@ -29,6 +29,16 @@ impl Exit {
         self as u8
     }
 
+    /// The outcome a phase's report records as its code (collect's sets, external's destinations): 0 ok, 3
+    /// warnings, anything else failed.
+    pub fn of_phase(code: u8) -> Exit {
+        match code {
+            0 => Exit::Ok,
+            3 => Exit::Warnings,
+            _ => Exit::Failed,
+        }
+    }
+
     /// The worse of two outcomes, for commands that run several steps (failure beats warnings beats ok).
     pub fn worst(self, other: Exit) -> Exit {
         fn rank(e: Exit) -> u8 {

@@ -54,6 +54,14 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
+/// The names `decisions` remove, in their order.
+pub fn removed(decisions: &[Decision]) -> impl Iterator<Item = &str> {
+    decisions
+        .iter()
+        .filter(|d| !d.keep)
+        .map(|d| d.name.as_str())
+}
+
 /// A short description of a policy: `last 7, daily 14`.
 pub fn describe(policy: &RetentionPolicy) -> String {
     let parts: Vec<String> = rules(policy)

@@ -726,41 +726,28 @@ fn sets_overdue(
 ) {
     let p = Period::from(schedule.incremental);
     for h in sets {
-        let item = |age: Option<TimeDelta>, message: String| Overdue {
-            phase: Phase::Collect,
-            subject: Some(h.set.clone()),
-            age_seconds: age.map(|a| a.num_seconds()),
-            schedule: p,
-            message,
-        };
-        match &h.newest_complete {
-            None => out.push(item(
-                None,
-                match &h.newest {
-                    Some(n) => format!(
-                        "set {} has no complete snapshot (the newest, {}, is incomplete), schedule is {}",
-                        h.set,
-                        n.name,
-                        p.word()
-                    ),
-                    None => format!("set {} has no snapshot yet, schedule is {}", h.set, p.word()),
-                },
-            )),
-            Some(c) => {
-                let age = now.signed_duration_since(c.time);
-                if age > p.overdue_after() {
-                    out.push(item(
-                        Some(age),
-                        format!(
-                            "no complete snapshot of set {} for {}, schedule is {}",
-                            h.set,
-                            age_words(age),
-                            p.word()
-                        ),
-                    ));
-                }
-            }
-        }
+        let newest = h.newest_complete.as_ref().map(|c| c.time);
+        out.extend(Overdue::check(
+            (Phase::Collect, Some(&h.set), p),
+            newest,
+            now,
+            || match &h.newest {
+                Some(n) => format!(
+                    "set {} has no complete snapshot (the newest, {}, is incomplete), schedule is {}",
+                    h.set,
+                    n.name,
+                    p.word()
+                ),
+                None => format!("set {} has no snapshot yet, schedule is {}", h.set, p.word()),
+            },
+            |age| {
+                format!(
+                    "no complete snapshot of set {} for {age}, schedule is {}",
+                    h.set,
+                    p.word()
+                )
+            },
+        ));
     }
 }
 
@@ -774,37 +761,7 @@ fn own_schedules_overdue(
         let Some(p) = d.schedule.and_then(external_period) else {
             continue;
         };
-        let item = |age: Option<TimeDelta>, message: String| Overdue {
-            phase: Phase::External,
-            subject: Some(d.name.clone()),
-            age_seconds: age.map(|a| a.num_seconds()),
-            schedule: p,
-            message,
-        };
-        match &d.newest {
-            None => out.push(item(
-                None,
-                format!(
-                    "no external backup on {} yet, its schedule is {}",
-                    d.name,
-                    p.word()
-                ),
-            )),
-            Some(seen) => {
-                let age = now.signed_duration_since(seen.time);
-                if age > p.overdue_after() {
-                    out.push(item(
-                        Some(age),
-                        format!(
-                            "no external backup on {} for {}, its schedule is {}",
-                            d.name,
-                            age_words(age),
-                            p.word()
-                        ),
-                    ));
-                }
-            }
-        }
+        out.extend(destination_overdue(d, p, now, "its schedule"));
     }
 }
 
@@ -829,65 +786,79 @@ fn shared_schedule_overdue(
     if destinations.is_empty() {
         return;
     }
-    let item = |subject: Option<String>, age: Option<TimeDelta>, message: String| Overdue {
-        phase: Phase::External,
-        subject,
-        age_seconds: age.map(|a| a.num_seconds()),
-        schedule: p,
-        message,
-    };
     match mode {
-        ExternalMode::First => match newest_anywhere(destinations) {
-            None => out.push(item(
-                None,
-                None,
-                format!("no external backup yet, schedule is {}", p.word()),
-            )),
-            Some((_, seen)) => {
-                let age = now.signed_duration_since(seen.time);
-                if age > p.overdue_after() {
-                    out.push(item(
-                        None,
-                        Some(age),
-                        format!(
-                            "no external backup for {}, schedule is {}",
-                            age_words(age),
-                            p.word()
-                        ),
-                    ));
-                }
-            }
-        },
+        ExternalMode::First => out.extend(Overdue::check(
+            (Phase::External, None, p),
+            newest_anywhere(destinations).map(|(_, seen)| seen.time),
+            now,
+            || format!("no external backup yet, schedule is {}", p.word()),
+            |age| format!("no external backup for {age}, schedule is {}", p.word()),
+        )),
         ExternalMode::All => {
             for d in destinations {
-                match &d.newest {
-                    None => out.push(item(
-                        Some(d.name.clone()),
-                        None,
-                        format!(
-                            "no external backup on {} yet, schedule is {}",
-                            d.name,
-                            p.word()
-                        ),
-                    )),
-                    Some(seen) => {
-                        let age = now.signed_duration_since(seen.time);
-                        if age > p.overdue_after() {
-                            out.push(item(
-                                Some(d.name.clone()),
-                                Some(age),
-                                format!(
-                                    "no external backup on {} for {}, schedule is {}",
-                                    d.name,
-                                    age_words(age),
-                                    p.word()
-                                ),
-                            ));
-                        }
-                    }
-                }
+                out.extend(destination_overdue(d, p, now, "schedule"));
             }
         }
+    }
+}
+
+/// One destination, overdue by the period `p` of `whose` schedule (`its schedule`: its own; `schedule`: the
+/// shared one, in mode `all`).
+fn destination_overdue(
+    d: &DestinationHistory,
+    p: Period,
+    now: DateTime<FixedOffset>,
+    whose: &str,
+) -> Option<Overdue> {
+    Overdue::check(
+        (Phase::External, Some(&d.name), p),
+        d.newest.as_ref().map(|s| s.time),
+        now,
+        || {
+            format!(
+                "no external backup on {} yet, {whose} is {}",
+                d.name,
+                p.word()
+            )
+        },
+        |age| {
+            format!(
+                "no external backup on {} for {age}, {whose} is {}",
+                d.name,
+                p.word()
+            )
+        },
+    )
+}
+
+impl Overdue {
+    /// The one overdue rule: what (`phase`, `subject`, by `schedule`) is overdue when nothing was seen yet
+    /// (`never` says so) or the newest seen is older than the schedule allows (`aged` says so, given the age in
+    /// words); else nothing.
+    fn check(
+        (phase, subject, schedule): (Phase, Option<&String>, Period),
+        newest: Option<DateTime<FixedOffset>>,
+        now: DateTime<FixedOffset>,
+        never: impl FnOnce() -> String,
+        aged: impl FnOnce(&str) -> String,
+    ) -> Option<Overdue> {
+        let (age, message) = match newest {
+            None => (None, never()),
+            Some(t) => {
+                let age = now.signed_duration_since(t);
+                if age <= schedule.overdue_after() {
+                    return None;
+                }
+                (Some(age), aged(&age_words(age)))
+            }
+        };
+        Some(Overdue {
+            phase,
+            subject: subject.cloned(),
+            age_seconds: age.map(|a| a.num_seconds()),
+            schedule,
+            message,
+        })
     }
 }
 

@@ -584,32 +584,23 @@ pub fn read_entry<R: Read + Seek>(
     archive.seek(SeekFrom::Start(entry.data_offset))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut left = entry.size;
-    while left > 0 {
-        let want = buf.len().min(left.min(usize::MAX as u64) as usize);
-        let n = match archive.read(&mut buf[..want]) {
-            Ok(0) => {
-                return Err(ReadError::Truncated {
-                    path,
-                    got: entry.size - left,
-                    expected: entry.size,
-                });
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                return Err(ReadError::Truncated {
-                    path,
-                    got: entry.size - left,
-                    expected: entry.size,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
+    let truncated = |got| ReadError::Truncated {
+        path: path.clone(),
+        got,
+        expected: entry.size,
+    };
+    copy_out(
+        archive,
+        entry.size,
+        &mut buf,
+        Some(&mut hasher),
+        out,
+        &|e, got| match e {
+            None => truncated(got),
+            Some(e) if e.kind() == io::ErrorKind::UnexpectedEof => truncated(got),
+            Some(e) => e.into(),
+        },
+    )?;
     same_content(path, expected, Digest::of(hasher))?;
     Ok(entry.size)
 }
@@ -660,30 +651,22 @@ fn read_sparse<R: Read + Seek>(
     let mut at = 0u64;
     for seg in map.segments() {
         write_zeros(seg.offset - at, &mut hasher, out)?;
-        let mut left = seg.len;
-        while left > 0 {
-            let want = buf.len().min(left.min(usize::MAX as u64) as usize);
-            let n = match data.read(&mut buf[..want]) {
-                Ok(0) => {
-                    return Err(ReadError::Truncated {
-                        path,
-                        got: seg.offset + seg.len - left,
-                        expected: entry.size,
-                    });
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    return Err(damaged(e.to_string()));
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if let Some(h) = hasher.as_mut() {
-                h.update(&buf[..n]);
-            }
-            out.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
+        copy_out(
+            &mut data,
+            seg.len,
+            &mut buf,
+            hasher.as_mut(),
+            out,
+            &|e, got| match e {
+                None => ReadError::Truncated {
+                    path: path.clone(),
+                    got: seg.offset + got,
+                    expected: entry.size,
+                },
+                Some(e) if e.kind() == io::ErrorKind::InvalidData => damaged(e.to_string()),
+                Some(e) => e.into(),
+            },
+        )?;
         at = seg.offset + seg.len;
     }
     write_zeros(entry.size - at, &mut hasher, out)?;
@@ -691,6 +674,36 @@ fn read_sparse<R: Read + Seek>(
         same_content(path, expected, Digest::of(h))?;
     }
     Ok(entry.size)
+}
+
+/// Copies `len` bytes of `r` to `out` through `buf`, hashing them into `hasher` when there is one: the copy loop
+/// of plain and sparse entries. `failed(error, got)` is the error for a read that ends early (`None`) or fails
+/// after `got` bytes.
+#[cfg(test)]
+fn copy_out(
+    r: &mut dyn Read,
+    len: u64,
+    buf: &mut [u8],
+    mut hasher: Option<&mut Sha256>,
+    out: &mut dyn Write,
+    failed: &dyn Fn(Option<io::Error>, u64) -> ReadError,
+) -> Result<(), ReadError> {
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+        let n = match r.read(&mut buf[..want]) {
+            Ok(0) => return Err(failed(None, len - left)),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(failed(Some(e), len - left)),
+        };
+        if let Some(h) = hasher.as_mut() {
+            h.update(&buf[..n]);
+        }
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// The content read (`actual`) is the one the index names, or the error naming the file.

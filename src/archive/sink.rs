@@ -304,8 +304,17 @@ impl FileSink {
 
     /// Creates `name` in the open directory `dir` (never overwriting, never through a symlink).
     pub fn create_in(dir: &Dir, name: impl AsRef<OsStr>) -> io::Result<FileSink> {
+        FileSink::create_in_with_mode(dir, name, 0o666)
+    }
+
+    /// [`FileSink::create_in`] with the new file's `mode` (0600 for a file only its owner may read).
+    pub fn create_in_with_mode(
+        dir: &Dir,
+        name: impl AsRef<OsStr>,
+        mode: u32,
+    ) -> io::Result<FileSink> {
         let name = name.as_ref();
-        let file = dir.create_file(name, 0o666)?;
+        let file = dir.create_file(name, mode)?;
         Ok(FileSink {
             path: dir.join(name),
             dir: dir.clone(),

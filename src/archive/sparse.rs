@@ -32,6 +32,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 use super::sink::Digest;
+use crate::stdx::HashingReader;
 
 /// A file is stored sparse when its holes add up to at least this (see the module docs for why).
 pub const MIN_HOLE_BYTES: u64 = 1 << 20;
@@ -768,9 +769,8 @@ pub fn open<'r, R: Read + Seek>(
         } => {
             r.seek(SeekFrom::Start(*data))?;
             let mut hashing = HashingRead {
-                inner: r.take(*stored),
-                hasher: Sha256::new(),
-                left: *stored,
+                hashing: HashingReader::new(r.take(*stored)),
+                len: *stored,
                 expect: *sha256,
             };
             let (map, _) = read_v1_map(&mut hashing, *stored, *size)?;
@@ -779,21 +779,18 @@ pub fn open<'r, R: Read + Seek>(
     }
 }
 
-/// Hashes what is read through it; on reading its last expected byte, compares the hash.
+/// Hashes what is read through it; on reading its last expected byte (the `len`th), compares the hash.
 struct HashingRead<R> {
-    inner: R,
-    hasher: Sha256,
-    left: u64,
+    hashing: HashingReader<R>,
+    len: u64,
     expect: Digest,
 }
 
 impl<R: Read> Read for HashingRead<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.left = self.left.saturating_sub(n as u64);
-        if n > 0 && self.left == 0 {
-            let got = Digest::of(std::mem::take(&mut self.hasher));
+        let n = self.hashing.read(buf)?;
+        if n > 0 && self.hashing.count >= self.len {
+            let got = Digest::of(std::mem::take(&mut self.hashing.hasher));
             if got != self.expect {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -820,11 +817,7 @@ pub fn hash_v1(
     logical: bool,
     bytes: &mut dyn FnMut(u64),
 ) -> Result<(Option<Digest>, Digest), MapError> {
-    let mut stored_hash = Sha256::new();
-    let mut tee = TeeHash {
-        inner: r,
-        hasher: &mut stored_hash,
-    };
+    let mut tee = HashingReader::new(r);
     let (map, _) = read_v1_map(&mut tee, stored, size)?;
     let mut logical = logical.then(Sha256::new);
     let mut buf = vec![0u8; super::sink::WRITE_BUFFER];
@@ -857,7 +850,7 @@ pub fn hash_v1(
         hash_zeros(h, size - at);
     }
     bytes(size - at);
-    Ok((logical.map(Digest::of), Digest::of(stored_hash)))
+    Ok((logical.map(Digest::of), Digest::of(tee.hasher)))
 }
 
 /// The sha256 a sparse member of `file` (`size` bytes) would be stored with in an index: over its PAX 1.0 map block
@@ -890,19 +883,6 @@ pub fn stored_digest_of(
     }
     bytes(map.hole_bytes());
     Ok(Some(Digest::of(h)))
-}
-
-struct TeeHash<'a> {
-    inner: &'a mut dyn Read,
-    hasher: &'a mut Sha256,
-}
-
-impl Read for TeeHash<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, Read};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use super::index::{IndexEntry, IndexError, IndexReader, SparseRecord};
 use super::sink::{Digest, WRITE_BUFFER};
@@ -13,7 +12,7 @@ use super::sparse::{self, PaxSparse, TarSparse};
 use super::tarfmt::{self, EntryKind};
 use super::writer::Progress;
 use super::xattrs::HeaderTap;
-use crate::stdx::show;
+use crate::stdx::{HashingReader, show};
 
 /// What a successful verification checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,22 +81,6 @@ pub enum VerifyProblem {
         "the archive's sha256 is {actual}, the index says {expected}: bytes outside file contents are damaged"
     )]
     StreamHash { expected: Digest, actual: Digest },
-}
-
-/// Counts and hashes what is read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    count: u64,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
-        Ok(n)
-    }
 }
 
 /// The files whose data offset, size and sha256 [`verify_archive_with`] keeps as it reads, to check each hard link
@@ -200,11 +183,7 @@ pub fn verify_archive_in_chain(
         problem: Box::new(problem),
     };
     let mut idx = IndexReader::new(index).map_err(|e| fail(None, e.into()))?;
-    let reader = HashingReader {
-        inner: BufReader::with_capacity(WRITE_BUFFER, archive),
-        hasher: Sha256::new(),
-        count: 0,
-    };
+    let reader = HashingReader::new(BufReader::with_capacity(WRITE_BUFFER, archive));
     let (reader, tap) = HeaderTap::new(reader, 0);
     let mut ar = tar::Archive::new(reader);
     let mut walk = Walk {

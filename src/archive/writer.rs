@@ -632,16 +632,19 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Copies exactly `size` bytes of `file` into the stream, read straight into the outgoing blocks, hashing them.
-    fn copy_file(
+    /// Reads exactly `len` bytes of `r` straight into the outgoing blocks, hashing them into `hasher`: the one
+    /// copy loop of plain and sparse files. A read that ends early means the file changed (`shrank` says how
+    /// many bytes had been read; an `UnexpectedEof` says it in its own words).
+    fn copy_exact(
         &mut self,
-        file: &mut File,
+        r: &mut dyn Read,
         path: &Path,
-        size: u64,
+        len: u64,
+        hasher: &mut Sha256,
         progress: &mut dyn Progress,
-    ) -> Result<Digest, ArchiveError> {
-        let mut hasher = Sha256::new();
-        let mut left = size;
+        shrank: &dyn Fn(u64) -> String,
+    ) -> Result<(), ArchiveError> {
+        let mut left = len;
         while left > 0 {
             if self.block.len == self.block.buf.len() {
                 self.send_block()?;
@@ -649,15 +652,21 @@ impl Pipeline {
             let room =
                 (self.block.buf.len() - self.block.len).min(left.min(usize::MAX as u64) as usize);
             let dst = &mut self.block.buf[self.block.len..self.block.len + room];
-            let n = match file.read(dst) {
+            let n = match r.read(dst) {
                 Ok(0) => {
                     return Err(ArchiveError::Changed {
                         path: path.into(),
-                        detail: format!("it shrank: {} of {size} bytes read", size - left),
+                        detail: shrank(len - left),
                     });
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(ArchiveError::Changed {
+                        path: path.into(),
+                        detail: e.to_string(),
+                    });
+                }
                 Err(source) => {
                     return Err(ArchiveError::Read {
                         path: path.into(),
@@ -671,6 +680,21 @@ impl Pipeline {
             left -= n as u64;
             progress.bytes(n as u64);
         }
+        Ok(())
+    }
+
+    /// Copies exactly `size` bytes of `file` into the stream, read straight into the outgoing blocks, hashing them.
+    fn copy_file(
+        &mut self,
+        file: &mut File,
+        path: &Path,
+        size: u64,
+        progress: &mut dyn Progress,
+    ) -> Result<Digest, ArchiveError> {
+        let mut hasher = Sha256::new();
+        self.copy_exact(file, path, size, &mut hasher, progress, &|read| {
+            format!("it shrank: {read} of {size} bytes read")
+        })?;
         let mut probe = [0u8; 1];
         if matches!(file.read(&mut probe), Ok(n) if n > 0) {
             return Err(ArchiveError::Changed {
@@ -701,36 +725,12 @@ impl Pipeline {
         let mut at = 0u64;
         for seg in map.segments() {
             progress.bytes(seg.offset - at);
-            let mut left = seg.len;
-            while left > 0 {
-                if self.block.len == self.block.buf.len() {
-                    self.send_block()?;
-                }
-                let room = (self.block.buf.len() - self.block.len)
-                    .min(left.min(usize::MAX as u64) as usize);
-                let dst = &mut self.block.buf[self.block.len..self.block.len + room];
-                let n = match data.read(dst) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        return Err(ArchiveError::Changed {
-                            path: path.into(),
-                            detail: e.to_string(),
-                        });
-                    }
-                    Err(source) => {
-                        return Err(ArchiveError::Read {
-                            path: path.into(),
-                            source,
-                        });
-                    }
-                };
-                stored.update(&dst[..n]);
-                self.block.len += n;
-                self.offset += n as u64;
-                left -= n as u64;
-                progress.bytes(n as u64);
-            }
+            self.copy_exact(&mut data, path, seg.len, &mut stored, progress, &|read| {
+                format!(
+                    "it shrank: {read} of the {} bytes of data at {} read",
+                    seg.len, seg.offset
+                )
+            })?;
             at = seg.offset + seg.len;
         }
         progress.bytes(map.size() - at);

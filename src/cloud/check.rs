@@ -1,7 +1,8 @@
 //! `dbackup cloud check NAME`: what this machine's key can do with the destination's bucket, tried for real with a
 //! tiny object under `<prefix>/.dbackup-check/`: list, write, read back, delete, list unfinished uploads, and
 //! (with `object_lock_days`, or when asked) whether the bucket really enforces Object Lock: a locked object is
-//! written and its deletion tried, since some servers accept the headers and ignore them.
+//! written and its deletion tried, since some servers accept the headers and ignore them; then its retention is
+//! extended by a second (PutObjectRetention, which uploads in parts are locked by).
 //!
 //! Exit codes: 0 everything the destination needs works; 3 (warnings) it works, but the key cannot delete (old
 //! backups are never pruned) or uploads are left unfinished; 1 something a backup needs fails (unreachable, keys
@@ -316,13 +317,30 @@ fn try_lock(
                 .into(),
         )
     } else {
+        // What `external` locks objects uploaded in parts with (some servers drop a multipart upload's lock
+        // headers) and extends a resumed upload's parts with: the probe's retention extended by a second.
+        let later = until + Duration::seconds(1);
+        let (outcome, extended) = match store.set_retention(&lock_key, later) {
+            Ok(()) => (
+                Outcome::Ok,
+                "; its retention could be extended (PutObjectRetention, which locks archives uploaded in parts)"
+                    .to_string(),
+            ),
+            Err(e) => (
+                Outcome::Warning,
+                format!(
+                    "; but extending its retention was refused ({e}): archives uploaded in parts (more than 8 MiB) \
+                     stay unlocked where the server drops a multipart upload's lock headers, and each upload warns"
+                ),
+            ),
+        };
         (
             Lock::Enforced,
-            Outcome::Ok,
+            outcome,
             format!(
-                "enforced: a locked object could not be deleted ({} stays, 7 bytes, until {})",
+                "enforced: a locked object could not be deleted ({} stays, 7 bytes, until {}){extended}",
                 crate::stdx::show_str(&lock_key),
-                until.format("%Y-%m-%d %H:%M UTC")
+                later.format("%Y-%m-%d %H:%M UTC")
             ),
         )
     }

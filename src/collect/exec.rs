@@ -83,11 +83,7 @@ pub struct Removed {
 
 impl CollectReport {
     pub fn exit(&self) -> Exit {
-        match self.exit {
-            0 => Exit::Ok,
-            3 => Exit::Warnings,
-            _ => Exit::Failed,
-        }
+        Exit::of_phase(self.exit)
     }
 }
 
@@ -159,7 +155,7 @@ pub fn execute(
     }
     let exit = sets
         .iter()
-        .fold(Exit::Ok, |acc, s| acc.worst(exit_of(s.exit)));
+        .fold(Exit::Ok, |acc, s| acc.worst(Exit::of_phase(s.exit)));
     CollectReport {
         exit: exit.code(),
         backup_root: plan.backup_root.clone(),
@@ -167,14 +163,6 @@ pub fn execute(
         finished: Local::now().fixed_offset(),
         cleaned: prepared.cleaned.clone(),
         sets,
-    }
-}
-
-fn exit_of(code: u8) -> Exit {
-    match code {
-        0 => Exit::Ok,
-        3 => Exit::Warnings,
-        _ => Exit::Failed,
     }
 }
 

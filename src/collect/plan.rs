@@ -831,12 +831,7 @@ mod tests {
             "{:?}",
             s.notes
         );
-        let removed: Vec<&str> = s
-            .retention
-            .iter()
-            .filter(|d| !d.keep)
-            .map(|d| d.name.as_str())
-            .collect();
+        let removed: Vec<&str> = crate::retention::removed(&s.retention).collect();
         assert_eq!(
             removed,
             ["data-2025-04-03-000000", "data-2025-04-01-000000"]

@@ -219,7 +219,7 @@ pub fn render_retention(p: &super::cloud::CloudPlan, out: &mut String) {
         return;
     }
     let stamp = p.dir.trim_start_matches(BACKUPS).trim_end_matches('/');
-    let removed = p.decisions.iter().filter(|d| !d.keep).count();
+    let removed = crate::retention::removed(&p.decisions).count();
     let _ = writeln!(
         out,
         "  retention {}: {} kept, {} removed after the upload is verified",
@@ -361,11 +361,7 @@ mod tests {
             )
         };
         let removed = |ds: &[Decision]| -> Vec<String> {
-            let mut v: Vec<String> = ds
-                .iter()
-                .filter(|d| !d.keep)
-                .map(|d| d.name.clone())
-                .collect();
+            let mut v: Vec<String> = crate::retention::removed(ds).map(str::to_string).collect();
             v.sort();
             v
         };

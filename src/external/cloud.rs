@@ -9,7 +9,9 @@
 //! on local disk); each upload part carries a CRC32C the server checks; afterwards every object is listed and its
 //! size compared with what was written (the sha256 of every object, computed on the way, is in
 //! `verification.sha256`, which `sha256sum -c` checks against downloaded objects; a full read-back is
-//! `restore --verify --source cloud`, which costs egress).
+//! `restore --verify --source cloud`, which costs egress). With `object_lock_days` every object is written with
+//! compliance retention, and before the promotion the objects uploaded in parts and the parts a resume reused get
+//! this run's date by PutObjectRetention ([`lock_after_upload`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -1050,6 +1052,13 @@ fn upload(
             ),
         }
     }
+    if let Some(until) = p.locked_until {
+        let reused = resumer
+            .as_ref()
+            .map(super::resume::Resumer::skipped_names)
+            .unwrap_or_default();
+        lock_after_upload(store, p, &expected, &reused, until, report, ui);
+    }
     let read_back = ReadBackRecord {
         methods: Vec::new(),
         device_cache_dropped: None,
@@ -1122,6 +1131,61 @@ fn upload(
     report.latest = Some(layout::LatestKind::File);
     finish_index_copies(copies, p, &observed.world.backup_root, ui);
     Ok(())
+}
+
+/// With Object Lock (`object_lock_days`), before the promotion: the retention of each object a multipart upload
+/// wrote (more than one [`crate::cloud::store::PART_SIZE`]: its lock headers went with CreateMultipartUpload,
+/// which some servers drop, moto among them) and of each part reused from a killed run (`reused`: locked until that
+/// run's date) set to this run's date by PutObjectRetention. A refusal leaves the backup in place, unlocked as far
+/// as the server says: a warning (exit 3) naming the objects, pointing at `cloud check`, which tests the bucket.
+fn lock_after_upload(
+    store: &Store,
+    p: &CloudPlan,
+    expected: &BTreeMap<String, u64>,
+    reused: &[String],
+    until: DateTime<Utc>,
+    report: &mut DestinationReport,
+    ui: &Ui,
+) {
+    let multipart = expected
+        .iter()
+        // An upload of exactly one part is one PUT in OpenDAL 0.59; counted in anyway (one more request).
+        .filter(|(_, bytes)| **bytes >= crate::cloud::store::PART_SIZE as u64)
+        .map(|(name, _)| name);
+    let names: BTreeSet<&String> = multipart.chain(reused).collect();
+    let mut refused = Vec::new();
+    for name in names {
+        let shown = crate::stdx::show_str(name);
+        match store.set_retention(&format!("{}{name}", p.dir), until) {
+            Ok(()) => ui.step(format_args!(
+                "{}: {}{shown}: retention set until {until}",
+                p.name, p.dir
+            )),
+            Err(e) => {
+                ui.step(format_args!("{}: {}{shown}: {e}", p.name, p.dir));
+                refused.push((shown, e));
+            }
+        }
+    }
+    if let Some((_, e)) = refused.first() {
+        let mut named: Vec<String> = refused
+            .iter()
+            .take(3)
+            .map(|(n, _)| format!("{}{n}", p.dir))
+            .collect();
+        if refused.len() > 3 {
+            named.push(format!("{} more", refused.len() - 3));
+        }
+        let warning = format!(
+            "{}: the retention of {} could not be set ({e}): not locked until {until}; `dbackup cloud check {}` \
+             tests whether the bucket enforces Object Lock",
+            p.name,
+            named.join(", "),
+            p.name
+        );
+        ui.warn(&warning);
+        report.warnings.push(warning);
+    }
 }
 
 /// Encrypted with incrementals on ([`CloudPlan::index_copy_dir`]): the local plaintext copies of this upload's

@@ -19,7 +19,6 @@ use super::layout::{
 use super::observe::Observed;
 use super::plan::{
     ArchiveTarget, DestinationAction, DestinationPlan, DestinationWorld, ExternalPlan, SetPlan,
-    UnusedDestination,
 };
 use super::retention as drive_retention;
 use crate::archive::incremental::IncrementalBase;
@@ -121,15 +120,7 @@ pub struct Removed {
 
 impl ExternalReport {
     pub fn exit(&self) -> Exit {
-        exit_of(self.exit)
-    }
-}
-
-fn exit_of(code: u8) -> Exit {
-    match code {
-        0 => Exit::Ok,
-        3 => Exit::Warnings,
-        _ => Exit::Failed,
+        Exit::of_phase(self.exit)
     }
 }
 
@@ -168,29 +159,37 @@ pub fn execute(plan: &ExternalPlan, observed: &Observed, ui: &Ui) -> ExternalRep
             .expect("planned clouds were observed");
         destinations.push(super::cloud::execute(plan, c, world, observed, ui));
     }
-    if crate::interrupt::requested().is_none() && !plan.index_copies_orphaned.is_empty() {
+    if crate::interrupt::requested().is_none() {
         let root = &observed.world.backup_root;
-        for f in super::index_copy::remove_orphaned(root, &plan.index_copies_orphaned) {
-            ui.warn(format_args!("could not remove the local index copies {f}"));
-        }
-        for n in &plan.index_copies_orphaned {
-            ui.step(format_args!(
-                "removed the local index copies of destination {} (no such destination in the config)",
-                super::index_copy::shown(n)
-            ));
+        for (top, names, what) in [
+            (
+                super::index_copy::DIR,
+                &plan.index_copies_orphaned,
+                "local index copies",
+            ),
+            (
+                super::resume::DIR,
+                &plan.upload_journals_orphaned,
+                "upload journals",
+            ),
+        ] {
+            if names.is_empty() {
+                continue;
+            }
+            for f in super::index_copy::remove_orphaned(root, top, names) {
+                ui.warn(format_args!("could not remove the {what} {f}"));
+            }
+            for n in names {
+                ui.step(format_args!(
+                    "removed the {what} of destination {} (no such destination in the config)",
+                    super::index_copy::shown(n)
+                ));
+            }
         }
     }
-    let sets_exit = if plan.unused.iter().any(UnusedDestination::refused) {
-        // A drive that tried to redirect dbackup is a failure, even when another destination was written.
-        Exit::Failed
-    } else if plan.sets.iter().any(|s| !s.warnings.is_empty()) {
-        Exit::Warnings
-    } else {
-        Exit::Ok
-    };
     let exit = destinations
         .iter()
-        .fold(sets_exit, |acc, d| acc.worst(exit_of(d.exit)));
+        .fold(plan.sets_exit(), |acc, d| acc.worst(Exit::of_phase(d.exit)));
     ExternalReport {
         exit: exit.code(),
         stamp: plan.stamp.clone(),

@@ -29,10 +29,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 use super::layout::{DriveListing, FileRecord};
-use crate::archive::{Digest, Sink, WrittenFile};
+use crate::archive::{Digest, FileSink, Sink, WrittenFile};
 use crate::stdx::fs::Dir;
 
 /// The directory under the backup root.
@@ -92,20 +91,10 @@ impl Pending {
         })
     }
 
-    /// The sink of `set`'s copy (`<set>.index`, 0600).
+    /// The sink of `set`'s copy (`<set>.index`, 0600), hashed as it is written.
     pub fn sink(&self, set: &str) -> io::Result<Box<dyn Sink>> {
-        let name = format!("{set}.index");
-        let file = self
-            .tmp
-            .create_file(&name, 0o600)
-            .map_err(io::Error::other)?;
-        Ok(Box::new(CopySink {
-            path: self.tmp.join(&name),
-            dir: self.tmp.clone(),
-            out: io::BufWriter::with_capacity(1 << 16, file),
-            hasher: Sha256::new(),
-            bytes: 0,
-        }))
+        let sink = FileSink::create_in_with_mode(&self.tmp, format!("{set}.index"), 0o600)?;
+        Ok(Box::new(sink))
     }
 
     /// Records what `set`'s copy is a copy of: `index`, the encrypted index as written to the drive.
@@ -144,56 +133,6 @@ impl Drop for Pending {
         if !self.promoted {
             let _ = self.parent.remove_tree(&self.tmp_name);
         }
-    }
-}
-
-/// A 0600 file in the copies' temporary directory, hashed as it is written.
-struct CopySink {
-    path: PathBuf,
-    dir: Dir,
-    out: io::BufWriter<std::fs::File>,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl Write for CopySink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
-impl Sink for CopySink {
-    fn finish(self: Box<Self>) -> io::Result<Vec<WrittenFile>> {
-        let CopySink {
-            path,
-            dir,
-            out,
-            hasher,
-            bytes,
-        } = *self;
-        let file = out.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        dir.fsync().map_err(io::Error::other)?;
-        Ok(vec![WrittenFile {
-            path,
-            bytes,
-            sha256: Digest(hasher.finalize().into()),
-        }])
-    }
-
-    fn describe(&self) -> String {
-        self.path.display().to_string()
-    }
-
-    fn single_file(&self) -> bool {
-        true
     }
 }
 
@@ -267,10 +206,11 @@ pub fn open_file(path: &Path) -> io::Result<std::fs::File> {
         .open(path)
 }
 
-/// The directories of copies whose destination is not in the config (`configured`): no backup can ever be based on
-/// them again, so they go.
-pub fn orphaned(root: &Path, configured: &[&str]) -> Vec<String> {
-    let Ok(dir) = Dir::open(root).and_then(|r| r.sub(DIR)) else {
+/// The per-destination directories under `<root>/<top>` (`top`: [`DIR`], or the upload journals'
+/// `external::resume::DIR`) whose destination is not in the config (`configured`): no backup can ever be based on
+/// a copy there again, nor resume from a journal, so they go.
+pub fn orphaned(root: &Path, top: &str, configured: &[&str]) -> Vec<String> {
+    let Ok(dir) = Dir::open(root).and_then(|r| r.sub(top)) else {
         return Vec::new();
     };
     let mut out: Vec<String> = dir
@@ -284,9 +224,9 @@ pub fn orphaned(root: &Path, configured: &[&str]) -> Vec<String> {
     out
 }
 
-/// Removes the directories [`orphaned`] found; the ones that could not be removed, with why.
-pub fn remove_orphaned(root: &Path, names: &[String]) -> Vec<String> {
-    let dir = match Dir::open(root).and_then(|r| r.sub(DIR)) {
+/// Removes the directories [`orphaned`] found under `<root>/<top>`; the ones that could not be removed, with why.
+pub fn remove_orphaned(root: &Path, top: &str, names: &[String]) -> Vec<String> {
+    let dir = match Dir::open(root).and_then(|r| r.sub(top)) {
         Ok(d) => d,
         Err(e) if e.is_not_found() => return Vec::new(),
         Err(e) => return vec![e.to_string()],

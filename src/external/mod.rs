@@ -86,6 +86,18 @@ fn fresh_stamp(world: &plan::World, now: impl Fn() -> NaiveDateTime) -> NaiveDat
 
 /// Looks and plans; changes nothing.
 pub fn dry_run(settings: &Settings, options: &Options, ui: &Ui) -> anyhow::Result<ExternalPlan> {
+    let (observed, mut plan) = observe_and_plan(settings, options, ui)?;
+    plan.timings = Some(observed.timings);
+    Ok(plan)
+}
+
+/// Looks (the sets chosen, their snapshots, the destinations) and plans under a fresh stamp, `system/` included:
+/// what a dry run shows and a run executes.
+fn observe_and_plan(
+    settings: &Settings,
+    options: &Options,
+    ui: &Ui,
+) -> anyhow::Result<(observe::Observed, ExternalPlan)> {
     let sets = crate::collect::select_sets(settings, &options.sets)?;
     let observed = observe::observe(settings, &sets, options, ui)?;
     let now = fresh_stamp(&observed.world, now);
@@ -97,8 +109,7 @@ pub fn dry_run(settings: &Settings, options: &Options, ui: &Ui) -> anyhow::Resul
         },
     );
     plan.system = system_plan(settings, &observed, &plan);
-    plan.timings = Some(observed.timings);
-    Ok(plan)
+    Ok((observed, plan))
 }
 
 /// The `system/` plan shown in the external plan (each destination re-plans it for its own drive and encryption).
@@ -151,17 +162,7 @@ pub fn run_locked(
     options: &Options,
     ui: &Ui,
 ) -> anyhow::Result<(ExternalPlan, ExternalReport)> {
-    let sets = crate::collect::select_sets(settings, &options.sets)?;
-    let observed = observe::observe(settings, &sets, options, ui)?;
-    let now = fresh_stamp(&observed.world, now);
-    let mut plan = plan::plan(
-        &observed.world,
-        plan::RunOptions {
-            now,
-            pid: std::process::id(),
-        },
-    );
-    plan.system = system_plan(settings, &observed, &plan);
+    let (observed, plan) = observe_and_plan(settings, options, ui)?;
     let mut report = exec::execute(&plan, &observed, ui);
     if let Some(input) = &observed.world.system {
         crate::image::save_kit_cache(settings, input, ui);

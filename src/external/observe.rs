@@ -113,6 +113,8 @@ pub fn observe(
             .context("starting the recovery kit's thread")?
     };
 
+    // Every destination's name (drives, then clouds).
+    let all_names = settings.destination_names();
     // Destinations: `--destination` narrows them to one (a drive or a cloud destination); media decides which
     // drives are present; cloud destinations are always candidates (looked at once chosen).
     let (configured, clouds): (Vec<_>, Vec<_>) = match &options.destination {
@@ -120,12 +122,7 @@ pub fn observe(
             let drive = settings.destinations.iter().find(|d| &d.name == name);
             let cloud = settings.clouds.iter().find(|c| &c.name == name);
             if drive.is_none() && cloud.is_none() {
-                let known: Vec<&str> = settings
-                    .destinations
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .chain(settings.clouds.iter().map(|c| c.name.as_str()))
-                    .collect();
+                let known = &all_names;
                 return Err(CodedError::new(
                     Exit::Usage,
                     if known.is_empty() {
@@ -159,39 +156,28 @@ pub fn observe(
     for d in &detected {
         ui.step(format_args!("{d}"));
     }
+    // The present drives and the cloud destinations are chosen together, by priority.
+    let present: Vec<(String, i32)> = detected
+        .iter()
+        .filter(|d| d.is_present())
+        .map(|d| (d.destination.name.clone(), d.destination.priority))
+        .collect();
+    let candidates: Vec<(String, i32)> = clouds
+        .iter()
+        .map(|c| (c.name.clone(), c.priority))
+        .collect();
+    let (drives, chosen_clouds) = super::cloud::select_across(mode, &present, &candidates);
     let selected: Vec<media::Detected> = if clouds.is_empty() {
         media::select_or_fail(mode, &detected)?
             .into_iter()
             .cloned()
             .collect()
     } else {
-        let present: Vec<(String, i32)> = detected
-            .iter()
-            .filter(|d| d.is_present())
-            .map(|d| (d.destination.name.clone(), d.destination.priority))
-            .collect();
-        let candidates: Vec<(String, i32)> = clouds
-            .iter()
-            .map(|c| (c.name.clone(), c.priority))
-            .collect();
-        let (drives, _) = super::cloud::select_across(mode, &present, &candidates);
         detected
             .iter()
             .filter(|d| drives.contains(&d.destination.name))
             .cloned()
             .collect()
-    };
-    let chosen_clouds = {
-        let present: Vec<(String, i32)> = detected
-            .iter()
-            .filter(|d| d.is_present())
-            .map(|d| (d.destination.name.clone(), d.destination.priority))
-            .collect();
-        let candidates: Vec<(String, i32)> = clouds
-            .iter()
-            .map(|c| (c.name.clone(), c.priority))
-            .collect();
-        super::cloud::select_across(mode, &present, &candidates).1
     };
     let mut cloud_worlds = Vec::new();
     let mut clouds_not_chosen = Vec::new();
@@ -202,24 +188,7 @@ pub fn observe(
         }
         let mut w = super::cloud::observe(c, ui);
         super::resume::observe(&mut w, root);
-        w.encryption = c
-            .encryption
-            .as_ref()
-            .map(crate::archive::crypt::resolve_record)
-            .transpose()
-            .map_err(|e| {
-                CodedError::new(
-                    Exit::Usage,
-                    format!(
-                        "destination {}: its encryption settings cannot be used (nothing was written): {e}",
-                        c.name
-                    ),
-                )
-            })?;
-        w.passphrase_file = c
-            .encryption
-            .as_ref()
-            .and_then(|e| crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref()));
+        (w.encryption, w.passphrase_file) = encryption_of(&c.name, c.encryption.as_ref())?;
         cloud_worlds.push(w);
     }
 
@@ -243,15 +212,7 @@ pub fn observe(
     let mut destinations = Vec::new();
     for d in selected {
         let info = d.info().expect("selected destinations are present").clone();
-        let block_size = rustix::fs::statvfs(&info.resolved)
-            .map(|st| {
-                if st.f_frsize > 0 {
-                    st.f_frsize
-                } else {
-                    st.f_bsize
-                }
-            })
-            .unwrap_or(4096);
+        let block_size = crate::media::block_size(&info.resolved);
         let mut listing = match layout::open_backups_at(&info.resolved)
             .with_context(|| format!("looking at destination {}", d.destination.name))?
         {
@@ -262,27 +223,8 @@ pub fn observe(
         for l in &mut listing.leftovers {
             l.in_use = layout::leftover_pid(&l.name).is_some_and(is_running_dbackup);
         }
-        let encryption = d
-            .destination
-            .encryption
-            .as_ref()
-            .map(crate::archive::crypt::resolve_record)
-            .transpose()
-            .map_err(|e| {
-                // A config problem (exit 2), found only now because the recipients file is read when backing up:
-                // restore and verify on another computer must not need it.
-                CodedError::new(
-                    Exit::Usage,
-                    format!(
-                        "destination {}: its encryption settings cannot be used (nothing was written): {e}",
-                        d.destination.name
-                    ),
-                )
-            })?;
-        let passphrase_file =
-            d.destination.encryption.as_ref().and_then(|e| {
-                crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref())
-            });
+        let (encryption, passphrase_file) =
+            encryption_of(&d.destination.name, d.destination.encryption.as_ref())?;
         let mut damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
         // What `restore --verify` found (a damage of the same size, which the lstat above cannot see).
         let verified_damaged = super::damage::on_destination(
@@ -409,12 +351,13 @@ pub fn observe(
             backup_root: root.clone(),
             index_copies_orphaned: super::index_copy::orphaned(
                 root,
-                &settings
-                    .destinations
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .chain(settings.clouds.iter().map(|c| c.name.as_str()))
-                    .collect::<Vec<_>>(),
+                super::index_copy::DIR,
+                &all_names,
+            ),
+            upload_journals_orphaned: super::index_copy::orphaned(
+                root,
+                super::resume::DIR,
+                &all_names,
             ),
             host: media::hostname(),
             mode: settings.external_mode,
@@ -458,6 +401,32 @@ pub(super) fn base_copy(
         return Err("the base's index is in parts".into());
     };
     super::index_copy::trusted(root, destination, base, set, index)
+}
+
+/// A destination's encryption as its backups record it (the recipients read now) and where its passphrase comes
+/// from. A setting that cannot be used is a config problem (exit 2), found only now because the recipients file is
+/// read when backing up: restore and verify on another computer must not need it.
+fn encryption_of(
+    name: &str,
+    e: Option<&crate::settings::EncryptionSettings>,
+) -> anyhow::Result<(
+    Option<archive::EncryptionRecord>,
+    Option<std::path::PathBuf>,
+)> {
+    let record = e
+        .map(crate::archive::crypt::resolve_record)
+        .transpose()
+        .map_err(|e| {
+            CodedError::new(
+                Exit::Usage,
+                format!(
+                    "destination {name}: its encryption settings cannot be used (nothing was written): {e}"
+                ),
+            )
+        })?;
+    let passphrase_file =
+        e.and_then(|e| crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref()));
+    Ok((record, passphrase_file))
 }
 
 /// The verified backups with a set whose archive or index file is missing, not a regular file, or not the size

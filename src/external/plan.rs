@@ -56,6 +56,10 @@ pub struct ExternalPlan {
     /// removed after the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub index_copies_orphaned: Vec<String>,
+    /// Upload journals of cloud destinations no longer in the config (`<backup_root>/.upload-journals/<name>`,
+    /// `external::resume`): removed after the run, as no upload there can be resumed again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upload_journals_orphaned: Vec<String>,
     /// How long the looking took (a dry run's): the change detection alone, and everything before the plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timings: Option<Timings>,
@@ -240,6 +244,18 @@ impl ExternalPlan {
         self.sets.iter().filter(|s| s.action == SetAction::Export)
     }
 
+    /// The exit the sets and the unused destinations alone call for: 1 when a drive tried to redirect dbackup
+    /// (even when another destination was written), 3 when a set has warnings, else 0.
+    pub fn sets_exit(&self) -> Exit {
+        if self.unused.iter().any(UnusedDestination::refused) {
+            Exit::Failed
+        } else if self.sets.iter().any(|s| !s.warnings.is_empty()) {
+            Exit::Warnings
+        } else {
+            Exit::Ok
+        }
+    }
+
     /// What a run of this plan would exit with at best: 1 when a destination is refused (for space, or because its
     /// drive would redirect the writes) or no set can be exported,
     /// 3 with warnings (old backups removed for space among them), else 0.
@@ -247,13 +263,7 @@ impl ExternalPlan {
         if self.exported().next().is_none() {
             return Exit::Failed;
         }
-        let sets = if self.unused.iter().any(UnusedDestination::refused) {
-            Exit::Failed
-        } else if self.sets.iter().any(|s| !s.warnings.is_empty()) {
-            Exit::Warnings
-        } else {
-            Exit::Ok
-        };
+        let sets = self.sets_exit();
         let clouds = if self.clouds.iter().any(|c| c.refusal.is_some()) {
             Exit::Failed
         } else {
@@ -368,6 +378,8 @@ pub struct World {
     pub backup_root: PathBuf,
     /// The directories of local index copies whose destination is not in the config (`external::index_copy`).
     pub index_copies_orphaned: Vec<String>,
+    /// The directories of upload journals whose destination is not in the config (`external::resume`).
+    pub upload_journals_orphaned: Vec<String>,
     pub host: String,
     pub mode: ExternalMode,
     pub only_destination: Option<String>,
@@ -526,6 +538,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         backup_root: world.backup_root.clone(),
         index_copies_orphaned: world.index_copies_orphaned.clone(),
         timings: None,
+        upload_journals_orphaned: world.upload_journals_orphaned.clone(),
         host: world.host.clone(),
         mode: world.mode,
         only_destination: world.only_destination.clone(),
@@ -1001,6 +1014,13 @@ pub fn render(plan: &ExternalPlan) -> String {
         let _ = writeln!(
             out,
             "\nlocal index copies of destination {}: removed after the run (no such destination in the config)",
+            super::index_copy::shown(n)
+        );
+    }
+    for n in &plan.upload_journals_orphaned {
+        let _ = writeln!(
+            out,
+            "\nupload journals of destination {}: removed after the run (no such destination in the config)",
             super::index_copy::shown(n)
         );
     }

@@ -17,7 +17,8 @@
 //! stamp: an archive is never made of two streams. The journal is local state that can only make an upload skip
 //! a part the server holds with the recorded size and the regenerated digest; verification (every object listed
 //! with its size, the sums) is as for any upload. It is removed once `backup.json` is written, and every journal
-//! of a destination but the resumed one when an upload there starts.
+//! of a destination but the resumed one when an upload there starts; the journals of a destination no longer in
+//! the config are removed after the run (`ExternalPlan::upload_journals_orphaned`, named by the dry run).
 //!
 //! An age stream is not reproducible (a new file key each time), so an archive encrypted to recipients is uploaded
 //! as parts that are age streams of their own (`<set>.tar.partNNN.age`, [`crate::cloud::sink::CloudSink::encrypt_parts`]):
@@ -31,7 +32,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::cloud::{BACKUPS, CloudPlan, CloudWorld, PART_BYTES, UnfinishedStamp};
+use super::cloud::{BACKUPS, CloudListing, CloudPlan, CloudWorld, PART_BYTES, UnfinishedStamp};
 use super::plan::ArchiveTarget;
 use crate::archive::{Digest, EncryptionRecord};
 use crate::cloud::sink::{PartLog, StoredPart};
@@ -94,6 +95,9 @@ pub struct Journal {
     pub key: Key,
     #[serde(default)]
     pub parts: BTreeMap<String, Vec<PartRecord>>,
+    /// Parts of the whole upload, as planned (estimated): what `status` counts the uploaded ones against.
+    #[serde(default)]
+    pub parts_planned: u64,
 }
 
 /// What observation found for resuming on one destination.
@@ -163,15 +167,46 @@ pub fn read(root: &Path, destination: &str, stamp: &str) -> Result<Journal, Stri
 /// one would be out of order in the bucket's chains: it is removed as before). Reads only.
 pub fn observe(w: &mut CloudWorld, root: &Path) {
     w.resume.part_bytes = part_bytes(&crate::settings::Env::from_process());
-    let newest_backup = w.listing.backups.iter().max();
-    w.resume.candidate = w
-        .listing
+    w.resume.candidate =
+        candidate(&w.listing).map(|s| (s.to_string(), read(root, &w.settings.name, s)));
+}
+
+/// The unfinished upload of a bucket that may be resumed: the newest stamp without `backup.json`, if it is newer
+/// than every backup there.
+fn candidate(listing: &CloudListing) -> Option<&str> {
+    let newest_backup = listing.backups.iter().max();
+    listing
         .unfinished
         .iter()
         .map(|u| &u.stamp)
         .filter(|s| newest_backup.is_none_or(|b| *s > b))
         .max()
-        .map(|s| (s.clone(), read(root, &w.settings.name, s)));
+        .map(String::as_str)
+}
+
+/// For `status`: the unfinished upload of `destination` the next upload can resume (its journal is here and the
+/// bucket lists the parts it records), with its parts uploaded (listed with their recorded size) of those planned.
+/// Whether it is resumed still depends on what the next run uploads (the same snapshots, bases and recipients: its
+/// dry run says). Reads only.
+pub fn resumable(root: &Path, destination: &str, listing: &CloudListing) -> Option<ResumePlan> {
+    let stamp = candidate(listing)?;
+    let j = read(root, destination, stamp).ok()?;
+    let stored = stored_parts(&j, &listing.sizes);
+    let parts_uploaded: u64 = stored.values().map(|p| p.len() as u64).sum();
+    Some(ResumePlan {
+        stamp: stamp.to_string(),
+        parts_uploaded,
+        parts_total: j.parts_planned.max(parts_uploaded),
+        bytes_uploaded: stored.values().flatten().map(|p| p.bytes).sum(),
+    })
+}
+
+/// The parts an upload of `archives` makes, as estimated: each archive's in parts of `part_bytes`, at least one.
+fn parts_planned(archives: &[ArchiveTarget], part_bytes: u64) -> u64 {
+    archives
+        .iter()
+        .map(|a| a.tar_bytes.div_ceil(part_bytes.max(1)).max(1))
+        .sum()
 }
 
 /// Whether an upload encrypted so makes each archive part an age stream of its own (recipients: yes; a
@@ -303,11 +338,7 @@ pub fn plan(
     let stored = stored_parts(j, &w.listing.sizes);
     let parts_uploaded = stored.values().map(|p| p.len() as u64).sum();
     let bytes_uploaded = stored.values().flatten().map(|p| p.bytes).sum();
-    let parts_total = archives
-        .iter()
-        .map(|a| a.tar_bytes.div_ceil(key.part_bytes).max(1))
-        .sum::<u64>()
-        .max(parts_uploaded);
+    let parts_total = parts_planned(archives, key.part_bytes).max(parts_uploaded);
     (
         Some(ResumePlan {
             stamp: stamp.clone(),
@@ -366,6 +397,8 @@ struct State {
     differs: Option<String>,
     skipped: u64,
     skipped_bytes: u64,
+    /// The objects (names under the stamp) found stored and not uploaded again.
+    skipped_names: Vec<String>,
 }
 
 impl State {
@@ -397,6 +430,7 @@ impl Resumer {
         stamp: &str,
         resumed: Option<&Journal>,
         sizes: &BTreeMap<String, u64>,
+        parts_planned: u64,
     ) -> io::Result<Resumer> {
         let (top, _) = Dir::open(root)
             .and_then(|r| r.sub_or_create(DIR, 0o700))
@@ -418,11 +452,13 @@ impl Resumer {
                 stamp: stamp.to_string(),
                 key,
                 parts: stored.clone(),
+                parts_planned,
             },
             stored,
             differs: None,
             skipped: 0,
             skipped_bytes: 0,
+            skipped_names: Vec::new(),
         };
         state.save()?;
         Ok(Resumer {
@@ -455,6 +491,12 @@ impl Resumer {
     pub fn skipped(&self) -> (u64, u64) {
         let s = self.state();
         (s.skipped, s.skipped_bytes)
+    }
+
+    /// The objects found stored and not uploaded again (names under the stamp): uploaded by an earlier run, so
+    /// their Object Lock retention is that run's.
+    pub fn skipped_names(&self) -> Vec<String> {
+        self.state().skipped_names.clone()
     }
 
     /// The upload is promoted (`backup.json` written): its journal is removed.
@@ -497,7 +539,8 @@ pub fn start(p: &CloudPlan, w: &CloudWorld, root: &Path) -> io::Result<Option<Re
         (Some(r), Some((stamp, Ok(j)))) if *stamp == r.stamp => Some(j),
         _ => None,
     };
-    Resumer::start(root, key, p.stamp(), resumed, &w.listing.sizes).map(Some)
+    let planned = parts_planned(&p.archives, key.part_bytes);
+    Resumer::start(root, key, p.stamp(), resumed, &w.listing.sizes, planned).map(Some)
 }
 
 /// The plan of a new upload under the run's `stamp`, after the resume of `p` stopped: the stamp that was resumed
@@ -594,6 +637,7 @@ impl PartLog for SetLog {
         if skipped {
             s.skipped += 1;
             s.skipped_bytes += part.object.0;
+            s.skipped_names.push(name.to_string());
         }
         let parts = s.journal.parts.entry(self.set.clone()).or_default();
         if parts.len() != n {
@@ -659,7 +703,8 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().unwrap();
         let stamp = "2026-12-05-020000";
-        let r = Resumer::start(root.path(), key("docs-a"), stamp, None, &BTreeMap::new()).unwrap();
+        let r =
+            Resumer::start(root.path(), key("docs-a"), stamp, None, &BTreeMap::new(), 9).unwrap();
         let log = r.log("docs");
         assert_eq!(log.stored(0), None);
         for n in 0..3 {
@@ -679,7 +724,7 @@ mod tests {
             .into_iter()
             .map(|(n, b)| (format!("backups/{stamp}/docs.tar.part{n:03}"), b))
             .collect();
-        let r = Resumer::start(root.path(), key("docs-a"), stamp, Some(&j), &sizes).unwrap();
+        let r = Resumer::start(root.path(), key("docs-a"), stamp, Some(&j), &sizes, 9).unwrap();
         assert!(!dir.join("2026-12-01-020000.json").exists());
         let log = r.log("docs");
         assert_eq!(log.stored(0), Some(part(0)));
@@ -687,6 +732,7 @@ mod tests {
         log.finished(0, &part(0), &name(0), true).unwrap();
         log.finished(1, &part(1), &name(1), false).unwrap();
         assert_eq!(r.skipped(), (1, 4096));
+        assert_eq!(r.skipped_names(), [name(0)]);
         assert_eq!(
             read(root.path(), "offsite", stamp).unwrap().parts["docs"].len(),
             2
@@ -713,6 +759,7 @@ mod tests {
             stamp: "2026-12-04-020000".into(),
             key: key("docs-a"),
             parts: BTreeMap::new(),
+            parts_planned: 0,
         };
         std::fs::write(
             dir.join(format!("{stamp}.json")),
@@ -760,7 +807,8 @@ mod tests {
     /// Which unfinished upload a plan resumes (pure): the newest unfinished stamp newer than every backup, with a
     /// journal of the same key; its parts the bucket lists with their recorded size counted ("3 of 9"); not when
     /// the snapshot, the recipients or the part size differ, nor for a passphrase, nor for a stamp older than a
-    /// backup, nor without a journal; each time with the reason.
+    /// backup, nor without a journal; each time with the reason. `status` ([`resumable`]) counts the same parts from
+    /// the journal on disk.
     #[test]
     fn the_plan_resumes_only_a_matching_journal_of_the_newest_unfinished_upload() {
         let stamp = "2026-12-05-020000";
@@ -799,6 +847,7 @@ mod tests {
                     })
                     .collect(),
             )]),
+            parts_planned: 9,
         };
         // Parts 0-2 listed with their size, part 3 not listed.
         w.listing.sizes = (0..3)
@@ -821,6 +870,19 @@ mod tests {
                 r.bytes_uploaded
             ),
             (stamp, 3, 9, 3 * 4096)
+        );
+        // `status` finds the same from the journal on disk: 3 of the 9 parts planned.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join(DIR).join(&w.settings.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(format!("{stamp}.json")),
+            serde_json::to_vec(&j).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            resumable(root.path(), &w.settings.name, &w.listing),
+            Some(r)
         );
         // A journal naming another object than the sink would for that part: nothing of it is skipped.
         let mut misnamed = j.clone();

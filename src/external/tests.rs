@@ -279,6 +279,7 @@ fn world() -> World {
         schedule_full: crate::config::Full::Never,
         choose_at: None,
         index_copies_orphaned: Vec::new(),
+        upload_journals_orphaned: Vec::new(),
         system: None,
     }
 }

@@ -60,9 +60,9 @@ fn disk_section(out: &mut String, d: &Disk) {
     for p in &d.partitions {
         let mut line = format!("  - `{}` {}", p.name, stdx::bytes(p.bytes));
         push_some(&mut line, " ", &p.fs_type, "");
-        push_some(&mut line, " UUID=", &p.uuid, "");
-        push_some(&mut line, " LABEL=", &p.label, "");
-        push_some(&mut line, " PARTUUID=", &p.partuuid, "");
+        push_some(&mut line, " UUID=", &p.ids.uuid, "");
+        push_some(&mut line, " LABEL=", &p.ids.label, "");
+        push_some(&mut line, " PARTUUID=", &p.ids.partuuid, "");
         if !p.mount_points.is_empty() {
             let _ = write!(line, " mounted at {}", p.mount_points.join(", "));
         }
@@ -154,7 +154,7 @@ pub fn render(input: &DocInput) -> String {
                 "| `{}` | {} | {} | {} | {} |",
                 file(input, &i.file_name_plain()),
                 i.fs_type,
-                i.uuid.as_deref().unwrap_or("-"),
+                i.ids.uuid.as_deref().unwrap_or("-"),
                 stdx::bytes(i.device_bytes),
                 stdx::bytes(i.used_bytes)
             );
@@ -203,10 +203,10 @@ pub fn render(input: &DocInput) -> String {
     );
     for d in &f.disks {
         for p in &d.partitions {
-            let (Some(fs), Some(uuid)) = (&p.fs_type, &p.uuid) else {
+            let (Some(fs), Some(uuid)) = (&p.fs_type, &p.ids.uuid) else {
                 continue;
             };
-            let label = p.label.as_deref();
+            let label = p.ids.label.as_deref();
             let cmd = match fs.as_str() {
                 "ext2" | "ext3" | "ext4" => format!(
                     "mkfs.{fs} -U {uuid}{} /dev/NEWDISK-{}",
@@ -392,6 +392,7 @@ mod tests {
     use crate::archive::Digest;
     use crate::external::layout::FileRecord;
     use crate::image::kit::DiskPartition;
+    use crate::image::layout::FsIds;
 
     fn rec(name: &str) -> Option<FileRecord> {
         Some(FileRecord {
@@ -436,18 +437,22 @@ mod tests {
                         name: "nvme0n1p1".into(),
                         bytes: 512 << 20,
                         fs_type: Some("vfat".into()),
-                        uuid: Some("ABCD-1234".into()),
-                        label: Some("ESP".into()),
-                        partuuid: Some("b56ed884-12d8-2145-8e4b-8d0e1495c7a2".into()),
+                        ids: FsIds {
+                            uuid: Some("ABCD-1234".into()),
+                            label: Some("ESP".into()),
+                            partuuid: Some("b56ed884-12d8-2145-8e4b-8d0e1495c7a2".into()),
+                        },
                         mount_points: vec!["/boot/efi".into()],
                     },
                     DiskPartition {
                         name: "nvme0n1p2".into(),
                         bytes: 511 << 30,
                         fs_type: Some("ext4".into()),
-                        uuid: Some("bb62494d-55d0-4a8c-a592-c4d9bed6278f".into()),
-                        label: None,
-                        partuuid: Some("c66e023f-60c0-4c4a-af13-36d8983fe910".into()),
+                        ids: FsIds {
+                            uuid: Some("bb62494d-55d0-4a8c-a592-c4d9bed6278f".into()),
+                            label: None,
+                            partuuid: Some("c66e023f-60c0-4c4a-af13-36d8983fe910".into()),
+                        },
                         mount_points: vec!["/".into()],
                     },
                 ],
@@ -509,9 +514,11 @@ mod tests {
             device: "/dev/nvme0n1p1".into(),
             fs_type: "vfat".into(),
             tool: "partclone.vfat".into(),
-            uuid: Some("ABCD-1234".into()),
-            label: Some("ESP".into()),
-            partuuid: Some("b56ed884-12d8-2145-8e4b-8d0e1495c7a2".into()),
+            ids: FsIds {
+                uuid: Some("ABCD-1234".into()),
+                label: Some("ESP".into()),
+                partuuid: Some("b56ed884-12d8-2145-8e4b-8d0e1495c7a2".into()),
+            },
             disk: Some("nvme0n1".into()),
             partition: Some(1),
             device_bytes: 512 << 20,

@@ -463,9 +463,7 @@ fn write_image(
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned(),
-        uuid: i.uuid.clone(),
-        label: i.label.clone(),
-        partuuid: i.partuuid.clone(),
+        ids: i.ids.clone(),
         disk: i.disk.clone(),
         partition: i.partition,
         device_bytes: head.device_bytes,

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::layout::KitRecord;
+use super::layout::{FsIds, KitRecord};
 use crate::stdx::{find_program, run_bounded};
 
 /// How long one tool may run.
@@ -132,12 +132,9 @@ pub struct DiskPartition {
     pub bytes: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fs_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uuid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partuuid: Option<String>,
+    /// Its filesystem's identity (three fields of this record in the JSON).
+    #[serde(flatten)]
+    pub ids: FsIds,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mount_points: Vec<String>,
 }
@@ -522,39 +519,24 @@ pub fn disks_from_lsblk(json: &[u8]) -> Vec<Disk> {
         name: s(p, "name").unwrap_or_default(),
         bytes: n(p, "size"),
         fs_type: s(p, "fstype"),
-        uuid: s(p, "uuid"),
-        label: s(p, "label"),
-        partuuid: s(p, "partuuid"),
-        mount_points: p
-            .get("mountpoints")
-            .and_then(|m| m.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        ids: FsIds {
+            uuid: s(p, "uuid"),
+            label: s(p, "label"),
+            partuuid: s(p, "partuuid"),
+        },
+        mount_points: items(p, "mountpoints")
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect(),
     };
     let mut disks = Vec::new();
-    for d in v
-        .get("blockdevices")
-        .and_then(|b| b.as_array())
-        .into_iter()
-        .flatten()
-    {
+    for d in items(&v, "blockdevices") {
         if s(d, "type").as_deref() != Some("disk") {
             continue;
         }
-        let children: Vec<DiskPartition> = d
-            .get("children")
-            .and_then(|c| c.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter(|c| s(c, "type").as_deref() == Some("part"))
-                    .map(part)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let children: Vec<DiskPartition> = items(d, "children")
+            .filter(|c| s(c, "type").as_deref() == Some("part"))
+            .map(part)
+            .collect();
         let partitions = if children.is_empty() && s(d, "fstype").is_some() {
             vec![part(d)]
         } else {
@@ -573,6 +555,12 @@ pub fn disks_from_lsblk(json: &[u8]) -> Vec<Disk> {
     disks
 }
 
+/// The elements of the JSON array at `key` of `v` (none when it is absent or not an array): lsblk's
+/// `blockdevices` and each device's `children`.
+fn items<'a>(v: &'a serde_json::Value, key: &str) -> impl Iterator<Item = &'a serde_json::Value> {
+    v.get(key).and_then(|a| a.as_array()).into_iter().flatten()
+}
+
 /// The device paths `lsblk --json` shows for the disks named `disks` and everything on them (partitions, and what
 /// is stacked on those: LUKS, LVM, RAID), in lsblk's order: what `blkid` probes for the kit.
 pub fn devices_on(json: &[u8], disks: &[String]) -> Vec<String> {
@@ -583,12 +571,7 @@ pub fn devices_on(json: &[u8], disks: &[String]) -> Vec<String> {
         {
             out.push(p.to_string());
         }
-        for c in d
-            .get("children")
-            .and_then(|c| c.as_array())
-            .into_iter()
-            .flatten()
-        {
+        for c in items(d, "children") {
             walk(c, out);
         }
     }
@@ -596,12 +579,7 @@ pub fn devices_on(json: &[u8], disks: &[String]) -> Vec<String> {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for d in v
-        .get("blockdevices")
-        .and_then(|b| b.as_array())
-        .into_iter()
-        .flatten()
-    {
+    for d in items(&v, "blockdevices") {
         if d.get("name")
             .and_then(|n| n.as_str())
             .is_some_and(|n| disks.iter().any(|x| x == n))

@@ -120,12 +120,9 @@ pub struct ImageRecord {
     /// The filesystem (`ext4`, `vfat`, `btrfs`) and the partclone program that imaged it.
     pub fs_type: String,
     pub tool: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uuid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partuuid: Option<String>,
+    /// Its filesystem's identity (three fields of this record in the JSON).
+    #[serde(flatten)]
+    pub ids: FsIds,
     /// The disk it is a partition of (`nvme0n1`) and its number there; none for a filesystem on a whole device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<String>,
@@ -142,6 +139,28 @@ pub struct ImageRecord {
     pub file: FileRecord,
     #[serde(default)]
     pub seconds: f64,
+}
+
+/// A filesystem's identity, as blkid gives it and every image record carries it (flattened: in the JSON its
+/// fields stand in the record itself). Each part is optional: a filesystem need not have a label.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsIds {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partuuid: Option<String>,
+}
+
+impl From<crate::media::blkid::FsIdentity> for FsIds {
+    fn from(id: crate::media::blkid::FsIdentity) -> Self {
+        FsIds {
+            uuid: id.uuid,
+            label: id.label,
+            partuuid: id.partuuid,
+        }
+    }
 }
 
 /// The partition table of a disk an image came from.

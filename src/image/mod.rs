@@ -283,15 +283,7 @@ pub fn plan_create(
         info.device.as_deref(),
         recipients,
     );
-    let block = rustix::fs::statvfs(&info.resolved)
-        .map(|st| {
-            if st.f_frsize > 0 {
-                st.f_frsize
-            } else {
-                st.f_bsize
-            }
-        })
-        .unwrap_or(4096);
+    let block = crate::media::block_size(&info.resolved);
     let needed_bytes = input
         .bound_bytes(&system, block, recipients)
         .saturating_add(crate::external::plan::SPACE_MARGIN);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::layout::FsIds;
 use crate::media::devices::{self, DeviceUse};
 
 /// One block device, as observed.
@@ -32,12 +33,9 @@ pub struct DeviceFacts {
     pub partitions: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fs_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uuid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partuuid: Option<String>,
+    /// Its filesystem's identity (three fields of this record in the JSON).
+    #[serde(flatten)]
+    pub ids: FsIds,
     /// The partclone program for its filesystem, when installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<PathBuf>,
@@ -115,9 +113,7 @@ pub fn device(given: &str) -> Result<DeviceFacts, String> {
             .map(|p| p.display().to_string())
             .collect(),
         fs_type,
-        uuid: id.uuid,
-        label: id.label,
-        partuuid: id.partuuid,
+        ids: id.into(),
         tool,
         usage: devices::device_use(&path).map_err(|e| format!("{given}: {e}"))?,
         path,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::layout::{self, ImageRecord, Refusal, SystemRecord};
+use super::layout::{self, FsIds, ImageRecord, Refusal, SystemRecord};
 use super::observe::{DeviceFacts, TargetFacts, TargetKind};
 use super::table::Table;
 use crate::stdx;
@@ -24,12 +24,9 @@ pub struct ImagePlan {
     pub fs_type: String,
     /// The partclone program.
     pub tool: PathBuf,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uuid: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub partuuid: Option<String>,
+    /// Its filesystem's identity (three fields of this record in the JSON).
+    #[serde(flatten)]
+    pub ids: FsIds,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,9 +212,7 @@ pub fn plan_system(
             path: d.path.clone(),
             fs_type: d.fs_type.clone().unwrap_or_default(),
             tool: d.tool.clone().unwrap_or_default(),
-            uuid: d.uuid.clone(),
-            label: d.label.clone(),
-            partuuid: d.partuuid.clone(),
+            ids: d.ids.clone(),
             disk: d.disk.clone(),
             disk_bytes: d.disk_bytes,
             partition: d.partition,
@@ -248,7 +243,7 @@ pub fn render_system(plan: &SystemPlan, out: &mut String, indent: &str) {
             "{indent}image     {} ({} {}, {}{}) with {} -> system/{}",
             i.device,
             i.fs_type,
-            i.uuid.as_deref().unwrap_or("no uuid"),
+            i.ids.uuid.as_deref().unwrap_or("no uuid"),
             stdx::bytes(i.device_bytes),
             i.mounted_read_only
                 .as_ref()
@@ -464,8 +459,8 @@ pub fn plan_restore(
             partition_bytes,
             device_bytes: i.device_bytes,
             used_bytes: i.used_bytes,
-            uuid: i.uuid.clone(),
-            partuuid: p.uuid.clone().or_else(|| i.partuuid.clone()),
+            uuid: i.ids.uuid.clone(),
+            partuuid: p.uuid.clone().or_else(|| i.ids.partuuid.clone()),
             grow: opts.grow && Some(n) == last,
         });
     }
@@ -614,7 +609,7 @@ fn plan_onto_partition(
             partition_bytes: target.bytes,
             device_bytes: i.device_bytes,
             used_bytes: i.used_bytes,
-            uuid: i.uuid.clone(),
+            uuid: i.ids.uuid.clone(),
             // The partition is the target's own: its PARTUUID is not the backup's.
             partuuid: None,
             grow: opts.grow,
@@ -768,7 +763,10 @@ mod tests {
             disk: Some("loop9".into()),
             disk_bytes: Some(256 << 20),
             fs_type: fs.map(str::to_string),
-            uuid: Some("6806-B8C3".into()),
+            ids: FsIds {
+                uuid: Some("6806-B8C3".into()),
+                ..FsIds::default()
+            },
             tool: Some("/usr/sbin/partclone.fat".into()),
             ..DeviceFacts::default()
         }
@@ -841,9 +839,10 @@ mod tests {
             device: format!("/dev/{name}"),
             fs_type: fs.into(),
             tool: "partclone".into(),
-            uuid: Some(format!("uuid-{name}")),
-            label: None,
-            partuuid: None,
+            ids: FsIds {
+                uuid: Some(format!("uuid-{name}")),
+                ..FsIds::default()
+            },
             disk: Some("loop9".into()),
             partition: Some(n),
             device_bytes: bytes,

@@ -667,6 +667,20 @@ fn examine(dest: &DestinationSettings, for_writing: bool) -> Result<MediaInfo, A
     })
 }
 
+/// The allocation unit of the filesystem holding `path`: its fragment size, else its block size; 4096 when
+/// `statvfs` cannot tell (what space estimates round each file up to).
+pub fn block_size(path: &Path) -> u64 {
+    rustix::fs::statvfs(path)
+        .map(|st| {
+            if st.f_frsize > 0 {
+                st.f_frsize
+            } else {
+                st.f_bsize
+            }
+        })
+        .unwrap_or(4096)
+}
+
 /// Creates and removes an empty file at `dir`: the one write detection does.
 fn write_probe(dir: &Path) -> std::io::Result<()> {
     let nanos = std::time::SystemTime::now()

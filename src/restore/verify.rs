@@ -1313,18 +1313,8 @@ pub fn verify_snapshot(
                     // Not sparse any more: no digest can match the index's.
                     return Ok((len, d.unwrap_or(Digest([0; 32]))));
                 }
-                let mut h = Sha256::new();
-                let mut total = 0u64;
-                loop {
-                    let n = f.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    h.update(&buf[..n]);
-                    total += n as u64;
-                    bar(n as u64);
-                }
-                Ok((total, Digest::of(h)))
+                let (total, sum) = crate::stdx::sha256_reader(&mut f, &mut buf, &mut *bar)?;
+                Ok((total, Digest(sum)))
             })();
             match hashed {
                 Ok((len, got)) => {

@@ -377,6 +377,15 @@ pub struct EncryptionSettings {
 }
 
 impl Settings {
+    /// Every destination's name: the drives', then the cloud destinations', each in config order.
+    pub fn destination_names(&self) -> Vec<&str> {
+        self.destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .chain(self.clouds.iter().map(|c| c.name.as_str()))
+            .collect()
+    }
+
     /// Finds the config (`--config`, `$DBACKUP_CONFIG`, `$XDG_CONFIG_HOME/dbackup/config.json`, else the built-in default),
     /// validates it and builds the settings for this run.
     /// `config`: the `--config` path, when given.
@@ -544,6 +553,69 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// A problem at `<at>/name` unless `name` is a safe name (sets and destinations alike).
+    fn safe_name(&mut self, at: &str, name: &str) {
+        if !is_safe_name(name) {
+            self.problem(
+                format!("{at}/name"),
+                format!(
+                    "{name:?} is not a safe name; use {}",
+                    schema::SAFE_NAME_RULE
+                ),
+            );
+        }
+    }
+
+    /// A problem at `<at>/<key>` for each key that is set here but belongs to another kind of destination,
+    /// saying `why` for that key.
+    fn misplaced(
+        &mut self,
+        at: &str,
+        keys: impl IntoIterator<Item = (&'static str, bool)>,
+        why: impl Fn(&str) -> String,
+    ) {
+        for (key, set) in keys {
+            if set {
+                self.problem(format!("{at}/{key}"), why(key));
+            }
+        }
+    }
+
+    /// What a destination at `at` keeps: its retention and the fewest verified backups rotation leaves, each its
+    /// own or the top level's (`defaults`); `keep_at_least` 0 is a problem.
+    fn kept(
+        &mut self,
+        at: &str,
+        d: &Destination,
+        defaults: (&RetentionPolicy, u32),
+    ) -> (RetentionPolicy, u32) {
+        let (default_retention, default_keep) = defaults;
+        let retention = match &d.retention {
+            Some(form) => self.retention_form(&format!("{at}/retention"), "backups", form),
+            None => *default_retention,
+        };
+        if d.keep_at_least == Some(0) {
+            self.problem(
+                format!("{at}/keep_at_least"),
+                "0 would let space-aware rotation remove every verified backup; keep at least 1",
+            );
+        }
+        (retention, d.keep_at_least.unwrap_or(default_keep))
+    }
+
+    /// A destination's encryption: its own (checked at `<at>/encryption`), else the top level's.
+    fn encryption_or(
+        &mut self,
+        at: &str,
+        d: &Destination,
+        global: &Option<EncryptionSettings>,
+    ) -> Option<EncryptionSettings> {
+        match &d.encryption {
+            Some(e) => self.encryption(&format!("{at}/encryption"), e),
+            None => global.clone(),
+        }
+    }
+
     fn problem(&mut self, pointer: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem::new(pointer, message));
     }
@@ -580,16 +652,7 @@ impl Builder<'_> {
 
     fn set(&mut self, i: usize, set: &BackupSet) -> SetSettings {
         let at = format!("/backup_sets/{i}");
-        if !is_safe_name(&set.name) {
-            self.problem(
-                format!("{at}/name"),
-                format!(
-                    "{:?} is not a safe name; use {}",
-                    set.name,
-                    schema::SAFE_NAME_RULE
-                ),
-            );
-        }
+        self.safe_name(&at, &set.name);
         if set.sources.is_empty() {
             self.problem(
                 format!("{at}/sources"),
@@ -946,35 +1009,14 @@ impl Builder<'_> {
         &mut self,
         i: usize,
         d: &Destination,
-        (default_retention, default_keep): (&RetentionPolicy, u32),
+        defaults: (&RetentionPolicy, u32),
         global_encryption: &Option<EncryptionSettings>,
     ) -> Option<DestinationSettings> {
         let at = format!("/destinations/{i}");
-        if !is_safe_name(&d.name) {
-            self.problem(
-                format!("{at}/name"),
-                format!(
-                    "{:?} is not a safe name; use {}",
-                    d.name,
-                    schema::SAFE_NAME_RULE
-                ),
-            );
-        }
-        let retention = match &d.retention {
-            Some(form) => self.retention_form(&format!("{at}/retention"), "backups", form),
-            None => *default_retention,
-        };
-        if d.keep_at_least == Some(0) {
-            self.problem(
-                format!("{at}/keep_at_least"),
-                "0 would let space-aware rotation remove every verified backup; keep at least 1",
-            );
-        }
-        let encryption = match &d.encryption {
-            Some(e) => self.encryption(&format!("{at}/encryption"), e),
-            None => global_encryption.clone(),
-        };
-        for (key, set) in [
+        self.safe_name(&at, &d.name);
+        let (retention, keep_at_least) = self.kept(&at, d, defaults);
+        let encryption = self.encryption_or(&at, d, global_encryption);
+        let keys = [
             ("endpoint", d.endpoint.is_some()),
             ("bucket", d.bucket.is_some()),
             ("bucket_id", d.bucket_id.is_some()),
@@ -989,18 +1031,14 @@ impl Builder<'_> {
             ("bwlimit", d.bwlimit.is_some()),
             ("retries", d.retries.is_some()),
             ("timeout_seconds", d.timeout_seconds.is_some()),
-        ] {
-            if set {
-                self.problem(
-                    format!("{at}/{key}"),
-                    format!(
-                        "`{key}` is for cloud destinations; add \"kind\": \"s3\" (or \"b2\") to make {:?} one, or \
-                         remove `{key}`",
-                        d.name
-                    ),
-                );
-            }
-        }
+        ];
+        self.misplaced(&at, keys, |key| {
+            format!(
+                "`{key}` is for cloud destinations; add \"kind\": \"s3\" (or \"b2\") to make {:?} one, or \
+                 remove `{key}`",
+                d.name
+            )
+        });
         let Some(raw_path) = &d.path else {
             self.problem(
                 format!("{at}/path"),
@@ -1020,7 +1058,7 @@ impl Builder<'_> {
             fs_uuid: d.fs_uuid.clone(),
             fs_label: d.fs_label.clone(),
             retention,
-            keep_at_least: d.keep_at_least.unwrap_or(default_keep),
+            keep_at_least,
             require_mount: d.require_mount,
             encryption,
             schedule: d.schedule,
@@ -1033,7 +1071,7 @@ impl Builder<'_> {
         &mut self,
         i: usize,
         d: &Destination,
-        (default_retention, default_keep): (&RetentionPolicy, u32),
+        defaults: (&RetentionPolicy, u32),
         global_encryption: &Option<EncryptionSettings>,
     ) -> Option<CloudSettings> {
         // Stays long: one check per key of a cloud destination, each a few lines, one after another.
@@ -1044,48 +1082,31 @@ impl Builder<'_> {
             DestinationKind::B2 => CloudKind::B2,
             DestinationKind::Drive => unreachable!("drives are built by `destination`"),
         };
-        if !is_safe_name(&d.name) {
-            self.problem(
-                format!("{at}/name"),
-                format!(
-                    "{:?} is not a safe name; use {}",
-                    d.name,
-                    schema::SAFE_NAME_RULE
-                ),
-            );
-        }
-        for (key, set) in [
+        self.safe_name(&at, &d.name);
+        let keys = [
             ("path", d.path.is_some()),
             ("fs_uuid", d.fs_uuid.is_some()),
             ("fs_label", d.fs_label.is_some()),
-        ] {
-            if set {
-                self.problem(
-                    format!("{at}/{key}"),
-                    format!(
-                        "`{key}` is for drives; a {} destination is found by `bucket` (and `endpoint`), remove `{key}`",
-                        kind.word()
-                    ),
-                );
-            }
-        }
+        ];
+        self.misplaced(&at, keys, |key| {
+            format!(
+                "`{key}` is for drives; a {} destination is found by `bucket` (and `endpoint`), remove `{key}`",
+                kind.word()
+            )
+        });
         if kind == CloudKind::B2 {
-            for (key, set) in [
+            let keys = [
                 ("endpoint", d.endpoint.is_some()),
                 ("region", d.region.is_some()),
                 ("path_style", d.path_style.is_some()),
                 ("profile", d.profile.is_some()),
-            ] {
-                if set {
-                    self.problem(
-                        format!("{at}/{key}"),
-                        format!(
-                            "`{key}` is for \"kind\": \"s3\"; B2's native API needs `bucket` and `bucket_id` only \
-                             (B2's S3-compatible endpoint is \"kind\": \"s3\" with `endpoint`)"
-                        ),
-                    );
-                }
-            }
+            ];
+            self.misplaced(&at, keys, |key| {
+                format!(
+                    "`{key}` is for \"kind\": \"s3\"; B2's native API needs `bucket` and `bucket_id` only \
+                     (B2's S3-compatible endpoint is \"kind\": \"s3\" with `endpoint`)"
+                )
+            });
             if d.bucket_id.is_none() {
                 self.problem(
                     format!("{at}/bucket_id"),
@@ -1099,16 +1120,7 @@ impl Builder<'_> {
                 "`bucket_id` is for \"kind\": \"b2\"; an s3 bucket is named by `bucket` alone",
             );
         }
-        let retention = match &d.retention {
-            Some(form) => self.retention_form(&format!("{at}/retention"), "backups", form),
-            None => *default_retention,
-        };
-        if d.keep_at_least == Some(0) {
-            self.problem(
-                format!("{at}/keep_at_least"),
-                "0 would let space-aware rotation remove every verified backup; keep at least 1",
-            );
-        }
+        let (retention, keep_at_least) = self.kept(&at, d, defaults);
 
         let bucket = match d.bucket.as_deref() {
             None => {
@@ -1182,10 +1194,7 @@ impl Builder<'_> {
             self.problem(format!("{at}/credentials_file"), why);
         }
 
-        let encryption = match &d.encryption {
-            Some(e) => self.encryption(&format!("{at}/encryption"), e),
-            None => global_encryption.clone(),
-        };
+        let encryption = self.encryption_or(&at, d, global_encryption);
         if d.encryption.is_none() && encryption.is_none() && !d.allow_unencrypted {
             self.problem(
                 at.clone(),
@@ -1273,7 +1282,7 @@ impl Builder<'_> {
             credentials_file,
             priority: d.priority,
             retention,
-            keep_at_least: d.keep_at_least.unwrap_or(default_keep),
+            keep_at_least,
             encryption,
             allow_unencrypted: d.allow_unencrypted,
             schedule: d.schedule,

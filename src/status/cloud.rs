@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ExternalStatus, KnownFrom, RestorePoint, gather, restore_points, table};
 use crate::config::Schedule;
+use crate::external::resume::ResumePlan;
 #[cfg(test)]
 use crate::settings::CloudSettings;
 use crate::stdx;
@@ -37,6 +38,10 @@ pub struct CloudStatus {
     /// Uploads never promoted (no `backup.json`): the next upload removes them.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unfinished: usize,
+    /// The unfinished upload the next upload can resume (its local journal is here): its stamp, parts uploaded of
+    /// those planned, bytes uploaded. Counted in `unfinished` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumable: Option<ResumePlan>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restore_points: Vec<RestorePoint>,
     /// Requests this look took: one listing, then a GET per `backup.json`.
@@ -57,15 +62,19 @@ pub fn build(
     if let Some(e) = &c.error {
         warnings.push(format!("destination {}: {e}", c.settings.name));
     }
-    if c.unfinished > 0 {
+    if let Some(r) = &c.resumable {
+        warnings.push(format!(
+            "destination {}: {}",
+            c.settings.name,
+            resumable_words(r)
+        ));
+    }
+    let removed = removed_uploads(c.unfinished, c.resumable.as_ref());
+    if removed > 0 {
         warnings.push(format!(
             "destination {}: {} (no backup.json), removed by the next upload",
             c.settings.name,
-            stdx::counted(
-                c.unfinished as u64,
-                "unfinished upload",
-                "unfinished uploads"
-            )
+            stdx::counted(removed as u64, "unfinished upload", "unfinished uploads")
         ));
     }
     if let Some(l) = &c.listing
@@ -97,9 +106,26 @@ pub fn build(
             .as_ref()
             .map(|_| points.iter().fold(0u64, |t, p| t.saturating_add(p.bytes))),
         unfinished: c.unfinished,
+        resumable: c.resumable.clone(),
         restore_points: points,
         requests: c.requests,
     }
+}
+
+/// "unfinished upload <stamp> can be resumed: 4 of 25 parts uploaded (512.0 KiB)".
+fn resumable_words(r: &ResumePlan) -> String {
+    format!(
+        "unfinished upload {} can be resumed: {} of {} parts uploaded ({})",
+        stdx::show_str(&r.stamp),
+        r.parts_uploaded,
+        r.parts_total,
+        stdx::bytes(r.bytes_uploaded)
+    )
+}
+
+/// The unfinished uploads the next upload removes: all but the one it can resume.
+fn removed_uploads(unfinished: usize, resumable: Option<&ResumePlan>) -> usize {
+    unfinished.saturating_sub(usize::from(resumable.is_some()))
 }
 
 /// The buckets' table, then each one's restore points.
@@ -140,6 +166,7 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
     }
     out.push_str(&table(&rows));
     for c in clouds {
+        let removed = removed_uploads(c.unfinished, c.resumable.as_ref());
         let _ = writeln!(
             out,
             "  {}: {}; {}{}",
@@ -152,19 +179,18 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
                     stdx::counted(c.requests, "request", "requests")
                 ),
             },
-            if c.unfinished > 0 {
+            if removed > 0 {
                 format!(
                     "; {} the next upload removes",
-                    stdx::counted(
-                        c.unfinished as u64,
-                        "unfinished upload",
-                        "unfinished uploads"
-                    )
+                    stdx::counted(removed as u64, "unfinished upload", "unfinished uploads")
                 )
             } else {
                 String::new()
             }
         );
+        if let Some(r) = &c.resumable {
+            let _ = writeln!(out, "    {}", resumable_words(r));
+        }
     }
     for c in clouds.iter().filter(|c| !c.restore_points.is_empty()) {
         let _ = writeln!(
@@ -206,8 +232,9 @@ mod tests {
     }
 
     /// A bucket's lines in `status`: schedule, bytes stored (the sum of its backups), last verified upload and
-    /// age, the request count, unfinished uploads, then its restore points with their chains; an unreachable one
-    /// says why and becomes a warning.
+    /// age, the request count, unfinished uploads (the one the next upload can resume with its parts, apart from
+    /// those it removes), then its restore points with their chains; an unreachable one says why and becomes a
+    /// warning.
     #[test]
     fn a_bucket_in_status() {
         let mut settings = crate::cloud::tests::settings("http://127.0.0.1:3900", "payne");
@@ -235,7 +262,13 @@ mod tests {
                 backups,
                 ..Default::default()
             }),
-            unfinished: 1,
+            unfinished: 2,
+            resumable: Some(ResumePlan {
+                stamp: "2025-04-10-020000".into(),
+                parts_uploaded: 4,
+                parts_total: 25,
+                bytes_uploaded: 512 << 10,
+            }),
             error: None,
             from_log: None,
             requests: 5,
@@ -255,6 +288,7 @@ mod tests {
                 },
                 listing: None,
                 unfinished: 0,
+                resumable: None,
                 error: Some("no answer from s3 http://127.0.0.1:9 payne/laptop/one".into()),
                 requests: 0,
                 ..facts
@@ -272,6 +306,7 @@ mod tests {
       offsite      weekly    312.0 MiB  2025-04-06-020000     4d   2
       b2           weekly    -          none                  -    -
       offsite: s3 http://127.0.0.1:3900 payne/laptop/one; looked at with 5 requests (a listing and each backup.json; no archive read); 1 unfinished upload the next upload removes
+        unfinished upload 2025-04-10-020000 can be resumed: 4 of 25 parts uploaded (512.0 KiB)
       b2: s3 http://127.0.0.1:3900 payne/laptop/one; cannot be looked at: no answer from s3 http://127.0.0.1:9 payne/laptop/one
 
     offsite: 2 restore points
@@ -279,6 +314,7 @@ mod tests {
       2025-04-06-020000  incremental  12.0 MiB   on 2025-03-30-020000, chain of 2025-03-30-020000
     ");
         insta::assert_snapshot!(warnings.join("\n"), @r"
+        destination offsite: unfinished upload 2025-04-10-020000 can be resumed: 4 of 25 parts uploaded (512.0 KiB)
         destination offsite: 1 unfinished upload (no backup.json), removed by the next upload
         destination b2: no answer from s3 http://127.0.0.1:9 payne/laptop/one
         ");

@@ -69,6 +69,8 @@ pub struct CloudFacts {
     pub listing: Option<ListingFacts>,
     /// Unfinished uploads (stamps without `backup.json`).
     pub unfinished: usize,
+    /// The unfinished upload the next upload can resume (its local journal, `external::resume`), with its parts.
+    pub resumable: Option<crate::external::resume::ResumePlan>,
     /// Why it could not be looked at (keys, network, bucket).
     pub error: Option<String>,
     /// The newest backup the run log says was uploaded there.
@@ -80,23 +82,23 @@ pub struct CloudFacts {
 impl CloudFacts {
     /// The newest verified backup: from the bucket when it was listed, else from the run log.
     pub fn newest(&self) -> Option<Seen> {
-        match &self.listing {
-            Some(l) => l.newest.as_ref().map(|b| Seen {
-                name: b.stamp.clone(),
-                time: b.started,
-            }),
-            None => self.from_log.clone(),
-        }
+        newest_known(&self.listing, &self.from_log)
     }
 }
 
 /// Looks at one cloud destination: one listing, then every `backup.json` (or only the newest).
-fn cloud(c: &crate::settings::CloudSettings, look: CloudLook, runs: &RunFacts) -> CloudFacts {
+fn cloud(
+    c: &crate::settings::CloudSettings,
+    look: CloudLook,
+    runs: &RunFacts,
+    root: &std::path::Path,
+) -> CloudFacts {
     let mut facts = CloudFacts {
         settings: c.clone(),
         looked: false,
         listing: None,
         unfinished: 0,
+        resumable: None,
         error: None,
         from_log: runs.written.get(&c.name).cloned(),
         requests: 0,
@@ -144,6 +146,7 @@ fn cloud(c: &crate::settings::CloudSettings, look: CloudLook, runs: &RunFacts) -
                 l.verified = count;
             }
             facts.unfinished = b.listing.unfinished.len();
+            facts.resumable = crate::external::resume::resumable(root, &c.name, &b.listing);
             facts.listing = Some(l);
         }
         Err(e) => facts.error = Some(e.to_string()),
@@ -265,13 +268,19 @@ impl DestinationFacts {
 
     /// The newest verified backup: from the drive when it was listed, else from the run log.
     pub fn newest(&self) -> Option<Seen> {
-        match &self.listing {
-            Some(l) => l.newest.as_ref().map(|b| Seen {
-                name: b.stamp.clone(),
-                time: b.started,
-            }),
-            None => self.from_log.clone(),
-        }
+        newest_known(&self.listing, &self.from_log)
+    }
+}
+
+/// The newest verified backup on a destination (a drive or a bucket): from its listing when it was listed, else
+/// from the run log.
+fn newest_known(listing: &Option<ListingFacts>, from_log: &Option<Seen>) -> Option<Seen> {
+    match listing {
+        Some(l) => l.newest.as_ref().map(|b| Seen {
+            name: b.stamp.clone(),
+            time: b.started,
+        }),
+        None => from_log.clone(),
     }
 }
 
@@ -327,12 +336,7 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
     for s in &mut sets {
         s.in_progress = root_exists && layout.in_progress(&s.set).is_dir();
     }
-    let dest_names: Vec<&str> = settings
-        .destinations
-        .iter()
-        .map(|d| d.name.as_str())
-        .chain(settings.clouds.iter().map(|c| c.name.as_str()))
-        .collect();
+    let dest_names = settings.destination_names();
     let wants = RunWants {
         count: history,
         // Failures since each set's newest complete snapshot: back to the oldest of those (or every run there is).
@@ -354,7 +358,7 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
     let clouds = settings
         .clouds
         .iter()
-        .map(|c| cloud(c, clouds, &runs))
+        .map(|c| cloud(c, clouds, &runs, root))
         .collect();
     Facts {
         backup_root: root.clone(),

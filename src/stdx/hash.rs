@@ -1,4 +1,5 @@
-//! The one hashing reader: a stream read to its end through a caller's buffer, its length and sha256 returned.
+//! The hashing readers: a stream read to its end through a caller's buffer, its length and sha256 returned
+//! ([`sha256_reader`]), or counted and hashed as another reader consumes it ([`HashingReader`]).
 
 use std::io::{self, Read};
 
@@ -25,6 +26,33 @@ pub fn sha256_reader(
         seen(n as u64);
     }
     Ok((total, hasher.finalize().into()))
+}
+
+/// Counts and hashes what is read through it, for a stream another reader consumes (tar's, a sparse map's): the
+/// bytes read so far are `count`, their sha256 is `hasher`'s.
+pub struct HashingReader<R> {
+    pub inner: R,
+    pub hasher: Sha256,
+    pub count: u64,
+}
+
+impl<R> HashingReader<R> {
+    pub fn new(inner: R) -> HashingReader<R> {
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

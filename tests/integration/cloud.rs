@@ -50,6 +50,15 @@ pub(crate) fn garage_and_client() -> Option<(Garage, S3Client)> {
     }
 }
 
+/// A moto server (which enforces Object Lock) and a client of its bucket; `None` (the test skips) without either.
+pub(crate) fn moto_and_client() -> Option<(Moto, S3Client)> {
+    let m = Moto::start().map_err(|why| testkit::skip(&why)).ok()?;
+    let s3 = S3Client::for_moto(&m)
+        .map_err(|why| testkit::skip(&why))
+        .ok()?;
+    Some((m, s3))
+}
+
 /// A config with one s3 destination `offsite` (extra keys spliced in).
 pub(crate) fn config(endpoint: &str, bucket: &str, extra: &str) -> String {
     format!(
@@ -196,8 +205,9 @@ fn regex_lite_replace(text: &str) -> String {
         .join("\n")
 }
 
-/// `cloud check` on moto, which enforces Object Lock: the locked object cannot be deleted, the lock is reported
-/// enforced and the check passes (exit 0).
+/// `cloud check` on moto, which enforces Object Lock: the locked object cannot be deleted, its retention can be
+/// extended (PutObjectRetention, what `external` locks objects uploaded in parts with), the lock is reported
+/// enforced and the check passes (exit 0). Before: PutObjectRetention was not tried.
 #[test]
 fn cloud_check_on_moto_finds_object_lock_enforced() {
     let m = match Moto::start() {
@@ -220,6 +230,7 @@ fn cloud_check_on_moto_finds_object_lock_enforced() {
         "{}",
         human.stdout
     );
+    human.stdout_has("its retention could be extended (PutObjectRetention");
     no_secret(&human, &["testing-key-id", "testing-secret-key"]);
 }
 

@@ -1,9 +1,10 @@
 //! Object Lock through `dbackup external` against moto's S3 server (which enforces retention), started per test
-//! and killed by pid: what `object_lock_days` puts on the uploaded objects, read back with another S3 client.
+//! and killed by pid: what `object_lock_days` puts on the uploaded objects (multipart ones and parts a resume
+//! reuses included), read back with another S3 client; and on Garage, which has no Object Lock.
 
-use testkit::objstore::{Moto, S3Client};
+use testkit::objstore::S3Client;
 
-use crate::cloud::{bigger_raw_collected, config, no_secret, populate, with_keys};
+use crate::cloud::{bigger_raw_collected, config, moto_and_client, no_secret, populate, with_keys};
 
 /// Days of retention the config asks for.
 const DAYS: i64 = 2;
@@ -55,18 +56,13 @@ fn new_stamp(s3: &S3Client, seen: &[String]) -> String {
 /// Multipart objects: a second backup whose archive is larger than one upload part (8 MiB) goes up as a multipart
 /// upload, whose CreateMultipartUpload carries the same lock headers (real S3 applies them to the object). moto
 /// 5.2.5 drops them (checked by hand with boto3 alone too: a multipart object created with lock headers has no
-/// retention and can be deleted), so on moto that archive carries none while the rest of the backup is locked:
-/// asserted here, so the test says when moto changes. Before: `object_lock_days` was exercised only by `cloud
-/// check`'s probe object (one PUT); no test looked at what an upload by `external` carried.
+/// retention and can be deleted), so `external` sets the archive's retention after completing it
+/// (PutObjectRetention): it is locked like the rest of the backup, and deleting its version is refused. Before:
+/// on moto that archive carried no retention and could be deleted (this test asserted so).
 #[test]
 fn external_with_object_lock_days_writes_every_backup_object_locked() {
-    let m = match Moto::start() {
-        Ok(m) => m,
-        Err(why) => return testkit::skip(&why),
-    };
-    let s3 = match S3Client::for_moto(&m) {
-        Ok(c) => c,
-        Err(why) => return testkit::skip(&why),
+    let Some((m, s3)) = moto_and_client() else {
+        return;
     };
     let (id, secret) = ("testing-key-id", "testing-secret-key");
     let t = with_keys(
@@ -134,5 +130,94 @@ fn external_with_object_lock_days_writes_every_backup_object_locked() {
         .map(|(_, s)| s)
         .unwrap_or_else(|| panic!("no {archive}"));
     assert!(size > 8 << 20, "{size}: one part only");
-    assert_locked(&s3, &dir, before, &[&archive]);
+    assert_locked(&s3, &dir, before, &[]);
+    assert_delete_refused(&s3, &archive);
+}
+
+/// Deleting the newest version of `key` is refused by the server (AccessDenied), and the object stays.
+fn assert_delete_refused(s3: &S3Client, key: &str) {
+    let versions = s3.versions(key);
+    let (_, version) = versions
+        .iter()
+        .rfind(|(k, _)| k == key)
+        .unwrap_or_else(|| panic!("no version of {key} in {versions:?}"));
+    let err = s3
+        .delete_version(key, version)
+        .expect_err("a locked version was deleted");
+    assert!(err.contains("AccessDenied"), "{key}: {err}");
+    assert!(s3.list(key).iter().any(|(k, _)| k == key), "{key} went");
+}
+
+/// With `object_lock_days`, an upload kill -9'd after at least 3 of its 25 parts of 128 KiB (at 1 MiB/s) leaves
+/// those parts locked until the killed run's date; the next run resumes them (not uploaded again) and extends
+/// their retention (PutObjectRetention) to its own date, the one its `backup.json` carries, later than the killed
+/// run's: every object of the backup is then locked until the same date. Before: the reused parts kept the killed
+/// run's earlier date.
+#[test]
+fn parts_reused_by_a_resume_are_locked_until_the_resuming_runs_date() {
+    let Some((m, s3)) = moto_and_client() else {
+        return;
+    };
+    let extra = format!(r#", "object_lock_days": {DAYS}, "bwlimit": "1M""#);
+    let t = with_keys(&config(&m.endpoint(), &m.bucket, &extra), "k", "s")
+        .env("DBACKUP_CLOUD_PART_BYTES", crate::cloud_resume::PART);
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    let (stamp, done) = crate::cloud_resume::kill_after(&t, 3, &[]);
+    let dir = format!("laptop/backups/{stamp}/");
+    let until = |key: &str| {
+        let (_, until) = s3
+            .retention(key)
+            .unwrap_or_else(|| panic!("{key} carries no retention"));
+        chrono::DateTime::parse_from_rfc3339(&until).unwrap()
+    };
+    let part = |n: usize| format!("{dir}docs.tar.part{n:03}");
+    let killed = until(&part(0));
+
+    // The dates are to the second: the resuming run's is later.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let before = chrono::Utc::now();
+    t.cmd()
+        .args(["external"])
+        .status(0)
+        .stderr_has(&format!("resumed {stamp}: {done} parts stored already"));
+    let resumed = until(&format!("{dir}backup.json"));
+    assert!(resumed > killed, "{resumed} is not after {killed}");
+    for n in 0..done {
+        assert_eq!(until(&part(n)), resumed, "{}", part(n));
+    }
+    assert_locked(&s3, &dir, before, &[]);
+    assert_delete_refused(&s3, &part(0));
+}
+
+/// `object_lock_days` on Garage, which takes lock headers and ignores them and has no PutObjectRetention: a backup
+/// whose archive goes up as a multipart upload (more than 8 MiB) is still uploaded, promoted and intact (`restore
+/// --verify`), and the run warns (exit 3) that the archive's retention could not be set, pointing at `cloud check`.
+/// Before: the run said nothing (exit 0) and the archive was silently unlocked.
+#[test]
+fn a_server_without_put_object_retention_gets_the_backup_and_a_warning() {
+    let Some((g, s3)) = crate::cloud::garage_and_client() else {
+        return;
+    };
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, r#", "object_lock_days": 1"#),
+        &g.key.id,
+        &g.key.secret,
+    );
+    populate(&t);
+    bigger_raw_collected(&t, 10);
+    let out = t.cmd().args(["external"]).status(3);
+    out.stderr_has("docs.tar.part000 could not be set (")
+        .stderr_has("`dbackup cloud check offsite` tests whether the bucket enforces Object Lock");
+    let stamp = new_stamp(&s3, &[]);
+    assert!(
+        s3.list(&format!("laptop/backups/{stamp}/"))
+            .iter()
+            .any(|(k, _)| k.ends_with("/backup.json")),
+        "promoted"
+    );
+    t.cmd()
+        .args(["restore", "--verify", "--source", "cloud"])
+        .status(0)
+        .stdout_has("intact");
 }

@@ -12,7 +12,7 @@ use crate::cloud::{assert_restored, config, populate, with_keys};
 use crate::harness::{Output, Test};
 
 /// 128 KiB parts (the hidden `DBACKUP_CLOUD_PART_BYTES`): the 3 MiB fixture is an archive of about 25 parts.
-const PART: &str = "131072";
+pub(crate) const PART: &str = "131072";
 
 /// A Garage logging every request, its S3 client, and a test uploading to it in small parts at 1 MiB/s (so a run
 /// is caught after a few parts).
@@ -87,7 +87,7 @@ fn stamp_of(journal: &std::path::Path) -> String {
 
 /// Runs `external` (with `args`) and kills it (SIGKILL, by its own pid) once its journal records at least `parts`
 /// parts: the stamp it was uploading and the parts its journal holds.
-fn kill_after(t: &Test, parts: usize, args: &[&str]) -> (String, usize) {
+pub(crate) fn kill_after(t: &Test, parts: usize, args: &[&str]) -> (String, usize) {
     let mut child = t.cmd().args(["external"]).args(args).spawn();
     let journal = wait_for_parts(t, &mut child, parts);
     child.kill().unwrap();
@@ -399,4 +399,155 @@ fn an_encrypted_upload_killed_resumes_part_by_part() {
     assert!(parts_put(&g, from).len() >= 25);
     assert!(!stamps(&s3).contains(&stamp));
     assert_eq!(journals(&t), Vec::<PathBuf>::new());
+}
+
+/// A destination removed from the config leaves its upload journals behind: `external` kill -9'd while
+/// uploading to `offsite` (its journal `<root>/.upload-journals/offsite/<stamp>.json`), then `offsite` renamed
+/// `elsewhere` in the config: the dry run names `offsite`'s journals for removal and removes nothing; the run
+/// removes `<root>/.upload-journals/offsite/` (as `.index-copies/` of a removed destination; `-v` says so) and uploads to
+/// `elsewhere` (the stamp nobody can resume is removed from the bucket). Before: the journals stayed forever.
+#[test]
+fn the_journals_of_a_destination_no_longer_in_the_config_are_removed() {
+    let Some((_g, s3, t)) = world() else { return };
+    let (stamp, _) = kill_after(&t, 2, &[]);
+    let old = t.root().join(".upload-journals/offsite");
+    assert!(old.join(format!("{stamp}.json")).is_file());
+    let cfg = std::fs::read_to_string(t.path("config.json")).unwrap();
+    let t = t.config(&cfg.replace(r#""name": "offsite""#, r#""name": "elsewhere""#));
+
+    let line = "upload journals of destination offsite: removed after the run (no such destination in the config)";
+    dry_run(&t).stdout_has(line);
+    assert!(old.is_dir(), "a dry run removes nothing");
+    let plan: serde_json::Value = t.run_json(&["--dry-run", "external"]);
+    crate::json::assert_valid("external-plan", &plan);
+    assert_eq!(
+        plan["upload_journals_orphaned"],
+        serde_json::json!(["offsite"])
+    );
+
+    t.cmd().args(["-v", "external"]).status(0).stderr_has(
+        "removed the upload journals of destination offsite (no such destination in the config)",
+    );
+    assert!(!old.exists(), "the journals of offsite are removed");
+    let now = stamps(&s3);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(!now.contains(&stamp), "{now:?}");
+}
+
+/// `status` after `external` was kill -9'd once its journal recorded at least 4 of the archive's 25 parts: the
+/// bucket's lines say the unfinished upload can be resumed, with its stamp and the parts uploaded of those planned
+/// (insta snapshot of the text, the stamp, port and count filtered), and `--json status` has them under
+/// `clouds[0].resumable` (valid against its schema); no line says the next upload removes it. After the resumed
+/// upload, `status` says nothing of it. Before: status said "1 unfinished upload the next upload removes", which
+/// the next upload did not do.
+#[test]
+fn status_says_an_unfinished_upload_can_be_resumed() {
+    let Some((g, _s3, t)) = world() else { return };
+    let (stamp, done) = kill_after(&t, 4, &[]);
+
+    let status: serde_json::Value = t.run_json(&["status"]);
+    crate::json::assert_valid("status", &status);
+    let cloud = &status["clouds"][0];
+    assert_eq!(cloud["unfinished"], 1);
+    let r = &cloud["resumable"];
+    assert_eq!(r["stamp"], stamp.as_str());
+    assert_eq!(r["parts_uploaded"], done as u64);
+    assert_eq!(r["parts_total"], 25);
+    assert_eq!(r["bytes_uploaded"], done as u64 * 131072);
+
+    let text = t.cmd().args(["status"]).status(0).stdout;
+    let bucket: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "cloud destinations:")
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let shown = bucket
+        .join("\n")
+        .replace(&g.endpoint(), "http://127.0.0.1:[PORT]")
+        .replace(&stamp, "[STAMP]")
+        .replace(
+            &format!("{done} of 25 parts uploaded ("),
+            "[N] of 25 parts uploaded (",
+        );
+    // The bytes of those parts: `[BYTES]`.
+    let shown = match shown.split_once("parts uploaded (") {
+        Some((head, tail)) => format!(
+            "{head}parts uploaded ([BYTES]{}",
+            &tail[tail.find(')').unwrap()..]
+        ),
+        None => shown,
+    };
+    insta::assert_snapshot!("status_unfinished_upload_resumable", shown);
+    assert!(!text.contains("the next upload removes"), "{text}");
+
+    t.cmd().args(["external"]).status(0);
+    let status: serde_json::Value = t.run_json(&["status"]);
+    assert_eq!(status["clouds"][0]["resumable"], serde_json::Value::Null);
+    assert_eq!(status["clouds"][0]["backups"], 1);
+}
+
+/// An upload encrypted to a passphrase, kill -9'd once the bucket lists at least 3 of its parts: its one age
+/// stream cannot be regenerated (scrypt with a new salt and file key each time), so no journal is kept; the dry run
+/// says "the unfinished upload <stamp> is not resumed: an upload encrypted to a passphrase restarts" and that the
+/// stamp will be removed; the run removes it and PUTs every part anew under a new stamp (counted in Garage's log),
+/// and the set restores byte-identical with the passphrase and verifies intact. Before: unit-tested only (the
+/// plan's table in `external::resume`).
+#[test]
+fn an_upload_encrypted_to_a_passphrase_restarts_after_a_kill() {
+    let Some((g, s3, t)) = world() else { return };
+    let pass = t.write_secret("pass.txt", "correct horse battery staple\n");
+    let cfg = std::fs::read_to_string(t.path("config.json")).unwrap();
+    let t = t
+        .config(&cfg.replace(
+            r#""allow_unencrypted": true"#,
+            &format!(
+                r#""encryption": {{ "passphrase": true, "passphrase_file": "{}" }}"#,
+                pass.display()
+            ),
+        ))
+        .env("DBACKUP_PASSPHRASE_FILE", &pass);
+
+    // No journal to watch: Garage's log of the parts PUT.
+    let from = g.requests_logged().len();
+    let mut child = t.cmd().args(["external"]).spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while parts_put(&g, from).len() < 3 {
+        assert!(Instant::now() < deadline, "the upload never got far enough");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "external ended too early: {}",
+            crate::harness::read_stderr(&mut child)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stamp = stamps(&s3)
+        .into_iter()
+        .next()
+        .expect("a stamp was uploaded");
+    assert!(
+        !s3.list(&format!("laptop/backups/{stamp}/"))
+            .iter()
+            .any(|(k, _)| k.ends_with("/backup.json")),
+        "killed before the promotion"
+    );
+    assert_eq!(journals(&t), Vec::<PathBuf>::new(), "no journal is kept");
+    assert_eq!(stamps(&s3), BTreeSet::from([stamp.clone()]));
+
+    dry_run(&t)
+        .stdout_has(&format!(
+            "the unfinished upload {stamp} is not resumed: an upload encrypted to a passphrase restarts"
+        ))
+        .stdout_has(&format!("remove unfinished upload backups/{stamp}/"));
+    let from = g.requests_logged().len();
+    t.cmd().args(["external"]).status(0);
+    assert!(parts_put(&g, from).len() >= 25, "every part uploaded anew");
+    let now = stamps(&s3);
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert!(
+        !now.contains(&stamp),
+        "the killed upload is removed: {now:?}"
+    );
+    restores_whole(&t, "r", None);
 }

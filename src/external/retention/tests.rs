@@ -66,10 +66,8 @@ fn last(n: u32) -> RetentionPolicy {
 
 /// The days removed, oldest first.
 fn removed(decisions: &[Decision]) -> Vec<String> {
-    let mut out: Vec<String> = decisions
-        .iter()
-        .filter(|d| !d.keep)
-        .map(|d| d.name.clone())
+    let mut out: Vec<String> = crate::retention::removed(decisions)
+        .map(str::to_string)
         .collect();
     out.reverse();
     out
