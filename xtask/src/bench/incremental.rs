@@ -421,13 +421,9 @@ fn run_on(
         drive.device().display(),
         load_before,
         load_after,
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        cores()
     );
-    println!();
-    println!("| figure | dbackup | plain tool | plain | dbackup / plain | goal |");
-    println!("|---|---|---|---|---|---|");
+    print_table_head();
     println!(
         "| full external, {} files | {} | GNU tar -g level 0 \\| dd conv=fsync (no hash, no read-back) | {} | {:.2} | |",
         stats.files,
@@ -688,13 +684,9 @@ pub fn run_detect(bin: &Path, bench: &Path, reps: usize, files: u64, chain: u64)
             drive.device().display(),
             reps.max(3),
             loadavg(),
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
+            cores()
         );
-        println!();
-        println!("| figure | dbackup | plain tool | plain | dbackup / plain | goal |");
-        println!("|---|---|---|---|---|---|");
+        print_table_head();
         d.print_rows(files);
     });
     drop(drive);
@@ -705,6 +697,19 @@ pub fn run_detect(bin: &Path, bench: &Path, reps: usize, files: u64, chain: u64)
 /// A small file `k` that no cycle rewrote (cycle `c` rewrites `k % every == c % every`), if there is one.
 fn pick_unchanged(small_files: u64, every: u64, cycles: u64) -> Option<u64> {
     (cycles < every).then(|| (small_files / 2 / every) * every + every - 1)
+}
+
+/// The result table's head, after a blank line.
+fn print_table_head() {
+    println!();
+    println!("| figure | dbackup | plain tool | plain | dbackup / plain | goal |");
+    println!("|---|---|---|---|---|---|");
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn loadavg() -> String {
