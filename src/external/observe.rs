@@ -3,6 +3,7 @@
 //! (detection's own probe file aside, see [`crate::media`]).
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use anyhow::Context;
 
@@ -23,6 +24,8 @@ pub struct Observed {
     pub world: World,
     pub scans: BTreeMap<String, ArchivePlan>,
     pub snapshot_meta: BTreeMap<String, SnapshotMeta>,
+    /// How long the looking took (a dry run shows it).
+    pub timings: plan::Timings,
 }
 
 /// Observes everything the plan needs. Fails with exit 1 when no set has a snapshot to export, exit 2 for an unknown
@@ -35,6 +38,8 @@ pub fn observe(
     ui: &Ui,
 ) -> anyhow::Result<Observed> {
     let root = &settings.backup_root;
+    let started = Instant::now();
+    let mut timings = plan::Timings::default();
 
     // Snapshots first: without one there is nothing to do, drive or not.
     let mut set_worlds = Vec::new();
@@ -263,6 +268,7 @@ pub fn observe(
             if choice.base.is_none() {
                 continue;
             }
+            let detecting = Instant::now();
             let estimate = info
                 .open_root()
                 .map_err(|e| anyhow::anyhow!("{e}"))
@@ -289,7 +295,15 @@ pub fn observe(
                     ));
                     Ok(archive::scan_both(&path, &base, &mut NoProgress)?)
                 });
+            timings.detection_seconds += detecting.elapsed().as_secs_f64();
             if let Ok((plan, estimate)) = estimate {
+                timings.detection_entries += estimate.entries;
+                ui.step(format_args!(
+                    "{set}: change detection on {}: {} entries in {:.3}s",
+                    d.destination.name,
+                    crate::stdx::count(estimate.entries),
+                    detecting.elapsed().as_secs_f64()
+                ));
                 incremental.insert(set.clone(), estimate);
                 scans.entry(set.clone()).or_insert(plan);
             }
@@ -314,8 +328,11 @@ pub fn observe(
             None => {
                 let path = root.join(name);
                 ui.step(format_args!("{set}: scanning {}", path.display()));
-                archive::scan(&path, &mut NoProgress)
-                    .with_context(|| format!("scanning snapshot {name} of set {set}"))?
+                let scanning = Instant::now();
+                let scan = archive::scan(&path, &mut NoProgress)
+                    .with_context(|| format!("scanning snapshot {name} of set {set}"))?;
+                timings.scan_seconds += scanning.elapsed().as_secs_f64();
+                scan
             }
         };
         if let Some(w) = set_worlds.iter_mut().find(|w| &w.name == set) {
@@ -324,7 +341,12 @@ pub fn observe(
         scans.insert(set.clone(), scan);
     }
 
+    let system = system
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    timings.observe_seconds = started.elapsed().as_secs_f64();
     Ok(Observed {
+        timings,
         world: World {
             backup_root: root.clone(),
             index_copies_orphaned: super::index_copy::orphaned(
@@ -351,9 +373,7 @@ pub fn observe(
             content_every: super::chain::content_every(settings.schedule.full),
             schedule_full: settings.schedule.full,
             choose_at: options.now,
-            system: system
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            system,
         },
         scans,
         snapshot_meta: metas,
