@@ -228,11 +228,13 @@ fn sample() -> &'static Sample {
             name: "data.tar".into(),
             bytes: tar.len() as u64,
             sha256: Digest::of_bytes(&tar),
+            age_head: None,
         }];
         m.sets[0].index = vec![layout::FileRecord {
             name: "data.index.jsonl".into(),
             bytes: index.len() as u64,
             sha256: Digest::of_bytes(&index),
+            age_head: None,
         }];
         m.sets[0].tar_bytes = tar.len() as u64;
         m.sets[0].warnings = vec![archive::Warning {

@@ -333,6 +333,34 @@ impl EncryptTo {
     }
 }
 
+/// The most bytes of an age stream's head (its header and the 16-byte payload nonce: what is read before the first
+/// chunk) recorded beside an object ([`encode_head`]); an X25519 recipient's is about 190 bytes, an ssh one's up to
+/// about 700. A longer head is not recorded (a restore then reads it from the object).
+pub const AGE_HEAD_MAX: usize = 4 << 10;
+
+/// An age stream's head as `backup.json` records it (base64), or `None` when longer than [`AGE_HEAD_MAX`].
+pub fn encode_head(head: &[u8]) -> Option<String> {
+    (!head.is_empty() && head.len() <= AGE_HEAD_MAX).then(|| data_encoding::BASE64.encode(head))
+}
+
+/// A recorded head read back (untrusted: bounded before decoding), or why it is not one. It is still only a hint:
+/// age's header MAC (with the file key) and the chunks' tags (with the nonce) authenticate it when it is used.
+pub fn decode_head(text: &str) -> Result<Vec<u8>, String> {
+    if text.len() > data_encoding::BASE64.encode_len(AGE_HEAD_MAX) {
+        return Err(format!(
+            "is {} characters, more than an age header of {AGE_HEAD_MAX} bytes",
+            text.len()
+        ));
+    }
+    let head = data_encoding::BASE64
+        .decode(text.as_bytes())
+        .map_err(|e| format!("is not base64 ({e})"))?;
+    if !head.starts_with(b"age-encryption.org/") {
+        return Err("is not an age header".into());
+    }
+    Ok(head)
+}
+
 /// An age stream being written; only [`AgeWriter::finish`] writes the final chunk.
 pub struct AgeWriter<W: Write>(StreamWriter<W>);
 

@@ -28,6 +28,12 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
     /// The next reads of part `name` cover `range` (a restore about to read one entry's header and content): a
     /// remote part may fetch it in one request.
     fn expect(&self, _name: &Path, _range: std::ops::Range<u64>) {}
+
+    /// The first bytes of part `name` as recorded beside it (an age stream's header and payload nonce), read
+    /// instead of the part's own; none when not recorded.
+    fn head(&self, _name: &Path) -> Option<Arc<Vec<u8>>> {
+        None
+    }
 }
 
 /// The bytes of an age file that hold the plaintext bytes `plain`: the 64 KiB chunks (each stored with its 16-byte
@@ -290,6 +296,32 @@ impl ArchiveFiles {
                 };
                 io::Error::new(kind, e)
             })
+    }
+
+    /// Authenticates the age header of each remote part whose head is recorded beside it ([`Remote::head`]) with
+    /// the keys: no request, and a recorded head that was altered (or keys that do not fit) stops a restore before
+    /// it writes anything. (The payload nonce in the head is authenticated by the first chunk read with it.)
+    pub fn check_recorded_heads(&self) -> io::Result<()> {
+        let (Some(remote), Some(keys)) = (&self.remote, &self.keys) else {
+            return Ok(());
+        };
+        for (name, _) in &self.parts {
+            let Some(head) = remote.head(name) else {
+                continue;
+            };
+            let label = name.display().to_string();
+            keys.open(io::Cursor::new(head.as_slice()), &label)
+                .map_err(|e| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{e} (its age header as backup.json records it, age_head: with the right identity, \
+                             backup.json or the object was altered)"
+                        ),
+                    )
+                })?;
+        }
+        Ok(())
     }
 
     /// Opens the joined stream as it is on the drive (the ciphertext of an encrypted archive).

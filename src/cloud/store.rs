@@ -880,6 +880,9 @@ pub struct RangeCache {
     kept: std::sync::Mutex<std::collections::HashMap<String, Vec<KeptRange>>>,
     /// What a restore said it will read next of each object ([`crate::archive::Remote::expect`]).
     hints: std::sync::Mutex<std::collections::HashMap<String, std::ops::Range<u64>>>,
+    /// Each encrypted object's first bytes (age's header and payload nonce) as `backup.json` records them: read
+    /// from here, not the object (never dropped: a restore may open the same part again).
+    heads: std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>,
 }
 
 /// A range received: where it starts, its bytes.
@@ -912,6 +915,12 @@ impl RangeCache {
         })
     }
 
+    /// The recorded head of `key` when `pos` is inside it.
+    fn head(&self, key: &str, pos: u64) -> Option<Arc<Vec<u8>>> {
+        let heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        heads.get(key).filter(|h| pos < h.len() as u64).cloned()
+    }
+
     fn find(&self, key: &str, pos: u64) -> Option<(u64, Arc<Vec<u8>>)> {
         let map = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         map.get(key)?
@@ -938,6 +947,14 @@ impl Objects {
             cache: Default::default(),
             ranges: Default::default(),
         }
+    }
+
+    /// The first bytes of object `name` (under `dir`), as recorded elsewhere (`backup.json`'s `age_head`): reads
+    /// inside them cost no request. A head that is not the object's own fails age's authentication like a damaged
+    /// object.
+    pub fn know_head(&self, name: &str, head: Vec<u8>) {
+        let mut heads = self.ranges.heads.lock().unwrap_or_else(|e| e.into_inner());
+        heads.insert(format!("{}{name}", self.dir), Arc::new(head));
     }
 }
 
@@ -1049,6 +1066,11 @@ impl crate::archive::Remote for Objects {
         let mut hints = self.ranges.hints.lock().unwrap_or_else(|e| e.into_inner());
         hints.insert(key, range);
     }
+
+    fn head(&self, name: &std::path::Path) -> Option<Arc<Vec<u8>>> {
+        let key = format!("{}{}", self.dir, name.to_string_lossy());
+        self.ranges.head(&key, 0)
+    }
 }
 
 /// The first ranged GET after a seek asks for this much (a one-file restore: its header, and the file itself when
@@ -1075,6 +1097,7 @@ impl Store {
             buf_start: 0,
             window: RANGE_FIRST,
             shared: None,
+            buf_is_head: false,
         }
     }
 
@@ -1113,6 +1136,9 @@ pub struct Ranged {
     window: u64,
     /// Ranges received by other readers of the same objects.
     pub shared: Option<Arc<RangeCache>>,
+    /// `buf` is the object's recorded head, not received: reading on from its end is a jump (the chunks a
+    /// restore wants), not a stream read in order.
+    buf_is_head: bool,
 }
 
 impl Ranged {
@@ -1127,18 +1153,27 @@ impl io::Read for Ranged {
             return Ok(0);
         }
         if !(self.buf_start..self.buf_end()).contains(&self.pos)
+            && let Some(head) = self
+                .shared
+                .as_ref()
+                .and_then(|c| c.head(&self.key, self.pos))
+        {
+            (self.buf_start, self.buf, self.buf_is_head) = (0, head, true);
+        }
+        if !(self.buf_start..self.buf_end()).contains(&self.pos)
             && let Some((start, bytes)) = self
                 .shared
                 .as_ref()
                 .and_then(|c| c.find(&self.key, self.pos))
         {
-            (self.buf_start, self.buf) = (start, bytes);
+            (self.buf_start, self.buf, self.buf_is_head) = (start, bytes, false);
         }
         if !(self.buf_start..self.buf_end()).contains(&self.pos) {
             // Continuing where the last range ended (or just past it: a tar header's padding): read ahead further;
             // after a jump, start small again.
             let gap = self.pos.checked_sub(self.buf_end());
-            let continuing = !self.buf.is_empty() && gap.is_some_and(|g| g <= RANGE_FIRST);
+            let continuing =
+                !self.buf.is_empty() && !self.buf_is_head && gap.is_some_and(|g| g <= RANGE_FIRST);
             self.window = if continuing {
                 (self.window * 2).min(RANGE_MAX)
             } else {
@@ -1162,6 +1197,7 @@ impl io::Read for Ranged {
             }
             self.buf = Arc::new(bytes);
             self.buf_start = self.pos;
+            self.buf_is_head = false;
             if let Some(c) = &self.shared {
                 c.keep(&self.key, self.buf_start, self.buf.clone());
             }

@@ -954,6 +954,7 @@ fn upload(
             archive_sink = archive_sink.encrypt_parts(e.clone());
             index_sink = index_sink.encrypt_parts(e.clone());
         }
+        let heads = archive_sink.heads();
         // Encrypting in the sink: it gets a thread of its own, as the writer gives a stage's sink.
         let archive_sink: Box<dyn archive::Sink> = match &parted {
             Some(_) => Box::new(crate::archive::sink::ThreadedSink::spawn(Box::new(
@@ -1006,6 +1007,7 @@ fn upload(
         );
         record_index_copy(copies.as_ref(), p, &a.set, &rec, &summary, ui);
         rec.part_plain_bytes = a.part_bytes.filter(|_| parted.is_some());
+        record_age_heads(&mut rec, &heads);
         depends_on.extend(summary.depends_on.iter().cloned());
         for f in rec.archive.iter().chain(&rec.index) {
             sums.push(SumLine {
@@ -1138,6 +1140,17 @@ fn upload(
 /// which some servers drop, moto among them) and of each part reused from a killed run (`reused`: locked until that
 /// run's date) set to this run's date by PutObjectRetention. A refusal leaves the backup in place, unlocked as far
 /// as the server says: a warning (exit 3) naming the objects, pointing at `cloud check`, which tests the bucket.
+/// Each archive part's age head (header and nonce) in its `backup.json` record: a one-file restore then reads only
+/// the chunks holding the file. Object names come from the sink, so each record finds its own.
+fn record_age_heads(rec: &mut layout::SetRecord, heads: &crate::cloud::sink::AgeHeads) {
+    for f in &mut rec.archive {
+        f.age_head = heads
+            .get(&f.name)
+            .as_deref()
+            .and_then(archive::crypt::encode_head);
+    }
+}
+
 fn lock_after_upload(
     store: &Store,
     p: &CloudPlan,

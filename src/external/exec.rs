@@ -831,6 +831,7 @@ pub(crate) fn set_record(
             .into_owned(),
         bytes: f.bytes,
         sha256: f.sha256,
+        age_head: None,
     };
     SetRecord {
         set: a.set.clone(),

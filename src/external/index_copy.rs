@@ -386,6 +386,7 @@ mod tests {
             name: name.into(),
             bytes: 10,
             sha256: Digest([b; 32]),
+            age_head: None,
         }
     }
 

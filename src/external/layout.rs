@@ -177,6 +177,12 @@ pub struct FileRecord {
     pub name: String,
     pub bytes: u64,
     pub sha256: Digest,
+    /// For an object that is an age stream of its own (a bucket's `<set>.tar.partNNN.age`): its first bytes, age's
+    /// header and the payload nonce (base64, at most [`crate::archive::crypt::AGE_HEAD_MAX`] bytes), so a restore of
+    /// one file reads only the chunks holding it, not the header first. Kept here, with the object it belongs to,
+    /// as a hint: age authenticates it when it is used, and `restore --verify` compares it with the object's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_head: Option<String>,
 }
 
 /// Whether a set's archive holds everything (`full`) or only what changed since the backup `base` names
@@ -420,6 +426,11 @@ impl BackupMeta {
                         ));
                     }
                     total = add(total, f.bytes, &|| format!("sets[{i}].{what}[{j}].bytes"))?;
+                    if let Some(head) = &f.age_head {
+                        crate::archive::crypt::decode_head(head).map_err(|e| {
+                            format!("sets[{i}].{what}[{j}].age_head {e}: backup.json was altered or damaged")
+                        })?;
+                    }
                 }
             }
             for (k, (field, n)) in [
@@ -826,6 +837,7 @@ pub fn write_new_file(dir: &Dir, name: &str, bytes: &[u8]) -> Result<FileRecord,
         name: name.to_string(),
         bytes: bytes.len() as u64,
         sha256: Digest::of_bytes(bytes),
+        age_head: None,
     })
 }
 

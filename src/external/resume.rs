@@ -85,6 +85,9 @@ pub struct PartRecord {
     /// compared with.
     pub plain_bytes: u64,
     pub plain_sha256: Digest,
+    /// An encrypted part's age head (header and payload nonce, base64), for `backup.json` when the part is reused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_head: Option<String>,
 }
 
 /// `<stamp>.json`: the upload's key and each set's finished parts, in order.
@@ -629,6 +632,11 @@ impl PartLog for SetLog {
             .map(|p| StoredPart {
                 plain: (p.plain_bytes, p.plain_sha256),
                 object: (p.bytes, p.sha256),
+                // A head that does not decode is not recorded again: the restore reads it from the object.
+                head: p
+                    .age_head
+                    .as_deref()
+                    .and_then(|h| crate::archive::crypt::decode_head(h).ok()),
             })
     }
 
@@ -653,6 +661,10 @@ impl PartLog for SetLog {
             sha256: part.object.1,
             plain_bytes: part.plain.0,
             plain_sha256: part.plain.1,
+            age_head: part
+                .head
+                .as_deref()
+                .and_then(crate::archive::crypt::encode_head),
         });
         s.save()
     }
@@ -688,6 +700,7 @@ mod tests {
         StoredPart {
             plain: d,
             object: d,
+            head: None,
         }
     }
 
@@ -844,6 +857,7 @@ mod tests {
                         sha256: part(0).object.1,
                         plain_bytes: 4096,
                         plain_sha256: part(0).plain.1,
+                        age_head: None,
                     })
                     .collect(),
             )]),

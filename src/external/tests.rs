@@ -417,6 +417,7 @@ fn space_aware_rotation_removes_the_oldest_before_writing() {
                 name: "data.tar".into(),
                 bytes: 100 * MIB,
                 sha256: crate::archive::Digest::of_bytes(b""),
+                age_head: None,
             }];
         }
     }

@@ -399,6 +399,7 @@ mod tests {
             name: name.into(),
             bytes: 10,
             sha256: Digest::of_bytes(name.as_bytes()),
+            age_head: None,
         })
     }
 

@@ -474,6 +474,7 @@ fn write_image(
             name: i.file.clone(),
             bytes: file.bytes,
             sha256: file.sha256,
+            age_head: None,
         },
         seconds,
     })

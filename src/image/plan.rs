@@ -833,6 +833,7 @@ mod tests {
             name: n.into(),
             bytes: 1,
             sha256: Digest::of_bytes(n.as_bytes()),
+            age_head: None,
         };
         let image = |name: &str, fs: &str, n: u32, bytes: u64| ImageRecord {
             name: name.into(),

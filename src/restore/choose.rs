@@ -376,8 +376,9 @@ pub fn keys_for_backup(
 /// tells its length): a missing or wrong identity, a truncated archive, a missing final chunk or bytes added after
 /// it stop the restore here, before anything is written. A remote archive is not opened here (its header and final
 /// chunk would be two requests of their own per part): its index, encrypted to the same keys, is; its objects'
-/// sizes were checked against the bucket's listing ([`crate::restore::cloud::CloudBackup::check_sizes`]), and
-/// every chunk read from it is authenticated.
+/// sizes were checked against the bucket's listing ([`crate::restore::cloud::CloudBackup::check_sizes`]), the age
+/// headers `backup.json` records for its parts are authenticated here (no request), and every chunk read from it
+/// is authenticated.
 pub fn authenticate(sets: &[SetBackup]) -> anyhow::Result<()> {
     for s in sets {
         let SetContent::Archive {
@@ -388,19 +389,26 @@ pub fn authenticate(sets: &[SetBackup]) -> anyhow::Result<()> {
         else {
             continue;
         };
-        let local = |a: &&ArchiveFiles| !a.is_remote();
-        for files in std::iter::once(archive)
-            .filter(local)
+        // Local archives and every index: opened, their final chunk authenticated; remote archives: the age
+        // headers recorded for their parts.
+        let archives = || std::iter::once(archive).chain(chain.iter().map(|(_, a)| a));
+        for (files, whole) in archives()
+            .filter(|a| !a.is_remote())
             .chain(index)
-            .chain(chain.iter().map(|(_, a)| a).filter(local))
+            .map(|a| (a, true))
+            .chain(archives().filter(|a| a.is_remote()).map(|a| (a, false)))
         {
             if !files.encrypted() {
                 continue;
             }
             let label = files.label();
-            let checked = files
-                .open()
-                .and_then(|mut r| r.seek(SeekFrom::End(0)).map(|_| ()));
+            let checked = if whole {
+                files
+                    .open()
+                    .and_then(|mut r| r.seek(SeekFrom::End(0)).map(|_| ()))
+            } else {
+                files.check_recorded_heads()
+            };
             if let Err(e) = checked {
                 let msg = e.to_string();
                 let msg = if msg.contains(&label) {

@@ -13,6 +13,7 @@ use super::Request;
 use super::content::SetContent;
 use super::job::SetBackup;
 use super::select;
+use crate::archive::crypt::decode_head;
 use crate::archive::{ArchiveFiles, Keys};
 use crate::cloud::{Objects, Store};
 use crate::exit::{CodedError, Exit};
@@ -49,13 +50,7 @@ impl CloudBackup {
 
     /// The recorded files as remote archive files.
     pub fn files(&self, records: &[FileRecord]) -> ArchiveFiles {
-        ArchiveFiles::remote(
-            records
-                .iter()
-                .map(|r| (PathBuf::from(&r.name), r.bytes))
-                .collect(),
-            self.objects.clone(),
-        )
+        remote_files(records, &self.objects)
     }
 
     /// Every archive and index of its sets (for the keys).
@@ -94,14 +89,8 @@ impl CloudBackup {
                         .iter()
                         .filter_map(|(stamp, meta, objects)| {
                             let rec = meta.sets.iter().find(|r| r.set == s.set)?;
-                            let files = ArchiveFiles::remote(
-                                rec.archive
-                                    .iter()
-                                    .map(|r| (PathBuf::from(&r.name), r.bytes))
-                                    .collect(),
-                                objects.clone(),
-                            )
-                            .with_plain_parts(rec.part_plain_bytes);
+                            let files = remote_files(&rec.archive, objects)
+                                .with_plain_parts(rec.part_plain_bytes);
                             Some((stamp.clone(), files.with_keys(keys.cloned())))
                         })
                         .collect(),
@@ -156,6 +145,23 @@ impl CloudBackup {
                 )
             })
     }
+}
+
+/// Recorded files as remote archive files read through `objects`, each recorded age head (header and nonce) given
+/// to it so a restore does not read it from the object (`backup.json` was checked: a head decodes, bounded).
+fn remote_files(records: &[FileRecord], objects: &Arc<Objects>) -> ArchiveFiles {
+    for r in records {
+        if let Some(head) = r.age_head.as_deref().and_then(|h| decode_head(h).ok()) {
+            objects.know_head(&r.name, head);
+        }
+    }
+    ArchiveFiles::remote(
+        records
+            .iter()
+            .map(|r| (PathBuf::from(&r.name), r.bytes))
+            .collect(),
+        objects.clone(),
+    )
 }
 
 fn failed(msg: impl Into<String>) -> anyhow::Error {
@@ -333,6 +339,9 @@ pub fn verify(b: &CloudBackup, set: Option<&str>, ui: &Ui) -> anyhow::Result<Clo
                 .find(|l| l.name == f.name.as_bytes())
                 .map(|l| l.sha256);
             let key = format!("{}{}", b.dir(), f.name);
+            // The object's first bytes, to compare with the age head `backup.json` records for it.
+            let head = f.age_head.as_deref().and_then(|h| decode_head(h).ok());
+            let mut start = Vec::new();
             let hashed = b
                 .store
                 .reader(&key)
@@ -346,6 +355,10 @@ pub fn verify(b: &CloudBackup, set: Option<&str>, ui: &Ui) -> anyhow::Result<Clo
                         if got == 0 {
                             break;
                         }
+                        if let Some(want) = &head {
+                            let more = want.len().saturating_sub(start.len()).min(got);
+                            start.extend_from_slice(&buf[..more]);
+                        }
                         sha2::Digest::update(&mut h, &buf[..got]);
                         n += got as u64;
                     }
@@ -353,6 +366,18 @@ pub fn verify(b: &CloudBackup, set: Option<&str>, ui: &Ui) -> anyhow::Result<Clo
                 });
             let (outcome, detail) = match (hashed, listed) {
                 (Err(e), _) => ("unreadable", Some(e.to_string())),
+                (Ok((_, n)), _) if head.as_ref().is_some_and(|h| *h != start) => {
+                    report.bytes += n;
+                    (
+                        "mismatch",
+                        Some(format!(
+                            "its first bytes are not the age header {} records for it (age_head): {} or the \
+                             object was altered",
+                            layout::METADATA_FILE,
+                            layout::METADATA_FILE
+                        )),
+                    )
+                }
                 (Ok((_, n)), None) => {
                     report.bytes += n;
                     ("unlisted", Some(format!("not in {}", layout::SUMS_FILE)))

@@ -289,6 +289,7 @@ mod tests {
             name: name.into(),
             bytes,
             sha256: Digest::of_bytes(name.as_bytes()),
+            age_head: None,
         }
     }
 

@@ -127,9 +127,41 @@ pub(crate) fn alter_on_server(t: &Test, s3: &S3Client, key: &str, mask: u8) {
     let mut bytes = s3.get(key);
     let mid = bytes.len() / 2;
     bytes[mid] ^= mask;
+    put_on_server(t, s3, key, &bytes);
+}
+
+/// The object `key` on the server replaced by `bytes` (written through `<tmp>/altered`).
+pub(crate) fn put_on_server(t: &Test, s3: &S3Client, key: &str, bytes: &[u8]) {
     let altered = t.path("altered");
-    std::fs::write(&altered, &bytes).unwrap();
+    std::fs::write(&altered, bytes).unwrap();
     s3.put(key, &altered);
+}
+
+/// `backup.json` under `dir` (`<prefix>/backups/<stamp>/`) on the server rewritten by `edit`, and its line in
+/// `verification.sha256` with it (a backup.json that does not match its sums line is not trusted): what a hostile
+/// server, or an upload by another version of dbackup, leaves.
+pub(crate) fn edit_meta_on_server(
+    t: &Test,
+    s3: &S3Client,
+    dir: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    use sha2::Digest as _;
+    let key = format!("{dir}backup.json");
+    let mut meta: serde_json::Value = serde_json::from_slice(&s3.get(&key)).unwrap();
+    edit(&mut meta);
+    let bytes = serde_json::to_vec(&meta).unwrap();
+    put_on_server(t, s3, &key, &bytes);
+    let sums_key = format!("{dir}verification.sha256");
+    let sums: String = String::from_utf8(s3.get(&sums_key))
+        .unwrap()
+        .lines()
+        .map(|l| match l.strip_suffix("  backup.json") {
+            Some(_) => format!("{:x}  backup.json\n", sha2::Sha256::digest(&bytes)),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    put_on_server(t, s3, &sums_key, sums.as_bytes());
 }
 
 /// `home/photos/bigger.raw`, `mib` MiB of bytes that do not compress (more than one 8 MiB part: a multipart
@@ -539,9 +571,14 @@ fn external_uploads_a_backup_with_the_drive_layout() {
 ///
 /// Requests, as Garage logged them: one small file costs the listing, `backup.json` and its sums line (choosing
 /// the backup), the index in one GET, then one ranged GET of the archive: its header and content (encrypted: the
-/// 64 KiB chunks holding them; a file past the stream's first chunk needs one more, for age's header of the
-/// part). A hard link whose first name is not restored costs the same (its content's own header checked in that
-/// GET). No HEAD. Before (plain / encrypted): 5 / 7 for a small file at the archive's start, 6 / 8 for one after
+/// 64 KiB chunks holding them; age's header of the part and its payload nonce are in `backup.json`, `age_head`;
+/// before it, a file past the stream's first chunk cost 6 requests, one more GET for that header). A hard link
+/// whose first name is not restored costs the same (its content's own header checked in that GET). With
+/// `age_head` removed (a backup uploaded before it), that file still restores, with the extra GET; with a byte of
+/// age's header in it altered, the restore fails before it writes anything (the header's MAC checked with the
+/// keys), with a byte of the nonce altered, at the first chunk read, as for a damaged object (no file left); either
+/// way `--verify` names the part (its first bytes are not the head recorded). No HEAD. Before (plain / encrypted): 5 /
+/// 7 for a small file at the archive's start, 6 / 8 for one after
 /// the 3 MiB file and 8 / 8 for a hard link to it (the archive's header read for the ancestors' directories, the
 /// link's own header and its first name's at plan time, and, encrypted, age's header and final chunk to check
 /// the keys and authenticate the archive's end). A 3 MiB file: its bytes in one ranged GET (at most 3.1 MiB
@@ -626,8 +663,8 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
         // What is restored, and the GETs of the archive it costs (plain, encrypted); `None`: not counted exactly.
         for (what, rel, archive_gets) in [
             ("one file", "notes/todo.txt", Some((1, 1))),
-            ("a file deep in the archive", "q/orig.bin", Some((1, 2))),
-            ("its hard link", "z/link.bin", Some((1, 2))),
+            ("a file deep in the archive", "q/orig.bin", Some((1, 1))),
+            ("its hard link", "z/link.bin", Some((1, 1))),
             ("one 3 MiB file", "photos/big.raw", Some((1, 1))),
             ("a directory", "notes", None),
         ] {
@@ -694,6 +731,16 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
             .status(0);
         verify.stdout_has("intact");
         verify.stderr_has("downloads");
+        if encrypted {
+            recorded_heads_absent_or_altered(
+                &g,
+                &s3,
+                &t,
+                &format!("{prefix}/backups/{stamp}/"),
+                |rel, name, code| restore_path(rel, &t.path(name), code),
+                &id_args,
+            );
+        }
 
         // One byte of the archive changed on the server: --verify names the object.
         let part = if encrypted {
@@ -727,6 +774,95 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
         out.stderr_has("nothing was written");
         assert!(!target.exists(), "nothing written");
     }
+}
+
+/// The encrypted backup of `restore_from_the_cloud_one_file_a_directory_and_a_set` (`dir` its objects) with its
+/// parts' `age_head` records removed, then altered: see that test's comment. `restore(rel, target name, code)`
+/// restores `~/<rel>` from the bucket. Leaves `backup.json` and its sums as they were.
+fn recorded_heads_absent_or_altered(
+    g: &Garage,
+    s3: &S3Client,
+    t: &Test,
+    dir: &str,
+    restore: impl Fn(&str, &str, i32) -> Output,
+    id_args: &[String],
+) {
+    let (meta_key, sums_key) = (
+        format!("{dir}backup.json"),
+        format!("{dir}verification.sha256"),
+    );
+    let (meta, sums) = (s3.get(&meta_key), s3.get(&sums_key));
+    let archive = "docs.tar.part000.age";
+    let parts = |m: &mut serde_json::Value| -> Vec<serde_json::Value> {
+        m["sets"][0]["archive"].as_array().unwrap().clone()
+    };
+    let recorded: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    let head = recorded["sets"][0]["archive"][0]["age_head"]
+        .as_str()
+        .expect("the part's age head is recorded")
+        .to_string();
+
+    // Absent (an older upload): the file still restores, with one more GET for age's header.
+    edit_meta_on_server(t, s3, dir, |m| {
+        let mut list = parts(m);
+        for p in &mut list {
+            p.as_object_mut().unwrap().remove("age_head");
+        }
+        m["sets"][0]["archive"] = list.into();
+    });
+    let from = g.requests_logged().len();
+    let out = restore("q/orig.bin", "r-no-head", 0);
+    let served = served(g, from, requests(&out).1);
+    let mut want = vec![
+        "LIST",
+        "backup.json",
+        "verification.sha256",
+        "docs.index.age",
+    ];
+    want.extend([archive, archive]);
+    assert_eq!(served, want, "no age_head: {}", requests_line(&out));
+    assert_restored(t, &t.path("r-no-head"), &["q/orig.bin"], "no age_head");
+
+    // Altered: a byte of age's header (its MAC fails), or of the payload nonce (the chunk's tag fails).
+    let bytes = data_encoding::BASE64.decode(head.as_bytes()).unwrap();
+    for (what, at) in [("header", bytes.len() / 2), ("nonce", bytes.len() - 1)] {
+        let mut altered = bytes.clone();
+        altered[at] ^= 0x01;
+        let altered = data_encoding::BASE64.encode(&altered);
+        put_on_server(t, s3, &meta_key, &meta);
+        put_on_server(t, s3, &sums_key, &sums);
+        edit_meta_on_server(t, s3, dir, |m| {
+            m["sets"][0]["archive"][0]["age_head"] = altered.into();
+        });
+        let target = t.path(&format!("r-bad-head-{what}"));
+        let out = restore("q/orig.bin", &format!("r-bad-head-{what}"), 1);
+        eprintln!("altered {what}: {}", out.stderr);
+        out.stderr_has(archive);
+        if what == "header" {
+            // Authenticated with the keys before the restore starts (no request): nothing written.
+            out.stderr_has("age_head");
+            out.stderr_has("nothing was written");
+            assert!(!target.exists(), "{what}: nothing written");
+        } else {
+            // Found by the first chunk read, as a damaged chunk of the object is: the file is not left behind.
+            let said = format!("{}{}", out.stdout, out.stderr);
+            assert!(said.contains("does not authenticate"), "{what}: {said}");
+            assert!(
+                !target.join("q/orig.bin").exists(),
+                "{what}: no file written"
+            );
+        }
+        let verify = t
+            .cmd()
+            .args(["restore", "--verify", "--source", "cloud"])
+            .args(id_args)
+            .status(1);
+        verify.stdout_has(&format!(
+            "mismatch   {archive}: its first bytes are not the age header backup.json records"
+        ));
+    }
+    put_on_server(t, s3, &meta_key, &meta);
+    put_on_server(t, s3, &sums_key, &sums);
 }
 
 /// Garage killed (SIGKILL) in the middle of an upload (held to 4 MiB/s by `bwlimit` so it is caught in the act):

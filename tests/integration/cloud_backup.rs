@@ -6,7 +6,7 @@ use chrono::{Local, TimeDelta};
 use serde_json::Value;
 use testkit::objstore::{Garage, REGION, S3Client};
 
-use crate::cloud::garage_and_client;
+use crate::cloud::{edit_meta_on_server, garage_and_client};
 use crate::harness::Test;
 
 /// The `offsite` destination (`extra` keys spliced in).
@@ -162,31 +162,10 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
     }
     let two = bucket_backups(&s3);
     assert_eq!(two.len(), 2);
-    // The second depends on the first.
-    let key = format!("laptop/backups/{}/backup.json", two[1]);
-    let mut meta: Value = serde_json::from_slice(&s3.get(&key)).unwrap();
-    meta["depends_on"] = serde_json::json!([two[0]]);
-    let file = t.path("meta.json");
-    let bytes = serde_json::to_vec(&meta).unwrap();
-    std::fs::write(&file, &bytes).unwrap();
-    s3.put(&key, &file);
-    // And its line in the sums, as an incremental's upload writes them (a backup.json that does not match its sums
-    // is not trusted).
-    let sums_key = format!("laptop/backups/{}/verification.sha256", two[1]);
-    let sums: String = String::from_utf8(s3.get(&sums_key))
-        .unwrap()
-        .lines()
-        .map(|l| match l.strip_suffix("  backup.json") {
-            Some(_) => {
-                use sha2::Digest as _;
-                format!("{:x}  backup.json\n", sha2::Sha256::digest(&bytes))
-            }
-            None => format!("{l}\n"),
-        })
-        .collect();
-    let file = t.path("sums");
-    std::fs::write(&file, sums).unwrap();
-    s3.put(&sums_key, &file);
+    // The second depends on the first, its line in the sums with it, as an incremental's upload writes them.
+    edit_meta_on_server(&t, &s3, &format!("laptop/backups/{}/", two[1]), |m| {
+        m["depends_on"] = serde_json::json!([two[0]]);
+    });
 
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
     dry.stdout_has("retention last 2: 3 kept, 0 removed after the upload is verified");

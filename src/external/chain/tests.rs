@@ -28,6 +28,7 @@ fn listing(backups: &[Row]) -> DriveListing {
                     name: "data.index.jsonl".into(),
                     bytes: 1,
                     sha256: crate::archive::Digest([0; 32]),
+                    age_head: None,
                 }];
                 m.depends_on = base.iter().map(|b| b.to_string()).collect();
                 DriveBackup {
