@@ -1001,6 +1001,36 @@ mod tests {
         assert!(e.to_string().contains("passphrase"), "{e}");
     }
 
+    /// An age stream's head (header and nonce, as a bucket's `backup.json` records it) round-trips through base64
+    /// within its bound; a longer one is not recorded; a record too long, not base64 or not an age header is
+    /// refused before it is decoded or used. The head of a real stream is exactly what precedes its first chunk.
+    #[test]
+    fn an_age_head_is_recorded_within_its_bound_and_checked_when_read() {
+        let (pk, _) = pair();
+        let to = EncryptTo::Recipients(vec![pk.parse().unwrap()]);
+        let empty = encrypt(&to, b"");
+        // An empty stream is its head and one empty final chunk (16 bytes of tag).
+        let head = &empty[..empty.len() - 16];
+        let text = encode_head(head).unwrap();
+        assert_eq!(decode_head(&text).unwrap(), head);
+        assert!(head.len() < 300, "{} bytes", head.len());
+        assert_eq!(encode_head(&[b'a'; AGE_HEAD_MAX + 1]), None);
+        assert_eq!(encode_head(b""), None);
+        let too_long = "A".repeat(data_encoding::BASE64.encode_len(AGE_HEAD_MAX) + 4);
+        assert!(decode_head(&too_long).unwrap_err().contains("more than"));
+        assert!(
+            decode_head("not base64!")
+                .unwrap_err()
+                .contains("not base64")
+        );
+        let other = data_encoding::BASE64.encode(b"PK\x03\x04 a zip");
+        assert!(
+            decode_head(&other)
+                .unwrap_err()
+                .contains("not an age header")
+        );
+    }
+
     /// Parts that are age streams of their own (a bucket's `<set>.tar.partNNN.age`) read as one plaintext stream:
     /// whole, after seeks into any part and across a boundary, and to the end; a short middle part is an error.
     #[test]

@@ -1210,4 +1210,32 @@ pub(crate) mod tests {
             assert!(b.check().unwrap_err().contains("sets[0].base"), "{bad}");
         }
     }
+
+    /// A part's `age_head` (a bucket's encrypted part: its age header and nonce): absent in older metadata, it
+    /// round-trips when present; one that is not bounded base64 of an age header makes the metadata refused (it
+    /// names the field) rather than reach a restore.
+    #[test]
+    fn an_age_head_round_trips_and_is_checked() {
+        let mut m = meta("2025-04-02-000000", &["data"]);
+        m.sets[0].archive = vec![FileRecord {
+            name: "data.tar.part000.age".into(),
+            bytes: 100,
+            sha256: Digest::of_bytes(b"x"),
+            age_head: None,
+        }];
+        let v = serde_json::to_value(&m).unwrap();
+        assert!(v["sets"][0]["archive"][0].get("age_head").is_none());
+        let head =
+            crate::archive::crypt::encode_head(b"age-encryption.org/v1\n-> X25519 a\nb\n--- c\n")
+                .unwrap();
+        m.sets[0].archive[0].age_head = Some(head);
+        m.check().unwrap();
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(serde_json::from_value::<BackupMeta>(v).unwrap(), m);
+        for bad in ["%%%", "UEsDBA==", &"QUFB".repeat(2000)] {
+            m.sets[0].archive[0].age_head = Some(bad.to_string());
+            let e = m.check().unwrap_err();
+            assert!(e.contains("sets[0].archive[0].age_head"), "{bad}: {e}");
+        }
+    }
 }

@@ -325,7 +325,8 @@ fn a_journal_that_does_not_fit_restarts_the_upload_cleanly() {
 /// (`docs.tar.part000.age`, ...), so the next run resumes it as a plain one (the dry run says "resume <stamp>: N
 /// of"), PUTs only the parts from N on, and the backup restores byte-identical with the identity and verifies
 /// intact; docs/RESTORE.md's `age-parts` block (each part through `age -d`, joined into GNU tar) extracts the same
-/// bytes from the downloaded objects. Then a run killed again, and the recipients changed: the dry run says the
+/// bytes from the downloaded objects; every part's `age_head` in `backup.json` is its object's first bytes, the
+/// parts reused through the journal included (before: not recorded). Then a run killed again, and the recipients changed: the dry run says the
 /// upload is not resumed ("encrypted to other recipients") and the next run uploads every part under a new stamp.
 /// Before: an encrypted upload was one age stream, removed and uploaded again whole after any interruption.
 #[test]
@@ -356,6 +357,25 @@ fn an_encrypted_upload_killed_resumes_part_by_part() {
         objects.contains(&format!("{dir}docs.tar.part000.age")),
         "{objects:?}"
     );
+
+    // Every part's age header and nonce are in backup.json, the parts reused from the killed run (through the
+    // journal) as well as those uploaded now: each the object's own first bytes.
+    let meta: serde_json::Value =
+        serde_json::from_slice(&s3.get(&format!("{dir}backup.json"))).unwrap();
+    let parts = meta["sets"][0]["archive"].as_array().unwrap();
+    assert!(parts.len() > done, "{} parts", parts.len());
+    for p in parts {
+        let name = p["name"].as_str().unwrap();
+        let head = p["age_head"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no age_head"));
+        let head = data_encoding::BASE64.decode(head.as_bytes()).unwrap();
+        assert!(head.len() < 1024, "{name}: a {}-byte head", head.len());
+        assert!(
+            s3.get(&format!("{dir}{name}")).starts_with(&head),
+            "{name}: not its head"
+        );
+    }
 
     restores_whole(&t, "r", Some(&key));
 
