@@ -302,7 +302,7 @@ pub fn check_sums_line(store: &Store, stamp: &str, digest: archive::Digest) -> a
 /// The names a bucket's `backup.json` records are joined to keys: plain names only, as on a drive.
 fn check_meta_names(meta: &BackupMeta, path: &std::path::Path) -> anyhow::Result<()> {
     for s in &meta.sets {
-        for f in s.archive.iter().chain(&s.index) {
+        for f in s.files() {
             if !layout::is_plain_name(&f.name) {
                 anyhow::bail!(
                     "{}: {} is not a plain file name",
@@ -448,7 +448,7 @@ fn damaged_objects(
     let mut damaged = BTreeMap::new();
     for b in backups {
         let Some(m) = &b.meta else { continue };
-        for f in m.sets.iter().flat_map(|s| s.archive.iter().chain(&s.index)) {
+        for f in m.sets.iter().flat_map(layout::SetRecord::files) {
             let why = match sizes.get(&format!("{BACKUPS}{}/{}", b.name, f.name)) {
                 Some(&n) if n == f.bytes => continue,
                 Some(n) => format!("{} is {n} bytes, not the {} recorded", f.name, f.bytes),
@@ -928,13 +928,8 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
         crate::interrupt::check()?;
         let (rec, deps) = upload_set(u, a, &enc, resumer.as_ref(), copies.as_ref())?;
         depends_on.extend(deps);
-        for f in rec.archive.iter().chain(&rec.index) {
-            sums.push(SumLine {
-                sha256: f.sha256,
-                name: f.name.clone().into_bytes(),
-            });
-            expected.insert(f.name.clone(), f.bytes);
-        }
+        sums.extend(rec.sum_lines());
+        expected.extend(rec.files().map(|f| (f.name.clone(), f.bytes)));
         report.sets.push(rec);
     }
 
@@ -1100,7 +1095,7 @@ fn upload_set(
         p.dir,
         a.archive,
         rec.files,
-        crate::stdx::bytes(rec.archive.iter().chain(&rec.index).map(|f| f.bytes).sum()),
+        crate::stdx::bytes(rec.files().map(|f| f.bytes).sum()),
         write_seconds
     ));
     Ok((rec, summary.depends_on))

@@ -373,12 +373,7 @@ fn write_backup(
         )
         .with_context(|| format!("set {}", a.set))?;
         depends_on.extend(deps);
-        for f in record.archive.iter().chain(&record.index) {
-            sums.push(SumLine {
-                sha256: f.sha256,
-                name: f.name.clone().into_bytes(),
-            });
-        }
+        sums.extend(record.sum_lines());
         report.sets.push(record);
     }
 
@@ -763,7 +758,6 @@ pub(crate) fn open_base(
 
 /// Writes one set's archive and index into the temporary directory, then reads both back and compares. Returns
 /// the set's record and the backups its manifest points into.
-// Stays long: the write, the read-back and the record in order.
 #[allow(clippy::too_many_arguments)]
 fn write_set(
     d: &DestinationPlan,

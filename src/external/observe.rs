@@ -492,7 +492,7 @@ fn damaged_backups(
     let mut damaged = BTreeMap::new();
     for b in &listing.backups {
         let Some(m) = &b.meta else { continue };
-        let files = m.sets.iter().flat_map(|s| s.archive.iter().chain(&s.index));
+        let files = m.sets.iter().flat_map(layout::SetRecord::files);
         for f in files {
             // Names were checked to be plain (`BackupMeta::check`).
             let why = match std::fs::symlink_metadata(backups_dir.join(&b.name).join(&f.name)) {
