@@ -1048,10 +1048,7 @@ fn upload_set(
         p.name, a.set, a.snapshot, p.dir, a.archive
     ));
     let base = upload_base(a, u.world, &u.observed.world.backup_root);
-    let copy_sink = || match copies {
-        Some(c) => c.sink(&a.set),
-        None => Err(std::io::Error::other("no copy")),
-    };
+    let copy_sink = || super::index_copy::Pending::sink_of(copies, &a.set);
     let t = Instant::now();
     let mut summary = archive::write_archive(
         scan,
@@ -1244,14 +1241,7 @@ fn start_index_copies(
     ui: &Ui,
 ) -> Option<super::index_copy::Pending> {
     p.index_copy_dir.as_ref()?;
-    super::index_copy::Pending::start(backup_root, &p.name, stamp)
-        .map_err(|e| {
-            ui.warn(format_args!(
-                "{}: no local copy of the encrypted indexes can be kept ({e}): the next upload is full",
-                p.name
-            ))
-        })
-        .ok()
+    super::index_copy::Pending::start_or_warn(backup_root, &p.name, stamp, "upload", ui)
 }
 
 /// Records what `set`'s local index copy is a copy of: the encrypted index as uploaded (`rec`).

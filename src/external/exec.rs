@@ -348,14 +348,8 @@ fn write_backup(
     // Encrypted: a local plaintext copy of each index, the next incremental's base manifest (`index_copy`),
     // promoted with the backup, removed otherwise. Without one the next archive is a full, nothing worse.
     let copies = d.index_copy_dir.as_ref().and_then(|_| {
-        super::index_copy::Pending::start(&observed.world.backup_root, &d.name, &plan.stamp)
-            .map_err(|e| {
-                ui.warn(format_args!(
-                    "{}: no local copy of the encrypted indexes can be kept ({e}): the next backup is full",
-                    d.name
-                ))
-            })
-            .ok()
+        let root = &observed.world.backup_root;
+        super::index_copy::Pending::start_or_warn(root, &d.name, &plan.stamp, "backup", ui)
     });
     for a in &d.archives {
         crate::interrupt::check()?;
@@ -791,10 +785,7 @@ fn write_set(
     let label = format!("{}: {}", d.name, a.set);
     let mut progress = WriteProgress::new(ui, &label, scan.estimate.file_bytes);
     let t = Instant::now();
-    let copy_sink = || match copies {
-        Some(c) => c.sink(&a.set),
-        None => Err(std::io::Error::other("no copy")),
-    };
+    let copy_sink = || super::index_copy::Pending::sink_of(copies, &a.set);
     let summary = archive::write_archive(
         scan,
         archive_sink,

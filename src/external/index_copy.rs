@@ -91,6 +91,32 @@ impl Pending {
         })
     }
 
+    /// [`Pending::start`], else `None` with a warning that without the copies the next `what` (backup, upload) of
+    /// `destination` is full: nothing worse.
+    pub fn start_or_warn(
+        root: &Path,
+        destination: &str,
+        stamp: &str,
+        what: &str,
+        ui: &crate::ui::Ui,
+    ) -> Option<Pending> {
+        Pending::start(root, destination, stamp)
+            .map_err(|e| {
+                ui.warn(format_args!(
+                    "{destination}: no local copy of the encrypted indexes can be kept ({e}): the next {what} is full"
+                ))
+            })
+            .ok()
+    }
+
+    /// The sink of `set`'s copy for the archive writer, when there are copies (else an error the writer reports).
+    pub fn sink_of(copies: Option<&Pending>, set: &str) -> io::Result<Box<dyn Sink>> {
+        match copies {
+            Some(c) => c.sink(set),
+            None => Err(io::Error::other("no copy")),
+        }
+    }
+
     /// The sink of `set`'s copy (`<set>.index`, 0600), hashed as it is written.
     pub fn sink(&self, set: &str) -> io::Result<Box<dyn Sink>> {
         let sink = FileSink::create_in_with_mode(&self.tmp, format!("{set}.index"), 0o600)?;
