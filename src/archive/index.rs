@@ -374,6 +374,31 @@ enum WireLine {
     End(IndexEnd),
 }
 
+/// How the writer opens each kind's entry line (serde writes an internally tagged enum's tag first).
+const ENTRY_OPENINGS: [(&[u8], EntryKind); 7] = [
+    (b"{\"type\":\"file\",", EntryKind::File),
+    (b"{\"type\":\"hardlink\",", EntryKind::Hardlink),
+    (b"{\"type\":\"symlink\",", EntryKind::Symlink),
+    (b"{\"type\":\"dir\",", EntryKind::Dir),
+    (b"{\"type\":\"fifo\",", EntryKind::Fifo),
+    (b"{\"type\":\"char\",", EntryKind::Char),
+    (b"{\"type\":\"block\",", EntryKind::Block),
+];
+
+/// An entry line that opens as the writer writes it (`{"type":"file",...`) parsed straight into its fields, with
+/// its opening overwritten in `line` (`None`: any other line, parsed as a [`WireLine`]). It accepts exactly the
+/// lines [`WireLine`] accepts, several times faster: serde buffers every field of an internally tagged enum
+/// before it deserializes any (a second `type` is an unknown field here, a duplicate tag there: refused by both).
+fn parse_entry_line(line: &mut [u8]) -> Option<Result<(EntryKind, WireEntry), serde_json::Error>> {
+    let (opening, kind) = ENTRY_OPENINGS
+        .iter()
+        .find(|(opening, _)| line.starts_with(opening))?;
+    // `{"type":"file",` -> `{`: the rest is the entry's own fields.
+    let at = opening.len() - 1;
+    line[at] = b'{';
+    Some(serde_json::from_slice(&line[at..]).map(|w| (*kind, w)))
+}
+
 fn encode_name(bytes: &[u8]) -> (Option<String>, Option<String>) {
     match std::str::from_utf8(bytes) {
         Ok(s) => (Some(s.to_string()), None),
@@ -604,10 +629,22 @@ impl<W: Write> IndexWriter<W> {
 
     /// The serialized length of an entry's line (for size estimates).
     pub(crate) fn line_len(e: &IndexEntry) -> u64 {
-        e.to_wire()
-            .ok()
-            .and_then(|w| serde_json::to_vec(&w).ok())
-            .map_or(0, |v| v.len() as u64 + 1)
+        /// Counts what is written to it, keeps nothing.
+        struct Count(u64);
+        impl Write for Count {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0 += buf.len() as u64;
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut n = Count(0);
+        match e.to_wire().map(|w| serde_json::to_writer(&mut n, &w)) {
+            Ok(Ok(())) => n.0 + 1,
+            _ => 0,
+        }
     }
 }
 
@@ -699,8 +736,14 @@ impl<R: BufRead> IndexReader<R> {
         if self.buf.last() != Some(&b'\n') {
             return Err(IndexError::Truncated { line });
         }
-        let wire: WireLine = serde_json::from_slice(&self.buf)
-            .map_err(|e| bad(crate::stdx::show_str(&e.to_string())))?;
+        let json = |e: serde_json::Error| bad(crate::stdx::show_str(&e.to_string()));
+        if let Some(parsed) = parse_entry_line(&mut self.buf) {
+            let (kind, w) = parsed.map_err(json)?;
+            return IndexEntry::from_wire(kind, w, &self.depends_on)
+                .map(Some)
+                .map_err(bad);
+        }
+        let wire: WireLine = serde_json::from_slice(&self.buf).map_err(json)?;
         let (kind, w) = match wire {
             WireLine::End(end) => {
                 self.end = Some(end);
@@ -895,6 +938,60 @@ pub(in crate::archive) mod tests {
         assert_eq!(lines.len(), entries.len() + 2, "header, entries, end");
         for (e, line) in entries.iter().zip(&lines[1..]) {
             assert_eq!(IndexWriter::<Vec<u8>>::line_len(e), line.len() as u64);
+        }
+    }
+
+    /// An entry line as the writer opens it (`{"type":"file",`) is parsed straight into its fields; the same line
+    /// with its keys in another order goes through the tagged enum and gives the same entry; a second `type` is
+    /// refused either way. (New with the direct parse; before, every line went through the tagged enum.)
+    #[test]
+    fn entry_lines_read_the_same_in_any_key_order() {
+        let (entries, bytes) = sample();
+        let lines: Vec<&[u8]> = bytes.split_inclusive(|b| *b == b'\n').collect();
+        let reorder = |line: &[u8]| -> Vec<u8> {
+            // `type` last: not the writer's opening.
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            let mut m = v.as_object().unwrap().clone();
+            let t = m.remove("type").unwrap();
+            let mut out = serde_json::to_vec(&m).unwrap();
+            out.pop();
+            out.extend_from_slice(format!(",\"type\":{t}}}\n").as_bytes());
+            out
+        };
+        let reordered: Vec<u8> = std::iter::once(lines[0].to_vec())
+            .chain(lines[1..lines.len() - 1].iter().map(|l| reorder(l)))
+            .chain(std::iter::once(lines[lines.len() - 1].to_vec()))
+            .flatten()
+            .collect();
+        // The writer's lines take the direct parse, the reordered ones the tagged enum.
+        assert!(lines[1..lines.len() - 1].iter().all(|l| {
+            ENTRY_OPENINGS
+                .iter()
+                .any(|(opening, _)| l.starts_with(opening))
+        }));
+        assert!(!reordered[lines[0].len()..].starts_with(b"{\"type\""));
+        for input in [&bytes, &reordered] {
+            let got = IndexReader::new(&input[..])
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            assert_eq!(got, entries);
+        }
+        let twice = |line: &[u8], at: usize| -> Vec<u8> {
+            let mut l = line.to_vec();
+            l.splice(at..at, b"\"type\":\"dir\",".iter().copied());
+            [lines[0], &l, lines[lines.len() - 1]].concat()
+        };
+        let file = lines[2];
+        for input in [
+            twice(file, "{\"type\":\"file\",".len()),
+            twice(&reorder(file), 1),
+        ] {
+            let err = IndexReader::new(&input[..])
+                .unwrap()
+                .next_entry()
+                .unwrap_err();
+            assert!(matches!(err, IndexError::BadLine { line: 2, .. }), "{err}");
         }
     }
 

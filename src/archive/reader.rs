@@ -179,6 +179,11 @@ impl ArchiveFiles {
         }
     }
 
+    /// Whether the parts are a remote destination's objects (each read a request), not local files.
+    pub fn is_remote(&self) -> bool {
+        self.remote.is_some()
+    }
+
     /// The length of the joined stream.
     pub fn len(&self) -> u64 {
         self.parts.iter().fold(0u64, |t, p| t.saturating_add(p.1))

@@ -63,7 +63,10 @@ impl FromStr for Digest {
 
 impl serde::Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        // What `Display` writes, without a String per digest (an index line holds one per file).
+        let mut hex = [0u8; 64];
+        data_encoding::HEXLOWER.encode_mut(&self.0, &mut hex);
+        s.serialize_str(std::str::from_utf8(&hex).expect("hex digits are ASCII"))
     }
 }
 

@@ -8,6 +8,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rustix::fs::{AtFlags, Mode, OFlags, Stat};
 use serde::{Deserialize, Serialize};
@@ -106,6 +107,17 @@ pub(crate) struct Walked {
     pub meta: Meta,
     /// A regular file's same path in the base tree is the same inode (`None`: no base tree was given).
     pub same_in_base: Option<bool>,
+    /// Its directory's open handle and its name there (for calls relative to it: one name for the kernel to look
+    /// up, not the whole path).
+    pub dir: Rc<OwnedFd>,
+    pub name: CString,
+}
+
+impl Walked {
+    /// Its xattrs and ACLs ([`super::xattrs::read_at`]).
+    pub(crate) fn attrs(&self) -> io::Result<Option<Box<super::xattrs::Attrs>>> {
+        super::xattrs::read_at(&self.dir, &self.name, &self.full)
+    }
 }
 
 /// What the walk yields: an entry, or a warning (an entry that vanished or could not be read).
@@ -117,7 +129,7 @@ pub(crate) enum Step {
 /// One open directory: its handle, the base tree's same directory when it has one, the names left (sorted, in
 /// reverse: popped from the end), and where it is.
 struct Frame {
-    dir: OwnedFd,
+    dir: Rc<OwnedFd>,
     base: Option<OwnedFd>,
     names: Vec<CString>,
     rel: Vec<u8>,
@@ -163,7 +175,7 @@ impl Walk {
         let base_dir = base.and_then(|b| rustix::fs::open(b, DIR_FLAGS, Mode::empty()).ok());
         Ok(Walk {
             stack: vec![Frame {
-                dir,
+                dir: Rc::new(dir),
                 base: base_dir,
                 names,
                 rel: Vec::new(),
@@ -194,7 +206,7 @@ impl Walk {
         };
         let base = top.base.as_ref().and_then(|b| open_dir_at(b, &name).ok());
         self.stack.push(Frame {
-            dir,
+            dir: Rc::new(dir),
             base,
             names,
             rel,
@@ -245,13 +257,15 @@ impl Iterator for Walk {
                 ),
             };
             if meta.is_dir() {
-                self.enter = Some((name, rel.clone(), full.clone()));
+                self.enter = Some((name.clone(), rel.clone(), full.clone()));
             }
             return Some(Step::Entry(Walked {
                 rel,
                 full,
                 meta,
                 same_in_base,
+                dir: top.dir.clone(),
+                name,
             }));
         }
     }

@@ -18,7 +18,6 @@ use super::sink::{Chain, Digest, Sink, Stage, ThreadedSink, WRITE_BUFFER, Writte
 use super::sparse::{self, SparseMap};
 use super::tarfmt::{self, EntryKind, HeaderSpec};
 use super::walk::{Meta, Step, Walk, Walked, Warning};
-use super::xattrs;
 
 /// Blocks in flight between the tar thread and the writer thread (each [`WRITE_BUFFER`] bytes).
 const PIPELINE_DEPTH: usize = 4;
@@ -209,6 +208,14 @@ fn encode_into(header: &mut Vec<u8>, e: &IndexEntry, full: &Path) -> Result<(), 
     })
 }
 
+/// The length of the header blocks [`encode_into`] would write for `e` (a scan sizes the archive, writes nothing).
+fn header_len(e: &IndexEntry, full: &Path) -> Result<u64, ArchiveError> {
+    tarfmt::header_len(&header_spec(e)).map_err(|source| ArchiveError::Read {
+        path: full.to_path_buf(),
+        source,
+    })
+}
+
 fn header_spec(e: &IndexEntry) -> HeaderSpec<'_> {
     HeaderSpec {
         path: &e.path,
@@ -302,7 +309,6 @@ fn scan_walk(
     // left it in the base) of every file and symlink with nlink > 1 (`ln -P`, `cp -al` and `rsync -H` make
     // hard-linked symlinks): a few dozen bytes each, dropped at the end of the scan.
     let mut multi: Vec<(u64, u64, u64, u64, bool, u64)> = Vec::new();
-    let mut header = Vec::with_capacity(4096);
     let mut offset = 0u64;
     for step in walk(root, base)? {
         let w = match step {
@@ -331,7 +337,7 @@ fn scan_walk(
             }
         }
         // (An error is warned about when writing.)
-        e.attrs = xattrs::read(&w.full).ok().flatten();
+        e.attrs = w.attrs().ok().flatten();
         if let (Some(c), Some(b), EntryKind::File) = (&mut cursor, base, kind) {
             let found = c.find(&e.path)?;
             let seen = Seen {
@@ -349,15 +355,15 @@ fn scan_walk(
                 est.index_bytes += IndexWriter::<Vec<u8>>::line_len(&e) + 32;
                 // The full stores it as the base does (the same content: sparse or not).
                 e.sparse = f.sparse;
-                encode_into(&mut header, &e, &w.full)?;
+                let header = header_len(&e, &w.full)?;
                 let stored = stored_len(&e);
-                let len = header.len() as u64 + stored + tarfmt::padding(stored);
+                let len = header + stored + tarfmt::padding(stored);
                 if w.meta.nlink() > 1 {
                     // Stored after all if it has another name here: see below.
                     multi.push((w.meta.dev(), w.meta.ino(), e.size, stored, true, len));
                 }
                 e.header_offset = full_offset;
-                e.data_offset = full_offset + header.len() as u64;
+                e.data_offset = full_offset + header;
                 e.sha256 = Some(Digest([0; 32]));
                 full_offset += len;
                 full.files += 1;
@@ -385,14 +391,14 @@ fn scan_walk(
                 multi.push((w.meta.dev(), w.meta.ino(), e.size, stored_len(&e), true, 0));
             }
         }
-        encode_into(&mut header, &e, &w.full)?;
+        let header = header_len(&e, &w.full)?;
         e.header_offset = offset;
-        e.data_offset = offset + header.len() as u64;
+        e.data_offset = offset + header;
         if kind == EntryKind::File {
             e.sha256 = Some(Digest([0; 32]));
         }
         let stored = stored_len(&e);
-        let len = header.len() as u64 + stored + tarfmt::padding(stored);
+        let len = header + stored + tarfmt::padding(stored);
         offset = e.data_offset + stored + tarfmt::padding(stored);
         let line = IndexWriter::<Vec<u8>>::line_len(&e);
         est.index_bytes += line;
@@ -933,7 +939,7 @@ pub fn write_archive(
         if let (Some(c), Some(b), EntryKind::File) = (&mut cursor, options.base, kind) {
             let found = c.find(&e.path)?;
             // Read here only to compare; read again (and warned about) when it is stored.
-            e.attrs = xattrs::read(&w.full).ok().flatten();
+            e.attrs = w.attrs().ok().flatten();
             let seen = Seen {
                 entry: &e,
                 linked: w.meta.nlink() > 1 && plan.linked.binary_search(&key).is_ok(),
@@ -1019,7 +1025,7 @@ pub fn write_archive(
             }
             _ => {}
         }
-        e.attrs = match xattrs::read(&w.full) {
+        e.attrs = match w.attrs() {
             Ok(a) => a,
             Err(err) => {
                 warn(
@@ -1035,13 +1041,7 @@ pub fn write_archive(
             }
         };
 
-        header_buf.clear();
-        tarfmt::encode_header(&header_spec(&e), &mut header_buf).map_err(|source| {
-            ArchiveError::Read {
-                path: w.full.clone(),
-                source,
-            }
-        })?;
+        encode_into(&mut header_buf, &e, &w.full)?;
         e.header_offset = out.offset;
         out.write(&header_buf)?;
         e.data_offset = out.offset;

@@ -13,8 +13,10 @@
 //! no more than the mode is not stored (the kernel keeps none either).
 
 use std::collections::BTreeMap;
+use std::ffi::CStr;
 use std::fmt::Write as _;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use rustix::io::Errno;
@@ -464,6 +466,75 @@ pub fn from_index_key(key: &str) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// [`read`] of the entry `name` in the open directory `dir` (`path`: where that is). The kernel's `listxattrat`
+/// (Linux 6.13) looks up that one name instead of every directory of the path, and an entry without attributes
+/// (nearly all) costs that one call; an entry with some, any error, or a kernel without the call: [`read`] by path.
+pub fn read_at(dir: &OwnedFd, name: &CStr, path: &Path) -> io::Result<Option<Box<Attrs>>> {
+    match list_at_is_empty(dir, name) {
+        Some(true) => Ok(None),
+        _ => read(path),
+    }
+}
+
+/// `listxattrat`'s number: the same on every architecture's generic syscall table since Linux 6.13.
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    target_arch = "riscv64"
+))]
+const SYS_LISTXATTRAT: libc::c_long = 465;
+
+/// Whether `name` in `dir` (not followed if a symlink) has no xattrs, by `listxattrat`, as [`read`] would find it
+/// (`ENOTSUP`: a filesystem without them); `None` when the call cannot tell (attributes to read, an error, no
+/// such call: remembered, so a kernel or a seccomp filter without it costs one failed call per run).
+fn list_at_is_empty(dir: &OwnedFd, name: &CStr) -> Option<bool> {
+    #[cfg(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    ))]
+    {
+        use std::os::fd::AsRawFd;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+        if UNAVAILABLE.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut list = [0u8; 256];
+        // SAFETY: an open descriptor, a NUL-terminated name, and a buffer of the length passed.
+        let r = unsafe {
+            libc::syscall(
+                SYS_LISTXATTRAT,
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+                list.as_mut_ptr(),
+                list.len(),
+            )
+        };
+        if r >= 0 {
+            return Some(r == 0);
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENOTSUP) => Some(true),
+            Some(libc::ENOSYS | libc::EPERM) => {
+                UNAVAILABLE.store(true, Ordering::Relaxed);
+                None
+            }
+            _ => None,
+        }
+    }
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )))]
+    {
+        let _ = (dir, name);
+        None
+    }
+}
+
 /// Reads the xattrs and ACLs of `path` (never following a symlink at it). `None` when it has none, or its
 /// filesystem has no xattrs. An ACL that does not convert to text is kept as its binary xattr.
 pub fn read(path: &Path) -> io::Result<Option<Box<Attrs>>> {
@@ -657,5 +728,38 @@ mod tests {
             a.xattrs.get(&b"user.test"[..]).map(Vec::as_slice),
             Some(&b"value\n"[..])
         );
+    }
+
+    /// `read_at` (by the directory's handle and the name: `listxattrat`, or by path where the kernel lacks it)
+    /// finds what `read` by path finds: none, some, none on a symlink (never followed). (New with `read_at`.)
+    #[test]
+    fn read_at_finds_what_read_finds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bare, tagged, link) = (
+            dir.path().join("bare"),
+            dir.path().join("tagged"),
+            dir.path().join("link"),
+        );
+        std::fs::write(&bare, b"x").unwrap();
+        std::fs::write(&tagged, b"x").unwrap();
+        rustix::fs::setxattr(&tagged, "user.test", b"v", rustix::fs::XattrFlags::empty())
+            .expect("the temporary directory's filesystem holds user xattrs");
+        std::os::unix::fs::symlink(&tagged, &link).unwrap();
+        let handle: OwnedFd = std::fs::File::open(dir.path()).unwrap().into();
+        for (name, path) in [("bare", &bare), ("tagged", &tagged), ("link", &link)] {
+            let c = std::ffi::CString::new(name).unwrap();
+            assert_eq!(
+                read_at(&handle, &c, path).unwrap(),
+                read(path).unwrap(),
+                "{name}"
+            );
+        }
+        assert!(read(&tagged).unwrap().is_some());
+        assert_eq!(read(&link).unwrap(), None);
+        // Where the kernel has the call, an entry without attributes is answered by it alone.
+        if let Some(empty) = list_at_is_empty(&handle, c"bare") {
+            assert!(empty);
+            assert_eq!(list_at_is_empty(&handle, c"tagged"), Some(false));
+        }
     }
 }

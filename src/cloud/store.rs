@@ -791,6 +791,30 @@ mod tests {
         assert_eq!(encode_key("p/backups/x y"), "p/backups/x%20y");
     }
 
+    /// What a reader asks for around the range a restore said it reads next: the rest of it from inside; from
+    /// just before it (a header), both in one GET; from far before it (age's header of a stream whose chunk is
+    /// far in), the header's allowance alone; nothing said of other objects or after the range.
+    #[test]
+    fn a_hint_covers_its_range_and_a_header_just_before_it() {
+        let c = RangeCache::default();
+        c.hints
+            .lock()
+            .unwrap()
+            .insert("k".into(), 1_000_000..1_100_000);
+        assert_eq!(c.hint("k", 1_000_000), Some(100_000));
+        assert_eq!(c.hint("k", 1_050_000), Some(50_000));
+        assert_eq!(c.hint("k", 999_000), Some(101_000), "a header just before");
+        assert_eq!(
+            c.hint("k", 0),
+            Some(RANGE_DETOUR),
+            "age's header far before"
+        );
+        assert_eq!(c.hint("k", 1_100_000), None);
+        assert_eq!(c.hint("other", 1_000_000), None);
+        c.hints.lock().unwrap().insert("big".into(), 0..u64::MAX);
+        assert_eq!(c.hint("big", 0), Some(RANGE_HINTED_MAX));
+    }
+
     #[test]
     fn a_listing_of_unfinished_uploads_parses() {
         let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
@@ -864,15 +888,28 @@ type KeptRange = (u64, Arc<Vec<u8>>);
 /// The most one GET asks for when a restore said how much it will read (one entry's header and content).
 pub const RANGE_HINTED_MAX: u64 = 32 << 20;
 
+/// What one GET asks for before the range a restore said it will read (age's header of an encrypted stream, which
+/// an X25519 or ssh recipient keeps under 1 KiB; a longer one is read on in the next GET).
+pub const RANGE_DETOUR: u64 = 16 << 10;
+
 impl RangeCache {
     const KEPT: usize = 4;
 
+    /// What to ask for from `pos` after a jump, when the restore said what it reads next of `key`: from inside
+    /// that range, the rest of it; from before it (age's header of the stream, read before its chunks), up to
+    /// its end when it starts within [`RANGE_DETOUR`] (one GET for both), else [`RANGE_DETOUR`] alone.
     fn hint(&self, key: &str, pos: u64) -> Option<u64> {
         let hints = self.hints.lock().unwrap_or_else(|e| e.into_inner());
-        hints
-            .get(key)
-            .filter(|r| r.contains(&pos))
-            .map(|r| r.end - pos)
+        let r = hints.get(key)?;
+        if r.contains(&pos) {
+            return Some((r.end - pos).min(RANGE_HINTED_MAX));
+        }
+        let ahead = r.start.checked_sub(pos).filter(|a| *a > 0)?;
+        Some(if ahead <= RANGE_DETOUR {
+            ahead + (r.end - r.start).min(RANGE_HINTED_MAX)
+        } else {
+            RANGE_DETOUR
+        })
     }
 
     fn find(&self, key: &str, pos: u64) -> Option<(u64, Arc<Vec<u8>>)> {
@@ -1108,14 +1145,14 @@ impl io::Read for Ranged {
                 RANGE_FIRST
             };
             let mut want = self.window.max(out.len() as u64).min(RANGE_MAX);
-            // What the restore said it will read from here (one entry): after a jump, exactly that in one GET;
-            // while reading on in order, at least that.
+            // What the restore said it will read from here (one entry): after a jump, exactly that in one GET (from
+            // just before it, age's header too; from further before, the header alone); while reading on in order,
+            // at least that.
             if let Some(h) = self
                 .shared
                 .as_ref()
                 .and_then(|c| c.hint(&self.key, self.pos))
             {
-                let h = h.min(RANGE_HINTED_MAX);
                 want = if continuing { want.max(h) } else { h };
             }
             let end = self.pos.saturating_add(want).min(self.len);

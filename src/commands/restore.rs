@@ -7,7 +7,9 @@
 //! Encrypted (age) drive backups: the keys come from `--identity FILE` and the config's `identity_file`s (or a
 //! passphrase), read only once an encrypted archive is about to be opened ([`KeyRing`]); every encrypted archive and
 //! index of the chosen backup is opened and its final chunk authenticated before anything is written, so a wrong
-//! or missing key, a truncated archive or bytes added to it stop the restore with nothing written. A chunk that does
+//! or missing key, a truncated archive or bytes added to it stop the restore with nothing written (from a bucket:
+//! its indexes are, and its archives' sizes are checked against the listing instead of reading each one's header
+//! and final chunk, a request each). A chunk that does
 //! not authenticate in the middle fails only the entries it holds (nothing partial is left), and the rest is
 //! restored. `--verify` without a key hashes the encrypted files only and says the contents were not checked.
 //!

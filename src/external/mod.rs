@@ -86,7 +86,9 @@ fn fresh_stamp(world: &plan::World, now: impl Fn() -> NaiveDateTime) -> NaiveDat
 
 /// Looks and plans; changes nothing.
 pub fn dry_run(settings: &Settings, options: &Options, ui: &Ui) -> anyhow::Result<ExternalPlan> {
-    Ok(observe_and_plan(settings, options, ui)?.1)
+    let (observed, mut plan) = observe_and_plan(settings, options, ui)?;
+    plan.timings = Some(observed.timings);
+    Ok(plan)
 }
 
 /// Looks (the sets chosen, their snapshots, the destinations) and plans under a fresh stamp, `system/` included:

@@ -3,6 +3,7 @@
 //! (detection's own probe file aside, see [`crate::media`]).
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use anyhow::Context;
 
@@ -23,6 +24,8 @@ pub struct Observed {
     pub world: World,
     pub scans: BTreeMap<String, ArchivePlan>,
     pub snapshot_meta: BTreeMap<String, SnapshotMeta>,
+    /// How long the looking took (a dry run shows it).
+    pub timings: plan::Timings,
 }
 
 /// Observes everything the plan needs. Fails with exit 1 when no set has a snapshot to export, exit 2 for an unknown
@@ -35,6 +38,8 @@ pub fn observe(
     ui: &Ui,
 ) -> anyhow::Result<Observed> {
     let root = &settings.backup_root;
+    let started = Instant::now();
+    let mut timings = plan::Timings::default();
 
     // Snapshots first: without one there is nothing to do, drive or not.
     let Snapshots {
@@ -101,12 +106,22 @@ pub fn observe(
     let mut destinations = Vec::new();
     for d in selected {
         destinations.push(observe_drive(
-            settings, options, &d, &chosen, &mut scans, ui,
+            settings,
+            options,
+            &d,
+            &chosen,
+            (&mut scans, &mut timings),
+            ui,
         )?);
     }
-    scan_the_rest(root, &chosen, &mut scans, &mut set_worlds, ui)?;
+    scan_the_rest(root, &chosen, &mut scans, &mut set_worlds, &mut timings, ui)?;
 
+    let system = system
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    timings.observe_seconds = started.elapsed().as_secs_f64();
     Ok(Observed {
+        timings,
         world: World {
             backup_root: root.clone(),
             index_copies_orphaned: super::index_copy::orphaned(
@@ -133,9 +148,7 @@ pub fn observe(
             content_every: super::chain::content_every(settings.schedule.full),
             schedule_full: settings.schedule.full,
             choose_at: options.now,
-            system: system
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            system,
         },
         scans,
         snapshot_meta: metas,
@@ -296,13 +309,14 @@ fn observe_clouds(
 }
 
 /// One present drive: what its `backups/` holds (leftovers in use, damaged backups), its encryption, and where an
-/// incremental is likely, the change detection's estimate (its scan kept in `scans` for the writer).
+/// incremental is likely, the change detection's estimate (its scan kept in `scans` for the writer, its time added
+/// to `timings`).
 fn observe_drive(
     settings: &Settings,
     options: &Options,
     d: &media::Detected,
     chosen: &[(String, String)],
-    scans: &mut BTreeMap<String, ArchivePlan>,
+    (scans, timings): (&mut BTreeMap<String, ArchivePlan>, &mut plan::Timings),
     ui: &Ui,
 ) -> anyhow::Result<DestinationWorld> {
     let root = &settings.backup_root;
@@ -363,6 +377,7 @@ fn observe_drive(
         if choice.base.is_none() {
             continue;
         }
+        let detecting = Instant::now();
         let estimate = info
             .open_root()
             .map_err(|e| anyhow::anyhow!("{e}"))
@@ -389,7 +404,15 @@ fn observe_drive(
                 ));
                 Ok(archive::scan_both(&path, &base, &mut NoProgress)?)
             });
+        timings.detection_seconds += detecting.elapsed().as_secs_f64();
         if let Ok((plan, estimate)) = estimate {
+            timings.detection_entries += estimate.entries;
+            ui.step(format_args!(
+                "{set}: change detection on {}: {} entries in {:.3}s",
+                d.destination.name,
+                crate::stdx::count(estimate.entries),
+                detecting.elapsed().as_secs_f64()
+            ));
             incremental.insert(set.clone(), estimate);
             scans.entry(set.clone()).or_insert(plan);
         }
@@ -408,12 +431,14 @@ fn observe_drive(
     })
 }
 
-/// Each chosen snapshot not scanned by a drive's change detection scanned now; each set's estimate recorded.
+/// Each chosen snapshot not scanned by a drive's change detection scanned now (its time added to `timings`); each
+/// set's estimate recorded.
 fn scan_the_rest(
     root: &std::path::Path,
     chosen: &[(String, String)],
     scans: &mut BTreeMap<String, ArchivePlan>,
     set_worlds: &mut [SetWorld],
+    timings: &mut plan::Timings,
     ui: &Ui,
 ) -> anyhow::Result<()> {
     for (set, name) in chosen {
@@ -422,8 +447,11 @@ fn scan_the_rest(
             None => {
                 let path = root.join(name);
                 ui.step(format_args!("{set}: scanning {}", path.display()));
-                archive::scan(&path, &mut NoProgress)
-                    .with_context(|| format!("scanning snapshot {name} of set {set}"))?
+                let scanning = Instant::now();
+                let scan = archive::scan(&path, &mut NoProgress)
+                    .with_context(|| format!("scanning snapshot {name} of set {set}"))?;
+                timings.scan_seconds += scanning.elapsed().as_secs_f64();
+                scan
             }
         };
         if let Some(w) = set_worlds.iter_mut().find(|w| &w.name == set) {

@@ -60,6 +60,23 @@ pub struct ExternalPlan {
     /// `external::resume`): removed after the run, as no upload there can be resumed again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub upload_journals_orphaned: Vec<String>,
+    /// How long the looking took (a dry run's): the change detection alone, and everything before the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
+}
+
+/// Wall-clock seconds of a run's looking, measured by the run itself (`--dry-run --json`'s `timings`, `-v`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Everything before the plan: snapshots, drive detection, listings, the change detection and the scans.
+    pub observe_seconds: f64,
+    /// The change detection alone, summed over the sets and drives where an incremental is likely: the base's
+    /// index checked against `backup.json`, then one walk of the snapshot (stats, no reads) beside its manifest.
+    pub detection_seconds: f64,
+    /// The entries that change detection walked.
+    pub detection_entries: u64,
+    /// Scans of snapshots no incremental was considered for (stats only: the full archive's size).
+    pub scan_seconds: f64,
 }
 
 /// Which snapshot of a set goes to the drive.
@@ -520,6 +537,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
     ExternalPlan {
         backup_root: world.backup_root.clone(),
         index_copies_orphaned: world.index_copies_orphaned.clone(),
+        timings: None,
         upload_journals_orphaned: world.upload_journals_orphaned.clone(),
         host: world.host.clone(),
         mode: world.mode,

@@ -329,9 +329,21 @@ pub fn keys_for_backup(
             .sets
             .iter()
             .any(|s| s.encryption.as_ref().is_some_and(|e| e.passphrase));
-        let found = ring
-            .keys_for(&files.iter().collect::<Vec<_>>(), recorded, ask)
-            .map_err(|e| failed(format!("backup {} is encrypted: {e}", backup.stamp)))?;
+        // Each encrypted set's record in backup.json says what opens it: its archives' headers are not read to
+        // find out (a request each), unless an encrypted set has no record.
+        let encrypted = |s: &&crate::external::layout::SetRecord| {
+            backup.files(&s.archive).encrypted() || backup.files(&s.index).encrypted()
+        };
+        let sets: Vec<_> = backup.meta.sets.iter().filter(encrypted).collect();
+        let found = if sets.iter().all(|s| s.encryption.is_some()) {
+            let identity = sets
+                .iter()
+                .any(|s| s.encryption.as_ref().is_some_and(|e| !e.passphrase));
+            ring.keys_recorded(identity, recorded, ask)
+        } else {
+            ring.keys_for(&files.iter().collect::<Vec<_>>(), recorded, ask)
+        }
+        .map_err(|e| failed(format!("backup {} is encrypted: {e}", backup.stamp)))?;
         for w in &found.warnings {
             ui.warn(w);
         }
@@ -362,7 +374,10 @@ pub fn keys_for_backup(
 
 /// Opens every encrypted archive and index of `sets` with its keys and authenticates its final chunk (which also
 /// tells its length): a missing or wrong identity, a truncated archive, a missing final chunk or bytes added after
-/// it stop the restore here, before anything is written.
+/// it stop the restore here, before anything is written. A remote archive is not opened here (its header and final
+/// chunk would be two requests of their own per part): its index, encrypted to the same keys, is; its objects'
+/// sizes were checked against the bucket's listing ([`crate::restore::cloud::CloudBackup::check_sizes`]), and
+/// every chunk read from it is authenticated.
 pub fn authenticate(sets: &[SetBackup]) -> anyhow::Result<()> {
     for s in sets {
         let SetContent::Archive {
@@ -373,9 +388,11 @@ pub fn authenticate(sets: &[SetBackup]) -> anyhow::Result<()> {
         else {
             continue;
         };
+        let local = |a: &&ArchiveFiles| !a.is_remote();
         for files in std::iter::once(archive)
+            .filter(local)
             .chain(index)
-            .chain(chain.iter().map(|(_, a)| a))
+            .chain(chain.iter().map(|(_, a)| a).filter(local))
         {
             if !files.encrypted() {
                 continue;
@@ -756,6 +773,7 @@ pub fn prepare(
         check_drive_backup_metadata(backup, ui)?;
     }
     if let Chosen::Cloud { backup, set } = chosen {
+        backup.check_sizes(set.as_deref())?;
         // What a restore costs in egress, before it starts.
         let (archives, indexes) = backup.bytes(set.as_deref());
         if req.paths.is_empty() {

@@ -3,6 +3,7 @@
 //! archive and index as remote [`ArchiveFiles`] read with ranged GETs: one file costs its index and one ranged read
 //! of its bytes (more for an encrypted archive's 64 KiB chunks around it), never the whole archive.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -21,6 +22,9 @@ use crate::settings::{CloudSettings, Settings};
 use crate::snapshot;
 use crate::ui::Ui;
 
+/// Each object's size by key, as a listing gave it.
+pub type Sizes = BTreeMap<String, u64>;
+
 /// A backup on a cloud destination, chosen and its metadata checked.
 #[derive(Debug, Clone)]
 pub struct CloudBackup {
@@ -33,6 +37,8 @@ pub struct CloudBackup {
     pub objects: Arc<Objects>,
     /// The backups it depends on (an incremental's earlier archives), their metadata checked, with their objects.
     pub chain: Vec<(String, BackupMeta, Arc<Objects>)>,
+    /// The size of every object under `backups/`, by key, as the listing that found the backup gave it.
+    pub listed: Sizes,
 }
 
 impl CloudBackup {
@@ -104,6 +110,38 @@ impl CloudBackup {
             .collect()
     }
 
+    /// Checks that every archive and index object of the sets restored (`set`, or all), in this backup and those it
+    /// depends on, is on the bucket with the size its `backup.json` records, from the listing that found the
+    /// backup (no request): a truncated, replaced or missing object stops the restore before anything is written,
+    /// without reading any archive to its end ([`crate::restore::choose::authenticate`] leaves remote archives to
+    /// this and to the chunks' own authentication).
+    pub fn check_sizes(&self, set: Option<&str>) -> anyhow::Result<()> {
+        let backups = std::iter::once((&self.stamp, &self.meta))
+            .chain(self.chain.iter().map(|(stamp, meta, _)| (stamp, meta)));
+        for (stamp, meta) in backups {
+            let files = meta
+                .sets
+                .iter()
+                .filter(|s| set.is_none_or(|n| n == s.set))
+                .flat_map(|s| s.archive.iter().chain(&s.index));
+            for f in files {
+                let why = match self.listed.get(&format!("{BACKUPS}{stamp}/{}", f.name)) {
+                    Some(&n) if n == f.bytes => continue,
+                    Some(n) => format!("is {n} bytes on the bucket, not the {} recorded", f.bytes),
+                    None => "is not on the bucket".to_string(),
+                };
+                return Err(failed(format!(
+                    "backup {stamp} on {}: {} {why}: the backup is damaged; nothing was written (check it with \
+                     `dbackup restore --verify --source cloud:{}`)",
+                    self.destination,
+                    crate::stdx::show_str(&f.name),
+                    self.destination
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Bytes of the archives and indexes of the sets restored (what a whole-set restore or `--verify` downloads).
     pub fn bytes(&self, set: Option<&str>) -> (u64, u64) {
         let sum = |r: &[FileRecord]| r.iter().fold(0u64, |t, f| t.saturating_add(f.bytes));
@@ -156,19 +194,20 @@ pub fn destination<'a>(settings: &'a Settings, req: &Request) -> anyhow::Result<
     }
 }
 
-/// Opens the destination and lists its backups (stamps with `backup.json`), oldest first.
-pub fn open(cloud: &CloudSettings) -> anyhow::Result<(Arc<Store>, Vec<String>)> {
+/// Opens the destination and lists its backups (stamps with `backup.json`), oldest first, with the size of every
+/// object under them (one listing).
+pub fn open(cloud: &CloudSettings) -> anyhow::Result<(Arc<Store>, Vec<String>, Sizes)> {
     let env = crate::settings::Env::from_process();
     let store = Arc::new(Store::open(cloud, &env, chrono::Local::now().time())?);
     let (listing, _) = crate::external::cloud::list(&store, false)?;
-    Ok((store, listing.backups))
+    Ok((store, listing.backups, listing.sizes))
 }
 
 /// The backup `--date` picks on the destination, its `backup.json` read and checked against its
 /// `verification.sha256`.
 pub fn choose(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<CloudBackup> {
     let cloud = destination(settings, req)?;
-    let (store, stamps) = open(cloud)?;
+    let (store, stamps, listed) = open(cloud)?;
     let times: Vec<NaiveDateTime> = stamps
         .iter()
         .filter_map(|s| snapshot::parse_stamp(s))
@@ -234,6 +273,7 @@ pub fn choose(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Clo
         meta,
         store,
         chain,
+        listed,
     })
 }
 
@@ -387,7 +427,7 @@ pub fn listed(
 )> {
     use super::list::{Kept, ListedBackup, ListedDestination, ListedSet, State};
     let cloud = destination(settings, req)?;
-    let (store, stamps) = open(cloud)?;
+    let (store, stamps, _) = open(cloud)?;
     let latest = store
         .get(&format!("{BACKUPS}{}", layout::LATEST_FILE))
         .ok()

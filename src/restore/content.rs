@@ -595,7 +595,16 @@ fn apply_archive(
             .entry
             .locator
             .and_then(|l| gathered.locs.get(l as usize));
-        let check = loc.and_then(|l| l.index.as_ref()).filter(|_| writes);
+        // A hard link restored as a copy: the header of the file whose content it is vouches for that content.
+        let shares = loc.and_then(|l| l.content.as_ref());
+        // Each entry written is checked against its header in the archive, with two exceptions for a remote archive,
+        // where a header away from the content read is a request of its own: an entry without content (a
+        // directory, a symlink: the index's line, authenticated with the index, is its word), and a hard link
+        // restored as a copy (its content's own header is checked, in the same request as the content).
+        let check = loc
+            .and_then(|l| l.index.as_ref())
+            .filter(|_| writes)
+            .filter(|_| !this.is_remote() || (item.needs_content() && shares.is_none()));
         if !item.needs_content() && check.is_none() {
             applier.apply(&item.entry, None)?;
             continue;
@@ -613,9 +622,12 @@ fn apply_archive(
             None => this,
             Some(stamp) => chain_archive(chain, stamp).map_err(source_err)?,
         };
-        // A remote archive fetches this entry's header and content in one request.
+        // A remote archive fetches this entry's header (or its content's, for a hard link made a copy) and content
+        // in one request.
         if let Some(l) = loc.filter(|l| item.needs_content() && l.sparse.is_none()) {
-            let start = check.map_or(l.data, |ie| ie.header_offset.min(l.data));
+            let start = shares
+                .or(check)
+                .map_or(l.data, |ie| ie.header_offset.min(l.data));
             archive.expect(start..l.data.saturating_add(item.entry.size));
         }
         let reader = readers.entry(stored_in.map(str::to_string)).or_default();
@@ -637,8 +649,7 @@ fn apply_archive(
             applier.apply(&item.entry, None)?;
             continue;
         }
-        // A hard link restored as a copy: the header of the file whose content it is vouches for that content.
-        if let Some(ce) = loc.and_then(|l| l.content.as_ref()) {
+        if let Some(ce) = shares {
             if !header_holds(r, ce, Some(ce), &item.entry, applier, &source_err)? {
                 *reader = None;
                 continue;
@@ -1136,13 +1147,18 @@ impl RunCheck<'_> {
     }
 
     /// An incremental's file kept in an earlier archive of the chain: its header there must be its line's (name,
-    /// type, size, mode, owner, mtime, data offset), or the restore stops before anything is written.
+    /// type, size, mode, owner, mtime, data offset), or the restore stops before anything is written. In a remote
+    /// archive, where reading it now would be a request of its own, it is checked when its content is read, in
+    /// the same request (`apply_archive`).
     fn referenced(&mut self, e: &IndexEntry) -> Result<(), ContentError> {
         let stamp = e.stored_in.as_deref().unwrap_or_default();
         let files = chain_archive(self.chain, stamp).map_err(|source| ContentError::Io {
             path: abs_shown(&e.path),
             source,
         })?;
+        if files.is_remote() {
+            return Ok(());
+        }
         if !self.chain_readers.contains_key(stamp) {
             let r = files.open().map_err(|source| ContentError::Io {
                 path: files.label(),
@@ -1306,8 +1322,8 @@ impl RunCheck<'_> {
     }
 
     /// A hard link whose first name is not restored with it becomes a copy of that file's content: the file's own
-    /// index line is found and checked against its header in the archive, and must agree with the link's line
-    /// (data offset, size, sha256). The content then comes from where the archive's header for that file puts it,
+    /// index line is found and checked against its header in the archive (a remote archive: when its content is
+    /// read, in the same request), and must agree with the link's line (data offset, size, sha256). The content then comes from where the archive's header for that file puts it,
     /// never from an offset only the hard link's line gives. A hard link to a symlink becomes a symlink of its own,
     /// with the target the symlink's checked header gives. Other entries pass through.
     fn link_outside(
@@ -1369,7 +1385,11 @@ impl RunCheck<'_> {
                 ),
             ));
         }
-        let checked = {
+        // Its header, here on a local archive; on a remote one, where it would be a request of its own, with the
+        // content it vouches for (`apply_archive`), and a symlink's target is the index's word, as a symlink's.
+        let checked = if self.archive.is_remote() {
+            Ok(())
+        } else {
             let r = self.reader()?;
             check_header(r, &t)
         };

@@ -97,12 +97,11 @@ impl KeyRing {
         ask: Ask,
     ) -> Result<Found, CryptError> {
         let encrypted: Vec<&&ArchiveFiles> = archives.iter().filter(|a| a.encrypted()).collect();
-        let mut found = Found {
-            keys: None,
-            warnings: Vec::new(),
-        };
         if encrypted.is_empty() {
-            return Ok(found);
+            return Ok(Found {
+                keys: None,
+                warnings: Vec::new(),
+            });
         }
         let mut need_passphrase = passphrase_recorded;
         let mut need_identity = false;
@@ -114,6 +113,37 @@ impl KeyRing {
                 Some(false) | None => need_identity = true,
             }
         }
+        self.load(need_identity, need_passphrase, ask)
+    }
+
+    /// The keys that open archives whose encryption is known without looking at them (a bucket's `backup.json`
+    /// records each set's: reading the archives' headers to find out would cost a request each): the identity
+    /// files read when `identity`, the passphrase when `passphrase`; `None` when neither.
+    pub fn keys_recorded(
+        &self,
+        identity: bool,
+        passphrase: bool,
+        ask: Ask,
+    ) -> Result<Found, CryptError> {
+        if !identity && !passphrase {
+            return Ok(Found {
+                keys: None,
+                warnings: Vec::new(),
+            });
+        }
+        self.load(identity, passphrase, ask)
+    }
+
+    fn load(
+        &self,
+        need_identity: bool,
+        need_passphrase: bool,
+        ask: Ask,
+    ) -> Result<Found, CryptError> {
+        let mut found = Found {
+            keys: None,
+            warnings: Vec::new(),
+        };
         let mut keys = Keys::new();
         if need_identity {
             for f in &self.given {

@@ -40,7 +40,19 @@ pub(crate) fn garage() -> Option<Garage> {
 
 /// A Garage and a client of its bucket to look into it independently; `None` (the test skips) without either.
 pub(crate) fn garage_and_client() -> Option<(Garage, S3Client)> {
-    let g = garage()?;
+    with_client(garage()?)
+}
+
+/// [`garage_and_client`], the Garage logging every request it serves ([`served`]).
+fn logging_garage_and_client() -> Option<(Garage, S3Client)> {
+    with_client(
+        Garage::start_logging_requests()
+            .map_err(|why| testkit::skip(&why))
+            .ok()?,
+    )
+}
+
+fn with_client(g: Garage) -> Option<(Garage, S3Client)> {
     match S3Client::for_garage(&g) {
         Ok(s3) => Some((g, s3)),
         Err(why) => {
@@ -397,6 +409,24 @@ fn downloaded(out: &Output) -> u64 {
     (n * unit) as u64
 }
 
+/// The requests Garage served after the first `from` of its log, each as `LIST` or the name of the object read
+/// (`docs.tar.part000`), once it has logged `want` of them (it writes a line as it answers; waited for up to 5 s).
+fn served(g: &Garage, from: usize, want: u64) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut logged = g.requests_logged();
+    while ((logged.len() - from) as u64) < want && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        logged = g.requests_logged();
+    }
+    logged[from..]
+        .iter()
+        .map(|r| match r.path.split_once('?') {
+            Some((_, q)) if q.contains("list-type") => "LIST".to_string(),
+            _ => r.path.rsplit('/').next().unwrap_or_default().to_string(),
+        })
+        .collect()
+}
+
 /// Files under the test's home: a few small ones, one of 3 MiB, nested directories.
 pub(crate) fn populate(t: &Test) {
     t.write("home/notes/todo.txt", "buy milk\n");
@@ -503,15 +533,23 @@ fn external_uploads_a_backup_with_the_drive_layout() {
 /// Restore from a cloud destination, plain (`allow_unencrypted`) and age-encrypted: `--list --source cloud` shows
 /// the backup; one file, a directory and a whole set come back byte-identical under `--target`, each restore first
 /// saying what it downloads; `--verify` downloads and finds every object intact; an object altered on the server
-/// is named by `--verify` (exit 1). No key or secret in any output; no object of the encrypted backup holds a file
-/// name or content in the clear. Requests: no HEAD, one file in 5 GETs plain (the listing, backup.json, the sums,
-/// the index, one ranged GET of 64 KiB) and 7 encrypted; a 3 MiB file in 6 plain (its header looked at by the
-/// plan, then its bytes in one ranged GET: at most 3.1 MiB downloaded, the index included) and 8 encrypted (the
-/// age chunks holding it in one ranged GET; before: 12); a set in at most 12. Before: main had no cloud
-/// destination; then one file cost 10 requests (3 HEAD) and a whole set 411 (each seek a new ranged stream).
+/// is named by `--verify` (exit 1); one cut short stops a one-file restore before it writes (its size against the
+/// listing's; before: an encrypted archive's final chunk read to find out, a plain one not checked). No key or
+/// secret in any output; no object of the encrypted backup holds a file name or content in the clear.
+///
+/// Requests, as Garage logged them: one small file costs the listing, `backup.json` and its sums line (choosing
+/// the backup), the index in one GET, then one ranged GET of the archive: its header and content (encrypted: the
+/// 64 KiB chunks holding them; a file past the stream's first chunk needs one more, for age's header of the
+/// part). A hard link whose first name is not restored costs the same (its content's own header checked in that
+/// GET). No HEAD. Before (plain / encrypted): 5 / 7 for a small file at the archive's start, 6 / 8 for one after
+/// the 3 MiB file and 8 / 8 for a hard link to it (the archive's header read for the ancestors' directories, the
+/// link's own header and its first name's at plan time, and, encrypted, age's header and final chunk to check
+/// the keys and authenticate the archive's end). A 3 MiB file: its bytes in one ranged GET (at most 3.1 MiB
+/// downloaded, the index included); a set in at most 12. Before the ranged reads: one file cost 10 requests
+/// (3 HEAD) and a whole set 411 (each seek a new ranged stream).
 #[test]
 fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
-    let Some((g, s3)) = garage_and_client() else {
+    let Some((g, s3)) = logging_garage_and_client() else {
         return;
     };
     for encrypted in [false, true] {
@@ -530,6 +568,12 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
             &g.key.secret,
         );
         populate(&t);
+        // A small file stored after the 3 MiB one (past the first 64 KiB chunk), and a hard link to it in another
+        // directory (stored as a link: its content is the first name's).
+        let small: Vec<u8> = (0..12_600u32).map(|i| (i * 13 + i / 7) as u8).collect();
+        t.write("home/q/orig.bin", &small);
+        t.write("home/z/.keep", "");
+        std::fs::hard_link(t.home().join("q/orig.bin"), t.home().join("z/link.bin")).unwrap();
         t.cmd().args(["collect"]).status(0);
         t.cmd().args(["external"]).status(0);
         if encrypted {
@@ -564,65 +608,68 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
         list.stdout_has(&stamp);
         no_secret(&list, &[&g.key.id, &g.key.secret]);
 
-        for (what, path, files) in [
-            (
-                "one file",
-                format!("{home}/notes/todo.txt"),
-                vec!["notes/todo.txt"],
-            ),
-            (
-                "one 3 MiB file",
-                format!("{home}/photos/big.raw"),
-                vec!["photos/big.raw"],
-            ),
-            (
-                "a directory",
-                format!("{home}/notes"),
-                vec!["notes/todo.txt", "notes/deep/er/plan.md"],
-            ),
-        ] {
-            let target = t.path(&format!("r-{prefix}-{}", files.len()));
-            let out = t
-                .cmd()
-                .args([
-                    "restore",
-                    "--source",
-                    "cloud:offsite",
-                    "--path",
-                    &path,
-                    "--target",
-                ])
-                .args([&target])
+        let (index, archive) = if encrypted {
+            ("docs.index.age", "docs.tar.part000.age")
+        } else {
+            ("docs.index.jsonl", "docs.tar.part000")
+        };
+        // `restore --path ~/<rel> --target <target>` from the bucket (with the identity when encrypted).
+        let restore_path = |rel: &str, target: &std::path::Path, code: i32| {
+            t.cmd()
+                .args(["restore", "--source", "cloud:offsite", "--path"])
+                .args([format!("{home}/{rel}"), "--target".into()])
+                .args([target])
                 .args(&id_args)
-                .status(0);
-            assert!(out.stderr.contains("downloading"), "{what}: {}", out.stderr);
-            eprintln!("{what} ({prefix}): {}", requests_line(&out));
-            // The listing, backup.json, the sums, the index, then one ranged GET of the archive for the file (plain;
-            // encrypted: age's header and final chunk too); a directory's two files, one more.
-            let most = match (encrypted, files.len()) {
-                (false, 1) if what == "one file" => 5,
-                (false, 1) => 6,
-                (false, _) => 6,
-                (true, 1) if what == "one file" => 7,
-                // The age chunks holding the file in one ranged GET (`age_stored_range`); before: 12.
-                (true, 1) => 8,
-                (true, _) => 7,
+                .status(code)
+        };
+        let mut wrong = Vec::new();
+        // What is restored, and the GETs of the archive it costs (plain, encrypted); `None`: not counted exactly.
+        for (what, rel, archive_gets) in [
+            ("one file", "notes/todo.txt", Some((1, 1))),
+            ("a file deep in the archive", "q/orig.bin", Some((1, 2))),
+            ("its hard link", "z/link.bin", Some((1, 2))),
+            ("one 3 MiB file", "photos/big.raw", Some((1, 1))),
+            ("a directory", "notes", None),
+        ] {
+            let files = match rel {
+                "notes" => vec!["notes/todo.txt", "notes/deep/er/plan.md"],
+                file => vec![file],
             };
-            assert_eq!(requests(&out).0, 0, "{what} ({prefix}): no HEAD");
-            assert!(
-                requests(&out).1 <= most,
-                "{what} ({prefix}): {}",
+            let target = t.path(&format!("r-{prefix}-{}", rel.replace('/', "-")));
+            let from = g.requests_logged().len();
+            let out = restore_path(rel, &target, 0);
+            assert!(out.stderr.contains("downloading"), "{what}: {}", out.stderr);
+            let (heads, gets) = requests(&out);
+            let served = served(&g, from, heads + gets);
+            eprintln!(
+                "{what} ({prefix}): {}; served: {served:?}",
                 requests_line(&out)
             );
-            if what == "one 3 MiB file" && !encrypted {
-                // Its bytes in one ranged GET (after the plan's look at its header): beyond the file only the index
-                // and the metadata (the line says 3.1 MiB at most, to 0.1 MiB).
+            assert_eq!(heads, 0, "{what} ({prefix}): no HEAD");
+            assert_eq!(
+                served.len() as u64,
+                gets,
+                "{what} ({prefix}): Garage served what dbackup counted"
+            );
+            if let Some(n) = archive_gets.map(|g| if encrypted { g.1 } else { g.0 }) {
+                let mut want: Vec<&str> = vec!["LIST", "backup.json", "verification.sha256", index];
+                want.extend(std::iter::repeat_n(archive, n));
+                if served != want {
+                    wrong.push(format!("{what}: served {served:?}, want {want:?}"));
+                }
+            } else if gets > 7 {
+                wrong.push(format!("{what}: {}", requests_line(&out)));
+            }
+            if what == "one 3 MiB file" {
+                // Beyond the file only the index, the metadata and (encrypted) a chunk's worth (the line says 3.1
+                // MiB at most, to 0.1 MiB).
                 let extra = downloaded(&out).saturating_sub(3 << 20);
                 assert!(extra <= 110 << 10, "{what}: {}", requests_line(&out));
             }
             no_secret(&out, &[&g.key.id, &g.key.secret]);
             assert_restored(&t, &target, &files, &format!("{what} ({prefix})"));
         }
+        assert!(wrong.is_empty(), "{prefix}:\n{}", wrong.join("\n"));
         let target = t.path(&format!("r-{prefix}-set"));
         let out = t
             .cmd()
@@ -662,6 +709,23 @@ fn restore_from_the_cloud_one_file_a_directory_and_a_set() {
             .status(1);
         verify.stdout_has(&format!("mismatch   {part}"));
         no_secret(&verify, &[&g.key.id, &g.key.secret]);
+
+        // The archive cut short on the server: a one-file restore stops before writing anything, from the sizes
+        // the listing gives (no archive is read to its end for it).
+        let key = format!("{prefix}/backups/{stamp}/{part}");
+        let bytes = s3.get(&key);
+        let cut = t.path("cut");
+        std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+        s3.put(&key, &cut);
+        let target = t.path(&format!("r-{prefix}-cut"));
+        let out = restore_path("notes/todo.txt", &target, 1);
+        out.stderr_has(&format!(
+            "{part} is {} bytes on the bucket, not the {} recorded",
+            bytes.len() - 100,
+            bytes.len()
+        ));
+        out.stderr_has("nothing was written");
+        assert!(!target.exists(), "nothing written");
     }
 }
 

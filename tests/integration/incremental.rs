@@ -377,3 +377,39 @@ pub(crate) fn change_for_step(t: &Test, step: usize) {
         }
     }
 }
+
+/// A dry run times its own change detection: `--json` gives `timings` (the detection alone, over every entry of
+/// each set's snapshot, within the whole looking), `-v` a line per set; with `--full` nothing is compared and the
+/// snapshots are only scanned. (Before: no `timings`; the detection could be timed only as the whole process.)
+#[test]
+fn a_dry_run_times_its_change_detection() {
+    let (t, _drive) = incremental_world(3, 5);
+    new_backup(&t);
+    collect(&t);
+    let plan: dbackup::ExternalPlan = t.run_json(&["--dry-run", "external"]);
+    let timings = plan.timings.expect("a dry run's plan has timings");
+    let entries: u64 = plan
+        .sets
+        .iter()
+        .filter_map(|s| s.estimate.as_ref())
+        .map(|e| e.entries)
+        .sum();
+    assert!(entries > 20, "{entries}");
+    assert_eq!(timings.detection_entries, entries);
+    assert!(timings.detection_seconds > 0.0);
+    assert!(timings.detection_seconds <= timings.observe_seconds);
+    assert_eq!(timings.scan_seconds, 0.0);
+
+    let full: dbackup::ExternalPlan = t.run_json(&["--dry-run", "external", "--full"]);
+    let timings = full.timings.expect("a dry run's plan has timings");
+    assert_eq!(
+        (timings.detection_entries, timings.detection_seconds),
+        (0, 0.0)
+    );
+    assert!(timings.scan_seconds > 0.0);
+
+    let out = t.cmd().args(["-v", "--dry-run", "external"]).status(0);
+    for set in &plan.sets {
+        out.stderr_has(&format!("{}: change detection on ", set.set));
+    }
+}

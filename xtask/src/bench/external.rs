@@ -5,7 +5,8 @@
 //! Then the peak memory of `dbackup external` on a snapshot of 100,000 files (`/usr/bin/time -v`).
 //!
 //! Goals (issue 3): at least 2x faster than the three passes, within 1.5x of dd, under 64 MiB with 100,000 files.
-//! Then (unless `--only full`) the drive-history half, issue 15's figures: `incremental.rs`.
+//! Then (unless `--only full`) the drive-history half, issue 15's figures: `incremental.rs` (`--only detect`: its
+//! change detection and peak memory alone).
 //!
 //! A fifth contender, `dbackup external` encrypting with age (the same snapshot and drive, a config whose
 //! `encryption.recipients` holds the recipient of an identity made by `dbackup keygen`), is compared with the plain
@@ -68,9 +69,9 @@ pub struct ExternalArgs {
     /// the memory measurement of the full half)
     #[arg(long, default_value_t = 100_000)]
     pub memory_files: u64,
-    /// Run one half only: `full` (dbackup external vs the seed's three passes, dd and age: issues 3 and 7) or
+    /// Run one half only: `full` (dbackup external vs the seed's three passes, dd and age: issues 3 and 7),
     /// `incremental` (incrementals vs fulls and GNU tar's incrementals, the change detection, one file from a chain,
-    /// peak memory: issue 15)
+    /// peak memory: issue 15) or `detect` (the change detection and peak memory alone, in minutes)
     #[arg(long, value_enum)]
     pub only: Option<Half>,
     #[command(flatten)]
@@ -82,6 +83,7 @@ pub struct ExternalArgs {
 pub enum Half {
     Full,
     Incremental,
+    Detect,
 }
 
 /// One contender's repetitions: total, and the parts it is made of.
@@ -140,6 +142,15 @@ pub fn run(args: ExternalArgs) -> Result<()> {
     let bench = target_dir(&sh)?.join("bench");
     std::fs::create_dir_all(&bench)?;
     let bench = bench.canonicalize()?;
+    if args.only == Some(Half::Detect) {
+        return super::incremental::run_detect(
+            &bin,
+            &bench,
+            args.reps,
+            args.memory_files.max(1),
+            args.incremental.chain,
+        );
+    }
     heading("bench external: the tree");
     let stats = tree::ensure(&bench.join("tree"), &args.tree)?;
     let incremental = || {

@@ -9,11 +9,12 @@
 //!   mtime, by rename) between two `dbackup collect`s; `dbackup external --full` then `dbackup external` (an
 //!   incremental on that full) are timed, their backup directories on the drive measured; against GNU tar level 0
 //!   and level 1 of the same tree streamed into `dd conv=fsync` on the drive (no hash, no read-back).
-//! - the change detection: `dbackup external --dry-run` (which runs the incremental's change detection to size it:
-//!   one walk of the snapshot, stats only, beside the base's index) on a no-change snapshot of 100,000 files, without
-//!   the recovery kit (`image.kit: false`); the whole run is an upper bound of the detection, and the part beyond a
-//!   plain scan is it minus `--dry-run --full`; against GNU tar level 1 of the same tree into /dev/null (GNU tar then
-//!   stats and never reads).
+//! - the change detection: `dbackup --json external --dry-run` (which runs the incremental's change detection to size
+//!   it: one walk of the snapshot, stats only, beside the base's index) on a no-change snapshot of 100,000 files,
+//!   without the recovery kit (`image.kit: false`); the phase alone is the run's own clock (its plan's
+//!   `timings.detection_seconds`), the whole run its upper bound, and the part beyond a plain scan the run minus
+//!   `--dry-run --full`; against GNU tar level 1 of the same tree into /dev/null (GNU tar then stats and never
+//!   reads). `--only detect` runs this and peak memory alone, on a drive of their own.
 //! - the recovery kit's share: the kit's tools run in every external backup, full or incremental (the dry run gathers
 //!   it too): the same dry run with and without it; the time ratio is printed with and without that share.
 //! - one file from the newest backup of a chain of 10: the bytes read from the drive are the loop device's own
@@ -380,70 +381,7 @@ fn run_on(
     };
     let ideal = [entry_bytes(&kept)?, entry_bytes(&fresh)?];
 
-    // The change detection and peak memory on 100,000 files.
-    heading(&format!(
-        "bench external (incremental): {detect_files} files: full, no change, detection"
-    ));
-    let mem_tree = bench.join(format!("memtree-{detect_files}"));
-    super::external::ensure_memory_tree(&mem_tree, detect_files)?;
-    let mem_config = w.config(MEM_SET, &mem_tree, args.chain, true)?;
-    // The detection is timed without the recovery kit, whose tools (blkid probing every block device, apt-mark)
-    // cost more than the walk and vary with the machine.
-    let mem_nokit = w.config(MEM_SET, &mem_tree, args.chain, false)?;
-    w.collect(&mem_config)?;
-    Cache::Warm.prepare()?;
-    let mem_full = w.external(&mem_config, &["--full"], "full")?;
-    w.collect(&mem_config)?;
-    let mut dry = Runs::default();
-    let mut dry_full = Runs::default();
-    let mut tar_detect = Runs::default();
-    let snar0 = w.work.join("tar/mem.snar0");
-    measure(
-        Command::new("tar")
-            .arg("-c")
-            .arg("-g")
-            .arg(&snar0)
-            .arg("-f")
-            .arg("/dev/null")
-            .arg("-C")
-            .arg(&mem_tree)
-            .arg("."),
-        "tar -g (level 0, the 100,000 files)",
-        &[],
-    )?;
-    for rep in 0..reps.max(3) {
-        for tar in super::turns(rep) {
-            if tar {
-                let snar = w.work.join("tar/mem.snar1");
-                std::fs::copy(&snar0, &snar)?;
-                tar_detect.0.push(measure(
-                    Command::new("tar")
-                        .arg("-c")
-                        .arg("-g")
-                        .arg(&snar)
-                        .arg("-f")
-                        .arg("/dev/null")
-                        .arg("-C")
-                        .arg(&mem_tree)
-                        .arg("."),
-                    "tar -g (level 1 into /dev/null)",
-                    &[],
-                )?);
-            } else {
-                let m = w.dry_run(&mem_nokit, false)?;
-                anyhow::ensure!(
-                    m.stdout.contains("incremental on"),
-                    "the dry run plans no incremental:\n{}",
-                    m.stdout
-                );
-                dry.0.push(m);
-                dry_full.0.push(w.dry_run(&mem_nokit, true)?);
-            }
-        }
-    }
-    Cache::Warm.prepare()?;
-    let mem_inc = w.external(&mem_config, &[], "incremental")?;
-    let tar_mem = tar_detect.0.iter().map(|m| m.max_rss).max().unwrap_or(0);
+    let det = detection(&w, bench, detect_files, args.chain, reps)?;
     let load_after = loadavg();
 
     // The report.
@@ -461,8 +399,6 @@ fn run_on(
     let time_ratio = inc.wall() / full.wall();
     let cpu_ratio = inc.cpu() / full.cpu();
     let bytes_ratio = ib / fb;
-    let detect = dry.wall() - dry_full.wall();
-    let detect_cpu = dry.cpu() - dry_full.cpu();
     let kit = dry_kit.wall() - dry_nokit.wall();
     let kit_cpu = dry_kit.cpu() - dry_nokit.cpu();
     let verdict = |met: bool| if met { "met" } else { "NOT met" };
@@ -485,13 +421,9 @@ fn run_on(
         drive.device().display(),
         load_before,
         load_after,
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
+        cores()
     );
-    println!();
-    println!("| figure | dbackup | plain tool | plain | dbackup / plain | goal |");
-    println!("|---|---|---|---|---|---|");
+    print_table_head();
     println!(
         "| full external, {} files | {} | GNU tar -g level 0 \\| dd conv=fsync (no hash, no read-back) | {} | {:.2} | |",
         stats.files,
@@ -545,17 +477,6 @@ fn run_on(
         (inc.cpu() - kit_cpu) / (full.cpu() - kit_cpu),
         verdict((inc.wall() - kit) / (full.wall() - kit) <= GOAL_TIME)
     );
-    println!(
-        "| change detection, {detect_files} files, no change: the whole dry run, kit off (walk, base index, decisions; process, config, drive detection) | {} | GNU tar -g level 1 -f /dev/null (stats only) | {} | {:.2} | < {GOAL_DETECT_SECS} s: {} |",
-        dry.cell(),
-        tar_detect.cell(),
-        dry.wall() / tar_detect.wall(),
-        verdict(dry.wall() < GOAL_DETECT_SECS)
-    );
-    println!(
-        "| change detection beyond a plain scan (dry run minus dry run --full {}) | {detect:.3} s ({detect_cpu:.2} s CPU) | | | | |",
-        dry_full.cell(),
-    );
     for (i, what) in ["kept in the full", "stored in the newest"]
         .iter()
         .enumerate()
@@ -589,22 +510,7 @@ fn run_on(
             verdict(dev <= (index_bytes + ideal[i]) as f64 * 1.1)
         );
     }
-    println!(
-        "| peak memory, external --full, {detect_files} files | {} | GNU tar -g level 1 -f /dev/null | {} | {:.2} | < {}: {} |",
-        mib(mem_full.max_rss as f64),
-        mib(tar_mem as f64),
-        mem_full.max_rss as f64 / tar_mem as f64,
-        human_bytes(GOAL_MEMORY),
-        verdict(mem_full.max_rss < GOAL_MEMORY)
-    );
-    println!(
-        "| peak memory, external (incremental, no change), {detect_files} files | {} ({:.2} s, {:.2} s CPU) | | | | < {}: {} |",
-        mib(mem_inc.max_rss as f64),
-        mem_inc.wall.as_secs_f64(),
-        mem_inc.cpu.as_secs_f64(),
-        human_bytes(GOAL_MEMORY),
-        verdict(mem_inc.max_rss < GOAL_MEMORY)
-    );
+    det.print_rows(detect_files);
     println!(
         "\nbytes read: the loop device's sectors read (everything the FUSE daemon fetched, file system metadata and \
          read-ahead included) and rchar (what the process's read calls returned: the config and /proc files too); \
@@ -613,9 +519,197 @@ fn run_on(
     Ok(())
 }
 
+/// The change detection on a no-change snapshot of `files` files, and peak memory: what `--only detect` runs alone
+/// and the incremental half runs last.
+struct Detection {
+    /// The phase as each dry run timed it itself (`timings.detection_seconds` of its `--json` plan).
+    phase: Vec<f64>,
+    /// The whole dry run (kit off), the same with `--full` (no comparison), and GNU tar level 1 into /dev/null.
+    dry: Runs,
+    dry_full: Runs,
+    tar: Runs,
+    mem_full: Measured,
+    mem_inc: Measured,
+}
+
+/// A full of a tree of `files` small files on the drive, a second snapshot with no change, then (at least 3
+/// times, turns about with GNU tar) the dry runs planning an incremental on it; last, the incremental itself.
+fn detection(w: &World, bench: &Path, files: u64, chain: u64, reps: usize) -> Result<Detection> {
+    heading(&format!(
+        "bench external (incremental): {files} files: full, no change, detection"
+    ));
+    let mem_tree = bench.join(format!("memtree-{files}"));
+    super::external::ensure_memory_tree(&mem_tree, files)?;
+    let mem_config = w.config(MEM_SET, &mem_tree, chain, true)?;
+    // The detection is timed without the recovery kit, whose tools (blkid probing every block device, apt-mark)
+    // cost more than the walk and vary with the machine.
+    let mem_nokit = w.config(MEM_SET, &mem_tree, chain, false)?;
+    w.collect(&mem_config)?;
+    Cache::Warm.prepare()?;
+    let mem_full = w.external(&mem_config, &["--full"], "full")?;
+    w.collect(&mem_config)?;
+    let mut d = Detection {
+        phase: Vec::new(),
+        dry: Runs::default(),
+        dry_full: Runs::default(),
+        tar: Runs::default(),
+        mem_full,
+        mem_inc: Measured::default(),
+    };
+    let tar = |snar: &Path, what: &str| -> Result<Measured> {
+        measure(
+            Command::new("tar")
+                .arg("-c")
+                .arg("-g")
+                .arg(snar)
+                .arg("-f")
+                .arg("/dev/null")
+                .arg("-C")
+                .arg(&mem_tree)
+                .arg("."),
+            what,
+            &[],
+        )
+    };
+    let snar0 = w.work.join("tar/mem.snar0");
+    tar(&snar0, "tar -g (level 0)")?;
+    for rep in 0..reps.max(3) {
+        for theirs in super::turns(rep) {
+            if theirs {
+                let snar = w.work.join("tar/mem.snar1");
+                std::fs::copy(&snar0, &snar)?;
+                d.tar.0.push(tar(&snar, "tar -g (level 1 into /dev/null)")?);
+            } else {
+                let m = w.dry_run(&mem_nokit, false)?;
+                d.phase.push(planned_incremental(&m.stdout)?);
+                d.dry.0.push(m);
+                d.dry_full.0.push(w.dry_run(&mem_nokit, true)?);
+            }
+        }
+    }
+    Cache::Warm.prepare()?;
+    d.mem_inc = w.external(&mem_config, &[], "incremental")?;
+    Ok(d)
+}
+
+/// The change detection's own time from a dry run's `--json` plan, which must plan an incremental.
+fn planned_incremental(stdout: &str) -> Result<f64> {
+    let v: serde_json::Value = serde_json::from_str(stdout)
+        .context("dbackup external --dry-run --json printed something else")?;
+    anyhow::ensure!(
+        v["destinations"][0]["archives"][0]["kind"] == "incremental",
+        "the dry run plans no incremental: {stdout}"
+    );
+    v["timings"]["detection_seconds"]
+        .as_f64()
+        .with_context(|| format!("the dry run's plan has no timings.detection_seconds: {stdout}"))
+}
+
+impl Detection {
+    /// The detection's and peak memory's rows of the result table.
+    fn print_rows(&self, files: u64) {
+        let verdict = |met: bool| if met { "met" } else { "NOT met" };
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / MIB as f64);
+        let tar_mem = self.tar.0.iter().map(|m| m.max_rss).max().unwrap_or(0);
+        let mut phase = self.phase.clone();
+        phase.sort_by(f64::total_cmp);
+        let phase = phase.get(phase.len() / 2).copied().unwrap_or(f64::NAN);
+        println!(
+            "| change detection alone, {files} files, no change: the phase as the run times it (base index checked, one walk of stats beside its manifest) | {phase:.3} s | GNU tar -g level 1 -f /dev/null (stats only) | {} | {:.2} | < {GOAL_DETECT_SECS} s: {} |",
+            self.tar.cell(),
+            phase / self.tar.wall(),
+            verdict(phase < GOAL_DETECT_SECS)
+        );
+        println!(
+            "| the whole dry run, kit off (process start, config, drive detection, the detection, the plan) | {} | the same tar | {} | {:.2} | < {GOAL_DETECT_SECS} s: {} |",
+            self.dry.cell(),
+            self.tar.cell(),
+            self.dry.wall() / self.tar.wall(),
+            verdict(self.dry.wall() < GOAL_DETECT_SECS)
+        );
+        println!(
+            "| the dry run beyond a plain scan (dry run minus dry run --full {}) | {:.3} s ({:.2} s CPU) | | | | |",
+            self.dry_full.cell(),
+            self.dry.wall() - self.dry_full.wall(),
+            self.dry.cpu() - self.dry_full.cpu()
+        );
+        println!(
+            "| peak memory, external --full, {files} files | {} | GNU tar -g level 1 -f /dev/null | {} | {:.2} | < {}: {} |",
+            mib(self.mem_full.max_rss),
+            mib(tar_mem),
+            self.mem_full.max_rss as f64 / tar_mem as f64,
+            human_bytes(GOAL_MEMORY),
+            verdict(self.mem_full.max_rss < GOAL_MEMORY)
+        );
+        println!(
+            "| peak memory, external (incremental, no change), {files} files | {} ({:.2} s, {:.2} s CPU) | | | | < {}: {} |",
+            mib(self.mem_inc.max_rss),
+            self.mem_inc.wall.as_secs_f64(),
+            self.mem_inc.cpu.as_secs_f64(),
+            human_bytes(GOAL_MEMORY),
+            verdict(self.mem_inc.max_rss < GOAL_MEMORY)
+        );
+    }
+}
+
+/// `--only detect`: the change detection and peak memory alone, on a drive of their own (minutes, not the
+/// incremental half's hour).
+pub fn run_detect(bin: &Path, bench: &Path, reps: usize, files: u64, chain: u64) -> Result<()> {
+    let work = bench.join("external-detect");
+    remove_dir_if_exists(&work)?;
+    for d in ["home", "state", "xdg-config", "tar"] {
+        std::fs::create_dir_all(work.join(d))?;
+    }
+    // A full and an incremental of the small files (headers, padding, the index): sparse.
+    let image = files * 8192 + 1024 * MIB;
+    heading(&format!(
+        "bench external (detect): an exFAT drive of {} on a loop device",
+        human_bytes(image)
+    ));
+    let drive = Drive::exfat("T9", image);
+    let w = World {
+        bin,
+        work: work.clone(),
+        drive: &drive,
+        src: PathBuf::new(),
+        small_files: 0,
+    };
+    let load_before = loadavg();
+    let result = detection(&w, bench, files, chain, reps).map(|d| {
+        println!();
+        println!(
+            "bench external (detect): {files} small files, no change; exFAT (mount.exfat-fuse) on {} (a loop device \
+             over a sparse image); {} repetitions (medians); release build; load average {load_before} before, {} \
+             after ({} cores, shared)",
+            drive.device().display(),
+            reps.max(3),
+            loadavg(),
+            cores()
+        );
+        print_table_head();
+        d.print_rows(files);
+    });
+    drop(drive);
+    remove_dir_if_exists(&work)?;
+    result
+}
+
 /// A small file `k` that no cycle rewrote (cycle `c` rewrites `k % every == c % every`), if there is one.
 fn pick_unchanged(small_files: u64, every: u64, cycles: u64) -> Option<u64> {
     (cycles < every).then(|| (small_files / 2 / every) * every + every - 1)
+}
+
+/// The result table's head, after a blank line.
+fn print_table_head() {
+    println!();
+    println!("| figure | dbackup | plain tool | plain | dbackup / plain | goal |");
+    println!("|---|---|---|---|---|---|");
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 fn loadavg() -> String {
@@ -689,9 +783,10 @@ impl World<'_> {
         Ok(m)
     }
 
+    /// `dbackup --json external --dry-run [--full]`.
     fn dry_run(&self, config: &Path, full: bool) -> Result<Measured> {
         let mut c = self.dbackup(config);
-        c.args(["external", "--dry-run"]);
+        c.args(["--json", "external", "--dry-run"]);
         if full {
             c.arg("--full");
         }
