@@ -274,8 +274,17 @@ fn plan_source(s: &SourceState) -> SourcePlan {
     }
 }
 
-// Stays long: one set in the order its decisions depend on each other (sources, the shrink check against the
-// previous snapshot, what to link against, what to resume, retention), each adding its refusals and notes.
+/// What planning a set has to say so far: its warnings (exit 3), notes, and refusals (joined into the set's refusal).
+#[derive(Default)]
+struct Said {
+    warnings: Vec<String>,
+    notes: Vec<String>,
+    refusals: Vec<String>,
+}
+
+/// One set, in the order its decisions depend on each other: the sources, the shrink check against the previous
+/// snapshot, the name, what to link against and resume, the exclusions, rsync's command line, retention; each step
+/// adding its refusals and notes.
 fn plan_set(
     world: &World,
     set: &SetSettings,
@@ -286,115 +295,30 @@ fn plan_set(
 ) -> SetPlan {
     let layout = Layout::new(&world.root);
     let name = snapshot::snapshot_name(&set.name, opts.now);
-    let mut warnings = Vec::new();
-    let mut notes = Vec::new();
-    let mut refusals = Vec::new();
+    let mut said = Said::default();
 
     let sources: Vec<SourcePlan> = sw.sources.iter().map(plan_source).collect();
     let missing: Vec<&SourcePlan> = sources.iter().filter(|s| s.resolved.is_none()).collect();
-    if missing.len() == sources.len() {
-        let names: Vec<&str> = missing.iter().map(|s| s.configured.as_str()).collect();
-        refusals.push(format!(
-            "every source of set {} is missing ({}); nothing to back up",
-            set.name,
-            names.join(", ")
-        ));
-    } else {
-        for m in &missing {
-            warnings.push(format!(
-                "source {} ({}) is missing: skipped, so the snapshot will be incomplete and the newest copy of it \
-                 is kept; is its drive mounted?",
-                m.configured,
-                m.path.display()
-            ));
-        }
-    }
+    check_missing(set, &sources, &missing, &mut said);
 
     let previous = newest_complete(&sw.snapshots);
-    let mut shrink_checks = Vec::new();
-    for s in &sw.sources {
-        let (Some(resolved), Some(now), Some(before), Some(prev)) =
-            (&s.resolved, s.entries, s.previous_entries, previous)
-        else {
-            continue;
-        };
-        let problem = shrink_problem(resolved, now, before, &prev.name);
-        let verdict = match (&problem, opts.options.allow_shrink) {
-            (None, _) => "ok",
-            (Some(p), false) => {
-                refusals.push(p.clone());
-                "refused"
-            }
-            (Some(p), true) => {
-                warnings.push(format!("{p} (accepted: --allow-shrink)"));
-                "allowed"
-            }
-        };
-        shrink_checks.push(ShrinkCheck {
-            path: resolved.clone(),
-            entries: now,
-            previous_entries: before,
-            previous_snapshot: prev.name.clone(),
-            verdict: verdict.into(),
-            message: problem,
-        });
-    }
+    let shrink_checks = shrink_checks(sw, previous, opts, &mut said);
+    check_snapshots(sw, &name, &mut said);
 
-    if sw.snapshots.iter().any(|s| s.name == name) {
-        refusals.push(format!(
-            "snapshot {name} already exists; run again in a second"
-        ));
-    }
-    for s in &sw.snapshots {
-        if let Some(err) = &s.metadata_error
-            && s.state() == SnapshotState::Unknown
-        {
-            notes.push(format!("snapshot {} has no usable metadata ({err}): it is never linked against nor removed", s.name));
-        }
-    }
-
-    // Link against the newest complete snapshot, then a newer incomplete one (files it has are whole), then the
-    // interrupted run's copy.
-    let mut link_dest = Vec::new();
-    if let Some(p) = previous {
-        link_dest.push(p.path.clone());
-    }
-    if let Some(newest) = sw
-        .snapshots
-        .iter()
-        .rev()
-        .find(|s| s.state() != SnapshotState::Unknown)
-        && newest.state() == SnapshotState::Incomplete
-        && previous.is_none_or(|p| newest.time > p.time)
-    {
-        link_dest.push(newest.path.clone());
-    }
+    let mut link_dest = link_dest(sw, previous);
     let resume_from = (sw.in_progress || sw.partial).then(|| layout.partial(&set.name));
     if let Some(r) = &resume_from {
         link_dest.push(r.clone());
     }
 
+    let Said {
+        warnings,
+        mut notes,
+        refusals,
+    } = said;
     let mut refusal = (!refusals.is_empty()).then(|| refusals.join("; "));
     let in_progress = layout.in_progress(&set.name);
-    // The user's rules in order (an include is `!pattern`), then the directories skipped for what they hold.
-    let mut exclusions: Vec<String> = set.exclusions.iter().map(|e| e.rule()).collect();
-    for d in &sw.marked.skipped {
-        match super::marked::rule_for(&d.path) {
-            Some(rule) => exclusions.push(rule),
-            None => notes.push(format!(
-                "{} holds {} but its name cannot be written as an rsync rule; it is copied",
-                crate::stdx::show_path(&d.path),
-                d.holds
-            )),
-        }
-    }
-    if sw.marked.truncated {
-        notes.push(format!(
-            "looked for directories to skip in the first {} directories only; caches and marked directories \
-             beyond them are copied",
-            crate::stdx::count(sw.marked.dirs as u64)
-        ));
-    }
+    let exclusions = exclusions(set, sw, &mut notes);
     let filter_file = (!exclusions.is_empty()).then(|| layout.filter(&set.name));
     let pre_copy = if refusal.is_none() {
         let eligible =
@@ -426,25 +350,7 @@ fn plan_set(
     };
 
     let retention = if refusal.is_none() {
-        let mut infos: Vec<SnapshotInfo> = sw.snapshots.iter().map(retention_info).collect();
-        infos.push(SnapshotInfo {
-            name: name.clone(),
-            time: opts.now,
-            state: if missing.is_empty() {
-                SnapshotState::Complete
-            } else {
-                SnapshotState::Incomplete
-            },
-            latest: true,
-            holds: sources
-                .iter()
-                .filter(|s| s.resolved.is_some())
-                .map(|s| s.path.clone())
-                .collect(),
-            unreadable: false,
-        });
-        let missing: Vec<PathBuf> = missing.iter().map(|s| s.path.clone()).collect();
-        retention::decide(&infos, opts.policy, &missing, opts.now)
+        retention_after(sw, &name, opts, &sources, &missing)
     } else {
         Vec::new()
     };
@@ -478,6 +384,161 @@ fn plan_set(
             notes,
         )
     }
+}
+
+/// Every source missing: a refusal (nothing to back up); some: a warning for each (the snapshot is incomplete).
+fn check_missing(
+    set: &SetSettings,
+    sources: &[SourcePlan],
+    missing: &[&SourcePlan],
+    said: &mut Said,
+) {
+    if missing.len() == sources.len() {
+        let names: Vec<&str> = missing.iter().map(|s| s.configured.as_str()).collect();
+        said.refusals.push(format!(
+            "every source of set {} is missing ({}); nothing to back up",
+            set.name,
+            names.join(", ")
+        ));
+    } else {
+        for m in missing {
+            said.warnings.push(format!(
+                "source {} ({}) is missing: skipped, so the snapshot will be incomplete and the newest copy of it \
+                 is kept; is its drive mounted?",
+                m.configured,
+                m.path.display()
+            ));
+        }
+    }
+}
+
+/// The shrink guard: each directory source against the newest complete snapshot; a shrunken one refused, or a
+/// warning under `--allow-shrink`.
+fn shrink_checks(
+    sw: &SetWorld,
+    previous: Option<&snapshot::Snapshot>,
+    opts: &RunOptions,
+    said: &mut Said,
+) -> Vec<ShrinkCheck> {
+    let mut checks = Vec::new();
+    for s in &sw.sources {
+        let (Some(resolved), Some(now), Some(before), Some(prev)) =
+            (&s.resolved, s.entries, s.previous_entries, previous)
+        else {
+            continue;
+        };
+        let problem = shrink_problem(resolved, now, before, &prev.name);
+        let verdict = match (&problem, opts.options.allow_shrink) {
+            (None, _) => "ok",
+            (Some(p), false) => {
+                said.refusals.push(p.clone());
+                "refused"
+            }
+            (Some(p), true) => {
+                said.warnings
+                    .push(format!("{p} (accepted: --allow-shrink)"));
+                "allowed"
+            }
+        };
+        checks.push(ShrinkCheck {
+            path: resolved.clone(),
+            entries: now,
+            previous_entries: before,
+            previous_snapshot: prev.name.clone(),
+            verdict: verdict.into(),
+            message: problem,
+        });
+    }
+    checks
+}
+
+/// The new name taken already (a refusal), and the snapshots without usable metadata (a note each).
+fn check_snapshots(sw: &SetWorld, name: &str, said: &mut Said) {
+    if sw.snapshots.iter().any(|s| s.name == name) {
+        said.refusals.push(format!(
+            "snapshot {name} already exists; run again in a second"
+        ));
+    }
+    for s in &sw.snapshots {
+        if let Some(err) = &s.metadata_error
+            && s.state() == SnapshotState::Unknown
+        {
+            said.notes.push(format!("snapshot {} has no usable metadata ({err}): it is never linked against nor removed", s.name));
+        }
+    }
+}
+
+/// Link against the newest complete snapshot, then a newer incomplete one (files it has are whole); the caller adds
+/// the interrupted run's copy.
+fn link_dest(sw: &SetWorld, previous: Option<&snapshot::Snapshot>) -> Vec<PathBuf> {
+    let mut link_dest = Vec::new();
+    if let Some(p) = previous {
+        link_dest.push(p.path.clone());
+    }
+    if let Some(newest) = sw
+        .snapshots
+        .iter()
+        .rev()
+        .find(|s| s.state() != SnapshotState::Unknown)
+        && newest.state() == SnapshotState::Incomplete
+        && previous.is_none_or(|p| newest.time > p.time)
+    {
+        link_dest.push(newest.path.clone());
+    }
+    link_dest
+}
+
+/// The user's rules in order (an include is `!pattern`), then the directories skipped for what they hold; a note
+/// for a directory no rule can name and for a walk cut short.
+fn exclusions(set: &SetSettings, sw: &SetWorld, notes: &mut Vec<String>) -> Vec<String> {
+    let mut exclusions: Vec<String> = set.exclusions.iter().map(|e| e.rule()).collect();
+    for d in &sw.marked.skipped {
+        match super::marked::rule_for(&d.path) {
+            Some(rule) => exclusions.push(rule),
+            None => notes.push(format!(
+                "{} holds {} but its name cannot be written as an rsync rule; it is copied",
+                crate::stdx::show_path(&d.path),
+                d.holds
+            )),
+        }
+    }
+    if sw.marked.truncated {
+        notes.push(format!(
+            "looked for directories to skip in the first {} directories only; caches and marked directories \
+             beyond them are copied",
+            crate::stdx::count(sw.marked.dirs as u64)
+        ));
+    }
+    exclusions
+}
+
+/// Retention after this run, assuming the new snapshot completes (incomplete when a source is missing).
+fn retention_after(
+    sw: &SetWorld,
+    name: &str,
+    opts: &RunOptions,
+    sources: &[SourcePlan],
+    missing: &[&SourcePlan],
+) -> Vec<Decision> {
+    let mut infos: Vec<SnapshotInfo> = sw.snapshots.iter().map(retention_info).collect();
+    infos.push(SnapshotInfo {
+        name: name.to_string(),
+        time: opts.now,
+        state: if missing.is_empty() {
+            SnapshotState::Complete
+        } else {
+            SnapshotState::Incomplete
+        },
+        latest: true,
+        holds: sources
+            .iter()
+            .filter(|s| s.resolved.is_some())
+            .map(|s| s.path.clone())
+            .collect(),
+        unreadable: false,
+    });
+    let missing: Vec<PathBuf> = missing.iter().map(|s| s.path.clone()).collect();
+    retention::decide(&infos, opts.policy, &missing, opts.now)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -302,7 +302,7 @@ pub fn check_sums_line(store: &Store, stamp: &str, digest: archive::Digest) -> a
 /// The names a bucket's `backup.json` records are joined to keys: plain names only, as on a drive.
 fn check_meta_names(meta: &BackupMeta, path: &std::path::Path) -> anyhow::Result<()> {
     for s in &meta.sets {
-        for f in s.archive.iter().chain(&s.index) {
+        for f in s.files() {
             if !layout::is_plain_name(&f.name) {
                 anyhow::bail!(
                     "{}: {} is not a plain file name",
@@ -448,7 +448,7 @@ fn damaged_objects(
     let mut damaged = BTreeMap::new();
     for b in backups {
         let Some(m) = &b.meta else { continue };
-        for f in m.sets.iter().flat_map(|s| s.archive.iter().chain(&s.index)) {
+        for f in m.sets.iter().flat_map(layout::SetRecord::files) {
             let why = match sizes.get(&format!("{BACKUPS}{}/{}", b.name, f.name)) {
                 Some(&n) if n == f.bytes => continue,
                 Some(n) => format!("{} is {n} bytes, not the {} recorded", f.name, f.bytes),
@@ -815,7 +815,15 @@ pub fn execute(
         (Some(r), _) => report.error = Some(r.clone()),
         (None, None) => report.error = Some("the destination was not opened".into()),
         (None, Some(store)) => {
-            match upload_or_restart(plan, p, world, store, observed, ui, &mut report) {
+            let u = Upload {
+                plan,
+                p,
+                world,
+                store,
+                observed,
+                ui,
+            };
+            match upload_or_restart(&u, &mut report) {
                 Ok(()) => {
                     report.status = DestinationStatus::Written;
                     super::bucket::apply_retention(p, store, &mut report, ui);
@@ -837,85 +845,74 @@ pub fn execute(
     report
 }
 
+/// What one upload works with, passed once to [`upload`] and each of its steps.
+struct Upload<'a> {
+    plan: &'a ExternalPlan,
+    p: &'a CloudPlan,
+    world: &'a CloudWorld,
+    store: &'a Arc<Store>,
+    observed: &'a Observed,
+    ui: &'a Ui,
+}
+
+/// How an upload encrypts: to recipients, each archive part an age stream of its own (so an upload can resume),
+/// the sinks encrypting (`parted`); to a passphrase, one age stream, the writer's stage.
+struct Encrypting {
+    encrypt: Option<Arc<crate::archive::EncryptTo>>,
+    parted: Option<Arc<crate::archive::EncryptTo>>,
+}
+
+impl Encrypting {
+    /// The writer's stage: the passphrase's one age stream, when the sinks do not encrypt.
+    fn stage(&self) -> Option<&dyn archive::Stage> {
+        self.encrypt
+            .as_deref()
+            .filter(|_| self.parted.is_none())
+            .map(|e| e as &dyn archive::Stage)
+    }
+}
+
 /// [`upload`]; when a resumed upload stops (a regenerated part differs from the one stored), its stamp and
 /// journal are removed and the upload starts again as new under the run's stamp: never a mixed archive.
-fn upload_or_restart(
-    plan: &ExternalPlan,
-    p: &CloudPlan,
-    world: &CloudWorld,
-    store: &Arc<Store>,
-    observed: &Observed,
-    ui: &Ui,
-    report: &mut DestinationReport,
-) -> anyhow::Result<()> {
-    let err = match upload(plan, p, world, store, observed, ui, report) {
+fn upload_or_restart(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
+    let err = match upload(u, report) {
         Err(e) if e.downcast_ref::<super::resume::Stopped>().is_some() => e,
         done => return done,
     };
-    ui.warn(format_args!(
+    let p = u.p;
+    u.ui.warn(format_args!(
         "{}: {}; uploading a new backup instead",
         p.name,
         crate::ui::format_error(&err)
     ));
-    super::resume::remove(&observed.world.backup_root, &p.name, p.stamp());
+    super::resume::remove(&u.observed.world.backup_root, &p.name, p.stamp());
     let cleaned = std::mem::take(&mut report.cleaned);
     *report = DestinationReport::failed(p.name.clone(), p.place.clone().into());
     report.cleaned = cleaned;
     report.warnings.push(crate::ui::format_error(&err));
-    let q = super::resume::restarted(p, &plan.stamp);
-    upload(plan, &q, world, store, observed, ui, report)
+    let q = super::resume::restarted(p, &u.plan.stamp);
+    upload(&Upload { p: &q, ..*u }, report)
 }
 
-// Stays long: one upload in the order it must happen (cleanup, archives, check, sums, promotion, LATEST).
-fn upload(
-    plan: &ExternalPlan,
-    p: &CloudPlan,
-    world: &CloudWorld,
-    store: &Arc<Store>,
-    observed: &Observed,
-    ui: &Ui,
-    report: &mut DestinationReport,
-) -> anyhow::Result<()> {
+/// One upload in the order it must happen: what a killed run left removed, the archives, every object listed,
+/// the locks, then the sums, the promotion (`backup.json`) and LATEST.
+fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
+    let (p, world, store, ui) = (u.p, u.world, u.store, u.ui);
     let started = Local::now().fixed_offset();
     let encrypt =
         super::exec::open_encryption(p.encryption.as_ref(), world.settings.encryption.as_ref())
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .map(Arc::new);
-    // Encrypted to recipients: each archive part an age stream of its own (so an upload can resume), the sinks
-    // encrypting; to a passphrase: one age stream, the writer's stage.
-    let parted = encrypt
-        .clone()
-        .filter(|_| super::resume::parts_encrypted(p.encryption.as_ref()));
-    let stage = encrypt
-        .as_deref()
-        .filter(|_| parted.is_none())
-        .map(|e| e as &dyn archive::Stage);
-
-    // What a killed run left: its multipart uploads aborted, its objects (a stamp never promoted) deleted.
-    for u in &world.uploads {
-        if p.abort_uploads.contains(&crate::stdx::show_str(&u.key)) {
-            store.abort_upload(u)?;
-            ui.step(format_args!(
-                "{}: aborted the unfinished upload of {}",
-                p.name,
-                crate::stdx::show_str(&u.key)
-            ));
-            report.cleaned.push(u.key.clone());
-        }
-    }
-    for u in &p.cleanup_stamps {
-        let dir = format!("{BACKUPS}{}/", u.stamp);
-        for o in store.list(&dir)? {
-            store.delete(&o.key)?;
-        }
-        ui.step(format_args!(
-            "{}: removed the unfinished upload {dir}",
-            p.name
-        ));
-        report.cleaned.push(dir);
-    }
+    let enc = Encrypting {
+        parted: encrypt
+            .clone()
+            .filter(|_| super::resume::parts_encrypted(p.encryption.as_ref())),
+        encrypt,
+    };
+    clean_killed_run(u, report)?;
     let stamp = p.stamp().to_string();
-    let resumer = super::resume::start(p, world, &observed.world.backup_root).unwrap_or_else(|e| {
+    let backup_root = &u.observed.world.backup_root;
+    let resumer = super::resume::start(p, world, backup_root).unwrap_or_else(|e| {
         ui.warn(format_args!(
             "{}: the journal of this upload cannot be written ({e}): if interrupted, it starts over",
             p.name
@@ -926,134 +923,17 @@ fn upload(
     let mut sums: Vec<SumLine> = Vec::new();
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
     let mut depends_on: Vec<String> = Vec::new();
-    let copies = start_index_copies(p, &observed.world.backup_root, &stamp, ui);
+    let copies = start_index_copies(p, backup_root, &stamp, ui);
     for a in &p.archives {
         crate::interrupt::check()?;
-        let scan = &observed.scans[&a.set];
-        let class = |c| c;
-        let mut archive_sink = CloudSink::new(
-            store.clone(),
-            &p.dir,
-            super::resume::object_base(&a.archive, parted.is_some()),
-            a.part_bytes,
-            class(ObjectClass::Archive),
-            p.locked_until,
-        );
-        if let Some(r) = &resumer {
-            archive_sink = archive_sink.with_log(r.log(&a.set));
-        }
-        let mut index_sink = CloudSink::new(
-            store.clone(),
-            &p.dir,
-            &a.index,
-            None,
-            ObjectClass::Metadata,
-            p.locked_until,
-        );
-        if let Some(e) = &parted {
-            archive_sink = archive_sink.encrypt_parts(e.clone());
-            index_sink = index_sink.encrypt_parts(e.clone());
-        }
-        let heads = archive_sink.heads();
-        // Encrypting in the sink: it gets a thread of its own, as the writer gives a stage's sink.
-        let archive_sink: Box<dyn archive::Sink> = match &parted {
-            Some(_) => Box::new(crate::archive::sink::ThreadedSink::spawn(Box::new(
-                archive_sink,
-            ))?),
-            None => Box::new(archive_sink),
-        };
-        let index_sink = Box::new(index_sink);
-        ui.step(format_args!(
-            "{}: {}: uploading {} to {}{}",
-            p.name, a.set, a.snapshot, p.dir, a.archive
-        ));
-        let base = upload_base(a, world, &observed.world.backup_root);
-        let copy_sink = || match &copies {
-            Some(c) => c.sink(&a.set),
-            None => Err(std::io::Error::other("no copy")),
-        };
-        let t = Instant::now();
-        let mut summary = archive::write_archive(
-            scan,
-            archive_sink,
-            index_sink,
-            &ArchiveOptions {
-                stage,
-                base: base.as_ref(),
-                index_copy: copies.as_ref().map(|_| &copy_sink as &dyn Fn() -> _),
-            },
-            &mut NoProgress,
-        )
-        .map_err(|e| match resumer.as_ref().and_then(|r| r.differs()) {
-            Some(part) => anyhow::Error::new(super::resume::Stopped {
-                stamp: stamp.clone(),
-                part: format!("{}{part}", p.dir),
-            }),
-            None => anyhow::anyhow!("set {}: {e}", a.set),
-        })?;
-        let write_seconds = t.elapsed().as_secs_f64();
-        if parted.is_some() {
-            // A hash of the plaintext stays off the bucket (it is in the encrypted index).
-            summary.tar_sha256 = None;
-        }
-        let meta = observed.snapshot_meta.get(&a.set);
-        let mut rec = super::exec::set_record(
-            a,
-            meta,
-            &summary,
-            encrypt.as_ref().map(|e| e.record()),
-            (write_seconds, 0.0),
-            base.as_ref(),
-        );
-        record_index_copy(copies.as_ref(), p, &a.set, &rec, &summary, ui);
-        rec.part_plain_bytes = a.part_bytes.filter(|_| parted.is_some());
-        record_age_heads(&mut rec, &heads);
-        depends_on.extend(summary.depends_on.iter().cloned());
-        for f in rec.archive.iter().chain(&rec.index) {
-            sums.push(SumLine {
-                sha256: f.sha256,
-                name: f.name.clone().into_bytes(),
-            });
-            expected.insert(f.name.clone(), f.bytes);
-        }
-        ui.info(format_args!(
-            "{}: {}: {} -> {}{}: {} files, {} uploaded in {:.1}s",
-            p.name,
-            a.set,
-            a.snapshot,
-            p.dir,
-            a.archive,
-            rec.files,
-            crate::stdx::bytes(rec.archive.iter().chain(&rec.index).map(|f| f.bytes).sum()),
-            write_seconds
-        ));
+        let (rec, deps) = upload_set(u, a, &enc, resumer.as_ref(), copies.as_ref())?;
+        depends_on.extend(deps);
+        sums.extend(rec.sum_lines());
+        expected.extend(rec.files().map(|f| (f.name.clone(), f.bytes)));
         report.sets.push(rec);
     }
 
-    // Every object listed, its size the one written (each part's CRC32C was checked by the server on the way).
-    let listed: BTreeMap<String, u64> = store
-        .list(&p.dir)?
-        .into_iter()
-        .map(|o| {
-            let name = o.key.strip_prefix(&p.dir).unwrap_or(&o.key).to_string();
-            (name, o.size)
-        })
-        .collect();
-    for (name, bytes) in &expected {
-        match listed.get(name) {
-            Some(b) if b == bytes => {}
-            Some(b) => anyhow::bail!(
-                "{}{}: the bucket lists {b} bytes, {bytes} were uploaded",
-                p.dir,
-                crate::stdx::show_str(name)
-            ),
-            None => anyhow::bail!(
-                "{}{}: uploaded, but the bucket does not list it",
-                p.dir,
-                crate::stdx::show_str(name)
-            ),
-        }
-    }
+    check_listed(store, p, &expected)?;
     if let Some(until) = p.locked_until {
         let reused = resumer
             .as_ref()
@@ -1071,33 +951,197 @@ fn upload(
             p.name
         )),
     };
-
-    let meta = BackupMeta {
-        format: layout::BACKUP_FORMAT,
-        stamp: stamp.clone(),
-        destination: p.name.clone(),
-        host: plan.host.clone(),
-        dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
-        started,
-        finished: Local::now().fixed_offset(),
-        verified: true,
-        read_back: read_back.clone(),
-        filesystem: FilesystemRecord {
-            fs_type: world.settings.kind.word().to_string(),
-            label: Some(world.settings.bucket.clone()),
-            uuid: None,
-        },
-        sums_file: layout::SUMS_FILE.to_string(),
-        sets: report.sets.clone(),
-        system: None,
-        depends_on: {
-            depends_on.sort();
-            depends_on.dedup();
-            depends_on
-        },
+    let filesystem = FilesystemRecord {
+        fs_type: world.settings.kind.word().to_string(),
+        label: Some(world.settings.bucket.clone()),
+        uuid: None,
     };
+    let meta = super::exec::verified_meta(
+        &stamp,
+        &u.plan.host,
+        started,
+        report,
+        &read_back,
+        filesystem,
+        depends_on,
+    );
     report.read_back = Some(read_back);
-    let meta_bytes = layout::metadata_bytes(&meta);
+    promote(u, &meta, sums, resumer.as_ref(), report)?;
+    finish_index_copies(copies, p, backup_root, ui);
+    Ok(())
+}
+
+/// What a killed run left: its multipart uploads aborted, its objects (a stamp never promoted) deleted.
+fn clean_killed_run(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
+    let (p, store, ui) = (u.p, u.store, u.ui);
+    for up in &u.world.uploads {
+        if p.abort_uploads.contains(&crate::stdx::show_str(&up.key)) {
+            store.abort_upload(up)?;
+            ui.step(format_args!(
+                "{}: aborted the unfinished upload of {}",
+                p.name,
+                crate::stdx::show_str(&up.key)
+            ));
+            report.cleaned.push(up.key.clone());
+        }
+    }
+    for c in &p.cleanup_stamps {
+        let dir = format!("{BACKUPS}{}/", c.stamp);
+        for o in store.list(&dir)? {
+            store.delete(&o.key)?;
+        }
+        ui.step(format_args!(
+            "{}: removed the unfinished upload {dir}",
+            p.name
+        ));
+        report.cleaned.push(dir);
+    }
+    Ok(())
+}
+
+/// One set's archive and index streamed to the bucket (resumed where the journal says, encrypted as `enc` says):
+/// its record and the backups its manifest points into.
+fn upload_set(
+    u: &Upload,
+    a: &ArchiveTarget,
+    enc: &Encrypting,
+    resumer: Option<&super::resume::Resumer>,
+    copies: Option<&super::index_copy::Pending>,
+) -> anyhow::Result<(layout::SetRecord, Vec<String>)> {
+    let (p, store, ui) = (u.p, u.store, u.ui);
+    let parted = &enc.parted;
+    let scan = &u.observed.scans[&a.set];
+    let class = |c| c;
+    let mut archive_sink = CloudSink::new(
+        store.clone(),
+        &p.dir,
+        super::resume::object_base(&a.archive, parted.is_some()),
+        a.part_bytes,
+        class(ObjectClass::Archive),
+        p.locked_until,
+    );
+    if let Some(r) = resumer {
+        archive_sink = archive_sink.with_log(r.log(&a.set));
+    }
+    let mut index_sink = CloudSink::new(
+        store.clone(),
+        &p.dir,
+        &a.index,
+        None,
+        ObjectClass::Metadata,
+        p.locked_until,
+    );
+    if let Some(e) = parted {
+        archive_sink = archive_sink.encrypt_parts(e.clone());
+        index_sink = index_sink.encrypt_parts(e.clone());
+    }
+    let heads = archive_sink.heads();
+    // Encrypting in the sink: it gets a thread of its own, as the writer gives a stage's sink.
+    let archive_sink: Box<dyn archive::Sink> = match parted {
+        Some(_) => Box::new(crate::archive::sink::ThreadedSink::spawn(Box::new(
+            archive_sink,
+        ))?),
+        None => Box::new(archive_sink),
+    };
+    let index_sink = Box::new(index_sink);
+    ui.step(format_args!(
+        "{}: {}: uploading {} to {}{}",
+        p.name, a.set, a.snapshot, p.dir, a.archive
+    ));
+    let base = upload_base(a, u.world, &u.observed.world.backup_root);
+    let copy_sink = || super::index_copy::Pending::sink_of(copies, &a.set);
+    let t = Instant::now();
+    let mut summary = archive::write_archive(
+        scan,
+        archive_sink,
+        index_sink,
+        &ArchiveOptions {
+            stage: enc.stage(),
+            base: base.as_ref(),
+            index_copy: copies.map(|_| &copy_sink as &dyn Fn() -> _),
+        },
+        &mut NoProgress,
+    )
+    .map_err(|e| match resumer.and_then(|r| r.differs()) {
+        Some(part) => anyhow::Error::new(super::resume::Stopped {
+            stamp: p.stamp().to_string(),
+            part: format!("{}{part}", p.dir),
+        }),
+        None => anyhow::anyhow!("set {}: {e}", a.set),
+    })?;
+    let write_seconds = t.elapsed().as_secs_f64();
+    if parted.is_some() {
+        // A hash of the plaintext stays off the bucket (it is in the encrypted index).
+        summary.tar_sha256 = None;
+    }
+    let meta = u.observed.snapshot_meta.get(&a.set);
+    let mut rec = super::exec::set_record(
+        a,
+        meta,
+        &summary,
+        enc.encrypt.as_ref().map(|e| e.record()),
+        (write_seconds, 0.0),
+        base.as_ref(),
+    );
+    record_index_copy(copies, p, &a.set, &rec, &summary, ui);
+    rec.part_plain_bytes = a.part_bytes.filter(|_| parted.is_some());
+    record_age_heads(&mut rec, &heads);
+    ui.info(format_args!(
+        "{}: {}: {} -> {}{}: {} files, {} uploaded in {:.1}s",
+        p.name,
+        a.set,
+        a.snapshot,
+        p.dir,
+        a.archive,
+        rec.files,
+        crate::stdx::bytes(rec.files().map(|f| f.bytes).sum()),
+        write_seconds
+    ));
+    Ok((rec, summary.depends_on))
+}
+
+/// Every object listed, its size the one written (each part's CRC32C was checked by the server on the way).
+fn check_listed(
+    store: &Store,
+    p: &CloudPlan,
+    expected: &BTreeMap<String, u64>,
+) -> anyhow::Result<()> {
+    let listed: BTreeMap<String, u64> = store
+        .list(&p.dir)?
+        .into_iter()
+        .map(|o| {
+            let name = o.key.strip_prefix(&p.dir).unwrap_or(&o.key).to_string();
+            (name, o.size)
+        })
+        .collect();
+    for (name, bytes) in expected {
+        match listed.get(name) {
+            Some(b) if b == bytes => {}
+            Some(b) => anyhow::bail!(
+                "{}{}: the bucket lists {b} bytes, {bytes} were uploaded",
+                p.dir,
+                crate::stdx::show_str(name)
+            ),
+            None => anyhow::bail!(
+                "{}{}: uploaded, but the bucket does not list it",
+                p.dir,
+                crate::stdx::show_str(name)
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The sums, then the promotion (`backup.json` makes the stamp a backup; not after an interruption), then LATEST.
+fn promote(
+    u: &Upload,
+    meta: &BackupMeta,
+    mut sums: Vec<SumLine>,
+    resumer: Option<&super::resume::Resumer>,
+    report: &mut DestinationReport,
+) -> anyhow::Result<()> {
+    let (p, store) = (u.p, u.store);
+    let meta_bytes = layout::metadata_bytes(meta);
     sums.push(SumLine {
         sha256: archive::Digest::of_bytes(&meta_bytes),
         name: layout::METADATA_FILE.as_bytes().to_vec(),
@@ -1119,19 +1163,18 @@ fn upload(
     // The promotion: `backup.json` makes the stamp a backup. Not after an interruption.
     crate::interrupt::check()?;
     put(format!("{}{}", p.dir, layout::METADATA_FILE), &meta_bytes)?;
-    report.backup = Some(stamp.clone());
-    if let Some(r) = &resumer {
-        super::resume::finished(r, p, ui, report);
+    report.backup = Some(meta.stamp.clone());
+    if let Some(r) = resumer {
+        super::resume::finished(r, p, u.ui, report);
     }
     report.backup_path = Some(format!("{} {}", p.place, p.dir).into());
     // LATEST is replaced on every run: never locked.
     store.put(
         &format!("{BACKUPS}{}", layout::LATEST_FILE),
-        format!("{stamp}\n").as_bytes(),
+        format!("{}\n", meta.stamp).as_bytes(),
         ObjectClass::Metadata,
     )?;
     report.latest = Some(layout::LatestKind::File);
-    finish_index_copies(copies, p, &observed.world.backup_root, ui);
     Ok(())
 }
 
@@ -1211,14 +1254,7 @@ fn start_index_copies(
     ui: &Ui,
 ) -> Option<super::index_copy::Pending> {
     p.index_copy_dir.as_ref()?;
-    super::index_copy::Pending::start(backup_root, &p.name, stamp)
-        .map_err(|e| {
-            ui.warn(format_args!(
-                "{}: no local copy of the encrypted indexes can be kept ({e}): the next upload is full",
-                p.name
-            ))
-        })
-        .ok()
+    super::index_copy::Pending::start_or_warn(backup_root, &p.name, stamp, "upload", ui)
 }
 
 /// Records what `set`'s local index copy is a copy of: the encrypted index as uploaded (`rec`).

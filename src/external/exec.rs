@@ -307,7 +307,8 @@ fn open_backups(world: &DestinationWorld) -> anyhow::Result<Dir> {
     })
 }
 
-// Stays long: one drive's backup in the order it must happen (write, read back, record, promote, latest), commented.
+/// One drive's backup in the order it must happen: room made (leftovers, removals for space), each set written and
+/// read back, the system folder, the record (`backup.json`, sums) read back, the promotion, `latest`.
 fn write_backup(
     plan: &ExternalPlan,
     d: &DestinationPlan,
@@ -327,10 +328,123 @@ fn write_backup(
     // From here on everything is reached through this handle: a `backups` that is (or becomes) a symlink or a mount
     // point is refused, and nothing below it is ever opened through a symlink.
     let backups = open_backups(world)?;
+    make_room(d, world, &backups, ui, report)?;
 
+    info.check_still_present()?;
+    // Private, like the backup root: the archives hold everything, `~/.secrets` included (exFAT ignores modes).
+    let temp_name = temp_name(d);
+    let temp = backups.create_sub(&temp_name, 0o700).map_err(flat)?;
+    *temp_created = true;
+    backups.fsync().map_err(flat)?;
+    ui.step(format_args!("{}: writing {}", d.name, d.temp_dir.display()));
+
+    let mut read_back = ReadBackRecord {
+        methods: Vec::new(),
+        device_cache_dropped: d.drop_device_cache.then_some(true),
+        note: None,
+    };
+    let mut sums: Vec<SumLine> = Vec::new();
+    let mut depends_on: Vec<String> = Vec::new();
+    // Encrypted: a local plaintext copy of each index, the next incremental's base manifest (`index_copy`),
+    // promoted with the backup, removed otherwise. Without one the next archive is a full, nothing worse.
+    let copies = d.index_copy_dir.as_ref().and_then(|_| {
+        let root = &observed.world.backup_root;
+        super::index_copy::Pending::start_or_warn(root, &d.name, &plan.stamp, "backup", ui)
+    });
+    for a in &d.archives {
+        crate::interrupt::check()?;
+        info.check_still_present()?;
+        let base = incremental_base(world, &backups, a, &observed.world.backup_root, ui);
+        let (record, deps) = write_set(
+            d,
+            a,
+            &temp,
+            (encrypt.as_ref(), copies.as_ref()),
+            base.as_ref(),
+            observed,
+            ui,
+            &mut read_back,
+        )
+        .with_context(|| format!("set {}", a.set))?;
+        depends_on.extend(deps);
+        sums.extend(record.sum_lines());
+        report.sets.push(record);
+    }
+
+    // The recovery kit and partition images, written and read back like the archives.
+    let system = write_system(
+        plan,
+        d,
+        world,
+        observed,
+        &temp,
+        encrypt.as_ref(),
+        ui,
+        report,
+    )?
+    .map(|(rec, lines)| {
+        sums.extend(lines);
+        rec
+    });
+
+    // Every archive and index read back and matched: record what this backup is.
+    let filesystem = FilesystemRecord {
+        fs_type: info.fs_type.clone(),
+        label: info.label.clone(),
+        uuid: info.uuid.clone(),
+    };
+    let mut meta = verified_meta(
+        &plan.stamp,
+        &plan.host,
+        started,
+        report,
+        &read_back,
+        filesystem,
+        depends_on,
+    );
+    meta.system = system;
+    report.read_back = Some(read_back);
+    write_record(d, &temp, &meta, sums)?;
+
+    // Promote: not interrupted, the same drive still there, then one rename makes the backup visible.
+    crate::interrupt::check()?;
+    info.check_still_present()?;
+    promote(plan, d, &backups, &temp_name, temp_created)?;
+    report.backup = Some(plan.stamp.clone());
+    report.backup_path = Some(d.final_dir.clone());
+    if let Some(c) = copies
+        && let Err(e) = c.promote()
+    {
+        ui.warn(format_args!(
+            "{}: the local copy of the encrypted indexes could not be kept ({e}): the next backup is full",
+            d.name
+        ));
+    }
+
+    let kind = layout::write_latest(&backups, &plan.stamp, d.latest.kind).with_context(|| {
+        format!(
+            "backup {} is verified and in place, but {} could not be updated",
+            d.final_dir.display(),
+            d.latest.path.display()
+        )
+    })?;
+    report.latest = Some(kind);
+    Ok(())
+}
+
+/// Before anything is written: what interrupted runs left removed, then (space-aware rotation) the one removal of
+/// verified backups before the new one is verified, with a warning that the drive was full.
+fn make_room(
+    d: &DestinationPlan,
+    world: &DestinationWorld,
+    backups: &Dir,
+    ui: &Ui,
+    report: &mut DestinationReport,
+) -> anyhow::Result<()> {
+    let info = &world.info;
     for l in &d.cleanup {
         info.check_still_present()?;
-        layout::remove_leftover(&backups, &l.name)
+        layout::remove_leftover(backups, &l.name)
             .context("removing what an interrupted run left on the drive")?;
         ui.step(format_args!("{}: removed leftover {}", d.name, l.name));
         report.cleaned.push(l.name.clone());
@@ -340,7 +454,7 @@ fn write_backup(
     for x in &d.remove_for_space {
         crate::interrupt::check()?;
         info.check_still_present()?;
-        layout::delete_backup(&backups, &x.name)
+        layout::delete_backup(backups, &x.name)
             .with_context(|| format!("removing old backup {} for space", x.name))?;
         ui.step(format_args!(
             "{}: removed old backup {} for space ({})",
@@ -369,144 +483,81 @@ fn write_backup(
             d.keep_at_least
         ));
     }
+    Ok(())
+}
 
-    info.check_still_present()?;
-    // Private, like the backup root: the archives hold everything, `~/.secrets` included (exFAT ignores modes).
-    let temp_name = temp_name(d);
-    let temp = backups.create_sub(&temp_name, 0o700).map_err(flat)?;
-    *temp_created = true;
-    backups.fsync().map_err(flat)?;
-    ui.step(format_args!("{}: writing {}", d.name, d.temp_dir.display()));
-
-    let mut read_back = ReadBackRecord {
-        methods: Vec::new(),
-        device_cache_dropped: d.drop_device_cache.then_some(true),
-        note: None,
+/// The `system/` folder (recovery kit and partition images) when the plan asks for one, written and read back in
+/// `temp` like the archives: its record and its sums lines. What cannot be imaged becomes a warning.
+#[allow(clippy::too_many_arguments)]
+fn write_system(
+    plan: &ExternalPlan,
+    d: &DestinationPlan,
+    world: &DestinationWorld,
+    observed: &Observed,
+    temp: &Dir,
+    encrypt: Option<&crate::archive::EncryptTo>,
+    ui: &Ui,
+    report: &mut DestinationReport,
+) -> anyhow::Result<Option<(crate::image::SystemRecord, Vec<SumLine>)>> {
+    let (Some(sp), Some(input)) = (&plan.system, &observed.world.system) else {
+        return Ok(None);
     };
-    let mut sums: Vec<SumLine> = Vec::new();
-    let mut depends_on: Vec<String> = Vec::new();
-    // Encrypted: a local plaintext copy of each index, the next incremental's base manifest (`index_copy`),
-    // promoted with the backup, removed otherwise. Without one the next archive is a full, nothing worse.
-    let copies = d.index_copy_dir.as_ref().and_then(|_| {
-        super::index_copy::Pending::start(&observed.world.backup_root, &d.name, &plan.stamp)
-            .map_err(|e| {
-                ui.warn(format_args!(
-                    "{}: no local copy of the encrypted indexes can be kept ({e}): the next backup is full",
-                    d.name
-                ))
-            })
-            .ok()
-    });
-    for a in &d.archives {
-        crate::interrupt::check()?;
-        info.check_still_present()?;
-        let base = incremental_base(world, &backups, a, &observed.world.backup_root, ui);
-        let (record, deps) = write_set(
-            d,
-            a,
-            &temp,
-            (encrypt.as_ref(), copies.as_ref()),
-            base.as_ref(),
-            observed,
-            ui,
-            &mut read_back,
-        )
-        .with_context(|| format!("set {}", a.set))?;
-        depends_on.extend(deps);
-        for f in record.archive.iter().chain(&record.index) {
-            sums.push(SumLine {
-                sha256: f.sha256,
-                name: f.name.clone().into_bytes(),
-            });
-        }
-        report.sets.push(record);
+    let sp = crate::image::plan::plan_system(
+        sp.kit,
+        &input.devices,
+        d.device.as_deref(),
+        d.encryption.as_ref().map(|e| e.recipients.len()),
+    );
+    for r in &sp.refused {
+        report
+            .warnings
+            .push(format!("not imaged: {}: {}", r.device, r.reason));
     }
-
-    // The recovery kit and partition images, written and read back like the archives.
-    let system = match (&plan.system, &observed.world.system) {
-        (Some(sp), Some(input)) => {
-            let sp = crate::image::plan::plan_system(
-                sp.kit,
-                &input.devices,
-                d.device.as_deref(),
-                d.encryption.as_ref().map(|e| e.recipients.len()),
-            );
-            for r in &sp.refused {
-                report
-                    .warnings
-                    .push(format!("not imaged: {}: {}", r.device, r.reason));
-            }
-            let ctx = crate::image::exec::DocContext {
-                stamp: Some(plan.stamp.clone()),
-                destination: Some(d.name.clone()),
-                sets: input.sets.clone(),
-                device_cache: d.device.clone().filter(|_| d.drop_device_cache),
-            };
-            info.check_still_present()?;
-            let (rec, lines) = crate::image::exec::write_system(
-                &sp,
-                input.kit.as_ref(),
-                &temp,
-                encrypt.as_ref(),
-                &ctx,
-                ui,
-            )
+    let ctx = crate::image::exec::DocContext {
+        stamp: Some(plan.stamp.clone()),
+        destination: Some(d.name.clone()),
+        sets: input.sets.clone(),
+        device_cache: d.device.clone().filter(|_| d.drop_device_cache),
+    };
+    world.info.check_still_present()?;
+    let written =
+        crate::image::exec::write_system(&sp, input.kit.as_ref(), temp, encrypt, &ctx, ui)
             .context("the system folder (recovery kit and partition images)")?;
-            sums.extend(lines);
-            Some(rec)
-        }
-        _ => None,
-    };
+    Ok(Some(written))
+}
 
-    // Every archive and index read back and matched: record what this backup is.
-    let meta = BackupMeta {
-        format: layout::BACKUP_FORMAT,
-        stamp: plan.stamp.clone(),
-        destination: d.name.clone(),
-        host: plan.host.clone(),
-        dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
-        started,
-        finished: Local::now().fixed_offset(),
-        verified: true,
-        read_back: read_back.clone(),
-        filesystem: FilesystemRecord {
-            fs_type: info.fs_type.clone(),
-            label: info.label.clone(),
-            uuid: info.uuid.clone(),
-        },
-        sums_file: layout::SUMS_FILE.to_string(),
-        sets: report.sets.clone(),
-        system,
-        depends_on: {
-            depends_on.sort();
-            depends_on.dedup();
-            depends_on
-        },
-    };
-    report.read_back = Some(read_back);
+/// `backup.json` and the sums file written in `temp`, synced, and read back from the drive.
+fn write_record(
+    d: &DestinationPlan,
+    temp: &Dir,
+    meta: &BackupMeta,
+    mut sums: Vec<SumLine>,
+) -> anyhow::Result<()> {
     let meta_rec =
-        layout::write_new_file(&temp, layout::METADATA_FILE, &layout::metadata_bytes(&meta))?;
+        layout::write_new_file(temp, layout::METADATA_FILE, &layout::metadata_bytes(meta))?;
     sums.push(SumLine {
         sha256: meta_rec.sha256,
         name: meta_rec.name.clone().into_bytes(),
     });
     let mut sums_bytes = Vec::new();
     write_sums(&mut sums_bytes, &sums)?;
-    let sums_rec = layout::write_new_file(&temp, layout::SUMS_FILE, &sums_bytes)?;
+    let sums_rec = layout::write_new_file(temp, layout::SUMS_FILE, &sums_bytes)?;
     temp.fsync().map_err(flat)?;
     let _ = drop_cache(d); // a failure was noted with the archives
-    archive::read_back_in(
-        &temp,
-        &[written(&temp, &meta_rec), written(&temp, &sums_rec)],
-    )
-    .map_err(flat)?;
-
-    // Promote: not interrupted, the same drive still there, then one rename makes the backup visible.
-    crate::interrupt::check()?;
-    info.check_still_present()?;
-    backups
-        .rename(&temp_name, &plan.stamp, true)
+    archive::read_back_in(temp, &[written(temp, &meta_rec), written(temp, &sums_rec)])
         .map_err(flat)?;
+    Ok(())
+}
+
+/// One rename makes the backup visible, then the drive is checked to hold it under its new name.
+fn promote(
+    plan: &ExternalPlan,
+    d: &DestinationPlan,
+    backups: &Dir,
+    temp_name: &str,
+    temp_created: &mut bool,
+) -> anyhow::Result<()> {
+    backups.rename(temp_name, &plan.stamp, true).map_err(flat)?;
     *temp_created = false;
     backups.fsync().map_err(flat)?;
     // The drive must hold it under its new name: a filesystem driver that loses a directory's contents when it is
@@ -516,13 +567,13 @@ fn write_backup(
         .map_err(flat)
         .and_then(|dir| layout::read_metadata_in(&dir).map_err(flat));
     match promoted {
-        Ok(m) if m.stamp == plan.stamp => {}
+        Ok(m) if m.stamp == plan.stamp => Ok(()),
         other => {
             let why = match other {
                 Err(e) => e.to_string(),
                 Ok(_) => format!("its {} names another backup", layout::METADATA_FILE),
             };
-            let cleaned = match layout::delete_backup(&backups, &plan.stamp) {
+            let cleaned = match layout::delete_backup(backups, &plan.stamp) {
                 Ok(()) => "the empty directory was removed".to_string(),
                 Err(e) => format!("remove {} by hand ({e})", d.final_dir.display()),
             };
@@ -533,26 +584,37 @@ fn write_backup(
             );
         }
     }
-    report.backup = Some(plan.stamp.clone());
-    report.backup_path = Some(d.final_dir.clone());
-    if let Some(c) = copies
-        && let Err(e) = c.promote()
-    {
-        ui.warn(format_args!(
-            "{}: the local copy of the encrypted indexes could not be kept ({e}): the next backup is full",
-            d.name
-        ));
-    }
+}
 
-    let kind = layout::write_latest(&backups, &plan.stamp, d.latest.kind).with_context(|| {
-        format!(
-            "backup {} is verified and in place, but {} could not be updated",
-            d.final_dir.display(),
-            d.latest.path.display()
-        )
-    })?;
-    report.latest = Some(kind);
-    Ok(())
+/// The record of a verified backup finished now (`backup.json`), for a drive or a bucket: the sets the report
+/// holds so far, `depends_on` sorted and deduplicated, no system folder.
+pub(crate) fn verified_meta(
+    stamp: &str,
+    host: &str,
+    started: DateTime<FixedOffset>,
+    report: &DestinationReport,
+    read_back: &ReadBackRecord,
+    filesystem: FilesystemRecord,
+    mut depends_on: Vec<String>,
+) -> BackupMeta {
+    depends_on.sort();
+    depends_on.dedup();
+    BackupMeta {
+        format: layout::BACKUP_FORMAT,
+        stamp: stamp.to_string(),
+        destination: report.name.clone(),
+        host: host.to_string(),
+        dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
+        started,
+        finished: Local::now().fixed_offset(),
+        verified: true,
+        read_back: read_back.clone(),
+        filesystem,
+        sums_file: layout::SUMS_FILE.to_string(),
+        sets: report.sets.clone(),
+        system: None,
+        depends_on,
+    }
 }
 
 /// An error as one message: the building blocks put their I/O error in their own message and also give it as the
@@ -690,7 +752,6 @@ pub(crate) fn open_base(
 
 /// Writes one set's archive and index into the temporary directory, then reads both back and compares. Returns
 /// the set's record and the backups its manifest points into.
-// Stays long: the write, the read-back and the record in order.
 #[allow(clippy::too_many_arguments)]
 fn write_set(
     d: &DestinationPlan,
@@ -724,10 +785,7 @@ fn write_set(
     let label = format!("{}: {}", d.name, a.set);
     let mut progress = WriteProgress::new(ui, &label, scan.estimate.file_bytes);
     let t = Instant::now();
-    let copy_sink = || match copies {
-        Some(c) => c.sink(&a.set),
-        None => Err(std::io::Error::other("no copy")),
-    };
+    let copy_sink = || super::index_copy::Pending::sink_of(copies, &a.set);
     let summary = archive::write_archive(
         scan,
         archive_sink,

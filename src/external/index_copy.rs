@@ -91,6 +91,32 @@ impl Pending {
         })
     }
 
+    /// [`Pending::start`], else `None` with a warning that without the copies the next `what` (backup, upload) of
+    /// `destination` is full: nothing worse.
+    pub fn start_or_warn(
+        root: &Path,
+        destination: &str,
+        stamp: &str,
+        what: &str,
+        ui: &crate::ui::Ui,
+    ) -> Option<Pending> {
+        Pending::start(root, destination, stamp)
+            .map_err(|e| {
+                ui.warn(format_args!(
+                    "{destination}: no local copy of the encrypted indexes can be kept ({e}): the next {what} is full"
+                ))
+            })
+            .ok()
+    }
+
+    /// The sink of `set`'s copy for the archive writer, when there are copies (else an error the writer reports).
+    pub fn sink_of(copies: Option<&Pending>, set: &str) -> io::Result<Box<dyn Sink>> {
+        match copies {
+            Some(c) => c.sink(set),
+            None => Err(io::Error::other("no copy")),
+        }
+    }
+
     /// The sink of `set`'s copy (`<set>.index`, 0600), hashed as it is written.
     pub fn sink(&self, set: &str) -> io::Result<Box<dyn Sink>> {
         let sink = FileSink::create_in_with_mode(&self.tmp, format!("{set}.index"), 0o600)?;
@@ -136,6 +162,31 @@ impl Drop for Pending {
     }
 }
 
+/// A small JSON record of ours (an index copy's record, an upload journal): `name` in `dir` (as it was opened), read
+/// up to `max` bytes and parsed; else why not, in words: `none` when the directory or the file is missing, else
+/// "its {what}: ..." or "its {what} cannot be read: ...". With the directory, for what is read beside it.
+pub(super) fn read_record<T: serde::de::DeserializeOwned>(
+    dir: Result<Dir, crate::stdx::fs::FsError>,
+    name: &str,
+    max: u64,
+    (what, none): (&str, &str),
+) -> Result<(Dir, T), String> {
+    let missing = |e: &crate::stdx::fs::FsError, other: String| {
+        if e.is_not_found() {
+            none.to_string()
+        } else {
+            other
+        }
+    };
+    let dir = dir.map_err(|e| missing(&e, e.to_string()))?;
+    let raw = dir
+        .read_bounded(name, max)
+        .map_err(|e| missing(&e, format!("its {what}: {e}")))?;
+    let record =
+        serde_json::from_slice(&raw).map_err(|e| format!("its {what} cannot be read: {e}"))?;
+    Ok((dir, record))
+}
+
 /// The copy of `set`'s index of backup `stamp` on `destination`, when it can be trusted as a copy of `index` (the
 /// drive's encrypted index, as its `backup.json` records it): its record names this backup and set and exactly that
 /// encrypted index, and the copy hashes to the plaintext digest recorded. Otherwise why not (for the dry run).
@@ -149,25 +200,13 @@ pub fn trusted(
     let dir = Dir::open(root)
         .and_then(|r| r.sub(DIR))
         .and_then(|d| d.sub(destination))
-        .and_then(|d| d.sub(stamp))
-        .map_err(|e| {
-            if e.is_not_found() {
-                "there is none".to_string()
-            } else {
-                e.to_string()
-            }
-        })?;
-    let raw = dir
-        .read_bounded(format!("{set}.json"), MAX_RECORD_BYTES)
-        .map_err(|e| {
-            if e.is_not_found() {
-                "there is none".to_string()
-            } else {
-                format!("its record: {e}")
-            }
-        })?;
-    let rec: CopyRecord =
-        serde_json::from_slice(&raw).map_err(|e| format!("its record cannot be read: {e}"))?;
+        .and_then(|d| d.sub(stamp));
+    let (dir, rec): (Dir, CopyRecord) = read_record(
+        dir,
+        &format!("{set}.json"),
+        MAX_RECORD_BYTES,
+        ("record", "there is none"),
+    )?;
     if rec.format != RECORD_FORMAT
         || rec.destination != destination
         || rec.stamp != stamp

@@ -531,12 +531,25 @@ impl BackupMeta {
     pub fn file_bytes_on_drive(&self) -> u64 {
         self.sets
             .iter()
-            .flat_map(|s| s.archive.iter().chain(&s.index))
+            .flat_map(SetRecord::files)
             .fold(0u64, |t, f| t.saturating_add(f.bytes))
     }
 }
 
 impl SetRecord {
+    /// Its files: the archive's part(s), then the index's.
+    pub fn files(&self) -> impl Iterator<Item = &FileRecord> {
+        self.archive.iter().chain(&self.index)
+    }
+
+    /// Its files' lines in the sums file (`verification.sha256`).
+    pub fn sum_lines(&self) -> impl Iterator<Item = crate::archive::sums::SumLine> + '_ {
+        self.files().map(|f| crate::archive::sums::SumLine {
+            sha256: f.sha256,
+            name: f.name.clone().into_bytes(),
+        })
+    }
+
     /// The bytes of its archive file(s) (fits: [`BackupMeta::check`]).
     pub fn archive_bytes(&self) -> u64 {
         self.archive

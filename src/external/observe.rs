@@ -13,7 +13,7 @@ use crate::archive::{self, ArchivePlan, NoProgress};
 use crate::config::ExternalMode;
 use crate::exit::{CodedError, Exit};
 use crate::media;
-use crate::settings::{SetSettings, Settings};
+use crate::settings::{CloudSettings, DestinationSettings, SetSettings, Settings};
 use crate::snapshot::{self, SnapshotMeta};
 use crate::ui::Ui;
 
@@ -29,8 +29,8 @@ pub struct Observed {
 }
 
 /// Observes everything the plan needs. Fails with exit 1 when no set has a snapshot to export, exit 2 for an unknown
-/// `--destination`, exit 5 when no destination is present (saying, for each, why).
-// Stays long: the facts in the order the exit codes need them (sets, the --destination check, each drive).
+/// `--destination`, exit 5 when no destination is present (saying, for each, why). The steps run in the order the
+/// exit codes need them: the snapshots, the `--destination` check, the drives' detection, the clouds, each drive.
 pub fn observe(
     settings: &Settings,
     sets: &[&SetSettings],
@@ -42,6 +42,133 @@ pub fn observe(
     let mut timings = plan::Timings::default();
 
     // Snapshots first: without one there is nothing to do, drive or not.
+    let Snapshots {
+        mut set_worlds,
+        chosen,
+        metas,
+    } = observe_snapshots(root, sets, options)?;
+
+    // The recovery kit's tools run beside the drives' detection and the walks below (they share nothing).
+    let system = {
+        let settings = settings.clone();
+        std::thread::Builder::new()
+            .name("recovery-kit".into())
+            .spawn(move || crate::image::observe_system(&settings, &[]))
+            .context("starting the recovery kit's thread")?
+    };
+
+    // Every destination's name (drives, then clouds).
+    let all_names = settings.destination_names();
+    let (configured, clouds) = named_destinations(settings, options, &all_names)?;
+    // With one destination named, `first` and `all` choose alike.
+    let mode = if options.destination.is_some() {
+        ExternalMode::All
+    } else {
+        settings.external_mode
+    };
+    let detected = media::detect_all(&configured);
+    for d in &detected {
+        ui.step(format_args!("{d}"));
+    }
+    // The present drives and the cloud destinations are chosen together, by priority.
+    let present: Vec<(String, i32)> = detected
+        .iter()
+        .filter(|d| d.is_present())
+        .map(|d| (d.destination.name.clone(), d.destination.priority))
+        .collect();
+    let candidates: Vec<(String, i32)> = clouds
+        .iter()
+        .map(|c| (c.name.clone(), c.priority))
+        .collect();
+    let (drives, chosen_clouds) = super::cloud::select_across(mode, &present, &candidates);
+    let selected: Vec<media::Detected> = if clouds.is_empty() {
+        media::select_or_fail(mode, &detected)?
+            .into_iter()
+            .cloned()
+            .collect()
+    } else {
+        detected
+            .iter()
+            .filter(|d| drives.contains(&d.destination.name))
+            .cloned()
+            .collect()
+    };
+    let clouds_not_chosen: Vec<(String, String)> = clouds
+        .iter()
+        .filter(|c| !chosen_clouds.contains(&c.name))
+        .map(|c| (c.name.clone(), c.place()))
+        .collect();
+    let cloud_worlds = observe_clouds(settings, options, &clouds, &chosen_clouds, &chosen, ui)?;
+
+    // The chosen snapshots' scans (metadata only: the exact archive sizes), made below: by the change detection of a
+    // likely incremental (one walk gives both sizes), else by a scan of their own.
+    let mut scans: BTreeMap<String, ArchivePlan> = BTreeMap::new();
+    let mut destinations = Vec::new();
+    for d in selected {
+        destinations.push(observe_drive(
+            settings,
+            options,
+            &d,
+            &chosen,
+            (&mut scans, &mut timings),
+            ui,
+        )?);
+    }
+    scan_the_rest(root, &chosen, &mut scans, &mut set_worlds, &mut timings, ui)?;
+
+    let system = system
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    timings.observe_seconds = started.elapsed().as_secs_f64();
+    Ok(Observed {
+        timings,
+        world: World {
+            backup_root: root.clone(),
+            index_copies_orphaned: super::index_copy::orphaned(
+                root,
+                super::index_copy::DIR,
+                &all_names,
+            ),
+            upload_journals_orphaned: super::index_copy::orphaned(
+                root,
+                super::resume::DIR,
+                &all_names,
+            ),
+            host: media::hostname(),
+            mode: settings.external_mode,
+            only_destination: options.destination.clone(),
+            allow_incomplete: options.allow_incomplete,
+            sets: set_worlds,
+            detected,
+            destinations,
+            clouds: cloud_worlds,
+            clouds_not_chosen,
+            incremental: settings.external_incremental,
+            force_full: options.full,
+            content_every: super::chain::content_every(settings.schedule.full),
+            schedule_full: settings.schedule.full,
+            choose_at: options.now,
+            system,
+        },
+        scans,
+        snapshot_meta: metas,
+    })
+}
+
+/// Each set's snapshots and the one chosen to export.
+struct Snapshots {
+    set_worlds: Vec<SetWorld>,
+    /// (set, snapshot) of each set with one to export.
+    chosen: Vec<(String, String)>,
+    metas: BTreeMap<String, SnapshotMeta>,
+}
+
+/// Each set's snapshots summarised and the one to export chosen; exit 1 when no set has one.
+fn observe_snapshots(
+    root: &std::path::Path,
+    sets: &[&SetSettings],
+    options: &Options,
+) -> anyhow::Result<Snapshots> {
     let mut set_worlds = Vec::new();
     let mut chosen: Vec<(String, String)> = Vec::new();
     let mut metas = BTreeMap::new();
@@ -103,98 +230,68 @@ pub fn observe(
         )
         .into());
     }
+    Ok(Snapshots {
+        set_worlds,
+        chosen,
+        metas,
+    })
+}
 
-    // The recovery kit's tools run beside the drives' detection and the walks below (they share nothing).
-    let system = {
-        let settings = settings.clone();
-        std::thread::Builder::new()
-            .name("recovery-kit".into())
-            .spawn(move || crate::image::observe_system(&settings, &[]))
-            .context("starting the recovery kit's thread")?
+/// The drives and cloud destinations to consider: `--destination` narrows them to one (a drive or a cloud
+/// destination; exit 2 for an unknown name), else all. Media decides later which drives are present; cloud
+/// destinations are always candidates (looked at once chosen).
+fn named_destinations(
+    settings: &Settings,
+    options: &Options,
+    all_names: &[&str],
+) -> anyhow::Result<(Vec<DestinationSettings>, Vec<CloudSettings>)> {
+    let Some(name) = &options.destination else {
+        return Ok((settings.destinations.clone(), settings.clouds.clone()));
     };
-
-    // Every destination's name (drives, then clouds).
-    let all_names = settings.destination_names();
-    // Destinations: `--destination` narrows them to one (a drive or a cloud destination); media decides which
-    // drives are present; cloud destinations are always candidates (looked at once chosen).
-    let (configured, clouds): (Vec<_>, Vec<_>) = match &options.destination {
-        Some(name) => {
-            let drive = settings.destinations.iter().find(|d| &d.name == name);
-            let cloud = settings.clouds.iter().find(|c| &c.name == name);
-            if drive.is_none() && cloud.is_none() {
-                let known = &all_names;
-                return Err(CodedError::new(
-                    Exit::Usage,
-                    if known.is_empty() {
-                        format!(
-                            "there is no destination named {name:?}: the config has no destinations; add one \
-                             to \"destinations\""
-                        )
-                    } else {
-                        format!(
-                            "there is no destination named {name:?}; the config has: {}",
-                            known.join(", ")
-                        )
-                    },
+    let drive = settings.destinations.iter().find(|d| &d.name == name);
+    let cloud = settings.clouds.iter().find(|c| &c.name == name);
+    if drive.is_none() && cloud.is_none() {
+        let known = all_names;
+        return Err(CodedError::new(
+            Exit::Usage,
+            if known.is_empty() {
+                format!(
+                    "there is no destination named {name:?}: the config has no destinations; add one \
+                     to \"destinations\""
                 )
-                .into());
-            }
-            (
-                drive.cloned().into_iter().collect(),
-                cloud.cloned().into_iter().collect(),
-            )
-        }
-        None => (settings.destinations.clone(), settings.clouds.clone()),
-    };
-    // With one destination named, `first` and `all` choose alike.
-    let mode = if options.destination.is_some() {
-        ExternalMode::All
-    } else {
-        settings.external_mode
-    };
-    let detected = media::detect_all(&configured);
-    for d in &detected {
-        ui.step(format_args!("{d}"));
+            } else {
+                format!(
+                    "there is no destination named {name:?}; the config has: {}",
+                    known.join(", ")
+                )
+            },
+        )
+        .into());
     }
-    // The present drives and the cloud destinations are chosen together, by priority.
-    let present: Vec<(String, i32)> = detected
-        .iter()
-        .filter(|d| d.is_present())
-        .map(|d| (d.destination.name.clone(), d.destination.priority))
-        .collect();
-    let candidates: Vec<(String, i32)> = clouds
-        .iter()
-        .map(|c| (c.name.clone(), c.priority))
-        .collect();
-    let (drives, chosen_clouds) = super::cloud::select_across(mode, &present, &candidates);
-    let selected: Vec<media::Detected> = if clouds.is_empty() {
-        media::select_or_fail(mode, &detected)?
-            .into_iter()
-            .cloned()
-            .collect()
-    } else {
-        detected
-            .iter()
-            .filter(|d| drives.contains(&d.destination.name))
-            .cloned()
-            .collect()
-    };
+    Ok((
+        drive.cloned().into_iter().collect(),
+        cloud.cloned().into_iter().collect(),
+    ))
+}
+
+/// The chosen cloud destinations looked at (listing, upload journals, encryption), then each bucket's chains: the
+/// metadata they go through and each incremental's base index (downloaded, checked).
+fn observe_clouds(
+    settings: &Settings,
+    options: &Options,
+    clouds: &[CloudSettings],
+    chosen_clouds: &std::collections::BTreeSet<String>,
+    chosen: &[(String, String)],
+    ui: &Ui,
+) -> anyhow::Result<Vec<super::cloud::CloudWorld>> {
+    let root = &settings.backup_root;
     let mut cloud_worlds = Vec::new();
-    let mut clouds_not_chosen = Vec::new();
-    for c in &clouds {
-        if !chosen_clouds.contains(&c.name) {
-            clouds_not_chosen.push((c.name.clone(), c.place()));
-            continue;
-        }
+    for c in clouds.iter().filter(|c| chosen_clouds.contains(&c.name)) {
         let mut w = super::cloud::observe(c, ui);
         super::resume::observe(&mut w, root);
         (w.encryption, w.passphrase_file) = encryption_of(&c.name, c.encryption.as_ref())?;
         cloud_worlds.push(w);
     }
-
-    // The chosen snapshots' scans (metadata only: the exact archive sizes), made below: by the change detection of a
-    // likely incremental (one walk gives both sizes), else by a scan of their own.
-    let mut scans: BTreeMap<String, ArchivePlan> = BTreeMap::new();
 
     // Each bucket's chains: the metadata they go through, and each incremental's base index (downloaded, checked).
     let chain_policy = super::cloud::ChainPolicy {
@@ -206,123 +303,145 @@ pub fn observe(
             .unwrap_or_else(|| chrono::Local::now().naive_local()),
     };
     for w in &mut cloud_worlds {
-        super::cloud::observe_chains(w, &chosen, &chain_policy, root, ui);
+        super::cloud::observe_chains(w, chosen, &chain_policy, root, ui);
     }
+    Ok(cloud_worlds)
+}
 
-    let mut destinations = Vec::new();
-    for d in selected {
-        let info = d.info().expect("selected destinations are present").clone();
-        let block_size = crate::media::block_size(&info.resolved);
-        let mut listing = match layout::open_backups_at(&info.resolved)
-            .with_context(|| format!("looking at destination {}", d.destination.name))?
+/// One present drive: what its `backups/` holds (leftovers in use, damaged backups), its encryption, and where an
+/// incremental is likely, the change detection's estimate (its scan kept in `scans` for the writer, its time added
+/// to `timings`).
+fn observe_drive(
+    settings: &Settings,
+    options: &Options,
+    d: &media::Detected,
+    chosen: &[(String, String)],
+    (scans, timings): (&mut BTreeMap<String, ArchivePlan>, &mut plan::Timings),
+    ui: &Ui,
+) -> anyhow::Result<DestinationWorld> {
+    let root = &settings.backup_root;
+    let info = d.info().expect("selected destinations are present").clone();
+    let block_size = crate::media::block_size(&info.resolved);
+    let mut listing = match layout::open_backups_at(&info.resolved)
+        .with_context(|| format!("looking at destination {}", d.destination.name))?
+    {
+        Some(backups) => layout::list_in(&backups)
+            .with_context(|| format!("looking at destination {}", d.destination.name))?,
+        None => layout::DriveListing::default(),
+    };
+    for l in &mut listing.leftovers {
+        l.in_use = layout::leftover_pid(&l.name).is_some_and(is_running_dbackup);
+    }
+    let (encryption, passphrase_file) =
+        encryption_of(&d.destination.name, d.destination.encryption.as_ref())?;
+    let mut damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
+    // What `restore --verify` found (a damage of the same size, which the lstat above cannot see).
+    let verified_damaged = super::damage::on_destination(
+        &super::damage::read(&settings.state_dir),
+        &d.destination.name,
+        &listing,
+    );
+    for (stamp, why) in verified_damaged {
+        damaged.entry(stamp).or_insert(why);
+    }
+    // Where an incremental is likely, what it would store: the change detection alone (stats and the base's
+    // index; contents are read only when a content comparison is due, and then not here: counted as changed).
+    let mut incremental = BTreeMap::new();
+    // An encrypted chain's base manifest is the local plaintext copy of its index: here and trusted, or why not.
+    let mut base_copies = BTreeMap::new();
+    for (set, name) in chosen {
+        let facts = super::chain::facts(&listing, set, &damaged);
+        if encryption.is_some()
+            && let Some(f) = &facts
         {
-            Some(backups) => layout::list_in(&backups)
-                .with_context(|| format!("looking at destination {}", d.destination.name))?,
-            None => layout::DriveListing::default(),
-        };
-        for l in &mut listing.leftovers {
-            l.in_use = layout::leftover_pid(&l.name).is_some_and(is_running_dbackup);
-        }
-        let (encryption, passphrase_file) =
-            encryption_of(&d.destination.name, d.destination.encryption.as_ref())?;
-        let mut damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
-        // What `restore --verify` found (a damage of the same size, which the lstat above cannot see).
-        let verified_damaged = super::damage::on_destination(
-            &super::damage::read(&settings.state_dir),
-            &d.destination.name,
-            &listing,
-        );
-        for (stamp, why) in verified_damaged {
-            damaged.entry(stamp).or_insert(why);
-        }
-        // Where an incremental is likely, what it would store: the change detection alone (stats and the base's
-        // index; contents are read only when a content comparison is due, and then not here: counted as changed).
-        let mut incremental = BTreeMap::new();
-        // An encrypted chain's base manifest is the local plaintext copy of its index: here and trusted, or why not.
-        let mut base_copies = BTreeMap::new();
-        for (set, name) in &chosen {
-            let facts = super::chain::facts(&listing, set, &damaged);
-            if encryption.is_some()
-                && let Some(f) = &facts
-            {
-                base_copies.insert(
-                    set.clone(),
-                    base_copy(root, &d.destination.name, &listing, &f.base, set).map(|_| ()),
-                );
-            }
-            let choice = super::chain::choose(
-                super::chain::ChoiceInputs {
-                    policy: settings.external_incremental,
-                    force_full: options.full,
-                    encryption: encryption.as_ref(),
-                    content_every: super::chain::content_every(settings.schedule.full),
-                    now: options
-                        .now
-                        .unwrap_or_else(|| chrono::Local::now().naive_local()),
-                    base_copy: base_copies.get(set).map(|r: &Result<(), String>| {
-                        r.as_ref().map(|_| ()).map_err(String::as_str)
-                    }),
-                },
-                facts.as_ref(),
+            base_copies.insert(
+                set.clone(),
+                base_copy(root, &d.destination.name, &listing, &f.base, set).map(|_| ()),
             );
-            if choice.base.is_none() {
-                continue;
-            }
-            let detecting = Instant::now();
-            let estimate = info
-                .open_root()
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .and_then(|root| {
-                    layout::open_backups(&root)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?
-                        .ok_or_else(|| anyhow::anyhow!("no backups directory"))
-                })
-                .and_then(|backups| {
-                    let mut base = super::exec::open_base(
-                        &listing,
-                        &backups,
-                        set,
-                        &choice,
-                        root,
-                        &d.destination.name,
-                    )?;
-                    base.compare_content = false;
-                    let path = root.join(name);
-                    ui.step(format_args!(
-                        "{set}: scanning {} for changes since {}",
-                        path.display(),
-                        base.stamp
-                    ));
-                    Ok(archive::scan_both(&path, &base, &mut NoProgress)?)
-                });
-            timings.detection_seconds += detecting.elapsed().as_secs_f64();
-            if let Ok((plan, estimate)) = estimate {
-                timings.detection_entries += estimate.entries;
-                ui.step(format_args!(
-                    "{set}: change detection on {}: {} entries in {:.3}s",
-                    d.destination.name,
-                    crate::stdx::count(estimate.entries),
-                    detecting.elapsed().as_secs_f64()
-                ));
-                incremental.insert(set.clone(), estimate);
-                scans.entry(set.clone()).or_insert(plan);
-            }
         }
-        destinations.push(DestinationWorld {
-            settings: d.destination.clone(),
-            info,
-            block_size,
-            listing,
-            encryption,
-            passphrase_file,
-            damaged,
-            incremental,
-            index_copies: super::index_copy::list(root, &d.destination.name),
-            base_copies,
-        });
+        let choice = super::chain::choose(
+            super::chain::ChoiceInputs {
+                policy: settings.external_incremental,
+                force_full: options.full,
+                encryption: encryption.as_ref(),
+                content_every: super::chain::content_every(settings.schedule.full),
+                now: options
+                    .now
+                    .unwrap_or_else(|| chrono::Local::now().naive_local()),
+                base_copy: base_copies
+                    .get(set)
+                    .map(|r: &Result<(), String>| r.as_ref().map(|_| ()).map_err(String::as_str)),
+            },
+            facts.as_ref(),
+        );
+        if choice.base.is_none() {
+            continue;
+        }
+        let detecting = Instant::now();
+        let estimate = info
+            .open_root()
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .and_then(|root| {
+                layout::open_backups(&root)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .ok_or_else(|| anyhow::anyhow!("no backups directory"))
+            })
+            .and_then(|backups| {
+                let mut base = super::exec::open_base(
+                    &listing,
+                    &backups,
+                    set,
+                    &choice,
+                    root,
+                    &d.destination.name,
+                )?;
+                base.compare_content = false;
+                let path = root.join(name);
+                ui.step(format_args!(
+                    "{set}: scanning {} for changes since {}",
+                    path.display(),
+                    base.stamp
+                ));
+                Ok(archive::scan_both(&path, &base, &mut NoProgress)?)
+            });
+        timings.detection_seconds += detecting.elapsed().as_secs_f64();
+        if let Ok((plan, estimate)) = estimate {
+            timings.detection_entries += estimate.entries;
+            ui.step(format_args!(
+                "{set}: change detection on {}: {} entries in {:.3}s",
+                d.destination.name,
+                crate::stdx::count(estimate.entries),
+                detecting.elapsed().as_secs_f64()
+            ));
+            incremental.insert(set.clone(), estimate);
+            scans.entry(set.clone()).or_insert(plan);
+        }
     }
+    Ok(DestinationWorld {
+        settings: d.destination.clone(),
+        info,
+        block_size,
+        listing,
+        encryption,
+        passphrase_file,
+        damaged,
+        incremental,
+        index_copies: super::index_copy::list(root, &d.destination.name),
+        base_copies,
+    })
+}
 
-    for (set, name) in &chosen {
+/// Each chosen snapshot not scanned by a drive's change detection scanned now (its time added to `timings`); each
+/// set's estimate recorded.
+fn scan_the_rest(
+    root: &std::path::Path,
+    chosen: &[(String, String)],
+    scans: &mut BTreeMap<String, ArchivePlan>,
+    set_worlds: &mut [SetWorld],
+    timings: &mut plan::Timings,
+    ui: &Ui,
+) -> anyhow::Result<()> {
+    for (set, name) in chosen {
         let scan = match scans.remove(set) {
             Some(scan) => scan,
             None => {
@@ -340,44 +459,7 @@ pub fn observe(
         }
         scans.insert(set.clone(), scan);
     }
-
-    let system = system
-        .join()
-        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-    timings.observe_seconds = started.elapsed().as_secs_f64();
-    Ok(Observed {
-        timings,
-        world: World {
-            backup_root: root.clone(),
-            index_copies_orphaned: super::index_copy::orphaned(
-                root,
-                super::index_copy::DIR,
-                &all_names,
-            ),
-            upload_journals_orphaned: super::index_copy::orphaned(
-                root,
-                super::resume::DIR,
-                &all_names,
-            ),
-            host: media::hostname(),
-            mode: settings.external_mode,
-            only_destination: options.destination.clone(),
-            allow_incomplete: options.allow_incomplete,
-            sets: set_worlds,
-            detected,
-            destinations,
-            clouds: cloud_worlds,
-            clouds_not_chosen,
-            incremental: settings.external_incremental,
-            force_full: options.full,
-            content_every: super::chain::content_every(settings.schedule.full),
-            schedule_full: settings.schedule.full,
-            choose_at: options.now,
-            system,
-        },
-        scans,
-        snapshot_meta: metas,
-    })
+    Ok(())
 }
 
 /// Whether the local plaintext copy of `set`'s index in backup `base` is here and matches the encrypted index the
@@ -438,7 +520,7 @@ fn damaged_backups(
     let mut damaged = BTreeMap::new();
     for b in &listing.backups {
         let Some(m) = &b.meta else { continue };
-        let files = m.sets.iter().flat_map(|s| s.archive.iter().chain(&s.index));
+        let files = m.sets.iter().flat_map(layout::SetRecord::files);
         for f in files {
             // Names were checked to be plain (`BackupMeta::check`).
             let why = match std::fs::symlink_metadata(backups_dir.join(&b.name).join(&f.name)) {

@@ -142,24 +142,12 @@ fn journal_name(stamp: &str) -> String {
 
 /// Reads the journal of `stamp` on `destination`: bounded, parsed, checked to name that stamp.
 pub fn read(root: &Path, destination: &str, stamp: &str) -> Result<Journal, String> {
-    let dir = journals_dir(root, destination).map_err(|e| {
-        if e.is_not_found() {
-            "there is no journal of it".to_string()
-        } else {
-            e.to_string()
-        }
-    })?;
-    let raw = dir
-        .read_bounded(journal_name(stamp), MAX_JOURNAL_BYTES)
-        .map_err(|e| {
-            if e.is_not_found() {
-                "there is no journal of it".to_string()
-            } else {
-                format!("its journal: {e}")
-            }
-        })?;
-    let j: Journal =
-        serde_json::from_slice(&raw).map_err(|e| format!("its journal cannot be read: {e}"))?;
+    let (_, j): (_, Journal) = super::index_copy::read_record(
+        journals_dir(root, destination),
+        &journal_name(stamp),
+        MAX_JOURNAL_BYTES,
+        ("journal", "there is no journal of it"),
+    )?;
     if j.format != FORMAT || j.stamp != stamp || j.key.destination != destination {
         return Err("its journal is for another upload".into());
     }

@@ -660,7 +660,7 @@ fn examine(dest: &DestinationSettings, for_writing: bool) -> Result<MediaInfo, A
         dev,
         free_bytes,
         total_bytes,
-        max_file_size: caps.max_file_size,
+        max_file_size: max_file_size(caps),
         symlinks: caps.symlinks,
         hard_links: caps.hard_links,
         marker,
@@ -724,6 +724,23 @@ pub fn real_fs_type(mount_fs_type: &str, probed: Option<&str>) -> String {
             p.to_string()
         }
         _ => mount_fs_type.to_string(),
+    }
+}
+
+/// The hidden largest-file size (bytes, at least 1 MiB), for tests: archives are split into parts as on FAT32 without
+/// writing 4 GiB (this machine's only FAT driver, fusefat, cannot write past 2 GiB in a file). It only ever lowers
+/// the filesystem's own limit.
+pub const MAX_FILE_BYTES_VAR: &str = "DBACKUP_MAX_FILE_BYTES";
+
+/// The largest file the drive takes: its filesystem type's limit, lowered by [`MAX_FILE_BYTES_VAR`].
+fn max_file_size(caps: Capabilities) -> Option<u64> {
+    let lowered = std::env::var(MAX_FILE_BYTES_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|n| n.max(1 << 20));
+    match (caps.max_file_size, lowered) {
+        (Some(m), Some(n)) => Some(m.min(n)),
+        (m, n) => m.or(n),
     }
 }
 
