@@ -427,6 +427,12 @@ impl BackupMeta {
                     }
                     total = add(total, f.bytes, &|| format!("sets[{i}].{what}[{j}].bytes"))?;
                     if let Some(head) = &f.age_head {
+                        if !crate::archive::crypt::is_encrypted_name(f.name.as_bytes()) {
+                            return Err(format!(
+                                "sets[{i}].{what}[{j}].age_head is given for an object that is not an age stream \
+                                 (its name does not end in .age): backup.json was altered or damaged"
+                            ));
+                        }
                         crate::archive::crypt::decode_head(head).map_err(|e| {
                             format!("sets[{i}].{what}[{j}].age_head {e}: backup.json was altered or damaged")
                         })?;
@@ -1225,8 +1231,8 @@ pub(crate) mod tests {
     }
 
     /// A part's `age_head` (a bucket's encrypted part: its age header and nonce): absent in older metadata, it
-    /// round-trips when present; one that is not bounded base64 of an age header makes the metadata refused (it
-    /// names the field) rather than reach a restore.
+    /// round-trips when present; one that is not bounded base64 of an age header, or is given for an object that is
+    /// not an age stream, makes the metadata refused (it names the field) rather than reach a restore.
     #[test]
     fn an_age_head_round_trips_and_is_checked() {
         let mut m = meta("2025-04-02-000000", &["data"]);
@@ -1244,11 +1250,18 @@ pub(crate) mod tests {
         m.sets[0].archive[0].age_head = Some(head);
         m.check().unwrap();
         let v = serde_json::to_value(&m).unwrap();
-        assert_eq!(serde_json::from_value::<BackupMeta>(v).unwrap(), m);
+        assert_eq!(serde_json::from_value::<BackupMeta>(v.clone()).unwrap(), m);
         for bad in ["%%%", "UEsDBA==", &"QUFB".repeat(2000)] {
             m.sets[0].archive[0].age_head = Some(bad.to_string());
             let e = m.check().unwrap_err();
             assert!(e.contains("sets[0].archive[0].age_head"), "{bad}: {e}");
         }
+        // Only an age stream has one: a plain part's first bytes are never replaced.
+        let mut plain = m.clone();
+        plain.sets[0].archive[0].name = "data.tar.part000".into();
+        plain.sets[0].archive[0].age_head = v["sets"][0]["archive"][0]["age_head"]
+            .as_str()
+            .map(String::from);
+        assert!(plain.check().unwrap_err().contains("not an age stream"));
     }
 }
