@@ -13,7 +13,9 @@ use std::str::FromStr;
 
 use std::sync::Mutex;
 
-use age::secrecy::{ExposeSecret as _, SecretBox, SecretString};
+/// A passphrase held as a secret (never printed): what the rest of the crate holds one in.
+pub use age::secrecy::SecretString;
+use age::secrecy::{ExposeSecret as _, SecretBox};
 use age::stream::{StreamReader, StreamWriter};
 use age_core::format::{FILE_KEY_BYTES, FileKey, Stanza};
 use serde::{Deserialize, Serialize};
@@ -621,6 +623,15 @@ pub fn is_passphrase_encrypted<R: Read>(input: R) -> Option<bool> {
     age::Decryptor::new(input).ok().map(|d| d.is_scrypt())
 }
 
+/// The plaintext of an age stream read in order, with age's errors told as what they mean for a backup.
+pub struct Decrypting<R: Read>(pub StreamReader<R>);
+
+impl<R: Read> Read for Decrypting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf).map_err(age_read_error)
+    }
+}
+
 /// Turns age's terse stream errors into ones that say what they mean for a backup.
 pub fn age_read_error(e: io::Error) -> io::Error {
     let text = e.to_string();
@@ -1013,7 +1024,8 @@ mod tests {
         let head = &empty[..empty.len() - 16];
         let text = encode_head(head).unwrap();
         assert_eq!(decode_head(&text).unwrap(), head);
-        assert!(head.len() < 300, "{} bytes", head.len());
+        // A few hundred bytes: age may add a random "grease" stanza, so not an exact size.
+        assert!(head.len() < 1024, "{} bytes", head.len());
         assert_eq!(encode_head(&[b'a'; AGE_HEAD_MAX + 1]), None);
         assert_eq!(encode_head(b""), None);
         let too_long = "A".repeat(data_encoding::BASE64.encode_len(AGE_HEAD_MAX) + 4);

@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use age::secrecy::SecretString;
+use crate::archive::crypt::SecretString;
 
 use crate::archive::ArchiveFiles;
 use crate::archive::crypt::{self, CryptError, Keys};

@@ -29,7 +29,7 @@ use super::engine::tarscan::{Owners, Scanner};
 use super::keys::{Ask, KeyRing};
 use super::list::Kept;
 use super::select::abs_of;
-use crate::archive::crypt::age_read_error;
+use crate::archive::crypt::Decrypting;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
 use crate::archive::{
@@ -295,15 +295,6 @@ impl Read for PartHasher {
                 .push((path, count, self.hash.then(|| Digest::of(hasher))));
             self.next += 1;
         }
-    }
-}
-
-/// The plaintext of an age stream read in order, with age's errors told as what they mean for a backup.
-struct Decrypting<R: Read>(age::stream::StreamReader<R>);
-
-impl<R: Read> Read for Decrypting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf).map_err(age_read_error)
     }
 }
 
