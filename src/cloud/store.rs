@@ -1025,15 +1025,24 @@ impl io::Read for FileAt {
 
 impl io::Seek for FileAt {
     fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
-        let pos = match to {
-            io::SeekFrom::Start(n) => Some(n),
-            io::SeekFrom::End(d) => self.len.checked_add_signed(d),
-            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos =
-            pos.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before 0"))?;
+        self.pos = seek_target(to, self.pos, self.len)?;
         Ok(self.pos)
     }
+}
+
+/// Where a seek from `pos` in an object of `len` bytes lands (the two readers of an object keep their own position).
+fn seek_target(to: io::SeekFrom, pos: u64, len: u64) -> io::Result<u64> {
+    match to {
+        io::SeekFrom::Start(p) => Some(p),
+        io::SeekFrom::End(d) => len.checked_add_signed(d),
+        io::SeekFrom::Current(d) => pos.checked_add_signed(d),
+    }
+    .ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a seek to a negative or overflowing position",
+        )
+    })
 }
 
 impl crate::archive::Remote for Objects {
@@ -1212,18 +1221,7 @@ impl io::Read for Ranged {
 
 impl io::Seek for Ranged {
     fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
-        let to = match pos {
-            io::SeekFrom::Start(p) => Some(p),
-            io::SeekFrom::End(d) => self.len.checked_add_signed(d),
-            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        }
-        .ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a seek to a negative or overflowing position",
-            )
-        })?;
-        self.pos = to;
-        Ok(to)
+        self.pos = seek_target(pos, self.pos, self.len)?;
+        Ok(self.pos)
     }
 }
