@@ -48,6 +48,7 @@ pub mod apply;
 pub mod attrs;
 pub mod displace;
 pub mod entry;
+pub mod item;
 pub mod links;
 pub mod plan;
 pub mod safety;
@@ -61,7 +62,8 @@ use serde::{Serialize, Serializer};
 
 pub use apply::{Applier, Summary};
 pub use entry::{EntryKind, RestoreEntry, show};
-pub use plan::{Action, Counts, Plan, PlanItem, Planner};
+pub use item::{Action, PlanItem};
+pub use plan::{Counts, Plan, Planner};
 pub use safety::RelPath;
 // What only the unit tests use.
 #[cfg(test)]
