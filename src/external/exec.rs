@@ -13,14 +13,13 @@ use anyhow::Context;
 use chrono::{DateTime, FixedOffset, Local};
 use serde::{Deserialize, Serialize};
 
-use super::layout::{
-    self, BackupMeta, FileRecord, FilesystemRecord, LatestKind, ReadBackRecord, SetRecord,
-};
+use super::layout::{self, BackupMeta, FilesystemRecord, LatestKind, ReadBackRecord, SetRecord};
 use super::observe::Observed;
 use super::plan::{
     ArchiveTarget, DestinationAction, DestinationPlan, DestinationWorld, ExternalPlan, SetPlan,
 };
 use super::retention as drive_retention;
+use crate::archive::FileRecord;
 use crate::archive::incremental::IncrementalBase;
 use crate::archive::readback::drop_device_cache;
 use crate::archive::sums::{SumLine, write_sums};

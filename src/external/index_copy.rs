@@ -30,7 +30,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::layout::{DriveListing, FileRecord};
+use super::layout::DriveListing;
+use crate::archive::FileRecord;
 use crate::archive::{Digest, FileSink, Sink, WrittenFile};
 use crate::stdx::fs::Dir;
 

@@ -19,9 +19,6 @@ use crate::settings::DestinationSettings;
 use crate::snapshot::SnapshotState;
 use crate::stdx;
 
-/// Room kept free beyond the estimate: metadata, sums, directory entries and the index estimate's slack.
-pub const SPACE_MARGIN: u64 = 1 << 20;
-
 /// What one `dbackup external` will do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExternalPlan {
@@ -150,7 +147,7 @@ pub struct DestinationPlan {
     /// Leftovers of interrupted runs, removed before writing.
     pub cleanup: Vec<Leftover>,
     pub archives: Vec<ArchiveTarget>,
-    /// Bytes the new backup needs (rounded up to the filesystem's blocks, plus [`SPACE_MARGIN`]).
+    /// Bytes the new backup needs (rounded up to the filesystem's blocks, plus [`layout::SPACE_MARGIN`]).
     pub needed_bytes: u64,
     /// Of `needed_bytes`, what the `system/` folder may take: the kit and the partition images, each image counted
     /// at partclone's used bytes as if zstd could not compress them (an upper bound: the compressed size is known
@@ -722,7 +719,7 @@ fn archive_targets(
 ) -> (Vec<ArchiveTarget>, u64) {
     let info = &d.info;
     let block = d.block_size.max(512);
-    let mut needed = SPACE_MARGIN + 2 * block; // the directory, backup.json and the sums file
+    let mut needed = layout::SPACE_MARGIN + 2 * block; // the directory, backup.json and the sums file
     let enc = d.encryption.as_ref();
     let sized = |plain: u64| match enc {
         Some(e) => crate::archive::crypt::encrypted_len(plain, e.recipients.len()),
