@@ -243,7 +243,7 @@ pub fn render_retention(p: &super::cloud::CloudPlan, out: &mut String) {
 pub fn apply_retention(
     p: &super::cloud::CloudPlan,
     store: &Store,
-    report: &mut super::exec::DestinationReport,
+    report: &mut super::report::DestinationReport,
     ui: &crate::ui::Ui,
 ) {
     for d in p.decisions.iter().filter(|d| !d.keep) {
@@ -259,7 +259,7 @@ pub fn apply_retention(
                     d.name,
                     d.reasons.join("; ")
                 ));
-                report.removed.push(super::exec::Removed {
+                report.removed.push(super::report::Removed {
                     name: d.name.clone(),
                     reasons: d.reasons.clone(),
                 });

@@ -20,10 +20,10 @@ use std::time::Instant;
 use chrono::{DateTime, Local, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::exec::{DestinationReport, DestinationStatus};
 use super::layout::{self, BackupMeta, FilesystemRecord, ReadBackRecord};
 use super::observe::Observed;
 use super::plan::{ArchiveTarget, ExternalPlan, SetAction, SetPlan};
+use super::report::{DestinationReport, DestinationStatus};
 use crate::archive::sums::{SumLine, write_sums};
 use crate::archive::{self, ArchiveOptions, EncryptionRecord, NoProgress};
 use crate::cloud::sink::CloudSink;
@@ -900,7 +900,7 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
     let (p, world, store, ui) = (u.p, u.world, u.store, u.ui);
     let started = Local::now().fixed_offset();
     let encrypt =
-        super::exec::open_encryption(p.encryption.as_ref(), world.settings.encryption.as_ref())
+        super::record::open_encryption(p.encryption.as_ref(), world.settings.encryption.as_ref())
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .map(Arc::new);
     let enc = Encrypting {
@@ -956,7 +956,7 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
         label: Some(world.settings.bucket.clone()),
         uuid: None,
     };
-    let meta = super::exec::verified_meta(
+    let meta = super::record::verified_meta(
         &stamp,
         &u.plan.host,
         started,
@@ -1075,7 +1075,7 @@ fn upload_set(
         summary.tar_sha256 = None;
     }
     let meta = u.observed.snapshot_meta.get(&a.set);
-    let mut rec = super::exec::set_record(
+    let mut rec = super::record::set_record(
         a,
         meta,
         &summary,

@@ -24,13 +24,15 @@ pub mod index_copy;
 pub mod layout;
 pub mod observe;
 pub mod plan;
+pub mod record;
+pub mod report;
 pub mod resume;
 pub mod retention;
 
 use chrono::{Local, NaiveDateTime};
 
-pub use exec::{DestinationStatus, ExternalReport};
 pub use plan::ExternalPlan;
+pub use report::{DestinationStatus, ExternalReport};
 
 use crate::exit::{CodedError, Exit};
 use crate::lock::RunLock;

@@ -561,7 +561,7 @@ pub fn finished(
     r: &Resumer,
     p: &CloudPlan,
     ui: &crate::ui::Ui,
-    report: &mut super::exec::DestinationReport,
+    report: &mut super::report::DestinationReport,
 ) {
     if let Err(e) = r.finish() {
         report
