@@ -13,12 +13,11 @@ use chrono::Local;
 
 use super::layout::{self, BackupMeta, FilesystemRecord, ReadBackRecord, SetRecord};
 use super::observe::Observed;
-use super::plan::{
-    ArchiveTarget, DestinationAction, DestinationPlan, DestinationWorld, ExternalPlan,
-};
+use super::plan::{DestinationAction, DestinationPlan, DestinationWorld, ExternalPlan};
 use super::record::{open_encryption, set_record, verified_meta};
 use super::report::{DestinationReport, DestinationStatus, ExternalReport, Removed};
 use super::retention as drive_retention;
+use super::sets::ArchiveTarget;
 use crate::archive::FileRecord;
 use crate::archive::incremental::IncrementalBase;
 use crate::archive::readback::drop_device_cache;
@@ -69,7 +68,7 @@ pub fn execute(plan: &ExternalPlan, observed: &Observed, ui: &Ui) -> ExternalRep
             .iter()
             .find(|w| w.settings.name == c.name)
             .expect("planned clouds were observed");
-        destinations.push(super::cloud::execute(plan, c, world, observed, ui));
+        destinations.push(super::upload::execute(plan, c, world, observed, ui));
     }
     if crate::interrupt::requested().is_none() {
         let root = &observed.world.backup_root;

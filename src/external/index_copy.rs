@@ -384,6 +384,30 @@ pub fn remove(root: &Path, destination: &str, stale: &[String]) -> Vec<String> {
 }
 
 /// Reads a whole copy (tests).
+
+/// Whether the local plaintext copy of `set`'s index in backup `base` is here and matches the encrypted index the
+/// destination's `backup.json` records ([`trusted`]): its path, else why not. Drives and
+/// buckets alike.
+pub fn base_copy(
+    root: &std::path::Path,
+    destination: &str,
+    listing: &DriveListing,
+    base: &str,
+    set: &str,
+) -> Result<std::path::PathBuf, String> {
+    let rec = listing
+        .backups
+        .iter()
+        .find(|b| b.name == base)
+        .and_then(|b| b.meta.as_ref())
+        .and_then(|m| m.sets.iter().find(|s| s.set == set))
+        .ok_or_else(|| format!("backup {base} holds no set {set}"))?;
+    let [index] = rec.index.as_slice() else {
+        return Err("the base's index is in parts".into());
+    };
+    trusted(root, destination, base, set, index)
+}
+
 #[cfg(test)]
 pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;

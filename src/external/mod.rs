@@ -28,6 +28,8 @@ pub mod record;
 pub mod report;
 pub mod resume;
 pub mod retention;
+pub mod sets;
+pub mod upload;
 
 use chrono::{Local, NaiveDateTime};
 

@@ -359,7 +359,8 @@ fn observe_drive(
         {
             base_copies.insert(
                 set.clone(),
-                base_copy(root, &d.destination.name, &listing, &f.base, set).map(|_| ()),
+                super::index_copy::base_copy(root, &d.destination.name, &listing, &f.base, set)
+                    .map(|_| ()),
             );
         }
         let choice = super::chain::choose(
@@ -457,29 +458,6 @@ fn scan_the_rest(
         scans.insert(set.clone(), scan);
     }
     Ok(())
-}
-
-/// Whether the local plaintext copy of `set`'s index in backup `base` is here and matches the encrypted index the
-/// destination's `backup.json` records (`external::index_copy::trusted`): its path, else why not. Drives and
-/// buckets alike.
-pub(super) fn base_copy(
-    root: &std::path::Path,
-    destination: &str,
-    listing: &layout::DriveListing,
-    base: &str,
-    set: &str,
-) -> Result<std::path::PathBuf, String> {
-    let rec = listing
-        .backups
-        .iter()
-        .find(|b| b.name == base)
-        .and_then(|b| b.meta.as_ref())
-        .and_then(|m| m.sets.iter().find(|s| s.set == set))
-        .ok_or_else(|| format!("backup {base} holds no set {set}"))?;
-    let [index] = rec.index.as_slice() else {
-        return Err("the base's index is in parts".into());
-    };
-    super::index_copy::trusted(root, destination, base, set, index)
 }
 
 /// A destination's encryption as its backups record it (the recipients read now) and where its passphrase comes

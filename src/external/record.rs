@@ -6,8 +6,8 @@
 use chrono::{DateTime, FixedOffset, Local};
 
 use super::layout::{self, BackupMeta, FilesystemRecord, ReadBackRecord, SetRecord};
-use super::plan::ArchiveTarget;
 use super::report::DestinationReport;
+use super::sets::ArchiveTarget;
 use crate::archive::incremental::IncrementalBase;
 use crate::archive::{self, FileRecord, WrittenFile};
 

@@ -8,7 +8,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use super::layout::{LatestKind, ReadBackRecord, SetRecord};
-use super::plan::SetPlan;
+use super::sets::SetPlan;
 use crate::exit::Exit;
 
 /// What a run did. Printed with `--json` and logged.

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::cloud::{BACKUPS, CloudListing, CloudPlan, CloudWorld, PART_BYTES, UnfinishedStamp};
-use super::plan::ArchiveTarget;
+use super::sets::ArchiveTarget;
 use crate::archive::{Digest, EncryptionRecord};
 use crate::cloud::sink::{PartLog, StoredPart};
 use crate::stdx::fs::Dir;

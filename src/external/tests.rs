@@ -7,9 +7,10 @@ use chrono::NaiveDateTime;
 
 use super::layout::{self, DriveBackup, DriveListing, LatestKind, Leftover, LeftoverKind};
 use super::plan::{
-    self, DestinationAction, DestinationWorld, RunOptions, SetAction, SetWorld, SnapshotSummary,
-    World, choose_snapshot,
+    self, DestinationAction, DestinationWorld, RunOptions, SetWorld, SnapshotSummary, World,
+    choose_snapshot,
 };
+use super::sets::SetAction;
 use crate::archive::ArchiveEstimate;
 use crate::config::ExternalMode;
 use crate::exit::Exit;
