@@ -17,9 +17,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use chrono::{DateTime, Local, Utc};
+use chrono::{DateTime, Local, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::bucket::{BACKUPS, CloudListing, PART_BYTES, UnfinishedStamp, list};
 use super::layout::{self, BackupMeta};
 use super::sets::{ArchiveTarget, SetAction, SetPlan};
 use crate::archive::{self, EncryptionRecord, NoProgress};
@@ -27,39 +28,6 @@ use crate::cloud::{Store, Unfinished};
 use crate::settings::CloudSettings;
 use crate::snapshot;
 use crate::ui::Ui;
-
-/// The size of one archive object: an interrupted upload loses at most one, and a cold-storage restore thaws
-/// only the objects it reads.
-pub const PART_BYTES: u64 = 128 << 20;
-
-/// The key prefix of the backups, relative to the destination's prefix.
-pub const BACKUPS: &str = "backups/";
-
-/// What a bucket holds under `backups/`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CloudListing {
-    /// Stamps with a `backup.json`: backups, oldest first.
-    pub backups: Vec<String>,
-    /// Stamps without one: unfinished uploads of a killed or failed run, with their objects' count and bytes.
-    pub unfinished: Vec<UnfinishedStamp>,
-    /// Multipart uploads begun and never completed (their parts are stored, and billed, until aborted).
-    pub uploads: Vec<String>,
-    /// What `backups/LATEST` names.
-    pub latest: Option<String>,
-    /// Objects under `backups/` that are no part of dbackup's layout (left alone).
-    pub other: Vec<String>,
-    /// The size of every object under a stamp, by key (`backups/<stamp>/<name>`): what a chain's files are checked
-    /// against.
-    #[serde(skip)]
-    pub sizes: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnfinishedStamp {
-    pub stamp: String,
-    pub objects: u64,
-    pub bytes: u64,
-}
 
 /// A selected cloud destination: its settings, the store opened on it, and what it holds (or why it could not be
 /// looked at).
@@ -129,60 +97,6 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
     }
     world.store = Some(store);
     world
-}
-
-/// One listing of `backups/`, grouped by stamp; with `full`, also `LATEST` and the unfinished multipart uploads
-/// under it (what a writer needs; a reader spares the two requests).
-pub fn list(
-    store: &Store,
-    full: bool,
-) -> Result<(CloudListing, Vec<Unfinished>), crate::cloud::CloudError> {
-    let objects = store.list(BACKUPS)?;
-    let mut stamps: BTreeMap<String, (bool, u64, u64)> = BTreeMap::new();
-    let mut listing = CloudListing::default();
-    for o in &objects {
-        let rest = o.key.strip_prefix(BACKUPS).unwrap_or(&o.key);
-        match rest.split_once('/') {
-            Some((stamp, file)) if snapshot::parse_stamp(stamp).is_some() => {
-                let e = stamps.entry(stamp.to_string()).or_default();
-                e.0 |= file == layout::METADATA_FILE;
-                e.1 += 1;
-                e.2 = e.2.saturating_add(o.size);
-                listing.sizes.insert(o.key.clone(), o.size);
-            }
-            None if rest == layout::LATEST_FILE => {}
-            _ => listing.other.push(crate::stdx::show_str(rest)),
-        }
-    }
-    for (stamp, (complete, objects, bytes)) in stamps {
-        if complete {
-            listing.backups.push(stamp);
-        } else {
-            listing.unfinished.push(UnfinishedStamp {
-                stamp,
-                objects,
-                bytes,
-            });
-        }
-    }
-    if !full {
-        return Ok((listing, Vec::new()));
-    }
-    if objects
-        .iter()
-        .any(|o| o.key == format!("{BACKUPS}{}", layout::LATEST_FILE))
-    {
-        listing.latest = store
-            .get(&format!("{BACKUPS}{}", layout::LATEST_FILE))
-            .ok()
-            .and_then(|b| layout::parse_latest(&b));
-    }
-    let uploads = store.unfinished_uploads(BACKUPS)?;
-    listing.uploads = uploads
-        .iter()
-        .map(|u| crate::stdx::show_str(&u.key))
-        .collect();
-    Ok((listing, uploads))
 }
 
 /// The most `backup.json` files checked against their sums for a bucket's chains (one small GET each: the sums).
@@ -733,6 +647,59 @@ pub fn plan_index_copies(p: &mut CloudPlan, w: &CloudWorld) {
     p.index_copies_removed = super::index_copy::stale(&w.index_copies, &after, &written);
 }
 
+/// Adds retention to an upload's plan: what the destination keeps once the new backup is promoted. Pure.
+pub fn plan_retention(
+    p: &mut CloudPlan,
+    w: &CloudWorld,
+    now: NaiveDateTime,
+    now_utc: DateTime<Utc>,
+) {
+    if p.refusal.is_some() || p.archives.is_empty() {
+        return;
+    }
+    let stamp = p
+        .dir
+        .trim_start_matches(BACKUPS)
+        .trim_end_matches('/')
+        .to_string();
+    let sets: Vec<String> = p.archives.iter().map(|a| a.set.clone()).collect();
+    p.decisions = super::bucket::decide(
+        &w.chains.listing.backups,
+        &stamp,
+        &sets,
+        &w.settings.retention,
+        now,
+        now_utc,
+        w.settings.object_lock_days,
+    );
+}
+
+/// Retention as the dry run prints it.
+pub fn render_retention(p: &CloudPlan, out: &mut String) {
+    use std::fmt::Write as _;
+    if p.decisions.is_empty() {
+        return;
+    }
+    let stamp = p.dir.trim_start_matches(BACKUPS).trim_end_matches('/');
+    let removed = crate::retention::removed(&p.decisions).count();
+    let _ = writeln!(
+        out,
+        "  retention {}: {} kept, {} removed after the upload is verified",
+        crate::retention::describe(&p.retention),
+        p.decisions.len() - removed,
+        removed
+    );
+    for d in p.decisions.iter().filter(|d| d.name != stamp) {
+        let _ = writeln!(
+            out,
+            "  {}    {} ({})",
+            if d.keep { "keep  " } else { "remove" },
+            d.name,
+            d.reasons.join("; ")
+        );
+    }
+}
+
 /// The plan as the dry run prints it, one destination.
 pub fn render(p: &CloudPlan, out: &mut String) {
     use std::fmt::Write as _;
@@ -791,7 +758,7 @@ pub fn render(p: &CloudPlan, out: &mut String) {
         crate::stdx::bytes(p.upload_bytes),
         p.existing.len()
     );
-    super::bucket::render_retention(p, out);
+    render_retention(p, out);
     super::index_copy::render(p.index_copy_dir.as_deref(), &p.index_copies_removed, out);
 }
 

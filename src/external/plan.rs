@@ -476,7 +476,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         .iter()
         .map(|c| {
             let mut p = super::cloud::plan(c, &sets, &stamp, utc_now, &cloud_chains(world, opts));
-            super::bucket::plan_retention(&mut p, c, opts.now, utc_now);
+            super::cloud::plan_retention(&mut p, c, opts.now, utc_now);
             super::cloud::plan_index_copies(&mut p, c);
             p
         })

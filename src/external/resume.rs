@@ -32,7 +32,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::cloud::{BACKUPS, CloudListing, CloudPlan, CloudWorld, PART_BYTES, UnfinishedStamp};
+use super::bucket::{BACKUPS, CloudListing, PART_BYTES, UnfinishedStamp};
+use super::cloud::{CloudPlan, CloudWorld};
 use super::sets::ArchiveTarget;
 use crate::archive::{Digest, EncryptionRecord};
 use crate::cloud::sink::{PartLog, StoredPart};

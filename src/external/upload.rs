@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use chrono::{DateTime, Local, Utc};
 
-use super::cloud::{BACKUPS, CloudPlan, CloudWorld, incremental_base};
+use super::bucket::BACKUPS;
+use super::cloud::{CloudPlan, CloudWorld, incremental_base};
 use super::layout::{self, BackupMeta, FilesystemRecord, ReadBackRecord};
 use super::observe::Observed;
 use super::plan::ExternalPlan;
-use super::report::{DestinationReport, DestinationStatus};
+use super::report::{DestinationReport, DestinationStatus, Removed};
 use super::sets::ArchiveTarget;
 use crate::archive::sums::{SumLine, write_sums};
 use crate::archive::{self, ArchiveOptions, NoProgress};
@@ -48,7 +49,7 @@ pub fn execute(
             match upload_or_restart(&u, &mut report) {
                 Ok(()) => {
                     report.status = DestinationStatus::Written;
-                    super::bucket::apply_retention(p, store, &mut report, ui);
+                    apply_retention(p, store, &mut report, ui);
                     let warned = report.sets.iter().any(|s| s.warning_count > 0)
                         || !report.warnings.is_empty();
                     report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
@@ -65,6 +66,46 @@ pub fn execute(
     }
     report.seconds = clock.elapsed().as_secs_f64();
     report
+}
+
+/// Carries out the plan's retention after a verified upload: each backup it does not keep deleted
+/// (`backup.json` first). One that could only partly be deleted is a warning naming it.
+fn apply_retention(
+    p: &CloudPlan,
+    store: &Store,
+    report: &mut DestinationReport,
+    ui: &crate::ui::Ui,
+) {
+    for d in p.decisions.iter().filter(|d| !d.keep) {
+        if crate::interrupt::requested().is_some() {
+            return;
+        }
+        let r = super::bucket::remove(store, d);
+        match &r.error {
+            None => {
+                ui.step(format_args!(
+                    "{}: removed old backup {} ({})",
+                    p.name,
+                    d.name,
+                    d.reasons.join("; ")
+                ));
+                report.removed.push(Removed {
+                    name: d.name.clone(),
+                    reasons: d.reasons.clone(),
+                });
+            }
+            Some(e) => {
+                let msg = format!("old backup {} could only partly be deleted: {e}", d.name);
+                ui.warn(format_args!("{}: {msg}", p.name));
+                report.warnings.push(msg);
+            }
+        }
+    }
+    for d in p.decisions.iter().filter(|d| d.keep) {
+        if let Some(r) = d.reasons.iter().find(|r| r.starts_with("kept: locked")) {
+            ui.step(format_args!("{}: {} {r}", p.name, d.name));
+        }
+    }
 }
 
 /// What one upload works with, passed once to [`upload`] and each of its steps.

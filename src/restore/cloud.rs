@@ -18,7 +18,7 @@ use crate::archive::crypt::decode_head;
 use crate::archive::{ArchiveFiles, Keys};
 use crate::cloud::{Objects, Store};
 use crate::exit::{CodedError, Exit};
-use crate::external::cloud::BACKUPS;
+use crate::external::bucket::BACKUPS;
 use crate::external::layout::{self, BackupMeta};
 use crate::settings::{CloudSettings, Settings};
 use crate::snapshot;
@@ -206,7 +206,7 @@ pub fn destination<'a>(settings: &'a Settings, req: &Request) -> anyhow::Result<
 pub fn open(cloud: &CloudSettings) -> anyhow::Result<(Arc<Store>, Vec<String>, Sizes)> {
     let env = crate::settings::Env::from_process();
     let store = Arc::new(Store::open(cloud, &env, chrono::Local::now().time())?);
-    let (listing, _) = crate::external::cloud::list(&store, false)?;
+    let (listing, _) = crate::external::bucket::list(&store, false)?;
     Ok((store, listing.backups, listing.sizes))
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::Request;
 use super::catalog::{self, Drive};
 use super::select::{self, DateQuery};
-use crate::external::cloud::BACKUPS;
+use crate::external::bucket::BACKUPS;
 use crate::external::layout;
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot, SnapshotState};
