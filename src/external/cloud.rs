@@ -581,7 +581,8 @@ pub fn plan(
             })
         })
         .collect();
-    let (resume, resume_refused) = super::resume::plan(w, &archives, enc);
+    let (resume, resume_refused) =
+        super::resume::plan(&w.resume, &w.settings, &w.listing, &archives, enc);
     let stamp = resume
         .as_ref()
         .map_or(stamp.to_string(), |r| r.stamp.clone());
@@ -700,6 +701,25 @@ pub fn render_retention(p: &CloudPlan, out: &mut String) {
     }
 }
 
+/// The dry run's lines: the upload resumed, or why the unfinished one is not.
+fn render_resume(p: &CloudPlan, out: &mut String) {
+    use std::fmt::Write as _;
+    if let Some(r) = &p.resume {
+        let _ = writeln!(
+            out,
+            "  resume {}: {} of {} parts uploaded ({}); the archive is regenerated from the snapshot, each stored \
+             part checked against the local journal and not uploaded again",
+            r.stamp,
+            r.parts_uploaded,
+            r.parts_total,
+            crate::stdx::bytes(r.bytes_uploaded)
+        );
+    }
+    if let Some(why) = &p.resume_refused {
+        let _ = writeln!(out, "  {why}");
+    }
+}
+
 /// The plan as the dry run prints it, one destination.
 pub fn render(p: &CloudPlan, out: &mut String) {
     use std::fmt::Write as _;
@@ -721,7 +741,7 @@ pub fn render(p: &CloudPlan, out: &mut String) {
     for u in &p.abort_uploads {
         let _ = writeln!(out, "  abort unfinished multipart upload of {u}");
     }
-    super::resume::render(p, out);
+    render_resume(p, out);
     for a in &p.archives {
         let _ = writeln!(
             out,

@@ -291,7 +291,7 @@ fn observe_clouds(
     let mut cloud_worlds = Vec::new();
     for c in clouds.iter().filter(|c| chosen_clouds.contains(&c.name)) {
         let mut w = super::cloud::observe(c, ui);
-        super::resume::observe(&mut w, root);
+        w.resume = super::resume::observe(&w.listing, &w.settings.name, root);
         (w.encryption, w.passphrase_file) = encryption_of(&c.name, c.encryption.as_ref())?;
         cloud_worlds.push(w);
     }

@@ -9,12 +9,13 @@ use std::time::Instant;
 
 use chrono::{DateTime, Local, Utc};
 
-use super::bucket::BACKUPS;
+use super::bucket::{BACKUPS, UnfinishedStamp};
 use super::cloud::{CloudPlan, CloudWorld, incremental_base};
 use super::layout::{self, BackupMeta, FilesystemRecord, ReadBackRecord};
 use super::observe::Observed;
 use super::plan::ExternalPlan;
 use super::report::{DestinationReport, DestinationStatus, Removed};
+use super::resume::{self, Resumer};
 use super::sets::ArchiveTarget;
 use crate::archive::sums::{SumLine, write_sums};
 use crate::archive::{self, ArchiveOptions, NoProgress};
@@ -139,7 +140,7 @@ impl Encrypting {
 /// journal are removed and the upload starts again as new under the run's stamp: never a mixed archive.
 fn upload_or_restart(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
     let err = match upload(u, report) {
-        Err(e) if e.downcast_ref::<super::resume::Stopped>().is_some() => e,
+        Err(e) if e.downcast_ref::<resume::Stopped>().is_some() => e,
         done => return done,
     };
     let p = u.p;
@@ -148,12 +149,12 @@ fn upload_or_restart(u: &Upload, report: &mut DestinationReport) -> anyhow::Resu
         p.name,
         crate::ui::format_error(&err)
     ));
-    super::resume::remove(&u.observed.world.backup_root, &p.name, p.stamp());
+    resume::remove(&u.observed.world.backup_root, &p.name, p.stamp());
     let cleaned = std::mem::take(&mut report.cleaned);
     *report = DestinationReport::failed(p.name.clone(), p.place.clone().into());
     report.cleaned = cleaned;
     report.warnings.push(crate::ui::format_error(&err));
-    let q = super::resume::restarted(p, &u.plan.stamp);
+    let q = restarted(p, &u.plan.stamp);
     upload(&Upload { p: &q, ..*u }, report)
 }
 
@@ -169,13 +170,13 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
     let enc = Encrypting {
         parted: encrypt
             .clone()
-            .filter(|_| super::resume::parts_encrypted(p.encryption.as_ref())),
+            .filter(|_| resume::parts_encrypted(p.encryption.as_ref())),
         encrypt,
     };
     clean_killed_run(u, report)?;
     let stamp = p.stamp().to_string();
     let backup_root = &u.observed.world.backup_root;
-    let resumer = super::resume::start(p, world, backup_root).unwrap_or_else(|e| {
+    let resumer = start_journal(p, world, backup_root).unwrap_or_else(|e| {
         ui.warn(format_args!(
             "{}: the journal of this upload cannot be written ({e}): if interrupted, it starts over",
             p.name
@@ -200,7 +201,7 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
     if let Some(until) = p.locked_until {
         let reused = resumer
             .as_ref()
-            .map(super::resume::Resumer::skipped_names)
+            .map(resume::Resumer::skipped_names)
             .unwrap_or_default();
         lock_after_upload(store, p, &expected, &reused, until, report, ui);
     }
@@ -268,7 +269,7 @@ fn upload_set(
     u: &Upload,
     a: &ArchiveTarget,
     enc: &Encrypting,
-    resumer: Option<&super::resume::Resumer>,
+    resumer: Option<&resume::Resumer>,
     copies: Option<&super::index_copy::Pending>,
 ) -> anyhow::Result<(layout::SetRecord, Vec<String>)> {
     let (p, store, ui) = (u.p, u.store, u.ui);
@@ -278,7 +279,7 @@ fn upload_set(
     let mut archive_sink = CloudSink::new(
         store.clone(),
         &p.dir,
-        super::resume::object_base(&a.archive, parted.is_some()),
+        resume::object_base(&a.archive, parted.is_some()),
         a.part_bytes,
         class(ObjectClass::Archive),
         p.locked_until,
@@ -326,7 +327,7 @@ fn upload_set(
         &mut NoProgress,
     )
     .map_err(|e| match resumer.and_then(|r| r.differs()) {
-        Some(part) => anyhow::Error::new(super::resume::Stopped {
+        Some(part) => anyhow::Error::new(resume::Stopped {
             stamp: p.stamp().to_string(),
             part: format!("{}{part}", p.dir),
         }),
@@ -400,7 +401,7 @@ fn promote(
     u: &Upload,
     meta: &BackupMeta,
     mut sums: Vec<SumLine>,
-    resumer: Option<&super::resume::Resumer>,
+    resumer: Option<&resume::Resumer>,
     report: &mut DestinationReport,
 ) -> anyhow::Result<()> {
     let (p, store) = (u.p, u.store);
@@ -428,7 +429,7 @@ fn promote(
     put(format!("{}{}", p.dir, layout::METADATA_FILE), &meta_bytes)?;
     report.backup = Some(meta.stamp.clone());
     if let Some(r) = resumer {
-        super::resume::finished(r, p, u.ui, report);
+        resume_finished(r, p, u.ui, report);
     }
     report.backup_path = Some(format!("{} {}", p.place, p.dir).into());
     // LATEST is replaced on every run: never locked.
@@ -579,4 +580,68 @@ fn upload_base(
     a.choice.base.as_ref()?;
     let b = world.chains.bases.get(&a.set)?.as_ref().ok()?;
     Some(incremental_base(b, &a.set, &a.choice, backup_root))
+}
+
+/// The journal of the upload `p` plans, started (resumed from what observation read, when `p` resumes); `None`
+/// for an encrypted upload, which is never resumed.
+fn start_journal(
+    p: &CloudPlan,
+    w: &CloudWorld,
+    root: &std::path::Path,
+) -> std::io::Result<Option<Resumer>> {
+    let Some(key) = resume::key(
+        &w.settings,
+        w.resume.part_bytes,
+        &p.archives,
+        p.encryption.as_ref(),
+    ) else {
+        return Ok(None);
+    };
+    let resumed = match (&p.resume, &w.resume.candidate) {
+        (Some(r), Some((stamp, Ok(j)))) if *stamp == r.stamp => Some(j),
+        _ => None,
+    };
+    let planned = resume::parts_planned(&p.archives, key.part_bytes);
+    Resumer::start(root, key, p.stamp(), resumed, &w.listing.sizes, planned).map(Some)
+}
+
+/// The plan of a new upload under the run's `stamp`, after the resume of `p` stopped: the stamp that was resumed
+/// is removed first (nothing else: the rest was cleaned already).
+fn restarted(p: &CloudPlan, stamp: &str) -> CloudPlan {
+    let old = p.stamp().to_string();
+    let mut q = p.clone();
+    q.dir = format!("{BACKUPS}{stamp}/");
+    q.resume = None;
+    q.resume_refused = None;
+    q.abort_uploads = Vec::new();
+    q.cleanup_stamps = vec![UnfinishedStamp {
+        stamp: old.clone(),
+        objects: 0,
+        bytes: 0,
+    }];
+    for d in &mut q.decisions {
+        if d.name == old {
+            d.name = stamp.to_string();
+        }
+    }
+    q
+}
+
+/// The upload is promoted: its journal goes, and what the resume spared is said.
+fn resume_finished(r: &Resumer, p: &CloudPlan, ui: &crate::ui::Ui, report: &mut DestinationReport) {
+    if let Err(e) = r.finish() {
+        report
+            .warnings
+            .push(format!("the journal of upload {} stays: {e}", p.stamp()));
+    }
+    let (parts, bytes) = r.skipped();
+    if p.resume.is_some() {
+        ui.info(format_args!(
+            "{}: resumed {}: {} stored already ({}), checked and not uploaded again",
+            p.name,
+            p.stamp(),
+            crate::stdx::counted(parts, "part", "parts"),
+            crate::stdx::bytes(bytes)
+        ));
+    }
 }
