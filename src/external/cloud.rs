@@ -630,7 +630,7 @@ pub fn plan(
 }
 
 /// Adds to an upload's plan the local index copies it leaves stale (`external::index_copy::stale`): those of
-/// backups retention removes, and those superseded by this upload's copies. Pure; after `bucket::plan_retention`.
+/// backups retention removes, and those superseded by this upload's copies. Pure; after [`plan_retention`].
 pub fn plan_index_copies(p: &mut CloudPlan, w: &CloudWorld) {
     if p.refusal.is_some() || p.archives.is_empty() {
         return;

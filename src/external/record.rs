@@ -1,5 +1,5 @@
 //! What `backup.json` records of a backup just written, on a drive ([`super::exec`]) or a bucket
-//! ([`super::cloud`]) alike: each set's record from the writer's summary ([`set_record`]), the verified backup's
+//! ([`super::upload`]) alike: each set's record from the writer's summary ([`set_record`]), the verified backup's
 //! whole record ([`verified_meta`]), and the encryption a destination records opened as the writer's stage
 //! ([`open_encryption`]).
 
@@ -27,7 +27,7 @@ pub(crate) fn open_encryption(
         .transpose()
 }
 
-/// What `backup.json` records of one set's archive once written (on a drive, or uploaded: `cloud.rs`).
+/// What `backup.json` records of one set's archive once written (on a drive, or uploaded: `upload.rs`).
 pub(crate) fn set_record(
     a: &ArchiveTarget,
     meta: Option<&crate::snapshot::SnapshotMeta>,

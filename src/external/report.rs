@@ -1,6 +1,6 @@
 //! What an external run did, per destination ([`DestinationReport`]) and in all ([`ExternalReport`]): printed with
-//! `--json`, logged, and filled in by the drive's writer ([`super::exec`]) and the bucket's ([`super::cloud`],
-//! [`super::bucket`], [`super::resume`]) alike.
+//! `--json`, logged, and filled in by the drive's writer ([`super::exec`]) and the bucket's ([`super::upload`])
+//! alike.
 
 use std::path::PathBuf;
 
