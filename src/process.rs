@@ -1,7 +1,7 @@
-//! How the process ends, whatever happened: the result's exit code, an error on one line, an interrupted run's
-//! one line (130/143), a panic caught at the top ("internal error: ... please report", exit 1, a run log line, no
-//! backtrace unless `RUST_BACKTRACE` asks for one), and stdout flushed with a closed pipe taken as the reader's
-//! choice (see [`crate::stdx::out`]).
+//! How the process ends, whatever happened: the result's exit code, an error on one line, an interrupted run's one line
+//! (130/143), a second signal's stop at once ([`stop_at_once`]), a panic caught at the top ("internal error: ... please
+//! report", exit 1, a run log line, no backtrace unless `RUST_BACKTRACE` asks for one), and stdout flushed with a
+//! closed pipe taken as the reader's choice (see [`crate::stdx::out`]).
 
 use std::panic::PanicHookInfo;
 use std::process::ExitCode;
@@ -43,6 +43,18 @@ fn on_panic(info: &PanicHookInfo<'_>) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get_or_insert(what);
+}
+
+/// What a second SIGINT or SIGTERM does once the children are killed (given to [`interrupt::install`]): the run's
+/// log line, one line on stderr, and the exit (128 + the signal), at once.
+pub fn stop_at_once(why: Interrupted) -> ! {
+    crate::runlog::abandon(why.exit_code(), why.to_string(), Some(why));
+    crate::errln!(
+        "dbackup: interrupted ({}, twice); stopped at once; the next run resumes",
+        why.signal_name()
+    );
+    let _ = crate::stdx::out::finish();
+    std::process::exit(i32::from(why.exit_code()));
 }
 
 /// The exit code for what [`crate::run`] (under `catch_unwind`) came to; says what went wrong on stderr, writes the

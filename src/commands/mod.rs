@@ -154,7 +154,7 @@ pub(crate) fn begin_run(
     ui: &crate::ui::Ui,
     command: &str,
 ) -> chrono::DateTime<chrono::FixedOffset> {
-    if let Err(e) = crate::interrupt::install() {
+    if let Err(e) = crate::interrupt::install(crate::process::stop_at_once) {
         ui.warn(format_args!(
             "cannot catch SIGINT and SIGTERM ({e}): an interruption ends the run at once"
         ));
