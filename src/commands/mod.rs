@@ -190,7 +190,7 @@ pub(crate) fn log_run(
         Err(e) => crate::runlog::RunRecord::new(
             command,
             started,
-            crate::exit::classify(e).code(),
+            crate::process::error_exit(e).code(),
             Some(crate::ui::format_error(e)),
             serde_json::Value::Null,
         ),
