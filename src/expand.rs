@@ -1,16 +1,59 @@
 //! Expansion of `~`, `$VAR` and `${VAR}` in configured paths; an undefined variable is an error naming it.
 //!
-//! Pure over [`Env`]: nothing here reads the process environment or the disk.
+//! Pure over [`Env`], the process environment read once ([`Env::from_process`]) and passed in: nothing else here
+//! reads the process environment, and nothing reads the disk.
 //!
 //! - `~` and `~/...` at the start become the home directory. `~user` is rejected (write the path out).
 //! - `$NAME` and `${NAME}` (NAME = letters, digits and `_`, not starting with a digit) become the variable's value;
 //!   a variable that is unset or empty is an error naming it.
 //! - `$$` is a literal `$`; a `$` not followed by a name or `{` is kept as it is.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use crate::config::ConfigError;
-use crate::settings::Env;
+
+/// The process environment a run depends on (its variables, the home and the working directory), read once and
+/// passed in so tests can fake it.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub vars: BTreeMap<String, String>,
+    pub home: PathBuf,
+    pub cwd: PathBuf,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        let home = vars
+            .get("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        Env { vars, home, cwd }
+    }
+
+    /// A made-up environment for tests: `vars`, the home directory `home`, the working directory `cwd`.
+    #[cfg(test)]
+    pub fn fake(home: impl Into<PathBuf>, cwd: impl Into<PathBuf>, vars: &[(&str, &str)]) -> Env {
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env {
+            vars,
+            home: home.into(),
+            cwd: cwd.into(),
+        }
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
 
 /// Expands `~`, `$VAR` and `${VAR}` in `value`.
 pub fn expand(value: &str, env: &Env) -> Result<String, ConfigError> {

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::settings::{CloudKind, CloudSettings, Env};
+use crate::expand::Env;
+use crate::settings::{CloudKind, CloudSettings};
 
 /// The most a credentials file may hold: more is not a credentials file.
 const MAX_FILE: u64 = 256 * 1024;

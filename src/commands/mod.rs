@@ -19,7 +19,8 @@ pub mod systemd;
 use crate::cli::GlobalArgs;
 use crate::config::ConfigError;
 use crate::exit::Exit;
-use crate::settings::{Env, Output, Settings};
+use crate::expand::Env;
+use crate::settings::{Output, Settings};
 
 /// The global flags as the phases see them: `--json`, `--dry-run`, and the `-v` count minus the `-q` count.
 pub(crate) fn output(global: &GlobalArgs) -> Output {

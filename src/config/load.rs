@@ -17,7 +17,8 @@ use jsonschema::error::ValidationErrorKind;
 use serde_json::Value;
 
 use super::{Config, ConfigError, Location, Problem, default, schema};
-use crate::settings::{ConfigSource, Env};
+use crate::expand::Env;
+use crate::settings::ConfigSource;
 
 /// Why a config path was chosen, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

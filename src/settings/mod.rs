@@ -1,7 +1,6 @@
 //! The validated settings every phase runs from: the config file merged with the command line,
 //! paths expanded, semantic checks passed. Built once, before any phase runs.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -11,7 +10,7 @@ use crate::config::{
     BackupSet, Config, ConfigError, Destination, DestinationKind, Encryption, ExternalMode,
     ExternalSchedule, Notifications, Problem, RetentionForm, RetentionPolicy, Schedule, schema,
 };
-use crate::expand;
+use crate::expand::{self, Env};
 
 mod summary;
 
@@ -32,47 +31,6 @@ pub struct Output {
     pub dry_run: bool,
     /// -2 (-qq) .. 0 (default) .. 2 (-vv)
     pub verbosity: i8,
-}
-
-/// The process environment that settings depend on, passed in so tests can fake it.
-#[derive(Debug, Clone, Default)]
-pub struct Env {
-    pub vars: BTreeMap<String, String>,
-    pub home: PathBuf,
-    pub cwd: PathBuf,
-}
-
-impl Env {
-    pub fn from_process() -> Env {
-        let vars: BTreeMap<String, String> = std::env::vars().collect();
-        let home = vars
-            .get("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        Env { vars, home, cwd }
-    }
-
-    /// A made-up environment for tests: `vars`, the home directory `home`, the working directory `cwd`.
-    #[cfg(test)]
-    pub fn fake(home: impl Into<PathBuf>, cwd: impl Into<PathBuf>, vars: &[(&str, &str)]) -> Env {
-        let vars = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Env {
-            vars,
-            home: home.into(),
-            cwd: cwd.into(),
-        }
-    }
-
-    pub fn var(&self, name: &str) -> Option<&str> {
-        self.vars
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
 }
 
 /// `notifications` as output shows them: the URL's user info, path and query are secrets.

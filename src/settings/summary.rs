@@ -3,8 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::{ConfigSource, Env, Exclusion, Settings};
+use super::{ConfigSource, Exclusion, Settings};
 use crate::config::load;
+use crate::expand::Env;
 
 /// The settings in words: what `config check` prints.
 // Stays long: the settings printed in the order `config check` shows them, one short block per key.
