@@ -748,15 +748,6 @@ pub enum ConfigError {
         problems: Vec<Problem>,
     },
 
-    #[error(
-        "undefined variable ${name} in {value:?}; set it in the environment dbackup runs in, or write the path out"
-    )]
-    UndefinedVariable { name: String, value: String },
-
-    /// A configured path that cannot be used: relative, `~user`, a malformed `${`.
-    #[error("{value:?} {reason}")]
-    BadPath { value: String, reason: String },
-
     #[error("{path} already exists; edit it, or move it away and run `dbackup config init` again")]
     Exists { path: PathBuf },
 }
