@@ -39,7 +39,7 @@ pub(crate) fn output(global: &GlobalArgs) -> Output {
 pub(crate) fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError> {
     let env = Env::from_process();
     let settings = Settings::load(global.config.as_deref(), output(global), &env)?;
-    if settings.config_source == crate::settings::ConfigSource::BuiltIn
+    if settings.config_source == crate::config::load::ConfigSource::BuiltIn
         && settings.output.verbosity >= 0
     {
         static SAID: std::sync::Once = std::sync::Once::new();

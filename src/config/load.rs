@@ -18,7 +18,6 @@ use serde_json::Value;
 
 use super::{Config, ConfigError, Location, Problem, default, schema};
 use crate::expand::Env;
-use crate::settings::ConfigSource;
 
 /// Why a config path was chosen, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +81,14 @@ fn absolute(p: &Path, env: &Env) -> PathBuf {
     crate::expand::normalize(&env.cwd.join(p))
 }
 
+/// Where the config came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "path")]
+pub enum ConfigSource {
+    File(PathBuf),
+    BuiltIn,
+}
+
 /// A config, parsed and schema-valid, with where it came from and where each value sits in the file.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -95,13 +102,10 @@ impl Loaded {
     pub fn display_path(&self) -> PathBuf {
         match &self.source {
             ConfigSource::File(p) => p.clone(),
-            ConfigSource::BuiltIn => PathBuf::from(BUILT_IN_NAME),
+            ConfigSource::BuiltIn => PathBuf::from(super::BUILT_IN_NAME),
         }
     }
 }
-
-/// How messages name the built-in default config.
-pub const BUILT_IN_NAME: &str = "(built-in default)";
 
 /// Finds and loads the config for a run: `flag` is `--config`. When no file is named and the default location has
 /// none, the built-in default is used.

@@ -805,10 +805,13 @@ impl Problem {
     }
 }
 
+/// How messages name the built-in default config.
+pub const BUILT_IN_NAME: &str = "(built-in default)";
+
 fn format_problems(path: &std::path::Path, problems: &[Problem]) -> String {
     let n = problems.len();
     let plural = if n == 1 { "" } else { "s" };
-    let mut out = if path == std::path::Path::new(load::BUILT_IN_NAME) {
+    let mut out = if path == std::path::Path::new(BUILT_IN_NAME) {
         format!(
             "the built-in default config does not work in this environment ({n} problem{plural}); it takes the data \
              set's source from $DDATA and the backup root from $DBACKUP. Fix those, or write a config to edit with \

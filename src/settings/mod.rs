@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::load::{self, Loaded};
+use crate::config::load::{self, ConfigSource, Loaded};
 use crate::config::{
     BackupSet, Config, ConfigError, Destination, DestinationKind, Encryption, ExternalMode,
     ExternalSchedule, Notifications, Problem, RetentionForm, RetentionPolicy, Schedule, schema,
@@ -15,14 +15,6 @@ use crate::expand::{self, Env};
 mod summary;
 
 pub use summary::summary;
-
-/// Where the config came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "path")]
-pub enum ConfigSource {
-    File(PathBuf),
-    BuiltIn,
-}
 
 /// How much to print and whether to change anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

@@ -3,8 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::{ConfigSource, Exclusion, Settings};
+use super::{Exclusion, Settings};
 use crate::config::load;
+use crate::config::load::ConfigSource;
 use crate::expand::Env;
 
 /// The settings in words: what `config check` prints.
