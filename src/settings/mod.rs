@@ -1139,7 +1139,7 @@ impl Builder<'_> {
             .as_ref()
             .and_then(|f| self.path(format!("{at}/credentials_file"), f));
         if let Some(f) = &credentials_file
-            && let Err(why) = crate::cloud::credentials::check_file_mode(f)
+            && let Err(why) = check_file_mode(f)
         {
             self.problem(format!("{at}/credentials_file"), why);
         }
@@ -1462,6 +1462,21 @@ fn exclude_file_rules(text: &str) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// Like ssh with its keys: a credentials file that users other than its owner can read is refused. A missing file
+/// is not refused here (it may appear at boot, from a secrets manager); reading it says so.
+fn check_file_mode(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => Err(format!(
+            "{} can be read by other users (mode {:04o}); run `chmod 600 {}`",
+            path.display(),
+            m.permissions().mode() & 0o7777,
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What the `rsync_args` check reads: this run's environment, and the files options name.
 struct ArgsHost<'a>(&'a Env);
 
@@ -1588,6 +1603,26 @@ mod tests {
             Err(other) => panic!("expected semantic problems, got {other}"),
             Ok(_) => panic!("expected semantic problems, got valid settings"),
         }
+    }
+
+    #[test]
+    fn a_credentials_file_others_can_read_is_refused_and_a_missing_one_is_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("keys");
+        std::fs::write(
+            &file,
+            "aws_access_key_id = ID\naws_secret_access_key = SECRET\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(check_file_mode(&file).unwrap_err().contains("chmod 600"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(check_file_mode(&file).is_ok());
+        assert!(
+            check_file_mode(&tmp.path().join("missing")).is_ok(),
+            "a missing file is reported when used"
+        );
     }
 
     #[test]
