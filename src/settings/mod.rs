@@ -12,6 +12,7 @@ use crate::config::{
 };
 use crate::expand::{self, Env};
 
+pub mod bwlimit;
 mod summary;
 
 pub use summary::summary;
@@ -260,7 +261,7 @@ pub struct CloudSettings {
     pub storage_class_metadata: Option<String>,
     /// Compliance-mode retention written with every object.
     pub object_lock_days: Option<u32>,
-    pub bwlimit: Option<crate::cloud::bwlimit::Bwlimit>,
+    pub bwlimit: Option<bwlimit::Bwlimit>,
     /// Retries of a failed request (exponential backoff with jitter).
     pub retries: u32,
     /// Seconds a request may wait for the server.
@@ -1204,7 +1205,7 @@ impl Builder<'_> {
         let bwlimit =
             d.bwlimit
                 .as_ref()
-                .and_then(|b| match crate::cloud::bwlimit::Bwlimit::from_config(b) {
+                .and_then(|b| match bwlimit::Bwlimit::from_config(b) {
                     Ok(b) => Some(b),
                     Err(why) => {
                         self.problem(format!("{at}/bwlimit"), why);
