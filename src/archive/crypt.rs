@@ -109,7 +109,6 @@ impl fmt::Debug for Recipient {
 
 impl Recipient {
     /// The public key as written in the config (for an ssh key, type and base64 without the comment).
-    #[cfg(test)]
     pub fn text(&self) -> &str {
         &self.text
     }
@@ -195,28 +194,6 @@ pub fn encrypted_len(plain: u64, recipients: usize) -> u64 {
     const CHUNK: u64 = 64 << 10;
     let chunks = plain.div_ceil(CHUNK).max(1);
     plain + chunks * 16 + 16 + 1024 * recipients.max(1) as u64 + 128
-}
-
-/// The public side of a destination's encryption, as the external phase records it: inline recipients and those of
-/// `recipients_file` (read now), or a passphrase. Reads no secret.
-pub fn resolve_record(
-    e: &crate::settings::EncryptionSettings,
-) -> Result<EncryptionRecord, CryptError> {
-    let mut recipients = Vec::new();
-    for r in &e.recipients {
-        recipients.push(r.parse::<Recipient>()?.text);
-    }
-    if let Some(file) = &e.recipients_file {
-        recipients.extend(read_recipients_file(file)?.into_iter().map(|r| r.text));
-    }
-    // The same key inline and in the file (or twice in the file) is encrypted to once; the order is kept.
-    let mut seen = std::collections::HashSet::new();
-    recipients.retain(|r| seen.insert(r.clone()));
-    Ok(EncryptionRecord {
-        format: AGE_FORMAT.to_string(),
-        recipients,
-        passphrase: e.passphrase,
-    })
 }
 
 /// What encrypts a destination's archives: the recorded recipients, or the passphrase (read now, from
@@ -859,23 +836,6 @@ mod tests {
                 });
             assert!(read.is_err(), "{len} bytes written, unfinished: {read:?}");
         }
-    }
-
-    #[test]
-    fn a_recipient_given_twice_is_recorded_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, _) = pair();
-        let (b, _) = pair();
-        let p = dir.path().join("r.txt");
-        std::fs::write(&p, format!("{b}\n{a}\n{b}\n")).unwrap();
-        let e = crate::settings::EncryptionSettings {
-            recipients: vec![a.clone()],
-            recipients_file: Some(p),
-            identity_file: None,
-            passphrase: false,
-            passphrase_file: None,
-        };
-        assert_eq!(resolve_record(&e).unwrap().recipients, [a, b]);
     }
 
     #[test]

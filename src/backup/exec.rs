@@ -316,7 +316,7 @@ fn same_encryption(
 ) -> bool {
     match (now, written) {
         (None, None) => true,
-        (Some(now), Some(written)) => match crate::archive::crypt::resolve_record(now) {
+        (Some(now), Some(written)) => match now.resolve_record() {
             Ok(now) => {
                 let set = |r: &crate::archive::EncryptionRecord| {
                     r.recipients

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::archive::crypt::{self, CryptError, EncryptionRecord, Recipient};
 use crate::config::load::{self, ConfigSource, Loaded};
 use crate::config::{
     BackupSet, Config, ConfigError, Destination, DestinationKind, Encryption, ExternalMode,
@@ -325,6 +326,32 @@ pub struct EncryptionSettings {
     pub passphrase: bool,
     /// Where the passphrase is read from when backing up unattended.
     pub passphrase_file: Option<PathBuf>,
+}
+
+impl EncryptionSettings {
+    /// The public side of this encryption, as the external phase records it: inline recipients and those of
+    /// `recipients_file` (read now), or a passphrase. Reads no secret.
+    pub fn resolve_record(&self) -> Result<EncryptionRecord, CryptError> {
+        let mut recipients = Vec::new();
+        for r in &self.recipients {
+            recipients.push(r.parse::<Recipient>()?.text().to_string());
+        }
+        if let Some(file) = &self.recipients_file {
+            recipients.extend(
+                crypt::read_recipients_file(file)?
+                    .into_iter()
+                    .map(|r| r.text().to_string()),
+            );
+        }
+        // The same key inline and in the file (or twice in the file) is encrypted to once; the order is kept.
+        let mut seen = std::collections::HashSet::new();
+        recipients.retain(|r| seen.insert(r.clone()));
+        Ok(EncryptionRecord {
+            format: crypt::AGE_FORMAT.to_string(),
+            recipients,
+            passphrase: self.passphrase,
+        })
+    }
 }
 
 impl Settings {
@@ -1202,16 +1229,16 @@ impl Builder<'_> {
                 "0 days locks nothing; remove `object_lock_days` or give 1 or more",
             );
         }
-        let bwlimit =
-            d.bwlimit
-                .as_ref()
-                .and_then(|b| match bwlimit::Bwlimit::from_config(b) {
-                    Ok(b) => Some(b),
-                    Err(why) => {
-                        self.problem(format!("{at}/bwlimit"), why);
-                        None
-                    }
-                });
+        let bwlimit = d
+            .bwlimit
+            .as_ref()
+            .and_then(|b| match bwlimit::Bwlimit::from_config(b) {
+                Ok(b) => Some(b),
+                Err(why) => {
+                    self.problem(format!("{at}/bwlimit"), why);
+                    None
+                }
+            });
         if d.timeout_seconds == Some(0) {
             self.problem(
                 format!("{at}/timeout_seconds"),
@@ -1252,7 +1279,7 @@ impl Builder<'_> {
     fn encryption(&mut self, at: &str, e: &Encryption) -> Option<EncryptionSettings> {
         let before = self.problems.len();
         for (i, r) in e.recipients.iter().enumerate() {
-            if let Err(err) = r.parse::<crate::archive::crypt::Recipient>() {
+            if let Err(err) = r.parse::<Recipient>() {
                 self.problem(format!("{at}/recipients/{i}"), err.to_string());
             }
         }
@@ -1604,6 +1631,23 @@ mod tests {
             Err(other) => panic!("expected semantic problems, got {other}"),
             Ok(_) => panic!("expected semantic problems, got valid settings"),
         }
+    }
+
+    #[test]
+    fn a_recipient_given_twice_is_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, a) = crypt::new_identity("now");
+        let (_, b) = crypt::new_identity("now");
+        let p = dir.path().join("r.txt");
+        std::fs::write(&p, format!("{b}\n{a}\n{b}\n")).unwrap();
+        let e = EncryptionSettings {
+            recipients: vec![a.clone()],
+            recipients_file: Some(p),
+            identity_file: None,
+            passphrase: false,
+            passphrase_file: None,
+        };
+        assert_eq!(e.resolve_record().unwrap().recipients, [a, b]);
     }
 
     #[test]
