@@ -1,5 +1,6 @@
-//! Reading archives back: an archive on disk as one seekable stream (a single file or its numbered parts), and (for
-//! the unit tests and proptests) reading one file from it with a single seek through the index.
+//! Reading archives back: an archive on disk as one seekable stream (a single file or its numbered parts), read as
+//! its plaintext ([`ArchiveReader`], decrypting through `crypt::Decrypting`), and (for the unit tests and proptests)
+//! reading one file from it with a single seek through the index.
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Seek, SeekFrom};
