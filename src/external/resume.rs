@@ -124,7 +124,7 @@ pub struct ResumePlan {
 }
 
 /// The part size from the environment ([`PART_BYTES_VAR`]), else [`PART_BYTES`].
-pub fn part_bytes(env: &crate::settings::Env) -> u64 {
+pub fn part_bytes(env: &crate::expand::Env) -> u64 {
     env.var(PART_BYTES_VAR)
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map_or(PART_BYTES, |n| n.clamp(MIN_PART_BYTES, PART_BYTES))
@@ -157,7 +157,7 @@ pub fn read(root: &Path, destination: &str, stamp: &str) -> Result<Journal, Stri
 /// Observation: the part size, and the journal of the newest unfinished stamp newer than every backup (an older
 /// one would be out of order in the bucket's chains: it is removed as before). Reads only.
 pub fn observe(w: &mut CloudWorld, root: &Path) {
-    w.resume.part_bytes = part_bytes(&crate::settings::Env::from_process());
+    w.resume.part_bytes = part_bytes(&crate::expand::Env::from_process());
     w.resume.candidate =
         candidate(&w.listing).map(|s| (s.to_string(), read(root, &w.settings.name, s)));
 }
@@ -933,7 +933,7 @@ mod tests {
 
     #[test]
     fn the_part_size_comes_from_the_environment_within_bounds() {
-        let env = |v: Option<&str>| crate::settings::Env {
+        let env = |v: Option<&str>| crate::expand::Env {
             vars: v
                 .map(|v| (PART_BYTES_VAR.to_string(), v.to_string()))
                 .into_iter()

@@ -246,6 +246,41 @@ fn sigint_during_collect_stops_rsync_and_the_next_run_resumes() {
     assert!(r.sets[0].resumed, "the next run resumes");
 }
 
+/// A second signal while the first is being handled stops at once: rsync is killed, one line on stderr ("twice;
+/// stopped at once"), exit 128 + the first signal, and the run log still gets the interrupted run's line. Before:
+/// no test ran this path (it moved from `interrupt.rs` to `process::stop_at_once` when `interrupt` stopped naming
+/// the run log).
+#[test]
+fn a_second_signal_stops_at_once_and_still_logs_the_run() {
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"], "rsync_args": ["--bwlimit=200"] } ] }"#,
+    );
+    for i in 0..40 {
+        t.write(&format!("home/data/f{i:02}"), vec![b'y'; 50_000]);
+    }
+    let child = t.cmd().args(["collect"]).spawn();
+    let in_progress = t.root().join(".data.in-progress");
+    wait_for("rsync to copy a file", Duration::from_secs(60), || {
+        files_under(&in_progress).len() >= 2
+    });
+    // Two different signals, so that the second is not merged into the first while it is pending.
+    signal(&child, libc::SIGINT);
+    signal(&child, libc::SIGTERM);
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 130, "{stderr}");
+    assert!(
+        stderr.contains(
+            "dbackup: interrupted (SIGINT, twice); stopped at once; the next run resumes"
+        ),
+        "{stderr}"
+    );
+    wait_for("rsync to be gone", Duration::from_secs(10), || {
+        rsyncs_of(&t).is_empty()
+    });
+    assert_logged(&t, "collect", "SIGINT", 130);
+    assert!(in_progress.is_dir(), "the copy so far is kept");
+}
+
 /// SIGTERM during a `--json` collect: stdout holds exactly the error object (`docs/json/error.json`) with exit 143,
 /// and nothing else (no half report). Before this test, only the human line on stderr was checked for an
 /// interrupted run; the error object was tested for usage errors, failures and panics.
