@@ -205,25 +205,30 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// A collect slowed down by rsync's `--bwlimit=200` over 40 files of 50,000 bytes (file `i` filled with
+/// `byte(i)`), started with `args` and returned once rsync has copied two files into `.data.in-progress` (also
+/// returned).
+fn slow_collect(args: &[&str], byte: impl Fn(usize) -> u8) -> (Test, Child, PathBuf) {
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"], "rsync_args": ["--bwlimit=200"] } ] }"#,
+    );
+    for i in 0..40 {
+        t.write(&format!("home/data/f{i:02}"), vec![byte(i); 50_000]);
+    }
+    let child = t.cmd().args(args).spawn();
+    let in_progress = t.root().join(".data.in-progress");
+    wait_for("rsync to copy a file", Duration::from_secs(60), || {
+        files_under(&in_progress).len() >= 2
+    });
+    (t, child, in_progress)
+}
+
 /// SIGINT while rsync copies: rsync is stopped with dbackup (none is left when dbackup has exited), one line on
 /// stderr, exit 130, an `interrupted` run log line, nothing promoted and the copy kept where the next run resumes
 /// it. Before: dbackup died of the signal at once (no line, no run log line, exit by signal).
 #[test]
 fn sigint_during_collect_stops_rsync_and_the_next_run_resumes() {
-    let t = Test::new().config(
-        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"], "rsync_args": ["--bwlimit=200"] } ] }"#,
-    );
-    for i in 0..40 {
-        t.write(
-            &format!("home/data/f{i:02}"),
-            vec![b'a' + i as u8 % 26; 50_000],
-        );
-    }
-    let child = t.cmd().args(["collect"]).spawn();
-    let in_progress = t.root().join(".data.in-progress");
-    wait_for("rsync to copy a file", Duration::from_secs(60), || {
-        files_under(&in_progress).len() >= 2
-    });
+    let (t, child, in_progress) = slow_collect(&["collect"], |i| b'a' + i as u8 % 26);
     assert!(!rsyncs_of(&t).is_empty(), "rsync is running");
     signal(&child, libc::SIGINT); // to dbackup alone: it hands the signal on to rsync
     let (code, stderr) = finish(child);
@@ -252,17 +257,7 @@ fn sigint_during_collect_stops_rsync_and_the_next_run_resumes() {
 /// the run log).
 #[test]
 fn a_second_signal_stops_at_once_and_still_logs_the_run() {
-    let t = Test::new().config(
-        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"], "rsync_args": ["--bwlimit=200"] } ] }"#,
-    );
-    for i in 0..40 {
-        t.write(&format!("home/data/f{i:02}"), vec![b'y'; 50_000]);
-    }
-    let child = t.cmd().args(["collect"]).spawn();
-    let in_progress = t.root().join(".data.in-progress");
-    wait_for("rsync to copy a file", Duration::from_secs(60), || {
-        files_under(&in_progress).len() >= 2
-    });
+    let (t, child, in_progress) = slow_collect(&["collect"], |_| b'y');
     // Two different signals, so that the second is not merged into the first while it is pending.
     signal(&child, libc::SIGINT);
     signal(&child, libc::SIGTERM);
@@ -286,17 +281,7 @@ fn a_second_signal_stops_at_once_and_still_logs_the_run() {
 /// interrupted run; the error object was tested for usage errors, failures and panics.
 #[test]
 fn sigterm_during_a_json_collect_prints_the_error_object() {
-    let t = Test::new().config(
-        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"], "rsync_args": ["--bwlimit=200"] } ] }"#,
-    );
-    for i in 0..40 {
-        t.write(&format!("home/data/f{i:02}"), vec![b'x'; 50_000]);
-    }
-    let mut child = t.cmd().args(["--json", "collect"]).spawn();
-    let in_progress = t.root().join(".data.in-progress");
-    wait_for("rsync to copy a file", Duration::from_secs(60), || {
-        files_under(&in_progress).len() >= 2
-    });
+    let (t, mut child, in_progress) = slow_collect(&["--json", "collect"], |_| b'x');
     signal(&child, libc::SIGTERM);
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
