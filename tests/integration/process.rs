@@ -281,7 +281,7 @@ fn a_second_signal_stops_at_once_and_still_logs_the_run() {
 /// interrupted run; the error object was tested for usage errors, failures and panics.
 #[test]
 fn sigterm_during_a_json_collect_prints_the_error_object() {
-    let (t, mut child, _) = slow_collect(&["--json", "collect"], |_| b'x');
+    let (_t, mut child, _) = slow_collect(&["--json", "collect"], |_| b'x');
     signal(&child, libc::SIGTERM);
     let mut stdout = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
