@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use clap_complete::engine::CompletionCandidate;
 
 use crate::config::Config;
-use crate::settings::Env;
+use crate::expand::Env;
 
 /// The variable that turns a run into a completion (clap_complete's default, `COMPLETE`, is too common a name).
 pub const VAR: &str = "DBACKUP_COMPLETE";

@@ -93,7 +93,8 @@ impl From<Exit> for std::process::ExitCode {
 }
 
 /// An error that knows which exit code it deserves. Building blocks return their own `thiserror`
-/// enums; those that are not plain failures (exit 1) implement this trait and are listed in [`classify`].
+/// enums; those that are not plain failures (exit 1) implement this trait, and the list of them that [`classify`] is
+/// given ([`crate::process::error_exit`]) names each one with [`probe`]: this module names none of them.
 pub trait ExitCoded {
     fn exit(&self) -> Exit;
 }
@@ -121,17 +122,25 @@ impl ExitCoded for CodedError {
     }
 }
 
-/// The exit code an error chain deserves: the first typed error in the chain that carries one, else 1.
-pub fn classify(err: &anyhow::Error) -> Exit {
+/// Reads the exit code off one error of a chain when it is of the type the probe was made for ([`probe`]).
+pub type Probe = fn(&(dyn std::error::Error + 'static)) -> Option<Exit>;
+
+/// The [`Probe`] for errors of type `E`.
+pub fn probe<E: ExitCoded + std::error::Error + 'static>(
+    cause: &(dyn std::error::Error + 'static),
+) -> Option<Exit> {
+    cause.downcast_ref::<E>().map(ExitCoded::exit)
+}
+
+/// The exit code an error chain deserves: the first error in the chain that carries one (a [`CodedError`], an error
+/// of a type `coded` probes for, a clap usage error), else 1.
+pub fn classify(err: &anyhow::Error, coded: &[Probe]) -> Exit {
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<CodedError>() {
             return e.exit();
         }
-        if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::lock::LockError>() {
-            return e.exit();
+        if let Some(code) = coded.iter().find_map(|probe| probe(cause)) {
+            return code;
         }
         if cause.downcast_ref::<clap::Error>().is_some() {
             return Exit::Usage;
@@ -171,7 +180,7 @@ mod tests {
     #[test]
     fn coded_errors_keep_their_code_through_context() {
         let err = anyhow::Error::new(CodedError::new(Exit::Locked, "held")).context("collect");
-        assert_eq!(classify(&err), Exit::Locked);
-        assert_eq!(classify(&anyhow::anyhow!("plain")), Exit::Failed);
+        assert_eq!(classify(&err, &[]), Exit::Locked);
+        assert_eq!(classify(&anyhow::anyhow!("plain"), &[]), Exit::Failed);
     }
 }

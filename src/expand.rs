@@ -1,20 +1,74 @@
 //! Expansion of `~`, `$VAR` and `${VAR}` in configured paths; an undefined variable is an error naming it.
 //!
-//! Pure over [`Env`]: nothing here reads the process environment or the disk.
+//! Pure over [`Env`], the process environment read once ([`Env::from_process`]) and passed in: nothing else here
+//! reads the process environment, and nothing reads the disk.
 //!
 //! - `~` and `~/...` at the start become the home directory. `~user` is rejected (write the path out).
 //! - `$NAME` and `${NAME}` (NAME = letters, digits and `_`, not starting with a digit) become the variable's value;
 //!   a variable that is unset or empty is an error naming it.
 //! - `$$` is a literal `$`; a `$` not followed by a name or `{` is kept as it is.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
-use crate::config::ConfigError;
-use crate::settings::Env;
+/// The process environment a run depends on (its variables, the home and the working directory), read once and
+/// passed in so tests can fake it.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub vars: BTreeMap<String, String>,
+    pub home: PathBuf,
+    pub cwd: PathBuf,
+}
+
+impl Env {
+    pub fn from_process() -> Env {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        let home = vars
+            .get("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        Env { vars, home, cwd }
+    }
+
+    /// A made-up environment for tests: `vars`, the home directory `home`, the working directory `cwd`.
+    #[cfg(test)]
+    pub fn fake(home: impl Into<PathBuf>, cwd: impl Into<PathBuf>, vars: &[(&str, &str)]) -> Env {
+        let vars = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Env {
+            vars,
+            home: home.into(),
+            cwd: cwd.into(),
+        }
+    }
+
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// Why a configured value cannot be expanded: the settings report it as a problem at the value's place.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpandError {
+    #[error(
+        "undefined variable ${name} in {value:?}; set it in the environment dbackup runs in, or write the path out"
+    )]
+    UndefinedVariable { name: String, value: String },
+
+    /// A configured path that cannot be used: relative, `~user`, a malformed `${`.
+    #[error("{value:?} {reason}")]
+    BadPath { value: String, reason: String },
+}
 
 /// Expands `~`, `$VAR` and `${VAR}` in `value`.
-pub fn expand(value: &str, env: &Env) -> Result<String, ConfigError> {
-    let bad = |reason: &str| ConfigError::BadPath {
+pub fn expand(value: &str, env: &Env) -> Result<String, ExpandError> {
+    let bad = |reason: &str| ExpandError::BadPath {
         value: value.to_string(),
         reason: reason.to_string(),
     };
@@ -70,7 +124,7 @@ pub fn expand(value: &str, env: &Env) -> Result<String, ConfigError> {
 
 /// Expands `value` and requires the result to be absolute; returns it lexically normalised
 /// (no `.`, `..`, `//` or trailing `/`). Symlinks are not resolved.
-pub fn expand_path(value: &str, env: &Env) -> Result<PathBuf, ConfigError> {
+pub fn expand_path(value: &str, env: &Env) -> Result<PathBuf, ExpandError> {
     let expanded = expand(value, env)?;
     let path = Path::new(&expanded);
     if !path.is_absolute() {
@@ -80,7 +134,7 @@ pub fn expand_path(value: &str, env: &Env) -> Result<PathBuf, ConfigError> {
         } else {
             format!("expands to {expanded:?}, a relative path; paths must be absolute")
         };
-        return Err(ConfigError::BadPath {
+        return Err(ExpandError::BadPath {
             value: value.to_string(),
             reason,
         });
@@ -114,8 +168,8 @@ fn is_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn lookup<'e>(name: &str, value: &str, env: &'e Env) -> Result<&'e str, ConfigError> {
-    env.var(name).ok_or_else(|| ConfigError::UndefinedVariable {
+fn lookup<'e>(name: &str, value: &str, env: &'e Env) -> Result<&'e str, ExpandError> {
+    env.var(name).ok_or_else(|| ExpandError::UndefinedVariable {
         name: name.to_string(),
         value: value.to_string(),
     })
@@ -173,7 +227,7 @@ mod tests {
             ("$DDATA/$LATER", "LATER"),
         ] {
             match expand(input, &env()) {
-                Err(ConfigError::UndefinedVariable { name: n, value }) => {
+                Err(ExpandError::UndefinedVariable { name: n, value }) => {
                     assert_eq!((n.as_str(), value.as_str()), (name, input));
                 }
                 other => panic!("expand({input:?}) = {other:?}"),
@@ -196,7 +250,7 @@ mod tests {
             ("${A-B}", "not a variable name"),
         ] {
             match expand(input, &env()) {
-                Err(ConfigError::BadPath { value, reason }) => {
+                Err(ExpandError::BadPath { value, reason }) => {
                     assert_eq!(value, input);
                     assert!(reason.contains(needle), "{input:?}: {reason}");
                 }
@@ -228,7 +282,7 @@ mod tests {
             ("$SUB/c", "expands to \"a/b/c\""),
         ] {
             match expand_path(input, &env()) {
-                Err(ConfigError::BadPath { reason, .. }) => {
+                Err(ExpandError::BadPath { reason, .. }) => {
                     assert!(reason.contains(needle), "{input:?}: {reason}")
                 }
                 other => panic!("expand_path({input:?}) = {other:?}"),

@@ -3,8 +3,10 @@
 //! promotion), so nothing half-written is ever promoted. The running child (rsync) hears the signal too, the run
 //! log gets an `interrupted` line, and the process ends with one line on stderr and 128 + the signal (130, 143).
 //!
-//! A second signal stops at once: the children are killed, the run log line is written, and the process exits.
-//! Until [`install`] is called (dry runs, `status`, `config`, ...) the signals keep their default action.
+//! A second signal stops at once: the children are killed, and the process ends through the function [`install`]
+//! was given (`process::stop_at_once`: the run log line, one line on stderr, the exit), so this module names neither
+//! the run log nor the process's end. Until [`install`] is called (dry runs, `status`, `config`, ...) the signals
+//! keep their default action.
 
 use std::sync::Mutex;
 use std::sync::Once;
@@ -38,9 +40,10 @@ pub fn signal_name(signal: i32) -> &'static str {
     }
 }
 
-/// Catches SIGINT and SIGTERM from now on (once per process). A failure to install leaves the default action (the
-/// process dies, as before; the next run resumes all the same) and is returned for a warning.
-pub fn install() -> std::io::Result<()> {
+/// Catches SIGINT and SIGTERM from now on (once per process). A second signal kills the children and calls `stop`,
+/// which ends the process. A failure to install leaves the default action (the process dies, as before; the next run
+/// resumes all the same) and is returned for a warning.
+pub fn install(stop: fn(Interrupted) -> !) -> std::io::Result<()> {
     let mut result = Ok(());
     INSTALL.call_once(|| {
         match signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM]) {
@@ -49,7 +52,7 @@ pub fn install() -> std::io::Result<()> {
                     .name("signals".into())
                     .spawn(move || {
                         for signal in signals.forever() {
-                            on_signal(signal);
+                            on_signal(signal, stop);
                         }
                     });
                 if let Err(e) = spawned {
@@ -62,7 +65,7 @@ pub fn install() -> std::io::Result<()> {
     result
 }
 
-fn on_signal(signal: i32) {
+fn on_signal(signal: i32, stop: fn(Interrupted) -> !) {
     let first = SIGNAL
         .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
         .is_ok();
@@ -72,14 +75,7 @@ fn on_signal(signal: i32) {
     }
     // The second signal: the user (or systemd) will not wait for the next safe point.
     forward(libc::SIGKILL);
-    let why = Interrupted(SIGNAL.load(Ordering::SeqCst));
-    crate::runlog::abandon(why.exit_code(), why.to_string(), Some(why));
-    crate::errln!(
-        "dbackup: interrupted ({}, twice); stopped at once; the next run resumes",
-        why.signal_name()
-    );
-    let _ = crate::stdx::out::finish();
-    std::process::exit(i32::from(why.exit_code()));
+    stop(Interrupted(SIGNAL.load(Ordering::SeqCst)));
 }
 
 fn forward(signal: i32) {

@@ -43,7 +43,7 @@ pub(crate) mod ui;
 
 use cli::{Cli, Command};
 
-/// Runs one command to completion. Errors carry their exit code (see [`exit::classify`]).
+/// Runs one command to completion. Errors carry their exit code (see [`process::error_exit`]).
 pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Config(cmd) => commands::config::run(&cli.global, cmd),

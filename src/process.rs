@@ -1,14 +1,16 @@
-//! How the process ends, whatever happened: the result's exit code, an error on one line, an interrupted run's
-//! one line (130/143), a panic caught at the top ("internal error: ... please report", exit 1, a run log line, no
-//! backtrace unless `RUST_BACKTRACE` asks for one), and stdout flushed with a closed pipe taken as the reader's
-//! choice (see [`crate::stdx::out`]).
+//! How the process ends, whatever happened: the result's exit code, an error on one line, an interrupted run's one line
+//! (130/143), a second signal's stop at once ([`stop_at_once`]), a panic caught at the top ("internal error: ... please
+//! report", exit 1, a run log line, no backtrace unless `RUST_BACKTRACE` asks for one), and stdout flushed with a
+//! closed pipe taken as the reader's choice (see [`crate::stdx::out`]).
 
 use std::panic::PanicHookInfo;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-use crate::exit::Exit;
+use crate::config::ConfigError;
+use crate::exit::{self, Exit, probe};
 use crate::interrupt::{self, Interrupted};
+use crate::lock::LockError;
 
 /// The first panic's message and place, for the run log.
 static PANIC: Mutex<Option<String>> = Mutex::new(None);
@@ -45,6 +47,28 @@ fn on_panic(info: &PanicHookInfo<'_>) {
         .get_or_insert(what);
 }
 
+/// The errors that carry an exit code of their own, besides `exit::CodedError` and clap's usage errors: a config
+/// that cannot be used (2), another run holding the lock (4).
+const CODED: &[exit::Probe] = &[probe::<ConfigError>, probe::<LockError>];
+
+/// The exit code an error chain deserves (see [`exit::classify`]): the code of the first error in it that carries
+/// one, else 1.
+pub fn error_exit(err: &anyhow::Error) -> Exit {
+    exit::classify(err, CODED)
+}
+
+/// What a second SIGINT or SIGTERM does once the children are killed (given to [`interrupt::install`]): the run's
+/// log line, one line on stderr, and the exit (128 + the signal), at once.
+pub fn stop_at_once(why: Interrupted) -> ! {
+    crate::runlog::abandon(why.exit_code(), why.to_string(), Some(why));
+    crate::errln!(
+        "dbackup: interrupted ({}, twice); stopped at once; the next run resumes",
+        why.signal_name()
+    );
+    let _ = crate::stdx::out::finish();
+    std::process::exit(i32::from(why.exit_code()));
+}
+
 /// The exit code for what [`crate::run`] (under `catch_unwind`) came to; says what went wrong on stderr, writes the
 /// run log line of a run that panicked or was interrupted and did not write its own.
 pub fn finish(outcome: std::thread::Result<anyhow::Result<Exit>>) -> ExitCode {
@@ -61,7 +85,7 @@ pub fn finish(outcome: std::thread::Result<anyhow::Result<Exit>>) -> ExitCode {
                 crate::errln!("dbackup: error: {text}");
                 error = Some(text);
             }
-            crate::exit::classify(&err).code()
+            error_exit(&err).code()
         }
         Err(_) => {
             let what = PANIC
@@ -106,4 +130,26 @@ fn interrupted(err: &anyhow::Error) -> Option<Interrupted> {
                 .copied()
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_errors_that_carry_a_code_keep_it_through_context() {
+        let config = anyhow::Error::new(ConfigError::Exists {
+            path: "/c.json".into(),
+        })
+        .context("config init");
+        assert_eq!(error_exit(&config), Exit::Usage);
+        let locked = anyhow::Error::new(LockError::Held {
+            path: "/root/.lock".into(),
+            pid: "1".into(),
+        })
+        .context("collect");
+        assert_eq!(error_exit(&locked), Exit::Locked);
+        let plain = anyhow::anyhow!("plain").context("collect");
+        assert_eq!(error_exit(&plain), Exit::Failed);
+    }
 }

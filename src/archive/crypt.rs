@@ -20,7 +20,6 @@ use age::stream::{StreamReader, StreamWriter};
 use age_core::format::{FILE_KEY_BYTES, FileKey, Stanza};
 use serde::{Deserialize, Serialize};
 
-use super::reader::PartsReader;
 use super::sink::{Sink, Stage, StageWriter};
 
 /// What an encrypted file's name ends with: `data.tar.age`, `data.index.age`.
@@ -34,7 +33,7 @@ pub const AGE_FORMAT: &str = "age-encryption.org/v1";
 const MAX_SCRYPT_LOG_N: u8 = 22;
 
 /// Why encryption or decryption could not even start. Damage found while reading comes as an I/O error of the
-/// reader (see [`ArchiveReader`]), named after the archive by its caller.
+/// reader (see [`Decrypting`]), named after the archive by its caller.
 #[derive(Debug, thiserror::Error)]
 pub enum CryptError {
     #[error(
@@ -109,7 +108,6 @@ impl fmt::Debug for Recipient {
 
 impl Recipient {
     /// The public key as written in the config (for an ssh key, type and base64 without the comment).
-    #[cfg(test)]
     pub fn text(&self) -> &str {
         &self.text
     }
@@ -195,28 +193,6 @@ pub fn encrypted_len(plain: u64, recipients: usize) -> u64 {
     const CHUNK: u64 = 64 << 10;
     let chunks = plain.div_ceil(CHUNK).max(1);
     plain + chunks * 16 + 16 + 1024 * recipients.max(1) as u64 + 128
-}
-
-/// The public side of a destination's encryption, as the external phase records it: inline recipients and those of
-/// `recipients_file` (read now), or a passphrase. Reads no secret.
-pub fn resolve_record(
-    e: &crate::settings::EncryptionSettings,
-) -> Result<EncryptionRecord, CryptError> {
-    let mut recipients = Vec::new();
-    for r in &e.recipients {
-        recipients.push(r.parse::<Recipient>()?.text);
-    }
-    if let Some(file) = &e.recipients_file {
-        recipients.extend(read_recipients_file(file)?.into_iter().map(|r| r.text));
-    }
-    // The same key inline and in the file (or twice in the file) is encrypted to once; the order is kept.
-    let mut seen = std::collections::HashSet::new();
-    recipients.retain(|r| seen.insert(r.clone()));
-    Ok(EncryptionRecord {
-        format: AGE_FORMAT.to_string(),
-        recipients,
-        passphrase: e.passphrase,
-    })
 }
 
 /// What encrypts a destination's archives: the recorded recipients, or the passphrase (read now, from
@@ -543,23 +519,6 @@ pub fn is_encrypted_name(name: &[u8]) -> bool {
     name.ends_with(AGE_SUFFIX.as_bytes())
 }
 
-/// The reader of an archive as its plaintext: the files themselves, or their decryption. Seeking in an encrypted
-/// archive decrypts only the 64 KiB chunk that holds the target; every chunk is authenticated before any of its
-/// bytes are returned, and a damaged chunk, a missing final chunk or trailing bytes are read errors.
-pub enum ArchiveReader {
-    Plain(PartsReader),
-    Age(Box<StreamReader<PartsReader>>),
-    /// Parts that are age streams of their own (a bucket's `<set>.tar.partNNN.age`).
-    AgeParts(Box<super::reader::AgeParts>),
-}
-
-impl ArchiveReader {
-    /// Whether this reader decrypts.
-    pub fn encrypted(&self) -> bool {
-        matches!(self, ArchiveReader::Age(_) | ArchiveReader::AgeParts(_))
-    }
-}
-
 /// age's scrypt identity, remembering the file keys it unwrapped: restore opens each encrypted file several times
 /// (header checks, index, content), and scrypt costs about a second each time by design. The keys stay in memory,
 /// zeroed when dropped, like the passphrase itself.
@@ -623,12 +582,19 @@ pub fn is_passphrase_encrypted<R: Read>(input: R) -> Option<bool> {
     age::Decryptor::new(input).ok().map(|d| d.is_scrypt())
 }
 
-/// The plaintext of an age stream read in order, with age's errors told as what they mean for a backup.
+/// The plaintext of an age stream, read in order or (when its input seeks) with seeks that decrypt only the 64 KiB
+/// chunk they land in, with age's errors told as what they mean for a backup.
 pub struct Decrypting<R: Read>(pub StreamReader<R>);
 
 impl<R: Read> Read for Decrypting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.0.read(buf).map_err(age_read_error)
+    }
+}
+
+impl<R: Read + Seek> Seek for Decrypting<R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.0.seek(to).map_err(age_read_error)
     }
 }
 
@@ -651,26 +617,6 @@ pub fn age_read_error(e: io::Error) -> io::Error {
         return e;
     };
     io::Error::new(io::ErrorKind::InvalidData, format!("age: {detail}"))
-}
-
-impl Read for ArchiveReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            ArchiveReader::Plain(r) => r.read(buf),
-            ArchiveReader::Age(r) => r.read(buf).map_err(age_read_error),
-            ArchiveReader::AgeParts(r) => r.read(buf),
-        }
-    }
-}
-
-impl Seek for ArchiveReader {
-    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
-        match self {
-            ArchiveReader::Plain(r) => r.seek(to),
-            ArchiveReader::Age(r) => r.seek(to).map_err(age_read_error),
-            ArchiveReader::AgeParts(r) => r.seek(to),
-        }
-    }
 }
 
 /// The file a passphrase is read from: `$DBACKUP_PASSPHRASE_FILE`, else `file`; none means the terminal.
@@ -739,7 +685,7 @@ pub fn read_passphrase(file: Option<&Path>, prompt: &str) -> Result<SecretString
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use age::secrecy::ExposeSecret;
     use std::io::Cursor;
@@ -751,18 +697,18 @@ mod tests {
         }
     }
 
-    fn pair() -> (String, age::x25519::Identity) {
+    pub(crate) fn pair() -> (String, age::x25519::Identity) {
         let id = age::x25519::Identity::generate();
         (id.to_public().to_string(), id)
     }
 
-    fn encrypt(to: &EncryptTo, data: &[u8]) -> Vec<u8> {
+    pub(crate) fn encrypt(to: &EncryptTo, data: &[u8]) -> Vec<u8> {
         let mut w = to.writer(Vec::new()).unwrap();
         w.write_all(data).unwrap();
         w.finish().unwrap()
     }
 
-    fn keys_for(id: &age::x25519::Identity, dir: &Path) -> Keys {
+    pub(crate) fn keys_for(id: &age::x25519::Identity, dir: &Path) -> Keys {
         let path = dir.join("key.txt");
         std::fs::write(
             &path,
@@ -862,23 +808,6 @@ mod tests {
     }
 
     #[test]
-    fn a_recipient_given_twice_is_recorded_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, _) = pair();
-        let (b, _) = pair();
-        let p = dir.path().join("r.txt");
-        std::fs::write(&p, format!("{b}\n{a}\n{b}\n")).unwrap();
-        let e = crate::settings::EncryptionSettings {
-            recipients: vec![a.clone()],
-            recipients_file: Some(p),
-            identity_file: None,
-            passphrase: false,
-            passphrase_file: None,
-        };
-        assert_eq!(resolve_record(&e).unwrap().recipients, [a, b]);
-    }
-
-    #[test]
     fn a_recipients_file_names_the_bad_line() {
         let dir = tempfile::tempdir().unwrap();
         let (pk, _) = pair();
@@ -893,39 +822,6 @@ mod tests {
             read_recipients_file(&p),
             Err(CryptError::NoRecipients { .. })
         ));
-    }
-
-    /// The stored range a restore hints for plaintext bytes (`reader::age_stored_range`) covers the chunks that
-    /// hold them in a real age stream (its header's length measured), and little more.
-    #[test]
-    fn the_stored_range_of_plaintext_bytes_covers_their_chunks() {
-        let (pk, _) = pair();
-        let to = EncryptTo::Recipients(vec![pk.parse().unwrap()]);
-        let len = 300_000u64;
-        let ct = encrypt(&to, &vec![7u8; len as usize]).len() as u64;
-        let chunks = len.div_ceil(65_536);
-        let header = ct - (16 + len + 16 * chunks);
-        for plain in [
-            0..1u64,
-            5..70_000,
-            65_535..65_537,
-            131_072..131_073,
-            299_000..300_000,
-        ] {
-            let (first, last) = (plain.start / 65_536, plain.end.div_ceil(65_536));
-            let start = header + 16 + first * 65_552;
-            let end = (header + 16 + last * 65_552).min(ct);
-            let hint = crate::archive::reader::age_stored_range(plain.clone());
-            assert!(
-                hint.start <= start && end <= hint.end,
-                "{plain:?}: chunks at {start}..{end}, hint {hint:?}"
-            );
-            // Beyond the chunks: the header's length (not known to the hint) and its slack, at most.
-            assert!(
-                hint.end - hint.start <= (last - first) * 65_552 + header + 16 + (16 << 10) + 16,
-                "{plain:?}: {hint:?}"
-            );
-        }
     }
 
     #[test]
@@ -1041,99 +937,5 @@ mod tests {
                 .unwrap_err()
                 .contains("not an age header")
         );
-    }
-
-    /// Parts that are age streams of their own (a bucket's `<set>.tar.partNNN.age`) read as one plaintext stream:
-    /// whole, after seeks into any part and across a boundary, and to the end; a short middle part is an error.
-    #[test]
-    fn parts_encrypted_one_by_one_read_as_one_stream() {
-        let dir = tempfile::tempdir().unwrap();
-        let (pk, id) = pair();
-        let to = EncryptTo::Recipients(vec![pk.parse().unwrap()]);
-        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-        let plain = 128 << 10;
-        let write_parts = |data: &[u8]| -> crate::archive::ArchiveFiles {
-            let mut parts = Vec::new();
-            for (n, chunk) in data.chunks(plain).enumerate() {
-                let p = dir.path().join(format!("a.tar.part{n:03}.age"));
-                let ct = encrypt(&to, chunk);
-                std::fs::write(&p, &ct).unwrap();
-                parts.push((p, ct.len() as u64));
-            }
-            crate::archive::ArchiveFiles {
-                parts,
-                keys: None,
-                remote: None,
-                plain_part: None,
-            }
-            .with_plain_parts(Some(plain as u64))
-            .with_keys(Some(std::sync::Arc::new(keys_for(&id, dir.path()))))
-        };
-        let files = write_parts(&data);
-        assert!(files.encrypted());
-        let mut r = files.open().unwrap();
-        assert!(r.encrypted());
-        let mut out = Vec::new();
-        r.read_to_end(&mut out).unwrap();
-        assert_eq!(out, data);
-        for at in [0u64, 5, 131_071, 131_072, 200_000, 262_143, 299_990] {
-            r.seek(SeekFrom::Start(at)).unwrap();
-            let mut buf = vec![0u8; 10];
-            let n = r.read(&mut buf).unwrap();
-            assert!(n > 0, "at {at}");
-            assert_eq!(buf[..n], data[at as usize..at as usize + n], "at {at}");
-        }
-        r.seek(SeekFrom::Start(131_060)).unwrap();
-        let mut across = vec![0u8; 40];
-        r.read_exact(&mut across).unwrap();
-        assert_eq!(across, data[131_060..131_100]);
-        assert_eq!(r.seek(SeekFrom::End(0)).unwrap(), data.len() as u64);
-        assert_eq!(r.read(&mut across).unwrap(), 0);
-
-        // A middle part cut short (its own complete age stream, but too little plaintext).
-        let mut files = write_parts(&data);
-        let p = dir.path().join("short.tar.part000.age");
-        let ct = encrypt(&to, &data[..plain - 10_000]);
-        std::fs::write(&p, &ct).unwrap();
-        files.parts[0] = (p, ct.len() as u64);
-        let mut out = Vec::new();
-        let e = files.open().unwrap().read_to_end(&mut out).unwrap_err();
-        assert!(e.to_string().contains("the parts do not join"), "{e}");
-    }
-
-    #[test]
-    fn damage_is_a_read_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let (pk, id) = pair();
-        let to = EncryptTo::Recipients(vec![pk.parse().unwrap()]);
-        let data = vec![7u8; 200_000];
-        let ct = encrypt(&to, &data);
-        let keys = keys_for(&id, dir.path());
-        let read_all = |bytes: Vec<u8>| -> io::Result<Vec<u8>> {
-            let files_dir = tempfile::tempdir().unwrap();
-            let p = files_dir.path().join("a.age");
-            std::fs::write(&p, &bytes).unwrap();
-            let parts = PartsReader::new(vec![(p, bytes.len() as u64)]).unwrap();
-            let mut r = ArchiveReader::Age(Box::new(keys.open(parts, "a.age").unwrap()));
-            let mut out = Vec::new();
-            r.read_to_end(&mut out).map(|_| out)
-        };
-        assert_eq!(read_all(ct.clone()).unwrap(), data);
-        let mut flipped = ct.clone();
-        let n = flipped.len();
-        flipped[n / 2] ^= 1;
-        let e = read_all(flipped).unwrap_err().to_string();
-        assert!(e.contains("does not authenticate"), "{e}");
-        let e = read_all(ct[..ct.len() - 100].to_vec())
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("age:"), "{e}");
-        let mut garbage = ct.clone();
-        garbage.extend_from_slice(b"trailing garbage");
-        assert!(read_all(garbage).is_err());
-        // Cut exactly at a chunk boundary: the final chunk is missing.
-        let header_len = ct.len() - (2 * (65_536 + 16) + (200_000 - 2 * 65_536) + 16);
-        let e = read_all(ct[..header_len + 2 * (65_536 + 16)].to_vec()).unwrap_err();
-        assert!(e.to_string().starts_with("age:"), "{e}");
     }
 }

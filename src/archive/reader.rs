@@ -1,12 +1,13 @@
-//! Reading archives back: an archive on disk as one seekable stream (a single file or its numbered parts), and (for
-//! the unit tests and proptests) reading one file from it with a single seek through the index.
+//! Reading archives back: an archive on disk as one seekable stream (a single file or its numbered parts), read as
+//! its plaintext ([`ArchiveReader`], decrypting through `crypt::Decrypting`), and (for the unit tests and proptests)
+//! reading one file from it with a single seek through the index.
 
 use std::ffi::OsStr;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::crypt::{ArchiveReader, CryptError, Keys, is_encrypted_name};
+use super::crypt::{CryptError, Decrypting, Keys, is_encrypted_name};
 use super::sink::{MAX_PARTS, SplitSink};
 use crate::stdx::fs::Dir;
 #[cfg(test)]
@@ -288,7 +289,7 @@ impl ArchiveFiles {
             }
         };
         keys.open(raw, &label)
-            .map(|r| ArchiveReader::Age(Box::new(r)))
+            .map(|r| ArchiveReader::Age(Box::new(Decrypting(r))))
             .map_err(|e| {
                 let kind = match e {
                     CryptError::NotAge { .. } => io::ErrorKind::InvalidData,
@@ -345,6 +346,43 @@ fn seek_target(to: SeekFrom, pos: u64, total: impl FnOnce() -> io::Result<u64>) 
             "seek before the start of the archive",
         )
     })
+}
+
+/// The reader of an archive as its plaintext: the files themselves, or their decryption. Seeking in an encrypted
+/// archive decrypts only the 64 KiB chunk that holds the target; every chunk is authenticated before any of its
+/// bytes are returned, and a damaged chunk, a missing final chunk or trailing bytes are read errors.
+pub enum ArchiveReader {
+    Plain(PartsReader),
+    Age(Box<Decrypting<PartsReader>>),
+    /// Parts that are age streams of their own (a bucket's `<set>.tar.partNNN.age`).
+    AgeParts(Box<AgeParts>),
+}
+
+impl ArchiveReader {
+    /// Whether this reader decrypts.
+    pub fn encrypted(&self) -> bool {
+        matches!(self, ArchiveReader::Age(_) | ArchiveReader::AgeParts(_))
+    }
+}
+
+impl Read for ArchiveReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            ArchiveReader::Plain(r) => r.read(buf),
+            ArchiveReader::Age(r) => r.read(buf),
+            ArchiveReader::AgeParts(r) => r.read(buf),
+        }
+    }
+}
+
+impl Seek for ArchiveReader {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        match self {
+            ArchiveReader::Plain(r) => r.seek(to),
+            ArchiveReader::Age(r) => r.seek(to),
+            ArchiveReader::AgeParts(r) => r.seek(to),
+        }
+    }
 }
 
 /// An archive whose parts are age streams of their own (`<set>.tar.part000.age`, ...), each of `plain` plaintext
@@ -849,4 +887,139 @@ fn check_header<R: Read + Seek>(archive: &mut R, entry: &IndexEntry) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::crypt::EncryptTo;
+    use super::super::crypt::tests::{encrypt, keys_for, pair};
+    use super::*;
+
+    /// The stored range a restore hints for plaintext bytes (`reader::age_stored_range`) covers the chunks that
+    /// hold them in a real age stream (its header's length measured), and little more.
+    #[test]
+    fn the_stored_range_of_plaintext_bytes_covers_their_chunks() {
+        let (pk, _) = pair();
+        let to = EncryptTo::Recipients(vec![pk.parse().unwrap()]);
+        let len = 300_000u64;
+        let ct = encrypt(&to, &vec![7u8; len as usize]).len() as u64;
+        let chunks = len.div_ceil(65_536);
+        let header = ct - (16 + len + 16 * chunks);
+        for plain in [
+            0..1u64,
+            5..70_000,
+            65_535..65_537,
+            131_072..131_073,
+            299_000..300_000,
+        ] {
+            let (first, last) = (plain.start / 65_536, plain.end.div_ceil(65_536));
+            let start = header + 16 + first * 65_552;
+            let end = (header + 16 + last * 65_552).min(ct);
+            let hint = age_stored_range(plain.clone());
+            assert!(
+                hint.start <= start && end <= hint.end,
+                "{plain:?}: chunks at {start}..{end}, hint {hint:?}"
+            );
+            // Beyond the chunks: the header's length (not known to the hint) and its slack, at most.
+            assert!(
+                hint.end - hint.start <= (last - first) * 65_552 + header + 16 + (16 << 10) + 16,
+                "{plain:?}: {hint:?}"
+            );
+        }
+    }
+
+    /// Parts that are age streams of their own (a bucket's `<set>.tar.partNNN.age`) read as one plaintext stream:
+    /// whole, after seeks into any part and across a boundary, and to the end; a short middle part is an error.
+    #[test]
+    fn parts_encrypted_one_by_one_read_as_one_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pk, id) = pair();
+        let to = EncryptTo::Recipients(vec![pk.parse().unwrap()]);
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let plain = 128 << 10;
+        let write_parts = |data: &[u8]| -> ArchiveFiles {
+            let mut parts = Vec::new();
+            for (n, chunk) in data.chunks(plain).enumerate() {
+                let p = dir.path().join(format!("a.tar.part{n:03}.age"));
+                let ct = encrypt(&to, chunk);
+                std::fs::write(&p, &ct).unwrap();
+                parts.push((p, ct.len() as u64));
+            }
+            ArchiveFiles {
+                parts,
+                keys: None,
+                remote: None,
+                plain_part: None,
+            }
+            .with_plain_parts(Some(plain as u64))
+            .with_keys(Some(std::sync::Arc::new(keys_for(&id, dir.path()))))
+        };
+        let files = write_parts(&data);
+        assert!(files.encrypted());
+        let mut r = files.open().unwrap();
+        assert!(r.encrypted());
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+        for at in [0u64, 5, 131_071, 131_072, 200_000, 262_143, 299_990] {
+            r.seek(SeekFrom::Start(at)).unwrap();
+            let mut buf = vec![0u8; 10];
+            let n = r.read(&mut buf).unwrap();
+            assert!(n > 0, "at {at}");
+            assert_eq!(buf[..n], data[at as usize..at as usize + n], "at {at}");
+        }
+        r.seek(SeekFrom::Start(131_060)).unwrap();
+        let mut across = vec![0u8; 40];
+        r.read_exact(&mut across).unwrap();
+        assert_eq!(across, data[131_060..131_100]);
+        assert_eq!(r.seek(SeekFrom::End(0)).unwrap(), data.len() as u64);
+        assert_eq!(r.read(&mut across).unwrap(), 0);
+
+        // A middle part cut short (its own complete age stream, but too little plaintext).
+        let mut files = write_parts(&data);
+        let p = dir.path().join("short.tar.part000.age");
+        let ct = encrypt(&to, &data[..plain - 10_000]);
+        std::fs::write(&p, &ct).unwrap();
+        files.parts[0] = (p, ct.len() as u64);
+        let mut out = Vec::new();
+        let e = files.open().unwrap().read_to_end(&mut out).unwrap_err();
+        assert!(e.to_string().contains("the parts do not join"), "{e}");
+    }
+
+    #[test]
+    fn damage_is_a_read_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pk, id) = pair();
+        let to = EncryptTo::Recipients(vec![pk.parse().unwrap()]);
+        let data = vec![7u8; 200_000];
+        let ct = encrypt(&to, &data);
+        let keys = keys_for(&id, dir.path());
+        let read_all = |bytes: Vec<u8>| -> io::Result<Vec<u8>> {
+            let files_dir = tempfile::tempdir().unwrap();
+            let p = files_dir.path().join("a.age");
+            std::fs::write(&p, &bytes).unwrap();
+            let parts = PartsReader::new(vec![(p, bytes.len() as u64)]).unwrap();
+            let mut r =
+                ArchiveReader::Age(Box::new(Decrypting(keys.open(parts, "a.age").unwrap())));
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).map(|_| out)
+        };
+        assert_eq!(read_all(ct.clone()).unwrap(), data);
+        let mut flipped = ct.clone();
+        let n = flipped.len();
+        flipped[n / 2] ^= 1;
+        let e = read_all(flipped).unwrap_err().to_string();
+        assert!(e.contains("does not authenticate"), "{e}");
+        let e = read_all(ct[..ct.len() - 100].to_vec())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("age:"), "{e}");
+        let mut garbage = ct.clone();
+        garbage.extend_from_slice(b"trailing garbage");
+        assert!(read_all(garbage).is_err());
+        // Cut exactly at a chunk boundary: the final chunk is missing.
+        let header_len = ct.len() - (2 * (65_536 + 16) + (200_000 - 2 * 65_536) + 16);
+        let e = read_all(ct[..header_len + 2 * (65_536 + 16)].to_vec()).unwrap_err();
+        assert!(e.to_string().starts_with("age:"), "{e}");
+    }
 }

@@ -187,7 +187,8 @@ impl SparseMap {
         }
         line(self.size);
         line(0);
-        super::tarfmt::pad_to_block(&mut out);
+        // Zeros to a whole 512-byte tar block: GNU's format starts the data on a block after the map.
+        out.resize(out.len().next_multiple_of(512), 0);
         out
     }
 

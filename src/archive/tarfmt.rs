@@ -369,7 +369,7 @@ pub fn parse_pax_time(s: &str) -> Option<(i64, u32)> {
 }
 
 /// Appends zeros up to the next block boundary.
-pub fn pad_to_block(out: &mut Vec<u8>) {
+fn pad_to_block(out: &mut Vec<u8>) {
     let rem = out.len() % BLOCK as usize;
     if rem != 0 {
         out.resize(out.len() + BLOCK as usize - rem, 0);

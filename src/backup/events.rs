@@ -6,9 +6,10 @@ use chrono::{DateTime, FixedOffset, Local};
 use super::BackupReport;
 use crate::collect::{self, SetStatus};
 use crate::config::EventKind;
-use crate::exit::{self, Exit};
+use crate::exit::Exit;
 use crate::external::{self, DestinationStatus};
 use crate::notify::{self, Delivery, Event, Outcome};
+use crate::process;
 use crate::runlog::RunRecord;
 use crate::schedule::{Due, ExternalAction};
 use crate::settings::Settings;
@@ -313,7 +314,7 @@ pub fn stopped(
     error: &anyhow::Error,
     ui: &Ui,
 ) -> RunRecord {
-    let code = exit::classify(error);
+    let code = process::error_exit(error);
     let message = ui::format_error(error);
     let events = if code == Exit::Locked || crate::interrupt::requested().is_some() {
         vec![]

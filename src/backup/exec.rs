@@ -10,10 +10,11 @@ use chrono::{DateTime, FixedOffset, Local};
 use super::plan::{self, OnDrive};
 use super::{BackupReport, Observed, Problem, events, exit_of};
 use crate::collect::{self, CollectReport, SetStatus};
-use crate::exit::{self, Exit};
+use crate::exit::Exit;
 use crate::external::{self, DestinationStatus, ExternalReport};
 use crate::media::Presence;
 use crate::notify;
+use crate::process;
 use crate::schedule::{self, Due, ExternalAction, Seen};
 use crate::settings::{SetSettings, Settings};
 use crate::status::{self, Facts, gather};
@@ -147,7 +148,7 @@ fn collect_step(
             Err(e) => report.problems.push(Problem {
                 phase: "collect".into(),
                 subject: subject.join(", "),
-                exit: exit::classify(&e).code(),
+                exit: process::error_exit(&e).code(),
                 message: ui::format_error(&e),
             }),
         }
@@ -187,7 +188,7 @@ fn external_step(
         };
         match external::run_locked(settings, &options, ui) {
             Ok((_, r)) => report.external.push(r),
-            Err(e) if exit::classify(&e) == Exit::NoDestination => {
+            Err(e) if process::error_exit(&e) == Exit::NoDestination => {
                 // Pulled between detection and writing: the same as absent.
                 report.missing_media = Some(format!(
                     "{}; but {target} went away: {}",
@@ -198,7 +199,7 @@ fn external_step(
             Err(e) => report.problems.push(Problem {
                 phase: "external".into(),
                 subject: target.clone(),
-                exit: exit::classify(&e).code(),
+                exit: process::error_exit(&e).code(),
                 message: ui::format_error(&e),
             }),
         }
@@ -315,7 +316,7 @@ fn same_encryption(
 ) -> bool {
     match (now, written) {
         (None, None) => true,
-        (Some(now), Some(written)) => match crate::archive::crypt::resolve_record(now) {
+        (Some(now), Some(written)) => match now.resolve_record() {
             Ok(now) => {
                 let set = |r: &crate::archive::EncryptionRecord| {
                     r.recipients

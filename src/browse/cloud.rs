@@ -79,7 +79,7 @@ pub fn catalog(
     pick: Option<DateQuery>,
 ) -> anyhow::Result<CloudScope> {
     let cloud = destination(settings, name)?;
-    let env = crate::settings::Env::from_process();
+    let env = crate::expand::Env::from_process();
     let store = Arc::new(Store::open(cloud, &env, chrono::Local::now().time())?);
     let (listing, _) = crate::external::bucket::list(&store, false)?;
     let mut stamps: Vec<(NaiveDateTime, String)> = listing

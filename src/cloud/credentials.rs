@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::settings::{CloudKind, CloudSettings, Env};
+use crate::expand::Env;
+use crate::settings::{CloudKind, CloudSettings};
 
 /// The most a credentials file may hold: more is not a credentials file.
 const MAX_FILE: u64 = 256 * 1024;
@@ -91,48 +92,6 @@ pub enum CredentialsError {
 impl crate::exit::ExitCoded for CredentialsError {
     fn exit(&self) -> crate::exit::Exit {
         crate::exit::Exit::Usage
-    }
-}
-
-/// The hint for a config key that looks like a credential (`secret_access_key`, `application_key`, `password`,
-/// ...): credentials never go in the config, and this says where they go. `None` for other keys.
-pub fn secret_key_hint(key: &str) -> Option<&'static str> {
-    let k = key.to_ascii_lowercase();
-    if k == "credentials_file" {
-        return None;
-    }
-    let secretish = [
-        "secret",
-        "password",
-        "passwd",
-        "access_key",
-        "key_id",
-        "application_key",
-        "token",
-        "api_key",
-        "apikey",
-        "private_key",
-    ];
-    secretish.iter().any(|s| k.contains(s)).then_some(
-        "credentials never go in the config (it is read by services, copied into the Nix store and shown by \
-         `config check`): put them in a file that only you can read (chmod 600) and name it in the destination's \
-         `credentials_file`, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (B2: B2_APPLICATION_KEY_ID and \
-         B2_APPLICATION_KEY) in the environment dbackup runs in",
-    )
-}
-
-/// Like ssh with its keys: a credentials file that users other than its owner can read is refused. A missing file
-/// is not refused here (it may appear at boot, from a secrets manager); reading it says so.
-pub fn check_file_mode(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::metadata(path) {
-        Ok(m) if m.permissions().mode() & 0o077 != 0 => Err(format!(
-            "{} can be read by other users (mode {:04o}); run `chmod 600 {}`",
-            path.display(),
-            m.permissions().mode() & 0o7777,
-            path.display()
-        )),
-        _ => Ok(()),
     }
 }
 
@@ -519,13 +478,6 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("SECRET"), "{err}");
-        assert!(check_file_mode(&file).unwrap_err().contains("chmod 600"));
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(check_file_mode(&file).is_ok());
-        assert!(
-            check_file_mode(&tmp.path().join("missing")).is_ok(),
-            "a missing file is reported when used"
-        );
     }
 
     #[test]
@@ -567,28 +519,5 @@ mod tests {
         )
         .unwrap();
         assert_eq!(k.secrets(), ["EK", "ES"]);
-    }
-
-    #[test]
-    fn secret_looking_keys_get_the_hint() {
-        for key in [
-            "secret_access_key",
-            "aws_secret_access_key",
-            "access_key_id",
-            "application_key",
-            "password",
-            "session_token",
-        ] {
-            assert!(secret_key_hint(key).is_some(), "{key}");
-        }
-        for key in [
-            "credentials_file",
-            "bucket",
-            "endpoint",
-            "path",
-            "bucket_id",
-        ] {
-            assert!(secret_key_hint(key).is_none(), "{key}");
-        }
     }
 }

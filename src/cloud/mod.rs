@@ -6,13 +6,11 @@
 //! - `transport.rs`: the HTTP transport under OpenDAL: SigV4 signing done here (so a write can carry Object Lock
 //!   headers), request counts, the trust roots (`AWS_CA_BUNDLE` honoured).
 //! - `store.rs`: [`Store`]: streamed multipart uploads, ranged reads, listing, deletion, unfinished uploads,
-//!   locked writes, storage classes; retries, timeouts and the bandwidth limit as layers.
+//!   locked writes, storage classes; retries, timeouts and the bandwidth limit (`settings::bwlimit`) as layers.
 //! - `error.rs`: errors people can act on, scrubbed of every secret.
-//! - `bwlimit.rs`: the bandwidth limit and its daily window (pure).
 //! - `check.rs`: `dbackup cloud check`.
 //! - `sink.rs`: the archive writer's sink for a bucket (streamed, no staging copy).
 
-pub mod bwlimit;
 pub mod check;
 pub mod credentials;
 pub mod error;

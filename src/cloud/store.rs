@@ -18,7 +18,8 @@ use serde::Serialize;
 use crate::cloud::credentials::{self, Keys};
 use crate::cloud::error::{CloudError, Failure, explain};
 use crate::cloud::transport::{self, Counts, LOCK_UNTIL_META, Requests, SigV4, Transport};
-use crate::settings::{CloudKind, CloudSettings, Env};
+use crate::expand::Env;
+use crate::settings::{CloudKind, CloudSettings};
 
 /// The size of one part of a multipart upload: memory held per upload is at most [`CONCURRENT_PARTS`] + 1 of them.
 pub const PART_SIZE: usize = 8 << 20;

@@ -6,7 +6,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 
 use super::*;
 use crate::cloud::credentials::{Keys, Secret, Source};
-use crate::settings::{CloudKind, CloudSettings, Env};
+use crate::expand::Env;
+use crate::settings::{CloudKind, CloudSettings};
 use testkit::objstore::{Garage, REGION, closed_port};
 
 pub(crate) fn settings(endpoint: &str, bucket: &str) -> CloudSettings {

@@ -5,8 +5,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::config::load::ConfigSource;
 use crate::config::{ExternalMode, Notifications, RetentionPolicy, Schedule};
-use crate::settings::{ConfigSource, Exclusion, Output, SourcePath};
+use crate::settings::{Exclusion, Output, SourcePath};
 use crate::snapshot::{Layout, SnapshotState};
 
 pub(crate) struct World {

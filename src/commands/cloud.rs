@@ -2,7 +2,7 @@
 
 use crate::cli::{CloudCheckArgs, CloudCommand, GlobalArgs};
 use crate::exit::{CodedError, Exit};
-use crate::settings::Env;
+use crate::expand::Env;
 
 pub fn run(global: &GlobalArgs, cmd: CloudCommand) -> anyhow::Result<Exit> {
     match cmd {

@@ -7,7 +7,8 @@ use crate::cli::{ConfigCommand, GlobalArgs};
 use crate::config::load::{self, Origin};
 use crate::config::{init, schema};
 use crate::exit::Exit;
-use crate::settings::{Env, Settings};
+use crate::expand::Env;
+use crate::settings::Settings;
 
 pub fn run(global: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<Exit> {
     let env = Env::from_process();

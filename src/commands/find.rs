@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 use crate::browse::{self, FindOutput, Found, Pattern, Scope, Shown, Version};
 use crate::cli::{FindArgs, GlobalArgs};
 use crate::exit::Exit;
+use crate::expand::Env;
 use crate::restore::keys::KeyRing;
 use crate::restore::list::Kept;
-use crate::settings::{Env, Settings};
+use crate::settings::Settings;
 use crate::stdx::show;
 use crate::ui::Ui;
 

@@ -8,7 +8,8 @@ use anyhow::Context;
 use crate::cli::{GlobalArgs, KeygenArgs};
 use crate::config::load;
 use crate::exit::Exit;
-use crate::settings::{Env, Settings};
+use crate::expand::Env;
+use crate::settings::Settings;
 
 pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();

@@ -7,11 +7,12 @@
 use crate::browse::{self, Content, LsBackup, LsOutput, Scope, SetBackup, Shown};
 use crate::cli::{GlobalArgs, LsArgs};
 use crate::exit::{CodedError, Exit};
+use crate::expand::Env;
 use crate::restore::choose::{self, Standing};
 use crate::restore::keys::KeyRing;
 use crate::restore::list::Kept;
 use crate::restore::select::{self, DateQuery};
-use crate::settings::{Env, Settings};
+use crate::settings::Settings;
 use crate::stdx::show;
 use crate::ui::Ui;
 

@@ -19,7 +19,8 @@ pub mod systemd;
 use crate::cli::GlobalArgs;
 use crate::config::ConfigError;
 use crate::exit::Exit;
-use crate::settings::{Env, Output, Settings};
+use crate::expand::Env;
+use crate::settings::{Output, Settings};
 
 /// The global flags as the phases see them: `--json`, `--dry-run`, and the `-v` count minus the `-q` count.
 pub(crate) fn output(global: &GlobalArgs) -> Output {
@@ -38,7 +39,7 @@ pub(crate) fn output(global: &GlobalArgs) -> Output {
 pub(crate) fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError> {
     let env = Env::from_process();
     let settings = Settings::load(global.config.as_deref(), output(global), &env)?;
-    if settings.config_source == crate::settings::ConfigSource::BuiltIn
+    if settings.config_source == crate::config::load::ConfigSource::BuiltIn
         && settings.output.verbosity >= 0
     {
         static SAID: std::sync::Once = std::sync::Once::new();
@@ -154,7 +155,7 @@ pub(crate) fn begin_run(
     ui: &crate::ui::Ui,
     command: &str,
 ) -> chrono::DateTime<chrono::FixedOffset> {
-    if let Err(e) = crate::interrupt::install() {
+    if let Err(e) = crate::interrupt::install(crate::process::stop_at_once) {
         ui.warn(format_args!(
             "cannot catch SIGINT and SIGTERM ({e}): an interruption ends the run at once"
         ));
@@ -190,7 +191,7 @@ pub(crate) fn log_run(
         Err(e) => crate::runlog::RunRecord::new(
             command,
             started,
-            crate::exit::classify(e).code(),
+            crate::process::error_exit(e).code(),
             Some(crate::ui::format_error(e)),
             serde_json::Value::Null,
         ),

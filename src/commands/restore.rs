@@ -21,6 +21,7 @@ use std::path::PathBuf;
 
 use crate::cli::{GlobalArgs, RestoreArgs};
 use crate::exit::{CodedError, Exit};
+use crate::expand::Env;
 use crate::restore::catalog;
 use crate::restore::choose::{self, Chosen, Prepared};
 use crate::restore::job;
@@ -30,7 +31,7 @@ use crate::restore::outcome::{self, RestoreOutput};
 use crate::restore::select::{self, DateQuery};
 use crate::restore::verify;
 use crate::restore::{Overwrite, Request, Summary};
-use crate::settings::{Env, Settings};
+use crate::settings::Settings;
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<Exit> {

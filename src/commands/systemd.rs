@@ -13,8 +13,10 @@ use anyhow::Context;
 
 use crate::cli::{GlobalArgs, RenderFormat, SystemdCommand, SystemdRenderArgs, WaitForDriveArgs};
 use crate::config::load;
+use crate::config::load::ConfigSource;
 use crate::exit::{CodedError, Exit};
-use crate::settings::{ConfigSource, Env, Settings};
+use crate::expand::Env;
+use crate::settings::Settings;
 use crate::systemd::{self, Input, Scope, Target, install};
 use crate::ui::Ui;
 

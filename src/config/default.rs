@@ -5,7 +5,7 @@
 //! when dbackup later runs from a timer without them; loading it gives the same settings as the built-in default.
 
 use super::{BackupSet, Config, Method, Notifications, Retention, Schedule};
-use crate::settings::Env;
+use crate::expand::Env;
 
 /// The `data` set's source: `$DDATA`, else the seed's `/data`.
 fn data_source(env: &Env) -> String {

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context;
 
 use super::{ConfigError, default, load};
-use crate::settings::Env;
+use crate::expand::Env;
 
 /// The text `config init` writes to `target`: the built-in default, checked to be a valid config. Refuses a `target`
 /// that exists (whatever it is).

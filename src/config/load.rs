@@ -17,7 +17,7 @@ use jsonschema::error::ValidationErrorKind;
 use serde_json::Value;
 
 use super::{Config, ConfigError, Location, Problem, default, schema};
-use crate::settings::{ConfigSource, Env};
+use crate::expand::Env;
 
 /// Why a config path was chosen, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +81,14 @@ fn absolute(p: &Path, env: &Env) -> PathBuf {
     crate::expand::normalize(&env.cwd.join(p))
 }
 
+/// Where the config came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "path")]
+pub enum ConfigSource {
+    File(PathBuf),
+    BuiltIn,
+}
+
 /// A config, parsed and schema-valid, with where it came from and where each value sits in the file.
 #[derive(Debug, Clone)]
 pub struct Loaded {
@@ -94,13 +102,10 @@ impl Loaded {
     pub fn display_path(&self) -> PathBuf {
         match &self.source {
             ConfigSource::File(p) => p.clone(),
-            ConfigSource::BuiltIn => PathBuf::from(BUILT_IN_NAME),
+            ConfigSource::BuiltIn => PathBuf::from(super::BUILT_IN_NAME),
         }
     }
 }
-
-/// How messages name the built-in default config.
-pub const BUILT_IN_NAME: &str = "(built-in default)";
 
 /// Finds and loads the config for a run: `flag` is `--config`. When no file is named and the default location has
 /// none, the built-in default is used.
@@ -417,6 +422,33 @@ impl Problem {
     }
 }
 
+/// The hint for a config key that looks like a credential (`secret_access_key`, `application_key`, `password`,
+/// ...): credentials never go in the config, and this says where they go. `None` for other keys.
+fn secret_key_hint(key: &str) -> Option<&'static str> {
+    let k = key.to_ascii_lowercase();
+    if k == "credentials_file" {
+        return None;
+    }
+    let secretish = [
+        "secret",
+        "password",
+        "passwd",
+        "access_key",
+        "key_id",
+        "application_key",
+        "token",
+        "api_key",
+        "apikey",
+        "private_key",
+    ];
+    secretish.iter().any(|s| k.contains(s)).then_some(
+        "credentials never go in the config (it is read by services, copied into the Nix store and shown by \
+         `config check`): put them in a file that only you can read (chmod 600) and name it in the destination's \
+         `credentials_file`, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (B2: B2_APPLICATION_KEY_ID and \
+         B2_APPLICATION_KEY) in the environment dbackup runs in",
+    )
+}
+
 /// Turns one schema error into problems (one per unknown key; the matching branch's errors for `anyOf`).
 /// Unknown keys are located at the key, everything else at the value (by [`Positions::place`]).
 fn explain(error: &ValidationError, positions: &Positions) -> Vec<Problem> {
@@ -431,7 +463,7 @@ fn explain(error: &ValidationError, positions: &Positions) -> Vec<Problem> {
                 .iter()
                 .map(|key| {
                     let mut message = format!("unknown key \"{key}\"");
-                    if let Some(hint) = crate::cloud::credentials::secret_key_hint(key) {
+                    if let Some(hint) = secret_key_hint(key) {
                         message.push_str(&format!("; {hint}"));
                     } else if let Some(s) = suggest(key, allowed.iter().map(String::as_str)) {
                         message.push_str(&format!("; did you mean \"{s}\"?"));
@@ -728,6 +760,29 @@ mod tests {
         match parse(Path::new("c.json"), text) {
             Err(ConfigError::Invalid { problems, .. }) => problems,
             other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn secret_looking_keys_get_the_hint() {
+        for key in [
+            "secret_access_key",
+            "aws_secret_access_key",
+            "access_key_id",
+            "application_key",
+            "password",
+            "session_token",
+        ] {
+            assert!(secret_key_hint(key).is_some(), "{key}");
+        }
+        for key in [
+            "credentials_file",
+            "bucket",
+            "endpoint",
+            "path",
+            "bucket_id",
+        ] {
+            assert!(secret_key_hint(key).is_none(), "{key}");
         }
     }
 

@@ -748,15 +748,6 @@ pub enum ConfigError {
         problems: Vec<Problem>,
     },
 
-    #[error(
-        "undefined variable ${name} in {value:?}; set it in the environment dbackup runs in, or write the path out"
-    )]
-    UndefinedVariable { name: String, value: String },
-
-    /// A configured path that cannot be used: relative, `~user`, a malformed `${`.
-    #[error("{value:?} {reason}")]
-    BadPath { value: String, reason: String },
-
     #[error("{path} already exists; edit it, or move it away and run `dbackup config init` again")]
     Exists { path: PathBuf },
 }
@@ -814,10 +805,13 @@ impl Problem {
     }
 }
 
+/// How messages name the built-in default config.
+pub const BUILT_IN_NAME: &str = "(built-in default)";
+
 fn format_problems(path: &std::path::Path, problems: &[Problem]) -> String {
     let n = problems.len();
     let plural = if n == 1 { "" } else { "s" };
-    let mut out = if path == std::path::Path::new(load::BUILT_IN_NAME) {
+    let mut out = if path == std::path::Path::new(BUILT_IN_NAME) {
         format!(
             "the built-in default config does not work in this environment ({n} problem{plural}); it takes the data \
              set's source from $DDATA and the backup root from $DBACKUP. Fix those, or write a config to edit with \

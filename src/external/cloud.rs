@@ -79,7 +79,7 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
         index_copies: Vec::new(),
         resume: Default::default(),
     };
-    let env = crate::settings::Env::from_process();
+    let env = crate::expand::Env::from_process();
     let store = match Store::open(cloud, &env, Local::now().time()) {
         Ok(s) => Arc::new(s),
         Err(e) => {

@@ -471,7 +471,7 @@ fn encryption_of(
     Option<std::path::PathBuf>,
 )> {
     let record = e
-        .map(crate::archive::crypt::resolve_record)
+        .map(crate::settings::EncryptionSettings::resolve_record)
         .transpose()
         .map_err(|e| {
             CodedError::new(

@@ -125,7 +125,7 @@ pub struct ResumePlan {
 }
 
 /// The part size from the environment ([`PART_BYTES_VAR`]), else [`PART_BYTES`].
-pub fn part_bytes(env: &crate::settings::Env) -> u64 {
+pub fn part_bytes(env: &crate::expand::Env) -> u64 {
     env.var(PART_BYTES_VAR)
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map_or(PART_BYTES, |n| n.clamp(MIN_PART_BYTES, PART_BYTES))
@@ -159,7 +159,7 @@ pub fn read(root: &Path, destination: &str, stamp: &str) -> Result<Journal, Stri
 /// one would be out of order in the bucket's chains: it is removed as before). Reads only.
 pub fn observe(listing: &CloudListing, destination: &str, root: &Path) -> ResumeWorld {
     ResumeWorld {
-        part_bytes: part_bytes(&crate::settings::Env::from_process()),
+        part_bytes: part_bytes(&crate::expand::Env::from_process()),
         candidate: candidate(listing).map(|s| (s.to_string(), read(root, destination, s))),
     }
 }
@@ -852,7 +852,7 @@ mod tests {
 
     #[test]
     fn the_part_size_comes_from_the_environment_within_bounds() {
-        let env = |v: Option<&str>| crate::settings::Env {
+        let env = |v: Option<&str>| crate::expand::Env {
             vars: v
                 .map(|v| (PART_BYTES_VAR.to_string(), v.to_string()))
                 .into_iter()

@@ -289,7 +289,7 @@ pub fn plan_create(
     let encryption = dest
         .encryption
         .as_ref()
-        .map(crate::archive::crypt::resolve_record)
+        .map(crate::settings::EncryptionSettings::resolve_record)
         .transpose()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let recipients = encryption.as_ref().map(|e| e.recipients.len());
@@ -427,8 +427,7 @@ fn write_create(
     let started = Local::now().fixed_offset();
     let encrypt = match &dest.encryption {
         Some(e) => {
-            let record =
-                crate::archive::crypt::resolve_record(e).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let record = e.resolve_record().map_err(|e| anyhow::anyhow!("{e}"))?;
             Some(
                 crate::archive::crypt::encrypt_to(&record, e.passphrase_file.as_deref())
                     .map_err(|e| anyhow::anyhow!("{e}"))?,

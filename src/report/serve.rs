@@ -145,7 +145,7 @@ pub fn bind(listen: SocketAddr, allow_remote: bool) -> anyhow::Result<TcpListene
 pub fn run(settings: &Settings, listener: TcpListener, ui: &Ui) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
     // SIGTERM and SIGINT set a flag (`crate::interrupt`) that the loop looks at between requests.
-    crate::interrupt::install()?;
+    crate::interrupt::install(crate::process::stop_at_once)?;
     let server = tiny_http::Server::from_listener(listener, None)
         .map_err(|e| anyhow::anyhow!("cannot serve on {listen}: {e}"))?;
     crate::outln!("http://{listen}/");

@@ -204,7 +204,7 @@ pub fn destination<'a>(settings: &'a Settings, req: &Request) -> anyhow::Result<
 /// Opens the destination and lists its backups (stamps with `backup.json`), oldest first, with the size of every
 /// object under them (one listing).
 pub fn open(cloud: &CloudSettings) -> anyhow::Result<(Arc<Store>, Vec<String>, Sizes)> {
-    let env = crate::settings::Env::from_process();
+    let env = crate::expand::Env::from_process();
     let store = Arc::new(Store::open(cloud, &env, chrono::Local::now().time())?);
     let (listing, _) = crate::external::bucket::list(&store, false)?;
     Ok((store, listing.backups, listing.sizes))

@@ -1,29 +1,22 @@
 //! The validated settings every phase runs from: the config file merged with the command line,
 //! paths expanded, semantic checks passed. Built once, before any phase runs.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::config::load::{self, Loaded};
+use crate::archive::crypt::{self, CryptError, EncryptionRecord, Recipient};
+use crate::config::load::{self, ConfigSource, Loaded};
 use crate::config::{
     BackupSet, Config, ConfigError, Destination, DestinationKind, Encryption, ExternalMode,
     ExternalSchedule, Notifications, Problem, RetentionForm, RetentionPolicy, Schedule, schema,
 };
-use crate::expand;
+use crate::expand::{self, Env};
 
+pub mod bwlimit;
 mod summary;
 
 pub use summary::summary;
-
-/// Where the config came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "path")]
-pub enum ConfigSource {
-    File(PathBuf),
-    BuiltIn,
-}
 
 /// How much to print and whether to change anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -32,47 +25,6 @@ pub struct Output {
     pub dry_run: bool,
     /// -2 (-qq) .. 0 (default) .. 2 (-vv)
     pub verbosity: i8,
-}
-
-/// The process environment that settings depend on, passed in so tests can fake it.
-#[derive(Debug, Clone, Default)]
-pub struct Env {
-    pub vars: BTreeMap<String, String>,
-    pub home: PathBuf,
-    pub cwd: PathBuf,
-}
-
-impl Env {
-    pub fn from_process() -> Env {
-        let vars: BTreeMap<String, String> = std::env::vars().collect();
-        let home = vars
-            .get("HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/"));
-        let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        Env { vars, home, cwd }
-    }
-
-    /// A made-up environment for tests: `vars`, the home directory `home`, the working directory `cwd`.
-    #[cfg(test)]
-    pub fn fake(home: impl Into<PathBuf>, cwd: impl Into<PathBuf>, vars: &[(&str, &str)]) -> Env {
-        let vars = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Env {
-            vars,
-            home: home.into(),
-            cwd: cwd.into(),
-        }
-    }
-
-    pub fn var(&self, name: &str) -> Option<&str> {
-        self.vars
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
-    }
 }
 
 /// `notifications` as output shows them: the URL's user info, path and query are secrets.
@@ -310,7 +262,7 @@ pub struct CloudSettings {
     pub storage_class_metadata: Option<String>,
     /// Compliance-mode retention written with every object.
     pub object_lock_days: Option<u32>,
-    pub bwlimit: Option<crate::cloud::bwlimit::Bwlimit>,
+    pub bwlimit: Option<bwlimit::Bwlimit>,
     /// Retries of a failed request (exponential backoff with jitter).
     pub retries: u32,
     /// Seconds a request may wait for the server.
@@ -374,6 +326,32 @@ pub struct EncryptionSettings {
     pub passphrase: bool,
     /// Where the passphrase is read from when backing up unattended.
     pub passphrase_file: Option<PathBuf>,
+}
+
+impl EncryptionSettings {
+    /// The public side of this encryption, as the external phase records it: inline recipients and those of
+    /// `recipients_file` (read now), or a passphrase. Reads no secret.
+    pub fn resolve_record(&self) -> Result<EncryptionRecord, CryptError> {
+        let mut recipients = Vec::new();
+        for r in &self.recipients {
+            recipients.push(r.parse::<Recipient>()?.text().to_string());
+        }
+        if let Some(file) = &self.recipients_file {
+            recipients.extend(
+                crypt::read_recipients_file(file)?
+                    .into_iter()
+                    .map(|r| r.text().to_string()),
+            );
+        }
+        // The same key inline and in the file (or twice in the file) is encrypted to once; the order is kept.
+        let mut seen = std::collections::HashSet::new();
+        recipients.retain(|r| seen.insert(r.clone()));
+        Ok(EncryptionRecord {
+            format: crypt::AGE_FORMAT.to_string(),
+            recipients,
+            passphrase: self.passphrase,
+        })
+    }
 }
 
 impl Settings {
@@ -1189,7 +1167,7 @@ impl Builder<'_> {
             .as_ref()
             .and_then(|f| self.path(format!("{at}/credentials_file"), f));
         if let Some(f) = &credentials_file
-            && let Err(why) = crate::cloud::credentials::check_file_mode(f)
+            && let Err(why) = check_file_mode(f)
         {
             self.problem(format!("{at}/credentials_file"), why);
         }
@@ -1251,16 +1229,16 @@ impl Builder<'_> {
                 "0 days locks nothing; remove `object_lock_days` or give 1 or more",
             );
         }
-        let bwlimit =
-            d.bwlimit
-                .as_ref()
-                .and_then(|b| match crate::cloud::bwlimit::Bwlimit::from_config(b) {
-                    Ok(b) => Some(b),
-                    Err(why) => {
-                        self.problem(format!("{at}/bwlimit"), why);
-                        None
-                    }
-                });
+        let bwlimit = d
+            .bwlimit
+            .as_ref()
+            .and_then(|b| match bwlimit::Bwlimit::from_config(b) {
+                Ok(b) => Some(b),
+                Err(why) => {
+                    self.problem(format!("{at}/bwlimit"), why);
+                    None
+                }
+            });
         if d.timeout_seconds == Some(0) {
             self.problem(
                 format!("{at}/timeout_seconds"),
@@ -1301,7 +1279,7 @@ impl Builder<'_> {
     fn encryption(&mut self, at: &str, e: &Encryption) -> Option<EncryptionSettings> {
         let before = self.problems.len();
         for (i, r) in e.recipients.iter().enumerate() {
-            if let Err(err) = r.parse::<crate::archive::crypt::Recipient>() {
+            if let Err(err) = r.parse::<Recipient>() {
                 self.problem(format!("{at}/recipients/{i}"), err.to_string());
             }
         }
@@ -1512,6 +1490,21 @@ fn exclude_file_rules(text: &str) -> Vec<(usize, String)> {
         .collect()
 }
 
+/// Like ssh with its keys: a credentials file that users other than its owner can read is refused. A missing file
+/// is not refused here (it may appear at boot, from a secrets manager); reading it says so.
+fn check_file_mode(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => Err(format!(
+            "{} can be read by other users (mode {:04o}); run `chmod 600 {}`",
+            path.display(),
+            m.permissions().mode() & 0o7777,
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What the `rsync_args` check reads: this run's environment, and the files options name.
 struct ArgsHost<'a>(&'a Env);
 
@@ -1638,6 +1631,43 @@ mod tests {
             Err(other) => panic!("expected semantic problems, got {other}"),
             Ok(_) => panic!("expected semantic problems, got valid settings"),
         }
+    }
+
+    #[test]
+    fn a_recipient_given_twice_is_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, a) = crypt::new_identity("now");
+        let (_, b) = crypt::new_identity("now");
+        let p = dir.path().join("r.txt");
+        std::fs::write(&p, format!("{b}\n{a}\n{b}\n")).unwrap();
+        let e = EncryptionSettings {
+            recipients: vec![a.clone()],
+            recipients_file: Some(p),
+            identity_file: None,
+            passphrase: false,
+            passphrase_file: None,
+        };
+        assert_eq!(e.resolve_record().unwrap().recipients, [a, b]);
+    }
+
+    #[test]
+    fn a_credentials_file_others_can_read_is_refused_and_a_missing_one_is_not() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("keys");
+        std::fs::write(
+            &file,
+            "aws_access_key_id = ID\naws_secret_access_key = SECRET\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(check_file_mode(&file).unwrap_err().contains("chmod 600"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(check_file_mode(&file).is_ok());
+        assert!(
+            check_file_mode(&tmp.path().join("missing")).is_ok(),
+            "a missing file is reported when used"
+        );
     }
 
     #[test]

@@ -3,8 +3,10 @@
 
 use std::fmt::Write as _;
 
-use super::{ConfigSource, Env, Exclusion, Settings};
+use super::{Exclusion, Settings};
 use crate::config::load;
+use crate::config::load::ConfigSource;
+use crate::expand::Env;
 
 /// The settings in words: what `config check` prints.
 // Stays long: the settings printed in the order `config check` shows them, one short block per key.

@@ -117,7 +117,7 @@ fn cloud(
         CloudLook::Full => false,
     };
     facts.looked = true;
-    let env = crate::settings::Env::from_process();
+    let env = crate::expand::Env::from_process();
     // A look, not an upload: an unreachable bucket costs at most two tries of 15 seconds, never minutes.
     let quick = crate::settings::CloudSettings {
         retries: c.retries.min(1),

@@ -235,8 +235,8 @@ pub fn build(facts: &Facts, settings: &Settings, due: &Due) -> History {
     History {
         host: facts.host.clone(),
         config: match &settings.config_source {
-            crate::settings::ConfigSource::File(p) => Some(p.clone()),
-            crate::settings::ConfigSource::BuiltIn => None,
+            crate::config::load::ConfigSource::File(p) => Some(p.clone()),
+            crate::config::load::ConfigSource::BuiltIn => None,
         },
         limit,
         stale_after_seconds: collect_overdue.num_seconds(),

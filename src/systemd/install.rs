@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use super::{EXTERNAL_SERVICE, HEADER, Input, Rendered, SERVE_SERVICE, Scope};
 use crate::exit::{CodedError, Exit};
-use crate::settings::Env;
+use crate::expand::Env;
 
 fn usage(message: String) -> CodedError {
     CodedError::new(Exit::Usage, message)

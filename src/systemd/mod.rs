@@ -36,7 +36,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ExternalSchedule, Incremental, Schedule};
-use crate::settings::{Env, Settings};
+use crate::expand::Env;
+use crate::settings::Settings;
 
 pub use escape::EscapeError;
 

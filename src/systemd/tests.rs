@@ -382,7 +382,8 @@ fn variables_are_found_as_expand_reads_them() {
 #[test]
 fn input_carries_the_variables_the_config_uses() {
     use crate::config::load;
-    use crate::settings::{ConfigSource, Output};
+    use crate::config::load::ConfigSource;
+    use crate::settings::Output;
     let text = r#"{ "backup_sets": [ { "name": "a", "sources": ["$DDATA", "~/x", "$HOME/y"], "exclusions": ["${CACHE}/*"] } ],
         "destinations": [ { "name": "T9", "path": "$MEDIA/T9", "fs_label": "T9" } ] }"#;
     let (config, positions) = load::parse(Path::new("c.json"), text).unwrap();

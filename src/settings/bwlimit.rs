@@ -1,5 +1,5 @@
-//! A cloud destination's bandwidth limit: a rate, and the daily window of local time it applies in. Pure: parsing,
-//! and the rate in force at a time of day.
+//! A cloud destination's bandwidth limit, validated from the config's `bwlimit`: a rate, and the daily window of
+//! local time it applies in (the cloud store applies it). Pure: parsing, and the rate in force at a time of day.
 
 use chrono::{NaiveTime, Timelike};
 use serde::Serialize;
