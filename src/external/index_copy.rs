@@ -383,11 +383,8 @@ pub fn remove(root: &Path, destination: &str, stale: &[String]) -> Vec<String> {
     failed
 }
 
-/// Reads a whole copy (tests).
-
 /// Whether the local plaintext copy of `set`'s index in backup `base` is here and matches the encrypted index the
-/// destination's `backup.json` records ([`trusted`]): its path, else why not. Drives and
-/// buckets alike.
+/// destination's `backup.json` records ([`trusted`]): its path, else why not. Drives and buckets alike.
 pub fn base_copy(
     root: &std::path::Path,
     destination: &str,
@@ -408,6 +405,7 @@ pub fn base_copy(
     trusted(root, destination, base, set, index)
 }
 
+/// Reads a whole copy (tests).
 #[cfg(test)]
 pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read;
