@@ -151,7 +151,7 @@ pub use snapshot::{
 // A drive's `backups/`: backup.json, sums, `latest` (tests read them, forge hostile ones, and damage them).
 pub use archive::sums::{SumLine, parse_sums, read_sums, write_sums};
 pub use external::layout::{
-    BACKUP_FORMAT, BackupMeta, DriveBackup, FileRecord, FilesystemRecord, LATEST_FILE, LATEST_LINK,
+    BACKUP_FORMAT, BackupMeta, DriveBackup, FilesystemRecord, LATEST_FILE, LATEST_LINK,
     METADATA_FILE as BACKUP_META_FILE, ReadBackRecord, SUMS_FILE, SetRecord, archive_name,
     list as list_drive_backups, metadata_bytes as backup_meta_bytes,
     read_latest as read_drive_latest, read_metadata as read_backup_meta,
@@ -160,9 +160,9 @@ pub use external::layout::{
 // The archive engine, driven directly by the tests that write, read back and verify an archive on a real drive.
 pub use archive::readback::drop_device_cache;
 pub use archive::{
-    ArchiveFiles, ArchiveKind, ArchiveOptions, Digest, EncryptionRecord, FileSink, IndexReader,
-    NoProgress, ReadBackMethod, WrittenFile, read_back, scan as scan_snapshot, verify_archive,
-    write_archive,
+    ArchiveFiles, ArchiveKind, ArchiveOptions, Digest, EncryptionRecord, FileRecord, FileSink,
+    IndexReader, NoProgress, ReadBackMethod, WrittenFile, read_back, scan as scan_snapshot,
+    verify_archive, write_archive,
 };
 
 // Drives: detection and choice (`media/`), run on real loop devices.

@@ -224,13 +224,13 @@ fn sample() -> &'static Sample {
             .collect::<Result<Vec<_>, _>>()
             .unwrap();
         let mut m = layout::tests::meta("2025-04-01-031500", &["data", "config"]);
-        m.sets[0].archive = vec![layout::FileRecord {
+        m.sets[0].archive = vec![crate::archive::FileRecord {
             name: "data.tar".into(),
             bytes: tar.len() as u64,
             sha256: Digest::of_bytes(&tar),
             age_head: None,
         }];
-        m.sets[0].index = vec![layout::FileRecord {
+        m.sets[0].index = vec![crate::archive::FileRecord {
             name: "data.index.jsonl".into(),
             bytes: index.len() as u64,
             sha256: Digest::of_bytes(&index),

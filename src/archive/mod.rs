@@ -42,7 +42,7 @@ pub use crypt::{EncryptTo, EncryptionRecord, Keys};
 pub use index::{ArchiveKind, IndexEntry, IndexReader};
 pub use readback::{ReadBackMethod, read_back, read_back_in, read_back_in_with};
 pub use reader::{ArchiveFiles, ArchiveReader, ReadSeek, Remote};
-pub use sink::{Digest, FileSink, Sink, SplitSink, Stage, WrittenFile};
+pub use sink::{Digest, FileRecord, FileSink, Sink, SplitSink, Stage, WrittenFile};
 pub use tarfmt::EntryKind;
 pub use verify::{HardLinkTargets, verify_archive, verify_archive_in_chain};
 pub use walk::Warning;

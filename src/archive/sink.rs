@@ -85,6 +85,21 @@ pub struct WrittenFile {
     pub sha256: Digest,
 }
 
+/// One file of a backup, as `backup.json` records it (a [`WrittenFile`] by its name inside the backup directory).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileRecord {
+    /// The file name inside the backup directory.
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: Digest,
+    /// For an object that is an age stream of its own (a bucket's `<set>.tar.partNNN.age`): its first bytes, age's
+    /// header and the payload nonce (base64, at most [`crate::archive::crypt::AGE_HEAD_MAX`] bytes), so a restore of
+    /// one file reads only the chunks holding it, not the header first. Kept here, with the object it belongs to,
+    /// as a hint: age authenticates it when it is used, and `restore --verify` compares it with the object's start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_head: Option<String>,
+}
+
 /// The end of a write chain: it writes bytes to the drive, hashing each file it creates.
 pub trait Sink: Write + Send {
     /// Flushes, fsyncs every file and the directory holding them, and says what was written.

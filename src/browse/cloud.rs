@@ -11,7 +11,7 @@ use super::{Content, SetBackup};
 use crate::archive::ArchiveFiles;
 use crate::cloud::{Objects, Store};
 use crate::exit::{CodedError, Exit};
-use crate::external::cloud::BACKUPS;
+use crate::external::bucket::BACKUPS;
 use crate::external::layout;
 use crate::restore::list::Kept;
 use crate::restore::select::{self, DateQuery};
@@ -81,7 +81,7 @@ pub fn catalog(
     let cloud = destination(settings, name)?;
     let env = crate::expand::Env::from_process();
     let store = Arc::new(Store::open(cloud, &env, chrono::Local::now().time())?);
-    let (listing, _) = crate::external::cloud::list(&store, false)?;
+    let (listing, _) = crate::external::bucket::list(&store, false)?;
     let mut stamps: Vec<(NaiveDateTime, String)> = listing
         .backups
         .iter()

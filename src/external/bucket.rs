@@ -5,18 +5,105 @@
 //! be deleted is an unfinished upload from then on (never listed as a backup again; the next run removes the rest).
 //! A backup whose objects are still under Object Lock is kept ("kept: locked until <date>") and never touched.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::cloud::{BACKUPS, CloudListing};
 use super::layout::{self, DriveBackup};
 use super::retention::{self as drive_retention, BackupInfo};
-use crate::cloud::{CloudError, Store};
+use crate::cloud::{CloudError, Store, Unfinished};
 use crate::config::RetentionPolicy;
 use crate::retention::Decision;
 use crate::snapshot;
+
+/// The size of one archive object: an interrupted upload loses at most one, and a cold-storage restore thaws
+/// only the objects it reads.
+pub const PART_BYTES: u64 = 128 << 20;
+
+/// The key prefix of the backups, relative to the destination's prefix.
+pub const BACKUPS: &str = "backups/";
+
+/// What a bucket holds under `backups/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudListing {
+    /// Stamps with a `backup.json`: backups, oldest first.
+    pub backups: Vec<String>,
+    /// Stamps without one: unfinished uploads of a killed or failed run, with their objects' count and bytes.
+    pub unfinished: Vec<UnfinishedStamp>,
+    /// Multipart uploads begun and never completed (their parts are stored, and billed, until aborted).
+    pub uploads: Vec<String>,
+    /// What `backups/LATEST` names.
+    pub latest: Option<String>,
+    /// Objects under `backups/` that are no part of dbackup's layout (left alone).
+    pub other: Vec<String>,
+    /// The size of every object under a stamp, by key (`backups/<stamp>/<name>`): what a chain's files are checked
+    /// against.
+    #[serde(skip)]
+    pub sizes: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnfinishedStamp {
+    pub stamp: String,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// One listing of `backups/`, grouped by stamp; with `full`, also `LATEST` and the unfinished multipart uploads
+/// under it (what a writer needs; a reader spares the two requests).
+pub fn list(
+    store: &Store,
+    full: bool,
+) -> Result<(CloudListing, Vec<Unfinished>), crate::cloud::CloudError> {
+    let objects = store.list(BACKUPS)?;
+    let mut stamps: BTreeMap<String, (bool, u64, u64)> = BTreeMap::new();
+    let mut listing = CloudListing::default();
+    for o in &objects {
+        let rest = o.key.strip_prefix(BACKUPS).unwrap_or(&o.key);
+        match rest.split_once('/') {
+            Some((stamp, file)) if snapshot::parse_stamp(stamp).is_some() => {
+                let e = stamps.entry(stamp.to_string()).or_default();
+                e.0 |= file == layout::METADATA_FILE;
+                e.1 += 1;
+                e.2 = e.2.saturating_add(o.size);
+                listing.sizes.insert(o.key.clone(), o.size);
+            }
+            None if rest == layout::LATEST_FILE => {}
+            _ => listing.other.push(crate::stdx::show_str(rest)),
+        }
+    }
+    for (stamp, (complete, objects, bytes)) in stamps {
+        if complete {
+            listing.backups.push(stamp);
+        } else {
+            listing.unfinished.push(UnfinishedStamp {
+                stamp,
+                objects,
+                bytes,
+            });
+        }
+    }
+    if !full {
+        return Ok((listing, Vec::new()));
+    }
+    if objects
+        .iter()
+        .any(|o| o.key == format!("{BACKUPS}{}", layout::LATEST_FILE))
+    {
+        listing.latest = store
+            .get(&format!("{BACKUPS}{}", layout::LATEST_FILE))
+            .ok()
+            .and_then(|b| layout::parse_latest(&b));
+    }
+    let uploads = store.unfinished_uploads(BACKUPS)?;
+    listing.uploads = uploads
+        .iter()
+        .map(|u| crate::stdx::show_str(&u.key))
+        .collect();
+    Ok((listing, uploads))
+}
 
 /// A bucket's backups, each with its `backup.json` when it could be read and checked.
 #[derive(Debug, Clone, Default)]
@@ -41,7 +128,7 @@ pub fn requests_of(store: &Store) -> u64 {
 /// schedule needs). No archive or index is read.
 pub fn read(store: &Store, newest_only: bool) -> Result<BucketBackups, CloudError> {
     let before = requests_of(store);
-    let (listing, _) = super::cloud::list(store, false)?;
+    let (listing, _) = list(store, false)?;
     let mut b = read_listed(store, listing, newest_only)?;
     b.requests = requests_of(store).saturating_sub(before);
     Ok(b)
@@ -181,99 +268,6 @@ pub fn decide(
                 i.latest = true;
             }
             locked.push((name, until));
-        }
-    }
-}
-
-/// Adds retention to an upload's plan: what the destination keeps once the new backup is promoted. Pure.
-pub fn plan_retention(
-    p: &mut super::cloud::CloudPlan,
-    w: &super::cloud::CloudWorld,
-    now: NaiveDateTime,
-    now_utc: DateTime<Utc>,
-) {
-    if p.refusal.is_some() || p.archives.is_empty() {
-        return;
-    }
-    let stamp = p
-        .dir
-        .trim_start_matches(BACKUPS)
-        .trim_end_matches('/')
-        .to_string();
-    let sets: Vec<String> = p.archives.iter().map(|a| a.set.clone()).collect();
-    p.decisions = decide(
-        &w.chains.listing.backups,
-        &stamp,
-        &sets,
-        &w.settings.retention,
-        now,
-        now_utc,
-        w.settings.object_lock_days,
-    );
-}
-
-/// Retention as the dry run prints it.
-pub fn render_retention(p: &super::cloud::CloudPlan, out: &mut String) {
-    use std::fmt::Write as _;
-    if p.decisions.is_empty() {
-        return;
-    }
-    let stamp = p.dir.trim_start_matches(BACKUPS).trim_end_matches('/');
-    let removed = crate::retention::removed(&p.decisions).count();
-    let _ = writeln!(
-        out,
-        "  retention {}: {} kept, {} removed after the upload is verified",
-        crate::retention::describe(&p.retention),
-        p.decisions.len() - removed,
-        removed
-    );
-    for d in p.decisions.iter().filter(|d| d.name != stamp) {
-        let _ = writeln!(
-            out,
-            "  {}    {} ({})",
-            if d.keep { "keep  " } else { "remove" },
-            d.name,
-            d.reasons.join("; ")
-        );
-    }
-}
-
-/// Carries out the plan's retention after a verified upload: each backup it does not keep deleted
-/// (`backup.json` first). One that could only partly be deleted is a warning naming it.
-pub fn apply_retention(
-    p: &super::cloud::CloudPlan,
-    store: &Store,
-    report: &mut super::exec::DestinationReport,
-    ui: &crate::ui::Ui,
-) {
-    for d in p.decisions.iter().filter(|d| !d.keep) {
-        if crate::interrupt::requested().is_some() {
-            return;
-        }
-        let r = remove(store, d);
-        match &r.error {
-            None => {
-                ui.step(format_args!(
-                    "{}: removed old backup {} ({})",
-                    p.name,
-                    d.name,
-                    d.reasons.join("; ")
-                ));
-                report.removed.push(super::exec::Removed {
-                    name: d.name.clone(),
-                    reasons: d.reasons.clone(),
-                });
-            }
-            Some(e) => {
-                let msg = format!("old backup {} could only partly be deleted: {e}", d.name);
-                ui.warn(format_args!("{}: {msg}", p.name));
-                report.warnings.push(msg);
-            }
-        }
-    }
-    for d in p.decisions.iter().filter(|d| d.keep) {
-        if let Some(r) = d.reasons.iter().find(|r| r.starts_with("kept: locked")) {
-            ui.step(format_args!("{}: {} {r}", p.name, d.name));
         }
     }
 }

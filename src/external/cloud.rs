@@ -1,5 +1,6 @@
 //! Cloud destinations as targets of the external phase: what a bucket holds under `<prefix>/backups/` (observed
-//! through [`crate::cloud::Store`]), the pure plan of one upload, and its execution. The layout is the drive's:
+//! through [`crate::cloud::Store`]) and the pure plan of one upload, which [`super::upload`] carries out. The layout
+//! is the drive's:
 //! `backups/<stamp>/<set>.tar[.age].partNNN` (objects of [`PART_BYTES`], so a cold-storage restore thaws only the
 //! part it needs), `<set>.index.jsonl` or `<set>.index.age`, `verification.sha256`, then `backup.json`, written
 //! last: it is the promotion (a stamp without it is an unfinished upload, never listed as a backup, removed by the
@@ -11,60 +12,22 @@
 //! `verification.sha256`, which `sha256sum -c` checks against downloaded objects; a full read-back is
 //! `restore --verify --source cloud`, which costs egress). With `object_lock_days` every object is written with
 //! compliance retention, and before the promotion the objects uploaded in parts and the parts a resume reused get
-//! this run's date by PutObjectRetention ([`lock_after_upload`]).
+//! this run's date by PutObjectRetention (`upload::lock_after_upload`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Instant;
 
-use chrono::{DateTime, Local, Utc};
+use chrono::{DateTime, Local, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::exec::{DestinationReport, DestinationStatus};
-use super::layout::{self, BackupMeta, FilesystemRecord, ReadBackRecord};
-use super::observe::Observed;
-use super::plan::{ArchiveTarget, ExternalPlan, SetAction, SetPlan};
-use crate::archive::sums::{SumLine, write_sums};
-use crate::archive::{self, ArchiveOptions, EncryptionRecord, NoProgress};
-use crate::cloud::sink::CloudSink;
-use crate::cloud::{ObjectClass, Store, Unfinished};
-use crate::exit::Exit;
+use super::bucket::{BACKUPS, CloudListing, PART_BYTES, UnfinishedStamp, list};
+use super::layout::{self, BackupMeta};
+use super::sets::{ArchiveTarget, SetAction, SetPlan};
+use crate::archive::{self, EncryptionRecord, NoProgress};
+use crate::cloud::{Store, Unfinished};
 use crate::settings::CloudSettings;
 use crate::snapshot;
 use crate::ui::Ui;
-
-/// The size of one archive object: an interrupted upload loses at most one, and a cold-storage restore thaws
-/// only the objects it reads.
-pub const PART_BYTES: u64 = 128 << 20;
-
-/// The key prefix of the backups, relative to the destination's prefix.
-pub const BACKUPS: &str = "backups/";
-
-/// What a bucket holds under `backups/`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CloudListing {
-    /// Stamps with a `backup.json`: backups, oldest first.
-    pub backups: Vec<String>,
-    /// Stamps without one: unfinished uploads of a killed or failed run, with their objects' count and bytes.
-    pub unfinished: Vec<UnfinishedStamp>,
-    /// Multipart uploads begun and never completed (their parts are stored, and billed, until aborted).
-    pub uploads: Vec<String>,
-    /// What `backups/LATEST` names.
-    pub latest: Option<String>,
-    /// Objects under `backups/` that are no part of dbackup's layout (left alone).
-    pub other: Vec<String>,
-    /// The size of every object under a stamp, by key (`backups/<stamp>/<name>`): what a chain's files are checked
-    /// against.
-    #[serde(skip)]
-    pub sizes: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnfinishedStamp {
-    pub stamp: String,
-    pub objects: u64,
-    pub bytes: u64,
-}
 
 /// A selected cloud destination: its settings, the store opened on it, and what it holds (or why it could not be
 /// looked at).
@@ -134,60 +97,6 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
     }
     world.store = Some(store);
     world
-}
-
-/// One listing of `backups/`, grouped by stamp; with `full`, also `LATEST` and the unfinished multipart uploads
-/// under it (what a writer needs; a reader spares the two requests).
-pub fn list(
-    store: &Store,
-    full: bool,
-) -> Result<(CloudListing, Vec<Unfinished>), crate::cloud::CloudError> {
-    let objects = store.list(BACKUPS)?;
-    let mut stamps: BTreeMap<String, (bool, u64, u64)> = BTreeMap::new();
-    let mut listing = CloudListing::default();
-    for o in &objects {
-        let rest = o.key.strip_prefix(BACKUPS).unwrap_or(&o.key);
-        match rest.split_once('/') {
-            Some((stamp, file)) if snapshot::parse_stamp(stamp).is_some() => {
-                let e = stamps.entry(stamp.to_string()).or_default();
-                e.0 |= file == layout::METADATA_FILE;
-                e.1 += 1;
-                e.2 = e.2.saturating_add(o.size);
-                listing.sizes.insert(o.key.clone(), o.size);
-            }
-            None if rest == layout::LATEST_FILE => {}
-            _ => listing.other.push(crate::stdx::show_str(rest)),
-        }
-    }
-    for (stamp, (complete, objects, bytes)) in stamps {
-        if complete {
-            listing.backups.push(stamp);
-        } else {
-            listing.unfinished.push(UnfinishedStamp {
-                stamp,
-                objects,
-                bytes,
-            });
-        }
-    }
-    if !full {
-        return Ok((listing, Vec::new()));
-    }
-    if objects
-        .iter()
-        .any(|o| o.key == format!("{BACKUPS}{}", layout::LATEST_FILE))
-    {
-        listing.latest = store
-            .get(&format!("{BACKUPS}{}", layout::LATEST_FILE))
-            .ok()
-            .and_then(|b| layout::parse_latest(&b));
-    }
-    let uploads = store.unfinished_uploads(BACKUPS)?;
-    listing.uploads = uploads
-        .iter()
-        .map(|u| crate::stdx::show_str(&u.key))
-        .collect();
-    Ok((listing, uploads))
 }
 
 /// The most `backup.json` files checked against their sums for a bucket's chains (one small GET each: the sums).
@@ -356,7 +265,7 @@ pub fn observe_chains(
         if w.encryption.is_some()
             && let Some(f) = super::chain::facts(&w.chains.listing, set, &w.chains.damaged)
         {
-            let copy = super::observe::base_copy(
+            let copy = super::index_copy::base_copy(
                 backup_root,
                 &w.settings.name,
                 &w.chains.listing,
@@ -531,7 +440,7 @@ fn fetch_base(
 
 /// The base an incremental upload is written against: the downloaded index as its manifest, and the local
 /// snapshot the base was made from when it still exists (its inodes then decide what changed).
-fn incremental_base(
+pub(super) fn incremental_base(
     b: &BaseIndex,
     set: &str,
     choice: &super::chain::ArchiveChoice,
@@ -672,7 +581,8 @@ pub fn plan(
             })
         })
         .collect();
-    let (resume, resume_refused) = super::resume::plan(w, &archives, enc);
+    let (resume, resume_refused) =
+        super::resume::plan(&w.resume, &w.settings, &w.listing, &archives, enc);
     let stamp = resume
         .as_ref()
         .map_or(stamp.to_string(), |r| r.stamp.clone());
@@ -720,7 +630,7 @@ pub fn plan(
 }
 
 /// Adds to an upload's plan the local index copies it leaves stale (`external::index_copy::stale`): those of
-/// backups retention removes, and those superseded by this upload's copies. Pure; after `bucket::plan_retention`.
+/// backups retention removes, and those superseded by this upload's copies. Pure; after [`plan_retention`].
 pub fn plan_index_copies(p: &mut CloudPlan, w: &CloudWorld) {
     if p.refusal.is_some() || p.archives.is_empty() {
         return;
@@ -736,6 +646,78 @@ pub fn plan_index_copies(p: &mut CloudPlan, w: &CloudWorld) {
         .map(|a| a.set.clone())
         .collect();
     p.index_copies_removed = super::index_copy::stale(&w.index_copies, &after, &written);
+}
+
+/// Adds retention to an upload's plan: what the destination keeps once the new backup is promoted. Pure.
+pub fn plan_retention(
+    p: &mut CloudPlan,
+    w: &CloudWorld,
+    now: NaiveDateTime,
+    now_utc: DateTime<Utc>,
+) {
+    if p.refusal.is_some() || p.archives.is_empty() {
+        return;
+    }
+    let stamp = p
+        .dir
+        .trim_start_matches(BACKUPS)
+        .trim_end_matches('/')
+        .to_string();
+    let sets: Vec<String> = p.archives.iter().map(|a| a.set.clone()).collect();
+    p.decisions = super::bucket::decide(
+        &w.chains.listing.backups,
+        &stamp,
+        &sets,
+        &w.settings.retention,
+        now,
+        now_utc,
+        w.settings.object_lock_days,
+    );
+}
+
+/// Retention as the dry run prints it.
+pub fn render_retention(p: &CloudPlan, out: &mut String) {
+    use std::fmt::Write as _;
+    if p.decisions.is_empty() {
+        return;
+    }
+    let stamp = p.dir.trim_start_matches(BACKUPS).trim_end_matches('/');
+    let removed = crate::retention::removed(&p.decisions).count();
+    let _ = writeln!(
+        out,
+        "  retention {}: {} kept, {} removed after the upload is verified",
+        crate::retention::describe(&p.retention),
+        p.decisions.len() - removed,
+        removed
+    );
+    for d in p.decisions.iter().filter(|d| d.name != stamp) {
+        let _ = writeln!(
+            out,
+            "  {}    {} ({})",
+            if d.keep { "keep  " } else { "remove" },
+            d.name,
+            d.reasons.join("; ")
+        );
+    }
+}
+
+/// The dry run's lines: the upload resumed, or why the unfinished one is not.
+fn render_resume(p: &CloudPlan, out: &mut String) {
+    use std::fmt::Write as _;
+    if let Some(r) = &p.resume {
+        let _ = writeln!(
+            out,
+            "  resume {}: {} of {} parts uploaded ({}); the archive is regenerated from the snapshot, each stored \
+             part checked against the local journal and not uploaded again",
+            r.stamp,
+            r.parts_uploaded,
+            r.parts_total,
+            crate::stdx::bytes(r.bytes_uploaded)
+        );
+    }
+    if let Some(why) = &p.resume_refused {
+        let _ = writeln!(out, "  {why}");
+    }
 }
 
 /// The plan as the dry run prints it, one destination.
@@ -759,7 +741,7 @@ pub fn render(p: &CloudPlan, out: &mut String) {
     for u in &p.abort_uploads {
         let _ = writeln!(out, "  abort unfinished multipart upload of {u}");
     }
-    super::resume::render(p, out);
+    render_resume(p, out);
     for a in &p.archives {
         let _ = writeln!(
             out,
@@ -796,526 +778,8 @@ pub fn render(p: &CloudPlan, out: &mut String) {
         crate::stdx::bytes(p.upload_bytes),
         p.existing.len()
     );
-    super::bucket::render_retention(p, out);
+    render_retention(p, out);
     super::index_copy::render(p.index_copy_dir.as_deref(), &p.index_copies_removed, out);
-}
-
-/// Uploads the backup to one cloud destination. A failure leaves `backup.json` unwritten: nothing is listed, and
-/// the next run resumes what was uploaded ([`super::resume`]) or removes it.
-pub fn execute(
-    plan: &ExternalPlan,
-    p: &CloudPlan,
-    world: &CloudWorld,
-    observed: &Observed,
-    ui: &Ui,
-) -> DestinationReport {
-    let clock = Instant::now();
-    let mut report = DestinationReport::failed(p.name.clone(), p.place.clone().into());
-    match (&p.refusal, &world.store) {
-        (Some(r), _) => report.error = Some(r.clone()),
-        (None, None) => report.error = Some("the destination was not opened".into()),
-        (None, Some(store)) => {
-            let u = Upload {
-                plan,
-                p,
-                world,
-                store,
-                observed,
-                ui,
-            };
-            match upload_or_restart(&u, &mut report) {
-                Ok(()) => {
-                    report.status = DestinationStatus::Written;
-                    super::bucket::apply_retention(p, store, &mut report, ui);
-                    let warned = report.sets.iter().any(|s| s.warning_count > 0)
-                        || !report.warnings.is_empty();
-                    report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
-                }
-                Err(e) => {
-                    report.error = Some(format!(
-                        "{}; nothing was promoted (no backup.json), older backups are intact, and the next run \
-                     resumes what was uploaded (or removes it when it cannot)",
-                        crate::ui::format_error(&e)
-                    ))
-                }
-            }
-        }
-    }
-    report.seconds = clock.elapsed().as_secs_f64();
-    report
-}
-
-/// What one upload works with, passed once to [`upload`] and each of its steps.
-struct Upload<'a> {
-    plan: &'a ExternalPlan,
-    p: &'a CloudPlan,
-    world: &'a CloudWorld,
-    store: &'a Arc<Store>,
-    observed: &'a Observed,
-    ui: &'a Ui,
-}
-
-/// How an upload encrypts: to recipients, each archive part an age stream of its own (so an upload can resume),
-/// the sinks encrypting (`parted`); to a passphrase, one age stream, the writer's stage.
-struct Encrypting {
-    encrypt: Option<Arc<crate::archive::EncryptTo>>,
-    parted: Option<Arc<crate::archive::EncryptTo>>,
-}
-
-impl Encrypting {
-    /// The writer's stage: the passphrase's one age stream, when the sinks do not encrypt.
-    fn stage(&self) -> Option<&dyn archive::Stage> {
-        self.encrypt
-            .as_deref()
-            .filter(|_| self.parted.is_none())
-            .map(|e| e as &dyn archive::Stage)
-    }
-}
-
-/// [`upload`]; when a resumed upload stops (a regenerated part differs from the one stored), its stamp and
-/// journal are removed and the upload starts again as new under the run's stamp: never a mixed archive.
-fn upload_or_restart(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
-    let err = match upload(u, report) {
-        Err(e) if e.downcast_ref::<super::resume::Stopped>().is_some() => e,
-        done => return done,
-    };
-    let p = u.p;
-    u.ui.warn(format_args!(
-        "{}: {}; uploading a new backup instead",
-        p.name,
-        crate::ui::format_error(&err)
-    ));
-    super::resume::remove(&u.observed.world.backup_root, &p.name, p.stamp());
-    let cleaned = std::mem::take(&mut report.cleaned);
-    *report = DestinationReport::failed(p.name.clone(), p.place.clone().into());
-    report.cleaned = cleaned;
-    report.warnings.push(crate::ui::format_error(&err));
-    let q = super::resume::restarted(p, &u.plan.stamp);
-    upload(&Upload { p: &q, ..*u }, report)
-}
-
-/// One upload in the order it must happen: what a killed run left removed, the archives, every object listed,
-/// the locks, then the sums, the promotion (`backup.json`) and LATEST.
-fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
-    let (p, world, store, ui) = (u.p, u.world, u.store, u.ui);
-    let started = Local::now().fixed_offset();
-    let encrypt =
-        super::exec::open_encryption(p.encryption.as_ref(), world.settings.encryption.as_ref())
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .map(Arc::new);
-    let enc = Encrypting {
-        parted: encrypt
-            .clone()
-            .filter(|_| super::resume::parts_encrypted(p.encryption.as_ref())),
-        encrypt,
-    };
-    clean_killed_run(u, report)?;
-    let stamp = p.stamp().to_string();
-    let backup_root = &u.observed.world.backup_root;
-    let resumer = super::resume::start(p, world, backup_root).unwrap_or_else(|e| {
-        ui.warn(format_args!(
-            "{}: the journal of this upload cannot be written ({e}): if interrupted, it starts over",
-            p.name
-        ));
-        None
-    });
-
-    let mut sums: Vec<SumLine> = Vec::new();
-    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
-    let mut depends_on: Vec<String> = Vec::new();
-    let copies = start_index_copies(p, backup_root, &stamp, ui);
-    for a in &p.archives {
-        crate::interrupt::check()?;
-        let (rec, deps) = upload_set(u, a, &enc, resumer.as_ref(), copies.as_ref())?;
-        depends_on.extend(deps);
-        sums.extend(rec.sum_lines());
-        expected.extend(rec.files().map(|f| (f.name.clone(), f.bytes)));
-        report.sets.push(rec);
-    }
-
-    check_listed(store, p, &expected)?;
-    if let Some(until) = p.locked_until {
-        let reused = resumer
-            .as_ref()
-            .map(super::resume::Resumer::skipped_names)
-            .unwrap_or_default();
-        lock_after_upload(store, p, &expected, &reused, until, report, ui);
-    }
-    let read_back = ReadBackRecord {
-        methods: Vec::new(),
-        device_cache_dropped: None,
-        note: Some(format!(
-            "uploaded: every part's CRC32C checked by the server, every object listed with its size ({} objects); \
-             `restore --verify --source cloud:{}` downloads and checks everything",
-            expected.len(),
-            p.name
-        )),
-    };
-    let filesystem = FilesystemRecord {
-        fs_type: world.settings.kind.word().to_string(),
-        label: Some(world.settings.bucket.clone()),
-        uuid: None,
-    };
-    let meta = super::exec::verified_meta(
-        &stamp,
-        &u.plan.host,
-        started,
-        report,
-        &read_back,
-        filesystem,
-        depends_on,
-    );
-    report.read_back = Some(read_back);
-    promote(u, &meta, sums, resumer.as_ref(), report)?;
-    finish_index_copies(copies, p, backup_root, ui);
-    Ok(())
-}
-
-/// What a killed run left: its multipart uploads aborted, its objects (a stamp never promoted) deleted.
-fn clean_killed_run(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
-    let (p, store, ui) = (u.p, u.store, u.ui);
-    for up in &u.world.uploads {
-        if p.abort_uploads.contains(&crate::stdx::show_str(&up.key)) {
-            store.abort_upload(up)?;
-            ui.step(format_args!(
-                "{}: aborted the unfinished upload of {}",
-                p.name,
-                crate::stdx::show_str(&up.key)
-            ));
-            report.cleaned.push(up.key.clone());
-        }
-    }
-    for c in &p.cleanup_stamps {
-        let dir = format!("{BACKUPS}{}/", c.stamp);
-        for o in store.list(&dir)? {
-            store.delete(&o.key)?;
-        }
-        ui.step(format_args!(
-            "{}: removed the unfinished upload {dir}",
-            p.name
-        ));
-        report.cleaned.push(dir);
-    }
-    Ok(())
-}
-
-/// One set's archive and index streamed to the bucket (resumed where the journal says, encrypted as `enc` says):
-/// its record and the backups its manifest points into.
-fn upload_set(
-    u: &Upload,
-    a: &ArchiveTarget,
-    enc: &Encrypting,
-    resumer: Option<&super::resume::Resumer>,
-    copies: Option<&super::index_copy::Pending>,
-) -> anyhow::Result<(layout::SetRecord, Vec<String>)> {
-    let (p, store, ui) = (u.p, u.store, u.ui);
-    let parted = &enc.parted;
-    let scan = &u.observed.scans[&a.set];
-    let class = |c| c;
-    let mut archive_sink = CloudSink::new(
-        store.clone(),
-        &p.dir,
-        super::resume::object_base(&a.archive, parted.is_some()),
-        a.part_bytes,
-        class(ObjectClass::Archive),
-        p.locked_until,
-    );
-    if let Some(r) = resumer {
-        archive_sink = archive_sink.with_log(r.log(&a.set));
-    }
-    let mut index_sink = CloudSink::new(
-        store.clone(),
-        &p.dir,
-        &a.index,
-        None,
-        ObjectClass::Metadata,
-        p.locked_until,
-    );
-    if let Some(e) = parted {
-        archive_sink = archive_sink.encrypt_parts(e.clone());
-        index_sink = index_sink.encrypt_parts(e.clone());
-    }
-    let heads = archive_sink.heads();
-    // Encrypting in the sink: it gets a thread of its own, as the writer gives a stage's sink.
-    let archive_sink: Box<dyn archive::Sink> = match parted {
-        Some(_) => Box::new(crate::archive::sink::ThreadedSink::spawn(Box::new(
-            archive_sink,
-        ))?),
-        None => Box::new(archive_sink),
-    };
-    let index_sink = Box::new(index_sink);
-    ui.step(format_args!(
-        "{}: {}: uploading {} to {}{}",
-        p.name, a.set, a.snapshot, p.dir, a.archive
-    ));
-    let base = upload_base(a, u.world, &u.observed.world.backup_root);
-    let copy_sink = || super::index_copy::Pending::sink_of(copies, &a.set);
-    let t = Instant::now();
-    let mut summary = archive::write_archive(
-        scan,
-        archive_sink,
-        index_sink,
-        &ArchiveOptions {
-            stage: enc.stage(),
-            base: base.as_ref(),
-            index_copy: copies.map(|_| &copy_sink as &dyn Fn() -> _),
-        },
-        &mut NoProgress,
-    )
-    .map_err(|e| match resumer.and_then(|r| r.differs()) {
-        Some(part) => anyhow::Error::new(super::resume::Stopped {
-            stamp: p.stamp().to_string(),
-            part: format!("{}{part}", p.dir),
-        }),
-        None => anyhow::anyhow!("set {}: {e}", a.set),
-    })?;
-    let write_seconds = t.elapsed().as_secs_f64();
-    if parted.is_some() {
-        // A hash of the plaintext stays off the bucket (it is in the encrypted index).
-        summary.tar_sha256 = None;
-    }
-    let meta = u.observed.snapshot_meta.get(&a.set);
-    let mut rec = super::exec::set_record(
-        a,
-        meta,
-        &summary,
-        enc.encrypt.as_ref().map(|e| e.record()),
-        (write_seconds, 0.0),
-        base.as_ref(),
-    );
-    record_index_copy(copies, p, &a.set, &rec, &summary, ui);
-    rec.part_plain_bytes = a.part_bytes.filter(|_| parted.is_some());
-    record_age_heads(&mut rec, &heads);
-    ui.info(format_args!(
-        "{}: {}: {} -> {}{}: {} files, {} uploaded in {:.1}s",
-        p.name,
-        a.set,
-        a.snapshot,
-        p.dir,
-        a.archive,
-        rec.files,
-        crate::stdx::bytes(rec.files().map(|f| f.bytes).sum()),
-        write_seconds
-    ));
-    Ok((rec, summary.depends_on))
-}
-
-/// Every object listed, its size the one written (each part's CRC32C was checked by the server on the way).
-fn check_listed(
-    store: &Store,
-    p: &CloudPlan,
-    expected: &BTreeMap<String, u64>,
-) -> anyhow::Result<()> {
-    let listed: BTreeMap<String, u64> = store
-        .list(&p.dir)?
-        .into_iter()
-        .map(|o| {
-            let name = o.key.strip_prefix(&p.dir).unwrap_or(&o.key).to_string();
-            (name, o.size)
-        })
-        .collect();
-    for (name, bytes) in expected {
-        match listed.get(name) {
-            Some(b) if b == bytes => {}
-            Some(b) => anyhow::bail!(
-                "{}{}: the bucket lists {b} bytes, {bytes} were uploaded",
-                p.dir,
-                crate::stdx::show_str(name)
-            ),
-            None => anyhow::bail!(
-                "{}{}: uploaded, but the bucket does not list it",
-                p.dir,
-                crate::stdx::show_str(name)
-            ),
-        }
-    }
-    Ok(())
-}
-
-/// The sums, then the promotion (`backup.json` makes the stamp a backup; not after an interruption), then LATEST.
-fn promote(
-    u: &Upload,
-    meta: &BackupMeta,
-    mut sums: Vec<SumLine>,
-    resumer: Option<&super::resume::Resumer>,
-    report: &mut DestinationReport,
-) -> anyhow::Result<()> {
-    let (p, store) = (u.p, u.store);
-    let meta_bytes = layout::metadata_bytes(meta);
-    sums.push(SumLine {
-        sha256: archive::Digest::of_bytes(&meta_bytes),
-        name: layout::METADATA_FILE.as_bytes().to_vec(),
-    });
-    let mut sums_bytes = Vec::new();
-    write_sums(&mut sums_bytes, &sums)?;
-    let lock = p.locked_until;
-    let put = |key: String, bytes: &[u8]| -> anyhow::Result<()> {
-        match lock {
-            Some(until) => store
-                .put_locked(&key, bytes, ObjectClass::Metadata, until)
-                .map(|_| ()),
-            None => store.put(&key, bytes, ObjectClass::Metadata),
-        }
-        .map_err(anyhow::Error::from)
-    };
-    put(format!("{}{}", p.dir, layout::SUMS_FILE), &sums_bytes)?;
-
-    // The promotion: `backup.json` makes the stamp a backup. Not after an interruption.
-    crate::interrupt::check()?;
-    put(format!("{}{}", p.dir, layout::METADATA_FILE), &meta_bytes)?;
-    report.backup = Some(meta.stamp.clone());
-    if let Some(r) = resumer {
-        super::resume::finished(r, p, u.ui, report);
-    }
-    report.backup_path = Some(format!("{} {}", p.place, p.dir).into());
-    // LATEST is replaced on every run: never locked.
-    store.put(
-        &format!("{BACKUPS}{}", layout::LATEST_FILE),
-        format!("{}\n", meta.stamp).as_bytes(),
-        ObjectClass::Metadata,
-    )?;
-    report.latest = Some(layout::LatestKind::File);
-    Ok(())
-}
-
-/// With Object Lock (`object_lock_days`), before the promotion: the retention of each object a multipart upload
-/// wrote (more than one [`crate::cloud::store::PART_SIZE`]: its lock headers went with CreateMultipartUpload,
-/// which some servers drop, moto among them) and of each part reused from a killed run (`reused`: locked until that
-/// run's date) set to this run's date by PutObjectRetention. A refusal leaves the backup in place, unlocked as far
-/// as the server says: a warning (exit 3) naming the objects, pointing at `cloud check`, which tests the bucket.
-/// Each archive part's age head (header and nonce) in its `backup.json` record: a one-file restore then reads only
-/// the chunks holding the file. Object names come from the sink, so each record finds its own.
-fn record_age_heads(rec: &mut layout::SetRecord, heads: &crate::cloud::sink::AgeHeads) {
-    for f in &mut rec.archive {
-        f.age_head = heads
-            .get(&f.name)
-            .as_deref()
-            .and_then(archive::crypt::encode_head);
-    }
-}
-
-fn lock_after_upload(
-    store: &Store,
-    p: &CloudPlan,
-    expected: &BTreeMap<String, u64>,
-    reused: &[String],
-    until: DateTime<Utc>,
-    report: &mut DestinationReport,
-    ui: &Ui,
-) {
-    let multipart = expected
-        .iter()
-        // An upload of exactly one part is one PUT in OpenDAL 0.59; counted in anyway (one more request).
-        .filter(|(_, bytes)| **bytes >= crate::cloud::store::PART_SIZE as u64)
-        .map(|(name, _)| name);
-    let names: BTreeSet<&String> = multipart.chain(reused).collect();
-    let mut refused = Vec::new();
-    for name in names {
-        let shown = crate::stdx::show_str(name);
-        match store.set_retention(&format!("{}{name}", p.dir), until) {
-            Ok(()) => ui.step(format_args!(
-                "{}: {}{shown}: retention set until {until}",
-                p.name, p.dir
-            )),
-            Err(e) => {
-                ui.step(format_args!("{}: {}{shown}: {e}", p.name, p.dir));
-                refused.push((shown, e));
-            }
-        }
-    }
-    if let Some((_, e)) = refused.first() {
-        let mut named: Vec<String> = refused
-            .iter()
-            .take(3)
-            .map(|(n, _)| format!("{}{n}", p.dir))
-            .collect();
-        if refused.len() > 3 {
-            named.push(format!("{} more", refused.len() - 3));
-        }
-        let warning = format!(
-            "{}: the retention of {} could not be set ({e}): not locked until {until}; `dbackup cloud check {}` \
-             tests whether the bucket enforces Object Lock",
-            p.name,
-            named.join(", "),
-            p.name
-        );
-        ui.warn(&warning);
-        report.warnings.push(warning);
-    }
-}
-
-/// Encrypted with incrementals on ([`CloudPlan::index_copy_dir`]): the local plaintext copies of this upload's
-/// indexes begin (`external::index_copy`), promoted with the backup. Without them the next upload is a full, nothing
-/// worse: said, not a failure.
-fn start_index_copies(
-    p: &CloudPlan,
-    backup_root: &std::path::Path,
-    stamp: &str,
-    ui: &Ui,
-) -> Option<super::index_copy::Pending> {
-    p.index_copy_dir.as_ref()?;
-    super::index_copy::Pending::start_or_warn(backup_root, &p.name, stamp, "upload", ui)
-}
-
-/// Records what `set`'s local index copy is a copy of: the encrypted index as uploaded (`rec`).
-fn record_index_copy(
-    copies: Option<&super::index_copy::Pending>,
-    p: &CloudPlan,
-    set: &str,
-    rec: &layout::SetRecord,
-    summary: &archive::ArchiveSummary,
-    ui: &Ui,
-) {
-    if let (Some(c), Some(copy), [index]) = (copies, &summary.index_copy, rec.index.as_slice())
-        && let Err(e) = c.record(set, index, copy)
-    {
-        ui.warn(format_args!(
-            "{}: {set}: the local copy of its index could not be recorded ({e}): its next upload is full",
-            p.name
-        ));
-    }
-}
-
-/// Once the backup is promoted: its index copies renamed into place, and the copies the plan found stale removed.
-fn finish_index_copies(
-    copies: Option<super::index_copy::Pending>,
-    p: &CloudPlan,
-    backup_root: &std::path::Path,
-    ui: &Ui,
-) {
-    if let Some(c) = copies
-        && let Err(e) = c.promote()
-    {
-        ui.warn(format_args!(
-            "{}: the local copies of the encrypted indexes could not be kept ({e}): the next upload is full",
-            p.name
-        ));
-    }
-    for f in super::index_copy::remove(backup_root, &p.name, &p.index_copies_removed) {
-        ui.warn(format_args!(
-            "{}: could not remove the local index copy {f}",
-            p.name
-        ));
-    }
-    for c in &p.index_copies_removed {
-        ui.step(format_args!(
-            "{}: removed local index copy {} (no longer a base)",
-            p.name,
-            super::index_copy::shown(c)
-        ));
-    }
-}
-
-/// The base an archive the plan made incremental is written against: the base index observation downloaded and
-/// checked ([`observe_chains`]).
-fn upload_base(
-    a: &ArchiveTarget,
-    world: &CloudWorld,
-    backup_root: &std::path::Path,
-) -> Option<crate::archive::incremental::IncrementalBase> {
-    a.choice.base.as_ref()?;
-    let b = world.chains.bases.get(&a.set)?.as_ref().ok()?;
-    Some(incremental_base(b, &a.set, &a.choice, backup_root))
 }
 
 /// Chooses among present drives and cloud destinations together: by priority (highest first; equal priorities

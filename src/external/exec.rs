@@ -6,21 +6,19 @@
 //! same mounted filesystem before anything is created and again right before the rename. A failure removes the
 //! temporary directory when the drive is still there (else the next run does); older backups are never touched.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::{DateTime, FixedOffset, Local};
-use serde::{Deserialize, Serialize};
+use chrono::Local;
 
-use super::layout::{
-    self, BackupMeta, FileRecord, FilesystemRecord, LatestKind, ReadBackRecord, SetRecord,
-};
+use super::layout::{self, BackupMeta, FilesystemRecord, ReadBackRecord, SetRecord};
 use super::observe::Observed;
-use super::plan::{
-    ArchiveTarget, DestinationAction, DestinationPlan, DestinationWorld, ExternalPlan, SetPlan,
-};
+use super::plan::{DestinationAction, DestinationPlan, DestinationWorld, ExternalPlan};
+use super::record::{open_encryption, set_record, verified_meta};
+use super::report::{DestinationReport, DestinationStatus, ExternalReport, Removed};
 use super::retention as drive_retention;
+use super::sets::ArchiveTarget;
+use crate::archive::FileRecord;
 use crate::archive::incremental::IncrementalBase;
 use crate::archive::readback::drop_device_cache;
 use crate::archive::sums::{SumLine, write_sums};
@@ -36,93 +34,6 @@ use crate::ui::{self, Ui};
 
 /// At most this many archive warnings are printed per set (all are counted and the first kept in `backup.json`).
 const SHOWN_WARNINGS: u64 = 20;
-
-/// What a run did. Printed with `--json` and logged.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExternalReport {
-    /// The process exit code: the worst of the sets and destinations.
-    pub exit: u8,
-    pub stamp: String,
-    pub started: DateTime<FixedOffset>,
-    pub finished: DateTime<FixedOffset>,
-    /// Which snapshot of each set was exported (or why it was skipped).
-    pub sets: Vec<SetPlan>,
-    pub destinations: Vec<DestinationReport>,
-}
-
-/// The outcome on one destination.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DestinationReport {
-    pub name: String,
-    pub path: PathBuf,
-    pub status: DestinationStatus,
-    /// This destination's exit code (0, 1 or 3).
-    pub exit: u8,
-    /// The new backup's name and directory, once renamed into place.
-    pub backup: Option<String>,
-    pub backup_path: Option<PathBuf>,
-    /// How `latest` was recorded, once it was.
-    pub latest: Option<LatestKind>,
-    /// Leftovers of interrupted runs removed first.
-    pub cleaned: Vec<String>,
-    /// What was written, per set.
-    pub sets: Vec<SetRecord>,
-    pub read_back: Option<ReadBackRecord>,
-    /// Old backups removed by retention, with the reasons.
-    pub removed: Vec<Removed>,
-    /// Old backups removed for space before the new one was written (space-aware rotation), with the reasons.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub removed_for_space: Vec<Removed>,
-    pub warnings: Vec<String>,
-    pub error: Option<String>,
-    pub seconds: f64,
-}
-
-impl DestinationReport {
-    /// A destination's report before anything happened: failed until the run says otherwise.
-    pub(crate) fn failed(name: String, path: PathBuf) -> DestinationReport {
-        DestinationReport {
-            name,
-            path,
-            status: DestinationStatus::Failed,
-            exit: Exit::Failed.code(),
-            backup: None,
-            backup_path: None,
-            latest: None,
-            cleaned: Vec::new(),
-            sets: Vec::new(),
-            read_back: None,
-            removed: Vec::new(),
-            removed_for_space: Vec::new(),
-            warnings: Vec::new(),
-            error: None,
-            seconds: 0.0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DestinationStatus {
-    /// A new verified backup is in place.
-    Written,
-    /// Not enough space: nothing was written.
-    Refused,
-    /// Something failed; nothing was promoted (or, after the rename, `latest` could not be moved).
-    Failed,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Removed {
-    pub name: String,
-    pub reasons: Vec<String>,
-}
-
-impl ExternalReport {
-    pub fn exit(&self) -> Exit {
-        Exit::of_phase(self.exit)
-    }
-}
 
 /// Runs the plan on every destination, one after the other. A destination's failure does not stop the others.
 pub fn execute(plan: &ExternalPlan, observed: &Observed, ui: &Ui) -> ExternalReport {
@@ -157,7 +68,7 @@ pub fn execute(plan: &ExternalPlan, observed: &Observed, ui: &Ui) -> ExternalRep
             .iter()
             .find(|w| w.settings.name == c.name)
             .expect("planned clouds were observed");
-        destinations.push(super::cloud::execute(plan, c, world, observed, ui));
+        destinations.push(super::upload::execute(plan, c, world, observed, ui));
     }
     if crate::interrupt::requested().is_none() {
         let root = &observed.world.backup_root;
@@ -586,37 +497,6 @@ fn promote(
     }
 }
 
-/// The record of a verified backup finished now (`backup.json`), for a drive or a bucket: the sets the report
-/// holds so far, `depends_on` sorted and deduplicated, no system folder.
-pub(crate) fn verified_meta(
-    stamp: &str,
-    host: &str,
-    started: DateTime<FixedOffset>,
-    report: &DestinationReport,
-    read_back: &ReadBackRecord,
-    filesystem: FilesystemRecord,
-    mut depends_on: Vec<String>,
-) -> BackupMeta {
-    depends_on.sort();
-    depends_on.dedup();
-    BackupMeta {
-        format: layout::BACKUP_FORMAT,
-        stamp: stamp.to_string(),
-        destination: report.name.clone(),
-        host: host.to_string(),
-        dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
-        started,
-        finished: Local::now().fixed_offset(),
-        verified: true,
-        read_back: read_back.clone(),
-        filesystem,
-        sums_file: layout::SUMS_FILE.to_string(),
-        sets: report.sets.clone(),
-        system: None,
-        depends_on,
-    }
-}
-
 /// An error as one message: the building blocks put their I/O error in their own message and also give it as the
 /// `source`, which `{:#}` would print twice.
 fn flat(e: impl std::fmt::Display) -> anyhow::Error {
@@ -655,7 +535,7 @@ fn incremental_base(
     ui: &Ui,
 ) -> Option<IncrementalBase> {
     let base = a.choice.base.as_ref()?;
-    match open_base(
+    match super::observe::open_base(
         &world.listing,
         backups,
         &a.set,
@@ -673,80 +553,6 @@ fn incremental_base(
             ));
             None
         }
-    }
-}
-
-/// The base `choice` names for `set`, opened (see [`incremental_base`]); also used by the dry run's estimate. An
-/// encrypted base's manifest is read from the local plaintext copy of its index (`index_copy`, on `destination`),
-/// trusted only as a copy of the very index the drive holds.
-pub(crate) fn open_base(
-    listing: &layout::DriveListing,
-    backups: &Dir,
-    set: &str,
-    choice: &super::chain::ArchiveChoice,
-    backup_root: &std::path::Path,
-    destination: &str,
-) -> anyhow::Result<IncrementalBase> {
-    let base = choice
-        .base
-        .as_ref()
-        .ok_or_else(|| anyhow::anyhow!("no base"))?;
-    let a = (set, choice);
-    {
-        let rec = listing
-            .backups
-            .iter()
-            .find(|b| &b.name == base)
-            .and_then(|b| b.meta.as_ref())
-            .and_then(|m| m.sets.iter().find(|s| s.set == a.0))
-            .ok_or_else(|| anyhow::anyhow!("it holds no set {}", a.0))?;
-        let [index] = rec.index.as_slice() else {
-            anyhow::bail!("its index is not one file");
-        };
-        let dir = backups.sub(base).map_err(flat)?;
-        let mut f = dir.open_file(&index.name).map_err(flat)?;
-        let (bytes, sha) = stdx::sha256_reader(&mut f, &mut vec![0u8; 1 << 20], |_| {})?;
-        if (bytes, archive::Digest(sha)) != (index.bytes, index.sha256) {
-            anyhow::bail!(
-                "its index {} is not the one backup.json records (size or sha256)",
-                index.name
-            );
-        }
-        // A name from the drive: used only when it is this set's snapshot name (`<set>-<stamp>`).
-        let snapshot =
-            a.1.base_snapshot
-                .as_deref()
-                .filter(|n| {
-                    n.strip_prefix(&format!("{}-", a.0))
-                        .is_some_and(|s| snapshot::parse_stamp(s).is_some())
-                })
-                .map(|n| backup_root.join(n))
-                .filter(|p| p.is_dir());
-        if rec.encryption.is_some() {
-            let copy = super::index_copy::trusted(backup_root, destination, base, a.0, index)
-                .map_err(|why| {
-                    anyhow::anyhow!("no trusted local copy of its encrypted index: {why}")
-                })?;
-            return Ok(IncrementalBase {
-                stamp: base.clone(),
-                open_manifest: Box::new(move || super::index_copy::open(&copy)),
-                snapshot,
-                compare_content: a.1.compare_content,
-            });
-        }
-        let name = index.name.clone();
-        Ok(IncrementalBase {
-            stamp: base.clone(),
-            open_manifest: Box::new(move || {
-                let f = dir
-                    .open_file(&name)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, f))
-                    as Box<dyn std::io::BufRead>)
-            }),
-            snapshot,
-            compare_content: a.1.compare_content,
-        })
     }
 }
 
@@ -853,77 +659,6 @@ fn write_set(
     }
     ui.info(set_line(&d.name, &rec));
     Ok((rec, summary.depends_on))
-}
-
-/// The encryption stage a destination's plan asks for (`None`: plain), with the passphrase read now when the
-/// destination encrypts to one: a drive and a bucket open it the same way, before anything is written.
-pub(crate) fn open_encryption(
-    record: Option<&archive::EncryptionRecord>,
-    settings: Option<&crate::settings::EncryptionSettings>,
-) -> Result<Option<crate::archive::EncryptTo>, crate::archive::crypt::CryptError> {
-    record
-        .map(|r| {
-            crate::archive::crypt::encrypt_to(
-                r,
-                settings.and_then(|e| e.passphrase_file.as_deref()),
-            )
-        })
-        .transpose()
-}
-
-/// What `backup.json` records of one set's archive once written (on a drive, or uploaded: `cloud.rs`).
-pub(crate) fn set_record(
-    a: &ArchiveTarget,
-    meta: Option<&crate::snapshot::SnapshotMeta>,
-    summary: &archive::ArchiveSummary,
-    encryption: Option<archive::EncryptionRecord>,
-    (write_seconds, read_back_seconds): (f64, f64),
-    base: Option<&IncrementalBase>,
-) -> SetRecord {
-    let record = |f: &WrittenFile| FileRecord {
-        name: f
-            .path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
-        bytes: f.bytes,
-        sha256: f.sha256,
-        age_head: None,
-    };
-    SetRecord {
-        set: a.set.clone(),
-        snapshot: a.snapshot.clone(),
-        snapshot_complete: meta.is_none_or(|m| m.is_complete()),
-        snapshot_finished: meta.map(|m| m.finished),
-        sources: meta.map(|m| m.sources.clone()).unwrap_or_default(),
-        archive: summary.archive_files.iter().map(record).collect(),
-        index: summary.index_files.iter().map(record).collect(),
-        tar_bytes: summary.tar_bytes,
-        tar_sha256: summary.tar_sha256,
-        entries: summary.entries,
-        files: summary.files,
-        file_bytes: summary.file_bytes,
-        hard_links: summary.hard_links,
-        warning_count: summary.warning_count,
-        // File names are data too: an encrypted set's warnings (which name files) stay off the drive's metadata.
-        warnings: if encryption.is_some() {
-            Vec::new()
-        } else {
-            summary.warnings.clone()
-        },
-        write_seconds,
-        read_back_seconds,
-        encryption,
-        kind: if base.is_some() {
-            archive::ArchiveKind::Incremental
-        } else {
-            archive::ArchiveKind::Full
-        },
-        base: base.map(|b| b.stamp.clone()),
-        change_detection: base.map(|b| b.method().name().to_string()),
-        part_plain_bytes: None,
-    }
 }
 
 /// `T9: data: data-2025-04-01-031500 -> data.tar: 1,234 files, 1.2 GiB; written in 3.2s (380.1 MiB/s), read back in

@@ -30,7 +30,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::layout::{DriveListing, FileRecord};
+use super::layout::DriveListing;
+use crate::archive::FileRecord;
 use crate::archive::{Digest, FileSink, Sink, WrittenFile};
 use crate::stdx::fs::Dir;
 
@@ -380,6 +381,28 @@ pub fn remove(root: &Path, destination: &str, stale: &[String]) -> Vec<String> {
     }
     let _ = dir.fsync();
     failed
+}
+
+/// Whether the local plaintext copy of `set`'s index in backup `base` is here and matches the encrypted index the
+/// destination's `backup.json` records ([`trusted`]): its path, else why not. Drives and buckets alike.
+pub fn base_copy(
+    root: &std::path::Path,
+    destination: &str,
+    listing: &DriveListing,
+    base: &str,
+    set: &str,
+) -> Result<std::path::PathBuf, String> {
+    let rec = listing
+        .backups
+        .iter()
+        .find(|b| b.name == base)
+        .and_then(|b| b.meta.as_ref())
+        .and_then(|m| m.sets.iter().find(|s| s.set == set))
+        .ok_or_else(|| format!("backup {base} holds no set {set}"))?;
+    let [index] = rec.index.as_slice() else {
+        return Err("the base's index is in parts".into());
+    };
+    trusted(root, destination, base, set, index)
 }
 
 /// Reads a whole copy (tests).

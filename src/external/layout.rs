@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{Digest, ReadBackMethod, Warning};
+use crate::archive::{Digest, FileRecord, ReadBackMethod, Warning};
 use crate::snapshot::{self, SourceRecord};
 use crate::stdx::fs::{Dir, FsError};
 use crate::stdx::show;
@@ -66,6 +66,9 @@ pub const MAX_METADATA_BYTES: u64 = 64 << 20;
 pub const MAX_LATEST_BYTES: u64 = 4 << 10;
 /// The largest byte count or total `backup.json` may give: what a file can hold (`off_t`), so that sums of them fit.
 pub const MAX_RECORDED_BYTES: u64 = i64::MAX as u64;
+/// Room a backup keeps free beyond the estimate of its files: metadata, sums, directory entries and the index
+/// estimate's slack.
+pub const SPACE_MARGIN: u64 = 1 << 20;
 
 /// `<set>.tar` (`<set>.tar.age` encrypted): the archive's file name (parts append `.part000`, `.part001`, ...).
 pub fn archive_name(set: &str, encrypted: bool) -> String {
@@ -168,21 +171,6 @@ pub fn classify(name: &str) -> NameKind {
         _ if Some(name) == crate::media::MARKER_PATH.strip_prefix("backups/") => NameKind::Marker,
         _ => NameKind::Other,
     }
-}
-
-/// One file of a backup, as `backup.json` records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileRecord {
-    /// The file name inside the backup directory.
-    pub name: String,
-    pub bytes: u64,
-    pub sha256: Digest,
-    /// For an object that is an age stream of its own (a bucket's `<set>.tar.partNNN.age`): its first bytes, age's
-    /// header and the payload nonce (base64, at most [`crate::archive::crypt::AGE_HEAD_MAX`] bytes), so a restore of
-    /// one file reads only the chunks holding it, not the header first. Kept here, with the object it belongs to,
-    /// as a hint: age authenticates it when it is used, and `restore --verify` compares it with the object's start.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub age_head: Option<String>,
 }
 
 /// Whether a set's archive holds everything (`full`) or only what changed since the backup `base` names
@@ -295,7 +283,7 @@ pub struct BackupMeta {
     pub sets: Vec<SetRecord>,
     /// The `system/` folder: the recovery kit and partition images (`crate::image`), when written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub system: Option<crate::image::SystemRecord>,
+    pub system: Option<crate::image::layout::SystemRecord>,
     /// Every other backup (stamp) whose archives this backup's manifests point into: it cannot be restored without
     /// them, so retention keeps them as long as it keeps this one. Empty for a backup of full archives only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

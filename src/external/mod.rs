@@ -3,13 +3,18 @@
 //!
 //! - [`layout`]: the names on the drive, listing them, `backup.json` ([`layout::BackupMeta`]), `latest`/`LATEST`.
 //! - [`observe`]: snapshots and their scans, destination detection (through [`crate::media`]), the drive listings.
+//! - [`sets`]: what a run writes: each set's snapshot ([`sets::SetPlan`]) and its files on a destination.
 //! - [`plan`]: the pure, serialisable plan (`--dry-run` prints it) and the snapshot choice.
 //! - [`retention`]: which backups a drive keeps, and which go first for space, as pure functions.
-//! - [`bucket`]: a bucket's backups with their `backup.json`, and retention on a bucket.
+//! - [`bucket`]: a bucket's listing, its backups with their `backup.json`, and retention on a bucket.
+//! - [`cloud`]: a bucket as a destination: its world and the pure plan of one upload; [`upload`] carries it out.
 //! - [`chain`]: a set's chain of archives on a drive, and whether the next archive is full or incremental (pure).
 //! - [`index_copy`]: local plaintext copies of encrypted sets' indexes, the next incremental's base manifest.
 //! - [`resume`]: the local journal of an upload's finished parts, so an interrupted upload to a bucket resumes.
+//! - [`report`]: what a run did; [`record`]: what `backup.json` records of a backup just written.
 //! - [`exec`]: carrying the plan out, destination by destination.
+//!
+//! Imports run one way, up from [`layout`]: a lower file never imports a higher one (ARCHITECTURE.md lists the order).
 //!
 //! Order of a real run: take the lock on the backup root, observe (exit 5 when no destination is present), pick the
 //! stamp, plan, execute. A dry run observes and plans; it takes no lock and writes nothing (detection's probe file,
@@ -24,13 +29,17 @@ pub mod index_copy;
 pub mod layout;
 pub mod observe;
 pub mod plan;
+pub mod record;
+pub mod report;
 pub mod resume;
 pub mod retention;
+pub mod sets;
+pub mod upload;
 
 use chrono::{Local, NaiveDateTime};
 
-pub use exec::{DestinationStatus, ExternalReport};
 pub use plan::ExternalPlan;
+pub use report::{DestinationStatus, ExternalReport};
 
 use crate::exit::{CodedError, Exit};
 use crate::lock::RunLock;

@@ -9,12 +9,15 @@ use anyhow::Context;
 
 use super::plan::{self, DestinationWorld, SetWorld, SnapshotSummary, World};
 use super::{Options, layout};
+use crate::archive::incremental::IncrementalBase;
 use crate::archive::{self, ArchivePlan, NoProgress};
 use crate::config::ExternalMode;
 use crate::exit::{CodedError, Exit};
 use crate::media;
 use crate::settings::{CloudSettings, DestinationSettings, SetSettings, Settings};
 use crate::snapshot::{self, SnapshotMeta};
+use crate::stdx;
+use crate::stdx::fs::Dir;
 use crate::ui::Ui;
 
 /// What was observed, and what the executor needs beyond the plan: each exported set's scan (the writer's input)
@@ -288,7 +291,7 @@ fn observe_clouds(
     let mut cloud_worlds = Vec::new();
     for c in clouds.iter().filter(|c| chosen_clouds.contains(&c.name)) {
         let mut w = super::cloud::observe(c, ui);
-        super::resume::observe(&mut w, root);
+        w.resume = super::resume::observe(&w.listing, &w.settings.name, root);
         (w.encryption, w.passphrase_file) = encryption_of(&c.name, c.encryption.as_ref())?;
         cloud_worlds.push(w);
     }
@@ -356,7 +359,8 @@ fn observe_drive(
         {
             base_copies.insert(
                 set.clone(),
-                base_copy(root, &d.destination.name, &listing, &f.base, set).map(|_| ()),
+                super::index_copy::base_copy(root, &d.destination.name, &listing, &f.base, set)
+                    .map(|_| ()),
             );
         }
         let choice = super::chain::choose(
@@ -387,14 +391,8 @@ fn observe_drive(
                     .ok_or_else(|| anyhow::anyhow!("no backups directory"))
             })
             .and_then(|backups| {
-                let mut base = super::exec::open_base(
-                    &listing,
-                    &backups,
-                    set,
-                    &choice,
-                    root,
-                    &d.destination.name,
-                )?;
+                let mut base =
+                    open_base(&listing, &backups, set, &choice, root, &d.destination.name)?;
                 base.compare_content = false;
                 let path = root.join(name);
                 ui.step(format_args!(
@@ -460,29 +458,6 @@ fn scan_the_rest(
         scans.insert(set.clone(), scan);
     }
     Ok(())
-}
-
-/// Whether the local plaintext copy of `set`'s index in backup `base` is here and matches the encrypted index the
-/// destination's `backup.json` records (`external::index_copy::trusted`): its path, else why not. Drives and
-/// buckets alike.
-pub(super) fn base_copy(
-    root: &std::path::Path,
-    destination: &str,
-    listing: &layout::DriveListing,
-    base: &str,
-    set: &str,
-) -> Result<std::path::PathBuf, String> {
-    let rec = listing
-        .backups
-        .iter()
-        .find(|b| b.name == base)
-        .and_then(|b| b.meta.as_ref())
-        .and_then(|m| m.sets.iter().find(|s| s.set == set))
-        .ok_or_else(|| format!("backup {base} holds no set {set}"))?;
-    let [index] = rec.index.as_slice() else {
-        return Err("the base's index is in parts".into());
-    };
-    super::index_copy::trusted(root, destination, base, set, index)
 }
 
 /// A destination's encryption as its backups record it (the recipients read now) and where its passphrase comes
@@ -552,4 +527,80 @@ fn is_running_dbackup(pid: u32) -> bool {
     let theirs = std::fs::metadata(format!("/proc/{pid}/exe")).map(id);
     let ours = std::fs::metadata("/proc/self/exe").map(id);
     matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
+}
+
+/// The base `choice` names for `set`, opened (see `exec::incremental_base`); also used by the dry run's estimate. An
+/// encrypted base's manifest is read from the local plaintext copy of its index (`index_copy`, on `destination`),
+/// trusted only as a copy of the very index the drive holds.
+pub(crate) fn open_base(
+    listing: &layout::DriveListing,
+    backups: &Dir,
+    set: &str,
+    choice: &super::chain::ArchiveChoice,
+    backup_root: &std::path::Path,
+    destination: &str,
+) -> anyhow::Result<IncrementalBase> {
+    let base = choice
+        .base
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no base"))?;
+    let a = (set, choice);
+    {
+        let rec = listing
+            .backups
+            .iter()
+            .find(|b| &b.name == base)
+            .and_then(|b| b.meta.as_ref())
+            .and_then(|m| m.sets.iter().find(|s| s.set == a.0))
+            .ok_or_else(|| anyhow::anyhow!("it holds no set {}", a.0))?;
+        let [index] = rec.index.as_slice() else {
+            anyhow::bail!("its index is not one file");
+        };
+        let dir = backups.sub(base).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut f = dir
+            .open_file(&index.name)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (bytes, sha) = stdx::sha256_reader(&mut f, &mut vec![0u8; 1 << 20], |_| {})?;
+        if (bytes, archive::Digest(sha)) != (index.bytes, index.sha256) {
+            anyhow::bail!(
+                "its index {} is not the one backup.json records (size or sha256)",
+                index.name
+            );
+        }
+        // A name from the drive: used only when it is this set's snapshot name (`<set>-<stamp>`).
+        let snapshot =
+            a.1.base_snapshot
+                .as_deref()
+                .filter(|n| {
+                    n.strip_prefix(&format!("{}-", a.0))
+                        .is_some_and(|s| snapshot::parse_stamp(s).is_some())
+                })
+                .map(|n| backup_root.join(n))
+                .filter(|p| p.is_dir());
+        if rec.encryption.is_some() {
+            let copy = super::index_copy::trusted(backup_root, destination, base, a.0, index)
+                .map_err(|why| {
+                    anyhow::anyhow!("no trusted local copy of its encrypted index: {why}")
+                })?;
+            return Ok(IncrementalBase {
+                stamp: base.clone(),
+                open_manifest: Box::new(move || super::index_copy::open(&copy)),
+                snapshot,
+                compare_content: a.1.compare_content,
+            });
+        }
+        let name = index.name.clone();
+        Ok(IncrementalBase {
+            stamp: base.clone(),
+            open_manifest: Box::new(move || {
+                let f = dir
+                    .open_file(&name)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                Ok(Box::new(std::io::BufReader::with_capacity(1 << 16, f))
+                    as Box<dyn std::io::BufRead>)
+            }),
+            snapshot,
+            compare_content: a.1.compare_content,
+        })
+    }
 }

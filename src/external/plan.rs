@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::{self, DriveListing, LatestKind, Leftover};
 use super::retention::{self as drive_retention, BackupInfo, Room};
+use super::sets::{ArchiveTarget, SetAction, SetPlan};
 use crate::archive::{ArchiveEstimate, EncryptionRecord};
 use crate::config::{ExternalMode, RetentionPolicy};
 use crate::exit::Exit;
@@ -18,9 +19,6 @@ use crate::retention::Decision;
 use crate::settings::DestinationSettings;
 use crate::snapshot::SnapshotState;
 use crate::stdx;
-
-/// Room kept free beyond the estimate: metadata, sums, directory entries and the index estimate's slack.
-pub const SPACE_MARGIN: u64 = 1 << 20;
 
 /// What one `dbackup external` will do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,33 +77,6 @@ pub struct Timings {
     pub scan_seconds: f64,
 }
 
-/// Which snapshot of a set goes to the drive.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SetPlan {
-    pub set: String,
-    pub action: SetAction,
-    /// The snapshot archived (`<set>-<stamp>`), and where it is.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot_path: Option<PathBuf>,
-    /// Whether that snapshot is complete (false only with `--allow-incomplete`).
-    pub complete: bool,
-    /// The archive's size, from a scan of the snapshot.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub estimate: Option<ArchiveEstimate>,
-    /// Why the set is skipped, or why an older snapshot than the newest is used (exit 3).
-    pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SetAction {
-    Export,
-    /// No usable snapshot: a warning, the other sets go on.
-    Skip,
-}
-
 /// A configured destination that this run does not write to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnusedDestination {
@@ -150,7 +121,7 @@ pub struct DestinationPlan {
     /// Leftovers of interrupted runs, removed before writing.
     pub cleanup: Vec<Leftover>,
     pub archives: Vec<ArchiveTarget>,
-    /// Bytes the new backup needs (rounded up to the filesystem's blocks, plus [`SPACE_MARGIN`]).
+    /// Bytes the new backup needs (rounded up to the filesystem's blocks, plus [`layout::SPACE_MARGIN`]).
     pub needed_bytes: u64,
     /// Of `needed_bytes`, what the `system/` folder may take: the kit and the partition images, each image counted
     /// at partclone's used bytes as if zstd could not compress them (an upper bound: the compressed size is known
@@ -201,29 +172,6 @@ pub enum DestinationAction {
     Write,
     /// Nothing is written at all (not even the marker); the run fails.
     Refuse,
-}
-
-/// One set's files on a destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ArchiveTarget {
-    pub set: String,
-    pub snapshot: String,
-    /// `<set>.tar`; with `part_bytes`, written as `<set>.tar.part000`, `.part001`, ...
-    pub archive: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub part_bytes: Option<u64>,
-    /// `<set>.index.jsonl`; split like the archive when it could exceed the filesystem's file size limit.
-    pub index: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index_part_bytes: Option<u64>,
-    pub tar_bytes: u64,
-    pub index_bytes: u64,
-    /// Encrypted with age (`<set>.tar.age`, `<set>.index.age`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub encrypted: bool,
-    /// Full or incremental (on which base), and why.
-    #[serde(flatten)]
-    pub choice: super::chain::ArchiveChoice,
 }
 
 /// What `latest` will be after the run.
@@ -528,7 +476,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         .iter()
         .map(|c| {
             let mut p = super::cloud::plan(c, &sets, &stamp, utc_now, &cloud_chains(world, opts));
-            super::bucket::plan_retention(&mut p, c, opts.now, utc_now);
+            super::cloud::plan_retention(&mut p, c, opts.now, utc_now);
             super::cloud::plan_index_copies(&mut p, c);
             p
         })
@@ -722,7 +670,7 @@ fn archive_targets(
 ) -> (Vec<ArchiveTarget>, u64) {
     let info = &d.info;
     let block = d.block_size.max(512);
-    let mut needed = SPACE_MARGIN + 2 * block; // the directory, backup.json and the sums file
+    let mut needed = layout::SPACE_MARGIN + 2 * block; // the directory, backup.json and the sums file
     let enc = d.encryption.as_ref();
     let sized = |plain: u64| match enc {
         Some(e) => crate::archive::crypt::encrypted_len(plain, e.recipients.len()),

@@ -32,10 +32,11 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::cloud::{BACKUPS, CloudListing, CloudPlan, CloudWorld, PART_BYTES, UnfinishedStamp};
-use super::plan::ArchiveTarget;
+use super::bucket::{BACKUPS, CloudListing, PART_BYTES};
+use super::sets::ArchiveTarget;
 use crate::archive::{Digest, EncryptionRecord};
 use crate::cloud::sink::{PartLog, StoredPart};
+use crate::settings::CloudSettings;
 use crate::stdx::fs::Dir;
 
 /// The directory under the backup root.
@@ -156,10 +157,11 @@ pub fn read(root: &Path, destination: &str, stamp: &str) -> Result<Journal, Stri
 
 /// Observation: the part size, and the journal of the newest unfinished stamp newer than every backup (an older
 /// one would be out of order in the bucket's chains: it is removed as before). Reads only.
-pub fn observe(w: &mut CloudWorld, root: &Path) {
-    w.resume.part_bytes = part_bytes(&crate::expand::Env::from_process());
-    w.resume.candidate =
-        candidate(&w.listing).map(|s| (s.to_string(), read(root, &w.settings.name, s)));
+pub fn observe(listing: &CloudListing, destination: &str, root: &Path) -> ResumeWorld {
+    ResumeWorld {
+        part_bytes: part_bytes(&crate::expand::Env::from_process()),
+        candidate: candidate(listing).map(|s| (s.to_string(), read(root, destination, s))),
+    }
 }
 
 /// The unfinished upload of a bucket that may be resumed: the newest stamp without `backup.json`, if it is newer
@@ -193,7 +195,7 @@ pub fn resumable(root: &Path, destination: &str, listing: &CloudListing) -> Opti
 }
 
 /// The parts an upload of `archives` makes, as estimated: each archive's in parts of `part_bytes`, at least one.
-fn parts_planned(archives: &[ArchiveTarget], part_bytes: u64) -> u64 {
+pub fn parts_planned(archives: &[ArchiveTarget], part_bytes: u64) -> u64 {
     archives
         .iter()
         .map(|a| a.tar_bytes.div_ceil(part_bytes.max(1)).max(1))
@@ -226,9 +228,10 @@ pub fn objects_shown(archive: &str, enc: Option<&EncryptionRecord>) -> String {
     }
 }
 
-/// The key of the upload `archives` make on `w`; `None` for an upload encrypted to a passphrase (never resumed).
+/// The key of the upload `archives` make on the destination `settings` names, in parts of `part_bytes`; `None` for an upload encrypted to a passphrase (never resumed).
 pub fn key(
-    w: &CloudWorld,
+    settings: &CloudSettings,
+    part_bytes: u64,
     archives: &[ArchiveTarget],
     enc: Option<&EncryptionRecord>,
 ) -> Option<Key> {
@@ -239,10 +242,10 @@ pub fn key(
     recipients.sort();
     Some(Key {
         recipients,
-        destination: w.settings.name.clone(),
-        place: w.settings.place(),
+        destination: settings.name.clone(),
+        place: settings.place(),
         dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
-        part_bytes: w.resume.part_bytes,
+        part_bytes,
         sets: archives
             .iter()
             .map(|a| SetKey {
@@ -290,14 +293,16 @@ fn part_name(archive: &str, parted: bool, n: usize) -> String {
 /// Whether this run resumes the bucket's unfinished upload (pure): the resumed stamp with what is stored, or
 /// why the unfinished upload is not resumed (for the dry run; `None` when there is nothing unfinished).
 pub fn plan(
-    w: &CloudWorld,
+    w: &ResumeWorld,
+    settings: &CloudSettings,
+    listing: &CloudListing,
     archives: &[ArchiveTarget],
     enc: Option<&EncryptionRecord>,
 ) -> (Option<ResumePlan>, Option<String>) {
-    let Some((stamp, journal)) = &w.resume.candidate else {
+    let Some((stamp, journal)) = &w.candidate else {
         return (None, None);
     };
-    let Some(key) = key(w, archives, enc) else {
+    let Some(key) = key(settings, w.part_bytes, archives, enc) else {
         return (
             None,
             Some(format!(
@@ -326,7 +331,7 @@ pub fn plan(
             )),
         );
     }
-    let stored = stored_parts(j, &w.listing.sizes);
+    let stored = stored_parts(j, &listing.sizes);
     let parts_uploaded = stored.values().map(|p| p.len() as u64).sum();
     let bytes_uploaded = stored.values().flatten().map(|p| p.bytes).sum();
     let parts_total = parts_planned(archives, key.part_bytes).max(parts_uploaded);
@@ -519,85 +524,6 @@ impl std::fmt::Display for Stopped {
 }
 
 impl std::error::Error for Stopped {}
-
-/// The journal of the upload `p` plans, started (resumed from what observation read, when `p` resumes); `None`
-/// for an encrypted upload, which is never resumed.
-pub fn start(p: &CloudPlan, w: &CloudWorld, root: &Path) -> io::Result<Option<Resumer>> {
-    let Some(key) = key(w, &p.archives, p.encryption.as_ref()) else {
-        return Ok(None);
-    };
-    let resumed = match (&p.resume, &w.resume.candidate) {
-        (Some(r), Some((stamp, Ok(j)))) if *stamp == r.stamp => Some(j),
-        _ => None,
-    };
-    let planned = parts_planned(&p.archives, key.part_bytes);
-    Resumer::start(root, key, p.stamp(), resumed, &w.listing.sizes, planned).map(Some)
-}
-
-/// The plan of a new upload under the run's `stamp`, after the resume of `p` stopped: the stamp that was resumed
-/// is removed first (nothing else: the rest was cleaned already).
-pub fn restarted(p: &CloudPlan, stamp: &str) -> CloudPlan {
-    let old = p.stamp().to_string();
-    let mut q = p.clone();
-    q.dir = format!("{BACKUPS}{stamp}/");
-    q.resume = None;
-    q.resume_refused = None;
-    q.abort_uploads = Vec::new();
-    q.cleanup_stamps = vec![UnfinishedStamp {
-        stamp: old.clone(),
-        objects: 0,
-        bytes: 0,
-    }];
-    for d in &mut q.decisions {
-        if d.name == old {
-            d.name = stamp.to_string();
-        }
-    }
-    q
-}
-
-/// The upload is promoted: its journal goes, and what the resume spared is said.
-pub fn finished(
-    r: &Resumer,
-    p: &CloudPlan,
-    ui: &crate::ui::Ui,
-    report: &mut super::exec::DestinationReport,
-) {
-    if let Err(e) = r.finish() {
-        report
-            .warnings
-            .push(format!("the journal of upload {} stays: {e}", p.stamp()));
-    }
-    let (parts, bytes) = r.skipped();
-    if p.resume.is_some() {
-        ui.info(format_args!(
-            "{}: resumed {}: {} stored already ({}), checked and not uploaded again",
-            p.name,
-            p.stamp(),
-            crate::stdx::counted(parts, "part", "parts"),
-            crate::stdx::bytes(bytes)
-        ));
-    }
-}
-
-/// The dry run's lines: the upload resumed, or why the unfinished one is not.
-pub fn render(p: &CloudPlan, out: &mut String) {
-    use std::fmt::Write as _;
-    if let Some(r) = &p.resume {
-        let _ = writeln!(
-            out,
-            "  resume {}: {} of {} parts uploaded ({}); the archive is regenerated from the snapshot, each stored \
-             part checked against the local journal and not uploaded again",
-            r.stamp,
-            r.parts_uploaded,
-            r.parts_total,
-            crate::stdx::bytes(r.bytes_uploaded)
-        );
-    }
-    if let Some(why) = &p.resume_refused {
-        let _ = writeln!(out, "  {why}");
-    }
-}
 
 /// Removes the journal of `stamp` on `destination` (a resume that stopped); nothing when there is none.
 pub fn remove(root: &Path, destination: &str, stamp: &str) {
@@ -813,25 +739,15 @@ mod tests {
     #[test]
     fn the_plan_resumes_only_a_matching_journal_of_the_newest_unfinished_upload() {
         let stamp = "2026-12-05-020000";
-        let mut w = CloudWorld {
-            settings: crate::cloud::tests::settings("http://127.0.0.1:9", "b"),
-            store: None,
-            listing: Default::default(),
-            uploads: vec![],
-            error: None,
-            encryption: None,
-            passphrase_file: None,
-            chains: Default::default(),
-            backup_root: "/root".into(),
-            index_copies: vec![],
-            resume: ResumeWorld {
-                part_bytes: 4096,
-                candidate: None,
-            },
+        let settings = crate::cloud::tests::settings("http://127.0.0.1:9", "b");
+        let mut listing = CloudListing::default();
+        let mut w = ResumeWorld {
+            part_bytes: 4096,
+            candidate: None,
         };
         let archives = [target("docs-a")];
-        assert_eq!(plan(&w, &archives, None), (None, None));
-        let mut k = super::key(&w, &archives, None).unwrap();
+        assert_eq!(plan(&w, &settings, &listing, &archives, None), (None, None));
+        let mut k = super::key(&settings, w.part_bytes, &archives, None).unwrap();
         let mut j = Journal {
             format: FORMAT,
             stamp: stamp.into(),
@@ -852,16 +768,16 @@ mod tests {
             parts_planned: 9,
         };
         // Parts 0-2 listed with their size, part 3 not listed.
-        w.listing.sizes = (0..3)
+        listing.sizes = (0..3)
             .map(|n| (format!("backups/{stamp}/{}", name(n)), 4096))
             .collect();
-        w.listing.unfinished = vec![UnfinishedStamp {
+        listing.unfinished = vec![crate::external::bucket::UnfinishedStamp {
             stamp: stamp.into(),
             objects: 3,
             bytes: 3 * 4096,
         }];
-        w.resume.candidate = Some((stamp.into(), Ok(j.clone())));
-        let (r, why) = plan(&w, &archives, None);
+        w.candidate = Some((stamp.into(), Ok(j.clone())));
+        let (r, why) = plan(&w, &settings, &listing, &archives, None);
         assert_eq!(why, None);
         let r = r.unwrap();
         assert_eq!(
@@ -875,26 +791,29 @@ mod tests {
         );
         // `status` finds the same from the journal on disk: 3 of the 9 parts planned.
         let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join(DIR).join(&w.settings.name);
+        let dir = root.path().join(DIR).join(&settings.name);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join(format!("{stamp}.json")),
             serde_json::to_vec(&j).unwrap(),
         )
         .unwrap();
-        assert_eq!(
-            resumable(root.path(), &w.settings.name, &w.listing),
-            Some(r)
-        );
+        assert_eq!(resumable(root.path(), &settings.name, &listing), Some(r));
         // A journal naming another object than the sink would for that part: nothing of it is skipped.
         let mut misnamed = j.clone();
         misnamed.parts.get_mut("docs").unwrap()[0].name = name(2);
-        w.resume.candidate = Some((stamp.into(), Ok(misnamed)));
-        assert_eq!(plan(&w, &archives, None).0.unwrap().parts_uploaded, 0);
-        w.resume.candidate = Some((stamp.into(), Ok(j.clone())));
+        w.candidate = Some((stamp.into(), Ok(misnamed)));
+        assert_eq!(
+            plan(&w, &settings, &listing, &archives, None)
+                .0
+                .unwrap()
+                .parts_uploaded,
+            0
+        );
+        w.candidate = Some((stamp.into(), Ok(j.clone())));
 
-        let refused = |w: &CloudWorld, archives: &[ArchiveTarget], enc| {
-            let (r, why) = plan(w, archives, enc);
+        let refused = |w: &ResumeWorld, archives: &[ArchiveTarget], enc| {
+            let (r, why) = plan(w, &settings, &listing, archives, enc);
             assert_eq!(r, None);
             why.unwrap()
         };
@@ -913,20 +832,20 @@ mod tests {
         assert!(refused(&w, &archives, Some(&pass)).contains("passphrase"));
         k.part_bytes = 8192;
         j.key = k;
-        w.resume.candidate = Some((stamp.into(), Ok(j)));
+        w.candidate = Some((stamp.into(), Ok(j)));
         assert!(refused(&w, &archives, None).contains("another size"));
-        w.resume.candidate = Some((stamp.into(), Err("there is no journal of it".into())));
+        w.candidate = Some((stamp.into(), Err("there is no journal of it".into())));
         assert!(refused(&w, &archives, None).contains("there is no journal of it"));
 
         // Only a stamp newer than every backup is a candidate (observation picks it).
         let root = tempfile::tempdir().unwrap();
-        w.listing.backups = vec!["2026-12-06-020000".into()];
-        observe(&mut w, root.path());
-        assert_eq!(w.resume.candidate, None);
-        w.listing.backups = vec!["2026-12-04-020000".into()];
-        observe(&mut w, root.path());
+        listing.backups = vec!["2026-12-06-020000".into()];
+        w = observe(&listing, &settings.name, root.path());
+        assert_eq!(w.candidate, None);
+        listing.backups = vec!["2026-12-04-020000".into()];
+        w = observe(&listing, &settings.name, root.path());
         assert_eq!(
-            w.resume.candidate,
+            w.candidate,
             Some((stamp.to_string(), Err("there is no journal of it".into())))
         );
     }

@@ -7,9 +7,10 @@ use chrono::NaiveDateTime;
 
 use super::layout::{self, DriveBackup, DriveListing, LatestKind, Leftover, LeftoverKind};
 use super::plan::{
-    self, DestinationAction, DestinationWorld, RunOptions, SetAction, SetWorld, SnapshotSummary,
-    World, choose_snapshot,
+    self, DestinationAction, DestinationWorld, RunOptions, SetWorld, SnapshotSummary, World,
+    choose_snapshot,
 };
+use super::sets::SetAction;
 use crate::archive::ArchiveEstimate;
 use crate::config::ExternalMode;
 use crate::exit::Exit;
@@ -335,7 +336,7 @@ fn a_plan_for_the_t9() {
     assert_eq!(d.cleanup[0].name, ".tmp-2025-03-06-000000-77");
     // Needs the archive and index rounded to 128 KiB clusters, plus the margin.
     let block = 128 * 1024;
-    let want = plan::SPACE_MARGIN
+    let want = layout::SPACE_MARGIN
         + 2 * block
         + 300 * MIB
         + block
@@ -413,7 +414,7 @@ fn space_aware_rotation_removes_the_oldest_before_writing() {
     let mut w = world();
     for b in &mut w.destinations[0].listing.backups {
         if let Some(m) = &mut b.meta {
-            m.sets[0].archive = vec![layout::FileRecord {
+            m.sets[0].archive = vec![crate::archive::FileRecord {
                 name: "data.tar".into(),
                 bytes: 100 * MIB,
                 sha256: crate::archive::Digest::of_bytes(b""),

@@ -390,7 +390,7 @@ impl ImageRecord {
 mod tests {
     use super::*;
     use crate::archive::Digest;
-    use crate::external::layout::FileRecord;
+    use crate::archive::FileRecord;
     use crate::image::kit::DiskPartition;
     use crate::image::layout::FsIds;
 

@@ -100,7 +100,7 @@ impl Piece {
         self.clone()
     }
 
-    pub fn record(&self, file: Option<crate::external::layout::FileRecord>) -> KitRecord {
+    pub fn record(&self, file: Option<crate::archive::FileRecord>) -> KitRecord {
         KitRecord {
             name: self.name.clone(),
             source: self.source.clone(),

@@ -14,8 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::archive::EncryptionRecord;
-use crate::external::layout::FileRecord;
+use crate::archive::{EncryptionRecord, FileRecord};
 
 /// The folder inside a backup.
 pub const SYSTEM_DIR: &str = "system";

@@ -70,12 +70,28 @@ pub fn observe_system(settings: &Settings, extra_devices: &[String]) -> Option<S
             .iter()
             .map(|d| {
                 let mut facts = observe::device(d)?;
-                observe::used_space(&mut facts);
+                used_space(&mut facts);
                 Ok(facts)
             })
             .collect(),
         sets: sets_of(settings),
     })
+}
+
+/// Fills in how much of `d` partclone would image (its header's used blocks), for the space check; only for a
+/// device that would be imaged (a refused one is not read). Reads the device, writes nothing.
+fn used_space(d: &mut observe::DeviceFacts) {
+    if plan::refusal(d, None).is_some() {
+        return;
+    }
+    let Some(tool) = d.tool.clone() else { return };
+    match exec::read_header(&tool, &d.path) {
+        Ok(h) => {
+            d.used_bytes = Some(h.used_bytes());
+            d.stream_bound = Some(h.stream_bound());
+        }
+        Err(e) => d.used_error = Some(crate::ui::format_error(&e)),
+    }
 }
 
 /// Keeps what the kit collected for the next run (see [`kit::collect_with`]); a failure costs only the next run's
@@ -286,7 +302,7 @@ pub fn plan_create(
     let block = crate::media::block_size(&info.resolved);
     let needed_bytes = input
         .bound_bytes(&system, block, recipients)
-        .saturating_add(crate::external::plan::SPACE_MARGIN);
+        .saturating_add(drive_layout::SPACE_MARGIN);
     let backups_dir = info.resolved.join(drive_layout::BACKUPS_DIR);
     let stamp = fresh_stamp(&backups_dir);
     let refusal = (!system.images.is_empty() && needed_bytes > info.free_bytes).then(|| {
@@ -488,7 +504,7 @@ fn write_create(
     let sums_rec = drive_layout::write_new_file(&temp, drive_layout::SUMS_FILE, &sums_bytes)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     temp.fsync().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let written = |r: &crate::external::layout::FileRecord| crate::archive::WrittenFile {
+    let written = |r: &crate::archive::FileRecord| crate::archive::WrittenFile {
         path: temp.join(&r.name),
         bytes: r.bytes,
         sha256: r.sha256,

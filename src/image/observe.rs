@@ -40,7 +40,7 @@ pub struct DeviceFacts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<PathBuf>,
     pub usage: DeviceUse,
-    /// partclone's count of the bytes in use (from its header, read before imaging by [`used_space`]).
+    /// partclone's count of the bytes in use (from its header, read before imaging by `image::used_space`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub used_bytes: Option<u64>,
     /// An upper bound of partclone's stream for it (what zstd compresses): the used bytes, the bitmap, checksums.
@@ -122,22 +122,6 @@ pub fn device(given: &str) -> Result<DeviceFacts, String> {
         stream_bound: None,
         used_error: None,
     })
-}
-
-/// Fills in how much of `d` partclone would image (its header's used blocks), for the space check; only for a
-/// device that would be imaged (a refused one is not read). Reads the device, writes nothing.
-pub fn used_space(d: &mut DeviceFacts) {
-    if super::plan::refusal(d, None).is_some() {
-        return;
-    }
-    let Some(tool) = d.tool.clone() else { return };
-    match super::exec::read_header(&tool, &d.path) {
-        Ok(h) => {
-            d.used_bytes = Some(h.used_bytes());
-            d.stream_bound = Some(h.stream_bound());
-        }
-        Err(e) => d.used_error = Some(crate::ui::format_error(&e)),
-    }
 }
 
 /// A restore target: a block device (a whole disk) or a disk image file.

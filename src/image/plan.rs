@@ -748,7 +748,7 @@ fn render_refusals(p: &RestorePlan, o: &mut String) {
 mod tests {
     use super::*;
     use crate::archive::Digest;
-    use crate::external::layout::FileRecord;
+    use crate::archive::FileRecord;
     use crate::image::layout::TableRecord;
     use crate::media::devices::{DeviceUse, MountUse};
 

@@ -13,12 +13,13 @@ use super::Request;
 use super::content::SetContent;
 use super::job::SetBackup;
 use super::select;
+use crate::archive::FileRecord;
 use crate::archive::crypt::decode_head;
 use crate::archive::{ArchiveFiles, Keys};
 use crate::cloud::{Objects, Store};
 use crate::exit::{CodedError, Exit};
-use crate::external::cloud::BACKUPS;
-use crate::external::layout::{self, BackupMeta, FileRecord};
+use crate::external::bucket::BACKUPS;
+use crate::external::layout::{self, BackupMeta};
 use crate::settings::{CloudSettings, Settings};
 use crate::snapshot;
 use crate::ui::Ui;
@@ -205,7 +206,7 @@ pub fn destination<'a>(settings: &'a Settings, req: &Request) -> anyhow::Result<
 pub fn open(cloud: &CloudSettings) -> anyhow::Result<(Arc<Store>, Vec<String>, Sizes)> {
     let env = crate::expand::Env::from_process();
     let store = Arc::new(Store::open(cloud, &env, chrono::Local::now().time())?);
-    let (listing, _) = crate::external::cloud::list(&store, false)?;
+    let (listing, _) = crate::external::bucket::list(&store, false)?;
     Ok((store, listing.backups, listing.sizes))
 }
 
@@ -440,89 +441,4 @@ pub fn render_verify(r: &CloudVerifyReport) -> String {
         "NOT intact: see above\n"
     });
     out
-}
-
-/// `restore --list --source cloud[:NAME]`: the destination's backups, each from its `backup.json` (one GET each).
-pub fn listed(
-    settings: &Settings,
-    req: &Request,
-) -> anyhow::Result<(
-    Vec<super::list::ListedBackup>,
-    super::list::ListedDestination,
-)> {
-    use super::list::{Kept, ListedBackup, ListedDestination, ListedSet, State};
-    let cloud = destination(settings, req)?;
-    let (store, stamps, _) = open(cloud)?;
-    let latest = store
-        .get(&format!("{BACKUPS}{}", layout::LATEST_FILE))
-        .ok()
-        .and_then(|b| layout::parse_latest(&b));
-    let mut out = Vec::new();
-    for stamp in &stamps {
-        let Some(time) = snapshot::parse_stamp(stamp) else {
-            continue;
-        };
-        let dir = format!("{BACKUPS}{stamp}/");
-        let location = PathBuf::from(format!("{} {dir}", store.place()));
-        let meta = store
-            .get(&format!("{dir}{}", layout::METADATA_FILE))
-            .map_err(|e| e.to_string())
-            .and_then(|b| {
-                layout::parse_metadata(&b, &location.join(layout::METADATA_FILE))
-                    .map_err(|e| e.to_string())
-            });
-        let (sets, notes) = match &meta {
-            Ok(m) => (
-                m.sets
-                    .iter()
-                    .map(|s| ListedSet {
-                        name: s.set.clone(),
-                        state: State::Verified,
-                        bytes: s
-                            .archive
-                            .iter()
-                            .fold(0u64, |t, f| t.saturating_add(f.bytes)),
-                        files: Some(s.files),
-                        kind: s.kind,
-                        base: s.base.clone(),
-                        snapshot: Some(s.snapshot.clone()),
-                        path: location.join(
-                            s.archive
-                                .first()
-                                .map(|f| f.name.as_str())
-                                .unwrap_or_default(),
-                        ),
-                        encrypted: s.encryption.is_some(),
-                        passphrase: s.encryption.as_ref().is_some_and(|e| e.passphrase),
-                    })
-                    .collect::<Vec<_>>(),
-                Vec::new(),
-            ),
-            Err(e) => (Vec::new(), vec![e.clone()]),
-        };
-        out.push(ListedBackup {
-            source: Kept::Cloud,
-            stamp: stamp.clone(),
-            time,
-            bytes: sets.iter().fold(0u64, |t, s| t.saturating_add(s.bytes)),
-            state: if meta.is_ok() {
-                State::Verified
-            } else {
-                State::Unverified
-            },
-            sets,
-            location,
-            destination: Some(cloud.name.clone()),
-            latest: latest.as_deref() == Some(stamp.as_str()),
-            notes,
-        });
-    }
-    let destination = ListedDestination {
-        name: cloud.name.clone(),
-        path: PathBuf::from(store.place()),
-        present: true,
-        reason: None,
-        backups: out.len(),
-    };
-    Ok((out, destination))
 }

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::archive::EncryptionRecord;
-use crate::external::layout::{self, FileRecord, LeftoverKind, SetRecord};
+use crate::archive::FileRecord;
+use crate::external::layout::{self, LeftoverKind, SetRecord};
 use crate::snapshot::{self, SourceRecord};
 use crate::stdx::fs::Dir;
 

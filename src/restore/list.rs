@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use super::Request;
 use super::catalog::{self, Drive};
 use super::select::{self, DateQuery};
+use crate::external::bucket::BACKUPS;
+use crate::external::layout;
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot, SnapshotState};
 use crate::stdx::{show_path, show_str};
@@ -116,7 +118,7 @@ pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Op
         listing.destinations = destinations(&drives);
     }
     if cloud {
-        let (backups, destination) = super::cloud::listed(settings, req)?;
+        let (backups, destination) = cloud_backups(settings, req)?;
         listing.backups.extend(backups);
         listing.destinations.push(destination);
     }
@@ -328,6 +330,87 @@ pub fn drive_backups(drives: &[Drive]) -> Vec<ListedBackup> {
         }
     }
     out
+}
+
+/// `restore --list --source cloud[:NAME]`: the destination's backups, each from its `backup.json` (one GET each).
+pub fn cloud_backups(
+    settings: &Settings,
+    req: &Request,
+) -> anyhow::Result<(Vec<ListedBackup>, ListedDestination)> {
+    let cloud = super::cloud::destination(settings, req)?;
+    let (store, stamps, _) = super::cloud::open(cloud)?;
+    let latest = store
+        .get(&format!("{BACKUPS}{}", layout::LATEST_FILE))
+        .ok()
+        .and_then(|b| layout::parse_latest(&b));
+    let mut out = Vec::new();
+    for stamp in &stamps {
+        let Some(time) = snapshot::parse_stamp(stamp) else {
+            continue;
+        };
+        let dir = format!("{BACKUPS}{stamp}/");
+        let location = PathBuf::from(format!("{} {dir}", store.place()));
+        let meta = store
+            .get(&format!("{dir}{}", layout::METADATA_FILE))
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                layout::parse_metadata(&b, &location.join(layout::METADATA_FILE))
+                    .map_err(|e| e.to_string())
+            });
+        let (sets, notes) = match &meta {
+            Ok(m) => (
+                m.sets
+                    .iter()
+                    .map(|s| ListedSet {
+                        name: s.set.clone(),
+                        state: State::Verified,
+                        bytes: s
+                            .archive
+                            .iter()
+                            .fold(0u64, |t, f| t.saturating_add(f.bytes)),
+                        files: Some(s.files),
+                        kind: s.kind,
+                        base: s.base.clone(),
+                        snapshot: Some(s.snapshot.clone()),
+                        path: location.join(
+                            s.archive
+                                .first()
+                                .map(|f| f.name.as_str())
+                                .unwrap_or_default(),
+                        ),
+                        encrypted: s.encryption.is_some(),
+                        passphrase: s.encryption.as_ref().is_some_and(|e| e.passphrase),
+                    })
+                    .collect::<Vec<_>>(),
+                Vec::new(),
+            ),
+            Err(e) => (Vec::new(), vec![e.clone()]),
+        };
+        out.push(ListedBackup {
+            source: Kept::Cloud,
+            stamp: stamp.clone(),
+            time,
+            bytes: sets.iter().fold(0u64, |t, s| t.saturating_add(s.bytes)),
+            state: if meta.is_ok() {
+                State::Verified
+            } else {
+                State::Unverified
+            },
+            sets,
+            location,
+            destination: Some(cloud.name.clone()),
+            latest: latest.as_deref() == Some(stamp.as_str()),
+            notes,
+        });
+    }
+    let destination = ListedDestination {
+        name: cloud.name.clone(),
+        path: PathBuf::from(store.place()),
+        present: true,
+        reason: None,
+        backups: out.len(),
+    };
+    Ok((out, destination))
 }
 
 /// The destinations part of a listing.

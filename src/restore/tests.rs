@@ -11,8 +11,8 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
-use super::engine::apply::TEMP_PREFIX;
 use super::engine::source::{self, SnapshotTree};
+use super::engine::target::TEMP_PREFIX;
 use super::*;
 use crate::exit::Exit;
 

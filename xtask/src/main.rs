@@ -9,6 +9,7 @@ mod itest;
 mod mutants;
 mod nix;
 mod packages;
+mod step;
 mod test;
 mod tools;
 mod util;

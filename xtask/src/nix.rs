@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
-use crate::test::Outcome;
+use crate::step::Outcome;
 use crate::util::{find_program, is_root, project_root};
 
 /// The variable that points the module evaluation at nixpkgs' lib.

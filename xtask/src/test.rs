@@ -9,22 +9,8 @@ use anyhow::{Context, Result, bail};
 use xshell::{Shell, cmd};
 
 use crate::packages::{Need, ensure_packages};
+use crate::step::{Outcome, Step};
 use crate::util::{has_cargo_subcommand, heading, human_duration, is_root};
-
-/// How a step ended, when it did not fail.
-pub enum Outcome {
-    /// It ran and passed; the note says anything worth knowing.
-    Passed(String),
-    /// It could not run here (a tool is missing); the note says why and what to install.
-    Skipped(String),
-}
-
-/// One step of the test run.
-pub struct Step {
-    /// Short name, shown in the summary and accepted by `--skip`.
-    pub name: &'static str,
-    pub run: fn(&Shell) -> Result<Outcome>,
-}
 
 /// The steps of `cargo xtask test`, in order. Add new checks here.
 pub const STEPS: &[Step] = &[

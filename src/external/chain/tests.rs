@@ -24,7 +24,7 @@ fn listing(backups: &[Row]) -> DriveListing {
                 m.sets[0].base = base.map(String::from);
                 m.sets[0].tar_bytes = *bytes;
                 m.sets[0].change_detection = method.map(String::from);
-                m.sets[0].index = vec![crate::external::layout::FileRecord {
+                m.sets[0].index = vec![crate::archive::FileRecord {
                     name: "data.index.jsonl".into(),
                     bytes: 1,
                     sha256: crate::archive::Digest([0; 32]),

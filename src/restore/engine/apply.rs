@@ -9,25 +9,22 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::attrs::{self, AttrTally, On};
 use super::displace::{Displaced, Keeper};
-use super::entry::{EntryKind, Mtime, RestoreEntry, show};
-use super::plan::{Action, Counts, Plan, PlanItem};
+use super::entry::{EntryKind, RestoreEntry, show};
+use super::item::{Action, PlanItem};
+use super::plan::{Counts, Plan};
 use super::safety::{Refusal, RelPath};
-use super::target::{Found, FoundKind, TargetDir, WalkError};
+use super::target::{Found, FoundKind, TargetDir, WalkError, times, with_temp_name};
 use super::{RestoreError, RestoreOptions};
 use crate::archive::sparse::{self, SparseMap};
 use crate::exit::Exit;
-
-/// The prefix of the temporary names the applier writes (a crashed restore leaves only such names behind).
-pub const TEMP_PREFIX: &str = ".dbackup-restore-";
 
 /// A refused or failed entry, for the summary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -959,30 +956,6 @@ fn finish_temp(
     out
 }
 
-static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
-
-fn temp_name() -> String {
-    format!(
-        "{TEMP_PREFIX}{}-{}",
-        std::process::id(),
-        TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Runs `make` with fresh temporary names until one is free.
-pub(super) fn with_temp_name(
-    mut make: impl FnMut(&str) -> Result<(), Errno>,
-) -> io::Result<String> {
-    loop {
-        let name = temp_name();
-        match make(&name) {
-            Ok(()) => return Ok(name),
-            Err(Errno::EXIST) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
 /// A new, owner-only (0600) file at a temporary name in `parent`.
 fn create_temp_file(parent: BorrowedFd<'_>) -> io::Result<(String, File)> {
     let mut file = None;
@@ -1199,19 +1172,6 @@ fn differs(given: &RestoreEntry, planned: &RestoreEntry) -> Option<&'static str>
         Some("sha256")
     } else {
         None
-    }
-}
-
-pub(super) fn times(m: Mtime) -> Timestamps {
-    Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: rustix::fs::UTIME_OMIT,
-        },
-        last_modification: Timespec {
-            tv_sec: m.sec,
-            tv_nsec: m.nsec as _,
-        },
     }
 }
 

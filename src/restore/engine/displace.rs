@@ -21,7 +21,7 @@ use rustix::io::Errno;
 use serde::Serialize;
 
 use super::entry::show;
-use super::target::{Found, FoundKind, TargetDir, WalkError};
+use super::target::{Found, FoundKind, TargetDir, WalkError, times, with_temp_name};
 
 /// The directory of the backup root that holds what restores replaced.
 pub const DISPLACED_DIR: &str = "displaced";
@@ -158,7 +158,7 @@ fn copy(
     privileged: bool,
     fsync: bool,
 ) -> io::Result<()> {
-    let times = super::apply::times(found.mtime);
+    let times = times(found.mtime);
     let owner = |fd: BorrowedFd<'_>, at: &[u8], flags: AtFlags| -> Result<(), Errno> {
         if privileged {
             rustix::fs::chownat(
@@ -185,7 +185,7 @@ fn copy(
             }
             let mut src = File::from(src);
             let mut out = None;
-            let tmp = super::apply::with_temp_name(|t| {
+            let tmp = with_temp_name(|t| {
                 let fd = rustix::fs::openat(
                     dparent,
                     t,

@@ -20,7 +20,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::entry::{EntryKind, show};
-use super::plan::{Action, PlanItem, link_root};
+use super::item::{Action, PlanItem, link_root};
 use super::safety::{Refusal, RelPath};
 use super::target::{FoundKind, TargetDir};
 

@@ -5,7 +5,7 @@
 //! A restore is two passes over the same entries, whatever their source:
 //! 1. **Plan** ([`Planner`]): every entry's metadata is checked ([`safety`]) and compared with what is at the
 //!    destination now, giving a [`Plan`]: `create`, `replace`, `unchanged`, `skip` or `refuse` (with the reason)
-//!    for each entry. Planning writes nothing; `--dry-run` prints the plan ([`Plan::render`], or its JSON).
+//!    for each entry (a [`PlanItem`], [`item`]). Planning writes nothing; `--dry-run` prints the plan ([`Plan::render`], or its JSON).
 //! 2. **Apply** ([`Applier`]): the same entries are handed over again, in the same order, each file with a reader
 //!    for its content; the applier writes what the plan says, and [`Applier::finish`] gives a [`Summary`].
 //!
@@ -48,6 +48,7 @@ pub mod apply;
 pub mod attrs;
 pub mod displace;
 pub mod entry;
+pub mod item;
 pub mod links;
 pub mod plan;
 pub mod safety;
@@ -61,7 +62,8 @@ use serde::{Serialize, Serializer};
 
 pub use apply::{Applier, Summary};
 pub use entry::{EntryKind, RestoreEntry, show};
-pub use plan::{Action, Counts, Plan, PlanItem, Planner};
+pub use item::{Action, PlanItem};
+pub use plan::{Counts, Plan, Planner};
 pub use safety::RelPath;
 // What only the unit tests use.
 #[cfg(test)]

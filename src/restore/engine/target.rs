@@ -10,8 +10,10 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+use rustix::io::Errno;
 
 use super::entry::Mtime;
 use super::safety::RelPath;
@@ -366,6 +368,47 @@ fn classify(parent: BorrowedFd<'_>, name: &[u8], at: RelPath, e: rustix::io::Err
         }
         rustix::io::Errno::NOENT => WalkError::Missing(at),
         e => WalkError::Io(at, e.into()),
+    }
+}
+
+/// The prefix of the temporary names made at the target (a crashed restore leaves only such names behind).
+pub const TEMP_PREFIX: &str = ".dbackup-restore-";
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn temp_name() -> String {
+    format!(
+        "{TEMP_PREFIX}{}-{}",
+        std::process::id(),
+        TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs `make` with fresh temporary names until one is free.
+pub(super) fn with_temp_name(
+    mut make: impl FnMut(&str) -> Result<(), Errno>,
+) -> io::Result<String> {
+    loop {
+        let name = temp_name();
+        match make(&name) {
+            Ok(()) => return Ok(name),
+            Err(Errno::EXIST) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// An entry's mtime as `utimensat`'s times (the access time left as it is).
+pub(super) fn times(m: Mtime) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: m.sec,
+            tv_nsec: m.nsec as _,
+        },
     }
 }
 

@@ -665,7 +665,7 @@ impl World {
     /// Peak memory (bytes) of `dbackup external` on a snapshot of `files` small files.
     fn memory(&self, bench: &Path, time: &Path, files: u64) -> Result<(u64, u64)> {
         let source = bench.join(format!("memtree-{files}"));
-        ensure_memory_tree(&source, files)?;
+        super::tree::ensure_memory_tree(&source, files)?;
         let config = write_config(&self.work, "mem", &source, self.mount_point(), None)?;
         collect(&self.bin, &self.work, &config, "mem")?;
         let out = Command::new(time)
@@ -693,26 +693,6 @@ impl World {
         self.clear_drive()?;
         Ok((files, kib * 1024))
     }
-}
-
-/// `files` files of 0-255 bytes in directories of 100 (reused when it exists with the same count).
-pub(super) fn ensure_memory_tree(dir: &Path, files: u64) -> Result<()> {
-    let marker = dir.join(".complete");
-    if marker.is_file() {
-        return Ok(());
-    }
-    remove_dir_if_exists(dir)?;
-    eprintln!("generating {files} small files in {} ...", dir.display());
-    for k in 0..files {
-        let sub = dir.join(format!("d{:04}", k / 100));
-        if k % 100 == 0 {
-            std::fs::create_dir_all(&sub)?;
-        }
-        let len = (k * 7919 % 256) as usize;
-        std::fs::write(sub.join(format!("file-{k:06}")), vec![b'x'; len])?;
-    }
-    std::fs::write(&marker, "")?;
-    Ok(())
 }
 
 /// CPU time (user + system) of all the children this process has waited for so far.

@@ -539,7 +539,7 @@ fn detection(w: &World, bench: &Path, files: u64, chain: u64, reps: usize) -> Re
         "bench external (incremental): {files} files: full, no change, detection"
     ));
     let mem_tree = bench.join(format!("memtree-{files}"));
-    super::external::ensure_memory_tree(&mem_tree, files)?;
+    super::tree::ensure_memory_tree(&mem_tree, files)?;
     let mem_config = w.config(MEM_SET, &mem_tree, chain, true)?;
     // The detection is timed without the recovery kit, whose tools (blkid probing every block device, apt-mark)
     // cost more than the walk and vary with the machine.

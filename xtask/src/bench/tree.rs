@@ -169,6 +169,26 @@ pub fn measure(dir: &Path) -> TreeStats {
     })
 }
 
+/// `files` files of 0-255 bytes in directories of 100 (reused when it exists with the same count).
+pub fn ensure_memory_tree(dir: &Path, files: u64) -> Result<()> {
+    let marker = dir.join(".complete");
+    if marker.is_file() {
+        return Ok(());
+    }
+    remove_dir_if_exists(dir)?;
+    eprintln!("generating {files} small files in {} ...", dir.display());
+    for k in 0..files {
+        let sub = dir.join(format!("d{:04}", k / 100));
+        if k % 100 == 0 {
+            std::fs::create_dir_all(&sub)?;
+        }
+        let len = (k * 7919 % 256) as usize;
+        std::fs::write(sub.join(format!("file-{k:06}")), vec![b'x'; len])?;
+    }
+    std::fs::write(&marker, "")?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
