@@ -114,7 +114,7 @@ pub struct BucketBackups {
     /// Requests this look took (the listing, then a GET per `backup.json`).
     pub requests: u64,
     /// The sha256 of each `backup.json` read, by stamp: what its line in the sums is checked against
-    /// ([`super::cloud::check_meta`]) without reading it again.
+    /// ([`super::cloud::check_sums_line`]) without reading it again.
     pub digests: std::collections::BTreeMap<String, crate::archive::Digest>,
 }
 
