@@ -13,7 +13,7 @@ use clap_complete::engine::ArgValueCompleter;
 
 // `restore --source`, `--overwrite` and `--compare` take the restore's own types (their variants' comments are the
 // help text).
-use crate::restore::list::Kept;
+use crate::restore::select::Kept;
 use crate::restore::{Compare, Overwrite};
 // Set and destination names offered on TAB, read from the config (the only config reading the command line does).
 use crate::complete;

@@ -13,7 +13,7 @@ use crate::cloud::{Objects, Store};
 use crate::exit::{CodedError, Exit};
 use crate::external::bucket::BACKUPS;
 use crate::external::layout;
-use crate::restore::list::Kept;
+use crate::restore::select::Kept;
 use crate::restore::select::{self, DateQuery};
 use crate::settings::{CloudSettings, Settings};
 use crate::snapshot;

@@ -25,7 +25,7 @@ use crate::restore::content::entry_of_index;
 use crate::restore::engine::source::SnapshotTree;
 use crate::restore::index_search::{SortedIndex, is_under, parse_line};
 use crate::restore::keys::{Ask, KeyRing};
-use crate::restore::list::Kept;
+use crate::restore::select::Kept;
 use crate::restore::{EntryKind, RestoreEntry};
 use crate::settings::Settings;
 use crate::snapshot;

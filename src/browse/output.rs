@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::Shown;
-use crate::restore::list::Kept;
+use crate::restore::select::Kept;
 use crate::stdx::show;
 
 /// What `ls --json` prints.

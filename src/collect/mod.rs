@@ -13,7 +13,7 @@ pub mod sparse;
 use chrono::{Local, NaiveDateTime};
 
 pub use exec::{CollectReport, SetStatus};
-pub use plan::{CollectPlan, SetAction};
+pub use plan::{CollectPlan, Options, SetAction};
 
 use crate::exit::{CodedError, Exit};
 use crate::settings::{SetSettings, Settings};
@@ -40,17 +40,6 @@ pub fn select_sets<'a>(
         .iter()
         .filter(|s| names.is_empty() || names.contains(&s.name))
         .collect())
-}
-
-/// What a collect run is asked to do (from `dbackup collect`'s arguments, or from `dbackup backup`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Options {
-    /// The sets to collect, by name; empty: every set.
-    pub sets: Vec<String>,
-    /// Compare file contents (rsync `--checksum`) instead of trusting size and mtime.
-    pub full: bool,
-    /// Accept a source that is empty or much smaller than its last snapshot.
-    pub allow_shrink: bool,
 }
 
 fn now() -> NaiveDateTime {

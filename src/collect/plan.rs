@@ -1,5 +1,5 @@
-//! The collect plan: pure, serialisable, one entry per set. Built from what [`super::observe`] saw; `--dry-run`
-//! prints it (`--json`: as JSON) and [`super::exec`] carries it out.
+//! The collect plan: pure, serialisable, one entry per set, made for the run's [`Options`]. Built from what
+//! [`super::observe`] saw; `--dry-run` prints it (`--json`: as JSON) and [`super::exec`] carries it out.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -8,7 +8,6 @@ use chrono::{DateTime, FixedOffset, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
 use super::observe::{SetWorld, SourceKind, SourceState, World, newest_complete};
-use crate::collect::Options;
 use crate::config::RetentionPolicy;
 use crate::exit::Exit;
 use crate::retention::{self, Decision, SnapshotInfo};
@@ -23,6 +22,17 @@ use crate::ui;
 pub const SHRINK_MIN_BEFORE: u64 = 4;
 /// ...and now has fewer than `before / SHRINK_FACTOR`.
 pub const SHRINK_FACTOR: u64 = 2;
+
+/// What a collect run is asked to do (from `dbackup collect`'s arguments, or from `dbackup backup`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The sets to collect, by name; empty: every set.
+    pub sets: Vec<String>,
+    /// Compare file contents (rsync `--checksum`) instead of trusting size and mtime.
+    pub full: bool,
+    /// Accept a source that is empty or much smaller than its last snapshot.
+    pub allow_shrink: bool,
+}
 
 /// What one `dbackup collect` will do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

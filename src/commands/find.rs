@@ -11,7 +11,7 @@ use crate::cli::{FindArgs, GlobalArgs};
 use crate::exit::Exit;
 use crate::expand::Env;
 use crate::restore::keys::KeyRing;
-use crate::restore::list::Kept;
+use crate::restore::select::Kept;
 use crate::settings::Settings;
 use crate::stdx::show;
 use crate::ui::Ui;

@@ -10,7 +10,7 @@ use crate::exit::{CodedError, Exit};
 use crate::expand::Env;
 use crate::restore::choose::{self, Standing};
 use crate::restore::keys::KeyRing;
-use crate::restore::list::Kept;
+use crate::restore::select::Kept;
 use crate::restore::select::{self, DateQuery};
 use crate::settings::Settings;
 use crate::stdx::show;

@@ -57,9 +57,9 @@ pub(crate) fn load_settings(global: &GlobalArgs) -> Result<Settings, ConfigError
 /// `--drive` names a drive: `ls` and `find` refuse it beside `--source local` or `--source cloud` (exit 2).
 pub(crate) fn drive_needs_drive_source(
     drive: bool,
-    source: Option<crate::restore::list::Kept>,
+    source: Option<crate::restore::select::Kept>,
 ) -> anyhow::Result<()> {
-    use crate::restore::list::Kept;
+    use crate::restore::select::Kept;
     if drive && matches!(source, Some(Kept::Local | Kept::Cloud)) {
         return Err(crate::exit::CodedError::new(
             Exit::Usage,

@@ -38,7 +38,7 @@ pub mod upload;
 
 use chrono::{Local, NaiveDateTime};
 
-pub use plan::ExternalPlan;
+pub use plan::{ExternalPlan, Options};
 pub use report::{DestinationStatus, ExternalReport};
 
 use crate::exit::{CodedError, Exit};
@@ -46,22 +46,6 @@ use crate::lock::RunLock;
 use crate::settings::Settings;
 use crate::snapshot;
 use crate::ui::Ui;
-
-/// What an external run is asked to do (from `dbackup external`'s arguments, or from `dbackup backup`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Options {
-    /// The sets to export, by name; empty: every set.
-    pub sets: Vec<String>,
-    /// Write only to this destination (by name), whatever `external.mode` says.
-    pub destination: Option<String>,
-    /// Export a set's newest snapshot even when it is incomplete.
-    pub allow_incomplete: bool,
-    /// Write full archives, whatever `external.incremental` allows.
-    pub full: bool,
-    /// Decide full or incremental (and whether contents are compared) as if it were this time: the hidden `--now`,
-    /// for tests. Stamps and everything else keep the real time.
-    pub now: Option<NaiveDateTime>,
-}
 
 fn now() -> NaiveDateTime {
     Local::now().naive_local()

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use super::layout;
+use super::plan::Options;
 use super::plan::{self, DestinationWorld, SetWorld, SnapshotSummary, World};
-use super::{Options, layout};
 use crate::archive::incremental::IncrementalBase;
 use crate::archive::{self, ArchivePlan, NoProgress};
 use crate::config::ExternalMode;

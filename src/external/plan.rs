@@ -1,6 +1,6 @@
-//! The external plan: pure and serialisable. Built from what [`super::observe`] saw (snapshots, their scans, the
-//! destinations and what their `backups/` holds); `--dry-run` prints it (`--json`: as JSON), [`super::exec`] carries it
-//! out.
+//! The external plan: pure and serialisable, made for the run's [`Options`]. Built from what [`super::observe`] saw
+//! (snapshots, their scans, the destinations and what their `backups/` holds); `--dry-run` prints it (`--json`: as
+//! JSON), [`super::exec`] carries it out.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,22 @@ use crate::retention::Decision;
 use crate::settings::DestinationSettings;
 use crate::snapshot::SnapshotState;
 use crate::stdx;
+
+/// What an external run is asked to do (from `dbackup external`'s arguments, or from `dbackup backup`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// The sets to export, by name; empty: every set.
+    pub sets: Vec<String>,
+    /// Write only to this destination (by name), whatever `external.mode` says.
+    pub destination: Option<String>,
+    /// Export a set's newest snapshot even when it is incomplete.
+    pub allow_incomplete: bool,
+    /// Write full archives, whatever `external.incremental` allows.
+    pub full: bool,
+    /// Decide full or incremental (and whether contents are compared) as if it were this time: the hidden `--now`,
+    /// for tests. Stamps and everything else keep the real time.
+    pub now: Option<NaiveDateTime>,
+}
 
 /// What one `dbackup external` will do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

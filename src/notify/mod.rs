@@ -5,89 +5,12 @@
 //! Only the kinds listed in `notifications.events` are sent. Every sink gets every event, one after the other. A sink
 //! that fails is reported as a [`Delivery`] with the error (the caller logs it); it never changes a run's exit code.
 
+pub mod event;
 pub mod sinks;
 
-use chrono::{DateTime, FixedOffset};
-use serde::{Deserialize, Serialize};
+pub use event::{Delivery, Event, Outcome, kind_word};
 
-use crate::config::{EventKind, Notifications};
-
-/// One thing worth telling the user about. Sent as JSON to commands (on stdin) and described in words elsewhere.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    pub kind: EventKind,
-    /// One line: `dbackup backup on workstation: the T9 drive is not present`.
-    pub summary: String,
-    /// Lines with the specifics (which sets, which drive, why).
-    pub details: String,
-    pub host: String,
-    pub time: DateTime<FixedOffset>,
-    /// The command that raised it (`backup`).
-    pub command: String,
-    /// The run's exit code, for `success`, `warning` and `failure`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exit: Option<u8>,
-    pub dbackup_version: String,
-}
-
-impl Event {
-    pub fn new(
-        kind: EventKind,
-        command: &str,
-        summary: impl Into<String>,
-        details: impl Into<String>,
-        time: DateTime<FixedOffset>,
-    ) -> Event {
-        Event {
-            kind,
-            summary: summary.into(),
-            details: details.into(),
-            host: crate::media::hostname(),
-            time,
-            command: command.to_string(),
-            exit: None,
-            dbackup_version: env!("CARGO_PKG_VERSION").to_string(),
-        }
-    }
-
-    pub fn with_exit(mut self, exit: u8) -> Event {
-        self.exit = Some(exit);
-        self
-    }
-}
-
-/// The config's spelling of an event kind (`missing_media`).
-pub fn kind_word(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::Success => "success",
-        EventKind::Failure => "failure",
-        EventKind::Warning => "warning",
-        EventKind::MissingMedia => "missing_media",
-        EventKind::LowDisk => "low_disk",
-        EventKind::Overdue => "overdue",
-    }
-}
-
-/// What happened when one event was given to one sink.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Delivery {
-    pub event: EventKind,
-    /// `desktop`, `command` or `http`.
-    pub sink: String,
-    pub outcome: Outcome,
-    /// Why it failed or was skipped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Sent,
-    /// The sink cannot work here (no desktop session): not an error.
-    Skipped,
-    Failed,
-}
+use crate::config::Notifications;
 
 /// The events `config` lets through, in their order.
 pub fn wanted<'a>(config: &Notifications, events: &'a [Event]) -> Vec<&'a Event> {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Delivery, Event, Outcome, kind_word};
+use super::event::{Delivery, Event, Outcome, kind_word};
 use crate::config::{EventKind, Notifications};
 
 /// How long a notification command may run before it is killed.

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use super::sinks::{self, Env, Sink};
 use super::*;
+use chrono::DateTime;
+
+use crate::config::EventKind;
 
 fn event(kind: EventKind) -> Event {
     Event::new(

@@ -16,7 +16,7 @@ use super::engine::displace;
 use super::job::Planned;
 use super::job::{self, SetBackup};
 use super::keys::{Ask, KeyRing};
-use super::list::Kept;
+use super::select::Kept;
 use super::select::{self, DateQuery, NoMatch};
 use super::verify::{self, Scope};
 use super::{RelPath, Request, RestoreOptions};

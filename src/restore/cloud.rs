@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use chrono::NaiveDateTime;
 
-use super::Request;
 use super::content::SetContent;
 use super::job::SetBackup;
 use super::select;
+use super::select::Request;
 use crate::archive::FileRecord;
 use crate::archive::crypt::decode_head;
 use crate::archive::{ArchiveFiles, Keys};

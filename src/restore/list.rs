@@ -8,38 +8,13 @@ use std::path::PathBuf;
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
-use super::Request;
 use super::catalog::{self, Drive};
-use super::select::{self, DateQuery};
+use super::select::{self, DateQuery, Kept, Request};
 use crate::external::bucket::BACKUPS;
 use crate::external::layout;
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot, SnapshotState};
 use crate::stdx::{show_path, show_str};
-
-/// Where a backup is kept (also `restore --source`).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Kept {
-    Local,
-    /// The drive's backups (also `drive`)
-    #[value(alias = "drive")]
-    External,
-    /// A cloud destination's backups (restore: `cloud:NAME` for one of several)
-    Cloud,
-}
-
-impl Kept {
-    pub fn word(self) -> &'static str {
-        match self {
-            Kept::Local => "local",
-            Kept::External => "external",
-            Kept::Cloud => "cloud",
-        }
-    }
-}
 
 /// How far a backup can be trusted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

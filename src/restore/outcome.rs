@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::engine::displace::Displaced;
 use super::job::Planned;
-use super::list::Kept;
+use super::select::Kept;
 use super::{Action, Counts, Plan, PlanItem, Summary};
 use crate::stdx::{show_path, show_str};
 

@@ -1,15 +1,88 @@
-//! Choosing what to restore, as pure functions: which backup `--date` means, where a `--path` the user typed lies
-//! inside a backup (`~`, relative paths, the alias of a symlinked source), and the nearest names when it is not there.
+//! Choosing what to restore, as pure functions over plain values: what `restore` is asked ([`Request`], the command
+//! line converted once), where a backup is kept ([`Kept`], `--source`), which backup `--date` means, where a `--path`
+//! the user typed lies inside a backup (`~`, relative paths, the alias of a symlinked source), and the nearest names
+//! when it is not there.
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::str::FromStr;
 
 use chrono::{NaiveDate, NaiveDateTime};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::engine::safety::{self, RelPath};
+use super::engine::{Compare, Overwrite};
 use crate::snapshot::{self, SourceRecord};
+
+/// Where a backup is kept (also `restore --source`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Kept {
+    Local,
+    /// The drive's backups (also `drive`)
+    #[value(alias = "drive")]
+    External,
+    /// A cloud destination's backups (restore: `cloud:NAME` for one of several)
+    Cloud,
+}
+
+impl Kept {
+    pub fn word(self) -> &'static str {
+        match self {
+            Kept::Local => "local",
+            Kept::External => "external",
+            Kept::Cloud => "cloud",
+        }
+    }
+}
+
+/// What `restore` is asked (to list, verify or restore): the command line converted once, by `commands/restore.rs`,
+/// into plain values. Nothing below the command sees a clap type.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `--source`: local snapshots or the drive's backups; `None` lets [`Request::source`] decide (and `--list`
+    /// show both).
+    pub source: Option<Kept>,
+    /// `--source cloud:NAME`: the cloud destination (`None` with `--source cloud`: the only one, or the first by
+    /// priority).
+    pub cloud: Option<String>,
+    /// `--date`.
+    pub date: DateQuery,
+    /// `--set`: one set only.
+    pub set: Option<String>,
+    /// `--drive`: the drive's backups read from this directory instead of the configured destinations.
+    pub drive: Option<PathBuf>,
+    /// `--path`, made absolute: what to restore (or describe), or every source when empty.
+    pub paths: Vec<PathBuf>,
+    /// `--target`, made absolute: restore under it, or in place when `None`.
+    pub target: Option<PathBuf>,
+    /// `--identity`: age identity files, beside the config's.
+    pub identities: Vec<PathBuf>,
+    pub overwrite: Overwrite,
+    pub compare: Compare,
+    pub preserve_special: bool,
+    /// `--skip-refused`: restore what is not refused.
+    pub skip_refused: bool,
+    /// `--no-escaping-links`.
+    pub refuse_escaping_links: bool,
+    /// Keep what a restore replaces in `displaced/` (unless `--no-keep`).
+    pub keep: bool,
+    /// `--verify --deep`: also read every byte an incremental keeps in earlier backups.
+    pub deep: bool,
+}
+
+impl Request {
+    /// Where to read from: `--source`, else the drive with `--drive`, else the local snapshots.
+    pub fn source(&self) -> Kept {
+        match (self.source, &self.drive) {
+            (Some(s), _) => s,
+            (None, Some(_)) => Kept::External,
+            (None, None) => Kept::Local,
+        }
+    }
+}
 
 /// What `--date` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -27,7 +27,7 @@ use super::engine::entry::EntryKind;
 use super::engine::safety::{self, RelPath};
 use super::engine::tarscan::{Owners, Scanner};
 use super::keys::{Ask, KeyRing};
-use super::list::Kept;
+use super::select::Kept;
 use super::select::abs_of;
 use crate::archive::crypt::Decrypting;
 use crate::archive::index::IndexReader;

@@ -7,7 +7,10 @@ use std::fmt::Write as _;
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
-use super::{ExternalStatus, KnownFrom, RestorePoint, gather, restore_points, table};
+use super::backups::{
+    ExternalStatus, KnownFrom, RestorePoint, newest_backup, render_points, restore_points,
+};
+use super::gather;
 use crate::config::Schedule;
 use crate::external::resume::ResumePlan;
 #[cfg(test)]
@@ -86,7 +89,7 @@ pub fn build(
             stdx::counted(l.unusable as u64, "backup", "backups")
         ));
     }
-    let newest = super::newest_backup(c.listing.as_ref(), c.from_log.as_ref(), now);
+    let newest = newest_backup(c.listing.as_ref(), c.from_log.as_ref(), now);
     let points = c
         .listing
         .as_ref()
@@ -146,13 +149,16 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
         let (newest, age) = match &c.newest {
             Some(n) if n.known_from == KnownFrom::RunLog => (
                 format!("{} (run log)", n.stamp),
-                super::age_short(n.age_seconds),
+                stdx::age_short(chrono::TimeDelta::seconds(n.age_seconds)),
             ),
             Some(n) if n.encrypted => (
                 format!("{} (age)", n.stamp),
-                super::age_short(n.age_seconds),
+                stdx::age_short(chrono::TimeDelta::seconds(n.age_seconds)),
             ),
-            Some(n) => (n.stamp.clone(), super::age_short(n.age_seconds)),
+            Some(n) => (
+                n.stamp.clone(),
+                stdx::age_short(chrono::TimeDelta::seconds(n.age_seconds)),
+            ),
             None => ("none".to_string(), "-".to_string()),
         };
         rows.push(vec![
@@ -164,7 +170,7 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
             c.backups.map_or("-".to_string(), |b| b.to_string()),
         ]);
     }
-    out.push_str(&table(&rows));
+    out.push_str(&stdx::table(&rows));
     for c in clouds {
         let removed = removed_uploads(c.unfinished, c.resumable.as_ref());
         let _ = writeln!(
@@ -203,7 +209,7 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
                 "restore points"
             )
         );
-        super::render_points(out, &c.restore_points, "bucket");
+        render_points(out, &c.restore_points, "bucket");
     }
 }
 

@@ -555,6 +555,22 @@ pub fn backup_facts(b: &layout::DriveBackup) -> Option<BackupFacts> {
 
 /// Reads the run log newest first (`log.jsonl`, then the rotated `log.jsonl.1`), only until the last backup run and a
 /// written backup of every destination are known.
+/// About what the next backup on a destination needs: the size of its newest backup, else the size of the newest
+/// complete snapshots (none when neither is known).
+pub fn needed_on(facts: &Facts, d: &DestinationFacts) -> Option<u64> {
+    let snapshots_bytes: u64 = facts
+        .sets
+        .iter()
+        .filter_map(|s| s.newest_complete.as_ref())
+        .map(|n| n.total_bytes)
+        .fold(0u64, u64::saturating_add);
+    d.listing
+        .as_ref()
+        .and_then(|l| l.newest.as_ref())
+        .map(|b| b.bytes)
+        .or((snapshots_bytes > 0).then_some(snapshots_bytes))
+}
+
 #[cfg(test)]
 pub fn read_runs(state_dir: &Path, destinations: &[&str]) -> RunFacts {
     read_runs_for(state_dir, destinations, RunWants::default())

@@ -201,7 +201,7 @@ pub fn build(facts: &Facts, settings: &Settings, due: &Due) -> History {
         .destinations
         .iter()
         .map(|d| {
-            let needed = super::needed_on(facts, d);
+            let needed = super::gather::needed_on(facts, d);
             let free = match &d.presence {
                 Some(Presence::Present(info)) => Some(info.free_bytes),
                 _ => None,

@@ -4,6 +4,7 @@
 //! those facts into a [`StatusReport`] for a given `now` (pure); [`render`] writes the human table. `--json` prints
 //! the report itself.
 
+pub mod backups;
 pub mod cloud;
 pub mod gather;
 pub mod history;
@@ -11,7 +12,7 @@ pub mod history;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use chrono::{DateTime, FixedOffset};
+use chrono::{DateTime, FixedOffset, TimeDelta};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Schedule;
@@ -20,7 +21,10 @@ use crate::schedule::{self, Due, Overdue};
 use crate::settings::Settings;
 use crate::snapshot::SnapshotState;
 use crate::stdx;
+use crate::stdx::table;
+use backups::{fit_more, newest_backup, recent_average, render_points, restore_points};
 
+pub use backups::{ExternalStatus, KnownFrom, RestorePoint};
 pub use gather::{CloudLook, Facts, Look, gather_for, gather_with};
 pub use history::History;
 
@@ -127,117 +131,6 @@ pub struct DestinationStatus {
     /// How many more backups of that size fit in the free space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit_more: Option<u64>,
-}
-
-/// How many of the newest backups the recent average size is taken over.
-pub const RECENT: usize = 5;
-
-/// One verified backup on a drive and the chain it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RestorePoint {
-    pub stamp: String,
-    pub time: DateTime<FixedOffset>,
-    /// `full`, `incremental`, or `images` (only `system/`, from `dbackup image create`).
-    pub kind: String,
-    /// The backup an incremental is based on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub base: Option<String>,
-    /// The full its chain starts at (itself for a full).
-    pub chain: String,
-    /// The chain's base is not on the drive: this backup cannot be restored whole.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub broken: bool,
-    /// Every file it holds on the drive.
-    pub bytes: u64,
-}
-
-/// The restore points of a drive's verified backups (oldest first), each with its chain followed through `base`
-/// within the listing (bounded by the listing's length, so a loop in hostile metadata ends).
-pub fn restore_points(backups: &[gather::BackupFacts]) -> Vec<RestorePoint> {
-    let find = |stamp: &str| backups.iter().find(|b| b.stamp == stamp);
-    backups
-        .iter()
-        .map(|b| {
-            let mut chain = b.stamp.clone();
-            let mut broken = false;
-            let mut at = b;
-            for _ in 0..backups.len() {
-                let Some(base) = at.base.as_deref() else {
-                    break;
-                };
-                match find(base) {
-                    Some(next) => {
-                        chain = next.stamp.clone();
-                        at = next;
-                    }
-                    None => {
-                        broken = true;
-                        chain = base.to_string();
-                        break;
-                    }
-                }
-            }
-            RestorePoint {
-                stamp: b.stamp.clone(),
-                time: b.started,
-                kind: if b.image_only {
-                    "images"
-                } else if b.incremental {
-                    "incremental"
-                } else {
-                    "full"
-                }
-                .into(),
-                base: b.base.clone(),
-                chain,
-                broken,
-                bytes: b.drive_bytes,
-            }
-        })
-        .collect()
-}
-
-/// The average size of the newest [`RECENT`] backups holding sets, none without one.
-pub fn recent_average(points: &[RestorePoint]) -> Option<u64> {
-    let recent: Vec<u64> = points
-        .iter()
-        .rev()
-        .filter(|p| p.kind != "images")
-        .take(RECENT)
-        .map(|p| p.bytes)
-        .collect();
-    let n = recent.len() as u64;
-    (n > 0).then(|| recent.iter().fold(0u64, |t, b| t.saturating_add(*b)) / n)
-}
-
-/// How many backups of `average` bytes fit in `free` (none when the average is unknown or zero).
-pub fn fit_more(free: Option<u64>, average: Option<u64>) -> Option<u64> {
-    Some(free? / average.filter(|a| *a > 0)?)
-}
-
-/// The newest verified backup of a destination.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ExternalStatus {
-    pub stamp: String,
-    pub time: DateTime<FixedOffset>,
-    pub age_seconds: i64,
-    /// `drive` (its `backup.json`) or `run_log` (the drive is not here to read).
-    pub known_from: KnownFrom,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-    /// The sets it holds, with their snapshots (from the drive only).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sets: Vec<String>,
-    /// Encrypted with age (from the drive only).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub encrypted: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum KnownFrom {
-    Drive,
-    RunLog,
 }
 
 /// The last run of `collect`, `external` or `backup`.
@@ -593,7 +486,7 @@ pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
         let name = &d.settings.name;
         match &d.presence {
             Some(Presence::Present(info)) => {
-                let needed = needed_on(facts, d);
+                let needed = gather::needed_on(facts, d);
                 judge(
                     name,
                     format!("destination {name} ({})", d.settings.path.display()),
@@ -624,56 +517,8 @@ pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
     out
 }
 
-/// About what the next backup on a destination needs: the size of its newest backup, else the size of the newest
-/// complete snapshots (none when neither is known).
-pub fn needed_on(facts: &Facts, d: &gather::DestinationFacts) -> Option<u64> {
-    let snapshots_bytes: u64 = facts
-        .sets
-        .iter()
-        .filter_map(|s| s.newest_complete.as_ref())
-        .map(|n| n.total_bytes)
-        .fold(0u64, u64::saturating_add);
-    d.listing
-        .as_ref()
-        .and_then(|l| l.newest.as_ref())
-        .map(|b| b.bytes)
-        .or((snapshots_bytes > 0).then_some(snapshots_bytes))
-}
-
-/// Pads each column to its widest cell (the last column is not padded).
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|s| s.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let mut line = String::from("  ");
-        for (c, cell) in r.iter().enumerate() {
-            if c + 1 == r.len() {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 fn when(t: DateTime<FixedOffset>) -> String {
     t.format("%Y-%m-%d %H:%M").to_string()
-}
-
-fn age_short(seconds: i64) -> String {
-    stdx::age_short(chrono::TimeDelta::seconds(seconds))
 }
 
 /// The human report: a headline, the sets, the destinations, the last run, what is due, what is overdue, warnings.
@@ -773,7 +618,7 @@ fn render_sets(out: &mut String, r: &StatusReport) {
                 rows.push(vec![
                     s.set.clone(),
                     n.name.clone(),
-                    age_short(n.age_seconds),
+                    stdx::age_short(TimeDelta::seconds(n.age_seconds)),
                     state.to_string(),
                     stdx::bytes(n.bytes),
                     shared,
@@ -794,7 +639,7 @@ fn render_sets(out: &mut String, r: &StatusReport) {
             rows.push(vec![
                 String::new(),
                 c.name.clone(),
-                age_short(c.age_seconds),
+                stdx::age_short(TimeDelta::seconds(c.age_seconds)),
                 "newest complete".to_string(),
                 stdx::bytes(c.bytes),
                 String::new(),
@@ -838,11 +683,18 @@ fn render_destinations(out: &mut String, r: &StatusReport) {
                 _ => "-".to_string(),
             };
             let (newest, age) = match &d.newest {
-                Some(n) if n.known_from == KnownFrom::RunLog => {
-                    (format!("{} (run log)", n.stamp), age_short(n.age_seconds))
-                }
-                Some(n) if n.encrypted => (format!("{} (age)", n.stamp), age_short(n.age_seconds)),
-                Some(n) => (n.stamp.clone(), age_short(n.age_seconds)),
+                Some(n) if n.known_from == KnownFrom::RunLog => (
+                    format!("{} (run log)", n.stamp),
+                    stdx::age_short(TimeDelta::seconds(n.age_seconds)),
+                ),
+                Some(n) if n.encrypted => (
+                    format!("{} (age)", n.stamp),
+                    stdx::age_short(TimeDelta::seconds(n.age_seconds)),
+                ),
+                Some(n) => (
+                    n.stamp.clone(),
+                    stdx::age_short(TimeDelta::seconds(n.age_seconds)),
+                ),
                 None => ("none".to_string(), "-".to_string()),
             };
             rows.push(vec![
@@ -894,25 +746,6 @@ fn render_restore_points(out: &mut String, d: &DestinationStatus) {
         )
     );
     render_points(out, &d.restore_points, "drive");
-}
-
-/// Restore points with their chains, one line each (`place`: where a broken chain's base is missing).
-fn render_points(out: &mut String, points: &[RestorePoint], place: &str) {
-    let rows: Vec<Vec<String>> = points
-        .iter()
-        .map(|p| {
-            let chain = match (&p.base, p.broken) {
-                (_, true) => format!(
-                    "chain of {}: BROKEN, its base is not on the {place}",
-                    p.chain
-                ),
-                (Some(base), false) => format!("on {base}, chain of {}", p.chain),
-                (None, false) => String::new(),
-            };
-            vec![p.stamp.clone(), p.kind.clone(), stdx::bytes(p.bytes), chain]
-        })
-        .collect();
-    out.push_str(&table(&rows));
 }
 
 /// The last run, the schedule, what is due, what is overdue and the warnings.
@@ -1025,35 +858,6 @@ fn word<T: Serialize>(v: &T) -> String {
         Ok(serde_json::Value::String(s)) => s,
         Ok(other) => other.to_string(),
         Err(_) => "?".into(),
-    }
-}
-
-/// A destination's newest backup: from its listing when it was looked at, else what the run log says was written.
-fn newest_backup(
-    listing: Option<&gather::ListingFacts>,
-    from_log: Option<&crate::schedule::Seen>,
-    now: DateTime<FixedOffset>,
-) -> Option<ExternalStatus> {
-    let age = |t: DateTime<FixedOffset>| now.signed_duration_since(t).num_seconds();
-    match listing {
-        Some(l) => l.newest.as_ref().map(|b| ExternalStatus {
-            stamp: b.stamp.clone(),
-            time: b.started,
-            age_seconds: age(b.started),
-            known_from: KnownFrom::Drive,
-            bytes: Some(b.bytes),
-            sets: b.sets.iter().map(|(_, snap)| snap.clone()).collect(),
-            encrypted: b.encryption.is_some(),
-        }),
-        None => from_log.map(|s| ExternalStatus {
-            stamp: s.name.clone(),
-            time: s.time,
-            age_seconds: age(s.time),
-            known_from: KnownFrom::RunLog,
-            bytes: None,
-            sets: vec![],
-            encrypted: false,
-        }),
     }
 }
 

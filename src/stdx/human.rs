@@ -3,6 +3,7 @@
 //! Sizes use binary units with one decimal from KiB up (`512 B`, `1.5 KiB`, `1.0 GiB`, `932.5 GiB`): the summaries,
 //! the status table, the page and the progress bars ([`crate::ui`]) all print sizes through [`bytes`].
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -82,6 +83,34 @@ pub fn count(n: u64) -> String {
 /// `1 entry`, `2 entries`, `1,234 files`: a count and a noun, singular or plural.
 pub fn counted(n: u64, singular: &str, plural: &str) -> String {
     format!("{} {}", count(n), if n == 1 { singular } else { plural })
+}
+
+/// Pads each column to its widest cell (the last column is not padded).
+pub fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::from("  ");
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ mod nix;
 mod packages;
 mod step;
 mod test;
+#[cfg(test)]
+mod tidy;
 mod tools;
 mod util;
 

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use testkit::objstore::{Garage, REGION};
 
+use super::measure::{Samples, dbackup_command, fresh_work_dir};
 use super::tree::{self, TreeSpec};
-use super::{Samples, dbackup_command, fresh_work_dir};
 use crate::packages::Need;
 use crate::tools::{GARAGE, GARAGE_FEATURES};
 use crate::util::{heading, human_bytes, target_dir};
@@ -369,7 +369,7 @@ fn median_u64(v: &[u64]) -> u64 {
 
 pub fn run(args: CloudArgs) -> Result<()> {
     anyhow::ensure!(args.restore_reps >= 1, "--restore-reps must be at least 1");
-    let (sh, bin) = super::prepare(
+    let (sh, bin) = super::measure::prepare(
         "cloud",
         None,
         Need::Bench,
@@ -409,7 +409,7 @@ fn bench_in(
     keygen
         .env("HOME", work.join("home"))
         .env("XDG_CONFIG_HOME", work.join("xdg-config"));
-    let recipient = super::keygen(keygen, &identity)?;
+    let recipient = super::measure::keygen(keygen, &identity)?;
     let mut w = World {
         bin,
         work: work.to_path_buf(),

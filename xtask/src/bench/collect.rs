@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use super::measure::{Cache, Table};
 use super::tree::{self, TreeSpec, TreeStats};
-use super::{Cache, Table};
 use crate::packages::Need;
 use crate::util::{
     find_program, heading, human_bytes, human_duration, remove_dir_if_exists, target_dir,
@@ -46,7 +46,7 @@ const SET: &str = "bench";
 
 pub fn run(args: CollectArgs) -> Result<()> {
     anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
-    let (sh, bin) = super::prepare("collect", None, Need::Bench, &[], "")?;
+    let (sh, bin) = super::measure::prepare("collect", None, Need::Bench, &[], "")?;
     let rsync = find_program("rsync").context("rsync is not installed: apt-get install rsync")?;
 
     let bench = target_dir(&sh)?.join("bench");
@@ -106,7 +106,7 @@ pub fn run(args: CollectArgs) -> Result<()> {
     );
     for rep in 0..args.reps {
         // Alternate who goes first, so drift on a shared machine does not favour one.
-        let order = super::turns(rep);
+        let order = super::measure::turns(rep);
         for is_dbackup in order {
             let check = rep == 0;
             let runs = if is_dbackup {
@@ -193,7 +193,7 @@ impl Run {
 
 impl World {
     fn dbackup(&self) -> Command {
-        super::dbackup_command(&self.bin, &self.work, &self.config)
+        super::measure::dbackup_command(&self.bin, &self.work, &self.config)
     }
 
     fn dbackup_collect(&self) -> Result<Timing> {

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use testkit::loopdev::Drive;
 
+use super::measure::{Cache, Samples, dbackup_command, timed};
 use super::tree::{self, TreeSpec};
-use super::{Cache, Samples, dbackup_command, timed};
 use crate::packages::Need;
 use crate::util::{
     find_program, heading, human_bytes, human_duration, remove_dir_if_exists, target_dir,
@@ -120,7 +120,7 @@ struct World {
 pub fn run(args: ExternalArgs) -> Result<()> {
     anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
     // The loop-device tools are the tests' packages (exfat-fuse, exfatprogs, util-linux) plus rsync.
-    let (sh, bin) = super::prepare(
+    let (sh, bin) = super::measure::prepare(
         "external",
         Some("it makes a loop device with an exFAT filesystem (the emulated T9); run it as root"),
         Need::Test,
@@ -500,7 +500,7 @@ fn keygen(bin: &Path, work: &Path) -> Result<String> {
     dbackup
         .env("HOME", work.join("home"))
         .env("XDG_CONFIG_HOME", work.join("xdg-config"));
-    super::keygen(dbackup, &work.join("identity.txt"))
+    super::measure::keygen(dbackup, &work.join("identity.txt"))
 }
 
 /// What the bench needs from a `dbackup --json external` report.

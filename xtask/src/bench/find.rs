@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
+use super::measure::{Cache, Samples, Table};
 use super::status::clone_drive_backups;
-use super::{Cache, Samples, Table};
 use crate::packages::Need;
 use crate::util::{heading, remove_dir_if_exists};
 
@@ -48,8 +48,8 @@ struct World {
 
 pub fn run(args: FindArgs) -> Result<()> {
     anyhow::ensure!(args.reps >= 1 && args.backups >= 1 && args.files >= 1000);
-    let (sh, bin) = super::prepare("find", None, Need::Bench, &[], "")?;
-    let work = super::fresh_work_dir(&sh, "find")?;
+    let (sh, bin) = super::measure::prepare("find", None, Need::Bench, &[], "")?;
+    let work = super::measure::fresh_work_dir(&sh, "find")?;
     let w = World {
         bin,
         config: work.join("config.json"),
@@ -197,7 +197,7 @@ fn tar_count(name: &str, archives: &[PathBuf]) -> Result<u64> {
 
 impl World {
     fn dbackup(&self) -> Command {
-        let mut c = super::dbackup_command(&self.bin, &self.work, &self.config);
+        let mut c = super::measure::dbackup_command(&self.bin, &self.work, &self.config);
         c.env("TZ", "UTC");
         c
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use testkit::loopdev::Drive;
 
-use super::{Cache, Table, timed};
+use super::measure::{Cache, Table, timed};
 use crate::packages::Need;
 use crate::util::{Rng, heading, human_bytes, remove_dir_if_exists};
 
@@ -150,7 +150,7 @@ fn fill(mp: &Path, bytes: u64) -> Result<()> {
 
 pub fn run(args: ImageArgs) -> Result<()> {
     anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
-    let (shell, bin) = super::prepare(
+    let (shell, bin) = super::measure::prepare(
         "image",
         Some("loop devices, partclone reading a block device, the emulated T9"),
         Need::Bench,
@@ -167,7 +167,7 @@ pub fn run(args: ImageArgs) -> Result<()> {
         ],
         ": apt-get install util-linux fdisk e2fsprogs exfatprogs exfat-fuse partclone zstd",
     )?;
-    let work = super::fresh_work_dir(&shell, "image")?;
+    let work = super::measure::fresh_work_dir(&shell, "image")?;
     let result = bench(&args, &bin, &work);
     remove_dir_if_exists(&work)?;
     result
@@ -245,7 +245,7 @@ fn bench(args: &ImageArgs, bin: &Path, work: &Path) -> Result<()> {
     let mut create = Table::new(&["dbackup", "by hand"], &["image 1 GiB ext4"], &[(0, 1)]);
     let mut hand_bytes = 0;
     for rep in 0..args.reps {
-        let order = super::turns(rep);
+        let order = super::measure::turns(rep);
         for theirs in order {
             args.cache.prepare()?;
             let t = if theirs {
@@ -298,7 +298,7 @@ fn bench(args: &ImageArgs, bin: &Path, work: &Path) -> Result<()> {
         &[(0, 1)],
     );
     for rep in 0..args.reps {
-        let order = super::turns(rep);
+        let order = super::measure::turns(rep);
         for theirs in order {
             args.cache.prepare()?;
             let t = if theirs {

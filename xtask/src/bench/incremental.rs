@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use testkit::loopdev::Drive;
 
-use super::Cache;
+use super::measure::Cache;
 use super::tree::{TreeSpec, TreeStats};
 use crate::util::{heading, human_bytes, remove_dir_if_exists};
 
@@ -343,7 +343,7 @@ fn run_on(
             file.display()
         ));
         for rep in 0..reps {
-            for tar in super::turns(rep) {
+            for tar in super::measure::turns(rep) {
                 let (m, b) = if tar {
                     w.tar_one(&chain, file)?
                 } else {
@@ -366,7 +366,7 @@ fn run_on(
     let mut dry_kit = Runs::default();
     let mut dry_nokit = Runs::default();
     for rep in 0..reps.max(3) {
-        for nokit in super::turns(rep) {
+        for nokit in super::measure::turns(rep) {
             if nokit {
                 dry_nokit.0.push(w.dry_run(&config_nokit, false)?);
             } else {
@@ -574,7 +574,7 @@ fn detection(w: &World, bench: &Path, files: u64, chain: u64, reps: usize) -> Re
     let snar0 = w.work.join("tar/mem.snar0");
     tar(&snar0, "tar -g (level 0)")?;
     for rep in 0..reps.max(3) {
-        for theirs in super::turns(rep) {
+        for theirs in super::measure::turns(rep) {
             if theirs {
                 let snar = w.work.join("tar/mem.snar1");
                 std::fs::copy(&snar0, &snar)?;
@@ -720,7 +720,7 @@ fn loadavg() -> String {
 
 impl World<'_> {
     fn dbackup(&self, config: &Path) -> Command {
-        super::dbackup_command(self.bin, &self.work, config)
+        super::measure::dbackup_command(self.bin, &self.work, config)
     }
 
     fn backups(&self) -> PathBuf {

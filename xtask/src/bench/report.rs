@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use super::measure::{Cache, Table};
 use super::status::{StatusArgs, fixture};
-use super::{Cache, Table};
 use crate::util::{heading, remove_dir_if_exists};
 
 /// The goal of issue 17: the page is written within this.

@@ -19,8 +19,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use testkit::loopdev::Drive;
 
+use super::measure::{Cache, Table, timed};
 use super::tree::{self, TreeSpec};
-use super::{Cache, Table, timed};
 use crate::packages::Need;
 use crate::util::{heading, human_bytes, remove_dir_if_exists, target_dir};
 
@@ -70,7 +70,7 @@ struct World {
 
 pub fn run(args: RestoreArgs) -> Result<()> {
     anyhow::ensure!(args.reps >= 1, "--reps must be at least 1");
-    let (sh, bin) = super::prepare(
+    let (sh, bin) = super::measure::prepare(
         "restore",
         Some("it makes a loop device with an exFAT filesystem (the emulated T9)"),
         Need::Bench,
@@ -163,7 +163,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
         &[(0, 1)],
     );
     for rep in 0..args.reps {
-        let order = super::turns(rep);
+        let order = super::measure::turns(rep);
         for theirs in order {
             let col = usize::from(theirs);
             args.cache.prepare()?;
@@ -228,7 +228,7 @@ pub fn run(args: RestoreArgs) -> Result<()> {
             args.cache.describe()
         ));
         for rep in 0..args.reps {
-            let order = super::turns(rep);
+            let order = super::measure::turns(rep);
             for theirs in order {
                 args.cache.prepare()?;
                 let t = if theirs {
@@ -306,7 +306,7 @@ impl World {
     }
 
     fn dbackup_with(&self, config: &Path) -> Command {
-        super::dbackup_command(&self.bin, &self.work, config)
+        super::measure::dbackup_command(&self.bin, &self.work, config)
     }
 
     fn dbackup_one(&self) -> Result<Duration> {
@@ -322,7 +322,7 @@ impl World {
 
     /// `dbackup keygen` writes the identity into the work directory; returns its recipient.
     fn keygen(&self) -> Result<String> {
-        super::keygen(self.dbackup(), &self.identity)
+        super::measure::keygen(self.dbackup(), &self.identity)
     }
 
     /// One file from the encrypted backup: dbackup seeks to the chunks that hold it.

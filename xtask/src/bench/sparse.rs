@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use testkit::loopdev::Drive;
 
-use super::{Cache, Table, timed_cpu};
+use super::measure::{Cache, Table, timed_cpu};
 use crate::packages::Need;
 use crate::util::{Rng, heading, human_bytes, remove_dir_if_exists, wait_for_next_second};
 
@@ -83,7 +83,7 @@ pub fn run(args: SparseArgs) -> Result<()> {
         args.size_gib >= 1 && args.data_mib >= 1 && args.data_mib * MIB * 10 <= args.size_gib * GIB,
         "the data must fit ten times in the smaller file: raise --size-gib or lower --data-mib"
     );
-    let (_sh, bin) = super::prepare(
+    let (_sh, bin) = super::measure::prepare(
         "sparse",
         Some("it makes an ext4 loop device to work on"),
         Need::Bench,
@@ -246,7 +246,7 @@ impl World {
     }
 
     fn dbackup(&self) -> Command {
-        super::dbackup_command(&self.bin, &self.work, &self.config)
+        super::measure::dbackup_command(&self.bin, &self.work, &self.config)
     }
 
     fn measure(&self, args: &SparseArgs) -> Result<Measured> {
@@ -267,7 +267,7 @@ impl World {
         let name = "disk.img";
         let tar_archive = self.work.join("drive/gnu.tar");
         for rep in 0..args.reps {
-            let order = super::turns(rep);
+            let order = super::measure::turns(rep);
             for theirs in order {
                 // collect: a fresh backup root (or destination) each time, so every run copies the file.
                 if theirs {

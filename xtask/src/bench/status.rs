@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::{Cache, Table};
+use super::measure::{Cache, Table};
 use crate::packages::Need;
 use crate::util::{heading, remove_dir_if_exists};
 
@@ -59,8 +59,8 @@ pub(super) struct World {
 
 /// Builds the release binary and the fixture under `target/bench/<name>` (see the module documentation), checked.
 pub(super) fn fixture(name: &str, args: &StatusArgs) -> Result<World> {
-    let (sh, bin) = super::prepare(name, None, Need::Bench, &[], "")?;
-    let work = super::fresh_work_dir(&sh, name)?;
+    let (sh, bin) = super::measure::prepare(name, None, Need::Bench, &[], "")?;
+    let work = super::measure::fresh_work_dir(&sh, name)?;
     let w = World {
         bin,
         config: work.join("config.json"),
@@ -152,7 +152,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
 
 impl World {
     fn dbackup(&self) -> Command {
-        let mut c = super::dbackup_command(&self.bin, &self.work, &self.config);
+        let mut c = super::measure::dbackup_command(&self.bin, &self.work, &self.config);
         c.env("TZ", "UTC")
             .env_remove("JOURNAL_STREAM")
             .env_remove("INVOCATION_ID");

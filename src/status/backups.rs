@@ -1,0 +1,169 @@
+//! A destination's backups as `status` shows them, for a drive and a bucket alike: its newest ([`ExternalStatus`],
+//! from the listing or the run log), its restore points with their chains ([`RestorePoint`]), the recent average
+//! size and how many more fit, and the restore points' lines of text.
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use super::gather;
+use crate::stdx;
+use crate::stdx::table;
+
+/// How many of the newest backups the recent average size is taken over.
+pub const RECENT: usize = 5;
+
+/// One verified backup on a drive and the chain it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestorePoint {
+    pub stamp: String,
+    pub time: DateTime<FixedOffset>,
+    /// `full`, `incremental`, or `images` (only `system/`, from `dbackup image create`).
+    pub kind: String,
+    /// The backup an incremental is based on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// The full its chain starts at (itself for a full).
+    pub chain: String,
+    /// The chain's base is not on the drive: this backup cannot be restored whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub broken: bool,
+    /// Every file it holds on the drive.
+    pub bytes: u64,
+}
+
+/// The restore points of a drive's verified backups (oldest first), each with its chain followed through `base`
+/// within the listing (bounded by the listing's length, so a loop in hostile metadata ends).
+pub fn restore_points(backups: &[gather::BackupFacts]) -> Vec<RestorePoint> {
+    let find = |stamp: &str| backups.iter().find(|b| b.stamp == stamp);
+    backups
+        .iter()
+        .map(|b| {
+            let mut chain = b.stamp.clone();
+            let mut broken = false;
+            let mut at = b;
+            for _ in 0..backups.len() {
+                let Some(base) = at.base.as_deref() else {
+                    break;
+                };
+                match find(base) {
+                    Some(next) => {
+                        chain = next.stamp.clone();
+                        at = next;
+                    }
+                    None => {
+                        broken = true;
+                        chain = base.to_string();
+                        break;
+                    }
+                }
+            }
+            RestorePoint {
+                stamp: b.stamp.clone(),
+                time: b.started,
+                kind: if b.image_only {
+                    "images"
+                } else if b.incremental {
+                    "incremental"
+                } else {
+                    "full"
+                }
+                .into(),
+                base: b.base.clone(),
+                chain,
+                broken,
+                bytes: b.drive_bytes,
+            }
+        })
+        .collect()
+}
+
+/// The average size of the newest [`RECENT`] backups holding sets, none without one.
+pub fn recent_average(points: &[RestorePoint]) -> Option<u64> {
+    let recent: Vec<u64> = points
+        .iter()
+        .rev()
+        .filter(|p| p.kind != "images")
+        .take(RECENT)
+        .map(|p| p.bytes)
+        .collect();
+    let n = recent.len() as u64;
+    (n > 0).then(|| recent.iter().fold(0u64, |t, b| t.saturating_add(*b)) / n)
+}
+
+/// How many backups of `average` bytes fit in `free` (none when the average is unknown or zero).
+pub fn fit_more(free: Option<u64>, average: Option<u64>) -> Option<u64> {
+    Some(free? / average.filter(|a| *a > 0)?)
+}
+
+/// The newest verified backup of a destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalStatus {
+    pub stamp: String,
+    pub time: DateTime<FixedOffset>,
+    pub age_seconds: i64,
+    /// `drive` (its `backup.json`) or `run_log` (the drive is not here to read).
+    pub known_from: KnownFrom,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// The sets it holds, with their snapshots (from the drive only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<String>,
+    /// Encrypted with age (from the drive only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KnownFrom {
+    Drive,
+    RunLog,
+}
+
+/// A destination's newest backup: from its listing when it was looked at, else what the run log says was written.
+pub fn newest_backup(
+    listing: Option<&gather::ListingFacts>,
+    from_log: Option<&crate::schedule::Seen>,
+    now: DateTime<FixedOffset>,
+) -> Option<ExternalStatus> {
+    let age = |t: DateTime<FixedOffset>| now.signed_duration_since(t).num_seconds();
+    match listing {
+        Some(l) => l.newest.as_ref().map(|b| ExternalStatus {
+            stamp: b.stamp.clone(),
+            time: b.started,
+            age_seconds: age(b.started),
+            known_from: KnownFrom::Drive,
+            bytes: Some(b.bytes),
+            sets: b.sets.iter().map(|(_, snap)| snap.clone()).collect(),
+            encrypted: b.encryption.is_some(),
+        }),
+        None => from_log.map(|s| ExternalStatus {
+            stamp: s.name.clone(),
+            time: s.time,
+            age_seconds: age(s.time),
+            known_from: KnownFrom::RunLog,
+            bytes: None,
+            sets: vec![],
+            encrypted: false,
+        }),
+    }
+}
+
+/// Restore points with their chains, one line each (`place`: where a broken chain's base is missing).
+pub fn render_points(out: &mut String, points: &[RestorePoint], place: &str) {
+    let rows: Vec<Vec<String>> = points
+        .iter()
+        .map(|p| {
+            let chain = match (&p.base, p.broken) {
+                (_, true) => format!(
+                    "chain of {}: BROKEN, its base is not on the {place}",
+                    p.chain
+                ),
+                (Some(base), false) => format!("on {base}, chain of {}", p.chain),
+                (None, false) => String::new(),
+            };
+            vec![p.stamp.clone(), p.kind.clone(), stdx::bytes(p.bytes), chain]
+        })
+        .collect();
+    out.push_str(&table(&rows));
+}
