@@ -704,22 +704,30 @@ fn every_file_opens_with_a_doc_line() {
     );
 }
 
+/// The files of `src/` (test code left out), relative to the repository, whose path and code `bad` finds fault with.
+fn src_offenders(bad: impl Fn(&str, &str) -> bool) -> Vec<String> {
+    let repo = repo();
+    src_code()
+        .into_iter()
+        .filter_map(|(f, code)| {
+            let rel = f.strip_prefix(&repo).unwrap_or(&f).display().to_string();
+            bad(&rel, &code).then_some(rel)
+        })
+        .collect()
+}
+
+/// Whether `code` names `word` as a whole (not as the end of a longer name or path).
+fn names(code: &str, word: &str) -> bool {
+    code.match_indices(word)
+        .any(|(i, _)| !code[..i].ends_with(|c: char| is_ident(c) || c == ':'))
+}
+
 #[test]
 fn only_the_command_layer_imports_cli() {
-    let repo = repo();
     let allowed = ["src/commands/", "src/main.rs", "src/lib.rs", "src/cli.rs"];
-    let offenders: Vec<String> = src_code()
-        .into_iter()
-        .filter(|(f, code)| {
-            let rel = f
-                .strip_prefix(&repo)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            !allowed.iter().any(|a| rel.starts_with(a)) && code.contains("crate::cli")
-        })
-        .map(|(f, _)| f.strip_prefix(&repo).unwrap().display().to_string())
-        .collect();
+    let offenders = src_offenders(|rel, code| {
+        !allowed.iter().any(|a| rel.starts_with(a)) && code.contains("crate::cli")
+    });
     assert!(
         offenders.is_empty(),
         "only main.rs, lib.rs and commands/ import `cli` (ARCHITECTURE.md); these do too: {offenders:#?}"
@@ -728,20 +736,12 @@ fn only_the_command_layer_imports_cli() {
 
 #[test]
 fn nothing_in_src_prints_with_println() {
-    let repo = repo();
-    let offenders: Vec<String> = src_code()
-        .into_iter()
-        .filter(|(f, code)| {
-            !f.ends_with("stdx/skip.rs")
-                && ["println!", "eprintln!", "print!", "eprint!"]
-                    .iter()
-                    .any(|m| {
-                        code.match_indices(m)
-                            .any(|(i, _)| !code[..i].ends_with(|c: char| is_ident(c)))
-                    })
-        })
-        .map(|(f, _)| f.strip_prefix(&repo).unwrap().display().to_string())
-        .collect();
+    let offenders = src_offenders(|rel, code| {
+        rel != "src/stdx/skip.rs"
+            && ["println!", "eprintln!", "print!", "eprint!"]
+                .iter()
+                .any(|m| names(code, m))
+    });
     assert!(
         offenders.is_empty(),
         "printing goes through stdx::out's outln!/errln! (println! panics on a closed pipe); these print directly: \
@@ -751,17 +751,8 @@ fn nothing_in_src_prints_with_println() {
 
 #[test]
 fn only_archive_crypt_names_the_age_crate() {
-    let repo = repo();
-    let offenders: Vec<String> = src_code()
-        .into_iter()
-        .filter(|(f, code)| {
-            !f.ends_with("archive/crypt.rs")
-                && code
-                    .match_indices("age::")
-                    .any(|(i, _)| !code[..i].ends_with(|c: char| is_ident(c) || c == ':'))
-        })
-        .map(|(f, _)| f.strip_prefix(&repo).unwrap().display().to_string())
-        .collect();
+    let offenders =
+        src_offenders(|rel, code| rel != "src/archive/crypt.rs" && names(code, "age::"));
     assert!(
         offenders.is_empty(),
         "only archive::crypt talks to the `age` crate (ARCHITECTURE.md); these name it too: {offenders:#?}"
