@@ -6,7 +6,7 @@
 //!   expect, for the free-space check, and the few files that have several names inside the snapshot.
 //! - [`write_archive`] streams the snapshot as a POSIX pax tar ([`tarfmt`]) into a [`Sink`] (one [`FileSink`],
 //!   or numbered parts with [`SplitSink`]), optionally through a [`Stage`]
-//!   (age encryption: [`crypt`]), in [`WRITE_BUFFER`]-sized writes on a writer thread, and writes the [`index`] alongside.
+//!   (age encryption: [`crypt`]), in [`WRITE_BUFFER`](sink::WRITE_BUFFER)-sized writes on a writer thread, and writes the [`index`] alongside.
 //!   Every byte reaching the drive is hashed as it is written; each file's content is hashed into the index.
 //! - [`read_back`] re-reads what was written, past the page cache, and compares hashes.
 //! - [`verify_archive`] checks a whole archive against its index (restore `--verify`); [`ArchiveFiles`] opens a

@@ -136,7 +136,7 @@ pub fn hash_uncached(path: &Path) -> io::Result<(u64, Digest, ReadBackMethod)> {
     hash_uncached_in(&dir, name)
 }
 
-/// [`hash_uncached`] of the regular file `name` in `dir`, never opened through a symlink.
+/// `hash_uncached` of the regular file `name` in `dir`, never opened through a symlink.
 pub fn hash_uncached_in(dir: &Dir, name: &OsStr) -> io::Result<(u64, Digest, ReadBackMethod)> {
     hash_uncached_with(dir, name, &mut |_| {})
 }

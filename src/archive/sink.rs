@@ -403,7 +403,7 @@ impl SplitSink {
         SplitSink::new_in(Dir::open(&dir.into())?, base, max_part_bytes)
     }
 
-    /// [`SplitSink::new`] in an open directory: every part is created through `dir`, never through a symlink.
+    /// `SplitSink::new` in an open directory: every part is created through `dir`, never through a symlink.
     pub fn new_in(
         dir: Dir,
         base: impl Into<OsString>,

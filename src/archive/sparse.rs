@@ -16,7 +16,7 @@
 //! holes; what it costs is a block or two of map and records, and a member that simpler readers (busybox tar, the
 //! Rust `tar` crate, Python's `tarfile` before 3.x) do not extract under its name. A file with a few KiB of holes
 //! (what an editor's seek leaves) gains nothing worth that; 1 MiB is also the drive's write unit
-//! ([`super::WRITE_BUFFER`]), so smaller savings do not even save a write.
+//! ([`super::sink::WRITE_BUFFER`]), so smaller savings do not even save a write.
 //!
 //! # Reading
 //! Everything read from an archive is hostile: a map must be in order, without overlaps, inside the file's size,

@@ -1,6 +1,6 @@
 //! `ls` and `find` on a cloud destination: one listing of `backups/`, the `backup.json` of each backup looked at
 //! (for `ls`, only the one `--date` picks), then each set's index as remote [`ArchiveFiles`] (an index up to
-//! [`crate::cloud::WHOLE_READ_MAX`] is one GET, read once; a larger one a ranged GET per seek). Never an archive.
+//! [`crate::cloud::store::WHOLE_READ_MAX`] is one GET, read once; a larger one a ranged GET per seek). Never an archive.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

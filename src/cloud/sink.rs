@@ -20,7 +20,7 @@ use crate::archive::crypt::AgeWriter;
 use crate::archive::{Digest, EncryptTo, Sink, WrittenFile};
 use crate::cloud::{ObjectClass, Store, Upload};
 
-/// At most this many objects per file (as [`crate::archive::MAX_PARTS`] on a drive), so `cat name.part*` joins them.
+/// At most this many objects per file (as [`crate::archive::sink::MAX_PARTS`] on a drive), so `cat name.part*` joins them.
 const MAX_PARTS: usize = 1000;
 
 /// An upload hashed as it is written: the object's sha256 and size.

@@ -93,7 +93,7 @@ pub struct SetPlan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter_file: Option<PathBuf>,
     pub shrink_checks: Vec<ShrinkCheck>,
-    /// The full rsync command line (argv[0] is `rsync`). Empty when the set is refused.
+    /// The full rsync command line (`argv[0]` is `rsync`). Empty when the set is refused.
     pub rsync_argv: Vec<String>,
     /// The entries the newest complete snapshot held (rsync's "Number of files"), which the progress line's ETA
     /// counts against; `None` for a first snapshot.

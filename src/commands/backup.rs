@@ -2,7 +2,7 @@
 //! ([`crate::backup`]): what is due, run under one lock, then notifications, the run log, and a summary.
 //!
 //! stdout: the new snapshots and external backup directories, one per line (`--json`: the [`BackupReport`]); with
-//! `--dry-run` what would run and why ([`BackupPlan`]). stderr: progress and warnings as the phases go, then a summary:
+//! `--dry-run` what would run and why ([`BackupPlan`](crate::backup::plan::BackupPlan)). stderr: progress and warnings as the phases go, then a summary:
 //! for people on a terminal, plain lines with a syslog priority prefix (`<3>`, `<4>`, `<6>`) under systemd.
 //!
 //! Exit: the worst of the phases (0 ok, 3 warnings, 1 a set or destination failed); a due external phase without a

@@ -1,7 +1,7 @@
 //! `dbackup collect`: settings, lock, plan per set, then execute (or print the plan on --dry-run).
 //!
 //! stdout: the plan (dry run) or the paths of the new snapshots, one per line; with `--json`, the
-//! [`CollectPlan`] or the [`CollectReport`]. stderr: warnings, progress, and one summary line per set.
+//! [`CollectPlan`](crate::collect::CollectPlan) or the [`CollectReport`]. stderr: warnings, progress, and one summary line per set.
 //! Every real run appends a line to the run log (`<state_dir>/log.jsonl`).
 //!
 //! Exit: the worst of the sets (0 ok, 3 warnings such as a skipped source or unreadable files, 1 a failed or

@@ -1,6 +1,6 @@
 //! `dbackup external`: settings, lock, detection, plan per destination, then execute (or print the plan on --dry-run).
 //!
-//! stdout: the plan (dry run) or the directory of each new backup, one per line; with `--json`, the [`ExternalPlan`]
+//! stdout: the plan (dry run) or the directory of each new backup, one per line; with `--json`, the [`ExternalPlan`](crate::external::ExternalPlan)
 //! or the [`ExternalReport`]. stderr: warnings, progress, one summary line per set and per destination. Every real
 //! run appends a line to the run log (`<state_dir>/log.jsonl`) whose `sets` holds the report's `sets` and
 //! `destinations`.

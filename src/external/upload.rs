@@ -571,7 +571,7 @@ fn finish_index_copies(
 }
 
 /// The base an archive the plan made incremental is written against: the base index observation downloaded and
-/// checked ([`observe_chains`]).
+/// checked ([`observe_chains`](super::cloud::observe_chains)).
 fn upload_base(
     a: &ArchiveTarget,
     world: &CloudWorld,

@@ -1,7 +1,7 @@
 //! `restore --verify`: checks a backup without writing anything, and says what a restore would write.
 //!
 //! - A drive backup: `verification.sha256` against the files (every archive part and index and `backup.json` must be
-//!   listed, and match), then every archive read once from end to end against its index ([`verify_archive_with`]: each
+//!   listed, and match), then every archive read once from end to end against its index ([`verify_archive_with`](crate::archive::verify::verify_archive_with): each
 //!   entry's header fields and content sha256, the offsets, the totals, the stream's length and sha256). The same read
 //!   gives the archive's file hash for the sums check, so each archive is read once. An archive without an index is
 //!   read through (structure, lengths) and checked against the sums only.
@@ -221,7 +221,7 @@ fn refusal(name: &[u8], kind: EntryKind) -> Option<String> {
     }
 }
 
-/// The progress of [`verify_archive_with`]: bytes for the bar, entries for the would-restore list and the name check.
+/// The progress of [`verify_archive_with`](crate::archive::verify::verify_archive_with): bytes for the bar, entries for the would-restore list and the name check.
 struct Watch<'a> {
     would: Would,
     refused: Option<(String, String)>,

@@ -584,7 +584,7 @@ pub fn is_idle(record: &RunRecord) -> bool {
         && v.get("missing_media").is_none_or(|m| m.is_null())
 }
 
-/// [`read_runs`], reading on for the history as `wants` says.
+/// `read_runs`, reading on for the history as `wants` says.
 pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -> RunFacts {
     let mut facts = RunFacts::default();
     // The history is complete once it holds `count` runs and reaches back past `until`.

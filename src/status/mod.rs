@@ -125,7 +125,7 @@ pub struct DestinationStatus {
     /// Every verified backup on the drive, oldest first, with its chain (present only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restore_points: Vec<RestorePoint>,
-    /// The average size of the newest few backups holding sets ([`RECENT`]), on the drive (present only).
+    /// The average size of the newest few backups holding sets ([`backups::RECENT`]), on the drive (present only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recent_average_bytes: Option<u64>,
     /// How many more backups of that size fit in the free space.

@@ -2,8 +2,8 @@
 //! ends the output quietly, never the run; any other write error (a full disk under `> file`) is kept and reported
 //! once, at the end ([`finish`]).
 //!
-//! `println!` and `eprintln!` panic when the write fails; every printing in `src/` goes through [`outln!`],
-//! [`out!`] and [`errln!`] instead.
+//! `println!` and `eprintln!` panic when the write fails; every printing in `src/` goes through [`outln!`](crate::outln),
+//! [`out!`](crate::out) and [`errln!`](crate::errln) instead.
 
 use std::fmt;
 use std::io::{self, Write};

@@ -3,7 +3,7 @@
 //!
 //! An indexed archive needs nothing from here: plan from the index's entries, then for each
 //! [`PlanItem`](super::PlanItem) that [needs content](super::PlanItem::needs_content) seek to its
-//! [`locator`](super::RestoreEntry::locator) and hand `file.take(size)` to [`Applier::apply`].
+//! [`locator`](super::RestoreEntry::locator) and hand `file.take(size)` to [`Applier::apply`](super::Applier::apply).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
