@@ -356,30 +356,18 @@ mod tests {
     use std::collections::BTreeMap;
     use std::os::unix::fs::PermissionsExt;
 
+    /// A destination of `kind` with no endpoint, profile or credentials file: the store tests' settings otherwise.
     fn cloud(kind: CloudKind) -> CloudSettings {
         CloudSettings {
             name: "off".into(),
             kind,
             endpoint: None,
-            bucket: "b".into(),
-            bucket_id: None,
             prefix: String::new(),
             region: "us-east-1".into(),
             path_style: false,
-            profile: None,
-            credentials_file: None,
-            priority: 0,
-            retention: crate::config::RetentionPolicy::last(5),
-            keep_at_least: 2,
-            encryption: None,
-            allow_unencrypted: true,
-            schedule: None,
-            storage_class_archives: None,
-            storage_class_metadata: None,
-            object_lock_days: None,
-            bwlimit: None,
             retries: 0,
             timeout_seconds: 60,
+            ..crate::cloud::tests::settings("", "b")
         }
     }
 

@@ -64,9 +64,7 @@ pub fn execute(plan: &ExternalPlan, observed: &Observed, ui: &Ui) -> ExternalRep
         }
         let world = observed
             .world
-            .clouds
-            .iter()
-            .find(|w| w.settings.name == c.name)
+            .cloud(&c.name)
             .expect("planned clouds were observed");
         destinations.push(super::upload::execute(plan, c, world, observed, ui));
     }
@@ -126,9 +124,7 @@ fn run_destination(
     }
     let world = observed
         .world
-        .destinations
-        .iter()
-        .find(|w| w.settings.name == d.name)
+        .drive(&d.name)
         .expect("planned destinations were observed");
     for n in &d.notes {
         ui.step(format_args!("{}: note: {n}", d.name));
@@ -367,16 +363,13 @@ fn make_room(
         info.check_still_present()?;
         layout::delete_backup(backups, &x.name)
             .with_context(|| format!("removing old backup {} for space", x.name))?;
-        ui.step(format_args!(
-            "{}: removed old backup {} for space ({})",
-            d.name,
-            x.name,
-            x.reasons.join("; ")
+        report.removed_for_space.push(Removed::said(
+            ui,
+            &d.name,
+            &x.name,
+            " for space",
+            &x.reasons,
         ));
-        report.removed_for_space.push(Removed {
-            name: x.name.clone(),
-            reasons: x.reasons.clone(),
-        });
     }
     if !d.remove_for_space.is_empty() {
         backups.fsync().map_err(flat)?;
@@ -737,18 +730,9 @@ fn prune(
             return warn(report, format!("retention stopped: {e}"));
         }
         match layout::delete_backup(&backups, &x.name) {
-            Ok(()) => {
-                ui.step(format_args!(
-                    "{}: removed old backup {} ({})",
-                    d.name,
-                    x.name,
-                    x.reasons.join("; ")
-                ));
-                report.removed.push(Removed {
-                    name: x.name,
-                    reasons: x.reasons,
-                });
-            }
+            Ok(()) => report
+                .removed
+                .push(Removed::said(ui, &d.name, &x.name, "", &x.reasons)),
             Err(e) => warn(
                 report,
                 format!("could not remove old backup {}: {e}", x.name),

@@ -176,11 +176,7 @@ fn drive_pages(world: &plan::World, report: &mut ExternalReport, ui: &Ui) {
         .iter_mut()
         .filter(|d| d.status == DestinationStatus::Written)
     {
-        let Some(w) = world
-            .destinations
-            .iter()
-            .find(|w| w.settings.name == d.name)
-        else {
+        let Some(w) = world.drive(&d.name) else {
             continue;
         };
         if w.info.check_still_present().is_err() {

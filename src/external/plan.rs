@@ -371,6 +371,18 @@ pub struct World {
     pub system: Option<crate::image::SystemInput>,
 }
 
+impl World {
+    /// The selected drive named `name`, as observed.
+    pub fn drive(&self, name: &str) -> Option<&DestinationWorld> {
+        self.destinations.iter().find(|w| w.settings.name == name)
+    }
+
+    /// The selected cloud destination named `name`, as observed.
+    pub fn cloud(&self, name: &str) -> Option<&super::cloud::CloudWorld> {
+        self.clouds.iter().find(|w| w.settings.name == name)
+    }
+}
+
 /// One set: its snapshots, and the scan of the one that will be exported.
 #[derive(Debug, Clone)]
 pub struct SetWorld {

@@ -92,6 +92,27 @@ pub struct Removed {
     pub reasons: Vec<String>,
 }
 
+impl Removed {
+    /// Says on `ui` that `destination` no longer holds backup `name` (`removed old backup NAME`, then `how`, such as
+    /// " for space", and the reasons), and returns its record.
+    pub fn said(
+        ui: &crate::ui::Ui,
+        destination: &str,
+        name: &str,
+        how: &str,
+        reasons: &[String],
+    ) -> Removed {
+        ui.step(format_args!(
+            "{destination}: removed old backup {name}{how} ({})",
+            reasons.join("; ")
+        ));
+        Removed {
+            name: name.to_string(),
+            reasons: reasons.to_vec(),
+        }
+    }
+}
+
 impl ExternalReport {
     pub fn exit(&self) -> Exit {
         Exit::of_phase(self.exit)

@@ -83,18 +83,9 @@ fn apply_retention(
         }
         let r = super::bucket::remove(store, d);
         match &r.error {
-            None => {
-                ui.step(format_args!(
-                    "{}: removed old backup {} ({})",
-                    p.name,
-                    d.name,
-                    d.reasons.join("; ")
-                ));
-                report.removed.push(Removed {
-                    name: d.name.clone(),
-                    reasons: d.reasons.clone(),
-                });
-            }
+            None => report
+                .removed
+                .push(Removed::said(ui, &p.name, &d.name, "", &d.reasons)),
             Some(e) => {
                 let msg = format!("old backup {} could only partly be deleted: {e}", d.name);
                 ui.warn(format_args!("{}: {msg}", p.name));

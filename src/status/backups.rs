@@ -2,6 +2,8 @@
 //! from the listing or the run log), its restore points with their chains ([`RestorePoint`]), the recent average
 //! size and how many more fit, and the restore points' lines of text.
 
+use std::fmt::Write as _;
+
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
@@ -120,6 +122,18 @@ pub enum KnownFrom {
     RunLog,
 }
 
+/// A destination's newest backup ([`newest_backup`]) and its restore points (none when it was not looked at).
+pub fn newest_and_points(
+    listing: Option<&gather::ListingFacts>,
+    from_log: Option<&crate::schedule::Seen>,
+    now: DateTime<FixedOffset>,
+) -> (Option<ExternalStatus>, Vec<RestorePoint>) {
+    let points = listing
+        .map(|l| restore_points(&l.backups))
+        .unwrap_or_default();
+    (newest_backup(listing, from_log, now), points)
+}
+
 /// A destination's newest backup: from its listing when it was looked at, else what the run log says was written.
 pub fn newest_backup(
     listing: Option<&gather::ListingFacts>,
@@ -149,8 +163,20 @@ pub fn newest_backup(
     }
 }
 
-/// Restore points with their chains, one line each (`place`: where a broken chain's base is missing).
-pub fn render_points(out: &mut String, points: &[RestorePoint], place: &str) {
+/// A destination's restore points under a heading (`NAME: N restore points` and `after`), each with its chain, one
+/// line each (`place`: where a broken chain's base is missing).
+pub fn render_points(
+    out: &mut String,
+    name: &str,
+    after: &str,
+    points: &[RestorePoint],
+    place: &str,
+) {
+    let _ = writeln!(
+        out,
+        "\n{name}: {}{after}",
+        stdx::counted(points.len() as u64, "restore point", "restore points")
+    );
     let rows: Vec<Vec<String>> = points
         .iter()
         .map(|p| {

@@ -7,9 +7,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
-use super::backups::{
-    ExternalStatus, KnownFrom, RestorePoint, newest_backup, render_points, restore_points,
-};
+use super::backups::{ExternalStatus, KnownFrom, RestorePoint, newest_and_points, render_points};
 use super::gather;
 use crate::config::Schedule;
 use crate::external::resume::ResumePlan;
@@ -89,12 +87,7 @@ pub fn build(
             stdx::counted(l.unusable as u64, "backup", "backups")
         ));
     }
-    let newest = newest_backup(c.listing.as_ref(), c.from_log.as_ref(), now);
-    let points = c
-        .listing
-        .as_ref()
-        .map(|l| restore_points(&l.backups))
-        .unwrap_or_default();
+    let (newest, points) = newest_and_points(c.listing.as_ref(), c.from_log.as_ref(), now);
     CloudStatus {
         name: c.settings.name.clone(),
         place: c.settings.place(),
@@ -199,17 +192,7 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
         }
     }
     for c in clouds.iter().filter(|c| !c.restore_points.is_empty()) {
-        let _ = writeln!(
-            out,
-            "\n{}: {}",
-            c.name,
-            stdx::counted(
-                c.restore_points.len() as u64,
-                "restore point",
-                "restore points"
-            )
-        );
-        render_points(out, &c.restore_points, "bucket");
+        render_points(out, &c.name, "", &c.restore_points, "bucket");
     }
 }
 

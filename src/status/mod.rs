@@ -22,7 +22,7 @@ use crate::settings::Settings;
 use crate::snapshot::SnapshotState;
 use crate::stdx;
 use crate::stdx::table;
-use backups::{fit_more, newest_backup, recent_average, render_points, restore_points};
+use backups::{fit_more, newest_and_points, recent_average, render_points};
 
 pub use backups::{ExternalStatus, KnownFrom, RestorePoint};
 pub use gather::{CloudLook, Facts, Look, gather_for, gather_with};
@@ -350,12 +350,7 @@ fn destination_status(
             ));
         }
     }
-    let newest = newest_backup(d.listing.as_ref(), d.from_log.as_ref(), now);
-    let points = d
-        .listing
-        .as_ref()
-        .map(|l| restore_points(&l.backups))
-        .unwrap_or_default();
+    let (newest, points) = newest_and_points(d.listing.as_ref(), d.from_log.as_ref(), now);
     let average = recent_average(&points);
     DestinationStatus {
         name: d.settings.name.clone(),
@@ -735,17 +730,7 @@ fn render_restore_points(out: &mut String, d: &DestinationStatus) {
         ),
         _ => String::new(),
     };
-    let _ = writeln!(
-        out,
-        "\n{}: {}{fit}",
-        d.name,
-        stdx::counted(
-            d.restore_points.len() as u64,
-            "restore point",
-            "restore points"
-        )
-    );
-    render_points(out, &d.restore_points, "drive");
+    render_points(out, &d.name, &fit, &d.restore_points, "drive");
 }
 
 /// The last run, the schedule, what is due, what is overdue and the warnings.
