@@ -195,12 +195,21 @@ fn restore(b: &mut String, m: &BackupMeta) {
                 .map(|x| format!(" --path {}", shell_word(&x.path.display().to_string())))
                 .collect()
         };
-        lines.push(format!("# set {} of the newest backup", s.set));
+        lines.push(format!(
+            "# set {} of the newest backup",
+            crate::stdx::show_str(&s.set)
+        ));
         lines.push(format!(
             "dbackup restore --drive /media/you/DRIVE --date {stamp} --set {set}{paths}{identity} --target ~/restored"
         ));
     }
-    b.push_str(&lines.iter().map(|l| esc(l)).collect::<Vec<_>>().join("\n"));
+    b.push_str(
+        &lines
+            .iter()
+            .map(|l| html::code(l))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
     b.push_str("</code></pre>\n<h2>Restore without dbackup</h2>\n<p class=\"muted\">Each backup directory is plain \
         tar (encrypted ones: age), checkable with <code>sha256sum</code>:</p>\n<pre><code>");
     let mut lines = vec![
@@ -225,7 +234,13 @@ fn restore(b: &mut String, m: &BackupMeta) {
         };
         lines.push(line);
     }
-    b.push_str(&lines.iter().map(|l| esc(l)).collect::<Vec<_>>().join("\n"));
+    b.push_str(
+        &lines
+            .iter()
+            .map(|l| html::code(l))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
     b.push_str("</code></pre>\n</section>\n");
 }
 

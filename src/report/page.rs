@@ -618,7 +618,7 @@ fn restore(b: &mut String, h: &History) {
             {
                 lines.push(format!(
                     "# from drive {}: its newest backup{}\ndbackup{config} restore --source external --set {} --date {}{paths} --target ~/restored",
-                    d.name,
+                    crate::stdx::show_str(&d.name),
                     if bk.encrypted { " (encrypted: add --identity FILE)" } else { "" },
                     shell_word(&t.set),
                     shell_word(&bk.stamp)
@@ -638,7 +638,7 @@ fn restore(b: &mut String, h: &History) {
     b.push_str("</section>\n");
 }
 
-/// [`esc`] line by line, keeping the newlines.
+/// [`html::code`] line by line, keeping the newlines: the lines hold shell words and names already made visible.
 fn esc_multiline(s: &str) -> String {
-    s.split('\n').map(esc).collect::<Vec<_>>().join("\n")
+    s.split('\n').map(html::code).collect::<Vec<_>>().join("\n")
 }

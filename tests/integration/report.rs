@@ -641,3 +641,80 @@ fn serve_refuses_a_non_loopback_address_without_the_flag() {
     out.stderr_has("/report/serve/listen");
     out.stderr_has("is not a loopback address");
 }
+
+/// The `<pre><code>` blocks of a page as a browser shows them (entities decoded), line by line.
+fn code_lines(html: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for block in html.split("<pre><code>").skip(1) {
+        let code = block.split("</code></pre>").next().unwrap_or_default();
+        let text = code
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&amp;", "&");
+        lines.extend(text.lines().map(str::to_string));
+    }
+    lines
+}
+
+/// Runs each `dbackup restore ...` line of a page through bash with `dbackup` replaced by `printf '%s\n'`: the
+/// words bash makes of it. Asserts that the line pastes whole (no word split off, nothing run) and that `--path`
+/// gives `source` exactly.
+fn pasted_restore_lines(t: &Test, html: &str, source: &str, what: &str) {
+    let lines: Vec<String> = code_lines(html)
+        .into_iter()
+        .filter(|l| l.starts_with("dbackup ") && l.contains(" --path "))
+        .collect();
+    assert!(!lines.is_empty(), "{what}: no restore command with --path");
+    for line in lines {
+        let cwd = t.path("paste");
+        fs::create_dir_all(&cwd).unwrap();
+        let script = format!("printf '%s\\n'{}", &line["dbackup".len()..]);
+        let out = Command::new("bash")
+            .args(["-c", &script])
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        let words: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert!(
+            out.status.success(),
+            "{what}: {line}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            fs::read_dir(&cwd).unwrap().next().is_none(),
+            "{what}: pasting ran a command: {line}"
+        );
+        let at = words.iter().position(|w| w == "--path").unwrap();
+        assert_eq!(words[at + 1], source, "{what}: {line}");
+    }
+}
+
+/// The restore commands on both pages paste into a shell as written: a source whose name holds a quote and a
+/// command substitution comes out as one `--path` word, and nothing runs. (Before: the shell-quoted words went
+/// through the page's escaper, which doubled the backslash of `'\''`; pasted, `it'\\''s $(touch pwned)` split the
+/// path and ran `touch pwned`, on the local page and on the drive's REPORT.html, whose paths come from the drive.)
+#[test]
+fn restore_commands_paste_into_a_shell_as_written() {
+    let t = Test::new();
+    let source = t.path("src/it's $(touch pwned)");
+    t.write("src/it's $(touch pwned)/a.txt", "a");
+    let t = t.config(&format!(
+        r#"{{ "backup_root": "{{root}}",
+             "backup_sets": [ {{ "name": "data", "sources": [{}] }} ],
+             "destinations": [ {{ "name": "T9", "path": "{{tmp}}/T9", "require_mount": false }} ] }}"#,
+        serde_json::to_string(&source.display().to_string()).unwrap()
+    ));
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let source = source.display().to_string();
+    let local = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
+    pasted_restore_lines(&t, &local, &source, "the status page");
+    let drive = fs::read_to_string(t.path("T9/REPORT.html")).unwrap();
+    pasted_restore_lines(&t, &drive, &source, "the drive's REPORT.html");
+}
