@@ -632,6 +632,13 @@ let
               path = "/media/payne/spare";
               encryption.identity_file = "~/.config/dbackup/key.txt";
             }
+            {
+              # A bucket's keys (`~/.aws/credentials` format): a secret file like the others.
+              name = "offsite";
+              path = "/unused";
+              kind = "s3";
+              credentials_file = ./no-such-credentials;
+            }
           ];
         };
       };
@@ -969,6 +976,12 @@ let
           where = "services.dbackup.settings.destinations.0.encryption.recipients_file";
           path = false;
           store = true;
+          why = true;
+        }
+        {
+          where = "services.dbackup.settings.destinations.2.credentials_file";
+          path = true;
+          store = false;
           why = true;
         }
       ]
