@@ -73,7 +73,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Systemd(cmd) => commands::systemd::run(&cli.global, cmd),
         Command::Image(cmd) => commands::image::run(&cli.global, cmd),
         Command::Cloud(cmd) => commands::cloud::run(&cli.global, cmd),
-        Command::Generate(cmd) => commands::generate::run(cmd),
+        Command::Generate(cmd) => commands::generate::run(&cli.global, cmd),
     }
 }
 
