@@ -467,9 +467,25 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
             let _ = write!(b, "<td><details><summary>{n}</summary><table>",);
             for bk in h.backups.iter().take(20) {
                 let sets: Vec<&str> = bk.sets.iter().map(|(s, _)| s.as_str()).collect();
+                // Its chain, as `status` shows it: an incremental names its base; a missing base breaks it.
+                let point = d.restore_points.iter().find(|p| p.stamp == bk.stamp);
+                let chain = match point {
+                    Some(p) if p.broken => format!(
+                        " <span class=\"tag bad\">BROKEN: chain of {} incomplete</span>",
+                        esc(&p.chain)
+                    ),
+                    Some(p) => p
+                        .base
+                        .as_ref()
+                        .map(|base| {
+                            format!(" <span class=\"tag\">incremental on {}</span>", esc(base))
+                        })
+                        .unwrap_or_default(),
+                    None => String::new(),
+                };
                 let _ = write!(
                     b,
-                    "<tr><td>{}</td><td class=\"num\">{}</td><td>{}{}</td></tr>",
+                    "<tr><td>{}{chain}</td><td class=\"num\">{}</td><td>{}{}</td></tr>",
                     esc(&bk.stamp),
                     esc(&stdx::bytes(bk.bytes)),
                     esc(&sets.join(", ")),

@@ -785,3 +785,36 @@ fn the_drive_page_restores_an_incremental_whole_without_dbackup() {
         );
     }
 }
+
+/// The status page shows a drive's chain when incremental backups exist (issue 17): each incremental among the
+/// drive's backups says which backup it is based on. (Before: the backups were listed by stamp, size and sets only;
+/// `status` showed the chain, the page did not.)
+#[test]
+fn the_page_shows_the_chain_of_incremental_backups() {
+    let t = Test::new();
+    t.write("src/data/old.txt", "from the first backup");
+    let t = t.config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["{tmp}/src/data"] } ],
+             "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ] }"#,
+    );
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    let first = t.cmd().args(["external"]).status(0).stdout;
+    let base = Path::new(first.trim())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    t.write("src/data/new.txt", "from the second");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let html = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
+    let drives = html
+        .split("id=\"destinations\"")
+        .nth(1)
+        .expect("a drives section");
+    assert!(
+        drives.contains(&format!("incremental on {base}")),
+        "the page does not show the chain: {drives}"
+    );
+}
