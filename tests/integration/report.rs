@@ -818,3 +818,22 @@ fn the_page_shows_the_chain_of_incremental_backups() {
         "the page does not show the chain: {drives}"
     );
 }
+
+/// A status page that cannot be written after a run is a warning naming the page (the run itself is not failed).
+/// (Before: "warning: cannot create /.../config.json: File exists (os error 17)", which named neither the page nor
+/// `report.path`.)
+#[test]
+fn a_page_that_cannot_be_written_is_named_in_the_warning() {
+    let t = Test::new();
+    t.write("src/data/a", "a");
+    t.write("not-a-dir", "a file where report.path wants a directory");
+    let t = t.config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["{tmp}/src/data"] } ],
+             "report": { "path": "{tmp}/not-a-dir/report.html" } }"#,
+    );
+    let out = t.cmd().args(["collect"]).status(0);
+    out.stderr_has(&format!(
+        "cannot write the status page {}",
+        t.path("not-a-dir/report.html").display()
+    ));
+}
