@@ -194,8 +194,9 @@ let
       env = environment // { HOME = home; USER = user; LOGNAME = user; };
       configStrings =
         optional (settings ? backup_root) settings.backup_root
-        ++ builtins.concatLists (map (s: (s.sources or [ ]) ++ (s.exclusions or [ ])) (settings.backup_sets or [ ]))
-        ++ map (d: d.path) (settings.destinations or [ ]);
+        ++ builtins.concatLists (map (s: (s.sources or [ ]) ++ (s.exclusions or [ ]) ++ (s.exclude_from or [ ])) (settings.backup_sets or [ ]))
+        ++ map (d: d.path) (settings.destinations or [ ])
+        ++ builtins.concatMap (d: optional (d ? credentials_file) d.credentials_file) (settings.destinations or [ ]);
       used = builtins.concatLists (map variables configStrings)
         ++ optional (!(settings ? backup_root) && (environment.DBACKUP or "") != "") "DBACKUP";
       unitEnvironment = listToAttrs (map (name: { inherit name; value = env.${name} or (throw "dbackup: the config uses \$${name}: set it in the module's `environment` option"); })

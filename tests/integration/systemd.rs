@@ -613,6 +613,16 @@ fn cases() -> Vec<Case> {
             scope: UnitScope::System,
             env: &[("XDG_STATE_HOME", "/var/lib/state of payne")],
         },
+        // A variable used only in `exclude_from` (any existing file: /etc/hostname) must reach the units too.
+        // Before: nix/lib.nix looked for variables in sources, exclusions and paths only, so the NixOS and
+        // home-manager units lacked `EXCL` and every run failed on an undefined variable.
+        Case {
+            name: "system, a variable used only in exclude_from",
+            config: r#"{ "backup_root": "/srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"], "exclude_from": ["$EXCL/hostname"] } ] }"#
+                .to_string(),
+            scope: UnitScope::System,
+            env: &[("EXCL", "/etc")],
+        },
         Case {
             name: "system, no destinations, daily",
             config: r#"{ "backup_root": "$HOME/backups", "backup_sets": [ { "name": "a", "sources": ["~/a"] } ],
