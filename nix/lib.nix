@@ -196,7 +196,12 @@ let
         optional (settings ? backup_root) settings.backup_root
         ++ builtins.concatLists (map (s: (s.sources or [ ]) ++ (s.exclusions or [ ]) ++ (s.exclude_from or [ ])) (settings.backup_sets or [ ]))
         ++ map (d: d.path) (settings.destinations or [ ])
-        ++ builtins.concatMap (d: optional (d ? credentials_file) d.credentials_file) (settings.destinations or [ ]);
+        ++ builtins.concatMap (d: optional (d ? credentials_file) d.credentials_file) (settings.destinations or [ ])
+        # What else a run expands: rsync options' values, the encryption files, the page's path.
+        ++ builtins.concatLists (map (s: s.rsync_args or [ ]) (settings.backup_sets or [ ]))
+        ++ builtins.concatMap (e: builtins.concatMap (k: optional (e ? ${k}) e.${k}) [ "recipients_file" "identity_file" "passphrase_file" ])
+          (builtins.filter builtins.isAttrs ([ (settings.encryption or null) ] ++ map (d: d.encryption or null) (settings.destinations or [ ])))
+        ++ optional ((settings.report or { }) ? path) settings.report.path;
       used = builtins.concatLists (map variables configStrings)
         ++ optional (!(settings ? backup_root) && (environment.DBACKUP or "") != "") "DBACKUP";
       unitEnvironment = listToAttrs (map (name: { inherit name; value = env.${name} or (throw "dbackup: the config uses \$${name}: set it in the module's `environment` option"); })

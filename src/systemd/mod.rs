@@ -165,6 +165,21 @@ impl Input {
                 .iter()
                 .filter_map(|d| d.credentials_file.as_deref()),
         );
+        // What else a run expands: rsync options' values, the encryption files, the page's path.
+        for set in &config.backup_sets {
+            strings.extend(set.rsync_args.iter().map(String::as_str));
+        }
+        let encryptions = std::iter::once(&config.encryption)
+            .chain(config.destinations.iter().map(|d| &d.encryption))
+            .flatten();
+        for e in encryptions {
+            strings.extend(
+                [&e.recipients_file, &e.identity_file, &e.passphrase_file]
+                    .into_iter()
+                    .filter_map(|f| f.as_deref()),
+            );
+        }
+        strings.extend(config.report.path.as_deref());
         for s in strings {
             names.extend(variables(s));
         }

@@ -174,6 +174,44 @@ fn json_holds_the_units_and_the_files() {
     }
 }
 
+/// Every variable the config uses reaches the units: in `rsync_args` values, the encryption files (top level and a
+/// destination's) and `report.path` too, each of which a run expands (and fails on when it is undefined). Before:
+/// the units set only the variables of the backup root, sources, exclusions and drive paths, so a config with
+/// `"recipients_file": "$KEYS/r.txt"` failed every run under systemd ("undefined variable $KEYS").
+#[test]
+fn every_variable_a_run_expands_is_set_in_the_units() {
+    let t = Test::new();
+    let keys = t.path("keys");
+    let (_, recipient) = t.keygen("keys/id.txt");
+    t.write("keys/r.txt", format!("{recipient}\n"));
+    t.write("keys/hostname", "");
+    let t = t
+        .config(
+            r#"{ "backup_root": "/srv/bk",
+                 "backup_sets": [ { "name": "a", "sources": ["/a"], "rsync_args": ["--exclude-from=$EXF/hostname"] } ],
+                 "encryption": { "recipients_file": "$KEYS/r.txt", "identity_file": "$ID/id.txt" },
+                 "destinations": [ { "name": "T9", "path": "/media/T9", "encryption": { "recipients_file": "$DKEYS/r.txt" } } ],
+                 "report": { "path": "$REP/page.html" } }"#,
+        )
+        .env("EXF", &keys)
+        .env("KEYS", &keys)
+        .env("ID", &keys)
+        .env("DKEYS", &keys)
+        .env("REP", "/srv/www");
+    let r = render_json(&t, &["--system", "--run-as", "root", "--exe", EXE]);
+    let k = keys.display();
+    assert_eq!(
+        value(&r, COLLECT_SERVICE, "Service", "Environment"),
+        &UnitValue::Many(vec![
+            format!("DKEYS={k}"),
+            format!("EXF={k}"),
+            format!("ID={k}"),
+            format!("KEYS={k}"),
+            "REP=/srv/www".into(),
+        ])
+    );
+}
+
 #[test]
 fn user_scope_expands_home_and_runs_as_whoever_runs_it() {
     let t = test_with(
@@ -622,6 +660,18 @@ fn cases() -> Vec<Case> {
                 .to_string(),
             scope: UnitScope::System,
             env: &[("EXCL", "/etc")],
+        },
+        // Variables a run expands in rsync options, the encryption files and the page's path (the identity file is
+        // not read when rendering), set in the units by both renderers.
+        Case {
+            name: "system, variables in rsync_args, encryption and report.path",
+            config: r#"{ "backup_root": "/srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"], "rsync_args": ["--exclude-from=$EXF/hostname"] } ],
+                "encryption": { "recipients": ["age17smcnuczsahgnd8cq7rxhgl02l6wevyka9g3alwq47ywk7c0aecqmx6tg7"], "identity_file": "$ID/id.txt" },
+                "destinations": [ { "name": "T9", "path": "/media/T9", "encryption": { "recipients": ["age17smcnuczsahgnd8cq7rxhgl02l6wevyka9g3alwq47ywk7c0aecqmx6tg7"], "identity_file": "$DKEYS/id.txt" } } ],
+                "report": { "path": "$REP/page.html" } }"#
+                .to_string(),
+            scope: UnitScope::System,
+            env: &[("EXF", "/etc"), ("ID", "/root/keys"), ("DKEYS", "/root/dkeys"), ("REP", "/srv/www")],
         },
         Case {
             name: "system, no destinations, daily",
