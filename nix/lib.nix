@@ -250,8 +250,16 @@ let
       drives = map (d: d // { path = expandPath env d.path; }) destinations;
       mounts = map (d: builtins.seq (pathWord "path" d.path) (mountUnit d.path)) drives;
       # What the system units may write: the root, the run log, the drives (`-`: absent is no error).
+      # The status page's directory when the config puts it somewhere of its own (`report.path`).
+      report = settings.report or { };
+      reportDir =
+        if report ? path && (report.write or true) then
+          dirOf (builtins.seq (pathWord "report.path" (expandPath env report.path)) (expandPath env report.path))
+        else
+          null;
       writable = [ root (pathWord "the state directory" stateDir) ]
-        ++ map (d: settingWord "path" "-${d.path}") drives;
+        ++ map (d: settingWord "path" "-${d.path}") drives
+        ++ optional (reportDir != null) (settingWord "report.path" "-${reportDir}");
 
       # The programs the units' runs start by name (src/systemd Input::programs, notify::sinks::programs).
       notifications = settings.notifications or { };

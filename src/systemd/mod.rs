@@ -132,6 +132,9 @@ pub struct Input {
     pub programs: Vec<String>,
     /// `report.serve.listen` as written, when `report.serve.unit` asks for `dbackup-serve.service`.
     pub serve: Option<String>,
+    /// The directory of the status page, when the config puts it somewhere of its own (`report.path`): the units
+    /// write it after every run.
+    pub report_dir: Option<PathBuf>,
 }
 
 /// A destination: where it mounts, how udev recognises it.
@@ -227,6 +230,13 @@ impl Input {
                 .serve
                 .unit
                 .then(|| config.report.serve.listen.clone()),
+            report_dir: config
+                .report
+                .path
+                .as_ref()
+                .and(settings.report.path.as_deref())
+                .and_then(Path::parent)
+                .map(Path::to_path_buf),
         }
     }
 }
@@ -390,6 +400,11 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         escape::path_word("path", &d.path).map_err(wrap)?;
         writable.push(escape::setting_word("path", &format!("-{path}")).map_err(wrap)?);
         mounts.push(escape::path_unit(&d.path));
+    }
+    if let Some(dir) = &input.report_dir {
+        escape::path_word("report.path", dir)?;
+        let dir = path_str(dir)?;
+        writable.push(escape::setting_word("report.path", &format!("-{dir}"))?);
     }
 
     // What every service has: no new privileges, the environment, and (system) its user and a read-only system.

@@ -212,6 +212,29 @@ fn every_variable_a_run_expands_is_set_in_the_units() {
     );
 }
 
+/// A `report.path` of the config's own is writable in the sandboxed units (`-`: a missing directory is no reason
+/// not to start). Before: only the backup root, the state directory and the drives were, so under
+/// `ProtectSystem=strict` every run warned that it could not write the page, and the page never changed.
+#[test]
+fn the_units_may_write_the_status_page_where_the_config_puts_it() {
+    let t = test_with(
+        r#"{ "backup_root": "/srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+             "report": { "path": "/srv/www/backups.html" } }"#,
+    );
+    let r = render_json(&t, &["--system", "--run-as", "root", "--exe", EXE]);
+    for unit in [COLLECT_SERVICE, EXTERNAL_SERVICE] {
+        assert_eq!(
+            value(&r, unit, "Service", "ReadWritePaths"),
+            &UnitValue::Many(vec![
+                "/srv/bk".into(),
+                "/root/.local/state/dbackup".into(),
+                "-/srv/www".into()
+            ]),
+            "{unit}"
+        );
+    }
+}
+
 #[test]
 fn user_scope_expands_home_and_runs_as_whoever_runs_it() {
     let t = test_with(
@@ -672,6 +695,14 @@ fn cases() -> Vec<Case> {
                 .to_string(),
             scope: UnitScope::System,
             env: &[("EXF", "/etc"), ("ID", "/root/keys"), ("DKEYS", "/root/dkeys"), ("REP", "/srv/www")],
+        },
+        Case {
+            name: "system, the status page where the config puts it",
+            config: r#"{ "backup_root": "/srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+                "report": { "path": "~/public/backups.html" } }"#
+                .to_string(),
+            scope: UnitScope::System,
+            env: &[],
         },
         Case {
             name: "system, no destinations, daily",
