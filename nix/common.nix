@@ -138,11 +138,13 @@ rec {
                     description = "The destination's name, recorded on the drive.";
                   };
                   path = mkOption {
-                    type = types.str;
+                    type = types.nullOr types.str;
+                    default = null;
                     example = "/run/media/payne/T9";
                     description = ''
                       Where the drive is mounted (`~` and `$VAR` expand). The external unit is wanted by this
-                      path's mount unit (`run-media-payne-T9.mount`).
+                      path's mount unit (`run-media-payne-T9.mount`). A bucket (`kind = "s3"` or `"b2"`) has none;
+                      `dbackup config check` asks a drive for one.
                     '';
                   };
                   fs_uuid = mkOption {

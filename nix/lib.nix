@@ -185,6 +185,9 @@ let
 
   setBySystemd = [ "HOME" "USER" "LOGNAME" ];
 
+  # A destination that is a drive (`kind` absent or `drive`), not a bucket.
+  isDrive = d: (d.kind or "drive") == "drive";
+
   # What the units see of the settings, for the arguments of `render` (below): the variables the config uses and
   # the units therefore set (`environment`), the expanded backup root, and the run log's directory
   # ($XDG_STATE_HOME/dbackup with the units' environment).
@@ -195,7 +198,7 @@ let
       configStrings =
         optional (settings ? backup_root) settings.backup_root
         ++ builtins.concatLists (map (s: (s.sources or [ ]) ++ (s.exclusions or [ ]) ++ (s.exclude_from or [ ])) (settings.backup_sets or [ ]))
-        ++ map (d: d.path) (settings.destinations or [ ])
+        ++ map (d: d.path) (filter isDrive (settings.destinations or [ ]))
         ++ builtins.concatMap (d: optional (d ? credentials_file) d.credentials_file) (settings.destinations or [ ])
         # What else a run expands: rsync options' values, the encryption files, the page's path.
         ++ builtins.concatLists (map (s: s.rsync_args or [ ]) (settings.backup_sets or [ ]))
@@ -236,7 +239,8 @@ let
       triggered = external != "manual";
       triggers = triggered && mounts != [ ];
       env = environment // { HOME = home; USER = user; LOGNAME = user; };
-      destinations = settings.destinations or [ ];
+      # The drives: a bucket (`kind` s3 or b2) has no path, no mount unit and no udev rule.
+      destinations = filter isDrive (settings.destinations or [ ]);
       # `report.serve`: the status page's server, a unit only when `unit` asks for it (off by default).
       serve = (settings.report or { }).serve or { };
       serveUnit = serve.unit or false;

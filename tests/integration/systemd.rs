@@ -704,6 +704,27 @@ fn cases() -> Vec<Case> {
             scope: UnitScope::System,
             env: &[],
         },
+        // A bucket beside a drive: it has no path, no mount and no rule (before: nix/lib.nix read every destination
+        // as a drive and failed on the bucket's missing `path`, so the modules could not configure one).
+        Case {
+            name: "system, a bucket beside a drive",
+            config: r#"{ "backup_root": "/srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+                "destinations": [ { "name": "T9", "path": "/media/T9", "fs_label": "T9" },
+                                  { "name": "offsite", "kind": "s3", "bucket": "bucket1", "endpoint": "https://s3.example.org",
+                                    "region": "garage", "allow_unencrypted": true } ] }"#
+                .to_string(),
+            scope: UnitScope::System,
+            env: &[],
+        },
+        Case {
+            name: "system, only a bucket",
+            config: r#"{ "backup_root": "/srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+                "destinations": [ { "name": "offsite", "kind": "s3", "bucket": "bucket1", "endpoint": "https://s3.example.org",
+                                    "region": "garage", "allow_unencrypted": true } ] }"#
+                .to_string(),
+            scope: UnitScope::System,
+            env: &[],
+        },
         Case {
             name: "system, no destinations, daily",
             config: r#"{ "backup_root": "$HOME/backups", "backup_sets": [ { "name": "a", "sources": ["~/a"] } ],
