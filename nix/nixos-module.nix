@@ -33,11 +33,13 @@ let
     description = lib.mkDefault unit.Unit.Description;
     documentation = unit.Unit.Documentation;
     after = unit.Unit.After or [ ];
+    wants = unit.Unit.Wants or [ ];
     unitConfig = shared.soft (
       builtins.removeAttrs unit.Unit [
         "Description"
         "Documentation"
         "After"
+        "Wants"
       ]
     );
     wantedBy = unit.Install.WantedBy or [ ];

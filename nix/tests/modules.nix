@@ -205,6 +205,10 @@ let
         type = types.listOf types.str;
         default = [ ];
       };
+      wants = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+      };
       wantedBy = mkOption {
         type = types.listOf types.str;
         default = [ ];
@@ -1019,12 +1023,20 @@ let
         wantedBy = nBucket.config.systemd.services.dbackup-external.wantedBy;
         writable = nBucket.config.systemd.services.dbackup-external.serviceConfig.ReadWritePaths;
         bucketPath = (lib.last nBucket.config.services.dbackup.settings.destinations) ? path;
+        # A run that uploads waits for the network (a timer fires at boot).
+        online = map (n: {
+          inherit (nBucket.config.systemd.services.${n}) wants;
+          after = lib.elem "network-online.target" nBucket.config.systemd.services.${n}.after;
+        }) [ "dbackup-collect" "dbackup-external" ];
+        offline = n1c.systemd.services.dbackup-collect.wants;
       }
       {
         failed = [ ];
         wantedBy = external.wantedBy;
         writable = external.serviceConfig.ReadWritePaths;
         bucketPath = false;
+        online = lib.genList (_: { wants = [ "network-online.target" ]; after = true; }) 2;
+        offline = [ ];
       }
     )
 

@@ -32,6 +32,7 @@ fn input(external: ExternalSchedule) -> Input {
                 fs_label: None,
             },
         ],
+        online: false,
         environment: BTreeMap::from([("DDATA".to_string(), "/data 1".to_string())]),
         programs: vec!["blkid".into(), "rsync".into()],
         serve: None,

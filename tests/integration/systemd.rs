@@ -100,6 +100,45 @@ fn system_units_and_udev_rule() {
     }
 }
 
+/// A config with a bucket: the system units' runs wait for the network (`Wants=` and `After=network-online.target`),
+/// so a timer that fires at boot does not upload before the network is up (before, they did not wait, and such a
+/// run failed). Without a bucket, and in a user manager (which has no such target), they do not wait.
+#[test]
+fn system_units_that_reach_a_bucket_wait_for_the_network() {
+    const BUCKET: &str = r#"{ "name": "offsite", "kind": "s3", "bucket": "bucket1", "endpoint": "https://s3.example.org",
+                               "region": "garage", "allow_unencrypted": true }"#;
+    let online = UnitValue::Many(vec!["network-online.target".into()]);
+    let with_bucket = test_with(&CONFIG.replace(
+        r#"{ "name": "nas", "path": "/mnt/nas" }"#,
+        &format!(r#"{{ "name": "nas", "path": "/mnt/nas" }}, {BUCKET}"#),
+    ));
+    let r = render_json(
+        &with_bucket,
+        &["--system", "--run-as", "root", "--exe", EXE],
+    );
+    for unit in ["dbackup-collect.service", "dbackup-external.service"] {
+        assert_eq!(value(&r, unit, "Unit", "Wants"), &online, "{unit}");
+        let UnitValue::Many(after) = value(&r, unit, "Unit", "After") else {
+            panic!("{unit}: After is one value")
+        };
+        assert!(
+            after.contains(&"network-online.target".to_string()),
+            "{unit}: {after:?}"
+        );
+    }
+    let r = render_json(&with_bucket, &["--user", "--exe", EXE]);
+    let r2 = render_json(
+        &test_with(CONFIG),
+        &["--system", "--run-as", "root", "--exe", EXE],
+    );
+    for (what, r) in [("user units", &r), ("no bucket", &r2)] {
+        for unit in ["dbackup-collect.service", "dbackup-external.service"] {
+            let text = serde_json::to_string(&r.units[unit]).unwrap();
+            assert!(!text.contains("network-online"), "{what}: {unit}: {text}");
+        }
+    }
+}
+
 /// What the units start by name is checked where they are rendered: a program the enabled sinks need and this
 /// machine lacks is a warning, and the JSON lists them all (main neither listed nor checked them, and ran curl,
 /// which the Nix package did not provide, for https notifications).
@@ -723,6 +762,16 @@ fn cases() -> Vec<Case> {
                                     "region": "garage", "allow_unencrypted": true } ] }"#
                 .to_string(),
             scope: UnitScope::System,
+            env: &[],
+        },
+        Case {
+            name: "user, a bucket beside a drive (a user manager has no network-online.target)",
+            config: r#"{ "backup_root": "/srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+                "destinations": [ { "name": "T9", "path": "/media/T9", "fs_label": "T9" },
+                                  { "name": "offsite", "kind": "s3", "bucket": "bucket1", "endpoint": "https://s3.example.org",
+                                    "region": "garage", "allow_unencrypted": true } ] }"#
+                .to_string(),
+            scope: UnitScope::User,
             env: &[],
         },
         Case {
