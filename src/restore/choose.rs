@@ -471,6 +471,9 @@ pub fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<Se
                     .iter()
                     .flat_map(|m| &m.depends_on)
                     .filter_map(|stamp| {
+                        // Not through a link or a mount point: an archive the chain cannot reach is named as
+                        // missing when a file needs it.
+                        super::drive::chain_dir(backups_dir, stamp).ok()?;
                         let a =
                             ArchiveFiles::discover(&backups_dir.join(stamp), &s.archive).ok()?;
                         Some((stamp.clone(), a.with_keys(keys.cloned())))
