@@ -192,13 +192,14 @@ pub fn escaping_links(planned: &[Planned]) -> Option<(String, Vec<String>)> {
     Some((head, each))
 }
 
-/// The files kept in `dir` before they were replaced, as one line; `None` when none was.
-pub fn kept_line(summaries: &[Summary], dir: &Path) -> Option<String> {
+/// The files kept in `dir` before they were replaced, as one line saying where they are `listed`; `None` when none
+/// was.
+pub fn kept_line(summaries: &[Summary], dir: &Path, listed: &str) -> Option<String> {
     let kept: usize = summaries.iter().map(|s| s.displaced.len()).sum();
     (kept > 0).then(|| {
         format!(
-            "kept in {}: {} that differed from the backup before the restore replaced {} (listed above; copy \
-             back with cp -a)",
+            "kept in {}: {} that differed from the backup before the restore replaced {} ({listed}; copy back \
+             with cp -a)",
             dir.display(),
             crate::stdx::counted(kept as u64, "file", "files"),
             if kept == 1 { "it" } else { "them" },
