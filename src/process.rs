@@ -7,6 +7,8 @@ use std::panic::PanicHookInfo;
 use std::process::ExitCode;
 use std::sync::Mutex;
 
+use crate::cloud::CloudError;
+use crate::cloud::credentials::CredentialsError;
 use crate::config::ConfigError;
 use crate::exit::{self, Exit, probe};
 use crate::interrupt::{self, Interrupted};
@@ -48,8 +50,14 @@ fn on_panic(info: &PanicHookInfo<'_>) {
 }
 
 /// The errors that carry an exit code of their own, besides `exit::CodedError` and clap's usage errors: a config
-/// that cannot be used (2), another run holding the lock (4).
-const CODED: &[exit::Probe] = &[probe::<ConfigError>, probe::<LockError>];
+/// that cannot be used (2), another run holding the lock (4), a cloud destination without keys or that cannot be
+/// set up (2; what the server says is 1).
+const CODED: &[exit::Probe] = &[
+    probe::<ConfigError>,
+    probe::<LockError>,
+    probe::<CloudError>,
+    probe::<CredentialsError>,
+];
 
 /// The exit code an error chain deserves (see [`exit::classify`]): the code of the first error in it that carries
 /// one, else 1.

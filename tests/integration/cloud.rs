@@ -372,6 +372,28 @@ fn keys_come_from_a_private_credentials_file_or_the_environment() {
     out.stderr_has("\"elsewhere\" is not in the config");
 }
 
+/// Reading a bucket with no keys anywhere is a configuration error (exit 2, as `cloud check` says), whichever
+/// command reads it; no server is needed to find out. Before, `ls`, `find` and `restore --list` from a bucket
+/// exited 1 (failed) with the same message.
+#[test]
+fn reading_a_bucket_without_keys_is_a_configuration_error() {
+    let t = Test::new().config(&config("http://127.0.0.1:9", "my-bucket", ""));
+    for args in [
+        &["ls", "--source", "cloud:offsite"][..],
+        &["find", "--source", "cloud:offsite", "notes"],
+        &["restore", "--list", "--source", "cloud:offsite"],
+        &["cloud", "check", "offsite"],
+    ] {
+        let out = t.cmd().args(args).status(2);
+        let text = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            text.contains("no credentials for cloud destination \"offsite\""),
+            "{args:?}: {text}"
+        );
+        assert!(text.contains("AWS_ACCESS_KEY_ID"), "{args:?}: {text}");
+    }
+}
+
 /// A secret in the config is refused with the place it belongs, and its value is never echoed; a cloud
 /// destination without encryption is refused unless `allow_unencrypted`.
 #[test]
