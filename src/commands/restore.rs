@@ -302,10 +302,8 @@ fn restore(
     if let Some(e) = error {
         return Err(anyhow::Error::new(e).context(outcome::stopped_context(&summaries)));
     }
-    for s in &summaries {
-        for w in s.warnings() {
-            ui.warn(w);
-        }
+    for w in outcome::warnings(&summaries) {
+        ui.warn(w);
     }
     let exit = summaries
         .iter()

@@ -207,6 +207,22 @@ pub fn kept_line(summaries: &[Summary], dir: &Path, listed: &str) -> Option<Stri
     })
 }
 
+/// A restore's warnings (what was restored incompletely): one per kind of shortfall and target, the paths restored
+/// into the same target counted together.
+pub fn warnings(summaries: &[Summary]) -> Vec<String> {
+    let mut by_target: Vec<(&Path, super::engine::attrs::AttrTally)> = Vec::new();
+    for s in summaries {
+        match by_target.iter_mut().find(|(t, _)| *t == s.target.as_path()) {
+            Some((_, tally)) => tally.add(&s.attrs),
+            None => by_target.push((&s.target, s.attrs.clone())),
+        }
+    }
+    by_target
+        .iter()
+        .flat_map(|(t, tally)| tally.warnings(&show_path(t)))
+        .collect()
+}
+
 /// What a restore that stopped on an error had done, for the error's context.
 pub fn stopped_context(summaries: &[Summary]) -> String {
     let restored: u64 = summaries
