@@ -72,16 +72,28 @@ pub fn run_with_settings(
     let started = chrono::Local::now().fixed_offset();
     let mut logged = None;
     let outcome = restore(settings, &req, &backup, &ring, &ui, &mut logged);
-    super::log_run(
-        settings,
-        &ui,
-        "restore",
-        started,
-        match &outcome {
-            Ok(exit) => Ok((*exit, logged.unwrap_or_default())),
-            Err(e) => Err(e),
-        },
-    );
+    match &outcome {
+        Ok(exit) => super::log_run(
+            settings,
+            &ui,
+            "restore",
+            started,
+            Ok((*exit, logged.unwrap_or_default())),
+        ),
+        // A restore that stopped (an error, SIGINT, SIGTERM) after it began writing: its line still says what was
+        // restored and every file kept in displaced/.
+        Err(e) => super::append_log(
+            settings,
+            &crate::runlog::RunRecord::new(
+                "restore",
+                started,
+                crate::process::error_exit(e).code(),
+                Some(crate::ui::format_error(e)),
+                logged.unwrap_or_default(),
+            ),
+            &ui,
+        ),
+    }
     outcome
 }
 
@@ -252,7 +264,13 @@ fn restore(
     let (summaries, error) = job::apply_with_progress(&sets, &planned, ui);
     *logged = outcome::logged(&planned, &summaries);
     // Interrupted: the run's line (with what was restored and kept) is written by `run_with_settings`, marked
-    // `interrupted`; `main` says so in one line.
+    // `interrupted`; `main` says so in one line, after where the files already kept are.
+    if crate::interrupt::requested().is_some()
+        && let Some(dir) = &opts.keep_displaced
+        && let Some(line) = outcome::kept_line(&summaries, dir, "listed in the run log")
+    {
+        ui.info(line);
+    }
     crate::interrupt::check()?;
     if ui.json {
         let out = RestoreOutput::new(chosen.kept(), chosen.stamp(), &planned, Some(&summaries));
@@ -264,7 +282,7 @@ fn restore(
         );
     }
     if let Some(dir) = &opts.keep_displaced
-        && let Some(line) = outcome::kept_line(&summaries, dir)
+        && let Some(line) = outcome::kept_line(&summaries, dir, "listed above")
     {
         ui.info(line);
     }
@@ -284,10 +302,8 @@ fn restore(
     if let Some(e) = error {
         return Err(anyhow::Error::new(e).context(outcome::stopped_context(&summaries)));
     }
-    for s in &summaries {
-        for w in s.warnings() {
-            ui.warn(w);
-        }
+    for w in outcome::warnings(&summaries) {
+        ui.warn(w);
     }
     let exit = summaries
         .iter()

@@ -304,6 +304,23 @@ fn choose_external(
                 None => format!("backup on {}", place.join(", ")),
             };
             if !any_counted {
+                // Verified backups that hold other sets: the set is what is missing, not a backup.
+                let mut held: Vec<String> = all
+                    .iter()
+                    .filter(|(_, b)| Standing::of_drive_backup(b.verified()).counts_for(*query))
+                    .flat_map(|(_, b)| b.sets.iter().map(|s| crate::stdx::show_str(&s.name)))
+                    .collect();
+                held.sort_unstable();
+                held.dedup();
+                if let Some(set) = &req.set
+                    && !held.is_empty()
+                {
+                    return Err(failed(format!(
+                        "no backup on {} holds set {set:?}; the backups there hold: {}",
+                        place.join(", "),
+                        held.join(", ")
+                    )));
+                }
                 return Err(failed(format!(
                     "there is no verified backup on {}; run `dbackup external` first",
                     place.join(", ")
@@ -471,6 +488,9 @@ pub fn set_backups(chosen: &Chosen, ui: &Ui, keys: Option<&Arc<Keys>>) -> Vec<Se
                     .iter()
                     .flat_map(|m| &m.depends_on)
                     .filter_map(|stamp| {
+                        // Not through a link or a mount point: an archive the chain cannot reach is named as
+                        // missing when a file needs it.
+                        super::drive::chain_dir(backups_dir, stamp).ok()?;
                         let a =
                             ArchiveFiles::discover(&backups_dir.join(stamp), &s.archive).ok()?;
                         Some((stamp.clone(), a.with_keys(keys.cloned())))

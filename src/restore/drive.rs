@@ -261,6 +261,13 @@ pub fn list(backups: &Dir) -> io::Result<DriveListing> {
     })
 }
 
+/// The directory of the earlier backup `stamp` an incremental points into, beside it in `backups_dir`, reached as the
+/// listing reaches every backup ([`Dir::sub`]): one that is a symlink or another filesystem is refused, so no read
+/// of a chain leaves the drive.
+pub fn chain_dir(backups_dir: &Path, stamp: &str) -> Result<Dir, crate::stdx::fs::FsError> {
+    Dir::open(backups_dir)?.sub(stamp)
+}
+
 /// Where the backups are, given a path the user pointed at: a drive's mount point (holding `backups/`), a
 /// `backups/` directory, or one backup's directory (returned as its parent, with the backup's name).
 pub fn backups_dir_of(path: &Path) -> (PathBuf, Option<String>) {

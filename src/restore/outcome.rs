@@ -192,18 +192,35 @@ pub fn escaping_links(planned: &[Planned]) -> Option<(String, Vec<String>)> {
     Some((head, each))
 }
 
-/// The files kept in `dir` before they were replaced, as one line; `None` when none was.
-pub fn kept_line(summaries: &[Summary], dir: &Path) -> Option<String> {
+/// The files kept in `dir` before they were replaced, as one line saying where they are `listed`; `None` when none
+/// was.
+pub fn kept_line(summaries: &[Summary], dir: &Path, listed: &str) -> Option<String> {
     let kept: usize = summaries.iter().map(|s| s.displaced.len()).sum();
     (kept > 0).then(|| {
         format!(
-            "kept in {}: {} that differed from the backup before the restore replaced {} (listed above; copy \
-             back with cp -a)",
+            "kept in {}: {} that differed from the backup before the restore replaced {} ({listed}; copy back \
+             with cp -a)",
             dir.display(),
             crate::stdx::counted(kept as u64, "file", "files"),
             if kept == 1 { "it" } else { "them" },
         )
     })
+}
+
+/// A restore's warnings (what was restored incompletely): one per kind of shortfall and target, the paths restored
+/// into the same target counted together.
+pub fn warnings(summaries: &[Summary]) -> Vec<String> {
+    let mut by_target: Vec<(&Path, super::engine::attrs::AttrTally)> = Vec::new();
+    for s in summaries {
+        match by_target.iter_mut().find(|(t, _)| *t == s.target.as_path()) {
+            Some((_, tally)) => tally.add(&s.attrs),
+            None => by_target.push((&s.target, s.attrs.clone())),
+        }
+    }
+    by_target
+        .iter()
+        .flat_map(|(t, tally)| tally.warnings(&show_path(t)))
+        .collect()
 }
 
 /// What a restore that stopped on an error had done, for the error's context.

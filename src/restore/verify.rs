@@ -821,6 +821,9 @@ impl ChainCheck {
         // A stamp the index reader checked (`IndexHeader::check`): a plain name.
         let dir = self.backups_dir.join(stamp);
         let lacks = |why: &str| format!("backup {stamp}'s {} {why}", self.name);
+        if let Err(e) = super::drive::chain_dir(&self.backups_dir, stamp) {
+            return Err(format!("backup {stamp} cannot be used: {e}"));
+        }
         match Sums::read(&dir).1 {
             Ok(Some(sums)) if sums.listed(self.name.as_bytes()).is_some() => {}
             Ok(Some(_)) => return Err(lacks(&format!("is not listed in its {SUMS_FILE}"))),

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use dbackup::ExternalReport;
 
+use crate::fixtures::demo::landed;
 use crate::fixtures::drive::listing;
 use crate::fixtures::hostile::{
     assert_clean, backup_dir, config, edit_meta, reseal, secret, within, world,
@@ -344,6 +345,60 @@ fn set_names_and_numbers_from_the_drive_are_checked() {
     let out = t.restore_from_drive().args(["--verify"]).output();
     assert_clean(&out);
     assert_eq!(out.code, 1);
+}
+
+/// An incremental whose earlier backup, the one holding an unchanged file's content, is a symlink to a directory
+/// off the drive: `--verify` of the incremental fails naming the link, and a restore of that file writes nothing;
+/// neither reads a byte through the link.
+///
+/// Before: `restore --list` left the linked backup out, but `--verify` of the incremental said "intact" and the
+/// restore read the file from the link's target, off the drive (the chain's directories were opened by path).
+#[test]
+fn an_earlier_backup_of_a_chain_that_is_a_symlink_is_not_read_through() {
+    let t = world(&["T9"]);
+    t.cmd().args(["external"]).status(0);
+    let first = backup_dir(&t, "T9");
+    t.write("home/data/new.txt", "new\n");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let stamps: Vec<String> = listing(&t.path("T9/backups"))
+        .into_iter()
+        .filter(|n| dbackup::parse_stamp(n).is_some())
+        .collect();
+    assert_eq!(stamps.len(), 2, "{stamps:?}");
+    let second = t.path("T9/backups").join(&stamps[1]);
+    let meta: serde_json::Value =
+        serde_json::from_slice(&fs::read(second.join("backup.json")).unwrap()).unwrap();
+    assert_eq!(meta["sets"][0]["kind"], "incremental", "{meta}");
+
+    // The first backup moves off the drive; a symlink takes its place.
+    let elsewhere = t.path("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    let moved = elsewhere.join(first.file_name().unwrap());
+    fs::rename(&first, &moved).unwrap();
+    symlink(&moved, &first).unwrap();
+
+    let out = t.restore_from_drive().args(["--verify"]).output();
+    assert_clean(&out);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    out.stdout_has("is a symbolic link");
+    out.stdout_lacks("result: intact");
+
+    let target = t.path("out");
+    let out = t
+        .restore_from_drive()
+        .args(["--target"])
+        .args([&target])
+        .args(["--path"])
+        .args([&t.home().join("data/notes.txt")])
+        .output();
+    assert_clean(&out);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        !landed(&target, &t.home().join("data/notes.txt")).exists(),
+        "the file was read through the link"
+    );
 }
 
 fn mkfifo(path: &Path) {

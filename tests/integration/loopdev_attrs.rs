@@ -441,3 +441,47 @@ fn the_round_trip_matrix_on_ext4() {
 fn the_round_trip_matrix_on_xfs() {
     matrix(Fs::Xfs);
 }
+
+/// One restore of two paths onto a filesystem that holds no xattrs (exFAT), each file with a `user.*` attribute:
+/// one warning naming the count of both, exit 3. Before: one warning per `--path`, each saying "1 extended
+/// attribute or ACL was not restored" about the same target.
+#[test]
+fn one_warning_per_restore_for_attributes_a_filesystem_cannot_hold() {
+    if !loopdev::require(&[Fs::Exfat]) {
+        return;
+    }
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
+    );
+    for name in ["a", "b"] {
+        let p = t.write(&format!("home/data/{name}"), name);
+        rustix::fs::setxattr(&p, "user.tag", b"x", rustix::fs::XattrFlags::empty())
+            .expect("the temporary directory's filesystem holds user xattrs");
+    }
+    t.cmd().args(["collect"]).status(0);
+    let usb = Drive::exfat("USB", 16 * MIB);
+    let out = usb.mount_point().join("restored");
+    let data = t.home().join("data");
+    // Its parents there already (exFAT cannot take /tmp's sticky bit, which restoring them would set).
+    fs::create_dir_all(out.join(data.strip_prefix("/").unwrap())).unwrap();
+    let o = t
+        .cmd()
+        .args(["restore", "--path"])
+        .args([data.join("a")])
+        .args(["--path"])
+        .args([data.join("b")])
+        .args(["--target"])
+        .args([&out])
+        .status(3);
+    let warnings: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not restored"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", o.stderr);
+    assert!(
+        warnings[0].contains("2 extended attributes or ACLs were not restored: the filesystem of"),
+        "{}",
+        o.stderr
+    );
+}

@@ -423,6 +423,53 @@ fn sigterm_during_restore_leaves_whole_files_only() {
     }
 }
 
+/// SIGTERM while an in-place restore replaces newer work: the files it kept in `displaced/` before the signal are in
+/// the interrupted run's log line (each where it was and where it is kept, and there), and stderr says where they
+/// are. Before: the run log line had `"sets": null` and stderr only the interrupted line, so nothing said that the
+/// newer files had been moved to `displaced/`.
+#[test]
+fn sigterm_during_an_in_place_restore_still_lists_what_it_kept() {
+    let t = Test::new().config(&config(""));
+    bulk(&t, 24);
+    t.cmd().args(["collect"]).status(0);
+    for i in 0..24 {
+        t.write(&format!("home/data/big{i:02}"), format!("newer work {i}\n"));
+    }
+    let displaced = t.root().join("displaced");
+    let child = t.cmd().args(["restore", "--path", "~/data"]).spawn();
+    freeze_when(&child, "the restore to keep a file", || {
+        !files_under(&displaced).is_empty()
+    });
+    signal(&child, libc::SIGTERM);
+    signal(&child, libc::SIGCONT);
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 143, "{stderr}");
+    assert!(
+        stderr.contains("dbackup: interrupted (SIGTERM); the next run resumes"),
+        "{stderr}"
+    );
+    assert_logged(&t, "restore", "SIGTERM", 143);
+    let kept_files = files_under(&displaced);
+    assert!(
+        stderr.contains(&format!("kept in {}", displaced.display())),
+        "stderr says where the kept files are:\n{stderr}"
+    );
+    let last = log(&t).pop().unwrap();
+    let logged: Vec<&serde_json::Value> = last
+        .sets
+        .as_array()
+        .unwrap_or_else(|| panic!("the run log line lists what was restored: {last:?}"))
+        .iter()
+        .flat_map(|s| s["displaced"].as_array().into_iter().flatten())
+        .collect();
+    assert_eq!(logged.len(), kept_files.len(), "{last:?}");
+    for d in logged {
+        let kept = Path::new(d["kept"].as_str().unwrap());
+        assert!(kept_files.iter().any(|f| f == kept), "{d}");
+        assert!(fs::read_to_string(kept).unwrap().starts_with("newer work"));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Secrets in notification URLs
 

@@ -1320,3 +1320,18 @@ fn an_index_that_disagrees_with_the_archive_stops_the_restore() {
     out.stderr_has("disagrees with the index: its mode is 0600 in the archive, 0644 in the index");
     assert!(!landed(&target, &t.home().join(".secrets")).exists());
 }
+
+/// `--source external --set NAME` for a set that no backup on the drive holds: the error says that, and which sets
+/// the drive's backups do hold. Before: "there is no verified backup on T9 (...); run `dbackup external` first",
+/// while a verified backup was right there (the same `--set` from local snapshots named the set).
+#[test]
+fn a_set_no_drive_backup_holds_is_named_as_such() {
+    let t = crate::fixtures::hostile::world(&["T9"]);
+    t.cmd().args(["external"]).status(0);
+    let out = t.restore_from_drive().args(["--set", "nope"]).status(1);
+    out.stderr_has(&format!(
+        "no backup on T9 ({}) holds set \"nope\"; the backups there hold: data",
+        t.path("T9").display()
+    ));
+    out.stderr_lacks("run `dbackup external` first");
+}

@@ -33,6 +33,17 @@ pub struct AttrTally {
 }
 
 impl AttrTally {
+    /// Counts `other` in too (another path of the same restore into the same target).
+    pub fn add(&mut self, other: &AttrTally) {
+        self.restored += other.restored;
+        self.not_held += other.not_held;
+        self.need_root += other.need_root;
+        self.failed += other.failed;
+        if self.first_problem.is_none() {
+            self.first_problem.clone_from(&other.first_problem);
+        }
+    }
+
     /// One warning per kind of shortfall, with its count (empty when every attribute was restored).
     pub fn warnings(&self, target: &str) -> Vec<String> {
         let n = |k: u64| {

@@ -6,7 +6,8 @@
 //! How a file is kept: on the same filesystem as the backup root, a hard link to it is made there (so the name at
 //! the destination is never missing: the restored file is then renamed over it, and the kept name holds the old
 //! file, the very inode); on another filesystem (the usual case: the backup root is on a second disk), it is copied
-//! there (a temporary name, fsynced, renamed into place) before it is replaced. When neither works (the backup root
+//! there (its holes, extended attributes and ACLs too; a temporary name, fsynced, renamed into place) before it is
+//! replaced. When neither works (the backup root
 //! is full, read-only, missing), the file is not replaced: the entry fails with the reason, and the rest goes on.
 //! Directories below the run's directory are made owner-only (0700); nothing under it is ever followed through a
 //! symlink ([`TargetDir`]).
@@ -201,7 +202,8 @@ fn copy(
             })?;
             let result = (|| -> io::Result<()> {
                 let mut dst = out.take().ok_or_else(|| io::Error::other("no file"))?;
-                io::copy(&mut src, &mut dst)?;
+                copy_content(&mut src, &mut dst)?;
+                copy_xattrs(&src, &dst, privileged);
                 if fsync {
                     dst.sync_all()?;
                 }
@@ -258,6 +260,64 @@ fn copy(
             "a {} cannot be copied to keep it",
             other.word()
         ))),
+    }
+}
+
+/// The content of `src` into the new file `dst`: a file with holes by its data segments alone (`SEEK_DATA`/
+/// `SEEK_HOLE`), so the holes stay holes (a sparse VM disk costs its data, not its size); any other whole.
+fn copy_content(src: &mut File, dst: &mut File) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let meta = src.metadata()?;
+    if !crate::archive::sparse::worth_checking_any(&meta) {
+        io::copy(src, dst)?;
+        return Ok(());
+    }
+    let map = crate::archive::sparse::map_file(src, meta.len())?;
+    let mut buf = vec![0u8; 1 << 20];
+    for seg in map.segments() {
+        let mut at = seg.offset;
+        let end = seg.offset + seg.len;
+        while at < end {
+            let want = buf.len().min((end - at).min(usize::MAX as u64) as usize);
+            let n = match src.read_at(&mut buf[..want], at) {
+                Ok(0) => return Err(io::Error::other("it changed while being kept")),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            dst.write_all_at(&buf[..n], at)?;
+            at += n as u64;
+        }
+    }
+    dst.set_len(map.size())
+}
+
+/// The extended attributes and ACLs of `src` onto `dst`, as the hard link made on the same filesystem keeps them:
+/// every name a restore could set (`user.*` and the ACLs; every name when `privileged`). Best effort: one the
+/// backup root's filesystem cannot hold is left out, since what must be kept is the content, mode and mtime.
+fn copy_xattrs(src: &File, dst: &File, privileged: bool) {
+    // XATTR_LIST_MAX and XATTR_SIZE_MAX: the most a list or a value can be.
+    let mut names = vec![0u8; 64 << 10];
+    let Ok(n) = rustix::fs::flistxattr(src, &mut names) else {
+        return;
+    };
+    let mut value = vec![0u8; 64 << 10];
+    for name in names[..n.min(names.len())].split(|&b| b == 0) {
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
+        let settable = name.starts_with("user.") || name.starts_with("system.posix_acl_");
+        if name.is_empty() || !(privileged || settable) {
+            continue;
+        }
+        if let Ok(len) = rustix::fs::fgetxattr(src, name, &mut value) {
+            let _ = rustix::fs::fsetxattr(
+                dst,
+                name,
+                &value[..len.min(value.len())],
+                rustix::fs::XattrFlags::empty(),
+            );
+        }
     }
 }
 
@@ -367,5 +427,101 @@ mod tests {
             .is_err(),
             "never over an existing name"
         );
+    }
+
+    /// A sparse file kept by copy (the backup root on another filesystem) keeps its holes: a 64 MiB file holding a
+    /// few bytes takes a few KiB in `displaced/`, not 64 MiB. Before: `io::copy` wrote every hole out as zeros.
+    #[test]
+    fn a_sparse_file_is_copied_with_its_holes() {
+        use std::os::unix::fs::FileExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("dest");
+        let into = tmp.path().join("copies");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::create_dir(&into).unwrap();
+        let f = File::create(dest.join("vm.img")).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"middle", 20 << 20).unwrap();
+        f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+        drop(f);
+        let allocated = |p: &Path| std::fs::metadata(p).unwrap().blocks() * 512;
+        assert!(
+            allocated(&dest.join("vm.img")) < 1 << 20,
+            "the test's filesystem keeps holes"
+        );
+        let parent =
+            rustix::fs::open(&dest, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let dparent =
+            rustix::fs::open(&into, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let f = found(&dest, "vm.img");
+        copy(
+            parent.as_fd(),
+            b"vm.img",
+            &f,
+            dparent.as_fd(),
+            b"vm.img",
+            false,
+            false,
+        )
+        .unwrap();
+        let kept = into.join("vm.img");
+        assert_eq!(
+            std::fs::read(&kept).unwrap(),
+            std::fs::read(dest.join("vm.img")).unwrap()
+        );
+        assert!(
+            allocated(&kept) < 1 << 20,
+            "{} bytes allocated for 14 bytes of data",
+            allocated(&kept)
+        );
+        let c = found(&into, "vm.img");
+        assert_eq!((c.mode, c.mtime), (f.mode, f.mtime));
+    }
+
+    /// A file kept by copy keeps its extended attributes and ACLs, as the hard link made on the same filesystem
+    /// does. Before: the copy had its content, mode and mtime only, so the ACL and `user.*` attributes of the
+    /// newer work it kept were gone.
+    #[test]
+    fn a_copy_keeps_the_attributes_and_acls() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dest = tmp.path().join("dest");
+        let into = tmp.path().join("copies");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::create_dir(&into).unwrap();
+        std::fs::write(dest.join("shared.txt"), b"newer work").unwrap();
+        let acl = crate::archive::acl::from_text(
+            "user::rw-\nuser:65534:r--\ngroup::r--\nmask::r--\nother::r--",
+        )
+        .unwrap();
+        let path = dest.join("shared.txt");
+        for (name, value) in [
+            ("user.color", &b"red"[..]),
+            ("system.posix_acl_access", &acl[..]),
+        ] {
+            rustix::fs::setxattr(&path, name, value, rustix::fs::XattrFlags::empty())
+                .expect("the temporary directory's filesystem holds xattrs and ACLs");
+        }
+        let parent =
+            rustix::fs::open(&dest, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let dparent =
+            rustix::fs::open(&into, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let f = found(&dest, "shared.txt");
+        copy(
+            parent.as_fd(),
+            b"shared.txt",
+            &f,
+            dparent.as_fd(),
+            b"shared.txt",
+            false,
+            false,
+        )
+        .unwrap();
+        let kept = into.join("shared.txt");
+        let mut buf = vec![0u8; 4096];
+        let n = rustix::fs::getxattr(&kept, "user.color", &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"red");
+        let n = rustix::fs::getxattr(&kept, "system.posix_acl_access", &mut buf).unwrap();
+        assert_eq!(&buf[..n], &acl[..]);
     }
 }

@@ -98,6 +98,12 @@ pub enum Refusal {
     DotDot,
     #[error("the name is absolute; entries must be relative to the backup's root")]
     Absolute,
+    #[error(
+        "the name is {} bytes long, longer than the {MAX_NAME} a path on Linux may have (PATH_MAX): no file \
+         could be made there (GNU tar and rsync refuse it too)",
+        crate::stdx::count(*.bytes as u64)
+    )]
+    NameTooLong { bytes: usize },
     #[error("the backup's root must be a directory, this entry makes it a {kind}")]
     RootNotDir { kind: String },
     #[error("another entry of the backup already has this name")]
@@ -138,8 +144,15 @@ pub enum Refusal {
     ChangedAtDestination { what: String },
 }
 
+/// The longest name an entry may have: PATH_MAX (4096 with its NUL), the most a path given to Linux may hold, and
+/// what GNU tar and rsync can handle. It also bounds what one entry costs a plan: each of its directories that the
+/// backup lacks is made and walked to from the root, so a longer name would cost time and memory growing with its
+/// square.
+pub const MAX_NAME: usize = 4095;
+
 /// Checks a raw name and normalises it. `strip_prefix`, when given, is removed first (a deliberate choice of the
-/// caller, e.g. `/` for an archive made with `tar -P`); without it a leading `/` is refused.
+/// caller, e.g. `/` for an archive made with `tar -P`); without it a leading `/` is refused, and so is a name
+/// longer than [`MAX_NAME`] once normalised.
 pub fn check_name(raw: &[u8], strip_prefix: Option<&[u8]>) -> Result<RelPath, Refusal> {
     if raw.is_empty() {
         return Err(Refusal::EmptyName);
@@ -166,6 +179,9 @@ pub fn check_name(raw: &[u8], strip_prefix: Option<&[u8]>) -> Result<RelPath, Re
                 out.extend_from_slice(c);
             }
         }
+    }
+    if out.len() > MAX_NAME {
+        return Err(Refusal::NameTooLong { bytes: out.len() });
     }
     Ok(RelPath(out))
 }
@@ -231,6 +247,15 @@ mod tests {
         assert_eq!(check_name(b"a/..", None), Err(Refusal::DotDot));
         assert_eq!(check_name(b"/etc/x", None), Err(Refusal::Absolute));
         assert_eq!(check_name(b"//etc/x", None), Err(Refusal::Absolute));
+        // PATH_MAX, counted once normalised: `./` and doubled slashes do not count.
+        let longest = "a/".repeat(MAX_NAME / 2) + "b";
+        assert_eq!(ok(format!("./{longest}").as_bytes()).len(), MAX_NAME);
+        assert_eq!(
+            check_name(format!("{longest}c").as_bytes(), None),
+            Err(Refusal::NameTooLong {
+                bytes: MAX_NAME + 1
+            })
+        );
     }
 
     #[test]
