@@ -125,10 +125,6 @@ pub fn catalog(
                     "its index is named {}, not a plain file name",
                     crate::stdx::show_str(&bad.name)
                 ))
-            } else if !s.kind.is_full() {
-                Content::Unreadable(
-                    "it is incremental, which a bucket cannot be read through yet".into(),
-                )
             } else {
                 index_bytes = s
                     .index

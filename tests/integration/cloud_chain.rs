@@ -276,3 +276,43 @@ fn an_encrypted_set_gets_incrementals_on_a_bucket_through_its_local_index_copy()
         serde_json::from_slice(&s3.get(&format!("enc/backups/{third}/backup.json"))).unwrap();
     assert_eq!(meta["sets"][0]["kind"], "full", "{meta}");
 }
+
+/// `ls` and `find` on a bucket read an incremental backup through its index, a complete manifest of the snapshot,
+/// as on a drive: after a second upload (an incremental on the first), `ls --source cloud` lists the newest backup
+/// (a file kept in the full, the changed one and the new one), and `find` finds the unchanged file in both
+/// backups. Before: both refused every incremental on a bucket ("it is incremental, which a bucket cannot be read
+/// through yet"), so with incrementals on (the default) `ls` of the newest upload exited 1 and `find` searched
+/// only the full.
+#[test]
+fn ls_and_find_read_an_incremental_on_a_bucket_through_its_index() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = first_upload(&g, "", "laptop");
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    t.write("home/notes/new.txt", "a new file\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let all = stamps(&s3, "laptop");
+    assert_eq!(all.len(), 2, "{all:?}");
+    let home = t.home().display().to_string();
+
+    let ls = t
+        .cmd()
+        .args(["ls", "--source", "cloud", "-R", &home])
+        .status(0);
+    ls.stderr_lacks("incremental, which a bucket cannot be read");
+    ls.stdout_has(&format!("{} set docs", all[1]));
+    for f in ["photos/big.raw", "notes/todo.txt", "notes/new.txt"] {
+        ls.stdout_has(&format!("{home}/{f}"));
+    }
+
+    let found = t
+        .cmd()
+        .args(["find", "--source", "cloud", "big.raw"])
+        .status(0);
+    found.stderr_lacks("was not searched");
+    for stamp in &all {
+        found.stdout_has(stamp);
+    }
+}
