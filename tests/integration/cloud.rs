@@ -979,3 +979,17 @@ fn external_to_a_cloud_with_wrong_keys_a_missing_bucket_or_a_closed_port_fails_c
         dry.stdout_has("REFUSED");
     }
 }
+
+/// `status` with a bucket as the only destination does not tell the user to configure one: its drives section
+/// says there is no drive and points at the cloud destinations below (which list the bucket, here unreachable).
+/// Before: "destinations: none configured (add one to "destinations" for the external phase)" above the bucket
+/// the config has.
+#[test]
+fn status_with_only_a_bucket_does_not_say_no_destination_is_configured() {
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let t = with_keys(&config(&closed, "bucket1", ""), "GK0123", "s3cr3t");
+    let out = t.cmd().args(["status"]).output();
+    out.stdout_lacks("none configured");
+    out.stdout_has("no drive configured (the cloud destinations are below)");
+    out.stdout_has("cloud destinations:");
+}
