@@ -316,3 +316,48 @@ fn ls_and_find_read_an_incremental_on_a_bucket_through_its_index() {
         found.stdout_has(stamp);
     }
 }
+
+/// `restore --verify --source cloud` of an incremental checks the archives it depends on too: with the full's
+/// archive altered on the server (one byte), verifying the newest backup (an incremental on that full) exits 1 and
+/// names the full's object; the bytes said beforehand count the chain's archives. Before: it hashed only the
+/// incremental's own objects and said "intact" while the file kept in the full could not be restored.
+#[test]
+fn verify_of_an_incremental_on_a_bucket_checks_the_archives_it_depends_on() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = first_upload(&g, "", "laptop");
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let all = stamps(&s3, "laptop");
+    assert_eq!(all.len(), 2, "{all:?}");
+    let full_part = format!("laptop/backups/{}/docs.tar.part000", all[0]);
+    let full_bytes = s3.list(&full_part)[0].1;
+
+    let verify = t
+        .cmd()
+        .args(["restore", "--verify", "--source", "cloud"])
+        .status(0);
+    verify.stdout_has(&format!("ok         {}/docs.tar.part000", all[0]));
+    verify.stdout_has("intact");
+    assert!(
+        verify
+            .stdout
+            .contains(&format!("backup {} on offsite", all[1])),
+        "{}",
+        verify.stdout
+    );
+
+    alter_on_server(&t, &s3, &full_part, 0x01);
+    let verify = t
+        .cmd()
+        .args(["restore", "--verify", "--source", "cloud"])
+        .status(1);
+    verify.stdout_has(&format!("mismatch   {}/docs.tar.part000", all[0]));
+    verify.stdout_lacks("intact: every object");
+    assert!(
+        full_bytes > 3 << 20,
+        "the full holds the 3 MiB file: {full_bytes}"
+    );
+}
