@@ -993,3 +993,37 @@ fn status_with_only_a_bucket_does_not_say_no_destination_is_configured() {
     out.stdout_has("no drive configured (the cloud destinations are below)");
     out.stdout_has("cloud destinations:");
 }
+
+/// Every `--json` output read from a bucket matches its schema in `docs/json/`: `ls` and `find` (whose entries say
+/// `"source": "cloud"`), `restore --verify` (a bucket's report: each object hashed against `verification.sha256`)
+/// and `cloud check` (`docs/json/cloud-check.json`). Before: ls.json and find.json allowed only `local` and
+/// `external`, restore-verify.json described only the drive's report, and `cloud check --json` had no schema.
+#[test]
+fn the_json_read_from_a_bucket_matches_its_schemas() {
+    let Some((g, _s3)) = garage_and_client() else {
+        return;
+    };
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, ""),
+        &g.key.id,
+        &g.key.secret,
+    );
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let home = t.home().display().to_string();
+    for (schema, args) in [
+        ("ls", vec!["ls", "--source", "cloud", &home]),
+        ("find", vec!["find", "--source", "cloud", "todo.txt"]),
+        (
+            "restore-verify",
+            vec!["restore", "--verify", "--source", "cloud"],
+        ),
+        ("cloud-check", vec!["cloud", "check", "offsite"]),
+    ] {
+        let out = t.cmd().args(["--json"]).args(&args).status(0);
+        let v: serde_json::Value = out.json();
+        assert_eq!(v["format"], 1, "{schema}: {}", out.stdout);
+        crate::json::assert_valid(schema, &v);
+    }
+}
