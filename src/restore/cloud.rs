@@ -132,6 +132,23 @@ impl CloudBackup {
         Ok(())
     }
 
+    /// Bytes of the archives of the backups it depends on, of the sets restored (what an incremental's restore may
+    /// read there, and what `--verify` downloads there).
+    pub fn chain_bytes(&self, set: Option<&str>) -> u64 {
+        self.chain.iter().fold(0u64, |t, (_, meta, _)| {
+            meta.sets
+                .iter()
+                .filter(|s| self.selected(s, set))
+                .flat_map(|s| &s.archive)
+                .fold(t, |t, f| t.saturating_add(f.bytes))
+        })
+    }
+
+    /// Whether `s` (a set of this backup or of one it depends on) is among the sets restored.
+    fn selected(&self, s: &crate::external::layout::SetRecord, set: Option<&str>) -> bool {
+        set.is_none_or(|n| n == s.set) && self.meta.sets.iter().any(|r| r.set == s.set)
+    }
+
     /// Bytes of the archives and indexes of the sets restored (what a whole-set restore or `--verify` downloads).
     pub fn bytes(&self, set: Option<&str>) -> (u64, u64) {
         let sum = |r: &[FileRecord]| r.iter().fold(0u64, |t, f| t.saturating_add(f.bytes));
@@ -313,16 +330,7 @@ pub fn verify(b: &CloudBackup, set: Option<&str>, ui: &Ui) -> anyhow::Result<Clo
     let (archives, indexes) = b.bytes(set);
     // An incremental's sets keep files in the archives of the backups it depends on: those archives are checked
     // too, each against its own backup's `verification.sha256` (named `<stamp>/<object>`).
-    let selected = |s: &crate::external::layout::SetRecord| {
-        set.is_none_or(|n| n == s.set) && b.meta.sets.iter().any(|r| r.set == s.set)
-    };
-    let chain_bytes = b.chain.iter().fold(0u64, |t, (_, meta, _)| {
-        meta.sets
-            .iter()
-            .filter(|s| selected(s))
-            .flat_map(|s| &s.archive)
-            .fold(t, |t, f| t.saturating_add(f.bytes))
-    });
+    let chain_bytes = b.chain_bytes(set);
     ui.info(format_args!(
         "{}: --verify downloads {} from {} (egress may be billed)",
         b.destination,
@@ -364,7 +372,7 @@ pub fn verify(b: &CloudBackup, set: Option<&str>, ui: &Ui) -> anyhow::Result<Clo
     let chain = b.chain.iter().flat_map(|(stamp, meta, _)| {
         meta.sets
             .iter()
-            .filter(|s| selected(s))
+            .filter(|s| b.selected(s, set))
             .flat_map(|s| &s.archive)
             .map(move |f| (format!("{stamp}/"), format!("{BACKUPS}{stamp}/"), f))
     });

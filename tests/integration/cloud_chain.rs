@@ -361,3 +361,48 @@ fn verify_of_an_incremental_on_a_bucket_checks_the_archives_it_depends_on() {
         "the full holds the 3 MiB file: {full_bytes}"
     );
 }
+
+/// The bytes a restore from a bucket says it will download, before it starts, count the archives of the backups
+/// an incremental depends on: restoring the 3 MiB file kept in the full from the newest backup (an incremental of
+/// a few KiB) announces "at most" MiB, not KiB, and a whole set counts them too. Before: only the incremental's own
+/// archive was counted ("at most 20.0 KiB of archives", then 3 MiB downloaded).
+#[test]
+fn a_restore_from_an_incremental_on_a_bucket_says_the_chains_bytes_first() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = first_upload(&g, "", "laptop");
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    assert_eq!(stamps(&s3, "laptop").len(), 2);
+    let home = t.home().display().to_string();
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "cloud", "--path"])
+        .args([format!("{home}/photos/big.raw")])
+        .args(["--target"])
+        .args([t.path("r-one")])
+        .status(0);
+    assert!(
+        out.stderr.contains(" MiB of archives"),
+        "the 3 MiB file's archive is counted before the restore: {}",
+        out.stderr
+    );
+    assert_restored(
+        &t,
+        &t.path("r-one"),
+        &["photos/big.raw"],
+        "a file kept in the full",
+    );
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
+        .args([t.path("r-set")])
+        .status(0);
+    assert!(
+        out.stderr.contains(" MiB (the archives"),
+        "a whole set counts the chain's archives: {}",
+        out.stderr
+    );
+}
