@@ -1027,3 +1027,37 @@ fn the_json_read_from_a_bucket_matches_its_schemas() {
         crate::json::assert_valid(schema, &v);
     }
 }
+
+/// `dbackup --dry-run cloud check` changes nothing on the bucket: it lists (the keys, the bucket, unfinished
+/// uploads) and says what it would write, read back, delete and lock, without a PUT, POST or DELETE (counted on
+/// Garage's side). Before: the dry run wrote, read and deleted its probe object as a real check does (and with
+/// `--object-lock` would have left a locked object behind for a day).
+#[test]
+fn a_dry_run_cloud_check_writes_nothing() {
+    let Some((g, _s3)) = logging_garage_and_client() else {
+        return;
+    };
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, ""),
+        &g.key.id,
+        &g.key.secret,
+    );
+    let from = g.requests_logged().len();
+    let out = t
+        .cmd()
+        .args(["--dry-run", "cloud", "check", "offsite", "--object-lock"])
+        .status(0);
+    let writes: Vec<String> = g.requests_logged()[from..]
+        .iter()
+        .filter(|r| r.method != "GET" && r.method != "HEAD")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a dry run wrote: {writes:?}\n{}",
+        out.stdout
+    );
+    out.stdout_has("ok    list");
+    out.stdout_has("skip  write       not tried: --dry-run writes nothing");
+    out.stdout_has("skip  object_lock not tried: --dry-run writes nothing");
+}
