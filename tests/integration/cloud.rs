@@ -1061,3 +1061,43 @@ fn a_dry_run_cloud_check_writes_nothing() {
     out.stdout_has("skip  write       not tried: --dry-run writes nothing");
     out.stdout_has("skip  object_lock not tried: --dry-run writes nothing");
 }
+
+/// One backup on a bucket whose `backup.json` is not valid (here: a `depends_on` naming a later backup, with its
+/// sums line made to match) does not hide the others from `find`: it is named as not searched (exit 1, as for any
+/// backup not searched) and the matches in the other backup are printed. Before: `find` stopped at that
+/// `backup.json` and printed nothing.
+#[test]
+fn find_on_a_bucket_searches_past_a_backup_whose_metadata_is_invalid() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, ""),
+        &g.key.id,
+        &g.key.secret,
+    );
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external", "--full"]).status(0);
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external", "--full"]).status(0);
+    let mut stamps: Vec<String> = s3
+        .list("laptop/backups/")
+        .into_iter()
+        .filter_map(|(k, _)| k.split('/').nth(2).map(str::to_string))
+        .filter(|s| s != "LATEST")
+        .collect();
+    stamps.dedup();
+    assert_eq!(stamps.len(), 2, "{stamps:?}");
+    let later = stamps[1].clone();
+    edit_meta_on_server(&t, &s3, &format!("laptop/backups/{}/", stamps[0]), |m| {
+        m["depends_on"] = serde_json::json!([later]);
+    });
+    let out = t
+        .cmd()
+        .args(["find", "--source", "cloud", "todo.txt"])
+        .status(1);
+    out.stdout_has(&format!("{}  offsite", stamps[1]));
+    out.stderr_has(&format!("offsite {} was not searched", stamps[0]));
+}
