@@ -7,8 +7,8 @@ use testkit::objstore::{Garage, S3Client};
 use crate::harness::Test;
 
 use crate::cloud::{
-    alter_on_server, assert_restored, config, garage_and_client, no_secret, populate, requests,
-    requests_line, with_keys,
+    alter_on_server, assert_restored, config, garage_and_client, no_secret, populate,
+    put_on_server, requests, requests_line, with_keys,
 };
 
 /// The files of the set after the chain tests' changes.
@@ -405,4 +405,38 @@ fn a_restore_from_an_incremental_on_a_bucket_says_the_chains_bytes_first() {
         "a whole set counts the chain's archives: {}",
         out.stderr
     );
+}
+
+/// A file an incremental on a bucket keeps in a base that is gone (its `backup.json` replaced on the server by bytes that are not JSON) fails
+/// to restore with a message that names no drive. Before: "... whose archive of this set is not on the drive".
+#[test]
+fn a_file_kept_in_a_missing_base_on_a_bucket_is_not_said_to_be_on_a_drive() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = first_upload(&g, "", "laptop");
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let all = stamps(&s3, "laptop");
+    assert_eq!(all.len(), 2, "{all:?}");
+    put_on_server(
+        &t,
+        &s3,
+        &format!("laptop/backups/{}/backup.json", all[0]),
+        b"not json",
+    );
+    let home = t.home().display().to_string();
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "cloud", "--path"])
+        .args([format!("{home}/photos/big.raw")])
+        .args(["--target"])
+        .args([t.path("r")])
+        .status(1);
+    out.stderr_lacks("not on the drive");
+    out.stderr_has(&format!(
+        "its content is kept in backup {}, whose archive of this set is missing",
+        all[0]
+    ));
 }
