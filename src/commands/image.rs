@@ -30,8 +30,21 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
             if ui.json {
                 super::print_json(&serde_json::json!({ "out": out, "pieces": pieces }))?;
             } else {
-                for p in &pieces {
-                    ui.info(crate::stdx::show_str(&p.line()));
+                let rows: Vec<Vec<String>> = pieces
+                    .iter()
+                    .map(|p| {
+                        let note = p.note.as_deref().map(|n| format!(": {n}"));
+                        [
+                            &p.name,
+                            &p.status,
+                            &format!("{}{}", p.source, note.unwrap_or_default()),
+                        ]
+                        .map(|cell| crate::stdx::show_str(cell))
+                        .to_vec()
+                    })
+                    .collect();
+                for line in crate::stdx::table(&rows).lines() {
+                    ui.info(line);
                 }
                 crate::outln!("{}", out.display());
             }

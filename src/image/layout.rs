@@ -93,22 +93,6 @@ pub struct KitRecord {
     pub file: Option<FileRecord>,
 }
 
-impl KitRecord {
-    /// The piece in one line, as `image kit --out` lists what it wrote (name, status, source, note).
-    pub fn line(&self) -> String {
-        format!(
-            "{:<28} {:<9} {}{}",
-            self.name,
-            self.status,
-            self.source,
-            self.note
-                .as_deref()
-                .map(|n| format!(": {n}"))
-                .unwrap_or_default()
-        )
-    }
-}
-
 /// A partition image.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageRecord {

@@ -652,6 +652,34 @@ fn image_kit_on_this_machine_explains_every_piece() {
     }
     let guide = fs::read_to_string(out_dir.join("RESTORE-SYSTEM.md")).unwrap();
     assert!(guide.contains("## 5. The boot loader (by hand)"), "{guide}");
+
+    // Without --json the pieces are a table on stderr: each status starts in the same column, however long the
+    // piece's name (before, a name over 28 characters, `nixos-hardware-configuration.nix`, pushed its row out).
+    let out = t
+        .cmd()
+        .no_config()
+        .args(["image", "kit", "--out"])
+        .args([t.path("kit2")])
+        .status(0);
+    let columns: std::collections::BTreeSet<usize> = out
+        .stderr
+        .lines()
+        .filter(|l| {
+            pieces
+                .iter()
+                .any(|p| l.trim_start().starts_with(p["name"].as_str().unwrap()))
+        })
+        .map(|l| {
+            let name_end = l.len() - l.trim_start().len() + l.trim_start().find(' ').unwrap();
+            name_end + l[name_end..].len() - l[name_end..].trim_start().len()
+        })
+        .collect();
+    assert_eq!(
+        columns.len(),
+        1,
+        "statuses in several columns:\n{}",
+        out.stderr
+    );
 }
 
 /// An external run writes the kit into the backup, named in backup.json and covered by verification.sha256 (and by
