@@ -138,11 +138,13 @@ rec {
                     description = "The destination's name, recorded on the drive.";
                   };
                   path = mkOption {
-                    type = types.str;
+                    type = types.nullOr types.str;
+                    default = null;
                     example = "/run/media/payne/T9";
                     description = ''
                       Where the drive is mounted (`~` and `$VAR` expand). The external unit is wanted by this
-                      path's mount unit (`run-media-payne-T9.mount`).
+                      path's mount unit (`run-media-payne-T9.mount`). A bucket (`kind = "s3"` or `"b2"`) has none;
+                      `dbackup config check` asks a drive for one.
                     '';
                   };
                   fs_uuid = mkOption {
@@ -193,7 +195,7 @@ rec {
     };
 
   # Assertions that no file of a secret reaches the Nix store: `identity_file`, `passphrase_file` and
-  # `recipients_file` of `encryption` and of each destination's `encryption` must be strings (a Nix path is copied
+  # `recipients_file` of `encryption` and of each destination's `encryption`, and a bucket's `credentials_file`, must be strings (a Nix path is copied
   # into the store when the config is written) naming a file outside the store (after `~` and `$VAR` expand).
   secretAssertions =
     {
@@ -209,22 +211,34 @@ rec {
         USER = user;
         LOGNAME = user;
       };
+      keyFiles = [
+        "identity_file"
+        "passphrase_file"
+        "recipients_file"
+      ];
       places =
         [
           {
             where = "${option}.encryption";
             value = settings.encryption or null;
+            keys = keyFiles;
           }
         ]
-        ++ lib.imap0 (i: d: {
-          where = "${option}.destinations.${toString i}.encryption";
-          value = d.encryption or null;
-        }) (settings.destinations or [ ]);
-      keys = [
-        "identity_file"
-        "passphrase_file"
-        "recipients_file"
-      ];
+        ++ lib.concatLists (
+          lib.imap0 (i: d: [
+            {
+              where = "${option}.destinations.${toString i}.encryption";
+              value = d.encryption or null;
+              keys = keyFiles;
+            }
+            # A bucket's keys.
+            {
+              where = "${option}.destinations.${toString i}";
+              value = d;
+              keys = [ "credentials_file" ];
+            }
+          ]) (settings.destinations or [ ])
+        );
       check =
         where: key: v:
         let
@@ -247,15 +261,15 @@ rec {
               else
                 "not a string"
             )
-            + ": the store is readable by every user of the machine, and a key, a passphrase or a recipients"
-            + " file in it is no longer yours. Write the path of the file on the machine as a string (\"~/.config/"
+            + ": the store is readable by every user of the machine, and a key, a passphrase, a recipients"
+            + " or a credentials file in it is no longer yours. Write the path of the file on the machine as a string (\"~/.config/"
             + "dbackup/key.txt\"), a file you created there with mode 0600.";
         };
     in
     lib.concatMap (
       p:
       lib.optionals (builtins.isAttrs p.value) (
-        map (key: check p.where key p.value.${key}) (builtins.filter (k: p.value ? ${k}) keys)
+        map (key: check p.where key p.value.${key}) (builtins.filter (k: p.value ? ${k}) p.keys)
       )
     ) places;
 

@@ -185,6 +185,9 @@ let
 
   setBySystemd = [ "HOME" "USER" "LOGNAME" ];
 
+  # A destination that is a drive (`kind` absent or `drive`), not a bucket.
+  isDrive = d: (d.kind or "drive") == "drive";
+
   # What the units see of the settings, for the arguments of `render` (below): the variables the config uses and
   # the units therefore set (`environment`), the expanded backup root, and the run log's directory
   # ($XDG_STATE_HOME/dbackup with the units' environment).
@@ -194,8 +197,14 @@ let
       env = environment // { HOME = home; USER = user; LOGNAME = user; };
       configStrings =
         optional (settings ? backup_root) settings.backup_root
-        ++ builtins.concatLists (map (s: (s.sources or [ ]) ++ (s.exclusions or [ ])) (settings.backup_sets or [ ]))
-        ++ map (d: d.path) (settings.destinations or [ ]);
+        ++ builtins.concatLists (map (s: (s.sources or [ ]) ++ (s.exclusions or [ ]) ++ (s.exclude_from or [ ])) (settings.backup_sets or [ ]))
+        ++ map (d: d.path) (filter isDrive (settings.destinations or [ ]))
+        ++ builtins.concatMap (d: optional (d ? credentials_file) d.credentials_file) (settings.destinations or [ ])
+        # What else a run expands: rsync options' values, the encryption files, the page's path.
+        ++ builtins.concatLists (map (s: s.rsync_args or [ ]) (settings.backup_sets or [ ]))
+        ++ builtins.concatMap (e: builtins.concatMap (k: optional (e ? ${k}) e.${k}) [ "recipients_file" "identity_file" "passphrase_file" ])
+          (builtins.filter builtins.isAttrs ([ (settings.encryption or null) ] ++ map (d: d.encryption or null) (settings.destinations or [ ])))
+        ++ optional ((settings.report or { }) ? path) settings.report.path;
       used = builtins.concatLists (map variables configStrings)
         ++ optional (!(settings ? backup_root) && (environment.DBACKUP or "") != "") "DBACKUP";
       unitEnvironment = listToAttrs (map (name: { inherit name; value = env.${name} or (throw "dbackup: the config uses \$${name}: set it in the module's `environment` option"); })
@@ -230,7 +239,8 @@ let
       triggered = external != "manual";
       triggers = triggered && mounts != [ ];
       env = environment // { HOME = home; USER = user; LOGNAME = user; };
-      destinations = settings.destinations or [ ];
+      # The drives: a bucket (`kind` s3 or b2) has no path, no mount unit and no udev rule.
+      destinations = filter isDrive (settings.destinations or [ ]);
       # `report.serve`: the status page's server, a unit only when `unit` asks for it (off by default).
       serve = (settings.report or { }).serve or { };
       serveUnit = serve.unit or false;
@@ -244,8 +254,16 @@ let
       drives = map (d: d // { path = expandPath env d.path; }) destinations;
       mounts = map (d: builtins.seq (pathWord "path" d.path) (mountUnit d.path)) drives;
       # What the system units may write: the root, the run log, the drives (`-`: absent is no error).
+      # The status page's directory when the config puts it somewhere of its own (`report.path`).
+      report = settings.report or { };
+      reportDir =
+        if report ? path && (report.write or true) then
+          dirOf (builtins.seq (pathWord "report.path" (expandPath env report.path)) (expandPath env report.path))
+        else
+          null;
       writable = [ root (pathWord "the state directory" stateDir) ]
-        ++ map (d: settingWord "path" "-${d.path}") drives;
+        ++ map (d: settingWord "path" "-${d.path}") drives
+        ++ optional (reportDir != null) (settingWord "report.path" "-${reportDir}");
 
       # The programs the units' runs start by name (src/systemd Input::programs, notify::sinks::programs).
       notifications = settings.notifications or { };

@@ -114,11 +114,17 @@ pub fn print_error(error: &str, exit: u8) {
     crate::outln!("{}", error_text(error, exit));
 }
 
-/// A usage error's message for the error object: clap's first line, without its `error: ` (the usage and the hint
-/// to try `--help` that follow are for people).
-pub fn usage_line(clap_message: &str) -> &str {
-    let line = clap_message.lines().next().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line)
+/// A usage error's message for the error object: clap's first paragraph, without its `error: `, on one line (the
+/// usage and the hint to try `--help` that follow are for people). A paragraph goes on when clap lists what it
+/// means: "the following required arguments were not provided: <NAME>".
+pub fn usage_line(clap_message: &str) -> String {
+    let first: Vec<&str> = clap_message
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let line = first.join(" ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_string()
 }
 
 /// The pretty-printed error object of a failed run.

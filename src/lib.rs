@@ -73,7 +73,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Systemd(cmd) => commands::systemd::run(&cli.global, cmd),
         Command::Image(cmd) => commands::image::run(&cli.global, cmd),
         Command::Cloud(cmd) => commands::cloud::run(&cli.global, cmd),
-        Command::Generate(cmd) => commands::generate::run(cmd),
+        Command::Generate(cmd) => commands::generate::run(&cli.global, cmd),
     }
 }
 
@@ -95,7 +95,7 @@ pub fn main_entry() -> std::process::ExitCode {
             let _ = e.print();
             if e.use_stderr() && json::asked(std::env::args_os()) {
                 let message = e.to_string();
-                json::print_error(json::usage_line(&message), Exit::Usage.code());
+                json::print_error(&json::usage_line(&message), Exit::Usage.code());
                 let _ = stdx::out::finish();
             }
             return ExitCode::from(if e.use_stderr() {

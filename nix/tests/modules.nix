@@ -524,6 +524,29 @@ let
 
   # The status page's server, asked for in the settings.
   serving = lib.recursiveUpdate settings { report.serve.unit = true; };
+  # A bucket beside the drive: no path, no mount, no rule.
+  nBucket = nixos (
+    payne
+    // {
+      services.dbackup = {
+        enable = true;
+        user = "payne";
+        settings = settings // {
+          destinations = settings.destinations ++ [
+            {
+              name = "offsite";
+              kind = "s3";
+              bucket = "bucket1";
+              endpoint = "https://s3.example.org";
+              region = "garage";
+              allow_unencrypted = true;
+            }
+          ];
+        };
+        environment.DDATA = "/data";
+      };
+    }
+  );
   nServe = nixos (
     payne
     // {
@@ -631,6 +654,13 @@ let
               name = "spare";
               path = "/media/payne/spare";
               encryption.identity_file = "~/.config/dbackup/key.txt";
+            }
+            {
+              # A bucket's keys (`~/.aws/credentials` format): a secret file like the others.
+              name = "offsite";
+              path = "/unused";
+              kind = "s3";
+              credentials_file = ./no-such-credentials;
             }
           ];
         };
@@ -971,10 +1001,32 @@ let
           store = true;
           why = true;
         }
+        {
+          where = "services.dbackup.settings.destinations.2.credentials_file";
+          path = true;
+          store = false;
+          why = true;
+        }
       ]
     )
     (check "nixos secrets: the path named in the message, not copied" (lib.any (lib.hasInfix "/nix/tests/no-such-identity.txt") (failed secrets.config)) true)
     (check "nixos: no assertion fails for a good config" (failed n1c) [ ])
+    # A bucket is a destination without a path (before: the typed `path` option had no default, so a bucket could not
+    # be configured, and nix/lib.nix read it as a drive).
+    (check "nixos: a bucket beside a drive evaluates, the drive alone wanted and writable"
+      {
+        failed = failed nBucket.config;
+        wantedBy = nBucket.config.systemd.services.dbackup-external.wantedBy;
+        writable = nBucket.config.systemd.services.dbackup-external.serviceConfig.ReadWritePaths;
+        bucketPath = (lib.last nBucket.config.services.dbackup.settings.destinations) ? path;
+      }
+      {
+        failed = [ ];
+        wantedBy = external.wantedBy;
+        writable = external.serviceConfig.ReadWritePaths;
+        bucketPath = false;
+      }
+    )
 
     # Item 4: what the enabled sinks start is on the units' PATH (main's wrapper had only rsync and util-linux, so
     # notify-send was not found, and https notifications ran curl, which nothing provided).

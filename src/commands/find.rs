@@ -9,16 +9,13 @@ use std::collections::BTreeMap;
 use crate::browse::{self, FindOutput, Found, Pattern, Scope, Shown, Version};
 use crate::cli::{FindArgs, GlobalArgs};
 use crate::exit::Exit;
-use crate::expand::Env;
 use crate::restore::keys::KeyRing;
 use crate::restore::select::Kept;
-use crate::settings::Settings;
 use crate::stdx::show;
 use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
-    let env = Env::from_process();
-    let settings = Settings::load(global.config.as_deref(), super::output(global), &env)?;
+    let settings = super::load_settings(global)?;
     let ui = Ui::new(&settings.output);
     let source = args.source.as_ref().map(|s| s.kept);
     super::drive_needs_drive_source(args.drive.is_some(), source)?;

@@ -7,10 +7,10 @@ use std::path::Path;
 use anyhow::Context;
 use clap::CommandFactory;
 
-use crate::cli::{Cli, GenerateCommand};
+use crate::cli::{Cli, GenerateCommand, GlobalArgs};
 use crate::exit::Exit;
 
-pub fn run(cmd: GenerateCommand) -> anyhow::Result<Exit> {
+pub fn run(global: &GlobalArgs, cmd: GenerateCommand) -> anyhow::Result<Exit> {
     match cmd {
         GenerateCommand::Completions { shell } => {
             // The script calls `dbackup` by name on each TAB (`complete`), so set and destination names
@@ -26,15 +26,22 @@ pub fn run(cmd: GenerateCommand) -> anyhow::Result<Exit> {
             }
         }
         GenerateCommand::Man { dir } => {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            let write = !global.dry_run;
+            if write {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
             // The page has its own EXIT STATUS section: the closing text without `--help`'s list of codes.
             let mut command =
                 without_help_subcommands(Cli::command().after_help(crate::cli::AFTER_HELP));
             command.build();
-            let written = man_pages(&command, &dir, true)?;
+            let written = man_pages(&command, &dir, true, write)?;
             for page in written {
-                crate::outln!("{}", page);
+                if write {
+                    crate::outln!("{}", page);
+                } else {
+                    crate::errln!("dry run: would write {page}");
+                }
             }
         }
     }
@@ -50,16 +57,24 @@ fn without_help_subcommands(cmd: clap::Command) -> clap::Command {
 
 /// Writes the page of `cmd` (`dbackup.1`, `dbackup-collect.1`, `dbackup-systemd-render.1`, ...: clap names them after
 /// `build`) and of each of its visible subcommands; hidden commands get none. `root` is the page of `dbackup`
-/// itself, which also gets FILES and ENVIRONMENT. Returns the paths written.
-fn man_pages(cmd: &clap::Command, dir: &Path, root: bool) -> anyhow::Result<Vec<String>> {
+/// itself, which also gets FILES and ENVIRONMENT. Returns the paths written (with `write` false, a dry run: the
+/// paths it would write).
+fn man_pages(
+    cmd: &clap::Command,
+    dir: &Path,
+    root: bool,
+    write: bool,
+) -> anyhow::Result<Vec<String>> {
     let man = clap_mangen::Man::new(cmd.clone());
     let path = dir.join(man.get_filename());
     let page = man_page(&man, root);
-    std::fs::write(&path, page)
-        .with_context(|| format!("cannot write the man page {}", path.display()))?;
+    if write {
+        std::fs::write(&path, page)
+            .with_context(|| format!("cannot write the man page {}", path.display()))?;
+    }
     let mut written = vec![path.display().to_string()];
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        written.extend(man_pages(sub, dir, false)?);
+        written.extend(man_pages(sub, dir, false, write)?);
     }
     Ok(written)
 }

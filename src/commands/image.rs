@@ -26,7 +26,16 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
     let settings = super::load_settings(global).ok();
     match &args.out {
         Some(out) => {
-            let (_, pieces) = image::kit_to_dir(settings.as_ref(), out)?;
+            // A dry run collects the kit where it is thrown away and says what `out` would receive.
+            let scratch = if global.dry_run {
+                Some(tempfile::Builder::new().prefix("dbackup-kit-").tempdir()?)
+            } else {
+                None
+            };
+            let into = scratch
+                .as_ref()
+                .map_or_else(|| out.clone(), |d| d.path().join("kit"));
+            let (_, pieces) = image::kit_to_dir(settings.as_ref(), &into)?;
             if ui.json {
                 super::print_json(&serde_json::json!({ "out": out, "pieces": pieces }))?;
             } else {
@@ -46,7 +55,15 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
                 for line in crate::stdx::table(&rows).lines() {
                     ui.info(line);
                 }
-                crate::outln!("{}", out.display());
+                if scratch.is_some() {
+                    ui.info(format_args!(
+                        "dry run: would write these {} files to {}",
+                        pieces.len(),
+                        out.display()
+                    ));
+                } else {
+                    crate::outln!("{}", out.display());
+                }
             }
         }
         None => {

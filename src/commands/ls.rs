@@ -12,7 +12,6 @@ use crate::restore::choose::{self, Standing};
 use crate::restore::keys::KeyRing;
 use crate::restore::select::Kept;
 use crate::restore::select::{self, DateQuery};
-use crate::settings::Settings;
 use crate::stdx::show;
 use crate::ui::Ui;
 
@@ -26,7 +25,7 @@ fn failed(msg: impl Into<String>) -> anyhow::Error {
 
 pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();
-    let settings = Settings::load(global.config.as_deref(), super::output(global), &env)?;
+    let settings = super::load_settings(global)?;
     let ui = Ui::new(&settings.output);
     let query: DateQuery = match &args.date {
         Some(d) => d.parse().map_err(usage)?,

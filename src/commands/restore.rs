@@ -37,7 +37,7 @@ use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();
-    let settings = Settings::load(global.config.as_deref(), super::output(global), &env)?;
+    let settings = super::load_settings(global)?;
     run_with_settings(&settings, &env, &args)
 }
 

@@ -159,7 +159,7 @@ pub fn render(
 
     // How to restore.
     if let Some(newest) = metas.first() {
-        restore(&mut b, newest);
+        restore(&mut b, newest, &metas);
     }
     html::document(
         &format!(
@@ -172,7 +172,36 @@ pub fn render(
     )
 }
 
-fn restore(b: &mut String, m: &BackupMeta) {
+/// The backups `set` of `m` is rebuilt from, oldest first, `m` last: its base, that one's base, ... as the drive's
+/// `backup.json` files say (`Err`: the stamp of a base the drive does not hold).
+fn chain<'a>(
+    m: &'a BackupMeta,
+    set: &str,
+    metas: &[&'a BackupMeta],
+) -> Result<Vec<&'a BackupMeta>, String> {
+    let mut chain = vec![m];
+    let mut at = m;
+    // Each base is an older backup (`BackupMeta::check`); the bound holds even against a drive that says otherwise.
+    while let Some(base) = at
+        .sets
+        .iter()
+        .find(|s| s.set == set)
+        .and_then(|s| s.base.as_ref())
+    {
+        if chain.len() > metas.len() {
+            return Err(base.clone());
+        }
+        at = metas
+            .iter()
+            .find(|x| x.stamp == *base)
+            .ok_or_else(|| base.clone())?;
+        chain.push(at);
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+fn restore(b: &mut String, m: &BackupMeta, metas: &[&BackupMeta]) {
     let stamp = shell_word(&m.stamp);
     b.push_str("<section id=\"restore\">\n<h2>Restore with dbackup</h2>\n<p class=\"muted\">Mount the drive, then \
         (with the drive's mount point for <code>/media/you/DRIVE</code>):</p>\n<pre><code>");
@@ -195,12 +224,21 @@ fn restore(b: &mut String, m: &BackupMeta) {
                 .map(|x| format!(" --path {}", shell_word(&x.path.display().to_string())))
                 .collect()
         };
-        lines.push(format!("# set {} of the newest backup", s.set));
+        lines.push(format!(
+            "# set {} of the newest backup",
+            crate::stdx::show_str(&s.set)
+        ));
         lines.push(format!(
             "dbackup restore --drive /media/you/DRIVE --date {stamp} --set {set}{paths}{identity} --target ~/restored"
         ));
     }
-    b.push_str(&lines.iter().map(|l| esc(l)).collect::<Vec<_>>().join("\n"));
+    b.push_str(
+        &lines
+            .iter()
+            .map(|l| html::code(l))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
     b.push_str("</code></pre>\n<h2>Restore without dbackup</h2>\n<p class=\"muted\">Each backup directory is plain \
         tar (encrypted ones: age), checkable with <code>sha256sum</code>:</p>\n<pre><code>");
     let mut lines = vec![
@@ -208,24 +246,59 @@ fn restore(b: &mut String, m: &BackupMeta) {
         "sha256sum -c verification.sha256".to_string(),
         "mkdir -p ~/restored".to_string(),
     ];
-    for s in &m.sets {
+    // One archive extracted: `dir` is where it is from the newest backup's directory ("" for that one).
+    let extract = |dir: &str, s: &layout::SetRecord| {
         let split = s.archive.len() > 1;
         let encrypted = s.encryption.is_some();
-        let file = shell_word(&layout::archive_name(&s.set, encrypted));
+        let file = shell_word(&format!("{dir}{}", layout::archive_name(&s.set, encrypted)));
         let decrypt = match &s.encryption {
             Some(e) if e.passphrase => "age -d",
             Some(_) => "age -d -i ~/identity.txt",
             None => "",
         };
-        let line = match (encrypted, split) {
+        match (encrypted, split) {
             (true, true) => format!("cat {file}.part* | {decrypt} | tar -xpf - -C ~/restored"),
             (true, false) => format!("{decrypt} {file} | tar -xpf - -C ~/restored"),
             (false, true) => format!("cat {file}.part* | tar -xpf - -C ~/restored"),
             (false, false) => format!("tar -xpf {file} -C ~/restored"),
-        };
-        lines.push(line);
+        }
+    };
+    for s in &m.sets {
+        if s.base.is_none() {
+            lines.push(extract("", s));
+            continue;
+        }
+        // An incremental holds only what changed since its base: the set is its chain, extracted oldest first.
+        let set = stdx::show_str(&s.set);
+        match chain(m, &s.set, metas) {
+            Ok(chain) => {
+                lines.push(format!(
+                    "# {set} is incremental: extract its chain, oldest first (files deleted in between come back \
+                     too; docs/RESTORE.md, \"rebuild a chain\", removes them)"
+                ));
+                for c in chain {
+                    let record = c.sets.iter().find(|x| x.set == s.set).unwrap_or(s);
+                    let dir = if std::ptr::eq(c, m) {
+                        String::new()
+                    } else {
+                        format!("../{}/", c.stamp)
+                    };
+                    lines.push(extract(&dir, record));
+                }
+            }
+            Err(missing) => lines.push(format!(
+                "# {set} is incremental on backup {}, which is not on this drive: restore it from an older full backup",
+                stdx::show_str(&missing)
+            )),
+        }
     }
-    b.push_str(&lines.iter().map(|l| esc(l)).collect::<Vec<_>>().join("\n"));
+    b.push_str(
+        &lines
+            .iter()
+            .map(|l| html::code(l))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
     b.push_str("</code></pre>\n</section>\n");
 }
 

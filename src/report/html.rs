@@ -11,7 +11,12 @@ use crate::stdx;
 /// Text for the page: made visible by [`crate::stdx::show_str`] (control characters, invalid bytes), then
 /// HTML-escaped. Every string that reaches the page goes through this or [`attr`].
 pub fn esc(s: &str) -> String {
-    let shown = crate::stdx::show_str(s);
+    code(&crate::stdx::show_str(s))
+}
+
+/// Text that is already visible ([`shell_word`]s, names through [`crate::stdx::show_str`]), HTML-escaped only: a
+/// second pass through the escaper would double the backslashes a shell word needs.
+pub fn code(shown: &str) -> String {
     let mut out = String::with_capacity(shown.len());
     for c in shown.chars() {
         match c {
@@ -32,8 +37,13 @@ pub fn attr(s: &str) -> String {
 }
 
 /// One word for a POSIX shell: as is when it is plain, else in single quotes. `~/` at the start stays outside the
-/// quotes, so the shell still expands it.
+/// quotes, so the shell still expands it. A word the escaper would change (control characters, invalid bytes, a
+/// backslash) is written visible in bash's `$'...'`, whose escapes are the escaper's, so it still pastes exactly.
 pub fn shell_word(s: &str) -> String {
+    let shown = crate::stdx::show_str(s);
+    if shown != s {
+        return format!("$'{}'", shown.replace('\'', r"\'"));
+    }
     let plain = |s: &str| {
         !s.is_empty()
             && s.bytes()
@@ -230,6 +240,7 @@ mod tests {
         assert_eq!(shell_word("/my files/it's"), r"'/my files/it'\''s'");
         assert_eq!(shell_word("$(rm -rf ~)"), "'$(rm -rf ~)'");
         assert_eq!(shell_word(""), "''");
+        assert_eq!(shell_word("a\\b it's\n"), r"$'a\\b it\'s\n'");
     }
 
     #[test]

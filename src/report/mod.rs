@@ -54,7 +54,13 @@ pub fn write_file(path: &Path, html: &str) -> anyhow::Result<()> {
             .recursive(true)
             .mode(0o700)
             .create(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+            .with_context(|| {
+                format!(
+                    "cannot write the status page {}: cannot create {}",
+                    path.display(),
+                    dir.display()
+                )
+            })?;
     }
     crate::snapshot::write_atomic(path, html.as_bytes(), 0o600)
         .map_err(|e| anyhow::anyhow!("{e}"))

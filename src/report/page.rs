@@ -467,9 +467,25 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
             let _ = write!(b, "<td><details><summary>{n}</summary><table>",);
             for bk in h.backups.iter().take(20) {
                 let sets: Vec<&str> = bk.sets.iter().map(|(s, _)| s.as_str()).collect();
+                // Its chain, as `status` shows it: an incremental names its base; a missing base breaks it.
+                let point = d.restore_points.iter().find(|p| p.stamp == bk.stamp);
+                let chain = match point {
+                    Some(p) if p.broken => format!(
+                        " <span class=\"tag bad\">BROKEN: chain of {} incomplete</span>",
+                        esc(&p.chain)
+                    ),
+                    Some(p) => p
+                        .base
+                        .as_ref()
+                        .map(|base| {
+                            format!(" <span class=\"tag\">incremental on {}</span>", esc(base))
+                        })
+                        .unwrap_or_default(),
+                    None => String::new(),
+                };
                 let _ = write!(
                     b,
-                    "<tr><td>{}</td><td class=\"num\">{}</td><td>{}{}</td></tr>",
+                    "<tr><td>{}{chain}</td><td class=\"num\">{}</td><td>{}{}</td></tr>",
                     esc(&bk.stamp),
                     esc(&stdx::bytes(bk.bytes)),
                     esc(&sets.join(", ")),
@@ -618,7 +634,7 @@ fn restore(b: &mut String, h: &History) {
             {
                 lines.push(format!(
                     "# from drive {}: its newest backup{}\ndbackup{config} restore --source external --set {} --date {}{paths} --target ~/restored",
-                    d.name,
+                    crate::stdx::show_str(&d.name),
                     if bk.encrypted { " (encrypted: add --identity FILE)" } else { "" },
                     shell_word(&t.set),
                     shell_word(&bk.stamp)
@@ -638,7 +654,7 @@ fn restore(b: &mut String, h: &History) {
     b.push_str("</section>\n");
 }
 
-/// [`esc`] line by line, keeping the newlines.
+/// [`html::code`] line by line, keeping the newlines: the lines hold shell words and names already made visible.
 fn esc_multiline(s: &str) -> String {
-    s.split('\n').map(esc).collect::<Vec<_>>().join("\n")
+    s.split('\n').map(html::code).collect::<Vec<_>>().join("\n")
 }

@@ -1171,6 +1171,12 @@ impl Builder<'_> {
         {
             self.problem(format!("{at}/credentials_file"), why);
         }
+        if let Some(why) = credentials_file
+            .as_deref()
+            .and_then(|f| secret_in_store(f, Path::new(NIX_STORE)))
+        {
+            self.problem(format!("{at}/credentials_file"), why);
+        }
 
         let encryption = self.encryption_or(&at, d, global_encryption);
         if d.encryption.is_none() && encryption.is_none() && !d.allow_unencrypted {

@@ -729,8 +729,9 @@ fn render_restore_points(out: &mut String, d: &DestinationStatus) {
     let average = recent_average(&d.restore_points);
     let fit = match (fit_more(d.free_bytes, average), average) {
         (Some(n), Some(a)) => format!(
-            "; {} free: about {n} more of {} (the recent average) fit",
+            "; {} free: about {} more of {} (the recent average) fit",
             d.free_bytes.map_or("?".into(), stdx::bytes),
+            stdx::count(n),
             stdx::bytes(a)
         ),
         _ => String::new(),

@@ -132,6 +132,9 @@ pub struct Input {
     pub programs: Vec<String>,
     /// `report.serve.listen` as written, when `report.serve.unit` asks for `dbackup-serve.service`.
     pub serve: Option<String>,
+    /// The directory of the status page, when the config puts it somewhere of its own (`report.path`): the units
+    /// write it after every run.
+    pub report_dir: Option<PathBuf>,
 }
 
 /// A destination: where it mounts, how udev recognises it.
@@ -165,6 +168,21 @@ impl Input {
                 .iter()
                 .filter_map(|d| d.credentials_file.as_deref()),
         );
+        // What else a run expands: rsync options' values, the encryption files, the page's path.
+        for set in &config.backup_sets {
+            strings.extend(set.rsync_args.iter().map(String::as_str));
+        }
+        let encryptions = std::iter::once(&config.encryption)
+            .chain(config.destinations.iter().map(|d| &d.encryption))
+            .flatten();
+        for e in encryptions {
+            strings.extend(
+                [&e.recipients_file, &e.identity_file, &e.passphrase_file]
+                    .into_iter()
+                    .filter_map(|f| f.as_deref()),
+            );
+        }
+        strings.extend(config.report.path.as_deref());
         for s in strings {
             names.extend(variables(s));
         }
@@ -212,6 +230,13 @@ impl Input {
                 .serve
                 .unit
                 .then(|| config.report.serve.listen.clone()),
+            report_dir: config
+                .report
+                .path
+                .as_ref()
+                .and(settings.report.path.as_deref())
+                .and_then(Path::parent)
+                .map(Path::to_path_buf),
         }
     }
 }
@@ -375,6 +400,11 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
         escape::path_word("path", &d.path).map_err(wrap)?;
         writable.push(escape::setting_word("path", &format!("-{path}")).map_err(wrap)?);
         mounts.push(escape::path_unit(&d.path));
+    }
+    if let Some(dir) = &input.report_dir {
+        escape::path_word("report.path", dir)?;
+        let dir = path_str(dir)?;
+        writable.push(escape::setting_word("report.path", &format!("-{dir}"))?);
     }
 
     // What every service has: no new privileges, the environment, and (system) its user and a read-only system.

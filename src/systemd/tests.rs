@@ -35,6 +35,7 @@ fn input(external: ExternalSchedule) -> Input {
         environment: BTreeMap::from([("DDATA".to_string(), "/data 1".to_string())]),
         programs: vec!["blkid".into(), "rsync".into()],
         serve: None,
+        report_dir: None,
     }
 }
 

@@ -173,3 +173,22 @@ fn man_pages_document_exit_status_and_name_only_pages_that_exist() {
         assert!(root.contains(section), "dbackup.1 lacks {section}");
     }
 }
+
+/// `--dry-run generate man DIR` writes nothing: it says which pages it would write. (Before: the dry run created
+/// DIR and wrote every page.)
+#[test]
+fn a_dry_run_of_the_man_pages_writes_nothing() {
+    let t = Test::new();
+    let dir = t.path("man");
+    let out = t
+        .cmd()
+        .args(["--dry-run", "generate", "man"])
+        .args([&dir])
+        .status(0);
+    assert!(!dir.exists(), "the dry run wrote {}", dir.display());
+    assert_eq!(out.stdout, "");
+    out.stderr_has(&format!(
+        "dry run: would write {}",
+        dir.join("dbackup.1").display()
+    ));
+}

@@ -284,6 +284,27 @@ fn a_failure_is_an_error_object_on_stdout() {
     assert_eq!(out.stdout, "");
 }
 
+/// A usage error's object says what clap said, whole: for a missing argument, which one. (Before: only clap's
+/// first line reached the object, "the following required arguments were not provided:", naming nothing.)
+#[test]
+fn a_usage_error_object_names_the_missing_argument() {
+    let t = world();
+    for (args, names) in [
+        (&["--json", "find"][..], "<PATTERN>"),
+        (&["--json", "cloud", "check"], "<NAME>"),
+    ] {
+        let out = t.cmd().args(args).status(2);
+        let v: Value = out.json();
+        assert_valid("error", &v);
+        let text = v["error"].as_str().unwrap();
+        assert!(
+            text.starts_with("the following required arguments were not provided")
+                && text.contains(names),
+            "{args:?}: {text}"
+        );
+    }
+}
+
 /// Every schema in `docs/json/` is a valid JSON Schema requiring `"format": 1`, is listed here (so a test uses it)
 /// and in the README's table. Before: there was no `docs/json/`.
 #[test]

@@ -83,3 +83,30 @@ fn the_package_lists_are_reused_until_what_they_come_from_changes() {
     assert_eq!(count(), 2, "a changed tool runs again");
     assert_eq!(kept(&third), "editor\nshell\nnew-package\n");
 }
+
+/// `--dry-run image kit --out DIR` writes nothing: it says what the kit would hold and where. (Before: the dry run
+/// created DIR and wrote every piece of the kit into it.)
+#[test]
+fn a_dry_run_of_the_kit_writes_nothing() {
+    let t = Test::new();
+    let out_dir = t.path("kit");
+    let out = t
+        .cmd()
+        .no_config()
+        .args(["--dry-run", "image", "kit", "--out"])
+        .args([&out_dir])
+        .status(0);
+    assert!(!out_dir.exists(), "the dry run wrote {}", out_dir.display());
+    out.stderr_has("RESTORE-SYSTEM.md");
+    out.stderr_has("dry run: would write");
+    let json = t
+        .cmd()
+        .no_config()
+        .args(["--json", "--dry-run", "image", "kit", "--out"])
+        .args([&out_dir])
+        .status(0);
+    assert!(!out_dir.exists(), "the dry run wrote {}", out_dir.display());
+    let v: serde_json::Value = json.json();
+    crate::json::assert_valid("image-kit", &v);
+    assert!(!v["pieces"].as_array().unwrap().is_empty());
+}

@@ -46,6 +46,32 @@ fn the_built_in_default_is_announced_once() {
     quiet.stderr_lacks("built-in default");
 }
 
+/// The commands that read backups say it too: on the built-in default, "no backups found" or "no path matches"
+/// may only mean the config was not found. (Before: `restore --list`, `snapshots`, `ls` and `find` loaded the
+/// default silently.)
+#[test]
+fn commands_reading_backups_announce_the_built_in_default() {
+    let t = Test::new();
+    let bk = t.expand("{tmp}/bk");
+    let t = t.env("DBACKUP", bk);
+    for args in [
+        &["restore", "--list"][..],
+        &["snapshots"],
+        &["ls"],
+        &["find", "x"],
+    ] {
+        let out = t.cmd().no_config().args(args).output();
+        assert_eq!(
+            out.stderr
+                .matches("using the built-in default config")
+                .count(),
+            1,
+            "{args:?}: {}",
+            out.stderr
+        );
+    }
+}
+
 /// `config init PATH` suggests checking that PATH (a bare `config check` reads another file). On main it said
 /// "run `dbackup config check`", which checked the default path and found no file there.
 #[test]

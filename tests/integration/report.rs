@@ -641,3 +641,199 @@ fn serve_refuses_a_non_loopback_address_without_the_flag() {
     out.stderr_has("/report/serve/listen");
     out.stderr_has("is not a loopback address");
 }
+
+/// The `<pre><code>` blocks of a page as a browser shows them (entities decoded), line by line.
+fn code_lines(html: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for block in html.split("<pre><code>").skip(1) {
+        let code = block.split("</code></pre>").next().unwrap_or_default();
+        let text = code
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&amp;", "&");
+        lines.extend(text.lines().map(str::to_string));
+    }
+    lines
+}
+
+/// Runs each `dbackup restore ...` line of a page through bash with `dbackup` replaced by `printf '%s\n'`: the
+/// words bash makes of it. Asserts that the line pastes whole (no word split off, nothing run) and that `--path`
+/// gives `source` exactly.
+fn pasted_restore_lines(t: &Test, html: &str, source: &str, what: &str) {
+    let lines: Vec<String> = code_lines(html)
+        .into_iter()
+        .filter(|l| l.starts_with("dbackup ") && l.contains(" --path "))
+        .collect();
+    assert!(!lines.is_empty(), "{what}: no restore command with --path");
+    for line in lines {
+        let cwd = t.path("paste");
+        fs::create_dir_all(&cwd).unwrap();
+        let script = format!("printf '%s\\n'{}", &line["dbackup".len()..]);
+        let out = Command::new("bash")
+            .args(["-c", &script])
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        let words: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert!(
+            out.status.success(),
+            "{what}: {line}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            fs::read_dir(&cwd).unwrap().next().is_none(),
+            "{what}: pasting ran a command: {line}"
+        );
+        let at = words.iter().position(|w| w == "--path").unwrap();
+        assert_eq!(words[at + 1], source, "{what}: {line}");
+    }
+}
+
+/// The restore commands on both pages paste into a shell as written: a source whose name holds a quote and a
+/// command substitution comes out as one `--path` word, and nothing runs. (Before: the shell-quoted words went
+/// through the page's escaper, which doubled the backslash of `'\''`; pasted, `it'\\''s $(touch pwned)` split the
+/// path and ran `touch pwned`, on the local page and on the drive's REPORT.html, whose paths come from the drive.)
+#[test]
+fn restore_commands_paste_into_a_shell_as_written() {
+    let t = Test::new();
+    let source = t.path("src/it's $(touch pwned)");
+    t.write("src/it's $(touch pwned)/a.txt", "a");
+    let t = t.config(&format!(
+        r#"{{ "backup_root": "{{root}}",
+             "backup_sets": [ {{ "name": "data", "sources": [{}] }} ],
+             "destinations": [ {{ "name": "T9", "path": "{{tmp}}/T9", "require_mount": false }} ] }}"#,
+        serde_json::to_string(&source.display().to_string()).unwrap()
+    ));
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let source = source.display().to_string();
+    let local = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
+    pasted_restore_lines(&t, &local, &source, "the status page");
+    let drive = fs::read_to_string(t.path("T9/REPORT.html")).unwrap();
+    pasted_restore_lines(&t, &drive, &source, "the drive's REPORT.html");
+}
+
+/// The drive's REPORT.html tells how to restore without dbackup; when the newest backup is an incremental, its
+/// commands rebuild the set from the chain, so running them as written gives every file. (Before: the page said
+/// `tar -xpf data.tar`, which for an incremental restores only what changed since its base: here one file of two.)
+#[test]
+fn the_drive_page_restores_an_incremental_whole_without_dbackup() {
+    let t = Test::new();
+    t.write("src/data/old.txt", "from the first backup");
+    let t = t.config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["{tmp}/src/data"] } ],
+             "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ] }"#,
+    );
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    t.write("src/data/new.txt", "from the second");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let listing = t
+        .cmd()
+        .args(["--json", "restore", "--list"])
+        .status(0)
+        .stdout;
+    assert!(
+        listing.contains("incremental"),
+        "the second backup is an incremental: {listing}"
+    );
+
+    let html = fs::read_to_string(t.path("T9/REPORT.html")).unwrap();
+    let without = html
+        .split("Restore without dbackup")
+        .nth(1)
+        .expect("a section on restoring without dbackup");
+    let drive = t.path("T9").display().to_string();
+    let script: Vec<String> = code_lines(without)
+        .into_iter()
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.replace("/media/you/DRIVE", &drive))
+        .collect();
+    let home = t.path("paste-home");
+    fs::create_dir_all(&home).unwrap();
+    let out = Command::new("bash")
+        .args(["-ec", &script.join("\n")])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        script.join("\n"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = home
+        .join("restored")
+        .join(t.path("src/data").strip_prefix("/").unwrap());
+    for (name, content) in [
+        ("old.txt", "from the first backup"),
+        ("new.txt", "from the second"),
+    ] {
+        assert_eq!(
+            fs::read_to_string(restored.join(name)).ok().as_deref(),
+            Some(content),
+            "{name} after running:\n{}",
+            script.join("\n")
+        );
+    }
+}
+
+/// The status page shows a drive's chain when incremental backups exist (issue 17): each incremental among the
+/// drive's backups says which backup it is based on. (Before: the backups were listed by stamp, size and sets only;
+/// `status` showed the chain, the page did not.)
+#[test]
+fn the_page_shows_the_chain_of_incremental_backups() {
+    let t = Test::new();
+    t.write("src/data/old.txt", "from the first backup");
+    let t = t.config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["{tmp}/src/data"] } ],
+             "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ] }"#,
+    );
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    let first = t.cmd().args(["external"]).status(0).stdout;
+    let base = Path::new(first.trim())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    t.write("src/data/new.txt", "from the second");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let html = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
+    let drives = html
+        .split("id=\"destinations\"")
+        .nth(1)
+        .expect("a drives section");
+    assert!(
+        drives.contains(&format!("incremental on {base}")),
+        "the page does not show the chain: {drives}"
+    );
+}
+
+/// A status page that cannot be written after a run is a warning naming the page (the run itself is not failed).
+/// (Before: "warning: cannot create /.../config.json: File exists (os error 17)", which named neither the page nor
+/// `report.path`.)
+#[test]
+fn a_page_that_cannot_be_written_is_named_in_the_warning() {
+    let t = Test::new();
+    t.write("src/data/a", "a");
+    t.write("not-a-dir", "a file where report.path wants a directory");
+    let t = t.config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["{tmp}/src/data"] } ],
+             "report": { "path": "{tmp}/not-a-dir/report.html" } }"#,
+    );
+    let out = t.cmd().args(["collect"]).status(0);
+    out.stderr_has(&format!(
+        "cannot write the status page {}",
+        t.path("not-a-dir/report.html").display()
+    ));
+}

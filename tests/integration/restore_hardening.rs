@@ -587,3 +587,25 @@ fn secret_files_under_the_nix_store_are_refused_by_the_config() {
         );
     }
 }
+
+/// A bucket's `credentials_file` in /nix/store is refused like an identity there (the brief: cloud credentials in
+/// no store path). Before: `config check` accepted it whenever the file was not on this machine (only the file's
+/// mode was checked, and only when it existed).
+#[test]
+fn a_credentials_file_under_the_nix_store_is_refused_by_the_config() {
+    let (_, recipient) = Test::new().keygen("key.txt");
+    let t = Test::new().config(&format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "data", "sources": ["{{tmp}}/src"] }} ],
+             "destinations": [ {{ "name": "offsite", "kind": "s3", "bucket": "bucket1", "endpoint": "http://127.0.0.1:1",
+                                  "region": "garage", "credentials_file": "/nix/store/0a1b-aws-credentials",
+                                  "encryption": {{ "recipients": ["{recipient}"] }} }} ] }}"#
+    ));
+    let out = t.cmd().args(["config", "check"]).status(2);
+    assert!(
+        out.stderr.contains("/destinations/0/credentials_file")
+            && out.stderr.contains("is in the Nix store")
+            && out.stderr.contains("every user of this machine can read"),
+        "{}",
+        out.stderr
+    );
+}

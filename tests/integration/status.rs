@@ -260,3 +260,38 @@ fn status_of_a_fresh_install() {
     let rest: Vec<&str> = out.lines().skip(2).collect();
     insta::assert_snapshot!("status_fresh", rest.join("\n"));
 }
+
+/// Counts read with thousands separators everywhere (issue 14 item 14: one style, indicatif's `HumanCount`), the
+/// number of backups that still fit on a drive too. (Before: "about 121450 more of 22.1 KiB ... fit".)
+#[test]
+fn how_many_more_backups_fit_is_a_count_with_separators() {
+    let t = crate::harness::Test::new();
+    t.write("src/data/a.txt", "a");
+    let t = t.config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["{tmp}/src/data"] } ],
+             "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ] }"#,
+    );
+    std::fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let out = t.cmd().args(["status"]).status(0);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("(the recent average) fit"))
+        .unwrap_or_else(|| panic!("no line on what fits: {}", out.stdout));
+    let n = line
+        .split("about ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let digits = n.replace(',', "");
+    assert!(digits.len() > 3, "a small drive here? {line}");
+    assert_eq!(
+        n,
+        indicatif::HumanCount(digits.parse().unwrap()).to_string(),
+        "{line}"
+    );
+}

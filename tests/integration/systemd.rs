@@ -174,6 +174,67 @@ fn json_holds_the_units_and_the_files() {
     }
 }
 
+/// Every variable the config uses reaches the units: in `rsync_args` values, the encryption files (top level and a
+/// destination's) and `report.path` too, each of which a run expands (and fails on when it is undefined). Before:
+/// the units set only the variables of the backup root, sources, exclusions and drive paths, so a config with
+/// `"recipients_file": "$KEYS/r.txt"` failed every run under systemd ("undefined variable $KEYS").
+#[test]
+fn every_variable_a_run_expands_is_set_in_the_units() {
+    let t = Test::new();
+    let keys = t.path("keys");
+    let (_, recipient) = t.keygen("keys/id.txt");
+    t.write("keys/r.txt", format!("{recipient}\n"));
+    t.write("keys/hostname", "");
+    let t = t
+        .config(
+            r#"{ "backup_root": "/srv/bk",
+                 "backup_sets": [ { "name": "a", "sources": ["/a"], "rsync_args": ["--exclude-from=$EXF/hostname"] } ],
+                 "encryption": { "recipients_file": "$KEYS/r.txt", "identity_file": "$ID/id.txt" },
+                 "destinations": [ { "name": "T9", "path": "/media/T9", "encryption": { "recipients_file": "$DKEYS/r.txt" } } ],
+                 "report": { "path": "$REP/page.html" } }"#,
+        )
+        .env("EXF", &keys)
+        .env("KEYS", &keys)
+        .env("ID", &keys)
+        .env("DKEYS", &keys)
+        .env("REP", "/srv/www");
+    let r = render_json(&t, &["--system", "--run-as", "root", "--exe", EXE]);
+    let k = keys.display();
+    assert_eq!(
+        value(&r, COLLECT_SERVICE, "Service", "Environment"),
+        &UnitValue::Many(vec![
+            format!("DKEYS={k}"),
+            format!("EXF={k}"),
+            format!("ID={k}"),
+            format!("KEYS={k}"),
+            "REP=/srv/www".into(),
+        ])
+    );
+}
+
+/// A `report.path` of the config's own is writable in the sandboxed units (`-`: a missing directory is no reason
+/// not to start). Before: only the backup root, the state directory and the drives were, so under
+/// `ProtectSystem=strict` every run warned that it could not write the page, and the page never changed.
+#[test]
+fn the_units_may_write_the_status_page_where_the_config_puts_it() {
+    let t = test_with(
+        r#"{ "backup_root": "/srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+             "report": { "path": "/srv/www/backups.html" } }"#,
+    );
+    let r = render_json(&t, &["--system", "--run-as", "root", "--exe", EXE]);
+    for unit in [COLLECT_SERVICE, EXTERNAL_SERVICE] {
+        assert_eq!(
+            value(&r, unit, "Service", "ReadWritePaths"),
+            &UnitValue::Many(vec![
+                "/srv/bk".into(),
+                "/root/.local/state/dbackup".into(),
+                "-/srv/www".into()
+            ]),
+            "{unit}"
+        );
+    }
+}
+
 #[test]
 fn user_scope_expands_home_and_runs_as_whoever_runs_it() {
     let t = test_with(
@@ -612,6 +673,57 @@ fn cases() -> Vec<Case> {
                 .to_string(),
             scope: UnitScope::System,
             env: &[("XDG_STATE_HOME", "/var/lib/state of payne")],
+        },
+        // A variable used only in `exclude_from` (any existing file: /etc/hostname) must reach the units too.
+        // Before: nix/lib.nix looked for variables in sources, exclusions and paths only, so the NixOS and
+        // home-manager units lacked `EXCL` and every run failed on an undefined variable.
+        Case {
+            name: "system, a variable used only in exclude_from",
+            config: r#"{ "backup_root": "/srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"], "exclude_from": ["$EXCL/hostname"] } ] }"#
+                .to_string(),
+            scope: UnitScope::System,
+            env: &[("EXCL", "/etc")],
+        },
+        // Variables a run expands in rsync options, the encryption files and the page's path (the identity file is
+        // not read when rendering), set in the units by both renderers.
+        Case {
+            name: "system, variables in rsync_args, encryption and report.path",
+            config: r#"{ "backup_root": "/srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"], "rsync_args": ["--exclude-from=$EXF/hostname"] } ],
+                "encryption": { "recipients": ["age17smcnuczsahgnd8cq7rxhgl02l6wevyka9g3alwq47ywk7c0aecqmx6tg7"], "identity_file": "$ID/id.txt" },
+                "destinations": [ { "name": "T9", "path": "/media/T9", "encryption": { "recipients": ["age17smcnuczsahgnd8cq7rxhgl02l6wevyka9g3alwq47ywk7c0aecqmx6tg7"], "identity_file": "$DKEYS/id.txt" } } ],
+                "report": { "path": "$REP/page.html" } }"#
+                .to_string(),
+            scope: UnitScope::System,
+            env: &[("EXF", "/etc"), ("ID", "/root/keys"), ("DKEYS", "/root/dkeys"), ("REP", "/srv/www")],
+        },
+        Case {
+            name: "system, the status page where the config puts it",
+            config: r#"{ "backup_root": "/srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+                "report": { "path": "~/public/backups.html" } }"#
+                .to_string(),
+            scope: UnitScope::System,
+            env: &[],
+        },
+        // A bucket beside a drive: it has no path, no mount and no rule (before: nix/lib.nix read every destination
+        // as a drive and failed on the bucket's missing `path`, so the modules could not configure one).
+        Case {
+            name: "system, a bucket beside a drive",
+            config: r#"{ "backup_root": "/srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+                "destinations": [ { "name": "T9", "path": "/media/T9", "fs_label": "T9" },
+                                  { "name": "offsite", "kind": "s3", "bucket": "bucket1", "endpoint": "https://s3.example.org",
+                                    "region": "garage", "allow_unencrypted": true } ] }"#
+                .to_string(),
+            scope: UnitScope::System,
+            env: &[],
+        },
+        Case {
+            name: "system, only a bucket",
+            config: r#"{ "backup_root": "/srv/bk", "backup_sets": [ { "name": "a", "sources": ["/a"] } ],
+                "destinations": [ { "name": "offsite", "kind": "s3", "bucket": "bucket1", "endpoint": "https://s3.example.org",
+                                    "region": "garage", "allow_unencrypted": true } ] }"#
+                .to_string(),
+            scope: UnitScope::System,
+            env: &[],
         },
         Case {
             name: "system, no destinations, daily",
