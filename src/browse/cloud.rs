@@ -26,6 +26,9 @@ pub struct CloudScope {
     /// Bytes of the indexes (what reading each once downloads at most).
     pub index_bytes: u64,
     pub store: Arc<Store>,
+    /// The backups passed over because their `backup.json` cannot be read or is not valid (`find` searches the
+    /// others), each with why.
+    pub skipped: Vec<String>,
 }
 
 impl CloudScope {
@@ -107,7 +110,9 @@ pub fn catalog(
         })?;
         stamps = vec![stamps.swap_remove(i)];
     }
+    let picked = pick.is_some();
     let mut backups = Vec::new();
+    let mut skipped = Vec::new();
     let mut index_bytes = 0u64;
     for (time, stamp) in stamps {
         let dir = format!("{BACKUPS}{stamp}/");
@@ -115,7 +120,20 @@ pub fn catalog(
         let meta = store
             .get(&format!("{dir}{}", layout::METADATA_FILE))
             .map_err(anyhow::Error::from)
-            .and_then(|b| layout::parse_metadata(&b, &path).map_err(|e| failed(e.to_string())))?;
+            .and_then(|b| layout::parse_metadata(&b, &path).map_err(|e| failed(e.to_string())));
+        // One backup whose metadata cannot be read does not hide the others from `find`.
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) if !picked => {
+                skipped.push(format!(
+                    "{} {stamp} was not searched: {}",
+                    cloud.name,
+                    crate::ui::format_error(&e)
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let objects = Arc::new(Objects::new(store.clone(), dir));
         for s in meta.sets.iter().filter(|s| set.is_none_or(|n| n == s.set)) {
             let content = if s.index.is_empty() {
@@ -125,10 +143,6 @@ pub fn catalog(
                     "its index is named {}, not a plain file name",
                     crate::stdx::show_str(&bad.name)
                 ))
-            } else if !s.kind.is_full() {
-                Content::Unreadable(
-                    "it is incremental, which a bucket cannot be read through yet".into(),
-                )
             } else {
                 index_bytes = s
                     .index
@@ -162,5 +176,6 @@ pub fn catalog(
         backups,
         index_bytes,
         store,
+        skipped,
     })
 }

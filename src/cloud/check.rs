@@ -84,7 +84,14 @@ pub struct Report {
 }
 
 /// Runs the probes against an opened store. `lock`: try Object Lock (`object_lock_days` is set, or it was asked).
-pub fn run(cloud: &CloudSettings, store: &Store, lock: bool, now: DateTime<Utc>) -> Report {
+/// `dry_run`: only the probes that read (the listing, unfinished uploads); the others say they were not tried.
+pub fn run(
+    cloud: &CloudSettings,
+    store: &Store,
+    lock: bool,
+    dry_run: bool,
+    now: DateTime<Utc>,
+) -> Report {
     // Stays long: the probes in the order they run, each depending on the ones before (a write only after a list,
     // a read and a delete only after the write); split, they would hand the same flags and the probe list around.
     let mut probes = Vec::new();
@@ -114,9 +121,12 @@ pub fn run(cloud: &CloudSettings, store: &Store, lock: bool, now: DateTime<Utc>)
         }
     }
 
+    const DRY: &str = "not tried: --dry-run writes nothing";
     let mut written = false;
     if fatal {
         push("write", Outcome::Skipped, "not tried".into());
+    } else if dry_run {
+        push("write", Outcome::Skipped, DRY.into());
     } else {
         match store.put(&key, body.as_bytes(), ObjectClass::Metadata) {
             Ok(()) => {
@@ -167,6 +177,9 @@ pub fn run(cloud: &CloudSettings, store: &Store, lock: bool, now: DateTime<Utc>)
                 ),
             ),
         }
+    } else if dry_run && !fatal {
+        push("read", Outcome::Skipped, DRY.into());
+        push("delete", Outcome::Skipped, DRY.into());
     } else {
         push("read", Outcome::Skipped, "nothing was written".into());
         push("delete", Outcome::Skipped, "nothing was written".into());
@@ -199,6 +212,8 @@ pub fn run(cloud: &CloudSettings, store: &Store, lock: bool, now: DateTime<Utc>)
     let object_lock = if !lock || fatal || !written {
         let why = if !lock {
             "not tried: no `object_lock_days` (`cloud check --object-lock` tries it)"
+        } else if dry_run && !fatal {
+            DRY
         } else {
             "not tried"
         };

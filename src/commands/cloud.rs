@@ -43,6 +43,7 @@ fn check(global: &GlobalArgs, args: &CloudCheckArgs) -> anyhow::Result<Exit> {
             cloud,
             &store,
             args.object_lock || cloud.object_lock_days.is_some(),
+            global.dry_run,
             now.with_timezone(&chrono::Utc),
         ),
         Err(e) => crate::cloud::check::not_opened(cloud, &e),

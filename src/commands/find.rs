@@ -47,6 +47,10 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
         not_searched: Vec::new(),
         matches: Vec::new(),
     };
+    for why in bucket.iter().flat_map(|c| &c.skipped) {
+        ui.warn(why);
+        out.not_searched.push(why.clone());
+    }
     let ring = KeyRing::new(&settings, &args.identities);
     match browse::unlock(&mut all, &ring) {
         Ok(warnings) => {

@@ -804,7 +804,20 @@ pub fn prepare(
         backup.check_sizes(set.as_deref())?;
         // What a restore costs in egress, before it starts.
         let (archives, indexes) = backup.bytes(set.as_deref());
-        if req.paths.is_empty() {
+        // An incremental reads the files it keeps in the archives of the backups it depends on.
+        let chain = backup.chain_bytes(set.as_deref());
+        let archives = archives.saturating_add(chain);
+        if req.paths.is_empty() && chain > 0 {
+            ui.info(format_args!(
+                "{}: downloading at most {} (the archives, {} of them in the backups it depends on) and {} (the \
+                 indexes) from {}",
+                backup.destination,
+                crate::stdx::bytes(archives),
+                crate::stdx::bytes(chain),
+                crate::stdx::bytes(indexes),
+                backup.place
+            ));
+        } else if req.paths.is_empty() {
             ui.info(format_args!(
                 "{}: downloading {} (the archives) and {} (the indexes) from {}",
                 backup.destination,

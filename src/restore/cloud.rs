@@ -132,6 +132,23 @@ impl CloudBackup {
         Ok(())
     }
 
+    /// Bytes of the archives of the backups it depends on, of the sets restored (what an incremental's restore may
+    /// read there, and what `--verify` downloads there).
+    pub fn chain_bytes(&self, set: Option<&str>) -> u64 {
+        self.chain.iter().fold(0u64, |t, (_, meta, _)| {
+            meta.sets
+                .iter()
+                .filter(|s| self.selected(s, set))
+                .flat_map(|s| &s.archive)
+                .fold(t, |t, f| t.saturating_add(f.bytes))
+        })
+    }
+
+    /// Whether `s` (a set of this backup or of one it depends on) is among the sets restored.
+    fn selected(&self, s: &crate::external::layout::SetRecord, set: Option<&str>) -> bool {
+        set.is_none_or(|n| n == s.set) && self.meta.sets.iter().any(|r| r.set == s.set)
+    }
+
     /// Bytes of the archives and indexes of the sets restored (what a whole-set restore or `--verify` downloads).
     pub fn bytes(&self, set: Option<&str>) -> (u64, u64) {
         let sum = |r: &[FileRecord]| r.iter().fold(0u64, |t, f| t.saturating_add(f.bytes));
@@ -311,14 +328,15 @@ pub struct ObjectCheck {
 pub fn verify(b: &CloudBackup, set: Option<&str>, ui: &Ui) -> anyhow::Result<CloudVerifyReport> {
     use std::io::Read;
     let (archives, indexes) = b.bytes(set);
+    // An incremental's sets keep files in the archives of the backups it depends on: those archives are checked
+    // too, each against its own backup's `verification.sha256` (named `<stamp>/<object>`).
+    let chain_bytes = b.chain_bytes(set);
     ui.info(format_args!(
         "{}: --verify downloads {} from {} (egress may be billed)",
         b.destination,
-        crate::stdx::bytes(archives.saturating_add(indexes)),
+        crate::stdx::bytes(archives.saturating_add(indexes).saturating_add(chain_bytes)),
         b.place
     ));
-    let sums = b.store.get(&format!("{}{}", b.dir(), layout::SUMS_FILE))?;
-    let sums = crate::archive::sums::parse_sums(&sums).map_err(|e| failed(e.to_string()))?;
     let mut report = CloudVerifyReport {
         destination: b.destination.clone(),
         stamp: b.stamp.clone(),
@@ -326,88 +344,125 @@ pub fn verify(b: &CloudBackup, set: Option<&str>, ui: &Ui) -> anyhow::Result<Clo
         objects: Vec::new(),
         intact: true,
     };
-    for s in b
+    for d in b
+        .meta
+        .depends_on
+        .iter()
+        .filter(|d| !b.chain.iter().any(|(s, _, _)| s == *d))
+    {
+        report.intact = false;
+        report.objects.push(ObjectCheck {
+            name: format!("{d}/{}", layout::METADATA_FILE),
+            bytes: 0,
+            outcome: "unreadable".into(),
+            detail: Some(format!(
+                "backup {} depends on {d}, whose {} cannot be read",
+                b.stamp,
+                layout::METADATA_FILE
+            )),
+        });
+    }
+    let own = b
         .meta
         .sets
         .iter()
         .filter(|s| set.is_none_or(|n| n == s.set))
-    {
-        for f in s.archive.iter().chain(&s.index) {
-            crate::interrupt::check()?;
-            let listed = sums
-                .iter()
-                .rev()
-                .find(|l| l.name == f.name.as_bytes())
-                .map(|l| l.sha256);
-            let key = format!("{}{}", b.dir(), f.name);
-            // The object's first bytes, to compare with the age head `backup.json` records for it.
-            let head = f.age_head.as_deref().and_then(|h| decode_head(h).ok());
-            let mut start = Vec::new();
-            let hashed = b
-                .store
-                .reader(&key)
-                .map_err(std::io::Error::other)
-                .and_then(|mut r| {
-                    let mut h = sha2::Sha256::default();
-                    let mut buf = vec![0u8; 1 << 20];
-                    let mut n = 0u64;
-                    loop {
-                        let got = r.read(&mut buf)?;
-                        if got == 0 {
-                            break;
-                        }
-                        if let Some(want) = &head {
-                            let more = want.len().saturating_sub(start.len()).min(got);
-                            start.extend_from_slice(&buf[..more]);
-                        }
-                        sha2::Digest::update(&mut h, &buf[..got]);
-                        n += got as u64;
+        .flat_map(|s| s.archive.iter().chain(&s.index))
+        .map(|f| (String::new(), b.dir(), f));
+    let chain = b.chain.iter().flat_map(|(stamp, meta, _)| {
+        meta.sets
+            .iter()
+            .filter(|s| b.selected(s, set))
+            .flat_map(|s| &s.archive)
+            .map(move |f| (format!("{stamp}/"), format!("{BACKUPS}{stamp}/"), f))
+    });
+    let mut sums_of: Vec<(String, Vec<crate::archive::sums::SumLine>)> = Vec::new();
+    for (shown, dir, f) in own.chain(chain) {
+        crate::interrupt::check()?;
+        if !sums_of.iter().any(|(d, _)| *d == dir) {
+            let sums = b.store.get(&format!("{dir}{}", layout::SUMS_FILE))?;
+            let sums =
+                crate::archive::sums::parse_sums(&sums).map_err(|e| failed(e.to_string()))?;
+            sums_of.push((dir.clone(), sums));
+        }
+        let sums = &sums_of
+            .iter()
+            .find(|(d, _)| *d == dir)
+            .expect("just read")
+            .1;
+        let listed = sums
+            .iter()
+            .rev()
+            .find(|l| l.name == f.name.as_bytes())
+            .map(|l| l.sha256);
+        let key = format!("{dir}{}", f.name);
+        // The object's first bytes, to compare with the age head `backup.json` records for it.
+        let head = f.age_head.as_deref().and_then(|h| decode_head(h).ok());
+        let mut start = Vec::new();
+        let hashed = b
+            .store
+            .reader(&key)
+            .map_err(std::io::Error::other)
+            .and_then(|mut r| {
+                let mut h = sha2::Sha256::default();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut n = 0u64;
+                loop {
+                    let got = r.read(&mut buf)?;
+                    if got == 0 {
+                        break;
                     }
-                    Ok((crate::archive::Digest::of(h), n))
-                });
-            let (outcome, detail) = match (hashed, listed) {
-                (Err(e), _) => ("unreadable", Some(e.to_string())),
-                (Ok((_, n)), _) if head.as_ref().is_some_and(|h| *h != start) => {
-                    report.bytes += n;
+                    if let Some(want) = &head {
+                        let more = want.len().saturating_sub(start.len()).min(got);
+                        start.extend_from_slice(&buf[..more]);
+                    }
+                    sha2::Digest::update(&mut h, &buf[..got]);
+                    n += got as u64;
+                }
+                Ok((crate::archive::Digest::of(h), n))
+            });
+        let (outcome, detail) = match (hashed, listed) {
+            (Err(e), _) => ("unreadable", Some(e.to_string())),
+            (Ok((_, n)), _) if head.as_ref().is_some_and(|h| *h != start) => {
+                report.bytes += n;
+                (
+                    "mismatch",
+                    Some(format!(
+                        "its first bytes are not the age header {} records for it (age_head): {} or the \
+                             object was altered",
+                        layout::METADATA_FILE,
+                        layout::METADATA_FILE
+                    )),
+                )
+            }
+            (Ok((_, n)), None) => {
+                report.bytes += n;
+                ("unlisted", Some(format!("not in {}", layout::SUMS_FILE)))
+            }
+            (Ok((d, n)), Some(want)) => {
+                report.bytes += n;
+                if d == want && n == f.bytes {
+                    ("ok", None)
+                } else {
                     (
                         "mismatch",
                         Some(format!(
-                            "its first bytes are not the age header {} records for it (age_head): {} or the \
-                             object was altered",
-                            layout::METADATA_FILE,
-                            layout::METADATA_FILE
+                            "sha256 {d} ({n} bytes), {} lists {want} ({} bytes recorded): the object was \
+                                 altered or damaged",
+                            layout::SUMS_FILE,
+                            f.bytes
                         )),
                     )
                 }
-                (Ok((_, n)), None) => {
-                    report.bytes += n;
-                    ("unlisted", Some(format!("not in {}", layout::SUMS_FILE)))
-                }
-                (Ok((d, n)), Some(want)) => {
-                    report.bytes += n;
-                    if d == want && n == f.bytes {
-                        ("ok", None)
-                    } else {
-                        (
-                            "mismatch",
-                            Some(format!(
-                                "sha256 {d} ({n} bytes), {} lists {want} ({} bytes recorded): the object was \
-                                 altered or damaged",
-                                layout::SUMS_FILE,
-                                f.bytes
-                            )),
-                        )
-                    }
-                }
-            };
-            report.intact &= outcome == "ok";
-            report.objects.push(ObjectCheck {
-                name: f.name.clone(),
-                bytes: f.bytes,
-                outcome: outcome.into(),
-                detail,
-            });
-        }
+            }
+        };
+        report.intact &= outcome == "ok";
+        report.objects.push(ObjectCheck {
+            name: format!("{shown}{}", f.name),
+            bytes: f.bytes,
+            outcome: outcome.into(),
+            detail,
+        });
     }
     Ok(report)
 }

@@ -755,8 +755,8 @@ fn chain_archive<'a>(
             io::Error::new(
                 io::ErrorKind::NotFound,
                 format!(
-                    "its content is kept in backup {}, whose archive of this set is not on the drive (check the \
-                     backup with --verify)",
+                    "its content is kept in backup {}, whose archive of this set is missing (check the backup \
+                     with --verify)",
                     show(stamp.as_bytes())
                 ),
             )

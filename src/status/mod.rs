@@ -649,7 +649,12 @@ fn render_sets(out: &mut String, r: &StatusReport) {
 fn render_destinations(out: &mut String, r: &StatusReport) {
     let w = &mut *out;
     let _ = writeln!(w, "\ndestinations:");
-    if r.destinations.is_empty() {
+    if r.destinations.is_empty() && !r.clouds.is_empty() {
+        let _ = writeln!(
+            w,
+            "  no drive configured (the cloud destinations are below)"
+        );
+    } else if r.destinations.is_empty() {
         let _ = writeln!(
             w,
             "  none configured (add one to \"destinations\" for the external phase)"

@@ -979,3 +979,125 @@ fn external_to_a_cloud_with_wrong_keys_a_missing_bucket_or_a_closed_port_fails_c
         dry.stdout_has("REFUSED");
     }
 }
+
+/// `status` with a bucket as the only destination does not tell the user to configure one: its drives section
+/// says there is no drive and points at the cloud destinations below (which list the bucket, here unreachable).
+/// Before: "destinations: none configured (add one to "destinations" for the external phase)" above the bucket
+/// the config has.
+#[test]
+fn status_with_only_a_bucket_does_not_say_no_destination_is_configured() {
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let t = with_keys(&config(&closed, "bucket1", ""), "GK0123", "s3cr3t");
+    let out = t.cmd().args(["status"]).output();
+    out.stdout_lacks("none configured");
+    out.stdout_has("no drive configured (the cloud destinations are below)");
+    out.stdout_has("cloud destinations:");
+}
+
+/// Every `--json` output read from a bucket matches its schema in `docs/json/`: `ls` and `find` (whose entries say
+/// `"source": "cloud"`), `restore --verify` (a bucket's report: each object hashed against `verification.sha256`)
+/// and `cloud check` (`docs/json/cloud-check.json`). Before: ls.json and find.json allowed only `local` and
+/// `external`, restore-verify.json described only the drive's report, and `cloud check --json` had no schema.
+#[test]
+fn the_json_read_from_a_bucket_matches_its_schemas() {
+    let Some((g, _s3)) = garage_and_client() else {
+        return;
+    };
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, ""),
+        &g.key.id,
+        &g.key.secret,
+    );
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let home = t.home().display().to_string();
+    for (schema, args) in [
+        ("ls", vec!["ls", "--source", "cloud", &home]),
+        ("find", vec!["find", "--source", "cloud", "todo.txt"]),
+        (
+            "restore-verify",
+            vec!["restore", "--verify", "--source", "cloud"],
+        ),
+        ("cloud-check", vec!["cloud", "check", "offsite"]),
+    ] {
+        let out = t.cmd().args(["--json"]).args(&args).status(0);
+        let v: serde_json::Value = out.json();
+        assert_eq!(v["format"], 1, "{schema}: {}", out.stdout);
+        crate::json::assert_valid(schema, &v);
+    }
+}
+
+/// `dbackup --dry-run cloud check` changes nothing on the bucket: it lists (the keys, the bucket, unfinished
+/// uploads) and says what it would write, read back, delete and lock, without a PUT, POST or DELETE (counted on
+/// Garage's side). Before: the dry run wrote, read and deleted its probe object as a real check does (and with
+/// `--object-lock` would have left a locked object behind for a day).
+#[test]
+fn a_dry_run_cloud_check_writes_nothing() {
+    let Some((g, _s3)) = logging_garage_and_client() else {
+        return;
+    };
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, ""),
+        &g.key.id,
+        &g.key.secret,
+    );
+    let from = g.requests_logged().len();
+    let out = t
+        .cmd()
+        .args(["--dry-run", "cloud", "check", "offsite", "--object-lock"])
+        .status(0);
+    let writes: Vec<String> = g.requests_logged()[from..]
+        .iter()
+        .filter(|r| r.method != "GET" && r.method != "HEAD")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        writes.is_empty(),
+        "a dry run wrote: {writes:?}\n{}",
+        out.stdout
+    );
+    out.stdout_has("ok    list");
+    out.stdout_has("skip  write       not tried: --dry-run writes nothing");
+    out.stdout_has("skip  object_lock not tried: --dry-run writes nothing");
+}
+
+/// One backup on a bucket whose `backup.json` is not valid (here: a `depends_on` naming a later backup, with its
+/// sums line made to match) does not hide the others from `find`: it is named as not searched (exit 1, as for any
+/// backup not searched) and the matches in the other backup are printed. Before: `find` stopped at that
+/// `backup.json` and printed nothing.
+#[test]
+fn find_on_a_bucket_searches_past_a_backup_whose_metadata_is_invalid() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, ""),
+        &g.key.id,
+        &g.key.secret,
+    );
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external", "--full"]).status(0);
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external", "--full"]).status(0);
+    let mut stamps: Vec<String> = s3
+        .list("laptop/backups/")
+        .into_iter()
+        .filter_map(|(k, _)| k.split('/').nth(2).map(str::to_string))
+        .filter(|s| s != "LATEST")
+        .collect();
+    stamps.dedup();
+    assert_eq!(stamps.len(), 2, "{stamps:?}");
+    let later = stamps[1].clone();
+    edit_meta_on_server(&t, &s3, &format!("laptop/backups/{}/", stamps[0]), |m| {
+        m["depends_on"] = serde_json::json!([later]);
+    });
+    let out = t
+        .cmd()
+        .args(["find", "--source", "cloud", "todo.txt"])
+        .status(1);
+    out.stdout_has(&format!("{}  offsite", stamps[1]));
+    out.stderr_has(&format!("offsite {} was not searched", stamps[0]));
+}

@@ -7,8 +7,8 @@ use testkit::objstore::{Garage, S3Client};
 use crate::harness::Test;
 
 use crate::cloud::{
-    alter_on_server, assert_restored, config, garage_and_client, no_secret, populate, requests,
-    requests_line, with_keys,
+    alter_on_server, assert_restored, config, garage_and_client, no_secret, populate,
+    put_on_server, requests, requests_line, with_keys,
 };
 
 /// The files of the set after the chain tests' changes.
@@ -275,4 +275,168 @@ fn an_encrypted_set_gets_incrementals_on_a_bucket_through_its_local_index_copy()
     let meta: serde_json::Value =
         serde_json::from_slice(&s3.get(&format!("enc/backups/{third}/backup.json"))).unwrap();
     assert_eq!(meta["sets"][0]["kind"], "full", "{meta}");
+}
+
+/// `ls` and `find` on a bucket read an incremental backup through its index, a complete manifest of the snapshot,
+/// as on a drive: after a second upload (an incremental on the first), `ls --source cloud` lists the newest backup
+/// (a file kept in the full, the changed one and the new one), and `find` finds the unchanged file in both
+/// backups. Before: both refused every incremental on a bucket ("it is incremental, which a bucket cannot be read
+/// through yet"), so with incrementals on (the default) `ls` of the newest upload exited 1 and `find` searched
+/// only the full.
+#[test]
+fn ls_and_find_read_an_incremental_on_a_bucket_through_its_index() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = first_upload(&g, "", "laptop");
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    t.write("home/notes/new.txt", "a new file\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let all = stamps(&s3, "laptop");
+    assert_eq!(all.len(), 2, "{all:?}");
+    let home = t.home().display().to_string();
+
+    let ls = t
+        .cmd()
+        .args(["ls", "--source", "cloud", "-R", &home])
+        .status(0);
+    ls.stderr_lacks("incremental, which a bucket cannot be read");
+    ls.stdout_has(&format!("{} set docs", all[1]));
+    for f in ["photos/big.raw", "notes/todo.txt", "notes/new.txt"] {
+        ls.stdout_has(&format!("{home}/{f}"));
+    }
+
+    let found = t
+        .cmd()
+        .args(["find", "--source", "cloud", "big.raw"])
+        .status(0);
+    found.stderr_lacks("was not searched");
+    for stamp in &all {
+        found.stdout_has(stamp);
+    }
+}
+
+/// `restore --verify --source cloud` of an incremental checks the archives it depends on too: with the full's
+/// archive altered on the server (one byte), verifying the newest backup (an incremental on that full) exits 1 and
+/// names the full's object; the bytes said beforehand count the chain's archives. Before: it hashed only the
+/// incremental's own objects and said "intact" while the file kept in the full could not be restored.
+#[test]
+fn verify_of_an_incremental_on_a_bucket_checks_the_archives_it_depends_on() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = first_upload(&g, "", "laptop");
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let all = stamps(&s3, "laptop");
+    assert_eq!(all.len(), 2, "{all:?}");
+    let full_part = format!("laptop/backups/{}/docs.tar.part000", all[0]);
+    let full_bytes = s3.list(&full_part)[0].1;
+
+    let verify = t
+        .cmd()
+        .args(["restore", "--verify", "--source", "cloud"])
+        .status(0);
+    verify.stdout_has(&format!("ok         {}/docs.tar.part000", all[0]));
+    verify.stdout_has("intact");
+    assert!(
+        verify
+            .stdout
+            .contains(&format!("backup {} on offsite", all[1])),
+        "{}",
+        verify.stdout
+    );
+
+    alter_on_server(&t, &s3, &full_part, 0x01);
+    let verify = t
+        .cmd()
+        .args(["restore", "--verify", "--source", "cloud"])
+        .status(1);
+    verify.stdout_has(&format!("mismatch   {}/docs.tar.part000", all[0]));
+    verify.stdout_lacks("intact: every object");
+    assert!(
+        full_bytes > 3 << 20,
+        "the full holds the 3 MiB file: {full_bytes}"
+    );
+}
+
+/// The bytes a restore from a bucket says it will download, before it starts, count the archives of the backups
+/// an incremental depends on: restoring the 3 MiB file kept in the full from the newest backup (an incremental of
+/// a few KiB) announces "at most" MiB, not KiB, and a whole set counts them too. Before: only the incremental's own
+/// archive was counted ("at most 20.0 KiB of archives", then 3 MiB downloaded).
+#[test]
+fn a_restore_from_an_incremental_on_a_bucket_says_the_chains_bytes_first() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = first_upload(&g, "", "laptop");
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    assert_eq!(stamps(&s3, "laptop").len(), 2);
+    let home = t.home().display().to_string();
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "cloud", "--path"])
+        .args([format!("{home}/photos/big.raw")])
+        .args(["--target"])
+        .args([t.path("r-one")])
+        .status(0);
+    assert!(
+        out.stderr.contains(" MiB of archives"),
+        "the 3 MiB file's archive is counted before the restore: {}",
+        out.stderr
+    );
+    assert_restored(
+        &t,
+        &t.path("r-one"),
+        &["photos/big.raw"],
+        "a file kept in the full",
+    );
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
+        .args([t.path("r-set")])
+        .status(0);
+    assert!(
+        out.stderr.contains(" MiB (the archives"),
+        "a whole set counts the chain's archives: {}",
+        out.stderr
+    );
+}
+
+/// A file an incremental on a bucket keeps in a base that is gone (its `backup.json` replaced on the server by bytes that are not JSON) fails
+/// to restore with a message that names no drive. Before: "... whose archive of this set is not on the drive".
+#[test]
+fn a_file_kept_in_a_missing_base_on_a_bucket_is_not_said_to_be_on_a_drive() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = first_upload(&g, "", "laptop");
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let all = stamps(&s3, "laptop");
+    assert_eq!(all.len(), 2, "{all:?}");
+    put_on_server(
+        &t,
+        &s3,
+        &format!("laptop/backups/{}/backup.json", all[0]),
+        b"not json",
+    );
+    let home = t.home().display().to_string();
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "cloud", "--path"])
+        .args([format!("{home}/photos/big.raw")])
+        .args(["--target"])
+        .args([t.path("r")])
+        .status(1);
+    out.stderr_lacks("not on the drive");
+    out.stderr_has(&format!(
+        "its content is kept in backup {}, whose archive of this set is missing",
+        all[0]
+    ));
 }

@@ -12,6 +12,7 @@ use crate::harness::{Output, Test};
 const SCHEMAS: &[&str] = &[
     "backup-plan",
     "backup",
+    "cloud-check",
     "collect-plan",
     "collect",
     "config-check",
