@@ -240,7 +240,7 @@ Overdue: no complete snapshot of a set for 3 hours (hourly), 36 hours (daily), 1
 Examples:
   dbackup status                  # the table
   dbackup status --json           # for scripts
-  dbackup status --check          # exit 1 when anything is overdue or the last run failed";
+  dbackup status --check          # exit 1 when anything is overdue, the last run failed or a backup is damaged";
 
 /// A time for the hidden `--now` (RFC 3339).
 fn parse_time(s: &str) -> Result<DateTime<FixedOffset>, String> {

@@ -1,8 +1,8 @@
 //! `dbackup status`: the state of every set and destination from metadata only, the last run, what is due and what
 //! is overdue. stdout: the table (`--json`: the [`StatusReport`]).
 //!
-//! Exit: 0; with `--check`, 1 when anything is overdue, the last run failed or a set's newest snapshot lacks a source
-//! (for monitoring); 2 for a bad config.
+//! Exit: 0; with `--check`, 1 when anything is overdue, the last run failed, a set's newest snapshot lacks a source,
+//! a drive backup was found damaged or a drive's newest backup is broken (for monitoring); 2 for a bad config.
 
 use chrono::Local;
 

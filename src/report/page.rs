@@ -62,6 +62,14 @@ pub fn render(r: &StatusReport) -> String {
                 " <span class=\"muted\">see <code>dbackup status</code> and the run log; the next run tries again</span></li>\n",
             );
         }
+        for p in status::backup_problems(&r.destinations, false) {
+            let _ = writeln!(
+                b,
+                "<li><strong>{}</strong> <span class=\"muted\">plug in the drive and run <code>dbackup external</code> \
+                 for a new backup</span></li>",
+                esc(&p)
+            );
+        }
         b.push_str("</ul>\n");
     }
     let _ = write!(b, "<p class=\"meta\">");
@@ -470,6 +478,10 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
                 // Its chain, as `status` shows it: an incremental names its base; a missing base breaks it.
                 let point = d.restore_points.iter().find(|p| p.stamp == bk.stamp);
                 let chain = match point {
+                    Some(p) if p.damaged => format!(
+                        " <span class=\"tag bad\">DAMAGED: {}</span>",
+                        esc(p.problem.as_deref().unwrap_or("found by restore --verify"))
+                    ),
                     Some(p) if p.broken => format!(
                         " <span class=\"tag bad\">BROKEN: chain of {} incomplete</span>",
                         esc(&p.chain)

@@ -26,15 +26,23 @@ pub struct RestorePoint {
     pub base: Option<String>,
     /// The full its chain starts at (itself for a full).
     pub chain: String,
-    /// The chain's base is not on the drive: this backup cannot be restored whole.
+    /// Its chain is not whole (a backup it depends on is missing, unverified, damaged or broken itself): this
+    /// backup cannot be restored whole and is no restore point.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub broken: bool,
+    /// `restore --verify` found it damaged: it is no restore point.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub damaged: bool,
+    /// Why it is damaged or broken, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
     /// Every file it holds on the drive.
     pub bytes: u64,
 }
 
-/// The restore points of a drive's verified backups (oldest first), each with its chain followed through `base`
-/// within the listing (bounded by the listing's length, so a loop in hostile metadata ends).
+/// The verified backups of a drive (oldest first) as restore points, each with its chain followed through `base`
+/// within the listing (bounded by the listing's length, so a loop in hostile metadata ends); the damaged and broken
+/// ones are marked, and are no restore points ([`RestorePoint::good`]).
 pub fn restore_points(backups: &[gather::BackupFacts]) -> Vec<RestorePoint> {
     let find = |stamp: &str| backups.iter().find(|b| b.stamp == stamp);
     backups
@@ -72,11 +80,20 @@ pub fn restore_points(backups: &[gather::BackupFacts]) -> Vec<RestorePoint> {
                 .into(),
                 base: b.base.clone(),
                 chain,
-                broken,
+                broken: broken || b.broken.is_some(),
+                damaged: b.damaged.is_some(),
+                problem: b.damaged.clone().or_else(|| b.broken.clone()),
                 bytes: b.drive_bytes,
             }
         })
         .collect()
+}
+
+impl RestorePoint {
+    /// It can be restored: neither damaged nor broken.
+    pub fn good(&self) -> bool {
+        !self.damaged && !self.broken
+    }
 }
 
 /// The average size of the newest [`RECENT`] backups holding sets, none without one.
@@ -172,21 +189,37 @@ pub fn render_points(
     points: &[RestorePoint],
     place: &str,
 ) {
+    let good = points.iter().filter(|p| p.good()).count() as u64;
+    let damaged = points.iter().filter(|p| p.damaged).count() as u64;
+    let broken = points.iter().filter(|p| p.broken && !p.damaged).count() as u64;
+    let mut bad = Vec::new();
+    if damaged > 0 {
+        bad.push(stdx::counted(damaged, "damaged backup", "damaged backups"));
+    }
+    if broken > 0 {
+        bad.push(stdx::counted(broken, "broken backup", "broken backups"));
+    }
+    let bad = match bad.is_empty() {
+        true => String::new(),
+        false => format!(" (and {}, not counted)", bad.join(" and ")),
+    };
     let _ = writeln!(
         out,
-        "\n{name}: {}{after}",
-        stdx::counted(points.len() as u64, "restore point", "restore points")
+        "\n{name}: {}{bad}{after}",
+        stdx::counted(good, "restore point", "restore points")
     );
     let rows: Vec<Vec<String>> = points
         .iter()
         .map(|p| {
-            let chain = match (&p.base, p.broken) {
-                (_, true) => format!(
+            let chain = match (&p.base, p.broken, &p.problem) {
+                _ if p.damaged => format!("DAMAGED: {}", p.problem.as_deref().unwrap_or("?")),
+                (_, true, Some(why)) => format!("chain of {}: BROKEN, {why}", p.chain),
+                (_, true, None) => format!(
                     "chain of {}: BROKEN, its base is not on the {place}",
                     p.chain
                 ),
-                (Some(base), false) => format!("on {base}, chain of {}", p.chain),
-                (None, false) => String::new(),
+                (Some(base), false, _) => format!("on {base}, chain of {}", p.chain),
+                (None, false, _) => String::new(),
             };
             vec![p.stamp.clone(), p.kind.clone(), stdx::bytes(p.bytes), chain]
         })

@@ -217,6 +217,8 @@ mod tests {
             incremental: base.is_some(),
             base: base.map(str::to_string),
             image_only: false,
+            damaged: None,
+            broken: None,
         }
     }
 

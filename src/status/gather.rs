@@ -141,7 +141,9 @@ fn cloud(
                 latest: b.listing.latest.clone(),
                 other: Vec::new(),
             };
-            let mut l = listing_facts(&listing);
+            // A bucket's chains are not judged here: a look at its newest `backup.json` only (`backup`) could not
+            // see them, and `backup` and `status` must agree on a destination's newest backup.
+            let mut l = listing_facts(&listing, &BTreeMap::new(), false);
             if newest_only {
                 l.verified = count;
             }
@@ -259,6 +261,17 @@ pub struct BackupFacts {
     pub base: Option<String>,
     /// Only `system/`, no set (`dbackup image create`).
     pub image_only: bool,
+    /// Why it is no restore point: `restore --verify` found it damaged (`external::damage`), with when and what.
+    pub damaged: Option<String>,
+    /// Why it cannot be restored whole: a backup it depends on is missing, unverified, damaged or broken itself.
+    pub broken: Option<String>,
+}
+
+impl BackupFacts {
+    /// It can be restored: not found damaged, its chain whole.
+    pub fn good(&self) -> bool {
+        self.damaged.is_none() && self.broken.is_none()
+    }
 }
 
 impl DestinationFacts {
@@ -350,10 +363,12 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
         },
     };
     let runs = read_runs_for(&settings.state_dir, &dest_names, wants);
+    // What `restore --verify` found damaged (the state directory's `damaged.json`).
+    let damage = crate::external::damage::read(&settings.state_dir);
     let destinations = settings
         .destinations
         .iter()
-        .map(|d| destination(d, look, &runs))
+        .map(|d| destination(d, look, &runs, &damage))
         .collect();
     let clouds = settings
         .clouds
@@ -478,7 +493,12 @@ pub fn list_sets_with(root: &Path, names: &[&str], history: usize) -> Vec<SetFac
         .collect()
 }
 
-fn destination(d: &DestinationSettings, look: Look, runs: &RunFacts) -> DestinationFacts {
+fn destination(
+    d: &DestinationSettings,
+    look: Look,
+    runs: &RunFacts,
+    damage: &[crate::external::damage::Record],
+) -> DestinationFacts {
     let presence = match look {
         Look::Skip => None,
         Look::Probe => Some(media::detect(d)),
@@ -491,7 +511,10 @@ fn destination(d: &DestinationSettings, look: Look, runs: &RunFacts) -> Destinat
                 None => Ok(layout::DriveListing::default()),
             });
             match listed {
-                Ok(l) => (Some(listing_facts(&l)), None),
+                Ok(l) => {
+                    let damaged = crate::external::damage::on_destination(damage, &d.name, &l);
+                    (Some(listing_facts(&l, &damaged, true)), None)
+                }
                 Err(e) => (None, Some(e.to_string())),
             }
         }
@@ -506,18 +529,29 @@ fn destination(d: &DestinationSettings, look: Look, runs: &RunFacts) -> Destinat
     }
 }
 
-fn listing_facts(l: &layout::DriveListing) -> ListingFacts {
-    let backups: Vec<BackupFacts> = l.verified().filter_map(backup_facts).collect();
-    // The newest backup of the sets: one of partition images only (`dbackup image create`) does not count.
-    let newest = l
+/// What a listing holds; `damaged`: the backups `restore --verify` found damaged, with why; `chains`: judge whether
+/// each backup's chain is whole (the listing holds every backup's `backup.json`).
+fn listing_facts(
+    l: &layout::DriveListing,
+    damaged: &BTreeMap<String, String>,
+    chains: bool,
+) -> ListingFacts {
+    let broken = match chains {
+        true => broken_chains(l, damaged),
+        false => BTreeMap::new(),
+    };
+    let backups: Vec<BackupFacts> = l
         .verified()
-        .filter(|b| {
-            b.meta
-                .as_ref()
-                .is_some_and(|m| !m.sets.is_empty() || m.system.is_none())
-        })
         .filter_map(backup_facts)
-        .last();
+        .map(|mut b| {
+            b.damaged = damaged.get(&b.stamp).cloned();
+            b.broken = broken.get(&b.stamp).cloned();
+            b
+        })
+        .collect();
+    // The newest good backup of the sets: one of partition images only (`dbackup image create`) does not count, nor
+    // one found damaged or whose chain is broken.
+    let newest = backups.iter().rfind(|b| !b.image_only && b.good()).cloned();
     ListingFacts {
         verified: l.verified().count(),
         unusable: l.backups.iter().filter(|b| b.meta.is_none()).count(),
@@ -526,6 +560,49 @@ fn listing_facts(l: &layout::DriveListing) -> ListingFacts {
         newest,
         backups,
     }
+}
+
+/// Why each verified backup of a listing cannot be restored whole: a backup it depends on (its `depends_on`, each
+/// set's `base`) is not among the verified backups, was found damaged, or is broken itself. Dependencies are older
+/// (`BackupMeta::check`), so one pass oldest first sees each one's verdict before its dependants.
+fn broken_chains(
+    l: &layout::DriveListing,
+    damaged: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut broken: BTreeMap<String, String> = BTreeMap::new();
+    for b in l.verified() {
+        let Some(m) = b.meta.as_ref() else {
+            continue;
+        };
+        let deps = m
+            .depends_on
+            .iter()
+            .chain(m.sets.iter().filter_map(|s| s.base.as_ref()));
+        let why = deps.into_iter().find_map(|d| {
+            if !l.verified().any(|v| v.name == *d) {
+                Some(format!(
+                    "it depends on {}, which is missing or unverified",
+                    crate::stdx::show_str(d)
+                ))
+            } else if damaged.contains_key(d) {
+                Some(format!(
+                    "it depends on {}, which restore --verify found damaged",
+                    crate::stdx::show_str(d)
+                ))
+            } else if broken.contains_key(d) {
+                Some(format!(
+                    "it depends on {}, whose own chain is broken",
+                    crate::stdx::show_str(d)
+                ))
+            } else {
+                None
+            }
+        });
+        if let Some(why) = why {
+            broken.insert(b.name.clone(), why);
+        }
+    }
+    broken
 }
 
 /// What `status` keeps of one verified backup's `backup.json`.
@@ -550,6 +627,8 @@ pub fn backup_facts(b: &layout::DriveBackup) -> Option<BackupFacts> {
             .find_map(|s| s.base.clone())
             .or_else(|| m.depends_on.last().cloned()),
         image_only: m.sets.is_empty() && m.system.is_some(),
+        damaged: None,
+        broken: None,
     })
 }
 

@@ -174,7 +174,7 @@ pub fn build(facts: &Facts, settings: &Settings, due: &Due) -> History {
                     .iter()
                     .filter_map(|d| d.listing.as_ref())
                     .flat_map(|l| &l.backups)
-                    .filter(|b| b.sets.iter().any(|(set, _)| *set == s.set))
+                    .filter(|b| b.good() && b.sets.iter().any(|(set, _)| *set == s.set))
                     .count(),
                 snapshots: points(&s.recent),
                 failures: facts

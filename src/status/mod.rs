@@ -32,8 +32,8 @@ pub use history::History;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub now: DateTime<FixedOffset>,
-    /// True when nothing is overdue, the last run did not fail and no set's newest snapshot lacks a source (what
-    /// `--check` exits 0 on).
+    /// True when nothing is overdue, the last run did not fail, no set's newest snapshot lacks a source and no drive
+    /// backup is damaged or broken (what `--check` exits 0 on).
     pub ok: bool,
     pub backup_root: PathBuf,
     pub root_exists: bool,
@@ -120,6 +120,7 @@ pub struct DestinationStatus {
     /// Verified backups on the drive (present only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backups: Option<usize>,
+    /// The newest good backup (one found damaged or whose chain is broken is no restore point).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest: Option<ExternalStatus>,
     /// Every verified backup on the drive, oldest first, with its chain (present only).
@@ -232,7 +233,9 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     );
     let low_disk = low_disk(facts, settings.notifications.low_disk_percent);
     warnings.extend(low_disk.iter().map(|l| l.message.clone()));
-    let ok = verdict_of(&overdue, last_run.as_ref(), &sets).ok;
+    // A damaged or broken backup is named among the warnings too (the text shows them; `--check` fails on them).
+    warnings.extend(backup_problems(&destinations, true));
+    let ok = verdict_of(&overdue, last_run.as_ref(), &sets, &destinations).ok;
     let history = (facts.history > 0).then(|| history::build(facts, settings, &due));
     StatusReport {
         now,
@@ -373,20 +376,63 @@ fn destination_status(
 /// headline, and `ok` in `status --json`. One function, so that they can never disagree.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verdict {
-    /// Nothing is overdue and the last run did not fail.
+    /// Nothing is overdue, the last run did not fail, no set lacks a source and no drive backup is damaged or broken.
     pub ok: bool,
-    /// What makes it not ok, one sentence each: everything overdue, then the failed last run.
+    /// What makes it not ok, one sentence each: everything overdue, the failed last run, the sets lacking a source,
+    /// the damaged or broken drive backups.
     pub problems: Vec<String>,
 }
 
 /// The verdict of a report.
 pub fn verdict(r: &StatusReport) -> Verdict {
-    verdict_of(&r.overdue, r.last_run.as_ref(), &r.sets)
+    verdict_of(&r.overdue, r.last_run.as_ref(), &r.sets, &r.destinations)
 }
 
-/// Overdue work, a failed last run, and a source missing from a set's newest snapshot (that source is not being
-/// backed up: it fails the check at once).
-fn verdict_of(overdue: &[Overdue], last_run: Option<&LastRun>, sets: &[SetStatus]) -> Verdict {
+/// A sentence for each backup on a drive that is no restore point: found damaged by `restore --verify`, or whose
+/// chain is broken. `all: false` keeps those that fail the verdict: a damaged one (the drive lost data), and a
+/// broken one newer than the destination's newest good backup (the newest there is not restorable); an older broken
+/// one, with a good backup after it, is a warning only.
+pub fn backup_problems(destinations: &[DestinationStatus], all: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in destinations {
+        let newest_good = d.newest.as_ref().map(|n| n.time);
+        let fails = |p: &&RestorePoint| p.damaged || newest_good.is_none_or(|t| p.time > t);
+        for p in d
+            .restore_points
+            .iter()
+            .filter(|p| !p.good())
+            .filter(|p| all || fails(p))
+        {
+            let why = p
+                .problem
+                .as_deref()
+                .unwrap_or("its base is not on the drive");
+            out.push(if p.damaged {
+                format!(
+                    "destination {}: backup {} is DAMAGED ({why}); it is not counted as a restore point: verify it \
+                     again or remove it",
+                    d.name, p.stamp
+                )
+            } else {
+                format!(
+                    "destination {}: backup {} is BROKEN ({why}); it cannot be restored whole and is not counted as \
+                     a restore point",
+                    d.name, p.stamp
+                )
+            });
+        }
+    }
+    out
+}
+
+/// Overdue work, a failed last run, a source missing from a set's newest snapshot (that source is not being backed
+/// up: it fails the check at once), and a backup on a drive found damaged or whose chain is broken.
+fn verdict_of(
+    overdue: &[Overdue],
+    last_run: Option<&LastRun>,
+    sets: &[SetStatus],
+    destinations: &[DestinationStatus],
+) -> Verdict {
     let mut problems: Vec<String> = overdue.iter().map(|o| o.message.clone()).collect();
     if let Some(l) = last_run.filter(|l| l.failed) {
         problems.push(format!("the last run ({}) failed", l.command));
@@ -401,6 +447,7 @@ fn verdict_of(overdue: &[Overdue], last_run: Option<&LastRun>, sets: &[SetStatus
             ));
         }
     }
+    problems.extend(backup_problems(destinations, false));
     Verdict {
         ok: problems.is_empty(),
         problems,
@@ -553,6 +600,13 @@ fn render_headline(w: &mut String, r: &StatusReport) {
             what.push(format!(
                 "{} without a source",
                 stdx::counted(lacking as u64, "set", "sets")
+            ));
+        }
+        let bad = backup_problems(&r.destinations, false).len();
+        if bad > 0 {
+            what.push(format!(
+                "{} damaged or broken",
+                stdx::counted(bad as u64, "backup", "backups")
             ));
         }
         let _ = writeln!(
@@ -917,6 +971,8 @@ mod tests {
                     incremental: false,
                     base: None,
                     image_only: false,
+                    damaged: None,
+                    broken: None,
                 }),
                 ..Default::default()
             }),

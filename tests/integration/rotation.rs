@@ -181,7 +181,8 @@ fn external_retention_forms_are_checked() {
 
 /// `status` per destination: free space, every restore point with its chain (a full, two incrementals on it, an
 /// image-only backup, an incremental whose base is gone: BROKEN), the recent average size and how many more backups
-/// of it fit; the same in `--json` (parsed). Before (main): status showed only the newest backup and a count.
+/// of it fit; the same in `--json` (parsed). Before (main): status showed only the newest backup and a count. The
+/// broken one is not counted (before this fix: "5 restore points", and it was the newest verified backup).
 #[test]
 fn status_shows_restore_points_chains_and_what_fits() {
     let t = Test::new();
@@ -239,6 +240,12 @@ fn status_shows_restore_points_chains_and_what_fits() {
         ]
     );
     assert_eq!(d.restore_points[2].base.as_deref(), Some(i1.as_str()));
+    // The broken one is not the newest verified backup (before: it was), and it fails the check.
+    assert_eq!(
+        d.newest.as_ref().map(|n| n.stamp.as_str()),
+        Some(i2.as_str())
+    );
+    assert!(!r.ok);
     // The newest four holding sets: (4096 + 200 + 300 + 100) MiB / 4.
     assert_eq!(d.recent_average_bytes, Some((4696 << 20) / 4));
     assert_eq!(d.fit_more, Some(d.free_bytes.unwrap() / ((4696 << 20) / 4)));

@@ -295,3 +295,109 @@ fn how_many_more_backups_fit_is_a_count_with_separators() {
         "{line}"
     );
 }
+
+/// The page (`report --out -`) and `status --check` of the same world: the page's headline says what `--check` says
+/// about the drive's backups.
+#[track_caller]
+fn page_and_check_agree(t: &Test, says: &str) {
+    let out = t.cmd().args(["status", "--check"]).status(1);
+    out.stderr_has(says);
+    let page = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
+    assert!(page.contains("Attention: "), "{page}");
+    assert!(page.contains(says), "{says} not on the page: {page}");
+}
+
+/// A drive backup that `restore --verify` found damaged (one byte of its archive flipped, the size unchanged) is no
+/// restore point, nor is the incremental on it: `status` marks it DAMAGED and the incremental BROKEN with what `--verify` found (text and `--json`), it is no longer the
+/// newest verified backup (none is left), `status --check` exits 1 naming it, and the status page says the same.
+/// (Before, on main: status "ok" and `--check` 0, the backup listed as a normal
+/// restore point and the newest verified one: nothing read `damaged.json`.)
+#[test]
+fn a_backup_found_damaged_is_no_restore_point() {
+    use crate::fixtures::chain::{chain_config, verify_backup};
+    use crate::fixtures::drive::{collect, content, new_backup};
+    let t = Test::new().config("{}");
+    let drive = chain_config(&t, 3, 5, "");
+    collect(&t);
+    let first = new_backup(&t);
+    // An incremental on it, which keeps big.bin in the first backup's archive.
+    t.write("home/data/projects/p03.txt", content(2000, 333));
+    collect(&t);
+    let second = new_backup(&t);
+    t.cmd().args(["status", "--check"]).status(0);
+
+    let tar = drive.join("backups").join(&first).join("data.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&tar, &bytes).unwrap();
+    verify_backup(&t, &first, false, 1);
+
+    let says = format!(
+        "destination drive: backup {first} is DAMAGED (restore --verify found it damaged on "
+    );
+    page_and_check_agree(&t, &says);
+    let out = t.cmd().args(["status"]).status(0);
+    out.stdout_has("status: ATTENTION: 1 overdue, 2 backups damaged or broken");
+    // Not counted: the drive holds no good backup, so the external is overdue at once.
+    out.stdout_has("overdue:\n  no external backup yet, schedule is weekly\n");
+    out.stdout_has(
+        "drive: 0 restore points (and 1 damaged backup and 1 broken backup, not counted)",
+    );
+    out.stdout_has(&format!("  {first}  full "));
+    out.stdout_has("DAMAGED: restore --verify found it damaged on ");
+    // The incremental on it is broken: its chain goes through the damaged backup.
+    out.stdout_has(&format!(
+        "BROKEN, it depends on {first}, which restore --verify found damaged"
+    ));
+    let r: StatusReport = t.run_json(&["status"]);
+    assert!(!r.ok);
+    let d = &r.destinations[0];
+    assert_eq!(
+        d.newest, None,
+        "a damaged backup is not the newest verified one"
+    );
+    let p = &d.restore_points[0];
+    assert!(p.damaged && !p.good(), "{p:?}");
+    let q = &d.restore_points[1];
+    assert!(q.stamp == second && q.broken && !q.damaged, "{q:?}");
+    assert!(p.problem.as_deref().unwrap().contains("data.tar"), "{p:?}");
+}
+
+/// The newest drive backup is an incremental whose base is gone from the drive (the full's directory removed by
+/// hand): `status` marks it BROKEN and does not count it as the newest verified backup (none is left), `status
+/// --check` exits 1 naming it and why, and the status page says the same.
+/// (Before, on main: status "ok" and `--check` 0 with the incremental as the newest verified backup.)
+#[test]
+fn an_incremental_whose_base_is_gone_is_broken() {
+    use crate::fixtures::chain::chain_config;
+    use crate::fixtures::drive::{collect, content, new_backup};
+    let t = Test::new().config("{}");
+    let drive = chain_config(&t, 3, 5, "");
+    collect(&t);
+    let first = new_backup(&t);
+    t.write("home/data/projects/p03.txt", content(2000, 333));
+    collect(&t);
+    let second = new_backup(&t);
+    t.cmd().args(["status", "--check"]).status(0);
+    fs::remove_dir_all(drive.join("backups").join(&first)).unwrap();
+
+    let says = format!(
+        "destination drive: backup {second} is BROKEN (it depends on {first}, which is missing or unverified)"
+    );
+    page_and_check_agree(&t, &says);
+    let r: StatusReport = t.run_json(&["status"]);
+    assert!(!r.ok);
+    let d = &r.destinations[0];
+    assert_eq!(
+        d.newest, None,
+        "a broken backup is not the newest verified one"
+    );
+    assert!(d.restore_points[0].broken && !d.restore_points[0].good());
+
+    // The next external writes a full; the broken incremental is still named, but no longer fails the check: a good
+    // backup is newer.
+    crate::fixtures::drive::external(&t, &[], 0);
+    let out = t.cmd().args(["status", "--check"]).status(0);
+    out.stdout_has(&format!("backup {second} is BROKEN"));
+}
