@@ -28,6 +28,10 @@ pub enum State {
     Verified,
     /// A drive backup directory without usable metadata: restorable when named exactly, by scanning its archives.
     Unverified,
+    /// A verified drive backup whose chain is not whole: a backup it depends on is missing, unverified or damaged.
+    Broken,
+    /// A verified drive backup that `restore --verify` found damaged (`external::damage`).
+    Damaged,
     /// A local snapshot without readable metadata.
     Unknown,
 }
@@ -39,6 +43,8 @@ impl State {
             State::Incomplete => "incomplete",
             State::Verified => "verified",
             State::Unverified => "unverified",
+            State::Broken => "BROKEN",
+            State::Damaged => "DAMAGED",
             State::Unknown => "unknown",
         }
     }
@@ -58,6 +64,8 @@ impl State {
             State::Unverified => 1,
             State::Incomplete => 2,
             State::Unknown => 3,
+            State::Broken => 4,
+            State::Damaged => 5,
         };
         // On a tie, `self`: max_by_key returns its second argument.
         std::cmp::max_by_key(other, self, |s| rank(*s))
@@ -89,7 +97,8 @@ pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Op
         if !local && !drives.iter().any(Drive::present) {
             no_drive = Some(catalog::no_drive_message(&drives));
         }
-        listing.backups.extend(drive_backups(&drives));
+        let damage = crate::external::damage::read(&settings.state_dir);
+        listing.backups.extend(drive_backups(&drives, &damage));
         listing.destinations = destinations(&drives);
     }
     if cloud {
@@ -254,16 +263,58 @@ pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<List
         .collect()
 }
 
-/// The external part of a listing: every backup on every present drive.
-pub fn drive_backups(drives: &[Drive]) -> Vec<ListedBackup> {
+/// The external part of a listing: every backup on every present drive; `damage`: what `restore --verify` found
+/// damaged (the state directory's `damaged.json`).
+pub fn drive_backups(
+    drives: &[Drive],
+    damage: &[crate::external::damage::Record],
+) -> Vec<ListedBackup> {
     let mut out = Vec::new();
     for d in drives {
+        let verified = |stamp: &str| {
+            d.listing
+                .backups
+                .iter()
+                .any(|b| !b.in_progress && b.verified() && b.dir.name == stamp)
+        };
+        let damaged = |stamp: &str| {
+            damage
+                .iter()
+                .find(|r| r.destination == d.name && r.backup == stamp)
+        };
         for b in &d.listing.backups {
             // A backup still (or never finished) being written is no backup: never listed, never restored from.
             if b.in_progress || d.only.as_ref().is_some_and(|o| *o != b.dir.name) {
                 continue;
             }
-            let state = if b.verified() {
+            let mut notes: Vec<String> = b.dir.meta_error.iter().cloned().collect();
+            // A backup it depends on (its `depends_on`, each set's `base`) that is not here, unverified or damaged:
+            // it cannot be restored whole. (The chain's backups each name the whole chain in `depends_on`.)
+            let gone = b.dir.meta.as_ref().and_then(|m| {
+                m.depends_on
+                    .iter()
+                    .chain(m.sets.iter().filter_map(|s| s.base.as_ref()))
+                    .find(|dep| !verified(dep) || damaged(dep).is_some())
+            });
+            let state = if let Some(r) = damaged(&b.dir.name).filter(|_| b.verified()) {
+                notes.push(show_str(&format!(
+                    "restore --verify found it damaged on {}: {}",
+                    r.found, r.problem
+                )));
+                State::Damaged
+            } else if let Some(dep) = gone {
+                notes.push(match damaged(dep) {
+                    Some(_) => format!(
+                        "its chain is broken: it depends on {}, which restore --verify found damaged",
+                        show_str(dep)
+                    ),
+                    None => format!(
+                        "its chain is broken: it depends on {}, which is not on the drive or unverified",
+                        show_str(dep)
+                    ),
+                });
+                State::Broken
+            } else if b.verified() {
                 State::Verified
             } else {
                 State::Unverified
@@ -300,7 +351,7 @@ pub fn drive_backups(drives: &[Drive]) -> Vec<ListedBackup> {
                 location: b.dir.path.clone(),
                 destination: Some(d.name.clone()),
                 latest: d.listing.latest.as_deref() == Some(b.dir.name.as_str()),
-                notes: b.dir.meta_error.iter().cloned().collect(),
+                notes,
             });
         }
     }

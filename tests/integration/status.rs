@@ -309,9 +309,10 @@ fn page_and_check_agree(t: &Test, says: &str) {
 
 /// A drive backup that `restore --verify` found damaged (one byte of its archive flipped, the size unchanged) is no
 /// restore point, nor is the incremental on it: `status` marks it DAMAGED and the incremental BROKEN with what `--verify` found (text and `--json`), it is no longer the
-/// newest verified backup (none is left), `status --check` exits 1 naming it, and the status page says the same.
-/// (Before, on main: status "ok" and `--check` 0, the backup listed as a normal
-/// restore point and the newest verified one: nothing read `damaged.json`.)
+/// newest verified backup (none is left), `status --check` exits 1 naming it, the status page says the same, and
+/// `restore --list` says DAMAGED and BROKEN with why. (Before, on main: status "ok" and `--check` 0, the backup
+/// listed as a normal restore point and the newest verified one, `restore --list` "verified" for both: nothing
+/// read `damaged.json`.)
 #[test]
 fn a_backup_found_damaged_is_no_restore_point() {
     use crate::fixtures::chain::{chain_config, verify_backup};
@@ -361,13 +362,25 @@ fn a_backup_found_damaged_is_no_restore_point() {
     assert!(p.damaged && !p.good(), "{p:?}");
     let q = &d.restore_points[1];
     assert!(q.stamp == second && q.broken && !q.damaged, "{q:?}");
+
+    let list = t
+        .cmd()
+        .args(["restore", "--source", "external", "--list"])
+        .status(0);
+    list.stdout_has("DAMAGED  ");
+    list.stdout_has("BROKEN, latest");
+    list.stdout_has("note: restore --verify found it damaged on ");
+    list.stdout_has(&format!(
+        "note: its chain is broken: it depends on {first}, which restore --verify found damaged"
+    ));
     assert!(p.problem.as_deref().unwrap().contains("data.tar"), "{p:?}");
 }
 
 /// The newest drive backup is an incremental whose base is gone from the drive (the full's directory removed by
 /// hand): `status` marks it BROKEN and does not count it as the newest verified backup (none is left), `status
-/// --check` exits 1 naming it and why, and the status page says the same.
-/// (Before, on main: status "ok" and `--check` 0 with the incremental as the newest verified backup.)
+/// --check` exits 1 naming it and why, the status page says the same, and `restore --list` says BROKEN with why.
+/// (Before, on main: status "ok" and `--check` 0 with the incremental as the newest verified backup, and
+/// `restore --list` "verified, latest".)
 #[test]
 fn an_incremental_whose_base_is_gone_is_broken() {
     use crate::fixtures::chain::chain_config;
@@ -394,6 +407,16 @@ fn an_incremental_whose_base_is_gone_is_broken() {
         "a broken backup is not the newest verified one"
     );
     assert!(d.restore_points[0].broken && !d.restore_points[0].good());
+
+    let list = t
+        .cmd()
+        .args(["restore", "--source", "external", "--list"])
+        .status(0);
+    list.stdout_has("BROKEN, latest");
+    list.stdout_has(&format!(
+        "note: its chain is broken: it depends on {first}, which is not on the drive or unverified"
+    ));
+    assert!(!list.stdout.contains("verified, latest"), "{}", list.stdout);
 
     // The next external writes a full; the broken incremental is still named, but no longer fails the check: a good
     // backup is newer.
