@@ -1101,6 +1101,82 @@ mod tests {
         assert_eq!(facts.recent.len(), 2);
     }
 
+    /// Which backups of a listing are broken, and why: a dependency missing or unverified, damaged, or broken
+    /// itself (a chain followed through a hand-made `depends_on` too); the newest backup is the newest good one.
+    #[test]
+    fn broken_chains_and_the_newest_good_backup() {
+        let backup = |stamp: &str, deps: &[&str], verified: bool| {
+            let mut m = crate::external::layout::tests::meta(stamp, &["data"]);
+            m.depends_on = deps.iter().map(|d| d.to_string()).collect();
+            layout::DriveBackup {
+                name: stamp.into(),
+                time: snapshot::parse_stamp(stamp).unwrap(),
+                path: format!("/media/T9/backups/{stamp}").into(),
+                meta: verified.then_some(m),
+                meta_error: None,
+            }
+        };
+        let (a, b, c) = (
+            "2025-03-01-031500",
+            "2025-03-02-031500",
+            "2025-03-03-031500",
+        );
+        let (u, e, f, g) = (
+            "2025-03-04-031500",
+            "2025-03-05-031500",
+            "2025-03-06-031500",
+            "2025-03-07-031500",
+        );
+        let listing = layout::DriveListing {
+            exists: true,
+            backups: vec![
+                backup(a, &[], true),
+                backup(b, &[a], true),
+                backup(c, &[a, b], true),
+                backup(u, &[], false),
+                backup(e, &[u], true),
+                backup(f, &["2025-02-01-031500"], true),
+                backup(g, &[f], true),
+            ],
+            ..Default::default()
+        };
+        let why = |damaged: &[&str]| {
+            let damaged: BTreeMap<String, String> = damaged
+                .iter()
+                .map(|d| (d.to_string(), "found".to_string()))
+                .collect();
+            broken_chains(&listing, &damaged)
+        };
+        let whole = why(&[]);
+        assert_eq!(
+            whole.keys().map(String::as_str).collect::<Vec<_>>(),
+            [e, f, g]
+        );
+        assert_eq!(
+            whole[e],
+            format!("it depends on {u}, which is missing or unverified")
+        );
+        assert_eq!(
+            whole[g],
+            format!("it depends on {f}, whose own chain is broken")
+        );
+        let with_b = why(&[b]);
+        assert_eq!(
+            with_b[c],
+            format!("it depends on {b}, which restore --verify found damaged")
+        );
+        assert!(!with_b.contains_key(b) && !with_b.contains_key(a));
+
+        let damaged = BTreeMap::from([(c.to_string(), "found".to_string())]);
+        let facts = listing_facts(&listing, &damaged, true);
+        assert_eq!(facts.newest.as_ref().map(|n| n.stamp.as_str()), Some(b));
+        assert_eq!(facts.backups.len(), 6, "the unverified one is not listed");
+        assert!(facts.backups.iter().filter(|x| x.good()).count() == 2);
+        // Without judging chains (a bucket), only what --verify found counts.
+        let facts = listing_facts(&listing, &BTreeMap::new(), false);
+        assert_eq!(facts.newest.as_ref().map(|n| n.stamp.as_str()), Some(g));
+    }
+
     #[test]
     fn a_held_lock_is_seen() {
         let dir = tempfile::tempdir().unwrap();
