@@ -204,6 +204,10 @@ pub struct Planner {
     by_path: HashMap<RelPath, usize>,
     /// The last parent directory found fit to hold entries (entries of one directory come together).
     last_parent: Option<(RelPath, ParentState)>,
+    /// The bytes of the names planned, and of the implicit directories' paths: the second is bounded by the first
+    /// ([`safety::IMPLICIT_FLOOR`]).
+    name_bytes: usize,
+    implicit_bytes: usize,
 }
 
 impl Planner {
@@ -220,11 +224,14 @@ impl Planner {
             items: Vec::new(),
             by_path: HashMap::new(),
             last_parent: None,
+            name_bytes: 0,
+            implicit_bytes: 0,
         })
     }
 
     /// Plans one entry; returns its action. Fails only when the destination cannot be inspected.
     pub fn add(&mut self, entry: RestoreEntry) -> Result<Action, RestoreError> {
+        self.name_bytes = self.name_bytes.saturating_add(entry.name.len());
         let mut item = PlanItem::new(entry);
         self.decide(&mut item)?;
         let action = item.action;
@@ -240,6 +247,7 @@ impl Planner {
                 // An entry describing a directory made earlier for its children (a contents-first listing)
                 // takes the implicit item's place.
                 Some(&i) if self.items[i].implicit && action != Action::Refuse => {
+                    self.implicit_bytes -= rel.as_bytes().len();
                     self.items[i] = item
                 }
                 Some(_) => self.items.push(item),
@@ -419,7 +427,10 @@ impl Planner {
         if !parent.is_root() {
             chain.push(parent.clone());
         }
-        for anc in chain {
+        // Whether the implicit directories this entry needs were found within the bound.
+        let mut bounded = false;
+        for k in 0..chain.len() {
+            let anc = chain[k].clone();
             if let Some(&i) = self.by_path.get(&anc) {
                 let it = &self.items[i];
                 if it.action == Action::Refuse {
@@ -452,6 +463,12 @@ impl Planner {
                     _ => {}
                 }
             } else if state == ParentState::New {
+                if !bounded {
+                    if let Some(why) = self.beyond_bound(&chain[k..]) {
+                        return Ok(Err(why));
+                    }
+                    bounded = true;
+                }
                 self.add_implicit(anc);
                 continue;
             }
@@ -459,6 +476,12 @@ impl Planner {
                 Ok(None) => {
                     state = ParentState::New;
                     if !self.by_path.contains_key(&anc) {
+                        if !bounded {
+                            if let Some(why) = self.beyond_bound(&chain[k..]) {
+                                return Ok(Err(why));
+                            }
+                            bounded = true;
+                        }
                         self.add_implicit(anc);
                     }
                 }
@@ -492,7 +515,22 @@ impl Planner {
         Ok(Ok(state))
     }
 
+    /// The refusal when making the directories of `chain` that the plan lacks (as implicit ones) would pass the
+    /// bound on their paths ([`safety::IMPLICIT_FLOOR`]).
+    fn beyond_bound(&self, chain: &[RelPath]) -> Option<Refusal> {
+        let needed: usize = chain
+            .iter()
+            .filter(|a| !self.by_path.contains_key(*a))
+            .map(|a| a.as_bytes().len())
+            .sum();
+        let budget =
+            safety::IMPLICIT_FLOOR.max(self.name_bytes.saturating_mul(safety::IMPLICIT_FACTOR));
+        (self.implicit_bytes.saturating_add(needed) > budget)
+            .then_some(Refusal::TooManyImplicitDirs { needed, budget })
+    }
+
     fn add_implicit(&mut self, rel: RelPath) {
+        self.implicit_bytes += rel.as_bytes().len();
         let mut entry = RestoreEntry::new(rel.as_bytes().to_vec(), EntryKind::Dir);
         entry.mode = 0o700;
         let mut item = PlanItem::new(entry);
