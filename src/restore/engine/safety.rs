@@ -137,8 +137,8 @@ pub enum Refusal {
     )]
     SymlinkOutside { target: String, leads_to: String },
     #[error(
-        "the directories this entry needs that the backup does not hold ({needed} of path) would take the plan \
-         past its bound of {budget} of such paths ({floor}, or {factor} times the bytes of the names read, \
+        "the directories this entry needs that the backup does not hold (up to {needed} of path) would take the plan \
+         past its bound on such paths, {budget} here ({floor} or {factor} times the bytes of the names read, \
          whichever is more): an archive this deep without directory entries is refused rather than planned in \
          unbounded memory",
         needed = crate::stdx::bytes(*.needed as u64),
