@@ -418,6 +418,15 @@ impl Planner {
         {
             return Ok(Ok(*state));
         }
+        // A directory this plan makes (or an implicit one) was checked with its parents when it was planned: what is
+        // below it is new. (Looking up its ancestors again would cost an entry the square of its depth.)
+        if let Some(&i) = self.by_path.get(parent)
+            && self.items[i].kind == EntryKind::Dir
+            && self.items[i].action == Action::Create
+        {
+            self.last_parent = Some((parent.clone(), ParentState::New));
+            return Ok(Ok(ParentState::New));
+        }
         let mut state = if self.target.exists() {
             ParentState::OnDisk
         } else {
@@ -517,16 +526,34 @@ impl Planner {
 
     /// The refusal when making the directories of `chain` that the plan lacks (as implicit ones) would pass the
     /// bound on their paths ([`safety::IMPLICIT_FLOOR`]).
+    /// The refusal names the most they could need; which are in the plan already is looked up (hashing each path)
+    /// only when that decides.
     fn beyond_bound(&self, chain: &[RelPath]) -> Option<Refusal> {
-        let needed: usize = chain
-            .iter()
-            .filter(|a| !self.by_path.contains_key(*a))
-            .map(|a| a.as_bytes().len())
-            .sum();
         let budget =
             safety::IMPLICIT_FLOOR.max(self.name_bytes.saturating_mul(safety::IMPLICIT_FACTOR));
-        (self.implicit_bytes.saturating_add(needed) > budget)
-            .then_some(Refusal::TooManyImplicitDirs { needed, budget })
+        let most: usize = chain.iter().map(|a| a.as_bytes().len()).sum();
+        let left = budget.saturating_sub(self.implicit_bytes);
+        if most <= left {
+            return None;
+        }
+        // Deepest (longest) first, stopping once past the bound: a refused entry hashes little more than what was
+        // left of it.
+        let mut needed = 0usize;
+        for a in chain.iter().rev() {
+            if needed > left {
+                break;
+            }
+            if !self.by_path.contains_key(a) {
+                needed += a.as_bytes().len();
+            }
+        }
+        if needed <= left {
+            return None;
+        }
+        Some(Refusal::TooManyImplicitDirs {
+            needed: most,
+            budget,
+        })
     }
 
     fn add_implicit(&mut self, rel: RelPath) {
