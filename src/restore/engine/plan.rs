@@ -208,6 +208,9 @@ pub struct Planner {
     /// ([`safety::IMPLICIT_FLOOR`]).
     name_bytes: usize,
     implicit_bytes: usize,
+    /// An entry was planned in place of a directory found at the destination (another kind, or refused): the
+    /// directories planned below it no longer vouch for their parents, so each parent is walked from the root.
+    walk_every_parent: bool,
 }
 
 impl Planner {
@@ -226,6 +229,7 @@ impl Planner {
             last_parent: None,
             name_bytes: 0,
             implicit_bytes: 0,
+            walk_every_parent: false,
         })
     }
 
@@ -235,6 +239,11 @@ impl Planner {
         let mut item = PlanItem::new(entry);
         self.decide(&mut item)?;
         let action = item.action;
+        if item.found.is_some_and(|f| f.kind == FoundKind::Dir)
+            && (action == Action::Refuse || !item.kind.is_dir())
+        {
+            self.walk_every_parent = true;
+        }
         if let Some(rel) = item.rel.clone() {
             if self
                 .last_parent
@@ -420,7 +429,8 @@ impl Planner {
         }
         // A directory this plan makes (or an implicit one) was checked with its parents when it was planned: what is
         // below it is new. (Looking up its ancestors again would cost an entry the square of its depth.)
-        if let Some(&i) = self.by_path.get(parent)
+        if !self.walk_every_parent
+            && let Some(&i) = self.by_path.get(parent)
             && self.items[i].kind == EntryKind::Dir
             && self.items[i].action == Action::Create
         {
