@@ -173,7 +173,8 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<Vec<SetBack
 }
 
 /// Opens the encrypted indexes of `backups` with the keys the ring finds (read once, only when one is encrypted).
-/// `Err` with the reason when they are needed and cannot be had; the plain ones are untouched.
+/// `Err` with the reason when they are needed and cannot be had (ending with how to give the identity, once); the
+/// plain ones are untouched.
 pub fn unlock(backups: &mut [SetBackup], ring: &KeyRing) -> Result<Vec<String>, String> {
     let files: Vec<&ArchiveFiles> = backups
         .iter()
@@ -185,9 +186,13 @@ pub fn unlock(backups: &mut [SetBackup], ring: &KeyRing) -> Result<Vec<String>, 
     if files.is_empty() {
         return Ok(Vec::new());
     }
-    let found = ring
-        .keys_for(&files, false, Ask::Always)
-        .map_err(|e| e.to_string())?;
+    let found = ring.keys_for(&files, false, Ask::Always).map_err(|e| {
+        let why = e.to_string();
+        match why.contains("--identity") {
+            true => why,
+            false => format!("{why}; give the identity with --identity FILE"),
+        }
+    })?;
     let keys: Option<Arc<Keys>> = found.keys;
     for b in backups.iter_mut() {
         if let Content::Index(f) = &mut b.content

@@ -167,9 +167,9 @@ pub fn shrink_problem(
     }
     let what = if now == 0 {
         format!(
-            "{} is empty but the last snapshot ({snapshot}) had {} entries",
+            "{} is empty but the last snapshot ({snapshot}) had {}",
             path.display(),
-            stdx::count(before)
+            stdx::counted(before, "entry", "entries")
         )
     } else if before >= SHRINK_MIN_BEFORE && now * SHRINK_FACTOR < before {
         format!(
@@ -941,6 +941,12 @@ mod tests {
             shrink_problem(p, 0, 1234, "data-x").as_deref(),
             Some(
                 "/data is empty but the last snapshot (data-x) had 1,234 entries: is the drive mounted? use --allow-shrink to accept"
+            )
+        );
+        assert_eq!(
+            shrink_problem(p, 0, 1, "data-x").as_deref(),
+            Some(
+                "/data is empty but the last snapshot (data-x) had 1 entry: is the drive mounted? use --allow-shrink to accept"
             )
         );
         // (entries now, entries before, refused, why)

@@ -64,9 +64,7 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
                 if let browse::Content::Index(f) = &b.content
                     && f.encrypted()
                 {
-                    b.content = browse::Content::Unreadable(format!(
-                        "it is encrypted ({e}); give the identity with --identity FILE"
-                    ));
+                    b.content = browse::Content::Unreadable(format!("it is encrypted: {e}"));
                 }
             }
         }

@@ -62,11 +62,9 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
     };
     let mut chosen = choose(&all, query, external || cloud, args.set.as_deref())?;
     let ring = KeyRing::new(&settings, &args.identities);
-    for w in browse::unlock(&mut chosen, &ring).map_err(|e| {
-        failed(format!(
-            "the backup is encrypted: {e}; give the identity with --identity FILE"
-        ))
-    })? {
+    for w in browse::unlock(&mut chosen, &ring)
+        .map_err(|e| failed(format!("the backup is encrypted: {e}")))?
+    {
         ui.warn(w);
     }
     let mut out = LsOutput {

@@ -232,13 +232,7 @@ fn restore(b: &mut String, m: &BackupMeta, metas: &[&BackupMeta]) {
             "dbackup restore --drive /media/you/DRIVE --date {stamp} --set {set}{paths}{identity} --target ~/restored"
         ));
     }
-    b.push_str(
-        &lines
-            .iter()
-            .map(|l| html::code(l))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    );
+    b.push_str(&code_lines(&lines));
     b.push_str("</code></pre>\n<h2>Restore without dbackup</h2>\n<p class=\"muted\">Each backup directory is plain \
         tar (encrypted ones: age), checkable with <code>sha256sum</code>:</p>\n<pre><code>");
     let mut lines = vec![
@@ -292,13 +286,7 @@ fn restore(b: &mut String, m: &BackupMeta, metas: &[&BackupMeta]) {
             )),
         }
     }
-    b.push_str(
-        &lines
-            .iter()
-            .map(|l| html::code(l))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    );
+    b.push_str(&code_lines(&lines));
     b.push_str("</code></pre>\n</section>\n");
 }
 
@@ -373,4 +361,13 @@ fn remove_stale_temporaries(dir: &Dir) {
             let _ = dir.unlink(&name);
         }
     }
+}
+
+/// Shell lines as the page's code block shows them, one per line, each escaped for HTML.
+fn code_lines(lines: &[String]) -> String {
+    lines
+        .iter()
+        .map(|l| html::code(l))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

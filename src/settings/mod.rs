@@ -451,6 +451,7 @@ impl Settings {
             "destination",
         );
         b.unique_destination_paths(&destinations, config);
+        b.drives_apart(backup_root.as_deref(), &sets, &destinations, config);
         b.own_drive_schedules(config);
         b.notification_url(config);
         let image_devices = b.image_devices(config);
@@ -1334,6 +1335,75 @@ impl Builder<'_> {
         })
     }
 
+    /// A drive is a disk of its own: its mount point is not the backup root nor inside it, and not inside a source
+    /// whose copy would take it in (rsync crosses into a mounted drive unless `-x` or an anchored exclusion keeps it
+    /// out, so every snapshot would copy the drive's backups). The root on the drive is allowed (one disk, two copies).
+    fn drives_apart(
+        &mut self,
+        root: Option<&Path>,
+        sets: &[SetSettings],
+        destinations: &[DestinationSettings],
+        config: &Config,
+    ) {
+        for d in destinations {
+            let index = config
+                .destinations
+                .iter()
+                .position(|c| c.name == d.name)
+                .unwrap_or(0);
+            let pointer = format!("/destinations/{index}/path");
+            let resolved = resolve_existing_prefix(&d.path);
+            if let Some(root) = root
+                && (d.path.starts_with(root) || resolved.starts_with(resolve_existing_prefix(root)))
+            {
+                self.problem(
+                    pointer.clone(),
+                    format!(
+                        "destination {:?}'s path {} is inside backup_root {}: the drive's copy would sit among the \
+                         snapshots it copies. Name the drive's own mount point (e.g. /media/$USER/T9)",
+                        d.name,
+                        d.path.display(),
+                        root.display()
+                    ),
+                );
+                continue;
+            }
+            for set in sets {
+                let one_file_system = set
+                    .rsync_args
+                    .iter()
+                    .any(|a| a == "-x" || a == "--one-file-system");
+                let inside = set.sources.iter().find(|src| {
+                    d.path.starts_with(&src.path) || resolved.starts_with(&src.resolved)
+                });
+                let covered = set.exclusions.iter().any(|e| match e {
+                    Exclusion::Anchored { pattern, .. } if !e.is_include() => {
+                        covers(pattern, &resolved) || covers(pattern, &d.path)
+                    }
+                    _ => false,
+                });
+                if let Some(src) = inside
+                    && !one_file_system
+                    && !covered
+                {
+                    self.problem(
+                        pointer.clone(),
+                        format!(
+                            "destination {:?}'s path {} is inside source {:?} of set {:?}: each snapshot would copy \
+                             the drive's backups while it is plugged in. Add \"{}\" to the set's exclusions, or \
+                             \"-x\" to its rsync_args, or mount the drive elsewhere",
+                            d.name,
+                            d.path.display(),
+                            src.configured,
+                            set.name,
+                            d.path.display()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     fn unique_destination_paths(&mut self, destinations: &[DestinationSettings], config: &Config) {
         for (i, d) in destinations.iter().enumerate() {
             if let Some(first) = destinations[..i].iter().find(|e| e.path == d.path) {
@@ -1753,6 +1823,34 @@ mod tests {
                 &["/backup_sets/0/sources/0: backup_root /home/u/bk is inside source \"~\""],
             ),
             (
+                "a drive inside the root",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                    "destinations": [ { "name": "T9", "path": "/b/T9" } ] }"#
+                    .into(),
+                &["/destinations/0/path: destination \"T9\"'s path /b/T9 is inside backup_root /b"],
+            ),
+            (
+                "a drive at the root",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                    "destinations": [ { "name": "T9", "path": "/b/" } ] }"#
+                    .into(),
+                &["/destinations/0/path: destination \"T9\"'s path /b is inside backup_root /b"],
+            ),
+            (
+                "a drive inside a source",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["~"] } ],
+                    "destinations": [ { "name": "T9", "path": "~/mnt/T9" } ] }"#
+                    .into(),
+                &["/destinations/0/path: destination \"T9\"'s path /home/u/mnt/T9 is inside source \"~\" of set \"a\""],
+            ),
+            (
+                "a drive inside a source, excluded by a pattern only",
+                r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["~"], "exclusions": ["T9"] } ],
+                    "destinations": [ { "name": "T9", "path": "~/mnt/T9" } ] }"#
+                    .into(),
+                &["/destinations/0/path: destination \"T9\"'s path /home/u/mnt/T9 is inside source \"~\" of set \"a\""],
+            ),
+            (
                 "relative, undefined and ~user paths",
                 with_set(r#"{ "name": "a", "sources": ["data", "$NOPE/x", "~bob/x", "${DDATA}/ok"] }"#),
                 &[
@@ -1848,6 +1946,26 @@ mod tests {
             assert_eq!(got.len(), want.len(), "{what}: {got:#?}");
             for (g, w) in got.iter().zip(want.iter()) {
                 assert!(g.starts_with(w), "{what}:\n  got:  {g}\n  want: {w}...");
+            }
+        }
+    }
+
+    /// A drive inside a source is accepted when the set keeps it out (an exclusion, `-x`), and the backup root may
+    /// be on the drive.
+    #[test]
+    fn drives_kept_apart_are_accepted() {
+        let e = env(Path::new("/home/u"), &[]);
+        for text in [
+            r#"{ "backup_root": "/b", "backup_sets": [
+                  { "name": "a", "sources": ["~"], "exclusions": ["~/mnt/T9"] },
+                  { "name": "c", "sources": ["~/mnt"], "rsync_args": ["-x"] },
+                  { "name": "d", "sources": ["/d"] } ],
+                "destinations": [ { "name": "T9", "path": "~/mnt/T9" } ] }"#,
+            r#"{ "backup_root": "/media/T9/snapshots", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                "destinations": [ { "name": "T9", "path": "/media/T9" } ] }"#,
+        ] {
+            if let Err(err) = build(text, &e) {
+                panic!("{text}: {err}");
             }
         }
     }

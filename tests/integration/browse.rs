@@ -424,6 +424,33 @@ fn encrypted_indexes_need_the_identity() {
     );
 }
 
+/// Without a usable identity, `ls` and `find` say once how to give one: with the config's identity_file missing,
+/// the reason already says "pass the identity with --identity FILE", and both added "give the identity with
+/// --identity FILE" again.
+#[test]
+fn a_missing_identity_is_told_once_how_to_give_one() {
+    let e = encrypted_backup(r#", "identity_file": "{tmp}/no-such-key.txt""#);
+    let cfg = e.t.home().join(".config");
+    for (args, code) in [
+        (vec!["ls", "--source", "drive", cfg.to_str().unwrap()], 1),
+        (vec!["find", "--source", "drive", "settings.json"], 1),
+    ] {
+        let out = e.t.cmd().args(&args).status(code);
+        out.stderr_has("no-such-key.txt");
+        assert!(
+            out.stderr.contains("--identity FILE"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        for line in out.stderr.lines() {
+            assert!(
+                line.matches("--identity FILE").count() <= 1,
+                "{args:?}: {line}"
+            );
+        }
+    }
+}
+
 /// `ls --date` picks the backup `restore --date` reads (one rule, `restore::choose::by_date`): here the newest
 /// snapshot of the day is incomplete (a source went missing), and both read it. Before: `ls` had a rule of its own
 /// that skipped incomplete snapshots, so `ls --date D` listed an older snapshot than the one `restore --date D`

@@ -418,6 +418,18 @@ fn secrets_and_plain_archives_are_refused_by_the_config() {
     out.stderr_has("allow_unencrypted");
 }
 
+/// A test with the bucket's keys whose home is populated and collected (nothing uploaded yet).
+fn collected(g: &Garage) -> Test {
+    let t = with_keys(
+        &config(&g.endpoint(), &g.bucket, ""),
+        &g.key.id,
+        &g.key.secret,
+    );
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    t
+}
+
 /// The line a cloud restore ends with: what it cost in requests and bytes.
 pub(crate) fn requests_line(out: &Output) -> String {
     out.stderr
@@ -500,13 +512,7 @@ fn external_uploads_a_backup_with_the_drive_layout() {
     let Some((g, s3)) = garage_and_client() else {
         return;
     };
-    let t = with_keys(
-        &config(&g.endpoint(), &g.bucket, ""),
-        &g.key.id,
-        &g.key.secret,
-    );
-    populate(&t);
-    t.cmd().args(["collect"]).status(0);
+    let t = collected(&g);
 
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
     assert!(
@@ -1003,13 +1009,7 @@ fn the_json_read_from_a_bucket_matches_its_schemas() {
     let Some((g, _s3)) = garage_and_client() else {
         return;
     };
-    let t = with_keys(
-        &config(&g.endpoint(), &g.bucket, ""),
-        &g.key.id,
-        &g.key.secret,
-    );
-    populate(&t);
-    t.cmd().args(["collect"]).status(0);
+    let t = collected(&g);
     t.cmd().args(["external"]).status(0);
     let home = t.home().display().to_string();
     for (schema, args) in [
@@ -1071,13 +1071,7 @@ fn find_on_a_bucket_searches_past_a_backup_whose_metadata_is_invalid() {
     let Some((g, s3)) = garage_and_client() else {
         return;
     };
-    let t = with_keys(
-        &config(&g.endpoint(), &g.bucket, ""),
-        &g.key.id,
-        &g.key.secret,
-    );
-    populate(&t);
-    t.cmd().args(["collect"]).status(0);
+    let t = collected(&g);
     t.cmd().args(["external", "--full"]).status(0);
     t.write("home/notes/todo.txt", "buy milk\nand bread\n");
     t.cmd().args(["collect"]).status(0);

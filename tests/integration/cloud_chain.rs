@@ -36,6 +36,19 @@ fn first_upload(g: &Garage, extra: &str, prefix: &str) -> Test {
     t
 }
 
+/// The second upload under `laptop` (an incremental: todo.txt changed, and `also` written): both stamps, oldest first.
+fn second_upload(t: &Test, s3: &S3Client, also: &[(&str, &str)]) -> Vec<String> {
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    for (path, text) in also {
+        t.write(path, text);
+    }
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let all = stamps(s3, "laptop");
+    assert_eq!(all.len(), 2, "{all:?}");
+    all
+}
+
 /// The backups' stamps under `<prefix>/backups/` of the bucket, oldest first.
 fn stamps(s3: &S3Client, prefix: &str) -> Vec<String> {
     let mut v: Vec<String> = s3
@@ -289,12 +302,7 @@ fn ls_and_find_read_an_incremental_on_a_bucket_through_its_index() {
         return;
     };
     let t = first_upload(&g, "", "laptop");
-    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
-    t.write("home/notes/new.txt", "a new file\n");
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
-    let all = stamps(&s3, "laptop");
-    assert_eq!(all.len(), 2, "{all:?}");
+    let all = second_upload(&t, &s3, &[("home/notes/new.txt", "a new file\n")]);
     let home = t.home().display().to_string();
 
     let ls = t
@@ -327,11 +335,7 @@ fn verify_of_an_incremental_on_a_bucket_checks_the_archives_it_depends_on() {
         return;
     };
     let t = first_upload(&g, "", "laptop");
-    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
-    let all = stamps(&s3, "laptop");
-    assert_eq!(all.len(), 2, "{all:?}");
+    let all = second_upload(&t, &s3, &[]);
     let full_part = format!("laptop/backups/{}/docs.tar.part000", all[0]);
     let full_bytes = s3.list(&full_part)[0].1;
 
@@ -372,10 +376,7 @@ fn a_restore_from_an_incremental_on_a_bucket_says_the_chains_bytes_first() {
         return;
     };
     let t = first_upload(&g, "", "laptop");
-    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
-    assert_eq!(stamps(&s3, "laptop").len(), 2);
+    second_upload(&t, &s3, &[]);
     let home = t.home().display().to_string();
     let out = t
         .cmd()
@@ -415,11 +416,7 @@ fn a_file_kept_in_a_missing_base_on_a_bucket_is_not_said_to_be_on_a_drive() {
         return;
     };
     let t = first_upload(&g, "", "laptop");
-    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
-    let all = stamps(&s3, "laptop");
-    assert_eq!(all.len(), 2, "{all:?}");
+    let all = second_upload(&t, &s3, &[]);
     put_on_server(
         &t,
         &s3,

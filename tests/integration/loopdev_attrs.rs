@@ -23,7 +23,7 @@ use crate::fixtures::age::have_age;
 use crate::fixtures::demo::set_mtime;
 use crate::fixtures::drive::{destination, external};
 use crate::fixtures::tree::walk;
-use crate::harness::{Test, run_ok};
+use crate::harness::{Output, Test, run_ok};
 
 const MIB: u64 = 1 << 20;
 
@@ -412,24 +412,28 @@ fn matrix(fs_kind: Fs) {
             .args(["--path", file.to_str().unwrap(), "--target"])
             .args([&out])
             .status(3);
-        let warnings: Vec<&str> = o
-            .stderr
-            .lines()
-            .filter(|l| l.contains("not restored"))
-            .collect();
-        assert_eq!(warnings.len(), 1, "{}", o.stderr);
-        assert!(
-            warnings[0]
-                .contains("3 extended attributes or ACLs were not restored: the filesystem of")
-                && warnings[0].contains("cannot hold them"),
-            "{}",
-            o.stderr
-        );
+        one_warning_of(&o, "3 extended attributes or ACLs were not restored");
         assert_eq!(
             fs::read(under(&out).join("tagged.txt")).unwrap(),
             b"tagged\n"
         );
     }
+}
+
+/// The restore's one warning of what the target's filesystem could not hold, saying `count`.
+fn one_warning_of(o: &Output, count: &str) {
+    let warnings: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not restored"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", o.stderr);
+    assert!(
+        warnings[0].contains(&format!("{count}: the filesystem of"))
+            && warnings[0].contains("cannot hold them"),
+        "{}",
+        o.stderr
+    );
 }
 
 #[test]
@@ -473,15 +477,5 @@ fn one_warning_per_restore_for_attributes_a_filesystem_cannot_hold() {
         .args(["--target"])
         .args([&out])
         .status(3);
-    let warnings: Vec<&str> = o
-        .stderr
-        .lines()
-        .filter(|l| l.contains("not restored"))
-        .collect();
-    assert_eq!(warnings.len(), 1, "{}", o.stderr);
-    assert!(
-        warnings[0].contains("2 extended attributes or ACLs were not restored: the filesystem of"),
-        "{}",
-        o.stderr
-    );
+    one_warning_of(&o, "2 extended attributes or ACLs were not restored");
 }

@@ -719,11 +719,9 @@ fn restore_commands_paste_into_a_shell_as_written() {
     pasted_restore_lines(&t, &drive, &source, "the drive's REPORT.html");
 }
 
-/// The drive's REPORT.html tells how to restore without dbackup; when the newest backup is an incremental, its
-/// commands rebuild the set from the chain, so running them as written gives every file. (Before: the page said
-/// `tar -xpf data.tar`, which for an incremental restores only what changed since its base: here one file of two.)
-#[test]
-fn the_drive_page_restores_an_incremental_whole_without_dbackup() {
+/// A directory drive `T9` holding a full of `{tmp}/src/data` (old.txt) and an incremental on it (new.txt added);
+/// the full's stamp.
+fn a_chain_of_two() -> (Test, String) {
     let t = Test::new();
     t.write("src/data/old.txt", "from the first backup");
     let t = t.config(
@@ -732,10 +730,24 @@ fn the_drive_page_restores_an_incremental_whole_without_dbackup() {
     );
     fs::create_dir_all(t.path("T9")).unwrap();
     t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
+    let first = t.cmd().args(["external"]).status(0).stdout;
+    let base = Path::new(first.trim())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     t.write("src/data/new.txt", "from the second");
     t.cmd().args(["collect"]).status(0);
     t.cmd().args(["external"]).status(0);
+    (t, base)
+}
+
+/// The drive's REPORT.html tells how to restore without dbackup; when the newest backup is an incremental, its
+/// commands rebuild the set from the chain, so running them as written gives every file. (Before: the page said
+/// `tar -xpf data.tar`, which for an incremental restores only what changed since its base: here one file of two.)
+#[test]
+fn the_drive_page_restores_an_incremental_whole_without_dbackup() {
+    let (t, _) = a_chain_of_two();
     let listing = t
         .cmd()
         .args(["--json", "restore", "--list"])
@@ -791,23 +803,7 @@ fn the_drive_page_restores_an_incremental_whole_without_dbackup() {
 /// `status` showed the chain, the page did not.)
 #[test]
 fn the_page_shows_the_chain_of_incremental_backups() {
-    let t = Test::new();
-    t.write("src/data/old.txt", "from the first backup");
-    let t = t.config(
-        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["{tmp}/src/data"] } ],
-             "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ] }"#,
-    );
-    fs::create_dir_all(t.path("T9")).unwrap();
-    t.cmd().args(["collect"]).status(0);
-    let first = t.cmd().args(["external"]).status(0).stdout;
-    let base = Path::new(first.trim())
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
-    t.write("src/data/new.txt", "from the second");
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
+    let (t, base) = a_chain_of_two();
     let html = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
     let drives = html
         .split("id=\"destinations\"")
