@@ -533,6 +533,30 @@ fn a_symlink_in_the_archive_is_never_written_through() {
     assert!(matches!(&refusals(&plan)[0], (p, Refusal::SymlinkOutside { .. }) if p == "evil"));
 }
 
+/// A directory planned below an empty directory of the target, which a later entry replaces with a symlink
+/// (`--overwrite always`): what comes after under it is still refused as through a symlink. (Checks that a
+/// directory the plan makes vouches for its parents only while nothing replaced one of them.)
+#[test]
+fn a_directory_replaced_after_its_children_were_planned_is_walked_again() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.target.join("a")).unwrap();
+    let bytes = raw_tar(&[rdir("a/x"), rsymlink("a", "x"), rfile("a/x/y", "data")]);
+    let always = RestoreOptions {
+        overwrite: crate::restore::engine::Overwrite::Always,
+        ..opts()
+    };
+    let plan = plan_tar(&bytes, &env.target, always);
+    assert_eq!(
+        refusals(&plan),
+        [(
+            "a/x/y".into(),
+            Refusal::ThroughBackupSymlink {
+                component: "a".into()
+            }
+        )]
+    );
+}
+
 #[test]
 fn hard_links_outside_the_restored_set_are_refused() {
     let env = Env::new();

@@ -225,6 +225,25 @@ impl Cmd {
         self
     }
 
+    /// Run with at most `bytes` of address space (`RLIMIT_AS`, as `prlimit --as`): a run that needs more fails to
+    /// allocate and aborts.
+    pub fn memory_limit(mut self, bytes: u64) -> Cmd {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: `pre_exec` itself is unsafe (the closure runs between fork and exec); setrlimit is
+        // async-signal-safe and allocates nothing.
+        unsafe {
+            self.command.pre_exec(move || {
+                let limit = rustix::process::Rlimit {
+                    current: Some(bytes),
+                    maximum: Some(bytes),
+                };
+                rustix::process::setrlimit(rustix::process::Resource::As, limit)?;
+                Ok(())
+            });
+        }
+        self
+    }
+
     /// Invoke the binary through a link with this name (argv[0] dispatch).
     pub fn argv0(mut self, name: &str) -> Cmd {
         self.name = name.to_string();

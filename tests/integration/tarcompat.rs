@@ -795,6 +795,75 @@ fn a_name_longer_than_path_max_is_refused_at_once() {
     assert_eq!(fs::read(target.join("fine")).unwrap(), b"ok");
 }
 
+/// 100 entries, each 2,046 directories deep (a name of 4,094 bytes, under PATH_MAX) in a 560 KB archive with no
+/// directory headers: each needs its 2,046 parents made, and each of those, stored in the plan by its whole path,
+/// costs the square of the depth. Planned (`restore --dry-run --json`) under a 1 GiB address-space limit, the
+/// implicit directories' paths stay within the documented budget (`plan::IMPLICIT_FLOOR`: 16 MiB here, the names
+/// being short of it), the entries past it are refused with the reason, and `--skip-refused` restores the rest.
+/// Before: no bound; the plan grew to about 3 GB (38 s in a release build) and died under the limit.
+#[test]
+fn directories_an_archive_leaves_out_are_planned_within_a_bound() {
+    const FLOOR: usize = 16 << 20;
+    let mut entries = Vec::new();
+    for i in 0..100 {
+        let deep = format!("{i:02}/{}f", "a/".repeat(2045));
+        entries.push(pax(b'x', &[("path", &deep)]));
+        entries.push(file(b"placeholder", b"x\n"));
+    }
+    entries.push(file(b"fine", b"ok"));
+    let (t, drive) = world_with_foreign_drive(&entries);
+    let target = t.path("r");
+    let out = within(
+        600,
+        "restore --dry-run --json",
+        restore(&t, &drive, &target, &["--dry-run"])
+            .args(["--json"])
+            .memory_limit(1 << 30),
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let plan: serde_json::Value = out.json();
+    let items = plan["restores"][0]["plan"]["items"]
+        .as_array()
+        .expect("items");
+    let implicit: usize = items
+        .iter()
+        .filter(|i| i["implicit"] == true)
+        .map(|i| i["path"].as_str().unwrap().len())
+        .sum();
+    assert!(
+        implicit > 0 && implicit <= FLOOR,
+        "the implicit directories' paths hold {implicit} bytes"
+    );
+    let refused: Vec<&serde_json::Value> =
+        items.iter().filter(|i| i["action"] == "refuse").collect();
+    assert!(
+        !refused.is_empty() && refused.len() < 100,
+        "{}",
+        refused.len()
+    );
+    assert!(
+        refused
+            .iter()
+            .all(|i| i["refusal"]["code"] == "too_many_implicit_dirs"),
+        "{}",
+        refused[0]
+    );
+    let out = within(
+        600,
+        "restore --skip-refused",
+        restore(&t, &drive, &target, &["--skip-refused"]).memory_limit(1 << 30),
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(fs::read(target.join("fine")).unwrap(), b"ok");
+    // Too long a path to open from here (the target's own path comes first): `find` walks it.
+    let found = run_ok(
+        Command::new("find")
+            .arg(&target)
+            .args(["-name", "f", "-size", "2c"]),
+    );
+    assert_eq!(found.lines().count(), 100 - refused.len(), "{found}");
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Escaping links: judged on disk.
 

@@ -204,6 +204,13 @@ pub struct Planner {
     by_path: HashMap<RelPath, usize>,
     /// The last parent directory found fit to hold entries (entries of one directory come together).
     last_parent: Option<(RelPath, ParentState)>,
+    /// The bytes of the names planned, and of the implicit directories' paths: the second is bounded by the first
+    /// ([`safety::IMPLICIT_FLOOR`]).
+    name_bytes: usize,
+    implicit_bytes: usize,
+    /// An entry was planned in place of a directory found at the destination (another kind, or refused): the
+    /// directories planned below it no longer vouch for their parents, so each parent is walked from the root.
+    walk_every_parent: bool,
 }
 
 impl Planner {
@@ -220,14 +227,23 @@ impl Planner {
             items: Vec::new(),
             by_path: HashMap::new(),
             last_parent: None,
+            name_bytes: 0,
+            implicit_bytes: 0,
+            walk_every_parent: false,
         })
     }
 
     /// Plans one entry; returns its action. Fails only when the destination cannot be inspected.
     pub fn add(&mut self, entry: RestoreEntry) -> Result<Action, RestoreError> {
+        self.name_bytes = self.name_bytes.saturating_add(entry.name.len());
         let mut item = PlanItem::new(entry);
         self.decide(&mut item)?;
         let action = item.action;
+        if item.found.is_some_and(|f| f.kind == FoundKind::Dir)
+            && (action == Action::Refuse || !item.kind.is_dir())
+        {
+            self.walk_every_parent = true;
+        }
         if let Some(rel) = item.rel.clone() {
             if self
                 .last_parent
@@ -240,6 +256,7 @@ impl Planner {
                 // An entry describing a directory made earlier for its children (a contents-first listing)
                 // takes the implicit item's place.
                 Some(&i) if self.items[i].implicit && action != Action::Refuse => {
+                    self.implicit_bytes -= rel.as_bytes().len();
                     self.items[i] = item
                 }
                 Some(_) => self.items.push(item),
@@ -410,6 +427,16 @@ impl Planner {
         {
             return Ok(Ok(*state));
         }
+        // A directory this plan makes (or an implicit one) was checked with its parents when it was planned: what is
+        // below it is new. (Looking up its ancestors again would cost an entry the square of its depth.)
+        if !self.walk_every_parent
+            && let Some(&i) = self.by_path.get(parent)
+            && self.items[i].kind == EntryKind::Dir
+            && self.items[i].action == Action::Create
+        {
+            self.last_parent = Some((parent.clone(), ParentState::New));
+            return Ok(Ok(ParentState::New));
+        }
         let mut state = if self.target.exists() {
             ParentState::OnDisk
         } else {
@@ -419,7 +446,10 @@ impl Planner {
         if !parent.is_root() {
             chain.push(parent.clone());
         }
-        for anc in chain {
+        // Whether the implicit directories this entry needs were found within the bound.
+        let mut bounded = false;
+        for k in 0..chain.len() {
+            let anc = chain[k].clone();
             if let Some(&i) = self.by_path.get(&anc) {
                 let it = &self.items[i];
                 if it.action == Action::Refuse {
@@ -452,6 +482,12 @@ impl Planner {
                     _ => {}
                 }
             } else if state == ParentState::New {
+                if !bounded {
+                    if let Some(why) = self.beyond_bound(&chain[k..]) {
+                        return Ok(Err(why));
+                    }
+                    bounded = true;
+                }
                 self.add_implicit(anc);
                 continue;
             }
@@ -459,6 +495,12 @@ impl Planner {
                 Ok(None) => {
                     state = ParentState::New;
                     if !self.by_path.contains_key(&anc) {
+                        if !bounded {
+                            if let Some(why) = self.beyond_bound(&chain[k..]) {
+                                return Ok(Err(why));
+                            }
+                            bounded = true;
+                        }
                         self.add_implicit(anc);
                     }
                 }
@@ -492,7 +534,40 @@ impl Planner {
         Ok(Ok(state))
     }
 
+    /// The refusal when making the directories of `chain` that the plan lacks (as implicit ones) would pass the
+    /// bound on their paths ([`safety::IMPLICIT_FLOOR`]).
+    /// The refusal names the most they could need; which are in the plan already is looked up (hashing each path)
+    /// only when that decides.
+    fn beyond_bound(&self, chain: &[RelPath]) -> Option<Refusal> {
+        let budget =
+            safety::IMPLICIT_FLOOR.max(self.name_bytes.saturating_mul(safety::IMPLICIT_FACTOR));
+        let most: usize = chain.iter().map(|a| a.as_bytes().len()).sum();
+        let left = budget.saturating_sub(self.implicit_bytes);
+        if most <= left {
+            return None;
+        }
+        // Deepest (longest) first, stopping once past the bound: a refused entry hashes little more than what was
+        // left of it.
+        let mut needed = 0usize;
+        for a in chain.iter().rev() {
+            if needed > left {
+                break;
+            }
+            if !self.by_path.contains_key(a) {
+                needed += a.as_bytes().len();
+            }
+        }
+        if needed <= left {
+            return None;
+        }
+        Some(Refusal::TooManyImplicitDirs {
+            needed: most,
+            budget,
+        })
+    }
+
     fn add_implicit(&mut self, rel: RelPath) {
+        self.implicit_bytes += rel.as_bytes().len();
         let mut entry = RestoreEntry::new(rel.as_bytes().to_vec(), EntryKind::Dir);
         entry.mode = 0o700;
         let mut item = PlanItem::new(entry);

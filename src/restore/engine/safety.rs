@@ -136,6 +136,17 @@ pub enum Refusal {
         "symlink to `{target}`, which leads outside the target, to {leads_to} (--no-escaping-links)"
     )]
     SymlinkOutside { target: String, leads_to: String },
+    #[error(
+        "the directories this entry needs that the backup does not hold (up to {needed} of path) would take the plan \
+         past its bound on such paths, {budget} here ({floor} or {factor} times the bytes of the names read, \
+         whichever is more): an archive this deep without directory entries is refused rather than planned in \
+         unbounded memory",
+        needed = crate::stdx::bytes(*.needed as u64),
+        budget = crate::stdx::bytes(*.budget as u64),
+        floor = crate::stdx::bytes(IMPLICIT_FLOOR as u64),
+        factor = IMPLICIT_FACTOR
+    )]
+    TooManyImplicitDirs { needed: usize, budget: usize },
     #[error("a non-empty directory is in the way; it may hold files that are not in the backup")]
     NonEmptyDirInTheWay,
     #[error("a {existing} is in the way of this {kind}; replace it with --overwrite always")]
@@ -149,6 +160,17 @@ pub enum Refusal {
 /// backup lacks is made and walked to from the root, so a longer name would cost time and memory growing with its
 /// square.
 pub const MAX_NAME: usize = 4095;
+
+/// The bound on the directories a plan makes that the backup does not hold (implicit parents, each stored by its
+/// whole path): their paths may hold together [`IMPLICIT_FLOOR`] bytes, or [`IMPLICIT_FACTOR`] times the bytes of
+/// the names planned so far, whichever is more. A tree's directories rarely hold more path bytes than the names
+/// below them, but one name of [`MAX_NAME`] bytes, 2,048 directories deep, needs 4 MiB of parents' paths: without
+/// this bound an archive of such names, with no directory entries, costs the plan memory and time growing with the
+/// square of their depth (100 of them, 610 KB: 3 GB). An entry whose missing parents would pass it is refused
+/// ([`Refusal::TooManyImplicitDirs`]), so the plan stays linear in the names read.
+pub const IMPLICIT_FLOOR: usize = 16 << 20;
+/// See [`IMPLICIT_FLOOR`].
+pub const IMPLICIT_FACTOR: usize = 4;
 
 /// Checks a raw name and normalises it. `strip_prefix`, when given, is removed first (a deliberate choice of the
 /// caller, e.g. `/` for an archive made with `tar -P`); without it a leading `/` is refused, and so is a name
