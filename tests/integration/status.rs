@@ -307,6 +307,22 @@ fn page_and_check_agree(t: &Test, says: &str) {
     assert!(page.contains(says), "{says} not on the page: {page}");
 }
 
+/// A directory drive with a full and an incremental on it (which keeps big.bin in the full's archive), both good:
+/// the test, the drive, and the two stamps.
+fn a_full_and_an_incremental() -> (Test, std::path::PathBuf, String, String) {
+    use crate::fixtures::chain::chain_config;
+    use crate::fixtures::drive::{collect, content, new_backup};
+    let t = Test::new().config("{}");
+    let drive = chain_config(&t, 3, 5, "");
+    collect(&t);
+    let first = new_backup(&t);
+    t.write("home/data/projects/p03.txt", content(2000, 333));
+    collect(&t);
+    let second = new_backup(&t);
+    t.cmd().args(["status", "--check"]).status(0);
+    (t, drive, first, second)
+}
+
 /// A drive backup that `restore --verify` found damaged (one byte of its archive flipped, the size unchanged) is no
 /// restore point, nor is the incremental on it: `status` marks it DAMAGED and the incremental BROKEN with what `--verify` found (text and `--json`), it is no longer the
 /// newest verified backup (none is left), `status --check` exits 1 naming it, the status page says the same, and
@@ -315,17 +331,8 @@ fn page_and_check_agree(t: &Test, says: &str) {
 /// read `damaged.json`.)
 #[test]
 fn a_backup_found_damaged_is_no_restore_point() {
-    use crate::fixtures::chain::{chain_config, verify_backup};
-    use crate::fixtures::drive::{collect, content, new_backup};
-    let t = Test::new().config("{}");
-    let drive = chain_config(&t, 3, 5, "");
-    collect(&t);
-    let first = new_backup(&t);
-    // An incremental on it, which keeps big.bin in the first backup's archive.
-    t.write("home/data/projects/p03.txt", content(2000, 333));
-    collect(&t);
-    let second = new_backup(&t);
-    t.cmd().args(["status", "--check"]).status(0);
+    use crate::fixtures::chain::verify_backup;
+    let (t, drive, first, second) = a_full_and_an_incremental();
 
     let tar = drive.join("backups").join(&first).join("data.tar");
     let mut bytes = fs::read(&tar).unwrap();
@@ -383,16 +390,7 @@ fn a_backup_found_damaged_is_no_restore_point() {
 /// `restore --list` "verified, latest".)
 #[test]
 fn an_incremental_whose_base_is_gone_is_broken() {
-    use crate::fixtures::chain::chain_config;
-    use crate::fixtures::drive::{collect, content, new_backup};
-    let t = Test::new().config("{}");
-    let drive = chain_config(&t, 3, 5, "");
-    collect(&t);
-    let first = new_backup(&t);
-    t.write("home/data/projects/p03.txt", content(2000, 333));
-    collect(&t);
-    let second = new_backup(&t);
-    t.cmd().args(["status", "--check"]).status(0);
+    let (t, drive, first, second) = a_full_and_an_incremental();
     fs::remove_dir_all(drive.join("backups").join(&first)).unwrap();
 
     let says = format!(
