@@ -557,6 +557,33 @@ fn a_directory_replaced_after_its_children_were_planned_is_walked_again() {
     );
 }
 
+/// The same when the directory would be replaced by the plan itself (an archive that names `a` twice, a directory
+/// and then a symlink): the second `a` is refused as a duplicate, so `a` stays the directory the entries below it
+/// were planned in and nothing is created through a symlink.
+#[test]
+fn a_planned_directory_replaced_by_a_later_symlink_is_not_written_through() {
+    let env = Env::new();
+    let bytes = raw_tar(&[
+        rdir("a"),
+        rdir("a/x"),
+        rsymlink("a", "/tmp"),
+        rfile("a/x/y", "data"),
+    ]);
+    let always = RestoreOptions {
+        overwrite: crate::restore::engine::Overwrite::Always,
+        ..opts()
+    };
+    let plan = plan_tar(&bytes, &env.target, always);
+    let created: Vec<String> = plan
+        .items
+        .iter()
+        .filter(|i| i.action == crate::restore::engine::Action::Create)
+        .map(|i| format!("{} {:?}", i.path, i.kind))
+        .collect();
+    assert_eq!(created, ["a Dir", "a/x Dir", "a/x/y File"]);
+    assert!(matches!(&refusals(&plan)[..], [(p, Refusal::Duplicate)] if p == "a"));
+}
+
 #[test]
 fn hard_links_outside_the_restored_set_are_refused() {
     let env = Env::new();
