@@ -11,6 +11,14 @@ use crate::exit::Exit;
 use crate::status::{self, StatusReport};
 
 pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
+    if args.history.is_some() && !global.json {
+        return Err(crate::exit::CodedError::new(
+            Exit::Usage,
+            "--history adds the history to the JSON report; use `dbackup status --json --history N` (the status \
+             page, `dbackup report`, draws it for people)",
+        )
+        .into());
+    }
     let settings = super::load_settings(global)?;
     let now = args.now.unwrap_or_else(|| Local::now().fixed_offset());
     let facts = status::gather_with(

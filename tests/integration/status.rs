@@ -307,6 +307,21 @@ fn page_and_check_agree(t: &Test, says: &str) {
     assert!(page.contains(says), "{says} not on the page: {page}");
 }
 
+/// `--history` only adds to the JSON report: without `--json` it is a usage error saying so (before: accepted and
+/// ignored, the table printed as if it were not given).
+#[test]
+fn history_without_json_is_a_usage_error() {
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
+    );
+    let out = t.cmd().args(["status", "--history", "3"]).status(2);
+    out.stderr_has("dbackup status --json --history N");
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    t.cmd()
+        .args(["--json", "status", "--history", "3"])
+        .status(0);
+}
+
 /// A directory drive with a full and an incremental on it (which keeps big.bin in the full's archive), both good:
 /// the test, the drive, and the two stamps.
 fn a_full_and_an_incremental() -> (Test, std::path::PathBuf, String, String) {
