@@ -429,6 +429,26 @@ mod tests {
         );
     }
 
+    /// Keeps `name` of directory `dest` by copy into directory `into` (as across filesystems); what was found.
+    fn copy_into(dest: &Path, into: &Path, name: &str) -> Found {
+        let parent =
+            rustix::fs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let dparent =
+            rustix::fs::open(into, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let f = found(dest, name);
+        copy(
+            parent.as_fd(),
+            name.as_bytes(),
+            &f,
+            dparent.as_fd(),
+            name.as_bytes(),
+            false,
+            false,
+        )
+        .unwrap();
+        f
+    }
+
     /// A sparse file kept by copy (the backup root on another filesystem) keeps its holes: a 64 MiB file holding a
     /// few bytes takes a few KiB in `displaced/`, not 64 MiB. Before: `io::copy` wrote every hole out as zeros.
     #[test]
@@ -450,21 +470,7 @@ mod tests {
             allocated(&dest.join("vm.img")) < 1 << 20,
             "the test's filesystem keeps holes"
         );
-        let parent =
-            rustix::fs::open(&dest, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
-        let dparent =
-            rustix::fs::open(&into, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
-        let f = found(&dest, "vm.img");
-        copy(
-            parent.as_fd(),
-            b"vm.img",
-            &f,
-            dparent.as_fd(),
-            b"vm.img",
-            false,
-            false,
-        )
-        .unwrap();
+        let f = copy_into(&dest, &into, "vm.img");
         let kept = into.join("vm.img");
         assert_eq!(
             std::fs::read(&kept).unwrap(),
@@ -502,21 +508,7 @@ mod tests {
             rustix::fs::setxattr(&path, name, value, rustix::fs::XattrFlags::empty())
                 .expect("the temporary directory's filesystem holds xattrs and ACLs");
         }
-        let parent =
-            rustix::fs::open(&dest, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
-        let dparent =
-            rustix::fs::open(&into, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
-        let f = found(&dest, "shared.txt");
-        copy(
-            parent.as_fd(),
-            b"shared.txt",
-            &f,
-            dparent.as_fd(),
-            b"shared.txt",
-            false,
-            false,
-        )
-        .unwrap();
+        copy_into(&dest, &into, "shared.txt");
         let kept = into.join("shared.txt");
         let mut buf = vec![0u8; 4096];
         let n = rustix::fs::getxattr(&kept, "user.color", &mut buf).unwrap();
