@@ -41,6 +41,8 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
     } else {
         browse::catalog(&settings, &scope)?
     };
+    let held: Vec<&str> = all.iter().map(|b| b.set.as_str()).collect();
+    crate::restore::catalog::check_set_named(&settings, args.set.as_deref(), &held)?;
     let mut out = FindOutput {
         pattern: show(args.pattern.as_bytes()),
         searched: 0,

@@ -60,6 +60,8 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
     } else {
         browse::catalog(&settings, &scope)?
     };
+    let held: Vec<&str> = all.iter().map(|b| b.set.as_str()).collect();
+    crate::restore::catalog::check_set_named(&settings, args.set.as_deref(), &held)?;
     let mut chosen = choose(&all, query, external || cloud, args.set.as_deref())?;
     let ring = KeyRing::new(&settings, &args.identities);
     for w in browse::unlock(&mut chosen, &ring)

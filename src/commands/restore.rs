@@ -197,6 +197,12 @@ fn check_combinations(args: &RestoreArgs) -> anyhow::Result<()> {
 /// `--list`.
 fn list(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Exit> {
     let (listing, no_drive) = list::gather(settings, req)?;
+    let held: Vec<&str> = listing
+        .backups
+        .iter()
+        .flat_map(|b| b.sets.iter().map(|s| s.name.as_str()))
+        .collect();
+    crate::restore::catalog::check_set_named(settings, req.set.as_deref(), &held)?;
     if ui.json {
         super::print_json(&listing)?;
     } else {

@@ -14,6 +14,34 @@ use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot};
 use crate::stdx::fs::Dir;
 
+/// `--set NAME` for a set that neither the config, the backup root nor the backups read (`held`) know of: a usage
+/// error (2), as `collect --set` gives one, naming the sets there are. A set that is gone from the config but still
+/// in a backup is not unknown: it can still be listed and restored.
+pub fn check_set_named(
+    settings: &Settings,
+    set: Option<&str>,
+    held: &[&str],
+) -> Result<(), crate::exit::CodedError> {
+    let Some(set) = set else { return Ok(()) };
+    let mut names = local_set_names(settings);
+    if names.iter().any(|n| n == set) || held.contains(&set) {
+        return Ok(());
+    }
+    for h in held {
+        let h = crate::stdx::show_str(h);
+        if !names.contains(&h) {
+            names.push(h);
+        }
+    }
+    Err(crate::exit::CodedError::new(
+        crate::exit::Exit::Usage,
+        format!(
+            "there is no backup set named {set:?}; the config and the backups have: {}",
+            names.join(", ")
+        ),
+    ))
+}
+
 /// The set names with snapshots (or configured) in the backup root: the config's, then any other `<set>-<stamp>`
 /// directory's, sorted.
 pub fn local_set_names(settings: &Settings) -> Vec<String> {

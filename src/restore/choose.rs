@@ -178,15 +178,8 @@ fn choose_local(
     query: &DateQuery,
     ui: &Ui,
 ) -> anyhow::Result<Chosen> {
+    catalog::check_set_named(settings, req.set.as_deref(), &[])?;
     let names = catalog::local_set_names(settings);
-    if let Some(set) = &req.set
-        && !names.contains(set)
-    {
-        return Err(usage(format!(
-            "there is no backup set named {set:?}; the backup root and the config have: {}",
-            names.join(", ")
-        )));
-    }
     let sets = select::only_set(names, req.set.as_deref());
     let mut chosen = Vec::new();
     let mut all: Vec<(String, chrono::NaiveDateTime)> = Vec::new();

@@ -351,6 +351,31 @@ fn snapshots_is_restore_list() {
     help.stdout_has("snapshots");
 }
 
+/// `--set NAME` for a set neither the config nor any backup has is a usage error (2) naming the sets, in every
+/// command that reads backups, local or on the drive (as `collect --set` and `restore --set` say). Before,
+/// `ls` said "there is no local snapshot of set music" (1), `find` "no path matches" (1), and `snapshots` and
+/// `restore --list` "no backups found" (0).
+#[test]
+fn a_set_nobody_has_is_a_usage_error_in_every_reading_command() {
+    let d = demo();
+    for args in [
+        &["ls", "--set", "music"][..],
+        &["ls", "--source", "drive", "--set", "music"],
+        &["find", "--set", "music", "a.txt"],
+        &["find", "--source", "drive", "--set", "music", "a.txt"],
+        &["snapshots", "--set", "music"],
+        &["snapshots", "--source", "drive", "--set", "music"],
+        &["restore", "--list", "--set", "music"],
+        &["restore", "--set", "music", "--path", "{tmp}/data"],
+    ] {
+        let args: Vec<String> = args.iter().map(|a| d.t.expand(a)).collect();
+        let out = d.t.cmd().args(&args).status(2);
+        out.stderr_has(
+            "there is no backup set named \"music\"; the config and the backups have: config, data",
+        );
+    }
+}
+
 /// Names from a backup are printed escaped: a file named with ESC and a newline neither colours the terminal nor
 /// forges a line, in `ls` and `find`, text and JSON.
 #[test]
