@@ -414,8 +414,8 @@ pub struct LsArgs {
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct FindArgs {
-    /// A glob (`*`, `?`, `**`) or a literal part of the path
-    #[arg(value_name = "PATTERN")]
+    /// A glob (`*`, `?`, `**`) or a literal part of the path (not empty: `dbackup ls -r` lists everything)
+    #[arg(value_name = "PATTERN", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub pattern: String,
 
     /// Only this backup set

@@ -376,6 +376,15 @@ fn a_set_nobody_has_is_a_usage_error_in_every_reading_command() {
     }
 }
 
+/// An empty pattern (an unset shell variable, `find "$NAME"`) is a usage error, not a match of every path.
+#[test]
+fn an_empty_find_pattern_is_a_usage_error() {
+    let d = demo();
+    let out = d.t.cmd().args(["find", ""]).status(2);
+    out.stderr_has("<PATTERN>");
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}
+
 /// Names from a backup are printed escaped: a file named with ESC and a newline neither colours the terminal nor
 /// forges a line, in `ls` and `find`, text and JSON.
 #[test]
