@@ -37,6 +37,10 @@ fn check(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<
     } else {
         crate::out!("{}", crate::settings::summary(&settings, env));
     }
+    let ui = crate::ui::Ui::new(&settings.output);
+    for absent in crate::settings::absent_files(&settings) {
+        ui.warn(absent);
+    }
     Ok(Exit::Ok)
 }
 

@@ -8,6 +8,86 @@ use crate::config::load;
 use crate::config::load::ConfigSource;
 use crate::expand::Env;
 
+/// The files the config names that are not there now, one warning each, for `config check`: a valid config may name
+/// them (a source that is mounted later, keys a secrets manager writes at boot), but a typo shows up here, not in
+/// the first night's run.
+pub fn absent_files(s: &Settings) -> Vec<String> {
+    let gone = |p: &std::path::Path| std::fs::symlink_metadata(p).is_err();
+    let mut out = Vec::new();
+    for set in &s.sets {
+        let missing: Vec<&std::path::Path> = set
+            .sources
+            .iter()
+            .map(|src| src.path.as_path())
+            .filter(|p| gone(p))
+            .collect();
+        if !missing.is_empty() && missing.len() == set.sources.len() {
+            out.push(format!(
+                "set {}: no source of it exists ({}); collect refuses the set until one does",
+                set.name,
+                missing
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            continue;
+        }
+        for p in missing {
+            out.push(format!(
+                "set {}: source {} does not exist; while it is missing, the set's snapshots lack it and are \
+                 marked incomplete",
+                set.name,
+                p.display()
+            ));
+        }
+    }
+    let mut encryption: Vec<(&str, &super::EncryptionSettings)> = Vec::new();
+    for d in &s.destinations {
+        if let Some(e) = &d.encryption {
+            encryption.push((&d.name, e));
+        }
+    }
+    for c in &s.clouds {
+        if let Some(f) = c.credentials_file.as_deref().filter(|f| gone(f)) {
+            out.push(format!(
+                "cloud destination {}: credentials file {} does not exist; uploads fail until it does \
+                 (`dbackup cloud check {}` tests the keys)",
+                c.name,
+                f.display(),
+                c.name
+            ));
+        }
+        if let Some(e) = &c.encryption {
+            encryption.push((&c.name, e));
+        }
+    }
+    for (name, e) in encryption {
+        let files = [
+            ("recipients_file", &e.recipients_file, "backups to it fail"),
+            (
+                "passphrase_file",
+                &e.passphrase_file,
+                "unattended backups to it fail",
+            ),
+            (
+                "identity_file",
+                &e.identity_file,
+                "restores from it need --identity",
+            ),
+        ];
+        for (key, file, then) in files {
+            if let Some(f) = file.as_deref().filter(|f| gone(f)) {
+                out.push(format!(
+                    "destination {name}: {key} {} does not exist; {then} until it does",
+                    f.display()
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The settings in words: what `config check` prints.
 // Stays long: the settings printed in the order `config check` shows them, one short block per key.
 pub fn summary(s: &Settings, env: &Env) -> String {

@@ -186,6 +186,50 @@ fn the_human_summary_shows_expansion_resolution_and_exclusions() {
     );
 }
 
+/// A valid config may name files that are not there yet (a source mounted later, keys written at boot), so
+/// `config check` still exits 0; but each is a warning naming the file and what it will cost, so that a typo
+/// shows up at setup and not in the first night's run. Before, `config check` said "valid" and nothing else.
+#[test]
+fn config_check_warns_of_each_file_the_config_names_that_is_absent() {
+    let t = Test::new();
+    std::fs::create_dir_all(t.path("data")).unwrap();
+    let t = t.config(
+        r#"{
+  "backup_root": "{root}",
+  "backup_sets": [
+    { "name": "data", "sources": ["{tmp}/data", "{tmp}/dta"] },
+    { "name": "gone", "sources": ["{tmp}/nowhere"] }
+  ],
+  "destinations": [
+    { "name": "T9", "path": "{tmp}/T9", "require_mount": false,
+      "encryption": { "recipients_file": "{tmp}/recipients.txt", "identity_file": "{tmp}/identity.txt" } },
+    { "name": "off", "kind": "s3", "endpoint": "http://127.0.0.1:9", "bucket": "bkt",
+      "credentials_file": "{tmp}/keys", "allow_unencrypted": true }
+  ]
+}"#,
+    );
+    let out = t.cmd().args(["config", "check"]).status(0);
+    let warnings: Vec<String> = out
+        .stderr
+        .lines()
+        .map(|l| redact(&t, l))
+        .filter(|l| l.starts_with("dbackup: warning: "))
+        .collect();
+    insta::assert_snapshot!("absent_files", warnings.join("\n"));
+    std::fs::create_dir_all(t.path("dta")).unwrap();
+    std::fs::create_dir_all(t.path("nowhere")).unwrap();
+    for f in ["recipients.txt", "identity.txt", "keys"] {
+        std::fs::write(t.path(f), "").unwrap();
+        std::fs::set_permissions(
+            t.path(f),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+    }
+    let out = t.cmd().args(["config", "check"]).status(0);
+    out.stderr_lacks("warning");
+}
+
 #[test]
 fn a_misspelt_key_is_named_with_its_line_and_the_allowed_keys() {
     let t = Test::new().config(
