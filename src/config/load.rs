@@ -737,10 +737,25 @@ fn first_sentence(text: &str) -> &str {
     }
 }
 
-/// The allowed word closest to `word`, when it is close enough to be a likely typo.
+/// Keys other backup tools' configs use for what dbackup names otherwise (rclone's and restic's `type`).
+const SYNONYMS: &[(&str, &str)] = &[("type", "kind"), ("sets", "backup_sets")];
+
+/// The allowed word closest to `word`, when it is close enough to be a likely typo, or the key other tools name
+/// that way ([`SYNONYMS`]), or the one allowed key that has `word` as a whole `_`-separated part (`root` for
+/// `backup_root`).
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
+    let candidates: Vec<&'a str> = candidates.into_iter().collect();
+    let lower = word.to_lowercase();
+    if let Some(&c) = SYNONYMS
+        .iter()
+        .filter(|(w, _)| *w == lower)
+        .find_map(|(_, k)| candidates.iter().find(|c| *c == k))
+    {
+        return Some(c);
+    }
+    let close = candidates
+        .iter()
+        .copied()
         .map(|c| {
             (
                 strsim::jaro_winkler(&word.to_lowercase(), &c.to_lowercase()),
@@ -749,7 +764,17 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         })
         .filter(|(score, _)| *score >= 0.8)
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+        .map(|(_, c)| c);
+    if close.is_some() || lower.len() < 3 {
+        return close;
+    }
+    let mut parts = candidates
+        .iter()
+        .filter(|c| c.to_lowercase().split('_').any(|part| part == lower));
+    match (parts.next(), parts.next()) {
+        (Some(&c), None) => Some(c),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -973,5 +998,10 @@ mod tests {
         assert_eq!(suggest("bakup_root", keys), Some("backup_root"));
         assert_eq!(suggest("Schedule", keys), Some("schedule"));
         assert_eq!(suggest("zzz", keys), None);
+        // What other tools call it, and a whole part of a key.
+        assert_eq!(suggest("sets", keys), Some("backup_sets"));
+        assert_eq!(suggest("type", ["kind", "name", "path"]), Some("kind"));
+        assert_eq!(suggest("type", ["name", "path"]), None);
+        assert_eq!(suggest("root", keys), Some("backup_root"));
     }
 }
