@@ -738,7 +738,7 @@ fn first_sentence(text: &str) -> &str {
 }
 
 /// Keys other backup tools' configs use for what dbackup names otherwise (rclone's and restic's `type`).
-const SYNONYMS: &[(&str, &str)] = &[("type", "kind"), ("sets", "backup_sets")];
+const SYNONYMS: &[(&str, &str)] = &[("type", "kind")];
 
 /// The allowed word closest to `word`, when it is close enough to be a likely typo, or the key other tools name
 /// that way ([`SYNONYMS`]), or the one allowed key that has `word` as a whole `_`-separated part (`root` for
