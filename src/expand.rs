@@ -23,9 +23,19 @@ pub struct Env {
 impl Env {
     pub fn from_process() -> Env {
         let vars: BTreeMap<String, String> = std::env::vars().collect();
+        // An unset, empty or relative HOME (cron, `env -i`, some service managers): the user's home from the
+        // password database, as a shell's `~` would be; `/` only when that has none either.
         let home = vars
             .get("HOME")
             .map(PathBuf::from)
+            .filter(|h| h.is_absolute())
+            .or_else(|| {
+                nix::unistd::User::from_uid(nix::unistd::getuid())
+                    .ok()
+                    .flatten()
+                    .map(|u| u.dir)
+                    .filter(|h| h.is_absolute())
+            })
             .unwrap_or_else(|| PathBuf::from("/"));
         let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         Env { vars, home, cwd }

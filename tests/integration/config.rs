@@ -230,6 +230,36 @@ fn config_check_warns_of_each_file_the_config_names_that_is_absent() {
     out.stderr_lacks("warning");
 }
 
+/// With HOME unset or empty (cron, `env -i`), `~` is the user's home from the password database, as in a shell;
+/// before, it was `/`, so `~/docs` meant `/docs` and the backup root `/.local/share/dbackup`.
+#[test]
+fn without_home_the_tilde_is_the_users_home_from_the_password_database() {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self").unwrap().uid();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let Some(home) = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() > 5 && f[2] == uid.to_string()).then(|| PathBuf::from(f[5]))
+    }) else {
+        eprintln!("skipped: uid {uid} is not in /etc/passwd");
+        return;
+    };
+    let t = Test::new().config(&format!(r#"{{ "backup_root": "{{root}}", {ONE_SET} }}"#));
+    for empty in ["", "relative/home"] {
+        let s: Settings = t
+            .cmd()
+            .env("HOME", empty)
+            .args(["--json", "config", "check"])
+            .status(0)
+            .json();
+        assert_eq!(
+            s.sets[0].sources[0].path,
+            home.join("docs"),
+            "HOME={empty:?}"
+        );
+    }
+}
+
 #[test]
 fn a_misspelt_key_is_named_with_its_line_and_the_allowed_keys() {
     let t = Test::new().config(
