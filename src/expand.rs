@@ -1,7 +1,7 @@
 //! Expansion of `~`, `$VAR` and `${VAR}` in configured paths; an undefined variable is an error naming it.
 //!
-//! Pure over [`Env`], the process environment read once ([`Env::from_process`]) and passed in: nothing else here
-//! reads the process environment, and nothing reads the disk.
+//! Pure over [`Env`], the process environment read once ([`Env::from_process`]: its variables, the working directory,
+//! the home from HOME or the password database) and passed in: nothing else here reads the environment or the disk.
 //!
 //! - `~` and `~/...` at the start become the home directory. `~user` is rejected (write the path out).
 //! - `$NAME` and `${NAME}` (NAME = letters, digits and `_`, not starting with a digit) become the variable's value;
