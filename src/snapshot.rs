@@ -609,6 +609,32 @@ pub fn clean_leftovers(root: &Path, sets: &[&str]) -> Result<Cleanup, SnapshotEr
     Ok(cleanup)
 }
 
+/// What the filesystem of the backup root lacks of what snapshots need, in words (empty: nothing): hard links
+/// (each unchanged file is a link to the previous snapshot's), symlinks (`<set>-latest`, and the symlinks backed
+/// up) and Unix modes (a 0600 file stays 0600). exFAT and FAT have none of the three. Probed in a temporary
+/// directory `.dbackup-probe-*` in `root`, removed at once (and by [`clean_leftovers`] after a crash).
+pub fn root_lacks(root: &Path) -> Result<Vec<&'static str>, SnapshotError> {
+    let dir = tempfile::Builder::new()
+        .prefix(".dbackup-probe-")
+        .tempdir_in(root)
+        .map_err(io_err("create a probe directory in", root))?;
+    let file = dir.path().join("f");
+    fs::write(&file, b"").map_err(io_err("create", &file))?;
+    let mut lacks = Vec::new();
+    let private = fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).is_ok()
+        && fs::metadata(&file).is_ok_and(|m| m.permissions().mode() & 0o777 == 0o600);
+    if !private {
+        lacks.push("Unix permissions");
+    }
+    if fs::hard_link(&file, dir.path().join("l")).is_err() {
+        lacks.push("hard links");
+    }
+    if std::os::unix::fs::symlink("f", dir.path().join("s")).is_err() {
+        lacks.push("symlinks");
+    }
+    Ok(lacks)
+}
+
 /// Creates a directory with mode 0700 (and its missing parents).
 pub fn create_private_dir(path: &Path) -> Result<(), SnapshotError> {
     fs::DirBuilder::new()

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::plan::{CollectPlan, SetAction, SetPlan};
 use crate::config::RetentionPolicy;
-use crate::exit::Exit;
+use crate::exit::{CodedError, Exit};
 use crate::lock::RunLock;
 use crate::retention::{self, SnapshotInfo};
 use crate::rsync::{self, Event, RsyncExit};
@@ -125,6 +125,23 @@ pub fn prepare(root: &Path, sets: &[&str], ui: &Ui) -> anyhow::Result<Prepared> 
         }
     }
     let lock = RunLock::acquire(root)?;
+    let lacks = snapshot::root_lacks(root).context("probing the backup root")?;
+    if let [rest @ .., last] = lacks.as_slice() {
+        let lacks = match rest {
+            [] => last.to_string(),
+            _ => format!("{} and {last}", rest.join(", ")),
+        };
+        return Err(CodedError::new(
+            Exit::Usage,
+            format!(
+                "the backup root {} is on a filesystem without {lacks} (exFAT or FAT?): every snapshot would be a \
+                 full copy, and private files readable by all; put backup_root on a Linux filesystem (ext4, xfs, \
+                 btrfs), and a removable drive under destinations",
+                root.display(),
+            ),
+        )
+        .into());
+    }
     let cleaned = snapshot::clean_leftovers(root, sets)
         .context("removing what an interrupted run left behind")?
         .removed;

@@ -211,3 +211,34 @@ fn demo_backup_with_external_manual_never_touches_the_t9() {
         1
     );
 }
+
+/// A backup root on an exFAT drive (a careless `backup_root` pointing at the T9) is refused by `collect` and
+/// `backup` before anything is copied: exit 2, naming what the filesystem lacks and where the drive belongs. Before,
+/// every snapshot was a full copy (no hard links), a 0600 file became 0777 in it, and collect renamed the snapshot
+/// into place and then failed on its `<set>-latest` symlink, run after run.
+#[test]
+fn loopdev_a_backup_root_on_exfat_is_refused_before_anything_is_copied() {
+    let Some((_drive, mp)) = loopdev::drive_or_skip(Fs::Exfat, "ROOT", 16 * MIB) else {
+        return;
+    };
+    let t = Test::new();
+    t.write("home/docs/a.txt", "a");
+    let t = t.config(&format!(
+        r#"{{ "backup_root": "{}/backups", "backup_sets": [ {{ "name": "docs", "sources": ["~/docs"] }} ] }}"#,
+        mp.display()
+    ));
+    for command in ["collect", "backup"] {
+        let out = t.cmd().args([command]).status(2);
+        out.stderr_has(&format!(
+            "the backup root {}/backups is on a filesystem without Unix permissions, hard links and symlinks",
+            mp.display()
+        ))
+        .stderr_has("put backup_root on a Linux filesystem");
+    }
+    let mut left: Vec<String> = fs::read_dir(mp.join("backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".lock"], "nothing but the lock is written");
+}
