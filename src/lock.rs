@@ -42,40 +42,77 @@ impl RunLock {
             path: path.clone(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io)?;
+        let mut file = open(&path).map_err(io)?;
         match file.try_lock() {
             Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim().to_string();
-                return Err(LockError::Held {
-                    path,
-                    pid: if pid.is_empty() {
-                        "unknown".into()
-                    } else {
-                        pid
-                    },
-                });
-            }
+            Err(TryLockError::WouldBlock) => return Err(held(file, path)),
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
-        file.set_len(0).map_err(io)?;
-        file.seek(SeekFrom::Start(0)).map_err(io)?;
-        writeln!(file, "{}", std::process::id()).map_err(io)?;
-        file.flush().map_err(io)?;
+        write_pid(&mut file).map_err(io)?;
         Ok(RunLock { _file: file, path })
+    }
+
+    /// Takes the lock shared, for a run that only reads backups (a restore, a verify): any number of them at once,
+    /// while a run that writes or prunes ([`RunLock::acquire`]) cannot start (exit 4, naming the pid the last
+    /// holder wrote) until they end, so that its retention never removes a backup a restore is reading.
+    /// `Ok(None)`: `dir` does not exist (no backup root yet: nothing to protect). [`LockError::Held`]: a run that
+    /// writes holds it now.
+    pub fn share(dir: &Path) -> Result<Option<RunLock>, LockError> {
+        let path = dir.join(".lock");
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = match open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(held(file, path)),
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        write_pid(&mut file).map_err(io)?;
+        Ok(Some(RunLock { _file: file, path }))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// The lock file (0600), created when missing.
+fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+}
+
+/// The holder's pid, for the message of a run that finds the lock held.
+fn write_pid(file: &mut File) -> std::io::Result<()> {
+    file.set_len(0)?;
+    file.seek(SeekFrom::Start(0))?;
+    writeln!(file, "{}", std::process::id())?;
+    file.flush()
+}
+
+/// [`LockError::Held`], naming the pid the holder wrote.
+fn held(mut file: File, path: PathBuf) -> LockError {
+    let mut pid = String::new();
+    let _ = file.read_to_string(&mut pid);
+    let pid = pid.trim().to_string();
+    LockError::Held {
+        path,
+        pid: if pid.is_empty() {
+            "unknown".into()
+        } else {
+            pid
+        },
     }
 }
 
@@ -93,5 +130,25 @@ mod tests {
         }
         drop(first);
         RunLock::acquire(dir.path()).expect("free again after drop");
+    }
+
+    /// Readers share the lock with each other, never with a run that writes; no backup root, nothing to hold.
+    #[test]
+    fn a_shared_hold_keeps_writers_out_and_lets_readers_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = RunLock::share(dir.path()).unwrap().expect("held");
+        let two = RunLock::share(dir.path()).unwrap().expect("shared twice");
+        assert!(matches!(
+            RunLock::acquire(dir.path()),
+            Err(LockError::Held { .. })
+        ));
+        drop((one, two));
+        let writer = RunLock::acquire(dir.path()).unwrap();
+        assert!(matches!(
+            RunLock::share(dir.path()),
+            Err(LockError::Held { .. })
+        ));
+        drop(writer);
+        assert!(RunLock::share(&dir.path().join("none")).unwrap().is_none());
     }
 }

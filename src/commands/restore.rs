@@ -60,6 +60,9 @@ pub fn run_with_settings(
     if args.list {
         return list(settings, &req, &ui);
     }
+    let _hold = (!settings.output.dry_run)
+        .then(|| hold(settings, &ui))
+        .flatten();
     let backup = choose::choose(settings, &req, &ui)?;
     let ring = KeyRing::new(settings, &req.identities);
     if args.verify {
@@ -95,6 +98,26 @@ pub fn run_with_settings(
         ),
     }
     outcome
+}
+
+/// The run lock, held shared while the backup is chosen and read: a collect or external that starts meanwhile
+/// exits 4 rather than let its retention remove what is being read. When one is running already, the restore
+/// goes on and says so; a lock that cannot be opened (a read-only backup root) is only mentioned with `-v`.
+fn hold(settings: &Settings, ui: &Ui) -> Option<crate::lock::RunLock> {
+    match crate::lock::RunLock::share(&settings.backup_root) {
+        Ok(hold) => hold,
+        Err(crate::lock::LockError::Held { pid, .. }) => {
+            ui.warn(format_args!(
+                "a dbackup run (pid {pid}) is writing backups now; its retention may remove an old backup while \
+                 this restore reads it (then restore again once it has finished)"
+            ));
+            None
+        }
+        Err(e) => {
+            ui.info(format_args!("restoring without holding the run lock: {e}"));
+            None
+        }
+    }
 }
 
 /// The command line checked (what goes together) and converted once into the restore's [`Request`].

@@ -306,6 +306,35 @@ fn a_restored_directory_is_identical_to_the_source_at_backup_time() {
     }
 }
 
+/// A restore holds the run lock shared while it reads: a collect (whose retention could remove the snapshot being
+/// read) cannot start meanwhile (exit 4), and a restore started while a collect runs goes on, saying so. Before,
+/// restore took no lock at all.
+#[test]
+fn a_restore_and_a_run_that_prunes_keep_apart() {
+    let d = demo();
+    let t = &d.t;
+    let target = t.path("r");
+    let reading = dbackup::RunLock::share(&t.root())
+        .unwrap()
+        .expect("the root exists");
+    t.cmd().args(["collect"]).status(4);
+    drop(reading);
+    let writing = dbackup::RunLock::acquire(&t.root()).unwrap();
+    restore(t)
+        .args(["--path", "~/.config", "--target", target.to_str().unwrap()])
+        .status(0)
+        .stderr_has(&format!(
+            "a dbackup run (pid {}) is writing backups now",
+            std::process::id()
+        ));
+    drop(writing);
+    assert!(
+        target
+            .join(t.home().join(".config").strip_prefix("/").unwrap())
+            .is_dir()
+    );
+}
+
 #[test]
 fn restoring_to_the_original_location_touches_nothing_else() {
     let d = demo();
