@@ -77,7 +77,10 @@ pub enum MarkerError {
         source: std::io::Error,
     },
     /// `backups/` or the marker is a symlink, a mount point, a FIFO, too large...
-    #[error(transparent)]
+    #[error(
+        "{0}; dbackup keeps its backups and its marker in the drive's `backups` directory: rename or remove \
+         what is there, then rerun"
+    )]
     Refused(#[from] FsError),
 }
 

@@ -63,6 +63,22 @@ fn a_backups_symlink_on_the_drive_is_refused_and_nothing_is_written_through_it()
     out.stdout_has(&format!("evil: redirected: {link} is a symbolic link"));
 }
 
+/// `backups` on the drive is a regular file (a user's own file of that name): the drive is refused, nothing is
+/// written, and the message says what to do. Before, it said only "bad marker: ... is a regular file, not a
+/// directory: refused".
+#[test]
+fn a_backups_file_on_the_drive_is_refused_saying_what_to_do() {
+    let t = world(&["T9"]);
+    fs::write(t.path("T9/backups"), "my own notes").unwrap();
+    let out = t.cmd().args(["external"]).status(5);
+    out.stderr_has(&format!(
+        "T9: bad marker: {} is a regular file, not a directory: refused; dbackup keeps its backups and its \
+         marker in the drive's `backups` directory: rename or remove what is there, then rerun",
+        t.path("T9/backups").display()
+    ));
+    assert_eq!(fs::read(t.path("T9/backups")).unwrap(), b"my own notes");
+}
+
 /// An archive, an index or `backup.json` on the drive that is a symlink to a secret, and a `backup.json` that names
 /// the secret's path as an archive: every read is refused, naming the file, and no byte of the secret is printed.
 ///
