@@ -90,6 +90,19 @@ pub enum CryptError {
     Encrypt(String),
 }
 
+impl CryptError {
+    /// The keys at hand do not open the file (no identity, none matching, a wrong passphrase): a fact about the
+    /// keys, not damage to the file.
+    pub fn is_key_problem(&self) -> bool {
+        matches!(
+            self,
+            CryptError::NoIdentity { .. }
+                | CryptError::NoMatchingIdentity { .. }
+                | CryptError::WrongPassphrase { .. }
+        )
+    }
+}
+
 /// What to do when a secret key is where a recipient belongs.
 const SECRET_KEY_ADVICE: &str = "never put it in the config or a recipients file (keep it in the identity file, off \
 the drive); use the age1... line `dbackup keygen` printed, or `age-keygen -y FILE`";

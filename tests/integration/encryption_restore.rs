@@ -413,6 +413,53 @@ fn a_wrong_or_missing_identity_is_an_error_naming_the_archive() {
     assert!(!meta.contains("AGE-SECRET-KEY"));
 }
 
+/// `restore --verify` with an identity that does not open the backup (another key) checks the ciphertext against
+/// the sums, says that the contents were NOT checked because of that identity (exit 3), and does not record the
+/// intact backup as damaged. (Before: the set was "DAMAGED", exit 1, and the backup was noted in `damaged.json`, so
+/// `status` counted 0 restore points and said to remove it, and the next external would not extend its chain.)
+#[test]
+fn verify_with_a_wrong_identity_does_not_call_the_backup_damaged() {
+    let e = encrypted_backup("");
+    let t = &e.t;
+    let (other, _) = t.keygen("other.txt");
+    let report: VerifyReport = t
+        .cmd()
+        .args([
+            "--json",
+            "restore",
+            "--source",
+            "external",
+            "--verify",
+            "--identity",
+        ])
+        .args([&other])
+        .status(3)
+        .json();
+    assert!(report.intact && !report.content_checked, "{report:?}");
+    assert!(report.sums.as_ref().is_some_and(|s| s.ok), "{report:?}");
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("NOT checked") && w.contains("none of the identities given")),
+        "{:?}",
+        report.warnings
+    );
+    let out = t
+        .restore_from_drive()
+        .args(["--verify", "--identity"])
+        .args([&other])
+        .status(3);
+    out.stderr_has("NOT checked").stderr_has("other.txt");
+    assert!(!out.stdout.contains("DAMAGED"), "{}", out.stdout);
+    assert!(
+        !t.path("state/dbackup/damaged.json").exists(),
+        "an intact backup was recorded as damaged"
+    );
+    let status = t.cmd().args(["status"]).status(0);
+    assert!(!status.stdout.contains("DAMAGED"), "{}", status.stdout);
+}
+
 #[test]
 fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environment() {
     let t = Test::new();
