@@ -634,6 +634,36 @@ pub fn open_backups_at(root: &Path) -> Result<Option<Dir>, LayoutError> {
     open_backups(&Dir::open(root)?)
 }
 
+/// The verified backups with a set whose archive or index file is missing, not a regular file, or not the size
+/// `backup.json` records (one `lstat` each: contents are checked by `restore --verify`).
+pub fn damaged_files(
+    backups_dir: &Path,
+    listing: &DriveListing,
+) -> std::collections::BTreeMap<String, String> {
+    let mut damaged = std::collections::BTreeMap::new();
+    for b in &listing.backups {
+        let Some(m) = &b.meta else { continue };
+        let files = m.sets.iter().flat_map(SetRecord::files);
+        for f in files {
+            // Names were checked to be plain (`BackupMeta::check`).
+            let why = match std::fs::symlink_metadata(backups_dir.join(&b.name).join(&f.name)) {
+                Ok(md) if md.is_file() && md.len() == f.bytes => continue,
+                Ok(md) if md.is_file() => format!(
+                    "{} is {} bytes, not the {} recorded",
+                    f.name,
+                    md.len(),
+                    f.bytes
+                ),
+                Ok(_) => format!("{} is not a regular file", f.name),
+                Err(e) => format!("{} cannot be read: {e}", f.name),
+            };
+            damaged.insert(b.name.clone(), crate::stdx::show_str(&why));
+            break;
+        }
+    }
+    damaged
+}
+
 /// Lists the `backups/` directory at `backups_dir`, the path trusted as given (tests, tools). dbackup itself lists
 /// what [`open_backups`] opened, with [`list_in`]. A missing directory lists nothing.
 pub fn list(backups_dir: &Path) -> Result<DriveListing, LayoutError> {

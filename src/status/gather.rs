@@ -537,7 +537,7 @@ fn listing_facts(
     chains: bool,
 ) -> ListingFacts {
     let broken = match chains {
-        true => broken_chains(l, damaged),
+        true => crate::external::chain::broken(l, damaged, "restore --verify found damaged"),
         false => BTreeMap::new(),
     };
     let backups: Vec<BackupFacts> = l
@@ -560,49 +560,6 @@ fn listing_facts(
         newest,
         backups,
     }
-}
-
-/// Why each verified backup of a listing cannot be restored whole: a backup it depends on (its `depends_on`, each
-/// set's `base`) is not among the verified backups, was found damaged, or is broken itself. Dependencies are older
-/// (`BackupMeta::check`), so one pass oldest first sees each one's verdict before its dependants.
-fn broken_chains(
-    l: &layout::DriveListing,
-    damaged: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    let mut broken: BTreeMap<String, String> = BTreeMap::new();
-    for b in l.verified() {
-        let Some(m) = b.meta.as_ref() else {
-            continue;
-        };
-        let deps = m
-            .depends_on
-            .iter()
-            .chain(m.sets.iter().filter_map(|s| s.base.as_ref()));
-        let why = deps.into_iter().find_map(|d| {
-            if !l.verified().any(|v| v.name == *d) {
-                Some(format!(
-                    "it depends on {}, which is missing or unverified",
-                    crate::stdx::show_str(d)
-                ))
-            } else if damaged.contains_key(d) {
-                Some(format!(
-                    "it depends on {}, which restore --verify found damaged",
-                    crate::stdx::show_str(d)
-                ))
-            } else if broken.contains_key(d) {
-                Some(format!(
-                    "it depends on {}, whose own chain is broken",
-                    crate::stdx::show_str(d)
-                ))
-            } else {
-                None
-            }
-        });
-        if let Some(why) = why {
-            broken.insert(b.name.clone(), why);
-        }
-    }
-    broken
 }
 
 /// What `status` keeps of one verified backup's `backup.json`.
@@ -1145,7 +1102,7 @@ mod tests {
                 .iter()
                 .map(|d| (d.to_string(), "found".to_string()))
                 .collect();
-            broken_chains(&listing, &damaged)
+            crate::external::chain::broken(&listing, &damaged, "restore --verify found damaged")
         };
         let whole = why(&[]);
         assert_eq!(
