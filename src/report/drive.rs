@@ -348,19 +348,21 @@ fn restore(b: &mut String, m: &BackupMeta, metas: &[&BackupMeta], bad: Option<St
 
 /// Lists the drive whose root is `root` and writes its page there (see the module documentation). The caller has
 /// just checked, through `media/`, that the drive is present.
-/// `known`: backups found damaged otherwise (`restore --verify`), added to those whose files are not their recorded
-/// size.
-pub fn refresh(
+/// `known`: the stamps of backups found damaged otherwise (`restore --verify`), added to those whose files are not
+/// their recorded size; only their stamps go on the page (what the check found can name an encrypted set's files).
+pub fn refresh<'a>(
     root: &Path,
     destination: &str,
-    known: &BTreeMap<String, String>,
+    known: impl IntoIterator<Item = &'a String>,
     now: DateTime<FixedOffset>,
 ) -> io::Result<PathBuf> {
     let backups = root.join(layout::BACKUPS_DIR);
     let listing = layout::list(&backups).map_err(io::Error::other)?;
     let mut damaged = layout::damaged_files(&backups, &listing);
-    for (stamp, why) in known {
-        damaged.entry(stamp.clone()).or_insert_with(|| why.clone());
+    for stamp in known {
+        damaged
+            .entry(stamp.clone())
+            .or_insert_with(|| "a check found it damaged (dbackup status says what)".to_string());
     }
     let page = render(Some(destination), &listing, &damaged, now);
     write(root, page.as_bytes())

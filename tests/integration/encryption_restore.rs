@@ -460,6 +460,31 @@ fn verify_with_a_wrong_identity_does_not_call_the_backup_damaged() {
     assert!(!status.stdout.contains("DAMAGED"), "{}", status.stdout);
 }
 
+/// A backup that `restore --verify` found damaged is marked on the drive's REPORT.html by the next run, but what
+/// the check found (which names an entry of the encrypted set) stays off the drive.
+#[test]
+fn the_drive_page_marks_a_damaged_encrypted_backup_without_naming_its_files() {
+    let e = encrypted_backup("");
+    let t = &e.t;
+    flip_middle(&e.dir.join("data.tar.age"), &e);
+    t.restore_from_drive()
+        .args(["--verify", "--identity"])
+        .args([&e.key])
+        .status(1);
+    let noted = fs::read_to_string(t.path("state/dbackup/damaged.json")).unwrap();
+    let entry = noted
+        .split("entry ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap_or_else(|| panic!("the problem names an entry: {noted}"))
+        .to_string();
+    t.cmd().args(["external"]).status(0);
+    let page = fs::read_to_string(t.path("T9/REPORT.html")).unwrap();
+    assert!(page.contains("DAMAGED"), "{page}");
+    let name = Path::new(&entry).file_name().unwrap().to_string_lossy();
+    assert!(!page.contains(&*name), "{name} is on the drive's page");
+}
+
 #[test]
 fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environment() {
     let t = Test::new();
