@@ -485,6 +485,55 @@ fn the_drive_page_marks_a_damaged_encrypted_backup_without_naming_its_files() {
     assert!(!page.contains(&*name), "{name} is on the drive's page");
 }
 
+/// A key file named by mistake that never ends (`/dev/zero`) or is huge is refused after a bounded read with a clear
+/// error, as an identity, a recipients file and a passphrase file. (Before: each was read whole, a line at a time
+/// for recipients: `--identity /dev/zero` grew without end until memory ran out.)
+#[test]
+fn a_key_file_that_never_ends_is_refused_after_a_bounded_read() {
+    let e = encrypted_backup("");
+    let t = &e.t;
+    let out = t
+        .restore_drive(&t.path("T9"))
+        .args(["--identity", "/dev/zero", "--target"])
+        .args([t.path("target")])
+        .memory_limit(1 << 30)
+        .status(1);
+    out.stderr_has("/dev/zero").stderr_has("larger than");
+    assert!(!t.path("target").exists());
+
+    let t = Test::new();
+    let t = t.config(&config(
+        r#", "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ],
+            "encryption": { "recipients_file": "/dev/zero" }"#,
+    ));
+    sample(&t, &t.path("data"));
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    let out = t.cmd().args(["external"]).memory_limit(1 << 30).status(2);
+    out.stderr_has("/dev/zero").stderr_has("larger than");
+    assert!(
+        fs::read_dir(t.path("T9")).unwrap().next().is_none(),
+        "nothing written"
+    );
+
+    let big = t.write_secret("pass.txt", "");
+    fs::File::options()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let t = t
+        .config(&config(
+            r#", "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ],
+                "encryption": { "passphrase": true }"#,
+        ))
+        .env("DBACKUP_PASSPHRASE_FILE", &big);
+    let out = t.cmd().args(["external"]).memory_limit(1 << 30).output();
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    out.stderr_has("pass.txt").stderr_has("larger than");
+}
+
 #[test]
 fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environment() {
     let t = Test::new();
