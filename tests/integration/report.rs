@@ -773,23 +773,7 @@ fn the_drive_page_restores_an_incremental_whole_without_dbackup() {
     );
 
     let html = fs::read_to_string(t.path("T9/REPORT.html")).unwrap();
-    let without = html
-        .split("Restore without dbackup")
-        .nth(1)
-        .expect("a section on restoring without dbackup");
-    let drive = t.path("T9").display().to_string();
-    let script: Vec<String> = code_lines(without)
-        .into_iter()
-        .take_while(|l| !l.is_empty())
-        .map(|l| l.replace("/media/you/DRIVE", &drive))
-        .collect();
-    let home = t.path("paste-home");
-    fs::create_dir_all(&home).unwrap();
-    let out = Command::new("bash")
-        .args(["-ec", &script.join("\n")])
-        .env("HOME", &home)
-        .output()
-        .unwrap();
+    let (script, out, home) = run_without_dbackup(&t, &html);
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -812,18 +796,27 @@ fn the_drive_page_restores_an_incremental_whole_without_dbackup() {
     }
 }
 
-/// The lines of the drive page's "Restore without dbackup" block, with the drive's real path.
-fn without_dbackup_script(t: &Test, html: &str) -> Vec<String> {
+/// Runs the drive page's "Restore without dbackup" block (with the drive's real path, `HOME` a new directory) in
+/// `bash -e`: the lines, what bash did, and that `HOME`.
+fn run_without_dbackup(t: &Test, html: &str) -> (Vec<String>, std::process::Output, PathBuf) {
     let without = html
         .split("Restore without dbackup")
         .nth(1)
         .expect("a section on restoring without dbackup");
     let drive = t.path("T9").display().to_string();
-    code_lines(without)
+    let script: Vec<String> = code_lines(without)
         .into_iter()
         .take_while(|l| !l.is_empty())
         .map(|l| l.replace("/media/you/DRIVE", &drive))
-        .collect()
+        .collect();
+    let home = t.path("paste-home");
+    fs::create_dir_all(&home).unwrap();
+    let out = Command::new("bash")
+        .args(["-ec", &script.join("\n")])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    (script, out, home)
 }
 
 /// The drive page's `sha256sum -c` checks every backup its commands extract: a byte flipped in the base of the
@@ -833,7 +826,6 @@ fn without_dbackup_script(t: &Test, html: &str) -> Vec<String> {
 fn the_drive_page_checks_the_sums_of_every_backup_of_the_chain() {
     let (t, base) = a_chain_of_two();
     let html = fs::read_to_string(t.path("T9/REPORT.html")).unwrap();
-    let script = without_dbackup_script(&t, &html);
     let tar = t.path("T9/backups").join(&base).join("data.tar");
     let mut bytes = fs::read(&tar).unwrap();
     let at = bytes
@@ -842,13 +834,7 @@ fn the_drive_page_checks_the_sums_of_every_backup_of_the_chain() {
         .expect("old.txt's content in the base's archive");
     bytes[at] ^= 0x20;
     fs::write(&tar, &bytes).unwrap();
-    let home = t.path("paste-home");
-    fs::create_dir_all(&home).unwrap();
-    let out = Command::new("bash")
-        .args(["-ec", &script.join("\n")])
-        .env("HOME", &home)
-        .output()
-        .unwrap();
+    let (script, out, _) = run_without_dbackup(&t, &html);
     assert!(
         !out.status.success(),
         "the damaged base went unnoticed:\n{}",
