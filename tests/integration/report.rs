@@ -890,14 +890,9 @@ fn the_drive_page_marks_a_broken_chain() {
     );
 
     // The base's archive cut short: the base is damaged, the incremental on it broken.
-    let tar = t.path("T9/backups").join(&base).join("data.tar");
-    let len = fs::metadata(&tar).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&tar)
-        .unwrap()
-        .set_len(len - 512)
-        .unwrap();
+    harness::cut_short(&t.path("T9/backups").join(&base).join("data.tar"), |l| {
+        l - 512
+    });
     let html = page(&t);
     assert!(
         row(&html, &base).contains("DAMAGED"),

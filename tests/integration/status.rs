@@ -406,14 +406,10 @@ fn a_backup_found_damaged_is_no_restore_point() {
 #[test]
 fn a_backup_whose_archive_is_cut_short_is_no_restore_point() {
     let (t, drive, first, second) = a_full_and_an_incremental();
-    let tar = drive.join("backups").join(&first).join("data.tar");
-    let len = fs::metadata(&tar).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&tar)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    let len =
+        crate::harness::cut_short(&drive.join("backups").join(&first).join("data.tar"), |l| {
+            l / 2
+        });
     let says = format!(
         "destination drive: backup {first} is DAMAGED (data.tar is {} bytes, not the {len} recorded)",
         len / 2
@@ -426,10 +422,7 @@ fn a_backup_whose_archive_is_cut_short_is_no_restore_point() {
     let q = &d.restore_points[1];
     assert!(q.stamp == second && q.broken, "{q:?}");
     // `restore --list` says the same.
-    let list = t
-        .cmd()
-        .args(["restore", "--source", "external", "--list"])
-        .status(0);
+    let list = t.restore_from_drive().args(["--list"]).status(0);
     list.stdout_has("DAMAGED  ");
     list.stdout_has("BROKEN, latest");
     list.stdout_has(&format!(
