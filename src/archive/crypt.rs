@@ -7,7 +7,7 @@
 //! identity stays in memory, and error messages name files and line numbers, never their contents.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -88,6 +88,36 @@ pub enum CryptError {
     PassphraseMismatch,
     #[error("cannot encrypt: {0}")]
     Encrypt(String),
+}
+
+impl CryptError {
+    /// The keys at hand do not open the file (no identity, none matching, a wrong passphrase): a fact about the
+    /// keys, not damage to the file.
+    pub fn is_key_problem(&self) -> bool {
+        matches!(
+            self,
+            CryptError::NoIdentity { .. }
+                | CryptError::NoMatchingIdentity { .. }
+                | CryptError::WrongPassphrase { .. }
+        )
+    }
+}
+
+/// At most this much of a key file (identity, recipients, passphrase) is read: they are a few hundred bytes, and a
+/// file named by mistake (an archive, `/dev/zero`) must not be read whole.
+const MAX_KEY_FILE_BYTES: u64 = 1 << 20;
+
+/// The bytes of the key file at `path` (any readable file: `/dev/stdin` from a password manager too), at most
+/// [`MAX_KEY_FILE_BYTES`]; the error in words.
+fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    crate::stdx::fs::read_file_bounded(file, path, MAX_KEY_FILE_BYTES).map_err(|e| match e {
+        crate::stdx::fs::FsError::TooBig { .. } => format!(
+            "it is larger than {}, so it is not a key file (those are a few hundred bytes): check the path",
+            crate::stdx::bytes(MAX_KEY_FILE_BYTES)
+        ),
+        other => other.to_string(),
+    })
 }
 
 /// What to do when a secret key is where a recipient belongs.
@@ -214,16 +244,19 @@ pub fn encrypt_to(
 
 /// Parses a recipients file (`age -R` format): one recipient per line, `#` comments and blank lines ignored.
 pub fn read_recipients_file(path: &Path) -> Result<Vec<Recipient>, CryptError> {
-    let file = std::fs::File::open(path).map_err(|source| CryptError::RecipientsFile {
+    let unreadable = |source: io::Error| CryptError::RecipientsFile {
         path: path.to_path_buf(),
         source,
+    };
+    let bytes = read_key_file(path).map_err(|e| unreadable(io::Error::other(e)))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        unreadable(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        ))
     })?;
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| CryptError::RecipientsFile {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -414,7 +447,7 @@ impl Keys {
             path: path.to_path_buf(),
             detail,
         };
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let bytes = read_key_file(path).map_err(err)?;
         let text_start = bytes
             .iter()
             .position(|b| !b.is_ascii_whitespace())
@@ -661,9 +694,10 @@ pub fn read_passphrase(file: Option<&Path>, prompt: &str) -> Result<SecretString
                 path.display()
             )));
         }
-        let mut text = String::new();
-        io::Read::read_to_string(&mut &file, &mut text)
+        drop(file);
+        let bytes = read_key_file(path)
             .map_err(|e| CryptError::Passphrase(format!("{}: {e}", path.display())))?;
+        let text = String::from_utf8_lossy(&bytes);
         let line = text.lines().next().unwrap_or_default();
         if line.is_empty() {
             return Err(CryptError::Passphrase(format!(

@@ -316,5 +316,49 @@ pub fn content_every(full: crate::config::Full) -> Option<chrono::Duration> {
     }
 }
 
+/// Why each verified backup of a listing cannot be restored whole: a backup it depends on (its `depends_on`, each
+/// set's `base`) is not among the verified backups, is in `damaged` (said as "which {found}"), or is broken itself. Dependencies are older
+/// (`BackupMeta::check`), so one pass oldest first sees each one's verdict before its dependants.
+pub fn broken(
+    l: &DriveListing,
+    damaged: &BTreeMap<String, String>,
+    found: &str,
+) -> BTreeMap<String, String> {
+    let mut broken: BTreeMap<String, String> = BTreeMap::new();
+    for b in l.verified() {
+        let Some(m) = b.meta.as_ref() else {
+            continue;
+        };
+        let deps = m
+            .depends_on
+            .iter()
+            .chain(m.sets.iter().filter_map(|s| s.base.as_ref()));
+        let why = deps.into_iter().find_map(|d| {
+            if !l.verified().any(|v| v.name == *d) {
+                Some(format!(
+                    "it depends on {}, which is missing or unverified",
+                    crate::stdx::show_str(d)
+                ))
+            } else if damaged.contains_key(d) {
+                Some(format!(
+                    "it depends on {}, which {found}",
+                    crate::stdx::show_str(d)
+                ))
+            } else if broken.contains_key(d) {
+                Some(format!(
+                    "it depends on {}, whose own chain is broken",
+                    crate::stdx::show_str(d)
+                ))
+            } else {
+                None
+            }
+        });
+        if let Some(why) = why {
+            broken.insert(b.name.clone(), why);
+        }
+    }
+    broken
+}
+
 #[cfg(test)]
 mod tests;

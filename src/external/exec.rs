@@ -161,12 +161,27 @@ fn run_destination(
                     "; nothing was promoted and {intact}{}",
                     discard_temp(d, world, temp_created)
                 ));
+                if filled_up(&e) {
+                    msg.push_str(
+                        "; the drive filled up while writing (the space check before writing found room, so \
+                         something else was written to it meanwhile): free space on it and run again",
+                    );
+                }
             }
             report.error = Some(msg);
         }
     }
     report.seconds = clock.elapsed().as_secs_f64();
     report
+}
+
+/// Whether `e` was caused by a full filesystem (or quota).
+fn filled_up(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| matches!(io.kind(), StorageFull | QuotaExceeded))
+    })
 }
 
 /// Removes the temporary directory of a failed run when the drive is still there; says what became of it.
@@ -491,8 +506,15 @@ fn promote(
 }
 
 /// An error as one message: the building blocks put their I/O error in their own message and also give it as the
-/// `source`, which `{:#}` would print twice.
-fn flat(e: impl std::fmt::Display) -> anyhow::Error {
+/// `source`, which `{:#}` would print twice. The kind of that I/O error is kept (a full drive: [`filled_up`]).
+fn flat(e: impl std::error::Error + 'static) -> anyhow::Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return anyhow::Error::new(std::io::Error::new(io.kind(), e.to_string()));
+        }
+        source = s.source();
+    }
     anyhow::anyhow!("{e}")
 }
 

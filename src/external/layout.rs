@@ -634,6 +634,42 @@ pub fn open_backups_at(root: &Path) -> Result<Option<Dir>, LayoutError> {
     open_backups(&Dir::open(root)?)
 }
 
+/// The verified backups with a set whose archive or index file is missing, not a regular file, or not the size
+/// `backup.json` records (one `lstat` each: contents are checked by `restore --verify`), with why.
+pub fn damaged_files(
+    backups_dir: &Path,
+    listing: &DriveListing,
+) -> std::collections::BTreeMap<String, String> {
+    listing
+        .backups
+        .iter()
+        .filter_map(|b| {
+            let why = damaged_file(&backups_dir.join(&b.name), b.meta.as_ref()?)?;
+            Some((b.name.clone(), why))
+        })
+        .collect()
+}
+
+/// Why the backup in `dir` described by `meta` is damaged to one `lstat` per file (see [`damaged_files`]); `None`
+/// when every file is there, of its recorded size.
+pub fn damaged_file(dir: &Path, meta: &BackupMeta) -> Option<String> {
+    meta.sets.iter().flat_map(SetRecord::files).find_map(|f| {
+        // Names were checked to be plain (`BackupMeta::check`).
+        let why = match std::fs::symlink_metadata(dir.join(&f.name)) {
+            Ok(md) if md.is_file() && md.len() == f.bytes => return None,
+            Ok(md) if md.is_file() => format!(
+                "{} is {} bytes, not the {} recorded",
+                f.name,
+                md.len(),
+                f.bytes
+            ),
+            Ok(_) => format!("{} is not a regular file", f.name),
+            Err(e) => format!("{} cannot be read: {e}", f.name),
+        };
+        Some(crate::stdx::show_str(&why))
+    })
+}
+
 /// Lists the `backups/` directory at `backups_dir`, the path trusted as given (tests, tools). dbackup itself lists
 /// what [`open_backups`] opened, with [`list_in`]. A missing directory lists nothing.
 pub fn list(backups_dir: &Path) -> Result<DriveListing, LayoutError> {

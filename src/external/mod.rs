@@ -182,7 +182,7 @@ fn drive_pages(world: &plan::World, report: &mut ExternalReport, ui: &Ui) {
         if w.info.check_still_present().is_err() {
             continue;
         }
-        match crate::report::drive::refresh(&w.info.resolved, &d.name, now) {
+        match crate::report::drive::refresh(&w.info.resolved, &d.name, w.damaged.keys(), now) {
             Ok(path) => ui.step(format_args!("{}: wrote {}", d.name, path.display())),
             Err(e) => {
                 let msg = format!(

@@ -338,7 +338,7 @@ fn observe_drive(
     }
     let (encryption, passphrase_file) =
         encryption_of(&d.destination.name, d.destination.encryption.as_ref())?;
-    let mut damaged = damaged_backups(&info.resolved.join(layout::BACKUPS_DIR), &listing);
+    let mut damaged = layout::damaged_files(&info.resolved.join(layout::BACKUPS_DIR), &listing);
     // What `restore --verify` found (a damage of the same size, which the lstat above cannot see).
     let verified_damaged = super::damage::on_destination(
         &super::damage::read(&settings.state_dir),
@@ -485,36 +485,6 @@ fn encryption_of(
     let passphrase_file =
         e.and_then(|e| crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref()));
     Ok((record, passphrase_file))
-}
-
-/// The verified backups with a set whose archive or index file is missing, not a regular file, or not the size
-/// `backup.json` records (one `lstat` each: contents are checked by `restore --verify`).
-fn damaged_backups(
-    backups_dir: &std::path::Path,
-    listing: &layout::DriveListing,
-) -> BTreeMap<String, String> {
-    let mut damaged = BTreeMap::new();
-    for b in &listing.backups {
-        let Some(m) = &b.meta else { continue };
-        let files = m.sets.iter().flat_map(layout::SetRecord::files);
-        for f in files {
-            // Names were checked to be plain (`BackupMeta::check`).
-            let why = match std::fs::symlink_metadata(backups_dir.join(&b.name).join(&f.name)) {
-                Ok(md) if md.is_file() && md.len() == f.bytes => continue,
-                Ok(md) if md.is_file() => format!(
-                    "{} is {} bytes, not the {} recorded",
-                    f.name,
-                    md.len(),
-                    f.bytes
-                ),
-                Ok(_) => format!("{} is not a regular file", f.name),
-                Err(e) => format!("{} cannot be read: {e}", f.name),
-            };
-            damaged.insert(b.name.clone(), crate::stdx::show_str(&why));
-            break;
-        }
-    }
-    damaged
 }
 
 /// Whether `pid` is a running process of this very program (another dbackup, say with another config, writing to

@@ -6,6 +6,7 @@
 //! the drive's root (`stdx::fs::Dir`: nothing below it is followed), under a temporary name, then renamed over
 //! `REPORT.html` (a symlink of that name is replaced, never written through).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -23,14 +24,25 @@ const TEMP_PREFIX: &str = ".REPORT.html.tmp-";
 /// At most this many backups are described (newest first); the others are counted.
 const SHOWN: usize = 50;
 
-/// The drive's page from its listing (`destination`: the name it was written for, when known), at `now`.
+/// The drive's page from its listing (`destination`: the name it was written for, when known), at `now`. `damaged`:
+/// the backups whose files are not what their `backup.json` records, with why; they and the backups that depend on
+/// them (broken chains) are marked.
 pub fn render(
     destination: Option<&str>,
     listing: &DriveListing,
+    damaged: &BTreeMap<String, String>,
     now: DateTime<FixedOffset>,
 ) -> String {
     let mut metas: Vec<&BackupMeta> = listing.verified().filter_map(|b| b.meta.as_ref()).collect();
     metas.reverse();
+    let broken = crate::external::chain::broken(listing, damaged, "is damaged");
+    // Why a backup cannot be restored whole, in words for the page.
+    let bad = |stamp: &str| {
+        damaged
+            .get(stamp)
+            .map(|why| format!("DAMAGED: {why}"))
+            .or_else(|| broken.get(stamp).map(|why| format!("BROKEN: {why}")))
+    };
     let mut b = String::new();
     let name = destination
         .map(str::to_string)
@@ -70,6 +82,15 @@ pub fn render(
         }
         None => b.push_str(": no verified backup yet.</p>\n"),
     }
+    let bad_count = metas.iter().filter(|m| bad(&m.stamp).is_some()).count();
+    if bad_count > 0 {
+        let _ = writeln!(
+            b,
+            "<p class=\"warn\">{} cannot be restored whole (damaged, or an incremental whose base is damaged or \
+             gone): marked below.</p>",
+            esc(&stdx::counted(bad_count as u64, "backup", "backups"))
+        );
+    }
     let unusable = listing.backups.iter().filter(|x| x.meta.is_none()).count();
     if unusable > 0 {
         let _ = writeln!(
@@ -93,8 +114,11 @@ pub fn render(
         let bytes = m.file_bytes_on_drive();
         let _ = write!(
             b,
-            "<tr><td><code>backups/{}</code></td><td>{}<br><span class=\"muted\">{}</span></td><td>",
+            "<tr><td><code>backups/{}</code>{}</td><td>{}<br><span class=\"muted\">{}</span></td><td>",
             esc(&m.stamp),
+            bad(&m.stamp)
+                .map(|why| format!("<br><span class=\"warn\">{}</span>", esc(&why)))
+                .unwrap_or_default(),
             time(m.started),
             ago(m.started, now)
         );
@@ -159,7 +183,7 @@ pub fn render(
 
     // How to restore.
     if let Some(newest) = metas.first() {
-        restore(&mut b, newest, &metas);
+        restore(&mut b, newest, &metas, bad(&newest.stamp));
     }
     html::document(
         &format!(
@@ -201,10 +225,24 @@ fn chain<'a>(
     Ok(chain)
 }
 
-fn restore(b: &mut String, m: &BackupMeta, metas: &[&BackupMeta]) {
+/// The page's restore section for the newest backup `m` (`bad`: why it cannot be restored whole, said first).
+fn restore(b: &mut String, m: &BackupMeta, metas: &[&BackupMeta], bad: Option<String>) {
     let stamp = shell_word(&m.stamp);
-    b.push_str("<section id=\"restore\">\n<h2>Restore with dbackup</h2>\n<p class=\"muted\">Mount the drive, then \
-        (with the drive's mount point for <code>/media/you/DRIVE</code>):</p>\n<pre><code>");
+    b.push_str("<section id=\"restore\">\n<h2>Restore with dbackup</h2>\n");
+    if let Some(why) = bad {
+        let _ = writeln!(
+            b,
+            "<p class=\"warn\">The newest backup, <code>backups/{}</code>, is {}: its commands below fail or \
+             restore only part of it; <code>dbackup restore --drive /media/you/DRIVE --list</code> shows the backups \
+             that are whole, and <code>--date</code> picks one.</p>",
+            esc(&m.stamp),
+            esc(&why)
+        );
+    }
+    b.push_str(
+        "<p class=\"muted\">Mount the drive, then (with the drive's mount point for \
+        <code>/media/you/DRIVE</code>):</p>\n<pre><code>",
+    );
     let mut lines = vec![
         "# every backup on the drive".to_string(),
         "dbackup restore --drive /media/you/DRIVE --list".to_string(),
@@ -238,8 +276,26 @@ fn restore(b: &mut String, m: &BackupMeta, metas: &[&BackupMeta]) {
     let mut lines = vec![
         format!("cd /media/you/DRIVE/backups/{stamp}"),
         "sha256sum -c verification.sha256".to_string(),
-        "mkdir -p ~/restored".to_string(),
     ];
+    // The older backups the commands extract too (the chains of incrementals): each checked by its own sums.
+    let mut earlier: Vec<&str> = m
+        .sets
+        .iter()
+        .filter(|s| s.base.is_some())
+        .filter_map(|s| chain(m, &s.set, metas).ok())
+        .flatten()
+        .filter(|c| !std::ptr::eq(*c, m))
+        .map(|c| c.stamp.as_str())
+        .collect();
+    earlier.sort_unstable();
+    earlier.dedup();
+    for e in earlier {
+        lines.push(format!(
+            "(cd {} && sha256sum -c verification.sha256)",
+            shell_word(&format!("../{e}"))
+        ));
+    }
+    lines.push("mkdir -p ~/restored".to_string());
     // One archive extracted: `dir` is where it is from the newest backup's directory ("" for that one).
     let extract = |dir: &str, s: &layout::SetRecord| {
         let split = s.archive.len() > 1;
@@ -292,9 +348,23 @@ fn restore(b: &mut String, m: &BackupMeta, metas: &[&BackupMeta]) {
 
 /// Lists the drive whose root is `root` and writes its page there (see the module documentation). The caller has
 /// just checked, through `media/`, that the drive is present.
-pub fn refresh(root: &Path, destination: &str, now: DateTime<FixedOffset>) -> io::Result<PathBuf> {
-    let listing = layout::list(&root.join(layout::BACKUPS_DIR)).map_err(io::Error::other)?;
-    let page = render(Some(destination), &listing, now);
+/// `known`: the stamps of backups found damaged otherwise (`restore --verify`), added to those whose files are not
+/// their recorded size; only their stamps go on the page (what the check found can name an encrypted set's files).
+pub fn refresh<'a>(
+    root: &Path,
+    destination: &str,
+    known: impl IntoIterator<Item = &'a String>,
+    now: DateTime<FixedOffset>,
+) -> io::Result<PathBuf> {
+    let backups = root.join(layout::BACKUPS_DIR);
+    let listing = layout::list(&backups).map_err(io::Error::other)?;
+    let mut damaged = layout::damaged_files(&backups, &listing);
+    for stamp in known {
+        damaged
+            .entry(stamp.clone())
+            .or_insert_with(|| "a check found it damaged (dbackup status says what)".to_string());
+    }
+    let page = render(Some(destination), &listing, &damaged, now);
     write(root, page.as_bytes())
 }
 
@@ -320,7 +390,8 @@ pub fn page_for_dir(dir: &Path, now: DateTime<FixedOffset>) -> anyhow::Result<St
         )
         .into());
     }
-    Ok(render(None, &listing, now))
+    let damaged = layout::damaged_files(&backups, &listing);
+    Ok(render(None, &listing, &damaged, now))
 }
 
 /// Writes `bytes` as `<root>/REPORT.html`: a new temporary file created in a handle on `root` (nothing below it

@@ -282,6 +282,17 @@ pub fn drive_backups(
                 .iter()
                 .find(|r| r.destination == d.name && r.backup == stamp)
         };
+        // The backups whose files are missing or not their recorded size (one lstat each, as `status` looks).
+        let sized: std::collections::BTreeMap<&str, String> = d
+            .listing
+            .backups
+            .iter()
+            .filter(|b| b.verified())
+            .filter_map(|b| {
+                let why = crate::external::layout::damaged_file(&b.dir.path, b.dir.meta.as_ref()?)?;
+                Some((b.dir.name.as_str(), why))
+            })
+            .collect();
         for b in &d.listing.backups {
             // A backup still (or never finished) being written is no backup: never listed, never restored from.
             if b.in_progress || d.only.as_ref().is_some_and(|o| *o != b.dir.name) {
@@ -294,7 +305,9 @@ pub fn drive_backups(
                 m.depends_on
                     .iter()
                     .chain(m.sets.iter().filter_map(|s| s.base.as_ref()))
-                    .find(|dep| !verified(dep) || damaged(dep).is_some())
+                    .find(|dep| {
+                        !verified(dep) || damaged(dep).is_some() || sized.contains_key(dep.as_str())
+                    })
             });
             let state = if let Some(r) = damaged(&b.dir.name).filter(|_| b.verified()) {
                 notes.push(show_str(&format!(
@@ -302,11 +315,19 @@ pub fn drive_backups(
                     r.found, r.problem
                 )));
                 State::Damaged
+            } else if let Some(why) = sized.get(b.dir.name.as_str()) {
+                notes.push(why.clone());
+                State::Damaged
             } else if let Some(dep) = gone {
                 notes.push(match damaged(dep) {
                     Some(_) => format!(
                         "its chain is broken: it depends on {}, which restore --verify found damaged",
                         show_str(dep)
+                    ),
+                    None if sized.contains_key(dep.as_str()) => format!(
+                        "its chain is broken: it depends on {}, which is damaged ({})",
+                        show_str(dep),
+                        sized[dep.as_str()]
                     ),
                     None => format!(
                         "its chain is broken: it depends on {}, which is not on the drive or unverified",

@@ -107,6 +107,10 @@ pub struct SetReport {
     /// Whether its contents were checked (false: encrypted, and checked without the identity).
     #[serde(default = "yes")]
     pub content_checked: bool,
+    /// Why its contents were not checked although keys were given: they do not open it (another identity, a wrong
+    /// passphrase). Its encrypted files were checked against the sums, as without keys; not damage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_decrypted: Option<String>,
     /// An incremental: the files its manifest keeps in earlier backups, each checked there (its header; with
     /// `--deep` its content too), and the content bytes `--deep` read for them.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -303,12 +307,9 @@ fn plaintext<'p>(
     keys: Option<&Arc<Keys>>,
     parts: &'p mut PartHasher,
     label: &str,
-) -> Result<Box<dyn Read + 'p>, String> {
+) -> Result<Box<dyn Read + 'p>, crate::archive::crypt::CryptError> {
     match keys {
-        Some(k) => match k.open(parts, label) {
-            Ok(r) => Ok(Box::new(Decrypting(r))),
-            Err(e) => Err(e.to_string()),
-        },
+        Some(k) => Ok(Box::new(Decrypting(k.open(parts, label)?))),
         None => Ok(Box::new(parts)),
     }
 }
@@ -434,6 +435,7 @@ pub fn verify_drive_backup(
     let mut sets = Vec::new();
     let mut would_all = Vec::new();
     let mut unchecked: Vec<String> = Vec::new();
+    let mut not_decrypted: Vec<String> = Vec::new();
     let (mut entries, mut files, mut bytes) = (0u64, 0u64, 0u64);
     for (set, archive, index) in archives {
         let names = scope_names(scope, &set);
@@ -450,8 +452,10 @@ pub fn verify_drive_backup(
             &mut found,
             &mut *bar,
         );
-        if !report.content_checked {
-            unchecked.push(report.checked.clone());
+        match &report.not_decrypted {
+            Some(why) => not_decrypted.push(why.clone()),
+            None if !report.content_checked => unchecked.push(report.checked.clone()),
+            None => {}
         }
         entries += report.entries;
         files += report.files;
@@ -477,6 +481,13 @@ pub fn verify_drive_backup(
             }
         ));
     }
+    for why in &not_decrypted {
+        warnings.push(format!(
+            "the contents of backup {} were NOT checked: {why}; only the encrypted files were checked against \
+             {SUMS_FILE}",
+            backup.dir.name
+        ));
+    }
     VerifyReport {
         source: Kept::External,
         backup: backup.dir.name.clone(),
@@ -494,7 +505,7 @@ pub fn verify_drive_backup(
         intact: problems.is_empty(),
         problems,
         would_restore: would_all,
-        content_checked: unchecked.is_empty(),
+        content_checked: unchecked.is_empty() && not_decrypted.is_empty(),
         warnings,
         deep,
     }
@@ -657,6 +668,7 @@ fn unreadable_set(backup: &DriveBackup, set: &str) -> SetReport {
         ok: false,
         encrypted: false,
         content_checked: true,
+        not_decrypted: None,
         referenced_files: 0,
         referenced_bytes: 0,
     }
@@ -700,26 +712,33 @@ fn verify_set(
         ok: false,
         encrypted,
         content_checked: !encrypted || decrypt.is_some(),
+        not_decrypted: None,
         referenced_files: 0,
         referenced_bytes: 0,
     };
     let mut stream_hash = None;
     let before = problems.len();
-    if encrypted && decrypt.is_none() {
-        let mut counted = CountingRead {
-            inner: &mut parts,
-            bar: &mut *watch.bar,
+    // Its files hashed only, as they are read (the rest of them, after a header the keys did not open).
+    let hash_only =
+        |parts: &mut PartHasher, bar: &mut dyn FnMut(u64), problems: &mut Vec<Issue>| {
+            let mut counted = CountingRead { inner: parts, bar };
+            if let Err(e) = io::copy(&mut counted, &mut io::sink()) {
+                problems.push(issue(
+                    Path::new(&label),
+                    None,
+                    format!("cannot be read: {e}"),
+                ));
+            }
         };
-        if let Err(e) = io::copy(&mut counted, &mut io::sink()) {
-            problems.push(issue(
-                Path::new(&label),
-                None,
-                format!("cannot be read: {e}"),
-            ));
-        }
+    if encrypted && decrypt.is_none() {
+        hash_only(&mut parts, &mut *watch.bar, problems);
     } else {
-        match plaintext(decrypt, &mut parts, &label) {
-            Err(e) => problems.push(issue(Path::new(&label), None, e)),
+        let not_opened = match plaintext(decrypt, &mut parts, &label) {
+            Err(e) if e.is_key_problem() => Some(e.to_string()),
+            Err(e) => {
+                problems.push(issue(Path::new(&label), None, e.to_string()));
+                None
+            }
             Ok(plain) => {
                 let mut chain = ChainCheck::new(backup, set, archive, deep);
                 check_stream(
@@ -733,10 +752,17 @@ fn verify_set(
                 );
                 report.referenced_files = chain.files;
                 report.referenced_bytes = chain.bytes;
+                None
             }
+        };
+        // Keys that do not open it say nothing about the archive: it is checked as without them.
+        if let Some(why) = not_opened {
+            report.content_checked = false;
+            report.not_decrypted = Some(why);
+            hash_only(&mut parts, &mut *watch.bar, problems);
         }
         // Everything after the final chunk is read too: trailing bytes are damage.
-        if encrypted && problems.len() == before {
+        if encrypted && report.content_checked && problems.len() == before {
             match io::copy(&mut parts, &mut io::sink()) {
                 Ok(0) => {}
                 Ok(n) => problems.push(issue(
@@ -1275,6 +1301,7 @@ pub fn verify_snapshot(
         ok: false,
         encrypted: false,
         content_checked: true,
+        not_decrypted: None,
         referenced_files: 0,
         referenced_bytes: 0,
     };
@@ -1393,8 +1420,11 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
     for s in &r.sets {
         let how = match (&s.compared_with, s.indexed, r.source) {
             _ if !s.content_checked => format!(
-                "encrypted, and no identity was given: its encrypted files checked against {SUMS_FILE}, its \
-                 contents NOT checked"
+                "encrypted, and {}: its encrypted files checked against {SUMS_FILE}, its contents NOT checked",
+                match s.not_decrypted {
+                    Some(_) => "the keys given do not open it",
+                    None => "no identity was given",
+                }
             ),
             (None, true, _) if s.encrypted => {
                 "decrypted, and every entry checked against its index".into()
@@ -1455,9 +1485,13 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
         }
     }
     if r.problems.is_empty() && !r.content_checked {
-        out.push_str(
-            "result: the encrypted files are intact; their contents were NOT checked (no identity: pass \
-             --identity FILE)\n",
+        let why = match r.sets.iter().any(|s| s.not_decrypted.is_some()) {
+            true => "the keys given do not open them: pass the identity they were encrypted to",
+            false => "no identity: pass --identity FILE",
+        };
+        let _ = writeln!(
+            out,
+            "result: the encrypted files are intact; their contents were NOT checked ({why})"
         );
     } else if r.problems.is_empty() {
         out.push_str("result: intact\n");

@@ -143,7 +143,7 @@ fn cloud(
             };
             // A bucket's chains are not judged here: a look at its newest `backup.json` only (`backup`) could not
             // see them, and `backup` and `status` must agree on a destination's newest backup.
-            let mut l = listing_facts(&listing, &BTreeMap::new(), false);
+            let mut l = listing_facts(&listing, &Damaged::default(), false);
             if newest_only {
                 l.verified = count;
             }
@@ -512,7 +512,11 @@ fn destination(
             });
             match listed {
                 Ok(l) => {
-                    let damaged = crate::external::damage::on_destination(damage, &d.name, &l);
+                    let damaged = Damaged {
+                        verify: crate::external::damage::on_destination(damage, &d.name, &l),
+                        // One lstat per file, as the external's own look at the drive.
+                        size: layout::damaged_files(&info.resolved.join(layout::BACKUPS_DIR), &l),
+                    };
                     (Some(listing_facts(&l, &damaged, true)), None)
                 }
                 Err(e) => (None, Some(e.to_string())),
@@ -529,22 +533,38 @@ fn destination(
     }
 }
 
-/// What a listing holds; `damaged`: the backups `restore --verify` found damaged, with why; `chains`: judge whether
-/// each backup's chain is whole (the listing holds every backup's `backup.json`).
-fn listing_facts(
-    l: &layout::DriveListing,
-    damaged: &BTreeMap<String, String>,
-    chains: bool,
-) -> ListingFacts {
+/// The backups of a drive known to be damaged, with why.
+#[derive(Default)]
+struct Damaged {
+    /// Found so by `restore --verify`.
+    verify: BTreeMap<String, String>,
+    /// Their files are missing or not the size `backup.json` records.
+    size: BTreeMap<String, String>,
+}
+
+/// What a listing holds; `damaged`: the backups known to be damaged; `chains`: judge whether each backup's chain
+/// is whole (the listing holds every backup's `backup.json`).
+fn listing_facts(l: &layout::DriveListing, damaged: &Damaged, chains: bool) -> ListingFacts {
+    use crate::external::chain::broken;
     let broken = match chains {
-        true => broken_chains(l, damaged),
+        true => {
+            let mut all = damaged.size.clone();
+            all.extend(damaged.verify.clone());
+            let mut found = broken(l, &damaged.verify, "restore --verify found damaged");
+            for (stamp, why) in broken(l, &all, "is damaged (its files are not as recorded)") {
+                found.entry(stamp).or_insert(why);
+            }
+            found
+        }
         false => BTreeMap::new(),
     };
     let backups: Vec<BackupFacts> = l
         .verified()
         .filter_map(backup_facts)
         .map(|mut b| {
-            b.damaged = damaged.get(&b.stamp).cloned();
+            b.damaged = (damaged.verify.get(&b.stamp))
+                .or_else(|| damaged.size.get(&b.stamp))
+                .cloned();
             b.broken = broken.get(&b.stamp).cloned();
             b
         })
@@ -560,49 +580,6 @@ fn listing_facts(
         newest,
         backups,
     }
-}
-
-/// Why each verified backup of a listing cannot be restored whole: a backup it depends on (its `depends_on`, each
-/// set's `base`) is not among the verified backups, was found damaged, or is broken itself. Dependencies are older
-/// (`BackupMeta::check`), so one pass oldest first sees each one's verdict before its dependants.
-fn broken_chains(
-    l: &layout::DriveListing,
-    damaged: &BTreeMap<String, String>,
-) -> BTreeMap<String, String> {
-    let mut broken: BTreeMap<String, String> = BTreeMap::new();
-    for b in l.verified() {
-        let Some(m) = b.meta.as_ref() else {
-            continue;
-        };
-        let deps = m
-            .depends_on
-            .iter()
-            .chain(m.sets.iter().filter_map(|s| s.base.as_ref()));
-        let why = deps.into_iter().find_map(|d| {
-            if !l.verified().any(|v| v.name == *d) {
-                Some(format!(
-                    "it depends on {}, which is missing or unverified",
-                    crate::stdx::show_str(d)
-                ))
-            } else if damaged.contains_key(d) {
-                Some(format!(
-                    "it depends on {}, which restore --verify found damaged",
-                    crate::stdx::show_str(d)
-                ))
-            } else if broken.contains_key(d) {
-                Some(format!(
-                    "it depends on {}, whose own chain is broken",
-                    crate::stdx::show_str(d)
-                ))
-            } else {
-                None
-            }
-        });
-        if let Some(why) = why {
-            broken.insert(b.name.clone(), why);
-        }
-    }
-    broken
 }
 
 /// What `status` keeps of one verified backup's `backup.json`.
@@ -1145,7 +1122,7 @@ mod tests {
                 .iter()
                 .map(|d| (d.to_string(), "found".to_string()))
                 .collect();
-            broken_chains(&listing, &damaged)
+            crate::external::chain::broken(&listing, &damaged, "restore --verify found damaged")
         };
         let whole = why(&[]);
         assert_eq!(
@@ -1167,13 +1144,16 @@ mod tests {
         );
         assert!(!with_b.contains_key(b) && !with_b.contains_key(a));
 
-        let damaged = BTreeMap::from([(c.to_string(), "found".to_string())]);
+        let damaged = Damaged {
+            verify: BTreeMap::from([(c.to_string(), "found".to_string())]),
+            ..Damaged::default()
+        };
         let facts = listing_facts(&listing, &damaged, true);
         assert_eq!(facts.newest.as_ref().map(|n| n.stamp.as_str()), Some(b));
         assert_eq!(facts.backups.len(), 6, "the unverified one is not listed");
         assert!(facts.backups.iter().filter(|x| x.good()).count() == 2);
         // Without judging chains (a bucket), only what --verify found counts.
-        let facts = listing_facts(&listing, &BTreeMap::new(), false);
+        let facts = listing_facts(&listing, &Damaged::default(), false);
         assert_eq!(facts.newest.as_ref().map(|n| n.stamp.as_str()), Some(g));
     }
 

@@ -413,6 +413,127 @@ fn a_wrong_or_missing_identity_is_an_error_naming_the_archive() {
     assert!(!meta.contains("AGE-SECRET-KEY"));
 }
 
+/// `restore --verify` with an identity that does not open the backup (another key) checks the ciphertext against
+/// the sums, says that the contents were NOT checked because of that identity (exit 3), and does not record the
+/// intact backup as damaged. (Before: the set was "DAMAGED", exit 1, and the backup was noted in `damaged.json`, so
+/// `status` counted 0 restore points and said to remove it, and the next external would not extend its chain.)
+#[test]
+fn verify_with_a_wrong_identity_does_not_call_the_backup_damaged() {
+    let e = encrypted_backup("");
+    let t = &e.t;
+    let (other, _) = t.keygen("other.txt");
+    let report: VerifyReport = t
+        .cmd()
+        .args([
+            "--json",
+            "restore",
+            "--source",
+            "external",
+            "--verify",
+            "--identity",
+        ])
+        .args([&other])
+        .status(3)
+        .json();
+    assert!(report.intact && !report.content_checked, "{report:?}");
+    assert!(report.sums.as_ref().is_some_and(|s| s.ok), "{report:?}");
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("NOT checked") && w.contains("none of the identities given")),
+        "{:?}",
+        report.warnings
+    );
+    let out = t
+        .restore_from_drive()
+        .args(["--verify", "--identity"])
+        .args([&other])
+        .status(3);
+    out.stderr_has("NOT checked").stderr_has("other.txt");
+    assert!(!out.stdout.contains("DAMAGED"), "{}", out.stdout);
+    assert!(
+        !t.path("state/dbackup/damaged.json").exists(),
+        "an intact backup was recorded as damaged"
+    );
+    let status = t.cmd().args(["status"]).status(0);
+    assert!(!status.stdout.contains("DAMAGED"), "{}", status.stdout);
+}
+
+/// A backup that `restore --verify` found damaged is marked on the drive's REPORT.html by the next run, but what
+/// the check found (which names an entry of the encrypted set) stays off the drive.
+#[test]
+fn the_drive_page_marks_a_damaged_encrypted_backup_without_naming_its_files() {
+    let e = encrypted_backup("");
+    let t = &e.t;
+    flip_middle(&e.dir.join("data.tar.age"), &e);
+    t.restore_from_drive()
+        .args(["--verify", "--identity"])
+        .args([&e.key])
+        .status(1);
+    let noted = fs::read_to_string(t.path("state/dbackup/damaged.json")).unwrap();
+    let entry = noted
+        .split("entry ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap_or_else(|| panic!("the problem names an entry: {noted}"))
+        .to_string();
+    t.cmd().args(["external"]).status(0);
+    let page = fs::read_to_string(t.path("T9/REPORT.html")).unwrap();
+    assert!(page.contains("DAMAGED"), "{page}");
+    let name = Path::new(&entry).file_name().unwrap().to_string_lossy();
+    assert!(!page.contains(&*name), "{name} is on the drive's page");
+}
+
+/// A key file named by mistake that never ends (`/dev/zero`) or is huge is refused after a bounded read with a clear
+/// error, as an identity, a recipients file and a passphrase file. (Before: each was read whole, a line at a time
+/// for recipients: `--identity /dev/zero` grew without end until memory ran out.)
+#[test]
+fn a_key_file_that_never_ends_is_refused_after_a_bounded_read() {
+    let e = encrypted_backup("");
+    let t = &e.t;
+    let out = t
+        .restore_drive(&t.path("T9"))
+        .args(["--identity", "/dev/zero", "--target"])
+        .args([t.path("target")])
+        .memory_limit(1 << 30)
+        .status(1);
+    out.stderr_has("/dev/zero").stderr_has("larger than");
+    assert!(!t.path("target").exists());
+
+    let t = Test::new();
+    let t = t.config(&config(
+        r#", "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ],
+            "encryption": { "recipients_file": "/dev/zero" }"#,
+    ));
+    sample(&t, &t.path("data"));
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    let out = t.cmd().args(["external"]).memory_limit(1 << 30).status(2);
+    out.stderr_has("/dev/zero").stderr_has("larger than");
+    assert!(
+        fs::read_dir(t.path("T9")).unwrap().next().is_none(),
+        "nothing written"
+    );
+
+    let big = t.write_secret("pass.txt", "");
+    fs::File::options()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let t = t
+        .config(&config(
+            r#", "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ],
+                "encryption": { "passphrase": true }"#,
+        ))
+        .env("DBACKUP_PASSPHRASE_FILE", &big);
+    let out = t.cmd().args(["external"]).memory_limit(1 << 30).output();
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    out.stderr_has("pass.txt").stderr_has("larger than");
+}
+
 #[test]
 fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environment() {
     let t = Test::new();

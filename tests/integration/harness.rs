@@ -314,6 +314,18 @@ pub fn read_stderr(child: &mut Child) -> String {
 }
 
 /// Inode number and link count of a path.
+/// Cuts the file at `path` to the length `to` gives for its length (a drive file cut short); returns that length.
+pub fn cut_short(path: &Path, to: impl FnOnce(u64) -> u64) -> u64 {
+    let len = std::fs::metadata(path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(to(len))
+        .unwrap();
+    len
+}
+
 pub fn inode(path: &Path) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

@@ -194,6 +194,10 @@ fn an_encrypted_write_that_fails_midway_leaves_nothing_that_decrypts() {
         stderr.contains("nothing was promoted and older backups are intact"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("free space on it and run again"),
+        "through the encryption stage too: {stderr}"
+    );
     assert!(!temp.exists(), "{stderr}");
     assert_eq!(backups(&mp).last(), Some(&second));
     assert_sums_pass(&mp.join("backups").join(&second));

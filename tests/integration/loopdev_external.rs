@@ -306,6 +306,11 @@ fn drive_full_mid_archive_fails_cleanly_and_the_next_run_succeeds() {
         stderr.contains("was removed"),
         "the drive is still there, so the partial backup goes at once: {stderr}"
     );
+    assert!(
+        stderr.contains("the drive filled up while writing")
+            && stderr.contains("free space on it and run again"),
+        "it says what happened and what to do: {stderr}"
+    );
     assert!(!temp.exists());
     assert_old_backup_intact(&mp, &old);
 

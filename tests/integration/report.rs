@@ -263,6 +263,20 @@ fn encrypt_on_drive(drive: &Path, set: &str) {
             }
         }
         fs::write(&path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+        // The files it records, of their sizes (sparse), so that the drive looks whole.
+        for s in meta["sets"].as_array().unwrap() {
+            for f in s["archive"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(s["index"].as_array().unwrap())
+            {
+                fs::File::create(path.with_file_name(f["name"].as_str().unwrap()))
+                    .unwrap()
+                    .set_len(f["bytes"].as_u64().unwrap())
+                    .unwrap();
+            }
+        }
     }
 }
 
@@ -759,23 +773,7 @@ fn the_drive_page_restores_an_incremental_whole_without_dbackup() {
     );
 
     let html = fs::read_to_string(t.path("T9/REPORT.html")).unwrap();
-    let without = html
-        .split("Restore without dbackup")
-        .nth(1)
-        .expect("a section on restoring without dbackup");
-    let drive = t.path("T9").display().to_string();
-    let script: Vec<String> = code_lines(without)
-        .into_iter()
-        .take_while(|l| !l.is_empty())
-        .map(|l| l.replace("/media/you/DRIVE", &drive))
-        .collect();
-    let home = t.path("paste-home");
-    fs::create_dir_all(&home).unwrap();
-    let out = Command::new("bash")
-        .args(["-ec", &script.join("\n")])
-        .env("HOME", &home)
-        .output()
-        .unwrap();
+    let (script, out, home) = run_without_dbackup(&t, &html);
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -796,6 +794,130 @@ fn the_drive_page_restores_an_incremental_whole_without_dbackup() {
             script.join("\n")
         );
     }
+}
+
+/// Runs the drive page's "Restore without dbackup" block (with the drive's real path, `HOME` a new directory) in
+/// `bash -e`: the lines, what bash did, and that `HOME`.
+fn run_without_dbackup(t: &Test, html: &str) -> (Vec<String>, std::process::Output, PathBuf) {
+    let without = html
+        .split("Restore without dbackup")
+        .nth(1)
+        .expect("a section on restoring without dbackup");
+    let drive = t.path("T9").display().to_string();
+    let script: Vec<String> = code_lines(without)
+        .into_iter()
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.replace("/media/you/DRIVE", &drive))
+        .collect();
+    let home = t.path("paste-home");
+    fs::create_dir_all(&home).unwrap();
+    let out = Command::new("bash")
+        .args(["-ec", &script.join("\n")])
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    (script, out, home)
+}
+
+/// The drive page's `sha256sum -c` checks every backup its commands extract: a byte flipped in the base of the
+/// newest incremental (its size unchanged) stops the pasted commands. (Before: only the newest backup's
+/// `verification.sha256` was checked, so the commands extracted the damaged base without a word.)
+#[test]
+fn the_drive_page_checks_the_sums_of_every_backup_of_the_chain() {
+    let (t, base) = a_chain_of_two();
+    let html = fs::read_to_string(t.path("T9/REPORT.html")).unwrap();
+    let tar = t.path("T9/backups").join(&base).join("data.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    let at = bytes
+        .windows(b"from the first backup".len())
+        .position(|w| w == b"from the first backup")
+        .expect("old.txt's content in the base's archive");
+    bytes[at] ^= 0x20;
+    fs::write(&tar, &bytes).unwrap();
+    let (script, out, _) = run_without_dbackup(&t, &html);
+    assert!(
+        !out.status.success(),
+        "the damaged base went unnoticed:\n{}",
+        script.join("\n")
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("data.tar: FAILED"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// The drive's page marks a backup whose files are not what its `backup.json` records (DAMAGED) and an incremental
+/// whose base is damaged or gone (BROKEN), in the table and where it says how to restore. (Before: both were listed
+/// as good backups, and the restore commands pointed at the broken newest one.)
+#[test]
+fn the_drive_page_marks_a_broken_chain() {
+    let (t, base) = a_chain_of_two();
+    let page = |t: &Test| {
+        t.cmd()
+            .args(["report", "--drive"])
+            .args([t.path("T9")])
+            .args(["--out", "-"])
+            .status(0)
+            .stdout
+    };
+    let row = |html: &str, stamp: &str| -> String {
+        let table = html
+            .split("id=\"backups\"")
+            .nth(1)
+            .expect("a backups section");
+        table
+            .split("<tr>")
+            .find(|r| r.contains(&format!("backups/{stamp}<")))
+            .unwrap_or_else(|| panic!("no row for {stamp}: {table}"))
+            .to_string()
+    };
+    let newest = t
+        .cmd()
+        .args(["--json", "restore", "--list"])
+        .status(0)
+        .json::<serde_json::Value>()["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["stamp"].as_str().map(str::to_string))
+        .max()
+        .unwrap();
+    let html = page(&t);
+    assert!(
+        !html.contains("DAMAGED") && !html.contains("BROKEN"),
+        "{html}"
+    );
+
+    // The base's archive cut short: the base is damaged, the incremental on it broken.
+    harness::cut_short(&t.path("T9/backups").join(&base).join("data.tar"), |l| {
+        l - 512
+    });
+    let html = page(&t);
+    assert!(
+        row(&html, &base).contains("DAMAGED"),
+        "{}",
+        row(&html, &base)
+    );
+    assert!(
+        row(&html, &newest).contains("BROKEN"),
+        "{}",
+        row(&html, &newest)
+    );
+    let restore = html
+        .split("id=\"restore\"")
+        .nth(1)
+        .expect("a restore section");
+    assert!(restore.contains("BROKEN"), "{restore}");
+
+    // The base gone: the incremental is broken.
+    fs::remove_dir_all(t.path("T9/backups").join(&base)).unwrap();
+    let html = page(&t);
+    assert!(
+        row(&html, &newest).contains("BROKEN"),
+        "{}",
+        row(&html, &newest)
+    );
 }
 
 /// The status page shows a drive's chain when incremental backups exist (issue 17): each incremental among the

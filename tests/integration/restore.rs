@@ -756,14 +756,7 @@ fn verify_detects_truncation_a_missing_or_edited_sums_file_and_an_index_that_dis
     };
 
     // Truncated archive.
-    let tar = dir.join("config.tar");
-    let len = fs::metadata(&tar).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&tar)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+    crate::harness::cut_short(&dir.join("config.tar"), |l| l / 2);
     fails("truncated", "config.tar");
     pristine.reset();
 

@@ -398,6 +398,42 @@ fn a_backup_found_damaged_is_no_restore_point() {
     assert!(p.problem.as_deref().unwrap().contains("data.tar"), "{p:?}");
 }
 
+/// A drive backup whose archive is not the size its `backup.json` records (cut short on the drive) is no restore
+/// point, nor the incremental on it: `status` marks it DAMAGED saying which file, the incremental BROKEN, and
+/// `status --check` exits 1, and `restore --list` says so, as the drive's REPORT.html does. (Before: status "ok" and
+/// `restore --list` "verified", both counted as restore points, while the next external, which looks at the sizes,
+/// would not extend the chain.)
+#[test]
+fn a_backup_whose_archive_is_cut_short_is_no_restore_point() {
+    let (t, drive, first, second) = a_full_and_an_incremental();
+    let len =
+        crate::harness::cut_short(&drive.join("backups").join(&first).join("data.tar"), |l| {
+            l / 2
+        });
+    let says = format!(
+        "destination drive: backup {first} is DAMAGED (data.tar is {} bytes, not the {len} recorded)",
+        len / 2
+    );
+    page_and_check_agree(&t, &says);
+    let r: StatusReport = t.run_json(&["status"]);
+    let d = &r.destinations[0];
+    assert_eq!(d.newest, None, "{d:?}");
+    assert!(d.restore_points[0].damaged, "{:?}", d.restore_points[0]);
+    let q = &d.restore_points[1];
+    assert!(q.stamp == second && q.broken, "{q:?}");
+    // `restore --list` says the same.
+    let list = t.restore_from_drive().args(["--list"]).status(0);
+    list.stdout_has("DAMAGED  ");
+    list.stdout_has("BROKEN, latest");
+    list.stdout_has(&format!(
+        "note: data.tar is {} bytes, not the {len} recorded",
+        len / 2
+    ));
+    list.stdout_has(&format!(
+        "note: its chain is broken: it depends on {first}, which is damaged"
+    ));
+}
+
 /// The newest drive backup is an incremental whose base is gone from the drive (the full's directory removed by
 /// hand): `status` marks it BROKEN and does not count it as the newest verified backup (none is left), `status
 /// --check` exits 1 naming it and why, the status page says the same, and `restore --list` says BROKEN with why.
