@@ -14,7 +14,8 @@ use testkit::loopdev::Drive;
 use crate::fixtures::drive::{assert_sums_pass, content, listing, spawn_caught_writing_file};
 use crate::harness::{self, Test};
 use crate::loopdev_image::{
-    LoopDisk, MIB, Root, blkid, disk_with_root, image_backup, look_at_root, make_disk, require,
+    LoopDisk, MIB, Root, blkid, disk_with_root, image_backup, look_at_root, make_disk, partitioned,
+    require,
 };
 
 /// A 1 GiB T9 and a disk whose root holds `big` bytes, both its partitions imaged to the T9 (`image create
@@ -485,4 +486,80 @@ fn t9_one_image_restores_onto_one_partition() {
         size_after > size_before + 200 * MIB,
         "grown to the partition's end: {size_before} -> {size_after}"
     );
+}
+
+/// A disk whose partitions are 1 and 3 (2 was deleted, as on many disks that lived a while): both imaged, then
+/// restored onto a blank disk image, each onto its own number with its UUID, PARTUUID and files; no partition 2 is
+/// made. Before, the table read back from the drive numbered them 1 and 2: the restore was refused ("image ... is of
+/// partition 3, which its disk's table does not have"), and `--name` of the third would have written it into the
+/// second slot of a renumbered table.
+#[test]
+fn t9_a_disk_whose_partition_numbers_skip_one_restores_each_onto_its_own() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 256 * MIB);
+    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let disk = partitioned(
+        &t.path("old.img"),
+        96 * MIB,
+        "label: gpt\nunit: sectors\n\n\
+         /dev/x1 : start=2048, size=40960, type=0FC63DAF-8483-4772-8E79-3D69D84F8E4F, name=\"one\"\n\
+         /dev/x3 : start=45056, size=81920, type=0FC63DAF-8483-4772-8E79-3D69D84F8E4F, name=\"three\"\n",
+    );
+    let tree = t.path("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), "on the third\n").unwrap();
+    for (n, label) in [(1, "one"), (3, "three")] {
+        testkit::run(
+            "mkfs.ext4",
+            [
+                "-q".as_ref(),
+                "-F".as_ref(),
+                "-L".as_ref(),
+                label.as_ref(),
+                "-d".as_ref(),
+                tree.as_os_str(),
+                disk.part(n).as_os_str(),
+            ],
+        );
+    }
+    let dev = |n: u32| disk.part(n).display().to_string();
+    t.cmd()
+        .args(["image", "create", "--device", &dev(1), "--device", &dev(3)])
+        .status(0);
+    let (_, meta) = image_backup(&t9);
+    let new = t.path("new.img");
+    blank(&new, 128 * MIB);
+    let report: ImageRestoreReport = t
+        .cmd()
+        .args(["--json", "image", "restore", "--from", &meta.stamp, "--to"])
+        .args([&new])
+        .status(0)
+        .json();
+    assert!(report.ok(), "{report:?}");
+    let numbers: Vec<u32> = report.partitions.iter().map(|p| p.partition).collect();
+    assert_eq!(numbers, [1, 3]);
+    let restored = LoopDisk::attach(&new);
+    for n in [1, 3] {
+        for what in ["UUID", "PARTUUID", "LABEL"] {
+            assert_eq!(
+                blkid(&restored.part(n), what),
+                blkid(&disk.part(n), what),
+                "partition {n}: {what}"
+            );
+        }
+    }
+    let dump = testkit::run("sfdisk", ["-d".as_ref(), new.as_os_str()]);
+    assert_eq!(dump.matches(" : start=").count(), 2, "{dump}");
+    let third = testkit::run(
+        "debugfs",
+        [
+            "-R".as_ref(),
+            "cat /d/f".as_ref(),
+            restored.part(3).as_os_str(),
+        ],
+    );
+    assert_eq!(third, "on the third\n");
 }
