@@ -556,7 +556,8 @@ fn plan_onto_partition(
         [one] => Some(*one),
         _ => {
             refusals.push(format!(
-                "{} is a partition (of {parent}): it takes one image, named with --name ({} of backup {from});                  give the whole disk to restore the partition table with every image",
+                "{} is a partition (of {parent}): it takes one image, named with --name ({} of backup {from}); \
+                 give the whole disk to restore the partition table with every image",
                 target.path.display(),
                 chosen
                     .iter()
@@ -571,7 +572,8 @@ fn plan_onto_partition(
     if let Some(i) = image {
         if i.device_bytes > target.bytes {
             refusals.push(format!(
-                "{} is {}, smaller than the {} filesystem of image {} (partclone restores a filesystem at its                  original size)",
+                "{} is {}, smaller than the {} filesystem of image {} (partclone restores a filesystem at its \
+                 original size)",
                 target.path.display(),
                 stdx::bytes(target.bytes),
                 stdx::bytes(i.device_bytes),
@@ -1022,10 +1024,15 @@ mod tests {
         let p = plan_onto(&sys, &tables, &t, &[], false).unwrap();
         assert_eq!(p.refusals.len(), 1, "{:?}", p.refusals);
         assert_first_refusal(&p, "named with --name");
+        assert_first_refusal(&p, "(loop9p1, loop9p2 of backup s); give the whole disk");
         // A partition smaller than the filesystem, and a vfat one grown: refused.
         t.bytes = 100 << 20;
         let p = plan_onto(&sys, &tables, &t, &["loop9p2"], false).unwrap();
-        assert_first_refusal(&p, "smaller than the 190.0 MiB filesystem");
+        assert_first_refusal(
+            &p,
+            "smaller than the 190.0 MiB filesystem of image loop9p2 (partclone restores a filesystem at its original \
+             size)",
+        );
         t.bytes = 300 << 20;
         let p = plan_onto(&sys, &tables, &t, &["loop9p1"], true).unwrap();
         assert_eq!(
