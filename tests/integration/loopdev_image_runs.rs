@@ -563,3 +563,54 @@ fn t9_a_disk_whose_partition_numbers_skip_one_restores_each_onto_its_own() {
     );
     assert_eq!(third, "on the third\n");
 }
+
+/// The plan of a restore onto a disk image file says what the file holds, as it does for a block device: its
+/// partition table, the filesystems of the loop device it is attached to, or data blkid does not know; a blank file
+/// holds nothing. Before, a file's plan listed nothing to overwrite, whatever it held (a VM's disk, the very disk
+/// imaged), and a file is written without asking.
+#[test]
+fn t9_a_restore_onto_a_disk_image_file_says_what_it_overwrites() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, disk, meta) = imaged_disk(1 << 20);
+    let plan_onto = |file: &Path| {
+        t.cmd()
+            .args([
+                "--dry-run",
+                "image",
+                "restore",
+                "--from",
+                &meta.stamp,
+                "--to",
+            ])
+            .args([file])
+            .status(0)
+    };
+    let old = t.path("old.img");
+    let out = plan_onto(&old);
+    out.stdout_has(&format!(
+        "OVERWRITES {}: a gpt partition table",
+        old.display()
+    ))
+    .stdout_has(&format!(
+        "OVERWRITES {} (of {}): ext4 UUID={}",
+        disk.part(2).display(),
+        old.display(),
+        blkid(&disk.part(2), "UUID")
+    ));
+    let blank_file = t.path("blank.img");
+    blank(&blank_file, 640 * MIB);
+    plan_onto(&blank_file).stdout_lacks("OVERWRITES");
+    fs::write(&blank_file, content(4096, 3)).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&blank_file)
+        .unwrap()
+        .set_len(640 * MIB)
+        .unwrap();
+    plan_onto(&blank_file).stdout_has(&format!(
+        "OVERWRITES {}: data blkid does not recognise",
+        blank_file.display()
+    ));
+}
