@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use dbackup::{BackupMeta, ImageRestoreReport, list_drive_backups, read_backup_meta};
 use testkit::loopdev::Drive;
 
-use crate::fixtures::drive::{assert_sums_pass, content, listing, spawn_caught_writing_file};
+use crate::fixtures::drive::{
+    assert_sums_pass, caught_writing, content, listing, signal, spawn_caught_writing_file,
+};
 use crate::harness::{self, Test};
 use crate::loopdev_image::{
     LoopDisk, MIB, Root, blkid, disk_with_root, image_backup, look_at_root, make_disk, partitioned,
@@ -613,4 +615,57 @@ fn t9_a_restore_onto_a_disk_image_file_says_what_it_overwrites() {
         "OVERWRITES {}: data blkid does not recognise",
         blank_file.display()
     ));
+}
+
+/// `image create` killed (-9) while the image is written leaves its temporary directory; the next `image create`
+/// removes it first (counting its bytes as free, as the external phase does) and writes its backup: no `.tmp-`
+/// directory is left and only the verified backup is there. Before, only `external` removed such leftovers: each
+/// killed `image create` left its partial image on the drive, and a drive with room for one image then refused the
+/// rerun for space (the refusal said to free up space, not where it had gone).
+#[test]
+fn t9_image_create_killed_mid_image_then_run_again_removes_what_it_left() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, 96 << 20, Root::Ext4);
+    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let root = disk.part(2);
+    let name = root.file_name().unwrap().to_string_lossy().into_owned();
+    let run = || t.cmd().args(["image", "create", "--device"]).args([&root]);
+    let (child, temp) = caught_writing(
+        run().spawn(),
+        t9.mount_point(),
+        &format!("system/{name}.img.zst"),
+        4 * MIB + 1,
+    );
+    signal(&child, libc::SIGKILL);
+    crate::fixtures::drive::finish(child);
+    assert!(temp.exists(), "the killed run left {}", temp.display());
+    assert!(
+        stamps(&t9).is_empty(),
+        "nothing promoted: {:?}",
+        stamps(&t9)
+    );
+
+    let plan = t
+        .cmd()
+        .args(["--dry-run", "image", "create", "--device"])
+        .args([&root])
+        .status(0);
+    plan.stdout_has(&format!(
+        "remove    leftover {}",
+        temp.file_name().unwrap().to_string_lossy()
+    ));
+    assert!(temp.exists(), "a dry run removes nothing");
+    run().status(0);
+    let left: Vec<String> = listing(&t9.mount_point().join("backups"))
+        .into_iter()
+        .filter(|n| n.starts_with('.') && n != ".dbackup-destination.json")
+        .collect();
+    assert!(left.is_empty(), "left on the drive: {left:?}");
+    assert_eq!(stamps(&t9).len(), 1);
+    let (dir, _) = image_backup(&t9);
+    assert_sums_pass(&dir);
 }
