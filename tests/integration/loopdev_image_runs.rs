@@ -669,3 +669,40 @@ fn t9_image_create_killed_mid_image_then_run_again_removes_what_it_left() {
     let (dir, _) = image_backup(&t9);
     assert_sums_pass(&dir);
 }
+
+/// An image whose partclone header was altered (its filesystem's name; backup.json's size and sha256 made to agree,
+/// as a hostile drive can) is refused by the header's own checksum before anything is written: the target file stays
+/// blank. Before, the hash check passed, the partition table was written onto the target, and only `partclone -r`
+/// then failed ("Invalid header checksum").
+#[test]
+fn t9_an_image_whose_header_was_altered_is_refused_before_writing() {
+    if !require() {
+        return;
+    }
+    let (t, t9, _disk, meta) = imaged_disk(1 << 20);
+    let (dir, _) = image_backup(&t9);
+    let rec = &meta.system.as_ref().unwrap().images[1];
+    let image = dir.join("system").join(&rec.file.name);
+    let mut stream = zstd::decode_all(fs::File::open(&image).unwrap()).unwrap();
+    stream[36..41].copy_from_slice(b"BTRFS");
+    let forged = zstd::encode_all(&stream[..], 3).unwrap();
+    fs::write(&image, &forged).unwrap();
+    let mut m = meta.clone();
+    let f = &mut m.system.as_mut().unwrap().images[1].file;
+    f.bytes = forged.len() as u64;
+    f.sha256 = dbackup::Digest::of_bytes(&forged);
+    fs::write(
+        dir.join(dbackup::BACKUP_META_FILE),
+        dbackup::backup_meta_bytes(&m),
+    )
+    .unwrap();
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    t.cmd()
+        .args(["image", "restore", "--from", &meta.stamp, "--to"])
+        .args([&new])
+        .status(1)
+        .stderr_has("checking the images before writing anything")
+        .stderr_has("its checksum does not match (the header was altered)");
+    assert_eq!(allocated(&new), 0, "nothing was written onto the target");
+}
