@@ -659,7 +659,8 @@ fn older_holding(
     }
 }
 
-/// The backup's own files must not be written: not the backup root, not the drive's backups.
+/// The backup's own files must not be written: not the backup root, not a configured drive's backups, not the
+/// backups of the drive read from.
 pub fn check_target_outside_backups(
     settings: &Settings,
     chosen: &Chosen,
@@ -671,6 +672,14 @@ pub fn check_target_outside_backups(
     while !probe.exists() && probe.pop() {}
     let t = real(&probe).join(target.strip_prefix(&probe).unwrap_or(Path::new("")));
     let mut guarded = vec![real(&settings.backup_root)];
+    // Every configured drive's backups (a restore from the local snapshots too), present or not.
+    guarded.extend(
+        settings
+            .destinations
+            .iter()
+            .filter(|d| d.path.is_absolute())
+            .map(|d| real(&d.path.join(crate::external::layout::BACKUPS_DIR))),
+    );
     if let Chosen::External { backup, .. } = chosen
         && let Some(parent) = backup.dir.path.parent()
     {

@@ -521,6 +521,24 @@ fn the_target_keeps_the_absolute_structure_and_may_not_be_a_backup() {
     out.stderr_has("would change a backup");
 }
 
+/// A restore from the local snapshots may not write into a drive's backups either: a `--target` inside a configured
+/// destination's `backups/` (a verified backup's own directory, say) is refused like one inside the backup root. Before,
+/// only the drive a restore read from was guarded, so `--source local` wrote into the drive backup, where the restored
+/// files went with it at its rotation.
+#[test]
+fn a_local_restore_may_not_target_a_drives_backups() {
+    let d = demo();
+    let t = &d.t;
+    let backup = t.path("T9/backups/2025-04-01-221500");
+    let before = snapshot_of(&backup);
+    let out = restore(t)
+        .args(["--source", "local", "--path", "~/env.sh", "--target"])
+        .args([&backup])
+        .status(2);
+    out.stderr_has("would change a backup");
+    assert_eq!(snapshot_of(&backup), before, "nothing written into it");
+}
+
 #[test]
 fn json_of_a_restore_says_what_was_done() {
     let d = demo();
