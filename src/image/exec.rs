@@ -787,6 +787,21 @@ pub fn confirm(plan: &RestorePlan) -> anyhow::Result<()> {
 pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<RestoreReport> {
     let clock = Instant::now();
     anyhow::ensure!(!plan.refused(), "the plan was refused");
+    // The plan looked at the target before the images were hashed and the user was asked (minutes, maybe): what
+    // was mounted or opened since is found here, the last moment before the first write.
+    let now = super::observe::target(&plan.target).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if now.usage.busy() {
+        return Err(crate::exit::CodedError::new(
+            crate::exit::Exit::Failed,
+            format!(
+                "{} is in use now ({}), though it was not when the restore was planned; unmount it first; \
+                 nothing was written",
+                plan.target.display(),
+                now.usage.describe()
+            ),
+        )
+        .into());
+    }
     // Onto one partition (no table in the plan): its old signatures wiped, its disk's table left alone.
     let onto_partition = plan.table.is_none();
     if onto_partition {

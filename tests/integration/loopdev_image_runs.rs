@@ -706,3 +706,48 @@ fn t9_an_image_whose_header_was_altered_is_refused_before_writing() {
         .stderr_has("its checksum does not match (the header was altered)");
     assert_eq!(allocated(&new), 0, "nothing was written onto the target");
 }
+
+/// A target whose filesystem is mounted while `image restore` waits for its name to be typed (after the plan found it
+/// unused) is refused at the last moment before the first write: the mounted filesystem and the disk's table are
+/// left as they were. Before, the target was looked at only when planning: the table was written over a mounted
+/// filesystem and its partition overwritten.
+#[test]
+fn t9_a_target_mounted_while_the_restore_asks_is_refused_before_writing() {
+    if !require() || !crate::fixtures::terminal::available() {
+        return;
+    }
+    let (t, _t9, _disk, meta) = imaged_disk(1 << 20);
+    let target = make_disk(&t.path("other.img"), 640 * MIB);
+    testkit::run(
+        "mkfs.ext4",
+        ["-q".as_ref(), "-F".as_ref(), target.part(2).as_os_str()],
+    );
+    let table = testkit::run("sfdisk", ["-d".as_ref(), target.device.as_os_str()]);
+    let mut mounted = None;
+    let (code, out) = crate::fixtures::terminal::run_after(
+        &t,
+        &format!(
+            "image restore --from {} --to {}",
+            meta.stamp,
+            target.device.display()
+        ),
+        "to go on: ",
+        || {
+            mounted = Some(crate::loopdev_image::RoMount::new(
+                &target.part(2),
+                &t.path("mnt/t"),
+            ))
+        },
+        &format!("{}\n", target.device.display()),
+        300,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is in use now"), "{out}");
+    assert!(out.contains("nothing was written"), "{out}");
+    drop(mounted);
+    assert_eq!(
+        testkit::run("sfdisk", ["-d".as_ref(), target.device.as_os_str()]),
+        table
+    );
+    assert_eq!(blkid(&target.part(2), "TYPE"), "ext4");
+}
