@@ -85,7 +85,7 @@ fn used_space(d: &mut observe::DeviceFacts) {
         return;
     }
     let Some(tool) = d.tool.clone() else { return };
-    match exec::read_header(&tool, &d.path) {
+    match exec::read_header(&tool, &d.path, !d.usage.mounts.is_empty()) {
         Ok(h) => {
             d.used_bytes = Some(h.used_bytes());
             d.stream_bound = Some(h.stream_bound());

@@ -751,3 +751,54 @@ fn t9_a_target_mounted_while_the_restore_asks_is_refused_before_writing() {
     );
     assert_eq!(blkid(&target.part(2), "TYPE"), "ext4");
 }
+
+/// A filesystem mounted read-only is imaged, as the README promises (the ESP, /boot): its used bytes are read for the
+/// space check, the image is written and checked, and it restores with the same files. Before, partclone refused the
+/// mounted device ("is mounted at"): the space check counted the whole device and the run failed.
+#[test]
+fn t9_a_filesystem_mounted_read_only_is_imaged() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, 1 << 20, Root::Ext4);
+    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let (before, _) = look_at_root(&t, &disk, "mnt/before");
+    let mounted = crate::loopdev_image::RoMount::new(&disk.part(2), &t.path("mnt/ro"));
+    let plan = t
+        .cmd()
+        .args(["--dry-run", "image", "create", "--device"])
+        .args([disk.part(2)])
+        .status(0);
+    plan.stdout_has("mounted read-only at")
+        .stdout_has("in use (partclone's count)");
+    t.cmd()
+        .args(["image", "create", "--device"])
+        .args([disk.part(2)])
+        .status(0);
+    drop(mounted);
+    let (_, meta) = image_backup(&t9);
+    let root = disk
+        .part(2)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let target = make_disk(&t.path("other.img"), 640 * MIB);
+    t.cmd()
+        .args([
+            "image",
+            "restore",
+            "--yes",
+            "--from",
+            &meta.stamp,
+            "--name",
+            &root,
+            "--to",
+        ])
+        .args([target.part(2)])
+        .status(0);
+    let (after, _) = look_at_root(&t, &target, "mnt/after");
+    assert_eq!(before, after);
+}
