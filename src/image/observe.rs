@@ -226,6 +226,13 @@ pub fn target(path: &Path) -> Result<TargetFacts, String> {
             loops,
         });
     }
+    if devices::block_rdev(path).is_none() {
+        return Err(format!(
+            "{} is neither a block device nor a disk image file: give a whole disk (/dev/sdb), a partition with \
+             --name (/dev/sdb2), or a disk image file (truncate -s SIZE FILE)",
+            path.display()
+        ));
+    }
     let d = device(&path.to_string_lossy())?;
     let mut holds = Vec::new();
     if let Some(s) = d
@@ -252,4 +259,23 @@ pub fn target(path: &Path) -> Result<TargetFacts, String> {
         usage: d.usage,
         loops: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A restore target that is neither a block device nor a regular file (a directory, a character device) is
+    /// refused saying what a target can be. Before: "/dev/null is not a block device", nothing more.
+    #[test]
+    fn a_target_of_the_wrong_type_is_refused_saying_what_it_may_be() {
+        let dir = tempfile::tempdir().unwrap();
+        for p in [dir.path(), Path::new("/dev/null")] {
+            let e = target(p).unwrap_err();
+            assert!(
+                e.contains("is neither a block device nor a disk image file: give a whole disk"),
+                "{e}"
+            );
+        }
+    }
 }
