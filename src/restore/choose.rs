@@ -873,7 +873,11 @@ pub fn prepare(
     }
     let mut selections = Vec::new();
     for (set, name) in names {
-        let sel = job::place(set, name, target)?;
+        let floor = target
+            .is_none()
+            .then(|| job::source_of(&settings.sets, &sets[set].set, &name))
+            .flatten();
+        let sel = job::place(set, name, target, floor.as_ref())?;
         check_target_outside_backups(settings, chosen, &sel.target)?;
         selections.push(sel);
     }
