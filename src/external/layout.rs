@@ -122,6 +122,25 @@ pub fn leftover_pid(name: &str) -> Option<u32> {
         .and_then(|pid| pid.parse().ok())
 }
 
+/// Whether the run named in leftover `name` is still going: a dbackup (say with another config) writing to the same
+/// drive right now. Not a leftover yet: left alone.
+pub fn leftover_in_use(name: &str) -> bool {
+    leftover_pid(name).is_some_and(is_running_dbackup)
+}
+
+/// Whether `pid` is a running process of this very program (another dbackup, say with another config, writing to
+/// the same drive right now). Checked through `/proc/<pid>/exe`, so a recycled pid of another program does not count.
+fn is_running_dbackup(pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if pid == std::process::id() {
+        return false;
+    }
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let theirs = std::fs::metadata(format!("/proc/{pid}/exe")).map(id);
+    let ours = std::fs::metadata("/proc/self/exe").map(id);
+    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
+}
+
 /// The kinds of leftovers an interrupted run can leave in `backups/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

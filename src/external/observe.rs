@@ -334,7 +334,7 @@ fn observe_drive(
         None => layout::DriveListing::default(),
     };
     for l in &mut listing.leftovers {
-        l.in_use = layout::leftover_pid(&l.name).is_some_and(is_running_dbackup);
+        l.in_use = layout::leftover_in_use(&l.name);
     }
     let (encryption, passphrase_file) =
         encryption_of(&d.destination.name, d.destination.encryption.as_ref())?;
@@ -485,19 +485,6 @@ fn encryption_of(
     let passphrase_file =
         e.and_then(|e| crate::archive::crypt::passphrase_source(e.passphrase_file.as_deref()));
     Ok((record, passphrase_file))
-}
-
-/// Whether `pid` is a running process of this very program (another dbackup, say with another config, writing to
-/// the same drive right now). Checked through `/proc/<pid>/exe`, so a recycled pid of another program does not count.
-fn is_running_dbackup(pid: u32) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    if pid == std::process::id() {
-        return false;
-    }
-    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
-    let theirs = std::fs::metadata(format!("/proc/{pid}/exe")).map(id);
-    let ours = std::fs::metadata("/proc/self/exe").map(id);
-    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
 }
 
 /// The base `choice` names for `set`, opened (see `exec::incremental_base`); also used by the dry run's estimate. An

@@ -287,12 +287,16 @@ fn spawn_reaped(
     Ok(Reaped(Some(child)))
 }
 
-/// `partclone -c` of `device`: its stream on a piped stdout.
-fn spawn_partclone(tool: &Path, device: &Path) -> anyhow::Result<Reaped> {
+/// `partclone -c` of `device`: its stream on a piped stdout. partclone refuses any mounted device unless forced
+/// (`-F`): a device mounted read-only (the plan refuses one mounted read-write) is imaged with it.
+fn spawn_partclone(tool: &Path, device: &Path, mounted_read_only: bool) -> anyhow::Result<Reaped> {
     let mut cmd = Command::new(tool);
     cmd.args(["-c", "-s"])
         .arg(device)
         .args(["-o", "-", "-L", "/dev/null"]);
+    if mounted_read_only {
+        cmd.arg("-F");
+    }
     spawn_reaped(
         cmd,
         Stdio::null(),
@@ -304,8 +308,12 @@ fn spawn_partclone(tool: &Path, device: &Path) -> anyhow::Result<Reaped> {
 /// What partclone says of a device before imaging it: its header, read from the first bytes of `partclone -c`'s
 /// stream (partclone counts the used blocks from the filesystem's bitmaps before it writes the header), then
 /// partclone is stopped. Reads the device only; the space check of a run sizes the images with it.
-pub fn read_header(tool: &Path, device: &Path) -> anyhow::Result<ImageHeader> {
-    let mut source = spawn_partclone(tool, device)?;
+pub fn read_header(
+    tool: &Path,
+    device: &Path,
+    mounted_read_only: bool,
+) -> anyhow::Result<ImageHeader> {
+    let mut source = spawn_partclone(tool, device, mounted_read_only)?;
     let err = stderr_tail(source.child());
     let mut head = vec![0u8; header::HEADER_BYTES];
     let read = source
@@ -352,7 +360,7 @@ fn write_image(
 ) -> anyhow::Result<ImageRecord> {
     let clock = Instant::now();
     let path = dir.join(&i.file);
-    let mut source = spawn_partclone(&i.tool, &i.path)?;
+    let mut source = spawn_partclone(&i.tool, &i.path, i.mounted_read_only.is_some())?;
     let source_err = stderr_tail(source.child());
     let chkimg_path = crate::stdx::find_program("partclone.chkimg")
         .context("partclone.chkimg is not installed (Debian package partclone)")?;
@@ -419,6 +427,19 @@ fn write_image(
     let source_msg = source_err.join().unwrap_or_default();
     if !status.success() {
         bail!("{} failed ({status}): {source_msg}", i.tool.display());
+    }
+    // Mounted read-write while it was read (the plan found it unmounted or read-only): the image is inconsistent.
+    if let Some(m) = crate::media::devices::device_use(&i.path)
+        .ok()
+        .as_ref()
+        .and_then(|u| u.read_write())
+    {
+        bail!(
+            "{} was mounted read-write at {} while it was imaged: the image is inconsistent; image it again \
+             unmounted or mounted read-only",
+            i.device,
+            crate::stdx::show(m.mount_point.as_os_str().as_encoded_bytes())
+        );
     }
     let head = parsed.context("partclone's stream ended before its header")?;
     let tee = enc
@@ -787,6 +808,21 @@ pub fn confirm(plan: &RestorePlan) -> anyhow::Result<()> {
 pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<RestoreReport> {
     let clock = Instant::now();
     anyhow::ensure!(!plan.refused(), "the plan was refused");
+    // The plan looked at the target before the images were hashed and the user was asked (minutes, maybe): what
+    // was mounted or opened since is found here, the last moment before the first write.
+    let now = super::observe::target(&plan.target).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if now.usage.busy() {
+        return Err(crate::exit::CodedError::new(
+            crate::exit::Exit::Failed,
+            format!(
+                "{} is in use now ({}), though it was not when the restore was planned; unmount it first; \
+                 nothing was written",
+                plan.target.display(),
+                now.usage.describe()
+            ),
+        )
+        .into());
+    }
     // Onto one partition (no table in the plan): its old signatures wiped, its disk's table left alone.
     let onto_partition = plan.table.is_none();
     if onto_partition {

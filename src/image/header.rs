@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 
 /// `partclone-image\0`.
 const MAGIC: &[u8; 16] = b"partclone-image\0";
-/// Bytes of the header this parser reads.
-pub const HEADER_BYTES: usize = 88;
+/// Bytes of the header this parser reads: the whole header of format 0002, its CRC32 in the last 4.
+pub const HEADER_BYTES: usize = 110;
+/// Where the header's CRC32 (of the bytes before it) is.
+const CRC_AT: usize = 106;
 
 /// What a partclone image says of itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +82,13 @@ pub fn parse(bytes: &[u8]) -> Result<ImageHeader, HeaderError> {
     if u16::from_le_bytes([bytes[34], bytes[35]]) != 0xC0DE {
         return Err(HeaderError::Inconsistent("written on a big-endian machine"));
     }
+    // partclone's CRC32: seeded with all ones, without the final inversion (what `partclone -r` checks first).
+    let crc = !crc32fast::hash(&bytes[..CRC_AT]);
+    if bytes[CRC_AT..HEADER_BYTES] != crc.to_le_bytes() {
+        return Err(HeaderError::Inconsistent(
+            "its checksum does not match (the header was altered)",
+        ));
+    }
     let h = ImageHeader {
         partclone: text(&bytes[16..30]),
         fs: text(&bytes[36..52]),
@@ -125,7 +134,41 @@ mod tests {
         b.extend_from_slice(&48_581u64.to_le_bytes());
         b.extend_from_slice(&48_581u64.to_le_bytes());
         b.extend_from_slice(&1024u32.to_le_bytes());
+        // The options (feature size, image version, cpu bits, checksum mode and size, blocks per checksum, reseed,
+        // bitmap mode), then the CRC32.
+        b.extend_from_slice(&hex("120000000200400020000400000400000101"));
+        with_crc(b)
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// `b` (the header before its checksum) with partclone's CRC32 appended.
+    fn with_crc(mut b: Vec<u8>) -> Vec<u8> {
+        b.truncate(CRC_AT);
+        let crc = !crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
         b
+    }
+
+    /// A header whose checksum does not match what it says (one byte of the filesystem's name changed, as a drive
+    /// could) is refused before anything is written. Before, only `partclone -r` found it, after the partition
+    /// table had been written onto the target.
+    #[test]
+    fn an_altered_header_is_refused_by_its_checksum() {
+        let mut bad = sample();
+        bad[36..41].copy_from_slice(b"BTRFS");
+        assert_eq!(
+            parse(&bad),
+            Err(HeaderError::Inconsistent(
+                "its checksum does not match (the header was altered)"
+            ))
+        );
+        assert!(parse(&with_crc(bad)).is_ok());
     }
 
     #[test]
@@ -146,7 +189,10 @@ mod tests {
         assert_eq!(parse(&bad), Err(HeaderError::Magic));
         let mut bad = sample();
         bad[68..76].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(matches!(parse(&bad), Err(HeaderError::Inconsistent(_))));
+        assert_eq!(
+            parse(&with_crc(bad)),
+            Err(HeaderError::Inconsistent("more blocks used than there are"))
+        );
         assert_eq!(parse(&sample()[..40]), Err(HeaderError::Short(40)));
     }
 

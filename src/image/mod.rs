@@ -85,7 +85,7 @@ fn used_space(d: &mut observe::DeviceFacts) {
         return;
     }
     let Some(tool) = d.tool.clone() else { return };
-    match exec::read_header(&tool, &d.path) {
+    match exec::read_header(&tool, &d.path, !d.usage.mounts.is_empty()) {
         Ok(h) => {
             d.used_bytes = Some(h.used_bytes());
             d.stream_bound = Some(h.stream_bound());
@@ -184,6 +184,10 @@ pub struct CreatePlan {
     /// The most the backup may take on the drive (see [`SystemInput::bound_bytes`]), and what the drive has free.
     pub needed_bytes: u64,
     pub free_bytes: u64,
+    /// What interrupted runs left on the drive (`.tmp-<stamp>-<pid>`, ...): removed before writing, their bytes
+    /// counted as free.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cleanup: Vec<drive_layout::Leftover>,
     /// Why nothing is written (not enough space).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
@@ -305,14 +309,35 @@ pub fn plan_create(
         .saturating_add(drive_layout::SPACE_MARGIN);
     let backups_dir = info.resolved.join(drive_layout::BACKUPS_DIR);
     let stamp = fresh_stamp(&backups_dir);
-    let refusal = (!system.images.is_empty() && needed_bytes > info.free_bytes).then(|| {
+    // What interrupted runs left (a kill -9 mid-image) is removed first, as the external phase does.
+    let cleanup: Vec<drive_layout::Leftover> = match drive_layout::open_backups_at(&info.resolved) {
+        Ok(Some(backups)) => drive_layout::list_in(&backups)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .leftovers
+            .into_iter()
+            .filter(|l| !drive_layout::leftover_in_use(&l.name))
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(anyhow::anyhow!("{e}")),
+    };
+    let reclaimable: u64 = cleanup.iter().map(|l| l.bytes).sum();
+    let available = info.free_bytes.saturating_add(reclaimable);
+    let refusal = (!system.images.is_empty() && needed_bytes > available).then(|| {
         format!(
             "not enough space: the images may take {} (partclone's bytes in use, counted as if zstd could not \
-             compress them; their compressed size is known only once written), {} has {} free; free up space on \
+             compress them; their compressed size is known only once written), {} has {} free{}; free up space on \
              the drive or use a larger one; nothing was written",
             crate::stdx::bytes(needed_bytes),
             dest.path.display(),
-            crate::stdx::bytes(info.free_bytes)
+            crate::stdx::bytes(info.free_bytes),
+            if reclaimable > 0 {
+                format!(
+                    " and {} in leftovers of interrupted runs",
+                    crate::stdx::bytes(reclaimable)
+                )
+            } else {
+                String::new()
+            }
         )
     });
     let plan = CreatePlan {
@@ -324,6 +349,7 @@ pub fn plan_create(
         device_bytes: system.device_bytes(),
         needed_bytes,
         free_bytes: info.free_bytes,
+        cleanup,
         refusal,
         system,
     };
@@ -340,6 +366,13 @@ pub fn render_create(p: &CreatePlan) -> String {
         crate::stdx::bytes(p.needed_bytes),
         crate::stdx::bytes(p.free_bytes),
     );
+    for l in &p.cleanup {
+        out.push_str(&format!(
+            "  remove    leftover {} of an interrupted run ({})\n",
+            l.name,
+            crate::stdx::bytes(l.bytes)
+        ));
+    }
     plan::render_system(&p.system, &mut out, "  ");
     if let Some(r) = &p.refusal {
         out.push_str(&format!("  REFUSED   {r}\n"));
@@ -442,6 +475,13 @@ fn write_create(
     let backups = drive_layout::open_backups(&root)
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_context(|| format!("{} is gone", root.join(drive_layout::BACKUPS_DIR).display()))?;
+    for l in &plan.cleanup {
+        info.check_still_present()?;
+        drive_layout::remove_leftover(&backups, &l.name)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .context("removing what an interrupted run left on the drive")?;
+        ui.step(format_args!("{}: removed leftover {}", dest.name, l.name));
+    }
     let temp_name = drive_layout::temp_name(&plan.stamp, std::process::id());
     info.check_still_present()?;
     let temp = backups

@@ -161,6 +161,41 @@ fn describe(id: &crate::media::blkid::FsIdentity) -> Option<String> {
     Some(s)
 }
 
+/// What a disk image file holds now, as a block device's partitions and filesystems are listed: its partition table
+/// or filesystem, the partitions of the loop devices it is attached to, or, when blkid knows nothing of it, that it
+/// is not blank (a file only ever written by `truncate -s` holds no data).
+fn file_holds(path: &Path, loops: &[PathBuf]) -> Vec<String> {
+    let mut holds = Vec::new();
+    let id = crate::media::blkid::probe_file(path);
+    if let Some(s) = describe(&id) {
+        holds.push(format!("{}: {s}", path.display()));
+    }
+    if let Some(pt) = &id.pt_type {
+        holds.push(format!(
+            "{}: a {} partition table",
+            path.display(),
+            crate::stdx::show_str(pt)
+        ));
+    }
+    for p in loops
+        .iter()
+        .flat_map(|l| devices::partitions_of(&l.file_name().unwrap_or_default().to_string_lossy()))
+    {
+        if let Some(s) = describe(&crate::media::blkid::probe(&p)) {
+            holds.push(format!("{} (of {}): {s}", p.display(), path.display()));
+        }
+    }
+    let has_data = std::fs::File::open(path)
+        .is_ok_and(|f| rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(0)).is_ok());
+    if holds.is_empty() && has_data {
+        holds.push(format!(
+            "{}: data blkid does not recognise (it is not a blank file)",
+            path.display()
+        ));
+    }
+    holds
+}
+
 /// Looks at a restore target (read-only). A file that does not exist yet is a target of size 0 (the plan refuses it:
 /// create it first with `truncate -s SIZE`).
 pub fn target(path: &Path) -> Result<TargetFacts, String> {
@@ -186,10 +221,17 @@ pub fn target(path: &Path) -> Result<TargetFacts, String> {
             bytes: meta.len(),
             sector_size: 512,
             partition_of: None,
-            holds: Vec::new(),
+            holds: file_holds(path, &loops),
             usage,
             loops,
         });
+    }
+    if devices::block_rdev(path).is_none() {
+        return Err(format!(
+            "{} is neither a block device nor a disk image file: give a whole disk (/dev/sdb), a partition with \
+             --name (/dev/sdb2), or a disk image file (truncate -s SIZE FILE)",
+            path.display()
+        ));
     }
     let d = device(&path.to_string_lossy())?;
     let mut holds = Vec::new();
@@ -217,4 +259,23 @@ pub fn target(path: &Path) -> Result<TargetFacts, String> {
         usage: d.usage,
         loops: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A restore target that is neither a block device nor a regular file (a directory, a character device) is
+    /// refused saying what a target can be. Before: "/dev/null is not a block device", nothing more.
+    #[test]
+    fn a_target_of_the_wrong_type_is_refused_saying_what_it_may_be() {
+        let dir = tempfile::tempdir().unwrap();
+        for p in [dir.path(), Path::new("/dev/null")] {
+            let e = target(p).unwrap_err();
+            assert!(
+                e.contains("is neither a block device nor a disk image file: give a whole disk"),
+                "{e}"
+            );
+        }
+    }
 }

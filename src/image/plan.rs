@@ -556,7 +556,8 @@ fn plan_onto_partition(
         [one] => Some(*one),
         _ => {
             refusals.push(format!(
-                "{} is a partition (of {parent}): it takes one image, named with --name ({} of backup {from});                  give the whole disk to restore the partition table with every image",
+                "{} is a partition (of {parent}): it takes one image, named with --name ({} of backup {from}); \
+                 give the whole disk to restore the partition table with every image",
                 target.path.display(),
                 chosen
                     .iter()
@@ -571,7 +572,8 @@ fn plan_onto_partition(
     if let Some(i) = image {
         if i.device_bytes > target.bytes {
             refusals.push(format!(
-                "{} is {}, smaller than the {} filesystem of image {} (partclone restores a filesystem at its                  original size)",
+                "{} is {}, smaller than the {} filesystem of image {} (partclone restores a filesystem at its \
+                 original size)",
                 target.path.display(),
                 stdx::bytes(target.bytes),
                 stdx::bytes(i.device_bytes),
@@ -963,6 +965,37 @@ mod tests {
         );
     }
 
+    /// A disk whose partitions are 1 and 3 (2 was deleted): each image goes onto its own partition. Before, the
+    /// table numbered them 1 and 2, so the image of partition 3 was refused ("its disk's table does not have").
+    #[test]
+    fn a_gap_in_the_partition_numbers_is_kept() {
+        let (mut sys, _) = system();
+        let dump = "label: gpt\nunit: sectors\nsector-size: 512\n\n\
+                    /dev/loop9p1 : start=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=B56ED884-12D8-2145-8E4B-8D0E1495C7A2\n\
+                    /dev/loop9p3 : start=133120, size=389120, type=0FC63DAF-8483-4772-8E79-3D69D84F8E4F, uuid=C66E023F-60C0-4C4A-AF13-36D8983FE910\n";
+        let tables = vec![(
+            "loop9".to_string(),
+            super::super::table::parse(dump.as_bytes()).unwrap(),
+        )];
+        sys.images[1].name = "loop9p3".into();
+        sys.images[1].partition = Some(3);
+        let p = plan_onto(&sys, &tables, &target(400 << 20), &[], false).unwrap();
+        assert!(!p.refused(), "{:?}", p.refusals);
+        let parts: Vec<(u32, Option<&str>)> = p
+            .items
+            .iter()
+            .map(|i| (i.partition, i.partuuid.as_deref()))
+            .collect();
+        assert_eq!(
+            parts,
+            [
+                (1, Some("B56ED884-12D8-2145-8E4B-8D0E1495C7A2")),
+                (3, Some("C66E023F-60C0-4C4A-AF13-36D8983FE910"))
+            ]
+        );
+        assert!(p.script.contains("part3 : start=133120,"), "{}", p.script);
+    }
+
     /// `--to PART`: one image onto one partition, no table; before, a partition target was always refused.
     #[test]
     fn one_image_is_restored_onto_one_partition() {
@@ -991,10 +1024,15 @@ mod tests {
         let p = plan_onto(&sys, &tables, &t, &[], false).unwrap();
         assert_eq!(p.refusals.len(), 1, "{:?}", p.refusals);
         assert_first_refusal(&p, "named with --name");
+        assert_first_refusal(&p, "(loop9p1, loop9p2 of backup s); give the whole disk");
         // A partition smaller than the filesystem, and a vfat one grown: refused.
         t.bytes = 100 << 20;
         let p = plan_onto(&sys, &tables, &t, &["loop9p2"], false).unwrap();
-        assert_first_refusal(&p, "smaller than the 190.0 MiB filesystem");
+        assert_first_refusal(
+            &p,
+            "smaller than the 190.0 MiB filesystem of image loop9p2 (partclone restores a filesystem at its original \
+             size)",
+        );
         t.bytes = 300 << 20;
         let p = plan_onto(&sys, &tables, &t, &["loop9p1"], true).unwrap();
         assert_eq!(

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_DUMP_BYTES: usize = 256 << 10;
 /// The most partitions accepted.
 pub const MAX_PARTITIONS: usize = 256;
+/// The highest partition number accepted (GPT tables hold 128 entries unless made larger).
+const MAX_PARTITION_NUMBER: u32 = 4096;
 /// What GPT keeps at the end of the disk: the backup header and its 128 entries (33 sectors of 512 bytes).
 const GPT_TAIL_SECTORS: u64 = 33;
 
@@ -35,7 +37,8 @@ pub struct Table {
 /// One partition line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Partition {
-    /// Its number: the position in the dump, from 1 (what the kernel numbers it, for both gpt and dos dumps).
+    /// Its number (`5` of `/dev/sda5`): the digits ending its name in the dump, else the one after the previous
+    /// partition's; the script written back names it so, so the kernel numbers it the same.
     pub number: u32,
     pub start: u64,
     pub size: u64,
@@ -83,6 +86,17 @@ fn plain(v: &str) -> bool {
 /// A GPT partition name as sfdisk quotes it: printable, no quote or backslash (they could break the line).
 fn name_ok(v: &str) -> bool {
     v.chars().count() <= 72 && v.chars().all(|c| !c.is_control() && c != '"' && c != '\\')
+}
+
+/// The partition number that ends a node name (`/dev/sda5` -> 5, `/dev/nvme0n1p3` -> 3, `disk.img2` -> 2), as sfdisk
+/// reads it; none when the name does not end with a digit.
+fn node_number(node: &str) -> Option<u32> {
+    let digits = node.len() - node.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let d = &node[node.len() - digits..];
+    if d.is_empty() {
+        return None;
+    }
+    Some(d.parse().unwrap_or(u32::MAX))
 }
 
 /// Splits `a=1, b="x, y", bootable` at the commas outside quotes.
@@ -141,8 +155,25 @@ pub fn parse(text: &[u8]) -> Result<Table, TableError> {
             if t.partitions.len() >= MAX_PARTITIONS {
                 return Err(bad(format!("more than {MAX_PARTITIONS} partitions")));
             }
+            // sfdisk numbers a partition by the digits ending its name (`/dev/sda5`, `/dev/nvme0n1p3`): a GPT disk
+            // may have gaps, a dos disk's logical partitions start at 5.
+            let n = match node_number(node.trim()) {
+                Some(n) => n,
+                None => t
+                    .partitions
+                    .last()
+                    .map_or(1, |p| p.number.saturating_add(1)),
+            };
+            if n == 0 || n > MAX_PARTITION_NUMBER {
+                return Err(bad(format!(
+                    "partition number {n} (partitions are numbered 1 to {MAX_PARTITION_NUMBER})"
+                )));
+            }
+            if t.partitions.iter().any(|p| p.number == n) {
+                return Err(bad(format!("partition {n} twice")));
+            }
             let mut p = Partition {
-                number: t.partitions.len() as u32 + 1,
+                number: n,
                 start: 0,
                 size: 0,
                 type_: String::new(),
@@ -312,7 +343,8 @@ impl Table {
         s.push('\n');
         let last = self.last().map(|p| p.number);
         for p in &self.partitions {
-            let _ = write!(s, "start={}", p.start);
+            // sfdisk takes the number from the digits ending the name: the name itself is not used.
+            let _ = write!(s, "part{} : start={}", p.number, p.start);
             if !(grow && Some(p.number) == last) {
                 let _ = write!(s, ", size={}", p.size);
             }
@@ -334,13 +366,14 @@ impl Table {
     pub fn dump(&self, device: &str) -> String {
         let script = self.script(false);
         let mut out = String::new();
-        let mut n = 0;
         for line in script.lines() {
-            if line.starts_with("start=") {
-                n += 1;
-                let _ = writeln!(out, "{device}{n} : {line}");
-            } else {
-                let _ = writeln!(out, "{line}");
+            match line.strip_prefix("part") {
+                Some(numbered) => {
+                    let _ = writeln!(out, "{device}{numbered}");
+                }
+                None => {
+                    let _ = writeln!(out, "{line}");
+                }
             }
         }
         out
@@ -393,6 +426,50 @@ disk.img2 : start=      133120, size=      389120, type=0FC63DAF-8483-4772-8E79-
             parse(t.dump("/dev/sda").as_bytes()).unwrap().partitions,
             t.partitions
         );
+    }
+
+    /// A disk whose partitions are not numbered 1, 2, 3...: a GPT disk after a partition was deleted, a dos disk
+    /// with logical partitions (5, 6). Before, the numbers were the positions in the dump (1, 2), so the images of
+    /// partitions 3 and 5 found no partition (or another one) and the table was written back renumbered.
+    #[test]
+    fn partitions_keep_the_numbers_the_dump_gives_them() {
+        let gpt = "label: gpt\nunit: sectors\n\n\
+                   /dev/nvme0n1p1 : start=2048, size=2048, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
+                   /dev/nvme0n1p3 : start=8192, size=4096, type=0FC63DAF-8483-4772-8E79-3D69D84F8E4F\n";
+        let t = parse(gpt.as_bytes()).unwrap();
+        let numbers: Vec<u32> = t.partitions.iter().map(|p| p.number).collect();
+        assert_eq!(numbers, [1, 3]);
+        let script = t.script(false);
+        assert!(
+            script.contains("\npart1 : start=2048,") && script.contains("\npart3 : start=8192,"),
+            "sfdisk numbers a partition by the digits ending its name: {script}"
+        );
+        let dos = "label: dos\nunit: sectors\n\n\
+                   disk.img1 : start=2048, size=20480, type=83\n\
+                   disk.img2 : start=30720, size=60000, type=5\n\
+                   disk.img5 : start=32768, size=10000, type=83\n\
+                   disk.img6 : start=45056, size=10000, type=82\n";
+        let t = parse(dos.as_bytes()).unwrap();
+        let numbers: Vec<u32> = t.partitions.iter().map(|p| p.number).collect();
+        assert_eq!(numbers, [1, 2, 5, 6]);
+        assert_eq!(parse(t.dump("/dev/sdb").as_bytes()).unwrap(), t);
+        for (text, want) in [
+            (
+                "label: gpt\nunit: sectors\n/dev/a1 : start=1, size=2, type=83\n/dev/b1 : start=5, size=2, type=83\n",
+                "partition 1 twice",
+            ),
+            (
+                "label: gpt\nunit: sectors\n/dev/a0 : start=1, size=2, type=83\n",
+                "partition number 0",
+            ),
+            (
+                "label: gpt\nunit: sectors\n/dev/a99999 : start=1, size=2, type=83\n",
+                "partition number 99999",
+            ),
+        ] {
+            let e = parse(text.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
     }
 
     #[test]

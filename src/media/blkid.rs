@@ -24,6 +24,9 @@ pub struct FsIdentity {
     /// The partition's UUID (GPT) or `<disk id>-<n>` (dos), for a partition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partuuid: Option<String>,
+    /// The partition table on it (`gpt`, `dos`), for a whole disk or a disk image file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pt_type: Option<String>,
 }
 
 /// Identifies the filesystem on `device`; never fails, but may know nothing.
@@ -37,6 +40,11 @@ pub fn probe(device: &Path) -> FsIdentity {
         return cached;
     }
     from_udev_links(device, Path::new("/dev/disk"))
+}
+
+/// What `blkid` finds in a file (a disk image): a filesystem, or a partition table (no cache, no udev links).
+pub fn probe_file(file: &Path) -> FsIdentity {
+    run_blkid(&["-c", "/dev/null", "-p", "-o", "export"], file)
 }
 
 fn run_blkid(args: &[&str], device: &Path) -> FsIdentity {
@@ -68,6 +76,7 @@ pub fn parse_export(text: &str) -> FsIdentity {
             "LABEL" => id.label = Some(value),
             "UUID" => id.uuid = Some(value),
             "PARTUUID" => id.partuuid = Some(value),
+            "PTTYPE" => id.pt_type = Some(value),
             _ => {}
         }
     }
@@ -109,6 +118,7 @@ pub fn from_udev_links(device: &Path, dir: &Path) -> FsIdentity {
         uuid: find("by-uuid"),
         label: find("by-label"),
         partuuid: None,
+        pt_type: None,
     }
 }
 

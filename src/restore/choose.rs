@@ -652,7 +652,8 @@ fn older_holding(
     }
 }
 
-/// The backup's own files must not be written: not the backup root, not the drive's backups.
+/// The backup's own files must not be written: not the backup root, not a configured drive's backups, not the
+/// backups of the drive read from.
 pub fn check_target_outside_backups(
     settings: &Settings,
     chosen: &Chosen,
@@ -664,6 +665,14 @@ pub fn check_target_outside_backups(
     while !probe.exists() && probe.pop() {}
     let t = real(&probe).join(target.strip_prefix(&probe).unwrap_or(Path::new("")));
     let mut guarded = vec![real(&settings.backup_root)];
+    // Every configured drive's backups (a restore from the local snapshots too), present or not.
+    guarded.extend(
+        settings
+            .destinations
+            .iter()
+            .filter(|d| d.path.is_absolute())
+            .map(|d| real(&d.path.join(crate::external::layout::BACKUPS_DIR))),
+    );
     if let Chosen::External { backup, .. } = chosen
         && let Some(parent) = backup.dir.path.parent()
     {
@@ -857,7 +866,11 @@ pub fn prepare(
     }
     let mut selections = Vec::new();
     for (set, name) in names {
-        let sel = job::place(set, name, target)?;
+        let floor = target
+            .is_none()
+            .then(|| job::source_of(&settings.sets, &sets[set].set, &name))
+            .flatten();
+        let sel = job::place(set, name, target, floor.as_ref())?;
         check_target_outside_backups(settings, chosen, &sel.target)?;
         selections.push(sel);
     }

@@ -4,9 +4,10 @@
 //! Where a selection goes:
 //! - `--target DIR`: under `DIR`, keeping the absolute structure (`/data/x` lands at `DIR/data/x`); the missing
 //!   ancestors (`DIR/data`) are restored from the backup, existing ones are walked without following symlinks.
-//! - the original location: the plan's target is the deepest existing directory above the path, as the system
-//!   resolves it (so `/home -> /var/home` is followed like any program would); below it, the missing ancestors come
-//!   from the backup, and nothing is ever written through a symlink. Nothing outside the selected paths is touched:
+//! - the original location: the plan's target is the deepest existing directory above the path down to the set's
+//!   source, as the system resolves it (so `/home -> /var/home`, or a source that is a symlink, is followed like any
+//!   program would); below it, the missing ancestors come from the backup, and nothing is ever written through a
+//!   symlink (a directory of the source that is now a symlink is refused). Nothing outside the selected paths is touched:
 //!   existing ancestors keep their owner, mode and mtime.
 
 use std::collections::BTreeMap;
@@ -185,8 +186,16 @@ pub struct NotInBackup {
     pub rest: String,
 }
 
-/// Where a name of the backup goes (see the module documentation).
-pub fn place(set: usize, name: RelPath, target: Option<&Path>) -> anyhow::Result<Selection> {
+/// Where a name of the backup goes (see the module documentation). In place, `floor` is the set's source the name
+/// is under ([`source_of`]): symlinks are followed down to it (`/home -> /var/home`, a source that is a symlink), and
+/// below it the planner walks what exists without following any, so a directory of the source that is now a
+/// symlink leading elsewhere is refused, never written through.
+pub fn place(
+    set: usize,
+    name: RelPath,
+    target: Option<&Path>,
+    floor: Option<&RelPath>,
+) -> anyhow::Result<Selection> {
     if name.is_root() {
         return Ok(Selection {
             set,
@@ -218,7 +227,10 @@ pub fn place(set: usize, name: RelPath, target: Option<&Path>) -> anyhow::Result
         None => {
             let mut chain = vec![RelPath::root()];
             chain.extend(ancestors);
-            let deepest = chain
+            let limit = floor
+                .and_then(|f| chain.iter().position(|a| a == f))
+                .unwrap_or(chain.len() - 1);
+            let deepest = chain[..=limit]
                 .iter()
                 .rposition(|a| abs_of(a).is_dir())
                 .expect("the root directory exists");
@@ -226,12 +238,18 @@ pub fn place(set: usize, name: RelPath, target: Option<&Path>) -> anyhow::Result
             let real = std::fs::canonicalize(&base).map_err(|e| {
                 anyhow::anyhow!("cannot resolve {} to restore into it: {e}", base.display())
             })?;
+            // Below the source, what exists (a directory, or a symlink the planner refuses) is walked, not made.
+            let missing = chain[deepest + 1..]
+                .iter()
+                .filter(|a| std::fs::symlink_metadata(abs_of(a)).is_err())
+                .cloned()
+                .collect();
             Ok(Selection {
                 set,
                 name,
                 target: real,
                 strip: chain[deepest].clone(),
-                ancestors: chain[deepest + 1..].to_vec(),
+                ancestors: missing,
             })
         }
     }
@@ -311,6 +329,22 @@ pub fn in_place_names(
         .into());
     }
     Ok(dedupe(out))
+}
+
+/// The configured source of set `set` that `name` is under, as a name (the deepest, under either of its names), for
+/// [`place`]'s floor.
+pub fn source_of(configured: &[SetSettings], set: &str, name: &RelPath) -> Option<RelPath> {
+    let conf = configured.iter().find(|c| c.name == set)?;
+    conf.sources
+        .iter()
+        .flat_map(|src| {
+            let mut r = vec![src.path.clone(), src.resolved.clone()];
+            r.extend(std::fs::canonicalize(&src.path));
+            r
+        })
+        .map(|root| name_of(&root))
+        .filter(|root| name.starts_with(root))
+        .max_by_key(RelPath::depth)
 }
 
 /// Drops selections inside another selection of the same set (`~/.config` and `~/.config/app`: one restore).
@@ -455,7 +489,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("t");
         std::fs::create_dir_all(target.join("data")).unwrap();
-        let s = place(0, n("data/projects/important"), Some(&target)).unwrap();
+        let s = place(0, n("data/projects/important"), Some(&target), None).unwrap();
         assert_eq!(s.target, target);
         assert!(s.strip.is_root());
         assert_eq!(
@@ -469,7 +503,7 @@ mod tests {
         );
         // A symlink in the target is there: not an ancestor to make, so the planner walks it (and refuses it).
         std::os::unix::fs::symlink("/etc", target.join("data/projects")).unwrap();
-        let s = place(0, n("data/projects/important"), Some(&target)).unwrap();
+        let s = place(0, n("data/projects/important"), Some(&target), None).unwrap();
         assert!(s.ancestors.is_empty());
     }
 
@@ -481,7 +515,7 @@ mod tests {
         // `alias` is a symlink to `home`, as /home -> /var/home would be: the system's own path is followed.
         std::os::unix::fs::symlink(real.join("home"), real.join("alias")).unwrap();
         let name = name_of(&real.join("alias/u/.config/app"));
-        let s = place(3, name.clone(), None).unwrap();
+        let s = place(3, name.clone(), None, None).unwrap();
         assert_eq!(s.set, 3);
         assert_eq!(s.target, real.join("home/u"));
         assert_eq!(s.strip, name_of(&real.join("alias/u")));
@@ -491,7 +525,7 @@ mod tests {
             s.rename(&name_of(&real.join("alias/u/.config"))),
             b".config"
         );
-        let s = place(0, RelPath::root(), None).unwrap();
+        let s = place(0, RelPath::root(), None, None).unwrap();
         assert_eq!((s.target, s.strip), (PathBuf::from("/"), RelPath::root()));
     }
 

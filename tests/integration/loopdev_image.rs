@@ -231,10 +231,29 @@ pub(crate) fn manifest(root: &Path) -> BTreeMap<String, String> {
 /// A new GPT disk image at `path`: a 64 MiB ESP (vfat, made with mkfs.fat) and a root partition filling the rest,
 /// made by `root` on the partition's node.
 pub(crate) fn make_disk(path: &Path, size: u64) -> LoopDisk {
+    let disk = partitioned(
+        path,
+        size,
+        "label: gpt\nunit: sectors\n\nstart=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI\"\nstart=133120, type=0FC63DAF-8483-4772-8E79-3D69D84F8E4F, name=\"root\"\n",
+    );
+    testkit::run(
+        "mkfs.fat",
+        [
+            "-F".as_ref(),
+            "32".as_ref(),
+            "-n".as_ref(),
+            "ESP".as_ref(),
+            disk.part(1).as_os_str(),
+        ],
+    );
+    disk
+}
+
+/// A new disk image of `size` bytes at `path`, partitioned by the `sfdisk` `script`, attached with its partitions.
+pub(crate) fn partitioned(path: &Path, size: u64, script: &str) -> LoopDisk {
     let f = fs::File::create(path).unwrap();
     f.set_len(size).unwrap();
     drop(f);
-    let script = "label: gpt\nunit: sectors\n\nstart=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, name=\"EFI\"\nstart=133120, type=0FC63DAF-8483-4772-8E79-3D69D84F8E4F, name=\"root\"\n";
     let mut child = Command::new(testkit::tool("sfdisk").unwrap())
         .args(["--quiet"])
         .arg(path)
@@ -250,18 +269,7 @@ pub(crate) fn make_disk(path: &Path, size: u64) -> LoopDisk {
         .write_all(script.as_bytes())
         .unwrap();
     assert!(child.wait().unwrap().success());
-    let disk = LoopDisk::attach(path);
-    testkit::run(
-        "mkfs.fat",
-        [
-            "-F".as_ref(),
-            "32".as_ref(),
-            "-n".as_ref(),
-            "ESP".as_ref(),
-            disk.part(1).as_os_str(),
-        ],
-    );
-    disk
+    LoopDisk::attach(path)
 }
 
 /// A GPT disk at `<tmp>/old.img` ([`make_disk`], 320 MiB) whose root partition holds [`root_tree`] (`big` bytes of

@@ -11,10 +11,13 @@ use std::path::{Path, PathBuf};
 use dbackup::{BackupMeta, ImageRestoreReport, list_drive_backups, read_backup_meta};
 use testkit::loopdev::Drive;
 
-use crate::fixtures::drive::{assert_sums_pass, content, listing, spawn_caught_writing_file};
+use crate::fixtures::drive::{
+    assert_sums_pass, caught_writing, content, listing, signal, spawn_caught_writing_file,
+};
 use crate::harness::{self, Test};
 use crate::loopdev_image::{
-    LoopDisk, MIB, Root, blkid, disk_with_root, image_backup, look_at_root, make_disk, require,
+    LoopDisk, MIB, Root, blkid, disk_with_root, image_backup, look_at_root, make_disk, partitioned,
+    require,
 };
 
 /// A 1 GiB T9 and a disk whose root holds `big` bytes, both its partitions imaged to the T9 (`image create
@@ -485,4 +488,317 @@ fn t9_one_image_restores_onto_one_partition() {
         size_after > size_before + 200 * MIB,
         "grown to the partition's end: {size_before} -> {size_after}"
     );
+}
+
+/// A disk whose partitions are 1 and 3 (2 was deleted, as on many disks that lived a while): both imaged, then
+/// restored onto a blank disk image, each onto its own number with its UUID, PARTUUID and files; no partition 2 is
+/// made. Before, the table read back from the drive numbered them 1 and 2: the restore was refused ("image ... is of
+/// partition 3, which its disk's table does not have"), and `--name` of the third would have written it into the
+/// second slot of a renumbered table.
+#[test]
+fn t9_a_disk_whose_partition_numbers_skip_one_restores_each_onto_its_own() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 256 * MIB);
+    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let disk = partitioned(
+        &t.path("old.img"),
+        96 * MIB,
+        "label: gpt\nunit: sectors\n\n\
+         /dev/x1 : start=2048, size=40960, type=0FC63DAF-8483-4772-8E79-3D69D84F8E4F, name=\"one\"\n\
+         /dev/x3 : start=45056, size=81920, type=0FC63DAF-8483-4772-8E79-3D69D84F8E4F, name=\"three\"\n",
+    );
+    let tree = t.path("tree");
+    fs::create_dir_all(tree.join("d")).unwrap();
+    fs::write(tree.join("d/f"), "on the third\n").unwrap();
+    for (n, label) in [(1, "one"), (3, "three")] {
+        testkit::run(
+            "mkfs.ext4",
+            [
+                "-q".as_ref(),
+                "-F".as_ref(),
+                "-L".as_ref(),
+                label.as_ref(),
+                "-d".as_ref(),
+                tree.as_os_str(),
+                disk.part(n).as_os_str(),
+            ],
+        );
+    }
+    let dev = |n: u32| disk.part(n).display().to_string();
+    t.cmd()
+        .args(["image", "create", "--device", &dev(1), "--device", &dev(3)])
+        .status(0);
+    let (_, meta) = image_backup(&t9);
+    let new = t.path("new.img");
+    blank(&new, 128 * MIB);
+    let report: ImageRestoreReport = t
+        .cmd()
+        .args(["--json", "image", "restore", "--from", &meta.stamp, "--to"])
+        .args([&new])
+        .status(0)
+        .json();
+    assert!(report.ok(), "{report:?}");
+    let numbers: Vec<u32> = report.partitions.iter().map(|p| p.partition).collect();
+    assert_eq!(numbers, [1, 3]);
+    let restored = LoopDisk::attach(&new);
+    for n in [1, 3] {
+        for what in ["UUID", "PARTUUID", "LABEL"] {
+            assert_eq!(
+                blkid(&restored.part(n), what),
+                blkid(&disk.part(n), what),
+                "partition {n}: {what}"
+            );
+        }
+    }
+    let dump = testkit::run("sfdisk", ["-d".as_ref(), new.as_os_str()]);
+    assert_eq!(dump.matches(" : start=").count(), 2, "{dump}");
+    let third = testkit::run(
+        "debugfs",
+        [
+            "-R".as_ref(),
+            "cat /d/f".as_ref(),
+            restored.part(3).as_os_str(),
+        ],
+    );
+    assert_eq!(third, "on the third\n");
+}
+
+/// The plan of a restore onto a disk image file says what the file holds, as it does for a block device: its
+/// partition table, the filesystems of the loop device it is attached to, or data blkid does not know; a blank file
+/// holds nothing. Before, a file's plan listed nothing to overwrite, whatever it held (a VM's disk, the very disk
+/// imaged), and a file is written without asking.
+#[test]
+fn t9_a_restore_onto_a_disk_image_file_says_what_it_overwrites() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, disk, meta) = imaged_disk(1 << 20);
+    let plan_onto = |file: &Path| {
+        t.cmd()
+            .args([
+                "--dry-run",
+                "image",
+                "restore",
+                "--from",
+                &meta.stamp,
+                "--to",
+            ])
+            .args([file])
+            .status(0)
+    };
+    let old = t.path("old.img");
+    let out = plan_onto(&old);
+    out.stdout_has(&format!(
+        "OVERWRITES {}: a gpt partition table",
+        old.display()
+    ))
+    .stdout_has(&format!(
+        "OVERWRITES {} (of {}): ext4 UUID={}",
+        disk.part(2).display(),
+        old.display(),
+        blkid(&disk.part(2), "UUID")
+    ));
+    let blank_file = t.path("blank.img");
+    blank(&blank_file, 640 * MIB);
+    plan_onto(&blank_file).stdout_lacks("OVERWRITES");
+    fs::write(&blank_file, content(4096, 3)).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&blank_file)
+        .unwrap()
+        .set_len(640 * MIB)
+        .unwrap();
+    plan_onto(&blank_file).stdout_has(&format!(
+        "OVERWRITES {}: data blkid does not recognise",
+        blank_file.display()
+    ));
+}
+
+/// `image create` killed (-9) while the image is written leaves its temporary directory; the next `image create`
+/// removes it first (counting its bytes as free, as the external phase does) and writes its backup: no `.tmp-`
+/// directory is left and only the verified backup is there. Before, only `external` removed such leftovers: each
+/// killed `image create` left its partial image on the drive, and a drive with room for one image then refused the
+/// rerun for space (the refusal said to free up space, not where it had gone).
+#[test]
+fn t9_image_create_killed_mid_image_then_run_again_removes_what_it_left() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, 96 << 20, Root::Ext4);
+    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let root = disk.part(2);
+    let name = root.file_name().unwrap().to_string_lossy().into_owned();
+    let run = || t.cmd().args(["image", "create", "--device"]).args([&root]);
+    let (child, temp) = caught_writing(
+        run().spawn(),
+        t9.mount_point(),
+        &format!("system/{name}.img.zst"),
+        4 * MIB + 1,
+    );
+    signal(&child, libc::SIGKILL);
+    crate::fixtures::drive::finish(child);
+    assert!(temp.exists(), "the killed run left {}", temp.display());
+    assert!(
+        stamps(&t9).is_empty(),
+        "nothing promoted: {:?}",
+        stamps(&t9)
+    );
+
+    let plan = t
+        .cmd()
+        .args(["--dry-run", "image", "create", "--device"])
+        .args([&root])
+        .status(0);
+    plan.stdout_has(&format!(
+        "remove    leftover {}",
+        temp.file_name().unwrap().to_string_lossy()
+    ));
+    assert!(temp.exists(), "a dry run removes nothing");
+    run().status(0);
+    let left: Vec<String> = listing(&t9.mount_point().join("backups"))
+        .into_iter()
+        .filter(|n| n.starts_with('.') && n != ".dbackup-destination.json")
+        .collect();
+    assert!(left.is_empty(), "left on the drive: {left:?}");
+    assert_eq!(stamps(&t9).len(), 1);
+    let (dir, _) = image_backup(&t9);
+    assert_sums_pass(&dir);
+}
+
+/// An image whose partclone header was altered (its filesystem's name; backup.json's size and sha256 made to agree,
+/// as a hostile drive can) is refused by the header's own checksum before anything is written: the target file stays
+/// blank. Before, the hash check passed, the partition table was written onto the target, and only `partclone -r`
+/// then failed ("Invalid header checksum").
+#[test]
+fn t9_an_image_whose_header_was_altered_is_refused_before_writing() {
+    if !require() {
+        return;
+    }
+    let (t, t9, _disk, meta) = imaged_disk(1 << 20);
+    let (dir, _) = image_backup(&t9);
+    let rec = &meta.system.as_ref().unwrap().images[1];
+    let image = dir.join("system").join(&rec.file.name);
+    let mut stream = zstd::decode_all(fs::File::open(&image).unwrap()).unwrap();
+    stream[36..41].copy_from_slice(b"BTRFS");
+    let forged = zstd::encode_all(&stream[..], 3).unwrap();
+    fs::write(&image, &forged).unwrap();
+    let mut m = meta.clone();
+    let f = &mut m.system.as_mut().unwrap().images[1].file;
+    f.bytes = forged.len() as u64;
+    f.sha256 = dbackup::Digest::of_bytes(&forged);
+    fs::write(
+        dir.join(dbackup::BACKUP_META_FILE),
+        dbackup::backup_meta_bytes(&m),
+    )
+    .unwrap();
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    t.cmd()
+        .args(["image", "restore", "--from", &meta.stamp, "--to"])
+        .args([&new])
+        .status(1)
+        .stderr_has("checking the images before writing anything")
+        .stderr_has("its checksum does not match (the header was altered)");
+    assert_eq!(allocated(&new), 0, "nothing was written onto the target");
+}
+
+/// A target whose filesystem is mounted while `image restore` waits for its name to be typed (after the plan found it
+/// unused) is refused at the last moment before the first write: the mounted filesystem and the disk's table are
+/// left as they were. Before, the target was looked at only when planning: the table was written over a mounted
+/// filesystem and its partition overwritten.
+#[test]
+fn t9_a_target_mounted_while_the_restore_asks_is_refused_before_writing() {
+    if !require() || !crate::fixtures::terminal::available() {
+        return;
+    }
+    let (t, _t9, _disk, meta) = imaged_disk(1 << 20);
+    let target = make_disk(&t.path("other.img"), 640 * MIB);
+    testkit::run(
+        "mkfs.ext4",
+        ["-q".as_ref(), "-F".as_ref(), target.part(2).as_os_str()],
+    );
+    let table = testkit::run("sfdisk", ["-d".as_ref(), target.device.as_os_str()]);
+    let mut mounted = None;
+    let (code, out) = crate::fixtures::terminal::run_after(
+        &t,
+        &format!(
+            "image restore --from {} --to {}",
+            meta.stamp,
+            target.device.display()
+        ),
+        "to go on: ",
+        || {
+            mounted = Some(crate::loopdev_image::RoMount::new(
+                &target.part(2),
+                &t.path("mnt/t"),
+            ))
+        },
+        &format!("{}\n", target.device.display()),
+        300,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("is in use now"), "{out}");
+    assert!(out.contains("nothing was written"), "{out}");
+    drop(mounted);
+    assert_eq!(
+        testkit::run("sfdisk", ["-d".as_ref(), target.device.as_os_str()]),
+        table
+    );
+    assert_eq!(blkid(&target.part(2), "TYPE"), "ext4");
+}
+
+/// A filesystem mounted read-only is imaged, as the README promises (the ESP, /boot): its used bytes are read for the
+/// space check, the image is written and checked, and it restores with the same files. Before, partclone refused the
+/// mounted device ("is mounted at"): the space check counted the whole device and the run failed.
+#[test]
+fn t9_a_filesystem_mounted_read_only_is_imaged() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, 1 << 20, Root::Ext4);
+    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let (before, _) = look_at_root(&t, &disk, "mnt/before");
+    let mounted = crate::loopdev_image::RoMount::new(&disk.part(2), &t.path("mnt/ro"));
+    let plan = t
+        .cmd()
+        .args(["--dry-run", "image", "create", "--device"])
+        .args([disk.part(2)])
+        .status(0);
+    plan.stdout_has("mounted read-only at")
+        .stdout_has("in use (partclone's count)");
+    t.cmd()
+        .args(["image", "create", "--device"])
+        .args([disk.part(2)])
+        .status(0);
+    drop(mounted);
+    let (_, meta) = image_backup(&t9);
+    let root = disk
+        .part(2)
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let target = make_disk(&t.path("other.img"), 640 * MIB);
+    t.cmd()
+        .args([
+            "image",
+            "restore",
+            "--yes",
+            "--from",
+            &meta.stamp,
+            "--name",
+            &root,
+            "--to",
+        ])
+        .args([target.part(2)])
+        .status(0);
+    let (after, _) = look_at_root(&t, &target, "mnt/after");
+    assert_eq!(before, after);
 }

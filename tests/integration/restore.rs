@@ -550,6 +550,51 @@ fn the_target_keeps_the_absolute_structure_and_may_not_be_a_backup() {
     out.stderr_has("would change a backup");
 }
 
+/// A restore from the local snapshots may not write into a drive's backups either: a `--target` inside a configured
+/// destination's `backups/` (a verified backup's own directory, say) is refused like one inside the backup root. Before,
+/// only the drive a restore read from was guarded, so `--source local` wrote into the drive backup, where the restored
+/// files went with it at its rotation.
+#[test]
+fn a_local_restore_may_not_target_a_drives_backups() {
+    let d = demo();
+    let t = &d.t;
+    let backup = t.path("T9/backups/2025-04-01-221500");
+    let before = snapshot_of(&backup);
+    let out = restore(t)
+        .args(["--source", "local", "--path", "~/env.sh", "--target"])
+        .args([&backup])
+        .status(2);
+    out.stderr_has("would change a backup");
+    assert_eq!(snapshot_of(&backup), before, "nothing written into it");
+}
+
+/// In place, a directory of a source that is now a symlink leading elsewhere is never written through: `--path
+/// ~/.config/app/state` with `~/.config/app` a symlink to another directory is refused, as `--path ~/.config/app`
+/// is, and nothing lands in that directory. Before, the deepest existing directory above the path was resolved
+/// through the symlink and the file was written into the directory it leads to, outside the set's sources.
+#[test]
+fn in_place_a_symlink_inside_a_source_is_never_written_through() {
+    let d = demo();
+    let t = &d.t;
+    let app = t.home().join(".config/app");
+    fs::remove_dir_all(&app).unwrap();
+    let elsewhere = t.path("elsewhere");
+    fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &app).unwrap();
+    for path in ["~/.config/app/state", "~/.config/app"] {
+        let out = restore(t).args(["--path", path]).status(1);
+        assert!(
+            out.stdout.contains("symlink") || out.stderr.contains("symlink"),
+            "{path}: {out:?}"
+        );
+        assert_eq!(
+            fs::read_dir(&elsewhere).unwrap().count(),
+            0,
+            "{path}: nothing written through the symlink"
+        );
+    }
+}
+
 #[test]
 fn json_of_a_restore_says_what_was_done() {
     let d = demo();

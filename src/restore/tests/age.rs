@@ -85,7 +85,13 @@ fn restore_one(
     name: &str,
     target: &Path,
 ) -> (Vec<Summary>, Option<RestoreError>) {
-    let sel = job::place(0, check_name(name.as_bytes(), None).unwrap(), Some(target)).unwrap();
+    let sel = job::place(
+        0,
+        check_name(name.as_bytes(), None).unwrap(),
+        Some(target),
+        None,
+    )
+    .unwrap();
     let opts = RestoreOptions {
         fsync: false,
         ..RestoreOptions::default()
