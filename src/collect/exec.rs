@@ -218,10 +218,7 @@ fn set_aside_interrupted(root: &Path, set: &SetPlan) -> anyhow::Result<()> {
     if !set.in_progress.exists() {
         return Ok(());
     }
-    if partial.exists() {
-        let trash = snapshot::move_to_trash(root, partial)?;
-        snapshot::remove_tree(&trash).with_context(|| format!("removing {}", trash.display()))?;
-    }
+    discard(root, partial)?;
     fs::rename(&set.in_progress, partial).with_context(|| {
         format!(
             "moving the interrupted run's copy {} to {}",
@@ -267,19 +264,38 @@ fn collect_set(
     report.unreadable = run.unreadable.clone();
     report.vanished = run.vanished.clone();
 
-    if !run.exit.promotable() {
+    if !run.promotable() {
         let mut msg = format!(
             "{}; nothing was promoted and {}-latest was left alone",
-            run.exit.describe_with(&run.errors),
+            run.describe(),
             set.set
         );
-        if !run.errors.is_empty() {
+        if let Some(line) = run.disk_full_line() {
+            // What rsync said last (a broken pipe, its exit) only follows from this.
+            msg.push_str(&format!("; rsync said: {}", stdx::show_str(line)));
+        } else if !run.errors.is_empty() {
             msg.push_str(&format!("; rsync said: {}", run.errors.join(" | ")));
         }
-        msg.push_str(&format!(
-            "; the copy so far stays in {} and the next run reuses it",
-            set.in_progress.display()
-        ));
+        if run.disk_full() {
+            // Kept, the copy would hold the very space the next run needs (and what a new exclusion leaves out).
+            let removed = [&set.in_progress]
+                .into_iter()
+                .chain(&set.resume_from)
+                .try_for_each(|p| discard(root, p));
+            msg.push_str(&match removed {
+                Ok(()) => "; the copy so far was removed to give its space back".to_string(),
+                Err(e) => format!(
+                    "; the copy so far could not be removed ({}): remove {} to give its space back",
+                    ui::format_error(&e),
+                    set.in_progress.display()
+                ),
+            });
+        } else {
+            msg.push_str(&format!(
+                "; the copy so far stays in {} and the next run reuses it",
+                set.in_progress.display()
+            ));
+        }
         anyhow::bail!(msg);
     }
 
@@ -318,19 +334,13 @@ fn collect_set(
     snapshot::set_latest(root, &set.set, &set.snapshot)?;
 
     if let Some(partial) = &set.resume_from
-        && partial.exists()
+        && let Err(e) = discard(root, partial)
     {
-        match snapshot::move_to_trash(root, partial)
-            .map_err(anyhow::Error::from)
-            .and_then(|t| Ok(snapshot::remove_tree(&t)?))
-        {
-            Ok(()) => {}
-            Err(e) => report.warnings.push(format!(
-                "could not remove {}: {}",
-                partial.display(),
-                ui::format_error(&e)
-            )),
-        }
+        report.warnings.push(format!(
+            "could not remove {}: {}",
+            partial.display(),
+            ui::format_error(&e)
+        ));
     }
 
     // Retention waits for a run that was not interrupted.
@@ -338,6 +348,15 @@ fn collect_set(
         prune(root, &set.set, policy, set, ui, report);
     }
     Ok(())
+}
+
+/// Removes an in-progress or partial copy, if there is one, crash-safely: renamed to a trash name, then removed.
+fn discard(root: &Path, path: &Path) -> anyhow::Result<()> {
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    let trash = snapshot::move_to_trash(root, path)?;
+    snapshot::remove_tree(&trash).with_context(|| format!("removing {}", trash.display()))
 }
 
 /// Copies the plan's sparse files into the in-progress copy before rsync runs (only their data read: see
