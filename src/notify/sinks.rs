@@ -161,8 +161,12 @@ pub fn command(argv: &[String], event: &Event, timeout: Duration) -> Result<(), 
         .env("DBACKUP_EVENT", kind_word(event.kind))
         .env("DBACKUP_SUMMARY", &event.summary)
         .env("DBACKUP_DETAILS", &event.details);
-    run(cmd, Some(format!("{json}\n").as_bytes()), timeout)
-        .map_err(|e| format!("{}: {e}", crate::ui::shell_words(argv)))
+    run(cmd, Some(format!("{json}\n").as_bytes()), timeout).map_err(|e| {
+        format!(
+            "{}: {e}",
+            crate::ui::shell_words(&crate::stdx::redact_argv(argv))
+        )
+    })
 }
 
 /// The request's headers and body, ntfy-style.
