@@ -159,14 +159,35 @@ pub fn command(argv: &[String], event: &Event, timeout: Duration) -> Result<(), 
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env("DBACKUP_EVENT", kind_word(event.kind))
-        .env("DBACKUP_SUMMARY", &event.summary)
-        .env("DBACKUP_DETAILS", &event.details);
+        .env("DBACKUP_SUMMARY", &*bounded_env(&event.summary))
+        .env("DBACKUP_DETAILS", &*bounded_env(&event.details));
     run(cmd, Some(format!("{json}\n").as_bytes()), timeout).map_err(|e| {
         format!(
             "{}: {e}",
             crate::ui::shell_words(&crate::stdx::redact_argv(argv))
         )
     })
+}
+
+/// The most an environment variable of the command holds: the kernel refuses to start a program given one of more
+/// than 128 KiB (`E2BIG`), so a longer text is cut at a line (the whole event is on stdin).
+const MAX_ENV_TEXT: usize = 64 << 10;
+
+/// `text` as an environment variable carries it: whole, or cut at a line with a note saying where the rest is.
+fn bounded_env(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_ENV_TEXT {
+        return text.into();
+    }
+    let mut end = MAX_ENV_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text[..end].rfind('\n').unwrap_or(end);
+    format!(
+        "{}\n... (cut: the whole event is the JSON on stdin)",
+        &text[..cut]
+    )
+    .into()
 }
 
 /// The request's headers and body, ntfy-style.
@@ -274,19 +295,23 @@ fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<(), 
     .stdout(Stdio::from(out_for_child))
     .stderr(Stdio::from(err));
     let mut child = cmd.spawn().map_err(|e| format!("cannot run it: {e}"))?;
-    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // A command that does not read its stdin may exit first: a broken pipe is not its failure.
-        match pipe.write_all(bytes) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("cannot write to its stdin: {e}"));
-            }
+    // Written beside the wait, so that a command that does not read more than a pipe holds is still killed in time
+    // (the writer then meets the closed pipe and ends).
+    let writer = match (stdin, child.stdin.take()) {
+        (Some(bytes), Some(mut pipe)) => {
+            let bytes = bytes.to_vec();
+            Some(std::thread::spawn(move || pipe.write_all(&bytes)))
         }
-    }
+        _ => None,
+    };
     let status = wait(&mut child, timeout)?;
+    match writer.map(std::thread::JoinHandle::join) {
+        // A command that does not read its stdin may exit first: a broken pipe is not its failure.
+        Some(Ok(Err(e))) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(format!("cannot write to its stdin: {e}"));
+        }
+        _ => {}
+    }
     if status.success() {
         return Ok(());
     }

@@ -309,6 +309,44 @@ fn failing_commands_say_why() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// An event larger than a pipe holds (64 KiB: many sets, long rsync messages) given to a command that does not read
+/// its stdin: the time limit still holds; and one larger than an environment variable may be (128 KiB) still reaches
+/// a command, whole on stdin. Before: writing stdin blocked for ever, before the limit was counted; and the command
+/// could not be started at all (`Argument list too long`).
+#[test]
+fn a_large_event_reaches_a_command_within_the_time_limit() {
+    let large = |bytes: usize| {
+        let mut e = event(EventKind::Failure);
+        e.details = "collect data: FAILED: rsync said: ...\n".repeat(bytes / 38);
+        e
+    };
+    let e = large(100 << 10);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        tx.send(sinks::command(
+            &["sleep".into(), "10".into()],
+            &e,
+            Duration::from_millis(300),
+        ))
+    });
+    let r = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the command sink returned");
+    assert_eq!(
+        r,
+        Err("sleep 10: did not finish within 0.3s and was killed".to_string())
+    );
+
+    let e = large(1 << 20);
+    let json = serde_json::to_string(&e).unwrap().len() + 1;
+    let argv = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        format!("test \"$(wc -c)\" = {json} && test -n \"$DBACKUP_DETAILS\""),
+    ];
+    assert_eq!(sinks::command(&argv, &e, Duration::from_secs(30)), Ok(()));
+}
+
 #[test]
 fn desktop_notifications_need_a_session_and_notify_send() {
     let dir = tempfile::tempdir().unwrap();
