@@ -305,9 +305,23 @@ fn collect_set(
         .filter(|s| s.resolved.is_none())
         .map(|s| s.configured.as_str())
         .collect();
+    let shrunk = copy_shrank(set, &run, &missing);
+    if let Some(problem) = &shrunk
+        && !plan.allow_shrink
+    {
+        anyhow::bail!(
+            "{problem}; nothing was promoted and {}-latest was left alone",
+            set.set
+        );
+    }
     let complete = run.exit != RsyncExit::Partial && missing.is_empty();
     report.missing_sources = missing.iter().map(|m| m.to_string()).collect();
-    let warnings = run_warnings(set, &run, ui);
+    let mut warnings = run_warnings(set, &run, ui);
+    if let Some(problem) = shrunk {
+        let problem = format!("{problem} (accepted: --allow-shrink)");
+        ui.warn(format_args!("{}: {problem}", set.set));
+        warnings.push(problem);
+    }
     let meta = snapshot_meta(plan, set, &run, complete, started, &warnings);
 
     // Durable before named: flush the copy, write the metadata, then promote by rename and move `latest`.
@@ -348,6 +362,24 @@ fn collect_set(
         prune(root, &set.set, policy, set, ui, report);
     }
     Ok(())
+}
+
+/// The shrink guard on the copy as a whole: rsync's count of its entries against the newest complete snapshot's. The
+/// plan's guard sees each source's top level only, not a tree emptied below it (a disk not mounted at
+/// `~/data/projects`). Silent when a source is missing (retention keeps that source's copies) or when the plan's
+/// guard already spoke.
+fn copy_shrank(set: &SetPlan, run: &rsync::RsyncRun, missing: &[&str]) -> Option<String> {
+    let before = set.expected_entries?;
+    let previous = set.link_dest.first()?.file_name()?.to_string_lossy();
+    if !missing.is_empty() || set.shrink_checks.iter().any(|c| c.verdict != "ok") {
+        return None;
+    }
+    super::plan::shrink_problem(
+        format_args!("the copy of set {}", set.set),
+        run.stats.files,
+        before,
+        &previous,
+    )
 }
 
 /// Removes an in-progress or partial copy, if there is one, crash-safely: renamed to a trash name, then removed.
