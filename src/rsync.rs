@@ -146,9 +146,19 @@ impl RsyncExit {
 /// What a copy that ran out of space is said to have met.
 const DISK_FULL: &str = "error in file I/O: the backup disk is full; free space or prune snapshots";
 
-/// Whether a line of rsync's says the disk it writes to is full (`ENOSPC`, or a quota's `EDQUOT`).
+/// Whether a line of rsync's says the disk it writes to is full (`ENOSPC`, or a quota's `EDQUOT`). Not a failure to
+/// set one file's extended attributes or ACL (`lsetxattr ... failed: No space left on device`): ext4 says that of
+/// attributes larger than it keeps beside one file, with the disk far from full.
 fn says_disk_full(line: &str) -> bool {
-    line.contains("No space left on device") || line.contains("Disk quota exceeded")
+    // What rsync was doing comes before the first quoted path, the error after the last: never read either in a
+    // path, which may say anything.
+    let doing = line.split('"').next().unwrap_or_default();
+    let error = line.rsplit('"').next().unwrap_or_default();
+    let attributes = ["xattr", "xal_set", "set_acl", "sys_acl"]
+        .iter()
+        .any(|w| doing.contains(w));
+    (error.contains("No space left on device") || error.contains("Disk quota exceeded"))
+        && !attributes
 }
 
 /// Whether an rsync error line names an OS error, as rsync writes them: `...: Permission denied (13)`.
@@ -977,6 +987,19 @@ mod tests {
         };
         let partial = run(RsyncExit::Partial, Some(&unreadable));
         assert!(!partial.disk_full() && partial.promotable());
+        // One file's attributes too large for ext4 to keep: that file's problem, not a full disk.
+        let attributes = FileProblem {
+            path: "/b/.d.in-progress/d/f".into(),
+            message: "rsync_xal_set: lsetxattr(\"/b/.d.in-progress/d/f\",\"user.big\") failed: No space left on device (28)".into(),
+        };
+        let partial = run(RsyncExit::Partial, Some(&attributes));
+        assert!(!partial.disk_full() && partial.promotable());
+        // A file named like the error is not one.
+        let named = FileProblem {
+            path: "/d/No space left on device (28)".into(),
+            message: "send_files failed to open \"/d/No space left on device (28)\": Permission denied (13)".into(),
+        };
+        assert!(run(RsyncExit::Partial, Some(&named)).promotable());
         assert_eq!(
             run(RsyncExit::Failed { code: 11 }, None).describe(),
             "rsync exit 11 (error in file I/O)"
