@@ -7,6 +7,7 @@ use std::path::Path;
 
 use testkit::loopdev::{self, Fs};
 
+use crate::fixtures::drive::listing as entries;
 use crate::harness::Test;
 
 const MIB: u64 = 1 << 20;
@@ -18,15 +19,6 @@ fn on_drive(t: &Test, mp: &Path, exclusions: &str) -> String {
              "backup_sets": [ {{ "name": "data", "sources": ["~/data"], "exclusions": {exclusions} }} ] }}"#,
         mp.display()
     ))
-}
-
-fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
