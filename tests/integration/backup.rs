@@ -342,8 +342,8 @@ fn a_failed_set_does_not_stop_the_others_and_is_never_exported() {
     );
 }
 
-#[test]
-fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
+/// The demo's sets with `schedule.external: always` to the plain directory `<tmp>/drive`, which is there.
+fn always_to_a_present_drive() -> Test {
     let t = demo_sets_world(|t| {
         format!(
             r#", "schedule": {{ "external": "always" }},
@@ -352,6 +352,12 @@ fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
         )
     });
     fs::create_dir_all(t.path("drive")).unwrap();
+    t
+}
+
+#[test]
+fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
+    let t = always_to_a_present_drive();
     backup(&t, &[], 0);
     // Collect is not due (daily), the drive already holds the newest snapshots: nothing to write.
     let r = backup(&t, &[], 0);
@@ -371,14 +377,7 @@ fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
 /// holding it and wrote nothing new until the clock reached its date.
 #[test]
 fn a_snapshot_dated_in_the_future_is_not_the_newest() {
-    let t = demo_sets_world(|t| {
-        format!(
-            r#", "schedule": {{ "external": "always" }},
-             "destinations": [ {{ "name": "drive", "path": "{}", "require_mount": false }} ]"#,
-            t.path("drive").display()
-        )
-    });
-    fs::create_dir_all(t.path("drive")).unwrap();
+    let t = always_to_a_present_drive();
     t.cmd().args(["collect"]).status(0);
     let old = snapshots(&t, "data")[0].clone();
     let future = "data-2099-01-01-000000";
