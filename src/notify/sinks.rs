@@ -104,10 +104,23 @@ impl Sink {
         }
     }
 
-    /// Gives `event` to this sink; never fails, says what happened.
+    /// How long one delivery may take: [`COMMAND_TIMEOUT`] for a command, [`HTTP_TIMEOUT`] for the others.
+    pub fn limit(&self) -> Duration {
+        match self {
+            Sink::Command { .. } => COMMAND_TIMEOUT,
+            _ => HTTP_TIMEOUT,
+        }
+    }
+
+    /// Gives `event` to this sink within its [`Sink::limit`]; never fails, says what happened.
     pub fn deliver(&self, event: &Event) -> Delivery {
+        self.deliver_within(event, self.limit())
+    }
+
+    /// [`Sink::deliver`] within `limit`.
+    pub fn deliver_within(&self, event: &Event, limit: Duration) -> Delivery {
         let result = match self {
-            Sink::Desktop { notify_send } => desktop(notify_send, event),
+            Sink::Desktop { notify_send } => desktop(notify_send, event, limit),
             Sink::DesktopUnavailable { why, failure } => {
                 return Delivery {
                     event: event.kind,
@@ -120,8 +133,8 @@ impl Sink {
                     message: Some(why.clone()),
                 };
             }
-            Sink::Command { argv } => command(argv, event, COMMAND_TIMEOUT),
-            Sink::Http { url } => http(url, event),
+            Sink::Command { argv } => command(argv, event, limit),
+            Sink::Http { url } => http(url, event, limit),
         };
         Delivery {
             event: event.kind,
@@ -137,7 +150,7 @@ impl Sink {
 }
 
 /// `notify-send --app-name=dbackup --urgency=... summary details`.
-fn desktop(notify_send: &Path, event: &Event) -> Result<(), String> {
+fn desktop(notify_send: &Path, event: &Event, limit: Duration) -> Result<(), String> {
     let urgency = match event.kind {
         EventKind::Failure => "critical",
         EventKind::Success => "low",
@@ -150,7 +163,7 @@ fn desktop(notify_send: &Path, event: &Event) -> Result<(), String> {
         .arg("--")
         .arg(&event.summary)
         .arg(&event.details);
-    run(cmd, None, HTTP_TIMEOUT).map_err(|e| format!("notify-send: {e}"))
+    run(cmd, None, limit).map_err(|e| format!("notify-send: {e}"))
 }
 
 /// Runs the configured command with the event in its environment and as JSON on stdin.
@@ -241,15 +254,21 @@ pub fn redact(url: &str) -> String {
 /// The HTTP POST, `http://` and `https://` alike (rustls; the server's certificate must chain to one of Mozilla's
 /// roots, which the binary carries, so it works the same in a unit, a container or the Nix build sandbox). The URL's
 /// secrets (user info, path, query) appear in no message: whatever ureq said is cleaned of them too.
-pub fn http(url: &str, event: &Event) -> Result<(), String> {
-    post(url, event, ureq::tls::RootCerts::WebPki).map_err(|e| crate::stdx::redact_url_in(&e, url))
+pub fn http(url: &str, event: &Event, limit: Duration) -> Result<(), String> {
+    post(url, event, ureq::tls::RootCerts::WebPki, limit)
+        .map_err(|e| crate::stdx::redact_url_in(&e, url))
 }
 
 /// The POST of [`http`], trusting `roots` (the tests' own certificate authority).
-pub(crate) fn post(url: &str, event: &Event, roots: ureq::tls::RootCerts) -> Result<(), String> {
+pub(crate) fn post(
+    url: &str,
+    event: &Event,
+    roots: ureq::tls::RootCerts,
+    limit: Duration,
+) -> Result<(), String> {
     let (headers, body) = request(event);
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(HTTP_TIMEOUT))
+        .timeout_global(Some(limit))
         .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
         .build()
         .into();
