@@ -112,12 +112,13 @@ impl Sink {
         }
     }
 
-    /// Gives `event` to this sink within its [`Sink::limit`]; never fails, says what happened.
+    /// [`Sink::deliver_within`] its [`Sink::limit`] (the tests' shorthand).
+    #[cfg(test)]
     pub fn deliver(&self, event: &Event) -> Delivery {
         self.deliver_within(event, self.limit())
     }
 
-    /// [`Sink::deliver`] within `limit`.
+    /// Gives `event` to this sink within `limit`; never fails, says what happened.
     pub fn deliver_within(&self, event: &Event, limit: Duration) -> Delivery {
         let result = match self {
             Sink::Desktop { notify_send } => desktop(notify_send, event, limit),
