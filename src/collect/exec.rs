@@ -261,7 +261,10 @@ fn collect_set(
     // What the pre-pass copied rsync did not transfer; it is not shared with an earlier snapshot either.
     run.stats.linked_bytes = run.stats.linked_bytes.saturating_sub(pre.size);
     report.stats = Some(run.stats);
-    report.unreadable = run.unreadable.clone();
+    // A full disk's lines name files in the copy, not files rsync could not read (the error says what they say).
+    if !run.disk_full() {
+        report.unreadable = run.unreadable.clone();
+    }
     report.vanished = run.vanished.clone();
 
     if !run.promotable() {

@@ -41,9 +41,12 @@ fn a_full_backup_root_fails_clearly_and_the_next_run_that_fits_succeeds() {
     for i in 0..40 {
         t.write(&format!("home/data/big/b{i:02}"), vec![b'b'; 1 << 20]);
     }
-    let out = collect().status(1);
+    let out = collect().args(["--json"]).status(1);
     out.stderr_has("the backup disk is full");
     out.stderr_lacks("Broken pipe");
+    // What did not fit is no file rsync could not read.
+    let report: dbackup::CollectReport = out.json();
+    assert!(report.sets[0].unreadable.is_empty(), "{:?}", report.sets[0]);
     assert_eq!(fs::read_link(root.join("data-latest")).unwrap(), first);
     let snapshots: Vec<String> = entries(&root)
         .into_iter()
