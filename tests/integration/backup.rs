@@ -372,7 +372,8 @@ fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
 }
 
 /// A snapshot dated in the future (made while the clock was wrong, then set right) is not the newest: `external`
-/// exports, `backup` compares the drive with, and `status` shows the newest snapshot made since. Before: the
+/// exports, `backup` compares the drive with, `restore` restores by default, and `status` shows the newest snapshot
+/// made since. Before: the
 /// future-dated one, whose contents are older, was exported, and every later `backup` found the drive already
 /// holding it and wrote nothing new until the clock reached its date.
 #[test]
@@ -405,6 +406,23 @@ fn a_snapshot_dated_in_the_future_is_not_the_newest() {
         .args(["--dry-run", "external"])
         .status(0)
         .stdout_has(&format!("set data: {newest}:"));
+    let out = t
+        .cmd()
+        .args([
+            "--dry-run",
+            "restore",
+            "--path",
+            "~/data/projects/p0/README.md",
+            "--target",
+        ])
+        .args([t.path("restored")])
+        .status(0);
+    let from = format!("from {}", t.root().join(&newest).display());
+    assert!(
+        out.stdout.contains(&from),
+        "restore's newest is {newest}:\n{}",
+        out.stdout
+    );
     let status: dbackup::StatusReport = t.run_json(&["status"]);
     let data = status.sets.iter().find(|s| s.set == "data").unwrap();
     assert_eq!(data.newest.as_ref().unwrap().name, newest);
