@@ -98,9 +98,8 @@ impl RsyncExit {
         if self != (RsyncExit::Failed { code: 11 }) {
             return self.describe();
         }
-        let said = |needle: &str| errors.iter().any(|e| e.contains(needle));
-        let what = if said("No space left on device") || said("Disk quota exceeded") {
-            "error in file I/O: the backup disk is full; free space or prune snapshots"
+        let what = if errors.iter().any(|e| says_disk_full(e)) {
+            DISK_FULL
         } else if errors.iter().any(|e| names_os_error(e)) {
             // rsync names the OS error (`... failed: Permission denied (13)`): that is the cause.
             "error in file I/O"
@@ -142,6 +141,24 @@ impl RsyncExit {
             other => format!("rsync exit {} ({what})", other.code()),
         }
     }
+}
+
+/// What a copy that ran out of space is said to have met.
+const DISK_FULL: &str = "error in file I/O: the backup disk is full; free space or prune snapshots";
+
+/// Whether a line of rsync's says the disk it writes to is full (`ENOSPC`, or a quota's `EDQUOT`). Not a failure to
+/// set one file's extended attributes or ACL (`lsetxattr ... failed: No space left on device`): ext4 says that of
+/// attributes larger than it keeps beside one file, with the disk far from full.
+fn says_disk_full(line: &str) -> bool {
+    // What rsync was doing comes before the first quoted path, the error after the last: never read either in a
+    // path, which may say anything.
+    let doing = line.split('"').next().unwrap_or_default();
+    let error = line.rsplit('"').next().unwrap_or_default();
+    let attributes = ["xattr", "xal_set", "set_acl", "sys_acl"]
+        .iter()
+        .any(|w| doing.contains(w));
+    (error.contains("No space left on device") || error.contains("Disk quota exceeded"))
+        && !attributes
 }
 
 /// Whether an rsync error line names an OS error, as rsync writes them: `...: Permission denied (13)`.
@@ -540,6 +557,38 @@ pub struct RsyncRun {
     pub errors: Vec<String>,
 }
 
+impl RsyncRun {
+    /// Whether rsync ran out of space on the disk it writes to, as it said in an error line or about one file (a
+    /// `write failed` or `mkdir ... failed` line names the file, so it is among `unreadable`). Such a copy lacks
+    /// what did not fit, whatever the exit code (11, or 23 when only directories failed): never a snapshot.
+    pub fn disk_full(&self) -> bool {
+        self.disk_full_line().is_some()
+    }
+
+    /// The first line in which rsync said the disk is full.
+    pub fn disk_full_line(&self) -> Option<&str> {
+        let problems = self.unreadable.iter().map(|p| p.message.as_str());
+        self.errors
+            .iter()
+            .map(String::as_str)
+            .chain(problems)
+            .find(|l| says_disk_full(l))
+    }
+
+    /// Whether the copy may be promoted to a snapshot: rsync's exit code allows it and the disk did not fill up.
+    pub fn promotable(&self) -> bool {
+        self.exit.promotable() && !self.disk_full()
+    }
+
+    /// What went wrong, in words: a full disk said as such whatever the exit code, else what the code means.
+    pub fn describe(&self) -> String {
+        if self.disk_full() {
+            return format!("rsync exit {} ({DISK_FULL})", self.exit.code());
+        }
+        self.exit.describe_with(&self.errors)
+    }
+}
+
 /// What rsync reports while it runs, for the caller to show.
 #[derive(Debug, Clone)]
 pub enum Event<'a> {
@@ -905,6 +954,55 @@ mod tests {
         assert_eq!(
             RsyncExit::Failed { code: 12 }.describe_with(&["x (5)".into()]),
             RsyncExit::Failed { code: 12 }.describe()
+        );
+    }
+
+    #[test]
+    fn a_copy_that_ran_out_of_space_is_never_promoted() {
+        // As rsync says it: the file's line is a problem with a path (so among `unreadable`), not an error line.
+        let line = "rsync: [generator] recv_generator: mkdir \"/b/.d.in-progress/d/x\" failed: No space left on device (28)";
+        let Some(Problem::Failed(problem)) = parse_problem(line) else {
+            panic!("{line} is a file's problem");
+        };
+        let run = |exit, problem: Option<&FileProblem>| RsyncRun {
+            exit,
+            stats: TransferStats::default(),
+            unreadable: problem.into_iter().cloned().collect(),
+            vanished: vec![],
+            errors: vec!["rsync: [sender] write error: Broken pipe (32)".into()],
+        };
+        // Exit 23 when only directories failed: a partial transfer, but of a full disk, not of unreadable files.
+        for exit in [RsyncExit::Partial, RsyncExit::Failed { code: 11 }] {
+            let full = run(exit, Some(&problem));
+            assert!(full.disk_full() && !full.promotable(), "{exit:?}");
+            assert!(
+                full.describe().contains("the backup disk is full"),
+                "{exit:?}"
+            );
+            assert!(full.disk_full_line().unwrap().contains("mkdir"));
+        }
+        let unreadable = FileProblem {
+            path: "/d/f".into(),
+            message: "send_files failed to open \"/d/f\": Permission denied (13)".into(),
+        };
+        let partial = run(RsyncExit::Partial, Some(&unreadable));
+        assert!(!partial.disk_full() && partial.promotable());
+        // One file's attributes too large for ext4 to keep: that file's problem, not a full disk.
+        let attributes = FileProblem {
+            path: "/b/.d.in-progress/d/f".into(),
+            message: "rsync_xal_set: lsetxattr(\"/b/.d.in-progress/d/f\",\"user.big\") failed: No space left on device (28)".into(),
+        };
+        let partial = run(RsyncExit::Partial, Some(&attributes));
+        assert!(!partial.disk_full() && partial.promotable());
+        // A file named like the error is not one.
+        let named = FileProblem {
+            path: "/d/No space left on device (28)".into(),
+            message: "send_files failed to open \"/d/No space left on device (28)\": Permission denied (13)".into(),
+        };
+        assert!(run(RsyncExit::Partial, Some(&named)).promotable());
+        assert_eq!(
+            run(RsyncExit::Failed { code: 11 }, None).describe(),
+            "rsync exit 11 (error in file I/O)"
         );
     }
 

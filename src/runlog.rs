@@ -16,6 +16,9 @@ use crate::interrupt::Interrupted;
 
 /// Beyond this size the log is rotated before the next line is appended.
 pub const MAX_BYTES: u64 = 1024 * 1024;
+/// The most items of any one list a line keeps (the files a run could not read, that vanished, ...): the snapshot's
+/// metadata holds the whole list; the log keeps each line, and so itself, bounded.
+pub const MAX_LIST_ITEMS: usize = 100;
 pub const FILE_NAME: &str = "log.jsonl";
 
 /// One run of any command.
@@ -141,7 +144,11 @@ pub fn append(state_dir: &Path, record: &RunRecord) -> io::Result<PathBuf> {
     {
         fs::rename(&path, state_dir.join(format!("{FILE_NAME}.1")))?;
     }
-    let mut line = serde_json::to_string(record).map_err(io::Error::other)?;
+    let record = RunRecord {
+        sets: bounded(record.sets.clone()),
+        ..record.clone()
+    };
+    let mut line = serde_json::to_string(&record).map_err(io::Error::other)?;
     line.push('\n');
     let mut f = OpenOptions::new()
         .create(true)
@@ -151,6 +158,34 @@ pub fn append(state_dir: &Path, record: &RunRecord) -> io::Result<PathBuf> {
     // One write of the whole line: O_APPEND keeps concurrent runs' lines whole.
     f.write_all(line.as_bytes())?;
     Ok(path)
+}
+
+/// `value` with every list longer than [`MAX_LIST_ITEMS`] cut to that many; a cut list `key` of an object gets a
+/// sibling `key_total` saying how many items it had.
+fn bounded(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .take(MAX_LIST_ITEMS)
+                .map(bounded)
+                .collect(),
+        ),
+        Value::Object(map) => {
+            let mut out = serde_json::Map::new();
+            for (key, v) in map {
+                if let Value::Array(items) = &v
+                    && items.len() > MAX_LIST_ITEMS
+                {
+                    out.insert(format!("{key}_total"), items.len().into());
+                }
+                out.insert(key, bounded(v));
+            }
+            Value::Object(out)
+        }
+        other => other,
+    }
 }
 
 /// Reads every record of the current log file (not the rotated one); unparsable lines are skipped.
@@ -202,6 +237,29 @@ mod tests {
             fs::metadata(path(&state)).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    /// A run that could not read 100,000 files (a tree of another user's) logs a line of bounded size, saying how
+    /// many there were. Before: every one of them, some 20 MB in one line, which `status` then read on every call.
+    #[test]
+    fn a_line_keeps_at_most_a_hundred_items_of_a_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let unreadable: Vec<serde_json::Value> = (0..100_000)
+            .map(|i| serde_json::json!({ "path": format!("/data/shared/{i:06}"), "message": "Permission denied (13)" }))
+            .collect();
+        let sets = serde_json::json!([{ "set": "data", "unreadable": unreadable, "vanished": ["/data/x"] }]);
+        append(dir.path(), &RunRecord { sets, ..record(3) }).unwrap();
+        let size = fs::metadata(path(dir.path())).unwrap().len();
+        assert!(size < 64 << 10, "{size}");
+        let logged = &read(dir.path()).unwrap()[0].sets[0];
+        assert_eq!(
+            logged["unreadable"].as_array().unwrap().len(),
+            MAX_LIST_ITEMS
+        );
+        assert_eq!(logged["unreadable_total"], 100_000);
+        assert_eq!(logged["unreadable"][0]["path"], "/data/shared/000000");
+        assert_eq!(logged["vanished"], serde_json::json!(["/data/x"]));
+        assert!(logged.get("vanished_total").is_none());
     }
 
     #[test]

@@ -666,6 +666,13 @@ pub fn fresh_stamp(root: &Path, sets: &[&str], now: impl Fn() -> NaiveDateTime) 
     t
 }
 
+/// How recent a snapshot (or drive backup) dated `time` is, as the key that chooses the newest: its date, except
+/// that one dated more than [`crate::schedule::FUTURE_TOLERANCE`] after `now` was made while the clock was wrong and
+/// counts as older than every other (what was made since the clock was set right is newer, whatever its name says).
+pub fn recency(time: NaiveDateTime, now: NaiveDateTime) -> (bool, NaiveDateTime) {
+    (time <= now + crate::schedule::FUTURE_TOLERANCE, time)
+}
+
 /// Drops sub-second precision (snapshot names have one-second resolution).
 pub fn truncate_to_second(t: NaiveDateTime) -> NaiveDateTime {
     use chrono::Timelike;

@@ -235,10 +235,7 @@ fn set_aside_interrupted(root: &Path, set: &SetPlan) -> anyhow::Result<()> {
     if !set.in_progress.exists() {
         return Ok(());
     }
-    if partial.exists() {
-        let trash = snapshot::move_to_trash(root, partial)?;
-        snapshot::remove_tree(&trash).with_context(|| format!("removing {}", trash.display()))?;
-    }
+    discard(root, partial)?;
     fs::rename(&set.in_progress, partial).with_context(|| {
         format!(
             "moving the interrupted run's copy {} to {}",
@@ -281,22 +278,44 @@ fn collect_set(
     // What the pre-pass copied rsync did not transfer; it is not shared with an earlier snapshot either.
     run.stats.linked_bytes = run.stats.linked_bytes.saturating_sub(pre.size);
     report.stats = Some(run.stats);
-    report.unreadable = run.unreadable.clone();
+    // A full disk's lines name files in the copy, not files rsync could not read (the error says what they say).
+    if !run.disk_full() {
+        report.unreadable = run.unreadable.clone();
+    }
     report.vanished = run.vanished.clone();
 
-    if !run.exit.promotable() {
+    if !run.promotable() {
         let mut msg = format!(
             "{}; nothing was promoted and {}-latest was left alone",
-            run.exit.describe_with(&run.errors),
+            run.describe(),
             set.set
         );
-        if !run.errors.is_empty() {
+        if let Some(line) = run.disk_full_line() {
+            // What rsync said last (a broken pipe, its exit) only follows from this.
+            msg.push_str(&format!("; rsync said: {}", stdx::show_str(line)));
+        } else if !run.errors.is_empty() {
             msg.push_str(&format!("; rsync said: {}", run.errors.join(" | ")));
         }
-        msg.push_str(&format!(
-            "; the copy so far stays in {} and the next run reuses it",
-            set.in_progress.display()
-        ));
+        if run.disk_full() {
+            // Kept, the copy would hold the very space the next run needs (and what a new exclusion leaves out).
+            let removed = [&set.in_progress]
+                .into_iter()
+                .chain(&set.resume_from)
+                .try_for_each(|p| discard(root, p));
+            msg.push_str(&match removed {
+                Ok(()) => "; the copy so far was removed to give its space back".to_string(),
+                Err(e) => format!(
+                    "; the copy so far could not be removed ({}): remove {} to give its space back",
+                    ui::format_error(&e),
+                    set.in_progress.display()
+                ),
+            });
+        } else {
+            msg.push_str(&format!(
+                "; the copy so far stays in {} and the next run reuses it",
+                set.in_progress.display()
+            ));
+        }
         anyhow::bail!(msg);
     }
 
@@ -306,9 +325,23 @@ fn collect_set(
         .filter(|s| s.resolved.is_none())
         .map(|s| s.configured.as_str())
         .collect();
+    let shrunk = copy_shrank(set, &run, &missing);
+    if let Some(problem) = &shrunk
+        && !plan.allow_shrink
+    {
+        anyhow::bail!(
+            "{problem}; nothing was promoted and {}-latest was left alone",
+            set.set
+        );
+    }
     let complete = run.exit != RsyncExit::Partial && missing.is_empty();
     report.missing_sources = missing.iter().map(|m| m.to_string()).collect();
-    let warnings = run_warnings(set, &run, ui);
+    let mut warnings = run_warnings(set, &run, ui);
+    if let Some(problem) = shrunk {
+        let problem = format!("{problem} (accepted: --allow-shrink)");
+        ui.warn(format_args!("{}: {problem}", set.set));
+        warnings.push(problem);
+    }
     let meta = snapshot_meta(plan, set, &run, complete, started, &warnings);
 
     // Durable before named: flush the copy, write the metadata, then promote by rename and move `latest`.
@@ -335,19 +368,13 @@ fn collect_set(
     snapshot::set_latest(root, &set.set, &set.snapshot)?;
 
     if let Some(partial) = &set.resume_from
-        && partial.exists()
+        && let Err(e) = discard(root, partial)
     {
-        match snapshot::move_to_trash(root, partial)
-            .map_err(anyhow::Error::from)
-            .and_then(|t| Ok(snapshot::remove_tree(&t)?))
-        {
-            Ok(()) => {}
-            Err(e) => report.warnings.push(format!(
-                "could not remove {}: {}",
-                partial.display(),
-                ui::format_error(&e)
-            )),
-        }
+        report.warnings.push(format!(
+            "could not remove {}: {}",
+            partial.display(),
+            ui::format_error(&e)
+        ));
     }
 
     // Retention waits for a run that was not interrupted.
@@ -355,6 +382,33 @@ fn collect_set(
         prune(root, &set.set, policy, set, ui, report);
     }
     Ok(())
+}
+
+/// The shrink guard on the copy as a whole: rsync's count of its entries against the newest complete snapshot's. The
+/// plan's guard sees each source's top level only, not a tree emptied below it (a disk not mounted at
+/// `~/data/projects`). Silent when a source is missing (retention keeps that source's copies) or when the plan's
+/// guard already spoke.
+fn copy_shrank(set: &SetPlan, run: &rsync::RsyncRun, missing: &[&str]) -> Option<String> {
+    let before = set.expected_entries?;
+    let previous = set.link_dest.first()?.file_name()?.to_string_lossy();
+    if !missing.is_empty() || set.shrink_checks.iter().any(|c| c.verdict != "ok") {
+        return None;
+    }
+    super::plan::shrink_problem(
+        format_args!("the copy of set {}", set.set),
+        run.stats.files,
+        before,
+        &previous,
+    )
+}
+
+/// Removes an in-progress or partial copy, if there is one, crash-safely: renamed to a trash name, then removed.
+fn discard(root: &Path, path: &Path) -> anyhow::Result<()> {
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    let trash = snapshot::move_to_trash(root, path)?;
+    snapshot::remove_tree(&trash).with_context(|| format!("removing {}", trash.display()))
 }
 
 /// Copies the plan's sparse files into the in-progress copy before rsync runs (only their data read: see

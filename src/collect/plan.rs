@@ -157,7 +157,7 @@ impl CollectPlan {
 
 /// Why a directory that had `before` entries and now has `now` is suspicious, if it is.
 pub fn shrink_problem(
-    path: &std::path::Path,
+    what: impl std::fmt::Display,
     now: u64,
     before: u64,
     snapshot: &str,
@@ -165,16 +165,14 @@ pub fn shrink_problem(
     if before == 0 {
         return None;
     }
-    let what = if now == 0 {
+    let said = if now == 0 {
         format!(
-            "{} is empty but the last snapshot ({snapshot}) had {}",
-            path.display(),
+            "{what} is empty but the last snapshot ({snapshot}) had {}",
             stdx::counted(before, "entry", "entries")
         )
-    } else if before >= SHRINK_MIN_BEFORE && now * SHRINK_FACTOR < before {
+    } else if before >= SHRINK_MIN_BEFORE && now.saturating_mul(SHRINK_FACTOR) < before {
         format!(
-            "{} has {} entries but the last snapshot ({snapshot}) had {}",
-            path.display(),
+            "{what} has {} entries but the last snapshot ({snapshot}) had {}",
             stdx::count(now),
             stdx::count(before)
         )
@@ -182,7 +180,7 @@ pub fn shrink_problem(
         return None;
     };
     Some(format!(
-        "{what}: is the drive mounted? use --allow-shrink to accept"
+        "{said}: is the drive mounted? use --allow-shrink to accept"
     ))
 }
 
@@ -437,7 +435,7 @@ fn shrink_checks(
         else {
             continue;
         };
-        let problem = shrink_problem(resolved, now, before, &prev.name);
+        let problem = shrink_problem(resolved.display(), now, before, &prev.name);
         let verdict = match (&problem, opts.options.allow_shrink) {
             (None, _) => "ok",
             (Some(p), false) => {
@@ -938,13 +936,13 @@ mod tests {
     fn shrink_guard_thresholds() {
         let p = Path::new("/data");
         assert_eq!(
-            shrink_problem(p, 0, 1234, "data-x").as_deref(),
+            shrink_problem(p.display(), 0, 1234, "data-x").as_deref(),
             Some(
                 "/data is empty but the last snapshot (data-x) had 1,234 entries: is the drive mounted? use --allow-shrink to accept"
             )
         );
         assert_eq!(
-            shrink_problem(p, 0, 1, "data-x").as_deref(),
+            shrink_problem(p.display(), 0, 1, "data-x").as_deref(),
             Some(
                 "/data is empty but the last snapshot (data-x) had 1 entry: is the drive mounted? use --allow-shrink to accept"
             )
@@ -958,7 +956,7 @@ mod tests {
             (0, 0, false, "nothing before, nothing now"),
             (10, 5, false, "growth"),
         ] {
-            let problem = shrink_problem(p, now, before, "s");
+            let problem = shrink_problem(p.display(), now, before, "s");
             assert_eq!(problem.is_some(), refused, "{why}: {problem:?}");
         }
     }

@@ -198,7 +198,10 @@ fn observe_snapshots(
                     .unwrap_or_default(),
             })
             .collect();
-        let choice = plan::choose_snapshot(&summaries, options.allow_incomplete);
+        let now = options
+            .now
+            .unwrap_or_else(|| chrono::Local::now().naive_local());
+        let choice = plan::choose_snapshot(&summaries, options.allow_incomplete, now);
         match &choice.snapshot {
             Some(name) => {
                 chosen.push((set.name.clone(), name.clone()));

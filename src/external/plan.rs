@@ -264,19 +264,25 @@ pub struct SnapshotChoice {
     pub warnings: Vec<String>,
 }
 
-/// Chooses the snapshot of a set to export: the newest complete one; with `allow_incomplete`, a newer incomplete one
-/// instead. Snapshots without metadata are never used. `snapshots` may be in any order. The warnings do not name the
-/// set (the caller shows them under or after its name).
-pub fn choose_snapshot(snapshots: &[SnapshotSummary], allow_incomplete: bool) -> SnapshotChoice {
+/// Chooses the snapshot of a set to export: the newest complete one (by [`crate::snapshot::recency`] at `now`: one
+/// dated in the future is not the newest); with `allow_incomplete`, a newer incomplete one instead. Snapshots without
+/// metadata are never used. `snapshots` may be in any order. The warnings do not name the set (the caller shows them
+/// under or after its name).
+pub fn choose_snapshot(
+    snapshots: &[SnapshotSummary],
+    allow_incomplete: bool,
+    now: NaiveDateTime,
+) -> SnapshotChoice {
+    let key = |s: &SnapshotSummary| (crate::snapshot::recency(s.time, now), s.name.clone());
     let newest = |state: SnapshotState| {
         snapshots
             .iter()
             .filter(|s| s.state == state)
-            .max_by(|a, b| a.time.cmp(&b.time).then_with(|| a.name.cmp(&b.name)))
+            .max_by_key(|s| key(s))
     };
     let complete = newest(SnapshotState::Complete);
-    let incomplete = newest(SnapshotState::Incomplete)
-        .filter(|i| complete.is_none_or(|c| (i.time, &i.name) > (c.time, &c.name)));
+    let incomplete =
+        newest(SnapshotState::Incomplete).filter(|i| complete.is_none_or(|c| key(i) > key(c)));
     let unreadable = |s: &SnapshotSummary| {
         let files = format!(
             "{} could not be read",
@@ -430,7 +436,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
         .sets
         .iter()
         .map(|s| {
-            let choice = choose_snapshot(&s.snapshots, world.allow_incomplete);
+            let choice = choose_snapshot(&s.snapshots, world.allow_incomplete, opts.now);
             let action = match (&choice.snapshot, &s.estimate) {
                 (Some(_), Some(_)) => SetAction::Export,
                 _ => SetAction::Skip,

@@ -41,6 +41,8 @@ fn snapshot_choice() {
     let d2 = snap("data", "2025-04-02-000000", Incomplete, 3);
     let d3 = snap("data", "2025-04-03-000000", Unknown, 0);
     let d0 = snap("data", "2025-03-31-000000", Incomplete, 1);
+    // Made while the clock was years ahead; `now` below is 2025-04-10.
+    let ahead = snap("data", "2027-01-01-000000", Complete, 0);
     // (what, snapshots, allow_incomplete, chosen, complete, warning fragment)
     type Case<'a> = (
         &'a str,
@@ -70,6 +72,14 @@ fn snapshot_choice() {
         (
             "newest complete, any order",
             vec![d3.clone(), d1.clone(), d0.clone()],
+            false,
+            Some("data-2025-04-01-000000"),
+            true,
+            "",
+        ),
+        (
+            "one dated in the future is not the newest",
+            vec![ahead.clone(), d1.clone()],
             false,
             Some("data-2025-04-01-000000"),
             true,
@@ -123,7 +133,7 @@ fn snapshot_choice() {
         ),
     ];
     for (what, snaps, allow, want, complete, warning) in cases {
-        let c = choose_snapshot(&snaps, allow);
+        let c = choose_snapshot(&snaps, allow, t("2025-04-10-000000"));
         assert_eq!(c.snapshot.as_deref(), want, "{what}");
         assert_eq!(c.complete, complete, "{what}");
         if warning.is_empty() {

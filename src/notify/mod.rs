@@ -27,10 +27,41 @@ pub fn send(config: &Notifications, events: &[Event]) -> Vec<Delivery> {
         return Vec::new();
     }
     let sinks = sinks::configured(config, &sinks::Env::from_process());
+    deliver_all(&sinks, &wanted, sinks::Sink::limit)
+}
+
+/// Gives each event to each sink, in order, each delivery within `limit(sink)`. A sink that used its whole limit and
+/// failed (a hung receiver) is not tried for the run's later events, so it delays a run by one limit, not one per
+/// event.
+pub(crate) fn deliver_all(
+    sinks: &[sinks::Sink],
+    events: &[&Event],
+    limit: impl Fn(&sinks::Sink) -> std::time::Duration,
+) -> Vec<Delivery> {
+    let mut hung: Vec<Option<String>> = vec![None; sinks.len()];
     let mut out = Vec::new();
-    for event in wanted {
-        for sink in &sinks {
-            out.push(sink.deliver(event));
+    for event in events {
+        for (sink, hung) in sinks.iter().zip(hung.iter_mut()) {
+            if let Some(why) = hung {
+                out.push(Delivery {
+                    event: event.kind,
+                    sink: sink.name().into(),
+                    outcome: Outcome::Failed,
+                    message: Some(why.clone()),
+                });
+                continue;
+            }
+            let limit = limit(sink);
+            let started = std::time::Instant::now();
+            let delivery = sink.deliver_within(event, limit);
+            if delivery.outcome == Outcome::Failed && started.elapsed() >= limit {
+                *hung = Some(format!(
+                    "not tried: it used its whole {}s for the {} notification and failed",
+                    limit.as_secs_f64(),
+                    kind_word(event.kind)
+                ));
+            }
+            out.push(delivery);
         }
     }
     out

@@ -104,10 +104,24 @@ impl Sink {
         }
     }
 
-    /// Gives `event` to this sink; never fails, says what happened.
+    /// How long one delivery may take: [`COMMAND_TIMEOUT`] for a command, [`HTTP_TIMEOUT`] for the others.
+    pub fn limit(&self) -> Duration {
+        match self {
+            Sink::Command { .. } => COMMAND_TIMEOUT,
+            _ => HTTP_TIMEOUT,
+        }
+    }
+
+    /// [`Sink::deliver_within`] its [`Sink::limit`] (the tests' shorthand).
+    #[cfg(test)]
     pub fn deliver(&self, event: &Event) -> Delivery {
+        self.deliver_within(event, self.limit())
+    }
+
+    /// Gives `event` to this sink within `limit`; never fails, says what happened.
+    pub fn deliver_within(&self, event: &Event, limit: Duration) -> Delivery {
         let result = match self {
-            Sink::Desktop { notify_send } => desktop(notify_send, event),
+            Sink::Desktop { notify_send } => desktop(notify_send, event, limit),
             Sink::DesktopUnavailable { why, failure } => {
                 return Delivery {
                     event: event.kind,
@@ -120,8 +134,8 @@ impl Sink {
                     message: Some(why.clone()),
                 };
             }
-            Sink::Command { argv } => command(argv, event, COMMAND_TIMEOUT),
-            Sink::Http { url } => http(url, event),
+            Sink::Command { argv } => command(argv, event, limit),
+            Sink::Http { url } => http(url, event, limit),
         };
         Delivery {
             event: event.kind,
@@ -137,7 +151,7 @@ impl Sink {
 }
 
 /// `notify-send --app-name=dbackup --urgency=... summary details`.
-fn desktop(notify_send: &Path, event: &Event) -> Result<(), String> {
+fn desktop(notify_send: &Path, event: &Event, limit: Duration) -> Result<(), String> {
     let urgency = match event.kind {
         EventKind::Failure => "critical",
         EventKind::Success => "low",
@@ -150,7 +164,7 @@ fn desktop(notify_send: &Path, event: &Event) -> Result<(), String> {
         .arg("--")
         .arg(&event.summary)
         .arg(&event.details);
-    run(cmd, None, HTTP_TIMEOUT).map_err(|e| format!("notify-send: {e}"))
+    run(cmd, None, limit).map_err(|e| format!("notify-send: {e}"))
 }
 
 /// Runs the configured command with the event in its environment and as JSON on stdin.
@@ -159,10 +173,35 @@ pub fn command(argv: &[String], event: &Event, timeout: Duration) -> Result<(), 
     let mut cmd = Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .env("DBACKUP_EVENT", kind_word(event.kind))
-        .env("DBACKUP_SUMMARY", &event.summary)
-        .env("DBACKUP_DETAILS", &event.details);
-    run(cmd, Some(format!("{json}\n").as_bytes()), timeout)
-        .map_err(|e| format!("{}: {e}", crate::ui::shell_words(argv)))
+        .env("DBACKUP_SUMMARY", &*bounded_env(&event.summary))
+        .env("DBACKUP_DETAILS", &*bounded_env(&event.details));
+    run(cmd, Some(format!("{json}\n").as_bytes()), timeout).map_err(|e| {
+        format!(
+            "{}: {e}",
+            crate::ui::shell_words(&crate::stdx::redact_argv(argv))
+        )
+    })
+}
+
+/// The most an environment variable of the command holds: the kernel refuses to start a program given one of more
+/// than 128 KiB (`E2BIG`), so a longer text is cut at a line (the whole event is on stdin).
+const MAX_ENV_TEXT: usize = 64 << 10;
+
+/// `text` as an environment variable carries it: whole, or cut at a line with a note saying where the rest is.
+fn bounded_env(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_ENV_TEXT {
+        return text.into();
+    }
+    let mut end = MAX_ENV_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text[..end].rfind('\n').unwrap_or(end);
+    format!(
+        "{}\n... (cut: the whole event is the JSON on stdin)",
+        &text[..cut]
+    )
+    .into()
 }
 
 /// The request's headers and body, ntfy-style.
@@ -216,15 +255,21 @@ pub fn redact(url: &str) -> String {
 /// The HTTP POST, `http://` and `https://` alike (rustls; the server's certificate must chain to one of Mozilla's
 /// roots, which the binary carries, so it works the same in a unit, a container or the Nix build sandbox). The URL's
 /// secrets (user info, path, query) appear in no message: whatever ureq said is cleaned of them too.
-pub fn http(url: &str, event: &Event) -> Result<(), String> {
-    post(url, event, ureq::tls::RootCerts::WebPki).map_err(|e| crate::stdx::redact_url_in(&e, url))
+pub fn http(url: &str, event: &Event, limit: Duration) -> Result<(), String> {
+    post(url, event, ureq::tls::RootCerts::WebPki, limit)
+        .map_err(|e| crate::stdx::redact_url_in(&e, url))
 }
 
 /// The POST of [`http`], trusting `roots` (the tests' own certificate authority).
-pub(crate) fn post(url: &str, event: &Event, roots: ureq::tls::RootCerts) -> Result<(), String> {
+pub(crate) fn post(
+    url: &str,
+    event: &Event,
+    roots: ureq::tls::RootCerts,
+    limit: Duration,
+) -> Result<(), String> {
     let (headers, body) = request(event);
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(HTTP_TIMEOUT))
+        .timeout_global(Some(limit))
         .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
         .build()
         .into();
@@ -270,19 +315,23 @@ fn run(mut cmd: Command, stdin: Option<&[u8]>, timeout: Duration) -> Result<(), 
     .stdout(Stdio::from(out_for_child))
     .stderr(Stdio::from(err));
     let mut child = cmd.spawn().map_err(|e| format!("cannot run it: {e}"))?;
-    if let (Some(bytes), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // A command that does not read its stdin may exit first: a broken pipe is not its failure.
-        match pipe.write_all(bytes) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("cannot write to its stdin: {e}"));
-            }
+    // Written beside the wait, so that a command that does not read more than a pipe holds is still killed in time
+    // (the writer then meets the closed pipe and ends).
+    let writer = match (stdin, child.stdin.take()) {
+        (Some(bytes), Some(mut pipe)) => {
+            let bytes = bytes.to_vec();
+            Some(std::thread::spawn(move || pipe.write_all(&bytes)))
         }
-    }
+        _ => None,
+    };
     let status = wait(&mut child, timeout)?;
+    match writer.map(std::thread::JoinHandle::join) {
+        // A command that does not read its stdin may exit first: a broken pipe is not its failure.
+        Some(Ok(Err(e))) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(format!("cannot write to its stdin: {e}"));
+        }
+        _ => {}
+    }
     if status.success() {
         return Ok(());
     }

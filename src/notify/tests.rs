@@ -172,7 +172,7 @@ fn https_posts_the_same_through_rustls_with_nothing_on_path() {
     let e = event(EventKind::MissingMedia);
     let roots =
         ureq::tls::RootCerts::new_with_certs(&[ureq::tls::Certificate::from_der(&ca).to_owned()]);
-    assert_eq!(sinks::post(&url, &e, roots), Ok(()));
+    assert_eq!(sinks::post(&url, &e, roots, sinks::HTTP_TIMEOUT), Ok(()));
     assert_ntfy_request(&received(&rx), &e);
 }
 
@@ -307,6 +307,79 @@ fn failing_commands_say_why() {
         Err("sh -c 'sleep 10': did not finish within 0.3s and was killed".to_string())
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// An event larger than a pipe holds (64 KiB: many sets, long rsync messages) given to a command that does not read
+/// its stdin: the time limit still holds; and one larger than an environment variable may be (128 KiB) still reaches
+/// a command, whole on stdin. Before: writing stdin blocked for ever, before the limit was counted; and the command
+/// could not be started at all (`Argument list too long`).
+#[test]
+fn a_large_event_reaches_a_command_within_the_time_limit() {
+    let large = |bytes: usize| {
+        let mut e = event(EventKind::Failure);
+        e.details = "collect data: FAILED: rsync said: ...\n".repeat(bytes / 38);
+        e
+    };
+    let e = large(100 << 10);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        tx.send(sinks::command(
+            &["sleep".into(), "10".into()],
+            &e,
+            Duration::from_millis(300),
+        ))
+    });
+    let r = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the command sink returned");
+    assert_eq!(
+        r,
+        Err("sleep 10: did not finish within 0.3s and was killed".to_string())
+    );
+
+    let e = large(1 << 20);
+    let json = serde_json::to_string(&e).unwrap().len() + 1;
+    let argv = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        format!("test \"$(wc -c)\" = {json} && test -n \"$DBACKUP_DETAILS\""),
+    ];
+    assert_eq!(sinks::command(&argv, &e, Duration::from_secs(30)), Ok(()));
+}
+
+/// A hung receiver costs a run its time limit once, not once per event: a sink that used its whole limit and failed
+/// is not tried for the run's later events (the other sinks still are). Before: each event waited the whole limit
+/// again (a hung command: 60 s for each of up to four events).
+#[test]
+fn a_sink_that_hangs_is_tried_once_a_run() {
+    let sh = |s: &str| vec!["sh".to_string(), "-c".to_string(), s.to_string()];
+    let sinks = [
+        Sink::Command {
+            argv: sh("sleep 10"),
+        },
+        Sink::Command { argv: sh("exit 0") },
+    ];
+    let events = [
+        event(EventKind::Failure),
+        event(EventKind::LowDisk),
+        event(EventKind::Overdue),
+    ];
+    let wanted: Vec<&Event> = events.iter().collect();
+    let d = deliver_all(&sinks, &wanted, |_| Duration::from_millis(300));
+    let outcomes: Vec<Outcome> = d.iter().map(|d| d.outcome).collect();
+    use Outcome::{Failed, Sent};
+    assert_eq!(outcomes, [Failed, Sent, Failed, Sent, Failed, Sent]);
+    assert_eq!(
+        d[0].message.as_deref(),
+        Some("sh -c 'sleep 10': did not finish within 0.3s and was killed")
+    );
+    for later in [&d[2], &d[4]] {
+        assert_eq!(
+            later.message.as_deref(),
+            Some("not tried: it used its whole 0.3s for the failure notification and failed"),
+            "{later:?}"
+        );
+    }
 }
 
 #[test]

@@ -142,14 +142,16 @@ pub struct NoMatch {
 }
 
 /// The index of the backup `query` selects among `times` (in any order), or the nearest ones when none matches.
-/// Ties (the same second twice) go to the later index.
+/// Ties (the same second twice) go to the later index. The newest is by [`snapshot::recency`] at the local time now:
+/// one dated in the future (a clock that was wrong) is older than what was made since.
 pub fn choose(times: &[NaiveDateTime], query: DateQuery) -> Result<usize, NoMatch> {
+    let now = chrono::Local::now().naive_local();
     let newest_where = |keep: &dyn Fn(NaiveDateTime) -> bool| {
         times
             .iter()
             .enumerate()
             .filter(|(_, t)| keep(**t))
-            .max_by_key(|(i, t)| (**t, *i))
+            .max_by_key(|(i, t)| (snapshot::recency(**t, now), *i))
             .map(|(i, _)| i)
     };
     let found = match query {

@@ -34,6 +34,7 @@ fn notifications_redacted<S: serde::Serializer>(
 ) -> Result<S::Ok, S::Error> {
     let mut shown = n.clone();
     shown.http = shown.http.as_deref().map(crate::stdx::redact_url);
+    shown.command = shown.command.as_deref().map(crate::stdx::redact_argv);
     shown.serialize(s)
 }
 

@@ -300,7 +300,7 @@ pub fn summary(s: &Settings, env: &Env) -> String {
         to.push("desktop".to_string());
     }
     if let Some(c) = &n.command {
-        to.push(format!("command {}", c.join(" ")));
+        to.push(format!("command {}", crate::stdx::redact_argv(c).join(" ")));
     }
     if let Some(u) = &n.http {
         to.push(format!("POST {}", crate::stdx::redact_url(u)));

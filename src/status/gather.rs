@@ -427,7 +427,9 @@ pub fn list_sets_with(root: &Path, names: &[&str], history: usize) -> Vec<SetFac
         .iter()
         .map(|set| {
             let mut snaps = found.remove(set).unwrap_or_default();
-            snaps.sort();
+            // Oldest first, one dated in the future (a clock that was wrong) before the others: never the newest.
+            let now = chrono::Local::now().naive_local();
+            snaps.sort_by_key(|(time, name)| (snapshot::recency(*time, now), name.clone()));
             let mut facts = SetFacts {
                 set: set.to_string(),
                 count: snaps.len(),

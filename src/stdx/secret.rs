@@ -29,6 +29,23 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// A command line as every message, listing and log shows it: each URL in it (a word, or the end of one, as in
+/// `--url=https://...` or `sh -c 'curl https://...'`) as [`redact_url`] shows it, with whatever follows it in that
+/// word. A URL handed to a notification command is as secret as the `http` sink's.
+pub fn redact_argv(argv: &[String]) -> Vec<String> {
+    argv.iter()
+        .map(|word| {
+            let Some(at) = word.find("://") else {
+                return word.clone();
+            };
+            let start = word[..at]
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+                .map_or(0, |i| i + 1);
+            format!("{}{}", &word[..start], redact_url(&word[start..]))
+        })
+        .collect()
+}
+
 /// `text` (an error message from the HTTP client) with every secret part of `url` it quotes replaced:
 /// the whole URL by [`redact_url`], its user info and its path and query by `***`.
 pub fn redact_url_in(text: &str, url: &str) -> String {
@@ -64,6 +81,31 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
         }
+    }
+
+    #[test]
+    fn urls_in_a_command_line_are_redacted() {
+        let argv: Vec<String> = [
+            "curl",
+            "https://u:pw@ntfy.sh/topic",
+            "--url=http://h:8/t?token=x",
+            "curl -d @- https://ntfy.sh/topic && echo ok",
+            "tgram://bottoken/chat",
+            "plain",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            redact_argv(&argv),
+            [
+                "curl",
+                "https://ntfy.sh/***",
+                "--url=http://h:8/***",
+                "curl -d @- https://ntfy.sh/***",
+                "tgram://bottoken/***",
+                "plain"
+            ]
+        );
     }
 
     #[test]

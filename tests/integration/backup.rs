@@ -20,7 +20,7 @@ use crate::fixtures::backup::{
     ALL_EVENTS, DEMO_SETS, demo_home, kinds, notifications, received, sink_script,
 };
 use crate::fixtures::snapshots;
-use crate::harness::{Output, Test};
+use crate::harness::{self, Output, Test};
 
 fn report(out: &Output) -> BackupReport {
     out.json()
@@ -342,8 +342,8 @@ fn a_failed_set_does_not_stop_the_others_and_is_never_exported() {
     );
 }
 
-#[test]
-fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
+/// The demo's sets with `schedule.external: always` to the plain directory `<tmp>/drive`, which is there.
+fn always_to_a_present_drive() -> Test {
     let t = demo_sets_world(|t| {
         format!(
             r#", "schedule": {{ "external": "always" }},
@@ -352,6 +352,12 @@ fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
         )
     });
     fs::create_dir_all(t.path("drive")).unwrap();
+    t
+}
+
+#[test]
+fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
+    let t = always_to_a_present_drive();
     backup(&t, &[], 0);
     // Collect is not due (daily), the drive already holds the newest snapshots: nothing to write.
     let r = backup(&t, &[], 0);
@@ -363,6 +369,84 @@ fn an_unchanged_always_run_does_not_write_the_same_snapshots_again() {
         r.external_skipped[0]
     );
     assert_eq!(drive_backups(&t.path("drive")).len(), 1);
+}
+
+/// A snapshot dated in the future (made while the clock was wrong, then set right) is not the newest: `external`
+/// exports, `backup` compares the drive with, `restore` restores by default, and `status` shows the newest snapshot
+/// made since. Before: the
+/// future-dated one, whose contents are older, was exported, and every later `backup` found the drive already
+/// holding it and wrote nothing new until the clock reached its date.
+#[test]
+fn a_snapshot_dated_in_the_future_is_not_the_newest() {
+    let t = always_to_a_present_drive();
+    t.cmd().args(["collect"]).status(0);
+    let old = snapshots(&t, "data")[0].clone();
+    let future = "data-2099-01-01-000000";
+    harness::run_ok(
+        std::process::Command::new("cp")
+            .arg("-a")
+            .arg(t.root().join(&old))
+            .arg(t.root().join(future)),
+    );
+    let mut meta = read_snapshot_meta(&t.root().join(format!("{old}.json"))).unwrap();
+    meta.name = future.into();
+    meta.started = chrono::DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z").unwrap();
+    meta.finished = meta.started;
+    fs::write(
+        t.root().join(format!("{future}.json")),
+        serde_json::to_string(&meta).unwrap(),
+    )
+    .unwrap();
+    // Collected after the clock was set right: the newest, though its name sorts before the future one.
+    fs::write(t.path("data/projects/p0/README.md"), "changed").unwrap();
+    let r: dbackup::CollectReport = t.run_json(&["collect", "--set", "data"]);
+    let newest = r.sets[0].snapshot.clone().unwrap();
+
+    t.cmd()
+        .args(["--dry-run", "external"])
+        .status(0)
+        .stdout_has(&format!("set data: {newest}:"));
+    let out = t
+        .cmd()
+        .args([
+            "--dry-run",
+            "restore",
+            "--path",
+            "~/data/projects/p0/README.md",
+            "--target",
+        ])
+        .args([t.path("restored")])
+        .status(0);
+    let from = format!("from {}", t.root().join(&newest).display());
+    assert!(
+        out.stdout.contains(&from),
+        "restore's newest is {newest}:\n{}",
+        out.stdout
+    );
+    let status: dbackup::StatusReport = t.run_json(&["status"]);
+    let data = status.sets.iter().find(|s| s.set == "data").unwrap();
+    assert_eq!(data.newest.as_ref().unwrap().name, newest);
+    let r = backup(&t, &[], 0);
+    assert!(
+        r.collect
+            .iter()
+            .all(|c| c.sets.iter().all(|s| s.set != "data")),
+        "data is not due: {r:?}"
+    );
+    let written = &drive_backups(&t.path("drive"))[0];
+    let data = written
+        .meta
+        .as_ref()
+        .unwrap()
+        .sets
+        .iter()
+        .find(|s| s.set == "data")
+        .unwrap();
+    assert_eq!(data.snapshot, newest);
+    assert!(
+        t.root().join(future).is_dir(),
+        "kept, as retention keeps what is dated in the future"
+    );
 }
 
 /// `backup --now` decides the drive's full or incremental at that time, as `external --now` does: a second run at

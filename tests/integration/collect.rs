@@ -441,6 +441,44 @@ fn an_emptied_source_is_refused_until_allowed() {
     assert_eq!(snapshots(&t, "data").len(), 2);
 }
 
+/// A source whose top level stays while everything below it goes (a disk mounted at `~/data/projects` that is not
+/// mounted now, a directory emptied by mistake) is refused too: retention would otherwise rotate every snapshot that
+/// holds the files out. Before: accepted as complete, exit 0, and after `retention.local` runs the files were gone
+/// from every snapshot.
+#[test]
+fn a_source_emptied_below_its_top_level_is_refused_until_allowed() {
+    let t = Test::new().config(&config(r#"{ "name": "data", "sources": ["~/data"] }"#, 2));
+    for i in 0..20 {
+        t.write(&format!("home/data/projects/p{i:02}"), "work");
+    }
+    t.cmd().args(["collect"]).status(0);
+    for i in 0..20 {
+        fs::remove_file(t.home().join(format!("data/projects/p{i:02}"))).unwrap();
+    }
+    for _ in 0..3 {
+        let out = t.cmd().args(["collect"]).status(1);
+        out.stderr_has("the last snapshot");
+        out.stderr_has("use --allow-shrink to accept");
+    }
+    let kept = snapshots(&t, "data");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(latest(&t, "data"), kept[0]);
+    assert!(
+        t.root()
+            .join(&kept[0])
+            .join(
+                t.home()
+                    .join("data/projects/p00")
+                    .strip_prefix("/")
+                    .unwrap()
+            )
+            .is_file()
+    );
+    let out = t.cmd().args(["collect", "--allow-shrink"]).status(3);
+    out.stderr_has("accepted: --allow-shrink");
+    assert_eq!(snapshots(&t, "data").len(), 2);
+}
+
 #[test]
 fn dry_run_writes_nothing() {
     let t = Test::new().config(&config(SAMPLE_SETS, 7));

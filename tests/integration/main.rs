@@ -36,6 +36,7 @@ mod loopdev_attrs;
 mod loopdev_backup;
 mod loopdev_chain;
 mod loopdev_chain_faults;
+mod loopdev_collect;
 mod loopdev_encryption;
 mod loopdev_external;
 mod loopdev_fat32;

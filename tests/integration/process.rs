@@ -534,3 +534,35 @@ fn notification_url_secrets_appear_nowhere() {
     out.stderr_has("\"ntfy.sh/***\" is not an http:// or https:// URL");
     clean("the config error", &out.stderr);
 }
+
+/// The same for a URL handed to the notification `command` (`curl ... https://ntfy.sh/topic`, an apprise URL): a
+/// command that fails is named in `backup`'s warning and the run log, and `config check` (text and JSON) lists it,
+/// each with the URL as `https://ntfy.sh/***`. Before: the whole argv, user info, topic and token, in all four.
+#[test]
+fn notification_command_url_secrets_appear_nowhere() {
+    let url = "https://user:hunter2@ntfy.sh/secret-topic?token=tk_abc123";
+    let t = Test::new().config(&config(&format!(
+        r#", "notifications": {{ "command": ["/bin/sh", "-c", "exit 3", "--url={url}"], "events": ["success"] }}"#
+    )));
+    t.write("home/data/file", "x");
+    let clean = |what: &str, text: &str| {
+        for s in ["hunter2", "secret-topic", "tk_abc123", "token="] {
+            assert!(!text.contains(s), "{what} shows {s:?}:\n{text}");
+        }
+        assert!(
+            text.contains("--url=https://ntfy.sh/***"),
+            "{what}:\n{text}"
+        );
+    };
+    let out = t.cmd().args(["config", "check"]).status(0);
+    clean("config check", &out.stdout);
+    let out = t.cmd().args(["--json", "config", "check"]).status(0);
+    clean("--json config check", &out.stdout);
+    let out = t.cmd().args(["backup"]).status(0);
+    out.stderr_has("(command sink): ");
+    clean("backup", &(out.stdout + &out.stderr));
+    clean(
+        "the run log",
+        &fs::read_to_string(t.path("state/dbackup/log.jsonl")).unwrap(),
+    );
+}
