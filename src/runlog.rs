@@ -201,6 +201,30 @@ pub fn read(state_dir: &Path) -> io::Result<Vec<RunRecord>> {
         .collect())
 }
 
+/// The newest snapshot under `root` that the runs of `records` name (collect's new snapshots, external's exported
+/// ones: any string of a record that is `<root>/<set>-<stamp>`), the newest run first: what the backup root held
+/// once, for `collect` to notice that it holds none of it now (its disk not mounted).
+pub fn last_snapshot_under(records: &[RunRecord], root: &Path) -> Option<PathBuf> {
+    fn find(v: &serde_json::Value, root: &Path) -> Option<PathBuf> {
+        match v {
+            serde_json::Value::String(s) => {
+                let p = Path::new(s);
+                let name = p.strip_prefix(root).ok()?.to_str()?;
+                let stamp = name.len().checked_sub(crate::snapshot::STAMP_LEN)?;
+                (name.len() > crate::snapshot::STAMP_LEN + 1
+                    && name.as_bytes()[stamp - 1] == b'-'
+                    && !name.contains('/')
+                    && crate::snapshot::parse_stamp(&name[stamp..]).is_some())
+                .then(|| p.to_path_buf())
+            }
+            serde_json::Value::Array(a) => a.iter().find_map(|v| find(v, root)),
+            serde_json::Value::Object(o) => o.values().find_map(|v| find(v, root)),
+            _ => None,
+        }
+    }
+    records.iter().rev().find_map(|r| find(&r.sets, root))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +242,28 @@ mod tests {
             sets: serde_json::json!([{ "set": "data", "pad": "x".repeat(1000) }]),
             interrupted: None,
         }
+    }
+
+    /// The newest run's snapshot under the root, collect's or external's, never a path elsewhere or not a stamp.
+    #[test]
+    fn the_last_snapshot_under_a_root_comes_from_the_newest_run_naming_one() {
+        let mut a = record(0);
+        a.sets = serde_json::json!([{ "set": "data", "path": "/b/data-2025-04-01-031500" }]);
+        let mut b = record(0);
+        b.sets = serde_json::json!({ "sets": [{ "snapshot_path": "/b/data-2025-04-02-031500" }] });
+        let mut c = record(1);
+        c.sets = serde_json::json!([{ "path": "/b/sub/data-2025-04-03-031500", "x": "/b/notes.txt",
+            "y": "/elsewhere/data-2025-04-04-031500", "z": "/b/-2025-04-04-031500" }]);
+        let root = Path::new("/b");
+        assert_eq!(
+            last_snapshot_under(&[a.clone(), b, c.clone()], root),
+            Some(PathBuf::from("/b/data-2025-04-02-031500"))
+        );
+        assert_eq!(
+            last_snapshot_under(&[a, c.clone()], root),
+            Some(PathBuf::from("/b/data-2025-04-01-031500"))
+        );
+        assert_eq!(last_snapshot_under(&[c], root), None);
     }
 
     #[test]

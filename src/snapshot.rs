@@ -635,6 +635,24 @@ pub fn root_lacks(root: &Path) -> Result<Vec<&'static str>, SnapshotError> {
     Ok(lacks)
 }
 
+/// Whether `root` holds a snapshot directory of any set (`<set>-<stamp>`), read from its listing only.
+pub fn holds_any_snapshot(root: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(root) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let name = e.file_name();
+        let name = name.as_encoded_bytes();
+        name.len() > STAMP_LEN + 1
+            && name[name.len() - STAMP_LEN - 1] == b'-'
+            && std::str::from_utf8(&name[name.len() - STAMP_LEN..])
+                .ok()
+                .and_then(parse_stamp)
+                .is_some()
+            && e.file_type().is_ok_and(|t| t.is_dir())
+    })
+}
+
 /// Creates a directory with mode 0700 (and its missing parents).
 pub fn create_private_dir(path: &Path) -> Result<(), SnapshotError> {
     fs::DirBuilder::new()

@@ -94,7 +94,7 @@ pub fn execute(
     }
 
     let names: Vec<&str> = settings.sets.iter().map(|s| s.name.as_str()).collect();
-    let prepared = collect::exec::prepare(&settings.backup_root, &names, ui)?;
+    let prepared = collect::exec::prepare(&settings.backup_root, &settings.state_dir, &names, ui)?;
     collect_step(settings, &groups, &prepared, &mut report, ui);
     if writes && crate::interrupt::requested().is_none() {
         // `--now` decides the drives' full or incremental too, as `external --now` does.

@@ -100,7 +100,21 @@ pub struct Prepared {
 
 /// Creates the backup root (0700) if missing, warns when an existing one is open to others, takes the lock and
 /// removes leftovers of crashed runs.
-pub fn prepare(root: &Path, sets: &[&str], ui: &Ui) -> anyhow::Result<Prepared> {
+pub fn prepare(root: &Path, state_dir: &Path, sets: &[&str], ui: &Ui) -> anyhow::Result<Prepared> {
+    if let Some(gone) = vanished_root(root, state_dir) {
+        return Err(CodedError::new(
+            Exit::Failed,
+            format!(
+                "the backup root {} holds none of the snapshots earlier runs made there ({} for one): is the \
+                 disk it lives on mounted? Mount it and run again; nothing was written. If they are gone for good, \
+                 start afresh by moving the run log aside: mv {log} {log}.old",
+                root.display(),
+                gone.display(),
+                log = crate::runlog::path(state_dir).display()
+            ),
+        )
+        .into());
+    }
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => {
             let mode = m.permissions().mode() & 0o7777;
@@ -149,6 +163,17 @@ pub fn prepare(root: &Path, sets: &[&str], ui: &Ui) -> anyhow::Result<Prepared> 
         ui.step(format_args!("removed leftover {c}"));
     }
     Ok(Prepared { lock, cleaned })
+}
+
+/// The newest snapshot the run log says was made in `root`, when `root` now holds no snapshot at all and that one is
+/// gone too: the disk the root lives on is not mounted (then collect would fill the disk below the mount point with
+/// a first full copy), or its snapshots were removed by hand.
+fn vanished_root(root: &Path, state_dir: &Path) -> Option<PathBuf> {
+    if snapshot::holds_any_snapshot(root) {
+        return None;
+    }
+    let records = crate::runlog::read(state_dir).ok()?;
+    crate::runlog::last_snapshot_under(&records, root).filter(|p| fs::symlink_metadata(p).is_err())
 }
 
 /// Runs every set of the plan, one after the other. A set's failure does not stop the others.

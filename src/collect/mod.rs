@@ -82,7 +82,7 @@ pub fn run(
     // Before creating anything: without rsync there is nothing to do.
     crate::rsync::probe_rsync()?;
     let names: Vec<&str> = sets.iter().map(|s| s.name.as_str()).collect();
-    let prepared = exec::prepare(&settings.backup_root, &names, ui)?;
+    let prepared = exec::prepare(&settings.backup_root, &settings.state_dir, &names, ui)?;
     let outcome = run_prepared(settings, sets, options, ui, &prepared);
     drop(prepared);
     outcome

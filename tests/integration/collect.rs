@@ -590,3 +590,35 @@ fn the_summary_reads_well() {
         insta::assert_snapshot!("result", t.without_tmp(&out.stdout));
     });
 }
+
+/// The backup root's disk not mounted: the root is gone, or is the empty directory below the mount point. collect
+/// (and backup) refuse, naming the newest snapshot the run log says was made there, and write nothing: before, they
+/// created the root on the disk below and copied everything there in full, filling the system disk. Moving the
+/// run log aside starts afresh.
+#[test]
+fn a_backup_root_whose_snapshots_are_all_gone_is_not_filled_again() {
+    let t = Test::new().config(&config(SAMPLE_SETS, 7));
+    sample(&t);
+    let first = report(&t.cmd().args(["--json", "collect"]).status(0));
+    let newest = first.sets[0].path.clone().unwrap();
+    fs::rename(t.root(), t.path("root-on-its-disk")).unwrap();
+    for command in ["collect", "backup"] {
+        let out = t.cmd().args([command]).status(1);
+        out.stderr_has(&format!(
+            "the backup root {} holds none of the snapshots earlier runs made there ({} for one): is the disk it \
+             lives on mounted?",
+            t.root().display(),
+            newest.display()
+        ))
+        .stderr_has("nothing was written");
+        assert!(!t.root().exists(), "{command} created the root");
+    }
+    // The mount point's own directory, empty.
+    fs::create_dir(t.root()).unwrap();
+    t.cmd().args(["collect"]).status(1);
+    assert_eq!(files_under(&t.root()), 0);
+    // Gone for good: the run log moved aside, as the message says.
+    let log = t.path("state/dbackup/log.jsonl");
+    fs::rename(&log, log.with_extension("jsonl.old")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+}

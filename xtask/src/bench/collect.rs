@@ -83,7 +83,7 @@ pub fn run(args: CollectArgs) -> Result<()> {
         .context("warm-up dbackup collect failed")?;
     let next_cmd = w.rsync_plan()?;
     eprintln!("next runs: {}", next_cmd.render());
-    remove_dir_if_exists(&w.dbackup_root)?;
+    super::measure::remove_backup_root(&w.work, &w.dbackup_root)?;
     // The untimed warm-up of rsync, so both start from the same page cache.
     std::fs::create_dir_all(&w.rsync_root)?;
     w.rsync(&first_cmd, "warm-up", None)?;
@@ -269,7 +269,7 @@ impl World {
 
     /// One first run and one no-change run of `dbackup collect`, from an empty backup root.
     fn measure_dbackup(&self, cache: Cache, check: bool, stats: TreeStats) -> Result<[Run; 2]> {
-        remove_dir_if_exists(&self.dbackup_root)?;
+        super::measure::remove_backup_root(&self.work, &self.dbackup_root)?;
         cache.prepare()?;
         let t1 = self.dbackup_collect()?;
         // Snapshot names have one-second resolution (untimed).
@@ -283,7 +283,7 @@ impl World {
             };
             check_copy("dbackup", s1, s2, stats)?;
         }
-        remove_dir_if_exists(&self.dbackup_root)?;
+        super::measure::remove_backup_root(&self.work, &self.dbackup_root)?;
         let run = |t: Timing| Run {
             tool: t.wall,
             cpu: t.cpu,

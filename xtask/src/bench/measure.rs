@@ -46,6 +46,16 @@ pub fn fresh_work_dir(sh: &Shell, name: &str) -> Result<PathBuf> {
     Ok(work.canonicalize()?)
 }
 
+/// Removes a backup root a bench made under `work`, and the run log that remembers its snapshots: collect refuses
+/// a root that holds none of the snapshots the log says it made (as a disk that is not mounted).
+pub fn remove_backup_root(work: &Path, root: &Path) -> Result<()> {
+    crate::util::remove_dir_if_exists(root)?;
+    match std::fs::remove_file(work.join("state/dbackup/log.jsonl")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 /// The release dbackup as the benches run it: `--config config`, a home, state and config directory of its own
 /// under `work`, stdin closed, none of the caller's `DBACKUP`, `DBACKUP_CONFIG` or `DDATA`.
 pub fn dbackup_command(bin: &Path, work: &Path, config: &Path) -> Command {

@@ -298,7 +298,7 @@ impl World {
                     }
                     remove_dir_if_exists(&copy)?;
                 } else {
-                    remove_dir_if_exists(&self.work.join("root"))?;
+                    super::measure::remove_backup_root(&self.work, &self.work.join("root"))?;
                     args.cache.prepare()?;
                     let t = timed_cpu(self.dbackup().arg("collect"), "dbackup collect")?;
                     push(&mut table, COLLECT, DBACKUP, t);
