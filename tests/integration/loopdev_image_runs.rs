@@ -23,16 +23,22 @@ use crate::loopdev_image::{
 /// A 1 GiB T9 and a disk whose root holds `big` bytes, both its partitions imaged to the T9 (`image create
 /// --device <ESP> --device <root>`): the world and the image backup's metadata.
 fn imaged_disk(big: usize) -> (Test, Drive, LoopDisk, BackupMeta) {
-    let t = Test::new();
-    let t9 = Drive::exfat("T9", 1 << 30);
-    let disk = disk_with_root(&t, big, Root::Ext4);
-    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let (t, t9, disk) = disk_and_t9(big);
     let dev = |n: u32| disk.part(n).display().to_string();
     t.cmd()
         .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
         .status(0);
     let (_, meta) = image_backup(&t9);
     (t, t9, disk, meta)
+}
+
+/// A 1 GiB T9 and a disk whose ext4 root holds `big` bytes, with a config naming the T9 (nothing imaged yet).
+fn disk_and_t9(big: usize) -> (Test, Drive, LoopDisk) {
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, big, Root::Ext4);
+    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    (t, t9, disk)
 }
 
 /// A config with one set, `image.devices`, and the T9 (`t9_extra` inside its object, `more` destinations after it).
@@ -627,10 +633,7 @@ fn t9_image_create_killed_mid_image_then_run_again_removes_what_it_left() {
     if !require() {
         return;
     }
-    let t = Test::new();
-    let t9 = Drive::exfat("T9", 1 << 30);
-    let disk = disk_with_root(&t, 96 << 20, Root::Ext4);
-    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let (t, t9, disk) = disk_and_t9(96 << 20);
     let root = disk.part(2);
     let name = root.file_name().unwrap().to_string_lossy().into_owned();
     let run = || t.cmd().args(["image", "create", "--device"]).args([&root]);
@@ -760,10 +763,7 @@ fn t9_a_filesystem_mounted_read_only_is_imaged() {
     if !require() {
         return;
     }
-    let t = Test::new();
-    let t9 = Drive::exfat("T9", 1 << 30);
-    let disk = disk_with_root(&t, 1 << 20, Root::Ext4);
-    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let (t, t9, disk) = disk_and_t9(1 << 20);
     let (before, _) = look_at_root(&t, &disk, "mnt/before");
     let mounted = crate::loopdev_image::RoMount::new(&disk.part(2), &t.path("mnt/ro"));
     let plan = t
