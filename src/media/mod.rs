@@ -21,9 +21,8 @@
 //!    ([`marker`], a regular file of at most 64 KiB): a drive whose marker names another destination is refused.
 //! 5. Read-only mounts (`ro` in the mount or superblock options, or `ST_RDONLY`) are *read-only*; less than
 //!    [`MIN_FREE_BYTES`] available is *full*.
-//! 6. The writability probe: an empty file `.dbackup-probe-<pid>-<nanos>` is created at `path` and removed at once,
-//!    and `path`'s times are set back. This is the only thing detection ever writes, and only on a filesystem that
-//!    passed every check above.
+//! 6. The writability probe: an empty file `.dbackup-probe-<pid>-<nanos>` is created at `path` and removed at once.
+//!    This is the only thing detection ever writes, and only on a filesystem that passed every check above.
 //!
 //! `require_mount: false` (a NAS share, a plain directory in tests) skips step 2 but keeps the others; the
 //! information then describes the filesystem that holds `path`.
@@ -682,34 +681,18 @@ pub fn block_size(path: &Path) -> u64 {
         .unwrap_or(4096)
 }
 
-/// Creates and removes an empty file at `dir`: the one write detection does. `dir`'s times are then set back to what
-/// they were, so a look (a dry run, `status`) leaves nothing a user or a sync tool could see.
+/// Creates and removes an empty file at `dir`: the one write detection does.
 fn write_probe(dir: &Path) -> std::io::Result<()> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let probe = dir.join(format!(".dbackup-probe-{}-{nanos}", std::process::id()));
-    // Best effort: a directory that cannot be opened for reading, or a filesystem without settable directory times,
-    // keeps what the probe did to them.
-    let before = std::fs::File::open(dir)
-        .ok()
-        .and_then(|h| Some((h.metadata().ok()?, h)));
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&probe)?;
-    std::fs::remove_file(&probe)?;
-    if let Some((md, handle)) = before
-        && let (Ok(modified), Ok(accessed)) = (md.modified(), md.accessed())
-    {
-        let _ = handle.set_times(
-            std::fs::FileTimes::new()
-                .set_modified(modified)
-                .set_accessed(accessed),
-        );
-    }
-    Ok(())
+    std::fs::remove_file(&probe)
 }
 
 /// The block device behind a mount: its source when that is a block device, else the device its number names

@@ -145,32 +145,6 @@ fn plain_directory_without_require_mount_is_present_and_probe_leaves_nothing() {
     );
 }
 
-/// The writability probe leaves the directory's times as they were, so a dry run or `status` changes nothing a
-/// user (or a sync tool) could see on the drive. (Before: the root's mtime became the time of every look.)
-#[test]
-fn the_probe_leaves_the_directory_mtime_as_it_was() {
-    use std::os::unix::fs::MetadataExt;
-    let tmp = tempfile::tempdir().unwrap();
-    let old =
-        std::time::SystemTime::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 123_456_789);
-    std::fs::File::open(tmp.path())
-        .unwrap()
-        .set_times(
-            std::fs::FileTimes::new()
-                .set_modified(old)
-                .set_accessed(old),
-        )
-        .unwrap();
-    present(detect(&plain("nas", tmp.path())));
-    let md = std::fs::metadata(tmp.path()).unwrap();
-    assert_eq!(
-        (md.mtime(), md.mtime_nsec()),
-        (1_700_000_000, 123_456_789),
-        "the probe changed the directory's mtime"
-    );
-    assert!(entries(tmp.path()).is_empty());
-}
-
 #[test]
 fn symlinked_path_is_resolved() {
     let tmp = tempfile::tempdir().unwrap();
