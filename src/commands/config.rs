@@ -38,8 +38,11 @@ fn check(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<
         crate::out!("{}", crate::settings::summary(&settings, env));
     }
     let ui = crate::ui::Ui::new(&settings.output);
-    for absent in crate::settings::absent_files(&settings) {
-        ui.warn(absent);
+    for warning in crate::settings::absent_files(&settings)
+        .into_iter()
+        .chain(crate::settings::overlapping_sources(&settings))
+    {
+        ui.warn(warning);
     }
     Ok(Exit::Ok)
 }

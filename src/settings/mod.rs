@@ -16,7 +16,7 @@ use crate::expand::{self, Env};
 pub mod bwlimit;
 mod summary;
 
-pub use summary::{absent_files, summary};
+pub use summary::{absent_files, overlapping_sources, summary};
 
 /// How much to print and whether to change anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

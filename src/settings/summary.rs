@@ -88,6 +88,53 @@ pub fn absent_files(s: &Settings) -> Vec<String> {
     out
 }
 
+/// Sources that two sets both copy, for `config check` to warn of: the same path, or one inside another that the
+/// outer set does not keep out with an anchored exclusion. Each set keeps its own copy: twice the space, and two
+/// archives of the same files on every drive.
+pub fn overlapping_sources(s: &Settings) -> Vec<String> {
+    let kept_out = |set: &super::SetSettings, inner: &std::path::Path| {
+        set.exclusions.iter().any(|e| {
+            matches!(e, Exclusion::Anchored { include: false, .. })
+                && inner.starts_with(
+                    e.rsync_pattern()
+                        .trim_end_matches('*')
+                        .trim_end_matches('/'),
+                )
+        })
+    };
+    let mut out = Vec::new();
+    for (i, a) in s.sets.iter().enumerate() {
+        for (j, b) in s.sets.iter().enumerate().filter(|(j, _)| *j != i) {
+            for sa in &a.sources {
+                for sb in &b.sources {
+                    let (outer, inner) = (&sa.resolved, &sb.resolved);
+                    if outer == inner && i < j {
+                        out.push(format!(
+                            "sets {} and {} both copy {}: each keeps a copy of its own (twice the space); \
+                             drop it from one of them",
+                            a.name,
+                            b.name,
+                            inner.display()
+                        ));
+                    } else if outer != inner && inner.starts_with(outer) && !kept_out(a, inner) {
+                        out.push(format!(
+                            "set {}'s source {} is inside set {}'s source {}, which copies it too (twice the \
+                             space); add it to the exclusions of {}, or drop it from {}",
+                            b.name,
+                            inner.display(),
+                            a.name,
+                            outer.display(),
+                            a.name,
+                            b.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The settings in words: what `config check` prints.
 // Stays long: the settings printed in the order `config check` shows them, one short block per key.
 pub fn summary(s: &Settings, env: &Env) -> String {

@@ -230,6 +230,36 @@ fn config_check_warns_of_each_file_the_config_names_that_is_absent() {
     out.stderr_lacks("warning");
 }
 
+/// Two sets copying the same files (the same source, or one inside another that the outer set does not exclude)
+/// are valid, but `config check` says so, naming both: each set keeps its own copy. Before, it said nothing.
+#[test]
+fn config_check_warns_of_sources_two_sets_both_copy() {
+    let t = Test::new();
+    std::fs::create_dir_all(t.path("src/sub")).unwrap();
+    std::fs::create_dir_all(t.path("other")).unwrap();
+    let t = t.config(
+        r#"{
+  "backup_root": "{root}",
+  "backup_sets": [
+    { "name": "all", "sources": ["{tmp}/src"] },
+    { "name": "sub", "sources": ["{tmp}/src/sub"] },
+    { "name": "again", "sources": ["{tmp}/src", "{tmp}/other"] },
+    { "name": "kept-out", "sources": ["{tmp}/other"], "exclusions": ["{tmp}/other/sub/"] },
+    { "name": "other-sub", "sources": ["{tmp}/other/sub"] }
+  ]
+}"#,
+    );
+    std::fs::create_dir_all(t.path("other/sub")).unwrap();
+    let out = t.cmd().args(["config", "check"]).status(0);
+    let warnings: Vec<String> = out
+        .stderr
+        .lines()
+        .map(|l| redact(&t, l))
+        .filter(|l| l.starts_with("dbackup: warning: "))
+        .collect();
+    insta::assert_snapshot!("overlapping_sources", warnings.join("\n"));
+}
+
 /// With HOME unset or empty (cron, `env -i`), `~` is the user's home from the password database, as in a shell;
 /// before, it was `/`, so `~/docs` meant `/docs` and the backup root `/.local/share/dbackup`.
 #[test]
