@@ -26,14 +26,22 @@ pub fn default_text(target: &Path, env: &Env) -> anyhow::Result<String> {
 }
 
 /// Writes `text` to a new file at `target`, mode 0600, creating parent directories; never replaces a file.
-/// The text goes to a temporary file first, which is linked into place only when complete.
+/// The text goes to a temporary file first (fsynced), which is linked into place only when complete, and the
+/// directory is fsynced then.
 pub fn write_new(target: &Path, text: &str) -> anyhow::Result<()> {
     let parent = target.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = crate::stdx::fs::complete_temp(parent, ".config.json.", 0o600, text)?;
+    // Named for what it becomes (an identity's temporary file is not a config's).
+    let name = target
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let tmp = crate::stdx::fs::complete_temp(parent, &format!(".{name}.tmp-"), 0o600, text)?;
     match tmp.persist_noclobber(target) {
-        Ok(_) => Ok(()),
+        // The directory too, so that a crash soon after cannot lose the file (for keygen, the only copy of a key).
+        Ok(_) => std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", parent.display())),
         Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Err(ConfigError::Exists {
             path: target.to_path_buf(),
         }
