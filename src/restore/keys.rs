@@ -156,6 +156,11 @@ impl KeyRing {
                     Err(e) if !self.given.is_empty() => found.warnings.push(format!(
                         "{e} (the config's encryption.identity_file); using the --identity given"
                     )),
+                    // A verify without the key still checks the encrypted files against the sums, as with no
+                    // identity_file at all.
+                    Err(e) if ask == Ask::IfAvailable => found.warnings.push(format!(
+                        "{e} (the config's encryption.identity_file); verifying without it"
+                    )),
                     Err(e) => {
                         return Err(CryptError::IdentityFile {
                             path: f.clone(),
@@ -176,7 +181,7 @@ impl KeyRing {
                 Err(e) => return Err(e),
             }
         }
-        found.keys = Some(Arc::new(keys));
+        found.keys = (!keys.is_empty()).then(|| Arc::new(keys));
         Ok(found)
     }
 

@@ -413,6 +413,34 @@ fn a_wrong_or_missing_identity_is_an_error_naming_the_archive() {
     assert!(!meta.contains("AGE-SECRET-KEY"));
 }
 
+/// `restore --verify` when the config's `identity_file` is missing (the key kept elsewhere) checks what it can, as
+/// with no identity_file at all: the encrypted files against the sums, the contents NOT checked (exit 3), saying
+/// the file is missing. Before, it stopped at once (exit 1) and checked nothing. A restore still needs the key.
+#[test]
+fn verify_with_the_configured_identity_missing_still_checks_the_sums() {
+    let e = encrypted_backup(r#", "identity_file": "{tmp}/kept-elsewhere.txt""#);
+    let t = &e.t;
+    let report: VerifyReport = t
+        .cmd()
+        .args(["--json", "restore", "--source", "external", "--verify"])
+        .status(3)
+        .json();
+    assert!(report.intact && !report.content_checked, "{report:?}");
+    assert!(report.sums.as_ref().is_some_and(|s| s.ok), "{report:?}");
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--verify"])
+        .status(3);
+    out.stderr_has("kept-elsewhere.txt")
+        .stderr_has("verifying without it");
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--all", "--target"])
+        .args([t.path("out")])
+        .status(1);
+    out.stderr_has("kept-elsewhere.txt");
+}
+
 /// `restore --verify` with an identity that does not open the backup (another key) checks the ciphertext against
 /// the sums, says that the contents were NOT checked because of that identity (exit 3), and does not record the
 /// intact backup as damaged. (Before: the set was "DAMAGED", exit 1, and the backup was noted in `damaged.json`, so
