@@ -417,7 +417,8 @@ fn an_earlier_backup_of_a_chain_that_is_a_symlink_is_not_read_through() {
     );
 }
 
-fn mkfifo(path: &Path) {
+/// A FIFO at `path`.
+pub(crate) fn mkfifo(path: &Path) {
     rustix::fs::mknodat(
         rustix::fs::CWD,
         path,
