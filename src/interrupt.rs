@@ -128,6 +128,17 @@ pub fn check_io() -> std::io::Result<()> {
     check().map_err(std::io::Error::other)
 }
 
+/// A reader that fails with the [`Interrupted`] of [`check_io`] once a signal came (checked before every read), so a
+/// copy into a child's pipe stops at the next block.
+pub struct CheckedReader<R>(pub R);
+
+impl<R: std::io::Read> std::io::Read for CheckedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        check_io()?;
+        self.0.read(buf)
+    }
+}
+
 /// A child process that hears the signals dbackup gets, while this guard lives. Drop it before reaping the child
 /// (`wait`): until then its pid cannot name another process.
 #[must_use = "the child hears the signals only while the guard lives"]

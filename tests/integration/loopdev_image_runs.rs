@@ -855,3 +855,88 @@ fn t9_restore_verify_checks_the_partition_images() {
         "a whole backup is forgotten: {noted}"
     );
 }
+
+/// The loop devices a file is attached to (`losetup -j`).
+fn loops_of(file: &Path) -> Vec<String> {
+    let out = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').next().map(str::to_string))
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
+/// Whether loop device `dev` has the autoclear flag (it is detached at its last close).
+fn autoclear(dev: &str) -> bool {
+    fs::read_to_string(format!(
+        "/sys/block/{}/loop/autoclear",
+        dev.trim_start_matches("/dev/")
+    ))
+    .is_ok_and(|f| f.trim() == "1")
+}
+
+/// `image restore` onto a disk image file stopped by SIGTERM, by two SIGINTs (the second stops at once), or killed
+/// (-9) while it writes: the loop device it attached to the file is detached (by dbackup, or for kill -9 by the
+/// kernel: dbackup sets the device's autoclear flag and holds it open while it writes). Before, a signal killed
+/// dbackup at once (`image restore` did not catch them) and every one of these left the loop device attached.
+#[test]
+fn t9_an_interrupted_image_restore_onto_a_file_detaches_its_loop_device() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, _disk, meta) = imaged_disk(96 << 20);
+    let target = t.path("new.img");
+    for (what, signals) in [
+        ("SIGTERM", &[libc::SIGTERM][..]),
+        ("SIGINT twice", &[libc::SIGINT, libc::SIGINT][..]),
+        ("SIGKILL", &[libc::SIGKILL][..]),
+    ] {
+        blank(&target, 640 * MIB);
+        let mut child = t
+            .cmd()
+            .args(["image", "restore", "--yes", "--from", &meta.stamp, "--to"])
+            .args([&target])
+            .spawn();
+        // Signalled once the restore holds the device it attached, its autoclear flag set (then it writes).
+        let mut held = false;
+        while child.try_wait().unwrap().is_none() {
+            if loops_of(&target).iter().any(|d| autoclear(d)) {
+                held = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            held,
+            "{what}: the restore ended before a loop device with the autoclear flag was attached"
+        );
+        for &s in signals {
+            signal(&child, s);
+        }
+        let (code, err) = crate::fixtures::drive::finish(child);
+        match signals[0] {
+            libc::SIGKILL => {}
+            s => assert_eq!(code, 128 + s, "{what}: {err}"),
+        }
+        // The kernel lets go of an autoclear device once the last user (partclone) has closed it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut left = loops_of(&target);
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            left = loops_of(&target);
+        }
+        for dev in &left {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", dev])
+                .status();
+        }
+        assert!(
+            left.is_empty(),
+            "{what} left {left:?} attached to the file: {err}"
+        );
+    }
+}
