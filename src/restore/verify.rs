@@ -614,6 +614,8 @@ fn check_sums(
     }
     let mut names: Vec<&Vec<u8>> = sums.lines.keys().collect();
     names.sort();
+    // `system/`, opened once when a file of it is checked: never through a symlink, nor on another filesystem.
+    let mut system_dir: Option<Result<crate::stdx::fs::Dir, String>> = None;
     for name in names {
         if backup.is_excluded_file(name) {
             continue; // another set's, left out by --set
@@ -638,7 +640,12 @@ fn check_sums(
         }
         let path = dir.join(std::ffi::OsStr::from_bytes(name));
         if let Some(record) = recorded.get(name) {
-            if let Some(message) = check_recorded(&path, record, sums.listed(name)) {
+            let system = system_dir.get_or_insert_with(|| {
+                crate::stdx::fs::Dir::open(dir)
+                    .and_then(|d| d.sub(crate::image::layout::SYSTEM_DIR))
+                    .map_err(|e| e.to_string())
+            });
+            if let Some(message) = check_recorded(system, record, sums.listed(name)) {
                 found.sums_ok = false;
                 found.problems.push(issue(&path, None, message));
             } else {
@@ -663,15 +670,23 @@ fn check_sums(
     }
 }
 
-/// A file of `system/` against its record in backup.json and its line in the sums file (read once, streaming, never
-/// through a symlink, a regular file only): why it is damaged, or `None` when it matches both.
+/// A file of `system/` against its record in backup.json and its line in the sums file (read once from the drive
+/// past the page cache, streaming, never through a symlink, a regular file only): why it is damaged, or `None` when
+/// it matches both.
 fn check_recorded(
-    path: &Path,
+    system: &Result<crate::stdx::fs::Dir, String>,
     record: &crate::archive::FileRecord,
     listed: Option<&Digest>,
 ) -> Option<String> {
-    let (bytes, got) = match hash_file(path) {
-        Ok(read) => read,
+    let read = match system {
+        Ok(dir) => {
+            crate::archive::readback::hash_uncached_in(dir, std::ffi::OsStr::new(&record.name))
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.clone()),
+    };
+    let (bytes, got) = match read {
+        Ok((bytes, got, _)) => (bytes, got),
         Err(e) => {
             return Some(format!(
                 "is recorded in backup.json but cannot be read: {e}"

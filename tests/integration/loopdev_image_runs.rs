@@ -32,6 +32,16 @@ fn imaged_disk(big: usize) -> (Test, Drive, LoopDisk, BackupMeta) {
     (t, t9, disk, meta)
 }
 
+/// [`imaged_disk`] with 1 MiB of data: the world, the T9, the image backup's metadata and directory, and the root's
+/// image file.
+fn imaged_root() -> (Test, Drive, BackupMeta, PathBuf, PathBuf) {
+    let (t, t9, _disk, meta) = imaged_disk(1 << 20);
+    let (dir, _) = image_backup(&t9);
+    let rec = &meta.system.as_ref().unwrap().images[1];
+    let image = dir.join("system").join(&rec.file.name);
+    (t, t9, meta, dir, image)
+}
+
 /// A 1 GiB T9 and a disk whose ext4 root holds `big` bytes, with a config naming the T9 (nothing imaged yet).
 fn disk_and_t9(big: usize) -> (Test, Drive, LoopDisk) {
     let t = Test::new();
@@ -682,10 +692,7 @@ fn t9_an_image_whose_header_was_altered_is_refused_before_writing() {
     if !require() {
         return;
     }
-    let (t, t9, _disk, meta) = imaged_disk(1 << 20);
-    let (dir, _) = image_backup(&t9);
-    let rec = &meta.system.as_ref().unwrap().images[1];
-    let image = dir.join("system").join(&rec.file.name);
+    let (t, _t9, meta, dir, image) = imaged_root();
     let mut stream = zstd::decode_all(fs::File::open(&image).unwrap()).unwrap();
     stream[36..41].copy_from_slice(b"BTRFS");
     let forged = zstd::encode_all(&stream[..], 3).unwrap();
@@ -805,17 +812,15 @@ fn t9_a_filesystem_mounted_read_only_is_imaged() {
 
 /// `restore --verify --date STAMP` checks a backup of partition images only (`image create`): intact, exit 0; an
 /// image with one byte flipped is found damaged (exit 1, the image named) and remembered in `damaged.json` as a
-/// damaged archive is, and forgotten once the image is whole again. Before, an image-only backup was not a backup `restore` could choose ("there is no verified backup"):
-/// its images could be checked again only by a real `image restore`.
+/// damaged archive is, and forgotten once the image is whole again. Before, an image-only backup was not a backup
+/// `restore` could choose ("there is no verified backup"): its images could be checked again only by a real `image
+/// restore`.
 #[test]
 fn t9_restore_verify_checks_the_partition_images() {
     if !require() {
         return;
     }
-    let (t, t9, _disk, meta) = imaged_disk(1 << 20);
-    let (dir, _) = image_backup(&t9);
-    let rec = &meta.system.as_ref().unwrap().images[1];
-    let image = dir.join("system").join(&rec.file.name);
+    let (t, _t9, meta, _, image) = imaged_root();
     let verify = || {
         t.cmd().args([
             "restore",
