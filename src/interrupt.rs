@@ -1,7 +1,7 @@
-//! Interruptions: SIGINT and SIGTERM (systemd stops units with SIGTERM) during collect, external, backup or restore
-//! become a flag that the long loops check at their natural points (between sets, files and blocks, before a
-//! promotion), so nothing half-written is ever promoted. The running child (rsync) hears the signal too, the run
-//! log gets an `interrupted` line, and the process ends with one line on stderr and 128 + the signal (130, 143).
+//! Interruptions: SIGINT and SIGTERM (systemd stops units with SIGTERM) during collect, external, backup, restore or
+//! image restore become a flag that the long loops check at their natural points (between sets, files and blocks,
+//! before a promotion), so nothing half-written is ever promoted. The running child (rsync) hears the signal too, the
+//! run log gets an `interrupted` line, and the process ends with one line on stderr and 128 + the signal (130, 143).
 //!
 //! A second signal stops at once: the children are killed, and the process ends through the function [`install`]
 //! was given (`process::stop_at_once`: the run log line, one line on stderr, the exit), so this module names neither
