@@ -1,7 +1,7 @@
-//! Interruptions: SIGINT and SIGTERM (systemd stops units with SIGTERM) during collect, external, backup or restore
-//! become a flag that the long loops check at their natural points (between sets, files and blocks, before a
-//! promotion), so nothing half-written is ever promoted. The running child (rsync) hears the signal too, the run
-//! log gets an `interrupted` line, and the process ends with one line on stderr and 128 + the signal (130, 143).
+//! Interruptions: SIGINT and SIGTERM (systemd stops units with SIGTERM) during collect, external, backup, restore or
+//! image restore become a flag that the long loops check at their natural points (between sets, files and blocks,
+//! before a promotion), so nothing half-written is ever promoted. The running child (rsync) hears the signal too, the
+//! run log gets an `interrupted` line, and the process ends with one line on stderr and 128 + the signal (130, 143).
 //!
 //! A second signal stops at once: the children are killed, and the process ends through the function [`install`]
 //! was given (`process::stop_at_once`: the run log line, one line on stderr, the exit), so this module names neither
@@ -126,6 +126,17 @@ pub fn check() -> Result<(), Interrupted> {
 /// `ErrorKind::Interrupted`, which `write_all` and friends would retry).
 pub fn check_io() -> std::io::Result<()> {
     check().map_err(std::io::Error::other)
+}
+
+/// A reader that fails with the [`Interrupted`] of [`check_io`] once a signal came (checked before every read), so a
+/// copy into a child's pipe stops at the next block.
+pub struct CheckedReader<R>(pub R);
+
+impl<R: std::io::Read> std::io::Read for CheckedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        check_io()?;
+        self.0.read(buf)
+    }
 }
 
 /// A child process that hears the signals dbackup gets, while this guard lives. Drop it before reaping the child

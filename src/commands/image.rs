@@ -179,6 +179,13 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
     if plan.confirm && !args.yes {
         image::exec::confirm(&plan)?;
     }
+    // From here on SIGINT and SIGTERM stop the restore between blocks (the loop device it attaches detached, its
+    // children ended), not the process at once.
+    if let Err(e) = crate::interrupt::install(crate::process::stop_at_once) {
+        ui.warn(format_args!(
+            "cannot catch SIGINT and SIGTERM ({e}): an interruption ends the restore at once"
+        ));
+    }
     let report = image::exec::restore(&plan, &keys, &ui)?;
     if ui.json {
         super::print_json(&report)?;

@@ -177,6 +177,7 @@ fn request(env: &Env, args: &RestoreArgs) -> anyhow::Result<Request> {
         refuse_escaping_links: args.no_escaping_links,
         keep: !args.no_keep,
         deep: args.deep,
+        verify: args.verify,
     })
 }
 

@@ -702,15 +702,98 @@ fn run_tool(
 }
 
 /// A loop device this restore attached to a disk image file; detached (only while still backed by that file) on
-/// drop.
+/// drop. It is held open with the kernel's autoclear flag set (when the kernel lets it be set), so that a process
+/// that ends without its drop (a second Ctrl-C, kill -9) still lets go of it: the kernel detaches the device once
+/// its last user closed it.
 struct OwnLoop {
     device: PathBuf,
     file: PathBuf,
+    /// The device, open while the restore writes (the autoclear flag acts on the last close).
+    held: Option<std::fs::File>,
+}
+
+impl OwnLoop {
+    /// Takes `device` (just attached to `file`) as this restore's: opens it and sets its autoclear flag. A device
+    /// that cannot be opened or flagged is still detached on drop; the warning says a kill may leave it attached.
+    fn new(device: PathBuf, file: &Path, ui: &Ui) -> OwnLoop {
+        let held = std::fs::File::open(&device)
+            .and_then(|f| set_autoclear(&f).map(|()| f))
+            .map_err(|e| {
+                ui.warn(format_args!(
+                    "cannot set the autoclear flag of {} ({e}): if dbackup is killed, detach it with `losetup -d {}`",
+                    device.display(),
+                    device.display()
+                ));
+            })
+            .ok();
+        OwnLoop {
+            file: std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf()),
+            device,
+            held,
+        }
+    }
+}
+
+/// Linux's `struct loop_info64` (`linux/loop.h`), which the libc crate does not define.
+#[repr(C)]
+struct LoopInfo64 {
+    device: u64,
+    inode: u64,
+    rdevice: u64,
+    offset: u64,
+    sizelimit: u64,
+    number: u32,
+    encrypt_type: u32,
+    encrypt_key_size: u32,
+    flags: u32,
+    file_name: [u8; 64],
+    crypt_name: [u8; 64],
+    encrypt_key: [u8; 32],
+    init: [u64; 2],
+}
+
+/// Sets `LO_FLAGS_AUTOCLEAR` on the open loop device `dev` (`LOOP_GET_STATUS64`, then `LOOP_SET_STATUS64` with the
+/// flag added; the kernel lets this flag be changed on a bound device). losetup has no option for it.
+fn set_autoclear(dev: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    const LOOP_SET_STATUS64: u32 = 0x4C04;
+    const LOOP_GET_STATUS64: u32 = 0x4C05;
+    const LO_FLAGS_AUTOCLEAR: u32 = 4;
+    let mut info = LoopInfo64 {
+        device: 0,
+        inode: 0,
+        rdevice: 0,
+        offset: 0,
+        sizelimit: 0,
+        number: 0,
+        encrypt_type: 0,
+        encrypt_key_size: 0,
+        flags: 0,
+        file_name: [0; 64],
+        crypt_name: [0; 64],
+        encrypt_key: [0; 32],
+        init: [0; 2],
+    };
+    // SAFETY: the loop ioctls read and write exactly one `struct loop_info64`, which `LoopInfo64` lays out (repr(C),
+    // 232 bytes); the pointer is to that live local and the fd is open. No crate here wraps these two ioctls.
+    let got = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_GET_STATUS64 as _, &raw mut info) };
+    if got != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    info.flags |= LO_FLAGS_AUTOCLEAR;
+    // SAFETY: as above.
+    let set = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_STATUS64 as _, &raw const info) };
+    if set != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Drop for OwnLoop {
     fn drop(&mut self) {
         rustix::fs::sync();
+        // Closed first: with autoclear set, the kernel may detach the device now (then there is nothing to do).
+        drop(self.held.take());
         if crate::media::devices::loops_backed_by(&self.file).contains(&self.device) {
             let _ = Command::new(
                 crate::stdx::find_program("losetup").unwrap_or_else(|| "losetup".into()),
@@ -879,10 +962,7 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
             )
             .context("attaching the disk image file to a loop device (needs root)")?;
             let dev = PathBuf::from(dev.trim());
-            own_loop = Some(OwnLoop {
-                device: dev.clone(),
-                file: std::fs::canonicalize(&plan.target)?,
-            });
+            own_loop = Some(OwnLoop::new(dev.clone(), &plan.target, ui));
             dev
         }
     };
@@ -892,6 +972,7 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
         seconds: 0.0,
     };
     for item in &plan.items {
+        crate::interrupt::check()?;
         let t = Instant::now();
         let node = if onto_partition {
             disk.clone()
@@ -977,7 +1058,9 @@ fn write_partition(
     let mut sink = spawn_reaped(cmd, Stdio::piped(), Stdio::null(), tool)?;
     let err = stderr_tail(sink.child());
     let mut stdin = sink.child().stdin.take().expect("piped");
-    let mut dec = zstd::stream::read::Decoder::new(open_plain(path, encrypted, keys)?)?;
+    let mut dec = crate::interrupt::CheckedReader(zstd::stream::read::Decoder::new(open_plain(
+        path, encrypted, keys,
+    )?)?);
     let copied = io::copy(&mut dec, &mut stdin);
     drop(stdin);
     let status = sink.wait()?;

@@ -782,14 +782,3 @@ pub fn plan_restore(
         .map_err(|e| CodedError::new(Exit::Failed, e))?;
     Ok((plan, system))
 }
-
-/// The sums lines of `system/` files, for callers assembling `verification.sha256`.
-pub fn sums_of(system: &SystemRecord) -> Vec<SumLine> {
-    system
-        .files()
-        .map(|f| SumLine {
-            sha256: f.sha256,
-            name: format!("{}/{}", layout::SYSTEM_DIR, f.name).into_bytes(),
-        })
-        .collect()
-}

@@ -117,6 +117,15 @@ impl Drive {
 /// presence decided by [`media::detect_for_reading`] (a read-only or full drive is read all the same, and nothing is
 /// written to any drive, not even detection's probe).
 pub fn drives(settings: &Settings, explicit: Option<&Path>) -> anyhow::Result<Vec<Drive>> {
+    drives_with(settings, explicit, false)
+}
+
+/// [`drives`], with the backups of partition images only listed too when `images_only` ([`drive::list_with`]).
+pub fn drives_with(
+    settings: &Settings,
+    explicit: Option<&Path>,
+    images_only: bool,
+) -> anyhow::Result<Vec<Drive>> {
     let mut out = Vec::new();
     if let Some(dir) = explicit {
         let (backups_dir, only) = drive::backups_dir_of(dir);
@@ -142,7 +151,7 @@ pub fn drives(settings: &Settings, explicit: Option<&Path>) -> anyhow::Result<Ve
             ),
         };
         let listing = match &opened {
-            Some(d) => drive::list(d).map_err(|e| {
+            Some(d) => drive::list_with(d, images_only).map_err(|e| {
                 anyhow::anyhow!("cannot list the backups in {}: {e}", d.path().display())
             })?,
             None => DriveListing::default(),
@@ -176,7 +185,7 @@ pub fn drives(settings: &Settings, explicit: Option<&Path>) -> anyhow::Result<Ve
                 let listed = layout::open_backups_at(&root)
                     .map_err(|e| e.to_string())
                     .and_then(|b| match b {
-                        Some(b) => drive::list(&b).map_err(|e| e.to_string()),
+                        Some(b) => drive::list_with(&b, images_only).map_err(|e| e.to_string()),
                         None => Ok(DriveListing::default()),
                     });
                 match listed {

@@ -244,7 +244,9 @@ fn choose_external(
     query: &DateQuery,
     ui: &Ui,
 ) -> anyhow::Result<Chosen> {
-    let drives = catalog::drives(settings, req.drive.as_deref())?;
+    // A backup of partition images only holds no set to restore; `--verify` checks it when its stamp names it.
+    let images_only = req.verify && matches!(query, DateQuery::Exact(_)) && req.set.is_none();
+    let drives = catalog::drives_with(settings, req.drive.as_deref(), images_only)?;
     if !drives.iter().any(Drive::present) {
         return Err(
             CodedError::new(Exit::NoDestination, catalog::no_drive_message(&drives)).into(),

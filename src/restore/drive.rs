@@ -201,17 +201,19 @@ fn sets_from_files(dir: &Path) -> Vec<DriveSet> {
 /// What a drive's `backups/` holds for restore: its backups with their sets, those being written among them.
 pub type DriveListing = layout::DriveListing<DriveBackup>;
 
-/// Lists an open `backups/` directory (see [`layout::list_in`]).
-pub fn list(backups: &Dir) -> io::Result<DriveListing> {
+/// Lists an open `backups/` directory (see [`layout::list_in`]); `images_only` keeps the backups of partition images
+/// only (`dbackup image create`), which hold no set: `dbackup image restore` reads them, and `restore --verify`
+/// checks them when named by their stamp.
+pub fn list_with(backups: &Dir, images_only: bool) -> io::Result<DriveListing> {
     let l = layout::list_in(backups).map_err(io::Error::other)?;
     let mut all: Vec<DriveBackup> = l
         .backups
         .into_iter()
-        // A backup of partition images only (`dbackup image create`) holds no set: `dbackup image restore` reads it.
         .filter(|b| {
-            b.meta
-                .as_ref()
-                .is_none_or(|m| !m.sets.is_empty() || m.system.is_none())
+            images_only
+                || b.meta
+                    .as_ref()
+                    .is_none_or(|m| !m.sets.is_empty() || m.system.is_none())
         })
         .map(|b| DriveBackup {
             sets: match &b.meta {
@@ -344,7 +346,7 @@ mod tests {
         mk("photos", None, &["a.tar"]);
         fs::write(b.join("LATEST"), "2025-04-01-031500\n").unwrap();
 
-        let l = list(&Dir::open(b).unwrap()).unwrap();
+        let l = list_with(&Dir::open(b).unwrap(), false).unwrap();
         let names: Vec<(&str, bool, bool)> = l
             .backups
             .iter()
@@ -385,7 +387,7 @@ mod tests {
         );
         fs::create_dir(b.join("empty")).unwrap();
         assert_eq!(
-            list(&Dir::open(&b.join("empty")).unwrap()).unwrap(),
+            list_with(&Dir::open(&b.join("empty")).unwrap(), false).unwrap(),
             DriveListing {
                 exists: true,
                 ..DriveListing::default()

@@ -71,6 +71,8 @@ pub struct Request {
     pub keep: bool,
     /// `--verify --deep`: also read every byte an incremental keeps in earlier backups.
     pub deep: bool,
+    /// `--verify`: check the backup, write nothing (a backup of partition images only can be named by its stamp).
+    pub verify: bool,
 }
 
 impl Request {

@@ -589,8 +589,15 @@ fn check_sums(
     if dir.join(super::drive::METADATA_FILE).exists() {
         covered.push(super::drive::METADATA_FILE.as_bytes().to_vec());
     }
+    // The files of `system/` as backup.json records them (the kit, the tables, the partition images): each is
+    // checked against its record's size and sha256 too.
+    let mut recorded: HashMap<Vec<u8>, &crate::archive::FileRecord> = HashMap::new();
     if let Some(system) = backup.dir.meta.as_ref().and_then(|m| m.system.as_ref()) {
-        covered.extend(crate::image::sums_of(system).into_iter().map(|l| l.name));
+        for f in system.files() {
+            let name = format!("{}/{}", crate::image::layout::SYSTEM_DIR, f.name).into_bytes();
+            covered.push(name.clone());
+            recorded.insert(name, f);
+        }
     }
     for name in &covered {
         if sums.listed(name).is_none() {
@@ -607,6 +614,8 @@ fn check_sums(
     }
     let mut names: Vec<&Vec<u8>> = sums.lines.keys().collect();
     names.sort();
+    // `system/`, opened once when a file of it is checked: never through a symlink, nor on another filesystem.
+    let mut system_dir: Option<Result<crate::stdx::fs::Dir, String>> = None;
     for name in names {
         if backup.is_excluded_file(name) {
             continue; // another set's, left out by --set
@@ -630,6 +639,20 @@ fn check_sums(
             continue; // hashed while the archive is verified
         }
         let path = dir.join(std::ffi::OsStr::from_bytes(name));
+        if let Some(record) = recorded.get(name) {
+            let system = system_dir.get_or_insert_with(|| {
+                crate::stdx::fs::Dir::open(dir)
+                    .and_then(|d| d.sub(crate::image::layout::SYSTEM_DIR))
+                    .map_err(|e| e.to_string())
+            });
+            if let Some(message) = check_recorded(system, record, sums.listed(name)) {
+                found.sums_ok = false;
+                found.problems.push(issue(&path, None, message));
+            } else {
+                found.sums_checked += 1;
+            }
+            continue;
+        }
         let message = match sums.check_file(dir, name) {
             FileCheck::Matches | FileCheck::Unlisted => {
                 found.sums_checked += 1;
@@ -644,6 +667,49 @@ fn check_sums(
         };
         found.sums_ok = false;
         found.problems.push(issue(&path, None, message));
+    }
+}
+
+/// A file of `system/` against its record in backup.json and its line in the sums file (read once from the drive
+/// past the page cache, streaming, never through a symlink, a regular file only): why it is damaged, or `None` when
+/// it matches both.
+fn check_recorded(
+    system: &Result<crate::stdx::fs::Dir, String>,
+    record: &crate::archive::FileRecord,
+    listed: Option<&Digest>,
+) -> Option<String> {
+    let read = match system {
+        Ok(dir) => {
+            crate::archive::readback::hash_uncached_in(dir, std::ffi::OsStr::new(&record.name))
+                .map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.clone()),
+    };
+    let (bytes, got) = match read {
+        Ok((bytes, got, _)) => (bytes, got),
+        Err(e) => {
+            return Some(format!(
+                "is recorded in backup.json but cannot be read: {e}"
+            ));
+        }
+    };
+    if bytes != record.bytes {
+        Some(format!(
+            "is {bytes} bytes, backup.json says {}: it was changed or damaged",
+            record.bytes
+        ))
+    } else if got != record.sha256 {
+        Some(format!(
+            "its sha256 is {got}, backup.json says {}: it was changed or damaged",
+            record.sha256
+        ))
+    } else {
+        match listed {
+            Some(listed) if *listed != got => Some(format!(
+                "its sha256 is {got}, {SUMS_FILE} says {listed}: it was changed or damaged"
+            )),
+            _ => None,
+        }
     }
 }
 

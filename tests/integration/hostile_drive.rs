@@ -417,7 +417,8 @@ fn an_earlier_backup_of_a_chain_that_is_a_symlink_is_not_read_through() {
     );
 }
 
-fn mkfifo(path: &Path) {
+/// A FIFO at `path`.
+pub(crate) fn mkfifo(path: &Path) {
     rustix::fs::mknodat(
         rustix::fs::CWD,
         path,
@@ -426,4 +427,28 @@ fn mkfifo(path: &Path) {
         0,
     )
     .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
+/// A backup's `system/` (the recovery kit every external run writes) that is a symlink to a copy of it elsewhere:
+/// `restore --verify` refuses it (exit 1, "is a symbolic link") instead of reading the kit through the link. Before,
+/// each kit file was hashed through the link and the backup said intact.
+#[test]
+fn a_system_folder_that_is_a_symlink_is_not_read_through() {
+    let t = world(&["T9"]);
+    t.cmd().args(["external"]).status(0);
+    let dir = backup_dir(&t, "T9");
+    assert!(dir.join("system").is_dir(), "the kit is written");
+    t.restore_from_drive().args(["--verify"]).status(0);
+    let elsewhere = t.path("elsewhere");
+    fs::rename(dir.join("system"), &elsewhere).unwrap();
+    symlink(&elsewhere, dir.join("system")).unwrap();
+    let out = t.restore_from_drive().args(["--verify"]).output();
+    assert_clean(&out);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("is a symbolic link"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
 }

@@ -32,6 +32,16 @@ fn imaged_disk(big: usize) -> (Test, Drive, LoopDisk, BackupMeta) {
     (t, t9, disk, meta)
 }
 
+/// [`imaged_disk`] with 1 MiB of data: the world, the T9, the image backup's metadata and directory, and the root's
+/// image file.
+fn imaged_root() -> (Test, Drive, BackupMeta, PathBuf, PathBuf) {
+    let (t, t9, _disk, meta) = imaged_disk(1 << 20);
+    let (dir, _) = image_backup(&t9);
+    let rec = &meta.system.as_ref().unwrap().images[1];
+    let image = dir.join("system").join(&rec.file.name);
+    (t, t9, meta, dir, image)
+}
+
 /// A 1 GiB T9 and a disk whose ext4 root holds `big` bytes, with a config naming the T9 (nothing imaged yet).
 fn disk_and_t9(big: usize) -> (Test, Drive, LoopDisk) {
     let t = Test::new();
@@ -682,10 +692,7 @@ fn t9_an_image_whose_header_was_altered_is_refused_before_writing() {
     if !require() {
         return;
     }
-    let (t, t9, _disk, meta) = imaged_disk(1 << 20);
-    let (dir, _) = image_backup(&t9);
-    let rec = &meta.system.as_ref().unwrap().images[1];
-    let image = dir.join("system").join(&rec.file.name);
+    let (t, _t9, meta, dir, image) = imaged_root();
     let mut stream = zstd::decode_all(fs::File::open(&image).unwrap()).unwrap();
     stream[36..41].copy_from_slice(b"BTRFS");
     let forged = zstd::encode_all(&stream[..], 3).unwrap();
@@ -801,4 +808,140 @@ fn t9_a_filesystem_mounted_read_only_is_imaged() {
         .status(0);
     let (after, _) = look_at_root(&t, &target, "mnt/after");
     assert_eq!(before, after);
+}
+
+/// `restore --verify --date STAMP` checks a backup of partition images only (`image create`): intact, exit 0; an
+/// image with one byte flipped is found damaged (exit 1, the image named) and remembered in `damaged.json` as a
+/// damaged archive is, and forgotten once the image is whole again. Before, an image-only backup was not a backup
+/// `restore` could choose ("there is no verified backup"): its images could be checked again only by a real `image
+/// restore`.
+#[test]
+fn t9_restore_verify_checks_the_partition_images() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, meta, _, image) = imaged_root();
+    let verify = || {
+        t.cmd().args([
+            "restore",
+            "--source",
+            "external",
+            "--verify",
+            "--date",
+            &meta.stamp,
+        ])
+    };
+    verify().status(0);
+    assert!(!t.path("state/dbackup/damaged.json").exists());
+
+    let good = fs::read(&image).unwrap();
+    let mut bytes = good.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&image, &bytes).unwrap();
+    let out = verify().status(1);
+    let shown = format!("{}", image.display());
+    assert!(
+        out.stdout.contains(&shown) || out.stderr.contains(&shown),
+        "the damaged image is named: {out:?}"
+    );
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("changed or damaged"),
+        "{out:?}"
+    );
+    let noted = fs::read_to_string(t.path("state/dbackup/damaged.json")).unwrap();
+    assert!(noted.contains(&meta.stamp), "{noted}");
+
+    fs::write(&image, &good).unwrap();
+    verify().status(0);
+    let noted = fs::read_to_string(t.path("state/dbackup/damaged.json")).unwrap_or_default();
+    assert!(
+        !noted.contains(&meta.stamp),
+        "a whole backup is forgotten: {noted}"
+    );
+}
+
+/// The loop devices a file is attached to (`losetup -j`).
+fn loops_of(file: &Path) -> Vec<String> {
+    let out = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(':').next().map(str::to_string))
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
+/// Whether loop device `dev` has the autoclear flag (it is detached at its last close).
+fn autoclear(dev: &str) -> bool {
+    fs::read_to_string(format!(
+        "/sys/block/{}/loop/autoclear",
+        dev.trim_start_matches("/dev/")
+    ))
+    .is_ok_and(|f| f.trim() == "1")
+}
+
+/// `image restore` onto a disk image file stopped by SIGTERM, by two SIGINTs (the second stops at once), or killed
+/// (-9) while it writes: the loop device it attached to the file is detached (by dbackup, or for kill -9 by the
+/// kernel: dbackup sets the device's autoclear flag and holds it open while it writes). Before, a signal killed
+/// dbackup at once (`image restore` did not catch them) and every one of these left the loop device attached.
+#[test]
+fn t9_an_interrupted_image_restore_onto_a_file_detaches_its_loop_device() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, _disk, meta) = imaged_disk(96 << 20);
+    let target = t.path("new.img");
+    for (what, signals) in [
+        ("SIGTERM", &[libc::SIGTERM][..]),
+        ("SIGINT twice", &[libc::SIGINT, libc::SIGINT][..]),
+        ("SIGKILL", &[libc::SIGKILL][..]),
+    ] {
+        blank(&target, 640 * MIB);
+        let mut child = t
+            .cmd()
+            .args(["image", "restore", "--yes", "--from", &meta.stamp, "--to"])
+            .args([&target])
+            .spawn();
+        // Signalled once the restore holds the device it attached, its autoclear flag set (then it writes).
+        let mut held = false;
+        while child.try_wait().unwrap().is_none() {
+            if loops_of(&target).iter().any(|d| autoclear(d)) {
+                held = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            held,
+            "{what}: the restore ended before a loop device with the autoclear flag was attached"
+        );
+        for &s in signals {
+            signal(&child, s);
+        }
+        let (code, err) = crate::fixtures::drive::finish(child);
+        match signals[0] {
+            libc::SIGKILL => {}
+            s => assert_eq!(code, 128 + s, "{what}: {err}"),
+        }
+        // The kernel lets go of an autoclear device once the last user (partclone) has closed it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut left = loops_of(&target);
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            left = loops_of(&target);
+        }
+        for dev in &left {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", dev])
+                .status();
+        }
+        assert!(
+            left.is_empty(),
+            "{what} left {left:?} attached to the file: {err}"
+        );
+    }
 }
