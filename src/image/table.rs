@@ -149,96 +149,7 @@ pub fn parse(text: &[u8]) -> Result<Table, TableError> {
         }
         // `/dev/sda1 : start=...` or a header `key: value`.
         if let Some((node, rest)) = line.split_once(" : ") {
-            if node.trim().is_empty() || node.contains('"') {
-                return Err(bad("a partition line without a device name".into()));
-            }
-            if t.partitions.len() >= MAX_PARTITIONS {
-                return Err(bad(format!("more than {MAX_PARTITIONS} partitions")));
-            }
-            // sfdisk numbers a partition by the digits ending its name (`/dev/sda5`, `/dev/nvme0n1p3`): a GPT disk
-            // may have gaps, a dos disk's logical partitions start at 5.
-            let n = match node_number(node.trim()) {
-                Some(n) => n,
-                None => t
-                    .partitions
-                    .last()
-                    .map_or(1, |p| p.number.saturating_add(1)),
-            };
-            if n == 0 || n > MAX_PARTITION_NUMBER {
-                return Err(bad(format!(
-                    "partition number {n} (partitions are numbered 1 to {MAX_PARTITION_NUMBER})"
-                )));
-            }
-            if t.partitions.iter().any(|p| p.number == n) {
-                return Err(bad(format!("partition {n} twice")));
-            }
-            let mut p = Partition {
-                number: n,
-                start: 0,
-                size: 0,
-                type_: String::new(),
-                uuid: None,
-                name: None,
-                attrs: None,
-                bootable: false,
-            };
-            let (mut start, mut size) = (None, None);
-            for f in fields(rest).ok_or_else(|| bad("an unclosed quote".into()))? {
-                if f == "bootable" {
-                    p.bootable = true;
-                    continue;
-                }
-                let (k, v) = f.split_once('=').ok_or_else(|| {
-                    bad(format!("{:?} is not key=value", crate::stdx::show_str(f)))
-                })?;
-                let v = v.trim();
-                match k.trim() {
-                    "start" => {
-                        start = Some(number(v).ok_or_else(|| bad("start is not a number".into()))?)
-                    }
-                    "size" => {
-                        size = Some(number(v).ok_or_else(|| bad("size is not a number".into()))?)
-                    }
-                    "type" if plain(v) => p.type_ = v.to_string(),
-                    "uuid" if plain(v) => p.uuid = Some(v.to_string()),
-                    "attrs" => {
-                        let inner = v.trim_matches('"');
-                        if !inner.split(' ').all(|a| a.is_empty() || plain(a)) {
-                            return Err(bad("attrs holds unexpected characters".into()));
-                        }
-                        p.attrs = Some(inner.to_string());
-                    }
-                    "name" => {
-                        let inner = v
-                            .strip_prefix('"')
-                            .and_then(|v| v.strip_suffix('"'))
-                            .unwrap_or(v);
-                        if !name_ok(inner) {
-                            return Err(bad(
-                                "the partition name holds unexpected characters".into()
-                            ));
-                        }
-                        p.name = Some(inner.to_string());
-                    }
-                    other => {
-                        return Err(bad(format!(
-                            "unexpected {}={}",
-                            crate::stdx::show_str(other),
-                            crate::stdx::show_str(v)
-                        )));
-                    }
-                }
-            }
-            p.start = start.ok_or_else(|| bad("a partition without start".into()))?;
-            p.size = size.ok_or_else(|| bad("a partition without size".into()))?;
-            if p.type_.is_empty() {
-                return Err(bad("a partition without type".into()));
-            }
-            if p.size == 0 || p.start.checked_add(p.size).is_none() {
-                return Err(bad(
-                    "a partition of size 0, or past the end of any disk".into()
-                ));
-            }
+            let p = partition_line(node, rest, &t.partitions, &bad)?;
             t.partitions.push(p);
             continue;
         }
@@ -284,6 +195,98 @@ pub fn parse(text: &[u8]) -> Result<Table, TableError> {
         return Err(TableError::Whole("lists no partition".into()));
     }
     Ok(t)
+}
+
+/// One partition line of the dump (`/dev/sda1 : start=..., size=..., type=...`), numbered as sfdisk numbers it and
+/// checked against the partitions `before` it; `bad` makes the error of this line.
+fn partition_line(
+    node: &str,
+    rest: &str,
+    before: &[Partition],
+    bad: &dyn Fn(String) -> TableError,
+) -> Result<Partition, TableError> {
+    if node.trim().is_empty() || node.contains('"') {
+        return Err(bad("a partition line without a device name".into()));
+    }
+    if before.len() >= MAX_PARTITIONS {
+        return Err(bad(format!("more than {MAX_PARTITIONS} partitions")));
+    }
+    // sfdisk numbers a partition by the digits ending its name (`/dev/sda5`, `/dev/nvme0n1p3`): a GPT disk
+    // may have gaps, a dos disk's logical partitions start at 5.
+    let n = match node_number(node.trim()) {
+        Some(n) => n,
+        None => before.last().map_or(1, |p| p.number.saturating_add(1)),
+    };
+    if n == 0 || n > MAX_PARTITION_NUMBER {
+        return Err(bad(format!(
+            "partition number {n} (partitions are numbered 1 to {MAX_PARTITION_NUMBER})"
+        )));
+    }
+    if before.iter().any(|p| p.number == n) {
+        return Err(bad(format!("partition {n} twice")));
+    }
+    let mut p = Partition {
+        number: n,
+        start: 0,
+        size: 0,
+        type_: String::new(),
+        uuid: None,
+        name: None,
+        attrs: None,
+        bootable: false,
+    };
+    let (mut start, mut size) = (None, None);
+    for f in fields(rest).ok_or_else(|| bad("an unclosed quote".into()))? {
+        if f == "bootable" {
+            p.bootable = true;
+            continue;
+        }
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{:?} is not key=value", crate::stdx::show_str(f))))?;
+        let v = v.trim();
+        match k.trim() {
+            "start" => start = Some(number(v).ok_or_else(|| bad("start is not a number".into()))?),
+            "size" => size = Some(number(v).ok_or_else(|| bad("size is not a number".into()))?),
+            "type" if plain(v) => p.type_ = v.to_string(),
+            "uuid" if plain(v) => p.uuid = Some(v.to_string()),
+            "attrs" => {
+                let inner = v.trim_matches('"');
+                if !inner.split(' ').all(|a| a.is_empty() || plain(a)) {
+                    return Err(bad("attrs holds unexpected characters".into()));
+                }
+                p.attrs = Some(inner.to_string());
+            }
+            "name" => {
+                let inner = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v);
+                if !name_ok(inner) {
+                    return Err(bad("the partition name holds unexpected characters".into()));
+                }
+                p.name = Some(inner.to_string());
+            }
+            other => {
+                return Err(bad(format!(
+                    "unexpected {}={}",
+                    crate::stdx::show_str(other),
+                    crate::stdx::show_str(v)
+                )));
+            }
+        }
+    }
+    p.start = start.ok_or_else(|| bad("a partition without start".into()))?;
+    p.size = size.ok_or_else(|| bad("a partition without size".into()))?;
+    if p.type_.is_empty() {
+        return Err(bad("a partition without type".into()));
+    }
+    if p.size == 0 || p.start.checked_add(p.size).is_none() {
+        return Err(bad(
+            "a partition of size 0, or past the end of any disk".into()
+        ));
+    }
+    Ok(p)
 }
 
 impl Table {

@@ -122,49 +122,7 @@ pub fn render(
             time(m.started),
             ago(m.started, now)
         );
-        for (i, s) in m.sets.iter().enumerate() {
-            if i > 0 {
-                b.push_str("<br>");
-            }
-            let _ = write!(b, "<strong>{}</strong> ", esc(&s.set));
-            match &s.encryption {
-                Some(e) => {
-                    let to = if e.passphrase {
-                        "a passphrase".to_string()
-                    } else {
-                        stdx::counted(e.recipients.len() as u64, "recipient", "recipients")
-                    };
-                    let _ = write!(
-                        b,
-                        "<span class=\"tag\">age</span> <span class=\"muted\">encrypted to {}; {}</span>",
-                        esc(&to),
-                        esc(&stdx::counted(s.files, "file", "files"))
-                    );
-                }
-                None => {
-                    let sources: Vec<String> = s
-                        .sources
-                        .iter()
-                        .filter(|x| x.present)
-                        .map(|x| x.path.display().to_string())
-                        .collect();
-                    let _ = write!(
-                        b,
-                        "<span class=\"muted\">{}{}{}</span>",
-                        esc(&stdx::counted(s.files, "file", "files")),
-                        if sources.is_empty() { "" } else { " of " },
-                        esc(&sources.join(", "))
-                    );
-                }
-            }
-            if s.warning_count > 0 {
-                let _ = write!(
-                    b,
-                    " <span class=\"warn\">{}</span>",
-                    esc(&stdx::counted(s.warning_count, "warning", "warnings"))
-                );
-            }
-        }
+        sets_cell(&mut b, m);
         let _ = writeln!(
             b,
             "</td><td class=\"num\">{}</td></tr>",
@@ -194,6 +152,53 @@ pub fn render(
         0,
         &b,
     )
+}
+
+/// A backup's sets in its row of the table: each set's name, how it is encrypted or what it holds, its warnings.
+fn sets_cell(b: &mut String, m: &BackupMeta) {
+    for (i, s) in m.sets.iter().enumerate() {
+        if i > 0 {
+            b.push_str("<br>");
+        }
+        let _ = write!(b, "<strong>{}</strong> ", esc(&s.set));
+        match &s.encryption {
+            Some(e) => {
+                let to = if e.passphrase {
+                    "a passphrase".to_string()
+                } else {
+                    stdx::counted(e.recipients.len() as u64, "recipient", "recipients")
+                };
+                let _ = write!(
+                    b,
+                    "<span class=\"tag\">age</span> <span class=\"muted\">encrypted to {}; {}</span>",
+                    esc(&to),
+                    esc(&stdx::counted(s.files, "file", "files"))
+                );
+            }
+            None => {
+                let sources: Vec<String> = s
+                    .sources
+                    .iter()
+                    .filter(|x| x.present)
+                    .map(|x| x.path.display().to_string())
+                    .collect();
+                let _ = write!(
+                    b,
+                    "<span class=\"muted\">{}{}{}</span>",
+                    esc(&stdx::counted(s.files, "file", "files")),
+                    if sources.is_empty() { "" } else { " of " },
+                    esc(&sources.join(", "))
+                );
+            }
+        }
+        if s.warning_count > 0 {
+            let _ = write!(
+                b,
+                " <span class=\"warn\">{}</span>",
+                esc(&stdx::counted(s.warning_count, "warning", "warnings"))
+            );
+        }
+    }
 }
 
 /// The backups `set` of `m` is rebuilt from, oldest first, `m` last: its base, that one's base, ... as the drive's
