@@ -136,6 +136,14 @@ fn reachable(host_port: &str) -> bool {
 /// advisory database's host can be reached (it is cloned, then fetched, from GitHub), else said in the summary.
 fn deny(sh: &Shell) -> Result<Outcome> {
     let bin = crate::tools::ensure(sh, &crate::tools::CARGO_DENY)?;
+    // cargo-deny reads `cargo metadata` offline, which needs every package of the lock file, those of other
+    // targets too (a build fetches only this one's): fetched first where the registry can be reached (a fresh
+    // machine), else deny says which one is missing.
+    if cmd!(sh, "cargo fetch --locked").run().is_err() {
+        eprintln!(
+            "xtask: cargo fetch failed (no registry?); cargo deny reads what is already fetched"
+        );
+    }
     // cargo-deny runs as a cargo subcommand: `cargo-deny deny check ...`.
     cmd!(
         sh,
