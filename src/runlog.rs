@@ -210,12 +210,8 @@ pub fn last_snapshot_under(records: &[RunRecord], root: &Path) -> Option<PathBuf
             serde_json::Value::String(s) => {
                 let p = Path::new(s);
                 let name = p.strip_prefix(root).ok()?.to_str()?;
-                let stamp = name.len().checked_sub(crate::snapshot::STAMP_LEN)?;
-                (name.len() > crate::snapshot::STAMP_LEN + 1
-                    && name.as_bytes()[stamp - 1] == b'-'
-                    && !name.contains('/')
-                    && crate::snapshot::parse_stamp(&name[stamp..]).is_some())
-                .then(|| p.to_path_buf())
+                (!name.contains('/') && crate::snapshot::split_snapshot_name(name).is_some())
+                    .then(|| p.to_path_buf())
             }
             serde_json::Value::Array(a) => a.iter().find_map(|v| find(v, root)),
             serde_json::Value::Object(o) => o.values().find_map(|v| find(v, root)),

@@ -635,20 +635,25 @@ pub fn root_lacks(root: &Path) -> Result<Vec<&'static str>, SnapshotError> {
     Ok(lacks)
 }
 
+/// A snapshot name split into its set and time (`data-2025-04-01-031500`: `data`, 2025-04-01 03:15:00), whatever
+/// the set; `None` when it is not `<set>-<stamp>` with a set of at least one byte.
+pub fn split_snapshot_name(name: &str) -> Option<(&str, NaiveDateTime)> {
+    let at = name.len().checked_sub(STAMP_LEN)?;
+    let (set, stamp) = (name.get(..at)?.strip_suffix('-')?, name.get(at..)?);
+    (!set.is_empty()).then_some(())?;
+    Some((set, parse_stamp(stamp)?))
+}
+
 /// Whether `root` holds a snapshot directory of any set (`<set>-<stamp>`), read from its listing only.
 pub fn holds_any_snapshot(root: &Path) -> bool {
     let Ok(entries) = fs::read_dir(root) else {
         return false;
     };
     entries.flatten().any(|e| {
-        let name = e.file_name();
-        let name = name.as_encoded_bytes();
-        name.len() > STAMP_LEN + 1
-            && name[name.len() - STAMP_LEN - 1] == b'-'
-            && std::str::from_utf8(&name[name.len() - STAMP_LEN..])
-                .ok()
-                .and_then(parse_stamp)
-                .is_some()
+        e.file_name()
+            .to_str()
+            .and_then(split_snapshot_name)
+            .is_some()
             && e.file_type().is_ok_and(|t| t.is_dir())
     })
 }
@@ -707,6 +712,28 @@ pub(crate) mod tests {
             .unwrap()
             .and_hms_opt(h, mi, s)
             .unwrap()
+    }
+
+    #[test]
+    fn snapshot_names_split_into_set_and_time() {
+        let at = t(2025, 4, 1, 3, 15, 0);
+        assert_eq!(
+            split_snapshot_name("data-2025-04-01-031500"),
+            Some(("data", at))
+        );
+        assert_eq!(
+            split_snapshot_name("a-b-2025-04-01-031500"),
+            Some(("a-b", at))
+        );
+        for bad in [
+            "-2025-04-01-031500",
+            "data2025-04-01-031500",
+            "data-2025-04-01-0315",
+            "data",
+            "é-",
+        ] {
+            assert_eq!(split_snapshot_name(bad), None, "{bad}");
+        }
     }
 
     pub(crate) fn meta(set: &str, name: &str, complete: bool) -> SnapshotMeta {

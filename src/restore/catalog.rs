@@ -52,12 +52,10 @@ pub fn local_set_names(settings: &Settings) -> Vec<String> {
             let Some(n) = e.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            if n.starts_with('.') || n.len() <= snapshot::STAMP_LEN + 1 {
+            if n.starts_with('.') {
                 continue;
             }
-            let (set, stamp) = n.split_at(n.len() - snapshot::STAMP_LEN);
-            if let Some(set) = set.strip_suffix('-')
-                && snapshot::parse_stamp(stamp).is_some()
+            if let Some((set, _)) = snapshot::split_snapshot_name(&n)
                 && crate::settings::is_safe_name(set)
                 && e.file_type().is_ok_and(|t| t.is_dir())
             {
