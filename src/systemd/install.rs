@@ -179,13 +179,7 @@ pub fn plan_writes(r: &Rendered, dir: &Path) -> anyhow::Result<Writes> {
         write.push((path, body.clone()));
     }
     let mut remove = Vec::new();
-    let all = [
-        super::COLLECT_SERVICE,
-        super::COLLECT_TIMER,
-        super::EXTERNAL_SERVICE,
-        super::UDEV_RULES,
-    ];
-    for name in all {
+    for &name in super::FILES {
         let path = dir.join(name);
         if !r.files.contains_key(name) && ours(&path)? == Some(true) {
             remove.push(path);

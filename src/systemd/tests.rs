@@ -431,6 +431,10 @@ fn the_serve_unit_only_when_asked_for() {
         let mut i = input(ExternalSchedule::Weekly);
         i.serve = Some("127.0.0.1:8422".into());
         let r = render(&i, &target(scope)).unwrap();
+        // `--out` removes what a later render no longer has: every file is one it knows.
+        for name in r.files.keys() {
+            assert!(FILES.contains(&name.as_str()), "{name} is not in FILES");
+        }
         let unit = &r.units[SERVE_SERVICE];
         let service = &unit["Service"];
         assert_eq!(

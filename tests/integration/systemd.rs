@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use dbackup::{
-    COLLECT_SERVICE, COLLECT_TIMER, EXTERNAL_SERVICE, RenderedUnits, UDEV_RULES, UNIT_HEADER,
-    UnitScope, UnitValue,
+    COLLECT_SERVICE, COLLECT_TIMER, EXTERNAL_SERVICE, RenderedUnits, SERVE_SERVICE, UDEV_RULES,
+    UNIT_HEADER, UnitScope, UnitValue,
 };
 
 use crate::harness::{BIN, Output, Test, mode};
@@ -361,6 +361,38 @@ fn out_writes_the_files_and_replaces_only_its_own() {
         std::fs::read_to_string(dir.join(COLLECT_TIMER)).unwrap(),
         "[Timer]\nOnCalendar=mine\n"
     );
+}
+
+/// A render that no longer has the status page's server (`report.serve.unit` turned off) removes the one an earlier
+/// render wrote, as it removes the other units it no longer renders. Before, `dbackup-serve.service` stayed in the
+/// directory (with `--out ~/.config/systemd/user`: installed and enabled, the server kept running).
+#[test]
+fn out_removes_the_serve_unit_a_config_no_longer_asks_for() {
+    let serving = CONFIG.replace(
+        r#""schedule""#,
+        r#""report": { "serve": { "unit": true } }, "schedule""#,
+    );
+    let t = test_with(&serving);
+    let dir = t.path("units");
+    let dir_s = dir.display().to_string();
+    let args = ["--user", "--exe", EXE, "--out", &dir_s];
+    render(&t, &args);
+    assert!(dir.join(SERVE_SERVICE).is_file());
+
+    std::fs::write(t.path("config.json"), CONFIG).unwrap();
+    let out = render(&t, &[&args[..], &["--dry-run"]].concat());
+    out.stderr_has(&format!(
+        "would remove {}",
+        dir.join(SERVE_SERVICE).display()
+    ));
+    assert!(
+        dir.join(SERVE_SERVICE).is_file(),
+        "a dry run removes nothing"
+    );
+    let out = render(&t, &args);
+    out.stderr_has(&format!("removed {}", dir.join(SERVE_SERVICE).display()));
+    assert!(!dir.join(SERVE_SERVICE).exists());
+    out.stderr_lacks("enable --now dbackup-serve.service");
 }
 
 #[test]
