@@ -351,7 +351,8 @@ let
       } // optionalAttrs serveUnit {
         ${names.serveService} = {
           Unit = {
-            Description = "dbackup: the status page at http://${serveListen}/ (read-only)";
+            # `%` is a specifier in Description= too (an IPv6 scope: `[::1%1]:8422`).
+            Description = replaceStrings [ "%" ] [ "%%" ] "dbackup: the status page at http://${serveListen}/ (read-only)";
             Documentation = documentation;
           };
           Service = compact ({

@@ -3,6 +3,7 @@
 //! - [`path_unit`]: `systemd-escape --path --suffix=mount` (`/media/payne/my-drive` -> `media-payne-my\x2ddrive.mount`).
 //! - [`exec_word`] / [`setting_word`]: one word of an `ExecStart=` line or of a path or assignment list
 //!   (`%` is a specifier, `$` a variable in `ExecStart=`; quotes when a word needs them).
+//! - [`text`]: free text such as `Description=` (`%` is a specifier there too).
 //! - [`udev_label`] / [`udev_uuid`]: the `ENV{ID_FS_LABEL}` / `ENV{ID_FS_UUID}` match value for a configured label or
 //!   uuid, refusing what a udev match reads as a pattern (udev stores blkid's "safe" label: surrounding whitespace
 //!   dropped, inner runs of it turned into `_`).
@@ -106,6 +107,11 @@ fn word(what: &'static str, s: &str, exec: bool) -> Result<String, EscapeError> 
     } else {
         Ok(format!("\"{body}\""))
     }
+}
+
+/// Free text of a setting that systemd expands specifiers in but does not split (`Description=`): `%` doubled.
+pub fn text(s: &str) -> String {
+    s.replace('%', "%%")
 }
 
 /// An absolute path as one word of a setting (see [`setting_word`]).
@@ -223,6 +229,10 @@ mod tests {
             "\"A=\\\"q\\\" \\\\\""
         );
         assert_eq!(exec_word("x", "").unwrap(), "\"\"");
+        assert_eq!(
+            text("at http://[::1%1]:8422/ $HOME"),
+            "at http://[::1%%1]:8422/ $HOME"
+        );
         assert!(matches!(
             exec_word("x", "a\nb"),
             Err(EscapeError::Control { .. })

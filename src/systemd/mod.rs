@@ -601,8 +601,10 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
                     section(vec![
                         (
                             "Description",
-                            format!("dbackup: the status page at http://{listen}/ (read-only)")
-                                .into(),
+                            escape::text(&format!(
+                                "dbackup: the status page at http://{listen}/ (read-only)"
+                            ))
+                            .into(),
                         ),
                         ("Documentation", doc()),
                     ]),

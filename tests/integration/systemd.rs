@@ -506,17 +506,9 @@ fn verify(scope: UnitScope, dir: &Path, man: &Path, runtime: &Path) -> Result<()
     }
 }
 
-#[test]
-fn systemd_analyze_verifies_the_units_without_a_warning() {
-    if !require(&["systemd-analyze", "man"], "systemd man-db") {
-        return;
-    }
-    // With the status page's server too (report.serve.unit).
-    let t = test_with(&CONFIG.replace(
-        r#""schedule""#,
-        r#""report": { "serve": { "unit": true } }, "schedule""#,
-    ));
-    // Documentation=man:dbackup(1) must resolve: the man pages dbackup generates.
+/// What [`verify`] needs: the man pages dbackup generates (`Documentation=man:dbackup(1)` must resolve) and a
+/// private runtime directory (for `--user`).
+fn verify_setup(t: &Test) -> (PathBuf, PathBuf) {
     let man = t.path("man");
     t.cmd()
         .args(["generate", "man"])
@@ -530,6 +522,20 @@ fn systemd_analyze_verifies_the_units_without_a_warning() {
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .unwrap();
+    (man, runtime)
+}
+
+#[test]
+fn systemd_analyze_verifies_the_units_without_a_warning() {
+    if !require(&["systemd-analyze", "man"], "systemd man-db") {
+        return;
+    }
+    // With the status page's server too (report.serve.unit).
+    let t = test_with(&CONFIG.replace(
+        r#""schedule""#,
+        r#""report": { "serve": { "unit": true } }, "schedule""#,
+    ));
+    let (man, runtime) = verify_setup(&t);
 
     for (scope, flag) in [(UnitScope::System, "--system"), (UnitScope::User, "--user")] {
         let dir = t.path(&format!("units-{flag}"));
@@ -554,6 +560,32 @@ fn systemd_analyze_verifies_the_units_without_a_warning() {
     .unwrap();
     let err = verify(UnitScope::System, &bad, &man, &runtime).unwrap_err();
     assert!(err.contains("Niceness"), "{err}");
+}
+
+/// `report.serve.listen` may hold a `%` (an IPv6 scope: `[::1%1]:8422`), which systemd reads as a specifier in
+/// `Description=`: before, it was written as is and systemd ignored the description ("Failed to resolve unit
+/// specifiers ... Invalid slot"). Now it is `%%`, which systemd shows as `%`.
+#[test]
+fn a_percent_in_the_status_page_address_is_not_a_specifier() {
+    let t = test_with(&CONFIG.replace(
+        r#""schedule""#,
+        r#""report": { "serve": { "unit": true, "listen": "[::1%1]:8422" } }, "schedule""#,
+    ));
+    let dir = t.path("units");
+    let dir_s = dir.display().to_string();
+    render(&t, &["--system", "--run-as", "root", "--out", &dir_s]);
+    let text = std::fs::read_to_string(dir.join(SERVE_SERVICE)).unwrap();
+    assert!(
+        text.contains(
+            "Description=dbackup: the status page at http://[::1%%1]:8422/ (read-only)\n"
+        ),
+        "{text}"
+    );
+    if !require(&["systemd-analyze", "man"], "systemd man-db") {
+        return;
+    }
+    let (man, runtime) = verify_setup(&t);
+    verify(UnitScope::System, &dir, &man, &runtime).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -702,6 +734,11 @@ fn cases() -> Vec<Case> {
         (
             "system, the status page's server (report.serve.unit)",
             serve(r#"{ "unit": true, "listen": "127.0.0.1:9099" }"#),
+            System,
+        ),
+        (
+            "system, the status page's server on an address with a `%` (an IPv6 scope)",
+            serve(r#"{ "unit": true, "listen": "[::1%1]:8422" }"#),
             System,
         ),
         (
