@@ -93,7 +93,9 @@ pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>)
     let from = dir
         .map(|d| d.display().to_string())
         .unwrap_or_else(|| "DIR".to_string());
-    let units: Vec<String> = r.units.keys().map(|u| format!("{from}/{u}")).collect();
+    // Each file's path, quoted for the shell (the commands are copied and pasted).
+    let file = |name: &str| crate::ui::shell_words(&[format!("{from}/{name}")]);
+    let units: Vec<String> = r.units.keys().map(|u| file(u)).collect();
     let triggered = r.units[EXTERNAL_SERVICE].contains_key("Install");
     let mut lines = Vec::new();
     if dir.is_none() {
@@ -131,7 +133,8 @@ pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>)
             ));
             if let Some(rules) = &r.udev_rules {
                 lines.push(format!(
-                    "  sudo cp {from}/{rules} /etc/udev/rules.d/ && sudo udevadm control --reload"
+                    "  sudo cp {} /etc/udev/rules.d/ && sudo udevadm control --reload",
+                    file(rules)
                 ));
             }
             enable(&mut lines, "sudo systemctl");

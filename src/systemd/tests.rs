@@ -495,3 +495,31 @@ fn install_instructions_enable_the_units_for_each_scope() {
         assert_eq!(got, want, "{scope:?}");
     }
 }
+
+/// The directory the files were written to is quoted for the shell in the commands to copy and paste: before, a
+/// directory with a space (or `$(...)`) gave `sudo cp /tmp/my units/dbackup-collect.service ...`, which copies
+/// other files, or runs what the name holds.
+#[test]
+fn install_instructions_quote_the_directory() {
+    let i = input(ExternalSchedule::Weekly);
+    let dir = Path::new("/tmp/my units $(x)");
+    let r = render(&i, &target(Scope::System)).unwrap();
+    let text = install::instructions(&r, &i, "payne", Some(dir));
+    assert!(
+        text.contains(
+            "  sudo cp '/tmp/my units $(x)/dbackup-collect.service' '/tmp/my units $(x)/dbackup-collect.timer' \
+             '/tmp/my units $(x)/dbackup-external.service' /etc/systemd/system/\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  sudo cp '/tmp/my units $(x)/99-dbackup.rules' /etc/udev/rules.d/ "),
+        "{text}"
+    );
+    let r = render(&i, &target(Scope::User)).unwrap();
+    let text = install::instructions(&r, &i, "payne", Some(dir));
+    assert!(
+        text.contains("&& cp '/tmp/my units $(x)/dbackup-collect.service' "),
+        "{text}"
+    );
+}
