@@ -5,7 +5,8 @@
 //!
 //! The config is found as every command finds it; `~` and `$VAR` expand as they will for the user the units run as
 //! (`--run-as` for the system scope). Exit 0, or 2 when the config is invalid or cannot be put into a unit (a label
-//! udev cannot match, a path with a control character), or 1 when a file cannot be written.
+//! udev cannot match, a path with a control character) or `--out` is a directory another user can change
+//! ([`install::check_private`]), or 1 when a file cannot be written.
 
 use std::path::PathBuf;
 
@@ -108,6 +109,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
     };
 
     let dir = crate::expand::normalize(&env.cwd.join(dir));
+    install::check_private(&dir)?;
     let plan = install::plan_writes(&rendered, &dir)?;
     if global.dry_run {
         for (path, _) in &plan.write {

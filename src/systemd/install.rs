@@ -191,9 +191,48 @@ pub fn plan_writes(r: &Rendered, dir: &Path) -> anyhow::Result<Writes> {
     Ok(Writes { write, remove })
 }
 
+/// Refuses an `--out` directory that another user can write, or that lies below a directory another user can write
+/// (other than a sticky one such as `/tmp`), or that another user owns (root aside), on the path as given (a
+/// symlink judged by its owner) and on the path it leads to: the files are installed from there with sudo, and
+/// whoever can change or add one before the copy runs their program as root (a unit, or `RUN+=` in the udev rule).
+/// A directory that does not exist yet is judged by the directories above it.
+pub fn check_private(dir: &Path) -> Result<(), CodedError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let existing = dir
+        .ancestors()
+        .find(|d| d.symlink_metadata().is_ok())
+        .unwrap_or(Path::new("/"));
+    let real = existing
+        .canonicalize()
+        .unwrap_or_else(|_| existing.to_path_buf());
+    let given = existing.ancestors().map(|d| (d, d.symlink_metadata()));
+    let resolved = real.ancestors().map(|d| (d, d.metadata()));
+    for (d, meta) in given.chain(resolved) {
+        let Ok(meta) = meta else { continue };
+        let is_out = existing == dir && (d == dir || d == real);
+        let writable = meta.mode() & 0o002 != 0 && !meta.file_type().is_symlink();
+        let why = if meta.uid() != me && meta.uid() != 0 {
+            format!("belongs to another user (uid {})", meta.uid())
+        } else if writable && (is_out || meta.mode() & 0o1000 == 0) {
+            "can be written by every user".to_string()
+        } else {
+            continue;
+        };
+        return Err(usage(format!(
+            "{} {why}, so another user could change the files before you install them; write them to a \
+             directory of your own (--out ~/dbackup-units)",
+            d.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Carries out `plan` in `dir` (created when missing): each file written, each leftover removed (and said so).
 pub fn apply(plan: &Writes, dir: &Path, ui: &crate::ui::Ui) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Again now that it exists: another user may have made it since the check before the plan.
+    check_private(dir)?;
     for (path, text) in &plan.write {
         write_file(path, text)?;
     }

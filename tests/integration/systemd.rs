@@ -395,6 +395,78 @@ fn out_removes_the_serve_unit_a_config_no_longer_asks_for() {
     out.stderr_lacks("enable --now dbackup-serve.service");
 }
 
+/// `--out` refuses a directory another user can write (its files are then copied in with sudo: whoever can change
+/// or add one there between the render and the copy runs their own program as root, through a unit or the udev
+/// rule), and one below such a directory. Before, it wrote into a `/tmp/dbackup-units` that another user had made
+/// beforehand. A dry run says so too; `/tmp` itself (sticky, everyone writes it) is refused as `--out`, not as a
+/// directory above one.
+#[test]
+fn out_refuses_a_directory_another_user_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = test_with(CONFIG);
+    let chmod =
+        |p: &Path, m: u32| std::fs::set_permissions(p, PermissionsExt::from_mode(m)).unwrap();
+    let refused = |dir: &Path, dry_run: bool| {
+        let dir_s = dir.display().to_string();
+        let mut args = vec![
+            "systemd", "render", "--system", "--run-as", "root", "--exe", EXE, "--out", &dir_s,
+        ];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let out = t.cmd().args(args).status(2);
+        out.stderr_has("another user");
+        assert!(!dir.join(COLLECT_SERVICE).exists(), "{}", dir.display());
+    };
+
+    let open = t.path("open");
+    std::fs::create_dir_all(&open).unwrap();
+    chmod(&open, 0o777);
+    refused(&open, false);
+    refused(&open, true);
+    chmod(&open, 0o1777);
+    refused(&open, false);
+    // Below a directory everyone writes, without the sticky bit: the directory could be swapped.
+    chmod(&open, 0o777);
+    refused(&open.join("units"), false);
+
+    // Owned by another user (root renders into it here, so the owner is not the one rendering).
+    if rustix::process::geteuid().is_root() {
+        let theirs = t.path("theirs");
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        refused(&theirs, false);
+        // Their symlink (in a sticky directory everyone writes) to a directory of ours: they could point it
+        // elsewhere before the copy.
+        let ours = t.path("ours");
+        std::fs::create_dir_all(&ours).unwrap();
+        chmod(&open, 0o1777);
+        let link = open.join("link");
+        std::os::unix::fs::symlink(&ours, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), None).unwrap();
+        refused(&link, false);
+        std::fs::remove_file(&link).unwrap();
+    } else {
+        testkit::skip("not root: cannot give a directory to another user");
+    }
+
+    // A directory of the user's own, and one below a sticky directory everyone writes, are fine.
+    chmod(&open, 0o1777);
+    render(
+        &t,
+        &[
+            "--system",
+            "--run-as",
+            "root",
+            "--exe",
+            EXE,
+            "--out",
+            &open.join("units").display().to_string(),
+        ],
+    );
+    assert!(open.join("units").join(COLLECT_SERVICE).is_file());
+}
+
 #[test]
 fn errors_say_what_to_do() {
     let t = test_with(&CONFIG.replace(r#""fs_label": "T9""#, r#""fs_label": "T9*""#));
