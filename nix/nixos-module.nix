@@ -84,6 +84,11 @@ let
     };
   };
   seen = dlib.dirs { inherit (cfg) user home environment settings; };
+  # tmpfiles.d entries (path -> entry) with each path as a tmpfiles.d line reads it: NixOS writes it between single
+  # quotes as it is, and systemd-tmpfiles expands specifiers (`%u`) and takes a backslash as an escape there.
+  tmpfiles = lib.mapAttrs' (
+    path: lib.nameValuePair (lib.replaceStrings [ "\\" "'" "%" ] [ "\\\\" "\\'" "%%" ] path)
+  );
   # The directories between the home and `path`, which the user must own (`~/.local`, `~/.local/state`).
   between =
     home: path:
@@ -198,12 +203,13 @@ in
       common unit // { serviceConfig = unit.Service; }
     );
 
-    systemd.tmpfiles.settings."10-dbackup" =
+    systemd.tmpfiles.settings."10-dbackup" = tmpfiles (
       lib.genAttrs (between cfg.home seen.stateDir) (_: dir "0755")
       // {
         ${seen.stateDir} = dir "0700";
         ${seen.backupRoot} = dir "0700";
-      };
+      }
+    );
 
     services.udev.packages = lib.optional (rendered.udev_rules != null) (
       pkgs.writeTextDir "lib/udev/rules.d/${rendered.udev_rules}" rendered.files.${rendered.udev_rules}

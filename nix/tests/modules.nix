@@ -451,6 +451,20 @@ let
     }
   );
   n1c = n1.config;
+  # A backup root with characters systemd-tmpfiles reads specially (`%u`, `\b`, a quote).
+  nOdd = nixos (
+    payne
+    // {
+      services.dbackup = {
+        enable = true;
+        user = "payne";
+        settings = settings // {
+          backup_root = "/srv/100%users/a\\b'c";
+        };
+        environment.DDATA = "/data";
+      };
+    }
+  );
   renderedSystem = dlib.render {
     scope = "system";
     inherit exe;
@@ -1104,6 +1118,16 @@ let
         group = ":users";
       };
     })
+    # systemd-tmpfiles expands specifiers and backslash escapes in a path: a backup root "/srv/100%users" was made as
+    # "/srv/100rootsers" (and "/srv/a\b" as "/srv/ab"; a `'` ended NixOS's quoting of the path and tmpfiles refused
+    # the line), so the real one never existed and the units, whose ReadWritePaths= needs it, could not start. The
+    # paths are now escaped for tmpfiles.
+    (check "nixos tmpfiles paths keep % and \\ literal" (builtins.attrNames (nOdd.config.systemd.tmpfiles.settings."10-dbackup" or { })) [
+      "/home/payne/.local"
+      "/home/payne/.local/state"
+      "/home/payne/.local/state/dbackup"
+      "/srv/100%%users/a\\\\b\\'c"
+    ])
     (check "nixos units hardened" (lib.filterAttrs (k: _: lib.hasPrefix "Protect" k || k == "ReadWritePaths") collect.serviceConfig) {
       ProtectSystem = "strict";
       ProtectKernelTunables = "yes";
