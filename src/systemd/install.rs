@@ -75,6 +75,20 @@ pub fn missing_programs(rendered: &Rendered) -> Vec<String> {
     out
 }
 
+/// The warning when the units would run a binary in the Nix store (`nix run`, or a `nix profile` install, whose
+/// binary is the wrapped `.dbackup-wrapped`): garbage collection removes that path once no profile holds it, and the
+/// wrapped binary lacks the `PATH` (rsync, blkid) its wrapper sets.
+pub fn store_exe_warning(exe: &Path) -> Option<String> {
+    exe.starts_with("/nix/store").then(|| {
+        format!(
+            "the units would run {}, which is in the Nix store: garbage collection removes it once no profile \
+             holds it, and the units then fail; give a path that stays (--exe ~/.nix-profile/bin/dbackup after \
+             `nix profile install`), or use the NixOS or home-manager module",
+            crate::stdx::show_path(exe)
+        )
+    })
+}
+
 /// Every file, each after a `### name` line, for reading or piping.
 pub fn text(r: &Rendered) -> String {
     let mut out = String::new();

@@ -467,6 +467,21 @@ fn out_refuses_a_directory_another_user_can_write() {
     assert!(open.join("units").join(COLLECT_SERVICE).is_file());
 }
 
+/// Units that run dbackup from the Nix store (`nix run . -- systemd render`, or a `nix profile` install, whose
+/// binary is `/nix/store/...-dbackup/bin/.dbackup-wrapped`) stop working once garbage collection removes that path,
+/// and the wrapped binary lacks the `PATH` to rsync and blkid its wrapper sets: render warns and says what to give.
+/// Before, it wrote them without a word.
+#[test]
+fn render_warns_when_the_units_would_run_a_binary_in_the_nix_store() {
+    let t = test_with(CONFIG);
+    let store = "/nix/store/00000000000000000000000000000000-dbackup-0.1.0/bin/.dbackup-wrapped";
+    let out = render(&t, &["--user", "--exe", store]);
+    out.stderr_has("in the Nix store");
+    out.stderr_has("--exe ~/.nix-profile/bin/dbackup");
+    let out = render(&t, &["--user", "--exe", EXE]);
+    out.stderr_lacks("Nix store");
+}
+
 #[test]
 fn errors_say_what_to_do() {
     let t = test_with(&CONFIG.replace(r#""fs_label": "T9""#, r#""fs_label": "T9*""#));
