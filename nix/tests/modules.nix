@@ -439,32 +439,24 @@ let
     };
   };
 
-  n1 = nixos (
-    payne
-    // {
-      services.dbackup = {
-        enable = true;
-        user = "payne";
-        inherit settings;
-        environment.DDATA = "/data";
-      };
-    }
-  );
+  # services.dbackup for payne (with DDATA) with `settings`.
+  nixosWith =
+    settings:
+    nixos (
+      payne
+      // {
+        services.dbackup = {
+          enable = true;
+          user = "payne";
+          inherit settings;
+          environment.DDATA = "/data";
+        };
+      }
+    );
+  n1 = nixosWith settings;
   n1c = n1.config;
   # A backup root with characters systemd-tmpfiles reads specially (`%u`, `\b`, a quote).
-  nOdd = nixos (
-    payne
-    // {
-      services.dbackup = {
-        enable = true;
-        user = "payne";
-        settings = settings // {
-          backup_root = "/srv/100%users/a\\b'c";
-        };
-        environment.DDATA = "/data";
-      };
-    }
-  );
+  nOdd = nixosWith (settings // { backup_root = "/srv/100%users/a\\b'c"; });
   renderedSystem = dlib.render {
     scope = "system";
     inherit exe;
@@ -543,39 +535,22 @@ let
   # The status page's server, asked for in the settings.
   serving = lib.recursiveUpdate settings { report.serve.unit = true; };
   # A bucket beside the drive: no path, no mount, no rule.
-  nBucket = nixos (
-    payne
+  nBucket = nixosWith (
+    settings
     // {
-      services.dbackup = {
-        enable = true;
-        user = "payne";
-        settings = settings // {
-          destinations = settings.destinations ++ [
-            {
-              name = "offsite";
-              kind = "s3";
-              bucket = "bucket1";
-              endpoint = "https://s3.example.org";
-              region = "garage";
-              allow_unencrypted = true;
-            }
-          ];
-        };
-        environment.DDATA = "/data";
-      };
+      destinations = settings.destinations ++ [
+        {
+          name = "offsite";
+          kind = "s3";
+          bucket = "bucket1";
+          endpoint = "https://s3.example.org";
+          region = "garage";
+          allow_unencrypted = true;
+        }
+      ];
     }
   );
-  nServe = nixos (
-    payne
-    // {
-      services.dbackup = {
-        enable = true;
-        user = "payne";
-        settings = serving;
-        environment.DDATA = "/data";
-      };
-    }
-  );
+  nServe = nixosWith serving;
   hServe = home {
     home.username = "payne";
     home.homeDirectory = "/home/payne";
