@@ -102,7 +102,9 @@ let
 
   # ---- quoting -----------------------------------------------------------------------------------------------------
 
-  hasControl = s: match ".*[[:cntrl:]].*" s != null;
+  # The C1 control characters, U+0080-U+009F, which [[:cntrl:]] (ASCII) does not see; Rust's char::is_control does.
+  c1Controls = genList (i: utf8 (128 + i)) 32;
+  hasControl = s: match ".*[[:cntrl:]].*" s != null || replaceStrings c1Controls (map (_: "") c1Controls) s != s;
   word = exec: what: s:
     let
       body = replaceStrings

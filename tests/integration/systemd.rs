@@ -1030,6 +1030,9 @@ fn nix_lib_refuses_what_dbackup_refuses() {
         ("T9*", "cannot be matched by a udev rule"),
         // `|` separates alternatives in a udev match: the rule would start the unit for a drive labelled OTHER.
         ("T9|OTHER", "cannot be matched by a udev rule"),
+        // A C1 control character (U+0085): dbackup refuses it as a control character, and so does nix/lib.nix
+        // (before, Nix's [[:cntrl:]] saw only the ASCII ones and rendered the rule).
+        ("T9\u{85}", "cannot be matched by a udev rule"),
         ("   ", "fs_label is empty"),
     ] {
         let settings = serde_json::json!({
