@@ -69,8 +69,9 @@ let
     ];
 
   # ProtectSystem=strict: what the units may write must exist before they start (ReadWritePaths=). The backup
-  # root and the run log's directory (with its parents below the home, owned by the user) are made at boot and
-  # on each switch; `:` leaves the mode and owner of one that exists alone.
+  # root and the run log's directory (each with its parents below the home, owned by the user: systemd-tmpfiles
+  # would make a missing one root's, then refuse the path) are made at boot and on each switch; `:` leaves the
+  # mode and owner of one that exists alone.
   group =
     let
       g = config.users.users.${cfg.user}.group or "";
@@ -89,7 +90,8 @@ let
   tmpfiles = lib.mapAttrs' (
     path: lib.nameValuePair (lib.replaceStrings [ "\\" "'" "%" ] [ "\\\\" "\\'" "%%" ] path)
   );
-  # The directories between the home and `path`, which the user must own (`~/.local`, `~/.local/state`).
+  # The directories between the home and `path`, which the user must own (`~/.local`, `~/.local/state`); none for a
+  # path outside the home.
   between =
     home: path:
     let
@@ -204,7 +206,7 @@ in
     );
 
     systemd.tmpfiles.settings."10-dbackup" = tmpfiles (
-      lib.genAttrs (between cfg.home seen.stateDir) (_: dir "0755")
+      lib.genAttrs (between cfg.home seen.stateDir ++ between cfg.home seen.backupRoot) (_: dir "0755")
       // {
         ${seen.stateDir} = dir "0700";
         ${seen.backupRoot} = dir "0700";

@@ -455,6 +455,8 @@ let
     );
   n1 = nixosWith settings;
   n1c = n1.config;
+  # No backup root: the default, ~/.local/share/dbackup.
+  nDefaultRoot = nixosWith (builtins.removeAttrs settings [ "backup_root" ]);
   # A backup root with characters systemd-tmpfiles reads specially (`%u`, `\b`, a quote).
   nOdd = nixosWith (settings // { backup_root = "/srv/100%users/a\\b'c"; });
   renderedSystem = dlib.render {
@@ -1103,6 +1105,19 @@ let
       "/home/payne/.local/state/dbackup"
       "/srv/100%%users/a\\\\b\\'c"
     ])
+    # The default backup root (~/.local/share/dbackup): the directories between the home and it belong to the user.
+    # Before, only those above the run log's directory did, so systemd-tmpfiles made ~/.local/share itself, owned by
+    # root (the user's programs could no longer write there), then refused the unsafe path (payne -> root) and never
+    # made the backup root, which the units need.
+    (check "nixos the directories up to the default backup root belong to the user" (
+      lib.mapAttrs (_: e: e.d.user) (nDefaultRoot.config.systemd.tmpfiles.settings."10-dbackup" or { })
+    ) {
+      "/home/payne/.local" = ":payne";
+      "/home/payne/.local/share" = ":payne";
+      "/home/payne/.local/share/dbackup" = ":payne";
+      "/home/payne/.local/state" = ":payne";
+      "/home/payne/.local/state/dbackup" = ":payne";
+    })
     (check "nixos units hardened" (lib.filterAttrs (k: _: lib.hasPrefix "Protect" k || k == "ReadWritePaths") collect.serviceConfig) {
       ProtectSystem = "strict";
       ProtectKernelTunables = "yes";
