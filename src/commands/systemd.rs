@@ -106,7 +106,13 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
             super::print_json(&rendered)?;
         } else {
             crate::out!("{}", install::text(&rendered));
-            ui.info(install::instructions(&rendered, &input, &target.user, None));
+            ui.info(install::instructions(
+                &rendered,
+                &input,
+                &target.user,
+                &unit_env.home,
+                None,
+            ));
         }
         return Ok(Exit::Ok);
     };
@@ -145,6 +151,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
             &rendered,
             &input,
             &target.user,
+            &unit_env.home,
             Some(&dir),
         ));
     }

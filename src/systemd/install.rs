@@ -102,8 +102,15 @@ pub fn text(r: &Rendered) -> String {
 }
 
 /// The commands that install and enable the files (from `dir`, or from a directory the user saves them to); for the
-/// system scope, first the directories the units may write (`ProtectSystem=strict` needs them to exist).
-pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>) -> String {
+/// system scope, first the directories the units may write (`ProtectSystem=strict` needs them to exist), made by
+/// `user` (whose home is `home`) where they can be.
+pub fn instructions(
+    r: &Rendered,
+    input: &Input,
+    user: &str,
+    home: &Path,
+    dir: Option<&Path>,
+) -> String {
     let from = dir
         .map(|d| d.display().to_string())
         .unwrap_or_else(|| "DIR".to_string());
@@ -133,8 +140,14 @@ pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>)
     match r.scope {
         Scope::System => {
             let quote = |p: &Path| crate::ui::shell_words(&[p.display().to_string()]);
+            // Below the home, as the user: `install -d` would make the missing directories above it root's.
+            let make_root = if input.backup_root.starts_with(home) && home != Path::new("/") {
+                format!("sudo -u {user} mkdir -p -m 0700")
+            } else {
+                format!("sudo install -d -m 0700 -o {user}")
+            };
             lines.push(format!(
-                "  sudo install -d -m 0700 -o {user} {}   # if missing: the units write only there,",
+                "  {make_root} {}   # if missing: the units write only there,",
                 quote(&input.backup_root)
             ));
             lines.push(format!(
