@@ -102,7 +102,9 @@ let
 
   # ---- quoting -----------------------------------------------------------------------------------------------------
 
-  hasControl = s: match ".*[[:cntrl:]].*" s != null;
+  # The C1 control characters, U+0080-U+009F, which [[:cntrl:]] (ASCII) does not see; Rust's char::is_control does.
+  c1Controls = genList (i: utf8 (128 + i)) 32;
+  hasControl = s: match ".*[[:cntrl:]].*" s != null || replaceStrings c1Controls (map (_: "") c1Controls) s != s;
   word = exec: what: s:
     let
       body = replaceStrings
@@ -121,12 +123,13 @@ let
     if hasPrefix "/" p then settingWord what p
     else throw "dbackup: ${what} ${builtins.toJSON p} is not an absolute path";
 
-  udevUnsafe = s: match ".*[][*?\"\\\\].*" s != null || hasControl s;
+  # Glob characters, `|` (which separates alternatives in a udev match), quotes, backslashes, control characters.
+  udevUnsafe = s: match ".*[][*?|\"\\\\].*" s != null || hasControl s;
   # The value udev stores as ID_FS_LABEL for a label: surrounding spaces dropped, inner runs of them one `_`.
   udevLabel = label:
     let safe = concatStringsSep "_" (filter (w: builtins.isString w && w != "") (split " +" label)); in
     if udevUnsafe label then
-      throw "dbackup: fs_label ${builtins.toJSON label} cannot be matched by a udev rule (it contains one of * ? [ ] \" \\ or a control character); match the drive by fs_uuid instead"
+      throw "dbackup: fs_label ${builtins.toJSON label} cannot be matched by a udev rule (it contains one of * ? [ ] | \" \\ or a control character); match the drive by fs_uuid instead"
     else if safe == "" then throw "dbackup: fs_label is empty, which no drive has"
     else safe;
   upper = replaceStrings (chars "abcdefghijklmnopqrstuvwxyz") (chars "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
@@ -134,7 +137,7 @@ let
   # A glob that matches ID_FS_UUID in any case (`6be7` -> `6[Bb][Ee]7`).
   udevUuid = uuid:
     if udevUnsafe uuid || match ".*[[:space:]].*" uuid != null then
-      throw "dbackup: fs_uuid ${builtins.toJSON uuid} cannot be matched by a udev rule (it contains one of * ? [ ] \" \\ or a control character); match the drive by fs_uuid instead"
+      throw "dbackup: fs_uuid ${builtins.toJSON uuid} cannot be matched by a udev rule (it contains one of * ? [ ] | \" \\ or a control character); match the drive by fs_uuid instead"
     else if uuid == "" then throw "dbackup: fs_uuid is empty, which no drive has"
     else concatStringsSep "" (map (c: if match "[A-Za-z]" c != null then "[${upper c}${lower c}]" else c) (chars uuid));
 
@@ -350,7 +353,8 @@ let
       } // optionalAttrs serveUnit {
         ${names.serveService} = {
           Unit = {
-            Description = "dbackup: the status page at http://${serveListen}/ (read-only)";
+            # `%` is a specifier in Description= too (an IPv6 scope: `[::1%1]:8422`).
+            Description = replaceStrings [ "%" ] [ "%%" ] "dbackup: the status page at http://${serveListen}/ (read-only)";
             Documentation = documentation;
           };
           Service = compact ({

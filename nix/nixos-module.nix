@@ -69,8 +69,9 @@ let
     ];
 
   # ProtectSystem=strict: what the units may write must exist before they start (ReadWritePaths=). The backup
-  # root and the run log's directory (with its parents below the home, owned by the user) are made at boot and
-  # on each switch; `:` leaves the mode and owner of one that exists alone.
+  # root and the run log's directory (each with its parents below the home, owned by the user: systemd-tmpfiles
+  # would make a missing one root's, then refuse the path) are made at boot and on each switch; `:` leaves the
+  # mode and owner of one that exists alone.
   group =
     let
       g = config.users.users.${cfg.user}.group or "";
@@ -84,7 +85,13 @@ let
     };
   };
   seen = dlib.dirs { inherit (cfg) user home environment settings; };
-  # The directories between the home and `path`, which the user must own (`~/.local`, `~/.local/state`).
+  # tmpfiles.d entries (path -> entry) with each path as a tmpfiles.d line reads it: NixOS writes it between single
+  # quotes as it is, and systemd-tmpfiles expands specifiers (`%u`) and takes a backslash as an escape there.
+  tmpfiles = lib.mapAttrs' (
+    path: lib.nameValuePair (lib.replaceStrings [ "\\" "'" "%" ] [ "\\\\" "\\'" "%%" ] path)
+  );
+  # The directories between the home and `path`, which the user must own (`~/.local`, `~/.local/state`); none for a
+  # path outside the home.
   between =
     home: path:
     let
@@ -198,12 +205,13 @@ in
       common unit // { serviceConfig = unit.Service; }
     );
 
-    systemd.tmpfiles.settings."10-dbackup" =
-      lib.genAttrs (between cfg.home seen.stateDir) (_: dir "0755")
+    systemd.tmpfiles.settings."10-dbackup" = tmpfiles (
+      lib.genAttrs (between cfg.home seen.stateDir ++ between cfg.home seen.backupRoot) (_: dir "0755")
       // {
         ${seen.stateDir} = dir "0700";
         ${seen.backupRoot} = dir "0700";
-      };
+      }
+    );
 
     services.udev.packages = lib.optional (rendered.udev_rules != null) (
       pkgs.writeTextDir "lib/udev/rules.d/${rendered.udev_rules}" rendered.files.${rendered.udev_rules}

@@ -818,7 +818,7 @@ drive) are not failures.
 Examples:
   dbackup systemd render --user                          # print the units
   dbackup systemd render --user --out ~/.config/systemd/user
-  dbackup systemd render --system --out /tmp/units         # as you: the units run as you (--run-as)
+  dbackup systemd render --system --out ~/dbackup-units   # as you: the units run as you (--run-as)
   dbackup systemd render --system --format json          # what the Nix modules are tested against";
 
 #[derive(Debug, Clone, Args)]
@@ -833,7 +833,8 @@ pub struct SystemdRenderArgs {
     #[arg(long)]
     pub system: bool,
 
-    /// Write the files into DIR (created if missing) instead of printing them; replaces only files dbackup wrote
+    /// Write the files into DIR (created if missing) instead of printing them; replaces only files dbackup wrote,
+    /// and refuses a DIR another user can change
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 

@@ -181,5 +181,5 @@ pub use runlog::{RunRecord, append as append_runlog, read as read_runlog};
 pub use systemd::escape::path_unit;
 pub use systemd::{
     COLLECT_SERVICE, COLLECT_TIMER, EXTERNAL_SERVICE, HEADER as UNIT_HEADER,
-    Rendered as RenderedUnits, Scope as UnitScope, UDEV_RULES, Value as UnitValue,
+    Rendered as RenderedUnits, SERVE_SERVICE, Scope as UnitScope, UDEV_RULES, Value as UnitValue,
 };

@@ -118,14 +118,16 @@ let
       "a_b"
       "Données"
     ])
-    (case "udevLabel refuses globs, quotes and blanks" (map (l: fails (lib.udevLabel l)) [ "T*" "a\"b" "a\\b" "   " ]) [
+    # `|` separates alternatives in a udev match: "T9|OTHER" would match a drive labelled OTHER.
+    (case "udevLabel refuses globs, alternatives, quotes and blanks" (map (l: fails (lib.udevLabel l)) [ "T*" "T9|OTHER" "a\"b" "a\\b" "   " ]) [
+      true
       true
       true
       true
       true
     ])
     (case "udevUuid" (map lib.udevUuid [ "6be7-A7D5" "1234" ]) [ "6[Bb][Ee]7-[Aa]7[Dd]5" "1234" ])
-    (case "udevUuid refuses blanks" (map (u: fails (lib.udevUuid u)) [ "12 34" "" ]) [ true true ])
+    (case "udevUuid refuses blanks and alternatives" (map (u: fails (lib.udevUuid u)) [ "12 34" "" "1234|" ]) [ true true true ])
     (case "unitText orders sections and settings"
       (lib.unitText {
         Install.WantedBy = [ "a" "b" ];

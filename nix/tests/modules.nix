@@ -439,18 +439,26 @@ let
     };
   };
 
-  n1 = nixos (
-    payne
-    // {
-      services.dbackup = {
-        enable = true;
-        user = "payne";
-        inherit settings;
-        environment.DDATA = "/data";
-      };
-    }
-  );
+  # services.dbackup for payne (with DDATA) with `settings`.
+  nixosWith =
+    settings:
+    nixos (
+      payne
+      // {
+        services.dbackup = {
+          enable = true;
+          user = "payne";
+          inherit settings;
+          environment.DDATA = "/data";
+        };
+      }
+    );
+  n1 = nixosWith settings;
   n1c = n1.config;
+  # No backup root: the default, ~/.local/share/dbackup.
+  nDefaultRoot = nixosWith (builtins.removeAttrs settings [ "backup_root" ]);
+  # A backup root with characters systemd-tmpfiles reads specially (`%u`, `\b`, a quote).
+  nOdd = nixosWith (settings // { backup_root = "/srv/100%users/a\\b'c"; });
   renderedSystem = dlib.render {
     scope = "system";
     inherit exe;
@@ -529,39 +537,22 @@ let
   # The status page's server, asked for in the settings.
   serving = lib.recursiveUpdate settings { report.serve.unit = true; };
   # A bucket beside the drive: no path, no mount, no rule.
-  nBucket = nixos (
-    payne
+  nBucket = nixosWith (
+    settings
     // {
-      services.dbackup = {
-        enable = true;
-        user = "payne";
-        settings = settings // {
-          destinations = settings.destinations ++ [
-            {
-              name = "offsite";
-              kind = "s3";
-              bucket = "bucket1";
-              endpoint = "https://s3.example.org";
-              region = "garage";
-              allow_unencrypted = true;
-            }
-          ];
-        };
-        environment.DDATA = "/data";
-      };
+      destinations = settings.destinations ++ [
+        {
+          name = "offsite";
+          kind = "s3";
+          bucket = "bucket1";
+          endpoint = "https://s3.example.org";
+          region = "garage";
+          allow_unencrypted = true;
+        }
+      ];
     }
   );
-  nServe = nixos (
-    payne
-    // {
-      services.dbackup = {
-        enable = true;
-        user = "payne";
-        settings = serving;
-        environment.DDATA = "/data";
-      };
-    }
-  );
+  nServe = nixosWith serving;
   hServe = home {
     home.username = "payne";
     home.homeDirectory = "/home/payne";
@@ -1103,6 +1094,29 @@ let
         user = ":payne";
         group = ":users";
       };
+    })
+    # systemd-tmpfiles expands specifiers and backslash escapes in a path: a backup root "/srv/100%users" was made as
+    # "/srv/100rootsers" (and "/srv/a\b" as "/srv/ab"; a `'` ended NixOS's quoting of the path and tmpfiles refused
+    # the line), so the real one never existed and the units, whose ReadWritePaths= needs it, could not start. The
+    # paths are now escaped for tmpfiles.
+    (check "nixos tmpfiles paths keep % and \\ literal" (builtins.attrNames (nOdd.config.systemd.tmpfiles.settings."10-dbackup" or { })) [
+      "/home/payne/.local"
+      "/home/payne/.local/state"
+      "/home/payne/.local/state/dbackup"
+      "/srv/100%%users/a\\\\b\\'c"
+    ])
+    # The default backup root (~/.local/share/dbackup): the directories between the home and it belong to the user.
+    # Before, only those above the run log's directory did, so systemd-tmpfiles made ~/.local/share itself, owned by
+    # root (the user's programs could no longer write there), then refused the unsafe path (payne -> root) and never
+    # made the backup root, which the units need.
+    (check "nixos the directories up to the default backup root belong to the user" (
+      lib.mapAttrs (_: e: e.d.user) (nDefaultRoot.config.systemd.tmpfiles.settings."10-dbackup" or { })
+    ) {
+      "/home/payne/.local" = ":payne";
+      "/home/payne/.local/share" = ":payne";
+      "/home/payne/.local/share/dbackup" = ":payne";
+      "/home/payne/.local/state" = ":payne";
+      "/home/payne/.local/state/dbackup" = ":payne";
     })
     (check "nixos units hardened" (lib.filterAttrs (k: _: lib.hasPrefix "Protect" k || k == "ReadWritePaths") collect.serviceConfig) {
       ProtectSystem = "strict";

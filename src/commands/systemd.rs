@@ -5,7 +5,8 @@
 //!
 //! The config is found as every command finds it; `~` and `$VAR` expand as they will for the user the units run as
 //! (`--run-as` for the system scope). Exit 0, or 2 when the config is invalid or cannot be put into a unit (a label
-//! udev cannot match, a path with a control character), or 1 when a file cannot be written.
+//! udev cannot match, a path with a control character) or `--out` is a directory another user can change
+//! ([`install::check_private`]), or 1 when a file cannot be written.
 
 use std::path::PathBuf;
 
@@ -83,6 +84,9 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
             .and_then(|p| p.canonicalize())
             .context("cannot find the path of this dbackup binary; give it with --exe")?,
     };
+    if let Some(warning) = install::store_exe_warning(&exe) {
+        ui.warn(warning);
+    }
     let target = Target {
         scope,
         exe,
@@ -102,12 +106,19 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
             super::print_json(&rendered)?;
         } else {
             crate::out!("{}", install::text(&rendered));
-            ui.info(install::instructions(&rendered, &input, &target.user, None));
+            ui.info(install::instructions(
+                &rendered,
+                &input,
+                &target.user,
+                &unit_env.home,
+                None,
+            ));
         }
         return Ok(Exit::Ok);
     };
 
     let dir = crate::expand::normalize(&env.cwd.join(dir));
+    install::check_private(&dir)?;
     let plan = install::plan_writes(&rendered, &dir)?;
     if global.dry_run {
         for (path, _) in &plan.write {
@@ -140,6 +151,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
             &rendered,
             &input,
             &target.user,
+            &unit_env.home,
             Some(&dir),
         ));
     }

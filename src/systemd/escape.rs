@@ -3,8 +3,10 @@
 //! - [`path_unit`]: `systemd-escape --path --suffix=mount` (`/media/payne/my-drive` -> `media-payne-my\x2ddrive.mount`).
 //! - [`exec_word`] / [`setting_word`]: one word of an `ExecStart=` line or of a path or assignment list
 //!   (`%` is a specifier, `$` a variable in `ExecStart=`; quotes when a word needs them).
+//! - [`text`]: free text such as `Description=` (`%` is a specifier there too).
 //! - [`udev_label`] / [`udev_uuid`]: the `ENV{ID_FS_LABEL}` / `ENV{ID_FS_UUID}` match value for a configured label or
-//!   uuid (udev stores blkid's "safe" label: surrounding whitespace dropped, inner runs of it turned into `_`).
+//!   uuid, refusing what a udev match reads as a pattern (udev stores blkid's "safe" label: surrounding whitespace
+//!   dropped, inner runs of it turned into `_`).
 //!
 //! `nix/lib.nix` implements the same rules with Nix builtins; the tests compare both with each other and with
 //! `systemd-escape`.
@@ -22,7 +24,7 @@ pub enum EscapeError {
     #[error("{what} {value:?} is not valid UTF-8")]
     NotUtf8 { what: &'static str, value: String },
     #[error(
-        "{what} {value:?} cannot be matched by a udev rule (it contains one of * ? [ ] \" \\ or a control \
+        "{what} {value:?} cannot be matched by a udev rule (it contains one of * ? [ ] | \" \\ or a control \
          character); match the drive by fs_uuid instead"
     )]
     Udev { what: &'static str, value: String },
@@ -107,6 +109,11 @@ fn word(what: &'static str, s: &str, exec: bool) -> Result<String, EscapeError> 
     }
 }
 
+/// Free text of a setting that systemd expands specifiers in but does not split (`Description=`): `%` doubled.
+pub fn text(s: &str) -> String {
+    s.replace('%', "%%")
+}
+
 /// An absolute path as one word of a setting (see [`setting_word`]).
 pub fn path_word(what: &'static str, p: &Path) -> Result<String, EscapeError> {
     let s = p.to_str().ok_or_else(|| EscapeError::NotUtf8 {
@@ -122,9 +129,10 @@ pub fn path_word(what: &'static str, p: &Path) -> Result<String, EscapeError> {
     setting_word(what, s)
 }
 
-/// Characters a udev match value cannot hold literally: glob characters, quotes, backslashes, control characters.
+/// Characters a udev match value cannot hold literally: glob characters, `|` (which separates alternatives), quotes,
+/// backslashes, control characters.
 fn udev_unsafe(c: char) -> bool {
-    matches!(c, '*' | '?' | '[' | ']' | '"' | '\\') || c.is_control()
+    matches!(c, '*' | '?' | '[' | ']' | '|' | '"' | '\\') || c.is_control()
 }
 
 /// The value udev's blkid builtin stores as `ID_FS_LABEL` for a filesystem labelled `label` (blkid's safe string:
@@ -221,6 +229,10 @@ mod tests {
             "\"A=\\\"q\\\" \\\\\""
         );
         assert_eq!(exec_word("x", "").unwrap(), "\"\"");
+        assert_eq!(
+            text("at http://[::1%1]:8422/ $HOME"),
+            "at http://[::1%%1]:8422/ $HOME"
+        );
         assert!(matches!(
             exec_word("x", "a\nb"),
             Err(EscapeError::Control { .. })
@@ -239,6 +251,12 @@ mod tests {
         assert_eq!(udev_label("Données").unwrap(), "Données");
         assert!(matches!(udev_label("T*"), Err(EscapeError::Udev { .. })));
         assert!(matches!(udev_label("a\tb"), Err(EscapeError::Udev { .. })));
+        // `|` separates alternatives in a udev match: "T9|OTHER" would match a drive labelled OTHER (and not the
+        // drive labelled "T9|OTHER"), so it is refused like a glob character.
+        assert!(matches!(
+            udev_label("T9|OTHER"),
+            Err(EscapeError::Udev { .. })
+        ));
         assert!(matches!(udev_label("   "), Err(EscapeError::Empty { .. })));
     }
 
@@ -248,5 +266,6 @@ mod tests {
         assert_eq!(udev_uuid("1234").unwrap(), "1234");
         assert!(udev_uuid("12 34").is_err());
         assert!(udev_uuid("").is_err());
+        assert!(udev_uuid("1234|").is_err());
     }
 }

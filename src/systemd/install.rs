@@ -75,6 +75,20 @@ pub fn missing_programs(rendered: &Rendered) -> Vec<String> {
     out
 }
 
+/// The warning when the units would run a binary in the Nix store (`nix run`, or a `nix profile` install, whose
+/// binary is the wrapped `.dbackup-wrapped`): garbage collection removes that path once no profile holds it, and the
+/// wrapped binary lacks the `PATH` (rsync, blkid) its wrapper sets.
+pub fn store_exe_warning(exe: &Path) -> Option<String> {
+    exe.starts_with("/nix/store").then(|| {
+        format!(
+            "the units would run {}, which is in the Nix store: garbage collection removes it once no profile \
+             holds it, and the units then fail; give a path that stays (--exe ~/.nix-profile/bin/dbackup after \
+             `nix profile install`), or use the NixOS or home-manager module",
+            crate::stdx::show_path(exe)
+        )
+    })
+}
+
 /// Every file, each after a `### name` line, for reading or piping.
 pub fn text(r: &Rendered) -> String {
     let mut out = String::new();
@@ -88,12 +102,21 @@ pub fn text(r: &Rendered) -> String {
 }
 
 /// The commands that install and enable the files (from `dir`, or from a directory the user saves them to); for the
-/// system scope, first the directories the units may write (`ProtectSystem=strict` needs them to exist).
-pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>) -> String {
+/// system scope, first the directories the units may write (`ProtectSystem=strict` needs them to exist), made by
+/// `user` (whose home is `home`) where they can be.
+pub fn instructions(
+    r: &Rendered,
+    input: &Input,
+    user: &str,
+    home: &Path,
+    dir: Option<&Path>,
+) -> String {
     let from = dir
         .map(|d| d.display().to_string())
         .unwrap_or_else(|| "DIR".to_string());
-    let units: Vec<String> = r.units.keys().map(|u| format!("{from}/{u}")).collect();
+    // Each file's path, quoted for the shell (the commands are copied and pasted).
+    let file = |name: &str| crate::ui::shell_words(&[format!("{from}/{name}")]);
+    let units: Vec<String> = r.units.keys().map(|u| file(u)).collect();
     let triggered = r.units[EXTERNAL_SERVICE].contains_key("Install");
     let mut lines = Vec::new();
     if dir.is_none() {
@@ -117,8 +140,14 @@ pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>)
     match r.scope {
         Scope::System => {
             let quote = |p: &Path| crate::ui::shell_words(&[p.display().to_string()]);
+            // Below the home, as the user: `install -d` would make the missing directories above it root's.
+            let make_root = if input.backup_root.starts_with(home) && home != Path::new("/") {
+                format!("sudo -u {user} mkdir -p -m 0700")
+            } else {
+                format!("sudo install -d -m 0700 -o {user}")
+            };
             lines.push(format!(
-                "  sudo install -d -m 0700 -o {user} {}   # if missing: the units write only there,",
+                "  {make_root} {}   # if missing: the units write only there,",
                 quote(&input.backup_root)
             ));
             lines.push(format!(
@@ -131,7 +160,8 @@ pub fn instructions(r: &Rendered, input: &Input, user: &str, dir: Option<&Path>)
             ));
             if let Some(rules) = &r.udev_rules {
                 lines.push(format!(
-                    "  sudo cp {from}/{rules} /etc/udev/rules.d/ && sudo udevadm control --reload"
+                    "  sudo cp {} /etc/udev/rules.d/ && sudo udevadm control --reload",
+                    file(rules)
                 ));
             }
             enable(&mut lines, "sudo systemctl");
@@ -179,13 +209,7 @@ pub fn plan_writes(r: &Rendered, dir: &Path) -> anyhow::Result<Writes> {
         write.push((path, body.clone()));
     }
     let mut remove = Vec::new();
-    let all = [
-        super::COLLECT_SERVICE,
-        super::COLLECT_TIMER,
-        super::EXTERNAL_SERVICE,
-        super::UDEV_RULES,
-    ];
-    for name in all {
+    for &name in super::FILES {
         let path = dir.join(name);
         if !r.files.contains_key(name) && ours(&path)? == Some(true) {
             remove.push(path);
@@ -194,9 +218,48 @@ pub fn plan_writes(r: &Rendered, dir: &Path) -> anyhow::Result<Writes> {
     Ok(Writes { write, remove })
 }
 
+/// Refuses an `--out` directory that another user can write, or that lies below a directory another user can write
+/// (other than a sticky one such as `/tmp`), or that another user owns (root aside), on the path as given (a
+/// symlink judged by its owner) and on the path it leads to: the files are installed from there with sudo, and
+/// whoever can change or add one before the copy runs their program as root (a unit, or `RUN+=` in the udev rule).
+/// A directory that does not exist yet is judged by the directories above it.
+pub fn check_private(dir: &Path) -> Result<(), CodedError> {
+    use std::os::unix::fs::MetadataExt;
+    let me = rustix::process::geteuid().as_raw();
+    let existing = dir
+        .ancestors()
+        .find(|d| d.symlink_metadata().is_ok())
+        .unwrap_or(Path::new("/"));
+    let real = existing
+        .canonicalize()
+        .unwrap_or_else(|_| existing.to_path_buf());
+    let given = existing.ancestors().map(|d| (d, d.symlink_metadata()));
+    let resolved = real.ancestors().map(|d| (d, d.metadata()));
+    for (d, meta) in given.chain(resolved) {
+        let Ok(meta) = meta else { continue };
+        let is_out = existing == dir && (d == dir || d == real);
+        let writable = meta.mode() & 0o002 != 0 && !meta.file_type().is_symlink();
+        let why = if meta.uid() != me && meta.uid() != 0 {
+            format!("belongs to another user (uid {})", meta.uid())
+        } else if writable && (is_out || meta.mode() & 0o1000 == 0) {
+            "can be written by every user".to_string()
+        } else {
+            continue;
+        };
+        return Err(usage(format!(
+            "{} {why}, so another user could change the files before you install them; write them to a \
+             directory of your own (--out ~/dbackup-units)",
+            d.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Carries out `plan` in `dir` (created when missing): each file written, each leftover removed (and said so).
 pub fn apply(plan: &Writes, dir: &Path, ui: &crate::ui::Ui) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Again now that it exists: another user may have made it since the check before the plan.
+    check_private(dir)?;
     for (path, text) in &plan.write {
         write_file(path, text)?;
     }

@@ -47,6 +47,14 @@ pub const EXTERNAL_SERVICE: &str = "dbackup-external.service";
 /// `dbackup serve`, when `report.serve.unit` asks for it.
 pub const SERVE_SERVICE: &str = "dbackup-serve.service";
 pub const UDEV_RULES: &str = "99-dbackup.rules";
+/// Every file a render may write: `--out` removes those an earlier render wrote and this one no longer has.
+pub const FILES: &[&str] = &[
+    COLLECT_SERVICE,
+    COLLECT_TIMER,
+    EXTERNAL_SERVICE,
+    SERVE_SERVICE,
+    UDEV_RULES,
+];
 
 /// The target a system unit waits for when a run reaches a bucket.
 const NETWORK_ONLINE: &str = "network-online.target";
@@ -593,8 +601,10 @@ pub fn render(input: &Input, target: &Target) -> Result<Rendered, RenderError> {
                     section(vec![
                         (
                             "Description",
-                            format!("dbackup: the status page at http://{listen}/ (read-only)")
-                                .into(),
+                            escape::text(&format!(
+                                "dbackup: the status page at http://{listen}/ (read-only)"
+                            ))
+                            .into(),
                         ),
                         ("Documentation", doc()),
                     ]),

@@ -431,6 +431,10 @@ fn the_serve_unit_only_when_asked_for() {
         let mut i = input(ExternalSchedule::Weekly);
         i.serve = Some("127.0.0.1:8422".into());
         let r = render(&i, &target(scope)).unwrap();
+        // `--out` removes what a later render no longer has: every file is one it knows.
+        for name in r.files.keys() {
+            assert!(FILES.contains(&name.as_str()), "{name} is not in FILES");
+        }
         let unit = &r.units[SERVE_SERVICE];
         let service = &unit["Service"];
         assert_eq!(
@@ -486,8 +490,65 @@ fn install_instructions_enable_the_units_for_each_scope() {
     // (scope, the lines before those checked: the heading and the directories or the copy, the lines)
     for (scope, before, want) in [(Scope::System, 3, &system[..]), (Scope::User, 2, &user[..])] {
         let r = render(&i, &target(scope)).unwrap();
-        let text = install::instructions(&r, &i, "payne", Some(Path::new("/tmp/units")));
+        let text = install::instructions(
+            &r,
+            &i,
+            "payne",
+            Path::new("/home/payne"),
+            Some(Path::new("/tmp/units")),
+        );
         let got: Vec<&str> = text.lines().skip(before).collect();
         assert_eq!(got, want, "{scope:?}");
     }
+}
+
+/// The directory the files were written to is quoted for the shell in the commands to copy and paste: before, a
+/// directory with a space (or `$(...)`) gave `sudo cp /tmp/my units/dbackup-collect.service ...`, which copies
+/// other files, or runs what the name holds.
+#[test]
+fn install_instructions_quote_the_directory() {
+    let i = input(ExternalSchedule::Weekly);
+    let dir = Path::new("/tmp/my units $(x)");
+    let r = render(&i, &target(Scope::System)).unwrap();
+    let text = install::instructions(&r, &i, "payne", Path::new("/home/payne"), Some(dir));
+    assert!(
+        text.contains(
+            "  sudo cp '/tmp/my units $(x)/dbackup-collect.service' '/tmp/my units $(x)/dbackup-collect.timer' \
+             '/tmp/my units $(x)/dbackup-external.service' /etc/systemd/system/\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("  sudo cp '/tmp/my units $(x)/99-dbackup.rules' /etc/udev/rules.d/ "),
+        "{text}"
+    );
+    let r = render(&i, &target(Scope::User)).unwrap();
+    let text = install::instructions(&r, &i, "payne", Path::new("/home/payne"), Some(dir));
+    assert!(
+        text.contains("&& cp '/tmp/my units $(x)/dbackup-collect.service' "),
+        "{text}"
+    );
+}
+
+/// A backup root below the user's home is made by the user (`sudo -u`), so the directories above it that are
+/// missing are theirs: `sudo install -d` made them root's (with the default root, a missing `~/.local/share` became
+/// root's, and the user's programs could no longer write there). One outside the home is still made with sudo.
+#[test]
+fn install_instructions_make_a_root_below_the_home_as_the_user() {
+    let mut i = input(ExternalSchedule::Weekly);
+    i.backup_root = "/home/payne/.local/share/dbackup".into();
+    let r = render(&i, &target(Scope::System)).unwrap();
+    let home = Path::new("/home/payne");
+    let text = install::instructions(&r, &i, "payne", home, None);
+    assert!(
+        text.contains("\n  sudo -u payne mkdir -p -m 0700 /home/payne/.local/share/dbackup "),
+        "{text}"
+    );
+    assert!(!text.contains("install -d"), "{text}");
+    let i = input(ExternalSchedule::Weekly);
+    let text = install::instructions(&r, &i, "payne", home, None);
+    assert!(
+        text.contains("\n  sudo install -d -m 0700 -o payne /srv/backup "),
+        "{text}"
+    );
 }

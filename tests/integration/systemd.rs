@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use dbackup::{
-    COLLECT_SERVICE, COLLECT_TIMER, EXTERNAL_SERVICE, RenderedUnits, UDEV_RULES, UNIT_HEADER,
-    UnitScope, UnitValue,
+    COLLECT_SERVICE, COLLECT_TIMER, EXTERNAL_SERVICE, RenderedUnits, SERVE_SERVICE, UDEV_RULES,
+    UNIT_HEADER, UnitScope, UnitValue,
 };
 
 use crate::harness::{BIN, Output, Test, mode};
@@ -363,6 +363,125 @@ fn out_writes_the_files_and_replaces_only_its_own() {
     );
 }
 
+/// A render that no longer has the status page's server (`report.serve.unit` turned off) removes the one an earlier
+/// render wrote, as it removes the other units it no longer renders. Before, `dbackup-serve.service` stayed in the
+/// directory (with `--out ~/.config/systemd/user`: installed and enabled, the server kept running).
+#[test]
+fn out_removes_the_serve_unit_a_config_no_longer_asks_for() {
+    let serving = CONFIG.replace(
+        r#""schedule""#,
+        r#""report": { "serve": { "unit": true } }, "schedule""#,
+    );
+    let t = test_with(&serving);
+    let dir = t.path("units");
+    let dir_s = dir.display().to_string();
+    let args = ["--user", "--exe", EXE, "--out", &dir_s];
+    render(&t, &args);
+    assert!(dir.join(SERVE_SERVICE).is_file());
+
+    std::fs::write(t.path("config.json"), CONFIG).unwrap();
+    let out = render(&t, &[&args[..], &["--dry-run"]].concat());
+    out.stderr_has(&format!(
+        "would remove {}",
+        dir.join(SERVE_SERVICE).display()
+    ));
+    assert!(
+        dir.join(SERVE_SERVICE).is_file(),
+        "a dry run removes nothing"
+    );
+    let out = render(&t, &args);
+    out.stderr_has(&format!("removed {}", dir.join(SERVE_SERVICE).display()));
+    assert!(!dir.join(SERVE_SERVICE).exists());
+    out.stderr_lacks("enable --now dbackup-serve.service");
+}
+
+/// `--out` refuses a directory another user can write (its files are then copied in with sudo: whoever can change
+/// or add one there between the render and the copy runs their own program as root, through a unit or the udev
+/// rule), and one below such a directory. Before, it wrote into a `/tmp/dbackup-units` that another user had made
+/// beforehand. A dry run says so too; `/tmp` itself (sticky, everyone writes it) is refused as `--out`, not as a
+/// directory above one.
+#[test]
+fn out_refuses_a_directory_another_user_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = test_with(CONFIG);
+    let chmod =
+        |p: &Path, m: u32| std::fs::set_permissions(p, PermissionsExt::from_mode(m)).unwrap();
+    let refused = |dir: &Path, dry_run: bool| {
+        let dir_s = dir.display().to_string();
+        let mut args = vec![
+            "systemd", "render", "--system", "--run-as", "root", "--exe", EXE, "--out", &dir_s,
+        ];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let out = t.cmd().args(args).status(2);
+        out.stderr_has("another user");
+        assert!(!dir.join(COLLECT_SERVICE).exists(), "{}", dir.display());
+    };
+
+    let open = t.path("open");
+    std::fs::create_dir_all(&open).unwrap();
+    chmod(&open, 0o777);
+    refused(&open, false);
+    refused(&open, true);
+    chmod(&open, 0o1777);
+    refused(&open, false);
+    // Below a directory everyone writes, without the sticky bit: the directory could be swapped.
+    chmod(&open, 0o777);
+    refused(&open.join("units"), false);
+
+    // Owned by another user (root renders into it here, so the owner is not the one rendering).
+    if rustix::process::geteuid().is_root() {
+        let theirs = t.path("theirs");
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), None).unwrap();
+        refused(&theirs, false);
+        // Their symlink (in a sticky directory everyone writes) to a directory of ours: they could point it
+        // elsewhere before the copy.
+        let ours = t.path("ours");
+        std::fs::create_dir_all(&ours).unwrap();
+        chmod(&open, 0o1777);
+        let link = open.join("link");
+        std::os::unix::fs::symlink(&ours, &link).unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), None).unwrap();
+        refused(&link, false);
+        std::fs::remove_file(&link).unwrap();
+    } else {
+        testkit::skip("not root: cannot give a directory to another user");
+    }
+
+    // A directory of the user's own, and one below a sticky directory everyone writes, are fine.
+    chmod(&open, 0o1777);
+    render(
+        &t,
+        &[
+            "--system",
+            "--run-as",
+            "root",
+            "--exe",
+            EXE,
+            "--out",
+            &open.join("units").display().to_string(),
+        ],
+    );
+    assert!(open.join("units").join(COLLECT_SERVICE).is_file());
+}
+
+/// Units that run dbackup from the Nix store (`nix run . -- systemd render`, or a `nix profile` install, whose
+/// binary is `/nix/store/...-dbackup/bin/.dbackup-wrapped`) stop working once garbage collection removes that path,
+/// and the wrapped binary lacks the `PATH` to rsync and blkid its wrapper sets: render warns and says what to give.
+/// Before, it wrote them without a word.
+#[test]
+fn render_warns_when_the_units_would_run_a_binary_in_the_nix_store() {
+    let t = test_with(CONFIG);
+    let store = "/nix/store/00000000000000000000000000000000-dbackup-0.1.0/bin/.dbackup-wrapped";
+    let out = render(&t, &["--user", "--exe", store]);
+    out.stderr_has("in the Nix store");
+    out.stderr_has("--exe ~/.nix-profile/bin/dbackup");
+    let out = render(&t, &["--user", "--exe", EXE]);
+    out.stderr_lacks("Nix store");
+}
+
 #[test]
 fn errors_say_what_to_do() {
     let t = test_with(&CONFIG.replace(r#""fs_label": "T9""#, r#""fs_label": "T9*""#));
@@ -474,17 +593,9 @@ fn verify(scope: UnitScope, dir: &Path, man: &Path, runtime: &Path) -> Result<()
     }
 }
 
-#[test]
-fn systemd_analyze_verifies_the_units_without_a_warning() {
-    if !require(&["systemd-analyze", "man"], "systemd man-db") {
-        return;
-    }
-    // With the status page's server too (report.serve.unit).
-    let t = test_with(&CONFIG.replace(
-        r#""schedule""#,
-        r#""report": { "serve": { "unit": true } }, "schedule""#,
-    ));
-    // Documentation=man:dbackup(1) must resolve: the man pages dbackup generates.
+/// What [`verify`] needs: the man pages dbackup generates (`Documentation=man:dbackup(1)` must resolve) and a
+/// private runtime directory (for `--user`).
+fn verify_setup(t: &Test) -> (PathBuf, PathBuf) {
     let man = t.path("man");
     t.cmd()
         .args(["generate", "man"])
@@ -498,6 +609,20 @@ fn systemd_analyze_verifies_the_units_without_a_warning() {
         std::os::unix::fs::PermissionsExt::from_mode(0o700),
     )
     .unwrap();
+    (man, runtime)
+}
+
+#[test]
+fn systemd_analyze_verifies_the_units_without_a_warning() {
+    if !require(&["systemd-analyze", "man"], "systemd man-db") {
+        return;
+    }
+    // With the status page's server too (report.serve.unit).
+    let t = test_with(&CONFIG.replace(
+        r#""schedule""#,
+        r#""report": { "serve": { "unit": true } }, "schedule""#,
+    ));
+    let (man, runtime) = verify_setup(&t);
 
     for (scope, flag) in [(UnitScope::System, "--system"), (UnitScope::User, "--user")] {
         let dir = t.path(&format!("units-{flag}"));
@@ -522,6 +647,32 @@ fn systemd_analyze_verifies_the_units_without_a_warning() {
     .unwrap();
     let err = verify(UnitScope::System, &bad, &man, &runtime).unwrap_err();
     assert!(err.contains("Niceness"), "{err}");
+}
+
+/// `report.serve.listen` may hold a `%` (an IPv6 scope: `[::1%1]:8422`), which systemd reads as a specifier in
+/// `Description=`: before, it was written as is and systemd ignored the description ("Failed to resolve unit
+/// specifiers ... Invalid slot"). Now it is `%%`, which systemd shows as `%`.
+#[test]
+fn a_percent_in_the_status_page_address_is_not_a_specifier() {
+    let t = test_with(&CONFIG.replace(
+        r#""schedule""#,
+        r#""report": { "serve": { "unit": true, "listen": "[::1%1]:8422" } }, "schedule""#,
+    ));
+    let dir = t.path("units");
+    let dir_s = dir.display().to_string();
+    render(&t, &["--system", "--run-as", "root", "--out", &dir_s]);
+    let text = std::fs::read_to_string(dir.join(SERVE_SERVICE)).unwrap();
+    assert!(
+        text.contains(
+            "Description=dbackup: the status page at http://[::1%%1]:8422/ (read-only)\n"
+        ),
+        "{text}"
+    );
+    if !require(&["systemd-analyze", "man"], "systemd man-db") {
+        return;
+    }
+    let (man, runtime) = verify_setup(&t);
+    verify(UnitScope::System, &dir, &man, &runtime).unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -670,6 +821,11 @@ fn cases() -> Vec<Case> {
         (
             "system, the status page's server (report.serve.unit)",
             serve(r#"{ "unit": true, "listen": "127.0.0.1:9099" }"#),
+            System,
+        ),
+        (
+            "system, the status page's server on an address with a `%` (an IPv6 scope)",
+            serve(r#"{ "unit": true, "listen": "[::1%1]:8422" }"#),
             System,
         ),
         (
@@ -872,6 +1028,11 @@ fn nix_lib_refuses_what_dbackup_refuses() {
     let lib = format!("{REPO}/nix/lib.nix");
     for (label, message) in [
         ("T9*", "cannot be matched by a udev rule"),
+        // `|` separates alternatives in a udev match: the rule would start the unit for a drive labelled OTHER.
+        ("T9|OTHER", "cannot be matched by a udev rule"),
+        // A C1 control character (U+0085): dbackup refuses it as a control character, and so does nix/lib.nix
+        // (before, Nix's [[:cntrl:]] saw only the ASCII ones and rendered the rule).
+        ("T9\u{85}", "cannot be matched by a udev rule"),
         ("   ", "fs_label is empty"),
     ] {
         let settings = serde_json::json!({
