@@ -297,7 +297,7 @@ rec {
       }
       ''
         export HOME=${lib.escapeShellArg home} USER=${lib.escapeShellArg user} LOGNAME=${lib.escapeShellArg user}
-        dbackup --config ${unchecked} config check >&2
+        dbackup --config ${unchecked} config check --allow-missing-files >&2
         cp ${unchecked} "$out"
       '';
 

@@ -779,6 +779,11 @@ pub enum ConfigCommand {
     Check {
         /// The file to check
         path: Option<PathBuf>,
+        /// Check a config whose `exclude_from` and rsync filter files may not exist yet (a Nix build sandbox has
+        /// no home; the Nix modules check this way): each missing one is warned about, its rules unchecked, and
+        /// everything else is checked as usual. collect still refuses the config until they exist.
+        #[arg(long)]
+        allow_missing_files: bool,
     },
     /// Print the JSON Schema that configs are validated against
     Schema,

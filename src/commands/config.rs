@@ -13,7 +13,10 @@ use crate::settings::Settings;
 pub fn run(global: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<Exit> {
     let env = Env::from_process();
     match cmd {
-        ConfigCommand::Check { path } => check(global, path.as_deref(), &env),
+        ConfigCommand::Check {
+            path,
+            allow_missing_files,
+        } => check(global, path.as_deref(), allow_missing_files, &env),
         ConfigCommand::Schema => {
             crate::out!("{}", schema::EMBEDDED);
             Ok(Exit::Ok)
@@ -22,7 +25,12 @@ pub fn run(global: &GlobalArgs, cmd: ConfigCommand) -> anyhow::Result<Exit> {
     }
 }
 
-fn check(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<Exit> {
+fn check(
+    global: &GlobalArgs,
+    path: Option<&Path>,
+    allow_missing_files: bool,
+    env: &Env,
+) -> anyhow::Result<Exit> {
     let loaded = match path {
         Some(p) => load::load_at(
             &crate::expand::normalize(&env.cwd.join(p)),
@@ -31,15 +39,28 @@ fn check(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<
         )?,
         None => load::load(global.config.as_deref(), env)?,
     };
-    let settings = Settings::from_loaded(&loaded, env, super::output(global))?;
+    let (settings, absent) = if allow_missing_files {
+        Settings::from_loaded_files_absent(&loaded, env, super::output(global))?
+    } else {
+        (
+            Settings::from_loaded(&loaded, env, super::output(global))?,
+            Vec::new(),
+        )
+    };
     if global.json {
         super::print_json(&settings)?;
     } else {
         crate::out!("{}", crate::settings::summary(&settings, env));
     }
     let ui = crate::ui::Ui::new(&settings.output);
-    for warning in crate::settings::absent_files(&settings)
-        .into_iter()
+    let unread = absent.iter().map(|p| {
+        format!(
+            "{} does not exist, so its rules were not checked; every other command refuses the config until it does",
+            p.display()
+        )
+    });
+    for warning in unread
+        .chain(crate::settings::absent_files(&settings))
         .chain(crate::settings::overlapping_sources(&settings))
     {
         ui.warn(warning);

@@ -1,6 +1,7 @@
 //! The validated settings every phase runs from: the config file merged with the command line,
 //! paths expanded, semantic checks passed. Built once, before any phase runs.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -380,8 +381,31 @@ impl Settings {
         env: &Env,
         output: Output,
     ) -> Result<Settings, ConfigError> {
+        Settings::build(loaded, env, output, None)
+    }
+
+    /// [`Settings::from_loaded`] for a check where the files the config names may not exist yet (a Nix build
+    /// sandbox has no home): an `exclude_from` or rsync filter file that does not exist is not a problem but is
+    /// returned, its rules left out; every other check is the same.
+    pub fn from_loaded_files_absent(
+        loaded: &Loaded,
+        env: &Env,
+        output: Output,
+    ) -> Result<(Settings, Vec<PathBuf>), ConfigError> {
+        let absent = RefCell::new(Vec::new());
+        let settings = Settings::build(loaded, env, output, Some(&absent))?;
+        Ok((settings, absent.into_inner()))
+    }
+
+    fn build(
+        loaded: &Loaded,
+        env: &Env,
+        output: Output,
+        absent: Option<&RefCell<Vec<PathBuf>>>,
+    ) -> Result<Settings, ConfigError> {
         let mut b = Builder {
             env,
+            absent,
             problems: Vec::new(),
         };
         let config = &loaded.config;
@@ -529,6 +553,8 @@ impl Settings {
 /// Collects the problems of one config while building its settings.
 struct Builder<'a> {
     env: &'a Env,
+    /// Where files the config names that do not exist are noted, when they may be absent (else a problem).
+    absent: Option<&'a RefCell<Vec<PathBuf>>>,
     problems: Vec<Problem>,
 }
 
@@ -692,7 +718,7 @@ impl Builder<'_> {
                     continue;
                 }
             };
-            let text = match crate::rsync_args::Host::read_file(&ArgsHost(self.env), &path) {
+            let text = match crate::rsync_args::Host::read_file(&self.args_host(), &path) {
                 Ok(t) => t,
                 Err(e) => {
                     self.problem(pointer, format!("{}: {e}", path.display()));
@@ -730,7 +756,7 @@ impl Builder<'_> {
             }
         }
 
-        let (rsync_args, refused) = crate::rsync_args::check(&set.rsync_args, &ArgsHost(self.env));
+        let (rsync_args, refused) = crate::rsync_args::check(&set.rsync_args, &self.args_host());
         for r in refused {
             let problem = Problem::new(format!("{at}/rsync_args/{}", r.index), r.message);
             self.problems.push(if r.off_list {
@@ -1583,26 +1609,37 @@ fn check_file_mode(path: &Path) -> Result<(), String> {
 }
 
 /// What the `rsync_args` check reads: this run's environment, and the files options name.
-struct ArgsHost<'a>(&'a Env);
+struct ArgsHost<'a> {
+    env: &'a Env,
+    /// Set: a file that does not exist reads as empty and is noted here.
+    absent: Option<&'a RefCell<Vec<PathBuf>>>,
+}
 
 /// The largest file an rsync option may name (exclude patterns, filter rules): read whole to check it.
 const RSYNC_FILE_LIMIT: u64 = 16 << 20;
 
 impl crate::rsync_args::Host for ArgsHost<'_> {
     fn expand(&self, value: &str) -> Result<String, String> {
-        expand::expand(value, self.0).map_err(|e| e.to_string())
+        expand::expand(value, self.env).map_err(|e| e.to_string())
     }
 
     fn expand_path(&self, value: &str) -> Result<PathBuf, String> {
-        expand::expand_path(value, self.0).map_err(|e| e.to_string())
+        expand::expand_path(value, self.env).map_err(|e| e.to_string())
     }
 
     fn read_file(&self, path: &Path) -> Result<String, String> {
         use std::io::Read;
-        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => "does not exist".to_string(),
-            _ => e.to_string(),
-        })?;
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let Some(absent) = self.absent else {
+                    return Err("does not exist".to_string());
+                };
+                absent.borrow_mut().push(path.to_path_buf());
+                return Ok(String::new());
+            }
+            Err(e) => return Err(e.to_string()),
+        };
         if !meta.is_file() {
             return Err("is not a regular file".into());
         }
@@ -1621,6 +1658,13 @@ impl crate::rsync_args::Host for ArgsHost<'_> {
 }
 
 impl Builder<'_> {
+    fn args_host(&self) -> ArgsHost<'_> {
+        ArgsHost {
+            env: self.env,
+            absent: self.absent,
+        }
+    }
+
     /// The units start on a drive plugged in only when `schedule.external` is not manual (`systemd render`): a
     /// drive's own schedule cannot ask for more than that.
     fn own_drive_schedules(&mut self, config: &Config) {

@@ -233,6 +233,76 @@ fn config_check_warns_of_each_file_the_config_names_that_is_absent() {
     assert_eq!(check_warnings(&t), Vec::<String>::new());
 }
 
+/// The Nix modules check the config at build time, in a sandbox without the user's home, so the files it names
+/// cannot be read there. `config check --allow-missing-files` accepts an `exclude_from` file and an rsync filter
+/// file that do not exist, warning of each, and still refuses everything else; without the flag (and for every
+/// other command) they are refused. Before, a module naming `~/.config/dbackup/excludes` could not build.
+#[test]
+fn config_check_can_allow_missing_exclude_files_for_a_build_sandbox() {
+    let t = Test::new();
+    std::fs::create_dir_all(t.path("home/docs")).unwrap();
+    let t = t.config(
+        r#"{
+  "backup_root": "{root}",
+  "backup_sets": [
+    { "name": "docs", "sources": ["{home}/docs"], "exclude_from": ["{tmp}/excludes"],
+      "rsync_args": ["--filter=merge {tmp}/rules"] }
+  ]
+}"#,
+    );
+    let refused = check_fails(&t);
+    assert!(
+        refused.contains("{tmp}/excludes: does not exist"),
+        "{refused}"
+    );
+    assert!(refused.contains("{tmp}/rules: does not exist"), "{refused}");
+    t.cmd().args(["status"]).status(2);
+
+    let out = t
+        .cmd()
+        .args(["config", "check", "--allow-missing-files"])
+        .status(0);
+    let warnings: Vec<String> = out
+        .stderr
+        .lines()
+        .map(|l| redact(&t, l))
+        .filter(|l| l.starts_with("dbackup: warning: "))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "dbackup: warning: {tmp}/excludes does not exist, so its rules were not checked; every other command \
+             refuses the config until it does",
+            "dbackup: warning: {tmp}/rules does not exist, so its rules were not checked; every other command \
+             refuses the config until it does",
+        ]
+    );
+
+    // Everything else is still checked.
+    let t = t.config(
+        r#"{ "backup_root": "{root}",
+  "backup_sets": [ { "name": "docs", "sources": ["{home}/docs"], "exclude_from": ["{tmp}/excludes"] } ],
+  "retention": { "local": 0 } }"#,
+    );
+    let out = t
+        .cmd()
+        .args(["config", "check", "--allow-missing-files"])
+        .status(2);
+    out.stderr_has("/retention/local");
+
+    // A file that is there is read and checked as before.
+    std::fs::write(t.path("excludes"), "!\n").unwrap();
+    let t = t.config(
+        r#"{ "backup_root": "{root}",
+  "backup_sets": [ { "name": "docs", "sources": ["{home}/docs"], "exclude_from": ["{tmp}/excludes"] } ] }"#,
+    );
+    let out = t
+        .cmd()
+        .args(["config", "check", "--allow-missing-files"])
+        .status(2);
+    out.stderr_has("`!` alone would clear the rules before it");
+}
+
 /// Two sets copying the same files (the same source, or one inside another that the outer set does not exclude)
 /// are valid, but `config check` says so, naming both: each set keeps its own copy. Before, it said nothing.
 #[test]
