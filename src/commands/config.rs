@@ -39,30 +39,15 @@ fn check(
         )?,
         None => load::load(global.config.as_deref(), env)?,
     };
-    let (settings, absent) = if allow_missing_files {
-        Settings::from_loaded_files_absent(&loaded, env, super::output(global))?
-    } else {
-        (
-            Settings::from_loaded(&loaded, env, super::output(global))?,
-            Vec::new(),
-        )
-    };
+    let (settings, warnings) =
+        Settings::for_check(&loaded, env, super::output(global), allow_missing_files)?;
     if global.json {
         super::print_json(&settings)?;
     } else {
         crate::out!("{}", crate::settings::summary(&settings, env));
     }
     let ui = crate::ui::Ui::new(&settings.output);
-    let unread = absent.iter().map(|p| {
-        format!(
-            "{} does not exist, so its rules were not checked; every other command refuses the config until it does",
-            p.display()
-        )
-    });
-    for warning in unread
-        .chain(crate::settings::absent_files(&settings))
-        .chain(crate::settings::overlapping_sources(&settings))
-    {
+    for warning in warnings {
         ui.warn(warning);
     }
     Ok(Exit::Ok)

@@ -17,7 +17,8 @@ use crate::expand::{self, Env};
 pub mod bwlimit;
 mod summary;
 
-pub use summary::{absent_files, overlapping_sources, summary};
+use summary::{absent_files, overlapping_sources};
+pub use summary::summary;
 
 /// How much to print and whether to change anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -384,17 +385,30 @@ impl Settings {
         Settings::build(loaded, env, output, None)
     }
 
-    /// [`Settings::from_loaded`] for a check where the files the config names may not exist yet (a Nix build
-    /// sandbox has no home): an `exclude_from` or rsync filter file that does not exist is not a problem but is
-    /// returned, its rules left out; every other check is the same.
-    pub fn from_loaded_files_absent(
+    /// What `config check` shows: the settings, and its warnings (each file the config names that is absent, the
+    /// sources two sets both copy). With `allow_missing_files` (a Nix build sandbox has no home), an `exclude_from`
+    /// or rsync filter file that does not exist is a warning too, its rules left out, instead of a problem.
+    pub fn for_check(
         loaded: &Loaded,
         env: &Env,
         output: Output,
-    ) -> Result<(Settings, Vec<PathBuf>), ConfigError> {
+        allow_missing_files: bool,
+    ) -> Result<(Settings, Vec<String>), ConfigError> {
         let absent = RefCell::new(Vec::new());
-        let settings = Settings::build(loaded, env, output, Some(&absent))?;
-        Ok((settings, absent.into_inner()))
+        let settings =
+            Settings::build(loaded, env, output, allow_missing_files.then_some(&absent))?;
+        let unread = absent.into_inner().into_iter().map(|p| {
+            format!(
+                "{} does not exist, so its rules were not checked; every other command refuses the config until \
+                 it does",
+                p.display()
+            )
+        });
+        let warnings = unread
+            .chain(absent_files(&settings))
+            .chain(overlapping_sources(&settings))
+            .collect();
+        Ok((settings, warnings))
     }
 
     fn build(
