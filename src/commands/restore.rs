@@ -348,41 +348,6 @@ fn restore(
 // ---------------------------------------------------------------------------------------------------------------
 // --verify
 
-/// Tells the next external run what this `--verify` of a configured destination's backup found: a damaged backup is
-/// not extended by an incremental (`external::damage`); one found whole, every set checked, is forgotten.
-fn remember_damage(
-    settings: &Settings,
-    destination: &str,
-    backup: &crate::restore::drive::DriveBackup,
-    report: &verify::VerifyReport,
-    ui: &Ui,
-) {
-    if !settings.destinations.iter().any(|d| d.name == destination) {
-        return;
-    }
-    let problem = match report.problems.first() {
-        Some(first) if !report.intact => Some(first.to_string()),
-        None if report.intact && report.content_checked && backup.excluded.is_empty() => None,
-        _ => return,
-    };
-    let now = chrono::Local::now().fixed_offset();
-    if let Err(e) = crate::external::damage::note(
-        &settings.state_dir,
-        destination,
-        &backup.dir.name,
-        problem.as_deref(),
-        now,
-    ) {
-        ui.warn(format_args!(
-            "cannot note the result in {}: {e}",
-            settings
-                .state_dir
-                .join(crate::external::damage::FILE_NAME)
-                .display()
-        ));
-    }
-}
-
 fn verify(
     settings: &Settings,
     req: &Request,
@@ -440,7 +405,7 @@ fn verify(
         b.finish_and_clear();
     }
     if let Chosen::External { drive, backup } = chosen {
-        remember_damage(settings, &drive.name, backup, &report, ui);
+        verify::remember_damage(settings, &drive.name, backup, &report, ui);
     }
     if ui.json {
         super::print_json(&report)?;

@@ -1574,3 +1574,38 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
     }
     out
 }
+
+/// Tells the next external run what this `--verify` of a configured destination's backup found: a damaged backup is
+/// not extended by an incremental (`external::damage`); one found whole, every set checked, is forgotten.
+pub(crate) fn remember_damage(
+    settings: &crate::settings::Settings,
+    destination: &str,
+    backup: &DriveBackup,
+    report: &VerifyReport,
+    ui: &crate::ui::Ui,
+) {
+    if !settings.destinations.iter().any(|d| d.name == destination) {
+        return;
+    }
+    let problem = match report.problems.first() {
+        Some(first) if !report.intact => Some(first.to_string()),
+        None if report.intact && report.content_checked && backup.excluded.is_empty() => None,
+        _ => return,
+    };
+    let now = chrono::Local::now().fixed_offset();
+    if let Err(e) = crate::external::damage::note(
+        &settings.state_dir,
+        destination,
+        &backup.dir.name,
+        problem.as_deref(),
+        now,
+    ) {
+        ui.warn(format_args!(
+            "cannot note the result in {}: {e}",
+            settings
+                .state_dir
+                .join(crate::external::damage::FILE_NAME)
+                .display()
+        ));
+    }
+}

@@ -17,8 +17,8 @@ use crate::expand::{self, Env};
 pub mod bwlimit;
 mod summary;
 
-use summary::{absent_files, overlapping_sources};
 pub use summary::summary;
+use summary::{absent_files, overlapping_sources};
 
 /// How much to print and whether to change anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
