@@ -137,7 +137,7 @@ let
   # A glob that matches ID_FS_UUID in any case (`6be7` -> `6[Bb][Ee]7`).
   udevUuid = uuid:
     if udevUnsafe uuid || match ".*[[:space:]].*" uuid != null then
-      throw "dbackup: fs_uuid ${builtins.toJSON uuid} cannot be matched by a udev rule (it contains one of * ? [ ] | \" \\ or a control character); match the drive by fs_uuid instead"
+      throw "dbackup: fs_uuid ${builtins.toJSON uuid} cannot be matched by a udev rule (it contains one of * ? [ ] | \" \\ or a control character); give the UUID as `blkid -s UUID -o value DEVICE` prints it"
     else if uuid == "" then throw "dbackup: fs_uuid is empty, which no drive has"
     else concatStringsSep "" (map (c: if match "[A-Za-z]" c != null then "[${upper c}${lower c}]" else c) (chars uuid));
 

@@ -25,9 +25,14 @@ pub enum EscapeError {
     NotUtf8 { what: &'static str, value: String },
     #[error(
         "{what} {value:?} cannot be matched by a udev rule (it contains one of * ? [ ] | \" \\ or a control \
-         character); match the drive by fs_uuid instead"
+         character); {next}"
     )]
-    Udev { what: &'static str, value: String },
+    Udev {
+        what: &'static str,
+        value: String,
+        /// What to do instead.
+        next: &'static str,
+    },
     #[error("{what} is empty, which no drive has")]
     Empty { what: &'static str },
 }
@@ -143,6 +148,7 @@ pub fn udev_label(label: &str) -> Result<String, EscapeError> {
         return Err(EscapeError::Udev {
             what,
             value: label.to_string(),
+            next: "match the drive by fs_uuid instead",
         });
     }
     let words: Vec<&str> = label.split(|c: char| c.is_ascii_whitespace()).collect();
@@ -166,6 +172,7 @@ pub fn udev_uuid(uuid: &str) -> Result<String, EscapeError> {
         return Err(EscapeError::Udev {
             what,
             value: uuid.to_string(),
+            next: "give the UUID as `blkid -s UUID -o value DEVICE` prints it",
         });
     }
     if uuid.is_empty() {
@@ -250,6 +257,17 @@ mod tests {
         assert_eq!(udev_label("  a   b  ").unwrap(), "a_b");
         assert_eq!(udev_label("Données").unwrap(), "Données");
         assert!(matches!(udev_label("T*"), Err(EscapeError::Udev { .. })));
+        // What to do next fits what was refused: a label can give way to the uuid, a uuid only to the real one.
+        let label = udev_label("T|9").unwrap_err().to_string();
+        assert!(
+            label.ends_with("match the drive by fs_uuid instead"),
+            "{label}"
+        );
+        let uuid = udev_uuid("6BE7|A7D5").unwrap_err().to_string();
+        assert!(
+            uuid.ends_with("as `blkid -s UUID -o value DEVICE` prints it"),
+            "{uuid}"
+        );
         assert!(matches!(udev_label("a\tb"), Err(EscapeError::Udev { .. })));
         // `|` separates alternatives in a udev match: "T9|OTHER" would match a drive labelled OTHER (and not the
         // drive labelled "T9|OTHER"), so it is refused like a glob character.
