@@ -84,7 +84,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
             .and_then(|p| p.canonicalize())
             .context("cannot find the path of this dbackup binary; give it with --exe")?,
     };
-    if let Some(warning) = install::store_exe_warning(&exe) {
+    if let Some(warning) = install::exe_warning(&exe) {
         ui.warn(warning);
     }
     let target = Target {

@@ -75,15 +75,26 @@ pub fn missing_programs(rendered: &Rendered) -> Vec<String> {
     out
 }
 
-/// The warning when the units would run a binary in the Nix store (`nix run`, or a `nix profile` install, whose
-/// binary is the wrapped `.dbackup-wrapped`): garbage collection removes that path once no profile holds it, and the
-/// wrapped binary lacks the `PATH` (rsync, blkid) its wrapper sets.
-pub fn store_exe_warning(exe: &Path) -> Option<String> {
-    exe.starts_with("/nix/store").then(|| {
-        format!(
+/// The warning when the units would run a binary that is not there (`--exe` mistyped: every unit would fail to
+/// start), or one in the Nix store (`nix run`, or a `nix profile` install, whose binary is the wrapped
+/// `.dbackup-wrapped`): garbage collection removes that path once no profile holds it, and the wrapped binary lacks
+/// the `PATH` (rsync, blkid) its wrapper sets.
+pub fn exe_warning(exe: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    if exe.starts_with("/nix/store") {
+        return Some(format!(
             "the units would run {}, which is in the Nix store: garbage collection removes it once no profile \
              holds it, and the units then fail; give a path that stays (--exe ~/.nix-profile/bin/dbackup after \
              `nix profile install`), or use the NixOS or home-manager module",
+            crate::stdx::show_path(exe)
+        ));
+    }
+    let usable =
+        std::fs::metadata(exe).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    (!usable).then(|| {
+        format!(
+            "the units would run {}, which is not an executable file here; they fail to start until it is \
+             (install dbackup there, or give the installed binary with --exe)",
             crate::stdx::show_path(exe)
         )
     })

@@ -482,6 +482,28 @@ fn render_warns_when_the_units_would_run_a_binary_in_the_nix_store() {
     out.stderr_lacks("Nix store");
 }
 
+/// A mistyped `--exe` renders units that can never start: render warns, naming the path. The binary rendering
+/// (the default) draws no warning. Before, nothing was said until the first night's run failed.
+#[test]
+fn render_warns_when_the_units_would_run_a_binary_that_is_not_there() {
+    let t = test_with(CONFIG);
+    let out = render(&t, &["--user", "--exe", "/opt/dbackup/bin/dbakcup"]);
+    out.stderr_has(
+        "the units would run /opt/dbackup/bin/dbakcup, which is not an executable file here",
+    );
+    let out = render(
+        &t,
+        &[
+            "--user",
+            "--exe",
+            &t.path("config.json").display().to_string(),
+        ],
+    );
+    out.stderr_has("which is not an executable file here");
+    let out = render(&t, &["--user"]);
+    out.stderr_lacks("the units would run");
+}
+
 #[test]
 fn errors_say_what_to_do() {
     let t = test_with(&CONFIG.replace(r#""fs_label": "T9""#, r#""fs_label": "T9*""#));
