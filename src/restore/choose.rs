@@ -316,6 +316,13 @@ fn choose_external(
                         held.join(", ")
                     )));
                 }
+                if let Some(stamp) = newest_images_only(settings, req, &all) {
+                    return Err(failed(format!(
+                        "the backups on {} hold partition images only, no set; `dbackup restore --verify --date \
+                         {stamp}` checks the newest, `dbackup image restore --from {stamp} --to DISK` restores it",
+                        place.join(", ")
+                    )));
+                }
                 return Err(failed(format!(
                     "there is no verified backup on {}; run `dbackup external` first",
                     place.join(", ")
@@ -324,6 +331,22 @@ fn choose_external(
             Err(failed(no_match_message(&what, query, &no, &stamps)))
         }
     }
+}
+
+/// The newest verified backup of partition images only on the drives `req` looks at, when they hold no backup of a
+/// set (such a backup is never "the newest" for a restore; it is named by its stamp).
+fn newest_images_only(
+    settings: &Settings,
+    req: &Request,
+    with_sets: &[(&Drive, &DriveBackup)],
+) -> Option<String> {
+    let drives = catalog::drives_with(settings, req.drive.as_deref(), true).ok()?;
+    catalog::drive_backups(&drives)
+        .into_iter()
+        .filter(|(_, b)| b.verified() && b.sets.is_empty())
+        .filter(|(_, b)| !with_sets.iter().any(|(_, w)| w.dir.name == b.dir.name))
+        .max_by_key(|(_, b)| b.dir.time)
+        .map(|(_, b)| crate::stdx::show_str(&b.dir.name))
 }
 
 /// The keys that open the chosen backup's encrypted archives and indexes, read now (`None` when nothing in it is

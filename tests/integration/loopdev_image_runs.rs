@@ -833,6 +833,18 @@ fn t9_restore_verify_checks_the_partition_images() {
     };
     verify().status(0);
     assert!(!t.path("state/dbackup/damaged.json").exists());
+    // Without a date, the drive holds no backup of a set: the error names the image backup and how to check or
+    // restore it (before: "there is no verified backup on T9; run `dbackup external` first").
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "external", "--verify"])
+        .status(1);
+    out.stderr_has("hold partition images only, no set");
+    out.stderr_has(&format!("`dbackup restore --verify --date {}`", meta.stamp));
+    out.stderr_has(&format!(
+        "`dbackup image restore --from {} --to DISK`",
+        meta.stamp
+    ));
 
     let good = fs::read(&image).unwrap();
     let mut bytes = good.clone();
