@@ -20,6 +20,7 @@ mod cloud_resume;
 mod collect;
 mod config;
 mod config_safety;
+mod dry_runs;
 mod encryption;
 mod encryption_chain;
 mod encryption_restore;
