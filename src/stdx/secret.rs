@@ -60,6 +60,13 @@ pub fn redact_url_in(text: &str, url: &str) -> String {
     out
 }
 
+/// Whether `text` holds a secret key: an age identity (`AGE-SECRET-KEY-1...`) or a PEM private key, in any case.
+/// Such text is never quoted, not even in part.
+pub fn holds_secret_key(text: &str) -> bool {
+    let upper = text.to_ascii_uppercase();
+    upper.contains("AGE-SECRET-KEY-") || upper.contains("PRIVATE KEY")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

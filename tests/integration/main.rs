@@ -55,6 +55,7 @@ mod report;
 mod restore;
 mod restore_hardening;
 mod rotation;
+mod secrets;
 mod sparse;
 mod status;
 mod systemd;

@@ -545,7 +545,7 @@ fn chromium_shows_the_page_and_a_stale_banner() {
 // ---- dbackup serve ---------------------------------------------------------------------------------------------
 
 /// One HTTP/1.1 request on a new connection; returns the status code, the headers and the body.
-fn http(addr: &str, method: &str, path: &str, host: &str) -> (u16, String, String) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, host: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
