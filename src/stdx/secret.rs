@@ -3,17 +3,35 @@
 
 use super::show_str;
 
-/// The parts of a URL: `(scheme, user info, host[:port], the rest)`; without `://`, the scheme is empty.
+/// The parts of a URL: `(scheme, user info, host[:port], the rest)`; without `://`, the scheme is empty. The host
+/// is empty when it cannot be told for sure, so that nothing secret is ever taken for one: any scheme but http and
+/// https (an apprise URL's first part is often a token: `tgram://<bot token>/<chat>`, `ntfys://<topic>`), an `@`
+/// after the first `/`, `?` or `#` (a password holding one of those, not percent-encoded), or a port that is not a
+/// number. Then the rest is all of it.
 fn split(url: &str) -> (&str, &str, &str, &str) {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     let (user, host) = authority.rsplit_once('@').unwrap_or(("", authority));
+    let web = scheme.is_empty()
+        || scheme.eq_ignore_ascii_case("http")
+        || scheme.eq_ignore_ascii_case("https");
+    let port_ok = match host.rsplit_once(':') {
+        // An IPv6 address's colons are inside its brackets.
+        Some((name, port)) if !port.contains(']') => {
+            !name.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+        }
+        _ => true,
+    };
+    if !web || tail.contains('@') || !port_ok {
+        return (scheme, "", "", rest);
+    }
     (scheme, user, host, tail)
 }
 
 /// A URL as every message, listing and log shows it: `https://user:pw@ntfy.sh/topic?token=x` ->
-/// `https://ntfy.sh/***`. Scheme and host (with its port) stay; user info, path, query and fragment become `***`.
+/// `https://ntfy.sh/***`. Scheme and host (with its port) stay; user info, path, query and fragment become `***`;
+/// a URL whose host cannot be told for sure (see [`split`]) keeps only its scheme (`tgram://***`).
 /// Something that is not a URL keeps only what would be its host (`ntfy.sh/topic` -> `ntfy.sh/***`).
 pub fn redact_url(url: &str) -> String {
     let (scheme, user, host, tail) = split(url);
@@ -21,6 +39,10 @@ pub fn redact_url(url: &str) -> String {
     if !scheme.is_empty() || url.contains("://") {
         out.push_str(&show_str(scheme));
         out.push_str("://");
+    }
+    if host.is_empty() && !tail.is_empty() {
+        out.push_str("***");
+        return out;
     }
     out.push_str(&show_str(host));
     if !user.is_empty() || url[..url.len() - tail.len()].ends_with('@') || !tail.is_empty() {
@@ -85,6 +107,16 @@ mod tests {
             ("https://tok@ntfy.sh", "https://ntfy.sh/***"),
             ("ntfy.sh/topic", "ntfy.sh/***"),
             ("https://h\x1b[2J/x", "https://h\\x1b[2J/***"),
+            ("http://[::1]:8080/t", "http://[::1]:8080/***"),
+            // A password holding `#`, `?` or `/`: the host cannot be told, so none is shown.
+            ("https://u:p#ss@ntfy.sh/t", "https://***"),
+            ("https://u:p?ss@ntfy.sh/t", "https://***"),
+            ("https://u:p/ss@ntfy.sh/t", "https://***"),
+            ("https://ntfy.sh:tok/t", "https://***"),
+            // Other schemes (apprise): the first part is often a token.
+            ("tgram://bottoken/chat", "tgram://***"),
+            ("ntfys://topic", "ntfys://***"),
+            ("pover://user@token", "pover://***"),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");
         }
@@ -109,7 +141,7 @@ mod tests {
                 "https://ntfy.sh/***",
                 "--url=http://h:8/***",
                 "curl -d @- https://ntfy.sh/***",
-                "tgram://bottoken/***",
+                "tgram://***",
                 "plain"
             ]
         );

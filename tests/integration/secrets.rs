@@ -489,3 +489,49 @@ fn a_secret_misplaced_in_the_config_is_not_quoted_by_its_error() {
         }
     }
 }
+
+/// Notification URLs as users write them, not as RFC 3986 wants them: a password holding `#`, `?` or `/` (not
+/// percent-encoded), and an apprise URL handed to the `command` sink, whose first part is a token (`tgram://<bot
+/// token>/<chat>`, `ntfys://<topic>`, `pover://<user>@<token>`). `config check` (text and JSON) shows none of those
+/// secrets: an http URL whose host cannot be told for sure is `https://***`, any other scheme only `tgram://***`.
+/// Before: `https://MKuser:MKp/***` (the user and the password's start, read as a host) and `tgram://MKbottoken/***`.
+#[test]
+fn notification_urls_with_odd_passwords_or_tokens_as_hosts_are_not_shown() {
+    let sets =
+        r#""backup_root": "{root}", "backup_sets": [ { "name": "docs", "sources": ["{home}"] } ]"#;
+    for (http, shown) in [
+        ("https://MKuser:MKp#ss@ntfy.sh/MKtopic", "POST https://***"),
+        ("https://MKuser:MKp?ss@ntfy.sh/MKtopic", "POST https://***"),
+        ("https://MKuser:MKp/ss@ntfy.sh/MKtopic", "POST https://***"),
+        ("https://ntfy.sh:MKport/MKtopic", "POST https://***"),
+        (
+            "https://MKuser:MKpw@ntfy.sh:8443/MKtopic",
+            "POST https://ntfy.sh:8443/***",
+        ),
+    ] {
+        let t = Test::new().config(&format!(
+            r#"{{ {sets}, "notifications": {{ "http": "{http}",
+                  "command": ["apprise", "-b", "x", "tgram://MKbottoken/MKchat", "ntfys://MKntfytopic",
+                              "pover://MKpouser@MKpotoken"] }} }}"#
+        ));
+        for args in [&["config", "check"][..], &["--json", "config", "check"]] {
+            let out = t.cmd().args(args).status(0);
+            for secret in [
+                "MKuser",
+                "MKp",
+                "MKtopic",
+                "MKbottoken",
+                "MKchat",
+                "MKntfytopic",
+                "MKpo",
+            ] {
+                out.stdout_lacks(secret).stderr_lacks(secret);
+            }
+            out.stdout_has("tgram://***");
+        }
+        t.cmd()
+            .args(["config", "check"])
+            .status(0)
+            .stdout_has(shown);
+    }
+}
