@@ -7,7 +7,6 @@
 //! the notifications' bodies are searched for the markers.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,7 +16,7 @@ use testkit::objstore::{REGION, closed_port};
 use crate::cloud::garage_and_client;
 use crate::harness::{Cmd, Output, Test};
 
-/// A one-path-at-a-time HTTP receiver on 127.0.0.1 that answers 200 and keeps every request (head and body).
+/// An HTTP receiver on 127.0.0.1 that answers 200 and keeps every request (head and body).
 fn receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -26,28 +25,7 @@ fn receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut head = String::new();
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim_end().is_empty() {
-                    break;
-                }
-                head.push_str(&line);
-            }
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            let mut body = vec![0; len];
-            let _ = reader.read_exact(&mut body);
-            let mut stream = stream;
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let (head, body) = crate::backup::answer_request(stream);
             // The request line and the Authorization header carry the receiver's own URL: only the body and the
             // other headers are dbackup's to keep clean.
             let head: String = head
@@ -238,46 +216,6 @@ fn no_secret_appears_in_any_output_file_object_page_or_notification() {
         &["restore", "--list"],
         &["--json", "restore", "--list", "--source", "cloud"],
         &["snapshots"],
-        &[
-            "-vv",
-            "restore",
-            "--source",
-            "external",
-            "--path",
-            &docs,
-            "--target",
-            &restored("drive"),
-        ],
-        &[
-            "-vv",
-            "restore",
-            "--source",
-            "cloud:offsite",
-            "--path",
-            &docs,
-            "--target",
-            &restored("offsite"),
-        ],
-        &[
-            "--json",
-            "restore",
-            "--source",
-            "cloud:envoff",
-            "--path",
-            &docs,
-            "--target",
-            &restored("envoff"),
-        ],
-        &[
-            "--dry-run",
-            "restore",
-            "--source",
-            "cloud:offsite",
-            "--path",
-            &docs,
-            "--target",
-            &restored("dry"),
-        ],
         &["-v", "restore", "--source", "cloud:offsite", "--verify"],
         &["-v", "restore", "--source", "external", "--verify"],
         &["ls", "--source", "cloud:offsite", "--recursive"],
@@ -304,6 +242,17 @@ fn no_secret_appears_in_any_output_file_object_page_or_notification() {
     ] {
         run(args);
     }
+    for (mode, source, into) in [
+        ("-vv", "external", "drive"),
+        ("-vv", "cloud:offsite", "offsite"),
+        ("--json", "cloud:envoff", "envoff"),
+        ("--dry-run", "cloud:offsite", "dry"),
+    ] {
+        let into = restored(into);
+        run(&[
+            mode, "restore", "--source", source, "--path", &docs, "--target", &into,
+        ]);
+    }
     assert!(
         s3.list("laptop/backups/")
             .iter()
@@ -312,19 +261,7 @@ fn no_secret_appears_in_any_output_file_object_page_or_notification() {
     );
 
     // `serve`: the page and the JSON.
-    let mut child = t.cmd().args(["serve", "--listen", "127.0.0.1:0"]).spawn();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
-    let url = String::from_utf8(line).unwrap();
-    let addr = url
-        .strip_prefix("http://")
-        .and_then(|u| u.strip_suffix('/'))
-        .unwrap_or_else(|| panic!("no URL printed: {url:?}"))
-        .to_string();
+    let (mut child, addr) = crate::report::serve(&t);
     for path in ["/", "/status.json"] {
         let (_, head, body) = crate::report::http(&addr, "GET", path, &addr);
         printed.push((format!("serve {path}"), format!("{head}\n{body}")));
