@@ -51,21 +51,68 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// Options whose value is a credential (curl's `-u user:password`, ntfy's `--token`, ...): the next word, or what
+/// follows `=`, is never shown.
+const SECRET_OPTIONS: &[&str] = &[
+    "-u",
+    "--user",
+    "--token",
+    "--password",
+    "--passwd",
+    "--pass",
+    "--auth",
+    "--api-key",
+    "--apikey",
+];
+
 /// A command line as every message, listing and log shows it: each URL in it (a word, or the end of one, as in
 /// `--url=https://...` or `sh -c 'curl https://...'`) as [`redact_url`] shows it, with whatever follows it in that
-/// word. A URL handed to a notification command is as secret as the `http` sink's.
+/// word; the value of a credential option ([`SECRET_OPTIONS`]) as `***`, and of an `Authorization:` header (`-H
+/// "Authorization: Bearer tk_..."`, also inside a `sh -c` script) as `Authorization: ***`. A URL handed to a
+/// notification command is as secret as the `http` sink's.
 pub fn redact_argv(argv: &[String]) -> Vec<String> {
-    argv.iter()
-        .map(|word| {
-            let Some(at) = word.find("://") else {
-                return word.clone();
-            };
-            let start = word[..at]
-                .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-                .map_or(0, |i| i + 1);
-            format!("{}{}", &word[..start], redact_url(&word[start..]))
-        })
-        .collect()
+    let secret_option = |w: &str| SECRET_OPTIONS.contains(&w.to_ascii_lowercase().as_str());
+    let mut out: Vec<String> = Vec::with_capacity(argv.len());
+    for word in argv {
+        if out.last().is_some_and(|previous| secret_option(previous)) {
+            out.push("***".into());
+            continue;
+        }
+        if let Some((option, _)) = word.split_once('=')
+            && secret_option(option)
+        {
+            out.push(format!("{option}=***"));
+            continue;
+        }
+        let word = blank_authorization(word);
+        let Some(at) = word.find("://") else {
+            out.push(word);
+            continue;
+        };
+        let start = word[..at]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |i| i + 1);
+        out.push(format!("{}{}", &word[..start], redact_url(&word[start..])));
+    }
+    out
+}
+
+/// `word` with the value of every `Authorization:` header in it (up to a quote or the line's end) as `***`.
+fn blank_authorization(word: &str) -> String {
+    const HEADER: &str = "authorization:";
+    let mut out = String::new();
+    let mut rest = word;
+    while let Some(at) = rest.to_ascii_lowercase().find(HEADER) {
+        let start = at + HEADER.len();
+        let end = rest[start..]
+            .find(['"', '\'', '\n'])
+            .map_or(rest.len(), |i| start + i);
+        out.push_str(&rest[..start]);
+        out.push_str(" ***");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `text` (an error message from the HTTP client) with every secret part of `url` it quotes replaced:
@@ -143,6 +190,35 @@ mod tests {
                 "curl -d @- https://ntfy.sh/***",
                 "tgram://***",
                 "plain"
+            ]
+        );
+    }
+
+    #[test]
+    fn credential_options_and_authorization_headers_are_redacted() {
+        let argv: Vec<String> = [
+            "curl",
+            "-u",
+            "user:pw",
+            "--TOKEN=tk_1",
+            "-H",
+            "Authorization: Bearer tk_2",
+            "sh -c 'curl -H \"authorization: Basic abc\" -d @- https://ntfy.sh/t' x",
+            "-v",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            redact_argv(&argv),
+            [
+                "curl",
+                "-u",
+                "***",
+                "--TOKEN=***",
+                "-H",
+                "Authorization: ***",
+                "sh -c 'curl -H \"authorization: ***\" -d @- https://ntfy.sh/***",
+                "-v"
             ]
         );
     }

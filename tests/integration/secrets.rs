@@ -472,3 +472,45 @@ fn notification_urls_with_odd_passwords_or_tokens_as_hosts_are_not_shown() {
             .stdout_has(shown);
     }
 }
+
+/// The `command` sink as ntfy's and curl's documentation write it, with the credentials as arguments of their own:
+/// `curl -H "Authorization: Bearer <token>"`, `curl -u user:password`, `ntfy publish --token <token>`,
+/// `--password=<password>`. `config check` (text and JSON) and a failed delivery's warning and run log show each
+/// value as `***`. Before: every argument but a URL's secret parts was shown as written.
+#[test]
+fn credentials_among_a_notification_commands_arguments_are_not_shown() {
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "docs", "sources": ["{home}/docs"] } ],
+             "notifications": { "events": ["success"], "command": ["/bin/sh", "-c", "exit 3", "sh",
+               "-H", "Authorization: Bearer tk_MKbearer", "-u", "MKuser:MKpw", "--token", "tk_MKtoken",
+               "--password=MKpassword", "--header=authorization: Basic MKbasic", "https://ntfy.sh/MKtopic"] } }"#,
+    );
+    t.write("home/docs/a", "x");
+    let clean = |what: &str, text: &str| {
+        for s in [
+            "MKbearer",
+            "MKuser",
+            "MKpw",
+            "MKtoken",
+            "MKpassword",
+            "MKbasic",
+            "MKtopic",
+        ] {
+            assert!(!text.contains(s), "{what} shows {s:?}:\n{text}");
+        }
+    };
+    let out = t.cmd().args(["config", "check"]).status(0);
+    out.stdout_has(
+        "-H Authorization: *** -u *** --token *** --password=*** --header=authorization: *** https://ntfy.sh/***",
+    );
+    clean("config check", &out.stdout);
+    let out = t.cmd().args(["--json", "config", "check"]).status(0);
+    clean("--json config check", &out.stdout);
+    let out = t.cmd().args(["backup"]).status(0);
+    out.stderr_has("(command sink): ");
+    clean("backup", &(out.stdout + &out.stderr));
+    clean(
+        "the run log",
+        &fs::read_to_string(t.path("state/dbackup/log.jsonl")).unwrap(),
+    );
+}
