@@ -499,18 +499,8 @@ fn credentials_among_a_notification_commands_arguments_are_not_shown() {
             assert!(!text.contains(s), "{what} shows {s:?}:\n{text}");
         }
     };
-    let out = t.cmd().args(["config", "check"]).status(0);
-    out.stdout_has(
+    t.cmd().args(["config", "check"]).status(0).stdout_has(
         "-H Authorization: *** -u *** --token *** --password=*** --header=authorization: *** https://ntfy.sh/***",
     );
-    clean("config check", &out.stdout);
-    let out = t.cmd().args(["--json", "config", "check"]).status(0);
-    clean("--json config check", &out.stdout);
-    let out = t.cmd().args(["backup"]).status(0);
-    out.stderr_has("(command sink): ");
-    clean("backup", &(out.stdout + &out.stderr));
-    clean(
-        "the run log",
-        &fs::read_to_string(t.path("state/dbackup/log.jsonl")).unwrap(),
-    );
+    crate::process::command_sink_shown(&t, clean);
 }
