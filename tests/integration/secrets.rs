@@ -376,7 +376,8 @@ fn no_secret_appears_in_any_output_file_object_page_or_notification() {
     assert!(found.is_empty(), "secrets leaked:\n{}", found.join("\n"));
 }
 
-/// A secret put where the config expects something else: `"passphrase": "<the passphrase>"` (it takes `true`), a
+/// A secret put where the config expects something else: `"passphrase": "<the passphrase>"` (it takes `true`), the
+/// passphrase itself as `passphrase_file` (a relative path, or one with an unset `$...` in it), a
 /// secret age identity as `"recipients": "AGE-SECRET-KEY-1..."` (a string, not a list), a notification `command` or
 /// `desktop` given a URL with user info and token. `config check` refuses each (exit 2) and says where, without
 /// quoting the secret or the URL's secret parts (the URL is shown as `https://ntfy.sh/***`). Before: each error
@@ -389,6 +390,14 @@ fn a_secret_misplaced_in_the_config_is_not_quoted_by_its_error() {
         (
             r#""encryption": { "passphrase": "MK-passphrase-in-config" }"#,
             "/encryption/passphrase: expected true or false, found a string",
+        ),
+        (
+            r#""encryption": { "passphrase": true, "passphrase_file": "MK-passphrase pa$$word" }"#,
+            "/encryption/passphrase_file: cannot be used as the path of a file (the value is not shown",
+        ),
+        (
+            r#""encryption": { "passphrase": true, "passphrase_file": "MK-passphrase-in-the-file-key" }"#,
+            "/encryption/passphrase_file: cannot be used as the path of a file (the value is not shown",
         ),
         (
             r#""encryption": { "recipients": "AGE-SECRET-KEY-1MKSECRETIDENTITY" }"#,
