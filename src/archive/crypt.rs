@@ -183,8 +183,7 @@ impl FromStr for Recipient {
                 key: Box::new(key),
             });
         }
-        let upper = s.to_ascii_uppercase();
-        if upper.starts_with("AGE-SECRET-KEY-") || upper.contains("PRIVATE KEY") {
+        if crate::stdx::holds_secret_key(s) {
             // Never echoed, not even in part.
             return Err(CryptError::SecretKey);
         }

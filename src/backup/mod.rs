@@ -123,7 +123,9 @@ pub struct Observed {
 pub fn observe(settings: &Settings, options: &Options) -> Observed {
     let now = options.now.unwrap_or_else(|| Local::now().fixed_offset());
     let (drives, clouds) = look(settings, options.force);
-    let look = if drives {
+    let look = if drives && settings.output.dry_run {
+        status::Look::Plan
+    } else if drives {
         status::Look::Probe
     } else {
         status::Look::Skip

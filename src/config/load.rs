@@ -452,7 +452,8 @@ fn secret_key_hint(key: &str) -> Option<&'static str> {
 /// Turns one schema error into problems (one per unknown key; the matching branch's errors for `anyOf`).
 /// Unknown keys are located at the key, everything else at the value (by [`Positions::place`]).
 fn explain(error: &ValidationError, positions: &Positions) -> Vec<Problem> {
-    let pointer = error.instance_path().as_str().to_string();
+    let at = error.instance_path().as_str();
+    let pointer = at.to_string();
     let instance = error.instance();
     let here = schema_at(&pointer);
     match error.kind() {
@@ -482,7 +483,7 @@ fn explain(error: &ValidationError, positions: &Positions) -> Vec<Problem> {
                 .map(|a| a.iter().collect())
                 .unwrap_or_default();
             let names: Vec<String> = options.iter().map(|o| o.to_string()).collect();
-            let mut message = format!("{} is not allowed", found(instance));
+            let mut message = format!("{} is not allowed", found(at, instance));
             if let Value::String(s) = &**instance
                 && let Some(m) = suggest(s, options.iter().filter_map(|o| o.as_str()))
             {
@@ -497,12 +498,18 @@ fn explain(error: &ValidationError, positions: &Positions) -> Vec<Problem> {
             let expected = here
                 .map(describe)
                 .unwrap_or_else(|| "something else".into());
-            let mut message = format!("expected {expected}, found {}", found(instance));
+            let mut message = format!("expected {expected}, found {}", found(at, instance));
             let wants_list = here
                 .and_then(|s| s.get("type"))
                 .is_some_and(|t| t == "array");
-            if wants_list && matches!(&**instance, Value::String(_)) {
-                message.push_str(&format!("; for one item write [{instance}]"));
+            if wants_list && let Value::String(_) = &**instance {
+                // The value itself only when it is shown whole: a redacted one would be copied back as such.
+                match shown_string(at, instance) {
+                    Some(shown) if shown == instance.to_string() => {
+                        message.push_str(&format!("; for one item write [{shown}]"))
+                    }
+                    _ => message.push_str("; for one item write it in brackets, [\"...\"]"),
+                }
             }
             vec![Problem::new(pointer, message)]
         }
@@ -521,13 +528,19 @@ fn explain(error: &ValidationError, positions: &Positions) -> Vec<Problem> {
         ValidationErrorKind::Minimum { limit } => {
             vec![Problem::new(
                 pointer,
-                format!("{} is too small; the minimum is {limit}", found(instance)),
+                format!(
+                    "{} is too small; the minimum is {limit}",
+                    found(at, instance)
+                ),
             )]
         }
         ValidationErrorKind::Maximum { limit } => {
             vec![Problem::new(
                 pointer,
-                format!("{} is too large; the maximum is {limit}", found(instance)),
+                format!(
+                    "{} is too large; the maximum is {limit}",
+                    found(at, instance)
+                ),
             )]
         }
         ValidationErrorKind::MinItems { limit } => {
@@ -545,20 +558,26 @@ fn explain(error: &ValidationError, positions: &Positions) -> Vec<Problem> {
                 pointer,
                 format!(
                     "{} is too short; at least {limit} characters needed",
-                    found(instance)
+                    found(at, instance)
                 ),
             )]
         }
         ValidationErrorKind::Pattern { pattern } if pattern == schema::SAFE_NAME_PATTERN => {
             vec![
-                Problem::new(pointer, format!("{} is not a safe name", found(instance)))
-                    .allowed(format!("allowed: {}", schema::SAFE_NAME_RULE)),
+                Problem::new(
+                    pointer,
+                    format!("{} is not a safe name", found(at, instance)),
+                )
+                .allowed(format!("allowed: {}", schema::SAFE_NAME_RULE)),
             ]
         }
         ValidationErrorKind::Pattern { pattern } => {
             vec![Problem::new(
                 pointer,
-                format!("{} does not match the pattern {pattern}", found(instance)),
+                format!(
+                    "{} does not match the pattern {pattern}",
+                    found(at, instance)
+                ),
             )]
         }
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
@@ -581,7 +600,7 @@ fn explain(error: &ValidationError, positions: &Positions) -> Vec<Problem> {
                     .unwrap_or_else(|| "something else".into());
                 vec![Problem::new(
                     pointer,
-                    format!("expected {expected}, found {}", found(instance)),
+                    format!("expected {expected}, found {}", found(at, instance)),
                 )]
             }
         }
@@ -708,17 +727,41 @@ fn describe(s: &'static Value) -> String {
     }
 }
 
-/// A found value, for messages: strings quoted (and shortened), containers by kind.
-fn found(v: &Value) -> String {
+/// A found value, for messages: containers by kind, strings quoted (and shortened) as [`shown_string`] shows them,
+/// so never a secret.
+fn found(pointer: &str, v: &Value) -> String {
     match v {
-        Value::String(s) if s.chars().count() > 60 => {
-            format!("\"{}...\"", s.chars().take(57).collect::<String>())
-        }
-        Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => v.to_string(),
+        Value::String(_) => shown_string(pointer, v)
+            .unwrap_or_else(|| "a string (not shown: it may be a secret)".into()),
+        Value::Number(_) | Value::Bool(_) | Value::Null => v.to_string(),
         Value::Array(a) if a.is_empty() => "an empty list".into(),
         Value::Array(_) => "a list".into(),
         Value::Object(_) => "an object".into(),
     }
+}
+
+/// A string value quoted for a problem at `pointer`, at most 60 characters, each URL in it by its scheme and host
+/// only ([`crate::stdx::redact_argv`]); `None` for what may be a secret: any value of a key named for one (`passphrase`,
+/// `secret_access_key`, ...: a passphrase typed where `true` belongs) and anything holding a secret key
+/// (`AGE-SECRET-KEY-1...`, `PRIVATE KEY`), which is never quoted. Not a string: `None`.
+fn shown_string(pointer: &str, v: &Value) -> Option<String> {
+    let Value::String(s) = v else { return None };
+    let key = pointer
+        .rsplit('/')
+        .find(|segment| segment.parse::<usize>().is_err())
+        .map(unescape_pointer)
+        .unwrap_or_default();
+    if key == "passphrase" || secret_key_hint(&key).is_some() || crate::stdx::holds_secret_key(s) {
+        return None;
+    }
+    let words: Vec<String> = s.split(' ').map(str::to_string).collect();
+    let shown = crate::stdx::redact_argv(&words).join(" ");
+    let shown = if shown.chars().count() > 60 {
+        format!("{}...", shown.chars().take(57).collect::<String>())
+    } else {
+        shown
+    };
+    Some(Value::String(shown).to_string())
 }
 
 fn quote_list(items: &[String]) -> String {

@@ -70,7 +70,7 @@ pub fn observe(
     } else {
         settings.external_mode
     };
-    let detected = media::detect_all(&configured);
+    let detected = media::detect_all(&configured, settings.output.dry_run);
     for d in &detected {
         ui.step(format_args!("{d}"));
     }

@@ -246,7 +246,7 @@ fn choose_destination(
         }
         None => settings.destinations.clone(),
     };
-    let detected = media::detect_all(&candidates);
+    let detected = media::detect_all(&candidates, settings.output.dry_run);
     let chosen = media::select_or_fail(crate::config::ExternalMode::First, &detected)?;
     let d = chosen[0];
     Ok((

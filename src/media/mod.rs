@@ -22,7 +22,8 @@
 //! 5. Read-only mounts (`ro` in the mount or superblock options, or `ST_RDONLY`) are *read-only*; less than
 //!    [`MIN_FREE_BYTES`] available is *full*.
 //! 6. The writability probe: an empty file `.dbackup-probe-<pid>-<nanos>` is created at `path` and removed at once.
-//!    This is the only thing detection ever writes, and only on a filesystem that passed every check above.
+//!    This is the only thing detection ever writes, and only on a filesystem that passed every check above. A dry
+//!    run ([`detect_for_plan`]) asks the kernel instead (`access(W_OK)`) and writes nothing.
 //!
 //! `require_mount: false` (a NAS share, a plain directory in tests) skips step 2 but keeps the others; the
 //! information then describes the filesystem that holds `path`.
@@ -379,13 +380,29 @@ impl fmt::Display for Detected {
     }
 }
 
-/// Detects every destination, in config order.
-pub fn detect_all(destinations: &[DestinationSettings]) -> Vec<Detected> {
+/// How far [`examine`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    /// Reading (a restore): checks 1 to 4.
+    Read,
+    /// Planning a write (a dry run): every check, writability asked of the kernel; nothing written.
+    Plan,
+    /// Writing: every check, the probe file included.
+    Write,
+}
+
+/// Detects every destination, in config order: for writing, or for a dry run's plan (`dry_run`: nothing is written,
+/// see [`detect_for_plan`]).
+pub fn detect_all(destinations: &[DestinationSettings], dry_run: bool) -> Vec<Detected> {
     destinations
         .iter()
         .map(|d| Detected {
             destination: d.clone(),
-            presence: detect(d),
+            presence: if dry_run {
+                detect_for_plan(d)
+            } else {
+                detect(d)
+            },
         })
         .collect()
 }
@@ -393,16 +410,23 @@ pub fn detect_all(destinations: &[DestinationSettings]) -> Vec<Detected> {
 /// Decides whether `dest` can be written to now (see the module documentation for the checks). Writes nothing but the
 /// documented probe file, and that only on a filesystem that passed every other check.
 pub fn detect(dest: &DestinationSettings) -> Presence {
-    match examine(dest, true) {
-        Ok(info) => Presence::Present(info),
-        Err(why) => Presence::Absent(why),
-    }
+    presence(examine(dest, Intent::Write))
+}
+
+/// [`detect`] for a dry run: every check, but writability is asked of the kernel (`access(W_OK)`: a read-only
+/// filesystem or a directory this user may not write) instead of by the probe file, so nothing at all is written.
+pub fn detect_for_plan(dest: &DestinationSettings) -> Presence {
+    presence(examine(dest, Intent::Plan))
 }
 
 /// Decides whether `dest` can be read now (restore): checks 1 to 4 only, so a read-only or full drive is present, and
 /// nothing at all is written.
 pub fn detect_for_reading(dest: &DestinationSettings) -> Presence {
-    match examine(dest, false) {
+    presence(examine(dest, Intent::Read))
+}
+
+fn presence(examined: Result<MediaInfo, Absence>) -> Presence {
+    match examined {
         Ok(info) => Presence::Present(info),
         Err(why) => Presence::Absent(why),
     }
@@ -482,7 +506,8 @@ pub fn none_present_message(detected: &[Detected]) -> String {
 
 #[allow(clippy::result_large_err)] // an Absence is an answer, not a rare error
 // Stays long: the detection checks in the order they must run (each one an early return with its Absence).
-fn examine(dest: &DestinationSettings, for_writing: bool) -> Result<MediaInfo, Absence> {
+fn examine(dest: &DestinationSettings, intent: Intent) -> Result<MediaInfo, Absence> {
+    let for_writing = intent != Intent::Read;
     let path = dest.path.clone();
     let unreachable = |e: std::io::Error| Absence::Unreachable {
         path: dest.path.clone(),
@@ -623,9 +648,15 @@ fn examine(dest: &DestinationSettings, for_writing: bool) -> Result<MediaInfo, A
         });
     }
 
-    if !for_writing {
+    let probed = match intent {
         // Reading needs no more.
-    } else if let Err(e) = write_probe(&resolved) {
+        Intent::Read => Ok(()),
+        Intent::Plan => {
+            rustix::fs::access(&resolved, rustix::fs::Access::WRITE_OK).map_err(Into::into)
+        }
+        Intent::Write => write_probe(&resolved),
+    };
+    if let Err(e) = probed {
         return Err(match e.raw_os_error() {
             Some(libc::ENOSPC | libc::EDQUOT) => Absence::Full {
                 path,

@@ -51,12 +51,17 @@ impl KeyRing {
     pub fn new(settings: &Settings, given: &[PathBuf]) -> KeyRing {
         let mut configured: Vec<PathBuf> = Vec::new();
         let mut passphrase_file = None;
-        let all = settings.encryption.iter().chain(
-            settings
-                .destinations
-                .iter()
-                .filter_map(|d| d.encryption.as_ref()),
-        );
+        // The top level's, the drives' and the buckets' own (a bucket encrypted to a passphrase has its file).
+        let all = settings
+            .encryption
+            .iter()
+            .chain(
+                settings
+                    .destinations
+                    .iter()
+                    .filter_map(|d| d.encryption.as_ref()),
+            )
+            .chain(settings.clouds.iter().filter_map(|c| c.encryption.as_ref()));
         for e in all {
             if let Some(f) = &e.identity_file
                 && !configured.contains(f)

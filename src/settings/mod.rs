@@ -644,6 +644,16 @@ impl Builder<'_> {
     fn path(&mut self, pointer: String, value: &str) -> Option<PathBuf> {
         match expand::expand_path(value, self.env) {
             Ok(p) => Some(p),
+            // The passphrase itself typed where its file's path belongs is never quoted.
+            Err(_) if pointer.ends_with("/passphrase_file") => {
+                self.problem(
+                    pointer,
+                    "cannot be used as the path of a file (the value is not shown: it may be the passphrase \
+                     itself); write the absolute path (`/...`, `~/...` or `$VAR/...`) of a file (mode 0600) whose \
+                     first line is the passphrase",
+                );
+                None
+            }
             Err(e) => {
                 self.problem(pointer, e.to_string());
                 None

@@ -44,6 +44,8 @@ pub enum Look {
     Skip,
     /// Every check, the writability probe included (what `status` and `backup` do).
     Probe,
+    /// Every check, writability asked of the kernel instead of the probe: nothing is written (`backup --dry-run`).
+    Plan,
     /// Every check but the probe: nothing is written to a drive (the status page, `dbackup serve`).
     Read,
 }
@@ -504,6 +506,7 @@ fn destination(
     let presence = match look {
         Look::Skip => None,
         Look::Probe => Some(media::detect(d)),
+        Look::Plan => Some(media::detect_for_plan(d)),
         Look::Read => Some(media::detect_for_reading(d)),
     };
     let (listing, listing_error) = match &presence {

@@ -340,3 +340,47 @@ fn retention_on_a_locked_bucket_keeps_what_is_locked() {
         .status(0);
     list.stdout_has(&stamp);
 }
+
+/// A bucket with an `encryption` of its own, to a passphrase read from its `passphrase_file` (the unattended setup
+/// README describes): `external` uploads with it, and `restore --source cloud`, `ls` and `find` read the same file,
+/// with no terminal and no `$DBACKUP_PASSPHRASE_FILE`. Before: the restore side read the `encryption` of the drives
+/// and the top level only, so every read of such a bucket failed ("cannot read the passphrase ... set
+/// DBACKUP_PASSPHRASE_FILE").
+#[test]
+fn a_buckets_own_passphrase_file_is_read_by_restore() {
+    let Some((g, _s3)) = garage_and_client() else {
+        return;
+    };
+    let t = Test::new();
+    let pass = t.write_secret("pass.txt", "correct horse battery staple\n");
+    let config = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
+             "destinations": [ {} ] }}"#,
+        offsite(
+            &g,
+            &format!(
+                r#", "encryption": {{ "passphrase": true, "passphrase_file": "{}" }}"#,
+                pass.display()
+            )
+        )
+    );
+    let t = with_keys(t.config(&config), &g);
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().no_terminal().args(["external"]).status(0);
+    let target = t.path("restored");
+    let file = t.home().join("notes/todo.txt");
+    t.cmd()
+        .no_terminal()
+        .args(["restore", "--source", "cloud:offsite", "--path"])
+        .args([&file])
+        .args(["--target".as_ref(), target.as_os_str()])
+        .status(0);
+    let under = target.join(file.strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read_to_string(under).unwrap(), "buy milk\n");
+    t.cmd()
+        .no_terminal()
+        .args(["find", "--source", "cloud", "todo.txt"])
+        .status(0)
+        .stdout_has("todo.txt");
+}

@@ -393,7 +393,7 @@ fn first_and_all_with_the_first_destination_absent() {
     };
 
     t9.unmount();
-    let detected = detect_drives(&dests);
+    let detected = detect_drives(&dests, false);
     assert_eq!(
         detected[0].absence().map(Absence::kind),
         Some("not_mounted")
@@ -402,13 +402,14 @@ fn first_and_all_with_the_first_destination_absent() {
     assert_eq!(names(ExternalMode::All, &detected), ["spare"]);
 
     t9.mount();
-    let detected = detect_drives(&dests);
+    let detected = detect_drives(&dests, false);
     assert_eq!(names(ExternalMode::First, &detected), ["T9"]);
     assert_eq!(names(ExternalMode::All, &detected), ["T9", "spare"]);
 
     t9.unmount();
     spare.unmount();
-    let err = select_drives_or_fail(ExternalMode::First, &detect_drives(&dests)).unwrap_err();
+    let err =
+        select_drives_or_fail(ExternalMode::First, &detect_drives(&dests, false)).unwrap_err();
     assert_eq!(err.code, dbackup::Exit::NoDestination);
     assert!(
         err.message.contains(&format!(

@@ -554,6 +554,12 @@ fn notification_command_url_secrets_appear_nowhere() {
             "{what}:\n{text}"
         );
     };
+    command_sink_shown(&t, clean);
+}
+
+/// What shows a notification command: `config check` (text and JSON), a `backup` whose command sink fails (its
+/// warning), and the run log; each checked by `clean(what, text)`.
+pub(crate) fn command_sink_shown(t: &Test, clean: impl Fn(&str, &str)) {
     let out = t.cmd().args(["config", "check"]).status(0);
     clean("config check", &out.stdout);
     let out = t.cmd().args(["--json", "config", "check"]).status(0);

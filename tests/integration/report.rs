@@ -545,7 +545,7 @@ fn chromium_shows_the_page_and_a_stale_banner() {
 // ---- dbackup serve ---------------------------------------------------------------------------------------------
 
 /// One HTTP/1.1 request on a new connection; returns the status code, the headers and the body.
-fn http(addr: &str, method: &str, path: &str, host: &str) -> (u16, String, String) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, host: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
@@ -564,13 +564,10 @@ fn http(addr: &str, method: &str, path: &str, host: &str) -> (u16, String, Strin
     (code, head.to_string(), body.to_string())
 }
 
-/// `dbackup serve` on a free loopback port: 200 for GET and HEAD (no body), the JSON, 405 for POST, 421 for a
-/// foreign Host, 404 elsewhere; it stops cleanly (exit 0) on SIGTERM. (Before: no `serve`.)
-#[test]
-fn serve_answers_read_only_and_stops_on_sigterm() {
-    let t = fine();
+/// `dbackup serve --listen 127.0.0.1:0` started, and the address it listens on (the URL it prints on stdout once
+/// listening).
+pub(crate) fn serve(t: &Test) -> (std::process::Child, String) {
     let mut child = t.cmd().args(["serve", "--listen", "127.0.0.1:0"]).spawn();
-    // The URL on stdout once listening.
     let mut stdout = child.stdout.take().unwrap();
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -583,6 +580,15 @@ fn serve_answers_read_only_and_stops_on_sigterm() {
         .and_then(|u| u.strip_suffix('/'))
         .unwrap_or_else(|| panic!("no URL printed: {url:?}"))
         .to_string();
+    (child, addr)
+}
+
+/// `dbackup serve` on a free loopback port: 200 for GET and HEAD (no body), the JSON, 405 for POST, 421 for a
+/// foreign Host, 404 elsewhere; it stops cleanly (exit 0) on SIGTERM. (Before: no `serve`.)
+#[test]
+fn serve_answers_read_only_and_stops_on_sigterm() {
+    let t = fine();
+    let (mut child, addr) = serve(&t);
 
     let (code, head, body) = http(&addr, "GET", "/", &addr);
     assert_eq!(code, 200, "{head}");
