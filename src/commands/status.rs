@@ -23,7 +23,7 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
     let now = args.now.unwrap_or_else(|| Local::now().fixed_offset());
     let facts = status::gather_with(
         &settings,
-        status::Look::Probe,
+        status::Look::Plan,
         args.history.unwrap_or(0) as usize,
         status::CloudLook::Full,
     );

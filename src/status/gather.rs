@@ -42,9 +42,10 @@ pub struct Facts {
 pub enum Look {
     /// Not at all (`backup` with `schedule.external: manual`).
     Skip,
-    /// Every check, the writability probe included (what `status` and `backup` do).
+    /// Every check, the writability probe included (what `backup` does before it writes).
     Probe,
-    /// Every check, writability asked of the kernel instead of the probe: nothing is written (`backup --dry-run`).
+    /// Every check, writability asked of the kernel instead of the probe: nothing is written (`status`, `backup
+    /// --dry-run`).
     Plan,
     /// Every check but the probe: nothing is written to a drive (the status page, `dbackup serve`).
     Read,

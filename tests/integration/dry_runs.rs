@@ -183,7 +183,9 @@ fn no_dry_run_changes_anything() {
         &["--json", "ls", "--source", "external", "--recursive"],
         &["ls", "--source", "cloud", "--recursive"],
         &["find", "a.txt"],
-        // (Not `status`: it looks at a drive with the probe file, as README's status section says.)
+        // `status` asks the kernel whether a drive is writable, as a dry run does (before, it wrote a probe file).
+        &["status"],
+        &["--json", "status"],
         &["report", "--out", "-"],
         &["config", "check"],
         &["systemd", "render", "--user"],
