@@ -1290,3 +1290,5 @@ fn refused_metadata_says_which_field() {
         "{text}"
     );
 }
+
+mod tools;
