@@ -222,6 +222,35 @@ fn fifos_and_endless_files_in_place_of_metadata_are_refused_at_once() {
     assert_clean(&out);
 }
 
+/// A FIFO or `/dev/zero` where the run log should be (`$XDG_STATE_HOME/dbackup/log.jsonl`, and the rotated
+/// `log.jsonl.1`): `status` and `collect` answer at once, `status` says it cannot read the run log, and `collect`
+/// still writes its snapshot.
+///
+/// Before: `status` and `collect` (which reads the log to notice a backup root that is not mounted) hung forever on
+/// a FIFO, and a `log.jsonl -> /dev/zero` was read until memory ran out.
+#[test]
+fn a_fifo_or_an_endless_run_log_is_refused_at_once() {
+    let t = world(&["A"]);
+    let log = t.path("state/dbackup/log.jsonl");
+    for endless in [true, false] {
+        let _ = fs::remove_file(&log);
+        if endless {
+            symlink("/dev/zero", &log).unwrap();
+        } else {
+            mkfifo(&log);
+        }
+        let out = within(60, "status", t.cmd().args(["status"]));
+        assert_clean(&out);
+        out.stdout_has("cannot read the run log");
+        let out = within(60, "collect", t.cmd().args(["collect"]));
+        assert_clean(&out);
+    }
+    fs::remove_file(&log).unwrap();
+    mkfifo(&t.path("state/dbackup/log.jsonl.1"));
+    let out = within(60, "status", t.cmd().args(["status"]));
+    assert_clean(&out);
+}
+
 /// A backup whose `backup.json` records a source the config no longer names for its set (here a `.ssh` directory):
 /// an in-place restore refuses to write there and says to use `--target`; under `--target` it is restored, and an
 /// in-place restore of what the config does name still works.
