@@ -126,6 +126,7 @@ fn is_zero(n: &u64) -> bool {
 /// A problem: where (an archive, a file) and which entry first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Issue {
+    /// The path as it is (a drive's file names among them: shown escaped, by `Display`).
     pub file: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<String>,
@@ -134,9 +135,10 @@ pub struct Issue {
 
 impl std::fmt::Display for Issue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = crate::stdx::show_str(&self.file);
         match &self.entry {
-            Some(e) => write!(f, "{}: entry {e}: {}", self.file, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
+            Some(e) => write!(f, "{file}: entry {e}: {}", self.message),
+            None => write!(f, "{file}: {}", self.message),
         }
     }
 }

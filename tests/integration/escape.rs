@@ -136,3 +136,35 @@ fn set_names_from_a_drive_are_escaped() {
     assert_ne!(out.code, 0);
     assert_escaped("restore --path not in the backup", &out);
 }
+
+/// A drive whose `verification.sha256` lists names holding ESC, BEL and a newline (sha256sum's `\` form, legal for
+/// any name): `restore --verify` reports each as a problem with the name escaped, in its problem list and its error
+/// line, and `status` after it too. Before: the problem list printed the file's path raw, so the drive could clear
+/// the terminal, retitle it and print a line of its choosing.
+#[test]
+fn names_in_a_drives_sums_file_are_escaped() {
+    let t = Test::new().config(&config());
+    t.write("home/data/file", "x");
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let sums_path = backup_dir(&t).join("verification.sha256");
+    let mut sums = parse_sums(&fs::read(&sums_path).unwrap()).unwrap();
+    sums.push(dbackup::SumLine {
+        sha256: Digest::of_bytes(b"x"),
+        name: b"evil\n\x1b[2J\x1b]0;title\x07FORGED line".to_vec(),
+    });
+    let mut out = Vec::new();
+    write_sums(&mut out, &sums).unwrap();
+    fs::write(&sums_path, out).unwrap();
+
+    let out = t
+        .cmd()
+        .args(["restore", "--verify", "--source", "external"])
+        .status(1);
+    assert_escaped("restore --verify", &out);
+    assert!(!out.stdout.contains('\x07'), "{:?}", out.stdout);
+    out.stdout_has("evil\\n\\x1b[2J\\x1b]0;title\\x07FORGED line");
+    let out = t.cmd().args(["status"]).output();
+    assert_escaped("status", &out);
+}
