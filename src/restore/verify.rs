@@ -1330,7 +1330,7 @@ pub fn verify_snapshot(
             let first = m
                 .unreadable
                 .first()
-                .map(|p| format!(" (first: {})", p.path.display()))
+                .map(|p| format!(" (first: {})", crate::stdx::show_path(&p.path)))
                 .unwrap_or_default();
             problems.push(at(
                 root,

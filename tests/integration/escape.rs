@@ -168,3 +168,30 @@ fn names_in_a_drives_sums_file_are_escaped() {
     let out = t.cmd().args(["status"]).output();
     assert_escaped("status", &out);
 }
+
+/// A local snapshot whose metadata lists an unreadable file named with ESC, BEL and a newline (what collect records
+/// when rsync could not read such a file of the user's data): `restore --verify` says the snapshot is incomplete and
+/// names that file escaped. Before: the name was printed raw in the problem and in the error line.
+#[test]
+fn an_unreadable_files_name_in_a_snapshots_metadata_is_escaped() {
+    let t = Test::new().config(&config());
+    t.write("home/data/file", "x");
+    t.cmd().args(["collect"]).status(0);
+    let snap = dbackup::list_snapshots(&t.root(), "data")
+        .unwrap()
+        .pop()
+        .unwrap();
+    let path = t.root().join(format!("{}.json", snap.name));
+    let mut meta: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    meta["complete"] = false.into();
+    meta["unreadable"] = serde_json::json!([{
+        "path": t.home().join("data/x\x1b[2J\x07\nFORGED line").display().to_string(),
+        "message": "Permission denied (13)",
+    }]);
+    fs::write(&path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+
+    let out = t.cmd().args(["restore", "--verify"]).status(1);
+    assert_escaped("restore --verify", &out);
+    assert!(!out.stdout.contains('\x07'), "{:?}", out.stdout);
+    out.stdout_has("x\\x1b[2J\\x07\\nFORGED line");
+}
