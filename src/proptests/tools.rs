@@ -412,3 +412,27 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// The config file (JSON with comments), mutated from the documented example, and junk
+
+proptest! {
+    #![proptest_config(config(DEFAULT_CASES / 4))]
+
+    #[test]
+    fn config_files_never_panic(m in super::mutations(), junk_text in text(), pick in any::<bool>()) {
+        let example = include_str!("../../config/example.json");
+        let text = if pick {
+            String::from_utf8_lossy(&super::apply(example.as_bytes(), &m)).into_owned()
+        } else {
+            junk_text
+        };
+        let path = std::path::Path::new("config.json");
+        if let Err(e) = bounded(256 * text.len() + (8 << 20), "parsing a config", || {
+            crate::config::load::parse(path, &text)
+        }) {
+            let shown = e.to_string();
+            assert!(!shown.contains('\x1b'), "{shown:?}");
+        }
+    }
+}
