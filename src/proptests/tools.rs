@@ -436,3 +436,28 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// `find`'s patterns, against an index's paths (the drive's bytes)
+
+proptest! {
+    #![proptest_config(config(DEFAULT_CASES))]
+
+    /// A path a pattern matches holds the bytes the pattern says it must (`find` skips index lines without them).
+    #[test]
+    fn find_patterns_require_what_they_match(pattern in "[/a-c*?é]{0,10}",
+                                             rel in prop_oneof![
+                                                 "[/a-cé]{0,16}".prop_map(String::into_bytes),
+                                                 proptest::collection::vec(any::<u8>(), 0..24),
+                                             ]) {
+        let p = crate::browse::pattern::Pattern::new(pattern.as_bytes());
+        if p.matches(&rel) {
+            let absolute = [b"/".as_slice(), &rel].concat();
+            let required = p.required();
+            assert!(
+                required.is_empty() || memchr::memmem::find(&absolute, required).is_some(),
+                "{pattern:?} matches {rel:?} without {required:?}"
+            );
+        }
+    }
+}
