@@ -261,7 +261,7 @@ fn lsblk_json() -> impl Strategy<Value = Vec<u8>> {
     );
     let devices = proptest::collection::vec(
         (device.clone(), proptest::collection::vec(device, 0..3)).prop_map(|(mut d, children)| {
-            if d.get("children").is_some() {
+            if d.contains_key("children") {
                 d.insert("children".into(), serde_json::json!(children));
             }
             serde_json::Value::Object(d.into_iter().collect())

@@ -46,6 +46,16 @@ fn backup_dir(t: &Test) -> std::path::PathBuf {
     dirs.pop().expect("a backup on the drive")
 }
 
+/// A set of one file, collected and written to the T9 (a plain directory).
+fn one_drive_backup() -> Test {
+    let t = Test::new().config(&config());
+    t.write("home/data/file", "x");
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    t
+}
+
 /// Rewrites `backup.json` with `edit`, and its line in `verification.sha256` to match (as a hostile drive would).
 fn rewrite_metadata(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let path = dir.join("backup.json");
@@ -97,11 +107,7 @@ fn file_names_with_control_characters_are_escaped() {
 /// choosing.
 #[test]
 fn set_names_from_a_drive_are_escaped() {
-    let t = Test::new().config(&config());
-    t.write("home/data/file", "x");
-    fs::create_dir_all(t.path("T9")).unwrap();
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
+    let t = one_drive_backup();
     let hostile = "da\x1b[31mta\nFORGED line from the drive";
     rewrite_metadata(&backup_dir(&t), |m| {
         m["sets"][0]["set"] = hostile.into();
@@ -143,11 +149,7 @@ fn set_names_from_a_drive_are_escaped() {
 /// the terminal, retitle it and print a line of its choosing.
 #[test]
 fn names_in_a_drives_sums_file_are_escaped() {
-    let t = Test::new().config(&config());
-    t.write("home/data/file", "x");
-    fs::create_dir_all(t.path("T9")).unwrap();
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
+    let t = one_drive_backup();
     let sums_path = backup_dir(&t).join("verification.sha256");
     let mut sums = parse_sums(&fs::read(&sums_path).unwrap()).unwrap();
     sums.push(dbackup::SumLine {

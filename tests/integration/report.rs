@@ -569,7 +569,7 @@ fn http(addr: &str, method: &str, path: &str, host: &str) -> (u16, String, Strin
 #[test]
 fn serve_answers_read_only_and_stops_on_sigterm() {
     let t = fine();
-    let (mut child, addr) = serve(&t, &[]);
+    let (child, addr) = serve(&t, &[]);
 
     let (code, head, body) = http(&addr, "GET", "/", &addr);
     assert_eq!(code, 200, "{head}");
