@@ -29,7 +29,6 @@ use super::engine::tarscan::{Owners, Scanner};
 use super::keys::{Ask, KeyRing};
 use super::select::Kept;
 use super::select::abs_of;
-use crate::archive::crypt::Decrypting;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
 use crate::archive::{
@@ -311,7 +310,7 @@ fn plaintext<'p>(
     label: &str,
 ) -> Result<Box<dyn Read + 'p>, crate::archive::crypt::CryptError> {
     match keys {
-        Some(k) => Ok(Box::new(Decrypting(k.open(parts, label)?))),
+        Some(k) => Ok(Box::new(k.open(parts, label)?)),
         None => Ok(Box::new(parts)),
     }
 }
