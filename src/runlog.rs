@@ -150,11 +150,19 @@ pub fn append(state_dir: &Path, record: &RunRecord) -> io::Result<PathBuf> {
     };
     let mut line = serde_json::to_string(&record).map_err(io::Error::other)?;
     line.push('\n');
+    // Never blocking on a FIFO someone put there (open for writing waits for a reader), and only into a regular file.
     let mut f = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
+        .custom_flags(libc::O_NONBLOCK)
         .open(&path)?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other(format!(
+            "{} is not a regular file: no run is logged there; remove it",
+            crate::stdx::show_path(&path)
+        )));
+    }
     // One write of the whole line: O_APPEND keeps concurrent runs' lines whole.
     f.write_all(line.as_bytes())?;
     Ok(path)
@@ -188,12 +196,26 @@ fn bounded(value: serde_json::Value) -> serde_json::Value {
     }
 }
 
+/// The most of a log file that is read (checked before reading). The log is rotated at [`MAX_BYTES`], so only a
+/// file that is not dbackup's comes near it.
+pub const MAX_READ_BYTES: u64 = 64 << 20;
+
+/// The text of the log file `file` (the current one or the rotated one), `None` when there is none. A FIFO, a
+/// device, a symlink or a file larger than [`MAX_READ_BYTES`] is refused at once; a byte that is not UTF-8 spoils
+/// only its line.
+pub fn read_text(file: &Path) -> Result<Option<String>, crate::stdx::fs::FsError> {
+    use crate::stdx::fs::FsError;
+    match crate::stdx::fs::read_bounded(file, MAX_READ_BYTES) {
+        Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+        Err(FsError::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Reads every record of the current log file (not the rotated one); unparsable lines are skipped.
 pub fn read(state_dir: &Path) -> io::Result<Vec<RunRecord>> {
-    let text = match fs::read_to_string(path(state_dir)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
+    let Some(text) = read_text(&path(state_dir)).map_err(io::Error::other)? else {
+        return Ok(Vec::new());
     };
     Ok(text
         .lines()

@@ -494,10 +494,10 @@ impl Keys {
         self.sources.push("a passphrase".into());
     }
 
-    /// Opens an age stream (`input` at its start) for reading: parses the header and unwraps the file key.
-    /// `label` names the archive in errors. The reader seeks when `input` does.
-    pub fn open<R: Read>(&self, input: R, label: &str) -> Result<StreamReader<R>, CryptError> {
-        let dec = age::Decryptor::new(input).map_err(|e| CryptError::NotAge {
+    /// Opens an age stream (`input` at its start) for reading: parses the header (at most [`AGE_HEADER_MAX`]
+    /// bytes) and unwraps the file key. `label` names the archive in errors. The reader seeks when `input` does.
+    pub fn open<R: Read>(&self, input: R, label: &str) -> Result<Decrypting<R>, CryptError> {
+        let dec = decryptor(input).map_err(|e| CryptError::NotAge {
             archive: label.to_string(),
             detail: e.to_string(),
         })?;
@@ -511,6 +511,7 @@ impl Keys {
             };
             return dec
                 .decrypt(std::iter::once(p as &dyn age::Identity))
+                .map(Decrypting)
                 .map_err(|e| match e {
                     age::DecryptError::DecryptionFailed
                     | age::DecryptError::KeyDecryptionFailed => CryptError::WrongPassphrase {
@@ -533,6 +534,7 @@ impl Keys {
                 .iter()
                 .map(|i| i.as_ref() as &dyn age::Identity),
         )
+        .map(Decrypting)
         .map_err(|e| match e {
             age::DecryptError::NoMatchingKeys => CryptError::NoMatchingIdentity {
                 archive: label.to_string(),
@@ -611,12 +613,74 @@ impl age::Identity for PassphraseIdentity {
 /// Whether the age file read from `input` (at its start) is encrypted to a passphrase (scrypt); `None` when its
 /// header cannot be parsed. Reads the header only.
 pub fn is_passphrase_encrypted<R: Read>(input: R) -> Option<bool> {
-    age::Decryptor::new(input).ok().map(|d| d.is_scrypt())
+    decryptor(input).ok().map(|d| d.is_scrypt())
+}
+
+/// The most bytes of an age header read before it must have ended (checked while reading): a recipient's stanza
+/// is about 100 bytes (an ssh-rsa one up to about 700), so only a file that is not an archive dbackup wrote comes
+/// near it. age itself reads a header without a bound, parsing it again whole for each line it adds: a drive's
+/// endless header would hang the reader.
+pub const AGE_HEADER_MAX: u64 = 64 << 10;
+
+/// The stream a [`Decrypting`] reads: `input` behind a buffer (age reads a buffered header line by line), yielding
+/// at most [`AGE_HEADER_MAX`] bytes (and a buffer's worth) until the header is read.
+type Bounded<R> = io::BufReader<HeadBound<R>>;
+
+/// age's decryptor of `input`, its header read within [`AGE_HEADER_MAX`] bytes.
+fn decryptor<R: Read>(input: R) -> Result<age::Decryptor<Bounded<R>>, age::DecryptError> {
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bounded = HeadBound {
+        inner: input,
+        left: AGE_HEADER_MAX + HEAD_BUFFER as u64,
+        open: open.clone(),
+    };
+    let dec = age::Decryptor::new_buffered(io::BufReader::with_capacity(HEAD_BUFFER, bounded))?;
+    open.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(dec)
+}
+
+/// The buffer age reads a header through (and, past it, the chunks: a read of a whole chunk bypasses it).
+const HEAD_BUFFER: usize = 8 << 10;
+
+/// A reader that yields at most `left` bytes until `open` is set (once the header is read), then all it has.
+pub struct HeadBound<R> {
+    inner: R,
+    left: u64,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R: Read> Read for HeadBound<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.open.load(std::sync::atomic::Ordering::Relaxed) {
+            return self.inner.read(buf);
+        }
+        if self.left == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "its age header is longer than {}: it is not an archive dbackup wrote",
+                    crate::stdx::bytes(AGE_HEADER_MAX)
+                ),
+            ));
+        }
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let got = self.inner.read(&mut buf[..n])?;
+        self.left -= got as u64;
+        Ok(got)
+    }
+}
+
+impl<R: Seek> Seek for HeadBound<R> {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(to)
+    }
 }
 
 /// The plaintext of an age stream, read in order or (when its input seeks) with seeks that decrypt only the 64 KiB
 /// chunk they land in, with age's errors told as what they mean for a backup.
-pub struct Decrypting<R: Read>(pub StreamReader<R>);
+pub struct Decrypting<R: Read>(StreamReader<Bounded<R>>);
 
 impl<R: Read> Read for Decrypting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
@@ -873,6 +937,41 @@ pub(crate) mod tests {
             assert_eq!(b[0], data[at as usize], "at {at}");
         }
         assert_eq!(r.seek(SeekFrom::End(0)).unwrap(), data.len() as u64);
+    }
+
+    /// An age header that goes on and on (a drive's `data.index.age` of 20 MiB of stanza lines, or one endless
+    /// line) is refused once it passes [`AGE_HEADER_MAX`], at once and within bounded memory; a header as long as
+    /// many recipients make one still opens. Before: age read and re-parsed the header whole for every line it
+    /// added, so `ls`, `find` and `restore --verify` of such a drive hung (64 KiB took 11 s, 256 KiB over 2 min).
+    #[test]
+    fn an_endless_age_header_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, id) = pair();
+        let keys = keys_for(&id, dir.path());
+        let line = format!("{}\n", "A".repeat(64));
+        let stanzas = format!("age-encryption.org/v1\n-> X25519 {}\n", "A".repeat(43));
+        let endless =
+            Cursor::new(stanzas.clone().into_bytes()).chain(std::io::repeat(b'A').take(1 << 30));
+        let lines = Cursor::new(format!("{stanzas}{}", line.repeat((20 << 20) / 65)).into_bytes());
+        for (what, input) in [
+            ("one endless line", Box::new(endless) as Box<dyn Read>),
+            ("20 MiB of lines", Box::new(lines)),
+        ] {
+            let e = fail(keys.open(input, "d.index.age"));
+            assert!(matches!(e, CryptError::NotAge { .. }), "{what}: {e}");
+            assert!(e.to_string().contains("longer than"), "{what}: {e}");
+        }
+        // Fifty recipients: a long header, still opened.
+        let many: Vec<Recipient> = (0..50).map(|_| pair().0.parse().unwrap()).collect();
+        let mut to = many;
+        to.push(id.to_public().to_string().parse().unwrap());
+        let ct = encrypt(&EncryptTo::Recipients(to), b"hello");
+        let mut out = Vec::new();
+        keys.open(Cursor::new(&ct), "m.tar.age")
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, b"hello");
     }
 
     #[test]

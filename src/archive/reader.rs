@@ -289,7 +289,7 @@ impl ArchiveFiles {
             }
         };
         keys.open(raw, &label)
-            .map(|r| ArchiveReader::Age(Box::new(Decrypting(r))))
+            .map(|r| ArchiveReader::Age(Box::new(r)))
             .map_err(|e| {
                 let kind = match e {
                     CryptError::NotAge { .. } => io::ErrorKind::InvalidData,
@@ -999,8 +999,7 @@ mod tests {
             let p = files_dir.path().join("a.age");
             std::fs::write(&p, &bytes).unwrap();
             let parts = PartsReader::new(vec![(p, bytes.len() as u64)]).unwrap();
-            let mut r =
-                ArchiveReader::Age(Box::new(Decrypting(keys.open(parts, "a.age").unwrap())));
+            let mut r = ArchiveReader::Age(Box::new(keys.open(parts, "a.age").unwrap()));
             let mut out = Vec::new();
             r.read_to_end(&mut out).map(|_| out)
         };

@@ -345,26 +345,32 @@ pub fn format_pax_time(sec: i64, nsec: u32) -> String {
     format!("{sign}{whole}.{}", frac.trim_end_matches('0'))
 }
 
-/// Parses a pax time as written by [`format_pax_time`] (or by GNU tar): `(seconds, nanoseconds)`.
+/// Parses a pax time as written by [`format_pax_time`] (or by GNU tar): `(seconds, nanoseconds)`. One optional
+/// `-`, digits, and an optional fraction (digits beyond nanoseconds are dropped); a time outside `i64` seconds is
+/// `None`. The one reader of pax times: verify's and restore's.
 pub fn parse_pax_time(s: &str) -> Option<(i64, u32)> {
     let (neg, s) = match s.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, s),
     };
     let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-    let whole: i64 = whole.parse().ok()?;
-    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(frac) {
         return None;
     }
-    let mut digits = frac.as_bytes()[..frac.len().min(9)].to_vec();
-    digits.resize(9, b'0');
-    let nsec: u32 = std::str::from_utf8(&digits).ok()?.parse().ok()?;
-    Some(if !neg {
-        (whole, nsec)
-    } else if nsec == 0 {
-        (-whole, 0)
+    let whole: u64 = whole.parse().ok()?;
+    let mut nanos = frac.as_bytes()[..frac.len().min(9)].to_vec();
+    nanos.resize(9, b'0');
+    let nsec: u32 = std::str::from_utf8(&nanos).ok()?.parse().ok()?;
+    if !neg {
+        return Some((i64::try_from(whole).ok()?, nsec));
+    }
+    // -1.5 is 1.5 s before the epoch: sec = -2, nsec = 0.5 s.
+    let sec = 0i64.checked_sub_unsigned(whole)?;
+    Some(if nsec == 0 {
+        (sec, 0)
     } else {
-        (-whole - 1, 1_000_000_000 - nsec)
+        (sec.checked_sub(1)?, 1_000_000_000 - nsec)
     })
 }
 
@@ -581,6 +587,31 @@ mod tests {
             assert_eq!(format_pax_time(s, ns), text);
             assert_eq!(parse_pax_time(text), Some((s, ns)), "{text}");
         }
+    }
+
+    /// An archive's pax `mtime` with two signs, a sign `+`, or seconds past `i64` is refused, and the earliest
+    /// second (`-9223372036854775808`) is read. Before: `--9223372036854775808.5` overflowed (a panic of
+    /// `restore --verify` in a debug build, a wrong time in a release build), `--5` read as 5 and `+5` as 5, while
+    /// restore's reader refused them; `-9223372036854775808`, which the writer writes, did not read back.
+    #[test]
+    fn pax_times_out_of_range_or_with_two_signs_are_refused() {
+        for bad in [
+            "--9223372036854775808.5",
+            "--9223372036854775808",
+            "--5",
+            "+5",
+            "-+5",
+            "9223372036854775808",
+            "",
+        ] {
+            assert_eq!(parse_pax_time(bad), None, "{bad}");
+        }
+        assert_eq!(parse_pax_time("-9223372036854775808"), Some((i64::MIN, 0)));
+        assert_eq!(
+            parse_pax_time("-9223372036854775807.5"),
+            Some((i64::MIN, 500_000_000))
+        );
+        assert_eq!(parse_pax_time("-9223372036854775808.5"), None);
     }
 
     #[test]

@@ -233,11 +233,10 @@ struct TapState {
     bytes: Vec<u8>,
     /// Nothing before this offset is recorded.
     resume_at: u64,
-    /// More than [`TAP_LIMIT`] bytes of headers came: they were not all kept.
-    overflow: bool,
 }
 
-/// Header bytes kept at most for one entry (its pax records are bounded by [`MAX_ATTR_BYTES`], and more).
+/// Header bytes kept at most for one entry (its pax records are bounded by [`MAX_ATTR_BYTES`], and more); more is a
+/// read error, before the `tar` crate reads a header of whatever size an archive claims into memory.
 const TAP_LIMIT: usize = 4 * MAX_ATTR_BYTES;
 
 impl<R> HeaderTap<R> {
@@ -277,7 +276,13 @@ impl<R: io::Read> io::Read for HeaderTap<R> {
             if st.bytes.len() + piece.len() <= TAP_LIMIT {
                 st.bytes.extend_from_slice(piece);
             } else {
-                st.overflow = true;
+                // What is read past `resume_at` before the next entry is handed over is that entry's header
+                // blocks: refused here, before the `tar` crate holds a header of any size the archive claims.
+                self.pos = end;
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("its header blocks are larger than {} MiB", TAP_LIMIT >> 20),
+                ));
             }
         }
         self.pos = end;
@@ -292,7 +297,6 @@ impl<R: io::Seek> io::Seek for HeaderTap<R> {
             let mut st = self.state.borrow_mut();
             st.bytes.clear();
             st.start = pos;
-            st.overflow = false;
             self.pos = pos;
         }
         Ok(pos)
@@ -307,12 +311,6 @@ impl TapHandle {
     pub fn take(&self, header: u64, data: u64, next: u64) -> Result<Attrs, String> {
         let mut st = self.0.borrow_mut();
         let result = (|| {
-            if st.overflow {
-                return Err(format!(
-                    "its header blocks are larger than {} MiB",
-                    TAP_LIMIT >> 20
-                ));
-            }
             let end = data.checked_sub(st.start).map(|e| e as usize);
             let own = header.checked_sub(st.start).map(|h| h as usize);
             match (own, end) {
@@ -331,7 +329,6 @@ impl TapHandle {
             }
         })();
         st.bytes.clear();
-        st.overflow = false;
         st.resume_at = next;
         st.start = next;
         result

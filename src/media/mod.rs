@@ -273,8 +273,9 @@ impl fmt::Display for Absence {
                 destination,
             } => write!(
                 f,
-                "other destination: the drive belongs to destination \"{destination}\" (see {}); plug in the right \
-                 drive, or delete that file to give this drive to this destination",
+                "other destination: the drive belongs to destination \"{}\" (see {}); plug in the right drive, or \
+                 delete that file to give this drive to this destination",
+                crate::stdx::show_str(destination),
                 marker.display()
             ),
             Absence::BadMarker { path: _, error } => write!(f, "bad marker: {error}"),
@@ -306,13 +307,13 @@ fn describe_identity(id: &Identity, wanted: &Identity) -> String {
     let mut parts = Vec::new();
     if wanted.label.is_some() || both {
         parts.push(match &id.label {
-            Some(l) => format!("label \"{l}\""),
+            Some(l) => format!("label \"{}\"", crate::stdx::show_str(l)),
             None => "no label".to_string(),
         });
     }
     if wanted.uuid.is_some() || both {
         parts.push(match &id.uuid {
-            Some(u) => format!("uuid {u}"),
+            Some(u) => format!("uuid {}", crate::stdx::show_str(u)),
             None => "no uuid".to_string(),
         });
     }
@@ -325,8 +326,9 @@ impl fmt::Display for MediaInfo {
         if let Some(d) = &self.device {
             write!(f, " on {}", d.display())?;
         }
+        // The label is the drive's (udev's links give it back raw): shown escaped.
         if let Some(l) = &self.label {
-            write!(f, ", label \"{l}\"")?;
+            write!(f, ", label \"{}\"", crate::stdx::show_str(l))?;
         }
         write!(
             f,
@@ -849,8 +851,9 @@ pub enum MediaError {
     #[error("destination {path} is gone: {why}; plug the drive in again and rerun")]
     Gone { path: PathBuf, why: String },
     #[error(
-        "the drive at {path} belongs to destination \"{destination}\" (see {marker}); plug in the right drive, or \
-         delete that file to give this drive to this destination"
+        "the drive at {path} belongs to destination \"{}\" (see {marker}); plug in the right drive, or delete that \
+         file to give this drive to this destination",
+        crate::stdx::show_str(.destination)
     )]
     OtherDestination {
         path: PathBuf,

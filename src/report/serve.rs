@@ -205,10 +205,9 @@ fn answer(settings: &Settings, listen: SocketAddr, request: tiny_http::Request, 
             format!("{}\n", refusal.message).into_bytes(),
         ),
     };
-    ui.step(format_args!(
-        "{method} {} -> {status}",
-        crate::stdx::show_str(&url)
-    ));
+    // The request line is the client's: both its words are shown escaped.
+    let (method, url) = (crate::stdx::show_str(&method), crate::stdx::show_str(&url));
+    ui.step(format_args!("{method} {url} -> {status}"));
     let mut response = tiny_http::Response::from_data(body).with_status_code(status);
     for h in common_headers() {
         response.add_header(h);

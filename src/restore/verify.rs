@@ -29,7 +29,6 @@ use super::engine::tarscan::{Owners, Scanner};
 use super::keys::{Ask, KeyRing};
 use super::select::Kept;
 use super::select::abs_of;
-use crate::archive::crypt::Decrypting;
 use crate::archive::index::IndexReader;
 use crate::archive::sums::{self, SUMS_FILE};
 use crate::archive::{
@@ -126,6 +125,7 @@ fn is_zero(n: &u64) -> bool {
 /// A problem: where (an archive, a file) and which entry first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Issue {
+    /// The path as it is (a drive's file names among them: shown escaped, by `Display`).
     pub file: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entry: Option<String>,
@@ -134,9 +134,10 @@ pub struct Issue {
 
 impl std::fmt::Display for Issue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let file = crate::stdx::show_str(&self.file);
         match &self.entry {
-            Some(e) => write!(f, "{}: entry {e}: {}", self.file, self.message),
-            None => write!(f, "{}: {}", self.file, self.message),
+            Some(e) => write!(f, "{file}: entry {e}: {}", self.message),
+            None => write!(f, "{file}: {}", self.message),
         }
     }
 }
@@ -309,7 +310,7 @@ fn plaintext<'p>(
     label: &str,
 ) -> Result<Box<dyn Read + 'p>, crate::archive::crypt::CryptError> {
     match keys {
-        Some(k) => Ok(Box::new(Decrypting(k.open(parts, label)?))),
+        Some(k) => Ok(Box::new(k.open(parts, label)?)),
         None => Ok(Box::new(parts)),
     }
 }
@@ -1328,7 +1329,7 @@ pub fn verify_snapshot(
             let first = m
                 .unreadable
                 .first()
-                .map(|p| format!(" (first: {})", p.path.display()))
+                .map(|p| format!(" (first: {})", crate::stdx::show_path(&p.path)))
                 .unwrap_or_default();
             problems.push(at(
                 root,

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset};
@@ -657,11 +656,11 @@ pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -
         state_dir.join(format!("{}.1", runlog::FILE_NAME)),
     ];
     for file in files {
-        let text = match fs::read_to_string(&file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+        let text = match runlog::read_text(&file) {
+            Ok(Some(t)) => t,
+            Ok(None) => continue,
             Err(e) => {
-                facts.error = Some(format!("cannot read the run log {}: {e}", file.display()));
+                facts.error = Some(format!("cannot read the run log: {e}"));
                 break;
             }
         };

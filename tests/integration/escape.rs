@@ -46,6 +46,16 @@ fn backup_dir(t: &Test) -> std::path::PathBuf {
     dirs.pop().expect("a backup on the drive")
 }
 
+/// A set of one file, collected and written to the T9 (a plain directory).
+fn one_drive_backup() -> Test {
+    let t = Test::new().config(&config());
+    t.write("home/data/file", "x");
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    t
+}
+
 /// Rewrites `backup.json` with `edit`, and its line in `verification.sha256` to match (as a hostile drive would).
 fn rewrite_metadata(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let path = dir.join("backup.json");
@@ -97,11 +107,7 @@ fn file_names_with_control_characters_are_escaped() {
 /// choosing.
 #[test]
 fn set_names_from_a_drive_are_escaped() {
-    let t = Test::new().config(&config());
-    t.write("home/data/file", "x");
-    fs::create_dir_all(t.path("T9")).unwrap();
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
+    let t = one_drive_backup();
     let hostile = "da\x1b[31mta\nFORGED line from the drive";
     rewrite_metadata(&backup_dir(&t), |m| {
         m["sets"][0]["set"] = hostile.into();
@@ -135,4 +141,59 @@ fn set_names_from_a_drive_are_escaped() {
         .output();
     assert_ne!(out.code, 0);
     assert_escaped("restore --path not in the backup", &out);
+}
+
+/// A drive whose `verification.sha256` lists names holding ESC, BEL and a newline (sha256sum's `\` form, legal for
+/// any name): `restore --verify` reports each as a problem with the name escaped, in its problem list and its error
+/// line, and `status` after it too. Before: the problem list printed the file's path raw, so the drive could clear
+/// the terminal, retitle it and print a line of its choosing.
+#[test]
+fn names_in_a_drives_sums_file_are_escaped() {
+    let t = one_drive_backup();
+    let sums_path = backup_dir(&t).join("verification.sha256");
+    let mut sums = parse_sums(&fs::read(&sums_path).unwrap()).unwrap();
+    sums.push(dbackup::SumLine {
+        sha256: Digest::of_bytes(b"x"),
+        name: b"evil\n\x1b[2J\x1b]0;title\x07FORGED line".to_vec(),
+    });
+    let mut out = Vec::new();
+    write_sums(&mut out, &sums).unwrap();
+    fs::write(&sums_path, out).unwrap();
+
+    let out = t
+        .cmd()
+        .args(["restore", "--verify", "--source", "external"])
+        .status(1);
+    assert_escaped("restore --verify", &out);
+    assert!(!out.stdout.contains('\x07'), "{:?}", out.stdout);
+    out.stdout_has("evil\\n\\x1b[2J\\x1b]0;title\\x07FORGED line");
+    let out = t.cmd().args(["status"]).output();
+    assert_escaped("status", &out);
+}
+
+/// A local snapshot whose metadata lists an unreadable file named with ESC, BEL and a newline (what collect records
+/// when rsync could not read such a file of the user's data): `restore --verify` says the snapshot is incomplete and
+/// names that file escaped. Before: the name was printed raw in the problem and in the error line.
+#[test]
+fn an_unreadable_files_name_in_a_snapshots_metadata_is_escaped() {
+    let t = Test::new().config(&config());
+    t.write("home/data/file", "x");
+    t.cmd().args(["collect"]).status(0);
+    let snap = dbackup::list_snapshots(&t.root(), "data")
+        .unwrap()
+        .pop()
+        .unwrap();
+    let path = t.root().join(format!("{}.json", snap.name));
+    let mut meta: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    meta["complete"] = false.into();
+    meta["unreadable"] = serde_json::json!([{
+        "path": t.home().join("data/x\x1b[2J\x07\nFORGED line").display().to_string(),
+        "message": "Permission denied (13)",
+    }]);
+    fs::write(&path, serde_json::to_vec_pretty(&meta).unwrap()).unwrap();
+
+    let out = t.cmd().args(["restore", "--verify"]).status(1);
+    assert_escaped("restore --verify", &out);
+    assert!(!out.stdout.contains('\x07'), "{:?}", out.stdout);
+    out.stdout_has("x\\x1b[2J\\x07\\nFORGED line");
 }

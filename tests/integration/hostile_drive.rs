@@ -222,6 +222,69 @@ fn fifos_and_endless_files_in_place_of_metadata_are_refused_at_once() {
     assert_clean(&out);
 }
 
+/// A FIFO or `/dev/zero` where the run log should be (`$XDG_STATE_HOME/dbackup/log.jsonl`, and the rotated
+/// `log.jsonl.1`): `status` and `collect` answer at once, `status` says it cannot read the run log, and `collect`
+/// still writes its snapshot.
+///
+/// Before: `status` and `collect` (which reads the log to notice a backup root that is not mounted) hung forever on
+/// a FIFO, and a `log.jsonl -> /dev/zero` was read until memory ran out.
+#[test]
+fn a_fifo_or_an_endless_run_log_is_refused_at_once() {
+    let t = world(&["A"]);
+    let log = t.path("state/dbackup/log.jsonl");
+    for endless in [true, false] {
+        let _ = fs::remove_file(&log);
+        if endless {
+            symlink("/dev/zero", &log).unwrap();
+        } else {
+            mkfifo(&log);
+        }
+        let out = within(60, "status", t.cmd().args(["status"]));
+        assert_clean(&out);
+        out.stdout_has("cannot read the run log");
+        let out = within(60, "collect", t.cmd().args(["collect"]));
+        assert_clean(&out);
+    }
+    fs::remove_file(&log).unwrap();
+    mkfifo(&t.path("state/dbackup/log.jsonl.1"));
+    let out = within(60, "status", t.cmd().args(["status"]));
+    assert_clean(&out);
+}
+
+/// A drive whose destination marker (`backups/.dbackup-destination.json`) names a destination holding ESC, BEL and a
+/// newline: `external`, `status` and `restore --list` say the drive belongs to another destination with that name
+/// escaped. Before: each printed it raw, so the drive could clear or retitle the terminal and print a line of its
+/// choosing.
+#[test]
+fn a_markers_destination_name_is_shown_escaped() {
+    let t = world(&["A"]);
+    t.cmd().args(["external"]).status(0);
+    let marker = t.path("A/backups/.dbackup-destination.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(&marker).unwrap()).unwrap();
+    m["destination"] = "X\x1b[2J\x1b]0;title\x07\nFORGED line".into();
+    fs::write(&marker, serde_json::to_vec(&m).unwrap()).unwrap();
+    let shown = "\"X\\x1b[2J\\x1b]0;title\\x07\\nFORGED line\"";
+    for (args, code) in [
+        (&["external"][..], 5),
+        (&["status"][..], 0),
+        (&["restore", "--list"][..], 0),
+    ] {
+        let out = t.cmd().args(args).output();
+        assert_clean(&out);
+        assert_eq!(out.code, code, "{args:?}: {}", out.stderr);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(!all.contains('\x07'), "{args:?}: {all:?}");
+        assert!(
+            !all.lines().any(|l| l.starts_with("FORGED")),
+            "{args:?}: {all}"
+        );
+        assert!(
+            all.contains(&format!("belongs to destination {shown}")),
+            "{args:?}: {all}"
+        );
+    }
+}
+
 /// A backup whose `backup.json` records a source the config no longer names for its set (here a `.ssh` directory):
 /// an in-place restore refuses to write there and says to use `--target`; under `--target` it is restored, and an
 /// in-place restore of what the config does name still works.

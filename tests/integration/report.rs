@@ -564,31 +564,12 @@ pub(crate) fn http(addr: &str, method: &str, path: &str, host: &str) -> (u16, St
     (code, head.to_string(), body.to_string())
 }
 
-/// `dbackup serve --listen 127.0.0.1:0` started, and the address it listens on (the URL it prints on stdout once
-/// listening).
-pub(crate) fn serve(t: &Test) -> (std::process::Child, String) {
-    let mut child = t.cmd().args(["serve", "--listen", "127.0.0.1:0"]).spawn();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-        line.push(byte[0]);
-    }
-    let url = String::from_utf8(line).unwrap();
-    let addr = url
-        .strip_prefix("http://")
-        .and_then(|u| u.strip_suffix('/'))
-        .unwrap_or_else(|| panic!("no URL printed: {url:?}"))
-        .to_string();
-    (child, addr)
-}
-
 /// `dbackup serve` on a free loopback port: 200 for GET and HEAD (no body), the JSON, 405 for POST, 421 for a
 /// foreign Host, 404 elsewhere; it stops cleanly (exit 0) on SIGTERM. (Before: no `serve`.)
 #[test]
 fn serve_answers_read_only_and_stops_on_sigterm() {
     let t = fine();
-    let (mut child, addr) = serve(&t);
+    let (child, addr) = serve(&t, &[]);
 
     let (code, head, body) = http(&addr, "GET", "/", &addr);
     assert_eq!(code, 200, "{head}");
@@ -626,6 +607,35 @@ fn serve_answers_read_only_and_stops_on_sigterm() {
     assert_eq!(http(&addr, "GET", "/etc/passwd", &addr).0, 404);
 
     // SIGTERM: a clean stop, exit 0, within a second or so.
+    let stderr = stop(child);
+    assert!(stderr.contains("stopped (SIGTERM)"), "{stderr}");
+}
+
+/// `dbackup serve` (with `args` before the subcommand) on a free loopback port, and its address once it listens.
+pub(crate) fn serve(t: &Test, args: &[&str]) -> (std::process::Child, String) {
+    let mut child = t
+        .cmd()
+        .args(args)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .spawn();
+    // The URL on stdout once listening.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while stdout.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+        line.push(byte[0]);
+    }
+    let url = String::from_utf8(line).unwrap();
+    let addr = url
+        .strip_prefix("http://")
+        .and_then(|u| u.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("no URL printed: {url:?}"))
+        .to_string();
+    (child, addr)
+}
+
+/// Stops a `serve` with SIGTERM; asserts it ends with 0 (within ten seconds) and returns its stderr.
+fn stop(mut child: std::process::Child) -> String {
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let start = Instant::now();
@@ -641,7 +651,29 @@ fn serve_answers_read_only_and_stops_on_sigterm() {
     };
     let stderr = harness::read_stderr(&mut child);
     assert_eq!(status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("stopped (SIGTERM)"), "{stderr}");
+    stderr
+}
+
+/// A request whose method and path hold terminal escapes (ESC, BEL: `\x1b]0;title\x07` retitles the terminal, `\x1b[2J`
+/// clears it) reaches `serve -v`'s request log escaped. Before: the path was escaped but the method was printed raw.
+#[test]
+fn serve_logs_hostile_methods_and_paths_escaped() {
+    let t = fine();
+    let (child, addr) = serve(&t, &["-v"]);
+    for (method, path) in [
+        ("G\x1b[2JET", "/"),
+        ("X\x1b]0;pwned\x07", "/a"),
+        ("GET", "/\x1b[31mred"),
+    ] {
+        let code = http(&addr, method, path, &addr).0;
+        assert!(matches!(code, 404 | 405), "{method:?} {path:?}: {code}");
+    }
+    let stderr = stop(child);
+    assert!(stderr.contains("G\\x1b[2JET / -> 405"), "{stderr}");
+    assert!(
+        !stderr.contains(['\x1b', '\x07']),
+        "a raw escape on stderr: {stderr:?}"
+    );
 }
 
 /// A non-loopback address needs --allow-remote (exit 2 without); the config refuses one outright. (Before: no

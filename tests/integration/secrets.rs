@@ -261,7 +261,7 @@ fn no_secret_appears_in_any_output_file_object_page_or_notification() {
     );
 
     // `serve`: the page and the JSON.
-    let (mut child, addr) = crate::report::serve(&t);
+    let (mut child, addr) = crate::report::serve(&t, &[]);
     for path in ["/", "/status.json"] {
         let (_, head, body) = crate::report::http(&addr, "GET", path, &addr);
         printed.push((format!("serve {path}"), format!("{head}\n{body}")));

@@ -24,34 +24,11 @@ impl Mtime {
         Mtime { sec, nsec }
     }
 
-    /// Parses a PAX time value: `1700000000`, `1700000000.123456789`, `-1.5` (digits beyond nanoseconds are dropped).
+    /// Parses a PAX time value: `1700000000`, `1700000000.123456789`, `-1.5` (see
+    /// [`crate::archive::tarfmt::parse_pax_time`], the one reader of pax times).
     pub fn parse_pax(value: &[u8]) -> Option<Mtime> {
-        let text = std::str::from_utf8(value).ok()?;
-        let (negative, text) = match text.strip_prefix('-') {
-            Some(rest) => (true, rest),
-            None => (false, text),
-        };
-        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
-        if whole.is_empty()
-            || !whole.bytes().all(|b| b.is_ascii_digit())
-            || !frac.bytes().all(|b| b.is_ascii_digit())
-        {
-            return None;
-        }
-        let whole: i64 = whole.parse().ok()?;
-        let mut nsec: u32 = 0;
-        for (i, b) in frac.bytes().take(9).enumerate() {
-            nsec += u32::from(b - b'0') * 10u32.pow(8 - i as u32);
-        }
-        if !negative {
-            return Some(Mtime::new(whole, nsec));
-        }
-        // -1.5 is 1.5 s before the epoch: sec = -2, nsec = 0.5 s.
-        if nsec == 0 {
-            Some(Mtime::new(-whole, 0))
-        } else {
-            Some(Mtime::new(-whole - 1, 1_000_000_000 - nsec))
-        }
+        let (sec, nsec) = crate::archive::tarfmt::parse_pax_time(std::str::from_utf8(value).ok()?)?;
+        Some(Mtime::new(sec, nsec))
     }
 }
 
