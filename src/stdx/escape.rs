@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 
 /// A name as people should see it: UTF-8 as is, other bytes as `\xNN`, and control characters escaped, so a
 /// hostile name (`"x\ncreate /etc/passwd"`, an ESC sequence) can never forge a line of a plan or a report nor drive
-/// the terminal. Every string read from a drive, an archive, an index or a file name is printed through this.
+/// the terminal. The invisible characters that reorder or hide text ([`disguises`]: bidi overrides, line separators,
+/// zero-width spaces) are escaped too, so `invoice\u{202e}fdp.exe` cannot pass for `invoiceexe.pdf`. Every string
+/// read from a drive, an archive, an index or a file name is printed through this.
 pub fn show(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
@@ -14,7 +16,7 @@ pub fn show(bytes: &[u8]) -> String {
                 '\t' => out.push_str("\\t"),
                 '\r' => out.push_str("\\r"),
                 '\\' => out.push_str("\\\\"),
-                c if c.is_control() => {
+                c if c.is_control() || disguises(c) => {
                     let mut buf = [0u8; 4];
                     for b in c.encode_utf8(&mut buf).bytes() {
                         let _ = write!(out, "\\x{b:02x}");
@@ -28,6 +30,26 @@ pub fn show(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Whether `c` is an invisible character that changes how the text around it looks: the bidi marks, embeddings,
+/// overrides and isolates (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069), the line and paragraph separators
+/// (U+2028/9) and the zero-width space, word joiner and BOM (U+200B, U+2060, U+FEFF), which make two names look
+/// alike. The zero-width (non-)joiners are left alone: scripts and emoji need them.
+fn disguises(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061c}'
+            | '\u{200b}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{2060}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{feff}'
+    )
 }
 
 /// [`show`] for text that is already a `str` (a set name from `backup.json`, a JSON string from an index).
@@ -54,5 +76,31 @@ mod tests {
         assert_eq!(show(b"back\\slash"), "back\\\\slash");
         assert_eq!(show(b"nul\0cr\r"), "nul\\x00cr\\r");
         assert_eq!(show_str("set\u{9b}31m"), "set\\xc2\\x9b31m");
+    }
+
+    #[test]
+    fn characters_that_reorder_or_hide_text_are_visible() {
+        // A right-to-left override would show `invoice\u{202e}fdp.exe` as "invoiceexe.pdf".
+        assert_eq!(
+            show_str("invoice\u{202e}fdp.exe"),
+            "invoice\\xe2\\x80\\xaefdp.exe"
+        );
+        assert_eq!(
+            show_str("a\u{2066}b\u{2069}"),
+            "a\\xe2\\x81\\xa6b\\xe2\\x81\\xa9"
+        );
+        assert_eq!(show_str("line\u{2028}forged"), "line\\xe2\\x80\\xa8forged");
+        assert_eq!(
+            show_str("\u{feff}a\u{200b}"),
+            "\\xef\\xbb\\xbfa\\xe2\\x80\\x8b"
+        );
+        // Scripts and emoji keep their joiners; Arabic and Hebrew letters are shown as they are.
+        for kept in [
+            "\u{1f469}\u{200d}\u{1f4bb}",
+            "\u{0645}\u{06cc}\u{200c}\u{062e}",
+            "\u{05e9}\u{05dc}\u{05d5}\u{05dd}",
+        ] {
+            assert_eq!(show_str(kept), kept);
+        }
     }
 }

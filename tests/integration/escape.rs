@@ -12,6 +12,8 @@ use crate::harness::{Output, Test};
 
 const ESC_NAME: &str = "esc\x1b[31mred";
 const NL_NAME: &str = "nl\nFORGED line";
+/// Shown raw, a right-to-left override makes `invoice<RLO>fdp.exe` read as "invoiceexe.pdf".
+const RLO_NAME: &str = "invoice\u{202e}fdp.exe";
 
 fn config() -> String {
     r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ],
@@ -26,6 +28,10 @@ fn assert_escaped(what: &str, out: &Output) {
         assert!(
             !text.contains('\x1b'),
             "{what}: a raw ESC on {stream}:\n{text}"
+        );
+        assert!(
+            !text.contains('\u{202e}'),
+            "{what}: a raw right-to-left override on {stream}:\n{text}"
         );
         assert!(
             !text.lines().any(|l| l.starts_with("FORGED")),
@@ -75,7 +81,7 @@ fn rewrite_metadata(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     fs::write(&sums_path, out).unwrap();
 }
 
-/// File names holding ESC and a newline (legal on Linux): the archive's warning about a socket so named, and the
+/// File names holding ESC, a newline or a right-to-left override (legal on Linux): the archive's warning about a socket so named, and the
 /// entries `-v restore --verify` lists, show them escaped (`esc\x1b[31mred`). Before: `external` printed the socket's
 /// name raw in its warning, and `--verify -v` listed every name raw (the ESC reached the terminal, the newline
 /// started a forged line).
@@ -84,6 +90,7 @@ fn file_names_with_control_characters_are_escaped() {
     let t = Test::new().config(&config());
     t.write(&format!("home/data/{ESC_NAME}"), "a");
     t.write(&format!("home/data/{NL_NAME}"), "b");
+    t.write(&format!("home/data/{RLO_NAME}"), "c");
     fs::create_dir_all(t.path("T9")).unwrap();
     let _socket =
         std::os::unix::net::UnixListener::bind(t.home().join("data/sock\x1b[2J")).unwrap();
@@ -99,6 +106,7 @@ fn file_names_with_control_characters_are_escaped() {
     assert_escaped("-v restore --verify", &out);
     out.stdout_has("esc\\x1b[31mred");
     out.stdout_has("nl\\nFORGED line");
+    out.stdout_has("invoice\\xe2\\x80\\xaefdp.exe");
 }
 
 /// A drive whose `backup.json` (sums adjusted) names its set `da<ESC>[31mta<LF>FORGED...`: `restore --list` (which
