@@ -439,9 +439,9 @@ let
     };
   };
 
-  # services.dbackup for payne (with DDATA) with `settings`.
-  nixosWith =
-    settings:
+  # services.dbackup for payne (with DDATA) with `settings`, and `extra` (other top-level options) beside it.
+  nixosWithAnd =
+    settings: extra:
     nixos (
       payne
       // {
@@ -452,7 +452,9 @@ let
           environment.DDATA = "/data";
         };
       }
+      // extra
     );
+  nixosWith = settings: nixosWithAnd settings { };
   n1 = nixosWith settings;
   n1c = n1.config;
   # No backup root: the default, ~/.local/share/dbackup.
@@ -498,21 +500,12 @@ let
   n2c = n2.config;
 
   # dbackup's single values give way to a native definition; its lists take the native lists in.
-  n4 = nixos (
-    payne
-    // {
-      services.dbackup = {
-        enable = true;
-        user = "payne";
-        inherit settings;
-        environment.DDATA = "/data";
-      };
-      systemd.services.dbackup-collect.serviceConfig.Nice = "10";
-      systemd.services.dbackup-external.serviceConfig.ExecStartPre = [ "/run/current-system/sw/bin/true" ];
-      systemd.services.dbackup-external.unitConfig.RequiresMountsFor = [ "/data" ];
-      systemd.timers.dbackup-collect.timerConfig.OnCalendar = "hourly";
-    }
-  );
+  n4 = nixosWithAnd settings {
+    systemd.services.dbackup-collect.serviceConfig.Nice = "10";
+    systemd.services.dbackup-external.serviceConfig.ExecStartPre = [ "/run/current-system/sw/bin/true" ];
+    systemd.services.dbackup-external.unitConfig.RequiresMountsFor = [ "/data" ];
+    systemd.timers.dbackup-collect.timerConfig.OnCalendar = "hourly";
+  };
   n4c = n4.config;
 
   n3 = nixos {
