@@ -138,7 +138,7 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<Vec<SetBack
                 let content = match &s.index {
                     None => Content::Unreadable("it has no index".into()),
                     Some(i) => match ArchiveFiles::discover(&b.dir.path, i) {
-                        Ok(f) => Content::Index(f),
+                        Ok(f) => index_as_recorded(f, s, i),
                         Err(e) => Content::Unreadable(format!("its index cannot be read: {e}")),
                     },
                 };
@@ -170,6 +170,24 @@ pub fn catalog(settings: &Settings, scope: &Scope) -> anyhow::Result<Vec<SetBack
         );
     }
     Ok(out)
+}
+
+/// A drive backup's index, when its length is the one `backup.json` records (as a restore checks before it reads
+/// it): an index cut short, or with lines added, is not listed from.
+fn index_as_recorded(
+    files: ArchiveFiles,
+    set: &crate::restore::drive::DriveSet,
+    name: &str,
+) -> Content {
+    match set.records.iter().find(|r| r.name == name) {
+        Some(r) if r.bytes != files.len() => Content::Unreadable(format!(
+            "its index is {} bytes where backup.json says {}: the backup is damaged or was changed (`dbackup \
+             restore --verify` checks it)",
+            files.len(),
+            r.bytes
+        )),
+        _ => Content::Index(files),
+    }
 }
 
 /// Opens the encrypted indexes of `backups` with the keys the ring finds (read once, only when one is encrypted).

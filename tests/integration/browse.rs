@@ -238,6 +238,43 @@ fn ls_on_the_drive_reads_only_the_index() {
     );
 }
 
+/// An index on the drive whose length is not the one `backup.json` records (a line added, or cut short) is not
+/// listed or searched from, as a restore would not read it: `ls` fails naming both lengths, `find` reports it as
+/// not searched (exit 1, as for any backup it could not search). Before, `ls` and `find` read whatever the index held (a restore refused it).
+#[test]
+fn an_index_changed_on_the_drive_is_not_listed_from() {
+    let d = demo();
+    let index = d.drive.join("backups/2025-04-02-031500/data.index.jsonl");
+    let mut bytes = fs::read(&index).unwrap();
+    let recorded = bytes.len();
+    bytes.extend_from_slice(b"{\"type\":\"file\",\"path\":\"planted\"}\n");
+    fs::write(&index, &bytes).unwrap();
+    let p = data(&d).join("projects");
+    let out =
+        d.t.cmd()
+            .args(["ls", "--source", "drive", "--date", "2025-04-02", "-R"])
+            .args([p.to_str().unwrap()])
+            .status(1);
+    out.stderr_has(&format!(
+        "its index is {} bytes where backup.json says {recorded}",
+        bytes.len()
+    ));
+    let found: Find =
+        d.t.cmd()
+            .args(["--json", "find", "--source", "drive", "a.txt"])
+            .status(1)
+            .json();
+    assert!(
+        found
+            .not_searched
+            .iter()
+            .any(|n| n.contains("2025-04-02-031500") && n.contains("backup.json says")),
+        "{:?}",
+        found.not_searched
+    );
+    assert!(found.searched >= 1, "the other backup is searched");
+}
+
 /// `find` groups versions by path, newest first, over local snapshots and the drive's indexes (its archives
 /// removed); globs on the name, anchored globs, `**`; nothing found exits 1.
 #[test]
