@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use dbackup::{BackupMeta, DestinationStatus, EncryptionRecord, list_drive_backups};
 
-use crate::fixtures::age::{age_accepts, age_decrypt, have_age};
+use crate::fixtures::age::{age_accepts, age_decrypt, have_age, secret_of};
 use crate::fixtures::drive::{
     assert_same_tree, assert_sums_cover, assert_sums_pass, collect, config, destination, external,
     listing, meta_of, sample,
@@ -144,16 +144,6 @@ fn assert_nowhere(dirs: &[&Path], needles: &[(&str, &[u8])]) {
         let found = holders(dirs, needle);
         assert!(found.is_empty(), "{what} is in {found:?}");
     }
-}
-
-/// The secret line of an identity file (`AGE-SECRET-KEY-1...`).
-fn secret_of(identity: &Path) -> String {
-    fs::read_to_string(identity)
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
-        .expect("an AGE-SECRET-KEY line")
-        .to_string()
 }
 
 /// What backup.json says of each set's encryption.

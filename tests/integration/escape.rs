@@ -8,7 +8,8 @@ use std::path::Path;
 
 use dbackup::{Digest, parse_sums, write_sums};
 
-use crate::harness::{Output, Test};
+use crate::fixtures::hostile::assert_escaped;
+use crate::harness::Test;
 
 const ESC_NAME: &str = "esc\x1b[31mred";
 const NL_NAME: &str = "nl\nFORGED line";
@@ -19,25 +20,6 @@ fn config() -> String {
     r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ],
          "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ] }"#
         .to_string()
-}
-
-/// Neither stream holds an ESC byte or a line that starts with `FORGED`.
-#[track_caller]
-fn assert_escaped(what: &str, out: &Output) {
-    for (stream, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
-        assert!(
-            !text.contains('\x1b'),
-            "{what}: a raw ESC on {stream}:\n{text}"
-        );
-        assert!(
-            !text.contains('\u{202e}'),
-            "{what}: a raw right-to-left override on {stream}:\n{text}"
-        );
-        assert!(
-            !text.lines().any(|l| l.starts_with("FORGED")),
-            "{what}: a forged line on {stream}:\n{text}"
-        );
-    }
 }
 
 /// The newest backup directory on the test's drive.

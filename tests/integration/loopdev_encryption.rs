@@ -90,12 +90,7 @@ fn an_encrypted_backup_leaves_no_canary_on_the_exfat_drive() {
     }
     t9.unmount();
 
-    let secret = fs::read_to_string(&identity)
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
-        .unwrap()
-        .to_string();
+    let secret = crate::fixtures::age::secret_of(&identity);
     for (what, needle) in [
         ("the canary", CANARY),
         ("the file-name canary", NAME_CANARY),

@@ -101,12 +101,7 @@ fn no_secret_appears_in_any_output_file_object_page_or_notification() {
     fs::create_dir_all(t.path("drive")).unwrap();
     let (identity, recipient) = t.keygen("secrets/identity.txt");
     let (other_identity, _) = t.keygen("secrets/other.txt");
-    let age_secret = fs::read_to_string(&identity)
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
-        .unwrap()
-        .to_string();
+    let age_secret = crate::fixtures::age::secret_of(&identity);
     let passphrase = "MK-passphrase-correct-horse-7781";
     let pass_file = t.write_secret("secrets/pass.txt", format!("{passphrase}\n"));
     let wrong_pass = t.write_secret("secrets/wrong-pass.txt", "MK-wrong-passphrase-0451\n");
