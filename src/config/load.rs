@@ -449,6 +449,29 @@ fn secret_key_hint(key: &str) -> Option<&'static str> {
     )
 }
 
+/// A value of the wrong type at `at` (the schema there is `here`): what was expected and what was found, and for a
+/// string where a list belongs, how to write it as one.
+fn wrong_type(at: &str, instance: &Value, here: Option<&'static Value>) -> String {
+    let expected = here
+        .map(describe)
+        .unwrap_or_else(|| "something else".into());
+    let mut message = format!("expected {expected}, found {}", found(at, instance));
+    let wants_list = here
+        .and_then(|s| s.get("type"))
+        .is_some_and(|t| t == "array");
+    if wants_list && let Value::String(_) = instance {
+        // The value itself only when it is shown whole: a redacted one would be copied back as such.
+        let whole = instance.to_string();
+        match shown_string(at, instance) {
+            Some(shown) if shown == whole => {
+                message.push_str(&format!("; for one item write [{shown}]"))
+            }
+            _ => message.push_str("; for one item write it in brackets, [\"...\"]"),
+        }
+    }
+    message
+}
+
 /// Turns one schema error into problems (one per unknown key; the matching branch's errors for `anyOf`).
 /// Unknown keys are located at the key, everything else at the value (by [`Positions::place`]).
 fn explain(error: &ValidationError, positions: &Positions) -> Vec<Problem> {
@@ -495,23 +518,7 @@ fn explain(error: &ValidationError, positions: &Positions) -> Vec<Problem> {
             ]
         }
         ValidationErrorKind::Type { .. } => {
-            let expected = here
-                .map(describe)
-                .unwrap_or_else(|| "something else".into());
-            let mut message = format!("expected {expected}, found {}", found(at, instance));
-            let wants_list = here
-                .and_then(|s| s.get("type"))
-                .is_some_and(|t| t == "array");
-            if wants_list && let Value::String(_) = &**instance {
-                // The value itself only when it is shown whole: a redacted one would be copied back as such.
-                match shown_string(at, instance) {
-                    Some(shown) if shown == instance.to_string() => {
-                        message.push_str(&format!("; for one item write [{shown}]"))
-                    }
-                    _ => message.push_str("; for one item write it in brackets, [\"...\"]"),
-                }
-            }
-            vec![Problem::new(pointer, message)]
+            vec![Problem::new(pointer, wrong_type(at, instance, here))]
         }
         ValidationErrorKind::Required { property } => {
             let name = property.as_str().unwrap_or_default();

@@ -887,27 +887,9 @@ pub fn confirm(plan: &RestorePlan) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Restores the plan onto its target (the caller verified the images and asked for confirmation).
-pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<RestoreReport> {
-    let clock = Instant::now();
-    anyhow::ensure!(!plan.refused(), "the plan was refused");
-    // The plan looked at the target before the images were hashed and the user was asked (minutes, maybe): what
-    // was mounted or opened since is found here, the last moment before the first write.
-    let now = super::observe::target(&plan.target).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if now.usage.busy() {
-        return Err(crate::exit::CodedError::new(
-            crate::exit::Exit::Failed,
-            format!(
-                "{} is in use now ({}), though it was not when the restore was planned; unmount it first; \
-                 nothing was written",
-                plan.target.display(),
-                now.usage.describe()
-            ),
-        )
-        .into());
-    }
-    // Onto one partition (no table in the plan): its old signatures wiped, its disk's table left alone.
-    let onto_partition = plan.table.is_none();
+/// The first write: the partition table onto the disk (sfdisk, wiping old signatures), or, onto one partition, that
+/// partition's old signatures wiped.
+fn lay_out(plan: &RestorePlan, onto_partition: bool, ui: &Ui) -> anyhow::Result<()> {
     if onto_partition {
         run_tool(
             "wipefs",
@@ -941,6 +923,31 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
             plan.target.display()
         ));
     }
+    Ok(())
+}
+
+/// Restores the plan onto its target (the caller verified the images and asked for confirmation).
+pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<RestoreReport> {
+    let clock = Instant::now();
+    anyhow::ensure!(!plan.refused(), "the plan was refused");
+    // The plan looked at the target before the images were hashed and the user was asked (minutes, maybe): what
+    // was mounted or opened since is found here, the last moment before the first write.
+    let now = super::observe::target(&plan.target).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if now.usage.busy() {
+        return Err(crate::exit::CodedError::new(
+            crate::exit::Exit::Failed,
+            format!(
+                "{} is in use now ({}), though it was not when the restore was planned; unmount it first; \
+                 nothing was written",
+                plan.target.display(),
+                now.usage.describe()
+            ),
+        )
+        .into());
+    }
+    // Onto one partition (no table in the plan): its old signatures wiped, its disk's table left alone.
+    let onto_partition = plan.table.is_none();
+    lay_out(plan, onto_partition, ui)?;
     let mut own_loop = None;
     let disk: PathBuf = match plan.target_kind {
         _ if onto_partition => plan.target.clone(),
