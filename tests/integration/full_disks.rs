@@ -62,3 +62,50 @@ fn a_full_state_directory_neither_fails_a_good_run_nor_hides_the_next_failure() 
     assert_eq!(status["last_run"]["exit"], 1, "{}", status["last_run"]);
     assert_eq!(status["last_run"]["result"], "failed");
 }
+
+/// A restore of a 3 MB file over the user's own 2 MB version on a 4 MB filesystem (as `--overwrite always` and as
+/// the default `if-changed`): exit 1, the message names the file and says the device is full, the user's file is
+/// there byte for byte, and nothing else is left on the target (no temporary file, no part of the restored one).
+/// Once there is room (the user removed their version), the same restore succeeds.
+#[test]
+fn a_restore_that_does_not_fit_leaves_the_users_file_intact() {
+    if !testkit::require_root() {
+        return;
+    }
+    let t = Test::new().config(CONFIG);
+    let backed_up: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    t.write("home/data/big", &backed_up);
+    t.cmd().args(["collect"]).status(0);
+
+    let _target = Mounted::tmpfs(&t.path("target"), "4m");
+    let inside = t.path("target").join(t.home().join("data").strip_prefix("/").unwrap());
+    fs::create_dir_all(&inside).unwrap();
+    let theirs: Vec<u8> = (0..2_000_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    fs::write(inside.join("big"), &theirs).unwrap();
+    let path = t.home().join("data/big");
+    let restore = |extra: &[&str]| {
+        t.cmd()
+            .args(["restore", "--set", "data", "--path"])
+            .args([&path])
+            .args(["--target"])
+            .args([t.path("target")])
+            .args(extra)
+    };
+    for extra in [&["--overwrite", "always"][..], &[]] {
+        let out = restore(extra).status(1);
+        out.stderr_has(&format!(
+            "cannot write {}: No space left on device",
+            inside.join("big").display()
+        ));
+        assert!(fs::read(inside.join("big")).unwrap() == theirs, "{extra:?}: the user's file changed");
+        assert_eq!(
+            crate::fixtures::drive::listing(&inside),
+            ["big"],
+            "{extra:?}: only the user's file"
+        );
+    }
+
+    fs::remove_file(inside.join("big")).unwrap();
+    restore(&[]).status(0);
+    assert!(fs::read(inside.join("big")).unwrap() == backed_up);
+}
