@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use crate::fixtures::mounted::Mounted;
@@ -108,4 +109,55 @@ fn a_restore_that_does_not_fit_leaves_the_users_file_intact() {
     fs::remove_file(inside.join("big")).unwrap();
     restore(&[]).status(0);
     assert!(fs::read(inside.join("big")).unwrap() == backed_up);
+}
+
+/// Names and contents of the files in `dir`.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    crate::fixtures::drive::listing(dir)
+        .into_iter()
+        .map(|n| (n.clone(), fs::read(dir.join(&n)).unwrap()))
+        .collect()
+}
+
+/// `systemd render --out` into a directory whose filesystem has room for one unit file but not all of them: exit 1,
+/// naming the file that did not fit, and no unit written (not a service without its timer, not an earlier render's
+/// timer beside a new service); no temporary file is left. After freeing space the render writes them all. Before:
+/// the files were written one by one, and the run stopped with the first in place and the others not.
+#[test]
+fn systemd_render_out_on_a_full_disk_writes_all_units_or_none() {
+    if !testkit::require_root() {
+        return;
+    }
+    let t = Test::new().config(CONFIG);
+    let disk = Mounted::tmpfs(&t.path("disk"), "64k");
+    let dir = t.path("disk/units");
+    fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
+    let render = || {
+        t.cmd()
+            .args(["systemd", "render", "--user", "--exe", "/usr/bin/dbackup", "--out"])
+            .args([&dir])
+    };
+
+    // One page of room: the first file fits, the second does not.
+    fs::write(t.path("disk/room"), vec![0u8; 4096]).unwrap();
+    let fill = disk.fill();
+    fs::remove_file(t.path("disk/room")).unwrap();
+    let out = render().status(1);
+    out.stderr_has("No space left on device");
+    out.stderr_has(&format!("cannot write {}/dbackup-", dir.display()));
+    assert!(
+        crate::fixtures::drive::listing(&dir).is_empty(),
+        "{:?}",
+        crate::fixtures::drive::listing(&dir)
+    );
+
+    fs::remove_file(fill).unwrap();
+    let out = render().status(0);
+    assert_eq!(
+        crate::fixtures::drive::listing(&dir).len(),
+        out.stdout.lines().count(),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.lines().count() >= 2, "{}", out.stdout);
 }
