@@ -111,14 +111,6 @@ fn a_restore_that_does_not_fit_leaves_the_users_file_intact() {
     assert!(fs::read(inside.join("big")).unwrap() == backed_up);
 }
 
-/// Names and contents of the files in `dir`.
-fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    crate::fixtures::drive::listing(dir)
-        .into_iter()
-        .map(|n| (n.clone(), fs::read(dir.join(&n)).unwrap()))
-        .collect()
-}
-
 /// `systemd render --out` into a directory whose filesystem has room for one unit file but not all of them: exit 1,
 /// naming the file that did not fit, and no unit written (not a service without its timer, not an earlier render's
 /// timer beside a new service); no temporary file is left. After freeing space the render writes them all. Before:
@@ -160,4 +152,35 @@ fn systemd_render_out_on_a_full_disk_writes_all_units_or_none() {
         out.stdout
     );
     assert!(out.stdout.lines().count() >= 2, "{}", out.stdout);
+}
+
+/// `config init` and `keygen` into a full config directory: exit 1, the message names the file they were writing
+/// (not only a temporary name) and says the device is full, and no file is left, empty or in part, final or
+/// temporary. After freeing space both write their file. Before: `config init` named only its temporary file.
+#[test]
+fn config_init_and_keygen_on_a_full_config_directory_leave_no_file() {
+    if !testkit::require_root() {
+        return;
+    }
+    let t = Test::new();
+    let disk = Mounted::tmpfs(&t.path("xdg-config"), "64k");
+    let dir = t.path("xdg-config/dbackup");
+    let fill = disk.fill();
+    let commands: [(&[&str], &str, &str); 2] = [
+        (&["config", "init"], "config.json", "cannot write the config to"),
+        (&["keygen"], "identity.txt", "cannot write the identity to"),
+    ];
+    for (args, name, said) in commands {
+        let out = t.cmd().no_config().args(args).status(1);
+        out.stderr_has(&format!("{said} {}", dir.join(name).display()));
+        out.stderr_has("No space left on device");
+        let left: Vec<String> = crate::fixtures::drive::listing(&dir);
+        assert!(left.is_empty(), "{args:?}: {left:?}");
+    }
+
+    fs::remove_file(fill).unwrap();
+    for (args, name, _) in commands {
+        t.cmd().no_config().args(args).status(0);
+        assert!(fs::metadata(dir.join(name)).unwrap().len() > 0, "{args:?}");
+    }
 }
