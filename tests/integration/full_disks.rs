@@ -184,3 +184,40 @@ fn config_init_and_keygen_on_a_full_config_directory_leave_no_file() {
         assert!(fs::metadata(dir.join(name)).unwrap().len() > 0, "{args:?}");
     }
 }
+
+/// A bucket with a quota smaller than the backup (Garage's `set-quotas --max-size 1MiB`; the set holds 3 MiB):
+/// `external` fails (exit 1) saying the bucket is full and what to do, no backup is listed in the bucket and no key or
+/// secret is printed; once the quota is lifted the next run uploads a backup and leaves no unfinished upload.
+/// Before: the refusal was taken for a matter of keys ("check the key id and secret, and that this key may do this").
+#[test]
+fn a_bucket_over_its_quota_fails_clearly_and_the_next_run_uploads() {
+    let Some((g, s3)) = crate::cloud::garage_and_client() else {
+        return;
+    };
+    let t = crate::cloud::with_keys(
+        &crate::cloud::config(&g.endpoint(), &g.bucket, ""),
+        &g.key.id,
+        &g.key.secret,
+    );
+    crate::cloud::populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    g.cli(&["bucket", "set-quotas", &g.bucket, "--max-size", "1MiB"])
+        .unwrap();
+
+    let out = t.cmd().args(["external"]).status(1);
+    out.stderr_has("the bucket is full (its quota or storage cap is reached)");
+    out.stderr_lacks("check the key id and secret");
+    out.stderr_has("nothing was promoted");
+    assert!(!out.stderr.contains(&g.key.secret) && !out.stderr.contains(&g.key.id));
+    let listed: serde_json::Value = t
+        .cmd()
+        .args(["--json", "restore", "--list", "--source", "cloud"])
+        .status(0)
+        .json();
+    assert_eq!(listed["backups"], serde_json::json!([]));
+
+    g.cli(&["bucket", "set-quotas", &g.bucket, "--max-size", "none"])
+        .unwrap();
+    t.cmd().args(["external"]).status(0);
+    assert_eq!(s3.multipart_uploads("laptop/"), Vec::<String>::new());
+}
