@@ -6,7 +6,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
 use crate::fixtures::mounted::Mounted;
@@ -220,4 +220,39 @@ fn a_bucket_over_its_quota_fails_clearly_and_the_next_run_uploads() {
         .unwrap();
     t.cmd().args(["external"]).status(0);
     assert_eq!(s3.multipart_uploads("laptop/"), Vec::<String>::new());
+}
+
+/// A backup root that is full when a collect that copies nothing new (every file hard-linked) writes the snapshot's
+/// metadata: exit 1, the message says the backup disk is full and what to do, names the metadata file (not a
+/// temporary name), `data-latest` still points at the earlier snapshot and no metadata is left without its snapshot;
+/// after freeing space the next run promotes a snapshot. Before: "cannot write <root>/.data-....json.tmp-<pid>: No
+/// space left on device", unlike the same disk filling during rsync ("the backup disk is full; free space or prune
+/// snapshots").
+#[test]
+fn a_backup_root_full_at_the_metadata_says_the_disk_is_full() {
+    if !testkit::require_root() {
+        return;
+    }
+    let t = Test::new().config(CONFIG);
+    t.write("home/data/a", vec![b'a'; 50_000]);
+    let root = Mounted::tmpfs(&t.root(), "1m");
+    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o700)).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    let first = fs::read_link(t.root().join("data-latest")).unwrap();
+
+    let fill = root.fill();
+    let out = t.cmd().args(["collect"]).status(1);
+    out.stderr_has("the backup disk is full; free space or prune snapshots");
+    out.stderr_has(&format!("cannot write {}/data-", t.root().display()));
+    out.stderr_lacks(".tmp-");
+    assert_eq!(fs::read_link(t.root().join("data-latest")).unwrap(), first);
+    let metadata: Vec<String> = crate::fixtures::drive::listing(&t.root())
+        .into_iter()
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    assert_eq!(metadata, [format!("{}.json", first.display())]);
+
+    fs::remove_file(fill).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    assert_ne!(fs::read_link(t.root().join("data-latest")).unwrap(), first);
 }
