@@ -323,7 +323,10 @@ mod tests {
     fn a_line_written_in_part_does_not_take_the_next_one_with_it() {
         let dir = tempfile::tempdir().unwrap();
         append(dir.path(), &record(0)).unwrap();
-        let mut f = OpenOptions::new().append(true).open(path(dir.path())).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(path(dir.path()))
+            .unwrap();
         f.write_all(br#"{"command":"collect","star"#).unwrap();
         append(dir.path(), &record(1)).unwrap();
         let all = read(dir.path()).unwrap();

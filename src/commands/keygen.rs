@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-
 use crate::cli::{GlobalArgs, KeygenArgs};
 use crate::config::load;
 use crate::exit::Exit;

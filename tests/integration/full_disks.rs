@@ -12,7 +12,22 @@ use std::path::Path;
 use crate::fixtures::mounted::Mounted;
 use crate::harness::Test;
 
-const CONFIG: &str = r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#;
+const CONFIG: &str =
+    r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#;
+
+/// A test of one set `data` (a 50 kB file) with a tmpfs of `size` (mode 0700) mounted at its directory `dir` (`state`:
+/// the state directory, `root`: the backup root), collected once; `None` (skipped) without root.
+fn collected_with(dir: &str, size: &str) -> Option<(Test, Mounted)> {
+    if !testkit::require_root() {
+        return None;
+    }
+    let t = Test::new().config(CONFIG);
+    t.write("home/data/a", vec![b'a'; 50_000]);
+    let mounted = Mounted::tmpfs(&t.path(dir), size);
+    fs::set_permissions(t.path(dir), fs::Permissions::from_mode(0o700)).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    Some((t, mounted))
+}
 
 /// A log whose last page has fewer bytes left than a run's line: on a full tmpfs, the line fits only in part. The
 /// padding is a line of spaces (no record; readers skip it).
@@ -32,13 +47,9 @@ fn leave_less_than_a_line(log: &Path) {
 /// status said the last run was the good one before, hiding the failure.
 #[test]
 fn a_full_state_directory_neither_fails_a_good_run_nor_hides_the_next_failure() {
-    if !testkit::require_root() {
+    let Some((t, state)) = collected_with("state", "64k") else {
         return;
-    }
-    let t = Test::new().config(CONFIG);
-    t.write("home/data/a", vec![b'a'; 50_000]);
-    let state = Mounted::tmpfs(&t.path("state"), "64k");
-    t.cmd().args(["collect"]).status(0);
+    };
     let log = t.path("state/dbackup/log.jsonl");
     leave_less_than_a_line(&log);
     let before = fs::read(&log).unwrap();
@@ -79,7 +90,9 @@ fn a_restore_that_does_not_fit_leaves_the_users_file_intact() {
     t.cmd().args(["collect"]).status(0);
 
     let _target = Mounted::tmpfs(&t.path("target"), "4m");
-    let inside = t.path("target").join(t.home().join("data").strip_prefix("/").unwrap());
+    let inside = t
+        .path("target")
+        .join(t.home().join("data").strip_prefix("/").unwrap());
     fs::create_dir_all(&inside).unwrap();
     let theirs: Vec<u8> = (0..2_000_000u32).map(|i| (i * 13 % 241) as u8).collect();
     fs::write(inside.join("big"), &theirs).unwrap();
@@ -98,7 +111,10 @@ fn a_restore_that_does_not_fit_leaves_the_users_file_intact() {
             "cannot write {}: No space left on device",
             inside.join("big").display()
         ));
-        assert!(fs::read(inside.join("big")).unwrap() == theirs, "{extra:?}: the user's file changed");
+        assert!(
+            fs::read(inside.join("big")).unwrap() == theirs,
+            "{extra:?}: the user's file changed"
+        );
         assert_eq!(
             crate::fixtures::drive::listing(&inside),
             ["big"],
@@ -126,7 +142,14 @@ fn systemd_render_out_on_a_full_disk_writes_all_units_or_none() {
     fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
     let render = || {
         t.cmd()
-            .args(["systemd", "render", "--user", "--exe", "/usr/bin/dbackup", "--out"])
+            .args([
+                "systemd",
+                "render",
+                "--user",
+                "--exe",
+                "/usr/bin/dbackup",
+                "--out",
+            ])
             .args([&dir])
     };
 
@@ -167,7 +190,11 @@ fn config_init_and_keygen_on_a_full_config_directory_leave_no_file() {
     let dir = t.path("xdg-config/dbackup");
     let fill = disk.fill();
     let commands: [(&[&str], &str, &str); 2] = [
-        (&["config", "init"], "config.json", "cannot write the config to"),
+        (
+            &["config", "init"],
+            "config.json",
+            "cannot write the config to",
+        ),
         (&["keygen"], "identity.txt", "cannot write the identity to"),
     ];
     for (args, name, said) in commands {
@@ -230,14 +257,9 @@ fn a_bucket_over_its_quota_fails_clearly_and_the_next_run_uploads() {
 /// snapshots").
 #[test]
 fn a_backup_root_full_at_the_metadata_says_the_disk_is_full() {
-    if !testkit::require_root() {
+    let Some((t, root)) = collected_with("root", "1m") else {
         return;
-    }
-    let t = Test::new().config(CONFIG);
-    t.write("home/data/a", vec![b'a'; 50_000]);
-    let root = Mounted::tmpfs(&t.root(), "1m");
-    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o700)).unwrap();
-    t.cmd().args(["collect"]).status(0);
+    };
     let first = fs::read_link(t.root().join("data-latest")).unwrap();
 
     let fill = root.fill();
