@@ -957,3 +957,47 @@ fn t9_an_interrupted_image_restore_onto_a_file_detaches_its_loop_device() {
         );
     }
 }
+
+/// `image create` while another program fills the drive (dbackup stopped mid-image, the drive filled, dbackup let
+/// go on): exit 1, the message says the drive filled up and what to do, nothing is promoted and no temporary
+/// directory is left; after freeing space the next `image create` writes a verified backup.
+#[test]
+fn t9_image_create_on_a_drive_that_fills_mid_image_fails_cleanly_and_the_next_run_succeeds() {
+    if !require() {
+        return;
+    }
+    let (t, t9, disk) = disk_and_t9(96 << 20);
+    let root = disk.part(2);
+    let name = root.file_name().unwrap().to_string_lossy().into_owned();
+    let run = || t.cmd().args(["image", "create", "--device"]).args([&root]);
+    let (child, temp) = caught_writing(
+        run().spawn(),
+        t9.mount_point(),
+        &format!("system/{name}.img.zst"),
+        4 * MIB + 1,
+    );
+    signal(&child, libc::SIGSTOP);
+    let fill = t9.fill(0);
+    signal(&child, libc::SIGCONT);
+    let (code, stderr) = crate::fixtures::drive::finish(child);
+    eprintln!("{stderr}");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains("the drive filled up while writing")
+            && stderr.contains("free space on it and run again"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("nothing was promoted (no partial backup is left on the drive)"),
+        "{stderr}"
+    );
+    assert!(!temp.exists(), "{}", temp.display());
+    assert!(stamps(&t9).is_empty(), "{:?}", stamps(&t9));
+
+    fs::remove_file(fill).unwrap();
+    run().status(0);
+    assert_eq!(stamps(&t9).len(), 1);
+    let (dir, _) = image_backup(&t9);
+    assert_sums_pass(&dir);
+}
