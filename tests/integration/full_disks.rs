@@ -278,3 +278,54 @@ fn a_backup_root_full_at_the_metadata_says_the_disk_is_full() {
     t.cmd().args(["collect"]).status(0);
     assert_ne!(fs::read_link(t.root().join("data-latest")).unwrap(), first);
 }
+
+/// A restore over a file that differs from the backup, with the backup root (where the replaced file is kept first)
+/// full: that file is not replaced (exit 1, saying to make room in the backup root or to use `--no-keep`) and stays
+/// as it was; after freeing space the same restore replaces it and keeps the user's version under `displaced/`.
+#[test]
+fn a_restore_whose_backup_root_is_full_keeps_the_users_file_in_place() {
+    let Some((t, root)) = collected_with("root", "1m") else {
+        return;
+    };
+    let inside = t
+        .path("target")
+        .join(t.home().join("data").strip_prefix("/").unwrap());
+    fs::create_dir_all(&inside).unwrap();
+    fs::write(inside.join("a"), "newer work\n").unwrap();
+    let restore = || {
+        t.cmd()
+            .args([
+                "restore",
+                "--set",
+                "data",
+                "--overwrite",
+                "always",
+                "--path",
+            ])
+            .args([t.home().join("data/a")])
+            .args(["--target"])
+            .args([t.path("target")])
+    };
+    let fill = root.fill();
+    let out = restore().status(1);
+    // The entry's line is a result (stdout); stderr says one entry was not restored.
+    out.stdout_has("could not be kept first");
+    out.stdout_has("No space left on device");
+    out.stdout_has("make room in the backup root");
+    out.stderr_has("1 entry was not restored");
+    assert_eq!(
+        fs::read_to_string(inside.join("a")).unwrap(),
+        "newer work\n"
+    );
+
+    fs::remove_file(fill).unwrap();
+    restore().status(0);
+    assert_eq!(fs::read(inside.join("a")).unwrap(), vec![b'a'; 50_000]);
+    let kept: Vec<_> = crate::fixtures::tree::walk(&t.root().join("displaced"), false)
+        .into_iter()
+        .filter(|(_, meta, _)| meta.is_file())
+        .map(|(_, _, path)| path)
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(fs::read_to_string(&kept[0]).unwrap(), "newer work\n");
+}
