@@ -153,6 +153,7 @@ pub fn append(state_dir: &Path, record: &RunRecord) -> io::Result<PathBuf> {
     // Never blocking on a FIFO someone put there (open for writing waits for a reader), and only into a regular file.
     let mut f = OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .mode(0o600)
         .custom_flags(libc::O_NONBLOCK)
@@ -163,8 +164,21 @@ pub fn append(state_dir: &Path, record: &RunRecord) -> io::Result<PathBuf> {
             crate::stdx::show_path(&path)
         )));
     }
-    // One write of the whole line: O_APPEND keeps concurrent runs' lines whole.
-    f.write_all(line.as_bytes())?;
+    // A line an earlier run could write only in part (a crash) is ended first: this one is not glued onto it.
+    let len = f.metadata()?.len();
+    let mut last = [b'\n'];
+    if len > 0 {
+        std::os::unix::fs::FileExt::read_exact_at(&f, &mut last, len - 1)?;
+    }
+    if last != [b'\n'] {
+        line.insert(0, '\n');
+    }
+    // One write of the whole line: O_APPEND keeps concurrent runs' lines whole. A full filesystem can take a part of
+    // it: that part is cut off again, so that the log holds whole lines only.
+    if let Err(e) = f.write_all(line.as_bytes()) {
+        let _ = f.set_len(len);
+        return Err(e);
+    }
     Ok(path)
 }
 
@@ -301,6 +315,22 @@ mod tests {
             fs::metadata(path(&state)).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    /// A line written only in part (a crash; a full disk before it was cut off again) does not swallow the next
+    /// run's line: that one starts on a line of its own and reads back.
+    #[test]
+    fn a_line_written_in_part_does_not_take_the_next_one_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        append(dir.path(), &record(0)).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(path(dir.path()))
+            .unwrap();
+        f.write_all(br#"{"command":"collect","star"#).unwrap();
+        append(dir.path(), &record(1)).unwrap();
+        let all = read(dir.path()).unwrap();
+        assert_eq!(all.iter().map(|r| r.exit).collect::<Vec<_>>(), [0, 1]);
     }
 
     /// A run that could not read 100,000 files (a tree of another user's) logs a line of bounded size, saying how

@@ -426,7 +426,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Snapshot
     };
     if let Err(e) = write() {
         let _ = fs::remove_file(&tmp);
-        return Err(io_err("write", &tmp)(e));
+        return Err(io_err("write", path)(e));
     }
     fs::rename(&tmp, path).map_err(io_err("rename into place", path))?;
     fsync_dir(dir)

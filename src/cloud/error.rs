@@ -109,12 +109,24 @@ pub(crate) fn explain(
              that the service is up"
         ),
         Failure::Denied => format!(
-            "{place} refused the request{}: check the key id and secret, and that this key may do this in the \
-             bucket (`dbackup cloud check` lists what it may do)",
+            "{place} refused the request{}: {}",
             match (&code, &said) {
                 (Some(c), Some(m)) => format!(" ({c}: {m})"),
                 (Some(c), None) => format!(" ({c})"),
                 _ => String::new(),
+            },
+            // Garage's bucket quota, B2's storage cap: a 403 too, but no matter of keys.
+            if said.as_deref().is_some_and(|m| {
+                let m = m.to_ascii_lowercase();
+                ["quota", "storage cap", "cap exceeded"]
+                    .iter()
+                    .any(|w| m.contains(w))
+            }) {
+                "the bucket is full (its quota or storage cap is reached); remove what it no longer needs, or \
+                 raise its quota or cap, and run again"
+            } else {
+                "check the key id and secret, and that this key may do this in the bucket (`dbackup cloud check` \
+                 lists what it may do)"
             }
         ),
         Failure::NoBucket => {

@@ -372,7 +372,18 @@ fn collect_set(
     // Durable before named: flush the copy, write the metadata, then promote by rename and move `latest`.
     snapshot::sync_filesystem(root)?;
     crate::interrupt::check()?;
-    snapshot::write_metadata(root, &meta)?;
+    if let Err(e) = snapshot::write_metadata(root, &meta) {
+        let e = anyhow::Error::new(e);
+        if !stdx::fs::filled_up(&e) {
+            return Err(e);
+        }
+        anyhow::bail!(
+            "{}: the backup disk is full; free space or prune snapshots; nothing was promoted and {}-latest was \
+             left alone",
+            ui::format_error(&e),
+            set.set
+        );
+    }
     if let Err(e) = snapshot::promote(root, &set.in_progress, &set.snapshot) {
         let _ = fs::remove_file(Layout::new(root).metadata(&set.snapshot));
         return Err(e.into());

@@ -75,7 +75,7 @@ fn init(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<E
         }
         return Ok(Exit::Ok);
     }
-    init::write_new(&target, &text)?;
+    init::write_new(&target, &text, "the config")?;
     if global.json {
         super::print_json(&serde_json::json!({ "written": target }))?;
     } else {

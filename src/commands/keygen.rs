@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-
 use crate::cli::{GlobalArgs, KeygenArgs};
 use crate::config::load;
 use crate::exit::Exit;
@@ -55,8 +53,7 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
     }
     let created = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let (identity, recipient) = crate::archive::crypt::new_identity(&created);
-    crate::config::init::write_new(&target, &identity)
-        .with_context(|| format!("cannot write the identity to {}", target.display()))?;
+    crate::config::init::write_new(&target, &identity, "the identity")?;
     if global.json {
         super::print_json(&serde_json::json!({ "identity_file": target, "recipient": recipient }))?;
     } else {

@@ -27,8 +27,9 @@ pub fn default_text(target: &Path, env: &Env) -> anyhow::Result<String> {
 
 /// Writes `text` to a new file at `target`, mode 0600, creating parent directories; never replaces a file.
 /// The text goes to a temporary file first (fsynced), which is linked into place only when complete, and the
-/// directory is fsynced then.
-pub fn write_new(target: &Path, text: &str) -> anyhow::Result<()> {
+/// directory is fsynced then. `what` names the file in errors ("the config", "the identity").
+pub fn write_new(target: &Path, text: &str, what: &str) -> anyhow::Result<()> {
+    let cannot = || format!("cannot write {what} to {}", target.display());
     let parent = target.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
@@ -36,7 +37,8 @@ pub fn write_new(target: &Path, text: &str) -> anyhow::Result<()> {
     let name = target
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let tmp = crate::stdx::fs::complete_temp(parent, &format!(".{name}.tmp-"), 0o600, text)?;
+    let tmp = crate::stdx::fs::complete_temp(parent, &format!(".{name}.tmp-"), 0o600, text)
+        .with_context(cannot)?;
     match tmp.persist_noclobber(target) {
         // The directory too, so that a crash soon after cannot lose the file (for keygen, the only copy of a key).
         Ok(_) => std::fs::File::open(parent)
@@ -46,8 +48,6 @@ pub fn write_new(target: &Path, text: &str) -> anyhow::Result<()> {
             path: target.to_path_buf(),
         }
         .into()),
-        Err(e) => {
-            Err(anyhow::Error::new(e.error).context(format!("cannot write {}", target.display())))
-        }
+        Err(e) => Err(anyhow::Error::new(e.error).context(cannot())),
     }
 }

@@ -161,11 +161,8 @@ fn run_destination(
                     "; nothing was promoted and {intact}{}",
                     discard_temp(d, world, temp_created)
                 ));
-                if filled_up(&e) {
-                    msg.push_str(
-                        "; the drive filled up while writing (the space check before writing found room, so \
-                         something else was written to it meanwhile): free space on it and run again",
-                    );
+                if crate::stdx::fs::filled_up(&e) {
+                    msg.push_str(FILLED_UP);
                 }
             }
             report.error = Some(msg);
@@ -175,14 +172,9 @@ fn run_destination(
     report
 }
 
-/// Whether `e` was caused by a full filesystem (or quota).
-fn filled_up(e: &anyhow::Error) -> bool {
-    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| matches!(io.kind(), StorageFull | QuotaExceeded))
-    })
-}
+/// Said of a run that found a drive full after its space check found room (`external`, `image create`).
+pub const FILLED_UP: &str = "; the drive filled up while writing (the space check before writing found room, so \
+                             something else was written to it meanwhile): free space on it and run again";
 
 /// Removes the temporary directory of a failed run when the drive is still there; says what became of it.
 fn discard_temp(d: &DestinationPlan, world: &DestinationWorld, created: bool) -> String {
@@ -506,7 +498,7 @@ fn promote(
 }
 
 /// An error as one message: the building blocks put their I/O error in their own message and also give it as the
-/// `source`, which `{:#}` would print twice. The kind of that I/O error is kept (a full drive: [`filled_up`]).
+/// `source`, which `{:#}` would print twice. The kind of that I/O error is kept (a full drive: [`crate::stdx::fs::filled_up`]).
 fn flat(e: impl std::error::Error + 'static) -> anyhow::Error {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {

@@ -443,6 +443,9 @@ pub fn create(settings: &Settings, opts: &CreateOptions, ui: &Ui) -> anyhow::Res
                     plan.temp_dir.display()
                 ));
             }
+            if crate::stdx::fs::filled_up(&e) {
+                msg.push_str(crate::external::exec::FILLED_UP);
+            }
             report.error = Some(msg);
         }
     }

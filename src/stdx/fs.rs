@@ -528,6 +528,15 @@ impl Dir {
     }
 }
 
+/// Whether `e` was caused by a full filesystem (or quota).
+pub fn filled_up(e: &anyhow::Error) -> bool {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>()
+            .is_some_and(|io| matches!(io.kind(), StorageFull | QuotaExceeded))
+    })
+}
+
 /// A complete temporary file in `dir` (a name starting with `prefix`) holding `text`, mode `mode`, synced to disk: the
 /// caller moves it into place (`persist`, or `persist_noclobber` never to replace a file).
 pub fn complete_temp(

@@ -271,8 +271,17 @@ pub fn apply(plan: &Writes, dir: &Path, ui: &crate::ui::Ui) -> anyhow::Result<()
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // Again now that it exists: another user may have made it since the check before the plan.
     check_private(dir)?;
-    for (path, text) in &plan.write {
-        write_file(path, text)?;
+    // Every file complete at a temporary name before any takes its place: a full disk leaves the units as they were,
+    // never a new service beside an earlier render's timer (the temporary files go when dropped).
+    let staged = plan
+        .write
+        .iter()
+        .map(|(path, text)| Ok((path, stage(path, text)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for (path, tmp) in staged {
+        tmp.persist(path)
+            .map_err(|e| anyhow::Error::new(e.error))
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     for path in &plan.remove {
         std::fs::remove_file(path).with_context(|| format!("cannot remove {}", path.display()))?;
@@ -284,14 +293,11 @@ pub fn apply(plan: &Writes, dir: &Path, ui: &crate::ui::Ui) -> anyhow::Result<()
     Ok(())
 }
 
-/// Writes `text` to a temporary file beside `path`, then renames it into place (mode 0644).
-fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+/// `text` in a complete temporary file beside `path` (mode 0644), for the caller to rename into place.
+fn stage(path: &Path, text: &str) -> anyhow::Result<tempfile::NamedTempFile> {
     let parent = path.parent().unwrap_or(Path::new("/"));
-    let tmp = crate::stdx::fs::complete_temp(parent, ".dbackup-render.", 0o644, text)?;
-    tmp.persist(path)
-        .map_err(|e| anyhow::Error::new(e.error))
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    crate::stdx::fs::complete_temp(parent, ".dbackup-render.", 0o644, text)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The home directory of a user, from the password database.

@@ -11,6 +11,7 @@ pub mod drive;
 pub mod guide;
 pub mod history;
 pub mod hostile;
+pub mod mounted;
 pub mod terminal;
 pub mod tree;
 

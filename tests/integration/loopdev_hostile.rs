@@ -5,61 +5,14 @@
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use testkit::loopdev::{self, Fs};
 
 use crate::fixtures::drive::listing;
 use crate::fixtures::hostile::assert_clean;
+use crate::fixtures::mounted::Mounted;
 use crate::harness::Test;
-
-/// A filesystem this test mounted at `path` (inside its own temporary directory): unmounted when dropped, and only
-/// while a mount still sits exactly there.
-struct Mounted {
-    path: PathBuf,
-}
-
-impl Mounted {
-    /// A small tmpfs at `path`.
-    fn tmpfs(path: &Path) -> Mounted {
-        testkit::run(
-            "mount",
-            [
-                "-t".as_ref(),
-                "tmpfs".as_ref(),
-                "-o".as_ref(),
-                "size=4m".as_ref(),
-                "dbackup-hostile".as_ref(),
-                path.as_os_str(),
-            ],
-        );
-        Mounted {
-            path: path.to_path_buf(),
-        }
-    }
-
-    /// `from` bind-mounted at `path` (the same filesystem, another mount).
-    fn bind(from: &Path, path: &Path) -> Mounted {
-        testkit::run(
-            "mount",
-            ["--bind".as_ref(), from.as_os_str(), path.as_os_str()],
-        );
-        Mounted {
-            path: path.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if loopdev::mounts().iter().any(|m| m.mount_point == self.path) {
-            let (ok, _, err, line) = testkit::try_run("umount", [self.path.as_os_str()]);
-            if !ok {
-                eprintln!("{line} failed: {err}");
-            }
-        }
-    }
-}
 
 fn config(dest: &Path, extra: &str) -> String {
     format!(
@@ -104,7 +57,7 @@ fn t9_ext4_a_drive_cannot_send_writes_or_deletions_off_it() {
     fs::remove_file(mp.join("backups")).unwrap();
     fs::create_dir(mp.join("backups")).unwrap();
     {
-        let _over = Mounted::tmpfs(&mp.join("backups"));
+        let _over = Mounted::tmpfs(&mp.join("backups"), "4m");
         let out = t.cmd().args(["external"]).status(5);
         assert_clean(&out);
         out.stderr_has(&format!(
@@ -123,7 +76,7 @@ fn t9_ext4_a_drive_cannot_send_writes_or_deletions_off_it() {
     let leftover = mp.join("backups/.tmp-2020-01-01-000000-999999");
     fs::create_dir_all(leftover.join("x")).unwrap();
     {
-        let _inside = Mounted::tmpfs(&leftover.join("x"));
+        let _inside = Mounted::tmpfs(&leftover.join("x"), "4m");
         fs::write(leftover.join("x/precious"), "keep me").unwrap();
         let out = t.cmd().args(["external"]).status(1);
         assert_clean(&out);

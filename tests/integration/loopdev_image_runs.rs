@@ -633,6 +633,26 @@ fn t9_a_restore_onto_a_disk_image_file_says_what_it_overwrites() {
     ));
 }
 
+/// A T9 and a disk whose root holds 96 MiB, `image create --device <root>` caught once the image on the T9 holds
+/// 4 MiB: the world, the T9, the disk, the root partition, the run (still going) and its temporary directory.
+fn image_create_caught_writing() -> (Test, Drive, LoopDisk, PathBuf, std::process::Child, PathBuf) {
+    let (t, t9, disk) = disk_and_t9(96 << 20);
+    let root = disk.part(2);
+    let name = root.file_name().unwrap().to_string_lossy().into_owned();
+    let child = t
+        .cmd()
+        .args(["image", "create", "--device"])
+        .args([&root])
+        .spawn();
+    let (child, temp) = caught_writing(
+        child,
+        t9.mount_point(),
+        &format!("system/{name}.img.zst"),
+        4 * MIB + 1,
+    );
+    (t, t9, disk, root, child, temp)
+}
+
 /// `image create` killed (-9) while the image is written leaves its temporary directory; the next `image create`
 /// removes it first (counting its bytes as free, as the external phase does) and writes its backup: no `.tmp-`
 /// directory is left and only the verified backup is there. Before, only `external` removed such leftovers: each
@@ -643,16 +663,8 @@ fn t9_image_create_killed_mid_image_then_run_again_removes_what_it_left() {
     if !require() {
         return;
     }
-    let (t, t9, disk) = disk_and_t9(96 << 20);
-    let root = disk.part(2);
-    let name = root.file_name().unwrap().to_string_lossy().into_owned();
+    let (t, t9, _disk, root, child, temp) = image_create_caught_writing();
     let run = || t.cmd().args(["image", "create", "--device"]).args([&root]);
-    let (child, temp) = caught_writing(
-        run().spawn(),
-        t9.mount_point(),
-        &format!("system/{name}.img.zst"),
-        4 * MIB + 1,
-    );
     signal(&child, libc::SIGKILL);
     crate::fixtures::drive::finish(child);
     assert!(temp.exists(), "the killed run left {}", temp.display());
@@ -956,4 +968,40 @@ fn t9_an_interrupted_image_restore_onto_a_file_detaches_its_loop_device() {
             "{what} left {left:?} attached to the file: {err}"
         );
     }
+}
+
+/// `image create` while another program fills the drive (dbackup stopped mid-image, the drive filled, dbackup let
+/// go on): exit 1, the message says the drive filled up and what to do, nothing is promoted and no temporary
+/// directory is left; after freeing space the next `image create` writes a verified backup.
+#[test]
+fn t9_image_create_on_a_drive_that_fills_mid_image_fails_cleanly_and_the_next_run_succeeds() {
+    if !require() {
+        return;
+    }
+    let (t, t9, _disk, root, child, temp) = image_create_caught_writing();
+    let run = || t.cmd().args(["image", "create", "--device"]).args([&root]);
+    signal(&child, libc::SIGSTOP);
+    let fill = t9.fill(0);
+    signal(&child, libc::SIGCONT);
+    let (code, stderr) = crate::fixtures::drive::finish(child);
+    eprintln!("{stderr}");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stderr.contains("the drive filled up while writing")
+            && stderr.contains("free space on it and run again"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("nothing was promoted (no partial backup is left on the drive)"),
+        "{stderr}"
+    );
+    assert!(!temp.exists(), "{}", temp.display());
+    assert!(stamps(&t9).is_empty(), "{:?}", stamps(&t9));
+
+    fs::remove_file(fill).unwrap();
+    run().status(0);
+    assert_eq!(stamps(&t9).len(), 1);
+    let (dir, _) = image_backup(&t9);
+    assert_sums_pass(&dir);
 }

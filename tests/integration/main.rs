@@ -26,6 +26,7 @@ mod encryption_chain;
 mod encryption_restore;
 mod escape;
 mod exclusions;
+mod full_disks;
 mod hostile_drive;
 mod if_changed_attrs;
 mod incremental;
