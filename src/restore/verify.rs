@@ -1601,8 +1601,14 @@ pub(crate) fn remember_damage(
         problem.as_deref(),
         now,
     ) {
+        let then = if problem.is_some() {
+            "; the next external run cannot know this backup is damaged and may add an incremental to it: run \
+             `dbackup external --full` to start a new chain"
+        } else {
+            ""
+        };
         ui.warn(format_args!(
-            "cannot note the result in {}: {e}",
+            "cannot note the result in {}: {e}{then}",
             settings
                 .state_dir
                 .join(crate::external::damage::FILE_NAME)

@@ -398,6 +398,24 @@ fn a_backup_found_damaged_is_no_restore_point() {
     assert!(p.problem.as_deref().unwrap().contains("data.tar"), "{p:?}");
 }
 
+/// When `restore --verify` finds a backup damaged but cannot note it (here `damaged.json` is a directory), the
+/// warning says what that costs and what to do: the next external cannot know, so `external --full`. Before, it
+/// said only "cannot note the result in ...".
+#[test]
+fn damage_that_cannot_be_noted_says_to_start_a_new_chain() {
+    use crate::fixtures::chain::verify_backup;
+    let (t, drive, first, _) = a_full_and_an_incremental();
+    let tar = drive.join("backups").join(&first).join("data.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&tar, &bytes).unwrap();
+    fs::create_dir_all(t.path("state/dbackup/damaged.json/x")).unwrap();
+    let out = verify_backup(&t, &first, false, 1);
+    out.stderr_has("cannot note the result in ");
+    out.stderr_has("run `dbackup external --full` to start a new chain");
+}
+
 /// A drive backup whose archive is not the size its `backup.json` records (cut short on the drive) is no restore
 /// point, nor the incremental on it: `status` marks it DAMAGED saying which file, the incremental BROKEN, and
 /// `status --check` exits 1, and `restore --list` says so, as the drive's REPORT.html does. (Before: status "ok" and
