@@ -10,8 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use dbackup::Listing;
+
+use crate::fixtures::drive::assert_sums_pass;
 use crate::harness::Test;
-use crate::process::{bulk, config, files_under, finish, signal};
+use crate::process::{DRIVE, bulk, config, files_under, finish, signal};
 
 /// The two ways a run is ended from outside: the one it can handle (SIGTERM, systemd stopping the unit) and the
 /// one it cannot (SIGKILL, the OOM killer, a power cut as far as the process is concerned).
@@ -45,6 +48,18 @@ fn end_with(child: Child, sig: i32) -> (i32, String) {
     signal(&child, sig);
     signal(&child, libc::SIGCONT);
     finish(child)
+}
+
+/// The names in `dir` (nothing when it does not exist).
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -119,5 +134,202 @@ fn a_restore_killed_mid_file_leaves_no_temporary_after_the_next_restore() {
             Vec::<PathBuf>::new(),
             "{name}: the killed restore's temporary files are removed by the next one"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// external to a drive
+
+/// Where a run is stopped: when a file shows it has got there, or (for the steps too short to be seen: one
+/// rename) at the `n`th call of a system call, by `strace -e inject`.
+#[derive(Clone, Copy)]
+enum Point {
+    Seen(fn(&Path) -> bool),
+    Syscall(&'static str, u32),
+}
+
+/// Where an `external` run is stopped (seen in `backups/` on the drive, or its renames: the promotion is its first
+/// `renameat2`, moving `latest` its first `renameat`, an old backup's move to `.trash-` its second `renameat2`).
+const EXTERNAL_POINTS: [(&str, Point); 5] = [
+    (
+        "writing the archive",
+        Point::Seen(|b| in_temp(b, "data.tar")),
+    ),
+    (
+        "reading the archive back",
+        Point::Seen(|b| in_temp(b, "data.index.jsonl")),
+    ),
+    (
+        "the record written, before the rename",
+        Point::Seen(|b| in_temp(b, "backup.json")),
+    ),
+    ("moving latest", Point::Syscall("renameat", 1)),
+    ("removing an old backup", Point::Syscall("renameat2", 2)),
+];
+
+/// Runs `dbackup <args>` for `t` and ends it with `sig` at `point`: its exit code and stderr, and whether the point
+/// was reached (`None` when `strace` is missing).
+fn run_until(
+    t: &Test,
+    args: &[&str],
+    watch: &Path,
+    point: Point,
+    sig: i32,
+) -> Option<(i32, String, bool)> {
+    match point {
+        Point::Seen(reached) => {
+            let child = t.cmd().args(args).spawn();
+            let caught = freeze_at(&child, || reached(watch));
+            let (code, stderr) = end_with(child, sig);
+            Some((code, stderr, caught))
+        }
+        Point::Syscall(call, n) => {
+            let strace = dbackup_find("strace")?;
+            let name = if sig == libc::SIGKILL { "KILL" } else { "TERM" };
+            let mut command = std::process::Command::new(strace);
+            t.environment(&mut command, "tester")
+                .current_dir(t.dir.path())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .args(["-o", "/dev/null", "-e"])
+                .arg(format!("inject={call}:signal={name}:when={n}"))
+                .arg(crate::harness::BIN)
+                .arg("--config")
+                .arg(t.path("config.json"))
+                .args(args);
+            let (code, stderr) = finish(command.spawn().expect("spawn strace"));
+            Some((code, stderr, true))
+        }
+    }
+}
+
+/// `strace`, when installed.
+fn dbackup_find(program: &str) -> Option<PathBuf> {
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(program))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("skipped: {program} is not installed (a kill point at a system call needs it)");
+    }
+    found
+}
+
+/// Whether a temporary backup directory (`.tmp-<stamp>-<pid>`) in `backups` holds `file`.
+fn in_temp(backups: &Path, file: &str) -> bool {
+    names(backups)
+        .iter()
+        .any(|n| n.starts_with(".tmp-") && backups.join(n).join(file).exists())
+}
+
+/// The backups on the drive (directories named as a stamp).
+fn stamps(backups: &Path) -> Vec<String> {
+    names(backups)
+        .into_iter()
+        .filter(|n| n.starts_with("20") && backups.join(n).is_dir())
+        .collect()
+}
+
+/// The invariants of a drive after any run, finished or killed: every backup on it passes `sha256sum -c` and
+/// `restore --verify`, `latest` names one of them, and `restore --list` lists those and nothing else.
+#[track_caller]
+fn assert_drive_whole(t: &Test, backups: &Path, what: &str) {
+    let on_drive = stamps(backups);
+    assert!(
+        !on_drive.is_empty(),
+        "{what}: no backup left: {:?}",
+        names(backups)
+    );
+    for s in &on_drive {
+        assert_sums_pass(&backups.join(s));
+        let out = t
+            .cmd()
+            .args(["restore", "--source", "external", "--verify", "--date", s])
+            .output();
+        assert_eq!(
+            out.code, 0,
+            "{what}: restore --verify of {s}:\n{}",
+            out.stderr
+        );
+    }
+    let latest = fs::read_link(backups.join("latest"))
+        .unwrap_or_else(|e| panic!("{what}: latest: {e}: {:?}", names(backups)));
+    assert!(
+        on_drive.contains(&latest.to_string_lossy().into_owned()),
+        "{what}: latest names {latest:?}, not one of {on_drive:?}"
+    );
+    let listing: Listing = t
+        .cmd()
+        .args(["--json", "restore", "--list", "--source", "external"])
+        .status(0)
+        .json();
+    let listed: Vec<&str> = listing.backups.iter().map(|b| b.stamp.as_str()).collect();
+    assert_eq!(
+        listed.len(),
+        on_drive.len(),
+        "{what}: {listed:?} {on_drive:?}"
+    );
+    assert!(
+        listed.iter().all(|s| on_drive.iter().any(|d| d == s)),
+        "{what}: {listed:?}"
+    );
+}
+
+/// `external` to a drive (a directory) killed with SIGKILL, and stopped with SIGTERM, at each point of its run
+/// (writing the archive, reading it back, its record written before the rename, moving `latest`, removing an old
+/// backup for retention): the backup verified before it is whole (or was removed only after the new one was in
+/// place), `latest` names a verified backup, nothing half-written is listed, and the next run exits 0 and leaves no
+/// leftover (`.tmp-`, `.trash-`, `.latest`) on the drive.
+#[test]
+fn external_killed_at_each_point_keeps_the_drive_whole() {
+    for (name, sig) in SIGNALS {
+        for (at, point) in EXTERNAL_POINTS {
+            let what = format!("{name} while {at}");
+            let t = Test::new().config(&config(&format!(
+                r#"{DRIVE}, "retention": {{ "external": 1 }}"#
+            )));
+            bulk(&t, 12);
+            let backups = t.path("T9/backups");
+            fs::create_dir_all(t.path("T9")).unwrap();
+            t.cmd().args(["collect"]).status(0);
+            t.cmd().args(["external"]).status(0);
+            let before = stamps(&backups);
+            assert_eq!(before.len(), 1, "{what}");
+
+            t.write("home/data/big00", vec![7u8; 4 << 20]);
+            std::thread::sleep(Duration::from_millis(1100)); // a new stamp (stamps have seconds)
+            t.cmd().args(["collect"]).status(0);
+            let Some((code, stderr, caught)) =
+                run_until(&t, &["external", "--full"], &backups, point, sig)
+            else {
+                continue;
+            };
+            if caught {
+                assert!(
+                    code == 128 + sig || (sig == libc::SIGTERM && code == 0),
+                    "{what}: exit {code}: {stderr}"
+                );
+            }
+            assert_drive_whole(&t, &backups, &what);
+            let now = stamps(&backups);
+            assert!(
+                now.contains(&before[0]) || now.len() == 1,
+                "{what}: the verified backup {} went before a new one was in place: {now:?}",
+                before[0]
+            );
+
+            std::thread::sleep(Duration::from_millis(1100));
+            let again = t.cmd().args(["external"]).output();
+            assert_eq!(again.code, 0, "{what}: the next run:\n{}", again.stderr);
+            assert_drive_whole(&t, &backups, &what);
+            let left: Vec<String> = names(&backups)
+                .into_iter()
+                .filter(|n| n.starts_with('.') && n != ".dbackup-destination.json")
+                .collect();
+            assert!(
+                left.is_empty(),
+                "{what}: leftovers after the next run: {left:?}"
+            );
+        }
     }
 }
