@@ -184,28 +184,39 @@ fn run_until(
             Some((code, stderr, caught))
         }
         Point::Syscall(call, n) => {
-            let strace = dbackup_find("strace")?;
-            let name = if sig == libc::SIGKILL { "KILL" } else { "TERM" };
-            let mut command = std::process::Command::new(strace);
-            t.environment(&mut command, "tester")
-                .current_dir(t.dir.path())
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .args(["-o", "/dev/null", "-e"])
-                .arg(format!("inject={call}:signal={name}:when={n}"))
-                .arg(crate::harness::BIN)
-                .arg("--config")
-                .arg(t.path("config.json"))
-                .args(args);
-            let (code, stderr) = finish(command.spawn().expect("spawn strace"));
+            let inject = format!("inject={call}:signal={}:when={n}", strace_name(sig));
+            let (code, stderr) = under_strace(t, &["-e", &inject], args)?;
             Some((code, stderr, true))
         }
     }
 }
 
-/// `strace`, when installed.
-fn dbackup_find(program: &str) -> Option<PathBuf> {
+/// The signal's name as `strace -e inject=...:signal=` takes it.
+fn strace_name(sig: i32) -> &'static str {
+    if sig == libc::SIGKILL { "KILL" } else { "TERM" }
+}
+
+/// Runs `dbackup <args>` (with the test's config) under `strace <options>`, to its end: its exit code and stderr
+/// (`None` when `strace` is missing).
+fn under_strace(t: &Test, options: &[&str], args: &[&str]) -> Option<(i32, String)> {
+    let strace = find_program("strace")?;
+    let mut command = std::process::Command::new(strace);
+    t.environment(&mut command, "tester")
+        .current_dir(t.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .args(["-o", "/dev/null"])
+        .args(options)
+        .arg(crate::harness::BIN)
+        .arg("--config")
+        .arg(t.path("config.json"))
+        .args(args);
+    Some(finish(command.spawn().expect("spawn strace")))
+}
+
+/// `program` on `$PATH`, when installed (else a line saying the check is skipped).
+fn find_program(program: &str) -> Option<PathBuf> {
     let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|d| d.join(program))
         .find(|p| p.is_file());
@@ -331,5 +342,79 @@ fn external_killed_at_each_point_keeps_the_drive_whole() {
                 "{what}: leftovers after the next run: {left:?}"
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the commands that write one file (or a few): keygen, config init, systemd render --out, report --out
+
+/// `keygen`, `config init`, `systemd render --out` and `report --out` killed (SIGKILL) at the rename that puts their
+/// (first) file in place, their first rename of any kind: nothing is at the final name, and the next run of the same command exits 0 and leaves no
+/// temporary file in the directory. Before: each left its complete temporary (`.key.txt.tmp-<random>`, for
+/// `keygen` a whole secret age identity, or `.dbackup-render.<random>`) beside the file, and no later run removed
+/// it.
+#[test]
+fn a_file_writer_killed_before_its_rename_leaves_nothing_after_the_next_run() {
+    let t = Test::new().config(&config(""));
+    t.write("home/data/file", "x");
+    t.cmd().args(["collect"]).status(0);
+    let out = t.path("out");
+    let writers: [(&str, Vec<String>, &str); 4] = [
+        ("keygen", vec!["keygen".into(), "--out".into()], "key.txt"),
+        (
+            "config init",
+            vec!["config".into(), "init".into()],
+            "new.json",
+        ),
+        (
+            "systemd render",
+            vec![
+                "systemd".into(),
+                "render".into(),
+                "--user".into(),
+                "--out".into(),
+            ],
+            "dbackup-collect.service",
+        ),
+        ("report", vec!["report".into(), "--out".into()], "page.html"),
+    ];
+    for (what, args, file) in writers {
+        let dir = out.join(what.replace(' ', "-"));
+        fs::create_dir_all(&dir).unwrap();
+        let target = dir.join(file);
+        let mut args = args;
+        args.push(
+            if what == "systemd render" {
+                &dir
+            } else {
+                &target
+            }
+            .display()
+            .to_string(),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let Some((code, stderr)) = under_strace(
+            &t,
+            &[
+                "-f",
+                "-e",
+                "trace=rename,renameat,renameat2,linkat",
+                "-e",
+                "inject=rename,renameat,renameat2,linkat:signal=KILL:when=1",
+            ],
+            &args,
+        ) else {
+            return;
+        };
+        assert_eq!(code, 137, "{what}: killed at its rename: {stderr}");
+        assert!(!target.exists(), "{what}: nothing at {}", target.display());
+
+        let again = t.cmd().args(&args).output();
+        assert_eq!(again.code, 0, "{what}: the next run: {}", again.stderr);
+        let left: Vec<String> = names(&dir)
+            .into_iter()
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{what}: left beside {file}: {left:?}");
     }
 }
