@@ -418,3 +418,141 @@ fn a_file_writer_killed_before_its_rename_leaves_nothing_after_the_next_run() {
         assert!(left.is_empty(), "{what}: left beside {file}: {left:?}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// collect and its retention
+
+/// Where a `collect` run is stopped (seen in the backup root, or its renames: the metadata is its first `rename`,
+/// the promotion its first `renameat2`, moving `latest` its second `rename`, an old snapshot's move to `.trash-` its
+/// second `renameat2`).
+const COLLECT_POINTS: [(&str, Point); 5] = [
+    (
+        "rsync copying",
+        Point::Seen(|root| !files_under(&root.join(".data.in-progress")).is_empty()),
+    ),
+    (
+        "the metadata written, before the promotion",
+        Point::Syscall("renameat2", 1),
+    ),
+    ("moving latest", Point::Syscall("rename", 2)),
+    ("moving an old snapshot out", Point::Syscall("renameat2", 2)),
+    (
+        "removing an old snapshot",
+        Point::Seen(|root| names(root).iter().any(|n| n.starts_with(".trash-"))),
+    ),
+];
+
+/// The invariants of a backup root after any collect, finished or killed: `data-latest` names a snapshot that is
+/// there, with its metadata, holding the files whole; every snapshot `restore --list` shows is there.
+#[track_caller]
+fn assert_root_whole(t: &Test, what: &str) -> Vec<String> {
+    let root = t.root();
+    let snapshots: Vec<String> = names(&root)
+        .into_iter()
+        .filter(|n| n.starts_with("data-20") && root.join(n).is_dir())
+        .collect();
+    let latest = fs::read_link(root.join("data-latest"))
+        .unwrap_or_else(|e| panic!("{what}: data-latest: {e}: {:?}", names(&root)));
+    let latest = latest.to_string_lossy().into_owned();
+    assert!(
+        snapshots.contains(&latest),
+        "{what}: data-latest names {latest}: {snapshots:?}"
+    );
+    assert!(
+        root.join(format!("{latest}.json")).is_file(),
+        "{what}: {latest} has its metadata"
+    );
+    let home = t.home();
+    let copy = root
+        .join(&latest)
+        .join(home.strip_prefix("/").unwrap())
+        .join("data");
+    for i in 0..40 {
+        let f = format!("f{i:02}");
+        assert_eq!(
+            fs::read(copy.join(&f)).ok(),
+            Some(vec![b'a' + i as u8 % 26; 50_000]),
+            "{what}: {latest}/{f} is whole"
+        );
+    }
+    let listing: Listing = t
+        .cmd()
+        .args(["--json", "restore", "--list"])
+        .status(0)
+        .json();
+    for b in &listing.backups {
+        assert!(
+            snapshots.iter().any(|s| s.ends_with(&b.stamp)),
+            "{what}: {} is listed but not there: {snapshots:?}",
+            b.stamp
+        );
+    }
+    snapshots
+}
+
+/// `collect` (with `retention.local` 1) killed with SIGKILL, and stopped with SIGTERM, at each point of its run
+/// (rsync copying, its metadata written before the promotion, moving `data-latest`, moving an old snapshot out and
+/// removing it): `data-latest` names a whole snapshot with its metadata, the snapshot there before is kept until a
+/// new one is in place, and the next collect exits 0 and leaves no leftover (`.trash-`, `.in-progress`, a metadata
+/// file without its snapshot).
+#[test]
+fn collect_killed_at_each_point_keeps_the_root_whole() {
+    for (name, sig) in SIGNALS {
+        for (at, point) in COLLECT_POINTS {
+            let what = format!("{name} while {at}");
+            let t = Test::new().config(
+                r#"{ "backup_root": "{root}", "retention": { "local": 1 },
+                     "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
+            );
+            for i in 0..40 {
+                t.write(
+                    &format!("home/data/f{i:02}"),
+                    vec![b'a' + i as u8 % 26; 50_000],
+                );
+            }
+            // Many small files: removing a snapshot takes long enough to be seen.
+            for i in 0..1500 {
+                t.write(&format!("home/data/many/m{i}"), "m");
+            }
+            t.cmd().args(["collect"]).status(0);
+            let before = assert_root_whole(&t, &what);
+
+            std::thread::sleep(Duration::from_millis(1100)); // a new stamp (stamps have seconds)
+            t.write("home/data/new", "new");
+            let Some((code, stderr, caught)) = run_until(&t, &["collect"], &t.root(), point, sig)
+            else {
+                continue;
+            };
+            if caught {
+                assert!(
+                    code == 128 + sig || (sig == libc::SIGTERM && code == 0),
+                    "{what}: exit {code}: {stderr}"
+                );
+            }
+            let now = assert_root_whole(&t, &what);
+            assert!(
+                now.contains(&before[0]) || now.len() == 1,
+                "{what}: {} went before a new snapshot was in place: {now:?}",
+                before[0]
+            );
+
+            std::thread::sleep(Duration::from_millis(1100));
+            let again = t.cmd().args(["collect"]).output();
+            assert_eq!(again.code, 0, "{what}: the next run:\n{}", again.stderr);
+            let after = assert_root_whole(&t, &what);
+            let root = t.root();
+            let left: Vec<String> = names(&root)
+                .into_iter()
+                .filter(|n| {
+                    (n.starts_with('.') && n != ".lock")
+                        || n.strip_suffix(".json")
+                            .is_some_and(|s| !after.iter().any(|a| a == s))
+                })
+                .collect();
+            assert!(
+                left.is_empty(),
+                "{what}: leftovers after the next run: {left:?}"
+            );
+        }
+    }
+}
