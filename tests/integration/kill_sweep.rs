@@ -556,3 +556,75 @@ fn collect_killed_at_each_point_keeps_the_root_whole() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// backup (collect, then external)
+
+/// Where a `backup` run is stopped (seen in the test's directory, or its renames: the collect's promotion is its
+/// first `renameat2`, the drive backup's its second).
+const BACKUP_POINTS: [(&str, Point); 4] = [
+    (
+        "collect's rsync copying",
+        Point::Seen(|d| !files_under(&d.join("root/.data.in-progress")).is_empty()),
+    ),
+    ("the snapshot's promotion", Point::Syscall("renameat2", 1)),
+    (
+        "writing the drive's archive",
+        Point::Seen(|d| in_temp(&d.join("T9/backups"), "data.tar")),
+    ),
+    (
+        "the drive backup's promotion",
+        Point::Syscall("renameat2", 2),
+    ),
+];
+
+/// `backup` killed with SIGKILL, and stopped with SIGTERM, in its collect and in its external phase: the drive's
+/// backups stay whole with `latest` on a verified one, `data-latest` names a snapshot that is there, and the next
+/// `backup` exits 0 and leaves no leftover on the drive or in the backup root.
+#[test]
+fn backup_killed_in_either_phase_keeps_root_and_drive_whole() {
+    for (name, sig) in SIGNALS {
+        for (at, point) in BACKUP_POINTS {
+            let what = format!("{name} while {at}");
+            let t = Test::new().config(&config(DRIVE));
+            bulk(&t, 12);
+            fs::create_dir_all(t.path("T9")).unwrap();
+            let backups = t.path("T9/backups");
+            t.cmd().args(["backup", "--force"]).status(0);
+
+            std::thread::sleep(Duration::from_millis(1100)); // a new stamp (stamps have seconds)
+            t.write("home/data/big00", vec![7u8; 4 << 20]);
+            let Some((code, stderr, caught)) =
+                run_until(&t, &["backup", "--force"], t.dir.path(), point, sig)
+            else {
+                continue;
+            };
+            if caught {
+                assert!(
+                    code == 128 + sig || (sig == libc::SIGTERM && code == 0),
+                    "{what}: exit {code}: {stderr}"
+                );
+            }
+            assert_drive_whole(&t, &backups, &what);
+            let latest = fs::read_link(t.root().join("data-latest")).unwrap();
+            assert!(
+                t.root().join(&latest).is_dir(),
+                "{what}: data-latest names {latest:?}"
+            );
+
+            std::thread::sleep(Duration::from_millis(1100));
+            let again = t.cmd().args(["backup", "--force"]).output();
+            assert_eq!(again.code, 0, "{what}: the next run:\n{}", again.stderr);
+            assert_drive_whole(&t, &backups, &what);
+            let left: Vec<String> = names(&backups)
+                .into_iter()
+                .chain(names(&t.root()))
+                .filter(|n| n.starts_with('.') && n != ".lock" && n != ".dbackup-destination.json")
+                .collect();
+            assert!(
+                left.is_empty(),
+                "{what}: leftovers after the next run: {left:?}"
+            );
+        }
+    }
+}
