@@ -191,6 +191,40 @@ fn run_until(
     }
 }
 
+/// [`run_until`], then the exit code of a run stopped at its point: 128 + the signal, or 0 when SIGTERM came after
+/// the last point it stops at. False when the point needs `strace` and it is missing.
+#[track_caller]
+fn stopped(t: &Test, args: &[&str], watch: &Path, point: Point, sig: i32, what: &str) -> bool {
+    let Some((code, stderr, caught)) = run_until(t, args, watch, point, sig) else {
+        return false;
+    };
+    if caught {
+        assert!(
+            code == 128 + sig || (sig == libc::SIGTERM && code == 0),
+            "{what}: exit {code}: {stderr}"
+        );
+    }
+    true
+}
+
+/// The next run of the same command (a second later: a new stamp) exits 0 and leaves no dot-name in `dirs` but the
+/// lock and the drive's identity.
+#[track_caller]
+fn next_run_leaves_nothing(t: &Test, args: &[&str], dirs: &[&Path], what: &str) {
+    std::thread::sleep(Duration::from_millis(1100));
+    let again = t.cmd().args(args).output();
+    assert_eq!(again.code, 0, "{what}: the next run:\n{}", again.stderr);
+    let left: Vec<String> = dirs
+        .iter()
+        .flat_map(|d| names(d))
+        .filter(|n| n.starts_with('.') && n != ".lock" && n != ".dbackup-destination.json")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{what}: leftovers after the next run: {left:?}"
+    );
+}
+
 /// The signal's name as `strace -e inject=...:signal=` takes it.
 fn strace_name(sig: i32) -> &'static str {
     if sig == libc::SIGKILL { "KILL" } else { "TERM" }
@@ -310,16 +344,8 @@ fn external_killed_at_each_point_keeps_the_drive_whole() {
             t.write("home/data/big00", vec![7u8; 4 << 20]);
             std::thread::sleep(Duration::from_millis(1100)); // a new stamp (stamps have seconds)
             t.cmd().args(["collect"]).status(0);
-            let Some((code, stderr, caught)) =
-                run_until(&t, &["external", "--full"], &backups, point, sig)
-            else {
+            if !stopped(&t, &["external", "--full"], &backups, point, sig, &what) {
                 continue;
-            };
-            if caught {
-                assert!(
-                    code == 128 + sig || (sig == libc::SIGTERM && code == 0),
-                    "{what}: exit {code}: {stderr}"
-                );
             }
             assert_drive_whole(&t, &backups, &what);
             let now = stamps(&backups);
@@ -329,18 +355,8 @@ fn external_killed_at_each_point_keeps_the_drive_whole() {
                 before[0]
             );
 
-            std::thread::sleep(Duration::from_millis(1100));
-            let again = t.cmd().args(["external"]).output();
-            assert_eq!(again.code, 0, "{what}: the next run:\n{}", again.stderr);
+            next_run_leaves_nothing(&t, &["external"], &[&backups], &what);
             assert_drive_whole(&t, &backups, &what);
-            let left: Vec<String> = names(&backups)
-                .into_iter()
-                .filter(|n| n.starts_with('.') && n != ".dbackup-destination.json")
-                .collect();
-            assert!(
-                left.is_empty(),
-                "{what}: leftovers after the next run: {left:?}"
-            );
         }
     }
 }
@@ -519,15 +535,8 @@ fn collect_killed_at_each_point_keeps_the_root_whole() {
 
             std::thread::sleep(Duration::from_millis(1100)); // a new stamp (stamps have seconds)
             t.write("home/data/new", "new");
-            let Some((code, stderr, caught)) = run_until(&t, &["collect"], &t.root(), point, sig)
-            else {
+            if !stopped(&t, &["collect"], &t.root(), point, sig, &what) {
                 continue;
-            };
-            if caught {
-                assert!(
-                    code == 128 + sig || (sig == libc::SIGTERM && code == 0),
-                    "{what}: exit {code}: {stderr}"
-                );
             }
             let now = assert_root_whole(&t, &what);
             assert!(
@@ -536,22 +545,18 @@ fn collect_killed_at_each_point_keeps_the_root_whole() {
                 before[0]
             );
 
-            std::thread::sleep(Duration::from_millis(1100));
-            let again = t.cmd().args(["collect"]).output();
-            assert_eq!(again.code, 0, "{what}: the next run:\n{}", again.stderr);
+            next_run_leaves_nothing(&t, &["collect"], &[&t.root()], &what);
             let after = assert_root_whole(&t, &what);
-            let root = t.root();
-            let left: Vec<String> = names(&root)
+            let orphans: Vec<String> = names(&t.root())
                 .into_iter()
                 .filter(|n| {
-                    (n.starts_with('.') && n != ".lock")
-                        || n.strip_suffix(".json")
-                            .is_some_and(|s| !after.iter().any(|a| a == s))
+                    n.strip_suffix(".json")
+                        .is_some_and(|s| !after.iter().any(|a| a == s))
                 })
                 .collect();
             assert!(
-                left.is_empty(),
-                "{what}: leftovers after the next run: {left:?}"
+                orphans.is_empty(),
+                "{what}: metadata without its snapshot: {orphans:?}"
             );
         }
     }
@@ -594,16 +599,8 @@ fn backup_killed_in_either_phase_keeps_root_and_drive_whole() {
 
             std::thread::sleep(Duration::from_millis(1100)); // a new stamp (stamps have seconds)
             t.write("home/data/big00", vec![7u8; 4 << 20]);
-            let Some((code, stderr, caught)) =
-                run_until(&t, &["backup", "--force"], t.dir.path(), point, sig)
-            else {
+            if !stopped(&t, &["backup", "--force"], t.dir.path(), point, sig, &what) {
                 continue;
-            };
-            if caught {
-                assert!(
-                    code == 128 + sig || (sig == libc::SIGTERM && code == 0),
-                    "{what}: exit {code}: {stderr}"
-                );
             }
             assert_drive_whole(&t, &backups, &what);
             let latest = fs::read_link(t.root().join("data-latest")).unwrap();
@@ -612,19 +609,8 @@ fn backup_killed_in_either_phase_keeps_root_and_drive_whole() {
                 "{what}: data-latest names {latest:?}"
             );
 
-            std::thread::sleep(Duration::from_millis(1100));
-            let again = t.cmd().args(["backup", "--force"]).output();
-            assert_eq!(again.code, 0, "{what}: the next run:\n{}", again.stderr);
+            next_run_leaves_nothing(&t, &["backup", "--force"], &[&backups, &t.root()], &what);
             assert_drive_whole(&t, &backups, &what);
-            let left: Vec<String> = names(&backups)
-                .into_iter()
-                .chain(names(&t.root()))
-                .filter(|n| n.starts_with('.') && n != ".lock" && n != ".dbackup-destination.json")
-                .collect();
-            assert!(
-                left.is_empty(),
-                "{what}: leftovers after the next run: {left:?}"
-            );
         }
     }
 }
