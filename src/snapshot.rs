@@ -406,13 +406,14 @@ pub fn write_metadata(root: &Path, meta: &SnapshotMeta) -> Result<PathBuf, Snaps
 /// Writes `bytes` to `path` through a temporary name in the same directory, fsynced before and after the rename.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SnapshotError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+    let prefix = format!(
+        ".{}.tmp-",
         path.file_name()
             .unwrap_or(OsStr::new("file"))
-            .to_string_lossy(),
-        std::process::id()
-    ));
+            .to_string_lossy()
+    );
+    crate::stdx::fs::remove_dead_temporaries(dir, &prefix);
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
     let write = || -> io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)

@@ -203,13 +203,34 @@ pub fn locked_until(
     object_lock_days.map(|d| started + chrono::Duration::days(i64::from(d)))
 }
 
-/// Retention on a bucket after the new backup `stamp` (holding `sets`) is promoted: the drive's rules
-/// ([`drive_retention::decide`]), where a backup still locked at `now_utc` is kept ("kept: locked until <date>")
-/// together with what it depends on. Pure.
-pub fn decide(
-    backups: &[DriveBackup],
+/// The backup an upload is about to promote, as retention sees it: `stamp`, holding `sets`, at `now`, and (its
+/// incrementals' bases) the backups it cannot be restored without.
+pub fn new_backup(
     stamp: &str,
     sets: &[String],
+    depends_on: &[String],
+    now: NaiveDateTime,
+) -> BackupInfo {
+    let mut depends_on = depends_on.to_vec();
+    depends_on.sort();
+    depends_on.dedup();
+    BackupInfo {
+        name: stamp.to_string(),
+        time: now,
+        verified: true,
+        sets: sets.to_vec(),
+        latest: true,
+        depends_on,
+        ..Default::default()
+    }
+}
+
+/// Retention on a bucket after the new backup `new` ([`new_backup`]) is promoted: the drive's rules
+/// ([`drive_retention::decide`]: what `new` depends on is kept with it), where a backup still locked at `now_utc` is
+/// kept ("kept: locked until <date>") together with what it depends on. Pure.
+pub fn decide(
+    backups: &[DriveBackup],
+    new: BackupInfo,
     policy: &RetentionPolicy,
     now: NaiveDateTime,
     now_utc: DateTime<Utc>,
@@ -217,17 +238,10 @@ pub fn decide(
 ) -> Vec<Decision> {
     let mut infos: Vec<BackupInfo> = backups
         .iter()
-        .filter(|b| b.name != stamp)
+        .filter(|b| b.name != new.name)
         .map(|b| BackupInfo::new(&b.name, b.time, b.meta.as_ref(), false))
         .collect();
-    infos.push(BackupInfo {
-        name: stamp.to_string(),
-        time: now,
-        verified: true,
-        sets: sets.to_vec(),
-        latest: true,
-        ..Default::default()
-    });
+    infos.push(new);
     let lock_of = |name: &str| {
         backups
             .iter()
@@ -346,8 +360,7 @@ mod tests {
         let decide_with = |policy: u32, lock: Option<u32>| {
             decide(
                 &backups,
-                "2026-11-22-020000",
-                &sets,
+                new_backup("2026-11-22-020000", &sets, &[], now),
                 &RetentionPolicy::last(policy),
                 now,
                 now_utc,

@@ -664,10 +664,14 @@ pub fn plan_retention(
         .trim_end_matches('/')
         .to_string();
     let sets: Vec<String> = p.archives.iter().map(|a| a.set.clone()).collect();
+    let bases: Vec<String> = p
+        .archives
+        .iter()
+        .filter_map(|a| a.choice.base.clone())
+        .collect();
     p.decisions = super::bucket::decide(
         &w.chains.listing.backups,
-        &stamp,
-        &sets,
+        super::bucket::new_backup(&stamp, &sets, &bases, now),
         &w.settings.retention,
         now,
         now_utc,

@@ -430,10 +430,7 @@ fn remove_stale_temporaries(dir: &Dir) {
         let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(TEMP_PREFIX)) else {
             continue;
         };
-        if pid.is_empty() || !pid.bytes().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        if !Path::new("/proc").join(pid).exists() {
+        if pid.parse::<u32>().is_ok_and(crate::stdx::process_gone) {
             let _ = dir.unlink(&name);
         }
     }

@@ -548,8 +548,10 @@ pub fn complete_temp(
     use anyhow::Context as _;
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt;
+    remove_dead_temporaries(dir, prefix);
+    // `<prefix><pid>-<random>`: a run killed before the rename leaves a name the next run knows to be nobody's.
     let mut tmp = tempfile::Builder::new()
-        .prefix(prefix)
+        .prefix(&format!("{prefix}{}-", std::process::id()))
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))?;
     // tempfile creates 0600; set the mode anyway so it does not depend on that.
@@ -558,6 +560,32 @@ pub fn complete_temp(
     tmp.write_all(text.as_bytes())?;
     tmp.as_file().sync_all()?;
     Ok(tmp)
+}
+
+/// Removes from `dir` the temporary files named `<prefix><pid>` or `<prefix><pid>-<anything>` whose process no longer
+/// runs: what a run killed between writing a file and renaming it into place left (for `keygen`, a whole secret
+/// key). Another running process's are left to it; anything but a regular file is left alone.
+pub fn remove_dead_temporaries(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .map(|rest| rest.split_once('-').map_or(rest, |(pid, _)| pid))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id()
+            && entry.file_type().is_ok_and(|t| t.is_file())
+            && super::process_gone(pid)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Opens the regular file at `path` for reading, not following a symlink at its last component and refusing

@@ -124,6 +124,18 @@ pub fn run_bounded(
     })
 }
 
+/// Whether no process `pid` runs any more: the owner of a leftover named after its pid was killed (or ended) and
+/// the leftover is nobody's. A pid this process may not signal still runs; pid 0 is never gone.
+pub fn process_gone(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+}
+
 /// A program on `$PATH` or in the sbin directories (`/usr/sbin` is not on a user's `$PATH` everywhere).
 pub fn find_program(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;

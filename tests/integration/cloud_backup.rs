@@ -138,7 +138,8 @@ fn backup_uploads_to_a_bucket_on_its_own_schedule() {
 
 /// Retention on a bucket after a verified upload, with `"retention": 2` and a chain: the second backup's
 /// `backup.json` is made to depend on the first (as an incremental's does; its line in the sums with it). The dry run of the third upload says
-/// it keeps the first as the base of the second; with `"retention": 1` the whole chain goes, `backup.json` first,
+/// it keeps the first as the base of the second; with `"retention": 1` and a full third upload the whole chain
+/// goes, `backup.json` first,
 /// and nothing of those stamps is left in the bucket. Before: a bucket's `retention` was validated and unused, so
 /// every upload stayed (and was billed) forever.
 #[test]
@@ -175,8 +176,9 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
     crate::json::assert_valid("external-plan", &plan);
     assert_eq!(plan["clouds"][0]["decisions"].as_array().unwrap().len(), 3);
 
+    // Full: with an incremental, its base would be kept with it.
     let t = t.config(&config(1));
-    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    let dry = t.cmd().args(["--dry-run", "external", "--full"]).status(0);
     for b in &two {
         assert!(
             dry.stdout.contains(&format!("remove    {b} (")),
@@ -184,7 +186,7 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
             dry.stdout
         );
     }
-    let out = t.cmd().args(["--json", "external"]).status(0);
+    let out = t.cmd().args(["--json", "external", "--full"]).status(0);
     let report: Value = out.json();
     let removed: Vec<&str> = report["destinations"][0]["removed"]
         .as_array()
@@ -321,14 +323,15 @@ fn retention_on_a_locked_bucket_keeps_what_is_locked() {
         .unwrap()
         .to_string();
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    // Full: the first is no incremental's base, only locked.
+    let dry = t.cmd().args(["--dry-run", "external", "--full"]).status(0);
     assert!(
         dry.stdout
             .contains(&format!("keep      {stamp} (kept: locked until ")),
         "{}",
         dry.stdout
     );
-    let second: Value = t.run_json(&["external"]);
+    let second: Value = t.run_json(&["external", "--full"]);
     assert_eq!(
         second["destinations"][0]["removed"],
         serde_json::json!([]),

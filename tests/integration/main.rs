@@ -32,6 +32,7 @@ mod if_changed_attrs;
 mod incremental;
 mod install;
 mod json;
+mod kill_sweep;
 mod kit;
 mod linked_symlinks;
 mod loopdev_attrs;

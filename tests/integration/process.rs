@@ -11,20 +11,20 @@ use dbackup::{Listing, RunRecord, read_runlog};
 
 use crate::harness::{self, Test};
 
-fn config(extra: &str) -> String {
+pub(crate) fn config(extra: &str) -> String {
     format!(
         r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "data", "sources": ["~/data"] }} ] {extra} }}"#
     )
 }
 
-const DRIVE: &str =
+pub(crate) const DRIVE: &str =
     r#", "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ]"#;
 
-fn log(t: &Test) -> Vec<RunRecord> {
+pub(crate) fn log(t: &Test) -> Vec<RunRecord> {
     read_runlog(&t.path("state/dbackup")).unwrap()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
@@ -32,13 +32,13 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn signal(child: &Child, sig: i32) {
+pub(crate) fn signal(child: &Child, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not yet waited for.
     assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
 }
 
 /// Waits for `child`; (exit code, or 128 + the signal that killed it; stderr).
-fn finish(mut child: Child) -> (i32, String) {
+pub(crate) fn finish(mut child: Child) -> (i32, String) {
     let stderr = harness::read_stderr(&mut child);
     let status = child.wait().unwrap();
     let code = status
@@ -189,7 +189,7 @@ fn rsyncs_of(t: &Test) -> Vec<u32> {
         .collect()
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     walk(dir).into_iter().filter(|p| p.is_file()).collect()
 }
 
@@ -306,7 +306,7 @@ fn sigterm_during_a_json_collect_prints_the_error_object() {
 }
 
 /// Makes `n` files of 4 MiB under `~/data`: enough for an archive or a restore to be caught while it writes.
-fn bulk(t: &Test, n: usize) {
+pub(crate) fn bulk(t: &Test, n: usize) {
     for i in 0..n {
         t.write(&format!("home/data/big{i:02}"), vec![i as u8; 4 << 20]);
     }
@@ -314,7 +314,7 @@ fn bulk(t: &Test, n: usize) {
 
 /// Stops `child` (SIGSTOP) as soon as `ready`, so a signal sent next arrives in the middle of the work whatever the
 /// machine's speed; `resume` sends SIGCONT.
-fn freeze_when(child: &Child, what: &str, ready: impl FnMut() -> bool) {
+pub(crate) fn freeze_when(child: &Child, what: &str, ready: impl FnMut() -> bool) {
     wait_for(what, Duration::from_secs(120), ready);
     signal(child, libc::SIGSTOP);
 }

@@ -21,7 +21,7 @@ use super::entry::{EntryKind, RestoreEntry, show};
 use super::item::{Action, PlanItem};
 use super::plan::{Counts, Plan};
 use super::safety::{Refusal, RelPath};
-use super::target::{Found, FoundKind, TargetDir, WalkError, times, with_temp_name};
+use super::target::{self, Found, FoundKind, TargetDir, WalkError, times, with_temp_name};
 use super::{RestoreError, RestoreOptions};
 use crate::archive::sparse::{self, SparseMap};
 use crate::exit::Exit;
@@ -127,6 +127,8 @@ pub struct Applier<'p> {
     touched: HashSet<RelPath>,
     /// Directories made by walking (missing parents), not yet claimed by a directory entry.
     implicit: HashSet<RelPath>,
+    /// Directories written into, cleared of the temporaries a killed restore left there (once each).
+    swept: HashSet<RelPath>,
     summary: Summary,
     buf: Vec<u8>,
     /// Keeps what is replaced (when the plan says so): the keeper, or why there is none.
@@ -202,6 +204,7 @@ impl<'p> Applier<'p> {
             inodes: HashMap::new(),
             touched: HashSet::new(),
             implicit: HashSet::new(),
+            swept: HashSet::new(),
             summary,
             buf: vec![0; 1 << 20],
             keeper,
@@ -510,6 +513,9 @@ impl<'p> Applier<'p> {
             }
             Err(e) => return Err(Failure::from_io(walk_io(e))),
         };
+        if self.swept.insert(parent_rel.clone()) {
+            target::remove_dead_temporaries(parent);
+        }
 
         // Is the destination still what the plan saw?
         let live = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {

@@ -36,9 +36,10 @@
 //!
 //! # Writing
 //! A file is written to a temporary name (`.dbackup-restore-<pid>-<n>`) in its directory, created with mode 0600,
-//! fsynced, given its owner (when privileged), mode and mtime, and renamed into place. A sparse file (a GNU sparse
-//! member, or a local snapshot's file with holes) is handed over with its map ([`Applier::apply_sparse`]): its data
-//! is written at its offsets and its size set with `ftruncate`, so its holes stay holes. Symlinks, hard links and
+//! fsynced, given its owner (when privileged), mode and mtime, and renamed into place; the temporaries a killed
+//! restore left in a directory are removed when a restore next writes into it (not those of a restore still
+//! running). A sparse file (a GNU sparse member, or a local snapshot's file with holes) is handed over with its map
+//! ([`Applier::apply_sparse`]): its data is written at its offsets and its size set with `ftruncate`, so its holes stay holes. Symlinks, hard links and
 //! fifos are made at a temporary name and renamed too. Directories are made 0700 and get their final owner, mode
 //! and mtime at the end, deepest first. A directory is never removed unless empty and `--overwrite always`; a
 //! non-directory is replaced by a directory (or the reverse) only with `--overwrite always`. Files at the

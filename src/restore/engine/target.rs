@@ -384,6 +384,30 @@ fn temp_name() -> String {
     )
 }
 
+/// Removes from `dir` the temporaries (`.dbackup-restore-<pid>-<n>`: a file, symlink or fifo, never a directory)
+/// of restores that no longer run: what a restore killed while writing left behind. Those of a restore still
+/// running (restores may run side by side) are left to it.
+pub(super) fn remove_dead_temporaries(dir: BorrowedFd<'_>) {
+    let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_bytes();
+        let Some(pid) = name
+            .strip_prefix(TEMP_PREFIX.as_bytes())
+            .and_then(|rest| std::str::from_utf8(rest).ok())
+            .and_then(|rest| rest.split_once('-'))
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && crate::stdx::process_gone(pid) {
+            let _ = rustix::fs::unlinkat(dir, entry.file_name(), AtFlags::empty());
+        }
+    }
+}
+
 /// Runs `make` with fresh temporary names until one is free.
 pub(super) fn with_temp_name(
     mut make: impl FnMut(&str) -> Result<(), Errno>,
