@@ -176,6 +176,13 @@ pub const PACKAGES: &[Package] = &[
         needed_by: &[Test],
     },
     Package {
+        deb: "strace",
+        program: "strace",
+        why: "the kill sweep stops a run at one system call (strace -e inject=...:signal=KILL) for the steps too \
+              short to catch otherwise",
+        needed_by: &[Test],
+    },
+    Package {
         deb: "tmux",
         program: "tmux",
         why: "the progress test draws collect's progress line in a 60-column terminal and reads the screen",
