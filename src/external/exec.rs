@@ -162,7 +162,7 @@ fn run_destination(
                     discard_temp(d, world, temp_created)
                 ));
                 if crate::stdx::fs::filled_up(&e) {
-                    msg.push_str(FILLED_UP);
+                    msg.push_str(crate::stdx::fs::FILLED_UP);
                 }
             }
             report.error = Some(msg);
@@ -171,10 +171,6 @@ fn run_destination(
     report.seconds = clock.elapsed().as_secs_f64();
     report
 }
-
-/// Said of a run that found a drive full after its space check found room (`external`, `image create`).
-pub const FILLED_UP: &str = "; the drive filled up while writing (the space check before writing found room, so \
-                             something else was written to it meanwhile): free space on it and run again";
 
 /// Removes the temporary directory of a failed run when the drive is still there; says what became of it.
 fn discard_temp(d: &DestinationPlan, world: &DestinationWorld, created: bool) -> String {

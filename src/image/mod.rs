@@ -444,7 +444,7 @@ pub fn create(settings: &Settings, opts: &CreateOptions, ui: &Ui) -> anyhow::Res
                 ));
             }
             if crate::stdx::fs::filled_up(&e) {
-                msg.push_str(crate::external::exec::FILLED_UP);
+                msg.push_str(crate::stdx::fs::FILLED_UP);
             }
             report.error = Some(msg);
         }

@@ -18,7 +18,6 @@ pub mod bwlimit;
 mod summary;
 
 pub use summary::summary;
-use summary::{absent_files, overlapping_sources};
 
 /// How much to print and whether to change anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -385,33 +384,7 @@ impl Settings {
         Settings::build(loaded, env, output, None)
     }
 
-    /// What `config check` shows: the settings, and its warnings (each file the config names that is absent, the
-    /// sources two sets both copy). With `allow_missing_files` (a Nix build sandbox has no home), an `exclude_from`
-    /// or rsync filter file that does not exist is a warning too, its rules left out, instead of a problem.
-    pub fn for_check(
-        loaded: &Loaded,
-        env: &Env,
-        output: Output,
-        allow_missing_files: bool,
-    ) -> Result<(Settings, Vec<String>), ConfigError> {
-        let absent = RefCell::new(Vec::new());
-        let settings =
-            Settings::build(loaded, env, output, allow_missing_files.then_some(&absent))?;
-        let unread = absent.into_inner().into_iter().map(|p| {
-            format!(
-                "{} does not exist, so its rules were not checked; every other command refuses the config until \
-                 it does",
-                p.display()
-            )
-        });
-        let warnings = unread
-            .chain(absent_files(&settings))
-            .chain(overlapping_sources(&settings))
-            .collect();
-        Ok((settings, warnings))
-    }
-
-    fn build(
+    pub(super) fn build(
         loaded: &Loaded,
         env: &Env,
         output: Output,

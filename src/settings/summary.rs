@@ -3,15 +3,44 @@
 
 use std::fmt::Write as _;
 
-use super::{Exclusion, Settings};
+use super::{Exclusion, Output, Settings};
+use crate::config::ConfigError;
 use crate::config::load;
-use crate::config::load::ConfigSource;
+use crate::config::load::{ConfigSource, Loaded};
 use crate::expand::Env;
+
+impl Settings {
+    /// What `config check` shows: the settings, and its warnings (each file the config names that is absent, the
+    /// sources two sets both copy). With `allow_missing_files` (a Nix build sandbox has no home), an `exclude_from`
+    /// or rsync filter file that does not exist is a warning too, its rules left out, instead of a problem.
+    pub fn for_check(
+        loaded: &Loaded,
+        env: &Env,
+        output: Output,
+        allow_missing_files: bool,
+    ) -> Result<(Settings, Vec<String>), ConfigError> {
+        let absent = std::cell::RefCell::new(Vec::new());
+        let settings =
+            Settings::build(loaded, env, output, allow_missing_files.then_some(&absent))?;
+        let unread = absent.into_inner().into_iter().map(|p| {
+            format!(
+                "{} does not exist, so its rules were not checked; every other command refuses the config until \
+                 it does",
+                p.display()
+            )
+        });
+        let warnings = unread
+            .chain(absent_files(&settings))
+            .chain(overlapping_sources(&settings))
+            .collect();
+        Ok((settings, warnings))
+    }
+}
 
 /// The files the config names that are not there now, one warning each, for `config check`: a valid config may name
 /// them (a source that is mounted later, keys a secrets manager writes at boot), but a typo shows up here, not in
 /// the first night's run.
-pub fn absent_files(s: &Settings) -> Vec<String> {
+fn absent_files(s: &Settings) -> Vec<String> {
     let gone = |p: &std::path::Path| std::fs::symlink_metadata(p).is_err();
     let mut out = Vec::new();
     for set in &s.sets {
@@ -91,7 +120,7 @@ pub fn absent_files(s: &Settings) -> Vec<String> {
 /// Sources that two sets both copy, for `config check` to warn of: the same path, or one inside another that the
 /// outer set does not keep out with an anchored exclusion. Each set keeps its own copy: twice the space, and two
 /// archives of the same files on every drive.
-pub fn overlapping_sources(s: &Settings) -> Vec<String> {
+fn overlapping_sources(s: &Settings) -> Vec<String> {
     let kept_out = |set: &super::SetSettings, inner: &std::path::Path| {
         set.exclusions.iter().any(|e| {
             matches!(e, Exclusion::Anchored { include: false, .. })

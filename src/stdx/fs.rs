@@ -528,6 +528,10 @@ impl Dir {
     }
 }
 
+/// Said of a run that found a drive full after its space check found room (`external`, `image create`).
+pub const FILLED_UP: &str = "; the drive filled up while writing (the space check before writing found room, so \
+                             something else was written to it meanwhile): free space on it and run again";
+
 /// Whether `e` was caused by a full filesystem (or quota).
 pub fn filled_up(e: &anyhow::Error) -> bool {
     use std::io::ErrorKind::{QuotaExceeded, StorageFull};
