@@ -8,7 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dbackup::{BACKUP_META_FILE, Listing, VerifyReport, read_backup_meta};
+use dbackup::{BACKUP_META_FILE, VerifyReport, read_backup_meta};
 
 use crate::fixtures::age::{Enc, encrypted_backup, restore_with_key};
 use crate::fixtures::demo::{config, drive_backup, sample};
@@ -96,11 +96,7 @@ fn an_encrypted_backup_is_listed_and_restored_whole_by_path_and_by_date() {
     // The listing reads metadata only: no identity needed, and it says which sets are encrypted.
     let out = t.restore_from_drive().args(["--list"]).status(0);
     out.stdout_has("config (age), data (age)");
-    let listing: Listing = t
-        .cmd()
-        .args(["--json", "restore", "--source", "external", "--list"])
-        .status(0)
-        .json();
+    let listing = crate::fixtures::drive::drive_listing(t);
     let sets = &listing.backups[0].sets;
     assert!(
         sets.iter().all(|s| s.encrypted && !s.passphrase),
@@ -591,11 +587,7 @@ fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environme
         report.intact && report.content_checked && report.files >= 5,
         "{report:?}"
     );
-    let listing: Listing = t
-        .cmd()
-        .args(["--json", "restore", "--source", "external", "--list"])
-        .status(0)
-        .json();
+    let listing = crate::fixtures::drive::drive_listing(&t);
     assert!(listing.backups[0].sets[0].passphrase);
     // A wrong passphrase: a clear error naming the archive, and nothing written.
     let wrong = t.write_secret("wrong.txt", "not it\n");

@@ -303,11 +303,7 @@ fn assert_drive_whole(t: &Test, backups: &Path, what: &str) {
         on_drive.contains(&latest.to_string_lossy().into_owned()),
         "{what}: latest names {latest:?}, not one of {on_drive:?}"
     );
-    let listing: Listing = t
-        .cmd()
-        .args(["--json", "restore", "--list", "--source", "external"])
-        .status(0)
-        .json();
+    let listing = crate::fixtures::drive::drive_listing(t);
     let listed: Vec<&str> = listing.backups.iter().map(|b| b.stamp.as_str()).collect();
     assert_eq!(
         listed.len(),

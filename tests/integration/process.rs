@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use dbackup::{Listing, RunRecord, read_runlog};
+use dbackup::{RunRecord, read_runlog};
 
 use crate::harness::{self, Test};
 
@@ -377,11 +377,7 @@ fn sigterm_during_external_promotes_nothing_and_lists_nothing_half_written() {
     let tmp = backups.join(format!(".tmp-{stamp}-999999"));
     fs::create_dir(&tmp).unwrap();
     fs::copy(done[0].join("data.tar"), tmp.join("data.tar")).unwrap();
-    let listing: Listing = t
-        .cmd()
-        .args(["--json", "restore", "--list", "--source", "external"])
-        .status(0)
-        .json();
+    let listing = crate::fixtures::drive::drive_listing(&t);
     let stamps: Vec<&str> = listing.backups.iter().map(|b| b.stamp.as_str()).collect();
     assert_eq!(stamps, [stamp.as_str()], "{listing:?}");
     assert_eq!(listing.destinations[0].backups, 1);
