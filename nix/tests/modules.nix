@@ -439,21 +439,17 @@ let
     };
   };
 
-  # services.dbackup for payne (with DDATA) with `settings`, and `extra` (other top-level options) beside it.
-  nixosWithAnd =
-    settings: extra:
-    nixos (
-      payne
-      // {
-        services.dbackup = {
-          enable = true;
-          user = "payne";
-          inherit settings;
-          environment.DDATA = "/data";
-        };
-      }
-      // extra
-    );
+  # services.dbackup for payne (with DDATA) with `settings`.
+  dbackupFor = settings: {
+    services.dbackup = {
+      enable = true;
+      user = "payne";
+      inherit settings;
+      environment.DDATA = "/data";
+    };
+  };
+  # That, and `extra` (other top-level options) beside it.
+  nixosWithAnd = settings: extra: nixos (payne // dbackupFor settings // extra);
   nixosWith = settings: nixosWithAnd settings { };
   n1 = nixosWith settings;
   n1c = n1.config;
@@ -655,25 +651,8 @@ let
       };
     }
   );
-  noUser = nixos {
-    services.dbackup = {
-      enable = true;
-      user = "payne";
-      inherit settings;
-      environment.DDATA = "/data";
-    };
-  };
-  cross = eval nixosStubs ../nixos-module.nix (mkPkgs { canExecute = false; }) (
-    payne
-    // {
-      services.dbackup = {
-        enable = true;
-        user = "payne";
-        inherit settings;
-        environment.DDATA = "/data";
-      };
-    }
-  );
+  noUser = nixos (dbackupFor settings);
+  cross = eval nixosStubs ../nixos-module.nix (mkPkgs { canExecute = false; }) (payne // dbackupFor settings);
 
   h1 = home {
     home.username = "payne";

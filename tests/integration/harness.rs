@@ -313,7 +313,6 @@ pub fn read_stderr(child: &mut Child) -> String {
     stderr
 }
 
-/// Inode number and link count of a path.
 /// Cuts the file at `path` to the length `to` gives for its length (a drive file cut short); returns that length.
 pub fn cut_short(path: &Path, to: impl FnOnce(u64) -> u64) -> u64 {
     let len = std::fs::metadata(path).unwrap().len();
@@ -326,6 +325,15 @@ pub fn cut_short(path: &Path, to: impl FnOnce(u64) -> u64) -> u64 {
     len
 }
 
+/// Flips every bit of the byte in the middle of the file at `path` (a drive file damaged, its size unchanged).
+pub fn flip_middle_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(path, &bytes).unwrap();
+}
+
+/// Inode number and link count of a path.
 pub fn inode(path: &Path) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

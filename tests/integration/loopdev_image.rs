@@ -601,10 +601,7 @@ fn t9_image_refusals() {
     let image = dir
         .join("system")
         .join(&meta.system.as_ref().unwrap().images[1].file.name);
-    let mut bytes = fs::read(&image).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    fs::write(&image, &bytes).unwrap();
+    crate::harness::flip_middle_byte(&image);
     let new = t.path("new.img");
     fs::File::create(&new).unwrap().set_len(400 * MIB).unwrap();
     let out = t

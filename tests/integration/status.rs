@@ -349,11 +349,7 @@ fn a_backup_found_damaged_is_no_restore_point() {
     use crate::fixtures::chain::verify_backup;
     let (t, drive, first, second) = a_full_and_an_incremental();
 
-    let tar = drive.join("backups").join(&first).join("data.tar");
-    let mut bytes = fs::read(&tar).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    fs::write(&tar, &bytes).unwrap();
+    crate::harness::flip_middle_byte(&drive.join("backups").join(&first).join("data.tar"));
     verify_backup(&t, &first, false, 1);
 
     let says = format!(
@@ -405,11 +401,7 @@ fn a_backup_found_damaged_is_no_restore_point() {
 fn damage_that_cannot_be_noted_says_to_start_a_new_chain() {
     use crate::fixtures::chain::verify_backup;
     let (t, drive, first, _) = a_full_and_an_incremental();
-    let tar = drive.join("backups").join(&first).join("data.tar");
-    let mut bytes = fs::read(&tar).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    fs::write(&tar, &bytes).unwrap();
+    crate::harness::flip_middle_byte(&drive.join("backups").join(&first).join("data.tar"));
     fs::create_dir_all(t.path("state/dbackup/damaged.json/x")).unwrap();
     let out = verify_backup(&t, &first, false, 1);
     out.stderr_has("cannot note the result in ");
