@@ -486,7 +486,8 @@ fn explain(error: &ValidationError, positions: &Positions) -> Vec<Problem> {
             unexpected
                 .iter()
                 .map(|key| {
-                    let mut message = format!("unknown key \"{key}\"");
+                    // The key as written, visible: a control character in it cannot drive the terminal.
+                    let mut message = format!("unknown key \"{}\"", crate::stdx::show_str(key));
                     if let Some(hint) = secret_key_hint(key) {
                         message.push_str(&format!("; {hint}"));
                     } else if let Some(s) = suggest(key, allowed.iter().map(String::as_str)) {
@@ -836,6 +837,19 @@ mod tests {
             Err(ConfigError::Invalid { problems, .. }) => problems,
             other => panic!("expected Invalid, got {other:?}"),
         }
+    }
+
+    /// A key holding ESC (found by `proptests::tools::config_files_never_panic`): the error shows it escaped, in the
+    /// pointer and in the message, so the file cannot clear the terminal. Before, both were raw.
+    #[test]
+    fn an_unknown_key_with_control_characters_is_shown_escaped() {
+        let text = "{ \"backup_sets\": [ { \"name\": \"a\", \"sources\": [\"/x\"] } ],\n  \"schedule\": { \"\\u001b[2Jforged\": 1 } }";
+        let err = parse(Path::new("c.json"), text).unwrap_err().to_string();
+        assert!(!err.contains('\x1b'), "{err:?}");
+        assert!(
+            err.contains("/schedule/\\x1b[2Jforged: unknown key \"\\x1b[2Jforged\""),
+            "{err}"
+        );
     }
 
     #[test]

@@ -782,10 +782,11 @@ impl Problem {
 
     /// `path:line:column: /pointer: message`, then the allowed values indented on the next line.
     pub fn render(&self, path: &std::path::Path) -> String {
+        // Keys come from the file: shown visible, so a control character in one cannot drive the terminal.
         let pointer = if self.pointer.is_empty() {
-            "/"
+            "/".to_string()
         } else {
-            &self.pointer
+            crate::stdx::show_str(&self.pointer)
         };
         let mut out = match &self.location {
             Some(l) => format!(
