@@ -19,7 +19,6 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
     let ui = Ui::new(&settings.output);
     let source = args.source.as_ref().map(|s| s.kept);
     super::drive_needs_drive_source(args.drive.is_some(), source)?;
-    let cloud = source == Some(Kept::Cloud);
     let scope = Scope {
         local: source.is_none_or(|s| s == Kept::Local) && args.drive.is_none(),
         external: source.is_none_or(|s| s == Kept::External),
@@ -27,22 +26,8 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
         drive: args.drive.clone(),
     };
     let pattern = Pattern::new(args.pattern.as_bytes());
-    let mut bucket = None;
-    let mut all = if cloud {
-        let (all, c) = super::bucket_backups(
-            &settings,
-            &ui,
-            args.source.as_ref(),
-            args.set.as_deref(),
-            None,
-        )?;
-        bucket = Some(c);
-        all
-    } else {
-        browse::catalog(&settings, &scope)?
-    };
-    let held: Vec<&str> = all.iter().map(|b| b.set.as_str()).collect();
-    crate::restore::catalog::check_set_named(&settings, args.set.as_deref(), &held)?;
+    let (mut all, bucket) =
+        super::browsed_backups(&settings, &ui, args.source.as_ref(), &scope, None)?;
     let mut out = FindOutput {
         pattern: show(args.pattern.as_bytes()),
         searched: 0,

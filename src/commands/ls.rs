@@ -46,22 +46,8 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
         set: args.set.clone(),
         drive: args.drive.clone(),
     };
-    let mut bucket = None;
-    let all = if cloud {
-        let (all, c) = super::bucket_backups(
-            &settings,
-            &ui,
-            args.source.as_ref(),
-            args.set.as_deref(),
-            Some(query),
-        )?;
-        bucket = Some(c);
-        all
-    } else {
-        browse::catalog(&settings, &scope)?
-    };
-    let held: Vec<&str> = all.iter().map(|b| b.set.as_str()).collect();
-    crate::restore::catalog::check_set_named(&settings, args.set.as_deref(), &held)?;
+    let (all, bucket) =
+        super::browsed_backups(&settings, &ui, args.source.as_ref(), &scope, Some(query))?;
     let mut chosen = choose(&all, query, external || cloud, args.set.as_deref())?;
     let ring = KeyRing::new(&settings, &args.identities);
     for w in browse::unlock(&mut chosen, &ring)

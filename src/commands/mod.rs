@@ -70,33 +70,43 @@ pub(crate) fn drive_needs_drive_source(
     Ok(())
 }
 
-/// The backups of the bucket `--source cloud[:NAME]` names, for `ls` (`pick`: the one backup the date picks) and
-/// `find`, what they will read said on stderr; the catalog is kept (its store serves the reads: [`say_requests`]).
-pub(crate) fn bucket_backups(
+/// The backups `ls` and `find` look through: the bucket's `--source cloud[:NAME]` names (`pick`: the one backup
+/// the date picks; what they will read said on stderr; the catalog is kept, its store serves the reads:
+/// [`say_requests`]), or the local snapshots and drive backups `scope` names; `--set` checked against the sets
+/// they hold.
+pub(crate) fn browsed_backups(
     settings: &Settings,
     ui: &crate::ui::Ui,
     source: Option<&crate::cli::RestoreSource>,
-    set: Option<&str>,
+    scope: &crate::browse::Scope,
     pick: Option<crate::restore::select::DateQuery>,
 ) -> anyhow::Result<(
     Vec<crate::browse::SetBackup>,
-    crate::browse::cloud::CloudScope,
+    Option<crate::browse::cloud::CloudScope>,
 )> {
-    let name = source.and_then(|s| s.cloud.as_deref());
-    let picked = pick.is_some();
-    let mut c = crate::browse::cloud::catalog(settings, name, set, pick)?;
-    let backup = match c.backups.first() {
-        _ if !picked => String::new(),
-        first => format!("backup {}: ", first.map_or("-", |b| b.stamp.as_str())),
+    let set = scope.set.as_deref();
+    let (all, bucket) = match source {
+        Some(s) if s.kept == crate::restore::select::Kept::Cloud => {
+            let picked = pick.is_some();
+            let mut c = crate::browse::cloud::catalog(settings, s.cloud.as_deref(), set, pick)?;
+            let backup = match c.backups.first() {
+                _ if !picked => String::new(),
+                first => format!("backup {}: ", first.map_or("-", |b| b.stamp.as_str())),
+            };
+            ui.info(format_args!(
+                "{} ({}): {backup}reading {} of {} (no archive)",
+                c.destination,
+                c.place,
+                crate::stdx::bytes(c.index_bytes),
+                crate::stdx::counted(c.backups.len() as u64, "index", "indexes"),
+            ));
+            (std::mem::take(&mut c.backups), Some(c))
+        }
+        _ => (crate::browse::catalog(settings, scope)?, None),
     };
-    ui.info(format_args!(
-        "{} ({}): {backup}reading {} of {} (no archive)",
-        c.destination,
-        c.place,
-        crate::stdx::bytes(c.index_bytes),
-        crate::stdx::counted(c.backups.len() as u64, "index", "indexes"),
-    ));
-    Ok((std::mem::take(&mut c.backups), c))
+    let held: Vec<&str> = all.iter().map(|b| b.set.as_str()).collect();
+    crate::restore::catalog::check_set_named(settings, set, &held)?;
+    Ok((all, bucket))
 }
 
 /// The requests a bucket's backups took (`ls`, `find` on a bucket), on stderr.

@@ -122,6 +122,27 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+impl SetReport {
+    /// A set about to be checked: nothing counted yet, not (yet) found good, plain.
+    fn new(set: &str, checked: String) -> Self {
+        SetReport {
+            set: set.to_string(),
+            checked,
+            indexed: false,
+            entries: 0,
+            files: 0,
+            bytes: 0,
+            compared_with: None,
+            ok: false,
+            encrypted: false,
+            content_checked: true,
+            not_decrypted: None,
+            referenced_files: 0,
+            referenced_bytes: 0,
+        }
+    }
+}
+
 /// A problem: where (an archive, a file) and which entry first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Issue {
@@ -716,29 +737,11 @@ fn check_recorded(
 
 /// The report of a set whose archive could not be opened (the problem is already found).
 fn unreadable_set(backup: &DriveBackup, set: &str) -> SetReport {
-    SetReport {
-        set: set.to_string(),
-        checked: backup
-            .dir
-            .path
-            .join(backup.set(set).map_or_else(
-                || super::drive::archive_name(set, false),
-                |s| s.archive.clone(),
-            ))
-            .display()
-            .to_string(),
-        indexed: false,
-        entries: 0,
-        files: 0,
-        bytes: 0,
-        compared_with: None,
-        ok: false,
-        encrypted: false,
-        content_checked: true,
-        not_decrypted: None,
-        referenced_files: 0,
-        referenced_bytes: 0,
-    }
+    let archive = backup.set(set).map_or_else(
+        || super::drive::archive_name(set, false),
+        |s| s.archive.clone(),
+    );
+    SetReport::new(set, backup.dir.path.join(archive).display().to_string())
 }
 
 /// Reads one set's archive once, end to end: against its index (or through, without one), decrypted when it is
@@ -769,19 +772,10 @@ fn verify_set(
     // archive, whose tar stream hash (checked against the index) is its file hash.
     let mut parts = PartHasher::new(archive, encrypted || !single || index.is_none());
     let mut report = SetReport {
-        set: set.to_string(),
-        checked: label.clone(),
         indexed: index.is_some(),
-        entries: 0,
-        files: 0,
-        bytes: 0,
-        compared_with: None,
-        ok: false,
         encrypted,
         content_checked: !encrypted || decrypt.is_some(),
-        not_decrypted: None,
-        referenced_files: 0,
-        referenced_bytes: 0,
+        ..SetReport::new(set, label.clone())
     };
     let mut stream_hash = None;
     let before = problems.len();
@@ -1358,19 +1352,9 @@ pub fn verify_snapshot(
     };
     let mut would = Would::new(&snap.set, names, list);
     let mut report = SetReport {
-        set: snap.set.clone(),
-        checked: root.display().to_string(),
         indexed: expected.is_some(),
-        entries: 0,
-        files: 0,
-        bytes: 0,
         compared_with: index.as_ref().map(|(l, _)| l.clone()),
-        ok: false,
-        encrypted: false,
-        content_checked: true,
-        not_decrypted: None,
-        referenced_files: 0,
-        referenced_bytes: 0,
+        ..SetReport::new(&snap.set, root.display().to_string())
     };
     let content = SetContent::Snapshot { root: root.clone() };
     let mut buf = vec![0u8; 1 << 20];

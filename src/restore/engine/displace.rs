@@ -429,6 +429,15 @@ mod tests {
         );
     }
 
+    /// A temporary directory with `dest/` (the restore's target) and `copies/` (where files are kept) in it.
+    fn copy_dirs() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let (dest, into) = (tmp.path().join("dest"), tmp.path().join("copies"));
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::create_dir(&into).unwrap();
+        (tmp, dest, into)
+    }
+
     /// Keeps `name` of directory `dest` by copy into directory `into` (as across filesystems); what was found.
     fn copy_into(dest: &Path, into: &Path, name: &str) -> Found {
         let parent =
@@ -454,11 +463,7 @@ mod tests {
     #[test]
     fn a_sparse_file_is_copied_with_its_holes() {
         use std::os::unix::fs::FileExt;
-        let tmp = tempfile::tempdir().unwrap();
-        let dest = tmp.path().join("dest");
-        let into = tmp.path().join("copies");
-        std::fs::create_dir(&dest).unwrap();
-        std::fs::create_dir(&into).unwrap();
+        let (_tmp, dest, into) = copy_dirs();
         let f = File::create(dest.join("vm.img")).unwrap();
         f.set_len(64 << 20).unwrap();
         f.write_all_at(b"head", 0).unwrap();
@@ -490,11 +495,7 @@ mod tests {
     /// newer work it kept were gone.
     #[test]
     fn a_copy_keeps_the_attributes_and_acls() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dest = tmp.path().join("dest");
-        let into = tmp.path().join("copies");
-        std::fs::create_dir(&dest).unwrap();
-        std::fs::create_dir(&into).unwrap();
+        let (_tmp, dest, into) = copy_dirs();
         std::fs::write(dest.join("shared.txt"), b"newer work").unwrap();
         let acl = crate::archive::acl::from_text(
             "user::rw-\nuser:65534:r--\ngroup::r--\nmask::r--\nother::r--",
