@@ -24,7 +24,7 @@ use crate::archive::{ArchiveFiles, Keys};
 use crate::exit::{CodedError, Exit};
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot, SnapshotState};
-use crate::stdx::show_path;
+use crate::stdx::{show_path, show_str};
 use crate::ui::Ui;
 
 fn usage(msg: impl Into<String>) -> anyhow::Error {
@@ -264,6 +264,9 @@ fn choose_external(
     match by_date(&dated, *query) {
         Ok(i) => {
             let (d, b) = candidates[i];
+            if !req.verify && !matches!(query, DateQuery::Exact(_)) {
+                warn_if_no_restore_point(settings, &drives, &candidates, b, ui);
+            }
             if !b.verified() {
                 ui.warn(format_args!(
                     "backup {} on {} is not known to be verified ({}); its archives are read as they are",
@@ -331,6 +334,53 @@ fn choose_external(
             Err(failed(no_match_message(&what, query, &no, &stamps)))
         }
     }
+}
+
+/// A restore reads the backup `--date` picks even when `restore --list` marks it DAMAGED or BROKEN: every file is
+/// checked against its sha256 and a damaged one is never written, so what is intact in the newest backup comes back.
+/// Said first, with the newest backup before it that is a restore point, for what it cannot give.
+fn warn_if_no_restore_point(
+    settings: &Settings,
+    drives: &[Drive],
+    candidates: &[&(&Drive, &DriveBackup)],
+    chosen: &DriveBackup,
+    ui: &Ui,
+) {
+    use super::list::State;
+    let listed =
+        super::list::drive_backups(drives, &crate::external::damage::read(&settings.state_dir));
+    let state_of = |b: &DriveBackup| {
+        listed
+            .iter()
+            .find(|l| l.stamp == b.dir.name && l.location == b.dir.path)
+    };
+    let Some(marked) =
+        state_of(chosen).filter(|l| matches!(l.state, State::Damaged | State::Broken))
+    else {
+        return;
+    };
+    let good = candidates
+        .iter()
+        .filter(|(_, b)| b.dir.time < chosen.dir.time)
+        .filter(|(_, b)| state_of(b).is_some_and(|l| l.state == State::Verified))
+        .max_by_key(|(_, b)| b.dir.time);
+    let instead = match good {
+        Some((_, b)) => format!(
+            "the newest good backup is {0} (`--date {0}`)",
+            show_str(&b.dir.name)
+        ),
+        None => "no older backup there is a restore point".to_string(),
+    };
+    ui.warn(format_args!(
+        "backup {} is {} ({}): its files are each checked against their sha256 and a damaged one is not \
+         restored; {instead}",
+        show_str(&chosen.dir.name),
+        marked.state.word(),
+        marked
+            .notes
+            .first()
+            .map_or("see `dbackup restore --list`", String::as_str),
+    ));
 }
 
 /// The newest verified backup of partition images only on the drives `req` looks at, when they hold no backup of a

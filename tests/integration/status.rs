@@ -394,6 +394,67 @@ fn a_backup_found_damaged_is_no_restore_point() {
     assert!(p.problem.as_deref().unwrap().contains("data.tar"), "{p:?}");
 }
 
+/// A restore from the drive reads the backup `--date` picks even when `restore --verify` found it damaged (or its
+/// chain is broken): it says so first and names the newest good backup before it; a damaged file is not written
+/// (exit 1) and the good backup named gives it back; what is intact in a damaged backup comes back. Before: no
+/// word that the chosen backup was known damaged, nor of the good one beside it; the user learned only that the file
+/// failed its sha256.
+#[test]
+fn a_restore_from_a_damaged_backup_names_the_newest_good_one() {
+    use crate::fixtures::chain::{restore_file, verify_backup};
+    use crate::fixtures::drive::content;
+    let (t, drive, first, second) = a_full_and_an_incremental();
+    let path = |name: &str| t.home().join("data/projects").join(name);
+    let restored =
+        |target: &str, name: &str| t.path(target).join(path(name).strip_prefix("/").unwrap());
+    let restore = |target: &str, name: &str, code: i32| {
+        t.restore_from_drive()
+            .args(["--path".as_ref(), path(name).as_os_str()])
+            .args(["--target".as_ref(), t.path(target).as_os_str()])
+            .status(code)
+    };
+
+    // One byte of p03.txt's new content flipped in the incremental's archive.
+    let archive = drive.join("backups").join(&second).join("data.tar");
+    let mut bytes = fs::read(&archive).unwrap();
+    let at = bytes
+        .windows(64)
+        .position(|w| w == &content(2000, 333)[..64])
+        .expect("the incremental stores p03.txt");
+    bytes[at + 10] ^= 0x20;
+    fs::write(&archive, bytes).unwrap();
+    verify_backup(&t, &second, false, 1);
+
+    let out = restore("newest", "p03.txt", 1);
+    out.stderr_has(&format!(
+        "backup {second} is DAMAGED (restore --verify found it damaged on "
+    ));
+    out.stderr_has(&format!(
+        "its files are each checked against their sha256 and a damaged one is not restored; the newest good backup \
+         is {first} (`--date {first}`)"
+    ));
+    assert!(
+        !restored("newest", "p03.txt").exists(),
+        "a damaged file is never written"
+    );
+    restore_file(&t, &first, &path("p03.txt"), &t.path("older"), 0);
+    assert_eq!(
+        fs::read(restored("older", "p03.txt")).unwrap(),
+        content(1000 + 3 * 37, 3)
+    );
+
+    // The full damaged too (the incremental's chain is then broken): what is intact still comes back.
+    crate::harness::flip_middle_byte(&drive.join("backups").join(&first).join("data.tar"));
+    verify_backup(&t, &first, false, 1);
+    let out = restore("intact", "p05.txt", 0);
+    out.stderr_has(&format!("backup {second} is DAMAGED ("));
+    out.stderr_has("a damaged one is not restored; no older backup there is a restore point");
+    assert_eq!(
+        fs::read(restored("intact", "p05.txt")).unwrap(),
+        content(1000 + 5 * 37, 5)
+    );
+}
+
 /// When `restore --verify` finds a backup damaged but cannot note it (here `damaged.json` is a directory), the
 /// warning says what that costs and what to do: the next external cannot know, so `external --full`. Before, it
 /// said only "cannot note the result in ...".
