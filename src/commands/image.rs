@@ -186,7 +186,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
             "cannot catch SIGINT and SIGTERM ({e}): an interruption ends the restore at once"
         ));
     }
-    let report = image::exec::restore(&plan, &keys, &ui)?;
+    let report = image::exec::restore(&plan, &system.images, &keys, &ui)?;
     if ui.json {
         super::print_json(&report)?;
     } else {

@@ -10,7 +10,8 @@
 //!
 //! Restoring ([`verify_images`], then [`restore`]): every image file is hashed and compared with `backup.json`, and
 //! its partclone header read, before anything is written; then the partition table, each image through
-//! `partclone -r`, the growth of the last filesystem, fsck, and the UUID/PARTUUID checks.
+//! `partclone -r` (hashed again on its way, the bytes really written), the growth of the last filesystem, fsck, and
+//! the UUID/PARTUUID checks.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -503,17 +504,43 @@ fn write_image(
 
 /// Opens a `system/` file as its plaintext: the file itself, or its age decryption.
 fn open_plain(path: &Path, encrypted: bool, keys: &Keys) -> anyhow::Result<Box<dyn Read + Send>> {
+    plain(open_stored(path)?, path, encrypted, keys)
+}
+
+/// Opens a `system/` file as it is stored (buffered).
+fn open_stored(path: &Path) -> anyhow::Result<io::BufReader<std::fs::File>> {
     let (dir, name) = system_handle(path)?;
     let file = dir.open_file(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let file = io::BufReader::with_capacity(BLOCK, file);
+    Ok(io::BufReader::with_capacity(BLOCK, file))
+}
+
+/// The plaintext of `stored` (the bytes of the file at `path`): those bytes, or their age decryption.
+fn plain(
+    stored: impl Read + Send + 'static,
+    path: &Path,
+    encrypted: bool,
+    keys: &Keys,
+) -> anyhow::Result<Box<dyn Read + Send>> {
     if encrypted {
         let label = path.display().to_string();
         Ok(Box::new(
-            keys.open(file, &label)
+            keys.open(stored, &label)
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         ))
     } else {
-        Ok(Box::new(file))
+        Ok(Box::new(stored))
+    }
+}
+
+/// A reader shared by the stream that consumes it and whoever asks, once that stream has ended, what it read.
+struct Shared<R>(std::sync::Arc<std::sync::Mutex<R>>);
+
+impl<R: Read> Read for Shared<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read(buf)
     }
 }
 
@@ -927,7 +954,12 @@ fn lay_out(plan: &RestorePlan, onto_partition: bool, ui: &Ui) -> anyhow::Result<
 }
 
 /// Restores the plan onto its target (the caller verified the images and asked for confirmation).
-pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<RestoreReport> {
+pub fn restore(
+    plan: &RestorePlan,
+    records: &[ImageRecord],
+    keys: &Keys,
+    ui: &Ui,
+) -> anyhow::Result<RestoreReport> {
     let clock = Instant::now();
     anyhow::ensure!(!plan.refused(), "the plan was refused");
     // The plan looked at the target before the images were hashed and the user was asked (minutes, maybe): what
@@ -987,7 +1019,11 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
             partition_node(&disk, item.partition, ui)?
         };
         let path = plan.backup_dir.join(layout::SYSTEM_DIR).join(&item.file);
-        write_partition(&path, item.encrypted, keys, &item.tool, &node, ui)
+        let rec = records
+            .iter()
+            .find(|r| r.name == item.name)
+            .context("planned images are recorded")?;
+        write_partition(&path, item, &rec.file, &plan.from, keys, &node, ui)
             .with_context(|| format!("restoring {} onto {}", item.file, node.display()))?;
         if item.grow {
             grow(&node, &item.fs_type, ui)
@@ -1047,17 +1083,32 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
     Ok(report)
 }
 
-/// Streams an image file (decrypted, decompressed) into `partclone -r` writing `node`, hashing the file again.
+/// Streams an image file (decrypted, decompressed) into `partclone -r` writing `node`, hashing the file's bytes in
+/// the same pass: what partclone was given came from bytes whose length and sha256 are `rec`'s, or the restore fails
+/// saying that `node` now holds a damaged restore. [`verify_images`] hashed the file before anything was written (a
+/// damaged image stops the restore there, the target untouched); this second hash is of the bytes really written,
+/// which a flaky or hostile drive may return otherwise the second time.
 fn write_partition(
     path: &Path,
-    encrypted: bool,
+    item: &super::plan::RestoreItem,
+    rec: &FileRecord,
+    stamp: &str,
     keys: &Keys,
-    tool: &str,
     node: &Path,
     ui: &Ui,
 ) -> anyhow::Result<()> {
+    let tool = &item.tool;
     let program = crate::stdx::find_program(tool)
         .with_context(|| format!("{tool} is not installed (Debian package partclone)"))?;
+    let stored = std::sync::Arc::new(std::sync::Mutex::new(stdx::HashingReader::new(
+        open_stored(path)?,
+    )));
+    let mut dec = crate::interrupt::CheckedReader(zstd::stream::read::Decoder::new(plain(
+        Shared(stored.clone()),
+        path,
+        item.encrypted,
+        keys,
+    )?)?);
     let mut cmd = Command::new(program);
     cmd.args(["-r", "-s", "-", "-o"])
         .arg(node)
@@ -1065,13 +1116,34 @@ fn write_partition(
     let mut sink = spawn_reaped(cmd, Stdio::piped(), Stdio::null(), tool)?;
     let err = stderr_tail(sink.child());
     let mut stdin = sink.child().stdin.take().expect("piped");
-    let mut dec = crate::interrupt::CheckedReader(zstd::stream::read::Decoder::new(open_plain(
-        path, encrypted, keys,
-    )?)?);
     let copied = io::copy(&mut dec, &mut stdin);
     drop(stdin);
     let status = sink.wait()?;
     let msg = err.join().unwrap_or_default();
+    if copied.is_ok() {
+        // What the decoder left unread (nothing, for a whole image) still counts: the hash is of the whole file.
+        let mut stored = stored
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        io::copy(&mut *stored, &mut io::sink())
+            .with_context(|| format!("reading {}", path.display()))?;
+        let sha = crate::archive::Digest::of(std::mem::take(&mut stored.hasher));
+        if stored.count != rec.bytes || sha != rec.sha256 {
+            bail!(
+                "{} changed while it was restored: the bytes just written came from {} bytes with sha256 {sha}, \
+                 backup.json says {} bytes with sha256 {} (checked before writing, so the drive returned other \
+                 bytes this time: a failing drive or cable?); {} now holds a damaged restore: do not use it, restore \
+                 it again from a good backup (another drive, or this one after `dbackup restore --verify --date {}` \
+                 passes)",
+                path.display(),
+                stored.count,
+                rec.bytes,
+                rec.sha256,
+                node.display(),
+                stamp
+            );
+        }
+    }
     if !status.success() {
         bail!("{tool} -r failed ({status}): {msg}");
     }

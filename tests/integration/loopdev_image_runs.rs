@@ -1005,3 +1005,62 @@ fn t9_image_create_on_a_drive_that_fills_mid_image_fails_cleanly_and_the_next_ru
     let (dir, _) = image_backup(&t9);
     assert_sums_pass(&dir);
 }
+
+/// `image restore` onto a partition (a block device, so it asks first) whose image file is replaced, while it waits
+/// for the device's name, by another valid image of the same partition (a second `image create` after a file
+/// changed): as a drive would that returns other bytes the second time it is read (a failing one, or a hostile one).
+/// The bytes streamed into partclone are hashed on their way: exit 1, the message says the bytes written are not
+/// backup.json's and that the partition now holds a damaged restore, to restore again from a good backup. Before, the
+/// file was hashed only before writing and read again unchecked: the restore wrote the other image and exited 0.
+#[test]
+fn t9_an_image_that_changes_between_its_check_and_its_write_fails_the_restore() {
+    if !require() || !crate::fixtures::terminal::available() {
+        return;
+    }
+    let (t, t9, disk, meta) = imaged_disk(1 << 20);
+    let root = disk.part(2);
+    let name = root.file_name().unwrap().to_string_lossy().into_owned();
+    let (first_dir, _) = image_backup(&t9);
+    let image = first_dir
+        .join("system")
+        .join(&meta.system.as_ref().unwrap().images[1].file.name);
+    // A second image of the root, one file changed: a valid image, other bytes.
+    let rw = t.path("mnt/rw");
+    fs::create_dir_all(&rw).unwrap();
+    testkit::run("mount", [root.as_os_str(), rw.as_os_str()]);
+    fs::write(rw.join("changed.txt"), "not the backed-up root\n").unwrap();
+    testkit::run("umount", [rw.as_os_str()]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    t.cmd()
+        .args(["image", "create", "--device"])
+        .args([&root])
+        .status(0);
+    let (second_dir, _) = image_backup(&t9);
+    assert_ne!(first_dir, second_dir);
+    let other = fs::read(second_dir.join("system").join(image.file_name().unwrap())).unwrap();
+    assert_ne!(fs::read(&image).unwrap(), other);
+
+    let target = make_disk(&t.path("other.img"), 640 * MIB);
+    let (code, out) = crate::fixtures::terminal::run_after(
+        &t,
+        &format!(
+            "image restore --from {} --name {name} --to {}",
+            meta.stamp,
+            target.part(2).display()
+        ),
+        "to go on: ",
+        || fs::write(&image, &other).unwrap(),
+        &format!("{}\n", target.part(2).display()),
+        300,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("changed while it was restored"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{} now holds a damaged restore",
+            target.part(2).display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("restore it again from a good backup"), "{out}");
+}
