@@ -1064,3 +1064,41 @@ fn t9_an_image_that_changes_between_its_check_and_its_write_fails_the_restore() 
     );
     assert!(out.contains("restore it again from a good backup"), "{out}");
 }
+
+/// `--dry-run image restore` reads every image and checks it as the real run does before writing: an intact backup
+/// says so on stdout (exit 0); an image with one byte flipped is found damaged (exit 1, the image named), and the
+/// target is not written either way. Before, a dry run only planned: a damaged image was found only by the real run.
+#[test]
+fn t9_an_image_restore_dry_run_checks_the_images() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, meta, _, image) = imaged_root();
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    let dry_run = || {
+        t.cmd()
+            .args([
+                "--dry-run",
+                "image",
+                "restore",
+                "--from",
+                &meta.stamp,
+                "--to",
+            ])
+            .args([&new])
+    };
+    dry_run().status(0).stdout_has(
+        "dry run: every image was read and matches backup.json (length, sha256, partclone header); \
+         nothing was written",
+    );
+    let mut bytes = fs::read(&image).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&image, &bytes).unwrap();
+    dry_run()
+        .status(1)
+        .stdout_lacks("dry run: every image was read")
+        .stderr_has(&format!("{} is damaged", image.display()));
+    assert_eq!(allocated(&new), 0, "a dry run writes nothing");
+}
