@@ -729,9 +729,11 @@ fn run_tool(
 }
 
 /// A loop device this restore attached to a disk image file; detached (only while still backed by that file) on
-/// drop. It is held open with the kernel's autoclear flag set (when the kernel lets it be set), so that a process
-/// that ends without its drop (a second Ctrl-C, kill -9) still lets go of it: the kernel detaches the device once
-/// its last user closed it.
+/// drop. It is held open with the kernel's autoclear flag set, so that a process that ends without its drop (a
+/// second Ctrl-C, kill -9) still lets go of it: the kernel detaches the device once its last user closed it. The flag
+/// is set in the same ioctl that binds the file ([`attach_autoclear`]): there is no moment at which a kill leaves the
+/// device attached without it (on a kernel before 5.8, `losetup` attaches it and the flag follows, with a warning
+/// when it cannot be set).
 struct OwnLoop {
     device: PathBuf,
     file: PathBuf,
@@ -740,9 +742,40 @@ struct OwnLoop {
 }
 
 impl OwnLoop {
-    /// Takes `device` (just attached to `file`) as this restore's: opens it and sets its autoclear flag. A device
-    /// that cannot be opened or flagged is still detached on drop; the warning says a kill may leave it attached.
-    fn new(device: PathBuf, file: &Path, ui: &Ui) -> OwnLoop {
+    /// Attaches `file` to a free loop device, its partitions scanned, as this restore's.
+    fn attach(file: &Path, ui: &Ui) -> anyhow::Result<OwnLoop> {
+        let file_abs = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+        if let Some((device, held)) = attach_autoclear(file).with_context(|| {
+            format!(
+                "cannot attach {} to a loop device (needs root)",
+                file.display()
+            )
+        })? {
+            ui.detail(format_args!(
+                "{} attached to {} (autoclear)",
+                file.display(),
+                device.display()
+            ));
+            return Ok(OwnLoop {
+                device,
+                file: file_abs,
+                held: Some(held),
+            });
+        }
+        // A kernel without LOOP_CONFIGURE: losetup attaches, then the flag is set on the bound device.
+        let dev = run_tool(
+            "losetup",
+            &[
+                "--find".as_ref(),
+                "--show".as_ref(),
+                "-P".as_ref(),
+                file.as_os_str(),
+            ],
+            None,
+            ui,
+        )
+        .context("attaching the disk image file to a loop device (needs root)")?;
+        let device = PathBuf::from(dev.trim());
         let held = std::fs::File::open(&device)
             .and_then(|f| set_autoclear(&f).map(|()| f))
             .map_err(|e| {
@@ -753,11 +786,11 @@ impl OwnLoop {
                 ));
             })
             .ok();
-        OwnLoop {
-            file: std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf()),
+        Ok(OwnLoop {
+            file: file_abs,
             device,
             held,
-        }
+        })
     }
 }
 
@@ -779,28 +812,97 @@ struct LoopInfo64 {
     init: [u64; 2],
 }
 
+const LOOP_SET_STATUS64: u32 = 0x4C04;
+const LOOP_GET_STATUS64: u32 = 0x4C05;
+const LOOP_CONFIGURE: u32 = 0x4C0A;
+const LOOP_CTL_GET_FREE: u32 = 0x4C82;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+const LO_FLAGS_PARTSCAN: u32 = 8;
+
+impl LoopInfo64 {
+    fn zeroed() -> LoopInfo64 {
+        LoopInfo64 {
+            device: 0,
+            inode: 0,
+            rdevice: 0,
+            offset: 0,
+            sizelimit: 0,
+            number: 0,
+            encrypt_type: 0,
+            encrypt_key_size: 0,
+            flags: 0,
+            file_name: [0; 64],
+            crypt_name: [0; 64],
+            encrypt_key: [0; 32],
+            init: [0; 2],
+        }
+    }
+}
+
+/// Linux's `struct loop_config` (`linux/loop.h`, Linux 5.8), the argument of `LOOP_CONFIGURE`.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+const _: () =
+    assert!(std::mem::size_of::<LoopInfo64>() == 232 && std::mem::size_of::<LoopConfig>() == 304);
+
+/// Attaches `file` (read-write) to a free loop device with `LOOP_CONFIGURE`, which binds it and sets its flags in one
+/// step: autoclear (detached at the last close) and partition scanning (`losetup -P`). The device comes back open;
+/// while it stays open the device stays attached, and however dbackup ends, its close lets the kernel detach it.
+/// `None` when the kernel has no `LOOP_CONFIGURE` (before 5.8).
+fn attach_autoclear(file: &Path) -> io::Result<Option<(PathBuf, std::fs::File)>> {
+    use std::os::fd::AsRawFd;
+    let rw = |p: &Path| std::fs::OpenOptions::new().read(true).write(true).open(p);
+    let backing = rw(file)?;
+    let control = rw(Path::new("/dev/loop-control"))?;
+    let mut info = LoopInfo64::zeroed();
+    info.flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_PARTSCAN;
+    let name = file.as_os_str().as_encoded_bytes();
+    let kept = name.len().min(info.file_name.len() - 1);
+    info.file_name[..kept].copy_from_slice(&name[..kept]);
+    let config = LoopConfig {
+        fd: u32::try_from(backing.as_raw_fd()).map_err(|_| io::Error::other("bad fd"))?,
+        block_size: 0,
+        info,
+        reserved: [0; 8],
+    };
+    // Another program may take the free device between the two ioctls (EBUSY): then the next free one.
+    for _ in 0..64 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument; the fd is open.
+        let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let device = PathBuf::from(format!("/dev/loop{n}"));
+        let dev = rw(&device)?;
+        // SAFETY: LOOP_CONFIGURE reads one `struct loop_config`, which `LoopConfig` lays out (repr(C), 304 bytes);
+        // the pointer is to that live local, the fds are open.
+        let done = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE as _, &raw const config) };
+        if done == 0 {
+            return Ok(Some((device, dev)));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EBUSY) => continue,
+            Some(libc::EINVAL | libc::ENOTTY) => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+    Err(io::Error::other(
+        "every free loop device was taken by another program first",
+    ))
+}
+
 /// Sets `LO_FLAGS_AUTOCLEAR` on the open loop device `dev` (`LOOP_GET_STATUS64`, then `LOOP_SET_STATUS64` with the
 /// flag added; the kernel lets this flag be changed on a bound device). losetup has no option for it.
 fn set_autoclear(dev: &std::fs::File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    const LOOP_SET_STATUS64: u32 = 0x4C04;
-    const LOOP_GET_STATUS64: u32 = 0x4C05;
-    const LO_FLAGS_AUTOCLEAR: u32 = 4;
-    let mut info = LoopInfo64 {
-        device: 0,
-        inode: 0,
-        rdevice: 0,
-        offset: 0,
-        sizelimit: 0,
-        number: 0,
-        encrypt_type: 0,
-        encrypt_key_size: 0,
-        flags: 0,
-        file_name: [0; 64],
-        crypt_name: [0; 64],
-        encrypt_key: [0; 32],
-        init: [0; 2],
-    };
+    let mut info = LoopInfo64::zeroed();
     // SAFETY: the loop ioctls read and write exactly one `struct loop_info64`, which `LoopInfo64` lays out (repr(C),
     // 232 bytes); the pointer is to that live local and the fd is open. No crate here wraps these two ioctls.
     let got = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_GET_STATUS64 as _, &raw mut info) };
@@ -988,20 +1090,9 @@ pub fn restore(
             plan.target.clone()
         }
         TargetKind::File => {
-            let dev = run_tool(
-                "losetup",
-                &[
-                    "--find".as_ref(),
-                    "--show".as_ref(),
-                    "-P".as_ref(),
-                    plan.target.as_os_str(),
-                ],
-                None,
-                ui,
-            )
-            .context("attaching the disk image file to a loop device (needs root)")?;
-            let dev = PathBuf::from(dev.trim());
-            own_loop = Some(OwnLoop::new(dev.clone(), &plan.target, ui));
+            let own = OwnLoop::attach(&plan.target, ui)?;
+            let dev = own.device.clone();
+            own_loop = Some(own);
             dev
         }
     };

@@ -1102,3 +1102,71 @@ fn t9_an_image_restore_dry_run_checks_the_images() {
         .stderr_has(&format!("{} is damaged", image.display()));
     assert_eq!(allocated(&new), 0, "a dry run writes nothing");
 }
+
+/// `image restore` onto a disk image file killed (-9, by `strace -e inject`) at each of its loop-device ioctls and at
+/// the one after the last: no loop device is left attached to the file. Before, `losetup` attached the device and
+/// dbackup set its autoclear flag after, with two ioctls of its own: killed at either, the device stayed attached
+/// until someone ran `losetup -d`. Now the flag is set by the ioctl that attaches (`LOOP_CONFIGURE`).
+#[test]
+fn t9_an_image_restore_killed_at_any_loop_ioctl_leaves_no_loop_device_attached() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, _disk, meta) = imaged_disk(1 << 20);
+    let target = t.path("new.img");
+    let args = [
+        "image",
+        "restore",
+        "--yes",
+        "--from",
+        &meta.stamp,
+        "--to",
+        &target.display().to_string(),
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A whole run, its ioctls listed: the loop ones are where the sweep kills.
+    blank(&target, 640 * MIB);
+    let log = t.path("ioctls.log");
+    let log_arg = log.display().to_string();
+    let Some((code, err)) =
+        crate::kill_sweep::under_strace(&t, &["-o", &log_arg, "-e", "trace=ioctl"], &args)
+    else {
+        return;
+    };
+    assert_eq!(code, 0, "{err}");
+    let ioctls: Vec<String> = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("ioctl("))
+        .map(str::to_string)
+        .collect();
+    let loop_calls: Vec<usize> = (0..ioctls.len())
+        .filter(|&i| ioctls[i].contains("LOOP_"))
+        .collect();
+    assert!(!loop_calls.is_empty(), "no loop ioctl: {ioctls:?}");
+    assert!(loops_of(&target).is_empty());
+    for n in loop_calls[0] + 1..=loop_calls[loop_calls.len() - 1] + 2 {
+        blank(&target, 640 * MIB);
+        let inject = format!("inject=ioctl:signal=KILL:when={n}");
+        let (code, err) =
+            crate::kill_sweep::under_strace(&t, &["-e", &inject], &args).expect("strace");
+        // The kernel lets go of an autoclear device once its last user has closed it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut left = loops_of(&target);
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            left = loops_of(&target);
+        }
+        for dev in &left {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", dev])
+                .status();
+        }
+        assert!(
+            left.is_empty(),
+            "killed at ioctl {n} ({}), exit {code}: {left:?} left attached: {err}",
+            ioctls.get(n - 1).map_or("past the last", String::as_str)
+        );
+    }
+}
