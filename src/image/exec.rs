@@ -685,6 +685,17 @@ fn run_tool(
     input: Option<&[u8]>,
     ui: &Ui,
 ) -> anyhow::Result<String> {
+    run_tool_in(Command::new, program, args, input, ui)
+}
+
+/// [`run_tool`], its command made by `command` from the program's path (to prepare its process).
+fn run_tool_in(
+    command: impl FnOnce(PathBuf) -> Command,
+    program: &str,
+    args: &[&std::ffi::OsStr],
+    input: Option<&[u8]>,
+    ui: &Ui,
+) -> anyhow::Result<String> {
     let path = crate::stdx::find_program(program)
         .with_context(|| format!("{program} is not installed"))?;
     ui.detail(format_args!(
@@ -694,7 +705,7 @@ fn run_tool(
             .collect::<Vec<_>>()
             .join(" ")
     ));
-    let mut child = Command::new(path)
+    let mut child = command(path)
         .args(args)
         .env("LC_ALL", "C")
         .stdin(if input.is_some() {
@@ -1257,41 +1268,86 @@ fn grow(node: &Path, fs: &str, ui: &Ui) -> anyhow::Result<()> {
             run_tool("resize2fs", &[node.as_os_str()], None, ui)?;
         }
         "btrfs" | "xfs" => {
-            // Both grow only while mounted: on a private mount point of ours, unmounted right after.
+            // Both grow only while mounted: mounted by the grow tool's own process, in a mount namespace of its own,
+            // so the mount lives only as long as that process. However dbackup ends (kill -9 while it grows), nothing
+            // is left mounted, and the loop device of a disk image file is let go.
             let dir = tempfile::Builder::new().prefix("dbackup-grow-").tempdir()?;
-            run_tool(
-                "mount",
-                &[
-                    "-t".as_ref(),
-                    fs.as_ref(),
-                    node.as_os_str(),
-                    dir.path().as_os_str(),
-                ],
-                None,
-                ui,
-            )?;
-            let grown = if fs == "btrfs" {
-                run_tool(
+            let mounted_in_own_namespace = |path: PathBuf| {
+                let mut cmd = Command::new(path);
+                let mount = private_mount(node, dir.path(), fs);
+                // SAFETY: the closure runs in the forked child before exec and makes only system calls (unshare,
+                // mount) with arguments prepared before the fork; it allocates nothing.
+                unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut cmd, mount);
+                }
+                cmd
+            };
+            let (program, args): (&str, Vec<&std::ffi::OsStr>) = if fs == "btrfs" {
+                (
                     "btrfs",
-                    &[
+                    vec![
                         "filesystem".as_ref(),
                         "resize".as_ref(),
                         "max".as_ref(),
                         dir.path().as_os_str(),
                     ],
-                    None,
-                    ui,
                 )
             } else {
-                run_tool("xfs_growfs", &[dir.path().as_os_str()], None, ui)
+                ("xfs_growfs", vec![dir.path().as_os_str()])
             };
-            let unmounted = run_tool("umount", &[dir.path().as_os_str()], None, ui);
-            grown?;
-            unmounted?;
+            run_tool_in(mounted_in_own_namespace, program, &args, None, ui).with_context(|| {
+                format!("mounting {} to grow it, then {program}", node.display())
+            })?;
         }
         other => bail!("cannot grow a {other} filesystem"),
     }
     Ok(())
+}
+
+/// What the process that grows a filesystem does before it runs the tool: a mount namespace of its own (every mount
+/// in it private, so nothing propagates out), and `node` mounted there at `dir` as `fs`. The namespace, and the
+/// mount with it, end with that process.
+fn private_mount(
+    node: &Path,
+    dir: &Path,
+    fs: &str,
+) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |b: &[u8]| std::ffi::CString::new(b).map_err(|_| io::Error::other("a NUL in a path"));
+    let strings = (
+        c(node.as_os_str().as_bytes()),
+        c(dir.as_os_str().as_bytes()),
+        c(fs.as_bytes()),
+        c(b"/"),
+    );
+    move || {
+        let (node, dir, fs, root) = match &strings {
+            (Ok(n), Ok(d), Ok(f), Ok(r)) => (n, d, f, r),
+            _ => return Err(io::Error::other("a NUL in a path")),
+        };
+        // SAFETY: system calls only, on NUL-terminated strings that live as long as the closure.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                || libc::mount(
+                    node.as_ptr(),
+                    dir.as_ptr(),
+                    fs.as_ptr(),
+                    0,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `fsck -n` (read-only) of the filesystem on `node`: true when clean.

@@ -1170,3 +1170,171 @@ fn t9_an_image_restore_killed_at_any_loop_ioctl_leaves_no_loop_device_attached()
         );
     }
 }
+
+/// A point of a run, reached when it holds (given the run's pid, when it needs it).
+type KillPoint<'a> = Box<dyn Fn(u32) -> bool + 'a>;
+
+/// `image create` killed (-9), and stopped with SIGTERM, at each point of its run (the image being written, its
+/// record written before the rename): nothing is under a backup's final name but a verified backup, and the next run
+/// exits 0, leaves no `.tmp-` directory and writes a backup that passes `sha256sum -c`.
+#[test]
+fn t9_image_create_killed_at_each_point_leaves_nothing_half_and_the_next_run_succeeds() {
+    if !require() {
+        return;
+    }
+    let (t, t9, disk) = disk_and_t9(32 << 20);
+    let root = disk.part(2);
+    let name = root.file_name().unwrap().to_string_lossy().into_owned();
+    let mp = t9.mount_point().to_path_buf();
+    let backups = mp.join("backups");
+    let image_file = format!("system/{name}.img.zst");
+    let points: [(&str, KillPoint<'_>); 2] = [
+        (
+            "writing the image",
+            Box::new(|_| {
+                crate::fixtures::drive::writing(&mp, &image_file).is_some_and(|(_, n)| n >= MIB)
+            }),
+        ),
+        (
+            "the record written, before the rename",
+            Box::new(|_| crate::fixtures::drive::writing(&mp, "backup.json").is_some()),
+        ),
+    ];
+    let run = || t.cmd().args(["image", "create", "--device"]).args([&root]);
+    for (sig_name, sig) in crate::kill_sweep::SIGNALS {
+        for (at, reached) in &points {
+            let what = format!("{sig_name} while {at}");
+            let child = run().spawn();
+            let caught = crate::kill_sweep::freeze_at(&child, || reached(child.id()));
+            let (code, err) = crate::kill_sweep::end_with(child, sig);
+            assert!(!caught || code == 128 + sig, "{what}: exit {code}: {err}");
+            let before = stamps(&t9);
+            for s in &before {
+                assert_sums_pass(&backups.join(s));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            let again = run().output();
+            assert_eq!(again.code, 0, "{what}: the next run: {}", again.stderr);
+            let left: Vec<String> = listing(&backups)
+                .into_iter()
+                .filter(|n| n.starts_with('.') && n != ".dbackup-destination.json")
+                .collect();
+            assert!(left.is_empty(), "{what}: left on the drive: {left:?}");
+            assert_eq!(stamps(&t9).len(), before.len() + 1, "{what}");
+            for s in stamps(&t9) {
+                assert_sums_pass(&backups.join(s));
+            }
+        }
+    }
+}
+
+/// The mount points of the private mounts `image restore` makes to grow a filesystem (`dbackup-grow-*`).
+fn grow_mounts() -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.contains("/dbackup-grow-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether process `pid` has a child named `comm` running.
+fn has_child(pid: u32, comm: &str) -> bool {
+    fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        fs::read_to_string(e.path().join("stat")).is_ok_and(|st| {
+            st.split_once(" (")
+                .and_then(|(_, rest)| rest.rsplit_once(") "))
+                .is_some_and(|(name, rest)| {
+                    name == comm && rest.split(' ').nth(1) == Some(&pid.to_string())
+                })
+        })
+    })
+}
+
+/// `image restore --grow` of a disk with a btrfs root onto a disk image file, killed (-9), and stopped with SIGTERM,
+/// at each point of its run (the loop device attached, the root being written, the root mounted and grown by
+/// `btrfs`): once its children have ended, nothing it made is left mounted or attached, and the next restore exits
+/// 0. Before, killed while it grew the root, its mount (`/tmp/dbackup-grow-*`) stayed, and with it the loop device.
+#[test]
+fn t9_image_restore_killed_at_each_point_leaves_nothing_mounted_or_attached() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, 32 << 20, Root::Btrfs);
+    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let dev = |n: u32| disk.part(n).display().to_string();
+    t.cmd()
+        .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
+        .status(0);
+    let (_, meta) = image_backup(&t9);
+    let target = t.path("new.img");
+    let points: [(&str, KillPoint<'_>); 3] = [
+        (
+            "the loop device attached",
+            Box::new(|_| !loops_of(&target).is_empty()),
+        ),
+        (
+            "the root being written",
+            Box::new(|_| allocated(&target) > 16 * MIB),
+        ),
+        (
+            "the root mounted to be grown",
+            Box::new(|pid| !grow_mounts().is_empty() || has_child(pid, "btrfs")),
+        ),
+    ];
+    let run = || {
+        t.cmd()
+            .args([
+                "image",
+                "restore",
+                "--yes",
+                "--grow",
+                "--from",
+                &meta.stamp,
+                "--to",
+            ])
+            .args([&target])
+    };
+    for (sig_name, sig) in crate::kill_sweep::SIGNALS {
+        for (at, reached) in &points {
+            let what = format!("{sig_name} while {at}");
+            blank(&target, 640 * MIB);
+            let child = run().spawn();
+            let caught = crate::kill_sweep::freeze_at(&child, || reached(child.id()));
+            if !caught {
+                eprintln!("{what}: the run passed this point too fast to be seen");
+            }
+            let (code, err) = crate::kill_sweep::end_with(child, sig);
+            assert!(!caught || code == 128 + sig, "{what}: exit {code}: {err}");
+            // Its children (partclone, btrfs) may still be finishing: what they hold is let go when they end.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let (mut mounts, mut left) = (grow_mounts(), loops_of(&target));
+            while !(mounts.is_empty() && left.is_empty()) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                (mounts, left) = (grow_mounts(), loops_of(&target));
+            }
+            for m in &mounts {
+                let _ = std::process::Command::new("umount").arg(m).status();
+            }
+            for d in &left {
+                let _ = std::process::Command::new("losetup")
+                    .args(["-d", d])
+                    .status();
+            }
+            assert!(
+                mounts.is_empty() && left.is_empty(),
+                "{what} (caught: {caught}): left mounted {mounts:?}, attached {left:?}: {err}"
+            );
+            blank(&target, 640 * MIB);
+            let again = run().output();
+            assert_eq!(again.code, 0, "{what}: the next run: {}", again.stderr);
+            assert!(
+                loops_of(&target).is_empty() && grow_mounts().is_empty(),
+                "{what}"
+            );
+        }
+    }
+}
