@@ -908,6 +908,23 @@ fn autoclear(dev: &str) -> bool {
     .is_ok_and(|f| f.trim() == "1")
 }
 
+/// The loop devices still attached to `file` after up to 60 s (the kernel lets go of an autoclear device once its
+/// last user, partclone, has closed it); each is then detached (the test's cleanup) and returned.
+fn still_attached(file: &Path) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut left = loops_of(file);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = loops_of(file);
+    }
+    for dev in &left {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", dev])
+            .status();
+    }
+    left
+}
+
 /// `image restore` onto a disk image file stopped by SIGTERM, by two SIGINTs (the second stops at once), or killed
 /// (-9) while it writes: the loop device it attached to the file is detached (by dbackup, or for kill -9 by the
 /// kernel: dbackup sets the device's autoclear flag and holds it open while it writes). Before, a signal killed
@@ -951,18 +968,7 @@ fn t9_an_interrupted_image_restore_onto_a_file_detaches_its_loop_device() {
             libc::SIGKILL => {}
             s => assert_eq!(code, 128 + s, "{what}: {err}"),
         }
-        // The kernel lets go of an autoclear device once the last user (partclone) has closed it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let mut left = loops_of(&target);
-        while !left.is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            left = loops_of(&target);
-        }
-        for dev in &left {
-            let _ = std::process::Command::new("losetup")
-                .args(["-d", dev])
-                .status();
-        }
+        let left = still_attached(&target);
         assert!(
             left.is_empty(),
             "{what} left {left:?} attached to the file: {err}"
@@ -1077,16 +1083,11 @@ fn t9_an_image_restore_dry_run_checks_the_images() {
     let new = t.path("new.img");
     blank(&new, 640 * MIB);
     let dry_run = || {
+        let from = ["--from", &meta.stamp];
         t.cmd()
-            .args([
-                "--dry-run",
-                "image",
-                "restore",
-                "--from",
-                &meta.stamp,
-                "--to",
-            ])
-            .args([&new])
+            .args(["--dry-run", "image", "restore"])
+            .args(from)
+            .args(["--to".as_ref(), new.as_os_str()])
     };
     dry_run().status(0).stdout_has(
         "dry run: every image was read and matches backup.json (length, sha256, partclone header); \
@@ -1151,18 +1152,7 @@ fn t9_an_image_restore_killed_at_any_loop_ioctl_leaves_no_loop_device_attached()
         let inject = format!("inject=ioctl:signal=KILL:when={n}");
         let (code, err) =
             crate::kill_sweep::under_strace(&t, &["-e", &inject], &args).expect("strace");
-        // The kernel lets go of an autoclear device once its last user has closed it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let mut left = loops_of(&target);
-        while !left.is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            left = loops_of(&target);
-        }
-        for dev in &left {
-            let _ = std::process::Command::new("losetup")
-                .args(["-d", dev])
-                .status();
-        }
+        let left = still_attached(&target);
         assert!(
             left.is_empty(),
             "killed at ioctl {n} ({}), exit {code}: {left:?} left attached: {err}",
