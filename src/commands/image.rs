@@ -2,8 +2,9 @@
 //! or execute and report.
 //!
 //! stdout: the guide (`image kit`), the new backup's directory (`create`), the restored partitions (`restore`);
-//! with `--json`, the kit manifest, the [`crate::image::CreateReport`] or the plan/report. Exit: 0 ok; 3 when a
-//! device was refused but others imaged; 1 refused or failed; 2 bad arguments; 5 no drive present.
+//! with `--json`, the kit manifest, the [`crate::image::CreateReport`] or the plan/report. A restore's dry run also
+//! reads and checks every image, as the real run does before writing. Exit: 0 ok; 3 when a device was refused but
+//! others imaged; 1 refused or failed (a damaged image, in a dry run too); 2 bad arguments; 5 no drive present.
 
 use anyhow::Context;
 
@@ -169,6 +170,16 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
             )
             .into());
         }
+        // "Would this restore work?": the images are read (only read) and checked as the real run checks them
+        // before it writes, so a damaged one is found now, not once the target's table is gone.
+        image::exec::verify_images(&plan, &system.images, &keys, &ui)
+            .context("dry run: checking the images as the restore would before writing")?;
+        if !ui.json {
+            crate::outln!(
+                "dry run: every image was read and matches backup.json (length, sha256, partclone header); \
+                 nothing was written"
+            );
+        }
         return Ok(Exit::Ok);
     }
     if !ui.json {
@@ -186,7 +197,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
             "cannot catch SIGINT and SIGTERM ({e}): an interruption ends the restore at once"
         ));
     }
-    let report = image::exec::restore(&plan, &keys, &ui)?;
+    let report = image::exec::restore(&plan, &system.images, &keys, &ui)?;
     if ui.json {
         super::print_json(&report)?;
     } else {

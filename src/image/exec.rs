@@ -10,7 +10,8 @@
 //!
 //! Restoring ([`verify_images`], then [`restore`]): every image file is hashed and compared with `backup.json`, and
 //! its partclone header read, before anything is written; then the partition table, each image through
-//! `partclone -r`, the growth of the last filesystem, fsck, and the UUID/PARTUUID checks.
+//! `partclone -r` (hashed again on its way, the bytes really written), the growth of the last filesystem, fsck, and
+//! the UUID/PARTUUID checks.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -503,17 +504,43 @@ fn write_image(
 
 /// Opens a `system/` file as its plaintext: the file itself, or its age decryption.
 fn open_plain(path: &Path, encrypted: bool, keys: &Keys) -> anyhow::Result<Box<dyn Read + Send>> {
+    plain(open_stored(path)?, path, encrypted, keys)
+}
+
+/// Opens a `system/` file as it is stored (buffered).
+fn open_stored(path: &Path) -> anyhow::Result<io::BufReader<std::fs::File>> {
     let (dir, name) = system_handle(path)?;
     let file = dir.open_file(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let file = io::BufReader::with_capacity(BLOCK, file);
+    Ok(io::BufReader::with_capacity(BLOCK, file))
+}
+
+/// The plaintext of `stored` (the bytes of the file at `path`): those bytes, or their age decryption.
+fn plain(
+    stored: impl Read + Send + 'static,
+    path: &Path,
+    encrypted: bool,
+    keys: &Keys,
+) -> anyhow::Result<Box<dyn Read + Send>> {
     if encrypted {
         let label = path.display().to_string();
         Ok(Box::new(
-            keys.open(file, &label)
+            keys.open(stored, &label)
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         ))
     } else {
-        Ok(Box::new(file))
+        Ok(Box::new(stored))
+    }
+}
+
+/// A reader shared by the stream that consumes it and whoever asks, once that stream has ended, what it read.
+struct Shared<R>(std::sync::Arc<std::sync::Mutex<R>>);
+
+impl<R: Read> Read for Shared<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read(buf)
     }
 }
 
@@ -658,6 +685,17 @@ fn run_tool(
     input: Option<&[u8]>,
     ui: &Ui,
 ) -> anyhow::Result<String> {
+    run_tool_in(Command::new, program, args, input, ui)
+}
+
+/// [`run_tool`], its command made by `command` from the program's path (to prepare its process).
+fn run_tool_in(
+    command: impl FnOnce(PathBuf) -> Command,
+    program: &str,
+    args: &[&std::ffi::OsStr],
+    input: Option<&[u8]>,
+    ui: &Ui,
+) -> anyhow::Result<String> {
     let path = crate::stdx::find_program(program)
         .with_context(|| format!("{program} is not installed"))?;
     ui.detail(format_args!(
@@ -667,7 +705,7 @@ fn run_tool(
             .collect::<Vec<_>>()
             .join(" ")
     ));
-    let mut child = Command::new(path)
+    let mut child = command(path)
         .args(args)
         .env("LC_ALL", "C")
         .stdin(if input.is_some() {
@@ -702,9 +740,11 @@ fn run_tool(
 }
 
 /// A loop device this restore attached to a disk image file; detached (only while still backed by that file) on
-/// drop. It is held open with the kernel's autoclear flag set (when the kernel lets it be set), so that a process
-/// that ends without its drop (a second Ctrl-C, kill -9) still lets go of it: the kernel detaches the device once
-/// its last user closed it.
+/// drop. It is held open with the kernel's autoclear flag set, so that a process that ends without its drop (a
+/// second Ctrl-C, kill -9) still lets go of it: the kernel detaches the device once its last user closed it. The flag
+/// is set in the same ioctl that binds the file ([`attach_autoclear`]): there is no moment at which a kill leaves the
+/// device attached without it (on a kernel before 5.8, `losetup` attaches it and the flag follows, with a warning
+/// when it cannot be set).
 struct OwnLoop {
     device: PathBuf,
     file: PathBuf,
@@ -713,9 +753,40 @@ struct OwnLoop {
 }
 
 impl OwnLoop {
-    /// Takes `device` (just attached to `file`) as this restore's: opens it and sets its autoclear flag. A device
-    /// that cannot be opened or flagged is still detached on drop; the warning says a kill may leave it attached.
-    fn new(device: PathBuf, file: &Path, ui: &Ui) -> OwnLoop {
+    /// Attaches `file` to a free loop device, its partitions scanned, as this restore's.
+    fn attach(file: &Path, ui: &Ui) -> anyhow::Result<OwnLoop> {
+        let file_abs = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+        if let Some((device, held)) = attach_autoclear(file).with_context(|| {
+            format!(
+                "cannot attach {} to a loop device (needs root)",
+                file.display()
+            )
+        })? {
+            ui.detail(format_args!(
+                "{} attached to {} (autoclear)",
+                file.display(),
+                device.display()
+            ));
+            return Ok(OwnLoop {
+                device,
+                file: file_abs,
+                held: Some(held),
+            });
+        }
+        // A kernel without LOOP_CONFIGURE: losetup attaches, then the flag is set on the bound device.
+        let dev = run_tool(
+            "losetup",
+            &[
+                "--find".as_ref(),
+                "--show".as_ref(),
+                "-P".as_ref(),
+                file.as_os_str(),
+            ],
+            None,
+            ui,
+        )
+        .context("attaching the disk image file to a loop device (needs root)")?;
+        let device = PathBuf::from(dev.trim());
         let held = std::fs::File::open(&device)
             .and_then(|f| set_autoclear(&f).map(|()| f))
             .map_err(|e| {
@@ -726,11 +797,11 @@ impl OwnLoop {
                 ));
             })
             .ok();
-        OwnLoop {
-            file: std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf()),
+        Ok(OwnLoop {
+            file: file_abs,
             device,
             held,
-        }
+        })
     }
 }
 
@@ -752,28 +823,97 @@ struct LoopInfo64 {
     init: [u64; 2],
 }
 
+const LOOP_SET_STATUS64: u32 = 0x4C04;
+const LOOP_GET_STATUS64: u32 = 0x4C05;
+const LOOP_CONFIGURE: u32 = 0x4C0A;
+const LOOP_CTL_GET_FREE: u32 = 0x4C82;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+const LO_FLAGS_PARTSCAN: u32 = 8;
+
+impl LoopInfo64 {
+    fn zeroed() -> LoopInfo64 {
+        LoopInfo64 {
+            device: 0,
+            inode: 0,
+            rdevice: 0,
+            offset: 0,
+            sizelimit: 0,
+            number: 0,
+            encrypt_type: 0,
+            encrypt_key_size: 0,
+            flags: 0,
+            file_name: [0; 64],
+            crypt_name: [0; 64],
+            encrypt_key: [0; 32],
+            init: [0; 2],
+        }
+    }
+}
+
+/// Linux's `struct loop_config` (`linux/loop.h`, Linux 5.8), the argument of `LOOP_CONFIGURE`.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+const _: () =
+    assert!(std::mem::size_of::<LoopInfo64>() == 232 && std::mem::size_of::<LoopConfig>() == 304);
+
+/// Attaches `file` (read-write) to a free loop device with `LOOP_CONFIGURE`, which binds it and sets its flags in one
+/// step: autoclear (detached at the last close) and partition scanning (`losetup -P`). The device comes back open;
+/// while it stays open the device stays attached, and however dbackup ends, its close lets the kernel detach it.
+/// `None` when the kernel has no `LOOP_CONFIGURE` (before 5.8).
+fn attach_autoclear(file: &Path) -> io::Result<Option<(PathBuf, std::fs::File)>> {
+    use std::os::fd::AsRawFd;
+    let rw = |p: &Path| std::fs::OpenOptions::new().read(true).write(true).open(p);
+    let backing = rw(file)?;
+    let control = rw(Path::new("/dev/loop-control"))?;
+    let mut info = LoopInfo64::zeroed();
+    info.flags = LO_FLAGS_AUTOCLEAR | LO_FLAGS_PARTSCAN;
+    let name = file.as_os_str().as_encoded_bytes();
+    let kept = name.len().min(info.file_name.len() - 1);
+    info.file_name[..kept].copy_from_slice(&name[..kept]);
+    let config = LoopConfig {
+        fd: u32::try_from(backing.as_raw_fd()).map_err(|_| io::Error::other("bad fd"))?,
+        block_size: 0,
+        info,
+        reserved: [0; 8],
+    };
+    // Another program may take the free device between the two ioctls (EBUSY): then the next free one.
+    for _ in 0..64 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument; the fd is open.
+        let n = unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let device = PathBuf::from(format!("/dev/loop{n}"));
+        let dev = rw(&device)?;
+        // SAFETY: LOOP_CONFIGURE reads one `struct loop_config`, which `LoopConfig` lays out (repr(C), 304 bytes);
+        // the pointer is to that live local, the fds are open.
+        let done = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE as _, &raw const config) };
+        if done == 0 {
+            return Ok(Some((device, dev)));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EBUSY) => continue,
+            Some(libc::EINVAL | libc::ENOTTY) => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+    Err(io::Error::other(
+        "every free loop device was taken by another program first",
+    ))
+}
+
 /// Sets `LO_FLAGS_AUTOCLEAR` on the open loop device `dev` (`LOOP_GET_STATUS64`, then `LOOP_SET_STATUS64` with the
 /// flag added; the kernel lets this flag be changed on a bound device). losetup has no option for it.
 fn set_autoclear(dev: &std::fs::File) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    const LOOP_SET_STATUS64: u32 = 0x4C04;
-    const LOOP_GET_STATUS64: u32 = 0x4C05;
-    const LO_FLAGS_AUTOCLEAR: u32 = 4;
-    let mut info = LoopInfo64 {
-        device: 0,
-        inode: 0,
-        rdevice: 0,
-        offset: 0,
-        sizelimit: 0,
-        number: 0,
-        encrypt_type: 0,
-        encrypt_key_size: 0,
-        flags: 0,
-        file_name: [0; 64],
-        crypt_name: [0; 64],
-        encrypt_key: [0; 32],
-        init: [0; 2],
-    };
+    let mut info = LoopInfo64::zeroed();
     // SAFETY: the loop ioctls read and write exactly one `struct loop_info64`, which `LoopInfo64` lays out (repr(C),
     // 232 bytes); the pointer is to that live local and the fd is open. No crate here wraps these two ioctls.
     let got = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_GET_STATUS64 as _, &raw mut info) };
@@ -927,7 +1067,12 @@ fn lay_out(plan: &RestorePlan, onto_partition: bool, ui: &Ui) -> anyhow::Result<
 }
 
 /// Restores the plan onto its target (the caller verified the images and asked for confirmation).
-pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<RestoreReport> {
+pub fn restore(
+    plan: &RestorePlan,
+    records: &[ImageRecord],
+    keys: &Keys,
+    ui: &Ui,
+) -> anyhow::Result<RestoreReport> {
     let clock = Instant::now();
     anyhow::ensure!(!plan.refused(), "the plan was refused");
     // The plan looked at the target before the images were hashed and the user was asked (minutes, maybe): what
@@ -956,20 +1101,9 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
             plan.target.clone()
         }
         TargetKind::File => {
-            let dev = run_tool(
-                "losetup",
-                &[
-                    "--find".as_ref(),
-                    "--show".as_ref(),
-                    "-P".as_ref(),
-                    plan.target.as_os_str(),
-                ],
-                None,
-                ui,
-            )
-            .context("attaching the disk image file to a loop device (needs root)")?;
-            let dev = PathBuf::from(dev.trim());
-            own_loop = Some(OwnLoop::new(dev.clone(), &plan.target, ui));
+            let own = OwnLoop::attach(&plan.target, ui)?;
+            let dev = own.device.clone();
+            own_loop = Some(own);
             dev
         }
     };
@@ -987,7 +1121,11 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
             partition_node(&disk, item.partition, ui)?
         };
         let path = plan.backup_dir.join(layout::SYSTEM_DIR).join(&item.file);
-        write_partition(&path, item.encrypted, keys, &item.tool, &node, ui)
+        let rec = records
+            .iter()
+            .find(|r| r.name == item.name)
+            .context("planned images are recorded")?;
+        write_partition(&path, item, &rec.file, &plan.from, keys, &node, ui)
             .with_context(|| format!("restoring {} onto {}", item.file, node.display()))?;
         if item.grow {
             grow(&node, &item.fs_type, ui)
@@ -1047,17 +1185,32 @@ pub fn restore(plan: &RestorePlan, keys: &Keys, ui: &Ui) -> anyhow::Result<Resto
     Ok(report)
 }
 
-/// Streams an image file (decrypted, decompressed) into `partclone -r` writing `node`, hashing the file again.
+/// Streams an image file (decrypted, decompressed) into `partclone -r` writing `node`, hashing the file's bytes in
+/// the same pass: what partclone was given came from bytes whose length and sha256 are `rec`'s, or the restore fails
+/// saying that `node` now holds a damaged restore. [`verify_images`] hashed the file before anything was written (a
+/// damaged image stops the restore there, the target untouched); this second hash is of the bytes really written,
+/// which a flaky or hostile drive may return otherwise the second time.
 fn write_partition(
     path: &Path,
-    encrypted: bool,
+    item: &super::plan::RestoreItem,
+    rec: &FileRecord,
+    stamp: &str,
     keys: &Keys,
-    tool: &str,
     node: &Path,
     ui: &Ui,
 ) -> anyhow::Result<()> {
+    let tool = &item.tool;
     let program = crate::stdx::find_program(tool)
         .with_context(|| format!("{tool} is not installed (Debian package partclone)"))?;
+    let stored = std::sync::Arc::new(std::sync::Mutex::new(stdx::HashingReader::new(
+        open_stored(path)?,
+    )));
+    let mut dec = crate::interrupt::CheckedReader(zstd::stream::read::Decoder::new(plain(
+        Shared(stored.clone()),
+        path,
+        item.encrypted,
+        keys,
+    )?)?);
     let mut cmd = Command::new(program);
     cmd.args(["-r", "-s", "-", "-o"])
         .arg(node)
@@ -1065,13 +1218,34 @@ fn write_partition(
     let mut sink = spawn_reaped(cmd, Stdio::piped(), Stdio::null(), tool)?;
     let err = stderr_tail(sink.child());
     let mut stdin = sink.child().stdin.take().expect("piped");
-    let mut dec = crate::interrupt::CheckedReader(zstd::stream::read::Decoder::new(open_plain(
-        path, encrypted, keys,
-    )?)?);
     let copied = io::copy(&mut dec, &mut stdin);
     drop(stdin);
     let status = sink.wait()?;
     let msg = err.join().unwrap_or_default();
+    if copied.is_ok() {
+        // What the decoder left unread (nothing, for a whole image) still counts: the hash is of the whole file.
+        let mut stored = stored
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        io::copy(&mut *stored, &mut io::sink())
+            .with_context(|| format!("reading {}", path.display()))?;
+        let sha = crate::archive::Digest::of(std::mem::take(&mut stored.hasher));
+        if stored.count != rec.bytes || sha != rec.sha256 {
+            bail!(
+                "{} changed while it was restored: the bytes just written came from {} bytes with sha256 {sha}, \
+                 backup.json says {} bytes with sha256 {} (checked before writing, so the drive returned other \
+                 bytes this time: a failing drive or cable?); {} now holds a damaged restore: do not use it, restore \
+                 it again from a good backup (another drive, or this one after `dbackup restore --verify --date {}` \
+                 passes)",
+                path.display(),
+                stored.count,
+                rec.bytes,
+                rec.sha256,
+                node.display(),
+                stamp
+            );
+        }
+    }
     if !status.success() {
         bail!("{tool} -r failed ({status}): {msg}");
     }
@@ -1094,41 +1268,86 @@ fn grow(node: &Path, fs: &str, ui: &Ui) -> anyhow::Result<()> {
             run_tool("resize2fs", &[node.as_os_str()], None, ui)?;
         }
         "btrfs" | "xfs" => {
-            // Both grow only while mounted: on a private mount point of ours, unmounted right after.
+            // Both grow only while mounted: mounted by the grow tool's own process, in a mount namespace of its own,
+            // so the mount lives only as long as that process. However dbackup ends (kill -9 while it grows), nothing
+            // is left mounted, and the loop device of a disk image file is let go.
             let dir = tempfile::Builder::new().prefix("dbackup-grow-").tempdir()?;
-            run_tool(
-                "mount",
-                &[
-                    "-t".as_ref(),
-                    fs.as_ref(),
-                    node.as_os_str(),
-                    dir.path().as_os_str(),
-                ],
-                None,
-                ui,
-            )?;
-            let grown = if fs == "btrfs" {
-                run_tool(
+            let mounted_in_own_namespace = |path: PathBuf| {
+                let mut cmd = Command::new(path);
+                let mount = private_mount(node, dir.path(), fs);
+                // SAFETY: the closure runs in the forked child before exec and makes only system calls (unshare,
+                // mount) with arguments prepared before the fork; it allocates nothing.
+                unsafe {
+                    std::os::unix::process::CommandExt::pre_exec(&mut cmd, mount);
+                }
+                cmd
+            };
+            let (program, args): (&str, Vec<&std::ffi::OsStr>) = if fs == "btrfs" {
+                (
                     "btrfs",
-                    &[
+                    vec![
                         "filesystem".as_ref(),
                         "resize".as_ref(),
                         "max".as_ref(),
                         dir.path().as_os_str(),
                     ],
-                    None,
-                    ui,
                 )
             } else {
-                run_tool("xfs_growfs", &[dir.path().as_os_str()], None, ui)
+                ("xfs_growfs", vec![dir.path().as_os_str()])
             };
-            let unmounted = run_tool("umount", &[dir.path().as_os_str()], None, ui);
-            grown?;
-            unmounted?;
+            run_tool_in(mounted_in_own_namespace, program, &args, None, ui).with_context(|| {
+                format!("mounting {} to grow it, then {program}", node.display())
+            })?;
         }
         other => bail!("cannot grow a {other} filesystem"),
     }
     Ok(())
+}
+
+/// What the process that grows a filesystem does before it runs the tool: a mount namespace of its own (every mount
+/// in it private, so nothing propagates out), and `node` mounted there at `dir` as `fs`. The namespace, and the
+/// mount with it, end with that process.
+fn private_mount(
+    node: &Path,
+    dir: &Path,
+    fs: &str,
+) -> impl FnMut() -> io::Result<()> + Send + Sync + 'static {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |b: &[u8]| std::ffi::CString::new(b).map_err(|_| io::Error::other("a NUL in a path"));
+    let strings = (
+        c(node.as_os_str().as_bytes()),
+        c(dir.as_os_str().as_bytes()),
+        c(fs.as_bytes()),
+        c(b"/"),
+    );
+    move || {
+        let (node, dir, fs, root) = match &strings {
+            (Ok(n), Ok(d), Ok(f), Ok(r)) => (n, d, f, r),
+            _ => return Err(io::Error::other("a NUL in a path")),
+        };
+        // SAFETY: system calls only, on NUL-terminated strings that live as long as the closure.
+        unsafe {
+            if libc::unshare(libc::CLONE_NEWNS) != 0
+                || libc::mount(
+                    std::ptr::null(),
+                    root.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ) != 0
+                || libc::mount(
+                    node.as_ptr(),
+                    dir.as_ptr(),
+                    fs.as_ptr(),
+                    0,
+                    std::ptr::null(),
+                ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `fsck -n` (read-only) of the filesystem on `node`: true when clean.

@@ -18,7 +18,8 @@ use crate::process::{DRIVE, bulk, config, files_under, finish, signal};
 
 /// The two ways a run is ended from outside: the one it can handle (SIGTERM, systemd stopping the unit) and the
 /// one it cannot (SIGKILL, the OOM killer, a power cut as far as the process is concerned).
-const SIGNALS: [(&str, i32); 2] = [("SIGKILL", libc::SIGKILL), ("SIGTERM", libc::SIGTERM)];
+pub(crate) const SIGNALS: [(&str, i32); 2] =
+    [("SIGKILL", libc::SIGKILL), ("SIGTERM", libc::SIGTERM)];
 
 /// Whether `child` has ended (a zombie not yet waited for).
 fn ended(child: &Child) -> bool {
@@ -30,7 +31,7 @@ fn ended(child: &Child) -> bool {
 
 /// Stops `child` (SIGSTOP) as soon as `reached`, or returns false when it ended first (a point its run passed too
 /// fast to be seen: the invariants are checked all the same).
-fn freeze_at(child: &Child, mut reached: impl FnMut() -> bool) -> bool {
+pub(crate) fn freeze_at(child: &Child, mut reached: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while !reached() {
         if ended(child) {
@@ -44,7 +45,7 @@ fn freeze_at(child: &Child, mut reached: impl FnMut() -> bool) -> bool {
 }
 
 /// Sends `sig` to a run `freeze_at` stopped (then SIGCONT); its exit code and stderr.
-fn end_with(child: Child, sig: i32) -> (i32, String) {
+pub(crate) fn end_with(child: Child, sig: i32) -> (i32, String) {
     signal(&child, sig);
     signal(&child, libc::SIGCONT);
     finish(child)
@@ -232,7 +233,7 @@ fn strace_name(sig: i32) -> &'static str {
 
 /// Runs `dbackup <args>` (with the test's config) under `strace <options>`, to its end: its exit code and stderr
 /// (`None` when `strace` is missing).
-fn under_strace(t: &Test, options: &[&str], args: &[&str]) -> Option<(i32, String)> {
+pub(crate) fn under_strace(t: &Test, options: &[&str], args: &[&str]) -> Option<(i32, String)> {
     let strace = find_program("strace")?;
     let mut command = std::process::Command::new(strace);
     t.environment(&mut command, "tester")

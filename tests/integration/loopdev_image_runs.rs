@@ -908,6 +908,23 @@ fn autoclear(dev: &str) -> bool {
     .is_ok_and(|f| f.trim() == "1")
 }
 
+/// The loop devices still attached to `file` after up to 60 s (the kernel lets go of an autoclear device once its
+/// last user, partclone, has closed it); each is then detached (the test's cleanup) and returned.
+fn still_attached(file: &Path) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut left = loops_of(file);
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = loops_of(file);
+    }
+    for dev in &left {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", dev])
+            .status();
+    }
+    left
+}
+
 /// `image restore` onto a disk image file stopped by SIGTERM, by two SIGINTs (the second stops at once), or killed
 /// (-9) while it writes: the loop device it attached to the file is detached (by dbackup, or for kill -9 by the
 /// kernel: dbackup sets the device's autoclear flag and holds it open while it writes). Before, a signal killed
@@ -951,18 +968,7 @@ fn t9_an_interrupted_image_restore_onto_a_file_detaches_its_loop_device() {
             libc::SIGKILL => {}
             s => assert_eq!(code, 128 + s, "{what}: {err}"),
         }
-        // The kernel lets go of an autoclear device once the last user (partclone) has closed it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let mut left = loops_of(&target);
-        while !left.is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            left = loops_of(&target);
-        }
-        for dev in &left {
-            let _ = std::process::Command::new("losetup")
-                .args(["-d", dev])
-                .status();
-        }
+        let left = still_attached(&target);
         assert!(
             left.is_empty(),
             "{what} left {left:?} attached to the file: {err}"
@@ -1004,4 +1010,321 @@ fn t9_image_create_on_a_drive_that_fills_mid_image_fails_cleanly_and_the_next_ru
     assert_eq!(stamps(&t9).len(), 1);
     let (dir, _) = image_backup(&t9);
     assert_sums_pass(&dir);
+}
+
+/// `image restore` onto a partition (a block device, so it asks first) whose image file is replaced, while it waits
+/// for the device's name, by another valid image of the same partition (a second `image create` after a file
+/// changed): as a drive would that returns other bytes the second time it is read (a failing one, or a hostile one).
+/// The bytes streamed into partclone are hashed on their way: exit 1, the message says the bytes written are not
+/// backup.json's and that the partition now holds a damaged restore, to restore again from a good backup. Before, the
+/// file was hashed only before writing and read again unchecked: the restore wrote the other image and exited 0.
+#[test]
+fn t9_an_image_that_changes_between_its_check_and_its_write_fails_the_restore() {
+    if !require() || !crate::fixtures::terminal::available() {
+        return;
+    }
+    let (t, t9, disk, meta) = imaged_disk(1 << 20);
+    let root = disk.part(2);
+    let name = root.file_name().unwrap().to_string_lossy().into_owned();
+    let (first_dir, _) = image_backup(&t9);
+    let image = first_dir
+        .join("system")
+        .join(&meta.system.as_ref().unwrap().images[1].file.name);
+    // A second image of the root, one file changed: a valid image, other bytes.
+    let rw = t.path("mnt/rw");
+    fs::create_dir_all(&rw).unwrap();
+    testkit::run("mount", [root.as_os_str(), rw.as_os_str()]);
+    fs::write(rw.join("changed.txt"), "not the backed-up root\n").unwrap();
+    testkit::run("umount", [rw.as_os_str()]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    t.cmd()
+        .args(["image", "create", "--device"])
+        .args([&root])
+        .status(0);
+    let (second_dir, _) = image_backup(&t9);
+    assert_ne!(first_dir, second_dir);
+    let other = fs::read(second_dir.join("system").join(image.file_name().unwrap())).unwrap();
+    assert_ne!(fs::read(&image).unwrap(), other);
+
+    let target = make_disk(&t.path("other.img"), 640 * MIB);
+    let (code, out) = crate::fixtures::terminal::run_after(
+        &t,
+        &format!(
+            "image restore --from {} --name {name} --to {}",
+            meta.stamp,
+            target.part(2).display()
+        ),
+        "to go on: ",
+        || fs::write(&image, &other).unwrap(),
+        &format!("{}\n", target.part(2).display()),
+        300,
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("changed while it was restored"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{} now holds a damaged restore",
+            target.part(2).display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("restore it again from a good backup"), "{out}");
+}
+
+/// `--dry-run image restore` reads every image and checks it as the real run does before writing: an intact backup
+/// says so on stdout (exit 0); an image with one byte flipped is found damaged (exit 1, the image named), and the
+/// target is not written either way. Before, a dry run only planned: a damaged image was found only by the real run.
+#[test]
+fn t9_an_image_restore_dry_run_checks_the_images() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, meta, _, image) = imaged_root();
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    let dry_run = || {
+        let from = ["--from", &meta.stamp];
+        t.cmd()
+            .args(["--dry-run", "image", "restore"])
+            .args(from)
+            .args(["--to".as_ref(), new.as_os_str()])
+    };
+    dry_run().status(0).stdout_has(
+        "dry run: every image was read and matches backup.json (length, sha256, partclone header); \
+         nothing was written",
+    );
+    let mut bytes = fs::read(&image).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&image, &bytes).unwrap();
+    dry_run()
+        .status(1)
+        .stdout_lacks("dry run: every image was read")
+        .stderr_has(&format!("{} is damaged", image.display()));
+    assert_eq!(allocated(&new), 0, "a dry run writes nothing");
+}
+
+/// `image restore` onto a disk image file killed (-9, by `strace -e inject`) at each of its loop-device ioctls and at
+/// the one after the last: no loop device is left attached to the file. Before, `losetup` attached the device and
+/// dbackup set its autoclear flag after, with two ioctls of its own: killed at either, the device stayed attached
+/// until someone ran `losetup -d`. Now the flag is set by the ioctl that attaches (`LOOP_CONFIGURE`).
+#[test]
+fn t9_an_image_restore_killed_at_any_loop_ioctl_leaves_no_loop_device_attached() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, _disk, meta) = imaged_disk(1 << 20);
+    let target = t.path("new.img");
+    let args = [
+        "image",
+        "restore",
+        "--yes",
+        "--from",
+        &meta.stamp,
+        "--to",
+        &target.display().to_string(),
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A whole run, its ioctls listed: the loop ones are where the sweep kills.
+    blank(&target, 640 * MIB);
+    let log = t.path("ioctls.log");
+    let log_arg = log.display().to_string();
+    let Some((code, err)) =
+        crate::kill_sweep::under_strace(&t, &["-o", &log_arg, "-e", "trace=ioctl"], &args)
+    else {
+        return;
+    };
+    assert_eq!(code, 0, "{err}");
+    let ioctls: Vec<String> = fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("ioctl("))
+        .map(str::to_string)
+        .collect();
+    let loop_calls: Vec<usize> = (0..ioctls.len())
+        .filter(|&i| ioctls[i].contains("LOOP_"))
+        .collect();
+    assert!(!loop_calls.is_empty(), "no loop ioctl: {ioctls:?}");
+    assert!(loops_of(&target).is_empty());
+    for n in loop_calls[0] + 1..=loop_calls[loop_calls.len() - 1] + 2 {
+        blank(&target, 640 * MIB);
+        let inject = format!("inject=ioctl:signal=KILL:when={n}");
+        let (code, err) =
+            crate::kill_sweep::under_strace(&t, &["-e", &inject], &args).expect("strace");
+        let left = still_attached(&target);
+        assert!(
+            left.is_empty(),
+            "killed at ioctl {n} ({}), exit {code}: {left:?} left attached: {err}",
+            ioctls.get(n - 1).map_or("past the last", String::as_str)
+        );
+    }
+}
+
+/// A point of a run, reached when it holds (given the run's pid, when it needs it).
+type KillPoint<'a> = Box<dyn Fn(u32) -> bool + 'a>;
+
+/// `image create` killed (-9), and stopped with SIGTERM, at each point of its run (the image being written, its
+/// record written before the rename): nothing is under a backup's final name but a verified backup, and the next run
+/// exits 0, leaves no `.tmp-` directory and writes a backup that passes `sha256sum -c`.
+#[test]
+fn t9_image_create_killed_at_each_point_leaves_nothing_half_and_the_next_run_succeeds() {
+    if !require() {
+        return;
+    }
+    let (t, t9, disk) = disk_and_t9(32 << 20);
+    let root = disk.part(2);
+    let name = root.file_name().unwrap().to_string_lossy().into_owned();
+    let mp = t9.mount_point().to_path_buf();
+    let backups = mp.join("backups");
+    let image_file = format!("system/{name}.img.zst");
+    let points: [(&str, KillPoint<'_>); 2] = [
+        (
+            "writing the image",
+            Box::new(|_| {
+                crate::fixtures::drive::writing(&mp, &image_file).is_some_and(|(_, n)| n >= MIB)
+            }),
+        ),
+        (
+            "the record written, before the rename",
+            Box::new(|_| crate::fixtures::drive::writing(&mp, "backup.json").is_some()),
+        ),
+    ];
+    let run = || t.cmd().args(["image", "create", "--device"]).args([&root]);
+    for (sig_name, sig) in crate::kill_sweep::SIGNALS {
+        for (at, reached) in &points {
+            let what = format!("{sig_name} while {at}");
+            let child = run().spawn();
+            let caught = crate::kill_sweep::freeze_at(&child, || reached(child.id()));
+            let (code, err) = crate::kill_sweep::end_with(child, sig);
+            assert!(!caught || code == 128 + sig, "{what}: exit {code}: {err}");
+            let before = stamps(&t9);
+            for s in &before {
+                assert_sums_pass(&backups.join(s));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            let again = run().output();
+            assert_eq!(again.code, 0, "{what}: the next run: {}", again.stderr);
+            let left: Vec<String> = listing(&backups)
+                .into_iter()
+                .filter(|n| n.starts_with('.') && n != ".dbackup-destination.json")
+                .collect();
+            assert!(left.is_empty(), "{what}: left on the drive: {left:?}");
+            assert_eq!(stamps(&t9).len(), before.len() + 1, "{what}");
+            for s in stamps(&t9) {
+                assert_sums_pass(&backups.join(s));
+            }
+        }
+    }
+}
+
+/// The mount points of the private mounts `image restore` makes to grow a filesystem (`dbackup-grow-*`).
+fn grow_mounts() -> Vec<String> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.contains("/dbackup-grow-"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether process `pid` has a child named `comm` running.
+fn has_child(pid: u32, comm: &str) -> bool {
+    fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        fs::read_to_string(e.path().join("stat")).is_ok_and(|st| {
+            st.split_once(" (")
+                .and_then(|(_, rest)| rest.rsplit_once(") "))
+                .is_some_and(|(name, rest)| {
+                    name == comm && rest.split(' ').nth(1) == Some(&pid.to_string())
+                })
+        })
+    })
+}
+
+/// `image restore --grow` of a disk with a btrfs root onto a disk image file, killed (-9), and stopped with SIGTERM,
+/// at each point of its run (the loop device attached, the root being written, the root mounted and grown by
+/// `btrfs`): once its children have ended, nothing it made is left mounted or attached, and the next restore exits
+/// 0. Before, killed while it grew the root, its mount (`/tmp/dbackup-grow-*`) stayed, and with it the loop device.
+#[test]
+fn t9_image_restore_killed_at_each_point_leaves_nothing_mounted_or_attached() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, 32 << 20, Root::Btrfs);
+    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let dev = |n: u32| disk.part(n).display().to_string();
+    t.cmd()
+        .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
+        .status(0);
+    let (_, meta) = image_backup(&t9);
+    let target = t.path("new.img");
+    let points: [(&str, KillPoint<'_>); 3] = [
+        (
+            "the loop device attached",
+            Box::new(|_| !loops_of(&target).is_empty()),
+        ),
+        (
+            "the root being written",
+            Box::new(|_| allocated(&target) > 16 * MIB),
+        ),
+        (
+            "the root mounted to be grown",
+            Box::new(|pid| !grow_mounts().is_empty() || has_child(pid, "btrfs")),
+        ),
+    ];
+    let run = || {
+        t.cmd()
+            .args([
+                "image",
+                "restore",
+                "--yes",
+                "--grow",
+                "--from",
+                &meta.stamp,
+                "--to",
+            ])
+            .args([&target])
+    };
+    for (sig_name, sig) in crate::kill_sweep::SIGNALS {
+        for (at, reached) in &points {
+            let what = format!("{sig_name} while {at}");
+            blank(&target, 640 * MIB);
+            let child = run().spawn();
+            let caught = crate::kill_sweep::freeze_at(&child, || reached(child.id()));
+            if !caught {
+                eprintln!("{what}: the run passed this point too fast to be seen");
+            }
+            let (code, err) = crate::kill_sweep::end_with(child, sig);
+            assert!(!caught || code == 128 + sig, "{what}: exit {code}: {err}");
+            // Its children (partclone, btrfs) may still be finishing: what they hold is let go when they end.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let (mut mounts, mut left) = (grow_mounts(), loops_of(&target));
+            while !(mounts.is_empty() && left.is_empty()) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                (mounts, left) = (grow_mounts(), loops_of(&target));
+            }
+            for m in &mounts {
+                let _ = std::process::Command::new("umount").arg(m).status();
+            }
+            for d in &left {
+                let _ = std::process::Command::new("losetup")
+                    .args(["-d", d])
+                    .status();
+            }
+            assert!(
+                mounts.is_empty() && left.is_empty(),
+                "{what} (caught: {caught}): left mounted {mounts:?}, attached {left:?}: {err}"
+            );
+            blank(&target, 640 * MIB);
+            let again = run().output();
+            assert_eq!(again.code, 0, "{what}: the next run: {}", again.stderr);
+            assert!(
+                loops_of(&target).is_empty() && grow_mounts().is_empty(),
+                "{what}"
+            );
+        }
+    }
 }
