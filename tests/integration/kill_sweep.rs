@@ -268,7 +268,7 @@ fn in_temp(backups: &Path, file: &str) -> bool {
 }
 
 /// The backups on the drive (directories named as a stamp).
-fn stamps(backups: &Path) -> Vec<String> {
+pub(crate) fn stamps(backups: &Path) -> Vec<String> {
     names(backups)
         .into_iter()
         .filter(|n| n.starts_with("20") && backups.join(n).is_dir())
@@ -278,7 +278,7 @@ fn stamps(backups: &Path) -> Vec<String> {
 /// The invariants of a drive after any run, finished or killed: every backup on it passes `sha256sum -c` and
 /// `restore --verify`, `latest` names one of them, and `restore --list` lists those and nothing else.
 #[track_caller]
-fn assert_drive_whole(t: &Test, backups: &Path, what: &str) {
+pub(crate) fn assert_drive_whole(t: &Test, backups: &Path, what: &str) {
     let on_drive = stamps(backups);
     assert!(
         !on_drive.is_empty(),
