@@ -137,6 +137,102 @@ fn a_restore_killed_mid_file_leaves_no_temporary_after_the_next_restore() {
     }
 }
 
+/// The files a restore set aside in its directory of `displaced/` (not dbackup's own dot-files).
+fn kept_in(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect()
+}
+
+/// The directories of `displaced/` holding files (what restores set aside before replacing them).
+fn set_aside(root: &Path) -> Vec<PathBuf> {
+    let displaced = root.join("displaced");
+    names(&displaced)
+        .into_iter()
+        .map(|n| displaced.join(n))
+        .filter(|d| !kept_in(d).is_empty())
+        .collect()
+}
+
+/// A restore over the user's own edited versions, killed (SIGKILL) once it has set some of them aside in
+/// `displaced/<stamp>/` (replaced by the backup's): it could not list them, so `status` and the next restore say
+/// where they are, the restore once (a third restore and `status` then say nothing), and they are all there.
+/// Stopped with SIGTERM instead, the run itself says where they are, and neither repeats it. Before: after a kill
+/// nothing ever said that the user's versions were set aside, nor where.
+#[test]
+fn a_restore_killed_after_setting_files_aside_is_told_by_the_next_restore() {
+    for (name, sig) in SIGNALS {
+        let t = Test::new().config(&config(""));
+        bulk(&t, 16);
+        t.cmd().args(["collect"]).status(0);
+        let target = t.path("target");
+        let inside = target.join(t.home().join("data").strip_prefix("/").unwrap());
+        fs::create_dir_all(&inside).unwrap();
+        for i in 0..16 {
+            fs::write(inside.join(format!("big{i:02}")), format!("my edit {i}\n")).unwrap();
+        }
+        let restore = || {
+            t.cmd()
+                .args(["restore", "--path", "~/data", "--target"])
+                .args([&target])
+        };
+        let child = restore().spawn();
+        let caught = freeze_at(&child, || !set_aside(&t.root()).is_empty());
+        assert!(caught, "{name}: the restore was caught setting files aside");
+        let (code, stderr) = end_with(child, sig);
+        assert_eq!(code, 128 + sig, "{name}: {stderr}");
+        let [dir] = &set_aside(&t.root())[..] else {
+            panic!("{name}: one run's directory")
+        };
+        let told = format!(
+            "files set aside by an interrupted restore are in {}",
+            dir.display()
+        );
+        if sig == libc::SIGTERM {
+            assert!(
+                stderr.contains(&format!("kept in {}", dir.display())),
+                "{name}: {stderr}"
+            );
+        }
+        let kept = kept_in(dir).len();
+        assert!(kept > 0 && kept < 16, "{name}: {kept} set aside");
+
+        let status = t.cmd().args(["status"]).output();
+        let next = restore().status(0);
+        if sig == libc::SIGKILL {
+            status.stdout_has(&told);
+            next.stderr_has(&told);
+        } else {
+            status.stdout_lacks("interrupted restore");
+            next.stderr_lacks("interrupted restore");
+        }
+        restore().status(0).stderr_lacks("interrupted restore");
+        t.cmd()
+            .args(["status"])
+            .output()
+            .stdout_lacks("interrupted restore");
+        for i in 0..16 {
+            let f = format!("big{i:02}");
+            assert_eq!(
+                fs::read(inside.join(&f)).unwrap(),
+                vec![i as u8; 4 << 20],
+                "{name}: {f}"
+            );
+        }
+        // Every edit is kept: by the killed run (in its directory) or by the next one.
+        let mut edits: Vec<String> = set_aside(&t.root())
+            .iter()
+            .flat_map(|d| kept_in(d))
+            .map(|f| fs::read_to_string(f).unwrap())
+            .collect();
+        edits.sort();
+        let mut want: Vec<String> = (0..16).map(|i| format!("my edit {i}\n")).collect();
+        want.sort();
+        assert_eq!(edits, want, "{name}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // external to a drive
 
