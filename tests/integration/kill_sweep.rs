@@ -533,10 +533,14 @@ fn a_file_writer_killed_before_its_rename_leaves_nothing_after_the_next_run() {
 /// Where a `collect` run is stopped (seen in the backup root, or its renames: the metadata is its first `rename`,
 /// the promotion its first `renameat2`, moving `latest` its second `rename`, an old snapshot's move to `.trash-` its
 /// second `renameat2`).
-const COLLECT_POINTS: [(&str, Point); 5] = [
+const COLLECT_POINTS: [(&str, Point); 6] = [
     (
         "rsync copying",
         Point::Seen(|root| !files_under(&root.join(".data.in-progress")).is_empty()),
+    ),
+    (
+        "the metadata written under its temporary name",
+        Point::Syscall("rename", 1),
     ),
     (
         "the metadata written, before the promotion",
@@ -599,10 +603,11 @@ fn assert_root_whole(t: &Test, what: &str) -> Vec<String> {
 }
 
 /// `collect` (with `retention.local` 1) killed with SIGKILL, and stopped with SIGTERM, at each point of its run
-/// (rsync copying, its metadata written before the promotion, moving `data-latest`, moving an old snapshot out and
-/// removing it): `data-latest` names a whole snapshot with its metadata, the snapshot there before is kept until a
-/// new one is in place, and the next collect exits 0 and leaves no leftover (`.trash-`, `.in-progress`, a metadata
-/// file without its snapshot).
+/// (rsync copying, its metadata written under its temporary name, then renamed before the promotion, moving
+/// `data-latest`, moving an old snapshot out and removing it): `data-latest` names a whole snapshot with its
+/// metadata, the snapshot there before is kept until a new one is in place, and the next collect (another stamp)
+/// exits 0 and leaves no leftover (`.trash-`, `.in-progress`, the killed run's `.data-<stamp>.json.tmp-<pid>`, a
+/// metadata file without its snapshot).
 #[test]
 fn collect_killed_at_each_point_keeps_the_root_whole() {
     for (name, sig) in SIGNALS {
