@@ -24,6 +24,7 @@ use crate::exit::{CodedError, Exit};
 use crate::expand::Env;
 use crate::restore::catalog;
 use crate::restore::choose::{self, Chosen, Prepared};
+use crate::restore::engine::displace;
 use crate::restore::job;
 use crate::restore::keys::{Ask, KeyRing};
 use crate::restore::list;
@@ -57,6 +58,14 @@ pub fn run_with_settings(
 ) -> anyhow::Result<Exit> {
     let ui = Ui::new(&settings.output);
     let req = request(env, args)?;
+    // What a killed restore set aside without listing it: said by the next restore, and forgotten once a restore
+    // that writes has said it.
+    for dir in displace::unlisted(&settings.backup_root) {
+        ui.warn(displace::unlisted_line(&dir));
+        if !(args.list || args.verify || settings.output.dry_run) && ui.verbosity >= 0 {
+            displace::told(&dir);
+        }
+    }
     if args.list {
         return list(settings, &req, &ui);
     }
@@ -293,6 +302,9 @@ fn restore(
     super::begin_run(settings, ui, "restore");
     let (summaries, error) = job::apply_with_progress(&sets, &planned, ui);
     *logged = outcome::logged(&planned, &summaries);
+    if let Some(dir) = &opts.keep_displaced {
+        displace::listed(dir);
+    }
     // Interrupted: the run's line (with what was restored and kept) is written by `run_with_settings`, marked
     // `interrupted`; `main` says so in one line, after where the files already kept are.
     if crate::interrupt::requested().is_some()

@@ -29,7 +29,7 @@ use crate::exit::Exit;
 use crate::media;
 use crate::snapshot;
 use crate::stdx;
-use crate::stdx::fs::Dir;
+use crate::stdx::fs::{Dir, flat};
 use crate::ui::{self, Ui};
 
 /// At most this many archive warnings are printed per set (all are counted and the first kept in `backup.json`).
@@ -491,19 +491,6 @@ fn promote(
             );
         }
     }
-}
-
-/// An error as one message: the building blocks put their I/O error in their own message and also give it as the
-/// `source`, which `{:#}` would print twice. The kind of that I/O error is kept (a full drive: [`crate::stdx::fs::filled_up`]).
-fn flat(e: impl std::error::Error + 'static) -> anyhow::Error {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return anyhow::Error::new(std::io::Error::new(io.kind(), e.to_string()));
-        }
-        source = s.source();
-    }
-    anyhow::anyhow!("{e}")
 }
 
 fn written(dir: &Dir, rec: &FileRecord) -> WrittenFile {

@@ -319,11 +319,13 @@ impl BackupMeta {
 /// Why reading `backup.json` failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
-    /// (The I/O error is part of the message, not a `source`, so that error chains do not repeat it.)
+    /// The I/O error is part of the message, and also its `source`, so that its kind is known up the chain (a full
+    /// drive: `stdx::fs::filled_up`); `ui::format_error` does not repeat it.
     #[error("cannot {action} {}: {error}", show(.path.as_os_str().as_encoded_bytes()))]
     Io {
         action: &'static str,
         path: PathBuf,
+        #[source]
         error: io::Error,
     },
     #[error("{} is not valid backup metadata: {message}", show(.path.as_os_str().as_encoded_bytes()))]

@@ -33,7 +33,7 @@ use crate::archive::sink::{Chain, FileSink, Sink, Stage, ThreadedSink};
 use crate::archive::sums::SumLine;
 use crate::archive::{Keys, WrittenFile};
 use crate::stdx;
-use crate::stdx::fs::Dir;
+use crate::stdx::fs::{Dir, flat};
 use crate::ui::{self, Ui};
 
 /// zstd's level for images: its default, fast enough to keep up with a USB drive on one core.
@@ -119,7 +119,7 @@ fn write_small(
         }
         None => bytes.to_vec(),
     };
-    crate::external::layout::write_new_file(dir, &stored, &data).map_err(|e| anyhow::anyhow!("{e}"))
+    crate::external::layout::write_new_file(dir, &stored, &data).map_err(flat)
 }
 
 /// Writes into `system/` what `plan` says (the kit from `kit`, and the images), reads every file back, and returns
@@ -133,9 +133,7 @@ pub fn write_system(
     ctx: &DocContext,
     ui: &Ui,
 ) -> anyhow::Result<(SystemRecord, Vec<SumLine>)> {
-    let dir = temp
-        .create_sub(layout::SYSTEM_DIR, 0o700)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = temp.create_sub(layout::SYSTEM_DIR, 0o700).map_err(flat)?;
     let mut record = SystemRecord {
         refused: plan.refused.clone(),
         encryption: encrypt.map(|e| e.record()),
@@ -229,9 +227,9 @@ pub fn write_system(
         });
         record.kit = pieces;
     }
-    dir.fsync().map_err(|e| anyhow::anyhow!("{e}"))?;
+    dir.fsync().map_err(flat)?;
     drop_device_cache(ctx.device_cache.as_deref(), ui);
-    crate::archive::read_back_in(&dir, &written).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::archive::read_back_in(&dir, &written).map_err(flat)?;
     let sums = record
         .files()
         .map(|f| SumLine {
@@ -461,8 +459,7 @@ fn write_image(
         bail!("the image was written as {} files", files.len());
     };
     drop_device_cache(device_cache, ui);
-    crate::archive::read_back_in(dir, std::slice::from_ref(file))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::archive::read_back_in(dir, std::slice::from_ref(file)).map_err(flat)?;
     let seconds = clock.elapsed().as_secs_f64();
     ui.info(format_args!(
         "image {}: {} ({}, {} used) -> system/{}: {} in {} ({}/s), checked with partclone.chkimg, read back: verified",

@@ -34,6 +34,8 @@ pub struct Facts {
     pub history: usize,
     /// The machine's name (read for the history only).
     pub host: String,
+    /// The directories of `displaced/` holding files a killed restore set aside without listing them.
+    pub unlisted_displaced: Vec<PathBuf>,
 }
 
 /// Whether and how the destinations are looked at.
@@ -396,6 +398,7 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
         } else {
             String::new()
         },
+        unlisted_displaced: crate::restore::engine::displace::unlisted(root),
     }
 }
 

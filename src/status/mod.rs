@@ -213,6 +213,12 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     if let Some(e) = &facts.runs.error {
         warnings.push(e.clone());
     }
+    warnings.extend(
+        facts
+            .unlisted_displaced
+            .iter()
+            .map(|d| crate::restore::engine::displace::unlisted_line(d)),
+    );
 
     let set_histories = gather::set_histories(facts);
     let dest_histories = gather::destination_histories(facts);

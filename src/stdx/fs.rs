@@ -532,6 +532,19 @@ impl Dir {
 pub const FILLED_UP: &str = "; the drive filled up while writing (the space check before writing found room, so \
                              something else was written to it meanwhile): free space on it and run again";
 
+/// An error as one message: the building blocks put their I/O error in their own message and also give it as the
+/// `source`, which `{:#}` would print twice. The kind of that I/O error is kept (a full drive: [`filled_up`]).
+pub fn flat(e: impl std::error::Error + 'static) -> anyhow::Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<io::Error>() {
+            return anyhow::Error::new(io::Error::new(io.kind(), e.to_string()));
+        }
+        source = s.source();
+    }
+    anyhow::anyhow!("{e}")
+}
+
 /// Whether `e` was caused by a full filesystem (or quota).
 pub fn filled_up(e: &anyhow::Error) -> bool {
     use std::io::ErrorKind::{QuotaExceeded, StorageFull};

@@ -571,3 +571,65 @@ fn an_upload_encrypted_to_a_passphrase_restarts_after_a_kill() {
     );
     restores_whole(&t, "r", None);
 }
+
+/// With a verified backup in the bucket and `"retention": 1`, a full upload stopped by SIGTERM (systemd stopping the
+/// unit) once its journal records 3 parts: exit 143 saying it was interrupted and the next run resumes, the
+/// verified backup still listed (the only one: `restore --list`, `status`) and still `LATEST`, nothing of it
+/// removed; the next run resumes the stamp, and only once that backup is verified does retention remove the first:
+/// one stamp left, no multipart upload, no journal, and the set restores whole.
+#[test]
+fn an_upload_stopped_by_sigterm_keeps_the_verified_backup_until_the_next_is_in_place() {
+    let Some((g, s3, t)) = world() else { return };
+    std::fs::write(
+        t.path("config.json"),
+        t.expand(&config(
+            &g.endpoint(),
+            &g.bucket,
+            r#", "bwlimit": "1M", "retention": 1"#,
+        )),
+    )
+    .unwrap();
+    t.cmd().args(["external"]).status(0);
+    let first = stamps(&s3);
+    assert_eq!(first.len(), 1);
+    let first = first.into_iter().next().unwrap();
+    let latest = s3.get("laptop/backups/LATEST");
+
+    t.write("home/notes/later.txt", "later\n");
+    std::thread::sleep(Duration::from_millis(1100));
+    t.cmd().args(["collect"]).status(0);
+    let mut child = t.cmd().args(["external", "--full"]).spawn();
+    let journal = wait_for_parts(&t, &mut child, 3);
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not yet waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let stderr = crate::harness::read_stderr(&mut child);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "{stderr}");
+    assert!(stderr.contains("interrupted (SIGTERM)"), "{stderr}");
+    let stamp = stamp_of(&journal);
+
+    let listed: serde_json::Value = t.run_json(&["restore", "--list", "--source", "cloud"]);
+    let listed: Vec<&str> = listed["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["stamp"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, [first.as_str()]);
+    let status: serde_json::Value = t.run_json(&["status"]);
+    assert_eq!(status["clouds"][0]["backups"], 1, "{}", status["clouds"][0]);
+    assert_eq!(s3.get("laptop/backups/LATEST"), latest);
+    assert!(
+        s3.list(&format!("laptop/backups/{first}/"))
+            .iter()
+            .any(|(k, _)| k.ends_with("/backup.json")),
+        "the verified backup is whole"
+    );
+
+    let out = t.cmd().args(["external", "--full"]).status(0);
+    out.stderr_has(&format!("resumed {stamp}"));
+    assert_eq!(stamps(&s3), BTreeSet::from([stamp.clone()]));
+    assert_eq!(s3.multipart_uploads("laptop/"), Vec::<String>::new());
+    assert_eq!(journals(&t), Vec::<PathBuf>::new());
+    restores_whole(&t, "after-sigterm", None);
+}

@@ -329,3 +329,191 @@ fn a_restore_whose_backup_root_is_full_keeps_the_users_file_in_place() {
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert_eq!(fs::read_to_string(&kept[0]).unwrap(), "newer work\n");
 }
+
+/// The writes `external` makes on a drive after its archive, in their order, each the one the drive fills at: how
+/// many bytes (whole pages of the tmpfs) the drive has left past the archive when it gets there (from `sizes`, what
+/// each write takes), and the exit code README gives. `latest` is a symlink here, which takes no page on a tmpfs.
+/// A write's name, the room the drive has left past the archive when it gets there, and the exit code.
+type LaterWrite = (&'static str, fn(&Sizes) -> i64, i32);
+
+const AFTER_THE_ARCHIVE: [LaterWrite; 5] = [
+    ("the index", |s| s.index - PAGE, 1),
+    ("the system folder", |s| s.index + s.system - PAGE, 1),
+    ("backup.json", |s| s.index + s.system, 1),
+    ("verification.sha256", |s| s.index + s.system + s.meta, 1),
+    ("REPORT.html", |s| s.index + s.system + s.meta + s.sums, 3),
+];
+
+const PAGE: i64 = 4096;
+
+/// What a backup's files take on the drive, in bytes of whole pages (from a run that had room).
+struct Sizes {
+    archive: i64,
+    index: i64,
+    /// The recovery kit (`system/`).
+    system: i64,
+    meta: i64,
+    sums: i64,
+}
+
+/// The bytes `path` takes on its filesystem, and everything below it.
+fn taken(path: &Path) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    let own = fs::symlink_metadata(path).map_or(0, |m| {
+        if m.is_dir() {
+            0
+        } else {
+            m.blocks() as i64 * 512
+        }
+    });
+    own + crate::fixtures::drive::listing(path)
+        .iter()
+        .map(|n| taken(&path.join(n)))
+        .sum::<i64>()
+}
+
+fn drive_config(retention: u32) -> String {
+    crate::process::config(&format!(
+        r#"{}, "retention": {{ "external": {retention} }}"#,
+        crate::process::DRIVE
+    ))
+}
+
+/// A drive (a 64 MiB tmpfs) filling up after `external` wrote its archive, at each later write (the index, the
+/// recovery kit in `system/`, `backup.json`, the sums file, `REPORT.html`), for a full and for an incremental backup:
+/// the run is stopped (SIGSTOP) while it writes its archive, and the drive filled to hold exactly what it writes
+/// before that write (sized from a run with room). A file of the backup that does not fit: exit 1, "the drive
+/// filled up while writing", nothing promoted, the partial backup removed, the verified backup there before whole,
+/// listed and still `latest`, and nothing pruned (retention 1); the page that does not fit: exit 3, the warning
+/// naming it, the page there before unchanged and no temporary left. After space is freed, the next run writes a
+/// backup. Before: a full drive at the kit, `backup.json` or the sums file was not said to be one ("free space on
+/// it and run again"): the I/O error's kind was lost on the way up.
+#[test]
+fn a_drive_that_fills_after_the_archive_keeps_every_verified_backup() {
+    if !testkit::require_root() {
+        return;
+    }
+    for kind in ["full", "incremental"] {
+        for (at, room, code) in AFTER_THE_ARCHIVE {
+            let what = format!("{kind}, full at {at}");
+            let args: &[&str] = if kind == "full" {
+                &["external", "--full"]
+            } else {
+                &["external"]
+            };
+            let t = Test::new().config(&drive_config(5));
+            let drive = Mounted::tmpfs(&t.path("T9"), "64m");
+            let backups = t.path("T9/backups");
+            t.write("home/data/big", crate::fixtures::drive::content(8 << 20, 1));
+            t.write("home/data/small", "small\n");
+            t.cmd().args(["collect"]).status(0);
+            t.cmd().args(["external"]).status(0);
+            let verified = crate::kill_sweep::stamps(&backups);
+            assert_eq!(verified.len(), 1, "{what}");
+            let verified = &verified[0];
+
+            t.write(
+                "home/data/more",
+                crate::fixtures::drive::content(1 << 20, 2),
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1100)); // a new stamp
+            t.cmd().args(["collect"]).status(0);
+            // A run with room, for the sizes; then removed, and `latest` put back.
+            t.cmd().args(args).status(0);
+            let rehearsed = crate::kill_sweep::stamps(&backups)
+                .into_iter()
+                .find(|s| s != verified)
+                .unwrap();
+            let dir = backups.join(&rehearsed);
+            let sizes = Sizes {
+                archive: taken(&dir.join("data.tar")),
+                index: taken(&dir.join("data.index.jsonl")),
+                system: taken(&dir.join("system")),
+                meta: taken(&dir.join("backup.json")),
+                sums: taken(&dir.join("verification.sha256")),
+            };
+            fs::remove_dir_all(&dir).unwrap();
+            fs::remove_file(backups.join("latest")).unwrap();
+            std::os::unix::fs::symlink(verified, backups.join("latest")).unwrap();
+            let page = fs::read(t.path("T9/REPORT.html")).unwrap();
+
+            fs::write(
+                t.path("config.json"),
+                t.expand(&drive_config(if code == 3 { 5 } else { 1 })),
+            )
+            .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            // Stopped (SIGSTOP) once it writes its archive, and the drive filled to leave `room` past it.
+            let (child, temp) = crate::fixtures::drive::caught_writing(
+                t.cmd().args(args).spawn(),
+                &t.path("T9"),
+                "data.tar",
+                0,
+            );
+            crate::fixtures::drive::signal(&child, libc::SIGSTOP);
+            let left = sizes.archive - taken(&temp) + room(&sizes);
+            let fill = drive.fill_leaving(left as u64);
+            crate::fixtures::drive::signal(&child, libc::SIGCONT);
+            let (exit, stderr) = crate::fixtures::drive::finish(child);
+            assert_eq!(exit, code, "{what}: {stderr}");
+            stderr_has(&stderr, "No space left on device", &what);
+            if code == 1 {
+                stderr_has(&stderr, "the drive filled up while writing", &what);
+                stderr_has(
+                    &stderr,
+                    "nothing was promoted and older backups are intact",
+                    &what,
+                );
+                stderr_has(&stderr, "the partial backup", &what);
+                let named = match at {
+                    "the index" => "data.index.jsonl",
+                    "the system folder" => "the system folder",
+                    file => file,
+                };
+                stderr_has(&stderr, named, &what);
+                assert_eq!(
+                    crate::kill_sweep::stamps(&backups),
+                    std::slice::from_ref(verified),
+                    "{what}"
+                );
+                assert_eq!(
+                    fs::read_link(backups.join("latest")).unwrap(),
+                    Path::new(verified),
+                    "{what}"
+                );
+            } else {
+                stderr_has(
+                    &stderr,
+                    &format!(
+                        "cannot write {} on the drive",
+                        t.path("T9/REPORT.html").display()
+                    ),
+                    &what,
+                );
+                assert!(
+                    fs::read(t.path("T9/REPORT.html")).unwrap() == page,
+                    "{what}: the page changed"
+                );
+                assert_eq!(crate::kill_sweep::stamps(&backups).len(), 2, "{what}");
+            }
+            crate::kill_sweep::assert_drive_whole(&t, &backups, &what);
+            let left: Vec<String> = crate::fixtures::drive::listing(&t.path("T9"))
+                .into_iter()
+                .chain(crate::fixtures::drive::listing(&backups))
+                .filter(|n| n.starts_with('.') && n != ".dbackup-destination.json")
+                .collect();
+            assert!(left.is_empty(), "{what}: left on the drive: {left:?}");
+
+            fs::remove_file(fill).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+            let out = t.cmd().args(args).output();
+            assert_eq!(out.code, 0, "{what}: the next run: {}", out.stderr);
+            crate::kill_sweep::assert_drive_whole(&t, &backups, &what);
+        }
+    }
+}
+
+#[track_caller]
+fn stderr_has(stderr: &str, text: &str, what: &str) {
+    assert!(stderr.contains(text), "{what}: {text:?} not in:\n{stderr}");
+}

@@ -138,6 +138,102 @@ fn a_restore_killed_mid_file_leaves_no_temporary_after_the_next_restore() {
     }
 }
 
+/// The files a restore set aside in its directory of `displaced/` (not dbackup's own dot-files).
+fn kept_in(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|f| !f.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect()
+}
+
+/// The directories of `displaced/` holding files (what restores set aside before replacing them).
+fn set_aside(root: &Path) -> Vec<PathBuf> {
+    let displaced = root.join("displaced");
+    names(&displaced)
+        .into_iter()
+        .map(|n| displaced.join(n))
+        .filter(|d| !kept_in(d).is_empty())
+        .collect()
+}
+
+/// A restore over the user's own edited versions, killed (SIGKILL) once it has set some of them aside in
+/// `displaced/<stamp>/` (replaced by the backup's): it could not list them, so `status` and the next restore say
+/// where they are, the restore once (a third restore and `status` then say nothing), and they are all there.
+/// Stopped with SIGTERM instead, the run itself says where they are, and neither repeats it. Before: after a kill
+/// nothing ever said that the user's versions were set aside, nor where.
+#[test]
+fn a_restore_killed_after_setting_files_aside_is_told_by_the_next_restore() {
+    for (name, sig) in SIGNALS {
+        let t = Test::new().config(&config(""));
+        bulk(&t, 16);
+        t.cmd().args(["collect"]).status(0);
+        let target = t.path("target");
+        let inside = target.join(t.home().join("data").strip_prefix("/").unwrap());
+        fs::create_dir_all(&inside).unwrap();
+        for i in 0..16 {
+            fs::write(inside.join(format!("big{i:02}")), format!("my edit {i}\n")).unwrap();
+        }
+        let restore = || {
+            t.cmd()
+                .args(["restore", "--path", "~/data", "--target"])
+                .args([&target])
+        };
+        let child = restore().spawn();
+        let caught = freeze_at(&child, || !set_aside(&t.root()).is_empty());
+        assert!(caught, "{name}: the restore was caught setting files aside");
+        let (code, stderr) = end_with(child, sig);
+        assert_eq!(code, 128 + sig, "{name}: {stderr}");
+        let [dir] = &set_aside(&t.root())[..] else {
+            panic!("{name}: one run's directory")
+        };
+        let told = format!(
+            "files set aside by an interrupted restore are in {}",
+            dir.display()
+        );
+        if sig == libc::SIGTERM {
+            assert!(
+                stderr.contains(&format!("kept in {}", dir.display())),
+                "{name}: {stderr}"
+            );
+        }
+        let kept = kept_in(dir).len();
+        assert!(kept > 0 && kept < 16, "{name}: {kept} set aside");
+
+        let status = t.cmd().args(["status"]).output();
+        let next = restore().status(0);
+        if sig == libc::SIGKILL {
+            status.stdout_has(&told);
+            next.stderr_has(&told);
+        } else {
+            status.stdout_lacks("interrupted restore");
+            next.stderr_lacks("interrupted restore");
+        }
+        restore().status(0).stderr_lacks("interrupted restore");
+        t.cmd()
+            .args(["status"])
+            .output()
+            .stdout_lacks("interrupted restore");
+        for i in 0..16 {
+            let f = format!("big{i:02}");
+            assert_eq!(
+                fs::read(inside.join(&f)).unwrap(),
+                vec![i as u8; 4 << 20],
+                "{name}: {f}"
+            );
+        }
+        // Every edit is kept: by the killed run (in its directory) or by the next one.
+        let mut edits: Vec<String> = set_aside(&t.root())
+            .iter()
+            .flat_map(|d| kept_in(d))
+            .map(|f| fs::read_to_string(f).unwrap())
+            .collect();
+        edits.sort();
+        let mut want: Vec<String> = (0..16).map(|i| format!("my edit {i}\n")).collect();
+        want.sort();
+        assert_eq!(edits, want, "{name}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // external to a drive
 
@@ -269,7 +365,7 @@ fn in_temp(backups: &Path, file: &str) -> bool {
 }
 
 /// The backups on the drive (directories named as a stamp).
-fn stamps(backups: &Path) -> Vec<String> {
+pub(crate) fn stamps(backups: &Path) -> Vec<String> {
     names(backups)
         .into_iter()
         .filter(|n| n.starts_with("20") && backups.join(n).is_dir())
@@ -279,7 +375,7 @@ fn stamps(backups: &Path) -> Vec<String> {
 /// The invariants of a drive after any run, finished or killed: every backup on it passes `sha256sum -c` and
 /// `restore --verify`, `latest` names one of them, and `restore --list` lists those and nothing else.
 #[track_caller]
-fn assert_drive_whole(t: &Test, backups: &Path, what: &str) {
+pub(crate) fn assert_drive_whole(t: &Test, backups: &Path, what: &str) {
     let on_drive = stamps(backups);
     assert!(
         !on_drive.is_empty(),
@@ -438,10 +534,14 @@ fn a_file_writer_killed_before_its_rename_leaves_nothing_after_the_next_run() {
 /// Where a `collect` run is stopped (seen in the backup root, or its renames: the metadata is its first `rename`,
 /// the promotion its first `renameat2`, moving `latest` its second `rename`, an old snapshot's move to `.trash-` its
 /// second `renameat2`).
-const COLLECT_POINTS: [(&str, Point); 5] = [
+const COLLECT_POINTS: [(&str, Point); 6] = [
     (
         "rsync copying",
         Point::Seen(|root| !files_under(&root.join(".data.in-progress")).is_empty()),
+    ),
+    (
+        "the metadata written under its temporary name",
+        Point::Syscall("rename", 1),
     ),
     (
         "the metadata written, before the promotion",
@@ -504,10 +604,11 @@ fn assert_root_whole(t: &Test, what: &str) -> Vec<String> {
 }
 
 /// `collect` (with `retention.local` 1) killed with SIGKILL, and stopped with SIGTERM, at each point of its run
-/// (rsync copying, its metadata written before the promotion, moving `data-latest`, moving an old snapshot out and
-/// removing it): `data-latest` names a whole snapshot with its metadata, the snapshot there before is kept until a
-/// new one is in place, and the next collect exits 0 and leaves no leftover (`.trash-`, `.in-progress`, a metadata
-/// file without its snapshot).
+/// (rsync copying, its metadata written under its temporary name, then renamed before the promotion, moving
+/// `data-latest`, moving an old snapshot out and removing it): `data-latest` names a whole snapshot with its
+/// metadata, the snapshot there before is kept until a new one is in place, and the next collect (another stamp)
+/// exits 0 and leaves no leftover (`.trash-`, `.in-progress`, the killed run's `.data-<stamp>.json.tmp-<pid>`, a
+/// metadata file without its snapshot).
 #[test]
 fn collect_killed_at_each_point_keeps_the_root_whole() {
     for (name, sig) in SIGNALS {

@@ -11,6 +11,10 @@
 //! is full, read-only, missing), the file is not replaced: the entry fails with the reason, and the rest goes on.
 //! Directories below the run's directory are made owner-only (0700); nothing under it is ever followed through a
 //! symlink ([`TargetDir`]).
+//!
+//! While a restore may still set files aside, its run's directory holds its mark, `.restore-running-<pid>`, removed
+//! once the run has what it kept in hand to list (its output, the run log). A mark whose process no longer runs is
+//! a restore killed before it could list them: the next restore says where they are ([`unlisted`]), once.
 
 use std::fs::File;
 use std::io;
@@ -22,10 +26,69 @@ use rustix::io::Errno;
 use serde::Serialize;
 
 use super::entry::show;
+use super::safety::RelPath;
 use super::target::{Found, FoundKind, TargetDir, WalkError, times, with_temp_name};
 
 /// The directory of the backup root that holds what restores replaced.
 pub const DISPLACED_DIR: &str = "displaced";
+
+/// The mark of a restore that may still set files aside in a run's directory: `.restore-running-<pid>`.
+const RUNNING: &str = ".restore-running-";
+
+/// This process's mark.
+fn running_mark() -> String {
+    format!("{RUNNING}{}", std::process::id())
+}
+
+/// Removes this run's mark from `run_dir`: what it kept is listed now (in its output and the run log).
+pub fn listed(run_dir: &Path) {
+    let _ = std::fs::remove_file(run_dir.join(running_mark()));
+}
+
+/// The directories of `<backup_root>/displaced/` in which a restore that was killed before it could list them set
+/// files aside (its mark is there, and its process no longer runs), by name.
+pub fn unlisted(backup_root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(backup_root.join(DISPLACED_DIR)) else {
+        return Vec::new();
+    };
+    let dead_mark = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix(RUNNING))
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| {
+                        e.file_type().is_ok_and(|t| t.is_file()) && crate::stdx::process_gone(pid)
+                    })
+            })
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .filter(|d| dead_mark(d))
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// What a user is told of `dir`, one of [`unlisted`] (by `restore` and `status`).
+pub fn unlisted_line(dir: &Path) -> String {
+    format!(
+        "files set aside by an interrupted restore are in {} (it was stopped before it could list them): copy back \
+         what you need with cp -a, and delete the directory once you no longer need it",
+        crate::stdx::show_path(dir)
+    )
+}
+
+/// Forgets that `dir` was left unlisted, once the user was told where it is: the marks of the dead runs removed.
+pub fn told(dir: &Path) {
+    crate::stdx::fs::remove_dead_temporaries(dir, RUNNING);
+}
 
 /// One file a restore replaced, and where the one that was there is kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,6 +124,8 @@ pub struct Keeper {
     dir: TargetDir,
     privileged: bool,
     fsync: bool,
+    /// This run's mark is in the directory.
+    marked: bool,
     /// What was kept, in order.
     pub kept: Vec<Displaced>,
 }
@@ -72,8 +137,37 @@ impl Keeper {
             dir: TargetDir::open(run_dir)?,
             privileged,
             fsync,
+            marked: false,
             kept: Vec::new(),
         })
+    }
+
+    /// Puts this run's mark in the run's directory (made already), before anything is kept there.
+    fn mark(&mut self) -> Result<(), String> {
+        if self.marked {
+            return Ok(());
+        }
+        let root = self.dir.dir(&RelPath::root(), false).map_err(walk)?;
+        rustix::fs::openat(
+            root,
+            running_mark().as_str(),
+            OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| {
+            format!(
+                "cannot write {}: {e}",
+                show(
+                    self.dir
+                        .path()
+                        .join(running_mark())
+                        .as_os_str()
+                        .as_encoded_bytes()
+                )
+            )
+        })?;
+        self.marked = true;
+        Ok(())
     }
 
     /// Keeps `name` in `parent`, which is `found` (as planned and checked just before) and lies at the absolute
@@ -96,6 +190,7 @@ impl Keeper {
         self.dir
             .create_root()
             .map_err(|e| format!("cannot make {}: {e}", self.dir.path().display()))?;
+        self.mark()?;
         let dparent = match self.dir.dir(&drel, true) {
             Ok(fd) => fd,
             Err(WalkError::Symlink(p)) => {
