@@ -438,9 +438,10 @@ pub struct FindArgs {
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct SnapshotsArgs {
-    /// Only local snapshots or only the drive's backups (default: both)
-    #[arg(long, value_enum)]
-    pub source: Option<Kept>,
+    /// Only local snapshots, only the drive's backups, or a cloud destination's (`cloud`, `cloud:NAME`) (default: local
+    /// and drives)
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    pub source: Option<RestoreSource>,
 
     /// Only that day's backups (2025-04-01), or exactly that stamp (2025-04-01-031500)
     #[arg(long)]
