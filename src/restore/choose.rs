@@ -582,8 +582,8 @@ pub fn names_or_older(
     };
     match older_holding(settings, req, chosen, &missing.path, keys, ui) {
         Some((stamp, place)) => Err(failed(format!(
-            "{}; it is in an older backup: the newest that holds it is {stamp} ({place}); restore it from there \
-             with --date {stamp}{}",
+            "{}{}; it is in an older backup: the newest that holds it is {stamp} ({place}); restore it from there \
+             with --date {stamp}",
             missing.head, missing.rest
         ))),
         None => Err(err),
