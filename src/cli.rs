@@ -606,7 +606,8 @@ pub struct ServeArgs {
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct StatusArgs {
-    /// Exit 1 when anything is overdue or the last run failed (for monitoring)
+    /// Exit 1 when anything is overdue, the last run failed, a set's newest snapshot lacks a source (missing when
+    /// it was made), a drive backup was found damaged, or a drive's newest backup is broken (for monitoring)
     #[arg(long)]
     pub check: bool,
 
