@@ -266,6 +266,11 @@ pub struct RestoreSource {
     pub cloud: Option<String>,
 }
 
+/// TAB on `--source`: its words and the config's cloud destinations.
+fn source_completer() -> ArgValueCompleter {
+    ArgValueCompleter::new(complete::source_values)
+}
+
 fn parse_restore_source(s: &str) -> Result<RestoreSource, String> {
     if let Some(name) = s.strip_prefix("cloud:") {
         if name.is_empty() {
@@ -400,7 +405,7 @@ pub struct LsArgs {
 
     /// Local snapshots, the drive's backups, or a cloud destination's (`cloud`, `cloud:NAME`) (default: local, the
     /// drive with --drive)
-    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source, add = source_completer())]
     pub source: Option<RestoreSource>,
 
     /// Read the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
@@ -424,7 +429,7 @@ pub struct FindArgs {
 
     /// Only local snapshots, only the drive's backups, or a cloud destination's (`cloud`, `cloud:NAME`; default:
     /// local and drives)
-    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source, add = source_completer())]
     pub source: Option<RestoreSource>,
 
     /// Search the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
@@ -440,7 +445,7 @@ pub struct FindArgs {
 pub struct SnapshotsArgs {
     /// Only local snapshots, only the drive's backups, or a cloud destination's (`cloud`, `cloud:NAME`) (default: local
     /// and drives)
-    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source, add = source_completer())]
     pub source: Option<RestoreSource>,
 
     /// Only that day's backups (2025-04-01), or exactly that stamp (2025-04-01-031500)
@@ -460,7 +465,7 @@ pub struct SnapshotsArgs {
 pub struct RestoreArgs {
     /// Where to restore from: local snapshots, the drive's archives, or a cloud destination (`cloud`, `cloud:NAME`)
     /// (default: both for --list, external with --drive, local otherwise)
-    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source, add = source_completer())]
     pub source: Option<RestoreSource>,
 
     /// List the backups instead of restoring
