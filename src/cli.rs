@@ -266,6 +266,11 @@ pub struct RestoreSource {
     pub cloud: Option<String>,
 }
 
+/// TAB on `--source`: its words and the config's cloud destinations.
+fn source_completer() -> ArgValueCompleter {
+    ArgValueCompleter::new(complete::source_values)
+}
+
 fn parse_restore_source(s: &str) -> Result<RestoreSource, String> {
     if let Some(name) = s.strip_prefix("cloud:") {
         if name.is_empty() {
@@ -400,7 +405,7 @@ pub struct LsArgs {
 
     /// Local snapshots, the drive's backups, or a cloud destination's (`cloud`, `cloud:NAME`) (default: local, the
     /// drive with --drive)
-    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source, add = source_completer())]
     pub source: Option<RestoreSource>,
 
     /// Read the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
@@ -424,7 +429,7 @@ pub struct FindArgs {
 
     /// Only local snapshots, only the drive's backups, or a cloud destination's (`cloud`, `cloud:NAME`; default:
     /// local and drives)
-    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source, add = source_completer())]
     pub source: Option<RestoreSource>,
 
     /// Search the backups in DIR (a drive's mount point, or one backup's directory) instead of the configured drives
@@ -438,9 +443,10 @@ pub struct FindArgs {
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct SnapshotsArgs {
-    /// Only local snapshots or only the drive's backups (default: both)
-    #[arg(long, value_enum)]
-    pub source: Option<Kept>,
+    /// Only local snapshots, only the drive's backups, or a cloud destination's (`cloud`, `cloud:NAME`) (default: local
+    /// and drives)
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source, add = source_completer())]
+    pub source: Option<RestoreSource>,
 
     /// Only that day's backups (2025-04-01), or exactly that stamp (2025-04-01-031500)
     #[arg(long)]
@@ -459,7 +465,7 @@ pub struct SnapshotsArgs {
 pub struct RestoreArgs {
     /// Where to restore from: local snapshots, the drive's archives, or a cloud destination (`cloud`, `cloud:NAME`)
     /// (default: both for --list, external with --drive, local otherwise)
-    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source)]
+    #[arg(long, value_name = "SOURCE", value_parser = parse_restore_source, add = source_completer())]
     pub source: Option<RestoreSource>,
 
     /// List the backups instead of restoring
@@ -605,7 +611,8 @@ pub struct ServeArgs {
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct StatusArgs {
-    /// Exit 1 when anything is overdue or the last run failed (for monitoring)
+    /// Exit 1 when anything is overdue, the last run failed, a set's newest snapshot lacks a source (missing when
+    /// it was made), a drive backup was found damaged, or a drive's newest backup is broken (for monitoring)
     #[arg(long)]
     pub check: bool,
 

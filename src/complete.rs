@@ -61,12 +61,35 @@ pub fn destination_names(current: &OsStr) -> Vec<CompletionCandidate> {
     })
 }
 
+/// `--source` of restore, snapshots, ls and find: its words, then `cloud:NAME` for each of the config's cloud
+/// destinations (the words alone when the config cannot be read).
+pub fn source_values(current: &OsStr) -> Vec<CompletionCandidate> {
+    let mut words: Vec<String> = ["local", "external", "drive", "cloud"]
+        .map(String::from)
+        .into();
+    if let Some(config) = config_of_line(std::env::args_os().collect()) {
+        words.extend(
+            config
+                .destinations
+                .iter()
+                .filter(|d| !d.kind.is_drive())
+                .map(|d| format!("cloud:{}", d.name)),
+        );
+    }
+    starting_with(current, words)
+}
+
 fn candidates(current: &OsStr, names: impl Fn(&Config) -> Vec<String>) -> Vec<CompletionCandidate> {
     let Some(config) = config_of_line(std::env::args_os().collect()) else {
         return Vec::new();
     };
+    starting_with(current, names(&config))
+}
+
+/// The `words` that start with what is typed, as candidates.
+fn starting_with(current: &OsStr, words: Vec<String>) -> Vec<CompletionCandidate> {
     let typed = current.to_string_lossy();
-    names(&config)
+    words
         .into_iter()
         .filter(|n| n.starts_with(typed.as_ref()))
         .map(CompletionCandidate::new)

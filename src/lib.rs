@@ -58,9 +58,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<Exit> {
             &cli.global,
             crate::cli::RestoreArgs {
                 list: true,
-                source: args
-                    .source
-                    .map(|kept| crate::cli::RestoreSource { kept, cloud: None }),
+                source: args.source,
                 date: args.date,
                 set: args.set,
                 drive: args.drive,

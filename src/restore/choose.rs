@@ -199,14 +199,30 @@ fn choose_local(
         if let Ok(i) = by_date(&dated, *query) {
             let s = snaps[i].clone();
             match s.state() {
-                SnapshotState::Incomplete => ui.warn(format_args!(
-                    "snapshot {} is incomplete: {} when it was collected",
-                    s.name,
-                    s.metadata
-                        .as_ref()
-                        .map(|m| m.incompleteness())
-                        .unwrap_or_default()
-                )),
+                SnapshotState::Incomplete => {
+                    // What it lacks is in an older complete snapshot: name it, and the --date that picks it.
+                    let whole = snaps[..i]
+                        .iter()
+                        .rev()
+                        .find(|o| o.state() == SnapshotState::Complete)
+                        .map(|o| {
+                            format!(
+                                "; the newest complete snapshot of set {set} is {}: restore what this one lacks \
+                                 with --date {}",
+                                o.name,
+                                snapshot::stamp(o.time)
+                            )
+                        })
+                        .unwrap_or_default();
+                    ui.warn(format_args!(
+                        "snapshot {} is incomplete: {} when it was collected{whole}",
+                        s.name,
+                        s.metadata
+                            .as_ref()
+                            .map(|m| m.incompleteness())
+                            .unwrap_or_default()
+                    ))
+                }
                 SnapshotState::Unknown => ui.warn(format_args!(
                     "snapshot {} has no readable metadata; restoring from it as it is",
                     s.name
@@ -632,8 +648,8 @@ pub fn names_or_older(
     };
     match older_holding(settings, req, chosen, &missing.path, keys, ui) {
         Some((stamp, place)) => Err(failed(format!(
-            "{}; it is in an older backup: the newest that holds it is {stamp} ({place}); restore it from there \
-             with --date {stamp}{}",
+            "{}{}; it is in an older backup: the newest that holds it is {stamp} ({place}); restore it from there \
+             with --date {stamp}",
             missing.head, missing.rest
         ))),
         None => Err(err),

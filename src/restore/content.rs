@@ -755,8 +755,9 @@ fn chain_archive<'a>(
             io::Error::new(
                 io::ErrorKind::NotFound,
                 format!(
-                    "its content is kept in backup {}, whose archive of this set is missing (check the backup \
-                     with --verify)",
+                    "its content is kept in backup {}, whose archive of this set is missing, so this backup \
+                     cannot be restored whole (`dbackup restore --list` marks it BROKEN: restore from a whole \
+                     backup with --date)",
                     show(stamp.as_bytes())
                 ),
             )

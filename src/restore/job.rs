@@ -177,7 +177,7 @@ pub fn resolve(sets: &[SetBackup], wanted: &[PathBuf]) -> anyhow::Result<Vec<(us
 }
 
 /// A wanted path that the chosen backup does not hold: `head` says so, `rest` what is near it there (the caller may
-/// put which older backup holds it in between).
+/// add which older backup holds it after both).
 #[derive(Debug, thiserror::Error)]
 #[error("{head}{rest}")]
 pub struct NotInBackup {

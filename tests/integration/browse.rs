@@ -386,6 +386,25 @@ fn snapshots_is_restore_list() {
     help.stdout_has("snapshots");
 }
 
+/// `snapshots --source` takes what `restore --list --source` takes, `cloud:NAME` included (its help says "the same
+/// options"). Before: the argument parser refused `snapshots --source cloud:offsite` (exit 2, "invalid value").
+#[test]
+fn snapshots_takes_every_source_restore_list_takes() {
+    let d = demo();
+    for source in ["cloud", "cloud:offsite"] {
+        let snaps = d.t.cmd().args(["snapshots", "--source", source]).output();
+        let list =
+            d.t.cmd()
+                .args(["restore", "--list", "--source", source])
+                .output();
+        assert_eq!(
+            (snaps.code, &snaps.stdout, &snaps.stderr),
+            (list.code, &list.stdout, &list.stderr),
+            "--source {source}"
+        );
+    }
+}
+
 /// `--set NAME` for a set neither the config nor any backup has is a usage error (2) naming the sets, in every
 /// command that reads backups, local or on the drive (as `collect --set` and `restore --set` say). Before,
 /// `ls` said "there is no local snapshot of set music" (1), `find` "no path matches" (1), and `snapshots` and

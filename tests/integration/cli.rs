@@ -37,3 +37,19 @@ fn seed_command_names_dispatch_through_argv0() {
         .status(0);
     out.stdout_has("Collect only this set");
 }
+
+/// `status --help` names every condition `--check` fails on, as README's "status" lists them. Before: its `--check`
+/// said only "overdue or the last run failed", and nothing of an incomplete snapshot or a broken chain.
+#[test]
+fn status_help_names_every_condition_check_fails_on() {
+    let out = Test::new().cmd().args(["status", "--help"]).status(0);
+    for condition in [
+        "overdue",
+        "the last run failed",
+        "lacks a source",
+        "damaged",
+        "broken",
+    ] {
+        out.stdout_has(condition);
+    }
+}

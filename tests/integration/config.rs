@@ -697,3 +697,56 @@ fn schema_prints_the_committed_file() {
     assert_eq!(out.stdout, committed);
     let _: serde_json::Value = serde_json::from_str(&out.stdout).expect("the schema is JSON");
 }
+
+/// The config examples of README.md (its ```json and ```jsonc blocks), as a user copies them.
+fn readme_config_examples() -> Vec<String> {
+    let readme = std::fs::read_to_string(format!("{REPO}/README.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut open: Option<String> = None;
+    for line in readme.lines() {
+        match (&mut open, line.trim_end()) {
+            (None, "```json" | "```jsonc") => open = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                open = None;
+            }
+            (Some(block), _) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    blocks
+}
+
+/// Every config example in README.md passes `config check` as written. A fragment (one section, `"key": value`,
+/// as the README shows most) is checked inside a config holding only one set besides it; `age1...` stands for
+/// what `dbackup keygen` printed. Before: no test read the README's examples.
+#[test]
+fn the_readme_config_examples_pass_config_check() {
+    let examples = readme_config_examples();
+    assert!(examples.len() >= 3, "{examples:?}");
+    for example in examples {
+        let t = Test::new();
+        let (_, recipient) = t.keygen("key.txt");
+        let example = example.replace("\"age1...\"", &format!("\"{recipient}\""));
+        let config = if example.trim_start().starts_with('{') {
+            example.clone()
+        } else {
+            format!("{{ {ONE_SET},\n{example}\n}}")
+        };
+        let path = t.write("config.json", &config);
+        let out = t
+            .cmd()
+            .no_config()
+            .args(["config", "check"])
+            .args([&path])
+            .output();
+        assert_eq!(
+            out.code, 0,
+            "README's example fails `config check`:\n{example}\n--- stderr\n{}",
+            out.stderr
+        );
+    }
+}

@@ -305,6 +305,17 @@ fn a_missing_source_makes_the_snapshot_incomplete_and_its_last_copy_stays() {
     );
     let out = t.cmd().args(["status", "--check"]).status(1);
     out.stderr_has("lacks ~/photos");
+    // A restore of the set from the newest snapshot says where the missing source still is, and the --date that
+    // picks it. Before: only that the snapshot is incomplete.
+    let out = t
+        .cmd()
+        .args(["restore", "--set", "work", "--target"])
+        .args([t.path("restored")])
+        .status(0);
+    out.stderr_has(&format!(
+        "the newest complete snapshot of set work is {with_photos}: restore what this one lacks with --date {}",
+        with_photos.trim_start_matches("work-")
+    ));
 
     // Back again: a complete snapshot, and the old copy ages out like the others.
     t.write("home/photos/p.jpg", "irreplaceable");

@@ -210,6 +210,32 @@ fn a_broken_link_is_named_and_the_rest_still_restores() {
     assert_all_full(&drive, &new_backup(&t));
 }
 
+/// The base of an incremental gone from the drive (moved away by hand): restoring a file the incremental keeps there
+/// fails, and the error says what to do next: restore from a whole backup with `--date`, which `restore --list`
+/// shows. Before: it said only "check the backup with --verify", which brings no file back.
+#[test]
+fn a_file_kept_in_a_missing_base_says_how_to_restore_it() {
+    let (t, drive) = incremental_world(3, 5);
+    let (first, second) = full_then_incremental(&t);
+    fs::rename(drive.join("backups").join(&first), t.path("moved-away")).unwrap();
+    let out = restore_file(
+        &t,
+        &second,
+        &t.home().join("data/big.bin"),
+        &t.path("one"),
+        1,
+    );
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains(&format!(
+            "its content is kept in backup {first}, whose archive of this set is missing"
+        )) && text.contains(
+            "`dbackup restore --list` marks it BROKEN: restore from a whole backup with --date"
+        ),
+        "{text}"
+    );
+}
+
 /// A full and five incrementals, with files added, changed, deleted, renamed, hard-linked, turned from a file into a
 /// directory and back: restoring each backup of the chain afterwards gives exactly the snapshot it was made from
 /// (names, types, modes, owners, ns mtimes, symlinks, hard links, contents), each newer one depending on every

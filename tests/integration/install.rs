@@ -111,6 +111,38 @@ fn bash_tab_offers_set_and_destination_names_from_the_config() {
     assert_eq!(err, "");
 }
 
+/// `--source` completes in every command that takes it (restore, snapshots, ls, find): its words, and `cloud:NAME` for
+/// each cloud destination of the config. Before: restore, ls and find offered nothing (their `--source` is parsed by
+/// hand, for `cloud:NAME`), and snapshots only `local`, `external` and `cloud`.
+#[test]
+fn bash_tab_offers_every_source_and_the_configs_cloud_destinations() {
+    let t = Test::new().config(
+        r#"{
+  "backup_sets": [ { "name": "docs", "sources": ["{home}"] } ],
+  "encryption": { "passphrase": true },
+  "destinations": [ { "name": "T9", "path": "{tmp}/t9" },
+                    { "name": "offsite", "kind": "s3", "bucket": "b", "region": "r" } ]
+}"#,
+    );
+    let config = t.path("config.json");
+    let config = config.to_str().expect("a UTF-8 test path");
+    for command in [&["restore"][..], &["snapshots"], &["ls"], &["find"]] {
+        let mut words = vec!["dbackup"];
+        words.extend(command);
+        words.extend(["--source", ""]);
+        let (sources, err) = bash_complete(&t, &words, &[("DBACKUP_CONFIG", config)]);
+        assert_eq!(
+            sources,
+            ["local", "external", "drive", "cloud", "cloud:offsite"],
+            "{command:?}; stderr: {err}"
+        );
+        words.pop();
+        words.push("cl");
+        let (sources, _) = bash_complete(&t, &words, &[("DBACKUP_CONFIG", config)]);
+        assert_eq!(sources, ["cloud", "cloud:offsite"], "{command:?}");
+    }
+}
+
 /// Every man page `generate man` writes has NAME, SYNOPSIS and EXIT STATUS (each documented code in it), `dbackup.1`
 /// also FILES and ENVIRONMENT, and every page another page names (`dbackup-collect(1)`) was written. Before:
 /// `dbackup.1` and the pages of `config`, `image` and `systemd` named `dbackup-help(1)` and friends, which were never

@@ -484,6 +484,17 @@ fn a_path_only_in_older_backups_names_the_newest_that_holds_it() {
             "{source}: {}",
             out.stderr
         );
+        // The names near it are in the chosen backup: they come before the older backup, not after its `--date`
+        // (where "the nearest there" read as names in the older one). Before: they came last.
+        let error = out.stderr.trim_end();
+        assert!(
+            error.ends_with("restore it from there with --date 2025-04-02-031500"),
+            "{source}: {error}"
+        );
+        assert!(
+            error.find("; the nearest there: ") < error.find("; it is in an older backup"),
+            "{source}: {error}"
+        );
         // --verify says the same.
         let out = restore(t)
             .args([
