@@ -102,6 +102,16 @@ fn assert_whole_or_absent(target: &Path) -> usize {
     whole
 }
 
+/// Sixteen files of 4 MiB under `~/data`, collected once (enough for a restore to be caught while it writes), and the
+/// restore's target, not made yet.
+fn sixteen_big_files_collected() -> (Test, std::path::PathBuf) {
+    let t = Test::new().config(&config(""));
+    bulk(&t, 16);
+    t.cmd().args(["collect"]).status(0);
+    let target = t.path("target");
+    (t, target)
+}
+
 /// A restore killed (SIGKILL) or stopped (SIGTERM) while it writes a file: every file under its final name is whole,
 /// and the next restore into the same target restores everything and leaves no temporary file behind. Before: a
 /// SIGKILLed restore left its half-written `.dbackup-restore-<pid>-<n>` (2 MiB of a 4 MiB file, mode 0600) in the
@@ -109,10 +119,7 @@ fn assert_whole_or_absent(target: &Path) -> usize {
 #[test]
 fn a_restore_killed_mid_file_leaves_no_temporary_after_the_next_restore() {
     for (name, sig) in SIGNALS {
-        let t = Test::new().config(&config(""));
-        bulk(&t, 16);
-        t.cmd().args(["collect"]).status(0);
-        let target = t.path("target");
+        let (t, target) = sixteen_big_files_collected();
         let restore = || {
             t.cmd()
                 .args(["restore", "--path", "~/data", "--target"])
@@ -164,10 +171,7 @@ fn set_aside(root: &Path) -> Vec<PathBuf> {
 #[test]
 fn a_restore_killed_after_setting_files_aside_is_told_by_the_next_restore() {
     for (name, sig) in SIGNALS {
-        let t = Test::new().config(&config(""));
-        bulk(&t, 16);
-        t.cmd().args(["collect"]).status(0);
-        let target = t.path("target");
+        let (t, target) = sixteen_big_files_collected();
         let inside = target.join(t.home().join("data").strip_prefix("/").unwrap());
         fs::create_dir_all(&inside).unwrap();
         for i in 0..16 {
