@@ -226,6 +226,12 @@ fn judge(
     }
 }
 
+/// When work last done at `seen` becomes due again by `period`, in `now`'s offset: the time the clock shows then (the
+/// snapshot's own offset may be another, made before the clocks changed).
+fn due_at(seen: &Seen, period: Period, now: DateTime<FixedOffset>) -> DateTime<FixedOffset> {
+    (seen.time + period.due_after()).with_timezone(now.offset())
+}
+
 fn future(seen: &Seen, now: DateTime<FixedOffset>) -> bool {
     now.signed_duration_since(seen.time) < -FUTURE_TOLERANCE
 }
@@ -296,7 +302,7 @@ fn set_due(schedule: &Schedule, h: &SetHistory, now: DateTime<FixedOffset>, forc
                     c.name,
                     age_words(age.max(TimeDelta::zero()))
                 ),
-                Some(c.time + period.due_after()),
+                Some(due_at(c, period, now)),
             ),
         },
     };
@@ -471,7 +477,7 @@ fn own_schedule_due(
         Some(p) => {
             let (due, said) = own_due(d, Some(p), now, false);
             let next = match (&d.newest, due) {
-                (Some(seen), false) => Some(seen.time + p.due_after()),
+                (Some(seen), false) => Some(due_at(seen, p, now)),
                 _ => None,
             };
             (due, format!("{said}; {words}"), next)
@@ -584,7 +590,7 @@ fn shared_due(
                         age_words(age.max(TimeDelta::zero())),
                         p.word()
                     ),
-                    Some(seen.time + p.due_after()),
+                    Some(due_at(seen, p, now)),
                 ),
             },
         },
@@ -593,7 +599,7 @@ fn shared_due(
             if due.is_empty() {
                 let next = destinations
                     .iter()
-                    .filter_map(|d| d.newest.as_ref().map(|s| s.time + p.due_after()))
+                    .filter_map(|d| d.newest.as_ref().map(|s| due_at(s, p, now)))
                     .min();
                 (
                     false,
@@ -1092,6 +1098,78 @@ mod tests {
                 None => assert!(full_reason.is_empty(), "{what}: no full reason"),
             }
             assert_eq!(s.next.is_some(), !collect, "{what}: next only when not due");
+        }
+    }
+
+    /// The hours the clocks change, in a real zone (Europe/Berlin, 2026: 02:00 CET became 03:00 CEST on 29 March,
+    /// 03:00 CEST became 02:00 CET on 25 October): ages are between instants, never wall-clock times, so the
+    /// repeated or skipped hour neither makes a collect due early nor keeps it from being due; and `next`, when it
+    /// is not due, is said in `now`'s offset: the time the clock shows then. Before, `next` kept the snapshot's
+    /// offset: at the second 02:10 of the fall-back, "collect at 03:40 (in 30 minutes)" for 02:40.
+    #[test]
+    #[allow(clippy::type_complexity)] // a table
+    fn the_hours_the_clocks_change_are_judged_by_the_instant() {
+        let hourly = sched(Incremental::Hourly, Full::Never, ExternalSchedule::Manual);
+        let daily = sched(Incremental::Daily, Full::Never, ExternalSchedule::Manual);
+        // (what, schedule, the newest complete snapshot, now, collect, next as the clock shows it)
+        let rows: Vec<(&str, &Schedule, (&str, &str), &str, bool, Option<&str>)> = vec![
+            (
+                "fall-back, hourly: the first 02:50, at the second 02:10 (20 minutes)",
+                &hourly,
+                ("data-2026-10-25-025000", "2026-10-25T02:50:00+02:00"),
+                "2026-10-25T02:10:00+01:00",
+                false,
+                Some("2026-10-25T02:40:00+01:00"),
+            ),
+            (
+                "fall-back, hourly: the first 02:10, at the second 02:05 (55 minutes)",
+                &hourly,
+                ("data-2026-10-25-021000", "2026-10-25T02:10:00+02:00"),
+                "2026-10-25T02:05:00+01:00",
+                true,
+                None,
+            ),
+            (
+                "fall-back, daily: 08:00 CEST, at 03:30 CET the next day (20 h 30 m; 19 h 30 m by the clock)",
+                &daily,
+                ("data-2026-10-24-080000", "2026-10-24T08:00:00+02:00"),
+                "2026-10-25T03:30:00+01:00",
+                true,
+                None,
+            ),
+            (
+                "spring-forward, hourly: 01:50 CET, at 03:10 CEST (20 minutes)",
+                &hourly,
+                ("data-2026-03-29-015000", "2026-03-29T01:50:00+01:00"),
+                "2026-03-29T03:10:00+02:00",
+                false,
+                Some("2026-03-29T03:40:00+02:00"),
+            ),
+            (
+                "spring-forward, hourly: 01:10 CET, at 03:05 CEST (55 minutes)",
+                &hourly,
+                ("data-2026-03-29-011000", "2026-03-29T01:10:00+01:00"),
+                "2026-03-29T03:05:00+02:00",
+                true,
+                None,
+            ),
+            (
+                "spring-forward, daily: 08:00 CET, at 04:30 CEST the next day (19 h 30 m; 20 h 30 m by the clock)",
+                &daily,
+                ("data-2026-03-28-080000", "2026-03-28T08:00:00+01:00"),
+                "2026-03-29T04:30:00+02:00",
+                false,
+                Some("2026-03-29T05:00:00+02:00"),
+            ),
+        ];
+        for (what, schedule, (name, time), now, collect, next) in rows {
+            let newest = seen(name, time);
+            let h = history(newest.clone(), newest.clone(), newest);
+            let due = decide(schedule, ExternalMode::First, &[h], &[], at(now), false);
+            let s = &due.sets[0];
+            assert_eq!(s.collect, collect, "{what}: {}", s.reason);
+            let shown = s.next.map(|n| n.to_rfc3339());
+            assert_eq!(shown.as_deref(), next, "{what}");
         }
     }
 

@@ -694,7 +694,28 @@ pub fn fresh_stamp(root: &Path, sets: &[&str], now: impl Fn() -> NaiveDateTime) 
 /// that one dated more than [`crate::schedule::FUTURE_TOLERANCE`] after `now` was made while the clock was wrong and
 /// counts as older than every other (what was made since the clock was set right is newer, whatever its name says).
 pub fn recency(time: NaiveDateTime, now: NaiveDateTime) -> (bool, NaiveDateTime) {
-    (time <= now + crate::schedule::FUTURE_TOLERANCE, time)
+    recency_in(&chrono::Local, time, now)
+}
+
+/// [`recency`] with `time` and `now` wall-clock times of the zone `tz`. Whether `time` is after `now` is judged
+/// between instants: in the hour a fall-back repeats, `time` at the earliest instant it can name and `now` at the
+/// latest, so that a snapshot of the first pass is not "from the future" in the second; a time the zone skips (the
+/// hour of the spring-forward, which no clock showed) is compared as it reads.
+pub(crate) fn recency_in<Tz: chrono::TimeZone>(
+    tz: &Tz,
+    time: NaiveDateTime,
+    now: NaiveDateTime,
+) -> (bool, NaiveDateTime) {
+    let earliest = tz
+        .from_local_datetime(&time)
+        .earliest()
+        .map(|t| t.naive_utc());
+    let latest = tz.from_local_datetime(&now).latest().map(|t| t.naive_utc());
+    let (time_at, now_at) = match (earliest, latest) {
+        (Some(t), Some(n)) => (t, n),
+        _ => (time, now),
+    };
+    (time_at <= now_at + crate::schedule::FUTURE_TOLERANCE, time)
 }
 
 /// Drops sub-second precision (snapshot names have one-second resolution).
@@ -707,6 +728,136 @@ pub fn truncate_to_second(t: NaiveDateTime) -> NaiveDateTime {
 pub(crate) mod tests {
     use super::*;
     use chrono::NaiveDate;
+
+    /// Europe/Berlin in 2026, by hand (chrono has no zone database): CET (+01:00), and CEST (+02:00) from
+    /// 2026-03-29 01:00 UTC (02:00 local jumps to 03:00) to 2026-10-25 01:00 UTC (03:00 local falls back to 02:00, so
+    /// 02:00-02:59 happens twice).
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct Berlin2026;
+
+    impl Berlin2026 {
+        fn cet() -> FixedOffset {
+            FixedOffset::east_opt(3600).unwrap()
+        }
+        fn cest() -> FixedOffset {
+            FixedOffset::east_opt(7200).unwrap()
+        }
+    }
+
+    impl chrono::TimeZone for Berlin2026 {
+        type Offset = FixedOffset;
+
+        fn from_offset(_: &FixedOffset) -> Self {
+            Berlin2026
+        }
+
+        fn offset_from_local_date(&self, local: &NaiveDate) -> chrono::LocalResult<FixedOffset> {
+            self.offset_from_local_datetime(&local.and_hms_opt(0, 0, 0).unwrap())
+        }
+
+        fn offset_from_local_datetime(
+            &self,
+            local: &NaiveDateTime,
+        ) -> chrono::LocalResult<FixedOffset> {
+            // Each offset that maps `local` to an instant at which that offset is in force (CEST first: its
+            // instant is the earlier one).
+            let fits: Vec<FixedOffset> = [Self::cest(), Self::cet()]
+                .into_iter()
+                .filter(|o| self.offset_from_utc_datetime(&(*local - *o)) == *o)
+                .collect();
+            match fits[..] {
+                [o] => chrono::LocalResult::Single(o),
+                [a, b] => chrono::LocalResult::Ambiguous(a, b),
+                _ => chrono::LocalResult::None,
+            }
+        }
+
+        fn offset_from_utc_date(&self, utc: &NaiveDate) -> FixedOffset {
+            self.offset_from_utc_datetime(&utc.and_hms_opt(0, 0, 0).unwrap())
+        }
+
+        fn offset_from_utc_datetime(&self, utc: &NaiveDateTime) -> FixedOffset {
+            let summer = t(2026, 3, 29, 1, 0, 0)..t(2026, 10, 25, 1, 0, 0);
+            if summer.contains(utc) {
+                Self::cest()
+            } else {
+                Self::cet()
+            }
+        }
+    }
+
+    /// Whether a stamp counts as made under a wrong clock (dated after `now`), at the hours the clocks change in a
+    /// real zone. At the fall-back the hour 02:00-02:59 happens twice: at 02:10 of the second pass, a snapshot
+    /// stamped 02:50 in the first was made 20 minutes ago, and is the newest. Before, its wall-clock time, 40
+    /// minutes after 02:10, made it "from the future", older than every other snapshot: the newest became the one
+    /// before it, an hourly collect was due again at once (an extra run), and `external` chose the older snapshot.
+    #[test]
+    fn snapshots_of_a_repeated_or_skipped_hour_are_not_from_the_future() {
+        let future =
+            |time: NaiveDateTime, now: NaiveDateTime| !recency_in(&Berlin2026, time, now).0;
+        // (what, stamp, now, dated in the future)
+        let rows = [
+            (
+                "an hour ago",
+                t(2026, 7, 1, 9, 0, 0),
+                t(2026, 7, 1, 10, 0, 0),
+                false,
+            ),
+            (
+                "within the tolerance",
+                t(2026, 7, 1, 10, 4, 0),
+                t(2026, 7, 1, 10, 0, 0),
+                false,
+            ),
+            (
+                "an hour ahead",
+                t(2026, 7, 1, 11, 0, 0),
+                t(2026, 7, 1, 10, 0, 0),
+                true,
+            ),
+            // Fall-back: 2026-10-25, 03:00 CEST becomes 02:00 CET.
+            (
+                "the first 02:50, seen at the second 02:10",
+                t(2026, 10, 25, 2, 50, 0),
+                t(2026, 10, 25, 2, 10, 0),
+                false,
+            ),
+            (
+                "01:59 CEST, seen at the second 02:10",
+                t(2026, 10, 25, 1, 59, 0),
+                t(2026, 10, 25, 2, 10, 0),
+                false,
+            ),
+            (
+                "03:20 CET, seen at 02:10 (of either pass)",
+                t(2026, 10, 25, 3, 20, 0),
+                t(2026, 10, 25, 2, 10, 0),
+                true,
+            ),
+            // Spring-forward: 2026-03-29, 02:00 CET becomes 03:00 CEST.
+            (
+                "01:58 CET, seen at 03:01 CEST",
+                t(2026, 3, 29, 1, 58, 0),
+                t(2026, 3, 29, 3, 1, 0),
+                false,
+            ),
+            (
+                "03:01 CEST, seen at 01:58 CET: 3 minutes later, within the tolerance",
+                t(2026, 3, 29, 3, 1, 0),
+                t(2026, 3, 29, 1, 58, 0),
+                false,
+            ),
+            (
+                "03:30 CEST, seen at 01:58 CET: 32 minutes later",
+                t(2026, 3, 29, 3, 30, 0),
+                t(2026, 3, 29, 1, 58, 0),
+                true,
+            ),
+        ];
+        for (what, stamp, now, want) in rows {
+            assert_eq!(future(stamp, now), want, "{what}");
+        }
+    }
 
     fn t(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> NaiveDateTime {
         NaiveDate::from_ymd_opt(y, mo, d)

@@ -190,36 +190,56 @@ fn index_as_recorded(
     }
 }
 
-/// Opens the encrypted indexes of `backups` with the keys the ring finds (read once, only when one is encrypted).
-/// `Err` with the reason when they are needed and cannot be had (ending with how to give the identity, once); the
-/// plain ones are untouched.
+/// Opens the encrypted indexes of `backups` with the keys the ring finds for each destination (its passphrase; read
+/// once, only when one is encrypted). `Err` with the reason when they are needed and cannot be had (ending with how
+/// to give the identity, once); the plain ones are untouched.
 pub fn unlock(backups: &mut [SetBackup], ring: &KeyRing) -> Result<Vec<String>, String> {
-    let files: Vec<&ArchiveFiles> = backups
+    let encrypted = |b: &SetBackup| matches!(&b.content, Content::Index(f) if f.encrypted());
+    let mut destinations: Vec<Option<String>> = backups
         .iter()
-        .filter_map(|b| match &b.content {
-            Content::Index(f) if f.encrypted() => Some(f),
-            _ => None,
-        })
+        .filter(|b| encrypted(b))
+        .map(|b| b.destination.clone())
         .collect();
-    if files.is_empty() {
-        return Ok(Vec::new());
-    }
-    let found = ring.keys_for(&files, false, Ask::Always).map_err(|e| {
-        let why = e.to_string();
-        match why.contains("--identity") {
-            true => why,
-            false => format!("{why}; give the identity with --identity FILE"),
+    destinations.sort();
+    destinations.dedup();
+    let mut warnings: Vec<String> = Vec::new();
+    for destination in destinations {
+        let on = |b: &SetBackup| encrypted(b) && b.destination == destination;
+        let files: Vec<&ArchiveFiles> = backups
+            .iter()
+            .filter(|b| on(b))
+            .filter_map(|b| match &b.content {
+                Content::Index(f) => Some(f),
+                _ => None,
+            })
+            .collect();
+        let found = ring
+            .keys_for(
+                destination.as_deref().unwrap_or(""),
+                &files,
+                false,
+                Ask::Always,
+            )
+            .map_err(|e| {
+                let why = e.to_string();
+                match why.contains("--identity") {
+                    true => why,
+                    false => format!("{why}; give the identity with --identity FILE"),
+                }
+            })?;
+        let keys: Option<Arc<Keys>> = found.keys;
+        for b in backups.iter_mut().filter(|b| on(b)) {
+            if let Content::Index(f) = &mut b.content {
+                *f = f.clone().with_keys(keys.clone());
+            }
         }
-    })?;
-    let keys: Option<Arc<Keys>> = found.keys;
-    for b in backups.iter_mut() {
-        if let Content::Index(f) = &mut b.content
-            && f.encrypted()
-        {
-            *f = f.clone().with_keys(keys.clone());
+        for w in found.warnings {
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
         }
     }
-    Ok(found.warnings)
+    Ok(warnings)
 }
 
 /// An index line as an entry; a hard link keeps the size of the file it names.

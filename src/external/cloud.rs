@@ -63,9 +63,11 @@ impl std::fmt::Debug for CloudWorld {
     }
 }
 
-/// Opens the destination and lists what it holds. Never fails: a destination that cannot be reached is recorded
-/// with its error, which the plan turns into a refusal.
-pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
+/// Opens the destination and lists what it holds. A destination that cannot be reached is recorded with its error,
+/// which the plan turns into a refusal (the others go on); one that cannot be opened for what the config or the
+/// environment lacks (no keys, an unreadable `AWS_CA_BUNDLE`: exit 2, as `cloud check` says) is an error, found
+/// before anything is written.
+pub fn observe(cloud: &CloudSettings, ui: &Ui) -> Result<CloudWorld, crate::cloud::CloudError> {
     let mut world = CloudWorld {
         settings: cloud.clone(),
         store: None,
@@ -82,9 +84,10 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
     let env = crate::expand::Env::from_process();
     let store = match Store::open(cloud, &env, Local::now().time()) {
         Ok(s) => Arc::new(s),
+        Err(e) if crate::exit::ExitCoded::exit(&e) == crate::exit::Exit::Usage => return Err(e),
         Err(e) => {
             world.error = Some(e.to_string());
-            return world;
+            return Ok(world);
         }
     };
     ui.step(format_args!("{}: looking at {}", cloud.name, store.place()));
@@ -96,7 +99,7 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> CloudWorld {
         Err(e) => world.error = Some(e.to_string()),
     }
     world.store = Some(store);
-    world
+    Ok(world)
 }
 
 /// The most `backup.json` files checked against their sums for a bucket's chains (one small GET each: the sums).

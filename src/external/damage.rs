@@ -15,6 +15,8 @@ pub const FILE_NAME: &str = "damaged.json";
 const MAX_BYTES: u64 = 1 << 20;
 /// The newest records kept.
 const MAX_RECORDS: usize = 1000;
+/// The longest problem a record keeps, in bytes (it is shown on one line).
+const MAX_PROBLEM: usize = 1024;
 
 /// One backup found damaged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,7 +27,7 @@ pub struct Record {
     pub backup: String,
     /// When `restore --verify` found it (RFC 3339).
     pub found: String,
-    /// The first problem it found.
+    /// The first problem it found, as `restore --verify` showed it: its names escaped ([`crate::stdx::show`]).
     pub problem: String,
 }
 
@@ -66,11 +68,38 @@ pub fn note(
         destination: destination.to_string(),
         backup: backup.to_string(),
         found: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-        problem: problem.to_string(),
+        problem: bounded(problem),
     });
     let excess = records.len().saturating_sub(MAX_RECORDS);
     records.drain(..excess);
     write(state_dir, records)
+}
+
+/// `problem` cut to [`MAX_PROBLEM`] bytes (at a character's boundary), `...` saying so.
+fn bounded(problem: &str) -> String {
+    if problem.len() <= MAX_PROBLEM {
+        return problem.to_string();
+    }
+    let mut end = MAX_PROBLEM;
+    while !problem.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &problem[..end])
+}
+
+/// What `status` and `restore --list` say of a backup a record names. Its problem was stored escaped (as `restore
+/// --verify` showed it) and is shown as stored: escaped once, not twice. One that holds what escaping leaves out (the
+/// file edited by hand: a raw ESC) is escaped, whole.
+pub fn note_text(r: &Record) -> String {
+    let escaped = crate::stdx::show_str(&r.problem);
+    let problem = match escaped == r.problem.replace('\\', "\\\\") {
+        true => r.problem.as_str(),
+        false => escaped.as_str(),
+    };
+    format!(
+        "restore --verify found it damaged on {}: {problem}",
+        crate::stdx::show_str(&r.found)
+    )
 }
 
 fn write(state_dir: &Path, records: Vec<Record>) -> std::io::Result<()> {
@@ -96,15 +125,7 @@ pub fn on_destination(
         .iter()
         .filter(|r| r.destination == destination)
         .filter(|r| listing.backups.iter().any(|b| b.name == r.backup))
-        .map(|r| {
-            (
-                r.backup.clone(),
-                crate::stdx::show_str(&format!(
-                    "restore --verify found it damaged on {}: {}",
-                    r.found, r.problem
-                )),
-            )
-        })
+        .map(|r| (r.backup.clone(), note_text(r)))
         .collect()
 }
 
@@ -152,6 +173,19 @@ mod tests {
         assert!(on_destination(&records, "other", &listing).is_empty());
         note(&state, "T9", "2026-12-01-031500", None, now()).unwrap();
         assert!(read(&state).is_empty());
+        // Stored escaped, shown as stored; a raw ESC (a file edited by hand) escaped; a long problem cut.
+        let record = |problem: &str| Record {
+            destination: "T9".into(),
+            backup: "2026-12-01-031500".into(),
+            found: "2026-12-05T18:00:00+01:00".into(),
+            problem: problem.into(),
+        };
+        let shown = |problem: &str| note_text(&record(problem));
+        let once = shown(r"/m/a\x1b\\b: damaged");
+        assert!(once.ends_with(r"+01:00: /m/a\x1b\\b: damaged"), "{once}");
+        let raw = shown("/m/a\u{1b}[2J: damaged");
+        assert!(raw.ends_with(r"+01:00: /m/a\x1b[2J: damaged"), "{raw}");
+        assert_eq!(bounded(&"\u{e9}".repeat(600)).len(), 1024 + 3);
         std::fs::write(state.join(FILE_NAME), "not json").unwrap();
         assert!(read(&state).is_empty());
     }

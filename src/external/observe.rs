@@ -294,7 +294,15 @@ fn observe_clouds(
     let root = &settings.backup_root;
     let mut cloud_worlds = Vec::new();
     for c in clouds.iter().filter(|c| chosen_clouds.contains(&c.name)) {
-        let mut w = super::cloud::observe(c, ui);
+        let mut w = super::cloud::observe(c, ui).map_err(|e| {
+            CodedError::new(
+                Exit::Usage,
+                format!(
+                    "{e}; nothing was written (`dbackup cloud check {}` tests the keys)",
+                    c.name
+                ),
+            )
+        })?;
         w.resume = super::resume::observe(&w.listing, &w.settings.name, root);
         (w.encryption, w.passphrase_file) = encryption_of(&c.name, c.encryption.as_ref())?;
         cloud_worlds.push(w);

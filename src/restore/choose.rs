@@ -440,9 +440,14 @@ pub fn keys_for_backup(
             let identity = sets
                 .iter()
                 .any(|s| s.encryption.as_ref().is_some_and(|e| !e.passphrase));
-            ring.keys_recorded(identity, recorded, ask)
+            ring.keys_recorded(&backup.destination, identity, recorded, ask)
         } else {
-            ring.keys_for(&files.iter().collect::<Vec<_>>(), recorded, ask)
+            ring.keys_for(
+                &backup.destination,
+                &files.iter().collect::<Vec<_>>(),
+                recorded,
+                ask,
+            )
         }
         .map_err(|e| failed(format!("backup {} is encrypted: {e}", backup.stamp)))?;
         for w in &found.warnings {
@@ -450,7 +455,7 @@ pub fn keys_for_backup(
         }
         return Ok(found.keys);
     }
-    let Chosen::External { backup, .. } = chosen else {
+    let Chosen::External { drive, backup } = chosen else {
         return Ok(None);
     };
     let mut files = Vec::new();
@@ -465,7 +470,12 @@ pub fn keys_for_backup(
         .iter()
         .any(|s| s.encryption.as_ref().is_some_and(|e| e.passphrase));
     let found = ring
-        .keys_for(&files.iter().collect::<Vec<_>>(), recorded, ask)
+        .keys_for(
+            &drive.name,
+            &files.iter().collect::<Vec<_>>(),
+            recorded,
+            ask,
+        )
         .map_err(|e| failed(format!("backup {} is encrypted: {e}", backup.dir.name)))?;
     for w in &found.warnings {
         ui.warn(w);

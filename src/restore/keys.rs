@@ -6,6 +6,7 @@
 //! The identity stays in memory ([`Keys`]); only the files' names ever appear in messages.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -32,10 +33,14 @@ pub struct KeyRing {
     given: Vec<PathBuf>,
     /// The config's `identity_file`s (top-level first, then each destination's), without duplicates.
     configured: Vec<PathBuf>,
-    /// The config's `passphrase_file` (top-level, else the first destination's).
+    /// Each configured destination's `passphrase_file` (its own encryption's, else the top level's), by name: what
+    /// reads a destination's backups decrypts them with its passphrase.
+    passphrase_files: BTreeMap<String, PathBuf>,
+    /// For a drive the config does not name (`--drive DIR`): the top level's `passphrase_file`, else the first
+    /// destination's.
     passphrase_file: Option<PathBuf>,
-    /// The passphrase once read (so that it is asked once per run).
-    passphrase: RefCell<Option<SecretString>>,
+    /// The passphrases once read, by the file they were read from (so that each is asked once per run).
+    passphrases: RefCell<Vec<(Option<PathBuf>, SecretString)>>,
 }
 
 /// What [`KeyRing::keys_for`] found.
@@ -51,18 +56,22 @@ impl KeyRing {
     pub fn new(settings: &Settings, given: &[PathBuf]) -> KeyRing {
         let mut configured: Vec<PathBuf> = Vec::new();
         let mut passphrase_file = None;
+        let mut passphrase_files = BTreeMap::new();
         // The top level's, the drives' and the buckets' own (a bucket encrypted to a passphrase has its file).
-        let all = settings
-            .encryption
-            .iter()
+        let all = (settings.encryption.iter().map(|e| (None, e)))
             .chain(
                 settings
                     .destinations
                     .iter()
-                    .filter_map(|d| d.encryption.as_ref()),
+                    .filter_map(|d| Some((Some(&d.name), d.encryption.as_ref()?))),
             )
-            .chain(settings.clouds.iter().filter_map(|c| c.encryption.as_ref()));
-        for e in all {
+            .chain(
+                settings
+                    .clouds
+                    .iter()
+                    .filter_map(|c| Some((Some(&c.name), c.encryption.as_ref()?))),
+            );
+        for (name, e) in all {
             if let Some(f) = &e.identity_file
                 && !configured.contains(f)
                 && !given.contains(f)
@@ -72,12 +81,16 @@ impl KeyRing {
             if passphrase_file.is_none() {
                 passphrase_file = e.passphrase_file.clone();
             }
+            if let (Some(name), Some(f)) = (name, &e.passphrase_file) {
+                passphrase_files.insert(name.clone(), f.clone());
+            }
         }
         KeyRing {
             given: given.to_vec(),
             configured,
+            passphrase_files,
             passphrase_file,
-            passphrase: RefCell::new(None),
+            passphrases: RefCell::new(Vec::new()),
         }
     }
 
@@ -94,9 +107,11 @@ impl KeyRing {
     /// none of them is encrypted. An archive encrypted to a passphrase (its header, or `passphrase_recorded` from
     /// `backup.json`) has the passphrase read; any other encrypted archive has the identity files read. An
     /// identity file given with `--identity` that cannot be read is an error; a configured one is an error only
-    /// when no identity was given on the command line (else it is passed over with a warning).
+    /// when no identity was given on the command line (else it is passed over with a warning). `destination`: the
+    /// name of the destination they are on, whose `passphrase_file` is read.
     pub fn keys_for(
         &self,
+        destination: &str,
         archives: &[&ArchiveFiles],
         passphrase_recorded: bool,
         ask: Ask,
@@ -118,14 +133,15 @@ impl KeyRing {
                 Some(false) | None => need_identity = true,
             }
         }
-        self.load(need_identity, need_passphrase, ask)
+        self.load(destination, need_identity, need_passphrase, ask)
     }
 
     /// The keys that open archives whose encryption is known without looking at them (a bucket's `backup.json`
     /// records each set's: reading the archives' headers to find out would cost a request each): the identity
-    /// files read when `identity`, the passphrase when `passphrase`; `None` when neither.
+    /// files read when `identity`, the passphrase (`destination`'s) when `passphrase`; `None` when neither.
     pub fn keys_recorded(
         &self,
+        destination: &str,
         identity: bool,
         passphrase: bool,
         ask: Ask,
@@ -136,11 +152,12 @@ impl KeyRing {
                 warnings: Vec::new(),
             });
         }
-        self.load(identity, passphrase, ask)
+        self.load(destination, identity, passphrase, ask)
     }
 
     fn load(
         &self,
+        destination: &str,
         need_identity: bool,
         need_passphrase: bool,
         ask: Ask,
@@ -180,7 +197,7 @@ impl KeyRing {
             }
         }
         if need_passphrase {
-            match self.passphrase(ask) {
+            match self.passphrase(destination, ask) {
                 Ok(p) => keys.add_passphrase(p),
                 Err(e) if ask == Ask::IfAvailable => found.warnings.push(e.to_string()),
                 Err(e) => return Err(e),
@@ -190,12 +207,22 @@ impl KeyRing {
         Ok(found)
     }
 
-    fn passphrase(&self, ask: Ask) -> Result<SecretString, CryptError> {
-        if let Some(p) = self.passphrase.borrow().as_ref() {
+    /// The passphrase of `destination`'s backups: from `$DBACKUP_PASSPHRASE_FILE`, its `passphrase_file` (for a
+    /// drive the config does not name, the top level's or the first one's), else the terminal.
+    fn passphrase(&self, destination: &str, ask: Ask) -> Result<SecretString, CryptError> {
+        let file = self
+            .passphrase_files
+            .get(destination)
+            .or(self.passphrase_file.as_ref());
+        if let Some((_, p)) = self
+            .passphrases
+            .borrow()
+            .iter()
+            .find(|(f, _)| f.as_ref() == file)
+        {
             return Ok(p.clone());
         }
-        let from_file =
-            std::env::var_os("DBACKUP_PASSPHRASE_FILE").is_some() || self.passphrase_file.is_some();
+        let from_file = std::env::var_os("DBACKUP_PASSPHRASE_FILE").is_some() || file.is_some();
         if ask == Ask::IfAvailable && !from_file && !has_terminal() {
             return Err(CryptError::Passphrase(
                 "the backup is encrypted to a passphrase, and there is no terminal to ask for it and no \
@@ -204,10 +231,12 @@ impl KeyRing {
             ));
         }
         let p = crypt::read_passphrase(
-            self.passphrase_file.as_deref(),
+            file.map(PathBuf::as_path),
             "passphrase of the encrypted backup: ",
         )?;
-        *self.passphrase.borrow_mut() = Some(p.clone());
+        self.passphrases
+            .borrow_mut()
+            .push((file.cloned(), p.clone()));
         Ok(p)
     }
 }
@@ -271,17 +300,19 @@ mod tests {
 
         // A missing identity file is no error while nothing encrypted is opened.
         let missing = KeyRing::with_identities(&[dir.path().join("nope.txt")]);
-        let found = missing.keys_for(&[&plain], false, Ask::Always).unwrap();
+        let found = missing
+            .keys_for("T9", &[&plain], false, Ask::Always)
+            .unwrap();
         assert!(found.keys.is_none());
         let e = missing
-            .keys_for(&[&plain, &enc], false, Ask::Always)
+            .keys_for("T9", &[&plain, &enc], false, Ask::Always)
             .err()
             .unwrap();
         assert!(e.to_string().contains("nope.txt"), "{e}");
 
         let ring = KeyRing::with_identities(std::slice::from_ref(&key));
         let keys = ring
-            .keys_for(&[&enc], false, Ask::Always)
+            .keys_for("T9", &[&enc], false, Ask::Always)
             .unwrap()
             .keys
             .unwrap();
@@ -297,7 +328,7 @@ mod tests {
 
         // One that others can read is used, with a warning.
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let found = ring.keys_for(&[&enc], false, Ask::Always).unwrap();
+        let found = ring.keys_for("T9", &[&enc], false, Ask::Always).unwrap();
         assert!(found.keys.is_some());
         assert_eq!(found.warnings.len(), 1, "{:?}", found.warnings);
         assert!(
@@ -312,7 +343,7 @@ mod tests {
             configured: vec![dir.path().join("gone.txt")],
             ..KeyRing::with_identities(&[key])
         };
-        let found = ring.keys_for(&[&enc], false, Ask::Always).unwrap();
+        let found = ring.keys_for("T9", &[&enc], false, Ask::Always).unwrap();
         assert!(
             found.warnings[0].contains("gone.txt"),
             "{:?}",
@@ -323,7 +354,7 @@ mod tests {
             ..KeyRing::default()
         };
         let e = alone
-            .keys_for(&[&enc], false, Ask::Always)
+            .keys_for("T9", &[&enc], false, Ask::Always)
             .err()
             .unwrap()
             .to_string();

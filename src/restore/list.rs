@@ -310,10 +310,7 @@ pub fn drive_backups(
                     })
             });
             let state = if let Some(r) = damaged(&b.dir.name).filter(|_| b.verified()) {
-                notes.push(show_str(&format!(
-                    "restore --verify found it damaged on {}: {}",
-                    r.found, r.problem
-                )));
+                notes.push(crate::external::damage::note_text(r));
                 State::Damaged
             } else if let Some(why) = sized.get(b.dir.name.as_str()) {
                 notes.push(why.clone());

@@ -1274,7 +1274,10 @@ fn index_made_from(local: &Local<'_>, snap: &Snapshot) -> Option<(String, Archiv
     }
     // An encrypted index is compared with only when it can be decrypted.
     let recorded = s.encryption.as_ref().is_some_and(|e| e.passphrase);
-    let keys = match local.ring.keys_for(&[&files], recorded, Ask::IfAvailable) {
+    let keys = match local
+        .ring
+        .keys_for(&d.name, &[&files], recorded, Ask::IfAvailable)
+    {
         Ok(f) => f.keys.filter(|k| !k.is_empty()),
         Err(e) => {
             local.ui.warn(format_args!("{e}"));

@@ -394,6 +394,48 @@ fn reading_a_bucket_without_keys_is_a_configuration_error() {
     }
 }
 
+/// Writing to a bucket with no keys anywhere is a configuration error too (exit 2, as README's table and `cloud check`
+/// say), found before anything is written: `external` refuses the run naming the bucket and where keys go (the drive
+/// beside it is not written, as for a destination's encryption settings that cannot be used); `backup`, which runs the
+/// external phase once per destination, writes the drive and exits 2; `config check` warns of it (exit 0: the keys may
+/// be in the environment of the unit that runs the backups). Before, `external` and `backup` exited 1, as for a
+/// bucket that failed to answer, and `config check` said nothing.
+#[test]
+fn writing_to_a_bucket_without_keys_is_a_configuration_error() {
+    let t = Test::new();
+    let drive = t.path("T9");
+    std::fs::create_dir_all(&drive).unwrap();
+    let t = t.config(&format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
+            "external": {{ "mode": "all" }},
+            "destinations": [
+              {{ "name": "T9", "path": "{}", "require_mount": false }},
+              {{ "name": "offsite", "kind": "s3", "endpoint": "http://127.0.0.1:9", "bucket": "my-bucket",
+                "region": "{REGION}", "allow_unencrypted": true, "retries": 1, "timeout_seconds": 10 }} ] }}"#,
+        drive.display()
+    ));
+    t.write("home/notes.txt", "notes\n");
+    let out = t.cmd().args(["config", "check"]).status(0);
+    out.stderr_has("no credentials for cloud destination \"offsite\"")
+        .stderr_has("AWS_ACCESS_KEY_ID");
+    t.cmd().args(["collect"]).status(0);
+    let out = t.cmd().args(["external"]).status(2);
+    out.stderr_has("no credentials for cloud destination \"offsite\"")
+        .stderr_has("AWS_ACCESS_KEY_ID")
+        .stderr_has("nothing was written");
+    assert!(!drive.join("backups").exists(), "{}", out.stderr);
+    // `backup` runs the external phase once per destination due: the drive is written, the bucket refused, exit 2.
+    let out = t.cmd().args(["backup", "--force"]).status(2);
+    out.stderr_has("external offsite: FAILED: no credentials for cloud destination \"offsite\"")
+        .stderr_has("nothing was written");
+    assert_eq!(
+        crate::fixtures::drive::backups(&drive).len(),
+        1,
+        "{}",
+        out.stderr
+    );
+}
+
 /// A secret in the config is refused with the place it belongs, and its value is never echoed; a cloud
 /// destination without encryption is refused unless `allow_unencrypted`.
 #[test]

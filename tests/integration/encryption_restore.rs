@@ -554,6 +554,28 @@ fn a_key_file_that_never_ends_is_refused_after_a_bounded_read() {
     out.stderr_has("pass.txt").stderr_has("larger than");
 }
 
+/// `~/.secrets` restored from the drive (into `target`) is whole, and `restore --verify` of the drive's newest backup
+/// finds it intact, its contents checked: its report.
+#[track_caller]
+fn restores_the_secret_and_verifies(t: &Test) -> VerifyReport {
+    let target = t.path("target");
+    t.restore_from_drive()
+        .args(["--path", "~/.secrets", "--target"])
+        .args([&target])
+        .status(0);
+    let secret = target
+        .join(t.home().strip_prefix("/").unwrap())
+        .join(".secrets");
+    assert_eq!(fs::read_to_string(secret).unwrap(), "hunter2");
+    let report: VerifyReport = t
+        .cmd()
+        .args(["--json", "restore", "--source", "external", "--verify"])
+        .status(0)
+        .json();
+    assert!(report.intact && report.content_checked, "{report:?}");
+    report
+}
+
 #[test]
 fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environment() {
     let t = Test::new();
@@ -568,25 +590,9 @@ fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environme
     fs::create_dir_all(t.path("T9")).unwrap();
     t.cmd().args(["collect"]).status(0);
     t.cmd().args(["external", "--set", "config"]).status(0);
-    let target = t.path("target");
-    t.restore_from_drive()
-        .args(["--path", "~/.secrets", "--target"])
-        .args([&target])
-        .status(0);
-    let secret = target
-        .join(t.home().strip_prefix("/").unwrap())
-        .join(".secrets");
-    assert_eq!(fs::read_to_string(secret).unwrap(), "hunter2");
     // --verify reads the passphrase the same way and checks every file.
-    let report: VerifyReport = t
-        .cmd()
-        .args(["--json", "restore", "--source", "external", "--verify"])
-        .status(0)
-        .json();
-    assert!(
-        report.intact && report.content_checked && report.files >= 5,
-        "{report:?}"
-    );
+    let report = restores_the_secret_and_verifies(&t);
+    assert!(report.files >= 5, "{report:?}");
     let listing = crate::fixtures::drive::drive_listing(&t);
     assert!(listing.backups[0].sets[0].passphrase);
     // A wrong passphrase: a clear error naming the archive, and nothing written.
@@ -600,6 +606,50 @@ fn a_passphrase_backup_reads_the_passphrase_from_the_file_named_in_the_environme
     out.stderr_has("passphrase does not decrypt")
         .stderr_has("config.tar.age");
     assert!(!t.path("t2").exists());
+}
+
+/// Two drives encrypted to different passphrases, each read from its own `passphrase_file`: whatever reads a drive
+/// (`find`, `restore`, `restore --verify` and `ls`, here of the spare, T9 unplugged) decrypts it with that drive's
+/// passphrase. Before, the key ring took the config's first `passphrase_file` (T9's) for every drive: the spare's
+/// backups failed with "passphrase does not decrypt" unless DBACKUP_PASSPHRASE_FILE named the right file.
+#[test]
+fn each_drive_is_read_with_its_own_passphrase_file() {
+    let t = Test::new();
+    let t9 = t.write_secret("t9-pass.txt", "correct horse battery staple\n");
+    let spare = t.write_secret("spare-pass.txt", "another passphrase entirely\n");
+    let drive = |name: &str, pass: &Path| {
+        format!(
+            r#"{{ "name": "{name}", "path": "{{tmp}}/{name}", "require_mount": false,
+                 "encryption": {{ "passphrase": true, "passphrase_file": "{}" }} }}"#,
+            pass.display()
+        )
+    };
+    let t = t.config(&config(&format!(
+        r#", "external": {{ "mode": "all" }}, "destinations": [ {}, {} ]"#,
+        drive("T9", &t9),
+        drive("spare", &spare)
+    )));
+    sample(&t, &t.path("data"));
+    fs::create_dir_all(t.path("T9")).unwrap();
+    fs::create_dir_all(t.path("spare")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external", "--set", "config"]).status(0);
+
+    // T9 unplugged: the spare alone.
+    fs::rename(t.path("T9"), t.path("T9-away")).unwrap();
+    let found: serde_json::Value = t.run_json(&["find", "--source", "external", ".secrets"]);
+    assert_eq!(found["searched"], 1, "{found}");
+    assert!(found.get("not_searched").is_none(), "{found}");
+    assert_eq!(
+        found["matches"][0]["versions"][0]["destination"], "spare",
+        "{found}"
+    );
+    restores_the_secret_and_verifies(&t);
+    let home = t.home().display().to_string();
+    t.cmd()
+        .args(["ls", "--source", "external", &home])
+        .status(0)
+        .stdout_has(".secrets");
 }
 
 // ---------------------------------------------------------------------------------------------------------------

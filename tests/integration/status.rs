@@ -455,6 +455,41 @@ fn a_restore_from_a_damaged_backup_names_the_newest_good_one() {
     );
 }
 
+/// What `restore --verify` found, noted in `damaged.json` and shown again by `status` and `restore --list`, is escaped
+/// exactly once: the drive's path here holds an ESC and a backslash, and the note shows `\x1b` and `\\` (never the raw
+/// ESC, never `\\x1b`). Before, the note was stored escaped and escaped again when shown: `\\x1b` and `\\\\`.
+#[test]
+fn a_damage_note_is_escaped_exactly_once() {
+    use crate::fixtures::chain::verify_backup;
+    let (t, drive, first, _) = a_full_and_an_incremental();
+    let hostile = t.path("dr\u{1b}[2Jive\\x");
+    fs::rename(&drive, &hostile).unwrap();
+    let config = fs::read_to_string(t.path("config.json")).unwrap();
+    let quoted = serde_json::to_string(hostile.to_str().unwrap()).unwrap();
+    let config = config.replace(&format!("\"{}\"", drive.display()), &quoted);
+    assert!(config.contains(r"\u001b[2Jive\\x"), "{config}");
+    fs::write(t.path("config.json"), config).unwrap();
+
+    crate::harness::flip_middle_byte(&hostile.join("backups").join(&first).join("data.tar"));
+    let verify = verify_backup(&t, &first, false, 1);
+    let once = r"dr\x1b[2Jive\\x";
+    verify.stdout_has(once);
+    let status = t.cmd().args(["status"]).status(0);
+    let list = t
+        .cmd()
+        .args(["restore", "--source", "external", "--list"])
+        .status(0);
+    for (what, out) in [("status", &status.stdout), ("restore --list", &list.stdout)] {
+        let note = out
+            .lines()
+            .find(|l| l.contains("restore --verify found it damaged on "))
+            .unwrap_or_else(|| panic!("{what}: no damage note: {out}"));
+        assert!(note.contains(once), "{what}: not escaped once: {note}");
+        assert!(!note.contains(r"\\x1b"), "{what}: escaped twice: {note}");
+        assert!(!note.contains('\u{1b}'), "{what}: a raw ESC: {note}");
+    }
+}
+
 /// When `restore --verify` finds a backup damaged but cannot note it (here `damaged.json` is a directory), the
 /// warning says what that costs and what to do: the next external cannot know, so `external --full`. Before, it
 /// said only "cannot note the result in ...".
