@@ -103,6 +103,25 @@ pub fn resolve(cloud: &CloudSettings, env: &Env) -> Result<Keys, CredentialsErro
     }
 }
 
+/// The cloud destinations without a `credentials_file` whose keys cannot be found in this environment (no request
+/// is sent: the variables and the shared files are only read), one warning each: uploads to them are refused (exit
+/// 2). A warning, not an error: the unit that runs the backups may have an environment of its own. (A
+/// `credentials_file` that does not exist is warned of already, one others can read refused.)
+pub fn missing_keys(clouds: &[CloudSettings], env: &Env) -> Vec<String> {
+    clouds
+        .iter()
+        .filter(|c| c.credentials_file.is_none())
+        .filter_map(|c| {
+            let e = resolve(c, env).err()?;
+            Some(format!(
+                "{e}; uploads to it are refused (exit 2) until the keys are found where the backups run \
+                 (`dbackup cloud check {}` tests them)",
+                c.name
+            ))
+        })
+        .collect()
+}
+
 fn resolve_s3(cloud: &CloudSettings, env: &Env) -> Result<Keys, CredentialsError> {
     if let Some(path) = &cloud.credentials_file {
         let ini = read_credentials_file(path)?;

@@ -50,32 +50,12 @@ fn check(
     // A config checked where it does not run (a build) is not told of the keys its environment lacks.
     let keys = match allow_missing_files {
         true => Vec::new(),
-        false => missing_keys(&settings, env),
+        false => crate::cloud::credentials::missing_keys(&settings.clouds, env),
     };
     for warning in warnings.into_iter().chain(keys) {
         ui.warn(warning);
     }
     Ok(Exit::Ok)
-}
-
-/// The cloud destinations without a `credentials_file` whose keys cannot be found in this environment (no request
-/// is sent: the variables and the shared files are only read), one warning each: uploads to them are refused (exit
-/// 2). A warning, not an error: the unit that runs the backups may have an environment of its own. (A
-/// `credentials_file` that does not exist is warned of already, one others can read refused.)
-fn missing_keys(settings: &Settings, env: &Env) -> Vec<String> {
-    settings
-        .clouds
-        .iter()
-        .filter(|c| c.credentials_file.is_none())
-        .filter_map(|c| {
-            let e = crate::cloud::credentials::resolve(c, env).err()?;
-            Some(format!(
-                "{e}; uploads to it are refused (exit 2) until the keys are found where the backups run \
-                 (`dbackup cloud check {}` tests them)",
-                c.name
-            ))
-        })
-        .collect()
 }
 
 fn init(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<Exit> {
