@@ -802,7 +802,9 @@ impl OwnLoop {
     }
 }
 
-/// Linux's `struct loop_info64` (`linux/loop.h`), which the libc crate does not define.
+/// Linux's `struct loop_info64` (`linux/loop.h`), which the libc crate does not define. Written by hand, not taken
+/// from a loop-device crate: `loopdev-3` attaches with `LOOP_SET_FD` and sets the flags after (the very window this
+/// closes) and builds its bindings with bindgen (libclang at build time); only these two structs are needed.
 #[repr(C)]
 struct LoopInfo64 {
     device: u64,
