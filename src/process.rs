@@ -6,6 +6,7 @@
 use std::panic::PanicHookInfo;
 use std::process::ExitCode;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::cloud::CloudError;
 use crate::cloud::credentials::CredentialsError;
@@ -16,6 +17,15 @@ use crate::lock::LockError;
 
 /// The first panic's message and place, for the run log.
 static PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// How many of tiny_http's known worker panics ([`known_upstream`]) this run has had: `dbackup serve` looks at it
+/// to bring its server's worker pool back (see `report::serve`).
+static UPSTREAM_PANICS: AtomicUsize = AtomicUsize::new(0);
+
+/// The count of tiny_http's known worker panics so far.
+pub(crate) fn upstream_panics() -> usize {
+    UPSTREAM_PANICS.load(Ordering::Acquire)
+}
 
 /// Installs the panic hook. Call first thing in `main`.
 pub fn install() {
@@ -33,6 +43,7 @@ fn on_panic(info: &PanicHookInfo<'_>) {
         .location()
         .is_some_and(|l| known_upstream(l.file(), &message))
     {
+        UPSTREAM_PANICS.fetch_add(1, Ordering::AcqRel);
         return;
     }
     let place = info

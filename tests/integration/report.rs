@@ -678,9 +678,10 @@ fn serve_logs_hostile_methods_and_paths_escaped() {
 
 /// Clients that send a request and reset the connection at once (SO_LINGER 0), many together so that some are reset
 /// while they wait to be accepted: tiny_http then fails to read the client's address and its worker thread panics
-/// (tiny-http PR #285, not released). The server goes on answering, and stderr never says "internal error ...
-/// please report" for it, which asks the user to report a bug of dbackup's that is not one. Before, each such
-/// connection printed that line.
+/// (tiny-http PR #285, not released). The server goes on answering: the request that comes after them gets the page.
+/// Before, about one run in six under load got no answer within 30 s (the pool's workers had died with connections
+/// still queued for them; `report::serve::nudge`). And stderr never says "internal error ... please report" for it,
+/// which asks the user to report a bug of dbackup's that is not one. Before, each such connection printed that line.
 #[test]
 fn serve_shrugs_off_clients_that_reset_at_once() {
     use std::io::Write as _;
@@ -713,21 +714,13 @@ fn serve_shrugs_off_clients_that_reset_at_once() {
             // Dropped: closed with a reset.
         }
     }
-    let answered = std::panic::catch_unwind(|| http(&addr, "GET", "/", &addr));
+    let (code, head, _) = http(&addr, "GET", "/", &addr);
+    assert_eq!(code, 200, "{head}");
     let stderr = stop(child);
     assert!(
         !stderr.contains("internal error") && !stderr.contains("please report"),
         "{stderr}"
     );
-    // About one run in six, the request after the barrage gets no answer within 30 s (seen in CI and by hand; not
-    // with a slower barrage): a tiny_http fault after its workers' panics, not understood yet and noted in the
-    // closing note of session 29. It is said here rather than failing CI; the answer, when it comes, must be the page.
-    match answered {
-        Ok((code, head, _)) => assert_eq!(code, 200, "{head}"),
-        Err(_) => eprintln!(
-            "serve did not answer the request after the resets (known, see above): {stderr}"
-        ),
-    }
 }
 
 /// A non-loopback address needs --allow-remote (exit 2 without); the config refuses one outright. (Before: no
