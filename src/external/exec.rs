@@ -742,7 +742,7 @@ fn prune(
 /// new backup is in place and retention has run; a failure is said, and changes nothing else.
 fn prune_index_copies(d: &DestinationPlan, world: &DestinationWorld, observed: &Observed, ui: &Ui) {
     let root = &observed.world.backup_root;
-    let copies = super::index_copy::list(root, &d.name);
+    let copies = super::index_copy::list(root, &d.name, &observed.world.own_sets);
     if copies.is_empty() {
         return;
     }

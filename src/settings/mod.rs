@@ -366,6 +366,11 @@ impl Settings {
             .collect()
     }
 
+    /// Every set's name, in config order.
+    pub fn set_names(&self) -> Vec<String> {
+        self.sets.iter().map(|s| s.name.clone()).collect()
+    }
+
     /// Finds the config (`--config`, `$DBACKUP_CONFIG`, `$XDG_CONFIG_HOME/dbackup/config.json`, else the built-in default),
     /// validates it and builds the settings for this run.
     /// `config`: the `--config` path, when given.
