@@ -35,11 +35,7 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
         )));
     }
     if std::fs::symlink_metadata(&target).is_ok() {
-        anyhow::bail!(
-            "{} already exists; dbackup never overwrites an identity (backups encrypted to it would be lost): \
-             choose another --out, or move the old file away first",
-            target.display()
-        );
+        return Err(exists(&target));
     }
     if global.dry_run {
         crate::errln!(
@@ -53,7 +49,13 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
     }
     let created = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let (identity, recipient) = crate::archive::crypt::new_identity(&created);
-    crate::config::init::write_new(&target, &identity, "the identity")?;
+    crate::config::init::write_new(&target, &identity, "the identity").map_err(|e| {
+        match e.downcast_ref::<crate::config::ConfigError>() {
+            // Made since the check above.
+            Some(crate::config::ConfigError::Exists { .. }) => exists(&target),
+            _ => e,
+        }
+    })?;
     if global.json {
         super::print_json(&serde_json::json!({ "identity_file": target, "recipient": recipient }))?;
     } else {
@@ -71,4 +73,16 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
         );
     }
     Ok(Exit::Ok)
+}
+
+/// The refusal of a `target` that exists: a usage error (exit 2), as `config init`'s.
+fn exists(target: &std::path::Path) -> anyhow::Error {
+    anyhow::Error::new(crate::exit::CodedError::new(
+        Exit::Usage,
+        format!(
+            "{} already exists; dbackup never overwrites an identity (backups encrypted to it would be lost): \
+             choose another --out, or move the old file away first",
+            target.display()
+        ),
+    ))
 }

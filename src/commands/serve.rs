@@ -13,6 +13,8 @@ pub fn run(global: &GlobalArgs, args: ServeArgs) -> anyhow::Result<Exit> {
     let ui = Ui::new(&settings.output);
     let listen = args.listen.unwrap_or(settings.report.listen);
     let listener = serve::bind(listen, args.allow_remote)?;
+    // The address bound: with port 0, the port the system chose.
+    let listen = listener.local_addr().unwrap_or(listen);
     if !listen.ip().is_loopback() {
         ui.warn(format_args!(
             "listening on {listen}, not a loopback address: anyone who can reach it sees the state of your backups \

@@ -673,6 +673,15 @@ pub struct Serve {
 impl Serve {
     /// The default address of `dbackup serve`.
     pub const DEFAULT_LISTEN: &str = "127.0.0.1:8422";
+
+    /// The port an `ssh -L` hint for an address on `port` names: that one, or for port 0 (any free port: nothing one
+    /// can forward to before it is bound) the default one.
+    pub fn forward_port(port: u16) -> u16 {
+        match port {
+            0 => 8422,
+            p => p,
+        }
+    }
     fn default_listen() -> String {
         Serve::DEFAULT_LISTEN.to_string()
     }

@@ -238,11 +238,11 @@ pub fn observe_chains(
     w: &mut CloudWorld,
     chosen: &[(String, String)],
     policy: &ChainPolicy,
-    backup_root: &std::path::Path,
+    (backup_root, own_sets): (&std::path::Path, &[String]),
     ui: &Ui,
 ) {
     w.backup_root = backup_root.to_path_buf();
-    w.index_copies = super::index_copy::list(backup_root, &w.settings.name);
+    w.index_copies = super::index_copy::list(backup_root, &w.settings.name, own_sets);
     let Some(store) = w.store.clone() else { return };
     if w.error.is_some() {
         return;

@@ -331,14 +331,16 @@ fn write_backup(
         ));
     }
 
-    let kind = layout::write_latest(&backups, &plan.stamp, d.latest.kind).with_context(|| {
-        format!(
-            "backup {} is verified and in place, but {} could not be updated",
-            d.final_dir.display(),
+    // The backup is good and in place: `latest` not moved is a warning (exit 3), not a failure.
+    match layout::write_latest(&backups, &plan.stamp, d.latest.kind) {
+        Ok(kind) => report.latest = Some(kind),
+        Err(e) => report.warnings.push(format!(
+            "{} was not updated to the new backup ({e}): dbackup finds the newest backup without it, but to someone \
+             restoring with tar alone it may name an older one; move {} away and the next run writes it",
+            d.latest.path.display(),
             d.latest.path.display()
-        )
-    })?;
-    report.latest = Some(kind);
+        )),
+    }
     Ok(())
 }
 
@@ -742,7 +744,7 @@ fn prune(
 /// new backup is in place and retention has run; a failure is said, and changes nothing else.
 fn prune_index_copies(d: &DestinationPlan, world: &DestinationWorld, observed: &Observed, ui: &Ui) {
     let root = &observed.world.backup_root;
-    let copies = super::index_copy::list(root, &d.name);
+    let copies = super::index_copy::list(root, &d.name, &observed.world.own_sets);
     if copies.is_empty() {
         return;
     }

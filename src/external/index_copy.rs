@@ -248,8 +248,14 @@ pub fn open_file(path: &Path) -> io::Result<std::fs::File> {
 
 /// The per-destination directories under `<root>/<top>` (`top`: [`DIR`], or the upload journals'
 /// `external::resume::DIR`) whose destination is not in the config (`configured`): no backup can ever be based on
-/// a copy there again, nor resume from a journal, so they go.
-pub fn orphaned(root: &Path, top: &str, configured: &[&str]) -> Vec<String> {
+/// a copy there again, nor resume from a journal, so they go. Not one that `foreign` says holds a set of another
+/// config sharing the backup root (the root's layout keeps configs apart by their set names): that is not ours.
+pub fn orphaned(
+    root: &Path,
+    top: &str,
+    configured: &[&str],
+    foreign: impl Fn(&str) -> bool,
+) -> Vec<String> {
     let Ok(dir) = Dir::open(root).and_then(|r| r.sub(top)) else {
         return Vec::new();
     };
@@ -258,7 +264,7 @@ pub fn orphaned(root: &Path, top: &str, configured: &[&str]) -> Vec<String> {
         .unwrap_or_default()
         .into_iter()
         .map(|(n, _)| n.to_string_lossy().into_owned())
-        .filter(|n| !configured.contains(&n.as_str()))
+        .filter(|n| !configured.contains(&n.as_str()) && !foreign(n))
         .collect();
     out.sort();
     out
@@ -283,8 +289,29 @@ pub fn remove_orphaned(root: &Path, top: &str, names: &[String]) -> Vec<String> 
     failed
 }
 
-/// The copies kept for `destination` (`<stamp>/<set>`), and leftovers of interrupted runs (`.tmp-...`).
-pub fn list(root: &Path, destination: &str) -> Vec<String> {
+/// The copies kept for `destination` (`<stamp>/<set>`) of the config's sets (`own`), and leftovers of interrupted
+/// runs (`.tmp-...`). Copies of other sets are another config's that shares the backup root: never listed, so never
+/// judged stale nor removed.
+pub fn list(root: &Path, destination: &str, own: &[String]) -> Vec<String> {
+    list_all(root, destination)
+        .into_iter()
+        .filter(|c| {
+            c.split_once('/')
+                .is_none_or(|(_, set)| own.iter().any(|o| o == set))
+        })
+        .collect()
+}
+
+/// Whether `destination`'s copies include one of a set that is not the config's (`own`): see [`list`].
+pub fn foreign(root: &Path, destination: &str, own: &[String]) -> bool {
+    list_all(root, destination).iter().any(|c| {
+        c.split_once('/')
+            .is_some_and(|(_, set)| !own.iter().any(|o| o == set))
+    })
+}
+
+/// [`list`], whatever the set.
+fn list_all(root: &Path, destination: &str) -> Vec<String> {
     let Ok(dir) = Dir::open(root)
         .and_then(|r| r.sub(DIR))
         .and_then(|d| d.sub(destination))
@@ -491,9 +518,16 @@ mod tests {
                 .unwrap_err()
                 .contains("changed since")
         );
-        assert_eq!(list(root, "T9"), vec!["2026-12-01-031500/data".to_string()]);
-        assert!(remove(root, "T9", &list(root, "T9")).is_empty());
-        assert!(list(root, "T9").is_empty());
+        let own = ["data".to_string()];
+        assert_eq!(
+            list(root, "T9", &own),
+            vec!["2026-12-01-031500/data".to_string()]
+        );
+        // Another config's sets are neither listed nor ours to remove the directory of.
+        assert!(list(root, "T9", &["docs".to_string()]).is_empty());
+        assert!(foreign(root, "T9", &["docs".to_string()]) && !foreign(root, "T9", &own));
+        assert!(remove(root, "T9", &list(root, "T9", &own)).is_empty());
+        assert!(list(root, "T9", &own).is_empty());
         assert!(!dir.join("2026-12-01-031500").exists());
     }
 
@@ -564,6 +598,6 @@ mod tests {
             let s = p.sink("data").unwrap();
             s.finish().unwrap();
         }
-        assert!(list(tmp.path(), "T9").is_empty());
+        assert!(list(tmp.path(), "T9", &[]).is_empty());
     }
 }

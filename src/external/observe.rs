@@ -61,8 +61,9 @@ pub fn observe(
             .context("starting the recovery kit's thread")?
     };
 
-    // Every destination's name (drives, then clouds).
+    // Every destination's name (drives, then clouds), and every set's.
     let all_names = settings.destination_names();
+    let own_sets = settings.set_names();
     let (configured, clouds) = named_destinations(settings, options, &all_names)?;
     // With one destination named, `first` and `all` choose alike.
     let mode = if options.destination.is_some() {
@@ -132,12 +133,15 @@ pub fn observe(
                 root,
                 super::index_copy::DIR,
                 &all_names,
+                |d| super::index_copy::foreign(root, d, &own_sets),
             ),
             upload_journals_orphaned: super::index_copy::orphaned(
                 root,
                 super::resume::DIR,
                 &all_names,
+                |d| super::resume::foreign(root, d, &own_sets),
             ),
+            own_sets,
             host: media::hostname(),
             mode: settings.external_mode,
             only_destination: options.destination.clone(),
@@ -318,7 +322,7 @@ fn observe_clouds(
             .unwrap_or_else(|| chrono::Local::now().naive_local()),
     };
     for w in &mut cloud_worlds {
-        super::cloud::observe_chains(w, chosen, &chain_policy, root, ui);
+        super::cloud::observe_chains(w, chosen, &chain_policy, (root, &settings.set_names()), ui);
     }
     Ok(cloud_worlds)
 }
@@ -436,7 +440,7 @@ fn observe_drive(
         passphrase_file,
         damaged,
         incremental,
-        index_copies: super::index_copy::list(root, &d.destination.name),
+        index_copies: super::index_copy::list(root, &d.destination.name, &settings.set_names()),
         base_copies,
     })
 }

@@ -346,6 +346,9 @@ pub fn choose_snapshot(
 #[derive(Debug, Clone)]
 pub struct World {
     pub backup_root: PathBuf,
+    /// The config's set names: the local index copies and upload journals of other sets are another config's that
+    /// shares the backup root, never judged nor removed by this run.
+    pub own_sets: Vec<String>,
     /// The directories of local index copies whose destination is not in the config (`external::index_copy`).
     pub index_copies_orphaned: Vec<String>,
     /// The directories of upload journals whose destination is not in the config (`external::resume`).

@@ -155,6 +155,25 @@ pub fn read(root: &Path, destination: &str, stamp: &str) -> Result<Journal, Stri
     Ok(j)
 }
 
+/// Whether `destination`'s journals include one of an upload of a set that is not the config's (`own`): another
+/// config's that shares the backup root (`index_copy::orphaned`). A journal that cannot be read is no one's.
+pub fn foreign(root: &Path, destination: &str, own: &[String]) -> bool {
+    let Ok(dir) = journals_dir(root, destination) else {
+        return false;
+    };
+    dir.entries().unwrap_or_default().iter().any(|(name, _)| {
+        let name = name.to_string_lossy();
+        let Some(stamp) = name
+            .strip_suffix(".json")
+            .filter(|_| !name.starts_with(TMP_PREFIX))
+        else {
+            return false;
+        };
+        read(root, destination, stamp)
+            .is_ok_and(|j| j.key.sets.iter().any(|s| !own.contains(&s.set)))
+    })
+}
+
 /// Observation: the part size, and the journal of the newest unfinished stamp newer than every backup (an older
 /// one would be out of order in the bucket's chains: it is removed as before). Reads only.
 pub fn observe(listing: &CloudListing, destination: &str, root: &Path) -> ResumeWorld {

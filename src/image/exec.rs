@@ -1270,7 +1270,13 @@ fn grow(node: &Path, fs: &str, ui: &Ui) -> anyhow::Result<()> {
             // Both grow only while mounted: mounted by the grow tool's own process, in a mount namespace of its own,
             // so the mount lives only as long as that process. However dbackup ends (kill -9 while it grows), nothing
             // is left mounted, and the loop device of a disk image file is let go.
-            let dir = tempfile::Builder::new().prefix("dbackup-grow-").tempdir()?;
+            // `dbackup-grow-<pid>-*`: a run killed while it grows leaves its empty mount point, which the next
+            // one knows to be nobody's and removes.
+            let tmp = std::env::temp_dir();
+            crate::stdx::fs::remove_dead_temporaries(&tmp, "dbackup-grow-");
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("dbackup-grow-{}-", std::process::id()))
+                .tempdir_in(&tmp)?;
             let mounted_in_own_namespace = |path: PathBuf| {
                 let mut cmd = Command::new(path);
                 let mount = private_mount(node, dir.path(), fs);

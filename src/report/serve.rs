@@ -132,12 +132,13 @@ fn common_headers() -> Vec<tiny_http::Header> {
 /// Binds `listen`: refused (with why) when it is not loopback and `allow_remote` is not given.
 pub fn bind(listen: SocketAddr, allow_remote: bool) -> anyhow::Result<TcpListener> {
     if !listen.ip().is_loopback() && !allow_remote {
+        let port = crate::config::Serve::forward_port(listen.port());
         return Err(crate::exit::CodedError::new(
             crate::exit::Exit::Usage,
             format!(
                 "{listen} is not a loopback address, and the page has no login; add --allow-remote if anyone who can \
-                 reach {listen} may see the state of your backups (or use `ssh -L {port}:127.0.0.1:{port}`)",
-                port = listen.port()
+                 reach it may see the state of your backups (or listen on 127.0.0.1:{port} and use \
+                 `ssh -L {port}:127.0.0.1:{port} this-machine` from the other one)"
             ),
         )
         .into());

@@ -241,19 +241,10 @@ impl KeyRing {
     }
 }
 
-/// The warning for an identity file that users other than its owner may read (its group, or anyone), as ssh warns
-/// about a private key: whoever can read it can decrypt every backup encrypted to it.
+/// The warning for an identity file that users other than its owner may read: whoever can read it can decrypt every
+/// backup encrypted to it.
 fn exposed(path: &Path) -> Option<String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
-    (mode & 0o077 != 0).then(|| {
-        format!(
-            "the identity file {} can be read by other users (mode {mode:04o}): anyone who can read it can decrypt \
-             every backup encrypted to it; run `chmod 600 {}`",
-            path.display(),
-            path.display()
-        )
-    })
+    crate::stdx::key_file_exposed(path, "identity file")
 }
 
 fn detail_of(e: CryptError) -> String {

@@ -366,6 +366,11 @@ impl Settings {
             .collect()
     }
 
+    /// Every set's name, in config order.
+    pub fn set_names(&self) -> Vec<String> {
+        self.sets.iter().map(|s| s.name.clone()).collect()
+    }
+
     /// Finds the config (`--config`, `$DBACKUP_CONFIG`, `$XDG_CONFIG_HOME/dbackup/config.json`, else the built-in default),
     /// validates it and builds the settings for this run.
     /// `config`: the `--config` path, when given.
@@ -959,14 +964,22 @@ impl Builder<'_> {
             (None, true) => Some(state_dir.join(ReportSettings::FILE_NAME)),
         };
         match r.serve.listen.parse::<std::net::SocketAddr>() {
-            Ok(a) if a.ip().is_loopback() => out.listen = a,
+            Ok(a) if a.ip().is_loopback() && a.port() != 0 => out.listen = a,
+            Ok(a) if a.ip().is_loopback() => self.problem(
+                "/report/serve/listen",
+                format!(
+                    "{a} has port 0, a different free port at each start, so the page could not be found where the \
+                     serve unit says; choose a port, such as {}",
+                    crate::config::Serve::DEFAULT_LISTEN
+                ),
+            ),
             Ok(a) => self.problem(
                 "/report/serve/listen",
                 format!(
                     "{a} is not a loopback address, and the page has no login; listen on 127.0.0.1 and reach it \
                      from elsewhere through `ssh -L {port}:127.0.0.1:{port} this-machine` (or run \
                      `dbackup serve --listen {a} --allow-remote` by hand, knowing anyone who can reach it sees it)",
-                    port = a.port()
+                    port = crate::config::Serve::forward_port(a.port())
                 ),
             ),
             Err(_) => self.problem(

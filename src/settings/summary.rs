@@ -31,6 +31,7 @@ impl Settings {
         });
         let warnings = unread
             .chain(absent_files(&settings))
+            .chain(exposed_key_files(&settings))
             .chain(overlapping_sources(&settings))
             .collect();
         Ok((settings, warnings))
@@ -111,6 +112,30 @@ fn absent_files(s: &Settings) -> Vec<String> {
                     "destination {name}: {key} {} does not exist; {then} until it does",
                     f.display()
                 ));
+            }
+        }
+    }
+    out
+}
+
+/// The identity and passphrase files the config names that users other than their owner can read, one warning each
+/// (a file several destinations share is named once): reading a passphrase file refuses it, and an identity is a key
+/// to every backup encrypted to it.
+fn exposed_key_files(s: &Settings) -> Vec<String> {
+    let encryption = s
+        .destinations
+        .iter()
+        .filter_map(|d| d.encryption.as_ref())
+        .chain(s.clouds.iter().filter_map(|c| c.encryption.as_ref()));
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for e in encryption {
+        for (what, file) in [
+            ("identity file", &e.identity_file),
+            ("passphrase file", &e.passphrase_file),
+        ] {
+            if let Some(f) = file.as_deref().filter(|f| seen.insert(f.to_path_buf())) {
+                out.extend(crate::stdx::key_file_exposed(f, what));
             }
         }
     }

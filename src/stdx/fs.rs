@@ -581,7 +581,8 @@ pub fn complete_temp(
 
 /// Removes from `dir` the temporary files named `<prefix><pid>` or `<prefix><pid>-<anything>` whose process no longer
 /// runs: what a run killed between writing a file and renaming it into place left (for `keygen`, a whole secret
-/// key). Another running process's are left to it; anything but a regular file is left alone.
+/// key), or an empty directory it made (`image restore --grow`'s mount point). Another running process's are left
+/// to it; anything but a regular file or an empty directory is left alone.
 pub fn remove_dead_temporaries(dir: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -596,12 +597,15 @@ pub fn remove_dead_temporaries(dir: &Path, prefix: &str) {
         else {
             continue;
         };
-        if pid != std::process::id()
-            && entry.file_type().is_ok_and(|t| t.is_file())
-            && super::process_gone(pid)
-        {
-            let _ = std::fs::remove_file(entry.path());
+        if pid == std::process::id() || !super::process_gone(pid) {
+            continue;
         }
+        let _ = match entry.file_type() {
+            Ok(t) if t.is_file() => std::fs::remove_file(entry.path()),
+            // Only if empty: rmdir refuses anything else (and a mount point in use).
+            Ok(t) if t.is_dir() => std::fs::remove_dir(entry.path()),
+            _ => Ok(()),
+        };
     }
 }
 
@@ -795,5 +799,34 @@ mod tests {
         assert!(!t.exists());
         assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"keep");
         root.remove_tree("tree").unwrap();
+    }
+
+    /// What dead runs left is removed: a file, or an empty directory (a mount point); a running process's, and a
+    /// directory that is not empty, stay.
+    #[test]
+    fn only_dead_runs_temporaries_are_removed_and_directories_only_when_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let at = |n: &str| tmp.path().join(n);
+        let dead = 999_999_999;
+        let alive = std::process::id();
+        std::fs::write(at(&format!("t-{dead}")), b"x").unwrap();
+        std::fs::create_dir(at(&format!("t-{dead}-empty"))).unwrap();
+        std::fs::create_dir(at(&format!("t-{dead}-full"))).unwrap();
+        std::fs::write(at(&format!("t-{dead}-full/mine")), b"x").unwrap();
+        std::fs::create_dir(at(&format!("t-{alive}-empty"))).unwrap();
+        std::fs::create_dir(at("t-nopid")).unwrap();
+        remove_dead_temporaries(tmp.path(), "t-");
+        let mut left: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = vec![
+            format!("t-{dead}-full"),
+            format!("t-{alive}-empty"),
+            "t-nopid".to_string(),
+        ];
+        want.sort();
+        assert_eq!(left, want);
     }
 }

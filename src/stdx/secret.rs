@@ -129,6 +129,21 @@ pub fn redact_url_in(text: &str, url: &str) -> String {
     out
 }
 
+/// The warning for a key file (`what`: "identity file", "passphrase file") that users other than its owner can read
+/// (its group, or anyone), as ssh warns about a private key: its path, mode and the fix, never its contents.
+pub fn key_file_exposed(path: &std::path::Path, what: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the {what} {} can be read by other users (mode {mode:04o}): anyone who can read it can decrypt the \
+             backups encrypted with it; run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
 /// Whether `text` holds a secret key: an age identity (`AGE-SECRET-KEY-1...`) or a PEM private key, in any case.
 /// Such text is never quoted, not even in part.
 pub fn holds_secret_key(text: &str) -> bool {

@@ -750,3 +750,65 @@ fn the_readme_config_examples_pass_config_check() {
         );
     }
 }
+
+/// An identity file or a passphrase file that users other than its owner can read is a key anyone on the machine
+/// can take: ssh refuses such a key, and reading a passphrase file refuses it too. `config check` says so at setup,
+/// once per file, naming it, its mode and `chmod 600`, and never the secret; with mode 0600 it is quiet. Before, it
+/// said nothing, so the first anyone heard of it was a refused run (or never, for an identity only a restore reads).
+#[test]
+fn config_check_warns_of_a_key_file_others_can_read_and_never_shows_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Test::new();
+    std::fs::create_dir_all(t.path("data")).unwrap();
+    let (identity, recipient) = t.keygen("identity.txt");
+    assert_eq!(mode(&identity), 0o600, "keygen writes mode 0600");
+    t.write("pass", "correct horse battery staple\n");
+    let t = t.config(&format!(
+        r#"{{
+  "backup_root": "{{root}}",
+  "backup_sets": [ {{ "name": "data", "sources": ["{{tmp}}/data"] }} ],
+  "encryption": {{ "recipients": ["{recipient}"], "identity_file": "{{tmp}}/identity.txt" }},
+  "destinations": [
+    {{ "name": "T9", "path": "{{tmp}}/T9", "require_mount": false }},
+    {{ "name": "T10", "path": "{{tmp}}/T10", "require_mount": false }},
+    {{ "name": "T11", "path": "{{tmp}}/T11", "require_mount": false,
+      "encryption": {{ "passphrase": true, "passphrase_file": "{{tmp}}/pass" }} }}
+  ]
+}}"#
+    ));
+    let set_mode = |f: &str, m: u32| {
+        std::fs::set_permissions(t.path(f), std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    set_mode("identity.txt", 0o644);
+    set_mode("pass", 0o640);
+    let out = t.cmd().args(["config", "check"]).status(0);
+    let secret = std::fs::read_to_string(&identity).unwrap();
+    let secret = secret
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .unwrap();
+    for text in [&out.stdout, &out.stderr] {
+        assert!(
+            !text.contains(secret),
+            "the identity is never shown: {text}"
+        );
+        assert!(
+            !text.contains("horse"),
+            "the passphrase is never shown: {text}"
+        );
+    }
+    let warnings = check_warnings(&t);
+    assert_eq!(
+        warnings,
+        [
+            "dbackup: warning: the identity file {tmp}/identity.txt can be read by other users (mode 0644): anyone \
+             who can read it can decrypt the backups encrypted with it; run `chmod 600 {tmp}/identity.txt`",
+            "dbackup: warning: the passphrase file {tmp}/pass can be read by other users (mode 0640): anyone who \
+             can read it can decrypt the backups encrypted with it; run `chmod 600 {tmp}/pass`",
+        ],
+        "one warning per file (T9 and T10 share the identity), each naming its file, mode and the fix"
+    );
+    set_mode("identity.txt", 0o600);
+    set_mode("pass", 0o600);
+    assert_eq!(check_warnings(&t), Vec::<String>::new());
+}

@@ -704,6 +704,37 @@ fn keygen_writes_an_age_keygen_identity_once() {
     out.stdout_lacks("AGE-SECRET-KEY");
 }
 
+/// `keygen` and `config init` refuse a file that exists alike: exit 2 (usage, as README's table says; `keygen` on a
+/// destination is 2 already), in a dry run too, and `--json` says so; each names the file and what to do, and
+/// keygen's does not send the user to `config init`. Before, keygen exited 1 and `config init` 2.
+#[test]
+fn keygen_and_config_init_refuse_an_existing_file_with_the_same_exit_code() {
+    let t = Test::new();
+    let key = t.write("key.txt", "# mine\n");
+    let config = t.write("config.json", "{ my precious edits }");
+    for global in [&[][..], &["--dry-run"][..]] {
+        let out = keygen_out(&t, global, &key).status(2);
+        out.stderr_has(&format!(
+            "{} already exists; dbackup never overwrites an identity",
+            key.display()
+        ));
+        out.stderr_lacks("config init");
+        let out = t
+            .cmd()
+            .args(global)
+            .args(["config".as_ref(), "init".as_ref(), config.as_os_str()])
+            .status(2);
+        out.stderr_has(&format!("{} already exists", config.display()));
+    }
+    let out = keygen_out(&t, &["--json"], &key).status(2);
+    assert_eq!(out.json::<serde_json::Value>()["exit"], 2, "{}", out.stdout);
+    assert_eq!(fs::read_to_string(&key).unwrap(), "# mine\n");
+    assert_eq!(
+        fs::read_to_string(&config).unwrap(),
+        "{ my precious edits }"
+    );
+}
+
 #[test]
 fn keygen_refuses_to_put_the_identity_on_a_destination() {
     let t = Test::new().config("{}");

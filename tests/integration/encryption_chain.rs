@@ -247,3 +247,74 @@ fn without_a_trusted_local_copy_the_next_encrypted_backup_is_full() {
     // The newest still restores whole (its own full).
     restore_backup(&t, &fourth, &t.path("restored"));
 }
+
+/// Two configs sharing one backup root (set names apart, as the root's layout needs): each external removes only
+/// the local index copies of its own sets. The other config's copies, of a destination it does not name or of one
+/// of the same name on another drive, are not its to judge. Before, the second config removed the first's
+/// `.index-copies/drive/` ("no such destination in the config", or "no longer a base" when it had a "drive" of its
+/// own), so the first's next backup was a full.
+#[test]
+fn two_configs_sharing_a_root_keep_each_others_index_copies() {
+    if !have_age() {
+        return;
+    }
+    let (t, drive) = encrypted_chain_world();
+    let first = new_backup(&t);
+    let ours = copies_dir(&t).join(&first);
+    assert!(ours.join("data.index").exists());
+    let (_, recipient) = t.keygen("other-key.txt");
+    t.write("notes/todo.txt", "buy milk\n");
+    for d in ["b-drive", "b-other"] {
+        fs::create_dir_all(t.path(d)).unwrap();
+    }
+    let other = t.write(
+        "other.json",
+        t.expand(&format!(
+            r#"{{ "backup_root": "{{root}}", "external": {{ "mode": "all", "incremental": {{ "enabled": true }} }},
+                 "encryption": {{ "recipients": ["{recipient}"] }}, "image": {{ "kit": false }},
+                 "backup_sets": [ {{ "name": "notes", "sources": ["{{tmp}}/notes"] }} ],
+                 "destinations": [
+                   {{ "name": "drive", "path": "{{tmp}}/b-drive", "require_mount": false }},
+                   {{ "name": "other", "path": "{{tmp}}/b-other", "require_mount": false }} ] }}"#
+        )),
+    );
+    let with_other = || {
+        t.cmd()
+            .no_config()
+            .args(["--config".as_ref(), other.as_os_str()])
+    };
+    with_other().args(["collect"]).status(0);
+    let dry = with_other().args(["--dry-run", "external"]).status(0);
+    assert!(
+        !dry.stdout
+            .contains("local index copies of destination drive")
+            && !dry
+                .stdout
+                .contains(&format!("local index copy {first}/data")),
+        "{}",
+        dry.stdout
+    );
+    with_other().args(["external"]).status(0);
+    assert!(
+        ours.join("data.index").exists(),
+        "the first config's copy is kept: {:?}",
+        listing(&copies_dir(&t))
+    );
+    assert_eq!(
+        listing(&copies_dir(&t)).len(),
+        2,
+        "the second's copy beside it"
+    );
+
+    t.write("home/data/projects/p03.txt", content(2000, 333));
+    collect(&t);
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(!dry.stdout.contains("destination other"), "{}", dry.stdout);
+    let second = new_backup(&t);
+    assert_eq!(kind_of(&drive, &second), ArchiveKind::Incremental);
+    assert_eq!(
+        listing(&t.root().join(".index-copies/other")).len(),
+        1,
+        "the second config's copies of a destination the first does not name are kept too"
+    );
+}

@@ -511,3 +511,43 @@ fn a_system_folder_that_is_a_symlink_is_not_read_through() {
         out.stderr
     );
 }
+
+/// `latest` that cannot be moved (here a directory of that name on the drive) after the new backup was verified and
+/// promoted: the backup is good and in place, so the run is done with a warning (exit 3, as README's table says),
+/// not failed; the warning names the backup, `latest`, why, that dbackup does not need it, and what to do. Before:
+/// exit 1, "FAILED", and retention skipped.
+#[test]
+fn a_latest_that_cannot_be_updated_after_a_verified_backup_is_a_warning() {
+    let t = world(&["usb"]);
+    t.cmd().args(["external"]).status(0);
+    let latest = t.path("usb/backups/latest");
+    fs::remove_file(&latest).unwrap();
+    t.write("usb/backups/latest/mine.txt", "not dbackup's\n");
+    t.write("home/data/more.txt", "more notes\n");
+    t.cmd().args(["collect"]).status(0);
+
+    let out = t.cmd().args(["--json", "external"]).status(3);
+    let r: ExternalReport = out.json();
+    let d = &r.destinations[0];
+    let stamp = d.backup.clone().expect("the backup is in place");
+    assert_eq!(d.exit, 3, "{d:?}");
+    assert!(d.error.is_none(), "{d:?}");
+    let path = latest.display().to_string();
+    let warning = format!("{path} was not updated to the new backup (");
+    assert!(
+        d.warnings.iter().any(|w| w.starts_with(&warning)),
+        "{:?}",
+        d.warnings
+    );
+    out.stderr_has(&format!(
+        "usb: backup {stamp} verified and in place at {}; warning: {warning}",
+        t.path("usb/backups").join(&stamp).display()
+    ))
+    .stderr_has("dbackup finds the newest backup without it")
+    .stderr_has(&format!("move {path} away and the next run writes it"));
+    assert!(!out.stderr.contains("FAILED"), "{}", out.stderr);
+    assert_eq!(
+        fs::read_to_string(latest.join("mine.txt")).unwrap(),
+        "not dbackup's\n"
+    );
+}

@@ -1246,6 +1246,8 @@ fn has_child(pid: u32, comm: &str) -> bool {
 /// at each point of its run (the loop device attached, the root being written, the root mounted and grown by
 /// `btrfs`): once its children have ended, nothing it made is left mounted or attached, and the next restore exits
 /// 0. Before, killed while it grew the root, its mount (`/tmp/dbackup-grow-*`) stayed, and with it the loop device.
+/// The empty mount point the kill leaves (`$TMPDIR/dbackup-grow-<pid>-*`) is removed by the next restore, and only
+/// those of processes that are gone: a running one's, and anything not empty, stay. Before, each one stayed.
 #[test]
 fn t9_image_restore_killed_at_each_point_leaves_nothing_mounted_or_attached() {
     if !require() {
@@ -1254,7 +1256,31 @@ fn t9_image_restore_killed_at_each_point_leaves_nothing_mounted_or_attached() {
     let t = Test::new();
     let t9 = Drive::exfat("T9", 1 << 30);
     let disk = disk_with_root(&t, 32 << 20, Root::Btrfs);
-    let t = t.config(&crate::loopdev_image::config(&t9, ""));
+    let tmp = t.path("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let t = t
+        .config(&crate::loopdev_image::config(&t9, ""))
+        .env("TMPDIR", &tmp);
+    // Not the restore's to remove: a running process's (this test's), and a directory that is not empty.
+    let running = tmp.join(format!("dbackup-grow-{}-running", std::process::id()));
+    fs::create_dir_all(&running).unwrap();
+    let full = tmp.join("dbackup-grow-999999999-full");
+    fs::create_dir_all(&full).unwrap();
+    fs::write(full.join("mine"), "keep me\n").unwrap();
+    let mut kept = vec![
+        "dbackup-grow-999999999-full".to_string(),
+        running.file_name().unwrap().to_string_lossy().into_owned(),
+    ];
+    kept.sort();
+    let grow_dirs = || {
+        let mut v: Vec<String> = fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("dbackup-grow-"))
+            .collect();
+        v.sort();
+        v
+    };
     let dev = |n: u32| disk.part(n).display().to_string();
     t.cmd()
         .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
@@ -1324,6 +1350,11 @@ fn t9_image_restore_killed_at_each_point_leaves_nothing_mounted_or_attached() {
             assert!(
                 loops_of(&target).is_empty() && grow_mounts().is_empty(),
                 "{what}"
+            );
+            assert_eq!(
+                grow_dirs(),
+                kept,
+                "{what}: only the dead runs' empty mount points are removed"
             );
         }
     }

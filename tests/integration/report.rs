@@ -741,6 +741,41 @@ fn serve_refuses_a_non_loopback_address_without_the_flag() {
     out.stderr_has("is not a loopback address");
 }
 
+/// `serve --listen 0.0.0.0:0` refused (no --allow-remote): its `ssh -L` hint names a port one can forward (the
+/// default 8422, as port 0 is "any free port"), never port 0. Before: "use `ssh -L 0:127.0.0.1:0`".
+#[test]
+fn serve_refusal_hints_a_real_port_for_ssh_never_port_0() {
+    let t = fine();
+    let out: Output = t.cmd().args(["serve", "--listen", "0.0.0.0:0"]).status(2);
+    out.stderr_has("`ssh -L 8422:127.0.0.1:8422 ")
+        .stderr_lacks("ssh -L 0:")
+        .stderr_lacks("127.0.0.1:0");
+    let out: Output = t
+        .cmd()
+        .args(["serve", "--listen", "0.0.0.0:9999"])
+        .status(2);
+    out.stderr_has("`ssh -L 9999:127.0.0.1:9999 ");
+
+    // The config's address, which the serve unit's description names: port 0 there (a new port at each start,
+    // the page never found where the unit says) is refused; a non-loopback one hints a real port too.
+    let text = fs::read_to_string(t.path("config.json")).unwrap();
+    let with_listen = |listen: &str| {
+        let text = text.replacen(
+            '{',
+            &format!(r#"{{ "report": {{ "serve": {{ "listen": "{listen}", "unit": true }} }},"#),
+            1,
+        );
+        fs::write(t.path("config.json"), text).unwrap();
+        t.cmd().args(["config", "check"]).status(2)
+    };
+    with_listen("0.0.0.0:0")
+        .stderr_has("`ssh -L 8422:127.0.0.1:8422 this-machine`")
+        .stderr_lacks("ssh -L 0:");
+    with_listen("127.0.0.1:0")
+        .stderr_has("/report/serve/listen")
+        .stderr_has("port 0");
+}
+
 /// The `<pre><code>` blocks of a page as a browser shows them (entities decoded), line by line.
 fn code_lines(html: &str) -> Vec<String> {
     let mut lines = Vec::new();
