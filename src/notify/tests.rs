@@ -214,12 +214,8 @@ fn http_failures_are_deliveries_not_errors() {
     assert!(m.ends_with("answered HTTP 500"), "{m}");
     let _ = received(&rx);
 
-    // Nothing listens on a port just freed.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Nothing listens on a closed port (kept bound, so no server can take it meanwhile).
+    let port = testkit::objstore::closed_port();
     let d = Sink::Http {
         url: format!("http://user:secret@127.0.0.1:{port}/x"),
     }

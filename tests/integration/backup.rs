@@ -609,11 +609,7 @@ fn the_events_filter_decides_what_is_sent() {
 
 #[test]
 fn a_failing_sink_does_not_change_the_exit_code() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::objstore::closed_port();
     let t = demo_sets_world(|_| {
         format!(
             r#", "notifications": {{ "events": {ALL_EVENTS}, "desktop": true, "low_disk_percent": 0,

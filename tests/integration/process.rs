@@ -476,11 +476,7 @@ fn sigterm_during_an_in_place_restore_still_lists_what_it_kept() {
 /// in the config error.
 #[test]
 fn notification_url_secrets_appear_nowhere() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::objstore::closed_port();
     let url = format!("http://user:hunter2@127.0.0.1:{port}/secret-topic?token=tk_abc123");
     let t = Test::new().config(&config(&format!(
         r#", "notifications": {{ "http": "{url}", "events": ["success", "failure", "warning"] }}"#
