@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use dbackup::{RunRecord, read_runlog};
 
+use crate::fixtures::drive::signal;
 use crate::harness::{self, Test};
 
 pub(crate) fn config(extra: &str) -> String {
@@ -30,11 +31,6 @@ pub(crate) fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bo
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-pub(crate) fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not yet waited for.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
 }
 
 /// Waits for `child`; (exit code, or 128 + the signal that killed it; stderr).
