@@ -265,7 +265,7 @@ fn a_second_signal_stops_at_once_and_still_logs_the_run() {
         ),
         "{stderr}"
     );
-    wait_for("rsync to be gone", Duration::from_secs(10), || {
+    wait_for("rsync to be gone", Duration::from_secs(60), || {
         rsyncs_of(&t).is_empty()
     });
     assert_logged(&t, "collect", "SIGINT", 130);

@@ -130,7 +130,7 @@ fn random_hex(bytes: usize) -> String {
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
@@ -141,7 +141,7 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) -> Result<(), String>
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!(
-        "{what} did not listen on 127.0.0.1:{port} within 30 s"
+        "{what} did not listen on 127.0.0.1:{port} within 60 s"
     ))
 }
 
@@ -328,10 +328,10 @@ impl Garage {
         self.child = Some(child);
         up?;
         // The RPC side answers a little after the API port opens.
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while self.cli(&["status"]).is_err() {
             if Instant::now() > deadline {
-                return Err("garage status did not answer within 30 s".into());
+                return Err("garage status did not answer within 60 s".into());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -659,7 +659,11 @@ mod tests {
             .unwrap();
         let mut answer = String::new();
         let _ = s.read_to_string(&mut answer);
-        std::thread::sleep(Duration::from_millis(300));
+        // Until the line is in the log (a fixed 300 ms sleep was not always enough on a loaded machine).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while g.requests_logged().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let log = std::fs::read_to_string(g.dir.path().join("garage.log")).unwrap();
         assert_eq!(
             g.requests_logged(),
