@@ -1,6 +1,7 @@
 //! Interruptions: SIGINT and SIGTERM (systemd stops units with SIGTERM) during collect, external, backup, restore or
 //! image restore become a flag that the long loops check at their natural points (between sets, files and blocks,
-//! before a promotion), so nothing half-written is ever promoted. The running child (rsync) hears the signal too, the
+//! before a promotion), so nothing half-written is ever promoted. The signal handler sets the flag itself, so the
+//! thread a signal interrupted sees it at its very next check. The running child (rsync) hears the signal too, the
 //! run log gets an `interrupted` line, and the process ends with one line on stderr and 128 + the signal (130, 143).
 //!
 //! A second signal stops at once: the children are killed, and the process ends through the function [`install`]
@@ -12,7 +13,11 @@ use std::sync::Mutex;
 use std::sync::Once;
 use std::sync::atomic::{AtomicI32, Ordering};
 
+/// The run's signal: the first the signal-handling thread took (a second one stops at once).
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// The signals that came (bit `1 << n` for signal `n`), set by the signal handler itself on the thread it
+/// interrupted: that thread's next [`check`] sees them, before the signal-handling thread has run.
+static ARRIVED: AtomicI32 = AtomicI32::new(0);
 static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
 
@@ -46,23 +51,28 @@ pub fn signal_name(signal: i32) -> &'static str {
 pub fn install(stop: fn(Interrupted) -> !) -> std::io::Result<()> {
     let mut result = Ok(());
     INSTALL.call_once(|| {
-        match signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM]) {
-            Ok(mut signals) => {
-                let spawned = std::thread::Builder::new()
-                    .name("signals".into())
-                    .spawn(move || {
-                        for signal in signals.forever() {
-                            on_signal(signal, stop);
-                        }
-                    });
-                if let Err(e) = spawned {
-                    result = Err(e);
-                }
+        result = (|| {
+            let mut signals = signal_hook::iterator::Signals::new([libc::SIGINT, libc::SIGTERM])?;
+            for signal in [libc::SIGINT, libc::SIGTERM] {
+                // SAFETY: the action is async-signal-safe: one atomic operation, no allocation, no lock.
+                unsafe { signal_hook::low_level::register(signal, move || arrived(signal)) }?;
             }
-            Err(e) => result = Err(e),
-        }
+            std::thread::Builder::new()
+                .name("signals".into())
+                .spawn(move || {
+                    for signal in signals.forever() {
+                        on_signal(signal, stop);
+                    }
+                })?;
+            Ok(())
+        })();
     });
     result
+}
+
+/// Notes that `signal` came (in the signal handler: async-signal-safe, one atomic operation).
+fn arrived(signal: i32) {
+    ARRIVED.fetch_or(1 << signal, Ordering::SeqCst);
 }
 
 fn on_signal(signal: i32, stop: fn(Interrupted) -> !) {
@@ -99,15 +109,21 @@ fn kill(pid: i32, signal: i32) {
 
 /// The signal that interrupted this run, if one did.
 pub fn requested() -> Option<Interrupted> {
-    match SIGNAL.load(Ordering::Relaxed) {
-        0 => None,
-        s => Some(Interrupted(s)),
+    match (
+        SIGNAL.load(Ordering::SeqCst),
+        ARRIVED.load(Ordering::SeqCst),
+    ) {
+        (0, 0) => None,
+        // Not taken by the signal-handling thread yet: the one it will take first (the lowest, as it goes).
+        (0, bits) => Some(Interrupted(bits.trailing_zeros() as i32)),
+        (s, _) => Some(Interrupted(s)),
     }
 }
 
 /// Takes the signal as handled, for a command whose normal end is a signal (`dbackup serve`, stopped by systemd's
 /// SIGTERM): the process then ends as the command's result says, not as interrupted. Returns the signal.
 pub fn acknowledge() -> Option<Interrupted> {
+    ARRIVED.store(0, Ordering::SeqCst);
     match SIGNAL.swap(0, Ordering::SeqCst) {
         0 => None,
         s => Some(Interrupted(s)),
@@ -169,6 +185,42 @@ impl Drop for ChildGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Set in the process [`a_signal_is_seen_by_the_next_check_at_once`] starts to run it alone: the handlers it
+    /// installs and the signal it raises are the whole process's.
+    const SIGNAL_CHILD: &str = "DBACKUP_INTERRUPT_CHILD";
+
+    /// A signal that interrupted a thread is seen by that thread's very next [`check`]: a loop that checks before it
+    /// promotes never promotes after the signal came. Before: only the signal-handling thread set the flag, when it
+    /// next ran; the interrupted thread went on at once and its next check (seen here: the check right after the
+    /// signal, almost every time) found no signal, so a run stopped just before its promotion promoted, and ended 0
+    /// when it got to its end before that thread ran.
+    #[test]
+    fn a_signal_is_seen_by_the_next_check_at_once() {
+        if std::env::var_os(SIGNAL_CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "interrupt::tests::a_signal_is_seen_by_the_next_check_at_once",
+                    "--test-threads=1",
+                ])
+                .env(SIGNAL_CHILD, "1")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        install(|_| std::process::exit(3)).unwrap();
+        assert_eq!(check(), Ok(()));
+        // SAFETY: raise has no preconditions; the handler runs on this thread before it returns.
+        assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
+        assert_eq!(check(), Err(Interrupted(libc::SIGTERM)));
+    }
 
     #[test]
     fn exit_codes_are_128_plus_the_signal() {

@@ -251,7 +251,7 @@ fn an_upload_cut_by_a_killed_server_is_found_and_aborted_by_the_next_call() {
         .unwrap();
     // Parts go out until the multipart upload exists and one part is stored (OpenDAL holds the first part back
     // until it knows there is a second, and sends parts from its runtime's tasks), then the server dies.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while store.requests().put == 0 {
         assert!(
             std::time::Instant::now() < deadline,

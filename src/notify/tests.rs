@@ -214,12 +214,8 @@ fn http_failures_are_deliveries_not_errors() {
     assert!(m.ends_with("answered HTTP 500"), "{m}");
     let _ = received(&rx);
 
-    // Nothing listens on a port just freed.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Nothing listens on a closed port (kept bound, so no server can take it meanwhile).
+    let port = testkit::objstore::closed_port();
     let d = Sink::Http {
         url: format!("http://user:secret@127.0.0.1:{port}/x"),
     }
@@ -365,7 +361,15 @@ fn a_sink_that_hangs_is_tried_once_a_run() {
         event(EventKind::Overdue),
     ];
     let wanted: Vec<&Event> = events.iter().collect();
-    let d = deliver_all(&sinks, &wanted, |_| Duration::from_millis(300));
+    // The hung sink gets 0.3 s; the other one all the time it needs (0.3 s to start a shell is too short on a loaded
+    // machine, and it would be the one "hung" then).
+    let d = deliver_all(&sinks, &wanted, |s| {
+        if *s == sinks[0] {
+            Duration::from_millis(300)
+        } else {
+            sinks::COMMAND_TIMEOUT
+        }
+    });
     let outcomes: Vec<Outcome> = d.iter().map(|d| d.outcome).collect();
     use Outcome::{Failed, Sent};
     assert_eq!(outcomes, [Failed, Sent, Failed, Sent, Failed, Sent]);

@@ -609,11 +609,7 @@ fn the_events_filter_decides_what_is_sent() {
 
 #[test]
 fn a_failing_sink_does_not_change_the_exit_code() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::objstore::closed_port();
     let t = demo_sets_world(|_| {
         format!(
             r#", "notifications": {{ "events": {ALL_EVENTS}, "desktop": true, "low_disk_percent": 0,
@@ -658,15 +654,17 @@ fn http_server() -> (String, mpsc::Receiver<(String, String)>) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
-        let (head, body) = answer_request(stream);
-        let _ = tx.send((head, String::from_utf8(body).unwrap()));
+        answer_request(stream, |head, body| {
+            let _ = tx.send((head, String::from_utf8(body).unwrap()));
+        });
     });
     (url, rx)
 }
 
-/// Reads one HTTP request from `stream` and answers it 200: the request's head (its request line and headers, each
-/// ending in CRLF) and body.
-pub(crate) fn answer_request(stream: std::net::TcpStream) -> (String, Vec<u8>) {
+/// Reads one HTTP request from `stream`, hands its head (its request line and headers, each ending in CRLF) and body
+/// to `keep`, then answers it 200: once dbackup has its answer, the request is kept (kept after the answer, it could
+/// be missing when the test looked right after the run).
+pub(crate) fn answer_request(stream: std::net::TcpStream, keep: impl FnOnce(String, Vec<u8>)) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut head = String::new();
     loop {
@@ -687,11 +685,11 @@ pub(crate) fn answer_request(stream: std::net::TcpStream) -> (String, Vec<u8>) {
         .unwrap_or(0);
     let mut body = vec![0; len];
     reader.read_exact(&mut body).unwrap();
+    keep(head, body);
     let mut stream = stream;
     stream
         .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         .unwrap();
-    (head, body)
 }
 
 #[test]

@@ -518,9 +518,10 @@ fn downloaded(out: &Output) -> u64 {
 }
 
 /// The requests Garage served after the first `from` of its log, each as `LIST` or the name of the object read
-/// (`docs.tar.part000`), once it has logged `want` of them (it writes a line as it answers; waited for up to 5 s).
+/// (`docs.tar.part000`), once it has logged `want` of them (it writes a line as it answers; waited for up to 60 s: a
+/// loaded machine may be slow to let it write).
 fn served(g: &Garage, from: usize, want: u64) -> Vec<String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut logged = g.requests_logged();
     while ((logged.len() - from) as u64) < want && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -220,7 +220,7 @@ fn kill_9_during_rsync_then_collect_again() {
         std::os::unix::process::ExitStatusExt::signal(&status),
         Some(9)
     );
-    wait_for("rsync to die with dbackup", Duration::from_secs(10), || {
+    wait_for("rsync to die with dbackup", Duration::from_secs(60), || {
         rsyncs_of(&t).is_empty()
     });
     assert_eq!(
@@ -294,7 +294,7 @@ fn two_collects_at_once_one_exits_4_naming_the_pid() {
     let pid = first.id();
     wait_for(
         "the first run to start copying",
-        Duration::from_secs(30),
+        Duration::from_secs(120),
         || t.root().join(".data.in-progress").exists(),
     );
     let second = t.cmd().args(["collect"]).status(4);

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use dbackup::Listing;
 
-use crate::fixtures::drive::assert_sums_pass;
+use crate::fixtures::drive::{assert_sums_pass, signal};
 use crate::harness::Test;
-use crate::process::{DRIVE, bulk, config, files_under, finish, signal};
+use crate::process::{DRIVE, bulk, config, files_under, finish};
 
 /// The two ways a run is ended from outside: the one it can handle (SIGTERM, systemd stopping the unit) and the
 /// one it cannot (SIGKILL, the OOM killer, a power cut as far as the process is concerned).

@@ -83,7 +83,7 @@ impl LoopDisk {
     /// The node of partition `n`, waiting for it (and asking `partx -a` once).
     pub(crate) fn part(&self, n: u32) -> PathBuf {
         let p = PathBuf::from(format!("{}p{n}", self.device.display()));
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let mut asked = false;
         while !p.exists() {
             if !asked {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use dbackup::{RunRecord, read_runlog};
 
+use crate::fixtures::drive::signal;
 use crate::harness::{self, Test};
 
 pub(crate) fn config(extra: &str) -> String {
@@ -30,11 +31,6 @@ pub(crate) fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bo
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-pub(crate) fn signal(child: &Child, sig: i32) {
-    // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not yet waited for.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
 }
 
 /// Waits for `child`; (exit code, or 128 + the signal that killed it; stderr).
@@ -269,7 +265,7 @@ fn a_second_signal_stops_at_once_and_still_logs_the_run() {
         ),
         "{stderr}"
     );
-    wait_for("rsync to be gone", Duration::from_secs(10), || {
+    wait_for("rsync to be gone", Duration::from_secs(60), || {
         rsyncs_of(&t).is_empty()
     });
     assert_logged(&t, "collect", "SIGINT", 130);
@@ -476,11 +472,7 @@ fn sigterm_during_an_in_place_restore_still_lists_what_it_kept() {
 /// in the config error.
 #[test]
 fn notification_url_secrets_appear_nowhere() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = testkit::objstore::closed_port();
     let url = format!("http://user:hunter2@127.0.0.1:{port}/secret-topic?token=tk_abc123");
     let t = Test::new().config(&config(&format!(
         r#", "notifications": {{ "http": "{url}", "events": ["success", "failure", "warning"] }}"#

@@ -25,18 +25,19 @@ fn receiver() -> (u16, Arc<Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
-            let (head, body) = crate::backup::answer_request(stream);
-            // The request line and the Authorization header carry the receiver's own URL: only the body and the
-            // other headers are dbackup's to keep clean.
-            let head: String = head
-                .lines()
-                .skip(1)
-                .filter(|l| !l.to_ascii_lowercase().starts_with("authorization:"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            keep.lock()
-                .unwrap()
-                .push(format!("{head}\n\n{}", String::from_utf8_lossy(&body)));
+            crate::backup::answer_request(stream, |head, body| {
+                // The request line and the Authorization header carry the receiver's own URL: only the body and
+                // the other headers are dbackup's to keep clean.
+                let head: String = head
+                    .lines()
+                    .skip(1)
+                    .filter(|l| !l.to_ascii_lowercase().starts_with("authorization:"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                keep.lock()
+                    .unwrap()
+                    .push(format!("{head}\n\n{}", String::from_utf8_lossy(&body)));
+            });
         }
     });
     (port, got)

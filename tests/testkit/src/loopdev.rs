@@ -494,7 +494,7 @@ impl Drive {
 
     /// Waits until no process holds this drive's device open (an unmounted fuse daemon exits on its own).
     fn wait_for_fuse_exit(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while !self.holders(false).is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }

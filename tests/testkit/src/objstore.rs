@@ -6,10 +6,13 @@
 //! The tools come from `cargo xtask test` (its cached tools: `$DBACKUP_TOOLS_CACHE` or `~/.cache/dbackup-tools`):
 //! `garage/bin/garage` and `moto/bin/moto_server`; `$DBACKUP_GARAGE` and `$DBACKUP_MOTO_SERVER` override.
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The region both servers are configured with.
@@ -55,17 +58,67 @@ fn tool_and_dir(var: &str, rel: &str, name: &str) -> Result<(PathBuf, tempfile::
     Ok((bin, dir))
 }
 
-/// A free port on 127.0.0.1 (bound, then released for the server to take).
+/// The ports [`free_port`] and [`closed_port`] handed out in this process: each once only.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// The sockets that keep [`closed_port`]'s ports taken, for the life of the process.
+static CLOSED: Mutex<Vec<OwnedFd>> = Mutex::new(Vec::new());
+
+/// A free port on 127.0.0.1 (bound, then released for the server to take), never one this process handed out
+/// before: the kernel may pick a released port again at once, and two servers started by tests running side by
+/// side (or a server's two ports) then raced for it, one failing to start or a test reaching the other's server.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port on 127.0.0.1");
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
-/// A port nothing listens on (for "no network" tests).
+/// A port nothing listens on (for "no network" tests), and nothing will while this process lives: it stays bound
+/// (without `SO_REUSEADDR`) and never listens, so a connection is refused, and no server a test starts later, here or
+/// elsewhere, can take it (a released port could be given to the next server, and the "closed" port answer). Never
+/// one [`free_port`] handed out.
 pub fn closed_port() -> u16 {
-    free_port()
+    loop {
+        let (fd, port) = bound_socket();
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(port)
+        {
+            CLOSED.lock().unwrap_or_else(|p| p.into_inner()).push(fd);
+            return port;
+        }
+    }
+}
+
+/// A TCP socket bound to a port of 127.0.0.1 the kernel picks, not listening, without `SO_REUSEADDR`; and its port.
+fn bound_socket() -> (OwnedFd, u16) {
+    // SAFETY: socket, bind and getsockname with a valid socket and address buffers of the sizes given; the new fd
+    // is owned at once.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let fd = OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let rc = libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len);
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        let rc = libc::getsockname(fd.as_raw_fd(), (&raw mut addr).cast(), &mut len);
+        assert_eq!(rc, 0, "getsockname: {}", std::io::Error::last_os_error());
+        (fd, u16::from_be(addr.sin_port))
+    }
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -77,7 +130,7 @@ fn random_hex(bytes: usize) -> String {
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(());
@@ -88,7 +141,7 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) -> Result<(), String>
         std::thread::sleep(Duration::from_millis(50));
     }
     Err(format!(
-        "{what} did not listen on 127.0.0.1:{port} within 30 s"
+        "{what} did not listen on 127.0.0.1:{port} within 60 s"
     ))
 }
 
@@ -275,10 +328,10 @@ impl Garage {
         self.child = Some(child);
         up?;
         // The RPC side answers a little after the API port opens.
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while self.cli(&["status"]).is_err() {
             if Instant::now() > deadline {
-                return Err("garage status did not answer within 30 s".into());
+                return Err("garage status did not answer within 60 s".into());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -606,7 +659,11 @@ mod tests {
             .unwrap();
         let mut answer = String::new();
         let _ = s.read_to_string(&mut answer);
-        std::thread::sleep(Duration::from_millis(300));
+        // Until the line is in the log (a fixed 300 ms sleep was not always enough on a loaded machine).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while g.requests_logged().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let log = std::fs::read_to_string(g.dir.path().join("garage.log")).unwrap();
         assert_eq!(
             g.requests_logged(),
@@ -616,6 +673,24 @@ mod tests {
             }],
             "{log}"
         );
+    }
+
+    /// Many servers in one test process get as many ports: `free_port` never hands out a port twice (the kernel
+    /// picks a released port again often enough: a few hundred picks hit one twice). And a closed port refuses a
+    /// connection, and no server can take it later.
+    #[test]
+    fn ports_are_handed_out_once_and_a_closed_port_stays_closed() {
+        let ports: Vec<u16> = (0..400).map(|_| free_port()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "a port handed out twice");
+
+        let closed = closed_port();
+        assert!(!distinct.contains(&closed));
+        let refused = TcpStream::connect(("127.0.0.1", closed)).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        let taken = TcpListener::bind(("127.0.0.1", closed)).unwrap_err();
+        assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse);
+        assert!((0..400).all(|_| free_port() != closed));
     }
 
     #[test]
