@@ -155,11 +155,16 @@ fn t9_wait_for_drive_returns_once_the_drive_is_mounted() {
         t9.mount_point().display()
     ));
     // Plugged in but not mounted yet, as when udev starts the unit: it waits, and returns when the mount appears.
-    let child = t
+    let mut child = t
         .cmd()
         .args(["-v", "systemd", "wait-for-drive", "--timeout", "120"])
         .spawn();
     std::thread::sleep(std::time::Duration::from_millis(500));
+    // Still waiting: a run that took the empty mount point for the drive would have ended by now.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "wait-for-drive ended before the drive was mounted"
+    );
     t9.mount();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
