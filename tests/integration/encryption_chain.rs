@@ -283,6 +283,10 @@ fn two_configs_sharing_a_root_keep_each_others_index_copies() {
             .no_config()
             .args(["--config".as_ref(), other.as_os_str()])
     };
+    // A new second: backups of the two configs made in the same second would share the directory
+    // `.index-copies/drive/<stamp>/`, and the second's copies could not be put beside the first's (left, in the
+    // closing note of session 30); this test is about whose copies a run removes.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     with_other().args(["collect"]).status(0);
     let dry = with_other().args(["--dry-run", "external"]).status(0);
     assert!(
