@@ -146,11 +146,42 @@ impl Pending {
     /// Renames the copies into place (`<stamp>`), once the backup is in place on the drive.
     pub fn promote(mut self) -> io::Result<()> {
         self.tmp.fsync().map_err(io::Error::other)?;
-        self.parent
-            .rename(&self.tmp_name, &self.stamp, true)
-            .map_err(io::Error::other)?;
+        if self
+            .parent
+            .stat(&self.stamp)
+            .map_err(io::Error::other)?
+            .is_some()
+        {
+            self.join_existing()?;
+        } else {
+            self.parent
+                .rename(&self.tmp_name, &self.stamp, true)
+                .map_err(io::Error::other)?;
+        }
         self.promoted = true;
         self.parent.fsync().map_err(io::Error::other)
+    }
+}
+
+impl Pending {
+    /// `<stamp>/` is there already: another config sharing the backup root made a backup of the same second on a
+    /// destination of this name, and its copies (of its own sets: a set is one config's) are in it. Ours go beside
+    /// them, file by file, never over one; then the emptied temporary directory goes.
+    fn join_existing(&self) -> io::Result<()> {
+        let into = self.parent.sub(&self.stamp).map_err(io::Error::other)?;
+        for (name, _) in self.tmp.entries().map_err(io::Error::other)? {
+            if into.stat(&name).map_err(io::Error::other)?.is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists already", into.join(&name).display()),
+                ));
+            }
+            rustix::fs::renameat(&self.tmp, &name, &into, &name)?;
+        }
+        into.fsync().map_err(io::Error::other)?;
+        self.parent
+            .remove_tree(&self.tmp_name)
+            .map_err(io::Error::other)
     }
 }
 
@@ -586,6 +617,23 @@ mod tests {
                 ".tmp-2026-12-04-031500-77".to_string(),
                 "2026-12-05-031500".to_string(),
             ]
+        );
+    }
+
+    /// Two configs sharing a backup root, each with a destination of this name, back up in the same second: the
+    /// second's copies (of its own sets) go beside the first's in `<stamp>/`, and both stay. Before, the second's
+    /// rename onto `<stamp>` was refused and its copies dropped (its next encrypted backup a full).
+    #[test]
+    fn copies_of_another_configs_backup_of_the_same_second_are_joined_not_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        for set in ["data", "notes"] {
+            let p = Pending::start(tmp.path(), "T9", "2026-12-01-031500").unwrap();
+            p.sink(set).unwrap().finish().unwrap();
+            p.promote().unwrap();
+        }
+        assert_eq!(
+            list(tmp.path(), "T9", &["data".into(), "notes".into()]),
+            ["2026-12-01-031500/data", "2026-12-01-031500/notes"]
         );
     }
 

@@ -283,10 +283,9 @@ fn two_configs_sharing_a_root_keep_each_others_index_copies() {
             .no_config()
             .args(["--config".as_ref(), other.as_os_str()])
     };
-    // A new second: backups of the two configs made in the same second would share the directory
-    // `.index-copies/drive/<stamp>/`, and the second's copies could not be put beside the first's (left, in the
-    // closing note of session 30); this test is about whose copies a run removes.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Both backups may be of the same second: then the copies share `.index-copies/drive/<stamp>/` (unit test
+    // `index_copy::tests::copies_of_another_configs_backup_of_the_same_second_are_joined_not_dropped`).
+    let before = index_copies(&t);
     with_other().args(["collect"]).status(0);
     let dry = with_other().args(["--dry-run", "external"]).status(0);
     assert!(
@@ -304,10 +303,16 @@ fn two_configs_sharing_a_root_keep_each_others_index_copies() {
         "the first config's copy is kept: {:?}",
         listing(&copies_dir(&t))
     );
+    let after = index_copies(&t);
     assert_eq!(
-        listing(&copies_dir(&t)).len(),
-        2,
-        "the second's copy beside it"
+        after.len(),
+        before.len() + 1,
+        "the second's copy beside the first's: {after:?}"
+    );
+    assert!(before.iter().all(|c| after.contains(c)), "{after:?}");
+    assert!(
+        after.iter().any(|c| c.ends_with("/notes.index")),
+        "{after:?}"
     );
 
     t.write("home/data/projects/p03.txt", content(2000, 333));
@@ -321,4 +326,17 @@ fn two_configs_sharing_a_root_keep_each_others_index_copies() {
         1,
         "the second config's copies of a destination the first does not name are kept too"
     );
+}
+
+/// The index copies kept for the destination `drive`: `<stamp>/<set>.index`.
+fn index_copies(t: &Test) -> Vec<String> {
+    listing(&copies_dir(t))
+        .iter()
+        .flat_map(|stamp| {
+            listing(&copies_dir(t).join(stamp))
+                .into_iter()
+                .filter(|n| n.ends_with(".index"))
+                .map(move |n| format!("{stamp}/{n}"))
+        })
+        .collect()
 }
