@@ -44,8 +44,54 @@ pub fn registration(shell: clap_complete::Shell, completer: &str) -> std::io::Re
     };
     let mut script = Vec::new();
     adapter.write_registration(VAR, "dbackup", "dbackup", completer, &mut script)?;
+    if shell == clap_complete::Shell::Bash {
+        script.extend_from_slice(BASH_COLONS.as_bytes());
+    }
     Ok(script)
 }
+
+/// Appended to clap's bash registration, and registered in its place: bash splits the words of the line at `:` too
+/// (`COMP_WORDBREAKS`), so `--source cloud:of<TAB>` reached the binary as `cloud`, `:`, `of` and offered nothing.
+/// The words the user typed are joined back (a `:` not preceded or followed by a blank belongs to its neighbours,
+/// as bash-completion's `_get_comp_words_by_ref -n :` does), clap's function answers for them, and the text up to
+/// the last `:` is taken off the answers, since bash replaces only what follows it (`__ltrim_colon_completions`).
+const BASH_COLONS: &str = r#"
+_dbackup_complete() {
+    local words=() starts=() cword=0 i word line=$COMP_LINE at=0 rest blank
+    for ((i = 0; i < ${#COMP_WORDS[@]}; i++)); do
+        word=${COMP_WORDS[i]}
+        rest=${line#"${line%%[![:blank:]]*}"}
+        blank=$(( ${#line} - ${#rest} ))
+        at=$(( at + blank ))
+        line=$rest
+        if (( i > 1 && blank == 0 )) && [[ $word == +(:) || ${COMP_WORDS[i-1]} == +(:) ]]; then
+            words[${#words[@]}-1]+=$word
+        else
+            words+=("$word")
+            starts+=("$at")
+        fi
+        (( i == COMP_CWORD )) && cword=$(( ${#words[@]} - 1 ))
+        [[ $line == "$word"* ]] || { words=("${COMP_WORDS[@]}"); cword=$COMP_CWORD; starts=(); break; }
+        line=${line:${#word}}
+        at=$(( at + ${#word} ))
+    done
+    local cur=$2
+    if (( ${#starts[@]} )); then
+        cur=${COMP_LINE:${starts[cword]}:$(( COMP_POINT - ${starts[cword]} ))}
+    fi
+    local COMP_WORDS=("${words[@]}") COMP_CWORD=$cword
+    _clap_complete_dbackup "$1" "$cur" "${words[cword > 0 ? cword - 1 : 0]}"
+    if [[ $cur == *:* && $COMP_WORDBREAKS == *:* && ${COMPREPLY+set} ]]; then
+        local colon_word=${cur%"${cur##*:}"}
+        COMPREPLY=("${COMPREPLY[@]#"$colon_word"}")
+    fi
+}
+if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
+    complete -o nospace -o bashdefault -o nosort -F _dbackup_complete dbackup
+else
+    complete -o nospace -o bashdefault -F _dbackup_complete dbackup
+fi
+"#;
 
 /// `--set NAME`: the config's set names starting with what is typed.
 pub fn set_names(current: &OsStr) -> Vec<CompletionCandidate> {

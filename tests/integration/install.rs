@@ -16,9 +16,11 @@ const CONFIG: &str = r#"{
   "destinations": [ { "name": "T9", "path": "{tmp}/t9" }, { "name": "usb2", "path": "{tmp}/usb2" } ]
 }"#;
 
-/// What bash's TAB offers after `words` (the last one being completed), with the registration script
-/// `dbackup generate completions bash` prints sourced, and `dbackup` found on PATH. Returns the candidates and
-/// whatever the completion printed on stderr.
+/// What bash's TAB offers after `words` (the last one being completed, the cursor at its end), with the registration
+/// script `dbackup generate completions bash` prints sourced, and `dbackup` found on PATH: the function it registers
+/// is called as bash calls it, with the line split into `COMP_WORDS` as bash splits it (at blanks, and around each
+/// run of `:`, which is in bash's `COMP_WORDBREAKS`). Returns the candidates and whatever the completion printed on
+/// stderr.
 fn bash_complete(t: &Test, words: &[&str], env: &[(&str, &str)]) -> (Vec<String>, String) {
     let script = t
         .cmd()
@@ -27,15 +29,37 @@ fn bash_complete(t: &Test, words: &[&str], env: &[(&str, &str)]) -> (Vec<String>
         .stdout;
     let registration = t.write("dbackup.bash", script);
     let bin_dir = Path::new(BIN).parent().expect("the binary has a directory");
-    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let line = words.join(" ");
+    let mut split: Vec<String> = Vec::new();
+    for word in words {
+        if word.is_empty() {
+            split.push(String::new());
+        }
+        let mut rest = *word;
+        while !rest.is_empty() {
+            let colons = rest.starts_with(':');
+            let len = rest.find(|c| (c == ':') != colons).unwrap_or(rest.len());
+            split.push(rest[..len].to_string());
+            rest = &rest[len..];
+        }
+    }
+    // After a `:` that ends the line bash completes the `:` word, and what it replaces (`$2`) is empty.
+    let current = if line.ends_with(':') {
+        ""
+    } else {
+        split.last().map_or("", String::as_str)
+    };
+    let quoted: Vec<String> = split.iter().map(|w| format!("'{w}'")).collect();
     let program = format!(
-        "source '{}'\nCOMP_WORDS=({})\nCOMP_CWORD={}\nCOMP_TYPE=9\n_clap_complete_dbackup dbackup '{}' '{}'\n\
+        "source '{}'\nCOMP_LINE='{line}'\nCOMP_POINT={}\nCOMP_WORDS=({})\nCOMP_CWORD={}\nCOMP_TYPE=9\n\
+         function=$(complete -p dbackup)\nfunction=${{function##*-F }}\nfunction=${{function%% *}}\n\
+         \"$function\" dbackup '{current}' '{}'\n\
          printf '%s\\n' \"${{COMPREPLY[@]}}\"\n",
         registration.display(),
+        line.len(),
         quoted.join(" "),
-        words.len() - 1,
-        words[words.len() - 1],
-        words[words.len() - 2],
+        split.len() - 1,
+        split[split.len().saturating_sub(2)],
     );
     let mut bash = Command::new("bash");
     bash.arg("--noprofile")
@@ -141,6 +165,55 @@ fn bash_tab_offers_every_source_and_the_configs_cloud_destinations() {
         let (sources, _) = bash_complete(&t, &words, &[("DBACKUP_CONFIG", config)]);
         assert_eq!(sources, ["cloud", "cloud:offsite"], "{command:?}");
     }
+}
+
+/// `--source cloud:of<TAB>` in bash completes `cloud:offsite`, as does `cloud:<TAB>`: bash splits the line at `:`
+/// too, so the completion is given the words the user typed, joined back, and answers with what follows the `:`
+/// (bash replaces only that). A `:` with a blank before or after it stays a word of its own. Before: bash handed the
+/// binary `cloud`, `:` and `of` as three words, and TAB offered nothing after `cloud:` (or `--`).
+#[test]
+fn bash_tab_completes_a_cloud_source_across_the_colon() {
+    let t = Test::new().config(
+        r#"{
+  "backup_sets": [ { "name": "docs", "sources": ["{home}"] } ],
+  "encryption": { "passphrase": true },
+  "destinations": [ { "name": "T9", "path": "{tmp}/t9" },
+                    { "name": "offsite", "kind": "s3", "bucket": "b", "region": "r" },
+                    { "name": "other", "kind": "s3", "bucket": "c", "region": "r" } ]
+}"#,
+    );
+    let config = t.path("config.json");
+    let env = [(
+        "DBACKUP_CONFIG",
+        config.to_str().expect("a UTF-8 test path"),
+    )];
+    for command in ["restore", "ls"] {
+        let tab = |typed: &str| bash_complete(&t, &["dbackup", command, "--source", typed], &env);
+        let (sources, err) = tab("cloud:of");
+        assert_eq!(sources, ["offsite"], "{command}; stderr: {err}");
+        assert_eq!(err, "");
+        assert_eq!(tab("cloud:").0, ["offsite", "other"], "{command}");
+        assert_eq!(tab("cloud:o").0, ["offsite", "other"], "{command}");
+        assert_eq!(
+            tab("cl").0,
+            ["cloud", "cloud:offsite", "cloud:other"],
+            "{command}"
+        );
+    }
+    // What follows the value still completes from the words as typed.
+    let (sets, _) = bash_complete(
+        &t,
+        &[
+            "dbackup",
+            "restore",
+            "--source",
+            "cloud:offsite",
+            "--set",
+            "d",
+        ],
+        &env,
+    );
+    assert_eq!(sets, ["docs"]);
 }
 
 /// Every man page `generate man` writes has NAME, SYNOPSIS and EXIT STATUS (each documented code in it), `dbackup.1`
