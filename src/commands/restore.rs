@@ -302,18 +302,17 @@ fn restore(
     super::begin_run(settings, ui, "restore");
     let (summaries, error) = job::apply_with_progress(&sets, &planned, ui);
     *logged = outcome::logged(&planned, &summaries);
-    if let Some(dir) = &opts.keep_displaced {
-        displace::listed(dir);
-    }
     // Interrupted: the run's line (with what was restored and kept) is written by `run_with_settings`, marked
     // `interrupted`; `main` says so in one line, after where the files already kept are.
-    if crate::interrupt::requested().is_some()
-        && let Some(dir) = &opts.keep_displaced
-        && let Some(line) = outcome::kept_line(&summaries, dir, "listed in the run log")
-    {
-        ui.info(line);
+    if let Err(stopped) = crate::interrupt::check() {
+        if let Some(dir) = &opts.keep_displaced {
+            if let Some(line) = outcome::kept_line(&summaries, dir, "listed in the run log") {
+                ui.info(line);
+            }
+            displace::listed(dir);
+        }
+        return Err(stopped.into());
     }
-    crate::interrupt::check()?;
     if ui.json {
         let out = RestoreOutput::new(chosen.kept(), chosen.stamp(), &planned, Some(&summaries));
         super::print_json(&out)?;
@@ -323,10 +322,12 @@ fn restore(
             outcome::render_restored(&planned, &summaries, error.is_some())
         );
     }
-    if let Some(dir) = &opts.keep_displaced
-        && let Some(line) = outcome::kept_line(&summaries, dir, "listed above")
-    {
-        ui.info(line);
+    if let Some(dir) = &opts.keep_displaced {
+        if let Some(line) = outcome::kept_line(&summaries, dir, "listed above") {
+            ui.info(line);
+        }
+        // Only once what it kept is listed: a restore killed before this is told of by the next one.
+        displace::listed(dir);
     }
     if let Chosen::Cloud { backup, .. } = chosen {
         // What it cost, counted by the transport (every attempt, retries included).

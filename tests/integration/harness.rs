@@ -280,9 +280,14 @@ impl Cmd {
     }
 
     pub fn spawn(self) -> Child {
+        self.spawn_to(Stdio::piped())
+    }
+
+    /// [`Cmd::spawn`] with stdout going to `stdout` (stderr piped).
+    pub fn spawn_to(self, stdout: Stdio) -> Child {
         let mut command = self.prepare();
         command
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn dbackup")

@@ -238,6 +238,69 @@ fn a_restore_killed_after_setting_files_aside_is_told_by_the_next_restore() {
     }
 }
 
+/// A pipe whose buffer is full: whoever writes to its writer blocks until the reader is read (or dropped).
+fn full_pipe() -> (std::io::PipeReader, std::io::PipeWriter) {
+    use rustix::fs::{OFlags, fcntl_getfl, fcntl_setfl};
+    use std::io::Write;
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    let flags = fcntl_getfl(&writer).unwrap();
+    fcntl_setfl(&writer, flags | OFlags::NONBLOCK).unwrap();
+    while writer.write(&[b'.'; 4096]).is_ok() {}
+    fcntl_setfl(&writer, flags).unwrap();
+    (reader, writer)
+}
+
+/// Whether a thread of process `pid` is in a `write` to its stdout (blocked on a full pipe).
+fn writing_stdout(pid: u32) -> bool {
+    let call = format!("{} 0x1 ", libc::SYS_write);
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|task| {
+            fs::read_to_string(task.path().join("syscall")).is_ok_and(|s| s.starts_with(&call))
+        })
+}
+
+/// A restore that set the user's files aside, killed (SIGKILL) while it prints what it did (its stdout a pipe nobody
+/// reads, so the list is never seen): `status` and the next restore say where the files are. The mark that makes
+/// them say so goes only once the list is printed. Before: the mark was removed just before the list was printed,
+/// so a restore killed while printing it was never told of.
+#[test]
+fn a_restore_killed_while_printing_what_it_set_aside_is_told_by_the_next_restore() {
+    let t = Test::new().config(&config(""));
+    bulk(&t, 2);
+    t.cmd().args(["collect"]).status(0);
+    let target = t.path("target");
+    let inside = target.join(t.home().join("data").strip_prefix("/").unwrap());
+    fs::create_dir_all(&inside).unwrap();
+    for i in 0..2 {
+        fs::write(inside.join(format!("big{i:02}")), format!("my edit {i}\n")).unwrap();
+    }
+    let restore = || {
+        t.cmd()
+            .args(["restore", "--path", "~/data", "--target"])
+            .args([&target])
+    };
+    let (reader, writer) = full_pipe();
+    let child = restore().spawn_to(writer.into());
+    let caught = freeze_at(&child, || writing_stdout(child.id()));
+    assert!(caught, "the restore was caught printing");
+    let (code, stderr) = end_with(child, libc::SIGKILL);
+    drop(reader);
+    assert_eq!(code, 128 + libc::SIGKILL, "{stderr}");
+    let [dir] = &set_aside(&t.root())[..] else {
+        panic!("one run's directory: {stderr}")
+    };
+    assert_eq!(kept_in(dir).len(), 2, "{stderr}");
+    let told = format!(
+        "files set aside by an interrupted restore are in {}",
+        dir.display()
+    );
+    t.cmd().args(["status"]).output().stdout_has(&told);
+    restore().status(0).stderr_has(&told);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // external to a drive
 

@@ -13,8 +13,9 @@
 //! symlink ([`TargetDir`]).
 //!
 //! While a restore may still set files aside, its run's directory holds its mark, `.restore-running-<pid>`, removed
-//! once the run has what it kept in hand to list (its output, the run log). A mark whose process no longer runs is
-//! a restore killed before it could list them: the next restore says where they are ([`unlisted`]), once.
+//! once the run has listed what it kept (in its output; stopped by a signal, it says where they are and its run log
+//! lists them). A mark whose process no longer runs is a restore killed before it could list them: the next restore
+//! says where they are ([`unlisted`]), once.
 
 use std::fs::File;
 use std::io;
