@@ -146,37 +146,21 @@ impl Pending {
     /// Renames the copies into place (`<stamp>`), once the backup is in place on the drive.
     pub fn promote(mut self) -> io::Result<()> {
         self.tmp.fsync().map_err(io::Error::other)?;
-        if self
-            .parent
-            .stat(&self.stamp)
-            .map_err(io::Error::other)?
-            .is_some()
-        {
-            self.join_existing()?;
-        } else {
-            self.parent
-                .rename(&self.tmp_name, &self.stamp, true)
-                .map_err(io::Error::other)?;
+        match self.parent.rename(&self.tmp_name, &self.stamp, true) {
+            Err(e) if e.is_exists() => self.join_existing()?,
+            renamed => renamed.map_err(io::Error::other)?,
         }
         self.promoted = true;
         self.parent.fsync().map_err(io::Error::other)
     }
-}
 
-impl Pending {
     /// `<stamp>/` is there already: another config sharing the backup root made a backup of the same second on a
     /// destination of this name, and its copies (of its own sets: a set is one config's) are in it. Ours go beside
     /// them, file by file, never over one; then the emptied temporary directory goes.
     fn join_existing(&self) -> io::Result<()> {
         let into = self.parent.sub(&self.stamp).map_err(io::Error::other)?;
         for (name, _) in self.tmp.entries().map_err(io::Error::other)? {
-            if into.stat(&name).map_err(io::Error::other)?.is_some() {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("{} exists already", into.join(&name).display()),
-                ));
-            }
-            rustix::fs::renameat(&self.tmp, &name, &into, &name)?;
+            self.tmp.rename_into(&name, &into, &name, true)?;
         }
         into.fsync().map_err(io::Error::other)?;
         self.parent
@@ -634,6 +618,31 @@ mod tests {
         assert_eq!(
             list(tmp.path(), "T9", &["data".into(), "notes".into()]),
             ["2026-12-01-031500/data", "2026-12-01-031500/notes"]
+        );
+    }
+
+    /// A copy of a set whose copy is in `<stamp>/` already is refused, not written over it, and the one there stays.
+    #[test]
+    fn a_second_copy_of_the_same_set_and_second_is_refused_not_written_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |text: &[u8], other: &str| {
+            let p = Pending::start(tmp.path(), "T9", "2026-12-01-031500").unwrap();
+            for set in ["data", other] {
+                let mut sink = p.sink(set).unwrap();
+                sink.write_all(text).unwrap();
+                sink.finish().unwrap();
+            }
+            p.promote()
+        };
+        write(b"first", "notes").unwrap();
+        let e = write(b"second", "more").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists, "{e}");
+        let dir = tmp.path().join(DIR).join("T9/2026-12-01-031500");
+        assert_eq!(std::fs::read(dir.join("data.index")).unwrap(), b"first");
+        assert!(
+            list(tmp.path(), "T9", &[])
+                .iter()
+                .all(|c| !c.starts_with(TMP_PREFIX))
         );
     }
 

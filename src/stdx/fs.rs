@@ -70,6 +70,11 @@ impl FsError {
         matches!(self, FsError::Io { error, .. } if error.kind() == io::ErrorKind::NotFound)
     }
 
+    /// Whether it is the refusal of a name that exists already (a rename or creation that does not replace).
+    pub fn is_exists(&self) -> bool {
+        matches!(self, FsError::Io { error, .. } if error.kind() == io::ErrorKind::AlreadyExists)
+    }
+
     /// The path concerned.
     pub fn path(&self) -> &Path {
         match self {
@@ -396,25 +401,44 @@ impl Dir {
         to: impl AsRef<OsStr>,
         no_replace: bool,
     ) -> Result<(), FsError> {
+        self.rename_into(from, self, to, no_replace)
+    }
+
+    /// [`Dir::rename`] from this directory into `into` (on the same filesystem): `from` here becomes `to` there.
+    pub fn rename_into(
+        &self,
+        from: impl AsRef<OsStr>,
+        into: &Dir,
+        to: impl AsRef<OsStr>,
+        no_replace: bool,
+    ) -> Result<(), FsError> {
         let (from, to) = (from.as_ref(), to.as_ref());
         let err = |e: Errno| FsError::Io {
             action: "rename",
             path: self.join(from),
             error: io::Error::new(
                 io::Error::from(e).kind(),
-                format!("to {}: {}", show(to.as_bytes()), message(&e.into())),
+                format!(
+                    "to {}: {}",
+                    if into.path == self.path {
+                        show(to.as_bytes())
+                    } else {
+                        show_path(&into.join(to))
+                    },
+                    message(&e.into())
+                ),
             ),
         };
         if !no_replace {
-            return rustix::fs::renameat(self, from, self, to).map_err(err);
+            return rustix::fs::renameat(self, from, into, to).map_err(err);
         }
-        match rustix::fs::renameat_with(self, from, self, to, RenameFlags::NOREPLACE) {
+        match rustix::fs::renameat_with(self, from, into, to, RenameFlags::NOREPLACE) {
             Ok(()) => Ok(()),
             Err(Errno::INVAL | Errno::NOSYS) => {
-                if self.stat(to)?.is_some() {
+                if into.stat(to)?.is_some() {
                     return Err(err(Errno::EXIST));
                 }
-                rustix::fs::renameat(self, from, self, to).map_err(err)
+                rustix::fs::renameat(self, from, into, to).map_err(err)
             }
             Err(e) => Err(err(e)),
         }
@@ -799,6 +823,36 @@ mod tests {
         assert!(!t.exists());
         assert_eq!(std::fs::read(outside.join("keep")).unwrap(), b"keep");
         root.remove_tree("tree").unwrap();
+    }
+
+    /// `rename_into` moves a name from one directory into another; with `no_replace` it refuses a name there already
+    /// (one system call, `RENAME_NOREPLACE`), saying which, and both files stay as they were.
+    #[test]
+    fn rename_into_another_directory_never_replaces_a_name_there() {
+        let tmp = tempfile::tempdir().unwrap();
+        for d in ["a", "b"] {
+            std::fs::create_dir(tmp.path().join(d)).unwrap();
+        }
+        std::fs::write(tmp.path().join("a/one"), b"mine").unwrap();
+        std::fs::write(tmp.path().join("a/two"), b"mine too").unwrap();
+        std::fs::write(tmp.path().join("b/two"), b"theirs").unwrap();
+        let (a, b) = (
+            Dir::open(&tmp.path().join("a")).unwrap(),
+            Dir::open(&tmp.path().join("b")).unwrap(),
+        );
+        a.rename_into("one", &b, "one", true).unwrap();
+        let e = a.rename_into("two", &b, "two", true).unwrap_err();
+        assert!(e.is_exists(), "{e}");
+        assert!(
+            e.to_string()
+                .contains(&tmp.path().join("b/two").display().to_string()),
+            "{e}"
+        );
+        let read = |p: &str| std::fs::read(tmp.path().join(p)).unwrap();
+        assert_eq!(read("b/one"), b"mine");
+        assert_eq!(read("a/two"), b"mine too");
+        assert_eq!(read("b/two"), b"theirs");
+        assert!(!tmp.path().join("a/one").exists());
     }
 
     /// What dead runs left is removed: a file, or an empty directory (a mount point); a running process's, and a
