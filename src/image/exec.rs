@@ -1253,6 +1253,33 @@ fn write_partition(
     Ok(())
 }
 
+/// Removes from `tmp` the empty mount points (`dbackup-grow-*`) that runs killed while they grew left: those named
+/// `dbackup-grow-<pid>-<random>` whose process is gone, and those of versions before the pid was in the name
+/// (`dbackup-grow-<random>`), which no running process can own but an older binary's. Never one holding anything
+/// (`rmdir` refuses it) nor one a filesystem is mounted on in any mount namespace.
+fn remove_left_mount_points(tmp: &Path) {
+    const PREFIX: &str = "dbackup-grow-";
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+            continue;
+        };
+        let pid = rest
+            .split_once('-')
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| pid == std::process::id() || !crate::stdx::process_gone(pid))
+            || !entry.file_type().is_ok_and(|t| t.is_dir())
+            || crate::media::mountinfo::mounted_anywhere(&entry.path())
+        {
+            continue;
+        }
+        let _ = std::fs::remove_dir(entry.path());
+    }
+}
+
 /// Grows the filesystem on `node` to the end of its (grown) partition.
 fn grow(node: &Path, fs: &str, ui: &Ui) -> anyhow::Result<()> {
     match fs {
@@ -1273,7 +1300,7 @@ fn grow(node: &Path, fs: &str, ui: &Ui) -> anyhow::Result<()> {
             // `dbackup-grow-<pid>-*`: a run killed while it grows leaves its empty mount point, which the next
             // one knows to be nobody's and removes.
             let tmp = std::env::temp_dir();
-            crate::stdx::fs::remove_dead_temporaries(&tmp, "dbackup-grow-");
+            remove_left_mount_points(&tmp);
             let dir = tempfile::Builder::new()
                 .prefix(&format!("dbackup-grow-{}-", std::process::id()))
                 .tempdir_in(&tmp)?;

@@ -60,6 +60,46 @@ pub fn read() -> std::io::Result<Vec<MountEntry>> {
     parse(&bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// Whether `path` is a mount point in any mount namespace this process can see: its own, and each other one a process
+/// under `/proc` is in (a tool that mounts in a namespace of its own, as `image restore --grow`'s do), where a
+/// directory that looks empty from here may have a filesystem mounted on it. Yes when this process's own table, or
+/// another namespace's, cannot be parsed: the caller then leaves the directory alone.
+pub fn mounted_anywhere(path: &Path) -> bool {
+    let Ok(path) = std::fs::canonicalize(path) else {
+        return true;
+    };
+    let listed = |text: &[u8]| {
+        parse(text).map_or(true, |e| e.iter().any(|e| e.mount_point == path.as_path()))
+    };
+    let Ok(own) = std::fs::read(MOUNTINFO) else {
+        return true;
+    };
+    if listed(&own) {
+        return true;
+    }
+    let mut seen: Vec<PathBuf> = std::fs::read_link("/proc/self/ns/mnt")
+        .into_iter()
+        .collect();
+    let processes = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    for process in processes.filter(|p| {
+        p.file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    }) {
+        let Ok(namespace) = std::fs::read_link(process.path().join("ns/mnt")) else {
+            continue;
+        };
+        if seen.contains(&namespace) {
+            continue;
+        }
+        seen.push(namespace);
+        if std::fs::read(process.path().join("mountinfo")).is_ok_and(|text| listed(&text)) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Parses the text of a mountinfo file, in its order (later entries are mounted on top of earlier ones).
 pub fn parse(text: &[u8]) -> Result<Vec<MountEntry>, ParseError> {
     text.split(|&b| b == b'\n')

@@ -605,8 +605,8 @@ pub fn complete_temp(
 
 /// Removes from `dir` the temporary files named `<prefix><pid>` or `<prefix><pid>-<anything>` whose process no longer
 /// runs: what a run killed between writing a file and renaming it into place left (for `keygen`, a whole secret
-/// key), or an empty directory it made (`image restore --grow`'s mount point). Another running process's are left
-/// to it; anything but a regular file or an empty directory is left alone.
+/// key), or an empty directory it made. Another running process's are left to it; anything but a regular file or an
+/// empty directory is left alone.
 pub fn remove_dead_temporaries(dir: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;

@@ -1359,3 +1359,78 @@ fn t9_image_restore_killed_at_each_point_leaves_nothing_mounted_or_attached() {
         }
     }
 }
+
+/// `image restore --grow` also removes the empty mount points that versions before the pid-named ones left
+/// (`$TMPDIR/dbackup-grow-<random>`), and only those that are empty and nobody's mount point: one holding a file
+/// stays, and so does one a filesystem is mounted on in another mount namespace (where a grow tool mounts it),
+/// though it looks empty from here. Before: they all stayed, forever.
+#[test]
+fn t9_image_restore_grow_removes_older_versions_empty_mount_points_and_no_other() {
+    if !require() {
+        return;
+    }
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, 6 << 20, Root::Btrfs);
+    let tmp = t.path("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let t = t
+        .config(&crate::loopdev_image::config(&t9, ""))
+        .env("TMPDIR", &tmp);
+    let dev = |n: u32| disk.part(n).display().to_string();
+    t.cmd()
+        .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
+        .status(0);
+    let (_, meta) = image_backup(&t9);
+
+    fs::create_dir(tmp.join("dbackup-grow-aB3xYz")).unwrap();
+    fs::create_dir(tmp.join("dbackup-grow-123456")).unwrap();
+    fs::create_dir(tmp.join("dbackup-grow-kEEp12")).unwrap();
+    fs::write(tmp.join("dbackup-grow-kEEp12/mine"), "keep me\n").unwrap();
+    let mounted = tmp.join("dbackup-grow-mNt456");
+    fs::create_dir(&mounted).unwrap();
+    // A filesystem mounted on it in a mount namespace of its own, by a process that stays until it is killed.
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs dbackup-test "$0" && echo mounted && exec sleep 600"#)
+        .arg(&mounted)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run unshare");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(
+        line, "mounted\n",
+        "the tmpfs was mounted in its own namespace"
+    );
+
+    let target = t.path("new.img");
+    blank(&target, 640 * MIB);
+    let out = t
+        .cmd()
+        .args([
+            "image",
+            "restore",
+            "--yes",
+            "--grow",
+            "--from",
+            &meta.stamp,
+            "--to",
+        ])
+        .args([&target])
+        .output();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut left: Vec<String> = fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("dbackup-grow-"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["dbackup-grow-kEEp12", "dbackup-grow-mNt456"]);
+}
