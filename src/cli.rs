@@ -102,13 +102,13 @@ written last, makes it a backup. An upload that was interrupted (killed, the ser
 by the next run, part by part, when it would upload the same archives: the parts the bucket holds are regenerated \
 and compared with a local journal, not uploaded again; --dry-run says `resume <stamp>: 3 of 9 parts uploaded`.\n\n\
 Examples:\n  \
-dbackup keygen                      # once: an identity and its age1... recipient for `encryption.recipients`\n  \
+dbackup keygen                      # once: an identity, and the age1... recipient it prints\n  \
 dbackup external                    # the first present destination (external.mode)\n  \
 dbackup external --destination T9   # that drive only\n  \
 dbackup external --set config       # one set\n  \
-dbackup external --full             # full archives now (starts new chains with external.incremental)\n  \
+dbackup external --full             # full archives now (new incremental chains start)\n  \
 dbackup --dry-run external          # what would be written and removed, and the space it needs\n  \
-dbackup external --destination offsite   # a bucket: resumes an interrupted upload, else a new one"
+dbackup external --destination offsite   # a bucket: resumes an interrupted upload, else uploads"
     )]
     External(ExternalArgs),
     /// Run what is due: collect, then the external phase when a drive is present
@@ -162,7 +162,8 @@ drive and this computer (a password manager, a printout in a drawer): without it
 restored by anyone, dbackup included.\n\n\
 Examples:\n  \
 dbackup keygen                              # writes ~/.config/dbackup/identity.txt\n  \
-dbackup keygen --out /media/usb-key/dbackup.key\n\n\
+dbackup keygen --out /media/usb-key/dbackup.key\n  \
+dbackup --dry-run keygen                    # where it would write the identity; writes nothing\n\n\
 Restoring without dbackup (from a backup directory on the drive):\n  \
 age -d -i ~/.config/dbackup/identity.txt data.tar.age | tar -xpf - -C /";
 
@@ -240,7 +241,7 @@ Overdue: no complete snapshot of a set for 3 hours (hourly), 36 hours (daily), 1
 Examples:
   dbackup status                  # the table
   dbackup status --json           # for scripts
-  dbackup status --check          # exit 1 when anything is overdue, the last run failed or a backup is damaged";
+  dbackup status --check          # exit 1 when anything is overdue, failed or damaged";
 
 /// A time for the hidden `--now` (RFC 3339).
 fn parse_time(s: &str) -> Result<DateTime<FixedOffset>, String> {
@@ -359,8 +360,8 @@ Examples:
       that day's newest drive backup, everything below /data/photos
   dbackup --json ls --set config ~/.config
   dbackup ls --source cloud:offsite ~/docs
-      the newest backup on the bucket offsite: its backup.json, then one GET per set's index (the bytes to
-      download are shown first); never an archive";
+      the newest backup on the bucket offsite: its backup.json, then one GET per set's index
+      (the bytes to download are shown first); never an archive";
 
 const FIND_HELP: &str = "\
 PATTERN without `*` or `?` is a literal found anywhere in the path (case-sensitive). A glob without `/` matches the \
@@ -375,8 +376,8 @@ Examples:
   dbackup find --source drive '/home/**/thesis/*.tex'
   dbackup --json find notes
   dbackup find --source cloud:offsite '*.kdbx'
-      every backup on the bucket offsite: a listing, each backup.json, then one GET per index (the bytes to
-      download are shown first)";
+      every backup on the bucket offsite: a listing, each backup.json, then one GET per index
+      (the bytes to download are shown first)";
 
 const SNAPSHOTS_HELP: &str = "\
 The same listing as `dbackup restore --list`, with the same options.
@@ -419,7 +420,7 @@ pub struct LsArgs {
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct FindArgs {
-    /// A glob (`*`, `?`, `**`) or a literal part of the path (not empty: `dbackup ls -r` lists everything)
+    /// A glob (`*`, `?`, `**`) or a literal part of the path (not empty: `dbackup ls -R` lists everything)
     #[arg(value_name = "PATTERN", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub pattern: String,
 
@@ -556,7 +557,8 @@ Examples:
   dbackup report --out /tmp/backups.html
   dbackup report --out - > page.html     # to stdout
   dbackup --json report                  # the data the page is drawn from
-  dbackup report --drive /media/you/T9 --out -   # what that drive's REPORT.html says";
+  dbackup report --drive /media/you/T9 --out -   # what that drive's REPORT.html says
+  dbackup --dry-run report               # where the page would go, and its size; writes nothing";
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct ReportArgs {
@@ -637,7 +639,8 @@ machine step by step. A missing tool or file is a line in kit.json and in the gu
 
 Examples:
   dbackup image kit                    # print RESTORE-SYSTEM.md for this machine
-  sudo dbackup image kit --out /tmp/kit   # write every piece into a new directory";
+  sudo dbackup image kit --out /tmp/kit   # write every piece into a new directory
+  dbackup --dry-run image kit --out /tmp/kit   # each piece it would write; writes nothing";
 
 const IMAGE_CREATE_HELP: &str = "\
 Each device is imaged with partclone (only its used blocks), compressed with zstd, encrypted
@@ -695,7 +698,8 @@ credentials_file others can read).
 Examples:
   dbackup cloud check offsite
   dbackup cloud check offsite --object-lock    # does the bucket enforce Object Lock?
-  dbackup --json cloud check offsite";
+  dbackup --json cloud check offsite
+  dbackup --dry-run cloud check offsite   # only what reads (the listings); writes nothing";
 
 #[derive(Debug, Subcommand)]
 pub enum CloudCommand {
@@ -783,6 +787,12 @@ pub struct ImageRestoreArgs {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate a config file (default: the one dbackup would use) and print the settings it gives
+    #[command(
+        after_help = "Exit codes: 0 valid, 2 invalid (each problem printed with its line and column).\n\n\
+Examples:\n  \
+dbackup config check                    # the config dbackup would use\n  \
+dbackup config check ~/new-config.json  # another file, before you put it in place"
+    )]
     Check {
         /// The file to check
         path: Option<PathBuf>,
@@ -795,6 +805,12 @@ pub enum ConfigCommand {
     /// Print the JSON Schema that configs are validated against
     Schema,
     /// Write the built-in default config, commented, to the config path (never overwrites)
+    #[command(
+        after_help = "Exit codes: 0 written, 2 a file is there already (it is left as it is).\n\n\
+Examples:\n  \
+dbackup config init                     # ~/.config/dbackup/config.json, to edit\n  \
+dbackup --dry-run config init           # print what it would write; writes nothing"
+    )]
     Init {
         /// Where to write it (default: the path dbackup reads)
         path: Option<PathBuf>,
@@ -831,7 +847,8 @@ Examples:
   dbackup systemd render --user                          # print the units
   dbackup systemd render --user --out ~/.config/systemd/user
   dbackup systemd render --system --out ~/dbackup-units   # as you: the units run as you (--run-as)
-  dbackup systemd render --system --format json          # what the Nix modules are tested against";
+  dbackup systemd render --system --format json          # what the Nix modules are tested against
+  dbackup --dry-run systemd render --user --out ~/.config/systemd/user   # what it would write";
 
 #[derive(Debug, Clone, Args)]
 #[command(group(ArgGroup::new("scope").required(true).args(["user", "system"])))]
@@ -992,6 +1009,83 @@ mod tests {
         assert!(try_parse(&["dbackup", "systemd", "render"]).is_err());
         assert!(try_parse(&["dbackup", "systemd", "render", "--user", "--system"]).is_err());
         assert!(try_parse(&["dbackup", "systemd", "render", "--user", "--run-as", "x"]).is_err());
+    }
+
+    /// Every command's help, and the help of each of its subcommands.
+    fn all_helps(command: &clap::Command, out: &mut Vec<(String, String)>) {
+        let text = command
+            .get_after_long_help()
+            .or(command.get_after_help())
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        out.push((command.get_name().to_string(), text));
+        for arg in command.get_arguments() {
+            let help = arg.get_long_help().or(arg.get_help());
+            out.push((
+                format!("{} --{}", command.get_name(), arg.get_id()),
+                help.map(|h| h.to_string()).unwrap_or_default(),
+            ));
+        }
+        for sub in command.get_subcommands() {
+            all_helps(sub, out);
+        }
+    }
+
+    /// Each example in a command's help fits in the width clap wraps help at (100 columns), so none is broken across
+    /// lines, and each example command line parses. Before: five were wrapped mid-comment by clap (external, status,
+    /// ls, find), the continuation looking like a command of its own.
+    #[test]
+    fn examples_fit_the_help_width_and_parse() {
+        let mut helps = Vec::new();
+        all_helps(&Cli::command().after_help(AFTER_HELP), &mut helps);
+        let mut examples = 0;
+        for (name, help) in &helps {
+            let Some((_, section)) = help.split_once("Examples:\n") else {
+                continue;
+            };
+            for line in section.lines().take_while(|l| !l.is_empty()) {
+                assert!(
+                    line.chars().count() <= 100,
+                    "{name}: wrapped by clap: {line}"
+                );
+                let command = line.trim_start().trim_start_matches("sudo ");
+                if !command.starts_with("dbackup ") {
+                    continue;
+                }
+                let command = command.split(" #").next().unwrap_or_default();
+                let command = command.split(" > ").next().unwrap_or_default();
+                let words: Vec<OsString> = command
+                    .split_whitespace()
+                    .map(|w| OsString::from(w.trim_matches('\'')))
+                    .collect();
+                if let Err(e) = Cli::try_parse_from(&words) {
+                    panic!("{name}: the example {command:?} does not parse: {e}");
+                }
+                examples += 1;
+            }
+        }
+        assert!(examples > 40, "{examples} examples found");
+        // A command named in a help's text: `dbackup ...` (unless it holds a placeholder: `--history N`).
+        for (name, help) in &helps {
+            for quoted in help.split("`dbackup ").skip(1) {
+                let command = quoted.split('`').next().unwrap_or_default();
+                let placeholder = |w: &str| w.bytes().all(|b| b.is_ascii_uppercase());
+                if command.split_whitespace().any(placeholder) {
+                    continue;
+                }
+                let words = std::iter::once("dbackup").chain(command.split_whitespace());
+                // A command named in passing may leave out what it needs (`dbackup systemd render`).
+                if let Err(e) = Cli::try_parse_from(words)
+                    && !matches!(
+                        e.kind(),
+                        clap::error::ErrorKind::MissingRequiredArgument
+                            | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+                    )
+                {
+                    panic!("{name}: `dbackup {command}` does not parse: {e}");
+                }
+            }
+        }
     }
 
     #[test]
