@@ -50,11 +50,12 @@ pub fn registration(shell: clap_complete::Shell, completer: &str) -> std::io::Re
     Ok(script)
 }
 
-/// Appended to clap's bash registration, and registered in its place: bash splits the words of the line at `:` too
-/// (`COMP_WORDBREAKS`), so `--source cloud:of<TAB>` reached the binary as `cloud`, `:`, `of` and offered nothing.
-/// The words the user typed are joined back (a `:` not preceded or followed by a blank belongs to its neighbours,
-/// as bash-completion's `_get_comp_words_by_ref -n :` does), clap's function answers for them, and the text up to
-/// the last `:` is taken off the answers, since bash replaces only what follows it (`__ltrim_colon_completions`).
+/// Appended to clap's bash registration, and registered in its place: bash splits the words of the line at `:` and
+/// `=` too (`COMP_WORDBREAKS`), so `--source cloud:of<TAB>` reached the binary as `cloud`, `:`, `of` and offered
+/// nothing. The words the user typed are joined back (a `:` or `=` not preceded or followed by a blank belongs to
+/// its neighbours, as bash-completion's `_get_comp_words_by_ref -n =:` does), clap's function answers for them, and
+/// the text up to the last `:` or `=` is taken off the answers, since bash replaces only what follows it
+/// (`__ltrim_colon_completions`).
 const BASH_COLONS: &str = r#"
 _dbackup_complete() {
     local words=() starts=() cword=0 i word line=$COMP_LINE at=0 rest blank
@@ -64,7 +65,7 @@ _dbackup_complete() {
         blank=$(( ${#line} - ${#rest} ))
         at=$(( at + blank ))
         line=$rest
-        if (( i > 1 && blank == 0 )) && [[ $word == +(:) || ${COMP_WORDS[i-1]} == +(:) ]]; then
+        if (( i > 1 && blank == 0 )) && [[ $word == +([:=]) || ${COMP_WORDS[i-1]} == +([:=]) ]]; then
             words[${#words[@]}-1]+=$word
         else
             words+=("$word")
@@ -81,9 +82,10 @@ _dbackup_complete() {
     fi
     local COMP_WORDS=("${words[@]}") COMP_CWORD=$cword
     _clap_complete_dbackup "$1" "$cur" "${words[cword > 0 ? cword - 1 : 0]}"
-    if [[ $cur == *:* && $COMP_WORDBREAKS == *:* && ${COMPREPLY+set} ]]; then
-        local colon_word=${cur%"${cur##*:}"}
-        COMPREPLY=("${COMPREPLY[@]#"$colon_word"}")
+    local breaks=${COMP_WORDBREAKS//[^:=]/}
+    if [[ -n $breaks && $cur == *["$breaks"]* && ${COMPREPLY+set} ]]; then
+        local replaced=${cur%"${cur##*["$breaks"]}"}
+        COMPREPLY=("${COMPREPLY[@]#"$replaced"}")
     fi
 }
 if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then

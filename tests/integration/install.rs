@@ -19,7 +19,7 @@ const CONFIG: &str = r#"{
 /// What bash's TAB offers after `words` (the last one being completed, the cursor at its end), with the registration
 /// script `dbackup generate completions bash` prints sourced, and `dbackup` found on PATH: the function it registers
 /// is called as bash calls it, with the line split into `COMP_WORDS` as bash splits it (at blanks, and around each
-/// run of `:`, which is in bash's `COMP_WORDBREAKS`). Returns the candidates and whatever the completion printed on
+/// run of `:` and `=`, which are in bash's `COMP_WORDBREAKS`). Returns the candidates and whatever the completion printed on
 /// stderr.
 fn bash_complete(t: &Test, words: &[&str], env: &[(&str, &str)]) -> (Vec<String>, String) {
     let script = t
@@ -37,14 +37,16 @@ fn bash_complete(t: &Test, words: &[&str], env: &[(&str, &str)]) -> (Vec<String>
         }
         let mut rest = *word;
         while !rest.is_empty() {
-            let colons = rest.starts_with(':');
-            let len = rest.find(|c| (c == ':') != colons).unwrap_or(rest.len());
+            let breaks = rest.starts_with([':', '=']);
+            let len = rest
+                .find(|c| [':', '='].contains(&c) != breaks)
+                .unwrap_or(rest.len());
             split.push(rest[..len].to_string());
             rest = &rest[len..];
         }
     }
     // After a `:` that ends the line bash completes the `:` word, and what it replaces (`$2`) is empty.
-    let current = if line.ends_with(':') {
+    let current = if line.ends_with([':', '=']) {
         ""
     } else {
         split.last().map_or("", String::as_str)
@@ -167,10 +169,11 @@ fn bash_tab_offers_every_source_and_the_configs_cloud_destinations() {
     }
 }
 
-/// `--source cloud:of<TAB>` in bash completes `cloud:offsite`, as does `cloud:<TAB>`: bash splits the line at `:`
-/// too, so the completion is given the words the user typed, joined back, and answers with what follows the `:`
-/// (bash replaces only that). A `:` with a blank before or after it stays a word of its own. Before: bash handed the
-/// binary `cloud`, `:` and `of` as three words, and TAB offered nothing after `cloud:` (or `--`).
+/// `--source cloud:of<TAB>` in bash completes `cloud:offsite`, as does `cloud:<TAB>`, and `--source=cloud:of<TAB>`:
+/// bash splits the line at `:` and `=` too, so the completion is given the words the user typed, joined back, and
+/// answers with what follows the last `:` or `=` (bash replaces only that). One with a blank before or after it
+/// stays a word of its own. Before: bash handed the binary `cloud`, `:` and `of` as three words, and TAB offered
+/// nothing after `cloud:` (or `--`), nor after `--source=`.
 #[test]
 fn bash_tab_completes_a_cloud_source_across_the_colon() {
     let t = Test::new().config(
@@ -200,6 +203,17 @@ fn bash_tab_completes_a_cloud_source_across_the_colon() {
             "{command}"
         );
     }
+    // `--option=value`: bash splits at `=` too.
+    let tab = |words: &[&str]| bash_complete(&t, words, &env).0;
+    assert_eq!(
+        tab(&["dbackup", "restore", "--source=cloud:of"]),
+        ["offsite"]
+    );
+    assert_eq!(
+        tab(&["dbackup", "ls", "--source=cl"]),
+        ["cloud", "cloud:offsite", "cloud:other"]
+    );
+    assert_eq!(tab(&["dbackup", "collect", "--set=d"]), ["docs"]);
     // What follows the value still completes from the words as typed.
     let (sets, _) = bash_complete(
         &t,
