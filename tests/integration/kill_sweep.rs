@@ -105,11 +105,27 @@ fn assert_whole_or_absent(target: &Path) -> usize {
 /// Sixteen files of 4 MiB under `~/data`, collected once (enough for a restore to be caught while it writes), and the
 /// restore's target, not made yet.
 fn sixteen_big_files_collected() -> (Test, std::path::PathBuf) {
+    big_files_collected(16)
+}
+
+/// [`sixteen_big_files_collected`] with `n` files.
+fn big_files_collected(n: usize) -> (Test, std::path::PathBuf) {
     let t = Test::new().config(&config(""));
-    bulk(&t, 16);
+    bulk(&t, n);
     t.cmd().args(["collect"]).status(0);
     let target = t.path("target");
     (t, target)
+}
+
+/// The user's own edited versions of the first `n` files, in the restore's target where `~/data` lands: that
+/// directory.
+fn edited_in_target(t: &Test, target: &Path, n: usize) -> PathBuf {
+    let inside = target.join(t.home().join("data").strip_prefix("/").unwrap());
+    fs::create_dir_all(&inside).unwrap();
+    for i in 0..n {
+        fs::write(inside.join(format!("big{i:02}")), format!("my edit {i}\n")).unwrap();
+    }
+    inside
 }
 
 /// A restore killed (SIGKILL) or stopped (SIGTERM) while it writes a file: every file under its final name is whole,
@@ -172,11 +188,7 @@ fn set_aside(root: &Path) -> Vec<PathBuf> {
 fn a_restore_killed_after_setting_files_aside_is_told_by_the_next_restore() {
     for (name, sig) in SIGNALS {
         let (t, target) = sixteen_big_files_collected();
-        let inside = target.join(t.home().join("data").strip_prefix("/").unwrap());
-        fs::create_dir_all(&inside).unwrap();
-        for i in 0..16 {
-            fs::write(inside.join(format!("big{i:02}")), format!("my edit {i}\n")).unwrap();
-        }
+        let inside = edited_in_target(&t, &target, 16);
         let restore = || {
             t.cmd()
                 .args(["restore", "--path", "~/data", "--target"])
@@ -268,15 +280,8 @@ fn writing_stdout(pid: u32) -> bool {
 /// so a restore killed while printing it was never told of.
 #[test]
 fn a_restore_killed_while_printing_what_it_set_aside_is_told_by_the_next_restore() {
-    let t = Test::new().config(&config(""));
-    bulk(&t, 2);
-    t.cmd().args(["collect"]).status(0);
-    let target = t.path("target");
-    let inside = target.join(t.home().join("data").strip_prefix("/").unwrap());
-    fs::create_dir_all(&inside).unwrap();
-    for i in 0..2 {
-        fs::write(inside.join(format!("big{i:02}")), format!("my edit {i}\n")).unwrap();
-    }
+    let (t, target) = big_files_collected(2);
+    edited_in_target(&t, &target, 2);
     let restore = || {
         t.cmd()
             .args(["restore", "--path", "~/data", "--target"])

@@ -24,12 +24,52 @@ use crate::loopdev_image::{
 /// --device <ESP> --device <root>`): the world and the image backup's metadata.
 fn imaged_disk(big: usize) -> (Test, Drive, LoopDisk, BackupMeta) {
     let (t, t9, disk) = disk_and_t9(big);
+    let meta = image_both_partitions(&t, &t9, &disk);
+    (t, t9, disk, meta)
+}
+
+/// `image create --device <ESP> --device <root>` of `disk` to the T9: the image backup's metadata.
+fn image_both_partitions(t: &Test, t9: &Drive, disk: &LoopDisk) -> BackupMeta {
     let dev = |n: u32| disk.part(n).display().to_string();
     t.cmd()
         .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
         .status(0);
-    let (_, meta) = image_backup(&t9);
-    (t, t9, disk, meta)
+    image_backup(t9).1
+}
+
+/// [`imaged_disk`] with a btrfs root (grown while mounted, on a mount point in `$TMPDIR`), and `$TMPDIR` a directory
+/// of the test's own: the world, the disk, the image backup's metadata and that directory.
+fn imaged_btrfs_disk_with_tmpdir(big: usize) -> (Test, Drive, LoopDisk, BackupMeta, PathBuf) {
+    let t = Test::new();
+    let t9 = Drive::exfat("T9", 1 << 30);
+    let disk = disk_with_root(&t, big, Root::Btrfs);
+    let tmp = t.path("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let t = t
+        .config(&crate::loopdev_image::config(&t9, ""))
+        .env("TMPDIR", &tmp);
+    let meta = image_both_partitions(&t, &t9, &disk);
+    (t, t9, disk, meta, tmp)
+}
+
+/// `image restore --yes --grow --from <stamp> --to <target>`.
+fn restore_grown(t: &Test, stamp: &str, target: &Path) -> harness::Cmd {
+    t.cmd()
+        .args([
+            "image", "restore", "--yes", "--grow", "--from", stamp, "--to",
+        ])
+        .args([target])
+}
+
+/// The names of the grow mount points (`dbackup-grow-*`) in `tmp`, sorted.
+fn grow_dirs(tmp: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("dbackup-grow-"))
+        .collect();
+    v.sort();
+    v
 }
 
 /// [`imaged_disk`] with 1 MiB of data: the world, the T9, the image backup's metadata and directory, and the root's
@@ -1253,14 +1293,7 @@ fn t9_image_restore_killed_at_each_point_leaves_nothing_mounted_or_attached() {
     if !require() {
         return;
     }
-    let t = Test::new();
-    let t9 = Drive::exfat("T9", 1 << 30);
-    let disk = disk_with_root(&t, 32 << 20, Root::Btrfs);
-    let tmp = t.path("tmp");
-    fs::create_dir_all(&tmp).unwrap();
-    let t = t
-        .config(&crate::loopdev_image::config(&t9, ""))
-        .env("TMPDIR", &tmp);
+    let (t, _t9, _disk, meta, tmp) = imaged_btrfs_disk_with_tmpdir(32 << 20);
     // Not the restore's to remove: a running process's (this test's), and a directory that is not empty.
     let running = tmp.join(format!("dbackup-grow-{}-running", std::process::id()));
     fs::create_dir_all(&running).unwrap();
@@ -1272,20 +1305,6 @@ fn t9_image_restore_killed_at_each_point_leaves_nothing_mounted_or_attached() {
         running.file_name().unwrap().to_string_lossy().into_owned(),
     ];
     kept.sort();
-    let grow_dirs = || {
-        let mut v: Vec<String> = fs::read_dir(&tmp)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("dbackup-grow-"))
-            .collect();
-        v.sort();
-        v
-    };
-    let dev = |n: u32| disk.part(n).display().to_string();
-    t.cmd()
-        .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
-        .status(0);
-    let (_, meta) = image_backup(&t9);
     let target = t.path("new.img");
     let points: [(&str, KillPoint<'_>); 3] = [
         (
@@ -1301,19 +1320,7 @@ fn t9_image_restore_killed_at_each_point_leaves_nothing_mounted_or_attached() {
             Box::new(|pid| !grow_mounts().is_empty() || has_child(pid, "btrfs")),
         ),
     ];
-    let run = || {
-        t.cmd()
-            .args([
-                "image",
-                "restore",
-                "--yes",
-                "--grow",
-                "--from",
-                &meta.stamp,
-                "--to",
-            ])
-            .args([&target])
-    };
+    let run = || restore_grown(&t, &meta.stamp, &target);
     for (sig_name, sig) in crate::kill_sweep::SIGNALS {
         for (at, reached) in &points {
             let what = format!("{sig_name} while {at}");
@@ -1352,7 +1359,7 @@ fn t9_image_restore_killed_at_each_point_leaves_nothing_mounted_or_attached() {
                 "{what}"
             );
             assert_eq!(
-                grow_dirs(),
+                grow_dirs(&tmp),
                 kept,
                 "{what}: only the dead runs' empty mount points are removed"
             );
@@ -1369,20 +1376,7 @@ fn t9_image_restore_grow_removes_older_versions_empty_mount_points_and_no_other(
     if !require() {
         return;
     }
-    let t = Test::new();
-    let t9 = Drive::exfat("T9", 1 << 30);
-    let disk = disk_with_root(&t, 6 << 20, Root::Btrfs);
-    let tmp = t.path("tmp");
-    fs::create_dir_all(&tmp).unwrap();
-    let t = t
-        .config(&crate::loopdev_image::config(&t9, ""))
-        .env("TMPDIR", &tmp);
-    let dev = |n: u32| disk.part(n).display().to_string();
-    t.cmd()
-        .args(["image", "create", "--device", &dev(1), "--device", &dev(2)])
-        .status(0);
-    let (_, meta) = image_backup(&t9);
-
+    let (t, _t9, _disk, meta, tmp) = imaged_btrfs_disk_with_tmpdir(6 << 20);
     fs::create_dir(tmp.join("dbackup-grow-aB3xYz")).unwrap();
     fs::create_dir(tmp.join("dbackup-grow-123456")).unwrap();
     fs::create_dir(tmp.join("dbackup-grow-kEEp12")).unwrap();
@@ -1410,27 +1404,12 @@ fn t9_image_restore_grow_removes_older_versions_empty_mount_points_and_no_other(
 
     let target = t.path("new.img");
     blank(&target, 640 * MIB);
-    let out = t
-        .cmd()
-        .args([
-            "image",
-            "restore",
-            "--yes",
-            "--grow",
-            "--from",
-            &meta.stamp,
-            "--to",
-        ])
-        .args([&target])
-        .output();
+    let out = restore_grown(&t, &meta.stamp, &target).output();
     let _ = holder.kill();
     let _ = holder.wait();
     assert_eq!(out.code, 0, "{}", out.stderr);
-    let mut left: Vec<String> = fs::read_dir(&tmp)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("dbackup-grow-"))
-        .collect();
-    left.sort();
-    assert_eq!(left, ["dbackup-grow-kEEp12", "dbackup-grow-mNt456"]);
+    assert_eq!(
+        grow_dirs(&tmp),
+        ["dbackup-grow-kEEp12", "dbackup-grow-mNt456"]
+    );
 }
