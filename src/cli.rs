@@ -83,7 +83,10 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Copy every backup set into a new hard-linked snapshot under the backup root (rsync --link-dest)
     #[command(
-        after_help = "Examples:\n  dbackup collect                 # every set\n  dbackup collect --set config    # one set\n  dbackup collect --full          # compare contents, not just size and mtime\n  dbackup --dry-run collect       # show the plan: rsync commands, snapshots to prune"
+        after_help = "Exit codes: 0 every set collected; 3 with warnings (a source missing: the snapshot is kept, \
+marked incomplete; files that vanished or could not be read); 1 a set failed (the others are still collected); \
+4 another dbackup run holds the lock.\n\n\
+Examples:\n  dbackup collect                 # every set\n  dbackup collect --set config    # one set\n  dbackup collect --full          # compare contents, not just size and mtime\n  dbackup --dry-run collect       # show the plan: rsync commands, snapshots to prune"
     )]
     Collect(CollectArgs),
     /// Write each set's latest snapshot as a verified tar archive onto a removable drive
@@ -109,6 +112,8 @@ objects of 128 MiB (<set>.tar.partNNN, or <set>.tar.partNNN.age: each an age str
 written last, makes it a backup. An upload that was interrupted (killed, the server or the network gone) is resumed \
 by the next run, part by part, when it would upload the same archives: the parts the bucket holds are regenerated \
 and compared with a local journal, not uploaded again; --dry-run says `resume <stamp>: 3 of 9 parts uploaded`.\n\n\
+Exit codes: 0 written and verified; 3 the same with warnings; 5 no destination present (why each one is absent \
+is printed); 4 another dbackup run holds the lock; 1 failed (nothing that was not verified is promoted).\n\n\
 Examples:\n  \
 dbackup keygen                      # once: an identity, and the age1... recipient it prints\n  \
 dbackup external                    # the first present destination (external.mode)\n  \
