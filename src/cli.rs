@@ -366,6 +366,9 @@ PATH is absolute, relative to the current directory, or ~/...; without it, the b
 level is listed; -R lists everything below. A drive backup is read through its index alone (encrypted: with the \
 identity, as restore reads it). Names from a backup are shown escaped (control characters made visible).
 
+Exit codes: 0 listed; 1 PATH is not in that backup (`dbackup find` looks for a name in every backup), or the \
+backup could not be read.
+
 Examples:
   dbackup ls ~/docs
       the newest local snapshot's ~/docs, one level
@@ -382,6 +385,8 @@ name (`*.pdf`); one starting with `/` the whole path (`/home/*/notes.txt`); any 
 (`docs/*.md`). `*` and `?` stay within a name, a `**` component crosses directories. Each matching path is listed \
 once with every backup holding it (size, mtime), newest first. Drive backups are searched through their indexes \
 only, never their archives.
+
+Exit codes: 0 found; 1 nothing matches (as with grep), or a backup could not be searched (it says which, and why).
 
 Examples:
   dbackup find report.odt
