@@ -1,7 +1,7 @@
 //! A bucket's backups as `status`, `backup`, `ls`/`find` and retention see them, and retention on a bucket: one
 //! listing of `backups/` and each backup's `backup.json` (no archive is read), then, after a verified upload, the
 //! backups the destination's `retention` does not keep deleted (the policy and chain rules of
-//! [`super::retention::decide`], the drive's), `backup.json` FIRST: a backup whose other objects could only partly
+//! [`super::retention::decide_own`], the drive's), `backup.json` FIRST: a backup whose other objects could only partly
 //! be deleted is an unfinished upload from then on (never listed as a backup again; the next run removes the rest).
 //! A backup whose objects are still under Object Lock is kept ("kept: locked until <date>") and never touched.
 
@@ -226,7 +226,7 @@ pub fn new_backup(
 }
 
 /// Retention on a bucket after the new backup `new` ([`new_backup`]) is promoted: the drive's rules
-/// ([`drive_retention::decide`]: what `new` depends on is kept with it), where a backup still locked at `now_utc` is
+/// ([`drive_retention::decide_own`]: what `new` depends on is kept with it), where a backup still locked at `now_utc` is
 /// kept ("kept: locked until <date>") together with what it depends on. Pure.
 pub fn decide(
     backups: &[DriveBackup],
@@ -253,7 +253,8 @@ pub fn decide(
     // A locked backup is kept as `latest` is (so what it depends on is kept with it), until nothing more is locked.
     let mut locked: Vec<(String, DateTime<Utc>)> = Vec::new();
     loop {
-        let decisions = drive_retention::decide(&infos, policy, now);
+        let decisions =
+            drive_retention::decide_own(&infos, drive_retention::Owner::Anyone, policy, now);
         let more: Vec<(String, DateTime<Utc>)> = decisions
             .iter()
             .filter(|d| !d.keep)
