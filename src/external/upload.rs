@@ -167,7 +167,7 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
     clean_killed_run(u, report)?;
     let stamp = p.stamp().to_string();
     let backup_root = &u.observed.world.backup_root;
-    let resumer = start_journal(p, world, backup_root).unwrap_or_else(|e| {
+    let resumer = start_journal(p, world, (backup_root, &u.observed.world.own_sets)).unwrap_or_else(|e| {
         ui.warn(format_args!(
             "{}: the journal of this upload cannot be written ({e}): if interrupted, it starts over",
             p.name
@@ -578,7 +578,7 @@ fn upload_base(
 fn start_journal(
     p: &CloudPlan,
     w: &CloudWorld,
-    root: &std::path::Path,
+    root_own: (&std::path::Path, &[String]),
 ) -> std::io::Result<Option<Resumer>> {
     let Some(key) = resume::key(
         &w.settings,
@@ -593,7 +593,7 @@ fn start_journal(
         _ => None,
     };
     let planned = resume::parts_planned(&p.archives, key.part_bytes);
-    Resumer::start(root, key, p.stamp(), resumed, &w.listing.sizes, planned).map(Some)
+    Resumer::start(root_own, key, p.stamp(), resumed, &w.listing.sizes, planned).map(Some)
 }
 
 /// The plan of a new upload under the run's `stamp`, after the resume of `p` stopped: the stamp that was resumed
