@@ -320,3 +320,51 @@ fn a_drive_shared_by_two_configs_keeps_the_other_configs_backups() {
     let listed = drive_listing(&t);
     assert_eq!(listed.backups.len(), 5, "{listed:?}");
 }
+
+/// The same drive, both configs' backups real: a restore of "the newest" from the drive without `--set` is this
+/// config's newest backup, not the other config's newer one (`--set` and `--date <stamp>` choose as before).
+/// Before: it restored the other config's sets, to their places.
+#[test]
+fn a_restore_without_a_set_takes_this_configs_newest_backup_on_a_shared_drive() {
+    let t = world("5");
+    let ours = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    t.write("notes/todo.txt", "buy milk\n");
+    let other = t.write(
+        "other.json",
+        t.expand(
+            r#"{ "backup_root": "{tmp}/root-b", "image": { "kit": false },
+                 "backup_sets": [ { "name": "notes", "sources": ["{tmp}/notes"] } ],
+                 "destinations": [ { "name": "drive", "path": "{tmp}/drive", "require_mount": false } ] }"#,
+        ),
+    );
+    let with_other = || {
+        t.cmd()
+            .no_config()
+            .args(["--config".as_ref(), other.as_os_str()])
+    };
+    with_other().args(["collect"]).status(0);
+    // A stamp of its own (stamps are to the second).
+    while chrono::Local::now().format("%Y-%m-%d-%H%M%S").to_string() <= ours {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    with_other().args(["external"]).status(3);
+    let theirs = backups(&t.path("drive")).pop().unwrap();
+    assert!(theirs > ours, "{theirs} after {ours}");
+
+    let restore = |args: &[&str]| {
+        t.cmd()
+            .args(["--dry-run", "restore", "--source", "external", "--target"])
+            .args([t.path("out").as_os_str()])
+            .args(args)
+            .status(0)
+            .stdout
+    };
+    let out = restore(&[]);
+    assert!(out.contains(&format!("backups/{ours}/data.tar")), "{out}");
+    assert!(!out.contains("notes"), "{out}");
+    let out = restore(&["--date", &theirs]);
+    assert!(
+        out.contains(&format!("backups/{theirs}/notes.tar")),
+        "{out}"
+    );
+}
