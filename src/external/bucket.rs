@@ -226,11 +226,12 @@ pub fn new_backup(
 }
 
 /// Retention on a bucket after the new backup `new` ([`new_backup`]) is promoted: the drive's rules
-/// ([`drive_retention::decide_own`]: what `new` depends on is kept with it), where a backup still locked at `now_utc` is
-/// kept ("kept: locked until <date>") together with what it depends on. Pure.
+/// ([`drive_retention::decide_own`]: what `new` depends on is kept with it, another config's backups are not judged),
+/// where a backup still locked at `now_utc` is kept ("kept: locked until <date>") together with what it depends on.
+/// Pure.
 pub fn decide(
     backups: &[DriveBackup],
-    new: BackupInfo,
+    (new, owner): (BackupInfo, drive_retention::Owner),
     policy: &RetentionPolicy,
     now: NaiveDateTime,
     now_utc: DateTime<Utc>,
@@ -253,8 +254,7 @@ pub fn decide(
     // A locked backup is kept as `latest` is (so what it depends on is kept with it), until nothing more is locked.
     let mut locked: Vec<(String, DateTime<Utc>)> = Vec::new();
     loop {
-        let decisions =
-            drive_retention::decide_own(&infos, drive_retention::Owner::Anyone, policy, now);
+        let decisions = drive_retention::decide_own(&infos, owner, policy, now);
         let more: Vec<(String, DateTime<Utc>)> = decisions
             .iter()
             .filter(|d| !d.keep)
@@ -361,7 +361,10 @@ mod tests {
         let decide_with = |policy: u32, lock: Option<u32>| {
             decide(
                 &backups,
-                new_backup("2026-11-22-020000", &sets, &[], now),
+                (
+                    new_backup("2026-11-22-020000", &sets, &[], now),
+                    drive_retention::Owner::Anyone,
+                ),
                 &RetentionPolicy::last(policy),
                 now,
                 now_utc,

@@ -722,11 +722,11 @@ fn prune(
     };
     let infos = super::plan::drive_infos(&listing);
     let owner = drive_retention::Owner::Sets(own_sets);
-    if let Some(w) = drive_retention::foreign_warning(
-        &infos,
-        owner,
-        &world.info.resolved.join(layout::BACKUPS_DIR),
-    ) {
+    let how = format!(
+        "rm -r {}/<stamp>",
+        world.info.resolved.join(layout::BACKUPS_DIR).display()
+    );
+    if let Some(w) = drive_retention::foreign_warning(&infos, owner, ("drive", &how)) {
         warn(report, format!("retention: {w}"));
     }
     for x in drive_retention::decide_own(&infos, owner, &world.settings.retention, now)

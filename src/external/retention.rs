@@ -101,6 +101,7 @@ impl BackupInfo {
 #[derive(Debug, Clone, Copy)]
 pub enum Owner<'a> {
     /// Every backup is judged (the table tests).
+    #[cfg(test)]
     Anyone,
     /// The config's set names: a backup holding sets, none of them one of these, is not this config's.
     Sets(&'a [String]),
@@ -111,18 +112,19 @@ impl Owner<'_> {
     /// backup (no set) is the drive's, judged by every config.
     pub fn foreign(&self, b: &BackupInfo) -> bool {
         match self {
+            #[cfg(test)]
             Owner::Anyone => false,
             Owner::Sets(own) => !b.sets.is_empty() && !b.sets.iter().any(|s| own.contains(s)),
         }
     }
 }
 
-/// The one warning naming the verified backups that rotation leaves to another config ([`Owner::foreign`]), and
-/// how to remove them by hand (`backups_dir`: where they are); `None` when there are none.
+/// The one warning naming the verified backups that rotation leaves to another config ([`Owner::foreign`]) on the
+/// `drive` (or `bucket`), and `how` to remove one by hand (`<stamp>` in it); `None` when there are none.
 pub fn foreign_warning(
     backups: &[BackupInfo],
     owner: Owner,
-    backups_dir: &std::path::Path,
+    (on, how): (&str, &str),
 ) -> Option<String> {
     let order = newest_first(backups);
     let foreign: Vec<&&BackupInfo> = order
@@ -147,15 +149,14 @@ pub fn foreign_warning(
         ("they are", "them")
     };
     Some(format!(
-        "{} on the drive {} no set of this config ({}: {} {}): another config's that uses this drive under the \
+        "{} on the {on} {} no set of this config ({}: {} {}): another config's that uses this {on} under the \
          same destination name, or of a set since renamed; retention leaves {them} to that config. If {it} not \
-         wanted, delete {them} by hand (rm -r {}/<stamp>)",
+         wanted, delete {them} by hand ({how})",
         stdx::counted(names.len() as u64, "backup", "backups"),
         if names.len() == 1 { "holds" } else { "hold" },
         names.join(", "),
         if sets.len() == 1 { "set" } else { "sets" },
         sets.join(", "),
-        backups_dir.display()
     ))
 }
 

@@ -665,7 +665,11 @@ fn a_set_of_the_same_name_in_another_config_sharing_the_root_is_warned_of() {
         a2 = t.path("a2").display(),
         b = t.path("b").display()
     );
-    assert!(out.stderr.contains(&said), "{said:?} not in:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains(&said),
+        "{said:?} not in:\n{}",
+        out.stderr
+    );
     assert!(out.stderr.contains(fix), "{}", out.stderr);
     // Each config's next run is warned again while they alternate; a run after its own snapshot is not.
     collect(&grown, 3);

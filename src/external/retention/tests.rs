@@ -555,7 +555,12 @@ fn another_configs_backups_are_neither_judged_nor_removed_for_space() {
     assert!(!room.fits && room.removed.is_empty(), "{room:?}");
     assert_eq!(room.removable_bytes, (10 + 1 + 100) << 20);
 
-    let w = foreign_warning(&backups, owner, std::path::Path::new("/media/T9/backups")).unwrap();
+    let w = foreign_warning(
+        &backups,
+        owner,
+        ("drive", "rm -r /media/T9/backups/<stamp>"),
+    )
+    .unwrap();
     assert_eq!(
         w,
         format!(
@@ -568,13 +573,10 @@ fn another_configs_backups_are_neither_judged_nor_removed_for_space() {
         )
     );
     assert_eq!(
-        foreign_warning(&backups, Owner::Anyone, std::path::Path::new("/x")),
+        foreign_warning(&backups, Owner::Anyone, ("drive", "x")),
         None
     );
     let mut mine = backups.clone();
     mine.retain(|b| !b.sets.contains(&"notes".to_string()));
-    assert_eq!(
-        foreign_warning(&mine, owner, std::path::Path::new("/x")),
-        None
-    );
+    assert_eq!(foreign_warning(&mine, owner, ("drive", "x")), None);
 }
