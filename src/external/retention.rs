@@ -316,15 +316,7 @@ pub struct Room {
     pub removable_bytes: u64,
 }
 
-/// Space-aware rotation ([`make_room_own`]) judging every backup ([`Owner::Anyone`]), as the table tests do: when `needed` bytes do not fit in `available`, removes the oldest restore points (oldest
-/// chains first; a backup only together with every backup that depends on it) until they do, but never the newest
-/// verified backup, never a backup newer than `now` or the target of `latest`, never the newest image-only backup,
-/// and never below `keep_at_least` verified restore points: the newest `keep_at_least` backups holding sets, and
-/// everything they depend on, stay. When even removing every other backup would not make room, nothing is removed
-/// (`fits` false): the caller refuses with the numbers.
-///
-/// This is the one place where a verified backup may go before the new one is verified (ARCHITECTURE.md says so next
-/// to the invariant): the drive has no room for both.
+/// The table tests' form of [`make_room_own`]: every backup is judged ([`Owner::Anyone`]).
 #[cfg(test)]
 pub fn make_room(
     backups: &[BackupInfo],
@@ -342,8 +334,16 @@ pub fn make_room(
     )
 }
 
-/// [`make_room`] judging only `owner`'s backups: another config's are never removed for space, nor counted among
-/// the `keep_at_least`. `(needed, available)`: bytes.
+/// Space-aware rotation: when `needed` bytes do not fit in `available`, removes the oldest restore points (oldest
+/// chains first; a backup only together with every backup that depends on it) until they do, but never the newest
+/// verified backup, never a backup newer than `now` or the target of `latest`, never the newest image-only backup,
+/// and never below `keep_at_least` verified restore points: the newest `keep_at_least` backups holding sets, and
+/// everything they depend on, stay. Only `owner`'s backups are judged: another config's are never removed for space,
+/// nor counted among the `keep_at_least`. When even removing every other backup would not make room, nothing is
+/// removed (`fits` false): the caller refuses with the numbers.
+///
+/// This is the one place where a verified backup may go before the new one is verified (ARCHITECTURE.md says so next
+/// to the invariant): the drive has no room for both.
 pub fn make_room_own(
     backups: &[BackupInfo],
     owner: Owner,
