@@ -312,6 +312,7 @@ fn plan_set(
     let previous = newest_complete(&sw.snapshots);
     let shrink_checks = shrink_checks(sw, previous, opts, &mut said);
     check_snapshots(sw, &name, &mut said);
+    check_same_name(set, sw, &mut said);
 
     let mut link_dest = link_dest(sw, previous);
     let resume_from = (sw.in_progress || sw.partial).then(|| layout.partial(&set.name));
@@ -474,6 +475,50 @@ fn check_snapshots(sw: &SetWorld, name: &str, said: &mut Said) {
             said.notes.push(format!("snapshot {} has no usable metadata ({err}): it is never linked against nor removed", s.name));
         }
     }
+}
+
+/// A set of the same name in another config sharing the backup root (the root keeps configs apart by set name only,
+/// and a config has no identity of its own): the newest snapshot with metadata copied sources none of which this run
+/// copies. Their snapshots would mix (retention counts both, a restore takes the newest), so a warning names both.
+/// A set whose sources were all replaced is said so once (its next snapshot shares them); one that gained or lost a
+/// source shares the others and is not.
+fn check_same_name(set: &SetSettings, sw: &SetWorld, said: &mut Said) {
+    let Some((previous, meta)) = sw
+        .snapshots
+        .iter()
+        .rev()
+        .find_map(|s| s.metadata.as_ref().map(|m| (s, m)))
+    else {
+        return;
+    };
+    let ours = |p: &std::path::Path| {
+        sw.sources
+            .iter()
+            .any(|s| s.source.path == p || s.source.resolved == p)
+    };
+    if meta.sources.is_empty()
+        || sw.sources.is_empty()
+        || meta
+            .sources
+            .iter()
+            .any(|r| ours(&r.path) || ours(&r.resolved))
+    {
+        return;
+    }
+    let listed = |paths: Vec<&std::path::Path>| -> String {
+        let shown: Vec<String> = paths.into_iter().map(stdx::show_path).collect();
+        shown.join(", ")
+    };
+    said.warnings.push(format!(
+        "the previous snapshot of set {0}, {1}, copied {2}, none of this run's sources ({3}): is there a set {0} in \
+         another config with this backup root? Their snapshots mix (retention counts both, a restore takes the \
+         newest): give one of the sets another name or another backup_root. If this set's sources were replaced, \
+         this is said once",
+        set.name,
+        previous.name,
+        listed(meta.sources.iter().map(|r| r.path.as_path()).collect()),
+        listed(sw.sources.iter().map(|s| s.source.path.as_path()).collect()),
+    ));
 }
 
 /// Link against the newest complete snapshot, then a newer incomplete one (files it has are whole); the caller adds

@@ -1,7 +1,7 @@
 //! A bucket's backups as `status`, `backup`, `ls`/`find` and retention see them, and retention on a bucket: one
 //! listing of `backups/` and each backup's `backup.json` (no archive is read), then, after a verified upload, the
 //! backups the destination's `retention` does not keep deleted (the policy and chain rules of
-//! [`super::retention::decide`], the drive's), `backup.json` FIRST: a backup whose other objects could only partly
+//! [`super::retention::decide_own`], the drive's), `backup.json` FIRST: a backup whose other objects could only partly
 //! be deleted is an unfinished upload from then on (never listed as a backup again; the next run removes the rest).
 //! A backup whose objects are still under Object Lock is kept ("kept: locked until <date>") and never touched.
 
@@ -226,11 +226,12 @@ pub fn new_backup(
 }
 
 /// Retention on a bucket after the new backup `new` ([`new_backup`]) is promoted: the drive's rules
-/// ([`drive_retention::decide`]: what `new` depends on is kept with it), where a backup still locked at `now_utc` is
-/// kept ("kept: locked until <date>") together with what it depends on. Pure.
+/// ([`drive_retention::decide_own`]: what `new` depends on is kept with it, another config's backups are not judged),
+/// where a backup still locked at `now_utc` is kept ("kept: locked until <date>") together with what it depends on.
+/// Pure.
 pub fn decide(
     backups: &[DriveBackup],
-    new: BackupInfo,
+    (new, owner): (BackupInfo, drive_retention::Owner),
     policy: &RetentionPolicy,
     now: NaiveDateTime,
     now_utc: DateTime<Utc>,
@@ -253,7 +254,7 @@ pub fn decide(
     // A locked backup is kept as `latest` is (so what it depends on is kept with it), until nothing more is locked.
     let mut locked: Vec<(String, DateTime<Utc>)> = Vec::new();
     loop {
-        let decisions = drive_retention::decide(&infos, policy, now);
+        let decisions = drive_retention::decide_own(&infos, owner, policy, now);
         let more: Vec<(String, DateTime<Utc>)> = decisions
             .iter()
             .filter(|d| !d.keep)
@@ -360,7 +361,10 @@ mod tests {
         let decide_with = |policy: u32, lock: Option<u32>| {
             decide(
                 &backups,
-                new_backup("2026-11-22-020000", &sets, &[], now),
+                (
+                    new_backup("2026-11-22-020000", &sets, &[], now),
+                    drive_retention::Owner::Anyone,
+                ),
                 &RetentionPolicy::last(policy),
                 now,
                 now_utc,

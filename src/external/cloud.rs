@@ -49,6 +49,9 @@ pub struct CloudWorld {
     pub backup_root: std::path::PathBuf,
     /// The local index copies kept for this destination ([`super::index_copy::list`]).
     pub index_copies: Vec<String>,
+    /// The config's set names: the bucket's backups holding none of them are another config's (one bucket two
+    /// configs name alike), never judged by retention (`super::retention::Owner`).
+    pub own_sets: Vec<String>,
     /// The part size and the unfinished upload that may be resumed ([`super::resume`]).
     pub resume: super::resume::ResumeWorld,
 }
@@ -79,6 +82,7 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> Result<CloudWorld, crate::clou
         chains: CloudChains::default(),
         backup_root: std::path::PathBuf::new(),
         index_copies: Vec::new(),
+        own_sets: Vec::new(),
         resume: Default::default(),
     };
     let env = crate::expand::Env::from_process();
@@ -242,6 +246,7 @@ pub fn observe_chains(
     ui: &Ui,
 ) {
     w.backup_root = backup_root.to_path_buf();
+    w.own_sets = own_sets.to_vec();
     w.index_copies = super::index_copy::list(backup_root, &w.settings.name, own_sets);
     let Some(store) = w.store.clone() else { return };
     if w.error.is_some() {
@@ -674,7 +679,10 @@ pub fn plan_retention(
         .collect();
     p.decisions = super::bucket::decide(
         &w.chains.listing.backups,
-        super::bucket::new_backup(&stamp, &sets, &bases, now),
+        (
+            super::bucket::new_backup(&stamp, &sets, &bases, now),
+            super::retention::Owner::Sets(&w.own_sets),
+        ),
         &w.settings.retention,
         now,
         now_utc,
@@ -875,6 +883,7 @@ mod tests {
             chains: CloudChains::default(),
             backup_root: "/root".into(),
             index_copies: vec![],
+            own_sets: vec!["docs".into()],
             resume: super::super::resume::ResumeWorld {
                 part_bytes: PART_BYTES,
                 candidate: None,

@@ -138,7 +138,7 @@ fn run_destination(
             report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
             // Retention waits for a run that was not interrupted.
             if crate::interrupt::requested().is_none() {
-                prune(plan, d, world, ui, &mut report);
+                prune(plan, d, (world, &observed.world.own_sets), ui, &mut report);
                 prune_index_copies(d, world, observed, ui);
             }
         }
@@ -698,7 +698,7 @@ pub fn set_line(destination: &str, r: &SetRecord) -> String {
 fn prune(
     plan: &ExternalPlan,
     d: &DestinationPlan,
-    world: &DestinationWorld,
+    (world, own_sets): (&DestinationWorld, &[String]),
     ui: &Ui,
     report: &mut DestinationReport,
 ) {
@@ -721,7 +721,15 @@ fn prune(
         }
     };
     let infos = super::plan::drive_infos(&listing);
-    for x in drive_retention::decide(&infos, &world.settings.retention, now)
+    let owner = drive_retention::Owner::Sets(own_sets);
+    let how = format!(
+        "rm -r {}/<stamp>",
+        world.info.resolved.join(layout::BACKUPS_DIR).display()
+    );
+    if let Some(w) = drive_retention::foreign_warning(&infos, owner, ("drive", &how)) {
+        warn(report, format!("retention: {w}"));
+    }
+    for x in drive_retention::decide_own(&infos, owner, &world.settings.retention, now)
         .into_iter()
         .filter(|x| !x.keep && x.name != plan.stamp)
     {

@@ -589,10 +589,11 @@ fn destination_plan(
         .collect();
     let reclaimable: u64 = cleanup.iter().map(|l| l.bytes).sum();
     let available = info.free_bytes.saturating_add(reclaimable);
-    let room = drive_retention::make_room(
+    let owner = drive_retention::Owner::Sets(&world.own_sets);
+    let room = drive_retention::make_room_own(
         &drive_infos(&d.listing),
-        needed,
-        available,
+        owner,
+        (needed, available),
         d.settings.keep_at_least,
         opts.now,
     );
@@ -607,7 +608,7 @@ fn destination_plan(
         )
     });
 
-    let decisions = retention_after(d, &archives, &room, stamp, opts);
+    let decisions = retention_after(d, owner, &archives, &room, (stamp, opts));
     let notes = drive_notes(d, &backups_dir);
     let index_copy_dir = (d.encryption.is_some() && world.incremental.enabled).then(|| {
         world
@@ -869,10 +870,10 @@ pub(crate) fn drive_infos(listing: &DriveListing) -> Vec<BackupInfo> {
 /// Retention on the drive after this run, with the new backup in place and what space-aware rotation removed gone.
 fn retention_after(
     d: &DestinationWorld,
+    owner: drive_retention::Owner,
     archives: &[ArchiveTarget],
     room: &Room,
-    stamp: &str,
-    opts: RunOptions,
+    (stamp, opts): (&str, RunOptions),
 ) -> Vec<Decision> {
     let exported: Vec<String> = archives.iter().map(|a| a.set.clone()).collect();
     let mut infos: Vec<BackupInfo> = drive_infos(&d.listing)
@@ -888,7 +889,7 @@ fn retention_after(
         latest: true,
         ..Default::default()
     });
-    drive_retention::decide(&infos, &d.settings.retention, opts.now)
+    drive_retention::decide_own(&infos, owner, &d.settings.retention, opts.now)
 }
 
 /// What the plan notes about the drive: leftovers of a run still going, backups without usable metadata, entries

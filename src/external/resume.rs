@@ -17,8 +17,9 @@
 //! stamp: an archive is never made of two streams. The journal is local state that can only make an upload skip
 //! a part the server holds with the recorded size and the regenerated digest; verification (every object listed
 //! with its size, the sums) is as for any upload. It is removed once `backup.json` is written, and every journal
-//! of a destination but the resumed one when an upload there starts; the journals of a destination no longer in
-//! the config are removed after the run (`ExternalPlan::upload_journals_orphaned`, named by the dry run).
+//! of a destination but the resumed one when an upload there starts (not another config's that shares the backup
+//! root: a journal of none of the config's sets); the journals of a destination no longer in the config are removed
+//! after the run (`ExternalPlan::upload_journals_orphaned`, named by the dry run).
 //!
 //! An age stream is not reproducible (a new file key each time), so an archive encrypted to recipients is uploaded
 //! as parts that are age streams of their own (`<set>.tar.partNNN.age`, [`crate::cloud::sink::CloudSink::encrypt_parts`]):
@@ -155,23 +156,28 @@ pub fn read(root: &Path, destination: &str, stamp: &str) -> Result<Journal, Stri
     Ok(j)
 }
 
-/// Whether `destination`'s journals include one of an upload of a set that is not the config's (`own`): another
-/// config's that shares the backup root (`index_copy::orphaned`). A journal that cannot be read is no one's.
+/// Whether `destination`'s journals include another config's ([`others`]): a config that shares the backup root
+/// (`index_copy::orphaned`).
 pub fn foreign(root: &Path, destination: &str, own: &[String]) -> bool {
     let Ok(dir) = journals_dir(root, destination) else {
         return false;
     };
-    dir.entries().unwrap_or_default().iter().any(|(name, _)| {
-        let name = name.to_string_lossy();
-        let Some(stamp) = name
-            .strip_suffix(".json")
-            .filter(|_| !name.starts_with(TMP_PREFIX))
-        else {
-            return false;
-        };
-        read(root, destination, stamp)
-            .is_ok_and(|j| j.key.sets.iter().any(|s| !own.contains(&s.set)))
-    })
+    dir.entries()
+        .unwrap_or_default()
+        .iter()
+        .any(|(name, _)| others(root, destination, &name.to_string_lossy(), own))
+}
+
+/// Whether the file `name` of `destination`'s journals is another config's: a readable journal of an upload of
+/// none of the config's sets (`own`). A journal that cannot be read, or one being written, is no one's.
+fn others(root: &Path, destination: &str, name: &str, own: &[String]) -> bool {
+    let Some(stamp) = name
+        .strip_suffix(".json")
+        .filter(|_| !name.starts_with(TMP_PREFIX))
+    else {
+        return false;
+    };
+    read(root, destination, stamp).is_ok_and(|j| !j.key.sets.iter().any(|s| own.contains(&s.set)))
 }
 
 /// Observation: the part size, and the journal of the newest unfinished stamp newer than every backup (an older
@@ -438,9 +444,10 @@ impl State {
 impl Resumer {
     /// Starts the journal of the upload `stamp` with `key`: a resumed one keeps the parts the bucket lists with
     /// their recorded size (`sizes`, the listing's), a new one starts empty. Every other journal of the
-    /// destination is removed (their stamps are cleaned by this run).
+    /// destination is removed (their stamps are cleaned by this run), but another config's ([`others`]; `own`: the
+    /// config's sets), whose upload can still resume.
     pub fn start(
-        root: &Path,
+        (root, own): (&Path, &[String]),
         key: Key,
         stamp: &str,
         resumed: Option<&Journal>,
@@ -455,7 +462,8 @@ impl Resumer {
             .map_err(io::Error::other)?;
         let keep = journal_name(stamp);
         for (name, _) in dir.entries().map_err(io::Error::other)? {
-            if name.to_str() != Some(keep.as_str()) {
+            let shown = name.to_string_lossy();
+            if shown != keep && !others(root, &key.destination, &shown, own) {
                 let _ = dir.unlink(&name);
             }
         }
@@ -648,9 +656,17 @@ mod tests {
     fn a_journal_records_parts_and_a_resume_keeps_only_the_listed_prefix() {
         use std::os::unix::fs::PermissionsExt;
         let root = tempfile::tempdir().unwrap();
+        let own = ["docs".to_string()];
         let stamp = "2026-12-05-020000";
-        let r =
-            Resumer::start(root.path(), key("docs-a"), stamp, None, &BTreeMap::new(), 9).unwrap();
+        let r = Resumer::start(
+            (root.path(), &own),
+            key("docs-a"),
+            stamp,
+            None,
+            &BTreeMap::new(),
+            9,
+        )
+        .unwrap();
         let log = r.log("docs");
         assert_eq!(log.stored(0), None);
         for n in 0..3 {
@@ -670,7 +686,15 @@ mod tests {
             .into_iter()
             .map(|(n, b)| (format!("backups/{stamp}/docs.tar.part{n:03}"), b))
             .collect();
-        let r = Resumer::start(root.path(), key("docs-a"), stamp, Some(&j), &sizes, 9).unwrap();
+        let r = Resumer::start(
+            (root.path(), &own),
+            key("docs-a"),
+            stamp,
+            Some(&j),
+            &sizes,
+            9,
+        )
+        .unwrap();
         assert!(!dir.join("2026-12-01-020000.json").exists());
         let log = r.log("docs");
         assert_eq!(log.stored(0), Some(part(0)));
@@ -689,6 +713,66 @@ mod tests {
         assert_eq!(
             read(root.path(), "offsite", stamp).unwrap_err(),
             "there is no journal of it"
+        );
+    }
+
+    /// Two configs sharing the backup root, each with a cloud destination of this name: an upload's start removes
+    /// the other journals of its own config (their stamps are cleaned by this run) and leftovers, never the other
+    /// config's (of none of this config's sets), whose upload then resumes. Before, it removed them all.
+    #[test]
+    fn an_upload_starts_without_removing_another_configs_journals() {
+        let root = tempfile::tempdir().unwrap();
+        let own = ["docs".to_string()];
+        let none = BTreeMap::new();
+        let other = Key {
+            sets: vec![SetKey {
+                set: "notes".into(),
+                ..key("n").sets[0].clone()
+            }],
+            ..key("n")
+        };
+        Resumer::start(
+            (root.path(), &["notes".into()]),
+            other,
+            "2026-12-05-010000",
+            None,
+            &none,
+            9,
+        )
+        .unwrap();
+        Resumer::start(
+            (root.path(), &own),
+            key("a"),
+            "2026-12-05-020000",
+            None,
+            &none,
+            9,
+        )
+        .unwrap();
+        let dir = root.path().join(DIR).join("offsite");
+        std::fs::write(dir.join(".tmp-2026-12-05-020000.json"), "{").unwrap();
+        Resumer::start(
+            (root.path(), &own),
+            key("b"),
+            "2026-12-05-030000",
+            None,
+            &none,
+            9,
+        )
+        .unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["2026-12-05-010000.json", "2026-12-05-030000.json"]);
+        assert_eq!(
+            read(root.path(), "offsite", "2026-12-05-010000")
+                .unwrap()
+                .key
+                .sets[0]
+                .set,
+            "notes"
         );
     }
 

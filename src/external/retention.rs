@@ -1,7 +1,8 @@
-//! Rotation on a drive as pure functions of (backups, policy, now): which backups retention keeps ([`decide`]), and
-//! which old restore points go first when a new backup does not fit ([`make_room`]), each with its reasons.
+//! Rotation on a drive as pure functions of (backups, owner, policy, now): which backups retention keeps
+//! ([`decide_own`]), and which old restore points go first when a new backup does not fit ([`make_room_own`]), each
+//! with its reasons.
 //!
-//! Rules of [`decide`] (a backup is kept when any keeping rule applies; every reason is given):
+//! Rules of [`decide_own`] (a backup is kept when any keeping rule applies; every reason is given):
 //! - Only verified backups (a directory named exactly a stamp, holding `backup.json` with `verified: true`) are
 //!   judged. A stamp-named directory without usable metadata is someone else's (or damaged): never removed.
 //! - The policy (`retention.external`: a count N is `last: N`, or `last`/`hourly`/`daily`/`weekly`/`monthly`/
@@ -12,13 +13,16 @@
 //! - The newest verified backup, the newest verified backup holding each set (so that a set which stopped being
 //!   exported still has its last copy) and the newest holding `system/` images are kept whatever the policy says.
 //! - A backup newer than `now` (a clock that went back) and the target of `latest` are kept.
+//! - A backup holding sets, none of them the config's ([`Owner`]), is never judged: it is another config's that
+//!   shares the drive under the same destination name (or of a set since renamed). It is kept, and the run names it
+//!   ([`foreign_warning`]); its own config's runs judge it.
 //! - Chains: a backup that a kept backup depends on (its `depends_on`, and each set's `base`) is kept too, "base of
 //!   <stamp>", transitively. So only a chain's newest end (its tail) is ever removed, and a full goes only together
 //!   with everything that depends on it.
 //! - Everything else that is verified is removed.
 //!
-//! [`decide`]'s removals are applied only after the new backup was verified and renamed into place. [`make_room`] is
-//! the one exception, before writing: see its documentation.
+//! [`decide_own`]'s removals are applied only after the new backup was verified and renamed into place.
+//! [`make_room_own`] is the one exception, before writing: see its documentation.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -92,9 +96,85 @@ impl BackupInfo {
     }
 }
 
-/// Decides, for every backup on a drive, whether to keep it. The result is ordered newest first.
+/// Whose backups a run judges. A drive (or a bucket) may hold the backups of two configs that name it alike; the
+/// root's layout keeps configs apart by their set names, and so does rotation.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    /// Every backup is judged (the table tests).
+    #[cfg(test)]
+    Anyone,
+    /// The config's set names: a backup holding sets, none of them one of these, is not this config's.
+    Sets(&'a [String]),
+}
+
+impl Owner<'_> {
+    /// `b` holds sets and none of them is the owner's: another config's, or of a set since renamed. An image-only
+    /// backup (no set) is the drive's, judged by every config.
+    pub fn foreign(&self, b: &BackupInfo) -> bool {
+        match self {
+            #[cfg(test)]
+            Owner::Anyone => false,
+            Owner::Sets(own) => !b.sets.is_empty() && !b.sets.iter().any(|s| own.contains(s)),
+        }
+    }
+}
+
+/// The one warning naming the verified backups that rotation leaves to another config ([`Owner::foreign`]) on the
+/// `drive` (or `bucket`), and `how` to remove one by hand (`<stamp>` in it); `None` when there are none.
+pub fn foreign_warning(
+    backups: &[BackupInfo],
+    owner: Owner,
+    (on, how): (&str, &str),
+) -> Option<String> {
+    let order = newest_first(backups);
+    let foreign: Vec<&&BackupInfo> = order
+        .iter()
+        .rev()
+        .filter(|b| b.verified && owner.foreign(b))
+        .collect();
+    if foreign.is_empty() {
+        return None;
+    }
+    // Set names come from the drive's metadata: escaped before they are printed.
+    let mut sets: Vec<String> = foreign
+        .iter()
+        .flat_map(|b| b.sets.iter().map(|s| stdx::show_str(s)))
+        .collect();
+    sets.sort_unstable();
+    sets.dedup();
+    let names: Vec<&str> = foreign.iter().map(|b| b.name.as_str()).collect();
+    let (it, them) = if names.len() == 1 {
+        ("it is", "it")
+    } else {
+        ("they are", "them")
+    };
+    Some(format!(
+        "{} on the {on} {} no set of this config ({}: {} {}): another config's that uses this {on} under the \
+         same destination name, or of a set since renamed; retention leaves {them} to that config. If {it} not \
+         wanted, delete {them} by hand ({how})",
+        stdx::counted(names.len() as u64, "backup", "backups"),
+        if names.len() == 1 { "holds" } else { "hold" },
+        names.join(", "),
+        if sets.len() == 1 { "set" } else { "sets" },
+        sets.join(", "),
+    ))
+}
+
+/// The table tests' form of [`decide_own`]: every backup is judged ([`Owner::Anyone`]).
+#[cfg(test)]
 pub fn decide(
     backups: &[BackupInfo],
+    policy: &RetentionPolicy,
+    now: NaiveDateTime,
+) -> Vec<Decision> {
+    decide_own(backups, Owner::Anyone, policy, now)
+}
+
+/// Decides, for every backup on a drive, whether to keep it; only `owner`'s backups are judged, another config's
+/// are kept. The result is ordered newest first.
+pub fn decide_own(
+    backups: &[BackupInfo],
+    owner: Owner,
     policy: &RetentionPolicy,
     now: NaiveDateTime,
 ) -> Vec<Decision> {
@@ -102,7 +182,7 @@ pub fn decide(
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); order.len()];
 
     let judged: Vec<usize> = (0..order.len())
-        .filter(|&i| order[i].verified && order[i].time <= now)
+        .filter(|&i| order[i].verified && order[i].time <= now && !owner.foreign(order[i]))
         .collect();
     if let Some(&i) = judged.first() {
         reasons[i].push("newest verified backup".to_string());
@@ -150,6 +230,10 @@ pub fn decide(
             reasons[i].push(format!(
                 "newer than now ({now}): the clock may have gone back"
             ));
+        } else if owner.foreign(b) {
+            reasons[i].push(
+                "holds no set of this config: another config's (or of a set since renamed), not judged".into(),
+            );
         }
         if b.latest {
             reasons[i].push("target of latest".into());
@@ -232,19 +316,38 @@ pub struct Room {
     pub removable_bytes: u64,
 }
 
-/// Space-aware rotation: when `needed` bytes do not fit in `available`, removes the oldest restore points (oldest
-/// chains first; a backup only together with every backup that depends on it) until they do, but never the newest
-/// verified backup, never a backup newer than `now` or the target of `latest`, never the newest image-only backup,
-/// and never below `keep_at_least` verified restore points: the newest `keep_at_least` backups holding sets, and
-/// everything they depend on, stay. When even removing every other backup would not make room, nothing is removed
-/// (`fits` false): the caller refuses with the numbers.
-///
-/// This is the one place where a verified backup may go before the new one is verified (ARCHITECTURE.md says so next
-/// to the invariant): the drive has no room for both.
+/// The table tests' form of [`make_room_own`]: every backup is judged ([`Owner::Anyone`]).
+#[cfg(test)]
 pub fn make_room(
     backups: &[BackupInfo],
     needed: u64,
     available: u64,
+    keep_at_least: u32,
+    now: NaiveDateTime,
+) -> Room {
+    make_room_own(
+        backups,
+        Owner::Anyone,
+        (needed, available),
+        keep_at_least,
+        now,
+    )
+}
+
+/// Space-aware rotation: when `needed` bytes do not fit in `available`, removes the oldest restore points (oldest
+/// chains first; a backup only together with every backup that depends on it) until they do, but never the newest
+/// verified backup, never a backup newer than `now` or the target of `latest`, never the newest image-only backup,
+/// and never below `keep_at_least` verified restore points: the newest `keep_at_least` backups holding sets, and
+/// everything they depend on, stay. Only `owner`'s backups are judged: another config's are never removed for space,
+/// nor counted among the `keep_at_least`. When even removing every other backup would not make room, nothing is
+/// removed (`fits` false): the caller refuses with the numbers.
+///
+/// This is the one place where a verified backup may go before the new one is verified (ARCHITECTURE.md says so next
+/// to the invariant): the drive has no room for both.
+pub fn make_room_own(
+    backups: &[BackupInfo],
+    owner: Owner,
+    (needed, available): (u64, u64),
     keep_at_least: u32,
     now: NaiveDateTime,
 ) -> Room {
@@ -255,7 +358,7 @@ pub fn make_room(
         };
     }
     let order = newest_first(backups);
-    let judged = |b: &BackupInfo| b.verified && b.time <= now;
+    let judged = |b: &BackupInfo| b.verified && b.time <= now && !owner.foreign(b);
     // Never removed for space: what retention never judges, `latest`'s target, the newest verified backup, the
     // newest `keep_at_least` restore points, the newest image-only backup, and everything these depend on.
     let mut protected: Vec<bool> = order.iter().map(|b| !judged(b) || b.latest).collect();

@@ -50,7 +50,7 @@ pub fn execute(
             match upload_or_restart(&u, &mut report) {
                 Ok(()) => {
                     report.status = DestinationStatus::Written;
-                    apply_retention(p, store, &mut report, ui);
+                    apply_retention((p, world), store, &mut report, ui);
                     let warned = report.sets.iter().any(|s| s.warning_count > 0)
                         || !report.warnings.is_empty();
                     report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
@@ -70,13 +70,25 @@ pub fn execute(
 }
 
 /// Carries out the plan's retention after a verified upload: each backup it does not keep deleted
-/// (`backup.json` first). One that could only partly be deleted is a warning naming it.
+/// (`backup.json` first). One that could only partly be deleted is a warning naming it, and so are, in one
+/// warning, the backups of another config that retention leaves alone.
 fn apply_retention(
-    p: &CloudPlan,
+    (p, world): (&CloudPlan, &CloudWorld),
     store: &Store,
     report: &mut DestinationReport,
     ui: &crate::ui::Ui,
 ) {
+    let infos: Vec<super::retention::BackupInfo> = (world.chains.listing.backups.iter())
+        .map(|b| super::retention::BackupInfo::new(&b.name, b.time, b.meta.as_ref(), false))
+        .collect();
+    let how = format!("every object under backups/<stamp>/ in {}", p.place);
+    let owner = super::retention::Owner::Sets(&world.own_sets);
+    if !p.decisions.is_empty()
+        && let Some(w) = super::retention::foreign_warning(&infos, owner, ("bucket", &how))
+    {
+        ui.warn(format_args!("{}: retention: {w}", p.name));
+        report.warnings.push(format!("retention: {w}"));
+    }
     for d in p.decisions.iter().filter(|d| !d.keep) {
         if crate::interrupt::requested().is_some() {
             return;
@@ -167,7 +179,7 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
     clean_killed_run(u, report)?;
     let stamp = p.stamp().to_string();
     let backup_root = &u.observed.world.backup_root;
-    let resumer = start_journal(p, world, backup_root).unwrap_or_else(|e| {
+    let resumer = start_journal(p, world, (backup_root, &u.observed.world.own_sets)).unwrap_or_else(|e| {
         ui.warn(format_args!(
             "{}: the journal of this upload cannot be written ({e}): if interrupted, it starts over",
             p.name
@@ -578,7 +590,7 @@ fn upload_base(
 fn start_journal(
     p: &CloudPlan,
     w: &CloudWorld,
-    root: &std::path::Path,
+    root_own: (&std::path::Path, &[String]),
 ) -> std::io::Result<Option<Resumer>> {
     let Some(key) = resume::key(
         &w.settings,
@@ -593,7 +605,7 @@ fn start_journal(
         _ => None,
     };
     let planned = resume::parts_planned(&p.archives, key.part_bytes);
-    Resumer::start(root, key, p.stamp(), resumed, &w.listing.sizes, planned).map(Some)
+    Resumer::start(root_own, key, p.stamp(), resumed, &w.listing.sizes, planned).map(Some)
 }
 
 /// The plan of a new upload under the run's `stamp`, after the resume of `p` stopped: the stamp that was resumed

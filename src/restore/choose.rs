@@ -269,9 +269,20 @@ fn choose_external(
         );
     }
     let all = catalog::drive_backups(&drives);
+    // Without --set (and without a stamp): the newest backup of the config's sets. One holding sets, none of them the
+    // config's, is another config's on a drive both name alike; it is chosen only when no backup holds one of the
+    // config's sets (a config written anew after a loss, whose set names the drive does not know).
+    let others = |b: &DriveBackup| {
+        !b.sets.is_empty() && !settings.sets.iter().any(|s| b.set(&s.name).is_some())
+    };
+    let skip_others = !matches!(query, DateQuery::Exact(_))
+        && all.iter().any(|(_, b)| !b.sets.is_empty() && !others(b));
     let candidates: Vec<_> = all
         .iter()
-        .filter(|(_, b)| req.set.as_ref().is_none_or(|s| b.set(s).is_some()))
+        .filter(|(_, b)| match &req.set {
+            Some(s) => b.set(s).is_some(),
+            None => !(skip_others && others(b)),
+        })
         .collect();
     let dated: Vec<_> = candidates
         .iter()

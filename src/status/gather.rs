@@ -147,7 +147,7 @@ fn cloud(
             };
             // A bucket's chains are not judged here: a look at its newest `backup.json` only (`backup`) could not
             // see them, and `backup` and `status` must agree on a destination's newest backup.
-            let mut l = listing_facts(&listing, &Damaged::default(), false);
+            let mut l = listing_facts(&listing, &Damaged::default(), false, None);
             if newest_only {
                 l.verified = count;
             }
@@ -372,7 +372,7 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
     let destinations = settings
         .destinations
         .iter()
-        .map(|d| destination(d, look, &runs, &damage))
+        .map(|d| destination(d, (look, &names), &runs, &damage))
         .collect();
     let clouds = settings
         .clouds
@@ -502,7 +502,7 @@ pub fn list_sets_with(root: &Path, names: &[&str], history: usize) -> Vec<SetFac
 
 fn destination(
     d: &DestinationSettings,
-    look: Look,
+    (look, own): (Look, &[&str]),
     runs: &RunFacts,
     damage: &[crate::external::damage::Record],
 ) -> DestinationFacts {
@@ -525,7 +525,7 @@ fn destination(
                         // One lstat per file, as the external's own look at the drive.
                         size: layout::damaged_files(&info.resolved.join(layout::BACKUPS_DIR), &l),
                     };
-                    (Some(listing_facts(&l, &damaged, true)), None)
+                    (Some(listing_facts(&l, &damaged, true, Some(own))), None)
                 }
                 Err(e) => (None, Some(e.to_string())),
             }
@@ -551,8 +551,14 @@ struct Damaged {
 }
 
 /// What a listing holds; `damaged`: the backups known to be damaged; `chains`: judge whether each backup's chain
-/// is whole (the listing holds every backup's `backup.json`).
-fn listing_facts(l: &layout::DriveListing, damaged: &Damaged, chains: bool) -> ListingFacts {
+/// is whole (the listing holds every backup's `backup.json`); `own`: the config's sets, when a backup holding none of
+/// them is another config's (a drive two configs name alike) and never this config's newest.
+fn listing_facts(
+    l: &layout::DriveListing,
+    damaged: &Damaged,
+    chains: bool,
+    own: Option<&[&str]>,
+) -> ListingFacts {
     use crate::external::chain::broken;
     let broken = match chains {
         true => {
@@ -578,8 +584,13 @@ fn listing_facts(l: &layout::DriveListing, damaged: &Damaged, chains: bool) -> L
         })
         .collect();
     // The newest good backup of the sets: one of partition images only (`dbackup image create`) does not count, nor
-    // one found damaged or whose chain is broken.
-    let newest = backups.iter().rfind(|b| !b.image_only && b.good()).cloned();
+    // one found damaged or whose chain is broken, nor another config's.
+    let ours =
+        |b: &BackupFacts| own.is_none_or(|o| b.sets.iter().any(|(s, _)| o.contains(&s.as_str())));
+    let newest = backups
+        .iter()
+        .rfind(|b| !b.image_only && b.good() && ours(b))
+        .cloned();
     ListingFacts {
         verified: l.verified().count(),
         unusable: l.backups.iter().filter(|b| b.meta.is_none()).count(),
@@ -1156,12 +1167,12 @@ mod tests {
             verify: BTreeMap::from([(c.to_string(), "found".to_string())]),
             ..Damaged::default()
         };
-        let facts = listing_facts(&listing, &damaged, true);
+        let facts = listing_facts(&listing, &damaged, true, None);
         assert_eq!(facts.newest.as_ref().map(|n| n.stamp.as_str()), Some(b));
         assert_eq!(facts.backups.len(), 6, "the unverified one is not listed");
         assert!(facts.backups.iter().filter(|x| x.good()).count() == 2);
         // Without judging chains (a bucket), only what --verify found counts.
-        let facts = listing_facts(&listing, &Damaged::default(), false);
+        let facts = listing_facts(&listing, &Damaged::default(), false, None);
         assert_eq!(facts.newest.as_ref().map(|n| n.stamp.as_str()), Some(g));
     }
 

@@ -207,6 +207,61 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
     }
 }
 
+/// One bucket and prefix used by two configs under the same destination name, with different sets: a config's
+/// retention (`1`) judges only the backups holding one of its sets; the other config's two (its `retention: 2`) are
+/// kept and named in one warning (exit 3). Before: they counted, and the older one was deleted.
+#[test]
+fn retention_on_a_bucket_shared_by_two_configs_keeps_the_other_configs_backups() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let config = |root: &str, set: &str, source: &str, retention: u32| {
+        format!(
+            r#"{{ "backup_root": "{root}", "backup_sets": [ {{ "name": "{set}", "sources": ["{source}"] }} ],
+                 "destinations": [ {} ] }}"#,
+            offsite(&g, &format!(r#", "retention": {retention}"#))
+        )
+    };
+    let t = with_keys(
+        Test::new().config(&config("{root}", "docs", "{home}", 1)),
+        &g,
+    );
+    populate(&t);
+    t.write("notes/a.txt", "a");
+    let other = t.write(
+        "other.json",
+        t.expand(&config("{tmp}/root-b", "notes", "{tmp}/notes", 2)),
+    );
+    let with_other = || {
+        t.cmd()
+            .no_config()
+            .args(["--config".as_ref(), other.as_os_str()])
+    };
+    with_other().args(["collect"]).status(0);
+    for _ in 0..2 {
+        with_other().args(["external", "--full"]).status(0);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let theirs = bucket_backups(&s3);
+    assert_eq!(theirs.len(), 2);
+
+    t.cmd().args(["collect"]).status(0);
+    let report: Value = t.cmd().args(["--json", "external"]).status(3).json();
+    let after = bucket_backups(&s3);
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(theirs.iter().all(|b| after.contains(b)), "{after:?}");
+    let warnings = report["destinations"][0]["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{report:#}");
+    let w = warnings[0].as_str().unwrap();
+    assert!(
+        w.contains(&format!(
+            "2 backups on the bucket hold no set of this config ({}, {}: set notes)",
+            theirs[0], theirs[1]
+        )),
+        "{w}"
+    );
+}
+
 /// `status`, `ls` and `find` on a bucket: `status` shows the bucket's last verified upload, bytes stored, restore
 /// points and its schedule from one listing and the `backup.json` (3 requests; the JSON matches
 /// docs/json/status.json), and twelve days later the weekly bucket is overdue (`--check` exits 1); `ls --source

@@ -633,3 +633,37 @@ fn an_upload_stopped_by_sigterm_keeps_the_verified_backup_until_the_next_is_in_p
     assert_eq!(journals(&t), Vec::<PathBuf>::new());
     restores_whole(&t, "after-sigterm", None);
 }
+
+/// Two configs sharing the backup root, each with a cloud destination `offsite` (here another prefix of the same
+/// bucket): the other config's upload starts, and finishes, while this config's upload is unfinished; this
+/// config's journal is kept and its next run resumes. Before: the other config's upload start removed it, so this
+/// upload restarted from nothing.
+#[test]
+fn another_configs_upload_to_a_destination_of_the_same_name_keeps_this_ones_journal() {
+    let Some((_g, s3, t)) = world() else { return };
+    let (stamp, done) = kill_after(&t, 3, &[]);
+    let journal = t
+        .root()
+        .join(format!(".upload-journals/offsite/{stamp}.json"));
+    t.write("notes/todo.txt", "buy milk\n");
+    let cfg = std::fs::read_to_string(t.path("config.json")).unwrap();
+    let other = t.write(
+        "other.json",
+        cfg.replace(r#""prefix": "laptop""#, r#""prefix": "other""#)
+            .replace(r#""name": "docs""#, r#""name": "notes""#)
+            .replace(
+                &format!(r#""sources": ["{}"]"#, t.home().display()),
+                &format!(r#""sources": ["{}"]"#, t.path("notes").display()),
+            ),
+    );
+    let with_other = || {
+        t.cmd()
+            .no_config()
+            .args(["--config".as_ref(), other.as_os_str()])
+    };
+    with_other().args(["collect"]).status(0);
+    with_other().args(["external"]).status(0);
+    assert_eq!(s3.list("other/backups/LATEST").len(), 1, "the other upload");
+    assert!(journal.is_file(), "this config's journal is kept");
+    dry_run(&t).stdout_has(&format!("resume {stamp}: {done} of 25 parts uploaded"));
+}

@@ -622,3 +622,57 @@ fn a_backup_root_whose_snapshots_are_all_gone_is_not_filled_again() {
     fs::rename(&log, log.with_extension("jsonl.old")).unwrap();
     t.cmd().args(["collect"]).status(0);
 }
+
+/// Two configs sharing a backup root, each with a set `data` of other sources: the root keeps configs apart by set
+/// name only, so their snapshots mix (retention counts both, a restore takes the newest). A collect whose previous
+/// snapshot of the set copied none of its sources warns (exit 3), naming that snapshot, both sources and the fix;
+/// a set that gained a source shares the others and is not warned of. Before: nothing was said.
+#[test]
+fn a_set_of_the_same_name_in_another_config_sharing_the_root_is_warned_of() {
+    let t = Test::new();
+    for d in ["a", "a2", "b"] {
+        t.write(&format!("{d}/file.txt"), d);
+    }
+    let write = |name: &str, sources: &str| {
+        t.write(
+            name,
+            t.expand(&config(
+                &format!(r#"{{ "name": "data", "sources": [{sources}] }}"#),
+                7,
+            )),
+        )
+    };
+    let first = write("first.json", r#""{tmp}/a""#);
+    let grown = write("grown.json", r#""{tmp}/a", "{tmp}/a2""#);
+    let other = write("other.json", r#""{tmp}/b""#);
+    let collect = |config: &Path, code: i32| {
+        t.cmd()
+            .no_config()
+            .args(["--config".as_ref(), config.as_os_str()])
+            .args(["collect"])
+            .status(code)
+    };
+    let fix = "give one of the sets another name or another backup_root";
+    collect(&first, 0);
+    let out = collect(&grown, 0);
+    assert!(!out.stderr.contains(fix), "{}", out.stderr);
+    let previous = snapshots(&t, "data").pop().unwrap();
+    let out = collect(&other, 3);
+    let said = format!(
+        "the previous snapshot of set data, {previous}, copied {a}, {a2}, none of this run's sources ({b}): is \
+         there a set data in another config with this backup root?",
+        a = t.path("a").display(),
+        a2 = t.path("a2").display(),
+        b = t.path("b").display()
+    );
+    assert!(
+        out.stderr.contains(&said),
+        "{said:?} not in:\n{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(fix), "{}", out.stderr);
+    // Each config's next run is warned again while they alternate; a run after its own snapshot is not.
+    collect(&grown, 3);
+    let out = collect(&grown, 0);
+    assert!(!out.stderr.contains(fix), "{}", out.stderr);
+}

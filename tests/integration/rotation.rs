@@ -6,7 +6,7 @@ use std::path::Path;
 
 use dbackup::{ArchiveKind, BACKUP_META_FILE, BackupMeta, backup_meta_bytes, read_backup_meta};
 
-use crate::fixtures::drive::{backups, external, sample};
+use crate::fixtures::drive::{backups, drive_listing, external, sample};
 use crate::fixtures::history::drive_backup;
 use crate::harness::Test;
 
@@ -265,4 +265,106 @@ fn status_shows_restore_points_chains_and_what_fits() {
         .unwrap()
         .replace(&t.dir.path().display().to_string(), "/tmp/t");
     insta::assert_snapshot!("status_restore_points", part);
+}
+
+/// One drive used by two configs under the same destination name, with different sets: this config's retention
+/// (`last 2`) judges only its own backups. The other config's (set `notes`) are kept, shown so in the dry run and
+/// named in one warning (exit 3) with how to remove them by hand; the other config, whose retention keeps more,
+/// finds them all, and the drive lists both configs' backups. Before: they counted among this config's `last 2`
+/// and all but the newest were removed.
+#[test]
+fn a_drive_shared_by_two_configs_keeps_the_other_configs_backups() {
+    let t = world("2");
+    let drive = t.path("drive");
+    let notes = |time: &str| drive_backup(&drive, time, &[("notes", "notes-x")], 2 << 20);
+    let n1 = notes("2026-11-01T03:00:00+00:00");
+    let n2 = notes("2026-11-02T03:00:00+00:00");
+    let a1 = fixture(&drive, "2026-11-03T03:00:00+00:00", &[]);
+    let a2 = fixture(&drive, "2026-11-04T03:00:00+00:00", &[]);
+    let n3 = notes("2026-11-05T03:00:00+00:00");
+    let other =
+        "holds no set of this config: another config's (or of a set since renamed), not judged";
+
+    let plan = t.cmd().args(["external", "--dry-run"]).status(0).stdout;
+    for line in [
+        format!("  keep      {n3} ({other})"),
+        format!("  keep      {a2} (last 2)"),
+        format!("  keep      {n2} ({other})"),
+        format!("  keep      {n1} ({other})"),
+        format!("  remove    {a1} (not kept by the policy (last 2))"),
+    ] {
+        assert!(plan.contains(&line), "{line:?} not in:\n{plan}");
+    }
+
+    let report = external(&t, &[], 3);
+    let d = &report.destinations[0];
+    let removed: Vec<&str> = d.removed.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(removed, [a1.as_str()]);
+    let new = d.backup.clone().unwrap();
+    assert_eq!(
+        backups(&drive),
+        [n1.clone(), n2.clone(), a2, n3.clone(), new]
+    );
+    assert_eq!(d.warnings.len(), 1, "{:?}", d.warnings);
+    let w = &d.warnings[0];
+    for part in [
+        format!("3 backups on the drive hold no set of this config ({n1}, {n2}, {n3}: set notes)"),
+        "another config's that uses this drive under the same destination name".to_string(),
+        format!(
+            "delete them by hand (rm -r {}/<stamp>)",
+            drive.join("backups").display()
+        ),
+    ] {
+        assert!(w.contains(&part), "{part:?} not in {w:?}");
+    }
+    let listed = drive_listing(&t);
+    assert_eq!(listed.backups.len(), 5, "{listed:?}");
+}
+
+/// The same drive, both configs' backups real: a restore of "the newest" from the drive without `--set` is this
+/// config's newest backup, not the other config's newer one (`--set` and `--date <stamp>` choose as before).
+/// Before: it restored the other config's sets, to their places.
+#[test]
+fn a_restore_without_a_set_takes_this_configs_newest_backup_on_a_shared_drive() {
+    let t = world("5");
+    let ours = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+    t.write("notes/todo.txt", "buy milk\n");
+    let other = t.write(
+        "other.json",
+        t.expand(
+            r#"{ "backup_root": "{tmp}/root-b", "image": { "kit": false },
+                 "backup_sets": [ { "name": "notes", "sources": ["{tmp}/notes"] } ],
+                 "destinations": [ { "name": "drive", "path": "{tmp}/drive", "require_mount": false } ] }"#,
+        ),
+    );
+    let with_other = || {
+        t.cmd()
+            .no_config()
+            .args(["--config".as_ref(), other.as_os_str()])
+    };
+    with_other().args(["collect"]).status(0);
+    // A stamp of its own (stamps are to the second).
+    while chrono::Local::now().format("%Y-%m-%d-%H%M%S").to_string() <= ours {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    with_other().args(["external"]).status(3);
+    let theirs = backups(&t.path("drive")).pop().unwrap();
+    assert!(theirs > ours, "{theirs} after {ours}");
+
+    let restore = |args: &[&str]| {
+        t.cmd()
+            .args(["--dry-run", "restore", "--source", "external", "--target"])
+            .args([t.path("out").as_os_str()])
+            .args(args)
+            .status(0)
+            .stdout
+    };
+    let out = restore(&[]);
+    assert!(out.contains(&format!("backups/{ours}/data.tar")), "{out}");
+    assert!(!out.contains("notes"), "{out}");
+    let out = restore(&["--date", &theirs]);
+    assert!(
+        out.contains(&format!("backups/{theirs}/notes.tar")),
+        "{out}"
+    );
 }

@@ -579,3 +579,31 @@ fn an_incremental_whose_base_is_gone_is_broken() {
     let out = t.cmd().args(["status", "--check"]).status(0);
     out.stdout_has(&format!("backup {second} is BROKEN"));
 }
+
+/// The T9 also used by another config under the same destination name: its newer backup (set `notes`, none of this
+/// config's) is not this config's newest, so the T9 stays 12 days old, overdue and due. Before: the other config's
+/// backup made the T9 look fresh, and this config's missing backups went unnoticed.
+#[test]
+fn another_configs_backup_on_the_drive_is_not_this_configs_newest() {
+    let t = fixture();
+    drive_backup(
+        &t.path("media/T9"),
+        "2025-04-09T03:15:00+00:00",
+        &[("notes", "notes-2025-04-09-031500")],
+        1 << 20,
+    );
+    let r = status(&t, NOW);
+    let t9 = &r.destinations[0];
+    assert_eq!(
+        t9.newest.as_ref().map(|b| b.stamp.as_str()),
+        Some("2025-03-29-031500")
+    );
+    assert!(
+        r.overdue
+            .iter()
+            .any(|o| o.message == "no external backup for 12 days, schedule is weekly"),
+        "{:?}",
+        r.overdue
+    );
+    assert_eq!(r.due.external.targets, ["T9"]);
+}

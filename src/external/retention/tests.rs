@@ -506,3 +506,77 @@ fn room_reasons_name_the_chain() {
         ]
     );
 }
+
+/// A drive shared by two configs (one destination name, different sets): only the owner's backups are judged.
+/// Another config's (`notes`) are kept with their reason, never counted among the owner's `last N` nor its
+/// `keep_at_least`, never removed for space; an image-only backup is still judged; one warning names them.
+#[test]
+fn another_configs_backups_are_neither_judged_nor_removed_for_space() {
+    let notes = |d: u32| b(d, &["notes"], &[], 10);
+    let backups = vec![
+        notes(1),
+        set(2),
+        notes(3),
+        incr(4, &[2]),
+        set(5),
+        b(6, &["notes"], &[3], 1),
+        image(7),
+        image(8),
+    ];
+    let own = ["data".to_string()];
+    let owner = Owner::Sets(&own);
+    let now = parse_stamp(&day(9)).unwrap();
+
+    let ds = decide_own(&backups, owner, &last(1), now);
+    assert_eq!(removed(&ds), days(&[2, 4, 7]));
+    let why = |d: u32| {
+        ds.iter()
+            .find(|x| x.name == day(d))
+            .map(|x| x.reasons.join("; "))
+            .unwrap()
+    };
+    let other =
+        "holds no set of this config: another config's (or of a set since renamed), not judged";
+    assert_eq!(why(6), other);
+    assert_eq!(why(3), format!("{other}; base of {}", day(6)));
+    assert_eq!(why(5), "last 1");
+    // Judging everyone, the other config's oldest went (and day 3 stayed only as the base of day 6).
+    assert_eq!(
+        removed(&decide_own(&backups, Owner::Anyone, &last(1), now)),
+        days(&[1, 2, 4, 7])
+    );
+
+    // For space: the owner's oldest chain, then its older image-only backup; never `notes`, and keep_at_least 1
+    // counts the owner's restore points only.
+    let room = make_room_own(&backups, owner, (120 << 20, 10 << 20), 1, now);
+    let gone: Vec<String> = room.removed.iter().map(|d| d.name.clone()).collect();
+    assert_eq!((gone, room.fits), (days(&[2, 4, 7]), true));
+    let room = make_room_own(&backups, owner, (500 << 20, 10 << 20), 1, now);
+    assert!(!room.fits && room.removed.is_empty(), "{room:?}");
+    assert_eq!(room.removable_bytes, (10 + 1 + 100) << 20);
+
+    let w = foreign_warning(
+        &backups,
+        owner,
+        ("drive", "rm -r /media/T9/backups/<stamp>"),
+    )
+    .unwrap();
+    assert_eq!(
+        w,
+        format!(
+            "3 backups on the drive hold no set of this config ({}, {}, {}: set notes): another config's that \
+             uses this drive under the same destination name, or of a set since renamed; retention leaves them to \
+             that config. If they are not wanted, delete them by hand (rm -r /media/T9/backups/<stamp>)",
+            day(1),
+            day(3),
+            day(6)
+        )
+    );
+    assert_eq!(
+        foreign_warning(&backups, Owner::Anyone, ("drive", "x")),
+        None
+    );
+    let mut mine = backups.clone();
+    mine.retain(|b| !b.sets.contains(&"notes".to_string()));
+    assert_eq!(foreign_warning(&mine, owner, ("drive", "x")), None);
+}
