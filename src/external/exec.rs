@@ -726,8 +726,9 @@ fn prune(
         "rm -r {}/<stamp>",
         world.info.resolved.join(layout::BACKUPS_DIR).display()
     );
-    if let Some(w) = drive_retention::foreign_warning(&infos, owner, ("drive", &how)) {
-        warn(report, format!("retention: {w}"));
+    // A note, not a warning: a drive two configs share on purpose would otherwise end every run with exit 3.
+    if let Some(w) = drive_retention::foreign_note(&infos, owner, ("drive", &how)) {
+        ui.info(format_args!("{}: retention: {w}", d.name));
     }
     for x in drive_retention::decide_own(&infos, owner, &world.settings.retention, now)
         .into_iter()

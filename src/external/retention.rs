@@ -15,7 +15,7 @@
 //! - A backup newer than `now` (a clock that went back) and the target of `latest` are kept.
 //! - A backup holding sets, none of them the config's ([`Owner`]), is never judged: it is another config's that
 //!   shares the drive under the same destination name (or of a set since renamed). It is kept, and the run names it
-//!   ([`foreign_warning`]); its own config's runs judge it.
+//!   ([`foreign_note`]); its own config's runs judge it.
 //! - Chains: a backup that a kept backup depends on (its `depends_on`, and each set's `base`) is kept too, "base of
 //!   <stamp>", transitively. So only a chain's newest end (its tail) is ever removed, and a full goes only together
 //!   with everything that depends on it.
@@ -119,9 +119,9 @@ impl Owner<'_> {
     }
 }
 
-/// The one warning naming the verified backups that rotation leaves to another config ([`Owner::foreign`]) on the
+/// The one note (not a warning: a drive two configs share on purpose is no fault) naming the verified backups that rotation leaves to another config ([`Owner::foreign`]) on the
 /// `drive` (or `bucket`), and `how` to remove one by hand (`<stamp>` in it); `None` when there are none.
-pub fn foreign_warning(
+pub fn foreign_note(
     backups: &[BackupInfo],
     owner: Owner,
     (on, how): (&str, &str),

@@ -84,10 +84,10 @@ fn apply_retention(
     let how = format!("every object under backups/<stamp>/ in {}", p.place);
     let owner = super::retention::Owner::Sets(&world.own_sets);
     if !p.decisions.is_empty()
-        && let Some(w) = super::retention::foreign_warning(&infos, owner, ("bucket", &how))
+        && let Some(w) = super::retention::foreign_note(&infos, owner, ("bucket", &how))
     {
-        ui.warn(format_args!("{}: retention: {w}", p.name));
-        report.warnings.push(format!("retention: {w}"));
+        // A note, not a warning: a bucket two configs share on purpose would otherwise end every run with exit 3.
+        ui.info(format_args!("{}: retention: {w}", p.name));
     }
     for d in p.decisions.iter().filter(|d| !d.keep) {
         if crate::interrupt::requested().is_some() {

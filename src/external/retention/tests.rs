@@ -555,7 +555,7 @@ fn another_configs_backups_are_neither_judged_nor_removed_for_space() {
     assert!(!room.fits && room.removed.is_empty(), "{room:?}");
     assert_eq!(room.removable_bytes, (10 + 1 + 100) << 20);
 
-    let w = foreign_warning(
+    let w = foreign_note(
         &backups,
         owner,
         ("drive", "rm -r /media/T9/backups/<stamp>"),
@@ -573,10 +573,10 @@ fn another_configs_backups_are_neither_judged_nor_removed_for_space() {
         )
     );
     assert_eq!(
-        foreign_warning(&backups, Owner::Anyone, ("drive", "x")),
+        foreign_note(&backups, Owner::Anyone, ("drive", "x")),
         None
     );
     let mut mine = backups.clone();
     mine.retain(|b| !b.sets.contains(&"notes".to_string()));
-    assert_eq!(foreign_warning(&mine, owner, ("drive", "x")), None);
+    assert_eq!(foreign_note(&mine, owner, ("drive", "x")), None);
 }
