@@ -334,11 +334,17 @@ fn a_restore_whose_backup_root_is_full_keeps_the_users_file_in_place() {
 /// many bytes (whole pages of the tmpfs) the drive has left past the archive when it gets there (from `sizes`, what
 /// each write takes), and the exit code README gives. `latest` is a symlink here, which takes no page on a tmpfs.
 /// A write's name, the room the drive has left past the archive when it gets there, and the exit code.
+///
+/// The recovery kit (`system/`) is written only where it is the write that fills the drive, and then it gets no room
+/// at all: its `lsblk.json` lists the machine's loop devices, which other tests running beside this one add and
+/// remove, so its size in the run differs from the rehearsal's by pages (the official CI of session 30's work saw the
+/// drive fill at `system/kit.json` where `backup.json` was meant to). Without the kit every later write's size is the
+/// rehearsal's.
 type LaterWrite = (&'static str, fn(&Sizes) -> i64, i32);
 
 const AFTER_THE_ARCHIVE: [LaterWrite; 5] = [
     ("the index", |s| s.index - PAGE, 1),
-    ("the system folder", |s| s.index + s.system - PAGE, 1),
+    ("the system folder", |s| s.index, 1),
     ("backup.json", |s| s.index + s.system, 1),
     ("verification.sha256", |s| s.index + s.system + s.meta, 1),
     ("REPORT.html", |s| s.index + s.system + s.meta + s.sums, 3),
@@ -372,9 +378,10 @@ fn taken(path: &Path) -> i64 {
         .sum::<i64>()
 }
 
-fn drive_config(retention: u32) -> String {
+/// The drive's config; `kit`: whether `external` writes the recovery kit (`system/`).
+fn drive_config(retention: u32, kit: bool) -> String {
     crate::process::config(&format!(
-        r#"{}, "retention": {{ "external": {retention} }}"#,
+        r#"{}, "retention": {{ "external": {retention} }}, "image": {{ "kit": {kit} }}"#,
         crate::process::DRIVE
     ))
 }
@@ -401,7 +408,8 @@ fn a_drive_that_fills_after_the_archive_keeps_every_verified_backup() {
             } else {
                 &["external"]
             };
-            let t = Test::new().config(&drive_config(5));
+            let kit = at == "the system folder";
+            let t = Test::new().config(&drive_config(5, kit));
             let drive = Mounted::tmpfs(&t.path("T9"), "64m");
             let backups = t.path("T9/backups");
             t.write("home/data/big", crate::fixtures::drive::content(8 << 20, 1));
@@ -439,7 +447,7 @@ fn a_drive_that_fills_after_the_archive_keeps_every_verified_backup() {
 
             fs::write(
                 t.path("config.json"),
-                t.expand(&drive_config(if code == 3 { 5 } else { 1 })),
+                t.expand(&drive_config(if code == 3 { 5 } else { 1 }, kit)),
             )
             .unwrap();
             std::thread::sleep(std::time::Duration::from_millis(1100));

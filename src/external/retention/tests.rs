@@ -572,10 +572,7 @@ fn another_configs_backups_are_neither_judged_nor_removed_for_space() {
             day(6)
         )
     );
-    assert_eq!(
-        foreign_note(&backups, Owner::Anyone, ("drive", "x")),
-        None
-    );
+    assert_eq!(foreign_note(&backups, Owner::Anyone, ("drive", "x")), None);
     let mut mine = backups.clone();
     mine.retain(|b| !b.sets.contains(&"notes".to_string()));
     assert_eq!(foreign_note(&mine, owner, ("drive", "x")), None);
