@@ -387,7 +387,8 @@ fn check_listed(
     Ok(())
 }
 
-/// The sums, then the promotion (`backup.json` makes the stamp a backup; not after an interruption), then LATEST.
+/// The sums, then the promotion (`backup.json` makes the stamp a backup; not after an interruption), then LATEST (a
+/// warning when it cannot be written: the backup is in place).
 fn promote(
     u: &Upload,
     meta: &BackupMeta,
@@ -423,13 +424,20 @@ fn promote(
         resume_finished(r, p, u.ui, report);
     }
     report.backup_path = Some(format!("{} {}", p.place, p.dir).into());
-    // LATEST is replaced on every run: never locked.
-    store.put(
-        &format!("{BACKUPS}{}", layout::LATEST_FILE),
+    // LATEST is replaced on every run: never locked. The backup is promoted and verified: LATEST not written is a
+    // warning (exit 3), as a drive's `latest` that cannot be moved is, not a failure.
+    let latest = format!("{BACKUPS}{}", layout::LATEST_FILE);
+    match store.put(
+        &latest,
         format!("{}\n", meta.stamp).as_bytes(),
         ObjectClass::Metadata,
-    )?;
-    report.latest = Some(layout::LatestKind::File);
+    ) {
+        Ok(()) => report.latest = Some(layout::LatestKind::File),
+        Err(e) => report.warnings.push(format!(
+            "{latest} was not updated to the new backup ({e}): dbackup finds the newest backup without it, but to \
+             someone restoring with another S3 client it may name an older one; the next run writes it"
+        )),
+    }
     Ok(())
 }
 

@@ -1,0 +1,149 @@
+//! Faults of an S3 server that Garage never makes, through the real binary: a fault-injecting proxy
+//! ([`testkit::faultproxy`]) in front of a real Garage answers chosen requests with 500/503 or resets them.
+
+use testkit::faultproxy::{Fault, FaultProxy, Rule};
+use testkit::objstore::{Garage, S3Client};
+
+use crate::cloud::{config, populate, with_keys};
+use crate::harness::{Output, Test};
+
+/// A Garage, a client of its bucket, a proxy in front of it, and a test uploading through the proxy; collected.
+fn world(extra: &str) -> Option<(Garage, S3Client, FaultProxy, Test)> {
+    let (g, s3) = crate::cloud::garage_and_client()?;
+    let proxy = FaultProxy::start(g.port).expect("the fault proxy starts");
+    let t = with_keys(
+        &config(&proxy.endpoint(), &g.bucket, extra),
+        &g.key.id,
+        &g.key.secret,
+    );
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    Some((g, s3, proxy, t))
+}
+
+/// The stamps with a `backup.json` under `laptop/backups/`, oldest first.
+fn promoted(s3: &S3Client) -> Vec<String> {
+    s3.list("laptop/backups/")
+        .into_iter()
+        .filter_map(|(k, _)| {
+            Some(
+                k.strip_suffix("/backup.json")?
+                    .rsplit('/')
+                    .next()?
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// What `backups/LATEST` names on the server (`None`: there is none).
+fn latest(s3: &S3Client) -> Option<String> {
+    s3.list("laptop/backups/LATEST").first().map(|_| {
+        String::from_utf8_lossy(&s3.get("laptop/backups/LATEST"))
+            .trim()
+            .to_string()
+    })
+}
+
+/// A second backup (a new file collected, then `external` with `args`): its output.
+fn second_backup(t: &Test, args: &[&str], code: i32) -> Output {
+    t.write("home/notes/new.txt", "written after the first backup\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).args(args).status(code)
+}
+
+/// The PUT of `backups/LATEST` fails (503 on every attempt) after `backup.json` was written: the backup is promoted
+/// and verified, so the run is a warning (exit 3), as a drive's `latest` that cannot be moved is: the warning names
+/// LATEST, why, that dbackup does not need it, and that the next run writes it; never "FAILED" nor "nothing was
+/// promoted". The stale LATEST names the older backup, and still `restore --list` and `status` show the new one as
+/// the newest and `restore` restores it; the next run (the server answering again) writes LATEST naming its backup.
+/// Before: exit 1, "FAILED ...; nothing was promoted (no backup.json)", retention and index copies skipped.
+#[test]
+fn a_latest_that_cannot_be_written_after_a_promoted_upload_is_a_warning() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    t.cmd().args(["external"]).status(0);
+    let first = promoted(&s3);
+    assert_eq!(latest(&s3).as_ref(), first.first());
+
+    proxy.add(Rule::new("PUT", "/backups/LATEST", Fault::Status(503)));
+    let out = second_backup(&t, &["--json"], 3);
+    let report: serde_json::Value = out.json();
+    let d = &report["destinations"][0];
+    let stamp = d["backup"]
+        .as_str()
+        .expect("the backup is promoted")
+        .to_string();
+    assert_eq!(d["exit"], 3, "{d:#}");
+    assert!(d["error"].is_null(), "{d:#}");
+    assert!(d["latest"].is_null(), "{d:#}");
+    let warning = "backups/LATEST was not updated to the new backup (";
+    assert!(
+        d["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with(warning)),
+        "{d:#}"
+    );
+    out.stderr_has(&format!(
+        "offsite: backup {stamp} verified and in place at "
+    ))
+    .stderr_has(&format!("; warning: {warning}"))
+    .stderr_has("dbackup finds the newest backup without it")
+    .stderr_has("the next run writes it")
+    .stderr_lacks("FAILED")
+    .stderr_lacks("nothing was promoted");
+    assert!(proxy.seen().iter().any(|s| s.faulted), "{}", proxy.shown());
+    assert_eq!(promoted(&s3), [first[0].clone(), stamp.clone()]);
+    assert_eq!(latest(&s3).as_ref(), first.first(), "stale, not removed");
+
+    // Readers go by the backups' `backup.json`, not LATEST.
+    let list = t
+        .cmd()
+        .args(["restore", "--list", "--source", "cloud"])
+        .status(0);
+    let newest = list.stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        newest.starts_with(&stamp) && newest.contains("verified"),
+        "{}",
+        list.stdout
+    );
+    let status = t.cmd().args(["status"]).status(0);
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("  offsite ") && l.contains(&format!(" {stamp} "))),
+        "the last verified upload: {}",
+        status.stdout
+    );
+    let status: serde_json::Value = t.run_json(&["status"]);
+    assert_eq!(
+        status["due"]["external"]["destinations"][0]["reason"]
+            .as_str()
+            .unwrap(),
+        format!("its newest backup {stamp} is less than a minute old")
+    );
+    let target = t.path("restored");
+    t.cmd()
+        .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
+        .args([&target])
+        .status(0);
+    crate::cloud::assert_restored(
+        &t,
+        &target,
+        &["notes/new.txt", "photos/big.raw"],
+        "the new backup",
+    );
+
+    // The next run writes LATEST again.
+    proxy.clear();
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let third: serde_json::Value = out.json();
+    assert_eq!(
+        latest(&s3).as_deref(),
+        third["destinations"][0]["backup"].as_str()
+    );
+}
