@@ -147,3 +147,157 @@ fn a_latest_that_cannot_be_written_after_a_promoted_upload_is_a_warning() {
         third["destinations"][0]["backup"].as_str()
     );
 }
+
+/// 128 KiB archive objects (the hidden `DBACKUP_CLOUD_PART_BYTES`): the 3 MiB fixture is an archive of 25 parts,
+/// each one PUT, resumable.
+fn in_parts(t: Test) -> Test {
+    t.env("DBACKUP_CLOUD_PART_BYTES", crate::cloud_resume::PART)
+}
+
+/// The archive parts PUT through the proxy (every attempt).
+fn part_puts(proxy: &FaultProxy) -> Vec<String> {
+    proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "PUT" && s.path.contains(".tar.part"))
+        .map(|s| s.path.rsplit('/').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The journals of destination `offsite` (`<root>/.upload-journals/offsite/`).
+fn journals(t: &Test) -> Vec<String> {
+    std::fs::read_dir(t.root().join(".upload-journals/offsite"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The PUT of `backup.json` fails on every attempt (503): exit 1, the error says nothing was promoted; no backup is
+/// claimed anywhere (`status` counts none and says the upload can be resumed, `restore --list` finds none); the
+/// next run resumes the stamp without uploading any archive part again, and its backup restores.
+#[test]
+fn a_backup_json_that_cannot_be_written_promotes_nothing_and_the_next_run_resumes() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    let t = in_parts(t);
+    proxy.add(Rule::new("PUT", "/backup.json", Fault::Status(503)));
+    let out = t.cmd().args(["external"]).status(1);
+    out.stderr_has("offsite: FAILED after ")
+        .stderr_has("writing backups/")
+        .stderr_has("nothing was promoted (no backup.json)");
+    assert_eq!(part_puts(&proxy).len(), 25, "{}", proxy.shown());
+    assert!(promoted(&s3).is_empty());
+    assert_eq!(latest(&s3), None);
+    let status = t.cmd().args(["status"]).status(0);
+    status
+        .stdout_has("can be resumed: 25 of 25 parts uploaded")
+        .stdout_has("LAST VERIFIED UPLOAD");
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("  offsite ") && l.contains(" none ")),
+        "{}",
+        status.stdout
+    );
+    t.cmd()
+        .args(["restore", "--list", "--source", "cloud"])
+        .status(0)
+        .stdout_has("no backups found");
+
+    proxy.clear();
+    proxy.forget();
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let report: serde_json::Value = out.json();
+    let stamp = report["destinations"][0]["backup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    out.stderr_has(&format!("resumed {stamp}: 25 parts stored already"));
+    assert_eq!(part_puts(&proxy), Vec::<String>::new(), "{}", proxy.shown());
+    assert_eq!(promoted(&s3), std::slice::from_ref(&stamp));
+    assert_eq!(latest(&s3), Some(stamp));
+    assert!(journals(&t).is_empty(), "{:?}", journals(&t));
+    let target = t.path("restored");
+    t.cmd()
+        .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
+        .args([&target])
+        .status(0);
+    crate::cloud::assert_restored(
+        &t,
+        &target,
+        &["photos/big.raw", "notes/todo.txt"],
+        "resumed",
+    );
+}
+
+/// The server stores `backup.json` but its answer is lost (the connection reset after the request, on every
+/// attempt): the backup is promoted, so the run reads `backup.json` back, finds its own bytes and goes on as
+/// after any promotion (LATEST written, the journal gone, exit 0). Before: exit 1 "FAILED ...; nothing was promoted
+/// (no backup.json)" while `status` and `restore --list` showed that very backup as verified.
+#[test]
+fn a_backup_json_stored_whose_answer_is_lost_is_a_promoted_backup() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    let t = in_parts(t);
+    proxy.add(Rule::new("PUT", "/backup.json", Fault::LoseAnswer));
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let report: serde_json::Value = out.json();
+    let stamp = report["destinations"][0]["backup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    out.stderr_has(&format!(
+        "offsite: backup {stamp} verified and in place at "
+    ))
+    .stderr_lacks("FAILED")
+    .stderr_lacks("nothing was promoted");
+    let lost = proxy.seen().iter().filter(|s| s.faulted).count();
+    assert!(lost >= 1, "{}", proxy.shown());
+    assert_eq!(promoted(&s3), std::slice::from_ref(&stamp));
+    assert_eq!(latest(&s3), Some(stamp.clone()));
+    assert!(journals(&t).is_empty(), "{:?}", journals(&t));
+    t.cmd()
+        .args(["restore", "--list", "--source", "cloud"])
+        .status(0)
+        .stdout_has(&stamp);
+}
+
+/// The answer to the PUT of `backup.json` is lost and reading it back fails too: whether the backup is promoted is
+/// unknown, and the error says so (exit 1) instead of claiming that nothing was; the next run, the server answering
+/// again, finds the backup and uploads nothing of it again.
+#[test]
+fn a_promotion_that_cannot_be_confirmed_is_said_to_be_unknown() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    let t = in_parts(t);
+    proxy.add(Rule::new("PUT", "/backup.json", Fault::LoseAnswer));
+    proxy.add(Rule::new("GET", "/backup.json", Fault::Reset));
+    let out = t.cmd().args(["external"]).status(1);
+    out.stderr_has("offsite: FAILED after ")
+        .stderr_has("whether the server stored backup.json is unknown")
+        .stderr_lacks("nothing was promoted");
+    let stamp = promoted(&s3).pop().expect("the server holds backup.json");
+
+    proxy.clear();
+    proxy.forget();
+    t.cmd().args(["external"]).status(0);
+    let again: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method != "GET" && s.path.contains(&format!("/backups/{stamp}/")))
+        .collect();
+    assert!(again.is_empty(), "{}", proxy.shown());
+    assert_eq!(
+        promoted(&s3).len(),
+        2,
+        "the next run made a backup of its own"
+    );
+    assert!(journals(&t).is_empty(), "{:?}", journals(&t));
+}
