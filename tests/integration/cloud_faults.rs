@@ -1,7 +1,7 @@
 //! Faults of an S3 server that Garage never makes, through the real binary: a fault-injecting proxy
 //! ([`testkit::faultproxy`]) in front of a real Garage answers chosen requests with 500/503 or resets them.
 
-use testkit::faultproxy::{Fault, FaultProxy, Rule};
+use testkit::faultproxy::{Fault, FaultProxy, Rule, Which};
 use testkit::objstore::{Garage, S3Client};
 
 use crate::cloud::{config, populate, with_keys};
@@ -300,4 +300,103 @@ fn a_promotion_that_cannot_be_confirmed_is_said_to_be_unknown() {
         "the next run made a backup of its own"
     );
     assert!(journals(&t).is_empty(), "{:?}", journals(&t));
+}
+
+/// One archive part's PUT answers 503 once (a transient error), and one part of a multipart upload 500 once: each
+/// is retried (one request more, no other repeated), the run succeeds, and the backup restores.
+#[test]
+fn a_part_refused_once_is_retried_and_the_run_succeeds() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    let t = in_parts(t);
+    proxy.add(Rule::new("PUT", "docs.tar.part003", Fault::Status(503)).which(Which::Nth(1)));
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let stamp = out.json::<serde_json::Value>()["destinations"][0]["backup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut puts = part_puts(&proxy);
+    assert_eq!(puts.len(), 26, "{}", proxy.shown());
+    puts.dedup();
+    assert_eq!(
+        puts.len(),
+        25,
+        "only part003 twice, one after the other: {}",
+        proxy.shown()
+    );
+    assert_eq!(promoted(&s3), std::slice::from_ref(&stamp));
+
+    // A multipart upload (one 32 MiB object of 8 MiB parts): its second part refused once.
+    proxy.clear();
+    proxy.forget();
+    crate::cloud::bigger_raw_collected(&t, 20);
+    let t = t.env("DBACKUP_CLOUD_PART_BYTES", "33554432");
+    proxy.add(
+        Rule::new("PUT", "docs.tar.part000", Fault::Status(500))
+            .query("partNumber=2&")
+            .which(Which::Nth(1)),
+    );
+    t.cmd().args(["external"]).status(0);
+    let uploads: Vec<String> = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "PUT" && s.query.contains("partNumber="))
+        .map(|s| s.query.split('&').next().unwrap().to_string())
+        .collect();
+    assert_eq!(uploads.len(), 4, "{}", proxy.shown());
+    assert_eq!(
+        uploads.iter().filter(|q| *q == "partNumber=2").count(),
+        2,
+        "{}",
+        proxy.shown()
+    );
+    assert!(s3.multipart_uploads("laptop/").is_empty());
+    let target = t.path("restored");
+    t.cmd()
+        .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
+        .args([&target])
+        .status(0);
+    crate::cloud::assert_restored(
+        &t,
+        &target,
+        &["photos/bigger.raw", "photos/big.raw"],
+        "retried",
+    );
+}
+
+/// One archive part refused on every attempt (503): exit 1 with an error that says what the server answered and to
+/// run again later; nothing is claimed as a backup; the next run resumes, uploading none of the parts stored.
+#[test]
+fn a_part_refused_on_every_attempt_fails_clearly_and_the_next_run_resumes() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    let t = in_parts(t);
+    proxy.add(Rule::new("PUT", "docs.tar.part003", Fault::Status(503)));
+    let out = t.cmd().args(["external"]).status(1);
+    out.stderr_has("offsite: FAILED after ")
+        .stderr_has("docs.tar.part003: ")
+        .stderr_has("answered 503 (SlowDown: injected by the test proxy) on every attempt")
+        .stderr_has("run again later")
+        .stderr_has("nothing was promoted (no backup.json)");
+    assert_eq!(
+        part_puts(&proxy).len(),
+        5,
+        "3 parts, then part003 twice: {}",
+        proxy.shown()
+    );
+    assert!(promoted(&s3).is_empty());
+    t.cmd()
+        .args(["restore", "--list", "--source", "cloud"])
+        .status(0)
+        .stdout_has("no backups found");
+
+    proxy.clear();
+    proxy.forget();
+    let out = t.cmd().args(["external"]).status(0);
+    out.stderr_has("3 parts stored already");
+    let puts = part_puts(&proxy);
+    assert_eq!(puts.len(), 22, "{}", proxy.shown());
+    assert_eq!(puts[0], "docs.tar.part003");
 }
