@@ -400,3 +400,31 @@ fn a_part_refused_on_every_attempt_fails_clearly_and_the_next_run_resumes() {
     assert_eq!(puts.len(), 22, "{}", proxy.shown());
     assert_eq!(puts[0], "docs.tar.part003");
 }
+
+/// The requests OpenDAL has no call for (the listing of unfinished multipart uploads every run makes, aborting one,
+/// setting a retention) are retried as OpenDAL's are: one 503 on the listing is a request more, not a failed run.
+/// Before: `external` failed at once, "listing unfinished uploads: ... 503".
+#[test]
+fn a_listing_of_unfinished_uploads_refused_once_is_retried() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    proxy.add(
+        Rule::new("GET", "/", Fault::Status(503))
+            .query("uploads")
+            .which(Which::Nth(1)),
+    );
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let stamp = out.json::<serde_json::Value>()["destinations"][0]["backup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listings: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.query.starts_with("uploads"))
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(listings, [Some(503), Some(200)], "{}", proxy.shown());
+    assert_eq!(promoted(&s3), [stamp]);
+}
