@@ -176,8 +176,8 @@ fn journals(t: &Test) -> Vec<String> {
 }
 
 /// The PUT of `backup.json` fails on every attempt (503): exit 1, the error says nothing was promoted; no backup is
-/// claimed anywhere (`status` counts none and says the upload can be resumed, `restore --list` finds none); the
-/// next run resumes the stamp without uploading any archive part again, and its backup restores.
+/// claimed anywhere (`status` counts none and says the upload can be resumed, `restore --list` finds none); the dry
+/// run counts only what is left to upload (before: the whole archive again); the next run resumes the stamp without uploading any archive part again, and its backup restores.
 #[test]
 fn a_backup_json_that_cannot_be_written_promotes_nothing_and_the_next_run_resumes() {
     let Some((_g, s3, proxy, t)) = world("") else {
@@ -208,6 +208,14 @@ fn a_backup_json_that_cannot_be_written_promotes_nothing_and_the_next_run_resume
         .args(["restore", "--list", "--source", "cloud"])
         .status(0)
         .stdout_has("no backups found");
+    // The dry run counts only what is left to upload: the index (the parts are all stored).
+    let plan: serde_json::Value = t.run_json(&["--dry-run", "external"]);
+    let left = plan["clouds"][0]["upload_bytes"].as_u64().unwrap();
+    assert!(
+        left < 64 << 10,
+        "{left} bytes to upload: {:#}",
+        plan["clouds"][0]
+    );
 
     proxy.clear();
     proxy.forget();
