@@ -45,6 +45,24 @@ fn latest(s3: &S3Client) -> Option<String> {
     })
 }
 
+/// The stamp of the backup a `--json external` run's report names.
+fn backup_of(report: &serde_json::Value) -> String {
+    report["destinations"][0]["backup"]
+        .as_str()
+        .expect("a backup")
+        .to_string()
+}
+
+/// The set restored from the bucket's newest backup holds each of `files` as the home does.
+fn restores(t: &Test, files: &[&str], what: &str) {
+    let target = t.path(&format!("restored-{}", what.replace(' ', "-")));
+    t.cmd()
+        .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
+        .args([&target])
+        .status(0);
+    crate::cloud::assert_restored(t, &target, files, what);
+}
+
 /// A second backup (a new file collected, then `external` with `args`): its output.
 fn second_backup(t: &Test, args: &[&str], code: i32) -> Output {
     t.write("home/notes/new.txt", "written after the first backup\n");
@@ -126,17 +144,7 @@ fn a_latest_that_cannot_be_written_after_a_promoted_upload_is_a_warning() {
             .unwrap(),
         format!("its newest backup {stamp} is less than a minute old")
     );
-    let target = t.path("restored");
-    t.cmd()
-        .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
-        .args([&target])
-        .status(0);
-    crate::cloud::assert_restored(
-        &t,
-        &target,
-        &["notes/new.txt", "photos/big.raw"],
-        "the new backup",
-    );
+    restores(&t, &["notes/new.txt", "photos/big.raw"], "the new backup");
 
     // The next run writes LATEST again.
     proxy.clear();
@@ -221,26 +229,13 @@ fn a_backup_json_that_cannot_be_written_promotes_nothing_and_the_next_run_resume
     proxy.forget();
     let out = t.cmd().args(["--json", "external"]).status(0);
     let report: serde_json::Value = out.json();
-    let stamp = report["destinations"][0]["backup"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let stamp = backup_of(&report);
     out.stderr_has(&format!("resumed {stamp}: 25 parts stored already"));
     assert_eq!(part_puts(&proxy), Vec::<String>::new(), "{}", proxy.shown());
     assert_eq!(promoted(&s3), std::slice::from_ref(&stamp));
     assert_eq!(latest(&s3), Some(stamp));
     assert!(journals(&t).is_empty(), "{:?}", journals(&t));
-    let target = t.path("restored");
-    t.cmd()
-        .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
-        .args([&target])
-        .status(0);
-    crate::cloud::assert_restored(
-        &t,
-        &target,
-        &["photos/big.raw", "notes/todo.txt"],
-        "resumed",
-    );
+    restores(&t, &["photos/big.raw", "notes/todo.txt"], "resumed");
 }
 
 /// The server stores `backup.json` but its answer is lost (the connection reset after the request, on every
@@ -256,10 +251,7 @@ fn a_backup_json_stored_whose_answer_is_lost_is_a_promoted_backup() {
     proxy.add(Rule::new("PUT", "/backup.json", Fault::LoseAnswer));
     let out = t.cmd().args(["--json", "external"]).status(0);
     let report: serde_json::Value = out.json();
-    let stamp = report["destinations"][0]["backup"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let stamp = backup_of(&report);
     out.stderr_has(&format!(
         "offsite: backup {stamp} verified and in place at "
     ))
@@ -320,10 +312,7 @@ fn a_part_refused_once_is_retried_and_the_run_succeeds() {
     let t = in_parts(t);
     proxy.add(Rule::new("PUT", "docs.tar.part003", Fault::Status(503)).which(Which::Nth(1)));
     let out = t.cmd().args(["--json", "external"]).status(0);
-    let stamp = out.json::<serde_json::Value>()["destinations"][0]["backup"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let stamp = backup_of(&out.json());
     let mut puts = part_puts(&proxy);
     assert_eq!(puts.len(), 26, "{}", proxy.shown());
     puts.dedup();
@@ -360,17 +349,7 @@ fn a_part_refused_once_is_retried_and_the_run_succeeds() {
         proxy.shown()
     );
     assert!(s3.multipart_uploads("laptop/").is_empty());
-    let target = t.path("restored");
-    t.cmd()
-        .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
-        .args([&target])
-        .status(0);
-    crate::cloud::assert_restored(
-        &t,
-        &target,
-        &["photos/bigger.raw", "photos/big.raw"],
-        "retried",
-    );
+    restores(&t, &["photos/bigger.raw", "photos/big.raw"], "retried");
 }
 
 /// One archive part refused on every attempt (503): exit 1 with an error that says what the server answered and to
@@ -423,10 +402,7 @@ fn a_listing_of_unfinished_uploads_refused_once_is_retried() {
             .which(Which::Nth(1)),
     );
     let out = t.cmd().args(["--json", "external"]).status(0);
-    let stamp = out.json::<serde_json::Value>()["destinations"][0]["backup"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let stamp = backup_of(&out.json());
     let listings: Vec<_> = proxy
         .seen()
         .into_iter()
