@@ -412,3 +412,47 @@ fn a_listing_of_unfinished_uploads_refused_once_is_retried() {
     assert_eq!(listings, [Some(503), Some(200)], "{}", proxy.shown());
     assert_eq!(promoted(&s3), [stamp]);
 }
+
+/// The answer to a CompleteMultipartUpload is lost after the server completed the object: the retry is answered
+/// NoSuchUpload (404), yet the object is there, whole. The sink reads it back, finds the bytes it wrote (size and
+/// sha256) and goes on: the run succeeds and the backup restores, nothing uploaded twice. Before: exit 1 "completing
+/// the upload of ...: not found", and the next run uploaded the object again.
+#[test]
+fn a_multipart_upload_completed_whose_answer_is_lost_is_kept() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    crate::cloud::bigger_raw_collected(&t, 20);
+    // One 32 MiB object of 8 MiB parts: a multipart upload.
+    let t = t.env("DBACKUP_CLOUD_PART_BYTES", "33554432");
+    proxy.add(
+        Rule::new("POST", "docs.tar.part000", Fault::LoseAnswer)
+            .query("uploadId=")
+            .which(Which::Nth(1)),
+    );
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let stamp = backup_of(&out.json());
+    let completes: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "POST" && s.query.starts_with("uploadId="))
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(completes, [None, Some(404)], "{}", proxy.shown());
+    assert_eq!(
+        proxy
+            .seen()
+            .iter()
+            .filter(|s| s.method == "PUT" && s.query.contains("partNumber="))
+            .count(),
+        3,
+        "{}",
+        proxy.shown()
+    );
+    assert_eq!(promoted(&s3), [stamp]);
+    restores(&t, &["photos/bigger.raw", "photos/big.raw"], "completed");
+    t.cmd()
+        .args(["restore", "--verify", "--source", "cloud"])
+        .status(0)
+        .stdout_has("intact");
+}
