@@ -103,18 +103,19 @@ pub(crate) fn explain(
     } else {
         Failure::Other
     };
+    // ` (SlowDown: Please reduce your request rate)`, or nothing when the server gave no S3 error.
+    let quoted = match (&code, &said) {
+        (Some(c), Some(m)) => format!(" ({c}: {m})"),
+        (Some(c), None) => format!(" ({c})"),
+        _ => String::new(),
+    };
     let advice = match failure {
         Failure::Unreachable => format!(
             "no answer from {place} (connection refused or timed out); check the endpoint and the network, and \
              that the service is up"
         ),
         Failure::Denied => format!(
-            "{place} refused the request{}: {}",
-            match (&code, &said) {
-                (Some(c), Some(m)) => format!(" ({c}: {m})"),
-                (Some(c), None) => format!(" ({c})"),
-                _ => String::new(),
-            },
+            "{place} refused the request{quoted}: {}",
             // Garage's bucket quota, B2's storage cap: a 403 too, but no matter of keys.
             if said.as_deref().is_some_and(|m| {
                 let m = m.to_ascii_lowercase();
@@ -138,12 +139,25 @@ pub(crate) fn explain(
         Failure::Locked => {
             "the object is locked (Object Lock retention) until its date".to_string()
         }
-        Failure::Other => "the request failed".to_string(),
+        // A server error (500, 503 SlowDown, ...) is retried: this one stayed.
+        Failure::Other => match http_status(&text).filter(|s| (500..600).contains(s)) {
+            Some(status) => format!(
+                "{place} answered {status}{quoted} on every attempt: the service is overloaded or failing; run \
+                 again later"
+            ),
+            None => format!("the request failed{quoted}"),
+        },
     };
     (
         failure,
         format!("{what}: {advice} [{}]", shorten(&text, MAX_DETAIL)),
     )
+}
+
+/// The HTTP status of the answer quoted in OpenDAL's text (`response: Parts { status: 503, ...`), if any.
+fn http_status(text: &str) -> Option<u16> {
+    let at = text.find("status: ")? + "status: ".len();
+    text.get(at..at + 3)?.parse().ok()
 }
 
 /// The S3 error code quoted in OpenDAL's text (`<Code>AccessDenied</Code>` or `code: "AccessDenied"`), if any.
@@ -295,5 +309,32 @@ mod tests {
             Some("Forbidden: Invalid signature")
         );
         assert_eq!(s3_message("message: \"\""), None);
+    }
+
+    /// A server error that outlived the retries says what the server answered and to run again later; another
+    /// failure without a status stays "the request failed", with the server's code when it gave one.
+    #[test]
+    fn a_server_error_says_its_status_and_to_run_again_later() {
+        let place = "s3 http://127.0.0.1:9 b/p";
+        let e = opendal::Error::new(
+            opendal::ErrorKind::RateLimited,
+            "response: Parts { status: 503, version: HTTP/1.1 } => S3Error { code: \"SlowDown\", message: \"Please \
+             reduce your request rate.\" }",
+        );
+        let (failure, message) = explain(&e, "writing backups/x", place, &[]);
+        assert_eq!(failure, Failure::Other);
+        assert!(
+            message.starts_with(&format!(
+                "writing backups/x: {place} answered 503 (SlowDown: Please reduce your request rate.) on every \
+                 attempt: the service is overloaded or failing; run again later ["
+            )),
+            "{message}"
+        );
+        let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "code: \"Odd\"");
+        let (_, message) = explain(&e, "listing", place, &[]);
+        assert!(
+            message.starts_with("listing: the request failed (Odd) ["),
+            "{message}"
+        );
     }
 }

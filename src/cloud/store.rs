@@ -2,8 +2,8 @@
 //! B2 services: streamed multipart uploads in bounded memory with a per-part CRC32C the server checks, ranged
 //! `Read + Seek` reads, listing, deletion, writes with Object Lock retention, a storage class per object kind, and
 //! (S3) the unfinished multipart uploads a killed run leaves, found and aborted. Retries with exponential backoff
-//! and jitter, a timeout per request and the bandwidth limit are OpenDAL layers. Synchronous: a private tokio
-//! runtime runs the requests.
+//! and jitter, a timeout per request and the bandwidth limit are OpenDAL layers (the few calls OpenDAL lacks are
+//! retried the same way). Synchronous: a private tokio runtime runs the requests.
 
 use std::io;
 use std::sync::Arc;
@@ -74,6 +74,8 @@ pub struct Store {
     secrets: Vec<String>,
     counts: Arc<Counts>,
     source: credentials::Source,
+    /// Retries of a failed request ([`Store::call`] retries as OpenDAL's `RetryLayer` does).
+    retries: u32,
 }
 
 impl Store {
@@ -212,6 +214,7 @@ impl Store {
             secrets,
             counts,
             source: keys.source,
+            retries: cloud.retries,
         })
     }
 
@@ -495,13 +498,17 @@ impl Store {
     /// Aborts an unfinished upload: its parts are deleted.
     pub fn abort_upload(&self, u: &Unfinished) -> Result<(), CloudError> {
         let key = format!("{}{}", self.prefix, u.key);
-        self.call(
+        match self.call(
             http::Method::DELETE,
             &key,
             &format!("uploadId={}", encode(&u.upload_id)),
             &format!("aborting the unfinished upload of {}", self.shown(&u.key)),
-        )
-        .map(|_| ())
+        ) {
+            // Gone already (NoSuchUpload): a first abort whose answer was lost, retried; or the bucket's own
+            // lifecycle rule. What an abort is for is done.
+            Err(e) if e.failure() == Failure::NotFound => Ok(()),
+            r => r.map(|_| ()),
+        }
     }
 
     /// Sets (or extends) an object's compliance-mode retention to `until` (S3 PutObjectRetention, which OpenDAL
@@ -550,7 +557,48 @@ impl Store {
         what: &str,
     ) -> Result<Vec<u8>, CloudError> {
         let url = format!("{}/{}?{query}", self.bucket_url, encode_key(key));
-        let mut req = http::Request::builder().method(method).uri(&url);
+        let body = opendal::Buffer::from(body);
+        // Retried as OpenDAL's `RetryLayer` retries the other requests: a server error (5xx), 429, or no answer.
+        let mut attempt = 0;
+        let (status, body) = loop {
+            let got = self.send_once(&method, &url, headers, body.clone(), what)?;
+            let retry = match &got {
+                Ok((status, _)) => {
+                    status.is_server_error() || *status == http::StatusCode::TOO_MANY_REQUESTS
+                }
+                Err(e) => e.is_temporary(),
+            };
+            if !retry || attempt >= self.retries {
+                break got.map_err(|e| self.err(what, e))?;
+            }
+            attempt += 1;
+            std::thread::sleep(retry_delay(attempt));
+        };
+        if status.is_success() {
+            return Ok(body);
+        }
+        let kind = match status.as_u16() {
+            401 | 403 => opendal::ErrorKind::PermissionDenied,
+            404 => opendal::ErrorKind::NotFound,
+            _ => opendal::ErrorKind::Unexpected,
+        };
+        let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned();
+        Err(self.err(
+            what,
+            opendal::Error::new(kind, format!("status: {status}, {text}")),
+        ))
+    }
+
+    /// One attempt of [`Store::call_with`]: the answer's status and body, or the transport's error.
+    fn send_once(
+        &self,
+        method: &http::Method,
+        url: &str,
+        headers: &[(http::HeaderName, String)],
+        body: opendal::Buffer,
+        what: &str,
+    ) -> Result<Result<(http::StatusCode, Vec<u8>), opendal::Error>, CloudError> {
+        let mut req = http::Request::builder().method(method.clone()).uri(url);
         for (name, value) in headers {
             req = req.header(name, value);
         }
@@ -558,10 +606,10 @@ impl Store {
             req = req.header(http::header::CONTENT_LENGTH, body.len());
         }
         let req = req
-            .body(opendal::Buffer::from(body))
+            .body(body)
             .map_err(|e| CloudError::Setup(format!("{what}: {e}")))?;
         let transport = self.transport.clone();
-        let result = self.rt.block_on(async move {
+        Ok(self.rt.block_on(async move {
             let resp = opendal::HttpTransport::fetch(&transport, req).await?;
             let status = resp.status();
             let mut body = resp.into_body();
@@ -580,27 +628,21 @@ impl Store {
                 }
             }
             Ok::<_, opendal::Error>((status, bytes))
-        });
-        let (status, body) = result.map_err(|e| self.err(what, e))?;
-        if status.is_success() {
-            return Ok(body);
-        }
-        let kind = match status.as_u16() {
-            401 | 403 => opendal::ErrorKind::PermissionDenied,
-            404 => opendal::ErrorKind::NotFound,
-            _ => opendal::ErrorKind::Unexpected,
-        };
-        let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).into_owned();
-        Err(self.err(
-            what,
-            opendal::Error::new(kind, format!("status: {status}, {text}")),
-        ))
+        }))
     }
 
     /// A key as messages show it: escaped.
     fn shown(&self, key: &str) -> String {
         crate::stdx::show_str(key)
     }
+}
+
+/// The wait before retry `attempt` (1, 2, ...): OpenDAL's `RetryLayer` as [`Store::with_keys`] sets it up, 0.5 s
+/// doubling up to 30 s, without its jitter.
+fn retry_delay(attempt: u32) -> Duration {
+    Duration::from_millis(500)
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(6))
+        .min(Duration::from_secs(30))
 }
 
 /// The user metadata that asks the transport for a locked write.

@@ -501,7 +501,7 @@ pub struct CloudPlan {
     pub cleanup_stamps: Vec<UnfinishedStamp>,
     pub abort_uploads: Vec<String>,
     pub archives: Vec<ArchiveTarget>,
-    /// Bytes to upload (archives and indexes, as they will be).
+    /// Bytes to upload (archives and indexes, as they will be), less what a resumed upload has stored already.
     pub upload_bytes: u64,
     /// Objects written with Object Lock retention until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -594,6 +594,8 @@ pub fn plan(
     let stamp = resume
         .as_ref()
         .map_or(stamp.to_string(), |r| r.stamp.clone());
+    // A resumed upload does not upload again what the bucket holds.
+    let upload_bytes = upload_bytes.saturating_sub(resume.as_ref().map_or(0, |r| r.bytes_uploaded));
     let plain_refused = (enc.is_none() && !w.settings.allow_unencrypted).then(|| {
         "its archives would leave the machine unencrypted; give it \"encryption\" (or \"allow_unencrypted\": true)"
             .to_string()

@@ -55,6 +55,9 @@ pub fn execute(
                         || !report.warnings.is_empty();
                     report.exit = if warned { Exit::Warnings } else { Exit::Ok }.code();
                 }
+                Err(e) if e.downcast_ref::<PromotionUnknown>().is_some() => {
+                    report.error = Some(crate::ui::format_error(&e));
+                }
                 Err(e) => {
                     report.error = Some(format!(
                         "{}; nothing was promoted (no backup.json), older backups are intact, and the next run \
@@ -399,7 +402,8 @@ fn check_listed(
     Ok(())
 }
 
-/// The sums, then the promotion (`backup.json` makes the stamp a backup; not after an interruption), then LATEST.
+/// The sums, then the promotion (`backup.json` makes the stamp a backup; not after an interruption), then LATEST (a
+/// warning when it cannot be written: the backup is in place).
 fn promote(
     u: &Upload,
     meta: &BackupMeta,
@@ -429,27 +433,69 @@ fn promote(
 
     // The promotion: `backup.json` makes the stamp a backup. Not after an interruption.
     crate::interrupt::check()?;
-    put(format!("{}{}", p.dir, layout::METADATA_FILE), &meta_bytes)?;
+    let meta_key = format!("{}{}", p.dir, layout::METADATA_FILE);
+    if let Err(e) = put(meta_key.clone(), &meta_bytes) {
+        confirm_promotion(store, &meta_key, &meta_bytes, e)?;
+        u.ui.step(format_args!(
+            "{}: the answer to writing {meta_key} was lost, but the server holds it as written: promoted",
+            p.name
+        ));
+    }
     report.backup = Some(meta.stamp.clone());
     if let Some(r) = resumer {
         resume_finished(r, p, u.ui, report);
     }
     report.backup_path = Some(format!("{} {}", p.place, p.dir).into());
-    // LATEST is replaced on every run: never locked.
-    store.put(
-        &format!("{BACKUPS}{}", layout::LATEST_FILE),
+    // LATEST is replaced on every run: never locked. The backup is promoted and verified: LATEST not written is a
+    // warning (exit 3), as a drive's `latest` that cannot be moved is, not a failure.
+    let latest = format!("{BACKUPS}{}", layout::LATEST_FILE);
+    match store.put(
+        &latest,
         format!("{}\n", meta.stamp).as_bytes(),
         ObjectClass::Metadata,
-    )?;
-    report.latest = Some(layout::LatestKind::File);
+    ) {
+        Ok(()) => report.latest = Some(layout::LatestKind::File),
+        Err(e) => report.warnings.push(format!(
+            "{latest} was not updated to the new backup ({e}): dbackup finds the newest backup without it, but to \
+             someone restoring with another S3 client it may name an older one; the next run writes it"
+        )),
+    }
     Ok(())
 }
 
-/// With Object Lock (`object_lock_days`), before the promotion: the retention of each object a multipart upload
-/// wrote (more than one [`crate::cloud::store::PART_SIZE`]: its lock headers went with CreateMultipartUpload,
-/// which some servers drop, moto among them) and of each part reused from a killed run (`reused`: locked until that
-/// run's date) set to this run's date by PutObjectRetention. A refusal leaves the backup in place, unlocked as far
-/// as the server says: a warning (exit 3) naming the objects, pointing at `cloud check`, which tests the bucket.
+/// The PUT of `backup.json` failed, yet the server may have stored it (the answer lost on the way back): read back,
+/// it is the promotion when it holds exactly `bytes` (`Ok`); not there (or other bytes), the PUT's error;
+/// unreadable, [`PromotionUnknown`].
+fn confirm_promotion(
+    store: &Store,
+    key: &str,
+    bytes: &[u8],
+    put: anyhow::Error,
+) -> anyhow::Result<()> {
+    match store.get(key) {
+        Ok(held) if held == bytes => Ok(()),
+        Ok(_) => Err(put),
+        Err(e) if e.failure() == crate::cloud::error::Failure::NotFound => Err(put),
+        // The read's error says what the write's did (the same server, a moment later): not repeated.
+        Err(_) => Err(PromotionUnknown {
+            key: key.to_string(),
+            put: crate::ui::format_error(&put),
+        }
+        .into()),
+    }
+}
+
+/// Writing `backup.json` failed and reading it back failed too: the server may hold it or not.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{put}; reading {key} back failed too: whether the server stored backup.json is unknown; older backups are \
+     intact, and the next run finds this backup if it did, or resumes the upload if not"
+)]
+pub(crate) struct PromotionUnknown {
+    key: String,
+    put: String,
+}
+
 /// Each archive part's age head (header and nonce) in its `backup.json` record: a one-file restore then reads only
 /// the chunks holding the file. Object names come from the sink, so each record finds its own.
 fn record_age_heads(rec: &mut layout::SetRecord, heads: &crate::cloud::sink::AgeHeads) {
@@ -461,6 +507,11 @@ fn record_age_heads(rec: &mut layout::SetRecord, heads: &crate::cloud::sink::Age
     }
 }
 
+/// With Object Lock (`object_lock_days`), before the promotion: the retention of each object a multipart upload
+/// wrote (more than one [`crate::cloud::store::PART_SIZE`]: its lock headers went with CreateMultipartUpload,
+/// which some servers drop, moto among them) and of each part reused from a killed run (`reused`: locked until that
+/// run's date) set to this run's date by PutObjectRetention. A refusal leaves the backup in place, unlocked as far
+/// as the server says: a warning (exit 3) naming the objects, pointing at `cloud check`, which tests the bucket.
 fn lock_after_upload(
     store: &Store,
     p: &CloudPlan,

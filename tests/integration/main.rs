@@ -15,6 +15,7 @@ mod cloud;
 mod cloud_b2;
 mod cloud_backup;
 mod cloud_chain;
+mod cloud_faults;
 mod cloud_lock;
 mod cloud_resume;
 mod collect;

@@ -9,6 +9,7 @@
 //! let version = testkit::run("age", ["--version"]);
 //! ```
 
+pub mod faultproxy;
 pub mod loopdev;
 pub mod objstore;
 

@@ -566,6 +566,12 @@ impl S3Client {
         .map(|_| ())
     }
 
+    /// Deletes an object.
+    pub fn delete(&self, key: &str) {
+        self.run("s3.delete_object(Bucket=b, Key=sys.argv[5])\n", &[key])
+            .expect("deleting an object");
+    }
+
     fn run(&self, program: &str, args: &[&str]) -> Result<Vec<u8>, String> {
         let prelude = "import sys, boto3\nfrom botocore.config import Config\n\
             s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id=sys.argv[2], \

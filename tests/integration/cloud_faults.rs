@@ -1,0 +1,458 @@
+//! Faults of an S3 server that Garage never makes, through the real binary: a fault-injecting proxy
+//! ([`testkit::faultproxy`]) in front of a real Garage answers chosen requests with 500/503 or resets them.
+
+use testkit::faultproxy::{Fault, FaultProxy, Rule, Which};
+use testkit::objstore::{Garage, S3Client};
+
+use crate::cloud::{config, populate, with_keys};
+use crate::harness::{Output, Test};
+
+/// A Garage, a client of its bucket, a proxy in front of it, and a test uploading through the proxy; collected.
+fn world(extra: &str) -> Option<(Garage, S3Client, FaultProxy, Test)> {
+    let (g, s3) = crate::cloud::garage_and_client()?;
+    let proxy = FaultProxy::start(g.port).expect("the fault proxy starts");
+    let t = with_keys(
+        &config(&proxy.endpoint(), &g.bucket, extra),
+        &g.key.id,
+        &g.key.secret,
+    );
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    Some((g, s3, proxy, t))
+}
+
+/// The stamps with a `backup.json` under `laptop/backups/`, oldest first.
+fn promoted(s3: &S3Client) -> Vec<String> {
+    s3.list("laptop/backups/")
+        .into_iter()
+        .filter_map(|(k, _)| {
+            Some(
+                k.strip_suffix("/backup.json")?
+                    .rsplit('/')
+                    .next()?
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// What `backups/LATEST` names on the server (`None`: there is none).
+fn latest(s3: &S3Client) -> Option<String> {
+    s3.list("laptop/backups/LATEST").first().map(|_| {
+        String::from_utf8_lossy(&s3.get("laptop/backups/LATEST"))
+            .trim()
+            .to_string()
+    })
+}
+
+/// The stamp of the backup a `--json external` run's report names.
+fn backup_of(report: &serde_json::Value) -> String {
+    report["destinations"][0]["backup"]
+        .as_str()
+        .expect("a backup")
+        .to_string()
+}
+
+/// The set restored from the bucket's newest backup holds each of `files` as the home does.
+fn restores(t: &Test, files: &[&str], what: &str) {
+    let target = t.path(&format!("restored-{}", what.replace(' ', "-")));
+    t.cmd()
+        .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
+        .args([&target])
+        .status(0);
+    crate::cloud::assert_restored(t, &target, files, what);
+}
+
+/// A second backup (a new file collected, then `external` with `args`): its output.
+fn second_backup(t: &Test, args: &[&str], code: i32) -> Output {
+    t.write("home/notes/new.txt", "written after the first backup\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).args(args).status(code)
+}
+
+/// The PUT of `backups/LATEST` fails (503 on every attempt) after `backup.json` was written: the backup is promoted
+/// and verified, so the run is a warning (exit 3), as a drive's `latest` that cannot be moved is: the warning names
+/// LATEST, why, that dbackup does not need it, and that the next run writes it; never "FAILED" nor "nothing was
+/// promoted". The stale LATEST names the older backup, and still `restore --list` and `status` show the new one as
+/// the newest and `restore` restores it; the next run (the server answering again) writes LATEST naming its backup.
+/// Before: exit 1, "FAILED ...; nothing was promoted (no backup.json)", retention and index copies skipped.
+#[test]
+fn a_latest_that_cannot_be_written_after_a_promoted_upload_is_a_warning() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    t.cmd().args(["external"]).status(0);
+    let first = promoted(&s3);
+    assert_eq!(latest(&s3).as_ref(), first.first());
+
+    proxy.add(Rule::new("PUT", "/backups/LATEST", Fault::Status(503)));
+    let out = second_backup(&t, &["--json"], 3);
+    let report: serde_json::Value = out.json();
+    let d = &report["destinations"][0];
+    let stamp = d["backup"]
+        .as_str()
+        .expect("the backup is promoted")
+        .to_string();
+    assert_eq!(d["exit"], 3, "{d:#}");
+    assert!(d["error"].is_null(), "{d:#}");
+    assert!(d["latest"].is_null(), "{d:#}");
+    let warning = "backups/LATEST was not updated to the new backup (";
+    assert!(
+        d["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().starts_with(warning)),
+        "{d:#}"
+    );
+    out.stderr_has(&format!(
+        "offsite: backup {stamp} verified and in place at "
+    ))
+    .stderr_has(&format!("; warning: {warning}"))
+    .stderr_has("dbackup finds the newest backup without it")
+    .stderr_has("the next run writes it")
+    .stderr_lacks("FAILED")
+    .stderr_lacks("nothing was promoted");
+    assert!(proxy.seen().iter().any(|s| s.faulted), "{}", proxy.shown());
+    assert_eq!(promoted(&s3), [first[0].clone(), stamp.clone()]);
+    assert_eq!(latest(&s3).as_ref(), first.first(), "stale, not removed");
+
+    // Readers go by the backups' `backup.json`, not LATEST.
+    let list = t
+        .cmd()
+        .args(["restore", "--list", "--source", "cloud"])
+        .status(0);
+    let newest = list.stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        newest.starts_with(&stamp) && newest.contains("verified"),
+        "{}",
+        list.stdout
+    );
+    let status = t.cmd().args(["status"]).status(0);
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("  offsite ") && l.contains(&format!(" {stamp} "))),
+        "the last verified upload: {}",
+        status.stdout
+    );
+    let status: serde_json::Value = t.run_json(&["status"]);
+    assert_eq!(
+        status["due"]["external"]["destinations"][0]["reason"]
+            .as_str()
+            .unwrap(),
+        format!("its newest backup {stamp} is less than a minute old")
+    );
+    restores(&t, &["notes/new.txt", "photos/big.raw"], "the new backup");
+
+    // The next run writes LATEST again.
+    proxy.clear();
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let third: serde_json::Value = out.json();
+    assert_eq!(
+        latest(&s3).as_deref(),
+        third["destinations"][0]["backup"].as_str()
+    );
+}
+
+/// 128 KiB archive objects (the hidden `DBACKUP_CLOUD_PART_BYTES`): the 3 MiB fixture is an archive of 25 parts,
+/// each one PUT, resumable.
+fn in_parts(t: Test) -> Test {
+    t.env("DBACKUP_CLOUD_PART_BYTES", crate::cloud_resume::PART)
+}
+
+/// The archive parts PUT through the proxy (every attempt).
+fn part_puts(proxy: &FaultProxy) -> Vec<String> {
+    proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "PUT" && s.path.contains(".tar.part"))
+        .map(|s| s.path.rsplit('/').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The journals of destination `offsite` (`<root>/.upload-journals/offsite/`).
+fn journals(t: &Test) -> Vec<String> {
+    std::fs::read_dir(t.root().join(".upload-journals/offsite"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The PUT of `backup.json` fails on every attempt (503): exit 1, the error says nothing was promoted; no backup is
+/// claimed anywhere (`status` counts none and says the upload can be resumed, `restore --list` finds none); the dry
+/// run counts only what is left to upload (before: the whole archive again); the next run resumes the stamp without uploading any archive part again, and its backup restores.
+#[test]
+fn a_backup_json_that_cannot_be_written_promotes_nothing_and_the_next_run_resumes() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    let t = in_parts(t);
+    proxy.add(Rule::new("PUT", "/backup.json", Fault::Status(503)));
+    let out = t.cmd().args(["external"]).status(1);
+    out.stderr_has("offsite: FAILED after ")
+        .stderr_has("writing backups/")
+        .stderr_has("nothing was promoted (no backup.json)");
+    assert_eq!(part_puts(&proxy).len(), 25, "{}", proxy.shown());
+    assert!(promoted(&s3).is_empty());
+    assert_eq!(latest(&s3), None);
+    let status = t.cmd().args(["status"]).status(0);
+    status
+        .stdout_has("can be resumed: 25 of 25 parts uploaded")
+        .stdout_has("LAST VERIFIED UPLOAD");
+    assert!(
+        status
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("  offsite ") && l.contains(" none ")),
+        "{}",
+        status.stdout
+    );
+    t.cmd()
+        .args(["restore", "--list", "--source", "cloud"])
+        .status(0)
+        .stdout_has("no backups found");
+    // The dry run counts only what is left to upload: the index (the parts are all stored).
+    let plan: serde_json::Value = t.run_json(&["--dry-run", "external"]);
+    let left = plan["clouds"][0]["upload_bytes"].as_u64().unwrap();
+    assert!(
+        left < 64 << 10,
+        "{left} bytes to upload: {:#}",
+        plan["clouds"][0]
+    );
+
+    proxy.clear();
+    proxy.forget();
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let report: serde_json::Value = out.json();
+    let stamp = backup_of(&report);
+    out.stderr_has(&format!("resumed {stamp}: 25 parts stored already"));
+    assert_eq!(part_puts(&proxy), Vec::<String>::new(), "{}", proxy.shown());
+    assert_eq!(promoted(&s3), std::slice::from_ref(&stamp));
+    assert_eq!(latest(&s3), Some(stamp));
+    assert!(journals(&t).is_empty(), "{:?}", journals(&t));
+    restores(&t, &["photos/big.raw", "notes/todo.txt"], "resumed");
+}
+
+/// The server stores `backup.json` but its answer is lost (the connection reset after the request, on every
+/// attempt): the backup is promoted, so the run reads `backup.json` back, finds its own bytes and goes on as
+/// after any promotion (LATEST written, the journal gone, exit 0). Before: exit 1 "FAILED ...; nothing was promoted
+/// (no backup.json)" while `status` and `restore --list` showed that very backup as verified.
+#[test]
+fn a_backup_json_stored_whose_answer_is_lost_is_a_promoted_backup() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    let t = in_parts(t);
+    proxy.add(Rule::new("PUT", "/backup.json", Fault::LoseAnswer));
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let report: serde_json::Value = out.json();
+    let stamp = backup_of(&report);
+    out.stderr_has(&format!(
+        "offsite: backup {stamp} verified and in place at "
+    ))
+    .stderr_lacks("FAILED")
+    .stderr_lacks("nothing was promoted");
+    let lost = proxy.seen().iter().filter(|s| s.faulted).count();
+    assert!(lost >= 1, "{}", proxy.shown());
+    assert_eq!(promoted(&s3), std::slice::from_ref(&stamp));
+    assert_eq!(latest(&s3), Some(stamp.clone()));
+    assert!(journals(&t).is_empty(), "{:?}", journals(&t));
+    t.cmd()
+        .args(["restore", "--list", "--source", "cloud"])
+        .status(0)
+        .stdout_has(&stamp);
+}
+
+/// The answer to the PUT of `backup.json` is lost and reading it back fails too: whether the backup is promoted is
+/// unknown, and the error says so (exit 1) instead of claiming that nothing was; the next run, the server answering
+/// again, finds the backup and uploads nothing of it again.
+#[test]
+fn a_promotion_that_cannot_be_confirmed_is_said_to_be_unknown() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    let t = in_parts(t);
+    proxy.add(Rule::new("PUT", "/backup.json", Fault::LoseAnswer));
+    proxy.add(Rule::new("GET", "/backup.json", Fault::Reset));
+    let out = t.cmd().args(["external"]).status(1);
+    out.stderr_has("offsite: FAILED after ")
+        .stderr_has("whether the server stored backup.json is unknown")
+        .stderr_lacks("nothing was promoted");
+    let stamp = promoted(&s3).pop().expect("the server holds backup.json");
+
+    proxy.clear();
+    proxy.forget();
+    t.cmd().args(["external"]).status(0);
+    let again: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method != "GET" && s.path.contains(&format!("/backups/{stamp}/")))
+        .collect();
+    assert!(again.is_empty(), "{}", proxy.shown());
+    assert_eq!(
+        promoted(&s3).len(),
+        2,
+        "the next run made a backup of its own"
+    );
+    assert!(journals(&t).is_empty(), "{:?}", journals(&t));
+}
+
+/// One archive part's PUT answers 503 once (a transient error), and one part of a multipart upload 500 once: each
+/// is retried (one request more, no other repeated), the run succeeds, and the backup restores.
+#[test]
+fn a_part_refused_once_is_retried_and_the_run_succeeds() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    let t = in_parts(t);
+    proxy.add(Rule::new("PUT", "docs.tar.part003", Fault::Status(503)).which(Which::Nth(1)));
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let stamp = backup_of(&out.json());
+    let mut puts = part_puts(&proxy);
+    assert_eq!(puts.len(), 26, "{}", proxy.shown());
+    puts.dedup();
+    assert_eq!(
+        puts.len(),
+        25,
+        "only part003 twice, one after the other: {}",
+        proxy.shown()
+    );
+    assert_eq!(promoted(&s3), std::slice::from_ref(&stamp));
+
+    // A multipart upload (one 32 MiB object of 8 MiB parts): its second part refused once.
+    proxy.clear();
+    proxy.forget();
+    crate::cloud::bigger_raw_collected(&t, 20);
+    let t = t.env("DBACKUP_CLOUD_PART_BYTES", "33554432");
+    proxy.add(
+        Rule::new("PUT", "docs.tar.part000", Fault::Status(500))
+            .query("partNumber=2&")
+            .which(Which::Nth(1)),
+    );
+    t.cmd().args(["external"]).status(0);
+    let uploads: Vec<String> = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.method == "PUT" && s.query.contains("partNumber="))
+        .map(|s| s.query.split('&').next().unwrap().to_string())
+        .collect();
+    assert_eq!(uploads.len(), 4, "{}", proxy.shown());
+    assert_eq!(
+        uploads.iter().filter(|q| *q == "partNumber=2").count(),
+        2,
+        "{}",
+        proxy.shown()
+    );
+    assert!(s3.multipart_uploads("laptop/").is_empty());
+    restores(&t, &["photos/bigger.raw", "photos/big.raw"], "retried");
+}
+
+/// One archive part refused on every attempt (503): exit 1 with an error that says what the server answered and to
+/// run again later; nothing is claimed as a backup; the next run resumes, uploading none of the parts stored.
+#[test]
+fn a_part_refused_on_every_attempt_fails_clearly_and_the_next_run_resumes() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    let t = in_parts(t);
+    proxy.add(Rule::new("PUT", "docs.tar.part003", Fault::Status(503)));
+    let out = t.cmd().args(["external"]).status(1);
+    out.stderr_has("offsite: FAILED after ")
+        .stderr_has("docs.tar.part003: ")
+        .stderr_has("answered 503 (SlowDown: injected by the test proxy) on every attempt")
+        .stderr_has("run again later")
+        .stderr_has("nothing was promoted (no backup.json)");
+    assert_eq!(
+        part_puts(&proxy).len(),
+        5,
+        "3 parts, then part003 twice: {}",
+        proxy.shown()
+    );
+    assert!(promoted(&s3).is_empty());
+    t.cmd()
+        .args(["restore", "--list", "--source", "cloud"])
+        .status(0)
+        .stdout_has("no backups found");
+
+    proxy.clear();
+    proxy.forget();
+    let out = t.cmd().args(["external"]).status(0);
+    out.stderr_has("3 parts stored already");
+    let puts = part_puts(&proxy);
+    assert_eq!(puts.len(), 22, "{}", proxy.shown());
+    assert_eq!(puts[0], "docs.tar.part003");
+}
+
+/// The requests OpenDAL has no call for (the listing of unfinished multipart uploads every run makes, aborting one,
+/// setting a retention) are retried as OpenDAL's are: one 503 on the listing is a request more, not a failed run.
+/// Before: `external` failed at once, "listing unfinished uploads: ... 503".
+#[test]
+fn a_listing_of_unfinished_uploads_refused_once_is_retried() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    proxy.add(
+        Rule::new("GET", "/", Fault::Status(503))
+            .query("uploads")
+            .which(Which::Nth(1)),
+    );
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let stamp = backup_of(&out.json());
+    let listings: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.query.starts_with("uploads"))
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(listings, [Some(503), Some(200)], "{}", proxy.shown());
+    assert_eq!(promoted(&s3), [stamp]);
+}
+
+/// The answer to a CompleteMultipartUpload is lost after the server completed the object: the retry is answered
+/// NoSuchUpload (404), yet the object is there, whole. The sink reads it back, finds the bytes it wrote (size and
+/// sha256) and goes on: the run succeeds and the backup restores, nothing uploaded twice. Before: exit 1 "completing
+/// the upload of ...: not found", and the next run uploaded the object again.
+#[test]
+fn a_multipart_upload_completed_whose_answer_is_lost_is_kept() {
+    let Some((_g, s3, proxy, t)) = world("") else {
+        return;
+    };
+    crate::cloud::bigger_raw_collected(&t, 20);
+    // One 32 MiB object of 8 MiB parts: a multipart upload.
+    let t = t.env("DBACKUP_CLOUD_PART_BYTES", "33554432");
+    proxy.add(
+        Rule::new("POST", "docs.tar.part000", Fault::LoseAnswer)
+            .query("uploadId=")
+            .which(Which::Nth(1)),
+    );
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let stamp = backup_of(&out.json());
+    let completes: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "POST" && s.query.starts_with("uploadId="))
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(completes, [None, Some(404)], "{}", proxy.shown());
+    assert_eq!(
+        proxy
+            .seen()
+            .iter()
+            .filter(|s| s.method == "PUT" && s.query.contains("partNumber="))
+            .count(),
+        3,
+        "{}",
+        proxy.shown()
+    );
+    assert_eq!(promoted(&s3), [stamp]);
+    restores(&t, &["photos/bigger.raw", "photos/big.raw"], "completed");
+    t.cmd()
+        .args(["restore", "--verify", "--source", "cloud"])
+        .status(0)
+        .stdout_has("intact");
+}
