@@ -11,13 +11,16 @@
 
 use std::sync::Mutex;
 use std::sync::Once;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 /// The run's signal: the first the signal-handling thread took (a second one stops at once).
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// The signals that came (bit `1 << n` for signal `n`), set by the signal handler itself on the thread it
 /// interrupted: that thread's next [`check`] sees them, before the signal-handling thread has run.
 static ARRIVED: AtomicI32 = AtomicI32::new(0);
+/// Set by [`acknowledge`]: the signals that came are the command's normal end, not an interruption, even those the
+/// signal-handling thread takes only after it.
+static ACKNOWLEDGED: AtomicBool = AtomicBool::new(false);
 static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
 
@@ -109,6 +112,9 @@ fn kill(pid: i32, signal: i32) {
 
 /// The signal that interrupted this run, if one did.
 pub fn requested() -> Option<Interrupted> {
+    if ACKNOWLEDGED.load(Ordering::SeqCst) {
+        return None;
+    }
     match (
         SIGNAL.load(Ordering::SeqCst),
         ARRIVED.load(Ordering::SeqCst),
@@ -121,13 +127,13 @@ pub fn requested() -> Option<Interrupted> {
 }
 
 /// Takes the signal as handled, for a command whose normal end is a signal (`dbackup serve`, stopped by systemd's
-/// SIGTERM): the process then ends as the command's result says, not as interrupted. Returns the signal.
+/// SIGTERM): the process then ends as the command's result says, not as interrupted, whenever the signal-handling
+/// thread gets to the signal (before, it could take it after this and make the run "interrupted", exit 143). Returns
+/// the signal. A second signal still stops at once.
 pub fn acknowledge() -> Option<Interrupted> {
-    ARRIVED.store(0, Ordering::SeqCst);
-    match SIGNAL.swap(0, Ordering::SeqCst) {
-        0 => None,
-        s => Some(Interrupted(s)),
-    }
+    let signal = requested();
+    ACKNOWLEDGED.store(true, Ordering::SeqCst);
+    signal
 }
 
 /// `Err` once a signal came: the check at a natural point of a long loop.
@@ -220,6 +226,45 @@ mod tests {
         // SAFETY: raise has no preconditions; the handler runs on this thread before it returns.
         assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
         assert_eq!(check(), Err(Interrupted(libc::SIGTERM)));
+    }
+
+    /// A signal acknowledged as the command's end (`serve`) is no interruption, even when the signal-handling thread
+    /// takes it only after the acknowledgement. Before: that thread then recorded it as the run's signal, and the
+    /// process ended "interrupted" (exit 143) where it should end 0 (seen under load in
+    /// `report::serve_logs_hostile_methods_and_paths_escaped`).
+    #[test]
+    fn an_acknowledged_signal_stays_acknowledged_when_its_thread_takes_it_late() {
+        if std::env::var_os(SIGNAL_CHILD).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "interrupt::tests::an_acknowledged_signal_stays_acknowledged_when_its_thread_takes_it_late",
+                    "--test-threads=1",
+                ])
+                .env(SIGNAL_CHILD, "1")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        install(|_| std::process::exit(3)).unwrap();
+        // SAFETY: raise has no preconditions; the handler runs on this thread before it returns.
+        assert_eq!(unsafe { libc::raise(libc::SIGTERM) }, 0);
+        // At once, as `serve`'s loop does: the signal-handling thread has most likely not run yet.
+        assert_eq!(acknowledge(), Some(Interrupted(libc::SIGTERM)));
+        let start = std::time::Instant::now();
+        while SIGNAL.load(Ordering::SeqCst) == 0
+            && start.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(requested(), None);
+        assert_eq!(check(), Ok(()));
     }
 
     #[test]

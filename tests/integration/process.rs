@@ -185,6 +185,36 @@ fn rsyncs_of(t: &Test) -> Vec<u32> {
         .collect()
 }
 
+/// The rsync that `parent` (dbackup) started: one of [`rsyncs_of`] whose parent it is.
+fn rsync_child_of(t: &Test, parent: u32) -> u32 {
+    let ppid = |pid: u32| {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+    };
+    let found: Vec<u32> = rsyncs_of(t)
+        .into_iter()
+        .filter(|&pid| ppid(pid) == Some(parent))
+        .collect();
+    assert_eq!(found.len(), 1, "dbackup's rsync: {found:?}");
+    found[0]
+}
+
+/// The signals pending for `pid`, the process's and its main thread's (bit `n - 1` for signal `n`).
+fn pending_signals(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("ShdPnd:")
+                .or_else(|| l.strip_prefix("SigPnd:"))
+        })
+        .filter_map(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .fold(0, |all, bits| all | bits)
+}
+
 pub(crate) fn files_under(dir: &Path) -> Vec<PathBuf> {
     walk(dir).into_iter().filter(|p| p.is_file()).collect()
 }
@@ -254,8 +284,20 @@ fn sigint_during_collect_stops_rsync_and_the_next_run_resumes() {
 #[test]
 fn a_second_signal_stops_at_once_and_still_logs_the_run() {
     let (t, child, in_progress) = slow_collect(&["collect"], |_| b'y');
-    // Two different signals, so that the second is not merged into the first while it is pending.
+    // Two different signals, so that the second is not merged into the first while it is pending. Sent back to back,
+    // two of dbackup's threads may take them in either order (seen: SIGTERM first, 1 run in 7). So dbackup's rsync is
+    // frozen first, and SIGTERM goes only once dbackup has handed SIGINT on to it (pending in the frozen rsync): the
+    // run's signal is SIGINT for sure. The second signal's SIGKILL ends the frozen rsync all the same.
+    let rsync = rsync_child_of(&t, child.id());
+    // SAFETY: kill has no memory-safety preconditions; the pid is dbackup's running rsync.
+    assert_eq!(unsafe { libc::kill(rsync as i32, libc::SIGSTOP) }, 0);
+    crate::fixtures::drive::wait_stopped(rsync);
     signal(&child, libc::SIGINT);
+    wait_for(
+        "dbackup to hand SIGINT on to rsync",
+        Duration::from_secs(60),
+        || pending_signals(rsync) & (1 << (libc::SIGINT - 1)) != 0,
+    );
     signal(&child, libc::SIGTERM);
     let (code, stderr) = finish(child);
     assert_eq!(code, 130, "{stderr}");
