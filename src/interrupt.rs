@@ -196,6 +196,30 @@ mod tests {
     /// installs and the signal it raises are the whole process's.
     const SIGNAL_CHILD: &str = "DBACKUP_INTERRUPT_CHILD";
 
+    /// In the test process: runs the test `name` of this module alone in a child process, asserts it passed there,
+    /// and returns true (the caller returns). In that child: false (the caller runs the test's body).
+    fn ran_alone(name: &str) -> bool {
+        if std::env::var_os(SIGNAL_CHILD).is_some() {
+            return false;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                &format!("interrupt::tests::{name}"),
+                "--test-threads=1",
+            ])
+            .env(SIGNAL_CHILD, "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        true
+    }
+
     /// A signal that interrupted a thread is seen by that thread's very next [`check`]: a loop that checks before it
     /// promotes never promotes after the signal came. Before: only the signal-handling thread set the flag, when it
     /// next ran; the interrupted thread went on at once and its next check (seen here: the check right after the
@@ -203,22 +227,7 @@ mod tests {
     /// when it got to its end before that thread ran.
     #[test]
     fn a_signal_is_seen_by_the_next_check_at_once() {
-        if std::env::var_os(SIGNAL_CHILD).is_none() {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "interrupt::tests::a_signal_is_seen_by_the_next_check_at_once",
-                    "--test-threads=1",
-                ])
-                .env(SIGNAL_CHILD, "1")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if ran_alone("a_signal_is_seen_by_the_next_check_at_once") {
             return;
         }
         install(|_| std::process::exit(3)).unwrap();
@@ -234,22 +243,7 @@ mod tests {
     /// `report::serve_logs_hostile_methods_and_paths_escaped`).
     #[test]
     fn an_acknowledged_signal_stays_acknowledged_when_its_thread_takes_it_late() {
-        if std::env::var_os(SIGNAL_CHILD).is_none() {
-            let out = std::process::Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "interrupt::tests::an_acknowledged_signal_stays_acknowledged_when_its_thread_takes_it_late",
-                    "--test-threads=1",
-                ])
-                .env(SIGNAL_CHILD, "1")
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if ran_alone("an_acknowledged_signal_stays_acknowledged_when_its_thread_takes_it_late") {
             return;
         }
         install(|_| std::process::exit(3)).unwrap();

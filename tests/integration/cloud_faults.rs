@@ -162,6 +162,51 @@ fn in_parts(t: Test) -> Test {
     t.env("DBACKUP_CLOUD_PART_BYTES", crate::cloud_resume::PART)
 }
 
+/// [`world`] with no extra config, uploading [`in_parts`].
+fn world_in_parts() -> Option<(Garage, S3Client, FaultProxy, Test)> {
+    world("").map(|(g, s3, proxy, t)| (g, s3, proxy, in_parts(t)))
+}
+
+/// The proxy with no rule and an empty log: the server's own answers from now on.
+fn afresh(proxy: &FaultProxy) {
+    proxy.clear();
+    proxy.forget();
+}
+
+/// `external` with every PUT of `path` (a part of it) refused (503): the run fails (exit 1) and promotes nothing.
+fn refused_every_time(t: &Test, proxy: &FaultProxy, path: &str) -> Output {
+    proxy.add(Rule::new("PUT", path, Fault::Status(503)));
+    let out = t.cmd().args(["external"]).status(1);
+    out.stderr_has("offsite: FAILED after ")
+        .stderr_has("nothing was promoted (no backup.json)");
+    out
+}
+
+/// `external`, which must succeed: its new backup's stamp.
+fn backup_ok(t: &Test) -> String {
+    backup_of(&t.cmd().args(["--json", "external"]).status(0).json())
+}
+
+/// The statuses of the requests the proxy saw that `keep` picks, in their order (`None`: reset).
+fn statuses(
+    proxy: &FaultProxy,
+    keep: impl Fn(&testkit::faultproxy::Seen) -> bool,
+) -> Vec<Option<u16>> {
+    proxy
+        .seen()
+        .into_iter()
+        .filter(|s| keep(s))
+        .map(|s| s.status)
+        .collect()
+}
+
+/// `restore --list --source cloud`, which must succeed.
+fn cloud_list(t: &Test) -> Output {
+    t.cmd()
+        .args(["restore", "--list", "--source", "cloud"])
+        .status(0)
+}
+
 /// The archive parts PUT through the proxy (every attempt).
 fn part_puts(proxy: &FaultProxy) -> Vec<String> {
     proxy
@@ -188,15 +233,10 @@ fn journals(t: &Test) -> Vec<String> {
 /// run counts only what is left to upload (before: the whole archive again); the next run resumes the stamp without uploading any archive part again, and its backup restores.
 #[test]
 fn a_backup_json_that_cannot_be_written_promotes_nothing_and_the_next_run_resumes() {
-    let Some((_g, s3, proxy, t)) = world("") else {
+    let Some((_g, s3, proxy, t)) = world_in_parts() else {
         return;
     };
-    let t = in_parts(t);
-    proxy.add(Rule::new("PUT", "/backup.json", Fault::Status(503)));
-    let out = t.cmd().args(["external"]).status(1);
-    out.stderr_has("offsite: FAILED after ")
-        .stderr_has("writing backups/")
-        .stderr_has("nothing was promoted (no backup.json)");
+    refused_every_time(&t, &proxy, "/backup.json").stderr_has("writing backups/");
     assert_eq!(part_puts(&proxy).len(), 25, "{}", proxy.shown());
     assert!(promoted(&s3).is_empty());
     assert_eq!(latest(&s3), None);
@@ -204,18 +244,13 @@ fn a_backup_json_that_cannot_be_written_promotes_nothing_and_the_next_run_resume
     status
         .stdout_has("can be resumed: 25 of 25 parts uploaded")
         .stdout_has("LAST VERIFIED UPLOAD");
+    let row = status.stdout.lines().find(|l| l.starts_with("  offsite "));
     assert!(
-        status
-            .stdout
-            .lines()
-            .any(|l| l.starts_with("  offsite ") && l.contains(" none ")),
+        row.is_some_and(|r| r.contains(" none ")),
         "{}",
         status.stdout
     );
-    t.cmd()
-        .args(["restore", "--list", "--source", "cloud"])
-        .status(0)
-        .stdout_has("no backups found");
+    cloud_list(&t).stdout_has("no backups found");
     // The dry run counts only what is left to upload: the index (the parts are all stored).
     let plan: serde_json::Value = t.run_json(&["--dry-run", "external"]);
     let left = plan["clouds"][0]["upload_bytes"].as_u64().unwrap();
@@ -225,8 +260,7 @@ fn a_backup_json_that_cannot_be_written_promotes_nothing_and_the_next_run_resume
         plan["clouds"][0]
     );
 
-    proxy.clear();
-    proxy.forget();
+    afresh(&proxy);
     let out = t.cmd().args(["--json", "external"]).status(0);
     let report: serde_json::Value = out.json();
     let stamp = backup_of(&report);
@@ -244,10 +278,9 @@ fn a_backup_json_that_cannot_be_written_promotes_nothing_and_the_next_run_resume
 /// (no backup.json)" while `status` and `restore --list` showed that very backup as verified.
 #[test]
 fn a_backup_json_stored_whose_answer_is_lost_is_a_promoted_backup() {
-    let Some((_g, s3, proxy, t)) = world("") else {
+    let Some((_g, s3, proxy, t)) = world_in_parts() else {
         return;
     };
-    let t = in_parts(t);
     proxy.add(Rule::new("PUT", "/backup.json", Fault::LoseAnswer));
     let out = t.cmd().args(["--json", "external"]).status(0);
     let report: serde_json::Value = out.json();
@@ -262,10 +295,7 @@ fn a_backup_json_stored_whose_answer_is_lost_is_a_promoted_backup() {
     assert_eq!(promoted(&s3), std::slice::from_ref(&stamp));
     assert_eq!(latest(&s3), Some(stamp.clone()));
     assert!(journals(&t).is_empty(), "{:?}", journals(&t));
-    t.cmd()
-        .args(["restore", "--list", "--source", "cloud"])
-        .status(0)
-        .stdout_has(&stamp);
+    cloud_list(&t).stdout_has(&stamp);
 }
 
 /// The answer to the PUT of `backup.json` is lost and reading it back fails too: whether the backup is promoted is
@@ -273,10 +303,9 @@ fn a_backup_json_stored_whose_answer_is_lost_is_a_promoted_backup() {
 /// again, finds the backup and uploads nothing of it again.
 #[test]
 fn a_promotion_that_cannot_be_confirmed_is_said_to_be_unknown() {
-    let Some((_g, s3, proxy, t)) = world("") else {
+    let Some((_g, s3, proxy, t)) = world_in_parts() else {
         return;
     };
-    let t = in_parts(t);
     proxy.add(Rule::new("PUT", "/backup.json", Fault::LoseAnswer));
     proxy.add(Rule::new("GET", "/backup.json", Fault::Reset));
     let out = t.cmd().args(["external"]).status(1);
@@ -285,8 +314,7 @@ fn a_promotion_that_cannot_be_confirmed_is_said_to_be_unknown() {
         .stderr_lacks("nothing was promoted");
     let stamp = promoted(&s3).pop().expect("the server holds backup.json");
 
-    proxy.clear();
-    proxy.forget();
+    afresh(&proxy);
     t.cmd().args(["external"]).status(0);
     let again: Vec<_> = proxy
         .seen()
@@ -306,10 +334,9 @@ fn a_promotion_that_cannot_be_confirmed_is_said_to_be_unknown() {
 /// is retried (one request more, no other repeated), the run succeeds, and the backup restores.
 #[test]
 fn a_part_refused_once_is_retried_and_the_run_succeeds() {
-    let Some((_g, s3, proxy, t)) = world("") else {
+    let Some((_g, s3, proxy, t)) = world_in_parts() else {
         return;
     };
-    let t = in_parts(t);
     proxy.add(Rule::new("PUT", "docs.tar.part003", Fault::Status(503)).which(Which::Nth(1)));
     let out = t.cmd().args(["--json", "external"]).status(0);
     let stamp = backup_of(&out.json());
@@ -325,8 +352,7 @@ fn a_part_refused_once_is_retried_and_the_run_succeeds() {
     assert_eq!(promoted(&s3), std::slice::from_ref(&stamp));
 
     // A multipart upload (one 32 MiB object of 8 MiB parts): its second part refused once.
-    proxy.clear();
-    proxy.forget();
+    afresh(&proxy);
     crate::cloud::bigger_raw_collected(&t, 20);
     let t = t.env("DBACKUP_CLOUD_PART_BYTES", "33554432");
     proxy.add(
@@ -356,17 +382,13 @@ fn a_part_refused_once_is_retried_and_the_run_succeeds() {
 /// run again later; nothing is claimed as a backup; the next run resumes, uploading none of the parts stored.
 #[test]
 fn a_part_refused_on_every_attempt_fails_clearly_and_the_next_run_resumes() {
-    let Some((_g, s3, proxy, t)) = world("") else {
+    let Some((_g, s3, proxy, t)) = world_in_parts() else {
         return;
     };
-    let t = in_parts(t);
-    proxy.add(Rule::new("PUT", "docs.tar.part003", Fault::Status(503)));
-    let out = t.cmd().args(["external"]).status(1);
-    out.stderr_has("offsite: FAILED after ")
+    refused_every_time(&t, &proxy, "docs.tar.part003")
         .stderr_has("docs.tar.part003: ")
         .stderr_has("answered 503 (SlowDown: injected by the test proxy) on every attempt")
-        .stderr_has("run again later")
-        .stderr_has("nothing was promoted (no backup.json)");
+        .stderr_has("run again later");
     assert_eq!(
         part_puts(&proxy).len(),
         5,
@@ -374,13 +396,9 @@ fn a_part_refused_on_every_attempt_fails_clearly_and_the_next_run_resumes() {
         proxy.shown()
     );
     assert!(promoted(&s3).is_empty());
-    t.cmd()
-        .args(["restore", "--list", "--source", "cloud"])
-        .status(0)
-        .stdout_has("no backups found");
+    cloud_list(&t).stdout_has("no backups found");
 
-    proxy.clear();
-    proxy.forget();
+    afresh(&proxy);
     let out = t.cmd().args(["external"]).status(0);
     out.stderr_has("3 parts stored already");
     let puts = part_puts(&proxy);
@@ -401,14 +419,8 @@ fn a_listing_of_unfinished_uploads_refused_once_is_retried() {
             .query("uploads")
             .which(Which::Nth(1)),
     );
-    let out = t.cmd().args(["--json", "external"]).status(0);
-    let stamp = backup_of(&out.json());
-    let listings: Vec<_> = proxy
-        .seen()
-        .into_iter()
-        .filter(|s| s.query.starts_with("uploads"))
-        .map(|s| s.status)
-        .collect();
+    let stamp = backup_ok(&t);
+    let listings = statuses(&proxy, |s| s.query.starts_with("uploads"));
     assert_eq!(listings, [Some(503), Some(200)], "{}", proxy.shown());
     assert_eq!(promoted(&s3), [stamp]);
 }
@@ -430,14 +442,10 @@ fn a_multipart_upload_completed_whose_answer_is_lost_is_kept() {
             .query("uploadId=")
             .which(Which::Nth(1)),
     );
-    let out = t.cmd().args(["--json", "external"]).status(0);
-    let stamp = backup_of(&out.json());
-    let completes: Vec<_> = proxy
-        .seen()
-        .into_iter()
-        .filter(|s| s.method == "POST" && s.query.starts_with("uploadId="))
-        .map(|s| s.status)
-        .collect();
+    let stamp = backup_ok(&t);
+    let completes = statuses(&proxy, |s| {
+        s.method == "POST" && s.query.starts_with("uploadId=")
+    });
     assert_eq!(completes, [None, Some(404)], "{}", proxy.shown());
     assert_eq!(
         proxy

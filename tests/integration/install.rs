@@ -137,19 +137,26 @@ fn bash_tab_offers_set_and_destination_names_from_the_config() {
     assert_eq!(err, "");
 }
 
+/// A config with the set `docs`, the drive `T9` and the cloud destination `offsite`, then the destinations `more`
+/// (each with a leading comma).
+fn with_clouds(more: &str) -> Test {
+    Test::new().config(
+        &r#"{
+  "backup_sets": [ { "name": "docs", "sources": ["{home}"] } ],
+  "encryption": { "passphrase": true },
+  "destinations": [ { "name": "T9", "path": "{tmp}/t9" },
+                    { "name": "offsite", "kind": "s3", "bucket": "b", "region": "r" } MORE ]
+}"#
+        .replace("MORE", more),
+    )
+}
+
 /// `--source` completes in every command that takes it (restore, snapshots, ls, find): its words, and `cloud:NAME` for
 /// each cloud destination of the config. Before: restore, ls and find offered nothing (their `--source` is parsed by
 /// hand, for `cloud:NAME`), and snapshots only `local`, `external` and `cloud`.
 #[test]
 fn bash_tab_offers_every_source_and_the_configs_cloud_destinations() {
-    let t = Test::new().config(
-        r#"{
-  "backup_sets": [ { "name": "docs", "sources": ["{home}"] } ],
-  "encryption": { "passphrase": true },
-  "destinations": [ { "name": "T9", "path": "{tmp}/t9" },
-                    { "name": "offsite", "kind": "s3", "bucket": "b", "region": "r" } ]
-}"#,
-    );
+    let t = with_clouds("");
     let config = t.path("config.json");
     let config = config.to_str().expect("a UTF-8 test path");
     for command in [&["restore"][..], &["snapshots"], &["ls"], &["find"]] {
@@ -176,15 +183,7 @@ fn bash_tab_offers_every_source_and_the_configs_cloud_destinations() {
 /// nothing after `cloud:` (or `--`), nor after `--source=`.
 #[test]
 fn bash_tab_completes_a_cloud_source_across_the_colon() {
-    let t = Test::new().config(
-        r#"{
-  "backup_sets": [ { "name": "docs", "sources": ["{home}"] } ],
-  "encryption": { "passphrase": true },
-  "destinations": [ { "name": "T9", "path": "{tmp}/t9" },
-                    { "name": "offsite", "kind": "s3", "bucket": "b", "region": "r" },
-                    { "name": "other", "kind": "s3", "bucket": "c", "region": "r" } ]
-}"#,
-    );
+    let t = with_clouds(r#", { "name": "other", "kind": "s3", "bucket": "c", "region": "r" }"#);
     let config = t.path("config.json");
     let env = [(
         "DBACKUP_CONFIG",

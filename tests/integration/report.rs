@@ -685,7 +685,6 @@ fn serve_logs_hostile_methods_and_paths_escaped() {
 #[test]
 fn serve_shrugs_off_clients_that_reset_at_once() {
     use std::io::Write as _;
-    use std::os::fd::AsRawFd as _;
     let t = fine();
     let (child, addr) = serve(&t, &[]);
     // A foreign Host: refused at once (421), so that no page is made for the clients that were not reset in time.
@@ -696,22 +695,7 @@ fn serve_shrugs_off_clients_that_reset_at_once() {
             .collect();
         for mut c in clients {
             let _ = c.write_all(request.as_bytes());
-            let linger = libc::linger {
-                l_onoff: 1,
-                l_linger: 0,
-            };
-            // SAFETY: a valid socket and a `linger` of the size given.
-            let r = unsafe {
-                libc::setsockopt(
-                    c.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&raw const linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                )
-            };
-            assert_eq!(r, 0, "setsockopt(SO_LINGER)");
-            // Dropped: closed with a reset.
+            testkit::faultproxy::reset(c).expect("setsockopt(SO_LINGER)");
         }
     }
     let (code, head, _) = http(&addr, "GET", "/", &addr);

@@ -324,23 +324,29 @@ fn copy_exact(
     Ok(())
 }
 
-/// Resets a connection: `SO_LINGER` 0, then closed (the peer gets RST, not FIN).
-fn reset(stream: TcpStream) {
+/// Resets a connection: `SO_LINGER` 0, then closed (the peer gets RST, not FIN). The error is setsockopt's (the
+/// stream is then closed as usual).
+pub fn reset(stream: TcpStream) -> std::io::Result<()> {
     let linger = libc::linger {
         l_onoff: 1,
         l_linger: 0,
     };
     // SAFETY: setsockopt on an open socket with a `linger` of the size given.
-    unsafe {
+    let r = unsafe {
         libc::setsockopt(
             stream.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_LINGER,
             (&raw const linger).cast(),
             std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        );
-    }
+        )
+    };
     drop(stream);
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The S3 error answer for `status`.
@@ -394,7 +400,7 @@ fn serve(client: TcpStream, upstream: u16, shared: &Shared) -> std::io::Result<(
             }
             Some(Fault::Reset) => {
                 log(None, true);
-                reset(to_client);
+                let _ = reset(to_client);
                 return Ok(());
             }
             Some(Fault::LoseAnswer) | None => {}
@@ -433,7 +439,7 @@ fn serve(client: TcpStream, upstream: u16, shared: &Shared) -> std::io::Result<(
                 copy_body(up_r, &answer, true, None)?;
             }
             log(None, true);
-            reset(to_client);
+            let _ = reset(to_client);
             return Ok(());
         }
         to_client.write_all(&answer.raw)?;
