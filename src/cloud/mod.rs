@@ -5,6 +5,8 @@
 //!   secrets that never print.
 //! - `transport.rs`: the HTTP transport under OpenDAL: SigV4 signing done here (so a write can carry Object Lock
 //!   headers), request counts, the trust roots (`AWS_CA_BUNDLE` honoured).
+//! - `patience.rs`: how long a request waits on a silent server (`timeout_seconds` without progress, not in all),
+//!   and a signal heeded while it waits.
 //! - `store.rs`: [`Store`]: streamed multipart uploads, ranged reads, listing, deletion, unfinished uploads,
 //!   locked writes, storage classes; retries, timeouts and the bandwidth limit (`settings::bwlimit`) as layers.
 //! - `error.rs`: errors people can act on, scrubbed of every secret.
@@ -14,6 +16,7 @@
 pub mod check;
 pub mod credentials;
 pub mod error;
+mod patience;
 pub mod sink;
 pub mod store;
 mod transport;

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::cloud::credentials::{self, Keys};
 use crate::cloud::error::{CloudError, Failure, explain};
+use crate::cloud::patience;
 use crate::cloud::transport::{self, Counts, LOCK_UNTIL_META, Requests, SigV4, Transport};
 use crate::expand::Env;
 use crate::settings::{CloudKind, CloudSettings};
@@ -121,7 +122,9 @@ impl Store {
                 expires_in: None,
             },
         });
-        let transport = Transport::new(client, sigv4, counts.clone());
+        let quiet = Duration::from_secs(u64::from(cloud.timeout_seconds));
+        let transport = Transport::new(client, sigv4, counts.clone(), quiet);
+        let backstop = patience::backstop(quiet, PART_SIZE);
         let root = format!("/{}", cloud.prefix);
         let build = |class: Option<&str>| -> Result<Operator, opendal::Error> {
             let op = match cloud.kind {
@@ -159,8 +162,8 @@ impl Store {
             let mut op = op
                 .layer(
                     TimeoutLayer::new()
-                        .with_timeout(Duration::from_secs(u64::from(cloud.timeout_seconds)))
-                        .with_io_timeout(Duration::from_secs(u64::from(cloud.timeout_seconds))),
+                        .with_timeout(backstop)
+                        .with_io_timeout(backstop),
                 )
                 .layer(
                     RetryLayer::new()

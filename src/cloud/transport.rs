@@ -13,6 +13,8 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use opendal::{Buffer, HttpBody, HttpTransport};
 use opendal_http_transport_reqwest::ReqwestTransport;
 
+use crate::cloud::patience;
+
 /// The user-metadata key that asks for a locked write (its value: the retain-until date, RFC 3339 in UTC).
 pub const LOCK_UNTIL_META: &str = "dbackup-lock-until";
 const LOCK_UNTIL_HEADER: &str = "x-amz-meta-dbackup-lock-until";
@@ -87,14 +89,22 @@ pub(crate) struct Transport {
     inner: ReqwestTransport,
     sigv4: Option<Arc<SigV4>>,
     counts: Arc<Counts>,
+    /// How long a server may be silent (`timeout_seconds`; see [`patience`]).
+    quiet: std::time::Duration,
 }
 
 impl Transport {
-    pub fn new(client: reqwest::Client, sigv4: Option<SigV4>, counts: Arc<Counts>) -> Transport {
+    pub fn new(
+        client: reqwest::Client,
+        sigv4: Option<SigV4>,
+        counts: Arc<Counts>,
+        quiet: std::time::Duration,
+    ) -> Transport {
         Transport {
             inner: ReqwestTransport::new(client),
             sigv4: sigv4.map(Arc::new),
             counts,
+            quiet,
         }
     }
 
@@ -163,7 +173,15 @@ impl HttpTransport for Transport {
         let (mut parts, body) = req.into_parts();
         self.counts.count(&parts.method);
         self.sign(&mut parts).await?;
-        self.inner.fetch(Request::from_parts(parts, body)).await
+        let host = parts
+            .uri
+            .authority()
+            .map_or_else(|| "the server".to_string(), ToString::to_string);
+        let wait = patience::answer_wait(self.quiet, body.len() as u64);
+        let fetch = self.inner.fetch(Request::from_parts(parts, body));
+        let answer = patience::watched(fetch, wait, &host).await?;
+        let quiet = self.quiet;
+        Ok(answer.map(|body| body.map_inner(|s| Box::new(patience::Quiet::new(s, quiet, host)))))
     }
 }
 

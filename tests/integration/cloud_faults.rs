@@ -464,3 +464,166 @@ fn a_multipart_upload_completed_whose_answer_is_lost_is_kept() {
         .status(0)
         .stdout_has("intact");
 }
+
+// A server that hangs or crawls.
+
+/// [`world`] with requests given up after `secs` without progress (`timeout_seconds`).
+fn world_timeout(secs: u32) -> Option<(Garage, S3Client, FaultProxy, Test)> {
+    let (g, s3) = crate::cloud::garage_and_client()?;
+    let proxy = FaultProxy::start(g.port).expect("the fault proxy starts");
+    let config = config(&proxy.endpoint(), &g.bucket, "").replace(
+        "\"timeout_seconds\": 10",
+        &format!("\"timeout_seconds\": {secs}"),
+    );
+    let t = with_keys(&config, &g.key.id, &g.key.secret);
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    Some((g, s3, proxy, t))
+}
+
+/// Waits for `child`; one still running after `limit` seconds hangs: killed, and the test fails.
+fn finish(mut child: std::process::Child, limit: u64, what: &str, proxy: &FaultProxy) -> Output {
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("wait for dbackup").is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(limit) {
+            let _ = child.kill();
+            let out = Output::from(child.wait_with_output().expect("dbackup ends"));
+            panic!(
+                "{what}: still running after {limit} s, it hangs\n--- stderr\n{}\n--- requests\n{}",
+                out.stderr,
+                proxy.shown()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Output::from(child.wait_with_output().expect("dbackup's output"))
+}
+
+/// Waits (at most a minute) until the proxy has held back a request.
+fn until_held(proxy: &FaultProxy) {
+    let start = std::time::Instant::now();
+    while !proxy.seen().iter().any(|s| s.faulted) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "no request was held\n{}",
+            proxy.shown()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The server takes the listing of unfinished uploads (a request OpenDAL has no call for) and never answers: the
+/// run does not hang. Each attempt is given up after `timeout_seconds` without an answer and retried as a transient
+/// error is; then the run fails saying which server gave no answer, for what, and for how long, nothing promoted;
+/// the next run (the server answering again) backs up. Before: `external` waited forever.
+#[test]
+fn a_request_never_answered_fails_the_run_instead_of_hanging() {
+    let Some((_g, s3, proxy, t)) = world_timeout(2) else {
+        return;
+    };
+    proxy.add(Rule::new("GET", "/", Fault::Hang).query("uploads"));
+    let out = finish(t.cmd().args(["external"]).spawn(), 120, "external", &proxy);
+    assert_eq!(out.code, 1, "{}\n{}", out.stderr, proxy.shown());
+    out.stderr_has("no answer for 2 s")
+        .stderr_has(&format!("127.0.0.1:{}", proxy.port))
+        .stderr_has("unfinished uploads");
+    let held = proxy
+        .seen()
+        .iter()
+        .filter(|s| s.faulted && s.query.starts_with("uploads"))
+        .count();
+    assert_eq!(held, 2, "tried, then retried once\n{}", proxy.shown());
+    assert_eq!(promoted(&s3), Vec::<String>::new());
+
+    proxy.clear();
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    assert_eq!(promoted(&s3), [backup_of(&out.json())]);
+}
+
+/// An archive (3 MiB) downloaded at 256 KiB/s, a dozen seconds where a request may wait 2 s without progress
+/// (`timeout_seconds`): the restore waits as long as bytes come, and restores. A timeout is on a lack of progress, not on a request's
+/// whole time.
+#[test]
+fn a_slow_download_that_progresses_is_not_cut_off() {
+    let Some((_g, _s3, proxy, t)) = world_timeout(2) else {
+        return;
+    };
+    t.cmd().args(["external"]).status(0);
+    proxy.add(Rule::new("GET", "docs.tar", Fault::Trickle(256 << 10)));
+    restores(&t, &["notes/todo.txt", "photos/big.raw"], "slowly");
+    assert!(proxy.seen().iter().any(|s| s.faulted), "{}", proxy.shown());
+}
+
+/// An archive (3 MiB) uploaded at 256 KiB/s, a dozen seconds where a request may wait 2 s without progress: the
+/// upload is not cut off, the backup is promoted. Before: every attempt was given up after 2 s, the run failed.
+#[test]
+fn a_slow_upload_that_progresses_is_not_cut_off() {
+    let Some((_g, s3, proxy, t)) = world_timeout(2) else {
+        return;
+    };
+    proxy.add(Rule::new("PUT", "docs.tar", Fault::SlowUpload(256 << 10)));
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    assert_eq!(promoted(&s3), [backup_of(&out.json())]);
+    assert!(proxy.seen().iter().any(|s| s.faulted), "{}", proxy.shown());
+    restores(&t, &["notes/todo.txt", "photos/big.raw"], "uploaded slowly");
+}
+
+/// An archive's download stops (its answer's head sent, then nothing, the connection held open): the restore does
+/// not hang; each attempt is given up after `timeout_seconds` of silence, and the restore fails naming the server
+/// and how long it was silent. A download that stops midway once is given up and resumed: the restore is whole.
+/// Before: the restore waited forever.
+#[test]
+fn a_download_that_stalls_is_given_up_and_resumed() {
+    let Some((_g, _s3, proxy, t)) = world_timeout(2) else {
+        return;
+    };
+    t.cmd().args(["external"]).status(0);
+    proxy.add(Rule::new("GET", "docs.tar", Fault::Stall(0)));
+    let target = t.path("restored");
+    let restore = || {
+        t.cmd()
+            .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
+            .args([&target])
+            .spawn()
+    };
+    let out = finish(restore(), 120, "restore", &proxy);
+    assert_eq!(out.code, 1, "{}\n{}", out.stderr, proxy.shown());
+    out.stderr_has(&format!(
+        "127.0.0.1:{} gave no answer for 2 s (timeout_seconds)",
+        proxy.port
+    ));
+
+    proxy.clear();
+    proxy.forget();
+    proxy.add(Rule::new("GET", "docs.tar", Fault::Stall(64 << 10)).which(Which::Nth(1)));
+    restores(&t, &["notes/todo.txt", "photos/big.raw"], "stalled once");
+    let stalled = proxy.seen().iter().filter(|s| s.faulted).count();
+    assert_eq!(stalled, 1, "{}", proxy.shown());
+}
+
+/// SIGTERM while a request waits for an answer that does not come (and would be waited for 10 minutes): the run
+/// stops at once, exit 143, one line.
+#[test]
+fn sigterm_while_a_request_hangs_stops_the_run() {
+    let Some((_g, _s3, proxy, t)) = world_timeout(600) else {
+        return;
+    };
+    proxy.add(Rule::new("GET", "/", Fault::Hang).query("uploads"));
+    let child = t.cmd().args(["external"]).spawn();
+    until_held(&proxy);
+    // SAFETY: kill on the pid of a child this test started and has not waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = finish(child, 60, "external after SIGTERM", &proxy);
+    assert_eq!(out.code, 143, "{}", out.stderr);
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.contains("has mode 07"))
+        .collect();
+    assert_eq!(
+        lines,
+        ["dbackup: interrupted (SIGTERM); the next run resumes"],
+        "{}",
+        out.stderr
+    );
+}

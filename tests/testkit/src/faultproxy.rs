@@ -20,6 +20,15 @@ pub enum Fault {
     Reset,
     /// Forwarded and done by the server, but its answer is lost: the client's connection reset instead.
     LoseAnswer,
+    /// Not forwarded: the request is read and never answered; the connection is held open (until the proxy is
+    /// dropped), as a server that hangs.
+    Hang,
+    /// Forwarded; the answer's head at once, its body at this many bytes a second: a slow but progressing link.
+    Trickle(u64),
+    /// Forwarded, the request's body taken from the client at this many bytes a second: a slow uplink.
+    SlowUpload(u64),
+    /// Forwarded; the answer's head and this many bytes of its body, then nothing more, the connection held open.
+    Stall(u64),
 }
 
 /// Which of the requests a rule matches it acts on (counted from 1, per rule).
@@ -349,6 +358,60 @@ pub fn reset(stream: TcpStream) -> std::io::Result<()> {
     }
 }
 
+/// Holds a connection (its thread) until the proxy is dropped: a server that no longer answers.
+fn hold(shared: &Shared) {
+    while !shared.stop.load(Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A writer passing bytes on at `rate` a second (a tenth of it every 100 ms), or stopping for good after `stall`
+/// bytes (`stalled`, and an error to the copy).
+struct Paced<'a> {
+    out: &'a mut TcpStream,
+    rate: u64,
+    stall: Option<u64>,
+    written: u64,
+    stalled: bool,
+}
+
+impl<'a> Paced<'a> {
+    fn new(out: &'a mut TcpStream, rate: u64, stall: Option<u64>) -> Paced<'a> {
+        Paced {
+            out,
+            rate: rate.max(10),
+            stall,
+            written: 0,
+            stalled: false,
+        }
+    }
+}
+
+impl Write for Paced<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut n = usize::try_from(self.rate / 10)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        if let Some(stall) = self.stall {
+            let left = stall.saturating_sub(self.written);
+            if left == 0 {
+                self.stalled = true;
+                return Err(std::io::Error::other("stalled on purpose"));
+            }
+            n = n.min(usize::try_from(left).unwrap_or(usize::MAX));
+        }
+        self.out.write_all(&buf[..n])?;
+        self.out.flush()?;
+        self.written += n as u64;
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// The S3 error answer for `status`.
 fn error_answer(status: u16) -> Vec<u8> {
     let (reason, code) = match status {
@@ -403,7 +466,16 @@ fn serve(client: TcpStream, upstream: u16, shared: &Shared) -> std::io::Result<(
                 let _ = reset(to_client);
                 return Ok(());
             }
-            Some(Fault::LoseAnswer) | None => {}
+            Some(Fault::Hang) => {
+                copy_body(&mut from_client, &req, false, None)?;
+                log(None, true);
+                hold(shared);
+                return Ok(());
+            }
+            Some(
+                Fault::LoseAnswer | Fault::Trickle(_) | Fault::Stall(_) | Fault::SlowUpload(_),
+            )
+            | None => {}
         }
         if up.is_none() {
             let s = TcpStream::connect(("127.0.0.1", upstream))?;
@@ -412,7 +484,16 @@ fn serve(client: TcpStream, upstream: u16, shared: &Shared) -> std::io::Result<(
         }
         let (up_w, up_r) = up.as_mut().expect("connected above");
         up_w.write_all(&req.raw)?;
-        copy_body(&mut from_client, &req, false, Some(up_w))?;
+        if let Some(Fault::SlowUpload(rate)) = fault {
+            copy_body(
+                &mut from_client,
+                &req,
+                false,
+                Some(&mut Paced::new(up_w, rate, None)),
+            )?;
+        } else {
+            copy_body(&mut from_client, &req, false, Some(up_w))?;
+        }
         // Interim answers (100 Continue) are passed on; the final one ends the request.
         let answer = loop {
             let Some(answer) = read_head(up_r)? else {
@@ -443,11 +524,36 @@ fn serve(client: TcpStream, upstream: u16, shared: &Shared) -> std::io::Result<(
             return Ok(());
         }
         to_client.write_all(&answer.raw)?;
-        if !bodiless {
-            copy_body(up_r, &answer, true, Some(&mut to_client))?;
+        let paced = match fault {
+            Some(Fault::Trickle(rate)) => Some(Paced::new(&mut to_client, rate, None)),
+            Some(Fault::Stall(after)) => Some(Paced::new(&mut to_client, 64 << 10, Some(after))),
+            _ => None,
+        };
+        let paced = match paced {
+            None if matches!(fault, Some(Fault::SlowUpload(_))) => {
+                Some(Paced::new(&mut to_client, u64::MAX, None))
+            }
+            p => p,
+        };
+        if let Some(mut paced) = paced {
+            log(status, true);
+            let got = if bodiless {
+                Ok(())
+            } else {
+                copy_body(up_r, &answer, true, Some(&mut paced))
+            };
+            if paced.stalled {
+                hold(shared);
+                return Ok(());
+            }
+            got?;
+        } else {
+            if !bodiless {
+                copy_body(up_r, &answer, true, Some(&mut to_client))?;
+            }
+            to_client.flush()?;
+            log(status, false);
         }
-        to_client.flush()?;
-        log(status, false);
         if answer.close || req.close || (!bodiless && answer.length.is_none() && !answer.chunked) {
             let _ = to_client.shutdown(Shutdown::Both);
             return Ok(());
