@@ -607,3 +607,42 @@ fn another_configs_backup_on_the_drive_is_not_this_configs_newest() {
     );
     assert_eq!(r.due.external.targets, ["T9"]);
 }
+
+/// A drive whose `backups/` cannot be read (here a file in its place) is not "ok", even though the run log knows
+/// of its recent backups: `status` headlines that it cannot tell and names the drive, `--json` says `ok: false` and
+/// lists it in `unseen`, `--check` exits 3, and the status page says it cannot tell. Before: "status: ok, nothing
+/// is overdue", `--check` exit 0 and the page "Backups are good"; the error only under "warnings:".
+#[test]
+fn a_drive_whose_backups_cannot_be_read_is_not_ok() {
+    let (t, drive, _, _) = a_full_and_an_incremental();
+    let backups = drive.join("backups");
+    fs::rename(&backups, drive.join("backups.moved")).unwrap();
+    fs::write(&backups, "not a directory").unwrap();
+    let out = t.cmd().args(["status"]).status(0);
+    let headline = out.stdout.lines().next().unwrap_or("");
+    assert!(
+        headline.starts_with("status: UNKNOWN: destination "),
+        "{}",
+        out.stdout
+    );
+    let v: serde_json::Value = t.cmd().args(["--json", "status"]).status(0).json();
+    crate::json::assert_valid("status", &v);
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["unseen"][0]["what"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("destination ")),
+        "{v}"
+    );
+    t.cmd()
+        .args(["status", "--check"])
+        .status(3)
+        .stderr_has("dbackup: status check: cannot tell whether destination ");
+    let page = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
+    assert!(!page.contains("Backups are good"), "{page}");
+    assert!(
+        page.contains("Cannot tell whether the backups are good"),
+        "{page}"
+    );
+    assert!(page.contains("<title>dbackup: UNKNOWN"), "{page}");
+}
