@@ -41,18 +41,26 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
                 "dbackup: status check failed: {}",
                 verdict.problems.join("; ")
             ),
-            Exit::Warnings => crate::errln!(
-                "dbackup: status check: cannot tell whether {} is overdue: {}",
-                verdict.unseen_names(),
-                verdict
-                    .unseen
-                    .iter()
-                    .map(|u| u.why.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
+            Exit::Warnings => crate::errln!("dbackup: status check: {}", unseen_words(&verdict)),
             _ => {}
+        }
+        if exit == Exit::Failed && !verdict.unseen.is_empty() {
+            crate::errln!("dbackup: and {}", unseen_words(&verdict));
         }
     }
     Ok(exit)
+}
+
+/// "cannot tell whether destination offsite is overdue: why".
+fn unseen_words(verdict: &status::Verdict) -> String {
+    format!(
+        "cannot tell whether {} is overdue: {}",
+        verdict.unseen_names(),
+        verdict
+            .unseen
+            .iter()
+            .map(|u| u.why.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
 }

@@ -58,8 +58,9 @@ pub struct StatusReport {
     pub low_disk: Vec<LowDisk>,
     /// Everything else worth a look (incomplete snapshots, unreadable metadata, leftovers, low disk).
     pub warnings: Vec<String>,
-    /// What could not be looked at (a bucket that could not be listed, a drive whose backups could not be read, the
-    /// run log), so whether it is overdue or failed is unknown: `ok` is false while any is here (`--check` exits 3).
+    /// What could not be looked at (the backup root, a bucket that could not be listed, a drive whose backups could
+    /// not be read, the run log), so whether it is overdue or failed is unknown: `ok` is false while any is here
+    /// (`--check` exits 3).
     /// Each is also in the destinations table or among `warnings`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unseen: Vec<Unseen>,
@@ -71,7 +72,7 @@ pub struct StatusReport {
 /// A place `status` could not look at, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unseen {
-    /// `destination offsite`, `the run log`.
+    /// `the backup root`, `destination offsite`, `the run log`.
     pub what: String,
     /// The error, with what to do.
     pub why: String,
@@ -224,6 +225,7 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
         failed: !matches!(r.exit, 0 | 3 | 4 | 5 | 130 | 143),
         error: r.error.clone(),
     });
+    warnings.extend(facts.root_error.iter().cloned());
     if let Some(e) = &facts.runs.error {
         warnings.push(e.clone());
     }
@@ -280,7 +282,7 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     }
 }
 
-/// What could not be looked at: the drives that are there but whose backups could not be listed (an I/O error, a
+/// What could not be looked at: the backup root, the drives that are there but whose backups could not be listed (an I/O error, a
 /// `backups` that is no directory or leads elsewhere), the buckets that could not be (both only when looked at), the
 /// run log. A drive that is not plugged in is absent, not unseen.
 fn unseen_of(facts: &Facts) -> Vec<Unseen> {
@@ -307,6 +309,15 @@ fn unseen_of(facts: &Facts) -> Vec<Unseen> {
             why,
         })
         .collect();
+    if let Some(e) = &facts.root_error {
+        out.insert(
+            0,
+            Unseen {
+                what: "the backup root".to_string(),
+                why: e.clone(),
+            },
+        );
+    }
     if let Some(e) = &facts.runs.error {
         out.push(Unseen {
             what: "the run log".to_string(),

@@ -646,3 +646,65 @@ fn a_drive_whose_backups_cannot_be_read_is_not_ok() {
     );
     assert!(page.contains("<title>dbackup: UNKNOWN"), "{page}");
 }
+
+/// A backup root that cannot be read (not this user's, mode 0700) is not taken for one without snapshots: `status`
+/// names it as what could not be looked at (`unseen` in `--json`), with the error. Before: "set data has no snapshot
+/// yet" as if nothing had ever been collected, and no word of the root.
+#[test]
+fn a_backup_root_that_cannot_be_read_is_named() {
+    use crate::collect::{as_nobody, chown_tree, is_root};
+    use std::os::unix::fs::PermissionsExt;
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
+    );
+    t.write("home/data/a.txt", "a");
+    t.cmd().args(["collect"]).status(0);
+    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o700)).unwrap();
+    let status = |args: &[&str]| {
+        if is_root() {
+            as_nobody(&t, args)
+        } else {
+            fs::set_permissions(t.root(), fs::Permissions::from_mode(0o000)).unwrap();
+            t.cmd().args(args).output()
+        }
+    };
+    if is_root() {
+        if std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            return testkit::skip(
+                "running as root and setpriv (util-linux) is missing, so the root cannot be unreadable",
+            );
+        }
+        fs::set_permissions(t.path(""), fs::Permissions::from_mode(0o755)).unwrap();
+        for d in ["home", "state", "xdg-config"] {
+            chown_tree(&t.path(d), 65534);
+        }
+    }
+    let out = status(&["--json", "status"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    crate::json::assert_valid("status", &v);
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["unseen"][0]["what"], "the backup root", "{v}");
+    let why = v["unseen"][0]["why"].as_str().unwrap_or("");
+    assert!(why.contains(&t.root().display().to_string()), "{why}");
+    assert!(
+        v["warnings"]
+            .to_string()
+            .contains("cannot read the backup root"),
+        "{v}"
+    );
+    let out = status(&["status"]);
+    assert!(
+        out.stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("the backup root could not be looked at")),
+        "{}",
+        out.stdout
+    );
+    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).unwrap();
+}
