@@ -51,10 +51,10 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
     Ok(exit)
 }
 
-/// "cannot tell whether destination offsite is overdue: why".
+/// "cannot tell whether the backups are good: destination offsite could not be looked at: why".
 fn unseen_words(verdict: &status::Verdict) -> String {
     format!(
-        "cannot tell whether {} is overdue: {}",
+        "cannot tell whether the backups are good: {} could not be looked at: {}",
         verdict.unseen_names(),
         verdict
             .unseen

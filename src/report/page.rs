@@ -21,7 +21,7 @@ fn unseen_items(b: &mut String, verdict: &status::Verdict) {
         let _ = writeln!(
             b,
             "<li><strong>{}</strong>: <span class=\"muted\">{}</span></li>",
-            esc(&format!("Cannot tell whether {} is overdue", u.what)),
+            esc(&format!("{} could not be looked at", u.what)),
             esc(&u.why)
         );
     }
@@ -44,8 +44,8 @@ pub fn render(r: &StatusReport) -> String {
     } else if verdict.problems.is_empty() {
         let _ = writeln!(
             b,
-            "<h1 class=\"bad\">Cannot tell whether the backups are good</h1>\n<p>{} could not be looked at, so \
-             whether it is overdue is unknown.</p>\n<ul>",
+            "<h1 class=\"bad\">Cannot tell whether the backups are good</h1>\n<p>{} could not be looked \
+             at.</p>\n<ul>",
             esc(&verdict.unseen_names())
         );
         unseen_items(&mut b, &verdict);

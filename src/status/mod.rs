@@ -715,7 +715,8 @@ fn render_headline(w: &mut String, r: &StatusReport) {
         if what.is_empty() {
             let _ = writeln!(
                 w,
-                "status: UNKNOWN: {} could not be looked at, so whether it is overdue is unknown (see warnings) ({})",
+                "status: UNKNOWN: {} could not be looked at, so whether the backups are good is unknown (see \
+                 warnings) ({})",
                 v.unseen_names(),
                 when(r.now)
             );

@@ -1186,7 +1186,7 @@ fn a_bucket_that_cannot_be_listed_is_not_ok() {
         assert_eq!(v["ok"], false, "{v}");
         assert_eq!(v["unseen"][0]["what"], "destination offsite", "{v}");
         run(&["status", "--check"], 3).stderr_has(
-            "dbackup: status check: cannot tell whether destination offsite is overdue",
+            "dbackup: status check: cannot tell whether the backups are good: destination offsite could not be looked at",
         );
     }
 }

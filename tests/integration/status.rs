@@ -634,10 +634,9 @@ fn a_drive_whose_backups_cannot_be_read_is_not_ok() {
             .is_some_and(|w| w.starts_with("destination ")),
         "{v}"
     );
-    t.cmd()
-        .args(["status", "--check"])
-        .status(3)
-        .stderr_has("dbackup: status check: cannot tell whether destination ");
+    t.cmd().args(["status", "--check"]).status(3).stderr_has(
+        "dbackup: status check: cannot tell whether the backups are good: destination ",
+    );
     let page = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
     assert!(!page.contains("Backups are good"), "{page}");
     assert!(
