@@ -254,7 +254,8 @@ Overdue: no complete snapshot of a set for 3 hours (hourly), 36 hours (daily), 1
 Examples:
   dbackup status                  # the table
   dbackup status --json           # for scripts
-  dbackup status --check          # exit 1 when anything is overdue, failed or damaged";
+  dbackup status --check          # exit 1 when anything is overdue, failed or damaged, 3 when
+                                  # something could not be looked at";
 
 /// A time for the hidden `--now` (RFC 3339).
 fn parse_time(s: &str) -> Result<DateTime<FixedOffset>, String> {
@@ -632,7 +633,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args, Default)]
 pub struct StatusArgs {
     /// Exit 1 when anything is overdue, the last run failed, a set's newest snapshot lacks a source (missing when
-    /// it was made), a drive backup was found damaged, or a drive's newest backup is broken (for monitoring)
+    /// it was made), a drive backup was found damaged, or a drive's newest backup is broken (for monitoring); else
+    /// exit 3 when a bucket, a drive's backups or the run log could not be looked at
     #[arg(long)]
     pub check: bool,
 

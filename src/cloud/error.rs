@@ -111,8 +111,8 @@ pub(crate) fn explain(
     };
     let advice = match failure {
         Failure::Unreachable => format!(
-            "no answer from {place} (connection refused or timed out); check the endpoint and the network, and \
-             that the service is up"
+            "no answer from {place} ({}); check the endpoint and the network, and that the service is up",
+            how_unreachable(err, &lower)
         ),
         Failure::Denied => format!(
             "{place} refused the request{quoted}: {}",
@@ -152,6 +152,28 @@ pub(crate) fn explain(
         failure,
         format!("{what}: {advice} [{}]", shorten(&text, MAX_DETAIL)),
     )
+}
+
+/// How a connection failed, from OpenDAL's text and the error's sources (which that text leaves out).
+fn how_unreachable(err: &opendal::Error, text: &str) -> &'static str {
+    let mut all = text.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        all.push(' ');
+        all.push_str(&e.to_string().to_ascii_lowercase());
+        source = e.source();
+    }
+    if all.contains("connection refused") {
+        "connection refused"
+    } else if all.contains("connection reset") || all.contains("broken pipe") {
+        "the connection was reset"
+    } else if all.contains("timed out") || all.contains("timeout") {
+        "no answer in time"
+    } else if all.contains("dns error") || all.contains("lookup address") {
+        "the host name could not be resolved"
+    } else {
+        "the connection failed"
+    }
 }
 
 /// The HTTP status of the answer quoted in OpenDAL's text (`response: Parts { status: 503, ...`), if any.
@@ -309,6 +331,30 @@ mod tests {
             Some("Forbidden: Invalid signature")
         );
         assert_eq!(s3_message("message: \"\""), None);
+    }
+
+    /// A connection that failed says how: refused, reset, no answer in time, a name that does not resolve (read from
+    /// the error's sources, which OpenDAL's text leaves out); before, all were "connection refused or timed out".
+    #[test]
+    fn a_failed_connection_says_how_it_failed() {
+        let place = "s3 http://127.0.0.1:9 b/p";
+        for (source, words) in [
+            (std::io::ErrorKind::ConnectionRefused, "connection refused"),
+            (
+                std::io::ErrorKind::ConnectionReset,
+                "the connection was reset",
+            ),
+            (std::io::ErrorKind::TimedOut, "no answer in time"),
+        ] {
+            let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "send http request")
+                .set_source(anyhow::anyhow!(std::io::Error::from(source)));
+            let (failure, message) = explain(&e, "listing", place, &[]);
+            assert_eq!(failure, Failure::Unreachable, "{message}");
+            assert!(
+                message.starts_with(&format!("listing: no answer from {place} ({words}); ")),
+                "{source:?}: {message}"
+            );
+        }
     }
 
     /// A server error that outlived the retries says what the server answered and to run again later; another

@@ -1,14 +1,15 @@
 //! `dbackup status`: the state of every set and destination from metadata only, the last run, what is due and what
-//! is overdue. stdout: the table (`--json`: the [`StatusReport`]).
+//! is overdue. stdout: the table (`--json`: the [`crate::status::StatusReport`]).
 //!
 //! Exit: 0; with `--check`, 1 when anything is overdue, the last run failed, a set's newest snapshot lacks a source,
-//! a drive backup was found damaged or a drive's newest backup is broken (for monitoring); 2 for a bad config.
+//! a drive backup was found damaged or a drive's newest backup is broken (for monitoring); else 3 when a bucket, a
+//! drive's backups or the run log could not be looked at (whether it is overdue is unknown); 2 for a bad config.
 
 use chrono::Local;
 
 use crate::cli::{GlobalArgs, StatusArgs};
 use crate::exit::Exit;
-use crate::status::{self, StatusReport};
+use crate::status;
 
 pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
     if args.history.is_some() && !global.json {
@@ -29,16 +30,37 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
     );
     let report = status::build(&facts, &settings, now);
     super::print(&report, global.json, status::render)?;
-    if args.check && !report.ok {
-        if global.quiet < 2 {
-            crate::errln!("dbackup: status check failed: {}", problems(&report));
-        }
-        return Ok(Exit::Failed);
+    if !args.check {
+        return Ok(Exit::Ok);
     }
-    Ok(Exit::Ok)
+    let verdict = status::verdict(&report);
+    let exit = verdict.exit();
+    if global.quiet < 2 {
+        match exit {
+            Exit::Failed => crate::errln!(
+                "dbackup: status check failed: {}",
+                verdict.problems.join("; ")
+            ),
+            Exit::Warnings => crate::errln!("dbackup: status check: {}", unseen_words(&verdict)),
+            _ => {}
+        }
+        if exit == Exit::Failed && !verdict.unseen.is_empty() {
+            crate::errln!("dbackup: and {}", unseen_words(&verdict));
+        }
+    }
+    Ok(exit)
 }
 
-/// What makes the check fail, in one line.
-fn problems(report: &StatusReport) -> String {
-    status::verdict(report).problems.join("; ")
+/// "cannot tell whether the backups are good: destination offsite could not be looked at: why".
+fn unseen_words(verdict: &status::Verdict) -> String {
+    format!(
+        "cannot tell whether the backups are good: {} could not be looked at: {}",
+        verdict.unseen_names(),
+        verdict
+            .unseen
+            .iter()
+            .map(|u| u.why.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
 }

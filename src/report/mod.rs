@@ -62,9 +62,22 @@ pub fn write_file(path: &Path, html: &str) -> anyhow::Result<()> {
                 )
             })?;
     }
-    crate::snapshot::write_atomic(path, html.as_bytes(), 0o600)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("cannot write the status page {}", path.display()))
+    crate::snapshot::write_atomic(path, html.as_bytes(), 0o600).map_err(|e| {
+        let why = match &e {
+            crate::snapshot::SnapshotError::Io { source, .. } => crate::stdx::fs::message(source),
+            other => other.to_string(),
+        };
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        anyhow::anyhow!(
+            "cannot write the status page {}: {why}; let this user write to {}, or write the page elsewhere \
+             (--out, report.path)",
+            path.display(),
+            dir.display()
+        )
+    })
 }
 
 /// After a run: regenerates the page at `report.path` (unless `report.write` is off), looking at the drives as

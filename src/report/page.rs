@@ -15,6 +15,18 @@ use crate::stdx;
 /// How many restore dates are offered per set.
 const RESTORE_DATES: usize = 3;
 
+/// One item per place that could not be looked at: what, and why (the error says what to do).
+fn unseen_items(b: &mut String, verdict: &status::Verdict) {
+    for u in &verdict.unseen {
+        let _ = writeln!(
+            b,
+            "<li><strong>{}</strong>: <span class=\"muted\">{}</span></li>",
+            esc(&format!("{} could not be looked at", u.what)),
+            esc(&u.why)
+        );
+    }
+}
+
 /// The page for `r` (its `history`, when present, adds the trends, the run strip and the restore commands).
 pub fn render(r: &StatusReport) -> String {
     let verdict = status::verdict(r);
@@ -29,6 +41,15 @@ pub fn render(r: &StatusReport) -> String {
     );
     if verdict.ok {
         b.push_str("<h1 class=\"ok\">Backups are good</h1>\n<p>Nothing is overdue and the last run did not fail.</p>\n");
+    } else if verdict.problems.is_empty() {
+        let _ = writeln!(
+            b,
+            "<h1 class=\"bad\">Cannot tell whether the backups are good</h1>\n<p>{} could not be looked \
+             at.</p>\n<ul>",
+            esc(&verdict.unseen_names())
+        );
+        unseen_items(&mut b, &verdict);
+        b.push_str("</ul>\n");
     } else {
         let n = verdict.problems.len();
         let _ = writeln!(
@@ -70,6 +91,7 @@ pub fn render(r: &StatusReport) -> String {
                 esc(&p)
             );
         }
+        unseen_items(&mut b, &verdict);
         b.push_str("</ul>\n");
     }
     let _ = write!(b, "<p class=\"meta\">");
@@ -116,6 +138,8 @@ pub fn render(r: &StatusReport) -> String {
 
     let title = if verdict.ok {
         "dbackup: OK".to_string()
+    } else if verdict.problems.is_empty() {
+        "dbackup: UNKNOWN".to_string()
     } else {
         format!("dbackup: ATTENTION ({})", verdict.problems.len())
     };

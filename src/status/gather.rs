@@ -21,6 +21,8 @@ use crate::snapshot::{self, Layout};
 pub struct Facts {
     pub backup_root: PathBuf,
     pub root_exists: bool,
+    /// Why the backup root, which exists, cannot be read (its snapshots are unknown, not absent).
+    pub root_error: Option<String>,
     /// Space on the filesystem holding the backup root (or its nearest existing parent).
     pub root_space: Option<Space>,
     /// The pid of the dbackup run holding the lock now, if one does.
@@ -337,6 +339,17 @@ pub fn gather_for(settings: &Settings, look: Look, history: usize) -> Facts {
 pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: CloudLook) -> Facts {
     let root = &settings.backup_root;
     let root_exists = root.is_dir();
+    let root_error = root_exists
+        .then(|| fs::read_dir(root).err())
+        .flatten()
+        .map(|e| {
+            format!(
+                "cannot read the backup root {}: {}; its snapshots are unknown: give this user access to it or run \
+                 as the user that owns it",
+                root.display(),
+                crate::stdx::fs::message(&e)
+            )
+        });
     let names: Vec<&str> = settings.sets.iter().map(|s| s.name.as_str()).collect();
     let mut sets = if root_exists {
         list_sets_with(root, &names, history)
@@ -382,6 +395,7 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
     Facts {
         backup_root: root.clone(),
         root_exists,
+        root_error,
         root_space: space(&nearest_existing(root)),
         running: if root_exists {
             lock_holder(&root.join(".lock"))

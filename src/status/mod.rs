@@ -32,8 +32,8 @@ pub use history::History;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
     pub now: DateTime<FixedOffset>,
-    /// True when nothing is overdue, the last run did not fail, no set's newest snapshot lacks a source and no drive
-    /// backup is damaged or broken (what `--check` exits 0 on).
+    /// True when nothing is overdue, the last run did not fail, no set's newest snapshot lacks a source, no drive
+    /// backup is damaged or broken, and nothing is in `unseen` (what `--check` exits 0 on).
     pub ok: bool,
     pub backup_root: PathBuf,
     pub root_exists: bool,
@@ -58,9 +58,24 @@ pub struct StatusReport {
     pub low_disk: Vec<LowDisk>,
     /// Everything else worth a look (incomplete snapshots, unreadable metadata, leftovers, low disk).
     pub warnings: Vec<String>,
+    /// What could not be looked at (the backup root, a bucket that could not be listed, a drive whose backups could
+    /// not be read, the run log), so whether it is overdue or failed is unknown: `ok` is false while any is here
+    /// (`--check` exits 3).
+    /// Each is also in the destinations table or among `warnings`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unseen: Vec<Unseen>,
     /// With `--history N`: recent runs, snapshots and drive backups (what the status page draws).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<History>,
+}
+
+/// A place `status` could not look at, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unseen {
+    /// `the backup root`, `destination offsite`, `the run log`.
+    pub what: String,
+    /// The error, with what to do.
+    pub why: String,
 }
 
 /// One set.
@@ -210,9 +225,11 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
         failed: !matches!(r.exit, 0 | 3 | 4 | 5 | 130 | 143),
         error: r.error.clone(),
     });
+    warnings.extend(facts.root_error.iter().cloned());
     if let Some(e) = &facts.runs.error {
         warnings.push(e.clone());
     }
+    let unseen = unseen_of(facts);
     warnings.extend(
         facts
             .unlisted_displaced
@@ -241,7 +258,7 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     warnings.extend(low_disk.iter().map(|l| l.message.clone()));
     // A damaged or broken backup is named among the warnings too (the text shows them; `--check` fails on them).
     warnings.extend(backup_problems(&destinations, true));
-    let ok = verdict_of(&overdue, last_run.as_ref(), &sets, &destinations).ok;
+    let ok = verdict_of(&overdue, last_run.as_ref(), &sets, &destinations, &unseen).ok;
     let history = (facts.history > 0).then(|| history::build(facts, settings, &due));
     StatusReport {
         now,
@@ -260,8 +277,54 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
         overdue,
         low_disk,
         warnings,
+        unseen,
         history,
     }
+}
+
+/// What could not be looked at: the backup root, the drives that are there but whose backups could not be listed (an I/O error, a
+/// `backups` that is no directory or leads elsewhere), the buckets that could not be (both only when looked at), the
+/// run log. A drive that is not plugged in is absent, not unseen.
+fn unseen_of(facts: &Facts) -> Vec<Unseen> {
+    let drives = facts.destinations.iter().filter_map(|d| {
+        let why = match &d.presence {
+            Some(Presence::Absent(
+                a @ (Absence::Unreachable { .. }
+                | Absence::BadMarker { .. }
+                | Absence::Redirected { .. }),
+            )) => format!("{a}"),
+            _ => d.listing_error.clone()?,
+        };
+        Some((&d.settings.name, why))
+    });
+    let clouds = facts
+        .clouds
+        .iter()
+        .filter(|c| c.looked)
+        .filter_map(|c| Some((&c.settings.name, c.error.clone()?)));
+    let mut out: Vec<Unseen> = drives
+        .chain(clouds)
+        .map(|(name, why)| Unseen {
+            what: format!("destination {name}"),
+            why,
+        })
+        .collect();
+    if let Some(e) = &facts.root_error {
+        out.insert(
+            0,
+            Unseen {
+                what: "the backup root".to_string(),
+                why: e.clone(),
+            },
+        );
+    }
+    if let Some(e) = &facts.runs.error {
+        out.push(Unseen {
+            what: "the run log".to_string(),
+            why: e.clone(),
+        });
+    }
+    out
 }
 
 /// A snapshot as the report shows it, aged at `now`.
@@ -387,11 +450,41 @@ pub struct Verdict {
     /// What makes it not ok, one sentence each: everything overdue, the failed last run, the sets lacking a source,
     /// the damaged or broken drive backups.
     pub problems: Vec<String>,
+    /// What could not be looked at ([`StatusReport::unseen`]): not ok either, but not known to be wrong.
+    pub unseen: Vec<Unseen>,
+}
+
+impl Verdict {
+    /// The exit of `status --check`: 0 ok, 1 a problem, 3 no problem seen but something could not be looked at.
+    pub fn exit(&self) -> crate::exit::Exit {
+        if !self.problems.is_empty() {
+            crate::exit::Exit::Failed
+        } else if !self.unseen.is_empty() {
+            crate::exit::Exit::Warnings
+        } else {
+            crate::exit::Exit::Ok
+        }
+    }
+
+    /// "destination offsite, the run log": what could not be looked at.
+    pub fn unseen_names(&self) -> String {
+        self.unseen
+            .iter()
+            .map(|u| u.what.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// The verdict of a report.
 pub fn verdict(r: &StatusReport) -> Verdict {
-    verdict_of(&r.overdue, r.last_run.as_ref(), &r.sets, &r.destinations)
+    verdict_of(
+        &r.overdue,
+        r.last_run.as_ref(),
+        &r.sets,
+        &r.destinations,
+        &r.unseen,
+    )
 }
 
 /// A sentence for each backup on a drive that is no restore point: found damaged by `restore --verify`, or whose
@@ -432,12 +525,14 @@ pub fn backup_problems(destinations: &[DestinationStatus], all: bool) -> Vec<Str
 }
 
 /// Overdue work, a failed last run, a source missing from a set's newest snapshot (that source is not being backed
-/// up: it fails the check at once), and a backup on a drive found damaged or whose chain is broken.
+/// up: it fails the check at once), and a backup on a drive found damaged or whose chain is broken; then what could
+/// not be looked at.
 fn verdict_of(
     overdue: &[Overdue],
     last_run: Option<&LastRun>,
     sets: &[SetStatus],
     destinations: &[DestinationStatus],
+    unseen: &[Unseen],
 ) -> Verdict {
     let mut problems: Vec<String> = overdue.iter().map(|o| o.message.clone()).collect();
     if let Some(l) = last_run.filter(|l| l.failed) {
@@ -455,8 +550,9 @@ fn verdict_of(
     }
     problems.extend(backup_problems(destinations, false));
     Verdict {
-        ok: problems.is_empty(),
+        ok: problems.is_empty() && unseen.is_empty(),
         problems,
+        unseen: unseen.to_vec(),
     }
 }
 
@@ -615,12 +711,26 @@ fn render_headline(w: &mut String, r: &StatusReport) {
                 stdx::counted(bad as u64, "backup", "backups")
             ));
         }
-        let _ = writeln!(
-            w,
-            "status: ATTENTION: {} ({})",
-            what.join(", "),
-            when(r.now)
-        );
+        let v = verdict(r);
+        if what.is_empty() {
+            let _ = writeln!(
+                w,
+                "status: UNKNOWN: {} could not be looked at, so whether the backups are good is unknown (see \
+                 warnings) ({})",
+                v.unseen_names(),
+                when(r.now)
+            );
+        } else {
+            if !v.unseen.is_empty() {
+                what.push(format!("{} could not be looked at", v.unseen_names()));
+            }
+            let _ = writeln!(
+                w,
+                "status: ATTENTION: {} ({})",
+                what.join(", "),
+                when(r.now)
+            );
+        }
     }
     if let Some(pid) = r.running {
         let _ = writeln!(w, "a dbackup run is in progress (pid {pid})");

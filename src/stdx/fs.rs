@@ -56,7 +56,7 @@ pub enum FsError {
 pub const MAX_DEPTH: usize = 64;
 
 /// An I/O error as a phrase without the `(os error N)` suffix.
-fn message(e: &io::Error) -> String {
+pub fn message(e: &io::Error) -> String {
     let s = e.to_string();
     match s.split_once(" (os error") {
         Some((head, _)) => head.to_lowercase(),

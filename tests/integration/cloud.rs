@@ -1138,3 +1138,55 @@ fn find_on_a_bucket_searches_past_a_backup_whose_metadata_is_invalid() {
     out.stdout_has(&format!("{}  offsite", stamps[1]));
     out.stderr_has(&format!("offsite {} was not searched", stamps[0]));
 }
+
+/// A bucket `status` cannot list is not "ok", even when the run log knows of a recent upload there: after an upload,
+/// its endpoint stops answering (a closed port), then its keys are refused. `status` headlines that it cannot tell
+/// and names the bucket, `--json` says `ok: false` and lists it in `unseen`, `--check` exits 3 (an unknown is not
+/// ok, nor a known failure); no secret in any of it. (The status page does not look at buckets: README.) Before:
+/// "status: ok, nothing is overdue", `--check` exit 0, the failure only under "warnings:".
+#[test]
+fn a_bucket_that_cannot_be_listed_is_not_ok() {
+    let Some((g, _s3)) = garage_and_client() else {
+        return;
+    };
+    let t = collected(&g);
+    t.cmd().args(["external"]).status(0);
+    t.cmd().args(["status", "--check"]).status(0);
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let down = t.expand(&config(&closed, &g.bucket, ""));
+    let up = t.expand(&config(&g.endpoint(), &g.bucket, ""));
+    for (config, secret) in [
+        (&down, g.key.secret.as_str()),
+        (
+            &up,
+            "0000000000000000000000000000000000000000000000000000000000000000",
+        ),
+    ] {
+        std::fs::write(t.path("config.json"), config).unwrap();
+        let run = |args: &[&str], code: i32| {
+            let out = t
+                .cmd()
+                .env("AWS_SECRET_ACCESS_KEY", secret)
+                .args(args)
+                .status(code);
+            for text in [&out.stdout, &out.stderr] {
+                assert!(!text.contains(secret), "a secret in {args:?}:\n{text}");
+            }
+            out
+        };
+        let out = run(&["status"], 0);
+        let headline = out.stdout.lines().next().unwrap_or("");
+        assert!(
+            headline.starts_with("status: UNKNOWN: destination offsite could not be looked at"),
+            "{headline}\n{}",
+            out.stdout
+        );
+        let v: serde_json::Value = run(&["--json", "status"], 0).json();
+        crate::json::assert_valid("status", &v);
+        assert_eq!(v["ok"], false, "{v}");
+        assert_eq!(v["unseen"][0]["what"], "destination offsite", "{v}");
+        run(&["status", "--check"], 3).stderr_has(
+            "dbackup: status check: cannot tell whether the backups are good: destination offsite could not be looked at",
+        );
+    }
+}

@@ -309,13 +309,13 @@ fn two_collects_at_once_one_exits_4_naming_the_pid() {
     assert_eq!(snapshots(&t, "data").len(), 1);
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
 /// Runs `dbackup args...` for this test as the user `nobody` (root reads every file: only another user can
 /// meet an unreadable one). Mirrors the harness's environment.
-fn as_nobody(t: &Test, args: &[&str]) -> Output {
+pub(crate) fn as_nobody(t: &Test, args: &[&str]) -> Output {
     let mut command = Command::new("setpriv");
     let out = t
         .environment(&mut command, "nobody")
@@ -339,7 +339,7 @@ fn as_nobody(t: &Test, args: &[&str]) -> Output {
     }
 }
 
-fn chown_tree(path: &Path, uid: u32) {
+pub(crate) fn chown_tree(path: &Path, uid: u32) {
     std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
     if path.is_dir() && !path.is_symlink() {
         for e in fs::read_dir(path).unwrap().flatten() {

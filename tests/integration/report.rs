@@ -1059,3 +1059,44 @@ fn a_page_that_cannot_be_written_is_named_in_the_warning() {
         t.path("not-a-dir/report.html").display()
     ));
 }
+
+/// A status page that cannot be written (a directory this user cannot write to) fails with one lower-case line that
+/// names the page, says why without "(os error 13)" and what to do. Before: "cannot write the status page P:
+/// cannot write P: Permission denied (os error 13)".
+#[test]
+fn a_page_that_cannot_be_written_says_what_to_do() {
+    use crate::collect::{as_nobody, chown_tree, is_root};
+    use std::os::unix::fs::PermissionsExt;
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
+    );
+    let dir = t.path("pages");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
+    let page = dir.join("page.html");
+    let page_arg = page.display().to_string();
+    let out = if is_root() {
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            return testkit::skip("running as root and setpriv (util-linux) is missing");
+        }
+        fs::set_permissions(t.path(""), fs::Permissions::from_mode(0o755)).unwrap();
+        for d in ["home", "state", "xdg-config"] {
+            chown_tree(&t.path(d), 65534);
+        }
+        as_nobody(&t, &["report", "--out", &page_arg])
+    } else {
+        t.cmd().args(["report", "--out", &page_arg]).output()
+    };
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let line = out.stderr.lines().next().unwrap_or("");
+    assert_eq!(
+        line,
+        format!(
+            "dbackup: error: cannot write the status page {page_arg}: permission denied; let this user write to \
+             {}, or write the page elsewhere (--out, report.path)",
+            dir.display()
+        ),
+        "{}",
+        out.stderr
+    );
+}

@@ -607,3 +607,103 @@ fn another_configs_backup_on_the_drive_is_not_this_configs_newest() {
     );
     assert_eq!(r.due.external.targets, ["T9"]);
 }
+
+/// A drive whose `backups/` cannot be read (here a file in its place) is not "ok", even though the run log knows
+/// of its recent backups: `status` headlines that it cannot tell and names the drive, `--json` says `ok: false` and
+/// lists it in `unseen`, `--check` exits 3, and the status page says it cannot tell. Before: "status: ok, nothing
+/// is overdue", `--check` exit 0 and the page "Backups are good"; the error only under "warnings:".
+#[test]
+fn a_drive_whose_backups_cannot_be_read_is_not_ok() {
+    let (t, drive, _, _) = a_full_and_an_incremental();
+    let backups = drive.join("backups");
+    fs::rename(&backups, drive.join("backups.moved")).unwrap();
+    fs::write(&backups, "not a directory").unwrap();
+    let out = t.cmd().args(["status"]).status(0);
+    let headline = out.stdout.lines().next().unwrap_or("");
+    assert!(
+        headline.starts_with("status: UNKNOWN: destination "),
+        "{}",
+        out.stdout
+    );
+    let v: serde_json::Value = t.cmd().args(["--json", "status"]).status(0).json();
+    crate::json::assert_valid("status", &v);
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(
+        v["unseen"][0]["what"]
+            .as_str()
+            .is_some_and(|w| w.starts_with("destination ")),
+        "{v}"
+    );
+    t.cmd().args(["status", "--check"]).status(3).stderr_has(
+        "dbackup: status check: cannot tell whether the backups are good: destination ",
+    );
+    let page = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
+    assert!(!page.contains("Backups are good"), "{page}");
+    assert!(
+        page.contains("Cannot tell whether the backups are good"),
+        "{page}"
+    );
+    assert!(page.contains("<title>dbackup: UNKNOWN"), "{page}");
+}
+
+/// A backup root that cannot be read (not this user's, mode 0700) is not taken for one without snapshots: `status`
+/// names it as what could not be looked at (`unseen` in `--json`), with the error. Before: "set data has no snapshot
+/// yet" as if nothing had ever been collected, and no word of the root.
+#[test]
+fn a_backup_root_that_cannot_be_read_is_named() {
+    use crate::collect::{as_nobody, chown_tree, is_root};
+    use std::os::unix::fs::PermissionsExt;
+    let t = Test::new().config(
+        r#"{ "backup_root": "{root}", "backup_sets": [ { "name": "data", "sources": ["~/data"] } ] }"#,
+    );
+    t.write("home/data/a.txt", "a");
+    t.cmd().args(["collect"]).status(0);
+    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o700)).unwrap();
+    let status = |args: &[&str]| {
+        if is_root() {
+            as_nobody(&t, args)
+        } else {
+            fs::set_permissions(t.root(), fs::Permissions::from_mode(0o000)).unwrap();
+            t.cmd().args(args).output()
+        }
+    };
+    if is_root() {
+        if std::process::Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            return testkit::skip(
+                "running as root and setpriv (util-linux) is missing, so the root cannot be unreadable",
+            );
+        }
+        fs::set_permissions(t.path(""), fs::Permissions::from_mode(0o755)).unwrap();
+        for d in ["home", "state", "xdg-config"] {
+            chown_tree(&t.path(d), 65534);
+        }
+    }
+    let out = status(&["--json", "status"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    crate::json::assert_valid("status", &v);
+    assert_eq!(v["ok"], false, "{v}");
+    assert_eq!(v["unseen"][0]["what"], "the backup root", "{v}");
+    let why = v["unseen"][0]["why"].as_str().unwrap_or("");
+    assert!(why.contains(&t.root().display().to_string()), "{why}");
+    assert!(
+        v["warnings"]
+            .to_string()
+            .contains("cannot read the backup root"),
+        "{v}"
+    );
+    let out = status(&["status"]);
+    assert!(
+        out.stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("the backup root could not be looked at")),
+        "{}",
+        out.stdout
+    );
+    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).unwrap();
+}
