@@ -34,33 +34,10 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     let verdict = status::verdict(&report);
-    let exit = verdict.exit();
     if global.quiet < 2 {
-        match exit {
-            Exit::Failed => crate::errln!(
-                "dbackup: status check failed: {}",
-                verdict.problems.join("; ")
-            ),
-            Exit::Warnings => crate::errln!("dbackup: status check: {}", unseen_words(&verdict)),
-            _ => {}
-        }
-        if exit == Exit::Failed && !verdict.unseen.is_empty() {
-            crate::errln!("dbackup: and {}", unseen_words(&verdict));
+        for line in verdict.check_lines() {
+            crate::errln!("dbackup: {line}");
         }
     }
-    Ok(exit)
-}
-
-/// "cannot tell whether the backups are good: destination offsite could not be looked at: why".
-fn unseen_words(verdict: &status::Verdict) -> String {
-    format!(
-        "cannot tell whether the backups are good: {} could not be looked at: {}",
-        verdict.unseen_names(),
-        verdict
-            .unseen
-            .iter()
-            .map(|u| u.why.as_str())
-            .collect::<Vec<_>>()
-            .join("; ")
-    )
+    Ok(verdict.exit())
 }

@@ -474,6 +474,28 @@ impl Verdict {
             .collect::<Vec<_>>()
             .join(", ")
     }
+
+    /// What `status --check` says on stderr, a line each (none when ok): the problems, then what could not be
+    /// looked at ("cannot tell whether the backups are good: destination offsite could not be looked at: why").
+    pub fn check_lines(&self) -> Vec<String> {
+        let unseen = || {
+            let why: Vec<&str> = self.unseen.iter().map(|u| u.why.as_str()).collect();
+            format!(
+                "cannot tell whether the backups are good: {} could not be looked at: {}",
+                self.unseen_names(),
+                why.join("; ")
+            )
+        };
+        match (self.problems.is_empty(), self.unseen.is_empty()) {
+            (true, true) => Vec::new(),
+            (true, false) => vec![format!("status check: {}", unseen())],
+            (false, true) => vec![format!("status check failed: {}", self.problems.join("; "))],
+            (false, false) => vec![
+                format!("status check failed: {}", self.problems.join("; ")),
+                format!("and {}", unseen()),
+            ],
+        }
+    }
 }
 
 /// The verdict of a report.
