@@ -96,9 +96,11 @@ pub struct Prepared {
     )]
     pub lock: RunLock,
     pub cleaned: Vec<String>,
+    /// The note said on a backup root other users can read ([`super::plan::open_root_note`]).
+    pub root_note: Option<String>,
 }
 
-/// Creates the backup root (0700) if missing, warns when an existing one is open to others, takes the lock and
+/// Creates the backup root (0700) if missing, notes when an existing one is open to others, takes the lock and
 /// removes leftovers of crashed runs.
 pub fn prepare(root: &Path, state_dir: &Path, sets: &[&str], ui: &Ui) -> anyhow::Result<Prepared> {
     if let Some(gone) = vanished_root(root, state_dir) {
@@ -115,15 +117,12 @@ pub fn prepare(root: &Path, state_dir: &Path, sets: &[&str], ui: &Ui) -> anyhow:
         )
         .into());
     }
+    let mut root_note = None;
     match fs::metadata(root) {
         Ok(m) if m.is_dir() => {
-            let mode = m.permissions().mode() & 0o7777;
-            if mode & 0o077 != 0 {
-                ui.warn(format_args!(
-                    "the backup root {} has mode {mode:04o}: other users can read your backups; run `chmod 700 {}`",
-                    root.display(),
-                    root.display()
-                ));
+            root_note = super::plan::open_root_note(root, m.permissions().mode() & 0o7777);
+            if let Some(n) = &root_note {
+                ui.info(format_args!("dbackup: note: {n}"));
             }
         }
         Ok(_) => anyhow::bail!(
@@ -162,7 +161,11 @@ pub fn prepare(root: &Path, state_dir: &Path, sets: &[&str], ui: &Ui) -> anyhow:
     for c in &cleaned {
         ui.step(format_args!("removed leftover {c}"));
     }
-    Ok(Prepared { lock, cleaned })
+    Ok(Prepared {
+        lock,
+        cleaned,
+        root_note,
+    })
 }
 
 /// The newest snapshot the run log says was made in `root`, when `root` now holds no snapshot at all and that one is
@@ -184,7 +187,12 @@ pub fn execute(
     prepared: &Prepared,
 ) -> CollectReport {
     let started = Local::now().fixed_offset();
-    for n in &plan.notes {
+    // The open root's note was said once by `prepare`.
+    for n in plan
+        .notes
+        .iter()
+        .filter(|n| Some(*n) != prepared.root_note.as_ref())
+    {
         ui.step(format_args!("note: {n}"));
     }
     let mut sets: Vec<SetReport> = Vec::new();

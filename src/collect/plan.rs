@@ -229,15 +229,11 @@ pub fn plan(world: &World, sets: &[&SetSettings], opts: RunOptions) -> CollectPl
             notes.push(format!("{what} are not copied ({flag} dropped): the filesystem of {} does not support them", world.root.display()));
         }
     }
-    if let Some(mode) = world.root_mode
-        && mode & 0o077 != 0
-    {
-        notes.push(format!(
-            "the backup root {} has mode {mode:04o}: other users can read your backups; run `chmod 700 {}`",
-            world.root.display(),
-            world.root.display()
-        ));
-    }
+    notes.extend(
+        world
+            .root_mode
+            .and_then(|mode| open_root_note(&world.root, mode)),
+    );
     let set_plans = sets
         .iter()
         .map(|set| {
@@ -786,6 +782,18 @@ pub fn render(plan: &CollectPlan) -> String {
         }
     }
     out
+}
+
+/// The note on a backup root other users can read: a note, not a warning (exit 0), since snapshots keep their
+/// sources' modes and so expose nothing the sources did not. Said by the dry run and once by the run.
+pub(crate) fn open_root_note(root: &std::path::Path, mode: u32) -> Option<String> {
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "the backup root {} has mode {mode:04o}: other users can read your backups; run `chmod 700 {}`",
+            root.display(),
+            root.display()
+        )
+    })
 }
 
 #[cfg(test)]

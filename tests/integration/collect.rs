@@ -514,6 +514,30 @@ fn dry_run_writes_nothing() {
     assert!(!t.root().exists());
 }
 
+/// A backup root other users can read is a note (exit 0), worded alike by the run and its dry run: the snapshots
+/// keep their sources' modes, so it exposes nothing the sources did not; a "warning" would mean exit 3.
+#[test]
+fn a_backup_root_others_can_read_is_a_note_in_the_run_as_in_its_dry_run() {
+    let t = Test::new().config(&config(r#"{ "name": "data", "sources": ["~/data"] }"#, 7));
+    t.write("home/data/a", "a");
+    fs::create_dir_all(t.root()).unwrap();
+    fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).unwrap();
+    let line = format!(
+        "note: the backup root {} has mode 0755: other users can read your backups; run `chmod 700 {}`",
+        t.root().display(),
+        t.root().display()
+    );
+    t.cmd()
+        .args(["--dry-run", "collect"])
+        .status(0)
+        .stdout_has(&line);
+    t.cmd()
+        .args(["collect"])
+        .status(0)
+        .stderr_has(&format!("dbackup: {line}"))
+        .stderr_lacks("warning");
+}
+
 #[test]
 fn each_run_is_logged() {
     let t = Test::new().config(&config(r#"{ "name": "data", "sources": ["~/data"] }"#, 7));

@@ -144,7 +144,7 @@ fn a_panic_is_an_internal_error_with_a_run_log_line() {
 fn assert_one_line(stderr: &str, signal: &str) {
     let lines: Vec<&str> = stderr
         .lines()
-        .filter(|l| !l.contains("has mode 07")) // the backup root's mode warning, from before
+        .filter(|l| !l.contains("has mode 07")) // the backup root's mode note, from before
         .collect();
     assert_eq!(
         lines,
