@@ -252,7 +252,7 @@ pub fn observe_chains(
     if w.error.is_some() {
         return;
     }
-    let read = match super::bucket::read_listed(&store, w.listing.clone(), false) {
+    let read = match super::bucket::read_listed(&store, w.listing.clone(), None) {
         Ok(r) => r,
         Err(e) => {
             w.error = Some(e.to_string());
