@@ -329,6 +329,42 @@ fn status_on_a_bucket_shared_by_two_configs_shows_this_configs_backups() {
     );
 }
 
+/// Two configs sharing a bucket and prefix: a restore from the bucket without `--set` takes this config's newest
+/// backup, not the other config's newer one; with `--set docs` the newest holding it; `ls --source cloud` lists this
+/// config's newest. Before: the restore took the other config's backup and restored its sets (to their places),
+/// `--set docs` failed ("has no set docs"), and `ls` listed the other config's backup.
+#[test]
+fn a_restore_from_a_shared_bucket_takes_this_configs_newest_backup() {
+    let Some((g, _s3)) = garage_and_client() else {
+        return;
+    };
+    let (t, other) = shared_bucket(&g, (5, 5), "");
+    let ours = this_then_the_other(&t, &other);
+
+    for set in [&[][..], &["--set", "docs"][..]] {
+        let out = t
+            .cmd()
+            .args([
+                "--dry-run",
+                "restore",
+                "--source",
+                "cloud:offsite",
+                "--target",
+            ])
+            .args([t.path("out").as_os_str()])
+            .args(set)
+            .status(0);
+        out.stdout_has("/home (docs, from docs.tar");
+        assert!(!out.stdout.contains("(notes, from"), "{}", out.stdout);
+    }
+    let ls = t.cmd().args(["ls", "--source", "cloud:offsite"]).status(0);
+    assert!(
+        ls.stdout.starts_with(&format!("offsite {ours} set docs")),
+        "{}",
+        ls.stdout
+    );
+}
+
 /// `status`, `ls` and `find` on a bucket: `status` shows the bucket's last verified upload, bytes stored, restore
 /// points and its schedule from one listing and the `backup.json` (3 requests; the JSON matches
 /// docs/json/status.json), and twelve days later the weekly bucket is overdue (`--check` exits 1); `ls --source
