@@ -365,6 +365,32 @@ fn a_restore_from_a_shared_bucket_takes_this_configs_newest_backup() {
     );
 }
 
+/// Two configs sharing a bucket and prefix: an upload removes this config's unfinished uploads (stamps without
+/// `backup.json`) and leaves the other config's, which its next run may resume. Before: the other config's
+/// unfinished upload was removed too.
+#[test]
+fn an_upload_to_a_shared_bucket_leaves_the_other_configs_unfinished_uploads() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let (t, other) = shared_bucket(&g, (5, 5), "");
+    let part = t.write("part", "x");
+    s3.put("laptop/backups/2020-01-01-000000/notes.tar.part000", &part);
+    s3.put("laptop/backups/2020-01-02-000000/docs.tar.part000", &part);
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    dry.stdout_has("remove unfinished upload backups/2020-01-02-000000/");
+    assert!(!dry.stdout.contains("2020-01-01-000000"), "{}", dry.stdout);
+    t.cmd().args(["external"]).status(0);
+    let left: Vec<String> = s3
+        .list("laptop/backups/2020-")
+        .into_iter()
+        .map(|o| o.0)
+        .collect();
+    assert_eq!(left, ["laptop/backups/2020-01-01-000000/notes.tar.part000"]);
+    as_other(&t, &other).args(["external"]).status(0);
+    assert_eq!(s3.list("laptop/backups/2020-"), Vec::<(String, u64)>::new());
+}
+
 /// `status`, `ls` and `find` on a bucket: `status` shows the bucket's last verified upload, bytes stored, restore
 /// points and its schedule from one listing and the `backup.json` (3 requests; the JSON matches
 /// docs/json/status.json), and twelve days later the weekly bucket is overdue (`--check` exits 1); `ls --source
