@@ -181,8 +181,9 @@ fn others(root: &Path, destination: &str, name: &str, own: &[String]) -> bool {
     read(root, destination, stamp).is_ok_and(|j| !j.key.sets.iter().any(|s| own.contains(&s.set)))
 }
 
-/// Observation: the part size, and the journal of the newest unfinished stamp newer than every backup (an older
-/// one would be out of order in the bucket's chains: it is removed as before). Reads only.
+/// Observation: the part size, and the journal of the newest unfinished stamp of the config's newer than every backup
+/// of the config's (an older one would be out of order in its chains: it is removed as before; another config's
+/// sharing the bucket hold none of its chains). Reads only.
 pub fn observe(
     listing: &CloudListing,
     (destination, owner): (&str, Owner),

@@ -301,9 +301,9 @@ pub fn only_set(mut sets: Vec<String>, only: Option<&str>) -> Vec<String> {
 
 /// THE rule of which backups of a destination `--date` picks among (`restore`, `--verify` and `ls`, on a drive and a
 /// bucket alike): with `--set`, those that `hold` it; without, those of the `owner`'s sets, not one `foreign` to it
-/// (another config's on a destination both name alike, [`crate::external::retention::Owner::foreign_sets`]), unless no backup holds one of the
-/// owner's sets (a config written anew after a loss, whose set names the destination does not know) or a stamp is
-/// named exactly. Indexes into `all`.
+/// (another config's on a destination both name alike, `external::retention::Owner::foreign_sets`), unless no
+/// backup holds one of the owner's sets (a config written anew after a loss, whose set names the destination does
+/// not know) or a stamp is named exactly. Indexes into `all`.
 pub fn pickable<T>(
     (all, owner): (&[T], &[String]),
     (set, query): (Option<&str>, DateQuery),

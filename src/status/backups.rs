@@ -120,6 +120,7 @@ pub fn others_words(others: usize, how: &str, place: &str) -> String {
     }
 }
 
+/// For `skip_serializing_if`: a count of none is left out of the JSON.
 pub fn is_zero(n: &usize) -> bool {
     *n == 0
 }
