@@ -99,6 +99,9 @@ pub fn catalog(
         )));
     }
     if let Some(query) = pick {
+        // Among this config's, as `restore` picks (another config's on a bucket both name alike are not).
+        let pickable = crate::restore::cloud::pickable(settings, &listing, set, query);
+        stamps.retain(|s| pickable.contains(&s.1));
         let times: Vec<NaiveDateTime> = stamps.iter().map(|s| s.0).collect();
         let i = select::choose(&times, query).map_err(|no| {
             failed(format!(

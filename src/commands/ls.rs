@@ -48,7 +48,8 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
     };
     let (all, bucket) =
         super::browsed_backups(&settings, &ui, args.source.as_ref(), &scope, Some(query))?;
-    let mut chosen = choose(&all, query, external || cloud, args.set.as_deref())?;
+    let own = settings.set_names();
+    let mut chosen = choose(&all, (query, &own), external || cloud, args.set.as_deref())?;
     let ring = KeyRing::new(&settings, &args.identities);
     for w in browse::unlock(&mut chosen, &ring)
         .map_err(|e| failed(format!("the backup is encrypted: {e}")))?
@@ -100,10 +101,11 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
 
 /// The sets to list: local, each set's snapshot chosen by the date; on a drive, one backup's sets. The backup a date
 /// means is the one `restore --date` reads (`restore::choose::by_date`: unverified or unreadable backups only when
-/// named exactly, an incomplete snapshot as restore would take it).
+/// named exactly, an incomplete snapshot as restore would take it), among this config's (`own` sets) on a destination
+/// another config shares (`restore::select::pickable`).
 fn choose(
     all: &[SetBackup],
-    query: DateQuery,
+    (query, own): (DateQuery, &[String]),
     external: bool,
     set: Option<&str>,
 ) -> anyhow::Result<Vec<SetBackup>> {
@@ -131,6 +133,18 @@ fn choose(
             .map(|b| (b.time, b.standing, b.stamp.clone()))
             .collect();
         stamps.dedup();
+        let sets_of = |stamp: &str| -> Vec<&str> {
+            let of = all.iter().filter(|b| b.stamp == stamp);
+            of.map(|b| b.set.as_str()).collect()
+        };
+        let owner = crate::external::retention::Owner::Sets(own);
+        let picked = select::pickable(
+            (&stamps, own),
+            (set, query),
+            |s, set| sets_of(&s.2).contains(&set),
+            |s| owner.foreign_sets(sets_of(&s.2)),
+        );
+        let stamps: Vec<_> = picked.into_iter().map(|i| stamps[i].clone()).collect();
         let dated: Vec<_> = stamps.iter().map(|s| (s.0, s.1)).collect();
         let names: Vec<String> = stamps.iter().map(|s| s.2.clone()).collect();
         let i = choose::by_date(&dated, query).map_err(|no| no_match(&no, &names))?;

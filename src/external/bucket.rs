@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::layout::{self, DriveBackup};
-use super::retention::{self as drive_retention, BackupInfo};
+use super::retention::{self as drive_retention, BackupInfo, Owner};
 use crate::cloud::{CloudError, Store, Unfinished};
 use crate::config::RetentionPolicy;
 use crate::retention::Decision;
@@ -42,6 +42,32 @@ pub struct CloudListing {
     /// against.
     #[serde(skip)]
     pub sizes: BTreeMap<String, u64>,
+}
+
+impl CloudListing {
+    /// The names of the objects listed under `stamp` (`backups/<stamp>/<name>`).
+    pub fn files_of<'a>(&'a self, stamp: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let dir = format!("{BACKUPS}{stamp}/");
+        self.sizes
+            .range(dir.clone()..)
+            .map(|(k, _)| k)
+            .take_while(move |k| k.starts_with(&dir))
+            .filter_map(|k| k.rsplit_once('/').map(|(_, name)| name))
+    }
+
+    /// The backup or unfinished upload `stamp` is another config's (`owner`'s rule, [`Owner::foreign_files`]), by
+    /// the names of its objects: no `backup.json` needs to be read.
+    pub fn foreign(&self, stamp: &str, owner: Owner) -> bool {
+        owner.foreign_files(self.files_of(stamp))
+    }
+
+    /// How many of the backups are another config's ([`Self::foreign`]).
+    pub fn foreign_count(&self, owner: Owner) -> usize {
+        self.backups
+            .iter()
+            .filter(|s| self.foreign(s, owner))
+            .count()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,12 +150,13 @@ pub fn requests_of(store: &Store) -> u64 {
     r.head + r.get + r.put + r.post + r.delete + r.other
 }
 
-/// Lists `backups/` once and reads the `backup.json` of every backup (`newest_only`: of the newest only, what the
-/// schedule needs). No archive or index is read.
-pub fn read(store: &Store, newest_only: bool) -> Result<BucketBackups, CloudError> {
+/// Lists `backups/` once and reads the `backup.json` of every backup (`newest_of`: of the newest backup of that
+/// owner only, what the schedule needs; another config's are passed over by their objects' names). No archive or
+/// index is read.
+pub fn read(store: &Store, newest_of: Option<Owner>) -> Result<BucketBackups, CloudError> {
     let before = requests_of(store);
     let (listing, _) = list(store, false)?;
-    let mut b = read_listed(store, listing, newest_only)?;
+    let mut b = read_listed(store, listing, newest_of)?;
     b.requests = requests_of(store).saturating_sub(before);
     Ok(b)
 }
@@ -138,17 +165,21 @@ pub fn read(store: &Store, newest_only: bool) -> Result<BucketBackups, CloudErro
 pub fn read_listed(
     store: &Store,
     listing: CloudListing,
-    newest_only: bool,
+    newest_of: Option<Owner>,
 ) -> Result<BucketBackups, CloudError> {
     let before = requests_of(store);
-    let skip = if newest_only {
-        listing.backups.len().saturating_sub(1)
-    } else {
-        0
+    let read: Vec<&String> = match newest_of {
+        Some(owner) => listing
+            .backups
+            .iter()
+            .rfind(|s| !listing.foreign(s, owner))
+            .into_iter()
+            .collect(),
+        None => listing.backups.iter().collect(),
     };
     let mut backups = Vec::new();
     let mut digests = std::collections::BTreeMap::new();
-    for stamp in listing.backups.iter().skip(skip) {
+    for stamp in read {
         let Some(time) = snapshot::parse_stamp(stamp) else {
             continue;
         };

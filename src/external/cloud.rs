@@ -252,7 +252,7 @@ pub fn observe_chains(
     if w.error.is_some() {
         return;
     }
-    let read = match super::bucket::read_listed(&store, w.listing.clone(), false) {
+    let read = match super::bucket::read_listed(&store, w.listing.clone(), None) {
         Ok(r) => r,
         Err(e) => {
             w.error = Some(e.to_string());
@@ -547,6 +547,7 @@ pub fn plan(
     chains: &ChainPolicy,
 ) -> CloudPlan {
     let enc = w.encryption.as_ref();
+    let owner = super::retention::Owner::Sets(&w.own_sets);
     let sized = |plain: u64| match enc {
         Some(e) => crate::archive::crypt::encrypted_len(plain, e.recipients.len()),
         None => plain,
@@ -608,14 +609,21 @@ pub fn plan(
         dir: format!("{BACKUPS}{stamp}/"),
         resume,
         resume_refused,
+        // Another config's unfinished uploads (one bucket two configs name alike) are its own to resume or remove.
         cleanup_stamps: w
             .listing
             .unfinished
             .iter()
-            .filter(|u| u.stamp != stamp)
+            .filter(|u| u.stamp != stamp && !w.listing.foreign(&u.stamp, owner))
             .cloned()
             .collect(),
-        abort_uploads: w.listing.uploads.clone(),
+        abort_uploads: w
+            .listing
+            .uploads
+            .iter()
+            .filter(|k| !owner.foreign_files(k.rsplit_once('/').map(|(_, n)| n)))
+            .cloned()
+            .collect(),
         archives,
         upload_bytes,
         locked_until: w

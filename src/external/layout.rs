@@ -88,6 +88,21 @@ pub fn index_name(set: &str, encrypted: bool) -> String {
     }
 }
 
+/// Whether `name` (a file of a backup, or an object under a bucket's stamp) is set `set`'s archive, one of its
+/// parts, or its index (`<set>.tar*`, `<set>.index.jsonl`, `<set>.index.age`).
+pub fn is_file_of_set(name: &[u8], set: &str) -> bool {
+    name.strip_prefix(set.as_bytes()).is_some_and(|rest| {
+        rest.starts_with(b".tar") || rest == b".index.jsonl" || rest == b".index.age"
+    })
+}
+
+/// Whether `name` is some set's archive, one of its parts, or its index ([`is_file_of_set`] of some set).
+pub fn is_set_file(name: &[u8]) -> bool {
+    name.windows(4).skip(1).any(|w| w == b".tar")
+        || name.ends_with(b".index.jsonl")
+        || name.ends_with(b".index.age")
+}
+
 /// `.tmp-<stamp>-<pid>`: where a run writes its backup until it is verified.
 pub fn temp_name(stamp: &str, pid: u32) -> String {
     format!("{TEMP_PREFIX}{stamp}-{pid}")

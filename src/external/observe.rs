@@ -307,7 +307,12 @@ fn observe_clouds(
                 ),
             )
         })?;
-        w.resume = super::resume::observe(&w.listing, &w.settings.name, root);
+        let own = settings.set_names();
+        w.resume = super::resume::observe(
+            &w.listing,
+            (&w.settings.name, super::retention::Owner::Sets(&own)),
+            root,
+        );
         (w.encryption, w.passphrase_file) = encryption_of(&c.name, c.encryption.as_ref())?;
         cloud_worlds.push(w);
     }

@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::bucket::{BACKUPS, CloudListing, PART_BYTES};
+use super::retention::Owner;
 use super::sets::ArchiveTarget;
 use crate::archive::{Digest, EncryptionRecord};
 use crate::cloud::sink::{PartLog, StoredPart};
@@ -180,23 +181,34 @@ fn others(root: &Path, destination: &str, name: &str, own: &[String]) -> bool {
     read(root, destination, stamp).is_ok_and(|j| !j.key.sets.iter().any(|s| own.contains(&s.set)))
 }
 
-/// Observation: the part size, and the journal of the newest unfinished stamp newer than every backup (an older
-/// one would be out of order in the bucket's chains: it is removed as before). Reads only.
-pub fn observe(listing: &CloudListing, destination: &str, root: &Path) -> ResumeWorld {
+/// Observation: the part size, and the journal of the newest unfinished stamp of the config's newer than every backup
+/// of the config's (an older one would be out of order in its chains: it is removed as before; another config's
+/// sharing the bucket hold none of its chains). Reads only.
+pub fn observe(
+    listing: &CloudListing,
+    (destination, owner): (&str, Owner),
+    root: &Path,
+) -> ResumeWorld {
     ResumeWorld {
         part_bytes: part_bytes(&crate::expand::Env::from_process()),
-        candidate: candidate(listing).map(|s| (s.to_string(), read(root, destination, s))),
+        candidate: candidate(listing, owner).map(|s| (s.to_string(), read(root, destination, s))),
     }
 }
 
-/// The unfinished upload of a bucket that may be resumed: the newest stamp without `backup.json`, if it is newer
-/// than every backup there.
-fn candidate(listing: &CloudListing) -> Option<&str> {
-    let newest_backup = listing.backups.iter().max();
+/// The unfinished upload of a bucket that may be resumed: the newest stamp without `backup.json` of `owner`'s, if it
+/// is newer than every backup of `owner`'s there (another config's sharing the bucket are neither: its unfinished
+/// upload is its own to resume, and its backups since do not make this one's stale).
+fn candidate<'a>(listing: &'a CloudListing, owner: Owner) -> Option<&'a str> {
+    let newest_backup = listing
+        .backups
+        .iter()
+        .filter(|s| !listing.foreign(s, owner))
+        .max();
     listing
         .unfinished
         .iter()
         .map(|u| &u.stamp)
+        .filter(|s| !listing.foreign(s, owner))
         .filter(|s| newest_backup.is_none_or(|b| *s > b))
         .max()
         .map(String::as_str)
@@ -206,8 +218,12 @@ fn candidate(listing: &CloudListing) -> Option<&str> {
 /// bucket lists the parts it records), with its parts uploaded (listed with their recorded size) of those planned.
 /// Whether it is resumed still depends on what the next run uploads (the same snapshots, bases and recipients: its
 /// dry run says). Reads only.
-pub fn resumable(root: &Path, destination: &str, listing: &CloudListing) -> Option<ResumePlan> {
-    let stamp = candidate(listing)?;
+pub fn resumable(
+    root: &Path,
+    (destination, owner): (&str, Owner),
+    listing: &CloudListing,
+) -> Option<ResumePlan> {
+    let stamp = candidate(listing, owner)?;
     let j = read(root, destination, stamp).ok()?;
     let stored = stored_parts(&j, &listing.sizes);
     let parts_uploaded: u64 = stored.values().map(|p| p.len() as u64).sum();
@@ -901,7 +917,10 @@ mod tests {
             serde_json::to_vec(&j).unwrap(),
         )
         .unwrap();
-        assert_eq!(resumable(root.path(), &settings.name, &listing), Some(r));
+        assert_eq!(
+            resumable(root.path(), (&settings.name, Owner::Anyone), &listing),
+            Some(r)
+        );
         // A journal naming another object than the sink would for that part: nothing of it is skipped.
         let mut misnamed = j.clone();
         misnamed.parts.get_mut("docs").unwrap()[0].name = name(2);
@@ -943,14 +962,33 @@ mod tests {
         // Only a stamp newer than every backup is a candidate (observation picks it).
         let root = tempfile::tempdir().unwrap();
         listing.backups = vec!["2026-12-06-020000".into()];
-        w = observe(&listing, &settings.name, root.path());
+        w = observe(&listing, (&settings.name, Owner::Anyone), root.path());
         assert_eq!(w.candidate, None);
         listing.backups = vec!["2026-12-04-020000".into()];
-        w = observe(&listing, &settings.name, root.path());
-        assert_eq!(
-            w.candidate,
-            Some((stamp.to_string(), Err("there is no journal of it".into())))
-        );
+        w = observe(&listing, (&settings.name, Owner::Anyone), root.path());
+        let no_journal = Some((stamp.to_string(), Err("there is no journal of it".into())));
+        assert_eq!(w.candidate, no_journal);
+        // Another config's (set `notes`, on a bucket both name alike): its newer backup does not make this one's
+        // unfinished upload stale, nor is its newer unfinished upload this one's to resume.
+        let own = ["docs".to_string()];
+        listing.backups.push("2026-12-06-020000".into());
+        listing
+            .unfinished
+            .push(crate::external::bucket::UnfinishedStamp {
+                stamp: "2026-12-07-020000".into(),
+                objects: 1,
+                bytes: 1,
+            });
+        for b in [
+            "2026-12-06-020000/notes.tar",
+            "2026-12-07-020000/notes.tar.part000",
+        ] {
+            listing.sizes.insert(format!("{BACKUPS}{b}"), 1);
+        }
+        w = observe(&listing, (&settings.name, Owner::Sets(&own)), root.path());
+        assert_eq!(w.candidate, no_journal);
+        w = observe(&listing, (&settings.name, Owner::Anyone), root.path());
+        assert_eq!(w.candidate.map(|c| c.0), Some("2026-12-07-020000".into()));
     }
 
     #[test]

@@ -111,10 +111,38 @@ impl Owner<'_> {
     /// `b` holds sets and none of them is the owner's: another config's, or of a set since renamed. An image-only
     /// backup (no set) is the drive's, judged by every config.
     pub fn foreign(&self, b: &BackupInfo) -> bool {
+        self.foreign_sets(b.sets.iter().map(String::as_str))
+    }
+
+    /// THE rule of "another config's backup", wherever a destination's backups are read (retention, `status`,
+    /// `restore`, an upload's cleanup): a backup holding `sets`, some, none of them the owner's.
+    pub fn foreign_sets<'s>(&self, sets: impl IntoIterator<Item = &'s str>) -> bool {
         match self {
             #[cfg(test)]
             Owner::Anyone => false,
-            Owner::Sets(own) => !b.sets.is_empty() && !b.sets.iter().any(|s| own.contains(s)),
+            Owner::Sets(own) => {
+                let mut sets = sets.into_iter().peekable();
+                sets.peek().is_some() && !sets.any(|s| own.iter().any(|o| o == s))
+            }
+        }
+    }
+
+    /// [`Self::foreign_sets`] of what has no metadata to say its sets (an unfinished upload's objects, by `names`):
+    /// some of them are a set's archive or index, none of them of one of the owner's sets.
+    pub fn foreign_files<'s>(&self, names: impl IntoIterator<Item = &'s str>) -> bool {
+        match self {
+            #[cfg(test)]
+            Owner::Anyone => false,
+            Owner::Sets(own) => {
+                let names: Vec<&str> = names.into_iter().collect();
+                names
+                    .iter()
+                    .any(|n| super::layout::is_set_file(n.as_bytes()))
+                    && !names.iter().any(|n| {
+                        own.iter()
+                            .any(|o| super::layout::is_file_of_set(n.as_bytes(), o))
+                    })
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ use super::verify::{self, Scope};
 use super::{RelPath, Request, RestoreOptions};
 use crate::archive::{ArchiveFiles, Keys};
 use crate::exit::{CodedError, Exit};
+use crate::external::retention::Owner;
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot, SnapshotState};
 use crate::stdx::{show_path, show_str};
@@ -269,21 +270,17 @@ fn choose_external(
         );
     }
     let all = catalog::drive_backups(&drives);
-    // Without --set (and without a stamp): the newest backup of the config's sets. One holding sets, none of them the
-    // config's, is another config's on a drive both name alike; it is chosen only when no backup holds one of the
-    // config's sets (a config written anew after a loss, whose set names the drive does not know).
-    let others = |b: &DriveBackup| {
-        !b.sets.is_empty() && !settings.sets.iter().any(|s| b.set(&s.name).is_some())
-    };
-    let skip_others = !matches!(query, DateQuery::Exact(_))
-        && all.iter().any(|(_, b)| !b.sets.is_empty() && !others(b));
-    let candidates: Vec<_> = all
-        .iter()
-        .filter(|(_, b)| match &req.set {
-            Some(s) => b.set(s).is_some(),
-            None => !(skip_others && others(b)),
-        })
-        .collect();
+    let own = settings.set_names();
+    let owner = Owner::Sets(&own);
+    let candidates: Vec<_> = select::pickable(
+        (&all, &own),
+        (req.set.as_deref(), *query),
+        |(_, b), set| b.set(set).is_some(),
+        |(_, b)| owner.foreign_sets(b.sets.iter().map(|s| s.name.as_str())),
+    )
+    .into_iter()
+    .map(|i| &all[i])
+    .collect();
     let dated: Vec<_> = candidates
         .iter()
         .map(|(_, b)| (b.dir.time, Standing::of_drive_backup(b.verified())))

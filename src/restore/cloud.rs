@@ -12,14 +12,15 @@ use chrono::NaiveDateTime;
 use super::content::SetContent;
 use super::job::SetBackup;
 use super::select;
-use super::select::Request;
+use super::select::{DateQuery, Request};
 use crate::archive::FileRecord;
 use crate::archive::crypt::decode_head;
 use crate::archive::{ArchiveFiles, Keys};
 use crate::cloud::{Objects, Store};
 use crate::exit::{CodedError, Exit};
-use crate::external::bucket::BACKUPS;
+use crate::external::bucket::{BACKUPS, CloudListing};
 use crate::external::layout::{self, BackupMeta};
+use crate::external::retention::Owner;
 use crate::settings::{CloudSettings, Settings};
 use crate::snapshot;
 use crate::ui::Ui;
@@ -220,29 +221,63 @@ pub fn destination<'a>(settings: &'a Settings, req: &Request) -> anyhow::Result<
 
 /// Opens the destination and lists its backups (stamps with `backup.json`), oldest first, with the size of every
 /// object under them (one listing).
-pub fn open(cloud: &CloudSettings) -> anyhow::Result<(Arc<Store>, Vec<String>, Sizes)> {
+pub fn open(cloud: &CloudSettings) -> anyhow::Result<(Arc<Store>, CloudListing)> {
     let env = crate::expand::Env::from_process();
     let store = Arc::new(Store::open(cloud, &env, chrono::Local::now().time())?);
     let (listing, _) = crate::external::bucket::list(&store, false)?;
-    Ok((store, listing.backups, listing.sizes))
+    Ok((store, listing))
+}
+
+/// The backups of a bucket `--date` picks among (`restore` and `ls`): [`super::select::pickable`], each backup's sets
+/// told by its objects' names (no `backup.json` read). Oldest first.
+pub fn pickable(
+    settings: &Settings,
+    listing: &CloudListing,
+    set: Option<&str>,
+    query: DateQuery,
+) -> Vec<String> {
+    let own = settings.set_names();
+    let owner = Owner::Sets(&own);
+    let all: Vec<&String> = (listing.backups.iter())
+        .filter(|s| snapshot::parse_stamp(s).is_some())
+        .collect();
+    super::select::pickable(
+        (&all, &own),
+        (set, query),
+        |s, set| (listing.files_of(s)).any(|n| layout::is_file_of_set(n.as_bytes(), set)),
+        |s| listing.foreign(s, owner),
+    )
+    .into_iter()
+    .map(|i| all[i].clone())
+    .collect()
 }
 
 /// The backup `--date` picks on the destination, its `backup.json` read and checked against its
 /// `verification.sha256`.
 pub fn choose(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<CloudBackup> {
     let cloud = destination(settings, req)?;
-    let (store, stamps, listed) = open(cloud)?;
-    let times: Vec<NaiveDateTime> = stamps
-        .iter()
-        .filter_map(|s| snapshot::parse_stamp(s))
-        .collect();
-    if times.is_empty() {
+    let (store, listing) = open(cloud)?;
+    if listing.backups.is_empty() {
         return Err(failed(format!(
             "there is no backup on {} ({}); run `dbackup external` first",
             cloud.name,
             store.place()
         )));
     }
+    let stamps = pickable(settings, &listing, req.set.as_deref(), req.date);
+    if let Some(set) = &req.set
+        && stamps.is_empty()
+    {
+        return Err(failed(format!(
+            "no backup on {} holds set {set:?}; see `dbackup restore --list --source cloud:{}`",
+            cloud.name, cloud.name
+        )));
+    }
+    let times: Vec<NaiveDateTime> = stamps
+        .iter()
+        .filter_map(|s| snapshot::parse_stamp(s))
+        .collect();
+    let listed = listing.sizes;
     let i = select::choose(&times, req.date).map_err(|no| {
         failed(format!(
             "no backup on {} matches --date {}; {}; see `dbackup restore --list --source cloud`",

@@ -67,11 +67,9 @@ impl DriveBackup {
 
     /// Whether a file of this backup's directory belongs to an excluded set (`<set>.tar*`, `<set>.index.jsonl`).
     pub fn is_excluded_file(&self, name: &[u8]) -> bool {
-        self.excluded.iter().any(|set| {
-            name.strip_prefix(set.as_bytes()).is_some_and(|rest| {
-                rest.starts_with(b".tar") || rest == b".index.jsonl" || rest == b".index.age"
-            })
-        })
+        self.excluded
+            .iter()
+            .any(|set| crate::external::layout::is_file_of_set(name, set))
     }
 }
 

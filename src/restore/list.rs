@@ -382,7 +382,8 @@ pub fn cloud_backups(
     req: &Request,
 ) -> anyhow::Result<(Vec<ListedBackup>, ListedDestination)> {
     let cloud = super::cloud::destination(settings, req)?;
-    let (store, stamps, _) = super::cloud::open(cloud)?;
+    let (store, listing) = super::cloud::open(cloud)?;
+    let stamps = listing.backups;
     let latest = store
         .get(&format!("{BACKUPS}{}", layout::LATEST_FILE))
         .ok()

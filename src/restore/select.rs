@@ -299,6 +299,27 @@ pub fn only_set(mut sets: Vec<String>, only: Option<&str>) -> Vec<String> {
     sets
 }
 
+/// THE rule of which backups of a destination `--date` picks among (`restore`, `--verify` and `ls`, on a drive and a
+/// bucket alike): with `--set`, those that `hold` it; without, those of the `owner`'s sets, not one `foreign` to it
+/// (another config's on a destination both name alike, `external::retention::Owner::foreign_sets`), unless no
+/// backup holds one of the owner's sets (a config written anew after a loss, whose set names the destination does
+/// not know) or a stamp is named exactly. Indexes into `all`.
+pub fn pickable<T>(
+    (all, owner): (&[T], &[String]),
+    (set, query): (Option<&str>, DateQuery),
+    holds: impl Fn(&T, &str) -> bool,
+    foreign: impl Fn(&T) -> bool,
+) -> Vec<usize> {
+    let ours = |b: &T| owner.iter().any(|s| holds(b, s));
+    let skip_foreign = !matches!(query, DateQuery::Exact(_)) && all.iter().any(ours);
+    (0..all.len())
+        .filter(|&i| match set {
+            Some(s) => holds(&all[i], s),
+            None => !(skip_foreign && foreign(&all[i])),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

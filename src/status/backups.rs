@@ -109,6 +109,22 @@ pub fn recent_average(points: &[RestorePoint]) -> Option<u64> {
     (n > 0).then(|| recent.iter().fold(0u64, |t, b| t.saturating_add(*b)) / n)
 }
 
+/// "; <how> 2 backups of another config on the <place> (not counted here)", or nothing when there are none.
+pub fn others_words(others: usize, how: &str, place: &str) -> String {
+    match others {
+        0 => String::new(),
+        n => format!(
+            "; {how} {} of another config on the {place} (not counted here)",
+            stdx::counted(n as u64, "backup", "backups")
+        ),
+    }
+}
+
+/// For `skip_serializing_if`: a count of none is left out of the JSON.
+pub fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 /// How many backups of `average` bytes fit in `free` (none when the average is unknown or zero).
 pub fn fit_more(free: Option<u64>, average: Option<u64>) -> Option<u64> {
     Some(free? / average.filter(|a| *a > 0)?)

@@ -7,7 +7,10 @@ use std::fmt::Write as _;
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
-use super::backups::{ExternalStatus, KnownFrom, RestorePoint, newest_and_points, render_points};
+use super::backups::{
+    ExternalStatus, KnownFrom, RestorePoint, is_zero, newest_and_points, others_words,
+    render_points,
+};
 use super::gather;
 use crate::config::Schedule;
 use crate::external::resume::ResumePlan;
@@ -47,10 +50,10 @@ pub struct CloudStatus {
     pub restore_points: Vec<RestorePoint>,
     /// Requests this look took: one listing, then a GET per `backup.json`.
     pub requests: u64,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
+    /// Verified backups on the bucket of another config that names it alike (holding sets, none of this config's):
+    /// not in `backups`, `newest`, `bytes_stored` nor `restore_points`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub other_configs_backups: usize,
 }
 
 /// A bucket's status at `now`. Pure.
@@ -105,6 +108,7 @@ pub fn build(
         resumable: c.resumable.clone(),
         restore_points: points,
         requests: c.requests,
+        other_configs_backups: c.listing.as_ref().map_or(0, |l| l.foreign),
     }
 }
 
@@ -192,7 +196,8 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
         }
     }
     for c in clouds.iter().filter(|c| !c.restore_points.is_empty()) {
-        render_points(out, &c.name, "", &c.restore_points, "bucket");
+        let others = others_words(c.other_configs_backups, "also", "bucket");
+        render_points(out, &c.name, &others, &c.restore_points, "bucket");
     }
 }
 

@@ -10,6 +10,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use crate::external::layout;
+use crate::external::retention::Owner;
 use crate::media::{self, Presence};
 use crate::runlog::{self, RunRecord};
 use crate::schedule::{DestinationHistory, Seen, SetHistory};
@@ -95,7 +96,7 @@ impl CloudFacts {
 /// Looks at one cloud destination: one listing, then every `backup.json` (or only the newest).
 fn cloud(
     c: &crate::settings::CloudSettings,
-    look: CloudLook,
+    (look, owner): (CloudLook, Owner),
     runs: &RunFacts,
     root: &std::path::Path,
 ) -> CloudFacts {
@@ -137,7 +138,7 @@ fn cloud(
             return facts;
         }
     };
-    match crate::external::bucket::read(&store, newest_only) {
+    match crate::external::bucket::read(&store, newest_only.then_some(owner)) {
         Ok(b) => {
             let count = b.listing.backups.len();
             let listing = layout::DriveListing {
@@ -149,12 +150,17 @@ fn cloud(
             };
             // A bucket's chains are not judged here: a look at its newest `backup.json` only (`backup`) could not
             // see them, and `backup` and `status` must agree on a destination's newest backup.
-            let mut l = listing_facts(&listing, &Damaged::default(), false, None);
+            let mut l = listing_facts(&listing, &Damaged::default(), false, Some(owner));
             if newest_only {
-                l.verified = count;
+                l.foreign = b.listing.foreign_count(owner);
+                l.verified = count.saturating_sub(l.foreign);
             }
-            facts.unfinished = b.listing.unfinished.len();
-            facts.resumable = crate::external::resume::resumable(root, &c.name, &b.listing);
+            // Another config's unfinished uploads are its own to resume or remove.
+            facts.unfinished = (b.listing.unfinished.iter())
+                .filter(|u| !b.listing.foreign(&u.stamp, owner))
+                .count();
+            facts.resumable =
+                crate::external::resume::resumable(root, (&c.name, owner), &b.listing);
             facts.listing = Some(l);
         }
         Err(e) => facts.error = Some(e.to_string()),
@@ -237,7 +243,11 @@ pub struct DestinationFacts {
 /// What a present destination's `backups/` holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListingFacts {
+    /// Verified backups of this config (and image-only ones, the drive's).
     pub verified: usize,
+    /// Verified backups of another config that names the destination alike ([`Owner::foreign_sets`]): never this
+    /// config's newest nor its restore points.
+    pub foreign: usize,
     /// Stamp directories without usable `backup.json`.
     pub unusable: usize,
     pub leftovers: usize,
@@ -351,6 +361,7 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
             )
         });
     let names: Vec<&str> = settings.sets.iter().map(|s| s.name.as_str()).collect();
+    let own = settings.set_names();
     let mut sets = if root_exists {
         list_sets_with(root, &names, history)
     } else {
@@ -385,12 +396,12 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
     let destinations = settings
         .destinations
         .iter()
-        .map(|d| destination(d, (look, &names), &runs, &damage))
+        .map(|d| destination(d, (look, Owner::Sets(&own)), &runs, &damage))
         .collect();
     let clouds = settings
         .clouds
         .iter()
-        .map(|c| cloud(c, clouds, &runs, root))
+        .map(|c| cloud(c, (clouds, Owner::Sets(&own)), &runs, root))
         .collect();
     Facts {
         backup_root: root.clone(),
@@ -516,7 +527,7 @@ pub fn list_sets_with(root: &Path, names: &[&str], history: usize) -> Vec<SetFac
 
 fn destination(
     d: &DestinationSettings,
-    (look, own): (Look, &[&str]),
+    (look, owner): (Look, Owner),
     runs: &RunFacts,
     damage: &[crate::external::damage::Record],
 ) -> DestinationFacts {
@@ -539,7 +550,7 @@ fn destination(
                         // One lstat per file, as the external's own look at the drive.
                         size: layout::damaged_files(&info.resolved.join(layout::BACKUPS_DIR), &l),
                     };
-                    (Some(listing_facts(&l, &damaged, true, Some(own))), None)
+                    (Some(listing_facts(&l, &damaged, true, Some(owner))), None)
                 }
                 Err(e) => (None, Some(e.to_string())),
             }
@@ -565,13 +576,13 @@ struct Damaged {
 }
 
 /// What a listing holds; `damaged`: the backups known to be damaged; `chains`: judge whether each backup's chain
-/// is whole (the listing holds every backup's `backup.json`); `own`: the config's sets, when a backup holding none of
-/// them is another config's (a drive two configs name alike) and never this config's newest.
+/// is whole (the listing holds every backup's `backup.json`); `owner`: whose backups are this config's (on a drive or
+/// bucket two configs name alike, the other's are neither its newest nor its restore points; `None`: every one).
 fn listing_facts(
     l: &layout::DriveListing,
     damaged: &Damaged,
     chains: bool,
-    own: Option<&[&str]>,
+    owner: Option<Owner>,
 ) -> ListingFacts {
     use crate::external::chain::broken;
     let broken = match chains {
@@ -586,9 +597,13 @@ fn listing_facts(
         }
         false => BTreeMap::new(),
     };
-    let backups: Vec<BackupFacts> = l
-        .verified()
-        .filter_map(backup_facts)
+    let foreign = |b: &BackupFacts| {
+        owner.is_some_and(|o| o.foreign_sets(b.sets.iter().map(|(s, _)| s.as_str())))
+    };
+    let (foreign, backups): (Vec<BackupFacts>, Vec<BackupFacts>) =
+        l.verified().filter_map(backup_facts).partition(foreign);
+    let backups: Vec<BackupFacts> = backups
+        .into_iter()
         .map(|mut b| {
             b.damaged = (damaged.verify.get(&b.stamp))
                 .or_else(|| damaged.size.get(&b.stamp))
@@ -598,15 +613,11 @@ fn listing_facts(
         })
         .collect();
     // The newest good backup of the sets: one of partition images only (`dbackup image create`) does not count, nor
-    // one found damaged or whose chain is broken, nor another config's.
-    let ours =
-        |b: &BackupFacts| own.is_none_or(|o| b.sets.iter().any(|(s, _)| o.contains(&s.as_str())));
-    let newest = backups
-        .iter()
-        .rfind(|b| !b.image_only && b.good() && ours(b))
-        .cloned();
+    // one found damaged or whose chain is broken (another config's are not among them).
+    let newest = backups.iter().rfind(|b| !b.image_only && b.good()).cloned();
     ListingFacts {
-        verified: l.verified().count(),
+        verified: l.verified().count().saturating_sub(foreign.len()),
+        foreign: foreign.len(),
         unusable: l.backups.iter().filter(|b| b.meta.is_none()).count(),
         leftovers: l.leftovers.len(),
         latest: l.latest.clone(),

@@ -22,7 +22,7 @@ use crate::settings::Settings;
 use crate::snapshot::SnapshotState;
 use crate::stdx;
 use crate::stdx::table;
-use backups::{fit_more, newest_and_points, recent_average, render_points};
+use backups::{fit_more, newest_and_points, others_words, recent_average, render_points};
 
 pub use backups::{ExternalStatus, KnownFrom, RestorePoint};
 pub use gather::{CloudLook, Facts, Look, gather_for, gather_with};
@@ -147,6 +147,10 @@ pub struct DestinationStatus {
     /// How many more backups of that size fit in the free space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit_more: Option<u64>,
+    /// Verified backups on the drive of another config that names it alike (holding sets, none of this config's):
+    /// not in `backups`, `newest` nor `restore_points`, but they take the same free space.
+    #[serde(default, skip_serializing_if = "backups::is_zero")]
+    pub other_configs_backups: usize,
 }
 
 /// The last run of `collect`, `external` or `backup`.
@@ -438,6 +442,7 @@ fn destination_status(
         fit_more: fit_more(info.map(|i| i.free_bytes), average),
         recent_average_bytes: average,
         restore_points: points,
+        other_configs_backups: d.listing.as_ref().map_or(0, |l| l.foreign),
     }
 }
 
@@ -928,6 +933,12 @@ fn render_restore_points(out: &mut String, d: &DestinationStatus) {
         ),
         _ => String::new(),
     };
+    let fit = fit
+        + &others_words(
+            d.other_configs_backups,
+            "the free space is shared with",
+            "drive",
+        );
     render_points(out, &d.name, &fit, &d.restore_points, "drive");
 }
 

@@ -2,12 +2,14 @@
 //! against a real Garage on 127.0.0.1 (started per test, killed by its pid). Outputs are read as JSON values, so
 //! these tests use no item of the library.
 
+use std::path::{Path, PathBuf};
+
 use chrono::{Local, TimeDelta};
 use serde_json::Value;
 use testkit::objstore::{Garage, REGION, S3Client};
 
 use crate::cloud::{edit_meta_on_server, garage_and_client};
-use crate::harness::Test;
+use crate::harness::{Cmd, Test};
 
 /// The `offsite` destination (`extra` keys spliced in).
 fn offsite(g: &Garage, extra: &str) -> String {
@@ -207,39 +209,58 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
     }
 }
 
-/// One bucket and prefix used by two configs under the same destination name, with different sets: a config's
-/// retention (`1`) judges only the backups holding one of its sets; the other config's two (its `retention: 2`) are
-/// kept and named in one note on stderr (exit 0: not a warning). Before: they counted, and the older one was deleted.
-#[test]
-fn retention_on_a_bucket_shared_by_two_configs_keeps_the_other_configs_backups() {
-    let Some((g, s3)) = garage_and_client() else {
-        return;
-    };
+/// Two configs sharing the bucket and prefix under the destination name `offsite` (its `extra` keys spliced in):
+/// this one (`t`: set `docs` of `{home}`, `retention` .0) and another (set `notes` of `{tmp}/notes`, its own backup
+/// root, `retention` .1, its config file returned, run by [`as_other`]); each has collected once.
+fn shared_bucket(g: &Garage, retention: (u32, u32), extra: &str) -> (Test, PathBuf) {
     let config = |root: &str, set: &str, source: &str, retention: u32| {
         format!(
             r#"{{ "backup_root": "{root}", "backup_sets": [ {{ "name": "{set}", "sources": ["{source}"] }} ],
                  "destinations": [ {} ] }}"#,
-            offsite(&g, &format!(r#", "retention": {retention}"#))
+            offsite(g, &format!(r#", "retention": {retention}{extra}"#))
         )
     };
     let t = with_keys(
-        Test::new().config(&config("{root}", "docs", "{home}", 1)),
-        &g,
+        Test::new().config(&config("{root}", "docs", "{home}", retention.0)),
+        g,
     );
     populate(&t);
     t.write("notes/a.txt", "a");
     let other = t.write(
         "other.json",
-        t.expand(&config("{tmp}/root-b", "notes", "{tmp}/notes", 2)),
+        t.expand(&config("{tmp}/root-b", "notes", "{tmp}/notes", retention.1)),
     );
-    let with_other = || {
-        t.cmd()
-            .no_config()
-            .args(["--config".as_ref(), other.as_os_str()])
+    as_other(&t, &other).args(["collect"]).status(0);
+    t.cmd().args(["collect"]).status(0);
+    (t, other)
+}
+
+/// On the bucket of [`shared_bucket`]: an upload of this config, then a newer one of the other's; this one's stamp.
+fn this_then_the_other(t: &Test, other: &Path) -> String {
+    let ours: Value = t.run_json(&["external"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    as_other(t, other).args(["external"]).status(0);
+    ours["destinations"][0]["backup"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A command of the other config of [`shared_bucket`].
+fn as_other(t: &Test, other: &Path) -> Cmd {
+    t.cmd()
+        .no_config()
+        .args(["--config".as_ref(), other.as_os_str()])
+}
+
+#[test]
+fn retention_on_a_bucket_shared_by_two_configs_keeps_the_other_configs_backups() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
     };
-    with_other().args(["collect"]).status(0);
+    let (t, other) = shared_bucket(&g, (1, 2), "");
     for _ in 0..2 {
-        with_other().args(["external", "--full"]).status(0);
+        as_other(&t, &other).args(["external", "--full"]).status(0);
         std::thread::sleep(std::time::Duration::from_millis(1100));
     }
     let theirs = bucket_backups(&s3);
@@ -262,6 +283,112 @@ fn retention_on_a_bucket_shared_by_two_configs_keeps_the_other_configs_backups()
         )),
         "{w}"
     );
+}
+
+/// Two configs sharing a bucket and prefix: this config's `status` shows its own backups of the bucket, not the
+/// other config's. Before it uploaded: no backup yet, and `backup` finds the bucket due; after, its newest and its
+/// restore points are its own although the other's newer backup is there (named as another config's), and an
+/// unfinished upload of the other's is not one "the next upload removes". Before: the other config's backup was this
+/// config's newest (the bucket not due, never uploaded to by `backup`) and one of its restore points.
+#[test]
+fn status_on_a_bucket_shared_by_two_configs_shows_this_configs_backups() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let (t, other) = shared_bucket(&g, (5, 5), r#", "schedule": "weekly""#);
+    as_other(&t, &other).args(["external"]).status(0);
+    let status: Value = t.run_json(&["status"]);
+    let c = &status["clouds"][0];
+    assert_eq!(c["newest"], Value::Null, "{c:#}");
+    assert_eq!(c["backups"], 0, "{c:#}");
+    assert_eq!(c["other_configs_backups"], 1, "{c:#}");
+    let plan: Value = t.run_json(&["--dry-run", "backup"]);
+    assert_eq!(view(&plan, "offsite")["target"], true, "{plan:#}");
+
+    let ours = this_then_the_other(&t, &other);
+    // An unfinished upload of the other config's (its archive's first part only).
+    let part = t.write("part", "x");
+    s3.put("laptop/backups/2099-01-01-000000/notes.tar.part000", &part);
+    let status: Value = t.run_json(&["status"]);
+    crate::json::assert_valid("status", &status);
+    let c = &status["clouds"][0];
+    assert_eq!(c["newest"]["stamp"], ours.as_str(), "{c:#}");
+    let points: Vec<&str> = (c["restore_points"].as_array().unwrap().iter())
+        .filter_map(|p| p["stamp"].as_str())
+        .collect();
+    assert_eq!(points, [ours.as_str()], "{c:#}");
+    assert_eq!(c["backups"], 1, "{c:#}");
+    assert_eq!(c["other_configs_backups"], 2, "{c:#}");
+    assert_eq!(c.get("unfinished"), None, "{c:#}");
+    let text = t.cmd().args(["status"]).status(0).stdout;
+    assert!(
+        text.contains(
+            "restore point; also 2 backups of another config on the bucket (not counted here)"
+        ),
+        "{text}"
+    );
+}
+
+/// Two configs sharing a bucket and prefix: a restore from the bucket without `--set` takes this config's newest
+/// backup, not the other config's newer one; with `--set docs` the newest holding it; `ls --source cloud` lists this
+/// config's newest. Before: the restore took the other config's backup and restored its sets (to their places),
+/// `--set docs` failed ("has no set docs"), and `ls` listed the other config's backup.
+#[test]
+fn a_restore_from_a_shared_bucket_takes_this_configs_newest_backup() {
+    let Some((g, _s3)) = garage_and_client() else {
+        return;
+    };
+    let (t, other) = shared_bucket(&g, (5, 5), "");
+    let ours = this_then_the_other(&t, &other);
+
+    for set in [&[][..], &["--set", "docs"][..]] {
+        let out = t
+            .cmd()
+            .args([
+                "--dry-run",
+                "restore",
+                "--source",
+                "cloud:offsite",
+                "--target",
+            ])
+            .args([t.path("out").as_os_str()])
+            .args(set)
+            .status(0);
+        out.stdout_has("/home (docs, from docs.tar");
+        assert!(!out.stdout.contains("(notes, from"), "{}", out.stdout);
+    }
+    let ls = t.cmd().args(["ls", "--source", "cloud:offsite"]).status(0);
+    assert!(
+        ls.stdout.starts_with(&format!("offsite {ours} set docs")),
+        "{}",
+        ls.stdout
+    );
+}
+
+/// Two configs sharing a bucket and prefix: an upload removes this config's unfinished uploads (stamps without
+/// `backup.json`) and leaves the other config's, which its next run may resume. Before: the other config's
+/// unfinished upload was removed too.
+#[test]
+fn an_upload_to_a_shared_bucket_leaves_the_other_configs_unfinished_uploads() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let (t, other) = shared_bucket(&g, (5, 5), "");
+    let part = t.write("part", "x");
+    s3.put("laptop/backups/2020-01-01-000000/notes.tar.part000", &part);
+    s3.put("laptop/backups/2020-01-02-000000/docs.tar.part000", &part);
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    dry.stdout_has("remove unfinished upload backups/2020-01-02-000000/");
+    assert!(!dry.stdout.contains("2020-01-01-000000"), "{}", dry.stdout);
+    t.cmd().args(["external"]).status(0);
+    let left: Vec<String> = s3
+        .list("laptop/backups/2020-")
+        .into_iter()
+        .map(|o| o.0)
+        .collect();
+    assert_eq!(left, ["laptop/backups/2020-01-01-000000/notes.tar.part000"]);
+    as_other(&t, &other).args(["external"]).status(0);
+    assert_eq!(s3.list("laptop/backups/2020-"), Vec::<(String, u64)>::new());
 }
 
 /// `status`, `ls` and `find` on a bucket: `status` shows the bucket's last verified upload, bytes stored, restore

@@ -324,13 +324,10 @@ fn a_drive_shared_by_two_configs_keeps_the_other_configs_backups() {
     assert_eq!(listed.backups.len(), 5, "{listed:?}");
 }
 
-/// The same drive, both configs' backups real: a restore of "the newest" from the drive without `--set` is this
-/// config's newest backup, not the other config's newer one (`--set` and `--date <stamp>` choose as before).
-/// Before: it restored the other config's sets, to their places.
-#[test]
-fn a_restore_without_a_set_takes_this_configs_newest_backup_on_a_shared_drive() {
-    let t = world("5");
-    let ours = external(&t, &[], 0).destinations[0].backup.clone().unwrap();
+/// On the drive of [`world`]: this config's backup, then another config's newer one (set `notes`, its own backup root,
+/// the same destination name); their stamps.
+fn this_then_another_config(t: &Test) -> (String, String) {
+    let ours = external(t, &[], 0).destinations[0].backup.clone().unwrap();
     t.write("notes/todo.txt", "buy milk\n");
     let other = t.write(
         "other.json",
@@ -353,6 +350,37 @@ fn a_restore_without_a_set_takes_this_configs_newest_backup_on_a_shared_drive() 
     with_other().args(["external"]).status(0);
     let theirs = backups(&t.path("drive")).pop().unwrap();
     assert!(theirs > ours, "{theirs} after {ours}");
+    (ours, theirs)
+}
+
+/// `ls --source external` on a drive another config shares lists this config's newest backup, not the other's newer
+/// one (as `restore` reads). Before: it listed the other config's backup, whose sets are not this config's.
+#[test]
+fn ls_on_a_shared_drive_lists_this_configs_newest_backup() {
+    let t = world("5");
+    let (ours, theirs) = this_then_another_config(&t);
+    let ls = t
+        .cmd()
+        .args(["ls", "--source", "external"])
+        .status(0)
+        .stdout;
+    assert!(ls.starts_with(&format!("drive {ours} set ")), "{ls}");
+    assert!(!ls.contains("set notes"), "{ls}");
+    let ls = (t
+        .cmd()
+        .args(["ls", "--source", "external", "--date", &theirs]))
+    .status(0)
+    .stdout;
+    assert!(ls.starts_with(&format!("drive {theirs} set notes")), "{ls}");
+}
+
+/// The same drive, both configs' backups real: a restore of "the newest" from the drive without `--set` is this
+/// config's newest backup, not the other config's newer one (`--set` and `--date <stamp>` choose as before).
+/// Before: it restored the other config's sets, to their places.
+#[test]
+fn a_restore_without_a_set_takes_this_configs_newest_backup_on_a_shared_drive() {
+    let t = world("5");
+    let (ours, theirs) = this_then_another_config(&t);
 
     let restore = |args: &[&str]| {
         t.cmd()

@@ -608,6 +608,36 @@ fn another_configs_backup_on_the_drive_is_not_this_configs_newest() {
     assert_eq!(r.due.external.targets, ["T9"]);
 }
 
+/// The T9 also used by another config under the same destination name: its backups (set `notes`) are not this
+/// config's restore points, nor in its count, recent average or "how many more fit" (a big one of theirs would
+/// make this config's fit look small); the text says the free space is shared. Before: both configs' backups were
+/// listed as this config's restore points and averaged together.
+#[test]
+fn another_configs_backups_on_the_drive_are_not_this_configs_restore_points() {
+    let t = fixture();
+    drive_backup(
+        &t.path("media/T9"),
+        "2025-04-09T03:15:00+00:00",
+        &[("notes", "notes-2025-04-09-031500")],
+        64 << 20,
+    );
+    let r = status(&t, NOW);
+    let t9 = &r.destinations[0];
+    let points: Vec<&str> = t9.restore_points.iter().map(|p| p.stamp.as_str()).collect();
+    assert_eq!(
+        points,
+        ["2025-03-20-031500", "2025-03-29-031500"],
+        "{t9:#?}"
+    );
+    assert_eq!(t9.backups, Some(2));
+    assert!(t9.recent_average_bytes.unwrap() >= 8 << 30, "{t9:#?}");
+    let text = t.cmd().args(["status", "--now", NOW]).status(0).stdout;
+    assert!(
+        text.contains("the free space is shared with 1 backup of another config on the drive (not counted here)"),
+        "{text}"
+    );
+}
+
 /// A drive whose `backups/` cannot be read (here a file in its place) is not "ok", even though the run log knows
 /// of its recent backups: `status` headlines that it cannot tell and names the drive, `--json` says `ok: false` and
 /// lists it in `unseen`, `--check` exits 3, and the status page says it cannot tell. Before: "status: ok, nothing

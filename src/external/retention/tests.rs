@@ -577,3 +577,22 @@ fn another_configs_backups_are_neither_judged_nor_removed_for_space() {
     mine.retain(|b| !b.sets.contains(&"notes".to_string()));
     assert_eq!(foreign_note(&mine, owner, ("drive", "x")), None);
 }
+
+/// Whose a backup is, by its sets (metadata) or by its files' names (an unfinished upload): another config's holds
+/// sets, none of them the owner's; one of no set (images only, or no archive yet) is nobody else's; a set whose
+/// name begins like the owner's is not the owner's.
+#[test]
+fn another_configs_backup_is_told_by_its_sets_or_its_files() {
+    let own = ["docs".to_string(), "my.set".to_string()];
+    let owner = Owner::Sets(&own);
+    assert!(owner.foreign_sets(["notes"]));
+    assert!(!owner.foreign_sets(["notes", "docs"]));
+    assert!(!owner.foreign_sets([]));
+    let files = |names: &[&'static str]| owner.foreign_files(names.iter().copied());
+    assert!(files(&["notes.tar.part000", "notes.index.jsonl"]));
+    assert!(files(&["docsx.tar.part003.age"]));
+    assert!(!files(&["docs.tar.part000.age", "notes.tar"]));
+    assert!(!files(&["my.set.index.age"]));
+    assert!(!files(&["verification.sha256"]));
+    assert!(!files(&[]));
+}
