@@ -7,7 +7,9 @@ use std::fmt::Write as _;
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
-use super::backups::{ExternalStatus, KnownFrom, RestorePoint, newest_and_points, render_points};
+use super::backups::{
+    ExternalStatus, RestorePoint, newest_and_points, newest_cells, render_points,
+};
 use super::gather;
 use crate::config::Schedule;
 use crate::external::resume::ResumePlan;
@@ -139,21 +141,7 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
         "BACKUPS".to_string(),
     ]];
     for c in clouds {
-        let (newest, age) = match &c.newest {
-            Some(n) if n.known_from == KnownFrom::RunLog => (
-                format!("{} (run log)", n.stamp),
-                stdx::age_short(chrono::TimeDelta::seconds(n.age_seconds)),
-            ),
-            Some(n) if n.encrypted => (
-                format!("{} (age)", n.stamp),
-                stdx::age_short(chrono::TimeDelta::seconds(n.age_seconds)),
-            ),
-            Some(n) => (
-                n.stamp.clone(),
-                stdx::age_short(chrono::TimeDelta::seconds(n.age_seconds)),
-            ),
-            None => ("none".to_string(), "-".to_string()),
-        };
+        let (newest, age) = newest_cells(c.newest.as_ref(), !c.reachable);
         rows.push(vec![
             c.name.clone(),
             c.schedule.clone(),
@@ -295,7 +283,7 @@ mod tests {
     cloud destinations:
       DESTINATION  SCHEDULE  STORED     LAST VERIFIED UPLOAD  AGE  BACKUPS
       offsite      weekly    312.0 MiB  2025-04-06-020000     4d   2
-      b2           weekly    -          none                  -    -
+      b2           weekly    -          unknown               -    -
       offsite: s3 http://127.0.0.1:3900 payne/laptop/one; looked at with 5 requests (a listing and each backup.json; no archive read); 1 unfinished upload the next upload removes
         unfinished upload 2025-04-10-020000 can be resumed: 4 of 25 parts uploaded (512.0 KiB)
       b2: s3 http://127.0.0.1:3900 payne/laptop/one; cannot be looked at: no answer from s3 http://127.0.0.1:9 payne/laptop/one

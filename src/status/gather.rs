@@ -90,6 +90,11 @@ impl CloudFacts {
     pub fn newest(&self) -> Option<Seen> {
         newest_known(&self.listing, &self.from_log)
     }
+
+    /// Why it could not be looked at, when it was to be (keys, network, bucket).
+    pub fn unseen(&self) -> Option<String> {
+        self.error.clone().filter(|_| self.looked)
+    }
 }
 
 /// Looks at one cloud destination: one listing, then every `backup.json` (or only the newest).
@@ -288,6 +293,19 @@ impl DestinationFacts {
     /// The newest verified backup: from the drive when it was listed, else from the run log.
     pub fn newest(&self) -> Option<Seen> {
         newest_known(&self.listing, &self.from_log)
+    }
+
+    /// Why it could not be looked at, when it is there but its backups could not be listed (an I/O error, a
+    /// `backups` that is no directory or leads elsewhere). A drive that is not plugged in is absent, not unseen.
+    pub fn unseen(&self) -> Option<String> {
+        match &self.presence {
+            Some(Presence::Absent(
+                a @ (media::Absence::Unreachable { .. }
+                | media::Absence::BadMarker { .. }
+                | media::Absence::Redirected { .. }),
+            )) => Some(a.to_string()),
+            _ => self.listing_error.clone(),
+        }
     }
 }
 
@@ -902,6 +920,7 @@ pub fn set_histories(facts: &Facts) -> Vec<SetHistory> {
             newest: s.newest.as_ref().map(SnapshotFacts::seen),
             newest_complete: s.newest_complete.as_ref().map(SnapshotFacts::seen),
             newest_compared: s.newest_compared.clone(),
+            unseen: facts.root_error.is_some(),
         })
         .collect()
 }
@@ -917,6 +936,7 @@ pub fn destination_histories(facts: &Facts) -> Vec<DestinationHistory> {
             present: d.is_present(),
             newest: d.newest(),
             schedule: d.settings.schedule,
+            unseen: d.unseen().is_some(),
         })
         .chain(facts.clouds.iter().map(|c| DestinationHistory {
             name: c.settings.name.clone(),
@@ -924,6 +944,7 @@ pub fn destination_histories(facts: &Facts) -> Vec<DestinationHistory> {
             present: true,
             newest: c.newest(),
             schedule: c.settings.schedule,
+            unseen: c.unseen().is_some(),
         }))
         .collect()
 }

@@ -22,7 +22,7 @@ use crate::settings::Settings;
 use crate::snapshot::SnapshotState;
 use crate::stdx;
 use crate::stdx::table;
-use backups::{fit_more, newest_and_points, recent_average, render_points};
+use backups::{fit_more, newest_and_points, newest_cells, recent_average, render_points};
 
 pub use backups::{ExternalStatus, KnownFrom, RestorePoint};
 pub use gather::{CloudLook, Facts, Look, gather_for, gather_with};
@@ -90,6 +90,9 @@ pub struct SetStatus {
     /// The newest complete snapshot, when the newest is not complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_complete: Option<SnapshotStatus>,
+    /// Its snapshots could not be looked at (the backup root cannot be read): what it holds is unknown, not none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unseen: bool,
 }
 
 /// One snapshot, from its metadata.
@@ -147,6 +150,9 @@ pub struct DestinationStatus {
     /// How many more backups of that size fit in the free space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit_more: Option<u64>,
+    /// It is there but its backups could not be looked at (in `unseen`): what it holds is unknown, not none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unseen: bool,
 }
 
 /// The last run of `collect`, `external` or `backup`.
@@ -286,22 +292,14 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
 /// `backups` that is no directory or leads elsewhere), the buckets that could not be (both only when looked at), the
 /// run log. A drive that is not plugged in is absent, not unseen.
 fn unseen_of(facts: &Facts) -> Vec<Unseen> {
-    let drives = facts.destinations.iter().filter_map(|d| {
-        let why = match &d.presence {
-            Some(Presence::Absent(
-                a @ (Absence::Unreachable { .. }
-                | Absence::BadMarker { .. }
-                | Absence::Redirected { .. }),
-            )) => format!("{a}"),
-            _ => d.listing_error.clone()?,
-        };
-        Some((&d.settings.name, why))
-    });
+    let drives = facts
+        .destinations
+        .iter()
+        .filter_map(|d| Some((&d.settings.name, d.unseen()?)));
     let clouds = facts
         .clouds
         .iter()
-        .filter(|c| c.looked)
-        .filter_map(|c| Some((&c.settings.name, c.error.clone()?)));
+        .filter_map(|c| Some((&c.settings.name, c.unseen()?)));
     let mut out: Vec<Unseen> = drives
         .chain(clouds)
         .map(|(name, why)| Unseen {
@@ -384,6 +382,7 @@ fn set_status(
             .as_ref()
             .filter(|c| s.newest.as_ref().is_some_and(|n| n.name != c.name))
             .map(|c| snapshot_status(c, now)),
+        unseen: facts.root_error.is_some(),
     }
 }
 
@@ -438,6 +437,7 @@ fn destination_status(
         fit_more: fit_more(info.map(|i| i.free_bytes), average),
         recent_average_bytes: average,
         restore_points: points,
+        unseen: d.unseen().is_some(),
     }
 }
 
@@ -814,12 +814,16 @@ fn render_sets(out: &mut String, r: &StatusReport) {
             }
             None => rows.push(vec![
                 s.set.clone(),
-                "none".to_string(),
+                if s.unseen { "unknown" } else { "none" }.to_string(),
                 "-".to_string(),
                 "-".to_string(),
                 "-".to_string(),
                 "-".to_string(),
-                s.snapshots.to_string(),
+                if s.unseen {
+                    "?".to_string()
+                } else {
+                    s.snapshots.to_string()
+                },
             ]),
         }
         if let Some(c) = &s.newest_complete {
@@ -874,21 +878,7 @@ fn render_destinations(out: &mut String, r: &StatusReport) {
                 (Some(f), Some(t)) => format!("{} of {}", stdx::bytes(f), stdx::bytes(t)),
                 _ => "-".to_string(),
             };
-            let (newest, age) = match &d.newest {
-                Some(n) if n.known_from == KnownFrom::RunLog => (
-                    format!("{} (run log)", n.stamp),
-                    stdx::age_short(TimeDelta::seconds(n.age_seconds)),
-                ),
-                Some(n) if n.encrypted => (
-                    format!("{} (age)", n.stamp),
-                    stdx::age_short(TimeDelta::seconds(n.age_seconds)),
-                ),
-                Some(n) => (
-                    n.stamp.clone(),
-                    stdx::age_short(TimeDelta::seconds(n.age_seconds)),
-                ),
-                None => ("none".to_string(), "-".to_string()),
-            };
+            let (newest, age) = newest_cells(d.newest.as_ref(), d.unseen);
             rows.push(vec![
                 d.name.clone(),
                 state,

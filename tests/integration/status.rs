@@ -648,7 +648,8 @@ fn a_drive_whose_backups_cannot_be_read_is_not_ok() {
 
 /// A backup root that cannot be read (not this user's, mode 0700) is not taken for one without snapshots: `status`
 /// names it as what could not be looked at (`unseen` in `--json`), with the error. Before: "set data has no snapshot
-/// yet" as if nothing had ever been collected, and no word of the root.
+/// yet" as if nothing had ever been collected, and no word of the root; then (named) still "set data has no snapshot
+/// yet" among the overdue, "none" in the table and `--check` exit 1.
 #[test]
 fn a_backup_root_that_cannot_be_read_is_named() {
     use crate::collect::{as_nobody, chown_tree, is_root};
@@ -696,14 +697,78 @@ fn a_backup_root_that_cannot_be_read_is_named() {
             .contains("cannot read the backup root"),
         "{v}"
     );
+    // What the root holds is unknown, not none: no "no snapshot yet" overdue, "unknown" in the table, and
+    // `--check` exits 3 (cannot tell), not 1.
+    let r: StatusReport = serde_json::from_str(&out.stdout).unwrap();
+    assert!(r.overdue.is_empty(), "{:?}", r.overdue);
+    assert!(r.sets.iter().all(|s| s.unseen && s.newest.is_none()));
     let out = status(&["status"]);
     assert!(
-        out.stdout
-            .lines()
-            .next()
-            .is_some_and(|l| l.contains("the backup root could not be looked at")),
+        out.stdout.lines().next().is_some_and(
+            |l| l.starts_with("status: UNKNOWN: the backup root could not be looked at")
+        ),
         "{}",
         out.stdout
     );
+    assert!(!out.stdout.contains("yet"), "{}", out.stdout);
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("data "))
+        .unwrap_or_default();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["data", "unknown", "-", "-", "-", "-", "?"],
+        "{}",
+        out.stdout
+    );
+    assert_eq!(status(&["status", "--check"]).code, 3);
     fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A bucket that cannot be listed (a closed port here), with nothing in the run log about it: what it holds is
+/// unknown, so `status` says only that: not overdue ("no external backup yet"), "unknown" in the table, `unseen` in
+/// `--json`, `--check` exits 3 (cannot tell), not 1. Before: "no external backup yet, schedule is weekly" beside
+/// "could not be looked at", the headline "ATTENTION: 1 overdue" and `--check` exit 1.
+#[test]
+fn a_bucket_never_seen_and_not_in_the_run_log_is_unknown_not_empty() {
+    let closed = format!("http://127.0.0.1:{}", testkit::objstore::closed_port());
+    let t = Test::new()
+        .config(&crate::cloud::config(&closed, "bucket1", ""))
+        .env("AWS_ACCESS_KEY_ID", "GK0000000000")
+        .env("AWS_SECRET_ACCESS_KEY", "x");
+    first_snap(&t, "docs", "2025-04-10T03:15:00+00:00", 1 << 20);
+    let r: StatusReport = t.run_json(&["status", "--now", NOW]);
+    assert_eq!(
+        r.unseen.iter().map(|u| u.what.as_str()).collect::<Vec<_>>(),
+        ["destination offsite"]
+    );
+    assert!(r.overdue.is_empty(), "{:?}", r.overdue);
+    assert!(!r.ok);
+    let out = t.cmd().args(["status", "--now", NOW]).status(0);
+    assert!(
+        out.stdout.starts_with(
+            "status: UNKNOWN: destination offsite could not be looked at, so whether the backups are good is unknown"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("yet"), "{}", out.stdout);
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("offsite "))
+        .unwrap_or_default();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["offsite", "weekly", "-", "unknown", "-", "-"],
+        "{}",
+        out.stdout
+    );
+    t.cmd()
+        .args(["status", "--check", "--now", NOW])
+        .status(3)
+        .stderr_has(
+            "dbackup: status check: cannot tell whether the backups are good: destination offsite",
+        );
 }
