@@ -235,8 +235,12 @@ pub struct DestinationFacts {
     pub listing: Option<ListingFacts>,
     /// Why `backups/` could not be listed, when it could not.
     pub listing_error: Option<String>,
-    /// The newest backup the run log says was written there.
+    /// The newest backup the run log says was written there (not one `restore --verify` found damaged: see
+    /// `log_damaged`).
     pub from_log: Option<Seen>,
+    /// The drive was not listed and the newest backup the run log names there is one `restore --verify` found
+    /// damaged: its stamp and what was found. Then no newest is known.
+    pub log_damaged: Option<(String, String)>,
 }
 
 /// What a present destination's `backups/` holds.
@@ -306,6 +310,12 @@ impl DestinationFacts {
             )) => Some(a.to_string()),
             _ => self.listing_error.clone(),
         }
+    }
+
+    /// Its newest backup is unknown: it could not be looked at, or it was not listed and the run log's newest there
+    /// was found damaged (an older one may be good).
+    pub fn newest_unknown(&self) -> bool {
+        self.unseen().is_some() || self.log_damaged.is_some()
     }
 }
 
@@ -564,12 +574,26 @@ fn destination(
         }
         _ => (None, None),
     };
+    let mut from_log = runs.written.get(&d.name).cloned();
+    let log_damaged = from_log
+        .as_ref()
+        .filter(|_| listing.is_none())
+        .and_then(|s| {
+            damage
+                .iter()
+                .find(|r| r.destination == d.name && r.backup == s.name)
+        })
+        .map(|r| (r.backup.clone(), crate::external::damage::note_text(r)));
+    if log_damaged.is_some() {
+        from_log = None;
+    }
     DestinationFacts {
         settings: d.clone(),
         presence,
         listing,
         listing_error,
-        from_log: runs.written.get(&d.name).cloned(),
+        from_log,
+        log_damaged,
     }
 }
 
@@ -936,7 +960,7 @@ pub fn destination_histories(facts: &Facts) -> Vec<DestinationHistory> {
             present: d.is_present(),
             newest: d.newest(),
             schedule: d.settings.schedule,
-            unseen: d.unseen().is_some(),
+            unseen: d.newest_unknown(),
         })
         .chain(facts.clouds.iter().map(|c| DestinationHistory {
             name: c.settings.name.clone(),

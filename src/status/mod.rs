@@ -150,9 +150,21 @@ pub struct DestinationStatus {
     /// How many more backups of that size fit in the free space.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit_more: Option<u64>,
-    /// It is there but its backups could not be looked at (in `unseen`): what it holds is unknown, not none.
+    /// Its newest backup is unknown, not none: it is there but its backups could not be looked at (in `unseen`), or
+    /// the run log's newest on it is `log_damaged`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unseen: bool,
+    /// It was not listed, and the newest backup the run log names on it is one `restore --verify` found damaged:
+    /// its stamp and what was found (no newest is known then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_damaged: Option<LogDamaged>,
+}
+
+/// The newest backup the run log names on a drive that was not listed, found damaged by `restore --verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogDamaged {
+    pub stamp: String,
+    pub problem: String,
 }
 
 /// The last run of `collect`, `external` or `backup`.
@@ -437,7 +449,11 @@ fn destination_status(
         fit_more: fit_more(info.map(|i| i.free_bytes), average),
         recent_average_bytes: average,
         restore_points: points,
-        unseen: d.unseen().is_some(),
+        unseen: d.newest_unknown(),
+        log_damaged: d.log_damaged.as_ref().map(|(stamp, problem)| LogDamaged {
+            stamp: stamp.clone(),
+            problem: problem.clone(),
+        }),
     }
 }
 
@@ -514,8 +530,18 @@ pub fn verdict(r: &StatusReport) -> Verdict {
 /// broken one newer than the destination's newest good backup (the newest there is not restorable); an older broken
 /// one, with a good backup after it, is a warning only.
 pub fn backup_problems(destinations: &[DestinationStatus], all: bool) -> Vec<String> {
+    let damaged = |d: &DestinationStatus, stamp: &str, why: &str| {
+        format!(
+            "destination {}: backup {stamp} is DAMAGED ({why}); it is not counted as a restore point: verify it \
+             again or remove it",
+            d.name
+        )
+    };
     let mut out = Vec::new();
     for d in destinations {
+        if let Some(l) = &d.log_damaged {
+            out.push(damaged(d, &l.stamp, &l.problem));
+        }
         let newest_good = d.newest.as_ref().map(|n| n.time);
         let fails = |p: &&RestorePoint| p.damaged || newest_good.is_none_or(|t| p.time > t);
         for p in d
@@ -529,11 +555,7 @@ pub fn backup_problems(destinations: &[DestinationStatus], all: bool) -> Vec<Str
                 .as_deref()
                 .unwrap_or("its base is not on the drive");
             out.push(if p.damaged {
-                format!(
-                    "destination {}: backup {} is DAMAGED ({why}); it is not counted as a restore point: verify it \
-                     again or remove it",
-                    d.name, p.stamp
-                )
+                damaged(d, &p.stamp, why)
             } else {
                 format!(
                     "destination {}: backup {} is BROKEN ({why}); it cannot be restored whole and is not counted as \
@@ -1106,6 +1128,7 @@ mod tests {
             }),
             listing_error: None,
             from_log: None,
+            log_damaged: None,
         }
     }
 

@@ -772,3 +772,34 @@ fn a_bucket_never_seen_and_not_in_the_run_log_is_unknown_not_empty() {
             "dbackup: status check: cannot tell whether the backups are good: destination offsite",
         );
 }
+
+/// A drive whose newest backup `restore --verify` found damaged, then unplugged: the run log still names that backup
+/// as the drive's newest, but it is known damaged (`damaged.json`, in the state directory): `status --check` exits 1
+/// naming it, and the page says the same. Before: that backup was the drive's newest verified one (from the run
+/// log), `status` "ok", `--check` 0 and the page "Backups are good".
+#[test]
+fn a_damaged_backup_on_a_drive_since_unplugged_is_not_good() {
+    use crate::fixtures::chain::verify_backup;
+    let (t, drive, first, second) = a_full_and_an_incremental();
+    crate::harness::flip_middle_byte(&drive.join("backups").join(&second).join("data.tar"));
+    verify_backup(&t, &second, false, 1);
+    t.cmd().args(["status", "--check"]).status(1);
+    fs::rename(&drive, t.path("drive.in-a-drawer")).unwrap();
+    let r: StatusReport = t.run_json(&["status"]);
+    let d = &r.destinations[0];
+    assert!(!d.present);
+    assert_ne!(
+        d.newest.as_ref().map(|n| n.stamp.as_str()),
+        Some(second.as_str()),
+        "{d:?}"
+    );
+    assert!(!r.ok, "{r:?}");
+    assert!(d.newest.is_none() && d.unseen, "{d:?}");
+    let says = format!(
+        "destination drive: backup {second} is DAMAGED (restore --verify found it damaged on "
+    );
+    page_and_check_agree(&t, &says);
+    // Its older backup may be good: not "no external backup yet".
+    assert!(r.overdue.is_empty(), "{:?}", r.overdue);
+    assert!(!first.is_empty());
+}
