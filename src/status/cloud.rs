@@ -25,8 +25,12 @@ pub struct CloudStatus {
     pub place: String,
     /// The schedule it is written on: its own, else `schedule.external`.
     pub schedule: String,
-    /// It was listed (not when it could not be reached: see `error`).
+    /// It was listed (not when it could not be reached: see `error`, nor when it was not looked at).
     pub reachable: bool,
+    /// It was not looked at (the status page and `dbackup serve` do not list buckets): `newest` is what the run log
+    /// says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_looked_at: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Verified backups (stamps with `backup.json`).
@@ -96,6 +100,7 @@ pub fn build(
         schedule: crate::schedule::schedule_word(c.settings.schedule.unwrap_or(schedule.external))
             .to_string(),
         reachable: c.listing.is_some(),
+        not_looked_at: !c.looked,
         error: c.error.clone(),
         backups: c.listing.as_ref().map(|l| l.verified),
         newest,
@@ -141,7 +146,7 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
         "BACKUPS".to_string(),
     ]];
     for c in clouds {
-        let (newest, age) = newest_cells(c.newest.as_ref(), !c.reachable);
+        let (newest, age) = newest_cells(c.newest.as_ref(), c.error.is_some());
         rows.push(vec![
             c.name.clone(),
             c.schedule.clone(),
@@ -161,6 +166,7 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
             c.place,
             match &c.error {
                 Some(e) => format!("cannot be looked at: {e}"),
+                None if c.not_looked_at => "not looked at: what the run log says".to_string(),
                 None => format!(
                     "looked at with {} (a listing and each backup.json; no archive read)",
                     stdx::counted(c.requests, "request", "requests")

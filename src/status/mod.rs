@@ -47,7 +47,8 @@ pub struct StatusReport {
     pub schedule: Schedule,
     pub sets: Vec<SetStatus>,
     pub destinations: Vec<DestinationStatus>,
-    /// The cloud destinations (looked at by `status`: a listing and each `backup.json`).
+    /// The cloud destinations (looked at by `status`: a listing and each `backup.json`; the status page's are what the
+    /// run log says, `not_looked_at`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clouds: Vec<cloud::CloudStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -228,7 +229,6 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     let clouds: Vec<cloud::CloudStatus> = facts
         .clouds
         .iter()
-        .filter(|c| c.looked)
         .map(|c| cloud::build(c, &settings.schedule, now, &mut warnings))
         .collect();
 

@@ -1100,3 +1100,40 @@ fn a_page_that_cannot_be_written_says_what_to_do() {
         out.stderr
     );
 }
+
+/// A config whose only destination is a bucket: the page does not list buckets (a listing costs requests), so it
+/// shows each cloud destination as the run log knows it and says so ("as of the last run at ..."), never that no
+/// destination is configured nor to plug in a drive; the data (`report --json`) marks the bucket as not looked at.
+/// Before: "No destination is configured: the backups exist on this machine only", the bucket nowhere on the page,
+/// "Backups are good" with no word of what it rests on, and an overdue upload said "plug in a backup drive".
+#[test]
+fn a_bucket_on_the_page_is_what_the_run_log_says_and_the_page_says_so() {
+    let closed = format!("http://127.0.0.1:{}", testkit::objstore::closed_port());
+    let t = Test::new()
+        .config(&crate::cloud::config(&closed, "bucket1", ""))
+        .env("AWS_ACCESS_KEY_ID", "GK0000000000")
+        .env("AWS_SECRET_ACCESS_KEY", "x");
+    first_snap(&t, "docs", "2025-04-10T03:15:00+00:00", 5 * G);
+    log_written(&t, "offsite", "2025-04-08T03:20:00+00:00");
+    log_bare(&t, "backup", "2025-04-10T03:14:00+00:00", 0, None);
+    let mut r = report(&t, NOW);
+    assert!(r.ok, "{r:?}");
+    r.clouds[0].place = r.clouds[0].place.replace(&closed, "http://127.0.0.1:3900");
+    let c = &r.clouds[0];
+    assert!(c.not_looked_at && !c.reachable, "{c:?}");
+    assert_eq!(
+        c.newest.as_ref().map(|n| (n.stamp.as_str(), n.known_from)),
+        Some(("2025-04-08-032000", dbackup::KnownFrom::RunLog))
+    );
+    let html = page(&r);
+    assert!(!html.contains("No destination is configured"), "{html}");
+    insta::assert_snapshot!("page_bucket_from_the_run_log", readable(&html));
+
+    // Three weeks later the upload is overdue: what to do is not to plug in a drive.
+    let later = "2025-04-30T09:00:00+00:00";
+    let r = report(&t, later);
+    assert!(!r.ok);
+    let html = page(&r);
+    assert!(!html.contains("plug in a backup drive"), "{html}");
+    assert!(html.contains("no external backup for 22 days"), "{html}");
+}
