@@ -215,6 +215,7 @@ fn set_row(b: &mut String, r: &StatusReport, s: &SetStatus) {
             }
             b.push_str("</span>");
         }
+        None if s.unseen => b.push_str("<td>unknown"),
         None => b.push_str("<td><span class=\"bad\">none</span>"),
     }
     if let Some(n) = s
@@ -498,6 +499,7 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
             }
             b.push_str("</td>");
         }
+        None if d.unseen => b.push_str("<td class=\"muted\">unknown</td>"),
         None => {
             let _ = write!(
                 b,

@@ -723,6 +723,15 @@ fn a_backup_root_that_cannot_be_read_is_named() {
         out.stdout
     );
     assert_eq!(status(&["status", "--check"]).code, 3);
+    let page = status(&["report", "--out", "-"]).stdout;
+    assert!(
+        page.contains("Cannot tell whether the backups are good"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("<span class=\"bad\">none</span>") && page.contains("<td>unknown"),
+        "{page}"
+    );
     fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).unwrap();
 }
 
@@ -799,7 +808,10 @@ fn a_damaged_backup_on_a_drive_since_unplugged_is_not_good() {
         "destination drive: backup {second} is DAMAGED (restore --verify found it damaged on "
     );
     page_and_check_agree(&t, &says);
-    // Its older backup may be good: not "no external backup yet".
+    // Its older backup may be good: not "no external backup yet", nor "none yet" on the page.
     assert!(r.overdue.is_empty(), "{:?}", r.overdue);
+    let page = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
+    assert!(!page.contains("none yet"), "{page}");
+    assert!(page.contains("<td class=\"muted\">unknown</td>"), "{page}");
     assert!(!first.is_empty());
 }
