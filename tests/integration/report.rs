@@ -1137,3 +1137,96 @@ fn a_bucket_on_the_page_is_what_the_run_log_says_and_the_page_says_so() {
     assert!(!html.contains("plug in a backup drive"), "{html}");
     assert!(html.contains("no external backup for 22 days"), "{html}");
 }
+
+/// Every time, age, size and count the page shows agrees with `status --json` for the same state (two sets, a
+/// present and an absent drive, a failed run, at a time when things are fine and when three are overdue): the same
+/// verdict and problems, each set's last good snapshot (time in its own offset, age in the same words), each drive's
+/// newest backup and count, the root's free space.
+#[test]
+fn the_page_agrees_with_status_json() {
+    use dbackup::StatusReport;
+    let t = fine();
+    log_run(
+        &t,
+        "collect",
+        "2025-04-10T08:00:00+00:00",
+        1,
+        Some("collect data: rsync failed"),
+        serde_json::json!([
+            { "set": "data", "status": "failed", "error": "rsync exited 12" },
+            { "set": "config", "status": "complete" } ]),
+    );
+    let when = |t: chrono::DateTime<chrono::FixedOffset>| t.format("%Y-%m-%d %H:%M").to_string();
+    let words = |s: i64| dbackup::human_age(chrono::TimeDelta::seconds(s));
+    for now in [NOW, "2025-04-22T09:00:00+00:00"] {
+        let r: StatusReport = t.run_json(&["status", "--now", now]);
+        let html = t
+            .cmd()
+            .args(["report", "--now", now, "--out", "-"])
+            .status(0)
+            .stdout;
+        let page = readable(&html);
+        let v = dbackup::status_verdict(&r);
+        let n = v.problems.len();
+        if r.ok {
+            assert!(page.contains("Backups are good"), "{page}");
+        } else {
+            let plural = if n == 1 { "problem" } else { "problems" };
+            assert!(
+                page.contains(&format!("Attention: {n} {plural}")),
+                "{now}: {page}"
+            );
+        }
+        for o in &r.overdue {
+            assert!(page.contains(&o.message), "{}: {page}", o.message);
+        }
+        assert!(page.contains(&format!(
+            "as of <time datetime=\"{}\">{}</time>",
+            r.now.to_rfc3339(),
+            when(r.now)
+        )));
+        for s in &r.sets {
+            let good = s.newest_complete.as_ref().or(s.newest.as_ref()).unwrap();
+            let row = row_of(&page, &format!("set-{}", s.set));
+            assert!(
+                row.contains(&format!(">{}</time>", when(good.time))),
+                "{row}"
+            );
+            assert!(
+                row.contains(&format!(">{} ago</span>", words(good.age_seconds))),
+                "{row}"
+            );
+            assert!(row.contains(&format!("{} local", s.snapshots)), "{row}");
+        }
+        for d in &r.destinations {
+            let row = row_of(&page, &format!("drive-{}", d.name));
+            let newest = d.newest.as_ref().unwrap();
+            assert!(row.contains(&newest.stamp), "{row}");
+            assert!(
+                row.contains(&format!(">{} ago</span>", words(newest.age_seconds))),
+                "{row}"
+            );
+            if let Some(b) = d.backups {
+                assert!(row.contains(&format!("<summary>{b}</summary>")), "{row}");
+            }
+        }
+        let free = format!(
+            "{} free of {}",
+            dbackup::human_bytes(r.root_free_bytes.unwrap()),
+            dbackup::human_bytes(r.root_total_bytes.unwrap())
+        );
+        assert!(page.contains(&free), "{free}: {page}");
+    }
+}
+
+/// The `<tr id="...">` row of the page.
+fn row_of<'a>(page: &'a str, id: &str) -> &'a str {
+    let start = page
+        .find(&format!("<tr id=\"{id}\">"))
+        .unwrap_or_else(|| panic!("no row {id}"));
+    let end = page[start..]
+        .find("</tr>\n<tr id=")
+        .or(page[start..].find("</tbody>"))
+        .unwrap();
+    &page[start..start + end]
+}
