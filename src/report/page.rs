@@ -86,6 +86,14 @@ pub fn render(r: &StatusReport) -> String {
                 " <span class=\"muted\">see <code>dbackup status</code> and the run log; the next run tries again</span></li>\n",
             );
         }
+        for f in status::failed_backups(&r.destinations, &r.clouds) {
+            let _ = writeln!(
+                b,
+                "<li><strong>{}</strong> <span class=\"muted\">see <code>dbackup status</code> and the run log; the \
+                 next backup there tries again</span></li>",
+                html::code(&f)
+            );
+        }
         for p in status::backup_problems(&r.destinations, false) {
             let _ = writeln!(
                 b,

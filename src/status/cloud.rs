@@ -51,6 +51,10 @@ pub struct CloudStatus {
     pub resumable: Option<ResumePlan>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restore_points: Vec<RestorePoint>,
+    /// The newest upload the run log tells of here wrote nothing, and no newer backup is known: a problem until one
+    /// is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed: Option<gather::Attempt>,
     /// Requests this look took: one listing, then a GET per `backup.json`.
     pub requests: u64,
 }
@@ -111,6 +115,10 @@ pub fn build(
         unfinished: c.unfinished,
         resumable: c.resumable.clone(),
         restore_points: points,
+        last_failed: c
+            .attempt
+            .clone()
+            .filter(|a| a.failed_after(c.newest().as_ref())),
         requests: c.requests,
     }
 }
@@ -256,6 +264,7 @@ mod tests {
             }),
             error: None,
             from_log: None,
+            attempt: None,
             requests: 5,
         };
         let schedule = crate::config::Schedule::default();

@@ -81,6 +81,8 @@ pub struct CloudFacts {
     pub error: Option<String>,
     /// The newest backup the run log says was uploaded there.
     pub from_log: Option<Seen>,
+    /// The newest upload the run log tells of there, written or not.
+    pub attempt: Option<Attempt>,
     /// Requests the look took.
     pub requests: u64,
 }
@@ -112,6 +114,7 @@ fn cloud(
         resumable: None,
         error: None,
         from_log: runs.written.get(&c.name).cloned(),
+        attempt: runs.attempts.get(&c.name).cloned(),
         requests: 0,
     };
     let own = c
@@ -241,6 +244,8 @@ pub struct DestinationFacts {
     /// The drive was not listed and the newest backup the run log names there is one `restore --verify` found
     /// damaged: its stamp and what was found. Then no newest is known.
     pub log_damaged: Option<(String, String)>,
+    /// The newest backup the run log tells of there, written or not.
+    pub attempt: Option<Attempt>,
 }
 
 /// What a present destination's `backups/` holds.
@@ -338,11 +343,30 @@ pub struct RunFacts {
     pub last: Option<RunRecord>,
     /// Per destination, the newest backup written there.
     pub written: BTreeMap<String, Seen>,
+    /// Per destination, the newest backup tried there, written or not.
+    pub attempts: BTreeMap<String, Attempt>,
     /// Why the log could not be read, when it could not.
     pub error: Option<String>,
     /// For the history: runs of `collect`, `external` and `backup`, newest first, those that found nothing to do
     /// left out: the newest `RunWants::count`, then the failed ones back to `RunWants::until`.
     pub recent: Vec<RunRecord>,
+}
+
+/// A backup to a destination as a run record tells it: `written`, `failed` or `refused` (no room), when the run
+/// finished, and its error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub status: String,
+    pub finished: DateTime<FixedOffset>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Attempt {
+    /// This attempt wrote no backup, and is newer than `newest` (the destination's newest known backup, if any).
+    pub fn failed_after(&self, newest: Option<&Seen>) -> bool {
+        self.status != "written" && newest.is_none_or(|n| n.time < self.finished)
+    }
 }
 
 /// How far back [`read_runs_for`] reads for the history.
@@ -594,6 +618,7 @@ fn destination(
         listing_error,
         from_log,
         log_damaged,
+        attempt: runs.attempts.get(&d.name).cloned(),
     }
 }
 
@@ -744,11 +769,13 @@ pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -
             let wanted_last = facts.last.is_none() && backup_line;
             let wanted_written = line.contains("\"written\"")
                 && !destinations.iter().all(|d| facts.written.contains_key(*d));
+            let wanted_attempt = line.contains("\"destinations\"")
+                && !destinations.iter().all(|d| facts.attempts.contains_key(*d));
             let wanted_history = !history_done && backup_line;
-            if !(wanted_last || wanted_written || wanted_history) {
+            if !(wanted_last || wanted_written || wanted_attempt || wanted_history) {
                 continue;
             }
-            let parsed = if wanted_last || wanted_written {
+            let parsed = if wanted_last || wanted_written || wanted_attempt {
                 serde_json::from_str::<RunRecord>(line).ok()
             } else {
                 history_record(line)
@@ -760,6 +787,11 @@ pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -
             if wanted_written {
                 for (dest, seen) in written_backups(&record) {
                     facts.written.entry(dest).or_insert(seen);
+                }
+            }
+            if wanted_attempt {
+                for (dest, attempt) in attempts(&record) {
+                    facts.attempts.entry(dest).or_insert(attempt);
                 }
             }
             if !history_done && backup_run && !is_idle(&record) {
@@ -842,6 +874,35 @@ fn history_record(line: &str) -> Option<RunRecord> {
 /// The backups a run record says were written, by destination: `external` records hold the report's
 /// `destinations`; `backup` records hold a list of external reports under `external`.
 pub fn written_backups(record: &RunRecord) -> Vec<(String, Seen)> {
+    let offset = *record.finished.offset();
+    let mut out = Vec::new();
+    for d in destination_reports(record) {
+        let (Some(name), Some("written"), Some(stamp)) = (
+            d.get("name").and_then(|v| v.as_str()),
+            d.get("status").and_then(|v| v.as_str()),
+            d.get("backup").and_then(|v| v.as_str()),
+        ) else {
+            continue;
+        };
+        let Some(time) =
+            snapshot::parse_stamp(stamp).and_then(|t| t.and_local_timezone(offset).single())
+        else {
+            continue;
+        };
+        out.push((
+            name.to_string(),
+            Seen {
+                name: stamp.to_string(),
+                time,
+            },
+        ));
+    }
+    out
+}
+
+/// The destination reports of a run record: an `external` record's `destinations`, and those of each external
+/// report a `backup` record holds under `external`.
+fn destination_reports(record: &RunRecord) -> Vec<&serde_json::Value> {
     let reports: Vec<&serde_json::Value> = match record.command.as_str() {
         "external" => vec![&record.sets],
         "backup" => record
@@ -852,35 +913,29 @@ pub fn written_backups(record: &RunRecord) -> Vec<(String, Seen)> {
             .unwrap_or_default(),
         _ => vec![],
     };
-    let offset = *record.finished.offset();
-    let mut out = Vec::new();
-    for report in reports {
-        let Some(dests) = report.get("destinations").and_then(|d| d.as_array()) else {
-            continue;
-        };
-        for d in dests {
-            let (Some(name), Some("written"), Some(stamp)) = (
-                d.get("name").and_then(|v| v.as_str()),
-                d.get("status").and_then(|v| v.as_str()),
-                d.get("backup").and_then(|v| v.as_str()),
-            ) else {
-                continue;
-            };
-            let Some(time) =
-                snapshot::parse_stamp(stamp).and_then(|t| t.and_local_timezone(offset).single())
-            else {
-                continue;
-            };
-            out.push((
+    reports
+        .into_iter()
+        .filter_map(|r| r.get("destinations").and_then(|d| d.as_array()))
+        .flatten()
+        .collect()
+}
+
+/// The backups a run record says it tried, by destination, written or not.
+fn attempts(record: &RunRecord) -> Vec<(String, Attempt)> {
+    destination_reports(record)
+        .into_iter()
+        .filter_map(|d| {
+            let name = d.get("name")?.as_str()?;
+            Some((
                 name.to_string(),
-                Seen {
-                    name: stamp.to_string(),
-                    time,
+                Attempt {
+                    status: d.get("status")?.as_str()?.to_string(),
+                    finished: record.finished,
+                    error: d.get("error").and_then(|e| e.as_str()).map(String::from),
                 },
-            ));
-        }
-    }
-    out
+            ))
+        })
+        .collect()
 }
 
 /// `path`, or its nearest existing parent.

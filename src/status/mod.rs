@@ -159,6 +159,10 @@ pub struct DestinationStatus {
     /// its stamp and what was found (no newest is known then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_damaged: Option<LogDamaged>,
+    /// The newest backup the run log tells of here wrote nothing (failed, or refused for room), and no newer backup
+    /// is known: a problem until a backup is written here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed: Option<gather::Attempt>,
 }
 
 /// The newest backup the run log names on a drive that was not listed, found damaged by `restore --verify`.
@@ -276,7 +280,15 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     warnings.extend(low_disk.iter().map(|l| l.message.clone()));
     // A damaged or broken backup is named among the warnings too (the text shows them; `--check` fails on them).
     warnings.extend(backup_problems(&destinations, true));
-    let ok = verdict_of(&overdue, last_run.as_ref(), &sets, &destinations, &unseen).ok;
+    warnings.extend(failed_backups(&destinations, &clouds));
+    let ok = verdict_of(
+        &overdue,
+        last_run.as_ref(),
+        &sets,
+        (&destinations, &clouds),
+        &unseen,
+    )
+    .ok;
     let history = (facts.history > 0).then(|| history::build(facts, settings, &due));
     StatusReport {
         now,
@@ -454,6 +466,10 @@ fn destination_status(
             stamp: stamp.clone(),
             problem: problem.clone(),
         }),
+        last_failed: d
+            .attempt
+            .clone()
+            .filter(|a| a.failed_after(d.newest().as_ref())),
     }
 }
 
@@ -520,9 +536,46 @@ pub fn verdict(r: &StatusReport) -> Verdict {
         &r.overdue,
         r.last_run.as_ref(),
         &r.sets,
-        &r.destinations,
+        (&r.destinations, &r.clouds),
         &r.unseen,
     )
+}
+
+/// A sentence for each destination (drive or bucket) whose newest backup the run log tells of wrote nothing, with no
+/// newer backup known there: "the last backup to T9 failed (2025-04-10 04:05): why".
+pub fn failed_backups(
+    destinations: &[DestinationStatus],
+    clouds: &[cloud::CloudStatus],
+) -> Vec<String> {
+    failed_backup_parts(destinations, clouds)
+        .into_iter()
+        .map(|(head, why)| format!("{head}: {why}"))
+        .collect()
+}
+
+/// [`failed_backups`] as ("the last backup to T9 failed (2025-04-10 04:05)", why).
+fn failed_backup_parts(
+    destinations: &[DestinationStatus],
+    clouds: &[cloud::CloudStatus],
+) -> Vec<(String, String)> {
+    let drives = destinations.iter().map(|d| (&d.name, &d.last_failed));
+    let clouds = clouds.iter().map(|c| (&c.name, &c.last_failed));
+    drives
+        .chain(clouds)
+        .filter_map(|(name, a)| {
+            let a = a.as_ref()?;
+            let why = a.error.as_deref().unwrap_or(&a.status);
+            let how = if a.status == "refused" {
+                "was refused"
+            } else {
+                "failed"
+            };
+            Some((
+                format!("the last backup to {name} {how} ({})", when(a.finished)),
+                stdx::show_str(why.lines().next().unwrap_or("")),
+            ))
+        })
+        .collect()
 }
 
 /// A sentence for each backup on a drive that is no restore point: found damaged by `restore --verify`, or whose
@@ -575,7 +628,7 @@ fn verdict_of(
     overdue: &[Overdue],
     last_run: Option<&LastRun>,
     sets: &[SetStatus],
-    destinations: &[DestinationStatus],
+    (destinations, clouds): (&[DestinationStatus], &[cloud::CloudStatus]),
     unseen: &[Unseen],
 ) -> Verdict {
     let mut problems: Vec<String> = overdue.iter().map(|o| o.message.clone()).collect();
@@ -593,6 +646,7 @@ fn verdict_of(
         }
     }
     problems.extend(backup_problems(destinations, false));
+    problems.extend(failed_backups(destinations, clouds));
     Verdict {
         ok: problems.is_empty() && unseen.is_empty(),
         problems,
@@ -748,6 +802,12 @@ fn render_headline(w: &mut String, r: &StatusReport) {
                 stdx::counted(lacking as u64, "set", "sets")
             ));
         }
+        // "the last backup to T9 failed (2025-04-10 04:05)": the why is under "warnings:" and in --check.
+        what.extend(
+            failed_backup_parts(&r.destinations, &r.clouds)
+                .into_iter()
+                .map(|(head, _)| head),
+        );
         let bad = backup_problems(&r.destinations, false).len();
         if bad > 0 {
             what.push(format!(
@@ -1129,6 +1189,7 @@ mod tests {
             listing_error: None,
             from_log: None,
             log_damaged: None,
+            attempt: None,
         }
     }
 

@@ -1230,3 +1230,45 @@ fn row_of<'a>(page: &'a str, id: &str) -> &'a str {
         .unwrap();
     &page[start..start + end]
 }
+
+/// The last backup to a drive failed, and a later run (a collect) went fine: the drive still holds an older good
+/// backup within its schedule, but the failure is not to be forgotten: `status --check` exits 1 naming it, `--json`
+/// has it on the destination, and the page says the same. Before: "Backups are good" and exit 0, the failure only in
+/// the run strip.
+#[test]
+fn the_last_backup_to_a_destination_failed_is_not_good() {
+    let t = fine();
+    log_run(
+        &t,
+        "external",
+        "2025-04-10T04:00:00+00:00",
+        1,
+        Some("T9: cannot write: input/output error"),
+        serde_json::json!({ "sets": [], "destinations": [
+            { "name": "T9", "status": "failed", "error": "cannot write data.tar: input/output error" } ] }),
+    );
+    log_bare(&t, "backup", "2025-04-10T05:00:00+00:00", 0, None);
+    let says = "the last backup to T9 failed (2025-04-10 04:05): cannot write data.tar: input/output error";
+    let r = report(&t, NOW);
+    assert!(!r.ok);
+    let failed = r.destinations[0]
+        .last_failed
+        .as_ref()
+        .expect("T9's last backup failed");
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("cannot write data.tar: input/output error")
+    );
+    assert!(page(&r).contains(says), "{}", page(&r));
+    t.cmd()
+        .args(["status", "--check", "--now", NOW])
+        .status(1)
+        .stderr_has(says);
+    t.cmd()
+        .args(["status", "--now", NOW])
+        .status(0)
+        .stdout_has("status: ATTENTION: the last backup to T9 failed (");
+    // The next backup there that is written makes it good again.
+    log_written(&t, "T9", "2025-04-10T06:00:00+00:00");
+    t.cmd().args(["status", "--check", "--now", NOW]).status(0);
+}
