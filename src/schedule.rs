@@ -1691,8 +1691,8 @@ mod tests {
                 .collect()
         };
         let offsite = unseen(dest("offsite", 0, true, None));
-        assert!(words(ExternalMode::First, &[offsite.clone()]).is_empty());
-        assert!(words(ExternalMode::All, &[offsite.clone()]).is_empty());
+        assert!(words(ExternalMode::First, std::slice::from_ref(&offsite)).is_empty());
+        assert!(words(ExternalMode::All, std::slice::from_ref(&offsite)).is_empty());
         // Another destination's old backup: the unseen one may hold a newer one.
         let t9 = dest("T9", 0, false, old.clone());
         assert!(words(ExternalMode::First, &[t9.clone(), offsite.clone()]).is_empty());

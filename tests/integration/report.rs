@@ -1108,11 +1108,7 @@ fn a_page_that_cannot_be_written_says_what_to_do() {
 /// "Backups are good" with no word of what it rests on, and an overdue upload said "plug in a backup drive".
 #[test]
 fn a_bucket_on_the_page_is_what_the_run_log_says_and_the_page_says_so() {
-    let closed = format!("http://127.0.0.1:{}", testkit::objstore::closed_port());
-    let t = Test::new()
-        .config(&crate::cloud::config(&closed, "bucket1", ""))
-        .env("AWS_ACCESS_KEY_ID", "GK0000000000")
-        .env("AWS_SECRET_ACCESS_KEY", "x");
+    let (t, closed) = crate::cloud::on_a_closed_port();
     first_snap(&t, "docs", "2025-04-10T03:15:00+00:00", 5 * G);
     log_written(&t, "offsite", "2025-04-08T03:20:00+00:00");
     log_bare(&t, "backup", "2025-04-10T03:14:00+00:00", 0, None);

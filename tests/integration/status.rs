@@ -710,18 +710,7 @@ fn a_backup_root_that_cannot_be_read_is_named() {
         "{}",
         out.stdout
     );
-    assert!(!out.stdout.contains("yet"), "{}", out.stdout);
-    let row = out
-        .stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("data "))
-        .unwrap_or_default();
-    assert_eq!(
-        row.split_whitespace().collect::<Vec<_>>(),
-        ["data", "unknown", "-", "-", "-", "-", "?"],
-        "{}",
-        out.stdout
-    );
+    says_unknown_not_yet(&out.stdout, &["data", "unknown", "-", "-", "-", "-", "?"]);
     assert_eq!(status(&["status", "--check"]).code, 3);
     let page = status(&["report", "--out", "-"]).stdout;
     assert!(
@@ -741,11 +730,7 @@ fn a_backup_root_that_cannot_be_read_is_named() {
 /// "could not be looked at", the headline "ATTENTION: 1 overdue" and `--check` exit 1.
 #[test]
 fn a_bucket_never_seen_and_not_in_the_run_log_is_unknown_not_empty() {
-    let closed = format!("http://127.0.0.1:{}", testkit::objstore::closed_port());
-    let t = Test::new()
-        .config(&crate::cloud::config(&closed, "bucket1", ""))
-        .env("AWS_ACCESS_KEY_ID", "GK0000000000")
-        .env("AWS_SECRET_ACCESS_KEY", "x");
+    let (t, _) = crate::cloud::on_a_closed_port();
     first_snap(&t, "docs", "2025-04-10T03:15:00+00:00", 1 << 20);
     let r: StatusReport = t.run_json(&["status", "--now", NOW]);
     assert_eq!(
@@ -762,17 +747,9 @@ fn a_bucket_never_seen_and_not_in_the_run_log_is_unknown_not_empty() {
         "{}",
         out.stdout
     );
-    assert!(!out.stdout.contains("yet"), "{}", out.stdout);
-    let row = out
-        .stdout
-        .lines()
-        .find(|l| l.trim_start().starts_with("offsite "))
-        .unwrap_or_default();
-    assert_eq!(
-        row.split_whitespace().collect::<Vec<_>>(),
-        ["offsite", "weekly", "-", "unknown", "-", "-"],
-        "{}",
-        out.stdout
+    says_unknown_not_yet(
+        &out.stdout,
+        &["offsite", "weekly", "-", "unknown", "-", "-"],
     );
     t.cmd()
         .args(["status", "--check", "--now", NOW])
@@ -814,4 +791,15 @@ fn a_damaged_backup_on_a_drive_since_unplugged_is_not_good() {
     assert!(!page.contains("none yet"), "{page}");
     assert!(page.contains("<td class=\"muted\">unknown</td>"), "{page}");
     assert!(!first.is_empty());
+}
+
+/// `status`'s text says nothing is there "yet", and the table row of `row[0]` reads `row`, word by word.
+#[track_caller]
+fn says_unknown_not_yet(text: &str, row: &[&str]) {
+    assert!(!text.contains("yet"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(row[0]))
+        .unwrap_or_default();
+    assert_eq!(line.split_whitespace().collect::<Vec<_>>(), row, "{text}");
 }
