@@ -58,13 +58,22 @@ pub fn render(r: &StatusReport) -> String {
             esc(&stdx::counted(n as u64, "problem", "problems"))
         );
         for o in &r.overdue {
+            let plugged_in = drives_here(r, o.subject.as_deref());
             let hint = match o.phase {
-                Phase::Collect => "run <code>dbackup backup</code>, and check that its timer runs",
+                Phase::Collect => "run <code>dbackup backup</code>, and check that its timer runs".to_string(),
                 Phase::External if to_a_bucket(r, o.subject.as_deref()) => {
                     "run <code>dbackup backup</code>, and <code>dbackup status</code> to look at the bucket"
+                        .to_string()
                 }
+                Phase::External if !plugged_in.is_empty() => format!(
+                    "{} {} plugged in: run <code>dbackup backup</code>, and <code>dbackup status</code> for why \
+                     nothing was written",
+                    esc(&plugged_in.join(", ")),
+                    if plugged_in.len() == 1 { "is" } else { "are" }
+                ),
                 Phase::External => {
                     "plug in a backup drive: the copy starts by itself (or run <code>dbackup backup</code>)"
+                        .to_string()
                 }
             };
             let _ = writeln!(
@@ -360,6 +369,16 @@ fn to_a_bucket(r: &StatusReport, subject: Option<&str>) -> bool {
         Some(s) => r.clouds.iter().any(|c| c.name == s),
         None => r.destinations.is_empty(),
     }
+}
+
+/// The drives plugged in that what is overdue about `subject` (a drive; none: the external phase) could be written
+/// to.
+fn drives_here<'a>(r: &'a StatusReport, subject: Option<&str>) -> Vec<&'a str> {
+    r.destinations
+        .iter()
+        .filter(|d| d.present && subject.is_none_or(|s| s == d.name))
+        .map(|d| d.name.as_str())
+        .collect()
 }
 
 /// What the page knows of the buckets it did not look at, and from when: "Cloud destination offsite: as of the

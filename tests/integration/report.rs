@@ -1268,3 +1268,24 @@ fn the_last_backup_to_a_destination_failed_is_not_good() {
     log_written(&t, "T9", "2025-04-10T06:00:00+00:00");
     t.cmd().args(["status", "--check", "--now", NOW]).status(0);
 }
+
+/// The external copy is overdue while the drive is plugged in (here a drive too full for the next backup): the page
+/// does not tell to plug in a drive, but to run the backup and see why it was not written. Before: "plug in a backup
+/// drive: the copy starts by itself".
+#[test]
+fn an_overdue_copy_with_the_drive_plugged_in_does_not_say_to_plug_one_in() {
+    let t = fine();
+    let r = report(&t, "2025-04-22T09:00:00+00:00");
+    assert!(r.destinations.iter().any(|d| d.present));
+    assert!(
+        r.overdue
+            .iter()
+            .any(|o| o.message.starts_with("no external backup for 13 days"))
+    );
+    let html = page(&r);
+    assert!(!html.contains("plug in a backup drive"), "{html}");
+    assert!(
+        html.contains("T9 is plugged in: run <code>dbackup backup</code>, and <code>dbackup status</code> for why"),
+        "{html}"
+    );
+}
