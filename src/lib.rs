@@ -138,6 +138,9 @@ pub use status::{KnownFrom, StatusReport};
 // What people read, rendered from a parsed result (insta snapshots of `status` and the status page).
 pub use report::page::render as render_status_page;
 pub use status::render as render_status;
+// The verdict the page heads with, and the sizes as both show them (the page checked against `status --json`).
+pub use status::verdict as status_verdict;
+pub use stdx::{age_words as human_age, bytes as human_bytes};
 
 // The backup root: snapshots, their metadata and stamps (tests read them, and forge history).
 pub use snapshot::{

@@ -116,6 +116,10 @@ pub struct SetHistory {
     pub newest_complete: Option<Seen>,
     /// The newest complete snapshot whose contents were compared: a `--full` run, or a first snapshot.
     pub newest_compared: Option<Seen>,
+    /// Its snapshots could not be looked at (the backup root cannot be read): none seen is not none made, so it is
+    /// not said to be overdue for having none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unseen: bool,
 }
 
 /// One destination's verified backups: from the drive when it is present, else from the run log.
@@ -130,6 +134,10 @@ pub struct DestinationHistory {
     /// `external.mode` with the others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ExternalSchedule>,
+    /// It could not be looked at (a bucket that cannot be listed, a drive whose `backups/` cannot be read): `newest`
+    /// is only what the run log says, and without it what it holds is unknown, not none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unseen: bool,
 }
 
 /// What `dbackup backup` runs now, and why.
@@ -736,6 +744,7 @@ fn sets_overdue(
         out.extend(Overdue::check(
             (Phase::Collect, Some(&h.set), p),
             newest,
+            h.unseen,
             now,
             || match &h.newest {
                 Some(n) => format!(
@@ -793,9 +802,11 @@ fn shared_schedule_overdue(
         return;
     }
     match mode {
+        // A destination not looked at that the run log knows nothing of may hold a newer backup than any known.
         ExternalMode::First => out.extend(Overdue::check(
             (Phase::External, None, p),
             newest_anywhere(destinations).map(|(_, seen)| seen.time),
+            destinations.iter().any(|d| d.unseen && d.newest.is_none()),
             now,
             || format!("no external backup yet, schedule is {}", p.word()),
             |age| format!("no external backup for {age}, schedule is {}", p.word()),
@@ -819,6 +830,7 @@ fn destination_overdue(
     Overdue::check(
         (Phase::External, Some(&d.name), p),
         d.newest.as_ref().map(|s| s.time),
+        d.unseen && d.newest.is_none(),
         now,
         || {
             format!(
@@ -840,28 +852,28 @@ fn destination_overdue(
 impl Overdue {
     /// The one overdue rule: what (`phase`, `subject`, by `schedule`) is overdue when nothing was seen yet
     /// (`never` says so) or the newest seen is older than the schedule allows (`aged` says so, given the age in
-    /// words); else nothing.
+    /// words); else nothing. `unknown`: a place that could hold a newer one could not be looked at, so an age past
+    /// the schedule, or nothing seen, is not known to be overdue (the report names that place as unseen instead).
     fn check(
         (phase, subject, schedule): (Phase, Option<&String>, Period),
         newest: Option<DateTime<FixedOffset>>,
+        unknown: bool,
         now: DateTime<FixedOffset>,
         never: impl FnOnce() -> String,
         aged: impl FnOnce(&str) -> String,
     ) -> Option<Overdue> {
-        let (age, message) = match newest {
-            None => (None, never()),
-            Some(t) => {
-                let age = now.signed_duration_since(t);
-                if age <= schedule.overdue_after() {
-                    return None;
-                }
-                (Some(age), aged(&age_words(age)))
-            }
+        let age = newest.map(|t| now.signed_duration_since(t));
+        if age.is_some_and(|a| a <= schedule.overdue_after()) || unknown {
+            return None;
+        }
+        let message = match age {
+            None => never(),
+            Some(a) => aged(&age_words(a)),
         };
         Some(Overdue {
             phase,
             subject: subject.cloned(),
-            age_seconds: age.map(|a| a.num_seconds()),
+            age_seconds: age.map(|a: TimeDelta| a.num_seconds()),
             schedule,
             message,
         })
@@ -899,6 +911,7 @@ mod tests {
             newest,
             newest_complete: complete,
             newest_compared: compared,
+            unseen: false,
         }
     }
 
@@ -1192,6 +1205,7 @@ mod tests {
             present,
             newest,
             schedule: None,
+            unseen: false,
         }
     }
 
@@ -1657,6 +1671,43 @@ mod tests {
         }
     }
 
+    /// What could not be looked at is not said to have nothing: a set of an unreadable root, a destination not
+    /// looked at that the run log knows nothing of (alone, in mode `all`, or as one of `first`'s). What the run log
+    /// knows still ages.
+    #[test]
+    fn what_could_not_be_looked_at_is_not_overdue_for_having_nothing() {
+        let weekly = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Weekly);
+        let unseen = |d: DestinationHistory| DestinationHistory { unseen: true, ..d };
+        let old = seen("2025-03-01-031500", "2025-03-01T03:15:00+02:00");
+        let sets = [SetHistory {
+            set: "data".into(),
+            unseen: true,
+            ..Default::default()
+        }];
+        let words = |mode, dests: &[DestinationHistory]| -> Vec<String> {
+            overdue(&weekly, mode, &sets, dests, at(NOW))
+                .into_iter()
+                .map(|o| o.message)
+                .collect()
+        };
+        let offsite = unseen(dest("offsite", 0, true, None));
+        assert!(words(ExternalMode::First, std::slice::from_ref(&offsite)).is_empty());
+        assert!(words(ExternalMode::All, std::slice::from_ref(&offsite)).is_empty());
+        // Another destination's old backup: the unseen one may hold a newer one.
+        let t9 = dest("T9", 0, false, old.clone());
+        assert!(words(ExternalMode::First, &[t9.clone(), offsite.clone()]).is_empty());
+        assert_eq!(
+            words(ExternalMode::All, &[t9.clone(), offsite]),
+            ["no external backup on T9 for 40 days, schedule is weekly"]
+        );
+        // The run log's last upload there is 40 days old.
+        let known = unseen(dest("offsite", 0, true, old));
+        assert_eq!(
+            words(ExternalMode::First, &[known]),
+            ["no external backup for 40 days, schedule is weekly"]
+        );
+    }
+
     #[test]
     fn overdue_items() {
         let weekly = sched(Incremental::Daily, Full::Weekly, ExternalSchedule::Weekly);
@@ -1671,6 +1722,7 @@ mod tests {
                 newest: seen("config-2025-04-10-031500", "2025-04-10T03:15:00+02:00"),
                 newest_complete: seen("config-2025-04-07-031500", "2025-04-07T03:15:00+02:00"),
                 newest_compared: None,
+                unseen: false,
             },
             SetHistory {
                 set: "new".into(),

@@ -513,7 +513,7 @@ fn examine(dest: &DestinationSettings, intent: Intent) -> Result<MediaInfo, Abse
     let path = dest.path.clone();
     let unreachable = |e: std::io::Error| Absence::Unreachable {
         path: dest.path.clone(),
-        error: io_message(&e),
+        error: crate::stdx::fs::message(&e),
     };
     let meta = match std::fs::metadata(&path) {
         Ok(m) => m,
@@ -669,7 +669,7 @@ fn examine(dest: &DestinationSettings, intent: Intent) -> Result<MediaInfo, Abse
                 path,
                 cause: format!(
                     "cannot be written to: creating a test file failed: {}",
-                    io_message(&e)
+                    crate::stdx::fs::message(&e)
                 ),
             },
             _ => unreachable(e),
@@ -830,7 +830,8 @@ impl MediaInfo {
             path: self.path.clone(),
             why,
         };
-        let meta = std::fs::metadata(&self.resolved).map_err(|e| gone(io_message(&e)))?;
+        let meta =
+            std::fs::metadata(&self.resolved).map_err(|e| gone(crate::stdx::fs::message(&e)))?;
         if meta.dev() != self.dev {
             return Err(gone("another filesystem is there now".to_string()));
         }
@@ -906,17 +907,6 @@ pub fn hostname() -> String {
         .nodename()
         .to_string_lossy()
         .into_owned()
-}
-
-/// An I/O error as a lower-case phrase without the `(os error N)` suffix.
-fn io_message(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    let s = s.split(" (os error").next().unwrap_or(&s);
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(c) => c.to_lowercase().chain(chars).collect(),
-        None => s.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -438,5 +438,8 @@ fn presence_serializes_with_state_and_reason() {
 #[test]
 fn io_messages_are_lower_case_without_os_error() {
     let e = std::io::Error::from_raw_os_error(libc::ENOTCONN);
-    assert_eq!(io_message(&e), "transport endpoint is not connected");
+    assert_eq!(
+        crate::stdx::fs::message(&e),
+        "transport endpoint is not connected"
+    );
 }

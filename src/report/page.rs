@@ -58,10 +58,22 @@ pub fn render(r: &StatusReport) -> String {
             esc(&stdx::counted(n as u64, "problem", "problems"))
         );
         for o in &r.overdue {
+            let plugged_in = drives_here(r, o.subject.as_deref());
             let hint = match o.phase {
-                Phase::Collect => "run <code>dbackup backup</code>, and check that its timer runs",
+                Phase::Collect => "run <code>dbackup backup</code>, and check that its timer runs".to_string(),
+                Phase::External if to_a_bucket(r, o.subject.as_deref()) => {
+                    "run <code>dbackup backup</code>, and <code>dbackup status</code> to look at the bucket"
+                        .to_string()
+                }
+                Phase::External if !plugged_in.is_empty() => format!(
+                    "{} {} plugged in: run <code>dbackup backup</code>, and <code>dbackup status</code> for why \
+                     nothing was written",
+                    esc(&plugged_in.join(", ")),
+                    if plugged_in.len() == 1 { "is" } else { "are" }
+                ),
                 Phase::External => {
                     "plug in a backup drive: the copy starts by itself (or run <code>dbackup backup</code>)"
+                        .to_string()
                 }
             };
             let _ = writeln!(
@@ -83,6 +95,14 @@ pub fn render(r: &StatusReport) -> String {
                 " <span class=\"muted\">see <code>dbackup status</code> and the run log; the next run tries again</span></li>\n",
             );
         }
+        for f in status::failed_backups(&r.destinations, &r.clouds) {
+            let _ = writeln!(
+                b,
+                "<li><strong>{}</strong> <span class=\"muted\">see <code>dbackup status</code> and the run log; the \
+                 next backup there tries again</span></li>",
+                html::code(&f)
+            );
+        }
         for p in status::backup_problems(&r.destinations, false) {
             let _ = writeln!(
                 b,
@@ -93,6 +113,9 @@ pub fn render(r: &StatusReport) -> String {
         }
         unseen_items(&mut b, &verdict);
         b.push_str("</ul>\n");
+    }
+    if let Some(basis) = clouds_basis(r) {
+        let _ = writeln!(b, "<p>{basis}</p>");
     }
     let _ = write!(b, "<p class=\"meta\">");
     if !host.is_empty() {
@@ -116,6 +139,7 @@ pub fn render(r: &StatusReport) -> String {
 
     sets(&mut b, r);
     destinations(&mut b, r);
+    clouds(&mut b, r);
     runs(&mut b, r);
     if let Some(h) = &r.history {
         restore(&mut b, h);
@@ -125,7 +149,7 @@ pub fn render(r: &StatusReport) -> String {
     let _ = writeln!(
         b,
         "<footer><p>Backup root {}{}. Made by dbackup {} from <code>dbackup --json status --history {}</code> (metadata \
-         only). This page loads nothing and sends nothing.</p></footer>",
+         only{}). This page loads nothing and sends nothing.</p></footer>",
         esc(&r.backup_root.display().to_string()),
         match (r.root_free_bytes, r.root_total_bytes) {
             (Some(f), Some(t)) => esc(&format!(": {} free of {}", stdx::bytes(f), stdx::bytes(t))),
@@ -134,6 +158,11 @@ pub fn render(r: &StatusReport) -> String {
         },
         env!("CARGO_PKG_VERSION"),
         r.history.as_ref().map_or(0, |h| h.limit),
+        if r.clouds.iter().any(|c| c.not_looked_at) {
+            "; the cloud destinations from the run log, not listed"
+        } else {
+            ""
+        },
     );
 
     let title = if verdict.ok {
@@ -203,6 +232,7 @@ fn set_row(b: &mut String, r: &StatusReport, s: &SetStatus) {
             }
             b.push_str("</span>");
         }
+        None if s.unseen => b.push_str("<td>unknown"),
         None => b.push_str("<td><span class=\"bad\">none</span>"),
     }
     if let Some(n) = s
@@ -332,15 +362,54 @@ fn set_row(b: &mut String, r: &StatusReport, s: &SetStatus) {
     b.push_str("</tr>\n");
 }
 
-fn destinations(b: &mut String, r: &StatusReport) {
-    b.push_str("<section id=\"destinations\">\n<h2>Drives</h2>\n");
-    if r.destinations.is_empty() {
-        b.push_str(
-            "<p class=\"warn\">No destination is configured: the backups exist on this machine only. Add one to \
-             <code>destinations</code> in the config for the external phase.</p>\n</section>\n",
-        );
-        return;
+/// Whether what is overdue about `subject` (a destination; none: the external phase) is to be written to a bucket:
+/// a cloud destination's, or the phase's when no drive is configured.
+fn to_a_bucket(r: &StatusReport, subject: Option<&str>) -> bool {
+    match subject {
+        Some(s) => r.clouds.iter().any(|c| c.name == s),
+        None => r.destinations.is_empty(),
     }
+}
+
+/// The drives plugged in that what is overdue about `subject` (a drive; none: the external phase) could be written
+/// to.
+fn drives_here<'a>(r: &'a StatusReport, subject: Option<&str>) -> Vec<&'a str> {
+    r.destinations
+        .iter()
+        .filter(|d| d.present && subject.is_none_or(|s| s == d.name))
+        .map(|d| d.name.as_str())
+        .collect()
+}
+
+/// What the page knows of the buckets it did not look at, and from when: "Cloud destination offsite: as of the
+/// last run at ...". None when every cloud destination was looked at (or there is none).
+fn clouds_basis(r: &StatusReport) -> Option<String> {
+    let names: Vec<&str> = r
+        .clouds
+        .iter()
+        .filter(|c| c.not_looked_at)
+        .map(|c| c.name.as_str())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let when = match &r.last_run {
+        Some(l) => format!("as of the last run at {}", time(l.finished)),
+        None => "as the run log says (no run recorded)".to_string(),
+    };
+    Some(format!(
+        "{} {}: {when}. This page does not list buckets; <code>dbackup status</code> does.",
+        if names.len() == 1 {
+            "Cloud destination"
+        } else {
+            "Cloud destinations"
+        },
+        esc(&names.join(", "))
+    ))
+}
+
+/// "External copy: why; next when."
+fn external_line(b: &mut String, r: &StatusReport) {
     let e = &r.due.external;
     let _ = write!(
         b,
@@ -352,6 +421,22 @@ fn destinations(b: &mut String, r: &StatusReport) {
         let _ = write!(b, "; next {}", time(n));
     }
     b.push_str(".</p>\n");
+}
+
+fn destinations(b: &mut String, r: &StatusReport) {
+    b.push_str("<section id=\"destinations\">\n<h2>Drives</h2>\n");
+    if r.destinations.is_empty() && !r.clouds.is_empty() {
+        b.push_str("<p>No drive is configured: the external copies go to the cloud destinations below.</p>\n</section>\n");
+        return;
+    }
+    if r.destinations.is_empty() {
+        b.push_str(
+            "<p class=\"warn\">No destination is configured: the backups exist on this machine only. Add one to \
+             <code>destinations</code> in the config for the external phase.</p>\n</section>\n",
+        );
+        return;
+    }
+    external_line(b, r);
     b.push_str(
         "<table>\n<thead><tr><th>Drive</th><th>State</th><th>Last verified backup</th><th>Free</th>\
         <th>Next backup fits</th><th>Backups on it</th></tr></thead>\n<tbody>\n",
@@ -441,6 +526,7 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
             }
             b.push_str("</td>");
         }
+        None if d.unseen => b.push_str("<td class=\"muted\">unknown</td>"),
         None => {
             let _ = write!(
                 b,
@@ -540,6 +626,69 @@ fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
         (None, _) => b.push_str("<td>-</td>"),
     }
     b.push_str("</tr>\n");
+}
+
+/// The cloud destinations: each one's last verified upload (from the run log, on the page: see [`clouds_basis`]).
+fn clouds(b: &mut String, r: &StatusReport) {
+    if r.clouds.is_empty() {
+        return;
+    }
+    b.push_str("<section id=\"clouds\">\n<h2>Cloud destinations</h2>\n");
+    if r.destinations.is_empty() {
+        external_line(b, r);
+    }
+    if let Some(basis) = clouds_basis(r) {
+        let _ = writeln!(b, "<p class=\"muted\">{basis}</p>");
+    }
+    b.push_str(
+        "<table>\n<thead><tr><th>Destination</th><th>Schedule</th><th>Last verified upload</th></tr></thead>\n<tbody>\n",
+    );
+    for c in &r.clouds {
+        let overdue = r.overdue.iter().any(|o| {
+            o.phase == Phase::External
+                && (o.subject.is_none() || o.subject.as_deref() == Some(c.name.as_str()))
+        });
+        let _ = write!(
+            b,
+            "<tr id=\"cloud-{}\"><td><strong>{}</strong><br><span class=\"muted\">{}</span></td><td>{}</td>",
+            attr(&c.name),
+            esc(&c.name),
+            esc(&c.place),
+            esc(&c.schedule)
+        );
+        match (&c.newest, &c.error) {
+            (Some(n), _) => {
+                let _ = write!(
+                    b,
+                    "<td class=\"{}\">{}<br><span class=\"muted\">{}{}</span></td>",
+                    if overdue { "bad" } else { "" },
+                    ago(n.time, r.now),
+                    esc(&n.stamp),
+                    if n.known_from == KnownFrom::RunLog {
+                        ", from the run log"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            (None, Some(e)) => {
+                let _ = write!(
+                    b,
+                    "<td class=\"bad\">unknown<br><span class=\"muted\">could not be looked at: {}</span></td>",
+                    esc(e)
+                );
+            }
+            (None, None) => {
+                let _ = write!(
+                    b,
+                    "<td class=\"{}\">none yet</td>",
+                    if overdue { "bad" } else { "muted" }
+                );
+            }
+        }
+        b.push_str("</tr>\n");
+    }
+    b.push_str("</tbody>\n</table>\n</section>\n");
 }
 
 fn runs(b: &mut String, r: &StatusReport) {

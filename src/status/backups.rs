@@ -14,6 +14,26 @@ use crate::stdx::table;
 /// How many of the newest backups the recent average size is taken over.
 pub const RECENT: usize = 5;
 
+/// The NEWEST and AGE cells of a destination's row in the text: the stamp (with where it is known from, or that it
+/// is encrypted) and its age; "unknown" when none is known and the destination could not be looked at, else "none".
+pub fn newest_cells(newest: Option<&ExternalStatus>, unseen: bool) -> (String, String) {
+    let Some(n) = newest else {
+        let word = if unseen { "unknown" } else { "none" };
+        return (word.to_string(), "-".to_string());
+    };
+    let stamp = if n.known_from == KnownFrom::RunLog {
+        format!("{} (run log)", n.stamp)
+    } else if n.encrypted {
+        format!("{} (age)", n.stamp)
+    } else {
+        n.stamp.clone()
+    };
+    (
+        stamp,
+        stdx::age_short(chrono::TimeDelta::seconds(n.age_seconds)),
+    )
+}
+
 /// One verified backup on a drive and the chain it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestorePoint {

@@ -8,7 +8,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use super::backups::{
-    ExternalStatus, KnownFrom, RestorePoint, is_zero, newest_and_points, others_words,
+    ExternalStatus, RestorePoint, is_zero, newest_and_points, newest_cells, others_words,
     render_points,
 };
 use super::gather;
@@ -26,8 +26,12 @@ pub struct CloudStatus {
     pub place: String,
     /// The schedule it is written on: its own, else `schedule.external`.
     pub schedule: String,
-    /// It was listed (not when it could not be reached: see `error`).
+    /// It was listed (not when it could not be reached: see `error`, nor when it was not looked at).
     pub reachable: bool,
+    /// It was not looked at (the status page and `dbackup serve` do not list buckets): `newest` is what the run log
+    /// says.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_looked_at: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// Verified backups (stamps with `backup.json`).
@@ -48,6 +52,10 @@ pub struct CloudStatus {
     pub resumable: Option<ResumePlan>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restore_points: Vec<RestorePoint>,
+    /// The newest upload the run log tells of here wrote nothing, and no newer backup is known: a problem until one
+    /// is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed: Option<gather::Attempt>,
     /// Requests this look took: one listing, then a GET per `backup.json`.
     pub requests: u64,
     /// Verified backups on the bucket of another config that names it alike (holding sets, none of this config's):
@@ -97,6 +105,7 @@ pub fn build(
         schedule: crate::schedule::schedule_word(c.settings.schedule.unwrap_or(schedule.external))
             .to_string(),
         reachable: c.listing.is_some(),
+        not_looked_at: !c.looked,
         error: c.error.clone(),
         backups: c.listing.as_ref().map(|l| l.verified),
         newest,
@@ -107,6 +116,10 @@ pub fn build(
         unfinished: c.unfinished,
         resumable: c.resumable.clone(),
         restore_points: points,
+        last_failed: c
+            .attempt
+            .clone()
+            .filter(|a| a.failed_after(c.newest().as_ref())),
         requests: c.requests,
         other_configs_backups: c.listing.as_ref().map_or(0, |l| l.foreign),
     }
@@ -143,21 +156,7 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
         "BACKUPS".to_string(),
     ]];
     for c in clouds {
-        let (newest, age) = match &c.newest {
-            Some(n) if n.known_from == KnownFrom::RunLog => (
-                format!("{} (run log)", n.stamp),
-                stdx::age_short(chrono::TimeDelta::seconds(n.age_seconds)),
-            ),
-            Some(n) if n.encrypted => (
-                format!("{} (age)", n.stamp),
-                stdx::age_short(chrono::TimeDelta::seconds(n.age_seconds)),
-            ),
-            Some(n) => (
-                n.stamp.clone(),
-                stdx::age_short(chrono::TimeDelta::seconds(n.age_seconds)),
-            ),
-            None => ("none".to_string(), "-".to_string()),
-        };
+        let (newest, age) = newest_cells(c.newest.as_ref(), c.error.is_some());
         rows.push(vec![
             c.name.clone(),
             c.schedule.clone(),
@@ -177,6 +176,7 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
             c.place,
             match &c.error {
                 Some(e) => format!("cannot be looked at: {e}"),
+                None if c.not_looked_at => "not looked at: what the run log says".to_string(),
                 None => format!(
                     "looked at with {} (a listing and each backup.json; no archive read)",
                     stdx::counted(c.requests, "request", "requests")
@@ -267,6 +267,7 @@ mod tests {
             }),
             error: None,
             from_log: None,
+            attempt: None,
             requests: 5,
         };
         let schedule = crate::config::Schedule::default();
@@ -300,7 +301,7 @@ mod tests {
     cloud destinations:
       DESTINATION  SCHEDULE  STORED     LAST VERIFIED UPLOAD  AGE  BACKUPS
       offsite      weekly    312.0 MiB  2025-04-06-020000     4d   2
-      b2           weekly    -          none                  -    -
+      b2           weekly    -          unknown               -    -
       offsite: s3 http://127.0.0.1:3900 payne/laptop/one; looked at with 5 requests (a listing and each backup.json; no archive read); 1 unfinished upload the next upload removes
         unfinished upload 2025-04-10-020000 can be resumed: 4 of 25 parts uploaded (512.0 KiB)
       b2: s3 http://127.0.0.1:3900 payne/laptop/one; cannot be looked at: no answer from s3 http://127.0.0.1:9 payne/laptop/one

@@ -82,6 +82,8 @@ pub struct CloudFacts {
     pub error: Option<String>,
     /// The newest backup the run log says was uploaded there.
     pub from_log: Option<Seen>,
+    /// The newest upload the run log tells of there, written or not.
+    pub attempt: Option<Attempt>,
     /// Requests the look took.
     pub requests: u64,
 }
@@ -90,6 +92,11 @@ impl CloudFacts {
     /// The newest verified backup: from the bucket when it was listed, else from the run log.
     pub fn newest(&self) -> Option<Seen> {
         newest_known(&self.listing, &self.from_log)
+    }
+
+    /// Why it could not be looked at, when it was to be (keys, network, bucket).
+    pub fn unseen(&self) -> Option<String> {
+        self.error.clone().filter(|_| self.looked)
     }
 }
 
@@ -108,6 +115,7 @@ fn cloud(
         resumable: None,
         error: None,
         from_log: runs.written.get(&c.name).cloned(),
+        attempt: runs.attempts.get(&c.name).cloned(),
         requests: 0,
     };
     let own = c
@@ -236,8 +244,14 @@ pub struct DestinationFacts {
     pub listing: Option<ListingFacts>,
     /// Why `backups/` could not be listed, when it could not.
     pub listing_error: Option<String>,
-    /// The newest backup the run log says was written there.
+    /// The newest backup the run log says was written there (not one `restore --verify` found damaged: see
+    /// `log_damaged`).
     pub from_log: Option<Seen>,
+    /// The drive was not listed and the newest backup the run log names there is one `restore --verify` found
+    /// damaged: its stamp and what was found. Then no newest is known.
+    pub log_damaged: Option<(String, String)>,
+    /// The newest backup the run log tells of there, written or not.
+    pub attempt: Option<Attempt>,
 }
 
 /// What a present destination's `backups/` holds.
@@ -299,6 +313,25 @@ impl DestinationFacts {
     pub fn newest(&self) -> Option<Seen> {
         newest_known(&self.listing, &self.from_log)
     }
+
+    /// Why it could not be looked at, when it is there but its backups could not be listed (an I/O error, a
+    /// `backups` that is no directory or leads elsewhere). A drive that is not plugged in is absent, not unseen.
+    pub fn unseen(&self) -> Option<String> {
+        match &self.presence {
+            Some(Presence::Absent(
+                a @ (media::Absence::Unreachable { .. }
+                | media::Absence::BadMarker { .. }
+                | media::Absence::Redirected { .. }),
+            )) => Some(a.to_string()),
+            _ => self.listing_error.clone(),
+        }
+    }
+
+    /// Its newest backup is unknown: it could not be looked at, or it was not listed and the run log's newest there
+    /// was found damaged (an older one may be good).
+    pub fn newest_unknown(&self) -> bool {
+        self.unseen().is_some() || self.log_damaged.is_some()
+    }
 }
 
 /// The newest verified backup on a destination (a drive or a bucket): from its listing when it was listed, else
@@ -320,11 +353,30 @@ pub struct RunFacts {
     pub last: Option<RunRecord>,
     /// Per destination, the newest backup written there.
     pub written: BTreeMap<String, Seen>,
+    /// Per destination, the newest backup tried there, written or not.
+    pub attempts: BTreeMap<String, Attempt>,
     /// Why the log could not be read, when it could not.
     pub error: Option<String>,
     /// For the history: runs of `collect`, `external` and `backup`, newest first, those that found nothing to do
     /// left out: the newest `RunWants::count`, then the failed ones back to `RunWants::until`.
     pub recent: Vec<RunRecord>,
+}
+
+/// A backup to a destination as a run record tells it: `written`, `failed` or `refused` (no room), when the run
+/// finished, and its error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub status: String,
+    pub finished: DateTime<FixedOffset>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Attempt {
+    /// This attempt wrote no backup, and is newer than `newest` (the destination's newest known backup, if any).
+    pub fn failed_after(&self, newest: Option<&Seen>) -> bool {
+        self.status != "written" && newest.is_none_or(|n| n.time < self.finished)
+    }
 }
 
 /// How far back [`read_runs_for`] reads for the history.
@@ -557,12 +609,27 @@ fn destination(
         }
         _ => (None, None),
     };
+    let mut from_log = runs.written.get(&d.name).cloned();
+    let log_damaged = from_log
+        .as_ref()
+        .filter(|_| listing.is_none())
+        .and_then(|s| {
+            damage
+                .iter()
+                .find(|r| r.destination == d.name && r.backup == s.name)
+        })
+        .map(|r| (r.backup.clone(), crate::external::damage::note_text(r)));
+    if log_damaged.is_some() {
+        from_log = None;
+    }
     DestinationFacts {
         settings: d.clone(),
         presence,
         listing,
         listing_error,
-        from_log: runs.written.get(&d.name).cloned(),
+        from_log,
+        log_damaged,
+        attempt: runs.attempts.get(&d.name).cloned(),
     }
 }
 
@@ -713,11 +780,13 @@ pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -
             let wanted_last = facts.last.is_none() && backup_line;
             let wanted_written = line.contains("\"written\"")
                 && !destinations.iter().all(|d| facts.written.contains_key(*d));
+            let wanted_attempt = line.contains("\"destinations\"")
+                && !destinations.iter().all(|d| facts.attempts.contains_key(*d));
             let wanted_history = !history_done && backup_line;
-            if !(wanted_last || wanted_written || wanted_history) {
+            if !(wanted_last || wanted_written || wanted_attempt || wanted_history) {
                 continue;
             }
-            let parsed = if wanted_last || wanted_written {
+            let parsed = if wanted_last || wanted_written || wanted_attempt {
                 serde_json::from_str::<RunRecord>(line).ok()
             } else {
                 history_record(line)
@@ -729,6 +798,11 @@ pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -
             if wanted_written {
                 for (dest, seen) in written_backups(&record) {
                     facts.written.entry(dest).or_insert(seen);
+                }
+            }
+            if wanted_attempt {
+                for (dest, attempt) in attempts(&record) {
+                    facts.attempts.entry(dest).or_insert(attempt);
                 }
             }
             if !history_done && backup_run && !is_idle(&record) {
@@ -811,6 +885,35 @@ fn history_record(line: &str) -> Option<RunRecord> {
 /// The backups a run record says were written, by destination: `external` records hold the report's
 /// `destinations`; `backup` records hold a list of external reports under `external`.
 pub fn written_backups(record: &RunRecord) -> Vec<(String, Seen)> {
+    let offset = *record.finished.offset();
+    let mut out = Vec::new();
+    for d in destination_reports(record) {
+        let (Some(name), Some("written"), Some(stamp)) = (
+            d.get("name").and_then(|v| v.as_str()),
+            d.get("status").and_then(|v| v.as_str()),
+            d.get("backup").and_then(|v| v.as_str()),
+        ) else {
+            continue;
+        };
+        let Some(time) =
+            snapshot::parse_stamp(stamp).and_then(|t| t.and_local_timezone(offset).single())
+        else {
+            continue;
+        };
+        out.push((
+            name.to_string(),
+            Seen {
+                name: stamp.to_string(),
+                time,
+            },
+        ));
+    }
+    out
+}
+
+/// The destination reports of a run record: an `external` record's `destinations`, and those of each external
+/// report a `backup` record holds under `external`.
+fn destination_reports(record: &RunRecord) -> Vec<&serde_json::Value> {
     let reports: Vec<&serde_json::Value> = match record.command.as_str() {
         "external" => vec![&record.sets],
         "backup" => record
@@ -821,35 +924,29 @@ pub fn written_backups(record: &RunRecord) -> Vec<(String, Seen)> {
             .unwrap_or_default(),
         _ => vec![],
     };
-    let offset = *record.finished.offset();
-    let mut out = Vec::new();
-    for report in reports {
-        let Some(dests) = report.get("destinations").and_then(|d| d.as_array()) else {
-            continue;
-        };
-        for d in dests {
-            let (Some(name), Some("written"), Some(stamp)) = (
-                d.get("name").and_then(|v| v.as_str()),
-                d.get("status").and_then(|v| v.as_str()),
-                d.get("backup").and_then(|v| v.as_str()),
-            ) else {
-                continue;
-            };
-            let Some(time) =
-                snapshot::parse_stamp(stamp).and_then(|t| t.and_local_timezone(offset).single())
-            else {
-                continue;
-            };
-            out.push((
+    reports
+        .into_iter()
+        .filter_map(|r| r.get("destinations").and_then(|d| d.as_array()))
+        .flatten()
+        .collect()
+}
+
+/// The backups a run record says it tried, by destination, written or not.
+fn attempts(record: &RunRecord) -> Vec<(String, Attempt)> {
+    destination_reports(record)
+        .into_iter()
+        .filter_map(|d| {
+            let name = d.get("name")?.as_str()?;
+            Some((
                 name.to_string(),
-                Seen {
-                    name: stamp.to_string(),
-                    time,
+                Attempt {
+                    status: d.get("status")?.as_str()?.to_string(),
+                    finished: record.finished,
+                    error: d.get("error").and_then(|e| e.as_str()).map(String::from),
                 },
-            ));
-        }
-    }
-    out
+            ))
+        })
+        .collect()
 }
 
 /// `path`, or its nearest existing parent.
@@ -913,6 +1010,7 @@ pub fn set_histories(facts: &Facts) -> Vec<SetHistory> {
             newest: s.newest.as_ref().map(SnapshotFacts::seen),
             newest_complete: s.newest_complete.as_ref().map(SnapshotFacts::seen),
             newest_compared: s.newest_compared.clone(),
+            unseen: facts.root_error.is_some(),
         })
         .collect()
 }
@@ -928,6 +1026,7 @@ pub fn destination_histories(facts: &Facts) -> Vec<DestinationHistory> {
             present: d.is_present(),
             newest: d.newest(),
             schedule: d.settings.schedule,
+            unseen: d.newest_unknown(),
         })
         .chain(facts.clouds.iter().map(|c| DestinationHistory {
             name: c.settings.name.clone(),
@@ -935,6 +1034,7 @@ pub fn destination_histories(facts: &Facts) -> Vec<DestinationHistory> {
             present: true,
             newest: c.newest(),
             schedule: c.settings.schedule,
+            unseen: c.unseen().is_some(),
         }))
         .collect()
 }

@@ -22,7 +22,9 @@ use crate::settings::Settings;
 use crate::snapshot::SnapshotState;
 use crate::stdx;
 use crate::stdx::table;
-use backups::{fit_more, newest_and_points, others_words, recent_average, render_points};
+use backups::{
+    fit_more, newest_and_points, newest_cells, others_words, recent_average, render_points,
+};
 
 pub use backups::{ExternalStatus, KnownFrom, RestorePoint};
 pub use gather::{CloudLook, Facts, Look, gather_for, gather_with};
@@ -47,7 +49,8 @@ pub struct StatusReport {
     pub schedule: Schedule,
     pub sets: Vec<SetStatus>,
     pub destinations: Vec<DestinationStatus>,
-    /// The cloud destinations (looked at by `status`: a listing and each `backup.json`).
+    /// The cloud destinations (looked at by `status`: a listing and each `backup.json`; the status page's are what the
+    /// run log says, `not_looked_at`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clouds: Vec<cloud::CloudStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +93,9 @@ pub struct SetStatus {
     /// The newest complete snapshot, when the newest is not complete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_complete: Option<SnapshotStatus>,
+    /// Its snapshots could not be looked at (the backup root cannot be read): what it holds is unknown, not none.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unseen: bool,
 }
 
 /// One snapshot, from its metadata.
@@ -151,6 +157,25 @@ pub struct DestinationStatus {
     /// not in `backups`, `newest` nor `restore_points`, but they take the same free space.
     #[serde(default, skip_serializing_if = "backups::is_zero")]
     pub other_configs_backups: usize,
+    /// Its newest backup is unknown, not none: it is there but its backups could not be looked at (in `unseen`), or
+    /// the run log's newest on it is `log_damaged`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unseen: bool,
+    /// It was not listed, and the newest backup the run log names on it is one `restore --verify` found damaged:
+    /// its stamp and what was found (no newest is known then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_damaged: Option<LogDamaged>,
+    /// The newest backup the run log tells of here wrote nothing (failed, or refused for room), and no newer backup
+    /// is known: a problem until a backup is written here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed: Option<gather::Attempt>,
+}
+
+/// The newest backup the run log names on a drive that was not listed, found damaged by `restore --verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogDamaged {
+    pub stamp: String,
+    pub problem: String,
 }
 
 /// The last run of `collect`, `external` or `backup`.
@@ -214,7 +239,6 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     let clouds: Vec<cloud::CloudStatus> = facts
         .clouds
         .iter()
-        .filter(|c| c.looked)
         .map(|c| cloud::build(c, &settings.schedule, now, &mut warnings))
         .collect();
 
@@ -262,7 +286,15 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
     warnings.extend(low_disk.iter().map(|l| l.message.clone()));
     // A damaged or broken backup is named among the warnings too (the text shows them; `--check` fails on them).
     warnings.extend(backup_problems(&destinations, true));
-    let ok = verdict_of(&overdue, last_run.as_ref(), &sets, &destinations, &unseen).ok;
+    warnings.extend(failed_backups(&destinations, &clouds));
+    let ok = verdict_of(
+        &overdue,
+        last_run.as_ref(),
+        &sets,
+        (&destinations, &clouds),
+        &unseen,
+    )
+    .ok;
     let history = (facts.history > 0).then(|| history::build(facts, settings, &due));
     StatusReport {
         now,
@@ -290,22 +322,14 @@ pub fn build(facts: &Facts, settings: &Settings, now: DateTime<FixedOffset>) -> 
 /// `backups` that is no directory or leads elsewhere), the buckets that could not be (both only when looked at), the
 /// run log. A drive that is not plugged in is absent, not unseen.
 fn unseen_of(facts: &Facts) -> Vec<Unseen> {
-    let drives = facts.destinations.iter().filter_map(|d| {
-        let why = match &d.presence {
-            Some(Presence::Absent(
-                a @ (Absence::Unreachable { .. }
-                | Absence::BadMarker { .. }
-                | Absence::Redirected { .. }),
-            )) => format!("{a}"),
-            _ => d.listing_error.clone()?,
-        };
-        Some((&d.settings.name, why))
-    });
+    let drives = facts
+        .destinations
+        .iter()
+        .filter_map(|d| Some((&d.settings.name, d.unseen()?)));
     let clouds = facts
         .clouds
         .iter()
-        .filter(|c| c.looked)
-        .filter_map(|c| Some((&c.settings.name, c.error.clone()?)));
+        .filter_map(|c| Some((&c.settings.name, c.unseen()?)));
     let mut out: Vec<Unseen> = drives
         .chain(clouds)
         .map(|(name, why)| Unseen {
@@ -388,6 +412,7 @@ fn set_status(
             .as_ref()
             .filter(|c| s.newest.as_ref().is_some_and(|n| n.name != c.name))
             .map(|c| snapshot_status(c, now)),
+        unseen: facts.root_error.is_some(),
     }
 }
 
@@ -443,6 +468,15 @@ fn destination_status(
         recent_average_bytes: average,
         restore_points: points,
         other_configs_backups: d.listing.as_ref().map_or(0, |l| l.foreign),
+        unseen: d.newest_unknown(),
+        log_damaged: d.log_damaged.as_ref().map(|(stamp, problem)| LogDamaged {
+            stamp: stamp.clone(),
+            problem: problem.clone(),
+        }),
+        last_failed: d
+            .attempt
+            .clone()
+            .filter(|a| a.failed_after(d.newest().as_ref())),
     }
 }
 
@@ -509,9 +543,46 @@ pub fn verdict(r: &StatusReport) -> Verdict {
         &r.overdue,
         r.last_run.as_ref(),
         &r.sets,
-        &r.destinations,
+        (&r.destinations, &r.clouds),
         &r.unseen,
     )
+}
+
+/// A sentence for each destination (drive or bucket) whose newest backup the run log tells of wrote nothing, with no
+/// newer backup known there: "the last backup to T9 failed (2025-04-10 04:05): why".
+pub fn failed_backups(
+    destinations: &[DestinationStatus],
+    clouds: &[cloud::CloudStatus],
+) -> Vec<String> {
+    failed_backup_parts(destinations, clouds)
+        .into_iter()
+        .map(|(head, why)| format!("{head}: {why}"))
+        .collect()
+}
+
+/// [`failed_backups`] as ("the last backup to T9 failed (2025-04-10 04:05)", why).
+fn failed_backup_parts(
+    destinations: &[DestinationStatus],
+    clouds: &[cloud::CloudStatus],
+) -> Vec<(String, String)> {
+    let drives = destinations.iter().map(|d| (&d.name, &d.last_failed));
+    let clouds = clouds.iter().map(|c| (&c.name, &c.last_failed));
+    drives
+        .chain(clouds)
+        .filter_map(|(name, a)| {
+            let a = a.as_ref()?;
+            let why = a.error.as_deref().unwrap_or(&a.status);
+            let how = if a.status == "refused" {
+                "was refused"
+            } else {
+                "failed"
+            };
+            Some((
+                format!("the last backup to {name} {how} ({})", when(a.finished)),
+                stdx::show_str(why.lines().next().unwrap_or("")),
+            ))
+        })
+        .collect()
 }
 
 /// A sentence for each backup on a drive that is no restore point: found damaged by `restore --verify`, or whose
@@ -519,8 +590,18 @@ pub fn verdict(r: &StatusReport) -> Verdict {
 /// broken one newer than the destination's newest good backup (the newest there is not restorable); an older broken
 /// one, with a good backup after it, is a warning only.
 pub fn backup_problems(destinations: &[DestinationStatus], all: bool) -> Vec<String> {
+    let damaged = |d: &DestinationStatus, stamp: &str, why: &str| {
+        format!(
+            "destination {}: backup {stamp} is DAMAGED ({why}); it is not counted as a restore point: verify it \
+             again or remove it",
+            d.name
+        )
+    };
     let mut out = Vec::new();
     for d in destinations {
+        if let Some(l) = &d.log_damaged {
+            out.push(damaged(d, &l.stamp, &l.problem));
+        }
         let newest_good = d.newest.as_ref().map(|n| n.time);
         let fails = |p: &&RestorePoint| p.damaged || newest_good.is_none_or(|t| p.time > t);
         for p in d
@@ -534,11 +615,7 @@ pub fn backup_problems(destinations: &[DestinationStatus], all: bool) -> Vec<Str
                 .as_deref()
                 .unwrap_or("its base is not on the drive");
             out.push(if p.damaged {
-                format!(
-                    "destination {}: backup {} is DAMAGED ({why}); it is not counted as a restore point: verify it \
-                     again or remove it",
-                    d.name, p.stamp
-                )
+                damaged(d, &p.stamp, why)
             } else {
                 format!(
                     "destination {}: backup {} is BROKEN ({why}); it cannot be restored whole and is not counted as \
@@ -558,7 +635,7 @@ fn verdict_of(
     overdue: &[Overdue],
     last_run: Option<&LastRun>,
     sets: &[SetStatus],
-    destinations: &[DestinationStatus],
+    (destinations, clouds): (&[DestinationStatus], &[cloud::CloudStatus]),
     unseen: &[Unseen],
 ) -> Verdict {
     let mut problems: Vec<String> = overdue.iter().map(|o| o.message.clone()).collect();
@@ -576,6 +653,7 @@ fn verdict_of(
         }
     }
     problems.extend(backup_problems(destinations, false));
+    problems.extend(failed_backups(destinations, clouds));
     Verdict {
         ok: problems.is_empty() && unseen.is_empty(),
         problems,
@@ -731,6 +809,12 @@ fn render_headline(w: &mut String, r: &StatusReport) {
                 stdx::counted(lacking as u64, "set", "sets")
             ));
         }
+        // "the last backup to T9 failed (2025-04-10 04:05)": the why is under "warnings:" and in --check.
+        what.extend(
+            failed_backup_parts(&r.destinations, &r.clouds)
+                .into_iter()
+                .map(|(head, _)| head),
+        );
         let bad = backup_problems(&r.destinations, false).len();
         if bad > 0 {
             what.push(format!(
@@ -819,12 +903,16 @@ fn render_sets(out: &mut String, r: &StatusReport) {
             }
             None => rows.push(vec![
                 s.set.clone(),
-                "none".to_string(),
+                if s.unseen { "unknown" } else { "none" }.to_string(),
                 "-".to_string(),
                 "-".to_string(),
                 "-".to_string(),
                 "-".to_string(),
-                s.snapshots.to_string(),
+                if s.unseen {
+                    "?".to_string()
+                } else {
+                    s.snapshots.to_string()
+                },
             ]),
         }
         if let Some(c) = &s.newest_complete {
@@ -879,21 +967,7 @@ fn render_destinations(out: &mut String, r: &StatusReport) {
                 (Some(f), Some(t)) => format!("{} of {}", stdx::bytes(f), stdx::bytes(t)),
                 _ => "-".to_string(),
             };
-            let (newest, age) = match &d.newest {
-                Some(n) if n.known_from == KnownFrom::RunLog => (
-                    format!("{} (run log)", n.stamp),
-                    stdx::age_short(TimeDelta::seconds(n.age_seconds)),
-                ),
-                Some(n) if n.encrypted => (
-                    format!("{} (age)", n.stamp),
-                    stdx::age_short(TimeDelta::seconds(n.age_seconds)),
-                ),
-                Some(n) => (
-                    n.stamp.clone(),
-                    stdx::age_short(TimeDelta::seconds(n.age_seconds)),
-                ),
-                None => ("none".to_string(), "-".to_string()),
-            };
+            let (newest, age) = newest_cells(d.newest.as_ref(), d.unseen);
             rows.push(vec![
                 d.name.clone(),
                 state,
@@ -1127,6 +1201,8 @@ mod tests {
             }),
             listing_error: None,
             from_log: None,
+            log_damaged: None,
+            attempt: None,
         }
     }
 

@@ -55,12 +55,14 @@ pub enum FsError {
 /// How deep [`Dir::remove_tree`] and [`Dir::tree_bytes`] go.
 pub const MAX_DEPTH: usize = 64;
 
-/// An I/O error as a phrase without the `(os error N)` suffix.
+/// An I/O error as a lower-case phrase without the `(os error N)` suffix.
 pub fn message(e: &io::Error) -> String {
     let s = e.to_string();
-    match s.split_once(" (os error") {
-        Some((head, _)) => head.to_lowercase(),
-        None => s,
+    let s = s.split(" (os error").next().unwrap_or(&s);
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => s.to_string(),
     }
 }
 
@@ -605,8 +607,8 @@ pub fn complete_temp(
 
 /// Removes from `dir` the temporary files named `<prefix><pid>` or `<prefix><pid>-<anything>` whose process no longer
 /// runs: what a run killed between writing a file and renaming it into place left (for `keygen`, a whole secret
-/// key), or an empty directory it made. Another running process's are left to it; anything but a regular file or an
-/// empty directory is left alone.
+/// key), and a dead restore's mark. Another running process's are left to it; anything but a regular file is left
+/// alone (the grow's empty mount points have their own sweep, which asks every mount namespace first).
 pub fn remove_dead_temporaries(dir: &Path, prefix: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -624,12 +626,9 @@ pub fn remove_dead_temporaries(dir: &Path, prefix: &str) {
         if pid == std::process::id() || !super::process_gone(pid) {
             continue;
         }
-        let _ = match entry.file_type() {
-            Ok(t) if t.is_file() => std::fs::remove_file(entry.path()),
-            // Only if empty: rmdir refuses anything else (and a mount point in use).
-            Ok(t) if t.is_dir() => std::fs::remove_dir(entry.path()),
-            _ => Ok(()),
-        };
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }
 
@@ -855,15 +854,15 @@ mod tests {
         assert!(!tmp.path().join("a/one").exists());
     }
 
-    /// What dead runs left is removed: a file, or an empty directory (a mount point); a running process's, and a
-    /// directory that is not empty, stay.
+    /// What dead runs left is removed: a file; a running process's file, and any directory, stay.
     #[test]
-    fn only_dead_runs_temporaries_are_removed_and_directories_only_when_empty() {
+    fn only_dead_runs_temporary_files_are_removed() {
         let tmp = tempfile::tempdir().unwrap();
         let at = |n: &str| tmp.path().join(n);
         let dead = 999_999_999;
         let alive = std::process::id();
         std::fs::write(at(&format!("t-{dead}")), b"x").unwrap();
+        std::fs::write(at(&format!("t-{alive}-mine")), b"x").unwrap();
         std::fs::create_dir(at(&format!("t-{dead}-empty"))).unwrap();
         std::fs::create_dir(at(&format!("t-{dead}-full"))).unwrap();
         std::fs::write(at(&format!("t-{dead}-full/mine")), b"x").unwrap();
@@ -876,6 +875,8 @@ mod tests {
             .collect();
         left.sort();
         let mut want = vec![
+            format!("t-{alive}-mine"),
+            format!("t-{dead}-empty"),
             format!("t-{dead}-full"),
             format!("t-{alive}-empty"),
             "t-nopid".to_string(),

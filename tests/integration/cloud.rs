@@ -81,6 +81,13 @@ pub(crate) fn config(endpoint: &str, bucket: &str, extra: &str) -> String {
     )
 }
 
+/// A test whose one destination is a bucket on a closed port (nothing answers; made-up keys), and that endpoint.
+pub(crate) fn on_a_closed_port() -> (Test, String) {
+    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let t = with_keys(&config(&closed, "bucket1", ""), "GK0000000000", "x");
+    (t, closed)
+}
+
 /// A test whose keys are in the environment, as systemd units would set them (and `AWS_CA_BUNDLE` when the
 /// machine has it: it must not get in the way).
 pub(crate) fn with_keys(config: &str, id: &str, secret: &str) -> Test {

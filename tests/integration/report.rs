@@ -1100,3 +1100,192 @@ fn a_page_that_cannot_be_written_says_what_to_do() {
         out.stderr
     );
 }
+
+/// A config whose only destination is a bucket: the page does not list buckets (a listing costs requests), so it
+/// shows each cloud destination as the run log knows it and says so ("as of the last run at ..."), never that no
+/// destination is configured nor to plug in a drive; the data (`report --json`) marks the bucket as not looked at.
+/// Before: "No destination is configured: the backups exist on this machine only", the bucket nowhere on the page,
+/// "Backups are good" with no word of what it rests on, and an overdue upload said "plug in a backup drive".
+#[test]
+fn a_bucket_on_the_page_is_what_the_run_log_says_and_the_page_says_so() {
+    let (t, closed) = crate::cloud::on_a_closed_port();
+    first_snap(&t, "docs", "2025-04-10T03:15:00+00:00", 5 * G);
+    log_written(&t, "offsite", "2025-04-08T03:20:00+00:00");
+    log_bare(&t, "backup", "2025-04-10T03:14:00+00:00", 0, None);
+    let mut r = report(&t, NOW);
+    assert!(r.ok, "{r:?}");
+    r.clouds[0].place = r.clouds[0].place.replace(&closed, "http://127.0.0.1:3900");
+    let c = &r.clouds[0];
+    assert!(c.not_looked_at && !c.reachable, "{c:?}");
+    assert_eq!(
+        c.newest.as_ref().map(|n| (n.stamp.as_str(), n.known_from)),
+        Some(("2025-04-08-032000", dbackup::KnownFrom::RunLog))
+    );
+    let html = page(&r);
+    assert!(!html.contains("No destination is configured"), "{html}");
+    insta::assert_snapshot!("page_bucket_from_the_run_log", readable(&html));
+
+    // Three weeks later the upload is overdue: what to do is not to plug in a drive.
+    let later = "2025-04-30T09:00:00+00:00";
+    let r = report(&t, later);
+    assert!(!r.ok);
+    let html = page(&r);
+    assert!(!html.contains("plug in a backup drive"), "{html}");
+    assert!(html.contains("no external backup for 22 days"), "{html}");
+}
+
+/// Every time, age, size and count the page shows agrees with `status --json` for the same state (two sets, a
+/// present and an absent drive, a failed run, at a time when things are fine and when three are overdue): the same
+/// verdict and problems, each set's last good snapshot (time in its own offset, age in the same words), each drive's
+/// newest backup and count, the root's free space.
+#[test]
+fn the_page_agrees_with_status_json() {
+    use dbackup::StatusReport;
+    let t = fine();
+    log_run(
+        &t,
+        "collect",
+        "2025-04-10T08:00:00+00:00",
+        1,
+        Some("collect data: rsync failed"),
+        serde_json::json!([
+            { "set": "data", "status": "failed", "error": "rsync exited 12" },
+            { "set": "config", "status": "complete" } ]),
+    );
+    let when = |t: chrono::DateTime<chrono::FixedOffset>| t.format("%Y-%m-%d %H:%M").to_string();
+    let words = |s: i64| dbackup::human_age(chrono::TimeDelta::seconds(s));
+    for now in [NOW, "2025-04-22T09:00:00+00:00"] {
+        let r: StatusReport = t.run_json(&["status", "--now", now]);
+        let html = t
+            .cmd()
+            .args(["report", "--now", now, "--out", "-"])
+            .status(0)
+            .stdout;
+        let page = readable(&html);
+        let v = dbackup::status_verdict(&r);
+        let n = v.problems.len();
+        if r.ok {
+            assert!(page.contains("Backups are good"), "{page}");
+        } else {
+            let plural = if n == 1 { "problem" } else { "problems" };
+            assert!(
+                page.contains(&format!("Attention: {n} {plural}")),
+                "{now}: {page}"
+            );
+        }
+        for o in &r.overdue {
+            assert!(page.contains(&o.message), "{}: {page}", o.message);
+        }
+        assert!(page.contains(&format!(
+            "as of <time datetime=\"{}\">{}</time>",
+            r.now.to_rfc3339(),
+            when(r.now)
+        )));
+        for s in &r.sets {
+            let good = s.newest_complete.as_ref().or(s.newest.as_ref()).unwrap();
+            let row = row_of(&page, &format!("set-{}", s.set));
+            assert!(
+                row.contains(&format!(">{}</time>", when(good.time))),
+                "{row}"
+            );
+            assert!(
+                row.contains(&format!(">{} ago</span>", words(good.age_seconds))),
+                "{row}"
+            );
+            assert!(row.contains(&format!("{} local", s.snapshots)), "{row}");
+        }
+        for d in &r.destinations {
+            let row = row_of(&page, &format!("drive-{}", d.name));
+            let newest = d.newest.as_ref().unwrap();
+            assert!(row.contains(&newest.stamp), "{row}");
+            assert!(
+                row.contains(&format!(">{} ago</span>", words(newest.age_seconds))),
+                "{row}"
+            );
+            if let Some(b) = d.backups {
+                assert!(row.contains(&format!("<summary>{b}</summary>")), "{row}");
+            }
+        }
+        let free = format!(
+            "{} free of {}",
+            dbackup::human_bytes(r.root_free_bytes.unwrap()),
+            dbackup::human_bytes(r.root_total_bytes.unwrap())
+        );
+        assert!(page.contains(&free), "{free}: {page}");
+    }
+}
+
+/// The `<tr id="...">` row of the page.
+fn row_of<'a>(page: &'a str, id: &str) -> &'a str {
+    let start = page
+        .find(&format!("<tr id=\"{id}\">"))
+        .unwrap_or_else(|| panic!("no row {id}"));
+    let end = page[start..]
+        .find("</tr>\n<tr id=")
+        .or(page[start..].find("</tbody>"))
+        .unwrap();
+    &page[start..start + end]
+}
+
+/// The last backup to a drive failed, and a later run (a collect) went fine: the drive still holds an older good
+/// backup within its schedule, but the failure is not to be forgotten: `status --check` exits 1 naming it, `--json`
+/// has it on the destination, and the page says the same. Before: "Backups are good" and exit 0, the failure only in
+/// the run strip.
+#[test]
+fn the_last_backup_to_a_destination_failed_is_not_good() {
+    let t = fine();
+    log_run(
+        &t,
+        "external",
+        "2025-04-10T04:00:00+00:00",
+        1,
+        Some("T9: cannot write: input/output error"),
+        serde_json::json!({ "sets": [], "destinations": [
+            { "name": "T9", "status": "failed", "error": "cannot write data.tar: input/output error" } ] }),
+    );
+    log_bare(&t, "backup", "2025-04-10T05:00:00+00:00", 0, None);
+    let says = "the last backup to T9 failed (2025-04-10 04:05): cannot write data.tar: input/output error";
+    let r = report(&t, NOW);
+    assert!(!r.ok);
+    let failed = r.destinations[0]
+        .last_failed
+        .as_ref()
+        .expect("T9's last backup failed");
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("cannot write data.tar: input/output error")
+    );
+    assert!(page(&r).contains(says), "{}", page(&r));
+    t.cmd()
+        .args(["status", "--check", "--now", NOW])
+        .status(1)
+        .stderr_has(says);
+    t.cmd()
+        .args(["status", "--now", NOW])
+        .status(0)
+        .stdout_has("status: ATTENTION: the last backup to T9 failed (");
+    // The next backup there that is written makes it good again.
+    log_written(&t, "T9", "2025-04-10T06:00:00+00:00");
+    t.cmd().args(["status", "--check", "--now", NOW]).status(0);
+}
+
+/// The external copy is overdue while the drive is plugged in (here a drive too full for the next backup): the page
+/// does not tell to plug in a drive, but to run the backup and see why it was not written. Before: "plug in a backup
+/// drive: the copy starts by itself".
+#[test]
+fn an_overdue_copy_with_the_drive_plugged_in_does_not_say_to_plug_one_in() {
+    let t = fine();
+    let r = report(&t, "2025-04-22T09:00:00+00:00");
+    assert!(r.destinations.iter().any(|d| d.present));
+    assert!(
+        r.overdue
+            .iter()
+            .any(|o| o.message.starts_with("no external backup for 13 days"))
+    );
+    let html = page(&r);
+    assert!(!html.contains("plug in a backup drive"), "{html}");
+    assert!(
+        html.contains("T9 is plugged in: run <code>dbackup backup</code>, and <code>dbackup status</code> for why"),
+        "{html}"
+    );
+}

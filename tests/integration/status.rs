@@ -678,7 +678,8 @@ fn a_drive_whose_backups_cannot_be_read_is_not_ok() {
 
 /// A backup root that cannot be read (not this user's, mode 0700) is not taken for one without snapshots: `status`
 /// names it as what could not be looked at (`unseen` in `--json`), with the error. Before: "set data has no snapshot
-/// yet" as if nothing had ever been collected, and no word of the root.
+/// yet" as if nothing had ever been collected, and no word of the root; then (named) still "set data has no snapshot
+/// yet" among the overdue, "none" in the table and `--check` exit 1.
 #[test]
 fn a_backup_root_that_cannot_be_read_is_named() {
     use crate::collect::{as_nobody, chown_tree, is_root};
@@ -726,14 +727,109 @@ fn a_backup_root_that_cannot_be_read_is_named() {
             .contains("cannot read the backup root"),
         "{v}"
     );
+    // What the root holds is unknown, not none: no "no snapshot yet" overdue, "unknown" in the table, and
+    // `--check` exits 3 (cannot tell), not 1.
+    let r: StatusReport = serde_json::from_str(&out.stdout).unwrap();
+    assert!(r.overdue.is_empty(), "{:?}", r.overdue);
+    assert!(r.sets.iter().all(|s| s.unseen && s.newest.is_none()));
     let out = status(&["status"]);
     assert!(
-        out.stdout
-            .lines()
-            .next()
-            .is_some_and(|l| l.contains("the backup root could not be looked at")),
+        out.stdout.lines().next().is_some_and(
+            |l| l.starts_with("status: UNKNOWN: the backup root could not be looked at")
+        ),
         "{}",
         out.stdout
     );
+    says_unknown_not_yet(&out.stdout, &["data", "unknown", "-", "-", "-", "-", "?"]);
+    assert_eq!(status(&["status", "--check"]).code, 3);
+    let page = status(&["report", "--out", "-"]).stdout;
+    assert!(
+        page.contains("Cannot tell whether the backups are good"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("<span class=\"bad\">none</span>") && page.contains("<td>unknown"),
+        "{page}"
+    );
     fs::set_permissions(t.root(), fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A bucket that cannot be listed (a closed port here), with nothing in the run log about it: what it holds is
+/// unknown, so `status` says only that: not overdue ("no external backup yet"), "unknown" in the table, `unseen` in
+/// `--json`, `--check` exits 3 (cannot tell), not 1. Before: "no external backup yet, schedule is weekly" beside
+/// "could not be looked at", the headline "ATTENTION: 1 overdue" and `--check` exit 1.
+#[test]
+fn a_bucket_never_seen_and_not_in_the_run_log_is_unknown_not_empty() {
+    let (t, _) = crate::cloud::on_a_closed_port();
+    first_snap(&t, "docs", "2025-04-10T03:15:00+00:00", 1 << 20);
+    let r: StatusReport = t.run_json(&["status", "--now", NOW]);
+    assert_eq!(
+        r.unseen.iter().map(|u| u.what.as_str()).collect::<Vec<_>>(),
+        ["destination offsite"]
+    );
+    assert!(r.overdue.is_empty(), "{:?}", r.overdue);
+    assert!(!r.ok);
+    let out = t.cmd().args(["status", "--now", NOW]).status(0);
+    assert!(
+        out.stdout.starts_with(
+            "status: UNKNOWN: destination offsite could not be looked at, so whether the backups are good is unknown"
+        ),
+        "{}",
+        out.stdout
+    );
+    says_unknown_not_yet(
+        &out.stdout,
+        &["offsite", "weekly", "-", "unknown", "-", "-"],
+    );
+    t.cmd()
+        .args(["status", "--check", "--now", NOW])
+        .status(3)
+        .stderr_has(
+            "dbackup: status check: cannot tell whether the backups are good: destination offsite",
+        );
+}
+
+/// A drive whose newest backup `restore --verify` found damaged, then unplugged: the run log still names that backup
+/// as the drive's newest, but it is known damaged (`damaged.json`, in the state directory): `status --check` exits 1
+/// naming it, and the page says the same. Before: that backup was the drive's newest verified one (from the run
+/// log), `status` "ok", `--check` 0 and the page "Backups are good".
+#[test]
+fn a_damaged_backup_on_a_drive_since_unplugged_is_not_good() {
+    use crate::fixtures::chain::verify_backup;
+    let (t, drive, first, second) = a_full_and_an_incremental();
+    crate::harness::flip_middle_byte(&drive.join("backups").join(&second).join("data.tar"));
+    verify_backup(&t, &second, false, 1);
+    t.cmd().args(["status", "--check"]).status(1);
+    fs::rename(&drive, t.path("drive.in-a-drawer")).unwrap();
+    let r: StatusReport = t.run_json(&["status"]);
+    let d = &r.destinations[0];
+    assert!(!d.present);
+    assert_ne!(
+        d.newest.as_ref().map(|n| n.stamp.as_str()),
+        Some(second.as_str()),
+        "{d:?}"
+    );
+    assert!(!r.ok, "{r:?}");
+    assert!(d.newest.is_none() && d.unseen, "{d:?}");
+    let says = format!(
+        "destination drive: backup {second} is DAMAGED (restore --verify found it damaged on "
+    );
+    page_and_check_agree(&t, &says);
+    // Its older backup may be good: not "no external backup yet", nor "none yet" on the page.
+    assert!(r.overdue.is_empty(), "{:?}", r.overdue);
+    let page = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
+    assert!(!page.contains("none yet"), "{page}");
+    assert!(page.contains("<td class=\"muted\">unknown</td>"), "{page}");
+    assert!(!first.is_empty());
+}
+
+/// `status`'s text says nothing is there "yet", and the table row of `row[0]` reads `row`, word by word.
+#[track_caller]
+fn says_unknown_not_yet(text: &str, row: &[&str]) {
+    assert!(!text.contains("yet"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(row[0]))
+        .unwrap_or_default();
+    assert_eq!(line.split_whitespace().collect::<Vec<_>>(), row, "{text}");
 }
