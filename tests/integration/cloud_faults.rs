@@ -540,6 +540,38 @@ fn a_request_never_answered_fails_the_run_instead_of_hanging() {
     assert_eq!(promoted(&s3), [backup_of(&out.json())]);
 }
 
+/// The listing of unfinished uploads is never answered (two attempts of 2 s each): the failure line's time covers
+/// the whole run of the destination, the silent listing included, in the line and in `--json`'s `seconds`. Before:
+/// "offsite: FAILED after 0.0s", the clock started after the listing.
+#[test]
+fn a_failed_runs_time_covers_the_silent_listing() {
+    let Some((_g, _s3, proxy, t)) = world_timeout(2) else {
+        return;
+    };
+    proxy.add(Rule::new("GET", "/", Fault::Hang).query("uploads"));
+    let out = finish(
+        t.cmd().args(["--json", "external"]).spawn(),
+        120,
+        "external",
+        &proxy,
+    );
+    assert_eq!(out.code, 1, "{}\n{}", out.stderr, proxy.shown());
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("offsite: FAILED after "))
+        .unwrap_or_else(|| panic!("no failure line: {}", out.stderr));
+    let shown: f64 = line["offsite: FAILED after ".len()..]
+        .split('s')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a time in seconds: {line}"));
+    assert!(shown >= 4.0, "two silences of 2 s: {line}");
+    let report: serde_json::Value = out.json();
+    let seconds = report["destinations"][0]["seconds"].as_f64().unwrap();
+    assert!(seconds >= 4.0, "{:#}", report["destinations"][0]);
+}
+
 /// An archive (3 MiB) downloaded at 256 KiB/s, a dozen seconds where a request may wait 2 s without progress
 /// (`timeout_seconds`): the restore waits as long as bytes come, and restores. A timeout is on a lack of progress, not on a request's
 /// whole time.
