@@ -123,7 +123,7 @@ impl Store {
             },
         });
         let quiet = Duration::from_secs(u64::from(cloud.timeout_seconds));
-        let transport = Transport::new(client, sigv4, counts.clone(), quiet);
+        let transport = Transport::new(client, sigv4, counts.clone(), (quiet, cloud.retries));
         let backstop = patience::backstop(quiet, PART_SIZE);
         let root = format!("/{}", cloud.prefix);
         let build = |class: Option<&str>| -> Result<Operator, opendal::Error> {
@@ -247,6 +247,15 @@ impl Store {
         self.counts.snapshot()
     }
 
+    /// Runs `fut` (requests with OpenDAL's retries) on the store's runtime; a signal ends it at once, in the pause
+    /// between two attempts too ([`patience::unless_interrupted`]).
+    fn run<T>(
+        &self,
+        fut: impl std::future::Future<Output = opendal::Result<T>>,
+    ) -> opendal::Result<T> {
+        self.rt.block_on(patience::unless_interrupted(fut))
+    }
+
     fn err(&self, what: &str, e: opendal::Error) -> CloudError {
         let refs: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
         let (failure, message) = explain(&e, what, &self.place, &refs);
@@ -285,8 +294,7 @@ impl Store {
     /// Deletes one version of an object (in a versioned bucket, a plain delete only hides the object behind a
     /// delete marker: this removes the data, unless a lock forbids it).
     pub fn delete_version(&self, key: &str, version: &str) -> Result<(), CloudError> {
-        self.rt
-            .block_on(async { self.op.delete_with(key).version(version).await })
+        self.run(async { self.op.delete_with(key).version(version).await })
             .map_err(|e| self.err(&format!("deleting {}", self.shown(key)), e))
     }
 
@@ -299,16 +307,15 @@ impl Store {
     ) -> Result<Option<String>, CloudError> {
         let op = self.op(class);
         let data = bytes.to_vec();
-        self.rt
-            .block_on(async {
-                let mut w = op.write_with(key, data);
-                if let Some(until) = until {
-                    w = w.user_metadata(lock_meta(until));
-                }
-                w.await
-            })
-            .map(|m| m.version().map(str::to_string))
-            .map_err(|e| self.err(&format!("writing {}", self.shown(key)), e))
+        self.run(async {
+            let mut w = op.write_with(key, data);
+            if let Some(until) = until {
+                w = w.user_metadata(lock_meta(until));
+            }
+            w.await
+        })
+        .map(|m| m.version().map(str::to_string))
+        .map_err(|e| self.err(&format!("writing {}", self.shown(key)), e))
     }
 
     /// A streamed upload: bytes written go out in parts of [`PART_SIZE`] ([`CONCURRENT_PARTS`] in flight), each
@@ -322,8 +329,7 @@ impl Store {
     ) -> Result<Upload, CloudError> {
         let op = self.op(class);
         let writer = self
-            .rt
-            .block_on(async {
+            .run(async {
                 let mut w = op
                     .writer_with(key)
                     .chunk(PART_SIZE)
@@ -347,22 +353,24 @@ impl Store {
     /// than that of it is read.
     pub fn get(&self, key: &str) -> Result<Vec<u8>, CloudError> {
         let what = format!("reading {}", self.shown(key));
-        let read = (|| -> Result<Vec<u8>, opendal::Error> {
-            use std::io::Read as _;
-            let _guard = self.rt.enter();
-            let blocking = opendal::blocking::Operator::new(self.op.clone())?;
+        // Async (not OpenDAL's blocking reader) so that a signal ends the pauses between its attempts too.
+        let read = self.run(async {
+            let mut stream = self.op.reader(key).await?.into_bytes_stream(..).await?;
             let mut bytes = Vec::new();
-            blocking
-                .reader(key)?
-                .into_std_read(..)?
-                .take(MAX_SMALL + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| match e.downcast::<opendal::Error>() {
+            while bytes.len() as u64 <= MAX_SMALL
+                && let Some(chunk) = std::future::poll_fn(|cx| {
+                    futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+                })
+                .await
+            {
+                let chunk = chunk.map_err(|e| match e.downcast::<opendal::Error>() {
                     Ok(e) => e,
                     Err(e) => opendal::Error::new(opendal::ErrorKind::Unexpected, e.to_string()),
                 })?;
+                bytes.extend_from_slice(&chunk);
+            }
             Ok(bytes)
-        })();
+        });
         let bytes = match read {
             Ok(b) => b,
             Err(e) => return Err(self.err(&what, e)),
@@ -400,7 +408,7 @@ impl Store {
 
     /// An object's size and date, or `None` when it does not exist.
     pub fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, CloudError> {
-        match self.rt.block_on(self.op.stat(key)) {
+        match self.run(self.op.stat(key)) {
             Ok(m) => Ok(Some(ObjectInfo {
                 key: key.to_string(),
                 size: m.content_length(),
@@ -421,8 +429,7 @@ impl Store {
             self.shown(if dir.is_empty() { "/" } else { dir })
         );
         let entries = self
-            .rt
-            .block_on(async { self.op.list_with(dir).recursive(true).await })
+            .run(async { self.op.list_with(dir).recursive(true).await })
             .map_err(|e| self.err(&what, e))?;
         let mut out: Vec<ObjectInfo> = entries
             .into_iter()
@@ -442,8 +449,7 @@ impl Store {
 
     /// Deletes an object (deleting one that does not exist is no error).
     pub fn delete(&self, key: &str) -> Result<(), CloudError> {
-        self.rt
-            .block_on(self.op.delete(key))
+        self.run(self.op.delete(key))
             .map_err(|e| self.err(&format!("deleting {}", self.shown(key)), e))
     }
 
@@ -575,7 +581,9 @@ impl Store {
                 break got.map_err(|e| self.err(what, e))?;
             }
             attempt += 1;
-            std::thread::sleep(retry_delay(attempt));
+            if let Some(i) = patience::pause(retry_delay(attempt)) {
+                return Err(self.err(what, patience::interrupted(i)));
+            }
         };
         if status.is_success() {
             return Ok(body);
@@ -612,7 +620,7 @@ impl Store {
             .body(body)
             .map_err(|e| CloudError::Setup(format!("{what}: {e}")))?;
         let transport = self.transport.clone();
-        Ok(self.rt.block_on(async move {
+        Ok(self.run(async move {
             let resp = opendal::HttpTransport::fetch(&transport, req).await?;
             let status = resp.status();
             let mut body = resp.into_body();
@@ -734,7 +742,7 @@ impl Upload {
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
         let w = self.writer.as_mut().expect("not finished");
         let store = &self.store;
-        store.rt.block_on(w.write(chunk)).map_err(|e| {
+        store.run(w.write(chunk)).map_err(|e| {
             io::Error::other(store.err(&format!("uploading {}", store.shown(&self.key)), e))
         })
     }
@@ -751,7 +759,7 @@ impl Upload {
         )?;
         let mut w = self.writer.take().expect("not finished");
         let store = &self.store;
-        match store.rt.block_on(w.close()) {
+        match store.run(w.close()) {
             Ok(_) => Ok(self.written),
             Err(e) => {
                 let _ = store.rt.block_on(w.abort());
@@ -1159,8 +1167,7 @@ impl Store {
     /// One ranged GET of `range`, whole.
     fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> io::Result<Vec<u8>> {
         let bytes = self
-            .rt
-            .block_on(async { self.op.read_with(key).range(range.clone()).await })
+            .run(async { self.op.read_with(key).range(range.clone()).await })
             .map(|b| b.to_vec())
             .map_err(|e| {
                 io::Error::other(self.err(

@@ -469,12 +469,19 @@ fn a_multipart_upload_completed_whose_answer_is_lost_is_kept() {
 
 /// [`world`] with requests given up after `secs` without progress (`timeout_seconds`).
 fn world_timeout(secs: u32) -> Option<(Garage, S3Client, FaultProxy, Test)> {
+    world_tuned(secs, 1)
+}
+
+/// [`world_timeout`] with `retries` retries of a failed request.
+fn world_tuned(secs: u32, retries: u32) -> Option<(Garage, S3Client, FaultProxy, Test)> {
     let (g, s3) = crate::cloud::garage_and_client()?;
     let proxy = FaultProxy::start(g.port).expect("the fault proxy starts");
-    let config = config(&proxy.endpoint(), &g.bucket, "").replace(
-        "\"timeout_seconds\": 10",
-        &format!("\"timeout_seconds\": {secs}"),
-    );
+    let config = config(&proxy.endpoint(), &g.bucket, "")
+        .replace(
+            "\"timeout_seconds\": 10",
+            &format!("\"timeout_seconds\": {secs}"),
+        )
+        .replace("\"retries\": 1,", &format!("\"retries\": {retries},"));
     let t = with_keys(&config, &g.key.id, &g.key.secret);
     populate(&t);
     t.cmd().args(["collect"]).status(0);
@@ -501,11 +508,16 @@ fn finish(mut child: std::process::Child, limit: u64, what: &str, proxy: &FaultP
 
 /// Waits (at most a minute) until the proxy has held back a request.
 fn until_held(proxy: &FaultProxy) {
+    until_faulted(proxy, 1);
+}
+
+/// Waits (at most a minute) until the proxy has acted on `n` requests.
+fn until_faulted(proxy: &FaultProxy, n: usize) {
     let start = std::time::Instant::now();
-    while !proxy.seen().iter().any(|s| s.faulted) {
+    while proxy.seen().iter().filter(|s| s.faulted).count() < n {
         assert!(
             start.elapsed() < std::time::Duration::from_secs(60),
-            "no request was held\n{}",
+            "not {n} requests faulted\n{}",
             proxy.shown()
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -633,6 +645,88 @@ fn a_download_that_stalls_is_given_up_and_resumed() {
     assert_eq!(stalled, 1, "{}", proxy.shown());
 }
 
+/// An archive's download sends 1 KiB and then nothing, every time (its answer's head, 1 KiB of its body, the
+/// connection held open): the restore does not crawl on at 1 KiB per `timeout_seconds` without end (OpenDAL's
+/// retries count afresh after each chunk received). The object gets `retries + 1` attempts without progress, then
+/// the restore fails (exit 1) naming the server, the object and "no progress"; nothing is restored as if whole, and
+/// the next restore (the server answering again) restores. Before: still crawling after 90 s.
+#[test]
+fn a_download_that_stalls_after_a_little_every_time_is_given_up() {
+    let Some((_g, _s3, proxy, t)) = world_timeout(2) else {
+        return;
+    };
+    t.cmd().args(["external"]).status(0);
+    proxy.add(Rule::new("GET", "docs.tar.part", Fault::Stall(1 << 10)));
+    let target = t.path("restored");
+    let restore = t
+        .cmd()
+        .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
+        .args([&target])
+        .spawn();
+    let out = finish(restore, 90, "restore", &proxy);
+    assert_eq!(out.code, 1, "{}\n{}", out.stderr, proxy.shown());
+    out.stderr_has(&format!(
+        "127.0.0.1:{} gave no answer for 2 s (timeout_seconds)",
+        proxy.port
+    ))
+    .stderr_has("docs.tar.part000")
+    .stderr_has("no progress");
+    let stalled = proxy.seen().iter().filter(|s| s.faulted).count();
+    assert_eq!(stalled, 2, "retries + 1 attempts\n{}", proxy.shown());
+    assert!(!target.join("notes/todo.txt").exists() || !target.join("photos/big.raw").exists());
+
+    afresh(&proxy);
+    restores(
+        &t,
+        &["notes/todo.txt", "photos/big.raw"],
+        "after the stalls",
+    );
+}
+
+/// SIGTERM during the pause between two attempts (a request refused 503 on every attempt, `retries` 10: the pause
+/// after the sixth is 16 s): the run stops at once, exit 143, one line; both for the requests dbackup retries itself
+/// (the listing of unfinished uploads) and for those OpenDAL retries (the bucket's listing). Before: the pause was
+/// slept out.
+#[test]
+fn sigterm_during_the_pause_between_retries_stops_the_run() {
+    for (query, what) in [
+        ("uploads", "dbackup's retry"),
+        ("list-type=2", "OpenDAL's retry"),
+    ] {
+        let Some((_g, _s3, proxy, t)) = world_tuned(600, 10) else {
+            return;
+        };
+        proxy.add(Rule::new("GET", "/", Fault::Status(503)).query(query));
+        let child = t.cmd().args(["external"]).spawn();
+        until_faulted(&proxy, 6);
+        // SAFETY: kill on the pid of a child this test started and has not waited for.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let out = finish(
+            child,
+            10,
+            &format!("external after SIGTERM ({what})"),
+            &proxy,
+        );
+        assert_eq!(out.code, 143, "{what}: {}", out.stderr);
+        one_line_interrupted(&out);
+    }
+}
+
+/// The stderr of a run SIGTERM stopped: one line (beside a warning on a config file's mode).
+fn one_line_interrupted(out: &Output) {
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.contains("has mode 07"))
+        .collect();
+    assert_eq!(
+        lines,
+        ["dbackup: interrupted (SIGTERM); the next run resumes"],
+        "{}",
+        out.stderr
+    );
+}
+
 /// SIGTERM while a request waits for an answer that does not come (and would be waited for 10 minutes): the run
 /// stops at once, exit 143, one line.
 #[test]
@@ -647,15 +741,5 @@ fn sigterm_while_a_request_hangs_stops_the_run() {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let out = finish(child, 60, "external after SIGTERM", &proxy);
     assert_eq!(out.code, 143, "{}", out.stderr);
-    let lines: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| !l.contains("has mode 07"))
-        .collect();
-    assert_eq!(
-        lines,
-        ["dbackup: interrupted (SIGTERM); the next run resumes"],
-        "{}",
-        out.stderr
-    );
+    one_line_interrupted(&out);
 }
