@@ -104,6 +104,15 @@ pub(crate) fn pause(d: Duration) -> Option<crate::interrupt::Interrupted> {
     }
 }
 
+/// The words every message on a silent server has ([`give_up`]).
+const SILENT: &str = " s (timeout_seconds)";
+
+/// Whether `e` is the transport giving up on a silent server (its message then names the server, the silence and
+/// whether the object made no progress).
+pub(crate) fn silence(e: &opendal::Error) -> bool {
+    e.message().contains(SILENT)
+}
+
 /// Why a wait ends early: a signal came, or the server was silent for `limit` (after `received` bytes of the
 /// answer).
 fn give_up(since: Instant, limit: Duration, on: &On, received: u64) -> Option<opendal::Error> {
@@ -113,11 +122,7 @@ fn give_up(since: Instant, limit: Duration, on: &On, received: u64) -> Option<op
     if since.elapsed() < limit {
         return None;
     }
-    let silence = format!(
-        "{} gave no answer for {} s (timeout_seconds)",
-        on.host,
-        limit.as_secs()
-    );
+    let silence = format!("{} gave no answer for {}{SILENT}", on.host, limit.as_secs());
     let (times, done) = on.stalls.went_silent(&on.object, received);
     Some(if done {
         opendal::Error::new(

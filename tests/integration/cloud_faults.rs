@@ -743,3 +743,38 @@ fn sigterm_while_a_request_hangs_stops_the_run() {
     assert_eq!(out.code, 143, "{}", out.stderr);
     one_line_interrupted(&out);
 }
+
+/// A cloud error is one short line for people: what failed, which server, what it answered, what to do. OpenDAL's
+/// context (the operation, the request, the answer's head: about 400 characters in brackets) only at `-v`.
+/// Before: every cloud error line ended with it.
+#[test]
+fn a_cloud_error_is_a_short_line_and_its_context_shows_at_v() {
+    let Some((_g, _s3, proxy, t)) = world("") else {
+        return;
+    };
+    proxy.add(Rule::new("GET", "/", Fault::Status(503)).query("uploads"));
+    let failed = |verbose: &[&str]| -> String {
+        let out = t.cmd().args(verbose).args(["external"]).status(1);
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("offsite: FAILED after "))
+            .unwrap_or_else(|| panic!("no failure line: {}", out.stderr));
+        let (_, rest) = line.split_once("s: ").expect("a time");
+        format!("offsite: FAILED after [TIME]: {rest}").replace(&proxy.port.to_string(), "[PORT]")
+    };
+    let line = failed(&[]);
+    insta::assert_snapshot!("cloud_error_line", line);
+    assert!(
+        !line.contains("Unexpected") && !line.contains("status: 503"),
+        "{line}"
+    );
+    let verbose = failed(&["-v"]);
+    let context = verbose
+        .strip_prefix(&line)
+        .unwrap_or_else(|| panic!("-v: the same line, then its context: {verbose}"));
+    assert!(
+        context.starts_with(" [") && context.contains("status: 503"),
+        "{context}"
+    );
+}
