@@ -257,13 +257,7 @@ impl Store {
     }
 
     fn err(&self, what: &str, e: opendal::Error) -> CloudError {
-        let refs: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        let (failure, message) = explain(&e, what, &self.place, &refs);
-        CloudError::Service {
-            destination: self.name.clone(),
-            failure,
-            message,
-        }
+        service_error((&self.name, &self.place, &self.secrets), what, e)
     }
 
     fn op(&self, class: ObjectClass) -> &Operator {
@@ -363,10 +357,7 @@ impl Store {
                 })
                 .await
             {
-                let chunk = chunk.map_err(|e| match e.downcast::<opendal::Error>() {
-                    Ok(e) => e,
-                    Err(e) => opendal::Error::new(opendal::ErrorKind::Unexpected, e.to_string()),
-                })?;
+                let chunk = chunk.map_err(opendal_of)?;
                 bytes.extend_from_slice(&chunk);
             }
             Ok(bytes)
@@ -390,19 +381,26 @@ impl Store {
     }
 
     /// A reader of an object that seeks: each read after a seek is one ranged GET (the size comes from one HEAD).
+    /// Async under it (not OpenDAL's blocking reader), so that a signal ends the pauses between its attempts too.
     pub fn reader(&self, key: &str) -> Result<Reader, CloudError> {
         let what = format!("opening {}", self.shown(key));
-        let _guard = self.rt.enter();
-        let blocking =
-            opendal::blocking::Operator::new(self.op.clone()).map_err(|e| self.err(&what, e))?;
-        let meta = blocking.stat(key).map_err(|e| self.err(&what, e))?;
-        let inner = blocking
-            .reader(key)
-            .and_then(|r| r.into_std_read(0..meta.content_length()))
+        let meta = self
+            .run(self.op.stat(key))
             .map_err(|e| self.err(&what, e))?;
+        let inner = self
+            .run(self.op.reader(key))
+            .map_err(|e| self.err(&what, e))?;
+        let (name, place, secrets) = (self.name.clone(), self.place.clone(), self.secrets.clone());
+        let what = format!("reading {}", self.shown(key));
         Ok(Reader {
             inner,
+            rt: self.rt.handle().clone(),
+            stream: None,
+            chunk: Vec::new(),
+            at: 0,
+            pos: 0,
             size: meta.content_length(),
+            err: Box::new(move |e| service_error((&name, &place, &secrets), &what, e)),
         })
     }
 
@@ -656,6 +654,29 @@ fn retry_delay(attempt: u32) -> Duration {
         .min(Duration::from_secs(30))
 }
 
+/// The error of `what` on destination `name` at `place`, explained without `secrets`.
+fn service_error(
+    (name, place, secrets): (&str, &str, &[String]),
+    what: &str,
+    e: opendal::Error,
+) -> CloudError {
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    let (failure, message) = explain(&e, what, place, &refs);
+    CloudError::Service {
+        destination: name.to_string(),
+        failure,
+        message,
+    }
+}
+
+/// The OpenDAL error an OpenDAL stream's I/O error carries (or one of its text).
+fn opendal_of(e: io::Error) -> opendal::Error {
+    match e.downcast::<opendal::Error>() {
+        Ok(e) => e,
+        Err(e) => opendal::Error::new(opendal::ErrorKind::Unexpected, e.to_string()),
+    }
+}
+
 /// The user metadata that asks the transport for a locked write.
 fn lock_meta(until: DateTime<Utc>) -> Vec<(String, String)> {
     vec![(
@@ -795,17 +816,20 @@ impl Drop for Upload {
     }
 }
 
-/// A seekable reader of one object (see [`Store::reader`]).
+/// A seekable reader of one object (see [`Store::reader`]): one GET streams from where a read starts to the end,
+/// until a seek elsewhere.
 pub struct Reader {
-    inner: opendal::blocking::StdReader,
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "read by the tests' check that a reader knows its length"
-        )
-    )]
+    inner: opendal::Reader,
+    rt: tokio::runtime::Handle,
+    /// The answer being read, from `pos - at` on.
+    stream: Option<opendal::FuturesBytesStream>,
+    /// Its last chunk, `at` bytes of it read.
+    chunk: Vec<u8>,
+    at: usize,
+    pos: u64,
     size: u64,
+    /// A failed read as people read it.
+    err: Box<dyn Fn(opendal::Error) -> CloudError + Send + Sync>,
 }
 
 impl Reader {
@@ -813,17 +837,60 @@ impl Reader {
     pub fn size(&self) -> u64 {
         self.size
     }
+
+    /// The next chunk of the answer (empty: the end), the request sent first when none is open.
+    fn next_chunk(&mut self) -> opendal::Result<Vec<u8>> {
+        let (inner, from, size) = (&self.inner, self.pos, self.size);
+        let stream = &mut self.stream;
+        self.rt.block_on(patience::unless_interrupted(async move {
+            if stream.is_none() {
+                *stream = Some(inner.clone().into_bytes_stream(from..size).await?);
+            }
+            let s = stream.as_mut().expect("opened above");
+            match std::future::poll_fn(|cx| {
+                futures_core::Stream::poll_next(std::pin::Pin::new(&mut *s), cx)
+            })
+            .await
+            {
+                None => Ok(Vec::new()),
+                Some(Ok(b)) => Ok(b.to_vec()),
+                Some(Err(e)) => Err(opendal_of(e)),
+            }
+        }))
+    }
 }
 
 impl io::Read for Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
+        if buf.is_empty() || self.pos >= self.size {
+            return Ok(0);
+        }
+        if self.at >= self.chunk.len() {
+            match self.next_chunk() {
+                Ok(c) if c.is_empty() => return Ok(0),
+                Ok(c) => (self.chunk, self.at) = (c, 0),
+                Err(e) => {
+                    self.stream = None;
+                    return Err(io::Error::other((self.err)(e)));
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
 impl io::Seek for Reader {
-    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
-        self.inner.seek(pos)
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let pos = seek_target(to, self.pos, self.size)?;
+        if pos != self.pos {
+            (self.stream, self.chunk, self.at) = (None, Vec::new(), 0);
+            self.pos = pos;
+        }
+        Ok(self.pos)
     }
 }
 

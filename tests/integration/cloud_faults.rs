@@ -684,29 +684,40 @@ fn a_download_that_stalls_after_a_little_every_time_is_given_up() {
 }
 
 /// SIGTERM during the pause between two attempts (a request refused 503 on every attempt, `retries` 10: the pause
-/// after the sixth is 16 s): the run stops at once, exit 143, one line; both for the requests dbackup retries itself
-/// (the listing of unfinished uploads) and for those OpenDAL retries (the bucket's listing). Before: the pause was
-/// slept out.
+/// after the sixth is 16 s): the run stops at once, exit 143, one line; for the requests dbackup retries itself
+/// (the listing of unfinished uploads), for those OpenDAL retries (the bucket's listing), and for the read of an
+/// object whole (the multipart upload whose completion's answer was lost, read back). Before: the pause was slept
+/// out.
 #[test]
 fn sigterm_during_the_pause_between_retries_stops_the_run() {
-    for (query, what) in [
-        ("uploads", "dbackup's retry"),
-        ("list-type=2", "OpenDAL's retry"),
+    for (method, path, query) in [
+        ("GET", "/", "uploads"),
+        ("GET", "/", "list-type=2"),
+        ("GET", "docs.tar.part000", ""),
     ] {
         let Some((_g, _s3, proxy, t)) = world_tuned(600, 10) else {
             return;
         };
-        proxy.add(Rule::new("GET", "/", Fault::Status(503)).query(query));
+        let mut t = t;
+        let mut held = 6;
+        if path != "/" {
+            // One 32 MiB object of 8 MiB parts, its completion's answer lost: read back whole.
+            crate::cloud::bigger_raw_collected(&t, 20);
+            t = t.env("DBACKUP_CLOUD_PART_BYTES", "33554432");
+            proxy.add(
+                Rule::new("POST", path, Fault::LoseAnswer)
+                    .query("uploadId=")
+                    .which(Which::Nth(1)),
+            );
+            held += 1;
+        }
+        proxy.add(Rule::new(method, path, Fault::Status(503)).query(query));
         let child = t.cmd().args(["external"]).spawn();
-        until_faulted(&proxy, 6);
+        until_faulted(&proxy, held);
         // SAFETY: kill on the pid of a child this test started and has not waited for.
         assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-        let out = finish(
-            child,
-            10,
-            &format!("external after SIGTERM ({what})"),
-            &proxy,
-        );
+        let what = format!("external after SIGTERM ({method} {path}?{query})");
+        let out = finish(child, 10, &what, &proxy);
         assert_eq!(out.code, 143, "{what}: {}", out.stderr);
         one_line_interrupted(&out);
     }
