@@ -104,6 +104,7 @@ pub fn main_entry() -> std::process::ExitCode {
         }
     };
     json::enable(cli.global.json);
+    cloud::error::show_context(commands::output(&cli.global).verbosity >= 1);
     // A panic is caught here: `process::finish` turns it into "internal error" and exit 1.
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| run(cli)));
     process::finish(outcome)

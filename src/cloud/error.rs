@@ -1,12 +1,28 @@
-//! Cloud errors as people read them: what failed, why in a few words, and what to do; never a secret. OpenDAL's
-//! error text (request URLs, response headers, the server's XML) is scrubbed of every key, signature and token
-//! before it reaches a message ([`scrub`]), escaped, and cut to a bounded length.
+//! Cloud errors as people read them: one line saying what failed, why in a few words, and what to do; never a
+//! secret. OpenDAL's error text (the operation, request URLs, response headers, the server's XML) follows in
+//! brackets only at `-v` ([`show_context`]), scrubbed of every key, signature and token ([`scrub`]), escaped, and
+//! cut to a bounded length.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cloud::credentials::CredentialsError;
 use crate::exit::{Exit, ExitCoded};
 
-/// The longest piece of server or library text a message quotes.
-const MAX_DETAIL: usize = 400;
+/// The longest piece of OpenDAL's text `-v` shows after a message (bounded: it quotes the server).
+const MAX_DETAIL: usize = 1000;
+
+/// The longest piece of OpenDAL's own message (without its context) a message quotes when nothing else says what
+/// failed.
+const MAX_SAID: usize = 120;
+
+/// Whether messages end with OpenDAL's context (`-v`).
+static CONTEXT: AtomicBool = AtomicBool::new(false);
+
+/// Says whether this run's cloud errors end with OpenDAL's context in brackets (`-v`: accurate, but about 400
+/// characters of the request and the answer's head a user has no use for).
+pub fn show_context(on: bool) {
+    CONTEXT.store(on, Ordering::Relaxed);
+}
 
 /// What kind of failure, for the exit code, `cloud check` and the advice in the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -62,11 +78,22 @@ impl ExitCoded for CloudError {
 }
 
 /// What the server or the network said, classified, with advice; `what` is the operation ("listing backups/").
+/// OpenDAL's context follows at `-v` ([`show_context`]).
 pub(crate) fn explain(
     err: &opendal::Error,
     what: &str,
     place: &str,
     secrets: &[&str],
+) -> (Failure, String) {
+    explain_with(err, (what, place), secrets, CONTEXT.load(Ordering::Relaxed))
+}
+
+/// [`explain`], with OpenDAL's context after the message when `context`.
+fn explain_with(
+    err: &opendal::Error,
+    (what, place): (&str, &str),
+    secrets: &[&str],
+    context: bool,
 ) -> (Failure, String) {
     let text = scrub(&format!("{err}"), secrets);
     let code = s3_code(&text);
@@ -110,6 +137,11 @@ pub(crate) fn explain(
         _ => String::new(),
     };
     let advice = match failure {
+        // The transport's own words on a silent server (which, how long, whether it made no progress).
+        Failure::Unreachable if crate::cloud::patience::silence(err) => format!(
+            "{}; check that the service is up and the network, and run again",
+            shorten(&scrub(err.message(), secrets), MAX_SAID)
+        ),
         Failure::Unreachable => format!(
             "no answer from {place} ({}); check the endpoint and the network, and that the service is up",
             how_unreachable(err, &lower)
@@ -145,13 +177,19 @@ pub(crate) fn explain(
                 "{place} answered {status}{quoted} on every attempt: the service is overloaded or failing; run \
                  again later"
             ),
-            None => format!("the request failed{quoted}"),
+            // Without the context, OpenDAL's own message is all that says what went wrong.
+            None if quoted.is_empty() => format!(
+                "the request failed ({}); run again (`-v` shows the details)",
+                shorten(&scrub(err.message(), secrets), MAX_SAID)
+            ),
+            None => format!("the request failed{quoted}; run again (`-v` shows the details)"),
         },
     };
-    (
-        failure,
-        format!("{what}: {advice} [{}]", shorten(&text, MAX_DETAIL)),
-    )
+    let mut message = format!("{what}: {advice}");
+    if context {
+        message.push_str(&format!(" [{}]", shorten(&text, MAX_DETAIL)));
+    }
+    (failure, message)
 }
 
 /// How a connection failed, from OpenDAL's text and the error's sources (which that text leaves out).
@@ -348,7 +386,7 @@ mod tests {
         ] {
             let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "send http request")
                 .set_source(anyhow::anyhow!(std::io::Error::from(source)));
-            let (failure, message) = explain(&e, "listing", place, &[]);
+            let (failure, message) = explain_with(&e, ("listing", place), &[], false);
             assert_eq!(failure, Failure::Unreachable, "{message}");
             assert!(
                 message.starts_with(&format!("listing: no answer from {place} ({words}); ")),
@@ -367,7 +405,7 @@ mod tests {
             "response: Parts { status: 503, version: HTTP/1.1 } => S3Error { code: \"SlowDown\", message: \"Please \
              reduce your request rate.\" }",
         );
-        let (failure, message) = explain(&e, "writing backups/x", place, &[]);
+        let (failure, message) = explain_with(&e, ("writing backups/x", place), &[], true);
         assert_eq!(failure, Failure::Other);
         assert!(
             message.starts_with(&format!(
@@ -377,10 +415,76 @@ mod tests {
             "{message}"
         );
         let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "code: \"Odd\"");
-        let (_, message) = explain(&e, "listing", place, &[]);
+        let (_, message) = explain_with(&e, ("listing", place), &[], false);
+        assert_eq!(
+            message,
+            "listing: the request failed (Odd); run again (`-v` shows the details)"
+        );
+    }
+
+    /// The lines people read: short, saying what failed, where and what to do, without OpenDAL's context (which
+    /// `-v` adds in brackets, scrubbed); a secret in OpenDAL's text never shows in either.
+    #[test]
+    fn a_cloud_error_line_is_short_and_says_what_to_do() {
+        let place = "s3 http://127.0.0.1:9 b/p";
+        let context = "Unexpected (permanent) at read, context: { uri: http://127.0.0.1:9/b/p/k?X-Amz-Signature=ab12, \
+                       service: s3, path: backups/k, range: 0-65535 } => ";
+        let cases = [
+            (
+                "reading bytes 0..65536 of backups/s/docs.tar.part000",
+                format!(
+                    "{context}127.0.0.1:9 gave no answer for 2 s (timeout_seconds), 2 times in a row with less \
+                     than 1 MiB between: no progress on it"
+                ),
+            ),
+            (
+                "listing unfinished uploads",
+                format!("{context}127.0.0.1:9 gave no answer for 60 s (timeout_seconds)"),
+            ),
+            (
+                "writing backups/s/backup.json",
+                format!(
+                    "{context}status: 503, <Error><Code>SlowDown</Code><Message>Reduce your rate</Message></Error>"
+                ),
+            ),
+            (
+                "listing backups/",
+                format!(
+                    "{context}status: 403, <Error><Code>AccessDenied</Code><Message>Denied SECRETKEY</Message></Error>"
+                ),
+            ),
+            (
+                "deleting backups/s/x",
+                format!("{context}unexpected end of file"),
+            ),
+        ];
+        let mut shown = Vec::new();
+        for (what, text) in &cases {
+            let kind = if text.contains("403") {
+                opendal::ErrorKind::PermissionDenied
+            } else {
+                opendal::ErrorKind::Unexpected
+            };
+            // OpenDAL's message is its text after the context, which its Display puts first.
+            let e = opendal::Error::new(kind, text.rsplit(" => ").next().unwrap());
+            let (_, line) = explain_with(&e, (what, place), &["SECRETKEY"], false);
+            assert!(
+                !line.contains(" [") && !line.contains("SECRETKEY"),
+                "{line}"
+            );
+            shown.push(line);
+        }
+        insta::assert_snapshot!(shown.join("\n"));
+        let e = opendal::Error::new(opendal::ErrorKind::Unexpected, "status: 500, SECRETKEY")
+            .with_context("uri", "http://127.0.0.1:9/b/p/k?X-Amz-Signature=ab12");
+        let (_, line) = explain_with(&e, ("listing", place), &["SECRETKEY"], true);
         assert!(
-            message.starts_with("listing: the request failed (Odd) ["),
-            "{message}"
+            line.contains(" [Unexpected") && line.contains("X-Amz-Signature=***"),
+            "{line}"
+        );
+        assert!(
+            !line.contains("SECRETKEY") && !line.contains("ab12"),
+            "{line}"
         );
     }
 }

@@ -1,12 +1,16 @@
 //! How long dbackup waits on a server, in one place: a request is given up when the server makes no progress for
 //! `timeout_seconds` (no answer to it, or no byte of its answer's body), never for being slow while bytes move, and
 //! at once when SIGINT or SIGTERM comes. A request given up is a transient error ([`RetryLayer`] and
-//! `Store::call_with` retry it), whose message names the server and how long it was silent.
+//! `Store::call_with` retry it), whose message names the server and how long it was silent; an object whose
+//! requests go silent `retries + 1` times in a row with no progress between ([`Stalls`]) is given up for good. The
+//! pauses between attempts end at a signal too ([`pause`], [`unless_interrupted`]).
 //!
 //! [`RetryLayer`]: opendal::layers::RetryLayer
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -19,6 +23,12 @@ pub(crate) const SLOWEST_UPLINK: u64 = 16 << 10;
 
 /// How often a wait looks at the clock and at the signals: a SIGTERM is heeded within this.
 const TICK: Duration = Duration::from_millis(100);
+
+/// What an attempt must receive before it goes silent for its silence to start the object's count again
+/// ([`Stalls`]): 1 MiB, a minute of the poorest link that still moves. Less is no progress: a server that sends a
+/// little of an object and then nothing, every time, would otherwise be retried without end (OpenDAL's
+/// `RetryLayer` counts a read's attempts afresh after each chunk it gets).
+pub(crate) const PROGRESS: u64 = 1 << 20;
 
 /// The bound OpenDAL's `TimeoutLayer` puts on one operation (a part written, a listing page, a read, all in all): a
 /// backstop only, the transport giving up on silence first; a whole part at [`SLOWEST_UPLINK`] and its answer fit.
@@ -33,42 +43,113 @@ pub(crate) fn answer_wait(quiet: Duration, body: u64) -> Duration {
     quiet + Duration::from_secs(body / SLOWEST_UPLINK)
 }
 
-/// Why a wait ends early: a signal came, or the server was silent for `limit`.
-fn give_up(since: Instant, limit: Duration, host: &str) -> Option<opendal::Error> {
-    if let Some(i) = crate::interrupt::requested() {
-        // Not temporary: nothing retries it.
-        return Some(opendal::Error::new(
-            opendal::ErrorKind::Unexpected,
-            i.to_string(),
-        ));
+/// The silences of each object's requests in a row (by the request's path: an object, or a bucket's listing), each
+/// attempt that went silent with less than [`PROGRESS`] received counting one more; an answer taken whole, or
+/// [`PROGRESS`] received before the silence, starts the count again. Past `retries + 1` (as many attempts as any
+/// failed request gets), the object is given up: an error nothing retries.
+#[derive(Debug, Default)]
+pub(crate) struct Stalls {
+    retries: u32,
+    silent: Mutex<HashMap<String, u32>>,
+}
+
+impl Stalls {
+    pub(crate) fn new(retries: u32) -> Stalls {
+        Stalls {
+            retries,
+            silent: Mutex::default(),
+        }
     }
-    (since.elapsed() >= limit).then(|| {
+
+    /// One more attempt on `object` went silent after `received` bytes: the count in a row, and whether to give up.
+    fn went_silent(&self, object: &str, received: u64) -> (u32, bool) {
+        let mut silent = self.silent.lock().unwrap_or_else(|e| e.into_inner());
+        let n = silent.entry(object.to_string()).or_default();
+        *n = if received >= PROGRESS { 1 } else { *n + 1 };
+        (*n, *n > self.retries)
+    }
+
+    /// An answer about `object` was taken (whole, or left unread without a silence).
+    fn answered(&self, object: &str) {
+        let mut silent = self.silent.lock().unwrap_or_else(|e| e.into_inner());
+        silent.remove(object);
+    }
+}
+
+/// What a wait is on: the server (named in messages) and the object whose silences are counted.
+#[derive(Debug, Clone)]
+pub(crate) struct On {
+    pub host: String,
+    pub object: String,
+    pub stalls: Arc<Stalls>,
+}
+
+/// The error of a wait a signal ended. Not temporary: nothing retries it.
+pub(crate) fn interrupted(i: crate::interrupt::Interrupted) -> opendal::Error {
+    opendal::Error::new(opendal::ErrorKind::Unexpected, i.to_string())
+}
+
+/// Sleeps `d`, in ticks that look at the signals: `Some` when one came (the sleep cut short).
+pub(crate) fn pause(d: Duration) -> Option<crate::interrupt::Interrupted> {
+    let until = Instant::now() + d;
+    loop {
+        if let Some(i) = crate::interrupt::requested() {
+            return Some(i);
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::sleep(left.min(TICK));
+    }
+}
+
+/// The words every message on a silent server has ([`give_up`]).
+const SILENT: &str = " s (timeout_seconds)";
+
+/// Whether `e` is the transport giving up on a silent server (its message then names the server, the silence and
+/// whether the object made no progress).
+pub(crate) fn silence(e: &opendal::Error) -> bool {
+    e.message().contains(SILENT)
+}
+
+/// Why a wait ends early: a signal came, or the server was silent for `limit` (after `received` bytes of the
+/// answer).
+fn give_up(since: Instant, limit: Duration, on: &On, received: u64) -> Option<opendal::Error> {
+    if let Some(i) = crate::interrupt::requested() {
+        return Some(interrupted(i));
+    }
+    if since.elapsed() < limit {
+        return None;
+    }
+    let silence = format!("{} gave no answer for {}{SILENT}", on.host, limit.as_secs());
+    let (times, done) = on.stalls.went_silent(&on.object, received);
+    Some(if done {
         opendal::Error::new(
             opendal::ErrorKind::Unexpected,
             format!(
-                "{host} gave no answer for {} s (timeout_seconds)",
-                limit.as_secs()
+                "{silence}, {times} times in a row with less than {} MiB between: no progress on it",
+                PROGRESS >> 20
             ),
         )
-        .set_temporary()
+    } else {
+        opendal::Error::new(opendal::ErrorKind::Unexpected, silence).set_temporary()
     })
 }
 
-/// `fut`, given up after `limit` without its result, or when a signal comes.
-pub(crate) async fn watched<T>(
+/// `fut`, or the error `check` gives (looked at every [`TICK`]) while `fut` has no result.
+async fn until<T>(
     fut: impl Future<Output = opendal::Result<T>>,
-    limit: Duration,
-    host: &str,
+    mut check: impl FnMut() -> Option<opendal::Error>,
 ) -> opendal::Result<T> {
     let mut fut = std::pin::pin!(fut);
     let mut tick = Box::pin(tokio::time::sleep(TICK));
-    let since = Instant::now();
     std::future::poll_fn(|cx| {
         if let Poll::Ready(r) = fut.as_mut().poll(cx) {
             return Poll::Ready(r);
         }
         while tick.as_mut().poll(cx).is_ready() {
-            if let Some(e) = give_up(since, limit, host) {
+            if let Some(e) = check() {
                 return Poll::Ready(Err(e));
             }
             tick.as_mut().reset(tokio::time::Instant::now() + TICK);
@@ -78,24 +159,56 @@ pub(crate) async fn watched<T>(
     .await
 }
 
+/// `fut`, given up after `limit` without its result, or when a signal comes.
+pub(crate) async fn watched<T>(
+    fut: impl Future<Output = opendal::Result<T>>,
+    limit: Duration,
+    on: &On,
+) -> opendal::Result<T> {
+    let since = Instant::now();
+    until(fut, || give_up(since, limit, on, 0)).await
+}
+
+/// `fut`, given up when a signal comes: an operation with OpenDAL's retries, whose pauses between attempts (up to
+/// 30 s) look at nothing.
+pub(crate) async fn unless_interrupted<T>(
+    fut: impl Future<Output = opendal::Result<T>>,
+) -> opendal::Result<T> {
+    until(fut, || crate::interrupt::requested().map(interrupted)).await
+}
+
 /// An answer's body given up when no byte of it comes for `quiet` (however long it takes while bytes come), or
 /// when a signal comes.
 pub(crate) struct Quiet<S> {
     inner: S,
     quiet: Duration,
-    host: String,
+    on: On,
     since: Instant,
     tick: Pin<Box<tokio::time::Sleep>>,
+    /// Bytes of the body received.
+    received: u64,
+    /// Given up (a silence, a signal): not an answer taken.
+    silent: bool,
 }
 
 impl<S> Quiet<S> {
-    pub(crate) fn new(inner: S, quiet: Duration, host: String) -> Quiet<S> {
+    pub(crate) fn new(inner: S, quiet: Duration, on: On) -> Quiet<S> {
         Quiet {
             inner,
             quiet,
-            host,
+            on,
             since: Instant::now(),
             tick: Box::pin(tokio::time::sleep(TICK)),
+            received: 0,
+            silent: false,
+        }
+    }
+}
+
+impl<S> Drop for Quiet<S> {
+    fn drop(&mut self) {
+        if !self.silent {
+            self.on.stalls.answered(&self.on.object);
         }
     }
 }
@@ -110,14 +223,37 @@ where
         let this = &mut *self;
         if let Poll::Ready(item) = Pin::new(&mut this.inner).poll_next(cx) {
             this.since = Instant::now();
+            if let Some(Ok(b)) = &item {
+                this.received += b.len() as u64;
+            }
             return Poll::Ready(item);
         }
         while this.tick.as_mut().poll(cx).is_ready() {
-            if let Some(e) = give_up(this.since, this.quiet, &this.host) {
+            if let Some(e) = give_up(this.since, this.quiet, &this.on, this.received) {
+                this.silent = true;
                 return Poll::Ready(Some(Err(e)));
             }
             this.tick.as_mut().reset(tokio::time::Instant::now() + TICK);
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attempts that go silent with little received count up to `retries + 1`, then the object is given up; an
+    /// attempt that received [`PROGRESS`] first, or an answer taken, starts the count again; objects count apart.
+    #[test]
+    fn silences_without_progress_are_counted_per_object() {
+        let s = Stalls::new(2);
+        assert_eq!(s.went_silent("a", 1024), (1, false));
+        assert_eq!(s.went_silent("a", 0), (2, false));
+        assert_eq!(s.went_silent("b", 0), (1, false));
+        assert_eq!(s.went_silent("a", 1024), (3, true));
+        assert_eq!(s.went_silent("a", PROGRESS), (1, false));
+        s.answered("a");
+        assert_eq!(s.went_silent("a", 0), (1, false));
     }
 }

@@ -123,7 +123,7 @@ impl Store {
             },
         });
         let quiet = Duration::from_secs(u64::from(cloud.timeout_seconds));
-        let transport = Transport::new(client, sigv4, counts.clone(), quiet);
+        let transport = Transport::new(client, sigv4, counts.clone(), (quiet, cloud.retries));
         let backstop = patience::backstop(quiet, PART_SIZE);
         let root = format!("/{}", cloud.prefix);
         let build = |class: Option<&str>| -> Result<Operator, opendal::Error> {
@@ -247,14 +247,17 @@ impl Store {
         self.counts.snapshot()
     }
 
+    /// Runs `fut` (requests with OpenDAL's retries) on the store's runtime; a signal ends it at once, in the pause
+    /// between two attempts too ([`patience::unless_interrupted`]).
+    fn run<T>(
+        &self,
+        fut: impl std::future::Future<Output = opendal::Result<T>>,
+    ) -> opendal::Result<T> {
+        self.rt.block_on(patience::unless_interrupted(fut))
+    }
+
     fn err(&self, what: &str, e: opendal::Error) -> CloudError {
-        let refs: Vec<&str> = self.secrets.iter().map(String::as_str).collect();
-        let (failure, message) = explain(&e, what, &self.place, &refs);
-        CloudError::Service {
-            destination: self.name.clone(),
-            failure,
-            message,
-        }
+        service_error((&self.name, &self.place, &self.secrets), what, e)
     }
 
     fn op(&self, class: ObjectClass) -> &Operator {
@@ -285,8 +288,7 @@ impl Store {
     /// Deletes one version of an object (in a versioned bucket, a plain delete only hides the object behind a
     /// delete marker: this removes the data, unless a lock forbids it).
     pub fn delete_version(&self, key: &str, version: &str) -> Result<(), CloudError> {
-        self.rt
-            .block_on(async { self.op.delete_with(key).version(version).await })
+        self.run(async { self.op.delete_with(key).version(version).await })
             .map_err(|e| self.err(&format!("deleting {}", self.shown(key)), e))
     }
 
@@ -299,16 +301,15 @@ impl Store {
     ) -> Result<Option<String>, CloudError> {
         let op = self.op(class);
         let data = bytes.to_vec();
-        self.rt
-            .block_on(async {
-                let mut w = op.write_with(key, data);
-                if let Some(until) = until {
-                    w = w.user_metadata(lock_meta(until));
-                }
-                w.await
-            })
-            .map(|m| m.version().map(str::to_string))
-            .map_err(|e| self.err(&format!("writing {}", self.shown(key)), e))
+        self.run(async {
+            let mut w = op.write_with(key, data);
+            if let Some(until) = until {
+                w = w.user_metadata(lock_meta(until));
+            }
+            w.await
+        })
+        .map(|m| m.version().map(str::to_string))
+        .map_err(|e| self.err(&format!("writing {}", self.shown(key)), e))
     }
 
     /// A streamed upload: bytes written go out in parts of [`PART_SIZE`] ([`CONCURRENT_PARTS`] in flight), each
@@ -322,8 +323,7 @@ impl Store {
     ) -> Result<Upload, CloudError> {
         let op = self.op(class);
         let writer = self
-            .rt
-            .block_on(async {
+            .run(async {
                 let mut w = op
                     .writer_with(key)
                     .chunk(PART_SIZE)
@@ -347,22 +347,21 @@ impl Store {
     /// than that of it is read.
     pub fn get(&self, key: &str) -> Result<Vec<u8>, CloudError> {
         let what = format!("reading {}", self.shown(key));
-        let read = (|| -> Result<Vec<u8>, opendal::Error> {
-            use std::io::Read as _;
-            let _guard = self.rt.enter();
-            let blocking = opendal::blocking::Operator::new(self.op.clone())?;
+        // Async (not OpenDAL's blocking reader) so that a signal ends the pauses between its attempts too.
+        let read = self.run(async {
+            let mut stream = self.op.reader(key).await?.into_bytes_stream(..).await?;
             let mut bytes = Vec::new();
-            blocking
-                .reader(key)?
-                .into_std_read(..)?
-                .take(MAX_SMALL + 1)
-                .read_to_end(&mut bytes)
-                .map_err(|e| match e.downcast::<opendal::Error>() {
-                    Ok(e) => e,
-                    Err(e) => opendal::Error::new(opendal::ErrorKind::Unexpected, e.to_string()),
-                })?;
+            while bytes.len() as u64 <= MAX_SMALL
+                && let Some(chunk) = std::future::poll_fn(|cx| {
+                    futures_core::Stream::poll_next(std::pin::Pin::new(&mut stream), cx)
+                })
+                .await
+            {
+                let chunk = chunk.map_err(opendal_of)?;
+                bytes.extend_from_slice(&chunk);
+            }
             Ok(bytes)
-        })();
+        });
         let bytes = match read {
             Ok(b) => b,
             Err(e) => return Err(self.err(&what, e)),
@@ -382,25 +381,32 @@ impl Store {
     }
 
     /// A reader of an object that seeks: each read after a seek is one ranged GET (the size comes from one HEAD).
+    /// Async under it (not OpenDAL's blocking reader), so that a signal ends the pauses between its attempts too.
     pub fn reader(&self, key: &str) -> Result<Reader, CloudError> {
         let what = format!("opening {}", self.shown(key));
-        let _guard = self.rt.enter();
-        let blocking =
-            opendal::blocking::Operator::new(self.op.clone()).map_err(|e| self.err(&what, e))?;
-        let meta = blocking.stat(key).map_err(|e| self.err(&what, e))?;
-        let inner = blocking
-            .reader(key)
-            .and_then(|r| r.into_std_read(0..meta.content_length()))
+        let meta = self
+            .run(self.op.stat(key))
             .map_err(|e| self.err(&what, e))?;
+        let inner = self
+            .run(self.op.reader(key))
+            .map_err(|e| self.err(&what, e))?;
+        let (name, place, secrets) = (self.name.clone(), self.place.clone(), self.secrets.clone());
+        let what = format!("reading {}", self.shown(key));
         Ok(Reader {
             inner,
+            rt: self.rt.handle().clone(),
+            stream: None,
+            chunk: Vec::new(),
+            at: 0,
+            pos: 0,
             size: meta.content_length(),
+            err: Box::new(move |e| service_error((&name, &place, &secrets), &what, e)),
         })
     }
 
     /// An object's size and date, or `None` when it does not exist.
     pub fn stat(&self, key: &str) -> Result<Option<ObjectInfo>, CloudError> {
-        match self.rt.block_on(self.op.stat(key)) {
+        match self.run(self.op.stat(key)) {
             Ok(m) => Ok(Some(ObjectInfo {
                 key: key.to_string(),
                 size: m.content_length(),
@@ -421,8 +427,7 @@ impl Store {
             self.shown(if dir.is_empty() { "/" } else { dir })
         );
         let entries = self
-            .rt
-            .block_on(async { self.op.list_with(dir).recursive(true).await })
+            .run(async { self.op.list_with(dir).recursive(true).await })
             .map_err(|e| self.err(&what, e))?;
         let mut out: Vec<ObjectInfo> = entries
             .into_iter()
@@ -442,8 +447,7 @@ impl Store {
 
     /// Deletes an object (deleting one that does not exist is no error).
     pub fn delete(&self, key: &str) -> Result<(), CloudError> {
-        self.rt
-            .block_on(self.op.delete(key))
+        self.run(self.op.delete(key))
             .map_err(|e| self.err(&format!("deleting {}", self.shown(key)), e))
     }
 
@@ -575,7 +579,9 @@ impl Store {
                 break got.map_err(|e| self.err(what, e))?;
             }
             attempt += 1;
-            std::thread::sleep(retry_delay(attempt));
+            if let Some(i) = patience::pause(retry_delay(attempt)) {
+                return Err(self.err(what, patience::interrupted(i)));
+            }
         };
         if status.is_success() {
             return Ok(body);
@@ -612,7 +618,7 @@ impl Store {
             .body(body)
             .map_err(|e| CloudError::Setup(format!("{what}: {e}")))?;
         let transport = self.transport.clone();
-        Ok(self.rt.block_on(async move {
+        Ok(self.run(async move {
             let resp = opendal::HttpTransport::fetch(&transport, req).await?;
             let status = resp.status();
             let mut body = resp.into_body();
@@ -646,6 +652,29 @@ fn retry_delay(attempt: u32) -> Duration {
     Duration::from_millis(500)
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(6))
         .min(Duration::from_secs(30))
+}
+
+/// The error of `what` on destination `name` at `place`, explained without `secrets`.
+fn service_error(
+    (name, place, secrets): (&str, &str, &[String]),
+    what: &str,
+    e: opendal::Error,
+) -> CloudError {
+    let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    let (failure, message) = explain(&e, what, place, &refs);
+    CloudError::Service {
+        destination: name.to_string(),
+        failure,
+        message,
+    }
+}
+
+/// The OpenDAL error an OpenDAL stream's I/O error carries (or one of its text).
+fn opendal_of(e: io::Error) -> opendal::Error {
+    match e.downcast::<opendal::Error>() {
+        Ok(e) => e,
+        Err(e) => opendal::Error::new(opendal::ErrorKind::Unexpected, e.to_string()),
+    }
 }
 
 /// The user metadata that asks the transport for a locked write.
@@ -734,7 +763,7 @@ impl Upload {
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
         let w = self.writer.as_mut().expect("not finished");
         let store = &self.store;
-        store.rt.block_on(w.write(chunk)).map_err(|e| {
+        store.run(w.write(chunk)).map_err(|e| {
             io::Error::other(store.err(&format!("uploading {}", store.shown(&self.key)), e))
         })
     }
@@ -751,7 +780,7 @@ impl Upload {
         )?;
         let mut w = self.writer.take().expect("not finished");
         let store = &self.store;
-        match store.rt.block_on(w.close()) {
+        match store.run(w.close()) {
             Ok(_) => Ok(self.written),
             Err(e) => {
                 let _ = store.rt.block_on(w.abort());
@@ -787,17 +816,20 @@ impl Drop for Upload {
     }
 }
 
-/// A seekable reader of one object (see [`Store::reader`]).
+/// A seekable reader of one object (see [`Store::reader`]): one GET streams from where a read starts to the end,
+/// until a seek elsewhere.
 pub struct Reader {
-    inner: opendal::blocking::StdReader,
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "read by the tests' check that a reader knows its length"
-        )
-    )]
+    inner: opendal::Reader,
+    rt: tokio::runtime::Handle,
+    /// The answer being read, from `pos - at` on.
+    stream: Option<opendal::FuturesBytesStream>,
+    /// Its last chunk, `at` bytes of it read.
+    chunk: Vec<u8>,
+    at: usize,
+    pos: u64,
     size: u64,
+    /// A failed read as people read it.
+    err: Box<dyn Fn(opendal::Error) -> CloudError + Send + Sync>,
 }
 
 impl Reader {
@@ -805,17 +837,60 @@ impl Reader {
     pub fn size(&self) -> u64 {
         self.size
     }
+
+    /// The next chunk of the answer (empty: the end), the request sent first when none is open.
+    fn next_chunk(&mut self) -> opendal::Result<Vec<u8>> {
+        let (inner, from, size) = (&self.inner, self.pos, self.size);
+        let stream = &mut self.stream;
+        self.rt.block_on(patience::unless_interrupted(async move {
+            if stream.is_none() {
+                *stream = Some(inner.clone().into_bytes_stream(from..size).await?);
+            }
+            let s = stream.as_mut().expect("opened above");
+            match std::future::poll_fn(|cx| {
+                futures_core::Stream::poll_next(std::pin::Pin::new(&mut *s), cx)
+            })
+            .await
+            {
+                None => Ok(Vec::new()),
+                Some(Ok(b)) => Ok(b.to_vec()),
+                Some(Err(e)) => Err(opendal_of(e)),
+            }
+        }))
+    }
 }
 
 impl io::Read for Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
+        if buf.is_empty() || self.pos >= self.size {
+            return Ok(0);
+        }
+        if self.at >= self.chunk.len() {
+            match self.next_chunk() {
+                Ok(c) if c.is_empty() => return Ok(0),
+                Ok(c) => (self.chunk, self.at) = (c, 0),
+                Err(e) => {
+                    self.stream = None;
+                    return Err(io::Error::other((self.err)(e)));
+                }
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
 impl io::Seek for Reader {
-    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
-        self.inner.seek(pos)
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let pos = seek_target(to, self.pos, self.size)?;
+        if pos != self.pos {
+            (self.stream, self.chunk, self.at) = (None, Vec::new(), 0);
+            self.pos = pos;
+        }
+        Ok(self.pos)
     }
 }
 
@@ -1159,8 +1234,7 @@ impl Store {
     /// One ranged GET of `range`, whole.
     fn read_range(&self, key: &str, range: std::ops::Range<u64>) -> io::Result<Vec<u8>> {
         let bytes = self
-            .rt
-            .block_on(async { self.op.read_with(key).range(range.clone()).await })
+            .run(async { self.op.read_with(key).range(range.clone()).await })
             .map(|b| b.to_vec())
             .map_err(|e| {
                 io::Error::other(self.err(

@@ -91,6 +91,8 @@ pub(crate) struct Transport {
     counts: Arc<Counts>,
     /// How long a server may be silent (`timeout_seconds`; see [`patience`]).
     quiet: std::time::Duration,
+    /// Each object's silences in a row ([`patience::Stalls`]).
+    stalls: Arc<patience::Stalls>,
 }
 
 impl Transport {
@@ -98,13 +100,14 @@ impl Transport {
         client: reqwest::Client,
         sigv4: Option<SigV4>,
         counts: Arc<Counts>,
-        quiet: std::time::Duration,
+        (quiet, retries): (std::time::Duration, u32),
     ) -> Transport {
         Transport {
             inner: ReqwestTransport::new(client),
             sigv4: sigv4.map(Arc::new),
             counts,
             quiet,
+            stalls: Arc::new(patience::Stalls::new(retries)),
         }
     }
 
@@ -173,15 +176,19 @@ impl HttpTransport for Transport {
         let (mut parts, body) = req.into_parts();
         self.counts.count(&parts.method);
         self.sign(&mut parts).await?;
-        let host = parts
-            .uri
-            .authority()
-            .map_or_else(|| "the server".to_string(), ToString::to_string);
+        let on = patience::On {
+            host: parts
+                .uri
+                .authority()
+                .map_or_else(|| "the server".to_string(), ToString::to_string),
+            object: parts.uri.path().to_string(),
+            stalls: self.stalls.clone(),
+        };
         let wait = patience::answer_wait(self.quiet, body.len() as u64);
         let fetch = self.inner.fetch(Request::from_parts(parts, body));
-        let answer = patience::watched(fetch, wait, &host).await?;
+        let answer = patience::watched(fetch, wait, &on).await?;
         let quiet = self.quiet;
-        Ok(answer.map(|body| body.map_inner(|s| Box::new(patience::Quiet::new(s, quiet, host)))))
+        Ok(answer.map(|body| body.map_inner(|s| Box::new(patience::Quiet::new(s, quiet, on)))))
     }
 }
 

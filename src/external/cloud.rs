@@ -54,6 +54,8 @@ pub struct CloudWorld {
     pub own_sets: Vec<String>,
     /// The part size and the unfinished upload that may be resumed ([`super::resume`]).
     pub resume: super::resume::ResumeWorld,
+    /// How long looking at it took (opening, listing, its chains): part of the time its run reports.
+    pub looked: std::time::Duration,
 }
 
 impl std::fmt::Debug for CloudWorld {
@@ -84,6 +86,7 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> Result<CloudWorld, crate::clou
         index_copies: Vec::new(),
         own_sets: Vec::new(),
         resume: Default::default(),
+        looked: std::time::Duration::ZERO,
     };
     let env = crate::expand::Env::from_process();
     let store = match Store::open(cloud, &env, Local::now().time()) {
@@ -898,6 +901,7 @@ mod tests {
                 part_bytes: PART_BYTES,
                 candidate: None,
             },
+            looked: std::time::Duration::ZERO,
         }
     }
 

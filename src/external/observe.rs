@@ -298,6 +298,7 @@ fn observe_clouds(
     let root = &settings.backup_root;
     let mut cloud_worlds = Vec::new();
     for c in clouds.iter().filter(|c| chosen_clouds.contains(&c.name)) {
+        let clock = Instant::now();
         let mut w = super::cloud::observe(c, ui).map_err(|e| {
             CodedError::new(
                 Exit::Usage,
@@ -314,6 +315,7 @@ fn observe_clouds(
             root,
         );
         (w.encryption, w.passphrase_file) = encryption_of(&c.name, c.encryption.as_ref())?;
+        w.looked = clock.elapsed();
         cloud_worlds.push(w);
     }
 
@@ -327,7 +329,9 @@ fn observe_clouds(
             .unwrap_or_else(|| chrono::Local::now().naive_local()),
     };
     for w in &mut cloud_worlds {
+        let clock = Instant::now();
         super::cloud::observe_chains(w, chosen, &chain_policy, (root, &settings.set_names()), ui);
+        w.looked += clock.elapsed();
     }
     Ok(cloud_worlds)
 }

@@ -469,12 +469,19 @@ fn a_multipart_upload_completed_whose_answer_is_lost_is_kept() {
 
 /// [`world`] with requests given up after `secs` without progress (`timeout_seconds`).
 fn world_timeout(secs: u32) -> Option<(Garage, S3Client, FaultProxy, Test)> {
+    world_tuned(secs, 1)
+}
+
+/// [`world_timeout`] with `retries` retries of a failed request.
+fn world_tuned(secs: u32, retries: u32) -> Option<(Garage, S3Client, FaultProxy, Test)> {
     let (g, s3) = crate::cloud::garage_and_client()?;
     let proxy = FaultProxy::start(g.port).expect("the fault proxy starts");
-    let config = config(&proxy.endpoint(), &g.bucket, "").replace(
-        "\"timeout_seconds\": 10",
-        &format!("\"timeout_seconds\": {secs}"),
-    );
+    let config = config(&proxy.endpoint(), &g.bucket, "")
+        .replace(
+            "\"timeout_seconds\": 10",
+            &format!("\"timeout_seconds\": {secs}"),
+        )
+        .replace("\"retries\": 1,", &format!("\"retries\": {retries},"));
     let t = with_keys(&config, &g.key.id, &g.key.secret);
     populate(&t);
     t.cmd().args(["collect"]).status(0);
@@ -501,11 +508,16 @@ fn finish(mut child: std::process::Child, limit: u64, what: &str, proxy: &FaultP
 
 /// Waits (at most a minute) until the proxy has held back a request.
 fn until_held(proxy: &FaultProxy) {
+    until_faulted(proxy, 1);
+}
+
+/// Waits (at most a minute) until the proxy has acted on `n` requests.
+fn until_faulted(proxy: &FaultProxy, n: usize) {
     let start = std::time::Instant::now();
-    while !proxy.seen().iter().any(|s| s.faulted) {
+    while proxy.seen().iter().filter(|s| s.faulted).count() < n {
         assert!(
             start.elapsed() < std::time::Duration::from_secs(60),
-            "no request was held\n{}",
+            "not {n} requests faulted\n{}",
             proxy.shown()
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -538,6 +550,38 @@ fn a_request_never_answered_fails_the_run_instead_of_hanging() {
     proxy.clear();
     let out = t.cmd().args(["--json", "external"]).status(0);
     assert_eq!(promoted(&s3), [backup_of(&out.json())]);
+}
+
+/// The listing of unfinished uploads is never answered (two attempts of 2 s each): the failure line's time covers
+/// the whole run of the destination, the silent listing included, in the line and in `--json`'s `seconds`. Before:
+/// "offsite: FAILED after 0.0s", the clock started after the listing.
+#[test]
+fn a_failed_runs_time_covers_the_silent_listing() {
+    let Some((_g, _s3, proxy, t)) = world_timeout(2) else {
+        return;
+    };
+    proxy.add(Rule::new("GET", "/", Fault::Hang).query("uploads"));
+    let out = finish(
+        t.cmd().args(["--json", "external"]).spawn(),
+        120,
+        "external",
+        &proxy,
+    );
+    assert_eq!(out.code, 1, "{}\n{}", out.stderr, proxy.shown());
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("offsite: FAILED after "))
+        .unwrap_or_else(|| panic!("no failure line: {}", out.stderr));
+    let shown: f64 = line["offsite: FAILED after ".len()..]
+        .split('s')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a time in seconds: {line}"));
+    assert!(shown >= 4.0, "two silences of 2 s: {line}");
+    let report: serde_json::Value = out.json();
+    let seconds = report["destinations"][0]["seconds"].as_f64().unwrap();
+    assert!(seconds >= 4.0, "{:#}", report["destinations"][0]);
 }
 
 /// An archive (3 MiB) downloaded at 256 KiB/s, a dozen seconds where a request may wait 2 s without progress
@@ -601,6 +645,99 @@ fn a_download_that_stalls_is_given_up_and_resumed() {
     assert_eq!(stalled, 1, "{}", proxy.shown());
 }
 
+/// An archive's download sends 1 KiB and then nothing, every time (its answer's head, 1 KiB of its body, the
+/// connection held open): the restore does not crawl on at 1 KiB per `timeout_seconds` without end (OpenDAL's
+/// retries count afresh after each chunk received). The object gets `retries + 1` attempts without progress, then
+/// the restore fails (exit 1) naming the server, the object and "no progress"; nothing is restored as if whole, and
+/// the next restore (the server answering again) restores. Before: still crawling after 90 s.
+#[test]
+fn a_download_that_stalls_after_a_little_every_time_is_given_up() {
+    let Some((_g, _s3, proxy, t)) = world_timeout(2) else {
+        return;
+    };
+    t.cmd().args(["external"]).status(0);
+    proxy.add(Rule::new("GET", "docs.tar.part", Fault::Stall(1 << 10)));
+    let target = t.path("restored");
+    let restore = t
+        .cmd()
+        .args(["restore", "--source", "cloud", "--set", "docs", "--target"])
+        .args([&target])
+        .spawn();
+    let out = finish(restore, 90, "restore", &proxy);
+    assert_eq!(out.code, 1, "{}\n{}", out.stderr, proxy.shown());
+    out.stderr_has(&format!(
+        "127.0.0.1:{} gave no answer for 2 s (timeout_seconds)",
+        proxy.port
+    ))
+    .stderr_has("docs.tar.part000")
+    .stderr_has("no progress");
+    let stalled = proxy.seen().iter().filter(|s| s.faulted).count();
+    assert_eq!(stalled, 2, "retries + 1 attempts\n{}", proxy.shown());
+    assert!(!target.join("notes/todo.txt").exists() || !target.join("photos/big.raw").exists());
+
+    afresh(&proxy);
+    restores(
+        &t,
+        &["notes/todo.txt", "photos/big.raw"],
+        "after the stalls",
+    );
+}
+
+/// SIGTERM during the pause between two attempts (a request refused 503 on every attempt, `retries` 10: the pause
+/// after the sixth is 16 s): the run stops at once, exit 143, one line; for the requests dbackup retries itself
+/// (the listing of unfinished uploads), for those OpenDAL retries (the bucket's listing), and for the read of an
+/// object whole (the multipart upload whose completion's answer was lost, read back). Before: the pause was slept
+/// out.
+#[test]
+fn sigterm_during_the_pause_between_retries_stops_the_run() {
+    for (method, path, query) in [
+        ("GET", "/", "uploads"),
+        ("GET", "/", "list-type=2"),
+        ("GET", "docs.tar.part000", ""),
+    ] {
+        let Some((_g, _s3, proxy, t)) = world_tuned(600, 10) else {
+            return;
+        };
+        let mut t = t;
+        let mut held = 6;
+        if path != "/" {
+            // One 32 MiB object of 8 MiB parts, its completion's answer lost: read back whole.
+            crate::cloud::bigger_raw_collected(&t, 20);
+            t = t.env("DBACKUP_CLOUD_PART_BYTES", "33554432");
+            proxy.add(
+                Rule::new("POST", path, Fault::LoseAnswer)
+                    .query("uploadId=")
+                    .which(Which::Nth(1)),
+            );
+            held += 1;
+        }
+        proxy.add(Rule::new(method, path, Fault::Status(503)).query(query));
+        let child = t.cmd().args(["external"]).spawn();
+        until_faulted(&proxy, held);
+        // SAFETY: kill on the pid of a child this test started and has not waited for.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let what = format!("external after SIGTERM ({method} {path}?{query})");
+        let out = finish(child, 10, &what, &proxy);
+        assert_eq!(out.code, 143, "{what}: {}", out.stderr);
+        one_line_interrupted(&out);
+    }
+}
+
+/// The stderr of a run SIGTERM stopped: one line (beside a warning on a config file's mode).
+fn one_line_interrupted(out: &Output) {
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.contains("has mode 07"))
+        .collect();
+    assert_eq!(
+        lines,
+        ["dbackup: interrupted (SIGTERM); the next run resumes"],
+        "{}",
+        out.stderr
+    );
+}
+
 /// SIGTERM while a request waits for an answer that does not come (and would be waited for 10 minutes): the run
 /// stops at once, exit 143, one line.
 #[test]
@@ -615,15 +752,40 @@ fn sigterm_while_a_request_hangs_stops_the_run() {
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let out = finish(child, 60, "external after SIGTERM", &proxy);
     assert_eq!(out.code, 143, "{}", out.stderr);
-    let lines: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| !l.contains("has mode 07"))
-        .collect();
-    assert_eq!(
-        lines,
-        ["dbackup: interrupted (SIGTERM); the next run resumes"],
-        "{}",
-        out.stderr
+    one_line_interrupted(&out);
+}
+
+/// A cloud error is one short line for people: what failed, which server, what it answered, what to do. OpenDAL's
+/// context (the operation, the request, the answer's head: about 400 characters in brackets) only at `-v`.
+/// Before: every cloud error line ended with it.
+#[test]
+fn a_cloud_error_is_a_short_line_and_its_context_shows_at_v() {
+    let Some((_g, _s3, proxy, t)) = world("") else {
+        return;
+    };
+    proxy.add(Rule::new("GET", "/", Fault::Status(503)).query("uploads"));
+    let failed = |verbose: &[&str]| -> String {
+        let out = t.cmd().args(verbose).args(["external"]).status(1);
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.starts_with("offsite: FAILED after "))
+            .unwrap_or_else(|| panic!("no failure line: {}", out.stderr));
+        let (_, rest) = line.split_once("s: ").expect("a time");
+        format!("offsite: FAILED after [TIME]: {rest}").replace(&proxy.port.to_string(), "[PORT]")
+    };
+    let line = failed(&[]);
+    insta::assert_snapshot!("cloud_error_line", line);
+    assert!(
+        !line.contains("Unexpected") && !line.contains("status: 503"),
+        "{line}"
+    );
+    let verbose = failed(&["-v"]);
+    let context = verbose
+        .strip_prefix(&line)
+        .unwrap_or_else(|| panic!("-v: the same line, then its context: {verbose}"));
+    assert!(
+        context.starts_with(" [") && context.contains("status: 503"),
+        "{context}"
     );
 }
