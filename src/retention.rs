@@ -347,7 +347,7 @@ mod tests {
         let mut out: Vec<String> = list
             .iter()
             .filter(|s| d.iter().any(|x| x.name == s.name && x.keep))
-            .map(|s| s.time.format("%Y-%m-%d %H:%M").to_string())
+            .map(|s| s.time.format(crate::stdx::MINUTE).to_string())
             .collect();
         out.sort();
         out
@@ -361,7 +361,7 @@ mod tests {
                     .and_hms_opt(hour, 0, 0)
                     .unwrap()
                     + chrono::Duration::days(d as i64);
-                (t.format("%Y-%m-%d %H:%M").to_string(), C)
+                (t.format(crate::stdx::MINUTE).to_string(), C)
             })
             .collect()
     }
@@ -837,7 +837,7 @@ mod tests {
                 .snaps
                 .iter()
                 .filter(|s| d.iter().any(|x| x.name == s.name && x.keep))
-                .map(|s| s.time.format("%Y-%m-%d %H:%M").to_string())
+                .map(|s| s.time.format(crate::stdx::MINUTE).to_string())
                 .collect();
             kept.sort();
             assert_eq!(kept, case.kept, "case: {}", case.name);

@@ -290,7 +290,7 @@ fn set_due(schedule: &Schedule, h: &SetHistory, now: DateTime<FixedOffset>, forc
                 format!(
                     "the newest complete snapshot {} is dated in the future ({}); was the clock changed?",
                     c.name,
-                    c.time.format("%Y-%m-%d %H:%M")
+                    c.time.format(crate::stdx::MINUTE)
                 ),
                 None,
             ),

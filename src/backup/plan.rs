@@ -77,7 +77,7 @@ pub fn views(facts: &Facts, due: &Due) -> Vec<DestinationView> {
             .map(|j| {
                 let next = j
                     .next
-                    .map(|n| format!(" (due from {})", n.format("%Y-%m-%d %H:%M")))
+                    .map(|n| format!(" (due from {})", n.format(crate::stdx::MINUTE)))
                     .unwrap_or_default();
                 format!(
                     "{}: {}{next}",
@@ -142,7 +142,7 @@ pub fn render_plan(plan: &BackupPlan) -> String {
     let _ = writeln!(
         w,
         "what is due at {}{}:",
-        plan.due.now.format("%Y-%m-%d %H:%M"),
+        plan.due.now.format(crate::stdx::MINUTE),
         if plan.due.forced { " (--force)" } else { "" }
     );
     for s in &plan.due.sets {

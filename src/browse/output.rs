@@ -111,7 +111,7 @@ fn size_of(e: &Shown) -> String {
 /// An mtime (RFC 3339) to the minute, `2025-04-01 03:15`; one that does not parse as it is.
 fn minute_of(mtime: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(mtime)
-        .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+        .map(|t| t.format(crate::stdx::MINUTE).to_string())
         .unwrap_or_else(|_| mtime.to_string())
 }
 

@@ -62,7 +62,7 @@ pub fn shell_word(s: &str) -> String {
 
 /// `2025-04-10 09:00` in the time's own offset.
 pub fn when(t: DateTime<FixedOffset>) -> String {
-    t.format("%Y-%m-%d %H:%M").to_string()
+    t.format(crate::stdx::MINUTE).to_string()
 }
 
 /// `5 hours ago` at `now`; the script recomputes it when the page is opened later (`data-since`).

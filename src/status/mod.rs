@@ -767,7 +767,7 @@ pub fn low_disk(facts: &Facts, threshold: u8) -> Vec<LowDisk> {
 }
 
 fn when(t: DateTime<FixedOffset>) -> String {
-    t.format("%Y-%m-%d %H:%M").to_string()
+    t.format(crate::stdx::MINUTE).to_string()
 }
 
 /// The human report: a headline, the sets, the destinations, the last run, what is due, what is overdue, warnings.

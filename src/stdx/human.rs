@@ -1,4 +1,4 @@
-//! Numbers for people, one rule each: byte sizes, durations, ages, counts and counted nouns.
+//! Numbers for people, one rule each: byte sizes, durations, ages, times to the minute, counts and counted nouns.
 //!
 //! Sizes use binary units with one decimal from KiB up (`512 B`, `1.5 KiB`, `1.0 GiB`, `932.5 GiB`): the summaries,
 //! the status table, the page and the progress bars ([`crate::ui`]) all print sizes through [`bytes`].
@@ -7,6 +7,10 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::TimeDelta;
+
+/// A time to the minute for people (`2025-04-10 03:19`): status, the page, plans and retention reasons alike. Pass
+/// it to chrono's `format` (a `DateTime` in its own offset, or a `NaiveDateTime`).
+pub const MINUTE: &str = "%Y-%m-%d %H:%M";
 
 /// Bytes for people: `512 B`, `1.5 KiB`, `3.0 GiB` (binary units, one decimal from KiB up). Hand-written rather
 /// than indicatif's `HumanBytes`, which always prints two decimals (`1.50 KiB`, `932.51 GiB`): one decimal is what
