@@ -209,10 +209,12 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
     }
 }
 
-/// Two configs sharing the bucket and prefix under the destination name `offsite` (its `extra` keys spliced in):
+/// Garage, and two configs sharing its bucket and prefix under the destination name `offsite` (`extra` keys spliced in):
 /// this one (`t`: set `docs` of `{home}`, `retention` .0) and another (set `notes` of `{tmp}/notes`, its own backup
 /// root, `retention` .1, its config file returned, run by [`as_other`]); each has collected once.
-fn shared_bucket(g: &Garage, retention: (u32, u32), extra: &str) -> (Test, PathBuf) {
+fn shared_bucket(retention: (u32, u32), extra: &str) -> Option<(Garage, S3Client, Test, PathBuf)> {
+    let (garage, s3) = garage_and_client()?;
+    let g = &garage;
     let config = |root: &str, set: &str, source: &str, retention: u32| {
         format!(
             r#"{{ "backup_root": "{root}", "backup_sets": [ {{ "name": "{set}", "sources": ["{source}"] }} ],
@@ -232,7 +234,7 @@ fn shared_bucket(g: &Garage, retention: (u32, u32), extra: &str) -> (Test, PathB
     );
     as_other(&t, &other).args(["collect"]).status(0);
     t.cmd().args(["collect"]).status(0);
-    (t, other)
+    Some((garage, s3, t, other))
 }
 
 /// On the bucket of [`shared_bucket`]: an upload of this config, then a newer one of the other's; this one's stamp.
@@ -255,10 +257,9 @@ fn as_other(t: &Test, other: &Path) -> Cmd {
 
 #[test]
 fn retention_on_a_bucket_shared_by_two_configs_keeps_the_other_configs_backups() {
-    let Some((g, s3)) = garage_and_client() else {
+    let Some((_g, s3, t, other)) = shared_bucket((1, 2), "") else {
         return;
     };
-    let (t, other) = shared_bucket(&g, (1, 2), "");
     for _ in 0..2 {
         as_other(&t, &other).args(["external", "--full"]).status(0);
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -292,10 +293,9 @@ fn retention_on_a_bucket_shared_by_two_configs_keeps_the_other_configs_backups()
 /// config's newest (the bucket not due, never uploaded to by `backup`) and one of its restore points.
 #[test]
 fn status_on_a_bucket_shared_by_two_configs_shows_this_configs_backups() {
-    let Some((g, s3)) = garage_and_client() else {
+    let Some((_g, s3, t, other)) = shared_bucket((5, 5), r#", "schedule": "weekly""#) else {
         return;
     };
-    let (t, other) = shared_bucket(&g, (5, 5), r#", "schedule": "weekly""#);
     as_other(&t, &other).args(["external"]).status(0);
     let status: Value = t.run_json(&["status"]);
     let c = &status["clouds"][0];
@@ -335,33 +335,37 @@ fn status_on_a_bucket_shared_by_two_configs_shows_this_configs_backups() {
 /// `--set docs` failed ("has no set docs"), and `ls` listed the other config's backup.
 #[test]
 fn a_restore_from_a_shared_bucket_takes_this_configs_newest_backup() {
-    let Some((g, _s3)) = garage_and_client() else {
+    let Some((_g, _s3, t, other)) = shared_bucket((5, 5), "") else {
         return;
     };
-    let (t, other) = shared_bucket(&g, (5, 5), "");
     let ours = this_then_the_other(&t, &other);
 
+    let restore = [
+        "--dry-run",
+        "restore",
+        "--source",
+        "cloud:offsite",
+        "--target",
+    ];
     for set in [&[][..], &["--set", "docs"][..]] {
         let out = t
             .cmd()
-            .args([
-                "--dry-run",
-                "restore",
-                "--source",
-                "cloud:offsite",
-                "--target",
-            ])
-            .args([t.path("out").as_os_str()])
+            .args(restore)
+            .args([t.path("out")])
             .args(set)
             .status(0);
         out.stdout_has("/home (docs, from docs.tar");
         assert!(!out.stdout.contains("(notes, from"), "{}", out.stdout);
     }
-    let ls = t.cmd().args(["ls", "--source", "cloud:offsite"]).status(0);
+    let ls = t
+        .cmd()
+        .args(["ls", "--source", "cloud:offsite"])
+        .status(0)
+        .stdout;
+    let heading = ls.lines().next().unwrap_or_default();
     assert!(
-        ls.stdout.starts_with(&format!("offsite {ours} set docs")),
-        "{}",
-        ls.stdout
+        heading.starts_with(&format!("offsite {ours} set docs")),
+        "{ls}"
     );
 }
 
@@ -370,10 +374,9 @@ fn a_restore_from_a_shared_bucket_takes_this_configs_newest_backup() {
 /// unfinished upload was removed too.
 #[test]
 fn an_upload_to_a_shared_bucket_leaves_the_other_configs_unfinished_uploads() {
-    let Some((g, s3)) = garage_and_client() else {
+    let Some((_g, s3, t, other)) = shared_bucket((5, 5), "") else {
         return;
     };
-    let (t, other) = shared_bucket(&g, (5, 5), "");
     let part = t.write("part", "x");
     s3.put("laptop/backups/2020-01-01-000000/notes.tar.part000", &part);
     s3.put("laptop/backups/2020-01-02-000000/docs.tar.part000", &part);

@@ -472,6 +472,19 @@ fn world_timeout(secs: u32) -> Option<(Garage, S3Client, FaultProxy, Test)> {
     world_tuned(secs, 1)
 }
 
+/// [`world_timeout`]`(secs)` after one upload, and then `rule`: the download's faults.
+fn uploaded_then(secs: u32, rule: Rule) -> Option<(Garage, FaultProxy, Test)> {
+    let (g, _, proxy, t) = world_timeout(secs)?;
+    t.cmd().args(["external"]).status(0);
+    proxy.add(rule);
+    Some((g, proxy, t))
+}
+
+/// A rule on the GETs of the objects whose path holds `path`.
+fn get(path: &str, fault: Fault) -> Rule {
+    Rule::new("GET", path, fault)
+}
+
 /// [`world_timeout`] with `retries` retries of a failed request.
 fn world_tuned(secs: u32, retries: u32) -> Option<(Garage, S3Client, FaultProxy, Test)> {
     let (g, s3) = crate::cloud::garage_and_client()?;
@@ -589,11 +602,9 @@ fn a_failed_runs_time_covers_the_silent_listing() {
 /// whole time.
 #[test]
 fn a_slow_download_that_progresses_is_not_cut_off() {
-    let Some((_g, _s3, proxy, t)) = world_timeout(2) else {
+    let Some((_g, proxy, t)) = uploaded_then(2, get("docs.tar", Fault::Trickle(256 << 10))) else {
         return;
     };
-    t.cmd().args(["external"]).status(0);
-    proxy.add(Rule::new("GET", "docs.tar", Fault::Trickle(256 << 10)));
     restores(&t, &["notes/todo.txt", "photos/big.raw"], "slowly");
     assert!(proxy.seen().iter().any(|s| s.faulted), "{}", proxy.shown());
 }
@@ -618,11 +629,9 @@ fn a_slow_upload_that_progresses_is_not_cut_off() {
 /// Before: the restore waited forever.
 #[test]
 fn a_download_that_stalls_is_given_up_and_resumed() {
-    let Some((_g, _s3, proxy, t)) = world_timeout(2) else {
+    let Some((_g, proxy, t)) = uploaded_then(2, get("docs.tar", Fault::Stall(0))) else {
         return;
     };
-    t.cmd().args(["external"]).status(0);
-    proxy.add(Rule::new("GET", "docs.tar", Fault::Stall(0)));
     let target = t.path("restored");
     let restore = || {
         t.cmd()
@@ -652,11 +661,9 @@ fn a_download_that_stalls_is_given_up_and_resumed() {
 /// the next restore (the server answering again) restores. Before: still crawling after 90 s.
 #[test]
 fn a_download_that_stalls_after_a_little_every_time_is_given_up() {
-    let Some((_g, _s3, proxy, t)) = world_timeout(2) else {
+    let Some((_g, proxy, t)) = uploaded_then(2, get("docs.tar.part", Fault::Stall(1 << 10))) else {
         return;
     };
-    t.cmd().args(["external"]).status(0);
-    proxy.add(Rule::new("GET", "docs.tar.part", Fault::Stall(1 << 10)));
     let target = t.path("restored");
     let restore = t
         .cmd()

@@ -197,20 +197,29 @@ fn page_when_a_set_is_overdue() {
     insta::assert_snapshot!("page_overdue", readable(&html));
 }
 
+/// A collect at 08:00 on the day of `NOW` whose set `data` failed (`why`) and `config` completed; `error` the run's.
+fn log_failed_collect(t: &Test, error: &str, why: &str) {
+    log_run(
+        t,
+        "collect",
+        "2025-04-10T08:00:00+00:00",
+        1,
+        Some(error),
+        serde_json::json!([
+            { "set": "data", "status": "failed", "error": why },
+            { "set": "config", "status": "complete" } ]),
+    );
+}
+
 /// The last run failed: the verdict says so, the set shows the failure since its last good snapshot. (Before: no
 /// page; `status` showed only the last run.)
 #[test]
 fn page_when_the_last_run_failed() {
     let t = fine();
-    log_run(
+    log_failed_collect(
         &t,
-        "collect",
-        "2025-04-10T08:00:00+00:00",
-        1,
-        Some("collect data: rsync failed: connection unexpectedly closed"),
-        serde_json::json!([
-            { "set": "data", "status": "failed", "error": "rsync exited 12: connection unexpectedly closed" },
-            { "set": "config", "status": "complete" } ]),
+        "collect data: rsync failed: connection unexpectedly closed",
+        "rsync exited 12: connection unexpectedly closed",
     );
     let r = report(&t, NOW);
     assert!(!r.ok);
@@ -1142,16 +1151,7 @@ fn a_bucket_on_the_page_is_what_the_run_log_says_and_the_page_says_so() {
 fn the_page_agrees_with_status_json() {
     use dbackup::StatusReport;
     let t = fine();
-    log_run(
-        &t,
-        "collect",
-        "2025-04-10T08:00:00+00:00",
-        1,
-        Some("collect data: rsync failed"),
-        serde_json::json!([
-            { "set": "data", "status": "failed", "error": "rsync exited 12" },
-            { "set": "config", "status": "complete" } ]),
-    );
+    log_failed_collect(&t, "collect data: rsync failed", "rsync exited 12");
     let when = |t: chrono::DateTime<chrono::FixedOffset>| t.format("%Y-%m-%d %H:%M").to_string();
     let words = |s: i64| dbackup::human_age(chrono::TimeDelta::seconds(s));
     for now in [NOW, "2025-04-22T09:00:00+00:00"] {

@@ -580,19 +580,26 @@ fn an_incremental_whose_base_is_gone_is_broken() {
     out.stdout_has(&format!("backup {second} is BROKEN"));
 }
 
-/// The T9 also used by another config under the same destination name: its newer backup (set `notes`, none of this
-/// config's) is not this config's newest, so the T9 stays 12 days old, overdue and due. Before: the other config's
-/// backup made the T9 look fresh, and this config's missing backups went unnoticed.
-#[test]
-fn another_configs_backup_on_the_drive_is_not_this_configs_newest() {
+/// The fixture, with a newer backup of `bytes` on the T9 by another config that names it alike (set `notes`, none
+/// of this config's), and its status at `NOW`.
+fn with_another_configs_backup_on_t9(bytes: u64) -> (Test, StatusReport) {
     let t = fixture();
     drive_backup(
         &t.path("media/T9"),
         "2025-04-09T03:15:00+00:00",
         &[("notes", "notes-2025-04-09-031500")],
-        1 << 20,
+        bytes,
     );
     let r = status(&t, NOW);
+    (t, r)
+}
+
+/// The T9 also used by another config under the same destination name: its newer backup (set `notes`, none of this
+/// config's) is not this config's newest, so the T9 stays 12 days old, overdue and due. Before: the other config's
+/// backup made the T9 look fresh, and this config's missing backups went unnoticed.
+#[test]
+fn another_configs_backup_on_the_drive_is_not_this_configs_newest() {
+    let (_, r) = with_another_configs_backup_on_t9(1 << 20);
     let t9 = &r.destinations[0];
     assert_eq!(
         t9.newest.as_ref().map(|b| b.stamp.as_str()),
@@ -614,14 +621,7 @@ fn another_configs_backup_on_the_drive_is_not_this_configs_newest() {
 /// listed as this config's restore points and averaged together.
 #[test]
 fn another_configs_backups_on_the_drive_are_not_this_configs_restore_points() {
-    let t = fixture();
-    drive_backup(
-        &t.path("media/T9"),
-        "2025-04-09T03:15:00+00:00",
-        &[("notes", "notes-2025-04-09-031500")],
-        64 << 20,
-    );
-    let r = status(&t, NOW);
+    let (t, r) = with_another_configs_backup_on_t9(64 << 20);
     let t9 = &r.destinations[0];
     let points: Vec<&str> = t9.restore_points.iter().map(|p| p.stamp.as_str()).collect();
     assert_eq!(
