@@ -195,7 +195,10 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
             let _ = writeln!(out, "    {}", resumable_words(r));
         }
     }
-    for c in clouds.iter().filter(|c| !c.restore_points.is_empty()) {
+    for c in clouds
+        .iter()
+        .filter(|c| !c.restore_points.is_empty() || c.other_configs_backups > 0)
+    {
         let others = others_words(c.other_configs_backups, "also", "bucket");
         render_points(out, &c.name, &others, &c.restore_points, "bucket");
     }

@@ -985,10 +985,11 @@ fn render_destinations(out: &mut String, r: &StatusReport) {
             out.push_str(&n);
             out.push('\n');
         }
+        // A drive holding only another config's backups still says whose they are (the free space is shared).
         for d in r
             .destinations
             .iter()
-            .filter(|d| !d.restore_points.is_empty())
+            .filter(|d| !d.restore_points.is_empty() || d.other_configs_backups > 0)
         {
             render_restore_points(out, d);
         }

@@ -631,9 +631,18 @@ fn another_configs_backups_on_the_drive_are_not_this_configs_restore_points() {
     );
     assert_eq!(t9.backups, Some(2));
     assert!(t9.recent_average_bytes.unwrap() >= 8 << 30, "{t9:#?}");
+    let shared =
+        "the free space is shared with 1 backup of another config on the drive (not counted here)";
+    let text = t.cmd().args(["status", "--now", NOW]).status(0).stdout;
+    assert!(text.contains(shared), "{text}");
+
+    // With none of this config's left on the T9, the text still says whose backups fill it. Before: nothing.
+    for own in ["2025-03-20-031500", "2025-03-29-031500"] {
+        fs::remove_dir_all(t.path("media/T9/backups").join(own)).unwrap();
+    }
     let text = t.cmd().args(["status", "--now", NOW]).status(0).stdout;
     assert!(
-        text.contains("the free space is shared with 1 backup of another config on the drive (not counted here)"),
+        text.contains(&format!("T9: 0 restore points; {shared}")),
         "{text}"
     );
 }
