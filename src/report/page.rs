@@ -447,16 +447,20 @@ fn destinations(b: &mut String, r: &StatusReport) {
     b.push_str("</tbody>\n</table>\n</section>\n");
 }
 
+/// The external copy is overdue on destination `name` (or on every destination, in mode `first`).
+fn external_overdue(r: &StatusReport, name: &str) -> bool {
+    r.overdue.iter().any(|o| {
+        o.phase == Phase::External && (o.subject.is_none() || o.subject.as_deref() == Some(name))
+    })
+}
+
 // Stays long: one table row, cell after cell in the order the page shows them.
 fn destination_row(b: &mut String, r: &StatusReport, d: &DestinationStatus) {
     let h = r
         .history
         .as_ref()
         .and_then(|h| h.destinations.iter().find(|x| x.name == d.name));
-    let overdue = r.overdue.iter().any(|o| {
-        o.phase == Phase::External
-            && (o.subject.is_none() || o.subject.as_deref() == Some(d.name.as_str()))
-    });
+    let overdue = external_overdue(r, &d.name);
     let _ = write!(
         b,
         "<tr id=\"drive-{}\"><td><strong>{}</strong><br><span class=\"muted\">{}</span></td>",
@@ -644,10 +648,7 @@ fn clouds(b: &mut String, r: &StatusReport) {
         "<table>\n<thead><tr><th>Destination</th><th>Schedule</th><th>Last verified upload</th></tr></thead>\n<tbody>\n",
     );
     for c in &r.clouds {
-        let overdue = r.overdue.iter().any(|o| {
-            o.phase == Phase::External
-                && (o.subject.is_none() || o.subject.as_deref() == Some(c.name.as_str()))
-        });
+        let overdue = external_overdue(r, &c.name);
         let _ = write!(
             b,
             "<tr id=\"cloud-{}\"><td><strong>{}</strong><br><span class=\"muted\">{}</span></td><td>{}</td>",
