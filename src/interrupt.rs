@@ -6,8 +6,10 @@
 //!
 //! A second signal stops at once: the children are killed, and the process ends through the function [`install`]
 //! was given (`process::stop_at_once`: the run log line, one line on stderr, the exit), so this module names neither
-//! the run log nor the process's end. Until [`install`] is called (dry runs, `status`, `config`, ...) the signals
-//! keep their default action.
+//! the run log nor the process's end. A command that writes nothing (`ls`, `find`, `status`, `restore --verify`, a
+//! dry run) calls [`install_reading`] instead: it has nothing half-written to leave, so its first signal already
+//! stops at once (a long read stops at once, not at its end), until [`install`] says the run now writes. Until one
+//! of them is called (`config`, `keygen`, ...) the signals keep their default action.
 
 use std::sync::Mutex;
 use std::sync::Once;
@@ -23,6 +25,9 @@ static ARRIVED: AtomicI32 = AtomicI32::new(0);
 static ACKNOWLEDGED: AtomicBool = AtomicBool::new(false);
 static CHILDREN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
+/// Set by [`install_reading`], cleared by [`install`]: the command writes nothing (yet), so the first signal stops at
+/// once.
+static READING: AtomicBool = AtomicBool::new(false);
 
 /// The run was interrupted by a signal: what the checks return, through every layer up to `main`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +57,23 @@ pub fn signal_name(signal: i32) -> &'static str {
 /// which ends the process. A failure to install leaves the default action (the process dies, as before; the next run
 /// resumes all the same) and is returned for a warning.
 pub fn install(stop: fn(Interrupted) -> !) -> std::io::Result<()> {
+    READING.store(false, Ordering::SeqCst);
+    install_handlers(stop)
+}
+
+/// Catches SIGINT and SIGTERM for a command that writes nothing: the first signal kills the children and calls
+/// `stop` at once, until [`install`] is called (the run starts writing). Fails as [`install`] does.
+pub fn install_reading(stop: fn(Interrupted) -> !) -> std::io::Result<()> {
+    READING.store(true, Ordering::SeqCst);
+    install_handlers(stop)
+}
+
+/// Whether the command writes nothing (see [`install_reading`]).
+pub fn reading() -> bool {
+    READING.load(Ordering::SeqCst)
+}
+
+fn install_handlers(stop: fn(Interrupted) -> !) -> std::io::Result<()> {
     let mut result = Ok(());
     INSTALL.call_once(|| {
         result = (|| {
@@ -82,11 +104,12 @@ fn on_signal(signal: i32, stop: fn(Interrupted) -> !) {
     let first = SIGNAL
         .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
         .is_ok();
-    if first {
+    if first && !reading() {
         forward(signal);
         return;
     }
-    // The second signal: the user (or systemd) will not wait for the next safe point.
+    // The second signal, or the first to a command that writes nothing: the user (or systemd) will not wait for the
+    // next safe point.
     forward(libc::SIGKILL);
     stop(Interrupted(SIGNAL.load(Ordering::SeqCst)));
 }

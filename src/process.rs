@@ -93,14 +93,51 @@ pub fn error_exit(err: &anyhow::Error) -> Exit {
     exit::classify(err, CODED)
 }
 
+/// What a command that writes nothing is doing and what its interruption leaves, for its one line (see
+/// [`catch_reading`]).
+static READING: Mutex<(String, &str)> = Mutex::new((String::new(), NOTHING_CHANGED));
+
+/// What the interruption of a command that writes nothing leaves.
+pub const NOTHING_CHANGED: &str = "nothing was changed";
+
+/// Catches SIGINT and SIGTERM for a command that writes nothing (`what`: `status`, `restore --verify`, ...): the
+/// first signal stops it at once, with one line saying `what` was interrupted and then `left` (usually
+/// [`NOTHING_CHANGED`]), exit 128 + the signal; until the run starts writing ([`interrupt::install`]). Before, such
+/// a command died of the signal, without a line. A failure to install leaves that default action.
+pub fn catch_reading(what: String, left: &'static str) {
+    *READING.lock().unwrap_or_else(|p| p.into_inner()) = (what, left);
+    let _ = interrupt::install_reading(stop_at_once);
+}
+
 /// What a second SIGINT or SIGTERM does once the children are killed (given to [`interrupt::install`]): the run's
-/// log line, one line on stderr, and the exit (128 + the signal), at once.
+/// log line, one line on stderr, and the exit (128 + the signal), at once. The first already, for a command that
+/// writes nothing ([`catch_reading`]): its one line says what was interrupted and that nothing was changed.
 pub fn stop_at_once(why: Interrupted) -> ! {
-    crate::runlog::abandon(why.exit_code(), why.to_string(), Some(why));
-    crate::errln!(
-        "dbackup: interrupted ({}, twice); stopped at once; the next run resumes",
-        why.signal_name()
-    );
+    // One line and one exit, when both the signal-handling thread and the main thread (at a check that saw the
+    // signal) get here: the second waits for the exit.
+    static STOPPING: Mutex<()> = Mutex::new(());
+    let _alone = STOPPING.lock().unwrap_or_else(|p| p.into_inner());
+    if interrupt::reading() {
+        let text = {
+            let reading = READING.lock().unwrap_or_else(|p| p.into_inner());
+            format!(
+                "{} interrupted ({}); {}",
+                reading.0,
+                why.signal_name(),
+                reading.1
+            )
+        };
+        crate::errln!("dbackup: {text}");
+        if crate::json::enabled() && !crate::json::printed() {
+            crate::json::print_error(&text, why.exit_code());
+        }
+    } else {
+        crate::runlog::abandon(why.exit_code(), why.to_string(), Some(why));
+        crate::errln!(
+            "dbackup: interrupted ({}, twice); stopped at once; the next run resumes",
+            why.signal_name()
+        );
+    }
     let _ = crate::stdx::out::finish();
     std::process::exit(i32::from(why.exit_code()));
 }
@@ -135,6 +172,9 @@ pub fn finish(outcome: std::thread::Result<anyhow::Result<Exit>>) -> ExitCode {
         }
     };
     if let Some(why) = why {
+        if interrupt::reading() {
+            stop_at_once(why);
+        }
         crate::runlog::abandon(why.exit_code(), why.to_string(), Some(why));
         let text = format!("interrupted ({}); the next run resumes", why.signal_name());
         crate::errln!("dbackup: {text}");

@@ -35,6 +35,9 @@ pub fn run_with_settings(settings: &Settings, options: &backup::Options) -> anyh
     if journal {
         ui.progress = false;
     }
+    if settings.output.dry_run {
+        super::reading("backup --dry-run");
+    }
     let observed = backup::observe(settings, options);
     if settings.output.dry_run {
         let plan = backup::dry_run(settings, &observed, &ui)?;

@@ -37,6 +37,14 @@ fn check(global: &GlobalArgs, args: &CloudCheckArgs) -> anyhow::Result<Exit> {
         )
         .into());
     };
+    crate::process::catch_reading(
+        "cloud check".into(),
+        if global.dry_run {
+            crate::process::NOTHING_CHANGED
+        } else {
+            "its probe object may be left in the bucket under .dbackup-check/ (tiny; safe to delete)"
+        },
+    );
     let now = chrono::Local::now();
     let report = match crate::cloud::Store::open(cloud, &env, now.time()) {
         Ok(store) => crate::cloud::check::run(

@@ -29,6 +29,7 @@ pub fn run_with_settings(settings: &Settings, options: &collect::Options) -> any
     let ui = Ui::new(&settings.output);
     let sets = collect::select_sets(settings, &options.sets)?;
     if settings.output.dry_run {
+        super::reading("collect --dry-run");
         let plan = collect::dry_run(settings, &sets, options, &ui)?;
         super::print(&plan, ui.json, collect::plan::render)?;
         return Ok(plan.expected_exit());

@@ -34,6 +34,7 @@ pub fn run(global: &GlobalArgs, args: ExternalArgs) -> anyhow::Result<Exit> {
 pub fn run_with_settings(settings: &Settings, options: &external::Options) -> anyhow::Result<Exit> {
     let ui = Ui::new(&settings.output);
     if settings.output.dry_run {
+        super::reading("external --dry-run");
         let plan = external::dry_run(settings, options, &ui)?;
         super::print(&plan, ui.json, external::plan::render)?;
         return Ok(plan.expected_exit());

@@ -16,6 +16,7 @@ use crate::ui::Ui;
 
 pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
     let settings = super::load_settings(global)?;
+    super::reading("find");
     let ui = Ui::new(&settings.output);
     let source = args.source.as_ref().map(|s| s.kept);
     super::drive_needs_drive_source(args.drive.is_some(), source)?;

@@ -26,6 +26,7 @@ fn failed(msg: impl Into<String>) -> anyhow::Error {
 pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();
     let settings = super::load_settings(global)?;
+    super::reading("ls");
     let ui = Ui::new(&settings.output);
     let query: DateQuery = match &args.date {
         Some(d) => d.parse().map_err(usage)?,

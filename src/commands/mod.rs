@@ -158,6 +158,13 @@ pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Catches SIGINT and SIGTERM for a command that writes nothing (`what`, as its interruption line names it): the
+/// first signal stops it at once with that line, "nothing was changed", exit 130/143 (see
+/// [`crate::process::catch_reading`]).
+pub(crate) fn reading(what: &str) {
+    crate::process::catch_reading(what.to_string(), crate::process::NOTHING_CHANGED);
+}
+
 /// Starts a run that is logged: registers it with the run log (a panic or a second signal still leaves its line) and
 /// catches SIGINT and SIGTERM from now on (see [`crate::interrupt`]). Returns its start time.
 pub(crate) fn begin_run(

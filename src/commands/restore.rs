@@ -58,6 +58,13 @@ pub fn run_with_settings(
 ) -> anyhow::Result<Exit> {
     let ui = Ui::new(&settings.output);
     let req = request(env, args)?;
+    // Nothing is written until a restore begins to write (`begin_run`): a signal before stops at once.
+    super::reading(match () {
+        _ if args.list => "restore --list",
+        _ if args.verify => "restore --verify",
+        _ if settings.output.dry_run => "restore --dry-run",
+        _ => "restore",
+    });
     // What a killed restore set aside without listing it: said by the next restore, and forgotten once a restore
     // that writes has said it.
     for dir in displace::unlisted(&settings.backup_root) {

@@ -21,6 +21,7 @@ pub fn run(global: &GlobalArgs, args: StatusArgs) -> anyhow::Result<Exit> {
         .into());
     }
     let settings = super::load_settings(global)?;
+    super::reading("status");
     let now = args.now.unwrap_or_else(|| Local::now().fixed_offset());
     let facts = status::gather_with(
         &settings,

@@ -762,6 +762,51 @@ fn sigterm_while_a_request_hangs_stops_the_run() {
     one_line_interrupted(&out);
 }
 
+/// SIGTERM while a command that writes nothing waits on a bucket's listing that is never answered (and would be
+/// waited for 10 minutes): `status`, `ls`, `find`, `restore --verify` and `cloud check --dry-run` stop at once,
+/// exit 143, with one line saying what was interrupted and that nothing was changed. Before: they caught no signal
+/// and died of it, without a line.
+#[test]
+fn sigterm_stops_a_command_that_writes_nothing_with_one_line() {
+    let Some((_g, _s3, proxy, t)) = world_timeout(600) else {
+        return;
+    };
+    t.cmd().args(["external"]).status(0);
+    for (args, what) in [
+        (&["status"][..], "status"),
+        (&["ls", "--source", "cloud"], "ls"),
+        (&["find", "--source", "cloud", "*.txt"], "find"),
+        (
+            &["restore", "--verify", "--source", "cloud"],
+            "restore --verify",
+        ),
+        (&["--dry-run", "cloud", "check", "offsite"], "cloud check"),
+    ] {
+        proxy.clear();
+        proxy.forget();
+        proxy.add(Rule::new("GET", "/", Fault::Hang).query("list-type=2"));
+        let child = t.cmd().args(args).spawn();
+        until_held(&proxy);
+        // SAFETY: kill on the pid of a child this test started and has not waited for.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let out = finish(child, 60, what, &proxy);
+        assert_eq!(out.code, 143, "{what}: {}", out.stderr);
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| !l.contains("has mode 07"))
+            .collect();
+        assert_eq!(
+            lines,
+            [format!(
+                "dbackup: {what} interrupted (SIGTERM); nothing was changed"
+            )],
+            "{}",
+            out.stderr
+        );
+    }
+}
+
 /// A cloud error is one short line for people: what failed, which server, what it answered, what to do. OpenDAL's
 /// context (the operation, the request, the answer's head: about 400 characters in brackets) only at `-v`.
 /// Before: every cloud error line ended with it.

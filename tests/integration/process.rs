@@ -504,6 +504,53 @@ fn sigterm_during_an_in_place_restore_still_lists_what_it_kept() {
     }
 }
 
+/// Whether the process `pid` has a file open whose path holds `part`.
+fn has_open(pid: u32, part: &str) -> bool {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .any(|p| p.to_string_lossy().contains(part))
+}
+
+/// SIGTERM (and SIGINT) while `restore --verify` reads a drive backup's archive: it stops at once, exit 143 (130),
+/// with one line saying what was interrupted and that nothing was changed. Before: a command that writes nothing
+/// caught no signal and died of it, without a line.
+#[test]
+fn a_signal_during_restore_verify_stops_it_with_one_line() {
+    let t = Test::new().config(&config(DRIVE));
+    bulk(&t, 24);
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let child = t
+            .cmd()
+            .args(["restore", "--verify", "--source", "drive"])
+            .spawn();
+        let pid = child.id();
+        freeze_when(&child, "the verify to read the archive", || {
+            has_open(pid, "data.tar")
+        });
+        signal(&child, sig);
+        signal(&child, libc::SIGCONT);
+        let (code, stderr) = finish(child);
+        assert_eq!(code, 128 + sig, "{stderr}");
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.contains("has mode 07"))
+            .collect();
+        assert_eq!(
+            lines,
+            [format!(
+                "dbackup: restore --verify interrupted ({name}); nothing was changed"
+            )],
+            "{stderr}"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Secrets in notification URLs
 
