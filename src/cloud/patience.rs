@@ -1,6 +1,6 @@
 //! How long dbackup waits on a server, in one place: a request is given up when the server makes no progress for
-//! `timeout_seconds` (no answer to it, or no byte of its answer's body), never for being slow while bytes move, and
-//! at once when SIGINT or SIGTERM comes. A request given up is a transient error ([`RetryLayer`] and
+//! `timeout_seconds` (no byte of its body taken, no answer to it, or no byte of its answer's body), never for being
+//! slow while bytes move, and at once when SIGINT or SIGTERM comes. A request given up is a transient error ([`RetryLayer`] and
 //! `Store::call_with` retry it), whose message names the server and how long it was silent; an object whose
 //! requests go silent `retries + 1` times in a row with no progress between ([`Stalls`]) is given up for good. The
 //! pauses between attempts end at a signal too ([`pause`], [`unless_interrupted`]).
@@ -16,10 +16,16 @@ use std::time::{Duration, Instant};
 
 use opendal::Buffer;
 
-/// The slowest uplink a request's body is given time for, in bytes a second: the wait for an answer is
-/// `timeout_seconds` plus the body's size at this rate (a request's body is sent before its answer can come, and the
-/// transport cannot see it leave). 16 KiB/s: a poor mobile uplink; an 8 MiB part then may take 8.5 minutes.
+/// The slowest uplink a request's body is given time for, in bytes a second. 16 KiB/s: a poor mobile uplink; an
+/// 8 MiB part then may take 8.5 minutes, and does, as long as its bytes keep leaving ([`Sent`]).
 pub(crate) const SLOWEST_UPLINK: u64 = 16 << 10;
+
+/// What of a request's body may still be on its way after the HTTP client took its last byte: the client's write
+/// buffer (hyper's: 400 KiB) and the kernel's send buffer. The answer is awaited `timeout_seconds` plus this (at
+/// most the body) at [`SLOWEST_UPLINK`] after that last byte: a minute more. Before, the wait was `timeout_seconds`
+/// plus the whole body at that rate from the request's start: a server that stopped answering an 8 MiB part was
+/// awaited 9.5 minutes (`timeout_seconds` 60) before a retry.
+pub(crate) const IN_FLIGHT: u64 = 1 << 20;
 
 /// How often a wait looks at the clock and at the signals: a SIGTERM is heeded within this.
 const TICK: Duration = Duration::from_millis(100);
@@ -35,12 +41,43 @@ pub(crate) const PROGRESS: u64 = 1 << 20;
 /// Before, it was `timeout_seconds` itself: on an uplink under ~2 Mbit/s (two 8 MiB parts at once, 60 s) no part
 /// was ever written.
 pub(crate) fn backstop(quiet: Duration, part: usize) -> Duration {
-    answer_wait(quiet, part as u64) + quiet
+    quiet + at_slowest(part as u64) + quiet
 }
 
-/// The wait for the answer to a request whose body is `body` bytes.
+/// The time `bytes` take at [`SLOWEST_UPLINK`].
+fn at_slowest(bytes: u64) -> Duration {
+    Duration::from_secs(bytes / SLOWEST_UPLINK)
+}
+
+/// The wait for the answer to a request whose body is `body` bytes, from when the last of its body was taken (see
+/// [`IN_FLIGHT`]); while its body is being taken, `quiet` between two of its bytes.
 pub(crate) fn answer_wait(quiet: Duration, body: u64) -> Duration {
-    quiet + Duration::from_secs(body / SLOWEST_UPLINK)
+    quiet + at_slowest(body.min(IN_FLIGHT))
+}
+
+/// The progress of a request's body: when the HTTP client last took some of it, and whether it took it all.
+#[derive(Debug)]
+pub(crate) struct Sent {
+    last: Mutex<(Instant, bool)>,
+}
+
+impl Sent {
+    /// A request about to be sent (`empty`: without a body).
+    pub(crate) fn new(empty: bool) -> Sent {
+        Sent {
+            last: Mutex::new((Instant::now(), empty)),
+        }
+    }
+
+    /// The client took bytes of the body (`done`: its last).
+    pub(crate) fn took(&self, done: bool) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = (Instant::now(), done);
+    }
+
+    /// When the client last took bytes of the body (or the request began), and whether it took them all.
+    fn last(&self) -> (Instant, bool) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The silences of each object's requests in a row (by the request's path: an object, or a bucket's listing), each
@@ -159,14 +196,19 @@ async fn until<T>(
     .await
 }
 
-/// `fut`, given up after `limit` without its result, or when a signal comes.
+/// `fut` (a request whose body's progress `sent` tells), given up when the client took none of the body for `quiet`,
+/// or `limit` after it took the last of it without the answer, or when a signal comes.
 pub(crate) async fn watched<T>(
     fut: impl Future<Output = opendal::Result<T>>,
-    limit: Duration,
+    (quiet, limit): (Duration, Duration),
+    sent: &Sent,
     on: &On,
 ) -> opendal::Result<T> {
-    let since = Instant::now();
-    until(fut, || give_up(since, limit, on, 0)).await
+    until(fut, || {
+        let (since, done) = sent.last();
+        give_up(since, if done { limit } else { quiet }, on, 0)
+    })
+    .await
 }
 
 /// `fut`, given up when a signal comes: an operation with OpenDAL's retries, whose pauses between attempts (up to
@@ -255,5 +297,18 @@ mod tests {
         assert_eq!(s.went_silent("a", PROGRESS), (1, false));
         s.answered("a");
         assert_eq!(s.went_silent("a", 0), (1, false));
+    }
+
+    /// A request's answer is awaited `timeout_seconds` plus at most a minute of the slowest uplink after its body
+    /// left, whatever its size: an 8 MiB part whose server stops answering is retried after 2 minutes
+    /// (`timeout_seconds` 60), not 9.5. The whole operation's backstop still fits a whole part at that rate.
+    #[test]
+    fn an_answer_is_awaited_a_bounded_time_after_the_body_left() {
+        let quiet = Duration::from_secs(60);
+        assert_eq!(answer_wait(quiet, 0), quiet);
+        assert_eq!(answer_wait(quiet, 160 << 10), Duration::from_secs(70));
+        assert_eq!(answer_wait(quiet, 8 << 20), Duration::from_secs(124));
+        assert_eq!(answer_wait(quiet, 5 << 30), Duration::from_secs(124));
+        assert_eq!(backstop(quiet, 8 << 20), Duration::from_secs(632));
     }
 }

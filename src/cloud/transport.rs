@@ -4,14 +4,16 @@
 //! [`LOCK_UNTIL_META`] leaves with `x-amz-object-lock-mode: COMPLIANCE` and that date instead, signed.
 //!
 //! Also the trust roots: the system's, plus the certificates of `AWS_CA_BUNDLE` when it is set (as the AWS tools
-//! honour it; OpenDAL itself ignores the variable).
+//! honour it; OpenDAL itself ignores the variable). The request goes out through reqwest as OpenDAL's own reqwest
+//! transport sends it, except that its body is handed over in small frames, each noted ([`patience::Sent`]), so a
+//! server that stops taking an upload is given up on `timeout_seconds` after, not after the whole body's time at
+//! the slowest uplink.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderName, HeaderValue, Request, Response};
-use opendal::{Buffer, HttpBody, HttpTransport};
-use opendal_http_transport_reqwest::ReqwestTransport;
+use opendal::{Buffer, HttpBody, HttpRedirect, HttpTransport};
 
 use crate::cloud::patience;
 
@@ -86,7 +88,7 @@ pub(crate) struct SigV4 {
 /// The transport every operator of a [`crate::cloud::Store`] uses.
 #[derive(Clone)]
 pub(crate) struct Transport {
-    inner: ReqwestTransport,
+    client: reqwest::Client,
     sigv4: Option<Arc<SigV4>>,
     counts: Arc<Counts>,
     /// How long a server may be silent (`timeout_seconds`; see [`patience`]).
@@ -103,7 +105,7 @@ impl Transport {
         (quiet, retries): (std::time::Duration, u32),
     ) -> Transport {
         Transport {
-            inner: ReqwestTransport::new(client),
+            client,
             sigv4: sigv4.map(Arc::new),
             counts,
             quiet,
@@ -181,14 +183,218 @@ impl HttpTransport for Transport {
                 .uri
                 .authority()
                 .map_or_else(|| "the server".to_string(), ToString::to_string),
-            object: parts.uri.path().to_string(),
+            object: object(&parts),
             stalls: self.stalls.clone(),
         };
         let wait = patience::answer_wait(self.quiet, body.len() as u64);
-        let fetch = self.inner.fetch(Request::from_parts(parts, body));
-        let answer = patience::watched(fetch, wait, &on).await?;
+        let sent = Arc::new(patience::Sent::new(body.is_empty()));
+        let fetch = self.send(parts, body, sent.clone());
+        let answer = patience::watched(fetch, (self.quiet, wait), &sent, &on).await?;
         let quiet = self.quiet;
         Ok(answer.map(|body| body.map_inner(|s| Box::new(patience::Quiet::new(s, quiet, on)))))
+    }
+}
+
+/// What a request's silences are counted by ([`patience::Stalls`]): its path (an object, a bucket's listing), and
+/// for a part of a multipart upload its number (S3's `partNumber=`, B2's `X-Bz-Part-Number`), so that the parts of
+/// one object, sent side by side, are counted apart. Before, every part of an object counted in one count: two
+/// parts silent at once used up a part's attempts.
+fn object(parts: &http::request::Parts) -> String {
+    let path = parts.uri.path();
+    let query = parts.uri.query().unwrap_or_default();
+    let part = query
+        .split('&')
+        .find_map(|q| q.strip_prefix("partNumber="))
+        .or_else(|| {
+            parts
+                .headers
+                .get("x-bz-part-number")
+                .and_then(|v| v.to_str().ok())
+        });
+    match part {
+        Some(n) => format!("{path} part {n}"),
+        None => path.to_string(),
+    }
+}
+
+/// The frames a request's body is handed to the client in: each one taken is progress ([`patience::Sent`]). 16 KiB:
+/// a second of the slowest uplink.
+const FRAME: usize = 16 << 10;
+
+/// A request's body, handed to the client [`FRAME`] bytes at a time, each noted in `sent` when taken.
+struct Sending {
+    rest: Buffer,
+    sent: Arc<patience::Sent>,
+}
+
+impl http_body::Body for Sending {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use bytes::Buf;
+        let n = self.rest.chunk().len().min(FRAME);
+        if n == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let frame = self.rest.slice(..n).to_bytes();
+        self.rest.advance(n);
+        self.sent.took(self.rest.is_empty());
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(frame))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
+
+/// An answer's body as OpenDAL takes it: its chunks (empty ones left out), an error naming the URL.
+struct Answer<S> {
+    inner: S,
+    uri: http::Uri,
+}
+
+impl<S> futures_core::Stream for Answer<S>
+where
+    S: futures_core::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
+{
+    type Item = opendal::Result<Buffer>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        loop {
+            let item = std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_next(cx));
+            return std::task::Poll::Ready(match item {
+                Some(Ok(b)) if b.is_empty() => continue,
+                Some(Ok(b)) => Some(Ok(Buffer::from(b))),
+                Some(Err(e)) => Some(Err(opendal::Error::new(
+                    opendal::ErrorKind::Unexpected,
+                    "read data from http response",
+                )
+                .with_operation("reqwest::fetch")
+                .with_context("url", self.uri.to_string())
+                .set_temporary_if(temporary(&e))
+                .set_source(e.without_url()))),
+                None => None,
+            });
+        }
+    }
+}
+
+/// `set_temporary` when `yes`.
+trait TemporaryIf {
+    fn set_temporary_if(self, yes: bool) -> Self;
+}
+
+impl TemporaryIf for opendal::Error {
+    fn set_temporary_if(self, yes: bool) -> Self {
+        if yes { self.set_temporary() } else { self }
+    }
+}
+
+/// Whether a reqwest error is worth retrying (sending the request, or its body or the answer's, failed), as OpenDAL's
+/// reqwest transport judges it.
+fn temporary(err: &reqwest::Error) -> bool {
+    err.is_request() || err.is_body() || err.is_decode()
+}
+
+impl Transport {
+    /// Sends the request through reqwest as `opendal-http-transport-reqwest` 0.59.5 does (a redirect OpenDAL reuses
+    /// gets no credentials across origins; the answer's length checked unless HEAD or encoded), its body in
+    /// [`Sending`]'s frames.
+    async fn send(
+        &self,
+        mut parts: http::request::Parts,
+        body: Buffer,
+        sent: Arc<patience::Sent>,
+    ) -> opendal::Result<Response<HttpBody>> {
+        let uri = parts.uri.clone();
+        let is_head = parts.method == http::Method::HEAD;
+        let original = uri.to_string();
+        let redirect = parts.extensions.get::<HttpRedirect>().cloned();
+        let target = redirect
+            .as_ref()
+            .map_or(original.as_str(), |r| r.uri().original_uri());
+        let url = reqwest::Url::parse(target).map_err(|err| {
+            opendal::Error::new(opendal::ErrorKind::Unexpected, "request url is invalid")
+                .with_operation("reqwest::fetch")
+                .with_context("url", original.clone())
+                .set_source(err)
+        })?;
+        if redirect.is_some() {
+            let from = reqwest::Url::parse(&original).map_err(|err| {
+                opendal::Error::new(
+                    opendal::ErrorKind::Unexpected,
+                    "original request url is invalid",
+                )
+                .set_source(err)
+            })?;
+            if from.origin() != url.origin() {
+                for name in [
+                    "authorization",
+                    "proxy-authorization",
+                    "cookie",
+                    "cookie2",
+                    "www-authenticate",
+                ] {
+                    parts
+                        .headers
+                        .insert(HeaderName::from_static(name), HeaderValue::from_static(""));
+                }
+            }
+        }
+        let mut request = self
+            .client
+            .request(parts.method, url)
+            .headers(parts.headers)
+            .version(parts.version);
+        if !body.is_empty() {
+            request = request.body(reqwest::Body::wrap(Sending { rest: body, sent }));
+        }
+        let mut resp = request.send().await.map_err(|err| {
+            opendal::Error::new(opendal::ErrorKind::Unexpected, "send http request")
+                .with_operation("reqwest::send")
+                .with_context("url", original.clone())
+                .set_temporary_if(temporary(&err))
+                .set_source(err.without_url())
+        })?;
+        let length = if is_head || opendal::raw::parse_content_encoding(resp.headers())?.is_some() {
+            None
+        } else {
+            opendal::raw::parse_content_length(resp.headers())?
+        };
+        let mut answer = Response::builder()
+            .status(resp.status())
+            .extension(uri.clone())
+            .version(resp.version());
+        if let Ok(reached) = resp.url().as_str().parse::<http::Uri>()
+            && reached != uri
+        {
+            let redirect = redirect
+                .filter(|r| r.uri().original_uri() == resp.url().as_str())
+                .unwrap_or_else(|| HttpRedirect::new(reached));
+            answer = answer.extension(redirect);
+        }
+        if let Some(headers) = answer.headers_mut() {
+            std::mem::swap(headers, resp.headers_mut());
+        }
+        let stream = Answer {
+            inner: resp.bytes_stream(),
+            uri,
+        };
+        answer.body(HttpBody::new(stream, length)).map_err(|e| {
+            opendal::Error::new(opendal::ErrorKind::Unexpected, "cannot build the answer")
+                .set_source(e)
+        })
     }
 }
 
@@ -244,4 +450,45 @@ fn install_crypto_provider() {
         #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, part_header: Option<&str>) -> http::request::Parts {
+        let mut b = Request::builder().method("PUT").uri(uri);
+        if let Some(n) = part_header {
+            b = b.header("x-bz-part-number", n);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    /// The silences of a multipart upload's parts are counted apart (S3's `partNumber=`, B2's header), those of an
+    /// object's reads and listings by the path alone.
+    #[test]
+    fn each_part_of_an_upload_is_counted_apart() {
+        let one = object(&parts(
+            "http://h/b/p/docs.tar?partNumber=1&uploadId=x",
+            None,
+        ));
+        let two = object(&parts(
+            "http://h/b/p/docs.tar?uploadId=x&partNumber=2",
+            None,
+        ));
+        assert_eq!(one, "/b/p/docs.tar part 1");
+        assert_eq!(two, "/b/p/docs.tar part 2");
+        assert_eq!(
+            object(&parts("http://h/b/p/docs.tar", None)),
+            "/b/p/docs.tar"
+        );
+        assert_eq!(
+            object(&parts("http://h/b/p/?list-type=2&prefix=x", None)),
+            "/b/p/"
+        );
+        assert_eq!(
+            object(&parts("http://h/b2api/v2/b2_upload_part/id", Some("3"))),
+            "/b2api/v2/b2_upload_part/id part 3"
+        );
+    }
 }

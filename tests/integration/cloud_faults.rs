@@ -623,6 +623,36 @@ fn a_slow_upload_that_progresses_is_not_cut_off() {
     restores(&t, &["notes/todo.txt", "photos/big.raw"], "uploaded slowly");
 }
 
+/// The two parts of an upload sent side by side (8 MiB each, `timeout_seconds` 2, `retries` 2: OpenDAL's retries of
+/// the upload's completion count each failed part) are taken by the server and never answered, once: each is given
+/// up about a minute after its body left (not after its size at 16 KiB/s, 8.5 minutes) and retried, and the backup
+/// is promoted. Before: a hung part was awaited `timeout_seconds` plus its size at 16 KiB/s (still waiting after 5
+/// minutes).
+#[test]
+fn hung_parts_of_an_upload_are_retried_after_a_bounded_wait() {
+    let Some((_g, s3, proxy, t)) = world_tuned(2, 2) else {
+        return;
+    };
+    crate::cloud::bigger_raw_collected(&t, 20);
+    for part in ["partNumber=1&", "partNumber=2&"] {
+        proxy.add(
+            Rule::new("PUT", "docs.tar.part000", Fault::Hang)
+                .query(part)
+                .which(Which::Nth(1)),
+        );
+    }
+    let out = finish(
+        t.cmd().args(["--json", "external"]).spawn(),
+        300,
+        "external with two hung parts",
+        &proxy,
+    );
+    assert_eq!(out.code, 0, "{}\n{}", out.stderr, proxy.shown());
+    assert_eq!(promoted(&s3), [backup_of(&out.json())]);
+    let held = proxy.seen().iter().filter(|s| s.faulted).count();
+    assert_eq!(held, 2, "{}", proxy.shown());
+}
+
 /// An archive's download stops (its answer's head sent, then nothing, the connection held open): the restore does
 /// not hang; each attempt is given up after `timeout_seconds` of silence, and the restore fails naming the server
 /// and how long it was silent. A download that stops midway once is given up and resumed: the restore is whole.
