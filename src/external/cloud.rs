@@ -518,8 +518,15 @@ pub struct CloudPlan {
     /// What `backups/LATEST` names now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_previous: Option<String>,
-    /// Backups already there.
+    /// This config's backups already there.
     pub existing: Vec<String>,
+    /// How many backups on the prefix are another config's (`retention::Owner`): left alone.
+    #[serde(default)]
+    pub other_configs_backups: usize,
+    /// Another config's unfinished uploads on the prefix, left alone for it to resume or remove: stamps' directories
+    /// (`backups/<stamp>/`) and multipart uploads' objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_configs_unfinished: Vec<String>,
     /// Retention after the upload is verified (`retention` of the destination): keep or remove, with reasons.
     #[serde(default)]
     pub retention: crate::config::RetentionPolicy,
@@ -637,7 +644,28 @@ pub fn plan(
         encryption: w.encryption.clone(),
         passphrase_file: w.passphrase_file.clone(),
         latest_previous: w.listing.latest.clone(),
-        existing: w.listing.backups.clone(),
+        existing: w
+            .listing
+            .backups
+            .iter()
+            .filter(|s| !w.listing.foreign(s, owner))
+            .cloned()
+            .collect(),
+        other_configs_backups: w.listing.foreign_count(owner),
+        other_configs_unfinished: w
+            .listing
+            .unfinished
+            .iter()
+            .filter(|u| u.stamp != stamp && w.listing.foreign(&u.stamp, owner))
+            .map(|u| format!("{BACKUPS}{}/", u.stamp))
+            .chain(
+                w.listing
+                    .uploads
+                    .iter()
+                    .filter(|k| owner.foreign_files(k.rsplit_once('/').map(|(_, n)| n)))
+                    .cloned(),
+            )
+            .collect(),
         retention: w.settings.retention,
         decisions: Vec::new(),
         index_copy_dir: (enc.is_some() && chains.policy.enabled).then(|| {
@@ -769,6 +797,12 @@ pub fn render(p: &CloudPlan, out: &mut String) {
     for u in &p.abort_uploads {
         let _ = writeln!(out, "  abort unfinished multipart upload of {u}");
     }
+    for u in &p.other_configs_unfinished {
+        let _ = writeln!(
+            out,
+            "  leave {u} alone: an unfinished upload of another config (its own to resume or remove)"
+        );
+    }
     render_resume(p, out);
     for a in &p.archives {
         let _ = writeln!(
@@ -800,11 +834,21 @@ pub fn render(p: &CloudPlan, out: &mut String) {
             "  every object locked (Object Lock, compliance) until {until}"
         );
     }
+    let (mine, others) = match p.other_configs_backups {
+        0 => ("", String::new()),
+        n => (
+            " of this config",
+            format!(
+                ", and {} of another config (left alone)",
+                crate::stdx::counted(n as u64, "backup", "backups")
+            ),
+        ),
+    };
     let _ = writeln!(
         out,
-        "  {} to upload; {} backups there already",
+        "  {} to upload; {}{mine} there already{others}",
         crate::stdx::bytes(p.upload_bytes),
-        p.existing.len()
+        crate::stdx::counted(p.existing.len() as u64, "backup", "backups"),
     );
     render_retention(p, out);
     super::index_copy::render(p.index_copy_dir.as_deref(), &p.index_copies_removed, out);

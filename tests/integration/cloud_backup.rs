@@ -370,7 +370,7 @@ fn a_restore_from_a_shared_bucket_takes_this_configs_newest_backup() {
 }
 
 /// Two configs sharing a bucket and prefix: an upload removes this config's unfinished uploads (stamps without
-/// `backup.json`) and leaves the other config's, which its next run may resume. Before: the other config's
+/// `backup.json`) and leaves the other config's, which its next run may resume (its dry run says which). Before: the other config's
 /// unfinished upload was removed too.
 #[test]
 fn an_upload_to_a_shared_bucket_leaves_the_other_configs_unfinished_uploads() {
@@ -381,8 +381,16 @@ fn an_upload_to_a_shared_bucket_leaves_the_other_configs_unfinished_uploads() {
     s3.put("laptop/backups/2020-01-01-000000/notes.tar.part000", &part);
     s3.put("laptop/backups/2020-01-02-000000/docs.tar.part000", &part);
     let dry = t.cmd().args(["--dry-run", "external"]).status(0);
-    dry.stdout_has("remove unfinished upload backups/2020-01-02-000000/");
-    assert!(!dry.stdout.contains("2020-01-01-000000"), "{}", dry.stdout);
+    dry.stdout_has("remove unfinished upload backups/2020-01-02-000000/")
+        .stdout_has(
+            "leave backups/2020-01-01-000000/ alone: an unfinished upload of another config",
+        );
+    assert!(
+        !dry.stdout
+            .contains("remove unfinished upload backups/2020-01-01-000000"),
+        "{}",
+        dry.stdout
+    );
     t.cmd().args(["external"]).status(0);
     let left: Vec<String> = s3
         .list("laptop/backups/2020-")
@@ -392,6 +400,34 @@ fn an_upload_to_a_shared_bucket_leaves_the_other_configs_unfinished_uploads() {
     assert_eq!(left, ["laptop/backups/2020-01-01-000000/notes.tar.part000"]);
     as_other(&t, &other).args(["external"]).status(0);
     assert_eq!(s3.list("laptop/backups/2020-"), Vec::<(String, u64)>::new());
+}
+
+/// `external --dry-run` on a prefix shared with another config counts this config's backups there, says the other
+/// config's apart, and names the other config's unfinished upload it leaves alone (text and JSON). Before: "2
+/// backups there already", counting the other config's, and nothing of its unfinished upload.
+#[test]
+fn a_dry_run_on_a_shared_bucket_counts_this_configs_backups_and_names_the_others() {
+    let Some((_g, s3, t, other)) = shared_bucket((5, 5), "") else {
+        return;
+    };
+    this_then_the_other(&t, &other);
+    let part = t.write("part", "x");
+    s3.put("laptop/backups/2020-01-01-000000/notes.tar.part000", &part);
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    dry.stdout_has(
+        "1 backup of this config there already, and 1 backup of another config (left alone)",
+    )
+    .stdout_has("leave backups/2020-01-01-000000/ alone: an unfinished upload of another config");
+    let plan: Value = t.run_json(&["--dry-run", "external"]);
+    crate::json::assert_valid("external-plan", &plan);
+    let c = &plan["clouds"][0];
+    assert_eq!(c["existing"].as_array().unwrap().len(), 1, "{c:#}");
+    assert_eq!(c["other_configs_backups"], 1, "{c:#}");
+    assert_eq!(
+        c["other_configs_unfinished"],
+        serde_json::json!(["backups/2020-01-01-000000/"]),
+        "{c:#}"
+    );
 }
 
 /// `status`, `ls` and `find` on a bucket: `status` shows the bucket's last verified upload, bytes stored, restore
