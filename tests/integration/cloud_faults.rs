@@ -641,12 +641,8 @@ fn hung_parts_of_an_upload_are_retried_after_a_bounded_wait() {
                 .which(Which::Nth(1)),
         );
     }
-    let out = finish(
-        t.cmd().args(["--json", "external"]).spawn(),
-        300,
-        "external with two hung parts",
-        &proxy,
-    );
+    let run = t.cmd().args(["--json", "external"]).spawn();
+    let out = finish(run, 300, "external with two hung parts", &proxy);
     assert_eq!(out.code, 0, "{}\n{}", out.stderr, proxy.shown());
     assert_eq!(promoted(&s3), [backup_of(&out.json())]);
     let held = proxy.seen().iter().filter(|s| s.faulted).count();
@@ -821,18 +817,9 @@ fn sigterm_stops_a_command_that_writes_nothing_with_one_line() {
         assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
         let out = finish(child, 60, what, &proxy);
         assert_eq!(out.code, 143, "{what}: {}", out.stderr);
-        let lines: Vec<&str> = out
-            .stderr
-            .lines()
-            .filter(|l| !l.contains("has mode 07"))
-            .collect();
-        assert_eq!(
-            lines,
-            [format!(
-                "dbackup: {what} interrupted (SIGTERM); nothing was changed"
-            )],
-            "{}",
-            out.stderr
+        crate::process::assert_only_line(
+            &out.stderr,
+            &format!("dbackup: {what} interrupted (SIGTERM); nothing was changed"),
         );
     }
 }

@@ -142,17 +142,19 @@ fn a_panic_is_an_internal_error_with_a_run_log_line() {
 
 /// The interrupted run's stderr: exactly the one line, with the signal's name.
 fn assert_one_line(stderr: &str, signal: &str) {
+    assert_only_line(
+        stderr,
+        &format!("dbackup: interrupted ({signal}); the next run resumes"),
+    );
+}
+
+/// stderr is exactly `line` (beside the backup root's or a config file's mode note, from before).
+pub(crate) fn assert_only_line(stderr: &str, line: &str) {
     let lines: Vec<&str> = stderr
         .lines()
-        .filter(|l| !l.contains("has mode 07")) // the backup root's mode note, from before
+        .filter(|l| !l.contains("has mode 07"))
         .collect();
-    assert_eq!(
-        lines,
-        [format!(
-            "dbackup: interrupted ({signal}); the next run resumes"
-        )],
-        "{stderr}"
-    );
+    assert_eq!(lines, [line], "{stderr}");
 }
 
 /// The run log's last line is the interrupted run's.
@@ -537,16 +539,9 @@ fn a_signal_during_restore_verify_stops_it_with_one_line() {
         signal(&child, libc::SIGCONT);
         let (code, stderr) = finish(child);
         assert_eq!(code, 128 + sig, "{stderr}");
-        let lines: Vec<&str> = stderr
-            .lines()
-            .filter(|l| !l.contains("has mode 07"))
-            .collect();
-        assert_eq!(
-            lines,
-            [format!(
-                "dbackup: restore --verify interrupted ({name}); nothing was changed"
-            )],
-            "{stderr}"
+        assert_only_line(
+            &stderr,
+            &format!("dbackup: restore --verify interrupted ({name}); nothing was changed"),
         );
     }
 }
