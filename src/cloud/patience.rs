@@ -1,6 +1,7 @@
 //! How long dbackup waits on a server, in one place: a request is given up when the server makes no progress for
-//! `timeout_seconds` (no byte of its body taken, no answer to it, or no byte of its answer's body), never for being
-//! slow while bytes move, and at once when SIGINT or SIGTERM comes. A request given up is a transient error ([`RetryLayer`] and
+//! `timeout_seconds` (no answer to it, or no byte of its answer's body; for a request with a body, plus a minute of
+//! a poor uplink since the last of it left: [`IN_FLIGHT`]), never for being slow while bytes move, and at once when
+//! SIGINT or SIGTERM comes. A request given up is a transient error ([`RetryLayer`] and
 //! `Store::call_with` retry it), whose message names the server and how long it was silent; an object whose
 //! requests go silent `retries + 1` times in a row with no progress between ([`Stalls`]) is given up for good. The
 //! pauses between attempts end at a signal too ([`pause`], [`unless_interrupted`]).
@@ -20,11 +21,12 @@ use opendal::Buffer;
 /// 8 MiB part then may take 8.5 minutes, and does, as long as its bytes keep leaving ([`Sent`]).
 pub(crate) const SLOWEST_UPLINK: u64 = 16 << 10;
 
-/// What of a request's body may still be on its way after the HTTP client took its last byte: the client's write
-/// buffer (hyper's: 400 KiB) and the kernel's send buffer. The answer is awaited `timeout_seconds` plus this (at
-/// most the body) at [`SLOWEST_UPLINK`] after that last byte: a minute more. Before, the wait was `timeout_seconds`
-/// plus the whole body at that rate from the request's start: a server that stopped answering an 8 MiB part was
-/// awaited 9.5 minutes (`timeout_seconds` 60) before a retry.
+/// What of a request's body may be on its way, not yet taken by the server, when the HTTP client takes no more of it
+/// (or has taken its last byte): the client's write buffer (hyper's: 400 KiB) and the kernel's send buffer, which
+/// takes more only once a good part of it has left. A request is awaited `timeout_seconds` plus this (at most the
+/// body) at [`SLOWEST_UPLINK`] since the client last took some of its body: a minute more. Before, the wait was
+/// `timeout_seconds` plus the whole body at that rate from the request's start: a server that stopped answering an
+/// 8 MiB part was awaited 9.5 minutes (`timeout_seconds` 60) before a retry.
 pub(crate) const IN_FLIGHT: u64 = 1 << 20;
 
 /// How often a wait looks at the clock and at the signals: a SIGTERM is heeded within this.
@@ -49,33 +51,31 @@ fn at_slowest(bytes: u64) -> Duration {
     Duration::from_secs(bytes / SLOWEST_UPLINK)
 }
 
-/// The wait for the answer to a request whose body is `body` bytes, from when the last of its body was taken (see
-/// [`IN_FLIGHT`]); while its body is being taken, `quiet` between two of its bytes.
+/// The wait for the answer to a request whose body is `body` bytes, from when the client last took some of its body
+/// (see [`IN_FLIGHT`]).
 pub(crate) fn answer_wait(quiet: Duration, body: u64) -> Duration {
     quiet + at_slowest(body.min(IN_FLIGHT))
 }
 
-/// The progress of a request's body: when the HTTP client last took some of it, and whether it took it all.
+/// The progress of a request's body: when the HTTP client last took some of it (or the request began).
 #[derive(Debug)]
 pub(crate) struct Sent {
-    last: Mutex<(Instant, bool)>,
+    last: Mutex<Instant>,
 }
 
 impl Sent {
-    /// A request about to be sent (`empty`: without a body).
-    pub(crate) fn new(empty: bool) -> Sent {
+    pub(crate) fn new() -> Sent {
         Sent {
-            last: Mutex::new((Instant::now(), empty)),
+            last: Mutex::new(Instant::now()),
         }
     }
 
-    /// The client took bytes of the body (`done`: its last).
-    pub(crate) fn took(&self, done: bool) {
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = (Instant::now(), done);
+    /// The client took bytes of the body.
+    pub(crate) fn took(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
     }
 
-    /// When the client last took bytes of the body (or the request began), and whether it took them all.
-    fn last(&self) -> (Instant, bool) {
+    fn last(&self) -> Instant {
         *self.last.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -196,19 +196,15 @@ async fn until<T>(
     .await
 }
 
-/// `fut` (a request whose body's progress `sent` tells), given up when the client took none of the body for `quiet`,
-/// or `limit` after it took the last of it without the answer, or when a signal comes.
+/// `fut` (a request whose body's progress `sent` tells), given up `limit` after the client last took some of the
+/// body without the answer, or when a signal comes.
 pub(crate) async fn watched<T>(
     fut: impl Future<Output = opendal::Result<T>>,
-    (quiet, limit): (Duration, Duration),
+    limit: Duration,
     sent: &Sent,
     on: &On,
 ) -> opendal::Result<T> {
-    until(fut, || {
-        let (since, done) = sent.last();
-        give_up(since, if done { limit } else { quiet }, on, 0)
-    })
-    .await
+    until(fut, || give_up(sent.last(), limit, on, 0)).await
 }
 
 /// `fut`, given up when a signal comes: an operation with OpenDAL's retries, whose pauses between attempts (up to
@@ -299,7 +295,7 @@ mod tests {
         assert_eq!(s.went_silent("a", 0), (1, false));
     }
 
-    /// A request's answer is awaited `timeout_seconds` plus at most a minute of the slowest uplink after its body
+    /// A request is awaited `timeout_seconds` plus at most a minute of the slowest uplink after some of its body last
     /// left, whatever its size: an 8 MiB part whose server stops answering is retried after 2 minutes
     /// (`timeout_seconds` 60), not 9.5. The whole operation's backstop still fits a whole part at that rate.
     #[test]

@@ -6,8 +6,8 @@
 //! Also the trust roots: the system's, plus the certificates of `AWS_CA_BUNDLE` when it is set (as the AWS tools
 //! honour it; OpenDAL itself ignores the variable). The request goes out through reqwest as OpenDAL's own reqwest
 //! transport sends it, except that its body is handed over in small frames, each noted ([`patience::Sent`]), so a
-//! server that stops taking an upload is given up on `timeout_seconds` after, not after the whole body's time at
-//! the slowest uplink.
+//! server that stops taking an upload, or answering it, is given up on about a minute after the last of it left
+//! (`patience::IN_FLIGHT`), not after the whole body's time at the slowest uplink.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -187,9 +187,9 @@ impl HttpTransport for Transport {
             stalls: self.stalls.clone(),
         };
         let wait = patience::answer_wait(self.quiet, body.len() as u64);
-        let sent = Arc::new(patience::Sent::new(body.is_empty()));
+        let sent = Arc::new(patience::Sent::new());
         let fetch = self.send(parts, body, sent.clone());
-        let answer = patience::watched(fetch, (self.quiet, wait), &sent, &on).await?;
+        let answer = patience::watched(fetch, wait, &sent, &on).await?;
         let quiet = self.quiet;
         Ok(answer.map(|body| body.map_inner(|s| Box::new(patience::Quiet::new(s, quiet, on)))))
     }
@@ -242,7 +242,7 @@ impl http_body::Body for Sending {
         }
         let frame = self.rest.slice(..n).to_bytes();
         self.rest.advance(n);
-        self.sent.took(self.rest.is_empty());
+        self.sent.took();
         std::task::Poll::Ready(Some(Ok(http_body::Frame::data(frame))))
     }
 
