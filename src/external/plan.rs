@@ -587,7 +587,7 @@ fn destination_plan(
         .filter(|l| !l.in_use)
         .cloned()
         .collect();
-    let reclaimable: u64 = cleanup.iter().map(|l| l.bytes).sum();
+    let reclaimable = layout::leftover_bytes(&cleanup);
     let available = info.free_bytes.saturating_add(reclaimable);
     let owner = drive_retention::Owner::Sets(&world.own_sets);
     let room = drive_retention::make_room_own(

@@ -416,6 +416,24 @@ fn not_enough_space_refuses_the_destination_and_says_how_much() {
     );
 }
 
+/// Leftovers whose sizes add up past `u64` (sparse files of 8 EiB on a drive that allows them: xfs, btrfs, tmpfs)
+/// count as the most bytes there are: the plan is made, never an overflow.
+#[test]
+fn leftovers_of_sizes_past_u64_are_counted_saturating() {
+    let mut w = world();
+    let big = |n: u32| Leftover {
+        name: format!(".tmp-2025-03-0{n}-000000-77"),
+        kind: LeftoverKind::Temporary,
+        bytes: u64::MAX - 1,
+        in_use: false,
+    };
+    w.destinations[0].listing.leftovers = vec![big(6), big(7), big(8)];
+    let p = plan::plan(&w, opts());
+    let d = &p.destinations[0];
+    assert_eq!(d.reclaimable_bytes, u64::MAX);
+    assert_eq!(d.action, DestinationAction::Write, "{:?}", d.refusal);
+}
+
 /// Space-aware rotation in the plan: with each old backup holding 100 MiB and the drive 150 MiB short, the two
 /// oldest verified backups are removed before writing (not the newest two: keep_at_least 2), shown in the plan and
 /// left out of retention's decisions; 250 MiB short, nothing is removed and the drive is refused with the numbers.
