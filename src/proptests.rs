@@ -1309,4 +1309,5 @@ fn refused_metadata_says_which_field() {
     );
 }
 
+mod state;
 mod tools;

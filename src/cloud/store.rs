@@ -472,12 +472,11 @@ impl Store {
                 ));
             }
             let body = self.call(http::Method::GET, "", &query, what)?;
-            let page: ListUploads =
-                quick_xml::de::from_reader(body.as_slice()).map_err(|e| CloudError::Service {
-                    destination: self.name.clone(),
-                    failure: Failure::Other,
-                    message: format!("{what}: the server's answer is not a listing ({e})"),
-                })?;
+            let page = parse_uploads(&body).map_err(|e| CloudError::Service {
+                destination: self.name.clone(),
+                failure: Failure::Other,
+                message: format!("{what}: the server's answer is not a listing ({e})"),
+            })?;
             for u in page.uploads {
                 if let Some(key) = u.key.strip_prefix(&self.prefix) {
                     out.push(Unfinished {
@@ -726,24 +725,29 @@ fn encode_key(key: &str) -> String {
 /// S3's `ListMultipartUploadsResult`, the parts dbackup reads.
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ListUploads {
+pub struct ListUploads {
     #[serde(default)]
-    is_truncated: bool,
+    pub is_truncated: bool,
     #[serde(default)]
-    next_key_marker: Option<String>,
+    pub next_key_marker: Option<String>,
     #[serde(default)]
-    next_upload_id_marker: Option<String>,
+    pub next_upload_id_marker: Option<String>,
     #[serde(default, rename = "Upload")]
-    uploads: Vec<ListedUpload>,
+    pub uploads: Vec<ListedUpload>,
 }
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ListedUpload {
-    key: String,
-    upload_id: String,
+pub struct ListedUpload {
+    pub key: String,
+    pub upload_id: String,
     #[serde(default)]
-    initiated: Option<String>,
+    pub initiated: Option<String>,
+}
+
+/// One page of S3's ListMultipartUploads answer (untrusted: at most [`MAX_SMALL`] bytes, as every answer).
+pub fn parse_uploads(xml: &[u8]) -> Result<ListUploads, quick_xml::DeError> {
+    quick_xml::de::from_reader(xml)
 }
 
 /// A streamed upload (see [`Store::upload`]).
