@@ -1,7 +1,7 @@
 //! Property-based tests of the parsers of what dbackup reads back from its own state and what a bucket or a drive's
 //! encrypted files hand it: the run log (read whole, and for `status`), `/proc/locks`, an upload journal and what
 //! `status` and the plan count of it, the damage records and the kit cache, a snapshot's metadata, S3's listing of
-//! unfinished uploads, the AWS credentials INI, and age headers (an `.age` file's, and `backup.json`'s `age_head`).
+//! unfinished uploads and its error answers (as a cloud error explains them), the AWS credentials INI, and age headers (an `.age` file's, and `backup.json`'s `age_head`).
 //! The property is the drive's files': an error or a value, never a panic, within bounded memory; and what is
 //! accepted reads back as itself where it is written again.
 
@@ -13,7 +13,7 @@ use proptest::prelude::*;
 use super::{DEFAULT_CASES, apply, bounded, config, junk, mutations};
 use crate::archive::Digest;
 use crate::archive::crypt::{self, EncryptTo, Keys};
-use crate::cloud::{credentials, store};
+use crate::cloud::{credentials, error as cloud_error, store};
 use crate::external::bucket::{BACKUPS, CloudListing, UnfinishedStamp};
 use crate::external::damage;
 use crate::external::resume::{self, Journal, Key, PartRecord, SetKey};
@@ -412,6 +412,54 @@ proptest! {
                 assert!(!k.contains('\n') && !v.contains('\n'));
             }
         }
+    }
+}
+
+/// What an S3 server (or OpenDAL's context) says when a request fails: its code, message, status and headers, mixed
+/// with secrets, control characters and long runs.
+fn service_text() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("<Error><Code>".to_string()),
+        Just("</Code>".to_string()),
+        Just("<Message>".to_string()),
+        Just("</Message>".to_string()),
+        Just("code: \"".to_string()),
+        Just("message: \"".to_string()),
+        Just("status: ".to_string()),
+        "[0-9]{1,4}",
+        Just("AccessDenied".to_string()),
+        Just("NoSuchBucket".to_string()),
+        Just("SlowDown".to_string()),
+        Just(SECRET.to_string()),
+        Just("X-Amz-Signature=".to_string()),
+        Just("authorization: \"AWS4-HMAC-SHA256 Credential=".to_string()),
+        Just("\x1b[2J\u{7}\n\u{202e}".to_string()),
+        Just("é".repeat(300)),
+        ".{0,12}",
+    ];
+    proptest::collection::vec(piece, 0..24).prop_map(|p| p.concat())
+}
+
+const SECRET: &str = "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY";
+
+proptest! {
+    #![proptest_config(config(DEFAULT_CASES))]
+
+    #[test]
+    fn s3_error_answers_are_explained_short_escaped_and_without_secrets(
+        text in service_text(),
+        kind in prop_oneof![
+            Just(opendal::ErrorKind::Unexpected),
+            Just(opendal::ErrorKind::PermissionDenied),
+            Just(opendal::ErrorKind::NotFound),
+        ],
+        context in any::<bool>(),
+    ) {
+        let err = opendal::Error::new(kind, text.clone()).with_context("response", text.clone());
+        let (_, message) = cloud_error::explain_with(&err, ("reading backups/x", "s3 b/p"), &[SECRET], context);
+        assert!(!message.contains(SECRET), "{message:?}");
+        assert!(!message.chars().any(|c| c.is_control() || c == '\u{202e}'), "{message:?}");
+        assert!(message.chars().count() <= 2000, "{} characters", message.chars().count());
     }
 }
 
