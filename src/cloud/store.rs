@@ -899,7 +899,7 @@ impl io::Seek for Reader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -940,9 +940,8 @@ mod tests {
         assert_eq!(c.hint("big", 0), Some(RANGE_HINTED_MAX));
     }
 
-    #[test]
-    fn a_listing_of_unfinished_uploads_parses() {
-        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+    /// A page of S3's ListMultipartUploads answer (the property tests mutate it too).
+    pub(crate) const UPLOADS_PAGE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
   <Bucket>b</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>
   <NextKeyMarker>p/k2</NextKeyMarker><NextUploadIdMarker>id2</NextUploadIdMarker>
@@ -950,14 +949,16 @@ mod tests {
   <Upload><Key>p/k1</Key><UploadId>id1</UploadId><Initiated>2026-12-05T10:00:00.000Z</Initiated></Upload>
   <Upload><Key>p/k2</Key><UploadId>id2</UploadId></Upload>
 </ListMultipartUploadsResult>"#;
-        let page: ListUploads = quick_xml::de::from_reader(xml.as_bytes()).unwrap();
+
+    #[test]
+    fn a_listing_of_unfinished_uploads_parses() {
+        let page = parse_uploads(UPLOADS_PAGE.as_bytes()).unwrap();
         assert!(page.is_truncated);
         assert_eq!(page.uploads.len(), 2);
         assert_eq!(page.uploads[0].key, "p/k1");
         assert_eq!(page.next_upload_id_marker.as_deref(), Some("id2"));
-        let empty: ListUploads = quick_xml::de::from_reader(
-            "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>"
-                .as_bytes(),
+        let empty = parse_uploads(
+            b"<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>",
         )
         .unwrap();
         assert!(empty.uploads.is_empty());

@@ -673,6 +673,19 @@ mod tests {
         format!("docs.tar.part{n:03}")
     }
 
+    /// A backup root holding `j` as `destination`'s journal.
+    fn on_disk(destination: &str, j: &Journal) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join(DIR).join(destination);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(journal_name(&j.stamp)),
+            serde_json::to_vec(j).unwrap(),
+        )
+        .unwrap();
+        root
+    }
+
     /// The journal is 0600 in 0700 directories, rewritten after each part; a resumed upload keeps only the parts
     /// the bucket lists with their recorded size (a prefix), skips those, and records the rest; a part that
     /// differs is remembered; `finish` removes it; every other journal of the destination goes when one starts.
@@ -917,14 +930,7 @@ mod tests {
             (stamp, 3, 9, 3 * 4096)
         );
         // `status` finds the same from the journal on disk: 3 of the 9 parts planned.
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join(DIR).join(&settings.name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join(format!("{stamp}.json")),
-            serde_json::to_vec(&j).unwrap(),
-        )
-        .unwrap();
+        let root = on_disk(&settings.name, &j);
         assert_eq!(
             resumable(root.path(), (&settings.name, Owner::Anyone), &listing),
             Some(r)
@@ -1039,14 +1045,7 @@ mod tests {
         };
         let r = plan(&w, &settings, &listing, &archives, None).0.unwrap();
         assert_eq!((r.parts_uploaded, r.bytes_uploaded), (3, u64::MAX));
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join(DIR).join(&settings.name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join(format!("{stamp}.json")),
-            serde_json::to_vec(&j).unwrap(),
-        )
-        .unwrap();
+        let root = on_disk(&settings.name, &j);
         let r = resumable(root.path(), (&settings.name, Owner::Anyone), &listing).unwrap();
         assert_eq!((r.parts_uploaded, r.bytes_uploaded), (3, u64::MAX));
     }

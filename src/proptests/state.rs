@@ -128,15 +128,7 @@ fn sample() -> &'static Sample {
             }],
         })
         .unwrap();
-        let uploads = br#"<?xml version="1.0" encoding="UTF-8"?>
-<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
-  <Bucket>b</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>
-  <NextKeyMarker>p/k2</NextKeyMarker><NextUploadIdMarker>id2</NextUploadIdMarker>
-  <MaxUploads>1000</MaxUploads><IsTruncated>true</IsTruncated>
-  <Upload><Key>p/k1</Key><UploadId>id1</UploadId><Initiated>2026-12-05T10:00:00.000Z</Initiated></Upload>
-  <Upload><Key>p/k2</Key><UploadId>id2</UploadId></Upload>
-</ListMultipartUploadsResult>"#
-            .to_vec();
+        let uploads = store::tests::UPLOADS_PAGE.as_bytes().to_vec();
         let credentials = b"# keys\n[default]\naws_access_key_id = AKIA1\naws_secret_access_key=s3cr3t\n\
             ; other\n[profile b2]\nAWS_ACCESS_KEY_ID = k2\n"
             .to_vec();
