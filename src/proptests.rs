@@ -1,6 +1,6 @@
 //! Property-based tests of every parser of what a drive holds: `backup.json`, the plain index (streamed, and
 //! searched by restore), `verification.sha256`, the tar header readers of restore and verify, the sparse maps (GNU
-//! PAX 1.0, 0.x records, old-GNU headers), `LATEST` and the destination marker. Inputs are generated, mutations of real ones (written by the archive writer), and boundary
+//! PAX 1.0, 0.x records, old-GNU headers), `LATEST`, the destination marker and the names a listing holds. Inputs are generated, mutations of real ones (written by the archive writer), and boundary
 //! numbers; the property is always "an error or a value, never a panic, never more than a bounded amount of memory"
 //! (measured by a counting allocator), plus what a value promises to its users.
 //!
@@ -1277,6 +1277,61 @@ fn check_marker(bytes: &[u8]) {
     }
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Names in a drive's `backups/` and in the backup root (a directory listing is as hostile as a file)
+
+/// Names built of the pieces the parsers look for (prefixes, stamps of any digits, pids past `u32`), and any text.
+fn listed_name() -> impl Strategy<Value = String> {
+    let built = (
+        prop_oneof![
+            Just(""),
+            Just(".tmp-"),
+            Just(".trash-"),
+            Just(".latest.tmp-"),
+            Just("data-"),
+            Just("-")
+        ],
+        prop_oneof![
+            Just("2025-04-01-031500".to_string()),
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9]{6}",
+            "[0-9-]{0,20}"
+        ],
+        prop_oneof![
+            Just(String::new()),
+            "-[0-9]{0,12}",
+            Just("-4294967296".to_string()),
+            "(\\.tar|\\.tar\\.part[0-9]{3}|\\.index\\.jsonl|\\.index\\.age|\\.age)"
+        ],
+    )
+        .prop_map(|(p, s, e)| format!("{p}{s}{e}"));
+    prop_oneof![
+        built,
+        ".{0,30}",
+        junk().prop_map(|b| String::from_utf8_lossy(&b).into_owned())
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(DEFAULT_CASES))]
+
+    #[test]
+    fn names_in_backups_and_the_root(name in listed_name(), set in "[a-z]{1,6}") {
+        match layout::classify(&name) {
+            layout::NameKind::Stamp(t) => assert_eq!(crate::snapshot::stamp(t), name),
+            layout::NameKind::Leftover(_) => assert!(name.starts_with('.') && !name.contains('/'), "{name:?}"),
+            _ => {}
+        }
+        if let Some((s, t)) = crate::snapshot::split_snapshot_name(&name) {
+            assert_eq!(crate::snapshot::snapshot_name(s, t), name);
+            assert_eq!(crate::snapshot::parse_snapshot_name(s, &name), Some(t));
+        }
+        let of_set = format!("{set}{}", name);
+        if layout::is_file_of_set(of_set.as_bytes(), &set) {
+            assert!(layout::is_set_file(of_set.as_bytes()), "{of_set:?}");
+        }
+    }
+}
+
 /// The messages of refused metadata name the file and the field, and show no raw control characters.
 #[test]
 fn refused_metadata_says_which_field() {
@@ -1309,4 +1364,5 @@ fn refused_metadata_says_which_field() {
     );
 }
 
+mod state;
 mod tools;

@@ -388,6 +388,7 @@ pub fn find(
             IndexReader::new(io::Cursor::new(&header)).map_err(|e| damaged(e.to_string()))?;
             let filter = pattern.line_filter().map(memchr::memmem::Finder::new);
             let mut line = Vec::new();
+            let mut at = header.len() as u64;
             loop {
                 line.clear();
                 match read_line_bounded(&mut r, &mut line).map_err(io_err)? {
@@ -403,13 +404,15 @@ pub fn find(
                     }
                     return Ok(());
                 }
+                let start = at;
+                at += line.len() as u64;
                 if let Some(f) = &filter
                     && f.find(&line).is_none()
                     && PATH_B64.find(&line).is_none()
                 {
                     continue;
                 }
-                let e = parse_line(&header, &label, &line)?;
+                let e = parse_line(&header, &label, &line, start)?;
                 if pattern.matches(&e.path) {
                     f(entry(&e));
                 }

@@ -318,10 +318,10 @@ fn read_small(file: std::fs::File, path: &Path) -> Result<Ini, String> {
 
 /// One `[section]` of an INI file: `key = value` pairs, keys lower-cased.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Section(Vec<(String, String)>);
+pub struct Section(pub Vec<(String, String)>);
 
 impl Section {
-    fn get(&self, key: &str) -> Option<&str> {
+    pub fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .rev()
@@ -334,10 +334,10 @@ impl Section {
 /// The INI dialect of `~/.aws/credentials`: `[name]` sections, `key = value` lines, `#` and `;` comments. Lines
 /// before any section form the section `default` too (a credentials file of bare `key = value` lines).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Ini(Vec<(String, Section)>);
+pub struct Ini(pub Vec<(String, Section)>);
 
 impl Ini {
-    fn parse(text: &str) -> Ini {
+    pub fn parse(text: &str) -> Ini {
         let mut sections: Vec<(String, Section)> = vec![("default".into(), Section::default())];
         for line in text.lines() {
             let line = line.trim();
@@ -358,7 +358,7 @@ impl Ini {
     }
 
     /// The named section's keys (later sections of the same name add to earlier ones).
-    fn section(&self, name: &str) -> Option<Section> {
+    pub fn section(&self, name: &str) -> Option<Section> {
         let pairs: Vec<(String, String)> = self
             .0
             .iter()

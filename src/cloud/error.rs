@@ -89,7 +89,7 @@ pub(crate) fn explain(
 }
 
 /// [`explain`], with OpenDAL's context after the message when `context`.
-fn explain_with(
+pub fn explain_with(
     err: &opendal::Error,
     (what, place): (&str, &str),
     secrets: &[&str],

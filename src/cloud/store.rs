@@ -472,12 +472,11 @@ impl Store {
                 ));
             }
             let body = self.call(http::Method::GET, "", &query, what)?;
-            let page: ListUploads =
-                quick_xml::de::from_reader(body.as_slice()).map_err(|e| CloudError::Service {
-                    destination: self.name.clone(),
-                    failure: Failure::Other,
-                    message: format!("{what}: the server's answer is not a listing ({e})"),
-                })?;
+            let page = parse_uploads(&body).map_err(|e| CloudError::Service {
+                destination: self.name.clone(),
+                failure: Failure::Other,
+                message: format!("{what}: the server's answer is not a listing ({e})"),
+            })?;
             for u in page.uploads {
                 if let Some(key) = u.key.strip_prefix(&self.prefix) {
                     out.push(Unfinished {
@@ -726,24 +725,29 @@ fn encode_key(key: &str) -> String {
 /// S3's `ListMultipartUploadsResult`, the parts dbackup reads.
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ListUploads {
+pub struct ListUploads {
     #[serde(default)]
-    is_truncated: bool,
+    pub is_truncated: bool,
     #[serde(default)]
-    next_key_marker: Option<String>,
+    pub next_key_marker: Option<String>,
     #[serde(default)]
-    next_upload_id_marker: Option<String>,
+    pub next_upload_id_marker: Option<String>,
     #[serde(default, rename = "Upload")]
-    uploads: Vec<ListedUpload>,
+    pub uploads: Vec<ListedUpload>,
 }
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ListedUpload {
-    key: String,
-    upload_id: String,
+pub struct ListedUpload {
+    pub key: String,
+    pub upload_id: String,
     #[serde(default)]
-    initiated: Option<String>,
+    pub initiated: Option<String>,
+}
+
+/// One page of S3's ListMultipartUploads answer (untrusted: at most [`MAX_SMALL`] bytes, as every answer).
+pub fn parse_uploads(xml: &[u8]) -> Result<ListUploads, quick_xml::DeError> {
+    quick_xml::de::from_reader(xml)
 }
 
 /// A streamed upload (see [`Store::upload`]).
@@ -895,7 +899,7 @@ impl io::Seek for Reader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -936,9 +940,8 @@ mod tests {
         assert_eq!(c.hint("big", 0), Some(RANGE_HINTED_MAX));
     }
 
-    #[test]
-    fn a_listing_of_unfinished_uploads_parses() {
-        let xml = r#"<?xml version="1.0" encoding="UTF-8"?>
+    /// A page of S3's ListMultipartUploads answer (the property tests mutate it too).
+    pub(crate) const UPLOADS_PAGE: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 <ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
   <Bucket>b</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>
   <NextKeyMarker>p/k2</NextKeyMarker><NextUploadIdMarker>id2</NextUploadIdMarker>
@@ -946,14 +949,16 @@ mod tests {
   <Upload><Key>p/k1</Key><UploadId>id1</UploadId><Initiated>2026-12-05T10:00:00.000Z</Initiated></Upload>
   <Upload><Key>p/k2</Key><UploadId>id2</UploadId></Upload>
 </ListMultipartUploadsResult>"#;
-        let page: ListUploads = quick_xml::de::from_reader(xml.as_bytes()).unwrap();
+
+    #[test]
+    fn a_listing_of_unfinished_uploads_parses() {
+        let page = parse_uploads(UPLOADS_PAGE.as_bytes()).unwrap();
         assert!(page.is_truncated);
         assert_eq!(page.uploads.len(), 2);
         assert_eq!(page.uploads[0].key, "p/k1");
         assert_eq!(page.next_upload_id_marker.as_deref(), Some("id2"));
-        let empty: ListUploads = quick_xml::de::from_reader(
-            "<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>"
-                .as_bytes(),
+        let empty = parse_uploads(
+            b"<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>",
         )
         .unwrap();
         assert!(empty.uploads.is_empty());

@@ -619,6 +619,14 @@ pub struct Leftover {
     pub in_use: bool,
 }
 
+/// The bytes removing `leftovers` frees: their sum, saturating (a drive's sparse files may claim 8 EiB each).
+pub fn leftover_bytes(leftovers: &[Leftover]) -> u64 {
+    leftovers
+        .iter()
+        .map(|l| l.bytes)
+        .fold(0u64, u64::saturating_add)
+}
+
 /// Everything in a destination's `backups/`. `B` is what a backup is to the reader: the directory found
 /// ([`DriveBackup`]), or restore's view of it with its sets (`restore::drive::DriveBackup`, which adds the backups
 /// still being written).

@@ -587,7 +587,7 @@ fn destination_plan(
         .filter(|l| !l.in_use)
         .cloned()
         .collect();
-    let reclaimable: u64 = cleanup.iter().map(|l| l.bytes).sum();
+    let reclaimable = layout::leftover_bytes(&cleanup);
     let available = info.free_bytes.saturating_add(reclaimable);
     let owner = drive_retention::Owner::Sets(&world.own_sets);
     let room = drive_retention::make_room_own(
@@ -911,11 +911,20 @@ fn drive_notes(d: &DestinationWorld, backups_dir: &Path) -> Vec<String> {
         ));
     }
     if !d.listing.other.is_empty() {
+        // A few names, not all: a drive may hold any number of them.
+        const NAMED: usize = 10;
+        let other = &d.listing.other;
+        let more = other.len().saturating_sub(NAMED);
         notes.push(format!(
-            "{} in {} not made by dbackup, left alone: {}",
-            stdx::counted(d.listing.other.len() as u64, "entry", "entries"),
+            "{} in {} not made by dbackup, left alone: {}{}",
+            stdx::counted(other.len() as u64, "entry", "entries"),
             backups_dir.display(),
-            d.listing.other.join(", ")
+            other[..other.len().min(NAMED)].join(", "),
+            if more > 0 {
+                format!(" and {} more", stdx::count(more as u64))
+            } else {
+                String::new()
+            }
         ));
     }
     if d.encryption.is_some() {

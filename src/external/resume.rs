@@ -231,7 +231,11 @@ pub fn resumable(
         stamp: stamp.to_string(),
         parts_uploaded,
         parts_total: j.parts_planned.max(parts_uploaded),
-        bytes_uploaded: stored.values().flatten().map(|p| p.bytes).sum(),
+        bytes_uploaded: stored
+            .values()
+            .flatten()
+            .map(|p| p.bytes)
+            .fold(0u64, u64::saturating_add),
     })
 }
 
@@ -374,7 +378,11 @@ pub fn plan(
     }
     let stored = stored_parts(j, &listing.sizes);
     let parts_uploaded = stored.values().map(|p| p.len() as u64).sum();
-    let bytes_uploaded = stored.values().flatten().map(|p| p.bytes).sum();
+    let bytes_uploaded = stored
+        .values()
+        .flatten()
+        .map(|p| p.bytes)
+        .fold(0u64, u64::saturating_add);
     let parts_total = parts_planned(archives, key.part_bytes).max(parts_uploaded);
     (
         Some(ResumePlan {
@@ -665,6 +673,19 @@ mod tests {
         format!("docs.tar.part{n:03}")
     }
 
+    /// A backup root holding `j` as `destination`'s journal.
+    fn on_disk(destination: &str, j: &Journal) -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join(DIR).join(destination);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join(journal_name(&j.stamp)),
+            serde_json::to_vec(j).unwrap(),
+        )
+        .unwrap();
+        root
+    }
+
     /// The journal is 0600 in 0700 directories, rewritten after each part; a resumed upload keeps only the parts
     /// the bucket lists with their recorded size (a prefix), skips those, and records the rest; a part that
     /// differs is remembered; `finish` removes it; every other journal of the destination goes when one starts.
@@ -909,14 +930,7 @@ mod tests {
             (stamp, 3, 9, 3 * 4096)
         );
         // `status` finds the same from the journal on disk: 3 of the 9 parts planned.
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join(DIR).join(&settings.name);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join(format!("{stamp}.json")),
-            serde_json::to_vec(&j).unwrap(),
-        )
-        .unwrap();
+        let root = on_disk(&settings.name, &j);
         assert_eq!(
             resumable(root.path(), (&settings.name, Owner::Anyone), &listing),
             Some(r)
@@ -989,6 +1003,51 @@ mod tests {
         assert_eq!(w.candidate, no_journal);
         w = observe(&listing, (&settings.name, Owner::Anyone), root.path());
         assert_eq!(w.candidate.map(|c| c.0), Some("2026-12-07-020000".into()));
+    }
+
+    /// A journal (untrusted: it is read back from the backup root) whose parts the bucket lists with sizes that add
+    /// up past `u64`: the bytes uploaded are the most there are, in the plan and in `status`, never an overflow.
+    #[test]
+    fn parts_whose_sizes_add_up_past_u64_are_counted_saturating() {
+        let stamp = "2026-12-05-020000";
+        let settings = crate::cloud::tests::settings("http://127.0.0.1:9", "b");
+        let archives = [target("docs-a")];
+        let k = super::key(&settings, 4096, &archives, None).unwrap();
+        let part = |n| PartRecord {
+            name: name(n),
+            bytes: u64::MAX - 1,
+            sha256: part(0).object.1,
+            plain_bytes: 4096,
+            plain_sha256: part(0).plain.1,
+            age_head: None,
+        };
+        let j = Journal {
+            format: FORMAT,
+            stamp: stamp.into(),
+            key: k,
+            parts: BTreeMap::from([("docs".to_string(), (0..3).map(part).collect())]),
+            parts_planned: 3,
+        };
+        let listing = CloudListing {
+            sizes: (0..3)
+                .map(|n| (format!("{BACKUPS}{stamp}/{}", name(n)), u64::MAX - 1))
+                .collect(),
+            unfinished: vec![crate::external::bucket::UnfinishedStamp {
+                stamp: stamp.into(),
+                objects: 3,
+                bytes: u64::MAX,
+            }],
+            ..Default::default()
+        };
+        let w = ResumeWorld {
+            part_bytes: 4096,
+            candidate: Some((stamp.into(), Ok(j.clone()))),
+        };
+        let r = plan(&w, &settings, &listing, &archives, None).0.unwrap();
+        assert_eq!((r.parts_uploaded, r.bytes_uploaded), (3, u64::MAX));
+        let root = on_disk(&settings.name, &j);
+        let r = resumable(root.path(), (&settings.name, Owner::Anyone), &listing).unwrap();
+        assert_eq!((r.parts_uploaded, r.bytes_uploaded), (3, u64::MAX));
     }
 
     #[test]

@@ -416,6 +416,50 @@ fn not_enough_space_refuses_the_destination_and_says_how_much() {
     );
 }
 
+/// Leftovers whose sizes add up past `u64` (sparse files of 8 EiB on a drive that allows them: xfs, btrfs, tmpfs)
+/// count as the most bytes there are: the plan is made, never an overflow.
+#[test]
+fn leftovers_of_sizes_past_u64_are_counted_saturating() {
+    let mut w = world();
+    let big = |n: u32| Leftover {
+        name: format!(".tmp-2025-03-0{n}-000000-77"),
+        kind: LeftoverKind::Temporary,
+        bytes: u64::MAX - 1,
+        in_use: false,
+    };
+    w.destinations[0].listing.leftovers = vec![big(6), big(7), big(8)];
+    let p = plan::plan(&w, opts());
+    let d = &p.destinations[0];
+    assert_eq!(d.reclaimable_bytes, u64::MAX);
+    assert_eq!(d.action, DestinationAction::Write, "{:?}", d.refusal);
+}
+
+/// A drive whose `backups/` holds 100,000 entries dbackup did not make: the plan's note counts them all and names a
+/// few, not all of them in one line of megabytes.
+#[test]
+fn many_entries_not_made_by_dbackup_are_counted_and_a_few_named() {
+    let mut w = world();
+    w.destinations[0].listing.other = (0..100_000).map(|i| format!("junk-{i:06}")).collect();
+    let p = plan::plan(&w, opts());
+    let note = p.destinations[0]
+        .notes
+        .iter()
+        .find(|n| n.contains("not made by dbackup"))
+        .unwrap();
+    assert!(
+        note.starts_with(
+            "100,000 entries in /media/T9/backups not made by dbackup, left alone: junk-000000, "
+        ),
+        "{note}"
+    );
+    assert!(
+        note.ends_with(" and 99,990 more"),
+        "{}",
+        &note[note.len().saturating_sub(80)..]
+    );
+    assert!(note.len() < 500, "{} bytes", note.len());
+}
+
 /// Space-aware rotation in the plan: with each old backup holding 100 MiB and the drive 150 MiB short, the two
 /// oldest verified backups are removed before writing (not the newest two: keep_at_least 2), shown in the plan and
 /// left out of retention's decisions; 250 MiB short, nothing is removed and the drive is refused with the numbers.

@@ -320,7 +320,7 @@ pub fn plan_create(
         Ok(None) => Vec::new(),
         Err(e) => return Err(anyhow::anyhow!("{e}")),
     };
-    let reclaimable: u64 = cleanup.iter().map(|l| l.bytes).sum();
+    let reclaimable = drive_layout::leftover_bytes(&cleanup);
     let available = info.free_bytes.saturating_add(reclaimable);
     let refusal = (!system.images.is_empty() && needed_bytes > available).then(|| {
         format!(

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::rc::Rc;
 
-use crate::archive::index::{IndexReader, MAX_LINE_BYTES, read_line_bounded};
+use crate::archive::index::{IndexError, IndexReader, MAX_LINE_BYTES, read_line_bounded};
 use crate::archive::{ArchiveFiles, ArchiveReader, IndexEntry};
 
 /// Why the index cannot be searched.
@@ -138,8 +138,8 @@ impl SortedIndex {
         }
     }
 
-    fn parse(&self, line: &[u8]) -> Result<IndexEntry, SearchError> {
-        parse_line(&self.header, &self.label, line)
+    fn parse(&self, line: &[u8], at: u64) -> Result<IndexEntry, SearchError> {
+        parse_line(&self.header, &self.label, line, at)
     }
 
     /// The block `n` of the index (`BLOCK` bytes, fewer at its end), read once.
@@ -205,7 +205,7 @@ impl SortedIndex {
                 bytes.extend_from_slice(&slice[..=i]);
                 let start = start.expect("found");
                 let next = start + bytes.len() as u64;
-                return Ok(Some((start, self.parse(&bytes)?, next)));
+                return Ok(Some((start, self.parse(&bytes, start)?, next)));
             }
             bytes.extend_from_slice(slice);
             if bytes.len() > MAX_LINE_BYTES {
@@ -271,6 +271,7 @@ impl SortedIndex {
         let mut lines = io::BufReader::with_capacity(64 << 10, (&mut self.reader).take(limit));
         let mut line = Vec::new();
         let mut prev: Option<Vec<u8>> = None;
+        let mut at = pos;
         loop {
             line.clear();
             match read_line_bounded(&mut lines, &mut line).map_err(io_err)? {
@@ -285,7 +286,8 @@ impl SortedIndex {
             if line.last() != Some(&b'\n') {
                 return Err(damaged("a line runs into the end line".into()));
             }
-            let e = parse_line(&header, &label, &line)?;
+            let e = parse_line(&header, &label, &line, at)?;
+            at += line.len() as u64;
             if let Some(p) = &prev
                 && cmp_paths(p, &e.path) != Ordering::Less
             {
@@ -302,9 +304,14 @@ impl SortedIndex {
     }
 }
 
-/// One entry line, parsed by the index's own reader (after its header line).
-/// One entry line parsed with the index's header line (newline included) before it.
-pub fn parse_line(header: &[u8], label: &str, line: &[u8]) -> Result<IndexEntry, SearchError> {
+/// One entry line, parsed by the index's own reader after the index's header line (newline included); `at` is
+/// where the line starts in the index, what an error names it by.
+pub fn parse_line(
+    header: &[u8],
+    label: &str,
+    line: &[u8],
+    at: u64,
+) -> Result<IndexEntry, SearchError> {
     let damaged = |problem: String| SearchError::Damaged {
         label: label.to_string(),
         problem,
@@ -313,9 +320,19 @@ pub fn parse_line(header: &[u8], label: &str, line: &[u8]) -> Result<IndexEntry,
     text.extend_from_slice(header);
     text.extend_from_slice(line);
     let mut r = IndexReader::new(Cursor::new(text)).map_err(|e| damaged(e.to_string()))?;
+    // The reader counts this line as its line 2; the index's line is known here by where it starts.
     match r.next_entry() {
         Ok(Some(e)) => Ok(e),
-        Ok(None) => Err(damaged("an entry line is an `end` line".into())),
+        Ok(None) => Err(damaged(format!("the line at byte {at} is an `end` line"))),
+        Err(IndexError::BadLine { problem, .. }) => Err(damaged(format!(
+            "the line at byte {at} is malformed: {problem}"
+        ))),
+        Err(IndexError::LineTooLong { .. }) => Err(damaged(format!(
+            "the line at byte {at} is longer than {MAX_LINE_BYTES} bytes"
+        ))),
+        Err(IndexError::Truncated { .. }) => {
+            Err(damaged(format!("the line at byte {at} is cut short")))
+        }
         Err(e) => Err(damaged(e.to_string())),
     }
 }
@@ -345,6 +362,22 @@ fn read_line_at(r: &mut ArchiveReader, pos: u64, limit: u64) -> io::Result<Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A malformed entry line found by a search (which reads lines by their byte position, not by counting) is
+    /// named by where it starts, never as "line 2" (the line after the header the reader parses it with).
+    #[test]
+    fn a_malformed_line_is_named_by_its_byte_position() {
+        let header = b"{\"format\":\"dbackup-index\",\"version\":1,\"tar_format\":\"pax\",\"dbackup_version\":\"0\",\"created\":\"2025-04-01T00:00:00Z\",\"source\":\"/s\"}\n";
+        let bad = b"{\"type\":\"file\",\"path\":\"a\",\"size\":\"big\"}\n";
+        let err = parse_line(header, "T9/data.index.jsonl", bad, 123_456)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the line at byte 123456 is malformed: invalid type"),
+            "{err}"
+        );
+        assert!(!err.contains("line 2"), "{err}");
+    }
 
     #[test]
     fn paths_sort_by_component() {

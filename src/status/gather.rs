@@ -982,7 +982,7 @@ pub fn lock_holder(lock_file: &Path) -> Option<u32> {
 }
 
 /// The writer of an `FLOCK` on (`dev`, `ino`) in `/proc/locks` text (`1: FLOCK  ADVISORY  WRITE 1234 fe:00:5464167 0 EOF`).
-fn holder_in(text: &str, dev: u64, ino: u64) -> Option<u32> {
+pub fn holder_in(text: &str, dev: u64, ino: u64) -> Option<u32> {
     let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
     text.lines().find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();

@@ -640,7 +640,10 @@ fn verdict_of(
 ) -> Verdict {
     let mut problems: Vec<String> = overdue.iter().map(|o| o.message.clone()).collect();
     if let Some(l) = last_run.filter(|l| l.failed) {
-        problems.push(format!("the last run ({}) failed", l.command));
+        problems.push(format!(
+            "the last run ({}) failed",
+            stdx::show_str(&l.command)
+        ));
     }
     for s in sets {
         if let Some(n) = s.newest.as_ref().filter(|n| !n.missing_sources.is_empty()) {
@@ -1025,7 +1028,7 @@ fn render_runs(w: &mut String, r: &StatusReport) {
             let _ = write!(
                 w,
                 "last run: {} finished {} ({} ago): {}",
-                l.command,
+                stdx::show_str(&l.command),
                 when(l.finished),
                 stdx::age_words(chrono::TimeDelta::seconds(l.age_seconds)),
                 if l.failed {
@@ -1036,7 +1039,7 @@ fn render_runs(w: &mut String, r: &StatusReport) {
             );
             match &l.error {
                 Some(e) => {
-                    let _ = writeln!(w, ": {}", e.lines().next().unwrap_or(""));
+                    let _ = writeln!(w, ": {}", stdx::show_str(e.lines().next().unwrap_or("")));
                 }
                 None => {
                     let _ = writeln!(w);

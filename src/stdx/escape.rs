@@ -5,9 +5,18 @@ use std::fmt::Write as _;
 /// A name as people should see it: UTF-8 as is, other bytes as `\xNN`, and control characters escaped, so a
 /// hostile name (`"x\ncreate /etc/passwd"`, an ESC sequence) can never forge a line of a plan or a report nor drive
 /// the terminal. The invisible characters that reorder or hide text ([`disguises`]: bidi overrides, line separators,
-/// zero-width spaces) are escaped too, so `invoice\u{202e}fdp.exe` cannot pass for `invoiceexe.pdf`. Every string
-/// read from a drive, an archive, an index or a file name is printed through this.
+/// zero-width spaces) are escaped too, so `invoice\u{202e}fdp.exe` cannot pass for `invoiceexe.pdf`. A name longer
+/// than [`MAX_SHOWN`] bytes is cut there, saying how long it was. Every string read from a drive, an archive, an index
+/// or a file name is printed through this.
 pub fn show(bytes: &[u8]) -> String {
+    if bytes.len() > MAX_SHOWN {
+        // Cut at a character's boundary (a UTF-8 character is at most 4 bytes; its start is not a continuation byte).
+        let cut = (MAX_SHOWN.saturating_sub(3)..=MAX_SHOWN)
+            .rev()
+            .find(|&i| bytes[i] & 0xc0 != 0x80)
+            .unwrap_or(MAX_SHOWN);
+        return format!("{}... ({} bytes in all)", show(&bytes[..cut]), bytes.len());
+    }
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -31,6 +40,10 @@ pub fn show(bytes: &[u8]) -> String {
     }
     out
 }
+
+/// The most bytes of a name [`show`] shows (16 times `PATH_MAX`: no real name comes near it); a longer one is cut
+/// there, saying how long it was.
+pub const MAX_SHOWN: usize = 64 << 10;
 
 /// Whether `c` is an invisible character that changes how the text around it looks: the bidi marks, embeddings,
 /// overrides and isolates (U+061C, U+200E/F, U+202A-U+202E, U+2066-U+2069), the line and paragraph separators
@@ -65,6 +78,35 @@ pub fn show_path(path: &std::path::Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A drive's 10 MiB name (a set name in `backup.json`, a string a JSON error quotes) is shown cut, saying how
+    /// long it was: a note about it is a line, not 40 MiB of escapes.
+    #[test]
+    fn a_name_longer_than_any_real_one_is_shown_cut() {
+        let long = vec![0x1b_u8; 10 << 20];
+        let shown = show(&long);
+        assert!(shown.len() <= 4 * MAX_SHOWN + 64, "{} bytes", shown.len());
+        assert!(shown.starts_with("\\x1b\\x1b"), "{}", &shown[..16]);
+        assert!(
+            shown.ends_with("... (10485760 bytes in all)"),
+            "{}",
+            &shown[shown.len() - 40..]
+        );
+        let path = "p/".repeat(2048);
+        assert_eq!(
+            show(path.as_bytes()),
+            path,
+            "a path of PATH_MAX is shown whole"
+        );
+        // Cut inside a character: the cut is at a character's boundary.
+        let wide = "é".repeat(MAX_SHOWN);
+        let shown = show_str(&wide);
+        assert!(
+            shown.starts_with("éé") && shown.ends_with(" bytes in all)"),
+            "{}",
+            &shown[shown.len() - 40..]
+        );
+    }
 
     #[test]
     fn control_characters_and_invalid_bytes_are_visible() {

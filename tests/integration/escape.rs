@@ -187,3 +187,26 @@ fn an_unreadable_files_name_in_a_snapshots_metadata_is_escaped() {
     assert!(!out.stdout.contains('\x07'), "{:?}", out.stdout);
     out.stdout_has("x\\x1b[2J\\x07\\nFORGED line");
 }
+
+/// A run log whose last backup run failed with an error holding ESC, BEL and a newline (the run log is read back,
+/// never trusted): `status` and `status --check` show it escaped, as they show a destination's error. Before: the
+/// last run's error was printed raw.
+#[test]
+fn a_run_logs_error_is_escaped() {
+    let t = Test::new().config(&config());
+    t.write("home/data/file", "x");
+    t.cmd().args(["collect"]).status(0);
+    let log = t.path("state/dbackup/log.jsonl");
+    let mut text = fs::read_to_string(&log).unwrap();
+    let mut r: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    r["exit"] = 1.into();
+    r["error"] = "disk \x1b]0;pwned\x07gone\nFORGED line".into();
+    text.push_str(&format!("{r}\n"));
+    fs::write(&log, text).unwrap();
+
+    let out = t.cmd().args(["status"]).output();
+    assert_escaped("status", &out);
+    out.stdout_has("disk \\x1b]0;pwned\\x07gone");
+    let out = t.cmd().args(["status", "--check"]).output();
+    assert_escaped("status --check", &out);
+}

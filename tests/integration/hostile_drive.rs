@@ -422,6 +422,35 @@ fn set_names_and_numbers_from_the_drive_are_checked() {
     assert_eq!(out.code, 1);
 }
 
+/// A `backup.json` whose set name is 4 MiB of ESC: `restore --list`, `external --dry-run` and `status` refuse the
+/// backup in a line of a readable length that says how long the name was. Before: the note held the whole name
+/// escaped, one line of 16 MiB.
+#[test]
+fn a_huge_name_from_the_drive_is_shown_cut() {
+    let t = world(&["T9"]);
+    t.cmd().args(["external"]).status(0);
+    let dir = backup_dir(&t, "T9");
+    edit_meta(&dir, |v| {
+        v["sets"][0]["set"] = "\u{1b}".repeat(4 << 20).into()
+    });
+    for args in [
+        &["restore", "--list"][..],
+        &["--dry-run", "external"],
+        &["status"],
+    ] {
+        let out = t.cmd().args(args).output();
+        assert_clean(&out);
+        let longest = format!("{}{}", out.stdout, out.stderr)
+            .lines()
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        assert!(longest < 1 << 20, "{args:?}: a line of {longest} bytes");
+    }
+    let out = t.cmd().args(["restore", "--list"]).output();
+    out.stdout_has("\\x1b... (4194304 bytes in all)");
+}
+
 /// An incremental whose earlier backup, the one holding an unchanged file's content, is a symlink to a directory
 /// off the drive: `--verify` of the incremental fails naming the link, and a restore of that file writes nothing;
 /// neither reads a byte through the link.
