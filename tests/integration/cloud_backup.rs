@@ -2,6 +2,7 @@
 //! against a real Garage on 127.0.0.1 (started per test, killed by its pid). Outputs are read as JSON values, so
 //! these tests use no item of the library.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use chrono::{Local, TimeDelta};
@@ -213,6 +214,15 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
 /// this one (`t`: set `docs` of `{home}`, `retention` .0) and another (set `notes` of `{tmp}/notes`, its own backup
 /// root, `retention` .1, its config file returned, run by [`as_other`]); each has collected once.
 fn shared_bucket(retention: (u32, u32), extra: &str) -> Option<(Garage, S3Client, Test, PathBuf)> {
+    shared_bucket_as(retention, extra, "notes")
+}
+
+/// [`shared_bucket`], the other config's set named `other_set` (its sources still `{tmp}/notes`).
+fn shared_bucket_as(
+    retention: (u32, u32),
+    extra: &str,
+    other_set: &str,
+) -> Option<(Garage, S3Client, Test, PathBuf)> {
     let (garage, s3) = garage_and_client()?;
     let g = &garage;
     let config = |root: &str, set: &str, source: &str, retention: u32| {
@@ -230,7 +240,12 @@ fn shared_bucket(retention: (u32, u32), extra: &str) -> Option<(Garage, S3Client
     t.write("notes/a.txt", "a");
     let other = t.write(
         "other.json",
-        t.expand(&config("{tmp}/root-b", "notes", "{tmp}/notes", retention.1)),
+        t.expand(&config(
+            "{tmp}/root-b",
+            other_set,
+            "{tmp}/notes",
+            retention.1,
+        )),
     );
     as_other(&t, &other).args(["collect"]).status(0);
     t.cmd().args(["collect"]).status(0);
@@ -286,6 +301,51 @@ fn retention_on_a_bucket_shared_by_two_configs_keeps_the_other_configs_backups()
     );
 }
 
+/// Two configs sharing a bucket and prefix, each with a set `docs` from its own sources: this config's first upload
+/// is a full (the dry run says why), its next an incremental on its own, and its `retention` 1 never removes the
+/// other's backups. Before: the dry run planned an incremental on the other config's backup of `docs`, and
+/// retention 1 deleted the other config's backups.
+#[test]
+fn another_configs_set_of_the_same_name_on_a_bucket_is_neither_a_base_nor_pruned() {
+    let Some((_g, s3, t, other)) = shared_bucket_as((1, 5), "", "docs") else {
+        return;
+    };
+    let cfg = fs::read_to_string(t.path("config.json")).unwrap().replacen(
+        r#""backup_sets""#,
+        r#""external": { "incremental": { "enabled": true } }, "backup_sets""#,
+        1,
+    );
+    fs::write(t.path("config.json"), cfg).unwrap();
+    for _ in 0..2 {
+        as_other(&t, &other).args(["external"]).status(0);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let theirs = bucket_backups(&s3);
+    assert_eq!(theirs.len(), 2);
+
+    let plan = t.cmd().args(["--dry-run", "external"]).status(0).stdout;
+    assert!(
+        plan.contains(
+            "full: no earlier backup of this set on this destination (2 backups hold a set docs recorded from \
+             other sources: another config's, or this set's before its sources changed)"
+        ),
+        "{plan}"
+    );
+    let ours: Value = t.run_json(&["external"]);
+    let ours = ours["destinations"][0]["backup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let after = bucket_backups(&s3);
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(theirs.iter().all(|b| after.contains(b)), "{after:?}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    t.write("home/new.txt", "new\n");
+    t.cmd().args(["collect"]).status(0);
+    let plan = t.cmd().args(["--dry-run", "external"]).status(0).stdout;
+    assert!(plan.contains(&format!("incremental on {ours}")), "{plan}");
+}
+
 /// Two configs sharing a bucket and prefix: this config's `status` shows its own backups of the bucket, not the
 /// other config's. Before it uploaded: no backup yet, and `backup` finds the bucket due; after, its newest and its
 /// restore points are its own although the other's newer backup is there (named as another config's), and an
@@ -323,7 +383,8 @@ fn status_on_a_bucket_shared_by_two_configs_shows_this_configs_backups() {
     let text = t.cmd().args(["status"]).status(0).stdout;
     assert!(
         text.contains(
-            "restore point; also 2 backups of another config on the bucket (not counted here)"
+            "restore point; also 2 backups of another config on the bucket (or of this config's sets from \
+             before one was renamed or its sources changed; not counted here)"
         ),
         "{text}"
     );
@@ -362,6 +423,52 @@ fn a_restore_from_a_shared_bucket_takes_this_configs_newest_backup() {
         .args(["ls", "--source", "cloud:offsite"])
         .status(0)
         .stdout;
+    let heading = ls.lines().next().unwrap_or_default();
+    assert!(
+        heading.starts_with(&format!("offsite {ours} set docs")),
+        "{ls}"
+    );
+}
+
+/// Two configs sharing a bucket and prefix, each with a set `docs` from its own sources. Before this config
+/// uploaded, the other's backup is not its newest: `backup` finds the bucket due (its look at the newest reads the
+/// other's `backup.json` to pass it over). After, with the other's newer: `status` (its newest and restore points),
+/// `restore` without `--set` and with `--set docs`, and `ls` take this config's backup. Before: the other config's
+/// backup of `docs` was this config's newest (the bucket not due), restore point, and what restore and ls read.
+#[test]
+fn another_configs_set_of_the_same_name_on_a_bucket_is_not_this_configs_restore_point() {
+    let Some((_g, _s3, t, other)) = shared_bucket_as((5, 5), r#", "schedule": "weekly""#, "docs")
+    else {
+        return;
+    };
+    as_other(&t, &other).args(["external"]).status(0);
+    let plan: Value = t.run_json(&["--dry-run", "backup"]);
+    assert_eq!(view(&plan, "offsite")["target"], true, "{plan:#}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let ours = this_then_the_other(&t, &other);
+
+    let status: Value = t.run_json(&["status"]);
+    let c = &status["clouds"][0];
+    assert_eq!(c["newest"]["stamp"], ours.as_str(), "{c:#}");
+    let points: Vec<&str> = (c["restore_points"].as_array().unwrap().iter())
+        .filter_map(|p| p["stamp"].as_str())
+        .collect();
+    assert_eq!(points, [ours.as_str()], "{c:#}");
+    assert_eq!(c["other_configs_backups"], 2, "{c:#}");
+
+    let restore = [
+        "--dry-run",
+        "restore",
+        "--source",
+        "cloud:offsite",
+        "--target",
+    ];
+    for set in [&[][..], &["--set", "docs"][..]] {
+        let out = (t.cmd().args(restore).args([t.path("out")]).args(set)).status(0);
+        out.stdout_has("/home (docs, from docs.tar");
+        assert!(!out.stdout.contains("/notes (docs"), "{}", out.stdout);
+    }
+    let ls = (t.cmd().args(["ls", "--source", "cloud:offsite"]).status(0)).stdout;
     let heading = ls.lines().next().unwrap_or_default();
     assert!(
         heading.starts_with(&format!("offsite {ours} set docs")),
