@@ -359,12 +359,7 @@ fn this_then_another_config(t: &Test) -> (String, String) {
 fn ls_on_a_shared_drive_lists_this_configs_newest_backup() {
     let t = world("5");
     let (ours, theirs) = this_then_another_config(&t);
-    let ls = t
-        .cmd()
-        .args(["ls", "--source", "external"])
-        .status(0)
-        .stdout;
-    assert!(ls.starts_with(&format!("drive {ours} set ")), "{ls}");
+    let ls = ls_lists(&t, &ours);
     assert!(!ls.contains("set notes"), "{ls}");
     let ls = (t
         .cmd()
@@ -372,6 +367,23 @@ fn ls_on_a_shared_drive_lists_this_configs_newest_backup() {
     .status(0)
     .stdout;
     assert!(ls.starts_with(&format!("drive {theirs} set notes")), "{ls}");
+}
+
+/// `ls --source external`, which must list backup `ours`: its stdout.
+fn ls_lists(t: &Test, ours: &str) -> String {
+    let ls = (t.cmd().args(["ls", "--source", "external"]).status(0)).stdout;
+    assert!(ls.starts_with(&format!("drive {ours} set ")), "{ls}");
+    ls
+}
+
+/// `restore --dry-run` from the drive into `out` with `args`: its stdout.
+fn dry_restore(t: &Test, args: &[&str]) -> String {
+    t.cmd()
+        .args(["--dry-run", "restore", "--source", "external", "--target"])
+        .args([t.path("out").as_os_str()])
+        .args(args)
+        .status(0)
+        .stdout
 }
 
 /// The same drive, both configs' backups real: a restore of "the newest" from the drive without `--set` is this
@@ -382,14 +394,7 @@ fn a_restore_without_a_set_takes_this_configs_newest_backup_on_a_shared_drive() 
     let t = world("5");
     let (ours, theirs) = this_then_another_config(&t);
 
-    let restore = |args: &[&str]| {
-        t.cmd()
-            .args(["--dry-run", "restore", "--source", "external", "--target"])
-            .args([t.path("out").as_os_str()])
-            .args(args)
-            .status(0)
-            .stdout
-    };
+    let restore = |args: &[&str]| dry_restore(&t, args);
     let out = restore(&[]);
     assert!(out.contains(&format!("backups/{ours}/data.tar")), "{out}");
     assert!(!out.contains("notes"), "{out}");
@@ -541,14 +546,7 @@ fn another_configs_set_of_the_same_name_is_not_this_configs_restore_point() {
         "{text}"
     );
 
-    let restore = |args: &[&str]| {
-        t.cmd()
-            .args(["--dry-run", "restore", "--source", "external", "--target"])
-            .args([t.path("out").as_os_str()])
-            .args(args)
-            .status(0)
-            .stdout
-    };
+    let restore = |args: &[&str]| dry_restore(&t, args);
     for args in [&[][..], &["--set", "data"]] {
         let out = restore(args);
         assert!(
@@ -557,12 +555,7 @@ fn another_configs_set_of_the_same_name_is_not_this_configs_restore_point() {
         );
         assert!(!out.contains(&theirs[1]), "{args:?}: {out}");
     }
-    let ls = t
-        .cmd()
-        .args(["ls", "--source", "external"])
-        .status(0)
-        .stdout;
-    assert!(ls.starts_with(&format!("drive {ours} set ")), "{ls}");
+    ls_lists(&t, &ours);
     let found = (t
         .cmd()
         .args(["find", "--source", "external", "a.txt"])
