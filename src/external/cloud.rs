@@ -268,7 +268,8 @@ pub fn observe_chains(
         }
     };
     let mut backups = read.backups;
-    check_chain_metas(&store, &mut backups, &read.digests, chosen);
+    let owner = super::retention::Owner::Sets(own_sets);
+    check_chain_metas(&store, &mut backups, (&read.digests, owner), chosen);
     w.chains.damaged = damaged_objects(&backups, &w.listing.sizes);
     w.chains.listing = layout::DriveListing {
         exists: true,
@@ -321,22 +322,20 @@ pub fn observe_chains(
 
 /// Checks the `backup.json` of every backup a chain of the next upload can go through against its sums (read once
 /// already: `digests`) and its names; one that fails keeps no metadata (`meta_error` says why), as an unreadable
-/// one. At most [`MAX_META_READS`] are checked.
+/// one. At most [`MAX_META_READS`] are checked. A chain starts at the newest backup holding the `owner`'s set
+/// ([`super::chain::facts`]: not another config's set of the same name).
 fn check_chain_metas(
     store: &Store,
     backups: &mut [layout::DriveBackup],
-    digests: &BTreeMap<String, archive::Digest>,
+    (digests, owner): (&BTreeMap<String, archive::Digest>, super::retention::Owner),
     chosen: &[(String, String)],
 ) {
     let holding = |set: &str| {
-        backups
-            .iter()
-            .rev()
-            .find(|b| {
-                b.meta
-                    .as_ref()
-                    .is_some_and(|m| m.sets.iter().any(|s| s.set == set))
-            })
+        let own = |s: &layout::SetRecord| {
+            s.set == set && owner.owns_set(set, &super::retention::recorded_paths(&s.sources))
+        };
+        (backups.iter().rev())
+            .find(|b| b.meta.as_ref().is_some_and(|m| m.sets.iter().any(own)))
             .map(|b| b.name.clone())
     };
     let mut todo: Vec<String> = backups.last().map(|b| b.name.clone()).into_iter().collect();

@@ -441,6 +441,39 @@ fn restore_and_ls_take(t: &Test, ours: &str) {
     );
 }
 
+/// Two configs sharing a bucket and prefix, each with a set `docs` from its own sources, the other's upload newer:
+/// this config's base (its own older backup) is checked against its sums as every backup a chain goes through, so
+/// its `backup.json` altered on the server makes the next upload a full. Before: only the newest backup holding a
+/// set `docs` (the other config's) was checked, and this config's altered `backup.json` was built on unchecked.
+#[test]
+fn this_configs_base_behind_another_configs_set_of_the_same_name_is_checked_against_its_sums() {
+    let Some((_g, s3, t, other)) = shared_bucket_as((5, 5), "", "docs") else {
+        return;
+    };
+    let cfg = fs::read_to_string(t.path("config.json")).unwrap().replacen(
+        r#""backup_sets""#,
+        r#""external": { "incremental": { "enabled": true } }, "backup_sets""#,
+        1,
+    );
+    fs::write(t.path("config.json"), cfg).unwrap();
+    let ours = this_then_the_other(&t, &other);
+    let key = format!("laptop/backups/{ours}/backup.json");
+    let mut meta: Value = serde_json::from_slice(&s3.get(&key)).unwrap();
+    meta["host"] = Value::from("elsewhere");
+    crate::cloud::put_on_server(&t, &s3, &key, &serde_json::to_vec(&meta).unwrap());
+
+    t.write("home/new.txt", "new\n");
+    t.cmd().args(["collect"]).status(0);
+    let plan = t.cmd().args(["--dry-run", "external"]).status(0).stdout;
+    assert!(!plan.contains(&format!("incremental on {ours}")), "{plan}");
+    assert!(
+        plan.contains(
+            "full: no earlier backup of this set on this destination (1 backup holds a set docs"
+        ),
+        "{plan}"
+    );
+}
+
 /// Two configs sharing a bucket and prefix, each with a set `docs` from its own sources. Before this config
 /// uploaded, the other's backup is not its newest: `backup` finds the bucket due (its look at the newest reads the
 /// other's `backup.json` to pass it over). After, with the other's newer: `status` (its newest and restore points),
