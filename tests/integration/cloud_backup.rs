@@ -2,7 +2,6 @@
 //! against a real Garage on 127.0.0.1 (started per test, killed by its pid). Outputs are read as JSON values, so
 //! these tests use no item of the library.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use chrono::{Local, TimeDelta};
@@ -310,12 +309,7 @@ fn another_configs_set_of_the_same_name_on_a_bucket_is_neither_a_base_nor_pruned
     let Some((_g, s3, t, other)) = shared_bucket_as((1, 5), "", "docs") else {
         return;
     };
-    let cfg = fs::read_to_string(t.path("config.json")).unwrap().replacen(
-        r#""backup_sets""#,
-        r#""external": { "incremental": { "enabled": true } }, "backup_sets""#,
-        1,
-    );
-    fs::write(t.path("config.json"), cfg).unwrap();
+    crate::fixtures::drive::incremental_on(&t);
     for _ in 0..2 {
         as_other(&t, &other).args(["external"]).status(0);
         std::thread::sleep(std::time::Duration::from_millis(1100));
@@ -450,12 +444,7 @@ fn this_configs_base_behind_another_configs_set_of_the_same_name_is_checked_agai
     let Some((_g, s3, t, other)) = shared_bucket_as((5, 5), "", "docs") else {
         return;
     };
-    let cfg = fs::read_to_string(t.path("config.json")).unwrap().replacen(
-        r#""backup_sets""#,
-        r#""external": { "incremental": { "enabled": true } }, "backup_sets""#,
-        1,
-    );
-    fs::write(t.path("config.json"), cfg).unwrap();
+    crate::fixtures::drive::incremental_on(&t);
     let ours = this_then_the_other(&t, &other);
     let key = format!("laptop/backups/{ours}/backup.json");
     let mut meta: Value = serde_json::from_slice(&s3.get(&key)).unwrap();

@@ -442,13 +442,7 @@ fn another_configs_data_first(t: &Test, runs: usize) -> Vec<String> {
 /// This config's `world` with incrementals on, and `retention.external` `retention`.
 fn world_with_chains(retention: &str) -> Test {
     let t = world(retention);
-    let cfg = fs::read_to_string(t.path("config.json")).unwrap();
-    let cfg = cfg.replacen(
-        r#""backup_sets""#,
-        r#""external": { "incremental": { "enabled": true } }, "backup_sets""#,
-        1,
-    );
-    fs::write(t.path("config.json"), cfg).unwrap();
+    crate::fixtures::drive::incremental_on(&t);
     t
 }
 
