@@ -557,3 +557,45 @@ fn another_configs_set_of_the_same_name_is_not_this_configs_restore_point() {
     .stdout;
     assert!(found.contains(&theirs[1]), "{found}");
 }
+
+/// A set whose sources were all replaced (`data`: `~/data` then `~/data2`) starts a new chain with a full, once, and
+/// the dry run says why without claiming the old backups are another config's; the set left unchanged (`config`)
+/// goes on with its chain, and the next backup of `data` is an incremental on the new full.
+#[test]
+fn a_set_whose_sources_all_changed_starts_a_new_full_once_and_says_why() {
+    let t = world_with_chains("5");
+    let first = new_backup(&t);
+    let path = t.path("config.json");
+    let cfg = fs::read_to_string(&path).unwrap();
+    fs::write(&path, cfg.replace(r#"["~/data"]"#, r#"["~/data2"]"#)).unwrap();
+    t.write("home/data2/x.txt", "x\n");
+    let wait = |after: &str| {
+        while chrono::Local::now()
+            .format("%Y-%m-%d-%H%M%S")
+            .to_string()
+            .as_str()
+            <= after
+        {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait(&first);
+    // Five entries where `~/data` had 35: collect's shrink guard asks for this, and warns (exit 3).
+    t.cmd().args(["collect", "--allow-shrink"]).status(3);
+    let plan = t.cmd().args(["external", "--dry-run"]).status(0).stdout;
+    assert!(
+        plan.contains(
+            "full: no earlier backup of this set on this destination (1 backup holds a set data recorded from \
+             other sources: another config's, or this set's before its sources changed)"
+        ),
+        "{plan}"
+    );
+    assert!(plan.contains(&format!("incremental on {first}")), "{plan}");
+    let second = new_backup(&t);
+    wait(&second);
+    t.write("home/data2/y.txt", "y\n");
+    t.cmd().args(["collect"]).status(0);
+    let plan = t.cmd().args(["external", "--dry-run"]).status(0).stdout;
+    assert!(!plan.contains("recorded from other sources"), "{plan}");
+    assert!(plan.contains(&format!("incremental on {second}")), "{plan}");
+}
