@@ -317,14 +317,7 @@ fn another_configs_set_of_the_same_name_on_a_bucket_is_neither_a_base_nor_pruned
     let theirs = bucket_backups(&s3);
     assert_eq!(theirs.len(), 2);
 
-    let plan = t.cmd().args(["--dry-run", "external"]).status(0).stdout;
-    assert!(
-        plan.contains(
-            "full: no earlier backup of this set on this destination (2 backups hold a set docs recorded from \
-             other sources: another config's, or this set's before its sources changed)"
-        ),
-        "{plan}"
-    );
+    crate::fixtures::drive::plans_a_full_for_other_sources(&t, (2, "docs"));
     let ours: Value = t.run_json(&["external"]);
     let ours = ours["destinations"][0]["backup"]
         .as_str()

@@ -455,14 +455,7 @@ fn another_configs_set_of_the_same_name_is_neither_a_base_nor_pruned() {
     let t = world_with_chains("1");
     let theirs = another_configs_data_first(&t, 2);
 
-    let plan = t.cmd().args(["external", "--dry-run"]).status(0).stdout;
-    assert!(
-        plan.contains(
-            "full: no earlier backup of this set on this destination (2 backups hold a set data recorded from \
-             other sources: another config's, or this set's before its sources changed)"
-        ),
-        "{plan}"
-    );
+    let plan = crate::fixtures::drive::plans_a_full_for_other_sources(&t, (2, "data"));
     for stamp in &theirs {
         assert!(!plan.contains(&format!("incremental on {stamp}")), "{plan}");
     }
@@ -582,14 +575,7 @@ fn a_set_whose_sources_all_changed_starts_a_new_full_once_and_says_why() {
     wait(&first);
     // Five entries where `~/data` had 35: collect's shrink guard asks for this, and warns (exit 3).
     t.cmd().args(["collect", "--allow-shrink"]).status(3);
-    let plan = t.cmd().args(["external", "--dry-run"]).status(0).stdout;
-    assert!(
-        plan.contains(
-            "full: no earlier backup of this set on this destination (1 backup holds a set data recorded from \
-             other sources: another config's, or this set's before its sources changed)"
-        ),
-        "{plan}"
-    );
+    let plan = crate::fixtures::drive::plans_a_full_for_other_sources(&t, (1, "data"));
     assert!(plan.contains(&format!("incremental on {first}")), "{plan}");
     let second = new_backup(&t);
     wait(&second);
