@@ -98,20 +98,27 @@ pub fn catalog(
             cloud.name
         )));
     }
+    let read = |stamp: &str| -> anyhow::Result<layout::BackupMeta> {
+        let key = format!("{BACKUPS}{stamp}/{}", layout::METADATA_FILE);
+        let path = PathBuf::from(format!("{} {key}", store.place()));
+        (store.get(&key).map_err(anyhow::Error::from))
+            .and_then(|b| layout::parse_metadata(&b, &path).map_err(|e| failed(e.to_string())))
+    };
+    let mut picked_meta = None;
     if let Some(query) = pick {
         // Among this config's, as `restore` picks (another config's on a bucket both name alike are not).
         let pickable = crate::restore::cloud::pickable(settings, &listing, set, query);
-        stamps.retain(|s| pickable.contains(&s.1));
-        let times: Vec<NaiveDateTime> = stamps.iter().map(|s| s.0).collect();
-        let i = select::choose(&times, query).map_err(|no| {
-            failed(format!(
-                "no backup on {} matches --date {query}; {}; see `dbackup restore --list --source cloud:{}`",
-                cloud.name,
-                select::nearest_sentence(&no, |i| stamps[i].1.clone()),
-                cloud.name
-            ))
-        })?;
-        stamps = vec![stamps.swap_remove(i)];
+        let (stamp, meta) = crate::restore::cloud::pick(settings, pickable, (set, query), read)
+            .map_err(|(no, stamps)| {
+                failed(format!(
+                    "no backup on {} matches --date {query}; {}; see `dbackup restore --list --source cloud:{}`",
+                    cloud.name,
+                    select::nearest_sentence(&no, |i| stamps[i].clone()),
+                    cloud.name
+                ))
+            })?;
+        stamps.retain(|s| s.1 == stamp);
+        picked_meta = Some(meta);
     }
     let picked = pick.is_some();
     let mut backups = Vec::new();
@@ -119,11 +126,8 @@ pub fn catalog(
     let mut index_bytes = 0u64;
     for (time, stamp) in stamps {
         let dir = format!("{BACKUPS}{stamp}/");
-        let path = PathBuf::from(format!("{} {dir}{}", store.place(), layout::METADATA_FILE));
-        let meta = store
-            .get(&format!("{dir}{}", layout::METADATA_FILE))
-            .map_err(anyhow::Error::from)
-            .and_then(|b| layout::parse_metadata(&b, &path).map_err(|e| failed(e.to_string())));
+        // The picked backup's was read already.
+        let meta = picked_meta.take().unwrap_or_else(|| read(&stamp));
         // One backup whose metadata cannot be read does not hide the others from `find`.
         let meta = match meta {
             Ok(m) => m,

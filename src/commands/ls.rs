@@ -4,10 +4,13 @@
 //! Exit: 0 listed; 1 the path is in none of the chosen backup's sets, or no backup matches; 2 bad arguments;
 //! 5 `--source drive` with no drive present.
 
+use std::path::Path;
+
 use crate::browse::{self, Content, LsBackup, LsOutput, Scope, SetBackup, Shown};
 use crate::cli::{GlobalArgs, LsArgs};
 use crate::exit::{CodedError, Exit};
 use crate::expand::Env;
+use crate::external::retention::{OwnSet, Owner, recorded_paths};
 use crate::restore::choose::{self, Standing};
 use crate::restore::keys::KeyRing;
 use crate::restore::select::Kept;
@@ -49,7 +52,7 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
     };
     let (all, bucket) =
         super::browsed_backups(&settings, &ui, args.source.as_ref(), &scope, Some(query))?;
-    let own = settings.set_names();
+    let own = OwnSet::of(&settings.sets);
     let mut chosen = choose(&all, (query, &own), external || cloud, args.set.as_deref())?;
     let ring = KeyRing::new(&settings, &args.identities);
     for w in browse::unlock(&mut chosen, &ring)
@@ -106,7 +109,7 @@ pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
 /// another config shares (`restore::select::pickable`).
 fn choose(
     all: &[SetBackup],
-    (query, own): (DateQuery, &[String]),
+    (query, own): (DateQuery, &[OwnSet]),
     external: bool,
     set: Option<&str>,
 ) -> anyhow::Result<Vec<SetBackup>> {
@@ -134,16 +137,21 @@ fn choose(
             .map(|b| (b.time, b.standing, b.stamp.clone()))
             .collect();
         stamps.dedup();
-        let sets_of = |stamp: &str| -> Vec<&str> {
+        let sets_of = |stamp: &str| -> Vec<(&str, Vec<&Path>)> {
             let of = all.iter().filter(|b| b.stamp == stamp);
-            of.map(|b| b.set.as_str()).collect()
+            of.map(|b| (b.set.as_str(), recorded_paths(&b.sources)))
+                .collect()
         };
-        let owner = crate::external::retention::Owner::Sets(own);
+        let owner = Owner::Sets(own);
         let picked = select::pickable(
-            (&stamps, own),
+            (&stamps, &OwnSet::names(own)),
             (set, query),
-            |s, set| sets_of(&s.2).contains(&set),
-            |s| owner.foreign_sets(sets_of(&s.2)),
+            |s, set| sets_of(&s.2).iter().any(|(n, _)| *n == set),
+            |s, set| match set {
+                None => owner.foreign_sets(sets_of(&s.2)),
+                Some(set) => (sets_of(&s.2).into_iter())
+                    .any(|(n, paths)| n == set && !owner.owns_set(set, &paths)),
+            },
         );
         let stamps: Vec<_> = picked.into_iter().map(|i| stamps[i].clone()).collect();
         let dated: Vec<_> = stamps.iter().map(|s| (s.0, s.1)).collect();

@@ -151,8 +151,8 @@ pub fn requests_of(store: &Store) -> u64 {
 }
 
 /// Lists `backups/` once and reads the `backup.json` of every backup (`newest_of`: of the newest backup of that
-/// owner only, what the schedule needs; another config's are passed over by their objects' names). No archive or
-/// index is read.
+/// owner only, what the schedule needs; another config's are passed over by their objects' names, and those of a
+/// set of the owner's name from other sources by their `backup.json`, read on the way). No archive or index is read.
 pub fn read(store: &Store, newest_of: Option<Owner>) -> Result<BucketBackups, CloudError> {
     let before = requests_of(store);
     let (listing, _) = list(store, false)?;
@@ -168,60 +168,83 @@ pub fn read_listed(
     newest_of: Option<Owner>,
 ) -> Result<BucketBackups, CloudError> {
     let before = requests_of(store);
-    let read: Vec<&String> = match newest_of {
-        Some(owner) => listing
-            .backups
-            .iter()
-            .rfind(|s| !listing.foreign(s, owner))
-            .into_iter()
-            .collect(),
-        None => listing.backups.iter().collect(),
-    };
     let mut backups = Vec::new();
     let mut digests = std::collections::BTreeMap::new();
-    for stamp in read {
-        let Some(time) = snapshot::parse_stamp(stamp) else {
-            continue;
-        };
-        let dir = format!("{BACKUPS}{stamp}/");
-        let path = PathBuf::from(format!("{} {dir}{}", store.place(), layout::METADATA_FILE));
-        let (meta, meta_error) = match store.get(&format!("{dir}{}", layout::METADATA_FILE)) {
-            Err(e) => (None, Some(e.to_string())),
-            Ok(bytes) => match layout::parse_metadata(&bytes, &path).inspect(|_| {
-                digests.insert(stamp.clone(), crate::archive::Digest::of_bytes(&bytes));
-            }) {
-                Ok(m) if m.stamp != *stamp => (
-                    None,
-                    Some(format!(
-                        "its {} describes backup {}",
-                        layout::METADATA_FILE,
-                        crate::stdx::show_str(&m.stamp)
-                    )),
-                ),
-                Ok(m) if !m.verified => (
-                    None,
-                    Some(format!(
-                        "its {} says it was not verified",
-                        layout::METADATA_FILE
-                    )),
-                ),
-                Ok(m) => (Some(m), None),
-                Err(e) => (None, Some(e.to_string())),
-            },
-        };
-        backups.push(DriveBackup {
-            name: stamp.clone(),
-            time,
-            path,
-            meta,
-            meta_error,
-        });
+    match newest_of {
+        // Newest first, passing over another config's by their objects' names, then by the sources its
+        // `backup.json` records (a set of the same name from other sources): one GET each, at most
+        // [`MAX_NEWEST_READS`].
+        Some(owner) => {
+            let own = (listing.backups.iter().rev()).filter(|s| !listing.foreign(s, owner));
+            for stamp in own.take(MAX_NEWEST_READS) {
+                let Some(b) = read_meta_of(store, stamp, &mut digests) else {
+                    continue;
+                };
+                let foreign = (b.meta.as_ref()).is_some_and(|m| owner.foreign_records(&m.sets));
+                backups.push(b);
+                if !foreign {
+                    break;
+                }
+            }
+            backups.reverse();
+        }
+        None => {
+            for stamp in &listing.backups {
+                backups.extend(read_meta_of(store, stamp, &mut digests));
+            }
+        }
     }
     Ok(BucketBackups {
         listing,
         backups,
         requests: requests_of(store).saturating_sub(before),
         digests,
+    })
+}
+
+/// The most `backup.json` files a look at a bucket's newest backup of an owner reads ([`read_listed`]).
+const MAX_NEWEST_READS: usize = 8;
+
+/// Backup `stamp` of the bucket with its `backup.json` (one GET; its sha256 into `digests`), `None` when the name
+/// is not a stamp.
+fn read_meta_of(
+    store: &Store,
+    stamp: &str,
+    digests: &mut std::collections::BTreeMap<String, crate::archive::Digest>,
+) -> Option<DriveBackup> {
+    let time = snapshot::parse_stamp(stamp)?;
+    let dir = format!("{BACKUPS}{stamp}/");
+    let path = PathBuf::from(format!("{} {dir}{}", store.place(), layout::METADATA_FILE));
+    let (meta, meta_error) = match store.get(&format!("{dir}{}", layout::METADATA_FILE)) {
+        Err(e) => (None, Some(e.to_string())),
+        Ok(bytes) => match layout::parse_metadata(&bytes, &path).inspect(|_| {
+            digests.insert(stamp.to_string(), crate::archive::Digest::of_bytes(&bytes));
+        }) {
+            Ok(m) if m.stamp != stamp => (
+                None,
+                Some(format!(
+                    "its {} describes backup {}",
+                    layout::METADATA_FILE,
+                    crate::stdx::show_str(&m.stamp)
+                )),
+            ),
+            Ok(m) if !m.verified => (
+                None,
+                Some(format!(
+                    "its {} says it was not verified",
+                    layout::METADATA_FILE
+                )),
+            ),
+            Ok(m) => (Some(m), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+    };
+    Some(DriveBackup {
+        name: stamp.to_string(),
+        time,
+        path,
+        meta,
+        meta_error,
     })
 }
 

@@ -8,6 +8,7 @@ use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
 
 use super::layout::{ArchiveKind, DriveListing};
+use super::retention::{Owner, recorded_paths};
 use crate::archive::EncryptionRecord;
 use crate::config::IncrementalPolicy;
 
@@ -35,11 +36,12 @@ pub struct ChainFacts {
     pub broken: Option<String>,
 }
 
-/// The facts of `set`'s chain on a destination: `None` when no verified backup holds the set. `damaged` names the
-/// backups whose files are missing or not their recorded size (found by the observer), with why.
+/// The facts of `set`'s chain on a destination: `None` when no verified backup holds the set as the `owner`'s (a
+/// record of a set of that name whose sources share no path with the config's is another config's, [`Owner`]).
+/// `damaged` names the backups whose files are missing or not their recorded size (found by the observer), with why.
 pub fn facts(
     listing: &DriveListing,
-    set: &str,
+    (set, owner): (&str, Owner),
     damaged: &BTreeMap<String, String>,
 ) -> Option<ChainFacts> {
     let verified = |stamp: &str| {
@@ -51,7 +53,7 @@ pub fn facts(
     };
     let (newest, meta) = listing.backups.iter().rev().find_map(|b| {
         let m = b.meta.as_ref()?;
-        m.sets.iter().any(|s| s.set == set).then_some((b, m))
+        m.sets.iter().any(|s| owns(owner, set, s)).then_some((b, m))
     })?;
     let rec = meta.sets.iter().find(|s| s.set == set)?;
     let mut f = ChainFacts {
@@ -124,6 +126,40 @@ pub fn facts(
     Some(f)
 }
 
+/// `rec` is a record of the `owner`'s `set`.
+fn owns(owner: Owner, set: &str, rec: &super::layout::SetRecord) -> bool {
+    rec.set == set && owner.owns_set(set, &recorded_paths(&rec.sources))
+}
+
+/// [`choose`] on `set`'s chain in `listing` ([`facts`]); a full for want of a chain says so when backups there hold
+/// a set of that name recorded from other sources (another config's, or this set's before its sources changed).
+pub fn choose_on(
+    inputs: ChoiceInputs<'_>,
+    (listing, damaged): (&DriveListing, &BTreeMap<String, String>),
+    (set, owner): (&str, Owner),
+) -> ArchiveChoice {
+    let chain = facts(listing, (set, owner), damaged);
+    let mut choice = choose(inputs, chain.as_ref());
+    let others = listing.verified().filter(|b| {
+        b.meta
+            .as_ref()
+            .is_some_and(|m| m.sets.iter().any(|s| s.set == set && !owns(owner, set, s)))
+    });
+    let n = others.count() as u64;
+    if chain.is_none() && n > 0 && choice.reason == NO_CHAIN {
+        choice.reason.push_str(&format!(
+            " ({} a set {} recorded from other sources: another config's, or this set's before its sources \
+             changed)",
+            crate::stdx::counted(n, "backup holds", "backups hold"),
+            crate::stdx::show_str(set)
+        ));
+    }
+    choice
+}
+
+/// Why an archive is full when the destination holds no chain of its set.
+const NO_CHAIN: &str = "full: no earlier backup of this set on this destination";
+
 /// The kind of the next archive of a set, and why (printed by `--dry-run`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArchiveChoice {
@@ -181,7 +217,7 @@ pub fn choose(inputs: ChoiceInputs<'_>, chain: Option<&ChainFacts>) -> ArchiveCh
         return ArchiveChoice::full(OFF_REASON);
     }
     let Some(c) = chain else {
-        return ArchiveChoice::full("full: no earlier backup of this set on this destination");
+        return ArchiveChoice::full(NO_CHAIN);
     };
     if let Some(why) = &c.broken {
         return ArchiveChoice::full(format!("full: {why}"));

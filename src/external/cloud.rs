@@ -51,7 +51,7 @@ pub struct CloudWorld {
     pub index_copies: Vec<String>,
     /// The config's set names: the bucket's backups holding none of them are another config's (one bucket two
     /// configs name alike), never judged by retention (`super::retention::Owner`).
-    pub own_sets: Vec<String>,
+    pub own_sets: Vec<super::retention::OwnSet>,
     /// The part size and the unfinished upload that may be resumed ([`super::resume`]).
     pub resume: super::resume::ResumeWorld,
     /// How long looking at it took (opening, listing, its chains): part of the time its run reports.
@@ -163,7 +163,7 @@ impl ChainPolicy {
 
     /// What the chain alone says (before the base's index is fetched).
     fn chain_choice(&self, w: &CloudWorld, set: &str) -> super::chain::ArchiveChoice {
-        super::chain::choose(
+        super::chain::choose_on(
             super::chain::ChoiceInputs {
                 policy: self.policy,
                 force_full: self.force_full,
@@ -177,7 +177,8 @@ impl ChainPolicy {
                     .get(set)
                     .map(|r| r.as_ref().map(|_| ()).map_err(String::as_str)),
             },
-            super::chain::facts(&w.chains.listing, set, &w.chains.damaged).as_ref(),
+            (&w.chains.listing, &w.chains.damaged),
+            (set, super::retention::Owner::Sets(&w.own_sets)),
         )
     }
 }
@@ -245,12 +246,16 @@ pub fn observe_chains(
     w: &mut CloudWorld,
     chosen: &[(String, String)],
     policy: &ChainPolicy,
-    (backup_root, own_sets): (&std::path::Path, &[String]),
+    (backup_root, own_sets): (&std::path::Path, &[super::retention::OwnSet]),
     ui: &Ui,
 ) {
     w.backup_root = backup_root.to_path_buf();
     w.own_sets = own_sets.to_vec();
-    w.index_copies = super::index_copy::list(backup_root, &w.settings.name, own_sets);
+    w.index_copies = super::index_copy::list(
+        backup_root,
+        &w.settings.name,
+        &super::retention::OwnSet::names(own_sets),
+    );
     let Some(store) = w.store.clone() else { return };
     if w.error.is_some() {
         return;
@@ -263,7 +268,8 @@ pub fn observe_chains(
         }
     };
     let mut backups = read.backups;
-    check_chain_metas(&store, &mut backups, &read.digests, chosen);
+    let owner = super::retention::Owner::Sets(own_sets);
+    check_chain_metas(&store, &mut backups, (&read.digests, owner), chosen);
     w.chains.damaged = damaged_objects(&backups, &w.listing.sizes);
     w.chains.listing = layout::DriveListing {
         exists: true,
@@ -274,7 +280,11 @@ pub fn observe_chains(
     };
     for (set, name) in chosen {
         if w.encryption.is_some()
-            && let Some(f) = super::chain::facts(&w.chains.listing, set, &w.chains.damaged)
+            && let Some(f) = super::chain::facts(
+                &w.chains.listing,
+                (set, super::retention::Owner::Sets(&w.own_sets)),
+                &w.chains.damaged,
+            )
         {
             let copy = super::index_copy::base_copy(
                 backup_root,
@@ -312,22 +322,20 @@ pub fn observe_chains(
 
 /// Checks the `backup.json` of every backup a chain of the next upload can go through against its sums (read once
 /// already: `digests`) and its names; one that fails keeps no metadata (`meta_error` says why), as an unreadable
-/// one. At most [`MAX_META_READS`] are checked.
+/// one. At most [`MAX_META_READS`] are checked. A chain starts at the newest backup holding the `owner`'s set
+/// ([`super::chain::facts`]: not another config's set of the same name).
 fn check_chain_metas(
     store: &Store,
     backups: &mut [layout::DriveBackup],
-    digests: &BTreeMap<String, archive::Digest>,
+    (digests, owner): (&BTreeMap<String, archive::Digest>, super::retention::Owner),
     chosen: &[(String, String)],
 ) {
     let holding = |set: &str| {
-        backups
-            .iter()
-            .rev()
-            .find(|b| {
-                b.meta
-                    .as_ref()
-                    .is_some_and(|m| m.sets.iter().any(|s| s.set == set))
-            })
+        let own = |s: &layout::SetRecord| {
+            s.set == set && owner.owns_set(set, &super::retention::recorded_paths(&s.sources))
+        };
+        (backups.iter().rev())
+            .find(|b| b.meta.as_ref().is_some_and(|m| m.sets.iter().any(own)))
             .map(|b| b.name.clone())
     };
     let mut todo: Vec<String> = backups.last().map(|b| b.name.clone()).into_iter().collect();
@@ -940,7 +948,7 @@ mod tests {
             chains: CloudChains::default(),
             backup_root: "/root".into(),
             index_copies: vec![],
-            own_sets: vec!["docs".into()],
+            own_sets: crate::external::retention::OwnSet::named(&["docs"]),
             resume: super::super::resume::ResumeWorld {
                 part_bytes: PART_BYTES,
                 candidate: None,

@@ -698,7 +698,7 @@ pub fn set_line(destination: &str, r: &SetRecord) -> String {
 fn prune(
     plan: &ExternalPlan,
     d: &DestinationPlan,
-    (world, own_sets): (&DestinationWorld, &[String]),
+    (world, own_sets): (&DestinationWorld, &[drive_retention::OwnSet]),
     ui: &Ui,
     report: &mut DestinationReport,
 ) {
@@ -753,7 +753,8 @@ fn prune(
 /// new backup is in place and retention has run; a failure is said, and changes nothing else.
 fn prune_index_copies(d: &DestinationPlan, world: &DestinationWorld, observed: &Observed, ui: &Ui) {
     let root = &observed.world.backup_root;
-    let copies = super::index_copy::list(root, &d.name, &observed.world.own_sets);
+    let own = drive_retention::OwnSet::names(&observed.world.own_sets);
+    let copies = super::index_copy::list(root, &d.name, &own);
     if copies.is_empty() {
         return;
     }

@@ -63,7 +63,8 @@ pub fn observe(
 
     // Every destination's name (drives, then clouds), and every set's.
     let all_names = settings.destination_names();
-    let own_sets = settings.set_names();
+    let own_sets = super::retention::OwnSet::of(&settings.sets);
+    let own_names = settings.set_names();
     let (configured, clouds) = named_destinations(settings, options, &all_names)?;
     // With one destination named, `first` and `all` choose alike.
     let mode = if options.destination.is_some() {
@@ -133,13 +134,13 @@ pub fn observe(
                 root,
                 super::index_copy::DIR,
                 &all_names,
-                |d| super::index_copy::foreign(root, d, &own_sets),
+                |d| super::index_copy::foreign(root, d, &own_names),
             ),
             upload_journals_orphaned: super::index_copy::orphaned(
                 root,
                 super::resume::DIR,
                 &all_names,
-                |d| super::resume::foreign(root, d, &own_sets),
+                |d| super::resume::foreign(root, d, &own_names),
             ),
             own_sets,
             host: media::hostname(),
@@ -308,7 +309,7 @@ fn observe_clouds(
                 ),
             )
         })?;
-        let own = settings.set_names();
+        let own = super::retention::OwnSet::of(&settings.sets);
         w.resume = super::resume::observe(
             &w.listing,
             (&w.settings.name, super::retention::Owner::Sets(&own)),
@@ -330,7 +331,13 @@ fn observe_clouds(
     };
     for w in &mut cloud_worlds {
         let clock = Instant::now();
-        super::cloud::observe_chains(w, chosen, &chain_policy, (root, &settings.set_names()), ui);
+        super::cloud::observe_chains(
+            w,
+            chosen,
+            &chain_policy,
+            (root, &super::retention::OwnSet::of(&settings.sets)),
+            ui,
+        );
         w.looked += clock.elapsed();
     }
     Ok(cloud_worlds)
@@ -375,10 +382,12 @@ fn observe_drive(
     // Where an incremental is likely, what it would store: the change detection alone (stats and the base's
     // index; contents are read only when a content comparison is due, and then not here: counted as changed).
     let mut incremental = BTreeMap::new();
+    let own = super::retention::OwnSet::of(&settings.sets);
     // An encrypted chain's base manifest is the local plaintext copy of its index: here and trusted, or why not.
     let mut base_copies = BTreeMap::new();
     for (set, name) in chosen {
-        let facts = super::chain::facts(&listing, set, &damaged);
+        let owner = super::retention::Owner::Sets(&own);
+        let facts = super::chain::facts(&listing, (set, owner), &damaged);
         if encryption.is_some()
             && let Some(f) = &facts
         {

@@ -348,7 +348,7 @@ pub struct World {
     pub backup_root: PathBuf,
     /// The config's set names: the local index copies and upload journals of other sets are another config's that
     /// shares the backup root, never judged nor removed by this run.
-    pub own_sets: Vec<String>,
+    pub own_sets: Vec<drive_retention::OwnSet>,
     /// The directories of local index copies whose destination is not in the config (`external::index_copy`).
     pub index_copies_orphaned: Vec<String>,
     /// The directories of upload journals whose destination is not in the config (`external::resume`).
@@ -718,7 +718,7 @@ fn archive_targets(
         .iter()
         .filter(|s| s.action == SetAction::Export)
         .filter_map(|s| {
-            let mut choice = super::chain::choose(
+            let mut choice = super::chain::choose_on(
                 super::chain::ChoiceInputs {
                     policy: world.incremental,
                     force_full: world.force_full,
@@ -730,7 +730,8 @@ fn archive_targets(
                         .get(&s.set)
                         .map(|r| r.as_ref().map(|_| ()).map_err(String::as_str)),
                 },
-                super::chain::facts(&d.listing, &s.set, &d.damaged).as_ref(),
+                (&d.listing, &d.damaged),
+                (&s.set, drive_retention::Owner::Sets(&world.own_sets)),
             );
             // An incremental is sized by its change detection (when it ran, and not for a content comparison,
             // which may store more); otherwise as a full: an upper bound.

@@ -984,7 +984,7 @@ mod tests {
         assert_eq!(w.candidate, no_journal);
         // Another config's (set `notes`, on a bucket both name alike): its newer backup does not make this one's
         // unfinished upload stale, nor is its newer unfinished upload this one's to resume.
-        let own = ["docs".to_string()];
+        let own = crate::external::retention::OwnSet::named(&["docs"]);
         listing.backups.push("2026-12-06-020000".into());
         listing
             .unfinished

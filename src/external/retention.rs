@@ -13,9 +13,10 @@
 //! - The newest verified backup, the newest verified backup holding each set (so that a set which stopped being
 //!   exported still has its last copy) and the newest holding `system/` images are kept whatever the policy says.
 //! - A backup newer than `now` (a clock that went back) and the target of `latest` are kept.
-//! - A backup holding sets, none of them the config's ([`Owner`]), is never judged: it is another config's that
-//!   shares the drive under the same destination name (or of a set since renamed). It is kept, and the run names it
-//!   ([`foreign_note`]); its own config's runs judge it.
+//! - A backup holding sets, none of them the config's ([`Owner`]: a set of that name whose sources share a path with
+//!   the recorded ones), is never judged: it is another config's that shares the drive under the same destination
+//!   name (or this config's from before a set was renamed or its sources all changed). It is kept, and the run names
+//!   it ([`foreign_note`]); its own config's runs judge it.
 //! - Chains: a backup that a kept backup depends on (its `depends_on`, and each set's `base`) is kept too, "base of
 //!   <stamp>", transitively. So only a chain's newest end (its tail) is ever removed, and a full goes only together
 //!   with everything that depends on it.
@@ -25,6 +26,7 @@
 //! [`make_room_own`] is the one exception, before writing: see its documentation.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use chrono::NaiveDateTime;
 use serde::{Deserialize, Serialize};
@@ -43,6 +45,8 @@ pub struct BackupInfo {
     pub verified: bool,
     /// The sets it holds (from its metadata).
     pub sets: Vec<String>,
+    /// Each set's recorded source paths ([`recorded_paths`]; a set absent or empty: none recorded).
+    pub sources: BTreeMap<String, Vec<PathBuf>>,
     /// It holds `system/` images or a recovery kit.
     pub system: bool,
     /// `latest`/`LATEST` names it.
@@ -83,6 +87,16 @@ impl BackupInfo {
             time,
             verified: true,
             sets: m.set_names(),
+            sources: m
+                .sets
+                .iter()
+                .map(|s| {
+                    let paths = recorded_paths(&s.sources)
+                        .into_iter()
+                        .map(Path::to_path_buf);
+                    (s.set.clone(), paths.collect())
+                })
+                .collect(),
             system: m.system.is_some(),
             latest,
             depends_on,
@@ -96,35 +110,111 @@ impl BackupInfo {
     }
 }
 
+/// One of the config's sets as [`Owner`] reads it: its name and its sources' paths (as configured, expanded, and with
+/// symlinks resolved).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OwnSet {
+    pub name: String,
+    pub paths: Vec<PathBuf>,
+}
+
+impl OwnSet {
+    /// The config's sets, in config order.
+    pub fn of(sets: &[crate::settings::SetSettings]) -> Vec<OwnSet> {
+        sets.iter()
+            .map(|s| OwnSet {
+                name: s.name.clone(),
+                paths: s
+                    .sources
+                    .iter()
+                    .flat_map(|p| [p.path.clone(), p.resolved.clone()])
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// The names of `sets`.
+    pub fn names(sets: &[OwnSet]) -> Vec<String> {
+        sets.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Sets of these names, their sources unknown (tests).
+    #[cfg(test)]
+    pub fn named(names: &[&str]) -> Vec<OwnSet> {
+        names
+            .iter()
+            .map(|n| OwnSet {
+                name: n.to_string(),
+                paths: Vec::new(),
+            })
+            .collect()
+    }
+}
+
+/// The paths a set record's sources were backed up from (expanded and resolved): what [`Owner`] compares with the
+/// config's. Empty for a `backup.json` that records no sources.
+pub fn recorded_paths(sources: &[crate::snapshot::SourceRecord]) -> Vec<&Path> {
+    sources
+        .iter()
+        .flat_map(|s| [s.path.as_path(), s.resolved.as_path()])
+        .collect()
+}
+
 /// Whose backups a run judges. A drive (or a bucket) may hold the backups of two configs that name it alike; the
-/// root's layout keeps configs apart by their set names, and so does rotation.
+/// root's layout keeps configs apart by their set names and their sources, and so does rotation.
 #[derive(Debug, Clone, Copy)]
 pub enum Owner<'a> {
     /// Every backup is judged (the table tests).
     #[cfg(test)]
     Anyone,
-    /// The config's set names: a backup holding sets, none of them one of these, is not this config's.
-    Sets(&'a [String]),
+    /// The config's sets: a backup holding sets, none of them one of these, is not this config's.
+    Sets(&'a [OwnSet]),
 }
 
 impl Owner<'_> {
-    /// `b` holds sets and none of them is the owner's: another config's, or of a set since renamed. An image-only
-    /// backup (no set) is the drive's, judged by every config.
+    /// `b` holds sets and none of them is the owner's: another config's, or of a set since renamed or whose
+    /// sources all changed. An image-only backup (no set) is the drive's, judged by every config.
     pub fn foreign(&self, b: &BackupInfo) -> bool {
-        self.foreign_sets(b.sets.iter().map(String::as_str))
+        self.foreign_sets(b.sets.iter().map(|s| {
+            let paths = b
+                .sources
+                .get(s)
+                .map(|p| p.iter().map(PathBuf::as_path).collect());
+            (s.as_str(), paths.unwrap_or_default())
+        }))
+    }
+
+    /// Whether a set recorded as `name` with sources from `paths` is one of the owner's: one of its sets of that name
+    /// whose sources share a path with the recorded ones. A record of no sources (an older `backup.json`, or a
+    /// bucket's object names) is the owner's by its name alone.
+    pub fn owns_set(&self, name: &str, paths: &[&Path]) -> bool {
+        match self {
+            #[cfg(test)]
+            Owner::Anyone => true,
+            Owner::Sets(own) => own.iter().any(|o| {
+                o.name == name
+                    && (paths.is_empty() || paths.iter().any(|p| o.paths.iter().any(|q| q == p)))
+            }),
+        }
     }
 
     /// THE rule of "another config's backup", wherever a destination's backups are read (retention, `status`,
-    /// `restore`, an upload's cleanup): a backup holding `sets`, some, none of them the owner's.
-    pub fn foreign_sets<'s>(&self, sets: impl IntoIterator<Item = &'s str>) -> bool {
-        match self {
-            #[cfg(test)]
-            Owner::Anyone => false,
-            Owner::Sets(own) => {
-                let mut sets = sets.into_iter().peekable();
-                sets.peek().is_some() && !sets.any(|s| own.iter().any(|o| o == s))
-            }
-        }
+    /// `restore`, an upload's cleanup, the chains): a backup holding `sets` (each its name and recorded source
+    /// paths), some, none of them the owner's ([`Self::owns_set`]).
+    pub fn foreign_sets<'s>(
+        &self,
+        sets: impl IntoIterator<Item = (&'s str, Vec<&'s Path>)>,
+    ) -> bool {
+        let mut sets = sets.into_iter().peekable();
+        sets.peek().is_some() && !sets.any(|(s, paths)| self.owns_set(s, &paths))
+    }
+
+    /// [`Self::foreign_sets`] of a backup's `backup.json` set records.
+    pub fn foreign_records(&self, sets: &[super::layout::SetRecord]) -> bool {
+        self.foreign_sets(
+            sets.iter()
+                .map(|s| (s.set.as_str(), recorded_paths(&s.sources))),
+        )
     }
 
     /// [`Self::foreign_sets`] of what has no metadata to say its sets (an unfinished upload's objects, by `names`):
@@ -140,7 +230,7 @@ impl Owner<'_> {
                     .any(|n| super::layout::is_set_file(n.as_bytes()))
                     && !names.iter().any(|n| {
                         own.iter()
-                            .any(|o| super::layout::is_file_of_set(n.as_bytes(), o))
+                            .any(|o| super::layout::is_file_of_set(n.as_bytes(), &o.name))
                     })
             }
         }
@@ -178,7 +268,8 @@ pub fn foreign_note(
     };
     Some(format!(
         "{} on the {on} {} no set of this config ({}: {} {}): another config's that uses this {on} under the \
-         same destination name, or of a set since renamed; retention leaves {them} to that config. If {it} not \
+         same destination name, or this config's from before a set was renamed or its sources all changed; retention \
+         leaves {them} alone. If {it} not \
          wanted, delete {them} by hand ({how})",
         stdx::counted(names.len() as u64, "backup", "backups"),
         if names.len() == 1 { "holds" } else { "hold" },
@@ -260,7 +351,8 @@ pub fn decide_own(
             ));
         } else if owner.foreign(b) {
             reasons[i].push(
-                "holds no set of this config: another config's (or of a set since renamed), not judged".into(),
+                "holds no set of this config: another config's (or this config's from before a set was renamed or its \
+                 sources all changed), not judged".into(),
             );
         }
         if b.latest {

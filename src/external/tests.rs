@@ -291,7 +291,7 @@ fn world() -> World {
         choose_at: None,
         index_copies_orphaned: Vec::new(),
         upload_journals_orphaned: Vec::new(),
-        own_sets: vec!["data".into(), "config".into()],
+        own_sets: super::retention::OwnSet::named(&["data", "config"]),
         system: None,
     }
 }

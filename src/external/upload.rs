@@ -183,7 +183,8 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
     clean_killed_run(u, report)?;
     let stamp = p.stamp().to_string();
     let backup_root = &u.observed.world.backup_root;
-    let resumer = start_journal(p, world, (backup_root, &u.observed.world.own_sets)).unwrap_or_else(|e| {
+    let own = super::retention::OwnSet::names(&u.observed.world.own_sets);
+    let resumer = start_journal(p, world, (backup_root, &own)).unwrap_or_else(|e| {
         ui.warn(format_args!(
             "{}: the journal of this upload cannot be written ({e}): if interrupted, it starts over",
             p.name

@@ -22,6 +22,7 @@ use super::verify::{self, Scope};
 use super::{RelPath, Request, RestoreOptions};
 use crate::archive::{ArchiveFiles, Keys};
 use crate::exit::{CodedError, Exit};
+use crate::external::retention::OwnSet;
 use crate::external::retention::Owner;
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot, SnapshotState};
@@ -271,12 +272,13 @@ fn choose_external(
     }
     let all = catalog::drive_backups(&drives);
     let own = settings.set_names();
-    let owner = Owner::Sets(&own);
+    let sets = OwnSet::of(&settings.sets);
+    let owner = Owner::Sets(&sets);
     let candidates: Vec<_> = select::pickable(
         (&all, &own),
         (req.set.as_deref(), *query),
         |(_, b), set| b.set(set).is_some(),
-        |(_, b)| owner.foreign_sets(b.sets.iter().map(|s| s.name.as_str())),
+        |(_, b), set| b.foreign(owner, set),
     )
     .into_iter()
     .map(|i| &all[i])

@@ -20,7 +20,7 @@ use crate::cloud::{Objects, Store};
 use crate::exit::{CodedError, Exit};
 use crate::external::bucket::{BACKUPS, CloudListing};
 use crate::external::layout::{self, BackupMeta};
-use crate::external::retention::Owner;
+use crate::external::retention::{OwnSet, Owner, recorded_paths};
 use crate::settings::{CloudSettings, Settings};
 use crate::snapshot;
 use crate::ui::Ui;
@@ -237,7 +237,8 @@ pub fn pickable(
     query: DateQuery,
 ) -> Vec<String> {
     let own = settings.set_names();
-    let owner = Owner::Sets(&own);
+    let sets = OwnSet::of(&settings.sets);
+    let owner = Owner::Sets(&sets);
     let all: Vec<&String> = (listing.backups.iter())
         .filter(|s| snapshot::parse_stamp(s).is_some())
         .collect();
@@ -245,11 +246,58 @@ pub fn pickable(
         (&all, &own),
         (set, query),
         |s, set| (listing.files_of(s)).any(|n| layout::is_file_of_set(n.as_bytes(), set)),
-        |s| listing.foreign(s, owner),
+        // By the objects' names: a set's sources are in `backup.json`, not read here.
+        |s, set| set.is_none() && listing.foreign(s, owner),
     )
     .into_iter()
     .map(|i| all[i].clone())
     .collect()
+}
+
+/// The most backups whose `backup.json` shows them another config's [`pick`] passes over.
+const MAX_PASSED: usize = 8;
+
+/// THE pick of a bucket's backup by `--date` (`restore`, `ls`, `find`): among `stamps` ([`pickable`], oldest
+/// first), the one `query` means, its `backup.json` read with `read`. Unless the stamp is named exactly, one whose
+/// sets turn out to be another config's of the same names (recorded from other sources: `Owner`; with `set`, its
+/// record of that set) is passed over for the next one, at most [`MAX_PASSED`] times; when every one is, the
+/// first pick stands (as [`super::select::pickable`] when no backup holds one of the config's sets). The error:
+/// no stamp matches, and the stamps looked among.
+pub fn pick(
+    settings: &Settings,
+    mut stamps: Vec<String>,
+    (set, query): (Option<&str>, DateQuery),
+    mut read: impl FnMut(&str) -> anyhow::Result<BackupMeta>,
+) -> Result<(String, anyhow::Result<BackupMeta>), (select::NoMatch, Vec<String>)> {
+    let own = OwnSet::of(&settings.sets);
+    let owner = Owner::Sets(&own);
+    let mut first = None;
+    for _ in 0..=MAX_PASSED {
+        let times: Vec<NaiveDateTime> = stamps
+            .iter()
+            .filter_map(|s| snapshot::parse_stamp(s))
+            .collect();
+        let i = match select::choose(&times, query) {
+            Ok(i) => i,
+            Err(no) => return first.ok_or((no, stamps)),
+        };
+        let stamp = stamps.remove(i);
+        let meta = read(&stamp);
+        // Only a set of one of the config's names is read for its sources (the names decided the rest).
+        let named = |n: &str| own.iter().any(|o| o.name == n);
+        let foreign = !matches!(query, DateQuery::Exact(_))
+            && meta.as_ref().is_ok_and(|m| match set {
+                None => m.sets.iter().any(|r| named(&r.set)) && owner.foreign_records(&m.sets),
+                Some(s) => (m.sets.iter()).any(|r| {
+                    r.set == s && named(s) && !owner.owns_set(s, &recorded_paths(&r.sources))
+                }),
+            });
+        if !foreign {
+            return Ok((stamp, meta));
+        }
+        first.get_or_insert((stamp, meta));
+    }
+    Ok(first.expect("passed over at least once"))
 }
 
 /// The backup `--date` picks on the destination, its `backup.json` read and checked against its
@@ -273,22 +321,19 @@ pub fn choose(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<Clo
             cloud.name, cloud.name
         )));
     }
-    let times: Vec<NaiveDateTime> = stamps
-        .iter()
-        .filter_map(|s| snapshot::parse_stamp(s))
-        .collect();
     let listed = listing.sizes;
-    let i = select::choose(&times, req.date).map_err(|no| {
-        failed(format!(
-            "no backup on {} matches --date {}; {}; see `dbackup restore --list --source cloud`",
-            cloud.name,
-            req.date,
-            select::nearest_sentence(&no, |i| stamps[i].clone())
-        ))
-    })?;
-    let stamp = stamps[i].clone();
+    let read = |stamp: &str| crate::external::cloud::read_meta(&store, stamp);
+    let (stamp, meta) =
+        pick(settings, stamps, (req.set.as_deref(), req.date), read).map_err(|(no, stamps)| {
+            failed(format!(
+                "no backup on {} matches --date {}; {}; see `dbackup restore --list --source cloud`",
+                cloud.name,
+                req.date,
+                select::nearest_sentence(&no, |i| stamps[i].clone())
+            ))
+        })?;
     let dir = format!("{BACKUPS}{stamp}/");
-    let meta = crate::external::cloud::read_meta(&store, &stamp).map_err(|e| {
+    let meta = meta.map_err(|e| {
         failed(format!(
             "{}; nothing was written",
             crate::ui::format_error(&e)

@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::archive::EncryptionRecord;
 use crate::archive::FileRecord;
 use crate::external::layout::{self, LeftoverKind, SetRecord};
+use crate::external::retention::{Owner, recorded_paths};
 use crate::snapshot::{self, SourceRecord};
 use crate::stdx::fs::Dir;
 
@@ -46,6 +47,19 @@ impl DriveBackup {
 
     pub fn set(&self, name: &str) -> Option<&DriveSet> {
         self.sets.iter().find(|s| s.name == name)
+    }
+
+    /// Not the `owner`'s (`None`: holds sets, none of them the owner's; `Some(set)`: holds `set`, recorded from
+    /// sources of another config's set of that name), by `Owner`'s rule on its sets and their recorded sources.
+    pub fn foreign(&self, owner: Owner, set: Option<&str>) -> bool {
+        match set {
+            None => owner.foreign_sets(
+                (self.sets.iter()).map(|s| (s.name.as_str(), recorded_paths(&s.sources))),
+            ),
+            Some(set) => self
+                .set(set)
+                .is_some_and(|s| !owner.owns_set(set, &recorded_paths(&s.sources))),
+        }
     }
 
     /// The bytes of its archives on the drive.

@@ -300,22 +300,26 @@ pub fn only_set(mut sets: Vec<String>, only: Option<&str>) -> Vec<String> {
 }
 
 /// THE rule of which backups of a destination `--date` picks among (`restore`, `--verify` and `ls`, on a drive and a
-/// bucket alike): with `--set`, those that `hold` it; without, those of the `owner`'s sets, not one `foreign` to it
-/// (another config's on a destination both name alike, `external::retention::Owner::foreign_sets`), unless no
-/// backup holds one of the owner's sets (a config written anew after a loss, whose set names the destination does
-/// not know) or a stamp is named exactly. Indexes into `all`.
+/// bucket alike): with `--set`, those that `hold` it, not one whose record of it is `foreign` (`Some(set)`: another
+/// config's set of that name, recorded from other sources) unless none holds it as the owner's; without, those of
+/// the `owner`'s sets, not one `foreign` to it (`None`: another config's on a destination both name alike,
+/// `external::retention::Owner::foreign_sets`), unless no backup holds one of the owner's sets (a config written
+/// anew after a loss, whose set names the destination does not know). A stamp named exactly is taken as it is.
+/// Indexes into `all`.
 pub fn pickable<T>(
     (all, owner): (&[T], &[String]),
     (set, query): (Option<&str>, DateQuery),
     holds: impl Fn(&T, &str) -> bool,
-    foreign: impl Fn(&T) -> bool,
+    foreign: impl Fn(&T, Option<&str>) -> bool,
 ) -> Vec<usize> {
-    let ours = |b: &T| owner.iter().any(|s| holds(b, s));
-    let skip_foreign = !matches!(query, DateQuery::Exact(_)) && all.iter().any(ours);
+    let exact = matches!(query, DateQuery::Exact(_));
+    let ours = |b: &T, s: &str| holds(b, s) && !foreign(b, Some(s));
+    let skip_foreign = !exact && all.iter().any(|b| owner.iter().any(|s| ours(b, s)));
+    let skip_foreign_set = set.is_some_and(|s| !exact && all.iter().any(|b| ours(b, s)));
     (0..all.len())
         .filter(|&i| match set {
-            Some(s) => holds(&all[i], s),
-            None => !(skip_foreign && foreign(&all[i])),
+            Some(s) => holds(&all[i], s) && !(skip_foreign_set && foreign(&all[i], Some(s))),
+            None => !(skip_foreign && foreign(&all[i], None)),
         })
         .collect()
 }

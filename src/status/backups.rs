@@ -129,12 +129,14 @@ pub fn recent_average(points: &[RestorePoint]) -> Option<u64> {
     (n > 0).then(|| recent.iter().fold(0u64, |t, b| t.saturating_add(*b)) / n)
 }
 
-/// "; <how> 2 backups of another config on the <place> (not counted here)", or nothing when there are none.
+/// "; <how> 2 backups of another config on the <place> (or of this config's sets from before ...; not counted
+/// here)", or nothing when there are none.
 pub fn others_words(others: usize, how: &str, place: &str) -> String {
     match others {
         0 => String::new(),
         n => format!(
-            "; {how} {} of another config on the {place} (not counted here)",
+            "; {how} {} of another config on the {place} (or of this config's sets from before one was renamed or its \
+             sources changed; not counted here)",
             stdx::counted(n as u64, "backup", "backups")
         ),
     }

@@ -160,7 +160,8 @@ fn cloud(
             // see them, and `backup` and `status` must agree on a destination's newest backup.
             let mut l = listing_facts(&listing, &Damaged::default(), false, Some(owner));
             if newest_only {
-                l.foreign = b.listing.foreign_count(owner);
+                // Another config's by their objects' names (not read), and by their sets' sources (read).
+                l.foreign += b.listing.foreign_count(owner);
                 l.verified = count.saturating_sub(l.foreign);
             }
             // Another config's unfinished uploads are its own to resume or remove.
@@ -413,7 +414,7 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
             )
         });
     let names: Vec<&str> = settings.sets.iter().map(|s| s.name.as_str()).collect();
-    let own = settings.set_names();
+    let own = crate::external::retention::OwnSet::of(&settings.sets);
     let mut sets = if root_exists {
         list_sets_with(root, &names, history)
     } else {
@@ -664,11 +665,13 @@ fn listing_facts(
         }
         false => BTreeMap::new(),
     };
-    let foreign = |b: &BackupFacts| {
-        owner.is_some_and(|o| o.foreign_sets(b.sets.iter().map(|(s, _)| s.as_str())))
+    let foreign = |b: &&layout::DriveBackup| {
+        let sets = b.meta.as_ref().map_or(&[][..], |m| &m.sets[..]);
+        owner.is_some_and(|o| o.foreign_records(sets))
     };
-    let (foreign, backups): (Vec<BackupFacts>, Vec<BackupFacts>) =
-        l.verified().filter_map(backup_facts).partition(foreign);
+    let (foreign, backups): (Vec<&layout::DriveBackup>, Vec<&layout::DriveBackup>) =
+        l.verified().partition(foreign);
+    let backups = backups.into_iter().filter_map(backup_facts);
     let backups: Vec<BackupFacts> = backups
         .into_iter()
         .map(|mut b| {

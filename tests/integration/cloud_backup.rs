@@ -213,6 +213,15 @@ fn retention_on_a_bucket_keeps_chains_and_counts() {
 /// this one (`t`: set `docs` of `{home}`, `retention` .0) and another (set `notes` of `{tmp}/notes`, its own backup
 /// root, `retention` .1, its config file returned, run by [`as_other`]); each has collected once.
 fn shared_bucket(retention: (u32, u32), extra: &str) -> Option<(Garage, S3Client, Test, PathBuf)> {
+    shared_bucket_as(retention, extra, "notes")
+}
+
+/// [`shared_bucket`], the other config's set named `other_set` (its sources still `{tmp}/notes`).
+fn shared_bucket_as(
+    retention: (u32, u32),
+    extra: &str,
+    other_set: &str,
+) -> Option<(Garage, S3Client, Test, PathBuf)> {
     let (garage, s3) = garage_and_client()?;
     let g = &garage;
     let config = |root: &str, set: &str, source: &str, retention: u32| {
@@ -230,7 +239,12 @@ fn shared_bucket(retention: (u32, u32), extra: &str) -> Option<(Garage, S3Client
     t.write("notes/a.txt", "a");
     let other = t.write(
         "other.json",
-        t.expand(&config("{tmp}/root-b", "notes", "{tmp}/notes", retention.1)),
+        t.expand(&config(
+            "{tmp}/root-b",
+            other_set,
+            "{tmp}/notes",
+            retention.1,
+        )),
     );
     as_other(&t, &other).args(["collect"]).status(0);
     t.cmd().args(["collect"]).status(0);
@@ -286,6 +300,39 @@ fn retention_on_a_bucket_shared_by_two_configs_keeps_the_other_configs_backups()
     );
 }
 
+/// Two configs sharing a bucket and prefix, each with a set `docs` from its own sources: this config's first upload
+/// is a full (the dry run says why), its next an incremental on its own, and its `retention` 1 never removes the
+/// other's backups. Before: the dry run planned an incremental on the other config's backup of `docs`, and
+/// retention 1 deleted the other config's backups.
+#[test]
+fn another_configs_set_of_the_same_name_on_a_bucket_is_neither_a_base_nor_pruned() {
+    let Some((_g, s3, t, other)) = shared_bucket_as((1, 5), "", "docs") else {
+        return;
+    };
+    crate::fixtures::drive::incremental_on(&t);
+    for _ in 0..2 {
+        as_other(&t, &other).args(["external"]).status(0);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let theirs = bucket_backups(&s3);
+    assert_eq!(theirs.len(), 2);
+
+    crate::fixtures::drive::plans_a_full_for_other_sources(&t, (2, "docs"));
+    let ours: Value = t.run_json(&["external"]);
+    let ours = ours["destinations"][0]["backup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let after = bucket_backups(&s3);
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(theirs.iter().all(|b| after.contains(b)), "{after:?}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    t.write("home/new.txt", "new\n");
+    t.cmd().args(["collect"]).status(0);
+    let plan = t.cmd().args(["--dry-run", "external"]).status(0).stdout;
+    assert!(plan.contains(&format!("incremental on {ours}")), "{plan}");
+}
+
 /// Two configs sharing a bucket and prefix: this config's `status` shows its own backups of the bucket, not the
 /// other config's. Before it uploaded: no backup yet, and `backup` finds the bucket due; after, its newest and its
 /// restore points are its own although the other's newer backup is there (named as another config's), and an
@@ -309,21 +356,15 @@ fn status_on_a_bucket_shared_by_two_configs_shows_this_configs_backups() {
     // An unfinished upload of the other config's (its archive's first part only).
     let part = t.write("part", "x");
     s3.put("laptop/backups/2099-01-01-000000/notes.tar.part000", &part);
-    let status: Value = t.run_json(&["status"]);
-    crate::json::assert_valid("status", &status);
-    let c = &status["clouds"][0];
-    assert_eq!(c["newest"]["stamp"], ours.as_str(), "{c:#}");
-    let points: Vec<&str> = (c["restore_points"].as_array().unwrap().iter())
-        .filter_map(|p| p["stamp"].as_str())
-        .collect();
-    assert_eq!(points, [ours.as_str()], "{c:#}");
+    let c = &own_status(&t, &ours);
     assert_eq!(c["backups"], 1, "{c:#}");
     assert_eq!(c["other_configs_backups"], 2, "{c:#}");
     assert_eq!(c.get("unfinished"), None, "{c:#}");
     let text = t.cmd().args(["status"]).status(0).stdout;
     assert!(
         text.contains(
-            "restore point; also 2 backups of another config on the bucket (not counted here)"
+            "restore point; also 2 backups of another config on the bucket (or of this config's sets from \
+             before one was renamed or its sources changed; not counted here)"
         ),
         "{text}"
     );
@@ -339,7 +380,25 @@ fn a_restore_from_a_shared_bucket_takes_this_configs_newest_backup() {
         return;
     };
     let ours = this_then_the_other(&t, &other);
+    restore_and_ls_take(&t, &ours);
+}
 
+/// `status` of the bucket of [`shared_bucket`] (JSON): its newest backup and only restore point are `ours`.
+fn own_status(t: &Test, ours: &str) -> Value {
+    let status: Value = t.run_json(&["status"]);
+    crate::json::assert_valid("status", &status);
+    let c = &status["clouds"][0];
+    assert_eq!(c["newest"]["stamp"], ours, "{c:#}");
+    let points: Vec<&str> = (c["restore_points"].as_array().unwrap().iter())
+        .filter_map(|p| p["stamp"].as_str())
+        .collect();
+    assert_eq!(points, [ours], "{c:#}");
+    c.clone()
+}
+
+/// On the bucket of [`shared_bucket`]: `restore` (without `--set` and with `--set docs`) restores this config's
+/// `docs` (from `{home}`, not the other config's `{tmp}/notes`), and `ls` lists backup `ours`.
+fn restore_and_ls_take(t: &Test, ours: &str) {
     let restore = [
         "--dry-run",
         "restore",
@@ -355,7 +414,7 @@ fn a_restore_from_a_shared_bucket_takes_this_configs_newest_backup() {
             .args(set)
             .status(0);
         out.stdout_has("/home (docs, from docs.tar");
-        assert!(!out.stdout.contains("(notes, from"), "{}", out.stdout);
+        assert!(!out.stdout.contains("/notes ("), "{}", out.stdout);
     }
     let ls = t
         .cmd()
@@ -367,6 +426,56 @@ fn a_restore_from_a_shared_bucket_takes_this_configs_newest_backup() {
         heading.starts_with(&format!("offsite {ours} set docs")),
         "{ls}"
     );
+}
+
+/// Two configs sharing a bucket and prefix, each with a set `docs` from its own sources, the other's upload newer:
+/// this config's base (its own older backup) is checked against its sums as every backup a chain goes through, so
+/// its `backup.json` altered on the server makes the next upload a full. Before: only the newest backup holding a
+/// set `docs` (the other config's) was checked, and this config's altered `backup.json` was built on unchecked.
+#[test]
+fn this_configs_base_behind_another_configs_set_of_the_same_name_is_checked_against_its_sums() {
+    let Some((_g, s3, t, other)) = shared_bucket_as((5, 5), "", "docs") else {
+        return;
+    };
+    crate::fixtures::drive::incremental_on(&t);
+    let ours = this_then_the_other(&t, &other);
+    let key = format!("laptop/backups/{ours}/backup.json");
+    let mut meta: Value = serde_json::from_slice(&s3.get(&key)).unwrap();
+    meta["host"] = Value::from("elsewhere");
+    crate::cloud::put_on_server(&t, &s3, &key, &serde_json::to_vec(&meta).unwrap());
+
+    t.write("home/new.txt", "new\n");
+    t.cmd().args(["collect"]).status(0);
+    let plan = t.cmd().args(["--dry-run", "external"]).status(0).stdout;
+    assert!(!plan.contains(&format!("incremental on {ours}")), "{plan}");
+    assert!(
+        plan.contains(
+            "full: no earlier backup of this set on this destination (1 backup holds a set docs"
+        ),
+        "{plan}"
+    );
+}
+
+/// Two configs sharing a bucket and prefix, each with a set `docs` from its own sources. Before this config
+/// uploaded, the other's backup is not its newest: `backup` finds the bucket due (its look at the newest reads the
+/// other's `backup.json` to pass it over). After, with the other's newer: `status` (its newest and restore points),
+/// `restore` without `--set` and with `--set docs`, and `ls` take this config's backup. Before: the other config's
+/// backup of `docs` was this config's newest (the bucket not due), restore point, and what restore and ls read.
+#[test]
+fn another_configs_set_of_the_same_name_on_a_bucket_is_not_this_configs_restore_point() {
+    let Some((_g, _s3, t, other)) = shared_bucket_as((5, 5), r#", "schedule": "weekly""#, "docs")
+    else {
+        return;
+    };
+    as_other(&t, &other).args(["external"]).status(0);
+    let plan: Value = t.run_json(&["--dry-run", "backup"]);
+    assert_eq!(view(&plan, "offsite")["target"], true, "{plan:#}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let ours = this_then_the_other(&t, &other);
+
+    let c = own_status(&t, &ours);
+    assert_eq!(c["other_configs_backups"], 2, "{c:#}");
+    restore_and_ls_take(&t, &ours);
 }
 
 /// Two configs sharing a bucket and prefix: an upload removes this config's unfinished uploads (stamps without

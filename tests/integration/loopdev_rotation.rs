@@ -142,3 +142,68 @@ fn exfat_drive_that_fills_rotates_the_oldest_out() {
 fn ext4_drive_that_fills_rotates_the_oldest_out() {
     fills_and_rotates(Fs::Ext4);
 }
+
+/// Another config on the same small (48 MiB) ext4 drive with a set of the same name `data` (other sources), two ~6 MiB
+/// backups of its own: this config's space-aware rotation (`keep_at_least` 1) removes only its own oldest backups
+/// for space, never the other config's. Before: the other config's backups of `data` were this config's oldest
+/// restore points and went first.
+#[test]
+fn rotation_for_space_never_removes_another_configs_set_of_the_same_name() {
+    if !loopdev::require(&[Fs::Ext4]) {
+        return;
+    }
+    let drive = Drive::new(Fs::Ext4, "T9", 48 * MIB);
+    let mp = drive.mount_point().to_path_buf();
+    let dest = destination("T9", &mp, r#""keep_at_least": 1"#);
+    let t = Test::new().config(&config(std::slice::from_ref(&dest), "first", 10));
+    sample(&t, 0);
+    t.write("home/data/big.bin", content(6 * MIB as usize, 11));
+    collect(&t);
+    t.write("a-data/big.bin", content(6 * MIB as usize, 12));
+    let other = t.write(
+        "other.json",
+        t.expand(&format!(
+            r#"{{ "backup_root": "{{tmp}}/root-a", "image": {{ "kit": false }}, "retention": {{ "external": 10 }},
+                 "backup_sets": [ {{ "name": "data", "sources": ["{{tmp}}/a-data"] }} ],
+                 "destinations": [ {dest} ] }}"#
+        )),
+    );
+    let as_other = || {
+        t.cmd()
+            .no_config()
+            .args(["--config".as_ref(), other.as_os_str()])
+    };
+    as_other().args(["collect"]).status(0);
+    let second = std::time::Duration::from_millis(1100);
+    for _ in 0..2 {
+        as_other().args(["external", "--full"]).status(0);
+        std::thread::sleep(second);
+    }
+    let theirs = backups(&mp);
+    assert_eq!(theirs.len(), 2, "{theirs:?}");
+
+    let mut rotated = Vec::new();
+    for _ in 0..4 {
+        let out = t.cmd().args(["--json", "external", "--full"]).output();
+        assert!([0, 3].contains(&out.code), "{}\n{}", out.stdout, out.stderr);
+        let r: dbackup::ExternalReport = out.json();
+        rotated.extend(
+            r.destinations[0]
+                .removed_for_space
+                .iter()
+                .map(|x| x.name.clone()),
+        );
+        let now = backups(&mp);
+        assert!(
+            theirs.iter().all(|b| now.contains(b)),
+            "{theirs:?} not all in {now:?}"
+        );
+        std::thread::sleep(second);
+    }
+    assert!(
+        !rotated.is_empty(),
+        "the drive never filled: {:?}",
+        backups(&mp)
+    );
+    assert!(rotated.iter().all(|r| !theirs.contains(r)), "{rotated:?}");
+}

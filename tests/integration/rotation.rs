@@ -6,7 +6,7 @@ use std::path::Path;
 
 use dbackup::{ArchiveKind, BACKUP_META_FILE, BackupMeta, backup_meta_bytes, read_backup_meta};
 
-use crate::fixtures::drive::{backups, drive_listing, external, sample};
+use crate::fixtures::drive::{backups, drive_listing, external, new_backup, sample};
 use crate::fixtures::history::drive_backup;
 use crate::harness::Test;
 
@@ -283,8 +283,8 @@ fn a_drive_shared_by_two_configs_keeps_the_other_configs_backups() {
     let a1 = fixture(&drive, "2026-11-03T03:00:00+00:00", &[]);
     let a2 = fixture(&drive, "2026-11-04T03:00:00+00:00", &[]);
     let n3 = notes("2026-11-05T03:00:00+00:00");
-    let other =
-        "holds no set of this config: another config's (or of a set since renamed), not judged";
+    let other = "holds no set of this config: another config's (or this config's from before a set was renamed or its \
+         sources all changed), not judged";
 
     let plan = t.cmd().args(["external", "--dry-run"]).status(0).stdout;
     for line in [
@@ -359,12 +359,7 @@ fn this_then_another_config(t: &Test) -> (String, String) {
 fn ls_on_a_shared_drive_lists_this_configs_newest_backup() {
     let t = world("5");
     let (ours, theirs) = this_then_another_config(&t);
-    let ls = t
-        .cmd()
-        .args(["ls", "--source", "external"])
-        .status(0)
-        .stdout;
-    assert!(ls.starts_with(&format!("drive {ours} set ")), "{ls}");
+    let ls = ls_lists(&t, &ours);
     assert!(!ls.contains("set notes"), "{ls}");
     let ls = (t
         .cmd()
@@ -372,6 +367,23 @@ fn ls_on_a_shared_drive_lists_this_configs_newest_backup() {
     .status(0)
     .stdout;
     assert!(ls.starts_with(&format!("drive {theirs} set notes")), "{ls}");
+}
+
+/// `ls --source external`, which must list backup `ours`: its stdout.
+fn ls_lists(t: &Test, ours: &str) -> String {
+    let ls = (t.cmd().args(["ls", "--source", "external"]).status(0)).stdout;
+    assert!(ls.starts_with(&format!("drive {ours} set ")), "{ls}");
+    ls
+}
+
+/// `restore --dry-run` from the drive into `out` with `args`: its stdout.
+fn dry_restore(t: &Test, args: &[&str]) -> String {
+    t.cmd()
+        .args(["--dry-run", "restore", "--source", "external", "--target"])
+        .args([t.path("out").as_os_str()])
+        .args(args)
+        .status(0)
+        .stdout
 }
 
 /// The same drive, both configs' backups real: a restore of "the newest" from the drive without `--set` is this
@@ -382,14 +394,7 @@ fn a_restore_without_a_set_takes_this_configs_newest_backup_on_a_shared_drive() 
     let t = world("5");
     let (ours, theirs) = this_then_another_config(&t);
 
-    let restore = |args: &[&str]| {
-        t.cmd()
-            .args(["--dry-run", "restore", "--source", "external", "--target"])
-            .args([t.path("out").as_os_str()])
-            .args(args)
-            .status(0)
-            .stdout
-    };
+    let restore = |args: &[&str]| dry_restore(&t, args);
     let out = restore(&[]);
     assert!(out.contains(&format!("backups/{ours}/data.tar")), "{out}");
     assert!(!out.contains("notes"), "{out}");
@@ -398,4 +403,185 @@ fn a_restore_without_a_set_takes_this_configs_newest_backup_on_a_shared_drive() 
         out.contains(&format!("backups/{theirs}/notes.tar")),
         "{out}"
     );
+}
+
+/// Two configs on one drive, both with a set `data` from different sources (the other's `{tmp}/a-data`, its own
+/// backup root, the same destination name, `retention.external` 5): the other config's `runs` backups, oldest first.
+/// This config (`world`, set `data` from `~/data`) has written nothing yet.
+fn another_configs_data_first(t: &Test, runs: usize) -> Vec<String> {
+    t.write("a-data/a.txt", "the other config's\n");
+    let other = t.write(
+        "other.json",
+        t.expand(
+            r#"{ "backup_root": "{tmp}/root-a", "image": { "kit": false }, "retention": { "external": 5 },
+                 "external": { "incremental": { "enabled": true } },
+                 "backup_sets": [ { "name": "data", "sources": ["{tmp}/a-data"] } ],
+                 "destinations": [ { "name": "drive", "path": "{tmp}/drive", "require_mount": false } ] }"#,
+        ),
+    );
+    let before = backups(&t.path("drive"));
+    let mut made: Vec<String> = before.clone();
+    for _ in 0..runs {
+        // A stamp of its own (stamps are to the second).
+        while made
+            .last()
+            .is_some_and(|l| chrono::Local::now().format("%Y-%m-%d-%H%M%S").to_string() <= *l)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let with_other = || (t.cmd().no_config()).args(["--config".as_ref(), other.as_os_str()]);
+        with_other().args(["collect"]).status(0);
+        with_other().args(["external"]).status(0);
+        made = backups(&t.path("drive"));
+    }
+    made.retain(|b| !before.contains(b));
+    assert_eq!(made.len(), runs, "{made:?}");
+    made
+}
+
+/// This config's `world` with incrementals on, and `retention.external` `retention`.
+fn world_with_chains(retention: &str) -> Test {
+    let t = world(retention);
+    crate::fixtures::drive::incremental_on(&t);
+    t
+}
+
+/// Another config's set `data` (other sources) on the drive is not this config's `data`: this config's first backup
+/// is a full (the dry run says why), its next an incremental on its own, and its `last 1` never removes the other's
+/// backups (the run names them in its note). Before: the dry run planned "incremental on" the other config's
+/// backup, and `last 1` deleted the other config's backups of `data`.
+#[test]
+fn another_configs_set_of_the_same_name_is_neither_a_base_nor_pruned() {
+    let t = world_with_chains("1");
+    let theirs = another_configs_data_first(&t, 2);
+
+    let plan = crate::fixtures::drive::plans_a_full_for_other_sources(&t, (2, "data"));
+    for stamp in &theirs {
+        assert!(!plan.contains(&format!("incremental on {stamp}")), "{plan}");
+    }
+    let first = new_backup(&t);
+    let meta = |stamp: &str| {
+        read_backup_meta(
+            &t.path("drive")
+                .join("backups")
+                .join(stamp)
+                .join(BACKUP_META_FILE),
+        )
+        .unwrap()
+    };
+    assert!(
+        meta(&first)
+            .sets
+            .iter()
+            .all(|s| s.kind == ArchiveKind::Full)
+    );
+    while chrono::Local::now().format("%Y-%m-%d-%H%M%S").to_string() <= first {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    t.write("data/new.txt", "new\n");
+    t.cmd().args(["collect"]).status(0);
+    let out = t.cmd().args(["--json", "external"]).status(0);
+    let report = crate::fixtures::drive::report(&out);
+    let second = report.destinations[0].backup.clone().unwrap();
+    let data = meta(&second)
+        .sets
+        .into_iter()
+        .find(|s| s.set == "data")
+        .unwrap();
+    assert_eq!(
+        (data.kind, data.base.as_deref()),
+        (ArchiveKind::Incremental, Some(first.as_str()))
+    );
+    let mut all = theirs.clone();
+    all.extend([first.clone(), second]);
+    assert_eq!(backups(&t.path("drive")), all);
+    let w = &out.stderr;
+    assert!(
+        w.contains(&format!(
+            "2 backups on the drive hold no set of this config ({}, {}: set data)",
+            theirs[0], theirs[1]
+        )),
+        "{w}"
+    );
+}
+
+/// The same drive: `status`, `restore` (without `--set` and with `--set data`) and `ls --source external` take this
+/// config's own backup of `data`, not the other config's newer one; `find` still searches every backup. Before:
+/// each took the other config's newer backup of `data` as this config's.
+#[test]
+fn another_configs_set_of_the_same_name_is_not_this_configs_restore_point() {
+    let t = world("5");
+    let ours = new_backup(&t);
+    while chrono::Local::now().format("%Y-%m-%d-%H%M%S").to_string() <= ours {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let theirs = another_configs_data_first(&t, 2);
+
+    let s: serde_json::Value = t.cmd().args(["--json", "status"]).output().json();
+    let d = &s["destinations"][0];
+    assert_eq!(d["newest"]["stamp"], serde_json::json!(ours), "{d:#}");
+    let points: Vec<&serde_json::Value> = (d["restore_points"].as_array().unwrap().iter())
+        .map(|p| &p["stamp"])
+        .collect();
+    assert_eq!(points, [&serde_json::json!(ours)], "{d:#}");
+    let text = t.cmd().args(["status"]).output().stdout;
+    assert!(
+        text.contains(
+            "2 backups of another config on the drive (or of this config's sets from before one was renamed or \
+             its sources changed; not counted here)"
+        ),
+        "{text}"
+    );
+
+    let restore = |args: &[&str]| dry_restore(&t, args);
+    for args in [&[][..], &["--set", "data"]] {
+        let out = restore(args);
+        assert!(
+            out.contains(&format!("backups/{ours}/data.tar")),
+            "{args:?}: {out}"
+        );
+        assert!(!out.contains(&theirs[1]), "{args:?}: {out}");
+    }
+    ls_lists(&t, &ours);
+    let found = (t
+        .cmd()
+        .args(["find", "--source", "external", "a.txt"])
+        .output())
+    .stdout;
+    assert!(found.contains(&theirs[1]), "{found}");
+}
+
+/// A set whose sources were all replaced (`data`: `~/data` then `~/data2`) starts a new chain with a full, once, and
+/// the dry run says why without claiming the old backups are another config's; the set left unchanged (`config`)
+/// goes on with its chain, and the next backup of `data` is an incremental on the new full.
+#[test]
+fn a_set_whose_sources_all_changed_starts_a_new_full_once_and_says_why() {
+    let t = world_with_chains("5");
+    let first = new_backup(&t);
+    let path = t.path("config.json");
+    let cfg = fs::read_to_string(&path).unwrap();
+    fs::write(&path, cfg.replace(r#"["~/data"]"#, r#"["~/data2"]"#)).unwrap();
+    t.write("home/data2/x.txt", "x\n");
+    let wait = |after: &str| {
+        while chrono::Local::now()
+            .format("%Y-%m-%d-%H%M%S")
+            .to_string()
+            .as_str()
+            <= after
+        {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait(&first);
+    // Five entries where `~/data` had 35: collect's shrink guard asks for this, and warns (exit 3).
+    t.cmd().args(["collect", "--allow-shrink"]).status(3);
+    let plan = crate::fixtures::drive::plans_a_full_for_other_sources(&t, (1, "data"));
+    assert!(plan.contains(&format!("incremental on {first}")), "{plan}");
+    let second = new_backup(&t);
+    wait(&second);
+    t.write("home/data2/y.txt", "y\n");
+    t.cmd().args(["collect"]).status(0);
+    let plan = t.cmd().args(["external", "--dry-run"]).status(0).stdout;
+    assert!(!plan.contains("recorded from other sources"), "{plan}");
+    assert!(plan.contains(&format!("incremental on {second}")), "{plan}");
 }

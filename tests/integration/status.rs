@@ -631,8 +631,8 @@ fn another_configs_backups_on_the_drive_are_not_this_configs_restore_points() {
     );
     assert_eq!(t9.backups, Some(2));
     assert!(t9.recent_average_bytes.unwrap() >= 8 << 30, "{t9:#?}");
-    let shared =
-        "the free space is shared with 1 backup of another config on the drive (not counted here)";
+    let shared = "the free space is shared with 1 backup of another config on the drive (or of this config's sets from \
+         before one was renamed or its sources changed; not counted here)";
     let text = t.cmd().args(["status", "--now", NOW]).status(0).stdout;
     assert!(text.contains(shared), "{text}");
 

@@ -59,7 +59,7 @@ fn facts_follow_the_chain_to_its_full() {
         (D2, Incremental, Some(D1), 100, Some("content")),
         (D3, Incremental, Some(D2), 50, Some("inode")),
     ]);
-    let f = facts(&l, "data", &none).unwrap();
+    let f = facts(&l, ("data", Owner::Anyone), &none).unwrap();
     assert_eq!((f.base.as_str(), f.full.as_str()), (D3, D1));
     assert_eq!(
         (f.incrementals, f.incremental_bytes, f.full_bytes),
@@ -68,11 +68,11 @@ fn facts_follow_the_chain_to_its_full() {
     assert_eq!(f.content_checked, t(D2));
     assert_eq!(f.base_snapshot, format!("data-{D3}"));
     assert_eq!(f.broken, None);
-    assert!(facts(&l, "other", &none).is_none());
+    assert!(facts(&l, ("other", Owner::Anyone), &none).is_none());
 
     let mut gone = l.clone();
     gone.backups.remove(1);
-    let f = facts(&gone, "data", &none).unwrap();
+    let f = facts(&gone, ("data", Owner::Anyone), &none).unwrap();
     assert!(
         f.broken
             .unwrap()
@@ -81,11 +81,11 @@ fn facts_follow_the_chain_to_its_full() {
 
     let mut unverified = l.clone();
     unverified.backups[0].meta = None;
-    let f = facts(&unverified, "data", &none).unwrap();
+    let f = facts(&unverified, ("data", Owner::Anyone), &none).unwrap();
     assert!(f.broken.unwrap().contains(D1), "the full is unverified");
 
     let damaged = BTreeMap::from([(D1.to_string(), "data.tar is missing".to_string())]);
-    let f = facts(&l, "data", &damaged).unwrap();
+    let f = facts(&l, ("data", Owner::Anyone), &damaged).unwrap();
     assert_eq!(
         f.broken.as_deref(),
         Some("backup 2026-12-01-031500 of the chain is damaged: data.tar is missing")
@@ -114,7 +114,7 @@ fn choices_table() {
             rows.push((*s, Incremental, Some(prev), bytes, Some("inode")));
             prev = s;
         }
-        facts(&listing(&rows), "data", &none)
+        facts(&listing(&rows), ("data", Owner::Anyone), &none)
     };
     let enc = EncryptionRecord {
         format: "age".into(),
@@ -291,5 +291,58 @@ fn the_defaults_are_explained() {
     assert_eq!(
         explain(off, Full::Weekly),
         ["chains: none, every archive is full (external.incremental.enabled is false)"]
+    );
+}
+
+/// Another config's set of the same name on the destination (its record's sources share no path with this config's
+/// set): never a base. This config's older chain is; with none of this config's, the full says why.
+#[test]
+fn another_configs_set_of_the_same_name_is_never_a_base() {
+    let none = BTreeMap::new();
+    let mut l = listing(&[
+        (D1, Full, None, 1000, None),
+        (D2, Full, None, 1000, None),
+        (D3, Incremental, Some(D2), 10, Some("inode")),
+    ]);
+    let from = |path: &str| crate::snapshot::SourceRecord {
+        configured: path.into(),
+        path: path.into(),
+        resolved: path.into(),
+        in_snapshot: path.trim_start_matches('/').into(),
+        present: true,
+    };
+    for (b, path) in l.backups.iter_mut().zip(["/b/data", "/a/data", "/a/data"]) {
+        b.meta.as_mut().unwrap().sets[0].sources = vec![from(path)];
+    }
+    let own = [crate::external::retention::OwnSet {
+        name: "data".into(),
+        paths: vec!["/b/data".into()],
+    }];
+    let f = facts(&l, ("data", Owner::Sets(&own)), &none).unwrap();
+    assert_eq!((f.base.as_str(), f.full.as_str()), (D1, D1));
+    assert_eq!(facts(&l, ("data", Owner::Anyone), &none).unwrap().base, D3);
+
+    let inputs = ChoiceInputs {
+        policy: IncrementalPolicy {
+            enabled: true,
+            ..Default::default()
+        },
+        force_full: false,
+        encryption: None,
+        content_every: None,
+        now: t("2026-12-04-031500"),
+        base_copy: None,
+    };
+    let c = choose_on(inputs, (&l, &none), ("data", Owner::Sets(&own)));
+    assert_eq!(c.base.as_deref(), Some(D1), "{c:?}");
+    l.backups.remove(0);
+    let c = choose_on(inputs, (&l, &none), ("data", Owner::Sets(&own)));
+    assert_eq!(
+        (c.kind, c.reason.as_str()),
+        (
+            Full,
+            "full: no earlier backup of this set on this destination (2 backups hold a set data recorded from \
+             other sources: another config's, or this set's before its sources changed)"
+        )
     );
 }

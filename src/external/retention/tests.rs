@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::snapshot::parse_stamp;
+use std::path::{Path, PathBuf};
 
 fn day(d: u32) -> String {
     format!("2025-04-{d:02}-000000")
@@ -15,6 +16,7 @@ fn b(d: u32, sets: &[&str], deps: &[u32], mib: u64) -> BackupInfo {
         name,
         verified: true,
         sets: sets.iter().map(|s| s.to_string()).collect(),
+        sources: BTreeMap::new(),
         system: false,
         latest: false,
         depends_on: deps.iter().map(|&x| day(x)).collect(),
@@ -523,7 +525,7 @@ fn another_configs_backups_are_neither_judged_nor_removed_for_space() {
         image(7),
         image(8),
     ];
-    let own = ["data".to_string()];
+    let own = OwnSet::named(&["data"]);
     let owner = Owner::Sets(&own);
     let now = parse_stamp(&day(9)).unwrap();
 
@@ -535,8 +537,8 @@ fn another_configs_backups_are_neither_judged_nor_removed_for_space() {
             .map(|x| x.reasons.join("; "))
             .unwrap()
     };
-    let other =
-        "holds no set of this config: another config's (or of a set since renamed), not judged";
+    let other = "holds no set of this config: another config's (or this config's from before a set was renamed or \
+                 its sources all changed), not judged";
     assert_eq!(why(6), other);
     assert_eq!(why(3), format!("{other}; base of {}", day(6)));
     assert_eq!(why(5), "last 1");
@@ -565,8 +567,9 @@ fn another_configs_backups_are_neither_judged_nor_removed_for_space() {
         w,
         format!(
             "3 backups on the drive hold no set of this config ({}, {}, {}: set notes): another config's that \
-             uses this drive under the same destination name, or of a set since renamed; retention leaves them to \
-             that config. If they are not wanted, delete them by hand (rm -r /media/T9/backups/<stamp>)",
+             uses this drive under the same destination name, or this config's from before a set was renamed or \
+             its sources all changed; retention leaves them alone. If they are not wanted, delete them by hand \
+             (rm -r /media/T9/backups/<stamp>)",
             day(1),
             day(3),
             day(6)
@@ -583,11 +586,12 @@ fn another_configs_backups_are_neither_judged_nor_removed_for_space() {
 /// name begins like the owner's is not the owner's.
 #[test]
 fn another_configs_backup_is_told_by_its_sets_or_its_files() {
-    let own = ["docs".to_string(), "my.set".to_string()];
+    let own = OwnSet::named(&["docs", "my.set"]);
     let owner = Owner::Sets(&own);
-    assert!(owner.foreign_sets(["notes"]));
-    assert!(!owner.foreign_sets(["notes", "docs"]));
-    assert!(!owner.foreign_sets([]));
+    let names = |names: &[&'static str]| owner.foreign_sets(names.iter().map(|n| (*n, vec![])));
+    assert!(names(&["notes"]));
+    assert!(!names(&["notes", "docs"]));
+    assert!(!names(&[]));
     let files = |names: &[&'static str]| owner.foreign_files(names.iter().copied());
     assert!(files(&["notes.tar.part000", "notes.index.jsonl"]));
     assert!(files(&["docsx.tar.part003.age"]));
@@ -595,4 +599,62 @@ fn another_configs_backup_is_told_by_its_sets_or_its_files() {
     assert!(!files(&["my.set.index.age"]));
     assert!(!files(&["verification.sha256"]));
     assert!(!files(&[]));
+}
+
+/// Two configs with a set of the same name on one drive: a record of `data` whose sources share no path with this
+/// config's `data` is another config's (or this set's before its sources all changed): never judged nor removed for
+/// space. A record sharing one path is this config's; a record of no sources (an older `backup.json`) is this
+/// config's by its name, as before.
+#[test]
+fn a_set_of_this_configs_name_from_other_sources_is_another_configs() {
+    let from = |mut x: BackupInfo, paths: &[&str]| {
+        let paths = paths.iter().map(PathBuf::from).collect();
+        x.sources.insert("data".into(), paths);
+        x
+    };
+    let backups = vec![
+        set(1),
+        from(set(2), &["/b/data"]),
+        from(set(3), &["/a/data"]),
+        from(set(4), &["/b/data", "/b/more"]),
+        from(set(5), &["/a/data"]),
+        from(incr(6, &[5]), &["/a/data"]),
+        from(set(7), &["/a/other", "/b/data"]),
+    ];
+    let own = [OwnSet {
+        name: "data".into(),
+        paths: vec!["/b/data".into(), "/b/else".into()],
+    }];
+    let owner = Owner::Sets(&own);
+    assert!(owner.owns_set("data", &[]));
+    assert!(owner.owns_set("data", &[Path::new("/x"), Path::new("/b/data")]));
+    assert!(!owner.owns_set("data", &[Path::new("/a/data")]));
+    assert!(!owner.owns_set("notes", &[]));
+    let now = parse_stamp(&day(9)).unwrap();
+
+    let ds = decide_own(&backups, owner, &last(1), now);
+    assert_eq!(removed(&ds), days(&[1, 2, 4]));
+    assert_eq!(
+        removed(&decide(&backups, &last(1), now)),
+        days(&[1, 2, 3, 4, 5, 6])
+    );
+    let room = make_room_own(&backups, owner, (35 << 20, 10 << 20), 1, now);
+    let gone: Vec<String> = room.removed.iter().map(|d| d.name.clone()).collect();
+    assert_eq!((gone, room.fits), (days(&[1, 2, 4]), true));
+    let room = make_room_own(&backups, owner, (100 << 20, 10 << 20), 1, now);
+    assert!(!room.fits && room.removed.is_empty(), "{room:?}");
+
+    let note = foreign_note(&backups, owner, ("drive", "x")).unwrap();
+    assert!(
+        note.starts_with(&format!(
+            "3 backups on the drive hold no set of this config ({}, {}, {}: set data)",
+            day(3),
+            day(5),
+            day(6)
+        )),
+        "{note}"
+    );
+    assert!(
+        note.contains("or this config's from before a set was renamed or its sources all changed")
+    );
 }
