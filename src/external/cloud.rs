@@ -58,6 +58,23 @@ pub struct CloudWorld {
     pub looked: std::time::Duration,
 }
 
+impl CloudWorld {
+    /// Whether the backup or unfinished upload `stamp` is another config's ([`super::retention::Owner`]): by its
+    /// `backup.json` when [`observe_chains`] read one (a set of this config's name from other sources is another
+    /// config's), else by its objects' names.
+    pub fn foreign(&self, stamp: &str, owner: super::retention::Owner) -> bool {
+        match self.chains.listing.backups.iter().find(|b| b.name == stamp) {
+            Some(b) if b.meta.is_some() => owner.foreign(&super::retention::BackupInfo::new(
+                &b.name,
+                b.time,
+                b.meta.as_ref(),
+                false,
+            )),
+            _ => self.listing.foreign(stamp, owner),
+        }
+    }
+}
+
 impl std::fmt::Debug for CloudWorld {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CloudWorld")
@@ -656,15 +673,20 @@ pub fn plan(
             .listing
             .backups
             .iter()
-            .filter(|s| !w.listing.foreign(s, owner))
+            .filter(|s| !w.foreign(s, owner))
             .cloned()
             .collect(),
-        other_configs_backups: w.listing.foreign_count(owner),
+        other_configs_backups: w
+            .listing
+            .backups
+            .iter()
+            .filter(|s| w.foreign(s, owner))
+            .count(),
         other_configs_unfinished: w
             .listing
             .unfinished
             .iter()
-            .filter(|u| u.stamp != stamp && w.listing.foreign(&u.stamp, owner))
+            .filter(|u| u.stamp != stamp && w.foreign(&u.stamp, owner))
             .map(|u| format!("{BACKUPS}{}/", u.stamp))
             .chain(
                 w.listing

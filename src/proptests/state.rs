@@ -285,7 +285,7 @@ fn check_journal(bytes: &[u8]) {
         }],
         ..Default::default()
     };
-    let own = ["docs".to_string()];
+    let own = crate::external::retention::OwnSet::named(&["docs"]);
     if let Some(r) = resume::resumable(root.path(), (DESTINATION, Owner::Sets(&own)), &listing) {
         assert!(r.parts_uploaded <= r.parts_total);
         let recorded: u64 = j.parts.values().map(|p| p.len() as u64).sum();

@@ -317,7 +317,13 @@ fn another_configs_set_of_the_same_name_on_a_bucket_is_neither_a_base_nor_pruned
     let theirs = bucket_backups(&s3);
     assert_eq!(theirs.len(), 2);
 
-    crate::fixtures::drive::plans_a_full_for_other_sources(&t, (2, "docs"));
+    let plan = crate::fixtures::drive::plans_a_full_for_other_sources(&t, (2, "docs"));
+    assert!(
+        plan.contains(
+            "0 backups of this config there already, and 2 backups of another config (left alone)"
+        ),
+        "{plan}"
+    );
     let ours: Value = t.run_json(&["external"]);
     let ours = ours["destinations"][0]["backup"]
         .as_str()
