@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 
 use dbackup::DestinationStatus;
-use testkit::loopdev::{self, Drive, Fs};
+use testkit::loopdev::{self, Fs};
 
 use crate::fixtures::drive::{
     assert_same_tree, assert_sums_pass, backups, content, external, listing,
@@ -80,11 +80,9 @@ fn assert_lost_and_said(t: &Test, mp: &Path) {
 /// reported "verified and in place" for an empty directory.
 #[test]
 fn fat32_stick_takes_a_verified_backup_or_says_the_driver_lost_it() {
-    if !loopdev::require(&[Fs::Fat32]) {
+    let Some((_stick, mp)) = loopdev::drive_or_skip(Fs::Fat32, "STICK", 300 * MIB) else {
         return;
-    }
-    let stick = Drive::new(Fs::Fat32, "STICK", 300 * MIB);
-    let mp = stick.mount_point().to_path_buf();
+    };
     let t = Test::new().config(&stick_config(&mp));
     small_files(&t);
     t.cmd().args(["collect"]).status(0);

@@ -6,7 +6,7 @@
 use std::fs;
 
 use dbackup::DestinationStatus;
-use testkit::loopdev::{self, Drive, Fs};
+use testkit::loopdev::{self, Fs};
 
 use crate::fixtures::drive::{
     assert_sums_pass, backups, collect, config, content, destination, external, sample,
@@ -21,11 +21,9 @@ const MIB: u64 = 1 << 20;
 /// to the number of backups on the drive the next run is refused with the numbers, and nothing is removed. Before
 /// (main): the first run that did not fit was refused ("delete some backups by hand") and the drive stayed full.
 fn fills_and_rotates(fs_kind: Fs) {
-    if !loopdev::require(&[fs_kind]) {
+    let Some((_drive, mp)) = loopdev::drive_or_skip(fs_kind, "T9", 32 * MIB) else {
         return;
-    }
-    let drive = Drive::new(fs_kind, "T9", 32 * MIB);
-    let mp = drive.mount_point().to_path_buf();
+    };
     let cfg = |keep_at_least: u32| {
         config(
             &[destination(
@@ -149,11 +147,9 @@ fn ext4_drive_that_fills_rotates_the_oldest_out() {
 /// restore points and went first.
 #[test]
 fn rotation_for_space_never_removes_another_configs_set_of_the_same_name() {
-    if !loopdev::require(&[Fs::Ext4]) {
+    let Some((_drive, mp)) = loopdev::drive_or_skip(Fs::Ext4, "T9", 48 * MIB) else {
         return;
-    }
-    let drive = Drive::new(Fs::Ext4, "T9", 48 * MIB);
-    let mp = drive.mount_point().to_path_buf();
+    };
     let dest = destination("T9", &mp, r#""keep_at_least": 1"#);
     let t = Test::new().config(&config(std::slice::from_ref(&dest), "first", 10));
     sample(&t, 0);

@@ -345,6 +345,15 @@ fn sigterm_during_a_json_collect_prints_the_error_object() {
     assert_one_line(&stderr, "SIGTERM");
 }
 
+/// A config with the drive `T9` (a directory there), [`bulk`]'s 24 files, collected.
+fn collected_for_the_drive() -> Test {
+    let t = Test::new().config(&config(DRIVE));
+    bulk(&t, 24);
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t
+}
+
 /// Makes `n` files of 4 MiB under `~/data`: enough for an archive or a restore to be caught while it writes.
 pub(crate) fn bulk(t: &Test, n: usize) {
     for i in 0..n {
@@ -378,10 +387,7 @@ fn terminate_frozen(child: Child, t: &Test, command: &str) {
 /// (incomplete) backup.
 #[test]
 fn sigterm_during_external_promotes_nothing_and_lists_nothing_half_written() {
-    let t = Test::new().config(&config(DRIVE));
-    bulk(&t, 24);
-    fs::create_dir_all(t.path("T9")).unwrap();
-    t.cmd().args(["collect"]).status(0);
+    let t = collected_for_the_drive();
     let backups = t.path("T9/backups");
     let child = t.cmd().args(["external"]).spawn();
     let temp = |b: &Path| {
@@ -521,10 +527,7 @@ fn has_open(pid: u32, part: &str) -> bool {
 /// caught no signal and died of it, without a line.
 #[test]
 fn a_signal_during_restore_verify_stops_it_with_one_line() {
-    let t = Test::new().config(&config(DRIVE));
-    bulk(&t, 24);
-    fs::create_dir_all(t.path("T9")).unwrap();
-    t.cmd().args(["collect"]).status(0);
+    let t = collected_for_the_drive();
     t.cmd().args(["external"]).status(0);
     for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
         let child = t
