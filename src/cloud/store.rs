@@ -426,21 +426,47 @@ impl Store {
             "listing {}",
             self.shown(if dir.is_empty() { "/" } else { dir })
         );
-        let entries = self
-            .run(async { self.op.list_with(dir).recursive(true).await })
-            .map_err(|e| self.err(&what, e))?;
-        let mut out: Vec<ObjectInfo> = entries
-            .into_iter()
-            .filter(|e| e.metadata().mode().is_file())
-            .map(|e| ObjectInfo {
-                key: e.path().trim_start_matches('/').to_string(),
-                size: e.metadata().content_length(),
-                last_modified: e.metadata().last_modified().map(|t| {
-                    DateTime::<Utc>::from_timestamp(t.into_inner().as_second(), 0)
-                        .unwrap_or_default()
-                }),
+        let most = max_listed();
+        // Taken one page at a time, so that a listing longer than any dbackup makes stops at `most` objects
+        // instead of growing without bound.
+        let listed = self
+            .run(async {
+                let mut lister = self.op.lister_with(dir).recursive(true).await?;
+                let mut out = Vec::new();
+                while let Some(e) = std::future::poll_fn(|cx| {
+                    futures_core::Stream::poll_next(std::pin::Pin::new(&mut lister), cx)
+                })
+                .await
+                {
+                    let e = e?;
+                    if !e.metadata().mode().is_file() {
+                        continue;
+                    }
+                    if out.len() == most {
+                        return Ok(None);
+                    }
+                    out.push(ObjectInfo {
+                        key: e.path().trim_start_matches('/').to_string(),
+                        size: e.metadata().content_length(),
+                        last_modified: e.metadata().last_modified().map(|t| {
+                            DateTime::<Utc>::from_timestamp(t.into_inner().as_second(), 0)
+                                .unwrap_or_default()
+                        }),
+                    });
+                }
+                Ok(Some(out))
             })
-            .collect();
+            .map_err(|e| self.err(&what, e))?;
+        let Some(mut out) = listed else {
+            return Err(CloudError::Service {
+                destination: self.name.clone(),
+                failure: Failure::Other,
+                message: format!(
+                    "{what}: more than {most} objects, more than dbackup ever writes there; give this destination \
+                     a prefix of its own (\"prefix\" in the config), or remove what another program put there"
+                ),
+            });
+        };
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -643,6 +669,22 @@ impl Store {
     fn shown(&self, key: &str) -> String {
         crate::stdx::show_str(key)
     }
+}
+
+/// The hidden cap on one listing (objects, at least 10), for tests: [`MAX_LISTED`] lowered without listing a million
+/// objects. It only ever lowers the cap.
+pub const MAX_LISTED_VAR: &str = "DBACKUP_MAX_LISTED";
+
+/// The most objects one listing takes: a bucket's `backups/` holds a few per set per backup (a thousand backups of
+/// ten sets: some 25,000), so more is another program's doing, or a hostile bucket's; each costs some 200 bytes.
+pub const MAX_LISTED: usize = 1_000_000;
+
+/// [`MAX_LISTED`], lowered by [`MAX_LISTED_VAR`].
+fn max_listed() -> usize {
+    std::env::var(MAX_LISTED_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(MAX_LISTED, |n| n.clamp(10, MAX_LISTED))
 }
 
 /// The wait before retry `attempt` (1, 2, ...): OpenDAL's `RetryLayer` as [`Store::with_keys`] sets it up, 0.5 s

@@ -717,3 +717,49 @@ fn a_buckets_own_passphrase_file_is_read_by_restore() {
         .status(0)
         .stdout_has("todo.txt");
 }
+
+/// A bucket whose `backups/` lists more objects than dbackup ever writes there (another program's, or a hostile
+/// bucket's) is not read whole: the listing stops at its cap (lowered here through the hidden `DBACKUP_MAX_LISTED`),
+/// and `external` fails on it and `status` says it could not be looked at, each naming the cap and what to do;
+/// nothing on the bucket is removed. Before: every object listed was kept in memory, however many.
+#[test]
+fn a_bucket_listing_more_than_dbackup_writes_is_refused_not_read_whole() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let config = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
+             "destinations": [ {} ] }}"#,
+        offsite(&g, "")
+    );
+    let t = with_keys(Test::new().config(&config), &g);
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    let junk = t.write("junk", "x");
+    for i in 0..8 {
+        s3.put(&format!("laptop/backups/junk/{i}"), &junk);
+    }
+    let before = s3.list("laptop/");
+    assert!(before.len() > 10, "{before:?}");
+    let said = "listing backups/: more than 10 objects, more than dbackup ever writes there; give this destination \
+                a prefix of its own";
+    let capped = |args: &[&str], code: i32| {
+        t.cmd()
+            .env("DBACKUP_MAX_LISTED", "10")
+            .args(args)
+            .status(code)
+    };
+    let out = capped(&["external"], 1);
+    assert!(out.stderr.contains(said), "{}", out.stderr);
+    assert_eq!(s3.list("laptop/"), before);
+    let status: Value = capped(&["--json", "status"], 0).json();
+    let c = &status["clouds"][0];
+    assert!(
+        c["error"].as_str().unwrap_or_default().contains(said),
+        "{c:#}"
+    );
+    // Uncapped, the same bucket is read (the junk is not a backup).
+    let status: Value = t.run_json(&["status"]);
+    assert_eq!(status["clouds"][0]["backups"], 1, "{status:#}");
+}
