@@ -5,17 +5,22 @@
 //!
 //! The server is hyper's HTTP/1 on a current-thread tokio runtime of its own (on the main thread). What a client
 //! sends is hostile, and bounded: a request head larger than [`MAX_HEAD`] is refused (431) without being kept, a
-//! client has [`HEAD_TIMEOUT`] to send its head (then its connection is closed), and at most [`CONNECTIONS`] are
-//! served at once (the others wait in the listen queue), on that one thread. Pages are made one after the other;
+//! client has [`HEAD_TIMEOUT`] to send its head and [`WRITE_STALL`] to take some of its answer (else its connection
+//! is closed), and at most [`CONNECTIONS`] are served at once (the others wait in the listen queue), on that one
+//! thread. Pages are made one after the other;
 //! SIGTERM or SIGINT (caught by `crate::interrupt`) stops the server within [`POLL`], and the run exits 0.
 
 use std::convert::Infallible;
+use std::future::Future as _;
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chrono::Local;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::settings::Settings;
 use crate::ui::Ui;
@@ -33,6 +38,10 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The most connections served at once: more wait in the listen queue until one ends.
 const CONNECTIONS: usize = 32;
+
+/// How long an answer may wait for the client to take any of it: then its connection is closed (a client that sends
+/// requests and reads none of the answers would otherwise hold its connection for ever).
+const WRITE_STALL: Duration = Duration::from_secs(10);
 
 /// What a request gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,7 +237,13 @@ async fn serve(server: Rc<Server>, listener: tokio::net::TcpListener) -> anyhow:
                 .max_buf_size(MAX_HEAD)
                 // `Content-Type`, not `content-type`: as they were written (the same to a browser).
                 .title_case_headers(true)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(Taking {
+                        stream,
+                        stalled: None,
+                    }),
+                    service,
+                );
             // A client that resets, sends no HTTP, or is too slow or too long: its connection ends, nothing more.
             if let Err(e) = connection.await {
                 server
@@ -239,6 +254,62 @@ async fn serve(server: Rc<Server>, listener: tokio::net::TcpListener) -> anyhow:
         });
     }
     Ok(())
+}
+
+/// A client's connection whose writes fail when the client has taken nothing for [`WRITE_STALL`].
+struct Taking {
+    stream: tokio::net::TcpStream,
+    /// Since the write that waits began to wait.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl AsyncWrite for Taking {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_write(cx, buf) {
+            Poll::Pending => {
+                let stalled = this
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL)));
+                match stalled.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "the client took nothing of its answer for {} s",
+                            WRITE_STALL.as_secs()
+                        ),
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            done => {
+                this.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Taking {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
 }
 
 /// Whether an accept failed for the one connection (or a signal) rather than for the listener.

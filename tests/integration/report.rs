@@ -824,6 +824,41 @@ fn serve_holds_a_flood_of_connections_with_few_threads() {
     stop(child);
 }
 
+/// Clients that send request after request and never read an answer (more of them than the server serves at once)
+/// hold their connections only while the server can give them something: once a client takes nothing of its answer
+/// for a while, its connection ends, and the next client gets the page. Before, with the connections bounded, such
+/// clients held every one of them for ever and the server answered no one.
+#[test]
+fn serve_drops_clients_that_never_read_their_answers() {
+    let t = fine();
+    let (child, addr) = serve(&t, &[]);
+    // Small refusals (404: no page made), as many as fill the kernel's buffers many times over.
+    let requests = format!("GET /x HTTP/1.1\r\nHost: {addr}\r\n\r\n").repeat(20_000);
+    let held: Vec<TcpStream> = (0..36)
+        .filter_map(|_| TcpStream::connect(&addr).ok())
+        .collect();
+    for mut c in &held {
+        c.set_nonblocking(true).unwrap();
+        // As much as the kernel takes now: the rest is not needed.
+        let _ = c.write(requests.as_bytes());
+    }
+    // Answering them until their buffers are full takes a while on a loaded machine: a generous wait.
+    let mut next = TcpStream::connect(&addr).unwrap();
+    next.set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    write!(
+        next,
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    next.read_to_string(&mut answer)
+        .expect("no answer while clients that read nothing held the server");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
+    stop(child);
+}
+
 /// A non-loopback address needs --allow-remote (exit 2 without); the config refuses one outright. (Before: no
 /// `serve`, and `report` was an unknown config key.)
 #[test]
