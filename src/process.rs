@@ -6,7 +6,6 @@
 use std::panic::PanicHookInfo;
 use std::process::ExitCode;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::cloud::CloudError;
 use crate::cloud::credentials::CredentialsError;
@@ -17,15 +16,6 @@ use crate::lock::LockError;
 
 /// The first panic's message and place, for the run log.
 static PANIC: Mutex<Option<String>> = Mutex::new(None);
-
-/// How many of tiny_http's known worker panics ([`known_upstream`]) this run has had: `dbackup serve` looks at it
-/// to bring its server's worker pool back (see `report::serve`).
-static UPSTREAM_PANICS: AtomicUsize = AtomicUsize::new(0);
-
-/// The count of tiny_http's known worker panics so far.
-pub(crate) fn upstream_panics() -> usize {
-    UPSTREAM_PANICS.load(Ordering::Acquire)
-}
 
 /// Installs the panic hook. Call first thing in `main`.
 pub fn install() {
@@ -39,13 +29,6 @@ fn on_panic(info: &PanicHookInfo<'_>) {
         .map(|s| s.to_string())
         .or_else(|| info.payload().downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_string());
-    if info
-        .location()
-        .is_some_and(|l| known_upstream(l.file(), &message))
-    {
-        UPSTREAM_PANICS.fetch_add(1, Ordering::AcqRel);
-        return;
-    }
     let place = info
         .location()
         .map(|l| format!(" at {}:{}", l.file(), l.line()))
@@ -64,17 +47,6 @@ fn on_panic(info: &PanicHookInfo<'_>) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get_or_insert(what);
-}
-
-/// Whether a panic at `file` with `message` is another crate's known and harmless one, not a bug of dbackup's: no
-/// "please report" for it. The one known: `dbackup serve`'s tiny_http reads a request on a worker thread of its own,
-/// then unwraps the client's address, which fails (ENOTCONN) when the client reset the connection before it was
-/// accepted (tiny-http PR #285, not released). That thread ends, the connection is dropped and the server goes on;
-/// dbackup's own code never runs at that place (it answers requests on the main thread).
-fn known_upstream(file: &str, message: &str) -> bool {
-    file.contains("/tiny_http-")
-        && file.ends_with("/src/client.rs")
-        && message.contains("NotConnected")
 }
 
 /// The errors that carry an exit code of their own, besides `exit::CodedError` and clap's usage errors: a config
@@ -227,26 +199,5 @@ mod tests {
         assert_eq!(error_exit(&locked), Exit::Locked);
         let plain = anyhow::anyhow!("plain").context("collect");
         assert_eq!(error_exit(&plain), Exit::Failed);
-    }
-
-    /// Only tiny_http's unwrap of a client's address that is gone is passed over; dbackup's own panics, and
-    /// tiny_http's others, still ask for a report.
-    #[test]
-    fn only_the_known_upstream_panic_is_passed_over() {
-        let gone = "called `Result::unwrap()` on an `Err` value: Os { code: 107, kind: NotConnected, message: \
-                    \"Transport endpoint is not connected\" }";
-        let tiny = "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tiny_http-0.12.0/src/client.rs";
-        assert!(known_upstream(tiny, gone));
-        assert!(known_upstream(
-            "/build/cargo-vendor-dir/tiny_http-0.12.0/src/client.rs",
-            gone
-        ));
-        assert!(!known_upstream(tiny, "index out of bounds"));
-        assert!(!known_upstream(
-            "/root/.cargo/registry/src/x/tiny_http-0.12.0/src/lib.rs",
-            gone
-        ));
-        assert!(!known_upstream("src/report/serve.rs", gone));
-        assert!(!known_upstream("src/tiny_http/src/client.rs", gone));
     }
 }

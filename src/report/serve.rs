@@ -3,24 +3,45 @@
 //! are looked at without the writability probe). A request whose `Host` is neither the listen address nor
 //! `localhost` is refused with 421, so that a web page elsewhere cannot reach it through DNS rebinding.
 //!
-//! The server is `tiny_http`: small and synchronous, like the rest of dbackup (no async runtime for a page a person
-//! opens now and then). Requests are answered one after the other; SIGTERM or SIGINT (caught by `crate::interrupt`)
-//! stops the loop within [`POLL`], and the run exits 0.
-//!
-//! tiny_http 0.12 has one known fault this module works around ([`nudge`]): a worker thread of its pool panics on a
-//! client that reset its connection before it was read (tiny-http PR #285, not released), and connections the pool
-//! had queued for the dead workers then wait until another connection comes.
+//! The server is hyper's HTTP/1 on a current-thread tokio runtime of its own (on the main thread). What a client
+//! sends is hostile, and bounded: a request head larger than [`MAX_HEAD`] is refused (431) without being kept, a
+//! client has [`HEAD_TIMEOUT`] to send its head and [`WRITE_STALL`] to take some of its answer (else its connection
+//! is closed), and at most [`CONNECTIONS`] are served at once (the others wait in the listen queue), on that one
+//! thread. Pages are made one after the other;
+//! SIGTERM or SIGINT (caught by `crate::interrupt`) stops the server within [`POLL`], and the run exits 0.
 
+use std::convert::Infallible;
+use std::future::Future as _;
 use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use chrono::Local;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::settings::Settings;
 use crate::ui::Ui;
 
 /// How often the loop looks at the stop flag while no request comes.
 pub const POLL: Duration = Duration::from_millis(200);
+
+/// The largest request head (request line and headers) read: a larger one is refused with 431. A browser's is a
+/// few KiB.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// How long a client has to send a request head, from when the server starts waiting for it (a new connection, or
+/// the end of its previous answer): then its connection is closed.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most connections served at once: more wait in the listen queue until one ends.
+const CONNECTIONS: usize = 32;
+
+/// How long an answer may wait for the client to take any of it: then its connection is closed (a client that sends
+/// requests and reads none of the answers would otherwise hold its connection for ever).
+const WRITE_STALL: Duration = Duration::from_secs(10);
 
 /// What a request gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,20 +129,16 @@ pub fn host_allowed(host: &str, listen: SocketAddr) -> bool {
     }
 }
 
-fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
-}
-
 /// The headers of every answer: no caching, no sniffing, no framing, no referrer, and the page's policy.
-fn common_headers() -> Vec<tiny_http::Header> {
+fn common_headers() -> Vec<(&'static str, String)> {
     vec![
-        header("Cache-Control", "no-store"),
-        header("X-Content-Type-Options", "nosniff"),
-        header("X-Frame-Options", "DENY"),
-        header("Referrer-Policy", "no-referrer"),
-        header(
+        ("Cache-Control", "no-store".to_string()),
+        ("X-Content-Type-Options", "nosniff".to_string()),
+        ("X-Frame-Options", "DENY".to_string()),
+        ("Referrer-Policy", "no-referrer".to_string()),
+        (
             "Content-Security-Policy",
-            &format!(
+            format!(
                 "{}; frame-ancestors 'none'",
                 super::html::content_security_policy()
             ),
@@ -149,9 +166,18 @@ pub fn bind(listen: SocketAddr, allow_remote: bool) -> anyhow::Result<TcpListene
 /// Serves until SIGTERM or SIGINT. Prints the URL on stdout once listening.
 pub fn run(settings: &Settings, listener: TcpListener, ui: &Ui) -> anyhow::Result<()> {
     let listen = listener.local_addr()?;
-    // SIGTERM and SIGINT set a flag (`crate::interrupt`) that the loop looks at between requests.
+    // SIGTERM and SIGINT set a flag (`crate::interrupt`) that the loop looks at between connections.
     crate::interrupt::install(crate::process::stop_at_once)?;
-    let server = tiny_http::Server::from_listener(listener, None)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot serve on {listen}: {e}"))?;
+    let listener = listener
+        .set_nonblocking(true)
+        .and_then(|()| {
+            let _inside = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)
+        })
         .map_err(|e| anyhow::anyhow!("cannot serve on {listen}: {e}"))?;
     crate::outln!("http://{listen}/");
     use std::io::Write as _;
@@ -159,65 +185,147 @@ pub fn run(settings: &Settings, listener: TcpListener, ui: &Ui) -> anyhow::Resul
     ui.info(format_args!(
         "dbackup serve: the status page is at http://{listen}/ (read-only; SIGTERM or Ctrl-C stops)"
     ));
-    let mut panics_seen = crate::process::upstream_panics();
-    while crate::interrupt::requested().is_none() {
-        // One connection of our own for each worker that died, and a quick look again while they die.
-        let died = crate::process::upstream_panics().wrapping_sub(panics_seen);
-        panics_seen = panics_seen.wrapping_add(died);
-        for _ in 0..died.min(NUDGES) {
-            nudge(listen);
-        }
-        let wait = if died > 0 { NUDGE_POLL } else { POLL };
-        let request = match server.recv_timeout(wait) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(anyhow::anyhow!("cannot accept a request on {listen}: {e}")),
-        };
-        answer(settings, listen, request, ui);
-    }
+    let server = Server {
+        settings: settings.clone(),
+        listen,
+        ui: *ui,
+    };
+    tokio::task::LocalSet::new().block_on(&runtime, serve(Rc::new(server), listener))?;
     // The signal is how a server ends: the run ends ok, not "interrupted".
     let sig = crate::interrupt::acknowledge().map_or("a signal", |i| i.signal_name());
     ui.info(format_args!("dbackup serve: stopped ({sig})"));
     Ok(())
 }
 
-/// At most this many [`nudge`]s at once (a barrage of resets kills workers by the hundred).
-const NUDGES: usize = 32;
-
-/// How soon the loop looks again after nudging: the workers the nudges started may die on the queue in turn.
-const NUDGE_POLL: Duration = Duration::from_millis(10);
-
-/// Brings tiny_http's worker pool back after its workers panicked: one connection of our own, closed at once.
-///
-/// tiny_http hands each connection to an idle worker by queueing it, and starts a worker only when none is idle. When
-/// the clients of many queued connections reset them, the workers that take them panic and end without taking the
-/// rest of the queue, and the pool is left with no worker and connections waiting in it, a user's among them (seen:
-/// 55 waiting after 640 resets, answered only when the next connection came). This connection is that next one: it
-/// finds no idle worker, so tiny_http starts one, which takes the queue. A worker that panics on the way (the queue holds
-/// more reset connections) counts another panic, and the loop nudges again, once for each: one nudge a poll drained a
-/// queue of 55 in 23 s. The connection closes cleanly (no reset): its worker reads the end of it
-/// and waits for more.
-fn nudge(listen: SocketAddr) {
-    let mut to = listen;
-    if to.ip().is_unspecified() {
-        to.set_ip(match to.ip() {
-            IpAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
-        });
-    }
-    // Nothing to do when it fails: the next client's connection does the same.
-    let _ = std::net::TcpStream::connect_timeout(&to, POLL);
+/// What each connection's answers need.
+struct Server {
+    settings: Settings,
+    listen: SocketAddr,
+    ui: Ui,
 }
 
-fn answer(settings: &Settings, listen: SocketAddr, request: tiny_http::Request, ui: &Ui) {
+/// Accepts connections until SIGTERM or SIGINT, each served by a task of its own holding one of [`CONNECTIONS`]
+/// slots: with none free, no connection is accepted until one ends.
+async fn serve(server: Rc<Server>, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS));
+    while crate::interrupt::requested().is_none() {
+        let Ok(Ok(slot)) = tokio::time::timeout(POLL, Arc::clone(&slots).acquire_owned()).await
+        else {
+            continue;
+        };
+        let stream = match tokio::time::timeout(POLL, listener.accept()).await {
+            Err(_) => continue,
+            Ok(Ok((stream, _))) => stream,
+            // A client gone before it was accepted, or a signal: not the server's fault.
+            Ok(Err(e)) if gone_at_accept(&e) => continue,
+            Ok(Err(e)) => {
+                return Err(anyhow::anyhow!(
+                    "cannot accept a connection on {}: {e}",
+                    server.listen
+                ));
+            }
+        };
+        let server = Rc::clone(&server);
+        tokio::task::spawn_local(async move {
+            let answers = Rc::clone(&server);
+            let service = hyper::service::service_fn(move |request| {
+                std::future::ready(Ok::<_, Infallible>(answer(&answers, &request)))
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD)
+                // `Content-Type`, not `content-type`: as they were written (the same to a browser).
+                .title_case_headers(true)
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(Taking {
+                        stream,
+                        stalled: None,
+                    }),
+                    service,
+                );
+            // A client that resets, sends no HTTP, or is too slow or too long: its connection ends, nothing more.
+            if let Err(e) = connection.await {
+                server
+                    .ui
+                    .step(format_args!("a connection ended early: {e}"));
+            }
+            drop(slot);
+        });
+    }
+    Ok(())
+}
+
+/// A client's connection whose writes fail when the client has taken nothing for [`WRITE_STALL`].
+struct Taking {
+    stream: tokio::net::TcpStream,
+    /// Since the write that waits began to wait.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl AsyncWrite for Taking {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_write(cx, buf) {
+            Poll::Pending => {
+                let stalled = this
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(WRITE_STALL)));
+                match stalled.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "the client took nothing of its answer for {} s",
+                            WRITE_STALL.as_secs()
+                        ),
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            done => {
+                this.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Taking {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+/// Whether an accept failed for the one connection (or a signal) rather than for the listener.
+fn gone_at_accept(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
+    matches!(e.kind(), ConnectionAborted | ConnectionReset | Interrupted)
+}
+
+fn answer<B>(server: &Server, request: &hyper::Request<B>) -> hyper::Response<String> {
+    let (settings, listen, ui) = (&server.settings, server.listen, server.ui);
     let method = request.method().as_str().to_string();
-    let url = request.url().to_string();
+    let url = request.uri().to_string();
     let host = request
         .headers()
-        .iter()
-        .find(|h| h.field.equiv("Host"))
-        .map(|h| h.value.as_str().to_string());
+        .get(hyper::header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
     let (status, content_type, body) = match route(&method, &url, host.as_deref(), listen) {
         Ok(route) => {
             let now = Local::now().fixed_offset();
@@ -231,35 +339,38 @@ fn answer(settings: &Settings, listen: SocketAddr, request: tiny_http::Request, 
                 Route::Page => (
                     200,
                     "text/html; charset=utf-8",
-                    super::page::render(&report).into_bytes(),
+                    super::page::render(&report),
                 ),
                 // The same object as `report --json`, under the same contract (`docs/json/report.json`).
                 Route::Json => match crate::json::to_text(&report) {
-                    Ok(b) => (200, "application/json", b.into_bytes()),
-                    Err(e) => (500, "text/plain; charset=utf-8", e.to_string().into_bytes()),
+                    Ok(b) => (200, "application/json", b),
+                    Err(e) => (500, "text/plain; charset=utf-8", e.to_string()),
                 },
             }
         }
         Err(refusal) => (
             refusal.status,
             "text/plain; charset=utf-8",
-            format!("{}\n", refusal.message).into_bytes(),
+            format!("{}\n", refusal.message),
         ),
     };
     // The request line is the client's: both its words are shown escaped.
     let (method, url) = (crate::stdx::show_str(&method), crate::stdx::show_str(&url));
     ui.step(format_args!("{method} {url} -> {status}"));
-    let mut response = tiny_http::Response::from_data(body).with_status_code(status);
-    for h in common_headers() {
-        response.add_header(h);
+    let mut response = hyper::Response::builder().status(status);
+    for (name, value) in common_headers() {
+        response = response.header(name, value);
     }
-    response.add_header(header("Content-Type", content_type));
+    response = response.header("Content-Type", content_type);
     if status == 405 {
-        response.add_header(header("Allow", "GET, HEAD"));
+        response = response.header("Allow", "GET, HEAD");
     }
-    if let Err(e) = request.respond(response) {
+    response.body(body).unwrap_or_else(|e| {
         ui.step(format_args!("could not answer {method} {url}: {e}"));
-    }
+        let mut failed = hyper::Response::new(String::new());
+        *failed.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+        failed
+    })
 }
 
 #[cfg(test)]
