@@ -537,17 +537,10 @@ fn a_dry_run_on_a_shared_bucket_counts_this_configs_backups_and_names_the_others
     );
 }
 
-/// `status`, `ls` and `find` on a bucket: `status` shows the bucket's last verified upload, bytes stored, restore
-/// points and its schedule from one listing and the `backup.json` (3 requests; the JSON matches
-/// docs/json/status.json), and twelve days later the weekly bucket is overdue (`--check` exits 1); `ls --source
-/// cloud:offsite` lists a directory through the index, saying first how many bytes it downloads, and `find --source
-/// cloud` finds a file with the bucket named. Before: `status` left buckets out, and `ls`/`find` on a cloud
-/// destination were usage errors (exit 2).
-#[test]
-fn status_ls_and_find_on_a_bucket() {
-    let Some((g, _s3)) = garage_and_client() else {
-        return;
-    };
+/// A config with one set `docs` (`~`) to the weekly bucket `offsite` (its drive phase manual), collected and
+/// uploaded once.
+fn uploaded_once() -> Option<(Garage, S3Client, Test)> {
+    let (g, s3) = garage_and_client()?;
     let config = format!(
         r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
              "schedule": {{ "external": "manual" }},
@@ -558,6 +551,20 @@ fn status_ls_and_find_on_a_bucket() {
     populate(&t);
     t.cmd().args(["collect"]).status(0);
     t.cmd().args(["external"]).status(0);
+    Some((g, s3, t))
+}
+
+/// `status`, `ls` and `find` on a bucket: `status` shows the bucket's last verified upload, bytes stored, restore
+/// points and its schedule from one listing and the `backup.json` (3 requests; the JSON matches
+/// docs/json/status.json), and twelve days later the weekly bucket is overdue (`--check` exits 1); `ls --source
+/// cloud:offsite` lists a directory through the index, saying first how many bytes it downloads, and `find --source
+/// cloud` finds a file with the bucket named. Before: `status` left buckets out, and `ls`/`find` on a cloud
+/// destination were usage errors (exit 2).
+#[test]
+fn status_ls_and_find_on_a_bucket() {
+    let Some((_g, _s3, t)) = uploaded_once() else {
+        return;
+    };
 
     let out = t.cmd().args(["--json", "status"]).status(0);
     let status: Value = out.json();
@@ -724,18 +731,9 @@ fn a_buckets_own_passphrase_file_is_read_by_restore() {
 /// nothing on the bucket is removed. Before: every object listed was kept in memory, however many.
 #[test]
 fn a_bucket_listing_more_than_dbackup_writes_is_refused_not_read_whole() {
-    let Some((g, s3)) = garage_and_client() else {
+    let Some((_g, s3, t)) = uploaded_once() else {
         return;
     };
-    let config = format!(
-        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
-             "destinations": [ {} ] }}"#,
-        offsite(&g, "")
-    );
-    let t = with_keys(Test::new().config(&config), &g);
-    populate(&t);
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
     let junk = t.write("junk", "x");
     for i in 0..8 {
         s3.put(&format!("laptop/backups/junk/{i}"), &junk);

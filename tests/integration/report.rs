@@ -577,8 +577,7 @@ pub(crate) fn http(addr: &str, method: &str, path: &str, host: &str) -> (u16, St
 /// foreign Host, 404 elsewhere; it stops cleanly (exit 0) on SIGTERM. (Before: no `serve`.)
 #[test]
 fn serve_answers_read_only_and_stops_on_sigterm() {
-    let t = fine();
-    let (child, addr) = serve(&t, &[]);
+    let (_t, child, addr) = serving_fine();
 
     let (code, head, body) = http(&addr, "GET", "/", &addr);
     assert_eq!(code, 200, "{head}");
@@ -699,8 +698,7 @@ fn serve_logs_hostile_methods_and_paths_escaped() {
 #[test]
 fn serve_shrugs_off_clients_that_reset_at_once() {
     use std::io::Write as _;
-    let t = fine();
-    let (child, addr) = serve(&t, &[]);
+    let (_t, child, addr) = serving_fine();
     // A foreign Host: refused at once (421), so that no page is made for the clients that were not reset in time.
     let request = "GET / HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n";
     for _ in 0..20 {
@@ -719,6 +717,19 @@ fn serve_shrugs_off_clients_that_reset_at_once() {
         !stderr.contains("internal error") && !stderr.contains("please report"),
         "{stderr}"
     );
+}
+
+/// The server still gives the page to the next client; then it is stopped.
+fn still_serves_then_stop(addr: &str, child: std::process::Child) {
+    gets_the_page(addr);
+    stop(child);
+}
+
+/// [`fine`]'s world, served ([`serve`]): the world, the server and its address.
+fn serving_fine() -> (Test, std::process::Child, String) {
+    let t = fine();
+    let (child, addr) = serve(&t, &[]);
+    (t, child, addr)
 }
 
 /// A plain GET gets the page: the server still answers.
@@ -743,8 +754,7 @@ fn proc_status(pid: u32, field: &str) -> u64 {
 /// 433 MB, and more only grew it further.
 #[test]
 fn serve_refuses_a_huge_request_head_and_stays_small() {
-    let t = fine();
-    let (child, addr) = serve(&t, &[]);
+    let (_t, child, addr) = serving_fine();
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -766,8 +776,7 @@ fn serve_refuses_a_huge_request_head_and_stays_small() {
         "{answer}"
     );
     drop(s);
-    gets_the_page(&addr);
-    stop(child);
+    still_serves_then_stop(&addr, child);
 }
 
 /// A client that sends half a request head and then nothing keeps no one else waiting (the next client gets the
@@ -775,8 +784,7 @@ fn serve_refuses_a_huge_request_head_and_stays_small() {
 /// for ever). Before (tiny_http), it held its connection and a thread open for as long as it liked.
 #[test]
 fn serve_drops_a_client_that_stays_silent_mid_head() {
-    let t = fine();
-    let (child, addr) = serve(&t, &[]);
+    let (_t, child, addr) = serving_fine();
     let mut silent = TcpStream::connect(&addr).unwrap();
     write!(silent, "GET / HTTP/1.1\r\nHost: {addr}\r\nX-Wait: ").unwrap();
     gets_the_page(&addr);
@@ -798,8 +806,7 @@ fn serve_drops_a_client_that_stays_silent_mid_head() {
 /// each connection got a thread of its own: a flood of sockets grew threads (and memory) without bound.
 #[test]
 fn serve_holds_a_flood_of_connections_with_few_threads() {
-    let t = fine();
-    let (child, addr) = serve(&t, &[]);
+    let (_t, child, addr) = serving_fine();
     let threads = || {
         fs::read_dir(format!("/proc/{}/task", child.id()))
             .unwrap()
@@ -820,8 +827,7 @@ fn serve_holds_a_flood_of_connections_with_few_threads() {
     }
     assert!(most <= 16, "{most} threads for {} connections", held.len());
     drop(held);
-    gets_the_page(&addr);
-    stop(child);
+    still_serves_then_stop(&addr, child);
 }
 
 /// Clients that send request after request and never read an answer (more of them than the server serves at once)
@@ -830,8 +836,7 @@ fn serve_holds_a_flood_of_connections_with_few_threads() {
 /// clients held every one of them for ever and the server answered no one.
 #[test]
 fn serve_drops_clients_that_never_read_their_answers() {
-    let t = fine();
-    let (child, addr) = serve(&t, &[]);
+    let (_t, child, addr) = serving_fine();
     // Small refusals (404: no page made), as many as fill the kernel's buffers many times over.
     let requests = format!("GET /x HTTP/1.1\r\nHost: {addr}\r\n\r\n").repeat(20_000);
     let held: Vec<TcpStream> = (0..36)
