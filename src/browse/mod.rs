@@ -6,6 +6,7 @@
 //! [`crate::restore::select`] (`--date`), [`crate::restore::index_search`] (an index searched by path),
 //! [`crate::restore::keys`] (the keys of an encrypted index). [`pattern`] is `find`'s pure matching.
 
+pub mod choose;
 pub mod cloud;
 pub mod output;
 pub mod pattern;
