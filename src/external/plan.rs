@@ -599,7 +599,7 @@ fn destination_plan(
     );
     let refusal = (!room.fits).then(|| {
         space_refusal(
-            d,
+            (d, owner),
             needed,
             images.then_some(system_bytes),
             reclaimable,
@@ -812,7 +812,7 @@ fn system_space(n: u64) -> String {
 /// Why the drive is refused when the backup does not fit even after space-aware rotation, with the numbers and what
 /// to do about it.
 fn space_refusal(
-    d: &DestinationWorld,
+    (d, owner): (&DestinationWorld, drive_retention::Owner),
     needed: u64,
     system_bytes: Option<u64>,
     reclaimable: u64,
@@ -835,18 +835,34 @@ fn space_refusal(
             stdx::bytes(reclaimable)
         ));
     }
-    let verified = d.listing.verified().count();
+    let verified: Vec<BackupInfo> = drive_infos(&d.listing)
+        .into_iter()
+        .filter(|b| b.verified)
+        .collect();
+    let others = verified.iter().filter(|b| owner.foreign(b)).count();
+    let others = match others {
+        0 => String::new(),
+        n => format!(
+            " ({n} more {} there {} no set of this config: another config's, or this config's from before a set was \
+             renamed or its sources changed)",
+            if n == 1 { "backup" } else { "backups" },
+            if n == 1 { "holds" } else { "hold" },
+        ),
+    };
     let keep = d.settings.keep_at_least;
-    if verified > 0 {
+    let own = verified.iter().filter(|b| !owner.foreign(b)).count();
+    if own > 0 {
         msg.push_str(&format!(
             "; removing the oldest restore points would free only {} without going below keep_at_least {keep} \
-             (never the newest verified backup nor what the kept ones depend on): delete some of the {verified} in \
-             {} by hand, lower keep_at_least, or use a larger drive",
+             (never the newest verified backup nor what the kept ones depend on): delete some of the {own} in \
+             {} by hand{others}, lower keep_at_least, or use a larger drive",
             stdx::bytes(room.removable_bytes),
-            backups_dir.display()
+            backups_dir.display(),
         ));
     } else {
-        msg.push_str("; free up space on the drive or use a larger one");
+        msg.push_str(&format!(
+            "; free up space on the drive or use a larger one{others}"
+        ));
     }
     msg.push_str("; nothing was written");
     msg

@@ -202,4 +202,20 @@ fn rotation_for_space_never_removes_another_configs_set_of_the_same_name() {
         backups(&mp)
     );
     assert!(rotated.iter().all(|r| !theirs.contains(r)), "{rotated:?}");
+
+    // A backup that cannot fit even so is refused, and the refusal does not count the other config's backups among
+    // those to delete by hand.
+    t.write("home/data/huge.bin", content(40 * MIB as usize, 13));
+    collect(&t);
+    let out = t.cmd().args(["external", "--full"]).output();
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains(
+            " by hand (2 more backups there hold no set of this config: another config's"
+        ),
+        "{said}"
+    );
+    let now = backups(&mp);
+    assert!(theirs.iter().all(|b| now.contains(b)), "{now:?}");
 }
