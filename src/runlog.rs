@@ -77,16 +77,13 @@ impl RunRecord {
 
     /// This record as the run of the config whose backup root is `root`.
     pub fn of_root(mut self, root: &Path) -> RunRecord {
-        self.backup_root = Some(root.to_string_lossy().into_owned());
+        self.backup_root = Some(root_name(root));
         self
     }
 
-    /// Whether this is a run of the config whose backup root is `root`: it names that root (the same path, written
-    /// alike or not: `/b/` is `/b`), or none (a line of an older version).
+    /// Whether this is a run of the config whose backup root is `root` (see [`names_root`]).
     pub fn is_of(&self, root: &Path) -> bool {
-        self.backup_root
-            .as_deref()
-            .is_none_or(|r| Path::new(r) == Path::new(&*root.to_string_lossy()))
+        names_root(self.backup_root.as_deref(), root)
     }
 
     /// This record as the line of a run that `why` interrupted: exit 128 + the signal, the signal named, and an
@@ -99,6 +96,18 @@ impl RunRecord {
         }
         self
     }
+}
+
+/// How what the state directory keeps names the config it is of (a run's line, a damage record): by its backup root,
+/// as text (a root that is not UTF-8 lossily).
+pub fn root_name(root: &Path) -> String {
+    root.to_string_lossy().into_owned()
+}
+
+/// Whether `named` (a [`root_name`], or none: written by an older version) is of the config whose backup root is
+/// `root`: the same path, written alike or not (`/b/` is `/b`); what names none is of every config.
+pub fn names_root(named: Option<&str>, root: &Path) -> bool {
+    named.is_none_or(|r| Path::new(r) == Path::new(&root_name(root)))
 }
 
 /// The run this process is doing, registered by the commands that log their runs ([`begin`]) until its line is

@@ -130,7 +130,9 @@ fn sample() -> &'static Sample {
         ))
         .unwrap();
         let damage = br#"{"format":1,"records":[{"destination":"T9","backup":"2026-12-05-020000",
-            "found":"2026-12-06T10:00:00+01:00","problem":"data.tar: sha256 differs"}]}"#
+            "found":"2026-12-06T10:00:00+01:00","problem":"data.tar: sha256 differs"},
+            {"destination":"T9","backup":"2026-12-05-020000","found":"2026-12-06T10:00:00+01:00",
+            "problem":"another config's","backup_root":"/other"}]}"#
             .to_vec();
         let kit_cache = serde_json::to_vec(&kit::KitCache {
             format: 1,
@@ -320,7 +322,8 @@ fn check_state_file<T>(bytes: &[u8], name: &str, read: impl FnOnce(&Path) -> T) 
 
 fn check_damage(bytes: &[u8]) {
     check_state_file(bytes, damage::FILE_NAME, |dir| {
-        for r in damage::read(dir) {
+        for r in damage::read(dir, Path::new("/r")) {
+            assert!(r.is_of(Path::new("/r")), "{:?}", r.backup_root);
             let text = damage::note_text(&r);
             assert!(!text.contains(['\n', '\x1b']), "{text:?}");
         }

@@ -445,7 +445,7 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
     };
     let runs = read_runs_for(&settings.state_dir, root, &dest_names, wants);
     // What `restore --verify` found damaged (the state directory's `damaged.json`).
-    let damage = crate::external::damage::read(&settings.state_dir);
+    let damage = crate::external::damage::read(&settings.state_dir, root);
     let destinations = settings
         .destinations
         .iter()

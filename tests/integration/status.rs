@@ -843,14 +843,9 @@ fn says_unknown_not_yet(text: &str, row: &[&str]) {
     assert_eq!(line.split_whitespace().collect::<Vec<_>>(), row, "{text}");
 }
 
-/// Two configs of one user (other backup roots, each with a set `docs` and a drive `usb` of its own) share the run
-/// log, as the state directory is per user. Config A's runs are not config B's: B's `status` (text and `--json`),
-/// `--check` and page never take A's failed collect for B's last run, A's backup on A's `usb` for the newest on B's
-/// `usb` (unplugged: known from the run log), nor (root: A's `usb` a full tmpfs) A's refused backup for the last
-/// backup to B's `usb`. Before: B's last run was A's failed collect and `--check` exited 1 on it; B's unplugged `usb`
-/// had A's backup as its newest; A's refusal was "the last backup to usb".
-#[test]
-fn another_configs_runs_in_the_shared_run_log_are_not_this_configs() {
+/// Config B (this test's) and config A (`a.json`) of one user: other backup roots, each with a set `docs` (other
+/// sources) and a drive `usb` of its own (`usb-b`, `usb-a`); B collected and written to its `usb` once.
+fn two_configs_of_one_user() -> (Test, std::path::PathBuf) {
     let config = r#"{ "backup_root": "ROOT", "image": { "kit": false },
         "backup_sets": [ { "name": "docs", "sources": ["DOCS"] } ],
         "destinations": [ { "name": "usb", "path": "{tmp}/USB", "require_mount": false } ] }"#;
@@ -865,7 +860,6 @@ fn another_configs_runs_in_the_shared_run_log_are_not_this_configs() {
         "a.json",
         t.expand(&of("{tmp}/root-a", "{tmp}/a-docs", "usb-a")),
     );
-    let with_a = || (t.cmd().no_config()).args(["--config".as_ref(), a.as_os_str()]);
     t.write("home/docs/b.txt", "this config's\n");
     t.write("a-docs/a.txt", "the other config's\n");
     for usb in ["usb-a", "usb-b"] {
@@ -873,6 +867,24 @@ fn another_configs_runs_in_the_shared_run_log_are_not_this_configs() {
     }
     t.cmd().args(["collect"]).status(0);
     t.cmd().args(["external"]).status(0);
+    (t, a)
+}
+
+/// A command of the config `config` (not the test's).
+fn as_config(t: &Test, config: &std::path::Path) -> crate::harness::Cmd {
+    (t.cmd().no_config()).args(["--config".as_ref(), config.as_os_str()])
+}
+
+/// Two configs of one user (other backup roots, each with a set `docs` and a drive `usb` of its own) share the run
+/// log, as the state directory is per user. Config A's runs are not config B's: B's `status` (text and `--json`),
+/// `--check` and page never take A's failed collect for B's last run, A's backup on A's `usb` for the newest on B's
+/// `usb` (unplugged: known from the run log), nor (root: A's `usb` a full tmpfs) A's refused backup for the last
+/// backup to B's `usb`. Before: B's last run was A's failed collect and `--check` exited 1 on it; B's unplugged `usb`
+/// had A's backup as its newest; A's refusal was "the last backup to usb".
+#[test]
+fn another_configs_runs_in_the_shared_run_log_are_not_this_configs() {
+    let (t, a) = two_configs_of_one_user();
+    let with_a = || as_config(&t, &a);
     let ours = crate::fixtures::drive::backups(&t.path("usb-b"));
     while chrono::Local::now().format("%Y-%m-%d-%H%M%S").to_string() <= ours[0] {
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -939,4 +951,50 @@ fn another_configs_runs_in_the_shared_run_log_are_not_this_configs() {
     );
     ours_only(&t, "a refused backup of A's");
     drop(full);
+}
+
+/// Config A's `restore --verify` finds A's backup on A's `usb` damaged; B's `usb` holds a backup of the same stamp
+/// (both configs' runs started in the same second: here a copy), intact. The damage is A's: B's `status` and
+/// `--check` never call B's backup damaged, and B's next external builds on it. Before: B's `usb` had "0 restore points (and 1
+/// damaged backup)" and `--check` exited 1 on it, as the damage records of the shared state directory were told
+/// apart by the destination's name and the stamp only.
+#[test]
+fn another_configs_damaged_backup_of_the_same_stamp_is_not_this_configs() {
+    let (t, a) = two_configs_of_one_user();
+    let ours = crate::fixtures::drive::backups(&t.path("usb-b"));
+    let copied = std::process::Command::new("cp")
+        .args([
+            "-a".as_ref(),
+            t.path("usb-b/.").as_os_str(),
+            t.path("usb-a").as_os_str(),
+        ])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let tar = t.path("usb-a/backups").join(&ours[0]).join("docs.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    bytes[0] ^= 0x20;
+    fs::write(&tar, bytes).unwrap();
+    let out = as_config(&t, &a)
+        .args([
+            "restore", "--source", "external", "--verify", "--date", &ours[0],
+        ])
+        .status(1);
+    out.stdout_has("DAMAGED");
+
+    let s: serde_json::Value = t.cmd().args(["--json", "status"]).output().json();
+    let usb = &s["destinations"][0];
+    assert_eq!(
+        usb["newest"]["stamp"],
+        serde_json::json!(ours[0]),
+        "{usb:#}"
+    );
+    t.cmd()
+        .args(["status", "--check"])
+        .status(0)
+        .stdout_lacks("DAMAGED");
+    t.cmd()
+        .args(["--dry-run", "external"])
+        .status(0)
+        .stdout_has(&format!("incremental on {} (chain 2 of 7)", ours[0]));
 }
