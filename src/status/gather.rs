@@ -347,7 +347,8 @@ fn newest_known(listing: &Option<ListingFacts>, from_log: &Option<Seen>) -> Opti
     }
 }
 
-/// What the run log says.
+/// What the run log says of this config's runs (and of those an older version logged, which do not say whose they
+/// are).
 #[derive(Debug, Clone, Default)]
 pub struct RunFacts {
     /// The newest run of `collect`, `external` or `backup`.
