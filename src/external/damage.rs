@@ -72,7 +72,8 @@ impl Record {
 /// `problem` when damaged, `None` when intact (which forgets an earlier record of this config's). Other configs'
 /// records are kept as they are.
 pub fn note(
-    (state_dir, backup_root): (&Path, &Path),
+    state_dir: &Path,
+    backup_root: &Path,
     destination: &str,
     backup: &str,
     problem: Option<&str>,
@@ -168,9 +169,9 @@ mod tests {
     fn noted_found_and_forgotten() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let ours = (state.as_path(), Path::new("/b"));
         note(
-            ours,
+            &state,
+            Path::new("/b"),
             "T9",
             "2026-12-01-031500",
             Some("data.tar: damaged"),
@@ -197,7 +198,15 @@ mod tests {
             "restore --verify found it damaged on 2026-12-05T18:00:00+01:00: data.tar: damaged"
         );
         assert!(on_destination(&records, "other", &listing).is_empty());
-        note(ours, "T9", "2026-12-01-031500", None, now()).unwrap();
+        note(
+            &state,
+            Path::new("/b"),
+            "T9",
+            "2026-12-01-031500",
+            None,
+            now(),
+        )
+        .unwrap();
         assert!(read(&state, Path::new("/b")).is_empty());
         // Stored escaped, shown as stored; a raw ESC (a file edited by hand) escaped; a long problem cut.
         let record = |problem: &str| Record {
@@ -225,19 +234,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path();
         let stamp = "2026-12-01-031500";
-        note(
-            (state, Path::new("/a")),
-            "usb",
-            stamp,
-            Some("damaged"),
-            now(),
-        )
-        .unwrap();
+        note(state, Path::new("/a"), "usb", stamp, Some("damaged"), now()).unwrap();
         assert!(read(state, Path::new("/b")).is_empty());
         assert_eq!(read(state, Path::new("/a/")).len(), 1);
-        note((state, Path::new("/b")), "usb", stamp, None, now()).unwrap();
+        note(state, Path::new("/b"), "usb", stamp, None, now()).unwrap();
         assert_eq!(read(state, Path::new("/a")).len(), 1);
-        note((state, Path::new("/b")), "usb", stamp, Some("b's"), now()).unwrap();
+        note(state, Path::new("/b"), "usb", stamp, Some("b's"), now()).unwrap();
         assert_eq!(read(state, Path::new("/b"))[0].problem, "b's");
         assert_eq!(read(state, Path::new("/a"))[0].problem, "damaged");
 
