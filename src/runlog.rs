@@ -2,6 +2,9 @@
 //!
 //! `<state_dir>/log.jsonl` holds one [`RunRecord`] per line, oldest first. Past [`MAX_BYTES`] it is rotated to
 //! `log.jsonl.1` (replacing the previous one), so the log stays bounded. Dry runs are not logged.
+//!
+//! The state directory is per user, so two configs of one user share the log: each line names the backup root of the
+//! config that ran it ([`RunRecord::backup_root`]), and a config reads only its own lines ([`RunRecord::is_of`]).
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -41,6 +44,12 @@ pub struct RunRecord {
     /// The signal that interrupted the run (`SIGINT`, `SIGTERM`); its exit is then 128 + the signal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interrupted: Option<String>,
+    /// The backup root of the config that ran it: whose run this is, when configs share the log. The root, not the
+    /// config file (its path and bytes change with each NixOS or home-manager rebuild): where a config's snapshots
+    /// are, what its run lock is taken on, and what each of its backups is made from. `None` in a line of an older
+    /// version: then it counts for every config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_root: Option<String>,
 }
 
 impl RunRecord {
@@ -62,7 +71,19 @@ impl RunRecord {
             dbackup_version: env!("CARGO_PKG_VERSION").into(),
             sets,
             interrupted: None,
+            backup_root: None,
         }
+    }
+
+    /// This record as the run of the config whose backup root is `root`.
+    pub fn of_root(mut self, root: &Path) -> RunRecord {
+        self.backup_root = Some(root_name(root));
+        self
+    }
+
+    /// Whether this is a run of the config whose backup root is `root` (see [`names_root`]).
+    pub fn is_of(&self, root: &Path) -> bool {
+        names_root(self.backup_root.as_deref(), root)
     }
 
     /// This record as the line of a run that `why` interrupted: exit 128 + the signal, the signal named, and an
@@ -77,10 +98,23 @@ impl RunRecord {
     }
 }
 
+/// How what the state directory keeps names the config it is of (a run's line, a damage record): by its backup root,
+/// as text (a root that is not UTF-8 lossily).
+pub fn root_name(root: &Path) -> String {
+    root.to_string_lossy().into_owned()
+}
+
+/// Whether `named` (a [`root_name`], or none: written by an older version) is of the config whose backup root is
+/// `root`: the same path, written alike or not (`/b/` is `/b`); what names none is of every config.
+pub fn names_root(named: Option<&str>, root: &Path) -> bool {
+    named.is_none_or(|r| Path::new(r) == Path::new(&root_name(root)))
+}
+
 /// The run this process is doing, registered by the commands that log their runs ([`begin`]) until its line is
 /// written ([`end`]), so that a panic or a second signal still leaves a line ([`abandon`]).
 struct Current {
     state_dir: PathBuf,
+    backup_root: PathBuf,
     command: String,
     started: DateTime<FixedOffset>,
 }
@@ -91,11 +125,13 @@ fn current() -> std::sync::MutexGuard<'static, Option<Current>> {
     CURRENT.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Registers the run of `command` that starts now; returns its start time.
-pub fn begin(state_dir: &Path, command: &str) -> DateTime<FixedOffset> {
+/// Registers the run of `command` by the config whose backup root is `backup_root` that starts now; returns its
+/// start time.
+pub fn begin(state_dir: &Path, backup_root: &Path, command: &str) -> DateTime<FixedOffset> {
     let started = chrono::Local::now().fixed_offset();
     *current() = Some(Current {
         state_dir: state_dir.to_path_buf(),
+        backup_root: backup_root.to_path_buf(),
         command: command.to_string(),
         started,
     });
@@ -119,7 +155,8 @@ pub fn abandon(exit: u8, error: String, interrupted: Option<Interrupted>) -> boo
         exit,
         Some(error),
         serde_json::Value::Null,
-    );
+    )
+    .of_root(&run.backup_root);
     if let Some(why) = interrupted {
         record = record.interrupted_by(why);
     }
@@ -273,6 +310,7 @@ mod tests {
             dbackup_version: "0".into(),
             sets: serde_json::json!([{ "set": "data", "pad": "x".repeat(1000) }]),
             interrupted: None,
+            backup_root: None,
         }
     }
 
@@ -296,6 +334,26 @@ mod tests {
             Some(PathBuf::from("/b/data-2025-04-01-031500"))
         );
         assert_eq!(last_snapshot_under(&[c], root), None);
+    }
+
+    /// A line is of the config whose backup root it names, written alike or not; a line that names none (an older
+    /// version's) is of every config.
+    #[test]
+    fn a_line_is_of_the_config_whose_backup_root_it_names() {
+        let ours = record(0).of_root(Path::new("/home/u/.local/share/dbackup"));
+        assert!(ours.is_of(Path::new("/home/u/.local/share/dbackup")));
+        assert!(ours.is_of(Path::new("/home/u/.local/share/dbackup/")));
+        assert!(ours.is_of(Path::new("/home/u/.local/share/./dbackup")));
+        assert!(!ours.is_of(Path::new("/mnt/backup")));
+        assert!(!ours.is_of(Path::new("/home/u/.local/share")));
+        let older = record(0);
+        assert!(older.is_of(Path::new("/mnt/backup")));
+        // A root that is not UTF-8 is named lossily, and still its own.
+        let odd =
+            Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b"/mnt/b\xff"));
+        let line = serde_json::to_string(&record(0).of_root(odd)).unwrap();
+        let back: RunRecord = serde_json::from_str(&line).unwrap();
+        assert!(back.is_of(odd) && !back.is_of(Path::new("/mnt/b")));
     }
 
     #[test]

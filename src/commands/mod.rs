@@ -177,7 +177,7 @@ pub(crate) fn begin_run(
             "cannot catch SIGINT and SIGTERM ({e}): an interruption ends the run at once"
         ));
     }
-    let started = crate::runlog::begin(&settings.state_dir, command);
+    let started = crate::runlog::begin(&settings.state_dir, &settings.backup_root, command);
     test_panic(command);
     started
 }
@@ -235,17 +235,19 @@ pub(crate) fn end_run<R>(
     Ok(result)
 }
 
-/// Appends one record to the run log, warning (not failing) when it cannot be written. The run's line: a run that a
-/// signal interrupted is recorded as such (exit 128 + the signal, `interrupted`).
+/// Appends one record to the run log, warning (not failing) when it cannot be written. The run's line: this config's
+/// (its backup root named), and a run that a signal interrupted recorded as such (exit 128 + the signal,
+/// `interrupted`).
 pub(crate) fn append_log(
     settings: &crate::settings::Settings,
     record: &crate::runlog::RunRecord,
     ui: &crate::ui::Ui,
 ) {
     crate::runlog::end();
+    let record = record.clone().of_root(&settings.backup_root);
     let record = match crate::interrupt::requested() {
-        Some(why) => record.clone().interrupted_by(why),
-        None => record.clone(),
+        Some(why) => record.interrupted_by(why),
+        None => record,
     };
     if let Err(e) = crate::runlog::append(&settings.state_dir, &record) {
         ui.warn(format_args!(

@@ -1,7 +1,10 @@
 //! Backups that `restore --verify` found damaged, remembered in the state directory (`damaged.json`) so the next
 //! external run does not extend a chain through them: damage that keeps a file's size (a flipped bit) is invisible
 //! to the external's own look at a drive (one `lstat` per file), and reading a drive never writes to it. A later
-//! `--verify` that finds the backup intact forgets it; records of backups no longer on the drive are ignored.
+//! `--verify` that finds the backup intact forgets it; records of backups no longer on the drive are ignored. The
+//! state directory is per user: a record names the backup root of the config whose `--verify` found it, and a config
+//! reads only its own (and those of older versions, which name none): another config's drive of the same name may
+//! hold a backup of the same stamp.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,6 +32,10 @@ pub struct Record {
     pub found: String,
     /// The first problem it found, as `restore --verify` showed it: its names escaped ([`crate::stdx::show`]).
     pub problem: String,
+    /// The backup root of the config whose `--verify` found it ([`crate::runlog::root_name`]); `None` in a record of
+    /// an older version: then it is every config's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_root: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -37,8 +44,16 @@ struct Records {
     records: Vec<Record>,
 }
 
-/// The records in `state_dir` (none when the file is missing, too big or unparsable).
-pub fn read(state_dir: &Path) -> Vec<Record> {
+/// The records in `state_dir` of the config whose backup root is `backup_root` (none when the file is missing, too
+/// big or unparsable).
+pub fn read(state_dir: &Path, backup_root: &Path) -> Vec<Record> {
+    let mut records = read_all(state_dir);
+    records.retain(|r| r.is_of(backup_root));
+    records
+}
+
+/// Every config's records in `state_dir`.
+fn read_all(state_dir: &Path) -> Vec<Record> {
     crate::stdx::fs::read_bounded(&state_dir.join(FILE_NAME), MAX_BYTES)
         .ok()
         .and_then(|b| serde_json::from_slice::<Records>(&b).ok())
@@ -46,18 +61,28 @@ pub fn read(state_dir: &Path) -> Vec<Record> {
         .unwrap_or_default()
 }
 
-/// Remembers what a `--verify` of `backup` on `destination` found: `problem` when damaged, `None` when intact
-/// (which forgets an earlier record).
+impl Record {
+    /// Whether this is a record of the config whose backup root is `root`.
+    pub fn is_of(&self, root: &Path) -> bool {
+        crate::runlog::names_root(self.backup_root.as_deref(), root)
+    }
+}
+
+/// Remembers what a `--verify` of `backup` on `destination` by the config whose backup root is `backup_root` found:
+/// `problem` when damaged, `None` when intact (which forgets an earlier record of this config's). Other configs'
+/// records are kept as they are.
 pub fn note(
     state_dir: &Path,
+    backup_root: &Path,
     destination: &str,
     backup: &str,
     problem: Option<&str>,
     now: chrono::DateTime<chrono::FixedOffset>,
 ) -> std::io::Result<()> {
-    let mut records = read(state_dir);
+    let mut records = read_all(state_dir);
     let before = records.len();
-    records.retain(|r| !(r.destination == destination && r.backup == backup));
+    records
+        .retain(|r| !(r.destination == destination && r.backup == backup && r.is_of(backup_root)));
     let Some(problem) = problem else {
         if records.len() == before {
             return Ok(());
@@ -69,6 +94,7 @@ pub fn note(
         backup: backup.to_string(),
         found: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
         problem: bounded(problem),
+        backup_root: Some(crate::runlog::root_name(backup_root)),
     });
     let excess = records.len().saturating_sub(MAX_RECORDS);
     records.drain(..excess);
@@ -145,13 +171,14 @@ mod tests {
         let state = dir.path().join("state");
         note(
             &state,
+            Path::new("/b"),
             "T9",
             "2026-12-01-031500",
             Some("data.tar: damaged"),
             now(),
         )
         .unwrap();
-        let records = read(&state);
+        let records = read(&state, Path::new("/b"));
         assert_eq!(records.len(), 1);
         let mut listing = DriveListing::default();
         assert!(
@@ -171,14 +198,23 @@ mod tests {
             "restore --verify found it damaged on 2026-12-05T18:00:00+01:00: data.tar: damaged"
         );
         assert!(on_destination(&records, "other", &listing).is_empty());
-        note(&state, "T9", "2026-12-01-031500", None, now()).unwrap();
-        assert!(read(&state).is_empty());
+        note(
+            &state,
+            Path::new("/b"),
+            "T9",
+            "2026-12-01-031500",
+            None,
+            now(),
+        )
+        .unwrap();
+        assert!(read(&state, Path::new("/b")).is_empty());
         // Stored escaped, shown as stored; a raw ESC (a file edited by hand) escaped; a long problem cut.
         let record = |problem: &str| Record {
             destination: "T9".into(),
             backup: "2026-12-01-031500".into(),
             found: "2026-12-05T18:00:00+01:00".into(),
             problem: problem.into(),
+            backup_root: None,
         };
         let shown = |problem: &str| note_text(&record(problem));
         let once = shown(r"/m/a\x1b\\b: damaged");
@@ -187,6 +223,31 @@ mod tests {
         assert!(raw.ends_with(r"+01:00: /m/a\x1b[2J: damaged"), "{raw}");
         assert_eq!(bounded(&"\u{e9}".repeat(600)).len(), 1024 + 3);
         std::fs::write(state.join(FILE_NAME), "not json").unwrap();
-        assert!(read(&state).is_empty());
+        assert!(read(&state, Path::new("/b")).is_empty());
+    }
+
+    /// Two configs of one user share the file: a record is read only by the config whose `--verify` found it (its
+    /// backup root), and that config's intact verify of the same stamp on its own drive of that name forgets only
+    /// its own record. A record of an older version (no root) is every config's.
+    #[test]
+    fn a_config_reads_and_forgets_only_its_own_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path();
+        let stamp = "2026-12-01-031500";
+        note(state, Path::new("/a"), "usb", stamp, Some("damaged"), now()).unwrap();
+        assert!(read(state, Path::new("/b")).is_empty());
+        assert_eq!(read(state, Path::new("/a/")).len(), 1);
+        note(state, Path::new("/b"), "usb", stamp, None, now()).unwrap();
+        assert_eq!(read(state, Path::new("/a")).len(), 1);
+        note(state, Path::new("/b"), "usb", stamp, Some("b's"), now()).unwrap();
+        assert_eq!(read(state, Path::new("/b"))[0].problem, "b's");
+        assert_eq!(read(state, Path::new("/a"))[0].problem, "damaged");
+
+        let older = std::fs::read_to_string(state.join(FILE_NAME))
+            .unwrap()
+            .replace(r#""backup_root": "/a""#, r#""other": 1"#);
+        std::fs::write(state.join(FILE_NAME), older).unwrap();
+        assert_eq!(read(state, Path::new("/c")).len(), 1);
+        assert_eq!(read(state, Path::new("/b")).len(), 2);
     }
 }

@@ -372,7 +372,7 @@ fn observe_drive(
     let mut damaged = layout::damaged_files(&info.resolved.join(layout::BACKUPS_DIR), &listing);
     // What `restore --verify` found (a damage of the same size, which the lstat above cannot see).
     let verified_damaged = super::damage::on_destination(
-        &super::damage::read(&settings.state_dir),
+        &super::damage::read(&settings.state_dir, &settings.backup_root),
         &d.destination.name,
         &listing,
     );

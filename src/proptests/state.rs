@@ -55,6 +55,7 @@ fn sample() -> &'static Sample {
             dbackup_version: "0.1.0".into(),
             sets,
             interrupted: None,
+            backup_root: Some("/r".into()),
         };
         let dest = |name: &str, status: &str| {
             serde_json::json!({ "name": name, "status": status, "backup": STAMP, "error": "no room" })
@@ -77,6 +78,19 @@ fn sample() -> &'static Sample {
                 serde_json::json!({ "collect": [], "nothing_due": false, "missing_media": "T9",
                                     "external": [{ "destinations": [dest("T9", "written")] }] }),
             ),
+            // Another config's run (of another backup root), and one of an older version (no root named).
+            RunRecord {
+                backup_root: Some("/other".into()),
+                ..record(
+                    "external",
+                    2,
+                    serde_json::json!({ "destinations": [dest("T9", "refused")] }),
+                )
+            },
+            RunRecord {
+                backup_root: None,
+                ..record("collect", 1, serde_json::json!([]))
+            },
         ] {
             runlog.extend(serde_json::to_vec(&r).unwrap());
             runlog.push(b'\n');
@@ -116,7 +130,9 @@ fn sample() -> &'static Sample {
         ))
         .unwrap();
         let damage = br#"{"format":1,"records":[{"destination":"T9","backup":"2026-12-05-020000",
-            "found":"2026-12-06T10:00:00+01:00","problem":"data.tar: sha256 differs"}]}"#
+            "found":"2026-12-06T10:00:00+01:00","problem":"data.tar: sha256 differs"},
+            {"destination":"T9","backup":"2026-12-05-020000","found":"2026-12-06T10:00:00+01:00",
+            "problem":"another config's","backup_root":"/other"}]}"#
             .to_vec();
         let kit_cache = serde_json::to_vec(&kit::KitCache {
             format: 1,
@@ -177,9 +193,13 @@ fn check_runlog(bytes: &[u8]) {
         },
     ] {
         let facts = bounded(2 * limit(bytes.len()), "reading runs for status", || {
-            gather::read_runs_for(dir.path(), &["T9", "b2"], wants)
+            gather::read_runs_for(dir.path(), Path::new("/r"), &["T9", "b2"], wants)
         });
         assert!(facts.error.is_none(), "{:?}", facts.error);
+        // Never another config's run (one that names another backup root).
+        for r in facts.last.iter().chain(&facts.recent) {
+            assert!(r.is_of(Path::new("/r")), "{:?}", r.backup_root);
+        }
         for (dest, seen) in &facts.written {
             assert!(
                 snapshot::parse_stamp(&seen.name).is_some(),
@@ -302,7 +322,8 @@ fn check_state_file<T>(bytes: &[u8], name: &str, read: impl FnOnce(&Path) -> T) 
 
 fn check_damage(bytes: &[u8]) {
     check_state_file(bytes, damage::FILE_NAME, |dir| {
-        for r in damage::read(dir) {
+        for r in damage::read(dir, Path::new("/r")) {
+            assert!(r.is_of(Path::new("/r")), "{:?}", r.backup_root);
             let text = damage::note_text(&r);
             assert!(!text.contains(['\n', '\x1b']), "{text:?}");
         }

@@ -373,8 +373,10 @@ fn warn_if_no_restore_point(
     ui: &Ui,
 ) {
     use super::list::State;
-    let listed =
-        super::list::drive_backups(drives, &crate::external::damage::read(&settings.state_dir));
+    let listed = super::list::drive_backups(
+        drives,
+        &crate::external::damage::read(&settings.state_dir, &settings.backup_root),
+    );
     let state_of = |b: &DriveBackup| {
         listed
             .iter()

@@ -97,7 +97,7 @@ pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Op
         if !local && !drives.iter().any(Drive::present) {
             no_drive = Some(catalog::no_drive_message(&drives));
         }
-        let damage = crate::external::damage::read(&settings.state_dir);
+        let damage = crate::external::damage::read(&settings.state_dir, &settings.backup_root);
         listing.backups.extend(drive_backups(&drives, &damage));
         listing.destinations = destinations(&drives);
     }

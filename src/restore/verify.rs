@@ -1583,6 +1583,7 @@ pub(crate) fn remember_damage(
     let now = chrono::Local::now().fixed_offset();
     if let Err(e) = crate::external::damage::note(
         &settings.state_dir,
+        &settings.backup_root,
         destination,
         &backup.dir.name,
         problem.as_deref(),

@@ -347,7 +347,8 @@ fn newest_known(listing: &Option<ListingFacts>, from_log: &Option<Seen>) -> Opti
     }
 }
 
-/// What the run log says.
+/// What the run log says of this config's runs (and of those an older version logged, which do not say whose they
+/// are).
 #[derive(Debug, Clone, Default)]
 pub struct RunFacts {
     /// The newest run of `collect`, `external` or `backup`.
@@ -443,9 +444,9 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
                 .and_then(|t| t.into_iter().min())
         },
     };
-    let runs = read_runs_for(&settings.state_dir, &dest_names, wants);
+    let runs = read_runs_for(&settings.state_dir, root, &dest_names, wants);
     // What `restore --verify` found damaged (the state directory's `damaged.json`).
-    let damage = crate::external::damage::read(&settings.state_dir);
+    let damage = crate::external::damage::read(&settings.state_dir, root);
     let destinations = settings
         .destinations
         .iter()
@@ -743,7 +744,12 @@ pub fn needed_on(facts: &Facts, d: &DestinationFacts) -> Option<u64> {
 
 #[cfg(test)]
 pub fn read_runs(state_dir: &Path, destinations: &[&str]) -> RunFacts {
-    read_runs_for(state_dir, destinations, RunWants::default())
+    read_runs_for(
+        state_dir,
+        Path::new("/b"),
+        destinations,
+        RunWants::default(),
+    )
 }
 
 /// A run that found nothing to do (a `backup` with nothing due and no drive missing): not shown in the history.
@@ -754,8 +760,15 @@ pub fn is_idle(record: &RunRecord) -> bool {
         && v.get("missing_media").is_none_or(|m| m.is_null())
 }
 
-/// `read_runs`, reading on for the history as `wants` says.
-pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -> RunFacts {
+/// `read_runs`, reading on for the history as `wants` says. Only the runs of the config whose backup root is
+/// `backup_root` count (and those of older versions, which do not say whose they are): another config of this user
+/// writes its runs into the same log, maybe for a destination or a set of the same name.
+pub fn read_runs_for(
+    state_dir: &Path,
+    backup_root: &Path,
+    destinations: &[&str],
+    wants: RunWants,
+) -> RunFacts {
     let mut facts = RunFacts::default();
     // The history is complete once it holds `count` runs and reaches back past `until`.
     let mut history_done = wants.count == 0;
@@ -794,7 +807,7 @@ pub fn read_runs_for(state_dir: &Path, destinations: &[&str], wants: RunWants) -
             } else {
                 history_record(line)
             };
-            let Some(record) = parsed else {
+            let Some(record) = parsed.filter(|r| r.is_of(backup_root)) else {
                 continue;
             };
             let backup_run = BACKUP_COMMANDS.contains(&record.command.as_str());
@@ -844,6 +857,7 @@ fn for_history(r: &RunRecord) -> RunRecord {
             serde_json::Value::Null
         },
         interrupted: r.interrupted.clone(),
+        backup_root: r.backup_root.clone(),
     }
 }
 
@@ -858,6 +872,8 @@ struct RunHead {
     error: Option<String>,
     #[serde(default)]
     interrupted: Option<String>,
+    #[serde(default)]
+    backup_root: Option<String>,
 }
 
 /// A run record for the history only: its per-set value is parsed only when the history needs it (a failed run's
@@ -882,6 +898,7 @@ fn history_record(line: &str) -> Option<RunRecord> {
         dbackup_version: String::new(),
         sets,
         interrupted: head.interrupted,
+        backup_root: head.backup_root,
     })
 }
 
@@ -1073,6 +1090,7 @@ mod tests {
             dbackup_version: "0".into(),
             sets,
             interrupted: None,
+            backup_root: None,
         }
     }
 
@@ -1191,6 +1209,7 @@ mod tests {
         .unwrap();
         let facts = read_runs_for(
             state,
+            Path::new("/b"),
             &[],
             RunWants {
                 count: 10,
@@ -1216,6 +1235,7 @@ mod tests {
         // Two wanted: the reading stops there.
         let facts = read_runs_for(
             state,
+            Path::new("/b"),
             &[],
             RunWants {
                 count: 2,

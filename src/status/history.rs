@@ -383,6 +383,7 @@ mod tests {
             dbackup_version: "0".into(),
             sets,
             interrupted: None,
+            backup_root: None,
         }
     }
 

@@ -123,6 +123,11 @@ fn a_panic_is_an_internal_error_with_a_run_log_line() {
         "{:?}",
         log[0]
     );
+    // This config's run, as every other line (two configs of one user share the log).
+    assert_eq!(
+        log[0].backup_root.as_deref(),
+        Some(t.root().to_str().unwrap())
+    );
 
     let out = t
         .cmd()

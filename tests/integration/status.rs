@@ -842,3 +842,159 @@ fn says_unknown_not_yet(text: &str, row: &[&str]) {
         .unwrap_or_default();
     assert_eq!(line.split_whitespace().collect::<Vec<_>>(), row, "{text}");
 }
+
+/// Config B (this test's) and config A (`a.json`) of one user: other backup roots, each with a set `docs` (other
+/// sources) and a drive `usb` of its own (`usb-b`, `usb-a`); B collected and written to its `usb` once.
+fn two_configs_of_one_user() -> (Test, std::path::PathBuf) {
+    let config = r#"{ "backup_root": "ROOT", "image": { "kit": false },
+        "backup_sets": [ { "name": "docs", "sources": ["DOCS"] } ],
+        "destinations": [ { "name": "usb", "path": "{tmp}/USB", "require_mount": false } ] }"#;
+    let of = |root: &str, docs: &str, usb: &str| {
+        config
+            .replace("ROOT", root)
+            .replace("DOCS", docs)
+            .replace("USB", usb)
+    };
+    let t = Test::new().config(&of("{root}", "~/docs", "usb-b"));
+    let a = t.write(
+        "a.json",
+        t.expand(&of("{tmp}/root-a", "{tmp}/a-docs", "usb-a")),
+    );
+    t.write("home/docs/b.txt", "this config's\n");
+    t.write("a-docs/a.txt", "the other config's\n");
+    for usb in ["usb-a", "usb-b"] {
+        fs::create_dir_all(t.path(usb)).unwrap();
+    }
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    (t, a)
+}
+
+/// A command of the config `config` (not the test's).
+fn as_config(t: &Test, config: &std::path::Path) -> crate::harness::Cmd {
+    (t.cmd().no_config()).args(["--config".as_ref(), config.as_os_str()])
+}
+
+/// Two configs of one user (other backup roots, each with a set `docs` and a drive `usb` of its own) share the run
+/// log, as the state directory is per user. Config A's runs are not config B's: B's `status` (text and `--json`),
+/// `--check` and page never take A's failed collect for B's last run, A's backup on A's `usb` for the newest on B's
+/// `usb` (unplugged: known from the run log), nor (root: A's `usb` a full tmpfs) A's refused backup for the last
+/// backup to B's `usb`. Before: B's last run was A's failed collect and `--check` exited 1 on it; B's unplugged `usb`
+/// had A's backup as its newest; A's refusal was "the last backup to usb".
+#[test]
+fn another_configs_runs_in_the_shared_run_log_are_not_this_configs() {
+    let (t, a) = two_configs_of_one_user();
+    let with_a = || as_config(&t, &a);
+    let ours = crate::fixtures::drive::backups(&t.path("usb-b"));
+    while chrono::Local::now().format("%Y-%m-%d-%H%M%S").to_string() <= ours[0] {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    with_a().args(["collect"]).status(0);
+    with_a().args(["external"]).status(0);
+    let theirs = crate::fixtures::drive::backups(&t.path("usb-a"));
+    assert!(theirs[0] > ours[0], "{theirs:?} {ours:?}");
+    // A's next collect fails (its sources gone).
+    fs::rename(t.path("a-docs"), t.path("a-docs.away")).unwrap();
+    with_a().args(["collect"]).status(1);
+    // B's `usb` in a drawer: what is on it is known from the run log only.
+    fs::rename(t.path("usb-b"), t.path("usb-b.in-a-drawer")).unwrap();
+
+    let ours_only = |t: &Test, what: &str| {
+        let s: serde_json::Value = t.cmd().args(["--json", "status"]).output().json();
+        let (last, usb) = (&s["last_run"], &s["destinations"][0]);
+        assert_eq!(
+            (&last["command"], &last["exit"]),
+            (&serde_json::json!("external"), &serde_json::json!(0)),
+            "{what}: {last:#}"
+        );
+        assert_eq!(
+            usb["newest"]["stamp"],
+            serde_json::json!(ours[0]),
+            "{what}: {usb:#}"
+        );
+        assert!(usb["last_failed"].is_null(), "{what}: {usb:#}");
+        let text = t.cmd().args(["status"]).status(0).stdout;
+        assert!(
+            text.contains("last run: external finished"),
+            "{what}: {text}"
+        );
+        assert!(
+            !text.contains(&theirs[0]) && !text.contains("FAILED"),
+            "{what}: {text}"
+        );
+        t.cmd().args(["status", "--check"]).status(0);
+        let page = t.cmd().args(["report", "--out", "-"]).status(0).stdout;
+        let none_failed = r#"<i class="failed"></i>failed 0</span>"#;
+        assert!(
+            !page.contains(&theirs[0]) && page.contains(none_failed),
+            "{what}: {page}"
+        );
+    };
+    ours_only(&t, "a failed collect of A's");
+
+    // Root only: A's `usb` refuses A's next backup (a full tmpfs); its line names a destination `usb`.
+    if !testkit::require_root() {
+        return;
+    }
+    fs::rename(t.path("a-docs.away"), t.path("a-docs")).unwrap();
+    t.write("a-docs/big", crate::fixtures::drive::content(8 << 20, 1));
+    fs::rename(t.path("usb-a"), t.path("usb-a.full")).unwrap();
+    let full = crate::fixtures::mounted::Mounted::tmpfs(&t.path("usb-a"), "4m");
+    with_a().args(["collect"]).status(0);
+    let out = with_a().args(["external"]).output();
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    let log = fs::read_to_string(t.path("state/dbackup/log.jsonl")).unwrap();
+    let line = log.lines().last().unwrap_or_default();
+    assert!(
+        line.contains(r#""name":"usb""#) && !line.contains(r#""status":"written""#),
+        "{line}"
+    );
+    ours_only(&t, "a refused backup of A's");
+    drop(full);
+}
+
+/// Config A's `restore --verify` finds A's backup on A's `usb` damaged; B's `usb` holds a backup of the same stamp
+/// (both configs' runs started in the same second: here a copy), intact. The damage is A's: B's `status` and
+/// `--check` never call B's backup damaged, and B's next external builds on it. Before: B's `usb` had "0 restore points (and 1
+/// damaged backup)" and `--check` exited 1 on it, as the damage records of the shared state directory were told
+/// apart by the destination's name and the stamp only.
+#[test]
+fn another_configs_damaged_backup_of_the_same_stamp_is_not_this_configs() {
+    let (t, a) = two_configs_of_one_user();
+    let ours = crate::fixtures::drive::backups(&t.path("usb-b"));
+    let copied = std::process::Command::new("cp")
+        .args([
+            "-a".as_ref(),
+            t.path("usb-b/.").as_os_str(),
+            t.path("usb-a").as_os_str(),
+        ])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let tar = t.path("usb-a/backups").join(&ours[0]).join("docs.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    bytes[0] ^= 0x20;
+    fs::write(&tar, bytes).unwrap();
+    let out = as_config(&t, &a)
+        .args([
+            "restore", "--source", "external", "--verify", "--date", &ours[0],
+        ])
+        .status(1);
+    out.stdout_has("DAMAGED");
+
+    let s: serde_json::Value = t.cmd().args(["--json", "status"]).output().json();
+    let usb = &s["destinations"][0];
+    assert_eq!(
+        usb["newest"]["stamp"],
+        serde_json::json!(ours[0]),
+        "{usb:#}"
+    );
+    t.cmd()
+        .args(["status", "--check"])
+        .status(0)
+        .stdout_lacks("DAMAGED");
+    t.cmd()
+        .args(["--dry-run", "external"])
+        .status(0)
+        .stdout_has(&format!("incremental on {} (chain 2 of 7)", ours[0]));
+}
