@@ -662,6 +662,20 @@ impl DriveListing {
     }
 }
 
+/// How many of a destination's stamp directories without usable `backup.json` are noted one by one, each with why;
+/// the rest are counted in one note ([`unusable_rest`]): a junk or messy drive may hold any number of them.
+pub const UNUSABLE_NAMED: usize = 10;
+
+/// The one note counting the `unusable` directories without usable `backup.json` past the [`UNUSABLE_NAMED`] noted
+/// one by one, saying `what` is done with them; `None` when every one was noted.
+pub fn unusable_rest(unusable: usize, what: &str) -> Option<String> {
+    let more = unusable.checked_sub(UNUSABLE_NAMED).filter(|n| *n > 0)?;
+    Some(format!(
+        "{} in {BACKUPS_DIR}/ without usable {METADATA_FILE}, {what}",
+        crate::stdx::counted(more as u64, "more directory", "more directories")
+    ))
+}
+
 /// Opens `<root>/backups` for reading or writing: `None` when it does not exist. Refused (with the path named) when
 /// it is a symlink, not a directory, or on another filesystem than `root`: everything dbackup reads or writes on a
 /// destination stays inside it.

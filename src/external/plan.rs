@@ -920,13 +920,23 @@ fn drive_notes(d: &DestinationWorld, backups_dir: &Path) -> Vec<String> {
             layout::leftover_pid(&l.name).unwrap_or(0)
         ));
     }
-    for b in d.listing.backups.iter().filter(|b| b.meta.is_none()) {
+    let unusable: Vec<&layout::DriveBackup> = d
+        .listing
+        .backups
+        .iter()
+        .filter(|b| b.meta.is_none())
+        .collect();
+    for b in unusable.iter().take(layout::UNUSABLE_NAMED) {
         notes.push(format!(
             "{} is not used nor removed: {}",
             b.name,
             b.meta_error.as_deref().unwrap_or("no metadata")
         ));
     }
+    notes.extend(layout::unusable_rest(
+        unusable.len(),
+        "not used nor removed",
+    ));
     if !d.listing.other.is_empty() {
         // A few names, not all: a drive may hold any number of them.
         const NAMED: usize = 10;
@@ -1184,12 +1194,26 @@ fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
         kept,
         removed.len()
     );
+    // The directories without verified metadata: the first few named, as the notes name them (a drive may hold any
+    // number of them).
+    let unjudged =
+        |x: &&Decision| x.reasons.first().map(String::as_str) == Some(drive_retention::UNJUDGED);
+    let mut unjudged_kept = 0;
     for x in d
         .decisions
         .iter()
         .filter(|x| x.keep && x.name != d.latest.target)
     {
+        if unjudged(&x) {
+            unjudged_kept += 1;
+            if unjudged_kept > layout::UNUSABLE_NAMED {
+                continue;
+            }
+        }
         let _ = writeln!(out, "  keep      {} ({})", x.name, x.reasons.join("; "));
+    }
+    if let Some(rest) = layout::unusable_rest(unjudged_kept, "kept, never touched") {
+        let _ = writeln!(out, "  keep      {rest}");
     }
     for x in removed {
         let _ = writeln!(out, "  remove    {} ({})", x.name, x.reasons.join("; "));

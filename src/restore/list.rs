@@ -98,8 +98,14 @@ pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Op
             no_drive = Some(catalog::no_drive_message(&drives));
         }
         let damage = crate::external::damage::read(&settings.state_dir);
-        listing.backups.extend(drive_backups(&drives, &damage));
+        let mut backups = drive_backups(&drives, &damage);
         listing.destinations = destinations(&drives);
+        for d in &mut listing.destinations {
+            d.notes = note_unusable(
+                (backups.iter_mut()).filter(|b| b.destination.as_deref() == Some(d.name.as_str())),
+            );
+        }
+        listing.backups.extend(backups);
     }
     if cloud {
         let (backups, destination) = cloud_backups(settings, req)?;
@@ -199,6 +205,10 @@ pub struct ListedDestination {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub backups: usize,
+    /// What is said of the destination as a whole: how many more of its backups without usable `backup.json` are
+    /// listed than are noted one by one ([`note_unusable`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The local part of a listing: snapshots grouped by stamp.
@@ -376,6 +386,22 @@ pub fn drive_backups(
     out
 }
 
+/// Keeps why a backup has no usable `backup.json` (an `unverified` one) noted on the newest
+/// [`layout::UNUSABLE_NAMED`] of one destination's `backups` only: a junk or messy drive or bucket may hold any number
+/// of them. Returns the destination's note counting the rest.
+fn note_unusable<'b>(backups: impl Iterator<Item = &'b mut ListedBackup>) -> Vec<String> {
+    let mut unusable: Vec<&mut ListedBackup> =
+        backups.filter(|b| b.state == State::Unverified).collect();
+    unusable.sort_by_key(|b| std::cmp::Reverse(b.time));
+    let count = unusable.len();
+    for b in unusable.into_iter().skip(layout::UNUSABLE_NAMED) {
+        b.notes.clear();
+    }
+    layout::unusable_rest(count, "listed unverified without a note each")
+        .into_iter()
+        .collect()
+}
+
 /// `restore --list --source cloud[:NAME]`: the destination's backups, each from its `backup.json` (one GET each).
 pub fn cloud_backups(
     settings: &Settings,
@@ -454,6 +480,7 @@ pub fn cloud_backups(
         present: true,
         reason: None,
         backups: out.len(),
+        notes: note_unusable(out.iter_mut()),
     };
     Ok((out, destination))
 }
@@ -473,6 +500,7 @@ pub fn destinations(drives: &[Drive]) -> Vec<ListedDestination> {
                 .iter()
                 .filter(|b| !b.in_progress && d.only.as_ref().is_none_or(|o| *o == b.dir.name))
                 .count(),
+            notes: Vec::new(),
         })
         .collect()
 }
@@ -575,6 +603,9 @@ impl Listing {
                     Some(r) => {
                         let _ = writeln!(out, "  {}: {r}", d.name);
                     }
+                }
+                for n in &d.notes {
+                    let _ = writeln!(out, "    note: {n}");
                 }
             }
         }
