@@ -662,14 +662,11 @@ impl DriveListing {
     }
 }
 
-/// How many of a destination's stamp directories without usable `backup.json` are noted one by one, each with why;
-/// the rest are counted in one note ([`unusable_rest`]): a junk or messy drive may hold any number of them.
-pub const UNUSABLE_NAMED: usize = 10;
-
-/// The one note counting the `unusable` directories without usable `backup.json` past the [`UNUSABLE_NAMED`] noted
-/// one by one, saying `what` is done with them; `None` when every one was noted.
-pub fn unusable_rest(unusable: usize, what: &str) -> Option<String> {
-    let more = unusable.checked_sub(UNUSABLE_NAMED).filter(|n| *n > 0)?;
+/// The one note counting the `more` directories without usable `backup.json` left out of a list that named the first
+/// [`stdx::NAMED`](crate::stdx::NAMED) (a junk or messy drive may hold any number of them), saying `what` is done with
+/// them; `None` when none was left out.
+pub fn unusable_rest(more: usize, what: &str) -> Option<String> {
+    (more > 0).then_some(())?;
     Some(format!(
         "{} in {BACKUPS_DIR}/ without usable {METADATA_FILE}, {what}",
         crate::stdx::counted(more as u64, "more directory", "more directories")

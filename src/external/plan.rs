@@ -929,7 +929,7 @@ fn drive_notes(d: &DestinationWorld, backups_dir: &Path) -> Vec<String> {
         .iter()
         .filter(|b| b.meta.is_none())
         .collect();
-    for b in unusable.iter().take(layout::UNUSABLE_NAMED) {
+    for b in unusable.iter().take(stdx::NAMED) {
         notes.push(format!(
             "{} is not used nor removed: {}",
             b.name,
@@ -937,19 +937,18 @@ fn drive_notes(d: &DestinationWorld, backups_dir: &Path) -> Vec<String> {
         ));
     }
     notes.extend(layout::unusable_rest(
-        unusable.len(),
+        unusable.len().saturating_sub(stdx::NAMED),
         "not used nor removed",
     ));
     if !d.listing.other.is_empty() {
         // A few names, not all: a drive may hold any number of them.
-        const NAMED: usize = 10;
         let other = &d.listing.other;
-        let more = other.len().saturating_sub(NAMED);
+        let more = other.len().saturating_sub(stdx::NAMED);
         notes.push(format!(
             "{} in {} not made by dbackup, left alone: {}{}",
             stdx::counted(other.len() as u64, "entry", "entries"),
             backups_dir.display(),
-            other[..other.len().min(NAMED)].join(", "),
+            other[..other.len().min(stdx::NAMED)].join(", "),
             if more > 0 {
                 format!(" and {} more", stdx::count(more as u64))
             } else {
@@ -1199,23 +1198,15 @@ fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
     );
     // The directories without verified metadata: the first few named, as the notes name them (a drive may hold any
     // number of them).
-    let unjudged =
-        |x: &&Decision| x.reasons.first().map(String::as_str) == Some(drive_retention::UNJUDGED);
-    let mut unjudged_kept = 0;
-    for x in d
+    let kept = d
         .decisions
         .iter()
-        .filter(|x| x.keep && x.name != d.latest.target)
-    {
-        if unjudged(&x) {
-            unjudged_kept += 1;
-            if unjudged_kept > layout::UNUSABLE_NAMED {
-                continue;
-            }
-        }
+        .filter(|x| x.keep && x.name != d.latest.target);
+    let (kept, more) = crate::retention::listed(kept, drive_retention::UNJUDGED);
+    for x in kept {
         let _ = writeln!(out, "  keep      {} ({})", x.name, x.reasons.join("; "));
     }
-    if let Some(rest) = layout::unusable_rest(unjudged_kept, "kept, never touched") {
+    if let Some(rest) = layout::unusable_rest(more, "kept, never touched") {
         let _ = writeln!(out, "  keep      {rest}");
     }
     for x in removed {

@@ -82,14 +82,20 @@ pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Op
         backup_root: None,
         backups: Vec::new(),
         destinations: Vec::new(),
+        notes: Vec::new(),
     };
     if local {
         let sets = select::only_set(catalog::local_set_names(settings), req.set.as_deref());
         let snaps = catalog::local_snapshots(&settings.backup_root, &sets)?;
         listing.backup_root = Some(settings.backup_root.clone());
-        listing
-            .backups
-            .extend(local_backups(&settings.backup_root, &snaps));
+        let (backups, more) = local_backups(&settings.backup_root, &snaps);
+        listing.backups.extend(backups);
+        if more > 0 {
+            listing.notes.push(format!(
+                "{} in the backup root without usable metadata, listed unknown without a note each",
+                crate::stdx::counted(more as u64, "more snapshot", "more snapshots")
+            ));
+        }
     }
     let mut no_drive = None;
     if external {
@@ -143,6 +149,10 @@ pub struct Listing {
     pub backups: Vec<ListedBackup>,
     /// Every destination looked at, present or not (when external backups were listed).
     pub destinations: Vec<ListedDestination>,
+    /// What is said of the local snapshots as a whole: how many more of them without usable metadata are listed
+    /// than are noted one by one (the newest [`crate::stdx::NAMED`] are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// One backup: a stamp's local snapshots, or one backup directory on a drive.
@@ -211,13 +221,22 @@ pub struct ListedDestination {
     pub notes: Vec<String>,
 }
 
-/// The local part of a listing: snapshots grouped by stamp.
-pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<ListedBackup> {
+/// The local part of a listing: snapshots grouped by stamp; and how many snapshots without usable metadata it does not
+/// note why for (it notes the newest [`crate::stdx::NAMED`]: a messy backup root may hold any number of them).
+pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> (Vec<ListedBackup>, usize) {
+    let mut unusable: Vec<&Snapshot> = (snapshots.iter())
+        .filter(|s| s.metadata_error.is_some())
+        .collect();
+    unusable.sort_by_key(|s| std::cmp::Reverse(s.time));
+    let noted: Vec<&str> = (unusable.iter().take(crate::stdx::NAMED))
+        .map(|s| s.name.as_str())
+        .collect();
+    let more = unusable.len() - noted.len();
     let mut groups: BTreeMap<NaiveDateTime, Vec<&Snapshot>> = BTreeMap::new();
     for s in snapshots {
         groups.entry(s.time).or_default().push(s);
     }
-    groups
+    let listed = groups
         .into_iter()
         .map(|(time, snaps)| {
             let mut notes = Vec::new();
@@ -234,7 +253,9 @@ pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<List
                             crate::stdx::counted(m.unreadable.len() as u64, "file", "files")
                         ));
                     }
-                    if let Some(e) = &s.metadata_error {
+                    if let Some(e) = &s.metadata_error
+                        && noted.contains(&s.name.as_str())
+                    {
                         notes.push(format!("{}: {e}", s.set));
                     }
                     ListedSet {
@@ -270,7 +291,8 @@ pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<List
                 notes,
             }
         })
-        .collect()
+        .collect();
+    (listed, more)
 }
 
 /// The external part of a listing: every backup on every present drive; `damage`: what `restore --verify` found
@@ -387,17 +409,17 @@ pub fn drive_backups(
 }
 
 /// Keeps why a backup has no usable `backup.json` (an `unverified` one) noted on the newest
-/// [`layout::UNUSABLE_NAMED`] of one destination's `backups` only: a junk or messy drive or bucket may hold any number
+/// [`crate::stdx::NAMED`] of one destination's `backups` only: a junk or messy drive or bucket may hold any number
 /// of them. Returns the destination's note counting the rest.
 fn note_unusable<'b>(backups: impl Iterator<Item = &'b mut ListedBackup>) -> Vec<String> {
     let mut unusable: Vec<&mut ListedBackup> =
         backups.filter(|b| b.state == State::Unverified).collect();
     unusable.sort_by_key(|b| std::cmp::Reverse(b.time));
-    let count = unusable.len();
-    for b in unusable.into_iter().skip(layout::UNUSABLE_NAMED) {
+    let more = unusable.len().saturating_sub(crate::stdx::NAMED);
+    for b in unusable.into_iter().skip(crate::stdx::NAMED) {
         b.notes.clear();
     }
-    layout::unusable_rest(count, "listed unverified without a note each")
+    layout::unusable_rest(more, "listed unverified without a note each")
         .into_iter()
         .collect()
 }
@@ -585,6 +607,9 @@ impl Listing {
                 for n in &b.notes {
                     let _ = writeln!(out, "    note: {n}");
                 }
+            }
+            for n in &self.notes {
+                let _ = writeln!(out, "note: {n}");
             }
         }
         if !self.destinations.is_empty() {
