@@ -613,3 +613,36 @@ fn directories_without_backup_json_are_named_ten_then_counted() {
         "keep      30 more directories in backups/ without usable backup.json, kept, never touched",
     );
 }
+
+/// 30 directories named like a backup, each holding a `data.tar` and no index (a junk drive): `find` warns of ten of
+/// them that it could not search them, and counts the rest in one warning; `--json` still names each. Before: a
+/// warning each (20,000 lines for 20,000 such directories).
+#[test]
+fn backups_find_cannot_search_are_named_ten_then_counted() {
+    let t = world(&["T9"]);
+    t.cmd().args(["external"]).status(0);
+    for i in 0..30 {
+        let dir = t.path(&format!("T9/backups/2020-01-01-0000{i:02}"));
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("data.tar"), "junk").unwrap();
+    }
+    let out = t
+        .cmd()
+        .args(["find", "--source", "drive", "notes"])
+        .status(1);
+    assert_clean(&out);
+    assert_eq!(
+        out.stderr.matches("was not searched").count(),
+        10,
+        "{}",
+        out.stderr
+    );
+    out.stderr_has("20 more backups were not searched (`--json` names each, with why)");
+    out.stdout_has("notes.txt");
+    let out = t
+        .cmd()
+        .args(["--json", "find", "--source", "drive", "notes"])
+        .status(1);
+    let v: serde_json::Value = out.json();
+    assert_eq!(v["not_searched"].as_array().unwrap().len(), 30);
+}
