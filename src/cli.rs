@@ -83,7 +83,13 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Copy every backup set into a new hard-linked snapshot under the backup root (rsync --link-dest)
     #[command(
-        after_help = "Exit codes: 0 every set collected; 3 with warnings (a source missing: the snapshot is kept, \
+        after_help = "Each run writes, for every set, <backup_root>/<set>-<YYYY-MM-DD-HHMMSS>/ and its metadata \
+<set>-<YYYY-MM-DD-HHMMSS>.json: rsync copies into .<set>.in-progress/, which is renamed into place when it is done \
+(unchanged files are hard links into the previous snapshot). Only then does <set>-latest move to it and are the \
+set's snapshots beyond retention.local removed (a count or a policy; while a source is missing, the newest snapshot \
+holding it stays). --dry-run shows each set's rsync command and every snapshot retention would remove, and writes \
+nothing.\n\n\
+Exit codes: 0 every set collected; 3 with warnings (a source missing: the snapshot is kept, \
 marked incomplete; files that vanished or could not be read); 1 a set failed (the others are still collected); \
 4 another dbackup run holds the lock.\n\n\
 Examples:\n  dbackup collect                 # every set\n  dbackup collect --set config    # one set\n  dbackup collect --full          # compare contents, not just size and mtime\n  dbackup --dry-run collect       # show the plan: rsync commands, snapshots to prune"
@@ -910,11 +916,26 @@ pub enum RenderFormat {
 #[derive(Debug, Subcommand)]
 pub enum GenerateCommand {
     /// Print the completion script for a shell
+    #[command(
+        after_help = "The script goes to stdout; nothing is written. It asks `dbackup` for the words on each TAB, so \
+set and destination names come from the config of the moment.\n\n\
+Examples:\n  \
+dbackup generate completions bash > ~/.local/share/bash-completion/completions/dbackup\n  \
+dbackup generate completions zsh > ~/.zfunc/_dbackup"
+    )]
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
     /// Write the man pages (dbackup.1 and one per subcommand) into DIR
+    #[command(
+        after_help = "Writes dbackup.1 and a page for each command (dbackup-collect.1, dbackup-systemd-render.1, ...) \
+into DIR, each path printed; a file of one of those names there is replaced, nothing else is touched. --dry-run \
+names each page it would write, and writes nothing.\n\n\
+Examples:\n  \
+dbackup generate man /usr/local/share/man/man1\n  \
+dbackup --dry-run generate man out/man1    # the pages it would write"
+    )]
     Man {
         /// The directory to write into (created if missing)
         dir: PathBuf,
@@ -1107,6 +1128,51 @@ mod tests {
                 {
                     panic!("{name}: `dbackup {command}` does not parse: {e}");
                 }
+            }
+        }
+    }
+
+    /// Each command that writes or removes says in its help what it writes (`writes`) and removes (`removes`), and how
+    /// to see that first without writing anything (`--dry-run`). Before: `collect`'s help named neither its
+    /// snapshots nor the retention that removes old ones, and `generate man`'s had no text at all.
+    #[test]
+    fn commands_that_write_say_what_and_their_dry_run() {
+        let root = Cli::command();
+        // (command path, words its help must hold: what it writes, what it removes)
+        let writers: &[(&[&str], &[&str])] = &[
+            (
+                &["collect"],
+                &["<set>-<YYYY-MM-DD-HHMMSS>/", "retention.local"],
+            ),
+            (&["external"], &["<drive>/backups/", "retention.external"]),
+            (&["backup"], &["collect", "external"]),
+            (&["restore"], &["displaced/"]),
+            (&["report"], &["report.path"]),
+            (&["keygen"], &["identity"]),
+            (&["config", "init"], &["written"]),
+            (&["systemd", "render"], &["--out"]),
+            (&["generate", "man"], &["dbackup.1", "replaced"]),
+            (&["image", "kit"], &["--out"]),
+            (&["image", "create"], &["<drive>/backups/<stamp>/system/"]),
+            (&["image", "restore"], &["overwritten"]),
+            (&["cloud", "check"], &["removed"]),
+        ];
+        for (path, words) in writers {
+            let command = path.iter().fold(root.clone(), |c, name| {
+                c.find_subcommand(name)
+                    .unwrap_or_else(|| panic!("no command {path:?}"))
+                    .clone()
+            });
+            let help = command
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            for word in words.iter().chain(&["--dry-run"]) {
+                assert!(
+                    help.contains(word),
+                    "`dbackup {}`'s help does not say {word:?}:\n{help}",
+                    path.join(" ")
+                );
             }
         }
     }

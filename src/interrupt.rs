@@ -123,6 +123,14 @@ fn forward(signal: i32) {
     }
 }
 
+/// For the tests of a signal at a given point, in debug builds only: `DBACKUP_TEST_STOP=<point>` stops the process
+/// (SIGSTOP) when it reaches `point`, so a test can signal it there whatever the machine's speed.
+pub fn test_stop(point: &str) {
+    if cfg!(debug_assertions) && std::env::var_os("DBACKUP_TEST_STOP").is_some_and(|p| p == point) {
+        kill(std::process::id() as i32, libc::SIGSTOP);
+    }
+}
+
 /// Sends `signal` to `pid` (best effort: the child may have exited already).
 fn kill(pid: i32, signal: i32) {
     if let (Some(pid), Some(signal)) = (

@@ -54,6 +54,30 @@ pub struct Decision {
     pub reasons: Vec<String>,
 }
 
+/// Why a snapshot without dbackup metadata is kept.
+pub const NO_METADATA: &str =
+    "no dbackup metadata: not judged; remove it by hand if it is not needed";
+
+/// The decisions a plan lists one by one: every one but those kept for `unjudged` (why a snapshot or backup without
+/// metadata is kept) past the first [`stdx::NAMED`](crate::stdx::NAMED) of them; and how many of those it leaves out.
+pub fn listed<'d>(
+    decisions: impl IntoIterator<Item = &'d Decision>,
+    unjudged: &str,
+) -> (Vec<&'d Decision>, usize) {
+    let mut seen = 0;
+    let listed = decisions
+        .into_iter()
+        .filter(|d| {
+            if !d.reasons.iter().any(|r| r == unjudged) {
+                return true;
+            }
+            seen += 1;
+            seen <= crate::stdx::NAMED
+        })
+        .collect();
+    (listed, seen.saturating_sub(crate::stdx::NAMED))
+}
+
 /// The names `decisions` remove, in their order.
 pub fn removed(decisions: &[Decision]) -> impl Iterator<Item = &str> {
     decisions
@@ -158,11 +182,7 @@ pub fn decide(
             mark(&mut verdicts, i, "target of latest".into());
         }
         if s.state == SnapshotState::Unknown {
-            mark(
-                &mut verdicts,
-                i,
-                "no dbackup metadata: not judged; remove it by hand if it is not needed".into(),
-            );
+            mark(&mut verdicts, i, NO_METADATA.into());
         }
     }
     if let Some(i) = newest_complete {

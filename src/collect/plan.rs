@@ -457,19 +457,29 @@ fn shrink_checks(
     checks
 }
 
-/// The new name taken already (a refusal), and the snapshots without usable metadata (a note each).
+/// The new name taken already (a refusal), and the snapshots without usable metadata (a note each for the first
+/// [`stdx::NAMED`](crate::stdx::NAMED), one counting the rest: a messy backup root may hold any number of them).
 fn check_snapshots(sw: &SetWorld, name: &str, said: &mut Said) {
     if sw.snapshots.iter().any(|s| s.name == name) {
         said.refusals.push(format!(
             "snapshot {name} already exists; run again in a second"
         ));
     }
-    for s in &sw.snapshots {
-        if let Some(err) = &s.metadata_error
-            && s.state() == SnapshotState::Unknown
-        {
-            said.notes.push(format!("snapshot {} has no usable metadata ({err}): it is never linked against nor removed", s.name));
-        }
+    let unusable: Vec<(&str, &String)> = (sw.snapshots.iter())
+        .filter(|s| s.state() == SnapshotState::Unknown)
+        .filter_map(|s| Some((s.name.as_str(), s.metadata_error.as_ref()?)))
+        .collect();
+    for (name, err) in unusable.iter().take(crate::stdx::NAMED) {
+        said.notes.push(format!(
+            "snapshot {name} has no usable metadata ({err}): it is never linked against nor removed"
+        ));
+    }
+    let more = unusable.len().saturating_sub(crate::stdx::NAMED);
+    if more > 0 {
+        said.notes.push(format!(
+            "{} of this set have no usable metadata: they are never linked against nor removed",
+            crate::stdx::counted(more as u64, "more snapshot", "more snapshots")
+        ));
     }
 }
 
@@ -771,7 +781,9 @@ pub fn render(plan: &CollectPlan) -> String {
             );
         }
         let _ = writeln!(out, "  rsync     {}", ui::shell_words(&s.rsync_argv));
-        for d in &s.retention {
+        // The snapshots without metadata: the first few named, as the notes name them.
+        let (listed, more) = crate::retention::listed(&s.retention, crate::retention::NO_METADATA);
+        for d in listed {
             let verb = if d.keep { "keep" } else { "remove" };
             let new = if d.name == s.snapshot {
                 " (this run)"
@@ -779,6 +791,13 @@ pub fn render(plan: &CollectPlan) -> String {
                 ""
             };
             let _ = writeln!(out, "  {verb:<9} {}{new}: {}", d.name, d.reasons.join("; "));
+        }
+        if more > 0 {
+            let _ = writeln!(
+                out,
+                "  keep      {} without dbackup metadata: not judged; remove them by hand if they are not needed",
+                crate::stdx::counted(more as u64, "more snapshot", "more snapshots")
+            );
         }
     }
     out

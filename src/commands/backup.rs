@@ -37,6 +37,9 @@ pub fn run_with_settings(settings: &Settings, options: &backup::Options) -> anyh
     }
     if settings.output.dry_run {
         super::reading("backup --dry-run");
+    } else {
+        // Looking at the drives writes (and removes) a probe file on each: signals are caught from before that.
+        super::catch_signals(&ui);
     }
     let observed = backup::observe(settings, options);
     if settings.output.dry_run {

@@ -35,10 +35,8 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
         not_searched: Vec::new(),
         matches: Vec::new(),
     };
-    for why in bucket.iter().flat_map(|c| &c.skipped) {
-        ui.warn(why);
-        out.not_searched.push(why.clone());
-    }
+    out.not_searched
+        .extend(bucket.iter().flat_map(|c| &c.skipped).cloned());
     let ring = KeyRing::new(&settings, &args.identities);
     match browse::unlock(&mut all, &ring) {
         Ok(warnings) => {
@@ -74,11 +72,19 @@ pub fn run(global: &GlobalArgs, args: FindArgs) -> anyhow::Result<Exit> {
         });
         match found {
             Ok(()) => out.searched += 1,
-            Err(e) => {
-                ui.warn(&e);
-                out.not_searched.push(e.to_string());
-            }
+            Err(e) => out.not_searched.push(e.to_string()),
         }
+    }
+    // A few named, not all: a junk drive may hold any number of backups that cannot be searched.
+    for why in out.not_searched.iter().take(crate::stdx::NAMED) {
+        ui.warn(why);
+    }
+    let more = out.not_searched.len().saturating_sub(crate::stdx::NAMED);
+    if more > 0 {
+        ui.warn(format_args!(
+            "{} not searched (`--json` names each, with why)",
+            crate::stdx::counted(more as u64, "more backup was", "more backups were")
+        ));
     }
     out.matches = by_path
         .into_iter()

@@ -165,18 +165,25 @@ pub(crate) fn reading(what: &str) {
     crate::process::catch_reading(what.to_string(), crate::process::NOTHING_CHANGED);
 }
 
-/// Starts a run that is logged: registers it with the run log (a panic or a second signal still leaves its line) and
-/// catches SIGINT and SIGTERM from now on (see [`crate::interrupt`]). Returns its start time.
-pub(crate) fn begin_run(
-    settings: &crate::settings::Settings,
-    ui: &crate::ui::Ui,
-    command: &str,
-) -> chrono::DateTime<chrono::FixedOffset> {
+/// Catches SIGINT and SIGTERM from now on for a run that writes (see [`crate::interrupt`]): a signal stops it at its
+/// next safe point. Called before the run's first write, however early (`backup` probes the drives before its run
+/// starts); [`begin_run`] calls it too.
+pub(crate) fn catch_signals(ui: &crate::ui::Ui) {
     if let Err(e) = crate::interrupt::install(crate::process::stop_at_once) {
         ui.warn(format_args!(
             "cannot catch SIGINT and SIGTERM ({e}): an interruption ends the run at once"
         ));
     }
+}
+
+/// Starts a run that is logged: registers it with the run log (a panic or a second signal still leaves its line) and
+/// catches SIGINT and SIGTERM from now on ([`catch_signals`]). Returns its start time.
+pub(crate) fn begin_run(
+    settings: &crate::settings::Settings,
+    ui: &crate::ui::Ui,
+    command: &str,
+) -> chrono::DateTime<chrono::FixedOffset> {
+    catch_signals(ui);
     let started = crate::runlog::begin(&settings.state_dir, &settings.backup_root, command);
     test_panic(command);
     started

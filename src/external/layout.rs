@@ -662,6 +662,17 @@ impl DriveListing {
     }
 }
 
+/// The one note counting the `more` directories without usable `backup.json` left out of a list that named the first
+/// [`stdx::NAMED`](crate::stdx::NAMED) (a junk or messy drive may hold any number of them), saying `what` is done with
+/// them; `None` when none was left out.
+pub fn unusable_rest(more: usize, what: &str) -> Option<String> {
+    (more > 0).then_some(())?;
+    Some(format!(
+        "{} in {BACKUPS_DIR}/ without usable {METADATA_FILE}, {what}",
+        crate::stdx::counted(more as u64, "more directory", "more directories")
+    ))
+}
+
 /// Opens `<root>/backups` for reading or writing: `None` when it does not exist. Refused (with the path named) when
 /// it is a symlink, not a directory, or on another filesystem than `root`: everything dbackup reads or writes on a
 /// destination stays inside it.

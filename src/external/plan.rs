@@ -590,8 +590,9 @@ fn destination_plan(
     let reclaimable = layout::leftover_bytes(&cleanup);
     let available = info.free_bytes.saturating_add(reclaimable);
     let owner = drive_retention::Owner::Sets(&world.own_sets);
+    let infos = drive_infos(&d.listing);
     let room = drive_retention::make_room_own(
-        &drive_infos(&d.listing),
+        &infos,
         owner,
         (needed, available),
         d.settings.keep_at_least,
@@ -599,7 +600,7 @@ fn destination_plan(
     );
     let refusal = (!room.fits).then(|| {
         space_refusal(
-            (d, owner),
+            (d, &infos, owner),
             needed,
             images.then_some(system_bytes),
             reclaimable,
@@ -608,7 +609,7 @@ fn destination_plan(
         )
     });
 
-    let decisions = retention_after(d, owner, &archives, &room, (stamp, opts));
+    let decisions = retention_after((d, &infos, owner), &archives, &room, (stamp, opts));
     let notes = drive_notes(d, &backups_dir);
     let index_copy_dir = (d.encryption.is_some() && world.incremental.enabled).then(|| {
         world
@@ -810,9 +811,9 @@ fn system_space(n: u64) -> String {
 }
 
 /// Why the drive is refused when the backup does not fit even after space-aware rotation, with the numbers and what
-/// to do about it.
+/// to do about it; `infos` are the drive's backups as rotation judged them ([`drive_infos`]).
 fn space_refusal(
-    (d, owner): (&DestinationWorld, drive_retention::Owner),
+    (d, infos, owner): (&DestinationWorld, &[BackupInfo], drive_retention::Owner),
     needed: u64,
     system_bytes: Option<u64>,
     reclaimable: u64,
@@ -835,12 +836,11 @@ fn space_refusal(
             stdx::bytes(reclaimable)
         ));
     }
-    let verified: Vec<BackupInfo> = drive_infos(&d.listing)
-        .into_iter()
+    let (others, own): (Vec<&BackupInfo>, Vec<&BackupInfo>) = infos
+        .iter()
         .filter(|b| b.verified)
-        .collect();
-    let others = verified.iter().filter(|b| owner.foreign(b)).count();
-    let others = match others {
+        .partition(|b| owner.foreign(b));
+    let others = match others.len() {
         0 => String::new(),
         n => format!(
             " ({n} more {} there {} no set of this config: another config's, or this config's from before a set was \
@@ -850,7 +850,7 @@ fn space_refusal(
         ),
     };
     let keep = d.settings.keep_at_least;
-    let own = verified.iter().filter(|b| !owner.foreign(b)).count();
+    let own = own.len();
     if own > 0 {
         msg.push_str(&format!(
             "; removing the oldest restore points would free only {} without going below keep_at_least {keep} \
@@ -884,19 +884,22 @@ pub(crate) fn drive_infos(listing: &DriveListing) -> Vec<BackupInfo> {
         .collect()
 }
 
-/// Retention on the drive after this run, with the new backup in place and what space-aware rotation removed gone.
+/// Retention on the drive after this run, with the new backup in place and what space-aware rotation removed gone;
+/// `infos` are the drive's backups now ([`drive_infos`]).
 fn retention_after(
-    d: &DestinationWorld,
-    owner: drive_retention::Owner,
+    (d, infos, owner): (&DestinationWorld, &[BackupInfo], drive_retention::Owner),
     archives: &[ArchiveTarget],
     room: &Room,
     (stamp, opts): (&str, RunOptions),
 ) -> Vec<Decision> {
     let exported: Vec<String> = archives.iter().map(|a| a.set.clone()).collect();
-    let mut infos: Vec<BackupInfo> = drive_infos(&d.listing)
-        .into_iter()
+    let mut infos: Vec<BackupInfo> = infos
+        .iter()
         .filter(|b| !room.removed.iter().any(|r| r.name == b.name))
-        .map(|b| BackupInfo { latest: false, ..b })
+        .map(|b| BackupInfo {
+            latest: false,
+            ..b.clone()
+        })
         .collect();
     infos.push(BackupInfo {
         name: stamp.to_string(),
@@ -920,23 +923,32 @@ fn drive_notes(d: &DestinationWorld, backups_dir: &Path) -> Vec<String> {
             layout::leftover_pid(&l.name).unwrap_or(0)
         ));
     }
-    for b in d.listing.backups.iter().filter(|b| b.meta.is_none()) {
+    let unusable: Vec<&layout::DriveBackup> = d
+        .listing
+        .backups
+        .iter()
+        .filter(|b| b.meta.is_none())
+        .collect();
+    for b in unusable.iter().take(stdx::NAMED) {
         notes.push(format!(
             "{} is not used nor removed: {}",
             b.name,
             b.meta_error.as_deref().unwrap_or("no metadata")
         ));
     }
+    notes.extend(layout::unusable_rest(
+        unusable.len().saturating_sub(stdx::NAMED),
+        "not used nor removed",
+    ));
     if !d.listing.other.is_empty() {
         // A few names, not all: a drive may hold any number of them.
-        const NAMED: usize = 10;
         let other = &d.listing.other;
-        let more = other.len().saturating_sub(NAMED);
+        let more = other.len().saturating_sub(stdx::NAMED);
         notes.push(format!(
             "{} in {} not made by dbackup, left alone: {}{}",
             stdx::counted(other.len() as u64, "entry", "entries"),
             backups_dir.display(),
-            other[..other.len().min(NAMED)].join(", "),
+            other[..other.len().min(stdx::NAMED)].join(", "),
             if more > 0 {
                 format!(" and {} more", stdx::count(more as u64))
             } else {
@@ -1184,12 +1196,18 @@ fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
         kept,
         removed.len()
     );
-    for x in d
+    // The directories without verified metadata: the first few named, as the notes name them (a drive may hold any
+    // number of them).
+    let kept = d
         .decisions
         .iter()
-        .filter(|x| x.keep && x.name != d.latest.target)
-    {
+        .filter(|x| x.keep && x.name != d.latest.target);
+    let (kept, more) = crate::retention::listed(kept, drive_retention::UNJUDGED);
+    for x in kept {
         let _ = writeln!(out, "  keep      {} ({})", x.name, x.reasons.join("; "));
+    }
+    if let Some(rest) = layout::unusable_rest(more, "kept, never touched") {
+        let _ = writeln!(out, "  keep      {rest}");
     }
     for x in removed {
         let _ = writeln!(out, "  remove    {} ({})", x.name, x.reasons.join("; "));

@@ -36,6 +36,9 @@ use crate::config::RetentionPolicy;
 use crate::retention::{self, Decision};
 use crate::stdx;
 
+/// Why a stamp directory without verified metadata is kept: its first reason, always.
+pub const UNJUDGED: &str = "no verified dbackup metadata: not dbackup's to judge, never touched";
+
 /// What rotation needs to know about one backup on the drive.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BackupInfo {
@@ -343,8 +346,7 @@ pub fn decide_own(
     }
     for (i, b) in order.iter().enumerate() {
         if !b.verified {
-            reasons[i]
-                .push("no verified dbackup metadata: not dbackup's to judge, never touched".into());
+            reasons[i].push(UNJUDGED.into());
         } else if b.time > now {
             reasons[i].push(format!(
                 "newer than now ({now}): the clock may have gone back"

@@ -725,6 +725,7 @@ fn write_probe(dir: &Path) -> std::io::Result<()> {
         .write(true)
         .create_new(true)
         .open(&probe)?;
+    crate::interrupt::test_stop("drive-probe");
     std::fs::remove_file(&probe)
 }
 

@@ -82,14 +82,20 @@ pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Op
         backup_root: None,
         backups: Vec::new(),
         destinations: Vec::new(),
+        notes: Vec::new(),
     };
     if local {
         let sets = select::only_set(catalog::local_set_names(settings), req.set.as_deref());
         let snaps = catalog::local_snapshots(&settings.backup_root, &sets)?;
         listing.backup_root = Some(settings.backup_root.clone());
-        listing
-            .backups
-            .extend(local_backups(&settings.backup_root, &snaps));
+        let (backups, more) = local_backups(&settings.backup_root, &snaps);
+        listing.backups.extend(backups);
+        if more > 0 {
+            listing.notes.push(format!(
+                "{} in the backup root without usable metadata, listed unknown without a note each",
+                crate::stdx::counted(more as u64, "more snapshot", "more snapshots")
+            ));
+        }
     }
     let mut no_drive = None;
     if external {
@@ -98,8 +104,14 @@ pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Op
             no_drive = Some(catalog::no_drive_message(&drives));
         }
         let damage = crate::external::damage::read(&settings.state_dir, &settings.backup_root);
-        listing.backups.extend(drive_backups(&drives, &damage));
+        let mut backups = drive_backups(&drives, &damage);
         listing.destinations = destinations(&drives);
+        for d in &mut listing.destinations {
+            d.notes = note_unusable(
+                (backups.iter_mut()).filter(|b| b.destination.as_deref() == Some(d.name.as_str())),
+            );
+        }
+        listing.backups.extend(backups);
     }
     if cloud {
         let (backups, destination) = cloud_backups(settings, req)?;
@@ -137,6 +149,10 @@ pub struct Listing {
     pub backups: Vec<ListedBackup>,
     /// Every destination looked at, present or not (when external backups were listed).
     pub destinations: Vec<ListedDestination>,
+    /// What is said of the local snapshots as a whole: how many more of them without usable metadata are listed
+    /// than are noted one by one (the newest [`crate::stdx::NAMED`] are).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// One backup: a stamp's local snapshots, or one backup directory on a drive.
@@ -199,15 +215,28 @@ pub struct ListedDestination {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub backups: usize,
+    /// What is said of the destination as a whole: how many more of its backups without usable `backup.json` are
+    /// listed than are noted one by one ([`note_unusable`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
-/// The local part of a listing: snapshots grouped by stamp.
-pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<ListedBackup> {
+/// The local part of a listing: snapshots grouped by stamp; and how many snapshots without usable metadata it does not
+/// note why for (it notes the newest [`crate::stdx::NAMED`]: a messy backup root may hold any number of them).
+pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> (Vec<ListedBackup>, usize) {
+    let mut unusable: Vec<&Snapshot> = (snapshots.iter())
+        .filter(|s| s.metadata_error.is_some())
+        .collect();
+    unusable.sort_by_key(|s| std::cmp::Reverse(s.time));
+    let noted: Vec<&str> = (unusable.iter().take(crate::stdx::NAMED))
+        .map(|s| s.name.as_str())
+        .collect();
+    let more = unusable.len() - noted.len();
     let mut groups: BTreeMap<NaiveDateTime, Vec<&Snapshot>> = BTreeMap::new();
     for s in snapshots {
         groups.entry(s.time).or_default().push(s);
     }
-    groups
+    let listed = groups
         .into_iter()
         .map(|(time, snaps)| {
             let mut notes = Vec::new();
@@ -224,7 +253,9 @@ pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<List
                             crate::stdx::counted(m.unreadable.len() as u64, "file", "files")
                         ));
                     }
-                    if let Some(e) = &s.metadata_error {
+                    if let Some(e) = &s.metadata_error
+                        && noted.contains(&s.name.as_str())
+                    {
                         notes.push(format!("{}: {e}", s.set));
                     }
                     ListedSet {
@@ -260,7 +291,8 @@ pub fn local_backups(root: &std::path::Path, snapshots: &[Snapshot]) -> Vec<List
                 notes,
             }
         })
-        .collect()
+        .collect();
+    (listed, more)
 }
 
 /// The external part of a listing: every backup on every present drive; `damage`: what `restore --verify` found
@@ -376,6 +408,22 @@ pub fn drive_backups(
     out
 }
 
+/// Keeps why a backup has no usable `backup.json` (an `unverified` one) noted on the newest
+/// [`crate::stdx::NAMED`] of one destination's `backups` only: a junk or messy drive or bucket may hold any number
+/// of them. Returns the destination's note counting the rest.
+fn note_unusable<'b>(backups: impl Iterator<Item = &'b mut ListedBackup>) -> Vec<String> {
+    let mut unusable: Vec<&mut ListedBackup> =
+        backups.filter(|b| b.state == State::Unverified).collect();
+    unusable.sort_by_key(|b| std::cmp::Reverse(b.time));
+    let more = unusable.len().saturating_sub(crate::stdx::NAMED);
+    for b in unusable.into_iter().skip(crate::stdx::NAMED) {
+        b.notes.clear();
+    }
+    layout::unusable_rest(more, "listed unverified without a note each")
+        .into_iter()
+        .collect()
+}
+
 /// `restore --list --source cloud[:NAME]`: the destination's backups, each from its `backup.json` (one GET each).
 pub fn cloud_backups(
     settings: &Settings,
@@ -454,6 +502,7 @@ pub fn cloud_backups(
         present: true,
         reason: None,
         backups: out.len(),
+        notes: note_unusable(out.iter_mut()),
     };
     Ok((out, destination))
 }
@@ -473,6 +522,7 @@ pub fn destinations(drives: &[Drive]) -> Vec<ListedDestination> {
                 .iter()
                 .filter(|b| !b.in_progress && d.only.as_ref().is_none_or(|o| *o == b.dir.name))
                 .count(),
+            notes: Vec::new(),
         })
         .collect()
 }
@@ -558,6 +608,9 @@ impl Listing {
                     let _ = writeln!(out, "    note: {n}");
                 }
             }
+            for n in &self.notes {
+                let _ = writeln!(out, "note: {n}");
+            }
         }
         if !self.destinations.is_empty() {
             out.push_str("\ndestinations:\n");
@@ -575,6 +628,9 @@ impl Listing {
                     Some(r) => {
                         let _ = writeln!(out, "  {}: {r}", d.name);
                     }
+                }
+                for n in &d.notes {
+                    let _ = writeln!(out, "    note: {n}");
                 }
             }
         }

@@ -79,6 +79,10 @@ pub fn age_short(age: TimeDelta) -> String {
     }
 }
 
+/// How many of a run of like things (a drive's or the backup root's directories without metadata, entries not made by
+/// dbackup) a message names one by one before it counts the rest: a messy or hostile place may hold any number.
+pub const NAMED: usize = 10;
+
 /// A count with thousands separators: `1,234,567` (indicatif's `HumanCount`, the progress bars' own).
 pub fn count(n: u64) -> String {
     indicatif::HumanCount(n).to_string()

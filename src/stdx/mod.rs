@@ -15,7 +15,7 @@ pub(crate) mod skip;
 
 pub use escape::{show, show_path, show_str};
 pub use hash::{HashingReader, sha256_reader};
-pub use human::{MINUTE, age_short, age_words, bytes, count, counted, duration, eta, table};
+pub use human::{MINUTE, NAMED, age_short, age_words, bytes, count, counted, duration, eta, table};
 pub use owners::{gid_of_name, home_of_name, uid_of_name};
 pub use run::{find_program, process_gone, run_bounded};
 pub use secret::{holds_secret_key, key_file_exposed, redact_argv, redact_url, redact_url_in};

@@ -700,3 +700,41 @@ fn a_set_of_the_same_name_in_another_config_sharing_the_root_is_warned_of() {
     let out = collect(&grown, 0);
     assert!(!out.stderr.contains(fix), "{}", out.stderr);
 }
+
+/// 40 directories in the backup root named like a snapshot of set `data` without metadata (a messy root): `collect`
+/// (each run, on stderr: the timer's journal) and its dry run note ten of them, each with why, and count the rest in
+/// one note; the dry run's plan lists ten `keep` lines for them and one counting the rest, and `restore --list` notes
+/// why for ten. Before: a note and a `keep` line each, at every run, and a note each in the listing.
+#[test]
+fn snapshots_without_metadata_are_named_ten_then_counted() {
+    let t = Test::new().config(&config(r#"{ "name": "data", "sources": ["~/data"] }"#, 3));
+    t.write("home/data/a", "a");
+    for i in 0..40 {
+        fs::create_dir_all(t.root().join(format!("data-2020-01-01-0000{i:02}"))).unwrap();
+    }
+    let out = t.cmd().args(["collect"]).output();
+    let named = out.stderr.matches("has no usable metadata").count();
+    assert_eq!(named, 10, "{}", out.stderr);
+    out.stderr_has(
+        "30 more snapshots of this set have no usable metadata: they are never linked against nor removed",
+    );
+    let out = t.cmd().args(["--dry-run", "collect"]).output();
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert_eq!(all.matches("has no usable metadata").count(), 10, "{all}");
+    assert_eq!(
+        all.matches("no dbackup metadata: not judged").count(),
+        10,
+        "{all}"
+    );
+    out.stdout_has("keep      30 more snapshots without dbackup metadata: not judged");
+    let out = t.cmd().args(["restore", "--list"]).status(0);
+    assert_eq!(
+        out.stdout.matches("cannot read snapshot metadata").count(),
+        10,
+        "{}",
+        out.stdout
+    );
+    out.stdout_has(
+        "note: 30 more snapshots in the backup root without usable metadata, listed unknown without a note each",
+    );
+}

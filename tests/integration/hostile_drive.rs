@@ -580,3 +580,69 @@ fn a_latest_that_cannot_be_updated_after_a_verified_backup_is_a_warning() {
         "not dbackup's\n"
     );
 }
+
+/// 40 directories named like a backup without `backup.json` (a junk or messy drive): `restore --list` and
+/// `external --dry-run` name ten of them, each with why, and count the rest in one note. Before: a note each (7,320
+/// notes for 20,000 directories on a junk drive).
+#[test]
+fn directories_without_backup_json_are_named_ten_then_counted() {
+    let t = world(&["T9"]);
+    t.cmd().args(["external"]).status(0);
+    for i in 0..40 {
+        fs::create_dir(t.path(&format!("T9/backups/2020-01-01-0000{i:02}"))).unwrap();
+    }
+    let out = t.cmd().args(["restore", "--list"]).status(0);
+    assert_clean(&out);
+    let notes = out.stdout.matches("note: ").count();
+    assert_eq!(
+        notes, 11,
+        "ten named and one counting the rest:\n{}",
+        out.stdout
+    );
+    out.stdout_has(
+        "note: 30 more directories in backups/ without usable backup.json, listed unverified without a note each",
+    );
+    let out = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert_clean(&out);
+    let named = out.stdout.matches("is not used nor removed").count();
+    assert_eq!(named, 10, "{}", out.stdout);
+    out.stdout_has("note      30 more directories in backups/ without usable backup.json, not used nor removed");
+    let kept = out.stdout.matches("not dbackup's to judge").count();
+    assert_eq!(kept, 10, "{}", out.stdout);
+    out.stdout_has(
+        "keep      30 more directories in backups/ without usable backup.json, kept, never touched",
+    );
+}
+
+/// 30 directories named like a backup, each holding a `data.tar` and no index (a junk drive): `find` warns of ten of
+/// them that it could not search them, and counts the rest in one warning; `--json` still names each. Before: a
+/// warning each (20,000 lines for 20,000 such directories).
+#[test]
+fn backups_find_cannot_search_are_named_ten_then_counted() {
+    let t = world(&["T9"]);
+    t.cmd().args(["external"]).status(0);
+    for i in 0..30 {
+        let dir = t.path(&format!("T9/backups/2020-01-01-0000{i:02}"));
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("data.tar"), "junk").unwrap();
+    }
+    let out = t
+        .cmd()
+        .args(["find", "--source", "drive", "notes"])
+        .status(1);
+    assert_clean(&out);
+    assert_eq!(
+        out.stderr.matches("was not searched").count(),
+        10,
+        "{}",
+        out.stderr
+    );
+    out.stderr_has("20 more backups were not searched (`--json` names each, with why)");
+    out.stdout_has("notes.txt");
+    let out = t
+        .cmd()
+        .args(["--json", "find", "--source", "drive", "notes"])
+        .status(1);
+    let v: serde_json::Value = out.json();
+    assert_eq!(v["not_searched"].as_array().unwrap().len(), 30);
+}

@@ -527,6 +527,41 @@ fn has_open(pid: u32, part: &str) -> bool {
         .any(|p| p.to_string_lossy().contains(part))
 }
 
+/// SIGTERM right after `backup`'s first write (the empty probe file it creates and removes at the drive's root to see
+/// that it can write there, while it looks at the drives before its run starts): the probe is still removed, and
+/// the run stops as every run does, with one line and an interrupted run log line. Before: the signal handler was
+/// installed only once the run started, so the signal's default action killed dbackup there and left
+/// `.dbackup-probe-<pid>-<nanos>` on the drive, with no line and no run log line. (`DBACKUP_TEST_STOP` stops the
+/// process at that point, debug builds only.)
+#[test]
+fn a_signal_at_backups_first_write_leaves_nothing_on_the_drive() {
+    let t = Test::new().config(&config(DRIVE));
+    t.write("home/data/file", "x");
+    fs::create_dir_all(t.path("T9")).unwrap();
+    let child = t
+        .cmd()
+        .env("DBACKUP_TEST_STOP", "drive-probe")
+        .args(["backup", "--force"])
+        .spawn();
+    crate::fixtures::drive::wait_stopped(child.id());
+    let probes = || -> Vec<String> {
+        fs::read_dir(t.path("T9"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".dbackup-probe-"))
+            .collect()
+    };
+    assert_eq!(probes().len(), 1, "stopped right after the probe was made");
+    signal(&child, libc::SIGTERM);
+    signal(&child, libc::SIGCONT);
+    let (code, stderr) = finish(child);
+    assert_eq!(code, 143, "{stderr}");
+    assert_eq!(probes(), Vec::<String>::new(), "the probe is removed");
+    assert_one_line(&stderr, "SIGTERM");
+    assert_logged(&t, "backup", "SIGTERM", 143);
+}
+
 /// SIGTERM (and SIGINT) while `restore --verify` reads a drive backup's archive: it stops at once, exit 143 (130),
 /// with one line saying what was interrupted and that nothing was changed. Before: a command that writes nothing
 /// caught no signal and died of it, without a line.
