@@ -437,7 +437,7 @@ fn write_image(
             "{} was mounted read-write at {} while it was imaged: the image is inconsistent; image it again \
              unmounted or mounted read-only",
             i.device,
-            crate::stdx::show(m.mount_point.as_os_str().as_encoded_bytes())
+            m.place()
         );
     }
     let head = parsed.context("partclone's stream ended before its header")?;

@@ -110,11 +110,15 @@ pub(crate) fn refusal(
         }
     }
     if let Some(m) = d.usage.read_write() {
+        let at = crate::stdx::show(m.mount_point.as_os_str().as_encoded_bytes());
+        let remount = match m.namespace {
+            None => format!("mount -o remount,ro {at}"),
+            Some(pid) => format!("nsenter -t {pid} -m mount -o remount,ro {at}"),
+        };
         return Some(format!(
             "it is mounted read-write at {}: an image of a filesystem in use is inconsistent; remount it read-only \
-             (mount -o remount,ro {}), unmount it, or image it from rescue media",
-            crate::stdx::show(m.mount_point.as_os_str().as_encoded_bytes()),
-            crate::stdx::show(m.mount_point.as_os_str().as_encoded_bytes())
+             ({remount}), unmount it, or image it from rescue media",
+            m.place()
         ));
     }
     if !d.usage.swap.is_empty() {
@@ -782,6 +786,7 @@ mod tests {
                 device: "/dev/loop9p2".into(),
                 mount_point: "/".into(),
                 read_only: false,
+                namespace: None,
             }],
             ..DeviceUse::default()
         };
@@ -792,6 +797,7 @@ mod tests {
             device: "/dev/loop9p1".into(),
             mount_point: "/boot/efi".into(),
             read_only: true,
+            namespace: None,
         });
         let mut no_tool = facts("loop9p3", Some("ext4"));
         no_tool.tool = None;
@@ -938,6 +944,7 @@ mod tests {
             device: "/dev/loop7p2".into(),
             mount_point: "/mnt".into(),
             read_only: true,
+            namespace: None,
         });
         t.sector_size = 4096;
         let p = plan_onto(&sys, &tables, &t, &["loop9p1"], true).unwrap();

@@ -1413,3 +1413,92 @@ fn t9_image_restore_grow_removes_older_versions_empty_mount_points_and_no_other(
         ["dbackup-grow-kEEp12", "dbackup-grow-mNt456"]
     );
 }
+
+/// A filesystem mounted by a process in a mount namespace of its own (`unshare --mount`, as a container or a service
+/// with private mounts does), where dbackup's mountinfo does not show it; ended (the mount with it) on drop.
+struct MountedElsewhere(std::process::Child);
+
+impl MountedElsewhere {
+    /// `dev` mounted read-write at `at` in a new private mount namespace.
+    fn new(dev: &Path, at: &Path) -> MountedElsewhere {
+        fs::create_dir_all(at).unwrap();
+        let mut holder = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount "$0" "$1" && echo mounted && exec sleep 600"#)
+            .args([dev, at])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run unshare");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(
+            line,
+            "mounted\n",
+            "{} mounted in its own namespace",
+            dev.display()
+        );
+        MountedElsewhere(holder)
+    }
+}
+
+impl Drop for MountedElsewhere {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A filesystem mounted read-write only in another mount namespace is in use all the same: `image create` refuses
+/// it, naming where (nothing promoted), and `image restore` refuses a target disk whose partition is mounted so, in
+/// its plan, saying it is in use (its table left as it was). Before, dbackup read only its own mountinfo: the live
+/// filesystem was imaged and promoted as a verified backup (an inconsistent image), and the restore stopped only
+/// because sfdisk refused ("Umount all file systems ..."), not saying why nor that nothing was written.
+#[test]
+fn t9_a_filesystem_mounted_in_another_mount_namespace_is_in_use() {
+    if !require() {
+        return;
+    }
+    let (t, t9, disk) = disk_and_t9(1 << 20);
+    let elsewhere = MountedElsewhere::new(&disk.part(2), &t.path("mnt/ns"));
+    let out = t
+        .cmd()
+        .args(["image", "create", "--device"])
+        .args([disk.part(2)])
+        .status(1);
+    out.stderr_has("mounted read-write at")
+        .stderr_has("in the mount namespace of process");
+    assert!(stamps(&t9).is_empty(), "{:?}", stamps(&t9));
+    drop(elsewhere);
+
+    let meta = image_both_partitions(&t, &t9, &disk);
+    let target = make_disk(&t.path("other.img"), 640 * MIB);
+    testkit::run(
+        "mkfs.ext4",
+        ["-q".as_ref(), "-F".as_ref(), target.part(2).as_os_str()],
+    );
+    let table = testkit::run("sfdisk", ["-d".as_ref(), target.device.as_os_str()]);
+    let elsewhere = MountedElsewhere::new(&target.part(2), &t.path("mnt/ns2"));
+    let out = t
+        .cmd()
+        .args(["image", "restore", "--yes", "--from", &meta.stamp, "--to"])
+        .args([&target.device])
+        .status(1);
+    out.stdout_has("REFUSED")
+        .stderr_has("image restore refused; nothing was written")
+        .stderr_has(&format!(
+            "{} is mounted read-write at",
+            target.part(2).display()
+        ))
+        .stderr_has("in the mount namespace of process");
+    drop(elsewhere);
+    assert_eq!(
+        testkit::run("sfdisk", ["-d".as_ref(), target.device.as_os_str()]),
+        table
+    );
+    assert_eq!(blkid(&target.part(2), "TYPE"), "ext4");
+}
+
