@@ -620,6 +620,17 @@ pub fn verify_images(
         dec.read_exact(&mut head)
             .with_context(|| format!("{}: cannot read the image's header", path.display()))?;
         let h = header::parse(&head).with_context(|| path.display().to_string())?;
+        // backup.json names the filesystem (and so the partclone program that restores it); the image says too.
+        if !super::observe::header_names(&item.tool).contains(&h.fs.as_str()) {
+            bail!(
+                "{}: the image's header says its filesystem is {}, but backup.json says {} ({} restores that): the \
+                 image and backup.json disagree; nothing was written",
+                path.display(),
+                h.fs,
+                stdx::show_str(&item.fs_type),
+                item.tool
+            );
+        }
         if h.device_bytes > item.partition_bytes {
             bail!(
                 "{}: the filesystem is {} but partition {} is {}",

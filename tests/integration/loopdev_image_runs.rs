@@ -753,11 +753,7 @@ fn t9_an_image_whose_header_was_altered_is_refused_before_writing() {
     let f = &mut m.system.as_mut().unwrap().images[1].file;
     f.bytes = forged.len() as u64;
     f.sha256 = dbackup::Digest::of_bytes(&forged);
-    fs::write(
-        dir.join(dbackup::BACKUP_META_FILE),
-        dbackup::backup_meta_bytes(&m),
-    )
-    .unwrap();
+    forge_meta(&dir, &m);
     let new = t.path("new.img");
     blank(&new, 640 * MIB);
     t.cmd()
@@ -1502,3 +1498,39 @@ fn t9_a_filesystem_mounted_in_another_mount_namespace_is_in_use() {
     assert_eq!(blkid(&target.part(2), "TYPE"), "ext4");
 }
 
+/// Writes `meta` as the backup.json of the backup in `dir` (as a hostile drive can: nothing on the drive vouches for
+/// it).
+fn forge_meta(dir: &Path, meta: &BackupMeta) {
+    fs::write(
+        dir.join(dbackup::BACKUP_META_FILE),
+        dbackup::backup_meta_bytes(meta),
+    )
+    .unwrap();
+}
+
+/// A backup.json that names the root's ext4 image a vfat one (its image, length and sha256 untouched) is refused
+/// before anything is written: the image's own header says which filesystem it holds. Before, partclone.fat
+/// restored the ext4 image onto the target without a word, and only the fsck after it failed (exit 1, the target
+/// written).
+#[test]
+fn t9_an_image_of_another_filesystem_than_backup_json_says_is_refused_before_writing() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, meta, dir, _image) = imaged_root();
+    let mut m = meta.clone();
+    let rec = &mut m.system.as_mut().unwrap().images[1];
+    assert_eq!(rec.fs_type, "ext4");
+    rec.fs_type = "vfat".into();
+    rec.tool = "partclone.fat".into();
+    forge_meta(&dir, &m);
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    t.cmd()
+        .args(["image", "restore", "--from", &meta.stamp, "--to"])
+        .args([&new])
+        .status(1)
+        .stderr_has("checking the images before writing anything")
+        .stderr_has("the image's header says its filesystem is EXTFS, but backup.json says vfat");
+    assert_eq!(allocated(&new), 0, "nothing was written onto the target");
+}
