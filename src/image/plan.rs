@@ -311,6 +311,19 @@ pub struct RestoreItem {
     pub grow: bool,
 }
 
+impl RestoreItem {
+    /// Its filesystem type and UUID as backup.json gives them (from the drive: escaped), for the plan.
+    fn filesystem(&self) -> String {
+        format!(
+            "{} {}",
+            stdx::show_str(&self.fs_type),
+            self.uuid
+                .as_deref()
+                .map_or("no uuid".into(), stdx::show_str)
+        )
+    }
+}
+
 /// What an image restore will do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestorePlan {
@@ -674,12 +687,11 @@ pub fn render_restore(p: &RestorePlan) -> String {
         for i in &p.items {
             let _ = writeln!(
                 o,
-                "  partition {} of {} (its table and PARTUUID left as they are) <- system/{} ({} {}, {} used{})",
+                "  partition {} of {} (its table and PARTUUID left as they are) <- system/{} ({}, {} used{})",
                 p.target.display(),
                 p.disk,
                 i.file,
-                i.fs_type,
-                i.uuid.as_deref().unwrap_or("no uuid"),
+                i.filesystem(),
                 stdx::bytes(i.used_bytes),
                 if i.grow {
                     ", grown to the partition's end"
@@ -720,10 +732,9 @@ pub fn render_restore(p: &RestorePlan) -> String {
                 .unwrap_or_default(),
             match item {
                 Some(i) => format!(
-                    "<- system/{} ({} {}, {} used{})",
+                    "<- system/{} ({}, {} used{})",
                     i.file,
-                    i.fs_type,
-                    i.uuid.as_deref().unwrap_or("no uuid"),
+                    i.filesystem(),
                     stdx::bytes(i.used_bytes),
                     if i.grow { ", grown" } else { "" }
                 ),
@@ -1001,6 +1012,29 @@ mod tests {
             ]
         );
         assert!(p.script.contains("part3 : start=133120,"), "{}", p.script);
+    }
+
+    /// What backup.json says of an image (its filesystem type and UUID) comes from the drive: the plan prints it
+    /// escaped, onto a disk and onto one partition. Before, an ESC or BEL there reached the terminal as it was.
+    #[test]
+    fn a_hostile_records_type_and_uuid_are_printed_escaped() {
+        let (mut sys, tables) = system();
+        for i in &mut sys.images {
+            i.fs_type = "ext4\u{1b}]0;pwned\u{7}".into();
+            i.ids.uuid = Some("\u{1b}[31mred\u{9b}2J".into());
+        }
+        let mut part = target(300 << 20);
+        part.kind = TargetKind::BlockDevice;
+        part.path = "/dev/loop7p2".into();
+        part.partition_of = Some("loop7".into());
+        for (t, names) in [(target(400 << 20), &[][..]), (part, &["loop9p2"][..])] {
+            let text = render_restore(&plan_onto(&sys, &tables, &t, names, false).unwrap());
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "{text:?}"
+            );
+            assert!(text.contains("\\x1b[31mred"), "{text}");
+        }
     }
 
     /// `--to PART`: one image onto one partition, no table; before, a partition target was always refused.
