@@ -1534,3 +1534,37 @@ fn t9_an_image_of_another_filesystem_than_backup_json_says_is_refused_before_wri
         .stderr_has("the image's header says its filesystem is EXTFS, but backup.json says vfat");
     assert_eq!(allocated(&new), 0, "nothing was written onto the target");
 }
+
+/// An image cut short whose backup.json was made to agree (its length and sha256: a hostile drive, or one written
+/// so) passes the check before writing, which hashes the file and reads its header; `partclone -r` then finds the
+/// stream ending early, after the table and the ESP were written. The error says so: the target is partly written,
+/// what of it was restored and which partition is incomplete, not to use it. Before, it ended with partclone's "read
+/// ERROR" alone, and said nothing of the table and the partition already written over the target.
+#[test]
+fn t9_an_image_cut_short_with_a_backup_json_to_match_says_the_target_is_partly_written() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, meta, dir, image) = imaged_root();
+    let stream = zstd::decode_all(fs::File::open(&image).unwrap()).unwrap();
+    let cut = zstd::encode_all(&stream[..stream.len() / 2], 3).unwrap();
+    fs::write(&image, &cut).unwrap();
+    let mut m = meta.clone();
+    let f = &mut m.system.as_mut().unwrap().images[1].file;
+    f.bytes = cut.len() as u64;
+    f.sha256 = dbackup::Digest::of_bytes(&cut);
+    forge_meta(&dir, &m);
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    let out = t
+        .cmd()
+        .args(["image", "restore", "--from", &meta.stamp, "--to"])
+        .args([&new])
+        .status(1);
+    out.stderr_has(&format!(
+        "{} is partly written: its partition table and partition 1 were restored, partition 2 is incomplete; do \
+         not use it",
+        new.display()
+    ))
+    .stderr_has("partclone.extfs -r failed");
+}
