@@ -1568,3 +1568,43 @@ fn t9_an_image_cut_short_with_a_backup_json_to_match_says_the_target_is_partly_w
     ))
     .stderr_has("partclone.extfs -r failed");
 }
+
+/// `image restore`, a dry run or a real one before its first write, stopped by SIGTERM or SIGINT while it reads and
+/// checks an image: one line saying it was interrupted and that nothing was changed, exit 128 + the signal, the
+/// target untouched. Before, both died of the signal without a word (the dry runs of the other commands already said
+/// so), after minutes of reading a large image, perhaps.
+#[test]
+fn t9_a_signal_while_image_restore_checks_the_images_stops_it_with_one_line() {
+    if !require() {
+        return;
+    }
+    let (t, t9, _disk, meta) = imaged_disk(96 << 20);
+    let (_, m) = image_backup(&t9);
+    let image = m.system.as_ref().unwrap().images[1].file.name.clone();
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    for (dry, what) in [(true, "image restore --dry-run"), (false, "image restore")] {
+        for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+            let child = t
+                .cmd()
+                .args(if dry { &["--dry-run"][..] } else { &[][..] })
+                .args(["image", "restore", "--from", &meta.stamp, "--to"])
+                .args([&new])
+                .spawn();
+            let pid = child.id();
+            crate::process::freeze_when(&child, "the check to read the image", || {
+                crate::process::has_open(pid, &image)
+            });
+            signal(&child, sig);
+            signal(&child, libc::SIGCONT);
+            let (code, stderr) = crate::fixtures::drive::finish(child);
+            assert_eq!(code, 128 + sig, "{what}, {name}: {stderr}");
+            assert_eq!(
+                stderr.lines().last(),
+                Some(format!("dbackup: {what} interrupted ({name}); nothing was changed").as_str()),
+                "{what}, {name}: {stderr}"
+            );
+            assert_eq!(allocated(&new), 0, "{what}, {name}: the target was written");
+        }
+    }
+}

@@ -513,7 +513,7 @@ fn sigterm_during_an_in_place_restore_still_lists_what_it_kept() {
 }
 
 /// Whether the process `pid` has a file open whose path holds `part`.
-fn has_open(pid: u32, part: &str) -> bool {
+pub(crate) fn has_open(pid: u32, part: &str) -> bool {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
         .flatten()
