@@ -102,7 +102,8 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
         }
         return Ok(plan.expected_exit());
     }
-    let started = chrono::Local::now().fixed_offset();
+    // From here on SIGINT and SIGTERM stop it between blocks (its partial backup removed), as `external`.
+    let started = super::begin_run(&settings, &ui, "image create");
     let report = image::create(&settings, &opts, &ui);
     super::log_run(
         &settings,
@@ -115,6 +116,8 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
         },
     );
     let report = report?;
+    // Interrupted: the run log says so, stderr gets one line (from `main`).
+    crate::interrupt::check()?;
     if ui.json {
         super::print_json(&report)?;
     }

@@ -395,6 +395,7 @@ fn write_image(
     let mut parsed: Option<ImageHeader> = None;
     let mut stream_bytes = 0u64;
     loop {
+        crate::interrupt::check()?;
         let n = match out.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,

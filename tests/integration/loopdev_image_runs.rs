@@ -1608,3 +1608,34 @@ fn t9_a_signal_while_image_restore_checks_the_images_stops_it_with_one_line() {
         }
     }
 }
+
+/// `image create` stopped by SIGTERM or SIGINT while it writes an image stops there as `external` does: its partial
+/// backup is removed from the drive, one line says it was interrupted, the run log gets its line (`interrupted`), exit
+/// 128 + the signal; the next run succeeds. Before, it died of the signal: no word, no run log line (`status` knew
+/// nothing of it), and its partial backup stayed on the drive until the next run.
+#[test]
+fn t9_image_create_interrupted_mid_image_stops_cleanly_and_says_so() {
+    if !require() {
+        return;
+    }
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let (t, t9, _disk, root, child, temp) = image_create_caught_writing();
+        signal(&child, sig);
+        let (code, stderr) = crate::fixtures::drive::finish(child);
+        assert_eq!(code, 128 + sig, "{name}: {stderr}");
+        assert!(
+            stderr
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains(&format!("interrupted ({name})"))),
+            "{name}: {stderr}"
+        );
+        assert!(!temp.exists(), "{name}: {} left", temp.display());
+        assert!(stamps(&t9).is_empty(), "{name}: {:?}", stamps(&t9));
+        crate::process::assert_logged(&t, "image create", name, 128 + sig as u8);
+        t.cmd()
+            .args(["image", "create", "--device"])
+            .args([&root])
+            .status(0);
+    }
+}

@@ -158,7 +158,7 @@ pub(crate) fn assert_only_line(stderr: &str, line: &str) {
 }
 
 /// The run log's last line is the interrupted run's.
-fn assert_logged(t: &Test, command: &str, signal: &str, exit: u8) {
+pub(crate) fn assert_logged(t: &Test, command: &str, signal: &str, exit: u8) {
     let log = log(t);
     let last = log.last().expect("a run log line");
     assert_eq!(
