@@ -432,6 +432,18 @@ pub fn plan_restore(
     };
     let table_rec = system.tables.iter().find(|t| t.disk == disk);
     let mut refusals = Vec::new();
+    if let Some((a, b)) = table.overlapping() {
+        let span = |p: &super::table::Partition| {
+            format!("{}-{}", p.start, p.start.saturating_add(p.size) - 1)
+        };
+        refusals.push(format!(
+            "the backup's partition table is inconsistent: partitions {} and {} overlap (sectors {} and {})",
+            a.number,
+            b.number,
+            span(a),
+            span(b)
+        ));
+    }
     let needed = table.needed_bytes();
     let mut items = Vec::new();
     let last = table.last().map(|p| p.number);
@@ -1035,6 +1047,40 @@ mod tests {
             );
             assert!(text.contains("\\x1b[31mred"), "{text}");
         }
+    }
+
+    /// A table from the drive whose partitions overlap (as a hostile or damaged backup's may, its sha256 made to
+    /// match) is refused in the plan, naming them; a dos table's logical partitions inside its extended one are not an
+    /// overlap. Before, the plan passed and sfdisk refused it, saying "Sector 30000 already used" and not that
+    /// nothing was written.
+    #[test]
+    fn a_table_whose_partitions_overlap_is_refused() {
+        let (sys, _) = system();
+        let dump = "label: gpt\nunit: sectors\nsector-size: 512\n\n\
+                    /dev/loop9p1 : start=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
+                    /dev/loop9p2 : start=100000, size=389120, type=0FC63DAF-8483-4772-8E79-3D69D84F8E4F\n";
+        let tables = vec![(
+            "loop9".to_string(),
+            super::super::table::parse(dump.as_bytes()).unwrap(),
+        )];
+        let p = plan_onto(&sys, &tables, &target(400 << 20), &[], false).unwrap();
+        assert_eq!(
+            p.refusals,
+            [
+                "the backup's partition table is inconsistent: partitions 1 and 2 overlap (sectors 2048-133119 and \
+              100000-489119)"
+            ]
+        );
+        let dos = "label: dos\nunit: sectors\n\n\
+                   /dev/loop9p1 : start=2048, size=131072, type=83\n\
+                   /dev/loop9p2 : start=133120, size=389120, type=5\n\
+                   /dev/loop9p5 : start=135168, size=300000, type=83\n";
+        let tables = vec![(
+            "loop9".to_string(),
+            super::super::table::parse(dos.as_bytes()).unwrap(),
+        )];
+        let p = plan_onto(&sys, &tables, &target(400 << 20), &["loop9p1"], false).unwrap();
+        assert!(!p.refused(), "{:?}", p.refusals);
     }
 
     /// `--to PART`: one image onto one partition, no table; before, a partition target was always refused.
