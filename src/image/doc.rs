@@ -316,8 +316,9 @@ pub fn render(input: &DocInput) -> String {
             for s in sources {
                 let _ = writeln!(
                     o,
-                    "    dbackup restore --drive /mnt/backup --set {name} --path {} --target /mnt",
-                    crate::stdx::show_str(s)
+                    "    dbackup restore --drive /mnt/backup --set {} --path {} --target /mnt",
+                    crate::stdx::shell_word(name),
+                    crate::stdx::shell_word(s)
                 );
             }
         }
@@ -589,6 +590,32 @@ mod tests {
             text.contains("cryptsetup luksFormat --uuid '$(reboot)' /dev/NEWDISK-nvme0n1p1"),
             "{text}"
         );
+    }
+
+    /// A source path with a space (or a quote) is one shell word in the guide's restore commands. Before, it was
+    /// printed as it was: pasted, `--path /home/payne/My Files` restores `/home/payne/My` and fails on `Files`.
+    #[test]
+    fn source_paths_in_the_guides_restore_commands_are_one_shell_word_each() {
+        let sets = vec![(
+            "docs".to_string(),
+            vec!["/home/payne/My Files".to_string(), "/srv/it's".to_string()],
+        )];
+        let text = render(&DocInput {
+            facts: &facts(false),
+            pieces: &pieces(),
+            images: &[],
+            tables: &[],
+            stamp: None,
+            destination: None,
+            sets: &sets,
+            encrypted: false,
+            generated: "2026-12-05 03:15:00 +01:00",
+        });
+        assert!(
+            text.contains("--set docs --path '/home/payne/My Files' --target /mnt"),
+            "{text}"
+        );
+        assert!(text.contains(r#"--path '/srv/it'\''s' --target"#), "{text}");
     }
 
     #[test]
