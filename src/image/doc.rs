@@ -561,6 +561,21 @@ mod tests {
         insta::assert_snapshot!(text.replace(env!("CARGO_PKG_VERSION"), "[VERSION]"));
     }
 
+    /// The guide of a kit of `f` without images, on a plain drive, naming `sets`.
+    fn plain_guide(f: &Facts, sets: &[(String, Vec<String>)]) -> String {
+        render(&DocInput {
+            facts: f,
+            pieces: &pieces(),
+            images: &[],
+            tables: &[],
+            stamp: None,
+            destination: None,
+            sets,
+            encrypted: false,
+            generated: "2026-12-05 03:15:00 +01:00",
+        })
+    }
+
     /// A filesystem label and a LUKS UUID come from the disks the kit looked at, a plugged-in drive's too: in the
     /// guide's commands (to be pasted into a shell) each is one shell word, whatever it holds. Before, a label was
     /// put between single quotes as it was: `x'; reboot; '` ended the quote and ran `reboot`.
@@ -571,17 +586,7 @@ mod tests {
         parts[1].ids.label = Some("x'; reboot; '".into());
         parts[0].fs_type = Some("crypto_LUKS".into());
         parts[0].ids.uuid = Some("$(reboot)".into());
-        let text = render(&DocInput {
-            facts: &f,
-            pieces: &pieces(),
-            images: &[],
-            tables: &[],
-            stamp: None,
-            destination: None,
-            sets: &[],
-            encrypted: false,
-            generated: "2026-12-05 03:15:00 +01:00",
-        });
+        let text = plain_guide(&f, &[]);
         assert!(
             text.contains(r#"-L 'x'\''; reboot; '\''' /dev/NEWDISK-nvme0n1p2"#),
             "{text}"
@@ -600,17 +605,7 @@ mod tests {
             "docs".to_string(),
             vec!["/home/payne/My Files".to_string(), "/srv/it's".to_string()],
         )];
-        let text = render(&DocInput {
-            facts: &facts(false),
-            pieces: &pieces(),
-            images: &[],
-            tables: &[],
-            stamp: None,
-            destination: None,
-            sets: &sets,
-            encrypted: false,
-            generated: "2026-12-05 03:15:00 +01:00",
-        });
+        let text = plain_guide(&facts(false), &sets);
         assert!(
             text.contains("--set docs --path '/home/payne/My Files' --target /mnt"),
             "{text}"

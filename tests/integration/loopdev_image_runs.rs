@@ -748,21 +748,12 @@ fn t9_an_image_whose_header_was_altered_is_refused_before_writing() {
     let mut stream = zstd::decode_all(fs::File::open(&image).unwrap()).unwrap();
     stream[36..41].copy_from_slice(b"BTRFS");
     let forged = zstd::encode_all(&stream[..], 3).unwrap();
-    fs::write(&image, &forged).unwrap();
-    let mut m = meta.clone();
-    let f = &mut m.system.as_mut().unwrap().images[1].file;
-    f.bytes = forged.len() as u64;
-    f.sha256 = dbackup::Digest::of_bytes(&forged);
-    forge_meta(&dir, &m);
-    let new = t.path("new.img");
-    blank(&new, 640 * MIB);
-    t.cmd()
-        .args(["image", "restore", "--from", &meta.stamp, "--to"])
-        .args([&new])
-        .status(1)
-        .stderr_has("checking the images before writing anything")
-        .stderr_has("its checksum does not match (the header was altered)");
-    assert_eq!(allocated(&new), 0, "nothing was written onto the target");
+    forge_root_image(&dir, &meta, &image, &forged);
+    refused_before_writing(
+        &t,
+        &meta.stamp,
+        "its checksum does not match (the header was altered)",
+    );
 }
 
 /// A target whose filesystem is mounted while `image restore` waits for its name to be typed (after the plan found it
@@ -1379,30 +1370,18 @@ fn t9_image_restore_grow_removes_older_versions_empty_mount_points_and_no_other(
     fs::write(tmp.join("dbackup-grow-kEEp12/mine"), "keep me\n").unwrap();
     let mounted = tmp.join("dbackup-grow-mNt456");
     fs::create_dir(&mounted).unwrap();
-    // A filesystem mounted on it in a mount namespace of its own, by a process that stays until it is killed.
-    let mut holder = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount -t tmpfs dbackup-test "$0" && echo mounted && exec sleep 600"#)
-        .arg(&mounted)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run unshare");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(
-        line, "mounted\n",
-        "the tmpfs was mounted in its own namespace"
-    );
+    // A filesystem mounted on it in a mount namespace of its own, by a process that stays until it is dropped.
+    let holder = MountedElsewhere::with(&[
+        "-t".as_ref(),
+        "tmpfs".as_ref(),
+        "dbackup-test".as_ref(),
+        mounted.as_os_str(),
+    ]);
 
     let target = t.path("new.img");
     blank(&target, 640 * MIB);
     let out = restore_grown(&t, &meta.stamp, &target).output();
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         grow_dirs(&tmp),
@@ -1418,10 +1397,16 @@ impl MountedElsewhere {
     /// `dev` mounted read-write at `at` in a new private mount namespace.
     fn new(dev: &Path, at: &Path) -> MountedElsewhere {
         fs::create_dir_all(at).unwrap();
+        MountedElsewhere::with(&[dev.as_os_str(), at.as_os_str()])
+    }
+
+    /// `mount ARGS` in a new private mount namespace.
+    fn with(args: &[&std::ffi::OsStr]) -> MountedElsewhere {
         let mut holder = std::process::Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg(r#"mount "$0" "$1" && echo mounted && exec sleep 600"#)
-            .args([dev, at])
+            .arg(r#"mount "$@" && echo mounted && exec sleep 600"#)
+            .arg("sh")
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("run unshare");
@@ -1431,12 +1416,7 @@ impl MountedElsewhere {
             &mut line,
         )
         .unwrap();
-        assert_eq!(
-            line,
-            "mounted\n",
-            "{} mounted in its own namespace",
-            dev.display()
-        );
+        assert_eq!(line, "mounted\n", "mount {args:?} in its own namespace");
         MountedElsewhere(holder)
     }
 }
@@ -1508,6 +1488,31 @@ fn forge_meta(dir: &Path, meta: &BackupMeta) {
     .unwrap();
 }
 
+/// Replaces the root's image (the second) with `bytes`, and backup.json's record of it with their length and sha256
+/// (as a hostile drive can).
+fn forge_root_image(dir: &Path, meta: &BackupMeta, image: &Path, bytes: &[u8]) {
+    fs::write(image, bytes).unwrap();
+    let mut m = meta.clone();
+    let f = &mut m.system.as_mut().unwrap().images[1].file;
+    f.bytes = bytes.len() as u64;
+    f.sha256 = dbackup::Digest::of_bytes(bytes);
+    forge_meta(dir, &m);
+}
+
+/// `image restore --from <stamp>` onto a blank disk image file: refused while it checks the images, stderr saying
+/// `why`, the file not written.
+fn refused_before_writing(t: &Test, stamp: &str, why: &str) {
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    t.cmd()
+        .args(["image", "restore", "--from", stamp, "--to"])
+        .args([&new])
+        .status(1)
+        .stderr_has("checking the images before writing anything")
+        .stderr_has(why);
+    assert_eq!(allocated(&new), 0, "nothing was written onto the target");
+}
+
 /// A backup.json that names the root's ext4 image a vfat one (its image, length and sha256 untouched) is refused
 /// before anything is written: the image's own header says which filesystem it holds. Before, partclone.fat
 /// restored the ext4 image onto the target without a word, and only the fsck after it failed (exit 1, the target
@@ -1524,15 +1529,11 @@ fn t9_an_image_of_another_filesystem_than_backup_json_says_is_refused_before_wri
     rec.fs_type = "vfat".into();
     rec.tool = "partclone.fat".into();
     forge_meta(&dir, &m);
-    let new = t.path("new.img");
-    blank(&new, 640 * MIB);
-    t.cmd()
-        .args(["image", "restore", "--from", &meta.stamp, "--to"])
-        .args([&new])
-        .status(1)
-        .stderr_has("checking the images before writing anything")
-        .stderr_has("the image's header says its filesystem is EXTFS, but backup.json says vfat");
-    assert_eq!(allocated(&new), 0, "nothing was written onto the target");
+    refused_before_writing(
+        &t,
+        &meta.stamp,
+        "the image's header says its filesystem is EXTFS, but backup.json says vfat",
+    );
 }
 
 /// An image cut short whose backup.json was made to agree (its length and sha256: a hostile drive, or one written
@@ -1548,12 +1549,7 @@ fn t9_an_image_cut_short_with_a_backup_json_to_match_says_the_target_is_partly_w
     let (t, _t9, meta, dir, image) = imaged_root();
     let stream = zstd::decode_all(fs::File::open(&image).unwrap()).unwrap();
     let cut = zstd::encode_all(&stream[..stream.len() / 2], 3).unwrap();
-    fs::write(&image, &cut).unwrap();
-    let mut m = meta.clone();
-    let f = &mut m.system.as_mut().unwrap().images[1].file;
-    f.bytes = cut.len() as u64;
-    f.sha256 = dbackup::Digest::of_bytes(&cut);
-    forge_meta(&dir, &m);
+    forge_root_image(&dir, &meta, &image, &cut);
     let new = t.path("new.img");
     blank(&new, 640 * MIB);
     let out = t
