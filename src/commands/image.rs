@@ -93,6 +93,7 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
         destination: args.destination.clone(),
     };
     if settings.output.dry_run {
+        super::reading("image create --dry-run");
         let (plan, ..) = image::plan_create(&settings, &opts)?;
         if ui.json {
             super::print_json(&plan)?;
@@ -101,7 +102,8 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
         }
         return Ok(plan.expected_exit());
     }
-    let started = chrono::Local::now().fixed_offset();
+    // From here on SIGINT and SIGTERM stop it between blocks (its partial backup removed), as `external`.
+    let started = super::begin_run(&settings, &ui, "image create");
     let report = image::create(&settings, &opts, &ui);
     super::log_run(
         &settings,
@@ -114,6 +116,8 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
         },
     );
     let report = report?;
+    // Interrupted: the run log says so, stderr gets one line (from `main`).
+    crate::interrupt::check()?;
     if ui.json {
         super::print_json(&report)?;
     }
@@ -138,6 +142,13 @@ fn create(global: &GlobalArgs, args: &ImageCreateArgs) -> anyhow::Result<Exit> {
 fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit> {
     let output = super::output(global);
     let ui = Ui::new(&output);
+    // Until the first write (after the images are checked and the user confirmed), a signal stops it at once: nothing
+    // was changed.
+    super::reading(if output.dry_run {
+        "image restore --dry-run"
+    } else {
+        "image restore"
+    });
     // From rescue media there may be no config: --drive is enough.
     let settings = match super::load_settings(global) {
         Ok(s) => Some(s),
@@ -191,7 +202,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
         image::exec::confirm(&plan)?;
     }
     // From here on SIGINT and SIGTERM stop the restore between blocks (the loop device it attaches detached, its
-    // children ended), not the process at once.
+    // children ended), not the process at once as until now.
     if let Err(e) = crate::interrupt::install(crate::process::stop_at_once) {
         ui.warn(format_args!(
             "cannot catch SIGINT and SIGTERM ({e}): an interruption ends the restore at once"

@@ -206,37 +206,41 @@ pub fn render(input: &DocInput) -> String {
             let (Some(fs), Some(uuid)) = (&p.fs_type, &p.ids.uuid) else {
                 continue;
             };
-            let label = p.ids.label.as_deref();
+            // From the disks (a plugged-in drive's too): each one shell word in a command to be pasted.
+            let label = p.ids.label.as_deref().map(crate::stdx::shell_word);
+            let uuid = crate::stdx::shell_word(uuid);
+            let name = crate::stdx::show_str(&p.name);
             let cmd = match fs.as_str() {
                 "ext2" | "ext3" | "ext4" => format!(
                     "mkfs.{fs} -U {uuid}{} /dev/NEWDISK-{}",
-                    label.map(|l| format!(" -L '{l}'")).unwrap_or_default(),
-                    p.name
+                    label.map(|l| format!(" -L {l}")).unwrap_or_default(),
+                    name
                 ),
                 "vfat" => format!(
                     "mkfs.fat -F 32 -i {}{} /dev/NEWDISK-{}",
                     uuid.replace('-', ""),
-                    label.map(|l| format!(" -n '{l}'")).unwrap_or_default(),
-                    p.name
+                    label.map(|l| format!(" -n {l}")).unwrap_or_default(),
+                    name
                 ),
                 "btrfs" => format!(
                     "mkfs.btrfs -U {uuid}{} /dev/NEWDISK-{}",
-                    label.map(|l| format!(" -L '{l}'")).unwrap_or_default(),
-                    p.name
+                    label.map(|l| format!(" -L {l}")).unwrap_or_default(),
+                    name
                 ),
                 "xfs" => format!(
                     "mkfs.xfs -m uuid={uuid}{} /dev/NEWDISK-{}",
-                    label.map(|l| format!(" -L '{l}'")).unwrap_or_default(),
-                    p.name
+                    label.map(|l| format!(" -L {l}")).unwrap_or_default(),
+                    name
                 ),
-                "swap" => format!("mkswap -U {uuid} /dev/NEWDISK-{}", p.name),
+                "swap" => format!("mkswap -U {uuid} /dev/NEWDISK-{name}"),
                 "crypto_LUKS" => format!(
                     "cryptsetup luksFormat --uuid {uuid} /dev/NEWDISK-{} (then open it as /etc/crypttab says)",
-                    p.name
+                    name
                 ),
                 _ => continue,
             };
-            let _ = writeln!(o, "    {}", crate::stdx::show_str(&cmd));
+            // Every part is visible already (the words above; a kernel name): escaping it again would break them.
+            let _ = writeln!(o, "    {cmd}");
         }
     }
     let _ = writeln!(
@@ -312,8 +316,9 @@ pub fn render(input: &DocInput) -> String {
             for s in sources {
                 let _ = writeln!(
                     o,
-                    "    dbackup restore --drive /mnt/backup --set {name} --path {} --target /mnt",
-                    crate::stdx::show_str(s)
+                    "    dbackup restore --drive /mnt/backup --set {} --path {} --target /mnt",
+                    crate::stdx::shell_word(name),
+                    crate::stdx::shell_word(s)
                 );
             }
         }
@@ -554,6 +559,58 @@ mod tests {
             generated: "2026-12-05 03:15:00 +01:00",
         });
         insta::assert_snapshot!(text.replace(env!("CARGO_PKG_VERSION"), "[VERSION]"));
+    }
+
+    /// The guide of a kit of `f` without images, on a plain drive, naming `sets`.
+    fn plain_guide(f: &Facts, sets: &[(String, Vec<String>)]) -> String {
+        render(&DocInput {
+            facts: f,
+            pieces: &pieces(),
+            images: &[],
+            tables: &[],
+            stamp: None,
+            destination: None,
+            sets,
+            encrypted: false,
+            generated: "2026-12-05 03:15:00 +01:00",
+        })
+    }
+
+    /// A filesystem label and a LUKS UUID come from the disks the kit looked at, a plugged-in drive's too: in the
+    /// guide's commands (to be pasted into a shell) each is one shell word, whatever it holds. Before, a label was
+    /// put between single quotes as it was: `x'; reboot; '` ended the quote and ran `reboot`.
+    #[test]
+    fn labels_and_uuids_in_the_guides_commands_are_one_shell_word_each() {
+        let mut f = facts(false);
+        let parts = &mut f.disks[0].partitions;
+        parts[1].ids.label = Some("x'; reboot; '".into());
+        parts[0].fs_type = Some("crypto_LUKS".into());
+        parts[0].ids.uuid = Some("$(reboot)".into());
+        let text = plain_guide(&f, &[]);
+        assert!(
+            text.contains(r#"-L 'x'\''; reboot; '\''' /dev/NEWDISK-nvme0n1p2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("cryptsetup luksFormat --uuid '$(reboot)' /dev/NEWDISK-nvme0n1p1"),
+            "{text}"
+        );
+    }
+
+    /// A source path with a space (or a quote) is one shell word in the guide's restore commands. Before, it was
+    /// printed as it was: pasted, `--path /home/payne/My Files` restores `/home/payne/My` and fails on `Files`.
+    #[test]
+    fn source_paths_in_the_guides_restore_commands_are_one_shell_word_each() {
+        let sets = vec![(
+            "docs".to_string(),
+            vec!["/home/payne/My Files".to_string(), "/srv/it's".to_string()],
+        )];
+        let text = plain_guide(&facts(false), &sets);
+        assert!(
+            text.contains("--set docs --path '/home/payne/My Files' --target /mnt"),
+            "{text}"
+        );
+        assert!(text.contains(r#"--path '/srv/it'\''s' --target"#), "{text}");
     }
 
     #[test]

@@ -395,6 +395,7 @@ fn write_image(
     let mut parsed: Option<ImageHeader> = None;
     let mut stream_bytes = 0u64;
     loop {
+        crate::interrupt::check()?;
         let n = match out.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -437,7 +438,7 @@ fn write_image(
             "{} was mounted read-write at {} while it was imaged: the image is inconsistent; image it again \
              unmounted or mounted read-only",
             i.device,
-            crate::stdx::show(m.mount_point.as_os_str().as_encoded_bytes())
+            m.place()
         );
     }
     let head = parsed.context("partclone's stream ended before its header")?;
@@ -620,6 +621,17 @@ pub fn verify_images(
         dec.read_exact(&mut head)
             .with_context(|| format!("{}: cannot read the image's header", path.display()))?;
         let h = header::parse(&head).with_context(|| path.display().to_string())?;
+        // backup.json names the filesystem (and so the partclone program that restores it); the image says too.
+        if !super::observe::header_names(&item.tool).contains(&h.fs.as_str()) {
+            bail!(
+                "{}: the image's header says its filesystem is {}, but backup.json says {} ({} restores that): the \
+                 image and backup.json disagree; nothing was written",
+                path.display(),
+                h.fs,
+                stdx::show_str(&item.fs_type),
+                item.tool
+            );
+        }
         if h.device_bytes > item.partition_bytes {
             bail!(
                 "{}: the filesystem is {} but partition {} is {}",
@@ -1092,6 +1104,64 @@ pub fn restore(
     // Onto one partition (no table in the plan): its old signatures wiped, its disk's table left alone.
     let onto_partition = plan.table.is_none();
     lay_out(plan, onto_partition, ui)?;
+    let mut report = RestoreReport {
+        target: plan.target.clone(),
+        partitions: Vec::new(),
+        seconds: 0.0,
+    };
+    if let Err(e) = write_images(plan, records, keys, onto_partition, &mut report, ui) {
+        return Err(e.context(partly_written(plan, &report, onto_partition)));
+    }
+    report.seconds = clock.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// What a restore that failed after its first write left on the target, to say before why it failed.
+fn partly_written(plan: &RestorePlan, report: &RestoreReport, onto_partition: bool) -> String {
+    let done: Vec<String> = report
+        .partitions
+        .iter()
+        .map(|p| p.partition.to_string())
+        .collect();
+    let first = if onto_partition {
+        "its old signatures were wiped"
+    } else {
+        "its partition table was written"
+    };
+    let mut said = match done.as_slice() {
+        [] => first.to_string(),
+        [one] if !onto_partition => {
+            format!("its partition table and partition {one} were restored")
+        }
+        many => format!(
+            "its partition table and partitions {} were restored",
+            many.join(", ")
+        ),
+    };
+    if let Some(item) = plan.items.get(report.partitions.len()) {
+        said.push_str(&if onto_partition {
+            ", the image is incomplete".to_string()
+        } else {
+            format!(", partition {} is incomplete", item.partition)
+        });
+    }
+    format!(
+        "{} is partly written: {said}; do not use it, and restore it again (from this backup once the cause that \
+         follows is fixed, or from another)",
+        plan.target.display()
+    )
+}
+
+/// Restores each image of the plan once the table is written (onto a disk image file through a loop device of its
+/// own), pushing each partition restored and checked onto `report`.
+fn write_images(
+    plan: &RestorePlan,
+    records: &[ImageRecord],
+    keys: &Keys,
+    onto_partition: bool,
+    report: &mut RestoreReport,
+    ui: &Ui,
+) -> anyhow::Result<()> {
     let mut own_loop = None;
     let disk: PathBuf = match plan.target_kind {
         _ if onto_partition => plan.target.clone(),
@@ -1105,11 +1175,6 @@ pub fn restore(
             own_loop = Some(own);
             dev
         }
-    };
-    let mut report = RestoreReport {
-        target: plan.target.clone(),
-        partitions: Vec::new(),
-        seconds: 0.0,
     };
     for item in &plan.items {
         crate::interrupt::check()?;
@@ -1180,8 +1245,7 @@ pub fn restore(
         report.partitions.push(p);
     }
     drop(own_loop);
-    report.seconds = clock.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(())
 }
 
 /// Streams an image file (decrypted, decompressed) into `partclone -r` writing `node`, hashing the file's bytes in

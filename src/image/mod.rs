@@ -555,6 +555,8 @@ fn write_create(
     crate::archive::read_back_in(&temp, &[written(&meta_rec), written(&sums_rec)])
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     info.check_still_present()?;
+    // Interrupted: not promoted (the caller removes the temporary backup), as the external phase does.
+    crate::interrupt::check()?;
     backups
         .rename(&temp_name, &plan.stamp, true)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -67,6 +67,23 @@ pub fn partclone_for(fs_type: &str) -> Option<&'static str> {
     })
 }
 
+/// The filesystem names the partclone program `tool` writes into its images' headers (`partclone.extfs` ->
+/// `EXTFS`): an image whose header names another is not what that program restores.
+pub fn header_names(tool: &str) -> &'static [&'static str] {
+    match tool {
+        "partclone.extfs" => &["EXTFS"],
+        "partclone.fat" => &["FAT12", "FAT16", "FAT32"],
+        "partclone.btrfs" => &["BTRFS"],
+        "partclone.xfs" => &["XFS"],
+        "partclone.exfat" => &["EXFAT"],
+        "partclone.ntfs" => &["NTFS"],
+        "partclone.f2fs" => &["F2FS"],
+        "partclone.hfsp" => &["HFS Plus"],
+        "partclone.minix" => &["MINIX"],
+        _ => &[],
+    }
+}
+
 fn sys_u64(path: &Path) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

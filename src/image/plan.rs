@@ -110,11 +110,15 @@ pub(crate) fn refusal(
         }
     }
     if let Some(m) = d.usage.read_write() {
+        let at = crate::stdx::show(m.mount_point.as_os_str().as_encoded_bytes());
+        let remount = match m.namespace {
+            None => format!("mount -o remount,ro {at}"),
+            Some(pid) => format!("nsenter -t {pid} -m mount -o remount,ro {at}"),
+        };
         return Some(format!(
             "it is mounted read-write at {}: an image of a filesystem in use is inconsistent; remount it read-only \
-             (mount -o remount,ro {}), unmount it, or image it from rescue media",
-            crate::stdx::show(m.mount_point.as_os_str().as_encoded_bytes()),
-            crate::stdx::show(m.mount_point.as_os_str().as_encoded_bytes())
+             ({remount}), unmount it, or image it from rescue media",
+            m.place()
         ));
     }
     if !d.usage.swap.is_empty() {
@@ -307,6 +311,19 @@ pub struct RestoreItem {
     pub grow: bool,
 }
 
+impl RestoreItem {
+    /// Its filesystem type and UUID as backup.json gives them (from the drive: escaped), for the plan.
+    fn filesystem(&self) -> String {
+        format!(
+            "{} {}",
+            stdx::show_str(&self.fs_type),
+            self.uuid
+                .as_deref()
+                .map_or("no uuid".into(), stdx::show_str)
+        )
+    }
+}
+
 /// What an image restore will do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RestorePlan {
@@ -415,6 +432,18 @@ pub fn plan_restore(
     };
     let table_rec = system.tables.iter().find(|t| t.disk == disk);
     let mut refusals = Vec::new();
+    if let Some((a, b)) = table.overlapping() {
+        let span = |p: &super::table::Partition| {
+            format!("{}-{}", p.start, p.start.saturating_add(p.size) - 1)
+        };
+        refusals.push(format!(
+            "the backup's partition table is inconsistent: partitions {} and {} overlap (sectors {} and {})",
+            a.number,
+            b.number,
+            span(a),
+            span(b)
+        ));
+    }
     let needed = table.needed_bytes();
     let mut items = Vec::new();
     let last = table.last().map(|p| p.number);
@@ -670,12 +699,11 @@ pub fn render_restore(p: &RestorePlan) -> String {
         for i in &p.items {
             let _ = writeln!(
                 o,
-                "  partition {} of {} (its table and PARTUUID left as they are) <- system/{} ({} {}, {} used{})",
+                "  partition {} of {} (its table and PARTUUID left as they are) <- system/{} ({}, {} used{})",
                 p.target.display(),
                 p.disk,
                 i.file,
-                i.fs_type,
-                i.uuid.as_deref().unwrap_or("no uuid"),
+                i.filesystem(),
                 stdx::bytes(i.used_bytes),
                 if i.grow {
                     ", grown to the partition's end"
@@ -716,10 +744,9 @@ pub fn render_restore(p: &RestorePlan) -> String {
                 .unwrap_or_default(),
             match item {
                 Some(i) => format!(
-                    "<- system/{} ({} {}, {} used{})",
+                    "<- system/{} ({}, {} used{})",
                     i.file,
-                    i.fs_type,
-                    i.uuid.as_deref().unwrap_or("no uuid"),
+                    i.filesystem(),
                     stdx::bytes(i.used_bytes),
                     if i.grow { ", grown" } else { "" }
                 ),
@@ -782,6 +809,7 @@ mod tests {
                 device: "/dev/loop9p2".into(),
                 mount_point: "/".into(),
                 read_only: false,
+                namespace: None,
             }],
             ..DeviceUse::default()
         };
@@ -792,6 +820,7 @@ mod tests {
             device: "/dev/loop9p1".into(),
             mount_point: "/boot/efi".into(),
             read_only: true,
+            namespace: None,
         });
         let mut no_tool = facts("loop9p3", Some("ext4"));
         no_tool.tool = None;
@@ -938,6 +967,7 @@ mod tests {
             device: "/dev/loop7p2".into(),
             mount_point: "/mnt".into(),
             read_only: true,
+            namespace: None,
         });
         t.sector_size = 4096;
         let p = plan_onto(&sys, &tables, &t, &["loop9p1"], true).unwrap();
@@ -994,6 +1024,63 @@ mod tests {
             ]
         );
         assert!(p.script.contains("part3 : start=133120,"), "{}", p.script);
+    }
+
+    /// What backup.json says of an image (its filesystem type and UUID) comes from the drive: the plan prints it
+    /// escaped, onto a disk and onto one partition. Before, an ESC or BEL there reached the terminal as it was.
+    #[test]
+    fn a_hostile_records_type_and_uuid_are_printed_escaped() {
+        let (mut sys, tables) = system();
+        for i in &mut sys.images {
+            i.fs_type = "ext4\u{1b}]0;pwned\u{7}".into();
+            i.ids.uuid = Some("\u{1b}[31mred\u{9b}2J".into());
+        }
+        let mut part = target(300 << 20);
+        part.kind = TargetKind::BlockDevice;
+        part.path = "/dev/loop7p2".into();
+        part.partition_of = Some("loop7".into());
+        for (t, names) in [(target(400 << 20), &[][..]), (part, &["loop9p2"][..])] {
+            let text = render_restore(&plan_onto(&sys, &tables, &t, names, false).unwrap());
+            assert!(
+                !text.chars().any(|c| c.is_control() && c != '\n'),
+                "{text:?}"
+            );
+            assert!(text.contains("\\x1b[31mred"), "{text}");
+        }
+    }
+
+    /// A table from the drive whose partitions overlap (as a hostile or damaged backup's may, its sha256 made to
+    /// match) is refused in the plan, naming them; a dos table's logical partitions inside its extended one are not an
+    /// overlap. Before, the plan passed and sfdisk refused it, saying "Sector 30000 already used" and not that
+    /// nothing was written.
+    #[test]
+    fn a_table_whose_partitions_overlap_is_refused() {
+        let (sys, _) = system();
+        let dump = "label: gpt\nunit: sectors\nsector-size: 512\n\n\
+                    /dev/loop9p1 : start=2048, size=131072, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
+                    /dev/loop9p2 : start=100000, size=389120, type=0FC63DAF-8483-4772-8E79-3D69D84F8E4F\n";
+        let tables = vec![(
+            "loop9".to_string(),
+            super::super::table::parse(dump.as_bytes()).unwrap(),
+        )];
+        let p = plan_onto(&sys, &tables, &target(400 << 20), &[], false).unwrap();
+        assert_eq!(
+            p.refusals,
+            [
+                "the backup's partition table is inconsistent: partitions 1 and 2 overlap (sectors 2048-133119 and \
+              100000-489119)"
+            ]
+        );
+        let dos = "label: dos\nunit: sectors\n\n\
+                   /dev/loop9p1 : start=2048, size=131072, type=83\n\
+                   /dev/loop9p2 : start=133120, size=389120, type=5\n\
+                   /dev/loop9p5 : start=135168, size=300000, type=83\n";
+        let tables = vec![(
+            "loop9".to_string(),
+            super::super::table::parse(dos.as_bytes()).unwrap(),
+        )];
+        let p = plan_onto(&sys, &tables, &target(400 << 20), &["loop9p1"], false).unwrap();
+        assert!(!p.refused(), "{:?}", p.refusals);
     }
 
     /// `--to PART`: one image onto one partition, no table; before, a partition target was always refused.

@@ -320,11 +320,31 @@ impl Table {
 
     /// Whether a dos table has an extended partition (its logical partitions cannot be grown in place).
     pub fn has_extended(&self) -> bool {
-        self.label == "dos"
-            && self
-                .partitions
+        self.partitions.iter().any(|p| self.is_extended(p))
+    }
+
+    /// Whether `p` is a dos table's extended partition (the container of the logical ones).
+    fn is_extended(&self, p: &Partition) -> bool {
+        self.label == "dos" && matches!(p.type_.to_ascii_lowercase().as_str(), "5" | "f" | "85")
+    }
+
+    /// The first two partitions that share a sector (a dos table's extended partition holds its logical ones: not
+    /// an overlap). A table sfdisk wrote has none.
+    pub fn overlapping(&self) -> Option<(&Partition, &Partition)> {
+        let parts: Vec<&Partition> = self
+            .partitions
+            .iter()
+            .filter(|p| !self.is_extended(p))
+            .collect();
+        parts.iter().enumerate().find_map(|(i, a)| {
+            parts[i + 1..]
                 .iter()
-                .any(|p| matches!(p.type_.to_ascii_lowercase().as_str(), "5" | "f" | "85"))
+                .find(|b| {
+                    a.start < b.start.saturating_add(b.size)
+                        && b.start < a.start.saturating_add(a.size)
+                })
+                .map(|b| (*a, *b))
+        })
     }
 
     /// The script for `sfdisk` on a new disk: the same table without `device:` and `last-lba:` (the new disk's end

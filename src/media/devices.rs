@@ -1,6 +1,7 @@
-//! Block devices in use: which mounts (read-write or read-only) sit on a device or any partition of a disk, whether
-//! it is active swap or held by device-mapper/md, and which loop devices a disk image file is attached to. The
-//! partition imager and the image restore ask here (only `media/` reads mountinfo).
+//! Block devices in use: which mounts (read-write or read-only, in dbackup's mount namespace or in any other one a
+//! process is in) sit on a device or any partition of a disk, whether it is active swap or held by device-mapper/md,
+//! and which loop devices a disk image file is attached to. The partition imager and the image restore ask here (only
+//! `media/` reads mountinfo).
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -16,6 +17,20 @@ pub struct MountUse {
     pub device: PathBuf,
     pub mount_point: PathBuf,
     pub read_only: bool,
+    /// Mounted in another mount namespace than dbackup's (where dbackup does not see it): a process in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<u32>,
+}
+
+impl MountUse {
+    /// Where it is mounted, for people: `/mnt/x`, or `/mnt/x in the mount namespace of process 1234`.
+    pub fn place(&self) -> String {
+        let at = crate::stdx::show(self.mount_point.as_os_str().as_encoded_bytes());
+        match self.namespace {
+            Some(pid) => format!("{at} in the mount namespace of process {pid}"),
+            None => at,
+        }
+    }
 }
 
 /// How a device (or a disk and its partitions) is in use right now.
@@ -55,7 +70,7 @@ impl DeviceUse {
                     } else {
                         "read-write"
                     },
-                    crate::stdx::show(m.mount_point.as_os_str().as_encoded_bytes())
+                    m.place()
                 )
             })
             .collect();
@@ -111,9 +126,11 @@ pub fn partitions_of(kname: &str) -> Vec<PathBuf> {
     parts.into_iter().map(|(_, p)| p).collect()
 }
 
-/// How `device` (a block device) and, when it is a whole disk, every partition of it, are in use.
+/// How `device` (a block device) and, when it is a whole disk, every partition of it, are in use: mounted here or in
+/// another mount namespace (where a mount dbackup cannot see still writes to the device), active swap, held.
 pub fn device_use(device: &Path) -> std::io::Result<DeviceUse> {
     let mounts = mountinfo::read()?;
+    let others = mountinfo::other_namespaces();
     let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
     let canonical = std::fs::canonicalize(device)?;
     let kname = canonical
@@ -128,12 +145,27 @@ pub fn device_use(device: &Path) -> std::io::Result<DeviceUse> {
         let Some(rdev) = block_rdev(dev) else {
             continue;
         };
-        for e in mounts.iter().filter(|e| entry_is(e, dev, rdev)) {
-            out.mounts.push(MountUse {
-                device: dev.clone(),
-                mount_point: e.mount_point.clone(),
-                read_only: e.read_only(),
-            });
+        // Its mounts here, then those only another mount namespace has (the same mount seen there is not repeated).
+        let tables = std::iter::once((None, mounts.as_slice())).chain(
+            others
+                .iter()
+                .filter_map(|(pid, t)| Some((Some(*pid), t.as_deref().ok()?))),
+        );
+        for (namespace, table) in tables {
+            for e in table.iter().filter(|e| entry_is(e, dev, rdev)) {
+                let m = MountUse {
+                    device: dev.clone(),
+                    mount_point: e.mount_point.clone(),
+                    read_only: e.read_only(),
+                    namespace,
+                };
+                if !out.mounts.iter().any(|o| {
+                    (&o.device, &o.mount_point, o.read_only)
+                        == (&m.device, &m.mount_point, m.read_only)
+                }) {
+                    out.mounts.push(m);
+                }
+            }
         }
         let in_swap = swaps.lines().skip(1).any(|l| {
             l.split_whitespace().next().is_some_and(|s| {
@@ -191,19 +223,28 @@ mod tests {
     #[test]
     fn uses_are_described_for_refusals() {
         let u = DeviceUse {
-            mounts: vec![MountUse {
-                device: "/dev/sda2".into(),
-                mount_point: "/mnt/a\nb".into(),
-                read_only: false,
-            }],
+            mounts: vec![
+                MountUse {
+                    device: "/dev/sda2".into(),
+                    mount_point: "/mnt/a\nb".into(),
+                    read_only: false,
+                    namespace: None,
+                },
+                MountUse {
+                    device: "/dev/sda4".into(),
+                    mount_point: "/srv".into(),
+                    read_only: true,
+                    namespace: Some(1234),
+                },
+            ],
             swap: vec!["/dev/sda3".into()],
             holders: vec!["dm-0".into()],
         };
         assert!(u.busy() && u.read_write().is_some());
         assert_eq!(
             u.describe(),
-            "/dev/sda2 is mounted read-write at /mnt/a\\nb; /dev/sda3 is active swap; held by dm-0 (device-mapper \
-             or RAID)"
+            "/dev/sda2 is mounted read-write at /mnt/a\\nb; /dev/sda4 is mounted read-only at /srv in the mount \
+             namespace of process 1234; /dev/sda3 is active swap; held by dm-0 (device-mapper or RAID)"
         );
         assert!(!DeviceUse::default().busy());
         assert!(loops_backed_by(Path::new("/nonexistent/disk.img")).is_empty());

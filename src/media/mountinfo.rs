@@ -68,24 +68,34 @@ pub fn mounted_anywhere(path: &Path) -> bool {
     let Ok(path) = std::fs::canonicalize(path) else {
         return true;
     };
-    let listed = |text: &[u8]| {
-        parse(text).map_or(true, |e| e.iter().any(|e| e.mount_point == path.as_path()))
+    let listed = |table: &Result<Vec<MountEntry>, ParseError>| {
+        table
+            .as_ref()
+            .map_or(true, |e| e.iter().any(|e| e.mount_point == path.as_path()))
     };
     let Ok(own) = std::fs::read(MOUNTINFO) else {
         return true;
     };
-    if listed(&own) {
-        return true;
-    }
+    listed(&parse(&own)) || other_namespaces().iter().any(|(_, table)| listed(table))
+}
+
+/// The mount tables of the mount namespaces other than this process's that processes under `/proc` are in (a program
+/// that mounted in a namespace of its own: `unshare --mount`, a container, a service with private mounts): for each,
+/// one process in it and its table. A process that ended while it was read is left out.
+pub fn other_namespaces() -> Vec<(u32, Result<Vec<MountEntry>, ParseError>)> {
     let mut seen: Vec<PathBuf> = std::fs::read_link("/proc/self/ns/mnt")
         .into_iter()
         .collect();
+    let mut out = Vec::new();
     let processes = std::fs::read_dir("/proc").into_iter().flatten().flatten();
-    for process in processes.filter(|p| {
-        p.file_name()
+    for process in processes {
+        let Some(pid) = process
+            .file_name()
             .to_str()
-            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-    }) {
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
         let Ok(namespace) = std::fs::read_link(process.path().join("ns/mnt")) else {
             continue;
         };
@@ -93,11 +103,11 @@ pub fn mounted_anywhere(path: &Path) -> bool {
             continue;
         }
         seen.push(namespace);
-        if std::fs::read(process.path().join("mountinfo")).is_ok_and(|text| listed(&text)) {
-            return true;
+        if let Ok(text) = std::fs::read(process.path().join("mountinfo")) {
+            out.push((pid, parse(&text)));
         }
     }
-    false
+    out
 }
 
 /// Parses the text of a mountinfo file, in its order (later entries are mounted on top of earlier ones).

@@ -36,29 +36,7 @@ pub fn attr(s: &str) -> String {
     esc(s)
 }
 
-/// One word for a POSIX shell: as is when it is plain, else in single quotes. `~/` at the start stays outside the
-/// quotes, so the shell still expands it. A word the escaper would change (control characters, invalid bytes, a
-/// backslash) is written visible in bash's `$'...'`, whose escapes are the escaper's, so it still pastes exactly.
-pub fn shell_word(s: &str) -> String {
-    let shown = crate::stdx::show_str(s);
-    if shown != s {
-        return format!("$'{}'", shown.replace('\'', r"\'"));
-    }
-    let plain = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@%".contains(&b))
-    };
-    if plain(s) {
-        return s.to_string();
-    }
-    if let Some(rest) = s.strip_prefix("~/")
-        && plain(rest)
-    {
-        return s.to_string();
-    }
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
+pub use crate::stdx::shell_word;
 
 /// `2025-04-10 09:00` in the time's own offset.
 pub fn when(t: DateTime<FixedOffset>) -> String {

@@ -13,7 +13,7 @@ mod secret;
 #[cfg(test)]
 pub(crate) mod skip;
 
-pub use escape::{show, show_path, show_str};
+pub use escape::{shell_word, show, show_path, show_str};
 pub use hash::{HashingReader, sha256_reader};
 pub use human::{MINUTE, NAMED, age_short, age_words, bytes, count, counted, duration, eta, table};
 pub use owners::{gid_of_name, home_of_name, uid_of_name};

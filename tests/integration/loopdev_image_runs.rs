@@ -748,25 +748,12 @@ fn t9_an_image_whose_header_was_altered_is_refused_before_writing() {
     let mut stream = zstd::decode_all(fs::File::open(&image).unwrap()).unwrap();
     stream[36..41].copy_from_slice(b"BTRFS");
     let forged = zstd::encode_all(&stream[..], 3).unwrap();
-    fs::write(&image, &forged).unwrap();
-    let mut m = meta.clone();
-    let f = &mut m.system.as_mut().unwrap().images[1].file;
-    f.bytes = forged.len() as u64;
-    f.sha256 = dbackup::Digest::of_bytes(&forged);
-    fs::write(
-        dir.join(dbackup::BACKUP_META_FILE),
-        dbackup::backup_meta_bytes(&m),
-    )
-    .unwrap();
-    let new = t.path("new.img");
-    blank(&new, 640 * MIB);
-    t.cmd()
-        .args(["image", "restore", "--from", &meta.stamp, "--to"])
-        .args([&new])
-        .status(1)
-        .stderr_has("checking the images before writing anything")
-        .stderr_has("its checksum does not match (the header was altered)");
-    assert_eq!(allocated(&new), 0, "nothing was written onto the target");
+    forge_root_image(&dir, &meta, &image, &forged);
+    refused_before_writing(
+        &t,
+        &meta.stamp,
+        "its checksum does not match (the header was altered)",
+    );
 }
 
 /// A target whose filesystem is mounted while `image restore` waits for its name to be typed (after the plan found it
@@ -1383,33 +1370,268 @@ fn t9_image_restore_grow_removes_older_versions_empty_mount_points_and_no_other(
     fs::write(tmp.join("dbackup-grow-kEEp12/mine"), "keep me\n").unwrap();
     let mounted = tmp.join("dbackup-grow-mNt456");
     fs::create_dir(&mounted).unwrap();
-    // A filesystem mounted on it in a mount namespace of its own, by a process that stays until it is killed.
-    let mut holder = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg(r#"mount -t tmpfs dbackup-test "$0" && echo mounted && exec sleep 600"#)
-        .arg(&mounted)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("run unshare");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(
-        line, "mounted\n",
-        "the tmpfs was mounted in its own namespace"
-    );
+    // A filesystem mounted on it in a mount namespace of its own, by a process that stays until it is dropped.
+    let holder = MountedElsewhere::with(&[
+        "-t".as_ref(),
+        "tmpfs".as_ref(),
+        "dbackup-test".as_ref(),
+        mounted.as_os_str(),
+    ]);
 
     let target = t.path("new.img");
     blank(&target, 640 * MIB);
     let out = restore_grown(&t, &meta.stamp, &target).output();
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(
         grow_dirs(&tmp),
         ["dbackup-grow-kEEp12", "dbackup-grow-mNt456"]
     );
+}
+
+/// A filesystem mounted by a process in a mount namespace of its own (`unshare --mount`, as a container or a service
+/// with private mounts does), where dbackup's mountinfo does not show it; ended (the mount with it) on drop.
+struct MountedElsewhere(std::process::Child);
+
+impl MountedElsewhere {
+    /// `dev` mounted read-write at `at` in a new private mount namespace.
+    fn new(dev: &Path, at: &Path) -> MountedElsewhere {
+        fs::create_dir_all(at).unwrap();
+        MountedElsewhere::with(&[dev.as_os_str(), at.as_os_str()])
+    }
+
+    /// `mount ARGS` in a new private mount namespace.
+    fn with(args: &[&std::ffi::OsStr]) -> MountedElsewhere {
+        let mut holder = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount "$@" && echo mounted && exec sleep 600"#)
+            .arg("sh")
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run unshare");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "mounted\n", "mount {args:?} in its own namespace");
+        MountedElsewhere(holder)
+    }
+}
+
+impl Drop for MountedElsewhere {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A filesystem mounted read-write only in another mount namespace is in use all the same: `image create` refuses
+/// it, naming where (nothing promoted), and `image restore` refuses a target disk whose partition is mounted so, in
+/// its plan, saying it is in use (its table left as it was). Before, dbackup read only its own mountinfo: the live
+/// filesystem was imaged and promoted as a verified backup (an inconsistent image), and the restore stopped only
+/// because sfdisk refused ("Umount all file systems ..."), not saying why nor that nothing was written.
+#[test]
+fn t9_a_filesystem_mounted_in_another_mount_namespace_is_in_use() {
+    if !require() {
+        return;
+    }
+    let (t, t9, disk) = disk_and_t9(1 << 20);
+    let elsewhere = MountedElsewhere::new(&disk.part(2), &t.path("mnt/ns"));
+    let out = t
+        .cmd()
+        .args(["image", "create", "--device"])
+        .args([disk.part(2)])
+        .status(1);
+    out.stderr_has("mounted read-write at")
+        .stderr_has("in the mount namespace of process");
+    assert!(stamps(&t9).is_empty(), "{:?}", stamps(&t9));
+    drop(elsewhere);
+
+    let meta = image_both_partitions(&t, &t9, &disk);
+    let target = make_disk(&t.path("other.img"), 640 * MIB);
+    testkit::run(
+        "mkfs.ext4",
+        ["-q".as_ref(), "-F".as_ref(), target.part(2).as_os_str()],
+    );
+    let table = testkit::run("sfdisk", ["-d".as_ref(), target.device.as_os_str()]);
+    let elsewhere = MountedElsewhere::new(&target.part(2), &t.path("mnt/ns2"));
+    let out = t
+        .cmd()
+        .args(["image", "restore", "--yes", "--from", &meta.stamp, "--to"])
+        .args([&target.device])
+        .status(1);
+    out.stdout_has("REFUSED")
+        .stderr_has("image restore refused; nothing was written")
+        .stderr_has(&format!(
+            "{} is mounted read-write at",
+            target.part(2).display()
+        ))
+        .stderr_has("in the mount namespace of process");
+    drop(elsewhere);
+    assert_eq!(
+        testkit::run("sfdisk", ["-d".as_ref(), target.device.as_os_str()]),
+        table
+    );
+    assert_eq!(blkid(&target.part(2), "TYPE"), "ext4");
+}
+
+/// Writes `meta` as the backup.json of the backup in `dir` (as a hostile drive can: nothing on the drive vouches for
+/// it).
+fn forge_meta(dir: &Path, meta: &BackupMeta) {
+    fs::write(
+        dir.join(dbackup::BACKUP_META_FILE),
+        dbackup::backup_meta_bytes(meta),
+    )
+    .unwrap();
+}
+
+/// Replaces the root's image (the second) with `bytes`, and backup.json's record of it with their length and sha256
+/// (as a hostile drive can).
+fn forge_root_image(dir: &Path, meta: &BackupMeta, image: &Path, bytes: &[u8]) {
+    fs::write(image, bytes).unwrap();
+    let mut m = meta.clone();
+    let f = &mut m.system.as_mut().unwrap().images[1].file;
+    f.bytes = bytes.len() as u64;
+    f.sha256 = dbackup::Digest::of_bytes(bytes);
+    forge_meta(dir, &m);
+}
+
+/// `image restore --from <stamp>` onto a blank disk image file: refused while it checks the images, stderr saying
+/// `why`, the file not written.
+fn refused_before_writing(t: &Test, stamp: &str, why: &str) {
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    t.cmd()
+        .args(["image", "restore", "--from", stamp, "--to"])
+        .args([&new])
+        .status(1)
+        .stderr_has("checking the images before writing anything")
+        .stderr_has(why);
+    assert_eq!(allocated(&new), 0, "nothing was written onto the target");
+}
+
+/// A backup.json that names the root's ext4 image a vfat one (its image, length and sha256 untouched) is refused
+/// before anything is written: the image's own header says which filesystem it holds. Before, partclone.fat
+/// restored the ext4 image onto the target without a word, and only the fsck after it failed (exit 1, the target
+/// written).
+#[test]
+fn t9_an_image_of_another_filesystem_than_backup_json_says_is_refused_before_writing() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, meta, dir, _image) = imaged_root();
+    let mut m = meta.clone();
+    let rec = &mut m.system.as_mut().unwrap().images[1];
+    assert_eq!(rec.fs_type, "ext4");
+    rec.fs_type = "vfat".into();
+    rec.tool = "partclone.fat".into();
+    forge_meta(&dir, &m);
+    refused_before_writing(
+        &t,
+        &meta.stamp,
+        "the image's header says its filesystem is EXTFS, but backup.json says vfat",
+    );
+}
+
+/// An image cut short whose backup.json was made to agree (its length and sha256: a hostile drive, or one written
+/// so) passes the check before writing, which hashes the file and reads its header; `partclone -r` then finds the
+/// stream ending early, after the table and the ESP were written. The error says so: the target is partly written,
+/// what of it was restored and which partition is incomplete, not to use it. Before, it ended with partclone's "read
+/// ERROR" alone, and said nothing of the table and the partition already written over the target.
+#[test]
+fn t9_an_image_cut_short_with_a_backup_json_to_match_says_the_target_is_partly_written() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, meta, dir, image) = imaged_root();
+    let stream = zstd::decode_all(fs::File::open(&image).unwrap()).unwrap();
+    let cut = zstd::encode_all(&stream[..stream.len() / 2], 3).unwrap();
+    forge_root_image(&dir, &meta, &image, &cut);
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    let out = t
+        .cmd()
+        .args(["image", "restore", "--from", &meta.stamp, "--to"])
+        .args([&new])
+        .status(1);
+    out.stderr_has(&format!(
+        "{} is partly written: its partition table and partition 1 were restored, partition 2 is incomplete; do \
+         not use it",
+        new.display()
+    ))
+    .stderr_has("partclone.extfs -r failed");
+}
+
+/// `image restore`, a dry run or a real one before its first write, stopped by SIGTERM or SIGINT while it reads and
+/// checks an image: one line saying it was interrupted and that nothing was changed, exit 128 + the signal, the
+/// target untouched. Before, both died of the signal without a word (the dry runs of the other commands already said
+/// so), after minutes of reading a large image, perhaps.
+#[test]
+fn t9_a_signal_while_image_restore_checks_the_images_stops_it_with_one_line() {
+    if !require() {
+        return;
+    }
+    let (t, t9, _disk, meta) = imaged_disk(96 << 20);
+    let (_, m) = image_backup(&t9);
+    let image = m.system.as_ref().unwrap().images[1].file.name.clone();
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    for (dry, what) in [(true, "image restore --dry-run"), (false, "image restore")] {
+        for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+            let child = t
+                .cmd()
+                .args(if dry { &["--dry-run"][..] } else { &[][..] })
+                .args(["image", "restore", "--from", &meta.stamp, "--to"])
+                .args([&new])
+                .spawn();
+            let pid = child.id();
+            crate::process::freeze_when(&child, "the check to read the image", || {
+                crate::process::has_open(pid, &image)
+            });
+            signal(&child, sig);
+            signal(&child, libc::SIGCONT);
+            let (code, stderr) = crate::fixtures::drive::finish(child);
+            assert_eq!(code, 128 + sig, "{what}, {name}: {stderr}");
+            assert_eq!(
+                stderr.lines().last(),
+                Some(format!("dbackup: {what} interrupted ({name}); nothing was changed").as_str()),
+                "{what}, {name}: {stderr}"
+            );
+            assert_eq!(allocated(&new), 0, "{what}, {name}: the target was written");
+        }
+    }
+}
+
+/// `image create` stopped by SIGTERM or SIGINT while it writes an image stops there as `external` does: its partial
+/// backup is removed from the drive, one line says it was interrupted, the run log gets its line (`interrupted`), exit
+/// 128 + the signal; the next run succeeds. Before, it died of the signal: no word, no run log line (`status` knew
+/// nothing of it), and its partial backup stayed on the drive until the next run.
+#[test]
+fn t9_image_create_interrupted_mid_image_stops_cleanly_and_says_so() {
+    if !require() {
+        return;
+    }
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let (t, t9, _disk, root, child, temp) = image_create_caught_writing();
+        signal(&child, sig);
+        let (code, stderr) = crate::fixtures::drive::finish(child);
+        assert_eq!(code, 128 + sig, "{name}: {stderr}");
+        assert!(
+            stderr
+                .lines()
+                .last()
+                .is_some_and(|l| l.contains(&format!("interrupted ({name})"))),
+            "{name}: {stderr}"
+        );
+        assert!(!temp.exists(), "{name}: {} left", temp.display());
+        assert!(stamps(&t9).is_empty(), "{name}: {:?}", stamps(&t9));
+        crate::process::assert_logged(&t, "image create", name, 128 + sig as u8);
+        t.cmd()
+            .args(["image", "create", "--device"])
+            .args([&root])
+            .status(0);
+    }
 }

@@ -163,7 +163,7 @@ pub(crate) fn assert_only_line(stderr: &str, line: &str) {
 }
 
 /// The run log's last line is the interrupted run's.
-fn assert_logged(t: &Test, command: &str, signal: &str, exit: u8) {
+pub(crate) fn assert_logged(t: &Test, command: &str, signal: &str, exit: u8) {
     let log = log(t);
     let last = log.last().expect("a run log line");
     assert_eq!(
@@ -518,7 +518,7 @@ fn sigterm_during_an_in_place_restore_still_lists_what_it_kept() {
 }
 
 /// Whether the process `pid` has a file open whose path holds `part`.
-fn has_open(pid: u32, part: &str) -> bool {
+pub(crate) fn has_open(pid: u32, part: &str) -> bool {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
         .flatten()
