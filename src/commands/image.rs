@@ -203,11 +203,7 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
     }
     // From here on SIGINT and SIGTERM stop the restore between blocks (the loop device it attaches detached, its
     // children ended), not the process at once as until now.
-    if let Err(e) = crate::interrupt::install(crate::process::stop_at_once) {
-        ui.warn(format_args!(
-            "cannot catch SIGINT and SIGTERM ({e}): an interruption ends the restore at once"
-        ));
-    }
+    super::catch_signals(&ui);
     let report = image::exec::restore(&plan, &system.images, &keys, &ui)?;
     if ui.json {
         super::print_json(&report)?;
