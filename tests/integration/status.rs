@@ -504,6 +504,63 @@ fn damage_that_cannot_be_noted_says_to_start_a_new_chain() {
     out.stderr_has("run `dbackup external --full` to start a new chain");
 }
 
+/// Two `restore --verify` runs at once (they share the run lock), each finding its backup damaged, both note it:
+/// the first is held between reading `damaged.json` and writing it back while the second runs. Before, the first
+/// wrote back what it had read plus its own record, and the second's record was lost: its damaged backup read as a
+/// restore point again.
+#[test]
+fn two_verify_runs_at_once_both_note_what_they_found() {
+    let (t, drive, first, second) = a_full_and_an_incremental();
+    for stamp in [&first, &second] {
+        crate::harness::flip_middle_byte(&drive.join("backups").join(stamp).join("data.tar"));
+    }
+    let (held, other) = (t.path("points-held"), t.path("points-other"));
+    for dir in [&held, &other] {
+        fs::create_dir_all(dir).unwrap();
+    }
+    fs::write(held.join("damaged.json.hold"), "").unwrap();
+    let verify = |stamp: &str, points: &std::path::Path| {
+        t.restore_from_drive()
+            .args(["--date", stamp, "--verify"])
+            .env("DBACKUP_TEST_POINTS", points)
+            .spawn()
+    };
+    let mut one = verify(&first, &held);
+    wait_until(&mut one, || held.join("damaged.json.reached").exists());
+    let mut two = verify(&second, &other);
+    // The second either ends (nothing keeps it from writing) or waits for the first's change.
+    wait_until(&mut two, || other.join("locked-wait.reached").exists());
+    fs::remove_file(held.join("damaged.json.hold")).unwrap();
+    for child in [one, two] {
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let noted = fs::read_to_string(t.path("state/dbackup/damaged.json")).unwrap();
+    for stamp in [&first, &second] {
+        assert!(noted.contains(stamp.as_str()), "{stamp} not noted: {noted}");
+    }
+    let r: StatusReport = t.run_json(&["status"]);
+    let points = &r.destinations[0].restore_points;
+    assert!(points.iter().all(|p| p.damaged), "{points:?}");
+}
+
+/// Polls until `done` holds or `child` has ended (its exit is read later); panics after two minutes.
+fn wait_until(child: &mut std::process::Child, done: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !done() && child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < until,
+            "neither reached its point nor ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// A drive backup whose archive is not the size its `backup.json` records (cut short on the drive) is no restore
 /// point, nor the incremental on it: `status` marks it DAMAGED saying which file, the incremental BROKEN, and
 /// `status --check` exits 1, and `restore --list` says so, as the drive's REPORT.html does. (Before: status "ok" and
