@@ -318,6 +318,18 @@ pub fn read_stderr(child: &mut Child) -> String {
     stderr
 }
 
+/// Polls until `done` holds or `child` has ended (its exit is read later); panics after two minutes.
+pub fn wait_until(child: &mut std::process::Child, done: impl Fn() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !done() && child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < until,
+            "neither reached its point nor ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Cuts the file at `path` to the length `to` gives for its length (a drive file cut short); returns that length.
 pub fn cut_short(path: &Path, to: impl FnOnce(u64) -> u64) -> u64 {
     let len = std::fs::metadata(path).unwrap().len();

@@ -526,10 +526,10 @@ fn two_verify_runs_at_once_both_note_what_they_found() {
             .spawn()
     };
     let mut one = verify(&first, &held);
-    wait_until(&mut one, || held.join("damaged.json.reached").exists());
+    crate::harness::wait_until(&mut one, || held.join("damaged.json.reached").exists());
     let mut two = verify(&second, &other);
     // The second either ends (nothing keeps it from writing) or waits for the first's change.
-    wait_until(&mut two, || other.join("locked-wait.reached").exists());
+    crate::harness::wait_until(&mut two, || other.join("locked-wait.reached").exists());
     fs::remove_file(held.join("damaged.json.hold")).unwrap();
     for child in [one, two] {
         let out = child.wait_with_output().unwrap();
@@ -547,18 +547,6 @@ fn two_verify_runs_at_once_both_note_what_they_found() {
     let r: StatusReport = t.run_json(&["status"]);
     let points = &r.destinations[0].restore_points;
     assert!(points.iter().all(|p| p.damaged), "{points:?}");
-}
-
-/// Polls until `done` holds or `child` has ended (its exit is read later); panics after two minutes.
-fn wait_until(child: &mut std::process::Child, done: impl Fn() -> bool) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !done() && child.try_wait().unwrap().is_none() {
-        assert!(
-            std::time::Instant::now() < until,
-            "neither reached its point nor ended"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 /// A drive backup whose archive is not the size its `backup.json` records (cut short on the drive) is no restore
