@@ -679,24 +679,8 @@ fn two_configs_ending_at_once_keep_every_line_of_a_full_run_log() {
     let earlier = (1 << 20) / line.len() + 1;
     fs::write(&log, line.repeat(earlier)).unwrap();
 
-    let (held, other) = (t.path("points-held"), t.path("points-other"));
-    for dir in [&held, &other] {
-        fs::create_dir_all(dir).unwrap();
-    }
-    fs::write(held.join("log.jsonl.hold"), "").unwrap();
-    let mut one = collect(&a).env("DBACKUP_TEST_POINTS", &held).spawn();
-    crate::harness::wait_until(&mut one, || held.join("log.jsonl.reached").exists());
-    let mut two = collect(&b).env("DBACKUP_TEST_POINTS", &other).spawn();
-    // The second either ends (nothing keeps it from rotating) or waits for the first's line.
-    crate::harness::wait_until(&mut two, || other.join("locked-wait.reached").exists());
-    fs::remove_file(held.join("log.jsonl.hold")).unwrap();
-    for child in [one, two] {
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for out in crate::harness::at_once(&t, "log.jsonl", collect(&a), collect(&b)) {
+        assert_eq!(out.code, 0, "{}", out.stderr);
     }
     let lines: usize = [log.clone(), log.with_extension("jsonl.1")]
         .iter()

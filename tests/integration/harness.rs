@@ -318,13 +318,31 @@ pub fn read_stderr(child: &mut Child) -> String {
     stderr
 }
 
-/// Polls until `done` holds or `child` has ended (its exit is read later); panics after two minutes.
-pub fn wait_until(child: &mut std::process::Child, done: impl Fn() -> bool) {
+/// Two runs at once: `first` is held at the test point `point` (`DBACKUP_TEST_POINTS`, debug builds) while `second`
+/// runs until it ends or waits for a lock the first holds (`locked-wait`); then the first goes on. What each printed.
+pub fn at_once(t: &Test, point: &str, first: Cmd, second: Cmd) -> [Output; 2] {
+    let (held, other) = (t.path("points-held"), t.path("points-other"));
+    for dir in [&held, &other] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let hold = held.join(format!("{point}.hold"));
+    std::fs::write(&hold, "").unwrap();
+    let mut one = first.env("DBACKUP_TEST_POINTS", &held).spawn();
+    wait_until(&mut one, &held.join(format!("{point}.reached")));
+    let mut two = second.env("DBACKUP_TEST_POINTS", &other).spawn();
+    wait_until(&mut two, &other.join("locked-wait.reached"));
+    std::fs::remove_file(&hold).unwrap();
+    [one, two].map(|c| Output::from(c.wait_with_output().unwrap()))
+}
+
+/// Polls until `reached` exists or `child` has ended (its exit is read later); panics after two minutes.
+fn wait_until(child: &mut Child, reached: &Path) {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !done() && child.try_wait().unwrap().is_none() {
+    while !reached.exists() && child.try_wait().unwrap().is_none() {
         assert!(
             std::time::Instant::now() < until,
-            "neither reached its point nor ended"
+            "{} neither came nor did the run end",
+            reached.display()
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

@@ -514,31 +514,9 @@ fn two_verify_runs_at_once_both_note_what_they_found() {
     for stamp in [&first, &second] {
         crate::harness::flip_middle_byte(&drive.join("backups").join(stamp).join("data.tar"));
     }
-    let (held, other) = (t.path("points-held"), t.path("points-other"));
-    for dir in [&held, &other] {
-        fs::create_dir_all(dir).unwrap();
-    }
-    fs::write(held.join("damaged.json.hold"), "").unwrap();
-    let verify = |stamp: &str, points: &std::path::Path| {
-        t.restore_from_drive()
-            .args(["--date", stamp, "--verify"])
-            .env("DBACKUP_TEST_POINTS", points)
-            .spawn()
-    };
-    let mut one = verify(&first, &held);
-    crate::harness::wait_until(&mut one, || held.join("damaged.json.reached").exists());
-    let mut two = verify(&second, &other);
-    // The second either ends (nothing keeps it from writing) or waits for the first's change.
-    crate::harness::wait_until(&mut two, || other.join("locked-wait.reached").exists());
-    fs::remove_file(held.join("damaged.json.hold")).unwrap();
-    for child in [one, two] {
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let verify = |stamp: &str| t.restore_from_drive().args(["--date", stamp, "--verify"]);
+    for out in crate::harness::at_once(&t, "damaged.json", verify(&first), verify(&second)) {
+        assert_eq!(out.code, 1, "{}", out.stderr);
     }
     let noted = fs::read_to_string(t.path("state/dbackup/damaged.json")).unwrap();
     for stamp in [&first, &second] {
