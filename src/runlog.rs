@@ -168,25 +168,37 @@ pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(FILE_NAME)
 }
 
-/// Appends one record (creating `state_dir` 0700 if needed), rotating the file first when it is too big.
+/// Appends one record (creating `state_dir` 0700 if needed), rotating the file first when it is too big; one run at
+/// a time ([`crate::stdx::locked`]).
 pub fn append(state_dir: &Path, record: &RunRecord) -> io::Result<PathBuf> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(state_dir)?;
     let path = path(state_dir);
-    if fs::metadata(&path)
-        .map(|m| m.len() >= MAX_BYTES)
-        .unwrap_or(false)
-    {
-        fs::rename(&path, state_dir.join(format!("{FILE_NAME}.1")))?;
-    }
     let record = RunRecord {
         sets: bounded(record.sets.clone()),
         ..record.clone()
     };
     let mut line = serde_json::to_string(&record).map_err(io::Error::other)?;
     line.push('\n');
+    // One run at a time: two that found the log full would each rotate it, the second replacing the rotated log (every
+    // earlier line) with the first's one line; and a line cut off again below is no other run's.
+    crate::stdx::locked::change(&path, || {
+        let full = fs::metadata(&path)
+            .map(|m| m.len() >= MAX_BYTES)
+            .unwrap_or(false);
+        crate::stdx::locked::test_point(FILE_NAME);
+        if full {
+            fs::rename(&path, state_dir.join(format!("{FILE_NAME}.1")))?;
+        }
+        write_line(&path, line)
+    })?;
+    Ok(path)
+}
+
+/// Appends `line` to the log at `path`.
+fn write_line(path: &Path, mut line: String) -> io::Result<()> {
     // Never blocking on a FIFO someone put there (open for writing waits for a reader), and only into a regular file.
     let mut f = OpenOptions::new()
         .create(true)
@@ -194,11 +206,11 @@ pub fn append(state_dir: &Path, record: &RunRecord) -> io::Result<PathBuf> {
         .append(true)
         .mode(0o600)
         .custom_flags(libc::O_NONBLOCK)
-        .open(&path)?;
+        .open(path)?;
     if !f.metadata()?.is_file() {
         return Err(io::Error::other(format!(
             "{} is not a regular file: no run is logged there; remove it",
-            crate::stdx::show_path(&path)
+            crate::stdx::show_path(path)
         )));
     }
     // A line an earlier run could write only in part (a crash) is ended first: this one is not glued onto it.
@@ -210,13 +222,13 @@ pub fn append(state_dir: &Path, record: &RunRecord) -> io::Result<PathBuf> {
     if last != [b'\n'] {
         line.insert(0, '\n');
     }
-    // One write of the whole line: O_APPEND keeps concurrent runs' lines whole. A full filesystem can take a part of
-    // it: that part is cut off again, so that the log holds whole lines only.
+    // One write of the whole line. A full filesystem can take a part of it: that part is cut off again, so that the
+    // log holds whole lines only.
     if let Err(e) = f.write_all(line.as_bytes()) {
         let _ = f.set_len(len);
         return Err(e);
     }
-    Ok(path)
+    Ok(())
 }
 
 /// `value` with every list longer than [`MAX_LIST_ITEMS`] cut to that many; a cut list `key` of an object gets a

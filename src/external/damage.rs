@@ -70,7 +70,7 @@ impl Record {
 
 /// Remembers what a `--verify` of `backup` on `destination` by the config whose backup root is `backup_root` found:
 /// `problem` when damaged, `None` when intact (which forgets an earlier record of this config's). Other configs'
-/// records are kept as they are.
+/// records are kept as they are, and so is what another run notes at the same time ([`crate::stdx::locked`]).
 pub fn note(
     state_dir: &Path,
     backup_root: &Path,
@@ -79,26 +79,39 @@ pub fn note(
     problem: Option<&str>,
     now: chrono::DateTime<chrono::FixedOffset>,
 ) -> std::io::Result<()> {
-    let mut records = read_all(state_dir);
-    let before = records.len();
-    records
-        .retain(|r| !(r.destination == destination && r.backup == backup && r.is_of(backup_root)));
-    let Some(problem) = problem else {
-        if records.len() == before {
-            return Ok(());
-        }
-        return write(state_dir, records);
-    };
-    records.push(Record {
-        destination: destination.to_string(),
-        backup: backup.to_string(),
-        found: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
-        problem: bounded(problem),
-        backup_root: Some(crate::runlog::root_name(backup_root)),
-    });
-    let excess = records.len().saturating_sub(MAX_RECORDS);
-    records.drain(..excess);
-    write(state_dir, records)
+    use std::os::unix::fs::DirBuilderExt;
+    // Nothing to forget: nothing written. Else one run at a time: another's `--verify` may note what it found now.
+    let noted =
+        |r: &Record| r.destination == destination && r.backup == backup && r.is_of(backup_root);
+    if problem.is_none() && !read_all(state_dir).iter().any(noted) {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)?;
+    crate::stdx::locked::change(&state_dir.join(FILE_NAME), || {
+        let mut records = read_all(state_dir);
+        crate::stdx::locked::test_point(FILE_NAME);
+        let before = records.len();
+        records.retain(|r| !noted(r));
+        let Some(problem) = problem else {
+            if records.len() == before {
+                return Ok(());
+            }
+            return write(state_dir, records);
+        };
+        records.push(Record {
+            destination: destination.to_string(),
+            backup: backup.to_string(),
+            found: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            problem: bounded(problem),
+            backup_root: Some(crate::runlog::root_name(backup_root)),
+        });
+        let excess = records.len().saturating_sub(MAX_RECORDS);
+        records.drain(..excess);
+        write(state_dir, records)
+    })
 }
 
 /// `problem` cut to [`MAX_PROBLEM`] bytes (at a character's boundary), `...` saying so.
@@ -129,11 +142,6 @@ pub fn note_text(r: &Record) -> String {
 }
 
 fn write(state_dir: &Path, records: Vec<Record>) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)?;
     let text = serde_json::to_vec_pretty(&Records { format: 1, records })
         .map_err(std::io::Error::other)?;
     crate::snapshot::write_atomic(&state_dir.join(FILE_NAME), &text, 0o600)

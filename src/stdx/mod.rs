@@ -1,11 +1,13 @@
 //! Small shared helpers with one home (rust-analyzer's `stdx`): the escaper for untrusted names, reading and writing
 //! below a directory without being redirected ([`fs`]), output that never panics ([`out`]), secrets shown safely,
-//! sizes, durations and counts for people (`human`), the one hashing reader (`hash`), and friends.
+//! sizes, durations and counts for people (`human`), read-change-write of a state file by one run at a time
+//! ([`locked`]), the one hashing reader (`hash`), and friends.
 
 mod escape;
 pub mod fs;
 mod hash;
 mod human;
+pub mod locked;
 pub mod out;
 mod owners;
 pub mod run;

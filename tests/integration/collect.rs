@@ -647,6 +647,48 @@ fn a_backup_root_whose_snapshots_are_all_gone_is_not_filled_again() {
     t.cmd().args(["collect"]).status(0);
 }
 
+/// Two configs' runs ending at once when the run log they share is full: each rotates it (`log.jsonl` to
+/// `log.jsonl.1`) before appending its line, and the first is held after finding it full while the second runs.
+/// Before, the second rotated and appended, then the first rotated again: what the second had rotated (every earlier
+/// run's line) was replaced by the second's one line. Now one run appends at a time, and no line is lost.
+#[test]
+fn two_configs_ending_at_once_keep_every_line_of_a_full_run_log() {
+    let t = Test::new();
+    let write = |name: &str, root: &str, source: &str| {
+        t.write(&format!("{source}/file.txt"), source);
+        t.write(
+            name,
+            t.expand(&format!(
+                r#"{{ "backup_root": "{root}", "backup_sets": [ {{ "name": "data", "sources": ["{{tmp}}/{source}"] }} ] }}"#
+            )),
+        )
+    };
+    let (a, b) = (
+        write("a.json", "{root}", "a"),
+        write("b.json", "{tmp}/root-b", "b"),
+    );
+    let collect = |config: &Path| {
+        t.cmd()
+            .no_config()
+            .args(["--config".as_ref(), config.as_os_str(), "collect".as_ref()])
+    };
+    collect(&a).status(0);
+    // A full log: that run's line, repeated past 1 MiB.
+    let log = t.path("state/dbackup/log.jsonl");
+    let line = fs::read_to_string(&log).unwrap();
+    let earlier = (1 << 20) / line.len() + 1;
+    fs::write(&log, line.repeat(earlier)).unwrap();
+
+    for out in crate::harness::at_once(&t, "log.jsonl", collect(&a), collect(&b)) {
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let lines: usize = [log.clone(), log.with_extension("jsonl.1")]
+        .iter()
+        .map(|p| fs::read_to_string(p).unwrap_or_default().lines().count())
+        .sum();
+    assert_eq!(lines, earlier + 2, "the earlier runs' lines are gone");
+}
+
 /// Two configs sharing a backup root, each with a set `data` of other sources: the root keeps configs apart by set
 /// name only, so their snapshots mix (retention counts both, a restore takes the newest). A collect whose previous
 /// snapshot of the set copied none of its sources warns (exit 3), naming that snapshot, both sources and the fix;

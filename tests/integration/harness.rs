@@ -318,6 +318,36 @@ pub fn read_stderr(child: &mut Child) -> String {
     stderr
 }
 
+/// Two runs at once: `first` is held at the test point `point` (`DBACKUP_TEST_POINTS`, debug builds) while `second`
+/// runs until it ends or waits for a lock the first holds (`locked-wait`); then the first goes on. What each printed.
+pub fn at_once(t: &Test, point: &str, first: Cmd, second: Cmd) -> [Output; 2] {
+    let (held, other) = (t.path("points-held"), t.path("points-other"));
+    for dir in [&held, &other] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let hold = held.join(format!("{point}.hold"));
+    std::fs::write(&hold, "").unwrap();
+    let mut one = first.env("DBACKUP_TEST_POINTS", &held).spawn();
+    wait_until(&mut one, &held.join(format!("{point}.reached")));
+    let mut two = second.env("DBACKUP_TEST_POINTS", &other).spawn();
+    wait_until(&mut two, &other.join("locked-wait.reached"));
+    std::fs::remove_file(&hold).unwrap();
+    [one, two].map(|c| Output::from(c.wait_with_output().unwrap()))
+}
+
+/// Polls until `reached` exists or `child` has ended (its exit is read later); panics after two minutes.
+fn wait_until(child: &mut Child, reached: &Path) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !reached.exists() && child.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < until,
+            "{} neither came nor did the run end",
+            reached.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Cuts the file at `path` to the length `to` gives for its length (a drive file cut short); returns that length.
 pub fn cut_short(path: &Path, to: impl FnOnce(u64) -> u64) -> u64 {
     let len = std::fs::metadata(path).unwrap().len();

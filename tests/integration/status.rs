@@ -504,6 +504,29 @@ fn damage_that_cannot_be_noted_says_to_start_a_new_chain() {
     out.stderr_has("run `dbackup external --full` to start a new chain");
 }
 
+/// Two `restore --verify` runs at once (they share the run lock), each finding its backup damaged, both note it:
+/// the first is held between reading `damaged.json` and writing it back while the second runs. Before, the first
+/// wrote back what it had read plus its own record, and the second's record was lost: its damaged backup read as a
+/// restore point again.
+#[test]
+fn two_verify_runs_at_once_both_note_what_they_found() {
+    let (t, drive, first, second) = a_full_and_an_incremental();
+    for stamp in [&first, &second] {
+        crate::harness::flip_middle_byte(&drive.join("backups").join(stamp).join("data.tar"));
+    }
+    let verify = |stamp: &str| t.restore_from_drive().args(["--date", stamp, "--verify"]);
+    for out in crate::harness::at_once(&t, "damaged.json", verify(&first), verify(&second)) {
+        assert_eq!(out.code, 1, "{}", out.stderr);
+    }
+    let noted = fs::read_to_string(t.path("state/dbackup/damaged.json")).unwrap();
+    for stamp in [&first, &second] {
+        assert!(noted.contains(stamp.as_str()), "{stamp} not noted: {noted}");
+    }
+    let r: StatusReport = t.run_json(&["status"]);
+    let points = &r.destinations[0].restore_points;
+    assert!(points.iter().all(|p| p.damaged), "{points:?}");
+}
+
 /// A drive backup whose archive is not the size its `backup.json` records (cut short on the drive) is no restore
 /// point, nor the incremental on it: `status` marks it DAMAGED saying which file, the incremental BROKEN, and
 /// `status --check` exits 1, and `restore --list` says so, as the drive's REPORT.html does. (Before: status "ok" and
