@@ -17,6 +17,7 @@ use super::plan::ExternalPlan;
 use super::report::{DestinationReport, DestinationStatus, Removed};
 use super::resume::{self, Resumer};
 use super::sets::ArchiveTarget;
+use super::upload_marker::{self, UploadMarker};
 use crate::archive::sums::{SumLine, write_sums};
 use crate::archive::{self, ArchiveOptions, NoProgress};
 use crate::cloud::sink::CloudSink;
@@ -180,6 +181,7 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
             .filter(|_| resume::parts_encrypted(p.encryption.as_ref())),
         encrypt,
     };
+    mark_going(u)?;
     clean_killed_run(u, report)?;
     let stamp = p.stamp().to_string();
     let backup_root = &u.observed.world.backup_root;
@@ -240,6 +242,21 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
     report.read_back = Some(read_back);
     promote(u, &meta, sums, resumer.as_ref(), report)?;
     finish_index_copies(copies, p, backup_root, ui);
+    Ok(())
+}
+
+/// The upload's marker ([`super::upload_marker`]), first of all: every other run, of this config or another, on
+/// this machine or another, leaves the stamp alone while this process lives and writes there.
+fn mark_going(u: &Upload) -> anyhow::Result<()> {
+    let sets: Vec<&str> = u.p.archives.iter().map(|a| a.set.as_str()).collect();
+    let m = UploadMarker::new(
+        &u.plan.host,
+        &u.observed.world.own_sets,
+        &sets,
+        Local::now().fixed_offset(),
+    );
+    let key = format!("{}{}", u.p.dir, upload_marker::FILE);
+    u.store.put(&key, &m.bytes(), ObjectClass::Metadata)?;
     Ok(())
 }
 
@@ -444,6 +461,12 @@ fn promote(
         ));
     }
     report.backup = Some(meta.stamp.clone());
+    // The marker is done with: a backup's objects are the layout's (one left behind is harmless: a backup is
+    // judged by its backup.json, and retention removes every object under its stamp).
+    let marker = format!("{}{}", p.dir, upload_marker::FILE);
+    if let Err(e) = store.delete(&marker) {
+        u.ui.step(format_args!("{}: {marker} stays: {e}", p.name));
+    }
     if let Some(r) = resumer {
         resume_finished(r, p, u.ui, report);
     }
