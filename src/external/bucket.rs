@@ -368,8 +368,9 @@ pub fn new_backup(
 
 /// Retention on a bucket after the new backup `new` ([`new_backup`]) is promoted: the drive's rules
 /// ([`drive_retention::decide_own`]: what `new` depends on is kept with it, another config's backups are not judged),
-/// where a backup still locked at `now_utc` is kept ("kept: locked until <date>") together with what it depends on.
-/// Pure.
+/// where a backup still locked at `now_utc` is kept ("kept: locked until <date>") together with what it depends on,
+/// and so is a base of an upload that may still be going (`going_bases`: base stamp, the upload's `backups/<stamp>/`;
+/// its `upload.json` names them). Pure.
 pub fn decide(
     backups: &[DriveBackup],
     (new, owner): (BackupInfo, drive_retention::Owner),
@@ -377,6 +378,7 @@ pub fn decide(
     now: NaiveDateTime,
     now_utc: DateTime<Utc>,
     object_lock_days: Option<u32>,
+    going_bases: &BTreeMap<String, String>,
 ) -> Vec<Decision> {
     let mut infos: Vec<BackupInfo> = backups
         .iter()
@@ -392,8 +394,18 @@ pub fn decide(
             .and_then(|m| locked_until(m.started.with_timezone(&Utc), object_lock_days))
             .filter(|until| *until > now_utc)
     };
-    // A locked backup is kept as `latest` is (so what it depends on is kept with it), until nothing more is locked.
-    let mut locked: Vec<(String, DateTime<Utc>)> = Vec::new();
+    // A locked backup, or a base of an upload going, is kept as `latest` is (so what it depends on is kept with it),
+    // until nothing more is locked.
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for (base, dir) in going_bases {
+        if let Some(i) = infos.iter_mut().find(|i| i.name == *base) {
+            i.latest = true;
+            kept.push((
+                base.clone(),
+                format!("kept: the base of {dir}, an upload that may still be going"),
+            ));
+        }
+    }
     loop {
         let decisions = drive_retention::decide_own(&infos, owner, policy, now);
         let more: Vec<(String, DateTime<Utc>)> = decisions
@@ -405,15 +417,9 @@ pub fn decide(
             return decisions
                 .into_iter()
                 .map(|mut d| {
-                    if let Some((_, until)) = locked.iter().find(|(n, _)| *n == d.name) {
+                    if let Some((_, why)) = kept.iter().find(|(n, _)| *n == d.name) {
                         d.reasons.retain(|r| r != "target of latest");
-                        d.reasons.insert(
-                            0,
-                            format!(
-                                "kept: locked until {} (Object Lock)",
-                                until.format("%Y-%m-%d %H:%M UTC")
-                            ),
-                        );
+                        d.reasons.insert(0, why.clone());
                     }
                     d
                 })
@@ -423,7 +429,11 @@ pub fn decide(
             if let Some(i) = infos.iter_mut().find(|i| i.name == name) {
                 i.latest = true;
             }
-            locked.push((name, until));
+            let why = format!(
+                "kept: locked until {} (Object Lock)",
+                until.format("%Y-%m-%d %H:%M UTC")
+            );
+            kept.push((name, why));
         }
     }
 }
@@ -510,6 +520,7 @@ mod tests {
                 now,
                 now_utc,
                 lock,
+                &BTreeMap::new(),
             )
         };
         let removed = |ds: &[Decision]| -> Vec<String> {
@@ -551,6 +562,30 @@ mod tests {
         assert!(
             locked.reasons[0].starts_with("kept: locked until 2026-11-25"),
             "{locked:?}"
+        );
+
+        // The base of an upload that may still be going is kept, with what it depends on.
+        let going = BTreeMap::from([(
+            "2026-11-15-020000".to_string(),
+            "backups/2026-11-21-020000/".to_string(),
+        )]);
+        let ds = decide(
+            &backups,
+            (
+                new_backup("2026-11-22-020000", &sets, &[], now),
+                drive_retention::Owner::Anyone,
+            ),
+            &RetentionPolicy::last(1),
+            now,
+            now_utc,
+            None,
+            &going,
+        );
+        assert_eq!(removed(&ds), ["2026-11-01-020000"]);
+        let base = ds.iter().find(|d| d.name == "2026-11-15-020000").unwrap();
+        assert_eq!(
+            base.reasons[0],
+            "kept: the base of backups/2026-11-21-020000/, an upload that may still be going"
         );
     }
 }

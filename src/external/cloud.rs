@@ -801,7 +801,21 @@ pub fn plan_retention(
         now,
         now_utc,
         w.settings.object_lock_days,
+        &going_bases(&w.listing),
     );
+}
+
+/// The bases of the uploads that may still be going (their `upload.json`), each with the upload's
+/// `backups/<stamp>/`: retention keeps them.
+fn going_bases(l: &CloudListing) -> BTreeMap<String, String> {
+    (l.going.keys())
+        .filter_map(|s| l.markers.get(s).map(|m| (s, m)))
+        .flat_map(|(s, m)| {
+            m.bases
+                .iter()
+                .map(move |b| (b.clone(), format!("{BACKUPS}{s}/")))
+        })
+        .collect()
 }
 
 /// Retention as the dry run prints it.
@@ -1115,11 +1129,14 @@ mod tests {
         }
         let theirs = super::super::upload_marker::UploadMarker::new(
             "laptop",
-            &[super::super::retention::OwnSet {
-                name: "docs".into(),
-                paths: vec!["/home/a".into()],
-            }],
-            &["docs"],
+            (
+                &[super::super::retention::OwnSet {
+                    name: "docs".into(),
+                    paths: vec!["/home/a".into()],
+                }],
+                &["docs"],
+                &[],
+            ),
             now.fixed_offset(),
         );
         w.listing.markers.insert("2026-12-04-020000".into(), theirs);

@@ -208,6 +208,7 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
     }
 
     check_listed(store, p, &expected)?;
+    check_bases(store, &depends_on)?;
     if let Some(until) = p.locked_until {
         let reused = resumer
             .as_ref()
@@ -249,10 +250,14 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
 /// this machine or another, leaves the stamp alone while this process lives and writes there.
 fn mark_going(u: &Upload) -> anyhow::Result<()> {
     let sets: Vec<&str> = u.p.archives.iter().map(|a| a.set.as_str()).collect();
+    let mut bases: Vec<String> = (u.p.archives.iter())
+        .filter_map(|a| a.choice.base.clone())
+        .collect();
+    bases.sort();
+    bases.dedup();
     let m = UploadMarker::new(
         &u.plan.host,
-        &u.observed.world.own_sets,
-        &sets,
+        (&u.observed.world.own_sets, &sets, &bases),
         Local::now().fixed_offset(),
     );
     let key = format!("{}{}", u.p.dir, upload_marker::FILE);
@@ -416,6 +421,31 @@ fn check_listed(
                 p.dir,
                 crate::stdx::show_str(name)
             ),
+        }
+    }
+    Ok(())
+}
+
+/// Each backup the upload's incrementals build on still holds its `backup.json` (one GET each, a small file: a read,
+/// as every other request on a backup this run does not write): another run's
+/// retention that judged before this upload began, or a hand, may have removed one while it was going, and an
+/// incremental without its base is no backup.
+fn check_bases(store: &Store, depends_on: &[String]) -> anyhow::Result<()> {
+    let bases: BTreeSet<&String> = depends_on.iter().collect();
+    for b in bases {
+        let key = format!("{BACKUPS}{b}/{}", layout::METADATA_FILE);
+        let gone = match store.get(&key) {
+            Ok(_) => false,
+            Err(e) if e.failure() == crate::cloud::error::Failure::NotFound => true,
+            Err(e) => return Err(e.into()),
+        };
+        if gone {
+            anyhow::bail!(
+                "the backup {} this upload builds on was removed while it was going (its {} is gone): its \
+                 incrementals cannot be restored without it; the next run builds on what the bucket holds",
+                crate::stdx::show_str(b),
+                layout::METADATA_FILE
+            );
         }
     }
     Ok(())

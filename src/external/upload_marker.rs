@@ -36,6 +36,9 @@ pub struct UploadMarker {
     pub started: DateTime<FixedOffset>,
     /// The sets uploaded, each with its sources' paths (as configured, and resolved).
     pub sets: Vec<MarkedSet>,
+    /// The backups its incrementals build on (stamps): no retention removes them while the upload may be going.
+    #[serde(default)]
+    pub bases: Vec<String>,
 }
 
 /// One set of an upload's marker.
@@ -47,8 +50,13 @@ pub struct MarkedSet {
 }
 
 impl UploadMarker {
-    /// The marker of an upload of `sets` (of the config's `own`) by this process on `host`, started at `started`.
-    pub fn new(host: &str, own: &[OwnSet], sets: &[&str], started: DateTime<FixedOffset>) -> Self {
+    /// The marker of an upload of `sets` (of the config's `own`, building on `bases`) by this process on `host`,
+    /// started at `started`.
+    pub fn new(
+        host: &str,
+        (own, sets, bases): (&[OwnSet], &[&str], &[String]),
+        started: DateTime<FixedOffset>,
+    ) -> Self {
         UploadMarker {
             format: FORMAT,
             host: host.to_string(),
@@ -62,6 +70,7 @@ impl UploadMarker {
                     sources: o.paths.clone(),
                 })
                 .collect(),
+            bases: bases.to_vec(),
         }
     }
 
@@ -89,6 +98,16 @@ impl UploadMarker {
             .find(|s| !crate::settings::is_safe_name(&s.set))
         {
             return Err(format!("{FILE} names the set \"{}\"", show_str(&s.set)));
+        }
+        if let Some(b) = m
+            .bases
+            .iter()
+            .find(|b| crate::snapshot::parse_stamp(b).is_none())
+        {
+            return Err(format!(
+                "{FILE} names the base \"{}\", not a backup's stamp",
+                show_str(b)
+            ));
         }
         Ok(m)
     }
@@ -169,6 +188,7 @@ mod tests {
                 set: "docs".into(),
                 sources: vec!["/home/a".into()],
             }],
+            bases: vec!["2026-12-01-020000".into()],
         }
     }
 
@@ -261,6 +281,9 @@ mod tests {
         assert!(e.contains("names the host") && !e.contains('\u{1b}'), "{e}");
         let mut bad = m.clone();
         bad.sets[0].set = "../x".into();
+        assert!(UploadMarker::parse(&bad.bytes()).is_err());
+        let mut bad = m.clone();
+        bad.bases = vec!["../2026".into()];
         assert!(UploadMarker::parse(&bad.bytes()).is_err());
         let mut bad = m;
         bad.format = 2;

@@ -541,7 +541,8 @@ fn marker_sample() -> Vec<u8> {
         OwnSet::named(&["notes"]).remove(0),
     ];
     let started = chrono::DateTime::parse_from_rfc3339("2026-12-05T02:00:00+01:00").unwrap();
-    UploadMarker::new("laptop", &own, &["docs", "notes"], started).bytes()
+    let bases = ["2026-12-01-020000".to_string()];
+    UploadMarker::new("laptop", (&own, &["docs", "notes"], &bases), started).bytes()
 }
 
 fn check_marker(bytes: &[u8]) {

@@ -859,3 +859,81 @@ fn a_second_run_of_the_same_config_leaves_an_upload_still_going_alone() {
         ))
         .stdout_has("each unfinished upload's upload.json; no archive read");
 }
+
+/// The same config from two machines: this machine's incremental upload is still going when the other machine's
+/// run (`--full`, `retention` 1) prunes. The backup the upload builds on is kept (its dry run says why), so the
+/// upload, promoted, depends only on backups the bucket holds. Before: the other run deleted the base, and the
+/// upload going on promoted an incremental whose base was gone.
+#[test]
+fn the_base_of_an_upload_still_going_is_not_pruned() {
+    let Some((_g, s3, t)) = world() else { return };
+    t.cmd().args(["external"]).status(0);
+    let big: Vec<u8> = (0..1u32 << 20).map(|i| (i * 13 + i / 97) as u8).collect();
+    t.write("home/photos/new.raw", &big);
+    t.cmd().args(["collect"]).status(0);
+    let (child, stamp) = stop_after(&t, 3);
+    let second = on_the_same_prefix(&t, "root-b", "docs", "");
+    let cfg = std::fs::read_to_string(&second).unwrap();
+    std::fs::write(
+        &second,
+        cfg.replace(r#""bwlimit": "1M""#, r#""bwlimit": "1M", "retention": 1"#),
+    )
+    .unwrap();
+    let dry = as_config(&t, &second)
+        .args(["--dry-run", "external", "--full"])
+        .status(0);
+    as_config(&t, &second)
+        .args(["external", "--full"])
+        .status(0);
+    let (code, stderr) = go_on(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&s3.get(&format!("laptop/backups/{stamp}/backup.json"))).unwrap();
+    let bases: Vec<String> = meta["depends_on"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bases.len(), 1, "an incremental: {meta:#}");
+    for b in &bases {
+        assert!(
+            objects_of(&s3, b).contains(&"backup.json".to_string()),
+            "the base {b} of {stamp} is gone: {:?}",
+            stamps(&s3)
+        );
+        dry.stdout_has(&format!(
+            "keep      {b} (kept: the base of backups/{stamp}/"
+        ));
+    }
+}
+
+/// An incremental upload still going whose base's `backup.json` is deleted meanwhile (by hand, or by a run that
+/// judged before the upload began): the upload fails before its promotion, saying so, and writes no `backup.json`;
+/// the next run uploads a backup whose bases are all there. Before: it promoted an incremental whose base was gone.
+#[test]
+fn an_upload_whose_base_went_meanwhile_is_not_promoted() {
+    let Some((_g, s3, t)) = world() else { return };
+    t.cmd().args(["external"]).status(0);
+    let base = stamps(&s3).into_iter().next().unwrap();
+    let big: Vec<u8> = (0..1u32 << 20).map(|i| (i * 13 + i / 97) as u8).collect();
+    t.write("home/photos/new.raw", &big);
+    t.cmd().args(["collect"]).status(0);
+    let (child, stamp) = stop_after(&t, 3);
+    s3.delete(&format!("laptop/backups/{base}/backup.json"));
+    let (code, stderr) = go_on(child);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the backup {base} this upload builds on")),
+        "{stderr}"
+    );
+    assert!(!objects_of(&s3, &stamp).contains(&"backup.json".to_string()));
+    t.cmd().args(["external"]).status(0);
+    let newest = stamps(&s3).into_iter().next_back().unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&s3.get(&format!("laptop/backups/{newest}/backup.json"))).unwrap();
+    assert!(
+        meta["depends_on"].as_array().is_none_or(Vec::is_empty),
+        "a full: {meta:#}"
+    );
+}
