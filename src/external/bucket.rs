@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::{self, DriveBackup};
 use super::retention::{self as drive_retention, BackupInfo, Owner};
+use super::upload_marker::{self, UploadMarker};
 use crate::cloud::{CloudError, Store, Unfinished};
 use crate::config::RetentionPolicy;
 use crate::retention::Decision;
@@ -42,6 +43,17 @@ pub struct CloudListing {
     /// against.
     #[serde(skip)]
     pub sizes: BTreeMap<String, u64>,
+    /// The marker of each unfinished upload that has one and could be read ([`read_markers`]), by stamp: whose
+    /// upload it is, and who is writing it.
+    #[serde(skip)]
+    pub markers: BTreeMap<String, UploadMarker>,
+    /// When the newest object under each stamp was written (the server's time, as listed).
+    #[serde(skip)]
+    pub last_written: BTreeMap<String, DateTime<Utc>>,
+    /// The unfinished uploads that may still be going ([`upload_marker::still_going`]), by stamp: why. Every run
+    /// leaves them alone.
+    #[serde(skip)]
+    pub going: BTreeMap<String, String>,
 }
 
 impl CloudListing {
@@ -55,10 +67,27 @@ impl CloudListing {
             .filter_map(|k| k.rsplit_once('/').map(|(_, name)| name))
     }
 
-    /// The backup or unfinished upload `stamp` is another config's (`owner`'s rule, [`Owner::foreign_files`]), by
-    /// the names of its objects: no `backup.json` needs to be read.
+    /// The backup or unfinished upload `stamp` is another config's (`owner`'s rule): an unfinished upload by its
+    /// marker's sets and sources when it was read ([`UploadMarker::foreign`]), else by the names of its objects
+    /// ([`Owner::foreign_files`]): no `backup.json` needs to be read.
     pub fn foreign(&self, stamp: &str, owner: Owner) -> bool {
-        owner.foreign_files(self.files_of(stamp))
+        match self.markers.get(stamp) {
+            Some(m) => m.foreign(owner),
+            None => owner.foreign_files(self.files_of(stamp)),
+        }
+    }
+
+    /// The multipart upload of `key` (`backups/<stamp>/<name>`) is another config's, or of an upload that may still
+    /// be going: never aborted.
+    pub fn upload_left_alone(&self, key: &str, owner: Owner) -> bool {
+        let Some((stamp, name)) = key.strip_prefix(BACKUPS).and_then(|r| r.split_once('/')) else {
+            return owner.foreign_files(key.rsplit_once('/').map(|(_, n)| n));
+        };
+        self.going.contains_key(stamp)
+            || match self.markers.get(stamp) {
+                Some(m) => m.foreign(owner),
+                None => owner.foreign_files([name]),
+            }
     }
 
     /// How many of the backups are another config's ([`Self::foreign`]).
@@ -95,6 +124,10 @@ pub fn list(
                 e.1 += 1;
                 e.2 = e.2.saturating_add(o.size);
                 listing.sizes.insert(o.key.clone(), o.size);
+                if let Some(t) = o.last_modified {
+                    let last = listing.last_written.entry(stamp.to_string()).or_insert(t);
+                    *last = (*last).max(t);
+                }
             }
             None if rest == layout::LATEST_FILE => {}
             _ => listing.other.push(crate::stdx::show_str(rest)),
@@ -129,6 +162,60 @@ pub fn list(
         .map(|u| crate::stdx::show_str(&u.key))
         .collect();
     Ok((listing, uploads))
+}
+
+/// The most markers of unfinished uploads one look reads (one small GET each, newest first): the rest are told by
+/// their objects' names.
+const MAX_MARKERS: usize = 16;
+
+/// Reads the marker of each unfinished upload that has one ([`upload_marker::FILE`], newest first, at most
+/// [`MAX_MARKERS`], one GET each; one listed larger than [`upload_marker::MAX_BYTES`] is not read) into
+/// `listing.markers`, and which may still be going, seen from `host` at `now`, into `listing.going` (by the last
+/// object written under its stamp: its objects, and the multipart `uploads` begun there). An unreadable marker is
+/// as none.
+pub fn read_markers(
+    store: &Store,
+    listing: &mut CloudListing,
+    uploads: &[Unfinished],
+    (host, now): (&str, DateTime<Utc>),
+) {
+    let stamps: Vec<String> = (listing.unfinished.iter().rev())
+        .map(|u| u.stamp.clone())
+        .filter(|s| {
+            let key = format!("{BACKUPS}{s}/{}", upload_marker::FILE);
+            listing
+                .sizes
+                .get(&key)
+                .is_some_and(|b| *b <= upload_marker::MAX_BYTES)
+        })
+        .take(MAX_MARKERS)
+        .collect();
+    for stamp in stamps {
+        let key = format!("{BACKUPS}{stamp}/{}", upload_marker::FILE);
+        let Some(m) = (store.get(&key).ok()).and_then(|b| UploadMarker::parse(&b).ok()) else {
+            continue;
+        };
+        let dir = format!("{BACKUPS}{stamp}/");
+        let started = uploads
+            .iter()
+            .filter(|u| u.key.starts_with(&dir))
+            .filter_map(|u| u.initiated.as_deref())
+            .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let last = listing
+            .last_written
+            .get(&stamp)
+            .copied()
+            .into_iter()
+            .chain(started)
+            .max();
+        if let Some(why) =
+            upload_marker::still_going(&m, last, now, host, upload_marker::dbackup_alive)
+        {
+            listing.going.insert(stamp.clone(), why);
+        }
+        listing.markers.insert(stamp, m);
+    }
 }
 
 /// A bucket's backups, each with its `backup.json` when it could be read and checked.
@@ -281,8 +368,9 @@ pub fn new_backup(
 
 /// Retention on a bucket after the new backup `new` ([`new_backup`]) is promoted: the drive's rules
 /// ([`drive_retention::decide_own`]: what `new` depends on is kept with it, another config's backups are not judged),
-/// where a backup still locked at `now_utc` is kept ("kept: locked until <date>") together with what it depends on.
-/// Pure.
+/// where a backup still locked at `now_utc` is kept ("kept: locked until <date>") together with what it depends on,
+/// and so is a base of an upload that may still be going (`going_bases`: base stamp, the upload's `backups/<stamp>/`;
+/// its `upload.json` names them). Pure.
 pub fn decide(
     backups: &[DriveBackup],
     (new, owner): (BackupInfo, drive_retention::Owner),
@@ -290,6 +378,7 @@ pub fn decide(
     now: NaiveDateTime,
     now_utc: DateTime<Utc>,
     object_lock_days: Option<u32>,
+    going_bases: &BTreeMap<String, String>,
 ) -> Vec<Decision> {
     let mut infos: Vec<BackupInfo> = backups
         .iter()
@@ -305,8 +394,18 @@ pub fn decide(
             .and_then(|m| locked_until(m.started.with_timezone(&Utc), object_lock_days))
             .filter(|until| *until > now_utc)
     };
-    // A locked backup is kept as `latest` is (so what it depends on is kept with it), until nothing more is locked.
-    let mut locked: Vec<(String, DateTime<Utc>)> = Vec::new();
+    // A locked backup, or a base of an upload going, is kept as `latest` is (so what it depends on is kept with it),
+    // until nothing more is locked.
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for (base, dir) in going_bases {
+        if let Some(i) = infos.iter_mut().find(|i| i.name == *base) {
+            i.latest = true;
+            kept.push((
+                base.clone(),
+                format!("kept: the base of {dir}, an upload that may still be going"),
+            ));
+        }
+    }
     loop {
         let decisions = drive_retention::decide_own(&infos, owner, policy, now);
         let more: Vec<(String, DateTime<Utc>)> = decisions
@@ -318,15 +417,9 @@ pub fn decide(
             return decisions
                 .into_iter()
                 .map(|mut d| {
-                    if let Some((_, until)) = locked.iter().find(|(n, _)| *n == d.name) {
+                    if let Some((_, why)) = kept.iter().find(|(n, _)| *n == d.name) {
                         d.reasons.retain(|r| r != "target of latest");
-                        d.reasons.insert(
-                            0,
-                            format!(
-                                "kept: locked until {} (Object Lock)",
-                                until.format("%Y-%m-%d %H:%M UTC")
-                            ),
-                        );
+                        d.reasons.insert(0, why.clone());
                     }
                     d
                 })
@@ -336,7 +429,11 @@ pub fn decide(
             if let Some(i) = infos.iter_mut().find(|i| i.name == name) {
                 i.latest = true;
             }
-            locked.push((name, until));
+            let why = format!(
+                "kept: locked until {} (Object Lock)",
+                until.format("%Y-%m-%d %H:%M UTC")
+            );
+            kept.push((name, why));
         }
     }
 }
@@ -423,6 +520,7 @@ mod tests {
                 now,
                 now_utc,
                 lock,
+                &BTreeMap::new(),
             )
         };
         let removed = |ds: &[Decision]| -> Vec<String> {
@@ -464,6 +562,30 @@ mod tests {
         assert!(
             locked.reasons[0].starts_with("kept: locked until 2026-11-25"),
             "{locked:?}"
+        );
+
+        // The base of an upload that may still be going is kept, with what it depends on.
+        let going = BTreeMap::from([(
+            "2026-11-15-020000".to_string(),
+            "backups/2026-11-21-020000/".to_string(),
+        )]);
+        let ds = decide(
+            &backups,
+            (
+                new_backup("2026-11-22-020000", &sets, &[], now),
+                drive_retention::Owner::Anyone,
+            ),
+            &RetentionPolicy::last(1),
+            now,
+            now_utc,
+            None,
+            &going,
+        );
+        assert_eq!(removed(&ds), ["2026-11-01-020000"]);
+        let base = ds.iter().find(|d| d.name == "2026-11-15-020000").unwrap();
+        assert_eq!(
+            base.reasons[0],
+            "kept: the base of backups/2026-11-21-020000/, an upload that may still be going"
         );
     }
 }

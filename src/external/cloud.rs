@@ -116,7 +116,14 @@ pub fn observe(cloud: &CloudSettings, ui: &Ui) -> Result<CloudWorld, crate::clou
     };
     ui.step(format_args!("{}: looking at {}", cloud.name, store.place()));
     match list(&store, true) {
-        Ok((listing, uploads)) => {
+        Ok((mut listing, uploads)) => {
+            let seen_from = (crate::media::hostname(), Utc::now());
+            super::bucket::read_markers(
+                &store,
+                &mut listing,
+                &uploads,
+                (&seen_from.0, seen_from.1),
+            );
             world.listing = listing;
             world.uploads = uploads;
         }
@@ -552,6 +559,10 @@ pub struct CloudPlan {
     /// (`backups/<stamp>/`) and multipart uploads' objects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub other_configs_unfinished: Vec<String>,
+    /// Unfinished uploads that may still be going (their `upload.json`, [`super::upload_marker`]), whoever's they
+    /// are: left alone, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub going: Vec<GoingUpload>,
     /// Retention after the upload is verified (`retention` of the destination): keep or remove, with reasons.
     #[serde(default)]
     pub retention: crate::config::RetentionPolicy,
@@ -564,6 +575,33 @@ pub struct CloudPlan {
     /// Local index copies of this destination removed after the upload: no longer a base (`<stamp>/<set>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub index_copies_removed: Vec<String>,
+}
+
+/// An unfinished upload on a bucket that may still be going: left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoingUpload {
+    /// `backups/<stamp>/`.
+    pub dir: String,
+    /// Who is uploading it, since when (its marker), or when it last wrote.
+    pub why: String,
+}
+
+/// The unfinished uploads of `l` that may still be going, but `stamp`'s.
+pub fn going(l: &CloudListing, stamp: &str) -> Vec<GoingUpload> {
+    (l.going.iter())
+        .filter(|(s, _)| *s != stamp)
+        .map(|(s, why)| GoingUpload {
+            dir: format!("{BACKUPS}{s}/"),
+            why: why.clone(),
+        })
+        .collect()
+}
+
+/// Whether the multipart upload of `key` is under a stamp that may still be going.
+fn going_key(l: &CloudListing, key: &str) -> bool {
+    key.strip_prefix(BACKUPS)
+        .and_then(|r| r.split_once('/'))
+        .is_some_and(|(s, _)| l.going.contains_key(s))
 }
 
 impl CloudPlan {
@@ -644,21 +682,24 @@ pub fn plan(
         dir: format!("{BACKUPS}{stamp}/"),
         resume,
         resume_refused,
-        // Another config's unfinished uploads (one bucket two configs name alike) are its own to resume or remove.
+        // Another config's unfinished uploads (one bucket two configs name alike) are its own to resume or remove;
+        // one that may still be going is left alone, whoever's it is.
         cleanup_stamps: w
             .listing
             .unfinished
             .iter()
-            .filter(|u| u.stamp != stamp && !w.listing.foreign(&u.stamp, owner))
+            .filter(|u| u.stamp != stamp && !w.listing.going.contains_key(&u.stamp))
+            .filter(|u| !w.listing.foreign(&u.stamp, owner))
             .cloned()
             .collect(),
         abort_uploads: w
             .listing
             .uploads
             .iter()
-            .filter(|k| !owner.foreign_files(k.rsplit_once('/').map(|(_, n)| n)))
+            .filter(|k| !w.listing.upload_left_alone(k, owner))
             .cloned()
             .collect(),
+        going: going(&w.listing, &stamp),
         archives,
         upload_bytes,
         locked_until: w
@@ -686,13 +727,15 @@ pub fn plan(
             .listing
             .unfinished
             .iter()
-            .filter(|u| u.stamp != stamp && w.foreign(&u.stamp, owner))
+            .filter(|u| u.stamp != stamp && !w.listing.going.contains_key(&u.stamp))
+            .filter(|u| w.foreign(&u.stamp, owner))
             .map(|u| format!("{BACKUPS}{}/", u.stamp))
             .chain(
                 w.listing
                     .uploads
                     .iter()
-                    .filter(|k| owner.foreign_files(k.rsplit_once('/').map(|(_, n)| n)))
+                    .filter(|k| w.listing.upload_left_alone(k, owner))
+                    .filter(|k| !going_key(&w.listing, k))
                     .cloned(),
             )
             .collect(),
@@ -758,7 +801,21 @@ pub fn plan_retention(
         now,
         now_utc,
         w.settings.object_lock_days,
+        &going_bases(&w.listing),
     );
+}
+
+/// The bases of the uploads that may still be going (their `upload.json`), each with the upload's
+/// `backups/<stamp>/`: retention keeps them.
+fn going_bases(l: &CloudListing) -> BTreeMap<String, String> {
+    (l.going.keys())
+        .filter_map(|s| l.markers.get(s).map(|m| (s, m)))
+        .flat_map(|(s, m)| {
+            m.bases
+                .iter()
+                .map(move |b| (b.clone(), format!("{BACKUPS}{s}/")))
+        })
+        .collect()
 }
 
 /// Retention as the dry run prints it.
@@ -826,6 +883,13 @@ pub fn render(p: &CloudPlan, out: &mut String) {
     }
     for u in &p.abort_uploads {
         let _ = writeln!(out, "  abort unfinished multipart upload of {u}");
+    }
+    for g in &p.going {
+        let _ = writeln!(
+            out,
+            "  leave {} alone: an unfinished upload that may still be going ({})",
+            g.dir, g.why
+        );
     }
     for u in &p.other_configs_unfinished {
         let _ = writeln!(
@@ -962,6 +1026,7 @@ mod tests {
                 latest: Some("2026-12-01-020000".into()),
                 other: vec![],
                 sizes: BTreeMap::new(),
+                ..Default::default()
             },
             uploads: vec![],
             error: None,
@@ -1043,5 +1108,64 @@ mod tests {
         w.error = Some("no answer from s3 ...".into());
         let p = plan(&w, &[set()], "2026-12-05-020000", now, &policy());
         assert_eq!(p.refusal.as_deref(), Some("no answer from s3 ..."));
+    }
+
+    /// An unfinished upload that may still be going is neither removed nor aborted nor resumed, whoever's it is
+    /// (the dry run says why); one whose `upload.json` records a set of this config's name from other sources is
+    /// another config's, whatever its objects are named.
+    #[test]
+    fn an_upload_still_going_or_marked_as_another_configs_is_left_alone() {
+        let now = Utc::now();
+        let mut w = world(true);
+        w.own_sets = vec![super::super::retention::OwnSet {
+            name: "docs".into(),
+            paths: vec!["/home/b".into()],
+        }];
+        for name in [
+            "2026-12-04-020000/docs.tar.part000",
+            "2026-12-05-020000/docs.tar.part000",
+        ] {
+            w.listing.sizes.insert(format!("{BACKUPS}{name}"), 1);
+        }
+        let theirs = super::super::upload_marker::UploadMarker::new(
+            "laptop",
+            (
+                &[super::super::retention::OwnSet {
+                    name: "docs".into(),
+                    paths: vec!["/home/a".into()],
+                }],
+                &["docs"],
+                &[],
+            ),
+            now.fixed_offset(),
+        );
+        w.listing.markers.insert("2026-12-04-020000".into(), theirs);
+        w.listing.going.insert(
+            "2026-12-05-020000".into(),
+            "being uploaded by process 7".into(),
+        );
+        // A part being uploaded there (a multipart upload): not aborted either.
+        (w.listing.uploads).push("backups/2026-12-05-020000/docs.tar.part001".into());
+        let p = plan(&w, &[set()], "2026-12-06-020000", now, &policy());
+        assert_eq!(p.cleanup_stamps, []);
+        assert_eq!(p.abort_uploads, Vec::<String>::new());
+        assert_eq!(
+            p.other_configs_unfinished,
+            [
+                "backups/2026-12-04-020000/",
+                "backups/2026-12-04-020000/docs.tar.part000"
+            ]
+        );
+        assert_eq!(p.going.len(), 1);
+        let mut text = String::new();
+        render(&p, &mut text);
+        assert!(
+            text.contains(
+                "leave backups/2026-12-05-020000/ alone: an unfinished upload that may still be going (being \
+                 uploaded by process 7)"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("remove unfinished"), "{text}");
     }
 }

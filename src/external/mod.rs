@@ -35,6 +35,7 @@ pub mod resume;
 pub mod retention;
 pub mod sets;
 pub mod upload;
+pub mod upload_marker;
 
 use chrono::{Local, NaiveDateTime};
 

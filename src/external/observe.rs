@@ -309,12 +309,6 @@ fn observe_clouds(
                 ),
             )
         })?;
-        let own = super::retention::OwnSet::of(&settings.sets);
-        w.resume = super::resume::observe(
-            &w.listing,
-            (&w.settings.name, super::retention::Owner::Sets(&own)),
-            root,
-        );
         (w.encryption, w.passphrase_file) = encryption_of(&c.name, c.encryption.as_ref())?;
         w.looked = clock.elapsed();
         cloud_worlds.push(w);
@@ -338,6 +332,11 @@ fn observe_clouds(
             (root, &super::retention::OwnSet::of(&settings.sets)),
             ui,
         );
+        // After the chains: a backup is another config's by its `backup.json` where they read one.
+        let own = super::retention::OwnSet::of(&settings.sets);
+        let foreign = |s: &str| w.foreign(s, super::retention::Owner::Sets(&own));
+        let resume = super::resume::observe(&w.listing, (&w.settings.name, &foreign), root);
+        w.resume = resume;
         w.looked += clock.elapsed();
     }
     Ok(cloud_worlds)

@@ -184,31 +184,29 @@ fn others(root: &Path, destination: &str, name: &str, own: &[String]) -> bool {
 /// Observation: the part size, and the journal of the newest unfinished stamp of the config's newer than every backup
 /// of the config's (an older one would be out of order in its chains: it is removed as before; another config's
 /// sharing the bucket hold none of its chains). Reads only.
+/// `foreign` says whether a stamp is another config's (by the `backup.json` observation read, where it read one:
+/// `CloudWorld::foreign`).
 pub fn observe(
     listing: &CloudListing,
-    (destination, owner): (&str, Owner),
+    (destination, foreign): (&str, &dyn Fn(&str) -> bool),
     root: &Path,
 ) -> ResumeWorld {
     ResumeWorld {
         part_bytes: part_bytes(&crate::expand::Env::from_process()),
-        candidate: candidate(listing, owner).map(|s| (s.to_string(), read(root, destination, s))),
+        candidate: candidate(listing, foreign).map(|s| (s.to_string(), read(root, destination, s))),
     }
 }
 
 /// The unfinished upload of a bucket that may be resumed: the newest stamp without `backup.json` of `owner`'s, if it
 /// is newer than every backup of `owner`'s there (another config's sharing the bucket are neither: its unfinished
 /// upload is its own to resume, and its backups since do not make this one's stale).
-fn candidate<'a>(listing: &'a CloudListing, owner: Owner) -> Option<&'a str> {
-    let newest_backup = listing
-        .backups
-        .iter()
-        .filter(|s| !listing.foreign(s, owner))
-        .max();
+fn candidate<'a>(listing: &'a CloudListing, foreign: &dyn Fn(&str) -> bool) -> Option<&'a str> {
+    let newest_backup = listing.backups.iter().filter(|s| !foreign(s)).max();
     listing
         .unfinished
         .iter()
         .map(|u| &u.stamp)
-        .filter(|s| !listing.foreign(s, owner))
+        .filter(|s| !foreign(s) && !listing.going.contains_key(*s))
         .filter(|s| newest_backup.is_none_or(|b| *s > b))
         .max()
         .map(String::as_str)
@@ -223,7 +221,7 @@ pub fn resumable(
     (destination, owner): (&str, Owner),
     listing: &CloudListing,
 ) -> Option<ResumePlan> {
-    let stamp = candidate(listing, owner)?;
+    let stamp = candidate(listing, &|s| listing.foreign(s, owner))?;
     let j = read(root, destination, stamp).ok()?;
     let stored = stored_parts(&j, &listing.sizes);
     let parts_uploaded: u64 = stored.values().map(|p| p.len() as u64).sum();
@@ -976,10 +974,10 @@ mod tests {
         // Only a stamp newer than every backup is a candidate (observation picks it).
         let root = tempfile::tempdir().unwrap();
         listing.backups = vec!["2026-12-06-020000".into()];
-        w = observe(&listing, (&settings.name, Owner::Anyone), root.path());
+        w = observe(&listing, (&settings.name, &|_| false), root.path());
         assert_eq!(w.candidate, None);
         listing.backups = vec!["2026-12-04-020000".into()];
-        w = observe(&listing, (&settings.name, Owner::Anyone), root.path());
+        w = observe(&listing, (&settings.name, &|_| false), root.path());
         let no_journal = Some((stamp.to_string(), Err("there is no journal of it".into())));
         assert_eq!(w.candidate, no_journal);
         // Another config's (set `notes`, on a bucket both name alike): its newer backup does not make this one's
@@ -999,9 +997,13 @@ mod tests {
         ] {
             listing.sizes.insert(format!("{BACKUPS}{b}"), 1);
         }
-        w = observe(&listing, (&settings.name, Owner::Sets(&own)), root.path());
+        w = observe(
+            &listing,
+            (&settings.name, &|s| listing.foreign(s, Owner::Sets(&own))),
+            root.path(),
+        );
         assert_eq!(w.candidate, no_journal);
-        w = observe(&listing, (&settings.name, Owner::Anyone), root.path());
+        w = observe(&listing, (&settings.name, &|_| false), root.path());
         assert_eq!(w.candidate.map(|c| c.0), Some("2026-12-07-020000".into()));
     }
 

@@ -17,6 +17,7 @@ use super::plan::ExternalPlan;
 use super::report::{DestinationReport, DestinationStatus, Removed};
 use super::resume::{self, Resumer};
 use super::sets::ArchiveTarget;
+use super::upload_marker::{self, UploadMarker};
 use crate::archive::sums::{SumLine, write_sums};
 use crate::archive::{self, ArchiveOptions, NoProgress};
 use crate::cloud::sink::CloudSink;
@@ -180,6 +181,7 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
             .filter(|_| resume::parts_encrypted(p.encryption.as_ref())),
         encrypt,
     };
+    mark_going(u)?;
     clean_killed_run(u, report)?;
     let stamp = p.stamp().to_string();
     let backup_root = &u.observed.world.backup_root;
@@ -206,6 +208,7 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
     }
 
     check_listed(store, p, &expected)?;
+    check_bases(store, &depends_on)?;
     if let Some(until) = p.locked_until {
         let reused = resumer
             .as_ref()
@@ -240,6 +243,25 @@ fn upload(u: &Upload, report: &mut DestinationReport) -> anyhow::Result<()> {
     report.read_back = Some(read_back);
     promote(u, &meta, sums, resumer.as_ref(), report)?;
     finish_index_copies(copies, p, backup_root, ui);
+    Ok(())
+}
+
+/// The upload's marker ([`super::upload_marker`]), first of all: every other run, of this config or another, on
+/// this machine or another, leaves the stamp alone while this process lives and writes there.
+fn mark_going(u: &Upload) -> anyhow::Result<()> {
+    let sets: Vec<&str> = u.p.archives.iter().map(|a| a.set.as_str()).collect();
+    let mut bases: Vec<String> = (u.p.archives.iter())
+        .filter_map(|a| a.choice.base.clone())
+        .collect();
+    bases.sort();
+    bases.dedup();
+    let m = UploadMarker::new(
+        &u.plan.host,
+        (&u.observed.world.own_sets, &sets, &bases),
+        Local::now().fixed_offset(),
+    );
+    let key = format!("{}{}", u.p.dir, upload_marker::FILE);
+    u.store.put(&key, &m.bytes(), ObjectClass::Metadata)?;
     Ok(())
 }
 
@@ -404,6 +426,31 @@ fn check_listed(
     Ok(())
 }
 
+/// Each backup the upload's incrementals build on still holds its `backup.json` (one GET each, a small file: a read,
+/// as every other request on a backup this run does not write): another run's
+/// retention that judged before this upload began, or a hand, may have removed one while it was going, and an
+/// incremental without its base is no backup.
+fn check_bases(store: &Store, depends_on: &[String]) -> anyhow::Result<()> {
+    let bases: BTreeSet<&String> = depends_on.iter().collect();
+    for b in bases {
+        let key = format!("{BACKUPS}{b}/{}", layout::METADATA_FILE);
+        let gone = match store.get(&key) {
+            Ok(_) => false,
+            Err(e) if e.failure() == crate::cloud::error::Failure::NotFound => true,
+            Err(e) => return Err(e.into()),
+        };
+        if gone {
+            anyhow::bail!(
+                "the backup {} this upload builds on was removed while it was going (its {} is gone): its \
+                 incrementals cannot be restored without it; the next run builds on what the bucket holds",
+                crate::stdx::show_str(b),
+                layout::METADATA_FILE
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The sums, then the promotion (`backup.json` makes the stamp a backup; not after an interruption), then LATEST (a
 /// warning when it cannot be written: the backup is in place).
 fn promote(
@@ -444,6 +491,12 @@ fn promote(
         ));
     }
     report.backup = Some(meta.stamp.clone());
+    // The marker is done with: a backup's objects are the layout's (one left behind is harmless: a backup is
+    // judged by its backup.json, and retention removes every object under its stamp).
+    let marker = format!("{}{}", p.dir, upload_marker::FILE);
+    if let Err(e) = store.delete(&marker) {
+        u.ui.step(format_args!("{}: {marker} stays: {e}", p.name));
+    }
     if let Some(r) = resumer {
         resume_finished(r, p, u.ui, report);
     }

@@ -1,7 +1,7 @@
 //! Property-based tests of the parsers of what dbackup reads back from its own state and what a bucket or a drive's
 //! encrypted files hand it: the run log (read whole, and for `status`), `/proc/locks`, an upload journal and what
 //! `status` and the plan count of it, the damage records and the kit cache, a snapshot's metadata, S3's listing of
-//! unfinished uploads and its error answers (as a cloud error explains them), the AWS credentials INI, and age headers (an `.age` file's, and `backup.json`'s `age_head`).
+//! unfinished uploads and its error answers (as a cloud error explains them), an unfinished upload's `upload.json`, the AWS credentials INI, and age headers (an `.age` file's, and `backup.json`'s `age_head`).
 //! The property is the drive's files': an error or a value, never a panic, within bounded memory; and what is
 //! accepted reads back as itself where it is written again.
 
@@ -17,7 +17,8 @@ use crate::cloud::{credentials, error as cloud_error, store};
 use crate::external::bucket::{BACKUPS, CloudListing, UnfinishedStamp};
 use crate::external::damage;
 use crate::external::resume::{self, Journal, Key, PartRecord, SetKey};
-use crate::external::retention::Owner;
+use crate::external::retention::{OwnSet, Owner};
+use crate::external::upload_marker::{self, UploadMarker};
 use crate::image::kit;
 use crate::runlog::{self, RunRecord};
 use crate::snapshot;
@@ -545,5 +546,54 @@ proptest! {
             assert!(head.starts_with(b"age-encryption.org/"));
             assert_eq!(crypt::decode_head(&crypt::encode_head(&head).unwrap()), Ok(head));
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// An unfinished upload's `upload.json`, read from a bucket: whose upload it is, and whether it may still be going.
+
+/// A marker as an upload writes it: two sets, one with sources.
+fn marker_sample() -> Vec<u8> {
+    let own = [
+        OwnSet {
+            name: "docs".into(),
+            paths: vec!["/home/u".into(), "/home/u/real".into()],
+        },
+        OwnSet::named(&["notes"]).remove(0),
+    ];
+    let started = chrono::DateTime::parse_from_rfc3339("2026-12-05T02:00:00+01:00").unwrap();
+    let bases = ["2026-12-01-020000".to_string()];
+    UploadMarker::new("laptop", (&own, &["docs", "notes"], &bases), started).bytes()
+}
+
+fn check_marker(bytes: &[u8]) {
+    let parsed = bounded(limit(bytes.len()), "parsing an upload.json", || {
+        UploadMarker::parse(bytes)
+    });
+    let m = match parsed {
+        Ok(m) => m,
+        Err(e) => {
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+            return;
+        }
+    };
+    assert!(bytes.len() as u64 <= upload_marker::MAX_BYTES);
+    assert_eq!(UploadMarker::parse(&m.bytes()), Ok(m.clone()));
+    let own = OwnSet::named(&["docs"]);
+    let _ = m.foreign(Owner::Sets(&own));
+    let now = chrono::Utc::now();
+    for host in ["laptop", "desk"] {
+        if let Some(why) = upload_marker::still_going(&m, None, now, host, |_| true) {
+            assert!(!why.chars().any(char::is_control), "{why:?}");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(DEFAULT_CASES))]
+
+    #[test]
+    fn upload_marker(bytes in prop_oneof![junk(), mutations().prop_map(|m| apply(&marker_sample(), &m))]) {
+        check_marker(&bytes);
     }
 }

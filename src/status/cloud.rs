@@ -13,6 +13,7 @@ use super::backups::{
 };
 use super::gather;
 use crate::config::Schedule;
+use crate::external::cloud::GoingUpload;
 use crate::external::resume::ResumePlan;
 #[cfg(test)]
 use crate::settings::CloudSettings;
@@ -50,6 +51,13 @@ pub struct CloudStatus {
     /// those planned, bytes uploaded. Counted in `unfinished` too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumable: Option<ResumePlan>,
+    /// Unfinished uploads that may still be going (their `upload.json`), whoever's: the next upload leaves them
+    /// alone. Not counted in `unfinished`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub going: Vec<GoingUpload>,
+    /// The unfinished uploads' `upload.json` read (one request each, in `requests`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub markers_read: usize,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restore_points: Vec<RestorePoint>,
     /// The newest upload the run log tells of here wrote nothing, and no newer backup is known: a problem until one
@@ -115,6 +123,8 @@ pub fn build(
             .map(|_| points.iter().fold(0u64, |t, p| t.saturating_add(p.bytes))),
         unfinished: c.unfinished,
         resumable: c.resumable.clone(),
+        going: c.going.clone(),
+        markers_read: c.markers_read,
         restore_points: points,
         last_failed: c
             .attempt
@@ -178,8 +188,12 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
                 Some(e) => format!("cannot be looked at: {e}"),
                 None if c.not_looked_at => "not looked at: what the run log says".to_string(),
                 None => format!(
-                    "looked at with {} (a listing and each backup.json; no archive read)",
-                    stdx::counted(c.requests, "request", "requests")
+                    "looked at with {} (a listing{}; no archive read)",
+                    stdx::counted(c.requests, "request", "requests"),
+                    match c.markers_read {
+                        0 => " and each backup.json",
+                        _ => ", each backup.json and each unfinished upload's upload.json",
+                    }
                 ),
             },
             if removed > 0 {
@@ -193,6 +207,13 @@ pub fn render(out: &mut String, clouds: &[CloudStatus]) {
         );
         if let Some(r) = &c.resumable {
             let _ = writeln!(out, "    {}", resumable_words(r));
+        }
+        for g in &c.going {
+            let _ = writeln!(
+                out,
+                "    unfinished upload {} may still be going ({}): the next upload leaves it alone",
+                g.dir, g.why
+            );
         }
     }
     for c in clouds
@@ -268,6 +289,8 @@ mod tests {
                 parts_total: 25,
                 bytes_uploaded: 512 << 10,
             }),
+            going: Vec::new(),
+            markers_read: 0,
             error: None,
             from_log: None,
             attempt: None,

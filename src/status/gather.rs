@@ -78,6 +78,11 @@ pub struct CloudFacts {
     pub unfinished: usize,
     /// The unfinished upload the next upload can resume (its local journal, `external::resume`), with its parts.
     pub resumable: Option<crate::external::resume::ResumePlan>,
+    /// Unfinished uploads that may still be going (their `upload.json`, `external::upload_marker`), whoever's:
+    /// not in `unfinished`, which the next upload leaves alone.
+    pub going: Vec<crate::external::cloud::GoingUpload>,
+    /// Unfinished uploads' `upload.json` read (one GET each; `status` only).
+    pub markers_read: usize,
     /// Why it could not be looked at (keys, network, bucket).
     pub error: Option<String>,
     /// The newest backup the run log says was uploaded there.
@@ -113,6 +118,8 @@ fn cloud(
         listing: None,
         unfinished: 0,
         resumable: None,
+        going: Vec::new(),
+        markers_read: 0,
         error: None,
         from_log: runs.written.get(&c.name).cloned(),
         attempt: runs.attempts.get(&c.name).cloned(),
@@ -147,7 +154,16 @@ fn cloud(
         }
     };
     match crate::external::bucket::read(&store, newest_only.then_some(owner)) {
-        Ok(b) => {
+        Ok(mut b) => {
+            if !newest_only {
+                // Whose each unfinished upload is, and whether it may still be going: as an upload judges them.
+                let before = crate::external::bucket::requests_of(&store);
+                let now = (media::hostname(), chrono::Utc::now());
+                crate::external::bucket::read_markers(&store, &mut b.listing, &[], (&now.0, now.1));
+                facts.markers_read =
+                    crate::external::bucket::requests_of(&store).saturating_sub(before) as usize;
+                facts.going = crate::external::cloud::going(&b.listing, "");
+            }
             let count = b.listing.backups.len();
             let listing = layout::DriveListing {
                 exists: true,
@@ -167,6 +183,7 @@ fn cloud(
             // Another config's unfinished uploads are its own to resume or remove.
             facts.unfinished = (b.listing.unfinished.iter())
                 .filter(|u| !b.listing.foreign(&u.stamp, owner))
+                .filter(|u| !b.listing.going.contains_key(&u.stamp))
                 .count();
             facts.resumable =
                 crate::external::resume::resumable(root, (&c.name, owner), &b.listing);

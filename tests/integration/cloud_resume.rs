@@ -667,3 +667,273 @@ fn another_configs_upload_to_a_destination_of_the_same_name_keeps_this_ones_jour
     assert!(journal.is_file(), "this config's journal is kept");
     dry_run(&t).stdout_has(&format!("resume {stamp}: {done} of 25 parts uploaded"));
 }
+
+/// Runs `external` and stops it (SIGSTOP, by its own pid) once its journal records at least `parts` parts: the
+/// stopped child (to be continued by [`go_on`]) and the stamp it is uploading.
+fn stop_after(t: &Test, parts: usize) -> (std::process::Child, String) {
+    let mut child = t.cmd().args(["external"]).spawn();
+    let journal = wait_for_parts(t, &mut child, parts);
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own child, not yet waited for.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGSTOP) }, 0);
+    (child, stamp_of(&journal))
+}
+
+/// Continues a child [`stop_after`] stopped and waits for it: its exit code and stderr.
+fn go_on(child: std::process::Child) -> (Option<i32>, String) {
+    // SAFETY: as in `stop_after`.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGCONT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Another config of [`world`]'s test on the same bucket and prefix (another machine's, or another config's on this
+/// one): its own backup root (`{tmp}/<root>`), its set named `set` from `sources` (under the test directory, `""`:
+/// the same home), collected once: its config file, for [`as_config`].
+fn on_the_same_prefix(t: &Test, root: &str, set: &str, sources: &str) -> PathBuf {
+    let cfg = std::fs::read_to_string(t.path("config.json")).unwrap();
+    let from = match sources {
+        "" => t.home(),
+        s => t.path(s),
+    };
+    let other = t.write(
+        &format!("{root}.json"),
+        cfg.replace(
+            &format!(r#""backup_root": "{}""#, t.root().display()),
+            &format!(r#""backup_root": "{}""#, t.path(root).display()),
+        )
+        .replace(r#""name": "docs""#, &format!(r#""name": "{set}""#))
+        .replace(
+            &format!(r#""sources": ["{}"]"#, t.home().display()),
+            &format!(r#""sources": ["{}"]"#, from.display()),
+        ),
+    );
+    as_config(t, &other).args(["collect"]).status(0);
+    other
+}
+
+/// A command of the config file `other`.
+fn as_config(t: &Test, other: &std::path::Path) -> crate::harness::Cmd {
+    t.cmd()
+        .no_config()
+        .args(["--config".as_ref(), other.as_os_str()])
+}
+
+/// The objects under `laptop/backups/<stamp>/`.
+fn objects_of(s3: &S3Client, stamp: &str) -> Vec<String> {
+    s3.list(&format!("laptop/backups/{stamp}/"))
+        .into_iter()
+        .map(|(k, _)| k.rsplit('/').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// This config's upload is still going (stopped after at least 3 parts) when another config on the same prefix
+/// runs `external`: one whose set is also named `docs` (other sources), then one with a set name of its own. Each
+/// leaves the upload alone (its dry run says why), and the upload then goes on, is promoted and restores whole.
+/// Before: the `docs` config's upload removed it as its own unfinished upload, and the upload going on failed.
+#[test]
+fn an_upload_still_going_is_left_alone_by_another_config_on_the_same_prefix() {
+    let Some((_g, s3, t)) = world() else { return };
+    t.write("notes/todo.txt", "buy milk\n");
+    let (child, stamp) = stop_after(&t, 3);
+    let held = objects_of(&s3, &stamp);
+    let mut dry_runs = Vec::new();
+    for (root, set) in [("root-b", "docs"), ("root-c", "notes")] {
+        let other = on_the_same_prefix(&t, root, set, "notes");
+        dry_runs.push(
+            as_config(&t, &other)
+                .args(["--dry-run", "external"])
+                .status(0),
+        );
+        as_config(&t, &other).args(["external"]).status(0);
+    }
+    let after = objects_of(&s3, &stamp);
+    let status = as_config(&t, &t.path("root-b.json"))
+        .args(["status"])
+        .status(0);
+    let (code, stderr) = go_on(child);
+    status.stdout_has(&format!(
+        "unfinished upload backups/{stamp}/ may still be going (being uploaded by process"
+    ));
+    assert!(
+        held.iter().all(|o| after.contains(o)),
+        "the upload still going kept its objects: before {held:?}, after {after:?}"
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "the upload went on and was promoted: {stderr}"
+    );
+    assert!(objects_of(&s3, &stamp).contains(&"backup.json".to_string()));
+    restores_whole(&t, "after", None);
+    for dry in dry_runs {
+        dry.stdout_has(&format!("leave backups/{stamp}/ alone: "));
+        assert!(
+            !dry.stdout
+                .contains(&format!("remove unfinished upload backups/{stamp}/")),
+            "{}",
+            dry.stdout
+        );
+    }
+}
+
+/// This config's upload kill -9'd after at least 3 parts, then another config on the same prefix whose set is also
+/// named `docs` (other sources) uploads: it leaves the unfinished upload alone as another config's (its
+/// `upload.json` records its sets' sources), and this config's next run resumes it. Before: the other config
+/// removed it as its own, and this upload started over.
+#[test]
+fn a_killed_upload_is_left_to_its_config_by_another_of_the_same_set_name() {
+    let Some((g, s3, t)) = world() else { return };
+    t.write("notes/todo.txt", "buy milk\n");
+    let (stamp, done) = kill_after(&t, 3, &[]);
+    let other = on_the_same_prefix(&t, "root-b", "docs", "notes");
+    as_config(&t, &other)
+        .args(["--dry-run", "external"])
+        .status(0)
+        .stdout_has(&format!(
+            "leave backups/{stamp}/ alone: an unfinished upload of another config"
+        ));
+    as_config(&t, &other).args(["external"]).status(0);
+    assert!(
+        objects_of(&s3, &stamp).len() > done,
+        "{:?}",
+        objects_of(&s3, &stamp)
+    );
+    resumed(&g, &t, &stamp, done);
+    restores_whole(&t, "resumed", None);
+}
+
+/// The same config run from two machines at once (they share no lock): the second run (here another backup root
+/// on this machine) leaves the first one's upload, still going, alone, and the first is promoted. An upload whose
+/// marker names another host that wrote under its stamp lately is left alone too (its dry run says so), whoever's
+/// it is. Before: the second run removed the first one's upload, which then failed.
+#[test]
+fn a_second_run_of_the_same_config_leaves_an_upload_still_going_alone() {
+    let Some((_g, s3, t)) = world() else { return };
+    let (child, stamp) = stop_after(&t, 3);
+    let second = on_the_same_prefix(&t, "root-b", "docs", "");
+    let dry = as_config(&t, &second)
+        .args(["--dry-run", "external"])
+        .status(0);
+    as_config(&t, &second).args(["external"]).status(0);
+    let (code, stderr) = go_on(child);
+    assert_eq!(code, Some(0), "the first upload was promoted: {stderr}");
+    assert!(objects_of(&s3, &stamp).contains(&"backup.json".to_string()));
+    dry.stdout_has(&format!(
+        "leave backups/{stamp}/ alone: an unfinished upload that may still be going (being uploaded by process"
+    ));
+
+    // Another host's upload, kill -9'd there a moment ago.
+    let (stamp, _) = kill_after(&t, 3, &["--full"]);
+    let key = format!("laptop/backups/{stamp}/upload.json");
+    let mut marker: serde_json::Value = serde_json::from_slice(&s3.get(&key)).unwrap();
+    marker["host"] = "desk".into();
+    let edited = t.write("marker", serde_json::to_vec(&marker).unwrap());
+    s3.put(&key, &edited);
+    let held = objects_of(&s3, &stamp);
+    as_config(&t, &second)
+        .args(["--dry-run", "external"])
+        .status(0)
+        .stdout_has(&format!(
+            "leave backups/{stamp}/ alone: an unfinished upload that may still be going (being uploaded from host \
+             desk (process"
+        ));
+    as_config(&t, &second).args(["external"]).status(0);
+    assert_eq!(objects_of(&s3, &stamp), held);
+    // `status` says so too, and does not count it among the uploads the next upload removes.
+    let status: serde_json::Value = as_config(&t, &second)
+        .args(["--json", "status"])
+        .status(0)
+        .json();
+    crate::json::assert_valid("status", &status);
+    let c = &status["clouds"][0];
+    assert_eq!(c["going"][0]["dir"], format!("backups/{stamp}/"), "{c:#}");
+    assert_eq!(c["unfinished"], serde_json::Value::Null, "{c:#}");
+    as_config(&t, &second)
+        .args(["status"])
+        .status(0)
+        .stdout_has(&format!(
+            "unfinished upload backups/{stamp}/ may still be going (being uploaded from host desk (process"
+        ))
+        .stdout_has("each unfinished upload's upload.json; no archive read");
+}
+
+/// The same config from two machines: this machine's incremental upload is still going when the other machine's
+/// run (`--full`, `retention` 1) prunes. The backup the upload builds on is kept (its dry run says why), so the
+/// upload, promoted, depends only on backups the bucket holds. Before: the other run deleted the base, and the
+/// upload going on promoted an incremental whose base was gone.
+#[test]
+fn the_base_of_an_upload_still_going_is_not_pruned() {
+    let Some((_g, s3, t)) = world() else { return };
+    t.cmd().args(["external"]).status(0);
+    let big: Vec<u8> = (0..1u32 << 20).map(|i| (i * 13 + i / 97) as u8).collect();
+    t.write("home/photos/new.raw", &big);
+    t.cmd().args(["collect"]).status(0);
+    let (child, stamp) = stop_after(&t, 3);
+    let second = on_the_same_prefix(&t, "root-b", "docs", "");
+    let cfg = std::fs::read_to_string(&second).unwrap();
+    std::fs::write(
+        &second,
+        cfg.replace(r#""bwlimit": "1M""#, r#""bwlimit": "1M", "retention": 1"#),
+    )
+    .unwrap();
+    let dry = as_config(&t, &second)
+        .args(["--dry-run", "external", "--full"])
+        .status(0);
+    as_config(&t, &second)
+        .args(["external", "--full"])
+        .status(0);
+    let (code, stderr) = go_on(child);
+    assert_eq!(code, Some(0), "{stderr}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&s3.get(&format!("laptop/backups/{stamp}/backup.json"))).unwrap();
+    let bases: Vec<String> = meta["depends_on"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(bases.len(), 1, "an incremental: {meta:#}");
+    for b in &bases {
+        assert!(
+            objects_of(&s3, b).contains(&"backup.json".to_string()),
+            "the base {b} of {stamp} is gone: {:?}",
+            stamps(&s3)
+        );
+        dry.stdout_has(&format!(
+            "keep      {b} (kept: the base of backups/{stamp}/"
+        ));
+    }
+}
+
+/// An incremental upload still going whose base's `backup.json` is deleted meanwhile (by hand, or by a run that
+/// judged before the upload began): the upload fails before its promotion, saying so, and writes no `backup.json`;
+/// the next run uploads a backup whose bases are all there. Before: it promoted an incremental whose base was gone.
+#[test]
+fn an_upload_whose_base_went_meanwhile_is_not_promoted() {
+    let Some((_g, s3, t)) = world() else { return };
+    t.cmd().args(["external"]).status(0);
+    let base = stamps(&s3).into_iter().next().unwrap();
+    let big: Vec<u8> = (0..1u32 << 20).map(|i| (i * 13 + i / 97) as u8).collect();
+    t.write("home/photos/new.raw", &big);
+    t.cmd().args(["collect"]).status(0);
+    let (child, stamp) = stop_after(&t, 3);
+    s3.delete(&format!("laptop/backups/{base}/backup.json"));
+    let (code, stderr) = go_on(child);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the backup {base} this upload builds on")),
+        "{stderr}"
+    );
+    assert!(!objects_of(&s3, &stamp).contains(&"backup.json".to_string()));
+    t.cmd().args(["external"]).status(0);
+    let newest = stamps(&s3).into_iter().next_back().unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_slice(&s3.get(&format!("laptop/backups/{newest}/backup.json"))).unwrap();
+    assert!(
+        meta["depends_on"].as_array().is_none_or(Vec::is_empty),
+        "a full: {meta:#}"
+    );
+}
