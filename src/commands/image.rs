@@ -68,8 +68,11 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
             }
         }
         None => {
+            // A signal ends the run through the temporary directory's removal, not beside it.
+            super::catch_signals(&ui);
             let dir = tempfile::Builder::new().prefix("dbackup-kit-").tempdir()?;
             let (k, pieces) = image::kit_to_dir(settings.as_ref(), &dir.path().join("kit"))?;
+            crate::interrupt::test_stop("kit-written");
             if ui.json {
                 super::print_json(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?;
             } else {
