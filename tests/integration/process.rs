@@ -610,9 +610,7 @@ fn a_signal_before_a_files_rename_leaves_no_temporary() {
                 1,
                 "{what}: stopped with its temporary written"
             );
-            signal_main_thread(&child, sig);
-            signal(&child, libc::SIGCONT);
-            let (code, stderr) = finish(child);
+            let (code, stderr) = continue_with(child, sig);
             assert_eq!(code, 128 + sig, "{what} ({name}): {stderr}");
             assert_eq!(
                 temporaries(),
@@ -638,10 +636,9 @@ fn a_signal_before_a_files_rename_leaves_no_temporary() {
         crate::fixtures::drive::wait_stopped(child.id());
         let kits = || fs::read_dir(&tmp).unwrap().count();
         assert_eq!(kits(), 1, "image kit: stopped with its kit collected");
-        signal_main_thread(&child, sig);
-        signal(&child, libc::SIGCONT);
-        let (code, stderr) = finish(child);
+        let (code, stderr) = continue_with(child, sig);
         assert_eq!(code, 128 + sig, "image kit ({name}): {stderr}");
+        assert_one_line(&stderr, name);
         assert_eq!(
             kits(),
             0,
@@ -650,14 +647,16 @@ fn a_signal_before_a_files_rename_leaves_no_temporary() {
     }
 }
 
-/// Sends `sig` to `child`'s main thread (`tgkill`): a stopped process's main thread then takes it as it continues,
-/// before its next instruction; a signal to the whole process (`kill`) may be taken by another of its threads, on
-/// another core, after the main thread went on past the point a test stopped it at.
-fn signal_main_thread(child: &Child, sig: i32) {
+/// Sends `sig` to the stopped `child`'s main thread (`tgkill`), continues it and waits for it ([`finish`]). The main
+/// thread takes the signal as it continues, before its next instruction; a signal to the whole process (`kill`) may
+/// be taken by another of its threads, on another core, after the main thread went on past the point it stopped at.
+fn continue_with(child: Child, sig: i32) -> (i32, String) {
     let pid = child.id() as libc::pid_t;
     // SAFETY: tgkill has no memory-safety preconditions; the pid is our own child, not yet reaped.
     let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, sig) };
     assert_eq!(rc, 0, "tgkill: {}", std::io::Error::last_os_error());
+    signal(&child, libc::SIGCONT);
+    finish(child)
 }
 
 /// SIGTERM (and SIGINT) while `restore --verify` reads a drive backup's archive: it stops at once, exit 143 (130),
