@@ -80,6 +80,7 @@ fn init(global: &GlobalArgs, path: Option<&Path>, env: &Env) -> anyhow::Result<E
         }
         return Ok(Exit::Ok);
     }
+    super::catch_signals(&crate::ui::Ui::new(&super::output(global)));
     init::write_new(&target, &text, "the config")?;
     if global.json {
         super::print_json(&serde_json::json!({ "written": target }))?;

@@ -68,8 +68,11 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
             }
         }
         None => {
+            // A signal ends the run through the temporary directory's removal, not beside it.
+            super::catch_signals(&ui);
             let dir = tempfile::Builder::new().prefix("dbackup-kit-").tempdir()?;
             let (k, pieces) = image::kit_to_dir(settings.as_ref(), &dir.path().join("kit"))?;
+            crate::interrupt::test_stop("kit-written");
             if ui.json {
                 super::print_json(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?;
             } else {
@@ -193,12 +196,14 @@ fn restore(global: &GlobalArgs, args: &ImageRestoreArgs) -> anyhow::Result<Exit>
         }
         return Ok(Exit::Ok);
     }
-    if !ui.json {
+    // What is about to be overwritten, on stderr; with --json too when the user is asked (stdout holds the JSON).
+    let asks = plan.confirm && !args.yes;
+    if !ui.json || asks {
         crate::stdx::out::stderr(format_args!("{}", image::plan::render_restore(&plan)));
     }
     image::exec::verify_images(&plan, &system.images, &keys, &ui)
         .context("checking the images before writing anything")?;
-    if plan.confirm && !args.yes {
+    if asks {
         image::exec::confirm(&plan)?;
     }
     // From here on SIGINT and SIGTERM stop the restore between blocks (the loop device it attaches detached, its

@@ -47,6 +47,8 @@ pub fn run(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<Exit> {
         }
         return Ok(Exit::Ok);
     }
+    // A signal now removes the temporary file (a whole secret key) instead of killing the process beside it.
+    super::catch_signals(&crate::ui::Ui::new(&super::output(global)));
     let created = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let (identity, recipient) = crate::archive::crypt::new_identity(&created);
     crate::config::init::write_new(&target, &identity, "the identity").map_err(|e| {

@@ -134,6 +134,7 @@ fn render(global: &GlobalArgs, args: &SystemdRenderArgs) -> anyhow::Result<Exit>
             ));
         }
     } else {
+        super::catch_signals(&ui);
         install::apply(&plan, &dir, &ui)?;
     }
     let written: Vec<&PathBuf> = plan.write.iter().map(|(p, _)| p).collect();

@@ -135,9 +135,11 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Marker, MarkerError> {
 }
 
 /// Writes the marker of the destination opened as `root`, creating `backups/` if needed (an existing `backups/` that
-/// is a symlink or a mount point is refused): to a temporary name, fsynced, renamed into place, and the directory
-/// fsynced, so that a crash leaves either no marker or a whole one.
-pub fn write_in(root: &Dir, marker: &Marker) -> Result<PathBuf, MarkerError> {
+/// is a symlink or a mount point is refused): to a temporary name, fsynced, renamed into place without replacing
+/// (`RENAME_NOREPLACE`), and the directory fsynced, so that a crash leaves either no marker or a whole one. Returns
+/// the marker now on the drive: `marker`, or the one another run wrote first (two configs setting up the same new
+/// drive at once), which is kept as it is.
+pub fn write_in(root: &Dir, marker: &Marker) -> Result<Marker, MarkerError> {
     let path = root.join(MARKER_PATH);
     let err = |source| MarkerError::Write {
         path: path.clone(),
@@ -152,21 +154,28 @@ pub fn write_in(root: &Dir, marker: &Marker) -> Result<PathBuf, MarkerError> {
     // A marker is a few fields of strings and numbers: serialising it cannot fail.
     let mut json = serde_json::to_vec_pretty(marker).expect("a marker always serializes");
     json.push(b'\n');
-    let result = (|| -> Result<(), MarkerError> {
+    let result = (|| -> Result<bool, MarkerError> {
         let mut file = dir.create_file(&tmp, 0o644)?;
         file.write_all(&json)
             .and_then(|()| file.sync_all())
             .map_err(err)?;
         drop(file);
-        dir.rename(&tmp, MARKER_NAME, false)?;
+        match dir.rename(&tmp, MARKER_NAME, true) {
+            Ok(()) => {}
+            Err(e) if e.is_exists() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
         dir.fsync()?;
-        Ok(())
+        Ok(true)
     })();
-    if result.is_err() {
+    if !matches!(result, Ok(true)) {
         let _ = dir.unlink(&tmp);
     }
-    result?;
-    Ok(path)
+    if result? {
+        return Ok(marker.clone());
+    }
+    let there = dir.read_bounded(MARKER_NAME, MAX_MARKER_BYTES)?;
+    parse(&there, &path)
 }
 
 #[cfg(test)]
@@ -177,7 +186,7 @@ mod tests {
         read_in(&Dir::open(root)?)
     }
 
-    fn write(root: &Path, marker: &Marker) -> Result<PathBuf, MarkerError> {
+    fn write(root: &Path, marker: &Marker) -> Result<Marker, MarkerError> {
         write_in(&Dir::open(root)?, marker)
     }
 
@@ -196,8 +205,8 @@ mod tests {
             now(),
             "ws".into(),
         );
-        let path = write(dir.path(), &m).unwrap();
-        assert_eq!(path, dir.path().join("backups/.dbackup-destination.json"));
+        assert_eq!(write(dir.path(), &m).unwrap(), m);
+        let path = dir.path().join("backups/.dbackup-destination.json");
         assert_eq!(read(dir.path()).unwrap(), Some(m.clone()));
         let names: Vec<_> = std::fs::read_dir(dir.path().join("backups"))
             .unwrap()
@@ -213,6 +222,32 @@ mod tests {
         assert_eq!(json["destination"], "t9");
         assert_eq!(json["created"], "2025-11-26T02:14:00+01:00");
         assert_eq!(json["format"], 1);
+    }
+
+    /// Two runs setting up the same new drive at once (two configs naming it differently) each checked that it had no
+    /// marker; the second write must not replace the first's: it finds it and returns it, and the drive stays the
+    /// first's.
+    #[test]
+    fn a_marker_already_there_is_never_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let nas = Marker::new("nas", None, None, now(), "ws".into());
+        let t9 = Marker::new("t9", None, None, now(), "ws".into());
+        assert_eq!(write(dir.path(), &nas).unwrap(), nas);
+        assert_eq!(
+            write(dir.path(), &t9).unwrap(),
+            nas,
+            "the marker there is returned"
+        );
+        assert_eq!(
+            read(dir.path()).unwrap(),
+            Some(nas.clone()),
+            "the first marker stays"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("backups"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [MARKER_NAME], "no temporary file is left behind");
     }
 
     #[test]

@@ -880,25 +880,27 @@ pub fn ensure_marker(
     }
     info.check_still_present()?;
     let root = info.open_root()?;
-    match marker::read_in(&root)? {
-        Some(m) if m.destination == dest.name => return Ok(m),
-        Some(m) => {
-            return Err(MediaError::OtherDestination {
-                path: info.path.clone(),
-                marker: marker::marker_path(&info.path),
-                destination: m.destination,
-            });
-        }
-        None => {}
+    let m = match marker::read_in(&root)? {
+        Some(m) => m,
+        // Another run (another config) may give the drive to its destination meanwhile: the first marker stays.
+        None => marker::write_in(
+            &root,
+            &Marker::new(
+                &dest.name,
+                info.uuid.clone(),
+                info.label.clone(),
+                now,
+                hostname(),
+            ),
+        )?,
+    };
+    if m.destination != dest.name {
+        return Err(MediaError::OtherDestination {
+            path: info.path.clone(),
+            marker: marker::marker_path(&info.path),
+            destination: m.destination,
+        });
     }
-    let m = Marker::new(
-        &dest.name,
-        info.uuid.clone(),
-        info.label.clone(),
-        now,
-        hostname(),
-    );
-    marker::write_in(&root, &m)?;
     Ok(m)
 }
 

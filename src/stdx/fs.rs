@@ -581,7 +581,8 @@ pub fn filled_up(e: &anyhow::Error) -> bool {
 }
 
 /// A complete temporary file in `dir` (a name starting with `prefix`) holding `text`, mode `mode`, synced to disk: the
-/// caller moves it into place (`persist`, or `persist_noclobber` never to replace a file).
+/// caller moves it into place (`persist`, or `persist_noclobber` never to replace a file). A SIGINT or SIGTERM caught
+/// meanwhile ([`crate::interrupt`]) is returned as the error, the temporary removed.
 pub fn complete_temp(
     dir: &Path,
     prefix: &str,
@@ -602,6 +603,8 @@ pub fn complete_temp(
         .set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.write_all(text.as_bytes())?;
     tmp.as_file().sync_all()?;
+    crate::interrupt::test_stop("temp-written");
+    crate::interrupt::check()?;
     Ok(tmp)
 }
 

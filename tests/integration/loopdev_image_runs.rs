@@ -405,6 +405,36 @@ fn t9_image_restore_onto_a_block_device_asks_first() {
     out.stderr_has("no terminal to confirm on")
         .stderr_has("--yes");
     assert!(first_mib_blank(&target.device));
+    // With --json too, the plan is on stderr before the question (stdout holds only the JSON): the user does not
+    // confirm blind.
+    let out = t
+        .cmd()
+        .args(["--json", "image", "restore", "--from", &stamp, "--to"])
+        .args([&target.device])
+        .status(2);
+    out.stderr_has(&format!("image restore from backup {stamp}"))
+        .stderr_has("the layout needs")
+        .stderr_has("no terminal to confirm on");
+    let _: serde_json::Value = out.json();
+    let (code, shown) = crate::fixtures::terminal::run(
+        &t,
+        &format!(
+            "--json image restore --from {stamp} --to {}",
+            target.device.display()
+        ),
+        "n\n",
+        300,
+    );
+    assert_eq!(code, 1, "{shown}");
+    let plan = shown
+        .find(&format!("image restore from backup {stamp}"))
+        .unwrap_or_else(|| panic!("--json: the plan is shown: {shown}"));
+    let asked = shown.find("Type the device name").expect("asked");
+    assert!(
+        plan < asked,
+        "--json: the plan comes before the question: {shown}"
+    );
+    assert!(first_mib_blank(&target.device));
 
     for (typed, what) in [("n\n", "n"), ("yes\n", "yes"), ("", "end of input")] {
         let (code, out) = restore_on_a_terminal(&t, &stamp, &target.device, typed);

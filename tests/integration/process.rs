@@ -562,6 +562,103 @@ fn a_signal_at_backups_first_write_leaves_nothing_on_the_drive() {
     assert_logged(&t, "backup", "SIGTERM", 143);
 }
 
+/// SIGTERM (and SIGINT) to `keygen`, `config init` and `systemd render --out` right after each wrote its complete
+/// temporary file, before its rename: the temporary is removed, nothing is at the final name, and the run ends with
+/// one line, 128 + the signal. Before: these commands kept the signals' default action, so the signal killed them
+/// there and left the temporary beside the file until the next run of the same command (for `keygen`,
+/// `.key.txt.tmp-<pid>-<random>`: a whole secret age identity). (`DBACKUP_TEST_STOP` stops the process at that point,
+/// debug builds only.)
+#[test]
+fn a_signal_before_a_files_rename_leaves_no_temporary() {
+    let t = Test::new().config(&config(""));
+    let writers: [(&str, &[&str], &str); 3] = [
+        ("keygen", &["keygen", "--out"], "key.txt"),
+        ("config init", &["config", "init"], "new.json"),
+        (
+            "systemd render",
+            &["systemd", "render", "--user", "--out"],
+            "dbackup-collect.service",
+        ),
+    ];
+    for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        for (what, args, file) in writers {
+            let dir = t.path(&format!("out/{name}/{}", what.replace(' ', "-")));
+            fs::create_dir_all(&dir).unwrap();
+            let target = dir.join(file);
+            let last = if what == "systemd render" {
+                &dir
+            } else {
+                &target
+            };
+            let child = t
+                .cmd()
+                .env("DBACKUP_TEST_STOP", "temp-written")
+                .args(args.iter().map(std::ffi::OsStr::new))
+                .args([last])
+                .spawn();
+            crate::fixtures::drive::wait_stopped(child.id());
+            let temporaries = || -> Vec<String> {
+                fs::read_dir(&dir)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with('.'))
+                    .collect()
+            };
+            assert_eq!(
+                temporaries().len(),
+                1,
+                "{what}: stopped with its temporary written"
+            );
+            let (code, stderr) = continue_with(child, sig);
+            assert_eq!(code, 128 + sig, "{what} ({name}): {stderr}");
+            assert_eq!(
+                temporaries(),
+                Vec::<String>::new(),
+                "{what} ({name}): the temporary is removed"
+            );
+            assert!(
+                !target.exists(),
+                "{what} ({name}): nothing at {}",
+                target.display()
+            );
+            assert_one_line(&stderr, name);
+        }
+        // `image kit` without `--out` collects the kit in a temporary directory, then prints its guide.
+        let tmp = t.path(&format!("tmp-{name}"));
+        fs::create_dir_all(&tmp).unwrap();
+        let child = t
+            .cmd()
+            .env("DBACKUP_TEST_STOP", "kit-written")
+            .env("TMPDIR", &tmp)
+            .args(["image", "kit"])
+            .spawn();
+        crate::fixtures::drive::wait_stopped(child.id());
+        let kits = || fs::read_dir(&tmp).unwrap().count();
+        assert_eq!(kits(), 1, "image kit: stopped with its kit collected");
+        let (code, stderr) = continue_with(child, sig);
+        assert_eq!(code, 128 + sig, "image kit ({name}): {stderr}");
+        assert_one_line(&stderr, name);
+        assert_eq!(
+            kits(),
+            0,
+            "image kit ({name}): its temporary directory is removed"
+        );
+    }
+}
+
+/// Sends `sig` to the stopped `child`'s main thread (`tgkill`), continues it and waits for it ([`finish`]). The main
+/// thread takes the signal as it continues, before its next instruction; a signal to the whole process (`kill`) may
+/// be taken by another of its threads, on another core, after the main thread went on past the point it stopped at.
+fn continue_with(child: Child, sig: i32) -> (i32, String) {
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: tgkill has no memory-safety preconditions; the pid is our own child, not yet reaped.
+    let rc = unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, sig) };
+    assert_eq!(rc, 0, "tgkill: {}", std::io::Error::last_os_error());
+    signal(&child, libc::SIGCONT);
+    finish(child)
+}
+
 /// SIGTERM (and SIGINT) while `restore --verify` reads a drive backup's archive: it stops at once, exit 143 (130),
 /// with one line saying what was interrupted and that nothing was changed. Before: a command that writes nothing
 /// caught no signal and died of it, without a line.
