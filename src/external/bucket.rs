@@ -210,7 +210,7 @@ pub fn read_markers(
             .chain(started)
             .max();
         if let Some(why) =
-            upload_marker::still_going(&m, last, now, host, upload_marker::dbackup_alive)
+            upload_marker::still_going(&m, last, now, host, crate::stdx::another_dbackup)
         {
             listing.going.insert(stamp.clone(), why);
         }

@@ -140,20 +140,7 @@ pub fn leftover_pid(name: &str) -> Option<u32> {
 /// Whether the run named in leftover `name` is still going: a dbackup (say with another config) writing to the same
 /// drive right now. Not a leftover yet: left alone.
 pub fn leftover_in_use(name: &str) -> bool {
-    leftover_pid(name).is_some_and(is_running_dbackup)
-}
-
-/// Whether `pid` is a running process of this very program (another dbackup, say with another config, writing to
-/// the same drive right now). Checked through `/proc/<pid>/exe`, so a recycled pid of another program does not count.
-fn is_running_dbackup(pid: u32) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    if pid == std::process::id() {
-        return false;
-    }
-    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
-    let theirs = std::fs::metadata(format!("/proc/{pid}/exe")).map(id);
-    let ours = std::fs::metadata("/proc/self/exe").map(id);
-    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
+    leftover_pid(name).is_some_and(crate::stdx::another_dbackup)
 }
 
 /// The kinds of leftovers an interrupted run can leave in `backups/`.
@@ -974,6 +961,28 @@ pub(crate) mod tests {
 
     fn open(p: &Path) -> Dir {
         Dir::open(p).unwrap()
+    }
+
+    /// A leftover of another dbackup binary that runs (another version's, as during an upgrade, whose
+    /// `/proc/<pid>/exe` is not this one's) is still in use; one of a process of another name is not.
+    #[test]
+    fn a_leftover_of_another_dbackup_binary_that_runs_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("dbackup");
+        fs::copy("/bin/sleep", &other).unwrap();
+        let spawn = |p: &Path| std::process::Command::new(p).arg("30").spawn().unwrap();
+        for (program, in_use) in [(other.as_path(), true), (Path::new("/bin/sleep"), false)] {
+            let mut child = spawn(program);
+            let name = format!(".tmp-2026-12-07-010000-{}", child.id());
+            assert_eq!(leftover_in_use(&name), in_use, "{}", program.display());
+            child.kill().unwrap();
+            child.wait().unwrap();
+            assert!(!leftover_in_use(&name), "{} ended", program.display());
+        }
+        assert!(!leftover_in_use(&format!(
+            ".tmp-2026-12-07-010000-{}",
+            std::process::id()
+        )));
     }
 
     fn t(s: &str) -> NaiveDateTime {

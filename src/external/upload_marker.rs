@@ -153,23 +153,6 @@ pub fn still_going(
     })
 }
 
-/// Whether process `pid` of this machine is a dbackup that lives: its `comm` names dbackup, and it is no zombie
-/// (killed, not yet waited for) nor dead.
-pub fn dbackup_alive(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    // `pid (comm) state ...`: comm may hold spaces and parentheses; the state follows the last `)`.
-    match (stat.split_once(" ("), stat.rsplit_once(')')) {
-        (Some((_, rest)), Some((_, tail))) => {
-            let comm = rest.rsplit_once(')').map_or("", |(c, _)| c);
-            let state = tail.trim_start().chars().next();
-            comm.contains("dbackup") && !matches!(state, Some('Z' | 'X' | 'x') | None)
-        }
-        _ => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,21 +237,6 @@ mod tests {
         assert!(!m.foreign(Owner::Sets(&own)));
         m.sets[0].set = "notes".into();
         assert!(m.foreign(Owner::Sets(&own)));
-    }
-
-    /// This test's own process (the binary `dbackup-<hash>`) is a live dbackup; a pid that is none, or a process
-    /// of another name, is not.
-    #[test]
-    fn only_a_live_dbackup_process_is_alive() {
-        assert!(dbackup_alive(std::process::id()));
-        assert!(!dbackup_alive(u32::MAX));
-        let mut sleeper = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        assert!(!dbackup_alive(sleeper.id()));
-        sleeper.kill().unwrap();
-        sleeper.wait().unwrap();
     }
 
     #[test]

@@ -136,6 +136,34 @@ pub fn process_gone(pid: u32) -> bool {
     rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
 }
 
+/// Whether `pid` is another dbackup that runs: not this process, not a zombie, and either this very program
+/// (`/proc/<pid>/exe` is ours) or one whose name says dbackup (another version's binary, as while an upgrade
+/// replaces it). A recycled pid of another program does not count. Only ever a reason to leave something alone.
+pub fn another_dbackup(pid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if pid == std::process::id() {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ...`: comm may hold spaces and parentheses; the state follows the last `)`.
+    let Some((head, tail)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    if matches!(
+        tail.trim_start().chars().next(),
+        Some('Z' | 'X' | 'x') | None
+    ) {
+        return false;
+    }
+    let comm = head.split_once(" (").map_or("", |(_, c)| c);
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let theirs = std::fs::metadata(format!("/proc/{pid}/exe")).map(id);
+    let ours = std::fs::metadata("/proc/self/exe").map(id);
+    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b) || comm.contains("dbackup")
+}
+
 /// A program on `$PATH` or in the sbin directories (`/usr/sbin` is not on a user's `$PATH` everywhere).
 pub fn find_program(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -152,6 +180,30 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Another dbackup runs while its process lives and is no zombie (killed, not yet waited for); this process and
+    /// a pid that is none are not another dbackup. (`external::layout`'s tests cover the binary of another version.)
+    #[test]
+    fn another_dbackup_lives_until_killed_and_is_never_this_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("dbackup");
+        std::fs::copy("/bin/sleep", &other).unwrap();
+        let mut child = Command::new(&other).arg("30").spawn().unwrap();
+        assert!(another_dbackup(child.id()));
+        child.kill().unwrap();
+        let start = Instant::now();
+        while another_dbackup(child.id()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "still counted after SIGKILL"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait().unwrap();
+        assert!(!another_dbackup(child.id()));
+        assert!(!another_dbackup(std::process::id()));
+        assert!(!another_dbackup(u32::MAX));
+    }
 
     #[test]
     fn output_is_bounded_and_slow_tools_are_stopped() {
