@@ -239,14 +239,22 @@ fn same_inode(base: &IncrementalBase, w: &Walked) -> Option<bool> {
     Some(w.same_in_base.unwrap_or(false))
 }
 
-/// Whether `path`'s content hashes to `want` (a content comparison against the base).
-fn content_equals(path: &Path, want: Option<Digest>, progress: &mut dyn Progress) -> bool {
+/// Whether `path`'s content hashes to the sha256 of `base`'s entry (a content comparison against the base).
+fn content_equals(path: &Path, base: &IndexEntry, progress: &mut dyn Progress) -> bool {
     let Ok(mut f) = File::open(path) else {
         return false;
     };
+    // A sparse member's index gives its stored digest (only its data hashed): the file is hashed the same way, as
+    // the writer would map it; mapped otherwise, or no longer sparse, it counts as changed.
+    if base.sha256_is_stored() {
+        return f.metadata().is_ok_and(|m| {
+            super::sparse::stored_digest_of(&f, m.len(), &mut |n| progress.bytes(n))
+                .is_ok_and(|d| d.is_some() && d == base.sha256)
+        });
+    }
     let mut buf = vec![0u8; 1 << 20];
     crate::stdx::sha256_reader(&mut f, &mut buf, |n| progress.bytes(n))
-        .is_ok_and(|(_, d)| Some(Digest(d)) == want)
+        .is_ok_and(|(_, d)| Some(Digest(d)) == base.sha256)
 }
 
 fn socket_warning(full: &Path) -> Warning {
@@ -950,7 +958,7 @@ pub fn write_archive(
                 &found,
             ) {
                 (Decision::Unchanged, Some(_)) => true,
-                (Decision::CompareContent, Some(f)) => content_equals(&w.full, f.sha256, progress),
+                (Decision::CompareContent, Some(f)) => content_equals(&w.full, f, progress),
                 _ => false,
             };
             if let (true, Some(f)) = (unchanged, &found) {

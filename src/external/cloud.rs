@@ -850,12 +850,10 @@ fn render_resume(p: &CloudPlan, out: &mut String) {
     if let Some(r) = &p.resume {
         let _ = writeln!(
             out,
-            "  resume {}: {} of {} parts uploaded ({}); the archive is regenerated from the snapshot, each stored \
-             part checked against the local journal and not uploaded again",
+            "  resume {}: {}; the archive is regenerated from the snapshot, each stored part checked against the \
+             local journal and not uploaded again",
             r.stamp,
-            r.parts_uploaded,
-            r.parts_total,
-            crate::stdx::bytes(r.bytes_uploaded)
+            r.uploaded_words()
         );
     }
     if let Some(why) = &p.resume_refused {

@@ -121,9 +121,29 @@ pub struct ResumePlan {
     pub stamp: String,
     /// Parts the journal records and the bucket lists with their recorded size.
     pub parts_uploaded: u64,
-    /// Parts of the whole upload, as estimated.
-    pub parts_total: u64,
+    /// Parts of the whole upload, as estimated; `None` for `status` from a journal an older dbackup wrote, which
+    /// does not record them (the plan always knows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts_total: Option<u64>,
     pub bytes_uploaded: u64,
+}
+
+impl ResumePlan {
+    /// "4 of 25 parts uploaded (512.0 KiB)"; without a total, "4 parts uploaded (...; its journal, from an older
+    /// dbackup, does not say of how many)".
+    pub fn uploaded_words(&self) -> String {
+        let bytes = crate::stdx::bytes(self.bytes_uploaded);
+        match self.parts_total {
+            Some(total) => format!(
+                "{} of {total} parts uploaded ({bytes})",
+                self.parts_uploaded
+            ),
+            None => format!(
+                "{} uploaded ({bytes}; its journal, from an older dbackup, does not say of how many)",
+                crate::stdx::counted(self.parts_uploaded, "part", "parts")
+            ),
+        }
+    }
 }
 
 /// The part size from the environment ([`PART_BYTES_VAR`]), else [`PART_BYTES`].
@@ -228,7 +248,8 @@ pub fn resumable(
     Some(ResumePlan {
         stamp: stamp.to_string(),
         parts_uploaded,
-        parts_total: j.parts_planned.max(parts_uploaded),
+        // 0: a journal of an older dbackup, which did not record it.
+        parts_total: (j.parts_planned > 0).then(|| j.parts_planned.max(parts_uploaded)),
         bytes_uploaded: stored
             .values()
             .flatten()
@@ -386,7 +407,7 @@ pub fn plan(
         Some(ResumePlan {
             stamp: stamp.clone(),
             parts_uploaded,
-            parts_total,
+            parts_total: Some(parts_total),
             bytes_uploaded,
         }),
         None,
@@ -925,7 +946,7 @@ mod tests {
                 r.parts_total,
                 r.bytes_uploaded
             ),
-            (stamp, 3, 9, 3 * 4096)
+            (stamp, 3, Some(9), 3 * 4096)
         );
         // `status` finds the same from the journal on disk: 3 of the 9 parts planned.
         let root = on_disk(&settings.name, &j);
@@ -1050,6 +1071,47 @@ mod tests {
         let root = on_disk(&settings.name, &j);
         let r = resumable(root.path(), (&settings.name, Owner::Anyone), &listing).unwrap();
         assert_eq!((r.parts_uploaded, r.bytes_uploaded), (3, u64::MAX));
+    }
+
+    /// A journal an older dbackup wrote records no `parts_planned` (it came with 81c97dd): `status` knows the parts
+    /// uploaded, not of how many, and says so; it never counts the upload as all uploaded ("4 of 4").
+    #[test]
+    fn an_older_journal_says_its_parts_uploaded_not_of_how_many() {
+        // What b9ba03b wrote for an upload killed after 2 parts (its hashes and recipient shortened).
+        let stamp = "2026-12-07-060530";
+        let old = r#"{"format":1,"stamp":"2026-12-07-060530","key":{"destination":"offsite",
+            "place":"s3 http://127.0.0.1:50693 dbackup-test/upgA","dbackup_version":"0.1.0","part_bytes":5242880,
+            "recipients":["age1xf2vufz8v965k42zq6ayv0c5pfg9u7y0h42h8klc8klndf82as6qmm8y9r"],
+            "sets":[{"set":"docs","snapshot":"docs-2026-12-07-060528","archive":"docs.tar.age","base":null,
+            "compare_content":false}]},"parts":{"docs":[
+            {"name":"docs.tar.part000.age","bytes":5244405,"sha256":"8c83c59a659c6639883c9a4b04ba512fd82ab93b22ae821e283a952b977f7049",
+             "plain_bytes":5242880,"plain_sha256":"a98da45af010450a107be524f1ca2cedbfe9718655ed3d2341ee36944ea3b0d1"},
+            {"name":"docs.tar.part001.age","bytes":5244405,"sha256":"8c83c59a659c6639883c9a4b04ba512fd82ab93b22ae821e283a952b977f7049",
+             "plain_bytes":5242880,"plain_sha256":"a98da45af010450a107be524f1ca2cedbfe9718655ed3d2341ee36944ea3b0d1"}]}}"#;
+        let j: Journal = serde_json::from_str(old).unwrap();
+        let root = on_disk("offsite", &j);
+        let listing = CloudListing {
+            sizes: (0..2)
+                .map(|n| (format!("{BACKUPS}{stamp}/docs.tar.part00{n}.age"), 5244405))
+                .collect(),
+            unfinished: vec![crate::external::bucket::UnfinishedStamp {
+                stamp: stamp.into(),
+                objects: 2,
+                bytes: 2 * 5244405,
+            }],
+            ..Default::default()
+        };
+        let r = resumable(root.path(), ("offsite", Owner::Anyone), &listing).unwrap();
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["parts_uploaded"], 2, "{v}");
+        assert!(
+            v.get("parts_total").is_none(),
+            "an older journal does not say how many parts its upload has: {v}"
+        );
+        assert_eq!(
+            r.uploaded_words(),
+            "2 parts uploaded (10.0 MiB; its journal, from an older dbackup, does not say of how many)"
+        );
     }
 
     #[test]

@@ -138,11 +138,9 @@ pub fn build(
 /// "unfinished upload <stamp> can be resumed: 4 of 25 parts uploaded (512.0 KiB)".
 fn resumable_words(r: &ResumePlan) -> String {
     format!(
-        "unfinished upload {} can be resumed: {} of {} parts uploaded ({})",
+        "unfinished upload {} can be resumed: {}",
         stdx::show_str(&r.stamp),
-        r.parts_uploaded,
-        r.parts_total,
-        stdx::bytes(r.bytes_uploaded)
+        r.uploaded_words()
     )
 }
 
@@ -286,7 +284,7 @@ mod tests {
             resumable: Some(ResumePlan {
                 stamp: "2025-04-10-020000".into(),
                 parts_uploaded: 4,
-                parts_total: 25,
+                parts_total: Some(25),
                 bytes_uploaded: 512 << 10,
             }),
             going: Vec::new(),

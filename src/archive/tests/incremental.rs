@@ -281,3 +281,36 @@ fn without_the_base_snapshot_metadata_decides_and_content_comparison_catches_the
         assert_eq!(big.stored_in.as_deref(), Some(B1), "{method:?}");
     }
 }
+
+/// A sparse file unchanged since its base (its snapshot gone): the content comparison hashes it as the base's index
+/// does (its stored digest, only its data read), so it stays in the base like any unchanged file; it was hashed
+/// whole with its holes as zeros, never equal to the stored digest, and stored again at every comparison.
+#[test]
+fn the_content_comparison_keeps_an_unchanged_sparse_file_in_its_base() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s1 = dir.path().join("snap1");
+    fs::create_dir_all(s1.join("vm")).unwrap();
+    let f = fs::File::create(s1.join("vm/disk.img")).unwrap();
+    f.set_len(8 << 20).unwrap();
+    f.write_all_at(&content(70_000, 3), 3 << 20).unwrap();
+    f.sync_all().unwrap();
+    fs::write(s1.join("vm/notes.txt"), b"plain\n").unwrap();
+    let full = write_to_files(&s1, None);
+    let in_full = full.entry(b"vm/disk.img");
+    if !in_full.sha256_is_stored() {
+        return crate::stdx::skip::skip(&format!(
+            "the filesystem of {} reports no holes",
+            dir.path().display()
+        ));
+    }
+    let s2 = dir.path().join("snap2");
+    link_copy(&s1, &s2);
+    let b = base(full.dir.path(), None, true);
+    assert_eq!(b.method(), incremental::ChangeMethod::Content);
+    let inc = write_incremental(&s2, &b);
+    let (_, entries) = manifest(inc.dir.path());
+    let e = entries.iter().find(|e| e.path == b"vm/disk.img").unwrap();
+    assert_eq!(e.stored_in.as_deref(), Some(B1), "{e:?}");
+    assert_eq!((e.sha256, e.sparse), (in_full.sha256, in_full.sparse));
+}
