@@ -73,6 +73,8 @@ fn emit(
         ));
         return Ok(Exit::Ok);
     }
+    // A signal while the page is written removes its temporary, instead of killing the process beside it.
+    super::catch_signals(ui);
     report::write_page(out, shared_by, html)?;
     crate::outln!("{}", out.display());
     Ok(Exit::Ok)

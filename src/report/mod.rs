@@ -123,17 +123,36 @@ fn make_dir(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes `html` to `path` (its directory created owner-only when missing) under a temporary name renamed into place.
+/// A SIGINT or SIGTERM caught while it is written (`report --out`) removes the temporary and is the error
+/// ([`crate::stdx::fs::complete_temp`]); a run already interrupted still leaves its page.
 pub fn write_file(path: &Path, html: &str) -> anyhow::Result<()> {
     make_dir(path)?;
-    crate::snapshot::write_atomic(path, html.as_bytes(), 0o600).map_err(|e| {
-        let why = match &e {
-            crate::snapshot::SnapshotError::Io { source, .. } => crate::stdx::fs::message(source),
-            other => other.to_string(),
-        };
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let prefix = format!(
+        ".{}.tmp-",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let temporary = if crate::interrupt::requested().is_some() {
+        crate::stdx::fs::written_temp(dir, &prefix, 0o600, html)
+    } else {
+        crate::stdx::fs::complete_temp(dir, &prefix, 0o600, html)
+    };
+    let placed = temporary.and_then(|tmp| {
+        tmp.persist(path)?;
+        crate::snapshot::fsync_dir(dir)?;
+        Ok(())
+    });
+    placed.map_err(|e| {
+        if e.is::<crate::interrupt::Interrupted>() {
+            return e;
+        }
+        let why = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<std::io::Error>())
+            .map_or_else(|| e.to_string(), crate::stdx::fs::message);
         anyhow::anyhow!(
             "cannot write the status page {}: {why}; let this user write to {}, or write the page elsewhere \
              (--out, report.path)",
