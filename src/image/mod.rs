@@ -723,13 +723,23 @@ fn find_backup(settings: Option<&Settings>, src: &RestoreSource) -> anyhow::Resu
         })
 }
 
-/// Reads the backup's `system` record (names checked: every one a plain file name) and parses its tables.
+/// Reads the backup's `system` record (refused unless `backup.json` makes the directory a verified backup:
+/// [`drive_layout::not_a_backup`]; names checked: every one a plain file name) and parses its tables.
 pub fn read_system(
     dir: &Path,
     keys: &Keys,
 ) -> anyhow::Result<(SystemRecord, Vec<(String, table::Table)>)> {
     let meta = drive_layout::read_metadata(&dir.join(drive_layout::METADATA_FILE))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    if let Some(why) = drive_layout::not_a_backup(&name, &meta) {
+        anyhow::bail!(
+            "backup {} ({}): {why}; an image restore writes whole disks from a verified backup only: choose another \
+             (`dbackup restore --list` shows them)",
+            crate::stdx::show_str(&name),
+            dir.display()
+        );
+    }
     let system = meta.system.unwrap_or_default();
     for f in system.files() {
         let plain = f
