@@ -432,10 +432,7 @@ pub fn cloud_backups(
     let cloud = super::cloud::destination(settings, req)?;
     let (store, listing) = super::cloud::open(cloud)?;
     let stamps = listing.backups;
-    let latest = store
-        .get(&format!("{BACKUPS}{}", layout::LATEST_FILE))
-        .ok()
-        .and_then(|b| layout::parse_latest(&b));
+    let latest = crate::external::bucket::read_latest(&store);
     let mut out = Vec::new();
     for stamp in &stamps {
         let Some(time) = snapshot::parse_stamp(stamp) else {
