@@ -10,8 +10,9 @@
 //! dry run) calls [`install_reading`] instead: it has nothing half-written to leave, so its first signal already
 //! stops at once (a long read stops at once, not at its end), until [`install`] says the run now writes. Until one
 //! of them is called (`config check`, ...) the signals keep their default action. The commands that write one small
-//! file (`keygen`, `config init`, `systemd render --out`) call [`install`] too, so that a signal removes their
-//! temporary file instead of killing them beside it ([`crate::stdx::fs::complete_temp`] returns the interruption).
+//! file (`keygen`, `config init`, `systemd render --out`, `report --out`) call [`install`] too, so that a signal
+//! removes their temporary file instead of killing them beside it ([`crate::stdx::fs::complete_temp`] returns the
+//! interruption); `image kit` removes the kit it wrote.
 
 use std::sync::Mutex;
 use std::sync::Once;

@@ -23,6 +23,9 @@ pub fn run(global: &GlobalArgs, cmd: ImageCommand) -> anyhow::Result<Exit> {
 
 fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
     let ui = Ui::new(&super::output(global));
+    // A signal ends the run through the kit's removal (a temporary directory, or what it wrote into `--out`), not
+    // beside it.
+    super::catch_signals(&ui);
     // The sets are only named in the guide: a config that does not load is no reason to withhold the kit.
     let settings = super::load_settings(global).ok();
     match &args.out {
@@ -68,11 +71,8 @@ fn kit(global: &GlobalArgs, args: &ImageKitArgs) -> anyhow::Result<Exit> {
             }
         }
         None => {
-            // A signal ends the run through the temporary directory's removal, not beside it.
-            super::catch_signals(&ui);
             let dir = tempfile::Builder::new().prefix("dbackup-kit-").tempdir()?;
             let (k, pieces) = image::kit_to_dir(settings.as_ref(), &dir.path().join("kit"))?;
-            crate::interrupt::test_stop("kit-written");
             if ui.json {
                 super::print_json(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?;
             } else {

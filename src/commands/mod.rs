@@ -279,6 +279,8 @@ pub(crate) fn refresh_report(
     match crate::report::refresh_local(settings, look) {
         Ok(Some(path)) => ui.step(format_args!("status page: {}", path.display())),
         Ok(None) => {}
+        // A signal while it was written: the run's own line says it was interrupted.
+        Err(e) if e.is::<crate::interrupt::Interrupted>() => {}
         Err(e) => ui.warn(format_args!("{}", crate::ui::format_error(&e))),
     }
 }

@@ -27,9 +27,10 @@ pub fn run(global: &GlobalArgs, args: ReportArgs) -> anyhow::Result<Exit> {
         super::print_json(&data)?;
         return Ok(Exit::Ok);
     }
-    let out = match (&args.out, &settings.report.path) {
-        (Some(p), _) => p.clone(),
-        (None, Some(p)) => p.clone(),
+    // At the default path every config of this user shares, a page another config drew is left to it.
+    let (out, shared) = match (&args.out, &settings.report.path) {
+        (Some(p), _) => (p.clone(), false),
+        (None, Some(p)) => (p.clone(), settings.report.shared),
         (None, None) => {
             return Err(CodedError::new(
                 Exit::Usage,
@@ -39,14 +40,30 @@ pub fn run(global: &GlobalArgs, args: ReportArgs) -> anyhow::Result<Exit> {
             .into());
         }
     };
-    emit(&settings.output, &ui, &out, &report::page::render(&data))
+    let shared_by = shared.then_some(settings.backup_root.as_path());
+    emit(
+        &settings.output,
+        &ui,
+        &out,
+        shared_by,
+        &report::page::render(&data),
+    )
 }
 
-/// Writes the page to `out` (`-`: stdout), or says where on a dry run.
-fn emit(output: &Output, ui: &Ui, out: &Path, html: &str) -> anyhow::Result<Exit> {
+/// Writes the page to `out` (`-`: stdout), or says where on a dry run. `shared_by`: see [`report::write_page`].
+fn emit(
+    output: &Output,
+    ui: &Ui,
+    out: &Path,
+    shared_by: Option<&Path>,
+    html: &str,
+) -> anyhow::Result<Exit> {
     if out == Path::new("-") {
         crate::out!("{html}");
         return Ok(Exit::Ok);
+    }
+    if let Some(root) = shared_by {
+        report::whose(out, root)?;
     }
     if output.dry_run {
         ui.info(format_args!(
@@ -56,7 +73,9 @@ fn emit(output: &Output, ui: &Ui, out: &Path, html: &str) -> anyhow::Result<Exit
         ));
         return Ok(Exit::Ok);
     }
-    report::write_file(out, html)?;
+    // A signal while the page is written removes its temporary, instead of killing the process beside it.
+    super::catch_signals(ui);
+    report::write_page(out, shared_by, html)?;
     crate::outln!("{}", out.display());
     Ok(Exit::Ok)
 }
@@ -79,5 +98,5 @@ fn drive(
     }
     let html = report::drive::page_for_dir(dir, now)?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("-"));
-    emit(&output, &ui, &out, &html)
+    emit(&output, &ui, &out, None, &html)
 }

@@ -151,10 +151,7 @@ pub fn list(
         .iter()
         .any(|o| o.key == format!("{BACKUPS}{}", layout::LATEST_FILE))
     {
-        listing.latest = store
-            .get(&format!("{BACKUPS}{}", layout::LATEST_FILE))
-            .ok()
-            .and_then(|b| layout::parse_latest(&b));
+        listing.latest = read_latest(store);
     }
     let uploads = store.unfinished_uploads(BACKUPS)?;
     listing.uploads = uploads
@@ -162,6 +159,32 @@ pub fn list(
         .map(|u| crate::stdx::show_str(&u.key))
         .collect();
     Ok((listing, uploads))
+}
+
+/// The stamp `backups/LATEST` names (one GET); `None` when there is none, it cannot be read, or it names no stamp.
+pub fn read_latest(store: &Store) -> Option<String> {
+    store
+        .get(&format!("{BACKUPS}{}", layout::LATEST_FILE))
+        .ok()
+        .and_then(|b| layout::parse_latest(&b))
+}
+
+/// The backup newer than `stamp` that `backups/LATEST` names, if it names one whose `backup.json` is there: another
+/// run of this prefix (the same config from another machine, started later) promoted it while this one's upload was
+/// going, and LATEST must not move back from it. One GET, and a HEAD only then; `None` (write LATEST) when LATEST
+/// is missing, unreadable, older, or names no backup (garbage, or one removed since).
+pub fn newer_latest(store: &Store, stamp: &str) -> Option<String> {
+    let named = read_latest(store)?;
+    let newer = match (snapshot::parse_stamp(&named), snapshot::parse_stamp(stamp)) {
+        (Some(theirs), Some(ours)) => theirs > ours,
+        _ => false,
+    };
+    let promoted = || {
+        store
+            .stat(&format!("{BACKUPS}{named}/{}", layout::METADATA_FILE))
+            .is_ok_and(|info| info.is_some())
+    };
+    (newer && promoted()).then_some(named)
 }
 
 /// The most markers of unfinished uploads one look reads (one small GET each, newest first): the rest are told by

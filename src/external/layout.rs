@@ -359,6 +359,22 @@ pub fn read_metadata_in(dir: &Dir) -> Result<BackupMeta, LayoutError> {
     parse_metadata(&bytes, &dir.join(METADATA_FILE))
 }
 
+/// Why the directory `name` is not a backup although its `backup.json` was read: it describes another backup, or says
+/// that backup was not verified (the run that wrote it did not finish checking it); `None` when it is one. The rule
+/// every reader of a drive's backups follows.
+pub fn not_a_backup(name: &str, meta: &BackupMeta) -> Option<String> {
+    if meta.stamp != name {
+        Some(format!(
+            "its {METADATA_FILE} describes backup {}",
+            show(meta.stamp.as_bytes())
+        ))
+    } else if !meta.verified {
+        Some(format!("its {METADATA_FILE} says it was not verified"))
+    } else {
+        None
+    }
+}
+
 /// Parses the bytes of a `backup.json` found at `path` (named in errors): the format checked, then every name and
 /// number that is used to open files or add up sizes ([`BackupMeta::check`]).
 pub fn parse_metadata(bytes: &[u8], path: &Path) -> Result<BackupMeta, LayoutError> {
@@ -517,8 +533,16 @@ impl BackupMeta {
                 }
             }
         }
-        // The `system/` folder (crate::image): plain names, sizes within bounds.
+        // The `system/` folder (crate::image): plain names, each image once, sizes within bounds.
         if let Some(system) = &self.system {
+            for (i, image) in system.images.iter().enumerate() {
+                if system.images[..i].iter().any(|o| o.name == image.name) {
+                    return Err(format!(
+                        "system.images[{i}].name \"{}\" appears twice",
+                        show(image.name.as_bytes())
+                    ));
+                }
+            }
             for f in system.files() {
                 if !is_plain_name(&f.name) {
                     return Err(format!(
@@ -746,20 +770,12 @@ pub fn list_in(backups: &Dir) -> Result<DriveListing, LayoutError> {
                         continue;
                     }
                 };
-                let (meta, meta_error) = match read_metadata_in(&dir) {
-                    Ok(m) if m.stamp != name => (
-                        None,
-                        Some(format!(
-                            "its {METADATA_FILE} describes backup {}",
-                            show(m.stamp.as_bytes())
-                        )),
-                    ),
-                    Ok(m) if !m.verified => (
-                        None,
-                        Some(format!("its {METADATA_FILE} says it was not verified")),
-                    ),
-                    Ok(m) => (Some(m), None),
-                    Err(e) => (None, Some(e.to_string())),
+                let (meta, meta_error) = match read_metadata_in(&dir).map_err(|e| e.to_string()) {
+                    Ok(m) => match not_a_backup(&name, &m) {
+                        Some(why) => (None, Some(why)),
+                        None => (Some(m), None),
+                    },
+                    Err(e) => (None, Some(e)),
                 };
                 out.backups.push(DriveBackup {
                     name,

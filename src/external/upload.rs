@@ -502,8 +502,16 @@ fn promote(
     }
     report.backup_path = Some(format!("{} {}", p.place, p.dir).into());
     // LATEST is replaced on every run: never locked. The backup is promoted and verified: LATEST not written is a
-    // warning (exit 3), as a drive's `latest` that cannot be moved is, not a failure.
+    // warning (exit 3), as a drive's `latest` that cannot be moved is, not a failure. It never moves back: a newer
+    // backup another run promoted meanwhile (the same config on another machine) keeps it.
     let latest = format!("{BACKUPS}{}", layout::LATEST_FILE);
+    if let Some(newer) = super::bucket::newer_latest(store, &meta.stamp) {
+        u.ui.step(format_args!(
+            "{}: {latest} left naming {newer}, a newer backup another run promoted meanwhile",
+            p.name
+        ));
+        return Ok(());
+    }
     match store.put(
         &latest,
         format!("{}\n", meta.stamp).as_bytes(),

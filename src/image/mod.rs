@@ -565,26 +565,61 @@ fn write_create(
 }
 
 /// `dbackup image kit --out DIR`: the kit of this machine written into a new directory (owner-only files included:
-/// the directory is the user's own, mode 0700). Returns the kit.
+/// the directory is the user's own, mode 0700). Returns the kit. A failure or a signal (SIGINT, SIGTERM) leaves
+/// nothing half-written: the files it wrote are removed, and DIR when it made it.
 pub fn kit_to_dir(
     settings: Option<&Settings>,
     out: &Path,
 ) -> anyhow::Result<(kit::Kit, Vec<layout::KitRecord>)> {
     use std::os::unix::fs::DirBuilderExt;
+    let made = std::fs::symlink_metadata(out).is_err();
     std::fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)
         .create(out)
         .with_context(|| format!("cannot create {}", out.display()))?;
     let dir = crate::stdx::fs::Dir::open(out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut written = Vec::new();
+    let kit = write_kit(settings, &dir, &mut written);
+    if kit.is_err() {
+        // Nothing half-written: the files this run wrote go again, and the directory when this run made it.
+        for name in &written {
+            let _ = dir.unlink(name);
+        }
+        if made {
+            let _ = std::fs::remove_dir(out);
+        }
+    }
+    kit
+}
+
+/// The kit's files written into `dir`, each new (`written`: the names this run created, even one it did not finish).
+/// A SIGINT or SIGTERM caught meanwhile stops it, before any file and after the last ([`crate::interrupt`]).
+fn write_kit(
+    settings: Option<&Settings>,
+    dir: &crate::stdx::fs::Dir,
+    written: &mut Vec<String>,
+) -> anyhow::Result<(kit::Kit, Vec<layout::KitRecord>)> {
+    let mut put = |name: &str, bytes: &[u8]| -> anyhow::Result<crate::archive::FileRecord> {
+        crate::interrupt::check()?;
+        let there = std::fs::symlink_metadata(dir.join(name)).is_ok();
+        let record = drive_layout::write_new_file(dir, name, bytes);
+        if !there && std::fs::symlink_metadata(dir.join(name)).is_ok() {
+            written.push(name.to_string());
+        }
+        Ok(record?)
+    };
     let k = kit::collect();
     let mut pieces = Vec::new();
     for p in &k.pieces {
         let file = if p.has_file() {
-            Some(
-                drive_layout::write_new_file(&dir, &p.name, &p.bytes)
-                    .map_err(|e| anyhow::anyhow!("{e}; write the kit into a new directory"))?,
-            )
+            Some(put(&p.name, &p.bytes).map_err(|e| {
+                if e.is::<crate::interrupt::Interrupted>() {
+                    e
+                } else {
+                    anyhow::anyhow!("{e}; write the kit into a new directory")
+                }
+            })?)
         } else {
             None
         };
@@ -603,8 +638,7 @@ pub fn kit_to_dir(
         encrypted: false,
         generated: &generated,
     });
-    let rec = drive_layout::write_new_file(&dir, layout::RESTORE_DOC, text.as_bytes())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rec = put(layout::RESTORE_DOC, text.as_bytes())?;
     pieces.push(layout::KitRecord {
         name: layout::RESTORE_DOC.into(),
         source: "generated from the kit".into(),
@@ -615,8 +649,7 @@ pub fn kit_to_dir(
     let mut bytes =
         serde_json::to_vec_pretty(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?;
     bytes.push(b'\n');
-    let rec = drive_layout::write_new_file(&dir, layout::KIT_MANIFEST, &bytes)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rec = put(layout::KIT_MANIFEST, &bytes)?;
     pieces.push(layout::KitRecord {
         name: layout::KIT_MANIFEST.into(),
         source: "generated: every piece and where it came from".into(),
@@ -624,6 +657,8 @@ pub fn kit_to_dir(
         note: None,
         file: Some(rec),
     });
+    crate::interrupt::test_stop("kit-written");
+    crate::interrupt::check()?;
     Ok((k, pieces))
 }
 
@@ -688,13 +723,23 @@ fn find_backup(settings: Option<&Settings>, src: &RestoreSource) -> anyhow::Resu
         })
 }
 
-/// Reads the backup's `system` record (names checked: every one a plain file name) and parses its tables.
+/// Reads the backup's `system` record (refused unless `backup.json` makes the directory a verified backup:
+/// [`drive_layout::not_a_backup`]; names checked: every one a plain file name) and parses its tables.
 pub fn read_system(
     dir: &Path,
     keys: &Keys,
 ) -> anyhow::Result<(SystemRecord, Vec<(String, table::Table)>)> {
     let meta = drive_layout::read_metadata(&dir.join(drive_layout::METADATA_FILE))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    if let Some(why) = drive_layout::not_a_backup(&name, &meta) {
+        anyhow::bail!(
+            "backup {} ({}): {why}; an image restore writes whole disks from a verified backup only: choose another \
+             (`dbackup restore --list` shows them)",
+            crate::stdx::show_str(&name),
+            dir.display()
+        );
+    }
     let system = meta.system.unwrap_or_default();
     for f in system.files() {
         let plain = f

@@ -150,6 +150,7 @@ pub fn render(
         ),
         now,
         0,
+        None,
         &b,
     )
 }

@@ -170,17 +170,50 @@ pub fn content_security_policy() -> String {
     )
 }
 
-/// The whole document around `body`: `generated` and `stale_after_seconds` (0: never stale) feed the script.
+/// The name of the `<meta>` in a status page's head that records the backup root it was drawn for (as
+/// [`crate::runlog::root_name`] writes it, HTML-escaped): whose page it is ([`drawn_for`]).
+const ROOT_META: &str = "<meta name=\"dbackup-backup-root\" content=\"";
+
+/// The backup root `head` (the start of a status page) records it was drawn for, unescaped; `None` when it records
+/// none (a page of an older version, a drive's page) or the record is cut.
+pub fn drawn_for(head: &str) -> Option<String> {
+    let (_, rest) = head.split_once(ROOT_META)?;
+    let (value, _) = rest.split_once('"')?;
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        let (c, len) = [
+            ('&', "&amp;"),
+            ('<', "&lt;"),
+            ('>', "&gt;"),
+            ('"', "&quot;"),
+            ('\'', "&#39;"),
+        ]
+        .into_iter()
+        .find(|(_, e)| rest[at..].starts_with(e))
+        .map_or(('&', 1), |(c, e)| (c, e.len()));
+        out.push(c);
+        rest = &rest[at + len..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The whole document around `body`: `generated` and `stale_after_seconds` (0: never stale) feed the script;
+/// `drawn_for`, the backup root of the config a status page is of (none for a drive's page), is recorded in its head.
 pub fn document(
     title: &str,
     generated: DateTime<FixedOffset>,
     stale_after_seconds: i64,
+    drawn_for: Option<&str>,
     body: &str,
 ) -> String {
     let mut out = String::with_capacity(body.len() + STYLE.len() + SCRIPT.len() + 1024);
+    let root = drawn_for.map_or(String::new(), |r| format!("{ROOT_META}{}\">\n", code(r)));
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n{root}\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <meta http-equiv=\"Content-Security-Policy\" content=\"{}\">\n\
          <meta name=\"color-scheme\" content=\"light dark\">\n\
@@ -219,6 +252,25 @@ mod tests {
         assert_eq!(shell_word("$(rm -rf ~)"), "'$(rm -rf ~)'");
         assert_eq!(shell_word(""), "''");
         assert_eq!(shell_word("a\\b it's\n"), r"$'a\\b it\'s\n'");
+    }
+
+    #[test]
+    fn a_page_reads_back_the_root_it_was_drawn_for() {
+        let now = DateTime::parse_from_rfc3339("2025-04-10T09:00:00+00:00").unwrap();
+        for root in [
+            "/b",
+            "/home/me/my \"backups\" & <co>'s &amp;",
+            "/x\n\u{1b}[2J",
+        ] {
+            let page = document("t", now, 0, Some(root), "<p>body</p>");
+            assert_eq!(drawn_for(&page).as_deref(), Some(root), "{page}");
+        }
+        assert_eq!(drawn_for(&document("t", now, 0, None, "")), None);
+        assert_eq!(
+            drawn_for("<meta name=\"dbackup-backup-root\" content=\"/cut"),
+            None
+        );
+        assert_eq!(drawn_for("<html>an older page</html>"), None);
     }
 
     #[test]

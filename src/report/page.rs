@@ -123,7 +123,8 @@ pub fn render(r: &StatusReport) -> String {
     }
     let _ = writeln!(
         b,
-        "as of {} · schedule: collect {}, compare contents {}, external {}</p>",
+        "backup root {} · as of {} · schedule: collect {}, compare contents {}, external {}</p>",
+        esc(&r.backup_root.display().to_string()),
         time(r.now),
         esc(&word(&r.schedule.incremental)),
         esc(&word(&r.schedule.full)),
@@ -178,7 +179,8 @@ pub fn render(r: &StatusReport) -> String {
         format!("{title} · {host}")
     };
     let stale = r.history.as_ref().map_or(0, |h| h.stale_after_seconds);
-    html::document(&title, r.now, stale, &b)
+    let root = crate::runlog::root_name(&r.backup_root);
+    html::document(&title, r.now, stale, Some(&root), &b)
 }
 
 fn word<T: serde::Serialize>(v: &T) -> String {

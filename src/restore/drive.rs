@@ -45,6 +45,20 @@ impl DriveBackup {
         self.dir.meta.is_some()
     }
 
+    /// Neither a `backup.json` nor an archive: an empty or junk directory named like a backup, not a backup (it
+    /// holds nothing to restore). `restore --list` shows no row for it.
+    pub fn holds_nothing(&self) -> bool {
+        !self.in_progress
+            && self.dir.meta.is_none()
+            && self.sets.is_empty()
+            && self
+                .dir
+                .path
+                .join(METADATA_FILE)
+                .symlink_metadata()
+                .is_err()
+    }
+
     pub fn set(&self, name: &str) -> Option<&DriveSet> {
         self.sets.iter().find(|s| s.name == name)
     }

@@ -110,6 +110,19 @@ pub fn gather(settings: &Settings, req: &Request) -> anyhow::Result<(Listing, Op
             d.notes = note_unusable(
                 (backups.iter_mut()).filter(|b| b.destination.as_deref() == Some(d.name.as_str())),
             );
+            if !d.not_backups.is_empty() {
+                d.notes.push(format!(
+                    "{} in {}/ {} neither {} nor an archive: not backups, not listed",
+                    crate::stdx::counted(d.not_backups.len() as u64, "directory", "directories"),
+                    layout::BACKUPS_DIR,
+                    if d.not_backups.len() == 1 {
+                        "holds"
+                    } else {
+                        "hold"
+                    },
+                    layout::METADATA_FILE
+                ));
+            }
         }
         listing.backups.extend(backups);
     }
@@ -216,9 +229,13 @@ pub struct ListedDestination {
     pub reason: Option<String>,
     pub backups: usize,
     /// What is said of the destination as a whole: how many more of its backups without usable `backup.json` are
-    /// listed than are noted one by one ([`note_unusable`]).
+    /// listed than are noted one by one ([`note_unusable`]), and how many directories are not backups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The directories named like a backup that hold neither `backup.json` nor an archive: not backups, not among
+    /// `backups` ([`not_backups`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_backups: Vec<String>,
 }
 
 /// The local part of a listing: snapshots grouped by stamp; and how many snapshots without usable metadata it does not
@@ -325,11 +342,7 @@ pub fn drive_backups(
                 Some((b.dir.name.as_str(), why))
             })
             .collect();
-        for b in &d.listing.backups {
-            // A backup still (or never finished) being written is no backup: never listed, never restored from.
-            if b.in_progress || d.only.as_ref().is_some_and(|o| *o != b.dir.name) {
-                continue;
-            }
+        for b in listed(d) {
             let mut notes: Vec<String> = b.dir.meta_error.iter().cloned().collect();
             // A backup it depends on (its `depends_on`, each set's `base`) that is not here, unverified or damaged:
             // it cannot be restored whole. (The chain's backups each name the whole chain in `depends_on`.)
@@ -408,6 +421,24 @@ pub fn drive_backups(
     out
 }
 
+/// The backups of `d` that `--list` shows (those `--drive DIR` names, when it names one): not one still (or never
+/// finished) being written, which is never restored from, nor a directory that holds nothing ([`not_backups`]).
+fn listed(d: &Drive) -> impl Iterator<Item = &super::drive::DriveBackup> {
+    (d.listing.backups.iter())
+        .filter(|b| !b.in_progress && !b.holds_nothing())
+        .filter(|b| d.only.as_ref().is_none_or(|o| *o == b.dir.name))
+}
+
+/// The directories of `d` named like a backup that hold neither `backup.json` nor an archive: not backups, so not
+/// listed; `--json` names each, the text counts them in one note.
+fn not_backups(d: &Drive) -> Vec<String> {
+    (d.listing.backups.iter())
+        .filter(|b| b.holds_nothing())
+        .filter(|b| d.only.as_ref().is_none_or(|o| *o == b.dir.name))
+        .map(|b| b.dir.name.clone())
+        .collect()
+}
+
 /// Keeps why a backup has no usable `backup.json` (an `unverified` one) noted on the newest
 /// [`crate::stdx::NAMED`] of one destination's `backups` only: a junk or messy drive or bucket may hold any number
 /// of them. Returns the destination's note counting the rest.
@@ -432,10 +463,7 @@ pub fn cloud_backups(
     let cloud = super::cloud::destination(settings, req)?;
     let (store, listing) = super::cloud::open(cloud)?;
     let stamps = listing.backups;
-    let latest = store
-        .get(&format!("{BACKUPS}{}", layout::LATEST_FILE))
-        .ok()
-        .and_then(|b| layout::parse_latest(&b));
+    let latest = crate::external::bucket::read_latest(&store);
     let mut out = Vec::new();
     for stamp in &stamps {
         let Some(time) = snapshot::parse_stamp(stamp) else {
@@ -503,6 +531,7 @@ pub fn cloud_backups(
         reason: None,
         backups: out.len(),
         notes: note_unusable(out.iter_mut()),
+        not_backups: Vec::new(),
     };
     Ok((out, destination))
 }
@@ -516,13 +545,9 @@ pub fn destinations(drives: &[Drive]) -> Vec<ListedDestination> {
             path: d.path.clone(),
             present: d.present(),
             reason: d.absent.clone(),
-            backups: d
-                .listing
-                .backups
-                .iter()
-                .filter(|b| !b.in_progress && d.only.as_ref().is_none_or(|o| *o == b.dir.name))
-                .count(),
+            backups: listed(d).count(),
             notes: Vec::new(),
+            not_backups: not_backups(d),
         })
         .collect()
 }

@@ -87,6 +87,9 @@ pub struct ImageSettings {
 pub struct ReportSettings {
     /// Where the page is regenerated after every run; `None` when `report.write` is false.
     pub path: Option<PathBuf>,
+    /// `path` is the default one, under the state directory every config of this user shares (no `report.path`):
+    /// a page another config drew there is left to it ([`crate::report::write_page`]).
+    pub shared: bool,
     /// Write `REPORT.html` on each drive the external phase used.
     pub drives: bool,
     /// Recent runs (and snapshots per set) shown.
@@ -105,6 +108,7 @@ impl ReportSettings {
     pub fn default_in(state_dir: &Path) -> ReportSettings {
         ReportSettings {
             path: Some(state_dir.join(Self::FILE_NAME)),
+            shared: true,
             drives: true,
             history: 30,
             listen: crate::config::Serve::DEFAULT_LISTEN
@@ -960,7 +964,10 @@ impl Builder<'_> {
         }
         out.path = match (&r.path, r.write) {
             (_, false) => None,
-            (Some(p), true) => self.path("/report/path".into(), p),
+            (Some(p), true) => {
+                out.shared = false;
+                self.path("/report/path".into(), p)
+            }
             (None, true) => Some(state_dir.join(ReportSettings::FILE_NAME)),
         };
         match r.serve.listen.parse::<std::net::SocketAddr>() {

@@ -589,6 +589,20 @@ pub fn complete_temp(
     mode: u32,
     text: &str,
 ) -> anyhow::Result<tempfile::NamedTempFile> {
+    let tmp = written_temp(dir, prefix, mode, text)?;
+    crate::interrupt::test_stop("temp-written");
+    crate::interrupt::check()?;
+    Ok(tmp)
+}
+
+/// [`complete_temp`] whatever the signals: for what a run already interrupted still writes as it ends (its status
+/// page, whose last run then says so).
+pub fn written_temp(
+    dir: &Path,
+    prefix: &str,
+    mode: u32,
+    text: &str,
+) -> anyhow::Result<tempfile::NamedTempFile> {
     use anyhow::Context as _;
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt;
@@ -603,8 +617,6 @@ pub fn complete_temp(
         .set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.write_all(text.as_bytes())?;
     tmp.as_file().sync_all()?;
-    crate::interrupt::test_stop("temp-written");
-    crate::interrupt::check()?;
     Ok(tmp)
 }
 

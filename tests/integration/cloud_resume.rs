@@ -805,6 +805,40 @@ fn a_killed_upload_is_left_to_its_config_by_another_of_the_same_set_name() {
     restores_whole(&t, "resumed", None);
 }
 
+/// The same config from two machines at once: the first run's upload is still going while the second (started
+/// later: a newer stamp) is promoted and names its backup in `backups/LATEST`; the first then ends. LATEST still
+/// names the newer backup (the older run read it first), and a run with a newer stamp still moves it on. Before: the run that ended last wrote its older stamp into LATEST, so another S3 client
+/// restoring "the latest" got the older backup.
+#[test]
+fn latest_never_moves_back_to_an_older_upload_that_ends_last() {
+    let Some((_g, s3, t)) = world() else { return };
+    let latest = || String::from_utf8_lossy(&s3.get("laptop/backups/LATEST")).into_owned();
+    let (child, older) = stop_after(&t, 3);
+    let second = on_the_same_prefix(&t, "root-b", "docs", "");
+    while chrono::Local::now().format("%Y-%m-%d-%H%M%S").to_string() <= older {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    as_config(&t, &second).args(["external"]).status(0);
+    let newer = latest().trim().to_string();
+    assert!(newer > older, "{newer} {older}");
+    let (code, stderr) = go_on(child);
+    assert_eq!(code, Some(0), "the older upload was promoted: {stderr}");
+    assert!(objects_of(&s3, &older).contains(&"backup.json".to_string()));
+    assert_eq!(
+        latest(),
+        format!("{newer}\n"),
+        "LATEST stays on the newer backup"
+    );
+
+    // A later run of the first machine moves it on (with -v: what it did with LATEST).
+    t.write("home/later.txt", "later\n");
+    t.cmd().args(["collect"]).status(0);
+    let out = t.cmd().args(["-v", "external"]).status(0);
+    let newest = latest().trim().to_string();
+    assert!(newest > newer, "{newest} {newer}: {}", out.stderr);
+    out.stderr_has("LATEST updated");
+}
+
 /// The same config run from two machines at once (they share no lock): the second run (here another backup root
 /// on this machine) leaves the first one's upload, still going, alone, and the first is promoted. An upload whose
 /// marker names another host that wrote under its stamp lately is left alone too (its dry run says so), whoever's

@@ -581,15 +581,17 @@ fn a_latest_that_cannot_be_updated_after_a_verified_backup_is_a_warning() {
     );
 }
 
-/// 40 directories named like a backup without `backup.json` (a junk or messy drive): `restore --list` and
-/// `external --dry-run` name ten of them, each with why, and count the rest in one note. Before: a note each (7,320
-/// notes for 20,000 directories on a junk drive).
+/// 40 directories named like a backup without `backup.json`, each holding an archive (a junk or messy drive):
+/// `restore --list` and `external --dry-run` name ten of them, each with why, and count the rest in one note.
+/// Before: a note each (7,320 notes for 20,000 directories on a junk drive).
 #[test]
 fn directories_without_backup_json_are_named_ten_then_counted() {
     let t = world(&["T9"]);
     t.cmd().args(["external"]).status(0);
     for i in 0..40 {
-        fs::create_dir(t.path(&format!("T9/backups/2020-01-01-0000{i:02}"))).unwrap();
+        let dir = t.path(&format!("T9/backups/2020-01-01-0000{i:02}"));
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("data.tar"), "junk").unwrap();
     }
     let out = t.cmd().args(["restore", "--list"]).status(0);
     assert_clean(&out);
@@ -612,6 +614,62 @@ fn directories_without_backup_json_are_named_ten_then_counted() {
     out.stdout_has(
         "keep      30 more directories in backups/ without usable backup.json, kept, never touched",
     );
+}
+
+/// Directories named like a backup holding neither a `backup.json` nor an archive (empty, or junk: a junk drive
+/// may hold thousands) are not backups: `restore --list` shows no row for them, one note on the drive counts them,
+/// the drive's count of backups leaves them out, and `--json` names each under the drive's `not_backups`, not among
+/// `backups`. A directory with an archive and no `backup.json` is still a row (`unverified`, restorable when named).
+/// Before: one `0 B unverified` row with no set per such directory, each counted as a backup of the drive.
+#[test]
+fn a_directory_with_neither_backup_json_nor_an_archive_is_not_listed_as_a_backup() {
+    let t = world(&["T9"]);
+    t.cmd().args(["external"]).status(0);
+    let empty = [
+        "2020-01-01-000000",
+        "2020-01-02-000000",
+        "2020-01-03-000000",
+    ];
+    for stamp in empty {
+        fs::create_dir(t.path(&format!("T9/backups/{stamp}"))).unwrap();
+    }
+    fs::write(t.path("T9/backups/2020-01-03-000000/notes.txt"), "junk").unwrap();
+    let archived = t.path("T9/backups/2020-02-01-000000");
+    fs::create_dir(&archived).unwrap();
+    fs::write(archived.join("data.tar"), "junk").unwrap();
+
+    let out = t.cmd().args(["restore", "--list"]).status(0);
+    assert_clean(&out);
+    for stamp in empty {
+        assert!(!out.stdout.contains(stamp), "{stamp}: {}", out.stdout);
+    }
+    assert!(!out.stdout.contains(" 0 B "), "{}", out.stdout);
+    out.stdout_has("2020-02-01-000000")
+        .stdout_has("T9: present at")
+        .stdout_has("2 backups")
+        .stdout_has(
+            "note: 3 directories in backups/ hold neither backup.json nor an archive: not backups, not listed",
+        );
+
+    let json: serde_json::Value = t
+        .cmd()
+        .args(["--json", "restore", "--list"])
+        .output()
+        .json();
+    crate::json::assert_valid("restore-list", &json);
+    let stamps: Vec<&str> = json["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["stamp"].as_str())
+        .collect();
+    for stamp in empty {
+        assert!(!stamps.contains(&stamp), "{stamp}: {json:#}");
+    }
+    assert!(stamps.contains(&"2020-02-01-000000"), "{json:#}");
+    let d = &json["destinations"][0];
+    assert_eq!(d["backups"], 2, "{d:#}");
+    assert_eq!(d["not_backups"], serde_json::json!(empty), "{d:#}");
 }
 
 /// 30 directories named like a backup, each holding a `data.tar` and no index (a junk drive): `find` warns of ten of

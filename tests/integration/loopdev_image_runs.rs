@@ -1543,6 +1543,47 @@ fn refused_before_writing(t: &Test, stamp: &str, why: &str) {
     assert_eq!(allocated(&new), 0, "nothing was written onto the target");
 }
 
+/// An image backup whose backup.json says it was not verified (its run did not finish checking what it wrote) is
+/// never restored: refused before anything is written, saying why and what to do. One whose backup.json names an
+/// image twice is refused as that, not as "damaged". Before: the unverified backup was restored without a word
+/// (`find_backup` looked for a backup.json only), and the second of two records of one name was checked against the
+/// first's length and sha256, so the restore said the image "is damaged".
+#[test]
+fn t9_an_unverified_image_backup_and_one_naming_an_image_twice_are_refused_before_writing() {
+    if !require() {
+        return;
+    }
+    let (t, _t9, meta, dir, _image) = imaged_root();
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    let refused = |why: &str| {
+        let out = t
+            .cmd()
+            .args(["image", "restore", "--from", &meta.stamp, "--to"])
+            .args([&new])
+            .status(1);
+        out.stderr_has(why);
+        assert!(!out.stderr.contains("damaged"), "{}", out.stderr);
+        assert_eq!(allocated(&new), 0, "nothing was written onto the target");
+    };
+    let mut m = meta.clone();
+    m.verified = false;
+    forge_meta(&dir, &m);
+    refused(&format!(
+        "backup {} ({}): its backup.json says it was not verified; an image restore writes whole disks from a \
+         verified backup only: choose another (`dbackup restore --list` shows them)",
+        meta.stamp,
+        dir.display()
+    ));
+
+    let mut m = meta.clone();
+    let images = &mut m.system.as_mut().unwrap().images;
+    let first = images[0].name.clone();
+    images[1].name = first.clone();
+    forge_meta(&dir, &m);
+    refused(&format!("system.images[1].name \"{first}\" appears twice"));
+}
+
 /// A backup.json that names the root's ext4 image a vfat one (its image, length and sha256 untouched) is refused
 /// before anything is written: the image's own header says which filesystem it holds. Before, partclone.fat
 /// restored the ext4 image onto the target without a word, and only the fsck after it failed (exit 1, the target

@@ -562,17 +562,20 @@ fn a_signal_at_backups_first_write_leaves_nothing_on_the_drive() {
     assert_logged(&t, "backup", "SIGTERM", 143);
 }
 
-/// SIGTERM (and SIGINT) to `keygen`, `config init` and `systemd render --out` right after each wrote its complete
-/// temporary file, before its rename: the temporary is removed, nothing is at the final name, and the run ends with
-/// one line, 128 + the signal. Before: these commands kept the signals' default action, so the signal killed them
-/// there and left the temporary beside the file until the next run of the same command (for `keygen`,
-/// `.key.txt.tmp-<pid>-<random>`: a whole secret age identity). (`DBACKUP_TEST_STOP` stops the process at that point,
-/// debug builds only.)
+/// SIGTERM (and SIGINT) to `keygen`, `config init`, `systemd render --out` and `report --out` right after each wrote
+/// its complete temporary file, before its rename: the temporary is removed, nothing is at the final name, and the
+/// run ends with one line, 128 + the signal. Before: these commands kept the signals' default action, so the signal
+/// killed them there and left the temporary beside the file until the next run of the same command (for `keygen`,
+/// `.key.txt.tmp-<pid>-<random>`: a whole secret age identity; for `report --out`, `.page.html.tmp-<pid>`).
+/// `image kit --out DIR` signalled with its kit written into DIR: the kit's files are removed (DIR too when the run
+/// made it; another file in DIR stays). Before: the partial kit stayed in DIR. (`DBACKUP_TEST_STOP` stops the
+/// process at that point, debug builds only.)
 #[test]
 fn a_signal_before_a_files_rename_leaves_no_temporary() {
     let t = Test::new().config(&config(""));
-    let writers: [(&str, &[&str], &str); 3] = [
+    let writers: [(&str, &[&str], &str); 4] = [
         ("keygen", &["keygen", "--out"], "key.txt"),
+        ("report", &["report", "--out"], "page.html"),
         ("config init", &["config", "init"], "new.json"),
         (
             "systemd render",
@@ -644,6 +647,47 @@ fn a_signal_before_a_files_rename_leaves_no_temporary() {
             0,
             "image kit ({name}): its temporary directory is removed"
         );
+        // `image kit --out DIR`: into a new directory (SIGTERM), and into one holding another file (SIGINT).
+        let out = t.path(&format!("kit-{name}"));
+        if sig == libc::SIGINT {
+            fs::create_dir_all(&out).unwrap();
+            fs::write(out.join("mine.txt"), "not the kit's").unwrap();
+        }
+        let child = t
+            .cmd()
+            .env("DBACKUP_TEST_STOP", "kit-written")
+            .args(["image", "kit", "--out"])
+            .args([&out])
+            .spawn();
+        crate::fixtures::drive::wait_stopped(child.id());
+        let held = || -> Vec<String> {
+            let mut names: Vec<String> = fs::read_dir(&out)
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            names.sort();
+            names
+        };
+        assert!(
+            held().iter().any(|n| n == "RESTORE-SYSTEM.md"),
+            "image kit --out: stopped with its kit written: {:?}",
+            held()
+        );
+        let (code, stderr) = continue_with(child, sig);
+        assert_eq!(code, 128 + sig, "image kit --out ({name}): {stderr}");
+        assert_one_line(&stderr, name);
+        if sig == libc::SIGINT {
+            assert_eq!(held(), ["mine.txt"], "image kit --out ({name})");
+        } else {
+            assert!(
+                !out.exists(),
+                "image kit --out ({name}): the directory it made is removed: {:?}",
+                held()
+            );
+        }
     }
 }
 

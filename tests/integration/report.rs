@@ -379,6 +379,113 @@ fn the_page_is_regenerated_after_every_run() {
     assert!(!t.path("state/dbackup/report.html").exists());
 }
 
+/// Two configs of one user (other backup roots) share the state directory, so the page's default path too. The page
+/// records the backup root it was drawn for (a `<meta>` and its top line), and a run of config B leaves a page
+/// there that config A drew: one line on stderr saying whose it is and what to do, the run's exit unchanged;
+/// `report` without `--out` refuses (exit 1) and writes nothing. An explicit `report.path` (even that very path) or
+/// `report --out` writes where told, and a page of an older version (no root recorded) is replaced as before.
+/// Before: B's run replaced A's page silently, so the page showed whichever config ran last.
+#[test]
+fn another_configs_page_at_the_default_path_is_left_to_it() {
+    let t = Test::new();
+    t.write("a-docs/a", "a");
+    t.write("b-docs/b", "b");
+    let config = |root: &str, docs: &str, extra: &str| {
+        format!(
+            r#"{{ "backup_root": "{root}", "image": {{ "kit": false }},
+                 "backup_sets": [ {{ "name": "docs", "sources": ["{docs}"] }} ]{extra} }}"#
+        )
+    };
+    let a = t.write(
+        "a.json",
+        t.expand(&config("{tmp}/root-a", "{tmp}/a-docs", "")),
+    );
+    let t = t.config(&config("{root}", "{tmp}/b-docs", ""));
+    let with_a = || {
+        t.cmd()
+            .no_config()
+            .args(["--config".as_ref(), a.as_os_str()])
+    };
+    let page_path = t.path("state/dbackup/report.html");
+    let root_a = t.path("root-a").display().to_string();
+
+    with_a().args(["collect"]).status(0);
+    let theirs = fs::read_to_string(&page_path).unwrap();
+    assert!(
+        theirs.contains(&format!(
+            "<meta name=\"dbackup-backup-root\" content=\"{root_a}\">"
+        )),
+        "the page records its backup root: {theirs}"
+    );
+    let top = theirs.split("</header>").next().unwrap_or_default();
+    assert!(
+        top.contains(&format!("backup root {root_a}")),
+        "the root shown at the top: {top}"
+    );
+
+    let said = format!(
+        "the status page at {} is another config's (backup root {root_a}); set report.path in this config to have \
+         its own",
+        page_path.display()
+    );
+    let out = t.cmd().args(["collect"]).status(0);
+    out.stderr_has(&said);
+    assert_eq!(
+        out.stderr.matches("status page").count(),
+        1,
+        "one line: {}",
+        out.stderr
+    );
+    assert_eq!(
+        fs::read_to_string(&page_path).unwrap(),
+        theirs,
+        "A's page is left as it was"
+    );
+    let out = t.cmd().args(["report"]).status(1);
+    out.stderr_has(&said);
+    assert_eq!(fs::read_to_string(&page_path).unwrap(), theirs);
+    // `--out` writes where told.
+    let own = t.path("b.html");
+    t.cmd().args(["report", "--out"]).args([&own]).status(0);
+    assert!(
+        fs::read_to_string(&own)
+            .unwrap()
+            .contains(&format!("backup root {}", t.root().display()))
+    );
+    // A's own next run replaces it.
+    with_a().args(["report"]).status(0);
+    assert!(fs::read_to_string(&page_path).unwrap().contains(&root_a));
+
+    // An explicit report.path, even the default one, writes where told.
+    let t = t.config(&config(
+        "{root}",
+        "{tmp}/b-docs",
+        r#", "report": { "path": "{tmp}/state/dbackup/report.html" }"#,
+    ));
+    let out = t.cmd().args(["collect"]).status(0);
+    assert!(!out.stderr.contains("another config's"), "{}", out.stderr);
+    let ours = fs::read_to_string(&page_path).unwrap();
+    assert!(
+        ours.contains(&format!("backup root {}", t.root().display())),
+        "{ours}"
+    );
+
+    // A page of an older version (no root recorded) is replaced at the default path, as before.
+    let t = t.config(&config("{root}", "{tmp}/b-docs", ""));
+    fs::write(
+        &page_path,
+        "<!DOCTYPE html>\n<html><head><meta name=\"generator\" content=\"dbackup 0.0.9\"></head></html>\n",
+    )
+    .unwrap();
+    let out = t.cmd().args(["collect"]).status(0);
+    assert!(!out.stderr.contains("another config's"), "{}", out.stderr);
+    assert!(
+        fs::read_to_string(&page_path)
+            .unwrap()
+            .contains("dbackup-backup-root")
+    );
+}
+
 /// The external phase writes REPORT.html next to backups/ on the drive: replacing a symlink the drive holds, never
 /// writing through it; an encrypted set's file names and sources are not on it. (Before: no page on the drive.)
 #[test]
