@@ -603,27 +603,9 @@ pub fn kit_to_dir(
         encrypted: false,
         generated: &generated,
     });
-    let rec = drive_layout::write_new_file(&dir, layout::RESTORE_DOC, text.as_bytes())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    pieces.push(layout::KitRecord {
-        name: layout::RESTORE_DOC.into(),
-        source: "generated from the kit".into(),
-        status: "ok".into(),
-        note: None,
-        file: Some(rec),
-    });
-    let mut bytes =
-        serde_json::to_vec_pretty(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?;
-    bytes.push(b'\n');
-    let rec = drive_layout::write_new_file(&dir, layout::KIT_MANIFEST, &bytes)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    pieces.push(layout::KitRecord {
-        name: layout::KIT_MANIFEST.into(),
-        source: "generated: every piece and where it came from".into(),
-        status: "ok".into(),
-        note: None,
-        file: Some(rec),
-    });
+    k.write_generated(&mut pieces, &text, |name, bytes| {
+        drive_layout::write_new_file(&dir, name, bytes).map_err(|e| anyhow::anyhow!("{e}"))
+    })?;
     Ok((k, pieces))
 }
 
