@@ -307,23 +307,35 @@ pub fn last_snapshot_under(records: &[RunRecord], root: &Path) -> Option<PathBuf
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(n: u8) -> RunRecord {
-        let now = chrono::Local::now().fixed_offset();
+    /// A run of `command` that started and finished `at`, ended with `exit` and `sets`, and no error (pid 1, version
+    /// "0", no backup root named).
+    pub(crate) fn record_at(
+        command: &str,
+        at: DateTime<FixedOffset>,
+        exit: u8,
+        sets: serde_json::Value,
+    ) -> RunRecord {
         RunRecord {
-            command: "collect".into(),
-            started: now,
-            finished: now,
-            exit: n,
+            command: command.into(),
+            started: at,
+            finished: at,
+            exit,
             error: None,
             pid: 1,
             dbackup_version: "0".into(),
-            sets: serde_json::json!([{ "set": "data", "pad": "x".repeat(1000) }]),
+            sets,
             interrupted: None,
             backup_root: None,
         }
+    }
+
+    fn record(n: u8) -> RunRecord {
+        let now = chrono::Local::now().fixed_offset();
+        let sets = serde_json::json!([{ "set": "data", "pad": "x".repeat(1000) }]);
+        record_at("collect", now, n, sets)
     }
 
     /// The newest run's snapshot under the root, collect's or external's, never a path elsewhere or not a stamp.
