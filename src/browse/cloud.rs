@@ -10,7 +10,7 @@ use chrono::NaiveDateTime;
 use super::{Content, SetBackup};
 use crate::archive::ArchiveFiles;
 use crate::cloud::{Objects, Store};
-use crate::exit::{CodedError, Exit};
+use crate::exit::{CodedError, Exit, failed};
 use crate::external::bucket::BACKUPS;
 use crate::external::layout;
 use crate::restore::select::Kept;
@@ -36,10 +36,6 @@ impl CloudScope {
     pub fn requests(&self) -> u64 {
         crate::external::bucket::requests_of(&self.store)
     }
-}
-
-fn failed(msg: impl Into<String>) -> anyhow::Error {
-    CodedError::new(Exit::Failed, msg).into()
 }
 
 /// The cloud destination named, or the first by priority.

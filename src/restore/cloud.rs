@@ -17,7 +17,7 @@ use crate::archive::FileRecord;
 use crate::archive::crypt::decode_head;
 use crate::archive::{ArchiveFiles, Keys};
 use crate::cloud::{Objects, Store};
-use crate::exit::{CodedError, Exit};
+use crate::exit::{CodedError, Exit, failed};
 use crate::external::bucket::{BACKUPS, CloudListing};
 use crate::external::layout::{self, BackupMeta};
 use crate::external::retention::{OwnSet, Owner, recorded_paths};
@@ -181,10 +181,6 @@ fn remote_files(records: &[FileRecord], objects: &Arc<Objects>) -> ArchiveFiles 
             .collect(),
         objects.clone(),
     )
-}
-
-fn failed(msg: impl Into<String>) -> anyhow::Error {
-    CodedError::new(Exit::Failed, msg).into()
 }
 
 /// The cloud destination `--source cloud[:NAME]` names: the one named, or the only one / the first by priority.
