@@ -8,7 +8,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -171,10 +171,7 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// Appends one record (creating `state_dir` 0700 if needed), rotating the file first when it is too big; one run at
 /// a time ([`crate::stdx::locked`]).
 pub fn append(state_dir: &Path, record: &RunRecord) -> io::Result<PathBuf> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)?;
+    crate::stdx::fs::create_private_dir(state_dir)?;
     let path = path(state_dir);
     let record = RunRecord {
         sets: bounded(record.sets.clone()),

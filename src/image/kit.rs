@@ -270,14 +270,10 @@ pub fn read_cache(state_dir: &Path) -> KitCache {
 /// Writes what `kit` collected or reused into `state_dir`'s cache (0600, temporary name then rename); nothing when
 /// the kit has nothing to cache.
 pub fn save_cache(state_dir: &Path, kit: &Kit) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
     if kit.cache.pieces.is_empty() {
         return Ok(());
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)?;
+    crate::stdx::fs::create_private_dir(state_dir)?;
     let text = serde_json::to_vec(&KitCache {
         format: 1,
         pieces: kit.cache.pieces.clone(),

@@ -570,11 +570,7 @@ pub fn kit_to_dir(
     settings: Option<&Settings>,
     out: &Path,
 ) -> anyhow::Result<(kit::Kit, Vec<layout::KitRecord>)> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(out)
+    crate::stdx::fs::create_private_dir(out)
         .with_context(|| format!("cannot create {}", out.display()))?;
     let dir = crate::stdx::fs::Dir::open(out).map_err(|e| anyhow::anyhow!("{e}"))?;
     let k = kit::collect();

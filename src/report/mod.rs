@@ -49,18 +49,13 @@ pub fn page(settings: &Settings, now: DateTime<FixedOffset>, look: Look) -> Stri
 /// Writes `html` to `path` (its directory created owner-only when missing) under a temporary name renamed into place.
 pub fn write_file(path: &Path, html: &str) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| {
-                format!(
-                    "cannot write the status page {}: cannot create {}",
-                    path.display(),
-                    dir.display()
-                )
-            })?;
+        crate::stdx::fs::create_private_dir(dir).with_context(|| {
+            format!(
+                "cannot write the status page {}: cannot create {}",
+                path.display(),
+                dir.display()
+            )
+        })?;
     }
     crate::snapshot::write_atomic(path, html.as_bytes(), 0o600).map_err(|e| {
         let why = match &e {
