@@ -429,11 +429,7 @@ fn fetch_base(
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("no base"))?;
     let rec = listing
-        .backups
-        .iter()
-        .find(|b| &b.name == base)
-        .and_then(|b| b.meta.as_ref())
-        .and_then(|m| m.sets.iter().find(|s| s.set == set))
+        .set_record(base, set)
         .ok_or_else(|| anyhow::anyhow!("it holds no set {set}"))?;
     let [index] = rec.index.as_slice() else {
         anyhow::bail!("its index is not one object");

@@ -537,11 +537,7 @@ pub(crate) fn open_base(
     let a = (set, choice);
     {
         let rec = listing
-            .backups
-            .iter()
-            .find(|b| &b.name == base)
-            .and_then(|b| b.meta.as_ref())
-            .and_then(|m| m.sets.iter().find(|s| s.set == a.0))
+            .set_record(base, a.0)
             .ok_or_else(|| anyhow::anyhow!("it holds no set {}", a.0))?;
         let [index] = rec.index.as_slice() else {
             anyhow::bail!("its index is not one file");
