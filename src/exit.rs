@@ -116,6 +116,16 @@ impl CodedError {
     }
 }
 
+/// An error of the user's words (exit 2), at the edges.
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    CodedError::new(Exit::Usage, msg).into()
+}
+
+/// A plain failure (exit 1) with this message, at the edges.
+pub fn failed(msg: impl Into<String>) -> anyhow::Error {
+    CodedError::new(Exit::Failed, msg).into()
+}
+
 impl ExitCoded for CodedError {
     fn exit(&self) -> Exit {
         self.code

@@ -8,7 +8,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -171,10 +171,7 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// Appends one record (creating `state_dir` 0700 if needed), rotating the file first when it is too big; one run at
 /// a time ([`crate::stdx::locked`]).
 pub fn append(state_dir: &Path, record: &RunRecord) -> io::Result<PathBuf> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)?;
+    crate::stdx::fs::create_private_dir(state_dir)?;
     let path = path(state_dir);
     let record = RunRecord {
         sets: bounded(record.sets.clone()),
@@ -307,23 +304,35 @@ pub fn last_snapshot_under(records: &[RunRecord], root: &Path) -> Option<PathBuf
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(n: u8) -> RunRecord {
-        let now = chrono::Local::now().fixed_offset();
+    /// A run of `command` that started and finished `at`, ended with `exit` and `sets`, and no error (pid 1, version
+    /// "0", no backup root named).
+    pub(crate) fn record_at(
+        command: &str,
+        at: DateTime<FixedOffset>,
+        exit: u8,
+        sets: serde_json::Value,
+    ) -> RunRecord {
         RunRecord {
-            command: "collect".into(),
-            started: now,
-            finished: now,
-            exit: n,
+            command: command.into(),
+            started: at,
+            finished: at,
+            exit,
             error: None,
             pid: 1,
             dbackup_version: "0".into(),
-            sets: serde_json::json!([{ "set": "data", "pad": "x".repeat(1000) }]),
+            sets,
             interrupted: None,
             backup_root: None,
         }
+    }
+
+    fn record(n: u8) -> RunRecord {
+        let now = chrono::Local::now().fixed_offset();
+        let sets = serde_json::json!([{ "set": "data", "pad": "x".repeat(1000) }]);
+        record_at("collect", now, n, sets)
     }
 
     /// The newest run's snapshot under the root, collect's or external's, never a path elsewhere or not a stamp.

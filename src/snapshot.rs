@@ -20,7 +20,7 @@
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, FixedOffset, NaiveDateTime};
@@ -661,11 +661,7 @@ pub fn holds_any_snapshot(root: &Path) -> bool {
 
 /// Creates a directory with mode 0700 (and its missing parents).
 pub fn create_private_dir(path: &Path) -> Result<(), SnapshotError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(io_err("create", path))
+    crate::stdx::fs::create_private_dir(path).map_err(io_err("create", path))
 }
 
 /// A stamp no snapshot of `sets` in `root` already has: `now()`, or, when a run of one of these sets already

@@ -805,6 +805,16 @@ pub(crate) mod tests {
         w.finish().unwrap()
     }
 
+    /// The plaintext of `ct` opened with `keys` (`name`: the file it came from).
+    fn decrypt(keys: &Keys, ct: &[u8], name: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        keys.open(Cursor::new(ct), name)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
     pub(crate) fn keys_for(id: &age::x25519::Identity, dir: &Path) -> Keys {
         let path = dir.join("key.txt");
         std::fs::write(
@@ -966,12 +976,7 @@ pub(crate) mod tests {
         let mut to = many;
         to.push(id.to_public().to_string().parse().unwrap());
         let ct = encrypt(&EncryptTo::Recipients(to), b"hello");
-        let mut out = Vec::new();
-        keys.open(Cursor::new(&ct), "m.tar.age")
-            .unwrap()
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, b"hello");
+        assert_eq!(decrypt(&keys, &ct, "m.tar.age"), b"hello");
     }
 
     #[test]
@@ -1015,12 +1020,7 @@ pub(crate) mod tests {
         let ct = encrypt(&to, b"secret data");
         let mut k = Keys::new();
         k.add_passphrase(SecretString::from("correct horse".to_string()));
-        let mut out = Vec::new();
-        k.open(Cursor::new(&ct), "p.age")
-            .unwrap()
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, b"secret data");
+        assert_eq!(decrypt(&k, &ct, "p.age"), b"secret data");
         // Opened again (restore opens each file several times): scrypt ran once.
         k.open(Cursor::new(&ct), "p.age").unwrap();
         let derived = k

@@ -871,17 +871,7 @@ pub fn stored_digest_of(
     let mut h = Sha256::new();
     h.update(map.encode_v1());
     let mut data = SegmentsReader::new(file, &map);
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match data.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..n]);
-        bytes(n as u64);
-    }
+    crate::stdx::hash_into(&mut h, &mut data, &mut vec![0u8; 1 << 20], &mut *bytes)?;
     bytes(map.hole_bytes());
     Ok(Some(Digest::of(h)))
 }

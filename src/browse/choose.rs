@@ -3,16 +3,12 @@
 
 use std::path::Path;
 
-use crate::exit::{CodedError, Exit};
+use crate::exit::failed;
 use crate::external::retention::{OwnSet, Owner, recorded_paths};
 use crate::restore::choose::{self, Standing};
 use crate::restore::select::{self, DateQuery};
 
 use super::SetBackup;
-
-fn failed(msg: impl Into<String>) -> anyhow::Error {
-    CodedError::new(Exit::Failed, msg).into()
-}
 
 /// The sets to list: local, each set's snapshot chosen by the date; on a drive, one backup's sets. The backup a date
 /// means is the one `restore --date` reads (`restore::choose::by_date`: unverified or unreadable backups only when

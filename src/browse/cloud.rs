@@ -10,12 +10,12 @@ use chrono::NaiveDateTime;
 use super::{Content, SetBackup};
 use crate::archive::ArchiveFiles;
 use crate::cloud::{Objects, Store};
-use crate::exit::{CodedError, Exit};
+use crate::exit::failed;
 use crate::external::bucket::BACKUPS;
 use crate::external::layout;
 use crate::restore::select::Kept;
 use crate::restore::select::{self, DateQuery};
-use crate::settings::{CloudSettings, Settings};
+use crate::settings::Settings;
 use crate::snapshot;
 
 /// A cloud destination's backups to look into, and what reading their indexes costs.
@@ -38,41 +38,6 @@ impl CloudScope {
     }
 }
 
-fn failed(msg: impl Into<String>) -> anyhow::Error {
-    CodedError::new(Exit::Failed, msg).into()
-}
-
-/// The cloud destination named, or the first by priority.
-pub fn destination<'a>(
-    settings: &'a Settings,
-    name: Option<&str>,
-) -> anyhow::Result<&'a CloudSettings> {
-    let names: Vec<&str> = settings.clouds.iter().map(|c| c.name.as_str()).collect();
-    let found = match name {
-        Some(n) => settings.cloud(n),
-        None => {
-            let mut clouds: Vec<&CloudSettings> = settings.clouds.iter().collect();
-            clouds.sort_by_key(|c| std::cmp::Reverse(c.priority));
-            clouds.first().copied()
-        }
-    };
-    found.ok_or_else(|| {
-        CodedError::new(
-            Exit::Usage,
-            match (name, names.is_empty()) {
-                (_, true) => "the config has no cloud destination (a destination with \"kind\": \"s3\" or \"b2\")"
-                    .to_string(),
-                (Some(n), false) => format!(
-                    "there is no cloud destination named {n:?}; the config has: {}",
-                    names.join(", ")
-                ),
-                (None, false) => unreachable!("a config with cloud destinations has a first"),
-            },
-        )
-        .into()
-    })
-}
-
 /// The backups of cloud destination `name` (each set of each, oldest first); `pick`: only the backup that date
 /// picks (`ls`); `set`: only that set.
 pub fn catalog(
@@ -81,7 +46,7 @@ pub fn catalog(
     set: Option<&str>,
     pick: Option<DateQuery>,
 ) -> anyhow::Result<CloudScope> {
-    let cloud = destination(settings, name)?;
+    let cloud = crate::restore::cloud::destination(settings, name)?;
     let env = crate::expand::Env::from_process();
     let store = Arc::new(Store::open(cloud, &env, chrono::Local::now().time())?);
     let (listing, _) = crate::external::bucket::list(&store, false)?;

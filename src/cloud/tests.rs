@@ -75,20 +75,24 @@ fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
+/// 20 MiB of [`pattern`] uploaded to `key` as an archive, streamed in writes of 1 MiB (three parts); its bytes.
+fn streamed(store: &std::sync::Arc<Store>, key: &str) -> Vec<u8> {
+    let data = pattern(20 << 20);
+    let mut up = store.upload(key, ObjectClass::Archive, None).unwrap();
+    for chunk in data.chunks(1 << 20) {
+        up.write_all(chunk).unwrap();
+    }
+    assert_eq!(up.finish().unwrap(), data.len() as u64, "{key}");
+    data
+}
+
 /// A 20 MiB streamed upload (three parts, each with its CRC32C checked by Garage) lists with its size under the
 /// prefix, reads back byte for byte, and a ranged read in the middle costs one HEAD and one GET.
 #[test]
 fn a_streamed_upload_reads_back_and_a_ranged_read_costs_one_head_and_one_get() {
     let Some(g) = garage() else { return };
     let store = open(&g);
-    let data = pattern(20 << 20);
-    let mut up = store
-        .upload("backups/s1/data.tar", ObjectClass::Archive, None)
-        .unwrap();
-    for chunk in data.chunks(1 << 20) {
-        up.write_all(chunk).unwrap();
-    }
-    assert_eq!(up.finish().unwrap(), data.len() as u64);
+    let data = streamed(&store, "backups/s1/data.tar");
     store
         .put("backups/s1/backup.json", b"{}", ObjectClass::Metadata)
         .unwrap();
@@ -140,14 +144,7 @@ fn a_streamed_upload_reads_back_and_a_ranged_read_costs_one_head_and_one_get() {
 fn a_ranged_reader_costs_one_get_per_jump_and_few_in_order() {
     let Some(g) = garage() else { return };
     let store = open(&g);
-    let data = pattern(20 << 20);
-    let mut up = store
-        .upload("backups/s3/data.tar", ObjectClass::Archive, None)
-        .unwrap();
-    for chunk in data.chunks(1 << 20) {
-        up.write_all(chunk).unwrap();
-    }
-    up.finish().unwrap();
+    let data = streamed(&store, "backups/s3/data.tar");
     let len = data.len() as u64;
 
     let before = store.requests();

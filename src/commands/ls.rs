@@ -6,7 +6,7 @@
 
 use crate::browse::{self, Content, LsBackup, LsOutput, Scope, Shown};
 use crate::cli::{GlobalArgs, LsArgs};
-use crate::exit::{CodedError, Exit};
+use crate::exit::{Exit, failed, usage};
 use crate::expand::Env;
 use crate::external::retention::OwnSet;
 use crate::restore::keys::KeyRing;
@@ -14,14 +14,6 @@ use crate::restore::select::Kept;
 use crate::restore::select::{self, DateQuery};
 use crate::stdx::show;
 use crate::ui::Ui;
-
-fn usage(msg: impl Into<String>) -> anyhow::Error {
-    CodedError::new(Exit::Usage, msg).into()
-}
-
-fn failed(msg: impl Into<String>) -> anyhow::Error {
-    CodedError::new(Exit::Failed, msg).into()
-}
 
 pub fn run(global: &GlobalArgs, args: LsArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();

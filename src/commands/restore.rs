@@ -20,7 +20,7 @@
 use std::path::PathBuf;
 
 use crate::cli::{GlobalArgs, RestoreArgs};
-use crate::exit::{CodedError, Exit};
+use crate::exit::{Exit, failed, usage};
 use crate::expand::Env;
 use crate::restore::catalog;
 use crate::restore::choose::{self, Chosen, Prepared};
@@ -40,14 +40,6 @@ pub fn run(global: &GlobalArgs, args: RestoreArgs) -> anyhow::Result<Exit> {
     let env = Env::from_process();
     let settings = super::load_settings(global)?;
     run_with_settings(&settings, &env, &args)
-}
-
-fn usage(msg: impl Into<String>) -> anyhow::Error {
-    CodedError::new(Exit::Usage, msg).into()
-}
-
-fn failed(msg: impl Into<String>) -> anyhow::Error {
-    CodedError::new(Exit::Failed, msg).into()
 }
 
 /// Everything after loading the settings.

@@ -186,6 +186,20 @@ impl ArchiveChoice {
             reason: reason.into(),
         }
     }
+
+    /// The local snapshot in `backup_root` the base was made from, when it is still there. Its name comes from the
+    /// drive or the bucket: used only when it is exactly `set`'s snapshot name (`<set>-<stamp>`).
+    pub(crate) fn base_snapshot_in(
+        &self,
+        set: &str,
+        backup_root: &std::path::Path,
+    ) -> Option<std::path::PathBuf> {
+        self.base_snapshot
+            .as_deref()
+            .filter(|n| crate::snapshot::parse_snapshot_name(set, n).is_some())
+            .map(|n| backup_root.join(n))
+            .filter(|p| p.is_dir())
+    }
 }
 
 /// Why an archive is full when incrementals are not enabled (the dry run does not repeat it for every archive).

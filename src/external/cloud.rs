@@ -26,7 +26,6 @@ use super::sets::{ArchiveTarget, SetAction, SetPlan};
 use crate::archive::{self, EncryptionRecord, NoProgress};
 use crate::cloud::{Store, Unfinished};
 use crate::settings::CloudSettings;
-use crate::snapshot;
 use crate::ui::Ui;
 
 /// A selected cloud destination: its settings, the store opened on it, and what it holds (or why it could not be
@@ -430,11 +429,7 @@ fn fetch_base(
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("no base"))?;
     let rec = listing
-        .backups
-        .iter()
-        .find(|b| &b.name == base)
-        .and_then(|b| b.meta.as_ref())
-        .and_then(|m| m.sets.iter().find(|s| s.set == set))
+        .set_record(base, set)
         .ok_or_else(|| anyhow::anyhow!("it holds no set {set}"))?;
     let [index] = rec.index.as_slice() else {
         anyhow::bail!("its index is not one object");
@@ -489,16 +484,7 @@ pub(super) fn incremental_base(
     choice: &super::chain::ArchiveChoice,
     backup_root: &std::path::Path,
 ) -> crate::archive::incremental::IncrementalBase {
-    // A name from the bucket: used only when it is this set's snapshot name (`<set>-<stamp>`).
-    let snapshot = choice
-        .base_snapshot
-        .as_deref()
-        .filter(|n| {
-            n.strip_prefix(&format!("{set}-"))
-                .is_some_and(|s| snapshot::parse_stamp(s).is_some())
-        })
-        .map(|n| backup_root.join(n))
-        .filter(|p| p.is_dir());
+    let snapshot = choice.base_snapshot_in(set, backup_root);
     let file = b.file.clone();
     crate::archive::incremental::IncrementalBase {
         stamp: b.stamp.clone(),

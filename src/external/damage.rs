@@ -79,17 +79,13 @@ pub fn note(
     problem: Option<&str>,
     now: chrono::DateTime<chrono::FixedOffset>,
 ) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
     // Nothing to forget: nothing written. Else one run at a time: another's `--verify` may note what it found now.
     let noted =
         |r: &Record| r.destination == destination && r.backup == backup && r.is_of(backup_root);
     if problem.is_none() && !read_all(state_dir).iter().any(noted) {
         return Ok(());
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)?;
+    crate::stdx::fs::create_private_dir(state_dir)?;
     crate::stdx::locked::change(&state_dir.join(FILE_NAME), || {
         let mut records = read_all(state_dir);
         crate::stdx::locked::test_point(FILE_NAME);

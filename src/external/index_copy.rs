@@ -435,11 +435,7 @@ pub fn base_copy(
     set: &str,
 ) -> Result<std::path::PathBuf, String> {
     let rec = listing
-        .backups
-        .iter()
-        .find(|b| b.name == base)
-        .and_then(|b| b.meta.as_ref())
-        .and_then(|m| m.sets.iter().find(|s| s.set == set))
+        .set_record(base, set)
         .ok_or_else(|| format!("backup {base} holds no set {set}"))?;
     let [index] = rec.index.as_slice() else {
         return Err("the base's index is in parts".into());

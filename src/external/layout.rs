@@ -671,6 +671,15 @@ impl DriveListing {
     pub fn verified(&self) -> impl Iterator<Item = &DriveBackup> {
         self.backups.iter().filter(|b| b.meta.is_some())
     }
+
+    /// What the verified backup `backup` records of `set` (from its `backup.json`), when it holds that set.
+    pub fn set_record(&self, backup: &str, set: &str) -> Option<&SetRecord> {
+        self.backups
+            .iter()
+            .find(|b| b.name == backup)
+            .and_then(|b| b.meta.as_ref())
+            .and_then(|m| m.sets.iter().find(|s| s.set == set))
+    }
 }
 
 /// The one note counting the `more` directories without usable `backup.json` left out of a list that named the first

@@ -537,11 +537,7 @@ pub(crate) fn open_base(
     let a = (set, choice);
     {
         let rec = listing
-            .backups
-            .iter()
-            .find(|b| &b.name == base)
-            .and_then(|b| b.meta.as_ref())
-            .and_then(|m| m.sets.iter().find(|s| s.set == a.0))
+            .set_record(base, a.0)
             .ok_or_else(|| anyhow::anyhow!("it holds no set {}", a.0))?;
         let [index] = rec.index.as_slice() else {
             anyhow::bail!("its index is not one file");
@@ -557,16 +553,7 @@ pub(crate) fn open_base(
                 index.name
             );
         }
-        // A name from the drive: used only when it is this set's snapshot name (`<set>-<stamp>`).
-        let snapshot =
-            a.1.base_snapshot
-                .as_deref()
-                .filter(|n| {
-                    n.strip_prefix(&format!("{}-", a.0))
-                        .is_some_and(|s| snapshot::parse_stamp(s).is_some())
-                })
-                .map(|n| backup_root.join(n))
-                .filter(|p| p.is_dir());
+        let snapshot = a.1.base_snapshot_in(a.0, backup_root);
         if rec.encryption.is_some() {
             let copy = super::index_copy::trusted(backup_root, destination, base, a.0, index)
                 .map_err(|why| {

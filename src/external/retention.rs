@@ -388,14 +388,19 @@ fn newest_first(backups: &[BackupInfo]) -> Vec<&BackupInfo> {
     order
 }
 
-/// The backups kept only because kept ones depend on them (directly or through others), each with the kept
-/// backups that need it directly, by index into `order`.
-fn bases_of_kept(order: &[&BackupInfo], kept: &[bool]) -> Vec<(usize, Vec<String>)> {
-    let index: BTreeMap<&str, usize> = order
+/// Where each backup of `order` stands in it, by name.
+fn positions<'a>(order: &[&'a BackupInfo]) -> BTreeMap<&'a str, usize> {
+    order
         .iter()
         .enumerate()
         .map(|(i, b)| (b.name.as_str(), i))
-        .collect();
+        .collect()
+}
+
+/// The backups kept only because kept ones depend on them (directly or through others), each with the kept
+/// backups that need it directly, by index into `order`.
+fn bases_of_kept(order: &[&BackupInfo], kept: &[bool]) -> Vec<(usize, Vec<String>)> {
+    let index = positions(order);
     let mut kept = kept.to_vec();
     let mut needed_by: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     // A worklist: every kept backup's dependencies once, whatever order a drive's metadata puts them in.
@@ -503,11 +508,7 @@ pub fn make_room_own(
         protected[j] = true;
     }
 
-    let index: BTreeMap<&str, usize> = order
-        .iter()
-        .enumerate()
-        .map(|(i, b)| (b.name.as_str(), i))
-        .collect();
+    let index = positions(&order);
     // Who depends on each backup, directly.
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); order.len()];
     for (i, b) in order.iter().enumerate() {

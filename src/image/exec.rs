@@ -204,27 +204,11 @@ pub fn write_system(
             encrypted: encrypt.is_some(),
             generated: &generated,
         });
-        let rec = write_small(&dir, layout::RESTORE_DOC, text.as_bytes(), encrypt)?;
-        note(&rec);
-        pieces.push(KitRecord {
-            name: layout::RESTORE_DOC.into(),
-            source: "generated from the kit".into(),
-            status: "ok".into(),
-            note: None,
-            file: Some(rec),
-        });
-        let manifest = serde_json::json!({ "facts": kit.facts, "pieces": pieces });
-        let mut bytes = serde_json::to_vec_pretty(&manifest)?;
-        bytes.push(b'\n');
-        let rec = write_small(&dir, layout::KIT_MANIFEST, &bytes, encrypt)?;
-        note(&rec);
-        pieces.push(KitRecord {
-            name: layout::KIT_MANIFEST.into(),
-            source: "generated: every piece and where it came from".into(),
-            status: "ok".into(),
-            note: None,
-            file: Some(rec),
-        });
+        kit.write_generated(&mut pieces, &text, |name, bytes| {
+            let rec = write_small(&dir, name, bytes, encrypt)?;
+            note(&rec);
+            Ok(rec)
+        })?;
         record.kit = pieces;
     }
     dir.fsync().map_err(flat)?;

@@ -167,6 +167,42 @@ pub struct Kit {
     pub cache: KitCache,
 }
 
+impl Kit {
+    /// The two files a kit ends with, after its pieces (`pieces`: their records): the restore document `doc`
+    /// (rendered from those records), then the manifest (`kit.json`: the facts and every record, the document's
+    /// included). `write` stores one file, by name, and returns its record; both records are added to `pieces`.
+    pub fn write_generated(
+        &self,
+        pieces: &mut Vec<KitRecord>,
+        doc: &str,
+        mut write: impl FnMut(&str, &[u8]) -> anyhow::Result<crate::archive::FileRecord>,
+    ) -> anyhow::Result<()> {
+        let generated = |name: &str, source: &str, file| KitRecord {
+            name: name.into(),
+            source: source.into(),
+            status: "ok".into(),
+            note: None,
+            file: Some(file),
+        };
+        let rec = write(super::layout::RESTORE_DOC, doc.as_bytes())?;
+        pieces.push(generated(
+            super::layout::RESTORE_DOC,
+            "generated from the kit",
+            rec,
+        ));
+        let manifest = serde_json::json!({ "facts": self.facts, "pieces": pieces });
+        let mut bytes = serde_json::to_vec_pretty(&manifest)?;
+        bytes.push(b'\n');
+        let rec = write(super::layout::KIT_MANIFEST, &bytes)?;
+        pieces.push(generated(
+            super::layout::KIT_MANIFEST,
+            "generated: every piece and where it came from",
+            rec,
+        ));
+        Ok(())
+    }
+}
+
 /// The files the package lists are made from: a package installed or removed, or a mark changed, changes one of
 /// them (dpkg rewrites `status` by rename and journals into `updates/`; apt keeps its auto marks in
 /// `extended_states`).
@@ -234,14 +270,10 @@ pub fn read_cache(state_dir: &Path) -> KitCache {
 /// Writes what `kit` collected or reused into `state_dir`'s cache (0600, temporary name then rename); nothing when
 /// the kit has nothing to cache.
 pub fn save_cache(state_dir: &Path, kit: &Kit) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
     if kit.cache.pieces.is_empty() {
         return Ok(());
     }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(state_dir)?;
+    crate::stdx::fs::create_private_dir(state_dir)?;
     let text = serde_json::to_vec(&KitCache {
         format: 1,
         pieces: kit.cache.pieces.clone(),

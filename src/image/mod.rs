@@ -571,12 +571,8 @@ pub fn kit_to_dir(
     settings: Option<&Settings>,
     out: &Path,
 ) -> anyhow::Result<(kit::Kit, Vec<layout::KitRecord>)> {
-    use std::os::unix::fs::DirBuilderExt;
     let made = std::fs::symlink_metadata(out).is_err();
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .recursive(true)
-        .create(out)
+    crate::stdx::fs::create_private_dir(out)
         .with_context(|| format!("cannot create {}", out.display()))?;
     let dir = crate::stdx::fs::Dir::open(out).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut written = Vec::new();
@@ -638,25 +634,7 @@ fn write_kit(
         encrypted: false,
         generated: &generated,
     });
-    let rec = put(layout::RESTORE_DOC, text.as_bytes())?;
-    pieces.push(layout::KitRecord {
-        name: layout::RESTORE_DOC.into(),
-        source: "generated from the kit".into(),
-        status: "ok".into(),
-        note: None,
-        file: Some(rec),
-    });
-    let mut bytes =
-        serde_json::to_vec_pretty(&serde_json::json!({ "facts": k.facts, "pieces": pieces }))?;
-    bytes.push(b'\n');
-    let rec = put(layout::KIT_MANIFEST, &bytes)?;
-    pieces.push(layout::KitRecord {
-        name: layout::KIT_MANIFEST.into(),
-        source: "generated: every piece and where it came from".into(),
-        status: "ok".into(),
-        note: None,
-        file: Some(rec),
-    });
+    k.write_generated(&mut pieces, &text, &mut put)?;
     crate::interrupt::test_stop("kit-written");
     crate::interrupt::check()?;
     Ok((k, pieces))

@@ -106,18 +106,13 @@ pub fn write_page(path: &Path, shared_by: Option<&Path>, html: &str) -> anyhow::
 /// Creates the directory of the page at `path` (owner-only) when it is missing.
 fn make_dir(path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| {
-                format!(
-                    "cannot write the status page {}: cannot create {}",
-                    path.display(),
-                    dir.display()
-                )
-            })?;
+        crate::stdx::fs::create_private_dir(dir).with_context(|| {
+            format!(
+                "cannot write the status page {}: cannot create {}",
+                path.display(),
+                dir.display()
+            )
+        })?;
     }
     Ok(())
 }

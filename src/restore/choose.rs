@@ -21,21 +21,13 @@ use super::select::{self, DateQuery, NoMatch};
 use super::verify::{self, Scope};
 use super::{RelPath, Request, RestoreOptions};
 use crate::archive::{ArchiveFiles, Keys};
-use crate::exit::{CodedError, Exit};
+use crate::exit::{CodedError, Exit, failed, usage};
 use crate::external::retention::OwnSet;
 use crate::external::retention::Owner;
 use crate::settings::Settings;
 use crate::snapshot::{self, Snapshot, SnapshotState};
 use crate::stdx::{show_path, show_str};
 use crate::ui::Ui;
-
-fn usage(msg: impl Into<String>) -> anyhow::Error {
-    CodedError::new(Exit::Usage, msg).into()
-}
-
-fn failed(msg: impl Into<String>) -> anyhow::Error {
-    CodedError::new(Exit::Failed, msg).into()
-}
 
 /// The backup `--date` chose.
 pub enum Chosen {

@@ -17,7 +17,7 @@ use crate::archive::FileRecord;
 use crate::archive::crypt::decode_head;
 use crate::archive::{ArchiveFiles, Keys};
 use crate::cloud::{Objects, Store};
-use crate::exit::{CodedError, Exit};
+use crate::exit::{CodedError, Exit, failed};
 use crate::external::bucket::{BACKUPS, CloudListing};
 use crate::external::layout::{self, BackupMeta};
 use crate::external::retention::{OwnSet, Owner, recorded_paths};
@@ -183,14 +183,14 @@ fn remote_files(records: &[FileRecord], objects: &Arc<Objects>) -> ArchiveFiles 
     )
 }
 
-fn failed(msg: impl Into<String>) -> anyhow::Error {
-    CodedError::new(Exit::Failed, msg).into()
-}
-
-/// The cloud destination `--source cloud[:NAME]` names: the one named, or the only one / the first by priority.
-pub fn destination<'a>(settings: &'a Settings, req: &Request) -> anyhow::Result<&'a CloudSettings> {
+/// The cloud destination `--source cloud[:NAME]` names (`restore`, `ls` and `find` alike): the one named, or the only
+/// one / the first by priority.
+pub fn destination<'a>(
+    settings: &'a Settings,
+    name: Option<&str>,
+) -> anyhow::Result<&'a CloudSettings> {
     let names: Vec<&str> = settings.clouds.iter().map(|c| c.name.as_str()).collect();
-    match &req.cloud {
+    match name {
         Some(name) => settings.cloud(name).ok_or_else(|| {
             CodedError::new(
                 Exit::Usage,
@@ -303,7 +303,7 @@ pub fn pick(
 /// The backup `--date` picks on the destination, its `backup.json` read and checked against its
 /// `verification.sha256`.
 pub fn choose(settings: &Settings, req: &Request, ui: &Ui) -> anyhow::Result<CloudBackup> {
-    let cloud = destination(settings, req)?;
+    let cloud = destination(settings, req.cloud.as_deref())?;
     let (store, listing) = open(cloud)?;
     if listing.backups.is_empty() {
         return Err(failed(format!(

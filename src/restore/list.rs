@@ -460,7 +460,7 @@ pub fn cloud_backups(
     settings: &Settings,
     req: &Request,
 ) -> anyhow::Result<(Vec<ListedBackup>, ListedDestination)> {
-    let cloud = super::cloud::destination(settings, req)?;
+    let cloud = super::cloud::destination(settings, req.cloud.as_deref())?;
     let (store, listing) = super::cloud::open(cloud)?;
     let stamps = listing.backups;
     let latest = crate::external::bucket::read_latest(&store);

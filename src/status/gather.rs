@@ -1097,18 +1097,7 @@ mod tests {
 
     fn record(command: &str, sets: serde_json::Value) -> RunRecord {
         let t = DateTime::parse_from_rfc3339("2025-04-10T03:20:00+02:00").unwrap();
-        RunRecord {
-            command: command.into(),
-            started: t,
-            finished: t,
-            exit: 0,
-            error: None,
-            pid: 1,
-            dbackup_version: "0".into(),
-            sets,
-            interrupted: None,
-            backup_root: None,
-        }
+        crate::runlog::tests::record_at(command, t, 0, sets)
     }
 
     #[test]

@@ -374,16 +374,9 @@ mod tests {
 
     fn record(command: &str, exit: u8, error: Option<&str>, sets: serde_json::Value) -> RunRecord {
         RunRecord {
-            command: command.into(),
-            started: at("2025-04-10T03:00:00+00:00"),
             finished: at("2025-04-10T03:05:00+00:00"),
-            exit,
             error: error.map(String::from),
-            pid: 1,
-            dbackup_version: "0".into(),
-            sets,
-            interrupted: None,
-            backup_root: None,
+            ..crate::runlog::tests::record_at(command, at("2025-04-10T03:00:00+00:00"), exit, sets)
         }
     }
 

@@ -647,6 +647,15 @@ pub fn remove_dead_temporaries(dir: &Path, prefix: &str) {
     }
 }
 
+/// Creates `path` and its missing parents, each one it creates owner-only (0700); one already there is left as it is.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
 /// Opens the regular file at `path` for reading, not following a symlink at its last component and refusing
 /// anything but a regular file (the directories above it are resolved as the system does).
 pub fn open_regular(path: &Path) -> Result<File, FsError> {

@@ -1,5 +1,5 @@
 //! The hashing readers: a stream read to its end through a caller's buffer, its length and sha256 returned
-//! ([`sha256_reader`]), or counted and hashed as another reader consumes it ([`HashingReader`]).
+//! ([`sha256_reader`], [`hash_into`] after a prefix), or counted and hashed as another reader consumes it ([`HashingReader`]).
 
 use std::io::{self, Read};
 
@@ -10,9 +10,21 @@ use sha2::{Digest as _, Sha256};
 pub fn sha256_reader(
     r: &mut dyn Read,
     buf: &mut [u8],
-    mut seen: impl FnMut(u64),
+    seen: impl FnMut(u64),
 ) -> io::Result<(u64, [u8; 32])> {
     let mut hasher = Sha256::new();
+    let total = hash_into(&mut hasher, r, buf, seen)?;
+    Ok((total, hasher.finalize().into()))
+}
+
+/// [`sha256_reader`] into a hasher that may already hold a prefix (a sparse member's map): `r`'s bytes are added to
+/// `hasher`; returns how many there were.
+pub fn hash_into(
+    hasher: &mut Sha256,
+    r: &mut dyn Read,
+    buf: &mut [u8],
+    mut seen: impl FnMut(u64),
+) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
         let n = match r.read(buf) {
@@ -25,7 +37,7 @@ pub fn sha256_reader(
         total += n as u64;
         seen(n as u64);
     }
-    Ok((total, hasher.finalize().into()))
+    Ok(total)
 }
 
 /// Counts and hashes what is read through it, for a stream another reader consumes (tar's, a sparse map's): the

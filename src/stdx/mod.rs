@@ -16,7 +16,7 @@ mod secret;
 pub(crate) mod skip;
 
 pub use escape::{shell_word, show, show_path, show_str};
-pub use hash::{HashingReader, sha256_reader};
+pub use hash::{HashingReader, hash_into, sha256_reader};
 pub use human::{MINUTE, NAMED, age_short, age_words, bytes, count, counted, duration, eta, table};
 pub use owners::{gid_of_name, home_of_name, uid_of_name};
 pub use run::{another_dbackup, find_program, process_gone, run_bounded};

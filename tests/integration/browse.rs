@@ -430,6 +430,32 @@ fn a_set_nobody_has_is_a_usage_error_in_every_reading_command() {
     }
 }
 
+/// A cloud destination the config does not have is a usage error (2) that `ls`, `find` and `restore` word alike: named
+/// (`--source cloud:NAME`), it says there is none by that name; unnamed, that the config has none. Before, `ls` and
+/// `find` had their own copy of the choice, which answered `cloud:NAME` with "the config has no cloud destination"
+/// where `restore` said that no destination has that name.
+#[test]
+fn a_cloud_destination_the_config_lacks_is_worded_alike_by_every_reading_command() {
+    let d = demo();
+    for (source, says) in [
+        (
+            "cloud:offsite",
+            "there is no cloud destination named \"offsite\": the config has none",
+        ),
+        ("cloud", "the config has no cloud destination"),
+    ] {
+        for args in [
+            &["ls", "--source", source][..],
+            &["find", "--source", source, "a.txt"],
+            &["snapshots", "--source", source],
+            &["restore", "--list", "--source", source],
+        ] {
+            let out = d.t.cmd().args(args).status(2);
+            out.stderr_has(says);
+        }
+    }
+}
+
 /// An empty pattern (an unset shell variable, `find "$NAME"`) is a usage error, not a match of every path.
 #[test]
 fn an_empty_find_pattern_is_a_usage_error() {

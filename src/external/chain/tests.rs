@@ -346,3 +346,39 @@ fn another_configs_set_of_the_same_name_is_never_a_base() {
         )
     );
 }
+
+/// The base's local snapshot is used only when the name the drive or bucket gives is exactly this set's snapshot
+/// name and that directory is still in the backup root: never another set's, a path, or a name that is not a stamp.
+#[test]
+fn the_base_snapshot_is_only_this_sets_snapshot_still_there() {
+    let root = tempfile::tempdir().unwrap();
+    for dir in ["data-2026-12-01-031500", "other-2026-12-01-031500"] {
+        std::fs::create_dir(root.path().join(dir)).unwrap();
+    }
+    let choice = |name: &str| ArchiveChoice {
+        base_snapshot: Some(name.into()),
+        ..ArchiveChoice::full("")
+    };
+    assert_eq!(
+        choice("data-2026-12-01-031500").base_snapshot_in("data", root.path()),
+        Some(root.path().join("data-2026-12-01-031500"))
+    );
+    for name in [
+        "other-2026-12-01-031500",
+        "data-2026-12-02-031500",
+        "../data-2026-12-01-031500",
+        "data-2026-12-01-031500/..",
+        "data-../../etc",
+        "data-",
+    ] {
+        assert_eq!(
+            choice(name).base_snapshot_in("data", root.path()),
+            None,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        ArchiveChoice::full("").base_snapshot_in("data", root.path()),
+        None
+    );
+}

@@ -483,20 +483,8 @@ mod tests {
         // Copies (another filesystem): content, mode and mtime, whatever the kind.
         let into = tmp.path().join("copies");
         std::fs::create_dir(&into).unwrap();
-        let dparent =
-            rustix::fs::open(&into, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         for name in ["file", "link", "fifo"] {
-            let f = found(&dest, name);
-            copy(
-                parent.as_fd(),
-                name.as_bytes(),
-                &f,
-                dparent.as_fd(),
-                name.as_bytes(),
-                false,
-                true,
-            )
-            .unwrap();
+            let f = copy_into(&dest, &into, name, true);
             let c = found(&into, name);
             assert_eq!(
                 (c.kind, c.mode, c.mtime),
@@ -510,6 +498,8 @@ mod tests {
             std::fs::read_link(into.join("link")).unwrap(),
             Path::new("somewhere")
         );
+        let dparent =
+            rustix::fs::open(&into, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         assert!(
             copy(
                 parent.as_fd(),
@@ -534,8 +524,9 @@ mod tests {
         (tmp, dest, into)
     }
 
-    /// Keeps `name` of directory `dest` by copy into directory `into` (as across filesystems); what was found.
-    fn copy_into(dest: &Path, into: &Path, name: &str) -> Found {
+    /// Keeps `name` of directory `dest` by copy into directory `into` (as across filesystems), synced to disk or not;
+    /// what was found.
+    fn copy_into(dest: &Path, into: &Path, name: &str, fsync: bool) -> Found {
         let parent =
             rustix::fs::open(dest, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         let dparent =
@@ -548,7 +539,7 @@ mod tests {
             dparent.as_fd(),
             name.as_bytes(),
             false,
-            false,
+            fsync,
         )
         .unwrap();
         f
@@ -571,7 +562,7 @@ mod tests {
             allocated(&dest.join("vm.img")) < 1 << 20,
             "the test's filesystem keeps holes"
         );
-        let f = copy_into(&dest, &into, "vm.img");
+        let f = copy_into(&dest, &into, "vm.img", false);
         let kept = into.join("vm.img");
         assert_eq!(
             std::fs::read(&kept).unwrap(),
@@ -605,7 +596,7 @@ mod tests {
             rustix::fs::setxattr(&path, name, value, rustix::fs::XattrFlags::empty())
                 .expect("the temporary directory's filesystem holds xattrs and ACLs");
         }
-        copy_into(&dest, &into, "shared.txt");
+        copy_into(&dest, &into, "shared.txt", false);
         let kept = into.join("shared.txt");
         let mut buf = vec![0u8; 4096];
         let n = rustix::fs::getxattr(&kept, "user.color", &mut buf).unwrap();

@@ -482,26 +482,18 @@ impl Planner {
                     _ => {}
                 }
             } else if state == ParentState::New {
-                if !bounded {
-                    if let Some(why) = self.beyond_bound(&chain[k..]) {
-                        return Ok(Err(why));
-                    }
-                    bounded = true;
+                if let Some(why) = self.add_implicit_within_bound(&chain, k, &mut bounded) {
+                    return Ok(Err(why));
                 }
-                self.add_implicit(anc);
                 continue;
             }
             match self.target.lstat(&anc) {
                 Ok(None) => {
                     state = ParentState::New;
-                    if !self.by_path.contains_key(&anc) {
-                        if !bounded {
-                            if let Some(why) = self.beyond_bound(&chain[k..]) {
-                                return Ok(Err(why));
-                            }
-                            bounded = true;
-                        }
-                        self.add_implicit(anc);
+                    if !self.by_path.contains_key(&anc)
+                        && let Some(why) = self.add_implicit_within_bound(&chain, k, &mut bounded)
+                    {
+                        return Ok(Err(why));
                     }
                 }
                 Ok(Some(f)) if f.kind == FoundKind::Dir => state = ParentState::OnDisk,
@@ -532,6 +524,24 @@ impl Planner {
         }
         self.last_parent = Some((parent.clone(), state));
         Ok(Ok(state))
+    }
+
+    /// Adds `chain[k]` as an implicit directory, once the directories of `chain[k..]` the plan lacks were found to fit
+    /// within the bound ([`Self::beyond_bound`], checked once per entry: `bounded`); the refusal when they do not.
+    fn add_implicit_within_bound(
+        &mut self,
+        chain: &[RelPath],
+        k: usize,
+        bounded: &mut bool,
+    ) -> Option<Refusal> {
+        if !*bounded {
+            if let Some(why) = self.beyond_bound(&chain[k..]) {
+                return Some(why);
+            }
+            *bounded = true;
+        }
+        self.add_implicit(chain[k].clone());
+        None
     }
 
     /// The refusal when making the directories of `chain` that the plan lacks (as implicit ones) would pass the

@@ -145,11 +145,7 @@ impl TargetDir {
     /// Creates the root (and its missing parents) owner-only, then opens it.
     pub fn create_root(&mut self) -> io::Result<()> {
         if self.root.is_none() {
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&self.path)?;
+            crate::stdx::fs::create_private_dir(&self.path)?;
             self.root = Some(rustix::fs::open(
                 &self.path,
                 OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
