@@ -439,3 +439,65 @@ fn a_dry_run_times_its_change_detection() {
         out.stderr_has(&format!("{}: change detection on ", set.set));
     }
 }
+
+/// docs/RESTORE.md's GNU-tar-only chain rebuild (`tar-chain`, run as written) on a chain of three whose middle
+/// backup's archive was damaged on the drive (a byte of the file the newest keeps there flipped, sizes unchanged):
+/// the block checks each backup's sums before extracting it and stops at the damaged one, saying which and what the
+/// destination then holds (the backup before it, whole); the damaged file is never written. Before: only the
+/// newest backup's sums were checked (step 5's first block), and the rebuild extracted the damaged bytes silently.
+#[test]
+fn the_guides_chain_rebuild_stops_at_a_damaged_backup() {
+    if !testkit::require_tools(&["jq"], "apt-get install jq") {
+        return;
+    }
+    let (t, drive) = incremental_world(3, 5);
+    let (first, second) = full_then_incremental(&t);
+    t.write("home/data/projects/p04.txt", content(3000, 444));
+    collect(&t);
+    let third = new_backup(&t);
+    // The changed p03.txt is kept in the second backup's archive: damage its bytes there.
+    let index =
+        fs::read_to_string(drive.join("backups").join(&second).join("data.index.jsonl")).unwrap();
+    let entry: serde_json::Value = index
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| {
+            e["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("projects/p03.txt"))
+        })
+        .unwrap();
+    let tar = drive.join("backups").join(&second).join("data.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    bytes[entry["data_offset"].as_u64().unwrap() as usize + 10] ^= 0xff;
+    fs::write(&tar, &bytes).unwrap();
+
+    let dest = t.path("chain");
+    let vars = [
+        ("DRIVE", drive.as_os_str()),
+        ("STAMP", third.as_ref()),
+        ("SET", "data".as_ref()),
+        ("CHAIN_DEST", dest.as_os_str()),
+    ];
+    let out = run_chain(&t, "tar-chain", &vars, &[&first, &second, &third]);
+    assert!(
+        out.contains(&format!("backup {second} is damaged"))
+            && out.contains(&format!("holds backup {first} of data, whole")),
+        "{out}"
+    );
+    let p03 = dest.join(
+        t.home()
+            .join("data/projects/p03.txt")
+            .strip_prefix("/")
+            .unwrap(),
+    );
+    assert_ne!(
+        fs::read(&p03).unwrap(),
+        fs::read(t.home().join("data/projects/p03.txt")).unwrap()
+    );
+    assert_eq!(
+        fs::read(&p03).unwrap().len(),
+        1000 + 3 * 37,
+        "the first backup's p03.txt"
+    );
+}
