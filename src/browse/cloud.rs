@@ -60,8 +60,7 @@ pub fn destination<'a>(
         CodedError::new(
             Exit::Usage,
             match (name, names.is_empty()) {
-                (_, true) => "the config has no cloud destination (a destination with \"kind\": \"s3\" or \"b2\")"
-                    .to_string(),
+                (_, true) => Settings::NO_CLOUD.to_string(),
                 (Some(n), false) => format!(
                     "there is no cloud destination named {n:?}; the config has: {}",
                     names.join(", ")

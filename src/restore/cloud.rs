@@ -211,7 +211,7 @@ pub fn destination<'a>(settings: &'a Settings, req: &Request) -> anyhow::Result<
             clouds.first().copied().ok_or_else(|| {
                 CodedError::new(
                     Exit::Usage,
-                    "the config has no cloud destination (a destination with \"kind\": \"s3\" or \"b2\")",
+                    Settings::NO_CLOUD,
                 )
                 .into()
             })
