@@ -208,13 +208,10 @@ pub fn destination<'a>(settings: &'a Settings, req: &Request) -> anyhow::Result<
         None => {
             let mut clouds: Vec<&CloudSettings> = settings.clouds.iter().collect();
             clouds.sort_by_key(|c| std::cmp::Reverse(c.priority));
-            clouds.first().copied().ok_or_else(|| {
-                CodedError::new(
-                    Exit::Usage,
-                    Settings::NO_CLOUD,
-                )
-                .into()
-            })
+            clouds
+                .first()
+                .copied()
+                .ok_or_else(|| CodedError::new(Exit::Usage, Settings::NO_CLOUD).into())
         }
     }
 }
