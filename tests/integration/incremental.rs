@@ -501,3 +501,62 @@ fn the_guides_chain_rebuild_stops_at_a_damaged_backup() {
         "the first backup's p03.txt"
     );
 }
+
+/// The newest backup of a chain restored whole while a file it keeps in the middle backup was damaged there (a byte
+/// flipped, sizes unchanged; no `--verify` ran, so nothing marks it): everything else comes back, the damaged file is
+/// not written, and the last line says what to do next: `dbackup find` with the path, which lists the backups
+/// holding it, then `--date` (the older version in the first backup comes back so), or another copy of this
+/// backup. Before: "1 entry was not restored (listed above), from <archive>" and nothing more.
+#[test]
+fn a_damaged_file_says_where_else_to_find_it() {
+    let (t, drive) = incremental_world(3, 5);
+    let (first, second) = full_then_incremental(&t);
+    t.write("home/data/projects/p04.txt", content(3000, 444));
+    collect(&t);
+    let third = new_backup(&t);
+    let p03 = t.home().join("data/projects/p03.txt");
+    let rel = p03.strip_prefix("/").unwrap().to_path_buf();
+    let index =
+        fs::read_to_string(drive.join("backups").join(&second).join("data.index.jsonl")).unwrap();
+    let entry: serde_json::Value = index
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["path"].as_str() == rel.to_str())
+        .unwrap();
+    let tar = drive.join("backups").join(&second).join("data.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    bytes[entry["data_offset"].as_u64().unwrap() as usize + 10] ^= 0xff;
+    fs::write(&tar, &bytes).unwrap();
+
+    let target = t.path("restored");
+    let out = crate::fixtures::chain::restore_from(
+        &t,
+        &third,
+        &["--target".as_ref(), target.as_ref()],
+        1,
+    );
+    assert!(!target.join(&rel).exists());
+    assert!(target.join(&rel).with_file_name("p04.txt").exists());
+    out.stdout_has(&format!(
+        "{}: its content does not match the sha256 the backup lists for it; not restored (its content is kept in \
+         backup {second}'s data.tar)",
+        target.join(&rel).display()
+    ));
+    out.stderr_has("`dbackup find PATH` lists every backup holding each")
+        .stderr_has("restore it from one with --date STAMP")
+        .stderr_has("another copy of this backup (a second drive, the bucket)");
+
+    // What it says works: find names the first backup, and p03.txt's older version comes back from it.
+    let found = t
+        .cmd()
+        .args(["find", "--source", "drive"])
+        .args([&p03])
+        .status(0);
+    found.stdout_has(&first);
+    let older = t.path("older");
+    crate::fixtures::chain::restore_file(&t, &first, &p03, &older, 0);
+    assert_eq!(
+        fs::read(older.join(&rel)).unwrap(),
+        content(1000 + 3 * 37, 3)
+    );
+}
