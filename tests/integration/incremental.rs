@@ -560,3 +560,37 @@ fn a_damaged_file_says_where_else_to_find_it() {
         content(1000 + 3 * 37, 3)
     );
 }
+
+/// docs/RESTORE.md step 5 (GNU tar only) on a drive whose newest backup is an incremental: the first block, which
+/// picks and checks the backup, says so and points to the chain rebuild, since the blocks after it extract that
+/// backup's archives alone, which hold only what changed. The same for step 6's (age). Before: nothing said it, and
+/// following the blocks in order restored the changed files only (and tar failed on a file the archive does not
+/// hold, "Not found in archive").
+#[test]
+fn the_guides_first_block_says_when_the_newest_backup_is_incremental() {
+    let (t, drive) = incremental_world(3, 5);
+    let (first, second) = full_then_incremental(&t);
+    for tag in ["tar-only", "age-only"] {
+        let block = &crate::fixtures::guide::blocks(tag)[0];
+        let run = |stamp: &str| {
+            fs::write(drive.join("backups/LATEST"), stamp).unwrap();
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("set -eu\n{block}")])
+                .env("DRIVE", &drive)
+                .env("KEY", t.path("no-key"))
+                .env("HOME", t.home())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{tag}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let out = run(&second);
+        assert!(
+            out.contains(&format!(
+                "{second} is incremental: its archives hold only what changed since the backup it was made on"
+            )),
+            "{tag}: {out}"
+        );
+        assert!(!run(&first).contains("is incremental"), "{tag}");
+    }
+}
