@@ -442,9 +442,11 @@ fn verify(
     } else {
         let first = &report.problems[0];
         Err(failed(format!(
-            "backup {} is not intact ({}): {first}",
+            "backup {} is not intact ({}): {first}; a restore of this backup still brings back every file that \
+             is intact and names the others{}",
             report.backup,
-            crate::stdx::counted(report.problems.len() as u64, "problem", "problems")
+            crate::stdx::counted(report.problems.len() as u64, "problem", "problems"),
+            outcome::ELSEWHERE
         )))
     }
 }

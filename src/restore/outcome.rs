@@ -259,11 +259,10 @@ pub fn not_restored_line(planned: &[Planned], summaries: &[Summary]) -> String {
         "dbackup: error: {} not restored (listed above), from {}{}",
         crate::stdx::counted(problems as u64, "entry was", "entries were"),
         from.join(", "),
-        if failed {
-            "; `dbackup find PATH` lists every backup holding each (with the same --drive or --source): restore it \
-             from one with --date STAMP, or from another copy of this backup (a second drive, the bucket)"
-        } else {
-            ""
-        }
+        if failed { ELSEWHERE } else { "" }
     )
 }
+
+/// Where else a file a backup cannot give back whole may be, and how to get it from there.
+pub const ELSEWHERE: &str = "; `dbackup find PATH` lists every backup holding each (with the same --drive or \
+    --source): restore it from one with --date STAMP, or from another copy of this backup (a second drive, the bucket)";

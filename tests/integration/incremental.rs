@@ -440,6 +440,44 @@ fn a_dry_run_times_its_change_detection() {
     }
 }
 
+/// A chain of three on the drive (a full, then `projects/p03.txt` changed, then `p04.txt`), whose middle backup's
+/// archive was damaged where it holds p03.txt (a byte of its content flipped, sizes unchanged), which the newest keeps
+/// there: the world, the drive and the three stamps.
+fn chain_of_three_damaged_in_the_middle() -> (Test, PathBuf, [String; 3]) {
+    let (t, drive) = incremental_world(3, 5);
+    let (first, second) = full_then_incremental(&t);
+    t.write("home/data/projects/p04.txt", content(3000, 444));
+    collect(&t);
+    let third = new_backup(&t);
+    let p03 = t.home().join("data/projects/p03.txt");
+    let rel = p03.strip_prefix("/").unwrap().to_str().unwrap().to_string();
+    let index =
+        fs::read_to_string(drive.join("backups").join(&second).join("data.index.jsonl")).unwrap();
+    let entry: serde_json::Value = index
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["path"].as_str() == Some(&rel))
+        .unwrap();
+    let tar = drive.join("backups").join(&second).join("data.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    bytes[entry["data_offset"].as_u64().unwrap() as usize + 10] ^= 0xff;
+    fs::write(&tar, &bytes).unwrap();
+    (t, drive, [first, second, third])
+}
+
+/// `restore --verify --deep` of the newest backup of that chain finds the damaged file and ends saying what to do
+/// next: a restore still brings back every intact file and names the others, which `dbackup find PATH` finds in
+/// other backups, or another copy of this one has. Before: "backup X is not intact (1 problem): <problem>" alone.
+#[test]
+fn a_verify_that_finds_damage_says_what_to_do_next() {
+    let (t, _, [_, second, third]) = chain_of_three_damaged_in_the_middle();
+    let out = verify_backup(&t, &third, true, 1);
+    out.stderr_has(&format!("in backup {second}'s data.tar"))
+        .stderr_has("a restore of this backup still brings back every file that is intact")
+        .stderr_has("`dbackup find PATH`")
+        .stderr_has("another copy of this backup (a second drive, the bucket)");
+}
+
 /// docs/RESTORE.md's GNU-tar-only chain rebuild (`tar-chain`, run as written) on a chain of three whose middle
 /// backup's archive was damaged on the drive (a byte of the file the newest keeps there flipped, sizes unchanged):
 /// the block checks each backup's sums before extracting it and stops at the damaged one, saying which and what the
@@ -450,28 +488,7 @@ fn the_guides_chain_rebuild_stops_at_a_damaged_backup() {
     if !testkit::require_tools(&["jq"], "apt-get install jq") {
         return;
     }
-    let (t, drive) = incremental_world(3, 5);
-    let (first, second) = full_then_incremental(&t);
-    t.write("home/data/projects/p04.txt", content(3000, 444));
-    collect(&t);
-    let third = new_backup(&t);
-    // The changed p03.txt is kept in the second backup's archive: damage its bytes there.
-    let index =
-        fs::read_to_string(drive.join("backups").join(&second).join("data.index.jsonl")).unwrap();
-    let entry: serde_json::Value = index
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|e| {
-            e["path"]
-                .as_str()
-                .is_some_and(|p| p.ends_with("projects/p03.txt"))
-        })
-        .unwrap();
-    let tar = drive.join("backups").join(&second).join("data.tar");
-    let mut bytes = fs::read(&tar).unwrap();
-    bytes[entry["data_offset"].as_u64().unwrap() as usize + 10] ^= 0xff;
-    fs::write(&tar, &bytes).unwrap();
-
+    let (t, drive, [first, second, third]) = chain_of_three_damaged_in_the_middle();
     let dest = t.path("chain");
     let vars = [
         ("DRIVE", drive.as_os_str()),
@@ -509,24 +526,9 @@ fn the_guides_chain_rebuild_stops_at_a_damaged_backup() {
 /// backup. Before: "1 entry was not restored (listed above), from <archive>" and nothing more.
 #[test]
 fn a_damaged_file_says_where_else_to_find_it() {
-    let (t, drive) = incremental_world(3, 5);
-    let (first, second) = full_then_incremental(&t);
-    t.write("home/data/projects/p04.txt", content(3000, 444));
-    collect(&t);
-    let third = new_backup(&t);
+    let (t, _, [first, second, third]) = chain_of_three_damaged_in_the_middle();
     let p03 = t.home().join("data/projects/p03.txt");
     let rel = p03.strip_prefix("/").unwrap().to_path_buf();
-    let index =
-        fs::read_to_string(drive.join("backups").join(&second).join("data.index.jsonl")).unwrap();
-    let entry: serde_json::Value = index
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|e| e["path"].as_str() == rel.to_str())
-        .unwrap();
-    let tar = drive.join("backups").join(&second).join("data.tar");
-    let mut bytes = fs::read(&tar).unwrap();
-    bytes[entry["data_offset"].as_u64().unwrap() as usize + 10] ^= 0xff;
-    fs::write(&tar, &bytes).unwrap();
 
     let target = t.path("restored");
     let out = crate::fixtures::chain::restore_from(
