@@ -1214,6 +1214,7 @@ fn without_a_config_naming_a_bucket_restore_says_how_to_reach_it() {
         let out = t.cmd().no_config().args(args).status(2);
         out.stderr_has("the config has no cloud destination")
             .stderr_has("add the bucket to the config's \"destinations\"")
-            .stderr_has("docs/RESTORE.md");
+            .stderr_has("docs/RESTORE.md")
+            .stderr_has("restore from that directory with --drive DIR");
     }
 }
