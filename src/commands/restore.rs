@@ -424,8 +424,10 @@ fn verify(
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    if let Chosen::External { drive, backup } = chosen {
-        verify::remember_damage(settings, &drive.name, backup, &report, ui);
+    if let Chosen::External { drive, backup } = chosen
+        && let Some(destination) = drive.destination(settings)
+    {
+        verify::remember_damage(settings, &destination, backup, &report, ui);
     }
     if ui.json {
         super::print_json(&report)?;

@@ -596,3 +596,28 @@ fn the_guides_first_block_says_when_the_newest_backup_is_incremental() {
         assert!(!run(&first).contains("is incremental"), "{tag}");
     }
 }
+
+/// `restore --verify --deep --drive DIR` where DIR is this config's own drive (docs/RESTORE.md step 4 gives
+/// `--drive` to everyone) finds the damage in the chain and remembers it as `--source external` does, so the next
+/// `external` writes a full instead of an incremental whose files would point into the damaged archive. Before: a
+/// damage found through `--drive` was never noted, and the next backup, "verified", kept the restored file in the
+/// damaged archive: it could not be restored from the new backup either.
+#[test]
+fn damage_found_through_drive_on_a_configured_drive_is_remembered() {
+    let (t, drive, [_, second, third]) = chain_of_three_damaged_in_the_middle();
+    t.cmd()
+        .args(["restore", "--verify", "--deep", "--drive"])
+        .args([&drive])
+        .status(1);
+    t.write("home/data/projects/p05.txt", content(500, 555));
+    collect(&t);
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        !dry.stdout.contains(&format!("incremental on {third}"))
+            && dry
+                .stdout
+                .contains(&format!("backup {third} of the chain is damaged")),
+        "{second}: {}",
+        dry.stdout
+    );
+}
