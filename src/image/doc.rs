@@ -522,12 +522,11 @@ mod tests {
         ]
     }
 
+    /// Each set's name and sources, as the guide names them.
+    type SetSources = Vec<(String, Vec<String>)>;
+
     /// An ESP image of nvme0n1 with its partition table, and the sets config and data: a backup with images.
-    fn images_tables_sets() -> (
-        Vec<ImageRecord>,
-        Vec<TableRecord>,
-        Vec<(String, Vec<String>)>,
-    ) {
+    fn images_tables_sets() -> (Vec<ImageRecord>, Vec<TableRecord>, SetSources) {
         let images = vec![ImageRecord {
             name: "nvme0n1p1".into(),
             device: "/dev/nvme0n1p1".into(),
