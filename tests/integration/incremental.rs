@@ -468,10 +468,17 @@ fn chain_of_three_damaged_in_the_middle() -> (Test, PathBuf, [String; 3]) {
 /// `restore --verify --deep` of the newest backup of that chain finds the damaged file and ends saying what to do
 /// next: a restore still brings back every intact file and names the others, which `dbackup find PATH` finds in
 /// other backups, or another copy of this one has. Before: "backup X is not intact (1 problem): <problem>" alone.
+/// Its line for the newest archive says the check stopped at the problem. Before: "data.tar (data): 0 entries, 0
+/// files, 0 B: DAMAGED; every entry checked against its index", and its files kept earlier "every byte read and
+/// checked", as if the newest archive were damaged and empty.
 #[test]
 fn a_verify_that_finds_damage_says_what_to_do_next() {
     let (t, _, [_, second, third]) = chain_of_three_damaged_in_the_middle();
     let out = verify_backup(&t, &third, true, 1);
+    // The newest archive itself is not said to be damaged and empty: the check stopped at the problem.
+    out.stdout_lacks("0 entries, 0 files, 0 B: DAMAGED")
+        .stdout_has("data.tar (data): DAMAGED: checked up to its first problem (below); the rest was not read")
+        .stdout_has("kept in earlier backups: checked before the problem");
     out.stderr_has(&format!("in backup {second}'s data.tar"))
         .stderr_has("a restore of this backup still brings back every file that is intact")
         .stderr_has("`dbackup find PATH`")
