@@ -50,7 +50,8 @@ impl Pattern {
     /// The longest run of plain bytes every matching path must hold (to skip lines without parsing them).
     pub fn required(&self) -> &[u8] {
         let p: &[u8] = match self {
-            Pattern::Literal(l) => return l,
+            // An absolute path matches at the root too, where the relative path has no `/` before it.
+            Pattern::Literal(l) => return l.strip_prefix(b"/").unwrap_or(l),
             Pattern::Name(p) => p,
             Pattern::Path { segments, .. } => {
                 return segments
@@ -227,6 +228,8 @@ mod tests {
             ("*.pdf", ".pdf"),
             ("/home/**/notes*.txt", "notes"),
             ("*", ""),
+            // A literal absolute path: the paths it matches are relative (`home/u/x` for `/home/u/x`).
+            ("/home/u/x", "home/u/x"),
         ] {
             assert_eq!(
                 Pattern::new(p.as_bytes()).required(),

@@ -20,8 +20,7 @@ fn check(global: &GlobalArgs, args: &CloudCheckArgs) -> anyhow::Result<Exit> {
             .map(|c| format!("{:?}", c.name))
             .collect();
         let known = if names.is_empty() {
-            "the config has no cloud destination (a destination with \"kind\": \"s3\" or \"b2\")"
-                .to_string()
+            crate::settings::Settings::NO_CLOUD.to_string()
         } else {
             format!("the cloud destinations are {}", names.join(", "))
         };

@@ -416,8 +416,10 @@ fn verify(
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    if let Chosen::External { drive, backup } = chosen {
-        verify::remember_damage(settings, &drive.name, backup, &report, ui);
+    if let Chosen::External { drive, backup } = chosen
+        && let Some(destination) = drive.destination(settings)
+    {
+        verify::remember_damage(settings, &destination, backup, &report, ui);
     }
     if ui.json {
         super::print_json(&report)?;
@@ -434,9 +436,11 @@ fn verify(
     } else {
         let first = &report.problems[0];
         Err(failed(format!(
-            "backup {} is not intact ({}): {first}",
+            "backup {} is not intact ({}): {first}; a restore of this backup still brings back every file that \
+             is intact and names the others{}",
             report.backup,
-            crate::stdx::counted(report.problems.len() as u64, "problem", "problems")
+            crate::stdx::counted(report.problems.len() as u64, "problem", "problems"),
+            outcome::ELSEWHERE
         )))
     }
 }

@@ -141,10 +141,10 @@ pub fn render(input: &DocInput) -> String {
         );
         let _ = writeln!(
             o,
-            "    dbackup image restore --drive /mnt/backup --from {} --to /dev/NEWDISK --dry-run\n    \
-             dbackup image restore --drive /mnt/backup --from {} --to /dev/NEWDISK --grow\n",
+            "    dbackup image restore --drive /mnt/backup --from {0} --to /dev/NEWDISK{1} --dry-run\n    \
+             dbackup image restore --drive /mnt/backup --from {0} --to /dev/NEWDISK{1} --grow\n",
             input.stamp.unwrap_or("STAMP"),
-            input.stamp.unwrap_or("STAMP")
+            identity_arg(input)
         );
         let _ = writeln!(o, "| image | filesystem | UUID | size | in use |");
         let _ = writeln!(o, "|---|---|---|---|---|");
@@ -316,9 +316,10 @@ pub fn render(input: &DocInput) -> String {
             for s in sources {
                 let _ = writeln!(
                     o,
-                    "    dbackup restore --drive /mnt/backup --set {} --path {} --target /mnt",
+                    "    dbackup restore --drive /mnt/backup --set {} --path {} --target /mnt{}",
                     crate::stdx::shell_word(name),
-                    crate::stdx::shell_word(s)
+                    crate::stdx::shell_word(s),
+                    identity_arg(input)
                 );
             }
         }
@@ -388,6 +389,16 @@ impl ImageRecord {
     /// The image's file name before encryption.
     pub fn file_name_plain(&self) -> String {
         super::layout::image_file(&self.name)
+    }
+}
+
+/// ` --identity identity.txt` in the kit's dbackup commands when the backup is encrypted (the file its own `age -d -i
+/// identity.txt` names), else nothing.
+fn identity_arg(input: &DocInput) -> &'static str {
+    if input.encrypted {
+        " --identity identity.txt"
+    } else {
+        ""
     }
 }
 
@@ -511,10 +522,11 @@ mod tests {
         ]
     }
 
-    #[test]
-    fn the_guide_for_a_debian_machine_with_images() {
-        let f = facts(false);
-        let pieces = pieces();
+    /// Each set's name and sources, as the guide names them.
+    type SetSources = Vec<(String, Vec<String>)>;
+
+    /// An ESP image of nvme0n1 with its partition table, and the sets config and data: a backup with images.
+    fn images_tables_sets() -> (Vec<ImageRecord>, Vec<TableRecord>, SetSources) {
         let images = vec![ImageRecord {
             name: "nvme0n1p1".into(),
             device: "/dev/nvme0n1p1".into(),
@@ -547,6 +559,14 @@ mod tests {
             ),
             ("data".to_string(), vec!["/data".to_string()]),
         ];
+        (images, tables, sets)
+    }
+
+    #[test]
+    fn the_guide_for_a_debian_machine_with_images() {
+        let f = facts(false);
+        let pieces = pieces();
+        let (images, tables, sets) = images_tables_sets();
         let text = render(&DocInput {
             facts: &f,
             pieces: &pieces,
@@ -559,6 +579,37 @@ mod tests {
             generated: "2026-12-05 03:15:00 +01:00",
         });
         insta::assert_snapshot!(text.replace(env!("CARGO_PKG_VERSION"), "[VERSION]"));
+    }
+
+    /// The kit of an encrypted backup (read with the identity already): its `dbackup restore` and `dbackup image
+    /// restore` commands pass the identity, as its own first lines do for age. Before: they had no `--identity`, so
+    /// pasted on a machine without the config each stopped with "no identity was given".
+    #[test]
+    fn an_encrypted_kits_restore_commands_pass_the_identity() {
+        let f = facts(false);
+        let (images, tables, sets) = images_tables_sets();
+        let text = render(&DocInput {
+            facts: &f,
+            pieces: &pieces(),
+            images: &images,
+            tables: &tables,
+            stamp: Some("2026-12-05-031500"),
+            destination: Some("T9"),
+            sets: &sets,
+            encrypted: true,
+            generated: "2026-12-05 03:15:00 +01:00",
+        });
+        let commands: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.contains("dbackup restore --drive") || l.contains("dbackup image restore")
+            })
+            .filter(|l| !l.contains("--list"))
+            .collect();
+        assert_eq!(commands.len(), 4, "{text}");
+        for c in commands {
+            assert!(c.contains(" --identity identity.txt"), "{c}\n{text}");
+        }
     }
 
     /// The guide of a kit of `f` without images, on a plain drive, naming `sets`.

@@ -102,6 +102,27 @@ impl Drive {
         self.backups_dir.is_some()
     }
 
+    /// The configured destination this drive is: its own name, or for a directory given with `--drive`, the
+    /// destination present whose `backups/` it is (what `--verify` found is then remembered for that destination, as
+    /// with `--source external`); `None` for a directory that is no destination of this config.
+    pub fn destination(&self, settings: &Settings) -> Option<String> {
+        if self.name != "--drive" {
+            return Some(self.name.clone());
+        }
+        let read = std::fs::canonicalize(self.backups_dir.as_ref()?).ok()?;
+        settings
+            .destinations
+            .iter()
+            .find(|dest| match media::detect_for_reading(dest) {
+                Presence::Present(info) => {
+                    std::fs::canonicalize(info.resolved.join(drive::BACKUPS_DIR))
+                        .is_ok_and(|b| b == read)
+                }
+                Presence::Absent(_) => false,
+            })
+            .map(|dest| dest.name.clone())
+    }
+
     /// The backups that can be restored from: not being written, and (when `only` is set) the one named.
     pub fn backups(&self) -> impl Iterator<Item = &DriveBackup> {
         self.listing

@@ -195,7 +195,7 @@ pub fn destination<'a>(
             CodedError::new(
                 Exit::Usage,
                 if names.is_empty() {
-                    format!("there is no cloud destination named {name:?}: the config has none")
+                    format!("there is no cloud destination named {name:?}: {}", Settings::NO_CLOUD)
                 } else {
                     format!(
                         "there is no cloud destination named {name:?}; the config has: {}",
@@ -208,13 +208,10 @@ pub fn destination<'a>(
         None => {
             let mut clouds: Vec<&CloudSettings> = settings.clouds.iter().collect();
             clouds.sort_by_key(|c| std::cmp::Reverse(c.priority));
-            clouds.first().copied().ok_or_else(|| {
-                CodedError::new(
-                    Exit::Usage,
-                    "the config has no cloud destination (a destination with \"kind\": \"s3\" or \"b2\")",
-                )
-                .into()
-            })
+            clouds
+                .first()
+                .copied()
+                .ok_or_else(|| CodedError::new(Exit::Usage, Settings::NO_CLOUD).into())
         }
     }
 }

@@ -253,9 +253,16 @@ pub fn not_restored_line(planned: &[Planned], summaries: &[Summary]) -> String {
         .map(|(p, _)| show_str(&p.from))
         .collect();
     from.dedup();
+    // An entry that failed (its content damaged or cut short) may be whole elsewhere: say where to look.
+    let failed = summaries.iter().any(|s| !s.errors.is_empty());
     format!(
-        "dbackup: error: {} not restored (listed above), from {}",
+        "dbackup: error: {} not restored (listed above), from {}{}",
         crate::stdx::counted(problems as u64, "entry was", "entries were"),
-        from.join(", ")
+        from.join(", "),
+        if failed { ELSEWHERE } else { "" }
     )
 }
+
+/// Where else a file a backup cannot give back whole may be, and how to get it from there.
+pub const ELSEWHERE: &str = "; `dbackup find PATH` lists every backup holding each (with the same --drive or \
+    --source): restore it from one with --date STAMP, or from another copy of this backup (a second drive, the bucket)";

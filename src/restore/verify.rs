@@ -1496,20 +1496,33 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
                 "read through; no index, so contents are checked by the sums only".into()
             }
         };
-        let _ = writeln!(
-            out,
-            "  {} ({}): {}: {}; {how}",
-            show_str(&s.checked),
-            show_str(&s.set),
-            amount(s.entries, s.files, s.bytes),
-            if s.ok { "intact" } else { "DAMAGED" },
-        );
+        // A check that stopped at its first problem counted nothing: say that, not "0 entries ... DAMAGED".
+        let stopped = !s.ok && s.entries == 0 && s.content_checked;
+        if stopped {
+            let _ = writeln!(
+                out,
+                "  {} ({}): DAMAGED: checked up to its first problem (below); the rest was not read",
+                show_str(&s.checked),
+                show_str(&s.set),
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  {} ({}): {}: {}; {how}",
+                show_str(&s.checked),
+                show_str(&s.set),
+                amount(s.entries, s.files, s.bytes),
+                if s.ok { "intact" } else { "DAMAGED" },
+            );
+        }
         if s.referenced_files > 0 {
             let _ = writeln!(
                 out,
                 "    {} kept in earlier backups: {}",
                 counted(s.referenced_files, "file", "files"),
-                if r.deep {
+                if stopped {
+                    "checked before the problem".to_string()
+                } else if r.deep {
                     format!(
                         "every byte read and checked ({})",
                         bytes(s.referenced_bytes)

@@ -515,6 +515,12 @@ impl Settings {
         self.sets.iter().find(|s| s.name == name)
     }
 
+    /// Why a command that reads a bucket cannot run on this config (it names none), and what to do.
+    pub const NO_CLOUD: &str = "the config has no cloud destination (a destination with \"kind\": \"s3\" or \"b2\"): \
+        add the bucket to the config's \"destinations\" as it was uploaded to (its endpoint, bucket, prefix and \
+        encryption; docs/RESTORE.md, \"From the bucket\", shows one), then run this again; or download its \
+        backups/ with any S3 client and restore from that directory with --drive DIR, which needs no config";
+
     /// The cloud destination with this name.
     pub fn cloud(&self, name: &str) -> Option<&CloudSettings> {
         self.clouds.iter().find(|c| c.name == name)

@@ -362,6 +362,26 @@ fn find_lists_every_version_newest_first_grouped_by_path() {
     out.stdout_has("no path matches no-such-name in 10 backups");
 }
 
+/// `find` with a file's absolute path, as a restore prints it (`failed /data/x: ...`) and as a user types it: every
+/// version, on the drive too. Before: the drive's (and a bucket's) indexes were skipped line by line unless they
+/// held the pattern with its leading `/`, which an index's relative paths never do: "no path matches".
+#[test]
+fn find_takes_an_absolute_path_on_the_drive_too() {
+    let d = demo();
+    remove_archives(&d.drive);
+    let path = data(&d).join("projects/important/a.txt");
+    let f: Find =
+        d.t.run_json(&["find", "--source", "drive", &path.display().to_string()]);
+    assert_eq!(f.matches.len(), 1, "{:?}", f.matches);
+    assert_eq!(f.matches[0].path, path.display().to_string());
+    assert_eq!(
+        f.matches[0].versions.len(),
+        2,
+        "{:?}",
+        f.matches[0].versions
+    );
+}
+
 /// `snapshots` is `restore --list` under restic's name, with its options.
 #[test]
 fn snapshots_is_restore_list() {
@@ -440,7 +460,7 @@ fn a_cloud_destination_the_config_lacks_is_worded_alike_by_every_reading_command
     for (source, says) in [
         (
             "cloud:offsite",
-            "there is no cloud destination named \"offsite\": the config has none",
+            "there is no cloud destination named \"offsite\": the config has no cloud destination",
         ),
         ("cloud", "the config has no cloud destination"),
     ] {

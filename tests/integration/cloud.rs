@@ -1197,3 +1197,24 @@ fn a_bucket_that_cannot_be_listed_is_not_ok() {
         );
     }
 }
+
+/// The worst day: the laptop is gone with its config, and the user reaches for the bucket with `restore --source
+/// cloud`, `ls` and `find`, no config file anywhere (the built-in default has no bucket). Each refuses (exit 2) and
+/// says what to do next: add the bucket to a config, as docs/RESTORE.md shows. Before: "the config has no cloud
+/// destination (...)" alone, and the guide never said how to restore from a bucket with dbackup.
+#[test]
+fn without_a_config_naming_a_bucket_restore_says_how_to_reach_it() {
+    let t = Test::new();
+    for args in [
+        &["restore", "--list", "--source", "cloud"][..],
+        &["restore", "--source", "cloud", "--all"],
+        &["ls", "--source", "cloud"],
+        &["find", "--source", "cloud", "x"],
+    ] {
+        let out = t.cmd().no_config().args(args).status(2);
+        out.stderr_has("the config has no cloud destination")
+            .stderr_has("add the bucket to the config's \"destinations\"")
+            .stderr_has("docs/RESTORE.md")
+            .stderr_has("restore from that directory with --drive DIR");
+    }
+}

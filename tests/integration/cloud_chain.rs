@@ -437,3 +437,45 @@ fn a_file_kept_in_a_missing_base_on_a_bucket_is_not_said_to_be_on_a_drive() {
         all[0]
     ));
 }
+
+/// The worst day without any config: an encrypted chain (a full and an incremental) uploaded to the bucket,
+/// downloaded whole by another S3 client (`<prefix>/backups/` into a directory, as docs/RESTORE.md's "From the
+/// bucket" says with `aws s3 cp --recursive`), checks and restores with `restore --drive DIR --identity KEY`, the
+/// incremental read through its base, and no config file anywhere.
+#[test]
+fn a_downloaded_bucket_restores_with_drive_and_no_config() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let probe = Test::new();
+    let (identity, recipient) = probe.keygen("key");
+    let extra = format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#);
+    let t = first_upload(&g, &extra, "gone");
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    t.write("home/notes/new.txt", "a new file\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0);
+    assert_eq!(stamps(&s3, "gone").len(), 2);
+
+    let down = t.path("downloaded");
+    for (key, _) in s3.list("gone/backups/") {
+        let file = down.join(key.strip_prefix("gone/").unwrap());
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(&file, s3.get(&key)).unwrap();
+    }
+    let drive = |args: &[&str]| {
+        t.cmd()
+            .no_config()
+            .args(["restore", "--drive"])
+            .args([&down])
+            .args(["--identity"])
+            .args([&identity])
+            .args(args)
+    };
+    drive(&["--verify", "--deep"])
+        .status(0)
+        .stdout_has("result: intact");
+    let target = t.path("r");
+    drive(&["--target", target.to_str().unwrap()]).status(0);
+    assert_restored(&t, &target, &SET_FILES[..4], "downloaded from the bucket");
+}

@@ -439,3 +439,192 @@ fn a_dry_run_times_its_change_detection() {
         out.stderr_has(&format!("{}: change detection on ", set.set));
     }
 }
+
+/// A chain of three on the drive (a full, then `projects/p03.txt` changed, then `p04.txt`), whose middle backup's
+/// archive was damaged where it holds p03.txt (a byte of its content flipped, sizes unchanged), which the newest keeps
+/// there: the world, the drive and the three stamps.
+fn chain_of_three_damaged_in_the_middle() -> (Test, PathBuf, [String; 3]) {
+    let (t, drive) = incremental_world(3, 5);
+    let (first, second) = full_then_incremental(&t);
+    t.write("home/data/projects/p04.txt", content(3000, 444));
+    collect(&t);
+    let third = new_backup(&t);
+    let p03 = t.home().join("data/projects/p03.txt");
+    let rel = p03.strip_prefix("/").unwrap().to_str().unwrap().to_string();
+    let index =
+        fs::read_to_string(drive.join("backups").join(&second).join("data.index.jsonl")).unwrap();
+    let entry: serde_json::Value = index
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["path"].as_str() == Some(&rel))
+        .unwrap();
+    let tar = drive.join("backups").join(&second).join("data.tar");
+    let mut bytes = fs::read(&tar).unwrap();
+    bytes[entry["data_offset"].as_u64().unwrap() as usize + 10] ^= 0xff;
+    fs::write(&tar, &bytes).unwrap();
+    (t, drive, [first, second, third])
+}
+
+/// `restore --verify --deep` of the newest backup of that chain finds the damaged file and ends saying what to do
+/// next: a restore still brings back every intact file and names the others, which `dbackup find PATH` finds in
+/// other backups, or another copy of this one has. Before: "backup X is not intact (1 problem): <problem>" alone.
+/// Its line for the newest archive says the check stopped at the problem. Before: "data.tar (data): 0 entries, 0
+/// files, 0 B: DAMAGED; every entry checked against its index", and its files kept earlier "every byte read and
+/// checked", as if the newest archive were damaged and empty.
+#[test]
+fn a_verify_that_finds_damage_says_what_to_do_next() {
+    let (t, _, [_, second, third]) = chain_of_three_damaged_in_the_middle();
+    let out = verify_backup(&t, &third, true, 1);
+    // The newest archive itself is not said to be damaged and empty: the check stopped at the problem.
+    out.stdout_lacks("0 entries, 0 files, 0 B: DAMAGED")
+        .stdout_has("data.tar (data): DAMAGED: checked up to its first problem (below); the rest was not read")
+        .stdout_has("kept in earlier backups: checked before the problem");
+    out.stderr_has(&format!("in backup {second}'s data.tar"))
+        .stderr_has("a restore of this backup still brings back every file that is intact")
+        .stderr_has("`dbackup find PATH`")
+        .stderr_has("another copy of this backup (a second drive, the bucket)");
+}
+
+/// docs/RESTORE.md's GNU-tar-only chain rebuild (`tar-chain`, run as written) on a chain of three whose middle
+/// backup's archive was damaged on the drive (a byte of the file the newest keeps there flipped, sizes unchanged):
+/// the block checks each backup's sums before extracting it and stops at the damaged one, saying which and what the
+/// destination then holds (the backup before it, whole); the damaged file is never written. Before: only the
+/// newest backup's sums were checked (step 5's first block), and the rebuild extracted the damaged bytes silently.
+#[test]
+fn the_guides_chain_rebuild_stops_at_a_damaged_backup() {
+    if !testkit::require_tools(&["jq"], "apt-get install jq") {
+        return;
+    }
+    let (t, drive, [first, second, third]) = chain_of_three_damaged_in_the_middle();
+    let dest = t.path("chain");
+    let vars = [
+        ("DRIVE", drive.as_os_str()),
+        ("STAMP", third.as_ref()),
+        ("SET", "data".as_ref()),
+        ("CHAIN_DEST", dest.as_os_str()),
+    ];
+    let out = run_chain(&t, "tar-chain", &vars, &[&first, &second, &third]);
+    assert!(
+        out.contains(&format!("backup {second} is damaged"))
+            && out.contains(&format!("holds backup {first} of data, whole")),
+        "{out}"
+    );
+    let p03 = dest.join(
+        t.home()
+            .join("data/projects/p03.txt")
+            .strip_prefix("/")
+            .unwrap(),
+    );
+    assert_ne!(
+        fs::read(&p03).unwrap(),
+        fs::read(t.home().join("data/projects/p03.txt")).unwrap()
+    );
+    assert_eq!(
+        fs::read(&p03).unwrap().len(),
+        1000 + 3 * 37,
+        "the first backup's p03.txt"
+    );
+}
+
+/// The newest backup of a chain restored whole while a file it keeps in the middle backup was damaged there (a byte
+/// flipped, sizes unchanged; no `--verify` ran, so nothing marks it): everything else comes back, the damaged file is
+/// not written, and the last line says what to do next: `dbackup find` with the path, which lists the backups
+/// holding it, then `--date` (the older version in the first backup comes back so), or another copy of this
+/// backup. Before: "1 entry was not restored (listed above), from <archive>" and nothing more.
+#[test]
+fn a_damaged_file_says_where_else_to_find_it() {
+    let (t, _, [first, second, third]) = chain_of_three_damaged_in_the_middle();
+    let p03 = t.home().join("data/projects/p03.txt");
+    let rel = p03.strip_prefix("/").unwrap().to_path_buf();
+
+    let target = t.path("restored");
+    let out = crate::fixtures::chain::restore_from(
+        &t,
+        &third,
+        &["--target".as_ref(), target.as_ref()],
+        1,
+    );
+    assert!(!target.join(&rel).exists());
+    assert!(target.join(&rel).with_file_name("p04.txt").exists());
+    out.stdout_has(&format!(
+        "{}: its content does not match the sha256 the backup lists for it; not restored (its content is kept in \
+         backup {second}'s data.tar)",
+        target.join(&rel).display()
+    ));
+    out.stderr_has("`dbackup find PATH` lists every backup holding each")
+        .stderr_has("restore it from one with --date STAMP")
+        .stderr_has("another copy of this backup (a second drive, the bucket)");
+
+    // What it says works: find names the first backup, and p03.txt's older version comes back from it.
+    let found = t
+        .cmd()
+        .args(["find", "--source", "drive"])
+        .args([&p03])
+        .status(0);
+    found.stdout_has(&first);
+    let older = t.path("older");
+    crate::fixtures::chain::restore_file(&t, &first, &p03, &older, 0);
+    assert_eq!(
+        fs::read(older.join(&rel)).unwrap(),
+        content(1000 + 3 * 37, 3)
+    );
+}
+
+/// docs/RESTORE.md step 5 (GNU tar only) on a drive whose newest backup is an incremental: the first block, which
+/// picks and checks the backup, says so and points to the chain rebuild, since the blocks after it extract that
+/// backup's archives alone, which hold only what changed. The same for step 6's (age). Before: nothing said it, and
+/// following the blocks in order restored the changed files only (and tar failed on a file the archive does not
+/// hold, "Not found in archive").
+#[test]
+fn the_guides_first_block_says_when_the_newest_backup_is_incremental() {
+    let (t, drive) = incremental_world(3, 5);
+    let (first, second) = full_then_incremental(&t);
+    for tag in ["tar-only", "age-only"] {
+        let block = &crate::fixtures::guide::blocks(tag)[0];
+        let run = |stamp: &str| {
+            fs::write(drive.join("backups/LATEST"), stamp).unwrap();
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("set -eu\n{block}")])
+                .env("DRIVE", &drive)
+                .env("KEY", t.path("no-key"))
+                .env("HOME", t.home())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{tag}: {out:?}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let out = run(&second);
+        assert!(
+            out.contains(&format!(
+                "{second} is incremental: its archives hold only what changed since the backup it was made on"
+            )),
+            "{tag}: {out}"
+        );
+        assert!(!run(&first).contains("is incremental"), "{tag}");
+    }
+}
+
+/// `restore --verify --deep --drive DIR` where DIR is this config's own drive (docs/RESTORE.md step 4 gives
+/// `--drive` to everyone) finds the damage in the chain and remembers it as `--source external` does, so the next
+/// `external` writes a full instead of an incremental whose files would point into the damaged archive. Before: a
+/// damage found through `--drive` was never noted, and the next backup, "verified", kept the restored file in the
+/// damaged archive: it could not be restored from the new backup either.
+#[test]
+fn damage_found_through_drive_on_a_configured_drive_is_remembered() {
+    let (t, drive, [_, second, third]) = chain_of_three_damaged_in_the_middle();
+    t.cmd()
+        .args(["restore", "--verify", "--deep", "--drive"])
+        .args([&drive])
+        .status(1);
+    t.write("home/data/projects/p05.txt", content(500, 555));
+    collect(&t);
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    assert!(
+        !dry.stdout.contains(&format!("incremental on {third}"))
+            && dry
+                .stdout
+                .contains(&format!("backup {third} of the chain is damaged")),
+        "{second}: {}",
+        dry.stdout
+    );
+}
