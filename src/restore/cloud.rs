@@ -195,7 +195,10 @@ pub fn destination<'a>(
             CodedError::new(
                 Exit::Usage,
                 if names.is_empty() {
-                    format!("there is no cloud destination named {name:?}: {}", Settings::NO_CLOUD)
+                    format!(
+                        "there is no cloud destination named {name:?}: {}",
+                        Settings::NO_CLOUD
+                    )
                 } else {
                     format!(
                         "there is no cloud destination named {name:?}; the config has: {}",
