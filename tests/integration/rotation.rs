@@ -578,3 +578,56 @@ fn a_set_whose_sources_all_changed_starts_a_new_full_once_and_says_why() {
     assert!(!plan.contains("recorded from other sources"), "{plan}");
     assert!(plan.contains(&format!("incremental on {second}")), "{plan}");
 }
+
+/// A backup that `restore --verify` found damaged (noted in the state directory's `damaged.json`) is no restore
+/// point for retention, in the count form and per destination: it is not one of the "last 2", it is kept (never
+/// removed by retention) and the dry run says why; the older intact backup it pushed out stays. Before: the damaged
+/// backup was kept as one of the newest 2 and the intact one before it was removed.
+#[test]
+fn a_backup_found_damaged_is_not_counted_by_retention() {
+    for per_destination in [false, true] {
+        let t = world("2");
+        if per_destination {
+            let cfg = fs::read_to_string(t.path("config.json")).unwrap();
+            let cfg = cfg.replace(
+                r#""require_mount": false"#,
+                r#""require_mount": false, "retention": { "last": 2 }"#,
+            );
+            fs::write(
+                t.path("config.json"),
+                cfg.replace(r#""external": 2"#, r#""external": 9"#),
+            )
+            .unwrap();
+        }
+        let drive = t.path("drive");
+        let old = fixture(&drive, "2026-11-01T03:00:00+00:00", &[]);
+        let intact = fixture(&drive, "2026-11-02T03:00:00+00:00", &[]);
+        let damaged = fixture(&drive, "2026-11-03T03:00:00+00:00", &[]);
+        let records = serde_json::json!({ "format": 1, "records": [{
+            "destination": "drive", "backup": damaged, "found": "2026-11-04T10:00:00+01:00",
+            "problem": "data.tar: its sha256 differs" }] });
+        fs::create_dir_all(t.path("state/dbackup")).unwrap();
+        fs::write(t.path("state/dbackup/damaged.json"), records.to_string()).unwrap();
+
+        let plan = t.cmd().args(["external", "--dry-run"]).status(0).stdout;
+        for line in [
+            format!(
+                "  keep      {damaged} (damaged (restore --verify, 2026-11-04): not a restore point; never removed \
+                 by retention: delete it by hand when it is not wanted)"
+            ),
+            format!("  keep      {intact} (last 2)"),
+            format!("  remove    {old} (not kept by the policy (last 2))"),
+        ] {
+            assert!(plan.contains(&line), "{line:?} not in:\n{plan}");
+        }
+        let report = external(&t, &[], 0);
+        let removed: Vec<&str> = report.destinations[0]
+            .removed
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(removed, [old.as_str()]);
+        let new = report.destinations[0].backup.clone().unwrap();
+        assert_eq!(backups(&drive), [intact, damaged, new]);
+    }
+}
