@@ -49,6 +49,18 @@ fn fixture(drive: &Path, time: &str, deps: &[&str]) -> String {
     stamp
 }
 
+/// Runs the external (exit 0): retention removes exactly `removed`, in that order; returns the new backup's stamp.
+fn run_removes(t: &Test, removed: &[&str]) -> String {
+    let report = external(t, &[], 0);
+    let gone: Vec<&str> = report.destinations[0]
+        .removed
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(gone, removed);
+    report.destinations[0].backup.clone().unwrap()
+}
+
 fn edit(drive: &Path, stamp: &str, f: impl FnOnce(&mut BackupMeta)) {
     let p = drive.join("backups").join(stamp).join(BACKUP_META_FILE);
     let mut m = read_backup_meta(&p).unwrap();
@@ -88,14 +100,7 @@ fn a_policy_keeps_chains_whole_and_says_why() {
         assert!(plan.contains(&line), "{line:?} not in:\n{plan}");
     }
 
-    let report = external(&t, &[], 0);
-    let removed: Vec<&str> = report.destinations[0]
-        .removed
-        .iter()
-        .map(|r| r.name.as_str())
-        .collect();
-    assert_eq!(removed, [i0.as_str(), f0.as_str()]);
-    let new = report.destinations[0].backup.clone().unwrap();
+    let new = run_removes(&t, &[&i0, &f0]);
     assert_eq!(backups(&drive), [f1, i1, i2, f2, i3, new]);
 }
 
@@ -620,14 +625,7 @@ fn a_backup_found_damaged_is_not_counted_by_retention() {
         ] {
             assert!(plan.contains(&line), "{line:?} not in:\n{plan}");
         }
-        let report = external(&t, &[], 0);
-        let removed: Vec<&str> = report.destinations[0]
-            .removed
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
-        assert_eq!(removed, [old.as_str()]);
-        let new = report.destinations[0].backup.clone().unwrap();
+        let new = run_removes(&t, &[&old]);
         assert_eq!(backups(&drive), [intact, damaged, new]);
     }
 }
