@@ -393,9 +393,10 @@ pub fn new_backup(
 /// ([`drive_retention::decide_own`]: what `new` depends on is kept with it, another config's backups are not judged),
 /// where a backup still locked at `now_utc` is kept ("kept: locked until <date>") together with what it depends on,
 /// and so is a base of an upload that may still be going (`going_bases`: base stamp, the upload's `backups/<stamp>/`;
-/// its `upload.json` names them). Pure.
+/// its `upload.json` names them). A backup `damaged` names (stamp: why, its objects missing or not their recorded
+/// size) is no restore point ([`BackupInfo::judged`]). Pure.
 pub fn decide(
-    backups: &[DriveBackup],
+    (backups, damaged): (&[DriveBackup], &BTreeMap<String, String>),
     (new, owner): (BackupInfo, drive_retention::Owner),
     policy: &RetentionPolicy,
     now: NaiveDateTime,
@@ -403,11 +404,12 @@ pub fn decide(
     object_lock_days: Option<u32>,
     going_bases: &BTreeMap<String, String>,
 ) -> Vec<Decision> {
-    let mut infos: Vec<BackupInfo> = backups
+    let infos: Vec<BackupInfo> = backups
         .iter()
         .filter(|b| b.name != new.name)
         .map(|b| BackupInfo::new(&b.name, b.time, b.meta.as_ref(), false))
         .collect();
+    let mut infos = BackupInfo::with_damage(infos, damaged);
     infos.push(new);
     let lock_of = |name: &str| {
         backups
@@ -534,7 +536,7 @@ mod tests {
         let sets = vec!["docs".to_string()];
         let decide_with = |policy: u32, lock: Option<u32>| {
             decide(
-                &backups,
+                (&backups, &BTreeMap::new()),
                 (
                     new_backup("2026-11-22-020000", &sets, &[], now),
                     drive_retention::Owner::Anyone,
@@ -593,7 +595,7 @@ mod tests {
             "backups/2026-11-21-020000/".to_string(),
         )]);
         let ds = decide(
-            &backups,
+            (&backups, &BTreeMap::new()),
             (
                 new_backup("2026-11-22-020000", &sets, &[], now),
                 drive_retention::Owner::Anyone,
@@ -609,6 +611,44 @@ mod tests {
         assert_eq!(
             base.reasons[0],
             "kept: the base of backups/2026-11-21-020000/, an upload that may still be going"
+        );
+    }
+
+    /// A backup of the bucket whose objects are missing or not their recorded size is no restore point: `last 2`
+    /// keeps the new backup and the newest intact one, the damaged one is neither counted nor removed and says why.
+    /// Before: it counted among the 2, and the intact backup of 2026-11-08 was removed.
+    #[test]
+    fn bucket_retention_does_not_count_a_damaged_backup() {
+        let backups = vec![
+            backup("2026-11-01-020000", None),
+            backup("2026-11-08-020000", None),
+            backup("2026-11-15-020000", None),
+        ];
+        let now = snapshot::parse_stamp("2026-11-22-020000").unwrap();
+        let damaged = BTreeMap::from([(
+            "2026-11-15-020000".to_string(),
+            "docs.tar is not in the bucket".to_string(),
+        )]);
+        let sets = vec!["docs".to_string()];
+        let ds = decide(
+            (&backups, &damaged),
+            (
+                new_backup("2026-11-22-020000", &sets, &[], now),
+                drive_retention::Owner::Anyone,
+            ),
+            &RetentionPolicy::last(2),
+            now,
+            now.and_utc(),
+            None,
+            &BTreeMap::new(),
+        );
+        let removed: Vec<&str> = crate::retention::removed(&ds).collect();
+        assert_eq!(removed, ["2026-11-01-020000"]);
+        let d = ds.iter().find(|d| d.name == "2026-11-15-020000").unwrap();
+        assert!(d.keep, "{d:?}");
+        assert_eq!(
+            d.reasons[0],
+            "damaged (docs.tar is not in the bucket): not a restore point"
         );
     }
 }

@@ -778,7 +778,7 @@ pub fn plan_retention(
         .filter_map(|a| a.choice.base.clone())
         .collect();
     p.decisions = super::bucket::decide(
-        &w.chains.listing.backups,
+        (&w.chains.listing.backups, &w.chains.damaged),
         (
             super::bucket::new_backup(&stamp, &sets, &bases, now),
             super::retention::Owner::Sets(&w.own_sets),

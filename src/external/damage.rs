@@ -144,18 +144,33 @@ fn write(state_dir: &Path, records: Vec<Record>) -> std::io::Result<()> {
         .map_err(std::io::Error::other)
 }
 
-/// The backups of `destination` still on the drive that a `--verify` found damaged, with why (for
-/// [`super::chain::facts`]).
+/// Why rotation counts a backup a record names as no restore point: `restore --verify, <date>` (the day it was found).
+pub fn standing(r: &Record) -> String {
+    let date = r.found.get(..10).unwrap_or(&r.found);
+    format!("restore --verify, {}", crate::stdx::show_str(date))
+}
+
+/// The backups of `destination` still on the drive that a `--verify` found damaged, with why ([`note_text`], for
+/// [`super::chain::facts`] and `status`).
 pub fn on_destination(
     records: &[Record],
     destination: &str,
     listing: &DriveListing,
 ) -> BTreeMap<String, String> {
+    on_destination_as(records, (destination, listing), note_text)
+}
+
+/// [`on_destination`], each said by `text` ([`note_text`], [`standing`]).
+pub fn on_destination_as(
+    records: &[Record],
+    (destination, listing): (&str, &DriveListing),
+    text: fn(&Record) -> String,
+) -> BTreeMap<String, String> {
     records
         .iter()
         .filter(|r| r.destination == destination)
         .filter(|r| listing.backups.iter().any(|b| b.name == r.backup))
-        .map(|r| (r.backup.clone(), note_text(r)))
+        .map(|r| (r.backup.clone(), text(r)))
         .collect()
 }
 

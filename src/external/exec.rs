@@ -720,7 +720,7 @@ fn prune(
             );
         }
     };
-    let infos = super::plan::drive_infos(&listing);
+    let infos = super::plan::drive_infos(&listing, &world.found_damaged);
     let owner = drive_retention::Owner::Sets(own_sets);
     let how = format!(
         "rm -r {}/<stamp>",

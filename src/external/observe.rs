@@ -369,14 +369,16 @@ fn observe_drive(
     let (encryption, passphrase_file) =
         encryption_of(&d.destination.name, d.destination.encryption.as_ref())?;
     let mut damaged = layout::damaged_files(&info.resolved.join(layout::BACKUPS_DIR), &listing);
+    // Rotation's why: the same, `restore --verify`'s said shorter (with its date).
+    let mut found_damaged = damaged.clone();
     // What `restore --verify` found (a damage of the same size, which the lstat above cannot see).
-    let verified_damaged = super::damage::on_destination(
-        &super::damage::read(&settings.state_dir, &settings.backup_root),
-        &d.destination.name,
-        &listing,
-    );
-    for (stamp, why) in verified_damaged {
+    let records = super::damage::read(&settings.state_dir, &settings.backup_root);
+    let on = (d.destination.name.as_str(), &listing);
+    for (stamp, why) in super::damage::on_destination_as(&records, on, super::damage::note_text) {
         damaged.entry(stamp).or_insert(why);
+    }
+    for (stamp, why) in super::damage::on_destination_as(&records, on, super::damage::standing) {
+        found_damaged.entry(stamp).or_insert(why);
     }
     // Where an incremental is likely, what it would store: the change detection alone (stats and the base's
     // index; contents are read only when a content comparison is due, and then not here: counted as changed).
@@ -456,6 +458,7 @@ fn observe_drive(
         encryption,
         passphrase_file,
         damaged,
+        found_damaged,
         incremental,
         index_copies: super::index_copy::list(root, &d.destination.name, &settings.set_names()),
         base_copies,

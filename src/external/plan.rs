@@ -415,6 +415,9 @@ pub struct DestinationWorld {
     /// Backups whose archive or index files are missing or not their recorded size, with why (a chain through
     /// them is not extended).
     pub damaged: std::collections::BTreeMap<String, String>,
+    /// The same backups and those `restore --verify` found damaged (`external::damage`), each with the short why
+    /// rotation gives: no restore point ([`BackupInfo::judged`]).
+    pub found_damaged: std::collections::BTreeMap<String, String>,
     /// By set: what an incremental on the likely base would store (the change detection, run while observing).
     pub incremental: std::collections::BTreeMap<String, ArchiveEstimate>,
     /// The local plaintext copies of this destination's encrypted indexes (`<stamp>/<set>`, and leftovers).
@@ -590,7 +593,7 @@ fn destination_plan(
     let reclaimable = layout::leftover_bytes(&cleanup);
     let available = info.free_bytes.saturating_add(reclaimable);
     let owner = drive_retention::Owner::Sets(&world.own_sets);
-    let infos = drive_infos(&d.listing);
+    let infos = drive_infos(&d.listing, &d.found_damaged);
     let room = drive_retention::make_room_own(
         &infos,
         owner,
@@ -868,9 +871,13 @@ fn space_refusal(
     msg
 }
 
-/// What rotation needs to know about each backup found on a drive.
-pub(crate) fn drive_infos(listing: &DriveListing) -> Vec<BackupInfo> {
-    listing
+/// What rotation needs to know about each backup found on a drive, those `found_damaged` names (stamp: why) no
+/// restore points.
+pub(crate) fn drive_infos(
+    listing: &DriveListing,
+    found_damaged: &std::collections::BTreeMap<String, String>,
+) -> Vec<BackupInfo> {
+    let infos = listing
         .backups
         .iter()
         .map(|b| {
@@ -881,7 +888,8 @@ pub(crate) fn drive_infos(listing: &DriveListing) -> Vec<BackupInfo> {
                 listing.latest.as_deref() == Some(b.name.as_str()),
             )
         })
-        .collect()
+        .collect();
+    BackupInfo::with_damage(infos, found_damaged)
 }
 
 /// Retention on the drive after this run, with the new backup in place and what space-aware rotation removed gone;

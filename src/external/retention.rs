@@ -4,7 +4,9 @@
 //!
 //! Rules of [`decide_own`] (a backup is kept when any keeping rule applies; every reason is given):
 //! - Only verified backups (a directory named exactly a stamp, holding `backup.json` with `verified: true`) are
-//!   judged. A stamp-named directory without usable metadata is someone else's (or damaged): never removed.
+//!   judged. A stamp-named directory without usable metadata is someone else's (or damaged): never removed. Nor is
+//!   a verified backup found damaged since (`restore --verify`, [`super::damage`], or a file missing or not its
+//!   recorded size): no restore point, it is not counted by any rule below ([`BackupInfo::judged`]).
 //! - The policy (`retention.external`: a count N is `last: N`, or `last`/`hourly`/`daily`/`weekly`/`monthly`/
 //!   `yearly`, the logic of [`crate::retention`]) is applied to the backups holding sets (the restore points), and
 //!   apart from them to the image-only backups (only `system/`, from `dbackup image create`): `last 5` keeps the
@@ -46,6 +48,9 @@ pub struct BackupInfo {
     pub time: NaiveDateTime,
     /// Carries readable, verified dbackup metadata.
     pub verified: bool,
+    /// Found damaged since it was verified: why (`restore --verify, <date>`, or which file is missing or not its
+    /// recorded size). Then it is no restore point, as one without verified metadata is: never judged, never removed.
+    pub damaged: Option<String>,
     /// The sets it holds (from its metadata).
     pub sets: Vec<String>,
     /// Each set's recorded source paths ([`recorded_paths`]; a set absent or empty: none recorded).
@@ -89,6 +94,7 @@ impl BackupInfo {
             name: name.to_string(),
             time,
             verified: true,
+            damaged: None,
             sets: m.set_names(),
             sources: m
                 .sets
@@ -110,6 +116,24 @@ impl BackupInfo {
     /// An image-only backup: `system/` and no set (judged apart from the restore points).
     pub fn image_only(&self) -> bool {
         self.sets.is_empty() && self.system
+    }
+
+    /// THE rule of what rotation judges ([`decide_own`], [`make_room_own`]): a verified backup not found damaged,
+    /// not newer than `now`, and the `owner`'s. Only these count among the restore points a policy or `keep_at_least`
+    /// keeps, and only these are ever removed.
+    pub fn judged(&self, owner: Owner, now: NaiveDateTime) -> bool {
+        self.verified && self.damaged.is_none() && self.time <= now && !owner.foreign(self)
+    }
+
+    /// `infos` with those that `damaged` names (stamp: why) marked found damaged.
+    pub fn with_damage(
+        mut infos: Vec<BackupInfo>,
+        damaged: &BTreeMap<String, String>,
+    ) -> Vec<BackupInfo> {
+        for b in &mut infos {
+            b.damaged = damaged.get(&b.name).cloned();
+        }
+        infos
     }
 }
 
@@ -304,7 +328,7 @@ pub fn decide_own(
     let mut reasons: Vec<Vec<String>> = vec![Vec::new(); order.len()];
 
     let judged: Vec<usize> = (0..order.len())
-        .filter(|&i| order[i].verified && order[i].time <= now && !owner.foreign(order[i]))
+        .filter(|&i| order[i].judged(owner, now))
         .collect();
     if let Some(&i) = judged.first() {
         reasons[i].push("newest verified backup".to_string());
@@ -347,6 +371,10 @@ pub fn decide_own(
     for (i, b) in order.iter().enumerate() {
         if !b.verified {
             reasons[i].push(UNJUDGED.into());
+        } else if let Some(why) = &b.damaged {
+            reasons[i].push(format!("damaged ({why}): not a restore point"));
+            reasons[i]
+                .push("never removed by retention: delete it by hand when it is not wanted".into());
         } else if b.time > now {
             reasons[i].push(format!(
                 "newer than now ({now}): the clock may have gone back"
@@ -463,7 +491,7 @@ pub fn make_room(
 
 /// Space-aware rotation: when `needed` bytes do not fit in `available`, removes the oldest restore points (oldest
 /// chains first; a backup only together with every backup that depends on it) until they do, but never the newest
-/// verified backup, never a backup newer than `now` or the target of `latest`, never the newest image-only backup,
+/// verified backup (one found damaged is no restore point: never counted, never removed, [`BackupInfo::judged`]), never a backup newer than `now` or the target of `latest`, never the newest image-only backup,
 /// and never below `keep_at_least` verified restore points: the newest `keep_at_least` backups holding sets, and
 /// everything they depend on, stay. Only `owner`'s backups are judged: another config's are never removed for space,
 /// nor counted among the `keep_at_least`. When even removing every other backup would not make room, nothing is
@@ -485,7 +513,7 @@ pub fn make_room_own(
         };
     }
     let order = newest_first(backups);
-    let judged = |b: &BackupInfo| b.verified && b.time <= now && !owner.foreign(b);
+    let judged = |b: &BackupInfo| b.judged(owner, now);
     // Never removed for space: what retention never judges, `latest`'s target, the newest verified backup, the
     // newest `keep_at_least` restore points, the newest image-only backup, and everything these depend on.
     let mut protected: Vec<bool> = order.iter().map(|b| !judged(b) || b.latest).collect();

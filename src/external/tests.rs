@@ -280,6 +280,7 @@ fn world() -> World {
             encryption: None,
             passphrase_file: None,
             damaged: Default::default(),
+            found_damaged: Default::default(),
             incremental: Default::default(),
             index_copies: Vec::new(),
             base_copies: Default::default(),

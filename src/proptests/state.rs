@@ -326,8 +326,9 @@ fn check_damage(bytes: &[u8]) {
     check_state_file(bytes, damage::FILE_NAME, |dir| {
         for r in damage::read(dir, Path::new("/r")) {
             assert!(r.is_of(Path::new("/r")), "{:?}", r.backup_root);
-            let text = damage::note_text(&r);
-            assert!(!text.contains(['\n', '\x1b']), "{text:?}");
+            for text in [damage::note_text(&r), damage::standing(&r)] {
+                assert!(!text.contains(['\n', '\x1b']), "{text:?}");
+            }
         }
     });
 }

@@ -219,3 +219,53 @@ fn rotation_for_space_never_removes_another_configs_set_of_the_same_name() {
     let now = backups(&mp);
     assert!(theirs.iter().all(|b| now.contains(b)), "{now:?}");
 }
+
+/// A 32 MiB ext4 drive filled with ~6 MiB backups, all but the oldest then found damaged by `restore --verify`
+/// (noted in `damaged.json`): with `keep_at_least` 2, the next backup that does not fit is refused and nothing is
+/// removed, since the oldest is the newest intact verified backup and the damaged ones are no restore points (never
+/// counted, never removed). Before: the damaged ones were the 2 restore points kept and the newest verified backup,
+/// so the only intact backup was removed for space.
+#[test]
+fn rotation_for_space_never_removes_the_newest_intact_backup_for_damaged_ones() {
+    let Some((_drive, mp)) = loopdev::drive_or_skip(Fs::Ext4, "T9", 32 * MIB) else {
+        return;
+    };
+    let dest = destination("T9", &mp, r#""keep_at_least": 2"#);
+    let t = Test::new().config(&config(std::slice::from_ref(&dest), "first", 10));
+    sample(&t, 0);
+    t.write("home/data/big.bin", content(6 * MIB as usize, 11));
+    collect(&t);
+    let mut full = false;
+    for _ in 0..8 {
+        let plan = t.cmd().args(["--dry-run", "external", "--full"]).output();
+        if plan.stdout.contains("(for space: ") {
+            full = true;
+            break;
+        }
+        external(&t, &["--full"], 0);
+    }
+    let held = backups(&mp);
+    assert!(full && held.len() >= 3, "the drive never filled: {held:?}");
+    let records: Vec<serde_json::Value> = held[1..]
+        .iter()
+        .map(|b| {
+            serde_json::json!({ "destination": "T9", "backup": b, "found": "2026-11-04T10:00:00+01:00",
+                                "problem": "data.tar: its sha256 differs" })
+        })
+        .collect();
+    let records = serde_json::json!({ "format": 1, "records": records });
+    fs::create_dir_all(t.path("state/dbackup")).unwrap();
+    fs::write(t.path("state/dbackup/damaged.json"), records.to_string()).unwrap();
+
+    let plan = t.cmd().args(["--dry-run", "external", "--full"]).output();
+    assert!(!plan.stdout.contains("(for space: "), "{}", plan.stdout);
+    let r = external(&t, &["--full"], 1);
+    let d = &r.destinations[0];
+    assert_eq!(d.status, DestinationStatus::Refused);
+    let why = d.error.as_deref().unwrap();
+    assert!(
+        why.starts_with("not enough space: the backup needs "),
+        "{why}"
+    );
+    assert_eq!(backups(&mp), held, "nothing removed for space");
+}

@@ -49,6 +49,18 @@ fn fixture(drive: &Path, time: &str, deps: &[&str]) -> String {
     stamp
 }
 
+/// Runs the external (exit 0): retention removes exactly `removed`, in that order; returns the new backup's stamp.
+fn run_removes(t: &Test, removed: &[&str]) -> String {
+    let report = external(t, &[], 0);
+    let gone: Vec<&str> = report.destinations[0]
+        .removed
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(gone, removed);
+    report.destinations[0].backup.clone().unwrap()
+}
+
 fn edit(drive: &Path, stamp: &str, f: impl FnOnce(&mut BackupMeta)) {
     let p = drive.join("backups").join(stamp).join(BACKUP_META_FILE);
     let mut m = read_backup_meta(&p).unwrap();
@@ -88,14 +100,7 @@ fn a_policy_keeps_chains_whole_and_says_why() {
         assert!(plan.contains(&line), "{line:?} not in:\n{plan}");
     }
 
-    let report = external(&t, &[], 0);
-    let removed: Vec<&str> = report.destinations[0]
-        .removed
-        .iter()
-        .map(|r| r.name.as_str())
-        .collect();
-    assert_eq!(removed, [i0.as_str(), f0.as_str()]);
-    let new = report.destinations[0].backup.clone().unwrap();
+    let new = run_removes(&t, &[&i0, &f0]);
     assert_eq!(backups(&drive), [f1, i1, i2, f2, i3, new]);
 }
 
@@ -577,4 +582,50 @@ fn a_set_whose_sources_all_changed_starts_a_new_full_once_and_says_why() {
     let plan = t.cmd().args(["external", "--dry-run"]).status(0).stdout;
     assert!(!plan.contains("recorded from other sources"), "{plan}");
     assert!(plan.contains(&format!("incremental on {second}")), "{plan}");
+}
+
+/// A backup that `restore --verify` found damaged (noted in the state directory's `damaged.json`) is no restore
+/// point for retention, in the count form and per destination: it is not one of the "last 2", it is kept (never
+/// removed by retention) and the dry run says why; the older intact backup it pushed out stays. Before: the damaged
+/// backup was kept as one of the newest 2 and the intact one before it was removed.
+#[test]
+fn a_backup_found_damaged_is_not_counted_by_retention() {
+    for per_destination in [false, true] {
+        let t = world("2");
+        if per_destination {
+            let cfg = fs::read_to_string(t.path("config.json")).unwrap();
+            let cfg = cfg.replace(
+                r#""require_mount": false"#,
+                r#""require_mount": false, "retention": { "last": 2 }"#,
+            );
+            fs::write(
+                t.path("config.json"),
+                cfg.replace(r#""external": 2"#, r#""external": 9"#),
+            )
+            .unwrap();
+        }
+        let drive = t.path("drive");
+        let old = fixture(&drive, "2026-11-01T03:00:00+00:00", &[]);
+        let intact = fixture(&drive, "2026-11-02T03:00:00+00:00", &[]);
+        let damaged = fixture(&drive, "2026-11-03T03:00:00+00:00", &[]);
+        let records = serde_json::json!({ "format": 1, "records": [{
+            "destination": "drive", "backup": damaged, "found": "2026-11-04T10:00:00+01:00",
+            "problem": "data.tar: its sha256 differs" }] });
+        fs::create_dir_all(t.path("state/dbackup")).unwrap();
+        fs::write(t.path("state/dbackup/damaged.json"), records.to_string()).unwrap();
+
+        let plan = t.cmd().args(["external", "--dry-run"]).status(0).stdout;
+        for line in [
+            format!(
+                "  keep      {damaged} (damaged (restore --verify, 2026-11-04): not a restore point; never removed \
+                 by retention: delete it by hand when it is not wanted)"
+            ),
+            format!("  keep      {intact} (last 2)"),
+            format!("  remove    {old} (not kept by the policy (last 2))"),
+        ] {
+            assert!(plan.contains(&line), "{line:?} not in:\n{plan}");
+        }
+        let new = run_removes(&t, &[&old]);
+        assert_eq!(backups(&drive), [intact, damaged, new]);
+    }
 }

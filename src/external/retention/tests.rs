@@ -15,6 +15,7 @@ fn b(d: u32, sets: &[&str], deps: &[u32], mib: u64) -> BackupInfo {
         time: parse_stamp(&name).unwrap(),
         name,
         verified: true,
+        damaged: None,
         sets: sets.iter().map(|s| s.to_string()).collect(),
         sources: BTreeMap::new(),
         system: false,
@@ -657,4 +658,76 @@ fn a_set_of_this_configs_name_from_other_sources_is_another_configs() {
     assert!(
         note.contains("or this config's from before a set was renamed or its sources all changed")
     );
+}
+
+/// `d` found damaged since it was verified (`restore --verify`, on day 8).
+fn damaged(mut x: BackupInfo) -> BackupInfo {
+    x.damaged = Some(format!("restore --verify, {}", &day(8)[..10]));
+    x
+}
+
+/// A backup found damaged is no restore point, as one without verified metadata: retention neither counts it among
+/// the N it keeps nor removes it, and says why; the newest verified backup is the newest intact one; a kept
+/// incremental on a damaged full keeps it as its base. Before: the damaged backups counted among "last 2", so the
+/// intact full of day 2 was removed while the damaged ones were kept as the newest restore points.
+#[test]
+fn a_damaged_backup_is_no_restore_point_for_retention() {
+    let now = parse_stamp(&day(9)).unwrap();
+    let why = format!(
+        "damaged (restore --verify, {}): not a restore point",
+        &day(8)[..10]
+    );
+    let backups = vec![set(1), set(2), set(3), damaged(set(4)), damaged(set(5))];
+    let got: Vec<(String, bool, String)> = decide(&backups, &last(2), now)
+        .into_iter()
+        .map(|d| (d.name, d.keep, d.reasons.join("; ")))
+        .collect();
+    let never =
+        format!("{why}; never removed by retention: delete it by hand when it is not wanted");
+    assert_eq!(
+        got,
+        [
+            (day(5), true, never.clone()),
+            (day(4), true, never.clone()),
+            (day(3), true, "newest verified backup; last 2".into()),
+            (day(2), true, "last 2".into()),
+            (day(1), false, "not kept by the policy (last 2)".into()),
+        ]
+    );
+    // Calendar rules alike: the damaged backup is not the newest of its day.
+    let daily = RetentionPolicy {
+        daily: Some(3),
+        ..Default::default()
+    };
+    assert_eq!(
+        removed(&decide(&backups, &daily, now)),
+        Vec::<String>::new()
+    );
+    let backups = vec![set(1), set(2), damaged(set(3)), incr(4, &[3]), set(5)];
+    let ds = decide(&backups, &last(2), now);
+    assert_eq!(removed(&ds), days(&[1, 2]));
+    let full = ds.iter().find(|d| d.name == day(3)).unwrap();
+    assert_eq!(
+        full.reasons.join("; "),
+        format!("{never}; base of {}", day(4))
+    );
+}
+
+/// Space-aware rotation never counts a damaged backup among the `keep_at_least` restore points, never removes one
+/// (it is not judged), and never removes the newest intact verified backup. Before: with the two newest damaged and
+/// `keep_at_least` 2, the intact backups of days 1-3 could all go, the newest intact one among them.
+#[test]
+fn a_damaged_backup_is_no_restore_point_for_space() {
+    let now = parse_stamp(&day(9)).unwrap();
+    let backups = vec![set(1), set(2), set(3), damaged(set(4)), damaged(set(5))];
+    let room = make_room(&backups, 40 << 20, 0, 2, now);
+    assert!(!room.fits && room.removed.is_empty(), "{room:?}");
+    assert_eq!(room.removable_bytes, 10 << 20, "only day 1 may go");
+    let room = make_room(&backups, 10 << 20, 0, 2, now);
+    let gone: Vec<String> = room.removed.iter().map(|d| d.name.clone()).collect();
+    assert_eq!((gone, room.fits), (days(&[1]), true));
+    // keep_at_least 1: the newest intact backup stays all the same.
+    let room = make_room(&backups, 60 << 20, 30 << 20, 1, now);
+    assert!(!room.fits && room.removed.is_empty(), "{room:?}");
+    assert_eq!(room.removable_bytes, 20 << 20, "days 1 and 2 only");
 }
