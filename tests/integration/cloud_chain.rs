@@ -36,6 +36,15 @@ fn first_upload(g: &Garage, extra: &str, prefix: &str) -> Test {
     t
 }
 
+/// [`first_upload`] of a set encrypted to a new age key: the config's `Test`, the identity's path, and the `Test`
+/// holding that key (keep it while the identity is used).
+fn first_encrypted_upload(g: &Garage, prefix: &str) -> (Test, std::path::PathBuf, Test) {
+    let keys = Test::new();
+    let (identity, recipient) = keys.keygen("key");
+    let extra = format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#);
+    (first_upload(g, &extra, prefix), identity, keys)
+}
+
 /// The second upload under `laptop` (an incremental: todo.txt changed, and `also` written): both stamps, oldest first.
 fn second_upload(t: &Test, s3: &S3Client, also: &[(&str, &str)]) -> Vec<String> {
     t.write("home/notes/todo.txt", "buy milk\nand bread\n");
@@ -182,10 +191,7 @@ fn an_encrypted_set_gets_incrementals_on_a_bucket_through_its_local_index_copy()
     let Some((g, s3)) = garage_and_client() else {
         return;
     };
-    let probe = Test::new();
-    let (identity, recipient) = probe.keygen("key");
-    let extra = format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#);
-    let t = first_upload(&g, &extra, "enc");
+    let (t, identity, _keys) = first_encrypted_upload(&g, "enc");
     let first = stamps(&s3, "enc")[0].clone();
     let copies = t.root().join(".index-copies/offsite");
     let copy = |stamp: &str| copies.join(stamp).join("docs.index");
@@ -447,10 +453,7 @@ fn a_downloaded_bucket_restores_with_drive_and_no_config() {
     let Some((g, s3)) = garage_and_client() else {
         return;
     };
-    let probe = Test::new();
-    let (identity, recipient) = probe.keygen("key");
-    let extra = format!(r#", "encryption": {{ "recipients": ["{recipient}"] }}"#);
-    let t = first_upload(&g, &extra, "gone");
+    let (t, identity, _keys) = first_encrypted_upload(&g, "gone");
     t.write("home/notes/todo.txt", "buy milk\nand bread\n");
     t.write("home/notes/new.txt", "a new file\n");
     t.cmd().args(["collect"]).status(0);

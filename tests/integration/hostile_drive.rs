@@ -581,6 +581,16 @@ fn a_latest_that_cannot_be_updated_after_a_verified_backup_is_a_warning() {
     );
 }
 
+/// `n` directories in T9's `backups/` named like a backup (`2020-01-01-0000NN`), each holding a junk `data.tar` and
+/// nothing else: no `backup.json`, no index.
+fn junk_backup_dirs(t: &Test, n: usize) {
+    for i in 0..n {
+        let dir = t.path(&format!("T9/backups/2020-01-01-0000{i:02}"));
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("data.tar"), "junk").unwrap();
+    }
+}
+
 /// 40 directories named like a backup without `backup.json`, each holding an archive (a junk or messy drive):
 /// `restore --list` and `external --dry-run` name ten of them, each with why, and count the rest in one note.
 /// Before: a note each (7,320 notes for 20,000 directories on a junk drive).
@@ -588,11 +598,7 @@ fn a_latest_that_cannot_be_updated_after_a_verified_backup_is_a_warning() {
 fn directories_without_backup_json_are_named_ten_then_counted() {
     let t = world(&["T9"]);
     t.cmd().args(["external"]).status(0);
-    for i in 0..40 {
-        let dir = t.path(&format!("T9/backups/2020-01-01-0000{i:02}"));
-        fs::create_dir(&dir).unwrap();
-        fs::write(dir.join("data.tar"), "junk").unwrap();
-    }
+    junk_backup_dirs(&t, 40);
     let out = t.cmd().args(["restore", "--list"]).status(0);
     assert_clean(&out);
     let notes = out.stdout.matches("note: ").count();
@@ -679,11 +685,7 @@ fn a_directory_with_neither_backup_json_nor_an_archive_is_not_listed_as_a_backup
 fn backups_find_cannot_search_are_named_ten_then_counted() {
     let t = world(&["T9"]);
     t.cmd().args(["external"]).status(0);
-    for i in 0..30 {
-        let dir = t.path(&format!("T9/backups/2020-01-01-0000{i:02}"));
-        fs::create_dir(&dir).unwrap();
-        fs::write(dir.join("data.tar"), "junk").unwrap();
-    }
+    junk_backup_dirs(&t, 30);
     let out = t
         .cmd()
         .args(["find", "--source", "drive", "notes"])

@@ -13,7 +13,7 @@ use crate::fixtures::chain::{
 use crate::fixtures::drive::{
     assert_same_tree, assert_sums_pass, collect, content, external, meta_of, new_backup,
 };
-use crate::fixtures::guide::run_chain;
+use crate::fixtures::guide::run_tar_chain;
 use crate::harness::Test;
 
 /// The sample home collected once, backing up to `{tmp}/drive` with incrementals on, keeping `local` snapshots and
@@ -132,13 +132,7 @@ fn a_second_backup_is_an_incremental_on_the_first() {
     // The restoration guide's GNU-tar-only rebuild of the chain gives the same tree.
     if testkit::require_tools(&["jq"], "apt-get install jq") {
         let dest = t.path("chain");
-        let vars = [
-            ("DRIVE", drive.as_os_str()),
-            ("STAMP", second.as_ref()),
-            ("SET", "data".as_ref()),
-            ("CHAIN_DEST", dest.as_os_str()),
-        ];
-        run_chain(&t, "tar-chain", &vars, &[&first, &second]);
+        run_tar_chain(&t, &drive, &second, &dest, &[&first, &second]);
         assert_same_tree(&snap.join(rel), &dest.join(rel));
     }
 
@@ -497,13 +491,7 @@ fn the_guides_chain_rebuild_stops_at_a_damaged_backup() {
     }
     let (t, drive, [first, second, third]) = chain_of_three_damaged_in_the_middle();
     let dest = t.path("chain");
-    let vars = [
-        ("DRIVE", drive.as_os_str()),
-        ("STAMP", third.as_ref()),
-        ("SET", "data".as_ref()),
-        ("CHAIN_DEST", dest.as_os_str()),
-    ];
-    let out = run_chain(&t, "tar-chain", &vars, &[&first, &second, &third]);
+    let out = run_tar_chain(&t, &drive, &third, &dest, &[&first, &second, &third]);
     assert!(
         out.contains(&format!("backup {second} is damaged"))
             && out.contains(&format!("holds backup {first} of data, whole")),

@@ -13,7 +13,7 @@ use crate::fixtures::chain::{restore_backup, verify_backup};
 use crate::fixtures::drive::{
     Description, assert_described, assert_sums_pass, content, describe, external, meta_of, sample,
 };
-use crate::fixtures::guide::run_chain;
+use crate::fixtures::guide::run_tar_chain;
 use crate::harness::Test;
 
 const MIB: u64 = 1 << 20;
@@ -225,13 +225,7 @@ fn chain_on(fs_kind: Fs) {
 
     // GNU tar and jq alone, the guide's block as written, rebuild the newest backup of the chain.
     let dest = t.path("chain");
-    let vars = [
-        ("DRIVE", mp.as_os_str()),
-        ("STAMP", stamps[5].as_ref()),
-        ("SET", "data".as_ref()),
-        ("CHAIN_DEST", dest.as_os_str()),
-    ];
-    run_chain(&t, "tar-chain", &vars, &stamps);
+    run_tar_chain(&t, &mp, stamps[5], &dest, &stamps);
     assert_described(&made[5].1, &dest.join(&rel));
 }
 

@@ -72,6 +72,13 @@ fn grow_dirs(tmp: &Path) -> Vec<String> {
     v
 }
 
+/// A blank 640 MiB disk image file of the test's, to restore onto: `new.img`.
+fn blank_target(t: &Test) -> PathBuf {
+    let new = t.path("new.img");
+    blank(&new, 640 * MIB);
+    new
+}
+
 /// [`imaged_disk`] with 1 MiB of data: the world, the T9, the image backup's metadata and directory, and the root's
 /// image file.
 fn imaged_root() -> (Test, Drive, BackupMeta, PathBuf, PathBuf) {
@@ -229,8 +236,7 @@ fn t9_encrypted_images_are_unreadable_and_restore_only_with_the_identity() {
     t9.mount();
 
     // Without the identity, and with the wrong one: refused before anything is written.
-    let new = t.path("new.img");
-    blank(&new, 640 * MIB);
+    let new = blank_target(&t);
     let restore = |json: bool, extra: &[&Path]| {
         let mut cmd = t
             .cmd()
@@ -723,6 +729,26 @@ fn image_create_caught_writing() -> (Test, Drive, LoopDisk, PathBuf, std::proces
     (t, t9, disk, root, child, temp)
 }
 
+/// `image create --device <root>` run again after a run that failed: exit 0, and the T9 holds one backup, whose sums
+/// pass.
+fn run_again_makes_one_verified_backup(t: &Test, t9: &Drive, root: &Path) {
+    t.cmd()
+        .args(["image", "create", "--device"])
+        .args([root])
+        .status(0);
+    assert_eq!(stamps(t9).len(), 1, "{:?}", stamps(t9));
+    let (dir, _) = image_backup(t9);
+    assert_sums_pass(&dir);
+}
+
+/// What a run left in a drive's `backups/`: its hidden entries but the drive's marker (temporaries, `.tmp-` ones).
+fn leftovers(backups: &Path) -> Vec<String> {
+    listing(backups)
+        .into_iter()
+        .filter(|n| n.starts_with('.') && n != ".dbackup-destination.json")
+        .collect()
+}
+
 /// `image create` killed (-9) while the image is written leaves its temporary directory; the next `image create`
 /// removes it first (counting its bytes as free, as the external phase does) and writes its backup: no `.tmp-`
 /// directory is left and only the verified backup is there. Before, only `external` removed such leftovers: each
@@ -734,7 +760,6 @@ fn t9_image_create_killed_mid_image_then_run_again_removes_what_it_left() {
         return;
     }
     let (t, t9, _disk, root, child, temp) = image_create_caught_writing();
-    let run = || t.cmd().args(["image", "create", "--device"]).args([&root]);
     signal(&child, libc::SIGKILL);
     crate::fixtures::drive::finish(child);
     assert!(temp.exists(), "the killed run left {}", temp.display());
@@ -754,15 +779,9 @@ fn t9_image_create_killed_mid_image_then_run_again_removes_what_it_left() {
         temp.file_name().unwrap().to_string_lossy()
     ));
     assert!(temp.exists(), "a dry run removes nothing");
-    run().status(0);
-    let left: Vec<String> = listing(&t9.mount_point().join("backups"))
-        .into_iter()
-        .filter(|n| n.starts_with('.') && n != ".dbackup-destination.json")
-        .collect();
+    run_again_makes_one_verified_backup(&t, &t9, &root);
+    let left = leftovers(&t9.mount_point().join("backups"));
     assert!(left.is_empty(), "left on the drive: {left:?}");
-    assert_eq!(stamps(&t9).len(), 1);
-    let (dir, _) = image_backup(&t9);
-    assert_sums_pass(&dir);
 }
 
 /// An image whose partclone header was altered (its filesystem's name; backup.json's size and sha256 made to agree,
@@ -1042,7 +1061,6 @@ fn t9_image_create_on_a_drive_that_fills_mid_image_fails_cleanly_and_the_next_ru
         return;
     }
     let (t, t9, _disk, root, child, temp) = image_create_caught_writing();
-    let run = || t.cmd().args(["image", "create", "--device"]).args([&root]);
     signal(&child, libc::SIGSTOP);
     let fill = t9.fill(0);
     signal(&child, libc::SIGCONT);
@@ -1063,10 +1081,7 @@ fn t9_image_create_on_a_drive_that_fills_mid_image_fails_cleanly_and_the_next_ru
     assert!(stamps(&t9).is_empty(), "{:?}", stamps(&t9));
 
     fs::remove_file(fill).unwrap();
-    run().status(0);
-    assert_eq!(stamps(&t9).len(), 1);
-    let (dir, _) = image_backup(&t9);
-    assert_sums_pass(&dir);
+    run_again_makes_one_verified_backup(&t, &t9, &root);
 }
 
 /// `image restore` onto a partition (a block device, so it asks first) whose image file is replaced, while it waits
@@ -1137,8 +1152,7 @@ fn t9_an_image_restore_dry_run_checks_the_images() {
         return;
     }
     let (t, _t9, meta, _, image) = imaged_root();
-    let new = t.path("new.img");
-    blank(&new, 640 * MIB);
+    let new = blank_target(&t);
     let dry_run = || {
         let from = ["--from", &meta.stamp];
         t.cmd()
@@ -1262,10 +1276,7 @@ fn t9_image_create_killed_at_each_point_leaves_nothing_half_and_the_next_run_suc
             std::thread::sleep(std::time::Duration::from_millis(1100));
             let again = run().output();
             assert_eq!(again.code, 0, "{what}: the next run: {}", again.stderr);
-            let left: Vec<String> = listing(&backups)
-                .into_iter()
-                .filter(|n| n.starts_with('.') && n != ".dbackup-destination.json")
-                .collect();
+            let left = leftovers(&backups);
             assert!(left.is_empty(), "{what}: left on the drive: {left:?}");
             assert_eq!(stamps(&t9).len(), before.len() + 1, "{what}");
             for s in stamps(&t9) {
@@ -1532,8 +1543,7 @@ fn forge_root_image(dir: &Path, meta: &BackupMeta, image: &Path, bytes: &[u8]) {
 /// `image restore --from <stamp>` onto a blank disk image file: refused while it checks the images, stderr saying
 /// `why`, the file not written.
 fn refused_before_writing(t: &Test, stamp: &str, why: &str) {
-    let new = t.path("new.img");
-    blank(&new, 640 * MIB);
+    let new = blank_target(t);
     t.cmd()
         .args(["image", "restore", "--from", stamp, "--to"])
         .args([&new])
@@ -1554,8 +1564,7 @@ fn t9_an_unverified_image_backup_and_one_naming_an_image_twice_are_refused_befor
         return;
     }
     let (t, _t9, meta, dir, _image) = imaged_root();
-    let new = t.path("new.img");
-    blank(&new, 640 * MIB);
+    let new = blank_target(&t);
     let refused = |why: &str| {
         let out = t
             .cmd()
@@ -1621,8 +1630,7 @@ fn t9_an_image_cut_short_with_a_backup_json_to_match_says_the_target_is_partly_w
     let stream = zstd::decode_all(fs::File::open(&image).unwrap()).unwrap();
     let cut = zstd::encode_all(&stream[..stream.len() / 2], 3).unwrap();
     forge_root_image(&dir, &meta, &image, &cut);
-    let new = t.path("new.img");
-    blank(&new, 640 * MIB);
+    let new = blank_target(&t);
     let out = t
         .cmd()
         .args(["image", "restore", "--from", &meta.stamp, "--to"])
@@ -1648,8 +1656,7 @@ fn t9_a_signal_while_image_restore_checks_the_images_stops_it_with_one_line() {
     let (t, t9, _disk, meta) = imaged_disk(96 << 20);
     let (_, m) = image_backup(&t9);
     let image = m.system.as_ref().unwrap().images[1].file.name.clone();
-    let new = t.path("new.img");
-    blank(&new, 640 * MIB);
+    let new = blank_target(&t);
     for (dry, what) in [(true, "image restore --dry-run"), (false, "image restore")] {
         for (sig, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
             let child = t
