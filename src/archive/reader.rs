@@ -35,6 +35,12 @@ pub trait Remote: Send + Sync + std::fmt::Debug {
     fn head(&self, _name: &Path) -> Option<Arc<Vec<u8>>> {
         None
     }
+
+    /// Part `name` for messages: where it is (a bucket's object under its backup's directory, so the backup is
+    /// named as a drive's path names it).
+    fn label(&self, name: &Path) -> String {
+        name.display().to_string()
+    }
 }
 
 /// The bytes of an age file that hold the plaintext bytes `plain`: the 64 KiB chunks (each stored with its 16-byte
@@ -179,9 +185,13 @@ impl ArchiveFiles {
 
     /// The file name of the first file (for messages): `data.tar` or `data.tar.part*`.
     pub fn label(&self) -> String {
+        let shown = |p: &Path| match &self.remote {
+            Some(r) => r.label(p),
+            None => p.display().to_string(),
+        };
         match self.parts.as_slice() {
-            [(p, _)] => p.display().to_string(),
-            [(p, _), ..] => p.display().to_string().replace(".part000", ".part*"),
+            [(p, _)] => shown(p),
+            [(p, _), ..] => shown(p).replace(".part000", ".part*"),
             [] => "(no files)".into(),
         }
     }

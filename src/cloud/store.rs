@@ -1214,6 +1214,10 @@ fn seek_target(to: io::SeekFrom, pos: u64, len: u64) -> io::Result<u64> {
 }
 
 impl crate::archive::Remote for Objects {
+    fn label(&self, name: &std::path::Path) -> String {
+        format!("{}{}", self.dir, name.display())
+    }
+
     fn open(
         &self,
         name: &std::path::Path,

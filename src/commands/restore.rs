@@ -370,11 +370,11 @@ fn verify(
     if let Chosen::Cloud { backup, set } = chosen {
         let report = crate::restore::cloud::verify(backup, set.as_deref(), ui)?;
         super::print(&report, ui.json, crate::restore::cloud::render_verify)?;
-        return Ok(if report.intact {
-            Exit::Ok
-        } else {
-            Exit::Failed
-        });
+        if report.intact {
+            return Ok(Exit::Ok);
+        }
+        let backup = format!("{} on {}", report.stamp, report.destination);
+        return Err(not_intact(&backup, &report.problems()));
     }
     let keys = choose::keys_for_backup(chosen, ring, Ask::IfAvailable, ui)?;
     let scope = choose::scope(settings, req, chosen, keys.as_ref(), ui)?;
@@ -434,13 +434,21 @@ fn verify(
     } else if report.intact {
         Ok(Exit::Ok)
     } else {
-        let first = &report.problems[0];
-        Err(failed(format!(
-            "backup {} is not intact ({}): {first}; a restore of this backup still brings back every file that \
-             is intact and names the others{}",
-            report.backup,
-            crate::stdx::counted(report.problems.len() as u64, "problem", "problems"),
-            outcome::ELSEWHERE
-        )))
+        Err(not_intact(&report.backup, &report.problems))
     }
+}
+
+/// The closing error of a `--verify` that found `problems` (not empty) in `backup` (a drive's or a bucket's): how
+/// many, the first, and what to do next.
+fn not_intact(backup: &str, problems: &[verify::Issue]) -> anyhow::Error {
+    let first = problems
+        .first()
+        .map(|p| format!(": {p}"))
+        .unwrap_or_default();
+    failed(format!(
+        "backup {backup} is not intact ({}){first}; a restore of this backup still brings back every file that is \
+         intact and names the others{}",
+        crate::stdx::counted(problems.len() as u64, "problem", "problems"),
+        outcome::ELSEWHERE
+    ))
 }

@@ -11,17 +11,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Local;
 
-use super::layout::{self, BackupMeta, FilesystemRecord, ReadBackRecord, SetRecord};
+use super::layout::{self, FilesystemRecord, ReadBackRecord, SetRecord};
 use super::observe::Observed;
 use super::plan::{DestinationAction, DestinationPlan, DestinationWorld, ExternalPlan};
 use super::record::{open_encryption, set_record, verified_meta};
 use super::report::{DestinationReport, DestinationStatus, ExternalReport, Removed};
 use super::retention as drive_retention;
 use super::sets::ArchiveTarget;
-use crate::archive::FileRecord;
 use crate::archive::incremental::IncrementalBase;
 use crate::archive::readback::drop_device_cache;
-use crate::archive::sums::{SumLine, write_sums};
+use crate::archive::sums::SumLine;
 use crate::archive::{
     self, ArchiveOptions, EntryKind, FileSink, Progress, Sink, SplitSink, Warning, WrittenFile,
 };
@@ -314,7 +313,9 @@ fn write_backup(
     );
     meta.system = system;
     report.read_back = Some(read_back);
-    write_record(d, &temp, &meta, sums)?;
+    super::record::write_record(&temp, &meta, sums, || {
+        let _ = drop_cache(d); // a failure was noted with the archives
+    })?;
 
     // Promote: not interrupted, the same drive still there, then one rename makes the backup visible.
     crate::interrupt::check()?;
@@ -435,29 +436,6 @@ fn write_system(
     Ok(Some(written))
 }
 
-/// `backup.json` and the sums file written in `temp`, synced, and read back from the drive.
-fn write_record(
-    d: &DestinationPlan,
-    temp: &Dir,
-    meta: &BackupMeta,
-    mut sums: Vec<SumLine>,
-) -> anyhow::Result<()> {
-    let meta_rec =
-        layout::write_new_file(temp, layout::METADATA_FILE, &layout::metadata_bytes(meta))?;
-    sums.push(SumLine {
-        sha256: meta_rec.sha256,
-        name: meta_rec.name.clone().into_bytes(),
-    });
-    let mut sums_bytes = Vec::new();
-    write_sums(&mut sums_bytes, &sums)?;
-    let sums_rec = layout::write_new_file(temp, layout::SUMS_FILE, &sums_bytes)?;
-    temp.fsync().map_err(flat)?;
-    let _ = drop_cache(d); // a failure was noted with the archives
-    archive::read_back_in(temp, &[written(temp, &meta_rec), written(temp, &sums_rec)])
-        .map_err(flat)?;
-    Ok(())
-}
-
 /// One rename makes the backup visible, then the drive is checked to hold it under its new name.
 fn promote(
     plan: &ExternalPlan,
@@ -492,14 +470,6 @@ fn promote(
                 plan.stamp
             );
         }
-    }
-}
-
-fn written(dir: &Dir, rec: &FileRecord) -> WrittenFile {
-    WrittenFile {
-        path: dir.join(&rec.name),
-        bytes: rec.bytes,
-        sha256: rec.sha256,
     }
 }
 

@@ -1,6 +1,7 @@
 //! What `backup.json` records of a backup just written, on a drive ([`super::exec`]) or a bucket
 //! ([`super::upload`]) alike: each set's record from the writer's summary ([`set_record`]), the verified backup's
-//! whole record ([`verified_meta`]), and the encryption a destination records opened as the writer's stage
+//! whole record ([`verified_meta`]) and, on a drive, its files written and read back ([`write_record`], `image create`
+//! too), and the encryption a destination records opened as the writer's stage
 //! ([`open_encryption`]).
 
 use chrono::{DateTime, FixedOffset, Local};
@@ -9,7 +10,9 @@ use super::layout::{self, BackupMeta, FilesystemRecord, ReadBackRecord, SetRecor
 use super::report::DestinationReport;
 use super::sets::ArchiveTarget;
 use crate::archive::incremental::IncrementalBase;
+use crate::archive::sums::{SumLine, write_sums};
 use crate::archive::{self, FileRecord, WrittenFile};
+use crate::stdx::fs::{Dir, flat};
 
 /// The encryption stage a destination's plan asks for (`None`: plain), with the passphrase read now when the
 /// destination encrypts to one: a drive and a bucket open it the same way, before anything is written.
@@ -111,4 +114,34 @@ pub(crate) fn verified_meta(
         system: None,
         depends_on,
     }
+}
+
+/// `backup.json` and the sums file (`sums` and `backup.json`'s line) written new in a drive backup's `temp`, synced,
+/// and read back from the drive (`before_read_back` first: a FUSE drive's device cache dropped): the one way a
+/// drive's record is written, by `external` and `image create`. An I/O error keeps its kind (a drive that filled
+/// up: `stdx::fs::filled_up`).
+pub(crate) fn write_record(
+    temp: &Dir,
+    meta: &BackupMeta,
+    mut sums: Vec<SumLine>,
+    before_read_back: impl FnOnce(),
+) -> anyhow::Result<()> {
+    let meta_rec =
+        layout::write_new_file(temp, layout::METADATA_FILE, &layout::metadata_bytes(meta))?;
+    sums.push(SumLine {
+        sha256: meta_rec.sha256,
+        name: meta_rec.name.clone().into_bytes(),
+    });
+    let mut sums_bytes = Vec::new();
+    write_sums(&mut sums_bytes, &sums)?;
+    let sums_rec = layout::write_new_file(temp, layout::SUMS_FILE, &sums_bytes)?;
+    temp.fsync().map_err(flat)?;
+    before_read_back();
+    let written = |rec: &FileRecord| WrittenFile {
+        path: temp.join(&rec.name),
+        bytes: rec.bytes,
+        sha256: rec.sha256,
+    };
+    archive::read_back_in(temp, &[written(&meta_rec), written(&sums_rec)]).map_err(flat)?;
+    Ok(())
 }

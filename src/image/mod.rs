@@ -30,7 +30,6 @@ use chrono::Local;
 use serde::{Deserialize, Serialize};
 
 use crate::archive::Keys;
-use crate::archive::sums::{SumLine, write_sums};
 use crate::exit::{CodedError, Exit};
 use crate::external::layout::{self as drive_layout, BackupMeta, FilesystemRecord, ReadBackRecord};
 use crate::media::{self, MediaInfo};
@@ -500,7 +499,7 @@ fn write_create(
             .clone()
             .filter(|_| info.mount_fs_type.starts_with("fuse")),
     };
-    let (system, mut sums) = exec::write_system(
+    let (system, sums) = exec::write_system(
         &plan.system,
         input.kit.as_ref(),
         &temp,
@@ -532,35 +531,14 @@ fn write_create(
         sets: vec![],
         system: Some(system.clone()),
     };
-    let meta_rec = drive_layout::write_new_file(
-        &temp,
-        drive_layout::METADATA_FILE,
-        &drive_layout::metadata_bytes(&meta),
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    sums.push(SumLine {
-        sha256: meta_rec.sha256,
-        name: meta_rec.name.clone().into_bytes(),
-    });
-    let mut sums_bytes = Vec::new();
-    write_sums(&mut sums_bytes, &sums)?;
-    let sums_rec = drive_layout::write_new_file(&temp, drive_layout::SUMS_FILE, &sums_bytes)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    temp.fsync().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let written = |r: &crate::archive::FileRecord| crate::archive::WrittenFile {
-        path: temp.join(&r.name),
-        bytes: r.bytes,
-        sha256: r.sha256,
-    };
-    crate::archive::read_back_in(&temp, &[written(&meta_rec), written(&sums_rec)])
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::external::record::write_record(&temp, &meta, sums, || {})?;
     info.check_still_present()?;
     // Interrupted: not promoted (the caller removes the temporary backup), as the external phase does.
     crate::interrupt::check()?;
     backups
         .rename(&temp_name, &plan.stamp, true)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    backups.fsync().map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(crate::stdx::fs::flat)?;
+    backups.fsync().map_err(crate::stdx::fs::flat)?;
     Ok(system)
 }
 

@@ -943,14 +943,22 @@ pub fn prepare(
             ));
         }
     }
-    let keys = keys_for_backup(chosen, ring, Ask::Always, ui)?;
-    let sets = set_backups(chosen, ui, keys.as_ref());
+    let sets = set_backups(chosen, ui, None);
     if sets.is_empty() {
         return Err(failed(format!(
             "nothing to restore from backup {}",
             chosen.stamp()
         )));
     }
+    // Whole sets back in place: their names are the backup's record of its sources, read without a key, so a set
+    // the config gives no place to is refused before a key (a passphrase) is asked for.
+    if target.is_none() && req.paths.is_empty() {
+        job::in_place_names(&settings.sets, &sets, names_for(&sets, &[])?)?;
+    }
+    let keys = keys_for_backup(chosen, ring, Ask::Always, ui)?;
+    let sets: Vec<SetBackup> = (sets.into_iter())
+        .map(|s| s.with_keys(keys.as_ref()))
+        .collect();
     authenticate(&sets)?;
     for s in &sets {
         if let SetContent::Archive {

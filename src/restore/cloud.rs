@@ -547,6 +547,20 @@ pub fn verify(b: &CloudBackup, set: Option<&str>, ui: &Ui) -> anyhow::Result<Clo
     Ok(report)
 }
 
+impl CloudVerifyReport {
+    /// Every object not found intact, as a problem of the backup (its name, then what is wrong).
+    pub fn problems(&self) -> Vec<super::verify::Issue> {
+        (self.objects.iter())
+            .filter(|o| o.outcome != "ok")
+            .map(|o| super::verify::Issue {
+                file: o.name.clone(),
+                entry: None,
+                message: o.detail.clone().unwrap_or_else(|| o.outcome.clone()),
+            })
+            .collect()
+    }
+}
+
 /// The verify report as text.
 pub fn render_verify(r: &CloudVerifyReport) -> String {
     let mut out = format!(

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::engine::entry::{EntryKind, Mtime, RestoreEntry, show};
 use super::engine::safety::{self, RelPath};
@@ -16,7 +17,7 @@ use super::engine::tarscan::{HeaderCounts, Owners, Scanner};
 use super::index_search::{SearchError, SortedIndex, is_under};
 use super::{Action, Applier, Plan, RestoreError};
 use crate::archive::sparse::{self, MapError, SparseLoc};
-use crate::archive::{self, ArchiveFiles, Attrs, IndexEntry};
+use crate::archive::{self, ArchiveFiles, Attrs, IndexEntry, Keys};
 
 /// Where one set's content is read from.
 #[derive(Debug, Clone)]
@@ -220,6 +221,24 @@ fn is_ancestor(rel: &RelPath, name: &RelPath) -> bool {
 }
 
 impl SetContent {
+    /// The same content, its archives (and index, and chain) decrypted with `keys`.
+    pub fn with_keys(self, keys: Option<&Arc<Keys>>) -> SetContent {
+        match self {
+            SetContent::Snapshot { .. } => self,
+            SetContent::Archive {
+                archive,
+                index,
+                chain,
+            } => SetContent::Archive {
+                archive: archive.with_keys(keys.cloned()),
+                index: index.map(|i| i.with_keys(keys.cloned())),
+                chain: (chain.into_iter())
+                    .map(|(stamp, a)| (stamp, a.with_keys(keys.cloned())))
+                    .collect(),
+            },
+        }
+    }
+
     /// For messages: the snapshot directory or the archive's file name.
     pub fn label(&self) -> String {
         match self {

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -19,6 +20,7 @@ use super::content::{Gathered, Lookup, Selection, SetContent};
 use super::engine::safety::RelPath;
 use super::select::{abs_of, locate_in_sources, name_of};
 use super::{Applier, Plan, Planner, RestoreError, RestoreOptions, Summary};
+use crate::archive::Keys;
 use crate::exit::{CodedError, Exit};
 use crate::settings::SetSettings;
 use crate::snapshot::SourceRecord;
@@ -34,6 +36,16 @@ pub struct SetBackup {
     /// The sources inside it (empty when unknown: then names are looked up as they are).
     pub sources: Vec<SourceRecord>,
     pub content: SetContent,
+}
+
+impl SetBackup {
+    /// The same set, its archives decrypted with `keys` ([`SetContent::with_keys`]).
+    pub fn with_keys(self, keys: Option<&Arc<Keys>>) -> SetBackup {
+        SetBackup {
+            content: self.content.with_keys(keys),
+            ..self
+        }
+    }
 }
 
 /// The path on this machine with its longest existing prefix resolved (`~/data/x` -> `/data/x` when `~/data` is a

@@ -1218,3 +1218,62 @@ fn without_a_config_naming_a_bucket_restore_says_how_to_reach_it() {
             .stderr_has("restore from that directory with --drive DIR");
     }
 }
+
+/// A test whose home is collected and uploaded once to the bucket (plain, under `laptop`), and that backup's stamp.
+fn uploaded(g: &Garage, s3: &S3Client) -> (Test, String) {
+    let t = collected(g);
+    t.cmd().args(["external"]).status(0);
+    let stamp = s3.list("laptop/backups/")[0]
+        .0
+        .split('/')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    (t, stamp)
+}
+
+/// A `restore --verify --source cloud` that finds an object altered ends, as a drive's does (through the same
+/// code), with an error line saying which backup is not intact, its first problem and what to do next. Before: it
+/// exited 1 with its report on stdout and no closing line.
+#[test]
+fn a_failed_verify_of_a_bucket_says_what_is_damaged_and_what_next() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let (t, stamp) = uploaded(&g, &s3);
+    alter_on_server(
+        &t,
+        &s3,
+        &format!("laptop/backups/{stamp}/docs.tar.part000"),
+        0x55,
+    );
+    let verify = t
+        .cmd()
+        .args(["restore", "--verify", "--source", "cloud"])
+        .status(1);
+    verify
+        .stderr_has(&format!(
+            "backup {stamp} on offsite is not intact (1 problem): docs.tar.part000: sha256"
+        ))
+        .stderr_has("a restore of this backup still brings back every file that is intact")
+        .stderr_has("`dbackup find PATH`");
+}
+
+/// A restore from a bucket names the backup each file came from, as a drive's does with its directory: the heading
+/// says `from backups/<stamp>/docs.tar.part000`. Before: `from docs.tar.part000` (which backup, unsaid).
+#[test]
+fn a_bucket_restore_names_the_backup_its_files_came_from() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let (t, stamp) = uploaded(&g, &s3);
+    let target = t.path("r");
+    let out = t
+        .cmd()
+        .args(["restore", "--source", "cloud", "--path"])
+        .args([t.home().join("notes/todo.txt")])
+        .args(["--target"])
+        .args([&target])
+        .status(0);
+    out.stdout_has(&format!("(docs, from backups/{stamp}/docs.tar.part000):"));
+}

@@ -793,3 +793,32 @@ fn a_dbackup_backup_reencrypted_by_age_restores_through_its_index() {
         &tree(&snap),
     );
 }
+
+/// With no config (the built-in default), an in-place `restore --drive DIR --set data` of a passphrase-encrypted
+/// backup whose set's sources are not the default config's (`/data`) is refused first, saying why and that
+/// `--target` restores it elsewhere (exit 2), without asking for the passphrase: the sources are the backup's
+/// record, read without a key. Before: it asked for the passphrase (here, without a terminal: failed for the lack
+/// of one, exit 1), and only once given one refused the set.
+#[test]
+fn an_in_place_restore_outside_the_configs_sources_is_refused_before_the_passphrase_is_asked() {
+    let t = Test::new();
+    t.write_secret("pass.txt", "correct horse battery staple\n");
+    let t = t.config(&config(
+        r#", "destinations": [ { "name": "T9", "path": "{tmp}/T9", "require_mount": false } ],
+            "encryption": { "passphrase": true, "passphrase_file": "{tmp}/pass.txt" }"#,
+    ));
+    sample(&t, &t.path("data"));
+    fs::create_dir_all(t.path("T9")).unwrap();
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external", "--set", "data"]).status(0);
+    let out = t
+        .cmd()
+        .no_config()
+        .args(["restore", "--drive"])
+        .args([t.path("T9")])
+        .args(["--set", "data"])
+        .status(2);
+    out.stderr_has("is not under the set's sources in the config (/data)")
+        .stderr_has("--target DIR")
+        .stderr_lacks("passphrase");
+}

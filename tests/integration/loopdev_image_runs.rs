@@ -1064,21 +1064,8 @@ fn t9_image_create_on_a_drive_that_fills_mid_image_fails_cleanly_and_the_next_ru
     signal(&child, libc::SIGSTOP);
     let fill = t9.fill(0);
     signal(&child, libc::SIGCONT);
-    let (code, stderr) = crate::fixtures::drive::finish(child);
-    eprintln!("{stderr}");
-    assert_eq!(code, 1, "{stderr}");
+    let stderr = filled_up_and_nothing_left(child, &t9, &temp);
     assert!(stderr.contains("No space left on device"), "{stderr}");
-    assert!(
-        stderr.contains("the drive filled up while writing")
-            && stderr.contains("free space on it and run again"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("nothing was promoted (no partial backup is left on the drive)"),
-        "{stderr}"
-    );
-    assert!(!temp.exists(), "{}", temp.display());
-    assert!(stamps(&t9).is_empty(), "{:?}", stamps(&t9));
 
     fs::remove_file(fill).unwrap();
     run_again_makes_one_verified_backup(&t, &t9, &root);
@@ -1712,4 +1699,79 @@ fn t9_image_create_interrupted_mid_image_stops_cleanly_and_says_so() {
             .args([&root])
             .status(0);
     }
+}
+
+/// `image create` on a T9 that fills up after the system folder, at `backup.json` or the sums file (dbackup stopped
+/// mid-image, the drive filled to leave room for the rest of `system/` as a run with room wrote it, and one cluster
+/// more): exit 1, the message says the drive filled up and what to do, as it does mid-image and as `external` does at
+/// its record; nothing is promoted and no temporary directory is left. Before: the record's I/O error was turned
+/// into text, its kind lost, and the message did not say the drive had filled up.
+#[test]
+fn t9_image_create_on_a_drive_that_fills_at_its_record_says_so() {
+    if !require() {
+        return;
+    }
+    let (t, t9, disk) = disk_and_t9(96 << 20);
+    let root = disk.part(2);
+    let run = || t.cmd().args(["image", "create", "--device"]).args([&root]);
+    // A run with room, for the sizes its system folder takes on the drive; then removed.
+    run().status(0);
+    let (dir, _) = image_backup(&t9);
+    let cluster = rustix::fs::statvfs(t9.mount_point()).unwrap().f_frsize;
+    let on_drive = |p: &Path| fs::metadata(p).map_or(0, |m| m.len().div_ceil(cluster) * cluster);
+    let system: Vec<(String, u64)> = fs::read_dir(dir.join("system"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                on_drive(&e.path()),
+            )
+        })
+        .collect();
+    fs::remove_dir_all(&dir).unwrap();
+
+    let name = root.file_name().unwrap().to_string_lossy().into_owned();
+    let image = format!("{name}.img.zst");
+    let (child, temp) = caught_writing(
+        run().spawn(),
+        t9.mount_point(),
+        &format!("system/{image}"),
+        4 * MIB + 1,
+    );
+    signal(&child, libc::SIGSTOP);
+    let written: u64 = system
+        .iter()
+        .map(|(n, _)| on_drive(&temp.join("system").join(n)))
+        .sum();
+    let wanted: u64 = system.iter().map(|(_, b)| b).sum();
+    let fill = t9.fill(wanted - written + cluster);
+    signal(&child, libc::SIGCONT);
+    let stderr = filled_up_and_nothing_left(child, &t9, &temp);
+    assert!(
+        stderr.contains("backup.json") || stderr.contains("verification.sha256"),
+        "it fails at its record, not in the system folder: {stderr}"
+    );
+    fs::remove_file(fill).unwrap();
+}
+
+/// The end of an `image create` whose drive filled up under it: exit 1, the message says so and what to do, nothing
+/// was promoted and its temporary directory `temp` is gone. Its stderr.
+#[track_caller]
+fn filled_up_and_nothing_left(child: std::process::Child, t9: &Drive, temp: &Path) -> String {
+    let (code, stderr) = crate::fixtures::drive::finish(child);
+    eprintln!("{stderr}");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("the drive filled up while writing")
+            && stderr.contains("free space on it and run again"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("nothing was promoted (no partial backup is left on the drive)"),
+        "{stderr}"
+    );
+    assert!(!temp.exists(), "{}", temp.display());
+    assert!(stamps(t9).is_empty(), "{:?}", stamps(t9));
+    stderr
 }
