@@ -250,11 +250,13 @@ fn world() -> World {
                     0,
                 )],
                 estimate: Some(estimate(300 * MIB)),
+                secrets: Vec::new(),
             },
             SetWorld {
                 name: "config".into(),
                 snapshots: vec![],
                 estimate: None,
+                secrets: Vec::new(),
             },
         ],
         detected: vec![

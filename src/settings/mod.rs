@@ -370,6 +370,40 @@ impl Settings {
             .collect()
     }
 
+    /// The files this config names as secrets, each once with the setting that names it (`identity_file of
+    /// destination usb`): every destination's `identity_file` and `passphrase_file`, and each bucket's
+    /// `credentials_file`. An unencrypted destination's archives leave them out (`external::observe`).
+    pub fn secret_files(&self) -> Vec<(PathBuf, String)> {
+        let mut out: Vec<(PathBuf, String)> = Vec::new();
+        let encrypted = (self
+            .destinations
+            .iter()
+            .map(|d| (&d.name, d.encryption.as_ref(), None)))
+        .chain(
+            self.clouds
+                .iter()
+                .map(|c| (&c.name, c.encryption.as_ref(), c.credentials_file.as_ref())),
+        );
+        for (name, e, credentials) in encrypted {
+            let named = [
+                ("identity_file", e.and_then(|e| e.identity_file.as_ref())),
+                (
+                    "passphrase_file",
+                    e.and_then(|e| e.passphrase_file.as_ref()),
+                ),
+                ("credentials_file", credentials),
+            ];
+            for (field, path) in named {
+                if let Some(path) = path
+                    && !out.iter().any(|(p, _)| p == path)
+                {
+                    out.push((path.clone(), format!("{field} of destination {name}")));
+                }
+            }
+        }
+        out
+    }
+
     /// Every set's name, in config order.
     pub fn set_names(&self) -> Vec<String> {
         self.sets.iter().map(|s| s.name.clone()).collect()
