@@ -2195,6 +2195,36 @@ mod tests {
         assert_eq!(aws.place(), "s3 AWS eu-central-1 bkt2");
     }
 
+    /// The secret files a config names: each destination's identity and passphrase files and a bucket's credentials
+    /// file, each once (a top-level identity every destination carries is named by the first), with its setting.
+    #[test]
+    fn the_secret_files_are_every_identity_passphrase_and_credentials_file_once() {
+        let e = env(Path::new("/home/u"), &[]);
+        let s = build(
+            r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                 "encryption": { "recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"],
+                                 "identity_file": "~/id.txt" },
+                 "destinations": [ { "name": "T9", "path": "/media/T9" },
+                   { "name": "pw", "path": "/media/pw",
+                     "encryption": { "passphrase": true, "passphrase_file": "~/pass" } },
+                   { "name": "plain", "path": "/media/plain", "encryption": null },
+                   { "name": "off", "kind": "s3", "endpoint": "http://127.0.0.1:3900/", "bucket": "bkt",
+                     "credentials_file": "~/s3.ini" } ] }"#,
+            &e,
+        )
+        .unwrap();
+        let got: Vec<(String, String)> = (s.secret_files().into_iter())
+            .map(|(p, f)| (p.display().to_string(), f))
+            .collect();
+        let want = [
+            ("/home/u/id.txt", "identity_file of destination T9"),
+            ("/home/u/pass", "passphrase_file of destination pw"),
+            ("/home/u/s3.ini", "credentials_file of destination off"),
+        ]
+        .map(|(p, f)| (p.to_string(), f.to_string()));
+        assert_eq!(got, want);
+    }
+
     #[test]
     fn exclusions_are_classified_and_anchored_at_resolved_sources() {
         let tmp = tempfile::tempdir().unwrap();
