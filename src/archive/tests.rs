@@ -520,6 +520,47 @@ fn the_verifier_accepts_an_intact_archive() {
     assert_eq!(Some(report.tar_sha256), w.summary.tar_sha256);
 }
 
+/// A file left out (a secret key bound for an unencrypted destination) is in neither the archive nor the index,
+/// under none of its names (a hard link elsewhere in the snapshot included); the archive still verifies.
+#[test]
+fn a_file_left_out_is_stored_under_none_of_its_names() {
+    let src = tempfile::tempdir().unwrap();
+    let key = b"AGE-SECRET-KEY-1LEFTOUTLEFTOUTLEFTOUT";
+    fs::create_dir_all(src.path().join("cfg/dbackup")).unwrap();
+    fs::write(src.path().join("cfg/dbackup/identity.txt"), key).unwrap();
+    fs::hard_link(
+        src.path().join("cfg/dbackup/identity.txt"),
+        src.path().join("other-name"),
+    )
+    .unwrap();
+    fs::write(src.path().join("cfg/kept"), "kept").unwrap();
+    let plan = scan(src.path(), &mut NoProgress).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let summary = write_archive(
+        &plan,
+        Box::new(FileSink::create(out.path().join("data.tar")).unwrap()),
+        Box::new(FileSink::create(out.path().join("data.index.jsonl")).unwrap()),
+        &ArchiveOptions {
+            leave_out: &[PathBuf::from("cfg/dbackup/identity.txt")],
+            ..Default::default()
+        },
+        &mut NoProgress,
+    )
+    .unwrap();
+    assert_eq!((summary.files, summary.hard_links), (1, 0));
+    for name in ["data.tar", "data.index.jsonl"] {
+        let bytes = fs::read(out.path().join(name)).unwrap();
+        assert!(!bytes.windows(key.len()).any(|w| w == key), "{name}");
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(
+            !text.contains("identity.txt") && !text.contains("other-name"),
+            "{name}"
+        );
+    }
+    let tar = out.path().join("data.tar");
+    verify_files(&tar, &out.path().join("data.index.jsonl")).unwrap();
+}
+
 #[test]
 fn the_verifier_names_a_flipped_content_byte() {
     let (w, e) = written_flipped(b"data/projects/important/big.bin", |e| {

@@ -100,6 +100,9 @@ pub struct ArchiveOptions<'a> {
     /// Where the index's plaintext also goes, before any stage: an encrypted set's local copy, which the next
     /// incremental reads as its base manifest without the identity (`external::index_copy`).
     pub index_copy: Option<&'a dyn Fn() -> io::Result<Box<dyn Sink>>>,
+    /// Files left out, as paths inside the snapshot: a secret key going to an unencrypted destination. Left out by
+    /// inode, so none of their names in the snapshot is stored.
+    pub leave_out: &'a [PathBuf],
 }
 
 /// What a finished archive holds and where it went.
@@ -926,6 +929,11 @@ pub fn write_archive(
     let (mut entries, mut files, mut file_bytes, mut hard_links) = (0u64, 0u64, 0u64, 0u64);
     let (mut referenced_files, mut referenced_bytes) = (0u64, 0u64);
     let mut header_buf = Vec::with_capacity(4096);
+    let left_out: Vec<(u64, u64)> = (options.leave_out.iter())
+        .filter_map(|rel| std::fs::symlink_metadata(plan.root.join(rel)).ok())
+        .filter(Metadata::is_file)
+        .map(|m| (m.dev(), m.ino()))
+        .collect();
 
     for step in walk(&plan.root, options.base)? {
         let w = match step {
@@ -943,6 +951,9 @@ pub fn write_archive(
         let mut file = None;
         let mut map = None;
         let key = (w.meta.dev(), w.meta.ino());
+        if kind == EntryKind::File && left_out.contains(&key) {
+            continue;
+        }
         // Incremental: a file unchanged since the base is only a line of the manifest pointing where it is stored.
         if let (Some(c), Some(b), EntryKind::File) = (&mut cursor, options.base, kind) {
             let found = c.find(&e.path)?;

@@ -646,6 +646,11 @@ pub fn plan(
                 tar_bytes: tar,
                 index_bytes: index,
                 encrypted: enc.is_some(),
+                left_out: if enc.is_some() {
+                    Vec::new()
+                } else {
+                    s.secrets.clone()
+                },
             })
         })
         .collect();
@@ -895,6 +900,9 @@ pub fn render(p: &CloudPlan, out: &mut String) {
             crate::stdx::bytes(a.tar_bytes.saturating_add(a.index_bytes))
         );
         let _ = writeln!(out, "    {}", a.choice.reason);
+        for l in &a.left_out {
+            let _ = writeln!(out, "    note: {}", l.line(&p.name));
+        }
     }
     let _ = writeln!(
         out,
@@ -1051,6 +1059,7 @@ mod tests {
                 ..Default::default()
             }),
             warnings: vec![],
+            secrets: vec![],
         }
     }
 

@@ -128,6 +128,10 @@ fn run_destination(
     for n in &d.notes {
         ui.step(format_args!("{}: note: {n}", d.name));
     }
+    // Shown without -v: the user must know the key is not in this backup.
+    for l in d.archives.iter().flat_map(|a| &a.left_out) {
+        ui.info(format_args!("{}: note: {}", d.name, l.line(&d.name)));
+    }
     let mut temp_created = false;
     match write_backup(plan, d, world, observed, ui, &mut report, &mut temp_created) {
         Ok(()) => {
@@ -562,6 +566,7 @@ fn write_set(
             stage: encrypt.map(|e| e as &dyn archive::Stage),
             base,
             index_copy: copies.map(|_| &copy_sink as &dyn Fn() -> _),
+            leave_out: &a.leave_out(),
         },
         &mut progress,
     );

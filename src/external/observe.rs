@@ -10,6 +10,7 @@ use anyhow::Context;
 use super::layout;
 use super::plan::Options;
 use super::plan::{self, DestinationWorld, SetWorld, SnapshotSummary, World};
+use super::sets::LeftOut;
 use crate::archive::incremental::IncrementalBase;
 use crate::archive::{self, ArchivePlan, NoProgress};
 use crate::config::ExternalMode;
@@ -121,6 +122,7 @@ pub fn observe(
         )?);
     }
     scan_the_rest(root, &chosen, &mut scans, &mut set_worlds, &mut timings, ui)?;
+    secrets_inside(settings, &chosen, &mut set_worlds);
 
     let system = system
         .join()
@@ -229,6 +231,7 @@ fn observe_snapshots(
             name: set.name.clone(),
             snapshots: summaries,
             estimate: None,
+            secrets: Vec::new(),
         });
     }
     if chosen.is_empty() {
@@ -494,6 +497,37 @@ fn scan_the_rest(
         scans.insert(set.clone(), scan);
     }
     Ok(())
+}
+
+/// Each chosen snapshot's copies of the secret files the config names ([`Settings::secret_files`]), found by their
+/// resolved path (a symlink to the key, or a key under a source reached through a symlink, is found where the
+/// snapshot holds its content).
+fn secrets_inside(settings: &Settings, chosen: &[(String, String)], set_worlds: &mut [SetWorld]) {
+    let secrets: Vec<(std::path::PathBuf, String, std::path::PathBuf)> = settings
+        .secret_files()
+        .into_iter()
+        .filter_map(|(path, field)| {
+            let real = std::fs::canonicalize(&path).ok()?;
+            Some((path, field, snapshot::SourceRecord::in_snapshot_path(&real)))
+        })
+        .collect();
+    for (set, name) in chosen {
+        let snapshot = settings.backup_root.join(name);
+        let Some(w) = set_worlds.iter_mut().find(|w| &w.name == set) else {
+            continue;
+        };
+        w.secrets = secrets
+            .iter()
+            .filter(|(_, _, rel)| {
+                std::fs::symlink_metadata(snapshot.join(rel)).is_ok_and(|m| m.is_file())
+            })
+            .map(|(path, field, rel)| LeftOut {
+                path: path.clone(),
+                field: field.clone(),
+                in_snapshot: rel.clone(),
+            })
+            .collect();
+    }
 }
 
 /// A destination's encryption as its backups record it (the recipients read now) and where its passphrase comes

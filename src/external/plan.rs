@@ -398,6 +398,8 @@ pub struct SetWorld {
     pub name: String,
     pub snapshots: Vec<SnapshotSummary>,
     pub estimate: Option<ArchiveEstimate>,
+    /// The secret files the config names that the chosen snapshot holds.
+    pub secrets: Vec<super::sets::LeftOut>,
 }
 
 /// A selected destination: its settings, what detection found, and what its `backups/` holds.
@@ -455,6 +457,7 @@ pub fn plan(world: &World, opts: RunOptions) -> ExternalPlan {
                 complete: choice.complete,
                 estimate: s.estimate.clone().filter(|_| action == SetAction::Export),
                 warnings: choice.warnings,
+                secrets: s.secrets.clone(),
             }
         })
         .collect();
@@ -778,6 +781,11 @@ fn archive_targets(
                 index_bytes: est.index_bytes,
                 encrypted: enc.is_some(),
                 choice,
+                left_out: if enc.is_some() {
+                    Vec::new()
+                } else {
+                    s.secrets.clone()
+                },
             })
         })
         .collect();
@@ -1223,5 +1231,8 @@ fn render_destination(out: &mut String, d: &DestinationPlan, images: bool) {
     super::index_copy::render(d.index_copy_dir.as_deref(), &d.index_copies_removed, out);
     for n in &d.notes {
         let _ = writeln!(out, "  note      {n}");
+    }
+    for l in d.archives.iter().flat_map(|a| &a.left_out) {
+        let _ = writeln!(out, "  note      {}", l.line(&d.name));
     }
 }

@@ -887,6 +887,7 @@ mod tests {
             index_bytes: 100,
             encrypted: false,
             choice: super::super::chain::ArchiveChoice::full("first"),
+            left_out: Vec::new(),
         }
     }
 

@@ -25,6 +25,32 @@ pub struct SetPlan {
     pub estimate: Option<ArchiveEstimate>,
     /// Why the set is skipped, or why an older snapshot than the newest is used (exit 3).
     pub warnings: Vec<String>,
+    /// The secret files the config names that this snapshot holds: an unencrypted destination's archive leaves
+    /// them out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<LeftOut>,
+}
+
+/// A secret file the config names (an identity, a passphrase file, cloud credentials), inside a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftOut {
+    /// As the config names it (expanded).
+    pub path: PathBuf,
+    /// The setting naming it: `identity_file of destination usb`.
+    pub field: String,
+    /// Where it is in the snapshot, and so in the archive (its symlinks resolved): `home/payne/.config/x`.
+    pub in_snapshot: PathBuf,
+}
+
+impl LeftOut {
+    /// The line the dry run and the run show for a destination `dest` whose archive leaves it out.
+    pub fn line(&self, dest: &str) -> String {
+        format!(
+            "left out of {dest}: {}, the config's {}; this destination is not encrypted",
+            self.path.display(),
+            self.field
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,4 +82,17 @@ pub struct ArchiveTarget {
     /// Full or incremental (on which base), and why.
     #[serde(flatten)]
     pub choice: super::chain::ArchiveChoice,
+    /// The secret files the archive leaves out (only when not encrypted): see [`SetPlan::secrets`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_out: Vec<LeftOut>,
+}
+
+impl ArchiveTarget {
+    /// What the archive leaves out, as paths inside the snapshot.
+    pub fn leave_out(&self) -> Vec<PathBuf> {
+        self.left_out
+            .iter()
+            .map(|l| l.in_snapshot.clone())
+            .collect()
+    }
 }

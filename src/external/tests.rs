@@ -250,11 +250,13 @@ fn world() -> World {
                     0,
                 )],
                 estimate: Some(estimate(300 * MIB)),
+                secrets: Vec::new(),
             },
             SetWorld {
                 name: "config".into(),
                 snapshots: vec![],
                 estimate: None,
+                secrets: Vec::new(),
             },
         ],
         detected: vec![
@@ -685,4 +687,31 @@ fn the_space_check_counts_the_images_at_their_used_bytes() {
         "{}",
         plan::render(&p)
     );
+}
+
+/// A secret file the config names inside the exported snapshot is left out of the plain drive's archive, and the
+/// rendered plan says so; an encrypted drive keeps it (pure: the plan decides).
+#[test]
+fn a_secret_in_the_snapshot_is_left_out_of_a_plain_drive_only() {
+    let secret = super::sets::LeftOut {
+        path: "/home/u/key".into(),
+        field: "identity_file of destination safe".into(),
+        in_snapshot: "home/u/.config/dbackup/identity.txt".into(),
+    };
+    let mut w = world();
+    w.sets[0].secrets = vec![secret.clone()];
+    let p = plan::plan(&w, opts());
+    assert_eq!(p.destinations[0].archives[0].left_out, vec![secret.clone()]);
+    let line = "left out of T9: /home/u/key, the config's identity_file of destination safe; this destination is \
+                not encrypted";
+    assert!(plan::render(&p).contains(line), "{}", plan::render(&p));
+
+    w.destinations[0].encryption = Some(crate::archive::EncryptionRecord {
+        format: crate::archive::crypt::AGE_FORMAT.into(),
+        recipients: vec!["age1x".into()],
+        passphrase: false,
+    });
+    let p = plan::plan(&w, opts());
+    assert!(p.destinations[0].archives[0].left_out.is_empty());
+    assert!(!plan::render(&p).contains("left out of"));
 }

@@ -342,6 +342,9 @@ fn upload_set(
         "{}: {}: uploading {} to {}{}",
         p.name, a.set, a.snapshot, p.dir, a.archive
     ));
+    for l in &a.left_out {
+        ui.info(format_args!("{}: note: {}", p.name, l.line(&p.name)));
+    }
     let base = upload_base(a, u.world, &u.observed.world.backup_root);
     let copy_sink = || super::index_copy::Pending::sink_of(copies, &a.set);
     let t = Instant::now();
@@ -353,6 +356,7 @@ fn upload_set(
             stage: enc.stage(),
             base: base.as_ref(),
             index_copy: copies.map(|_| &copy_sink as &dyn Fn() -> _),
+            leave_out: &a.leave_out(),
         },
         &mut NoProgress,
     )

@@ -370,6 +370,40 @@ impl Settings {
             .collect()
     }
 
+    /// The files this config names as secrets, each once with the setting that names it (`identity_file of
+    /// destination usb`): every destination's `identity_file` and `passphrase_file`, and each bucket's
+    /// `credentials_file`. An unencrypted destination's archives leave them out (`external::observe`).
+    pub fn secret_files(&self) -> Vec<(PathBuf, String)> {
+        let mut out: Vec<(PathBuf, String)> = Vec::new();
+        let encrypted = (self
+            .destinations
+            .iter()
+            .map(|d| (&d.name, d.encryption.as_ref(), None)))
+        .chain(
+            self.clouds
+                .iter()
+                .map(|c| (&c.name, c.encryption.as_ref(), c.credentials_file.as_ref())),
+        );
+        for (name, e, credentials) in encrypted {
+            let named = [
+                ("identity_file", e.and_then(|e| e.identity_file.as_ref())),
+                (
+                    "passphrase_file",
+                    e.and_then(|e| e.passphrase_file.as_ref()),
+                ),
+                ("credentials_file", credentials),
+            ];
+            for (field, path) in named {
+                if let Some(path) = path
+                    && !out.iter().any(|(p, _)| p == path)
+                {
+                    out.push((path.clone(), format!("{field} of destination {name}")));
+                }
+            }
+        }
+        out
+    }
+
     /// Every set's name, in config order.
     pub fn set_names(&self) -> Vec<String> {
         self.sets.iter().map(|s| s.name.clone()).collect()
@@ -2159,6 +2193,36 @@ mod tests {
         let aws = s.cloud("aws").unwrap();
         assert!(!aws.path_style, "host style on AWS");
         assert_eq!(aws.place(), "s3 AWS eu-central-1 bkt2");
+    }
+
+    /// The secret files a config names: each destination's identity and passphrase files and a bucket's credentials
+    /// file, each once (a top-level identity every destination carries is named by the first), with its setting.
+    #[test]
+    fn the_secret_files_are_every_identity_passphrase_and_credentials_file_once() {
+        let e = env(Path::new("/home/u"), &[]);
+        let s = build(
+            r#"{ "backup_root": "/b", "backup_sets": [ { "name": "a", "sources": ["/d"] } ],
+                 "encryption": { "recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"],
+                                 "identity_file": "~/id.txt" },
+                 "destinations": [ { "name": "T9", "path": "/media/T9" },
+                   { "name": "pw", "path": "/media/pw",
+                     "encryption": { "passphrase": true, "passphrase_file": "~/pass" } },
+                   { "name": "plain", "path": "/media/plain", "encryption": null },
+                   { "name": "off", "kind": "s3", "endpoint": "http://127.0.0.1:3900/", "bucket": "bkt",
+                     "credentials_file": "~/s3.ini" } ] }"#,
+            &e,
+        )
+        .unwrap();
+        let got: Vec<(String, String)> = (s.secret_files().into_iter())
+            .map(|(p, f)| (p.display().to_string(), f))
+            .collect();
+        let want = [
+            ("/home/u/id.txt", "identity_file of destination T9"),
+            ("/home/u/pass", "passphrase_file of destination pw"),
+            ("/home/u/s3.ini", "credentials_file of destination off"),
+        ]
+        .map(|(p, f)| (p.to_string(), f.to_string()));
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -761,3 +761,78 @@ fn a_bucket_listing_more_than_dbackup_writes_is_refused_not_read_whole() {
     let status: Value = t.run_json(&["status"]);
     assert_eq!(status["clouds"][0]["backups"], 1, "{status:#}");
 }
+
+/// A plain bucket beside an encrypted drive whose identity lies in the backed-up home (where `dbackup keygen` puts
+/// it): the bucket's objects (archives in parts, indexes, `backup.json`, sums, kit, full then incremental) hold
+/// not one copy of the key's bytes, and the dry run and the run say it is left out; the drive still has it.
+#[test]
+fn a_plain_bucket_beside_an_encrypted_drive_never_holds_the_identity() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = Test::new();
+    std::fs::create_dir_all(t.home().join(".config/dbackup")).unwrap();
+    let (identity, recipient) = t.keygen("home/.config/dbackup/identity.txt");
+    let config = format!(
+        r#"{{ "backup_root": "{{root}}", "backup_sets": [ {{ "name": "docs", "sources": ["{{home}}"] }} ],
+             "external": {{ "mode": "all" }},
+             "destinations": [ {{ "name": "safe", "path": "{}", "require_mount": false,
+                                  "encryption": {{ "recipients": ["{recipient}"],
+                                                   "identity_file": "~/.config/dbackup/identity.txt" }} }},
+                               {} ] }}"#,
+        t.path("safe").display(),
+        offsite(&g, "")
+    );
+    let t = with_keys(t.config(&config), &g);
+    std::fs::create_dir_all(t.path("safe")).unwrap();
+    populate(&t);
+    t.cmd().args(["collect"]).status(0);
+
+    let line = format!(
+        "left out of offsite: {}, the config's identity_file of destination safe; this destination is not \
+         encrypted",
+        identity.display()
+    );
+    t.cmd()
+        .args(["--dry-run", "external"])
+        .status(0)
+        .stdout_has(&line)
+        .stdout_lacks("left out of safe");
+    t.cmd().args(["external"]).status(0).stderr_has(&line);
+    t.write("home/notes/todo.txt", "buy bread\n");
+    t.cmd().args(["collect"]).status(0);
+    t.cmd().args(["external"]).status(0).stderr_has(&line);
+    assert_eq!(bucket_backups(&s3).len(), 2);
+
+    let whole = std::fs::read(&identity).unwrap();
+    let secret = String::from_utf8_lossy(&whole)
+        .lines()
+        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
+        .unwrap()
+        .to_string();
+    let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    let mut plain_seen = false;
+    for (key, _) in s3.list("laptop/") {
+        let bytes = s3.get(&key);
+        assert!(
+            !has(&bytes, secret.as_bytes()),
+            "the secret key is in {key}"
+        );
+        assert!(!has(&bytes, &whole), "the identity file is in {key}");
+        plain_seen |= has(&bytes, b"buy milk");
+    }
+    assert!(
+        plain_seen,
+        "the search works: the bucket holds the home in the clear"
+    );
+    // The encrypted drive keeps it: a restore from it with the identity gives it back.
+    let out = t.path("restored");
+    t.restore_drive(&t.path("safe"))
+        .args(["--all", "--target"])
+        .args([&out])
+        .args(["--identity"])
+        .args([&identity])
+        .status(0);
+    let kept = out.join(identity.strip_prefix("/").unwrap());
+    assert_eq!(std::fs::read(kept).unwrap(), whole);
+}

@@ -640,6 +640,78 @@ fn a_bad_recipients_file_is_named_with_its_line_and_nothing_is_written() {
     assert_eq!(listing(&drive), Vec::<String>::new(), "nothing written");
 }
 
+/// `dbackup keygen` writes the identity into `~/.config`, a source. With one drive encrypted and one plain, the plain
+/// one's archives (full, then incremental), indexes, kit, pages and records hold not one copy of the key's bytes: it
+/// is left out by its resolved path (the config names it through a symlink outside the sources), and the dry run and
+/// the run say so. The encrypted drive still has it.
+#[test]
+fn a_plain_drive_beside_an_encrypted_one_never_holds_the_identity() {
+    if !have_age() {
+        return;
+    }
+    let t = Test::new().config("{}");
+    sample(&t, 0);
+    fs::create_dir_all(t.home().join(".config/dbackup")).unwrap();
+    let (identity, recipient) = t.keygen("home/.config/dbackup/identity.txt");
+    let link = t.home().join("my-key");
+    std::os::unix::fs::symlink(&identity, &link).unwrap();
+    let (safe, plain) = (t.path("safe"), t.path("plain"));
+    for d in [&safe, &plain] {
+        fs::create_dir_all(d).unwrap();
+    }
+    let enc = encryption(&format!(
+        r#""recipients": ["{recipient}"], "identity_file": "~/my-key""#
+    ));
+    let cfg = config(
+        &[
+            destination("safe", &safe, &enc),
+            destination("plain", &plain, r#""require_mount": false"#),
+        ],
+        "all",
+        5,
+    );
+    fs::write(t.path("config.json"), t.expand(&cfg)).unwrap();
+    collect(&t);
+
+    let line = format!(
+        "left out of plain: {}, the config's identity_file of destination safe; this destination is not encrypted",
+        link.display()
+    );
+    let plan = t.cmd().args(["--dry-run", "external"]).status(0).stdout;
+    assert_eq!(plan.matches(&line).count(), 1, "{plan}");
+    assert!(!plan.contains("left out of safe"), "{plan}");
+    t.cmd().args(["external"]).status(0).stderr_has(&line);
+    let first_safe = newest(&safe);
+
+    // An incremental after a change: left out again.
+    t.write("home/.config/app/state", "2\n");
+    collect(&t);
+    t.cmd().args(["external"]).status(0).stderr_has(&line);
+    let second = meta_of(&newest(&plain));
+    assert!(
+        second.sets.iter().any(|s| s.base.is_some()),
+        "the second backup is an incremental: {:?}",
+        second.sets
+    );
+
+    let secret = secret_of(&identity);
+    let whole = fs::read(&identity).unwrap();
+    assert_nowhere(
+        &[&plain],
+        &[
+            ("the secret key", secret.as_bytes()),
+            ("the identity file", &whole),
+        ],
+    );
+    // The search works: the plain drive holds the sample's other files in the clear.
+    assert!(!holders(&[&plain], b"TOKEN=hunter2").is_empty());
+    // The encrypted drive keeps it, encrypted.
+    let out = t.path("extracted-safe");
+    age_tar_extract(&identity, &first_safe.join("config.tar.age"), &out);
+    let kept = out.join(identity.strip_prefix("/").unwrap());
+    assert_eq!(fs::read(kept).unwrap(), whole);
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // keygen
 
