@@ -32,10 +32,16 @@ fn write_config(t: &Test, extra: &str) -> PathBuf {
     drive
 }
 
+/// A test with the sample home (its big file `big` bytes) and a config of `{}` until the test writes one.
+fn sampled(big: u64) -> Test {
+    let t = Test::new().config("{}");
+    sample(&t, big);
+    t
+}
+
 /// A test with the sample home (a 300 KiB file, so archives span several 64 KiB age chunks), collected once.
 fn collected() -> Test {
-    let t = Test::new().config("{}");
-    sample(&t, 300 << 10);
+    let t = sampled(300 << 10);
     write_config(&t, r#""require_mount": false"#);
     collect(&t);
     t
@@ -292,8 +298,7 @@ fn an_encrypted_backup_run_writes_age_files_and_reports_them() {
     if !have_age() {
         return;
     }
-    let t = Test::new().config("{}");
-    sample(&t, 0);
+    let t = sampled(0);
     let (identity, recipient) = t.keygen("key.txt");
     let drive = t.path("drive");
     fs::create_dir_all(&drive).unwrap();
@@ -649,8 +654,7 @@ fn a_plain_drive_beside_an_encrypted_one_never_holds_the_identity() {
     if !have_age() {
         return;
     }
-    let t = Test::new().config("{}");
-    sample(&t, 0);
+    let t = sampled(0);
     fs::create_dir_all(t.home().join(".config/dbackup")).unwrap();
     let (identity, recipient) = t.keygen("home/.config/dbackup/identity.txt");
     let link = t.home().join("my-key");
@@ -809,8 +813,7 @@ fn keygen_and_config_init_refuse_an_existing_file_with_the_same_exit_code() {
 
 #[test]
 fn keygen_refuses_to_put_the_identity_on_a_destination() {
-    let t = Test::new().config("{}");
-    sample(&t, 0);
+    let t = sampled(0);
     let drive = write_config(&t, r#""require_mount": false"#);
     fs::create_dir_all(t.path("elsewhere")).unwrap();
     std::os::unix::fs::symlink(&drive, t.path("elsewhere/drive-link")).unwrap();
