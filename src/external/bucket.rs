@@ -614,6 +614,28 @@ mod tests {
         );
     }
 
+    /// Retention `last 2` with a new backup of 2026-11-22 over `backups`, the one named `damaged` missing objects.
+    fn last_2_with_damaged(backups: &[DriveBackup], damaged: &str) -> Vec<Decision> {
+        let now = snapshot::parse_stamp("2026-11-22-020000").unwrap();
+        let damaged = BTreeMap::from([(
+            damaged.to_string(),
+            "docs.tar is not in the bucket".to_string(),
+        )]);
+        let sets = vec!["docs".to_string()];
+        decide(
+            (backups, &damaged),
+            (
+                new_backup("2026-11-22-020000", &sets, &[], now),
+                drive_retention::Owner::Anyone,
+            ),
+            &RetentionPolicy::last(2),
+            now,
+            now.and_utc(),
+            None,
+            &BTreeMap::new(),
+        )
+    }
+
     /// A backup of the bucket whose objects are missing or not their recorded size is no restore point: `last 2`
     /// keeps the new backup and the newest intact one, the damaged one is neither counted nor removed and says why.
     /// Before: it counted among the 2, and the intact backup of 2026-11-08 was removed.
@@ -624,24 +646,7 @@ mod tests {
             backup("2026-11-08-020000", None),
             backup("2026-11-15-020000", None),
         ];
-        let now = snapshot::parse_stamp("2026-11-22-020000").unwrap();
-        let damaged = BTreeMap::from([(
-            "2026-11-15-020000".to_string(),
-            "docs.tar is not in the bucket".to_string(),
-        )]);
-        let sets = vec!["docs".to_string()];
-        let ds = decide(
-            (&backups, &damaged),
-            (
-                new_backup("2026-11-22-020000", &sets, &[], now),
-                drive_retention::Owner::Anyone,
-            ),
-            &RetentionPolicy::last(2),
-            now,
-            now.and_utc(),
-            None,
-            &BTreeMap::new(),
-        );
+        let ds = last_2_with_damaged(&backups, "2026-11-15-020000");
         let removed: Vec<&str> = crate::retention::removed(&ds).collect();
         assert_eq!(removed, ["2026-11-01-020000"]);
         let d = ds.iter().find(|d| d.name == "2026-11-15-020000").unwrap();
@@ -649,6 +654,25 @@ mod tests {
         assert_eq!(
             d.reasons[0],
             "damaged (docs.tar is not in the bucket): not a restore point"
+        );
+    }
+
+    /// An incremental on a bucket's backup whose objects are missing is broken, no restore point either: `last 2`
+    /// keeps the new backup and the intact one of 2026-11-01, and removes nothing. Before: the incremental of
+    /// 2026-11-15 was one of the 2 (keeping its damaged base) and the intact backup was removed.
+    #[test]
+    fn bucket_retention_does_not_count_an_incremental_on_a_damaged_backup() {
+        let backups = vec![
+            backup("2026-11-01-020000", None),
+            backup("2026-11-08-020000", None),
+            backup("2026-11-15-020000", Some("2026-11-08-020000")),
+        ];
+        let ds = last_2_with_damaged(&backups, "2026-11-08-020000");
+        assert_eq!(crate::retention::removed(&ds).count(), 0, "{ds:?}");
+        let d = ds.iter().find(|d| d.name == "2026-11-15-020000").unwrap();
+        assert_eq!(
+            d.reasons[0],
+            "broken: its base 2026-11-08-020000 is damaged: not a restore point"
         );
     }
 }

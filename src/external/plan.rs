@@ -861,12 +861,40 @@ fn space_refusal(
         ),
     };
     let keep = d.settings.keep_at_least;
+    // Those to delete first: no restore point (found damaged, or broken), oldest first, a few by name.
+    let mut unsound: Vec<&BackupInfo> = (own.iter().copied())
+        .filter(|b| b.no_restore_point().is_some())
+        .collect();
+    unsound.sort_by(|a, b| (a.time, &a.name).cmp(&(b.time, &b.name)));
+    let first = match unsound.len() {
+        0 => String::new(),
+        n => {
+            let names: Vec<String> = (unsound.iter().take(stdx::NAMED))
+                .map(|b| stdx::show_str(&b.name))
+                .collect();
+            let more = n.saturating_sub(stdx::NAMED);
+            format!(
+                " (first the {} no restore point, damaged or broken: {}{})",
+                if n == 1 {
+                    "one that is".to_string()
+                } else {
+                    format!("{} that are", stdx::count(n as u64))
+                },
+                names.join(", "),
+                if more > 0 {
+                    format!(" and {} more", stdx::count(more as u64))
+                } else {
+                    String::new()
+                }
+            )
+        }
+    };
     let own = own.len();
     if own > 0 {
         msg.push_str(&format!(
             "; removing the oldest restore points would free only {} without going below keep_at_least {keep} \
              (never the newest verified backup nor what the kept ones depend on): delete some of the {own} in \
-             {} by hand{others}, lower keep_at_least, or use a larger drive",
+             {} by hand{first}{others}, lower keep_at_least, or use a larger drive",
             stdx::bytes(room.removable_bytes),
             backups_dir.display(),
         ));

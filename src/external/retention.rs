@@ -51,6 +51,9 @@ pub struct BackupInfo {
     /// Found damaged since it was verified: why (`restore --verify, <date>`, or which file is missing or not its
     /// recorded size). Then it is no restore point, as one without verified metadata is: never judged, never removed.
     pub damaged: Option<String>,
+    /// Its chain holds a damaged or missing link (`status` calls it BROKEN): why (`its base <stamp> is damaged`).
+    /// Then it is no restore point either, as a damaged one ([`Self::judged`]).
+    pub broken: Option<String>,
     /// The sets it holds (from its metadata).
     pub sets: Vec<String>,
     /// Each set's recorded source paths ([`recorded_paths`]; a set absent or empty: none recorded).
@@ -95,6 +98,7 @@ impl BackupInfo {
             time,
             verified: true,
             damaged: None,
+            broken: None,
             sets: m.set_names(),
             sources: m
                 .sets
@@ -118,20 +122,57 @@ impl BackupInfo {
         self.sets.is_empty() && self.system
     }
 
-    /// THE rule of what rotation judges ([`decide_own`], [`make_room_own`]): a verified backup not found damaged,
-    /// not newer than `now`, and the `owner`'s. Only these count among the restore points a policy or `keep_at_least`
-    /// keeps, and only these are ever removed.
+    /// THE rule of what rotation judges ([`decide_own`], [`make_room_own`]): a verified backup neither found damaged
+    /// nor broken ([`Self::no_restore_point`]), not newer than `now`, and the `owner`'s. Only these count among the
+    /// restore points a policy or `keep_at_least` keeps, and only these are ever removed.
     pub fn judged(&self, owner: Owner, now: NaiveDateTime) -> bool {
-        self.verified && self.damaged.is_none() && self.time <= now && !owner.foreign(self)
+        self.verified
+            && self.no_restore_point().is_none()
+            && self.time <= now
+            && !owner.foreign(self)
     }
 
-    /// `infos` with those that `damaged` names (stamp: why) marked found damaged.
+    /// Why a verified backup is no restore point (and so never judged): found damaged (`damaged (<why>)`) or its
+    /// chain broken (`broken: its base <stamp> is damaged`); `None` for one that can be restored whole.
+    pub fn no_restore_point(&self) -> Option<String> {
+        (self.damaged.as_ref().map(|why| format!("damaged ({why})")))
+            .or_else(|| self.broken.as_ref().map(|why| format!("broken: {why}")))
+    }
+
+    /// `infos` with those that `damaged` names (stamp: why) marked found damaged, and then every verified backup
+    /// whose chain holds a link that is missing or unverified, damaged, or broken itself marked broken (the rule
+    /// of [`super::chain::broken`], for rotation).
     pub fn with_damage(
         mut infos: Vec<BackupInfo>,
         damaged: &BTreeMap<String, String>,
     ) -> Vec<BackupInfo> {
         for b in &mut infos {
-            b.damaged = damaged.get(&b.name).cloned();
+            if let Some(why) = damaged.get(&b.name) {
+                b.damaged = Some(why.clone());
+            }
+        }
+        // Oldest first, a base before what depends on it; a base newer than its incremental (hostile metadata) is
+        // judged as it stands then: the pass is bounded by the listing's length.
+        let mut order: Vec<usize> = (0..infos.len()).collect();
+        order.sort_by(|&a, &b| {
+            (infos[a].time, &infos[a].name).cmp(&(infos[b].time, &infos[b].name))
+        });
+        for i in order {
+            if !infos[i].verified {
+                continue;
+            }
+            let why = infos[i].depends_on.iter().find_map(|d| {
+                let shown = stdx::show_str(d);
+                match infos.iter().find(|x| x.name == *d && x.verified) {
+                    None => Some(format!("its base {shown} is missing or unverified")),
+                    Some(x) if x.damaged.is_some() => Some(format!("its base {shown} is damaged")),
+                    Some(x) if x.broken.is_some() => {
+                        Some(format!("its base {shown} is broken itself"))
+                    }
+                    Some(_) => None,
+                }
+            });
+            infos[i].broken = why;
         }
         infos
     }
@@ -371,8 +412,8 @@ pub fn decide_own(
     for (i, b) in order.iter().enumerate() {
         if !b.verified {
             reasons[i].push(UNJUDGED.into());
-        } else if let Some(why) = &b.damaged {
-            reasons[i].push(format!("damaged ({why}): not a restore point"));
+        } else if let Some(why) = b.no_restore_point() {
+            reasons[i].push(format!("{why}: not a restore point"));
             reasons[i]
                 .push("never removed by retention: delete it by hand when it is not wanted".into());
         } else if b.time > now {

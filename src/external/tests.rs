@@ -419,6 +419,60 @@ fn not_enough_space_refuses_the_destination_and_says_how_much() {
     );
 }
 
+/// The space refusal names first the backups that are no restore point (found damaged, or broken: an incremental on a
+/// damaged base), since those are the ones to delete by hand; a few by name, the rest counted. Before: it said only
+/// "delete some of the 4", as if any of them would do.
+#[test]
+fn the_space_refusal_names_the_damaged_and_broken_backups_first() {
+    let mut w = world();
+    let d = &mut w.destinations[0];
+    d.info.free_bytes = 100 * MIB;
+    d.found_damaged = [(
+        "2025-03-04-000000".to_string(),
+        "restore --verify, 2025-03-06".to_string(),
+    )]
+    .into();
+    let m = d.listing.backups[4].meta.as_mut().unwrap();
+    m.depends_on = vec!["2025-03-04-000000".into()];
+    let why = plan::plan(&w, opts()).destinations[0]
+        .refusal
+        .clone()
+        .unwrap();
+    assert!(
+        why.contains(
+            "delete some of the 4 in /media/T9/backups by hand (first the 2 that are no restore point, damaged or \
+             broken: 2025-03-04-000000, 2025-03-05-000000), lower keep_at_least"
+        ),
+        "{why}"
+    );
+    // Many of them: a few named, the rest counted.
+    let d = &mut w.destinations[0];
+    for i in 0..30 {
+        let stamp = format!("2025-02-{:02}-000000", i % 28 + 1);
+        let stamp = if i < 28 {
+            stamp
+        } else {
+            format!("2025-01-{:02}-000000", i)
+        };
+        d.found_damaged
+            .insert(stamp.clone(), "restore --verify, 2025-03-06".into());
+        d.listing.backups.push(backup(&stamp, true, &["data"]));
+    }
+    let why = plan::plan(&w, opts()).destinations[0]
+        .refusal
+        .clone()
+        .unwrap();
+    assert!(
+        why.contains(&format!(
+            "(first the 32 that are no restore point, damaged or broken: 2025-01-28-000000, 2025-01-29-000000, \
+             2025-02-01-000000, 2025-02-02-000000, 2025-02-03-000000, 2025-02-04-000000, 2025-02-05-000000, \
+             2025-02-06-000000, 2025-02-07-000000, 2025-02-08-000000 and {} more)",
+            32 - crate::stdx::NAMED
+        )),
+        "{why}"
+    );
+}
+
 /// Leftovers whose sizes add up past `u64` (sparse files of 8 EiB on a drive that allows them: xfs, btrfs, tmpfs)
 /// count as the most bytes there are: the plan is made, never an overflow.
 #[test]

@@ -267,5 +267,11 @@ fn rotation_for_space_never_removes_the_newest_intact_backup_for_damaged_ones() 
         why.starts_with("not enough space: the backup needs "),
         "{why}"
     );
+    // The refusal names the damaged ones first: those are the ones to delete by hand.
+    let first = format!(
+        "no restore point, damaged or broken: {})",
+        held[1..].join(", ")
+    );
+    assert!(why.contains(&first), "{first:?} not in {why}");
     assert_eq!(backups(&mp), held, "nothing removed for space");
 }

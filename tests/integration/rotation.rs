@@ -629,3 +629,47 @@ fn a_backup_found_damaged_is_not_counted_by_retention() {
         assert_eq!(backups(&drive), [intact, damaged, new]);
     }
 }
+
+/// An incremental whose chain holds a damaged or missing link (`status` calls it BROKEN) is no restore point for
+/// retention: with the full of Nov 1 intact, the full of Nov 2 found damaged by `restore --verify` and incrementals
+/// on it of Nov 3 and 4, `last 2` keeps the new backup and the intact full, and the broken ones stay, the dry run
+/// saying why; alike when the base was deleted by hand. Before: the incremental of Nov 4 was one of the "last 2" (and
+/// kept its chain), and the full of Nov 1, the only intact restore point but the new one, was removed.
+#[test]
+fn an_incremental_on_a_damaged_or_deleted_base_is_not_counted_by_retention() {
+    for deleted in [false, true] {
+        let t = world("2");
+        let drive = t.path("drive");
+        let intact = fixture(&drive, "2026-11-01T03:00:00+00:00", &[]);
+        let full = fixture(&drive, "2026-11-02T03:00:00+00:00", &[]);
+        let i3 = fixture(&drive, "2026-11-03T03:00:00+00:00", &[&full]);
+        let i4 = fixture(&drive, "2026-11-04T03:00:00+00:00", &[&full, &i3]);
+        let why = if deleted {
+            fs::remove_dir_all(drive.join("backups").join(&full)).unwrap();
+            "missing or unverified"
+        } else {
+            let records = serde_json::json!({ "format": 1, "records": [{
+                "destination": "drive", "backup": full, "found": "2026-11-05T10:00:00+01:00",
+                "problem": "data.tar: its sha256 differs" }] });
+            fs::create_dir_all(t.path("state/dbackup")).unwrap();
+            fs::write(t.path("state/dbackup/damaged.json"), records.to_string()).unwrap();
+            "damaged"
+        };
+        let plan = t.cmd().args(["external", "--dry-run"]).status(0).stdout;
+        let never = "never removed by retention: delete it by hand when it is not wanted";
+        for line in [
+            format!(
+                "  keep      {i4} (broken: its base {full} is {why}: not a restore point; {never})"
+            ),
+            format!("  keep      {intact} (last 2)"),
+        ] {
+            assert!(plan.contains(&line), "{line:?} not in:\n{plan}");
+        }
+        let new = run_removes(&t, &[]);
+        let mut want = vec![intact.clone(), full.clone(), i3.clone(), i4.clone(), new];
+        if deleted {
+            want.remove(1);
+        }
+        assert_eq!(backups(&drive), want);
+    }
+}

@@ -16,6 +16,7 @@ fn b(d: u32, sets: &[&str], deps: &[u32], mib: u64) -> BackupInfo {
         name,
         verified: true,
         damaged: None,
+        broken: None,
         sets: sets.iter().map(|s| s.to_string()).collect(),
         sources: BTreeMap::new(),
         system: false,
@@ -667,8 +668,8 @@ fn damaged(mut x: BackupInfo) -> BackupInfo {
 }
 
 /// A backup found damaged is no restore point, as one without verified metadata: retention neither counts it among
-/// the N it keeps nor removes it, and says why; the newest verified backup is the newest intact one; a kept
-/// incremental on a damaged full keeps it as its base. Before: the damaged backups counted among "last 2", so the
+/// the N it keeps nor removes it, and says why; the newest verified backup is the newest intact one; an incremental
+/// on a damaged full (broken, kept) keeps it as its base. Before: the damaged backups counted among "last 2", so the
 /// intact full of day 2 was removed while the damaged ones were kept as the newest restore points.
 #[test]
 fn a_damaged_backup_is_no_restore_point_for_retention() {
@@ -703,9 +704,10 @@ fn a_damaged_backup_is_no_restore_point_for_retention() {
         removed(&decide(&backups, &daily, now)),
         Vec::<String>::new()
     );
-    let backups = vec![set(1), set(2), damaged(set(3)), incr(4, &[3]), set(5)];
+    // As rotation reads a drive: the incremental on the damaged full is broken, no restore point either.
+    let backups = judged_with(vec![set(1), set(2), set(3), incr(4, &[3]), set(5)], &[3]);
     let ds = decide(&backups, &last(2), now);
-    assert_eq!(removed(&ds), days(&[1, 2]));
+    assert_eq!(removed(&ds), days(&[1]));
     let full = ds.iter().find(|d| d.name == day(3)).unwrap();
     assert_eq!(
         full.reasons.join("; "),
@@ -730,4 +732,76 @@ fn a_damaged_backup_is_no_restore_point_for_space() {
     let room = make_room(&backups, 60 << 20, 30 << 20, 1, now);
     assert!(!room.fits && room.removed.is_empty(), "{room:?}");
     assert_eq!(room.removable_bytes, 20 << 20, "days 1 and 2 only");
+}
+
+/// `backups` as rotation reads them, the days `damaged` names found damaged (`restore --verify`, on day 8).
+fn judged_with(backups: Vec<BackupInfo>, damaged: &[u32]) -> Vec<BackupInfo> {
+    let why = format!("restore --verify, {}", &day(8)[..10]);
+    let damaged = damaged.iter().map(|&d| (day(d), why.clone())).collect();
+    BackupInfo::with_damage(backups, &damaged)
+}
+
+/// An incremental whose chain holds a damaged or missing link (`status` calls it BROKEN) is no restore point either:
+/// not counted among the "last N" nor the `keep_at_least`, never the newest verified backup, never removed, and the
+/// dry run says why. Before: with the full of day 1 intact, the full of day 2 damaged and incrementals on it on days 3
+/// and 4, `last 2` and a new full on day 5 kept day 4 (and so 3 and 2) and removed day 1, the only intact restore
+/// point but the new one; and so did a chain whose base (day 2) was deleted by hand.
+#[test]
+fn an_incremental_on_a_damaged_or_missing_base_is_no_restore_point() {
+    let now = parse_stamp(&day(9)).unwrap();
+    let never = "never removed by retention: delete it by hand when it is not wanted";
+    let chain = vec![set(1), set(2), incr(3, &[2]), incr(4, &[2, 3]), set(5)];
+    let backups = judged_with(chain.clone(), &[2]);
+    let ds = decide(&backups, &last(2), now);
+    assert_eq!(removed(&ds), Vec::<String>::new());
+    let why = |d: u32| {
+        ds.iter()
+            .find(|x| x.name == day(d))
+            .unwrap()
+            .reasons
+            .join("; ")
+    };
+    assert_eq!(why(1), "last 2");
+    assert_eq!(why(5), "newest verified backup; last 2");
+    assert_eq!(
+        why(4),
+        format!(
+            "broken: its base {} is damaged: not a restore point; {never}",
+            day(2)
+        )
+    );
+    assert_eq!(
+        why(3),
+        format!(
+            "broken: its base {} is damaged: not a restore point; {never}; base of {}",
+            day(2),
+            day(4)
+        )
+    );
+    // Space: the intact full of day 1 is one of the keep_at_least 2; nothing else may go, so nothing does.
+    let room = make_room(&backups, 40 << 20, 0, 2, now);
+    assert!(!room.fits && room.removed.is_empty(), "{room:?}");
+    assert_eq!(room.removable_bytes, 0, "{room:?}");
+
+    // The base of day 2 deleted by hand: days 3 and 4 are broken, day 1 stays.
+    let gone: Vec<BackupInfo> = chain.into_iter().filter(|x| x.name != day(2)).collect();
+    let ds = decide(&judged_with(gone, &[]), &last(2), now);
+    assert_eq!(removed(&ds), Vec::<String>::new());
+    let d4 = ds.iter().find(|x| x.name == day(4)).unwrap();
+    assert_eq!(
+        d4.reasons.join("; "),
+        format!(
+            "broken: its base {} is missing or unverified: not a restore point; {never}",
+            day(2)
+        )
+    );
+    // An incremental on a broken one is broken in turn.
+    let longer = vec![set(1), set(2), incr(3, &[2]), incr(6, &[3]), set(7)];
+    let ds = decide(&judged_with(longer, &[2]), &last(2), now);
+    assert_eq!(removed(&ds), Vec::<String>::new());
+    let d6 = ds.iter().find(|x| x.name == day(6)).unwrap();
+    assert!(
+        d6.reasons[0].starts_with(&format!("broken: its base {} is broken itself", day(3))),
+        "{d6:?}"
+    );
 }
