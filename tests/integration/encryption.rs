@@ -683,6 +683,18 @@ fn a_plain_drive_beside_an_encrypted_one_never_holds_the_identity() {
     );
     let plan = t.cmd().args(["--dry-run", "external"]).status(0).stdout;
     assert_eq!(plan.matches(&line).count(), 1, "{plan}");
+    let json: serde_json::Value = t
+        .cmd()
+        .args(["--json", "--dry-run", "external"])
+        .status(0)
+        .json();
+    crate::json::assert_valid("external-plan", &json);
+    let secrets = &json["sets"][0]["secrets"][0];
+    assert_eq!(
+        (secrets["path"].as_str(), secrets["field"].as_str()),
+        (link.to_str(), Some("identity_file of destination safe")),
+        "{json:#}"
+    );
     assert!(!plan.contains("left out of safe"), "{plan}");
     t.cmd().args(["external"]).status(0).stderr_has(&line);
     let first_safe = newest(&safe);
