@@ -395,7 +395,7 @@ fn own_status(t: &Test, ours: &str) -> Value {
 }
 
 /// On the bucket of [`shared_bucket`]: `restore` (without `--set` and with `--set docs`) restores this config's
-/// `docs` (from `{home}`, not the other config's `{tmp}/notes`), and `ls` lists backup `ours`.
+/// `docs` of backup `ours` (from `{home}`, not the other config's `{tmp}/notes`), and `ls` lists backup `ours`.
 fn restore_and_ls_take(t: &Test, ours: &str) {
     let restore = [
         "--dry-run",
@@ -411,7 +411,7 @@ fn restore_and_ls_take(t: &Test, ours: &str) {
             .args([t.path("out")])
             .args(set)
             .status(0);
-        out.stdout_has("/home (docs, from docs.tar");
+        out.stdout_has(&format!("/home (docs, from backups/{ours}/docs.tar"));
         assert!(!out.stdout.contains("/notes ("), "{}", out.stdout);
     }
     let ls = t
