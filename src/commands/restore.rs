@@ -369,12 +369,23 @@ fn verify(
 ) -> anyhow::Result<Exit> {
     if let Chosen::Cloud { backup, set } = chosen {
         let report = crate::restore::cloud::verify(backup, set.as_deref(), ui)?;
+        // Remembered as a drive's: damage found, or (every set checked) found whole.
+        let problems = report.problems();
+        let problem = match problems.first() {
+            Some(first) if !report.intact => Some(Some(first.to_string())),
+            None if report.intact && set.is_none() => Some(None),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            let at = (backup.destination.as_str(), backup.stamp.as_str());
+            verify::remember(settings, at, problem.as_deref(), ui);
+        }
         super::print(&report, ui.json, crate::restore::cloud::render_verify)?;
         if report.intact {
             return Ok(Exit::Ok);
         }
         let backup = format!("{} on {}", report.stamp, report.destination);
-        return Err(not_intact(&backup, &report.problems()));
+        return Err(not_intact(&backup, &problems));
     }
     let keys = choose::keys_for_backup(chosen, ring, Ask::IfAvailable, ui)?;
     let scope = choose::scope(settings, req, chosen, keys.as_ref(), ui)?;

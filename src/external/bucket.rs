@@ -262,8 +262,12 @@ pub fn requests_of(store: &Store) -> u64 {
 
 /// Lists `backups/` once and reads the `backup.json` of every backup (`newest_of`: of the newest backup of that
 /// owner only, what the schedule needs; another config's are passed over by their objects' names, and those of a
-/// set of the owner's name from other sources by their `backup.json`, read on the way). No archive or index is read.
-pub fn read(store: &Store, newest_of: Option<Owner>) -> Result<BucketBackups, CloudError> {
+/// set of the owner's name from other sources by their `backup.json`, read on the way; so are the stamps given,
+/// those `restore --verify` found damaged). No archive or index is read.
+pub fn read(
+    store: &Store,
+    newest_of: Option<(Owner, &[String])>,
+) -> Result<BucketBackups, CloudError> {
     let before = requests_of(store);
     let (listing, _) = list(store, false)?;
     let mut b = read_listed(store, listing, newest_of)?;
@@ -275,7 +279,7 @@ pub fn read(store: &Store, newest_of: Option<Owner>) -> Result<BucketBackups, Cl
 pub fn read_listed(
     store: &Store,
     listing: CloudListing,
-    newest_of: Option<Owner>,
+    newest_of: Option<(Owner, &[String])>,
 ) -> Result<BucketBackups, CloudError> {
     let before = requests_of(store);
     let mut backups = Vec::new();
@@ -284,8 +288,9 @@ pub fn read_listed(
         // Newest first, passing over another config's by their objects' names, then by the sources its
         // `backup.json` records (a set of the same name from other sources): one GET each, at most
         // [`MAX_NEWEST_READS`].
-        Some(owner) => {
-            let own = (listing.backups.iter().rev()).filter(|s| !listing.foreign(s, owner));
+        Some((owner, damaged)) => {
+            let own = (listing.backups.iter().rev())
+                .filter(|s| !listing.foreign(s, owner) && !damaged.contains(s));
             for stamp in own.take(MAX_NEWEST_READS) {
                 let Some(b) = read_meta_of(store, stamp, &mut digests) else {
                     continue;

@@ -261,15 +261,20 @@ fn check_meta_names(meta: &BackupMeta, path: &std::path::Path) -> anyhow::Result
 /// The backups of a bucket and its chains for the sets `chosen` (set, snapshot name): every backup's
 /// `backup.json`, read once ([`super::bucket::read_listed`]: retention's view too); those the chains go through
 /// (the newest backup, the newest holding each chosen set, and every backup their chains go through) checked
-/// against their sums ([`check_sums_line`]) and their objects against the listing's sizes; for an encrypted
-/// destination, whether the local copy of each base's index is trusted; then, for each set whose next archive is
-/// an incremental, its base's index downloaded and checked, and the change detection run against it for the dry
-/// run's estimate.
+/// against their sums ([`check_sums_line`]) and their objects against the listing's sizes, those `restore --verify`
+/// found damaged (`damage`: this config's records) counted damaged too (retention's and the chains' view); for an
+/// encrypted destination, whether the local copy of each base's index is trusted; then, for each set whose next
+/// archive is an incremental, its base's index downloaded and checked, and the change detection run against it for
+/// the dry run's estimate.
 pub fn observe_chains(
     w: &mut CloudWorld,
     chosen: &[(String, String)],
     policy: &ChainPolicy,
-    (backup_root, own_sets): (&std::path::Path, &[super::retention::OwnSet]),
+    (backup_root, own_sets, damage): (
+        &std::path::Path,
+        &[super::retention::OwnSet],
+        &[super::damage::Record],
+    ),
     ui: &Ui,
 ) {
     w.backup_root = backup_root.to_path_buf();
@@ -301,6 +306,11 @@ pub fn observe_chains(
         latest: w.listing.latest.clone(),
         other: Vec::new(),
     };
+    // What `restore --verify` found (an object of its recorded size with other bytes, which the listing cannot see).
+    let on = (w.settings.name.as_str(), &w.chains.listing);
+    for (stamp, why) in super::damage::on_destination_as(damage, on, super::damage::note_text) {
+        w.chains.damaged.entry(stamp).or_insert(why);
+    }
     for (set, name) in chosen {
         if w.encryption.is_some()
             && let Some(f) = super::chain::facts(

@@ -326,13 +326,14 @@ fn observe_clouds(
             .now
             .unwrap_or_else(|| chrono::Local::now().naive_local()),
     };
+    let damage = super::damage::read(&settings.state_dir, root);
     for w in &mut cloud_worlds {
         let clock = Instant::now();
         super::cloud::observe_chains(
             w,
             chosen,
             &chain_policy,
-            (root, &super::retention::OwnSet::of(&settings.sets)),
+            (root, &super::retention::OwnSet::of(&settings.sets), &damage),
             ui,
         );
         // After the chains: a backup is another config's by its `backup.json` where they read one.

@@ -1576,8 +1576,8 @@ pub fn render(r: &VerifyReport, list: bool) -> String {
     out
 }
 
-/// Tells the next external run what this `--verify` of a configured destination's backup found: a damaged backup is
-/// not extended by an incremental (`external::damage`); one found whole, every set checked, is forgotten.
+/// Tells the next external run what this `--verify` of a configured drive's backup found: a damaged backup is not
+/// extended by an incremental (`external::damage`); one found whole, every set checked, is forgotten ([`remember`]).
 pub(crate) fn remember_damage(
     settings: &crate::settings::Settings,
     destination: &str,
@@ -1593,13 +1593,32 @@ pub(crate) fn remember_damage(
         None if report.intact && report.content_checked && backup.excluded.is_empty() => None,
         _ => return,
     };
+    remember(
+        settings,
+        (destination, &backup.dir.name),
+        problem.as_deref(),
+        ui,
+    );
+}
+
+/// Notes in `damaged.json` what a `--verify` of backup `stamp` on `destination` (a drive's or a bucket's) found:
+/// `problem` when damaged, `None` when found whole (which forgets an earlier record). A dry run notes nothing.
+pub(crate) fn remember(
+    settings: &crate::settings::Settings,
+    (destination, stamp): (&str, &str),
+    problem: Option<&str>,
+    ui: &crate::ui::Ui,
+) {
+    if settings.output.dry_run {
+        return;
+    }
     let now = chrono::Local::now().fixed_offset();
     if let Err(e) = crate::external::damage::note(
         &settings.state_dir,
         &settings.backup_root,
         destination,
-        &backup.dir.name,
-        problem.as_deref(),
+        stamp,
+        problem,
         now,
     ) {
         let then = if problem.is_some() {

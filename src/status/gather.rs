@@ -110,7 +110,7 @@ fn cloud(
     c: &crate::settings::CloudSettings,
     (look, owner): (CloudLook, Owner),
     runs: &RunFacts,
-    root: &std::path::Path,
+    (root, damage): (&std::path::Path, &[crate::external::damage::Record]),
 ) -> CloudFacts {
     let mut facts = CloudFacts {
         settings: c.clone(),
@@ -153,7 +153,12 @@ fn cloud(
             return facts;
         }
     };
-    match crate::external::bucket::read(&store, newest_only.then_some(owner)) {
+    // What `restore --verify` found damaged there is no restore point: not its newest backup either.
+    let found: Vec<String> = (damage.iter())
+        .filter(|r| r.destination == c.name)
+        .map(|r| r.backup.clone())
+        .collect();
+    match crate::external::bucket::read(&store, newest_only.then_some((owner, &found[..]))) {
         Ok(mut b) => {
             if !newest_only {
                 // Whose each unfinished upload is, and whether it may still be going: as an upload judges them.
@@ -174,7 +179,11 @@ fn cloud(
             };
             // A bucket's chains are not judged here: a look at its newest `backup.json` only (`backup`) could not
             // see them, and `backup` and `status` must agree on a destination's newest backup.
-            let mut l = listing_facts(&listing, &Damaged::default(), false, Some(owner));
+            let damaged = Damaged {
+                verify: crate::external::damage::on_destination(damage, &c.name, &listing),
+                ..Damaged::default()
+            };
+            let mut l = listing_facts(&listing, &damaged, false, Some(owner));
             if newest_only {
                 // Another config's by their objects' names (not read), and by their sets' sources (read).
                 l.foreign += b.listing.foreign_count(owner);
@@ -472,7 +481,7 @@ pub fn gather_with(settings: &Settings, look: Look, history: usize, clouds: Clou
     let clouds = settings
         .clouds
         .iter()
-        .map(|c| cloud(c, (clouds, Owner::Sets(&own)), &runs, root))
+        .map(|c| cloud(c, (clouds, Owner::Sets(&own)), &runs, (root, &damage)))
         .collect();
     Facts {
         backup_root: root.clone(),

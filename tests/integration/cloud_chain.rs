@@ -482,3 +482,98 @@ fn a_downloaded_bucket_restores_with_drive_and_no_config() {
     drive(&["--target", target.to_str().unwrap()]).status(0);
     assert_restored(&t, &target, &SET_FILES[..4], "downloaded from the bucket");
 }
+
+/// A `restore --verify --source cloud` that finds a backup damaged (an object altered on the server: same size,
+/// other bytes) remembers it in `damaged.json` as a drive's does (the destination's name, the stamp, this config's
+/// backup root); a dry run remembers nothing. `status` marks it DAMAGED, no restore point (`--check`: overdue); the
+/// next upload does not build on it (a full, saying why). A later intact verify (the object put back) forgets it.
+/// Before: a bucket's verify wrote nothing, `status` counted the backup, and the next upload was an incremental on it.
+#[test]
+fn damage_a_bucket_verify_finds_is_remembered_and_not_built_on() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = first_upload(&g, "", "laptop");
+    let first = stamps(&s3, "laptop")[0].clone();
+    let key = format!("laptop/backups/{first}/docs.tar.part000");
+    let intact = s3.get(&key);
+    alter_on_server(&t, &s3, &key, 0x55);
+    let noted = t.path("state/dbackup/damaged.json");
+    t.cmd()
+        .args(["--dry-run", "restore", "--verify", "--source", "cloud"])
+        .status(1);
+    assert!(!noted.exists(), "a dry run records nothing");
+    t.cmd()
+        .args(["restore", "--verify", "--source", "cloud"])
+        .status(1);
+    let records: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&noted).unwrap()).unwrap();
+    let r = &records["records"][0];
+    assert_eq!(r["destination"], "offsite", "{records}");
+    assert_eq!(r["backup"], first.as_str(), "{records}");
+    assert_eq!(
+        r["backup_root"],
+        t.root().display().to_string(),
+        "{records}"
+    );
+    assert!(
+        r["problem"].as_str().unwrap().contains("docs.tar.part000"),
+        "{records}"
+    );
+    let status = t.cmd().args(["status"]).status(0);
+    status.stdout_has(&format!("  {first}  full "));
+    status.stdout_has("DAMAGED: restore --verify found it damaged on ");
+    status.stdout_has("offsite: 0 restore points (and 1 damaged backup, not counted)");
+    // No good backup is left there: the bucket's upload is overdue at once.
+    t.cmd()
+        .args(["status", "--check"])
+        .status(1)
+        .stderr_has("status check failed: no external backup yet");
+
+    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
+    t.cmd().args(["collect"]).status(0);
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    dry.stdout_has(&format!("full: backup {first} of the chain is damaged"));
+
+    put_on_server(&t, &s3, &key, &intact);
+    t.cmd()
+        .args(["restore", "--verify", "--source", "cloud"])
+        .status(0);
+    let records: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&noted).unwrap()).unwrap();
+    assert_eq!(records["records"], serde_json::json!([]), "forgotten");
+    let dry = t.cmd().args(["--dry-run", "external"]).status(0);
+    dry.stdout_has(&format!("incremental on {first}"));
+}
+
+/// `backup`, which reads only a bucket's newest `backup.json`, passes over a newest backup that `restore --verify`
+/// found damaged, as `status` does: its newest is the good one before it, the same `status` shows. Before: the
+/// damaged one was read as the newest and dropped, and `backup` knew of no backup there at all.
+#[test]
+fn backup_passes_over_a_newest_bucket_backup_found_damaged() {
+    let Some((g, s3)) = garage_and_client() else {
+        return;
+    };
+    let t = first_upload(&g, "", "laptop");
+    let [first, second] = &second_upload(&t, &s3, &[])[..] else {
+        unreachable!("two backups")
+    };
+    alter_on_server(
+        &t,
+        &s3,
+        &format!("laptop/backups/{second}/docs.tar.part000"),
+        0x55,
+    );
+    t.cmd()
+        .args(["restore", "--verify", "--source", "cloud"])
+        .status(1);
+    let plan: serde_json::Value = t.run_json(&["--dry-run", "backup"]);
+    let offsite = (plan["destinations"].as_array().unwrap().iter())
+        .find(|d| d["name"] == "offsite")
+        .unwrap_or_else(|| panic!("{plan:#}"));
+    let due = offsite["due"].as_str().unwrap();
+    assert!(
+        due.contains(&format!("its newest backup {first} ")),
+        "{due}"
+    );
+}
