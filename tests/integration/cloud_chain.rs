@@ -47,13 +47,23 @@ fn first_encrypted_upload(g: &Garage, prefix: &str) -> (Test, std::path::PathBuf
 
 /// The second upload under `laptop` (an incremental: todo.txt changed, and `also` written): both stamps, oldest first.
 fn second_upload(t: &Test, s3: &S3Client, also: &[(&str, &str)]) -> Vec<String> {
+    second_upload_under(t, s3, "laptop", also)
+}
+
+/// [`second_upload`] under `prefix`.
+fn second_upload_under(
+    t: &Test,
+    s3: &S3Client,
+    prefix: &str,
+    also: &[(&str, &str)],
+) -> Vec<String> {
     t.write("home/notes/todo.txt", "buy milk\nand bread\n");
     for (path, text) in also {
         t.write(path, text);
     }
     t.cmd().args(["collect"]).status(0);
     t.cmd().args(["external"]).status(0);
-    let all = stamps(s3, "laptop");
+    let all = stamps(s3, prefix);
     assert_eq!(all.len(), 2, "{all:?}");
     all
 }
@@ -454,11 +464,7 @@ fn a_downloaded_bucket_restores_with_drive_and_no_config() {
         return;
     };
     let (t, identity, _keys) = first_encrypted_upload(&g, "gone");
-    t.write("home/notes/todo.txt", "buy milk\nand bread\n");
-    t.write("home/notes/new.txt", "a new file\n");
-    t.cmd().args(["collect"]).status(0);
-    t.cmd().args(["external"]).status(0);
-    assert_eq!(stamps(&s3, "gone").len(), 2);
+    second_upload_under(&t, &s3, "gone", &[("home/notes/new.txt", "a new file\n")]);
 
     let down = t.path("downloaded");
     for (key, _) in s3.list("gone/backups/") {
