@@ -1124,16 +1124,23 @@ pub(crate) mod tests {
         let root = dir.path();
         let first = t(2025, 4, 1, 3, 15, 0);
         fs::create_dir(root.join(snapshot_name("data", first))).unwrap();
+        assert_eq!(
+            fresh_stamp(root, &["data"], clock_moving_on(first)),
+            t(2025, 4, 1, 3, 15, 1)
+        );
+        assert_eq!(fresh_stamp(root, &["other"], || first), first);
+    }
+
+    /// A clock that reads `first` twice, then 1.2 s later: a run waiting for a fresh stamp sees the next second.
+    pub(crate) fn clock_moving_on(first: NaiveDateTime) -> impl Fn() -> NaiveDateTime {
         let calls = std::cell::Cell::new(0);
-        let clock = || {
+        move || {
             calls.set(calls.get() + 1);
             if calls.get() < 3 {
                 first
             } else {
                 first + chrono::Duration::milliseconds(1200)
             }
-        };
-        assert_eq!(fresh_stamp(root, &["data"], clock), t(2025, 4, 1, 3, 15, 1));
-        assert_eq!(fresh_stamp(root, &["other"], || first), first);
+        }
     }
 }

@@ -978,7 +978,7 @@ pub fn select_across(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::ExternalMode;
 
@@ -1003,7 +1003,7 @@ mod tests {
         assert!(d.is_empty() && c.is_empty());
     }
 
-    fn world(allow_unencrypted: bool) -> CloudWorld {
+    pub(crate) fn world(allow_unencrypted: bool) -> CloudWorld {
         let mut settings = crate::cloud::tests::settings("http://127.0.0.1:9", "b");
         settings.allow_unencrypted = allow_unencrypted;
         settings.object_lock_days = Some(30);

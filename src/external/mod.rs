@@ -54,7 +54,9 @@ fn now() -> NaiveDateTime {
 
 /// A stamp that no selected destination already has a backup of: now, or a moment later when a run in this very
 /// second already used it (waiting at most about a second). On a bucket an unfinished upload's stamp counts as
-/// taken too: a new upload under it would mix its objects with the leftovers of a killed run.
+/// taken too: a new upload under it would mix its objects with the leftovers of a killed run; so does the stamp of
+/// an upload journal kept under the destination's name, which may be another config's sharing the backup root and
+/// the name (its upload killed in this very second on another bucket or prefix): one journal file per stamp.
 fn fresh_stamp(world: &plan::World, now: impl Fn() -> NaiveDateTime) -> NaiveDateTime {
     let taken = |t: NaiveDateTime| {
         let stamp = snapshot::stamp(t);
@@ -65,6 +67,7 @@ fn fresh_stamp(world: &plan::World, now: impl Fn() -> NaiveDateTime) -> NaiveDat
         }) || world.clouds.iter().any(|c| {
             c.listing.backups.contains(&stamp)
                 || c.listing.unfinished.iter().any(|u| u.stamp == stamp)
+                || resume::has_journal(&c.backup_root, &c.settings.name, &stamp)
         })
     };
     let mut t = snapshot::truncate_to_second(now());

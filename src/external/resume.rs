@@ -163,6 +163,13 @@ fn journal_name(stamp: &str) -> String {
     format!("{stamp}.json")
 }
 
+/// Whether `destination`'s journals hold one named for `stamp`, this config's or another's sharing the backup root
+/// (readable or not): a new upload under `stamp` would write over it, so the stamp is taken (`external::fresh_stamp`).
+pub fn has_journal(root: &Path, destination: &str, stamp: &str) -> bool {
+    journals_dir(root, destination)
+        .is_ok_and(|d| matches!(d.file_type(journal_name(stamp)), Ok(Some(_))))
+}
+
 /// Reads the journal of `stamp` on `destination`: bounded, parsed, checked to name that stamp.
 pub fn read(root: &Path, destination: &str, stamp: &str) -> Result<Journal, String> {
     let (_, j): (_, Journal) = super::index_copy::read_record(

@@ -769,3 +769,27 @@ fn a_secret_in_the_snapshot_is_left_out_of_a_plain_drive_only() {
     assert!(p.destinations[0].archives[0].left_out.is_empty());
     assert!(!plan::render(&p).contains("left out of"));
 }
+
+/// Two configs sharing the backup root and a cloud destination's name, the first's upload killed in this very second
+/// on its own bucket or prefix: the second's upload takes the next second, never the stamp of the kept journal (one
+/// journal file per stamp: it would be written over, then removed, and the first's upload restart from nothing).
+#[test]
+fn an_upload_journal_under_the_destinations_name_takes_its_stamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = t("2026-12-07-091000");
+    let mut cloud = super::cloud::tests::world(false);
+    cloud.backup_root = dir.path().into();
+    let mut w = world();
+    w.clouds = vec![cloud];
+    assert_eq!(super::fresh_stamp(&w, || first), first, "no journal yet");
+    let journals = dir
+        .path()
+        .join(".upload-journals")
+        .join(&w.clouds[0].settings.name);
+    std::fs::create_dir_all(&journals).unwrap();
+    std::fs::write(journals.join("2026-12-07-091000.json"), "{}").unwrap();
+    assert_eq!(
+        super::fresh_stamp(&w, crate::snapshot::tests::clock_moving_on(first)),
+        t("2026-12-07-091001")
+    );
+}

@@ -147,14 +147,9 @@ fn ext4_drive_that_fills_rotates_the_oldest_out() {
 /// restore points and went first.
 #[test]
 fn rotation_for_space_never_removes_another_configs_set_of_the_same_name() {
-    let Some((_drive, mp)) = loopdev::drive_or_skip(Fs::Ext4, "T9", 48 * MIB) else {
+    let Some((_drive, mp, dest, t)) = big_on_ext4(48, 1) else {
         return;
     };
-    let dest = destination("T9", &mp, r#""keep_at_least": 1"#);
-    let t = Test::new().config(&config(std::slice::from_ref(&dest), "first", 10));
-    sample(&t, 0);
-    t.write("home/data/big.bin", content(6 * MIB as usize, 11));
-    collect(&t);
     t.write("a-data/big.bin", content(6 * MIB as usize, 12));
     let other = t.write(
         "other.json",
@@ -227,14 +222,9 @@ fn rotation_for_space_never_removes_another_configs_set_of_the_same_name() {
 /// so the only intact backup was removed for space.
 #[test]
 fn rotation_for_space_never_removes_the_newest_intact_backup_for_damaged_ones() {
-    let Some((_drive, mp)) = loopdev::drive_or_skip(Fs::Ext4, "T9", 32 * MIB) else {
+    let Some((_drive, mp, _, t)) = big_on_ext4(32, 2) else {
         return;
     };
-    let dest = destination("T9", &mp, r#""keep_at_least": 2"#);
-    let t = Test::new().config(&config(std::slice::from_ref(&dest), "first", 10));
-    sample(&t, 0);
-    t.write("home/data/big.bin", content(6 * MIB as usize, 11));
-    collect(&t);
     let mut full = false;
     for _ in 0..8 {
         let plan = t.cmd().args(["--dry-run", "external", "--full"]).output();
@@ -274,4 +264,20 @@ fn rotation_for_space_never_removes_the_newest_intact_backup_for_damaged_ones() 
     );
     assert!(why.contains(&first), "{first:?} not in {why}");
     assert_eq!(backups(&mp), held, "nothing removed for space");
+}
+
+/// An ext4 drive `T9` of `mib` MiB and a test writing to it first (keeping `keep_at_least`, retention 10), its sample
+/// home with a 6 MiB incompressible `data/big.bin` collected once: the drive (kept while it lives), its mount point,
+/// the destination's config text and the test; `None` where loop devices cannot be used.
+fn big_on_ext4(
+    mib: u64,
+    keep_at_least: u32,
+) -> Option<(loopdev::Drive, std::path::PathBuf, String, Test)> {
+    let (drive, mp) = loopdev::drive_or_skip(Fs::Ext4, "T9", mib * MIB)?;
+    let dest = destination("T9", &mp, &format!(r#""keep_at_least": {keep_at_least}"#));
+    let t = Test::new().config(&config(std::slice::from_ref(&dest), "first", 10));
+    sample(&t, 0);
+    t.write("home/data/big.bin", content(6 * MIB as usize, 11));
+    collect(&t);
+    Some((drive, mp, dest, t))
 }
